@@ -1,0 +1,98 @@
+/*
+ * Small helpers shared by every layer: CRC32C through ISA-L, aligned buffers,
+ * size parsing and formatting, name validation.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <isa-l/crc.h>
+
+#include "tessera/common.h"
+
+uint32_t tsr_crc32c(uint32_t seed, const void *buf, size_t len)
+{
+	/* crc32_iscsi takes and returns the CRC without the final inversion */
+	return ~crc32_iscsi((unsigned char *)buf, (int)len, ~seed);
+}
+
+void *tsr_alloc_aligned(size_t len)
+{
+	void *p = NULL;
+
+	if (len == 0)
+		len = TSR_BLOCK_SIZE;
+	if (posix_memalign(&p, TSR_BLOCK_SIZE, len) != 0)
+		return NULL;
+	return p;
+}
+
+void tsr_free_aligned(void *p)
+{
+	free(p);
+}
+
+int tsr_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	if (s == NULL || !isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -ERANGE;
+	switch (toupper((unsigned char)*end)) {
+	case '\0': break;
+	case 'K': shift = 10; end++; break;
+	case 'M': shift = 20; end++; break;
+	case 'G': shift = 30; end++; break;
+	case 'T': shift = 40; end++; break;
+	case 'P': shift = 50; end++; break;
+	default: return -EINVAL;
+	}
+	if (shift && (strcasecmp(end, "iB") == 0 || strcasecmp(end, "B") == 0))
+		end += strlen(end);
+	if (*end != '\0')
+		return -EINVAL;
+	if (shift && v > (UINT64_MAX >> shift))
+		return -ERANGE;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+const char *tsr_format_size(uint64_t bytes, char *buf, size_t len)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+	double v = (double)bytes;
+	int u = 0;
+
+	while (v >= 1024 && u < 5) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%" PRIu64 " B", bytes);
+	else
+		snprintf(buf, len, "%.1f %s", v, units[u]);
+	return buf;
+}
+
+int tsr_valid_name(const char *name)
+{
+	size_t n;
+
+	if (name == NULL || !isalnum((unsigned char)name[0]))
+		return 0;
+	for (n = 1; name[n]; n++) {
+		unsigned char c = (unsigned char)name[n];
+		if (!isalnum(c) && c != '.' && c != '_' && c != '-')
+			return 0;
+	}
+	return n <= 63;
+}

@@ -1,0 +1,52 @@
+/*
+ * Types and helpers shared by every layer: the completion callback, logging,
+ * CRC32C (ISA-L), aligned buffers.  Implemented in engine/util/.
+ */
+#ifndef TESSERA_COMMON_H
+#define TESSERA_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Completion of an asynchronous operation above the I/O layer: 0 or -errno. */
+typedef void (*tsr_cb)(void *cb_arg, int status);
+
+#define TSR_BLOCK_SIZE 4096u            /* store block, CRC unit, O_DIRECT unit */
+#define TSR_MAX_IO (32u * 1024 * 1024)  /* largest single request (NBD payload limit) */
+
+/* An extent for block status: allocated data or a hole reading as zeros. */
+struct tsr_extent {
+	uint64_t offset;
+	uint64_t length;
+	uint32_t flags; /* TSR_EXTENT_HOLE | TSR_EXTENT_ZERO */
+};
+#define TSR_EXTENT_HOLE 0x1u
+#define TSR_EXTENT_ZERO 0x2u
+
+/* Logging: one line to stderr with time, level and thread name. */
+enum tsr_log_level { TSR_LOG_DEBUG, TSR_LOG_INFO, TSR_LOG_WARN, TSR_LOG_ERROR };
+void tsr_log(enum tsr_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void tsr_log_set_level(enum tsr_log_level level);
+void tsr_log_set_thread_name(const char *name);
+#define tsr_debug(...) tsr_log(TSR_LOG_DEBUG, __VA_ARGS__)
+#define tsr_info(...)  tsr_log(TSR_LOG_INFO, __VA_ARGS__)
+#define tsr_warn(...)  tsr_log(TSR_LOG_WARN, __VA_ARGS__)
+#define tsr_error(...) tsr_log(TSR_LOG_ERROR, __VA_ARGS__)
+
+/* CRC32C (Castagnoli) through ISA-L crc32_iscsi; seed 0 for a fresh CRC. */
+uint32_t tsr_crc32c(uint32_t seed, const void *buf, size_t len);
+
+/* Aligned allocation for O_DIRECT buffers (TSR_BLOCK_SIZE); NULL on ENOMEM. */
+void *tsr_alloc_aligned(size_t len);
+void tsr_free_aligned(void *p);
+
+/* Parse "10G", "4k", "512", "1T" (binary units) into bytes.  0 or -EINVAL/-ERANGE. */
+int tsr_parse_size(const char *s, uint64_t *out);
+/* Format bytes as "10 GiB" into buf. */
+const char *tsr_format_size(uint64_t bytes, char *buf, size_t len);
+
+/* A volume or snapshot name: [A-Za-z0-9][A-Za-z0-9._-]{0,62}. */
+int tsr_valid_name(const char *name);
+
+#endif

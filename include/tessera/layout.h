@@ -1,0 +1,37 @@
+/*
+ * Tessera layout (DESIGN.md layer 3): how a volume's bytes map onto copies.
+ * The coordinator (engine/vol) calls tsr_layout_*; layouts implement
+ * include/tessera/layout_module.h.  Today there is one layout, "local": a
+ * single copy in this node's store.  Mirror and EC layouts come with
+ * replication; they fan each call out to the peer protocol (layer 4).
+ */
+#ifndef TESSERA_LAYOUT_H
+#define TESSERA_LAYOUT_H
+
+#include "tessera/common.h"
+#include "tessera/io.h"
+#include "tessera/store.h"
+
+struct tsr_layout;
+
+/* A single local copy of volume name.  Errors: -ENOENT, -ENOMEM. */
+int tsr_layout_local_create(struct tsr_store *store, const char *name,
+			    struct tsr_layout **out);
+void tsr_layout_destroy(struct tsr_layout *layout);
+const char *tsr_layout_name(const struct tsr_layout *layout);
+uint64_t tsr_layout_size(const struct tsr_layout *layout);
+
+/* Same contracts as tsr_vol_* (vol.h). */
+int tsr_layout_read(struct tsr_layout *l, struct tsr_io *io, uint64_t offset, uint32_t len,
+		    void *buf, tsr_cb cb_fn, void *cb_arg);
+int tsr_layout_write(struct tsr_layout *l, struct tsr_io *io, uint64_t offset, uint32_t len,
+		     const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg);
+int tsr_layout_flush(struct tsr_layout *l, struct tsr_io *io, tsr_cb cb_fn, void *cb_arg);
+int tsr_layout_trim(struct tsr_layout *l, struct tsr_io *io, uint64_t offset, uint64_t len,
+		    tsr_cb cb_fn, void *cb_arg);
+int tsr_layout_write_zeroes(struct tsr_layout *l, struct tsr_io *io, uint64_t offset,
+			    uint64_t len, unsigned flags, tsr_cb cb_fn, void *cb_arg);
+int tsr_layout_block_status(struct tsr_layout *l, uint64_t offset, uint64_t len,
+			    struct tsr_extent *ext, size_t max, size_t *count);
+
+#endif

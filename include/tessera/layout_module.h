@@ -1,0 +1,32 @@
+/*
+ * Tessera layout implementer interface.  A layout fills one static const
+ * struct tsr_layout_ops; engine/layout/layout.c wraps every call (range and
+ * alignment checks, counters) so layouts receive only valid requests.
+ */
+#ifndef TESSERA_LAYOUT_MODULE_H
+#define TESSERA_LAYOUT_MODULE_H
+
+#include "tessera/layout.h"
+
+struct tsr_layout_ops {
+	const char *name;
+	uint64_t (*size)(void *ctx);
+	int (*read)(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf,
+		    tsr_cb cb_fn, void *cb_arg);
+	int (*write)(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len,
+		     const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg);
+	int (*flush)(void *ctx, struct tsr_io *io, tsr_cb cb_fn, void *cb_arg);
+	int (*trim)(void *ctx, struct tsr_io *io, uint64_t offset, uint64_t len,
+		    tsr_cb cb_fn, void *cb_arg);
+	int (*write_zeroes)(void *ctx, struct tsr_io *io, uint64_t offset, uint64_t len,
+			    unsigned flags, tsr_cb cb_fn, void *cb_arg);
+	/* may be NULL: everything reported allocated */
+	int (*block_status)(void *ctx, uint64_t offset, uint64_t len, struct tsr_extent *ext,
+			    size_t max, size_t *count);
+	void (*destroy)(void *ctx);
+};
+
+/* For layouts' constructors: wrap ctx into a struct tsr_layout. */
+int tsr_layout_new(const struct tsr_layout_ops *ops, void *ctx, struct tsr_layout **out);
+
+#endif

@@ -1,0 +1,54 @@
+/*
+ * Tessera volume coordinator (DESIGN.md layer 2): the single writer of a
+ * volume attached on this node.  It orders host I/O and hands it to the
+ * volume's layout (layer 3), which today keeps one local copy and later fans
+ * out to replicas and EC chunks.  The NBD server (layer 1) uses only this
+ * header.
+ *
+ * The same async contract and argument rules as tsr_svol_* (store.h) apply;
+ * status 0 or -errno.  A struct tsr_vol may be used from several worker
+ * threads at once, each passing its own struct tsr_io.
+ */
+#ifndef TESSERA_VOL_H
+#define TESSERA_VOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "tessera/common.h"
+#include "tessera/io.h"
+#include "tessera/store.h"
+
+struct tsr_volset; /* the volumes this node can attach */
+struct tsr_vol;
+
+/* Errors: -ENOMEM. */
+int tsr_volset_create(struct tsr_store *store, struct tsr_volset **out);
+void tsr_volset_destroy(struct tsr_volset *set); /* all vols must be put; NULL ok */
+
+/*
+ * Attach (or share the existing attachment of) volume name.  Thread-safe.
+ * Errors: -ENOENT unknown volume, -ENOMEM.
+ */
+int tsr_vol_get(struct tsr_volset *set, const char *name, struct tsr_vol **out);
+void tsr_vol_put(struct tsr_vol *vol);
+/* True while some handle is held (delete refuses such a volume). */
+bool tsr_volset_in_use(struct tsr_volset *set, const char *name);
+
+const char *tsr_vol_name(const struct tsr_vol *vol);
+uint64_t tsr_vol_size(const struct tsr_vol *vol);
+
+int tsr_vol_read(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint32_t len,
+		 void *buf, tsr_cb cb_fn, void *cb_arg);
+int tsr_vol_write(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint32_t len,
+		  const void *buf, unsigned flags /* TSR_WRITE_FUA */, tsr_cb cb_fn,
+		  void *cb_arg);
+int tsr_vol_flush(struct tsr_vol *vol, struct tsr_io *io, tsr_cb cb_fn, void *cb_arg);
+int tsr_vol_trim(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint64_t len,
+		 tsr_cb cb_fn, void *cb_arg);
+int tsr_vol_write_zeroes(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset,
+			 uint64_t len, unsigned flags /* TSR_WRITE_FUA|TSR_WRITE_NO_HOLE */,
+			 tsr_cb cb_fn, void *cb_arg);
+int tsr_vol_block_status(struct tsr_vol *vol, uint64_t offset, uint64_t len,
+			 struct tsr_extent *ext, size_t max, size_t *count);
+
+#endif

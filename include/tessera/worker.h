@@ -1,0 +1,42 @@
+/*
+ * Tessera worker threads: a small fixed number of threads, each with its own
+ * epoll loop and its own struct tsr_io, owning the connections handed to it
+ * (shared-nothing: no lock per I/O).  One loop pass: wait for fd events and
+ * I/O completions, run their callbacks, then submit all queued I/O at once.
+ * Other threads talk to a worker only through tsr_worker_send().
+ */
+#ifndef TESSERA_WORKER_H
+#define TESSERA_WORKER_H
+
+#include <stdint.h>
+#include "tessera/io.h"
+
+struct tsr_worker;
+
+typedef void (*tsr_worker_fd_cb)(void *arg, uint32_t epoll_events);
+typedef void (*tsr_worker_msg_fn)(struct tsr_worker *w, void *arg);
+
+/* Start worker number index (its thread is named "worker<index>").
+ * Errors: from tsr_io_create, -ENOMEM, -EAGAIN (thread). */
+int tsr_worker_start(unsigned index, const struct tsr_io_opts *io_opts,
+		     struct tsr_worker **out);
+/* Ask the loop to end, join the thread, free.  NULL ok.  Messages still queued
+ * are run first; fds still watched are the owners' business (they are told
+ * through their stop hook, see tsr_worker_on_stop). */
+void tsr_worker_stop(struct tsr_worker *w);
+
+/* Only from the worker's own thread: */
+struct tsr_io *tsr_worker_io(struct tsr_worker *w);
+int tsr_worker_watch(struct tsr_worker *w, int fd, uint32_t events, tsr_worker_fd_cb cb,
+		     void *arg);
+int tsr_worker_modify(struct tsr_worker *w, int fd, uint32_t events);
+int tsr_worker_unwatch(struct tsr_worker *w, int fd);
+/* Register a function run when the worker stops (close connections).  */
+int tsr_worker_on_stop(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg);
+
+/* From any thread: run fn(w, arg) on the worker's thread soon. 0 or -ENOMEM/-ESHUTDOWN. */
+int tsr_worker_send(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg);
+
+unsigned tsr_worker_index(const struct tsr_worker *w);
+
+#endif
