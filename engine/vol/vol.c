@@ -1,0 +1,176 @@
+/*
+ * Volume coordinator (layer 2).  Today a volume attached on this node has one
+ * local copy, so the coordinator's data path is a pass-through to its
+ * layout; this is where write ordering, the epoch fence and the in-sync set
+ * live once replication arrives.
+ *
+ * Locking policy: the volset's mutex guards the list of attached volumes and
+ * their reference counts (attach, detach, in-use checks: control path only).
+ * The data path takes no lock.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tessera/layout.h"
+#include "tessera/vol.h"
+
+struct tsr_vol {
+	struct tsr_volset *set;    /* owner; outlives every vol */
+	char name[64];             /* volume name (export name) */
+	struct tsr_layout *layout; /* how the volume maps onto copies */
+	unsigned refs;             /* handles held; guarded by set->lock */
+	struct tsr_vol *next;      /* set->attached list; guarded by set->lock */
+};
+
+struct tsr_volset {
+	struct tsr_store *store;   /* the node's local store */
+	pthread_mutex_t lock;      /* see the policy in the file header */
+	struct tsr_vol *attached;  /* volumes with refs > 0 */
+};
+
+int tsr_volset_create(struct tsr_store *store, struct tsr_volset **out)
+{
+	struct tsr_volset *set = calloc(1, sizeof(*set));
+
+	if (set == NULL)
+		return -ENOMEM;
+	set->store = store;
+	pthread_mutex_init(&set->lock, NULL);
+	*out = set;
+	return 0;
+}
+
+void tsr_volset_destroy(struct tsr_volset *set)
+{
+	if (set == NULL)
+		return;
+	pthread_mutex_destroy(&set->lock);
+	free(set);
+}
+
+static struct tsr_vol *find_locked(struct tsr_volset *set, const char *name)
+{
+	struct tsr_vol *v;
+
+	for (v = set->attached; v; v = v->next)
+		if (strcmp(v->name, name) == 0)
+			return v;
+	return NULL;
+}
+
+int tsr_vol_get(struct tsr_volset *set, const char *name, struct tsr_vol **out)
+{
+	struct tsr_vol *v;
+	int ret = 0;
+
+	if (!tsr_valid_name(name))
+		return -ENOENT;
+	pthread_mutex_lock(&set->lock);
+	v = find_locked(set, name);
+	if (v) {
+		v->refs++;
+		goto out;
+	}
+	v = calloc(1, sizeof(*v));
+	if (v == NULL) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = tsr_layout_local_create(set->store, name, &v->layout);
+	if (ret) {
+		free(v);
+		v = NULL;
+		goto out;
+	}
+	v->set = set;
+	strncpy(v->name, name, sizeof(v->name) - 1);
+	v->refs = 1;
+	v->next = set->attached;
+	set->attached = v;
+out:
+	pthread_mutex_unlock(&set->lock);
+	if (ret == 0)
+		*out = v;
+	return ret;
+}
+
+void tsr_vol_put(struct tsr_vol *vol)
+{
+	struct tsr_volset *set;
+	struct tsr_vol **pp;
+
+	if (vol == NULL)
+		return;
+	set = vol->set;
+	pthread_mutex_lock(&set->lock);
+	if (--vol->refs > 0) {
+		pthread_mutex_unlock(&set->lock);
+		return;
+	}
+	for (pp = &set->attached; *pp; pp = &(*pp)->next) {
+		if (*pp == vol) {
+			*pp = vol->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&set->lock);
+	tsr_layout_destroy(vol->layout);
+	free(vol);
+}
+
+bool tsr_volset_in_use(struct tsr_volset *set, const char *name)
+{
+	bool in_use;
+
+	pthread_mutex_lock(&set->lock);
+	in_use = find_locked(set, name) != NULL;
+	pthread_mutex_unlock(&set->lock);
+	return in_use;
+}
+
+const char *tsr_vol_name(const struct tsr_vol *vol)
+{
+	return vol->name;
+}
+
+uint64_t tsr_vol_size(const struct tsr_vol *vol)
+{
+	return tsr_layout_size(vol->layout);
+}
+
+int tsr_vol_read(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint32_t len,
+		 void *buf, tsr_cb cb_fn, void *cb_arg)
+{
+	return tsr_layout_read(vol->layout, io, offset, len, buf, cb_fn, cb_arg);
+}
+
+int tsr_vol_write(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint32_t len,
+		  const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
+{
+	return tsr_layout_write(vol->layout, io, offset, len, buf, flags, cb_fn, cb_arg);
+}
+
+int tsr_vol_flush(struct tsr_vol *vol, struct tsr_io *io, tsr_cb cb_fn, void *cb_arg)
+{
+	return tsr_layout_flush(vol->layout, io, cb_fn, cb_arg);
+}
+
+int tsr_vol_trim(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint64_t len,
+		 tsr_cb cb_fn, void *cb_arg)
+{
+	return tsr_layout_trim(vol->layout, io, offset, len, cb_fn, cb_arg);
+}
+
+int tsr_vol_write_zeroes(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset,
+			 uint64_t len, unsigned flags, tsr_cb cb_fn, void *cb_arg)
+{
+	return tsr_layout_write_zeroes(vol->layout, io, offset, len, flags, cb_fn, cb_arg);
+}
+
+int tsr_vol_block_status(struct tsr_vol *vol, uint64_t offset, uint64_t len,
+			 struct tsr_extent *ext, size_t max, size_t *count)
+{
+	return tsr_layout_block_status(vol->layout, offset, len, ext, max, count);
+}
