@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Crash loop: SIGKILL tesserad at random moments during writes, in a loop.
+#
+# Each round: start tesserad (it must open the store every time), start
+# crash_writer (QD 16 random 4 KiB self-describing writes, some FUA, some
+# flushes; it logs every ACKNOWLEDGED write), wait 0.2-2 s, kill -9 tesserad,
+# restart it, and have crash_writer verify read back every block: each block
+# it logged must hold its last acknowledged write or a later (in-flight) one,
+# never older data, garbage or a read error.  Every 5th round uses --io libaio.
+#
+# Rounds: TSR_CRASH_ROUNDS (default 50; 300 with --long or TSR_LONG=1).
+. "$(dirname "$0")/functions.sh"
+
+rounds=${TSR_CRASH_ROUNDS:-50}
+if [ "${1:-}" = --long ] || [ "${TSR_LONG:-0}" = 1 ]; then
+	rounds=${TSR_CRASH_ROUNDS:-300}
+fi
+
+require_tessera "$CRASH_WRITER"
+
+make_tmpdir D
+WLOG=$D/acked.log
+: >"$WLOG"
+
+start_tesserad "$D"
+vol_create "$D" crash 64M
+# A second volume that is never written: it must stay all zeros.
+vol_create "$D" bystander 8M
+stop_tesserad
+
+uri=$(nbd_uri "$D" crash)
+for (( r=1; r<=rounds; r++ )); do
+	io=auto
+	(( r % 5 == 0 )) && io=libaio
+	start_tesserad "$D" --io "$io"
+	"$CRASH_WRITER" write "$uri" "$WLOG" --qd 16 --seq-base $(( r * 1000000000 )) \
+		--seed $(( RANDOM * 65536 + RANDOM + r )) >"$D/writer.out" 2>&1 &
+	wpid=$!
+	track_pid "$wpid"
+	# 0.2 .. 2.0 s
+	sleep "$(( 2 + RANDOM % 19 ))e-1"
+	kill9_tesserad
+	reap "$wpid" && wrc=0 || wrc=$?
+	[ "$wrc" = 3 ] || { cat "$D/writer.out" >&2; fail "round $r: crash_writer exited $wrc, want 3 (connection lost)"; }
+	acked=$(grep -o '[0-9]* acknowledged' "$D/writer.out" | cut -d' ' -f1)
+
+	start_tesserad "$D" --io "$io"
+	if ! out=$("$CRASH_WRITER" verify "$uri" "$WLOG" 2>&1); then
+		printf '%s\n' "$out" >&2
+		fail "round $r (--io $io): acknowledged writes not read back"
+	fi
+	log "round $r/$rounds (--io $io): $acked acked this round; ${out##*$'\n'}"
+	# The bystander volume is untouched.
+	nbdcopy "$(nbd_uri "$D" bystander)" "$D/bystander.img" ||
+		fail "round $r: cannot read bystander volume"
+	cmp -s "$D/bystander.img" <(head -c 8M /dev/zero) || fail "round $r: bystander volume changed"
+	# Alternate a clean stop and a kill with no writes in flight.
+	if (( r % 2 )); then stop_tesserad; else kill9_tesserad; fi
+done
+log "$rounds rounds, $(wc -l <"$WLOG") acknowledged writes verified"
