@@ -95,4 +95,11 @@ unsigned tsr_io_inflight(const struct tsr_io *io);
  */
 int tsr_io_event_fd(const struct tsr_io *io);
 
+/*
+ * Number of faults the fault injector has injected so far (each failed,
+ * shortened, delayed or torn operation counts once); 0 for a context created
+ * without fault_spec.
+ */
+int tsr_io_fault_count(const struct tsr_io *io);
+
 #endif
