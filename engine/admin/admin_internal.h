@@ -1,0 +1,97 @@
+/*
+ * Private header of engine/admin/: what each file offers the others (and the
+ * unit tests).  Users include include/tessera/admin.h.
+ */
+#ifndef TESSERA_ADMIN_INTERNAL_H
+#define TESSERA_ADMIN_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <ev.h>
+
+#include "tessera/admin.h"
+
+/* ---- admin_msg.c: framing and message building ------------------------ */
+
+/* Length carried by a frame header (big endian u32). */
+uint32_t admin_frame_len(const uint8_t hdr[4]);
+/*
+ * Pack msg into a malloc'd frame (4-byte length + bytes).
+ * Errors: -EMSGSIZE larger than TSR_ADMIN_MAX_FRAME, -ENOMEM.
+ */
+int admin_frame_pack(const ProtobufCMessage *msg, uint8_t **frame, size_t *len);
+
+/* strdup that keeps NULL as protobuf's empty string; NULL on ENOMEM. */
+char *admin_strdup(const char *s);
+/*
+ * Free a Response built by the server (every string malloc'd or
+ * protobuf_c_empty_string; arrays and sub-messages malloc'd).  NULL ok.
+ */
+void admin_response_free_built(Tessera__Admin__Response *resp);
+void admin_volume_free_built(Tessera__Admin__Volume *v);
+/* Fill resp with error err (-errno) and a formatted user message. */
+void admin_fail(Tessera__Admin__Response *resp, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* ---- admin_ops.c: the commands ---------------------------------------- */
+
+/*
+ * Run one validated request against the store and fill resp (initialised by
+ * the caller, freed with admin_response_free_built).  Blocking store calls:
+ * runs on the control thread only.  resp->error carries the outcome.
+ */
+void admin_handle(struct tsr_admin_server *srv, const Tessera__Admin__Request *req,
+		  Tessera__Admin__Response *resp);
+
+/* ---- admin_server.c: sockets on the libev loop ------------------------ */
+
+#define ADMIN_MAX_CONNS 64
+#define ADMIN_IDLE_TIMEOUT 300.0  /* seconds without a request: close */
+#define ADMIN_AUTH_TIMEOUT 10.0   /* TCP: seconds to send the first request */
+
+struct admin_listener {
+	struct tsr_admin_server *srv;
+	ev_io watcher;
+	int fd;               /* listening socket; -1 when unused */
+	bool tcp;             /* its connections must authenticate */
+	char name[320];       /* "unix:PATH" or "tcp:HOST:PORT" (actual port) */
+};
+
+struct admin_conn {
+	struct tsr_admin_server *srv;
+	ev_io watcher;        /* EV_READ while receiving, EV_WRITE while replying */
+	ev_timer idle;        /* closes connections that stall */
+	int fd;
+	bool tcp;
+	bool authenticated;   /* unix: always; TCP: after a request with the right token */
+	bool close_after_reply;
+	uint8_t hdr[4];
+	size_t hdr_got;       /* < 4: still reading the header */
+	uint8_t *in;          /* message body, in_len bytes once complete */
+	uint32_t in_len;
+	size_t in_got;
+	uint8_t *out;         /* frame being sent */
+	size_t out_len, out_sent;
+	struct admin_conn *prev, *next;
+};
+
+struct tsr_admin_server {
+	struct ev_loop *loop;
+	struct tsr_store *store;
+	struct tsr_volset *vols;
+	struct tsr_nbd_server *nbd;
+	char *token;              /* NULL when no TCP listener */
+	char *unix_path;          /* unlinked on destroy */
+	/* copies of the node info */
+	char *data_dir, *device, *io_backend;
+	unsigned workers;
+	char **nbd_listeners;
+	size_t n_nbd_listeners;
+	time_t started;
+	struct admin_listener listeners[2]; /* [0] unix, [1] TCP */
+	size_t n_listeners;
+	struct admin_conn *conns;
+	unsigned n_conns;
+};
+
+#endif

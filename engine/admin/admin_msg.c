@@ -1,0 +1,313 @@
+/*
+ * Admin API messages: framing (proto/admin.proto explains the format) and the
+ * one parsing function per message type that everything read from a socket
+ * goes through.  protobuf-c checks the wire format; these functions check
+ * what the code after them relies on: one command, valid names, sane sizes,
+ * bounded printable strings.  tests/fuzz/fuzz_admin_request.c targets them.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin/admin_internal.h"
+
+#define MAX_STRING 4096      /* any string field in a reply */
+#define MAX_VOLUMES 100000   /* volumes in one reply */
+#define MAX_URIS 64          /* NBD URIs of one volume, listeners of a node */
+
+uint32_t admin_frame_len(const uint8_t hdr[4])
+{
+	return (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+}
+
+int admin_frame_pack(const ProtobufCMessage *msg, uint8_t **frame, size_t *len)
+{
+	size_t n = protobuf_c_message_get_packed_size(msg);
+	uint8_t *buf;
+
+	if (n > TSR_ADMIN_MAX_FRAME)
+		return -EMSGSIZE;
+	buf = malloc(4 + n);
+	if (buf == NULL)
+		return -ENOMEM;
+	buf[0] = (uint8_t)(n >> 24);
+	buf[1] = (uint8_t)(n >> 16);
+	buf[2] = (uint8_t)(n >> 8);
+	buf[3] = (uint8_t)n;
+	protobuf_c_message_pack(msg, buf + 4);
+	*frame = buf;
+	*len = 4 + n;
+	return 0;
+}
+
+char *admin_strdup(const char *s)
+{
+	return strdup(s ? s : "");
+}
+
+static void free_string(char *s)
+{
+	if (s != protobuf_c_empty_string)
+		free(s);
+}
+
+static void free_strings(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free_string(v[i]);
+	free(v);
+}
+
+void admin_volume_free_built(Tessera__Admin__Volume *v)
+{
+	if (v == NULL)
+		return;
+	free_string(v->name);
+	free_string(v->uuid);
+	free_strings(v->nbd_uris, v->n_nbd_uris);
+	free(v);
+}
+
+void admin_response_free_built(Tessera__Admin__Response *resp)
+{
+	if (resp == NULL)
+		return;
+	free_string(resp->message);
+	resp->message = (char *)protobuf_c_empty_string;
+	for (size_t i = 0; i < resp->n_volumes; i++)
+		admin_volume_free_built(resp->volumes[i]);
+	free(resp->volumes);
+	resp->volumes = NULL;
+	resp->n_volumes = 0;
+	if (resp->status) {
+		Tessera__Admin__Status *s = resp->status;
+
+		free_string(s->version);
+		free_string(s->data_dir);
+		free_string(s->io_backend);
+		free_string(s->device);
+		free_strings(s->nbd_listeners, s->n_nbd_listeners);
+		free_strings(s->admin_listeners, s->n_admin_listeners);
+		free(s);
+		resp->status = NULL;
+	}
+}
+
+void admin_fail(Tessera__Admin__Response *resp, int err, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	resp->error = err;
+	if (resp->message != protobuf_c_empty_string)
+		free(resp->message);
+	resp->message = strdup(buf);
+	if (resp->message == NULL)
+		resp->message = (char *)protobuf_c_empty_string;
+}
+
+/* A bounded string of printable characters (UTF-8 bytes allowed, no controls). */
+static bool valid_text(const char *s, size_t max, bool allow_empty)
+{
+	size_t n;
+
+	if (s == NULL)
+		return allow_empty;
+	for (n = 0; s[n]; n++) {
+		unsigned char c = (unsigned char)s[n];
+
+		if (n >= max || c < 0x20 || c == 0x7f)
+			return false;
+	}
+	return n > 0 || allow_empty;
+}
+
+static int check_size(uint64_t size, const char **why)
+{
+	if (size == 0) {
+		*why = "size must not be zero";
+		return -EINVAL;
+	}
+	if (size % TSR_BLOCK_SIZE) {
+		*why = "size must be a multiple of 4 KiB (4096 bytes)";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int check_name(const char *name, const char **why)
+{
+	if (!tsr_valid_name(name)) {
+		*why = "invalid volume name: use 1 to 63 of A-Z a-z 0-9 . _ - starting with a "
+		       "letter or digit";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int check_request(const Tessera__Admin__Request *req, const char **why)
+{
+	if (!valid_text(req->token, TSR_ADMIN_TOKEN_LEN, true)) {
+		*why = "malformed token";
+		return -EINVAL;
+	}
+	switch (req->command_case) {
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE:
+		if (req->volume_create == NULL)
+			break;
+		return check_name(req->volume_create->name, why) ?:
+		       check_size(req->volume_create->size, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_LIST:
+		if (req->volume_list == NULL)
+			break;
+		return 0;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_SHOW:
+		if (req->volume_show == NULL)
+			break;
+		return check_name(req->volume_show->name, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE:
+		if (req->volume_resize == NULL)
+			break;
+		return check_name(req->volume_resize->name, why) ?:
+		       check_size(req->volume_resize->size, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE:
+		if (req->volume_delete == NULL)
+			break;
+		return check_name(req->volume_delete->name, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_STATUS:
+		if (req->status == NULL)
+			break;
+		return 0;
+	default:
+		*why = "no command, or a command this tesserad does not know (version mismatch?)";
+		return -EINVAL;
+	}
+	*why = "malformed command";
+	return -EINVAL;
+}
+
+int tsr_admin_request_parse(const uint8_t *buf, size_t len, Tessera__Admin__Request **out,
+			    const char **why)
+{
+	Tessera__Admin__Request *req;
+	const char *dummy;
+	int ret;
+
+	if (why == NULL)
+		why = &dummy;
+	*out = NULL;
+	if (len > TSR_ADMIN_MAX_FRAME) {
+		*why = "request too large";
+		return -EMSGSIZE;
+	}
+	req = tessera__admin__request__unpack(NULL, len, buf);
+	if (req == NULL) {
+		*why = "malformed request (not an admin.proto Request)";
+		return -EINVAL;
+	}
+	ret = check_request(req, why);
+	if (ret) {
+		tessera__admin__request__free_unpacked(req, NULL);
+		return ret;
+	}
+	*out = req;
+	return 0;
+}
+
+static bool valid_uuid(const char *s)
+{
+	/* 8-4-4-4-12 hex digits, or empty when the server has none to give */
+	static const char pattern[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+	size_t i;
+
+	if (s == NULL || s[0] == '\0')
+		return true;
+	for (i = 0; pattern[i]; i++) {
+		char c = s[i];
+
+		if (pattern[i] == '-' ? c != '-' :
+		    !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+			return false;
+	}
+	return s[i] == '\0';
+}
+
+static bool valid_strings(char **v, size_t n)
+{
+	if (n > MAX_URIS)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!valid_text(v[i], MAX_STRING, false))
+			return false;
+	return true;
+}
+
+static int check_response(const Tessera__Admin__Response *resp, const char **why)
+{
+	if (resp->error > 0 || resp->error < -4095) {
+		*why = "error code out of range";
+		return -EINVAL;
+	}
+	if (!valid_text(resp->message, MAX_STRING, true)) {
+		*why = "malformed message text";
+		return -EINVAL;
+	}
+	if (resp->n_volumes > MAX_VOLUMES) {
+		*why = "too many volumes";
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < resp->n_volumes; i++) {
+		const Tessera__Admin__Volume *v = resp->volumes[i];
+
+		if (v == NULL || !tsr_valid_name(v->name) || !valid_uuid(v->uuid) ||
+		    v->size % TSR_BLOCK_SIZE || !valid_strings(v->nbd_uris, v->n_nbd_uris)) {
+			*why = "malformed volume";
+			return -EINVAL;
+		}
+	}
+	if (resp->status) {
+		const Tessera__Admin__Status *s = resp->status;
+
+		if (!valid_text(s->version, 64, true) || !valid_text(s->data_dir, MAX_STRING, true) ||
+		    !valid_text(s->io_backend, 64, true) || !valid_text(s->device, MAX_STRING, true) ||
+		    !valid_strings(s->nbd_listeners, s->n_nbd_listeners) ||
+		    !valid_strings(s->admin_listeners, s->n_admin_listeners) || s->pid < 0) {
+			*why = "malformed status";
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+int tsr_admin_response_parse(const uint8_t *buf, size_t len, Tessera__Admin__Response **out,
+			     const char **why)
+{
+	Tessera__Admin__Response *resp;
+	const char *dummy;
+	int ret;
+
+	if (why == NULL)
+		why = &dummy;
+	*out = NULL;
+	if (len > TSR_ADMIN_MAX_FRAME) {
+		*why = "response too large";
+		return -EMSGSIZE;
+	}
+	resp = tessera__admin__response__unpack(NULL, len, buf);
+	if (resp == NULL) {
+		*why = "malformed response (not an admin.proto Response)";
+		return -EINVAL;
+	}
+	ret = check_response(resp, why);
+	if (ret) {
+		tessera__admin__response__free_unpacked(resp, NULL);
+		return ret;
+	}
+	*out = resp;
+	return 0;
+}
