@@ -33,6 +33,13 @@ int tsr_worker_modify(struct tsr_worker *w, int fd, uint32_t events);
 int tsr_worker_unwatch(struct tsr_worker *w, int fd);
 /* Register a function run when the worker stops (close connections).  */
 int tsr_worker_on_stop(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg);
+/*
+ * Run fn(w, arg) once at the end of the current loop pass, after fd events,
+ * completions and messages, just before the pass submits its queued I/O (so
+ * work produced by many completions, such as socket replies, is batched).
+ * No lock.  0 or -ENOMEM.
+ */
+int tsr_worker_defer(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg);
 
 /* From any thread: run fn(w, arg) on the worker's thread soon. 0 or -ENOMEM/-ESHUTDOWN. */
 int tsr_worker_send(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg);
