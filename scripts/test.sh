@@ -12,7 +12,7 @@
 # --long also runs the crash loop for 300 rounds instead of 50.
 # Ends with "N passed, N failed"; exits non-zero if anything failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 SRC=$PWD
 
 LONG=0

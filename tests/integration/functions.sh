@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shared helpers for the integration tests (tests/integration/test-*.sh).
 #
 # Sourced by every test:   . "$(dirname "$0")/functions.sh"
