@@ -443,10 +443,16 @@ err:
 	return ret;
 }
 
+/* Not from a callback of io: destroying inside tsr_io_poll would free under it. */
 void tsr_io_destroy(struct tsr_io *io)
 {
 	if (io == NULL)
 		return;
+	if (io->polling) {
+		tsr_error("%s: destroy called from a completion callback: ignored (leaks)",
+			  io->name);
+		return;
+	}
 	if (io->backend != NULL) {
 		while (io->inflight > 0) {
 			int ret = tsr_io_poll(io, 0, true);

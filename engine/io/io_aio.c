@@ -228,6 +228,10 @@ static int aio_reap(void *ctx, unsigned max, bool wait)
 	struct aio_ctx *c = ctx;
 	unsigned n = 0;
 
+	/* iocbs an earlier io_submit() left behind (kernel out of resources) */
+	if (c->npending > 0)
+		aio_submit(c);
+
 	while (c->local_head != NULL && (max == 0 || n < max)) {
 		struct aio_slot *s = c->local_head;
 		int res = s->res;

@@ -140,8 +140,12 @@ static int uring_reap(void *ctx, unsigned max, bool wait)
 		if (ret == -EAGAIN) {
 			if (!wait || n > 0 || c->inflight == 0)
 				break;
-			ret = io_uring_wait_cqe(&c->ring, &cqe);
-			if (ret == -EINTR)
+			/*
+			 * Submit too: SQEs a failed submit left in the SQ would
+			 * otherwise never complete and we would wait forever.
+			 */
+			ret = io_uring_submit_and_wait(&c->ring, 1);
+			if (ret >= 0 || ret == -EINTR)
 				continue;
 		}
 		if (ret < 0)
