@@ -1,0 +1,323 @@
+/*
+ * Per-volume block metadata: the per-block CRC table and the write-intent
+ * (dirty-region) bitmap, both files in DIR/volumes/, both mmap'd shared.
+ *
+ * <uuid>.crc — size 8 * (volume size / 4096) bytes, sparse.  Entry of block b
+ * at byte offset 8*b:
+ *   +0  u32 cur   (little endian)  crc32c(block data) XOR Z
+ *   +4  u32 prev  (little endian)  the cur before the latest write
+ *   Z = crc32c(4096 zero bytes) = 0x98f94189, so a zero (sparse) entry means
+ *   "a block of zeros".  A read accepts data whose crc matches cur or prev.
+ *   The 8 bytes are stored with one aligned 64-bit store, so a reader never
+ *   sees half an update.
+ *
+ * <uuid>.dirty — one bit per 1 MiB region (region r = bytes [r MiB, r+1 MiB)):
+ *   byte r/8, bit r%8 (least significant bit first); the file is rounded up to
+ *   a multiple of 4096 bytes.  A set bit means "entries in this region may
+ *   not be normalized" ({cur, prev} where the data matches only one of them);
+ *   recovery (recovery.c) scans exactly those regions after an unclean stop.
+ *   The bit reaches the disk (msync) before the first entry of a clean region
+ *   is changed; it is cleared only when no write is in flight (open, close).
+ *
+ * Mappings and resize: the crc file is mapped with room to grow (twice its
+ * size, at least 1 GiB of address space, MAP_NORESERVE) because touching a
+ * page past EOF raises SIGBUS, a grow ftruncates the file first.  When a
+ * grow outruns the mapping, a larger mapping of the same file is published
+ * atomically and the old one stays mapped until the volume is closed: both
+ * alias the same page cache, so a thread still using the old pointer stays
+ * correct and no I/O has to be quiesced.  The bitmap and its in-memory
+ * "durable" twin are small (128 MiB for 1 PiB) and are reserved for the
+ * largest volume (STORE_MAX_VOL_SIZE) up front.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store/internal.h"
+
+static uint32_t g_zero_crc;
+static pthread_once_t g_zero_once = PTHREAD_ONCE_INIT;
+
+static void zero_crc_init(void)
+{
+	void *z = calloc(1, TSR_BLOCK_SIZE);
+
+	if (z == NULL)
+		abort(); /* at first use, before any volume is open */
+	g_zero_crc = tsr_crc32c(0, z, TSR_BLOCK_SIZE);
+	free(z);
+}
+
+uint32_t blockmeta_zero_crc(void)
+{
+	pthread_once(&g_zero_once, zero_crc_init);
+	return g_zero_crc;
+}
+
+uint32_t blockmeta_block_crc(const void *block)
+{
+	return tsr_crc32c(0, block, TSR_BLOCK_SIZE) ^ blockmeta_zero_crc();
+}
+
+static uint64_t round_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+uint64_t blockmeta_crc_file_size(uint64_t size)
+{
+	return (size >> STORE_BLOCK_SHIFT) * STORE_CRC_ENTRY;
+}
+
+uint64_t blockmeta_dirty_file_size(uint64_t size)
+{
+	uint64_t regions = (size + (1ull << STORE_REGION_SHIFT) - 1) >> STORE_REGION_SHIFT;
+	uint64_t bytes = round_up((regions + 7) / 8, STORE_PAGE);
+
+	return bytes ? bytes : STORE_PAGE;
+}
+
+static size_t crc_reserve(uint64_t crc_len)
+{
+	uint64_t max = blockmeta_crc_file_size(STORE_MAX_VOL_SIZE);
+	uint64_t want = crc_len * 2;
+
+	if (want < (1ull << 30))
+		want = 1ull << 30;
+	if (want > max)
+		want = max;
+	if (want < crc_len)
+		want = crc_len;
+	return (size_t)round_up(want, STORE_PAGE);
+}
+
+int blockmeta_create_files(const char *crc_path, const char *dirty_path, uint64_t size)
+{
+	const char *path = crc_path;
+	int fd, ret = 0;
+
+	fd = open(crc_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)blockmeta_crc_file_size(size)) < 0)
+		goto err;
+	close(fd);
+	path = dirty_path;
+	fd = open(dirty_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)blockmeta_dirty_file_size(size)) < 0)
+		goto err;
+	close(fd);
+	return 0;
+err:
+	ret = -errno;
+	tsr_error("create: %s: %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+int blockmeta_open(struct blockmeta *bm, const char *crc_path, const char *dirty_path,
+		   uint64_t size)
+{
+	uint64_t crc_len = blockmeta_crc_file_size(size);
+	const char *path = crc_path;
+	struct stat st;
+	void *p;
+	int ret;
+
+	memset(bm, 0, sizeof(*bm));
+	bm->crc_fd = bm->dirty_fd = -1;
+	pthread_mutex_init(&bm->dirty_lock, NULL);
+	bm->crc_fd = open(crc_path, O_RDWR | O_CLOEXEC);
+	if (bm->crc_fd < 0 || fstat(bm->crc_fd, &st) < 0)
+		goto err_errno;
+	if ((uint64_t)st.st_size < crc_len) {
+		tsr_error("open: %s is %lld bytes, expected %llu: volume metadata damaged",
+			  crc_path, (long long)st.st_size, (unsigned long long)crc_len);
+		ret = -EUCLEAN;
+		goto err;
+	}
+	path = dirty_path;
+	bm->dirty_fd = open(dirty_path, O_RDWR | O_CLOEXEC);
+	if (bm->dirty_fd < 0 || fstat(bm->dirty_fd, &st) < 0)
+		goto err_errno;
+	if ((uint64_t)st.st_size < blockmeta_dirty_file_size(size)) {
+		tsr_error("open: %s is %lld bytes, expected %llu: volume metadata damaged",
+			  dirty_path, (long long)st.st_size,
+			  (unsigned long long)blockmeta_dirty_file_size(size));
+		ret = -EUCLEAN;
+		goto err;
+	}
+	path = crc_path;
+	bm->crc_map_len = crc_reserve(crc_len);
+	p = mmap(NULL, bm->crc_map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+		 bm->crc_fd, 0);
+	if (p == MAP_FAILED)
+		goto err_errno;
+	atomic_store(&bm->crc_map, p);
+	path = dirty_path;
+	bm->dirty_map_len = blockmeta_dirty_file_size(STORE_MAX_VOL_SIZE);
+	p = mmap(NULL, bm->dirty_map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+		 bm->dirty_fd, 0);
+	if (p == MAP_FAILED)
+		goto err_errno;
+	bm->dirty_map = p;
+	bm->durable_len = bm->dirty_map_len;
+	p = mmap(NULL, bm->durable_len, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		goto err_errno;
+	bm->durable = p;
+	return 0;
+err_errno:
+	ret = -errno;
+	tsr_error("open: %s: %s", path, strerror(errno));
+err:
+	blockmeta_close(bm);
+	return ret;
+}
+
+void blockmeta_close(struct blockmeta *bm)
+{
+	struct retired_map *r;
+	uint64_t *crc = atomic_load(&bm->crc_map);
+
+	if (crc)
+		munmap(crc, bm->crc_map_len);
+	while ((r = bm->retired)) {
+		bm->retired = r->next;
+		munmap(r->addr, r->len);
+		free(r);
+	}
+	if (bm->dirty_map)
+		munmap(bm->dirty_map, bm->dirty_map_len);
+	if (bm->durable)
+		munmap((void *)bm->durable, bm->durable_len);
+	if (bm->crc_fd >= 0)
+		close(bm->crc_fd);
+	if (bm->dirty_fd >= 0)
+		close(bm->dirty_fd);
+	pthread_mutex_destroy(&bm->dirty_lock);
+	memset(bm, 0, sizeof(*bm));
+	bm->crc_fd = bm->dirty_fd = -1;
+}
+
+int blockmeta_grow(struct blockmeta *bm, uint64_t old_size, uint64_t new_size)
+{
+	uint64_t crc_len = blockmeta_crc_file_size(new_size);
+	struct retired_map *r;
+	void *p;
+
+	if (ftruncate(bm->crc_fd, (off_t)crc_len) < 0 ||
+	    ftruncate(bm->dirty_fd, (off_t)blockmeta_dirty_file_size(new_size)) < 0) {
+		int ret = -errno;
+
+		tsr_error("resize: extend crc/dirty files: %s", strerror(-ret));
+		return ret;
+	}
+	if (crc_len <= bm->crc_map_len)
+		return 0;
+	r = malloc(sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	p = mmap(NULL, crc_reserve(crc_len), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+		 bm->crc_fd, 0);
+	if (p == MAP_FAILED) {
+		int ret = -errno;
+
+		tsr_error("resize: map crc table: %s", strerror(-ret));
+		free(r);
+		return ret;
+	}
+	r->addr = atomic_load(&bm->crc_map);
+	r->len = bm->crc_map_len;
+	r->next = bm->retired;
+	bm->retired = r;
+	bm->crc_map_len = crc_reserve(crc_len);
+	atomic_store_explicit(&bm->crc_map, p, memory_order_release);
+	return 0;
+}
+
+static bool durable_test(struct blockmeta *bm, uint64_t r)
+{
+	return atomic_load_explicit(&bm->durable[r / 64], memory_order_acquire) &
+	       (1ull << (r % 64));
+}
+
+int blockmeta_mark_dirty(struct blockmeta *bm, uint64_t first, uint64_t last)
+{
+	uint64_t r, lo = UINT64_MAX, hi = 0;
+	uintptr_t start, end;
+	int ret = 0;
+
+	/* common path: every region already durable-dirty, no lock */
+	for (r = first; r <= last; r++)
+		if (!durable_test(bm, r))
+			break;
+	if (r > last)
+		return 0;
+
+	pthread_mutex_lock(&bm->dirty_lock);
+	for (r = first; r <= last; r++) {
+		if (durable_test(bm, r))
+			continue;
+		bm->dirty_map[r / 8] |= (uint8_t)(1u << (r % 8));
+		if (lo == UINT64_MAX)
+			lo = r / 8;
+		hi = r / 8;
+	}
+	if (lo != UINT64_MAX) {
+		start = (uintptr_t)(bm->dirty_map + lo) & ~(uintptr_t)(STORE_PAGE - 1);
+		end = (uintptr_t)(bm->dirty_map + hi + 1);
+		if (msync((void *)start, end - start, MS_SYNC) < 0) {
+			ret = -errno;
+			tsr_error("write: sync dirty-region bitmap: %s", strerror(errno));
+			goto out;
+		}
+		for (r = first; r <= last; r++)
+			atomic_fetch_or_explicit(&bm->durable[r / 64], 1ull << (r % 64),
+						 memory_order_release);
+	}
+out:
+	pthread_mutex_unlock(&bm->dirty_lock);
+	return ret;
+}
+
+int blockmeta_clear_dirty(struct blockmeta *bm, uint64_t size)
+{
+	uint64_t len = blockmeta_dirty_file_size(size);
+	int ret;
+
+	pthread_mutex_lock(&bm->dirty_lock);
+	memset((void *)bm->durable, 0, len);
+	/* a hole reads as zeros and frees the blocks; fall back to writing zeros */
+	if (fallocate(bm->dirty_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+		      (off_t)len) < 0) {
+		memset(bm->dirty_map, 0, len);
+		if (msync(bm->dirty_map, len, MS_SYNC) < 0)
+			goto err;
+	}
+	if (fdatasync(bm->dirty_fd) < 0)
+		goto err;
+	pthread_mutex_unlock(&bm->dirty_lock);
+	return 0;
+err:
+	ret = -errno;
+	pthread_mutex_unlock(&bm->dirty_lock);
+	tsr_error("clear dirty-region bitmap: %s", strerror(-ret));
+	return ret;
+}
+
+int blockmeta_sync(struct blockmeta *bm)
+{
+	if (fdatasync(bm->crc_fd) < 0) {
+		int ret = -errno;
+
+		tsr_error("sync crc table: %s", strerror(-ret));
+		return ret;
+	}
+	return 0;
+}

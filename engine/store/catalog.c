@@ -1,0 +1,316 @@
+/*
+ * The store's catalogue: which volumes exist, in DIR/store.db (SQLite, WAL
+ * journal, synchronous=FULL, so a committed change survives power loss).
+ *
+ * Schema (format 1):
+ *   meta(key TEXT PRIMARY KEY, value TEXT)
+ *     'format' = '1'; 'device' = raw device path the store was created with, or ''.
+ *   volumes(name TEXT PRIMARY KEY, uuid TEXT NOT NULL, size INTEGER NOT NULL,
+ *           created INTEGER NOT NULL, dev_offset INTEGER NOT NULL, crc INTEGER NOT NULL)
+ *     dev_offset: byte offset of the volume's extent on the raw device, -1 in
+ *     file mode.  crc: CRC32C (tsr_crc32c, seed 0) over this byte string:
+ *       +0            name, its bytes and a terminating NUL (len(name)+1 bytes)
+ *       +n            uuid, 36 ASCII characters and a NUL (37 bytes)
+ *       +n+37         size, u64 little endian
+ *       +n+45         created, i64 little endian
+ *       +n+53         dev_offset, i64 little endian
+ *     (n = len(name)+1; 61+len(name) bytes in all), stored as an unsigned value.
+ *
+ * Every row read is checked; a mismatch is -EUCLEAN with a log line naming
+ * the volume.  Callers hold store->lock (the sqlite handle is not shared).
+ */
+#include <endian.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/internal.h"
+
+uint32_t catalog_row_crc(const struct vol_row *row)
+{
+	uint8_t buf[64 + 37 + 24];
+	size_t n = strnlen(row->name, sizeof(row->name) - 1) + 1;
+	uint64_t v;
+
+	memcpy(buf, row->name, n - 1);
+	buf[n - 1] = 0;
+	memcpy(buf + n, row->uuid, 36);
+	buf[n + 36] = 0;
+	v = htole64(row->size);
+	memcpy(buf + n + 37, &v, 8);
+	v = htole64((uint64_t)row->created);
+	memcpy(buf + n + 45, &v, 8);
+	v = htole64((uint64_t)row->dev_offset);
+	memcpy(buf + n + 53, &v, 8);
+	return tsr_crc32c(0, buf, n + 61);
+}
+
+static int db_exec(sqlite3 *db, const char *sql)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		tsr_error("catalogue: %s: %s", sql, msg ? msg : "?");
+		sqlite3_free(msg);
+		return -EIO;
+	}
+	return 0;
+}
+
+static int meta_get(sqlite3 *db, const char *key, char *val, size_t len)
+{
+	sqlite3_stmt *st;
+	int rc, ret = -ENOENT;
+
+	if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = ?", -1, &st, NULL))
+		return -EIO;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const char *v = (const char *)sqlite3_column_text(st, 0);
+		snprintf(val, len, "%s", v ? v : "");
+		ret = 0;
+	} else if (rc != SQLITE_DONE) {
+		ret = -EIO;
+	}
+	sqlite3_finalize(st);
+	return ret;
+}
+
+static int meta_set(sqlite3 *db, const char *key, const char *val)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", -1,
+			       &st, NULL))
+		return -EIO;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, val, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+/* Fill row from a SELECT name, uuid, size, created, dev_offset, crc; check the CRC. */
+static int row_from_stmt(sqlite3_stmt *st, struct vol_row *row)
+{
+	const char *name = (const char *)sqlite3_column_text(st, 0);
+	const char *uuid = (const char *)sqlite3_column_text(st, 1);
+	uint32_t stored;
+
+	memset(row, 0, sizeof(*row));
+	snprintf(row->name, sizeof(row->name), "%s", name ? name : "");
+	snprintf(row->uuid, sizeof(row->uuid), "%s", uuid ? uuid : "");
+	row->size = (uint64_t)sqlite3_column_int64(st, 2);
+	row->created = sqlite3_column_int64(st, 3);
+	row->dev_offset = sqlite3_column_int64(st, 4);
+	stored = (uint32_t)sqlite3_column_int64(st, 5);
+	if (name == NULL || strlen(name) >= sizeof(row->name) || uuid == NULL ||
+	    strlen(uuid) != 36 || stored != catalog_row_crc(row)) {
+		tsr_error("catalogue: volume %s: row checksum mismatch (stored %08x, computed "
+			  "%08x); the catalogue was modified outside tessera or is damaged",
+			  row->name, stored, catalog_row_crc(row));
+		return -EUCLEAN;
+	}
+	return 0;
+}
+
+int catalog_open(const char *dir, const char *device, sqlite3 **out)
+{
+	char path[4096], val[4096];
+	sqlite3 *db = NULL;
+	struct vol_row *rows = NULL;
+	size_t n;
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/store.db", dir);
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+	    SQLITE_OK) {
+		tsr_error("catalogue: open %s: %s", path, db ? sqlite3_errmsg(db) : "no memory");
+		ret = -EIO;
+		goto err;
+	}
+	sqlite3_busy_timeout(db, 5000);
+	ret = db_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+			  "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
+			  "CREATE TABLE IF NOT EXISTS volumes(name TEXT PRIMARY KEY,"
+			  " uuid TEXT NOT NULL, size INTEGER NOT NULL, created INTEGER NOT NULL,"
+			  " dev_offset INTEGER NOT NULL, crc INTEGER NOT NULL);");
+	if (ret)
+		goto err;
+	ret = meta_get(db, "format", val, sizeof(val));
+	if (ret == -ENOENT) {
+		char fmt[16];
+
+		snprintf(fmt, sizeof(fmt), "%d", STORE_FORMAT_VERSION);
+		ret = db_exec(db, "BEGIN IMMEDIATE");
+		if (ret == 0)
+			ret = meta_set(db, "format", fmt);
+		if (ret == 0)
+			ret = meta_set(db, "device", device ? device : "");
+		if (ret == 0)
+			ret = db_exec(db, "COMMIT");
+		else
+			db_exec(db, "ROLLBACK");
+		if (ret)
+			goto err;
+	} else if (ret) {
+		goto err;
+	} else if (atoi(val) != STORE_FORMAT_VERSION) {
+		tsr_error("catalogue: %s has format %s, this tessera reads format %d", path, val,
+			  STORE_FORMAT_VERSION);
+		ret = -EINVAL;
+		goto err;
+	} else {
+		ret = meta_get(db, "device", val, sizeof(val));
+		if (ret)
+			goto err;
+		if (strcmp(val, device ? device : "") != 0) {
+			tsr_error("catalogue: store %s was created %s%s, opened %s%s; use the "
+				  "same --device", dir, val[0] ? "on device " : "with data files",
+				  val, device ? "with device " : "without a device",
+				  device ? device : "");
+			ret = -EINVAL;
+			goto err;
+		}
+	}
+	/* verify every row now: a damaged catalogue must stop the open */
+	ret = catalog_list(db, false, &rows, &n);
+	free(rows);
+	if (ret)
+		goto err;
+	*out = db;
+	return 0;
+err:
+	sqlite3_close(db);
+	return ret;
+}
+
+void catalog_close(sqlite3 *db)
+{
+	sqlite3_close(db);
+}
+
+#define ROW_COLUMNS "name, uuid, size, created, dev_offset, crc"
+
+int catalog_get(sqlite3 *db, const char *name, struct vol_row *row)
+{
+	sqlite3_stmt *st;
+	int rc, ret;
+
+	if (sqlite3_prepare_v2(db, "SELECT " ROW_COLUMNS " FROM volumes WHERE name = ?", -1, &st,
+			       NULL))
+		return -EIO;
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		ret = row_from_stmt(st, row);
+	else if (rc == SQLITE_DONE)
+		ret = -ENOENT;
+	else
+		ret = -EIO;
+	sqlite3_finalize(st);
+	return ret;
+}
+
+int catalog_list(sqlite3 *db, bool by_extent, struct vol_row **rows_out, size_t *count)
+{
+	const char *sql = by_extent ? "SELECT " ROW_COLUMNS " FROM volumes ORDER BY dev_offset"
+				    : "SELECT " ROW_COLUMNS " FROM volumes ORDER BY name";
+	struct vol_row *rows = NULL, *tmp;
+	size_t n = 0, cap = 0;
+	sqlite3_stmt *st;
+	int rc, ret = 0;
+
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL))
+		return -EIO;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			tmp = realloc(rows, cap * sizeof(*rows));
+			if (tmp == NULL) {
+				ret = -ENOMEM;
+				break;
+			}
+			rows = tmp;
+		}
+		ret = row_from_stmt(st, &rows[n]);
+		if (ret)
+			break;
+		n++;
+	}
+	if (ret == 0 && rc != SQLITE_DONE)
+		ret = -EIO;
+	sqlite3_finalize(st);
+	if (ret) {
+		free(rows);
+		return ret;
+	}
+	*rows_out = rows;
+	*count = n;
+	return 0;
+}
+
+int catalog_insert(sqlite3 *db, const struct vol_row *row)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(db, "INSERT INTO volumes(" ROW_COLUMNS ") VALUES (?,?,?,?,?,?)",
+			       -1, &st, NULL))
+		return -EIO;
+	sqlite3_bind_text(st, 1, row->name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, row->uuid, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)row->size);
+	sqlite3_bind_int64(st, 4, row->created);
+	sqlite3_bind_int64(st, 5, row->dev_offset);
+	sqlite3_bind_int64(st, 6, catalog_row_crc(row));
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc == SQLITE_CONSTRAINT)
+		return -EEXIST;
+	if (rc != SQLITE_DONE) {
+		tsr_error("catalogue: insert volume %s: %s", row->name, sqlite3_errmsg(db));
+		return -EIO;
+	}
+	return 0;
+}
+
+int catalog_delete(sqlite3 *db, const char *name)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(db, "DELETE FROM volumes WHERE name = ?", -1, &st, NULL))
+		return -EIO;
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		tsr_error("catalogue: delete volume %s: %s", name, sqlite3_errmsg(db));
+		return -EIO;
+	}
+	return sqlite3_changes(db) == 1 ? 0 : -ENOENT;
+}
+
+int catalog_update_size(sqlite3 *db, const struct vol_row *row)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(db, "UPDATE volumes SET size = ?, crc = ? WHERE name = ?", -1, &st,
+			       NULL))
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)row->size);
+	sqlite3_bind_int64(st, 2, catalog_row_crc(row));
+	sqlite3_bind_text(st, 3, row->name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		tsr_error("catalogue: resize volume %s: %s", row->name, sqlite3_errmsg(db));
+		return -EIO;
+	}
+	return sqlite3_changes(db) == 1 ? 0 : -ENOENT;
+}

@@ -1,0 +1,791 @@
+/*
+ * The store's data path: asynchronous read, write, flush, trim and
+ * write_zeroes of a volume through the caller's struct tsr_io, plus
+ * block_status and the counters.  No lock is taken here (internal.h).
+ *
+ * Write of block b with data D (the order is what makes a crash safe):
+ *   1. the 1 MiB region of b is marked in the dirty bitmap, durably, if it is
+ *      not already (blockmeta_mark_dirty: lock-free bit test, the mutex and an
+ *      msync only on a region's first write since open);
+ *   2. entry[b] = {cur: crc(D), prev: old cur} in the mmap'd crc table;
+ *   3. D is written with O_DIRECT (TSR_IO_FUA for FUA, plus an fdatasync of the
+ *      crc file in parallel; completion when both are done).
+ * A failed write puts back {old cur, old cur} for every block whose entry it
+ * set, so a failed write changes nothing that reads can see.
+ * A read accepts each 4 KiB block whose crc equals cur or prev; otherwise the
+ * whole read fails with -EIO, the block is logged and counted (crc_errors).
+ * Trim and write_zeroes set {0 (= a zero block), old cur} before punching or
+ * writing zeros.  Two writes in flight at once to the same block are not
+ * supported (the coordinator orders overlapping writes).
+ *
+ * Each request uses one struct svol_op, taken from a per-thread free list
+ * (ops complete on the thread that owns the io, which is the submitting one).
+ * Synchronous steps (trim's fallocate) complete through a 4 KiB read of
+ * /dev/zero so the callback still fires from tsr_io_poll, as promised.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store/internal.h"
+
+#define ZERO_BUF_SIZE (1u << 20)
+#define ZERO_IOVS 8u                       /* a zero chunk is at most 8 MiB */
+#define OP_FREE_MAX 256u
+#define CRC_LOG_MAX 8u                     /* logged CRC errors per request */
+
+enum op_kind { OP_READ, OP_WRITE, OP_FLUSH, OP_TRIM, OP_ZEROES };
+
+struct svol_op {
+	struct tsr_svol *svol;
+	struct tsr_io *io;       /* for ops that queue more work from a callback */
+	enum op_kind kind;
+	unsigned flags;          /* TSR_WRITE_* */
+	uint64_t offset;         /* request range */
+	uint64_t len;
+	uint8_t *buf;            /* read/write buffer */
+	tsr_cb cb_fn;
+	void *cb_arg;
+	int pending;             /* queued sub-operations not yet called back */
+	int status;              /* first error */
+	bool syncing;            /* zeroes: final FUA fsyncs in flight */
+	bool data_failed;        /* write: a data write failed (undo the entries) */
+	uint64_t pos;            /* zeroes: next byte to write */
+	uint64_t chunk_off;      /* zeroes: chunk in flight */
+	uint64_t chunk_len;
+	struct iovec iov[ZERO_IOVS];
+	struct svol_op *next_free;
+};
+
+static __thread struct svol_op *t_free_ops;
+static __thread unsigned t_nfree;
+
+static uint8_t *g_zero_buf;
+static pthread_once_t g_zero_once = PTHREAD_ONCE_INIT;
+/* target of the /dev/zero trampoline reads; its contents are never looked at */
+static uint8_t g_scratch[TSR_BLOCK_SIZE] __attribute__((aligned(TSR_BLOCK_SIZE)));
+
+static void zero_buf_init(void)
+{
+	g_zero_buf = tsr_alloc_aligned(ZERO_BUF_SIZE);
+	if (g_zero_buf)
+		memset(g_zero_buf, 0, ZERO_BUF_SIZE);
+}
+
+static const uint8_t *zero_buf(void)
+{
+	pthread_once(&g_zero_once, zero_buf_init);
+	return g_zero_buf;
+}
+
+static struct svol_op *op_get(struct tsr_svol *svol, struct tsr_io *io, enum op_kind kind,
+			      tsr_cb cb_fn, void *cb_arg)
+{
+	struct svol_op *op = t_free_ops;
+
+	if (op) {
+		t_free_ops = op->next_free;
+		t_nfree--;
+	} else {
+		op = malloc(sizeof(*op));
+		if (op == NULL)
+			return NULL;
+	}
+	memset(op, 0, sizeof(*op));
+	op->svol = svol;
+	op->io = io;
+	op->kind = kind;
+	op->cb_fn = cb_fn;
+	op->cb_arg = cb_arg;
+	return op;
+}
+
+static void op_put(struct svol_op *op)
+{
+	if (t_nfree >= OP_FREE_MAX) {
+		free(op);
+		return;
+	}
+	op->next_free = t_free_ops;
+	t_free_ops = op;
+	t_nfree++;
+}
+
+static void op_finish(struct svol_op *op)
+{
+	tsr_cb cb_fn = op->cb_fn;
+	void *cb_arg = op->cb_arg;
+	int status = op->status;
+
+	op_put(op);
+	cb_fn(cb_arg, status);
+}
+
+/* Drop the guard reference taken while queueing.  Nothing completes before the
+ * next tsr_io_poll on this thread, so the guard is never the last one when at
+ * least one sub-operation was queued. */
+static int op_launched(struct svol_op *op, int err)
+{
+	if (op->pending == 1) { /* nothing queued */
+		op_put(op);
+		return err;
+	}
+	if (err && op->status == 0)
+		op->status = err;
+	op->pending--;
+	return 0;
+}
+
+static void stat_add(_Atomic uint64_t *c, uint64_t v)
+{
+	atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+}
+
+int svol_map(struct tsr_svol *svol, uint64_t offset, uint64_t len, struct svol_piece *p, int max)
+{
+	int n = 0;
+
+	if (svol->dev_offset >= 0) {
+		p[0].fd = svol->store->dev_fd;
+		p[0].fd_offset = (uint64_t)svol->dev_offset + offset;
+		p[0].vol_offset = offset;
+		p[0].len = len;
+		return 1;
+	}
+	while (len && n < max) {
+		uint64_t seg = offset >> STORE_SEG_SHIFT;
+		uint64_t in = offset & (STORE_SEG_SIZE - 1);
+		uint64_t l = STORE_SEG_SIZE - in < len ? STORE_SEG_SIZE - in : len;
+
+		p[n].fd = atomic_load_explicit(&svol->seg_fd[seg], memory_order_acquire);
+		p[n].fd_offset = in;
+		p[n].vol_offset = offset;
+		p[n].len = l;
+		n++;
+		offset += l;
+		len -= l;
+	}
+	return n;
+}
+
+/* Range check shared by every data function.  Errors: -EINVAL, -ENOSPC. */
+static int check_range(struct tsr_svol *svol, uint64_t offset, uint64_t len)
+{
+	uint64_t size = tsr_svol_size(svol);
+
+	if (len == 0 || offset % TSR_BLOCK_SIZE || len % TSR_BLOCK_SIZE)
+		return -EINVAL;
+	if (offset > size || len > size - offset)
+		return -ENOSPC;
+	return 0;
+}
+
+static int check_io(struct tsr_svol *svol, uint64_t offset, uint32_t len, const void *buf)
+{
+	if (len > TSR_MAX_IO || buf == NULL || (uintptr_t)buf % TSR_BLOCK_SIZE)
+		return -EINVAL;
+	return check_range(svol, offset, len);
+}
+
+static int mark_range(struct tsr_svol *svol, uint64_t offset, uint64_t len)
+{
+	return blockmeta_mark_dirty(&svol->meta, offset >> STORE_REGION_SHIFT,
+				    (offset + len - 1) >> STORE_REGION_SHIFT);
+}
+
+/* ---- read ---- */
+
+static void read_verify(struct svol_op *op)
+{
+	struct tsr_svol *svol = op->svol;
+	uint64_t *map = blockmeta_entries(&svol->meta);
+	uint64_t first = op->offset >> STORE_BLOCK_SHIFT;
+	uint64_t i, nblk = op->len >> STORE_BLOCK_SHIFT, bad = 0;
+	uint32_t z = blockmeta_zero_crc();
+
+	for (i = 0; i < nblk; i++) {
+		uint32_t c = blockmeta_block_crc(op->buf + (i << STORE_BLOCK_SHIFT));
+		uint64_t e = entry_load(&map[first + i]);
+
+		if (c == entry_cur(e) || c == entry_prev(e))
+			continue;
+		if (bad++ < CRC_LOG_MAX)
+			tsr_error("read: volume %s block %llu: CRC mismatch (stored %08x/%08x, "
+				  "computed %08x)", svol->name,
+				  (unsigned long long)(first + i), entry_cur(e) ^ z,
+				  entry_prev(e) ^ z, c ^ z);
+	}
+	if (bad > CRC_LOG_MAX)
+		tsr_error("read: volume %s: %llu more blocks with a CRC mismatch in this request",
+			  svol->name, (unsigned long long)(bad - CRC_LOG_MAX));
+	if (bad) {
+		stat_add(&svol->stats.crc_errors, bad);
+		op->status = -EIO;
+	}
+}
+
+static void read_done(void *cb_arg, int res)
+{
+	struct svol_op *op = cb_arg;
+
+	if (res < 0 && op->status == 0)
+		op->status = res;
+	if (--op->pending)
+		return;
+	if (op->status == 0)
+		read_verify(op);
+	if (op->status == 0) {
+		stat_add(&op->svol->stats.reads, 1);
+		stat_add(&op->svol->stats.bytes_read, op->len);
+	}
+	op_finish(op);
+}
+
+int tsr_svol_read(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
+		  void *buf, tsr_cb cb_fn, void *cb_arg)
+{
+	struct svol_piece p[2];
+	struct svol_op *op;
+	int i, n, ret = 0;
+
+	ret = check_io(svol, offset, len, buf);
+	if (ret)
+		return ret;
+	op = op_get(svol, io, OP_READ, cb_fn, cb_arg);
+	if (op == NULL)
+		return -ENOMEM;
+	op->offset = offset;
+	op->len = len;
+	op->buf = buf;
+	op->pending = 1;
+	n = svol_map(svol, offset, len, p, 2);
+	for (i = 0; i < n; i++) {
+		op->iov[i].iov_base = op->buf + (p[i].vol_offset - offset);
+		op->iov[i].iov_len = p[i].len;
+		ret = tsr_io_readv(io, p[i].fd, &op->iov[i], 1, p[i].fd_offset, read_done, op);
+		if (ret)
+			break;
+		op->pending++;
+	}
+	return op_launched(op, ret);
+}
+
+/* ---- write ---- */
+
+/* Undo the entries a failed write (or zero chunk) set: {new, old} -> {old, old}
+ * where the entry still holds what we stored.  buf NULL means zeros. */
+static void entries_restore(struct tsr_svol *svol, uint64_t offset, uint64_t len,
+			    const uint8_t *buf)
+{
+	uint64_t *map = blockmeta_entries(&svol->meta);
+	uint64_t first = offset >> STORE_BLOCK_SHIFT, i, nblk = len >> STORE_BLOCK_SHIFT;
+
+	for (i = 0; i < nblk; i++) {
+		uint32_t c = buf ? blockmeta_block_crc(buf + (i << STORE_BLOCK_SHIFT)) : 0;
+		uint64_t e = entry_load(&map[first + i]);
+
+		if (entry_cur(e) == c)
+			__atomic_compare_exchange_n(&map[first + i], &e,
+						    entry_make(entry_prev(e), entry_prev(e)), false,
+						    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+	}
+}
+
+static void write_done(void *cb_arg, int res);
+
+/* A failed data write undoes its entries; a failed FUA sync of the crc table
+ * does not (the data may be on disk: both old and new must stay readable). */
+static void write_data_done(void *cb_arg, int res)
+{
+	struct svol_op *op = cb_arg;
+
+	if (res < 0)
+		op->data_failed = true;
+	write_done(cb_arg, res);
+}
+
+static void write_done(void *cb_arg, int res)
+{
+	struct svol_op *op = cb_arg;
+
+	if (res < 0 && op->status == 0) {
+		op->status = res;
+		tsr_error("write: volume %s offset %llu length %llu: %s", op->svol->name,
+			  (unsigned long long)op->offset, (unsigned long long)op->len,
+			  strerror(-res));
+	}
+	if (--op->pending)
+		return;
+	if (op->data_failed) {
+		entries_restore(op->svol, op->offset, op->len, op->buf);
+	} else if (op->status == 0) {
+		stat_add(&op->svol->stats.writes, 1);
+		stat_add(&op->svol->stats.bytes_written, op->len);
+	}
+	op_finish(op);
+}
+
+int tsr_svol_write(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
+		   const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
+{
+	uint64_t *map, first = offset >> STORE_BLOCK_SHIFT, i;
+	struct svol_piece p[2];
+	struct svol_op *op;
+	int n, ret;
+
+	ret = check_io(svol, offset, len, buf);
+	if (ret)
+		return ret;
+	ret = mark_range(svol, offset, len);
+	if (ret)
+		return ret;
+	op = op_get(svol, io, OP_WRITE, cb_fn, cb_arg);
+	if (op == NULL)
+		return -ENOMEM;
+	op->offset = offset;
+	op->len = len;
+	op->buf = (uint8_t *)buf;
+	op->flags = flags;
+	op->pending = 1;
+
+	map = blockmeta_entries(&svol->meta);
+	for (i = 0; i < (uint64_t)(len >> STORE_BLOCK_SHIFT); i++) {
+		uint32_t c = blockmeta_block_crc(op->buf + (i << STORE_BLOCK_SHIFT));
+		uint64_t e = entry_load(&map[first + i]);
+
+		entry_store(&map[first + i], entry_make(c, entry_cur(e)));
+	}
+
+	n = svol_map(svol, offset, len, p, 2);
+	for (i = 0; i < (uint64_t)n; i++) {
+		op->iov[i].iov_base = op->buf + (p[i].vol_offset - offset);
+		op->iov[i].iov_len = p[i].len;
+		ret = tsr_io_writev(io, p[i].fd, &op->iov[i], 1, p[i].fd_offset,
+				    (flags & TSR_WRITE_FUA) ? TSR_IO_FUA : 0, write_data_done, op);
+		if (ret)
+			break;
+		op->pending++;
+	}
+	if (ret == 0 && (flags & TSR_WRITE_FUA)) {
+		/* the entries must be durable with the data */
+		ret = tsr_io_fsync(io, svol->meta.crc_fd, true, write_done, op);
+		if (ret == 0)
+			op->pending++;
+	}
+	if (op->pending == 1)
+		entries_restore(svol, offset, len, buf);
+	else if (ret && i < (uint64_t)n)
+		op->data_failed = true; /* a piece was never written */
+	return op_launched(op, ret);
+}
+
+/* ---- flush ---- */
+
+static void flush_done(void *cb_arg, int res)
+{
+	struct svol_op *op = cb_arg;
+
+	if (res < 0 && op->status == 0) {
+		op->status = res;
+		tsr_error("flush: volume %s: %s", op->svol->name, strerror(-res));
+	}
+	if (--op->pending)
+		return;
+	if (op->status == 0 && op->kind == OP_FLUSH)
+		stat_add(&op->svol->stats.flushes, 1);
+	op_finish(op);
+}
+
+/* Queue fdatasync of the data fds covering [offset, offset+len) (all of the
+ * volume for len 0) and of the crc table; each completion goes to flush_done. */
+static int queue_syncs(struct svol_op *op, uint64_t offset, uint64_t len)
+{
+	struct tsr_svol *svol = op->svol;
+	struct svol_piece p[STORE_MAX_SEGS];
+	int i, n, ret;
+
+	if (len == 0) {
+		offset = 0;
+		len = tsr_svol_size(svol);
+	}
+	n = svol_map(svol, offset, len, p, (int)STORE_MAX_SEGS);
+	for (i = 0; i < n; i++) {
+		ret = tsr_io_fsync(op->io, p[i].fd, true, flush_done, op);
+		if (ret)
+			return ret;
+		op->pending++;
+	}
+	ret = tsr_io_fsync(op->io, svol->meta.crc_fd, true, flush_done, op);
+	if (ret)
+		return ret;
+	op->pending++;
+	return 0;
+}
+
+int tsr_svol_flush(struct tsr_svol *svol, struct tsr_io *io, tsr_cb cb_fn, void *cb_arg)
+{
+	struct svol_op *op = op_get(svol, io, OP_FLUSH, cb_fn, cb_arg);
+
+	if (op == NULL)
+		return -ENOMEM;
+	op->pending = 1;
+	return op_launched(op, queue_syncs(op, 0, 0));
+}
+
+/* ---- trim and write_zeroes ---- */
+
+static void trampoline_done(void *cb_arg, int res)
+{
+	struct svol_op *op = cb_arg;
+
+	if (--op->pending)
+		return;
+	op_finish(op);
+}
+
+/* Complete op from the next tsr_io_poll (or after the FUA syncs). */
+static int complete_later(struct svol_op *op)
+{
+	int ret;
+
+	op->pending = 1;
+	if (op->flags & TSR_WRITE_FUA)
+		return op_launched(op, queue_syncs(op, op->offset, op->len));
+	op->iov[0].iov_base = g_scratch;
+	op->iov[0].iov_len = sizeof(g_scratch);
+	ret = tsr_io_readv(op->io, op->svol->store->trampoline_fd, op->iov, 1, 0,
+			   trampoline_done, op);
+	if (ret == 0)
+		op->pending++;
+	return op_launched(op, ret);
+}
+
+/* entry = {0, old cur} for every block of [offset, offset+len), skipping the
+ * holes of the crc file (entries there are already 0): a trim of a large,
+ * mostly unwritten range stays cheap. */
+static void entries_zero(struct tsr_svol *svol, uint64_t offset, uint64_t len)
+{
+	uint64_t *map = blockmeta_entries(&svol->meta);
+	off_t pos = (off_t)((offset >> STORE_BLOCK_SHIFT) * STORE_CRC_ENTRY);
+	off_t end = (off_t)(((offset + len) >> STORE_BLOCK_SHIFT) * STORE_CRC_ENTRY);
+	int fd = svol->meta.crc_fd;
+
+	while (pos < end) {
+		off_t d = lseek(fd, pos, SEEK_DATA), h, b;
+
+		if (d < 0 && errno == ENXIO)
+			break;
+		if (d < 0) { /* no SEEK_DATA: visit every entry */
+			d = pos;
+			h = end;
+		} else {
+			if (d >= end)
+				break;
+			if (d < pos)
+				d = pos;
+			h = lseek(fd, d, SEEK_HOLE);
+			if (h < 0 || h > end)
+				h = end;
+		}
+		for (b = d / STORE_CRC_ENTRY; b < h / (off_t)STORE_CRC_ENTRY; b++) {
+			uint64_t e = entry_load(&map[b]);
+
+			if (e)
+				entry_store(&map[b], entry_make(0, entry_cur(e)));
+		}
+		pos = h;
+	}
+}
+
+int store_dev_zero(int fd, uint64_t offset, uint64_t len)
+{
+	const uint8_t *z;
+	uint64_t done = 0;
+
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
+		      (off_t)len) == 0)
+		return 0;
+	if (fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
+		      (off_t)len) == 0)
+		return 0;
+	z = zero_buf();
+	if (z == NULL)
+		return -ENOMEM;
+	while (done < len) {
+		size_t n = len - done < ZERO_BUF_SIZE ? (size_t)(len - done) : ZERO_BUF_SIZE;
+		ssize_t w = pwrite(fd, z, n, (off_t)(offset + done));
+
+		if (w <= 0) {
+			int ret = w < 0 ? -errno : -EIO;
+
+			tsr_error("zero device range %llu+%llu: %s", (unsigned long long)offset,
+				  (unsigned long long)len, strerror(-ret));
+			return ret;
+		}
+		done += (uint64_t)w;
+	}
+	return 0;
+}
+
+/* Deallocate synchronously; the callback follows from the io. */
+static int trim_now(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint64_t len,
+		    unsigned flags, tsr_cb cb_fn, void *cb_arg)
+{
+	struct svol_piece p[STORE_MAX_SEGS];
+	struct svol_op *op;
+	int i, n, ret;
+
+	ret = check_range(svol, offset, len);
+	if (ret)
+		return ret;
+	op = op_get(svol, io, OP_TRIM, cb_fn, cb_arg);
+	if (op == NULL)
+		return -ENOMEM;
+	op->offset = offset;
+	op->len = len;
+	op->flags = flags;
+	ret = mark_range(svol, offset, len);
+	if (ret)
+		goto err;
+	entries_zero(svol, offset, len);
+	n = svol_map(svol, offset, len, p, (int)STORE_MAX_SEGS);
+	for (i = 0; i < n; i++) {
+		if (svol->dev_offset >= 0) {
+			ret = store_dev_zero(p[i].fd, p[i].fd_offset, p[i].len);
+		} else if (fallocate(p[i].fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				     (off_t)p[i].fd_offset, (off_t)p[i].len) < 0) {
+			ret = -errno;
+			tsr_error("trim: volume %s offset %llu length %llu: %s", svol->name,
+				  (unsigned long long)offset, (unsigned long long)len,
+				  strerror(-ret));
+		}
+		/* on error the entries stay {0, old}: either content reads back */
+		if (ret)
+			goto err;
+	}
+	stat_add(&svol->stats.trims, 1);
+	return complete_later(op);
+err:
+	op_put(op);
+	return ret;
+}
+
+int tsr_svol_trim(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint64_t len,
+		  tsr_cb cb_fn, void *cb_arg)
+{
+	return trim_now(svol, io, offset, len, 0, cb_fn, cb_arg);
+}
+
+static int zeroes_next(struct svol_op *op);
+
+static void zeroes_done(void *cb_arg, int res)
+{
+	struct svol_op *op = cb_arg;
+	int ret;
+
+	if (op->syncing) {
+		flush_done(cb_arg, res);
+		return;
+	}
+	op->pending--;
+	if (res < 0) {
+		tsr_error("write_zeroes: volume %s offset %llu length %llu: %s", op->svol->name,
+			  (unsigned long long)op->chunk_off, (unsigned long long)op->chunk_len,
+			  strerror(-res));
+		entries_restore(op->svol, op->chunk_off, op->chunk_len, NULL);
+		op->status = res;
+		op_finish(op);
+		return;
+	}
+	stat_add(&op->svol->stats.bytes_written, op->chunk_len);
+	op->pos += op->chunk_len;
+	if (op->pos < op->offset + op->len) {
+		ret = zeroes_next(op);
+	} else {
+		stat_add(&op->svol->stats.writes, 1);
+		if (!(op->flags & TSR_WRITE_FUA)) {
+			op_finish(op);
+			return;
+		}
+		op->syncing = true;
+		op->pending = 1;
+		ret = queue_syncs(op, op->offset, op->len);
+		if (ret == 0 || op->pending > 1) {
+			if (ret)
+				op->status = ret;
+			op->pending--;
+			return;
+		}
+	}
+	if (ret) {
+		op->status = ret;
+		op_finish(op);
+	}
+}
+
+/* Queue the next chunk of zeros (at most 8 MiB, never across a segment). */
+static int zeroes_next(struct svol_op *op)
+{
+	struct tsr_svol *svol = op->svol;
+	uint64_t *map = blockmeta_entries(&svol->meta);
+	uint64_t end = op->offset + op->len, len = end - op->pos, b;
+	struct svol_piece p;
+	unsigned i;
+	int ret;
+
+	if (len > (uint64_t)ZERO_IOVS * ZERO_BUF_SIZE)
+		len = (uint64_t)ZERO_IOVS * ZERO_BUF_SIZE;
+	svol_map(svol, op->pos, len, &p, 1);
+	len = p.len;
+	for (b = op->pos >> STORE_BLOCK_SHIFT; b < (op->pos + len) >> STORE_BLOCK_SHIFT; b++) {
+		uint64_t e = entry_load(&map[b]);
+
+		if (e)
+			entry_store(&map[b], entry_make(0, entry_cur(e)));
+	}
+	for (i = 0; i * (uint64_t)ZERO_BUF_SIZE < len; i++) {
+		uint64_t l = len - i * (uint64_t)ZERO_BUF_SIZE;
+
+		op->iov[i].iov_base = (void *)zero_buf();
+		op->iov[i].iov_len = l < ZERO_BUF_SIZE ? l : ZERO_BUF_SIZE;
+	}
+	op->chunk_off = op->pos;
+	op->chunk_len = len;
+	ret = tsr_io_writev(op->io, p.fd, op->iov, (int)i, p.fd_offset, 0, zeroes_done, op);
+	if (ret) {
+		entries_restore(svol, op->chunk_off, len, NULL);
+		return ret;
+	}
+	op->pending++;
+	return 0;
+}
+
+int tsr_svol_write_zeroes(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset,
+			  uint64_t len, unsigned flags, tsr_cb cb_fn, void *cb_arg)
+{
+	struct svol_op *op;
+	int ret;
+
+	if (!(flags & TSR_WRITE_NO_HOLE))
+		return trim_now(svol, io, offset, len, flags, cb_fn, cb_arg);
+	ret = check_range(svol, offset, len);
+	if (ret)
+		return ret;
+	if (zero_buf() == NULL)
+		return -ENOMEM;
+	ret = mark_range(svol, offset, len);
+	if (ret)
+		return ret;
+	op = op_get(svol, io, OP_ZEROES, cb_fn, cb_arg);
+	if (op == NULL)
+		return -ENOMEM;
+	op->offset = offset;
+	op->len = len;
+	op->flags = flags;
+	op->pos = offset;
+	ret = zeroes_next(op);
+	if (ret) {
+		op_put(op);
+		return ret;
+	}
+	return 0;
+}
+
+/* ---- block status and counters ---- */
+
+static int add_extent(struct tsr_extent *ext, size_t max, size_t *n, uint64_t offset,
+		      uint64_t len, uint32_t flags)
+{
+	if (len == 0)
+		return 0;
+	if (*n && ext[*n - 1].flags == flags && ext[*n - 1].offset + ext[*n - 1].length == offset) {
+		ext[*n - 1].length += len;
+		return 0;
+	}
+	if (*n == max)
+		return -ENOSPC;
+	ext[*n].offset = offset;
+	ext[*n].length = len;
+	ext[*n].flags = flags;
+	(*n)++;
+	return 0;
+}
+
+int tsr_svol_block_status(struct tsr_svol *svol, uint64_t offset, uint64_t len,
+			  struct tsr_extent *ext, size_t max, size_t *count)
+{
+	const uint32_t hole = TSR_EXTENT_HOLE | TSR_EXTENT_ZERO;
+	uint64_t size = tsr_svol_size(svol);
+	struct svol_piece p[STORE_MAX_SEGS];
+	size_t n = 0;
+	int i, np;
+
+	*count = 0;
+	if (max == 0 || len == 0)
+		return -EINVAL;
+	if (offset >= size)
+		return -ENOSPC;
+	if (len > size - offset)
+		len = size - offset;
+	if (svol->dev_offset >= 0) {
+		add_extent(ext, max, &n, offset, len, 0);
+		*count = n;
+		return 0;
+	}
+	np = svol_map(svol, offset, len, p, (int)STORE_MAX_SEGS);
+	for (i = 0; i < np; i++) {
+		off_t pos = (off_t)p[i].fd_offset, end = (off_t)(p[i].fd_offset + p[i].len);
+		uint64_t base = p[i].vol_offset - p[i].fd_offset;
+
+		while (pos < end) {
+			off_t d = lseek(p[i].fd, pos, SEEK_DATA), h;
+
+			if (d < 0 && errno != ENXIO) {
+				int ret = -errno;
+
+				tsr_error("block_status: volume %s: %s", svol->name,
+					  strerror(-ret));
+				return ret;
+			}
+			if (d < 0 || d > end)
+				d = end;
+			d &= ~(off_t)(TSR_BLOCK_SIZE - 1); /* data starts at a block boundary */
+			if (d < pos)
+				d = pos;
+			if (add_extent(ext, max, &n, base + (uint64_t)pos, (uint64_t)(d - pos),
+				       hole))
+				goto full;
+			if (d >= end)
+				break;
+			h = lseek(p[i].fd, d, SEEK_HOLE);
+			if (h < 0 || h > end)
+				h = end;
+			h = (h + TSR_BLOCK_SIZE - 1) & ~(off_t)(TSR_BLOCK_SIZE - 1);
+			if (h > end)
+				h = end;
+			if (add_extent(ext, max, &n, base + (uint64_t)d, (uint64_t)(h - d), 0))
+				goto full;
+			pos = h;
+		}
+	}
+full:
+	*count = n;
+	return 0;
+}
+
+void tsr_svol_get_stats(const struct tsr_svol *svol, struct tsr_svol_stats *out)
+{
+	struct svol_stats *s = &((struct tsr_svol *)svol)->stats;
+
+	out->reads = atomic_load_explicit(&s->reads, memory_order_relaxed);
+	out->writes = atomic_load_explicit(&s->writes, memory_order_relaxed);
+	out->flushes = atomic_load_explicit(&s->flushes, memory_order_relaxed);
+	out->trims = atomic_load_explicit(&s->trims, memory_order_relaxed);
+	out->bytes_read = atomic_load_explicit(&s->bytes_read, memory_order_relaxed);
+	out->bytes_written = atomic_load_explicit(&s->bytes_written, memory_order_relaxed);
+	out->crc_errors = atomic_load_explicit(&s->crc_errors, memory_order_relaxed);
+}

@@ -1,0 +1,851 @@
+/*
+ * The local store (DESIGN.md layer 5): a data directory holding a catalogue
+ * of volumes and, per volume, its data, its per-block CRC table and its
+ * write-intent bitmap.  This file: open/close of the store, the control
+ * functions (create, delete, resize, info, list) and volume handles.
+ * The data path is in data.c, the catalogue in catalog.c, the CRC table and
+ * bitmap in blockmeta.c, crash recovery in recovery.c.
+ *
+ * On-disk layout of DIR:
+ *   store.lock               flock'd (LOCK_EX) by the process that has the store open
+ *   store.db (+ -wal, -shm)  SQLite catalogue, see catalog.c for the schema and row CRC
+ *   clean                    present only while the store is closed cleanly;
+ *                            removed (and the removal fsync'd) at open
+ *   volumes/<uuid>.data      file mode: bytes [0, 8 TiB) of the volume, sparse,
+ *   volumes/<uuid>.data.N    bytes [N*8 TiB, (N+1)*8 TiB) (ext4 caps a file at
+ *                            16 TiB - 4 KiB, so large volumes span segment files);
+ *                            each exactly min(8 TiB, size - N*8 TiB) bytes
+ *   volumes/<uuid>.crc       per-block CRC table, see blockmeta.c
+ *   volumes/<uuid>.dirty     write-intent bitmap, see blockmeta.c
+ * Device mode (opts->device): the volume's bytes are the extent
+ * [dev_offset, dev_offset+size) of the raw device (first fit at create,
+ * zeroed at create and on grow); the catalogue, crc and dirty files stay in DIR.
+ *
+ * Crash safety of control operations: create makes the files, fsyncs the
+ * directory, then inserts the row; delete removes the row, then the files;
+ * resize extends the files, then updates the row.  Files without a row are
+ * leftovers of a crash and are removed at open; a file longer than its row
+ * says is harmless (the extension is a hole).
+ *
+ * Lock policy: store->lock (a mutex) serialises every control function, the
+ * open-volume list and svol refcounts, and the growth of an open volume's
+ * files and mappings.  The data path never takes it; see internal.h for the
+ * rest of the policy.  Control functions block (SQLite, fsync) and belong on
+ * the control thread; tsr_svol_put of the last reference flushes the volume
+ * and so blocks too.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store/internal.h"
+
+void store_seg_path(const struct tsr_store *store, const char *uuid, unsigned seg, char *buf)
+{
+	if (seg == 0)
+		snprintf(buf, PATH_MAX, "%s/volumes/%s.data", store->dir, uuid);
+	else
+		snprintf(buf, PATH_MAX, "%s/volumes/%s.data.%u", store->dir, uuid, seg);
+}
+
+void store_meta_path(const struct tsr_store *store, const char *uuid, const char *ext, char *buf)
+{
+	snprintf(buf, PATH_MAX, "%s/volumes/%s.%s", store->dir, uuid, ext);
+}
+
+static unsigned seg_count(uint64_t size)
+{
+	return (unsigned)((size + STORE_SEG_SIZE - 1) >> STORE_SEG_SHIFT);
+}
+
+static uint64_t seg_len(uint64_t size, unsigned seg)
+{
+	uint64_t start = (uint64_t)seg << STORE_SEG_SHIFT;
+
+	return size - start < STORE_SEG_SIZE ? size - start : STORE_SEG_SIZE;
+}
+
+static int fsync_path(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+static int fsync_voldir(const struct tsr_store *store)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/volumes", store->dir);
+	return fsync_path(path);
+}
+
+static void make_uuid(char out[37])
+{
+	uint8_t b[16];
+	size_t got = 0;
+
+	while (got < sizeof(b)) {
+		ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
+		if (n > 0)
+			got += (size_t)n;
+	}
+	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
+	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+	snprintf(out, 37,
+		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
+		 b[12], b[13], b[14], b[15]);
+}
+
+/* ---- volume handles ---- */
+
+void store_svol_free(struct tsr_svol *svol)
+{
+	unsigned i;
+
+	if (svol == NULL)
+		return;
+	blockmeta_close(&svol->meta);
+	if (svol->dev_offset < 0) {
+		for (i = 0; i < STORE_MAX_SEGS; i++) {
+			int fd = atomic_load(&svol->seg_fd[i]);
+			if (fd >= 0)
+				close(fd);
+		}
+	}
+	free(svol);
+}
+
+static int open_segment(struct tsr_store *store, const char *uuid, unsigned seg, int flags)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	store_seg_path(store, uuid, seg, path);
+	fd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC | flags, 0600);
+	if (fd < 0) {
+		int ret = -errno;
+
+		if (ret == -EINVAL)
+			tsr_error("open: %s: O_DIRECT not supported by this file system (tmpfs?); "
+				  "put the data directory on a disk file system", path);
+		else
+			tsr_error("open: %s: %s", path, strerror(-ret));
+		return ret;
+	}
+	return fd;
+}
+
+int store_svol_load(struct tsr_store *store, const struct vol_row *row, struct tsr_svol **out)
+{
+	char crc_path[PATH_MAX], dirty_path[PATH_MAX];
+	struct tsr_svol *svol = calloc(1, sizeof(*svol));
+	unsigned i;
+	int ret;
+
+	if (svol == NULL)
+		return -ENOMEM;
+	svol->meta.crc_fd = svol->meta.dirty_fd = -1;
+	for (i = 0; i < STORE_MAX_SEGS; i++)
+		atomic_init(&svol->seg_fd[i], -1);
+	svol->store = store;
+	snprintf(svol->name, sizeof(svol->name), "%s", row->name);
+	snprintf(svol->uuid, sizeof(svol->uuid), "%s", row->uuid);
+	atomic_init(&svol->size, row->size);
+	svol->dev_offset = row->dev_offset;
+	if (row->dev_offset < 0) {
+		for (i = 0; i < seg_count(row->size); i++) {
+			ret = open_segment(store, row->uuid, i, 0);
+			if (ret < 0)
+				goto err;
+			atomic_store(&svol->seg_fd[i], ret);
+		}
+	} else if (store->dev_fd < 0) {
+		tsr_error("open: volume %s lives on a raw device but the store has none",
+			  row->name);
+		ret = -EINVAL;
+		goto err;
+	}
+	store_meta_path(store, row->uuid, "crc", crc_path);
+	store_meta_path(store, row->uuid, "dirty", dirty_path);
+	ret = blockmeta_open(&svol->meta, crc_path, dirty_path, row->size);
+	if (ret)
+		goto err;
+	*out = svol;
+	return 0;
+err:
+	store_svol_free(svol);
+	return ret;
+}
+
+/* Last reference gone: make everything durable, clear the bitmap, free. */
+static void svol_close(struct tsr_svol *svol)
+{
+	unsigned i;
+	bool ok = true;
+
+	if (svol->dev_offset < 0) {
+		for (i = 0; i < STORE_MAX_SEGS; i++) {
+			int fd = atomic_load(&svol->seg_fd[i]);
+			if (fd >= 0 && fdatasync(fd) < 0) {
+				tsr_error("close: volume %s: sync data: %s", svol->name,
+					  strerror(errno));
+				ok = false;
+			}
+		}
+	} else if (fsync(svol->store->dev_fd) < 0) {
+		tsr_error("close: volume %s: sync device: %s", svol->name, strerror(errno));
+		ok = false;
+	}
+	if (blockmeta_sync(&svol->meta))
+		ok = false;
+	/* the bitmap may only be cleared once data and entries are durable */
+	if (ok)
+		blockmeta_clear_dirty(&svol->meta, atomic_load(&svol->size));
+	store_svol_free(svol);
+}
+
+int tsr_store_vol_open(struct tsr_store *store, const char *name, struct tsr_svol **out)
+{
+	struct tsr_svol *svol;
+	struct vol_row row;
+	int ret;
+
+	pthread_mutex_lock(&store->lock);
+	for (svol = store->open_vols; svol; svol = svol->next) {
+		if (strcmp(svol->name, name) == 0) {
+			svol->refs++;
+			*out = svol;
+			pthread_mutex_unlock(&store->lock);
+			return 0;
+		}
+	}
+	ret = catalog_get(store->db, name, &row);
+	if (ret == 0)
+		ret = store_svol_load(store, &row, &svol);
+	if (ret == 0) {
+		svol->refs = 1;
+		svol->next = store->open_vols;
+		store->open_vols = svol;
+		*out = svol;
+	}
+	pthread_mutex_unlock(&store->lock);
+	return ret;
+}
+
+void tsr_svol_put(struct tsr_svol *svol)
+{
+	struct tsr_store *store;
+	struct tsr_svol **pp;
+
+	if (svol == NULL)
+		return;
+	store = svol->store;
+	pthread_mutex_lock(&store->lock);
+	if (--svol->refs == 0) {
+		for (pp = &store->open_vols; *pp; pp = &(*pp)->next) {
+			if (*pp == svol) {
+				*pp = svol->next;
+				break;
+			}
+		}
+		svol_close(svol);
+	}
+	pthread_mutex_unlock(&store->lock);
+}
+
+uint64_t tsr_svol_size(const struct tsr_svol *svol)
+{
+	return atomic_load_explicit(&((struct tsr_svol *)svol)->size, memory_order_acquire);
+}
+
+static struct tsr_svol *find_open(struct tsr_store *store, const char *name)
+{
+	struct tsr_svol *svol;
+
+	for (svol = store->open_vols; svol; svol = svol->next)
+		if (strcmp(svol->name, name) == 0)
+			return svol;
+	return NULL;
+}
+
+/* ---- control functions ---- */
+
+static int check_size(const char *op, const char *name, uint64_t size)
+{
+	if (size == 0 || size % TSR_BLOCK_SIZE || size > STORE_MAX_VOL_SIZE) {
+		tsr_error("%s: volume %s: size %llu must be a non-zero multiple of 4096 and at "
+			  "most 1 PiB", op, name, (unsigned long long)size);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void row_to_info(struct tsr_store *store, const struct vol_row *row,
+			struct tsr_vol_info *info)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	unsigned i;
+
+	memset(info, 0, sizeof(*info));
+	snprintf(info->name, sizeof(info->name), "%s", row->name);
+	snprintf(info->uuid, sizeof(info->uuid), "%s", row->uuid);
+	info->size = row->size;
+	info->created = row->created;
+	if (row->dev_offset >= 0) {
+		info->allocated = row->size; /* a device extent is fully provisioned */
+		return;
+	}
+	for (i = 0; i < seg_count(row->size); i++) {
+		store_seg_path(store, row->uuid, i, path);
+		if (stat(path, &st) == 0)
+			info->allocated += (uint64_t)st.st_blocks * 512;
+	}
+}
+
+static void remove_files(struct tsr_store *store, const char *uuid, uint64_t size)
+{
+	char path[PATH_MAX];
+	unsigned i;
+
+	for (i = 0; i < seg_count(size) || i == 0; i++) {
+		store_seg_path(store, uuid, i, path);
+		unlink(path);
+	}
+	store_meta_path(store, uuid, "crc", path);
+	unlink(path);
+	store_meta_path(store, uuid, "dirty", path);
+	unlink(path);
+}
+
+/* First fit for size bytes on the device (store->lock held).  -ENOSPC. */
+static int device_first_fit(struct tsr_store *store, uint64_t size, int64_t *offset)
+{
+	struct vol_row *rows;
+	uint64_t pos = 0;
+	size_t n, i;
+	int ret;
+
+	ret = catalog_list(store->db, true, &rows, &n);
+	if (ret)
+		return ret;
+	for (i = 0; i < n; i++) {
+		if ((uint64_t)rows[i].dev_offset >= pos + size)
+			break;
+		if ((uint64_t)rows[i].dev_offset + rows[i].size > pos)
+			pos = (uint64_t)rows[i].dev_offset + rows[i].size;
+	}
+	free(rows);
+	if (pos + size > store->dev_size)
+		return -ENOSPC;
+	*offset = (int64_t)pos;
+	return 0;
+}
+
+int tsr_store_vol_create(struct tsr_store *store, const char *name, uint64_t size,
+			 struct tsr_vol_info *info_out)
+{
+	char crc_path[PATH_MAX], dirty_path[PATH_MAX];
+	struct vol_row row;
+	unsigned i, segs_made = 0;
+	int ret, fd;
+
+	if (!tsr_valid_name(name)) {
+		tsr_error("create: invalid volume name '%s': use 1-63 of [A-Za-z0-9._-], "
+			  "starting with a letter or digit", name ? name : "(null)");
+		return -EINVAL;
+	}
+	ret = check_size("create", name, size);
+	if (ret)
+		return ret;
+	memset(&row, 0, sizeof(row));
+	snprintf(row.name, sizeof(row.name), "%s", name);
+	make_uuid(row.uuid);
+	row.size = size;
+	row.created = (int64_t)time(NULL);
+	row.dev_offset = -1;
+
+	pthread_mutex_lock(&store->lock);
+	ret = catalog_get(store->db, name, &(struct vol_row){ 0 });
+	if (ret != -ENOENT) {
+		ret = ret ? ret : -EEXIST;
+		goto out;
+	}
+	if (store->dev_fd >= 0) {
+		ret = device_first_fit(store, size, &row.dev_offset);
+		if (ret == -ENOSPC)
+			tsr_error("create: volume %s: no free extent of %llu bytes on %s", name,
+				  (unsigned long long)size, store->device);
+		if (ret)
+			goto out;
+		ret = store_dev_zero(store->dev_fd, (uint64_t)row.dev_offset, size);
+		if (ret)
+			goto out;
+	} else {
+		for (i = 0; i < seg_count(size); i++) {
+			fd = open_segment(store, row.uuid, i, O_CREAT | O_EXCL);
+			if (fd < 0) {
+				ret = fd;
+				goto err_files;
+			}
+			segs_made = i + 1;
+			if (ftruncate(fd, (off_t)seg_len(size, i)) < 0) {
+				ret = -errno;
+				tsr_error("create: volume %s: size data file: %s", name,
+					  strerror(-ret));
+				close(fd);
+				goto err_files;
+			}
+			close(fd);
+		}
+	}
+	store_meta_path(store, row.uuid, "crc", crc_path);
+	store_meta_path(store, row.uuid, "dirty", dirty_path);
+	ret = blockmeta_create_files(crc_path, dirty_path, size);
+	if (ret)
+		goto err_files;
+	ret = fsync_voldir(store);
+	if (ret)
+		goto err_files;
+	ret = catalog_insert(store->db, &row);
+	if (ret)
+		goto err_files;
+	if (info_out)
+		row_to_info(store, &row, info_out);
+	tsr_info("create: volume %s (%s), %llu bytes%s", name, row.uuid,
+		 (unsigned long long)size, store->dev_fd >= 0 ? " on device" : "");
+	goto out;
+err_files:
+	(void)segs_made;
+	remove_files(store, row.uuid, size);
+out:
+	pthread_mutex_unlock(&store->lock);
+	return ret;
+}
+
+int tsr_store_vol_delete(struct tsr_store *store, const char *name)
+{
+	struct vol_row row;
+	int ret;
+
+	pthread_mutex_lock(&store->lock);
+	if (find_open(store, name)) {
+		tsr_error("delete: volume %s is open; detach it first", name);
+		ret = -EBUSY;
+		goto out;
+	}
+	ret = catalog_get(store->db, name, &row);
+	if (ret)
+		goto out;
+	ret = catalog_delete(store->db, name);
+	if (ret)
+		goto out;
+	remove_files(store, row.uuid, row.size);
+	fsync_voldir(store);
+	tsr_info("delete: volume %s (%s)", name, row.uuid);
+out:
+	pthread_mutex_unlock(&store->lock);
+	return ret;
+}
+
+/* Grow the files of a closed volume (store->lock held). */
+static int grow_closed_meta(struct tsr_store *store, const struct vol_row *row,
+			    uint64_t new_size)
+{
+	char path[PATH_MAX];
+	int fd, ret = 0;
+
+	store_meta_path(store, row->uuid, "crc", path);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0 || ftruncate(fd, (off_t)blockmeta_crc_file_size(new_size)) < 0)
+		goto err;
+	close(fd);
+	store_meta_path(store, row->uuid, "dirty", path);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0 || ftruncate(fd, (off_t)blockmeta_dirty_file_size(new_size)) < 0)
+		goto err;
+	close(fd);
+	return 0;
+err:
+	ret = -errno;
+	tsr_error("resize: volume %s: %s: %s", row->name, path, strerror(-ret));
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+static int grow_device_extent(struct tsr_store *store, const struct vol_row *row,
+			      uint64_t new_size)
+{
+	uint64_t end = (uint64_t)row->dev_offset + new_size;
+	struct vol_row *rows;
+	size_t n, i;
+	int ret;
+
+	if (end > store->dev_size)
+		goto nospc;
+	ret = catalog_list(store->db, true, &rows, &n);
+	if (ret)
+		return ret;
+	for (i = 0; i < n; i++) {
+		if (rows[i].dev_offset > row->dev_offset && (uint64_t)rows[i].dev_offset < end) {
+			free(rows);
+			goto nospc;
+		}
+	}
+	free(rows);
+	return store_dev_zero(store->dev_fd, (uint64_t)row->dev_offset + row->size,
+			      new_size - row->size);
+nospc:
+	tsr_error("resize: volume %s: the device space after its extent is not free",
+		  row->name);
+	return -ENOSPC;
+}
+
+int tsr_store_vol_resize(struct tsr_store *store, const char *name, uint64_t new_size)
+{
+	struct tsr_svol *svol;
+	struct vol_row row;
+	unsigned i;
+	int ret, fd;
+
+	ret = check_size("resize", name, new_size);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&store->lock);
+	ret = catalog_get(store->db, name, &row);
+	if (ret)
+		goto out;
+	if (new_size < row.size) {
+		tsr_error("resize: volume %s: cannot shrink from %llu to %llu bytes (volumes "
+			  "only grow)", name, (unsigned long long)row.size,
+			  (unsigned long long)new_size);
+		ret = -EINVAL;
+		goto out;
+	}
+	if (new_size == row.size)
+		goto out;
+	svol = find_open(store, name);
+	if (row.dev_offset >= 0) {
+		ret = grow_device_extent(store, &row, new_size);
+		if (ret)
+			goto out;
+	} else {
+		for (i = 0; i < seg_count(new_size); i++) {
+			bool opened = false;
+
+			fd = svol ? atomic_load(&svol->seg_fd[i]) : -1;
+			if (fd < 0) {
+				fd = open_segment(store, row.uuid, i, O_CREAT);
+				if (fd < 0) {
+					ret = fd;
+					goto out;
+				}
+				opened = true;
+			}
+			if (ftruncate(fd, (off_t)seg_len(new_size, i)) < 0) {
+				ret = -errno;
+				tsr_error("resize: volume %s: extend data: %s", name,
+					  strerror(-ret));
+				if (opened)
+					close(fd);
+				goto out;
+			}
+			if (opened && svol)
+				atomic_store(&svol->seg_fd[i], fd);
+			else if (opened)
+				close(fd);
+		}
+	}
+	if (svol)
+		ret = blockmeta_grow(&svol->meta, row.size, new_size);
+	else
+		ret = grow_closed_meta(store, &row, new_size);
+	if (ret)
+		goto out;
+	ret = fsync_voldir(store);
+	if (ret)
+		goto out;
+	row.size = new_size;
+	ret = catalog_update_size(store->db, &row);
+	if (ret)
+		goto out;
+	/* publish last: the data path may now touch the new blocks */
+	if (svol)
+		atomic_store_explicit(&svol->size, new_size, memory_order_release);
+	tsr_info("resize: volume %s: %llu bytes", name, (unsigned long long)new_size);
+out:
+	pthread_mutex_unlock(&store->lock);
+	return ret;
+}
+
+int tsr_store_vol_info(struct tsr_store *store, const char *name, struct tsr_vol_info *out)
+{
+	struct vol_row row;
+	int ret;
+
+	pthread_mutex_lock(&store->lock);
+	ret = catalog_get(store->db, name, &row);
+	if (ret == 0)
+		row_to_info(store, &row, out);
+	pthread_mutex_unlock(&store->lock);
+	return ret;
+}
+
+int tsr_store_vol_list(struct tsr_store *store, struct tsr_vol_info **out, size_t *count)
+{
+	struct tsr_vol_info *infos;
+	struct vol_row *rows;
+	size_t n, i;
+	int ret;
+
+	pthread_mutex_lock(&store->lock);
+	ret = catalog_list(store->db, false, &rows, &n);
+	if (ret)
+		goto out;
+	infos = calloc(n ? n : 1, sizeof(*infos));
+	if (infos == NULL) {
+		free(rows);
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++)
+		row_to_info(store, &rows[i], &infos[i]);
+	free(rows);
+	*out = infos;
+	*count = n;
+out:
+	pthread_mutex_unlock(&store->lock);
+	return ret;
+}
+
+/* ---- open and close ---- */
+
+/* Remove files in DIR/volumes that belong to no catalogue row (crash leftovers). */
+static void remove_leftovers(struct tsr_store *store)
+{
+	char path[PATH_MAX];
+	struct vol_row *rows;
+	struct dirent *de;
+	size_t n, i;
+	DIR *d;
+
+	if (catalog_list(store->db, false, &rows, &n))
+		return;
+	snprintf(path, sizeof(path), "%s/volumes", store->dir);
+	d = opendir(path);
+	if (d == NULL) {
+		free(rows);
+		return;
+	}
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		for (i = 0; i < n; i++)
+			if (strncmp(de->d_name, rows[i].uuid, 36) == 0 && de->d_name[36] == '.')
+				break;
+		if (i < n)
+			continue;
+		snprintf(path, sizeof(path), "%s/volumes/%s", store->dir, de->d_name);
+		tsr_warn("open: removing %s: it belongs to no volume (left by an interrupted "
+			 "create or delete)", path);
+		unlink(path);
+	}
+	closedir(d);
+	free(rows);
+}
+
+static void recover_all(struct tsr_store *store, bool clean)
+{
+	struct recovery_stats st, total = { 0 };
+	struct tsr_svol *svol;
+	struct vol_row *rows;
+	size_t n, i;
+
+	if (catalog_list(store->db, false, &rows, &n))
+		return;
+	for (i = 0; i < n; i++) {
+		if (store_svol_load(store, &rows[i], &svol)) {
+			tsr_error("open: volume %s cannot be opened; it stays unavailable",
+				  rows[i].name);
+			continue;
+		}
+		memset(&st, 0, sizeof(st));
+		recovery_run(svol, &st);
+		total.regions += st.regions;
+		total.fixed += st.fixed;
+		total.corrupt += st.corrupt;
+		store_svol_free(svol);
+	}
+	free(rows);
+	if (!clean || total.regions)
+		tsr_info("open: %s: recovery after %s shutdown: %zu volumes, %llu dirty regions "
+			 "scanned, %llu blocks fixed, %llu corrupt blocks", store->dir,
+			 clean ? "a clean" : "an unclean", n, (unsigned long long)total.regions,
+			 (unsigned long long)total.fixed, (unsigned long long)total.corrupt);
+}
+
+static int open_device(struct tsr_store *store, const char *device)
+{
+	struct stat st;
+	uint64_t size;
+	int ret;
+
+	store->dev_fd = open(device, O_RDWR | O_DIRECT | O_EXCL | O_CLOEXEC);
+	if (store->dev_fd < 0) {
+		ret = -errno;
+		tsr_error("open: device %s: %s", device, strerror(-ret));
+		return ret == -ENOENT || ret == -EACCES || ret == -EBUSY ? ret : -EINVAL;
+	}
+	if (fstat(store->dev_fd, &st) < 0 || !S_ISBLK(st.st_mode)) {
+		tsr_error("open: %s is not a block device", device);
+		return -EINVAL;
+	}
+	if (ioctl(store->dev_fd, BLKGETSIZE64, &size) < 0 || size < TSR_BLOCK_SIZE) {
+		tsr_error("open: device %s: cannot read its size", device);
+		return -EINVAL;
+	}
+	store->dev_size = size & ~(uint64_t)(TSR_BLOCK_SIZE - 1);
+	store->device = strdup(device);
+	return store->device ? 0 : -ENOMEM;
+}
+
+static void store_free(struct tsr_store *store)
+{
+	if (store->db)
+		catalog_close(store->db);
+	if (store->dev_fd >= 0)
+		close(store->dev_fd);
+	if (store->trampoline_fd >= 0)
+		close(store->trampoline_fd);
+	if (store->lock_fd >= 0)
+		close(store->lock_fd); /* releases the flock */
+	pthread_mutex_destroy(&store->lock);
+	free(store->device);
+	free(store->dir);
+	free(store);
+}
+
+int tsr_store_open(const char *dir, const struct tsr_store_opts *opts, struct tsr_store **out)
+{
+	char path[PATH_MAX];
+	struct tsr_store *store;
+	bool clean, fresh;
+	int ret;
+
+	store = calloc(1, sizeof(*store));
+	if (store == NULL)
+		return -ENOMEM;
+	store->dev_fd = store->lock_fd = store->trampoline_fd = -1;
+	pthread_mutex_init(&store->lock, NULL);
+	store->dir = strdup(dir);
+	if (store->dir == NULL) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		ret = -errno;
+		tsr_error("open: store directory %s: %s", dir, strerror(-ret));
+		goto err;
+	}
+	snprintf(path, sizeof(path), "%s/store.lock", dir);
+	store->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (store->lock_fd < 0) {
+		ret = -errno;
+		tsr_error("open: %s: %s", path, strerror(-ret));
+		goto err;
+	}
+	if (flock(store->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		ret = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		tsr_error("open: store %s is in use by another process (%s)", dir,
+			  strerror(errno));
+		goto err;
+	}
+	snprintf(path, sizeof(path), "%s/volumes", dir);
+	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+		ret = -errno;
+		tsr_error("open: %s: %s", path, strerror(-ret));
+		goto err;
+	}
+	if (opts && opts->device) {
+		ret = open_device(store, opts->device);
+		if (ret)
+			goto err;
+	}
+	store->trampoline_fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+	if (store->trampoline_fd < 0) {
+		ret = -errno;
+		tsr_error("open: /dev/zero: %s", strerror(-ret));
+		goto err;
+	}
+	snprintf(path, sizeof(path), "%s/store.db", dir);
+	fresh = access(path, F_OK) < 0;
+	ret = catalog_open(dir, store->device, &store->db);
+	if (ret)
+		goto err;
+
+	snprintf(path, sizeof(path), "%s/clean", dir);
+	clean = access(path, F_OK) == 0;
+	if (clean) {
+		/* from now on a crash must be seen as unclean */
+		if (unlink(path) < 0 || (ret = fsync_path(dir)) < 0) {
+			ret = ret ? ret : -errno;
+			tsr_error("open: remove %s: %s", path, strerror(-ret));
+			goto err;
+		}
+	}
+	remove_leftovers(store);
+	recover_all(store, clean || fresh);
+	*out = store;
+	return 0;
+err:
+	store_free(store);
+	return ret;
+}
+
+void tsr_store_close(struct tsr_store *store)
+{
+	char path[PATH_MAX];
+	bool clean = true;
+	int fd;
+
+	if (store == NULL)
+		return;
+	pthread_mutex_lock(&store->lock);
+	if (store->open_vols) {
+		tsr_error("close: store %s still has open volumes (%s...); not marking it clean",
+			  store->dir, store->open_vols->name);
+		clean = false;
+	}
+	pthread_mutex_unlock(&store->lock);
+	catalog_close(store->db);
+	store->db = NULL;
+	if (clean) {
+		snprintf(path, sizeof(path), "%s/clean", store->dir);
+		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0 || fsync(fd) < 0 || fsync_path(store->dir) < 0)
+			tsr_error("close: write %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+	}
+	store_free(store);
+}

@@ -1,0 +1,201 @@
+/*
+ * Helpers shared by the store unit tests: a scratch directory on a disk file
+ * system (O_DIRECT does not work on tmpfs), synchronous wrappers around the
+ * asynchronous data path, and deterministic block contents.
+ */
+#ifndef TSR_STORE_TEST_H
+#define TSR_STORE_TEST_H
+
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tessera/common.h"
+#include "tessera/io.h"
+#include "tessera/store.h"
+
+#define BS 4096u
+#define UNUSED __attribute__((unused))
+
+/* Parent of scratch directories: TSR_TEST_DIR or /var/tmp (disk, not tmpfs). */
+static UNUSED int scratch_dir(char *out, size_t len)
+{
+	const char *base = getenv("TSR_TEST_DIR");
+
+	snprintf(out, len, "%s/tsr-store-XXXXXX", base ? base : "/var/tmp");
+	return mkdtemp(out) ? 0 : -errno;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static UNUSED void rm_rf(const char *dir)
+{
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+struct done {
+	int calls;
+	int status;
+};
+
+static UNUSED void done_cb(void *cb_arg, int status)
+{
+	struct done *d = cb_arg;
+
+	d->calls++;
+	d->status = status;
+}
+
+/* Run io until d has been called back (or fail the test after 30 s). */
+static UNUSED int wait_done(struct tsr_io *io, struct done *d)
+{
+	int spins = 0;
+
+	while (d->calls == 0) {
+		if (tsr_io_submit(io) < 0)
+			return -EIO;
+		if (tsr_io_poll(io, 0, tsr_io_inflight(io) > 0) < 0)
+			return -EIO;
+		if (++spins > 3000000)
+			return -ETIMEDOUT;
+	}
+	/* never twice */
+	tsr_io_submit(io);
+	tsr_io_poll(io, 0, false);
+	return d->calls == 1 ? d->status : -EPROTO;
+}
+
+static UNUSED int sread(struct tsr_svol *v, struct tsr_io *io, uint64_t off, uint32_t len,
+			void *buf)
+{
+	struct done d = { 0 };
+	int ret = tsr_svol_read(v, io, off, len, buf, done_cb, &d);
+
+	return ret ? ret : wait_done(io, &d);
+}
+
+static UNUSED int swrite(struct tsr_svol *v, struct tsr_io *io, uint64_t off, uint32_t len,
+			 const void *buf, unsigned flags)
+{
+	struct done d = { 0 };
+	int ret = tsr_svol_write(v, io, off, len, buf, flags, done_cb, &d);
+
+	return ret ? ret : wait_done(io, &d);
+}
+
+static UNUSED int sflush(struct tsr_svol *v, struct tsr_io *io)
+{
+	struct done d = { 0 };
+	int ret = tsr_svol_flush(v, io, done_cb, &d);
+
+	return ret ? ret : wait_done(io, &d);
+}
+
+static UNUSED int strim(struct tsr_svol *v, struct tsr_io *io, uint64_t off, uint64_t len)
+{
+	struct done d = { 0 };
+	int ret = tsr_svol_trim(v, io, off, len, done_cb, &d);
+
+	return ret ? ret : wait_done(io, &d);
+}
+
+static UNUSED int szeroes(struct tsr_svol *v, struct tsr_io *io, uint64_t off, uint64_t len,
+			  unsigned flags)
+{
+	struct done d = { 0 };
+	int ret = tsr_svol_write_zeroes(v, io, off, len, flags, done_cb, &d);
+
+	return ret ? ret : wait_done(io, &d);
+}
+
+/* Every 8-byte word names the seed and the volume offset it was written at. */
+static UNUSED void fill(void *buf, size_t len, uint64_t seed, uint64_t offset)
+{
+	uint64_t *w = buf;
+	size_t i;
+
+	for (i = 0; i < len / 8; i++)
+		w[i] = (seed << 48) ^ (offset + i * 8);
+}
+
+static UNUSED bool is_filled(const void *buf, size_t len, uint64_t seed, uint64_t offset)
+{
+	const uint64_t *w = buf;
+	size_t i;
+
+	for (i = 0; i < len / 8; i++)
+		if (w[i] != ((seed << 48) ^ (offset + i * 8)))
+			return false;
+	return true;
+}
+
+static UNUSED bool is_zero(const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/* An io of the given kind, optionally with a fault spec; NULL if unavailable. */
+static UNUSED struct tsr_io *make_io(enum tsr_io_kind kind, const char *fault)
+{
+	struct tsr_io_opts o = { .kind = kind, .queue_depth = 64, .fault_spec = fault };
+	struct tsr_io *io = NULL;
+
+	if (tsr_io_create(&o, &io))
+		return NULL;
+	return io;
+}
+
+/* Path of a volume file: DIR/volumes/<uuid>.<ext>. */
+static UNUSED void vol_file(const char *dir, const char *uuid, const char *ext, char *out)
+{
+	snprintf(out, PATH_MAX, "%s/volumes/%s.%s", dir, uuid, ext);
+}
+
+/* Read entry {cur, prev} of block b straight from the crc file. */
+static UNUSED void read_entry(const char *dir, const char *uuid, uint64_t b, uint32_t *cur,
+			      uint32_t *prev)
+{
+	char path[PATH_MAX];
+	uint32_t e[2] = { 0xdead, 0xdead };
+	int fd;
+
+	vol_file(dir, uuid, "crc", path);
+	fd = open(path, O_RDONLY);
+	if (fd >= 0) {
+		if (pread(fd, e, 8, (off_t)(b * 8)) != 8)
+			e[0] = e[1] = 0xdead;
+		close(fd);
+	}
+	*cur = e[0];
+	*prev = e[1];
+}
+
+/* crc32c(block) ^ Z, the stored form of an entry. */
+static UNUSED uint32_t stored_crc(const void *block)
+{
+	static uint8_t zero[BS];
+
+	return tsr_crc32c(0, block, BS) ^ tsr_crc32c(0, zero, BS);
+}
+
+#endif

@@ -1,0 +1,257 @@
+/*
+ * Unit tests of the store's control functions (engine/store/store.c,
+ * catalog.c): create, list, info, resize, delete, their errors, the store
+ * lock, the catalogue checksum and the removal of crash leftovers.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "store_test.h"
+
+struct env {
+	char dir[512];
+	struct tsr_store *store;
+};
+
+static int setup(void **state)
+{
+	struct env *e = calloc(1, sizeof(*e));
+
+	if (e == NULL || scratch_dir(e->dir, sizeof(e->dir)))
+		return -1;
+	if (tsr_store_open(e->dir, &(struct tsr_store_opts){ 0 }, &e->store))
+		return -1;
+	*state = e;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+
+	tsr_store_close(e->store);
+	rm_rf(e->dir);
+	free(e);
+	return 0;
+}
+
+static void test_create_list_info_delete(void **state)
+{
+	struct env *e = *state;
+	struct tsr_vol_info info, *list;
+	char path[PATH_MAX];
+	struct stat st;
+	size_t n;
+
+	assert_int_equal(tsr_store_vol_create(e->store, "b-vol", 1 << 20, &info), 0);
+	assert_string_equal(info.name, "b-vol");
+	assert_int_equal(strlen(info.uuid), 36);
+	assert_int_equal(info.size, 1 << 20);
+	assert_true(info.created > 0);
+	assert_int_equal(tsr_store_vol_create(e->store, "a.vol_1", 64 * BS, NULL), 0);
+
+	assert_int_equal(tsr_store_vol_list(e->store, &list, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(list[0].name, "a.vol_1"); /* sorted by name */
+	assert_string_equal(list[1].name, "b-vol");
+	assert_int_equal(list[0].size, 64 * BS);
+	free(list);
+
+	/* files: sparse data of exactly size, crc table 8 bytes per block */
+	vol_file(e->dir, info.uuid, "data", path);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, 1 << 20);
+	assert_int_equal(st.st_blocks, 0);
+	vol_file(e->dir, info.uuid, "crc", path);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, 8 * 256);
+
+	assert_int_equal(tsr_store_vol_info(e->store, "b-vol", &info), 0);
+	assert_int_equal(info.size, 1 << 20);
+	assert_int_equal(info.allocated, 0);
+
+	vol_file(e->dir, info.uuid, "data", path);
+	assert_int_equal(tsr_store_vol_delete(e->store, "b-vol"), 0);
+	assert_int_equal(tsr_store_vol_info(e->store, "b-vol", &info), -ENOENT);
+	assert_int_equal(access(path, F_OK), -1); /* files gone */
+	assert_int_equal(tsr_store_vol_list(e->store, &list, &n), 0);
+	assert_int_equal(n, 1);
+	free(list);
+
+	/* survives a reopen */
+	tsr_store_close(e->store);
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	assert_int_equal(tsr_store_vol_info(e->store, "a.vol_1", &info), 0);
+	assert_int_equal(info.size, 64 * BS);
+	assert_int_equal(tsr_store_vol_info(e->store, "b-vol", &info), -ENOENT);
+}
+
+static void test_errors(void **state)
+{
+	struct env *e = *state;
+	struct tsr_svol *v;
+
+	assert_int_equal(tsr_store_vol_create(e->store, "v", 1 << 20, NULL), 0);
+	assert_int_equal(tsr_store_vol_create(e->store, "v", 1 << 20, NULL), -EEXIST);
+	assert_int_equal(tsr_store_vol_create(e->store, "", 1 << 20, NULL), -EINVAL);
+	assert_int_equal(tsr_store_vol_create(e->store, "-x", 1 << 20, NULL), -EINVAL);
+	assert_int_equal(tsr_store_vol_create(e->store, "a/b", 1 << 20, NULL), -EINVAL);
+	assert_int_equal(tsr_store_vol_create(e->store, "w", 0, NULL), -EINVAL);
+	assert_int_equal(tsr_store_vol_create(e->store, "w", 4097, NULL), -EINVAL);
+	assert_int_equal(tsr_store_vol_create(e->store, "w", (1ull << 50) + BS, NULL), -EINVAL);
+	assert_int_equal(tsr_store_vol_info(e->store, "w", &(struct tsr_vol_info){ 0 }),
+			 -ENOENT);
+	assert_int_equal(tsr_store_vol_delete(e->store, "nope"), -ENOENT);
+	assert_int_equal(tsr_store_vol_resize(e->store, "nope", 1 << 21), -ENOENT);
+	assert_int_equal(tsr_store_vol_open(e->store, "nope", &v), -ENOENT);
+	assert_int_equal(tsr_store_vol_resize(e->store, "v", 1 << 19), -EINVAL); /* shrink */
+	assert_int_equal(tsr_store_vol_resize(e->store, "v", (1 << 20) + 100), -EINVAL);
+
+	/* delete while open */
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	assert_int_equal(tsr_store_vol_delete(e->store, "v"), -EBUSY);
+	tsr_svol_put(v);
+	assert_int_equal(tsr_store_vol_delete(e->store, "v"), 0);
+}
+
+static void test_handles_refcounted(void **state)
+{
+	struct env *e = *state;
+	struct tsr_svol *a, *b;
+
+	assert_int_equal(tsr_store_vol_create(e->store, "v", 1 << 20, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &a), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &b), 0);
+	assert_ptr_equal(a, b);
+	tsr_svol_put(a);
+	assert_int_equal(tsr_store_vol_delete(e->store, "v"), -EBUSY);
+	tsr_svol_put(b);
+	assert_int_equal(tsr_store_vol_delete(e->store, "v"), 0);
+}
+
+static void test_resize(void **state)
+{
+	struct env *e = *state;
+	struct tsr_vol_info info;
+	struct tsr_svol *v;
+
+	assert_int_equal(tsr_store_vol_create(e->store, "v", 1 << 20, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	assert_int_equal(tsr_svol_size(v), 1 << 20);
+	assert_int_equal(tsr_store_vol_resize(e->store, "v", 5 << 20), 0);
+	assert_int_equal(tsr_svol_size(v), 5 << 20); /* the open handle sees it */
+	assert_int_equal(tsr_store_vol_resize(e->store, "v", 5 << 20), 0); /* no-op */
+	assert_int_equal(tsr_store_vol_resize(e->store, "v", 4 << 20), -EINVAL);
+	assert_int_equal(tsr_store_vol_info(e->store, "v", &info), 0);
+	assert_int_equal(info.size, 5 << 20);
+	tsr_svol_put(v);
+	/* closed volumes grow too */
+	assert_int_equal(tsr_store_vol_resize(e->store, "v", 1ull << 40), 0);
+	tsr_store_close(e->store);
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	assert_int_equal(tsr_store_vol_info(e->store, "v", &info), 0);
+	assert_int_equal(info.size, 1ull << 40);
+}
+
+static void test_store_lock(void **state)
+{
+	struct env *e = *state;
+	struct tsr_store *other = NULL;
+	pid_t pid;
+	int status;
+
+	/* flock is per open file: a second open, even from this process, conflicts */
+	assert_int_equal(tsr_store_open(e->dir, NULL, &other), -EBUSY);
+	assert_null(other);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct tsr_store *s = NULL;
+		_exit(tsr_store_open(e->dir, NULL, &s) == -EBUSY ? 0 : 1);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	/* released at close */
+	tsr_store_close(e->store);
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+}
+
+static void test_catalogue_tampered(void **state)
+{
+	struct env *e = *state;
+	char path[PATH_MAX];
+	sqlite3 *db;
+
+	assert_int_equal(tsr_store_vol_create(e->store, "victim", 1 << 20, NULL), 0);
+	tsr_store_close(e->store);
+	e->store = NULL;
+
+	snprintf(path, sizeof(path), "%s/store.db", e->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "UPDATE volumes SET size = 2097152 WHERE name = 'victim'",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), -EUCLEAN);
+	assert_null(e->store);
+
+	/* put it back: the store opens again */
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "UPDATE volumes SET size = 1048576 WHERE name = 'victim'",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+}
+
+static void test_leftovers_removed(void **state)
+{
+	struct env *e = *state;
+	char path[PATH_MAX];
+	struct tsr_vol_info info;
+	int fd;
+
+	assert_int_equal(tsr_store_vol_create(e->store, "keep", 1 << 20, &info), 0);
+	tsr_store_close(e->store);
+	/* files of a create that crashed before its row was inserted */
+	vol_file(e->dir, "01234567-89ab-4def-8123-456789abcdef", "data", path);
+	fd = open(path, O_CREAT | O_WRONLY, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	assert_int_equal(access(path, F_OK), -1);
+	vol_file(e->dir, info.uuid, "data", path);
+	assert_int_equal(access(path, F_OK), 0);
+}
+
+static void test_bad_dir(void **state)
+{
+	struct tsr_store *s = NULL;
+
+	assert_int_equal(tsr_store_open("/nonexistent-dir/sub/store", NULL, &s), -ENOENT);
+	assert_null(s);
+	tsr_store_close(NULL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_create_list_info_delete, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_handles_refcounted, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resize, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_lock, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_catalogue_tampered, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_leftovers_removed, setup, teardown),
+		cmocka_unit_test(test_bad_dir),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
