@@ -707,6 +707,37 @@ static void test_fault_delay(void **state)
 	tsr_free_aligned(r);
 }
 
+/* "any" counts every kind; destroy waits for completions still held back. */
+static void test_fault_any_destroy_held(void **state)
+{
+	struct env *e = env_of(state);
+	struct tsr_io *io = make_io(e, 8, "any:2:fail=EIO,any:3:delay=100");
+	char *buf = xalloc(BS), *r = xalloc(BS);
+	struct iovec iov = { buf, BS }, riov = { r, BS };
+	struct done w = { 0 }, f = { 0 }, d = { 0 };
+	uint64_t t0;
+
+	fill(buf, BS, 81, 900 * BS);
+	assert_int_equal(tsr_io_writev(io, e->fd, &iov, 1, 900 * BS, 0, done_cb, &w), 0);
+	assert_true(tsr_io_submit(io) >= 0);
+	wait_all(io);
+	t0 = now_ms();
+	assert_int_equal(tsr_io_fsync(io, e->fd, true, done_cb, &f), 0);
+	assert_int_equal(tsr_io_readv(io, e->fd, &riov, 1, 900 * BS, done_cb, &d), 0);
+	assert_true(tsr_io_submit(io) >= 0);
+	assert_int_equal(tsr_io_fault_count(io), 2);
+	tsr_io_destroy(io);
+	assert_true(now_ms() - t0 >= 100);
+	assert_int_equal(w.res, (int)BS);
+	assert_int_equal(f.calls, 1);
+	assert_int_equal(f.res, -EIO);
+	assert_int_equal(d.calls, 1);
+	assert_int_equal(d.res, (int)BS);
+	assert_memory_equal(r, buf, BS);
+	tsr_free_aligned(buf);
+	tsr_free_aligned(r);
+}
+
 static void test_fault_bad_spec(void **state)
 {
 	struct env *e = env_of(state);
@@ -945,6 +976,7 @@ int main(void)
 		BOTH(test_fault_short),
 		BOTH(test_fault_tear),
 		BOTH(test_fault_delay),
+		BOTH(test_fault_any_destroy_held),
 		BOTH(test_fault_bad_spec),
 		cmocka_unit_test(test_backend_choice),
 		cmocka_unit_test(test_auto_fallback_seccomp),
