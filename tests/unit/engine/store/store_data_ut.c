@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include <cmocka.h>
@@ -378,6 +379,67 @@ static void test_failed_write_changes_nothing(void **state)
 	assert_true(is_filled(e->buf2, BS, 17, 0));
 }
 
+/* Several threads, each with its own io, write and read one handle at once;
+ * they race on first writes into the same clean regions. */
+struct writer {
+	struct env *e;
+	unsigned id;
+	int failures;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	struct tsr_io *io = make_io(w->e->be->kind, NULL);
+	uint8_t *buf = tsr_alloc_aligned(2 * BS);
+	unsigned i;
+
+	if (io == NULL || buf == NULL) {
+		w->failures++;
+		goto out;
+	}
+	/* thread id owns block id of every 4-block group: regions are shared */
+	for (i = 0; i < 512; i++) {
+		uint64_t off = ((uint64_t)i * 4 + w->id) * BS;
+
+		fill(buf, BS, 20 + w->id, off);
+		if (swrite(w->e->v, io, off, BS, buf, i % 64 == 0 ? TSR_WRITE_FUA : 0))
+			w->failures++;
+		if (sread(w->e->v, io, off, BS, buf + BS) || !is_filled(buf + BS, BS, 20 + w->id, off))
+			w->failures++;
+	}
+out:
+	tsr_io_destroy(io);
+	tsr_free_aligned(buf);
+	return NULL;
+}
+
+static void test_threads_share_a_handle(void **state)
+{
+	struct env *e = *state;
+	struct writer w[4];
+	pthread_t t[4];
+	struct tsr_svol_stats st;
+	unsigned i;
+
+	vol(e, 8 * MiB);
+	for (i = 0; i < 4; i++) {
+		w[i] = (struct writer){ .e = e, .id = i };
+		assert_int_equal(pthread_create(&t[i], NULL, writer_main, &w[i]), 0);
+	}
+	for (i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(w[i].failures, 0);
+	}
+	assert_int_equal(sread(e->v, e->io, 0, 8 * MiB, e->buf2), 0);
+	for (i = 0; i < 2048; i++)
+		assert_true(is_filled(e->buf2 + (uint64_t)i * BS, BS, 20 + i % 4, (uint64_t)i * BS));
+	tsr_svol_get_stats(e->v, &st);
+	assert_int_equal(st.writes, 2048);
+	assert_int_equal(st.reads, 2049);
+	assert_int_equal(st.crc_errors, 0);
+}
+
 #define BOTH(t)                                                                      \
 	cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)&g_uring), \
 	cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)&g_aio)
@@ -392,6 +454,7 @@ int main(void)
 		BOTH(test_trim_and_zeroes),
 		BOTH(test_resize_reads_zeros),
 		BOTH(test_failed_write_changes_nothing),
+		BOTH(test_threads_share_a_handle),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
