@@ -101,13 +101,14 @@ int blockmeta_create_files(const char *crc_path, const char *dirty_path, uint64_
 	const char *path = crc_path;
 	int fd, ret = 0;
 
+	/* sizes durable before the catalogue row that promises them */
 	fd = open(crc_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0 || ftruncate(fd, (off_t)blockmeta_crc_file_size(size)) < 0)
+	if (fd < 0 || ftruncate(fd, (off_t)blockmeta_crc_file_size(size)) < 0 || fsync(fd) < 0)
 		goto err;
 	close(fd);
 	path = dirty_path;
 	fd = open(dirty_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0 || ftruncate(fd, (off_t)blockmeta_dirty_file_size(size)) < 0)
+	if (fd < 0 || ftruncate(fd, (off_t)blockmeta_dirty_file_size(size)) < 0 || fsync(fd) < 0)
 		goto err;
 	close(fd);
 	return 0;
@@ -211,8 +212,9 @@ int blockmeta_grow(struct blockmeta *bm, uint64_t old_size, uint64_t new_size)
 	struct retired_map *r;
 	void *p;
 
-	if (ftruncate(bm->crc_fd, (off_t)crc_len) < 0 ||
-	    ftruncate(bm->dirty_fd, (off_t)blockmeta_dirty_file_size(new_size)) < 0) {
+	if (ftruncate(bm->crc_fd, (off_t)crc_len) < 0 || fsync(bm->crc_fd) < 0 ||
+	    ftruncate(bm->dirty_fd, (off_t)blockmeta_dirty_file_size(new_size)) < 0 ||
+	    fsync(bm->dirty_fd) < 0) {
 		int ret = -errno;
 
 		tsr_error("resize: extend crc/dirty files: %s", strerror(-ret));

@@ -104,11 +104,36 @@ static struct svol_op *op_get(struct tsr_svol *svol, struct tsr_io *io, enum op_
 	return op;
 }
 
+static pthread_key_t g_free_key;
+static pthread_once_t g_free_once = PTHREAD_ONCE_INIT;
+
+/* At thread exit: free the thread's cached ops. */
+static void free_ops_at_exit(void *unused)
+{
+	struct svol_op *op;
+
+	while ((op = t_free_ops)) {
+		t_free_ops = op->next_free;
+		free(op);
+	}
+	t_nfree = 0;
+}
+
+static void free_key_init(void)
+{
+	pthread_key_create(&g_free_key, free_ops_at_exit);
+}
+
 static void op_put(struct svol_op *op)
 {
 	if (t_nfree >= OP_FREE_MAX) {
 		free(op);
 		return;
+	}
+	if (t_free_ops == NULL) {
+		/* a non-NULL value makes the key's destructor run at thread exit */
+		pthread_once(&g_free_once, free_key_init);
+		pthread_setspecific(g_free_key, &t_free_ops);
 	}
 	op->next_free = t_free_ops;
 	t_free_ops = op;

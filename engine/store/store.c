@@ -366,7 +366,7 @@ int tsr_store_vol_create(struct tsr_store *store, const char *name, uint64_t siz
 {
 	char crc_path[PATH_MAX], dirty_path[PATH_MAX];
 	struct vol_row row;
-	unsigned i, segs_made = 0;
+	unsigned i;
 	int ret, fd;
 
 	if (!tsr_valid_name(name)) {
@@ -407,8 +407,7 @@ int tsr_store_vol_create(struct tsr_store *store, const char *name, uint64_t siz
 				ret = fd;
 				goto err_files;
 			}
-			segs_made = i + 1;
-			if (ftruncate(fd, (off_t)seg_len(size, i)) < 0) {
+			if (ftruncate(fd, (off_t)seg_len(size, i)) < 0 || fsync(fd) < 0) {
 				ret = -errno;
 				tsr_error("create: volume %s: size data file: %s", name,
 					  strerror(-ret));
@@ -435,7 +434,6 @@ int tsr_store_vol_create(struct tsr_store *store, const char *name, uint64_t siz
 		 (unsigned long long)size, store->dev_fd >= 0 ? " on device" : "");
 	goto out;
 err_files:
-	(void)segs_made;
 	remove_files(store, row.uuid, size);
 out:
 	pthread_mutex_unlock(&store->lock);
@@ -476,12 +474,14 @@ static int grow_closed_meta(struct tsr_store *store, const struct vol_row *row,
 
 	store_meta_path(store, row->uuid, "crc", path);
 	fd = open(path, O_RDWR | O_CLOEXEC);
-	if (fd < 0 || ftruncate(fd, (off_t)blockmeta_crc_file_size(new_size)) < 0)
+	if (fd < 0 || ftruncate(fd, (off_t)blockmeta_crc_file_size(new_size)) < 0 ||
+	    fsync(fd) < 0)
 		goto err;
 	close(fd);
 	store_meta_path(store, row->uuid, "dirty", path);
 	fd = open(path, O_RDWR | O_CLOEXEC);
-	if (fd < 0 || ftruncate(fd, (off_t)blockmeta_dirty_file_size(new_size)) < 0)
+	if (fd < 0 || ftruncate(fd, (off_t)blockmeta_dirty_file_size(new_size)) < 0 ||
+	    fsync(fd) < 0)
 		goto err;
 	close(fd);
 	return 0;
@@ -562,7 +562,7 @@ int tsr_store_vol_resize(struct tsr_store *store, const char *name, uint64_t new
 				}
 				opened = true;
 			}
-			if (ftruncate(fd, (off_t)seg_len(new_size, i)) < 0) {
+			if (ftruncate(fd, (off_t)seg_len(new_size, i)) < 0 || fsync(fd) < 0) {
 				ret = -errno;
 				tsr_error("resize: volume %s: extend data: %s", name,
 					  strerror(-ret));
