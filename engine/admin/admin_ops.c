@@ -4,6 +4,7 @@
  * control thread (tesserad's libev loop), where blocking store calls are
  * allowed.  Error replies carry a message for a person: what failed and what
  * to do; the CLI prints it as is.
+ * The store logs its own failures; nothing is logged twice here.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -74,7 +75,6 @@ static void reply_volume(struct tsr_admin_server *srv, const char *name,
 		return;
 	}
 	if (ret) {
-		tsr_warn("admin: volume info: %s: %s", name, strerror(-ret));
 		admin_fail(resp, ret, "cannot read volume '%s': %s (see tesserad's log)", name,
 			   strerror(-ret));
 		return;
@@ -98,7 +98,6 @@ static void op_volume_create(struct tsr_admin_server *srv, const Tessera__Admin_
 	ret = tsr_store_vol_create(srv->store, c->name, c->size, &info);
 	switch (ret) {
 	case 0:
-		tsr_info("admin: created volume %s (%s, uuid %s)", c->name, sz, info.uuid);
 		reply_volume(srv, c->name, resp);
 		return;
 	case -EEXIST:
@@ -114,7 +113,6 @@ static void op_volume_create(struct tsr_admin_server *srv, const Tessera__Admin_
 			   "(tessera volume create --help)", c->name, sz);
 		return;
 	default:
-		tsr_error("admin: create volume %s: %s", c->name, strerror(-ret));
 		admin_fail(resp, ret, "cannot create volume '%s': %s (see tesserad's log)", c->name,
 			   strerror(-ret));
 		return;
@@ -129,7 +127,6 @@ static void op_volume_list(struct tsr_admin_server *srv, Tessera__Admin__Respons
 
 	ret = tsr_store_vol_list(srv->store, &infos, &count);
 	if (ret) {
-		tsr_error("admin: list volumes: %s", strerror(-ret));
 		admin_fail(resp, ret, "cannot list volumes: %s (see tesserad's log)", strerror(-ret));
 		return;
 	}
@@ -167,10 +164,6 @@ static void op_volume_resize(struct tsr_admin_server *srv, const Tessera__Admin_
 		ret = tsr_store_vol_resize(srv->store, r->name, r->size);
 	switch (ret) {
 	case 0:
-		if (r->size != info.size)
-			tsr_info("admin: resized volume %s from %s to %s", r->name,
-				 tsr_format_size(info.size, old_sz, sizeof(old_sz)),
-				 tsr_format_size(r->size, new_sz, sizeof(new_sz)));
 		reply_volume(srv, r->name, resp);
 		return;
 	case -ENOENT:
@@ -187,7 +180,6 @@ static void op_volume_resize(struct tsr_admin_server *srv, const Tessera__Admin_
 			   tsr_format_size(r->size, new_sz, sizeof(new_sz)));
 		return;
 	default:
-		tsr_error("admin: resize volume %s: %s", r->name, strerror(-ret));
 		admin_fail(resp, ret, "cannot resize volume '%s': %s (see tesserad's log)", r->name,
 			   strerror(-ret));
 		return;
@@ -205,7 +197,6 @@ static void op_volume_delete(struct tsr_admin_server *srv, const Tessera__Admin_
 		ret = tsr_store_vol_delete(srv->store, d->name);
 	switch (ret) {
 	case 0:
-		tsr_info("admin: deleted volume %s", d->name);
 		return;
 	case -ENOENT:
 		admin_fail(resp, ret, "volume '%s' not found (tessera volume list shows what exists)",
@@ -216,7 +207,6 @@ static void op_volume_delete(struct tsr_admin_server *srv, const Tessera__Admin_
 			   d->name);
 		return;
 	default:
-		tsr_error("admin: delete volume %s: %s", d->name, strerror(-ret));
 		admin_fail(resp, ret, "cannot delete volume '%s': %s (see tesserad's log)", d->name,
 			   strerror(-ret));
 		return;
@@ -284,7 +274,6 @@ static void op_status(struct tsr_admin_server *srv, Tessera__Admin__Response *re
 	}
 	ret = tsr_store_vol_list(srv->store, &infos, &count);
 	if (ret) {
-		tsr_error("admin: list volumes: %s", strerror(-ret));
 		admin_fail(resp, ret, "cannot list volumes: %s (see tesserad's log)", strerror(-ret));
 		return;
 	}

@@ -1,0 +1,382 @@
+/*
+ * Unit tests of the admin server (engine/admin/admin_server.c, admin_ops.c)
+ * through the client library: a real store in a temporary directory under
+ * /var/tmp, the server's libev loop on a thread of its own, the blocking
+ * client on the test's thread.  Covers every command and its error replies,
+ * TCP authentication, and connections that send garbage or oversized frames.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "admin/admin_internal.h"
+
+#define TOKEN "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+
+struct fixture {
+	char dir[64];
+	char sock[128];
+	char tcp_name[320];
+	struct tsr_store *store;
+	struct tsr_volset *vols;
+	struct ev_loop *loop;
+	ev_async stop;
+	struct tsr_admin_server *srv;
+	pthread_t thread;
+};
+
+static void stop_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void *loop_thread(void *arg)
+{
+	struct fixture *f = arg;
+
+	ev_run(f->loop, 0);
+	return NULL;
+}
+
+static int setup(void **state)
+{
+	static const char *const nbd[] = { "unix:/x/nbd.sock", "tcp:127.0.0.1:10809" };
+	struct tsr_admin_server_opts opts = { 0 };
+	struct fixture *f = calloc(1, sizeof(*f));
+	int ret;
+
+	assert_non_null(f);
+	snprintf(f->dir, sizeof(f->dir), "/var/tmp/admin_server_ut.XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->sock, sizeof(f->sock), "%s/admin.sock", f->dir);
+	ret = tsr_store_open(f->dir, &(struct tsr_store_opts){ 0 }, &f->store);
+	assert_int_equal(ret, 0);
+	assert_int_equal(tsr_volset_create(f->store, &f->vols), 0);
+	f->loop = ev_loop_new(EVFLAG_AUTO);
+	assert_non_null(f->loop);
+	ev_async_init(&f->stop, stop_cb);
+	ev_async_start(f->loop, &f->stop);
+	opts.loop = f->loop;
+	opts.store = f->store;
+	opts.vols = f->vols;
+	opts.unix_path = f->sock;
+	opts.tcp_listen = "127.0.0.1:0";
+	opts.token = TOKEN;
+	opts.node.data_dir = f->dir;
+	opts.node.io_backend = "io_uring";
+	opts.node.workers = 3;
+	opts.node.nbd_listeners = nbd;
+	opts.node.n_nbd_listeners = 2;
+	opts.node.started = time(NULL) - 5;
+	assert_int_equal(tsr_admin_server_create(&opts, &f->srv), 0);
+	snprintf(f->tcp_name, sizeof(f->tcp_name), "unix:%s", f->sock);
+	assert_string_equal(tsr_admin_server_listener(f->srv, 0), f->tcp_name);
+	snprintf(f->tcp_name, sizeof(f->tcp_name), "%s", tsr_admin_server_listener(f->srv, 1));
+	assert_null(tsr_admin_server_listener(f->srv, 2));
+	assert_int_equal(strncmp(f->tcp_name, "tcp:127.0.0.1:", 14), 0);
+	assert_true(strcmp(f->tcp_name, "tcp:127.0.0.1:0") != 0); /* the actual port */
+	assert_int_equal(pthread_create(&f->thread, NULL, loop_thread, f), 0);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[128];
+
+	ev_async_send(f->loop, &f->stop);
+	pthread_join(f->thread, NULL);
+	tsr_admin_server_destroy(f->srv);
+	ev_loop_destroy(f->loop);
+	tsr_volset_destroy(f->vols);
+	tsr_store_close(f->store);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", f->dir);
+	free(f);
+	return 0;
+}
+
+static struct tsr_admin_client *connect_unix(struct fixture *f)
+{
+	struct tsr_admin_client *c = NULL;
+
+	assert_int_equal(tsr_admin_connect_unix(f->sock, &c), 0);
+	return c;
+}
+
+/* Send one request; returns the reply (to free). */
+static Tessera__Admin__Response *call(struct tsr_admin_client *c, Tessera__Admin__Request *req)
+{
+	Tessera__Admin__Response *resp = NULL;
+
+	assert_int_equal(tsr_admin_call(c, req, 10000, &resp), 0);
+	assert_non_null(resp);
+	return resp;
+}
+
+static Tessera__Admin__Response *create(struct tsr_admin_client *c, const char *name,
+					uint64_t size)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeCreate cr = TESSERA__ADMIN__VOLUME_CREATE__INIT;
+
+	cr.name = (char *)name;
+	cr.size = size;
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE;
+	req.volume_create = &cr;
+	return call(c, &req);
+}
+
+static Tessera__Admin__Response *simple(struct tsr_admin_client *c, int cmd, const char *name,
+					uint64_t size)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeShow show = TESSERA__ADMIN__VOLUME_SHOW__INIT;
+	Tessera__Admin__VolumeResize resize = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
+	Tessera__Admin__VolumeDelete del = TESSERA__ADMIN__VOLUME_DELETE__INIT;
+	Tessera__Admin__VolumeList list = TESSERA__ADMIN__VOLUME_LIST__INIT;
+	Tessera__Admin__StatusGet get = TESSERA__ADMIN__STATUS_GET__INIT;
+
+	req.command_case = cmd;
+	switch (cmd) {
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_SHOW:
+		show.name = (char *)name;
+		req.volume_show = &show;
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE:
+		resize.name = (char *)name;
+		resize.size = size;
+		req.volume_resize = &resize;
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE:
+		del.name = (char *)name;
+		req.volume_delete = &del;
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_LIST:
+		req.volume_list = &list;
+		break;
+	default:
+		req.status = &get;
+		break;
+	}
+	return call(c, &req);
+}
+
+#define SHOW TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_SHOW
+#define RESIZE TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE
+#define DELETE TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE
+#define LIST TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_LIST
+#define STATUS TESSERA__ADMIN__REQUEST__COMMAND_STATUS
+
+static void test_volume_lifecycle(void **state)
+{
+	struct fixture *f = *state;
+	struct tsr_admin_client *c = connect_unix(f);
+	Tessera__Admin__Response *r;
+	char uri[160];
+
+	r = create(c, "alpha", 1ull << 30);
+	assert_int_equal(r->error, 0);
+	assert_int_equal(r->n_volumes, 1);
+	assert_string_equal(r->volumes[0]->name, "alpha");
+	assert_int_equal(r->volumes[0]->size, 1ull << 30);
+	assert_int_equal(strlen(r->volumes[0]->uuid), 36);
+	assert_false(r->volumes[0]->in_use);
+	assert_int_equal(r->volumes[0]->n_nbd_uris, 2);
+	assert_string_equal(r->volumes[0]->nbd_uris[0], "nbd+unix:///alpha?socket=/x/nbd.sock");
+	assert_string_equal(r->volumes[0]->nbd_uris[1], "nbd://127.0.0.1:10809/alpha");
+	tessera__admin__response__free_unpacked(r, NULL);
+
+	r = create(c, "alpha", 4096);
+	assert_int_equal(r->error, -EEXIST);
+	assert_non_null(strstr(r->message, "already exists"));
+	tessera__admin__response__free_unpacked(r, NULL);
+
+	r = create(c, "beta", 64 << 20);
+	assert_int_equal(r->error, 0);
+	tessera__admin__response__free_unpacked(r, NULL);
+
+	r = simple(c, LIST, NULL, 0);
+	assert_int_equal(r->error, 0);
+	assert_int_equal(r->n_volumes, 2);
+	assert_string_equal(r->volumes[0]->name, "alpha");
+	assert_string_equal(r->volumes[1]->name, "beta");
+	tessera__admin__response__free_unpacked(r, NULL);
+
+	r = simple(c, RESIZE, "alpha", 2ull << 30);
+	assert_int_equal(r->error, 0);
+	assert_int_equal(r->volumes[0]->size, 2ull << 30);
+	tessera__admin__response__free_unpacked(r, NULL);
+	r = simple(c, RESIZE, "alpha", 2ull << 30); /* same size: no-op */
+	assert_int_equal(r->error, 0);
+	tessera__admin__response__free_unpacked(r, NULL);
+	r = simple(c, RESIZE, "alpha", 1ull << 30);
+	assert_int_equal(r->error, -EINVAL);
+	assert_non_null(strstr(r->message, "can only grow"));
+	tessera__admin__response__free_unpacked(r, NULL);
+	r = simple(c, SHOW, "alpha", 0);
+	assert_int_equal(r->volumes[0]->size, 2ull << 30);
+	tessera__admin__response__free_unpacked(r, NULL);
+
+	r = simple(c, SHOW, "nosuch", 0);
+	assert_int_equal(r->error, -ENOENT);
+	assert_non_null(strstr(r->message, "not found"));
+	tessera__admin__response__free_unpacked(r, NULL);
+	r = simple(c, RESIZE, "nosuch", 8192);
+	assert_int_equal(r->error, -ENOENT);
+	tessera__admin__response__free_unpacked(r, NULL);
+	r = simple(c, DELETE, "nosuch", 0);
+	assert_int_equal(r->error, -ENOENT);
+	tessera__admin__response__free_unpacked(r, NULL);
+
+	r = simple(c, STATUS, NULL, 0);
+	assert_int_equal(r->error, 0);
+	assert_non_null(r->status);
+	assert_int_equal(r->status->volumes, 2);
+	assert_int_equal(r->status->workers, 3);
+	assert_int_equal(r->status->pid, getpid());
+	assert_string_equal(r->status->io_backend, "io_uring");
+	assert_string_equal(r->status->data_dir, f->dir);
+	assert_true(r->status->uptime_sec >= 5);
+	assert_int_equal(r->status->n_admin_listeners, 2);
+	snprintf(uri, sizeof(uri), "unix:%s", f->sock);
+	assert_string_equal(r->status->admin_listeners[0], uri);
+	assert_string_equal(r->status->admin_listeners[1], f->tcp_name);
+	tessera__admin__response__free_unpacked(r, NULL);
+
+	r = simple(c, DELETE, "beta", 0);
+	assert_int_equal(r->error, 0);
+	tessera__admin__response__free_unpacked(r, NULL);
+	r = simple(c, LIST, NULL, 0);
+	assert_int_equal(r->n_volumes, 1);
+	tessera__admin__response__free_unpacked(r, NULL);
+	tsr_admin_close(c);
+}
+
+static void test_delete_in_use(void **state)
+{
+	struct fixture *f = *state;
+	struct tsr_admin_client *c = connect_unix(f);
+	Tessera__Admin__Response *r;
+	struct tsr_vol *vol = NULL;
+
+	r = create(c, "held", 1 << 20);
+	assert_int_equal(r->error, 0);
+	tessera__admin__response__free_unpacked(r, NULL);
+	assert_int_equal(tsr_vol_get(f->vols, "held", &vol), 0);
+	r = simple(c, SHOW, "held", 0);
+	assert_true(r->volumes[0]->in_use);
+	tessera__admin__response__free_unpacked(r, NULL);
+	r = simple(c, DELETE, "held", 0);
+	assert_int_equal(r->error, -EBUSY);
+	assert_string_equal(r->message,
+			    "volume 'held' is in use by an NBD client (disconnect it first)");
+	tessera__admin__response__free_unpacked(r, NULL);
+	tsr_vol_put(vol);
+	r = simple(c, DELETE, "held", 0);
+	assert_int_equal(r->error, 0);
+	tessera__admin__response__free_unpacked(r, NULL);
+	tsr_admin_close(c);
+}
+
+static void test_tcp_token(void **state)
+{
+	struct fixture *f = *state;
+	struct tsr_admin_client *c = NULL;
+	Tessera__Admin__Response *r = NULL;
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__StatusGet get = TESSERA__ADMIN__STATUS_GET__INIT;
+	const char *hostport = f->tcp_name + 4; /* "tcp:" */
+	char off_by_one[TSR_ADMIN_TOKEN_LEN + 1];
+
+	req.command_case = STATUS;
+	req.status = &get;
+	/* wrong token: an error reply, then the connection is closed */
+	assert_int_equal(tsr_admin_connect_tcp(hostport, TOKEN "x", &c), 0);
+	assert_int_equal(tsr_admin_call(c, &req, 10000, &r), 0);
+	assert_int_equal(r->error, -EACCES);
+	assert_non_null(strstr(r->message, "authentication failed"));
+	tessera__admin__response__free_unpacked(r, NULL);
+	assert_true(tsr_admin_call(c, &req, 10000, &r) < 0);
+	tsr_admin_close(c);
+	/* same length, one character off */
+	snprintf(off_by_one, sizeof(off_by_one), "%s", TOKEN);
+	off_by_one[TSR_ADMIN_TOKEN_LEN - 1] ^= 1;
+	assert_int_equal(tsr_admin_connect_tcp(hostport, off_by_one, &c), 0);
+	assert_int_equal(tsr_admin_call(c, &req, 10000, &r), 0);
+	assert_int_equal(r->error, -EACCES);
+	tessera__admin__response__free_unpacked(r, NULL);
+	tsr_admin_close(c);
+	/* the right token: served, several requests on one connection */
+	assert_int_equal(tsr_admin_connect_tcp(hostport, TOKEN, &c), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(tsr_admin_call(c, &req, 10000, &r), 0);
+		assert_int_equal(r->error, 0);
+		assert_non_null(r->status);
+		tessera__admin__response__free_unpacked(r, NULL);
+	}
+	tsr_admin_close(c);
+}
+
+static void test_bad_frames(void **state)
+{
+	struct fixture *f = *state;
+	struct tsr_admin_client *c;
+	Tessera__Admin__Response *r = NULL;
+	const uint8_t big[4] = { 0x00, 0x10, 0x00, 0x01 };      /* 1 MiB + 1 */
+	const uint8_t junk[7] = { 0, 0, 0, 3, 0xff, 0xff, 0xff }; /* invalid protobuf */
+	uint8_t hdr[4], *body;
+	uint32_t len;
+	int fd;
+
+	/* oversized frame: the server closes the connection */
+	assert_int_equal(tsr_admin_connect_socket(f->sock, NULL, &fd), 0);
+	assert_int_equal(send(fd, big, 4, MSG_NOSIGNAL), 4);
+	assert_int_equal(recv(fd, hdr, 4, MSG_WAITALL), 0);
+	close(fd);
+	/* junk protobuf: an error reply, and the connection stays usable */
+	assert_int_equal(tsr_admin_connect_socket(f->sock, NULL, &fd), 0);
+	assert_int_equal(send(fd, junk, sizeof(junk), MSG_NOSIGNAL), sizeof(junk));
+	assert_int_equal(recv(fd, hdr, 4, MSG_WAITALL), 4);
+	len = admin_frame_len(hdr);
+	assert_true(len > 0 && len < 4096);
+	body = malloc(len);
+	assert_non_null(body);
+	assert_int_equal(recv(fd, body, len, MSG_WAITALL), (ssize_t)len);
+	assert_int_equal(tsr_admin_response_parse(body, len, &r, NULL), 0);
+	assert_int_equal(r->error, -EINVAL);
+	assert_non_null(strstr(r->message, "bad request"));
+	tessera__admin__response__free_unpacked(r, NULL);
+	free(body);
+	close(fd);
+	/* the server still answers */
+	c = connect_unix(f);
+	r = simple(c, STATUS, NULL, 0);
+	assert_int_equal(r->error, 0);
+	tessera__admin__response__free_unpacked(r, NULL);
+	tsr_admin_close(c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_volume_lifecycle, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_in_use, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tcp_token, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_frames, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,670 @@
+/*
+ * tesserad: the Tessera node daemon.  Serves the volumes of one data
+ * directory (or raw device) over NBD and answers the admin API.
+ *
+ * Threads: the main thread runs a libev loop that accepts NBD connections on
+ * every listener and hands each to a worker round-robin (tsr_worker_send ->
+ * tsr_nbd_conn_start), serves the admin API (engine/admin) and catches
+ * SIGTERM/SIGINT through a signalfd; N workers (engine/worker) run the data
+ * path.  Start-up order: store (its lock makes DIR ours), token, volume set,
+ * workers, NBD server, listeners, admin server, then DIR/tesserad.pid and the
+ * "tesserad ready" log line.  Shutdown undoes it in reverse; the store is
+ * closed cleanly, so the next start needs no recovery.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ev.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "tessera/admin.h"
+#include "tessera/common.h"
+#include "tessera/io.h"
+#include "tessera/nbd.h"
+#include "tessera/store.h"
+#include "tessera/vol.h"
+#include "tessera/worker.h"
+
+#define MAX_LISTENERS 16
+#define MAX_WORKERS 256
+
+struct nbd_listener {
+	struct tesserad *d;
+	ev_io watcher;
+	int fd;              /* -1 when closed */
+	bool tcp;
+	char *unix_path;     /* unlinked at shutdown; NULL for TCP */
+	char name[320];      /* "unix:PATH" or "tcp:HOST:PORT" (actual port) */
+};
+
+struct tesserad {
+	/* options */
+	char *dir;                  /* absolute path of the data directory */
+	const char *device;
+	const char *nbd_specs[MAX_LISTENERS];
+	unsigned n_nbd_specs;
+	const char *admin_listen;   /* "HOST:PORT" or NULL */
+	unsigned n_workers;
+	struct tsr_io_opts io_opts;
+	/* state, in start-up order */
+	struct tsr_store *store;
+	char token[TSR_ADMIN_TOKEN_LEN + 1];
+	struct tsr_volset *vols;
+	struct tsr_worker *workers[MAX_WORKERS];
+	unsigned workers_started;
+	char io_name[64];
+	struct tsr_nbd_server *nbd;
+	struct nbd_listener listeners[MAX_LISTENERS];
+	unsigned n_listeners;
+	unsigned next_worker;       /* round-robin cursor */
+	struct tsr_admin_server *admin;
+	struct ev_loop *loop;
+	int sig_fd;
+	ev_io sig_watcher;
+	bool pid_written;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"Usage: tesserad --data DIR [OPTION]...\n"
+"Serve the volumes of DIR over NBD and answer the admin API (tessera CLI).\n"
+"\n"
+"  --data DIR             data directory (created if missing): catalogue, volumes,\n"
+"                         sockets, admin.token, tesserad.pid\n"
+"  --device DEV           keep volume data on raw block device DEV instead of\n"
+"                         sparse files in DIR\n"
+"  --nbd-listen ADDR      unix:PATH or tcp:HOST:PORT; repeatable\n"
+"                         (default: unix:DIR/nbd.sock)\n"
+"  --admin-listen tcp:HOST:PORT\n"
+"                         also serve the admin API over TCP; clients must send\n"
+"                         the token in DIR/admin.token (traffic is not encrypted)\n"
+"  --workers N            data path threads (default 2)\n"
+"  --io auto|io_uring|libaio\n"
+"                         I/O backend (default auto: io_uring, else libaio)\n"
+"  --io-fault SPEC        inject I/O faults, e.g. write:3:fail=EIO (tests only)\n"
+"  --log-level debug|info|warn|error\n"
+"  --help, --version\n"
+"\n"
+"The admin API is always on DIR/admin.sock (mode 0600).  SIGTERM or SIGINT\n"
+"shuts down cleanly.\n"
+"\n"
+"Example:\n"
+"  tesserad --data /var/lib/tessera --nbd-listen unix:/run/tessera.sock \\\n"
+"           --nbd-listen tcp:127.0.0.1:10809\n"
+"  tessera --data /var/lib/tessera volume create db --size 10G\n");
+}
+
+static void die_usage(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "tesserad: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, " (tesserad --help)\n");
+	exit(2);
+}
+
+static void parse_args(struct tesserad *d, int argc, char **argv)
+{
+	enum { O_DATA = 256, O_DEVICE, O_NBD, O_ADMIN, O_WORKERS, O_IO, O_FAULT, O_LOG,
+	       O_HELP, O_VERSION };
+	static const struct option opts[] = {
+		{ "data", required_argument, NULL, O_DATA },
+		{ "device", required_argument, NULL, O_DEVICE },
+		{ "nbd-listen", required_argument, NULL, O_NBD },
+		{ "admin-listen", required_argument, NULL, O_ADMIN },
+		{ "workers", required_argument, NULL, O_WORKERS },
+		{ "io", required_argument, NULL, O_IO },
+		{ "io-fault", required_argument, NULL, O_FAULT },
+		{ "log-level", required_argument, NULL, O_LOG },
+		{ "help", no_argument, NULL, O_HELP },
+		{ "version", no_argument, NULL, O_VERSION },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *data = NULL;
+	char *end;
+	long n;
+	int c;
+
+	d->n_workers = 2;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+		switch (c) {
+		case O_DATA:
+			data = optarg;
+			break;
+		case O_DEVICE:
+			d->device = optarg;
+			break;
+		case O_NBD:
+			if (d->n_nbd_specs == MAX_LISTENERS)
+				die_usage("at most 16 --nbd-listen%s", "");
+			if (strncmp(optarg, "unix:", 5) && strncmp(optarg, "tcp:", 4))
+				die_usage("--nbd-listen %s: use unix:PATH or tcp:HOST:PORT", optarg);
+			d->nbd_specs[d->n_nbd_specs++] = optarg;
+			break;
+		case O_ADMIN:
+			if (strncmp(optarg, "tcp:", 4))
+				die_usage("--admin-listen %s: use tcp:HOST:PORT", optarg);
+			d->admin_listen = optarg + 4;
+			break;
+		case O_WORKERS:
+			errno = 0;
+			n = strtol(optarg, &end, 10);
+			if (errno || *end || n < 1 || n > MAX_WORKERS)
+				die_usage("--workers %s: give a number from 1 to 256", optarg);
+			d->n_workers = (unsigned)n;
+			break;
+		case O_IO:
+			if (strcmp(optarg, "auto") == 0)
+				d->io_opts.kind = TSR_IO_AUTO;
+			else if (strcmp(optarg, "io_uring") == 0)
+				d->io_opts.kind = TSR_IO_URING;
+			else if (strcmp(optarg, "libaio") == 0)
+				d->io_opts.kind = TSR_IO_AIO;
+			else
+				die_usage("--io %s: use auto, io_uring or libaio", optarg);
+			break;
+		case O_FAULT:
+			d->io_opts.fault_spec = optarg;
+			break;
+		case O_LOG:
+			if (strcmp(optarg, "debug") == 0)
+				tsr_log_set_level(TSR_LOG_DEBUG);
+			else if (strcmp(optarg, "info") == 0)
+				tsr_log_set_level(TSR_LOG_INFO);
+			else if (strcmp(optarg, "warn") == 0)
+				tsr_log_set_level(TSR_LOG_WARN);
+			else if (strcmp(optarg, "error") == 0)
+				tsr_log_set_level(TSR_LOG_ERROR);
+			else
+				die_usage("--log-level %s: use debug, info, warn or error", optarg);
+			break;
+		case O_HELP:
+			usage(stdout);
+			exit(0);
+		case O_VERSION:
+			printf("tesserad %s\n", TSR_VERSION);
+			exit(0);
+		case ':':
+			die_usage("%s needs a value", argv[optind - 1]);
+			break;
+		default:
+			die_usage("unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		die_usage("unexpected argument '%s'", argv[optind]);
+	if (data == NULL)
+		die_usage("--data DIR is required%s", "");
+	d->dir = (char *)data;
+}
+
+/* mkdir -p */
+static int make_dirs(const char *path)
+{
+	char buf[PATH_MAX];
+	size_t i;
+
+	if (strlen(path) >= sizeof(buf))
+		return -ENAMETOOLONG;
+	strcpy(buf, path);
+	for (i = 1; buf[i]; i++) {
+		if (buf[i] != '/')
+			continue;
+		buf[i] = '\0';
+		if (mkdir(buf, 0755) && errno != EEXIST)
+			return -errno;
+		buf[i] = '/';
+	}
+	if (mkdir(buf, 0755) && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static char *dir_file(const struct tesserad *d, const char *name)
+{
+	char *p;
+
+	if (asprintf(&p, "%s/%s", d->dir, name) < 0) {
+		fprintf(stderr, "tesserad: out of memory\n");
+		exit(1);
+	}
+	return p;
+}
+
+/* DIR/admin.token: read it, or create it with 32 random bytes in hex, mode 0600. */
+static int load_token(struct tesserad *d)
+{
+	char *path = dir_file(d, "admin.token");
+	unsigned char raw[TSR_ADMIN_TOKEN_LEN / 2];
+	char hex[TSR_ADMIN_TOKEN_LEN + 2];
+	int fd, ret = 0;
+	size_t i;
+
+	ret = tsr_admin_read_token(path, d->token, sizeof(d->token));
+	if (ret == 0)
+		goto out;
+	if (ret != -ENOENT) {
+		tsr_error("token: %s: %s (delete it to get a new token)", path, strerror(-ret));
+		goto out;
+	}
+	if (RAND_bytes(raw, sizeof(raw)) != 1) {
+		tsr_error("token: RAND_bytes failed");
+		ret = -EIO;
+		goto out;
+	}
+	for (i = 0; i < sizeof(raw); i++)
+		snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+	hex[TSR_ADMIN_TOKEN_LEN] = '\n';
+	hex[TSR_ADMIN_TOKEN_LEN + 1] = '\0';
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, hex, TSR_ADMIN_TOKEN_LEN + 1) != TSR_ADMIN_TOKEN_LEN + 1 ||
+	    fsync(fd)) {
+		ret = -errno;
+		tsr_error("token: create %s: %s", path, strerror(-ret));
+		if (fd >= 0) {
+			close(fd);
+			unlink(path);
+		}
+		goto out;
+	}
+	close(fd);
+	ret = 0;
+	memcpy(d->token, hex, TSR_ADMIN_TOKEN_LEN);
+	d->token[TSR_ADMIN_TOKEN_LEN] = '\0';
+	tsr_info("created %s", path);
+out:
+	OPENSSL_cleanse(raw, sizeof(raw));
+	OPENSSL_cleanse(hex, sizeof(hex));
+	free(path);
+	return ret;
+}
+
+static int write_pid_file(struct tesserad *d)
+{
+	char *path = dir_file(d, "tesserad.pid");
+	char *tmp = dir_file(d, "tesserad.pid.tmp");
+	FILE *f;
+	int ret = 0;
+
+	f = fopen(tmp, "we");
+	if (f == NULL || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0) {
+		ret = -errno;
+		tsr_error("pid file: %s: %s", tmp, strerror(-ret));
+	} else if (rename(tmp, path)) {
+		ret = -errno;
+		tsr_error("pid file: rename to %s: %s", path, strerror(-ret));
+	}
+	free(path);
+	free(tmp);
+	return ret;
+}
+
+/* ---- NBD accept and hand-off ------------------------------------------ */
+
+struct conn_handoff {
+	struct tsr_nbd_server *nbd;
+	int fd;
+};
+
+static void handoff_on_worker(struct tsr_worker *w, void *arg)
+{
+	struct conn_handoff *h = arg;
+
+	tsr_nbd_conn_start(h->nbd, w, h->fd);
+	free(h);
+}
+
+static void nbd_accept_cb(struct ev_loop *loop, ev_io *watcher, int revents)
+{
+	struct nbd_listener *l = watcher->data;
+	struct tesserad *d = l->d;
+	struct conn_handoff *h;
+	struct tsr_worker *w;
+	int fd, one = 1, ret;
+
+	for (;;) {
+		fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			    errno != ECONNABORTED)
+				tsr_warn("nbd: accept on %s: %s", l->name, strerror(errno));
+			return;
+		}
+		if (l->tcp)
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		h = malloc(sizeof(*h));
+		if (h == NULL) {
+			close(fd);
+			continue;
+		}
+		h->nbd = d->nbd;
+		h->fd = fd;
+		w = d->workers[d->next_worker++ % d->workers_started];
+		ret = tsr_worker_send(w, handoff_on_worker, h);
+		if (ret) {
+			tsr_warn("nbd: hand connection to worker%u: %s", tsr_worker_index(w),
+				 strerror(-ret));
+			close(fd);
+			free(h);
+		}
+	}
+}
+
+static int start_nbd_listener(struct tesserad *d, const char *spec)
+{
+	struct nbd_listener *l = &d->listeners[d->n_listeners];
+	int ret;
+
+	l->d = d;
+	l->fd = -1;
+	if (strncmp(spec, "unix:", 5) == 0) {
+		l->unix_path = strdup(spec + 5);
+		if (l->unix_path == NULL)
+			return -ENOMEM;
+		d->n_listeners++;
+		ret = tsr_admin_listen_unix(l->unix_path, &l->fd);
+		snprintf(l->name, sizeof(l->name), "unix:%s", l->unix_path);
+	} else {
+		d->n_listeners++;
+		l->tcp = true;
+		ret = tsr_admin_listen_tcp(spec + 4, &l->fd, l->name, sizeof(l->name));
+	}
+	if (ret)
+		return ret;
+	ev_io_init(&l->watcher, nbd_accept_cb, l->fd, EV_READ);
+	l->watcher.data = l;
+	ev_io_start(d->loop, &l->watcher);
+	return 0;
+}
+
+static void stop_nbd_listeners(struct tesserad *d)
+{
+	unsigned i;
+
+	for (i = 0; i < d->n_listeners; i++) {
+		struct nbd_listener *l = &d->listeners[i];
+
+		if (l->fd >= 0) {
+			ev_io_stop(d->loop, &l->watcher);
+			close(l->fd);
+			l->fd = -1;
+			if (l->unix_path)
+				unlink(l->unix_path);
+		}
+		free(l->unix_path);
+		l->unix_path = NULL;
+	}
+	d->n_listeners = 0;
+}
+
+/* ---- worker 0's backend name, for status ------------------------------ */
+
+struct io_name_query {
+	char name[64];
+	sem_t done;
+};
+
+static void io_name_on_worker(struct tsr_worker *w, void *arg)
+{
+	struct io_name_query *q = arg;
+
+	snprintf(q->name, sizeof(q->name), "%s", tsr_io_name(tsr_worker_io(w)));
+	sem_post(&q->done);
+}
+
+static void query_io_name(struct tesserad *d)
+{
+	struct io_name_query *q = calloc(1, sizeof(*q));
+	struct timespec deadline;
+	int ret = -1;
+
+	snprintf(d->io_name, sizeof(d->io_name), "unknown");
+	if (q == NULL)
+		return;
+	sem_init(&q->done, 0, 0);
+	if (tsr_worker_send(d->workers[0], io_name_on_worker, q) == 0) {
+		clock_gettime(CLOCK_REALTIME, &deadline);
+		deadline.tv_sec += 10;
+		while ((ret = sem_timedwait(&q->done, &deadline)) && errno == EINTR)
+			;
+	}
+	if (ret) {
+		/* the message may still run: leave q to it rather than free it under its feet */
+		tsr_warn("worker0 did not answer within 10 s");
+		return;
+	}
+	snprintf(d->io_name, sizeof(d->io_name), "%s", q->name);
+	sem_destroy(&q->done);
+	free(q);
+}
+
+/* ---- signals ---------------------------------------------------------- */
+
+static void signal_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct signalfd_siginfo si;
+
+	if (read(w->fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+		tsr_info("%s received: shutting down", strsignal((int)si.ssi_signo));
+	ev_break(loop, EVBREAK_ALL);
+}
+
+/* Block SIGTERM/SIGINT in every thread (workers inherit the mask) and read them from a signalfd. */
+static int setup_signals(struct tesserad *d)
+{
+	sigset_t set;
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &set, NULL))
+		return -errno;
+	d->sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (d->sig_fd < 0)
+		return -errno;
+	ev_io_init(&d->sig_watcher, signal_cb, d->sig_fd, EV_READ);
+	ev_io_start(d->loop, &d->sig_watcher);
+	return 0;
+}
+
+/* ---- start and stop --------------------------------------------------- */
+
+static void report_busy(struct tesserad *d)
+{
+	char *path = dir_file(d, "tesserad.pid");
+	char pid[32] = "unknown";
+	FILE *f = fopen(path, "re");
+
+	if (f) {
+		if (fgets(pid, sizeof(pid), f))
+			pid[strcspn(pid, "\n")] = '\0';
+		fclose(f);
+	}
+	fprintf(stderr, "tesserad: %s is in use by another tesserad (pid %s)\n", d->dir, pid);
+	free(path);
+}
+
+static void shutdown_daemon(struct tesserad *d)
+{
+	unsigned i;
+
+	stop_nbd_listeners(d);
+	tsr_admin_server_destroy(d->admin);
+	d->admin = NULL;
+	/* stopping a worker closes the NBD connections it owns */
+	for (i = 0; i < d->workers_started; i++)
+		tsr_worker_stop(d->workers[i]);
+	d->workers_started = 0;
+	tsr_nbd_server_destroy(d->nbd);
+	d->nbd = NULL;
+	tsr_volset_destroy(d->vols);
+	d->vols = NULL;
+	tsr_store_close(d->store);
+	d->store = NULL;
+	if (d->pid_written) {
+		char *path = dir_file(d, "tesserad.pid");
+
+		unlink(path);
+		free(path);
+	}
+	OPENSSL_cleanse(d->token, sizeof(d->token));
+}
+
+static int start_daemon(struct tesserad *d)
+{
+	struct tsr_store_opts store_opts = { .device = d->device };
+	struct tsr_nbd_server_opts nbd_opts = { 0 };
+	struct tsr_admin_server_opts admin_opts = { 0 };
+	const char *nbd_names[MAX_LISTENERS];
+	char *admin_path, ready[2048];
+	unsigned i;
+	size_t n, k;
+	int ret;
+
+	ret = tsr_store_open(d->dir, &store_opts, &d->store);
+	if (ret == -EBUSY) {
+		report_busy(d);
+		return ret;
+	}
+	if (ret) {
+		fprintf(stderr, "tesserad: cannot open the store in %s: %s%s\n", d->dir,
+			strerror(-ret), ret == -EUCLEAN ? " (the catalogue failed its checksum; "
+			"see the log above)" : "");
+		return ret;
+	}
+	ret = load_token(d);
+	if (ret)
+		return ret;
+	ret = tsr_volset_create(d->store, &d->vols);
+	if (ret) {
+		tsr_error("volume set: %s", strerror(-ret));
+		return ret;
+	}
+	for (i = 0; i < d->n_workers; i++) {
+		ret = tsr_worker_start(i, &d->io_opts, &d->workers[i]);
+		if (ret) {
+			tsr_error("start worker%u: %s%s", i, strerror(-ret),
+				  d->io_opts.fault_spec ? " (check --io-fault)" : "");
+			return ret;
+		}
+		d->workers_started++;
+	}
+	query_io_name(d);
+	nbd_opts.vols = d->vols;
+	nbd_opts.store = d->store;
+	ret = tsr_nbd_server_create(&nbd_opts, &d->nbd);
+	if (ret) {
+		tsr_error("nbd server: %s", strerror(-ret));
+		return ret;
+	}
+	if (d->n_nbd_specs == 0) {
+		static char def[PATH_MAX + 8];
+
+		snprintf(def, sizeof(def), "unix:%s/nbd.sock", d->dir);
+		d->nbd_specs[d->n_nbd_specs++] = def;
+	}
+	for (i = 0; i < d->n_nbd_specs; i++) {
+		ret = start_nbd_listener(d, d->nbd_specs[i]);
+		if (ret)
+			return ret;
+		nbd_names[i] = d->listeners[i].name;
+	}
+
+	admin_path = dir_file(d, "admin.sock");
+	admin_opts.loop = d->loop;
+	admin_opts.store = d->store;
+	admin_opts.vols = d->vols;
+	admin_opts.nbd = d->nbd;
+	admin_opts.unix_path = admin_path;
+	admin_opts.tcp_listen = d->admin_listen;
+	admin_opts.token = d->token;
+	admin_opts.node.data_dir = d->dir;
+	admin_opts.node.device = d->device;
+	admin_opts.node.io_backend = d->io_name;
+	admin_opts.node.workers = d->workers_started;
+	admin_opts.node.nbd_listeners = nbd_names;
+	admin_opts.node.n_nbd_listeners = d->n_listeners;
+	admin_opts.node.started = time(NULL);
+	ret = tsr_admin_server_create(&admin_opts, &d->admin);
+	free(admin_path);
+	if (ret)
+		return ret;
+
+	ret = write_pid_file(d);
+	if (ret)
+		return ret;
+	d->pid_written = true;
+
+	n = (size_t)snprintf(ready, sizeof(ready), "tesserad ready: nbd");
+	for (i = 0; i < d->n_listeners && n < sizeof(ready); i++)
+		n += (size_t)snprintf(ready + n, sizeof(ready) - n, " %s", d->listeners[i].name);
+	if (n < sizeof(ready))
+		n += (size_t)snprintf(ready + n, sizeof(ready) - n, " admin");
+	for (k = 0; tsr_admin_server_listener(d->admin, k) && n < sizeof(ready); k++)
+		n += (size_t)snprintf(ready + n, sizeof(ready) - n, " %s",
+				      tsr_admin_server_listener(d->admin, k));
+	tsr_info("%s (workers %u, io %s, version %s, pid %d)", ready, d->workers_started,
+		 d->io_name, TSR_VERSION, (int)getpid());
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct tesserad d = { .sig_fd = -1 };
+	char *abs;
+	int ret;
+
+	parse_args(&d, argc, argv);
+	ret = make_dirs(d.dir);
+	if (ret) {
+		fprintf(stderr, "tesserad: cannot create data directory %s: %s\n", d.dir,
+			strerror(-ret));
+		return 1;
+	}
+	abs = realpath(d.dir, NULL);
+	if (abs == NULL) {
+		fprintf(stderr, "tesserad: %s: %s\n", d.dir, strerror(errno));
+		return 1;
+	}
+	d.dir = abs;
+	d.loop = ev_default_loop(EVFLAG_AUTO);
+	if (d.loop == NULL) {
+		fprintf(stderr, "tesserad: cannot initialise libev\n");
+		return 1;
+	}
+	ret = setup_signals(&d);
+	if (ret) {
+		fprintf(stderr, "tesserad: signals: %s\n", strerror(-ret));
+		return 1;
+	}
+	ret = start_daemon(&d);
+	if (ret == 0)
+		ev_run(d.loop, 0);
+	shutdown_daemon(&d);
+	if (ret == 0)
+		tsr_info("tesserad stopped cleanly");
+	else if (ret != -EBUSY)
+		fprintf(stderr, "tesserad: start-up failed: %s (see the log above)\n",
+			strerror(-ret));
+	ev_io_stop(d.loop, &d.sig_watcher);
+	close(d.sig_fd);
+	free(d.dir);
+	return ret ? 1 : 0;
+}
