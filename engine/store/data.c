@@ -10,8 +10,9 @@
  *   2. entry[b] = {cur: crc(D), prev: old cur} in the mmap'd crc table;
  *   3. D is written with O_DIRECT (TSR_IO_FUA for FUA, plus an fdatasync of the
  *      crc file in parallel; completion when both are done).
- * A failed write puts back {old cur, old cur} for every block whose entry it
- * set, so a failed write changes nothing that reads can see.
+ * A failed write turns the entries it set into {old cur, new} (entries_restore),
+ * so reads still return the old data, and keeps the volume's dirty bits for
+ * the next open.
  * A read accepts each 4 KiB block whose crc equals cur or prev; otherwise the
  * whole read fails with -EIO, the block is logged and counted (crc_errors).
  * Trim and write_zeroes set {0 (= a zero block), old cur} before punching or
@@ -301,8 +302,12 @@ int tsr_svol_read(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uin
 
 /* ---- write ---- */
 
-/* Undo the entries a failed write (or zero chunk) set: {new, old} -> {old, old}
- * where the entry still holds what we stored.  buf NULL means zeros. */
+/* After a failed write (or zero chunk): {new, old} -> {old, new} where the
+ * entry still holds what we stored (buf NULL means zeros).  Reads accept
+ * both, since a failed write may have landed in part, and the "data matches
+ * cur" rule holds again in the usual case (nothing reached the disk).  The
+ * volume keeps its dirty bits at close, so the next open normalizes these
+ * entries against the data actually on disk. */
 static void entries_restore(struct tsr_svol *svol, uint64_t offset, uint64_t len,
 			    const uint8_t *buf)
 {
@@ -314,10 +319,10 @@ static void entries_restore(struct tsr_svol *svol, uint64_t offset, uint64_t len
 		uint64_t e = entry_load(&map[first + i]);
 
 		if (entry_cur(e) == c)
-			__atomic_compare_exchange_n(&map[first + i], &e,
-						    entry_make(entry_prev(e), entry_prev(e)), false,
-						    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+			__atomic_compare_exchange_n(&map[first + i], &e, entry_make(entry_prev(e), c),
+						    false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 	}
+	atomic_store(&svol->write_failed, true);
 }
 
 static void write_done(void *cb_arg, int res);

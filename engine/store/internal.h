@@ -161,6 +161,7 @@ struct tsr_svol {
 	_Atomic int seg_fd[STORE_MAX_SEGS]; /* file mode: O_DIRECT fd per 8 TiB segment, -1 absent */
 	struct blockmeta meta;
 	struct svol_stats stats;
+	_Atomic bool write_failed;         /* keep the dirty bits at close (data.c) */
 	struct tsr_svol *next;             /* store->open_vols, store->lock */
 };
 

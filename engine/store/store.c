@@ -217,8 +217,12 @@ static void svol_close(struct tsr_svol *svol)
 	}
 	if (blockmeta_sync(&svol->meta))
 		ok = false;
-	/* the bitmap may only be cleared once data and entries are durable */
-	if (ok)
+	/* the bitmap may only be cleared once data and entries are durable, and
+	 * not after a failed write: the next open normalizes those entries */
+	if (ok && atomic_load(&svol->write_failed))
+		tsr_warn("close: volume %s had failed writes; its dirty regions are checked at "
+			 "the next open", svol->name);
+	else if (ok)
 		blockmeta_clear_dirty(&svol->meta, atomic_load(&svol->size));
 	store_svol_free(svol);
 }

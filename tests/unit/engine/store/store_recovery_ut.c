@@ -251,6 +251,37 @@ static void test_clean_close_marker(void **state)
 	assert_true(exists(e, "clean"));
 }
 
+static void test_failed_write_checked_at_next_open(void **state)
+{
+	struct env *e = *state;
+	struct tsr_store *s;
+	struct tsr_svol *v;
+	struct tsr_io *io = make_io(TSR_IO_AUTO, "write:1:fail=EIO");
+	uint8_t old[BS];
+	uint32_t cur, prev;
+
+	write_clean(e, 7 * MiB, BS, 8);
+	assert_non_null(io);
+	assert_int_equal(tsr_store_open(e->dir, NULL, &s), 0);
+	assert_int_equal(tsr_store_vol_open(s, "v", &v), 0);
+	fill(e->buf, BS, 9, 7 * MiB);
+	assert_int_equal(swrite(v, io, 7 * MiB, BS, e->buf, 0), -EIO);
+	tsr_svol_put(v);
+	tsr_store_close(s);
+	tsr_io_destroy(io);
+	assert_int_equal(dirty_bits(e), 1); /* kept for the next open */
+	fill(old, BS, 8, 7 * MiB);
+	read_entry(e->dir, e->uuid, 7 * 256, &cur, &prev);
+	assert_int_equal(cur, stored_crc(old));
+	assert_int_equal(prev, stored_crc(e->buf));
+
+	reopen_read(e, 7 * MiB, BS, 0);
+	assert_true(is_filled(e->buf, BS, 8, 7 * MiB));
+	read_entry(e->dir, e->uuid, 7 * 256, &cur, &prev);
+	assert_int_equal(cur, stored_crc(old));
+	assert_int_equal(prev, stored_crc(old));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -259,6 +290,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_torn_data_without_ack, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_keeps_corruption, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_clean_close_marker, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failed_write_checked_at_next_open, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
