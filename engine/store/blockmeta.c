@@ -296,8 +296,8 @@ int blockmeta_clear_dirty(struct blockmeta *bm, uint64_t size)
 	pthread_mutex_lock(&bm->dirty_lock);
 	memset((void *)bm->durable, 0, len);
 	/* a hole reads as zeros and frees the blocks; fall back to writing zeros */
-	if (fallocate(bm->dirty_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
-		      (off_t)len) < 0) {
+	if (fallocate(bm->dirty_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)len) <
+	    0) {
 		memset(bm->dirty_map, 0, len);
 		if (msync(bm->dirty_map, len, MS_SYNC) < 0)
 			goto err;

@@ -83,8 +83,8 @@ static int meta_set(sqlite3 *db, const char *key, const char *val)
 	sqlite3_stmt *st;
 	int rc;
 
-	if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", -1,
-			       &st, NULL))
+	if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", -1, &st,
+			       NULL))
 		return -EIO;
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, val, -1, SQLITE_STATIC);
@@ -169,8 +169,9 @@ int catalog_open(const char *dir, const char *device, sqlite3 **out)
 			goto err;
 		if (strcmp(val, device ? device : "") != 0) {
 			tsr_error("catalogue: store %s was created %s%s, opened %s%s; use the "
-				  "same --device", dir, val[0] ? "on device " : "with data files",
-				  val, device ? "with device " : "without a device",
+				  "same --device",
+				  dir, val[0] ? "on device " : "with data files", val,
+				  device ? "with device " : "without a device",
 				  device ? device : "");
 			ret = -EINVAL;
 			goto err;
@@ -258,8 +259,8 @@ int catalog_insert(sqlite3 *db, const struct vol_row *row)
 	sqlite3_stmt *st;
 	int rc;
 
-	if (sqlite3_prepare_v2(db, "INSERT INTO volumes(" ROW_COLUMNS ") VALUES (?,?,?,?,?,?)",
-			       -1, &st, NULL))
+	if (sqlite3_prepare_v2(db, "INSERT INTO volumes(" ROW_COLUMNS ") VALUES (?,?,?,?,?,?)", -1,
+			       &st, NULL))
 		return -EIO;
 	sqlite3_bind_text(st, 1, row->name, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, row->uuid, -1, SQLITE_STATIC);

@@ -35,28 +35,28 @@
 #include "store/internal.h"
 
 #define ZERO_BUF_SIZE (1u << 20)
-#define ZERO_IOVS 8u                       /* a zero chunk is at most 8 MiB */
-#define OP_FREE_MAX 256u
-#define CRC_LOG_MAX 8u                     /* logged CRC errors per request */
+#define ZERO_IOVS     8u /* a zero chunk is at most 8 MiB */
+#define OP_FREE_MAX   256u
+#define CRC_LOG_MAX   8u /* logged CRC errors per request */
 
 enum op_kind { OP_READ, OP_WRITE, OP_FLUSH, OP_TRIM, OP_ZEROES };
 
 struct svol_op {
 	struct tsr_svol *svol;
-	struct tsr_io *io;       /* for ops that queue more work from a callback */
+	struct tsr_io *io; /* for ops that queue more work from a callback */
 	enum op_kind kind;
-	unsigned flags;          /* TSR_WRITE_* */
-	uint64_t offset;         /* request range */
+	unsigned flags;  /* TSR_WRITE_* */
+	uint64_t offset; /* request range */
 	uint64_t len;
-	uint8_t *buf;            /* read/write buffer */
+	uint8_t *buf; /* read/write buffer */
 	tsr_cb cb_fn;
 	void *cb_arg;
-	int pending;             /* queued sub-operations not yet called back */
-	int status;              /* first error */
-	bool syncing;            /* zeroes: final FUA fsyncs in flight */
-	bool data_failed;        /* write: a data write failed (undo the entries) */
-	uint64_t pos;            /* zeroes: next byte to write */
-	uint64_t chunk_off;      /* zeroes: chunk in flight */
+	int pending;        /* queued sub-operations not yet called back */
+	int status;         /* first error */
+	bool syncing;       /* zeroes: final FUA fsyncs in flight */
+	bool data_failed;   /* write: a data write failed (undo the entries) */
+	uint64_t pos;       /* zeroes: next byte to write */
+	uint64_t chunk_off; /* zeroes: chunk in flight */
 	uint64_t chunk_len;
 	struct iovec iov[ZERO_IOVS];
 	struct svol_op *next_free;
@@ -241,8 +241,8 @@ static void read_verify(struct svol_op *op)
 			continue;
 		if (bad++ < CRC_LOG_MAX)
 			tsr_error("read: volume %s block %llu: CRC mismatch (stored %08x/%08x, "
-				  "computed %08x)", svol->name,
-				  (unsigned long long)(first + i), entry_cur(e) ^ z,
+				  "computed %08x)",
+				  svol->name, (unsigned long long)(first + i), entry_cur(e) ^ z,
 				  entry_prev(e) ^ z, c ^ z);
 	}
 	if (bad > CRC_LOG_MAX)
@@ -319,8 +319,9 @@ static void entries_restore(struct tsr_svol *svol, uint64_t offset, uint64_t len
 		uint64_t e = entry_load(&map[first + i]);
 
 		if (entry_cur(e) == c)
-			__atomic_compare_exchange_n(&map[first + i], &e, entry_make(entry_prev(e), c),
-						    false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+			__atomic_compare_exchange_n(&map[first + i], &e,
+						    entry_make(entry_prev(e), c), false,
+						    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 	}
 	atomic_store(&svol->write_failed, true);
 }
@@ -487,8 +488,8 @@ static int complete_later(struct svol_op *op)
 		return op_launched(op, queue_syncs(op, op->offset, op->len));
 	op->iov[0].iov_base = g_scratch;
 	op->iov[0].iov_len = sizeof(g_scratch);
-	ret = tsr_io_readv(op->io, op->svol->store->trampoline_fd, op->iov, 1, 0,
-			   trampoline_done, op);
+	ret = tsr_io_readv(op->io, op->svol->store->trampoline_fd, op->iov, 1, 0, trampoline_done,
+			   op);
 	if (ret == 0)
 		op->pending++;
 	return op_launched(op, ret);
@@ -536,11 +537,11 @@ int store_dev_zero(int fd, uint64_t offset, uint64_t len)
 	const uint8_t *z;
 	uint64_t done = 0;
 
-	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
-		      (off_t)len) == 0)
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len) ==
+	    0)
 		return 0;
-	if (fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
-		      (off_t)len) == 0)
+	if (fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len) ==
+	    0)
 		return 0;
 	z = zero_buf();
 	if (z == NULL)
@@ -694,8 +695,8 @@ static int zeroes_next(struct svol_op *op)
 	return 0;
 }
 
-int tsr_svol_write_zeroes(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset,
-			  uint64_t len, unsigned flags, tsr_cb cb_fn, void *cb_arg)
+int tsr_svol_write_zeroes(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint64_t len,
+			  unsigned flags, tsr_cb cb_fn, void *cb_arg)
 {
 	struct svol_op *op;
 	int ret;
@@ -727,8 +728,8 @@ int tsr_svol_write_zeroes(struct tsr_svol *svol, struct tsr_io *io, uint64_t off
 
 /* ---- block status and counters ---- */
 
-static int add_extent(struct tsr_extent *ext, size_t max, size_t *n, uint64_t offset,
-		      uint64_t len, uint32_t flags)
+static int add_extent(struct tsr_extent *ext, size_t max, size_t *n, uint64_t offset, uint64_t len,
+		      uint32_t flags)
 {
 	if (len == 0)
 		return 0;

@@ -23,14 +23,14 @@
 #include "tessera/store.h"
 
 #define STORE_FORMAT_VERSION 1
-#define STORE_MAX_VOL_SIZE (1ull << 50)         /* 1 PiB */
-#define STORE_BLOCK_SHIFT 12                    /* 4 KiB blocks */
-#define STORE_REGION_SHIFT 20                   /* 1 MiB dirty regions */
-#define STORE_SEG_SHIFT 43                      /* 8 TiB data segment files */
-#define STORE_SEG_SIZE (1ull << STORE_SEG_SHIFT)
-#define STORE_MAX_SEGS (STORE_MAX_VOL_SIZE >> STORE_SEG_SHIFT) /* 128 */
-#define STORE_CRC_ENTRY 8u                      /* bytes per block in the crc table */
-#define STORE_PAGE 4096u
+#define STORE_MAX_VOL_SIZE   (1ull << 50) /* 1 PiB */
+#define STORE_BLOCK_SHIFT    12           /* 4 KiB blocks */
+#define STORE_REGION_SHIFT   20           /* 1 MiB dirty regions */
+#define STORE_SEG_SHIFT      43           /* 8 TiB data segment files */
+#define STORE_SEG_SIZE       (1ull << STORE_SEG_SHIFT)
+#define STORE_MAX_SEGS       (STORE_MAX_VOL_SIZE >> STORE_SEG_SHIFT) /* 128 */
+#define STORE_CRC_ENTRY      8u /* bytes per block in the crc table */
+#define STORE_PAGE           4096u
 
 /* ---- catalog.c: the SQLite catalogue (DIR/store.db) ---- */
 
@@ -38,9 +38,9 @@
 struct vol_row {
 	char name[64];
 	char uuid[37];
-	uint64_t size;       /* bytes */
-	int64_t created;     /* unix seconds */
-	int64_t dev_offset;  /* byte offset of the extent on the raw device; -1 = files */
+	uint64_t size;      /* bytes */
+	int64_t created;    /* unix seconds */
+	int64_t dev_offset; /* byte offset of the extent on the raw device; -1 = files */
 };
 
 /* Open or create DIR/store.db, check the format and every row's CRC.
@@ -77,9 +77,9 @@ struct blockmeta {
 	struct retired_map *retired; /* older crc mappings (store->lock) */
 	uint8_t *dirty_map;          /* MAP_SHARED, reserved for STORE_MAX_VOL_SIZE */
 	size_t dirty_map_len;
-	_Atomic uint64_t *durable;   /* anonymous: region bit is set AND durable on disk */
+	_Atomic uint64_t *durable; /* anonymous: region bit is set AND durable on disk */
 	size_t durable_len;
-	pthread_mutex_t dirty_lock;  /* 0->1 transitions of dirty bits */
+	pthread_mutex_t dirty_lock; /* 0->1 transitions of dirty bits */
 };
 
 /* Z = crc32c of a zero block; entries are stored as crc ^ Z. */
@@ -155,20 +155,20 @@ struct tsr_svol {
 	struct tsr_store *store;
 	char name[64];
 	char uuid[37];
-	int refs;                          /* store->lock */
-	_Atomic uint64_t size;             /* bytes; grows only */
-	int64_t dev_offset;                /* -1: segment files; else extent on store->dev_fd */
-	_Atomic int seg_fd[STORE_MAX_SEGS]; /* file mode: O_DIRECT fd per 8 TiB segment, -1 absent */
+	int refs;              /* store->lock */
+	_Atomic uint64_t size; /* bytes; grows only */
+	int64_t dev_offset;    /* -1: segment files; else extent on store->dev_fd */
+	_Atomic int
+	    seg_fd[STORE_MAX_SEGS]; /* file mode: O_DIRECT fd per 8 TiB segment, -1 absent */
 	struct blockmeta meta;
 	struct svol_stats stats;
-	_Atomic bool write_failed;         /* keep the dirty bits at close (data.c) */
-	struct tsr_svol *next;             /* store->open_vols, store->lock */
+	_Atomic bool write_failed; /* keep the dirty bits at close (data.c) */
+	struct tsr_svol *next;     /* store->open_vols, store->lock */
 };
 
 /* Paths of a volume's files into buf (PATH_MAX). */
 void store_seg_path(const struct tsr_store *store, const char *uuid, unsigned seg, char *buf);
-void store_meta_path(const struct tsr_store *store, const char *uuid, const char *ext,
-		     char *buf);
+void store_meta_path(const struct tsr_store *store, const char *uuid, const char *ext, char *buf);
 /* Open a volume's files and mappings into a zeroed, unlisted svol; 0 or -errno. */
 int store_svol_load(struct tsr_store *store, const struct vol_row *row, struct tsr_svol **out);
 /* Close files and mappings of an svol built by store_svol_load and free it. */
@@ -185,8 +185,7 @@ struct svol_piece {
 };
 /* Split [offset, offset+len) into at most max pieces (one per segment).
  * Returns the number of pieces. */
-int svol_map(struct tsr_svol *svol, uint64_t offset, uint64_t len, struct svol_piece *p,
-	     int max);
+int svol_map(struct tsr_svol *svol, uint64_t offset, uint64_t len, struct svol_piece *p, int max);
 /* Make [offset, offset+len) of a raw device read as zeros, synchronously:
  * fallocate(PUNCH_HOLE) (unmap), else fallocate(ZERO_RANGE), else pwrite zeros. */
 int store_dev_zero(int fd, uint64_t offset, uint64_t len);

@@ -35,8 +35,8 @@ static int read_region(struct tsr_svol *svol, uint64_t offset, uint64_t len, uin
 			if (r <= 0) {
 				int ret = r < 0 ? -errno : -EIO;
 
-				tsr_error("recovery: volume %s: read region at %llu: %s", svol->name,
-					  (unsigned long long)offset, strerror(-ret));
+				tsr_error("recovery: volume %s: read region at %llu: %s",
+					  svol->name, (unsigned long long)offset, strerror(-ret));
 				return ret;
 			}
 			done += (uint64_t)r;
@@ -114,8 +114,9 @@ int recovery_run(struct tsr_svol *svol, struct recovery_stats *st)
 	if (ret == 0)
 		ret = blockmeta_clear_dirty(&svol->meta, size);
 	tsr_info("recovery: volume %s: %llu dirty regions scanned, %llu blocks fixed, %llu "
-		 "corrupt%s", svol->name, (unsigned long long)st->regions,
-		 (unsigned long long)st->fixed, (unsigned long long)st->corrupt,
+		 "corrupt%s",
+		 svol->name, (unsigned long long)st->regions, (unsigned long long)st->fixed,
+		 (unsigned long long)st->corrupt,
 		 ret ? "; the bitmap is kept for the next open" : "");
 	return ret;
 }

@@ -109,10 +109,9 @@ static void make_uuid(char out[37])
 	}
 	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
 	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-	snprintf(out, 37,
-		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-		 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
-		 b[12], b[13], b[14], b[15]);
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+		 b[13], b[14], b[15]);
 }
 
 /* ---- volume handles ---- */
@@ -146,7 +145,8 @@ static int open_segment(struct tsr_store *store, const char *uuid, unsigned seg,
 
 		if (ret == -EINVAL)
 			tsr_error("open: %s: O_DIRECT not supported by this file system (tmpfs?); "
-				  "put the data directory on a disk file system", path);
+				  "put the data directory on a disk file system",
+				  path);
 		else
 			tsr_error("open: %s: %s", path, strerror(-ret));
 		return ret;
@@ -221,7 +221,8 @@ static void svol_close(struct tsr_svol *svol)
 	 * not after a failed write: the next open normalizes those entries */
 	if (ok && atomic_load(&svol->write_failed))
 		tsr_warn("close: volume %s had failed writes; its dirty regions are checked at "
-			 "the next open", svol->name);
+			 "the next open",
+			 svol->name);
 	else if (ok)
 		blockmeta_clear_dirty(&svol->meta, atomic_load(&svol->size));
 	store_svol_free(svol);
@@ -297,7 +298,8 @@ static int check_size(const char *op, const char *name, uint64_t size)
 {
 	if (size == 0 || size % TSR_BLOCK_SIZE || size > STORE_MAX_VOL_SIZE) {
 		tsr_error("%s: volume %s: size %llu must be a non-zero multiple of 4096 and at "
-			  "most 1 PiB", op, name, (unsigned long long)size);
+			  "most 1 PiB",
+			  op, name, (unsigned long long)size);
 		return -EINVAL;
 	}
 	return 0;
@@ -375,7 +377,8 @@ int tsr_store_vol_create(struct tsr_store *store, const char *name, uint64_t siz
 
 	if (!tsr_valid_name(name)) {
 		tsr_error("create: invalid volume name '%s': use 1-63 of [A-Za-z0-9._-], "
-			  "starting with a letter or digit", name ? name : "(null)");
+			  "starting with a letter or digit",
+			  name ? name : "(null)");
 		return -EINVAL;
 	}
 	ret = check_size("create", name, size);
@@ -389,7 +392,7 @@ int tsr_store_vol_create(struct tsr_store *store, const char *name, uint64_t siz
 	row.dev_offset = -1;
 
 	pthread_mutex_lock(&store->lock);
-	ret = catalog_get(store->db, name, &(struct vol_row){ 0 });
+	ret = catalog_get(store->db, name, &(struct vol_row){0});
 	if (ret != -ENOENT) {
 		ret = ret ? ret : -EEXIST;
 		goto out;
@@ -434,8 +437,8 @@ int tsr_store_vol_create(struct tsr_store *store, const char *name, uint64_t siz
 		goto err_files;
 	if (info_out)
 		row_to_info(store, &row, info_out);
-	tsr_info("create: volume %s (%s), %llu bytes%s", name, row.uuid,
-		 (unsigned long long)size, store->dev_fd >= 0 ? " on device" : "");
+	tsr_info("create: volume %s (%s), %llu bytes%s", name, row.uuid, (unsigned long long)size,
+		 store->dev_fd >= 0 ? " on device" : "");
 	goto out;
 err_files:
 	remove_files(store, row.uuid, size);
@@ -470,16 +473,14 @@ out:
 }
 
 /* Grow the files of a closed volume (store->lock held). */
-static int grow_closed_meta(struct tsr_store *store, const struct vol_row *row,
-			    uint64_t new_size)
+static int grow_closed_meta(struct tsr_store *store, const struct vol_row *row, uint64_t new_size)
 {
 	char path[PATH_MAX];
 	int fd, ret = 0;
 
 	store_meta_path(store, row->uuid, "crc", path);
 	fd = open(path, O_RDWR | O_CLOEXEC);
-	if (fd < 0 || ftruncate(fd, (off_t)blockmeta_crc_file_size(new_size)) < 0 ||
-	    fsync(fd) < 0)
+	if (fd < 0 || ftruncate(fd, (off_t)blockmeta_crc_file_size(new_size)) < 0 || fsync(fd) < 0)
 		goto err;
 	close(fd);
 	store_meta_path(store, row->uuid, "dirty", path);
@@ -497,8 +498,7 @@ err:
 	return ret;
 }
 
-static int grow_device_extent(struct tsr_store *store, const struct vol_row *row,
-			      uint64_t new_size)
+static int grow_device_extent(struct tsr_store *store, const struct vol_row *row, uint64_t new_size)
 {
 	uint64_t end = (uint64_t)row->dev_offset + new_size;
 	struct vol_row *rows;
@@ -520,8 +520,7 @@ static int grow_device_extent(struct tsr_store *store, const struct vol_row *row
 	return store_dev_zero(store->dev_fd, (uint64_t)row->dev_offset + row->size,
 			      new_size - row->size);
 nospc:
-	tsr_error("resize: volume %s: the device space after its extent is not free",
-		  row->name);
+	tsr_error("resize: volume %s: the device space after its extent is not free", row->name);
 	return -ENOSPC;
 }
 
@@ -541,8 +540,8 @@ int tsr_store_vol_resize(struct tsr_store *store, const char *name, uint64_t new
 		goto out;
 	if (new_size < row.size) {
 		tsr_error("resize: volume %s: cannot shrink from %llu to %llu bytes (volumes "
-			  "only grow)", name, (unsigned long long)row.size,
-			  (unsigned long long)new_size);
+			  "only grow)",
+			  name, (unsigned long long)row.size, (unsigned long long)new_size);
 		ret = -EINVAL;
 		goto out;
 	}
@@ -671,7 +670,8 @@ static void remove_leftovers(struct tsr_store *store)
 			continue;
 		snprintf(path, sizeof(path), "%s/volumes/%s", store->dir, de->d_name);
 		tsr_warn("open: removing %s: it belongs to no volume (left by an interrupted "
-			 "create or delete)", path);
+			 "create or delete)",
+			 path);
 		unlink(path);
 	}
 	closedir(d);
@@ -680,7 +680,7 @@ static void remove_leftovers(struct tsr_store *store)
 
 static void recover_all(struct tsr_store *store, bool clean)
 {
-	struct recovery_stats st, total = { 0 };
+	struct recovery_stats st, total = {0};
 	struct tsr_svol *svol;
 	struct vol_row *rows;
 	size_t n, i;
@@ -703,9 +703,10 @@ static void recover_all(struct tsr_store *store, bool clean)
 	free(rows);
 	if (!clean || total.regions)
 		tsr_info("open: %s: recovery after %s shutdown: %zu volumes, %llu dirty regions "
-			 "scanned, %llu blocks fixed, %llu corrupt blocks", store->dir,
-			 clean ? "a clean" : "an unclean", n, (unsigned long long)total.regions,
-			 (unsigned long long)total.fixed, (unsigned long long)total.corrupt);
+			 "scanned, %llu blocks fixed, %llu corrupt blocks",
+			 store->dir, clean ? "a clean" : "an unclean", n,
+			 (unsigned long long)total.regions, (unsigned long long)total.fixed,
+			 (unsigned long long)total.corrupt);
 }
 
 static int open_device(struct tsr_store *store, const char *device)
@@ -780,8 +781,7 @@ int tsr_store_open(const char *dir, const struct tsr_store_opts *opts, struct ts
 	}
 	if (flock(store->lock_fd, LOCK_EX | LOCK_NB) < 0) {
 		ret = errno == EWOULDBLOCK ? -EBUSY : -errno;
-		tsr_error("open: store %s is in use by another process (%s)", dir,
-			  strerror(errno));
+		tsr_error("open: store %s is in use by another process (%s)", dir, strerror(errno));
 		goto err;
 	}
 	snprintf(path, sizeof(path), "%s/volumes", dir);

@@ -32,8 +32,8 @@ struct env {
 	uint8_t *buf2; /* 32 MiB, aligned */
 };
 
-static const struct backend g_uring = { TSR_IO_URING, "io_uring" };
-static const struct backend g_aio = { TSR_IO_AIO, "libaio" };
+static const struct backend g_uring = {TSR_IO_URING, "io_uring"};
+static const struct backend g_aio = {TSR_IO_AIO, "libaio"};
 
 static int setup(void **state)
 {
@@ -143,7 +143,7 @@ static void test_roundtrip(void **state)
 static void test_bounds(void **state)
 {
 	struct env *e = *state;
-	struct done d = { 0 };
+	struct done d = {0};
 
 	vol(e, MiB);
 	assert_int_equal(tsr_svol_read(e->v, e->io, 1, BS, e->buf, done_cb, &d), -EINVAL);
@@ -293,8 +293,8 @@ static void test_trim_and_zeroes(void **state)
 	/* NO_HOLE allocates zeros: 20 MiB over data and holes, in chunks, with FUA */
 	fill(e->buf, MiB, 11, 8 * MiB);
 	assert_int_equal(swrite(e->v, e->io, 8 * MiB, MiB, e->buf, 0), 0);
-	assert_int_equal(szeroes(e->v, e->io, 4 * MiB, 20 * MiB,
-				 TSR_WRITE_NO_HOLE | TSR_WRITE_FUA), 0);
+	assert_int_equal(szeroes(e->v, e->io, 4 * MiB, 20 * MiB, TSR_WRITE_NO_HOLE | TSR_WRITE_FUA),
+			 0);
 	assert_int_equal(sread(e->v, e->io, 4 * MiB, 20 * MiB, e->buf2), 0);
 	assert_true(is_zero(e->buf2, 20 * MiB));
 	assert_int_equal(tsr_svol_block_status(e->v, 4 * MiB, 20 * MiB, ext, 8, &n), 0);
@@ -406,7 +406,8 @@ static void *writer_main(void *arg)
 		fill(buf, BS, 20 + w->id, off);
 		if (swrite(w->e->v, io, off, BS, buf, i % 64 == 0 ? TSR_WRITE_FUA : 0))
 			w->failures++;
-		if (sread(w->e->v, io, off, BS, buf + BS) || !is_filled(buf + BS, BS, 20 + w->id, off))
+		if (sread(w->e->v, io, off, BS, buf + BS) ||
+		    !is_filled(buf + BS, BS, 20 + w->id, off))
 			w->failures++;
 	}
 out:
@@ -425,7 +426,7 @@ static void test_threads_share_a_handle(void **state)
 
 	vol(e, 8 * MiB);
 	for (i = 0; i < 4; i++) {
-		w[i] = (struct writer){ .e = e, .id = i };
+		w[i] = (struct writer){.e = e, .id = i};
 		assert_int_equal(pthread_create(&t[i], NULL, writer_main, &w[i]), 0);
 	}
 	for (i = 0; i < 4; i++) {
@@ -434,28 +435,29 @@ static void test_threads_share_a_handle(void **state)
 	}
 	assert_int_equal(sread(e->v, e->io, 0, 8 * MiB, e->buf2), 0);
 	for (i = 0; i < 2048; i++)
-		assert_true(is_filled(e->buf2 + (uint64_t)i * BS, BS, 20 + i % 4, (uint64_t)i * BS));
+		assert_true(
+		    is_filled(e->buf2 + (uint64_t)i * BS, BS, 20 + i % 4, (uint64_t)i * BS));
 	tsr_svol_get_stats(e->v, &st);
 	assert_int_equal(st.writes, 2048);
 	assert_int_equal(st.reads, 2049);
 	assert_int_equal(st.crc_errors, 0);
 }
 
-#define BOTH(t)                                                                      \
-	cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)&g_uring), \
-	cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)&g_aio)
+#define BOTH(t)                                                                                    \
+	cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)&g_uring),            \
+	    cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)&g_aio)
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		BOTH(test_roundtrip),
-		BOTH(test_bounds),
-		BOTH(test_16tib),
-		BOTH(test_corruption),
-		BOTH(test_trim_and_zeroes),
-		BOTH(test_resize_reads_zeros),
-		BOTH(test_failed_write_changes_nothing),
-		BOTH(test_threads_share_a_handle),
+	    BOTH(test_roundtrip),
+	    BOTH(test_bounds),
+	    BOTH(test_16tib),
+	    BOTH(test_corruption),
+	    BOTH(test_trim_and_zeroes),
+	    BOTH(test_resize_reads_zeros),
+	    BOTH(test_failed_write_changes_nothing),
+	    BOTH(test_threads_share_a_handle),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,7 +13,7 @@
 
 #include "store_test.h"
 
-#define MiB (1ull << 20)
+#define MiB      (1ull << 20)
 #define DEV_SIZE (64 * MiB)
 
 static char g_dir[512], g_backing[600], g_loop[64];
@@ -73,7 +73,7 @@ static void teardown_loop(void)
 
 static void test_device_volumes(void **state)
 {
-	struct tsr_store_opts opts = { .device = g_loop };
+	struct tsr_store_opts opts = {.device = g_loop};
 	char sdir[600], path[700];
 	struct tsr_store *s = NULL;
 	struct tsr_svol *v1, *v2;
@@ -165,7 +165,7 @@ static void test_device_volumes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_device_volumes),
+	    cmocka_unit_test(test_device_volumes),
 	};
 	int ret = setup_loop();
 

@@ -104,8 +104,8 @@ static void write_clean(struct env *e, uint64_t off, uint32_t len, uint64_t seed
  * In a child: open, write [off, off+len) with seed through an io with fault
  * spec (may be NULL); wait for completion only when wait; _exit without close.
  */
-static void child_write(struct env *e, uint64_t off, uint32_t len, uint64_t seed,
-			const char *fault, bool wait)
+static void child_write(struct env *e, uint64_t off, uint32_t len, uint64_t seed, const char *fault,
+			bool wait)
 {
 	pid_t pid = fork();
 	int status;
@@ -115,7 +115,7 @@ static void child_write(struct env *e, uint64_t off, uint32_t len, uint64_t seed
 		struct tsr_store *s;
 		struct tsr_svol *v;
 		struct tsr_io *io = make_io(TSR_IO_AUTO, fault);
-		struct done d = { 0 };
+		struct done d = {0};
 
 		if (io == NULL || tsr_store_open(e->dir, NULL, &s) ||
 		    tsr_store_vol_open(s, "v", &v))
@@ -142,8 +142,8 @@ static void reopen_read(struct env *e, uint64_t off, uint32_t len, int expect)
 
 	assert_non_null(io);
 	assert_int_equal(tsr_store_open(e->dir, NULL, &s), 0);
-	assert_false(exists(e, "clean")); /* removed while open */
-	assert_int_equal(dirty_bits(e), 0);  /* recovery cleared it */
+	assert_false(exists(e, "clean"));   /* removed while open */
+	assert_int_equal(dirty_bits(e), 0); /* recovery cleared it */
 	assert_int_equal(tsr_store_vol_open(s, "v", &v), 0);
 	memset(e->buf, 0xee, len);
 	assert_int_equal(sread(v, io, off, len, e->buf), expect);
@@ -234,8 +234,8 @@ static void test_recovery_keeps_corruption(void **state)
 	snprintf(path, sizeof(path), "%s/clean", e->dir);
 	assert_int_equal(unlink(path), 0);
 
-	reopen_read(e, 6 * MiB, BS, -EIO);       /* still corrupt */
-	reopen_read(e, 6 * MiB + BS, BS, 0);     /* its neighbour is fine */
+	reopen_read(e, 6 * MiB, BS, -EIO);   /* still corrupt */
+	reopen_read(e, 6 * MiB + BS, BS, 0); /* its neighbour is fine */
 	assert_true(is_filled(e->buf, BS, 7, 6 * MiB + BS));
 }
 
@@ -285,13 +285,13 @@ static void test_failed_write_checked_at_next_open(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_crash_after_writes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_torn_entry_without_data, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_torn_data_without_ack, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_recovery_keeps_corruption, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_clean_close_marker, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_failed_write_checked_at_next_open, setup,
-						teardown),
+	    cmocka_unit_test_setup_teardown(test_crash_after_writes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_torn_entry_without_data, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_torn_data_without_ack, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recovery_keeps_corruption, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_clean_close_marker, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_failed_write_checked_at_next_open, setup,
+					    teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,7 +6,6 @@
 #ifndef TSR_STORE_TEST_H
 #define TSR_STORE_TEST_H
 
-
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -22,7 +21,7 @@
 #include "tessera/io.h"
 #include "tessera/store.h"
 
-#define BS 4096u
+#define BS     4096u
 #define UNUSED __attribute__((unused))
 
 /* Parent of scratch directories: TSR_TEST_DIR or /var/tmp (disk, not tmpfs). */
@@ -82,7 +81,7 @@ static UNUSED int wait_done(struct tsr_io *io, struct done *d)
 static UNUSED int sread(struct tsr_svol *v, struct tsr_io *io, uint64_t off, uint32_t len,
 			void *buf)
 {
-	struct done d = { 0 };
+	struct done d = {0};
 	int ret = tsr_svol_read(v, io, off, len, buf, done_cb, &d);
 
 	return ret ? ret : wait_done(io, &d);
@@ -91,7 +90,7 @@ static UNUSED int sread(struct tsr_svol *v, struct tsr_io *io, uint64_t off, uin
 static UNUSED int swrite(struct tsr_svol *v, struct tsr_io *io, uint64_t off, uint32_t len,
 			 const void *buf, unsigned flags)
 {
-	struct done d = { 0 };
+	struct done d = {0};
 	int ret = tsr_svol_write(v, io, off, len, buf, flags, done_cb, &d);
 
 	return ret ? ret : wait_done(io, &d);
@@ -99,7 +98,7 @@ static UNUSED int swrite(struct tsr_svol *v, struct tsr_io *io, uint64_t off, ui
 
 static UNUSED int sflush(struct tsr_svol *v, struct tsr_io *io)
 {
-	struct done d = { 0 };
+	struct done d = {0};
 	int ret = tsr_svol_flush(v, io, done_cb, &d);
 
 	return ret ? ret : wait_done(io, &d);
@@ -107,7 +106,7 @@ static UNUSED int sflush(struct tsr_svol *v, struct tsr_io *io)
 
 static UNUSED int strim(struct tsr_svol *v, struct tsr_io *io, uint64_t off, uint64_t len)
 {
-	struct done d = { 0 };
+	struct done d = {0};
 	int ret = tsr_svol_trim(v, io, off, len, done_cb, &d);
 
 	return ret ? ret : wait_done(io, &d);
@@ -116,7 +115,7 @@ static UNUSED int strim(struct tsr_svol *v, struct tsr_io *io, uint64_t off, uin
 static UNUSED int szeroes(struct tsr_svol *v, struct tsr_io *io, uint64_t off, uint64_t len,
 			  unsigned flags)
 {
-	struct done d = { 0 };
+	struct done d = {0};
 	int ret = tsr_svol_write_zeroes(v, io, off, len, flags, done_cb, &d);
 
 	return ret ? ret : wait_done(io, &d);
@@ -157,7 +156,7 @@ static UNUSED bool is_zero(const void *buf, size_t len)
 /* An io of the given kind, optionally with a fault spec; NULL if unavailable. */
 static UNUSED struct tsr_io *make_io(enum tsr_io_kind kind, const char *fault)
 {
-	struct tsr_io_opts o = { .kind = kind, .queue_depth = 64, .fault_spec = fault };
+	struct tsr_io_opts o = {.kind = kind, .queue_depth = 64, .fault_spec = fault};
 	struct tsr_io *io = NULL;
 
 	if (tsr_io_create(&o, &io))
@@ -176,7 +175,7 @@ static UNUSED void read_entry(const char *dir, const char *uuid, uint64_t b, uin
 			      uint32_t *prev)
 {
 	char path[PATH_MAX];
-	uint32_t e[2] = { 0xdead, 0xdead };
+	uint32_t e[2] = {0xdead, 0xdead};
 	int fd;
 
 	vol_file(dir, uuid, "crc", path);

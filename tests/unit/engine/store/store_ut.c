@@ -25,7 +25,7 @@ static int setup(void **state)
 
 	if (e == NULL || scratch_dir(e->dir, sizeof(e->dir)))
 		return -1;
-	if (tsr_store_open(e->dir, &(struct tsr_store_opts){ 0 }, &e->store))
+	if (tsr_store_open(e->dir, &(struct tsr_store_opts){0}, &e->store))
 		return -1;
 	*state = e;
 	return 0;
@@ -105,8 +105,7 @@ static void test_errors(void **state)
 	assert_int_equal(tsr_store_vol_create(e->store, "w", 0, NULL), -EINVAL);
 	assert_int_equal(tsr_store_vol_create(e->store, "w", 4097, NULL), -EINVAL);
 	assert_int_equal(tsr_store_vol_create(e->store, "w", (1ull << 50) + BS, NULL), -EINVAL);
-	assert_int_equal(tsr_store_vol_info(e->store, "w", &(struct tsr_vol_info){ 0 }),
-			 -ENOENT);
+	assert_int_equal(tsr_store_vol_info(e->store, "w", &(struct tsr_vol_info){0}), -ENOENT);
 	assert_int_equal(tsr_store_vol_delete(e->store, "nope"), -ENOENT);
 	assert_int_equal(tsr_store_vol_resize(e->store, "nope", 1 << 21), -ENOENT);
 	assert_int_equal(tsr_store_vol_open(e->store, "nope", &v), -ENOENT);
@@ -243,14 +242,14 @@ static void test_bad_dir(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_create_list_info_delete, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_handles_refcounted, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_resize, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_lock, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_catalogue_tampered, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_leftovers_removed, setup, teardown),
-		cmocka_unit_test(test_bad_dir),
+	    cmocka_unit_test_setup_teardown(test_create_list_info_delete, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_handles_refcounted, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_resize, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_store_lock, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_catalogue_tampered, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_leftovers_removed, setup, teardown),
+	    cmocka_unit_test(test_bad_dir),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
