@@ -309,7 +309,7 @@ int tsr_svol_read(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uin
  * volume keeps its dirty bits at close, so the next open normalizes these
  * entries against the data actually on disk. */
 static void entries_restore(struct tsr_svol *svol, uint64_t offset, uint64_t len,
-			    const uint8_t *buf)
+			    const uint8_t *buf, bool failed)
 {
 	uint64_t *map = blockmeta_entries(&svol->meta);
 	uint64_t first = offset >> STORE_BLOCK_SHIFT, i, nblk = len >> STORE_BLOCK_SHIFT;
@@ -323,7 +323,8 @@ static void entries_restore(struct tsr_svol *svol, uint64_t offset, uint64_t len
 						    entry_make(entry_prev(e), c), false,
 						    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 	}
-	atomic_store(&svol->write_failed, true);
+	if (failed) /* a write that was never queued left the disk alone */
+		atomic_store(&svol->write_failed, true);
 }
 
 static void write_done(void *cb_arg, int res);
@@ -352,7 +353,7 @@ static void write_done(void *cb_arg, int res)
 	if (--op->pending)
 		return;
 	if (op->data_failed) {
-		entries_restore(op->svol, op->offset, op->len, op->buf);
+		entries_restore(op->svol, op->offset, op->len, op->buf, true);
 	} else if (op->status == 0) {
 		stat_add(&op->svol->stats.writes, 1);
 		stat_add(&op->svol->stats.bytes_written, op->len);
@@ -408,7 +409,7 @@ int tsr_svol_write(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, ui
 			op->pending++;
 	}
 	if (op->pending == 1)
-		entries_restore(svol, offset, len, buf);
+		entries_restore(svol, offset, len, buf, false);
 	else if (ret && i < (uint64_t)n)
 		op->data_failed = true; /* a piece was never written */
 	return op_launched(op, ret);
@@ -627,7 +628,7 @@ static void zeroes_done(void *cb_arg, int res)
 		tsr_error("write_zeroes: volume %s offset %llu length %llu: %s", op->svol->name,
 			  (unsigned long long)op->chunk_off, (unsigned long long)op->chunk_len,
 			  strerror(-res));
-		entries_restore(op->svol, op->chunk_off, op->chunk_len, NULL);
+		entries_restore(op->svol, op->chunk_off, op->chunk_len, NULL, true);
 		op->status = res;
 		op_finish(op);
 		return;
@@ -688,7 +689,7 @@ static int zeroes_next(struct svol_op *op)
 	op->chunk_len = len;
 	ret = tsr_io_writev(op->io, p.fd, op->iov, (int)i, p.fd_offset, 0, zeroes_done, op);
 	if (ret) {
-		entries_restore(svol, op->chunk_off, len, NULL);
+		entries_restore(svol, op->chunk_off, len, NULL, false);
 		return ret;
 	}
 	op->pending++;
