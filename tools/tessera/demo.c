@@ -89,11 +89,10 @@ static bool find_tool(const char *name, char *out, size_t len)
 		slash = strrchr(self, '/');
 		if (slash) {
 			*slash = '\0';
-			snprintf(out, len, "%s/../%s/%s", self, name, name);
-			if (executable(out))
+			if ((size_t)snprintf(out, len, "%s/../%s/%s", self, name, name) < len &&
+			    executable(out))
 				return true;
-			snprintf(out, len, "%s/%s", self, name);
-			if (executable(out))
+			if ((size_t)snprintf(out, len, "%s/%s", self, name) < len && executable(out))
 				return true;
 		}
 	}
@@ -101,8 +100,8 @@ static bool find_tool(const char *name, char *out, size_t len)
 	while (path_env && *path_env) {
 		size_t seg = strcspn(path_env, ":");
 
-		snprintf(out, len, "%.*s/%s", (int)seg, path_env, name);
-		if (seg && executable(out))
+		if (seg && (size_t)snprintf(out, len, "%.*s/%s", (int)seg, path_env, name) < len &&
+		    executable(out))
 			return true;
 		path_env += seg + (path_env[seg] == ':');
 	}
