@@ -193,7 +193,8 @@ int store_svol_load(struct tsr_store *store, const struct vol_row *row, struct t
 	return 0;
 err:
 	store_svol_free(svol);
-	return ret;
+	/* the volume exists: a missing or damaged file is not "no such volume" */
+	return ret == -ENOENT ? -EIO : ret;
 }
 
 /* Last reference gone: make everything durable, clear the bitmap, free. */

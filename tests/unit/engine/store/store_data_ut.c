@@ -494,6 +494,7 @@ int main(void)
 	    BOTH(test_resize_reads_zeros),
 	    BOTH(test_failed_write_changes_nothing),
 	    BOTH(test_threads_share_a_handle),
+	    BOTH(test_queue_full),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -230,6 +230,31 @@ static void test_leftovers_removed(void **state)
 	assert_int_equal(access(path, F_OK), 0);
 }
 
+static void test_damaged_volume_files(void **state)
+{
+	struct env *e = *state;
+	struct tsr_vol_info info;
+	struct tsr_svol *v;
+	char path[PATH_MAX];
+
+	assert_int_equal(tsr_store_vol_create(e->store, "gone", 1 << 20, &info), 0);
+	assert_int_equal(tsr_store_vol_create(e->store, "short", 1 << 20, NULL), 0);
+	vol_file(e->dir, info.uuid, "crc", path);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "gone", &v), -EIO);
+	assert_int_equal(tsr_store_vol_info(e->store, "short", &info), 0);
+	vol_file(e->dir, info.uuid, "crc", path);
+	assert_int_equal(truncate(path, 8), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "short", &v), -EUCLEAN);
+	/* the store itself still opens; the other volumes stay usable */
+	assert_int_equal(tsr_store_vol_create(e->store, "fine", 1 << 20, NULL), 0);
+	tsr_store_close(e->store);
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "fine", &v), 0);
+	tsr_svol_put(v);
+	assert_int_equal(tsr_store_vol_delete(e->store, "gone"), 0);
+}
+
 static void test_bad_dir(void **state)
 {
 	struct tsr_store *s = NULL;
@@ -249,6 +274,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_store_lock, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_catalogue_tampered, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_leftovers_removed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_damaged_volume_files, setup, teardown),
 	    cmocka_unit_test(test_bad_dir),
 	};
 
