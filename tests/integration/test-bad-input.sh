@@ -44,6 +44,7 @@ for i in range(300):
         head = struct.pack(">I", 3) if i % 2 else b""
         s.sendall(head + os.urandom(n))
         if i % 3 == 0:
+            s.settimeout(0.2)
             s.recv(4096)
     except (OSError, socket.timeout):
         pass
