@@ -528,7 +528,7 @@ static void reply_block_status(struct nbd_conn *c, const struct nbd_request *r)
 {
 	struct tsr_extent ext[NBD_STATUS_EXTENTS];
 	bool one = r->flags & NBD_CMD_FLAG_REQ_ONE;
-	uint64_t end = r->offset + r->len;
+	uint64_t end = r->offset + r->len, pos = r->offset;
 	size_t count = 0, i, n = 0;
 	struct nbd_out *o;
 	uint8_t *p;
@@ -559,6 +559,9 @@ static void reply_block_status(struct nbd_conn *c, const struct nbd_request *r)
 			e = end;
 		if (e <= s)
 			continue;
+		if (s != pos)
+			break; /* descriptors must be consecutive: stop at a gap */
+		pos = e;
 		if (ext[i].flags & TSR_EXTENT_HOLE)
 			st |= NBD_STATE_HOLE;
 		if (ext[i].flags & TSR_EXTENT_ZERO)
