@@ -52,6 +52,7 @@ void admin_handle(struct tsr_admin_server *srv, const Tessera__Admin__Request *r
 struct admin_listener {
 	struct tsr_admin_server *srv;
 	ev_io watcher;
+	ev_timer pause;       /* out of file descriptors: accept again a little later */
 	int fd;               /* listening socket; -1 when unused */
 	bool tcp;             /* its connections must authenticate */
 	char name[320];       /* "unix:PATH" or "tcp:HOST:PORT" (actual port) */

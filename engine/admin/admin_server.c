@@ -203,6 +203,13 @@ static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	conn_close(c);
 }
 
+static void resume_accept_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct admin_listener *l = t->data;
+
+	ev_io_start(loop, &l->watcher);
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct admin_listener *l = w->data;
@@ -212,6 +219,15 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 	for (;;) {
 		fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			       errno == ENOMEM)) {
+			/* the pending client stays queued; a level-triggered retry would spin */
+			tsr_warn("admin: accept on %s: %s; pausing for a second", l->name,
+				 strerror(errno));
+			ev_io_stop(loop, &l->watcher);
+			ev_timer_start(loop, &l->pause);
+			return;
+		}
 		if (fd < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
 			    errno != ECONNABORTED)
@@ -254,6 +270,8 @@ static void listener_start(struct tsr_admin_server *srv, struct admin_listener *
 	l->srv = srv;
 	ev_io_init(&l->watcher, accept_cb, l->fd, EV_READ);
 	l->watcher.data = l;
+	ev_timer_init(&l->pause, resume_accept_cb, 1.0, 0.0);
+	l->pause.data = l;
 	ev_io_start(srv->loop, &l->watcher);
 }
 
@@ -360,8 +378,10 @@ void tsr_admin_server_destroy(struct tsr_admin_server *srv)
 
 		if (l->fd < 0)
 			continue;
-		if (l->srv)
+		if (l->srv) {
 			ev_io_stop(srv->loop, &l->watcher);
+			ev_timer_stop(srv->loop, &l->pause);
+		}
 		close(l->fd);
 	}
 	if (srv->unix_path)

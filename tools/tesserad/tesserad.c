@@ -46,6 +46,7 @@
 struct nbd_listener {
 	struct tesserad *d;
 	ev_io watcher;
+	ev_timer pause;      /* out of file descriptors: accept again a little later */
 	int fd;              /* -1 when closed */
 	bool tcp;
 	char *unix_path;     /* unlinked at shutdown; NULL for TCP */
@@ -330,6 +331,13 @@ static void handoff_on_worker(struct tsr_worker *w, void *arg)
 	free(h);
 }
 
+static void resume_accept_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct nbd_listener *l = t->data;
+
+	ev_io_start(loop, &l->watcher);
+}
+
 static void nbd_accept_cb(struct ev_loop *loop, ev_io *watcher, int revents)
 {
 	struct nbd_listener *l = watcher->data;
@@ -340,6 +348,16 @@ static void nbd_accept_cb(struct ev_loop *loop, ev_io *watcher, int revents)
 
 	for (;;) {
 		fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			       errno == ENOMEM)) {
+			/* the pending client stays queued; a level-triggered retry would spin */
+			tsr_warn("nbd: accept on %s: %s; pausing for a second", l->name,
+				 strerror(errno));
+			ev_io_stop(loop, &l->watcher);
+			ev_timer_set(&l->pause, 1.0, 0.0);
+			ev_timer_start(loop, &l->pause);
+			return;
+		}
 		if (fd < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
 			    errno != ECONNABORTED)
@@ -374,7 +392,15 @@ static int start_nbd_listener(struct tesserad *d, const char *spec)
 	l->d = d;
 	l->fd = -1;
 	if (strncmp(spec, "unix:", 5) == 0) {
-		l->unix_path = strdup(spec + 5);
+		char cwd[PATH_MAX];
+
+		/* absolute, so that the URIs given out work from any directory */
+		if (spec[5] != '/' && getcwd(cwd, sizeof(cwd)) != NULL) {
+			if (asprintf(&l->unix_path, "%s/%s", cwd, spec + 5) < 0)
+				l->unix_path = NULL;
+		} else {
+			l->unix_path = strdup(spec + 5);
+		}
 		if (l->unix_path == NULL)
 			return -ENOMEM;
 		d->n_listeners++;
@@ -389,6 +415,8 @@ static int start_nbd_listener(struct tesserad *d, const char *spec)
 		return ret;
 	ev_io_init(&l->watcher, nbd_accept_cb, l->fd, EV_READ);
 	l->watcher.data = l;
+	ev_timer_init(&l->pause, resume_accept_cb, 1.0, 0.0);
+	l->pause.data = l;
 	ev_io_start(d->loop, &l->watcher);
 	return 0;
 }
@@ -402,6 +430,7 @@ static void stop_nbd_listeners(struct tesserad *d)
 
 		if (l->fd >= 0) {
 			ev_io_stop(d->loop, &l->watcher);
+			ev_timer_stop(d->loop, &l->pause);
 			close(l->fd);
 			l->fd = -1;
 			if (l->unix_path)
