@@ -90,7 +90,8 @@ static void put16(struct msg *m, uint16_t v)
 
 static void put_bytes(struct msg *m, const void *p, size_t len)
 {
-	memcpy(m->b + m->len, p, len);
+	if (len)
+		memcpy(m->b + m->len, p, len);
 	m->len += len;
 }
 

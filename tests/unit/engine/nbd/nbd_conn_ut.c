@@ -1,0 +1,491 @@
+/*
+ * Unit tests for engine/nbd/nbd_conn.c: a whole server (store in a scratch
+ * directory, volume set, one worker) spoken to over a socketpair by a raw
+ * client written here, so that every byte the server sends is checked and
+ * the bad inputs real clients never send can be sent: bad magic, unknown
+ * commands, writes past the end or over 32 MiB (payload skipped, stream
+ * still in step), unaligned requests, and a client that vanishes with I/O
+ * in flight (held open with the fault injector's delay).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tessera/nbd.h"
+#include "nbd/internal.h"
+
+#define VOL_SIZE (64ull << 20)
+
+struct env {
+	char dir[256];
+	struct tsr_store *store;
+	struct tsr_volset *vols;
+	struct tsr_nbd_server *srv;
+	struct tsr_worker *w;
+};
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static void env_start(struct env *e, const char *fault)
+{
+	struct tsr_nbd_server_opts so = { 0 };
+	struct tsr_io_opts io = { .kind = TSR_IO_AUTO, .fault_spec = fault };
+	const char *base = getenv("TSR_TEST_DIR");
+	int ret;
+
+	memset(e, 0, sizeof(*e));
+	/* O_DIRECT needs a disk file system, not tmpfs */
+	snprintf(e->dir, sizeof(e->dir), "%s/tsr-nbd-XXXXXX", base ? base : "/var/tmp");
+	assert_non_null(mkdtemp(e->dir));
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	assert_int_equal(tsr_store_vol_create(e->store, "vol", VOL_SIZE, NULL), 0);
+	assert_int_equal(tsr_volset_create(e->store, &e->vols), 0);
+	so.vols = e->vols;
+	so.store = e->store;
+	so.default_export = "vol";
+	assert_int_equal(tsr_nbd_server_create(&so, &e->srv), 0);
+	ret = tsr_worker_start(0, &io, &e->w);
+	if (ret == -ENOSYS || ret == -EPERM) {
+		print_message("no I/O backend: %s\n", strerror(-ret));
+		exit(77);
+	}
+	assert_int_equal(ret, 0);
+}
+
+static void env_stop(struct env *e)
+{
+	struct tsr_nbd_stats st;
+
+	tsr_worker_stop(e->w);
+	tsr_nbd_server_get_stats(e->srv, &st);
+	/* every connection freed itself once its I/O finished */
+	assert_int_equal(st.connections_open, 0);
+	tsr_nbd_server_destroy(e->srv);
+	tsr_volset_destroy(e->vols);
+	tsr_store_close(e->store);
+	nftw(e->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+struct handoff {
+	struct tsr_nbd_server *srv;
+	int fd;
+};
+
+static void msg_start_conn(struct tsr_worker *w, void *arg)
+{
+	struct handoff *h = arg;
+
+	tsr_nbd_conn_start(h->srv, w, h->fd);
+	free(h);
+}
+
+/* A connected client socket (blocking, 10 s timeout). */
+static int client(struct env *e)
+{
+	struct timeval tv = { .tv_sec = 10 };
+	struct handoff *h = malloc(sizeof(*h));
+	int sv[2];
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	h->srv = e->srv;
+	h->fd = sv[1];
+	assert_int_equal(tsr_worker_send(e->w, msg_start_conn, h), 0);
+	return sv[0];
+}
+
+static void send_all(int fd, const void *p, size_t len)
+{
+	const uint8_t *b = p;
+
+	while (len > 0) {
+		ssize_t n = send(fd, b, len, MSG_NOSIGNAL);
+
+		assert_true(n > 0);
+		b += n;
+		len -= (size_t)n;
+	}
+}
+
+static void recv_all(int fd, void *p, size_t len)
+{
+	uint8_t *b = p;
+
+	while (len > 0) {
+		ssize_t n = recv(fd, b, len, 0);
+
+		if (n <= 0)
+			fail_msg("server closed or timed out (%zd: %s)", n, strerror(errno));
+		b += n;
+		len -= (size_t)n;
+	}
+}
+
+/* True when the server closed the connection. */
+static bool closed(int fd)
+{
+	uint8_t b;
+
+	return recv(fd, &b, 1, 0) <= 0;
+}
+
+static void send_opt(int fd, uint32_t opt, const void *data, uint32_t len)
+{
+	uint8_t h[16];
+
+	nbd_put64(h, NBD_OPTS_MAGIC);
+	nbd_put32(h + 8, opt);
+	nbd_put32(h + 12, len);
+	send_all(fd, h, 16);
+	if (len)
+		send_all(fd, data, len);
+}
+
+/* Read one option reply; returns its type, data copied into buf. */
+static uint32_t recv_opt_reply(int fd, uint8_t *buf, uint32_t *len)
+{
+	uint8_t h[20];
+
+	recv_all(fd, h, 20);
+	assert_true(nbd_get64(h) == NBD_REP_MAGIC);
+	*len = nbd_get32(h + 16);
+	assert_true(*len <= 4096);
+	recv_all(fd, buf, *len);
+	return nbd_get32(h + 12);
+}
+
+/* Handshake to transmission on "vol"; returns the export size. */
+static uint64_t handshake(int fd, bool structured)
+{
+	uint8_t greet[18], buf[4096], d[64];
+	uint32_t len, type;
+	uint64_t size = 0;
+
+	recv_all(fd, greet, 18);
+	assert_true(nbd_get64(greet) == NBD_MAGIC);
+	assert_int_equal(nbd_get16(greet + 16), 3);
+	nbd_put32(d, 3);
+	send_all(fd, d, 4);
+	if (structured) {
+		static const char q[] = "base:allocation";
+
+		send_opt(fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+		assert_int_equal(recv_opt_reply(fd, buf, &len), NBD_REP_ACK);
+		nbd_put32(d, 3);
+		memcpy(d + 4, "vol", 3);
+		nbd_put32(d + 7, 1);
+		nbd_put32(d + 11, 15);
+		memcpy(d + 15, q, 15);
+		send_opt(fd, NBD_OPT_SET_META_CONTEXT, d, 30);
+		assert_int_equal(recv_opt_reply(fd, buf, &len), NBD_REP_META_CONTEXT);
+		assert_int_equal(nbd_get32(buf), NBD_META_ID_BASE_ALLOCATION);
+		assert_int_equal(recv_opt_reply(fd, buf, &len), NBD_REP_ACK);
+	}
+	/* an unknown export first: an error, and the session goes on */
+	nbd_put32(d, 4);
+	memcpy(d + 4, "nope", 4);
+	nbd_put16(d + 8, 0);
+	send_opt(fd, NBD_OPT_GO, d, 10);
+	assert_int_equal(recv_opt_reply(fd, buf, &len), NBD_REP_ERR_UNKNOWN);
+	nbd_put32(d, 3);
+	memcpy(d + 4, "vol", 3);
+	nbd_put16(d + 7, 0);
+	send_opt(fd, NBD_OPT_GO, d, 9);
+	while ((type = recv_opt_reply(fd, buf, &len)) == NBD_REP_INFO) {
+		if (nbd_get16(buf) == NBD_INFO_EXPORT)
+			size = nbd_get64(buf + 2);
+	}
+	assert_int_equal(type, NBD_REP_ACK);
+	assert_true(size == VOL_SIZE);
+	return size;
+}
+
+static void send_req(int fd, uint16_t type, uint16_t flags, uint64_t handle, uint64_t off,
+		     uint32_t len)
+{
+	uint8_t r[28];
+
+	nbd_put32(r, NBD_REQUEST_MAGIC);
+	nbd_put16(r + 4, flags);
+	nbd_put16(r + 6, type);
+	nbd_put64(r + 8, handle);
+	nbd_put64(r + 16, off);
+	nbd_put32(r + 24, len);
+	send_all(fd, r, 28);
+}
+
+/* A simple reply; returns its error, checks the handle. */
+static uint32_t recv_simple(int fd, uint64_t handle)
+{
+	uint8_t r[16];
+
+	recv_all(fd, r, 16);
+	assert_int_equal(nbd_get32(r), NBD_SIMPLE_REPLY_MAGIC);
+	assert_true(nbd_get64(r + 8) == handle);
+	return nbd_get32(r + 4);
+}
+
+static void test_simple_replies_and_bad_input(void **state)
+{
+	static uint8_t data[4096], back[4096];
+	uint8_t *big;
+	struct env e;
+	int fd;
+
+	env_start(&e, NULL);
+	fd = client(&e);
+	handshake(fd, false);
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(i * 7 + 1);
+
+	/* write, read back */
+	send_req(fd, NBD_CMD_WRITE, NBD_CMD_FLAG_FUA, 1, 8192, 4096);
+	send_all(fd, data, 4096);
+	assert_int_equal(recv_simple(fd, 1), 0);
+	send_req(fd, NBD_CMD_READ, 0, 2, 8192, 4096);
+	assert_int_equal(recv_simple(fd, 2), 0);
+	recv_all(fd, back, 4096);
+	assert_memory_equal(back, data, 4096);
+
+	/* past the end: ENOSPC for a write (payload skipped), EINVAL for a read */
+	send_req(fd, NBD_CMD_WRITE, 0, 3, VOL_SIZE, 4096);
+	send_all(fd, data, 4096);
+	assert_int_equal(recv_simple(fd, 3), NBD_ENOSPC);
+	send_req(fd, NBD_CMD_READ, 0, 4, VOL_SIZE - 4096, 8192);
+	assert_int_equal(recv_simple(fd, 4), NBD_EINVAL);
+	/* unaligned, unknown command, unknown flag */
+	send_req(fd, NBD_CMD_WRITE, 0, 5, 512, 512);
+	send_all(fd, data, 512);
+	assert_int_equal(recv_simple(fd, 5), NBD_EINVAL);
+	send_req(fd, 42, 0, 6, 0, 0);
+	assert_int_equal(recv_simple(fd, 6), NBD_EINVAL);
+	send_req(fd, NBD_CMD_READ, 0x100, 7, 0, 4096);
+	assert_int_equal(recv_simple(fd, 7), NBD_EINVAL);
+	/* BLOCK_STATUS without a meta context */
+	send_req(fd, NBD_CMD_BLOCK_STATUS, 0, 8, 0, 4096);
+	assert_int_equal(recv_simple(fd, 8), NBD_EINVAL);
+
+	/* a write over 32 MiB: EINVAL after its payload is read and dropped */
+	big = calloc(1, NBD_MAX_BLOCK + 4096);
+	send_req(fd, NBD_CMD_WRITE, 0, 9, 0, NBD_MAX_BLOCK + 4096);
+	send_all(fd, big, NBD_MAX_BLOCK + 4096);
+	assert_int_equal(recv_simple(fd, 9), NBD_EINVAL);
+	free(big);
+	/* ... and the stream is still in step: the data is unchanged */
+	send_req(fd, NBD_CMD_READ, 0, 10, 8192, 4096);
+	assert_int_equal(recv_simple(fd, 10), 0);
+	recv_all(fd, back, 4096);
+	assert_memory_equal(back, data, 4096);
+
+	/* TRIM (over the 32 MiB block size, with FUA) reads back zeroes */
+	send_req(fd, NBD_CMD_TRIM, NBD_CMD_FLAG_FUA, 11, 0, 48u << 20);
+	assert_int_equal(recv_simple(fd, 11), 0);
+	send_req(fd, NBD_CMD_READ, 0, 12, 8192, 4096);
+	assert_int_equal(recv_simple(fd, 12), 0);
+	recv_all(fd, back, 4096);
+	memset(data, 0, sizeof(data));
+	assert_memory_equal(back, data, 4096);
+	send_req(fd, NBD_CMD_FLUSH, 0, 13, 0, 0);
+	assert_int_equal(recv_simple(fd, 13), 0);
+
+	/* bad magic: the server hangs up */
+	memset(data, 0xee, 28);
+	send_all(fd, data, 28);
+	assert_true(closed(fd));
+	close(fd);
+	env_stop(&e);
+}
+
+/* Many pipelined writes in one send: every handle answered once. */
+static void test_pipelined(void **state)
+{
+	enum { N = 200 };
+	static uint8_t buf[N * (28 + 4096)];
+	bool seen[N] = { false };
+	struct env e;
+	size_t off = 0;
+	int fd, i;
+
+	env_start(&e, NULL);
+	fd = client(&e);
+	handshake(fd, false);
+	for (i = 0; i < N; i++) {
+		nbd_put32(buf + off, NBD_REQUEST_MAGIC);
+		nbd_put16(buf + off + 4, 0);
+		nbd_put16(buf + off + 6, NBD_CMD_WRITE);
+		nbd_put64(buf + off + 8, (uint64_t)i);
+		nbd_put64(buf + off + 16, (uint64_t)i * 4096);
+		nbd_put32(buf + off + 24, 4096);
+		memset(buf + off + 28, i, 4096);
+		off += 28 + 4096;
+	}
+	send_all(fd, buf, off);
+	for (i = 0; i < N; i++) {
+		uint8_t r[16];
+		uint64_t h;
+
+		recv_all(fd, r, 16);
+		assert_int_equal(nbd_get32(r + 4), 0);
+		h = nbd_get64(r + 8);
+		assert_true(h < N && !seen[h]);
+		seen[h] = true;
+	}
+	/* spot-check one block */
+	send_req(fd, NBD_CMD_READ, 0, 1000, 77 * 4096, 4096);
+	assert_int_equal(recv_simple(fd, 1000), 0);
+	recv_all(fd, buf, 4096);
+	assert_int_equal(buf[0], 77);
+	assert_int_equal(buf[4095], 77);
+	/* soft disconnect */
+	send_req(fd, NBD_CMD_DISC, 0, 1001, 0, 0);
+	assert_true(closed(fd));
+	close(fd);
+	env_stop(&e);
+}
+
+/* Structured replies: holes in reads, BLOCK_STATUS, error chunks. */
+static void test_structured(void **state)
+{
+	static uint8_t data[4096];
+	uint8_t h[20], p[600];
+	uint64_t covered = 0, off;
+	struct env e;
+	int fd, chunks = 0;
+
+	env_start(&e, NULL);
+	fd = client(&e);
+	handshake(fd, true);
+	memset(data, 0xab, sizeof(data));
+	send_req(fd, NBD_CMD_WRITE, 0, 1, 1 << 20, 4096);
+	send_all(fd, data, 4096);
+	assert_int_equal(recv_simple(fd, 1), 0);
+
+	/* 1 MiB read around the block: hole, data, hole (chunks cover it all) */
+	send_req(fd, NBD_CMD_READ, 0, 2, 512 << 10, 1 << 20);
+	for (;;) {
+		uint32_t len, type;
+
+		recv_all(fd, h, 20);
+		assert_int_equal(nbd_get32(h), NBD_STRUCTURED_REPLY_MAGIC);
+		assert_true(nbd_get64(h + 8) == 2);
+		type = nbd_get16(h + 6);
+		len = nbd_get32(h + 16);
+		chunks++;
+		if (type == NBD_REPLY_TYPE_OFFSET_HOLE) {
+			assert_int_equal(len, 12);
+			recv_all(fd, p, 12);
+			covered += nbd_get32(p + 8);
+		} else {
+			assert_int_equal(type, NBD_REPLY_TYPE_OFFSET_DATA);
+			recv_all(fd, p, 8);
+			off = nbd_get64(p);
+			assert_true(off == 1 << 20);
+			assert_int_equal(len - 8, 4096);
+			recv_all(fd, data, 4096);
+			assert_int_equal(data[0], 0xab);
+			covered += len - 8;
+		}
+		if (nbd_get16(h + 4) & NBD_REPLY_FLAG_DONE)
+			break;
+	}
+	assert_true(covered == 1 << 20);
+	assert_int_equal(chunks, 3);
+
+	/* BLOCK_STATUS over 4 MiB: data at 1 MiB, holes reading as zero around */
+	send_req(fd, NBD_CMD_BLOCK_STATUS, 0, 3, 0, 4 << 20);
+	recv_all(fd, h, 20);
+	assert_int_equal(nbd_get16(h + 6), NBD_REPLY_TYPE_BLOCK_STATUS);
+	assert_int_equal(nbd_get16(h + 4), NBD_REPLY_FLAG_DONE);
+	assert_true(nbd_get32(h + 16) >= 12 && nbd_get32(h + 16) <= sizeof(p));
+	recv_all(fd, p, nbd_get32(h + 16));
+	assert_int_equal(nbd_get32(p), NBD_META_ID_BASE_ALLOCATION);
+	assert_int_equal(nbd_get32(p + 4), 1 << 20);                     /* hole */
+	assert_int_equal(nbd_get32(p + 8), NBD_STATE_HOLE | NBD_STATE_ZERO);
+	assert_int_equal(nbd_get32(p + 16), 0);                          /* data */
+	/* REQ_ONE: exactly one descriptor */
+	send_req(fd, NBD_CMD_BLOCK_STATUS, NBD_CMD_FLAG_REQ_ONE, 4, 1 << 20, 4 << 20);
+	recv_all(fd, h, 20);
+	assert_int_equal(nbd_get32(h + 16), 12);
+	recv_all(fd, p, 12);
+	assert_int_equal(nbd_get32(p + 8), 0);
+
+	/* a read past the end: one error chunk, no data */
+	send_req(fd, NBD_CMD_READ, 0, 5, VOL_SIZE, 4096);
+	recv_all(fd, h, 20);
+	assert_int_equal(nbd_get16(h + 6), NBD_REPLY_TYPE_ERROR);
+	assert_int_equal(nbd_get16(h + 4), NBD_REPLY_FLAG_DONE);
+	assert_true(nbd_get32(h + 16) >= 6 && nbd_get32(h + 16) <= sizeof(p));
+	recv_all(fd, p, nbd_get32(h + 16));
+	assert_int_equal(nbd_get32(p), NBD_EINVAL);
+	assert_int_equal(nbd_get16(p + 4), nbd_get32(h + 16) - 6);
+
+	send_req(fd, NBD_CMD_DISC, 0, 6, 0, 0);
+	assert_true(closed(fd));
+	close(fd);
+	env_stop(&e);
+}
+
+/* Clients that hang up with writes in flight (each delayed 50 ms), and one
+ * still connected when the worker stops: no crash, nothing left open. */
+static void test_vanishing_clients(void **state)
+{
+	static uint8_t buf[32 * (28 + 4096)];
+	struct tsr_nbd_stats st;
+	struct env e;
+	size_t off = 0;
+	int fd, i, k;
+
+	env_start(&e, "write:1+:delay=50");
+	for (i = 0; i < 32; i++) {
+		nbd_put32(buf + off, NBD_REQUEST_MAGIC);
+		nbd_put16(buf + off + 4, NBD_CMD_FLAG_FUA);
+		nbd_put16(buf + off + 6, NBD_CMD_WRITE);
+		nbd_put64(buf + off + 8, (uint64_t)i);
+		nbd_put64(buf + off + 16, (uint64_t)i * 4096);
+		nbd_put32(buf + off + 24, 4096);
+		off += 28 + 4096;
+	}
+	for (k = 0; k < 4; k++) {
+		fd = client(&e);
+		handshake(fd, k & 1);
+		send_all(fd, buf, off);
+		send_req(fd, NBD_CMD_WRITE, 0, 99, 0, 1 << 20); /* payload never comes */
+		usleep(10000);
+		close(fd);
+	}
+	fd = client(&e);
+	handshake(fd, false);
+	send_all(fd, buf, off);
+	usleep(10000);
+	tsr_nbd_server_get_stats(e.srv, &st);
+	assert_true(st.connections_total == 5);
+	env_stop(&e); /* asserts connections_open == 0 */
+	close(fd);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_simple_replies_and_bad_input),
+		cmocka_unit_test(test_pipelined),
+		cmocka_unit_test(test_structured),
+		cmocka_unit_test(test_vanishing_clients),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
