@@ -355,8 +355,16 @@ struct tsr_worker;
 struct nbd_wctx;
 struct nbd_conn;
 
-/* Hard-close every connection of this worker (its stop hook). */
+/* Hard-close every connection of this worker now. */
 void nbd_conns_close_all(struct nbd_wctx *wctx);
+/*
+ * The worker's stop hook: every connection stops reading, finishes its
+ * in-flight requests, sends their replies if the client takes them without
+ * blocking, and closes (spec: on shutdown, serve in-flight requests before
+ * the hard disconnect).  Requests still waiting for I/O queue room are
+ * answered ESHUTDOWN.  The worker keeps looping until all of it is done.
+ */
+void nbd_conns_drain_all(struct nbd_wctx *wctx);
 
 /* ======================= nbd_server.c ======================= */
 

@@ -113,6 +113,7 @@ struct nbd_conn {
 	uint32_t events;          /* epoll mask in place */
 	bool flush_scheduled;     /* a deferred call is pending */
 	bool paused;              /* input stopped by a limit */
+	bool stopping;            /* the worker stops: drain, never wait on the client */
 
 	struct nbd_req *retry_head, *retry_tail; /* waiting for I/O queue room */
 	bool retry_scheduled;
@@ -334,6 +335,11 @@ static void conn_flush(struct nbd_conn *c)
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				if (c->stopping) {
+					/* shutting down: do not wait for a slow reader */
+					conn_close(c);
+					return;
+				}
 				c->wait_out = true;
 				break;
 			}
@@ -655,8 +661,19 @@ static void retry_schedule(struct nbd_conn *c)
 {
 	if (c->retry_scheduled || c->state == CONN_CLOSED)
 		return;
-	if (tsr_worker_send(c->w, retry_msg, c) < 0)
-		return; /* stopping: the stop hook closes us and frees the list */
+	if (tsr_worker_send(c->w, retry_msg, c) < 0) {
+		/* The worker is stopping: answer what waits with ESHUTDOWN. */
+		while (c->retry_head != NULL) {
+			struct nbd_req *req = c->retry_head;
+
+			c->retry_head = req->next;
+			if (c->retry_head == NULL)
+				c->retry_tail = NULL;
+			req->status = -ESHUTDOWN;
+			req_complete(req);
+		}
+		return;
+	}
 	c->retry_scheduled = true;
 	conn_get(c);
 }
@@ -1190,6 +1207,22 @@ void nbd_conns_close_all(struct nbd_wctx *wctx)
 {
 	while (wctx->conns != NULL)
 		conn_close(wctx->conns);
+}
+
+void nbd_conns_drain_all(struct nbd_wctx *wctx)
+{
+	struct nbd_conn *c, *next;
+
+	for (c = wctx->conns; c != NULL; c = next) {
+		next = c->next;
+		conn_get(c);
+		c->stopping = true;
+		if (c->wait_out)
+			conn_close(c); /* already blocked on a slow reader */
+		else
+			conn_begin_drain(c);
+		conn_put(c); /* closing c leaves the others alone: next is valid */
+	}
 }
 
 void tsr_nbd_conn_start(struct tsr_nbd_server *srv, struct tsr_worker *w, int fd)

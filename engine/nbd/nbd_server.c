@@ -91,7 +91,7 @@ static void wctx_on_stop(struct tsr_worker *w, void *arg)
 	struct nbd_wctx *wctx = arg;
 
 	wctx->stopped = true;
-	nbd_conns_close_all(wctx);
+	nbd_conns_drain_all(wctx);
 }
 
 struct nbd_wctx *nbd_server_wctx(struct tsr_nbd_server *srv, struct tsr_worker *w)

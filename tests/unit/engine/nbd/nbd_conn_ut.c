@@ -448,7 +448,7 @@ static void test_vanishing_clients(void **state)
 	struct tsr_nbd_stats st;
 	struct env e;
 	size_t off = 0;
-	int fd, i, k;
+	int fd, i, k, replies = 0;
 
 	env_start(&e, "write:1+:delay=50");
 	for (i = 0; i < 32; i++) {
@@ -468,13 +468,35 @@ static void test_vanishing_clients(void **state)
 		usleep(10000);
 		close(fd);
 	}
+	/* Stop with writes in flight: they finish and are answered first.
+	 * The FLUSH behind them (not delayed) proves they were all parsed. */
 	fd = client(&e);
 	handshake(fd, false);
 	send_all(fd, buf, off);
-	usleep(10000);
+	send_req(fd, NBD_CMD_FLUSH, 0, 500, 0, 0);
+	for (;;) {
+		uint8_t r[16];
+
+		recv_all(fd, r, 16);
+		assert_int_equal(nbd_get32(r + 4), 0);
+		if (nbd_get64(r + 8) == 500)
+			break;
+		replies++;
+	}
 	tsr_nbd_server_get_stats(e.srv, &st);
 	assert_true(st.connections_total == 5);
 	env_stop(&e); /* asserts connections_open == 0 */
+	for (;;) {
+		uint8_t r[16];
+		ssize_t n = recv(fd, r, 16, MSG_WAITALL);
+
+		if (n == 0)
+			break;
+		assert_int_equal(n, 16);
+		assert_int_equal(nbd_get32(r + 4), 0);
+		replies++;
+	}
+	assert_int_equal(replies, 32);
 	close(fd);
 }
 
