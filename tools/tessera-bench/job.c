@@ -168,6 +168,10 @@ static int issue(struct job_ctx *c, enum bench_ddir d, uint64_t block, uint8_t v
 								      strerror(-ret));
 		return ret;
 	}
+	/* fio's clat starts once the I/O is handed over: after the send for
+	 * engines that send in queue(), after submit() for the others */
+	if (c->eng->queue_sends)
+		io->submit_ns = bench_now_ns();
 	c->batch[c->n_batch++] = io;
 	return 0;
 }

@@ -209,10 +209,28 @@ static void print_progress(struct monitor *m, uint64_t now)
 			r_io = (double)(ios[0] - m->last_ios[0]) / dt;
 			w_io = (double)(ios[1] - m->last_ios[1]) / dt;
 		}
-		snprintf(rates, sizeof(rates), "r=%s/s,w=%s/s", bench_fmt_bw(r_bw, false, rb, sizeof(rb)),
-			 bench_fmt_bw(w_bw, false, wb, sizeof(wb)));
-		snprintf(iops, sizeof(iops), "r=%s,w=%s IOPS", bench_fmt_num(r_io, ri, sizeof(ri)),
-			 bench_fmt_num(w_io, wi, sizeof(wi)));
+		bool has_r = false, has_w = false;
+
+		/* like fio, name only the directions some job does */
+		for (size_t i = 0; i < m->run->n_jobs; i++) {
+			has_r |= bench_rw_has(m->run->jobs[i].opts.rw, BENCH_READ) ||
+				 (m->run->jobs[i].opts.verify && m->run->jobs[i].opts.do_verify);
+			has_w |= bench_rw_has(m->run->jobs[i].opts.rw, BENCH_WRITE);
+		}
+		bench_fmt_bw(r_bw, false, rb, sizeof(rb));
+		bench_fmt_bw(w_bw, false, wb, sizeof(wb));
+		bench_fmt_num(r_io, ri, sizeof(ri));
+		bench_fmt_num(w_io, wi, sizeof(wi));
+		if (has_r && has_w) {
+			snprintf(rates, sizeof(rates), "r=%s/s,w=%s/s", rb, wb);
+			snprintf(iops, sizeof(iops), "r=%s,w=%s IOPS", ri, wi);
+		} else if (has_w) {
+			snprintf(rates, sizeof(rates), "w=%s/s", wb);
+			snprintf(iops, sizeof(iops), "w=%s IOPS", wi);
+		} else {
+			snprintf(rates, sizeof(rates), "r=%s/s", rb);
+			snprintf(iops, sizeof(iops), "r=%s IOPS", ri);
+		}
 	}
 	for (int d = 0; d < BENCH_NDDIR; d++) {
 		m->last_bytes[d] = bytes[d];
@@ -462,6 +480,10 @@ int main(int argc, char **argv)
 	else
 		bench_report_normal(out, results, n_results);
 	fflush(out);
+	if (ferror(out)) {
+		fprintf(stderr, "tessera-bench: cannot write the report: %s\n", strerror(errno));
+		status = 1;
+	}
 	print_errors(&run);
 	for (size_t i = 0; i < run.n_jobs; i++) {
 		if (run.jobs[i].result.error)
