@@ -10,6 +10,7 @@
 # 4. clang-14 build with libFuzzer in build-fuzz/: each tests/fuzz/fuzz_*
 #    harness for FUZZ_SECONDS (30; 300 with --long)
 # --long also runs the crash loop for 300 rounds instead of 50.
+# BUILD_PREFIX=build names the three build trees (PREFIX, PREFIX-asan, PREFIX-fuzz).
 # Ends with "N passed, N failed"; exits non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -30,6 +31,7 @@ else
 	FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 fi
 JOBS=$(nproc)
+B=${BUILD_PREFIX:-build}
 # Integration tests run under the sanitizers (the rest run in the gcc build).
 ASAN_INTEGRATION=${ASAN_INTEGRATION:-"test-cli test-bad-input test-corruption test-crash-loop"}
 
@@ -76,44 +78,44 @@ build() {
 step "set-up (Debian packages)"
 if ./scripts/setup.sh --no-build; then ok; else ko "set-up"; fi
 
-step "gcc build (-Werror) in build/"
-if build build gcc -DCMAKE_C_COMPILER=gcc -DTSR_WERROR=ON -DTSR_SANITIZE=OFF -DTSR_FUZZ=OFF; then
+step "gcc build (-Werror) in $B/"
+if build "$B" gcc -DCMAKE_C_COMPILER=gcc -DTSR_WERROR=ON -DTSR_SANITIZE=OFF -DTSR_FUZZ=OFF; then
 	step "unit tests (gcc)"
-	run_ctest build gcc -L unit -j"$JOBS"
+	run_ctest "$B" gcc -L unit -j"$JOBS"
 	step "integration tests (gcc)"
-	run_ctest build gcc -L integration
+	run_ctest "$B" gcc -L integration
 fi
 
-step "ASan+UBSan build in build-asan/"
+step "ASan+UBSan build in $B-asan/"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:halt_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-if build build-asan asan -DCMAKE_C_COMPILER=gcc -DTSR_WERROR=ON -DTSR_SANITIZE=ON -DTSR_FUZZ=OFF; then
+if build "$B-asan" asan -DCMAKE_C_COMPILER=gcc -DTSR_WERROR=ON -DTSR_SANITIZE=ON -DTSR_FUZZ=OFF; then
 	step "unit tests (ASan+UBSan)"
-	run_ctest build-asan asan -L unit -j"$JOBS"
+	run_ctest "$B-asan" asan -L unit -j"$JOBS"
 	step "integration tests (ASan+UBSan)"
 	if (( LONG )); then
-		run_ctest build-asan asan -L integration
+		run_ctest "$B-asan" asan -L integration
 	else
 		regex=$(printf 'integration/%s$|' $ASAN_INTEGRATION)
-		TSR_CRASH_ROUNDS=${TSR_CRASH_ROUNDS_ASAN:-15} run_ctest build-asan asan -R "${regex%|}"
+		TSR_CRASH_ROUNDS=${TSR_CRASH_ROUNDS_ASAN:-15} run_ctest "$B-asan" asan -R "${regex%|}"
 	fi
 fi
 
-step "clang-14 + libFuzzer build in build-fuzz/"
-if build build-fuzz fuzz -DCMAKE_C_COMPILER=clang-14 -DTSR_WERROR=ON -DTSR_FUZZ=ON; then
+step "clang-14 + libFuzzer build in $B-fuzz/"
+if build "$B-fuzz" fuzz -DCMAKE_C_COMPILER=clang-14 -DTSR_WERROR=ON -DTSR_FUZZ=ON; then
 	shopt -s nullglob
-	for f in build-fuzz/tests/fuzz_*; do
+	for f in "$B"-fuzz/tests/fuzz_*; do
 		[ -x "$f" ] || continue
 		name=$(basename "$f")
 		step "fuzz $name for ${FUZZ_SECONDS}s"
 		corpus=$(mktemp -d /var/tmp/tessera-corpus.XXXXXX)
 		[ -d "tests/fuzz/corpus/$name" ] && cp -r "tests/fuzz/corpus/$name/." "$corpus/"
 		if "$f" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
-			-print_final_stats=1 "$corpus" >"build-fuzz/$name.log" 2>&1; then
+			-print_final_stats=1 "$corpus" >"$B-fuzz/$name.log" 2>&1; then
 			ok
-			grep -E 'stat::number_of_executed_units|cov:' "build-fuzz/$name.log" | tail -n 2
+			grep -E 'stat::number_of_executed_units|cov:' "$B-fuzz/$name.log" | tail -n 2
 		else
-			tail -n 60 "build-fuzz/$name.log"
+			tail -n 60 "$B-fuzz/$name.log"
 			ko "fuzz $name"
 		fi
 		rm -rf "$corpus"
