@@ -97,7 +97,7 @@ UT="nbd://127.0.0.1:$port/v1"
 assert_eq "$(nbdinfo --size "$UT")" 67108864 "size over TCP"
 assert_eq "$(nbdcopy "$UT" - | sha256sum | cut -d' ' -f1)" "$(sha256 "$D/expect.img")" "read over TCP"
 fio --name=tcp --ioengine=nbd --uri="$UT" --rw=randwrite --bs=4k --size=16M --iodepth=16 \
-	--verify=crc32c --output-format=terse >"$D/fio-tcp.out" 2>&1 ||
+	--verify=crc32c --verify_state_save=0 --output-format=terse >"$D/fio-tcp.out" 2>&1 ||
 	{ cat "$D/fio-tcp.out" >&2; fail "fio verify over TCP"; }
 
 # ---------------------------------------------------------------- fio verify, both backends
@@ -110,15 +110,15 @@ for io in io_uring libaio; do
 	qemu-io -f raw -c 'read -P 0x77 20M 4096' "$U2" >/dev/null || fail "--io $io: v2 lost data over restart"
 	for rw in randwrite write; do
 		fio --name="$io-$rw" --ioengine=nbd --uri="$U1" --rw="$rw" --bs=4k --size=64M \
-			--iodepth=32 --verify=crc32c --output-format=json --output="$D/fio-$io-$rw.json" >"$D/fio.err" 2>&1 ||
-			{ cat "$D/fio.err" >&2; fail "fio --verify=crc32c $rw with tesserad --io $io"; }
+			--iodepth=32 --verify=crc32c --verify_state_save=0 --output-format=json --output="$D/fio-$io-$rw.json" >"$D/fio.err" 2>&1 ||
+			{ cat "$D/fio.err" >&2; fail "fio --verify=crc32c --verify_state_save=0 $rw with tesserad --io $io"; }
 		iops=$(json_get 'round(j["jobs"][0]["write"]["iops"])' <"$D/fio-$io-$rw.json")
 		errs=$(json_get 'j["jobs"][0]["error"]' <"$D/fio-$io-$rw.json")
 		assert_eq "$errs" 0 "fio job error ($io $rw)"
 		log "fio $rw verify ok with --io $io ($iops write IOPS)"
 	done
 	fio --name="$io-mixed" --ioengine=nbd --uri="$U1" --rw=randrw --rwmixread=50 --bsrange=4k-64k \
-		--size=64M --iodepth=16 --verify=crc32c \
+		--size=64M --iodepth=16 --verify=crc32c --verify_state_save=0 \
 		--output-format=terse >"$D/fio-mixed.out" 2>&1 ||
 		{ cat "$D/fio-mixed.out" >&2; fail "fio mixed-size randrw verify with --io $io"; }
 done
