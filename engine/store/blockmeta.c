@@ -17,7 +17,11 @@
  *   not be normalized" ({cur, prev} where the data matches only one of them);
  *   recovery (recovery.c) scans exactly those regions after an unclean stop.
  *   The bit reaches the disk (msync) before the first entry of a clean region
- *   is changed; it is cleared only when no write is in flight (open, close).
+ *   is changed.  The bitmap is cleared (hole punched, fdatasync) only when
+ *   every entry is known to match its data: after recovery at open, at the
+ *   close of a volume, and after a flush during which no write was in flight
+ *   (blockmeta_clear_if_quiet, at most every 30 s, TSR_STORE_DIRTY_CLEAR_MS),
+ *   and never while a failed write may have left an entry unnormalized.
  *
  * Mappings and resize: the crc file is mapped with room to grow (twice its
  * size, at least 1 GiB of address space, MAP_NORESERVE) because touching a
@@ -245,8 +249,8 @@ int blockmeta_grow(struct blockmeta *bm, uint64_t old_size, uint64_t new_size)
 
 static bool durable_test(struct blockmeta *bm, uint64_t r)
 {
-	return atomic_load_explicit(&bm->durable[r / 64], memory_order_acquire) &
-	       (1ull << (r % 64));
+	/* seq_cst: pairs with blockmeta_clear_if_quiet (see there) */
+	return atomic_load(&bm->durable[r / 64]) & (1ull << (r % 64));
 }
 
 int blockmeta_mark_dirty(struct blockmeta *bm, uint64_t first, uint64_t last)
@@ -280,8 +284,8 @@ int blockmeta_mark_dirty(struct blockmeta *bm, uint64_t first, uint64_t last)
 			goto out;
 		}
 		for (r = first; r <= last; r++)
-			atomic_fetch_or_explicit(&bm->durable[r / 64], 1ull << (r % 64),
-						 memory_order_release);
+			atomic_fetch_or(&bm->durable[r / 64], 1ull << (r % 64));
+		atomic_store(&bm->any_dirty, true);
 	}
 out:
 	pthread_mutex_unlock(&bm->dirty_lock);
@@ -304,8 +308,54 @@ int blockmeta_clear_dirty(struct blockmeta *bm, uint64_t size)
 	}
 	if (fdatasync(bm->dirty_fd) < 0)
 		goto err;
+	atomic_store(&bm->any_dirty, false);
 	pthread_mutex_unlock(&bm->dirty_lock);
 	return 0;
+err:
+	ret = -errno;
+	pthread_mutex_unlock(&bm->dirty_lock);
+	tsr_error("clear dirty-region bitmap: %s", strerror(-ret));
+	return ret;
+}
+
+/*
+ * Writers count themselves (writes_started, a seq_cst RMW) before testing
+ * their regions' durable bits (seq_cst loads); here the durable bits are
+ * cleared (seq_cst stores) before writes_started is read again.  So either a
+ * writer's count is seen here, and the on-disk bitmap is left alone, or the
+ * writer sees its bits clear and takes the slow path, which waits for
+ * dirty_lock and sets its bit again on disk after the punch below.  Clearing
+ * the in-memory bits alone is always safe: it only costs an extra msync.
+ */
+int blockmeta_clear_if_quiet(struct blockmeta *bm, uint64_t size, _Atomic uint64_t *writes_started,
+			     uint64_t seen)
+{
+	uint64_t len = blockmeta_dirty_file_size(size), w;
+	int ret = 0;
+
+	pthread_mutex_lock(&bm->dirty_lock);
+	if (!atomic_load(&bm->any_dirty))
+		goto out;
+	for (w = 0; w < len / 8; w++)
+		if (atomic_load_explicit(&bm->durable[w], memory_order_relaxed))
+			atomic_store(&bm->durable[w], 0);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load(writes_started) != seen) {
+		ret = -EAGAIN;
+		goto out;
+	}
+	if (fallocate(bm->dirty_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)len) <
+	    0) {
+		memset(bm->dirty_map, 0, len);
+		if (msync(bm->dirty_map, len, MS_SYNC) < 0)
+			goto err;
+	}
+	if (fdatasync(bm->dirty_fd) < 0)
+		goto err;
+	atomic_store(&bm->any_dirty, false);
+out:
+	pthread_mutex_unlock(&bm->dirty_lock);
+	return ret;
 err:
 	ret = -errno;
 	pthread_mutex_unlock(&bm->dirty_lock);

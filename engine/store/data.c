@@ -30,6 +30,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store/internal.h"
@@ -55,6 +56,8 @@ struct svol_op {
 	int status;         /* first error */
 	bool syncing;       /* zeroes: final FUA fsyncs in flight */
 	bool data_failed;   /* write: a data write failed (undo the entries) */
+	bool quiet;         /* flush: no write was in flight when it was queued */
+	uint64_t seen;      /* flush: svol->writes_started when it was queued */
 	uint64_t pos;       /* zeroes: next byte to write */
 	uint64_t chunk_off; /* zeroes: chunk in flight */
 	uint64_t chunk_len;
@@ -141,12 +144,26 @@ static void op_put(struct svol_op *op)
 	t_nfree++;
 }
 
+/* Writes, trims and zeroes count themselves while they may change entries or
+ * data, so a flush can tell it ran while the volume was quiet. */
+static void write_begin(struct tsr_svol *svol)
+{
+	atomic_fetch_add(&svol->writes_started, 1); /* seq_cst: see blockmeta_clear_if_quiet */
+}
+
+static void write_end(struct tsr_svol *svol)
+{
+	atomic_fetch_add(&svol->writes_done, 1);
+}
+
 static void op_finish(struct svol_op *op)
 {
 	tsr_cb cb_fn = op->cb_fn;
 	void *cb_arg = op->cb_arg;
 	int status = op->status;
 
+	if (op->kind == OP_WRITE || op->kind == OP_ZEROES)
+		write_end(op->svol);
 	op_put(op);
 	cb_fn(cb_arg, status);
 }
@@ -157,6 +174,8 @@ static void op_finish(struct svol_op *op)
 static int op_launched(struct svol_op *op, int err)
 {
 	if (op->pending == 1) { /* nothing queued */
+		if (op->kind == OP_WRITE)
+			write_end(op->svol);
 		op_put(op);
 		return err;
 	}
@@ -372,12 +391,13 @@ int tsr_svol_write(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, ui
 	ret = check_io(svol, offset, len, buf);
 	if (ret)
 		return ret;
+	write_begin(svol);
 	ret = mark_range(svol, offset, len);
-	if (ret)
-		return ret;
-	op = op_get(svol, io, OP_WRITE, cb_fn, cb_arg);
-	if (op == NULL)
-		return -ENOMEM;
+	op = ret ? NULL : op_get(svol, io, OP_WRITE, cb_fn, cb_arg);
+	if (op == NULL) {
+		write_end(svol);
+		return ret ? ret : -ENOMEM;
+	}
 	op->offset = offset;
 	op->len = len;
 	op->buf = (uint8_t *)buf;
@@ -417,6 +437,29 @@ int tsr_svol_write(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, ui
 
 /* ---- flush ---- */
 
+/*
+ * A flush that ran while no write was in flight or started made every entry
+ * and block durable and normal enough ("data matches cur"), so the dirty
+ * bitmap can start again from empty: a later crash then scans only regions
+ * written since.  Done at most once per store->dirty_clear_ns (it costs a
+ * punch and an fdatasync here, and an msync at each region's next write).
+ */
+static void maybe_clear_dirty(struct tsr_svol *svol, uint64_t seen)
+{
+	struct timespec ts;
+	int64_t now, last;
+
+	if (atomic_load(&svol->write_failed) || !atomic_load(&svol->meta.any_dirty))
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	last = atomic_load(&svol->last_clear_ns);
+	if (now - last < svol->store->dirty_clear_ns ||
+	    !atomic_compare_exchange_strong(&svol->last_clear_ns, &last, now))
+		return;
+	blockmeta_clear_if_quiet(&svol->meta, tsr_svol_size(svol), &svol->writes_started, seen);
+}
+
 static void flush_done(void *cb_arg, int res)
 {
 	struct svol_op *op = cb_arg;
@@ -427,8 +470,11 @@ static void flush_done(void *cb_arg, int res)
 	}
 	if (--op->pending)
 		return;
-	if (op->status == 0 && op->kind == OP_FLUSH)
+	if (op->status == 0 && op->kind == OP_FLUSH) {
 		stat_add(&op->svol->stats.flushes, 1);
+		if (op->quiet)
+			maybe_clear_dirty(op->svol, op->seen);
+	}
 	op_finish(op);
 }
 
@@ -464,6 +510,8 @@ int tsr_svol_flush(struct tsr_svol *svol, struct tsr_io *io, tsr_cb cb_fn, void 
 
 	if (op == NULL)
 		return -ENOMEM;
+	op->seen = atomic_load(&svol->writes_started);
+	op->quiet = atomic_load(&svol->writes_done) == op->seen;
 	op->pending = 1;
 	return op_launched(op, queue_syncs(op, 0, 0));
 }
@@ -580,9 +628,10 @@ static int trim_now(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, u
 	op->offset = offset;
 	op->len = len;
 	op->flags = flags;
+	write_begin(svol);
 	ret = mark_range(svol, offset, len);
 	if (ret)
-		goto err;
+		goto err_end;
 	entries_zero(svol, offset, len);
 	n = svol_map(svol, offset, len, p, (int)STORE_MAX_SEGS);
 	for (i = 0; i < n; i++) {
@@ -597,11 +646,13 @@ static int trim_now(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, u
 		}
 		/* on error the entries stay {0, old}: either content reads back */
 		if (ret)
-			goto err;
+			goto err_end;
 	}
+	write_end(svol);
 	stat_add(&svol->stats.trims, 1);
 	return complete_later(op);
-err:
+err_end:
+	write_end(svol);
 	op_put(op);
 	return ret;
 }
@@ -709,18 +760,20 @@ int tsr_svol_write_zeroes(struct tsr_svol *svol, struct tsr_io *io, uint64_t off
 		return ret;
 	if (zero_buf() == NULL)
 		return -ENOMEM;
+	write_begin(svol);
 	ret = mark_range(svol, offset, len);
-	if (ret)
-		return ret;
-	op = op_get(svol, io, OP_ZEROES, cb_fn, cb_arg);
-	if (op == NULL)
-		return -ENOMEM;
+	op = ret ? NULL : op_get(svol, io, OP_ZEROES, cb_fn, cb_arg);
+	if (op == NULL) {
+		write_end(svol);
+		return ret ? ret : -ENOMEM;
+	}
 	op->offset = offset;
 	op->len = len;
 	op->flags = flags;
 	op->pos = offset;
 	ret = zeroes_next(op);
 	if (ret) {
+		write_end(svol);
 		op_put(op);
 		return ret;
 	}

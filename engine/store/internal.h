@@ -6,7 +6,8 @@
  * - store->lock guards the SQLite handle, the list of open volumes, every
  *   svol's refcount, and the growth of an svol's files and mappings (resize).
  * - svol->meta.dirty_lock guards the 0->1 transition of dirty-region bits
- *   (set the bit in the mmap'd bitmap, msync it, then publish it as durable).
+ *   (set the bit in the mmap'd bitmap, msync it, then publish it as durable)
+ *   and the clearing of the bitmap after a quiet flush.
  * - The data path takes no lock: it reads svol->size, the segment fds, the
  *   crc mapping pointer and the durable-region bits with atomic loads, and
  *   counts stats with relaxed atomic adds.
@@ -80,6 +81,7 @@ struct blockmeta {
 	_Atomic uint64_t *durable; /* anonymous: region bit is set AND durable on disk */
 	size_t durable_len;
 	pthread_mutex_t dirty_lock; /* 0->1 transitions of dirty bits */
+	_Atomic bool any_dirty;     /* a bit was set since the bitmap was last cleared */
 };
 
 /* Z = crc32c of a zero block; entries are stored as crc ^ Z. */
@@ -128,6 +130,11 @@ static inline uint64_t entry_make(uint32_t cur, uint32_t prev)
 int blockmeta_mark_dirty(struct blockmeta *bm, uint64_t first_region, uint64_t last_region);
 /* Clear every dirty bit on disk and in memory (no I/O may be in flight). */
 int blockmeta_clear_dirty(struct blockmeta *bm, uint64_t size);
+/* Clear the bitmap while the volume is open, if *writes_started still equals
+ * seen once new writes are forced onto the slow path.  Returns 0 when
+ * cleared (or nothing to clear), -EAGAIN when a write started meanwhile, or -errno. */
+int blockmeta_clear_if_quiet(struct blockmeta *bm, uint64_t size, _Atomic uint64_t *writes_started,
+			     uint64_t seen);
 /* Make the crc table durable (fdatasync of the crc file). */
 int blockmeta_sync(struct blockmeta *bm);
 
@@ -143,6 +150,7 @@ struct tsr_store {
 	pthread_mutex_t lock;       /* see the lock policy above */
 	struct tsr_svol *open_vols; /* store->lock */
 	int trampoline_fd;          /* for deferred completions (data.c) */
+	int64_t dirty_clear_ns;     /* least interval between bitmap clears at flush */
 };
 
 struct svol_stats {
@@ -162,8 +170,11 @@ struct tsr_svol {
 	    seg_fd[STORE_MAX_SEGS]; /* file mode: O_DIRECT fd per 8 TiB segment, -1 absent */
 	struct blockmeta meta;
 	struct svol_stats stats;
-	_Atomic bool write_failed; /* keep the dirty bits at close (data.c) */
-	struct tsr_svol *next;     /* store->open_vols, store->lock */
+	_Atomic bool write_failed;       /* keep the dirty bits at close (data.c) */
+	_Atomic uint64_t writes_started; /* writes, trims, zeroes begun (data.c) */
+	_Atomic uint64_t writes_done;    /* ... and finished, successfully or not */
+	_Atomic int64_t last_clear_ns;   /* CLOCK_MONOTONIC of the last bitmap clear */
+	struct tsr_svol *next;           /* store->open_vols, store->lock */
 };
 
 /* Paths of a volume's files into buf (PATH_MAX). */

@@ -762,6 +762,9 @@ int tsr_store_open(const char *dir, const struct tsr_store_opts *opts, struct ts
 	if (store == NULL)
 		return -ENOMEM;
 	store->dev_fd = store->lock_fd = store->trampoline_fd = -1;
+	store->dirty_clear_ns = 30ll * 1000000000;
+	if (getenv("TSR_STORE_DIRTY_CLEAR_MS")) /* tests */
+		store->dirty_clear_ns = atoll(getenv("TSR_STORE_DIRTY_CLEAR_MS")) * 1000000;
 	pthread_mutex_init(&store->lock, NULL);
 	store->dir = strdup(dir);
 	if (store->dir == NULL) {

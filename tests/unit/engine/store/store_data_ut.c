@@ -406,6 +406,9 @@ static void *writer_main(void *arg)
 		fill(buf, BS, 20 + w->id, off);
 		if (swrite(w->e->v, io, off, BS, buf, i % 64 == 0 ? TSR_WRITE_FUA : 0))
 			w->failures++;
+		/* flushes that race with the others' writes to clear the bitmap */
+		if (i % 32 == 31 && sflush(w->e->v, io))
+			w->failures++;
 		if (sread(w->e->v, io, off, BS, buf + BS) ||
 		    !is_filled(buf + BS, BS, 20 + w->id, off))
 			w->failures++;
@@ -424,6 +427,12 @@ static void test_threads_share_a_handle(void **state)
 	struct tsr_svol_stats st;
 	unsigned i;
 
+	if (e->io) {
+		setenv("TSR_STORE_DIRTY_CLEAR_MS", "0", 1);
+		tsr_store_close(e->store);
+		assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+		unsetenv("TSR_STORE_DIRTY_CLEAR_MS");
+	}
 	vol(e, 8 * MiB);
 	for (i = 0; i < 4; i++) {
 		w[i] = (struct writer){.e = e, .id = i};
@@ -479,6 +488,48 @@ static void test_queue_full(void **state)
 	assert_true(is_zero(bits, sizeof(bits)));
 }
 
+/* A flush with no write in flight or started clears the dirty bitmap, so a
+ * later crash scans only regions written after it. */
+static void test_quiet_flush_clears_dirty(void **state)
+{
+	struct env *e = *state;
+	struct done dw = {0}, df = {0};
+
+	if (e->io) {
+		setenv("TSR_STORE_DIRTY_CLEAR_MS", "0", 1);
+		tsr_store_close(e->store);
+		assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+		unsetenv("TSR_STORE_DIRTY_CLEAR_MS");
+	}
+	vol(e, 8 * MiB);
+	fill(e->buf, BS, 40, 0);
+	assert_int_equal(swrite(e->v, e->io, 0, BS, e->buf, 0), 0);
+	fill(e->buf2, BS, 41, 3 * MiB);
+	assert_int_equal(swrite(e->v, e->io, 3 * MiB, BS, e->buf2, 0), 0);
+	assert_int_equal(count_dirty_bits(e->dir, e->uuid), 2);
+
+	/* a write in flight when the flush is queued: nothing is cleared */
+	fill(e->buf2, BS, 42, 5 * MiB);
+	assert_int_equal(tsr_svol_write(e->v, e->io, 5 * MiB, BS, e->buf2, 0, done_cb, &dw), 0);
+	assert_int_equal(tsr_svol_flush(e->v, e->io, done_cb, &df), 0);
+	assert_int_equal(wait_done(e->io, &dw), 0);
+	assert_int_equal(wait_done(e->io, &df), 0);
+	assert_int_equal(count_dirty_bits(e->dir, e->uuid), 3);
+
+	/* quiet: cleared */
+	assert_int_equal(sflush(e->v, e->io), 0);
+	assert_int_equal(count_dirty_bits(e->dir, e->uuid), 0);
+	/* the next write into a region marks it again, on disk */
+	fill(e->buf, BS, 43, BS);
+	assert_int_equal(swrite(e->v, e->io, BS, BS, e->buf, 0), 0);
+	assert_int_equal(count_dirty_bits(e->dir, e->uuid), 1);
+	assert_int_equal(sread(e->v, e->io, 0, 2 * BS, e->buf), 0);
+	assert_true(is_filled(e->buf, BS, 40, 0));
+	assert_true(is_filled(e->buf + BS, BS, 43, BS));
+	assert_int_equal(sread(e->v, e->io, 5 * MiB, BS, e->buf), 0);
+	assert_true(is_filled(e->buf, BS, 42, 5 * MiB));
+}
+
 #define BOTH(t)                                                                                    \
 	cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)&g_uring),            \
 	    cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)&g_aio)
@@ -495,6 +546,7 @@ int main(void)
 	    BOTH(test_failed_write_changes_nothing),
 	    BOTH(test_threads_share_a_handle),
 	    BOTH(test_queue_full),
+	    BOTH(test_quiet_flush_clears_dirty),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

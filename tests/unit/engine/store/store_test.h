@@ -189,6 +189,25 @@ static UNUSED void read_entry(const char *dir, const char *uuid, uint64_t b, uin
 	*prev = e[1];
 }
 
+/* Number of set bits in a volume's dirty bitmap file, -1 on error. */
+static UNUSED int count_dirty_bits(const char *dir, const char *uuid)
+{
+	char path[PATH_MAX];
+	uint8_t b[4096];
+	ssize_t n, i;
+	int fd, bits = 0;
+
+	vol_file(dir, uuid, "dirty", path);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	while ((n = read(fd, b, sizeof(b))) > 0)
+		for (i = 0; i < n; i++)
+			bits += __builtin_popcount(b[i]);
+	close(fd);
+	return bits;
+}
+
 /* crc32c(block) ^ Z, the stored form of an entry. */
 static UNUSED uint32_t stored_crc(const void *block)
 {
