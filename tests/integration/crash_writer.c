@@ -1,12 +1,13 @@
 /*
  * crash_writer: the client side of test-crash-loop.sh.
  *
- *   crash_writer write  URI LOG [--qd N] [--seq-base S] [--seed X]
+ *   crash_writer write  URI LOG [--qd N] [--conns C] [--seq-base S] [--seed X]
  *   crash_writer verify URI LOG
  *
- * write: connects with libnbd and keeps N (default 16) 4 KiB writes in flight
- * at random block offsets of the whole export, never two at once on the same
- * block.  Each block is self-describing (struct block_hdr: magic, offset,
+ * write: opens C (default 2) libnbd connections, one thread each, and keeps
+ * N (default 8) 4 KiB writes in flight on each at random block offsets of the
+ * whole export, never two at once on the same block (connection i owns the
+ * blocks b with b % C == i).  Each block is self-describing (struct block_hdr: magic, offset,
  * sequence number, CRC32C of the block) and its filler is derived from
  * (offset, seq), so any block read back can be told apart from garbage.
  * One write in 8 carries FUA, one in 64 is followed by a FLUSH.  When a write
@@ -34,6 +35,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <pthread.h>
+#include <stdatomic.h>
+
 #include <libnbd.h>
 
 #include "tessera/common.h"
@@ -59,9 +63,20 @@ struct slot {
 };
 
 static int g_log_fd = -1;
-static uint64_t g_acked;
-static uint64_t g_failed;
+static _Atomic uint64_t g_seq;      /* last sequence number handed out */
+static _Atomic uint64_t g_acked;
+static _Atomic uint64_t g_failed;
 static unsigned char *g_inflight; /* one byte per block: a write is in flight */
+
+/* One writer connection: its own libnbd handle and the blocks b with
+ * b % nconns == index, so no two connections ever race on a block. */
+struct writer {
+	const char *uri;
+	unsigned index, nconns, qd;
+	uint64_t seed;
+	pthread_t thread;
+	char error[256];
+};
 
 static uint64_t rng_next(uint64_t *s)
 {
@@ -138,7 +153,7 @@ static int write_done(void *user_data, int *error)
 	s->busy = false;
 	g_inflight[s->offset / BLK] = 0;
 	if (*error) {
-		g_failed++;
+		atomic_fetch_add(&g_failed, 1);
 		return 1;
 	}
 	n = snprintf(line, sizeof(line), "%" PRIu64 " %" PRIu64 "\n", s->offset, s->seq);
@@ -146,7 +161,7 @@ static int write_done(void *user_data, int *error)
 		perror("crash_writer: write log");
 		exit(1);
 	}
-	g_acked++;
+	atomic_fetch_add(&g_acked, 1);
 	return 1;
 }
 
@@ -155,46 +170,35 @@ static int flush_done(void *user_data, int *error)
 	return 1;
 }
 
-static int do_write(const char *uri, const char *logpath, unsigned qd, uint64_t seq,
-		    uint64_t seed)
+static void *writer_run(void *arg)
 {
+	struct writer *w = arg;
 	struct nbd_handle *h;
 	struct slot *slots;
-	uint64_t nblocks, writes = 0;
+	uint64_t nblocks, mine, writes = 0;
 	int64_t size;
 	bool fua;
 	unsigned i;
 
-	g_log_fd = open(logpath, O_WRONLY | O_APPEND | O_CREAT, 0644);
-	if (g_log_fd < 0) {
-		perror(logpath);
-		return 1;
-	}
 	h = nbd_create();
-	if (!h || nbd_connect_uri(h, uri) < 0) {
-		fprintf(stderr, "crash_writer: connect %s: %s\n", uri, nbd_get_error());
-		return 2;
-	}
+	if (!h || nbd_connect_uri(h, w->uri) < 0)
+		goto dead;
 	size = nbd_get_size(h);
-	if (size < (int64_t)BLK) {
-		fprintf(stderr, "crash_writer: bad export size %" PRId64 "\n", size);
-		return 2;
-	}
 	nblocks = size / BLK;
-	if (qd > nblocks)
-		qd = nblocks;
+	mine = (nblocks - w->index + w->nconns - 1) / w->nconns;
+	if (size < (int64_t)(BLK * w->nconns) || mine < w->qd) {
+		snprintf(w->error, sizeof(w->error), "export too small (%" PRId64 " bytes)", size);
+		return NULL;
+	}
 	fua = nbd_can_fua(h) == 1;
-	g_inflight = calloc(nblocks, 1);
-	slots = calloc(qd, sizeof(*slots));
-	if (!g_inflight || !slots)
-		return 2;
-	for (i = 0; i < qd; i++)
+	slots = calloc(w->qd, sizeof(*slots));
+	if (!slots)
+		abort();
+	for (i = 0; i < w->qd; i++)
 		slots[i].buf = tsr_alloc_aligned(BLK);
-	printf("crash_writer: connected, %" PRIu64 " blocks, qd %u\n", nblocks, qd);
-	fflush(stdout);
 
 	for (;;) {
-		for (i = 0; i < qd; i++) {
+		for (i = 0; i < w->qd; i++) {
 			struct slot *s = &slots[i];
 			uint64_t b;
 			uint32_t flags = 0;
@@ -202,12 +206,12 @@ static int do_write(const char *uri, const char *logpath, unsigned qd, uint64_t 
 			if (s->busy)
 				continue;
 			do
-				b = rng_next(&seed) % nblocks;
+				b = (rng_next(&w->seed) % mine) * w->nconns + w->index;
 			while (g_inflight[b]);
 			s->offset = b * BLK;
-			s->seq = ++seq;
+			s->seq = atomic_fetch_add(&g_seq, 1) + 1;
 			fill_block(s->buf, s->offset, s->seq);
-			if (fua && rng_next(&seed) % 8 == 0)
+			if (fua && rng_next(&w->seed) % 8 == 0)
 				flags |= LIBNBD_CMD_FLAG_FUA;
 			if (nbd_aio_pwrite(h, s->buf, BLK, s->offset,
 					   (nbd_completion_callback){ .callback = write_done,
@@ -221,15 +225,60 @@ static int do_write(const char *uri, const char *logpath, unsigned qd, uint64_t 
 					  0) < 0)
 				goto dead;
 		}
-		if (nbd_poll(h, -1) < 0)
-			goto dead;
-		if (g_failed)
+		if (nbd_poll(h, -1) < 0 || atomic_load(&g_failed))
 			goto dead;
 	}
 dead:
+	/* No nbd_close: the server is gone; the log is already written. */
+	snprintf(w->error, sizeof(w->error), "%s", nbd_get_error() ? nbd_get_error() : "write failed");
+	return NULL;
+}
+
+static int do_write(const char *uri, const char *logpath, unsigned qd, unsigned nconns,
+		    uint64_t seq, uint64_t seed)
+{
+	struct writer *w;
+	struct nbd_handle *h;
+	int64_t size;
+	unsigned i;
+
+	g_log_fd = open(logpath, O_WRONLY | O_APPEND | O_CREAT, 0644);
+	if (g_log_fd < 0) {
+		perror(logpath);
+		return 1;
+	}
+	/* One probe connection for the size (and to fail early). */
+	h = nbd_create();
+	if (!h || nbd_connect_uri(h, uri) < 0) {
+		fprintf(stderr, "crash_writer: connect %s: %s\n", uri, nbd_get_error());
+		return 2;
+	}
+	size = nbd_get_size(h);
+	nbd_shutdown(h, 0);
+	nbd_close(h);
+	if (size < (int64_t)BLK) {
+		fprintf(stderr, "crash_writer: bad export size %" PRId64 "\n", size);
+		return 2;
+	}
+	g_inflight = calloc(size / BLK, 1);
+	w = calloc(nconns, sizeof(*w));
+	if (!g_inflight || !w)
+		return 2;
+	atomic_store(&g_seq, seq);
+	printf("crash_writer: %" PRId64 " blocks, %u connections, qd %u each\n", size / BLK,
+	       nconns, qd);
+	fflush(stdout);
+	for (i = 0; i < nconns; i++) {
+		w[i] = (struct writer){ .uri = uri, .index = i, .nconns = nconns, .qd = qd,
+					.seed = seed + i * 0x9E3779B97F4A7C15ull };
+		if (pthread_create(&w[i].thread, NULL, writer_run, &w[i]))
+			return 2;
+	}
+	for (i = 0; i < nconns; i++)
+		pthread_join(w[i].thread, NULL);
 	fprintf(stderr, "crash_writer: stopped after %" PRIu64 " acknowledged writes "
-		"(%" PRIu64 " failed): %s\n", g_acked, g_failed, nbd_get_error());
-	/* Do not nbd_close: it would wait for nothing; the log is already written. */
+		"(%" PRIu64 " failed): %s\n", atomic_load(&g_acked), atomic_load(&g_failed),
+		w[0].error);
 	close(g_log_fd);
 	return 3;
 }
@@ -330,7 +379,8 @@ static int do_verify(const char *uri, const char *logpath)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: crash_writer write URI LOG [--qd N] [--seq-base S] [--seed X]\n"
+	fprintf(stderr, "usage: crash_writer write URI LOG [--qd N] [--conns N] [--seq-base S] "
+			"[--seed X]\n"
 			"       crash_writer verify URI LOG\n");
 	exit(2);
 }
@@ -338,7 +388,7 @@ static void usage(void)
 int main(int argc, char **argv)
 {
 	uint64_t seq_base = 0, seed = 0;
-	unsigned qd = 16;
+	unsigned qd = 8, conns = 2;
 	int i;
 
 	if (argc < 4)
@@ -346,6 +396,8 @@ int main(int argc, char **argv)
 	for (i = 4; i < argc; i++) {
 		if (!strcmp(argv[i], "--qd") && i + 1 < argc)
 			qd = strtoul(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--conns") && i + 1 < argc)
+			conns = strtoul(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--seq-base") && i + 1 < argc)
 			seq_base = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
@@ -357,8 +409,10 @@ int main(int argc, char **argv)
 		seed = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid() ^ 0x1234567ull;
 	if (!qd)
 		qd = 1;
+	if (!conns)
+		conns = 1;
 	if (!strcmp(argv[1], "write"))
-		return do_write(argv[2], argv[3], qd, seq_base, seed);
+		return do_write(argv[2], argv[3], qd, conns, seq_base, seed);
 	if (!strcmp(argv[1], "verify"))
 		return do_verify(argv[2], argv[3]);
 	usage();

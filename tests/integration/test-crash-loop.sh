@@ -2,7 +2,7 @@
 # Crash loop: SIGKILL tesserad at random moments during writes, in a loop.
 #
 # Each round: start tesserad (it must open the store every time), start
-# crash_writer (QD 16 random 4 KiB self-describing writes, some FUA, some
+# crash_writer (2 connections x QD 8 random 4 KiB self-describing writes, some FUA, some
 # flushes; it logs every ACKNOWLEDGED write), wait 0.2-2 s, kill -9 tesserad,
 # restart it, and have crash_writer verify read back every block: each block
 # it logged must hold its last acknowledged write or a later (in-flight) one,
@@ -33,7 +33,7 @@ for (( r=1; r<=rounds; r++ )); do
 	io=auto
 	(( r % 5 == 0 )) && io=libaio
 	start_tesserad "$D" --io "$io"
-	"$CRASH_WRITER" write "$uri" "$WLOG" --qd 16 --seq-base $(( r * 1000000000 )) \
+	"$CRASH_WRITER" write "$uri" "$WLOG" --qd 8 --conns 2 --seq-base $(( r * 1000000000 )) \
 		--seed $(( RANDOM * 65536 + RANDOM + r )) >"$D/writer.out" 2>&1 &
 	wpid=$!
 	track_pid "$wpid"
