@@ -75,6 +75,8 @@ struct writer {
 	unsigned index, nconns, qd;
 	uint64_t seed;
 	pthread_t thread;
+	struct nbd_handle *h;
+	struct slot *slots; /* qd of them, freed by do_write */
 	char error[256];
 };
 
@@ -181,6 +183,7 @@ static void *writer_run(void *arg)
 	unsigned i;
 
 	h = nbd_create();
+	w->h = h;
 	if (!h || nbd_connect_uri(h, w->uri) < 0)
 		goto dead;
 	size = nbd_get_size(h);
@@ -194,6 +197,7 @@ static void *writer_run(void *arg)
 	slots = calloc(w->qd, sizeof(*slots));
 	if (!slots)
 		abort();
+	w->slots = slots;
 	for (i = 0; i < w->qd; i++)
 		slots[i].buf = tsr_alloc_aligned(BLK);
 
@@ -229,7 +233,8 @@ static void *writer_run(void *arg)
 			goto dead;
 	}
 dead:
-	/* No nbd_close: the server is gone; the log is already written. */
+	/* The server is gone; the log is already written.  Handles are closed by
+	 * do_write after every thread has stopped. */
 	snprintf(w->error, sizeof(w->error), "%s", nbd_get_error() ? nbd_get_error() : "write failed");
 	return NULL;
 }
@@ -280,6 +285,18 @@ static int do_write(const char *uri, const char *logpath, unsigned qd, unsigned 
 		"(%" PRIu64 " failed): %s\n", atomic_load(&g_acked), atomic_load(&g_failed),
 		w[0].error);
 	close(g_log_fd);
+	/* Free everything so that sanitizer builds see no leak. */
+	for (i = 0; i < nconns; i++) {
+		unsigned j;
+
+		if (w[i].h)
+			nbd_close(w[i].h); /* retires in-flight commands */
+		for (j = 0; w[i].slots && j < qd; j++)
+			tsr_free_aligned(w[i].slots[j].buf);
+		free(w[i].slots);
+	}
+	free(w);
+	free(g_inflight);
 	return 3;
 }
 
@@ -371,6 +388,8 @@ static int do_verify(const char *uri, const char *logpath)
 	}
 	nbd_shutdown(h, 0);
 	nbd_close(h);
+	free(last_seq);
+	tsr_free_aligned(buf);
 	printf("verify: %" PRIu64 " log lines, %" PRIu64 " written blocks checked "
 	       "(%" PRIu64 " hold an unacknowledged later write), %" PRIu64
 	       " never-written blocks zero, %d bad\n", lines, logged, newer, zero, bad);

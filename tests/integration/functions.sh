@@ -154,7 +154,7 @@ start_tesserad() {
 	local dir=$1 i
 	shift
 	mkdir -p "$dir"
-	_tsr_dirs+=("$dir")
+	[[ " ${_tsr_dirs[*]} " == *" $dir "* ]] || _tsr_dirs+=("$dir")
 	echo "=== start $(date +%T.%N) args: $*" >>"$dir/tesserad.log"
 	"$TESSERAD" --data "$dir" "$@" >>"$dir/tesserad.log" 2>&1 &
 	TSRD_PID=$!
