@@ -64,13 +64,14 @@ run_ctest() {
 build() {
 	local dir=$1 label=$2
 	shift 2
-	if cmake -S "$SRC" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >"$dir.configure.log" 2>&1 &&
-	   cmake --build "$dir" -j"$JOBS" >"$dir.build.log" 2>&1; then
+	mkdir -p "$dir"
+	if cmake -S "$SRC" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >"$dir/configure.log" 2>&1 &&
+	   cmake --build "$dir" -j"$JOBS" >"$dir/build.log" 2>&1; then
 		ok
 		echo "built $dir"
 		return 0
 	fi
-	cat "$dir.configure.log" "$dir.build.log" 2>/dev/null | grep -E -B2 -A6 'error|Error' | head -80
+	cat "$dir/configure.log" "$dir/build.log" 2>/dev/null | grep -E -B2 -A6 'error|Error' | head -80
 	ko "build $label"
 	return 1
 }
@@ -111,6 +112,7 @@ if build "$B-fuzz" fuzz -DCMAKE_C_COMPILER=clang-14 -DTSR_WERROR=ON -DTSR_FUZZ=O
 		corpus=$(mktemp -d /var/tmp/tessera-corpus.XXXXXX)
 		[ -d "tests/fuzz/corpus/$name" ] && cp -r "tests/fuzz/corpus/$name/." "$corpus/"
 		if "$f" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
+			-artifact_prefix="$B-fuzz/$name-" \
 			-print_final_stats=1 "$corpus" >"$B-fuzz/$name.log" 2>&1; then
 			ok
 			grep -E 'stat::number_of_executed_units|cov:' "$B-fuzz/$name.log" | tail -n 2
