@@ -253,9 +253,17 @@ static bool durable_test(struct blockmeta *bm, uint64_t r)
 	return atomic_load(&bm->durable[r / 64]) & (1ull << (r % 64));
 }
 
+/*
+ * Regions are marked a group of 64 at a time (one 8-byte word of the bitmap,
+ * 64 MiB of volume): a first write anywhere in a group sets all 64 bits with
+ * one msync.  The msync (a journal commit and a disk cache flush) is what
+ * costs; a crash makes recovery read at most the whole group.  Bits past the
+ * end of the volume may get set; recovery ignores them, and the word is
+ * always inside the file (its size is a multiple of 4096).
+ */
 int blockmeta_mark_dirty(struct blockmeta *bm, uint64_t first, uint64_t last)
 {
-	uint64_t r, lo = UINT64_MAX, hi = 0;
+	uint64_t r, w, lo = UINT64_MAX, hi = 0;
 	uintptr_t start, end;
 	int ret = 0;
 
@@ -267,13 +275,13 @@ int blockmeta_mark_dirty(struct blockmeta *bm, uint64_t first, uint64_t last)
 		return 0;
 
 	pthread_mutex_lock(&bm->dirty_lock);
-	for (r = first; r <= last; r++) {
-		if (durable_test(bm, r))
+	for (w = first / 64; w <= last / 64; w++) {
+		if (atomic_load(&bm->durable[w]) == UINT64_MAX)
 			continue;
-		bm->dirty_map[r / 8] |= (uint8_t)(1u << (r % 8));
+		memset(bm->dirty_map + w * 8, 0xff, 8);
 		if (lo == UINT64_MAX)
-			lo = r / 8;
-		hi = r / 8;
+			lo = w * 8;
+		hi = w * 8 + 7;
 	}
 	if (lo != UINT64_MAX) {
 		start = (uintptr_t)(bm->dirty_map + lo) & ~(uintptr_t)(STORE_PAGE - 1);
@@ -283,8 +291,8 @@ int blockmeta_mark_dirty(struct blockmeta *bm, uint64_t first, uint64_t last)
 			tsr_error("write: sync dirty-region bitmap: %s", strerror(errno));
 			goto out;
 		}
-		for (r = first; r <= last; r++)
-			atomic_fetch_or(&bm->durable[r / 64], 1ull << (r % 64));
+		for (w = first / 64; w <= last / 64; w++)
+			atomic_store(&bm->durable[w], UINT64_MAX);
 		atomic_store(&bm->any_dirty, true);
 	}
 out:
