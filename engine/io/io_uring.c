@@ -52,8 +52,14 @@ static int uring_create(const struct tsr_io_opts *opts, void **ctx_out)
 	 * SUBMIT_ALL (5.18): one bad SQE does not stop the rest of a batch.
 	 * Older kernels reject the flag; plain setup behaves the same for us
 	 * because the rest is submitted by the next io_uring_submit().
+	 * COOP_TASKRUN (5.19): completions do not interrupt the worker with an
+	 * IPI while it runs; they are posted at its next kernel entry, which
+	 * every loop pass makes (and a sleeping worker is still woken).
 	 */
-	ret = io_uring_queue_init(opts->queue_depth, &c->ring, IORING_SETUP_SUBMIT_ALL);
+	ret = io_uring_queue_init(opts->queue_depth, &c->ring,
+				  IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN);
+	if (ret == -EINVAL)
+		ret = io_uring_queue_init(opts->queue_depth, &c->ring, IORING_SETUP_SUBMIT_ALL);
 	if (ret == -EINVAL)
 		ret = io_uring_queue_init(opts->queue_depth, &c->ring, 0);
 	if (ret < 0) {
