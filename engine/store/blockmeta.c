@@ -300,14 +300,13 @@ out:
 	return ret;
 }
 
-int blockmeta_clear_dirty(struct blockmeta *bm, uint64_t size)
+/* Empty the on-disk bitmap (dirty_lock held): punch it (a hole reads as
+ * zeros and frees the blocks), or write zeros where punching is refused,
+ * then make it durable.  0 or -errno, logged. */
+static int wipe_dirty_file(struct blockmeta *bm, uint64_t len)
 {
-	uint64_t len = blockmeta_dirty_file_size(size);
 	int ret;
 
-	pthread_mutex_lock(&bm->dirty_lock);
-	memset((void *)bm->durable, 0, len);
-	/* a hole reads as zeros and frees the blocks; fall back to writing zeros */
 	if (fallocate(bm->dirty_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)len) <
 	    0) {
 		memset(bm->dirty_map, 0, len);
@@ -317,12 +316,22 @@ int blockmeta_clear_dirty(struct blockmeta *bm, uint64_t size)
 	if (fdatasync(bm->dirty_fd) < 0)
 		goto err;
 	atomic_store(&bm->any_dirty, false);
-	pthread_mutex_unlock(&bm->dirty_lock);
 	return 0;
 err:
 	ret = -errno;
-	pthread_mutex_unlock(&bm->dirty_lock);
 	tsr_error("clear dirty-region bitmap: %s", strerror(-ret));
+	return ret;
+}
+
+int blockmeta_clear_dirty(struct blockmeta *bm, uint64_t size)
+{
+	uint64_t len = blockmeta_dirty_file_size(size);
+	int ret;
+
+	pthread_mutex_lock(&bm->dirty_lock);
+	memset((void *)bm->durable, 0, len);
+	ret = wipe_dirty_file(bm, len);
+	pthread_mutex_unlock(&bm->dirty_lock);
 	return ret;
 }
 
@@ -352,22 +361,9 @@ int blockmeta_clear_if_quiet(struct blockmeta *bm, uint64_t size, _Atomic uint64
 		ret = -EAGAIN;
 		goto out;
 	}
-	if (fallocate(bm->dirty_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)len) <
-	    0) {
-		memset(bm->dirty_map, 0, len);
-		if (msync(bm->dirty_map, len, MS_SYNC) < 0)
-			goto err;
-	}
-	if (fdatasync(bm->dirty_fd) < 0)
-		goto err;
-	atomic_store(&bm->any_dirty, false);
+	ret = wipe_dirty_file(bm, len);
 out:
 	pthread_mutex_unlock(&bm->dirty_lock);
-	return ret;
-err:
-	ret = -errno;
-	pthread_mutex_unlock(&bm->dirty_lock);
-	tsr_error("clear dirty-region bitmap: %s", strerror(-ret));
 	return ret;
 }
 
