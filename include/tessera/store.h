@@ -92,6 +92,17 @@ int tsr_svol_write_zeroes(struct tsr_svol *svol, struct tsr_io *io, uint64_t off
 int tsr_svol_block_status(struct tsr_svol *svol, uint64_t offset, uint64_t len,
 			  struct tsr_extent *ext, size_t max, size_t *count);
 
+/*
+ * Coordinator epochs (DESIGN.md invariant 2).  Each volume keeps the highest
+ * epoch a coordinator has opened it with, durably in the catalogue.
+ * set_epoch raises it to epoch (blocking, control path or a rare peer OPEN);
+ * Errors: -ENOENT, -ESTALE epoch is below the recorded one (equal is fine).
+ * tsr_svol_epoch reads the current value without a lock (data path: a
+ * writer whose epoch is below it is fenced).
+ */
+int tsr_store_vol_set_epoch(struct tsr_store *store, const char *name, uint64_t epoch);
+uint64_t tsr_svol_epoch(const struct tsr_svol *svol);
+
 /* Counters for status and tests. */
 struct tsr_svol_stats {
 	uint64_t reads, writes, flushes, trims;

@@ -17,6 +17,8 @@
 #include "tessera/common.h"
 #include "tessera/io.h"
 #include "tessera/store.h"
+#include "tessera/layout.h"
+#include "tessera/worker.h"
 
 struct tsr_volset; /* the volumes this node can attach */
 struct tsr_vol;
@@ -34,6 +36,29 @@ void tsr_vol_put(struct tsr_vol *vol);
 /* True while some handle is held (delete refuses such a volume). */
 bool tsr_volset_in_use(struct tsr_volset *set, const char *name);
 
+/*
+ * Cluster mode: only volumes registered with tsr_volset_attach are served
+ * (the store's volumes are copies that only a coordinator may write).
+ * Call before any tsr_vol_get.
+ */
+void tsr_volset_set_cluster_mode(struct tsr_volset *set, bool on);
+/*
+ * Register layout as volume name's coordinator on this node, its data path
+ * run by worker home (NULL: any worker, as a local layout).  The volset owns
+ * layout from here on.  Errors: -EEXIST already attached, -ENOMEM.
+ */
+int tsr_volset_attach(struct tsr_volset *set, const char *name, struct tsr_layout *layout,
+		      struct tsr_worker *home);
+/*
+ * Unregister name: new tsr_vol_get calls fail with -ENOENT; the layout is
+ * destroyed when the last handle is put.  Errors: -ENOENT.
+ */
+int tsr_volset_detach(struct tsr_volset *set, const char *name);
+/* The registered coordinator's layout (no reference taken: control thread only), or NULL. */
+struct tsr_layout *tsr_volset_layout(struct tsr_volset *set, const char *name);
+
+/* The worker that must run vol's I/O, or NULL when any worker may. */
+struct tsr_worker *tsr_vol_home(const struct tsr_vol *vol);
 const char *tsr_vol_name(const struct tsr_vol *vol);
 uint64_t tsr_vol_size(const struct tsr_vol *vol);
 

@@ -1,0 +1,149 @@
+/*
+ * Tessera mirror layout (DESIGN.md layers 2-3): a volume kept as N full
+ * copies on N nodes, driven by its coordinator on the attach node.
+ *
+ * Threads: created and controlled from the control thread (tesserad's main
+ * loop); all data-path work runs on one worker, the volume's home worker:
+ * every tsr_layout_* data call must come from that worker with its io
+ * (engine/vol moves NBD connections there).  Control calls below are
+ * thread-safe unless marked otherwise.
+ *
+ * Rules (DESIGN.md invariants 1, 2, 3, 7):
+ *  - a write is acknowledged once every IN_SYNC copy has it (FUA/FLUSH:
+ *    durable on all of them);
+ *  - a copy that fails or times out is recorded OUT_OF_SYNC in the metadata
+ *    store (hooks.set_copy_state) before any write that missed it is
+ *    acknowledged; while fewer than min_replicas copies are IN_SYNC, writes
+ *    wait up to write_wait_ms for a copy to return, then fail with -EIO;
+ *  - while a copy is OUT_OF_SYNC the regions written are set in its dirty
+ *    bitmap, persisted in state_dir before the write is acknowledged;
+ *  - a returning copy is RESYNCING: it receives new writes, and the dirty
+ *    regions are copied to it from an IN_SYNC copy (region by region, host
+ *    writes to a region being copied wait for it), throttled to resync_rate;
+ *    then it is recorded IN_SYNC (hooks) and its bitmap emptied;
+ *  - any copy answering -ESTALE means a newer coordinator exists: the layout
+ *    is fenced, every I/O from then on fails with -EIO;
+ *  - the local copy (if any) is written through the same epoch check as the
+ *    remote ones (tsr_svol_epoch).
+ */
+#ifndef TESSERA_MIRROR_H
+#define TESSERA_MIRROR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tessera/layout.h"
+#include "tessera/store.h"
+#include "tessera/worker.h"
+
+#define TSR_MIRROR_MAX_COPIES 8
+
+enum tsr_copy_state {
+	TSR_COPY_IN_SYNC = 0,
+	TSR_COPY_OUT_OF_SYNC = 1, /* away: writes tracked in its dirty bitmap */
+	TSR_COPY_RESYNCING = 2,   /* back: receives writes, dirty regions being copied */
+};
+const char *tsr_copy_state_name(enum tsr_copy_state st); /* "in-sync", "out-of-sync", "resyncing" */
+
+struct tsr_mirror_copy {
+	char node_id[64];
+	char address[128];        /* "HOST:PORT" of the node's --listen; ignored when local */
+	bool local;               /* this node: the store given in opts */
+	enum tsr_copy_state state; /* as recorded in the metadata store at attach */
+	bool full_resync;         /* no usable bitmap: every region is dirty (rebuild, lost bitmap) */
+};
+
+struct tsr_mirror_hooks {
+	/*
+	 * Record copy idx of volume vol as st in the metadata store.  Called on
+	 * the home worker; must not block it (hand the work to the control
+	 * thread) and must call done(done_arg, status) exactly once, from any
+	 * thread, once the state is durable (status 0) or could not be recorded
+	 * (-errno: the layout then fails the writes that depended on it).
+	 */
+	void (*set_copy_state)(void *arg, const char *vol, unsigned idx, enum tsr_copy_state st,
+			       void (*done)(void *done_arg, int status), void *done_arg);
+	void *arg;
+};
+
+struct tsr_mirror_opts {
+	const char *name;
+	uint64_t size;
+	uint64_t epoch;               /* from the metadata store's attach record */
+	struct tsr_store *store;      /* this node's store (for a local copy) */
+	const char *state_dir;        /* dirty bitmaps: state_dir/<vol>.<node_id>.bitmap */
+	struct tsr_worker *home;      /* the worker that runs the data path */
+	const char *node_id;          /* ours */
+	const char *token;            /* cluster token for peer connections */
+	struct tsr_mirror_copy copies[TSR_MIRROR_MAX_COPIES];
+	unsigned n_copies;
+	unsigned min_replicas;        /* in-sync copies needed to acknowledge writes (>= 1) */
+	unsigned peer_timeout_ms;     /* 0: 5000 */
+	unsigned write_wait_ms;       /* below min_replicas: how long writes wait (0: 30000) */
+	uint64_t resync_rate;         /* bytes/s, 0: unlimited */
+	uint32_t region_size;         /* dirty-bitmap granule, power of 2 >= 64 KiB (0: 1 MiB) */
+	struct tsr_mirror_hooks hooks;
+};
+
+/*
+ * Build the layout and start it on opts->home: open sessions on every
+ * reachable copy with opts->epoch (which fences any older coordinator), and
+ * start resyncs for copies that are reachable but not IN_SYNC.  Blocking,
+ * control thread: returns once the volume can serve (at least min_replicas
+ * IN_SYNC copies opened) or fails.  Errors: -ESTALE a copy has seen a newer
+ * epoch, -EIO fewer than min_replicas IN_SYNC copies reachable, -ENOENT a
+ * copy is missing on its node, -EINVAL opts, -ENOMEM.
+ */
+int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layout **out);
+
+/* The layout is a mirror (tsr_layout_name is "mirror"). */
+bool tsr_layout_is_mirror(const struct tsr_layout *l);
+
+/* Copy idx's node is alive again (or a new address): reconnect and resync. */
+void tsr_mirror_copy_returned(struct tsr_layout *l, unsigned idx, const char *address);
+/*
+ * Replace copy idx by a new copy on another node (which already has an empty
+ * volume of the same name and size): full resync onto it; the old copy is
+ * dropped.  Errors: -EINVAL, -EBUSY another replace running.
+ */
+int tsr_mirror_replace_copy(struct tsr_layout *l, unsigned idx, const struct tsr_mirror_copy *copy);
+/* The coordinator lost its attach lease (cannot prove it is still the writer): fence. */
+void tsr_mirror_fence(struct tsr_layout *l);
+/*
+ * Compare the CRC32C of every block of every IN_SYNC copy; repair a block that
+ * differs or fails its CRC from the copy the others agree with (the local
+ * copy on a tie).  Runs in the background on the home worker; progress in
+ * status.  Errors: -EBUSY scrub already running.
+ */
+int tsr_mirror_scrub_start(struct tsr_layout *l, bool repair);
+
+struct tsr_mirror_copy_status {
+	char node_id[64];
+	enum tsr_copy_state state;
+	bool connected;
+	uint64_t dirty_bytes;         /* regions still to copy (OUT_OF_SYNC / RESYNCING) */
+};
+
+struct tsr_mirror_status {
+	uint64_t epoch;
+	bool ready, fenced;
+	unsigned n_copies, in_sync;
+	struct tsr_mirror_copy_status copies[TSR_MIRROR_MAX_COPIES];
+	/* resync / rebuild, the one running or the last one */
+	bool resync_running;
+	uint64_t resync_total_bytes, resync_done_bytes;
+	double resync_rate_bps;       /* recent rate */
+	uint64_t resync_eta_sec;
+	/* counters since attach */
+	uint64_t resync_bytes_copied;  /* every byte written to a copy by resync or rebuild */
+	uint64_t resync_regions_copied;
+	uint64_t writes, reads, write_errors, copy_failures;
+	/* scrub, the one running or the last one */
+	bool scrub_running, scrub_done;
+	uint64_t scrub_total_bytes, scrub_done_bytes;
+	uint64_t scrub_mismatches, scrub_repaired, scrub_unrepaired;
+};
+/* A consistent snapshot (thread-safe). */
+void tsr_mirror_get_status(struct tsr_layout *l, struct tsr_mirror_status *out);
+
+#endif

@@ -1,0 +1,162 @@
+/*
+ * Tessera peer protocol (DESIGN.md layer 4): how a volume's coordinator
+ * reaches the copies that live on other nodes.  TCP, one connection per
+ * (worker thread, remote node); fixed binary header + raw payload.
+ *
+ * Wire format, every frame in both directions (little endian):
+ *   off  size  field
+ *    0    4    magic       TSR_PEER_MAGIC ("TSRP")
+ *    4    1    opcode      enum tsr_peer_op
+ *    5    1    flags       TSR_PEER_F_REPLY | TSR_PEER_F_FUA
+ *    6    2    reserved    0
+ *    8    8    handle      volume session handle from OPEN's reply (0 for HELLO/OPEN)
+ *   16    8    offset      bytes (OPEN reply: the volume's size)
+ *   24    4    length      bytes the op covers (WRITE/READ: 4 KiB multiple, <= TSR_MAX_IO)
+ *   28    4    status      replies: 0 or -errno; requests: 0
+ *   32    8    epoch       coordinator epoch (OPEN and every data op)
+ *   40    8    seq         request id chosen by the client, echoed in the reply
+ *   48    4    data_crc    CRC32C of the payload (0 when there is none)
+ *   52    4    hdr_crc     CRC32C of bytes 0..51
+ *   56         payload     payload_len(header) bytes, see below
+ * Payload length by frame: HELLO request 64+1+N (token hex, node-id length,
+ * node id), HELLO reply 0; OPEN request: volume name (1..63 bytes); WRITE
+ * request: length bytes; READ reply: length bytes (status 0); SUMS reply:
+ * 4 bytes (CRC32C) per 4 KiB block of the range; everything else: 0.
+ *
+ * Replica rules (engine/peer/peer_server.c): the first frame must be HELLO
+ * with the cluster token; OPEN of volume V with epoch E fails with -ESTALE
+ * when E is below the highest epoch ever accepted for V on this node (kept
+ * durably in the local store before the reply), otherwise records E and
+ * returns a handle; every data op carrying an epoch below V's highest epoch
+ * fails with -ESTALE (a newer coordinator exists: the old one is fenced).
+ * Every received header goes through tsr_peer_hdr_parse() and every WRITE
+ * payload is checked against data_crc before it reaches the store (-EBADMSG).
+ */
+#ifndef TESSERA_PEER_H
+#define TESSERA_PEER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tessera/common.h"
+#include "tessera/store.h"
+#include "tessera/worker.h"
+
+#define TSR_PEER_MAGIC 0x50525354u /* little endian "TSRP" */
+#define TSR_PEER_HDR_SIZE 56u
+
+enum tsr_peer_op {
+	TSR_PEER_HELLO = 1,
+	TSR_PEER_OPEN = 2,
+	TSR_PEER_CLOSE = 3,
+	TSR_PEER_READ = 4,
+	TSR_PEER_WRITE = 5,
+	TSR_PEER_FLUSH = 6,
+	TSR_PEER_TRIM = 7,
+	TSR_PEER_WRITE_ZEROES = 8,
+	TSR_PEER_SUMS = 9,    /* CRC32C per block of [offset, offset+length), length <= 64 MiB */
+	TSR_PEER_PING = 10,
+};
+
+#define TSR_PEER_F_REPLY 0x01u
+#define TSR_PEER_F_FUA 0x02u
+#define TSR_PEER_F_NO_HOLE 0x04u /* WRITE_ZEROES: allocate */
+#define TSR_PEER_MAX_SUMS_RANGE (64u * 1024 * 1024)
+
+struct tsr_peer_hdr {
+	uint8_t opcode, flags;
+	uint64_t handle, offset;
+	uint32_t length;
+	int32_t status;
+	uint64_t epoch, seq;
+	uint32_t data_crc;
+	uint32_t payload_len;  /* derived from opcode/flags/length/status, not on the wire */
+};
+
+/*
+ * Decode and validate one 56-byte header: magic, hdr_crc, known opcode,
+ * reserved 0, alignment and bounds of offset/length per opcode, status <= 0.
+ * Fills out (with payload_len).  Errors: -EBADMSG bad magic or checksum,
+ * -EPROTO unknown opcode or bad field, -EMSGSIZE length over its bound.
+ */
+int tsr_peer_hdr_parse(const uint8_t buf[TSR_PEER_HDR_SIZE], struct tsr_peer_hdr *out);
+/* Encode h (payload_len ignored) with its hdr_crc. */
+void tsr_peer_hdr_pack(const struct tsr_peer_hdr *h, uint8_t buf[TSR_PEER_HDR_SIZE]);
+
+/* ---- replica side: serving this node's store copies to coordinators ---- */
+
+struct tsr_peer_server;
+struct tsr_peer_server_opts {
+	struct tsr_store *store;  /* the copies are this store's volumes, by name */
+	const char *token;        /* cluster token (TSR_ADMIN_TOKEN_LEN hex) */
+	const char *node_id;      /* ours, for logs */
+};
+int tsr_peer_server_create(const struct tsr_peer_server_opts *opts,
+			   struct tsr_peer_server **out);
+/* All connections must have ended (workers stopped) first.  NULL ok. */
+void tsr_peer_server_destroy(struct tsr_peer_server *srv);
+/* Serve an accepted socket on worker w; must run on w's thread.  Owns fd. */
+void tsr_peer_conn_start(struct tsr_peer_server *srv, struct tsr_worker *w, int fd);
+struct tsr_peer_server_stats {
+	uint64_t connections_open, frames, bytes_written, bytes_read;
+	uint64_t stale_epoch, bad_frames;
+};
+void tsr_peer_server_get_stats(struct tsr_peer_server *srv, struct tsr_peer_server_stats *out);
+
+/* ---- coordinator side: one connection to one remote node -------------- */
+
+struct tsr_peer_client;
+
+struct tsr_peer_client_opts {
+	const char *address;      /* "HOST:PORT" of the node's --listen */
+	const char *token;        /* cluster token */
+	const char *node_id;      /* ours, sent in HELLO */
+	unsigned timeout_ms;      /* a request unanswered this long fails the connection (0: 5000) */
+};
+
+/*
+ * Create a client on worker w (call on w's thread); it connects in the
+ * background (non-blocking connect, HELLO).  Requests queued before the
+ * connection is up wait for it.  When the connection fails (refused, reset,
+ * timeout, bad frame) every request in flight and every later one completes
+ * with an error until tsr_peer_client_destroy; the owner makes a new client
+ * to reconnect.  on_fail (may be NULL) is called once, on w's thread, with
+ * the cause.  Errors: -EINVAL bad address, -ENOMEM.
+ */
+int tsr_peer_client_create(struct tsr_worker *w, const struct tsr_peer_client_opts *opts,
+			   void (*on_fail)(void *arg, int err), void *fail_arg,
+			   struct tsr_peer_client **out);
+/* In-flight requests complete with -ECANCELED before this returns.  NULL ok. */
+void tsr_peer_client_destroy(struct tsr_peer_client *c);
+bool tsr_peer_client_failed(const struct tsr_peer_client *c);
+
+/*
+ * Requests.  Async contract: 0 and cb fires exactly once on the client's
+ * worker thread, or -errno and it never fires.  Completion status: 0 or
+ * -errno as the replica answered (-ESTALE fenced by a newer epoch, -ENOENT no
+ * such volume, -EIO, -ENOSPC ...), or the connection's failure (-ECONNRESET,
+ * -ETIMEDOUT, -ECONNREFUSED, -EPROTO).  Buffers stay the caller's until cb.
+ */
+typedef void (*tsr_peer_open_cb)(void *cb_arg, int status, uint64_t handle, uint64_t size);
+int tsr_peer_open(struct tsr_peer_client *c, const char *volume, uint64_t epoch,
+		  tsr_peer_open_cb cb_fn, void *cb_arg);
+int tsr_peer_read(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+		  uint64_t offset, uint32_t len, void *buf, tsr_cb cb_fn, void *cb_arg);
+/* flags: TSR_WRITE_FUA */
+int tsr_peer_write(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+		   uint64_t offset, uint32_t len, const void *buf, unsigned flags,
+		   tsr_cb cb_fn, void *cb_arg);
+int tsr_peer_flush(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+		   tsr_cb cb_fn, void *cb_arg);
+int tsr_peer_trim(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+		  uint64_t offset, uint32_t len, tsr_cb cb_fn, void *cb_arg);
+/* flags: TSR_WRITE_FUA | TSR_WRITE_NO_HOLE */
+int tsr_peer_write_zeroes(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+			  uint64_t offset, uint32_t len, unsigned flags, tsr_cb cb_fn,
+			  void *cb_arg);
+/* sums: len/4096 CRC32C values of the blocks' data (a hole sums as zeros). */
+int tsr_peer_sums(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+		  uint64_t offset, uint32_t len, uint32_t *sums, tsr_cb cb_fn, void *cb_arg);
+
+#endif
