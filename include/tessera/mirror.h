@@ -82,6 +82,14 @@ struct tsr_mirror_opts {
 	unsigned write_wait_ms;       /* below min_replicas: how long writes wait (0: 30000) */
 	uint64_t resync_rate;         /* bytes/s, 0: unlimited */
 	uint32_t region_size;         /* dirty-bitmap granule, power of 2 >= 64 KiB (0: 1 MiB) */
+	/*
+	 * The previous coordinator did not detach cleanly, so IN_SYNC copies may
+	 * differ where its last writes were in flight: before create returns,
+	 * make them identical (compare every block's CRC32C, copy differing
+	 * blocks from the first IN_SYNC copy, local preferred).  resync counters
+	 * count what this moved.
+	 */
+	bool converge;
 	struct tsr_mirror_hooks hooks;
 };
 
