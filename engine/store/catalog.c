@@ -6,7 +6,8 @@
  *   meta(key TEXT PRIMARY KEY, value TEXT)
  *     'format' = '1'; 'device' = raw device path the store was created with, or ''.
  *   volumes(name TEXT PRIMARY KEY, uuid TEXT NOT NULL, size INTEGER NOT NULL,
- *           created INTEGER NOT NULL, dev_offset INTEGER NOT NULL, crc INTEGER NOT NULL)
+ *           created INTEGER NOT NULL, dev_offset INTEGER NOT NULL, crc INTEGER NOT NULL,
+ *           epoch INTEGER NOT NULL DEFAULT 0)
  *     dev_offset: byte offset of the volume's extent on the raw device, -1 in
  *     file mode.  crc: CRC32C (tsr_crc32c, seed 0) over this byte string:
  *       +0            name, its bytes and a terminating NUL (len(name)+1 bytes)
@@ -14,7 +15,13 @@
  *       +n+37         size, u64 little endian
  *       +n+45         created, i64 little endian
  *       +n+53         dev_offset, i64 little endian
- *     (n = len(name)+1; 61+len(name) bytes in all), stored as an unsigned value.
+ *       +n+61         epoch, u64 little endian, ONLY when epoch != 0
+ *     (n = len(name)+1; 61+len(name) bytes in all, 69+len(name) with an
+ *     epoch), stored as an unsigned value.
+ *     epoch: the highest coordinator epoch accepted for the volume (peer
+ *     protocol fencing).  Stores made before the column existed get it with
+ *     ALTER TABLE at open (value 0); leaving a zero epoch out of the CRC keeps
+ *     their rows' checksums valid unchanged.
  *
  * Every row read is checked; a mismatch is -EUCLEAN with a log line naming
  * the volume.  Callers hold store->lock (the sqlite handle is not shared).
@@ -29,7 +36,7 @@
 
 uint32_t catalog_row_crc(const struct vol_row *row)
 {
-	uint8_t buf[64 + 37 + 24];
+	uint8_t buf[64 + 37 + 32];
 	size_t n = strnlen(row->name, sizeof(row->name) - 1) + 1;
 	uint64_t v;
 
@@ -43,7 +50,11 @@ uint32_t catalog_row_crc(const struct vol_row *row)
 	memcpy(buf + n + 45, &v, 8);
 	v = htole64((uint64_t)row->dev_offset);
 	memcpy(buf + n + 53, &v, 8);
-	return tsr_crc32c(0, buf, n + 61);
+	if (row->epoch == 0)
+		return tsr_crc32c(0, buf, n + 61);
+	v = htole64(row->epoch);
+	memcpy(buf + n + 61, &v, 8);
+	return tsr_crc32c(0, buf, n + 69);
 }
 
 static int db_exec(sqlite3 *db, const char *sql)
@@ -107,6 +118,7 @@ static int row_from_stmt(sqlite3_stmt *st, struct vol_row *row)
 	row->created = sqlite3_column_int64(st, 3);
 	row->dev_offset = sqlite3_column_int64(st, 4);
 	stored = (uint32_t)sqlite3_column_int64(st, 5);
+	row->epoch = (uint64_t)sqlite3_column_int64(st, 6);
 	if (name == NULL || strlen(name) >= sizeof(row->name) || uuid == NULL ||
 	    strlen(uuid) != 36 || stored != catalog_row_crc(row)) {
 		tsr_error("catalogue: volume %s: row checksum mismatch (stored %08x, computed "
@@ -115,6 +127,30 @@ static int row_from_stmt(sqlite3_stmt *st, struct vol_row *row)
 		return -EUCLEAN;
 	}
 	return 0;
+}
+
+/* Stores created before epochs: add the column (every row reads epoch 0). */
+static int add_epoch_column(sqlite3 *db)
+{
+	sqlite3_stmt *st;
+	bool found = false;
+	int rc;
+
+	if (sqlite3_prepare_v2(db, "PRAGMA table_info(volumes)", -1, &st, NULL))
+		return -EIO;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *col = (const char *)sqlite3_column_text(st, 1);
+
+		if (col != NULL && strcmp(col, "epoch") == 0)
+			found = true;
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return -EIO;
+	if (found)
+		return 0;
+	tsr_info("catalogue: adding the epoch column (older store)");
+	return db_exec(db, "ALTER TABLE volumes ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0");
 }
 
 int catalog_open(const char *dir, const char *device, sqlite3 **out)
@@ -137,7 +173,11 @@ int catalog_open(const char *dir, const char *device, sqlite3 **out)
 			  "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
 			  "CREATE TABLE IF NOT EXISTS volumes(name TEXT PRIMARY KEY,"
 			  " uuid TEXT NOT NULL, size INTEGER NOT NULL, created INTEGER NOT NULL,"
-			  " dev_offset INTEGER NOT NULL, crc INTEGER NOT NULL);");
+			  " dev_offset INTEGER NOT NULL, crc INTEGER NOT NULL,"
+			  " epoch INTEGER NOT NULL DEFAULT 0);");
+	if (ret)
+		goto err;
+	ret = add_epoch_column(db);
 	if (ret)
 		goto err;
 	ret = meta_get(db, "format", val, sizeof(val));
@@ -194,7 +234,7 @@ void catalog_close(sqlite3 *db)
 	sqlite3_close(db);
 }
 
-#define ROW_COLUMNS "name, uuid, size, created, dev_offset, crc"
+#define ROW_COLUMNS "name, uuid, size, created, dev_offset, crc, epoch"
 
 int catalog_get(sqlite3 *db, const char *name, struct vol_row *row)
 {
@@ -259,7 +299,8 @@ int catalog_insert(sqlite3 *db, const struct vol_row *row)
 	sqlite3_stmt *st;
 	int rc;
 
-	if (sqlite3_prepare_v2(db, "INSERT INTO volumes(" ROW_COLUMNS ") VALUES (?,?,?,?,?,?)", -1,
+	if (sqlite3_prepare_v2(db, "INSERT INTO volumes(" ROW_COLUMNS ") VALUES (?,?,?,?,?,?,?)",
+			       -1,
 			       &st, NULL))
 		return -EIO;
 	sqlite3_bind_text(st, 1, row->name, -1, SQLITE_STATIC);
@@ -268,6 +309,7 @@ int catalog_insert(sqlite3 *db, const struct vol_row *row)
 	sqlite3_bind_int64(st, 4, row->created);
 	sqlite3_bind_int64(st, 5, row->dev_offset);
 	sqlite3_bind_int64(st, 6, catalog_row_crc(row));
+	sqlite3_bind_int64(st, 7, (sqlite3_int64)row->epoch);
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
 	if (rc == SQLITE_CONSTRAINT)
@@ -311,6 +353,26 @@ int catalog_update_size(sqlite3 *db, const struct vol_row *row)
 	sqlite3_finalize(st);
 	if (rc != SQLITE_DONE) {
 		tsr_error("catalogue: resize volume %s: %s", row->name, sqlite3_errmsg(db));
+		return -EIO;
+	}
+	return sqlite3_changes(db) == 1 ? 0 : -ENOENT;
+}
+
+int catalog_update_epoch(sqlite3 *db, const struct vol_row *row)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(db, "UPDATE volumes SET epoch = ?, crc = ? WHERE name = ?", -1, &st,
+			       NULL))
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)row->epoch);
+	sqlite3_bind_int64(st, 2, catalog_row_crc(row));
+	sqlite3_bind_text(st, 3, row->name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		tsr_error("catalogue: set epoch of volume %s: %s", row->name, sqlite3_errmsg(db));
 		return -EIO;
 	}
 	return sqlite3_changes(db) == 1 ? 0 : -ENOENT;

@@ -42,6 +42,7 @@ struct vol_row {
 	uint64_t size;      /* bytes */
 	int64_t created;    /* unix seconds */
 	int64_t dev_offset; /* byte offset of the extent on the raw device; -1 = files */
+	uint64_t epoch;     /* highest coordinator epoch accepted (0: none yet) */
 };
 
 /* Open or create DIR/store.db, check the format and every row's CRC.
@@ -57,6 +58,8 @@ int catalog_list(sqlite3 *db, bool by_extent, struct vol_row **rows, size_t *cou
 int catalog_insert(sqlite3 *db, const struct vol_row *row);
 int catalog_delete(sqlite3 *db, const char *name);
 int catalog_update_size(sqlite3 *db, const struct vol_row *row);
+/* Store row->epoch (and the row's new CRC); durable on return.  -ENOENT, -EIO. */
+int catalog_update_epoch(sqlite3 *db, const struct vol_row *row);
 /* CRC32C of a row as stored in column crc (format: see catalog.c). */
 uint32_t catalog_row_crc(const struct vol_row *row);
 
@@ -174,6 +177,9 @@ struct tsr_svol {
 	_Atomic uint64_t writes_started; /* writes, trims, zeroes begun (data.c) */
 	_Atomic uint64_t writes_done;    /* ... and finished, successfully or not */
 	_Atomic int64_t last_clear_ns;   /* CLOCK_MONOTONIC of the last bitmap clear */
+	_Atomic uint64_t epoch;          /* highest coordinator epoch, raised (under
+					  * store->lock) only after the catalogue has
+					  * it durably; read lock-free (tsr_svol_epoch) */
 	struct tsr_svol *next;           /* store->open_vols, store->lock */
 };
 

@@ -170,6 +170,7 @@ int store_svol_load(struct tsr_store *store, const struct vol_row *row, struct t
 	snprintf(svol->name, sizeof(svol->name), "%s", row->name);
 	snprintf(svol->uuid, sizeof(svol->uuid), "%s", row->uuid);
 	atomic_init(&svol->size, row->size);
+	atomic_init(&svol->epoch, row->epoch);
 	svol->dev_offset = row->dev_offset;
 	if (row->dev_offset < 0) {
 		for (i = 0; i < seg_count(row->size); i++) {
@@ -291,6 +292,44 @@ static struct tsr_svol *find_open(struct tsr_store *store, const char *name)
 		if (strcmp(svol->name, name) == 0)
 			return svol;
 	return NULL;
+}
+
+uint64_t tsr_svol_epoch(const struct tsr_svol *svol)
+{
+	return atomic_load_explicit(&((struct tsr_svol *)svol)->epoch, memory_order_acquire);
+}
+
+/* The catalogue row first (SQLite synchronous=FULL: durable at commit), then
+ * the open handle, so a fenced writer can never see the new epoch in memory
+ * while a crash would lose it.  store->lock orders concurrent raises. */
+int tsr_store_vol_set_epoch(struct tsr_store *store, const char *name, uint64_t epoch)
+{
+	struct tsr_svol *svol;
+	struct vol_row row;
+	int ret;
+
+	pthread_mutex_lock(&store->lock);
+	ret = catalog_get(store->db, name, &row);
+	if (ret)
+		goto out;
+	if (epoch < row.epoch) {
+		ret = -ESTALE;
+		goto out;
+	}
+	if (epoch > row.epoch) {
+		row.epoch = epoch;
+		ret = catalog_update_epoch(store->db, &row);
+		if (ret)
+			goto out;
+	}
+	svol = find_open(store, name);
+	if (svol != NULL)
+		atomic_store_explicit(&svol->epoch, row.epoch, memory_order_release);
+out:
+	pthread_mutex_unlock(&store->lock);
+	if (ret && ret != -ESTALE && ret != -ENOENT)
+		tsr_error("set epoch: volume %s: %s", name, strerror(-ret));
+	return ret;
 }
 
 /* ---- control functions ---- */
