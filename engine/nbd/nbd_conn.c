@@ -114,6 +114,7 @@ struct nbd_conn {
 	bool flush_scheduled;     /* a deferred call is pending */
 	bool paused;              /* input stopped by a limit */
 	bool stopping;            /* the worker stops: drain, never wait on the client */
+	struct tsr_worker *move_to; /* export's home worker: move there at the end of this pass */
 
 	struct nbd_req *retry_head, *retry_tail; /* waiting for I/O queue room */
 	bool retry_scheduled;
@@ -130,6 +131,8 @@ struct nbd_conn {
 
 static void conn_close(struct nbd_conn *c);
 static void conn_process(struct nbd_conn *c);
+static void conn_read(struct nbd_conn *c);
+static void conn_on_event(void *arg, uint32_t events);
 static void conn_schedule(struct nbd_conn *c);
 static void conn_update_events(struct nbd_conn *c);
 static void req_complete(struct nbd_req *req);
@@ -944,6 +947,87 @@ static void enter_transmission(struct nbd_conn *c)
 		  c->tx.structured ? ", structured replies" : "",
 		  c->tx.meta ? ", base:allocation" : "");
 	nbd_hs_fini(&c->hs);
+	if (tsr_vol_home(c->vol) != NULL && tsr_vol_home(c->vol) != c->w) {
+		/* The volume's coordinator runs on one worker: take no request
+		 * here; the deferred step hands the connection over. */
+		c->move_to = tsr_vol_home(c->vol);
+		c->paused = true;
+		conn_schedule(c);
+	}
+}
+
+/* On the home worker: take over a connection handed by conn_move(). */
+static void conn_adopt_msg(struct tsr_worker *w, void *arg)
+{
+	struct nbd_conn *c = arg;
+	struct nbd_wctx *wctx = nbd_server_wctx(c->srv, w);
+	int ret;
+
+	c->w = w;
+	c->io = tsr_worker_io(w);
+	c->move_to = NULL;
+	c->paused = false;
+	if (wctx == NULL || wctx->stopped) {
+		c->wctx = NULL;
+		close(c->fd);
+		c->fd = -1;
+		c->state = CONN_CLOSED;
+		conn_put(c); /* the socket's */
+		conn_put(c); /* the move's */
+		return;
+	}
+	c->wctx = wctx;
+	c->next = wctx->conns;
+	if (c->next != NULL)
+		c->next->prev = c;
+	wctx->conns = c;
+	c->events = EPOLLIN | (c->wait_out ? EPOLLOUT : 0);
+	ret = tsr_worker_watch(w, c->fd, c->events, conn_on_event, c);
+	if (ret < 0) {
+		tsr_error("nbd: move to worker%u: watch: %s", tsr_worker_index(w), strerror(-ret));
+		conn_close(c);
+		conn_put(c);
+		return;
+	}
+	conn_process(c);   /* requests pipelined behind the handshake */
+	conn_read(c);
+	if (c->state != CONN_CLOSED) {
+		conn_flush(c);
+		conn_update_events(c);
+	}
+	conn_put(c);
+}
+
+/*
+ * Hand c over to c->move_to (end of a loop pass on the old worker, no
+ * request live).  The socket leaves this loop; nothing here touches c
+ * afterwards.
+ */
+static void conn_move(struct nbd_conn *c)
+{
+	struct tsr_worker *to = c->move_to;
+
+	conn_flush(c);
+	if (c->state == CONN_CLOSED)
+		return;
+	tsr_worker_unwatch(c->w, c->fd);
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		c->wctx->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+	conn_get(c); /* the move's */
+	if (tsr_worker_send(to, conn_adopt_msg, c) < 0) {
+		tsr_error("nbd: cannot move the connection to worker%u; closing it",
+			  tsr_worker_index(to));
+		close(c->fd);
+		c->fd = -1;
+		c->state = CONN_CLOSED;
+		conn_put(c); /* the socket's */
+		conn_put(c); /* the move's */
+	}
 }
 
 /* Hand the handshake's queued bytes to the output queue. */
@@ -1115,7 +1199,9 @@ static void conn_deferred(struct tsr_worker *w, void *arg)
 	struct nbd_conn *c = arg;
 
 	c->flush_scheduled = false;
-	if (c->state != CONN_CLOSED) {
+	if (c->state != CONN_CLOSED && c->move_to != NULL) {
+		conn_move(c);
+	} else if (c->state != CONN_CLOSED) {
 		if (c->paused && conn_can_resume(c)) {
 			c->paused = false;
 			conn_process(c);

@@ -7,6 +7,12 @@
  * Locking policy: the volset's mutex guards the list of attached volumes and
  * their reference counts (attach, detach, in-use checks: control path only).
  * The data path takes no lock.
+ *
+ * Two kinds of entries: a standalone node attaches a local volume on first
+ * use (tsr_vol_get) and drops it with its last handle; a cluster node serves
+ * only the coordinators the cluster layer registered (tsr_volset_attach),
+ * whose data path runs on their home worker (the NBD layer moves each
+ * connection there after the handshake).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -20,7 +26,9 @@ struct tsr_vol {
 	struct tsr_volset *set;    /* owner; outlives every vol */
 	char name[64];             /* volume name (export name) */
 	struct tsr_layout *layout; /* how the volume maps onto copies */
-	unsigned refs;             /* handles held; guarded by set->lock */
+	struct tsr_worker *home;   /* worker that must run the I/O, NULL: any */
+	unsigned refs;             /* handles held (+1 while registered); guarded by set->lock */
+	bool registered;           /* tsr_volset_attach'ed and not yet detached */
 	struct tsr_vol *next;      /* set->attached list; guarded by set->lock */
 };
 
@@ -28,6 +36,7 @@ struct tsr_volset {
 	struct tsr_store *store;   /* the node's local store */
 	pthread_mutex_t lock;      /* see the policy in the file header */
 	struct tsr_vol *attached;  /* volumes with refs > 0 */
+	bool cluster_mode;         /* serve registered volumes only */
 };
 
 int tsr_volset_create(struct tsr_store *store, struct tsr_volset **out)
@@ -50,14 +59,98 @@ void tsr_volset_destroy(struct tsr_volset *set)
 	free(set);
 }
 
+/* The live entry for name: a registered coordinator, or a local volume in use.
+ * A detached coordinator still draining its last handles is not found. */
 static struct tsr_vol *find_locked(struct tsr_volset *set, const char *name)
 {
 	struct tsr_vol *v;
 
 	for (v = set->attached; v; v = v->next)
-		if (strcmp(v->name, name) == 0)
+		if (strcmp(v->name, name) == 0 && (v->registered || v->home == NULL))
 			return v;
 	return NULL;
+}
+
+static void unlink_locked(struct tsr_vol *vol)
+{
+	struct tsr_vol **pp;
+
+	for (pp = &vol->set->attached; *pp; pp = &(*pp)->next) {
+		if (*pp == vol) {
+			*pp = vol->next;
+			break;
+		}
+	}
+}
+
+void tsr_volset_set_cluster_mode(struct tsr_volset *set, bool on)
+{
+	set->cluster_mode = on;
+}
+
+int tsr_volset_attach(struct tsr_volset *set, const char *name, struct tsr_layout *layout,
+		      struct tsr_worker *home)
+{
+	struct tsr_vol *v;
+	int ret = 0;
+
+	if (!tsr_valid_name(name) || layout == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&set->lock);
+	if (find_locked(set, name) != NULL) {
+		ret = -EEXIST;
+		goto out;
+	}
+	v = calloc(1, sizeof(*v));
+	if (v == NULL) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	v->set = set;
+	strncpy(v->name, name, sizeof(v->name) - 1);
+	v->layout = layout;
+	v->home = home;
+	v->registered = true;
+	v->refs = 1; /* the registration's */
+	v->next = set->attached;
+	set->attached = v;
+out:
+	pthread_mutex_unlock(&set->lock);
+	return ret;
+}
+
+int tsr_volset_detach(struct tsr_volset *set, const char *name)
+{
+	struct tsr_vol *v;
+
+	pthread_mutex_lock(&set->lock);
+	v = find_locked(set, name);
+	if (v == NULL || !v->registered) {
+		pthread_mutex_unlock(&set->lock);
+		return -ENOENT;
+	}
+	v->registered = false;
+	pthread_mutex_unlock(&set->lock);
+	tsr_vol_put(v); /* the registration's reference */
+	return 0;
+}
+
+struct tsr_layout *tsr_volset_layout(struct tsr_volset *set, const char *name)
+{
+	struct tsr_vol *v;
+	struct tsr_layout *l = NULL;
+
+	pthread_mutex_lock(&set->lock);
+	v = find_locked(set, name);
+	if (v != NULL && v->registered)
+		l = v->layout;
+	pthread_mutex_unlock(&set->lock);
+	return l;
+}
+
+struct tsr_worker *tsr_vol_home(const struct tsr_vol *vol)
+{
+	return vol->home;
 }
 
 int tsr_vol_get(struct tsr_volset *set, const char *name, struct tsr_vol **out)
@@ -71,6 +164,11 @@ int tsr_vol_get(struct tsr_volset *set, const char *name, struct tsr_vol **out)
 	v = find_locked(set, name);
 	if (v) {
 		v->refs++;
+		goto out;
+	}
+	if (set->cluster_mode) {
+		/* the store's volumes are copies: only their coordinator writes them */
+		ret = -ENOENT;
 		goto out;
 	}
 	v = calloc(1, sizeof(*v));
@@ -99,7 +197,6 @@ out:
 void tsr_vol_put(struct tsr_vol *vol)
 {
 	struct tsr_volset *set;
-	struct tsr_vol **pp;
 
 	if (vol == NULL)
 		return;
@@ -109,12 +206,7 @@ void tsr_vol_put(struct tsr_vol *vol)
 		pthread_mutex_unlock(&set->lock);
 		return;
 	}
-	for (pp = &set->attached; *pp; pp = &(*pp)->next) {
-		if (*pp == vol) {
-			*pp = vol->next;
-			break;
-		}
-	}
+	unlink_locked(vol);
 	pthread_mutex_unlock(&set->lock);
 	tsr_layout_destroy(vol->layout);
 	free(vol);
@@ -122,10 +214,13 @@ void tsr_vol_put(struct tsr_vol *vol)
 
 bool tsr_volset_in_use(struct tsr_volset *set, const char *name)
 {
-	bool in_use;
+	struct tsr_vol *v;
+	bool in_use = false;
 
 	pthread_mutex_lock(&set->lock);
-	in_use = find_locked(set, name) != NULL;
+	/* any entry: a detached coordinator still draining counts too */
+	for (v = set->attached; v && !in_use; v = v->next)
+		in_use = strcmp(v->name, name) == 0;
 	pthread_mutex_unlock(&set->lock);
 	return in_use;
 }

@@ -23,6 +23,7 @@
 
 #include <cmocka.h>
 
+#include "tessera/layout_module.h"
 #include "tessera/nbd.h"
 #include "nbd/internal.h"
 
@@ -500,6 +501,150 @@ static void test_vanishing_clients(void **state)
 	close(fd);
 }
 
+/*
+ * A cluster node: the export is a registered coordinator whose home is a
+ * second worker.  The connection starts on worker 0 and must be moved: the
+ * layout below sees every I/O, and counts those not on the home worker's io.
+ */
+struct home_layout {
+	struct tsr_layout *inner;
+	struct tsr_io *home_io;
+	unsigned ios, wrong_thread;
+};
+
+static uint64_t hl_size(void *ctx)
+{
+	return tsr_layout_size(((struct home_layout *)ctx)->inner);
+}
+
+static void hl_check(struct home_layout *hl, struct tsr_io *io)
+{
+	hl->ios++;
+	if (io != hl->home_io)
+		hl->wrong_thread++;
+}
+
+static int hl_read(void *ctx, struct tsr_io *io, uint64_t off, uint32_t len, void *buf,
+		   tsr_cb cb, void *arg)
+{
+	struct home_layout *hl = ctx;
+
+	hl_check(hl, io);
+	return tsr_layout_read(hl->inner, io, off, len, buf, cb, arg);
+}
+
+static int hl_write(void *ctx, struct tsr_io *io, uint64_t off, uint32_t len, const void *buf,
+		    unsigned flags, tsr_cb cb, void *arg)
+{
+	struct home_layout *hl = ctx;
+
+	hl_check(hl, io);
+	return tsr_layout_write(hl->inner, io, off, len, buf, flags, cb, arg);
+}
+
+static int hl_flush(void *ctx, struct tsr_io *io, tsr_cb cb, void *arg)
+{
+	struct home_layout *hl = ctx;
+
+	hl_check(hl, io);
+	return tsr_layout_flush(hl->inner, io, cb, arg);
+}
+
+static int hl_trim(void *ctx, struct tsr_io *io, uint64_t off, uint64_t len, tsr_cb cb,
+		   void *arg)
+{
+	struct home_layout *hl = ctx;
+
+	hl_check(hl, io);
+	return tsr_layout_trim(hl->inner, io, off, len, cb, arg);
+}
+
+static int hl_zeroes(void *ctx, struct tsr_io *io, uint64_t off, uint64_t len, unsigned flags,
+		     tsr_cb cb, void *arg)
+{
+	struct home_layout *hl = ctx;
+
+	hl_check(hl, io);
+	return tsr_layout_write_zeroes(hl->inner, io, off, len, flags, cb, arg);
+}
+
+static void hl_destroy(void *ctx)
+{
+	tsr_layout_destroy(((struct home_layout *)ctx)->inner);
+}
+
+static const struct tsr_layout_ops home_layout_ops = {
+	.name = "test-home",
+	.size = hl_size,
+	.read = hl_read,
+	.write = hl_write,
+	.flush = hl_flush,
+	.trim = hl_trim,
+	.write_zeroes = hl_zeroes,
+	.destroy = hl_destroy,
+};
+
+static void msg_get_io(struct tsr_worker *w, void *arg)
+{
+	struct home_layout *hl = arg;
+
+	hl->home_io = tsr_worker_io(w);
+}
+
+static void test_moves_to_home_worker(void **state)
+{
+	struct tsr_io_opts io = { .kind = TSR_IO_AUTO };
+	static struct home_layout hl;
+	struct tsr_worker *home;
+	struct tsr_layout *l;
+	static uint8_t buf[4096];
+	struct env e;
+	int fd, i;
+
+	env_start(&e, NULL);
+	assert_int_equal(tsr_worker_start(1, &io, &home), 0);
+	assert_int_equal(tsr_worker_send(home, msg_get_io, &hl), 0);
+	while (__atomic_load_n(&hl.home_io, __ATOMIC_ACQUIRE) == NULL)
+		usleep(1000);
+	assert_int_equal(tsr_layout_local_create(e.store, "vol", &hl.inner), 0);
+	assert_int_equal(tsr_layout_new(&home_layout_ops, &hl, &l), 0);
+	tsr_volset_set_cluster_mode(e.vols, true);
+	assert_int_equal(tsr_volset_attach(e.vols, "vol", l, home), 0);
+	assert_int_equal(tsr_volset_attach(e.vols, "vol", l, home), -EEXIST);
+
+	fd = client(&e); /* starts on worker 0 */
+	handshake(fd, false);
+	for (i = 0; i < 50; i++) {
+		memset(buf, i, sizeof(buf));
+		send_req(fd, NBD_CMD_WRITE, 0, (uint64_t)i, (uint64_t)i * 4096, 4096);
+		send_all(fd, buf, sizeof(buf));
+	}
+	for (i = 0; i < 50; i++) {
+		uint8_t r[16];
+
+		recv_all(fd, r, 16);
+		assert_int_equal(nbd_get32(r + 4), 0);
+	}
+	send_req(fd, NBD_CMD_READ, 0, 99, 7 * 4096, 4096);
+	assert_int_equal(recv_simple(fd, 99), 0);
+	recv_all(fd, buf, 4096);
+	assert_int_equal(buf[0], 7);
+	send_req(fd, NBD_CMD_FLUSH, 0, 100, 0, 0);
+	assert_int_equal(recv_simple(fd, 100), 0);
+	assert_int_equal(hl.ios, 52);
+	assert_int_equal(hl.wrong_thread, 0);
+	send_req(fd, NBD_CMD_DISC, 0, 101, 0, 0);
+	assert_true(closed(fd));
+	close(fd);
+
+	/* detached: new clients cannot open it; the store's copy is not served */
+	assert_int_equal(tsr_volset_detach(e.vols, "vol"), 0);
+	assert_int_equal(tsr_volset_detach(e.vols, "vol"), -ENOENT);
+	assert_null(tsr_volset_layout(e.vols, "vol"));
+	tsr_worker_stop(home);
+	env_stop(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -507,6 +652,7 @@ int main(void)
 		cmocka_unit_test(test_pipelined),
 		cmocka_unit_test(test_structured),
 		cmocka_unit_test(test_vanishing_clients),
+		cmocka_unit_test(test_moves_to_home_worker),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
