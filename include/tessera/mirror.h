@@ -50,7 +50,14 @@ struct tsr_mirror_copy {
 	char address[128];        /* "HOST:PORT" of the node's --listen; ignored when local */
 	bool local;               /* this node: the store given in opts */
 	enum tsr_copy_state state; /* as recorded in the metadata store at attach */
-	bool full_resync;         /* no usable bitmap: every region is dirty (rebuild, lost bitmap) */
+	/*
+	 * No usable bitmap (bitmap file lost, or the copy's node was the last
+	 * coordinator and may hold writes nobody acknowledged): every region is
+	 * suspect.  An existing copy is resynced by comparing per-block sums
+	 * (tsr_peer_sums) and copying only the blocks that differ; a brand-new
+	 * copy (replace) receives every allocated region.
+	 */
+	bool full_resync;
 };
 
 struct tsr_mirror_hooks {

@@ -1,0 +1,153 @@
+# shellcheck shell=bash
+# Helpers for the multi-node tests (tests/integration/test-cluster-*.sh).
+# Sourced after functions.sh:   . "$(dirname "$0")/functions.sh"; . "$(dirname "$0")/cluster.sh"
+#
+# A cluster here is N tesserad processes on 127.0.0.1, each with its own data
+# directory ($CL_ROOT/nI), its own --listen port and zone zI; node 1 holds the
+# embedded metadata store (--meta), the others --join it.  Node ids are n1..nN.
+
+CL_ROOT=
+CL_N=0
+declare -a CL_PORT=() CL_PID=() CL_ARGS=()
+
+# cl_dir I: data directory of node I.
+cl_dir() { echo "$CL_ROOT/n$1"; }
+cl_addr() { echo "127.0.0.1:${CL_PORT[$1]}"; }
+
+# cl_start_node I [EXTRA ARGS...]: start (or restart) node I with the args it
+# was first started with (plus EXTRA on first start).
+cl_start_node() {
+	local i=$1
+	shift
+	if [ -z "${CL_ARGS[$i]:-}" ]; then
+		local role
+		if [ "$i" = 1 ]; then
+			role="--meta"
+		else
+			role="--join $(cl_addr 1) --token-file $(cl_dir 1)/admin.token"
+		fi
+		CL_ARGS[$i]="--listen $(cl_addr "$i") --node-id n$i --zone z$i $role --peer-timeout 2000 $*"
+	fi
+	# shellcheck disable=SC2086
+	start_tesserad "$(cl_dir "$i")" ${CL_ARGS[$i]}
+	CL_PID[$i]=$TSRD_PID
+}
+
+# cl_start N [EXTRA ARGS for every node...]: a fresh N-node cluster.
+cl_start() {
+	local n=$1 i
+	shift
+	make_tmpdir CL_ROOT
+	CL_N=$n
+	for (( i=1; i<=n; i++ )); do
+		CL_PORT[$i]=$(free_port)
+	done
+	for (( i=1; i<=n; i++ )); do
+		cl_start_node "$i" "$@"
+	done
+	cl_wait_nodes_alive "$n"
+}
+
+# ctsr ARGS...: the CLI against the cluster (through node 1).
+ctsr() { "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" "$@"; }
+# ctsr_via I ARGS...: the CLI through node I.
+ctsr_via() {
+	local i=$1
+	shift
+	"$TESSERA" --cluster "$(cl_addr "$i")" --token-file "$(cl_dir 1)/admin.token" "$@"
+}
+
+# cl_wait_nodes_alive N [TIMEOUT_S]: until `node list` shows N alive nodes.
+cl_wait_nodes_alive() {
+	local want=$1 t=${2:-30} i got=
+	for (( i=0; i<t*10; i++ )); do
+		got=$(ctsr --json node list 2>/dev/null | json_get 'sum(1 for n in j["nodes"] if n.get("alive"))' 2>/dev/null)
+		[ "$got" = "$want" ] && return 0
+		sleep 0.1
+	done
+	fail "expected $want alive nodes, have '${got}' after ${t}s: $(ctsr node list 2>&1)"
+}
+
+# cl_kill I: SIGKILL node I.
+cl_kill() { kill9_tesserad "${CL_PID[$1]}"; CL_PID[$1]=; }
+# cl_stop I: clean stop of node I.
+cl_stop() { stop_tesserad "${CL_PID[$1]}"; CL_PID[$1]=; }
+cl_stop_all() {
+	local i
+	for (( i=CL_N; i>=1; i-- )); do
+		[ -n "${CL_PID[$i]:-}" ] && cl_stop "$i"
+	done
+	return 0
+}
+
+# cl_nbd_uri I VOL: the unix-socket NBD URI of VOL on node I.
+cl_nbd_uri() { nbd_uri "$(cl_dir "$1")" "$2"; }
+
+# vstatus VOL EXPR: a field of `volume status --json`.
+vstatus() { ctsr --json volume status "$1" | json_get "$2"; }
+
+# cl_wait_synced VOL [TIMEOUT_S]: until every copy of VOL is in sync.
+cl_wait_synced() {
+	local vol=$1 t=${2:-120} i st=
+	for (( i=0; i<t*5; i++ )); do
+		st=$(vstatus "$vol" '",".join(c["state"] for c in j["volume"]["copies"])' 2>/dev/null)
+		if [ -n "$st" ] && ! printf '%s' "$st" | grep -qv '^in-sync\(,in-sync\)*$'; then
+			return 0
+		fi
+		sleep 0.2
+	done
+	fail "volume $vol not in sync after ${t}s: copies $st"
+}
+
+# cl_wait_state VOL NODE STATE [TIMEOUT_S]: until NODE's copy of VOL is STATE.
+cl_wait_state() {
+	local vol=$1 node=$2 want=$3 t=${4:-30} i st=
+	for (( i=0; i<t*5; i++ )); do
+		st=$(vstatus "$vol" "[c['state'] for c in j['volume']['copies'] if c['node']=='$node'][0]" 2>/dev/null)
+		[ "$st" = "$want" ] && return 0
+		sleep 0.2
+	done
+	fail "copy of $vol on $node is '$st', want '$want' after ${t}s"
+}
+
+# cl_copy_file I VOL: the data file of node I's copy of VOL (from its catalogue).
+cl_copy_file() {
+	local d
+	d=$(cl_dir "$1")
+	"$PY" - "$d" "$2" <<'EOF'
+import sqlite3, sys
+d, name = sys.argv[1], sys.argv[2]
+db = sqlite3.connect(f"file:{d}/store.db?mode=ro", uri=True)
+row = db.execute("select uuid from volumes where name = ?", (name,)).fetchone()
+if row is None:
+    sys.exit(f"{d}: no volume {name}")
+print(f"{d}/volumes/{row[0]}.data")
+EOF
+}
+
+# cl_assert_copies_identical VOL I J...: every listed node's copy of VOL has
+# the same bytes (nodes stopped or idle).
+cl_assert_copies_identical() {
+	local vol=$1 first= f i
+	shift
+	for i in "$@"; do
+		f=$(cl_copy_file "$i" "$vol") || fail "no copy of $vol on n$i"
+		if [ -z "$first" ]; then
+			first=$f
+			continue
+		fi
+		cmp -s "$first" "$f" || fail "copies of $vol differ: $first vs $f ($(cmp "$first" "$f" 2>&1 | head -1))"
+	done
+	log "copies of $vol identical on nodes $*"
+}
+
+# wait_log I PATTERN [TIMEOUT_S]: until node I's log matches PATTERN (ERE).
+wait_log() {
+	local f i t=${3:-30}
+	f=$(cl_dir "$1")/tesserad.log
+	for (( i=0; i<t*10; i++ )); do
+		grep -qE -- "$2" "$f" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	fail "n$1 log has no /$2/ after ${t}s"
+}
