@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Replication benchmark (issue 3), one go, same machine, side by side.
+#
+#   ./bench/cluster.sh
+#
+# Targets, measured in the same run:
+#   raw-limit   the physical limit when three copies share one disk: fio with
+#               3 jobs on 3 files (io_uring, direct), total IOPS / 3
+#   raw-1       fio on one file (the QD1 latency reference)
+#   tessera-r3  a 3-replica volume of a 3-node loopback cluster, attached on
+#               node 1, fio's nbd engine over its unix socket
+# Jobs: 4k randwrite QD32, 4k randwrite QD1 (p50/p99), 1M write QD8.
+# Then: resync of BENCH_RESYNC (default 1G) of changed regions vs the raw
+# file's sequential write bandwidth (1M QD8), and the RSS of one tesserad
+# with BENCH_MEMVOLS (default 100) attached 10 GiB volumes.
+# Median of BENCH_REPEATS (3) runs of BENCH_RUNTIME (10) s, interleaved.
+# Results: bench/results/cluster-<timestamp>.json and .md.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+SRC=$(cd "$HERE/.." && pwd)
+TSR_BUILD=${TSR_BUILD:-$SRC/build}
+RUNTIME=${BENCH_RUNTIME:-10}
+REPEATS=${BENCH_REPEATS:-3}
+SIZE=${BENCH_SIZE:-1G}
+RESYNC=${BENCH_RESYNC:-1G}
+MEMVOLS=${BENCH_MEMVOLS:-100}
+PY=/usr/bin/python3
+TESSERAD=$TSR_BUILD/tools/tesserad/tesserad
+TESSERA=$TSR_BUILD/tools/tessera/tessera
+
+T0=$(date +%s)
+log() { printf '[%s +%4ss] %s\n' "$(date +%T)" "$(( $(date +%s) - T0 ))" "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+for c in fio "$PY" "$TESSERAD" "$TESSERA"; do command -v "$c" >/dev/null || [ -x "$c" ] || die "$c not found (build first: ./scripts/setup.sh)"; done
+
+W=$(mktemp -d /var/tmp/tessera-bench-cluster.XXXXXX)
+declare -a PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $W"; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+mkdir -p "$W/fio"
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_node I ROLE...: tesserad for node I in $W/nI, waits for its pid file.
+declare -a PORT=()
+start_node() {
+	local i=$1 d=$W/n$1 k
+	shift
+	mkdir -p "$d"
+	"$TESSERAD" --data "$d" --listen "127.0.0.1:${PORT[$i]}" --node-id "n$i" --zone "z$i" "$@" \
+		>"$d/tesserad.log" 2>&1 &
+	PIDS+=($!)
+	for (( k=0; k<300; k++ )); do
+		[ -f "$d/tesserad.pid" ] && [ -S "$d/admin.sock" ] && return 0
+		sleep 0.1
+	done
+	die "node $i did not start: $(tail -5 "$d/tesserad.log")"
+}
+ctsr() { "$TESSERA" --cluster "127.0.0.1:${PORT[1]}" --token-file "$W/n1/admin.token" "$@"; }
+
+fio_json() { # NAME ARGS...: run fio, JSON into $W/fio/NAME.json
+	local name=$1
+	shift
+	fio --output-format=json --output="$W/fio/$name.json" "$@" >/dev/null 2>"$W/fio/$name.err" ||
+		die "fio $name failed: $(tail -3 "$W/fio/$name.err")"
+}
+
+declare -A JOB_ARGS=(
+	[4k_randwrite_qd32]="--rw=randwrite --bs=4k --iodepth=32"
+	[4k_randwrite_qd1]="--rw=randwrite --bs=4k --iodepth=1"
+	[1m_write_qd8]="--rw=write --bs=1M --iodepth=8"
+)
+JOBS="4k_randwrite_qd32 4k_randwrite_qd1 1m_write_qd8"
+COMMON=(--direct=1 --time_based "--runtime=$RUNTIME" --ramp_time=1 "--size=$SIZE" --group_reporting)
+
+# ---- the cluster
+for i in 1 2 3; do PORT[$i]=$(free_port); done
+start_node 1 --meta
+start_node 2 --join "127.0.0.1:${PORT[1]}" --token-file "$W/n1/admin.token"
+start_node 3 --join "127.0.0.1:${PORT[1]}" --token-file "$W/n1/admin.token"
+for k in $(seq 100); do
+	n=$(ctsr --json node list 2>/dev/null | "$PY" -c 'import json,sys; print(sum(1 for n in json.load(sys.stdin)["nodes"] if n.get("alive")))' 2>/dev/null || echo 0)
+	[ "$n" = 3 ] && break
+	sleep 0.2
+done
+ctsr volume create benchvol --size "$SIZE" --replicas 3 >/dev/null || die "volume create"
+ctsr volume attach benchvol --node n1 >/dev/null || die "volume attach"
+URI="nbd+unix:///benchvol?socket=$W/n1/nbd.sock"
+log "3-node cluster up; prefilling"
+fio --name=prefill --ioengine=nbd "--uri=$URI" --rw=write --bs=1M --iodepth=8 "--size=$SIZE" >/dev/null
+mkdir -p "$W/raw"
+for f in 1 2 3; do
+	fio --name=prefill --ioengine=io_uring --direct=1 --filename="$W/raw/f$f" --rw=write --bs=1M \
+		--iodepth=8 "--size=$SIZE" >/dev/null
+done
+
+for (( r=1; r<=REPEATS; r++ )); do
+	for job in $JOBS; do
+		# shellcheck disable=SC2086
+		read -r -a ja <<<"${JOB_ARGS[$job]}"
+		log "repeat $r/$REPEATS $job"
+		fio_json "raw-limit.$job.$r" --ioengine=io_uring "${COMMON[@]}" "${ja[@]}" \
+			--name=a --filename="$W/raw/f1" --name=b --filename="$W/raw/f2" --name=c --filename="$W/raw/f3"
+		fio_json "raw-1.$job.$r" --ioengine=io_uring "${COMMON[@]}" "${ja[@]}" --name=a --filename="$W/raw/f1"
+		fio_json "tessera-r3.$job.$r" --ioengine=nbd "--uri=$URI" "${COMMON[@]}" "${ja[@]}" --name=a
+	done
+done
+
+# ---- resync bandwidth: n3 away while RESYNC bytes are written, then back
+log "resync: stopping n3, writing $RESYNC, restarting n3"
+kill -TERM "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
+fio --name=dirty --ioengine=nbd "--uri=$URI" --rw=write --bs=1M --iodepth=8 "--size=$RESYNC" >/dev/null
+before=$(ctsr --json volume status benchvol | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["resync_bytes_copied"])')
+t_start=$(date +%s.%N)
+start_node 3 --join "127.0.0.1:${PORT[1]}" --token-file "$W/n1/admin.token"
+for k in $(seq 3000); do
+	st=$(ctsr --json volume status benchvol 2>/dev/null | "$PY" -c 'import json,sys; j=json.load(sys.stdin); print(",".join(c["state"] for c in j["volume"]["copies"]), j["resync_bytes_copied"])' 2>/dev/null || true)
+	case "$st" in "in-sync,in-sync,in-sync "*) break ;; esac
+	sleep 0.1
+done
+t_end=$(date +%s.%N)
+copied=${st##* }
+echo "{\"copied\": $(( copied - before )), \"seconds\": $(echo "$t_end - $t_start" | bc)}" >"$W/fio/resync.json"
+fio_json "raw-seqwrite" --ioengine=io_uring --direct=1 --rw=write --bs=1M --iodepth=8 "--size=$RESYNC" \
+	--name=a --filename="$W/raw/f1"
+
+# ---- memory: one node with MEMVOLS attached 10 GiB volumes (3 replicas each)
+log "memory: $MEMVOLS attached 10 GiB volumes"
+for (( v=1; v<=MEMVOLS; v++ )); do
+	ctsr volume create "mem$v" --size 10G --replicas 3 >/dev/null || die "create mem$v"
+	ctsr volume attach "mem$v" --node n2 >/dev/null || die "attach mem$v"
+done
+rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/${PIDS[1]}/status")
+echo "{\"volumes\": $MEMVOLS, \"rss_kb\": $rss_kb}" >"$W/fio/memory.json"
+
+mkdir -p "$SRC/bench/results"
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+"$PY" "$HERE/report_cluster.py" "$W/fio" "$REPEATS" "$SRC/bench/results/cluster-$stamp" "$JOBS"
+log "wrote bench/results/cluster-$stamp.{json,md}"
+cat "$SRC/bench/results/cluster-$stamp.md"
