@@ -125,7 +125,8 @@ for k in $(seq 3000); do
 done
 t_end=$(date +%s.%N)
 copied=${st##* }
-echo "{\"copied\": $(( copied - before )), \"seconds\": $(echo "$t_end - $t_start" | bc)}" >"$W/fio/resync.json"
+"$PY" -c 'import json,sys; print(json.dumps({"copied": int(sys.argv[1]) - int(sys.argv[2]), "seconds": float(sys.argv[4]) - float(sys.argv[3])}))' \
+	"$copied" "$before" "$t_start" "$t_end" >"$W/fio/resync.json"
 fio_json "raw-seqwrite" --ioengine=io_uring --direct=1 --rw=write --bs=1M --iodepth=8 "--size=$RESYNC" \
 	--name=a --filename="$W/raw/f1"
 

@@ -6,13 +6,50 @@
 # directory ($CL_ROOT/nI), its own --listen port and zone zI; node 1 holds the
 # embedded metadata store (--meta), the others --join it.  Node ids are n1..nN.
 
+#
+# With CL_NETNS=1 (root), every node runs in a network namespace of its own,
+# tsrn<pid>-I, with address 10.231.0.I on a veth whose other end is on a
+# bridge in a further namespace tsrb<pid>; cl_cut I / cl_heal I take node I's
+# link down and up (a partition).  NBD clients still reach the nodes through
+# their unix sockets (file system, not network).
+
 CL_ROOT=
 CL_N=0
+CL_NETNS=${CL_NETNS:-0}
+CL_BR=tsrb$$
 declare -a CL_PORT=() CL_PID=() CL_ARGS=()
 
 # cl_dir I: data directory of node I.
 cl_dir() { echo "$CL_ROOT/n$1"; }
-cl_addr() { echo "127.0.0.1:${CL_PORT[$1]}"; }
+cl_addr() {
+	if [ "$CL_NETNS" = 1 ]; then echo "10.231.0.$1:7000"; else echo "127.0.0.1:${CL_PORT[$1]}"; fi
+}
+cl_ns() { echo "tsrn$$-$1"; }
+
+_cl_netns_setup() {
+	local n=$1 i
+	require_root
+	command -v ip >/dev/null || skip "iproute2 (ip) not installed"
+	ip netns add "$CL_BR" 2>/dev/null || skip "cannot create network namespaces"
+	on_exit "ip netns del $CL_BR"
+	ip netns exec "$CL_BR" ip link add br0 type bridge || fail "bridge"
+	ip netns exec "$CL_BR" ip link set br0 up
+	for (( i=1; i<=n; i++ )); do
+		ip netns add "$(cl_ns "$i")" || fail "netns add"
+		on_exit "ip netns del $(cl_ns "$i")"
+		ip link add "tv$$-$i" type veth peer name "tb$$-$i" || fail "veth"
+		ip link set "tv$$-$i" netns "$(cl_ns "$i")"
+		ip link set "tb$$-$i" netns "$CL_BR"
+		ip netns exec "$CL_BR" ip link set "tb$$-$i" master br0 up
+		ip netns exec "$(cl_ns "$i")" ip link set lo up
+		ip netns exec "$(cl_ns "$i")" ip addr add "10.231.0.$i/24" dev "tv$$-$i"
+		ip netns exec "$(cl_ns "$i")" ip link set "tv$$-$i" up
+	done
+}
+
+# cl_cut I / cl_heal I: partition node I from every other node and back.
+cl_cut() { ip netns exec "$CL_BR" ip link set "tb$$-$1" down; log "partition: n$1 cut off"; }
+cl_heal() { ip netns exec "$CL_BR" ip link set "tb$$-$1" up; log "partition: n$1 back"; }
 
 # cl_start_node I [EXTRA ARGS...]: start (or restart) node I with the args it
 # was first started with (plus EXTRA on first start).
@@ -28,8 +65,10 @@ cl_start_node() {
 		fi
 		CL_ARGS[$i]="--listen $(cl_addr "$i") --node-id n$i --zone z$i $role --peer-timeout 2000 $*"
 	fi
+	[ "$CL_NETNS" = 1 ] && TSRD_WRAP=(ip netns exec "$(cl_ns "$i")")
 	# shellcheck disable=SC2086
 	start_tesserad "$(cl_dir "$i")" ${CL_ARGS[$i]}
+	TSRD_WRAP=()
 	CL_PID[$i]=$TSRD_PID
 }
 
@@ -39,6 +78,7 @@ cl_start() {
 	shift
 	make_tmpdir CL_ROOT
 	CL_N=$n
+	[ "$CL_NETNS" = 1 ] && _cl_netns_setup "$n"
 	for (( i=1; i<=n; i++ )); do
 		CL_PORT[$i]=$(free_port)
 	done
@@ -49,12 +89,13 @@ cl_start() {
 }
 
 # ctsr ARGS...: the CLI against the cluster (through node 1).
-ctsr() { "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" "$@"; }
-# ctsr_via I ARGS...: the CLI through node I.
+ctsr() { ctsr_via 1 "$@"; }
+# ctsr_via I ARGS...: the CLI through node I (from inside its namespace).
 ctsr_via() {
-	local i=$1
+	local i=$1 wrap=()
 	shift
-	"$TESSERA" --cluster "$(cl_addr "$i")" --token-file "$(cl_dir 1)/admin.token" "$@"
+	[ "$CL_NETNS" = 1 ] && wrap=(ip netns exec "$(cl_ns "$i")")
+	"${wrap[@]}" "$TESSERA" --cluster "$(cl_addr "$i")" --token-file "$(cl_dir 1)/admin.token" "$@"
 }
 
 # cl_wait_nodes_alive N [TIMEOUT_S]: until `node list` shows N alive nodes.

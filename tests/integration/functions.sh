@@ -146,6 +146,7 @@ reap() {
 	return "$rc"
 }
 
+TSRD_WRAP=()
 # start_tesserad DIR [ARGS...]: start the daemon on DIR (log appended to
 # DIR/tesserad.log), wait until it has written DIR/tesserad.pid with its own
 # pid and its sockets exist.  Sets TSRD_PID.  Fails if it dies or is not
@@ -156,7 +157,8 @@ start_tesserad() {
 	mkdir -p "$dir"
 	[[ " ${_tsr_dirs[*]} " == *" $dir "* ]] || _tsr_dirs+=("$dir")
 	echo "=== start $(date +%T.%N) args: $*" >>"$dir/tesserad.log"
-	"$TESSERAD" --data "$dir" "$@" >>"$dir/tesserad.log" 2>&1 &
+	# TSRD_WRAP: a command prefix, e.g. (ip netns exec NS) for cluster tests
+	"${TSRD_WRAP[@]}" "$TESSERAD" --data "$dir" "$@" >>"$dir/tesserad.log" 2>&1 &
 	TSRD_PID=$!
 	track_pid "$TSRD_PID"
 	for (( i=0; i<300; i++ )); do
