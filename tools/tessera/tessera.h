@@ -1,18 +1,28 @@
 /*
- * Private header of the tessera CLI (tools/tessera/).
- *   tessera.c  option parsing, the volume and status commands, output (text or JSON)
- *   demo.c     `tessera demo`: tesserad + a volume + tessera-bench, end to end
+ * Private header of the tessera CLI (tools/tessera/), a section per file.
+ *   tessera.c      main: global options, connecting, one request/reply, the
+ *                  command-line parser every verb uses
+ *   output.c       text and JSON renderings of the admin API's messages
+ *   cmd_volume.c   `tessera volume ...`
+ *   cmd_cluster.c  `tessera node list`, `tessera cluster status`, `tessera status`
+ *   demo.c         `tessera demo`: a 3-node cluster (or one node) + a volume +
+ *                  tessera-bench, end to end
  */
 #ifndef TESSERA_CLI_H
 #define TESSERA_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
 
 #include "tessera/admin.h"
 
 /* Exit codes. */
 #define EXIT_FAIL 1   /* the operation failed; a message says why */
 #define EXIT_USAGE 2  /* the command line is wrong */
+#define EXIT_INTERRUPTED 130 /* Ctrl-C while waiting */
 
 #define CLI_TIMEOUT_MS 60000 /* longest wait for a tesserad reply */
 
@@ -20,17 +30,25 @@
 struct cli {
 	const char *data_dir;   /* --data, $TESSERA_DATA or /var/lib/tessera */
 	bool data_explicit;     /* --data was given on the command line */
-	const char *cluster;    /* --cluster HOST:PORT, or NULL: the unix socket in data_dir */
-	const char *token;      /* --token */
-	const char *token_file; /* --token-file */
+	const char *cluster;    /* --cluster HOST:PORT ($TESSERA_CLUSTER), or NULL: the unix
+				   socket in data_dir */
+	const char *token;      /* --token, else $TESSERA_TOKEN */
+	const char *token_file; /* --token-file, else $TESSERA_TOKEN_FILE */
 	bool json;              /* --json: one JSON object on stdout */
 };
 
+/* ---- tessera.c ---------------------------------------------------------- */
+
 /* Print "tessera: MESSAGE" on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* cli_error, then return EXIT_USAGE. */
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Connect as the global options say; on failure print why and return EXIT_FAIL. */
 int cli_connect(const struct cli *cli, struct tsr_admin_client **out);
+/* The same without printing: why gets the message.  0 or EXIT_FAIL. */
+int cli_connect_quiet(const struct cli *cli, struct tsr_admin_client **out, char *why,
+		      size_t why_len);
 /*
  * One request/reply; on a failed call or an error reply print the message and
  * return EXIT_FAIL (*resp NULL); else 0 with *resp to free with
@@ -38,11 +56,88 @@ int cli_connect(const struct cli *cli, struct tsr_admin_client **out);
  */
 int cli_call(const struct cli *cli, struct tsr_admin_client *c, Tessera__Admin__Request *req,
 	     Tessera__Admin__Response **resp);
+/*
+ * The same without printing, for loops that retry: 0 with *resp (which may
+ * carry a server error in resp->error; resp->message says what to do), or
+ * -errno from tsr_admin_call with *resp NULL.  why gets a message for a
+ * failed call.
+ */
+int cli_call_quiet(const struct cli *cli, struct tsr_admin_client *c,
+		   Tessera__Admin__Request *req, Tessera__Admin__Response **resp,
+		   char *why, size_t why_len);
 
-/* The status report as `tessera status` prints it (text). */
+/* Print a reply (the request's data in arg); returns the exit code. */
+typedef int (*cli_printer)(const struct cli *cli, const Tessera__Admin__Response *resp,
+			   const void *arg);
+/* Connect, send req, print the reply with print_fn; returns the exit code. */
+int cli_run(const struct cli *cli, Tessera__Admin__Request *req, cli_printer print_fn,
+	    const void *arg);
+
+/* One option of a verb, for cli_parse. */
+struct cli_opt {
+	const char *name;    /* "--size" */
+	const char **value;  /* takes a value: where it goes (NULL for a flag) */
+	bool *flag;          /* a flag: set to true (NULL when it takes a value) */
+};
+
+/*
+ * Parse a verb's arguments argv[0..argc) (after the verb): positionals (up to
+ * one, into *name when name is not NULL), the verb's options (opts, ended by
+ * a NULL name; "--opt VALUE" and "--opt=VALUE"), --help/-h and the global
+ * options.  On --help prints help and sets *help.  Returns 0 or EXIT_USAGE
+ * (printed).  A required NAME that is missing is a usage error.
+ */
+int cli_parse(struct cli *cli, int argc, char **argv, const struct cli_opt *opts,
+	      const char **name, const char *help, const char *cmd, bool *help_shown);
+
+/* Validate a volume name / a --size value; print why and return EXIT_FAIL. */
+int cli_check_name(const char *name);
+int cli_check_size(const char *arg, uint64_t *size);
+/* Parse an unsigned number from lo to hi for option opt; EXIT_USAGE (printed) if not. */
+int cli_parse_uint(const char *opt, const char *arg, unsigned long lo, unsigned long hi,
+		   unsigned long *out);
+
+/* Ctrl-C handling for commands that wait: sets the flag below, no SA_RESTART. */
+extern volatile int g_cli_interrupted; /* the signal number, 0 if none */
+void cli_catch_signals(void);
+
+/* ---- output.c ------------------------------------------------------------ */
+
+const char *cli_fmt_size(uint64_t bytes, char *buf, size_t len);     /* "10 GiB" */
+const char *cli_fmt_time(int64_t t, char *buf, size_t len);          /* "... UTC" or "-" */
+const char *cli_fmt_iso(int64_t t, char *buf, size_t len);           /* ISO 8601 */
+const char *cli_fmt_duration(uint64_t s, char *buf, size_t len);     /* "3 min 20 s" */
+const char *cli_fmt_rate(double bytes_per_sec, char *buf, size_t len); /* "85.3 MiB/s" */
+/* done of total as a percentage 0..100 (100 when total is 0), floored. */
+unsigned cli_percent(uint64_t done, uint64_t total);
+/* Every copy of v is "in-sync" (and there is at least one). */
+bool cli_all_in_sync(const Tessera__Admin__Volume *v);
+/* A cluster volume: the server filled in its cluster fields. */
+bool cli_is_cluster_volume(const Tessera__Admin__Volume *v);
+
+/* Print j on stdout, pretty (or on one line when compact), and take it. */
+int cli_print_json(json_t *j, bool compact);
+json_t *cli_volume_json(const Tessera__Admin__Volume *v);
+json_t *cli_status_json(const Tessera__Admin__Status *s);
+json_t *cli_volume_status_json(const Tessera__Admin__VolumeStatus *s);
+json_t *cli_node_json(const Tessera__Admin__Node *n);
+json_t *cli_cluster_json(const Tessera__Admin__ClusterStatus *s);
+
+void cli_print_volume(const Tessera__Admin__Volume *v);
+void cli_print_volume_list(Tessera__Admin__Volume *const *v, size_t n);
+void cli_print_copies(const Tessera__Admin__Volume *v, const char *indent);
 void cli_print_status(const Tessera__Admin__Status *s);
+void cli_print_volume_status(const Tessera__Admin__VolumeStatus *s);
+void cli_print_nodes(Tessera__Admin__Node *const *nodes, size_t n);
+void cli_print_cluster(const Tessera__Admin__ClusterStatus *s);
 
-/* tessera demo ARGS (argv[0] is "demo"); returns the exit code. */
+/* ---- cmd_volume.c, cmd_cluster.c, demo.c --------------------------------- */
+
+/* Each takes argv[0] = the command word and returns the exit code. */
+int cli_cmd_volume(struct cli *cli, int argc, char **argv);
+int cli_cmd_node(struct cli *cli, int argc, char **argv);
+int cli_cmd_cluster(struct cli *cli, int argc, char **argv);
+int cli_cmd_status(struct cli *cli, int argc, char **argv);
 int cli_demo(struct cli *cli, int argc, char **argv);
 
 #endif

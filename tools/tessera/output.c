@@ -1,0 +1,472 @@
+/*
+ * Renderings of the admin API's messages for the tessera CLI: text for
+ * people (aligned tables, sizes in binary units, durations) and JSON for
+ * scripts (jansson; sizes in bytes, times in unix seconds plus ISO 8601).
+ * JSON keys follow the proto field names, so a script can read either.
+ * Cluster fields appear only for volumes that have them (a cluster volume);
+ * a standalone node's output is unchanged.
+ */
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "tessera.h"
+
+/* ---- formatting ------------------------------------------------------- */
+
+const char *cli_fmt_size(uint64_t bytes, char *buf, size_t len)
+{
+	return tsr_format_size(bytes, buf, len);
+}
+
+const char *cli_fmt_time(int64_t t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (t <= 0 || gmtime_r(&tt, &tm) == NULL)
+		snprintf(buf, len, "-");
+	else
+		strftime(buf, len, "%Y-%m-%d %H:%M:%S UTC", &tm);
+	return buf;
+}
+
+const char *cli_fmt_iso(int64_t t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (gmtime_r(&tt, &tm) == NULL)
+		snprintf(buf, len, "%" PRId64, t);
+	else
+		strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return buf;
+}
+
+const char *cli_fmt_duration(uint64_t s, char *buf, size_t len)
+{
+	if (s < 60)
+		snprintf(buf, len, "%" PRIu64 " s", s);
+	else if (s < 3600)
+		snprintf(buf, len, "%" PRIu64 " min %" PRIu64 " s", s / 60, s % 60);
+	else if (s < 86400)
+		snprintf(buf, len, "%" PRIu64 " h %" PRIu64 " min", s / 3600, s / 60 % 60);
+	else
+		snprintf(buf, len, "%" PRIu64 " d %" PRIu64 " h", s / 86400, s / 3600 % 24);
+	return buf;
+}
+
+const char *cli_fmt_rate(double bps, char *buf, size_t len)
+{
+	static const char *const unit[] = { "B/s", "KiB/s", "MiB/s", "GiB/s", "TiB/s" };
+	unsigned u = 0;
+
+	if (!(bps > 0)) /* also NaN */
+		bps = 0;
+	while (bps >= 1024 && u < sizeof(unit) / sizeof(unit[0]) - 1) {
+		bps /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%.0f %s", bps, unit[u]);
+	else
+		snprintf(buf, len, "%.1f %s", bps, unit[u]);
+	return buf;
+}
+
+unsigned cli_percent(uint64_t done, uint64_t total)
+{
+	uint64_t p;
+
+	if (total == 0)
+		return 100;
+	if (done <= UINT64_MAX / 100)
+		p = done * 100 / total;
+	else
+		p = done / (total / 100 ? total / 100 : 1); /* total >= 100 here in practice */
+	return p > UINT_MAX ? UINT_MAX : (unsigned)p;
+}
+
+bool cli_all_in_sync(const Tessera__Admin__Volume *v)
+{
+	if (v == NULL || v->n_copies == 0)
+		return false;
+	for (size_t i = 0; i < v->n_copies; i++)
+		if (strcmp(v->copies[i]->state, "in-sync") != 0)
+			return false;
+	return true;
+}
+
+bool cli_is_cluster_volume(const Tessera__Admin__Volume *v)
+{
+	return v->replicas > 0 || v->n_copies > 0;
+}
+
+static unsigned copies_in_sync(const Tessera__Admin__Volume *v)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < v->n_copies; i++)
+		n += strcmp(v->copies[i]->state, "in-sync") == 0;
+	return n;
+}
+
+/* ---- JSON ------------------------------------------------------------- */
+
+int cli_print_json(json_t *j, bool compact)
+{
+	if (j == NULL) {
+		cli_error("internal error: cannot build the JSON output");
+		return EXIT_FAIL;
+	}
+	json_dumpf(j, stdout, (compact ? JSON_COMPACT : JSON_INDENT(2)) | JSON_PRESERVE_ORDER);
+	fputc('\n', stdout);
+	json_decref(j);
+	return 0;
+}
+
+static json_t *json_strings(char **v, size_t n)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(a, json_string(v[i]));
+	return a;
+}
+
+static json_t *copy_json(const Tessera__Admin__Copy *c)
+{
+	return json_pack("{s:s, s:s, s:b, s:I}", "node", c->node, "state", c->state,
+			 "connected", (int)c->connected, "dirty_bytes",
+			 (json_int_t)c->dirty_bytes);
+}
+
+json_t *cli_volume_json(const Tessera__Admin__Volume *v)
+{
+	char iso[64];
+	json_t *j, *copies;
+
+	j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:s, s:b, s:o}",
+		      "name", v->name, "uuid", v->uuid, "size", (json_int_t)v->size,
+		      "allocated", (json_int_t)v->allocated, "created", (json_int_t)v->created,
+		      "created_iso", cli_fmt_iso(v->created, iso, sizeof(iso)),
+		      "in_use", (int)v->in_use,
+		      "nbd_uris", json_strings(v->nbd_uris, v->n_nbd_uris));
+	if (j == NULL || !cli_is_cluster_volume(v))
+		return j;
+	copies = json_array();
+	for (size_t i = 0; i < v->n_copies; i++)
+		json_array_append_new(copies, copy_json(v->copies[i]));
+	json_object_update_new(j, json_pack("{s:i, s:i, s:s, s:s?, s:I, s:o}",
+		"replicas", (int)v->replicas, "min_replicas", (int)v->min_replicas,
+		"failure_domain", v->failure_domain,
+		"attached_node", v->attached_node[0] ? v->attached_node : NULL,
+		"epoch", (json_int_t)v->epoch, "copies", copies));
+	return j;
+}
+
+json_t *cli_status_json(const Tessera__Admin__Status *s)
+{
+	json_t *j;
+
+	j = json_pack("{s:s, s:i, s:s, s:s?, s:s, s:i, s:o, s:o, s:I, s:I, s:i, s:I, s:I}",
+		      "version", s->version, "pid", (int)s->pid, "data_dir", s->data_dir,
+		      "device", s->device[0] ? s->device : NULL,
+		      "io_backend", s->io_backend, "workers", (int)s->workers,
+		      "nbd_listeners", json_strings(s->nbd_listeners, s->n_nbd_listeners),
+		      "admin_listeners", json_strings(s->admin_listeners, s->n_admin_listeners),
+		      "nbd_connections_open", (json_int_t)s->nbd_connections_open,
+		      "nbd_connections_total", (json_int_t)s->nbd_connections_total,
+		      "volumes", (int)s->volumes, "uptime_sec", (json_int_t)s->uptime_sec,
+		      "started", (json_int_t)s->started);
+	if (j && (s->node_id[0] || s->cluster_address[0]))
+		json_object_update_new(j, json_pack("{s:s, s:s}", "node_id", s->node_id,
+						    "cluster_address", s->cluster_address));
+	return j;
+}
+
+json_t *cli_volume_status_json(const Tessera__Admin__VolumeStatus *s)
+{
+	json_t *vol = s->volume ? cli_volume_json(s->volume) : json_null();
+
+	return json_pack("{s:o, s:b, s:b, s:i, s:b, s:{s:b, s:I, s:I, s:f, s:I, s:I, s:I},"
+			 " s:{s:b, s:b, s:I, s:I, s:I, s:I, s:I},"
+			 " s:{s:I, s:I, s:I}}",
+			 "volume", vol, "ready", (int)s->ready, "fenced", (int)s->fenced,
+			 "in_sync", (int)s->in_sync,
+			 "all_in_sync", (int)cli_all_in_sync(s->volume),
+			 "resync",
+			 "running", (int)s->resync_running,
+			 "total_bytes", (json_int_t)s->resync_total_bytes,
+			 "done_bytes", (json_int_t)s->resync_done_bytes,
+			 "rate_bps", s->resync_rate_bps,
+			 "eta_sec", (json_int_t)s->resync_eta_sec,
+			 "bytes_copied", (json_int_t)s->resync_bytes_copied,
+			 "regions_copied", (json_int_t)s->resync_regions_copied,
+			 "scrub",
+			 "running", (int)s->scrub_running, "done", (int)s->scrub_done,
+			 "total_bytes", (json_int_t)s->scrub_total_bytes,
+			 "done_bytes", (json_int_t)s->scrub_done_bytes,
+			 "mismatches", (json_int_t)s->scrub_mismatches,
+			 "repaired", (json_int_t)s->scrub_repaired,
+			 "unrepaired", (json_int_t)s->scrub_unrepaired,
+			 "counters",
+			 "writes", (json_int_t)s->writes, "reads", (json_int_t)s->reads,
+			 "copy_failures", (json_int_t)s->copy_failures);
+}
+
+json_t *cli_node_json(const Tessera__Admin__Node *n)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:b, s:b, s:I, s:I, s:I, s:i, s:i, s:o}",
+			 "id", n->id, "address", n->address, "zone", n->zone, "site", n->site,
+			 "alive", (int)n->alive, "meta", (int)n->meta,
+			 "capacity", (json_int_t)n->capacity,
+			 "provisioned", (json_int_t)n->provisioned,
+			 "allocated", (json_int_t)n->allocated, "copies", (int)n->copies,
+			 "attached", (int)n->attached,
+			 "nbd_listeners", json_strings(n->nbd_listeners, n->n_nbd_listeners));
+}
+
+json_t *cli_cluster_json(const Tessera__Admin__ClusterStatus *s)
+{
+	return json_pack("{s:s, s:s, s:I, s:i, s:i, s:i, s:i, s:I, s:I}",
+			 "meta_backend", s->meta_backend, "meta_node", s->meta_node,
+			 "meta_revision", (json_int_t)s->meta_revision, "nodes", (int)s->nodes,
+			 "nodes_alive", (int)s->nodes_alive, "volumes", (int)s->volumes,
+			 "volumes_degraded", (int)s->volumes_degraded,
+			 "capacity", (json_int_t)s->capacity,
+			 "provisioned", (json_int_t)s->provisioned);
+}
+
+/* ---- text ------------------------------------------------------------- */
+
+static int max_width(int w, const char *s)
+{
+	int n = (int)strlen(s);
+
+	return n > w ? n : w;
+}
+
+/* The copies as a table; status adds the columns only a status reply fills in. */
+static void print_copies(const Tessera__Admin__Volume *v, const char *indent, bool status)
+{
+	int w = 4;
+	char dirty[32];
+
+	for (size_t i = 0; i < v->n_copies; i++)
+		w = max_width(w, v->copies[i]->node);
+	if (status)
+		printf("%s%-*s  %-11s  %-9s  %s\n", indent, w, "NODE", "STATE", "CONNECTED",
+		       "DIRTY");
+	else
+		printf("%s%-*s  %s\n", indent, w, "NODE", "STATE");
+	for (size_t i = 0; i < v->n_copies; i++) {
+		const Tessera__Admin__Copy *c = v->copies[i];
+		bool coord = v->attached_node[0] && strcmp(c->node, v->attached_node) == 0;
+
+		if (status)
+			printf("%s%-*s  %-11s  %-9s  %s%s\n", indent, w, c->node, c->state,
+			       c->connected ? "yes" : "no",
+			       cli_fmt_size(c->dirty_bytes, dirty, sizeof(dirty)),
+			       coord ? "  (coordinator)" : "");
+		else
+			printf("%s%-*s  %s%s\n", indent, w, c->node, c->state,
+			       coord ? "  (coordinator)" : "");
+	}
+}
+
+void cli_print_copies(const Tessera__Admin__Volume *v, const char *indent)
+{
+	print_copies(v, indent, false);
+}
+
+/* "3 (writes need 2 in sync), failure domain zone" */
+static void print_replication(const Tessera__Admin__Volume *v)
+{
+	printf("replicas:   %u (writes need %u in sync), failure domain %s\n", v->replicas,
+	       v->min_replicas, v->failure_domain[0] ? v->failure_domain : "node");
+	if (v->attached_node[0])
+		printf("attached:   node %s, epoch %" PRIu64 "\n", v->attached_node, v->epoch);
+	else
+		printf("attached:   no (tessera volume attach %s --node ID exports it)\n",
+		       v->name);
+}
+
+void cli_print_volume(const Tessera__Admin__Volume *v)
+{
+	char size[32], alloc[32], created[64];
+
+	printf("name:       %s\n", v->name);
+	printf("uuid:       %s\n", v->uuid);
+	printf("size:       %s (%" PRIu64 " bytes)\n", cli_fmt_size(v->size, size, sizeof(size)),
+	       v->size);
+	printf("allocated:  %s\n", cli_fmt_size(v->allocated, alloc, sizeof(alloc)));
+	printf("created:    %s\n", cli_fmt_time(v->created, created, sizeof(created)));
+	printf("in use:     %s\n", v->in_use ? "yes (an NBD client has it open)" : "no");
+	if (cli_is_cluster_volume(v)) {
+		print_replication(v);
+		if (v->n_copies) {
+			printf("copies:     %u of %zu in sync\n", copies_in_sync(v), v->n_copies);
+			print_copies(v, "  ", false);
+		}
+	}
+	for (size_t i = 0; i < v->n_nbd_uris; i++)
+		printf("%s%s\n", i ? "            " : "nbd:        ", v->nbd_uris[i]);
+}
+
+void cli_print_volume_list(Tessera__Admin__Volume *const *vols, size_t n)
+{
+	bool cluster = false;
+	int w = 4, wa = 8;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		w = max_width(w, vols[i]->name);
+		wa = max_width(wa, vols[i]->attached_node);
+		cluster |= cli_is_cluster_volume(vols[i]);
+	}
+	printf("%-*s  %10s  %10s", w, "NAME", "SIZE", "ALLOCATED");
+	if (cluster)
+		printf("  %-7s  %-*s", "IN SYNC", wa, "ATTACHED");
+	printf("  %-23s  %s\n", "CREATED", "IN USE");
+	for (i = 0; i < n; i++) {
+		const Tessera__Admin__Volume *v = vols[i];
+		char size[32], alloc[32], created[64], sync[32];
+
+		printf("%-*s  %10s  %10s", w, v->name, cli_fmt_size(v->size, size, sizeof(size)),
+		       cli_fmt_size(v->allocated, alloc, sizeof(alloc)));
+		if (cluster) {
+			if (cli_is_cluster_volume(v))
+				snprintf(sync, sizeof(sync), "%u/%zu", copies_in_sync(v),
+					 v->n_copies);
+			else
+				snprintf(sync, sizeof(sync), "-");
+			printf("  %-7s  %-*s", sync, wa,
+			       v->attached_node[0] ? v->attached_node : "-");
+		}
+		printf("  %-23s  %s\n", cli_fmt_time(v->created, created, sizeof(created)),
+		       v->in_use ? "yes" : "no");
+	}
+}
+
+void cli_print_status(const Tessera__Admin__Status *s)
+{
+	char up[64], started[64];
+
+	printf("tesserad:     %s, pid %d\n", s->version, (int)s->pid);
+	if (s->node_id[0])
+		printf("node:         %s%s%s\n", s->node_id,
+		       s->cluster_address[0] ? ", cluster address " : "", s->cluster_address);
+	printf("data dir:     %s\n", s->data_dir);
+	if (s->device[0])
+		printf("device:       %s\n", s->device);
+	printf("io backend:   %s\n", s->io_backend);
+	printf("workers:      %u\n", s->workers);
+	for (size_t i = 0; i < s->n_nbd_listeners; i++)
+		printf("%s%s\n", i ? "              " : "nbd listen:   ", s->nbd_listeners[i]);
+	for (size_t i = 0; i < s->n_admin_listeners; i++)
+		printf("%s%s\n", i ? "              " : "admin listen: ", s->admin_listeners[i]);
+	printf("nbd clients:  %" PRIu64 " open, %" PRIu64 " since start\n",
+	       s->nbd_connections_open, s->nbd_connections_total);
+	printf("volumes:      %u\n", s->volumes);
+	printf("uptime:       %s (since %s)\n", cli_fmt_duration(s->uptime_sec, up, sizeof(up)),
+	       cli_fmt_time(s->started, started, sizeof(started)));
+}
+
+void cli_print_volume_status(const Tessera__Admin__VolumeStatus *s)
+{
+	const Tessera__Admin__Volume *v = s->volume;
+	char a[32], b[32], c[32], d[64];
+
+	if (v) {
+		printf("volume:     %s, %s, uuid %s\n", v->name, cli_fmt_size(v->size, a, sizeof(a)),
+		       v->uuid);
+		print_replication(v);
+	}
+	printf("state:      %s, %u of %zu copies in sync\n",
+	       s->fenced ? "FENCED (a newer epoch took over: this coordinator no longer writes)" :
+	       s->ready ? "ready (serving reads and writes)" :
+	       "not ready (writes wait: too few copies in sync)",
+	       s->in_sync, v ? v->n_copies : (size_t)0);
+	if (v && v->n_copies)
+		print_copies(v, "  ", true);
+
+	if (s->resync_running) {
+		printf("resync:     running, %s of %s (%u%%), %s, ETA %s\n",
+		       cli_fmt_size(s->resync_done_bytes, a, sizeof(a)),
+		       cli_fmt_size(s->resync_total_bytes, b, sizeof(b)),
+		       cli_percent(s->resync_done_bytes, s->resync_total_bytes),
+		       cli_fmt_rate(s->resync_rate_bps, c, sizeof(c)),
+		       s->resync_rate_bps > 0 ? cli_fmt_duration(s->resync_eta_sec, d, sizeof(d)) :
+		       "unknown");
+	} else {
+		printf("resync:     idle\n");
+	}
+	printf("            %s copied in %" PRIu64 " regions since attach\n",
+	       cli_fmt_size(s->resync_bytes_copied, a, sizeof(a)), s->resync_regions_copied);
+
+	if (s->scrub_running)
+		printf("scrub:      running, %s of %s (%u%%): %" PRIu64 " mismatches, %" PRIu64
+		       " repaired, %" PRIu64 " unrepaired so far\n",
+		       cli_fmt_size(s->scrub_done_bytes, a, sizeof(a)),
+		       cli_fmt_size(s->scrub_total_bytes, b, sizeof(b)),
+		       cli_percent(s->scrub_done_bytes, s->scrub_total_bytes),
+		       s->scrub_mismatches, s->scrub_repaired, s->scrub_unrepaired);
+	else if (s->scrub_done)
+		printf("scrub:      last one done, %s compared: %" PRIu64 " mismatches, %" PRIu64
+		       " repaired, %" PRIu64 " unrepaired\n",
+		       cli_fmt_size(s->scrub_total_bytes, a, sizeof(a)), s->scrub_mismatches,
+		       s->scrub_repaired, s->scrub_unrepaired);
+	else
+		printf("scrub:      none since attach (tessera volume scrub %s)\n",
+		       v ? v->name : "NAME");
+	printf("counters:   %" PRIu64 " writes, %" PRIu64 " reads, %" PRIu64 " copy failures\n",
+	       s->writes, s->reads, s->copy_failures);
+}
+
+void cli_print_nodes(Tessera__Admin__Node *const *nodes, size_t n)
+{
+	int wi = 2, wa = 7, wz = 4, ws = 4;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		wi = max_width(wi, nodes[i]->id);
+		wa = max_width(wa, nodes[i]->address);
+		wz = max_width(wz, nodes[i]->zone);
+		ws = max_width(ws, nodes[i]->site);
+	}
+	printf("%-*s  %-*s  %-*s  %-*s  %-5s  %-4s  %10s  %11s  %10s  %6s  %8s\n", wi, "ID", wa,
+	       "ADDRESS", wz, "ZONE", ws, "SITE", "ALIVE", "META", "CAPACITY", "PROVISIONED",
+	       "ALLOCATED", "COPIES", "ATTACHED");
+	for (i = 0; i < n; i++) {
+		const Tessera__Admin__Node *nd = nodes[i];
+		char cap[32], prov[32], alloc[32];
+
+		printf("%-*s  %-*s  %-*s  %-*s  %-5s  %-4s  %10s  %11s  %10s  %6u  %8u\n", wi, nd->id,
+		       wa, nd->address, wz, nd->zone[0] ? nd->zone : "-", ws,
+		       nd->site[0] ? nd->site : "-", nd->alive ? "yes" : "NO",
+		       nd->meta ? "yes" : "-", cli_fmt_size(nd->capacity, cap, sizeof(cap)),
+		       cli_fmt_size(nd->provisioned, prov, sizeof(prov)),
+		       cli_fmt_size(nd->allocated, alloc, sizeof(alloc)), nd->copies,
+		       nd->attached);
+	}
+}
+
+void cli_print_cluster(const Tessera__Admin__ClusterStatus *s)
+{
+	char cap[32], prov[32];
+
+	printf("metadata:   %s on node %s, revision %" PRIu64 "\n",
+	       s->meta_backend[0] ? s->meta_backend : "?", s->meta_node[0] ? s->meta_node : "?",
+	       s->meta_revision);
+	printf("nodes:      %u, %u alive%s\n", s->nodes, s->nodes_alive,
+	       s->nodes_alive < s->nodes ? " (tessera node list shows which are not)" : "");
+	printf("volumes:    %u, %u degraded%s\n", s->volumes, s->volumes_degraded,
+	       s->volumes_degraded ? " (a copy not in sync: tessera volume status NAME)" : "");
+	printf("capacity:   %s, %s provisioned (%u%%)\n",
+	       cli_fmt_size(s->capacity, cap, sizeof(cap)),
+	       cli_fmt_size(s->provisioned, prov, sizeof(prov)),
+	       s->capacity ? cli_percent(s->provisioned, s->capacity) : 0);
+}
