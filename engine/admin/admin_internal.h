@@ -1,6 +1,8 @@
 /*
  * Private header of engine/admin/: what each file offers the others (and the
- * unit tests).  Users include include/tessera/admin.h.
+ * unit tests).  Users include include/tessera/admin.h.  engine/cluster uses
+ * the reply builders of admin_msg.c too (it fills the cluster commands'
+ * replies).
  */
 #ifndef TESSERA_ADMIN_INTERNAL_H
 #define TESSERA_ADMIN_INTERNAL_H
@@ -29,6 +31,7 @@ char *admin_strdup(const char *s);
  */
 void admin_response_free_built(Tessera__Admin__Response *resp);
 void admin_volume_free_built(Tessera__Admin__Volume *v);
+void admin_node_free_built(Tessera__Admin__Node *n);
 /* Fill resp with error err (-errno) and a formatted user message. */
 void admin_fail(Tessera__Admin__Response *resp, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -89,6 +92,9 @@ struct tsr_admin_server {
 	char **nbd_listeners;
 	size_t n_nbd_listeners;
 	time_t started;
+	/* cluster mode (copies of the hooks and strings), else handle is NULL */
+	struct tsr_admin_cluster cluster;
+	char *node_id, *cluster_address;
 	struct admin_listener listeners[2]; /* [0] unix, [1] TCP */
 	size_t n_listeners;
 	struct admin_conn *conns;

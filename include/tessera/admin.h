@@ -14,6 +14,7 @@
 #ifndef TESSERA_ADMIN_H
 #define TESSERA_ADMIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -82,6 +83,24 @@ struct tsr_admin_node_info {
 	time_t started;
 };
 
+/*
+ * Cluster mode (tesserad --meta/--join): the control plane that answers the
+ * cluster's commands (engine/cluster, wired by tesserad so that this layer
+ * does not depend on it).
+ */
+struct tsr_admin_cluster {
+	/*
+	 * Answer req: fill resp (error and message, or results built with malloc
+	 * as admin_response_free_built frees them) and return true; or return
+	 * false to let the node answer from its own store.
+	 */
+	bool (*handle)(void *arg, const Tessera__Admin__Request *req,
+		       Tessera__Admin__Response *resp);
+	void *arg;
+	const char *node_id;         /* for the status reply */
+	const char *address;         /* --listen HOST:PORT, for the status reply */
+};
+
 struct tsr_admin_server_opts {
 	struct ev_loop *loop;
 	struct tsr_store *store;
@@ -89,8 +108,9 @@ struct tsr_admin_server_opts {
 	struct tsr_nbd_server *nbd;  /* for connection counts; may be NULL */
 	const char *unix_path;       /* always served, created mode 0600 (a stale one is replaced) */
 	const char *tcp_listen;      /* "HOST:PORT" (IPv6: "[::1]:PORT"), or NULL */
-	const char *token;           /* required for TCP: TSR_ADMIN_TOKEN_LEN hex characters */
+	const char *token;           /* required for TCP and adopted connections: TSR_ADMIN_TOKEN_LEN hex */
 	struct tsr_admin_node_info node;
+	const struct tsr_admin_cluster *cluster; /* cluster mode, or NULL: standalone */
 };
 
 /*
@@ -100,6 +120,14 @@ struct tsr_admin_server_opts {
  */
 int tsr_admin_server_create(const struct tsr_admin_server_opts *opts,
 			    struct tsr_admin_server **out);
+/*
+ * Serve an already accepted TCP connection (tesserad's --listen port, after
+ * it recognised the admin protocol): like one from the TCP listener, its
+ * first request must carry the token.  Takes ownership of fd (closed when
+ * the server cannot take it).  Errors: -EINVAL no token configured,
+ * -EMFILE too many connections, -ENOMEM.
+ */
+int tsr_admin_server_adopt(struct tsr_admin_server *srv, int fd);
 /* The listeners as "unix:PATH" / "tcp:HOST:PORT" (actual port); NULL past the end. */
 const char *tsr_admin_server_listener(const struct tsr_admin_server *srv, size_t i);
 /* Stop listening, close every connection, unlink the unix socket.  NULL ok. */
