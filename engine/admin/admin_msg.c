@@ -60,6 +60,15 @@ static void free_strings(char **v, size_t n)
 	free(v);
 }
 
+static void copy_free_built(Tessera__Admin__Copy *cp)
+{
+	if (cp == NULL)
+		return;
+	free_string(cp->node);
+	free_string(cp->state);
+	free(cp);
+}
+
 void admin_volume_free_built(Tessera__Admin__Volume *v)
 {
 	if (v == NULL)
@@ -67,7 +76,24 @@ void admin_volume_free_built(Tessera__Admin__Volume *v)
 	free_string(v->name);
 	free_string(v->uuid);
 	free_strings(v->nbd_uris, v->n_nbd_uris);
+	free_string(v->failure_domain);
+	free_string(v->attached_node);
+	for (size_t i = 0; i < v->n_copies; i++)
+		copy_free_built(v->copies[i]);
+	free(v->copies);
 	free(v);
+}
+
+void admin_node_free_built(Tessera__Admin__Node *n)
+{
+	if (n == NULL)
+		return;
+	free_string(n->id);
+	free_string(n->address);
+	free_string(n->zone);
+	free_string(n->site);
+	free_strings(n->nbd_listeners, n->n_nbd_listeners);
+	free(n);
 }
 
 void admin_response_free_built(Tessera__Admin__Response *resp)
@@ -90,8 +116,26 @@ void admin_response_free_built(Tessera__Admin__Response *resp)
 		free_string(s->device);
 		free_strings(s->nbd_listeners, s->n_nbd_listeners);
 		free_strings(s->admin_listeners, s->n_admin_listeners);
+		free_string(s->node_id);
+		free_string(s->cluster_address);
 		free(s);
 		resp->status = NULL;
+	}
+	for (size_t i = 0; i < resp->n_nodes; i++)
+		admin_node_free_built(resp->nodes[i]);
+	free(resp->nodes);
+	resp->nodes = NULL;
+	resp->n_nodes = 0;
+	if (resp->volume_status) {
+		admin_volume_free_built(resp->volume_status->volume);
+		free(resp->volume_status);
+		resp->volume_status = NULL;
+	}
+	if (resp->cluster_status) {
+		free_string(resp->cluster_status->meta_backend);
+		free_string(resp->cluster_status->meta_node);
+		free(resp->cluster_status);
+		resp->cluster_status = NULL;
 	}
 }
 
@@ -150,6 +194,40 @@ static int check_name(const char *name, const char **why)
 	return 0;
 }
 
+/* A node id: the same rule as volume names; "" allowed where optional. */
+static int check_node(const char *id, bool optional, const char **why)
+{
+	if (optional && id != NULL && id[0] == '\0')
+		return 0;
+	if (!tsr_valid_name(id)) {
+		*why = "invalid node id: use 1 to 63 of A-Z a-z 0-9 . _ - starting with a letter "
+		       "or digit (tessera node list shows them)";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int check_replication(const Tessera__Admin__VolumeCreate *c, const char **why)
+{
+	unsigned replicas = c->replicas ? c->replicas : 3;
+
+	if (c->replicas > 8) {
+		*why = "replicas must be 1 to 8";
+		return -EINVAL;
+	}
+	if (c->min_replicas > replicas) {
+		*why = "min-replicas must not exceed replicas";
+		return -EINVAL;
+	}
+	if (!valid_text(c->failure_domain, 16, true) ||
+	    (c->failure_domain[0] && strcmp(c->failure_domain, "node") &&
+	     strcmp(c->failure_domain, "zone") && strcmp(c->failure_domain, "site"))) {
+		*why = "failure domain must be node, zone or site";
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int check_request(const Tessera__Admin__Request *req, const char **why)
 {
 	if (!valid_text(req->token, TSR_ADMIN_TOKEN_LEN, true)) {
@@ -161,7 +239,8 @@ static int check_request(const Tessera__Admin__Request *req, const char **why)
 		if (req->volume_create == NULL)
 			break;
 		return check_name(req->volume_create->name, why) ?:
-		       check_size(req->volume_create->size, why);
+		       check_size(req->volume_create->size, why) ?:
+		       check_replication(req->volume_create, why);
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_LIST:
 		if (req->volume_list == NULL)
 			break;
@@ -181,6 +260,37 @@ static int check_request(const Tessera__Admin__Request *req, const char **why)
 		return check_name(req->volume_delete->name, why);
 	case TESSERA__ADMIN__REQUEST__COMMAND_STATUS:
 		if (req->status == NULL)
+			break;
+		return 0;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ATTACH:
+		if (req->volume_attach == NULL)
+			break;
+		return check_name(req->volume_attach->name, why) ?:
+		       check_node(req->volume_attach->node, true, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DETACH:
+		if (req->volume_detach == NULL)
+			break;
+		return check_name(req->volume_detach->name, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_STATUS:
+		if (req->volume_status == NULL)
+			break;
+		return check_name(req->volume_status->name, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_SCRUB:
+		if (req->volume_scrub == NULL)
+			break;
+		return check_name(req->volume_scrub->name, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_REPLACE_REPLICA:
+		if (req->volume_replace_replica == NULL)
+			break;
+		return check_name(req->volume_replace_replica->name, why) ?:
+		       check_node(req->volume_replace_replica->node, false, why) ?:
+		       check_node(req->volume_replace_replica->to, true, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_NODE_LIST:
+		if (req->node_list == NULL)
+			break;
+		return 0;
+	case TESSERA__ADMIN__REQUEST__COMMAND_CLUSTER_STATUS:
+		if (req->cluster_status == NULL)
 			break;
 		return 0;
 	default:
@@ -247,6 +357,29 @@ static bool valid_strings(char **v, size_t n)
 	return true;
 }
 
+static bool valid_volume(const Tessera__Admin__Volume *v)
+{
+	if (v == NULL || !tsr_valid_name(v->name) || !valid_uuid(v->uuid) ||
+	    v->size % TSR_BLOCK_SIZE || !valid_strings(v->nbd_uris, v->n_nbd_uris) ||
+	    !valid_text(v->failure_domain, 16, true) || !valid_text(v->attached_node, 64, true) ||
+	    v->n_copies > 8)
+		return false;
+	for (size_t i = 0; i < v->n_copies; i++) {
+		const Tessera__Admin__Copy *cp = v->copies[i];
+
+		if (cp == NULL || !valid_text(cp->node, 64, false) || !valid_text(cp->state, 32, true))
+			return false;
+	}
+	return true;
+}
+
+static bool valid_node(const Tessera__Admin__Node *n)
+{
+	return n && valid_text(n->id, 64, false) && valid_text(n->address, MAX_STRING, true) &&
+	       valid_text(n->zone, MAX_STRING, true) && valid_text(n->site, MAX_STRING, true) &&
+	       valid_strings(n->nbd_listeners, n->n_nbd_listeners);
+}
+
 static int check_response(const Tessera__Admin__Response *resp, const char **why)
 {
 	if (resp->error > 0 || resp->error < -4095) {
@@ -262,13 +395,29 @@ static int check_response(const Tessera__Admin__Response *resp, const char **why
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < resp->n_volumes; i++) {
-		const Tessera__Admin__Volume *v = resp->volumes[i];
-
-		if (v == NULL || !tsr_valid_name(v->name) || !valid_uuid(v->uuid) ||
-		    v->size % TSR_BLOCK_SIZE || !valid_strings(v->nbd_uris, v->n_nbd_uris)) {
+		if (!valid_volume(resp->volumes[i])) {
 			*why = "malformed volume";
 			return -EINVAL;
 		}
+	}
+	if (resp->n_nodes > MAX_VOLUMES) {
+		*why = "too many nodes";
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < resp->n_nodes; i++) {
+		if (!valid_node(resp->nodes[i])) {
+			*why = "malformed node";
+			return -EINVAL;
+		}
+	}
+	if (resp->volume_status && !valid_volume(resp->volume_status->volume)) {
+		*why = "malformed volume status";
+		return -EINVAL;
+	}
+	if (resp->cluster_status && (!valid_text(resp->cluster_status->meta_backend, 64, true) ||
+				     !valid_text(resp->cluster_status->meta_node, 64, true))) {
+		*why = "malformed cluster status";
+		return -EINVAL;
 	}
 	if (resp->status) {
 		const Tessera__Admin__Status *s = resp->status;
@@ -276,7 +425,9 @@ static int check_response(const Tessera__Admin__Response *resp, const char **why
 		if (!valid_text(s->version, 64, true) || !valid_text(s->data_dir, MAX_STRING, true) ||
 		    !valid_text(s->io_backend, 64, true) || !valid_text(s->device, MAX_STRING, true) ||
 		    !valid_strings(s->nbd_listeners, s->n_nbd_listeners) ||
-		    !valid_strings(s->admin_listeners, s->n_admin_listeners) || s->pid < 0) {
+		    !valid_strings(s->admin_listeners, s->n_admin_listeners) || s->pid < 0 ||
+		    !valid_text(s->node_id, 64, true) ||
+		    !valid_text(s->cluster_address, MAX_STRING, true)) {
 			*why = "malformed status";
 			return -EINVAL;
 		}

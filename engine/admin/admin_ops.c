@@ -279,6 +279,10 @@ static void op_status(struct tsr_admin_server *srv, Tessera__Admin__Response *re
 	}
 	free(infos);
 	s->volumes = (uint32_t)count;
+	s->node_id = admin_strdup(srv->node_id);
+	s->cluster_address = admin_strdup(srv->cluster_address);
+	if (!s->node_id || !s->cluster_address)
+		goto nomem;
 	return;
 nomem:
 	admin_fail(resp, -ENOMEM, "out of memory in tesserad");
@@ -287,6 +291,9 @@ nomem:
 void admin_handle(struct tsr_admin_server *srv, const Tessera__Admin__Request *req,
 		  Tessera__Admin__Response *resp)
 {
+	/* cluster mode: the control plane answers what is not this node's own business */
+	if (srv->cluster.handle && srv->cluster.handle(srv->cluster.arg, req, resp))
+		return;
 	switch (req->command_case) {
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE:
 		op_volume_create(srv, req->volume_create, resp);
@@ -305,6 +312,17 @@ void admin_handle(struct tsr_admin_server *srv, const Tessera__Admin__Request *r
 		break;
 	case TESSERA__ADMIN__REQUEST__COMMAND_STATUS:
 		op_status(srv, resp);
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ATTACH:
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DETACH:
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_STATUS:
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_SCRUB:
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_REPLACE_REPLICA:
+	case TESSERA__ADMIN__REQUEST__COMMAND_NODE_LIST:
+	case TESSERA__ADMIN__REQUEST__COMMAND_CLUSTER_STATUS:
+		admin_fail(resp, -EOPNOTSUPP, "this tesserad is standalone: that command needs a "
+			   "cluster (start tesserad with --listen and --meta or --join; tesserad "
+			   "--help)");
 		break;
 	default:
 		/* tsr_admin_request_parse lets no other case through */

@@ -210,11 +210,56 @@ static void resume_accept_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	ev_io_start(loop, &l->watcher);
 }
 
+/* Serve accepted socket fd (non-blocking).  0 or -ENOMEM (fd left to the caller). */
+static int conn_new(struct tsr_admin_server *srv, int fd, bool tcp)
+{
+	struct admin_conn *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return -ENOMEM;
+	c->srv = srv;
+	c->fd = fd;
+	c->tcp = tcp;
+	c->authenticated = !tcp;
+	ev_io_init(&c->watcher, conn_cb, fd, EV_READ);
+	c->watcher.data = c;
+	ev_init(&c->idle, idle_cb);
+	c->idle.repeat = tcp ? ADMIN_AUTH_TIMEOUT : ADMIN_IDLE_TIMEOUT;
+	c->idle.data = c;
+	ev_timer_again(srv->loop, &c->idle);
+	if (tcp) /* after authentication, the ordinary idle limit */
+		c->idle.repeat = ADMIN_IDLE_TIMEOUT;
+	ev_io_start(srv->loop, &c->watcher);
+	c->next = srv->conns;
+	if (srv->conns)
+		srv->conns->prev = c;
+	srv->conns = c;
+	srv->n_conns++;
+	return 0;
+}
+
+int tsr_admin_server_adopt(struct tsr_admin_server *srv, int fd)
+{
+	int ret = 0;
+
+	if (srv->token == NULL)
+		ret = -EINVAL;
+	else if (srv->n_conns >= ADMIN_MAX_CONNS)
+		ret = -EMFILE;
+	else
+		ret = conn_new(srv, fd, true);
+	if (ret) {
+		tsr_warn("admin: cannot take a connection from the cluster port: %s",
+			 strerror(-ret));
+		close(fd);
+	}
+	return ret;
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct admin_listener *l = w->data;
 	struct tsr_admin_server *srv = l->srv;
-	struct admin_conn *c;
 	int fd;
 
 	for (;;) {
@@ -239,29 +284,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			close(fd);
 			continue;
 		}
-		c = calloc(1, sizeof(*c));
-		if (c == NULL) {
+		if (conn_new(srv, fd, l->tcp))
 			close(fd);
-			continue;
-		}
-		c->srv = srv;
-		c->fd = fd;
-		c->tcp = l->tcp;
-		c->authenticated = !l->tcp;
-		ev_io_init(&c->watcher, conn_cb, fd, EV_READ);
-		c->watcher.data = c;
-		ev_init(&c->idle, idle_cb);
-		c->idle.repeat = l->tcp ? ADMIN_AUTH_TIMEOUT : ADMIN_IDLE_TIMEOUT;
-		c->idle.data = c;
-		ev_timer_again(loop, &c->idle);
-		if (l->tcp) /* after authentication, the ordinary idle limit */
-			c->idle.repeat = ADMIN_IDLE_TIMEOUT;
-		ev_io_start(loop, &c->watcher);
-		c->next = srv->conns;
-		if (srv->conns)
-			srv->conns->prev = c;
-		srv->conns = c;
-		srv->n_conns++;
 	}
 }
 
@@ -298,7 +322,7 @@ int tsr_admin_server_create(const struct tsr_admin_server_opts *opts,
 	if (opts->loop == NULL || opts->store == NULL || opts->vols == NULL ||
 	    opts->unix_path == NULL)
 		return -EINVAL;
-	if (opts->tcp_listen && (opts->token == NULL || strlen(opts->token) < 32)) {
+	if ((opts->tcp_listen || opts->cluster) && (opts->token == NULL || strlen(opts->token) < 32)) {
 		tsr_error("admin: a TCP listener needs a token");
 		return -EINVAL;
 	}
@@ -311,7 +335,15 @@ int tsr_admin_server_create(const struct tsr_admin_server_opts *opts,
 	srv->store = opts->store;
 	srv->vols = opts->vols;
 	srv->nbd = opts->nbd;
-	srv->token = dup_or_null(opts->tcp_listen ? opts->token : NULL, &nomem);
+	/* a cluster node takes TCP connections from its --listen port too */
+	srv->token = dup_or_null(opts->tcp_listen || opts->cluster ? opts->token : NULL, &nomem);
+	if (opts->cluster) {
+		srv->cluster = *opts->cluster;
+		srv->node_id = dup_or_null(opts->cluster->node_id, &nomem);
+		srv->cluster_address = dup_or_null(opts->cluster->address, &nomem);
+		srv->cluster.node_id = srv->node_id;
+		srv->cluster.address = srv->cluster_address;
+	}
 	srv->data_dir = dup_or_null(opts->node.data_dir, &nomem);
 	srv->device = dup_or_null(opts->node.device, &nomem);
 	srv->io_backend = dup_or_null(opts->node.io_backend, &nomem);
@@ -391,6 +423,8 @@ void tsr_admin_server_destroy(struct tsr_admin_server *srv)
 		OPENSSL_cleanse(srv->token, strlen(srv->token));
 		free(srv->token);
 	}
+	free(srv->node_id);
+	free(srv->cluster_address);
 	free(srv->data_dir);
 	free(srv->device);
 	free(srv->io_backend);

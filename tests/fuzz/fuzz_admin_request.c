@@ -31,6 +31,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE:
 		name = req->volume_create->name;
 		vol_size = req->volume_create->size;
+		if (req->volume_create->replicas > 8 ||
+		    req->volume_create->min_replicas >
+			    (req->volume_create->replicas ? req->volume_create->replicas : 3))
+			abort();
 		break;
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_SHOW:
 		name = req->volume_show->name;
@@ -48,6 +52,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	case TESSERA__ADMIN__REQUEST__COMMAND_STATUS:
 		if (req->status == NULL)
+			abort();
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ATTACH:
+		name = req->volume_attach->name;
+		if (req->volume_attach->node[0] && !tsr_valid_name(req->volume_attach->node))
+			abort();
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DETACH:
+		name = req->volume_detach->name;
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_STATUS:
+		name = req->volume_status->name;
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_SCRUB:
+		name = req->volume_scrub->name;
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_REPLACE_REPLICA:
+		name = req->volume_replace_replica->name;
+		if (!tsr_valid_name(req->volume_replace_replica->node) ||
+		    (req->volume_replace_replica->to[0] &&
+		     !tsr_valid_name(req->volume_replace_replica->to)))
+			abort();
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_NODE_LIST:
+		if (req->node_list == NULL)
+			abort();
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_CLUSTER_STATUS:
+		if (req->cluster_status == NULL)
 			abort();
 		break;
 	default:

@@ -1,0 +1,591 @@
+/*
+ * Coordinators: attach makes this node a volume's single writer.
+ *
+ *  1. attach/<name> is created (compare-and-set: absent) on this node's
+ *     lease; its mod_rev is the epoch.  If this node's lease lapses, the key
+ *     goes with it and another node may attach with a higher epoch.
+ *  2. vol/<name> gets epoch = that epoch (older coordinators can no longer
+ *     record copy states) and clean_detach = false; the old clean_detach
+ *     says whether the copies need converging (mirror opts.converge).
+ *  3. the mirror layout opens every copy with the epoch (fencing any older
+ *     coordinator at the replicas) and is registered in the volume set,
+ *     which serves it over NBD.
+ * Detach undoes it; clean_detach = true only when the mirror was not fenced.
+ * The 500 ms tick tells a mirror when a copy's node is alive again and
+ * rebuilds a copy whose node stayed dead for --rebuild-after seconds.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "admin/admin_internal.h"
+#include "cluster/internal.h"
+
+/* Forward req to the node called node_id; false when that is us. */
+static bool forward_to(struct tsr_cluster *c, const char *node_id,
+		       const Tessera__Admin__Request *req, Tessera__Admin__Response *resp)
+{
+	Tessera__Cluster__NodeRecord *n = NULL;
+	int ret;
+
+	if (strcmp(node_id, c->node_id) == 0)
+		return false;
+	ret = rec_node_get(c->meta, node_id, &n);
+	if (ret) {
+		admin_fail(resp, ret == -ENOENT ? -ENOENT : ret, "node %s %s (tessera node list "
+			   "shows the nodes)", node_id, ret == -ENOENT ? "is not in the cluster" :
+			   "cannot be looked up");
+		return true;
+	}
+	cluster_forward(c, node_id, n->address, req, resp);
+	tessera__cluster__node_record__free_unpacked(n, NULL);
+	return true;
+}
+
+/* The attach/<name> key: node id (into node) and epoch; -ENOENT when detached. */
+static int get_attach(struct tsr_cluster *c, const char *name, char *node, size_t node_len,
+		      uint64_t *epoch, uint64_t *lease)
+{
+	Tessera__Cluster__AttachRecord *a;
+	struct tsr_meta_kv kv = { 0 };
+	char key[80];
+	int ret;
+
+	snprintf(key, sizeof(key), "attach/%s", name);
+	ret = tsr_meta_get(c->meta, key, &kv);
+	if (ret)
+		return ret;
+	a = rec_attach_decode(&kv);
+	if (a == NULL) {
+		tsr_meta_kv_clear(&kv);
+		return -EUCLEAN;
+	}
+	snprintf(node, node_len, "%s", a->node_id);
+	*epoch = kv.mod_rev;
+	if (lease)
+		*lease = kv.lease;
+	tessera__cluster__attach_record__free_unpacked(a, NULL);
+	tsr_meta_kv_clear(&kv);
+	return 0;
+}
+
+/*
+ * Read-modify-write of vol/<name>: set epoch and clean_detach; *old_clean
+ * (may be NULL) gets the previous clean_detach.  only_if_epoch: do nothing
+ * when the record's epoch is not this one (a newer coordinator owns it).
+ */
+static int update_volume(struct tsr_cluster *c, const char *name, uint64_t epoch,
+			 bool clean, bool only_if_epoch, bool *old_clean)
+{
+	Tessera__Cluster__VolumeRecord *rec;
+	char key[80];
+	uint64_t rev;
+	int ret = -ECANCELED;
+
+	snprintf(key, sizeof(key), "vol/%s", name);
+	for (int tries = 0; tries < 50 && ret == -ECANCELED; tries++) {
+		ret = rec_volume_get(c->meta, name, &rec, &rev);
+		if (ret)
+			return ret;
+		if (only_if_epoch && rec->epoch != epoch) {
+			tessera__cluster__volume_record__free_unpacked(rec, NULL);
+			return -ESTALE;
+		}
+		if (old_clean)
+			*old_clean = rec->clean_detach;
+		rec->epoch = epoch;
+		rec->clean_detach = clean;
+		ret = rec_put(c->meta, key, &rec->base, rev, 0, NULL);
+		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	}
+	return ret;
+}
+
+static void attachment_unlink(struct tsr_cluster *c, struct attachment *a)
+{
+	pthread_mutex_lock(&c->lock);
+	for (struct attachment **pp = &c->attached; *pp; pp = &(*pp)->next)
+		if (*pp == a) {
+			*pp = a->next;
+			break;
+		}
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void delete_attach_key(struct tsr_cluster *c, const char *name, uint64_t epoch)
+{
+	char key[80];
+	int ret;
+
+	snprintf(key, sizeof(key), "attach/%s", name);
+	ret = tsr_meta_delete(c->meta, key, epoch);
+	if (ret && ret != -ENOENT && ret != -ECANCELED)
+		tsr_warn("cluster: delete %s: %s (it goes when this node's lease ends)", key,
+			 strerror(-ret));
+}
+
+/* Attach name here.  0, or -errno with msg. */
+static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len)
+{
+	Tessera__Cluster__AttachRecord arec = TESSERA__CLUSTER__ATTACH_RECORD__INIT;
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	struct tsr_mirror_opts mo;
+	struct tsr_layout *layout = NULL;
+	struct attachment *a;
+	struct tsr_worker *home;
+	char key[80], holder[64];
+	uint64_t epoch, lease = cluster_lease(c), held_lease;
+	bool old_clean = false;
+	int ret;
+
+	a = cluster_find_attachment(c, name);
+	if (a && !a->fenced) {
+		snprintf(msg, msg_len, "volume '%s' is attached here already (epoch %llu)", name,
+			 (unsigned long long)a->epoch);
+		return 0;
+	}
+	if (a) { /* fenced: drop the stale coordinator and attach anew */
+		cluster_detach_local(c, a, msg, msg_len);
+	}
+	ret = rec_volume_get(c->meta, name, &rec, NULL);
+	if (ret) {
+		snprintf(msg, msg_len, ret == -ENOENT ? "volume '%s' not found (tessera volume list "
+			 "shows what exists)" : "cannot read volume '%s' from the metadata store",
+			 name);
+		return ret;
+	}
+	ret = get_attach(c, name, holder, sizeof(holder), &epoch, &held_lease);
+	if (ret == 0 && strcmp(holder, c->node_id) == 0 && held_lease == lease) {
+		/* ours from an attach that failed half-way: take it over */
+		delete_attach_key(c, name, epoch);
+	} else if (ret == 0) {
+		snprintf(msg, msg_len, "volume '%s' is attached on %s (epoch %llu); detach it there "
+			 "first (tessera volume detach %s), or wait for that node's lease to "
+			 "expire (%u ms) if it is dead", name, holder, (unsigned long long)epoch,
+			 name, TSR_CLUSTER_LEASE_TTL_MS);
+		ret = -EBUSY;
+		goto out;
+	} else if (ret != -ENOENT) {
+		snprintf(msg, msg_len, "cannot read attach/%s: %s", name, strerror(-ret));
+		goto out;
+	}
+	arec.node_id = c->node_id;
+	snprintf(key, sizeof(key), "attach/%s", name);
+	ret = rec_put(c->meta, key, &arec.base, 0, lease, &epoch);
+	if (ret == -ECANCELED) {
+		snprintf(msg, msg_len, "volume '%s' was just attached elsewhere (tessera volume "
+			 "show %s)", name, name);
+		ret = -EBUSY;
+		goto out;
+	}
+	if (ret) {
+		snprintf(msg, msg_len, "cannot record the attachment of '%s': %s%s", name,
+			 strerror(-ret), ret == -ENOENT ? " (this node's lease expired: retry in a "
+			 "second)" : "");
+		goto out;
+	}
+	ret = update_volume(c, name, epoch, false, false, &old_clean);
+	if (ret) {
+		snprintf(msg, msg_len, "cannot record epoch %llu in vol/%s: %s (retry)",
+			 (unsigned long long)epoch, name, strerror(-ret));
+		goto undo_key;
+	}
+	tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	ret = rec_volume_get(c->meta, name, &rec, NULL); /* as it is now, states included */
+	if (ret) {
+		rec = NULL;
+		snprintf(msg, msg_len, "cannot read volume '%s': %s", name, strerror(-ret));
+		goto undo_key;
+	}
+
+	memset(&mo, 0, sizeof(mo));
+	mo.name = name;
+	mo.size = rec->size;
+	mo.epoch = epoch;
+	mo.store = c->o.store;
+	mo.state_dir = c->coord_dir;
+	home = c->o.workers[c->next_home++ % c->o.n_workers];
+	mo.home = home;
+	mo.node_id = c->node_id;
+	mo.token = c->token;
+	mo.n_copies = (unsigned)rec->n_copies;
+	mo.min_replicas = rec->min_replicas;
+	mo.peer_timeout_ms = c->o.peer_timeout_ms;
+	mo.resync_rate = c->o.resync_rate;
+	mo.converge = !old_clean;
+	mo.hooks.set_copy_state = cluster_set_copy_state;
+	mo.hooks.arg = c;
+
+	a = calloc(1, sizeof(*a));
+	if (a == NULL) {
+		ret = -ENOMEM;
+		snprintf(msg, msg_len, "out of memory in tesserad");
+		goto undo_key;
+	}
+	snprintf(a->name, sizeof(a->name), "%s", name);
+	a->epoch = epoch;
+	a->n_copies = mo.n_copies;
+	for (unsigned i = 0; i < mo.n_copies; i++) {
+		const Tessera__Cluster__CopyRecord *cr = rec->copies[i];
+		struct tsr_mirror_copy *mc = &mo.copies[i];
+		Tessera__Cluster__NodeRecord *node = NULL;
+		char bitmap[4096];
+
+		snprintf(mc->node_id, sizeof(mc->node_id), "%s", cr->node_id);
+		snprintf(a->copies[i].node_id, sizeof(a->copies[i].node_id), "%s", cr->node_id);
+		mc->local = strcmp(cr->node_id, c->node_id) == 0;
+		mc->state = rec_state_to_mirror(cr->state);
+		a->copies[i].last_state = mc->state;
+		if (!mc->local && rec_node_get(c->meta, cr->node_id, &node) == 0) {
+			snprintf(mc->address, sizeof(mc->address), "%s", node->address);
+			tessera__cluster__node_record__free_unpacked(node, NULL);
+		}
+		/* away under another coordinator (or our bitmap is lost): copy it all */
+		snprintf(bitmap, sizeof(bitmap), "%s/%s.%s.bitmap", c->coord_dir, name, cr->node_id);
+		mc->full_resync = mc->state != TSR_COPY_IN_SYNC && access(bitmap, F_OK) != 0;
+	}
+	/* listed before the mirror exists: its first state changes need our epoch */
+	pthread_mutex_lock(&c->lock);
+	a->next = c->attached;
+	c->attached = a;
+	pthread_mutex_unlock(&c->lock);
+
+	tsr_info("cluster: attaching %s epoch %llu (%u copies, min %u, %s)", name,
+		 (unsigned long long)epoch, mo.n_copies, mo.min_replicas,
+		 mo.converge ? "converging: the last coordinator did not detach cleanly" :
+		 "clean");
+	ret = tsr_layout_mirror_create(&mo, &layout);
+	if (ret) {
+		snprintf(msg, msg_len, "cannot attach '%s': %s", name,
+			 ret == -EIO ? "fewer than min-replicas in-sync copies are reachable (tessera "
+			 "volume show lists them: bring their nodes back, or replace-replica)" :
+			 ret == -ESTALE ? "a copy has seen a newer coordinator (someone attached it "
+			 "since: tessera volume show)" :
+			 ret == -ENOENT ? "a copy is missing on its node (replace-replica it)" :
+			 strerror(-ret));
+		goto undo_list;
+	}
+	ret = tsr_volset_attach(c->o.vols, name, layout, home);
+	if (ret) {
+		tsr_layout_destroy(layout);
+		snprintf(msg, msg_len, "cannot register '%s' for NBD: %s", name, strerror(-ret));
+		goto undo_list;
+	}
+	pthread_mutex_lock(&c->lock);
+	a->layout = layout;
+	if (a->fenced) /* the lease went while we were building it */
+		tsr_mirror_fence(layout);
+	pthread_mutex_unlock(&c->lock);
+	tsr_info("cluster: attach %s epoch %llu on %s", name, (unsigned long long)epoch,
+		 c->node_id);
+	snprintf(msg, msg_len, "attached '%s' on %s (epoch %llu)", name, c->node_id,
+		 (unsigned long long)epoch);
+	tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	return 0;
+undo_list:
+	attachment_unlink(c, a);
+	free(a);
+undo_key:
+	delete_attach_key(c, name, epoch);
+out:
+	if (rec)
+		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	tsr_warn("cluster: %s", msg);
+	return ret;
+}
+
+void cluster_attach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
+		    Tessera__Admin__Response *resp)
+{
+	const Tessera__Admin__VolumeAttach *r = req->volume_attach;
+	char msg[1024];
+	int ret;
+
+	if (r->node[0] && forward_to(c, r->node, req, resp))
+		return;
+	ret = attach_local(c, r->name, msg, sizeof(msg));
+	if (ret)
+		admin_fail(resp, ret, "%s", msg);
+	else
+		cluster_volume_list(c, r->name, resp);
+}
+
+int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg, size_t msg_len)
+{
+	bool fenced;
+	int ret;
+
+	pthread_mutex_lock(&c->lock);
+	fenced = a->fenced;
+	if (a->layout && !fenced) {
+		struct tsr_mirror_status st;
+
+		tsr_mirror_get_status(a->layout, &st);
+		fenced = st.fenced;
+	}
+	pthread_mutex_unlock(&c->lock);
+	attachment_unlink(c, a);
+	if (a->layout) {
+		ret = tsr_volset_detach(c->o.vols, a->name);
+		if (ret)
+			tsr_warn("cluster: unregister %s: %s", a->name, strerror(-ret));
+	}
+	if (!fenced) {
+		ret = update_volume(c, a->name, a->epoch, true, true, NULL);
+		if (ret)
+			tsr_warn("cluster: volume %s: cannot record the clean detach: %s (the next "
+				 "attach converges the copies)", a->name, strerror(-ret));
+	}
+	delete_attach_key(c, a->name, a->epoch);
+	tsr_info("cluster: detach %s epoch %llu from %s%s", a->name, (unsigned long long)a->epoch,
+		 c->node_id, fenced ? " (fenced: not clean)" : "");
+	snprintf(msg, msg_len, "detached '%s'", a->name);
+	free(a);
+	return 0;
+}
+
+void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
+		    Tessera__Admin__Response *resp)
+{
+	const char *name = req->volume_detach->name;
+	struct attachment *a = cluster_find_attachment(c, name);
+	char holder[64], msg[512];
+	uint64_t epoch;
+	int ret;
+
+	if (a == NULL) {
+		ret = get_attach(c, name, holder, sizeof(holder), &epoch, NULL);
+		if (ret == -ENOENT) {
+			admin_fail(resp, -ENOENT, "volume '%s' is not attached", name);
+			return;
+		}
+		if (ret) {
+			admin_fail(resp, ret, "cannot read attach/%s: %s", name, strerror(-ret));
+			return;
+		}
+		if (forward_to(c, holder, req, resp))
+			return;
+		/* recorded as ours but not here (a restart within the lease): drop the key */
+		delete_attach_key(c, name, epoch);
+		return;
+	}
+	if (tsr_volset_in_use(c->o.vols, name)) {
+		admin_fail(resp, -EBUSY, "volume '%s' has an NBD client on %s (disconnect it first)",
+			   name, c->node_id);
+		return;
+	}
+	cluster_detach_local(c, a, msg, sizeof(msg));
+}
+
+/* ---- status and scrub ------------------------------------------------- */
+
+static void fill_status(struct tsr_cluster *c, struct attachment *a,
+			Tessera__Admin__Response *resp)
+{
+	Tessera__Admin__VolumeStatus *vs;
+	struct tsr_mirror_status st;
+	Tessera__Admin__Volume *v;
+
+	cluster_volume_list(c, a->name, resp);
+	if (resp->error || resp->n_volumes != 1)
+		return;
+	v = resp->volumes[0];
+	resp->volumes[0] = NULL;
+	resp->n_volumes = 0;
+	vs = malloc(sizeof(*vs));
+	if (vs == NULL) {
+		admin_volume_free_built(v);
+		admin_fail(resp, -ENOMEM, "out of memory in tesserad");
+		return;
+	}
+	tessera__admin__volume_status__init(vs);
+	vs->volume = v;
+	resp->volume_status = vs;
+	tsr_mirror_get_status(a->layout, &st);
+	for (size_t i = 0; i < v->n_copies && i < st.n_copies; i++) {
+		Tessera__Admin__Copy *cp = v->copies[i];
+		char *state = admin_strdup(tsr_copy_state_name(st.copies[i].state));
+
+		if (state) {
+			free(cp->state);
+			cp->state = state;
+		}
+		cp->connected = st.copies[i].connected;
+		cp->dirty_bytes = st.copies[i].dirty_bytes;
+	}
+	vs->ready = st.ready;
+	vs->fenced = st.fenced || a->fenced;
+	vs->in_sync = st.in_sync;
+	vs->resync_running = st.resync_running;
+	vs->resync_total_bytes = st.resync_total_bytes;
+	vs->resync_done_bytes = st.resync_done_bytes;
+	vs->resync_rate_bps = st.resync_rate_bps;
+	vs->resync_eta_sec = st.resync_eta_sec;
+	vs->resync_bytes_copied = st.resync_bytes_copied;
+	vs->resync_regions_copied = st.resync_regions_copied;
+	vs->scrub_running = st.scrub_running;
+	vs->scrub_done = st.scrub_done;
+	vs->scrub_total_bytes = st.scrub_total_bytes;
+	vs->scrub_done_bytes = st.scrub_done_bytes;
+	vs->scrub_mismatches = st.scrub_mismatches;
+	vs->scrub_repaired = st.scrub_repaired;
+	vs->scrub_unrepaired = st.scrub_unrepaired;
+	vs->writes = st.writes;
+	vs->reads = st.reads;
+	vs->copy_failures = st.copy_failures;
+}
+
+/* Status or scrub of a volume: here, forwarded to its coordinator, or from the record. */
+static struct attachment *route(struct tsr_cluster *c, const char *name,
+				const Tessera__Admin__Request *req,
+				Tessera__Admin__Response *resp, bool *done)
+{
+	struct attachment *a = cluster_find_attachment(c, name);
+	char holder[64];
+	uint64_t epoch;
+	int ret;
+
+	*done = false;
+	if (a && a->layout)
+		return a;
+	ret = get_attach(c, name, holder, sizeof(holder), &epoch, NULL);
+	if (ret == 0 && forward_to(c, holder, req, resp)) {
+		*done = true;
+		return NULL;
+	}
+	return NULL;
+}
+
+void cluster_volume_status(struct tsr_cluster *c, const Tessera__Admin__Request *req,
+			   Tessera__Admin__Response *resp)
+{
+	const char *name = req->volume_status->name;
+	Tessera__Admin__VolumeStatus *vs;
+	struct attachment *a;
+	bool done;
+
+	a = route(c, name, req, resp, &done);
+	if (done)
+		return;
+	if (a) {
+		fill_status(c, a, resp);
+		return;
+	}
+	/* detached: what the metadata store says */
+	cluster_volume_list(c, name, resp);
+	if (resp->error || resp->n_volumes != 1)
+		return;
+	vs = malloc(sizeof(*vs));
+	if (vs == NULL) {
+		admin_fail(resp, -ENOMEM, "out of memory in tesserad");
+		return;
+	}
+	tessera__admin__volume_status__init(vs);
+	vs->volume = resp->volumes[0];
+	resp->volumes[0] = NULL;
+	resp->n_volumes = 0;
+	for (size_t i = 0; i < vs->volume->n_copies; i++)
+		if (strcmp(vs->volume->copies[i]->state, "in-sync") == 0)
+			vs->in_sync++;
+	resp->volume_status = vs;
+}
+
+void cluster_volume_scrub(struct tsr_cluster *c, const Tessera__Admin__Request *req,
+			  Tessera__Admin__Response *resp)
+{
+	const Tessera__Admin__VolumeScrub *r = req->volume_scrub;
+	struct attachment *a;
+	bool done;
+	int ret;
+
+	a = route(c, r->name, req, resp, &done);
+	if (done)
+		return;
+	if (a == NULL) {
+		admin_fail(resp, -ENOTCONN, "volume '%s' is not attached: a scrub runs on its "
+			   "coordinator (tessera volume attach %s --node N first)", r->name, r->name);
+		return;
+	}
+	ret = tsr_mirror_scrub_start(a->layout, !r->no_repair);
+	if (ret) {
+		admin_fail(resp, ret, ret == -EBUSY ? "a scrub of '%s' is already running (tessera "
+			   "volume status %s shows its progress)" : "cannot start a scrub of '%s'",
+			   r->name, r->name);
+		return;
+	}
+	tsr_info("cluster: scrub %s started%s", r->name, r->no_repair ? " (no repair)" : "");
+	fill_status(c, a, resp);
+}
+
+/* ---- the tick --------------------------------------------------------- */
+
+static void tick_one(struct tsr_cluster *c, struct attachment *a, const struct cluster_view *v,
+		     double now)
+{
+	struct tsr_mirror_status st;
+
+	tsr_mirror_get_status(a->layout, &st);
+	if (st.fenced && !a->fence_logged) {
+		a->fence_logged = true;
+		tsr_warn("cluster: volume %s epoch %llu fenced (a newer coordinator exists, or the "
+			 "lease was lost): its I/O fails until it is attached again", a->name,
+			 (unsigned long long)a->epoch);
+	}
+	if (st.fenced || a->fenced)
+		return;
+	for (unsigned i = 0; i < st.n_copies && i < a->n_copies; i++) {
+		const char *id = a->copies[i].node_id;
+		bool alive = strcmp(id, c->node_id) == 0 || view_alive(v, id);
+
+		if (st.copies[i].state != a->copies[i].last_state) {
+			a->copies[i].last_state = st.copies[i].state;
+		}
+		if (alive) {
+			a->copies[i].dead_since = 0;
+		} else if (a->copies[i].dead_since == 0) {
+			a->copies[i].dead_since = now;
+			tsr_info("cluster: volume %s copy %s: node %s is not alive", a->name, id, id);
+		}
+		if (st.copies[i].state == TSR_COPY_OUT_OF_SYNC && alive && !st.copies[i].connected &&
+		    now >= a->copies[i].next_return) {
+			const Tessera__Cluster__NodeRecord *n = view_node(v, id);
+
+			a->copies[i].next_return = now + CLUSTER_RETURN_BACKOFF_SEC;
+			if (n) {
+				tsr_info("cluster: volume %s copy %s is back: resync", a->name, id);
+				tsr_mirror_copy_returned(a->layout, i, n->address);
+			}
+		}
+		if (!alive && st.copies[i].state != TSR_COPY_IN_SYNC && c->o.rebuild_after_sec &&
+		    now - a->copies[i].dead_since >= c->o.rebuild_after_sec) {
+			char msg[1024], old[64];
+
+			snprintf(old, sizeof(old), "%s", id);
+			tsr_info("cluster: volume %s copy %s dead for %u s: rebuilding elsewhere",
+				 a->name, old, c->o.rebuild_after_sec);
+			if (cluster_replace_replica(c, a->name, old, NULL, msg, sizeof(msg))) {
+				tsr_warn("cluster: automatic replace of %s on %s: %s (retrying later)",
+					 a->name, old, msg);
+				a->copies[i].dead_since = now; /* next try after another period */
+			}
+			return; /* the view is stale now */
+		}
+	}
+}
+
+void cluster_attach_tick(struct tsr_cluster *c)
+{
+	struct cluster_view v;
+	double now = ev_now(c->o.loop);
+
+	if (c->attached == NULL)
+		return;
+	if (view_load(c->meta, &v))
+		return; /* meta unreachable: the lease logic deals with it */
+	for (struct attachment *a = c->attached; a; a = a->next)
+		if (a->layout)
+			tick_one(c, a, &v, now);
+	view_free(&v);
+}

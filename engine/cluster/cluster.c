@@ -1,0 +1,582 @@
+/*
+ * Cluster membership and the threads of the control plane.
+ *
+ * Start: open the metadata store (sqlite on --meta, else the meta node's
+ * service), start the meta service (--meta), grant this node's lease and
+ * register node/<id> (no lease) and alive/<id> (on the lease).
+ *
+ * The background thread ("cluster") owns the lease: it renews it every
+ * TSR_CLUSTER_KEEPALIVE_MS and records copy-state changes the mirrors ask
+ * for (cluster_set_copy_state).  When the lease cannot be proved any more
+ * (the store says it expired, or no renewal succeeded for the TTL minus a
+ * margin, measured from the renewal's send time so that the store's own
+ * expiry can only come later), every attached mirror is fenced: an isolated
+ * coordinator stops acknowledging writes before anyone else can attach.
+ * Then it grants a new lease and registers again; fenced volumes stay fenced
+ * until someone attaches them again.
+ *
+ * The main thread runs the admin commands and, every CLUSTER_TICK_SEC, the
+ * pass over the attachments (attach.c).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "admin/admin_internal.h"
+#include "cluster/internal.h"
+
+#define FENCE_MARGIN_MS 500u
+#define JOIN_RETRY_SEC 30
+
+int64_t cluster_now(void)
+{
+	return (int64_t)time(NULL);
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t cluster_lease(struct tsr_cluster *c)
+{
+	uint64_t l;
+
+	pthread_mutex_lock(&c->lock);
+	l = c->lease;
+	pthread_mutex_unlock(&c->lock);
+	return l;
+}
+
+const char *tsr_cluster_node_id(const struct tsr_cluster *c)
+{
+	return c->node_id;
+}
+
+struct tsr_meta_server *tsr_cluster_meta_server(struct tsr_cluster *c)
+{
+	return c->meta_srv;
+}
+
+struct attachment *cluster_find_attachment(struct tsr_cluster *c, const char *name)
+{
+	for (struct attachment *a = c->attached; a; a = a->next)
+		if (strcmp(a->name, name) == 0)
+			return a;
+	return NULL;
+}
+
+/* ---- registration --------------------------------------------------- */
+
+/* Put node/<id> and alive/<id> under lease.  On m (either thread's handle). */
+static int register_node(struct tsr_cluster *c, struct tsr_meta *m, uint64_t lease)
+{
+	Tessera__Cluster__NodeRecord rec = TESSERA__CLUSTER__NODE_RECORD__INIT;
+	char key[80];
+	int ret;
+
+	rec.id = c->node_id;
+	rec.address = c->address;
+	rec.zone = c->zone;
+	rec.site = c->site;
+	rec.capacity = c->o.capacity;
+	rec.nbd_listeners = c->nbd_listeners;
+	rec.n_nbd_listeners = c->o.n_nbd_listeners;
+	rec.started = cluster_now();
+	rec.meta = c->o.meta;
+	snprintf(key, sizeof(key), "node/%s", c->node_id);
+	ret = rec_put(m, key, &rec.base, TSR_META_ANY_REV, 0, NULL);
+	if (ret) {
+		tsr_error("cluster: register %s: %s", key, strerror(-ret));
+		return ret;
+	}
+	snprintf(key, sizeof(key), "alive/%s", c->node_id);
+	ret = tsr_meta_cas(m, key, 0, NULL, 0, lease, NULL);
+	if (ret == -ECANCELED) {
+		tsr_error("cluster: node id '%s' is already alive in the cluster (another tesserad "
+			  "uses it: give this one another --node-id, or stop the other one and "
+			  "wait %u ms)", c->node_id, TSR_CLUSTER_LEASE_TTL_MS);
+		return -EEXIST;
+	}
+	if (ret)
+		tsr_error("cluster: register %s: %s", key, strerror(-ret));
+	return ret;
+}
+
+/* ---- the background thread ------------------------------------------- */
+
+static void fence_all(struct tsr_cluster *c, const char *why)
+{
+	pthread_mutex_lock(&c->lock);
+	for (struct attachment *a = c->attached; a; a = a->next) {
+		if (a->fenced)
+			continue;
+		a->fenced = true;
+		if (a->layout)
+			tsr_mirror_fence(a->layout);
+		tsr_warn("cluster: volume %s fenced: %s (attach it again once the node is back in "
+			 "the cluster)", a->name, why);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Record one copy-state change: CAS loop on vol/<name>, refused for a stale epoch. */
+static int record_state(struct tsr_cluster *c, const struct state_req *r)
+{
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	struct attachment *a;
+	uint64_t epoch = 0, rev;
+	bool fenced = true;
+	char key[80];
+	int ret = -ECANCELED;
+
+	pthread_mutex_lock(&c->lock);
+	a = cluster_find_attachment(c, r->vol);
+	if (a) {
+		epoch = a->epoch;
+		fenced = a->fenced;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (fenced)
+		return -ESTALE;
+	snprintf(key, sizeof(key), "vol/%s", r->vol);
+	for (int tries = 0; tries < 50 && ret == -ECANCELED; tries++) {
+		ret = rec_volume_get(c->meta_bg, r->vol, &rec, &rev);
+		if (ret)
+			break;
+		if (rec->epoch != epoch) {
+			ret = -ESTALE;
+		} else if (r->idx >= rec->n_copies) {
+			ret = -EINVAL;
+		} else {
+			rec->copies[r->idx]->state = rec_state_from_mirror(r->state);
+			rec->copies[r->idx]->since = cluster_now();
+			ret = rec_put(c->meta_bg, key, &rec->base, rev, 0, NULL);
+		}
+		if (ret == 0)
+			tsr_info("cluster: volume %s copy %s %s", r->vol, rec->copies[r->idx]->node_id,
+				 tsr_copy_state_name(r->state));
+		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+		rec = NULL;
+	}
+	if (ret)
+		tsr_error("cluster: volume %s: cannot record copy %u as %s: %s%s", r->vol, r->idx,
+			  tsr_copy_state_name(r->state), strerror(-ret),
+			  ret == -ESTALE ? " (a newer coordinator exists)" : "");
+	return ret;
+}
+
+static void keepalive(struct tsr_cluster *c, int64_t *last_ok, bool *fenced_for_lease)
+{
+	int64_t sent = mono_ms();
+	uint64_t lease = cluster_lease(c), fresh;
+	int ret;
+
+	ret = tsr_meta_lease_keepalive(c->meta_bg, lease);
+	if (ret == 0) {
+		*last_ok = sent;
+		if (*fenced_for_lease)
+			tsr_info("cluster: lease renewed again");
+		*fenced_for_lease = false;
+		return;
+	}
+	if (ret != -ENOENT) {
+		if (sent - *last_ok >= (int64_t)(TSR_CLUSTER_LEASE_TTL_MS - FENCE_MARGIN_MS) &&
+		    !*fenced_for_lease) {
+			tsr_warn("cluster: lease not renewed for %lld ms (%s)",
+				 (long long)(sent - *last_ok), strerror(-ret));
+			fence_all(c, "this node cannot renew its lease");
+			*fenced_for_lease = true;
+		}
+		return;
+	}
+	tsr_warn("cluster: lease %llu expired: this node left the cluster; registering again",
+		 (unsigned long long)lease);
+	fence_all(c, "this node's lease expired");
+	*fenced_for_lease = true;
+	ret = tsr_meta_lease_grant(c->meta_bg, TSR_CLUSTER_LEASE_TTL_MS, &fresh);
+	if (ret == 0)
+		ret = register_node(c, c->meta_bg, fresh);
+	if (ret) {
+		tsr_warn("cluster: register again: %s (retrying)", strerror(-ret));
+		return;
+	}
+	pthread_mutex_lock(&c->lock);
+	c->lease = fresh;
+	pthread_mutex_unlock(&c->lock);
+	*last_ok = sent;
+	*fenced_for_lease = false;
+	tsr_info("cluster: node %s registered again (lease %llu)", c->node_id,
+		 (unsigned long long)fresh);
+}
+
+static void *bg_thread(void *arg)
+{
+	struct tsr_cluster *c = arg;
+	int64_t last_ok = mono_ms(), next = last_ok + TSR_CLUSTER_KEEPALIVE_MS;
+	bool fenced_for_lease = false;
+
+	tsr_log_set_thread_name("cluster");
+	pthread_mutex_lock(&c->lock);
+	while (!c->stopping) {
+		struct state_req *r = c->queue;
+
+		if (r) {
+			int ret;
+
+			c->queue = r->next;
+			if (c->queue == NULL)
+				c->queue_tail = NULL;
+			pthread_mutex_unlock(&c->lock);
+			ret = record_state(c, r);
+			r->done(r->done_arg, ret);
+			free(r);
+			pthread_mutex_lock(&c->lock);
+			continue;
+		}
+		if (mono_ms() >= next) {
+			pthread_mutex_unlock(&c->lock);
+			keepalive(c, &last_ok, &fenced_for_lease);
+			next = mono_ms() + TSR_CLUSTER_KEEPALIVE_MS;
+			pthread_mutex_lock(&c->lock);
+			continue;
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		int64_t wait = next - mono_ms();
+		if (wait < 1)
+			wait = 1;
+		ts.tv_sec += wait / 1000;
+		ts.tv_nsec += (wait % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+	}
+	/* fail what is still queued: nobody will record it */
+	while (c->queue) {
+		struct state_req *r = c->queue;
+
+		c->queue = r->next;
+		pthread_mutex_unlock(&c->lock);
+		r->done(r->done_arg, -ESHUTDOWN);
+		free(r);
+		pthread_mutex_lock(&c->lock);
+	}
+	c->queue_tail = NULL;
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+void cluster_set_copy_state(void *arg, const char *vol, unsigned idx, enum tsr_copy_state st,
+			    void (*done)(void *done_arg, int status), void *done_arg)
+{
+	struct tsr_cluster *c = arg;
+	struct state_req *r = calloc(1, sizeof(*r));
+
+	if (r == NULL) {
+		done(done_arg, -ENOMEM);
+		return;
+	}
+	snprintf(r->vol, sizeof(r->vol), "%s", vol);
+	r->idx = idx;
+	r->state = st;
+	r->done = done;
+	r->done_arg = done_arg;
+	pthread_mutex_lock(&c->lock);
+	if (c->stopping) {
+		pthread_mutex_unlock(&c->lock);
+		free(r);
+		done(done_arg, -ESHUTDOWN);
+		return;
+	}
+	if (c->queue_tail)
+		c->queue_tail->next = r;
+	else
+		c->queue = r;
+	c->queue_tail = r;
+	pthread_cond_signal(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- tick ------------------------------------------------------------- */
+
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	cluster_attach_tick(w->data);
+}
+
+/* ---- admin ------------------------------------------------------------ */
+
+bool tsr_cluster_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req,
+			      Tessera__Admin__Response *resp)
+{
+	switch (req->command_case) {
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE:
+		if (req->volume_create->local_copy)
+			return false;
+		cluster_volume_create(c, req->volume_create, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE:
+		if (req->volume_delete->local_copy)
+			return false;
+		cluster_volume_delete(c, req->volume_delete->name, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE:
+		if (req->volume_resize->local_copy)
+			return false;
+		cluster_volume_resize(c, req->volume_resize, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_LIST:
+		cluster_volume_list(c, NULL, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_SHOW:
+		cluster_volume_list(c, req->volume_show->name, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ATTACH:
+		cluster_attach(c, req, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DETACH:
+		cluster_detach(c, req, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_STATUS:
+		cluster_volume_status(c, req, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_SCRUB:
+		cluster_volume_scrub(c, req, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_REPLACE_REPLICA: {
+		const Tessera__Admin__VolumeReplaceReplica *r = req->volume_replace_replica;
+		char msg[1024];
+		int ret;
+		Tessera__Cluster__VolumeRecord *rec = NULL;
+		struct tsr_meta_kv kv = { 0 };
+		char key[80];
+
+		/* an attached volume is rebuilt by its coordinator */
+		snprintf(key, sizeof(key), "attach/%s", r->name);
+		if (tsr_meta_get(c->meta, key, &kv) == 0) {
+			Tessera__Cluster__AttachRecord *a = rec_attach_decode(&kv);
+
+			tsr_meta_kv_clear(&kv);
+			if (a && strcmp(a->node_id, c->node_id)) {
+				Tessera__Cluster__NodeRecord *n = NULL;
+
+				if (rec_node_get(c->meta, a->node_id, &n) == 0) {
+					cluster_forward(c, a->node_id, n->address, req, resp);
+					tessera__cluster__node_record__free_unpacked(n, NULL);
+				} else {
+					admin_fail(resp, -EHOSTUNREACH, "volume '%s' is attached on "
+						   "%s, whose address is unknown", r->name,
+						   a->node_id);
+				}
+				tessera__cluster__attach_record__free_unpacked(a, NULL);
+				return true;
+			}
+			if (a)
+				tessera__cluster__attach_record__free_unpacked(a, NULL);
+		}
+		(void)rec;
+		ret = cluster_replace_replica(c, r->name, r->node, r->to, msg, sizeof(msg));
+		if (ret)
+			admin_fail(resp, ret, "%s", msg);
+		else
+			cluster_volume_list(c, r->name, resp);
+		return true;
+	}
+	case TESSERA__ADMIN__REQUEST__COMMAND_NODE_LIST:
+		cluster_node_list(c, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_CLUSTER_STATUS:
+		cluster_status(c, resp);
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* ---- start / stop ----------------------------------------------------- */
+
+static char *dup_checked(const char *s, bool *nomem)
+{
+	char *d;
+
+	if (s == NULL)
+		return NULL;
+	d = strdup(s);
+	if (d == NULL)
+		*nomem = true;
+	return d;
+}
+
+static int open_meta(struct tsr_cluster *c)
+{
+	char *path = NULL;
+	int ret;
+
+	if (c->o.meta) {
+		if (asprintf(&path, "%s/meta.db", c->dir) < 0)
+			return -ENOMEM;
+		ret = tsr_meta_open_sqlite(path, &c->meta);
+		if (ret) {
+			tsr_error("cluster: metadata store %s: %s", path, strerror(-ret));
+			free(path);
+			return ret;
+		}
+		free(path);
+		c->meta_bg = c->meta;
+		ret = tsr_meta_server_start(c->meta, c->token, &c->meta_srv);
+		if (ret)
+			tsr_error("cluster: meta service: %s", strerror(-ret));
+		return ret;
+	}
+	for (int64_t start = mono_ms();;) {
+		ret = tsr_meta_open_remote(c->join, c->token, 0, &c->meta);
+		if (ret == 0)
+			ret = tsr_meta_open_remote(c->join, c->token, 0, &c->meta_bg);
+		if (ret == 0)
+			return 0;
+		if (ret == -EACCES) {
+			tsr_error("cluster: the meta node at %s refused our token (give the cluster "
+				  "token with --token-file: DIR/admin.token of the --meta node)",
+				  c->join);
+			return ret;
+		}
+		if (mono_ms() - start > JOIN_RETRY_SEC * 1000) {
+			tsr_error("cluster: cannot reach the meta node at %s: %s (is the --meta "
+				  "tesserad running, and is --join its --listen address?)", c->join,
+				  strerror(-ret));
+			return ret;
+		}
+		tsr_info("cluster: meta node at %s: %s; retrying", c->join, strerror(-ret));
+		tsr_meta_close(c->meta);
+		c->meta = NULL;
+		sleep(1);
+	}
+}
+
+int tsr_cluster_start(const struct tsr_cluster_opts *opts, struct tsr_cluster **out)
+{
+	struct tsr_cluster *c;
+	bool nomem = false;
+	uint64_t lease;
+	int ret;
+
+	if (opts->loop == NULL || opts->store == NULL || opts->vols == NULL ||
+	    opts->n_workers == 0 || opts->address == NULL || opts->token == NULL ||
+	    !tsr_valid_name(opts->node_id) || (!opts->meta && opts->join == NULL))
+		return -EINVAL;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return -ENOMEM;
+	c->o = *opts;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
+	c->dir = dup_checked(opts->dir, &nomem);
+	c->address = dup_checked(opts->address, &nomem);
+	c->join = dup_checked(opts->join, &nomem);
+	c->token = dup_checked(opts->token, &nomem);
+	c->node_id = dup_checked(opts->node_id, &nomem);
+	c->zone = dup_checked(opts->zone ? opts->zone : opts->node_id, &nomem);
+	c->site = dup_checked(opts->site ? opts->site : "site1", &nomem);
+	c->nbd_listeners = calloc(opts->n_nbd_listeners + 1, sizeof(char *));
+	if (c->nbd_listeners == NULL)
+		nomem = true;
+	for (size_t i = 0; !nomem && i < opts->n_nbd_listeners; i++)
+		c->nbd_listeners[i] = dup_checked(opts->nbd_listeners[i], &nomem);
+	if (!nomem && asprintf(&c->coord_dir, "%s/coord", opts->dir) < 0) {
+		c->coord_dir = NULL;
+		nomem = true;
+	}
+	if (nomem) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	if (mkdir(c->coord_dir, 0700) && errno != EEXIST) {
+		ret = -errno;
+		tsr_error("cluster: mkdir %s: %s", c->coord_dir, strerror(-ret));
+		goto err;
+	}
+	ret = open_meta(c);
+	if (ret)
+		goto err;
+	ret = tsr_meta_lease_grant(c->meta, TSR_CLUSTER_LEASE_TTL_MS, &lease);
+	if (ret) {
+		tsr_error("cluster: lease: %s", strerror(-ret));
+		goto err;
+	}
+	c->lease = lease;
+	ret = register_node(c, c->meta, lease);
+	if (ret)
+		goto err;
+	ret = -pthread_create(&c->thread, NULL, bg_thread, c);
+	if (ret) {
+		tsr_error("cluster: thread: %s", strerror(-ret));
+		goto err;
+	}
+	c->thread_started = true;
+	ev_timer_init(&c->tick, tick_cb, CLUSTER_TICK_SEC, CLUSTER_TICK_SEC);
+	c->tick.data = c;
+	ev_timer_start(c->o.loop, &c->tick);
+	c->tick_running = true;
+	tsr_info("cluster: node %s joined at %s (zone %s, site %s, meta %s%s%s)", c->node_id,
+		 c->address, c->zone, c->site, tsr_meta_backend(c->meta),
+		 c->join ? " at " : "", c->join ? c->join : "");
+	*out = c;
+	return 0;
+err:
+	tsr_cluster_stop(c);
+	return ret;
+}
+
+void tsr_cluster_stop(struct tsr_cluster *c)
+{
+	if (c == NULL)
+		return;
+	if (c->tick_running)
+		ev_timer_stop(c->o.loop, &c->tick);
+	/* detach what we coordinate, cleanly: the next attach needs no convergence */
+	while (c->attached) {
+		char msg[512];
+
+		if (cluster_detach_local(c, c->attached, msg, sizeof(msg)))
+			tsr_warn("cluster: %s", msg);
+	}
+	if (c->thread_started) {
+		pthread_mutex_lock(&c->lock);
+		c->stopping = true;
+		pthread_cond_signal(&c->cond);
+		pthread_mutex_unlock(&c->lock);
+		pthread_join(c->thread, NULL);
+	}
+	if (c->meta && c->lease) {
+		/* leave at once rather than after the TTL (and drop alive/<id>) */
+		tsr_meta_lease_revoke(c->meta, c->lease);
+	}
+	tsr_meta_server_stop(c->meta_srv);
+	if (c->meta_bg != c->meta)
+		tsr_meta_close(c->meta_bg);
+	tsr_meta_close(c->meta);
+	for (size_t i = 0; c->nbd_listeners && c->nbd_listeners[i]; i++)
+		free(c->nbd_listeners[i]);
+	free(c->nbd_listeners);
+	free(c->dir);
+	free(c->address);
+	free(c->join);
+	free(c->token);
+	free(c->node_id);
+	free(c->zone);
+	free(c->site);
+	free(c->coord_dir);
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->cond);
+	free(c);
+}

@@ -1,0 +1,167 @@
+/*
+ * Private header of engine/cluster/: what each file offers the others.
+ * Users include include/tessera/cluster.h.
+ *
+ * Locking policy (the only lock here): c->lock guards the list of
+ * attachments' fields marked "lock", the lease id and the background
+ * thread's queue.  The main thread owns everything else; the background
+ * thread reads attachments only to fence them and to find their epoch.
+ */
+#ifndef TESSERA_CLUSTER_INTERNAL_H
+#define TESSERA_CLUSTER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <ev.h>
+
+#include "cluster.pb-c.h"
+#include "tessera/admin.h"
+#include "tessera/cluster.h"
+#include "tessera/meta.h"
+#include "tessera/mirror.h"
+
+#define CLUSTER_TICK_SEC 0.5
+#define CLUSTER_RETURN_BACKOFF_SEC 2.0  /* between tsr_mirror_copy_returned for one copy */
+#define CLUSTER_FORWARD_TIMEOUT_MS 120000 /* a command forwarded to another node */
+#define CLUSTER_COPY_TIMEOUT_MS 30000   /* creating/deleting a copy on another node */
+
+/* One volume this node coordinates. */
+struct attachment {
+	char name[64];
+	uint64_t epoch;                /* mod_rev of attach/<name> */
+	struct tsr_layout *layout;     /* lock; owned by the volume set once registered; NULL before */
+	bool fenced;                   /* lock; lease lost: the layout refuses I/O */
+	bool fence_logged;             /* main: "fenced by a newer coordinator" said once */
+	unsigned n_copies;
+	struct {
+		char node_id[64];
+		double next_return;    /* ev_now before which copy_returned is not repeated */
+		double dead_since;     /* ev_now when its node was first seen dead, 0: alive */
+		enum tsr_copy_state last_state; /* as last logged */
+	} copies[TSR_MIRROR_MAX_COPIES];
+	struct attachment *next;       /* lock */
+};
+
+/* A copy-state change asked by a mirror, waiting for the background thread. */
+struct state_req {
+	char vol[64];
+	unsigned idx;
+	enum tsr_copy_state state;
+	void (*done)(void *done_arg, int status);
+	void *done_arg;
+	struct state_req *next;
+};
+
+struct tsr_cluster {
+	struct tsr_cluster_opts o;     /* strings below point at our copies */
+	char *dir, *address, *join, *token, *node_id, *zone, *site, *coord_dir;
+	char **nbd_listeners;
+	struct tsr_meta *meta;         /* main thread's handle */
+	struct tsr_meta *meta_bg;      /* the background thread's (== meta for sqlite) */
+	struct tsr_meta_server *meta_srv; /* --meta only */
+	uint64_t lease;                /* lock */
+	unsigned next_home;            /* round-robin cursor over o.workers */
+	ev_timer tick;
+	bool tick_running;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pthread_t thread;
+	bool thread_started, stopping; /* stopping: lock */
+	struct state_req *queue, *queue_tail; /* lock */
+	struct attachment *attached;   /* lock (list links); see struct attachment */
+};
+
+/* ---- cluster.c: start/stop, lease, background thread, tick ----------- */
+
+/* Current lease (under the lock). */
+uint64_t cluster_lease(struct tsr_cluster *c);
+/* Unix seconds. */
+int64_t cluster_now(void);
+/* The attachment of name, or NULL (main thread, or with the lock held). */
+struct attachment *cluster_find_attachment(struct tsr_cluster *c, const char *name);
+/* mirror hook: queue a copy-state change for the background thread */
+void cluster_set_copy_state(void *arg, const char *vol, unsigned idx, enum tsr_copy_state st,
+			    void (*done)(void *done_arg, int status), void *done_arg);
+
+/* ---- records.c: metadata records ------------------------------------- */
+
+/* Get and decode; -ENOENT absent, -EUCLEAN malformed record (logged). *rev may be NULL. */
+int rec_node_get(struct tsr_meta *m, const char *id, Tessera__Cluster__NodeRecord **out);
+int rec_volume_get(struct tsr_meta *m, const char *name, Tessera__Cluster__VolumeRecord **out,
+		   uint64_t *rev);
+/* Decode a value read from the store (NULL when malformed, logged with key). */
+Tessera__Cluster__NodeRecord *rec_node_decode(const struct tsr_meta_kv *kv);
+Tessera__Cluster__VolumeRecord *rec_volume_decode(const struct tsr_meta_kv *kv);
+Tessera__Cluster__AttachRecord *rec_attach_decode(const struct tsr_meta_kv *kv);
+/* Pack msg and CAS it at key (expect_rev as tsr_meta_cas). */
+int rec_put(struct tsr_meta *m, const char *key, const ProtobufCMessage *msg,
+	    uint64_t expect_rev, uint64_t lease, uint64_t *new_rev);
+const char *rec_state_name(Tessera__Cluster__CopyState st);
+enum tsr_copy_state rec_state_to_mirror(Tessera__Cluster__CopyState st);
+Tessera__Cluster__CopyState rec_state_from_mirror(enum tsr_copy_state st);
+
+/* Everything about the cluster a command needs, read in one go (main thread). */
+struct cluster_view {
+	struct tsr_meta_kv *node_kvs, *alive_kvs, *vol_kvs, *attach_kvs;
+	size_t n_node_kvs, n_alive_kvs, n_vol_kvs, n_attach_kvs;
+	Tessera__Cluster__NodeRecord **nodes;   /* decoded node_kvs (malformed ones skipped) */
+	size_t n_nodes;
+	Tessera__Cluster__VolumeRecord **vols;
+	size_t n_vols;
+	uint64_t rev;
+};
+int view_load(struct tsr_meta *m, struct cluster_view *v);
+void view_free(struct cluster_view *v);
+bool view_alive(const struct cluster_view *v, const char *node_id);
+const Tessera__Cluster__NodeRecord *view_node(const struct cluster_view *v, const char *id);
+/* node id attached as coordinator of vol (epoch in *epoch), or NULL */
+const char *view_attached(const struct cluster_view *v, const char *vol, uint64_t *epoch);
+uint64_t view_provisioned(const struct cluster_view *v, const char *node_id, uint32_t *copies);
+
+/* ---- volume.c: create, delete, resize, list, show, replace ----------- */
+
+void cluster_volume_create(struct tsr_cluster *c, const Tessera__Admin__VolumeCreate *r,
+			   Tessera__Admin__Response *resp);
+void cluster_volume_delete(struct tsr_cluster *c, const char *name,
+			   Tessera__Admin__Response *resp);
+void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeResize *r,
+			   Tessera__Admin__Response *resp);
+void cluster_volume_list(struct tsr_cluster *c, const char *only,
+			 Tessera__Admin__Response *resp);
+/* Replace copy on node old by one on to ("" or NULL: placement picks); auto: by the tick. */
+int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char *old,
+			    const char *to, char *msg, size_t msg_len);
+/* Build the admin Volume message of a record (view for attach state and URIs). */
+Tessera__Admin__Volume *cluster_build_volume(struct tsr_cluster *c, const struct cluster_view *v,
+					     const Tessera__Cluster__VolumeRecord *r);
+/* Create/delete/resize node's store copy (ours: the store; else its admin API). */
+int cluster_copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+			const char *name, uint64_t size, char *msg, size_t msg_len);
+int cluster_copy_delete(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+			const char *name, char *msg, size_t msg_len);
+/* Send req to node at address and move its answer into resp (an error reply on failure). */
+void cluster_forward(struct tsr_cluster *c, const char *node_id, const char *address,
+		     const Tessera__Admin__Request *req, Tessera__Admin__Response *resp);
+
+/* ---- attach.c: coordinators ------------------------------------------ */
+
+void cluster_attach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
+		    Tessera__Admin__Response *resp);
+void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
+		    Tessera__Admin__Response *resp);
+/* Detach locally: unregister, delete attach/<name>, clean_detach when not fenced.  0 or -errno. */
+int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg, size_t msg_len);
+void cluster_volume_status(struct tsr_cluster *c, const Tessera__Admin__Request *req,
+			   Tessera__Admin__Response *resp);
+void cluster_volume_scrub(struct tsr_cluster *c, const Tessera__Admin__Request *req,
+			  Tessera__Admin__Response *resp);
+/* The 500 ms pass over the attachments: returning copies, fencing, rebuilds. */
+void cluster_attach_tick(struct tsr_cluster *c);
+
+/* ---- nodes.c: node list, cluster status ------------------------------ */
+
+void cluster_node_list(struct tsr_cluster *c, Tessera__Admin__Response *resp);
+void cluster_status(struct tsr_cluster *c, Tessera__Admin__Response *resp);
+
+#endif

@@ -1,0 +1,650 @@
+/*
+ * Replicated volumes in the metadata store: create (placement, one store
+ * copy per chosen node, then vol/<name> by compare-and-set), delete, resize,
+ * list/show and replace-replica, plus the node-to-node calls they make (a
+ * copy on another node is created through its admin API with local_copy).
+ * Main thread; blocking calls (see include/tessera/cluster.h).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "admin/admin_internal.h"
+#include "cluster/internal.h"
+
+/* ---- node-to-node ------------------------------------------------------- */
+
+static int call_node(struct tsr_cluster *c, const char *address, Tessera__Admin__Request *req,
+		     int timeout_ms, Tessera__Admin__Response **resp)
+{
+	struct tsr_admin_client *cl = NULL;
+	int ret;
+
+	ret = tsr_admin_connect_tcp(address, c->token, &cl);
+	if (ret == 0)
+		ret = tsr_admin_call(cl, req, timeout_ms, resp);
+	tsr_admin_close(cl);
+	return ret;
+}
+
+void cluster_forward(struct tsr_cluster *c, const char *node_id, const char *address,
+		     const Tessera__Admin__Request *req, Tessera__Admin__Response *resp)
+{
+	Tessera__Admin__Response *r = NULL;
+	int ret;
+
+	ret = call_node(c, address, (Tessera__Admin__Request *)req, CLUSTER_FORWARD_TIMEOUT_MS,
+			&r);
+	if (ret) {
+		admin_fail(resp, ret, "cannot reach node %s at %s: %s (is it alive? tessera node "
+			   "list)", node_id, address, strerror(-ret));
+		return;
+	}
+	/* move the answer over: protobuf-c's default allocator is malloc, as ours */
+	resp->error = r->error;
+	if (r->message && r->message[0])
+		admin_fail(resp, r->error, "%s", r->message);
+	resp->volumes = r->volumes;
+	resp->n_volumes = r->n_volumes;
+	r->volumes = NULL;
+	r->n_volumes = 0;
+	resp->volume_status = r->volume_status;
+	r->volume_status = NULL;
+	tessera__admin__response__free_unpacked(r, NULL);
+}
+
+int cluster_copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+			const char *name, uint64_t size, char *msg, size_t msg_len)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeCreate vc = TESSERA__ADMIN__VOLUME_CREATE__INIT;
+	Tessera__Admin__Response *resp = NULL;
+	struct tsr_vol_info info;
+	int ret;
+
+	if (strcmp(node->id, c->node_id) == 0) {
+		ret = tsr_store_vol_create(c->o.store, name, size, &info);
+		if (ret)
+			snprintf(msg, msg_len, "cannot create the copy of '%s' on %s (this node): %s%s",
+				 name, node->id, strerror(-ret), ret == -EEXIST ?
+				 " (a store copy of that name is left over: delete it with "
+				 "local_copy, or pick another name)" : "");
+		return ret;
+	}
+	vc.name = (char *)name;
+	vc.size = size;
+	vc.local_copy = true;
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE;
+	req.volume_create = &vc;
+	ret = call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
+	if (ret) {
+		snprintf(msg, msg_len, "cannot reach node %s at %s to create the copy of '%s': %s",
+			 node->id, node->address, name, strerror(-ret));
+		return ret;
+	}
+	ret = resp->error;
+	if (ret)
+		snprintf(msg, msg_len, "node %s: %s", node->id, resp->message);
+	tessera__admin__response__free_unpacked(resp, NULL);
+	return ret;
+}
+
+int cluster_copy_delete(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+			const char *name, char *msg, size_t msg_len)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeDelete vd = TESSERA__ADMIN__VOLUME_DELETE__INIT;
+	Tessera__Admin__Response *resp = NULL;
+	int ret;
+
+	if (strcmp(node->id, c->node_id) == 0) {
+		ret = tsr_store_vol_delete(c->o.store, name);
+		if (ret && ret != -ENOENT)
+			snprintf(msg, msg_len, "cannot delete the copy of '%s' on %s: %s", name,
+				 node->id, strerror(-ret));
+		return ret == -ENOENT ? 0 : ret;
+	}
+	vd.name = (char *)name;
+	vd.local_copy = true;
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE;
+	req.volume_delete = &vd;
+	ret = call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
+	if (ret) {
+		snprintf(msg, msg_len, "cannot reach node %s at %s to delete the copy of '%s': %s",
+			 node->id, node->address, name, strerror(-ret));
+		return ret;
+	}
+	ret = resp->error == -ENOENT ? 0 : resp->error;
+	if (ret)
+		snprintf(msg, msg_len, "node %s: %s", node->id, resp->message);
+	tessera__admin__response__free_unpacked(resp, NULL);
+	return ret;
+}
+
+static int copy_resize(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+		       const char *name, uint64_t size, char *msg, size_t msg_len)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeResize vr = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
+	Tessera__Admin__Response *resp = NULL;
+	int ret;
+
+	if (strcmp(node->id, c->node_id) == 0) {
+		ret = tsr_store_vol_resize(c->o.store, name, size);
+		if (ret)
+			snprintf(msg, msg_len, "cannot resize the copy of '%s' on %s: %s", name,
+				 node->id, strerror(-ret));
+		return ret;
+	}
+	vr.name = (char *)name;
+	vr.size = size;
+	vr.local_copy = true;
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE;
+	req.volume_resize = &vr;
+	ret = call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
+	if (ret) {
+		snprintf(msg, msg_len, "cannot reach node %s at %s to resize the copy of '%s': %s "
+			 "(bring it back, or replace-replica it, then retry)", node->id,
+			 node->address, name, strerror(-ret));
+		return ret;
+	}
+	ret = resp->error;
+	if (ret)
+		snprintf(msg, msg_len, "node %s: %s", node->id, resp->message);
+	tessera__admin__response__free_unpacked(resp, NULL);
+	return ret;
+}
+
+/* ---- building replies ------------------------------------------------- */
+
+static char *nbd_uri(const char *listener, const char *name)
+{
+	char *uri = NULL;
+	int n = -1;
+
+	if (strncmp(listener, "unix:", 5) == 0)
+		n = asprintf(&uri, "nbd+unix:///%s?socket=%s", name, listener + 5);
+	else if (strncmp(listener, "tcp:", 4) == 0)
+		n = asprintf(&uri, "nbd://%s/%s", listener + 4, name);
+	return n < 0 ? NULL : uri;
+}
+
+Tessera__Admin__Volume *cluster_build_volume(struct tsr_cluster *c, const struct cluster_view *v,
+					     const Tessera__Cluster__VolumeRecord *r)
+{
+	Tessera__Admin__Volume *out = calloc(1, sizeof(*out));
+	const Tessera__Cluster__NodeRecord *coord = NULL;
+	const char *attached;
+	uint64_t epoch = 0;
+	struct tsr_vol_info info;
+
+	if (out == NULL)
+		return NULL;
+	tessera__admin__volume__init(out);
+	out->name = admin_strdup(r->name);
+	out->uuid = admin_strdup(r->uuid);
+	out->failure_domain = admin_strdup(r->failure_domain);
+	attached = view_attached(v, r->name, &epoch);
+	out->attached_node = admin_strdup(attached);
+	out->size = r->size;
+	out->created = r->created;
+	out->replicas = (uint32_t)r->n_copies;
+	out->min_replicas = r->min_replicas;
+	out->epoch = attached ? epoch : 0;
+	out->in_use = attached != NULL;
+	if (tsr_store_vol_info(c->o.store, r->name, &info) == 0)
+		out->allocated = info.allocated; /* this node's copy */
+	out->copies = calloc(r->n_copies, sizeof(*out->copies));
+	if (attached)
+		coord = view_node(v, attached);
+	out->nbd_uris = calloc(coord ? coord->n_nbd_listeners + 1 : 1, sizeof(char *));
+	if (!out->name || !out->uuid || !out->failure_domain || !out->attached_node ||
+	    !out->copies || !out->nbd_uris)
+		goto err;
+	for (size_t i = 0; coord && i < coord->n_nbd_listeners; i++) {
+		char *uri = nbd_uri(coord->nbd_listeners[i], r->name);
+
+		if (uri)
+			out->nbd_uris[out->n_nbd_uris++] = uri;
+	}
+	for (size_t i = 0; i < r->n_copies; i++) {
+		Tessera__Admin__Copy *cp = malloc(sizeof(*cp));
+
+		if (cp == NULL)
+			goto err;
+		tessera__admin__copy__init(cp);
+		out->copies[out->n_copies++] = cp;
+		cp->node = admin_strdup(r->copies[i]->node_id);
+		cp->state = admin_strdup(rec_state_name(r->copies[i]->state));
+		if (!cp->node || !cp->state)
+			goto err;
+	}
+	return out;
+err:
+	admin_volume_free_built(out);
+	return NULL;
+}
+
+void cluster_volume_list(struct tsr_cluster *c, const char *only,
+			 Tessera__Admin__Response *resp)
+{
+	struct cluster_view v;
+	int ret;
+
+	ret = view_load(c->meta, &v);
+	if (ret) {
+		admin_fail(resp, ret, "cannot read the metadata store: %s (is the meta node "
+			   "reachable?)", strerror(-ret));
+		return;
+	}
+	resp->volumes = calloc(v.n_vols + 1, sizeof(*resp->volumes));
+	if (resp->volumes == NULL)
+		goto nomem;
+	for (size_t i = 0; i < v.n_vols; i++) {
+		if (only && strcmp(v.vols[i]->name, only))
+			continue;
+		resp->volumes[resp->n_volumes] = cluster_build_volume(c, &v, v.vols[i]);
+		if (resp->volumes[resp->n_volumes] == NULL)
+			goto nomem;
+		resp->n_volumes++;
+	}
+	if (only && resp->n_volumes == 0)
+		admin_fail(resp, -ENOENT, "volume '%s' not found (tessera volume list shows what "
+			   "exists)", only);
+	view_free(&v);
+	return;
+nomem:
+	view_free(&v);
+	admin_fail(resp, -ENOMEM, "out of memory in tesserad");
+}
+
+/* ---- placement input ---------------------------------------------------- */
+
+/* Fill pn[] from the view; holders: node ids already holding a copy (skip_vol excluded). */
+static size_t place_input(const struct cluster_view *v, const Tessera__Cluster__VolumeRecord *vol,
+			  struct tsr_place_node *pn, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < v->n_nodes && n < max; i++) {
+		const Tessera__Cluster__NodeRecord *nr = v->nodes[i];
+
+		pn[n].id = nr->id;
+		pn[n].zone = nr->zone[0] ? nr->zone : nr->id;
+		pn[n].site = nr->site[0] ? nr->site : "site1";
+		pn[n].capacity = nr->capacity;
+		pn[n].provisioned = view_provisioned(v, nr->id, NULL);
+		pn[n].alive = view_alive(v, nr->id);
+		pn[n].holds_copy = false;
+		for (size_t k = 0; vol && k < vol->n_copies; k++)
+			if (strcmp(vol->copies[k]->node_id, nr->id) == 0)
+				pn[n].holds_copy = true;
+		n++;
+	}
+	return n;
+}
+
+static void make_uuid(char out[37])
+{
+	unsigned char b[16];
+
+	if (RAND_bytes(b, sizeof(b)) != 1)
+		memset(b, 0x5a, sizeof(b));
+	b[6] = (b[6] & 0x0f) | 0x40;
+	b[8] = (b[8] & 0x3f) | 0x80;
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+		 b[13], b[14], b[15]);
+}
+
+/* ---- create ----------------------------------------------------------- */
+
+void cluster_volume_create(struct tsr_cluster *c, const Tessera__Admin__VolumeCreate *r,
+			   Tessera__Admin__Response *resp)
+{
+	Tessera__Cluster__VolumeRecord rec = TESSERA__CLUSTER__VOLUME_RECORD__INIT;
+	Tessera__Cluster__CopyRecord copies[TSR_PLACE_MAX], *copy_ptrs[TSR_PLACE_MAX];
+	struct tsr_place_node pn[256];
+	unsigned chosen[TSR_PLACE_MAX], replicas, min_replicas, made = 0;
+	enum tsr_failure_domain fd;
+	struct cluster_view v;
+	char why[1024], uuid[37], key[80], sz[32];
+	size_t n;
+	int ret;
+
+	replicas = r->replicas ? r->replicas : 3;
+	min_replicas = r->min_replicas ? r->min_replicas : (replicas < 2 ? replicas : 2);
+	if (tsr_failure_domain_parse(r->failure_domain, &fd) || replicas > TSR_PLACE_MAX ||
+	    min_replicas > replicas) {
+		admin_fail(resp, -EINVAL, "invalid replication for '%s': replicas 1..8, "
+			   "min-replicas 1..replicas, failure domain node, zone or site", r->name);
+		return;
+	}
+	ret = view_load(c->meta, &v);
+	if (ret) {
+		admin_fail(resp, ret, "cannot read the metadata store: %s (is the meta node "
+			   "reachable?)", strerror(-ret));
+		return;
+	}
+	for (size_t i = 0; i < v.n_vols; i++)
+		if (strcmp(v.vols[i]->name, r->name) == 0) {
+			admin_fail(resp, -EEXIST, "volume '%s' already exists (tessera volume show %s "
+				   "describes it; pick another name)", r->name, r->name);
+			goto out;
+		}
+	n = place_input(&v, NULL, pn, 256);
+	ret = tsr_cluster_place(pn, n, fd, replicas, r->size, chosen, why, sizeof(why));
+	if (ret) {
+		admin_fail(resp, ret, "cannot place %u copies of '%s' (%s): %s", replicas, r->name,
+			   tsr_format_size(r->size, sz, sizeof(sz)), why);
+		goto out;
+	}
+	for (made = 0; made < replicas; made++) {
+		ret = cluster_copy_create(c, view_node(&v, pn[chosen[made]].id), r->name, r->size,
+					  why, sizeof(why));
+		if (ret) {
+			admin_fail(resp, ret, "%s; nothing was created", why);
+			goto undo;
+		}
+	}
+	make_uuid(uuid);
+	rec.name = r->name;
+	rec.uuid = uuid;
+	rec.size = r->size;
+	rec.replicas = replicas;
+	rec.min_replicas = min_replicas;
+	rec.failure_domain = (char *)tsr_failure_domain_name(fd);
+	rec.created = cluster_now();
+	rec.clean_detach = true; /* fresh copies are identical (all zeros) */
+	rec.n_copies = replicas;
+	rec.copies = copy_ptrs;
+	for (unsigned i = 0; i < replicas; i++) {
+		tessera__cluster__copy_record__init(&copies[i]);
+		copies[i].node_id = (char *)pn[chosen[i]].id;
+		copies[i].state = TESSERA__CLUSTER__COPY_STATE__IN_SYNC;
+		copies[i].since = rec.created;
+		copy_ptrs[i] = &copies[i];
+	}
+	snprintf(key, sizeof(key), "vol/%s", r->name);
+	ret = rec_put(c->meta, key, &rec.base, 0, 0, NULL);
+	if (ret == -ECANCELED) {
+		admin_fail(resp, -EEXIST, "volume '%s' was just created by someone else (tessera "
+			   "volume show %s)", r->name, r->name);
+		/* the copies of that name belong to it now on the nodes we share: keep them */
+		goto out;
+	}
+	if (ret) {
+		admin_fail(resp, ret, "cannot record volume '%s' in the metadata store: %s",
+			   r->name, strerror(-ret));
+		goto undo;
+	}
+	{
+		char line[512];
+		size_t pos = 0;
+
+		for (unsigned i = 0; i < replicas && pos < sizeof(line); i++)
+			pos += (size_t)snprintf(line + pos, sizeof(line) - pos, "%s%s",
+						i ? " " : "", pn[chosen[i]].id);
+		tsr_info("cluster: volume %s created (%s, %u replicas by %s on %s)", r->name,
+			 tsr_format_size(r->size, sz, sizeof(sz)), replicas,
+			 tsr_failure_domain_name(fd), line);
+	}
+	view_free(&v);
+	cluster_volume_list(c, r->name, resp);
+	return;
+undo:
+	while (made--) {
+		char msg[512];
+
+		if (cluster_copy_delete(c, view_node(&v, pn[chosen[made]].id), r->name, msg,
+					sizeof(msg)))
+			tsr_warn("cluster: undo create of %s: %s", r->name, msg);
+	}
+out:
+	view_free(&v);
+}
+
+/* ---- delete, resize --------------------------------------------------- */
+
+void cluster_volume_delete(struct tsr_cluster *c, const char *name,
+			   Tessera__Admin__Response *resp)
+{
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	struct cluster_view v;
+	const char *attached;
+	uint64_t rev;
+	char key[80];
+	int ret;
+
+	ret = view_load(c->meta, &v);
+	if (ret) {
+		admin_fail(resp, ret, "cannot read the metadata store: %s", strerror(-ret));
+		return;
+	}
+	attached = view_attached(&v, name, NULL);
+	if (attached) {
+		admin_fail(resp, -EBUSY, "volume '%s' is attached on %s (tessera volume detach %s "
+			   "first)", name, attached, name);
+		goto out;
+	}
+	ret = rec_volume_get(c->meta, name, &rec, &rev);
+	if (ret == -ENOENT) {
+		admin_fail(resp, ret, "volume '%s' not found (tessera volume list shows what "
+			   "exists)", name);
+		goto out;
+	}
+	if (ret) {
+		admin_fail(resp, ret, "cannot read volume '%s': %s", name, strerror(-ret));
+		goto out;
+	}
+	/* the record first: from here the copies are garbage, whatever happens to them */
+	snprintf(key, sizeof(key), "vol/%s", name);
+	ret = tsr_meta_delete(c->meta, key, rev);
+	if (ret) {
+		admin_fail(resp, ret, "cannot delete volume '%s': %s%s", name, strerror(-ret),
+			   ret == -ECANCELED ? " (it changed meanwhile: retry)" : "");
+		goto out;
+	}
+	for (size_t i = 0; i < rec->n_copies; i++) {
+		const Tessera__Cluster__NodeRecord *node = view_node(&v, rec->copies[i]->node_id);
+		char msg[512];
+
+		if (node == NULL || cluster_copy_delete(c, node, name, msg, sizeof(msg)))
+			tsr_warn("cluster: volume %s deleted, but its copy on %s was left behind "
+				 "(%s): delete it on that node once it is back", name,
+				 rec->copies[i]->node_id, node ? msg : "unknown node");
+	}
+	tsr_info("cluster: volume %s deleted", name);
+out:
+	if (rec)
+		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	view_free(&v);
+}
+
+void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeResize *r,
+			   Tessera__Admin__Response *resp)
+{
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	struct cluster_view v;
+	const char *attached;
+	char key[80], msg[512], a[32], b[32];
+	uint64_t rev;
+	int ret;
+
+	ret = view_load(c->meta, &v);
+	if (ret) {
+		admin_fail(resp, ret, "cannot read the metadata store: %s", strerror(-ret));
+		return;
+	}
+	attached = view_attached(&v, r->name, NULL);
+	if (attached) {
+		admin_fail(resp, -EBUSY, "volume '%s' is attached on %s: resizing an attached "
+			   "volume is not supported yet (detach it, resize, attach again)",
+			   r->name, attached);
+		goto out;
+	}
+	ret = rec_volume_get(c->meta, r->name, &rec, &rev);
+	if (ret) {
+		admin_fail(resp, ret, ret == -ENOENT ? "volume '%s' not found (tessera volume list "
+			   "shows what exists)" : "cannot read volume '%s'", r->name);
+		goto out;
+	}
+	if (r->size < rec->size) {
+		admin_fail(resp, -EINVAL, "volume '%s' can only grow: it is %s, asked for %s",
+			   r->name, tsr_format_size(rec->size, a, sizeof(a)),
+			   tsr_format_size(r->size, b, sizeof(b)));
+		goto out;
+	}
+	for (size_t i = 0; r->size != rec->size && i < rec->n_copies; i++) {
+		const Tessera__Cluster__NodeRecord *node = view_node(&v, rec->copies[i]->node_id);
+
+		ret = node ? copy_resize(c, node, r->name, r->size, msg, sizeof(msg)) : -ENOENT;
+		if (ret) {
+			admin_fail(resp, ret, "%s", node ? msg : "a copy's node is unknown");
+			goto out;
+		}
+	}
+	rec->size = r->size;
+	snprintf(key, sizeof(key), "vol/%s", r->name);
+	ret = rec_put(c->meta, key, &rec->base, rev, 0, NULL);
+	if (ret) {
+		admin_fail(resp, ret, "cannot record the new size of '%s': %s (retry)", r->name,
+			   strerror(-ret));
+		goto out;
+	}
+	tsr_info("cluster: volume %s resized to %s", r->name, tsr_format_size(r->size, a, sizeof(a)));
+	view_free(&v);
+	tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	cluster_volume_list(c, r->name, resp);
+	return;
+out:
+	if (rec)
+		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	view_free(&v);
+}
+
+/* ---- replace-replica -------------------------------------------------- */
+
+int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char *old,
+			    const char *to, char *msg, size_t msg_len)
+{
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	const Tessera__Cluster__NodeRecord *new_node;
+	struct tsr_place_node pn[256];
+	enum tsr_failure_domain fd = TSR_FD_NODE;
+	struct cluster_view v;
+	struct attachment *a;
+	unsigned chosen[1];
+	char key[80], why[1024];
+	size_t n, idx;
+	uint64_t rev;
+	int ret;
+
+	ret = view_load(c->meta, &v);
+	if (ret) {
+		snprintf(msg, msg_len, "cannot read the metadata store: %s", strerror(-ret));
+		return ret;
+	}
+	ret = rec_volume_get(c->meta, name, &rec, &rev);
+	if (ret) {
+		snprintf(msg, msg_len, ret == -ENOENT ? "volume '%s' not found (tessera volume list)"
+			 : "cannot read volume '%s'", name);
+		goto out;
+	}
+	for (idx = 0; idx < rec->n_copies; idx++)
+		if (strcmp(rec->copies[idx]->node_id, old) == 0)
+			break;
+	if (idx == rec->n_copies) {
+		ret = -ENOENT;
+		snprintf(msg, msg_len, "volume '%s' has no copy on node %s (tessera volume show %s "
+			 "lists its copies)", name, old, name);
+		goto out;
+	}
+	tsr_failure_domain_parse(rec->failure_domain, &fd);
+	n = place_input(&v, rec, pn, 256);
+	/* the old copy's domain is free again */
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(pn[i].id, old) == 0)
+			pn[i].holds_copy = false, pn[i].alive = false;
+	if (to && to[0]) {
+		size_t i;
+
+		for (i = 0; i < n && strcmp(pn[i].id, to); i++)
+			;
+		if (i == n) {
+			ret = -ENOENT;
+			snprintf(msg, msg_len, "node %s is not in the cluster (tessera node list)", to);
+			goto out;
+		}
+		for (size_t j = 0; j < n; j++)
+			if (j != i)
+				pn[j].alive = false; /* only the given node is a candidate */
+	}
+	ret = tsr_cluster_place(pn, n, fd, 1, rec->size, chosen, why, sizeof(why));
+	if (ret) {
+		snprintf(msg, msg_len, "cannot place a new copy of '%s'%s%s: %s", name,
+			 to && to[0] ? " on " : "", to && to[0] ? to : "", why);
+		goto out;
+	}
+	new_node = view_node(&v, pn[chosen[0]].id);
+	ret = cluster_copy_create(c, new_node, name, rec->size, msg, msg_len);
+	if (ret)
+		goto out;
+	free(rec->copies[idx]->node_id);
+	rec->copies[idx]->node_id = strdup(new_node->id);
+	if (rec->copies[idx]->node_id == NULL) {
+		ret = -ENOMEM;
+		snprintf(msg, msg_len, "out of memory in tesserad");
+		goto out;
+	}
+	rec->copies[idx]->state = TESSERA__CLUSTER__COPY_STATE__OUT_OF_SYNC;
+	rec->copies[idx]->since = cluster_now();
+	snprintf(key, sizeof(key), "vol/%s", name);
+	ret = rec_put(c->meta, key, &rec->base, rev, 0, NULL);
+	if (ret) {
+		char m2[256];
+
+		snprintf(msg, msg_len, "cannot record the new copy of '%s' on %s: %s (retry)", name,
+			 new_node->id, strerror(-ret));
+		cluster_copy_delete(c, new_node, name, m2, sizeof(m2));
+		goto out;
+	}
+	tsr_info("cluster: volume %s copy %s replaced by %s (out-of-sync, full rebuild)", name,
+		 old, new_node->id);
+	a = cluster_find_attachment(c, name);
+	if (a && a->layout && !a->fenced) {
+		struct tsr_mirror_copy cp = { .state = TSR_COPY_OUT_OF_SYNC, .full_resync = true };
+
+		snprintf(cp.node_id, sizeof(cp.node_id), "%s", new_node->id);
+		snprintf(cp.address, sizeof(cp.address), "%s", new_node->address);
+		cp.local = strcmp(new_node->id, c->node_id) == 0;
+		ret = tsr_mirror_replace_copy(a->layout, (unsigned)idx, &cp);
+		if (ret) {
+			snprintf(msg, msg_len, "volume '%s': the coordinator refused the new copy: "
+				 "%s (retry once the running rebuild is done)", name, strerror(-ret));
+			goto out;
+		}
+		snprintf(a->copies[idx].node_id, sizeof(a->copies[idx].node_id), "%s",
+			 new_node->id);
+		a->copies[idx].dead_since = 0;
+		a->copies[idx].next_return = 0;
+		a->copies[idx].last_state = TSR_COPY_OUT_OF_SYNC;
+	}
+	/* the old copy, if its node can hear us: garbage now */
+	{
+		const Tessera__Cluster__NodeRecord *on = view_node(&v, old);
+		char m2[512];
+
+		if (on && view_alive(&v, old) && cluster_copy_delete(c, on, name, m2, sizeof(m2)))
+			tsr_warn("cluster: %s", m2);
+	}
+	ret = 0;
+out:
+	if (rec)
+		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	view_free(&v);
+	return ret;
+}

@@ -1,0 +1,123 @@
+/*
+ * Tessera cluster control plane (engine/cluster): what a tesserad started
+ * with --meta or --join does beyond serving its store.
+ *
+ *  - membership: registers node/<id> and keeps alive/<id> on a lease in the
+ *    metadata store (include/tessera/meta.h, keys in proto/cluster.proto);
+ *  - volumes: placement of copies over failure domains, create, delete,
+ *    resize, replace-replica, list and show from the metadata store;
+ *  - coordinators: attach makes this node a volume's single writer (epoch =
+ *    mod_rev of attach/<name>, held on this node's lease) through the mirror
+ *    layout (include/tessera/mirror.h) registered in the volume set; copies
+ *    that come back are told to resync, copies whose node stays dead are
+ *    rebuilt elsewhere after --rebuild-after;
+ *  - the admin API's cluster commands (tsr_cluster_admin_handle).
+ *
+ * Threads: everything here runs on tesserad's main libev thread, except a
+ * background thread ("cluster") that renews the lease, fences every attached
+ * mirror when the lease cannot be proved (so an isolated coordinator stops
+ * acknowledging writes) and records copy-state changes asked by the mirrors
+ * (those sit on the write path and must not wait behind a busy main loop).
+ * Known debt: the main-thread commands make blocking calls (metadata store,
+ * other nodes' admin API, tsr_layout_mirror_create); the meta service runs
+ * on its own thread so this never stalls the cluster's metadata.
+ */
+#ifndef TESSERA_CLUSTER_H
+#define TESSERA_CLUSTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "admin.pb-c.h"
+#include "tessera/store.h"
+#include "tessera/vol.h"
+#include "tessera/worker.h"
+
+struct ev_loop;
+struct tsr_cluster;
+struct tsr_meta_server;
+
+#define TSR_CLUSTER_LEASE_TTL_MS 3000u
+#define TSR_CLUSTER_KEEPALIVE_MS 1000u
+
+struct tsr_cluster_opts {
+	struct ev_loop *loop;          /* tesserad's main loop */
+	struct tsr_store *store;
+	struct tsr_volset *vols;       /* already in cluster mode */
+	struct tsr_worker *const *workers; /* home workers for coordinators, round robin */
+	unsigned n_workers;
+	const char *dir;               /* data directory: DIR/meta.db, DIR/coord/ */
+	const char *address;           /* --listen HOST:PORT (actual port) */
+	bool meta;                     /* --meta: open DIR/meta.db and run the meta service */
+	const char *join;              /* --join HOST:PORT (NULL with --meta) */
+	const char *token;             /* cluster token */
+	const char *node_id, *zone, *site;
+	uint64_t capacity;             /* bytes */
+	unsigned peer_timeout_ms;      /* 0: 5000 */
+	unsigned rebuild_after_sec;    /* 0: never rebuild automatically */
+	uint64_t resync_rate;          /* bytes/s, 0: unlimited */
+	const char *const *nbd_listeners;
+	size_t n_nbd_listeners;
+};
+
+/*
+ * Open the metadata store (sqlite on --meta, else the meta node's service,
+ * retried for up to 30 s), start the meta service (--meta), grant the lease,
+ * register node/<id> and alive/<id>, start the background thread and the
+ * 500 ms tick on opts->loop.  Errors: -ECONNREFUSED/-ETIMEDOUT meta node not
+ * reachable, -EACCES token refused, -EEXIST another live node has this id,
+ * -EIO/-EUCLEAN metadata store, -ENOMEM; each logged once.
+ */
+int tsr_cluster_start(const struct tsr_cluster_opts *opts, struct tsr_cluster **out);
+/*
+ * Detach every volume attached here (cleanly when possible), revoke the
+ * lease, stop the thread and the meta service, close the store handle.
+ * Call before the workers stop.  NULL ok.
+ */
+void tsr_cluster_stop(struct tsr_cluster *c);
+
+const char *tsr_cluster_node_id(const struct tsr_cluster *c);
+/* The meta service on the --meta node (for connections on --listen), else NULL. */
+struct tsr_meta_server *tsr_cluster_meta_server(struct tsr_cluster *c);
+
+/*
+ * Answer an admin request in cluster mode (main thread).  Returns false for
+ * what the node answers from its own store (status, and the node-to-node
+ * local_copy create/delete/resize); otherwise fills resp (error + message for
+ * a person, or the results, built with malloc the way engine/admin frees
+ * replies) and returns true.
+ */
+bool tsr_cluster_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req,
+			      Tessera__Admin__Response *resp);
+
+/* ---- placement (placement.c): a pure function, unit tested ------------- */
+
+enum tsr_failure_domain { TSR_FD_NODE = 0, TSR_FD_ZONE = 1, TSR_FD_SITE = 2 };
+/* "node" | "zone" | "site" ("" = node).  0 or -EINVAL. */
+int tsr_failure_domain_parse(const char *s, enum tsr_failure_domain *out);
+const char *tsr_failure_domain_name(enum tsr_failure_domain fd);
+
+struct tsr_place_node {
+	const char *id, *zone, *site;
+	uint64_t capacity;
+	uint64_t provisioned;  /* sizes of the copies already placed on it */
+	bool alive;
+	bool holds_copy;       /* already holds a copy of this volume: its domain is taken */
+};
+
+/*
+ * Choose count nodes for copies of size bytes: alive, not holding a copy,
+ * each in a distinct failure domain (also distinct from the domains of the
+ * nodes holding copies), preferring the domains and nodes with the most
+ * unprovisioned capacity (capacity - provisioned; ties by id).  chosen[]
+ * gets indices into nodes, best first.  Errors: -ENOSPC with why (a sentence
+ * naming the domains that exist and what they lack, e.g. "needs 3 distinct
+ * zones; alive nodes cover 2: a (n1), b (n2, n3)"), -EINVAL count 0 or over
+ * TSR_PLACE_MAX.
+ */
+#define TSR_PLACE_MAX 8
+int tsr_cluster_place(const struct tsr_place_node *nodes, size_t n, enum tsr_failure_domain fd,
+		      unsigned count, uint64_t size, unsigned *chosen, char *why, size_t why_len);
+
+#endif
