@@ -19,7 +19,8 @@
  *   52    4    hdr_crc     CRC32C of bytes 0..51
  *   56         payload     payload_len(header) bytes, see below
  * Payload length by frame: HELLO request 64+1+N (token hex, node-id length,
- * node id), HELLO reply 0; OPEN request: volume name (1..63 bytes); WRITE
+ * node id; N <= 63), HELLO reply 0; OPEN request: volume name (1..63 bytes);
+ * HELLO and OPEN requests carry their payload length in length; WRITE
  * request: length bytes; READ reply: length bytes (status 0); SUMS reply:
  * 4 bytes (CRC32C) per 4 KiB block of the range; everything else: 0.
  *
@@ -122,7 +123,8 @@ struct tsr_peer_client_opts {
  * timeout, bad frame) every request in flight and every later one completes
  * with an error until tsr_peer_client_destroy; the owner makes a new client
  * to reconnect.  on_fail (may be NULL) is called once, on w's thread, with
- * the cause.  Errors: -EINVAL bad address, -ENOMEM.
+ * the cause, before the failed requests complete (never for destroy).
+ * Errors: -EINVAL bad address, -ENOMEM.
  */
 int tsr_peer_client_create(struct tsr_worker *w, const struct tsr_peer_client_opts *opts,
 			   void (*on_fail)(void *arg, int err), void *fail_arg,
@@ -137,6 +139,7 @@ bool tsr_peer_client_failed(const struct tsr_peer_client *c);
  * -errno as the replica answered (-ESTALE fenced by a newer epoch, -ENOENT no
  * such volume, -EIO, -ENOSPC ...), or the connection's failure (-ECONNRESET,
  * -ETIMEDOUT, -ECONNREFUSED, -EPROTO).  Buffers stay the caller's until cb.
+ * Once the client has failed, calls return -ENOTCONN (cb never fires).
  */
 typedef void (*tsr_peer_open_cb)(void *cb_arg, int status, uint64_t handle, uint64_t size);
 int tsr_peer_open(struct tsr_peer_client *c, const char *volume, uint64_t epoch,

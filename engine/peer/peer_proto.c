@@ -1,0 +1,189 @@
+/*
+ * Peer protocol frames (include/tessera/peer.h has the wire format with its
+ * byte offsets): the one function that decodes and checks a received
+ * header, which is also the fuzz target (tests/fuzz/fuzz_peer_hdr.c), and
+ * the encoder.  Everything explicit little endian; no alignment assumed.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <string.h>
+
+#include "tessera/peer.h"
+#include "peer/internal.h"
+
+static uint32_t get32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, 4);
+	return le32toh(v);
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8);
+	return le64toh(v);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, 4);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, 8);
+}
+
+const char *peer_op_name(uint8_t op)
+{
+	switch (op) {
+	case TSR_PEER_HELLO: return "hello";
+	case TSR_PEER_OPEN: return "open";
+	case TSR_PEER_CLOSE: return "close";
+	case TSR_PEER_READ: return "read";
+	case TSR_PEER_WRITE: return "write";
+	case TSR_PEER_FLUSH: return "flush";
+	case TSR_PEER_TRIM: return "trim";
+	case TSR_PEER_WRITE_ZEROES: return "write-zeroes";
+	case TSR_PEER_SUMS: return "sums";
+	case TSR_PEER_PING: return "ping";
+	default: return "unknown";
+	}
+}
+
+uint32_t peer_payload_len(const struct tsr_peer_hdr *h)
+{
+	bool reply = h->flags & TSR_PEER_F_REPLY;
+
+	switch (h->opcode) {
+	case TSR_PEER_HELLO:
+	case TSR_PEER_OPEN:
+	case TSR_PEER_WRITE:
+		return reply ? 0 : h->length;
+	case TSR_PEER_READ:
+		return reply && h->status == 0 ? h->length : 0;
+	case TSR_PEER_SUMS:
+		return reply && h->status == 0 ? h->length / TSR_BLOCK_SIZE * 4 : 0;
+	default:
+		return 0;
+	}
+}
+
+/* Flags each opcode may carry besides TSR_PEER_F_REPLY. */
+static uint8_t op_flags(uint8_t op)
+{
+	switch (op) {
+	case TSR_PEER_WRITE:
+	case TSR_PEER_TRIM:
+		return TSR_PEER_F_FUA;
+	case TSR_PEER_WRITE_ZEROES:
+		return TSR_PEER_F_FUA | TSR_PEER_F_NO_HOLE;
+	default:
+		return 0;
+	}
+}
+
+/* Bounds of offset/length by opcode; see peer.h. */
+static int check_range(const struct tsr_peer_hdr *h)
+{
+	bool reply = h->flags & TSR_PEER_F_REPLY;
+
+	switch (h->opcode) {
+	case TSR_PEER_HELLO:
+		if (h->offset != 0 || h->handle != 0)
+			return -EPROTO;
+		if (reply)
+			return h->length == 0 ? 0 : -EPROTO;
+		if (h->length > PEER_HELLO_MAX)
+			return -EMSGSIZE;
+		return h->length >= PEER_HELLO_MIN ? 0 : -EPROTO;
+	case TSR_PEER_OPEN:
+		if (h->handle != 0 && !reply)
+			return -EPROTO;
+		if (reply) /* offset: the volume's size */
+			return h->length == 0 ? 0 : -EPROTO;
+		if (h->offset != 0)
+			return -EPROTO;
+		if (h->length > PEER_NAME_MAX)
+			return -EMSGSIZE;
+		return h->length >= 1 ? 0 : -EPROTO;
+	case TSR_PEER_READ:
+	case TSR_PEER_WRITE:
+		if (h->length > TSR_MAX_IO)
+			return -EMSGSIZE;
+		break;
+	case TSR_PEER_SUMS:
+		if (h->length > TSR_PEER_MAX_SUMS_RANGE)
+			return -EMSGSIZE;
+		break;
+	case TSR_PEER_TRIM:
+	case TSR_PEER_WRITE_ZEROES:
+		break; /* any 4 KiB multiple a u32 holds */
+	default: /* CLOSE, FLUSH, PING */
+		return h->offset == 0 && h->length == 0 ? 0 : -EPROTO;
+	}
+	if (h->length == 0 || h->length % TSR_BLOCK_SIZE || h->offset % TSR_BLOCK_SIZE ||
+	    h->offset > UINT64_MAX - h->length)
+		return -EPROTO;
+	return 0;
+}
+
+int tsr_peer_hdr_parse(const uint8_t buf[TSR_PEER_HDR_SIZE], struct tsr_peer_hdr *out)
+{
+	struct tsr_peer_hdr h;
+	int ret;
+
+	if (get32(buf) != TSR_PEER_MAGIC)
+		return -EBADMSG;
+	if (get32(buf + 52) != tsr_crc32c(0, buf, 52))
+		return -EBADMSG;
+	memset(&h, 0, sizeof(h));
+	h.opcode = buf[4];
+	h.flags = buf[5];
+	h.handle = get64(buf + 8);
+	h.offset = get64(buf + 16);
+	h.length = get32(buf + 24);
+	h.status = (int32_t)get32(buf + 28);
+	h.epoch = get64(buf + 32);
+	h.seq = get64(buf + 40);
+	h.data_crc = get32(buf + 48);
+	if (h.opcode < TSR_PEER_HELLO || h.opcode > TSR_PEER_PING)
+		return -EPROTO;
+	if (buf[6] != 0 || buf[7] != 0)
+		return -EPROTO;
+	if (h.flags & ~(TSR_PEER_F_REPLY | op_flags(h.opcode)))
+		return -EPROTO;
+	if (h.status > 0 || h.status < -PEER_MAX_ERRNO)
+		return -EPROTO;
+	if (!(h.flags & TSR_PEER_F_REPLY) && h.status != 0)
+		return -EPROTO;
+	ret = check_range(&h);
+	if (ret)
+		return ret;
+	h.payload_len = peer_payload_len(&h);
+	if (h.payload_len == 0 && h.data_crc != 0)
+		return -EPROTO;
+	*out = h;
+	return 0;
+}
+
+void tsr_peer_hdr_pack(const struct tsr_peer_hdr *h, uint8_t buf[TSR_PEER_HDR_SIZE])
+{
+	put32(buf, TSR_PEER_MAGIC);
+	buf[4] = h->opcode;
+	buf[5] = h->flags;
+	buf[6] = buf[7] = 0;
+	put64(buf + 8, h->handle);
+	put64(buf + 16, h->offset);
+	put32(buf + 24, h->length);
+	put32(buf + 28, (uint32_t)h->status);
+	put64(buf + 32, h->epoch);
+	put64(buf + 40, h->seq);
+	put32(buf + 48, h->data_crc);
+	put32(buf + 52, tsr_crc32c(0, buf, 52));
+}

@@ -1,0 +1,1205 @@
+/*
+ * Peer protocol, replica side: serves this node's store volumes to the
+ * coordinators of other nodes (rules in include/tessera/peer.h).
+ *
+ * A connection belongs to the worker tesserad handed it to, for its whole
+ * life, and runs on that worker's epoll loop like an NBD connection
+ * (engine/nbd/nbd_conn.c): the socket is nonblocking; each read takes what
+ * is available into a 256 KiB buffer and every complete frame in it is
+ * parsed in place; the rest of a large WRITE payload is read straight into
+ * the request's 4 KiB-aligned buffer.  Replies are queued as iovecs (the
+ * header inline in the request, READ data and SUMS values pointing into its
+ * buffers) and sent with one sendmsg per loop pass (tsr_worker_defer),
+ * MSG_NOSIGNAL; on EAGAIN we wait for EPOLLOUT.
+ *
+ * Back-pressure: input stops while PEER_SRV_MAX_INFLIGHT requests or
+ * PEER_SRV_MAX_BYTES of buffers are live, or requests wait for room in the
+ * worker's I/O queue.
+ *
+ * Lifetime: a connection is reference counted: one reference while its
+ * socket is open, one per live request, one per pending deferred call or
+ * retry message, one across each fd callback.  Closing the socket lets the
+ * in-flight I/O finish into its buffers; the last reference puts the svols
+ * and frees everything.
+ *
+ * Handles: OPEN puts an svol into a small per-connection table; the handle
+ * is its index + 1.  CLOSE retires the slot; its svol is put once no
+ * request of the connection uses it.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "tessera/peer.h"
+#include "peer/internal.h"
+
+#define PEER_SRV_MAX_WORKERS  256
+#define PEER_SRV_MAX_INFLIGHT 64u
+#define PEER_SRV_MAX_BYTES    (64u * 1024 * 1024)
+#define PEER_SRV_MAX_HANDLES  1024u
+#define PEER_SRV_SEND_IOV     256
+#define PEER_POOL_CLASSES     14   /* 4 KiB << 0..13 = 4 KiB..32 MiB */
+#define PEER_POOL_PER_CLASS   32
+#define PEER_POOL_MAX_BYTES   (16u * 1024 * 1024)
+
+struct peer_wctx {
+	struct tsr_peer_server *srv;
+	struct tsr_worker *w;
+	struct peer_conn *conns;  /* open connections (doubly linked) */
+	bool stopped;             /* the worker's stop hook ran */
+};
+
+struct tsr_peer_server {
+	struct tsr_store *store;  /* borrowed; outlives the server */
+	char token[PEER_TOKEN_LEN];
+	char node_id[PEER_NAME_MAX + 1];
+	struct peer_wctx *wctx[PEER_SRV_MAX_WORKERS]; /* slot i: worker i's thread only */
+	struct tsr_peer_server_stats stats;           /* relaxed atomics */
+};
+
+enum conn_state {
+	CONN_HELLO,     /* waiting for HELLO */
+	CONN_READY,     /* authenticated */
+	CONN_DRAINING,  /* no more input: send what is queued, then close */
+	CONN_CLOSED,    /* socket closed; waiting for the last reference */
+};
+
+struct peer_slot {
+	struct tsr_svol *svol;    /* NULL: free slot */
+	unsigned users;           /* live requests using it */
+	bool closed;              /* CLOSE received: no new requests */
+};
+
+struct peer_sreq {
+	struct peer_sreq *next;   /* free list, retry list or output queue */
+	struct peer_conn *conn;
+	struct tsr_peer_hdr h;    /* the request; the reply reuses it */
+	uint32_t slot;            /* index into conn->slots, or UINT32_MAX */
+	uint8_t *buf;             /* READ/WRITE data, SUMS read piece; 4 KiB aligned */
+	unsigned buf_class;
+	uint8_t *sums;            /* SUMS values (little endian u32) */
+	unsigned sums_class;
+	uint32_t have;            /* WRITE payload bytes received */
+	uint32_t done;            /* SUMS bytes summed; TRIM: 1 once trimmed (FUA flush next) */
+	uint32_t cur;             /* SUMS piece in flight */
+	size_t bytes;             /* buffer bytes counted in conn->inflight_bytes */
+	int status;
+	/* the reply */
+	uint8_t hdr[TSR_PEER_HDR_SIZE];
+	struct iovec iov[2];
+	int iovcnt, iov_idx;
+};
+
+struct peer_conn {
+	struct peer_conn *prev, *next; /* wctx->conns, while the socket is open */
+	struct peer_wctx *wctx;
+	struct tsr_peer_server *srv;
+	struct tsr_worker *w;
+	struct tsr_io *io;
+	int fd;                   /* -1 once closed */
+	unsigned refs;            /* see the file header */
+	enum conn_state state;
+	char peer_id[PEER_NAME_MAX + 1]; /* from HELLO, for logs */
+
+	uint8_t *rbuf;            /* unparsed input is rbuf[rpos, rlen) */
+	size_t rpos, rlen;
+	struct peer_sreq *payload_req; /* WRITE whose payload is being read */
+	uint32_t discard;         /* payload bytes of a refused WRITE to skip */
+
+	struct peer_sreq *out_head, *out_tail;
+	bool wait_out;            /* sendmsg hit EAGAIN: waiting for EPOLLOUT */
+	uint32_t events;          /* epoll mask in place */
+	bool flush_scheduled;     /* a deferred call is pending */
+	bool paused;              /* input stopped by a limit */
+
+	struct peer_sreq *retry_head, *retry_tail; /* waiting for I/O queue room */
+	bool retry_scheduled;
+	unsigned inflight;        /* live requests */
+	unsigned inflight_io;     /* store operations submitted, not completed */
+	size_t inflight_bytes;
+
+	struct peer_slot *slots;
+	uint32_t nslots;
+
+	struct peer_sreq *free_reqs;
+	void *pool[PEER_POOL_CLASSES][PEER_POOL_PER_CLASS];
+	unsigned pool_n[PEER_POOL_CLASSES];
+	size_t pool_bytes;
+};
+
+static void conn_close(struct peer_conn *c);
+static void conn_process(struct peer_conn *c);
+static void conn_schedule(struct peer_conn *c);
+static void req_complete(struct peer_sreq *req);
+static int req_submit(struct peer_sreq *req);
+
+static void count(uint64_t *ctr, uint64_t n)
+{
+	__atomic_add_fetch(ctr, n, __ATOMIC_RELAXED);
+}
+
+/* ---- references ---- */
+
+static void conn_free(struct peer_conn *c)
+{
+	unsigned i, j;
+
+	while (c->free_reqs != NULL) {
+		struct peer_sreq *r = c->free_reqs;
+
+		c->free_reqs = r->next;
+		free(r);
+	}
+	for (i = 0; i < PEER_POOL_CLASSES; i++)
+		for (j = 0; j < c->pool_n[i]; j++)
+			tsr_free_aligned(c->pool[i][j]);
+	for (i = 0; i < c->nslots; i++)
+		tsr_svol_put(c->slots[i].svol);
+	free(c->slots);
+	tsr_free_aligned(c->rbuf);
+	__atomic_sub_fetch(&c->srv->stats.connections_open, 1, __ATOMIC_RELAXED);
+	free(c);
+}
+
+static void conn_get(struct peer_conn *c)
+{
+	c->refs++;
+}
+
+static void conn_put(struct peer_conn *c)
+{
+	if (--c->refs == 0)
+		conn_free(c);
+}
+
+/* ---- buffers: a small pool per connection ---- */
+
+static unsigned buf_class(size_t len)
+{
+	unsigned cls = 0;
+
+	while (((size_t)TSR_BLOCK_SIZE << cls) < len)
+		cls++;
+	return cls;
+}
+
+static void *buf_get(struct peer_conn *c, unsigned cls)
+{
+	if (c->pool_n[cls] > 0) {
+		c->pool_bytes -= (size_t)TSR_BLOCK_SIZE << cls;
+		return c->pool[cls][--c->pool_n[cls]];
+	}
+	return tsr_alloc_aligned((size_t)TSR_BLOCK_SIZE << cls);
+}
+
+static void buf_put(struct peer_conn *c, void *p, unsigned cls)
+{
+	size_t size = (size_t)TSR_BLOCK_SIZE << cls;
+
+	if (p == NULL)
+		return;
+	if (c->state != CONN_CLOSED && c->pool_n[cls] < PEER_POOL_PER_CLASS &&
+	    c->pool_bytes + size <= PEER_POOL_MAX_BYTES) {
+		c->pool[cls][c->pool_n[cls]++] = p;
+		c->pool_bytes += size;
+		return;
+	}
+	tsr_free_aligned(p);
+}
+
+/* ---- handles ---- */
+
+static void slot_release(struct peer_conn *c, uint32_t i)
+{
+	struct peer_slot *s = &c->slots[i];
+
+	if (--s->users == 0 && s->closed) {
+		tsr_svol_put(s->svol);
+		s->svol = NULL;
+		s->closed = false;
+	}
+}
+
+/* A slot for svol (taken over); -EMFILE when the table is full. */
+static int slot_add(struct peer_conn *c, struct tsr_svol *svol, uint64_t *handle)
+{
+	struct peer_slot *ns;
+	uint32_t i;
+
+	for (i = 0; i < c->nslots; i++)
+		if (c->slots[i].svol == NULL)
+			break;
+	if (i == c->nslots) {
+		uint32_t n = c->nslots ? c->nslots * 2 : 8;
+
+		if (c->nslots >= PEER_SRV_MAX_HANDLES)
+			return -EMFILE;
+		ns = realloc(c->slots, n * sizeof(*ns));
+		if (ns == NULL)
+			return -ENOMEM;
+		memset(ns + c->nslots, 0, (n - c->nslots) * sizeof(*ns));
+		c->slots = ns;
+		c->nslots = n;
+	}
+	c->slots[i].svol = svol;
+	c->slots[i].users = 0;
+	c->slots[i].closed = false;
+	*handle = (uint64_t)i + 1;
+	return 0;
+}
+
+/* The live slot of a handle, or NULL. */
+static struct peer_slot *slot_find(struct peer_conn *c, uint64_t handle, uint32_t *index)
+{
+	struct peer_slot *s;
+
+	if (handle == 0 || handle > c->nslots)
+		return NULL;
+	s = &c->slots[handle - 1];
+	if (s->svol == NULL || s->closed)
+		return NULL;
+	*index = (uint32_t)(handle - 1);
+	return s;
+}
+
+/* ---- requests ---- */
+
+static bool conn_can_resume(const struct peer_conn *c)
+{
+	return c->inflight < PEER_SRV_MAX_INFLIGHT && c->inflight_bytes < PEER_SRV_MAX_BYTES &&
+	       c->retry_head == NULL;
+}
+
+static struct peer_sreq *req_alloc(struct peer_conn *c, const struct tsr_peer_hdr *h)
+{
+	struct peer_sreq *req = c->free_reqs;
+
+	if (req != NULL)
+		c->free_reqs = req->next;
+	else
+		req = malloc(sizeof(*req));
+	if (req == NULL)
+		return NULL;
+	memset(req, 0, offsetof(struct peer_sreq, hdr));
+	req->conn = c;
+	req->h = *h;
+	req->slot = UINT32_MAX;
+	c->inflight++;
+	conn_get(c);
+	return req;
+}
+
+/* A data buffer of len bytes for req (counted against the byte limit). */
+static int req_buf(struct peer_sreq *req, size_t len)
+{
+	struct peer_conn *c = req->conn;
+
+	req->buf_class = buf_class(len);
+	req->buf = buf_get(c, req->buf_class);
+	if (req->buf == NULL)
+		return -ENOMEM;
+	req->bytes += (size_t)TSR_BLOCK_SIZE << req->buf_class;
+	c->inflight_bytes += (size_t)TSR_BLOCK_SIZE << req->buf_class;
+	return 0;
+}
+
+static void req_free(struct peer_sreq *req)
+{
+	struct peer_conn *c = req->conn;
+
+	buf_put(c, req->buf, req->buf_class);
+	buf_put(c, req->sums, req->sums_class);
+	c->inflight_bytes -= req->bytes;
+	if (req->slot != UINT32_MAX)
+		slot_release(c, req->slot);
+	c->inflight--;
+	if (c->state == CONN_CLOSED) {
+		free(req);
+	} else {
+		req->next = c->free_reqs;
+		c->free_reqs = req;
+		if (c->paused && conn_can_resume(c))
+			conn_schedule(c);
+	}
+	conn_put(c);
+}
+
+/* ---- output ---- */
+
+static void conn_flush(struct peer_conn *c)
+{
+	while (c->out_head != NULL && !c->wait_out && c->fd >= 0) {
+		struct iovec iov[PEER_SRV_SEND_IOV];
+		struct msghdr msg = { .msg_iov = iov };
+		struct peer_sreq *o;
+		ssize_t n;
+		int cnt = 0, i;
+
+		for (o = c->out_head; o != NULL && cnt <= PEER_SRV_SEND_IOV - 2; o = o->next)
+			for (i = o->iov_idx; i < o->iovcnt; i++)
+				iov[cnt++] = o->iov[i];
+		msg.msg_iovlen = (size_t)cnt;
+		n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				c->wait_out = true;
+				break;
+			}
+			tsr_debug("peer: send to %s: %s; closing the connection", c->peer_id,
+				  strerror(errno));
+			conn_close(c);
+			return;
+		}
+		while (n > 0) {
+			struct iovec *v;
+
+			o = c->out_head;
+			v = &o->iov[o->iov_idx];
+			if ((size_t)n >= v->iov_len) {
+				n -= (ssize_t)v->iov_len;
+				o->iov_idx++;
+			} else {
+				v->iov_base = (uint8_t *)v->iov_base + n;
+				v->iov_len -= (size_t)n;
+				n = 0;
+			}
+			if (o->iov_idx == o->iovcnt) {
+				c->out_head = o->next;
+				if (c->out_head == NULL)
+					c->out_tail = NULL;
+				req_free(o);
+				if (c->out_head == NULL)
+					break;
+			}
+		}
+	}
+	if (c->state == CONN_DRAINING && c->out_head == NULL)
+		conn_close(c);
+}
+
+/* Queue req's reply (header from req->h and req->status); frees req once sent. */
+static void reply(struct peer_sreq *req)
+{
+	struct peer_conn *c = req->conn;
+	struct tsr_peer_hdr *h = &req->h;
+	uint32_t plen = 0;
+
+	if (c->state == CONN_CLOSED) {
+		req_free(req);
+		return;
+	}
+	h->flags = TSR_PEER_F_REPLY;
+	h->status = req->status;
+	h->data_crc = 0;
+	if (h->opcode == TSR_PEER_HELLO || h->opcode == TSR_PEER_OPEN)
+		h->length = 0;
+	req->iov[0].iov_base = req->hdr;
+	req->iov[0].iov_len = TSR_PEER_HDR_SIZE;
+	req->iovcnt = 1;
+	req->iov_idx = 0;
+	if (req->status == 0 && h->opcode == TSR_PEER_READ) {
+		plen = h->length;
+		req->iov[1].iov_base = req->buf;
+		count(&c->srv->stats.bytes_read, plen);
+	} else if (req->status == 0 && h->opcode == TSR_PEER_SUMS) {
+		plen = h->length / TSR_BLOCK_SIZE * 4;
+		req->iov[1].iov_base = req->sums;
+	}
+	if (plen > 0) {
+		req->iov[1].iov_len = plen;
+		req->iovcnt = 2;
+		h->data_crc = tsr_crc32c(0, req->iov[1].iov_base, plen);
+	}
+	tsr_peer_hdr_pack(h, req->hdr);
+	req->next = NULL;
+	if (c->out_tail != NULL)
+		c->out_tail->next = req;
+	else
+		c->out_head = req;
+	c->out_tail = req;
+	conn_schedule(c);
+}
+
+static void reply_status(struct peer_sreq *req, int status)
+{
+	req->status = status;
+	reply(req);
+}
+
+/* ---- store operations ---- */
+
+static void retry_msg(struct tsr_worker *w, void *arg);
+
+static void retry_schedule(struct peer_conn *c)
+{
+	if (c->retry_scheduled || c->state == CONN_CLOSED)
+		return;
+	if (tsr_worker_send(c->w, retry_msg, c) < 0) {
+		/* the worker is stopping: answer what waits */
+		while (c->retry_head != NULL) {
+			struct peer_sreq *req = c->retry_head;
+
+			c->retry_head = req->next;
+			if (c->retry_head == NULL)
+				c->retry_tail = NULL;
+			reply_status(req, -ESHUTDOWN);
+		}
+		return;
+	}
+	c->retry_scheduled = true;
+	conn_get(c);
+}
+
+static void retry_push(struct peer_conn *c, struct peer_sreq *req)
+{
+	req->next = NULL;
+	if (c->retry_tail != NULL)
+		c->retry_tail->next = req;
+	else
+		c->retry_head = req;
+	c->retry_tail = req;
+}
+
+static void retry_run(struct peer_conn *c)
+{
+	while (c->retry_head != NULL && c->state != CONN_CLOSED) {
+		struct peer_sreq *req = c->retry_head;
+		int ret = req_submit(req);
+
+		if (ret == -EAGAIN) {
+			if (c->inflight_io == 0)
+				retry_schedule(c);
+			return;
+		}
+		c->retry_head = req->next;
+		if (c->retry_head == NULL)
+			c->retry_tail = NULL;
+		if (ret < 0)
+			reply_status(req, ret);
+	}
+	if (c->paused && conn_can_resume(c))
+		conn_schedule(c);
+}
+
+static void retry_msg(struct tsr_worker *w, void *arg)
+{
+	struct peer_conn *c = arg;
+
+	(void)w;
+	c->retry_scheduled = false;
+	retry_run(c);
+	conn_put(c);
+}
+
+/* Submit (or resubmit) the next store operation of req: 0, -EAGAIN or -errno. */
+static void req_io_done(void *arg, int status);
+
+static int req_submit(struct peer_sreq *req)
+{
+	struct peer_conn *c = req->conn;
+	struct tsr_svol *svol = c->slots[req->slot].svol;
+	const struct tsr_peer_hdr *h = &req->h;
+	int ret;
+
+	switch (h->opcode) {
+	case TSR_PEER_READ:
+		ret = tsr_svol_read(svol, c->io, h->offset, h->length, req->buf, req_io_done, req);
+		break;
+	case TSR_PEER_WRITE:
+		ret = tsr_svol_write(svol, c->io, h->offset, h->length, req->buf,
+				     (h->flags & TSR_PEER_F_FUA) ? TSR_WRITE_FUA : 0, req_io_done,
+				     req);
+		break;
+	case TSR_PEER_FLUSH:
+		ret = tsr_svol_flush(svol, c->io, req_io_done, req);
+		break;
+	case TSR_PEER_TRIM:
+		if (req->done) /* trimmed; FUA: make it durable */
+			ret = tsr_svol_flush(svol, c->io, req_io_done, req);
+		else
+			ret = tsr_svol_trim(svol, c->io, h->offset, h->length, req_io_done, req);
+		break;
+	case TSR_PEER_WRITE_ZEROES:
+		ret = tsr_svol_write_zeroes(svol, c->io, h->offset, h->length,
+					    ((h->flags & TSR_PEER_F_FUA) ? TSR_WRITE_FUA : 0) |
+						    ((h->flags & TSR_PEER_F_NO_HOLE) ?
+							     TSR_WRITE_NO_HOLE : 0),
+					    req_io_done, req);
+		break;
+	case TSR_PEER_SUMS:
+		req->cur = h->length - req->done;
+		if (req->cur > PEER_SUMS_PIECE)
+			req->cur = PEER_SUMS_PIECE;
+		ret = tsr_svol_read(svol, c->io, h->offset + req->done, req->cur, req->buf,
+				    req_io_done, req);
+		break;
+	default:
+		ret = -EPROTO;
+	}
+	if (ret == 0)
+		c->inflight_io++;
+	return ret;
+}
+
+static void req_dispatch(struct peer_sreq *req)
+{
+	struct peer_conn *c = req->conn;
+	int ret;
+
+	if (c->retry_head != NULL) {
+		retry_push(c, req);
+		return;
+	}
+	ret = req_submit(req);
+	if (ret == -EAGAIN) {
+		retry_push(c, req);
+		retry_schedule(c);
+	} else if (ret < 0) {
+		reply_status(req, ret);
+	}
+}
+
+static void req_io_done(void *arg, int status)
+{
+	struct peer_sreq *req = arg;
+	struct peer_conn *c = req->conn;
+	const struct tsr_peer_hdr *h = &req->h;
+	int ret;
+
+	c->inflight_io--;
+	if (c->retry_head != NULL)
+		retry_schedule(c);
+	if (status < 0 || c->state == CONN_CLOSED) {
+		req->status = status < 0 ? status : -ESHUTDOWN;
+		req_complete(req);
+		return;
+	}
+	if (h->opcode == TSR_PEER_SUMS) {
+		uint32_t i, n = req->cur / TSR_BLOCK_SIZE;
+		uint32_t *out = (uint32_t *)req->sums + req->done / TSR_BLOCK_SIZE;
+
+		for (i = 0; i < n; i++)
+			out[i] = htole32(tsr_crc32c(0, req->buf + (size_t)i * TSR_BLOCK_SIZE,
+						    TSR_BLOCK_SIZE));
+		req->done += req->cur;
+		if (req->done == h->length) {
+			req_complete(req);
+			return;
+		}
+	} else if (h->opcode == TSR_PEER_TRIM && (h->flags & TSR_PEER_F_FUA) && !req->done) {
+		req->done = 1;
+	} else {
+		if (h->opcode == TSR_PEER_WRITE)
+			count(&c->srv->stats.bytes_written, h->length);
+		req_complete(req);
+		return;
+	}
+	ret = req_submit(req);
+	if (ret == -EAGAIN) {
+		retry_push(c, req);
+		retry_schedule(c);
+	} else if (ret < 0) {
+		req->status = ret;
+		req_complete(req);
+	}
+}
+
+static void req_complete(struct peer_sreq *req)
+{
+	if (req->status < 0 && req->status != -ESHUTDOWN)
+		tsr_debug("peer: %s at %llu+%u from %s: %s", peer_op_name(req->h.opcode),
+			  (unsigned long long)req->h.offset, req->h.length, req->conn->peer_id,
+			  strerror(-req->status));
+	reply(req);
+}
+
+/* ---- frames ---- */
+
+static void conn_begin_drain(struct peer_conn *c)
+{
+	if (c->state == CONN_CLOSED)
+		return;
+	c->state = CONN_DRAINING;
+	if (c->payload_req != NULL) {
+		struct peer_sreq *req = c->payload_req;
+
+		c->payload_req = NULL;
+		req_free(req);
+	}
+	conn_schedule(c);
+}
+
+/* Constant-time comparison: the time taken says nothing about the token. */
+static bool token_equal(const uint8_t *a, const char *b)
+{
+	uint8_t diff = 0;
+	unsigned i;
+
+	for (i = 0; i < PEER_TOKEN_LEN; i++)
+		diff |= a[i] ^ (uint8_t)b[i];
+	return diff == 0;
+}
+
+static void handle_hello(struct peer_conn *c, struct peer_sreq *req, const uint8_t *p)
+{
+	uint32_t n = p[PEER_TOKEN_LEN];
+
+	if (c->state != CONN_HELLO) {
+		reply_status(req, -EINVAL);
+		return;
+	}
+	if (tsr_crc32c(0, p, req->h.length) != req->h.data_crc ||
+	    n != req->h.length - PEER_HELLO_MIN) {
+		reply_status(req, -EBADMSG);
+		conn_begin_drain(c);
+		return;
+	}
+	if (!token_equal(p, c->srv->token)) {
+		tsr_warn("peer: a node sent a wrong cluster token; closing the connection "
+			 "(check --token on both nodes)");
+		reply_status(req, -EACCES);
+		conn_begin_drain(c);
+		return;
+	}
+	memcpy(c->peer_id, p + PEER_HELLO_MIN, n);
+	c->peer_id[n] = '\0';
+	c->state = CONN_READY;
+	tsr_debug("peer: node %s connected", c->peer_id[0] ? c->peer_id : "(unnamed)");
+	reply_status(req, 0);
+}
+
+static void handle_open(struct peer_conn *c, struct peer_sreq *req, const uint8_t *p)
+{
+	struct tsr_svol *svol = NULL;
+	char name[PEER_NAME_MAX + 1];
+	uint64_t handle = 0;
+	int ret;
+
+	if (tsr_crc32c(0, p, req->h.length) != req->h.data_crc) {
+		reply_status(req, -EBADMSG);
+		return;
+	}
+	memcpy(name, p, req->h.length);
+	name[req->h.length] = '\0';
+	if (strlen(name) != req->h.length || !tsr_valid_name(name)) {
+		reply_status(req, -EINVAL);
+		return;
+	}
+	/*
+	 * Debt: opening a volume and raising its epoch are blocking catalogue
+	 * calls (SQLite, fsync) on the event loop.  OPEN is rare (once per
+	 * volume attach and worker); move it to a control thread with
+	 * tsr_worker_send back if it ever shows in latency.
+	 */
+	ret = tsr_store_vol_open(c->srv->store, name, &svol);
+	if (ret == 0)
+		ret = tsr_store_vol_set_epoch(c->srv->store, name, req->h.epoch);
+	if (ret == -ESTALE)
+		count(&c->srv->stats.stale_epoch, 1);
+	if (ret == 0)
+		ret = slot_add(c, svol, &handle);
+	if (ret < 0) {
+		if (ret != -ENOENT && ret != -ESTALE)
+			tsr_warn("peer: open %s for %s: %s", name, c->peer_id, strerror(-ret));
+		tsr_svol_put(svol);
+		reply_status(req, ret);
+		return;
+	}
+	req->h.handle = handle;
+	req->h.offset = tsr_svol_size(svol);
+	reply_status(req, 0);
+}
+
+/* A data op's checks before any payload handling: -EBADF, -ESTALE or 0. */
+static int check_data_op(struct peer_conn *c, struct peer_sreq *req)
+{
+	struct peer_slot *s;
+	uint32_t idx;
+
+	s = slot_find(c, req->h.handle, &idx);
+	if (s == NULL)
+		return -EBADF;
+	if (req->h.epoch < tsr_svol_epoch(s->svol)) {
+		count(&c->srv->stats.stale_epoch, 1);
+		return -ESTALE;
+	}
+	req->slot = idx;
+	s->users++;
+	return 0;
+}
+
+/* A complete WRITE payload is in req->buf. */
+static void write_ready(struct peer_sreq *req)
+{
+	if (tsr_crc32c(0, req->buf, req->h.length) != req->h.data_crc) {
+		tsr_warn("peer: write at %llu+%u from %s: payload checksum mismatch",
+			 (unsigned long long)req->h.offset, req->h.length, req->conn->peer_id);
+		reply_status(req, -EBADMSG);
+		return;
+	}
+	req_dispatch(req);
+}
+
+/*
+ * One parsed header at rbuf[rpos]; its payload (if any) is not consumed.
+ * Returns false when the frame cannot be handled yet (HELLO/OPEN payload not
+ * all buffered), true once it consumed the header (and what it could).
+ */
+static bool handle_frame(struct peer_conn *c, const struct tsr_peer_hdr *h)
+{
+	size_t avail = c->rlen - c->rpos - TSR_PEER_HDR_SIZE;
+	const uint8_t *payload = c->rbuf + c->rpos + TSR_PEER_HDR_SIZE;
+	struct peer_sreq *req;
+	int ret;
+
+	if ((h->opcode == TSR_PEER_HELLO || h->opcode == TSR_PEER_OPEN) && avail < h->length)
+		return false; /* small payloads: wait until all of it is here */
+	count(&c->srv->stats.frames, 1);
+	c->rpos += TSR_PEER_HDR_SIZE;
+	req = req_alloc(c, h);
+	if (req == NULL) {
+		conn_close(c); /* a missing reply would hang the client */
+		return true;
+	}
+	if (h->flags & TSR_PEER_F_REPLY) {
+		/* we never send requests: a reply is a confused peer */
+		count(&c->srv->stats.bad_frames, 1);
+		tsr_warn("peer: unexpected reply frame from %s; closing the connection",
+			 c->peer_id);
+		req_free(req);
+		conn_close(c);
+		return true;
+	}
+	if (h->opcode == TSR_PEER_HELLO) {
+		c->rpos += h->length;
+		handle_hello(c, req, payload);
+		return true;
+	}
+	if (c->state == CONN_HELLO) {
+		tsr_warn("peer: %s before HELLO; closing the connection", peer_op_name(h->opcode));
+		c->discard = h->payload_len;
+		reply_status(req, -EACCES);
+		conn_begin_drain(c);
+		return true;
+	}
+	switch (h->opcode) {
+	case TSR_PEER_OPEN:
+		c->rpos += h->length;
+		handle_open(c, req, payload);
+		return true;
+	case TSR_PEER_PING:
+		reply_status(req, 0);
+		return true;
+	case TSR_PEER_CLOSE: {
+		uint32_t idx;
+		struct peer_slot *s = slot_find(c, h->handle, &idx);
+
+		if (s == NULL) {
+			reply_status(req, -EBADF);
+			return true;
+		}
+		s->closed = true;
+		s->users++; /* released with this request: puts the svol when idle */
+		req->slot = idx;
+		reply_status(req, 0);
+		return true;
+	}
+	default:
+		break;
+	}
+	ret = check_data_op(c, req);
+	if (ret == 0 && h->opcode == TSR_PEER_SUMS) {
+		uint32_t piece = h->length < PEER_SUMS_PIECE ? h->length : PEER_SUMS_PIECE;
+
+		ret = req_buf(req, piece);
+		if (ret == 0) {
+			req->sums_class = buf_class(h->length / TSR_BLOCK_SIZE * 4);
+			req->sums = buf_get(c, req->sums_class);
+			if (req->sums == NULL)
+				ret = -ENOMEM;
+		}
+	} else if (ret == 0 && (h->opcode == TSR_PEER_READ || h->opcode == TSR_PEER_WRITE)) {
+		ret = req_buf(req, h->length);
+	}
+	if (ret < 0) {
+		c->discard = h->payload_len; /* keep the stream in sync */
+		reply_status(req, ret);
+		return true;
+	}
+	if (h->opcode == TSR_PEER_WRITE) {
+		uint32_t n = avail < h->length ? (uint32_t)avail : h->length;
+
+		memcpy(req->buf, payload, n);
+		c->rpos += n;
+		req->have = n;
+		if (req->have == h->length)
+			write_ready(req);
+		else
+			c->payload_req = req; /* conn_read fills the rest */
+		return true;
+	}
+	req_dispatch(req);
+	return true;
+}
+
+static void bad_frame(struct peer_conn *c, int err)
+{
+	count(&c->srv->stats.bad_frames, 1);
+	tsr_warn("peer: bad frame header from %s: %s; closing the connection",
+		 c->peer_id[0] ? c->peer_id : "a node", strerror(-err));
+	conn_close(c);
+}
+
+/* Parse everything complete in rbuf. */
+static void conn_process(struct peer_conn *c)
+{
+	while (!c->paused && c->state != CONN_CLOSED) {
+		size_t avail = c->rlen - c->rpos;
+		struct tsr_peer_hdr h;
+		int ret;
+
+		if (c->discard > 0) {
+			size_t n = avail < c->discard ? avail : c->discard;
+
+			c->rpos += n;
+			c->discard -= (uint32_t)n;
+			if (c->discard > 0)
+				return;
+			continue;
+		}
+		if (c->payload_req != NULL || c->state == CONN_DRAINING)
+			return;
+		if (avail < TSR_PEER_HDR_SIZE)
+			return;
+		if (!conn_can_resume(c)) {
+			c->paused = true;
+			return;
+		}
+		ret = tsr_peer_hdr_parse(c->rbuf + c->rpos, &h);
+		if (ret < 0) {
+			bad_frame(c, ret);
+			return;
+		}
+		if (!handle_frame(c, &h))
+			return;
+	}
+}
+
+static void conn_read(struct peer_conn *c)
+{
+	for (;;) {
+		struct iovec iov[2];
+		size_t want, space;
+		int cnt = 0;
+		ssize_t n;
+
+		if (c->paused || (c->state != CONN_HELLO && c->state != CONN_READY))
+			return;
+		if (c->rpos == c->rlen) {
+			c->rpos = c->rlen = 0;
+		} else if (c->rpos > 0 && PEER_RBUF_SIZE - c->rlen < PEER_RBUF_SIZE / 2) {
+			memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+			c->rlen -= c->rpos;
+			c->rpos = 0;
+		}
+		if (c->payload_req != NULL) {
+			struct peer_sreq *req = c->payload_req;
+
+			iov[cnt].iov_base = req->buf + req->have;
+			iov[cnt++].iov_len = req->h.length - req->have;
+		}
+		space = PEER_RBUF_SIZE - c->rlen;
+		if (space > 0) {
+			iov[cnt].iov_base = c->rbuf + c->rlen;
+			iov[cnt++].iov_len = space;
+		}
+		if (cnt == 0)
+			return;
+		want = iov[0].iov_len + (cnt > 1 ? iov[1].iov_len : 0);
+		n = readv(c->fd, iov, cnt);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			tsr_debug("peer: read from %s: %s; closing the connection", c->peer_id,
+				  strerror(errno));
+			conn_close(c);
+			return;
+		}
+		if (n == 0) {
+			/* the coordinator is gone: finish, send what it may still read */
+			conn_begin_drain(c);
+			return;
+		}
+		if (c->payload_req != NULL) {
+			struct peer_sreq *req = c->payload_req;
+			size_t need = req->h.length - req->have;
+			size_t m = (size_t)n < need ? (size_t)n : need;
+
+			req->have += (uint32_t)m;
+			c->rlen += (size_t)n - m;
+			if (req->have == req->h.length) {
+				c->payload_req = NULL;
+				write_ready(req);
+			}
+		} else {
+			c->rlen += (size_t)n;
+		}
+		conn_process(c);
+		if ((size_t)n < want)
+			return;
+	}
+}
+
+/* ---- scheduling, events, close ---- */
+
+static void conn_update_events(struct peer_conn *c)
+{
+	uint32_t ev = 0;
+
+	if (c->fd < 0)
+		return;
+	if (!c->paused && (c->state == CONN_HELLO || c->state == CONN_READY))
+		ev |= EPOLLIN;
+	if (c->wait_out)
+		ev |= EPOLLOUT;
+	if (ev != c->events && tsr_worker_modify(c->w, c->fd, ev) == 0)
+		c->events = ev;
+}
+
+static void conn_deferred(struct tsr_worker *w, void *arg)
+{
+	struct peer_conn *c = arg;
+
+	(void)w;
+	c->flush_scheduled = false;
+	if (c->state != CONN_CLOSED) {
+		if (c->paused && conn_can_resume(c)) {
+			c->paused = false;
+			conn_process(c);
+			if (!c->paused && c->state != CONN_CLOSED)
+				conn_read(c); /* what arrived while paused */
+		}
+		conn_flush(c);
+		conn_update_events(c);
+	}
+	conn_put(c);
+}
+
+static void conn_schedule(struct peer_conn *c)
+{
+	if (c->flush_scheduled || c->state == CONN_CLOSED)
+		return;
+	if (tsr_worker_defer(c->w, conn_deferred, c) < 0) {
+		conn_flush(c);
+		return;
+	}
+	c->flush_scheduled = true;
+	conn_get(c);
+}
+
+static void conn_on_event(void *arg, uint32_t events)
+{
+	struct peer_conn *c = arg;
+
+	conn_get(c);
+	if ((events & (EPOLLHUP | EPOLLERR)) && (c->paused || c->state == CONN_DRAINING)) {
+		conn_close(c);
+		conn_put(c);
+		return;
+	}
+	if (events & EPOLLOUT) {
+		c->wait_out = false;
+		conn_flush(c);
+	}
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		conn_read(c);
+	if (c->state != CONN_CLOSED)
+		conn_update_events(c);
+	conn_put(c);
+}
+
+static void conn_close(struct peer_conn *c)
+{
+	struct peer_sreq *req;
+
+	if (c->state == CONN_CLOSED)
+		return;
+	conn_get(c);
+	c->state = CONN_CLOSED;
+	if (c->fd >= 0) {
+		tsr_worker_unwatch(c->w, c->fd);
+		close(c->fd);
+		c->fd = -1;
+	}
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		c->wctx->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+	while ((req = c->out_head) != NULL) {
+		c->out_head = req->next;
+		req_free(req);
+	}
+	c->out_tail = NULL;
+	if ((req = c->payload_req) != NULL) {
+		c->payload_req = NULL;
+		req_free(req);
+	}
+	while ((req = c->retry_head) != NULL) {
+		c->retry_head = req->next;
+		req_free(req);
+	}
+	c->retry_tail = NULL;
+	conn_put(c); /* the socket's reference */
+	conn_put(c);
+}
+
+/* ---- the server ---- */
+
+static void wctx_on_stop(struct tsr_worker *w, void *arg)
+{
+	struct peer_wctx *wctx = arg;
+
+	(void)w;
+	wctx->stopped = true;
+	while (wctx->conns != NULL)
+		conn_close(wctx->conns);
+}
+
+static struct peer_wctx *server_wctx(struct tsr_peer_server *srv, struct tsr_worker *w)
+{
+	unsigned i = tsr_worker_index(w);
+	struct peer_wctx *wctx;
+
+	if (i >= PEER_SRV_MAX_WORKERS) {
+		tsr_error("peer: worker%u: index above %u, not served", i, PEER_SRV_MAX_WORKERS);
+		return NULL;
+	}
+	if (srv->wctx[i] != NULL && srv->wctx[i]->w == w)
+		return srv->wctx[i];
+	if (srv->wctx[i] != NULL && !srv->wctx[i]->stopped)
+		return NULL; /* two live workers with one index: not ours to serve */
+	free(srv->wctx[i]); /* a stopped worker of the same index */
+	wctx = calloc(1, sizeof(*wctx));
+	srv->wctx[i] = wctx;
+	if (wctx == NULL)
+		return NULL;
+	wctx->srv = srv;
+	wctx->w = w;
+	if (tsr_worker_on_stop(w, wctx_on_stop, wctx) < 0) {
+		free(wctx);
+		srv->wctx[i] = NULL;
+		return NULL;
+	}
+	return wctx;
+}
+
+int tsr_peer_server_create(const struct tsr_peer_server_opts *opts,
+			   struct tsr_peer_server **out)
+{
+	struct tsr_peer_server *srv;
+
+	if (opts == NULL || opts->store == NULL || opts->token == NULL ||
+	    strlen(opts->token) != PEER_TOKEN_LEN)
+		return -EINVAL;
+	srv = calloc(1, sizeof(*srv));
+	if (srv == NULL)
+		return -ENOMEM;
+	srv->store = opts->store;
+	memcpy(srv->token, opts->token, PEER_TOKEN_LEN);
+	snprintf(srv->node_id, sizeof(srv->node_id), "%s", opts->node_id ? opts->node_id : "");
+	*out = srv;
+	return 0;
+}
+
+void tsr_peer_server_destroy(struct tsr_peer_server *srv)
+{
+	unsigned i;
+
+	if (srv == NULL)
+		return;
+	for (i = 0; i < PEER_SRV_MAX_WORKERS; i++) {
+		if (srv->wctx[i] != NULL && srv->wctx[i]->conns != NULL)
+			tsr_warn("peer: server destroyed with connections open on worker%u", i);
+		free(srv->wctx[i]);
+	}
+	free(srv);
+}
+
+void tsr_peer_server_get_stats(struct tsr_peer_server *srv, struct tsr_peer_server_stats *out)
+{
+	out->connections_open = __atomic_load_n(&srv->stats.connections_open, __ATOMIC_RELAXED);
+	out->frames = __atomic_load_n(&srv->stats.frames, __ATOMIC_RELAXED);
+	out->bytes_written = __atomic_load_n(&srv->stats.bytes_written, __ATOMIC_RELAXED);
+	out->bytes_read = __atomic_load_n(&srv->stats.bytes_read, __ATOMIC_RELAXED);
+	out->stale_epoch = __atomic_load_n(&srv->stats.stale_epoch, __ATOMIC_RELAXED);
+	out->bad_frames = __atomic_load_n(&srv->stats.bad_frames, __ATOMIC_RELAXED);
+}
+
+void tsr_peer_conn_start(struct tsr_peer_server *srv, struct tsr_worker *w, int fd)
+{
+	struct peer_wctx *wctx = server_wctx(srv, w);
+	struct peer_conn *c;
+	int one = 1, ret, flags;
+
+	if (wctx == NULL || wctx->stopped)
+		goto err_fd;
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+		tsr_error("peer: new connection: nonblocking: %s", strerror(errno));
+		goto err_fd;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		goto err_fd;
+	c->rbuf = tsr_alloc_aligned(PEER_RBUF_SIZE);
+	if (c->rbuf == NULL) {
+		free(c);
+		goto err_fd;
+	}
+	c->wctx = wctx;
+	c->srv = srv;
+	c->w = w;
+	c->io = tsr_worker_io(w);
+	c->fd = fd;
+	c->refs = 1;
+	c->state = CONN_HELLO;
+	c->events = EPOLLIN;
+	count(&srv->stats.connections_open, 1);
+	ret = tsr_worker_watch(w, fd, EPOLLIN, conn_on_event, c);
+	if (ret < 0) {
+		tsr_error("peer: new connection: watch: %s", strerror(-ret));
+		c->fd = -1;
+		c->state = CONN_CLOSED;
+		conn_put(c);
+		goto err_fd;
+	}
+	c->next = wctx->conns;
+	if (c->next != NULL)
+		c->next->prev = c;
+	wctx->conns = c;
+	/* tesserad peeked at the magic: the first frame may be complete already */
+	conn_read(c);
+	if (c->state != CONN_CLOSED)
+		conn_update_events(c);
+	return;
+err_fd:
+	close(fd);
+}

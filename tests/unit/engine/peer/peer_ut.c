@@ -1,0 +1,843 @@
+/*
+ * Unit tests of the peer protocol end to end (engine/peer/peer_server.c,
+ * peer_client.c): a replica worker serving a real store and a coordinator
+ * worker with real clients, over 127.0.0.1 TCP in one process, plus raw
+ * sockets that craft frames the client never would.  Covers HELLO and its
+ * token, OPEN, every data op with the data read back, pipelining, epoch
+ * fencing, payload and header corruption, timeouts and a replica that dies.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tessera/peer.h"
+#include "tessera/worker.h"
+#include "../store/store_test.h"
+
+#define TOKEN  "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define BADTOK "f123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define VOL_SIZE (16u * 1024 * 1024)
+
+struct env {
+	char dir[512];
+	struct tsr_store *store;
+	struct tsr_peer_server *srv;
+	struct tsr_worker *sw, *cw; /* server worker, client worker */
+	int lfd;                    /* listening socket */
+	int port;
+	pthread_t acceptor;
+};
+
+static struct env *g_env;
+
+/* ---- plumbing ---- */
+
+static struct tsr_worker *start_worker(unsigned index, const char *fault)
+{
+	struct tsr_io_opts o = { .kind = TSR_IO_AUTO, .fault_spec = fault };
+	struct tsr_worker *w = NULL;
+	int ret = tsr_worker_start(index, &o, &w);
+
+	if (ret == -ENOSYS || ret == -EPERM) {
+		print_message("no I/O backend available: %s\n", strerror(-ret));
+		exit(77);
+	}
+	assert_int_equal(ret, 0);
+	return w;
+}
+
+struct conn_msg {
+	struct env *e;
+	int fd;
+};
+
+static void start_conn(struct tsr_worker *w, void *arg)
+{
+	struct conn_msg *m = arg;
+
+	tsr_peer_conn_start(m->e->srv, w, m->fd);
+	free(m);
+}
+
+static void *acceptor_main(void *arg)
+{
+	struct env *e = arg;
+
+	for (;;) {
+		int fd = accept(e->lfd, NULL, NULL);
+		struct conn_msg *m;
+
+		if (fd < 0)
+			return NULL; /* shutdown */
+		m = malloc(sizeof(*m));
+		m->e = e;
+		m->fd = fd;
+		if (tsr_worker_send(e->sw, start_conn, m) < 0) {
+			close(fd);
+			free(m);
+		}
+	}
+}
+
+static int listen_any(int *port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int one = 1;
+
+	assert_true(fd >= 0);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(fd, 64), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+static int setup_fault(void **state, const char *fault)
+{
+	struct env *e = calloc(1, sizeof(*e));
+	struct tsr_peer_server_opts so = { .token = TOKEN, .node_id = "replica" };
+
+	if (e == NULL || scratch_dir(e->dir, sizeof(e->dir)))
+		return -1;
+	if (tsr_store_open(e->dir, &(struct tsr_store_opts){0}, &e->store))
+		return -1;
+	if (tsr_store_vol_create(e->store, "v", VOL_SIZE, NULL))
+		return -1;
+	so.store = e->store;
+	if (tsr_peer_server_create(&so, &e->srv))
+		return -1;
+	e->sw = start_worker(0, fault);
+	e->cw = start_worker(1, NULL);
+	e->lfd = listen_any(&e->port);
+	pthread_create(&e->acceptor, NULL, acceptor_main, e);
+	g_env = e;
+	*state = e;
+	return 0;
+}
+
+static int setup(void **state)
+{
+	return setup_fault(state, NULL);
+}
+
+/* The server worker's writes take 3 s: a request stays in flight. */
+static int setup_slow_writes(void **state)
+{
+	return setup_fault(state, "write:1+:delay=3000");
+}
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+
+	shutdown(e->lfd, SHUT_RDWR);
+	pthread_join(e->acceptor, NULL);
+	close(e->lfd);
+	tsr_worker_stop(e->cw);
+	tsr_worker_stop(e->sw);
+	tsr_peer_server_destroy(e->srv);
+	tsr_store_close(e->store);
+	rm_rf(e->dir);
+	free(e);
+	return 0;
+}
+
+/* Run fn(arg) on the client worker and wait for it to return. */
+struct call {
+	void (*fn)(void *);
+	void *arg;
+	sem_t done;
+};
+
+static void call_msg(struct tsr_worker *w, void *arg)
+{
+	struct call *c = arg;
+
+	(void)w;
+	c->fn(c->arg);
+	sem_post(&c->done);
+}
+
+static void on_client(struct env *e, void (*fn)(void *), void *arg)
+{
+	struct call c = { .fn = fn, .arg = arg };
+
+	sem_init(&c.done, 0, 0);
+	assert_int_equal(tsr_worker_send(e->cw, call_msg, &c), 0);
+	sem_wait(&c.done);
+	sem_destroy(&c.done);
+}
+
+static int sem_wait_ms(sem_t *s, unsigned ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	return sem_timedwait(s, &ts);
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- a client and synchronous requests from the test thread ---- */
+
+struct cli {
+	struct tsr_peer_client *c;
+	const char *token;
+	char address[64];
+	unsigned timeout_ms;
+	int create_ret;
+	int fails, fail_err;
+};
+
+static void on_fail(void *arg, int err)
+{
+	struct cli *k = arg;
+
+	k->fails++;
+	k->fail_err = err;
+}
+
+static void cli_create_fn(void *arg)
+{
+	struct cli *k = arg;
+	struct tsr_peer_client_opts o = { .address = k->address, .token = k->token,
+					  .node_id = "coord", .timeout_ms = k->timeout_ms };
+
+	k->create_ret = tsr_peer_client_create(g_env->cw, &o, on_fail, k, &k->c);
+}
+
+static void cli_destroy_fn(void *arg)
+{
+	struct cli *k = arg;
+
+	tsr_peer_client_destroy(k->c);
+	k->c = NULL;
+}
+
+static void cli_make(struct env *e, struct cli *k, const char *token, int port, unsigned tmo)
+{
+	memset(k, 0, sizeof(*k));
+	k->token = token;
+	k->timeout_ms = tmo;
+	snprintf(k->address, sizeof(k->address), "127.0.0.1:%d", port);
+	on_client(e, cli_create_fn, k);
+	assert_int_equal(k->create_ret, 0);
+}
+
+static void cli_free(struct env *e, struct cli *k)
+{
+	on_client(e, cli_destroy_fn, k);
+}
+
+enum kind { K_OPEN, K_READ, K_WRITE, K_FLUSH, K_TRIM, K_ZEROES, K_SUMS };
+
+struct op {
+	struct cli *k;
+	enum kind kind;
+	const char *name;
+	uint64_t handle, epoch, offset, size;
+	uint32_t len;
+	unsigned flags;
+	void *buf;
+	int ret, status, calls;
+	sem_t done;
+};
+
+static void op_cb(void *arg, int status)
+{
+	struct op *o = arg;
+
+	o->status = status;
+	if (++o->calls == 1)
+		sem_post(&o->done);
+}
+
+static void op_open_cb(void *arg, int status, uint64_t handle, uint64_t size)
+{
+	struct op *o = arg;
+
+	o->handle = handle;
+	o->size = size;
+	op_cb(arg, status);
+}
+
+static void op_issue(void *arg)
+{
+	struct op *o = arg;
+	struct tsr_peer_client *c = o->k->c;
+
+	switch (o->kind) {
+	case K_OPEN:
+		o->ret = tsr_peer_open(c, o->name, o->epoch, op_open_cb, o);
+		break;
+	case K_READ:
+		o->ret = tsr_peer_read(c, o->handle, o->epoch, o->offset, o->len, o->buf, op_cb, o);
+		break;
+	case K_WRITE:
+		o->ret = tsr_peer_write(c, o->handle, o->epoch, o->offset, o->len, o->buf,
+					o->flags, op_cb, o);
+		break;
+	case K_FLUSH:
+		o->ret = tsr_peer_flush(c, o->handle, o->epoch, op_cb, o);
+		break;
+	case K_TRIM:
+		o->ret = tsr_peer_trim(c, o->handle, o->epoch, o->offset, o->len, op_cb, o);
+		break;
+	case K_ZEROES:
+		o->ret = tsr_peer_write_zeroes(c, o->handle, o->epoch, o->offset, o->len, o->flags,
+					       op_cb, o);
+		break;
+	case K_SUMS:
+		o->ret = tsr_peer_sums(c, o->handle, o->epoch, o->offset, o->len, o->buf, op_cb,
+				       o);
+		break;
+	}
+	if (o->ret < 0)
+		sem_post(&o->done);
+}
+
+/* Issue and wait: the call's error, or the completion status. */
+static int op_run(struct env *e, struct op *o)
+{
+	sem_init(&o->done, 0, 0);
+	on_client(e, op_issue, o);
+	assert_int_equal(sem_wait_ms(&o->done, 20000), 0);
+	sem_destroy(&o->done);
+	if (o->ret < 0) {
+		assert_int_equal(o->calls, 0); /* -errno: cb never fires */
+		return o->ret;
+	}
+	return o->status;
+}
+
+static int p_open(struct env *e, struct cli *k, const char *name, uint64_t epoch,
+		  uint64_t *handle)
+{
+	struct op o = { .k = k, .kind = K_OPEN, .name = name, .epoch = epoch };
+	int ret = op_run(e, &o);
+
+	*handle = o.handle;
+	if (ret == 0)
+		assert_int_equal(o.size, VOL_SIZE);
+	return ret;
+}
+
+static int p_io(struct env *e, struct cli *k, enum kind kind, uint64_t h, uint64_t epoch,
+		uint64_t off, uint32_t len, void *buf, unsigned flags)
+{
+	struct op o = { .k = k, .kind = kind, .handle = h, .epoch = epoch, .offset = off,
+			.len = len, .buf = buf, .flags = flags };
+
+	return op_run(e, &o);
+}
+
+/* Read v straight from the store (the replica's copy). */
+static void store_read(struct env *e, uint64_t off, uint32_t len, void *buf)
+{
+	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
+	struct tsr_svol *v;
+
+	assert_non_null(io);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	assert_int_equal(sread(v, io, off, len, buf), 0);
+	tsr_svol_put(v);
+	tsr_io_destroy(io);
+}
+
+/* ---- tests ---- */
+
+static void test_bad_token(void **state)
+{
+	struct env *e = *state;
+	struct cli k;
+	uint64_t h;
+
+	cli_make(e, &k, BADTOK, e->port, 0);
+	assert_int_equal(p_open(e, &k, "v", 1, &h), -EACCES);
+	assert_int_equal(k.fails, 1);
+	assert_int_equal(k.fail_err, -EACCES);
+	/* later calls: -ENOTCONN, no callback */
+	assert_int_equal(p_open(e, &k, "v", 1, &h), -ENOTCONN);
+	cli_free(e, &k);
+	assert_int_equal(k.fails, 1);
+}
+
+static void test_open_unknown(void **state)
+{
+	struct env *e = *state;
+	struct cli k;
+	uint64_t h;
+
+	cli_make(e, &k, TOKEN, e->port, 0);
+	assert_int_equal(p_open(e, &k, "nope", 1, &h), -ENOENT);
+	assert_int_equal(p_open(e, &k, "v", 1, &h), 0); /* the connection is fine */
+	assert_true(h > 0);
+	/* a handle never opened */
+	assert_int_equal(p_io(e, &k, K_FLUSH, h + 7, 1, 0, 0, NULL, 0), -EBADF);
+	assert_int_equal(k.fails, 0);
+	cli_free(e, &k);
+	assert_int_equal(k.fails, 0);
+}
+
+static void test_round_trip(void **state)
+{
+	struct env *e = *state;
+	uint8_t *w = tsr_alloc_aligned(1 << 20), *r = tsr_alloc_aligned(1 << 20);
+	uint32_t sums[256];
+	struct tsr_peer_server_stats st;
+	struct cli k;
+	uint64_t h;
+	unsigned i;
+
+	cli_make(e, &k, TOKEN, e->port, 0);
+	assert_int_equal(p_open(e, &k, "v", 1, &h), 0);
+	/* write + read back, small and large (payload beyond the receive buffer) */
+	fill(w, 8192, 1, 4096);
+	assert_int_equal(p_io(e, &k, K_WRITE, h, 1, 4096, 8192, w, 0), 0);
+	assert_int_equal(p_io(e, &k, K_READ, h, 1, 4096, 8192, r, 0), 0);
+	assert_true(is_filled(r, 8192, 1, 4096));
+	fill(w, 1 << 20, 2, 1 << 20);
+	assert_int_equal(p_io(e, &k, K_WRITE, h, 1, 1 << 20, 1 << 20, w, TSR_WRITE_FUA), 0);
+	memset(r, 0, 1 << 20);
+	assert_int_equal(p_io(e, &k, K_READ, h, 1, 1 << 20, 1 << 20, r, 0), 0);
+	assert_true(is_filled(r, 1 << 20, 2, 1 << 20));
+	assert_int_equal(p_io(e, &k, K_FLUSH, h, 1, 0, 0, NULL, 0), 0);
+	/* the replica's store has it */
+	memset(r, 0, 1 << 20);
+	store_read(e, 1 << 20, 1 << 20, r);
+	assert_true(is_filled(r, 1 << 20, 2, 1 << 20));
+
+	/* sums: CRC32C of each block as written; a hole sums as zeros */
+	assert_int_equal(p_io(e, &k, K_SUMS, h, 1, 1 << 20, 1 << 20, sums, 0), 0);
+	for (i = 0; i < 256; i++)
+		assert_int_equal(sums[i], tsr_crc32c(0, w + (size_t)i * BS, BS));
+	assert_int_equal(p_io(e, &k, K_SUMS, h, 1, 8 << 20, 4 * BS, sums, 0), 0);
+	memset(r, 0, BS);
+	for (i = 0; i < 4; i++)
+		assert_int_equal(sums[i], tsr_crc32c(0, r, BS));
+
+	/* trim, with FUA: reads zeros */
+	assert_int_equal(p_io(e, &k, K_TRIM, h, 1, 1 << 20, 64 * BS, NULL, 0), 0);
+	assert_int_equal(p_io(e, &k, K_READ, h, 1, 1 << 20, 1 << 20, r, 0), 0);
+	assert_true(is_zero(r, 64 * BS));
+	assert_true(is_filled(r + 64 * BS, (1 << 20) - 64 * BS, 2, (1 << 20) + 64 * BS));
+	assert_int_equal(p_io(e, &k, K_TRIM, h, 1, 1 << 20, BS, NULL, 0), 0);
+	/* write zeroes, FUA and NO_HOLE */
+	assert_int_equal(p_io(e, &k, K_ZEROES, h, 1, (1 << 20) + 64 * BS, 16 * BS, NULL,
+			      TSR_WRITE_FUA | TSR_WRITE_NO_HOLE), 0);
+	assert_int_equal(p_io(e, &k, K_READ, h, 1, 1 << 20, 1 << 20, r, 0), 0);
+	assert_true(is_zero(r, 80 * BS));
+	assert_true(is_filled(r + 80 * BS, BS, 2, (1 << 20) + 80 * BS));
+
+	/* past the end: the store's error, the connection stays */
+	assert_int_equal(p_io(e, &k, K_READ, h, 1, VOL_SIZE, BS, r, 0), -ENOSPC);
+	/* bad arguments never reach the wire */
+	assert_int_equal(p_io(e, &k, K_READ, h, 1, 100, BS, r, 0), -EINVAL);
+	assert_int_equal(p_io(e, &k, K_WRITE, h, 1, 0, 100, w, 0), -EINVAL);
+	assert_int_equal(p_io(e, &k, K_SUMS, h, 1, 0, TSR_PEER_MAX_SUMS_RANGE + BS, sums, 0),
+			 -EINVAL);
+	assert_int_equal(p_io(e, &k, K_FLUSH, h, 1, 0, 0, NULL, 0), 0);
+
+	tsr_peer_server_get_stats(e->srv, &st);
+	assert_int_equal(st.connections_open, 1);
+	assert_int_equal(st.bytes_written, 8192 + (1 << 20));
+	assert_int_equal(st.bad_frames, 0);
+	assert_true(st.frames >= 15);
+	cli_free(e, &k);
+	assert_int_equal(k.fails, 0);
+	tsr_free_aligned(w);
+	tsr_free_aligned(r);
+}
+
+/* 64 writes queued in one loop pass, then 64 reads. */
+struct batch {
+	struct cli *k;
+	uint64_t h;
+	uint8_t *buf;
+	bool read;
+	int done, errors, issue_errors;
+	sem_t all;
+};
+
+static void batch_cb(void *arg, int status)
+{
+	struct batch *b = arg;
+
+	if (status != 0)
+		b->errors++;
+	if (++b->done == 64)
+		sem_post(&b->all);
+}
+
+static void batch_issue(void *arg)
+{
+	struct batch *b = arg;
+	unsigned i;
+
+	for (i = 0; i < 64; i++) {
+		uint64_t off = (uint64_t)i * 3 * BS;
+		int ret = b->read ? tsr_peer_read(b->k->c, b->h, 1, off, 2 * BS,
+						  b->buf + (size_t)i * 2 * BS, batch_cb, b)
+				  : tsr_peer_write(b->k->c, b->h, 1, off, 2 * BS,
+						   b->buf + (size_t)i * 2 * BS, 0, batch_cb, b);
+		if (ret < 0)
+			b->issue_errors++;
+	}
+}
+
+static void test_pipelined(void **state)
+{
+	struct env *e = *state;
+	struct batch b = {0};
+	struct cli k;
+	unsigned i;
+
+	cli_make(e, &k, TOKEN, e->port, 0);
+	assert_int_equal(p_open(e, &k, "v", 1, &b.h), 0);
+	b.k = &k;
+	b.buf = tsr_alloc_aligned(64 * 2 * BS);
+	for (i = 0; i < 64; i++)
+		fill(b.buf + (size_t)i * 2 * BS, 2 * BS, 5, (uint64_t)i * 3 * BS);
+	sem_init(&b.all, 0, 0);
+	on_client(e, batch_issue, &b);
+	assert_int_equal(b.issue_errors, 0);
+	assert_int_equal(sem_wait_ms(&b.all, 20000), 0);
+	assert_int_equal(b.errors, 0);
+
+	memset(b.buf, 0, 64 * 2 * BS);
+	b.read = true;
+	b.done = 0;
+	on_client(e, batch_issue, &b);
+	assert_int_equal(b.issue_errors, 0);
+	assert_int_equal(sem_wait_ms(&b.all, 20000), 0);
+	assert_int_equal(b.errors, 0);
+	for (i = 0; i < 64; i++)
+		assert_true(is_filled(b.buf + (size_t)i * 2 * BS, 2 * BS, 5, (uint64_t)i * 3 * BS));
+	sem_destroy(&b.all);
+	tsr_free_aligned(b.buf);
+	cli_free(e, &k);
+}
+
+static void test_epoch_fencing(void **state)
+{
+	struct env *e = *state;
+	uint8_t *buf = tsr_alloc_aligned(BS), *r = tsr_alloc_aligned(BS);
+	struct tsr_peer_server_stats st0, st;
+	struct cli k1, k2;
+	uint64_t h1, h2, hx;
+
+	tsr_peer_server_get_stats(e->srv, &st0);
+	cli_make(e, &k1, TOKEN, e->port, 0);
+	cli_make(e, &k2, TOKEN, e->port, 0);
+	assert_int_equal(p_open(e, &k1, "v", 5, &h1), 0);
+	fill(buf, BS, 7, 0);
+	assert_int_equal(p_io(e, &k1, K_WRITE, h1, 5, 0, BS, buf, 0), 0);
+	assert_int_equal(p_open(e, &k2, "v", 7, &h2), 0);
+	/* the old coordinator is fenced */
+	fill(buf, BS, 8, 0);
+	assert_int_equal(p_io(e, &k1, K_WRITE, h1, 5, 0, BS, buf, 0), -ESTALE);
+	assert_int_equal(p_io(e, &k1, K_READ, h1, 5, 0, BS, r, 0), -ESTALE);
+	assert_int_equal(p_open(e, &k1, "v", 6, &hx), -ESTALE);
+	tsr_peer_server_get_stats(e->srv, &st);
+	assert_int_equal(st.stale_epoch - st0.stale_epoch, 3);
+	/* the new one writes; the data is the epoch-5 write, then its own */
+	assert_int_equal(p_io(e, &k2, K_READ, h2, 7, 0, BS, r, 0), 0);
+	assert_true(is_filled(r, BS, 7, 0));
+	assert_int_equal(p_io(e, &k2, K_WRITE, h2, 7, 0, BS, buf, 0), 0);
+	assert_int_equal(p_io(e, &k2, K_READ, h2, 7, 0, BS, r, 0), 0);
+	assert_true(is_filled(r, BS, 8, 0));
+	/* and it is durable in the store's catalogue */
+	assert_int_equal(tsr_store_vol_set_epoch(e->store, "v", 6), -ESTALE);
+	assert_int_equal(k1.fails, 0); /* fencing is an answer, not a failure */
+	cli_free(e, &k1);
+	cli_free(e, &k2);
+	tsr_free_aligned(buf);
+	tsr_free_aligned(r);
+}
+
+/* ---- raw frames ---- */
+
+static int raw_connect(int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct timeval tv = { .tv_sec = 10 };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+static void raw_send(int fd, struct tsr_peer_hdr *h, const void *payload, uint32_t plen)
+{
+	uint8_t hb[TSR_PEER_HDR_SIZE];
+
+	tsr_peer_hdr_pack(h, hb);
+	assert_int_equal(send(fd, hb, sizeof(hb), MSG_NOSIGNAL), sizeof(hb));
+	if (plen > 0)
+		assert_int_equal(send(fd, payload, plen, MSG_NOSIGNAL), plen);
+}
+
+static int recv_all(int fd, void *buf, size_t len)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = recv(fd, (uint8_t *)buf + got, len - got, 0);
+
+		if (n <= 0)
+			return n == 0 ? 0 : -errno;
+		got += (size_t)n;
+	}
+	return 1;
+}
+
+/* Receive one reply (payload into buf); its status. */
+static int raw_reply(int fd, struct tsr_peer_hdr *h, void *buf)
+{
+	uint8_t hb[TSR_PEER_HDR_SIZE];
+
+	assert_int_equal(recv_all(fd, hb, sizeof(hb)), 1);
+	assert_int_equal(tsr_peer_hdr_parse(hb, h), 0);
+	assert_true(h->flags & TSR_PEER_F_REPLY);
+	if (h->payload_len)
+		assert_int_equal(recv_all(fd, buf, h->payload_len), 1);
+	return h->status;
+}
+
+/* HELLO + OPEN of "v" at epoch 1 on a raw socket; returns the handle. */
+static uint64_t raw_hello_open(int fd)
+{
+	uint8_t hello[65];
+	struct tsr_peer_hdr h = { .opcode = TSR_PEER_HELLO, .length = 65, .seq = 1 };
+
+	memcpy(hello, TOKEN, 64);
+	hello[64] = 0;
+	h.data_crc = tsr_crc32c(0, hello, 65);
+	raw_send(fd, &h, hello, 65);
+	assert_int_equal(raw_reply(fd, &h, NULL), 0);
+	h = (struct tsr_peer_hdr){ .opcode = TSR_PEER_OPEN, .length = 1, .epoch = 1, .seq = 2,
+				   .data_crc = tsr_crc32c(0, "v", 1) };
+	raw_send(fd, &h, "v", 1);
+	assert_int_equal(raw_reply(fd, &h, NULL), 0);
+	assert_int_equal(h.seq, 2);
+	assert_int_equal(h.offset, VOL_SIZE);
+	return h.handle;
+}
+
+static void test_bad_write_crc(void **state)
+{
+	struct env *e = *state;
+	uint8_t *buf = tsr_alloc_aligned(2 * BS), *r = tsr_alloc_aligned(2 * BS);
+	struct tsr_peer_hdr h;
+	uint64_t handle;
+	int fd = raw_connect(e->port);
+
+	handle = raw_hello_open(fd);
+	fill(buf, 2 * BS, 9, 0);
+	h = (struct tsr_peer_hdr){ .opcode = TSR_PEER_WRITE, .handle = handle, .offset = 0,
+				   .length = 2 * BS, .epoch = 1, .seq = 3,
+				   .data_crc = tsr_crc32c(0, buf, 2 * BS) };
+	raw_send(fd, &h, buf, 2 * BS);
+	assert_int_equal(raw_reply(fd, &h, NULL), 0);
+	/* the same frame with one payload bit flipped */
+	h = (struct tsr_peer_hdr){ .opcode = TSR_PEER_WRITE, .handle = handle, .offset = 0,
+				   .length = 2 * BS, .epoch = 1, .seq = 4,
+				   .data_crc = tsr_crc32c(0, buf, 2 * BS) };
+	buf[5000] ^= 1;
+	raw_send(fd, &h, buf, 2 * BS);
+	assert_int_equal(raw_reply(fd, &h, NULL), -EBADMSG);
+	assert_int_equal(h.seq, 4);
+	/* the connection still works, and the data is the first write's */
+	h = (struct tsr_peer_hdr){ .opcode = TSR_PEER_READ, .handle = handle, .length = 2 * BS,
+				   .epoch = 1, .seq = 5 };
+	raw_send(fd, &h, NULL, 0);
+	assert_int_equal(raw_reply(fd, &h, r), 0);
+	assert_int_equal(h.seq, 5);
+	assert_int_equal(h.data_crc, tsr_crc32c(0, r, 2 * BS));
+	assert_true(is_filled(r, 2 * BS, 9, 0));
+	store_read(e, 0, 2 * BS, r);
+	assert_true(is_filled(r, 2 * BS, 9, 0));
+	close(fd);
+	tsr_free_aligned(buf);
+	tsr_free_aligned(r);
+}
+
+static void test_garbage_header(void **state)
+{
+	struct env *e = *state;
+	uint8_t junk[TSR_PEER_HDR_SIZE], *r = tsr_alloc_aligned(BS);
+	struct tsr_peer_server_stats st0, st;
+	struct tsr_peer_hdr h;
+	struct cli k;
+	uint64_t hk;
+	int fd = raw_connect(e->port);
+
+	tsr_peer_server_get_stats(e->srv, &st0);
+	cli_make(e, &k, TOKEN, e->port, 0);
+	assert_int_equal(p_open(e, &k, "v", 1, &hk), 0);
+	raw_hello_open(fd);
+	memset(junk, 0x5a, sizeof(junk));
+	memcpy(junk, "TSRP", 4); /* right magic, wrong everything else */
+	assert_int_equal(send(fd, junk, sizeof(junk), MSG_NOSIGNAL), sizeof(junk));
+	assert_int_equal(recv_all(fd, &h, 1), 0); /* the server closed it */
+	close(fd);
+	tsr_peer_server_get_stats(e->srv, &st);
+	assert_int_equal(st.bad_frames - st0.bad_frames, 1);
+	/* other connections are unaffected */
+	assert_int_equal(p_io(e, &k, K_READ, hk, 1, 0, BS, r, 0), 0);
+	assert_int_equal(k.fails, 0);
+
+	/* a data op before HELLO: -EACCES, then closed */
+	fd = raw_connect(e->port);
+	h = (struct tsr_peer_hdr){ .opcode = TSR_PEER_FLUSH, .handle = 1, .epoch = 1, .seq = 9 };
+	raw_send(fd, &h, NULL, 0);
+	assert_int_equal(raw_reply(fd, &h, NULL), -EACCES);
+	assert_int_equal(recv_all(fd, &h, 1), 0);
+	close(fd);
+	cli_free(e, &k);
+	tsr_free_aligned(r);
+}
+
+static void test_timeout(void **state)
+{
+	struct env *e = *state;
+	int port, lfd = listen_any(&port); /* accepts (backlog) but never answers */
+	struct cli k;
+	uint64_t h, t0;
+
+	cli_make(e, &k, TOKEN, port, 300);
+	t0 = mono_ms();
+	assert_int_equal(p_open(e, &k, "v", 1, &h), -ETIMEDOUT);
+	assert_true(mono_ms() - t0 >= 250);
+	assert_true(mono_ms() - t0 < 3000);
+	assert_int_equal(k.fails, 1);
+	assert_int_equal(k.fail_err, -ETIMEDOUT);
+	assert_int_equal(p_open(e, &k, "v", 1, &h), -ENOTCONN);
+	cli_free(e, &k);
+	assert_int_equal(k.fails, 1);
+	close(lfd);
+}
+
+static void test_refused(void **state)
+{
+	struct env *e = *state;
+	int port, lfd = listen_any(&port), ret;
+	struct cli k;
+	uint64_t h;
+
+	close(lfd); /* nobody listens there now */
+	cli_make(e, &k, TOKEN, port, 0);
+	/* queued before the refusal arrives, or called after it */
+	ret = p_open(e, &k, "v", 1, &h);
+	assert_true(ret == -ECONNREFUSED || ret == -ENOTCONN);
+	assert_int_equal(k.fails, 1);
+	assert_int_equal(k.fail_err, -ECONNREFUSED);
+	cli_free(e, &k);
+}
+
+/* A write in flight on the replica when its worker stops. */
+static void test_server_killed(void **state)
+{
+	struct env *e = *state;
+	uint8_t *buf = tsr_alloc_aligned(BS);
+	struct op o = { .kind = K_WRITE, .epoch = 1, .len = BS };
+	struct cli k;
+	uint64_t h;
+
+	cli_make(e, &k, TOKEN, e->port, 10000);
+	assert_int_equal(p_open(e, &k, "v", 1, &h), 0);
+	fill(buf, BS, 4, 0);
+	o.k = &k;
+	o.handle = h;
+	o.buf = buf;
+	sem_init(&o.done, 0, 0);
+	on_client(e, op_issue, &o);
+	assert_int_equal(o.ret, 0);
+	usleep(200 * 1000); /* the write reaches the replica's disk queue */
+	assert_int_equal(o.calls, 0);
+	tsr_worker_stop(e->sw); /* closes its connections, waits for the write */
+	e->sw = start_worker(0, NULL);
+	assert_int_equal(sem_wait_ms(&o.done, 10000), 0);
+	assert_int_equal(o.status, -ECONNRESET);
+	assert_int_equal(k.fails, 1);
+	assert_int_equal(k.fail_err, -ECONNRESET);
+	sem_destroy(&o.done);
+	cli_free(e, &k);
+	/* a new client reaches the restarted worker */
+	cli_make(e, &k, TOKEN, e->port, 0);
+	assert_int_equal(p_open(e, &k, "v", 1, &h), 0);
+	cli_free(e, &k);
+	tsr_free_aligned(buf);
+}
+
+/* destroy with a request in flight: -ECANCELED before it returns. */
+static void test_destroy_cancels(void **state)
+{
+	struct env *e = *state;
+	int port, lfd = listen_any(&port);
+	struct op o = { .kind = K_OPEN, .name = "v", .epoch = 1 };
+	struct cli k;
+
+	cli_make(e, &k, TOKEN, port, 0);
+	o.k = &k;
+	sem_init(&o.done, 0, 0);
+	on_client(e, op_issue, &o);
+	assert_int_equal(o.ret, 0);
+	cli_free(e, &k);
+	assert_int_equal(o.calls, 1);
+	assert_int_equal(o.status, -ECANCELED);
+	assert_int_equal(k.fails, 0);
+	sem_destroy(&o.done);
+	close(lfd);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_bad_token, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_unknown, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_epoch_fencing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_write_crc, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_garbage_header, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_server_killed, setup_slow_writes, teardown),
+		cmocka_unit_test_setup_teardown(test_destroy_cancels, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
