@@ -594,12 +594,13 @@ static int scrub_result(const struct cli *cli, const char *name, bool no_repair,
 	char total[32];
 
 	if (cli->json) {
-		cli_print_json(json_pack("{s:s, s:b, s:I, s:i, s:I, s:I, s:I, s:b}", "volume", name,
-					 "no_repair", (int)no_repair, "total_bytes",
-					 (json_int_t)s->scrub_total_bytes, "copies",
-					 v ? (int)v->n_copies : 0, "mismatches",
-					 (json_int_t)s->scrub_mismatches, "repaired",
-					 (json_int_t)s->scrub_repaired, "unrepaired",
+		/* the status' own field names, as in volume status --json */
+		cli_print_json(json_pack("{s:s, s:b, s:i, s:I, s:I, s:I, s:I, s:b}", "volume", name,
+					 "no_repair", (int)no_repair, "copies",
+					 v ? (int)v->n_copies : 0, "scrub_total_bytes",
+					 (json_int_t)s->scrub_total_bytes, "scrub_mismatches",
+					 (json_int_t)s->scrub_mismatches, "scrub_repaired",
+					 (json_int_t)s->scrub_repaired, "scrub_unrepaired",
 					 (json_int_t)s->scrub_unrepaired, "ok", (int)ok),
 			       false);
 	} else {

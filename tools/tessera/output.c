@@ -187,32 +187,31 @@ json_t *cli_status_json(const Tessera__Admin__Status *s)
 	return j;
 }
 
+/* Flat, with the proto's field names (scripts read j["resync_bytes_copied"]). */
 json_t *cli_volume_status_json(const Tessera__Admin__VolumeStatus *s)
 {
 	json_t *vol = s->volume ? cli_volume_json(s->volume) : json_null();
 
-	return json_pack("{s:o, s:b, s:b, s:i, s:b, s:{s:b, s:I, s:I, s:f, s:I, s:I, s:I},"
-			 " s:{s:b, s:b, s:I, s:I, s:I, s:I, s:I},"
-			 " s:{s:I, s:I, s:I}}",
+	return json_pack("{s:o, s:b, s:b, s:i, s:b,"
+			 " s:b, s:I, s:I, s:f, s:I, s:I, s:I,"
+			 " s:b, s:b, s:I, s:I, s:I, s:I, s:I,"
+			 " s:I, s:I, s:I}",
 			 "volume", vol, "ready", (int)s->ready, "fenced", (int)s->fenced,
 			 "in_sync", (int)s->in_sync,
 			 "all_in_sync", (int)cli_all_in_sync(s->volume),
-			 "resync",
-			 "running", (int)s->resync_running,
-			 "total_bytes", (json_int_t)s->resync_total_bytes,
-			 "done_bytes", (json_int_t)s->resync_done_bytes,
-			 "rate_bps", s->resync_rate_bps,
-			 "eta_sec", (json_int_t)s->resync_eta_sec,
-			 "bytes_copied", (json_int_t)s->resync_bytes_copied,
-			 "regions_copied", (json_int_t)s->resync_regions_copied,
-			 "scrub",
-			 "running", (int)s->scrub_running, "done", (int)s->scrub_done,
-			 "total_bytes", (json_int_t)s->scrub_total_bytes,
-			 "done_bytes", (json_int_t)s->scrub_done_bytes,
-			 "mismatches", (json_int_t)s->scrub_mismatches,
-			 "repaired", (json_int_t)s->scrub_repaired,
-			 "unrepaired", (json_int_t)s->scrub_unrepaired,
-			 "counters",
+			 "resync_running", (int)s->resync_running,
+			 "resync_total_bytes", (json_int_t)s->resync_total_bytes,
+			 "resync_done_bytes", (json_int_t)s->resync_done_bytes,
+			 "resync_rate_bps", s->resync_rate_bps,
+			 "resync_eta_sec", (json_int_t)s->resync_eta_sec,
+			 "resync_bytes_copied", (json_int_t)s->resync_bytes_copied,
+			 "resync_regions_copied", (json_int_t)s->resync_regions_copied,
+			 "scrub_running", (int)s->scrub_running, "scrub_done", (int)s->scrub_done,
+			 "scrub_total_bytes", (json_int_t)s->scrub_total_bytes,
+			 "scrub_done_bytes", (json_int_t)s->scrub_done_bytes,
+			 "scrub_mismatches", (json_int_t)s->scrub_mismatches,
+			 "scrub_repaired", (json_int_t)s->scrub_repaired,
+			 "scrub_unrepaired", (json_int_t)s->scrub_unrepaired,
 			 "writes", (json_int_t)s->writes, "reads", (json_int_t)s->reads,
 			 "copy_failures", (json_int_t)s->copy_failures);
 }
