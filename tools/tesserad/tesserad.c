@@ -25,6 +25,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,8 +33,12 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "cluster_listen.h"
 #include "tessera/admin.h"
+#include "tessera/cluster.h"
 #include "tessera/common.h"
+#include "tessera/meta.h"
+#include "tessera/peer.h"
 #include "tessera/io.h"
 #include "tessera/nbd.h"
 #include "tessera/store.h"
@@ -62,6 +67,16 @@ struct tesserad {
 	const char *admin_listen;   /* "HOST:PORT" or NULL */
 	unsigned n_workers;
 	struct tsr_io_opts io_opts;
+	/* cluster options (cluster mode = meta or join) */
+	const char *listen;         /* --listen HOST:PORT */
+	bool meta;
+	const char *join;
+	const char *token_file;
+	const char *node_id_opt, *zone, *site;
+	uint64_t capacity;          /* 0: the size of DIR's filesystem */
+	unsigned peer_timeout_ms;
+	unsigned rebuild_after_sec;
+	uint64_t resync_rate;
 	/* state, in start-up order */
 	struct tsr_store *store;
 	char token[TSR_ADMIN_TOKEN_LEN + 1];
@@ -74,6 +89,12 @@ struct tesserad {
 	unsigned n_listeners;
 	unsigned next_worker;       /* round-robin cursor */
 	struct tsr_admin_server *admin;
+	/* cluster mode */
+	char node_id[64];
+	struct cluster_listener cl;
+	struct tsr_peer_server *peer;
+	struct tsr_cluster *cluster;
+	struct tsr_admin_cluster admin_hooks;
 	struct ev_loop *loop;
 	int sig_fd;
 	ev_io sig_watcher;
@@ -102,13 +123,43 @@ static void usage(FILE *f)
 "  --log-level debug|info|warn|error\n"
 "  --help, --version\n"
 "\n"
+"Cluster mode (replicated volumes; --meta or --join):\n"
+"  --listen HOST:PORT     this node's cluster address: peer protocol, metadata\n"
+"                         service (on the --meta node) and admin API (token)\n"
+"  --meta                 hold the cluster's metadata store (DIR/meta.db); the\n"
+"                         cluster token is this node's DIR/admin.token\n"
+"  --join HOST:PORT       join the cluster whose --meta node listens there\n"
+"  --token-file F         cluster token (the meta node's DIR/admin.token): needed\n"
+"                         on the first join, then kept in DIR/admin.token\n"
+"  --node-id ID           default: kept in DIR/node.id, first \"<hostname>-<port>\"\n"
+"  --zone Z, --site S     failure-domain labels (default: zone = node id, site1)\n"
+"  --capacity SIZE        space offered for copies (default: DIR's filesystem)\n"
+"  --peer-timeout MS      a copy that does not answer this long is out of sync\n"
+"                         (default 5000)\n"
+"  --rebuild-after SEC    rebuild elsewhere a copy whose node stays dead this\n"
+"                         long (default 600, 0 = never)\n"
+"  --resync-rate SIZE     resync/rebuild bandwidth per volume, per second\n"
+"                         (default 0 = unlimited)\n"
+"\n"
 "The admin API is always on DIR/admin.sock (mode 0600).  SIGTERM or SIGINT\n"
 "shuts down cleanly.\n"
 "\n"
 "Example:\n"
 "  tesserad --data /var/lib/tessera --nbd-listen unix:/run/tessera.sock \\\n"
 "           --nbd-listen tcp:127.0.0.1:10809\n"
-"  tessera --data /var/lib/tessera volume create db --size 10G\n");
+"  tessera --data /var/lib/tessera volume create db --size 10G\n"
+"\n"
+"A 3-node cluster on one machine (each node its own directory and ports):\n"
+"  tesserad --data /var/tmp/n1 --listen 127.0.0.1:7101 --meta \\\n"
+"           --nbd-listen tcp:127.0.0.1:10901 &\n"
+"  tesserad --data /var/tmp/n2 --listen 127.0.0.1:7102 --join 127.0.0.1:7101 \\\n"
+"           --token-file /var/tmp/n1/admin.token --nbd-listen tcp:127.0.0.1:10902 &\n"
+"  tesserad --data /var/tmp/n3 --listen 127.0.0.1:7103 --join 127.0.0.1:7101 \\\n"
+"           --token-file /var/tmp/n1/admin.token --nbd-listen tcp:127.0.0.1:10903 &\n"
+"  tessera --cluster 127.0.0.1:7101 --token-file /var/tmp/n1/admin.token \\\n"
+"          volume create db --size 1G --replicas 3\n"
+"  tessera --cluster 127.0.0.1:7101 --token-file /var/tmp/n1/admin.token \\\n"
+"          volume attach db --node 127.0.0.1-7101   # then nbd://127.0.0.1:10901/db\n");
 }
 
 static void die_usage(const char *fmt, const char *arg)
@@ -122,7 +173,8 @@ static void die_usage(const char *fmt, const char *arg)
 static void parse_args(struct tesserad *d, int argc, char **argv)
 {
 	enum { O_DATA = 256, O_DEVICE, O_NBD, O_ADMIN, O_WORKERS, O_IO, O_FAULT, O_LOG,
-	       O_HELP, O_VERSION };
+	       O_HELP, O_VERSION, O_LISTEN, O_META, O_JOIN, O_TOKEN, O_NODE, O_ZONE, O_SITE,
+	       O_CAPACITY, O_PEER_TIMEOUT, O_REBUILD, O_RESYNC };
 	static const struct option opts[] = {
 		{ "data", required_argument, NULL, O_DATA },
 		{ "device", required_argument, NULL, O_DEVICE },
@@ -132,6 +184,17 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 		{ "io", required_argument, NULL, O_IO },
 		{ "io-fault", required_argument, NULL, O_FAULT },
 		{ "log-level", required_argument, NULL, O_LOG },
+		{ "listen", required_argument, NULL, O_LISTEN },
+		{ "meta", no_argument, NULL, O_META },
+		{ "join", required_argument, NULL, O_JOIN },
+		{ "token-file", required_argument, NULL, O_TOKEN },
+		{ "node-id", required_argument, NULL, O_NODE },
+		{ "zone", required_argument, NULL, O_ZONE },
+		{ "site", required_argument, NULL, O_SITE },
+		{ "capacity", required_argument, NULL, O_CAPACITY },
+		{ "peer-timeout", required_argument, NULL, O_PEER_TIMEOUT },
+		{ "rebuild-after", required_argument, NULL, O_REBUILD },
+		{ "resync-rate", required_argument, NULL, O_RESYNC },
 		{ "help", no_argument, NULL, O_HELP },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
@@ -142,6 +205,8 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 	int c;
 
 	d->n_workers = 2;
+	d->peer_timeout_ms = 5000;
+	d->rebuild_after_sec = 600;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
 		switch (c) {
@@ -195,6 +260,59 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 			else
 				die_usage("--log-level %s: use debug, info, warn or error", optarg);
 			break;
+		case O_LISTEN:
+			if (strncmp(optarg, "tcp:", 4) == 0)
+				optarg += 4;
+			if (strchr(optarg, ':') == NULL)
+				die_usage("--listen %s: use HOST:PORT", optarg);
+			d->listen = optarg;
+			break;
+		case O_META:
+			d->meta = true;
+			break;
+		case O_JOIN:
+			if (strchr(optarg, ':') == NULL)
+				die_usage("--join %s: use HOST:PORT (the --listen of the --meta node)",
+					  optarg);
+			d->join = optarg;
+			break;
+		case O_TOKEN:
+			d->token_file = optarg;
+			break;
+		case O_NODE:
+			if (!tsr_valid_name(optarg))
+				die_usage("--node-id %s: use 1 to 63 of A-Z a-z 0-9 . _ -", optarg);
+			d->node_id_opt = optarg;
+			break;
+		case O_ZONE:
+		case O_SITE:
+			if (!tsr_valid_name(optarg))
+				die_usage("--zone/--site %s: use 1 to 63 of A-Z a-z 0-9 . _ -", optarg);
+			if (c == O_ZONE)
+				d->zone = optarg;
+			else
+				d->site = optarg;
+			break;
+		case O_CAPACITY:
+			if (tsr_parse_size(optarg, &d->capacity) || d->capacity == 0)
+				die_usage("--capacity %s: give a size such as 100G", optarg);
+			break;
+		case O_RESYNC:
+			if (tsr_parse_size(optarg, &d->resync_rate))
+				die_usage("--resync-rate %s: give bytes per second such as 200M", optarg);
+			break;
+		case O_PEER_TIMEOUT:
+		case O_REBUILD:
+			errno = 0;
+			n = strtol(optarg, &end, 10);
+			if (errno || *end || n < (c == O_REBUILD ? 0 : 100) || n > 100000000)
+				die_usage(c == O_REBUILD ? "--rebuild-after %s: give seconds (0 = never)"
+					  : "--peer-timeout %s: give milliseconds (>= 100)", optarg);
+			if (c == O_REBUILD)
+				d->rebuild_after_sec = (unsigned)n;
+			else
+				d->peer_timeout_ms = (unsigned)n;
+			break;
 		case O_HELP:
 			usage(stdout);
 			exit(0);
@@ -212,7 +330,20 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 		die_usage("unexpected argument '%s'", argv[optind]);
 	if (data == NULL)
 		die_usage("--data DIR is required%s", "");
+	if (d->meta && d->join)
+		die_usage("--meta and --join exclude each other: the meta node is the one the "
+			  "others join%s", "");
+	if ((d->meta || d->join) && d->listen == NULL)
+		die_usage("cluster mode (--meta/--join) needs --listen HOST:PORT%s", "");
+	if (!d->meta && !d->join && (d->listen || d->token_file || d->node_id_opt))
+		die_usage("--listen, --token-file and --node-id are for cluster mode: add --meta "
+			  "or --join HOST:PORT%s", "");
 	d->dir = (char *)data;
+}
+
+static bool cluster_mode(const struct tesserad *d)
+{
+	return d->meta || d->join;
 }
 
 /* mkdir -p */
@@ -292,6 +423,96 @@ static int load_token(struct tesserad *d)
 out:
 	OPENSSL_cleanse(raw, sizeof(raw));
 	OPENSSL_cleanse(hex, sizeof(hex));
+	free(path);
+	return ret;
+}
+
+/* Write text to path atomically, mode 0600.  0 or -errno (logged). */
+static int write_small_file(const char *path, const char *text)
+{
+	char tmp[PATH_MAX];
+	size_t len = strlen(text);
+	int fd, ret = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, text, len) != (ssize_t)len || fsync(fd) || rename(tmp, path))
+		ret = -errno;
+	if (fd >= 0)
+		close(fd);
+	if (ret) {
+		tsr_error("write %s: %s", path, strerror(-ret));
+		unlink(tmp);
+	}
+	return ret;
+}
+
+/*
+ * Joining node: the cluster token comes from --token-file (then kept in
+ * DIR/admin.token so that restarts need no option) or from DIR/admin.token.
+ */
+static int load_join_token(struct tesserad *d)
+{
+	char *path = dir_file(d, "admin.token");
+	char line[TSR_ADMIN_TOKEN_LEN + 2];
+	const char *from = d->token_file ? d->token_file : path;
+	int ret;
+
+	ret = tsr_admin_read_token(from, d->token, sizeof(d->token));
+	if (ret == -ENOENT && d->token_file == NULL) {
+		tsr_error("token: %s does not exist: the first --join needs --token-file F (F: "
+			  "admin.token in the data directory of the --meta node)", path);
+		goto out;
+	}
+	if (ret == 0 && strlen(d->token) != TSR_ADMIN_TOKEN_LEN)
+		ret = -EINVAL;
+	if (ret) {
+		tsr_error("token: %s: %s (it must hold the %u hex characters of the meta node's "
+			  "admin.token)", from, strerror(-ret), TSR_ADMIN_TOKEN_LEN);
+		goto out;
+	}
+	if (d->token_file) {
+		char cur[TSR_ADMIN_TOKEN_LEN + 2];
+
+		if (tsr_admin_read_token(path, cur, sizeof(cur)) != 0 || strcmp(cur, d->token)) {
+			snprintf(line, sizeof(line), "%s\n", d->token);
+			ret = write_small_file(path, line);
+			OPENSSL_cleanse(line, sizeof(line));
+		}
+		OPENSSL_cleanse(cur, sizeof(cur));
+	}
+out:
+	free(path);
+	return ret;
+}
+
+/* --node-id, else DIR/node.id, else "<hostname>-<port>" kept in DIR/node.id. */
+static int load_node_id(struct tesserad *d)
+{
+	char *path = dir_file(d, "node.id");
+	char buf[128], host[64] = "node", line[80];
+	const char *port = strrchr(d->listen, ':');
+	int ret = 0;
+
+	if (d->node_id_opt) {
+		snprintf(d->node_id, sizeof(d->node_id), "%s", d->node_id_opt);
+	} else if (tsr_admin_read_token(path, buf, sizeof(buf)) == 0 && tsr_valid_name(buf)) {
+		snprintf(d->node_id, sizeof(d->node_id), "%.63s", buf);
+		goto out;
+	} else {
+		gethostname(host, sizeof(host) - 1);
+		for (char *p = host; *p; p++)
+			if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			      (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_'))
+				*p = '-';
+		snprintf(d->node_id, sizeof(d->node_id), "%.40s-%s", host, port ? port + 1 : "0");
+		if (!tsr_valid_name(d->node_id))
+			snprintf(d->node_id, sizeof(d->node_id), "node-%s", port ? port + 1 : "0");
+	}
+	snprintf(line, sizeof(line), "%s\n", d->node_id);
+	if (tsr_admin_read_token(path, buf, sizeof(buf)) != 0 || strcmp(buf, d->node_id))
+		ret = write_small_file(path, line);
+out:
 	free(path);
 	return ret;
 }
@@ -442,6 +663,116 @@ static void stop_nbd_listeners(struct tesserad *d)
 	d->n_listeners = 0;
 }
 
+/* ---- the cluster port ------------------------------------------------- */
+
+struct peer_handoff {
+	struct tsr_peer_server *peer;
+	int fd;
+};
+
+static void peer_on_worker(struct tsr_worker *w, void *arg)
+{
+	struct peer_handoff *h = arg;
+
+	tsr_peer_conn_start(h->peer, w, h->fd);
+	free(h);
+}
+
+static void cluster_on_peer(void *arg, int fd)
+{
+	struct tesserad *d = arg;
+	struct peer_handoff *h = malloc(sizeof(*h));
+	struct tsr_worker *w;
+
+	if (h == NULL) {
+		close(fd);
+		return;
+	}
+	h->peer = d->peer;
+	h->fd = fd;
+	w = d->workers[d->next_worker++ % d->workers_started];
+	if (tsr_worker_send(w, peer_on_worker, h)) {
+		close(fd);
+		free(h);
+	}
+}
+
+static void cluster_on_meta(void *arg, int fd)
+{
+	struct tesserad *d = arg;
+
+	tsr_meta_server_adopt(tsr_cluster_meta_server(d->cluster), fd);
+}
+
+static void cluster_on_admin(void *arg, int fd)
+{
+	struct tesserad *d = arg;
+
+	tsr_admin_server_adopt(d->admin, fd);
+}
+
+static bool cluster_admin_handle(void *arg, const Tessera__Admin__Request *req,
+				 Tessera__Admin__Response *resp)
+{
+	return tsr_cluster_admin_handle(arg, req, resp);
+}
+
+/* Size of the filesystem holding DIR: the default --capacity. */
+static uint64_t dir_capacity(const char *dir)
+{
+	struct statvfs sv;
+
+	if (statvfs(dir, &sv))
+		return 0;
+	return (uint64_t)sv.f_blocks * sv.f_frsize;
+}
+
+static int start_cluster(struct tesserad *d, const char *const *nbd_names)
+{
+	struct tsr_cluster_opts co = { 0 };
+	struct tsr_peer_server_opts po = { 0 };
+	int ret;
+
+	ret = cluster_listener_bind(&d->cl, d->listen);
+	if (ret)
+		return ret;
+	po.store = d->store;
+	po.token = d->token;
+	po.node_id = d->node_id;
+	ret = tsr_peer_server_create(&po, &d->peer);
+	if (ret) {
+		tsr_error("peer server: %s", strerror(-ret));
+		return ret;
+	}
+	co.loop = d->loop;
+	co.store = d->store;
+	co.vols = d->vols;
+	co.workers = d->workers;
+	co.n_workers = d->workers_started;
+	co.dir = d->dir;
+	co.address = d->cl.name + 4; /* "tcp:" */
+	co.meta = d->meta;
+	co.join = d->join;
+	co.token = d->token;
+	co.node_id = d->node_id;
+	co.zone = d->zone;
+	co.site = d->site;
+	co.capacity = d->capacity ? d->capacity : dir_capacity(d->dir);
+	co.peer_timeout_ms = d->peer_timeout_ms;
+	co.rebuild_after_sec = d->rebuild_after_sec;
+	co.resync_rate = d->resync_rate;
+	co.nbd_listeners = nbd_names;
+	co.n_nbd_listeners = d->n_listeners;
+	ret = tsr_cluster_start(&co, &d->cluster);
+	if (ret)
+		return ret;
+	d->admin_hooks.handle = cluster_admin_handle;
+	d->admin_hooks.arg = d->cluster;
+	d->admin_hooks.node_id = d->node_id;
+	d->admin_hooks.address = d->cl.name + 4;
+	return 0;
+}
+
 /* ---- worker 0's backend name, for status ------------------------------ */
 
 struct io_name_query {
@@ -535,6 +866,10 @@ static void shutdown_daemon(struct tesserad *d)
 	unsigned i;
 
 	stop_nbd_listeners(d);
+	cluster_listener_stop(&d->cl);
+	/* detaches what this node coordinates (workers still run their I/O) */
+	tsr_cluster_stop(d->cluster);
+	d->cluster = NULL;
 	tsr_admin_server_destroy(d->admin);
 	d->admin = NULL;
 	/* stopping a worker closes the NBD connections it owns */
@@ -543,6 +878,8 @@ static void shutdown_daemon(struct tesserad *d)
 	d->workers_started = 0;
 	tsr_nbd_server_destroy(d->nbd);
 	d->nbd = NULL;
+	tsr_peer_server_destroy(d->peer);
+	d->peer = NULL;
 	tsr_volset_destroy(d->vols);
 	d->vols = NULL;
 	tsr_store_close(d->store);
@@ -578,14 +915,21 @@ static int start_daemon(struct tesserad *d)
 			"see the log above)" : "");
 		return ret;
 	}
-	ret = load_token(d);
+	ret = d->join ? load_join_token(d) : load_token(d);
 	if (ret)
 		return ret;
+	if (cluster_mode(d)) {
+		ret = load_node_id(d);
+		if (ret)
+			return ret;
+	}
 	ret = tsr_volset_create(d->store, &d->vols);
 	if (ret) {
 		tsr_error("volume set: %s", strerror(-ret));
 		return ret;
 	}
+	if (cluster_mode(d)) /* NBD serves only the volumes attached here */
+		tsr_volset_set_cluster_mode(d->vols, true);
 	for (i = 0; i < d->n_workers; i++) {
 		ret = tsr_worker_start(i, &d->io_opts, &d->workers[i]);
 		if (ret) {
@@ -616,6 +960,12 @@ static int start_daemon(struct tesserad *d)
 		nbd_names[i] = d->listeners[i].name;
 	}
 
+	if (cluster_mode(d)) {
+		ret = start_cluster(d, nbd_names);
+		if (ret)
+			return ret;
+	}
+
 	admin_path = dir_file(d, "admin.sock");
 	admin_opts.loop = d->loop;
 	admin_opts.store = d->store;
@@ -631,10 +981,18 @@ static int start_daemon(struct tesserad *d)
 	admin_opts.node.nbd_listeners = nbd_names;
 	admin_opts.node.n_nbd_listeners = d->n_listeners;
 	admin_opts.node.started = time(NULL);
+	admin_opts.cluster = d->cluster ? &d->admin_hooks : NULL;
 	ret = tsr_admin_server_create(&admin_opts, &d->admin);
 	free(admin_path);
 	if (ret)
 		return ret;
+	if (d->cluster) {
+		d->cl.on_peer = cluster_on_peer;
+		d->cl.on_meta = d->meta ? cluster_on_meta : NULL;
+		d->cl.on_admin = cluster_on_admin;
+		d->cl.arg = d;
+		cluster_listener_start(&d->cl, d->loop);
+	}
 
 	ret = write_pid_file(d);
 	if (ret)
@@ -649,6 +1007,9 @@ static int start_daemon(struct tesserad *d)
 	for (k = 0; tsr_admin_server_listener(d->admin, k) && n < sizeof(ready); k++)
 		n += (size_t)snprintf(ready + n, sizeof(ready) - n, " %s",
 				      tsr_admin_server_listener(d->admin, k));
+	if (d->cluster && n < sizeof(ready))
+		n += (size_t)snprintf(ready + n, sizeof(ready) - n, " cluster %s node %s",
+				      d->cl.name, d->node_id);
 	tsr_info("%s (workers %u, io %s, version %s, pid %d)", ready, d->workers_started,
 		 d->io_name, TSR_VERSION, (int)getpid());
 	return 0;
@@ -656,7 +1017,7 @@ static int start_daemon(struct tesserad *d)
 
 int main(int argc, char **argv)
 {
-	struct tesserad d = { .sig_fd = -1 };
+	struct tesserad d = { .sig_fd = -1, .cl = { .fd = -1 } };
 	char *abs;
 	int ret;
 
