@@ -611,8 +611,8 @@ static int scrub_result(const struct cli *cli, const char *name, bool no_repair,
 		       s->scrub_unrepaired);
 	}
 	if (s->scrub_unrepaired)
-		cli_error("%" PRIu64 " mismatches of '%s' could not be repaired: no copy had a "
-			  "good block (the coordinator's log, on node %s, says which)",
+		cli_error("%" PRIu64 " mismatches of '%s' could not be repaired (the "
+			  "coordinator's log, on node %s, says where and why)",
 			  s->scrub_unrepaired, name, v && v->attached_node[0] ?
 			  v->attached_node : "?");
 	else if (no_repair && s->scrub_mismatches)

@@ -1022,6 +1022,8 @@ int cli_demo(struct cli *cli, int argc, char **argv)
 
 	if (d == NULL)
 		return EXIT_FAIL;
+	/* our lines and our children's errors interleave in the order they happen */
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	ret = parse_demo_args(d, cli, argc, argv, &data, &help);
 	if (ret || help)
 		goto out_free;

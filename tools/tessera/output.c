@@ -385,10 +385,17 @@ void cli_print_volume_status(const Tessera__Admin__VolumeStatus *s)
 		print_replication(v);
 	}
 	printf("state:      %s, %u of %zu copies in sync\n",
+	       v && v->attached_node[0] == '\0' ? "detached (no coordinator: nothing reads or writes)" :
 	       s->fenced ? "FENCED (a newer epoch took over: this coordinator no longer writes)" :
 	       s->ready ? "ready (serving reads and writes)" :
 	       "not ready (writes wait: too few copies in sync)",
 	       s->in_sync, v ? v->n_copies : (size_t)0);
+	if (v && v->attached_node[0] == '\0') {
+		/* no coordinator: the metadata store's view, no live figures */
+		if (v->n_copies)
+			print_copies(v, "  ", false);
+		return;
+	}
 	if (v && v->n_copies)
 		print_copies(v, "  ", true);
 
