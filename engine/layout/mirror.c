@@ -1,0 +1,1479 @@
+/*
+ * The mirror layout (include/tessera/mirror.h): N full copies of a volume,
+ * driven from the volume's home worker.
+ *
+ * Threads.  tsr_layout_mirror_create runs on the control thread: it opens
+ * the local copy and the bitmap files (blocking), then sends the start-up to
+ * the home worker and waits on a semaphore.  From then on every piece of
+ * state belongs to the home worker: host I/O arrives there (io must be the
+ * home worker's), control calls are messages to it, and teardown runs there
+ * (inline when tsr_layout_destroy is called on the home worker, else sent and
+ * waited for).  The one lock is status_lock, guarding the published status:
+ * the home worker refreshes it on every state change and on its 20 ms tick
+ * (counters may be up to one tick old); tsr_mirror_get_status copies it.
+ *
+ * Writes (and trims, write_zeroes).  Each takes a range lock (overlapping
+ * writes reach every copy in arrival order; region copies and scrub chunks
+ * take the same locks), then fans out to every IN_SYNC and RESYNCING copy.
+ * A copy that fails becomes OUT_OF_SYNC: the write's regions are set in its
+ * bitmap, and the write waits until the bitmap page is durable and the
+ * metadata store holds OUT_OF_SYNC (hooks) before it is acknowledged.  A
+ * write that lands on fewer than min_replicas copies (or starts while fewer
+ * are IN_SYNC) keeps its range and waits (stalled) for a copy to return, up
+ * to write_wait_ms from its arrival, then fails with -EIO.
+ * Regions written without FUA since the last completed flush are remembered
+ * (unflushed): a copy that fails may have lost them, so they go into its
+ * bitmap too.
+ *
+ * Reads go to the local copy when IN_SYNC, else round robin over the remote
+ * IN_SYNC copies; a failed read tries the next copy, and a copy that answered
+ * -EIO (a block failing its CRC) is rewritten from a good one under the range
+ * lock (mirror_xfer).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "layout/mirror_internal.h"
+#include "tessera/layout_module.h"
+
+const char *tsr_copy_state_name(enum tsr_copy_state st)
+{
+	switch (st) {
+	case TSR_COPY_IN_SYNC:
+		return "in-sync";
+	case TSR_COPY_OUT_OF_SYNC:
+		return "out-of-sync";
+	case TSR_COPY_RESYNCING:
+		return "resyncing";
+	}
+	return "unknown";
+}
+
+uint64_t mirror_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static bool on_home(const struct mirror *m)
+{
+	return m->io != NULL && pthread_equal(pthread_self(), m->home_thread);
+}
+
+/* ---- lifetime ----------------------------------------------------------- */
+
+static void mirror_free(struct mirror *m)
+{
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		struct mcopy *c = &m->copies[i];
+
+		mbm_close(&c->bm, false);
+		if (c->svol != NULL)
+			tsr_svol_put(c->svol);
+	}
+	for (unsigned i = 0; i < m->n_retired; i++) {
+		mbm_close(m->retired[i], false);
+		free(m->retired[i]);
+	}
+	free(m->unflushed);
+	free(m->unflushed_prev);
+	pthread_mutex_destroy(&m->status_lock);
+	sem_destroy(&m->sem);
+	free(m);
+}
+
+void m_get(struct mirror *m)
+{
+	m->refs++;
+}
+
+void m_put(struct mirror *m)
+{
+	if (--m->refs > 0)
+		return;
+	if (m->destroy_waiter)
+		sem_post(&m->sem); /* the destroying thread frees */
+	else
+		mirror_free(m);
+}
+
+unsigned mirror_in_sync(const struct mirror *m)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < m->n_copies; i++)
+		if (m->copies[i].present && m->copies[i].state == TSR_COPY_IN_SYNC &&
+		    m->copies[i].open)
+			n++;
+	return n;
+}
+
+static uint32_t in_sync_mask(const struct mirror *m)
+{
+	uint32_t mask = 0;
+
+	for (unsigned i = 0; i < m->n_copies; i++)
+		if (m->copies[i].present && m->copies[i].state == TSR_COPY_IN_SYNC &&
+		    m->copies[i].open)
+			mask |= 1u << i;
+	return mask;
+}
+
+void mirror_publish(struct mirror *m)
+{
+	struct tsr_mirror_status s;
+
+	memset(&s, 0, sizeof(s));
+	s.epoch = m->epoch;
+	s.ready = m->ready;
+	s.fenced = m->fenced;
+	s.n_copies = m->n_copies;
+	s.in_sync = mirror_in_sync(m);
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		const struct mcopy *c = &m->copies[i];
+
+		snprintf(s.copies[i].node_id, sizeof(s.copies[i].node_id), "%s", c->node_id);
+		s.copies[i].state = c->state;
+		s.copies[i].connected = c->open;
+		s.copies[i].dirty_bytes = c->bm.nset << m->region_shift;
+	}
+	s.resync_running = m->resync_running;
+	s.resync_total_bytes = m->resync_total;
+	s.resync_done_bytes = m->resync_done;
+	s.resync_rate_bps = m->resync_rate_bps;
+	if (m->resync_running && m->resync_rate_bps > 1.0 && m->resync_total > m->resync_done)
+		s.resync_eta_sec =
+			(uint64_t)((double)(m->resync_total - m->resync_done) / m->resync_rate_bps);
+	s.resync_bytes_copied = m->resync_bytes_copied;
+	s.resync_regions_copied = m->resync_regions_copied;
+	s.writes = m->n_writes;
+	s.reads = m->n_reads;
+	s.write_errors = m->write_errors;
+	s.copy_failures = m->copy_failures;
+	s.scrub_running = m->scrub_running;
+	s.scrub_done = m->scrub_finished;
+	s.scrub_total_bytes = m->scrub_total;
+	s.scrub_done_bytes = m->scrub_done;
+	s.scrub_mismatches = m->scrub_mismatches;
+	s.scrub_repaired = m->scrub_repaired;
+	s.scrub_unrepaired = m->scrub_unrepaired;
+	pthread_mutex_lock(&m->status_lock);
+	m->status = s;
+	pthread_mutex_unlock(&m->status_lock);
+}
+
+/* ---- hooks: copy states in the metadata store --------------------------- */
+
+struct hook_ctx {
+	struct mirror *m;
+	unsigned idx;
+	unsigned gen;   /* slot generation (replace) */
+	enum tsr_copy_state st;
+	int status;
+};
+
+static void hook_issue(struct mcopy *c);
+
+/* Wake the waiters the recorded state satisfies; fail those it never will. */
+static void hook_settle(struct mcopy *c, int status)
+{
+	struct waiter **pp = &c->hook_waiters, *w, *ready = NULL;
+
+	while ((w = *pp) != NULL) {
+		int st = -1;
+
+		if (status == 0 && w->ver == c->recorded)
+			st = 0;
+		else if (status < 0 && w->ver == c->hook_issued)
+			st = -EIO;
+		else if (w->ver != c->hook_want && w->ver != c->recorded)
+			st = -ECANCELED;
+		if (st == -1) {
+			pp = &w->next;
+			continue;
+		}
+		*pp = w->next;
+		w->ver = (uint64_t)(int64_t)st;
+		w->next = ready;
+		ready = w;
+	}
+	while ((w = ready) != NULL) {
+		ready = w->next;
+		w->fn(w->arg, (int)(int64_t)w->ver);
+		free(w);
+	}
+}
+
+static void hook_done_msg(struct tsr_worker *w, void *arg)
+{
+	struct hook_ctx *hc = arg;
+	struct mirror *m = hc->m;
+	struct mcopy *c = &m->copies[hc->idx];
+
+	(void)w;
+	if (hc->gen == c->slot_gen) {
+		c->hook_busy = false;
+		if (hc->status == 0) {
+			c->recorded = hc->st;
+		} else {
+			tsr_error("mirror %s: cannot record copy %u (%s) %s: %s", m->name, hc->idx,
+				  c->node_id, tsr_copy_state_name(hc->st), strerror(-hc->status));
+		}
+		hook_settle(c, hc->status);
+		if (hc->status == 0 && c->hook_want != c->recorded && !m->closing)
+			hook_issue(c);
+	}
+	free(hc);
+	m_put(m);
+}
+
+/* hooks.set_copy_state's done: from any thread; back to the home worker. */
+static void hook_done(void *done_arg, int status)
+{
+	struct hook_ctx *hc = done_arg;
+
+	hc->status = status;
+	if (tsr_worker_send(hc->m->home, hook_done_msg, hc) < 0)
+		tsr_error("mirror %s: hook answer lost (home worker stopped)", hc->m->name);
+}
+
+static void hook_issue(struct mcopy *c)
+{
+	struct mirror *m = c->m;
+	struct hook_ctx *hc = calloc(1, sizeof(*hc));
+
+	if (hc == NULL) {
+		c->hook_issued = c->hook_want;
+		hook_settle(c, -ENOMEM);
+		return;
+	}
+	hc->m = m;
+	hc->idx = c->idx;
+	hc->gen = c->slot_gen;
+	hc->st = c->hook_want;
+	c->hook_busy = true;
+	c->hook_issued = c->hook_want;
+	m_get(m);
+	tsr_info("mirror %s: copy %u (%s) -> %s", m->name, c->idx, c->node_id,
+		 tsr_copy_state_name(hc->st));
+	m->hooks.set_copy_state(m->hooks.arg, m->name, c->idx, hc->st, hook_done, hc);
+}
+
+void mirror_hook_request(struct mcopy *c, enum tsr_copy_state st, struct waiter *w)
+{
+	if (w != NULL) {
+		w->ver = st;
+		w->next = c->hook_waiters;
+		c->hook_waiters = w;
+	}
+	c->hook_want = st;
+	if (c->hook_busy)
+		return;
+	if (c->recorded == st) {
+		hook_settle(c, 0);
+		return;
+	}
+	hook_issue(c);
+}
+
+/* ---- failures and fencing ----------------------------------------------- */
+
+static void fail_waiting_writes(struct mirror *m);
+
+void mirror_fence_now(struct mirror *m, const char *why)
+{
+	if (m->fenced)
+		return;
+	m->fenced = true;
+	tsr_error("mirror %s: fenced at epoch %llu (%s): every I/O fails from now on", m->name,
+		  (unsigned long long)m->epoch, why);
+	for (unsigned i = 0; i < m->n_copies; i++)
+		if (m->copies[i].resync != NULL)
+			mirror_resync_abort(&m->copies[i]);
+	mirror_scrub_abort(m);
+	fail_waiting_writes(m);
+	mirror_publish(m);
+}
+
+/* Regions that a failing copy may have lost: written and not yet flushed. */
+static void mark_unflushed(struct mcopy *c)
+{
+	struct mirror *m = c->m;
+
+	for (uint64_t r = 0; r < m->nregions; r++) {
+		uint8_t bit = (uint8_t)(1u << (r & 7));
+
+		if ((r & 7) == 0 && r + 8 <= m->nregions &&
+		    (m->unflushed[r >> 3] | m->unflushed_prev[r >> 3]) == 0) {
+			r += 7;
+			continue;
+		}
+		if ((m->unflushed[r >> 3] | m->unflushed_prev[r >> 3]) & bit)
+			mbm_mark(&c->bm, r << m->region_shift, 1, NULL, NULL);
+	}
+}
+
+void mirror_copy_failed(struct mcopy *c, int err)
+{
+	struct mirror *m = c->m;
+
+	if (err == -ESTALE) {
+		mirror_fence_now(m, "a copy has seen a newer epoch");
+		return;
+	}
+	if (m->closing || !c->present)
+		return;
+	if (c->state == TSR_COPY_OUT_OF_SYNC) {
+		if (!c->local && (c->open || c->connecting))
+			mcopy_disconnect(c);
+		return;
+	}
+	m->copy_failures++;
+	tsr_warn("mirror %s: copy %u (%s) failed (%s): out of sync", m->name, c->idx, c->node_id,
+		 strerror(-err));
+	c->state = TSR_COPY_OUT_OF_SYNC;
+	if (c->resync != NULL)
+		mirror_resync_abort(c);
+	mark_unflushed(c);
+	if (!c->local)
+		mcopy_disconnect(c);
+	mirror_hook_request(c, TSR_COPY_OUT_OF_SYNC, NULL);
+	mirror_publish(m);
+}
+
+/* ---- writes, trims, write_zeroes, flushes -------------------------------- */
+
+struct wop {
+	struct mirror *m;
+	enum mcop_kind kind;         /* WRITE, TRIM, ZEROES or FLUSH */
+	uint64_t off, len;           /* FLUSH: 0, 0 */
+	void *buf;
+	unsigned flags;
+	tsr_cb cb_fn;
+	void *cb_arg;
+	struct rlock rl;             /* held from grant to completion (not FLUSH) */
+	int pending;                 /* copies, bitmap pages, hooks still awaited */
+	int status;                  /* -EIO once a dependency failed */
+	uint32_t ok;                 /* copies that have it */
+	uint64_t submit_ns;
+	bool stalled, blocked;
+	struct wop *next;            /* stalled or blocked list */
+};
+
+struct wsub {
+	struct wop *op;
+	struct mcopy *c;
+	unsigned gen;
+};
+
+static void wop_launch(struct wop *op);
+
+static void list_remove(struct wop **head, struct wop **tail, struct wop *op)
+{
+	struct wop **pp, *prev = NULL;
+
+	for (pp = head; *pp != NULL; prev = *pp, pp = &(*pp)->next) {
+		if (*pp == op) {
+			*pp = op->next;
+			if (tail != NULL && *tail == op)
+				*tail = prev;
+			op->next = NULL;
+			return;
+		}
+	}
+}
+
+static void wop_complete(struct wop *op, int status)
+{
+	struct mirror *m = op->m;
+
+	if (op->kind == MCOP_FLUSH) {
+		if (--m->flushes_inflight == 0)
+			memset(m->unflushed_prev, 0, (m->nregions + 7) / 8);
+	}
+	if (status < 0)
+		m->write_errors++;
+	op->cb_fn(op->cb_arg, status);
+	if (op->kind != MCOP_FLUSH)
+		rl_release(m, &op->rl);
+	free(op);
+	m_put(m);
+}
+
+static void stall(struct wop *op)
+{
+	struct mirror *m = op->m;
+
+	op->stalled = true;
+	op->next = NULL;
+	if (m->stalled_tail != NULL)
+		m->stalled_tail->next = op;
+	else
+		m->stalled = op;
+	m->stalled_tail = op;
+}
+
+static bool expired(const struct mirror *m, const struct wop *op, uint64_t now)
+{
+	return now - op->submit_ns >= (uint64_t)m->write_wait_ms * 1000000ull;
+}
+
+static void wop_finish(struct wop *op)
+{
+	struct mirror *m = op->m;
+	unsigned ok = (unsigned)__builtin_popcount(op->ok);
+
+	if (m->fenced || m->closing || op->status < 0) {
+		wop_complete(op, -EIO);
+		return;
+	}
+	/* never acknowledge on fewer than min_replicas, or without an IN_SYNC copy */
+	if (ok < m->min_replicas || (in_sync_mask(m) & ~op->ok) != 0) {
+		if (expired(m, op, mirror_now_ns())) {
+			tsr_error("mirror %s: write at %llu: %u copies in sync, %u needed: -EIO",
+				  m->name, (unsigned long long)op->off, mirror_in_sync(m),
+				  m->min_replicas);
+			wop_complete(op, -EIO);
+			return;
+		}
+		if (mirror_in_sync(m) >= m->min_replicas)
+			wop_launch(op);
+		else
+			stall(op);
+		return;
+	}
+	wop_complete(op, 0);
+}
+
+static void wop_dec(struct wop *op)
+{
+	if (--op->pending == 0)
+		wop_finish(op);
+}
+
+static void wop_dep_done(void *arg, int status)
+{
+	struct wop *op = arg;
+
+	if (status < 0)
+		op->status = -EIO;
+	wop_dec(op);
+}
+
+/* The write did not reach copy c: its regions go into c's bitmap, durably,
+ * and c must be recorded OUT_OF_SYNC, before the write is acknowledged. */
+static void wop_missed(struct wop *op, struct mcopy *c)
+{
+	int n;
+
+	if (op->kind == MCOP_FLUSH)
+		n = mbm_wait_all(&c->bm, wop_dep_done, op);
+	else
+		n = mbm_mark(&c->bm, op->off, op->len, wop_dep_done, op);
+	if (n < 0)
+		op->status = -EIO;
+	else
+		op->pending += n;
+	if (c->recorded != TSR_COPY_OUT_OF_SYNC || c->hook_busy) {
+		struct waiter *w = calloc(1, sizeof(*w));
+
+		if (w == NULL) {
+			op->status = -EIO;
+			return;
+		}
+		w->fn = wop_dep_done;
+		w->arg = op;
+		op->pending++;
+		mirror_hook_request(c, TSR_COPY_OUT_OF_SYNC, w);
+	}
+}
+
+static void wsub_done(void *arg, int status)
+{
+	struct wsub *s = arg;
+	struct wop *op = s->op;
+	struct mcopy *c = s->c;
+
+	if (status == 0) {
+		op->ok |= 1u << c->idx;
+	} else if (status == -ESTALE) {
+		mirror_fence_now(op->m, "a copy has seen a newer epoch");
+	} else {
+		if (s->gen == c->gen)
+			mirror_copy_failed(c, status);
+		if (c->present)
+			wop_missed(op, c);
+	}
+	free(s);
+	wop_dec(op);
+}
+
+static void wop_launch(struct wop *op)
+{
+	struct mirror *m = op->m;
+
+	op->stalled = false;
+	op->pending = 1;
+	op->ok = 0;
+	if (op->kind != MCOP_FLUSH && !(op->flags & TSR_WRITE_FUA))
+		bits_set_range(m->unflushed, op->off >> m->region_shift,
+			       (op->off + op->len - 1) >> m->region_shift);
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		struct mcopy *c = &m->copies[i];
+		struct wsub *s;
+		int ret;
+
+		if (!c->present)
+			continue;
+		if (!(c->open && (c->state == TSR_COPY_IN_SYNC || c->state == TSR_COPY_RESYNCING))) {
+			wop_missed(op, c);
+			continue;
+		}
+		s = malloc(sizeof(*s));
+		if (s == NULL) {
+			op->status = -EIO;
+			continue;
+		}
+		s->op = op;
+		s->c = c;
+		s->gen = c->gen;
+		op->pending++;
+		ret = mcopy_submit(c, op->kind, op->off, op->len, op->buf, op->flags, wsub_done, s);
+		if (ret < 0)
+			wsub_done(s, ret);
+	}
+	wop_dec(op);
+}
+
+static void wop_start(struct wop *op)
+{
+	struct mirror *m = op->m;
+
+	if (m->fenced || m->closing) {
+		wop_complete(op, -EIO);
+		return;
+	}
+	if (mirror_in_sync(m) < m->min_replicas) {
+		stall(op);
+		return;
+	}
+	wop_launch(op);
+}
+
+static void wop_granted(struct rlock *rl)
+{
+	struct wop *op = (struct wop *)((char *)rl - offsetof(struct wop, rl));
+
+	op->blocked = false;
+	list_remove(&op->m->blocked, NULL, op);
+	wop_start(op);
+}
+
+void mirror_kick_stalled(struct mirror *m)
+{
+	while (m->stalled != NULL && mirror_in_sync(m) >= m->min_replicas && !m->fenced) {
+		struct wop *op = m->stalled;
+
+		m->stalled = op->next;
+		if (m->stalled == NULL)
+			m->stalled_tail = NULL;
+		op->next = NULL;
+		wop_launch(op);
+	}
+}
+
+/* Fail (-EIO) the writes waiting for min_replicas or for a range:
+ * all of them (fenced, closing) or those past write_wait_ms. */
+static void expire_writes(struct mirror *m, bool all)
+{
+	uint64_t now = mirror_now_ns();
+	struct wop *op, *next;
+	bool short_of_copies = mirror_in_sync(m) < m->min_replicas;
+
+	for (op = m->stalled; op != NULL; op = next) {
+		next = op->next;
+		if (!all && !expired(m, op, now))
+			continue;
+		list_remove(&m->stalled, &m->stalled_tail, op);
+		op->stalled = false;
+		if (!all)
+			tsr_error("mirror %s: write at %llu waited %u ms for %u in-sync copies: -EIO",
+				  m->name, (unsigned long long)op->off, m->write_wait_ms,
+				  m->min_replicas);
+		wop_complete(op, -EIO);
+		next = m->stalled; /* completing released a range: the list may have moved */
+	}
+	for (op = m->blocked; op != NULL; op = next) {
+		next = op->next;
+		if (!all && !(short_of_copies && expired(m, op, now)))
+			continue;
+		list_remove(&m->blocked, NULL, op);
+		op->blocked = false;
+		rl_cancel(m, &op->rl);
+		wop_complete(op, -EIO);
+		next = m->blocked;
+	}
+}
+
+static void fail_waiting_writes(struct mirror *m)
+{
+	expire_writes(m, true);
+}
+
+static int wop_submit(struct mirror *m, struct tsr_io *io, enum mcop_kind kind, uint64_t off,
+		      uint64_t len, const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
+{
+	struct wop *op;
+
+	if (io != m->io)
+		return -EINVAL; /* not the home worker's thread */
+	if (m->fenced || m->closing || !m->ready)
+		return -EIO;
+	op = calloc(1, sizeof(*op));
+	if (op == NULL)
+		return -ENOMEM;
+	op->m = m;
+	op->kind = kind;
+	op->off = off;
+	op->len = len;
+	op->buf = (void *)buf;
+	op->flags = flags;
+	op->cb_fn = cb_fn;
+	op->cb_arg = cb_arg;
+	op->submit_ns = mirror_now_ns();
+	m_get(m);
+	if (kind == MCOP_FLUSH) {
+		for (uint64_t i = 0; i < (m->nregions + 7) / 8; i++) {
+			m->unflushed_prev[i] |= m->unflushed[i];
+			m->unflushed[i] = 0;
+		}
+		m->flushes_inflight++;
+		wop_start(op);
+		return 0;
+	}
+	m->n_writes++;
+	if (rl_acquire(m, &op->rl, off, len, wop_granted)) {
+		wop_start(op);
+	} else {
+		op->blocked = true;
+		op->next = m->blocked;
+		m->blocked = op;
+	}
+	return 0;
+}
+
+static int mirror_write(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len,
+			const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
+{
+	return wop_submit(ctx, io, MCOP_WRITE, offset, len, buf, flags & TSR_WRITE_FUA, cb_fn,
+			  cb_arg);
+}
+
+static int mirror_flush(void *ctx, struct tsr_io *io, tsr_cb cb_fn, void *cb_arg)
+{
+	return wop_submit(ctx, io, MCOP_FLUSH, 0, 0, NULL, 0, cb_fn, cb_arg);
+}
+
+static int mirror_trim(void *ctx, struct tsr_io *io, uint64_t offset, uint64_t len,
+		       tsr_cb cb_fn, void *cb_arg)
+{
+	return wop_submit(ctx, io, MCOP_TRIM, offset, len, NULL, 0, cb_fn, cb_arg);
+}
+
+static int mirror_write_zeroes(void *ctx, struct tsr_io *io, uint64_t offset, uint64_t len,
+			       unsigned flags, tsr_cb cb_fn, void *cb_arg)
+{
+	return wop_submit(ctx, io, MCOP_ZEROES, offset, len, NULL, flags, cb_fn, cb_arg);
+}
+
+/* ---- reads --------------------------------------------------------------- */
+
+struct rop {
+	struct mirror *m;
+	uint64_t off;
+	uint32_t len;
+	void *buf;
+	tsr_cb cb_fn;
+	void *cb_arg;
+	uint32_t tried;   /* copies asked */
+	uint32_t bad;     /* copies that answered -EIO (bad blocks): repair them */
+	int cur;
+	int status;
+};
+
+int mirror_read_source(struct mirror *m, uint32_t exclude)
+{
+	unsigned n = m->n_copies, i;
+
+	for (i = 0; i < n; i++) {
+		struct mcopy *c = &m->copies[i];
+
+		if (c->present && c->local && c->open && c->state == TSR_COPY_IN_SYNC &&
+		    !(exclude & (1u << i)))
+			return (int)i;
+	}
+	for (unsigned k = 0; k < n; k++) {
+		struct mcopy *c;
+
+		i = (m->read_rr + k) % n;
+		c = &m->copies[i];
+		if (c->present && c->open && c->state == TSR_COPY_IN_SYNC &&
+		    !(exclude & (1u << i))) {
+			m->read_rr = i + 1;
+			return (int)i;
+		}
+	}
+	return -1;
+}
+
+static void rop_next(struct rop *op);
+
+static void read_repair_done(void *arg, int status, uint64_t bytes)
+{
+	struct mirror *m = arg;
+
+	(void)bytes;
+	if (status == 0)
+		tsr_info("mirror %s: bad blocks repaired from a good copy", m->name);
+	m_put(m);
+}
+
+static void rop_done(void *arg, int status)
+{
+	struct rop *op = arg;
+	struct mirror *m = op->m;
+	struct mcopy *c = &m->copies[op->cur];
+
+	if (status == 0) {
+		if (op->bad != 0 && !m->fenced) {
+			/* invariant 5: rewrite the bad copies from a good one */
+			m_get(m);
+			if (mirror_xfer(m, op->off, op->len, op->bad, false, op->cur,
+					read_repair_done, m) < 0)
+				m_put(m);
+		}
+		op->cb_fn(op->cb_arg, 0);
+		free(op);
+		m_put(m);
+		return;
+	}
+	op->status = status;
+	if (status == -EIO && c->state == TSR_COPY_IN_SYNC) {
+		tsr_warn("mirror %s: read %llu+%u from copy %u (%s): -EIO, trying another copy",
+			 m->name, (unsigned long long)op->off, op->len, op->cur, c->node_id);
+		op->bad |= 1u << op->cur;
+	} else if (status != -EIO) {
+		mirror_copy_failed(c, status);
+	}
+	rop_next(op);
+}
+
+static void rop_next(struct rop *op)
+{
+	struct mirror *m = op->m;
+
+	while (!m->fenced) {
+		int i = mirror_read_source(m, op->tried);
+		int ret;
+
+		if (i < 0)
+			break;
+		op->tried |= 1u << i;
+		op->cur = i;
+		ret = mcopy_submit(&m->copies[i], MCOP_READ, op->off, op->len, op->buf, 0, rop_done,
+				   op);
+		if (ret == 0)
+			return;
+		op->status = ret;
+	}
+	op->cb_fn(op->cb_arg, m->fenced ? -EIO : (op->status == -EIO ? -EIO : -EIO));
+	free(op);
+	m_put(m);
+}
+
+static int mirror_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf,
+		       tsr_cb cb_fn, void *cb_arg)
+{
+	struct mirror *m = ctx;
+	struct rop *op;
+
+	if (io != m->io)
+		return -EINVAL;
+	if (m->fenced || m->closing || !m->ready)
+		return -EIO;
+	if (mirror_read_source(m, 0) < 0)
+		return -EIO;
+	op = calloc(1, sizeof(*op));
+	if (op == NULL)
+		return -ENOMEM;
+	op->m = m;
+	op->off = offset;
+	op->len = len;
+	op->buf = buf;
+	op->cb_fn = cb_fn;
+	op->cb_arg = cb_arg;
+	op->status = -EIO;
+	m->n_reads++;
+	m_get(m);
+	rop_next(op);
+	return 0;
+}
+
+static uint64_t mirror_size(void *ctx)
+{
+	return ((struct mirror *)ctx)->size;
+}
+
+static int mirror_block_status(void *ctx, uint64_t offset, uint64_t len, struct tsr_extent *ext,
+			       size_t max, size_t *count)
+{
+	struct mirror *m = ctx;
+
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		struct mcopy *c = &m->copies[i];
+
+		/* racy read of the local copy's state: a stale answer only says
+		 * "allocated" where a hole is, or the reverse for one resync */
+		if (c->present && c->local && c->svol != NULL &&
+		    __atomic_load_n(&c->state, __ATOMIC_RELAXED) == TSR_COPY_IN_SYNC)
+			return tsr_svol_block_status(c->svol, offset, len, ext, max, count);
+	}
+	ext[0].offset = offset;
+	ext[0].length = len < m->size - offset ? len : m->size - offset;
+	ext[0].flags = 0;
+	*count = 1;
+	return 0;
+}
+
+/* ---- the tick ------------------------------------------------------------ */
+
+static void tick(void *arg, uint32_t events)
+{
+	struct mirror *m = arg;
+	uint64_t v, now = mirror_now_ns();
+
+	(void)events;
+	if (read(m->timer_fd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: spurious wake-up */
+	}
+	if (m->closing)
+		return;
+	if (m->stalled != NULL || m->blocked != NULL)
+		expire_writes(m, false);
+	mirror_resync_tick(m, now);
+	mirror_publish(m);
+}
+
+/* ---- start-up (home worker) ---------------------------------------------- */
+
+static void start_finish(struct mirror *m, int status)
+{
+	m->start_status = status;
+	if (status == 0) {
+		m->ready = true;
+		for (unsigned i = 0; i < m->n_copies; i++) {
+			struct mcopy *c = &m->copies[i];
+
+			if (!c->open && c->recorded != TSR_COPY_OUT_OF_SYNC)
+				mirror_hook_request(c, TSR_COPY_OUT_OF_SYNC, NULL);
+			else if (c->resync_queued)
+				mirror_resync_start(c);
+		}
+	}
+	mirror_publish(m);
+	sem_post(&m->sem);
+}
+
+static void converge_done(void *arg, int status)
+{
+	struct mirror *m = arg;
+
+	if (status < 0)
+		tsr_error("mirror %s: converge: %s", m->name, strerror(-status));
+	if (m->fenced)
+		status = -ESTALE;
+	else if (mirror_in_sync(m) < m->min_replicas)
+		status = -EIO;
+	start_finish(m, status < 0 ? status : 0);
+}
+
+static void start_evaluate(struct mirror *m)
+{
+	int ret;
+
+	if (m->start_status < 0) {
+		start_finish(m, m->start_status);
+		return;
+	}
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		struct mcopy *c = &m->copies[i];
+
+		if (c->state == TSR_COPY_IN_SYNC && !c->open) {
+			c->state = TSR_COPY_OUT_OF_SYNC;
+		} else if (c->state != TSR_COPY_IN_SYNC) {
+			c->state = TSR_COPY_OUT_OF_SYNC;
+			c->resync_queued = c->open;
+		}
+	}
+	if (mirror_in_sync(m) < m->min_replicas) {
+		tsr_error("mirror %s: %u copies in sync and reachable, %u needed", m->name,
+			  mirror_in_sync(m), m->min_replicas);
+		start_finish(m, -EIO);
+		return;
+	}
+	if (m->converge) {
+		ret = mirror_scrub_begin(m, true, true, converge_done, m);
+		if (ret == 0)
+			return;
+		start_finish(m, ret);
+		return;
+	}
+	start_finish(m, 0);
+}
+
+static void start_open_done(void *arg, int status)
+{
+	struct mcopy *c = arg;
+	struct mirror *m = c->m;
+
+	if (status < 0) {
+		tsr_warn("mirror %s: copy %u (%s at %s): open: %s", m->name, c->idx, c->node_id,
+			 c->address, strerror(-status));
+		if (status == -ESTALE)
+			m->start_status = -ESTALE;
+		else if (status == -ENOENT && m->start_status == 0)
+			m->start_status = -ENOENT;
+		mcopy_disconnect(c);
+	}
+	if (--m->start_pending == 0)
+		start_evaluate(m);
+}
+
+static void start_msg(struct tsr_worker *w, void *arg)
+{
+	struct mirror *m = arg;
+	struct itimerspec its = {
+		.it_interval = { 0, MIRROR_TICK_MS * 1000000L },
+		.it_value = { 0, MIRROR_TICK_MS * 1000000L },
+	};
+	int ret;
+
+	m->io = tsr_worker_io(w);
+	m->home_thread = pthread_self();
+	m->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (m->timer_fd < 0 || timerfd_settime(m->timer_fd, 0, &its, NULL) < 0 ||
+	    (ret = tsr_worker_watch(w, m->timer_fd, EPOLLIN, tick, m)) < 0) {
+		tsr_error("mirror %s: timer: %s", m->name, strerror(errno));
+		if (m->timer_fd >= 0)
+			close(m->timer_fd);
+		m->timer_fd = -1;
+		start_finish(m, -ENOMEM);
+		return;
+	}
+	m->start_pending = 1;
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		struct mcopy *c = &m->copies[i];
+
+		if (c->local)
+			continue;
+		m->start_pending++;
+		ret = mcopy_connect(c, start_open_done, c);
+		if (ret < 0)
+			start_open_done(c, ret);
+	}
+	if (--m->start_pending == 0)
+		start_evaluate(m);
+}
+
+/* ---- teardown (home worker) ---------------------------------------------- */
+
+static void teardown(struct mirror *m)
+{
+	if (m->closing)
+		return;
+	m->closing = true;
+	m->ready = false;
+	for (unsigned i = 0; i < m->n_copies; i++)
+		if (m->copies[i].resync != NULL)
+			mirror_resync_abort(&m->copies[i]);
+	mirror_scrub_abort(m);
+	fail_waiting_writes(m);
+	for (unsigned i = 0; i < m->n_copies; i++)
+		mcopy_disconnect(&m->copies[i]);
+	if (m->timer_fd >= 0) {
+		tsr_worker_unwatch(m->home, m->timer_fd);
+		close(m->timer_fd);
+		m->timer_fd = -1;
+	}
+	mirror_publish(m);
+	m_put(m); /* the layout's own reference: freed once the last op is back */
+}
+
+static void teardown_msg(struct tsr_worker *w, void *arg)
+{
+	(void)w;
+	teardown(arg);
+}
+
+static void mirror_destroy(void *ctx)
+{
+	struct mirror *m = ctx;
+
+	if (m == NULL)
+		return;
+	if (m->io == NULL) { /* never started */
+		mirror_free(m);
+		return;
+	}
+	if (on_home(m)) {
+		m->destroy_waiter = false;
+		teardown(m);
+		return;
+	}
+	m->destroy_waiter = true;
+	if (tsr_worker_send(m->home, teardown_msg, m) < 0) {
+		tsr_error("mirror %s: home worker stopped before the layout: leaking it", m->name);
+		return;
+	}
+	sem_wait(&m->sem);
+	mirror_free(m);
+}
+
+static const struct tsr_layout_ops mirror_layout_ops = {
+	.name = "mirror",
+	.size = mirror_size,
+	.read = mirror_read,
+	.write = mirror_write,
+	.flush = mirror_flush,
+	.trim = mirror_trim,
+	.write_zeroes = mirror_write_zeroes,
+	.block_status = mirror_block_status,
+	.destroy = mirror_destroy,
+};
+
+/*
+ * The layout's ctx.  layout.c keeps struct tsr_layout private and offers no
+ * accessor; its first two fields are {ops, ctx} (engine/layout/layout.c).
+ * Debt: a tsr_layout_ctx() in layout_module.h would replace this peek.
+ */
+struct layout_peek {
+	const struct tsr_layout_ops *ops;
+	void *ctx;
+};
+
+bool tsr_layout_is_mirror(const struct tsr_layout *l)
+{
+	return l != NULL && ((const struct layout_peek *)l)->ops == &mirror_layout_ops;
+}
+
+static struct mirror *layout_mirror(struct tsr_layout *l)
+{
+	return tsr_layout_is_mirror(l) ? ((struct layout_peek *)l)->ctx : NULL;
+}
+
+/* state_dir/<vol>.<node_id>.bitmap */
+static int bitmap_path(const struct mirror *m, const char *node_id, char out[PATH_MAX])
+{
+	int n = snprintf(out, PATH_MAX, "%s/%s.%s.bitmap", m->state_dir, m->name, node_id);
+
+	return n < 0 || n >= PATH_MAX ? -ENAMETOOLONG : 0;
+}
+
+/* ---- control calls -------------------------------------------------------- */
+
+/* Run fn on the home worker and wait (inline when already there). */
+struct ctl {
+	struct mirror *m;
+	unsigned idx;
+	char address[128];
+	char oldpath[PATH_MAX];      /* replace: the old copy's bitmap file */
+	bool repair;
+	struct mcopy newcopy;
+	struct mbitmap *newbm;
+	struct tsr_svol *newsvol;
+	int result;
+	sem_t done;
+	void (*fn)(struct ctl *ctl);
+};
+
+static void ctl_msg(struct tsr_worker *w, void *arg)
+{
+	struct ctl *ctl = arg;
+
+	(void)w;
+	ctl->fn(ctl);
+	sem_post(&ctl->done);
+}
+
+static int ctl_run(struct mirror *m, struct ctl *ctl)
+{
+	int ret;
+
+	ctl->m = m;
+	if (on_home(m)) {
+		ctl->fn(ctl);
+		return ctl->result;
+	}
+	sem_init(&ctl->done, 0, 0);
+	ret = tsr_worker_send(m->home, ctl_msg, ctl);
+	if (ret == 0)
+		sem_wait(&ctl->done);
+	sem_destroy(&ctl->done);
+	return ret < 0 ? ret : ctl->result;
+}
+
+static void returned_open_done(void *arg, int status)
+{
+	struct mcopy *c = arg;
+	struct mirror *m = c->m;
+
+	if (status < 0) {
+		tsr_warn("mirror %s: copy %u (%s) back, but open failed: %s", m->name, c->idx,
+			 c->node_id, strerror(-status));
+		if (status == -ESTALE)
+			mirror_fence_now(m, "a copy has seen a newer epoch");
+		mcopy_disconnect(c);
+		if (m->replace_running && c->idx == m->replace_idx)
+			m->replace_running = false;
+		mirror_publish(m);
+		return;
+	}
+	mirror_resync_start(c);
+}
+
+static void copy_returned_fn(struct ctl *ctl)
+{
+	struct mirror *m = ctl->m;
+	struct mcopy *c = &m->copies[ctl->idx];
+	int ret;
+
+	ctl->result = 0;
+	if (m->closing || m->fenced || !c->present || c->state != TSR_COPY_OUT_OF_SYNC ||
+	    c->connecting)
+		return;
+	if (ctl->address[0] != '\0')
+		snprintf(c->address, sizeof(c->address), "%s", ctl->address);
+	ret = mcopy_connect(c, returned_open_done, c);
+	if (ret == 1)
+		mirror_resync_start(c);
+	else if (ret < 0)
+		returned_open_done(c, ret);
+}
+
+void tsr_mirror_copy_returned(struct tsr_layout *l, unsigned idx, const char *address)
+{
+	struct mirror *m = layout_mirror(l);
+	struct ctl ctl = { .idx = idx, .fn = copy_returned_fn };
+
+	if (idx >= m->n_copies)
+		return;
+	if (address != NULL)
+		snprintf(ctl.address, sizeof(ctl.address), "%s", address);
+	ctl_run(m, &ctl);
+}
+
+static void replace_fn(struct ctl *ctl)
+{
+	struct mirror *m = ctl->m;
+	struct mcopy *c = &m->copies[ctl->idx];
+	struct mbitmap *old;
+	int ret;
+
+	if (m->closing || m->fenced) {
+		ctl->result = -EIO;
+		return;
+	}
+	if (m->replace_running) {
+		ctl->result = -EBUSY;
+		return;
+	}
+	old = malloc(sizeof(*old));
+	if (old == NULL) {
+		ctl->result = -ENOMEM;
+		return;
+	}
+	/* drop the old copy: its in-flight ops fail into a slot no longer present */
+	if (c->resync != NULL)
+		mirror_resync_abort(c);
+	if (c->state == TSR_COPY_IN_SYNC)
+		m->copy_failures++;
+	c->present = false;
+	mcopy_disconnect(c);
+	if (c->svol != NULL)
+		ctl->newsvol = c->svol; /* the old local handle goes back to the caller to put */
+	/* waiters of the old slot's hooks: a new slot never records their states */
+	c->slot_gen++;
+	c->hook_busy = false;
+	{
+		struct waiter *w;
+
+		while ((w = c->hook_waiters) != NULL) {
+			c->hook_waiters = w->next;
+			w->fn(w->arg, -ECANCELED);
+			free(w);
+		}
+	}
+	*old = c->bm;
+	m->retired[m->n_retired++] = old;
+	c->bm = *ctl->newbm;
+	free(ctl->newbm);
+	ctl->newbm = NULL;
+	snprintf(c->node_id, sizeof(c->node_id), "%s", ctl->newcopy.node_id);
+	snprintf(c->address, sizeof(c->address), "%s", ctl->newcopy.address);
+	c->local = ctl->newcopy.local;
+	c->svol = ctl->newcopy.svol;
+	c->open = c->local && c->svol != NULL;
+	c->present = true;
+	c->state = TSR_COPY_OUT_OF_SYNC;
+	c->recorded = ctl->newcopy.state;
+	c->hook_want = c->recorded;
+	c->full_resync = true;
+	m->replace_running = true;
+	m->replace_idx = ctl->idx;
+	memcpy(ctl->oldpath, old->path, sizeof(ctl->oldpath));
+	ret = mcopy_connect(c, returned_open_done, c);
+	if (ret == 1)
+		mirror_resync_start(c);
+	else if (ret < 0)
+		returned_open_done(c, ret);
+	mirror_publish(m);
+	ctl->result = 0;
+}
+
+int tsr_mirror_replace_copy(struct tsr_layout *l, unsigned idx, const struct tsr_mirror_copy *copy)
+{
+	struct mirror *m = layout_mirror(l);
+	struct ctl ctl = { .idx = idx, .fn = replace_fn };
+	char path[PATH_MAX];
+	int ret;
+
+	if (idx >= m->n_copies || copy == NULL || copy->node_id[0] == '\0')
+		return -EINVAL;
+	if (m->n_retired >= TSR_MIRROR_MAX_COPIES * 4)
+		return -EBUSY;
+	ctl.newbm = calloc(1, sizeof(*ctl.newbm));
+	if (ctl.newbm == NULL)
+		return -ENOMEM;
+	snprintf(ctl.newcopy.node_id, sizeof(ctl.newcopy.node_id), "%s", copy->node_id);
+	snprintf(ctl.newcopy.address, sizeof(ctl.newcopy.address), "%s", copy->address);
+	ctl.newcopy.local = copy->local;
+	ctl.newcopy.state = copy->state;
+	if (copy->local) {
+		ret = tsr_store_vol_open(m->store, m->name, &ctl.newcopy.svol);
+		if (ret == 0)
+			ret = tsr_store_vol_set_epoch(m->store, m->name, m->epoch);
+		if (ret < 0)
+			goto err;
+	}
+	ret = bitmap_path(m, copy->node_id, path);
+	if (ret < 0)
+		goto err;
+	ret = mbm_open(ctl.newbm, m, path, false, true);
+	if (ret < 0)
+		goto err;
+	ret = ctl_run(m, &ctl);
+	if (ret < 0)
+		goto err;
+	/* the old copy's bitmap file goes (its fd is closed at teardown) */
+	unlink(ctl.oldpath);
+	if (ctl.newsvol != NULL)
+		tsr_svol_put(ctl.newsvol);
+	return 0;
+err:
+	if (ctl.newbm != NULL) {
+		mbm_close(ctl.newbm, true);
+		free(ctl.newbm);
+	}
+	if (ctl.newcopy.svol != NULL)
+		tsr_svol_put(ctl.newcopy.svol);
+	return ret;
+}
+
+static void fence_fn(struct ctl *ctl)
+{
+	mirror_fence_now(ctl->m, "attach lease lost");
+	ctl->result = 0;
+}
+
+void tsr_mirror_fence(struct tsr_layout *l)
+{
+	struct ctl ctl = { .fn = fence_fn };
+
+	ctl_run(layout_mirror(l), &ctl);
+}
+
+static void scrub_done_log(void *arg, int status)
+{
+	struct mirror *m = arg;
+
+	tsr_info("mirror %s: scrub %s: %llu mismatches, %llu repaired, %llu unrepaired", m->name,
+		 status == 0 ? "done" : strerror(-status),
+		 (unsigned long long)m->scrub_mismatches, (unsigned long long)m->scrub_repaired,
+		 (unsigned long long)m->scrub_unrepaired);
+}
+
+static void scrub_fn(struct ctl *ctl)
+{
+	struct mirror *m = ctl->m;
+
+	if (m->closing || m->fenced) {
+		ctl->result = -EIO;
+		return;
+	}
+	ctl->result = mirror_scrub_begin(m, ctl->repair, false, scrub_done_log, m);
+}
+
+int tsr_mirror_scrub_start(struct tsr_layout *l, bool repair)
+{
+	struct ctl ctl = { .repair = repair, .fn = scrub_fn };
+
+	return ctl_run(layout_mirror(l), &ctl);
+}
+
+void tsr_mirror_get_status(struct tsr_layout *l, struct tsr_mirror_status *out)
+{
+	struct mirror *m = layout_mirror(l);
+
+	pthread_mutex_lock(&m->status_lock);
+	*out = m->status;
+	pthread_mutex_unlock(&m->status_lock);
+}
+
+/* ---- create (control thread) ---------------------------------------------- */
+
+static int check_opts(const struct tsr_mirror_opts *o)
+{
+	unsigned locals = 0;
+
+	if (o == NULL || o->name == NULL || !tsr_valid_name(o->name) || o->size == 0 ||
+	    o->size % TSR_BLOCK_SIZE || o->home == NULL || o->state_dir == NULL ||
+	    o->node_id == NULL || o->n_copies == 0 || o->n_copies > TSR_MIRROR_MAX_COPIES ||
+	    o->min_replicas == 0 || o->min_replicas > o->n_copies ||
+	    o->hooks.set_copy_state == NULL)
+		return -EINVAL;
+	if (o->region_size != 0 &&
+	    (o->region_size < (64u << 10) || (o->region_size & (o->region_size - 1))))
+		return -EINVAL;
+	for (unsigned i = 0; i < o->n_copies; i++) {
+		const struct tsr_mirror_copy *c = &o->copies[i];
+
+		if (c->node_id[0] == '\0' || strchr(c->node_id, '/') != NULL)
+			return -EINVAL;
+		if (c->local)
+			locals++;
+		else if (c->address[0] == '\0')
+			return -EINVAL;
+	}
+	if (locals > 1 || (locals == 1 && o->store == NULL))
+		return -EINVAL;
+	return 0;
+}
+
+int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layout **out)
+{
+	struct mirror *m;
+	int ret;
+
+	ret = check_opts(opts);
+	if (ret < 0)
+		return ret;
+	m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		return -ENOMEM;
+	pthread_mutex_init(&m->status_lock, NULL);
+	sem_init(&m->sem, 0, 0);
+	m->refs = 1;
+	m->timer_fd = -1;
+	snprintf(m->name, sizeof(m->name), "%s", opts->name);
+	snprintf(m->node_id, sizeof(m->node_id), "%s", opts->node_id);
+	snprintf(m->token, sizeof(m->token), "%s", opts->token ? opts->token : "");
+	snprintf(m->state_dir, sizeof(m->state_dir), "%s", opts->state_dir);
+	m->size = opts->size;
+	m->epoch = opts->epoch;
+	m->store = opts->store;
+	m->home = opts->home;
+	m->min_replicas = opts->min_replicas;
+	m->peer_timeout_ms = opts->peer_timeout_ms ? opts->peer_timeout_ms : 5000;
+	m->write_wait_ms = opts->write_wait_ms ? opts->write_wait_ms : 30000;
+	m->resync_rate = opts->resync_rate;
+	m->region_size = opts->region_size ? opts->region_size : (1u << 20);
+	m->region_shift = (unsigned)__builtin_ctz(m->region_size);
+	m->nregions = (m->size + m->region_size - 1) >> m->region_shift;
+	m->converge = opts->converge;
+	m->hooks = opts->hooks;
+	m->n_copies = opts->n_copies;
+	m->unflushed = calloc((m->nregions + 7) / 8, 1);
+	m->unflushed_prev = calloc((m->nregions + 7) / 8, 1);
+	if (m->unflushed == NULL || m->unflushed_prev == NULL) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		const struct tsr_mirror_copy *oc = &opts->copies[i];
+		struct mcopy *c = &m->copies[i];
+		char path[PATH_MAX];
+
+		c->m = m;
+		c->idx = i;
+		c->present = true;
+		c->bm.fd = -1;
+		snprintf(c->node_id, sizeof(c->node_id), "%s", oc->node_id);
+		snprintf(c->address, sizeof(c->address), "%s", oc->address);
+		c->local = oc->local;
+		c->state = c->recorded = c->hook_want = oc->state;
+		c->full_resync = oc->full_resync;
+		ret = bitmap_path(m, oc->node_id, path);
+		if (ret < 0)
+			goto err;
+		ret = mbm_open(&c->bm, m, path, oc->state != TSR_COPY_IN_SYNC, oc->full_resync);
+		if (ret < 0)
+			goto err;
+		if (c->local) {
+			ret = tsr_store_vol_open(m->store, m->name, &c->svol);
+			if (ret < 0) {
+				tsr_error("mirror %s: local copy: %s", m->name, strerror(-ret));
+				goto err;
+			}
+			/* fences any older coordinator writing through this store */
+			ret = tsr_store_vol_set_epoch(m->store, m->name, m->epoch);
+			if (ret < 0) {
+				tsr_error("mirror %s: local copy: epoch %llu: %s", m->name,
+					  (unsigned long long)m->epoch, strerror(-ret));
+				goto err;
+			}
+			if (tsr_svol_size(c->svol) < m->size) {
+				ret = -EINVAL;
+				goto err;
+			}
+			c->open = true;
+		}
+	}
+	ret = tsr_worker_send(m->home, start_msg, m);
+	if (ret < 0)
+		goto err;
+	sem_wait(&m->sem);
+	ret = m->start_status;
+	if (ret < 0) {
+		mirror_destroy(m);
+		return ret;
+	}
+	ret = tsr_layout_new(&mirror_layout_ops, m, out);
+	if (ret < 0) {
+		mirror_destroy(m);
+		return ret;
+	}
+	tsr_info("mirror %s: ready, epoch %llu, %u of %u copies in sync", m->name,
+		 (unsigned long long)m->epoch, m->status.in_sync, m->n_copies);
+	return 0;
+err:
+	mirror_free(m);
+	return ret;
+}

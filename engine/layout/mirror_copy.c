@@ -1,0 +1,431 @@
+/*
+ * Mirror layout: one copy's operations and the range locks.
+ *
+ * A copy is either this node's store volume (local) or a volume on another
+ * node reached through a struct tsr_peer_client (remote); mcopy_submit()
+ * hides which, so the write fan-out, resync and scrub never ask.  The local
+ * copy is written through the same epoch rule as a replica applies: a write
+ * whose epoch is below the volume's recorded epoch fails with -ESTALE.
+ *
+ * Every operation holds a reference on the layout (m_get/m_put) until its
+ * callback has run, so teardown can wait for the last one.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layout/mirror_internal.h"
+
+/* ---- range locks -------------------------------------------------------- */
+
+static bool overlaps(const struct rlock *a, const struct rlock *b)
+{
+	return a->off < b->off + b->len && b->off < a->off + a->len;
+}
+
+/* Does rl conflict with a held lock, or with a queued one ahead of it? */
+static bool blocked_by_others(struct mirror *m, struct rlock *rl)
+{
+	struct rlock *o;
+
+	for (o = m->locks_held; o != NULL; o = o->next)
+		if (overlaps(o, rl))
+			return true;
+	for (o = m->locks_wait; o != NULL && o != rl; o = o->next)
+		if (overlaps(o, rl))
+			return true;
+	return false;
+}
+
+bool rl_acquire(struct mirror *m, struct rlock *rl, uint64_t off, uint64_t len,
+		void (*granted)(struct rlock *rl))
+{
+	rl->off = off;
+	rl->len = len;
+	rl->granted = granted;
+	rl->held = false;
+	rl->queued = false;
+	rl->next = NULL;
+	if (!blocked_by_others(m, rl)) {
+		rl->held = true;
+		rl->next = m->locks_held;
+		m->locks_held = rl;
+		return true;
+	}
+	rl->queued = true;
+	if (m->locks_wait_tail != NULL)
+		m->locks_wait_tail->next = rl;
+	else
+		m->locks_wait = rl;
+	m->locks_wait_tail = rl;
+	return false;
+}
+
+static void wait_unlink(struct mirror *m, struct rlock *rl)
+{
+	struct rlock **pp, *prev = NULL;
+
+	for (pp = &m->locks_wait; *pp != NULL; prev = *pp, pp = &(*pp)->next) {
+		if (*pp == rl) {
+			*pp = rl->next;
+			if (m->locks_wait_tail == rl)
+				m->locks_wait_tail = prev;
+			rl->next = NULL;
+			rl->queued = false;
+			return;
+		}
+	}
+}
+
+/* Grant queued locks that no longer conflict, in order; a granted callback
+ * may take or release locks itself, so scan again from the head each time. */
+static void grant_waiting(struct mirror *m)
+{
+	struct rlock *rl;
+
+again:
+	for (rl = m->locks_wait; rl != NULL; rl = rl->next) {
+		if (blocked_by_others(m, rl))
+			continue;
+		wait_unlink(m, rl);
+		rl->held = true;
+		rl->next = m->locks_held;
+		m->locks_held = rl;
+		rl->granted(rl);
+		goto again;
+	}
+}
+
+void rl_release(struct mirror *m, struct rlock *rl)
+{
+	struct rlock **pp;
+
+	if (rl->queued) {
+		rl_cancel(m, rl);
+		return;
+	}
+	if (!rl->held)
+		return;
+	for (pp = &m->locks_held; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == rl) {
+			*pp = rl->next;
+			break;
+		}
+	}
+	rl->held = false;
+	rl->next = NULL;
+	grant_waiting(m);
+}
+
+void rl_cancel(struct mirror *m, struct rlock *rl)
+{
+	if (!rl->queued)
+		return;
+	wait_unlink(m, rl);
+	grant_waiting(m); /* locks queued behind it may go now */
+}
+
+/* ---- copy operations ---------------------------------------------------- */
+
+struct mcop {
+	struct mcopy *c;
+	struct mirror *m;
+	enum mcop_kind kind;
+	tsr_cb cb_fn;
+	void *cb_arg;
+	int pending;   /* pieces not yet called back (+1 while launching) */
+	int status;
+	uint8_t *data; /* local sums: the blocks read */
+	uint32_t *sums;
+	uint64_t len;
+};
+
+static void mcop_finish(struct mcop *op)
+{
+	struct mirror *m = op->m;
+
+	if (op->kind == MCOP_SUMS && op->data != NULL) {
+		if (op->status == 0)
+			for (uint64_t b = 0; b < op->len / TSR_BLOCK_SIZE; b++)
+				op->sums[b] = tsr_crc32c(0, op->data + b * TSR_BLOCK_SIZE,
+							 TSR_BLOCK_SIZE);
+		tsr_free_aligned(op->data);
+	}
+	op->cb_fn(op->cb_arg, op->status);
+	free(op);
+	m_put(m);
+}
+
+static void mcop_piece_done(void *arg, int status)
+{
+	struct mcop *op = arg;
+
+	if (status < 0 && op->status == 0)
+		op->status = status;
+	if (--op->pending == 0)
+		mcop_finish(op);
+}
+
+static bool local_fenced(struct mcopy *c)
+{
+	return tsr_svol_epoch(c->svol) > c->m->epoch;
+}
+
+static int local_submit(struct mcop *op, uint64_t off, uint64_t len, void *buf, unsigned flags)
+{
+	struct mcopy *c = op->c;
+	struct tsr_io *io = c->m->io;
+
+	switch (op->kind) {
+	case MCOP_READ:
+		return tsr_svol_read(c->svol, io, off, (uint32_t)len, buf, mcop_piece_done, op);
+	case MCOP_WRITE:
+		if (local_fenced(c))
+			return -ESTALE;
+		return tsr_svol_write(c->svol, io, off, (uint32_t)len, buf, flags,
+				      mcop_piece_done, op);
+	case MCOP_FLUSH:
+		return tsr_svol_flush(c->svol, io, mcop_piece_done, op);
+	case MCOP_TRIM:
+		if (local_fenced(c))
+			return -ESTALE;
+		return tsr_svol_trim(c->svol, io, off, len, mcop_piece_done, op);
+	case MCOP_ZEROES:
+		if (local_fenced(c))
+			return -ESTALE;
+		return tsr_svol_write_zeroes(c->svol, io, off, len, flags, mcop_piece_done, op);
+	case MCOP_SUMS:
+		op->data = tsr_alloc_aligned(len);
+		if (op->data == NULL)
+			return -ENOMEM;
+		op->sums = buf;
+		op->len = len;
+		return tsr_svol_read(c->svol, io, off, (uint32_t)len, op->data,
+				     mcop_piece_done, op);
+	}
+	return -EINVAL;
+}
+
+static int remote_submit(struct mcop *op, uint64_t off, uint64_t len, void *buf, unsigned flags)
+{
+	struct mcopy *c = op->c;
+	struct mirror *m = c->m;
+	uint64_t pos, n;
+	int ret = 0;
+
+	switch (op->kind) {
+	case MCOP_READ:
+		return tsr_peer_read(c->client, c->handle, m->epoch, off, (uint32_t)len, buf,
+				     mcop_piece_done, op);
+	case MCOP_WRITE:
+		return tsr_peer_write(c->client, c->handle, m->epoch, off, (uint32_t)len, buf,
+				      flags, mcop_piece_done, op);
+	case MCOP_FLUSH:
+		return tsr_peer_flush(c->client, c->handle, m->epoch, mcop_piece_done, op);
+	case MCOP_SUMS:
+		return tsr_peer_sums(c->client, c->handle, m->epoch, off, (uint32_t)len, buf,
+				     mcop_piece_done, op);
+	case MCOP_TRIM:
+	case MCOP_ZEROES:
+		/* the wire length is 32 bits: pieces of 1 GiB, all in flight */
+		for (pos = off; pos < off + len; pos += n) {
+			n = off + len - pos;
+			if (n > MIRROR_PEER_SPLIT)
+				n = MIRROR_PEER_SPLIT;
+			op->pending++;
+			if (op->kind == MCOP_TRIM)
+				ret = tsr_peer_trim(c->client, c->handle, m->epoch, pos, (uint32_t)n,
+						    mcop_piece_done, op);
+			else
+				ret = tsr_peer_write_zeroes(c->client, c->handle, m->epoch, pos,
+							    (uint32_t)n, flags, mcop_piece_done, op);
+			if (ret < 0) {
+				op->pending--;
+				break;
+			}
+		}
+		if (ret < 0 && pos == off)
+			return ret;       /* nothing in flight: a plain error */
+		if (ret < 0 && op->status == 0)
+			op->status = ret; /* some pieces in flight: fail through them */
+		mcop_piece_done(op, 0);   /* the launch reference (pending started at 1) */
+		return 0;
+	}
+	return -EINVAL;
+}
+
+int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t len, void *buf,
+		 unsigned flags, tsr_cb cb_fn, void *cb_arg)
+{
+	struct mirror *m = c->m;
+	struct mcop *op;
+	int ret;
+
+	if (!c->open)
+		return -ENOTCONN;
+	op = calloc(1, sizeof(*op));
+	if (op == NULL)
+		return -ENOMEM;
+	op->c = c;
+	op->m = m;
+	op->kind = kind;
+	op->cb_fn = cb_fn;
+	op->cb_arg = cb_arg;
+	op->pending = 1;
+	m_get(m);
+	if (c->local)
+		ret = local_submit(op, off, len, buf, flags);
+	else
+		ret = remote_submit(op, off, len, buf, flags);
+	if (ret < 0) {
+		if (op->data != NULL)
+			tsr_free_aligned(op->data);
+		free(op);
+		m_put(m);
+	}
+	return ret;
+}
+
+/* ---- sessions ----------------------------------------------------------- */
+
+struct conn_ctx {
+	struct mcopy *c;
+	unsigned gen;
+	tsr_cb cb_fn;
+	void *cb_arg;
+};
+
+/* The peer client's on_fail: the connection is gone. */
+static void copy_on_fail(void *arg, int err)
+{
+	struct conn_ctx *cc = arg;
+	struct mcopy *c = cc->c;
+
+	if (cc->gen != c->gen || c->m->closing)
+		return;
+	tsr_warn("mirror %s: copy %u (%s, %s): connection failed: %s", c->m->name, c->idx,
+		 c->node_id, c->address, strerror(-err));
+	mirror_copy_failed(c, err < 0 ? err : -ECONNRESET);
+}
+
+static void copy_open_done(void *arg, int status, uint64_t handle, uint64_t size)
+{
+	struct conn_ctx *oc = arg;
+	struct mcopy *c = oc->c;
+	struct mirror *m = c->m;
+
+	if (oc->gen != c->gen) {
+		status = -ECANCELED;
+	} else if (status == 0 && size < m->size) {
+		tsr_error("mirror %s: copy %u on %s is %llu bytes, the volume %llu", m->name,
+			  c->idx, c->node_id, (unsigned long long)size,
+			  (unsigned long long)m->size);
+		status = -EINVAL;
+	}
+	if (oc->gen == c->gen) {
+		c->connecting = false;
+		if (status == 0) {
+			c->handle = handle;
+			c->open = true;
+		}
+	}
+	oc->cb_fn(oc->cb_arg, status);
+	free(oc);
+	m_put(m);
+}
+
+struct client_ref {
+	struct tsr_peer_client *client;
+	struct conn_ctx *fail_ctx;
+	struct mirror *m;
+};
+
+static void client_destroy_deferred(struct tsr_worker *w, void *arg)
+{
+	struct client_ref *r = arg;
+	struct mirror *m = r->m;
+
+	(void)w;
+	tsr_peer_client_destroy(r->client); /* in-flight requests: -ECANCELED */
+	free(r->fail_ctx);
+	free(r);
+	m_put(m);
+}
+
+/* Defer (not inline: we may be inside one of the client's callbacks). */
+static void client_drop(struct mcopy *c, struct tsr_peer_client *client, struct conn_ctx *fc)
+{
+	struct client_ref *r = calloc(1, sizeof(*r));
+
+	if (r == NULL || tsr_worker_defer(c->m->home, client_destroy_deferred, r) < 0) {
+		/* out of memory: leak the client rather than free it under a callback */
+		tsr_error("mirror %s: cannot drop the client of copy %u", c->m->name, c->idx);
+		free(r);
+		return;
+	}
+	r->client = client;
+	r->fail_ctx = fc;
+	r->m = c->m;
+	m_get(c->m);
+}
+
+void mcopy_disconnect(struct mcopy *c)
+{
+	c->open = c->local && c->svol != NULL && !c->m->fenced && !c->m->closing;
+	c->connecting = false;
+	c->gen++;
+	if (c->client != NULL) {
+		client_drop(c, c->client, c->fail_ctx);
+		c->client = NULL;
+		c->fail_ctx = NULL;
+	}
+}
+
+int mcopy_connect(struct mcopy *c, tsr_cb cb_fn, void *cb_arg)
+{
+	struct mirror *m = c->m;
+	struct tsr_peer_client_opts o = {
+		.address = c->address,
+		.token = m->token,
+		.node_id = m->node_id,
+		.timeout_ms = m->peer_timeout_ms,
+	};
+	struct conn_ctx *fc, *oc;
+	int ret;
+
+	if (c->local)
+		return c->open ? 1 : -ENOENT;
+	mcopy_disconnect(c);
+	c->gen++;
+	fc = calloc(1, sizeof(*fc));
+	oc = calloc(1, sizeof(*oc));
+	if (fc == NULL || oc == NULL) {
+		free(fc);
+		free(oc);
+		return -ENOMEM;
+	}
+	fc->c = oc->c = c;
+	fc->gen = oc->gen = c->gen;
+	oc->cb_fn = cb_fn;
+	oc->cb_arg = cb_arg;
+	ret = tsr_peer_client_create(m->home, &o, copy_on_fail, fc, &c->client);
+	if (ret < 0) {
+		tsr_error("mirror %s: copy %u: peer client for %s: %s", m->name, c->idx,
+			  c->address, strerror(-ret));
+		c->client = NULL;
+		free(fc);
+		free(oc);
+		return ret;
+	}
+	c->fail_ctx = fc;
+	c->connecting = true;
+	m_get(m);
+	ret = tsr_peer_open(c->client, m->name, m->epoch, copy_open_done, oc);
+	if (ret < 0) {
+		m_put(m);
+		free(oc);
+		c->connecting = false;
+		return ret;
+	}
+	return 0;
+}

@@ -1,0 +1,264 @@
+/*
+ * Private header of the mirror layout (include/tessera/mirror.h).  Every
+ * structure here belongs to the volume's home worker: no field is touched
+ * from another thread except the ones marked "status_lock" (the published
+ * status snapshot) and the start/stop semaphores.
+ *
+ * Files:
+ *  - mirror.c        create/destroy, control messages, status, the host data
+ *                    path (write fan-out, read with fail-over and repair,
+ *                    flush, trim, write_zeroes), copy failure and the hooks;
+ *  - mirror_copy.c   one copy's operations, local (store + epoch check) or
+ *                    remote (peer client), behind one set of functions, and
+ *                    the range locks;
+ *  - mirror_bitmap.c the per-copy dirty-region bitmap and its state file;
+ *  - mirror_resync.c region copies (resync, rebuild, read repair);
+ *  - mirror_scrub.c  block-by-block comparison (converge at create, scrub).
+ */
+#ifndef TSR_LAYOUT_MIRROR_INTERNAL_H
+#define TSR_LAYOUT_MIRROR_INTERNAL_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "tessera/mirror.h"
+#include "tessera/peer.h"
+
+#define MIRROR_TICK_MS 20               /* timer: stalls, throttle, status */
+#define MIRROR_RESYNC_DEPTH 4           /* regions copied at once */
+#define MIRROR_SCRUB_CHUNK (4u << 20)   /* bytes compared per step */
+#define MIRROR_PEER_SPLIT (1u << 30)    /* trim/zeroes pieces for the peer protocol */
+
+struct mirror;
+struct mcopy;
+struct wop;
+
+/* Something waiting for an event; fn(arg, 0 or -errno) fires once. */
+struct waiter {
+	void (*fn)(void *arg, int status);
+	void *arg;
+	uint64_t ver;                /* bitmap: page version needed; hook: state wanted */
+	struct waiter *next;
+};
+
+/* ---- mirror_copy.c: range locks ---------------------------------------- */
+
+/*
+ * A lock on [off, off+len) against other lock holders: host writes, trims,
+ * region copies and scrub chunks.  Granted in arrival order among
+ * overlapping requests (so overlapping writes reach every copy in order).
+ */
+struct rlock {
+	uint64_t off, len;
+	bool held, queued;
+	void (*granted)(struct rlock *rl); /* a queued lock was granted */
+	struct rlock *next;
+};
+/* true: held now (granted is not called); false: queued, granted() later. */
+bool rl_acquire(struct mirror *m, struct rlock *rl, uint64_t off, uint64_t len,
+		void (*granted)(struct rlock *rl));
+void rl_release(struct mirror *m, struct rlock *rl);
+/* Remove a queued (not yet granted) lock. */
+void rl_cancel(struct mirror *m, struct rlock *rl);
+
+/* ---- mirror_bitmap.c ---------------------------------------------------- */
+
+/*
+ * State file state_dir/<vol>.<node_id>.bitmap, 4 KiB pages, written with
+ * O_DIRECT (when the file system allows) and TSR_IO_FUA through the home io:
+ *   page 0:  off 0 magic "TSRMBMAP" (8), 8 version 1 (4), 12 region_size (4),
+ *            16 volume size (8), 24 CRC32C of bytes 0..23 (4), zeros;
+ *   page 1+: the bits, region r at byte r/8 of the bit area, bit r%8.
+ * A file that is absent or whose header does not match means every region
+ * is dirty (full resync).
+ */
+struct mpage {
+	uint64_t mv, pv, fv;         /* versions: modified, persisted, in flight */
+	bool inflight;
+	struct waiter *waiters;      /* wait for pv >= ver */
+	uint8_t *iobuf;              /* copy of the page being written */
+	struct iovec iov;            /* for the write in flight (read at submit) */
+};
+
+struct mbitmap {
+	struct mirror *m;
+	int fd;                      /* -1: not open */
+	char path[PATH_MAX];
+	uint64_t nregions;
+	unsigned region_shift;
+	uint8_t *bits;               /* npages * 4096 bytes */
+	size_t npages;
+	struct mpage *pages;
+	uint64_t nset;               /* set bits */
+	int error;                   /* last persist error (sticky until a success) */
+};
+/* Control thread (blocking).  full: every region dirty; load: keep the file's
+ * bits if its header matches, else every region dirty; neither: empty.
+ * Returns 1 if loaded, 0 otherwise, -errno. */
+int mbm_open(struct mbitmap *bm, struct mirror *m, const char *path, bool load, bool full);
+void mbm_close(struct mbitmap *bm, bool unlink_file);
+/* Home worker.  Set the regions of [off, off+len); for every page whose
+ * persisted state lacks them queue a write and a waiter (fn(arg, status)),
+ * returning the number of waiters queued (0: already durable) or -errno. */
+int mbm_mark(struct mbitmap *bm, uint64_t off, uint64_t len, void (*fn)(void *, int),
+	     void *arg);
+void mbm_mark_all(struct mbitmap *bm);
+/* Wait for every page not yet persisted; returns waiters queued. */
+int mbm_wait_all(struct mbitmap *bm, void (*fn)(void *, int), void *arg);
+void mbm_clear_region(struct mbitmap *bm, uint64_t region);
+void mbm_clear_all(struct mbitmap *bm);
+bool mbm_test(const struct mbitmap *bm, uint64_t region);
+/* The first set region >= from, or nregions. */
+uint64_t mbm_next(const struct mbitmap *bm, uint64_t from);
+bool mbm_busy(const struct mbitmap *bm); /* a page write in flight */
+
+/* In-memory region sets (regions written since the last flush). */
+void bits_set_range(uint8_t *bits, uint64_t first, uint64_t last);
+
+/* ---- copies ------------------------------------------------------------- */
+
+struct mresync;
+
+struct mcopy {
+	struct mirror *m;
+	unsigned idx;
+	char node_id[64];
+	char address[128];
+	bool local;
+	bool present;                /* false: slot dropped (replaced) */
+	enum tsr_copy_state state;   /* what the data path does with it now */
+	enum tsr_copy_state recorded;/* last state the metadata store holds */
+	bool full_resync;
+	unsigned slot_gen;           /* bumped when the slot gets a new copy (replace) */
+	/* hooks: one call in flight per copy */
+	bool hook_busy;
+	enum tsr_copy_state hook_issued;
+	enum tsr_copy_state hook_want;
+	struct waiter *hook_waiters; /* ver = state waited for */
+	/* session */
+	bool open;                   /* data ops may be sent */
+	unsigned gen;                /* bumped at every failure / reconnect */
+	struct tsr_svol *svol;       /* local copy */
+	struct tsr_peer_client *client; /* remote copy */
+	uint64_t handle;
+	void *fail_ctx;              /* the client's on_fail argument (freed with it) */
+	bool connecting;
+	struct mbitmap bm;
+	struct mresync *resync;      /* running resync, or NULL */
+	bool resync_queued;          /* start one once the session is open */
+};
+
+/* One operation on one copy: mirror_copy.c.  Sync errors are returned. */
+enum mcop_kind { MCOP_READ, MCOP_WRITE, MCOP_FLUSH, MCOP_TRIM, MCOP_ZEROES, MCOP_SUMS };
+int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t len, void *buf,
+		 unsigned flags, tsr_cb cb_fn, void *cb_arg);
+/* Start (re)connecting a remote copy: new client + OPEN; cb(arg, status). */
+int mcopy_connect(struct mcopy *c, tsr_cb cb_fn, void *cb_arg);
+/* Drop the session (remote: client destroyed at the end of the pass). */
+void mcopy_disconnect(struct mcopy *c);
+
+/* ---- the layout --------------------------------------------------------- */
+
+struct mscrub;
+
+struct mirror {
+	/* immutable after create */
+	char name[64];
+	uint64_t size;
+	uint64_t epoch;
+	char node_id[64];
+	char token[128];
+	char state_dir[PATH_MAX];
+	struct tsr_store *store;
+	struct tsr_worker *home;
+	struct tsr_io *io;           /* the home worker's */
+	pthread_t home_thread;
+	unsigned min_replicas;
+	unsigned peer_timeout_ms;
+	unsigned write_wait_ms;
+	uint64_t resync_rate;
+	uint32_t region_size;
+	unsigned region_shift;
+	uint64_t nregions;
+	bool converge;
+	struct tsr_mirror_hooks hooks;
+
+	struct mcopy copies[TSR_MIRROR_MAX_COPIES];
+	unsigned n_copies;
+
+	/* home worker state */
+	int refs;                    /* async work referring to m, + 1 while alive */
+	bool ready, fenced, closing;
+	int timer_fd;
+	struct rlock *locks_held;
+	struct rlock *locks_wait, *locks_wait_tail;
+	struct wop *stalled, *stalled_tail; /* writes waiting for min_replicas (range held) */
+	struct wop *blocked;         /* writes queued behind a range lock (for timeouts) */
+	unsigned read_rr;
+	uint8_t *unflushed;          /* regions written since the last flush began */
+	uint8_t *unflushed_prev;     /* regions written before a flush in flight */
+	unsigned flushes_inflight;
+	bool flush_failed;
+	struct mscrub *scrub;
+	bool replace_running;        /* a replaced copy's full resync not yet IN_SYNC */
+	unsigned replace_idx;
+	struct mbitmap *retired[TSR_MIRROR_MAX_COPIES * 4]; /* replaced copies' bitmaps */
+	unsigned n_retired;
+	bool destroy_waiter;         /* a thread waits on sem for the last reference */
+	/* start */
+	unsigned start_pending;
+	int start_status;
+	sem_t sem;                   /* create and destroy wait here */
+
+	/* counters (home worker) */
+	uint64_t n_writes, n_reads, write_errors, copy_failures;
+	uint64_t resync_bytes_copied, resync_regions_copied;
+	uint64_t resync_total, resync_done;
+	bool resync_running;
+	double resync_rate_bps;
+	uint64_t rate_last_bytes, rate_last_ns;
+	uint64_t scrub_total, scrub_done, scrub_mismatches, scrub_repaired, scrub_unrepaired;
+	bool scrub_running, scrub_finished;
+
+	/* published status */
+	pthread_mutex_t status_lock;
+	struct tsr_mirror_status status;
+};
+
+/* mirror.c */
+void m_get(struct mirror *m);
+void m_put(struct mirror *m);
+uint64_t mirror_now_ns(void);
+unsigned mirror_in_sync(const struct mirror *m);
+void mirror_publish(struct mirror *m);
+/* A copy failed (error, timeout, on_fail): OUT_OF_SYNC + hook.  err -ESTALE fences. */
+void mirror_copy_failed(struct mcopy *c, int err);
+void mirror_fence_now(struct mirror *m, const char *why);
+/* Ask the metadata store to record st for c; w (may be NULL) waits for it. */
+void mirror_hook_request(struct mcopy *c, enum tsr_copy_state st, struct waiter *w);
+/* A copy became IN_SYNC: writes waiting for min_replicas may go. */
+void mirror_kick_stalled(struct mirror *m);
+/* The IN_SYNC copy to read from first (local preferred), or -1. */
+int mirror_read_source(struct mirror *m, uint32_t exclude);
+
+/* mirror_resync.c */
+/*
+ * Copy [off, off+len) from an IN_SYNC copy to the copies in dst (bitmask),
+ * holding the range lock unless nolock; done(arg, status).
+ */
+int mirror_xfer(struct mirror *m, uint64_t off, uint32_t len, uint32_t dst, bool nolock,
+		int src_hint, void (*done)(void *arg, int status, uint64_t bytes), void *arg);
+void mirror_resync_start(struct mcopy *c);
+void mirror_resync_abort(struct mcopy *c);
+void mirror_resync_tick(struct mirror *m, uint64_t now_ns);
+
+/* mirror_scrub.c */
+int mirror_scrub_begin(struct mirror *m, bool repair, bool converge,
+		       void (*done)(void *arg, int status), void *arg);
+void mirror_scrub_abort(struct mirror *m);
+
+#endif

@@ -1,0 +1,443 @@
+/*
+ * Mirror layout: region copies.
+ *
+ * mirror_xfer() copies a range from an IN_SYNC copy to some others, holding
+ * the range lock so that no host write lands between the read and the
+ * write (a write to the range waits, then reaches the target too).  Resync,
+ * rebuild (replace) and read repair use it; scrub holds its chunk's lock
+ * already and passes nolock.
+ *
+ * Resync of one copy (DESIGN.md invariant 7): the copy is opened, recorded
+ * RESYNCING (hooks; from then on it receives host writes), then each region
+ * set in its dirty bitmap is copied, MIRROR_RESYNC_DEPTH at a time, paced by
+ * a token bucket refilled on the layout's tick when resync_rate is set; a
+ * region copied is cleared in the bitmap.  When none is left the copy is
+ * recorded IN_SYNC and counts for acknowledgements.  Any failure of the
+ * copy on the way makes it OUT_OF_SYNC again (mirror_copy_failed), with the
+ * bits not yet cleared kept for the next attempt.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layout/mirror_internal.h"
+
+/* ---- one range copy ------------------------------------------------------ */
+
+struct xfer {
+	struct mirror *m;
+	struct rlock rl;
+	uint64_t off;
+	uint32_t len;
+	uint32_t dst;      /* copies to write */
+	bool nolock;
+	int src;           /* copy read from */
+	int hint;          /* preferred source, -1 none */
+	uint32_t tried;
+	uint8_t *buf;
+	int pending;
+	int status;
+	uint64_t bytes;    /* written, summed over the targets */
+	void (*done)(void *arg, int status, uint64_t bytes);
+	void *arg;
+};
+
+struct xsub {
+	struct xfer *x;
+	struct mcopy *c;
+	unsigned gen;
+};
+
+static void xfer_read(struct xfer *x);
+
+static void xfer_finish(struct xfer *x, int status)
+{
+	struct mirror *m = x->m;
+
+	if (!x->nolock)
+		rl_release(m, &x->rl);
+	tsr_free_aligned(x->buf);
+	x->done(x->arg, status, x->bytes);
+	free(x);
+	m_put(m);
+}
+
+static void xfer_write_done(void *arg, int status)
+{
+	struct xsub *s = arg;
+	struct xfer *x = s->x;
+
+	if (status == 0) {
+		x->bytes += x->len;
+	} else {
+		if (x->status == 0)
+			x->status = status;
+		if (s->gen == s->c->gen)
+			mirror_copy_failed(s->c, status);
+	}
+	free(s);
+	if (--x->pending == 0)
+		xfer_finish(x, x->status);
+}
+
+static void xfer_read_done(void *arg, int status)
+{
+	struct xfer *x = arg;
+	struct mirror *m = x->m;
+
+	if (status < 0) {
+		if (status != -EIO)
+			mirror_copy_failed(&m->copies[x->src], status);
+		xfer_read(x);
+		return;
+	}
+	x->pending = 1;
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		struct mcopy *c = &m->copies[i];
+		struct xsub *s;
+		int ret;
+
+		if (!(x->dst & (1u << i)))
+			continue;
+		if (!c->present || !c->open) {
+			x->status = -ENOTCONN;
+			continue;
+		}
+		s = malloc(sizeof(*s));
+		if (s == NULL) {
+			x->status = -ENOMEM;
+			continue;
+		}
+		s->x = x;
+		s->c = c;
+		s->gen = c->gen;
+		x->pending++;
+		/* FUA: a region copied is durable before its bit is cleared */
+		ret = mcopy_submit(c, MCOP_WRITE, x->off, x->len, x->buf, TSR_WRITE_FUA,
+				   xfer_write_done, s);
+		if (ret < 0)
+			xfer_write_done(s, ret);
+	}
+	if (--x->pending == 0)
+		xfer_finish(x, x->status);
+}
+
+static void xfer_read(struct xfer *x)
+{
+	struct mirror *m = x->m;
+	int src, ret;
+
+	while (!m->fenced && !m->closing) {
+		src = -1;
+		if (x->hint >= 0 && !(x->tried & (1u << x->hint))) {
+			struct mcopy *h = &m->copies[x->hint];
+
+			if (h->present && h->open && h->state == TSR_COPY_IN_SYNC &&
+			    !(x->dst & (1u << x->hint)))
+				src = x->hint;
+		}
+		if (src < 0)
+			src = mirror_read_source(m, x->tried | x->dst);
+		if (src < 0)
+			break;
+		x->tried |= 1u << src;
+		x->src = src;
+		ret = mcopy_submit(&m->copies[src], MCOP_READ, x->off, x->len, x->buf, 0,
+				   xfer_read_done, x);
+		if (ret == 0)
+			return;
+	}
+	xfer_finish(x, -EIO);
+}
+
+static void xfer_granted(struct rlock *rl)
+{
+	xfer_read((struct xfer *)((char *)rl - offsetof(struct xfer, rl)));
+}
+
+int mirror_xfer(struct mirror *m, uint64_t off, uint32_t len, uint32_t dst, bool nolock,
+		int src_hint, void (*done)(void *arg, int status, uint64_t bytes), void *arg)
+{
+	struct xfer *x;
+
+	if (m->fenced || m->closing)
+		return -EIO;
+	x = calloc(1, sizeof(*x));
+	if (x == NULL)
+		return -ENOMEM;
+	x->buf = tsr_alloc_aligned(len);
+	if (x->buf == NULL) {
+		free(x);
+		return -ENOMEM;
+	}
+	x->m = m;
+	x->off = off;
+	x->len = len;
+	x->dst = dst;
+	x->nolock = nolock;
+	x->hint = src_hint;
+	x->done = done;
+	x->arg = arg;
+	m_get(m);
+	if (nolock || rl_acquire(m, &x->rl, off, len, xfer_granted))
+		xfer_read(x);
+	return 0;
+}
+
+/* ---- resync of one copy -------------------------------------------------- */
+
+struct mresync {
+	struct mcopy *c;
+	uint64_t next;          /* next region to look at */
+	unsigned inflight;      /* region copies in flight */
+	bool aborted;
+	bool waiting_hook;      /* a hook waiter refers to us */
+	bool copying;           /* recorded RESYNCING: walking the bitmap */
+	bool hook_failed;       /* IN_SYNC could not be recorded: retry on the tick */
+	uint64_t total, done;
+	double tokens;
+	uint64_t last_ns;
+};
+
+struct region_ctx {
+	struct mresync *rs;
+	uint64_t region;
+};
+
+static void resync_free_if_idle(struct mresync *rs)
+{
+	if (rs->aborted && rs->inflight == 0 && !rs->waiting_hook)
+		free(rs);
+}
+
+static void update_running(struct mirror *m)
+{
+	bool any = false;
+
+	for (unsigned i = 0; i < m->n_copies; i++)
+		if (m->copies[i].resync != NULL && m->copies[i].resync->copying)
+			any = true;
+	m->resync_running = any;
+}
+
+static void resync_pump(struct mresync *rs);
+
+static void resync_in_sync(void *arg, int status)
+{
+	struct mresync *rs = arg;
+	struct mcopy *c = rs->c;
+	struct mirror *m = c->m;
+
+	rs->waiting_hook = false;
+	if (rs->aborted) {
+		resync_free_if_idle(rs);
+		return;
+	}
+	if (status < 0) {
+		rs->hook_failed = true; /* stays RESYNCING (still written); tick retries */
+		return;
+	}
+	c->state = TSR_COPY_IN_SYNC;
+	c->full_resync = false;
+	c->resync = NULL;
+	if (m->replace_running && m->replace_idx == c->idx)
+		m->replace_running = false;
+	tsr_info("mirror %s: copy %u (%s) in sync again (%llu bytes copied)", m->name, c->idx,
+		 c->node_id, (unsigned long long)rs->done);
+	free(rs);
+	update_running(m);
+	mirror_publish(m);
+	mirror_kick_stalled(m);
+}
+
+static void request_in_sync(struct mresync *rs)
+{
+	struct waiter *w = calloc(1, sizeof(*w));
+
+	if (w == NULL) {
+		rs->hook_failed = true;
+		return;
+	}
+	rs->hook_failed = false;
+	rs->waiting_hook = true;
+	w->fn = resync_in_sync;
+	w->arg = rs;
+	mirror_hook_request(rs->c, TSR_COPY_IN_SYNC, w);
+}
+
+static void region_done(void *arg, int status, uint64_t bytes)
+{
+	struct region_ctx *rc = arg;
+	struct mresync *rs = rc->rs;
+	struct mcopy *c = rs->c;
+	struct mirror *m = c->m;
+	uint64_t region = rc->region;
+
+	free(rc);
+	rs->inflight--;
+	if (rs->aborted) {
+		resync_free_if_idle(rs);
+		return;
+	}
+	if (status < 0) {
+		/* the target failed (already OUT_OF_SYNC) or no source could be read */
+		tsr_warn("mirror %s: resync of copy %u (%s), region %llu: %s", m->name, c->idx,
+			 c->node_id, (unsigned long long)region, strerror(-status));
+		mirror_copy_failed(c, status == -ESTALE ? -ESTALE : -EIO);
+		return;
+	}
+	mbm_clear_region(&c->bm, region);
+	m->resync_bytes_copied += bytes;
+	m->resync_regions_copied++;
+	rs->done += bytes;
+	m->resync_done = rs->done;
+	resync_pump(rs);
+}
+
+static void resync_pump(struct mresync *rs)
+{
+	struct mcopy *c = rs->c;
+	struct mirror *m = c->m;
+
+	if (rs->aborted || !rs->copying || m->fenced || m->closing)
+		return;
+	while (rs->inflight < MIRROR_RESYNC_DEPTH) {
+		uint64_t r = mbm_next(&c->bm, rs->next), off, len;
+		struct region_ctx *rc;
+
+		if (r >= m->nregions)
+			break;
+		off = r << m->region_shift;
+		len = m->size - off < m->region_size ? m->size - off : m->region_size;
+		if (m->resync_rate != 0) {
+			if (rs->tokens < (double)len)
+				return; /* the tick refills */
+			rs->tokens -= (double)len;
+		}
+		rc = malloc(sizeof(*rc));
+		if (rc == NULL)
+			return;
+		rc->rs = rs;
+		rc->region = r;
+		rs->next = r + 1;
+		rs->inflight++;
+		if (mirror_xfer(m, off, (uint32_t)len, 1u << c->idx, false, -1, region_done, rc) <
+		    0) {
+			rs->inflight--;
+			free(rc);
+			return;
+		}
+	}
+	if (rs->inflight > 0 || rs->waiting_hook || rs->hook_failed)
+		return;
+	if (mbm_next(&c->bm, 0) < m->nregions) {
+		rs->next = 0; /* bits set behind the cursor (should not happen): again */
+		resync_pump(rs);
+		return;
+	}
+	request_in_sync(rs);
+}
+
+static void resync_recorded(void *arg, int status)
+{
+	struct mresync *rs = arg;
+	struct mcopy *c = rs->c;
+	struct mirror *m = c->m;
+
+	rs->waiting_hook = false;
+	if (rs->aborted) {
+		resync_free_if_idle(rs);
+		return;
+	}
+	if (status < 0 || !c->open || c->state != TSR_COPY_OUT_OF_SYNC) {
+		c->resync = NULL;
+		free(rs);
+		return;
+	}
+	c->state = TSR_COPY_RESYNCING; /* receives host writes from now on */
+	rs->copying = true;
+	rs->total = c->bm.nset << m->region_shift;
+	rs->last_ns = mirror_now_ns();
+	rs->tokens = m->resync_rate ? (double)m->region_size : 0;
+	m->resync_total = rs->total;
+	m->resync_done = 0;
+	m->rate_last_bytes = m->resync_bytes_copied;
+	m->rate_last_ns = rs->last_ns;
+	m->resync_rate_bps = 0;
+	update_running(m);
+	tsr_info("mirror %s: resync of copy %u (%s): %llu bytes to copy", m->name, c->idx,
+		 c->node_id, (unsigned long long)rs->total);
+	mirror_publish(m);
+	resync_pump(rs);
+}
+
+void mirror_resync_start(struct mcopy *c)
+{
+	struct mirror *m = c->m;
+	struct mresync *rs;
+	struct waiter *w;
+
+	if (c->resync != NULL || !c->open || m->fenced || m->closing ||
+	    c->state != TSR_COPY_OUT_OF_SYNC)
+		return;
+	rs = calloc(1, sizeof(*rs));
+	w = calloc(1, sizeof(*w));
+	if (rs == NULL || w == NULL) {
+		free(rs);
+		free(w);
+		return;
+	}
+	c->resync_queued = false;
+	rs->c = c;
+	c->resync = rs;
+	rs->waiting_hook = true;
+	w->fn = resync_recorded;
+	w->arg = rs;
+	mirror_hook_request(c, TSR_COPY_RESYNCING, w);
+}
+
+void mirror_resync_abort(struct mcopy *c)
+{
+	struct mresync *rs = c->resync;
+
+	if (rs == NULL)
+		return;
+	c->resync = NULL;
+	rs->aborted = true;
+	update_running(c->m);
+	resync_free_if_idle(rs);
+}
+
+void mirror_resync_tick(struct mirror *m, uint64_t now_ns)
+{
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		struct mresync *rs = m->copies[i].resync;
+		double cap;
+
+		if (rs == NULL || !rs->copying)
+			continue;
+		if (m->resync_rate != 0) {
+			cap = (double)m->resync_rate / 10;
+			if (cap < (double)m->region_size)
+				cap = (double)m->region_size;
+			rs->tokens += (double)m->resync_rate * (double)(now_ns - rs->last_ns) / 1e9;
+			if (rs->tokens > cap)
+				rs->tokens = cap;
+		}
+		rs->last_ns = now_ns;
+		if (rs->hook_failed)
+			request_in_sync(rs);
+		else
+			resync_pump(rs);
+	}
+	/* recent rate: over windows of at least 500 ms */
+	if (m->resync_running && now_ns - m->rate_last_ns >= 500000000ull) {
+		double inst = (double)(m->resync_bytes_copied - m->rate_last_bytes) * 1e9 /
+			      (double)(now_ns - m->rate_last_ns);
+
+		m->resync_rate_bps = m->resync_rate_bps == 0 ? inst
+							     : 0.5 * m->resync_rate_bps + 0.5 * inst;
+		m->rate_last_bytes = m->resync_bytes_copied;
+		m->rate_last_ns = now_ns;
+	}
+}

@@ -1,0 +1,420 @@
+/*
+ * Harness for the mirror layout tests: real replicas in one process.
+ *
+ * A "node" is a store in a scratch directory under /var/tmp (O_DIRECT needs
+ * a disk file system), a tsr_peer_server on its own worker, a 127.0.0.1:0
+ * listener and an accept thread handing each connection to that worker.
+ * A node can be stopped (listener closed, worker stopped: its connections
+ * drop) and restarted on a new port, its store kept.
+ *
+ * The layout under test runs on its own home worker; data calls are made on
+ * it through messages (on_home), and the hooks record every state change
+ * in a shared event log, answering from a helper thread after a short delay.
+ */
+#ifndef TSR_MIRROR_TEST_H
+#define TSR_MIRROR_TEST_H
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "tessera/layout.h"
+#include "tessera/mirror.h"
+#include "tessera/peer.h"
+#include "tessera/worker.h"
+#include "../store/store_test.h"
+
+#define TOKEN "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define MAX_NODES 4
+#define VOLNAME "vol"
+
+struct node {
+	char dir[512];
+	char node_id[32];
+	struct tsr_store *store;
+	struct tsr_peer_server *srv;
+	struct tsr_worker *w;
+	int lfd;
+	int port;
+	char address[64];
+	pthread_t acceptor;
+	bool running;
+};
+
+struct conn_msg {
+	struct node *n;
+	int fd;
+};
+
+static UNUSED struct tsr_worker *start_worker_or_skip(unsigned index)
+{
+	struct tsr_io_opts o = { .kind = TSR_IO_AUTO };
+	struct tsr_worker *w = NULL;
+	int ret = tsr_worker_start(index, &o, &w);
+
+	if (ret == -ENOSYS || ret == -EPERM) {
+		fprintf(stderr, "no I/O backend available: %s\n", strerror(-ret));
+		exit(77);
+	}
+	if (ret != 0)
+		abort();
+	return w;
+}
+
+static void node_conn_start(struct tsr_worker *w, void *arg)
+{
+	struct conn_msg *cm = arg;
+
+	tsr_peer_conn_start(cm->n->srv, w, cm->fd);
+	free(cm);
+}
+
+static void *node_acceptor(void *arg)
+{
+	struct node *n = arg;
+
+	for (;;) {
+		int fd = accept(n->lfd, NULL, NULL);
+		struct conn_msg *cm;
+
+		if (fd < 0)
+			return NULL; /* listener shut down */
+		cm = malloc(sizeof(*cm));
+		cm->n = n;
+		cm->fd = fd;
+		if (tsr_worker_send(n->w, node_conn_start, cm) < 0) {
+			close(fd);
+			free(cm);
+		}
+	}
+}
+
+static UNUSED int node_listen(struct node *n)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	int one = 1;
+
+	n->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (n->lfd < 0)
+		return -errno;
+	setsockopt(n->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(n->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(n->lfd, 64) < 0 ||
+	    getsockname(n->lfd, (struct sockaddr *)&sa, &len) < 0)
+		return -errno;
+	n->port = ntohs(sa.sin_port);
+	snprintf(n->address, sizeof(n->address), "127.0.0.1:%d", n->port);
+	return 0;
+}
+
+/* Serve the node (again): worker, listener on a fresh port, accept thread. */
+static UNUSED void node_run(struct node *n, unsigned index)
+{
+	n->w = start_worker_or_skip(index);
+	if (node_listen(n) < 0)
+		abort();
+	pthread_create(&n->acceptor, NULL, node_acceptor, n);
+	n->running = true;
+}
+
+/* The node goes away: no listener, every connection dropped. */
+static UNUSED void node_stop(struct node *n)
+{
+	if (!n->running)
+		return;
+	shutdown(n->lfd, SHUT_RDWR);
+	pthread_join(n->acceptor, NULL);
+	close(n->lfd);
+	n->lfd = -1;
+	tsr_worker_stop(n->w);
+	n->w = NULL;
+	n->running = false;
+}
+
+static UNUSED int node_init(struct node *n, unsigned index, uint64_t vol_size)
+{
+	struct tsr_peer_server_opts so = { .token = TOKEN };
+	int ret;
+
+	memset(n, 0, sizeof(*n));
+	n->lfd = -1;
+	snprintf(n->node_id, sizeof(n->node_id), "node%u", index);
+	ret = scratch_dir(n->dir, sizeof(n->dir));
+	if (ret < 0)
+		return ret;
+	ret = tsr_store_open(n->dir, &(struct tsr_store_opts){ 0 }, &n->store);
+	if (ret < 0)
+		return ret;
+	if (vol_size) {
+		ret = tsr_store_vol_create(n->store, VOLNAME, vol_size, NULL);
+		if (ret < 0)
+			return ret;
+	}
+	so.store = n->store;
+	so.node_id = n->node_id;
+	ret = tsr_peer_server_create(&so, &n->srv);
+	if (ret < 0)
+		return ret;
+	node_run(n, 10 + index);
+	return 0;
+}
+
+static UNUSED void node_fini(struct node *n)
+{
+	node_stop(n);
+	tsr_peer_server_destroy(n->srv);
+	tsr_store_close(n->store);
+	rm_rf(n->dir);
+}
+
+/* The volume's data file of a node, read whole (holes read as zeros). */
+static UNUSED int node_read_all(struct node *n, uint8_t *out, uint64_t size)
+{
+	struct tsr_vol_info info;
+	char path[PATH_MAX];
+	ssize_t got;
+	int fd;
+
+	if (tsr_store_vol_info(n->store, VOLNAME, &info) < 0)
+		return -ENOENT;
+	vol_file(n->dir, info.uuid, "data", path);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -errno;
+	memset(out, 0, size);
+	got = pread(fd, out, size, 0);
+	close(fd);
+	return got < 0 ? -EIO : 0;
+}
+
+/* Write behind the layout's back, straight into a node's store. */
+static UNUSED int node_store_write(struct node *n, uint64_t off, uint32_t len, const void *buf)
+{
+	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
+	struct tsr_svol *v = NULL;
+	int ret;
+
+	if (io == NULL)
+		return -ENOMEM;
+	ret = tsr_store_vol_open(n->store, VOLNAME, &v);
+	if (ret == 0)
+		ret = swrite(v, io, off, len, buf, TSR_WRITE_FUA);
+	if (v != NULL)
+		tsr_svol_put(v);
+	tsr_io_destroy(io);
+	return ret;
+}
+
+static UNUSED int node_store_read(struct node *n, uint64_t off, uint32_t len, void *buf)
+{
+	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
+	struct tsr_svol *v = NULL;
+	int ret;
+
+	if (io == NULL)
+		return -ENOMEM;
+	ret = tsr_store_vol_open(n->store, VOLNAME, &v);
+	if (ret == 0)
+		ret = sread(v, io, off, len, buf);
+	if (v != NULL)
+		tsr_svol_put(v);
+	tsr_io_destroy(io);
+	return ret;
+}
+
+/* ---- time ---- */
+
+static UNUSED uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static UNUSED int sem_wait_ms(sem_t *s, unsigned ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	return sem_timedwait(s, &ts);
+}
+
+/* ---- event log: hook calls and acks, in order ---- */
+
+enum ev_kind { EV_HOOK, EV_ACK };
+struct ev {
+	enum ev_kind kind;
+	unsigned idx;               /* hook: copy */
+	enum tsr_copy_state st;     /* hook: state recorded */
+	int status;                 /* ack: status */
+	uint64_t off;               /* ack: write offset */
+};
+
+static struct {
+	pthread_mutex_t lock;
+	struct ev ev[4096];
+	unsigned n;
+	int hook_status;            /* what the hooks answer (0 or -errno) */
+	unsigned hook_delay_ms;
+	int hooks_inflight;
+	enum tsr_copy_state state[TSR_MIRROR_MAX_COPIES]; /* as "recorded" */
+} g_log = { .lock = PTHREAD_MUTEX_INITIALIZER, .hook_delay_ms = 10 };
+
+static UNUSED void log_add(struct ev e)
+{
+	pthread_mutex_lock(&g_log.lock);
+	if (g_log.n < 4096)
+		g_log.ev[g_log.n++] = e;
+	pthread_mutex_unlock(&g_log.lock);
+}
+
+static UNUSED void log_reset(void)
+{
+	pthread_mutex_lock(&g_log.lock);
+	g_log.n = 0;
+	g_log.hook_status = 0;
+	g_log.hook_delay_ms = 10;
+	pthread_mutex_unlock(&g_log.lock);
+}
+
+struct hook_call {
+	unsigned idx;
+	enum tsr_copy_state st;
+	void (*done)(void *, int);
+	void *done_arg;
+};
+
+static void *hook_thread(void *arg)
+{
+	struct hook_call *hc = arg;
+	int status;
+
+	usleep(g_log.hook_delay_ms * 1000);
+	pthread_mutex_lock(&g_log.lock);
+	status = g_log.hook_status;
+	if (status == 0) {
+		g_log.state[hc->idx] = hc->st;
+		if (g_log.n < 4096)
+			g_log.ev[g_log.n++] = (struct ev){ .kind = EV_HOOK, .idx = hc->idx,
+							  .st = hc->st };
+	}
+	pthread_mutex_unlock(&g_log.lock);
+	hc->done(hc->done_arg, status);
+	__atomic_fetch_sub(&g_log.hooks_inflight, 1, __ATOMIC_SEQ_CST);
+	free(hc);
+	return NULL;
+}
+
+static UNUSED void test_set_copy_state(void *arg, const char *vol, unsigned idx,
+				       enum tsr_copy_state st, void (*done)(void *, int),
+				       void *done_arg)
+{
+	struct hook_call *hc = malloc(sizeof(*hc));
+	pthread_t t;
+
+	(void)arg;
+	(void)vol;
+	hc->idx = idx;
+	hc->st = st;
+	hc->done = done;
+	hc->done_arg = done_arg;
+	__atomic_fetch_add(&g_log.hooks_inflight, 1, __ATOMIC_SEQ_CST);
+	pthread_create(&t, NULL, hook_thread, hc);
+	pthread_detach(t);
+}
+
+/* ---- data calls on the home worker ---- */
+
+enum dkind { D_READ, D_WRITE, D_FLUSH, D_TRIM, D_ZEROES };
+
+struct dcall {
+	struct tsr_layout *l;
+	enum dkind kind;
+	uint64_t off, len;
+	void *buf;
+	unsigned flags;
+	int ret;      /* the call's return */
+	int status;   /* the callback's */
+	int calls;
+	bool log_ack;
+	sem_t done;
+};
+
+static void dcall_cb(void *arg, int status)
+{
+	struct dcall *d = arg;
+
+	d->status = status;
+	d->calls++;
+	if (d->log_ack)
+		log_add((struct ev){ .kind = EV_ACK, .status = status, .off = d->off });
+	sem_post(&d->done);
+}
+
+static void dcall_msg(struct tsr_worker *w, void *arg)
+{
+	struct dcall *d = arg;
+	struct tsr_io *io = tsr_worker_io(w);
+
+	switch (d->kind) {
+	case D_READ:
+		d->ret = tsr_layout_read(d->l, io, d->off, (uint32_t)d->len, d->buf, dcall_cb, d);
+		break;
+	case D_WRITE:
+		d->ret = tsr_layout_write(d->l, io, d->off, (uint32_t)d->len, d->buf, d->flags,
+					  dcall_cb, d);
+		break;
+	case D_FLUSH:
+		d->ret = tsr_layout_flush(d->l, io, dcall_cb, d);
+		break;
+	case D_TRIM:
+		d->ret = tsr_layout_trim(d->l, io, d->off, d->len, dcall_cb, d);
+		break;
+	case D_ZEROES:
+		d->ret = tsr_layout_write_zeroes(d->l, io, d->off, d->len, d->flags, dcall_cb, d);
+		break;
+	}
+	if (d->ret != 0)
+		sem_post(&d->done);
+}
+
+/* Start a call on home; dcall_wait finishes it. */
+static UNUSED void dcall_start(struct tsr_worker *home, struct dcall *d)
+{
+	sem_init(&d->done, 0, 0);
+	d->calls = 0;
+	d->status = 1;
+	if (tsr_worker_send(home, dcall_msg, d) != 0)
+		abort();
+}
+
+/* The call's result: its return, else its callback status; -ETIMEDOUT. */
+static UNUSED int dcall_wait(struct dcall *d, unsigned ms)
+{
+	if (sem_wait_ms(&d->done, ms) != 0)
+		return -ETIMEDOUT;
+	sem_destroy(&d->done);
+	return d->ret != 0 ? d->ret : d->status;
+}
+
+static UNUSED int ldo(struct tsr_worker *home, struct tsr_layout *l, enum dkind kind,
+		      uint64_t off, uint64_t len, void *buf, unsigned flags)
+{
+	struct dcall d = { .l = l, .kind = kind, .off = off, .len = len, .buf = buf,
+			   .flags = flags };
+
+	dcall_start(home, &d);
+	return dcall_wait(&d, 20000);
+}
+
+#endif

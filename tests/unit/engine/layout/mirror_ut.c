@@ -1,0 +1,542 @@
+/*
+ * Unit tests of the mirror layout (engine/layout/mirror*.c) against real
+ * replicas in one process (mirror_test.h): three nodes, each a store served
+ * by a peer server over 127.0.0.1 TCP, the layout on its own home worker.
+ * Every test reads the copies back from the nodes' data files.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "mirror_test.h"
+
+#define MiB (1024ull * 1024)
+#define VOL (16 * MiB)
+#define REGION (1u << 20)
+
+struct env {
+	struct node nodes[3];
+	struct tsr_worker *home;
+	char state_dir[512];
+	uint8_t *model;  /* what the volume must contain */
+	uint8_t *file;   /* a node's data file */
+	uint8_t *buf;
+	struct tsr_layout *l;
+};
+
+static int setup(void **state)
+{
+	struct env *e = calloc(1, sizeof(*e));
+
+	for (unsigned i = 0; i < 3; i++)
+		if (node_init(&e->nodes[i], i, VOL) < 0)
+			return -1;
+	e->home = start_worker_or_skip(1);
+	if (scratch_dir(e->state_dir, sizeof(e->state_dir)) < 0)
+		return -1;
+	e->model = calloc(1, VOL);
+	e->file = malloc(VOL);
+	e->buf = tsr_alloc_aligned(8 * MiB);
+	log_reset();
+	*state = e;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+
+	tsr_layout_destroy(e->l);
+	/* hooks answered from helper threads: all done before the worker goes */
+	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
+		usleep(1000);
+	tsr_worker_stop(e->home);
+	for (unsigned i = 0; i < 3; i++)
+		node_fini(&e->nodes[i]);
+	rm_rf(e->state_dir);
+	free(e->model);
+	free(e->file);
+	tsr_free_aligned(e->buf);
+	free(e);
+	return 0;
+}
+
+/* Options: copy 0 local on node0 (when local), the others remote. */
+static void opts_init(struct env *e, struct tsr_mirror_opts *o, bool local, unsigned min,
+		      uint64_t epoch)
+{
+	memset(o, 0, sizeof(*o));
+	o->name = VOLNAME;
+	o->size = VOL;
+	o->epoch = epoch;
+	o->store = e->nodes[0].store;
+	o->state_dir = e->state_dir;
+	o->home = e->home;
+	o->node_id = "node0";
+	o->token = TOKEN;
+	o->n_copies = 3;
+	o->min_replicas = min;
+	o->peer_timeout_ms = 2000;
+	o->write_wait_ms = 5000;
+	o->region_size = REGION;
+	o->hooks.set_copy_state = test_set_copy_state;
+	for (unsigned i = 0; i < 3; i++) {
+		struct tsr_mirror_copy *c = &o->copies[i];
+
+		snprintf(c->node_id, sizeof(c->node_id), "%s", e->nodes[i].node_id);
+		snprintf(c->address, sizeof(c->address), "%s", e->nodes[i].address);
+		c->local = local && i == 0;
+		c->state = TSR_COPY_IN_SYNC;
+	}
+}
+
+static int lwrite(struct env *e, uint64_t off, uint32_t len, uint64_t seed, unsigned flags)
+{
+	fill(e->buf, len, seed, off);
+	memcpy(e->model + off, e->buf, len);
+	return ldo(e->home, e->l, D_WRITE, off, len, e->buf, flags);
+}
+
+/* Every node's data file equals the model. */
+static void assert_copies_equal_model(struct env *e)
+{
+	for (unsigned i = 0; i < 3; i++) {
+		assert_int_equal(node_read_all(&e->nodes[i], e->file, VOL), 0);
+		if (memcmp(e->file, e->model, VOL) != 0) {
+			for (uint64_t b = 0; b < VOL / BS; b++)
+				if (memcmp(e->file + b * BS, e->model + b * BS, BS) != 0) {
+					print_message("node%u differs at block %llu\n", i,
+						      (unsigned long long)b);
+					break;
+				}
+			fail();
+		}
+	}
+}
+
+static void get_status(struct env *e, struct tsr_mirror_status *s)
+{
+	tsr_mirror_get_status(e->l, s);
+}
+
+/* Poll the status (it is refreshed every 20 ms) until pred holds. */
+static bool wait_status(struct env *e, bool (*pred)(const struct tsr_mirror_status *),
+			unsigned ms)
+{
+	struct tsr_mirror_status s;
+	uint64_t end = mono_ms() + ms;
+
+	do {
+		get_status(e, &s);
+		if (pred(&s))
+			return true;
+		usleep(10000);
+	} while (mono_ms() < end);
+	return false;
+}
+
+static bool all_in_sync(const struct tsr_mirror_status *s)
+{
+	return s->in_sync == s->n_copies && !s->resync_running;
+}
+
+static bool scrub_finished(const struct tsr_mirror_status *s)
+{
+	return s->scrub_done && !s->scrub_running;
+}
+
+/* ---- round trips ---- */
+
+static void round_trip(struct env *e)
+{
+	struct tsr_mirror_status s;
+
+	assert_int_equal(lwrite(e, 0, 64 * 1024, 1, 0), 0);
+	assert_int_equal(lwrite(e, 3 * MiB + 8192, 2 * MiB, 2, TSR_WRITE_FUA), 0);
+	assert_int_equal(lwrite(e, VOL - 8 * MiB, 8 * MiB, 3, 0), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	/* trim and write_zeroes read back as zeros on every copy */
+	assert_int_equal(ldo(e->home, e->l, D_TRIM, VOL - 8 * MiB, 1 * MiB, NULL, 0), 0);
+	memset(e->model + VOL - 8 * MiB, 0, MiB);
+	assert_int_equal(ldo(e->home, e->l, D_ZEROES, 3 * MiB + 8192, 64 * 1024, NULL, 0), 0);
+	memset(e->model + 3 * MiB + 8192, 0, 64 * 1024);
+	/* overwrite part of a write: the last one wins everywhere */
+	assert_int_equal(lwrite(e, 3 * MiB, 16384, 4, 0), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+
+	for (uint64_t off = 0; off < VOL; off += 4 * MiB) {
+		assert_int_equal(ldo(e->home, e->l, D_READ, off, 4 * MiB, e->buf, 0), 0);
+		assert_memory_equal(e->buf, e->model + off, 4 * MiB);
+	}
+	assert_copies_equal_model(e);
+	get_status(e, &s);
+	assert_int_equal(s.in_sync, 3);
+	assert_int_equal(s.copy_failures, 0);
+	assert_false(s.fenced);
+}
+
+static void test_round_trip_local(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_true(tsr_layout_is_mirror(e->l));
+	assert_int_equal(tsr_layout_size(e->l), VOL);
+	round_trip(e);
+	/* a data call from another thread's io is refused */
+	{
+		struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
+
+		assert_int_equal(tsr_layout_read(e->l, io, 0, BS, e->buf, done_cb, NULL), -EINVAL);
+		tsr_io_destroy(io);
+	}
+}
+
+static void test_round_trip_remote(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+
+	opts_init(e, &o, false, 3, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	round_trip(e);
+}
+
+/* ---- a replica goes away and comes back ---- */
+
+static int bitmap_regions(struct env *e, const char *node_id, uint64_t *out, int max)
+{
+	char path[PATH_MAX];
+	uint8_t page[BS];
+	int fd, n = 0;
+
+	snprintf(path, sizeof(path), "%s/%s.%s.bitmap", e->state_dir, VOLNAME, node_id);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -errno;
+	if (pread(fd, page, BS, BS) != BS) {
+		close(fd);
+		return -EIO;
+	}
+	close(fd);
+	for (uint64_t r = 0; r < BS * 8; r++)
+		if (page[r / 8] & (1u << (r % 8)))
+			if (n < max)
+				out[n++] = r;
+	return n;
+}
+
+static void test_replica_down_resync(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_mirror_status s;
+	uint64_t regions[32];
+	unsigned first_ack = UINT32_MAX, hook_oos = UINT32_MAX;
+
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	for (unsigned r = 0; r < 4; r++)
+		assert_int_equal(lwrite(e, r * MiB, 256 * 1024, 10 + r, 0), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+
+	/* the metadata store answers slowly: the first write must wait for it */
+	g_log.hook_delay_ms = 200;
+	node_stop(&e->nodes[2]);
+	/* writes go on (2 copies in sync >= min 2), 3 regions while node2 is away */
+	{
+		uint64_t offs[3] = { 5 * MiB + 4096, 7 * MiB, 9 * MiB + 512 * 1024 };
+
+		for (unsigned i = 0; i < 3; i++) {
+			struct dcall d = { .l = e->l, .kind = D_WRITE, .off = offs[i],
+					   .len = 128 * 1024, .buf = e->buf, .log_ack = true };
+
+			fill(e->buf, 128 * 1024, 20 + i, offs[i]);
+			memcpy(e->model + offs[i], e->buf, 128 * 1024);
+			dcall_start(e->home, &d);
+			assert_int_equal(dcall_wait(&d, 10000), 0);
+		}
+	}
+	/* the hook recorded node2 OUT_OF_SYNC before the first write was acked */
+	pthread_mutex_lock(&g_log.lock);
+	for (unsigned i = 0; i < g_log.n; i++) {
+		if (g_log.ev[i].kind == EV_ACK && first_ack == UINT32_MAX)
+			first_ack = i;
+		if (g_log.ev[i].kind == EV_HOOK && g_log.ev[i].idx == 2 &&
+		    g_log.ev[i].st == TSR_COPY_OUT_OF_SYNC && hook_oos == UINT32_MAX)
+			hook_oos = i;
+	}
+	pthread_mutex_unlock(&g_log.lock);
+	assert_true(hook_oos != UINT32_MAX);
+	assert_true(first_ack != UINT32_MAX);
+	assert_true(hook_oos < first_ack);
+
+	/* the bitmap file holds exactly the regions written while away */
+	assert_int_equal(bitmap_regions(e, "node2", regions, 32), 3);
+	assert_int_equal(regions[0], 5);
+	assert_int_equal(regions[1], 7);
+	assert_int_equal(regions[2], 9);
+	assert_int_equal(bitmap_regions(e, "node1", regions, 32), 0);
+	usleep(100 * 1000); /* the status is refreshed every 20 ms */
+	get_status(e, &s);
+	assert_int_equal(s.copies[2].state, TSR_COPY_OUT_OF_SYNC);
+	assert_int_equal(s.copies[2].dirty_bytes, 3 * REGION);
+	assert_int_equal(s.copy_failures, 1);
+
+	/* back, on a new port: only the 3 regions move */
+	node_run(&e->nodes[2], 12);
+	tsr_mirror_copy_returned(e->l, 2, e->nodes[2].address);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.resync_regions_copied, 3);
+	assert_int_equal(s.resync_bytes_copied, 3 * REGION);
+	assert_int_equal(s.copies[2].dirty_bytes, 0);
+	assert_int_equal(s.copies[2].state, TSR_COPY_IN_SYNC);
+	assert_int_equal(g_log.state[2], TSR_COPY_IN_SYNC);
+	assert_int_equal(bitmap_regions(e, "node2", regions, 32), 0);
+
+	/* and it takes writes again */
+	assert_int_equal(lwrite(e, 11 * MiB, 64 * 1024, 30, TSR_WRITE_FUA), 0);
+	assert_copies_equal_model(e);
+}
+
+/* ---- below min_replicas ---- */
+
+static void test_below_min_replicas(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_mirror_status s;
+	struct dcall d = { .kind = D_WRITE, .off = 0, .len = 64 * 1024, .log_ack = true };
+	uint64_t t0;
+
+	opts_init(e, &o, true, 2, 1);
+	o.write_wait_ms = 300;
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, 64 * 1024, 1, 0), 0);
+	node_stop(&e->nodes[1]);
+	node_stop(&e->nodes[2]);
+	log_reset();
+	d.l = e->l;
+	d.buf = e->buf;
+	fill(e->buf, 64 * 1024, 2, 0);
+	t0 = mono_ms();
+	dcall_start(e->home, &d);
+	assert_int_equal(dcall_wait(&d, 10000), -EIO);
+	assert_true(mono_ms() - t0 >= 290);
+	assert_int_equal(d.calls, 1);
+	/* a second write, and a flush: the same */
+	d.off = 128 * 1024;
+	dcall_start(e->home, &d);
+	assert_int_equal(dcall_wait(&d, 10000), -EIO);
+	pthread_mutex_lock(&g_log.lock);
+	for (unsigned i = 0; i < g_log.n; i++)
+		if (g_log.ev[i].kind == EV_ACK)
+			assert_int_equal(g_log.ev[i].status, -EIO);
+	pthread_mutex_unlock(&g_log.lock);
+	usleep(100 * 1000); /* the status is refreshed every 20 ms */
+	get_status(e, &s);
+	assert_int_equal(s.in_sync, 1);
+	assert_true(s.write_errors >= 2);
+	/* reads still work from the local copy */
+	assert_int_equal(ldo(e->home, e->l, D_READ, 0, 64 * 1024, e->buf, 0), 0);
+	assert_true(is_filled(e->buf, 64 * 1024, 1, 0) || is_filled(e->buf, 64 * 1024, 2, 0));
+}
+
+/* ---- fencing ---- */
+
+static void test_fencing(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_mirror_status s;
+	struct tsr_layout *l2 = NULL, *l3 = NULL;
+	struct tsr_worker *home2 = start_worker_or_skip(2);
+	char dir2[512];
+
+	opts_init(e, &o, true, 2, 5);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, 64 * 1024, 1, 0), 0);
+
+	/* a newer coordinator elsewhere (all copies remote to it) */
+	assert_int_equal(scratch_dir(dir2, sizeof(dir2)), 0);
+	opts_init(e, &o, false, 2, 6);
+	o.home = home2;
+	o.state_dir = dir2;
+	o.node_id = "node9";
+	assert_int_equal(tsr_layout_mirror_create(&o, &l2), 0);
+
+	/* the old one can no longer write, on any copy */
+	fill(e->buf, 64 * 1024, 2, 0);
+	assert_int_equal(ldo(e->home, e->l, D_WRITE, 0, 64 * 1024, e->buf, 0), -EIO);
+	get_status(e, &s);
+	assert_true(s.fenced);
+	assert_int_equal(ldo(e->home, e->l, D_WRITE, MiB, 64 * 1024, e->buf, 0), -EIO);
+	assert_int_equal(ldo(e->home, e->l, D_READ, 0, 64 * 1024, e->buf, 0), -EIO);
+	/* the new one can */
+	assert_int_equal(ldo(home2, l2, D_WRITE, 0, 64 * 1024, e->buf, 0), 0);
+	memcpy(e->model, e->buf, 64 * 1024);
+	/* and an older one cannot even open */
+	o.epoch = 4;
+	assert_int_equal(tsr_layout_mirror_create(&o, &l3), -ESTALE);
+	tsr_layout_destroy(l2);
+	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
+		usleep(1000);
+	tsr_worker_stop(home2);
+	rm_rf(dir2);
+	assert_copies_equal_model(e);
+}
+
+/* tsr_mirror_fence: the lease is lost */
+static void test_fence_call(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, BS, 1, 0), 0);
+	tsr_mirror_fence(e->l);
+	assert_int_equal(ldo(e->home, e->l, D_WRITE, 0, BS, e->buf, 0), -EIO);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), -EIO);
+}
+
+/* ---- converge and scrub ---- */
+
+static void store_fill(struct env *e, unsigned node, uint64_t off, uint32_t len, uint64_t seed)
+{
+	fill(e->buf, len, seed, off);
+	assert_int_equal(node_store_write(&e->nodes[node], off, len, e->buf), 0);
+}
+
+static void test_converge(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_mirror_status s;
+
+	/* the copies agree on 1 MiB, then each differs somewhere */
+	for (unsigned i = 0; i < 3; i++)
+		store_fill(e, i, 0, MiB, 1);
+	fill(e->model, MiB, 1, 0);
+	store_fill(e, 1, 3 * BS, BS, 2);     /* node1 alone */
+	store_fill(e, 2, 7 * BS, BS, 3);     /* node2 alone */
+	store_fill(e, 0, 9 * BS, BS, 4);     /* the local copy alone: it wins */
+	fill(e->model + 9 * BS, BS, 4, 9 * BS);
+	store_fill(e, 2, 5 * MiB, BS, 5);    /* written on node2 only, elsewhere a hole */
+
+	opts_init(e, &o, true, 2, 1);
+	o.converge = true;
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_copies_equal_model(e);
+	get_status(e, &s);
+	/* blocks 3, 7, 5 MiB: one copy each; block 9: two copies */
+	assert_int_equal(s.resync_bytes_copied, 5 * BS);
+}
+
+static void test_scrub(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_mirror_status s;
+
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, 2 * MiB, 1, 0), 0);
+	assert_int_equal(lwrite(e, 10 * MiB, MiB, 2, 0), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	/* nothing to find yet */
+	assert_int_equal(tsr_mirror_scrub_start(e->l, true), 0);
+	assert_true(wait_status(e, scrub_finished, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.scrub_mismatches, 0);
+	assert_int_equal(s.scrub_done_bytes, VOL);
+
+	/* 3 mismatches behind the layout's back: one per copy, each a minority */
+	store_fill(e, 1, 3 * BS, BS, 7);
+	store_fill(e, 2, 10 * MiB + 7 * BS, BS, 7);
+	store_fill(e, 0, 9 * BS, BS, 7);
+	assert_int_equal(tsr_mirror_scrub_start(e->l, true), 0);
+	assert_true(wait_status(e, scrub_finished, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.scrub_mismatches, 3);
+	assert_int_equal(s.scrub_repaired, 3);
+	assert_int_equal(s.scrub_unrepaired, 0);
+	assert_copies_equal_model(e);
+
+	/* without repair: found, left alone */
+	store_fill(e, 1, 4 * BS, BS, 8);
+	assert_int_equal(tsr_mirror_scrub_start(e->l, false), 0);
+	assert_true(wait_status(e, scrub_finished, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.scrub_mismatches, 1);
+	assert_int_equal(s.scrub_repaired, 0);
+	assert_int_equal(node_read_all(&e->nodes[1], e->file, VOL), 0);
+	assert_true(is_filled(e->file + 4 * BS, BS, 8, 4 * BS));
+}
+
+/* A block failing its CRC on the local copy: the read is served from another
+ * copy and the bad block rewritten. */
+static void test_read_repair(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_vol_info info;
+	char path[PATH_MAX], garbage[BS];
+	int fd;
+
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, 4 * BS, 1, TSR_WRITE_FUA), 0);
+
+	assert_int_equal(tsr_store_vol_info(e->nodes[0].store, VOLNAME, &info), 0);
+	vol_file(e->nodes[0].dir, info.uuid, "data", path);
+	memset(garbage, 0x5a, sizeof(garbage));
+	fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, garbage, BS, 2 * BS), BS);
+	assert_int_equal(fsync(fd), 0);
+	close(fd);
+	assert_int_equal(node_store_read(&e->nodes[0], 2 * BS, BS, e->buf), -EIO);
+
+	assert_int_equal(ldo(e->home, e->l, D_READ, 0, 4 * BS, e->buf, 0), 0);
+	assert_memory_equal(e->buf, e->model, 4 * BS);
+	/* the repair runs after the read's answer */
+	for (int i = 0; i < 200; i++) {
+		if (node_store_read(&e->nodes[0], 2 * BS, BS, e->buf) == 0)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(node_store_read(&e->nodes[0], 2 * BS, BS, e->buf), 0);
+	assert_true(is_filled(e->buf, BS, 1, 2 * BS));
+	assert_copies_equal_model(e);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_round_trip_local, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_round_trip_remote, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_replica_down_resync, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_below_min_replicas, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fencing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fence_call, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_converge, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scrub, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_repair, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
