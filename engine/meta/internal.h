@@ -30,7 +30,7 @@ int64_t meta_now_ms(void);
 /* ---- meta_proto.c: framing and the validating parsers ------------------ */
 
 #define META_MAX_FRAME (1u << 20)       /* largest message either way */
-#define META_WATCH_BUDGET (768u * 1024) /* value bytes of one watch reply */
+#define META_REPLY_BUDGET (768u * 1024) /* bytes of kvs in one range or watch reply */
 #define META_MAX_TOKEN 255              /* printable characters */
 #define META_MAX_MESSAGE 1024           /* Response.message */
 #define META_MAX_KVS 1000000            /* kvs of one Response */

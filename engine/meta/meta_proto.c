@@ -76,7 +76,8 @@ static int check_request(const Tessera__Meta__Request *req, const char **why)
 	case TESSERA__META__REQUEST__OP_RANGE:
 		if (req->range == NULL)
 			break;
-		if (!meta_prefix_valid(req->range->prefix))
+		if (!meta_prefix_valid(req->range->prefix) ||
+		    !meta_prefix_valid(req->range->start_after))
 			goto bad_key;
 		return 0;
 	case TESSERA__META__REQUEST__OP_CAS:

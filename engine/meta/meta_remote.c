@@ -2,12 +2,15 @@
  * The client backend ("remote"): the metadata calls sent to the meta node's
  * meta service (engine/meta/meta_server.c) over one blocking TCP connection,
  * in the protocol of proto/meta.proto.  Each call has a deadline (the handle's
- * timeout) covering connect, handshake, request and reply.  A call that loses
- * the connection fails with -ECONNRESET/-ETIMEDOUT/-ENOTCONN and leaves the
- * handle disconnected; the next call connects again and presents the token
- * anew.  Calls are never retried here: a cas whose reply was lost may or may
- * not have happened, and only the caller can check.  Every reply goes through
- * meta_response_parse before use.
+ * timeout) covering connect, handshake, request and reply.  A connection the
+ * server closed while the handle was idle is noticed before sending, and
+ * replaced.  A call that loses the connection fails with
+ * -ECONNRESET/-ETIMEDOUT/-ECONNREFUSED and leaves the handle disconnected;
+ * the next call connects again and presents the token anew.  Calls are never
+ * retried here: a cas whose reply was lost may or may not have happened, and
+ * only the caller can check.  A range larger than one reply is fetched in
+ * pages, started over if the store changed in between.  Every reply goes
+ * through meta_response_parse before use.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +18,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -240,6 +244,17 @@ static int call(struct remote_meta *r, Tessera__Meta__Request *req,
 	int ret;
 
 	*resp = NULL;
+	if (r->fd >= 0) {
+		struct pollfd pfd = { .fd = r->fd, .events = POLLIN };
+
+		/*
+		 * Nothing is due from the server between calls: readable means it
+		 * closed the connection (restarted, or dropped us).  Reconnect
+		 * before sending, when no request can have been half done.
+		 */
+		if (poll(&pfd, 1, 0) > 0)
+			disconnect(r);
+	}
 	if (r->fd < 0) {
 		ret = reconnect(r, deadline);
 		if (ret)
@@ -256,10 +271,11 @@ static int call(struct remote_meta *r, Tessera__Meta__Request *req,
 	return ret;
 }
 
-/* Copy a reply's kvs into a malloc'd array. */
-static int kvs_from_resp(const Tessera__Meta__Response *resp, struct tsr_meta_kv **out,
-			 size_t *n)
+/* Copy a reply's kvs, which must all start with prefix, into a malloc'd array. */
+static int kvs_from_resp(const Tessera__Meta__Response *resp, const char *prefix,
+			 struct tsr_meta_kv **out, size_t *n)
 {
+	size_t plen = strlen(prefix);
 	struct tsr_meta_kv *kvs;
 	int ret;
 
@@ -267,6 +283,9 @@ static int kvs_from_resp(const Tessera__Meta__Response *resp, struct tsr_meta_kv
 	*n = 0;
 	if (resp->n_kvs == 0)
 		return 0;
+	for (size_t i = 0; i < resp->n_kvs; i++)
+		if (strncmp(resp->kvs[i]->key, prefix, plen) != 0)
+			return -EPROTO;
 	kvs = calloc(resp->n_kvs, sizeof(*kvs));
 	if (kvs == NULL)
 		return -ENOMEM;
@@ -306,20 +325,75 @@ static int remote_get(void *ctx, const char *key, struct tsr_meta_kv *out)
 static int remote_range(void *ctx, const char *prefix, struct tsr_meta_kv **out, size_t *n,
 			uint64_t *rev)
 {
+	struct remote_meta *r = ctx;
+	int64_t deadline = meta_now_ms() + r->timeout_ms;
 	Tessera__Meta__Request req = TESSERA__META__REQUEST__INIT;
 	Tessera__Meta__Range range = TESSERA__META__RANGE__INIT;
 	Tessera__Meta__Response *resp;
+	struct tsr_meta_kv *all = NULL, *page = NULL;
+	size_t n_all = 0, n_page = 0;
+	char last[TSR_META_MAX_KEY + 1] = "";
+	bool more;
 	int ret;
 
 	range.prefix = (char *)prefix;
+	range.start_after = last;
 	req.op_case = TESSERA__META__REQUEST__OP_RANGE;
 	req.range = &range;
-	ret = call(ctx, &req, &resp);
-	if (ret)
-		return ret;
-	ret = kvs_from_resp(resp, out, n);
-	*rev = resp->rev;
-	tessera__meta__response__free_unpacked(resp, NULL);
+	do {
+		struct tsr_meta_kv *tmp;
+
+		ret = call(r, &req, &resp);
+		if (ret)
+			goto err;
+		more = resp->more;
+		ret = kvs_from_resp(resp, prefix, &page, &n_page);
+		if (ret == 0 && n_all > 0 && resp->rev != *rev) {
+			/* changed between pages: start over for one consistent snapshot */
+			tsr_meta_kv_free_array(all, n_all);
+			tsr_meta_kv_free_array(page, n_page);
+			all = page = NULL;
+			n_all = n_page = 0;
+			last[0] = '\0';
+			more = true;
+			tessera__meta__response__free_unpacked(resp, NULL);
+			if (meta_now_ms() >= deadline) {
+				ret = -ETIMEDOUT;
+				goto err;
+			}
+			continue;
+		}
+		*rev = resp->rev;
+		tessera__meta__response__free_unpacked(resp, NULL);
+		if (ret)
+			goto err;
+		if (more && (n_page == 0 ||
+			     (n_all > 0 && strcmp(page[0].key, all[n_all - 1].key) <= 0))) {
+			tsr_error("meta: %s: range %s: page out of order", r->hostport, prefix);
+			tsr_meta_kv_free_array(page, n_page);
+			ret = -EPROTO;
+			goto err;
+		}
+		if (n_page) {
+			tmp = realloc(all, (n_all + n_page) * sizeof(*all));
+			if (tmp == NULL) {
+				tsr_meta_kv_free_array(page, n_page);
+				ret = -ENOMEM;
+				goto err;
+			}
+			all = tmp;
+			memcpy(all + n_all, page, n_page * sizeof(*page));
+			n_all += n_page;
+			free(page); /* its contents now belong to all */
+			page = NULL;
+			snprintf(last, sizeof(last), "%s", all[n_all - 1].key);
+		}
+	} while (more);
+	*out = all;
+	*n = n_all;
+	return 0;
+err:
+	tsr_meta_kv_free_array(all, n_all);
 	return ret;
 }
 
@@ -379,7 +453,7 @@ static int remote_watch(void *ctx, const char *prefix, uint64_t since_rev,
 	ret = call(ctx, &req, &resp);
 	if (ret)
 		return ret;
-	ret = kvs_from_resp(resp, events, n);
+	ret = kvs_from_resp(resp, prefix, events, n);
 	*rev = resp->rev;
 	tessera__meta__response__free_unpacked(resp, NULL);
 	return ret;

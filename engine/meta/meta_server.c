@@ -149,6 +149,29 @@ static int reply_kvs(Tessera__Meta__Response *resp, const struct tsr_meta_kv *kv
 	return 0;
 }
 
+/* The page of a range after start_after ("" from the start) that fits one reply. */
+static int reply_range_page(Tessera__Meta__Response *resp, const struct tsr_meta_kv *kvs,
+			    size_t n, const char *start_after)
+{
+	size_t first = 0, count = 0, bytes = 0;
+
+	if (start_after[0])
+		while (first < n && strcmp(kvs[first].key, start_after) <= 0)
+			first++;
+	while (first + count < n) {
+		const struct tsr_meta_kv *kv = &kvs[first + count];
+		size_t size = kv->value_len + strlen(kv->key) + 64;
+
+		if (count > 0 && bytes + size > META_REPLY_BUDGET) {
+			resp->more = true;
+			break;
+		}
+		bytes += size;
+		count++;
+	}
+	return reply_kvs(resp, kvs + first, count);
+}
+
 static void free_reply_kvs(Tessera__Meta__Response *resp)
 {
 	if (resp->n_kvs)
@@ -177,7 +200,7 @@ static void handle(struct tsr_meta_server *srv, const Tessera__Meta__Request *re
 	case TESSERA__META__REQUEST__OP_RANGE:
 		ret = tsr_meta_range(m, req->range->prefix, kvs, n, &resp->rev);
 		if (ret == 0)
-			ret = reply_kvs(resp, *kvs, *n);
+			ret = reply_range_page(resp, *kvs, *n, req->range->start_after);
 		break;
 	case TESSERA__META__REQUEST__OP_CAS:
 		ret = tsr_meta_cas(m, req->cas->key, req->cas->expect_rev, req->cas->value.data,
@@ -212,6 +235,7 @@ static void handle(struct tsr_meta_server *srv, const Tessera__Meta__Request *re
 		resp->message = (char *)strerror(-ret);
 		resp->rev = 0;
 		resp->id = 0;
+		resp->more = false;
 	}
 }
 
@@ -253,8 +277,9 @@ static int conn_process(struct tsr_meta_server *srv, struct meta_conn *c)
 	if (ret == -E2BIG) {
 		free_reply_kvs(&resp);
 		resp.error = -E2BIG;
-		resp.message = (char *)"reply larger than 1 MiB: use a narrower prefix";
+		resp.message = (char *)"reply larger than 1 MiB";
 		resp.rev = 0;
+		resp.more = false;
 		ret = meta_frame_pack(&resp.base, &c->out, &c->out_len);
 	}
 	free_reply_kvs(&resp);

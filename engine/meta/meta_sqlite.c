@@ -255,14 +255,16 @@ static int record_change(struct sqlite_meta *s, struct row *r)
 static int kv_from_stmt(struct sqlite_meta *s, sqlite3_stmt *st, struct tsr_meta_kv *kv)
 {
 	struct row r = {
-		.key = (const char *)sqlite3_column_text(st, 0),
-		.value = sqlite3_column_blob(st, 1),
-		.value_len = (size_t)sqlite3_column_bytes(st, 1),
 		.create_rev = (uint64_t)sqlite3_column_int64(st, 2),
 		.mod_rev = (uint64_t)sqlite3_column_int64(st, 3),
 		.lease = (uint64_t)sqlite3_column_int64(st, 4),
 	};
 	uint32_t stored = (uint32_t)sqlite3_column_int64(st, 5);
+
+	/* pointer first, then its length (SQLite's rule; initialisers are unordered) */
+	r.key = (const char *)sqlite3_column_text(st, 0);
+	r.value = sqlite3_column_blob(st, 1);
+	r.value_len = (size_t)sqlite3_column_bytes(st, 1);
 
 	if (r.key == NULL || (r.value == NULL && r.value_len) || r.value_len > TSR_META_MAX_VALUE ||
 	    stored != row_crc(&r)) {
@@ -567,14 +569,15 @@ static int event_from_stmt(struct sqlite_meta *s, sqlite3_stmt *st, struct tsr_m
 {
 	struct row r = {
 		.mod_rev = (uint64_t)sqlite3_column_int64(st, 0),
-		.key = (const char *)sqlite3_column_text(st, 1),
-		.value = sqlite3_column_blob(st, 2),
-		.value_len = (size_t)sqlite3_column_bytes(st, 2),
 		.create_rev = (uint64_t)sqlite3_column_int64(st, 3),
 		.lease = (uint64_t)sqlite3_column_int64(st, 4),
 		.deleted = sqlite3_column_int(st, 5) ? 1 : 0,
 	};
 	uint32_t stored = (uint32_t)sqlite3_column_int64(st, 6);
+
+	r.key = (const char *)sqlite3_column_text(st, 1);
+	r.value = sqlite3_column_blob(st, 2);
+	r.value_len = (size_t)sqlite3_column_bytes(st, 2);
 
 	if (r.key == NULL || (r.value == NULL && r.value_len) || r.value_len > TSR_META_MAX_VALUE ||
 	    stored != row_crc(&r)) {
@@ -614,7 +617,7 @@ static int sqlite_watch(void *ctx, const char *prefix, uint64_t since_rev,
 
 		if (key == NULL || strncmp(key, prefix, plen) != 0)
 			continue;
-		if (*n > 0 && bytes + (size_t)sqlite3_column_bytes(st, 2) > META_WATCH_BUDGET) {
+		if (*n > 0 && bytes + (size_t)sqlite3_column_bytes(st, 2) > META_REPLY_BUDGET) {
 			truncated = true; /* one reply's worth; the caller continues from *rev */
 			break;
 		}
