@@ -51,6 +51,7 @@
 #define PEER_POOL_CLASSES     14   /* 4 KiB << 0..13 = 4 KiB..32 MiB */
 #define PEER_POOL_PER_CLASS   32
 #define PEER_POOL_MAX_BYTES   (16u * 1024 * 1024)
+#define PEER_LINGER_MAX       (4u * 1024 * 1024) /* input discarded before a hard close */
 
 struct peer_wctx {
 	struct tsr_peer_server *srv;
@@ -70,7 +71,8 @@ struct tsr_peer_server {
 enum conn_state {
 	CONN_HELLO,     /* waiting for HELLO */
 	CONN_READY,     /* authenticated */
-	CONN_DRAINING,  /* no more input: send what is queued, then close */
+	CONN_DRAINING,  /* no more frames: send what is queued, then linger */
+	CONN_LINGER,    /* replies sent, write side shut: discard input until EOF */
 	CONN_CLOSED,    /* socket closed; waiting for the last reference */
 };
 
@@ -121,6 +123,8 @@ struct peer_conn {
 	uint32_t events;          /* epoll mask in place */
 	bool flush_scheduled;     /* a deferred call is pending */
 	bool paused;              /* input stopped by a limit */
+	bool peer_eof;            /* the coordinator closed its side */
+	size_t discarded;         /* input thrown away while lingering */
 
 	struct peer_sreq *retry_head, *retry_tail; /* waiting for I/O queue room */
 	bool retry_scheduled;
@@ -385,8 +389,18 @@ static void conn_flush(struct peer_conn *c)
 			}
 		}
 	}
-	if (c->state == CONN_DRAINING && c->out_head == NULL)
-		conn_close(c);
+	if (c->state == CONN_DRAINING && c->out_head == NULL) {
+		/*
+		 * Closing now with unread input would send a reset, which may
+		 * destroy our last reply (-EACCES) in the peer's receive queue:
+		 * shut the write side and read until the peer closes.
+		 */
+		if (c->peer_eof || shutdown(c->fd, SHUT_WR) < 0) {
+			conn_close(c);
+			return;
+		}
+		c->state = CONN_LINGER;
+	}
 }
 
 /* Queue req's reply (header from req->h and req->status); frees req once sent. */
@@ -897,6 +911,26 @@ static void conn_process(struct peer_conn *c)
 	}
 }
 
+/* Draining or lingering: input is thrown away, within a bound. */
+static void conn_discard_input(struct peer_conn *c)
+{
+	for (;;) {
+		ssize_t n = read(c->fd, c->rbuf, PEER_RBUF_SIZE);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n <= 0 || (c->discarded += (size_t)n) > PEER_LINGER_MAX) {
+			if (n == 0)
+				c->peer_eof = true;
+			if (c->state == CONN_LINGER || n < 0 || c->discarded > PEER_LINGER_MAX)
+				conn_close(c);
+			return;
+		}
+	}
+}
+
 static void conn_read(struct peer_conn *c)
 {
 	for (;;) {
@@ -905,6 +939,10 @@ static void conn_read(struct peer_conn *c)
 		int cnt = 0;
 		ssize_t n;
 
+		if (c->state == CONN_DRAINING || c->state == CONN_LINGER) {
+			conn_discard_input(c);
+			return;
+		}
 		if (c->paused || (c->state != CONN_HELLO && c->state != CONN_READY))
 			return;
 		if (c->rpos == c->rlen) {
@@ -941,6 +979,7 @@ static void conn_read(struct peer_conn *c)
 		}
 		if (n == 0) {
 			/* the coordinator is gone: finish, send what it may still read */
+			c->peer_eof = true;
 			conn_begin_drain(c);
 			return;
 		}
@@ -972,7 +1011,8 @@ static void conn_update_events(struct peer_conn *c)
 
 	if (c->fd < 0)
 		return;
-	if (!c->paused && (c->state == CONN_HELLO || c->state == CONN_READY))
+	if ((!c->paused && (c->state == CONN_HELLO || c->state == CONN_READY)) ||
+	    ((c->state == CONN_DRAINING || c->state == CONN_LINGER) && !c->peer_eof))
 		ev |= EPOLLIN;
 	if (c->wait_out)
 		ev |= EPOLLOUT;
@@ -1016,7 +1056,7 @@ static void conn_on_event(void *arg, uint32_t events)
 	struct peer_conn *c = arg;
 
 	conn_get(c);
-	if ((events & (EPOLLHUP | EPOLLERR)) && (c->paused || c->state == CONN_DRAINING)) {
+	if ((events & (EPOLLHUP | EPOLLERR)) && c->paused) {
 		conn_close(c);
 		conn_put(c);
 		return;

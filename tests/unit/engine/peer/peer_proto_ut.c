@@ -1,0 +1,320 @@
+/*
+ * Unit tests of the peer protocol's frame header (engine/peer/peer_proto.c):
+ * pack/parse round trip of every opcode as request and reply, the payload
+ * length rule, the wire layout at its documented byte offsets, and every
+ * malformed variant rejected with its errno.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "tessera/peer.h"
+
+#define BS 4096u
+
+/* A valid request of each opcode. */
+static struct tsr_peer_hdr valid_req(uint8_t op)
+{
+	struct tsr_peer_hdr h = { .opcode = op, .epoch = 42, .seq = 0x1122334455667788ull };
+
+	switch (op) {
+	case TSR_PEER_HELLO:
+		h.length = 65 + 5;
+		h.data_crc = 0xabcdef01;
+		break;
+	case TSR_PEER_OPEN:
+		h.length = 3;
+		h.data_crc = 0x12345678;
+		break;
+	case TSR_PEER_READ:
+	case TSR_PEER_TRIM:
+	case TSR_PEER_SUMS:
+		h.handle = 3;
+		h.offset = 1ull << 40;
+		h.length = 16 * BS;
+		break;
+	case TSR_PEER_WRITE:
+		h.handle = 3;
+		h.offset = 8 * BS;
+		h.length = 2 * BS;
+		h.flags = TSR_PEER_F_FUA;
+		h.data_crc = 0xdeadbeef;
+		break;
+	case TSR_PEER_WRITE_ZEROES:
+		h.handle = 3;
+		h.offset = 0;
+		h.length = 0xfffff000u;
+		h.flags = TSR_PEER_F_FUA | TSR_PEER_F_NO_HOLE;
+		break;
+	default: /* CLOSE, FLUSH, PING */
+		h.handle = 3;
+		break;
+	}
+	return h;
+}
+
+static uint32_t expected_payload(const struct tsr_peer_hdr *h)
+{
+	bool reply = h->flags & TSR_PEER_F_REPLY;
+
+	switch (h->opcode) {
+	case TSR_PEER_HELLO:
+	case TSR_PEER_OPEN:
+	case TSR_PEER_WRITE:
+		return reply ? 0 : h->length;
+	case TSR_PEER_READ:
+		return reply && h->status == 0 ? h->length : 0;
+	case TSR_PEER_SUMS:
+		return reply && h->status == 0 ? h->length / BS * 4 : 0;
+	default:
+		return 0;
+	}
+}
+
+static void assert_same(const struct tsr_peer_hdr *a, const struct tsr_peer_hdr *b)
+{
+	assert_int_equal(a->opcode, b->opcode);
+	assert_int_equal(a->flags, b->flags);
+	assert_int_equal(a->handle, b->handle);
+	assert_int_equal(a->offset, b->offset);
+	assert_int_equal(a->length, b->length);
+	assert_int_equal(a->status, b->status);
+	assert_int_equal(a->epoch, b->epoch);
+	assert_int_equal(a->seq, b->seq);
+	assert_int_equal(a->data_crc, b->data_crc);
+}
+
+static void test_round_trip_every_op(void **state)
+{
+	uint8_t op;
+
+	(void)state;
+	for (op = TSR_PEER_HELLO; op <= TSR_PEER_PING; op++) {
+		struct tsr_peer_hdr h = valid_req(op), out;
+		uint8_t buf[TSR_PEER_HDR_SIZE];
+
+		tsr_peer_hdr_pack(&h, buf);
+		assert_int_equal(tsr_peer_hdr_parse(buf, &out), 0);
+		assert_same(&h, &out);
+		assert_int_equal(out.payload_len, expected_payload(&h));
+
+		/* its reply: success, then an error */
+		h.flags |= TSR_PEER_F_REPLY;
+		if (op == TSR_PEER_HELLO || op == TSR_PEER_OPEN) {
+			h.length = 0;
+			h.data_crc = 0;
+			if (op == TSR_PEER_OPEN) {
+				h.handle = 9;
+				h.offset = 1ull << 30; /* the size */
+			}
+		}
+		h.data_crc = expected_payload(&h) ? 0x0badf00d : 0;
+		tsr_peer_hdr_pack(&h, buf);
+		assert_int_equal(tsr_peer_hdr_parse(buf, &out), 0);
+		assert_same(&h, &out);
+		assert_int_equal(out.payload_len, expected_payload(&h));
+		h.status = -ESTALE;
+		h.data_crc = 0;
+		tsr_peer_hdr_pack(&h, buf);
+		assert_int_equal(tsr_peer_hdr_parse(buf, &out), 0);
+		assert_int_equal(out.status, -ESTALE);
+		assert_int_equal(out.payload_len, 0);
+	}
+}
+
+static void test_payload_len(void **state)
+{
+	struct tsr_peer_hdr h = valid_req(TSR_PEER_SUMS), out;
+	uint8_t buf[TSR_PEER_HDR_SIZE];
+
+	(void)state;
+	h.flags = TSR_PEER_F_REPLY;
+	h.length = TSR_PEER_MAX_SUMS_RANGE;
+	h.data_crc = 1;
+	tsr_peer_hdr_pack(&h, buf);
+	assert_int_equal(tsr_peer_hdr_parse(buf, &out), 0);
+	assert_int_equal(out.payload_len, TSR_PEER_MAX_SUMS_RANGE / BS * 4);
+	h = valid_req(TSR_PEER_READ);
+	h.flags = TSR_PEER_F_REPLY;
+	h.length = TSR_MAX_IO;
+	h.data_crc = 1;
+	tsr_peer_hdr_pack(&h, buf);
+	assert_int_equal(tsr_peer_hdr_parse(buf, &out), 0);
+	assert_int_equal(out.payload_len, TSR_MAX_IO);
+	/* a READ request carries nothing */
+	h = valid_req(TSR_PEER_READ);
+	tsr_peer_hdr_pack(&h, buf);
+	assert_int_equal(tsr_peer_hdr_parse(buf, &out), 0);
+	assert_int_equal(out.payload_len, 0);
+}
+
+/* The documented offsets, little endian. */
+static void test_wire_layout(void **state)
+{
+	struct tsr_peer_hdr h = valid_req(TSR_PEER_WRITE);
+	uint8_t buf[TSR_PEER_HDR_SIZE];
+
+	(void)state;
+	h.seq = 0x0102030405060708ull;
+	tsr_peer_hdr_pack(&h, buf);
+	assert_memory_equal(buf, "TSRP", 4);
+	assert_int_equal(buf[4], TSR_PEER_WRITE);
+	assert_int_equal(buf[5], TSR_PEER_F_FUA);
+	assert_int_equal(buf[6] | buf[7], 0);
+	assert_int_equal(buf[8], 3);
+	assert_int_equal(buf[16 + 1], (8 * BS) >> 8);
+	assert_int_equal(buf[24 + 1], (2 * BS) >> 8);
+	assert_int_equal(buf[32], 42);
+	assert_int_equal(buf[40], 0x08);
+	assert_int_equal(buf[47], 0x01);
+	assert_int_equal(buf[48], 0xef);
+	assert_int_equal(buf[51], 0xde);
+	assert_int_equal(buf[52] | buf[53] << 8 | buf[54] << 16 | (uint32_t)buf[55] << 24,
+			 tsr_crc32c(0, buf, 52));
+}
+
+/* Pack h, apply a change to the bytes (or not), re-seal the CRC, parse. */
+static int parse_mod(struct tsr_peer_hdr h, size_t off, uint8_t val, bool reseal)
+{
+	uint8_t buf[TSR_PEER_HDR_SIZE];
+	struct tsr_peer_hdr out;
+	uint32_t crc;
+
+	tsr_peer_hdr_pack(&h, buf);
+	if (off < TSR_PEER_HDR_SIZE)
+		buf[off] = val;
+	if (reseal) {
+		crc = tsr_crc32c(0, buf, 52);
+		buf[52] = (uint8_t)crc;
+		buf[53] = (uint8_t)(crc >> 8);
+		buf[54] = (uint8_t)(crc >> 16);
+		buf[55] = (uint8_t)(crc >> 24);
+	}
+	return tsr_peer_hdr_parse(buf, &out);
+}
+
+static int parse(struct tsr_peer_hdr h)
+{
+	return parse_mod(h, TSR_PEER_HDR_SIZE, 0, false);
+}
+
+static void test_malformed(void **state)
+{
+	struct tsr_peer_hdr h;
+	size_t i;
+
+	(void)state;
+	/* wrong magic (even with a valid CRC), bad header CRC anywhere */
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_READ), 0, 'X', true), -EBADMSG);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_READ), 3, 'Q', false), -EBADMSG);
+	for (i = 4; i < TSR_PEER_HDR_SIZE; i++)
+		assert_int_equal(parse_mod(valid_req(TSR_PEER_READ), i,
+					   (uint8_t)(i == 52 ? 0 : 0xff), false), -EBADMSG);
+	/* unknown opcode */
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, 0, true), -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, 11, true), -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, 0xff, true), -EPROTO);
+	/* reserved != 0 */
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 6, 1, true), -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 7, 0x80, true), -EPROTO);
+	/* unknown flags, and flags the opcode does not take */
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_WRITE), 5, 0x08, true), -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_READ), 5, TSR_PEER_F_FUA, true), -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_WRITE), 5, TSR_PEER_F_NO_HOLE, true),
+			 -EPROTO);
+	/* status > 0, status in a request, status below any errno */
+	h = valid_req(TSR_PEER_FLUSH);
+	h.flags = TSR_PEER_F_REPLY;
+	h.status = 5;
+	assert_int_equal(parse(h), -EPROTO);
+	h.status = -100000;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_FLUSH);
+	h.status = -EIO;
+	assert_int_equal(parse(h), -EPROTO);
+
+	/* misaligned offset or length */
+	h = valid_req(TSR_PEER_READ);
+	h.offset += 512;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_WRITE);
+	h.length = BS + 1;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_TRIM);
+	h.length = 100;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_WRITE_ZEROES);
+	h.offset = 1;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_SUMS);
+	h.length = 4 * BS - 4;
+	assert_int_equal(parse(h), -EPROTO);
+	/* zero length data ops, offset wrapping around */
+	h = valid_req(TSR_PEER_READ);
+	h.length = 0;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_TRIM);
+	h.offset = UINT64_MAX - BS + 1;
+	h.length = 2 * BS;
+	assert_int_equal(parse(h), -EPROTO);
+	/* fields that must be 0 */
+	h = valid_req(TSR_PEER_FLUSH);
+	h.length = BS;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_PING);
+	h.offset = BS;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_HELLO);
+	h.handle = 1;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_OPEN);
+	h.offset = BS;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_READ); /* no payload: data_crc 0 */
+	h.data_crc = 1;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_OPEN); /* replies have no payload */
+	h.flags = TSR_PEER_F_REPLY;
+	assert_int_equal(parse(h), -EPROTO);
+
+	/* oversized */
+	h = valid_req(TSR_PEER_READ);
+	h.length = TSR_MAX_IO + BS;
+	assert_int_equal(parse(h), -EMSGSIZE);
+	h = valid_req(TSR_PEER_WRITE);
+	h.length = TSR_MAX_IO + BS;
+	assert_int_equal(parse(h), -EMSGSIZE);
+	h.length = TSR_MAX_IO;
+	assert_int_equal(parse(h), 0);
+	h = valid_req(TSR_PEER_SUMS);
+	h.length = TSR_PEER_MAX_SUMS_RANGE + BS;
+	assert_int_equal(parse(h), -EMSGSIZE);
+	h = valid_req(TSR_PEER_HELLO);
+	h.length = 65 + 64;
+	assert_int_equal(parse(h), -EMSGSIZE);
+	h.length = 64; /* shorter than the token and its length byte */
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_OPEN);
+	h.length = 64;
+	assert_int_equal(parse(h), -EMSGSIZE);
+	h.length = 0;
+	h.data_crc = 0;
+	assert_int_equal(parse(h), -EPROTO);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_round_trip_every_op),
+		cmocka_unit_test(test_payload_len),
+		cmocka_unit_test(test_wire_layout),
+		cmocka_unit_test(test_malformed),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
