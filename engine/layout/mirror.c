@@ -371,7 +371,8 @@ struct wop {
 struct wsub {
 	struct wop *op;
 	struct mcopy *c;
-	unsigned gen;
+	unsigned gen;                /* session: a failure of an old one is not news */
+	unsigned slot_gen;           /* the copy in the slot (replace) */
 };
 
 static void wop_launch(struct wop *op);
@@ -482,7 +483,9 @@ static void wop_missed(struct wop *op, struct mcopy *c)
 		op->status = -EIO;
 	else
 		op->pending += n;
-	if (c->recorded != TSR_COPY_OUT_OF_SYNC || c->hook_busy) {
+	/* recorded OUT_OF_SYNC with a RESYNCING hook in flight is fine: the bits
+	 * are set before the walk starts */
+	if (c->recorded != TSR_COPY_OUT_OF_SYNC) {
 		struct waiter *w = calloc(1, sizeof(*w));
 
 		if (w == NULL) {
@@ -502,7 +505,9 @@ static void wsub_done(void *arg, int status)
 	struct wop *op = s->op;
 	struct mcopy *c = s->c;
 
-	if (status == 0) {
+	if (s->slot_gen != c->slot_gen) {
+		/* the copy was replaced meanwhile: the new one gets a full resync */
+	} else if (status == 0) {
 		op->ok |= 1u << c->idx;
 	} else if (status == -ESTALE) {
 		mirror_fence_now(op->m, "a copy has seen a newer epoch");
@@ -545,6 +550,7 @@ static void wop_launch(struct wop *op)
 		s->op = op;
 		s->c = c;
 		s->gen = c->gen;
+		s->slot_gen = c->slot_gen;
 		op->pending++;
 		ret = mcopy_submit(c, op->kind, op->off, op->len, op->buf, op->flags, wsub_done, s);
 		if (ret < 0)

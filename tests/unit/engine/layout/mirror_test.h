@@ -417,4 +417,71 @@ static UNUSED int ldo(struct tsr_worker *home, struct tsr_layout *l, enum dkind 
 	return dcall_wait(&d, 20000);
 }
 
+/* ---- a batch of writes issued at once (several in flight, maybe overlapping) ---- */
+
+struct batch {
+	struct tsr_layout *l;
+	unsigned n;
+	uint64_t off[64];
+	uint32_t len[64];
+	void *buf[64];
+	int ret[64], status[64];
+	int done_count;
+	int failed;
+	sem_t done;
+};
+
+struct batch_item {
+	struct batch *b;
+	unsigned i;
+};
+
+static void batch_cb(void *arg, int status)
+{
+	struct batch_item *it = arg;
+	struct batch *b = it->b;
+
+	b->status[it->i] = status;
+	if (status != 0)
+		b->failed++;
+	free(it);
+	if (++b->done_count == (int)b->n)
+		sem_post(&b->done);
+}
+
+static void batch_msg(struct tsr_worker *w, void *arg)
+{
+	struct batch *b = arg;
+	struct tsr_io *io = tsr_worker_io(w);
+
+	for (unsigned i = 0; i < b->n; i++) {
+		struct batch_item *it = malloc(sizeof(*it));
+
+		it->b = b;
+		it->i = i;
+		b->ret[i] = tsr_layout_write(b->l, io, b->off[i], b->len[i], b->buf[i], 0, batch_cb,
+					     it);
+		if (b->ret[i] != 0) {
+			free(it);
+			b->failed++;
+			if (++b->done_count == (int)b->n)
+				sem_post(&b->done);
+		}
+	}
+}
+
+/* Issue every write of b in one pass of home; 0 when all succeeded. */
+static UNUSED int batch_run(struct tsr_worker *home, struct batch *b)
+{
+	sem_init(&b->done, 0, 0);
+	b->done_count = 0;
+	b->failed = 0;
+	if (tsr_worker_send(home, batch_msg, b) != 0)
+		abort();
+	if (sem_wait_ms(&b->done, 30000) != 0)
+		return -ETIMEDOUT;
+	sem_destroy(&b->done);
+	return b->failed ? -EIO : 0;
+}
+
 #endif

@@ -524,6 +524,120 @@ static void test_read_repair(void **state)
 	assert_copies_equal_model(e);
 }
 
+/* The metadata store cannot record a failed copy: the writes that missed it
+ * fail, never acked. */
+static void test_hook_failure(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_mirror_status s;
+
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, 64 * 1024, 1, 0), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	pthread_mutex_lock(&g_log.lock);
+	g_log.hook_status = -EIO;
+	pthread_mutex_unlock(&g_log.lock);
+	node_stop(&e->nodes[2]);
+	fill(e->buf, 64 * 1024, 2, MiB);
+	assert_int_equal(ldo(e->home, e->l, D_WRITE, MiB, 64 * 1024, e->buf, 0), -EIO);
+	/* the metadata store works again: the next write goes through */
+	pthread_mutex_lock(&g_log.lock);
+	g_log.hook_status = 0;
+	pthread_mutex_unlock(&g_log.lock);
+	assert_int_equal(lwrite(e, 2 * MiB, 64 * 1024, 3, 0), 0);
+	assert_int_equal(g_log.state[2], TSR_COPY_OUT_OF_SYNC);
+	usleep(100 * 1000);
+	get_status(e, &s);
+	assert_int_equal(s.in_sync, 2);
+	assert_int_equal(s.copies[2].dirty_bytes, 2 * REGION);
+}
+
+/* Resync while the host keeps writing (overlapping writes, several in
+ * flight, into the regions being copied): all copies end identical. */
+static void test_resync_under_load(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_mirror_status s;
+	static struct batch b;
+	unsigned round;
+
+	opts_init(e, &o, false, 2, 1);
+	o.resync_rate = 8 * MiB; /* 8 regions: about a second */
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	node_stop(&e->nodes[1]);
+	for (unsigned r = 0; r < 8; r++)
+		assert_int_equal(lwrite(e, r * MiB, MiB, 40 + r, 0), 0);
+	node_run(&e->nodes[1], 11);
+	tsr_mirror_copy_returned(e->l, 1, e->nodes[1].address);
+
+	memset(&b, 0, sizeof(b));
+	b.l = e->l;
+	b.n = 16;
+	for (unsigned i = 0; i < b.n; i++)
+		b.buf[i] = tsr_alloc_aligned(256 * 1024);
+	for (round = 0; round < 20; round++) {
+		for (unsigned i = 0; i < b.n; i++) {
+			/* pairs of writes overlap: the later must win everywhere */
+			b.off[i] = ((uint64_t)((round * 7 + i / 2) % 8) * MiB) + (i % 2) * 64 * 1024;
+			b.len[i] = 128 * 1024;
+			fill(b.buf[i], b.len[i], 100 + round * 16 + i, b.off[i]);
+		}
+		assert_int_equal(batch_run(e->home, &b), 0);
+		for (unsigned i = 0; i < b.n; i++)
+			memcpy(e->model + b.off[i], b.buf[i], b.len[i]);
+		usleep(20 * 1000);
+	}
+	assert_true(wait_status(e, all_in_sync, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.resync_regions_copied, 8);
+	for (unsigned i = 0; i < b.n; i++)
+		tsr_free_aligned(b.buf[i]);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	assert_copies_equal_model(e);
+}
+
+/* Replace copy 2 by a new node: full resync onto it, the old bitmap goes. */
+static void test_replace(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_mirror_status s;
+	struct tsr_mirror_copy nc = { .state = TSR_COPY_OUT_OF_SYNC };
+	struct node n3;
+	char path[PATH_MAX];
+
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, 2 * MiB, 1, 0), 0);
+	assert_int_equal(lwrite(e, 12 * MiB, MiB, 2, 0), 0);
+	node_stop(&e->nodes[2]);
+	assert_int_equal(lwrite(e, 4 * MiB, MiB, 3, 0), 0);
+
+	assert_int_equal(node_init(&n3, 3, VOL), 0);
+	snprintf(nc.node_id, sizeof(nc.node_id), "%s", n3.node_id);
+	snprintf(nc.address, sizeof(nc.address), "%s", n3.address);
+	assert_int_equal(tsr_mirror_replace_copy(e->l, 2, &nc), 0);
+	snprintf(path, sizeof(path), "%s/%s.node2.bitmap", e->state_dir, VOLNAME);
+	assert_int_equal(access(path, F_OK), -1);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	get_status(e, &s);
+	assert_string_equal(s.copies[2].node_id, "node3");
+	assert_int_equal(s.copies[2].state, TSR_COPY_IN_SYNC);
+	assert_int_equal(s.resync_bytes_copied, VOL); /* every region */
+	assert_int_equal(g_log.state[2], TSR_COPY_IN_SYNC);
+	assert_int_equal(lwrite(e, 5 * MiB, 64 * 1024, 4, 0), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	assert_int_equal(node_read_all(&n3, e->file, VOL), 0);
+	assert_memory_equal(e->file, e->model, VOL);
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	node_fini(&n3);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -536,6 +650,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_converge, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scrub, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_repair, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hook_failure, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resync_under_load, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_replace, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
