@@ -77,7 +77,7 @@ static int get_attach(struct tsr_cluster *c, const char *name, char *node, size_
  * when the record's epoch is not this one (a newer coordinator owns it).
  */
 static int update_volume(struct tsr_cluster *c, const char *name, uint64_t epoch,
-			 bool clean, bool only_if_epoch, bool *old_clean)
+			 bool clean, bool only_if_epoch, bool *old_clean, bool *was_ours)
 {
 	Tessera__Cluster__VolumeRecord *rec;
 	char key[80];
@@ -95,6 +95,19 @@ static int update_volume(struct tsr_cluster *c, const char *name, uint64_t epoch
 		}
 		if (old_clean)
 			*old_clean = rec->clean_detach;
+		if (was_ours)
+			*was_ours = strcmp(rec->coordinator, c->node_id) == 0;
+		if (!only_if_epoch) { /* attach: we are the coordinator now */
+			char *me = strdup(c->node_id);
+
+			if (me == NULL) {
+				tessera__cluster__volume_record__free_unpacked(rec, NULL);
+				return -ENOMEM;
+			}
+			if (rec->coordinator != protobuf_c_empty_string)
+				free(rec->coordinator);
+			rec->coordinator = me;
+		}
 		rec->epoch = epoch;
 		rec->clean_detach = clean;
 		ret = rec_put(c->meta, key, &rec->base, rev, 0, NULL);
@@ -137,7 +150,7 @@ static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size
 	struct tsr_worker *home;
 	char key[80], holder[64];
 	uint64_t epoch, lease = cluster_lease(c), held_lease;
-	bool old_clean = false;
+	bool old_clean = false, bitmaps_ours = false;
 	int ret;
 
 	a = cluster_find_attachment(c, name);
@@ -186,7 +199,7 @@ static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size
 			 "second)" : "");
 		goto out;
 	}
-	ret = update_volume(c, name, epoch, false, false, &old_clean);
+	ret = update_volume(c, name, epoch, false, false, &old_clean, &bitmaps_ours);
 	if (ret) {
 		snprintf(msg, msg_len, "cannot record epoch %llu in vol/%s: %s (retry)",
 			 (unsigned long long)epoch, name, strerror(-ret));
@@ -213,6 +226,7 @@ static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size
 	mo.n_copies = (unsigned)rec->n_copies;
 	mo.min_replicas = rec->min_replicas;
 	mo.peer_timeout_ms = c->o.peer_timeout_ms;
+	mo.write_wait_ms = c->o.write_wait_ms;
 	mo.resync_rate = c->o.resync_rate;
 	mo.converge = !old_clean;
 	mo.hooks.set_copy_state = cluster_set_copy_state;
@@ -242,9 +256,13 @@ static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size
 			snprintf(mc->address, sizeof(mc->address), "%s", node->address);
 			tessera__cluster__node_record__free_unpacked(node, NULL);
 		}
-		/* away under another coordinator (or our bitmap is lost): copy it all */
+		/*
+		 * Away under another coordinator: our bitmap (if any) misses its
+		 * writes, copy it all.  A lost bitmap the mirror detects itself.
+		 */
 		snprintf(bitmap, sizeof(bitmap), "%s/%s.%s.bitmap", c->coord_dir, name, cr->node_id);
-		mc->full_resync = mc->state != TSR_COPY_IN_SYNC && access(bitmap, F_OK) != 0;
+		mc->full_resync = mc->state != TSR_COPY_IN_SYNC &&
+				  (!bitmaps_ours || access(bitmap, F_OK) != 0);
 	}
 	/* listed before the mirror exists: its first state changes need our epoch */
 	pthread_mutex_lock(&c->lock);
@@ -331,16 +349,28 @@ int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg,
 		ret = tsr_volset_detach(c->o.vols, a->name);
 		if (ret)
 			tsr_warn("cluster: unregister %s: %s", a->name, strerror(-ret));
+		/*
+		 * NBD clients still connected keep the detached coordinator until they
+		 * go: their writes may still land, so the copies are not known to be
+		 * identical.  The next attach converges them (a higher epoch fences
+		 * these clients at every copy).
+		 */
+		if (tsr_volset_in_use(c->o.vols, a->name)) {
+			tsr_warn("cluster: volume %s detached with NBD clients still connected: "
+				 "they drain on the old coordinator; the next attach converges the "
+				 "copies", a->name);
+			fenced = true;
+		}
 	}
 	if (!fenced) {
-		ret = update_volume(c, a->name, a->epoch, true, true, NULL);
+		ret = update_volume(c, a->name, a->epoch, true, true, NULL, NULL);
 		if (ret)
 			tsr_warn("cluster: volume %s: cannot record the clean detach: %s (the next "
 				 "attach converges the copies)", a->name, strerror(-ret));
 	}
 	delete_attach_key(c, a->name, a->epoch);
 	tsr_info("cluster: detach %s epoch %llu from %s%s", a->name, (unsigned long long)a->epoch,
-		 c->node_id, fenced ? " (fenced: not clean)" : "");
+		 c->node_id, fenced ? " (not clean: the next attach converges)" : " (clean)");
 	snprintf(msg, msg_len, "detached '%s'", a->name);
 	free(a);
 	return 0;
@@ -369,11 +399,6 @@ void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			return;
 		/* recorded as ours but not here (a restart within the lease): drop the key */
 		delete_attach_key(c, name, epoch);
-		return;
-	}
-	if (tsr_volset_in_use(c->o.vols, name)) {
-		admin_fail(resp, -EBUSY, "volume '%s' has an NBD client on %s (disconnect it first)",
-			   name, c->node_id);
 		return;
 	}
 	cluster_detach_local(c, a, msg, sizeof(msg));

@@ -98,7 +98,17 @@ static int register_node(struct tsr_cluster *c, struct tsr_meta *m, uint64_t lea
 		return ret;
 	}
 	snprintf(key, sizeof(key), "alive/%s", c->node_id);
-	ret = tsr_meta_cas(m, key, 0, NULL, 0, lease, NULL);
+	/* a restart within the TTL finds its previous life's key: wait for it to lapse */
+	for (int64_t start = mono_ms(), tries = 0;; tries++) {
+		ret = tsr_meta_cas(m, key, 0, NULL, 0, lease, NULL);
+		if (ret != -ECANCELED ||
+		    mono_ms() - start > (int64_t)TSR_CLUSTER_LEASE_TTL_MS + 1500)
+			break;
+		if (tries == 0)
+			tsr_info("cluster: %s still held (a previous run of this node?): waiting up "
+				 "to %u ms for its lease to lapse", key, TSR_CLUSTER_LEASE_TTL_MS);
+		usleep(250 * 1000);
+	}
 	if (ret == -ECANCELED) {
 		tsr_error("cluster: node id '%s' is already alive in the cluster (another tesserad "
 			  "uses it: give this one another --node-id, or stop the other one and "

@@ -55,6 +55,7 @@ struct tsr_cluster_opts {
 	const char *node_id, *zone, *site;
 	uint64_t capacity;             /* bytes */
 	unsigned peer_timeout_ms;      /* 0: 5000 */
+	unsigned write_wait_ms;        /* below min-replicas, how long writes wait (0: 30000) */
 	unsigned rebuild_after_sec;    /* 0: never rebuild automatically */
 	uint64_t resync_rate;          /* bytes/s, 0: unlimited */
 	const char *const *nbd_listeners;

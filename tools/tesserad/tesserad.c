@@ -75,6 +75,7 @@ struct tesserad {
 	const char *node_id_opt, *zone, *site;
 	uint64_t capacity;          /* 0: the size of DIR's filesystem */
 	unsigned peer_timeout_ms;
+	unsigned write_wait_ms;
 	unsigned rebuild_after_sec;
 	uint64_t resync_rate;
 	/* state, in start-up order */
@@ -136,6 +137,8 @@ static void usage(FILE *f)
 "  --capacity SIZE        space offered for copies (default: DIR's filesystem)\n"
 "  --peer-timeout MS      a copy that does not answer this long is out of sync\n"
 "                         (default 5000)\n"
+"  --write-wait MS        with fewer than min-replicas copies in sync, writes wait\n"
+"                         this long for one to return, then fail (default 30000)\n"
 "  --rebuild-after SEC    rebuild elsewhere a copy whose node stays dead this\n"
 "                         long (default 600, 0 = never)\n"
 "  --resync-rate SIZE     resync/rebuild bandwidth per volume, per second\n"
@@ -174,7 +177,7 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 {
 	enum { O_DATA = 256, O_DEVICE, O_NBD, O_ADMIN, O_WORKERS, O_IO, O_FAULT, O_LOG,
 	       O_HELP, O_VERSION, O_LISTEN, O_META, O_JOIN, O_TOKEN, O_NODE, O_ZONE, O_SITE,
-	       O_CAPACITY, O_PEER_TIMEOUT, O_REBUILD, O_RESYNC };
+	       O_CAPACITY, O_PEER_TIMEOUT, O_REBUILD, O_RESYNC, O_WRITE_WAIT };
 	static const struct option opts[] = {
 		{ "data", required_argument, NULL, O_DATA },
 		{ "device", required_argument, NULL, O_DEVICE },
@@ -194,6 +197,7 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 		{ "capacity", required_argument, NULL, O_CAPACITY },
 		{ "peer-timeout", required_argument, NULL, O_PEER_TIMEOUT },
 		{ "rebuild-after", required_argument, NULL, O_REBUILD },
+		{ "write-wait", required_argument, NULL, O_WRITE_WAIT },
 		{ "resync-rate", required_argument, NULL, O_RESYNC },
 		{ "help", no_argument, NULL, O_HELP },
 		{ "version", no_argument, NULL, O_VERSION },
@@ -303,13 +307,17 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 			break;
 		case O_PEER_TIMEOUT:
 		case O_REBUILD:
+		case O_WRITE_WAIT:
 			errno = 0;
 			n = strtol(optarg, &end, 10);
 			if (errno || *end || n < (c == O_REBUILD ? 0 : 100) || n > 100000000)
 				die_usage(c == O_REBUILD ? "--rebuild-after %s: give seconds (0 = never)"
-					  : "--peer-timeout %s: give milliseconds (>= 100)", optarg);
+					  : "--peer-timeout/--write-wait %s: give milliseconds (>= 100)",
+					  optarg);
 			if (c == O_REBUILD)
 				d->rebuild_after_sec = (unsigned)n;
+			else if (c == O_WRITE_WAIT)
+				d->write_wait_ms = (unsigned)n;
 			else
 				d->peer_timeout_ms = (unsigned)n;
 			break;
@@ -759,6 +767,7 @@ static int start_cluster(struct tesserad *d, const char *const *nbd_names)
 	co.site = d->site;
 	co.capacity = d->capacity ? d->capacity : dir_capacity(d->dir);
 	co.peer_timeout_ms = d->peer_timeout_ms;
+	co.write_wait_ms = d->write_wait_ms;
 	co.rebuild_after_sec = d->rebuild_after_sec;
 	co.resync_rate = d->resync_rate;
 	co.nbd_listeners = nbd_names;
