@@ -78,14 +78,11 @@ const char *cli_fmt_rate(double bps, char *buf, size_t len)
 
 unsigned cli_percent(uint64_t done, uint64_t total)
 {
-	uint64_t p;
+	unsigned __int128 p; /* done * 100 does not fit 64 bits for large volumes */
 
 	if (total == 0)
 		return 100;
-	if (done <= UINT64_MAX / 100)
-		p = done * 100 / total;
-	else
-		p = done / (total / 100 ? total / 100 : 1); /* total >= 100 here in practice */
+	p = (unsigned __int128)done * 100 / total;
 	return p > UINT_MAX ? UINT_MAX : (unsigned)p;
 }
 
