@@ -426,7 +426,8 @@ static void copies_line(const Tessera__Admin__VolumeStatus *s, char *buf, size_t
 		snprintf(buf + off, len - off, " (resync %u%%, %s, ETA %s)",
 			 cli_percent(s->resync_done_bytes, s->resync_total_bytes),
 			 cli_fmt_rate(s->resync_rate_bps, rate, sizeof(rate)),
-			 cli_fmt_duration(s->resync_eta_sec, eta, sizeof(eta)));
+			 s->resync_rate_bps > 0 ?
+			 cli_fmt_duration(s->resync_eta_sec, eta, sizeof(eta)) : "unknown");
 	}
 }
 

@@ -606,7 +606,7 @@ static void detach_volume(struct demo *d)
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DETACH;
 	req.volume_detach = &detach;
 	if (ask(d, &req, 0, &resp) == 0) {
-		printf("detached volume '%s'\n", DEMO_VOLUME);
+		printf("\ndetached volume '%s'\n", DEMO_VOLUME);
 		tessera__admin__response__free_unpacked(resp, NULL);
 	}
 	d->attached = false;
@@ -1090,14 +1090,12 @@ int cli_demo(struct cli *cli, int argc, char **argv)
 	if (d->keep) {
 		serving = true; /* from here Ctrl-C is the way to end, not an interruption */
 		ret = keep_serving(d) ?: ret;
-		printf("\n");
 	}
 out_stop:
 	if (started) {
 		stop_ret = stop_nodes(d);
 		if (stop_ret == 0 && ret == 0)
-			printf("%s stopped cleanly\n", d->standalone ? "\ntesserad" :
-			       "\nthe 3 nodes");
+			printf("%s stopped cleanly\n", d->standalone ? "\ntesserad" : "the 3 nodes");
 		ret = ret ?: stop_ret;
 	}
 	if (g_stop && ret == 0 && !serving)
