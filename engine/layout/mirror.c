@@ -19,8 +19,9 @@
  * bitmap, and the write waits until the bitmap page is durable and the
  * metadata store holds OUT_OF_SYNC (hooks) before it is acknowledged.  A
  * write that lands on fewer than min_replicas copies (or starts while fewer
- * are IN_SYNC) keeps its range and waits (stalled) for a copy to return, up
- * to write_wait_ms from its arrival, then fails with -EIO.
+ * are IN_SYNC) waits (stalled, its range given back so a resync can copy it)
+ * for a copy to return, up to write_wait_ms from its arrival, then fails
+ * with -EIO; it is never acknowledged on fewer.
  * Regions written without FUA since the last completed flush are remembered
  * (unflushed): a copy that fails may have lost them, so they go into its
  * bitmap too.
@@ -409,6 +410,13 @@ static void wop_complete(struct wop *op, int status)
 	m_put(m);
 }
 
+/*
+ * Wait for min_replicas IN_SYNC copies.  The range is given back meanwhile:
+ * nothing of ours is in flight, and a resync that would bring a copy back
+ * may need to copy exactly this range.  Stalled writes retake their ranges
+ * in arrival order when they go again (mirror_kick_stalled), and a newer
+ * overlapping write stalls behind them, so the order on the copies holds.
+ */
 static void stall(struct wop *op)
 {
 	struct mirror *m = op->m;
@@ -420,6 +428,8 @@ static void stall(struct wop *op)
 	else
 		m->stalled = op;
 	m->stalled_tail = op;
+	if (op->kind != MCOP_FLUSH && op->rl.held)
+		rl_release(m, &op->rl);
 }
 
 static bool expired(const struct mirror *m, const struct wop *op, uint64_t now)
@@ -592,7 +602,16 @@ void mirror_kick_stalled(struct mirror *m)
 		if (m->stalled == NULL)
 			m->stalled_tail = NULL;
 		op->next = NULL;
-		wop_launch(op);
+		op->stalled = false;
+		if (op->kind == MCOP_FLUSH || op->rl.held) {
+			wop_launch(op);
+		} else if (rl_acquire(m, &op->rl, op->off, op->len, wop_granted)) {
+			wop_launch(op);
+		} else {
+			op->blocked = true;
+			op->next = m->blocked;
+			m->blocked = op;
+		}
 	}
 }
 

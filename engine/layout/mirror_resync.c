@@ -34,6 +34,7 @@ struct xfer {
 	int src;           /* copy read from */
 	int hint;          /* preferred source, -1 none */
 	uint32_t tried;
+	bool hole;         /* the source has a hole there: trim the targets */
 	uint8_t *buf;
 	int pending;
 	int status;
@@ -68,7 +69,8 @@ static void xfer_write_done(void *arg, int status)
 	struct xfer *x = s->x;
 
 	if (status == 0) {
-		x->bytes += x->len;
+		if (!x->hole)
+			x->bytes += x->len;
 	} else {
 		if (x->status == 0)
 			x->status = status;
@@ -112,14 +114,33 @@ static void xfer_read_done(void *arg, int status)
 		s->c = c;
 		s->gen = c->gen;
 		x->pending++;
-		/* FUA: a region copied is durable before its bit is cleared */
-		ret = mcopy_submit(c, MCOP_WRITE, x->off, x->len, x->buf, TSR_WRITE_FUA,
-				   xfer_write_done, s);
+		/* FUA: a region copied is durable before its bit is cleared (a
+		 * trim is: the store punches and syncs before completing) */
+		if (x->hole)
+			ret = mcopy_submit(c, MCOP_TRIM, x->off, x->len, NULL, 0, xfer_write_done,
+					   s);
+		else
+			ret = mcopy_submit(c, MCOP_WRITE, x->off, x->len, x->buf, TSR_WRITE_FUA,
+					   xfer_write_done, s);
 		if (ret < 0)
 			xfer_write_done(s, ret);
 	}
 	if (--x->pending == 0)
 		xfer_finish(x, x->status);
+}
+
+/* The local source reads [off, off+len) as one hole (lseek, no data read). */
+static bool source_is_hole(struct mcopy *c, uint64_t off, uint32_t len)
+{
+	struct tsr_extent ext;
+	size_t n = 0;
+
+	if (!c->local || c->svol == NULL)
+		return false;
+	if (tsr_svol_block_status(c->svol, off, len, &ext, 1, &n) < 0 || n != 1)
+		return false;
+	return (ext.flags & TSR_EXTENT_HOLE) && ext.offset <= off &&
+	       ext.offset + ext.length >= off + len;
 }
 
 static void xfer_read(struct xfer *x)
@@ -142,6 +163,12 @@ static void xfer_read(struct xfer *x)
 			break;
 		x->tried |= 1u << src;
 		x->src = src;
+		if (source_is_hole(&m->copies[src], x->off, x->len)) {
+			/* sparse: nothing to read, the targets get a hole too */
+			x->hole = true;
+			xfer_read_done(x, 0);
+			return;
+		}
 		ret = mcopy_submit(&m->copies[src], MCOP_READ, x->off, x->len, x->buf, 0,
 				   xfer_read_done, x);
 		if (ret == 0)

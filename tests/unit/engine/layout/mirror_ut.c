@@ -442,8 +442,9 @@ static void test_converge(void **state)
 	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
 	assert_copies_equal_model(e);
 	get_status(e, &s);
-	/* blocks 3, 7, 5 MiB: one copy each; block 9: two copies */
-	assert_int_equal(s.resync_bytes_copied, 5 * BS);
+	/* blocks 3 and 7: one copy each; block 9: two copies; the block at
+	 * 5 MiB is a hole on the source: trimmed on node2, not copied */
+	assert_int_equal(s.resync_bytes_copied, 4 * BS);
 }
 
 static void test_scrub(void **state)
@@ -627,7 +628,10 @@ static void test_replace(void **state)
 	get_status(e, &s);
 	assert_string_equal(s.copies[2].node_id, "node3");
 	assert_int_equal(s.copies[2].state, TSR_COPY_IN_SYNC);
-	assert_int_equal(s.resync_bytes_copied, VOL); /* every region */
+	/* every region, but the holes of the source are trimmed, not copied:
+	 * regions 0, 1, 4 and 12 hold data */
+	assert_int_equal(s.resync_regions_copied, VOL / REGION);
+	assert_int_equal(s.resync_bytes_copied, 4 * REGION);
 	assert_int_equal(g_log.state[2], TSR_COPY_IN_SYNC);
 	assert_int_equal(lwrite(e, 5 * MiB, 64 * 1024, 4, 0), 0);
 	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
@@ -636,6 +640,45 @@ static void test_replace(void **state)
 	tsr_layout_destroy(e->l);
 	e->l = NULL;
 	node_fini(&n3);
+}
+
+/* Below min_replicas a write waits; a copy that comes back (its resync
+ * copying the very region the write waits on) lets it through, acked once. */
+static void test_stalled_write_resumes(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct dcall d = { .kind = D_WRITE, .off = 3 * MiB, .len = 64 * 1024 };
+
+	opts_init(e, &o, true, 2, 1);
+	o.write_wait_ms = 15000;
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	/* node2 away: region 3 dirty in its bitmap */
+	node_stop(&e->nodes[2]);
+	assert_int_equal(lwrite(e, 3 * MiB, 256 * 1024, 1, 0), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	/* node1 away too: a write to region 3 waits */
+	node_stop(&e->nodes[1]);
+	usleep(50 * 1000);
+	d.l = e->l;
+	d.buf = tsr_alloc_aligned(64 * 1024);
+	fill(d.buf, 64 * 1024, 2, 3 * MiB);
+	dcall_start(e->home, &d);
+	usleep(300 * 1000);
+	assert_int_equal(d.calls, 0);
+	/* node2 back: resyncing region 3 must not wait for the waiting write */
+	node_run(&e->nodes[2], 12);
+	tsr_mirror_copy_returned(e->l, 2, e->nodes[2].address);
+	assert_int_equal(dcall_wait(&d, 10000), 0);
+	assert_int_equal(d.calls, 1);
+	memcpy(e->model + 3 * MiB, d.buf, 64 * 1024);
+	tsr_free_aligned(d.buf);
+	node_run(&e->nodes[1], 11);
+	tsr_mirror_copy_returned(e->l, 1, e->nodes[1].address);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	assert_copies_equal_model(e);
 }
 
 int main(void)
@@ -653,6 +696,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hook_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resync_under_load, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_replace, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stalled_write_resumes, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
