@@ -1,6 +1,7 @@
 /*
  * tesserad's --listen port: one TCP port for three protocols, told apart by
- * the first 4 bytes a client sends (peeked, not consumed, on the main loop):
+ * the first 4 bytes a client sends (peeked, not consumed, on the "listen"
+ * thread, so that peer and meta connections never wait for a busy main loop):
  *   TSR_PEER_MAGIC ("TSRP")  peer protocol -> a worker (round robin)
  *   TSR_META_MAGIC ("TSRM")  meta service  -> tsr_meta_server_adopt (meta node only)
  *   anything else            admin API over TCP, token required
@@ -83,8 +84,46 @@ static void sniff_cb(struct ev_loop *loop, ev_io *w, int revents)
 		else
 			close(fd); /* not the meta node: its clients were told another address */
 	} else {
-		l->on_admin(l->arg, fd);
+		pthread_mutex_lock(&l->lock);
+		if (l->n_admin_fds < sizeof(l->admin_fds) / sizeof(l->admin_fds[0])) {
+			l->admin_fds[l->n_admin_fds++] = fd;
+			fd = -1;
+		}
+		pthread_mutex_unlock(&l->lock);
+		if (fd >= 0)
+			close(fd);
+		else
+			ev_async_send(l->main_loop, &l->admin_wake);
 	}
+}
+
+static void admin_wake_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	struct cluster_listener *l = w->data;
+	int fds[64];
+	unsigned n;
+
+	pthread_mutex_lock(&l->lock);
+	n = l->n_admin_fds;
+	memcpy(fds, l->admin_fds, n * sizeof(int));
+	l->n_admin_fds = 0;
+	pthread_mutex_unlock(&l->lock);
+	for (unsigned i = 0; i < n; i++)
+		l->on_admin(l->arg, fds[i]);
+}
+
+static void stop_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void *listen_thread(void *arg)
+{
+	struct cluster_listener *l = arg;
+
+	tsr_log_set_thread_name("listen");
+	ev_run(l->loop, 0);
+	return NULL;
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -139,24 +178,52 @@ int cluster_listener_bind(struct cluster_listener *l, const char *hostport)
 	return tsr_admin_listen_tcp(hostport, &l->fd, l->name, sizeof(l->name));
 }
 
-void cluster_listener_start(struct cluster_listener *l, struct ev_loop *loop)
+int cluster_listener_start(struct cluster_listener *l, struct ev_loop *main_loop)
 {
-	l->loop = loop;
+	int ret;
+
+	l->loop = ev_loop_new(EVFLAG_AUTO);
+	if (l->loop == NULL)
+		return -ENOMEM;
+	l->main_loop = main_loop;
+	pthread_mutex_init(&l->lock, NULL);
+	ev_async_init(&l->admin_wake, admin_wake_cb);
+	l->admin_wake.data = l;
+	ev_async_start(main_loop, &l->admin_wake);
+	ev_async_init(&l->stop, stop_cb);
+	ev_async_start(l->loop, &l->stop);
 	ev_io_init(&l->watcher, accept_cb, l->fd, EV_READ);
 	l->watcher.data = l;
 	ev_timer_init(&l->pause, resume_cb, 1.0, 0.0);
 	l->pause.data = l;
-	ev_io_start(loop, &l->watcher);
+	ev_io_start(l->loop, &l->watcher);
+	ret = -pthread_create(&l->thread, NULL, listen_thread, l);
+	if (ret) {
+		ev_async_stop(main_loop, &l->admin_wake);
+		ev_loop_destroy(l->loop);
+		l->loop = NULL;
+		return ret;
+	}
 	l->started = true;
+	return 0;
 }
 
 void cluster_listener_stop(struct cluster_listener *l)
 {
 	if (l->started) {
+		ev_async_send(l->loop, &l->stop);
+		pthread_join(l->thread, NULL);
 		ev_io_stop(l->loop, &l->watcher);
 		ev_timer_stop(l->loop, &l->pause);
+		ev_async_stop(l->loop, &l->stop);
 		while (l->sniffing)
 			sniff_end(l->sniffing, true);
+		ev_loop_destroy(l->loop);
+		ev_async_stop(l->main_loop, &l->admin_wake);
+		for (unsigned i = 0; i < l->n_admin_fds; i++)
+			close(l->admin_fds[i]);
+		l->n_admin_fds = 0;
+		pthread_mutex_destroy(&l->lock);
 		l->started = false;
 	}
 	if (l->fd >= 0)

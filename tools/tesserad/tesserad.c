@@ -88,7 +88,8 @@ struct tesserad {
 	struct tsr_nbd_server *nbd;
 	struct nbd_listener listeners[MAX_LISTENERS];
 	unsigned n_listeners;
-	unsigned next_worker;       /* round-robin cursor */
+	unsigned next_worker;       /* round-robin cursor (main thread) */
+	unsigned next_peer_worker;  /* the same for peer connections (listen thread) */
 	struct tsr_admin_server *admin;
 	/* cluster mode */
 	char node_id[64];
@@ -698,7 +699,7 @@ static void cluster_on_peer(void *arg, int fd)
 	}
 	h->peer = d->peer;
 	h->fd = fd;
-	w = d->workers[d->next_worker++ % d->workers_started];
+	w = d->workers[d->next_peer_worker++ % d->workers_started];
 	if (tsr_worker_send(w, peer_on_worker, h)) {
 		close(fd);
 		free(h);
@@ -1000,7 +1001,11 @@ static int start_daemon(struct tesserad *d)
 		d->cl.on_meta = d->meta ? cluster_on_meta : NULL;
 		d->cl.on_admin = cluster_on_admin;
 		d->cl.arg = d;
-		cluster_listener_start(&d->cl, d->loop);
+		ret = cluster_listener_start(&d->cl, d->loop);
+		if (ret) {
+			tsr_error("cluster: listen thread: %s", strerror(-ret));
+			return ret;
+		}
 	}
 
 	ret = write_pid_file(d);
