@@ -480,6 +480,57 @@ static void test_garbage(void **state)
 	tsr_meta_close(m);
 }
 
+/* A server that accepts but never answers: every call ends at its deadline. */
+static void test_timeout(void **state)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sin);
+	struct tsr_meta *m = NULL;
+	int64_t t0, elapsed;
+	char hp[64];
+	int fd;
+
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(fd, 8), 0); /* the kernel completes connects; nobody reads */
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+	snprintf(hp, sizeof(hp), "127.0.0.1:%d", ntohs(sin.sin_port));
+	t0 = meta_now_ms();
+	assert_int_equal(tsr_meta_open_remote(hp, TOKEN, 300, &m), -ETIMEDOUT);
+	elapsed = meta_now_ms() - t0;
+	assert_null(m);
+	assert_true(elapsed >= 290 && elapsed < 3000);
+	close(fd);
+	(void)state;
+}
+
+/* Past META_MAX_CONNS connections the service refuses more, and recovers. */
+static void test_connection_limit(void **state)
+{
+	static const uint8_t magic[4] = { 'T', 'S', 'R', 'M' };
+	struct fixture *f = *state;
+	int fds[META_MAX_CONNS];
+	struct tsr_meta *m = NULL;
+	int ret;
+
+	for (int i = 0; i < META_MAX_CONNS; i++) {
+		fds[i] = raw_connect(f);
+		send_bytes(fds[i], magic, 4); /* then silence: held open until the auth timeout */
+	}
+	sleep_ms(200); /* let the acceptor hand them all over */
+	ret = tsr_meta_open_remote(f->hostport, TOKEN, 2000, &m);
+	assert_true(is_disconnect(ret));
+	for (int i = 0; i < 8; i++)
+		close(fds[i]);
+	sleep_ms(200); /* the service sees them go */
+	m = connect_remote(f);
+	assert_int_equal(tsr_meta_cas(m, "k", 0, "v", 1, 0, NULL), 0);
+	tsr_meta_close(m);
+	for (int i = 8; i < META_MAX_CONNS; i++)
+		close(fds[i]);
+}
+
 /* Many clients at once, each with its own connection, all served. */
 static void test_many_clients(void **state)
 {
@@ -573,6 +624,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reconnect, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connection_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_clients, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_range_pages, setup, teardown),
 	};
