@@ -22,7 +22,10 @@
  * A handle may be used by one thread at a time; the sqlite backend serialises
  * its callers internally so that the meta service and the local node can share it.
  * Errors common to every call: -ENOTCONN/-ECONNRESET/-ETIMEDOUT (remote: the
- * meta node is unreachable), -EIO (storage), -ENOMEM, -EINVAL (bad key/value).
+ * meta node is unreachable; a reconnect can also give the errors of
+ * tsr_meta_open_remote), -EPROTO (remote: a malformed reply), -EIO (storage),
+ * -EUCLEAN (sqlite: a row failed its checksum), -ENOMEM, -EINVAL (bad
+ * key/value).
  */
 #ifndef TESSERA_META_H
 #define TESSERA_META_H
@@ -93,7 +96,8 @@ int tsr_meta_delete(struct tsr_meta *m, const char *key, uint64_t expect_rev);
  * Changes to keys under prefix with revision > since_rev, oldest first
  * (puts and deletes; a key changed twice may appear once with its latest
  * state).  Waits up to timeout_ms for the first change (0: do not wait).
- * *rev gets the revision to pass as since_rev next time.
+ * *rev gets the revision to pass as since_rev next time (one call returns at
+ * most about 768 KiB of events; the rest come from the next call).
  * Errors: -ECANCELED since_rev is older than the history kept (re-read with
  * tsr_meta_range and watch from its revision).
  */
