@@ -129,7 +129,8 @@ struct tsr_peer_client_opts {
 int tsr_peer_client_create(struct tsr_worker *w, const struct tsr_peer_client_opts *opts,
 			   void (*on_fail)(void *arg, int err), void *fail_arg,
 			   struct tsr_peer_client **out);
-/* In-flight requests complete with -ECANCELED before this returns.  NULL ok. */
+/* On w's thread, before w stops.  In-flight requests complete with
+ * -ECANCELED before this returns.  NULL ok. */
 void tsr_peer_client_destroy(struct tsr_peer_client *c);
 bool tsr_peer_client_failed(const struct tsr_peer_client *c);
 

@@ -412,7 +412,7 @@ static void test_round_trip(void **state)
 {
 	struct env *e = *state;
 	uint8_t *w = tsr_alloc_aligned(1 << 20), *r = tsr_alloc_aligned(1 << 20);
-	uint32_t sums[256];
+	uint32_t sums[256], big_sums[516];
 	struct tsr_peer_server_stats st;
 	struct cli k;
 	uint64_t h;
@@ -444,6 +444,12 @@ static void test_round_trip(void **state)
 	memset(r, 0, BS);
 	for (i = 0; i < 4; i++)
 		assert_int_equal(sums[i], tsr_crc32c(0, r, BS));
+	/* a range the replica reads in several 1 MiB pieces */
+	assert_int_equal(p_io(e, &k, K_SUMS, h, 1, 1 << 20, (2 << 20) + 4 * BS, big_sums, 0), 0);
+	for (i = 0; i < 256; i++)
+		assert_int_equal(big_sums[i], tsr_crc32c(0, w + (size_t)i * BS, BS));
+	for (; i < 516; i++)
+		assert_int_equal(big_sums[i], tsr_crc32c(0, r, BS));
 
 	/* trim, with FUA: reads zeros */
 	assert_int_equal(p_io(e, &k, K_TRIM, h, 1, 1 << 20, 64 * BS, NULL, 0), 0);
