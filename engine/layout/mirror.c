@@ -819,7 +819,8 @@ static void rop_next(struct rop *op)
 			return;
 		op->status = ret;
 	}
-	op->cb_fn(op->cb_arg, m->fenced ? -EIO : (op->status == -EIO ? -EIO : -EIO));
+	/* every IN_SYNC copy failed (or fenced): the host sees -EIO */
+	op->cb_fn(op->cb_arg, -EIO);
 	free(op);
 	m_put(m);
 }
@@ -1182,8 +1183,8 @@ static void copy_returned_fn(struct ctl *ctl)
 
 	ctl->result = 0;
 	if (m->closing || m->fenced || !c->present || c->state != TSR_COPY_OUT_OF_SYNC ||
-	    c->connecting)
-		return;
+	    c->connecting || c->resync != NULL)
+		return; /* in sync, or already on its way back */
 	if (ctl->address[0] != '\0')
 		snprintf(c->address, sizeof(c->address), "%s", ctl->address);
 	ret = mcopy_connect(c, returned_open_done, c);
@@ -1198,7 +1199,7 @@ void tsr_mirror_copy_returned(struct tsr_layout *l, unsigned idx, const char *ad
 	struct mirror *m = layout_mirror(l);
 	struct ctl ctl = { .idx = idx, .fn = copy_returned_fn };
 
-	if (idx >= m->n_copies)
+	if (m == NULL || idx >= m->n_copies)
 		return;
 	if (address != NULL)
 		snprintf(ctl.address, sizeof(ctl.address), "%s", address);
@@ -1280,7 +1281,7 @@ int tsr_mirror_replace_copy(struct tsr_layout *l, unsigned idx, const struct tsr
 	char path[PATH_MAX];
 	int ret;
 
-	if (idx >= m->n_copies || copy == NULL || copy->node_id[0] == '\0')
+	if (m == NULL || idx >= m->n_copies || copy == NULL || copy->node_id[0] == '\0')
 		return -EINVAL;
 	if (m->n_retired >= TSR_MIRROR_MAX_COPIES * 4)
 		return -EBUSY;
@@ -1332,7 +1333,8 @@ void tsr_mirror_fence(struct tsr_layout *l)
 {
 	struct ctl ctl = { .fn = fence_fn };
 
-	ctl_run(layout_mirror(l), &ctl);
+	if (layout_mirror(l) != NULL)
+		ctl_run(layout_mirror(l), &ctl);
 }
 
 static void scrub_done_log(void *arg, int status)
@@ -1360,6 +1362,8 @@ int tsr_mirror_scrub_start(struct tsr_layout *l, bool repair)
 {
 	struct ctl ctl = { .repair = repair, .fn = scrub_fn };
 
+	if (layout_mirror(l) == NULL)
+		return -EINVAL;
 	return ctl_run(layout_mirror(l), &ctl);
 }
 
@@ -1367,6 +1371,10 @@ void tsr_mirror_get_status(struct tsr_layout *l, struct tsr_mirror_status *out)
 {
 	struct mirror *m = layout_mirror(l);
 
+	if (m == NULL) {
+		memset(out, 0, sizeof(*out));
+		return;
+	}
 	pthread_mutex_lock(&m->status_lock);
 	*out = m->status;
 	pthread_mutex_unlock(&m->status_lock);

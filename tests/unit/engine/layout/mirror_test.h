@@ -110,10 +110,20 @@ static UNUSED int node_listen(struct node *n)
 	return 0;
 }
 
-/* Serve the node (again): worker, listener on a fresh port, accept thread. */
+/*
+ * Serve the node (again): worker, listener on a fresh port, accept thread.
+ * Every run gets a worker index never used before in this process: the peer
+ * server keeps a context per worker index and recognises its worker by
+ * address, and a restarted worker can get the stopped one's address (then
+ * its connections were refused as belonging to a stopped worker).
+ */
 static UNUSED void node_run(struct node *n, unsigned index)
 {
-	n->w = start_worker_or_skip(index);
+	static unsigned next_index = 20;
+
+	(void)index;
+	n->w = start_worker_or_skip(next_index);
+	next_index = next_index >= 250 ? 20 : next_index + 1;
 	if (node_listen(n) < 0)
 		abort();
 	pthread_create(&n->acceptor, NULL, node_acceptor, n);

@@ -681,6 +681,115 @@ static void test_stalled_write_resumes(void **state)
 	assert_copies_equal_model(e);
 }
 
+/* Scrub: blocks failing their CRC (unreadable) on the local copy and on a
+ * replica are rewritten from a good copy. */
+static void corrupt_block(struct node *n, uint64_t block)
+{
+	struct tsr_vol_info info;
+	char path[PATH_MAX], garbage[BS];
+	int fd;
+
+	assert_int_equal(tsr_store_vol_info(n->store, VOLNAME, &info), 0);
+	vol_file(n->dir, info.uuid, "data", path);
+	memset(garbage, 0x5a, sizeof(garbage));
+	fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, garbage, BS, (off_t)(block * BS)), BS);
+	assert_int_equal(fsync(fd), 0);
+	close(fd);
+}
+
+static void test_scrub_unreadable(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_mirror_status s;
+
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, MiB, 1, TSR_WRITE_FUA), 0);
+	corrupt_block(&e->nodes[0], 5);
+	corrupt_block(&e->nodes[1], 17);
+	assert_int_equal(node_store_read(&e->nodes[0], 5 * BS, BS, e->buf), -EIO);
+	assert_int_equal(node_store_read(&e->nodes[1], 17 * BS, BS, e->buf), -EIO);
+	assert_int_equal(tsr_mirror_scrub_start(e->l, true), 0);
+	assert_true(wait_status(e, scrub_finished, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.scrub_mismatches, 2);
+	assert_int_equal(s.scrub_repaired, 2);
+	assert_int_equal(s.scrub_unrepaired, 0);
+	assert_int_equal(node_store_read(&e->nodes[0], 5 * BS, BS, e->buf), 0);
+	assert_true(is_filled(e->buf, BS, 1, 5 * BS));
+	assert_int_equal(node_store_read(&e->nodes[1], 17 * BS, BS, e->buf), 0);
+	assert_copies_equal_model(e);
+}
+
+/* A replica dies while writes are in flight: none fails (min 2), and the
+ * resync afterwards moves only regions, not the volume. */
+struct stopper {
+	struct node *n;
+	unsigned delay_ms;
+};
+
+static void *stopper_main(void *arg)
+{
+	struct stopper *st = arg;
+
+	usleep(st->delay_ms * 1000);
+	node_stop(st->n);
+	return NULL;
+}
+
+static void test_replica_dies_mid_workload(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_mirror_status s;
+	struct stopper st = { .n = &e->nodes[2], .delay_ms = 100 };
+	static struct batch b;
+	pthread_t t;
+
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	memset(&b, 0, sizeof(b));
+	b.l = e->l;
+	b.n = 16;
+	for (unsigned i = 0; i < b.n; i++)
+		b.buf[i] = tsr_alloc_aligned(64 * 1024);
+	pthread_create(&t, NULL, stopper_main, &st);
+	for (unsigned round = 0; round < 40; round++) {
+		for (unsigned i = 0; i < b.n; i++) {
+			/* rounds 0..9 in regions 0-3, later ones in 8-11 */
+			b.off[i] = (round < 10 ? 0 : 8 * MiB) + (uint64_t)(i % 4) * MiB +
+				   (uint64_t)((round * 3 + i) % 8) * 128 * 1024;
+			b.len[i] = 64 * 1024;
+			fill(b.buf[i], b.len[i], 1000 + round * 16 + i, b.off[i]);
+		}
+		assert_int_equal(batch_run(e->home, &b), 0);
+		for (unsigned i = 0; i < b.n; i++)
+			memcpy(e->model + b.off[i], b.buf[i], b.len[i]);
+		usleep(5 * 1000);
+	}
+	pthread_join(t, NULL);
+	for (unsigned i = 0; i < b.n; i++)
+		tsr_free_aligned(b.buf[i]);
+	usleep(100 * 1000);
+	get_status(e, &s);
+	assert_int_equal(s.copies[2].state, TSR_COPY_OUT_OF_SYNC);
+	assert_int_equal(s.write_errors, 0);
+	assert_true(s.copies[2].dirty_bytes >= 4 * REGION);  /* regions 8-11 at least */
+	assert_true(s.copies[2].dirty_bytes <= 8 * REGION);  /* never more than written */
+
+	node_run(&e->nodes[2], 12);
+	tsr_mirror_copy_returned(e->l, 2, e->nodes[2].address);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	get_status(e, &s);
+	assert_true(s.resync_bytes_copied <= 8 * REGION);
+	assert_int_equal(s.resync_bytes_copied, s.resync_regions_copied * REGION);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	assert_copies_equal_model(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -697,6 +806,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_resync_under_load, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_replace, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stalled_write_resumes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scrub_unreadable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_replica_dies_mid_workload, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
