@@ -195,6 +195,15 @@ static void test_round_trip_local(void **state)
 	assert_true(tsr_layout_is_mirror(e->l));
 	assert_int_equal(tsr_layout_size(e->l), VOL);
 	round_trip(e);
+	/* block status is the local copy's: the trimmed MiB is a hole */
+	{
+		struct tsr_extent ext[4];
+		size_t n = 0;
+
+		assert_int_equal(tsr_layout_block_status(e->l, VOL - 8 * MiB, MiB, ext, 4, &n), 0);
+		assert_true(n >= 1);
+		assert_true(ext[0].flags & TSR_EXTENT_HOLE);
+	}
 	/* a data call from another thread's io is refused */
 	{
 		struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
@@ -399,6 +408,20 @@ static void test_fencing(void **state)
 	assert_copies_equal_model(e);
 }
 
+struct destroy_call {
+	struct tsr_layout *l;
+	sem_t done;
+};
+
+static void destroy_msg(struct tsr_worker *w, void *arg)
+{
+	struct destroy_call *dc = arg;
+
+	(void)w;
+	tsr_layout_destroy(dc->l);
+	sem_post(&dc->done);
+}
+
 /* tsr_mirror_fence: the lease is lost */
 static void test_fence_call(void **state)
 {
@@ -411,6 +434,16 @@ static void test_fence_call(void **state)
 	tsr_mirror_fence(e->l);
 	assert_int_equal(ldo(e->home, e->l, D_WRITE, 0, BS, e->buf, 0), -EIO);
 	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), -EIO);
+	/* destroyed on its home worker itself: torn down there, freed once idle */
+	{
+		struct destroy_call dc = { .l = e->l };
+
+		sem_init(&dc.done, 0, 0);
+		assert_int_equal(tsr_worker_send(e->home, destroy_msg, &dc), 0);
+		assert_int_equal(sem_wait_ms(&dc.done, 10000), 0);
+		sem_destroy(&dc.done);
+		e->l = NULL;
+	}
 }
 
 /* ---- converge and scrub ---- */
@@ -595,6 +628,9 @@ static void test_resync_under_load(void **state)
 	assert_true(wait_status(e, all_in_sync, 20000));
 	get_status(e, &s);
 	assert_int_equal(s.resync_regions_copied, 8);
+	assert_int_equal(s.resync_total_bytes, 8 * MiB);
+	assert_int_equal(s.resync_done_bytes, 8 * MiB);
+	assert_false(s.resync_running);
 	for (unsigned i = 0; i < b.n; i++)
 		tsr_free_aligned(b.buf[i]);
 	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
