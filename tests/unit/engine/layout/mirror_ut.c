@@ -826,6 +826,52 @@ static void test_replica_dies_mid_workload(void **state)
 	assert_copies_equal_model(e);
 }
 
+/* The next coordinator (same node, next epoch) finds the bitmap file of a
+ * copy recorded OUT_OF_SYNC and resyncs exactly its regions at create. */
+static void test_resync_at_create(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_mirror_status s;
+
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, MiB, 1, 0), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	node_stop(&e->nodes[2]);
+	assert_int_equal(lwrite(e, 5 * MiB, 64 * 1024, 2, 0), 0);
+	assert_int_equal(lwrite(e, 7 * MiB, 64 * 1024, 3, TSR_WRITE_FUA), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
+		usleep(1000);
+	assert_int_equal(g_log.state[2], TSR_COPY_OUT_OF_SYNC);
+
+	node_run(&e->nodes[2], 12);
+	opts_init(e, &o, true, 2, 2);
+	o.copies[2].state = g_log.state[2];
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.resync_regions_copied, 2);
+	assert_int_equal(s.resync_bytes_copied, 2 * REGION);
+	assert_copies_equal_model(e);
+
+	/* a copy recorded OUT_OF_SYNC with no usable bitmap: every region */
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	opts_init(e, &o, true, 2, 3);
+	o.copies[1].state = TSR_COPY_OUT_OF_SYNC;
+	o.copies[1].full_resync = true;
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.resync_regions_copied, VOL / REGION);
+	assert_int_equal(s.resync_bytes_copied, 3 * REGION); /* the rest are holes */
+	assert_copies_equal_model(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -844,6 +890,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stalled_write_resumes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scrub_unreadable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_replica_dies_mid_workload, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resync_at_create, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
