@@ -668,7 +668,7 @@ static bool token_equal(const uint8_t *a, const char *b)
 
 static void handle_hello(struct peer_conn *c, struct peer_sreq *req, const uint8_t *p)
 {
-	uint32_t n = p[PEER_TOKEN_LEN];
+	uint32_t n = p[PEER_TOKEN_LEN], i;
 
 	if (c->state != CONN_HELLO) {
 		reply_status(req, -EINVAL);
@@ -687,7 +687,11 @@ static void handle_hello(struct peer_conn *c, struct peer_sreq *req, const uint8
 		conn_begin_drain(c);
 		return;
 	}
-	memcpy(c->peer_id, p + PEER_HELLO_MIN, n);
+	for (i = 0; i < n; i++) { /* for logs: printable only */
+		uint8_t ch = p[PEER_HELLO_MIN + i];
+
+		c->peer_id[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+	}
 	c->peer_id[n] = '\0';
 	c->state = CONN_READY;
 	tsr_debug("peer: node %s connected", c->peer_id[0] ? c->peer_id : "(unnamed)");
