@@ -6,7 +6,8 @@ usage: peer_abuse.py HOST PORT TOKEN VOLUME
 Each case opens its own connection and checks the server's answer: an error
 reply with the right status, or the connection closed; never a hang, never a
 crash (the caller checks the daemon is alive and the volume intact afterwards).
-Frame format: include/tessera/peer.h (56-byte little-endian header).
+Frame format: include/tessera/peer.h (56-byte little-endian header; for HELLO
+and OPEN the length field is the payload length).
 Prints one line per case; exit 0 when every case behaved, 1 otherwise.
 """
 import errno
@@ -43,6 +44,8 @@ def crc32c(data, crc=0):
 def header(op, handle=0, offset=0, length=0, epoch=0, seq=1, data=b"", flags=0,
            magic=MAGIC, reserved=0, bad_crc=False, data_crc=None):
     dcrc = crc32c(data) if data and data_crc is None else (data_crc or 0)
+    if data and op in (HELLO, OPEN) and not length:
+        length = len(data)  # HELLO/OPEN: length is the payload's
     h = struct.pack("<IBBHQQIiQQI", magic, op, flags, reserved, handle, offset, length, 0,
                     epoch, seq, dcrc)
     hc = crc32c(h)
@@ -89,7 +92,7 @@ class Case:
         if hello:
             node = b"abuser"
             p = self.token + bytes([len(node)]) + node
-            s.sendall(header(HELLO, length=0, data=p) + p)
+            s.sendall(header(HELLO, data=p) + p)
             r = reply(s)
             assert r is not None and r[0] == 0, f"hello refused: {r}"
         return s

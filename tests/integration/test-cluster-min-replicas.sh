@@ -17,7 +17,7 @@ require_cmd qemu-io
 cl_start 3 --write-wait 6000
 ctsr volume create mr --size 64M --replicas 3 --min-replicas 2 >/dev/null || fail "volume create"
 ctsr volume attach mr --node n1 >/dev/null || fail "attach"
-qio() { qemu-io -f raw --image-opts "driver=nbd,export=mr,server.type=unix,server.path=$(cl_dir 1)/nbd.sock" "$@"; }
+qio() { qemu-io --image-opts "driver=nbd,export=mr,server.type=unix,server.path=$(cl_dir 1)/nbd.sock" "$@"; }
 
 qio -c "write -P 0x11 0 1M" >/dev/null || fail "first write"
 cl_kill 3
