@@ -341,6 +341,8 @@ void mirror_copy_failed(struct mcopy *c, int err)
 	tsr_warn("mirror %s: copy %u (%s) failed (%s): out of sync", m->name, c->idx, c->node_id,
 		 strerror(-err));
 	c->state = TSR_COPY_OUT_OF_SYNC;
+	if (c->local)
+		m->local_retry_ns = mirror_now_ns(); /* its next resync: in a while */
 	if (c->resync != NULL)
 		mirror_resync_abort(c);
 	mark_unflushed(c);

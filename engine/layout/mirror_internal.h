@@ -32,6 +32,7 @@
 #define MIRROR_RESYNC_DEPTH 4           /* regions copied at once */
 #define MIRROR_SCRUB_CHUNK (4u << 20)   /* bytes compared per step */
 #define MIRROR_PEER_SPLIT (1u << 30)    /* trim/zeroes pieces for the peer protocol */
+#define MIRROR_LOCAL_RETRY_NS (5ull * 1000000000) /* an out-of-sync local copy: resync again */
 
 struct mirror;
 struct mcopy;
@@ -219,6 +220,7 @@ struct mirror {
 	uint64_t resync_bytes_copied, resync_regions_copied;
 	uint64_t resync_total, resync_done;
 	bool resync_running;
+	uint64_t local_retry_ns;     /* last automatic resync try of the local copy */
 	double resync_rate_bps;
 	uint64_t rate_last_bytes, rate_last_ns;
 	uint64_t scrub_total, scrub_done, scrub_mismatches, scrub_repaired, scrub_unrepaired;

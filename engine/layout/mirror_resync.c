@@ -379,6 +379,10 @@ static void resync_recorded(void *arg, int status)
 	if (status < 0 || !c->open || c->state != TSR_COPY_OUT_OF_SYNC) {
 		c->resync = NULL;
 		free(rs);
+		/* shown as not connected: the cluster calls copy_returned again */
+		if (!c->local)
+			mcopy_disconnect(c);
+		mirror_publish(m);
 		return;
 	}
 	c->state = TSR_COPY_RESYNCING; /* receives host writes from now on */
@@ -438,8 +442,19 @@ void mirror_resync_abort(struct mcopy *c)
 void mirror_resync_tick(struct mirror *m, uint64_t now_ns)
 {
 	for (unsigned i = 0; i < m->n_copies; i++) {
-		struct mresync *rs = m->copies[i].resync;
+		struct mcopy *c = &m->copies[i];
+		struct mresync *rs = c->resync;
 		double cap;
+
+		/* the local copy is always "connected", so nobody calls
+		 * copy_returned for it: retry its resync here, every few seconds */
+		if (rs == NULL && c->present && c->local && c->open &&
+		    c->state == TSR_COPY_OUT_OF_SYNC && m->ready &&
+		    now_ns - m->local_retry_ns >= MIRROR_LOCAL_RETRY_NS) {
+			m->local_retry_ns = now_ns;
+			mirror_resync_start(c);
+			continue;
+		}
 
 		if (rs == NULL || !rs->copying)
 			continue;

@@ -872,6 +872,45 @@ static void test_resync_at_create(void **state)
 	assert_copies_equal_model(e);
 }
 
+/* The local disk fails a write: the local copy goes out of sync, reads go to
+ * the replicas, and a few seconds later it is resynced automatically. */
+static void test_local_copy_fails(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_mirror_status s;
+	struct tsr_io_opts io = { .kind = TSR_IO_AUTO, .fault_spec = "write:3:fail=EIO" };
+	struct tsr_worker *faulty = NULL;
+
+	assert_int_equal(tsr_worker_start(5, &io, &faulty), 0);
+	opts_init(e, &o, true, 2, 1);
+	o.home = faulty;
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	for (unsigned i = 0; i < 3; i++) {
+		fill(e->buf, 64 * 1024, 1 + i, i * MiB);
+		memcpy(e->model + i * MiB, e->buf, 64 * 1024);
+		/* FUA: nothing unflushed, so only the failed write's region is dirty */
+		assert_int_equal(ldo(faulty, e->l, D_WRITE, i * MiB, 64 * 1024, e->buf,
+				     TSR_WRITE_FUA), 0);
+	}
+	usleep(100 * 1000);
+	get_status(e, &s);
+	assert_int_equal(s.copies[0].state, TSR_COPY_OUT_OF_SYNC);
+	assert_int_equal(s.copy_failures, 1);
+	assert_int_equal(ldo(faulty, e->l, D_READ, 2 * MiB, 64 * 1024, e->buf, 0), 0);
+	assert_true(is_filled(e->buf, 64 * 1024, 3, 2 * MiB));
+	assert_true(wait_status(e, all_in_sync, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.resync_regions_copied, 1);
+	assert_int_equal(ldo(faulty, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	assert_copies_equal_model(e);
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
+		usleep(1000);
+	tsr_worker_stop(faulty);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -891,6 +930,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_scrub_unreadable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_replica_dies_mid_workload, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resync_at_create, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_local_copy_fails, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
