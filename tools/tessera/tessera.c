@@ -286,7 +286,7 @@ static int take_global(struct cli *cli, int argc, char **argv, int *i)
 		return 0;
 	switch (k) {
 	case 0: cli->data_dir = value; cli->data_explicit = true; break;
-	case 1: cli->cluster = value; break;
+	case 1: cli->cluster = value; cli->cluster_from_env = false; break;
 	case 2: cli->token = value; break;
 	case 3: cli->token_file = value; break;
 	}
@@ -353,6 +353,10 @@ int cli_parse(struct cli *cli, int argc, char **argv, const struct cli_opt *opts
 	}
 	if (name && *name == NULL)
 		return cli_usage_error("missing the volume NAME (tessera %s --help)", cmd);
+	if (cli->cluster_from_env && cli->data_explicit) {
+		cli->cluster = NULL; /* --data on the command line beats $TESSERA_CLUSTER */
+		cli->cluster_from_env = false;
+	}
 	if (cli->cluster && cli->data_explicit)
 		return cli_usage_error("give either --data or --cluster, not both");
 	return 0;
@@ -449,12 +453,14 @@ int main(int argc, char **argv)
 	argv += i;
 	/*
 	 * The environment fills what the command line left out; --data on the
-	 * command line wins over $TESSERA_CLUSTER (a unix socket was asked for).
+	 * command line, before or after the verb, wins over $TESSERA_CLUSTER.
 	 * The token variables are read by cli_connect, after the verb's options.
 	 */
 	env = getenv("TESSERA_CLUSTER");
-	if (cli.cluster == NULL && env && env[0] && !cli.data_explicit)
+	if (cli.cluster == NULL && env && env[0] && !cli.data_explicit) {
 		cli.cluster = env;
+		cli.cluster_from_env = true;
+	}
 
 	if (strcmp(cmd, "volume") == 0 || strcmp(cmd, "volumes") == 0)
 		ret = cli_cmd_volume(&cli, argc, argv);

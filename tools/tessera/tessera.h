@@ -32,6 +32,8 @@ struct cli {
 	bool data_explicit;     /* --data was given on the command line */
 	const char *cluster;    /* --cluster HOST:PORT ($TESSERA_CLUSTER), or NULL: the unix
 				   socket in data_dir */
+	bool cluster_from_env;  /* cluster is $TESSERA_CLUSTER: --data on the command line
+				   overrides it */
 	const char *token;      /* --token, else $TESSERA_TOKEN */
 	const char *token_file; /* --token-file, else $TESSERA_TOKEN_FILE */
 	bool json;              /* --json: one JSON object on stdout */
