@@ -148,7 +148,7 @@ static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size
 	struct tsr_layout *layout = NULL;
 	struct attachment *a;
 	struct tsr_worker *home;
-	char key[80], holder[64];
+	char key[80], holder[64], prev_coord[64] = "";
 	uint64_t epoch, lease = cluster_lease(c), held_lease;
 	bool old_clean = false, bitmaps_ours = false;
 	int ret;
@@ -169,6 +169,7 @@ static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size
 			 name);
 		return ret;
 	}
+	snprintf(prev_coord, sizeof(prev_coord), "%s", rec->coordinator);
 	ret = get_attach(c, name, holder, sizeof(holder), &epoch, &held_lease);
 	if (ret == 0 && strcmp(holder, c->node_id) == 0 && held_lease == lease) {
 		/* ours from an attach that failed half-way: take it over */
@@ -263,6 +264,14 @@ static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size
 		snprintf(bitmap, sizeof(bitmap), "%s/%s.%s.bitmap", c->coord_dir, name, cr->node_id);
 		mc->full_resync = mc->state != TSR_COPY_IN_SYNC &&
 				  (!bitmaps_ours || access(bitmap, F_OK) != 0);
+		/*
+		 * The last coordinator died or was cut off without detaching: its own
+		 * copy may hold writes it never got acknowledged elsewhere.  Converge
+		 * compares it if it is reachable now; if not, its resync compares
+		 * every block when it returns (mirror.h, full_resync).
+		 */
+		if (mo.converge && !mc->local && strcmp(cr->node_id, prev_coord) == 0)
+			mc->full_resync = true;
 	}
 	/* listed before the mirror exists: its first state changes need our epoch */
 	pthread_mutex_lock(&c->lock);
