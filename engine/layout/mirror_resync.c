@@ -211,6 +211,170 @@ int mirror_xfer(struct mirror *m, uint64_t off, uint32_t len, uint32_t dst, bool
 	return 0;
 }
 
+/* ---- one region compared, differing blocks copied ------------------------ */
+
+/*
+ * For a full resync of a copy that exists already (lost bitmap, or its node
+ * was the last coordinator and may hold writes nobody acknowledged): under
+ * the region's lock, the block CRCs of an IN_SYNC source and of the target
+ * are compared and only the runs of differing blocks are copied.
+ */
+struct rcmp {
+	struct mirror *m;
+	struct rlock rl;
+	uint64_t off;
+	uint32_t len;
+	unsigned target;
+	int src;
+	uint32_t *ssum, *tsum;
+	int pending;
+	int status;
+	bool target_bad;     /* the target's SUMS failed with -EIO: copy it all */
+	uint32_t b;          /* next block to look at */
+	uint32_t run_end;
+	uint64_t bytes;
+	void (*done)(void *arg, int status, uint64_t bytes);
+	void *arg;
+};
+
+static void rcmp_finish(struct rcmp *rc, int status)
+{
+	struct mirror *m = rc->m;
+
+	rl_release(m, &rc->rl);
+	free(rc->ssum);
+	free(rc->tsum);
+	rc->done(rc->arg, status, rc->bytes);
+	free(rc);
+	m_put(m);
+}
+
+static void rcmp_next(struct rcmp *rc);
+
+static void rcmp_run_done(void *arg, int status, uint64_t bytes)
+{
+	struct rcmp *rc = arg;
+
+	if (status < 0) {
+		rcmp_finish(rc, status);
+		return;
+	}
+	rc->bytes += bytes;
+	rc->b = rc->run_end;
+	rcmp_next(rc);
+}
+
+static void rcmp_next(struct rcmp *rc)
+{
+	struct mirror *m = rc->m;
+	uint32_t n = rc->len / TSR_BLOCK_SIZE, b = rc->b, e;
+	int ret;
+
+	if (m->fenced || m->closing) {
+		rcmp_finish(rc, -EIO);
+		return;
+	}
+	while (b < n && rc->ssum[b] == rc->tsum[b])
+		b++;
+	if (b == n) {
+		rcmp_finish(rc, 0);
+		return;
+	}
+	for (e = b; e < n && rc->ssum[e] != rc->tsum[e]; e++)
+		;
+	rc->b = b;
+	rc->run_end = e;
+	ret = mirror_xfer(m, rc->off + (uint64_t)b * TSR_BLOCK_SIZE, (e - b) * TSR_BLOCK_SIZE,
+			  1u << rc->target, true, rc->src, rcmp_run_done, rc);
+	if (ret < 0)
+		rcmp_finish(rc, ret);
+}
+
+static void rcmp_sums_done(void *arg, int status)
+{
+	struct rcmp *rc = arg;
+
+	if (status < 0 && rc->status == 0)
+		rc->status = status;
+	if (--rc->pending > 0)
+		return;
+	if (rc->status < 0) {
+		rcmp_finish(rc, rc->status);
+		return;
+	}
+	if (rc->target_bad)
+		for (uint32_t b = 0; b < rc->len / TSR_BLOCK_SIZE; b++)
+			rc->tsum[b] = ~rc->ssum[b];
+	rc->b = 0;
+	rcmp_next(rc);
+}
+
+/* The target cannot read some block (-EIO: CRC error): every block differs. */
+static void rcmp_target_sums_done(void *arg, int status)
+{
+	struct rcmp *rc = arg;
+
+	if (status == -EIO) {
+		rc->target_bad = true;
+		status = 0;
+	}
+	rcmp_sums_done(rc, status);
+}
+
+static void rcmp_start(struct rcmp *rc)
+{
+	struct mirror *m = rc->m;
+	int ret;
+
+	rc->src = mirror_read_source(m, 1u << rc->target);
+	if (rc->src < 0 || m->fenced || m->closing) {
+		rcmp_finish(rc, -EIO);
+		return;
+	}
+	rc->pending = 3;
+	ret = mcopy_submit(&m->copies[rc->src], MCOP_SUMS, rc->off, rc->len, rc->ssum, 0,
+			   rcmp_sums_done, rc);
+	if (ret < 0)
+		rcmp_sums_done(rc, ret);
+	ret = mcopy_submit(&m->copies[rc->target], MCOP_SUMS, rc->off, rc->len, rc->tsum, 0,
+			   rcmp_target_sums_done, rc);
+	if (ret < 0)
+		rcmp_sums_done(rc, ret);
+	rcmp_sums_done(rc, 0);
+}
+
+static void rcmp_granted(struct rlock *rl)
+{
+	rcmp_start((struct rcmp *)((char *)rl - offsetof(struct rcmp, rl)));
+}
+
+static int mirror_region_compare(struct mirror *m, uint64_t off, uint32_t len, unsigned target,
+				 void (*done)(void *arg, int status, uint64_t bytes), void *arg)
+{
+	struct rcmp *rc = calloc(1, sizeof(*rc));
+
+	if (rc == NULL)
+		return -ENOMEM;
+	rc->ssum = calloc(len / TSR_BLOCK_SIZE, sizeof(uint32_t));
+	rc->tsum = calloc(len / TSR_BLOCK_SIZE, sizeof(uint32_t));
+	if (rc->ssum == NULL || rc->tsum == NULL) {
+		free(rc->ssum);
+		free(rc->tsum);
+		free(rc);
+		return -ENOMEM;
+	}
+	rc->m = m;
+	rc->off = off;
+	rc->len = len;
+	rc->target = target;
+	rc->done = done;
+	rc->arg = arg;
+	m_get(m);
+	if (rl_acquire(m, &rc->rl, off, len, rcmp_granted))
+		rcmp_start(rc);
+	return 0;
+}
+
 /* ---- resync of one copy -------------------------------------------------- */
 
 struct mresync {
@@ -321,6 +485,21 @@ static void region_done(void *arg, int status, uint64_t bytes)
 	resync_pump(rs);
 }
 
+/*
+ * A region of the bitmap: copied whole, or (full resync of a copy that
+ * exists already, mirror.h) compared block by block.  A brand-new copy
+ * (replace) has nothing worth comparing: copied whole, holes trimmed.
+ */
+static int region_start(struct mresync *rs, uint64_t off, uint32_t len, struct region_ctx *rc)
+{
+	struct mcopy *c = rs->c;
+	struct mirror *m = c->m;
+
+	if (c->full_resync && !(m->replace_running && m->replace_idx == c->idx))
+		return mirror_region_compare(m, off, len, c->idx, region_done, rc);
+	return mirror_xfer(m, off, len, 1u << c->idx, false, -1, region_done, rc);
+}
+
 static void resync_pump(struct mresync *rs)
 {
 	struct mcopy *c = rs->c;
@@ -348,8 +527,7 @@ static void resync_pump(struct mresync *rs)
 		rc->region = r;
 		rs->next = r + 1;
 		rs->inflight++;
-		if (mirror_xfer(m, off, (uint32_t)len, 1u << c->idx, false, -1, region_done, rc) <
-		    0) {
+		if (region_start(rs, off, (uint32_t)len, rc) < 0) {
 			rs->inflight--;
 			free(rc);
 			return;
