@@ -910,6 +910,12 @@ static void start_finish(struct mirror *m, int status)
 		for (unsigned i = 0; i < m->n_copies; i++) {
 			struct mcopy *c = &m->copies[i];
 
+			/* an IN_SYNC copy marked full_resync was just compared by
+			 * converge: nothing of it is suspect any more */
+			if (c->open && c->state == TSR_COPY_IN_SYNC && c->full_resync) {
+				c->full_resync = false;
+				mbm_clear_all(&c->bm);
+			}
 			if (!c->open && c->recorded != TSR_COPY_OUT_OF_SYNC)
 				mirror_hook_request(c, TSR_COPY_OUT_OF_SYNC, NULL);
 			else if (c->resync_queued)
@@ -944,6 +950,9 @@ static void start_evaluate(struct mirror *m)
 	for (unsigned i = 0; i < m->n_copies; i++) {
 		struct mcopy *c = &m->copies[i];
 
+		/* suspect, and no converge to compare it: resync it (compared) */
+		if (c->state == TSR_COPY_IN_SYNC && c->full_resync && !m->converge)
+			c->state = TSR_COPY_OUT_OF_SYNC;
 		if (c->state == TSR_COPY_IN_SYNC && !c->open) {
 			c->state = TSR_COPY_OUT_OF_SYNC;
 		} else if (c->state != TSR_COPY_IN_SYNC) {

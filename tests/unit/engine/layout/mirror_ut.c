@@ -472,9 +472,13 @@ static void test_converge(void **state)
 
 	opts_init(e, &o, true, 2, 1);
 	o.converge = true;
+	o.copies[2].full_resync = true; /* node2 was the last coordinator */
 	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
 	assert_copies_equal_model(e);
+	usleep(100 * 1000);
 	get_status(e, &s);
+	assert_int_equal(s.in_sync, 3);
+	assert_int_equal(s.copies[2].dirty_bytes, 0); /* compared by converge: clean */
 	/* blocks 3 and 7: one copy each; block 9: two copies; the block at
 	 * 5 MiB is a hole on the source: trimmed on node2, not copied */
 	assert_int_equal(s.resync_bytes_copied, 4 * BS);
