@@ -91,14 +91,16 @@ static void mirror_free(struct mirror *m)
 	free(m);
 }
 
+/* Atomic: control calls that do not wait (fence, copy_returned) take a
+ * reference from their own thread for the message they send. */
 void m_get(struct mirror *m)
 {
-	m->refs++;
+	__atomic_fetch_add(&m->refs, 1, __ATOMIC_RELAXED);
 }
 
 void m_put(struct mirror *m)
 {
-	if (--m->refs > 0)
+	if (__atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) > 0)
 		return;
 	if (m->destroy_waiter)
 		sem_post(&m->sem); /* the destroying thread frees */
@@ -304,6 +306,17 @@ void mirror_fence_now(struct mirror *m, const char *why)
 	mirror_publish(m);
 }
 
+/* tsr_mirror_fence from another thread: in force before its message runs. */
+static bool fence_requested(struct mirror *m)
+{
+	if (m->fenced)
+		return true;
+	if (!__atomic_load_n(&m->fence_req, __ATOMIC_ACQUIRE))
+		return false;
+	mirror_fence_now(m, "attach lease lost");
+	return true;
+}
+
 /* Regions that a failing copy may have lost: written and not yet flushed. */
 static void mark_unflushed(struct mcopy *c)
 {
@@ -444,7 +457,7 @@ static void wop_finish(struct wop *op)
 	struct mirror *m = op->m;
 	unsigned ok = (unsigned)__builtin_popcount(op->ok);
 
-	if (m->fenced || m->closing || op->status < 0) {
+	if (fence_requested(m) || m->closing || op->status < 0) {
 		wop_complete(op, -EIO);
 		return;
 	}
@@ -662,7 +675,7 @@ static int wop_submit(struct mirror *m, struct tsr_io *io, enum mcop_kind kind, 
 
 	if (io != m->io)
 		return -EINVAL; /* not the home worker's thread */
-	if (m->fenced || m->closing || !m->ready)
+	if (fence_requested(m) || m->closing || !m->ready)
 		return -EIO;
 	op = calloc(1, sizeof(*op));
 	if (op == NULL)
@@ -779,6 +792,8 @@ static void rop_done(void *arg, int status)
 	struct mirror *m = op->m;
 	struct mcopy *c = &m->copies[op->cur];
 
+	if (status == 0 && fence_requested(m))
+		status = -EIO;
 	if (status == 0) {
 		if (op->bad != 0 && !m->fenced) {
 			/* invariant 5: rewrite the bad copies from a good one */
@@ -835,7 +850,7 @@ static int mirror_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t l
 
 	if (io != m->io)
 		return -EINVAL;
-	if (m->fenced || m->closing || !m->ready)
+	if (fence_requested(m) || m->closing || !m->ready)
 		return -EIO;
 	if (mirror_read_source(m, 0) < 0)
 		return -EIO;
@@ -1205,16 +1220,37 @@ static void copy_returned_fn(struct ctl *ctl)
 		returned_open_done(c, ret);
 }
 
+static void copy_returned_msg(struct tsr_worker *w, void *arg)
+{
+	struct ctl *ctl = arg;
+	struct mirror *m = ctl->m;
+
+	(void)w;
+	copy_returned_fn(ctl);
+	free(ctl);
+	m_put(m);
+}
+
+/* Does not wait for the home worker (callers may hold locks its hooks take). */
 void tsr_mirror_copy_returned(struct tsr_layout *l, unsigned idx, const char *address)
 {
 	struct mirror *m = layout_mirror(l);
-	struct ctl ctl = { .idx = idx, .fn = copy_returned_fn };
+	struct ctl *ctl;
 
 	if (m == NULL || idx >= m->n_copies)
 		return;
+	ctl = calloc(1, sizeof(*ctl));
+	if (ctl == NULL)
+		return;
+	ctl->m = m;
+	ctl->idx = idx;
 	if (address != NULL)
-		snprintf(ctl.address, sizeof(ctl.address), "%s", address);
-	ctl_run(m, &ctl);
+		snprintf(ctl->address, sizeof(ctl->address), "%s", address);
+	m_get(m);
+	if (tsr_worker_send(m->home, copy_returned_msg, ctl) < 0) {
+		free(ctl);
+		m_put(m);
+	}
 }
 
 static void replace_fn(struct ctl *ctl)
@@ -1334,18 +1370,35 @@ err:
 	return ret;
 }
 
-static void fence_fn(struct ctl *ctl)
+static void fence_msg(struct tsr_worker *w, void *arg)
 {
-	mirror_fence_now(ctl->m, "attach lease lost");
-	ctl->result = 0;
+	struct mirror *m = arg;
+
+	(void)w;
+	mirror_fence_now(m, "attach lease lost");
+	m_put(m);
 }
 
+/*
+ * Does not wait for the home worker: the cluster calls it holding its own
+ * lock, which hooks.set_copy_state takes on the home worker.  The flag is in
+ * force at once (every completion checks it before acknowledging); the
+ * message does the rest (fail the waiting writes, stop resync and scrub).
+ */
 void tsr_mirror_fence(struct tsr_layout *l)
 {
-	struct ctl ctl = { .fn = fence_fn };
+	struct mirror *m = layout_mirror(l);
 
-	if (layout_mirror(l) != NULL)
-		ctl_run(layout_mirror(l), &ctl);
+	if (m == NULL)
+		return;
+	__atomic_store_n(&m->fence_req, true, __ATOMIC_RELEASE);
+	if (on_home(m)) {
+		mirror_fence_now(m, "attach lease lost");
+		return;
+	}
+	m_get(m);
+	if (tsr_worker_send(m->home, fence_msg, m) < 0)
+		m_put(m);
 }
 
 static void scrub_done_log(void *arg, int status)

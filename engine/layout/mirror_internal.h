@@ -191,8 +191,10 @@ struct mirror {
 	struct mcopy copies[TSR_MIRROR_MAX_COPIES];
 	unsigned n_copies;
 
+	int refs;                    /* async work referring to m, + 1 while alive (atomic) */
+	bool fence_req;              /* tsr_mirror_fence was called (atomic, any thread) */
+
 	/* home worker state */
-	int refs;                    /* async work referring to m, + 1 while alive */
 	bool ready, fenced, closing;
 	int timer_fd;
 	struct rlock *locks_held;

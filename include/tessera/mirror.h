@@ -114,21 +114,30 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 /* The layout is a mirror (tsr_layout_name is "mirror"). */
 bool tsr_layout_is_mirror(const struct tsr_layout *l);
 
-/* Copy idx's node is alive again (or a new address): reconnect and resync. */
+/*
+ * Copy idx's node is alive again (or a new address): reconnect and resync.
+ * Does not wait for the home worker (safe under a lock that the hooks take).
+ */
 void tsr_mirror_copy_returned(struct tsr_layout *l, unsigned idx, const char *address);
 /*
  * Replace copy idx by a new copy on another node (which already has an empty
  * volume of the same name and size): full resync onto it; the old copy is
- * dropped.  Errors: -EINVAL, -EBUSY another replace running.
+ * dropped.  Waits for the home worker: not under a lock that
+ * hooks.set_copy_state takes.  Errors: -EINVAL, -EBUSY another replace running.
  */
 int tsr_mirror_replace_copy(struct tsr_layout *l, unsigned idx, const struct tsr_mirror_copy *copy);
-/* The coordinator lost its attach lease (cannot prove it is still the writer): fence. */
+/*
+ * The coordinator lost its attach lease (cannot prove it is still the writer):
+ * fence.  In force when it returns (nothing is acknowledged after), without
+ * waiting for the home worker (safe under a lock that the hooks take).
+ */
 void tsr_mirror_fence(struct tsr_layout *l);
 /*
  * Compare the CRC32C of every block of every IN_SYNC copy; repair a block that
  * differs or fails its CRC from the copy the others agree with (the local
  * copy on a tie).  Runs in the background on the home worker; progress in
- * status.  Errors: -EBUSY scrub already running.
+ * status.  Waits for the home worker to start it: not under a lock that
+ * hooks.set_copy_state takes.  Errors: -EBUSY scrub already running.
  */
 int tsr_mirror_scrub_start(struct tsr_layout *l, bool repair);
 

@@ -278,7 +278,10 @@ static struct {
 	unsigned hook_delay_ms;
 	int hooks_inflight;
 	enum tsr_copy_state state[TSR_MIRROR_MAX_COPIES]; /* as "recorded" */
-} g_log = { .lock = PTHREAD_MUTEX_INITIALIZER, .hook_delay_ms = 10 };
+	/* like the cluster: the hook takes this lock on the calling (home) thread */
+	pthread_mutex_t caller_lock;
+} g_log = { .lock = PTHREAD_MUTEX_INITIALIZER, .hook_delay_ms = 10,
+	    .caller_lock = PTHREAD_MUTEX_INITIALIZER };
 
 static UNUSED void log_add(struct ev e)
 {
@@ -334,6 +337,8 @@ static UNUSED void test_set_copy_state(void *arg, const char *vol, unsigned idx,
 
 	(void)arg;
 	(void)vol;
+	pthread_mutex_lock(&g_log.caller_lock);
+	pthread_mutex_unlock(&g_log.caller_lock);
 	hc->idx = idx;
 	hc->st = st;
 	hc->done = done;

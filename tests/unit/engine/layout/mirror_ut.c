@@ -921,6 +921,48 @@ static void test_local_copy_fails(void **state)
 	tsr_worker_stop(faulty);
 }
 
+/* The cluster fences while holding the lock its hook takes on the home
+ * worker, which is blocked in that hook: tsr_mirror_fence must not wait. */
+static void *fence_thread(void *arg)
+{
+	void **a = arg;
+
+	tsr_mirror_fence(a[0]);
+	sem_post(a[1]);
+	return NULL;
+}
+
+static void test_fence_under_hook_lock(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_mirror_status s;
+	pthread_t t;
+	sem_t done;
+	void *args[2];
+	int ret;
+
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, BS, 1, 0), 0);
+	pthread_mutex_lock(&g_log.caller_lock);
+	node_stop(&e->nodes[2]); /* the home worker calls the hook: blocks on the lock */
+	usleep(100 * 1000);
+	sem_init(&done, 0, 0);
+	args[0] = e->l;
+	args[1] = &done;
+	pthread_create(&t, NULL, fence_thread, args);
+	ret = sem_wait_ms(&done, 5000); /* returned while the lock is still held */
+	pthread_mutex_unlock(&g_log.caller_lock);
+	pthread_join(t, NULL);
+	sem_destroy(&done);
+	assert_int_equal(ret, 0);
+	assert_int_equal(ldo(e->home, e->l, D_WRITE, 0, BS, e->buf, 0), -EIO);
+	usleep(100 * 1000);
+	get_status(e, &s);
+	assert_true(s.fenced);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -941,6 +983,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_replica_dies_mid_workload, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resync_at_create, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_local_copy_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fence_under_hook_lock, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
