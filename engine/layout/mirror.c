@@ -154,7 +154,7 @@ void mirror_publish(struct mirror *m)
 	s.resync_rate_bps = m->resync_rate_bps;
 	if (m->resync_running && m->resync_rate_bps > 1.0 && m->resync_total > m->resync_done)
 		s.resync_eta_sec =
-			(uint64_t)((double)(m->resync_total - m->resync_done) / m->resync_rate_bps);
+		    (uint64_t)((double)(m->resync_total - m->resync_done) / m->resync_rate_bps);
 	s.resync_bytes_copied = m->resync_bytes_copied;
 	s.resync_regions_copied = m->resync_regions_copied;
 	s.writes = m->n_writes;
@@ -178,7 +178,7 @@ void mirror_publish(struct mirror *m)
 struct hook_ctx {
 	struct mirror *m;
 	unsigned idx;
-	unsigned gen;   /* slot generation (replace) */
+	unsigned gen; /* slot generation (replace) */
 	enum tsr_copy_state st;
 	int status;
 };
@@ -369,26 +369,26 @@ void mirror_copy_failed(struct mcopy *c, int err)
 
 struct wop {
 	struct mirror *m;
-	enum mcop_kind kind;         /* WRITE, TRIM, ZEROES or FLUSH */
-	uint64_t off, len;           /* FLUSH: 0, 0 */
+	enum mcop_kind kind; /* WRITE, TRIM, ZEROES or FLUSH */
+	uint64_t off, len;   /* FLUSH: 0, 0 */
 	void *buf;
 	unsigned flags;
 	tsr_cb cb_fn;
 	void *cb_arg;
-	struct rlock rl;             /* held from grant to completion (not FLUSH) */
-	int pending;                 /* copies, bitmap pages, hooks still awaited */
-	int status;                  /* -EIO once a dependency failed */
-	uint32_t ok;                 /* copies that have it */
+	struct rlock rl; /* held from grant to completion, not while stalled (not FLUSH) */
+	int pending;     /* copies, bitmap pages, hooks still awaited */
+	int status;      /* -EIO once a dependency failed */
+	uint32_t ok;     /* copies that have it */
 	uint64_t submit_ns;
 	bool stalled, blocked;
-	struct wop *next;            /* stalled or blocked list */
+	struct wop *next; /* stalled or blocked list */
 };
 
 struct wsub {
 	struct wop *op;
 	struct mcopy *c;
-	unsigned gen;                /* session: a failure of an old one is not news */
-	unsigned slot_gen;           /* the copy in the slot (replace) */
+	unsigned gen;      /* session: a failure of an old one is not news */
+	unsigned slot_gen; /* the copy in the slot (replace) */
 };
 
 static void wop_launch(struct wop *op);
@@ -563,7 +563,8 @@ static void wop_launch(struct wop *op)
 
 		if (!c->present)
 			continue;
-		if (!(c->open && (c->state == TSR_COPY_IN_SYNC || c->state == TSR_COPY_RESYNCING))) {
+		if (!(c->open &&
+		      (c->state == TSR_COPY_IN_SYNC || c->state == TSR_COPY_RESYNCING))) {
 			wop_missed(op, c);
 			continue;
 		}
@@ -645,9 +646,10 @@ static void expire_writes(struct mirror *m, bool all)
 		list_remove(&m->stalled, &m->stalled_tail, op);
 		op->stalled = false;
 		if (!all)
-			tsr_error("mirror %s: write at %llu waited %u ms for %u in-sync copies: -EIO",
-				  m->name, (unsigned long long)op->off, m->write_wait_ms,
-				  m->min_replicas);
+			tsr_error(
+			    "mirror %s: write at %llu waited %u ms for %u in-sync copies: -EIO",
+			    m->name, (unsigned long long)op->off, m->write_wait_ms,
+			    m->min_replicas);
 		wop_complete(op, -EIO);
 		next = m->stalled; /* completing released a range: the list may have moved */
 	}
@@ -722,8 +724,8 @@ static int mirror_flush(void *ctx, struct tsr_io *io, tsr_cb cb_fn, void *cb_arg
 	return wop_submit(ctx, io, MCOP_FLUSH, 0, 0, NULL, 0, cb_fn, cb_arg);
 }
 
-static int mirror_trim(void *ctx, struct tsr_io *io, uint64_t offset, uint64_t len,
-		       tsr_cb cb_fn, void *cb_arg)
+static int mirror_trim(void *ctx, struct tsr_io *io, uint64_t offset, uint64_t len, tsr_cb cb_fn,
+		       void *cb_arg)
 {
 	return wop_submit(ctx, io, MCOP_TRIM, offset, len, NULL, 0, cb_fn, cb_arg);
 }
@@ -743,8 +745,8 @@ struct rop {
 	void *buf;
 	tsr_cb cb_fn;
 	void *cb_arg;
-	uint32_t tried;   /* copies asked */
-	uint32_t bad;     /* copies that answered -EIO (bad blocks): repair them */
+	uint32_t tried; /* copies asked */
+	uint32_t bad;   /* copies that answered -EIO (bad blocks): repair them */
 	int cur;
 	int status;
 };
@@ -1013,8 +1015,8 @@ static void start_msg(struct tsr_worker *w, void *arg)
 {
 	struct mirror *m = arg;
 	struct itimerspec its = {
-		.it_interval = { 0, MIRROR_TICK_MS * 1000000L },
-		.it_value = { 0, MIRROR_TICK_MS * 1000000L },
+	    .it_interval = {0, MIRROR_TICK_MS * 1000000L},
+	    .it_value = {0, MIRROR_TICK_MS * 1000000L},
 	};
 	int ret;
 
@@ -1100,15 +1102,15 @@ static void mirror_destroy(void *ctx)
 }
 
 static const struct tsr_layout_ops mirror_layout_ops = {
-	.name = "mirror",
-	.size = mirror_size,
-	.read = mirror_read,
-	.write = mirror_write,
-	.flush = mirror_flush,
-	.trim = mirror_trim,
-	.write_zeroes = mirror_write_zeroes,
-	.block_status = mirror_block_status,
-	.destroy = mirror_destroy,
+    .name = "mirror",
+    .size = mirror_size,
+    .read = mirror_read,
+    .write = mirror_write,
+    .flush = mirror_flush,
+    .trim = mirror_trim,
+    .write_zeroes = mirror_write_zeroes,
+    .block_status = mirror_block_status,
+    .destroy = mirror_destroy,
 };
 
 /*
@@ -1146,7 +1148,7 @@ struct ctl {
 	struct mirror *m;
 	unsigned idx;
 	char address[128];
-	char oldpath[PATH_MAX];      /* replace: the old copy's bitmap file */
+	char oldpath[PATH_MAX]; /* replace: the old copy's bitmap file */
 	bool repair;
 	struct mcopy newcopy;
 	struct mbitmap *newbm;
@@ -1324,7 +1326,7 @@ static void replace_fn(struct ctl *ctl)
 int tsr_mirror_replace_copy(struct tsr_layout *l, unsigned idx, const struct tsr_mirror_copy *copy)
 {
 	struct mirror *m = layout_mirror(l);
-	struct ctl ctl = { .idx = idx, .fn = replace_fn };
+	struct ctl ctl = {.idx = idx, .fn = replace_fn};
 	char path[PATH_MAX];
 	int ret;
 
@@ -1406,9 +1408,8 @@ static void scrub_done_log(void *arg, int status)
 	struct mirror *m = arg;
 
 	tsr_info("mirror %s: scrub %s: %llu mismatches, %llu repaired, %llu unrepaired", m->name,
-		 status == 0 ? "done" : strerror(-status),
-		 (unsigned long long)m->scrub_mismatches, (unsigned long long)m->scrub_repaired,
-		 (unsigned long long)m->scrub_unrepaired);
+		 status == 0 ? "done" : strerror(-status), (unsigned long long)m->scrub_mismatches,
+		 (unsigned long long)m->scrub_repaired, (unsigned long long)m->scrub_unrepaired);
 }
 
 static void scrub_fn(struct ctl *ctl)
@@ -1424,7 +1425,7 @@ static void scrub_fn(struct ctl *ctl)
 
 int tsr_mirror_scrub_start(struct tsr_layout *l, bool repair)
 {
-	struct ctl ctl = { .repair = repair, .fn = scrub_fn };
+	struct ctl ctl = {.repair = repair, .fn = scrub_fn};
 
 	if (layout_mirror(l) == NULL)
 		return -EINVAL;

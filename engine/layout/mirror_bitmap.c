@@ -22,10 +22,10 @@
 
 #include "layout/mirror_internal.h"
 
-#define PAGE TSR_BLOCK_SIZE
+#define PAGE          TSR_BLOCK_SIZE
 #define BITS_PER_PAGE (PAGE * 8ull)
-#define BM_MAGIC "TSRMBMAP"
-#define BM_VERSION 1u
+#define BM_MAGIC      "TSRMBMAP"
+#define BM_VERSION    1u
 
 void bits_set_range(uint8_t *bits, uint64_t first, uint64_t last)
 {
@@ -94,7 +94,7 @@ int mbm_open(struct mbitmap *bm, struct mirror *m, const char *path, bool load, 
 		memset(bm->bits, 0xff, bytes);
 	/* bits past the last region stay clear whatever the file said */
 	for (uint64_t r = bm->nregions; r < bm->npages * BITS_PER_PAGE; r++)
-		bm->bits[r >> 3] &= (uint8_t)~(1u << (r & 7));
+		bm->bits[r >> 3] &= (uint8_t) ~(1u << (r & 7));
 	for (uint64_t r = 0; r < bm->nregions; r++)
 		if (mbm_test(bm, r))
 			bm->nset++;
@@ -271,8 +271,7 @@ static int add_waiter(struct mbitmap *bm, size_t p, void (*fn)(void *, int), voi
 	return 0;
 }
 
-int mbm_mark(struct mbitmap *bm, uint64_t off, uint64_t len, void (*fn)(void *, int),
-	     void *arg)
+int mbm_mark(struct mbitmap *bm, uint64_t off, uint64_t len, void (*fn)(void *, int), void *arg)
 {
 	uint64_t first = off >> bm->region_shift;
 	uint64_t last = (off + len - 1) >> bm->region_shift;
@@ -330,7 +329,7 @@ void mbm_clear_region(struct mbitmap *bm, uint64_t region)
 
 	if (!mbm_test(bm, region))
 		return;
-	bm->bits[region >> 3] &= (uint8_t)~(1u << (region & 7));
+	bm->bits[region >> 3] &= (uint8_t) ~(1u << (region & 7));
 	bm->nset--;
 	bm->pages[p].mv++;
 	/* a stale set bit costs one extra region copy, never data: no waiter */

@@ -133,7 +133,7 @@ struct mcop {
 	enum mcop_kind kind;
 	tsr_cb cb_fn;
 	void *cb_arg;
-	int pending;   /* pieces not yet called back (+1 while launching) */
+	int pending; /* pieces not yet called back (+1 while launching) */
 	int status;
 	uint8_t *data; /* local sums: the blocks read */
 	uint32_t *sums;
@@ -147,8 +147,8 @@ static void mcop_finish(struct mcop *op)
 	if (op->kind == MCOP_SUMS && op->data != NULL) {
 		if (op->status == 0)
 			for (uint64_t b = 0; b < op->len / TSR_BLOCK_SIZE; b++)
-				op->sums[b] = tsr_crc32c(0, op->data + b * TSR_BLOCK_SIZE,
-							 TSR_BLOCK_SIZE);
+				op->sums[b] =
+				    tsr_crc32c(0, op->data + b * TSR_BLOCK_SIZE, TSR_BLOCK_SIZE);
 		tsr_free_aligned(op->data);
 	}
 	op->cb_fn(op->cb_arg, op->status);
@@ -182,8 +182,8 @@ static int local_submit(struct mcop *op, uint64_t off, uint64_t len, void *buf, 
 	case MCOP_WRITE:
 		if (local_fenced(c))
 			return -ESTALE;
-		return tsr_svol_write(c->svol, io, off, (uint32_t)len, buf, flags,
-				      mcop_piece_done, op);
+		return tsr_svol_write(c->svol, io, off, (uint32_t)len, buf, flags, mcop_piece_done,
+				      op);
 	case MCOP_FLUSH:
 		return tsr_svol_flush(c->svol, io, mcop_piece_done, op);
 	case MCOP_TRIM:
@@ -200,8 +200,8 @@ static int local_submit(struct mcop *op, uint64_t off, uint64_t len, void *buf, 
 			return -ENOMEM;
 		op->sums = buf;
 		op->len = len;
-		return tsr_svol_read(c->svol, io, off, (uint32_t)len, op->data,
-				     mcop_piece_done, op);
+		return tsr_svol_read(c->svol, io, off, (uint32_t)len, op->data, mcop_piece_done,
+				     op);
 	}
 	return -EINVAL;
 }
@@ -234,18 +234,19 @@ static int remote_submit(struct mcop *op, uint64_t off, uint64_t len, void *buf,
 				n = MIRROR_PEER_SPLIT;
 			op->pending++;
 			if (op->kind == MCOP_TRIM)
-				ret = tsr_peer_trim(c->client, c->handle, m->epoch, pos, (uint32_t)n,
-						    mcop_piece_done, op);
+				ret = tsr_peer_trim(c->client, c->handle, m->epoch, pos,
+						    (uint32_t)n, mcop_piece_done, op);
 			else
-				ret = tsr_peer_write_zeroes(c->client, c->handle, m->epoch, pos,
-							    (uint32_t)n, flags, mcop_piece_done, op);
+				ret =
+				    tsr_peer_write_zeroes(c->client, c->handle, m->epoch, pos,
+							  (uint32_t)n, flags, mcop_piece_done, op);
 			if (ret < 0) {
 				op->pending--;
 				break;
 			}
 		}
 		if (ret < 0 && pos == off)
-			return ret;       /* nothing in flight: a plain error */
+			return ret; /* nothing in flight: a plain error */
 		if (ret < 0 && op->status == 0)
 			op->status = ret; /* some pieces in flight: fail through them */
 		mcop_piece_done(op, 0);   /* the launch reference (pending started at 1) */
@@ -385,10 +386,10 @@ int mcopy_connect(struct mcopy *c, tsr_cb cb_fn, void *cb_arg)
 {
 	struct mirror *m = c->m;
 	struct tsr_peer_client_opts o = {
-		.address = c->address,
-		.token = m->token,
-		.node_id = m->node_id,
-		.timeout_ms = m->peer_timeout_ms,
+	    .address = c->address,
+	    .token = m->token,
+	    .node_id = m->node_id,
+	    .timeout_ms = m->peer_timeout_ms,
 	};
 	struct conn_ctx *fc, *oc;
 	int ret;
@@ -410,8 +411,8 @@ int mcopy_connect(struct mcopy *c, tsr_cb cb_fn, void *cb_arg)
 	oc->cb_arg = cb_arg;
 	ret = tsr_peer_client_create(m->home, &o, copy_on_fail, fc, &c->client);
 	if (ret < 0) {
-		tsr_error("mirror %s: copy %u: peer client for %s: %s", m->name, c->idx,
-			  c->address, strerror(-ret));
+		tsr_error("mirror %s: copy %u: peer client for %s: %s", m->name, c->idx, c->address,
+			  strerror(-ret));
 		c->client = NULL;
 		free(fc);
 		free(oc);

@@ -28,10 +28,10 @@
 #include "tessera/mirror.h"
 #include "tessera/peer.h"
 
-#define MIRROR_TICK_MS 20               /* timer: stalls, throttle, status */
-#define MIRROR_RESYNC_DEPTH 4           /* regions copied at once */
-#define MIRROR_SCRUB_CHUNK (4u << 20)   /* bytes compared per step */
-#define MIRROR_PEER_SPLIT (1u << 30)    /* trim/zeroes pieces for the peer protocol */
+#define MIRROR_TICK_MS        20                  /* timer: stalls, throttle, status */
+#define MIRROR_RESYNC_DEPTH   4                   /* regions copied at once */
+#define MIRROR_SCRUB_CHUNK    (4u << 20)          /* bytes compared per step */
+#define MIRROR_PEER_SPLIT     (1u << 30)          /* trim/zeroes pieces for the peer protocol */
 #define MIRROR_LOCAL_RETRY_NS (5ull * 1000000000) /* an out-of-sync local copy: resync again */
 
 struct mirror;
@@ -42,7 +42,7 @@ struct wop;
 struct waiter {
 	void (*fn)(void *arg, int status);
 	void *arg;
-	uint64_t ver;                /* bitmap: page version needed; hook: state wanted */
+	uint64_t ver; /* bitmap: page version needed; hook: state wanted */
 	struct waiter *next;
 };
 
@@ -78,24 +78,24 @@ void rl_cancel(struct mirror *m, struct rlock *rl);
  * is dirty (full resync).
  */
 struct mpage {
-	uint64_t mv, pv, fv;         /* versions: modified, persisted, in flight */
+	uint64_t mv, pv, fv; /* versions: modified, persisted, in flight */
 	bool inflight;
-	struct waiter *waiters;      /* wait for pv >= ver */
-	uint8_t *iobuf;              /* copy of the page being written */
-	struct iovec iov;            /* for the write in flight (read at submit) */
+	struct waiter *waiters; /* wait for pv >= ver */
+	uint8_t *iobuf;         /* copy of the page being written */
+	struct iovec iov;       /* for the write in flight (read at submit) */
 };
 
 struct mbitmap {
 	struct mirror *m;
-	int fd;                      /* -1: not open */
+	int fd; /* -1: not open */
 	char path[PATH_MAX];
 	uint64_t nregions;
 	unsigned region_shift;
-	uint8_t *bits;               /* npages * 4096 bytes */
+	uint8_t *bits; /* npages * 4096 bytes */
 	size_t npages;
 	struct mpage *pages;
-	uint64_t nset;               /* set bits */
-	int error;                   /* last persist error (sticky until a success) */
+	uint64_t nset; /* set bits */
+	int error;     /* last persist error (sticky until a success) */
 };
 /* Control thread (blocking).  full: every region dirty; load: keep the file's
  * bits if its header matches, else every region dirty; neither: empty.
@@ -105,8 +105,7 @@ void mbm_close(struct mbitmap *bm, bool unlink_file);
 /* Home worker.  Set the regions of [off, off+len); for every page whose
  * persisted state lacks them queue a write and a waiter (fn(arg, status)),
  * returning the number of waiters queued (0: already durable) or -errno. */
-int mbm_mark(struct mbitmap *bm, uint64_t off, uint64_t len, void (*fn)(void *, int),
-	     void *arg);
+int mbm_mark(struct mbitmap *bm, uint64_t off, uint64_t len, void (*fn)(void *, int), void *arg);
 void mbm_mark_all(struct mbitmap *bm);
 /* Wait for every page not yet persisted; returns waiters queued. */
 int mbm_wait_all(struct mbitmap *bm, void (*fn)(void *, int), void *arg);
@@ -130,27 +129,27 @@ struct mcopy {
 	char node_id[64];
 	char address[128];
 	bool local;
-	bool present;                /* false: slot dropped (replaced) */
-	enum tsr_copy_state state;   /* what the data path does with it now */
-	enum tsr_copy_state recorded;/* last state the metadata store holds */
+	bool present;                 /* false: slot dropped (replaced) */
+	enum tsr_copy_state state;    /* what the data path does with it now */
+	enum tsr_copy_state recorded; /* last state the metadata store holds */
 	bool full_resync;
-	unsigned slot_gen;           /* bumped when the slot gets a new copy (replace) */
+	unsigned slot_gen; /* bumped when the slot gets a new copy (replace) */
 	/* hooks: one call in flight per copy */
 	bool hook_busy;
 	enum tsr_copy_state hook_issued;
 	enum tsr_copy_state hook_want;
 	struct waiter *hook_waiters; /* ver = state waited for */
 	/* session */
-	bool open;                   /* data ops may be sent */
-	unsigned gen;                /* bumped at every failure / reconnect */
-	struct tsr_svol *svol;       /* local copy */
+	bool open;                      /* data ops may be sent */
+	unsigned gen;                   /* bumped at every failure / reconnect */
+	struct tsr_svol *svol;          /* local copy */
 	struct tsr_peer_client *client; /* remote copy */
 	uint64_t handle;
-	void *fail_ctx;              /* the client's on_fail argument (freed with it) */
+	void *fail_ctx; /* the client's on_fail argument (freed with it) */
 	bool connecting;
 	struct mbitmap bm;
-	struct mresync *resync;      /* running resync, or NULL */
-	bool resync_queued;          /* start one once the session is open */
+	struct mresync *resync; /* running resync, or NULL */
+	bool resync_queued;     /* start one once the session is open */
 };
 
 /* One operation on one copy: mirror_copy.c.  Sync errors are returned. */
@@ -176,7 +175,7 @@ struct mirror {
 	char state_dir[PATH_MAX];
 	struct tsr_store *store;
 	struct tsr_worker *home;
-	struct tsr_io *io;           /* the home worker's */
+	struct tsr_io *io; /* the home worker's */
 	pthread_t home_thread;
 	unsigned min_replicas;
 	unsigned peer_timeout_ms;
@@ -191,8 +190,8 @@ struct mirror {
 	struct mcopy copies[TSR_MIRROR_MAX_COPIES];
 	unsigned n_copies;
 
-	int refs;                    /* async work referring to m, + 1 while alive (atomic) */
-	bool fence_req;              /* tsr_mirror_fence was called (atomic, any thread) */
+	int refs;       /* async work referring to m, + 1 while alive (atomic) */
+	bool fence_req; /* tsr_mirror_fence was called (atomic, any thread) */
 
 	/* home worker state */
 	bool ready, fenced, closing;
@@ -200,29 +199,29 @@ struct mirror {
 	struct rlock *locks_held;
 	struct rlock *locks_wait, *locks_wait_tail;
 	struct wop *stalled, *stalled_tail; /* writes waiting for min_replicas (range held) */
-	struct wop *blocked;         /* writes queued behind a range lock (for timeouts) */
+	struct wop *blocked;                /* writes queued behind a range lock (for timeouts) */
 	unsigned read_rr;
-	uint8_t *unflushed;          /* regions written since the last flush began */
-	uint8_t *unflushed_prev;     /* regions written before a flush in flight */
+	uint8_t *unflushed;      /* regions written since the last flush began */
+	uint8_t *unflushed_prev; /* regions written before a flush in flight */
 	unsigned flushes_inflight;
 	bool flush_failed;
 	struct mscrub *scrub;
-	bool replace_running;        /* a replaced copy's full resync not yet IN_SYNC */
+	bool replace_running; /* a replaced copy's full resync not yet IN_SYNC */
 	unsigned replace_idx;
 	struct mbitmap *retired[TSR_MIRROR_MAX_COPIES * 4]; /* replaced copies' bitmaps */
 	unsigned n_retired;
-	bool destroy_waiter;         /* a thread waits on sem for the last reference */
+	bool destroy_waiter; /* a thread waits on sem for the last reference */
 	/* start */
 	unsigned start_pending;
 	int start_status;
-	sem_t sem;                   /* create and destroy wait here */
+	sem_t sem; /* create and destroy wait here */
 
 	/* counters (home worker) */
 	uint64_t n_writes, n_reads, write_errors, copy_failures;
 	uint64_t resync_bytes_copied, resync_regions_copied;
 	uint64_t resync_total, resync_done;
 	bool resync_running;
-	uint64_t local_retry_ns;     /* last automatic resync try of the local copy */
+	uint64_t local_retry_ns; /* last automatic resync try of the local copy */
 	double resync_rate_bps;
 	uint64_t rate_last_bytes, rate_last_ns;
 	uint64_t scrub_total, scrub_done, scrub_mismatches, scrub_repaired, scrub_unrepaired;

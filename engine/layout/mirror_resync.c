@@ -29,16 +29,16 @@ struct xfer {
 	struct rlock rl;
 	uint64_t off;
 	uint32_t len;
-	uint32_t dst;      /* copies to write */
+	uint32_t dst; /* copies to write */
 	bool nolock;
-	int src;           /* copy read from */
-	int hint;          /* preferred source, -1 none */
+	int src;  /* copy read from */
+	int hint; /* preferred source, -1 none */
 	uint32_t tried;
-	bool hole;         /* the source has a hole there: trim the targets */
+	bool hole; /* the source has a hole there: trim the targets */
 	uint8_t *buf;
 	int pending;
 	int status;
-	uint64_t bytes;    /* written, summed over the targets */
+	uint64_t bytes; /* written, summed over the targets */
 	void (*done)(void *arg, int status, uint64_t bytes);
 	void *arg;
 };
@@ -117,8 +117,8 @@ static void xfer_read_done(void *arg, int status)
 		/* FUA: a region copied is durable before its bit is cleared (a
 		 * trim is: the store punches and syncs before completing) */
 		if (x->hole)
-			ret = mcopy_submit(c, MCOP_TRIM, x->off, x->len, NULL, 0, xfer_write_done,
-					   s);
+			ret =
+			    mcopy_submit(c, MCOP_TRIM, x->off, x->len, NULL, 0, xfer_write_done, s);
 		else
 			ret = mcopy_submit(c, MCOP_WRITE, x->off, x->len, x->buf, TSR_WRITE_FUA,
 					   xfer_write_done, s);
@@ -229,8 +229,8 @@ struct rcmp {
 	uint32_t *ssum, *tsum;
 	int pending;
 	int status;
-	bool target_bad;     /* the target's SUMS failed with -EIO: copy it all */
-	uint32_t b;          /* next block to look at */
+	bool target_bad; /* the target's SUMS failed with -EIO: copy it all */
+	uint32_t b;      /* next block to look at */
 	uint32_t run_end;
 	uint64_t bytes;
 	void (*done)(void *arg, int status, uint64_t bytes);
@@ -379,12 +379,12 @@ static int mirror_region_compare(struct mirror *m, uint64_t off, uint32_t len, u
 
 struct mresync {
 	struct mcopy *c;
-	uint64_t next;          /* next region to look at */
-	unsigned inflight;      /* region copies in flight */
+	uint64_t next;     /* next region to look at */
+	unsigned inflight; /* region copies in flight */
 	bool aborted;
-	bool waiting_hook;      /* a hook waiter refers to us */
-	bool copying;           /* recorded RESYNCING: walking the bitmap */
-	bool hook_failed;       /* IN_SYNC could not be recorded: retry on the tick */
+	bool waiting_hook; /* a hook waiter refers to us */
+	bool copying;      /* recorded RESYNCING: walking the bitmap */
+	bool hook_failed;  /* IN_SYNC could not be recorded: retry on the tick */
 	uint64_t total, done;
 	double tokens;
 	uint64_t last_ns;
@@ -655,8 +655,8 @@ void mirror_resync_tick(struct mirror *m, uint64_t now_ns)
 		double inst = (double)(m->resync_bytes_copied - m->rate_last_bytes) * 1e9 /
 			      (double)(now_ns - m->rate_last_ns);
 
-		m->resync_rate_bps = m->resync_rate_bps == 0 ? inst
-							     : 0.5 * m->resync_rate_bps + 0.5 * inst;
+		m->resync_rate_bps =
+		    m->resync_rate_bps == 0 ? inst : 0.5 * m->resync_rate_bps + 0.5 * inst;
 		m->rate_last_bytes = m->resync_bytes_copied;
 		m->rate_last_ns = now_ns;
 	}

@@ -32,11 +32,11 @@ struct mscrub {
 	bool repair, converge, aborted;
 	void (*done)(void *arg, int status);
 	void *arg;
-	uint64_t pos;                 /* chunk being compared */
+	uint64_t pos; /* chunk being compared */
 	uint32_t len;
 	struct rlock rl;
 	bool locked, lock_wait;
-	uint32_t set;                 /* copies compared in this chunk */
+	uint32_t set; /* copies compared in this chunk */
 	int cstatus[TSR_MIRROR_MAX_COPIES];
 	uint32_t sums[TSR_MIRROR_MAX_COPIES][CHUNK_BLOCKS];
 	uint8_t unreadable[TSR_MIRROR_MAX_COPIES][CHUNK_BLOCKS];
@@ -46,8 +46,8 @@ struct mscrub {
 	uint32_t fb_block;
 	uint32_t fb_sum;
 	/* repairs of this chunk */
-	uint32_t rep_block;           /* next block to look at */
-	uint32_t rep_run;             /* blocks in the run in flight */
+	uint32_t rep_block; /* next block to look at */
+	uint32_t rep_run;   /* blocks in the run in flight */
 };
 
 struct ssub {
@@ -246,7 +246,7 @@ static int block_verdict(struct mscrub *s, uint32_t b, uint32_t *bad)
 	if (s->converge) {
 		winner = pref;
 	} else {
-		int votes[TSR_MIRROR_MAX_COPIES] = { 0 };
+		int votes[TSR_MIRROR_MAX_COPIES] = {0};
 
 		for (unsigned i = 0; i < m->n_copies; i++) {
 			if (!(s->set & (1u << i)) || s->unreadable[i][b])
@@ -315,9 +315,9 @@ static void repair_next(struct mscrub *s)
 			if (win < 0 && !s->converge)
 				m->scrub_unrepaired++;
 			else if (win < 0)
-				tsr_error("mirror %s: converge: block %llu unreadable on every copy",
-					  m->name,
-					  (unsigned long long)(s->pos / TSR_BLOCK_SIZE + b));
+				tsr_error(
+				    "mirror %s: converge: block %llu unreadable on every copy",
+				    m->name, (unsigned long long)(s->pos / TSR_BLOCK_SIZE + b));
 			s->rep_block++;
 			continue;
 		}

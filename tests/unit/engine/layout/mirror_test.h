@@ -26,9 +26,9 @@
 #include "tessera/worker.h"
 #include "../store/store_test.h"
 
-#define TOKEN "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define TOKEN     "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 #define MAX_NODES 4
-#define VOLNAME "vol"
+#define VOLNAME   "vol"
 
 struct node {
 	char dir[512];
@@ -50,7 +50,7 @@ struct conn_msg {
 
 static UNUSED struct tsr_worker *start_worker_or_skip(unsigned index)
 {
-	struct tsr_io_opts o = { .kind = TSR_IO_AUTO };
+	struct tsr_io_opts o = {.kind = TSR_IO_AUTO};
 	struct tsr_worker *w = NULL;
 	int ret = tsr_worker_start(index, &o, &w);
 
@@ -93,8 +93,7 @@ static void *node_acceptor(void *arg)
 
 static UNUSED int node_listen(struct node *n)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET,
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof(sa);
 	int one = 1;
 
@@ -146,7 +145,7 @@ static UNUSED void node_stop(struct node *n)
 
 static UNUSED int node_init(struct node *n, unsigned index, uint64_t vol_size)
 {
-	struct tsr_peer_server_opts so = { .token = TOKEN };
+	struct tsr_peer_server_opts so = {.token = TOKEN};
 	int ret;
 
 	memset(n, 0, sizeof(*n));
@@ -155,7 +154,7 @@ static UNUSED int node_init(struct node *n, unsigned index, uint64_t vol_size)
 	ret = scratch_dir(n->dir, sizeof(n->dir));
 	if (ret < 0)
 		return ret;
-	ret = tsr_store_open(n->dir, &(struct tsr_store_opts){ 0 }, &n->store);
+	ret = tsr_store_open(n->dir, &(struct tsr_store_opts){0}, &n->store);
 	if (ret < 0)
 		return ret;
 	if (vol_size) {
@@ -264,24 +263,25 @@ static UNUSED int sem_wait_ms(sem_t *s, unsigned ms)
 enum ev_kind { EV_HOOK, EV_ACK };
 struct ev {
 	enum ev_kind kind;
-	unsigned idx;               /* hook: copy */
-	enum tsr_copy_state st;     /* hook: state recorded */
-	int status;                 /* ack: status */
-	uint64_t off;               /* ack: write offset */
+	unsigned idx;           /* hook: copy */
+	enum tsr_copy_state st; /* hook: state recorded */
+	int status;             /* ack: status */
+	uint64_t off;           /* ack: write offset */
 };
 
 static struct {
 	pthread_mutex_t lock;
 	struct ev ev[4096];
 	unsigned n;
-	int hook_status;            /* what the hooks answer (0 or -errno) */
+	int hook_status; /* what the hooks answer (0 or -errno) */
 	unsigned hook_delay_ms;
 	int hooks_inflight;
 	enum tsr_copy_state state[TSR_MIRROR_MAX_COPIES]; /* as "recorded" */
 	/* like the cluster: the hook takes this lock on the calling (home) thread */
 	pthread_mutex_t caller_lock;
-} g_log = { .lock = PTHREAD_MUTEX_INITIALIZER, .hook_delay_ms = 10,
-	    .caller_lock = PTHREAD_MUTEX_INITIALIZER };
+} g_log = {.lock = PTHREAD_MUTEX_INITIALIZER,
+	   .hook_delay_ms = 10,
+	   .caller_lock = PTHREAD_MUTEX_INITIALIZER};
 
 static UNUSED void log_add(struct ev e)
 {
@@ -318,8 +318,8 @@ static void *hook_thread(void *arg)
 	if (status == 0) {
 		g_log.state[hc->idx] = hc->st;
 		if (g_log.n < 4096)
-			g_log.ev[g_log.n++] = (struct ev){ .kind = EV_HOOK, .idx = hc->idx,
-							  .st = hc->st };
+			g_log.ev[g_log.n++] =
+			    (struct ev){.kind = EV_HOOK, .idx = hc->idx, .st = hc->st};
 	}
 	pthread_mutex_unlock(&g_log.lock);
 	hc->done(hc->done_arg, status);
@@ -358,8 +358,8 @@ struct dcall {
 	uint64_t off, len;
 	void *buf;
 	unsigned flags;
-	int ret;      /* the call's return */
-	int status;   /* the callback's */
+	int ret;    /* the call's return */
+	int status; /* the callback's */
 	int calls;
 	bool log_ack;
 	sem_t done;
@@ -372,7 +372,7 @@ static void dcall_cb(void *arg, int status)
 	d->status = status;
 	d->calls++;
 	if (d->log_ack)
-		log_add((struct ev){ .kind = EV_ACK, .status = status, .off = d->off });
+		log_add((struct ev){.kind = EV_ACK, .status = status, .off = d->off});
 	sem_post(&d->done);
 }
 
@@ -422,11 +422,10 @@ static UNUSED int dcall_wait(struct dcall *d, unsigned ms)
 	return d->ret != 0 ? d->ret : d->status;
 }
 
-static UNUSED int ldo(struct tsr_worker *home, struct tsr_layout *l, enum dkind kind,
-		      uint64_t off, uint64_t len, void *buf, unsigned flags)
+static UNUSED int ldo(struct tsr_worker *home, struct tsr_layout *l, enum dkind kind, uint64_t off,
+		      uint64_t len, void *buf, unsigned flags)
 {
-	struct dcall d = { .l = l, .kind = kind, .off = off, .len = len, .buf = buf,
-			   .flags = flags };
+	struct dcall d = {.l = l, .kind = kind, .off = off, .len = len, .buf = buf, .flags = flags};
 
 	dcall_start(home, &d);
 	return dcall_wait(&d, 20000);
@@ -474,8 +473,8 @@ static void batch_msg(struct tsr_worker *w, void *arg)
 
 		it->b = b;
 		it->i = i;
-		b->ret[i] = tsr_layout_write(b->l, io, b->off[i], b->len[i], b->buf[i], 0, batch_cb,
-					     it);
+		b->ret[i] =
+		    tsr_layout_write(b->l, io, b->off[i], b->len[i], b->buf[i], 0, batch_cb, it);
 		if (b->ret[i] != 0) {
 			free(it);
 			b->failed++;

@@ -20,16 +20,16 @@
 
 #include "mirror_test.h"
 
-#define MiB (1024ull * 1024)
-#define VOL (16 * MiB)
+#define MiB    (1024ull * 1024)
+#define VOL    (16 * MiB)
 #define REGION (1u << 20)
 
 struct env {
 	struct node nodes[3];
 	struct tsr_worker *home;
 	char state_dir[512];
-	uint8_t *model;  /* what the volume must contain */
-	uint8_t *file;   /* a node's data file */
+	uint8_t *model; /* what the volume must contain */
+	uint8_t *file;  /* a node's data file */
 	uint8_t *buf;
 	struct tsr_layout *l;
 };
@@ -130,8 +130,7 @@ static void get_status(struct env *e, struct tsr_mirror_status *s)
 }
 
 /* Poll the status (it is refreshed every 20 ms) until pred holds. */
-static bool wait_status(struct env *e, bool (*pred)(const struct tsr_mirror_status *),
-			unsigned ms)
+static bool wait_status(struct env *e, bool (*pred)(const struct tsr_mirror_status *), unsigned ms)
 {
 	struct tsr_mirror_status s;
 	uint64_t end = mono_ms() + ms;
@@ -266,11 +265,15 @@ static void test_replica_down_resync(void **state)
 	node_stop(&e->nodes[2]);
 	/* writes go on (2 copies in sync >= min 2), 3 regions while node2 is away */
 	{
-		uint64_t offs[3] = { 5 * MiB + 4096, 7 * MiB, 9 * MiB + 512 * 1024 };
+		uint64_t offs[3] = {5 * MiB + 4096, 7 * MiB, 9 * MiB + 512 * 1024};
 
 		for (unsigned i = 0; i < 3; i++) {
-			struct dcall d = { .l = e->l, .kind = D_WRITE, .off = offs[i],
-					   .len = 128 * 1024, .buf = e->buf, .log_ack = true };
+			struct dcall d = {.l = e->l,
+					  .kind = D_WRITE,
+					  .off = offs[i],
+					  .len = 128 * 1024,
+					  .buf = e->buf,
+					  .log_ack = true};
 
 			fill(e->buf, 128 * 1024, 20 + i, offs[i]);
 			memcpy(e->model + offs[i], e->buf, 128 * 1024);
@@ -328,7 +331,7 @@ static void test_below_min_replicas(void **state)
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
 	struct tsr_mirror_status s;
-	struct dcall d = { .kind = D_WRITE, .off = 0, .len = 64 * 1024, .log_ack = true };
+	struct dcall d = {.kind = D_WRITE, .off = 0, .len = 64 * 1024, .log_ack = true};
 	uint64_t t0;
 
 	opts_init(e, &o, true, 2, 1);
@@ -436,7 +439,7 @@ static void test_fence_call(void **state)
 	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), -EIO);
 	/* destroyed on its home worker itself: torn down there, freed once idle */
 	{
-		struct destroy_call dc = { .l = e->l };
+		struct destroy_call dc = {.l = e->l};
 
 		sem_init(&dc.done, 0, 0);
 		assert_int_equal(tsr_worker_send(e->home, destroy_msg, &dc), 0);
@@ -464,11 +467,11 @@ static void test_converge(void **state)
 	for (unsigned i = 0; i < 3; i++)
 		store_fill(e, i, 0, MiB, 1);
 	fill(e->model, MiB, 1, 0);
-	store_fill(e, 1, 3 * BS, BS, 2);     /* node1 alone */
-	store_fill(e, 2, 7 * BS, BS, 3);     /* node2 alone */
-	store_fill(e, 0, 9 * BS, BS, 4);     /* the local copy alone: it wins */
+	store_fill(e, 1, 3 * BS, BS, 2); /* node1 alone */
+	store_fill(e, 2, 7 * BS, BS, 3); /* node2 alone */
+	store_fill(e, 0, 9 * BS, BS, 4); /* the local copy alone: it wins */
 	fill(e->model + 9 * BS, BS, 4, 9 * BS);
-	store_fill(e, 2, 5 * MiB, BS, 5);    /* written on node2 only, elsewhere a hole */
+	store_fill(e, 2, 5 * MiB, BS, 5); /* written on node2 only, elsewhere a hole */
 
 	opts_init(e, &o, true, 2, 1);
 	o.converge = true;
@@ -620,7 +623,8 @@ static void test_resync_under_load(void **state)
 	for (round = 0; round < 20; round++) {
 		for (unsigned i = 0; i < b.n; i++) {
 			/* pairs of writes overlap: the later must win everywhere */
-			b.off[i] = ((uint64_t)((round * 7 + i / 2) % 8) * MiB) + (i % 2) * 64 * 1024;
+			b.off[i] =
+			    ((uint64_t)((round * 7 + i / 2) % 8) * MiB) + (i % 2) * 64 * 1024;
 			b.len[i] = 128 * 1024;
 			fill(b.buf[i], b.len[i], 100 + round * 16 + i, b.off[i]);
 		}
@@ -647,7 +651,7 @@ static void test_replace(void **state)
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
 	struct tsr_mirror_status s;
-	struct tsr_mirror_copy nc = { .state = TSR_COPY_OUT_OF_SYNC };
+	struct tsr_mirror_copy nc = {.state = TSR_COPY_OUT_OF_SYNC};
 	struct node n3;
 	char path[PATH_MAX];
 
@@ -688,7 +692,7 @@ static void test_stalled_write_resumes(void **state)
 {
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
-	struct dcall d = { .kind = D_WRITE, .off = 3 * MiB, .len = 64 * 1024 };
+	struct dcall d = {.kind = D_WRITE, .off = 3 * MiB, .len = 64 * 1024};
 
 	opts_init(e, &o, true, 2, 1);
 	o.write_wait_ms = 15000;
@@ -785,7 +789,7 @@ static void test_replica_dies_mid_workload(void **state)
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
 	struct tsr_mirror_status s;
-	struct stopper st = { .n = &e->nodes[2], .delay_ms = 100 };
+	struct stopper st = {.n = &e->nodes[2], .delay_ms = 100};
 	static struct batch b;
 	pthread_t t;
 
@@ -817,8 +821,8 @@ static void test_replica_dies_mid_workload(void **state)
 	get_status(e, &s);
 	assert_int_equal(s.copies[2].state, TSR_COPY_OUT_OF_SYNC);
 	assert_int_equal(s.write_errors, 0);
-	assert_true(s.copies[2].dirty_bytes >= 4 * REGION);  /* regions 8-11 at least */
-	assert_true(s.copies[2].dirty_bytes <= 8 * REGION);  /* never more than written */
+	assert_true(s.copies[2].dirty_bytes >= 4 * REGION); /* regions 8-11 at least */
+	assert_true(s.copies[2].dirty_bytes <= 8 * REGION); /* never more than written */
 
 	node_run(&e->nodes[2], 12);
 	tsr_mirror_copy_returned(e->l, 2, e->nodes[2].address);
@@ -889,7 +893,7 @@ static void test_local_copy_fails(void **state)
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
 	struct tsr_mirror_status s;
-	struct tsr_io_opts io = { .kind = TSR_IO_AUTO, .fault_spec = "write:3:fail=EIO" };
+	struct tsr_io_opts io = {.kind = TSR_IO_AUTO, .fault_spec = "write:3:fail=EIO"};
 	struct tsr_worker *faulty = NULL;
 
 	assert_int_equal(tsr_worker_start(5, &io, &faulty), 0);
@@ -900,8 +904,8 @@ static void test_local_copy_fails(void **state)
 		fill(e->buf, 64 * 1024, 1 + i, i * MiB);
 		memcpy(e->model + i * MiB, e->buf, 64 * 1024);
 		/* FUA: nothing unflushed, so only the failed write's region is dirty */
-		assert_int_equal(ldo(faulty, e->l, D_WRITE, i * MiB, 64 * 1024, e->buf,
-				     TSR_WRITE_FUA), 0);
+		assert_int_equal(
+		    ldo(faulty, e->l, D_WRITE, i * MiB, 64 * 1024, e->buf, TSR_WRITE_FUA), 0);
 	}
 	usleep(100 * 1000);
 	get_status(e, &s);
@@ -966,24 +970,24 @@ static void test_fence_under_hook_lock(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_round_trip_local, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_round_trip_remote, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_replica_down_resync, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_below_min_replicas, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_fencing, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_fence_call, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_converge, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_scrub, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_read_repair, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_hook_failure, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_resync_under_load, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_replace, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_stalled_write_resumes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_scrub_unreadable, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_replica_dies_mid_workload, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_resync_at_create, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_local_copy_fails, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_fence_under_hook_lock, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_round_trip_local, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_round_trip_remote, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_replica_down_resync, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_below_min_replicas, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fencing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fence_call, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_converge, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_scrub, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_repair, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hook_failure, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_resync_under_load, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_replace, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stalled_write_resumes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_scrub_unreadable, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_replica_dies_mid_workload, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_resync_at_create, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_local_copy_fails, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fence_under_hook_lock, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
