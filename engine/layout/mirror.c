@@ -367,6 +367,13 @@ void mirror_copy_failed(struct mcopy *c, int err)
 
 /* ---- writes, trims, write_zeroes, flushes -------------------------------- */
 
+struct wsub {
+	struct wop *op;
+	struct mcopy *c;
+	unsigned gen;      /* session: a failure of an old one is not news */
+	unsigned slot_gen; /* the copy in the slot (replace) */
+};
+
 struct wop {
 	struct mirror *m;
 	enum mcop_kind kind; /* WRITE, TRIM, ZEROES or FLUSH */
@@ -382,14 +389,11 @@ struct wop {
 	uint64_t submit_ns;
 	bool stalled, blocked;
 	struct wop *next; /* stalled or blocked list */
+	/* one per copy for the launch in flight (a relaunch starts after all
+	 * of them came back): no allocation per copy and write */
+	struct wsub subs[TSR_MIRROR_MAX_COPIES];
 };
 
-struct wsub {
-	struct wop *op;
-	struct mcopy *c;
-	unsigned gen;      /* session: a failure of an old one is not news */
-	unsigned slot_gen; /* the copy in the slot (replace) */
-};
 
 static void wop_launch(struct wop *op);
 
@@ -542,7 +546,6 @@ static void wsub_done(void *arg, int status)
 		if (c->present)
 			wop_missed(op, c);
 	}
-	free(s);
 	wop_dec(op);
 }
 
@@ -568,11 +571,7 @@ static void wop_launch(struct wop *op)
 			wop_missed(op, c);
 			continue;
 		}
-		s = malloc(sizeof(*s));
-		if (s == NULL) {
-			op->status = -EIO;
-			continue;
-		}
+		s = &op->subs[i];
 		s->op = op;
 		s->c = c;
 		s->gen = c->gen;
