@@ -26,6 +26,16 @@ int tsr_layout_new(const struct tsr_layout_ops *ops, void *ctx, struct tsr_layou
 	return 0;
 }
 
+const struct tsr_layout_ops *tsr_layout_ops_of(const struct tsr_layout *l)
+{
+	return l->ops;
+}
+
+void *tsr_layout_ctx(struct tsr_layout *l)
+{
+	return l->ctx;
+}
+
 void tsr_layout_destroy(struct tsr_layout *l)
 {
 	if (l == NULL)

@@ -1112,24 +1112,14 @@ static const struct tsr_layout_ops mirror_layout_ops = {
     .destroy = mirror_destroy,
 };
 
-/*
- * The layout's ctx.  layout.c keeps struct tsr_layout private and offers no
- * accessor; its first two fields are {ops, ctx} (engine/layout/layout.c).
- * Debt: a tsr_layout_ctx() in layout_module.h would replace this peek.
- */
-struct layout_peek {
-	const struct tsr_layout_ops *ops;
-	void *ctx;
-};
-
 bool tsr_layout_is_mirror(const struct tsr_layout *l)
 {
-	return l != NULL && ((const struct layout_peek *)l)->ops == &mirror_layout_ops;
+	return l != NULL && tsr_layout_ops_of(l) == &mirror_layout_ops;
 }
 
 static struct mirror *layout_mirror(struct tsr_layout *l)
 {
-	return tsr_layout_is_mirror(l) ? ((struct layout_peek *)l)->ctx : NULL;
+	return tsr_layout_is_mirror(l) ? tsr_layout_ctx(l) : NULL;
 }
 
 /* state_dir/<vol>.<node_id>.bitmap */

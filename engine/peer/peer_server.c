@@ -1135,7 +1135,8 @@ static struct peer_wctx *server_wctx(struct tsr_peer_server *srv, struct tsr_wor
 		tsr_error("peer: worker%u: index above %u, not served", i, PEER_SRV_MAX_WORKERS);
 		return NULL;
 	}
-	if (srv->wctx[i] != NULL && srv->wctx[i]->w == w)
+	/* a restarted worker may reuse a stopped one's address: never its context */
+	if (srv->wctx[i] != NULL && srv->wctx[i]->w == w && !srv->wctx[i]->stopped)
 		return srv->wctx[i];
 	if (srv->wctx[i] != NULL && !srv->wctx[i]->stopped)
 		return NULL; /* two live workers with one index: not ours to serve */

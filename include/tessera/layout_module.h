@@ -28,5 +28,8 @@ struct tsr_layout_ops {
 
 /* For layouts' constructors: wrap ctx into a struct tsr_layout. */
 int tsr_layout_new(const struct tsr_layout_ops *ops, void *ctx, struct tsr_layout **out);
+/* For a layout's own control functions: which ops table, and its ctx. */
+const struct tsr_layout_ops *tsr_layout_ops_of(const struct tsr_layout *l);
+void *tsr_layout_ctx(struct tsr_layout *l);
 
 #endif

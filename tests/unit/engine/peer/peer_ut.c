@@ -622,6 +622,8 @@ static int recv_all(int fd, void *buf, size_t len)
 	while (got < len) {
 		ssize_t n = recv(fd, (uint8_t *)buf + got, len - got, 0);
 
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n <= 0)
 			return n == 0 ? 0 : -errno;
 		got += (size_t)n;
