@@ -52,7 +52,8 @@ start_node() {
 	local i=$1 d=$W/n$1 k
 	shift
 	mkdir -p "$d"
-	"$TESSERAD" --data "$d" --listen "127.0.0.1:${PORT[$i]}" --node-id "n$i" --zone "z$i" "$@" \
+	"$TESSERAD" --data "$d" --listen "127.0.0.1:${PORT[$i]}" --node-id "n$i" --zone "z$i" \
+		--capacity 4T "$@" \
 		>"$d/tesserad.log" 2>&1 &
 	PIDS+=($!)
 	for (( k=0; k<300; k++ )); do
