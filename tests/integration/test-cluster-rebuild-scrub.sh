@@ -103,7 +103,9 @@ printf '\xff' | dd of="$f" bs=1 seek=$(( 2 * 1048576 + 100 )) conv=notrunc statu
 cl_start_node "$other"
 cl_wait_synced rb 60
 out=$(ctsr --json volume scrub rb) || fail "scrub did not repair the corrupt block: $out"
-log "scrub after corruption: $out"
+rep=$(printf '%s' "$out" | json_get 'j["scrub_repaired"]')
+[ "$rep" -ge 1 ] || fail "scrub did not see the corrupt block: $out"
+log "scrub after corruption: $rep block(s) repaired"
 fio "${FIO[@]}" --verify_only --output="$CL_ROOT/fio4.txt" || fail "data wrong after the repairs"
 
 ctsr volume detach rb >/dev/null || fail "detach"
