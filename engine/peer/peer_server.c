@@ -1240,10 +1240,13 @@ void tsr_peer_conn_start(struct tsr_peer_server *srv, struct tsr_worker *w, int 
 	if (c->next != NULL)
 		c->next->prev = c;
 	wctx->conns = c;
-	/* tesserad peeked at the magic: the first frame may be complete already */
+	/* tesserad peeked at the magic: the first frame may be complete already
+	 * (and may be bad: reading can close c; our reference keeps it) */
+	conn_get(c);
 	conn_read(c);
 	if (c->state != CONN_CLOSED)
 		conn_update_events(c);
+	conn_put(c);
 	return;
 err_fd:
 	close(fd);
