@@ -86,6 +86,7 @@ static void mirror_free(struct mirror *m)
 	}
 	free(m->unflushed);
 	free(m->unflushed_prev);
+	mirror_xbuf_drop(m);
 	pthread_mutex_destroy(&m->status_lock);
 	sem_destroy(&m->sem);
 	free(m);

@@ -51,13 +51,37 @@ struct xsub {
 
 static void xfer_read(struct xfer *x);
 
+/* A buffer of at least len bytes: a cached region-sized one when it fits. */
+static void *xbuf_get(struct mirror *m, uint32_t len)
+{
+	if (len > m->region_size)
+		return tsr_alloc_aligned(len);
+	if (m->n_xbuf > 0)
+		return m->xbuf_cache[--m->n_xbuf];
+	return tsr_alloc_aligned(m->region_size);
+}
+
+static void xbuf_put(struct mirror *m, void *buf, uint32_t len)
+{
+	if (len <= m->region_size && m->n_xbuf < MIRROR_XBUF_CACHE)
+		m->xbuf_cache[m->n_xbuf++] = buf;
+	else
+		tsr_free_aligned(buf);
+}
+
+void mirror_xbuf_drop(struct mirror *m)
+{
+	while (m->n_xbuf > 0)
+		tsr_free_aligned(m->xbuf_cache[--m->n_xbuf]);
+}
+
 static void xfer_finish(struct xfer *x, int status)
 {
 	struct mirror *m = x->m;
 
 	if (!x->nolock)
 		rl_release(m, &x->rl);
-	tsr_free_aligned(x->buf);
+	xbuf_put(m, x->buf, x->len);
 	x->done(x->arg, status, x->bytes);
 	free(x);
 	m_put(m);
@@ -192,7 +216,7 @@ int mirror_xfer(struct mirror *m, uint64_t off, uint32_t len, uint32_t dst, bool
 	x = calloc(1, sizeof(*x));
 	if (x == NULL)
 		return -ENOMEM;
-	x->buf = tsr_alloc_aligned(len);
+	x->buf = xbuf_get(m, len);
 	if (x->buf == NULL) {
 		free(x);
 		return -ENOMEM;
@@ -436,6 +460,7 @@ static void resync_in_sync(void *arg, int status)
 	tsr_info("mirror %s: copy %u (%s) in sync again (%llu bytes copied)", m->name, c->idx,
 		 c->node_id, (unsigned long long)rs->done);
 	free(rs);
+	mirror_xbuf_drop(m); /* idle volumes keep no copy buffers */
 	update_running(m);
 	mirror_publish(m);
 	mirror_kick_stalled(m);
