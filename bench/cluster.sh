@@ -119,15 +119,20 @@ fio --name=dirty --ioengine=nbd "--uri=$URI" --rw=write --bs=1M --iodepth=8 "--s
 before=$(ctsr --json volume status benchvol | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["resync_bytes_copied"])')
 t_start=$(date +%s.%N)
 start_node 3 --join "127.0.0.1:${PORT[1]}" --token-file "$W/n1/admin.token"
+t_copy=
 for k in $(seq 3000); do
 	st=$(ctsr --json volume status benchvol 2>/dev/null | "$PY" -c 'import json,sys; j=json.load(sys.stdin); print(",".join(c["state"] for c in j["volume"]["copies"]), j["resync_bytes_copied"])' 2>/dev/null || true)
-	case "$st" in "in-sync,in-sync,in-sync "*) break ;; esac
-	sleep 0.1
+	case "$st" in
+	"in-sync,in-sync,in-sync "*) break ;;
+	*resyncing*) [ -n "$t_copy" ] || t_copy=$(date +%s.%N) ;;
+	esac
+	sleep 0.05
 done
 t_end=$(date +%s.%N)
+[ -n "$t_copy" ] || t_copy=$t_start
 copied=${st##* }
-"$PY" -c 'import json,sys; print(json.dumps({"copied": int(sys.argv[1]) - int(sys.argv[2]), "seconds": float(sys.argv[4]) - float(sys.argv[3])}))' \
-	"$copied" "$before" "$t_start" "$t_end" >"$W/fio/resync.json"
+"$PY" -c 'import json,sys; print(json.dumps({"copied": int(sys.argv[1]) - int(sys.argv[2]), "seconds": float(sys.argv[4]) - float(sys.argv[3]), "copy_seconds": float(sys.argv[4]) - float(sys.argv[5])}))' \
+	"$copied" "$before" "$t_start" "$t_end" "$t_copy" >"$W/fio/resync.json"
 fio_json "raw-seqwrite" --ioengine=io_uring --direct=1 --rw=write --bs=1M --iodepth=8 "--size=$RESYNC" \
 	--name=a --filename="$W/raw/f1"
 
