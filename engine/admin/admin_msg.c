@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "admin/admin_internal.h"
+#include "tessera/pbmsg.h"
 
 #define MAX_STRING 4096      /* any string field in a reply */
 #define MAX_VOLUMES 100000   /* volumes in one reply */
@@ -301,32 +302,17 @@ static int check_request(const Tessera__Admin__Request *req, const char **why)
 	return -EINVAL;
 }
 
+static int check_request_msg(const ProtobufCMessage *msg, const char **why)
+{
+	return check_request((const Tessera__Admin__Request *)msg, why);
+}
+
 int tsr_admin_request_parse(const uint8_t *buf, size_t len, Tessera__Admin__Request **out,
 			    const char **why)
 {
-	Tessera__Admin__Request *req;
-	const char *dummy;
-	int ret;
-
-	if (why == NULL)
-		why = &dummy;
-	*out = NULL;
-	if (len > TSR_ADMIN_MAX_FRAME) {
-		*why = "request too large";
-		return -EMSGSIZE;
-	}
-	req = tessera__admin__request__unpack(NULL, len, buf);
-	if (req == NULL) {
-		*why = "malformed request (not an admin.proto Request)";
-		return -EINVAL;
-	}
-	ret = check_request(req, why);
-	if (ret) {
-		tessera__admin__request__free_unpacked(req, NULL);
-		return ret;
-	}
-	*out = req;
-	return 0;
+	return tsr_pb_parse(&tessera__admin__request__descriptor, buf, len, TSR_ADMIN_MAX_FRAME,
+			    "request", "an admin.proto Request", check_request_msg,
+			    (ProtobufCMessage **)out, why);
 }
 
 static bool valid_uuid(const char *s)
@@ -435,30 +421,15 @@ static int check_response(const Tessera__Admin__Response *resp, const char **why
 	return 0;
 }
 
+static int check_response_msg(const ProtobufCMessage *msg, const char **why)
+{
+	return check_response((const Tessera__Admin__Response *)msg, why);
+}
+
 int tsr_admin_response_parse(const uint8_t *buf, size_t len, Tessera__Admin__Response **out,
 			     const char **why)
 {
-	Tessera__Admin__Response *resp;
-	const char *dummy;
-	int ret;
-
-	if (why == NULL)
-		why = &dummy;
-	*out = NULL;
-	if (len > TSR_ADMIN_MAX_FRAME) {
-		*why = "response too large";
-		return -EMSGSIZE;
-	}
-	resp = tessera__admin__response__unpack(NULL, len, buf);
-	if (resp == NULL) {
-		*why = "malformed response (not an admin.proto Response)";
-		return -EINVAL;
-	}
-	ret = check_response(resp, why);
-	if (ret) {
-		tessera__admin__response__free_unpacked(resp, NULL);
-		return ret;
-	}
-	*out = resp;
-	return 0;
+	return tsr_pb_parse(&tessera__admin__response__descriptor, buf, len, TSR_ADMIN_MAX_FRAME,
+			    "response", "an admin.proto Response", check_response_msg,
+			    (ProtobufCMessage **)out, why);
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "meta/internal.h"
+#include "tessera/pbmsg.h"
 
 uint32_t meta_frame_len(const uint8_t hdr[4])
 {
@@ -129,32 +130,17 @@ bad_key:
 	return -EINVAL;
 }
 
+static int check_request_msg(const ProtobufCMessage *msg, const char **why)
+{
+	return check_request((const Tessera__Meta__Request *)msg, why);
+}
+
 int meta_request_parse(const uint8_t *buf, size_t len, Tessera__Meta__Request **out,
 		       const char **why)
 {
-	Tessera__Meta__Request *req;
-	const char *dummy;
-	int ret;
-
-	if (why == NULL)
-		why = &dummy;
-	*out = NULL;
-	if (len > META_MAX_FRAME) {
-		*why = "request too large";
-		return -EMSGSIZE;
-	}
-	req = tessera__meta__request__unpack(NULL, len, buf);
-	if (req == NULL) {
-		*why = "malformed request (not a meta.proto Request)";
-		return -EINVAL;
-	}
-	ret = check_request(req, why);
-	if (ret) {
-		tessera__meta__request__free_unpacked(req, NULL);
-		return ret;
-	}
-	*out = req;
-	return 0;
+	return tsr_pb_parse(&tessera__meta__request__descriptor, buf, len, META_MAX_FRAME,
+			    "request", "a meta.proto Request", check_request_msg,
+			    (ProtobufCMessage **)out, why);
 }
 
 static int check_response(const Tessera__Meta__Response *resp, const char **why)
@@ -182,32 +168,17 @@ static int check_response(const Tessera__Meta__Response *resp, const char **why)
 	return 0;
 }
 
+static int check_response_msg(const ProtobufCMessage *msg, const char **why)
+{
+	return check_response((const Tessera__Meta__Response *)msg, why);
+}
+
 int meta_response_parse(const uint8_t *buf, size_t len, Tessera__Meta__Response **out,
 			const char **why)
 {
-	Tessera__Meta__Response *resp;
-	const char *dummy;
-	int ret;
-
-	if (why == NULL)
-		why = &dummy;
-	*out = NULL;
-	if (len > META_MAX_FRAME) {
-		*why = "response too large";
-		return -EMSGSIZE;
-	}
-	resp = tessera__meta__response__unpack(NULL, len, buf);
-	if (resp == NULL) {
-		*why = "malformed response (not a meta.proto Response)";
-		return -EINVAL;
-	}
-	ret = check_response(resp, why);
-	if (ret) {
-		tessera__meta__response__free_unpacked(resp, NULL);
-		return ret;
-	}
-	*out = resp;
-	return 0;
+	return tsr_pb_parse(&tessera__meta__response__descriptor, buf, len, META_MAX_FRAME,
+			    "response", "a meta.proto Response", check_response_msg,
+			    (ProtobufCMessage **)out, why);
 }
 
 int meta_kv_from_proto(struct tsr_meta_kv *kv, const Tessera__Meta__KeyValue *p)
