@@ -14,6 +14,9 @@
 # file's sequential write bandwidth (1M QD8), and the RSS of one tesserad
 # with BENCH_MEMVOLS (default 100) attached 10 GiB volumes.
 # Median of BENCH_REPEATS (3) runs of BENCH_RUNTIME (10) s, interleaved.
+# BENCH_CEPH=1 first runs ../shared/peers/ceph-rbd.sh (PHASES=rep: a throw-away
+# 3-OSD Ceph cluster, a size=3 RBD image, the same fio jobs; about 7 minutes)
+# and puts its figures beside Tessera's.
 # Results: bench/results/cluster-<timestamp>.json and .md.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -78,6 +81,21 @@ declare -A JOB_ARGS=(
 )
 JOBS="4k_randwrite_qd32 4k_randwrite_qd1 1m_write_qd8"
 COMMON=(--direct=1 --time_based "--runtime=$RUNTIME" --ramp_time=1 "--size=$SIZE" --group_reporting)
+
+# ---- Ceph RBD, 3 replicas (optional), alone on the machine before ours
+if [ "${BENCH_CEPH:-0}" = 1 ]; then
+	CEPH_SH=$SRC/../shared/peers/ceph-rbd.sh
+	[ -f "$CEPH_SH" ] || die "BENCH_CEPH=1 but $CEPH_SH is missing"
+	log "ceph: running $CEPH_SH (PHASES=rep, about 7 minutes)"
+	if RESULTS="$W/ceph" PHASES=rep RUNTIME=$(( RUNTIME < 8 ? 8 : RUNTIME )) bash "$CEPH_SH" \
+		>"$W/ceph.log" 2>&1; then
+		for job in $JOBS; do
+			[ -f "$W/ceph/rep_$job.json" ] && cp "$W/ceph/rep_$job.json" "$W/fio/ceph-r3.$job.json"
+		done
+	else
+		log "ceph run failed (see $W/ceph.log, kept with BENCH_KEEP=1); no Ceph column"
+	fi
+fi
 
 # ---- the cluster
 for i in 1 2 3; do PORT[$i]=$(free_port); done

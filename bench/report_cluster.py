@@ -45,6 +45,10 @@ def main():
                 med["iops"] /= 3
                 med["bw"] /= 3
             res["jobs"][job][target] = med
+        try:
+            res["jobs"][job]["ceph-r3"] = fio_figures(load(f"{fio_dir}/ceph-r3.{job}.json"))
+        except FileNotFoundError:
+            pass
     try:
         rs = load(f"{fio_dir}/resync.json")
         raw = fio_figures(load(f"{fio_dir}/raw-seqwrite.json"))
@@ -90,6 +94,18 @@ def main():
         m = res["memory"]
         lines += ["", f"Memory: one tesserad coordinating {m['volumes']} attached 10 GiB 3-replica volumes: "
                   f"RSS {m['rss_kb'] / 1024:.0f} MiB"]
+    if any("ceph-r3" in res["jobs"][j] for j in jobs):
+        lines += ["", "Ceph RBD 16.2, size 3, 3 BlueStore OSDs on this machine (../shared/peers/ceph-rbd.sh, "
+                  "one run of its own, same fio jobs, run just before ours):", "",
+                  "| job | ceph-r3 IOPS | ceph p50 us | ceph p99 us | tessera-r3 / ceph |", "|---|---|---|---|---|"]
+        for job in jobs:
+            c = res["jobs"][job].get("ceph-r3")
+            if not c:
+                continue
+            t = res["jobs"][job]["tessera-r3"]
+            us = lambda v: f"{v / 1000:.1f}" if v else "-"
+            lines.append(f"| {job} | {c['iops']:.0f} | {us(c['p50_ns'])} | {us(c['p99_ns'])} | "
+                         f"{t['iops'] / c['iops']:.1f}x |" if c["iops"] else f"| {job} | 0 | - | - | - |")
     with open(out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
 
