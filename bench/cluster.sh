@@ -90,7 +90,9 @@ if [ "${BENCH_CEPH:-0}" = 1 ]; then
 	if RESULTS="$W/ceph" PHASES=rep RUNTIME=$(( RUNTIME < 8 ? 8 : RUNTIME )) bash "$CEPH_SH" \
 		>"$W/ceph.log" 2>&1; then
 		for job in $JOBS; do
-			[ -f "$W/ceph/rep_$job.json" ] && cp "$W/ceph/rep_$job.json" "$W/fio/ceph-r3.$job.json"
+			for f in "$W/ceph/rep3_$job.json" "$W/ceph/rep_$job.json"; do
+				[ -f "$f" ] && cp "$f" "$W/fio/ceph-r3.$job.json" && break
+			done
 		done
 	else
 		log "ceph run failed (see $W/ceph.log, kept with BENCH_KEEP=1); no Ceph column"

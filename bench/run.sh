@@ -160,7 +160,10 @@ if [ "$CEPH" = 1 ]; then
 	if RESULTS="$W/ceph" PHASES=rep RUNTIME=$(( RUNTIME < 8 ? 8 : RUNTIME )) bash "$CEPH_SH" \
 		>"$W/log/ceph.log" 2>&1; then
 		for job in $JOBS; do
-			[ -f "$W/ceph/rep_$job.json" ] && cp "$W/ceph/rep_$job.json" "$W/fio/ceph-rep3@$job@1.json"
+			# the peer script names its files rep3_<job>.json (rep_<job> in older copies)
+			for f in "$W/ceph/rep3_$job.json" "$W/ceph/rep_$job.json"; do
+				[ -f "$f" ] && cp "$f" "$W/fio/ceph-rep3@$job@1.json" && break
+			done
 		done
 		TARGETS="$TARGETS ceph-rep3"
 	else
