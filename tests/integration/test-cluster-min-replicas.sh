@@ -3,7 +3,9 @@
 # acknowledged on fewer copies (DESIGN.md invariant 1).
 #
 # 3 nodes, a 3-replica volume with min-replicas 2, attached on n1,
-# --write-wait 6000 (ms writes wait for a copy to come back).
+# --write-wait 6000 (ms writes wait for a copy to come back).  The nodes run
+# on the libaio backend (--io libaio): the other cluster tests use io_uring,
+# so the mirror, peer and bitmap paths are exercised on both.
 #  1. n3 killed: writes still succeed (2 in sync), reads too.
 #  2. n2 killed as well: a write fails with an I/O error after the wait.
 #  3. n2 restarts within a write's wait: the waiting write succeeds.
@@ -14,7 +16,7 @@
 require_tessera
 require_cmd qemu-io
 
-cl_start 3 --write-wait 6000
+cl_start 3 --write-wait 6000 --io libaio
 ctsr volume create mr --size 64M --replicas 3 --min-replicas 2 >/dev/null || fail "volume create"
 ctsr volume attach mr --node n1 >/dev/null || fail "attach"
 qio() { qemu-io --image-opts "driver=nbd,export=mr,server.type=unix,server.path=$(cl_dir 1)/nbd.sock" "$@"; }
