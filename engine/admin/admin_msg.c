@@ -20,27 +20,12 @@
 
 uint32_t admin_frame_len(const uint8_t hdr[4])
 {
-	return (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+	return tsr_pb_frame_len(hdr);
 }
 
 int admin_frame_pack(const ProtobufCMessage *msg, uint8_t **frame, size_t *len)
 {
-	size_t n = protobuf_c_message_get_packed_size(msg);
-	uint8_t *buf;
-
-	if (n > TSR_ADMIN_MAX_FRAME)
-		return -EMSGSIZE;
-	buf = malloc(4 + n);
-	if (buf == NULL)
-		return -ENOMEM;
-	buf[0] = (uint8_t)(n >> 24);
-	buf[1] = (uint8_t)(n >> 16);
-	buf[2] = (uint8_t)(n >> 8);
-	buf[3] = (uint8_t)n;
-	protobuf_c_message_pack(msg, buf + 4);
-	*frame = buf;
-	*len = 4 + n;
-	return 0;
+	return tsr_pb_frame_pack(msg, TSR_ADMIN_MAX_FRAME, frame, len);
 }
 
 char *admin_strdup(const char *s)

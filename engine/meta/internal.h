@@ -39,7 +39,7 @@ int64_t meta_now_ms(void);
 uint32_t meta_frame_len(const uint8_t hdr[4]);
 /*
  * Pack msg into a malloc'd frame (4-byte length + bytes).
- * Errors: -E2BIG larger than META_MAX_FRAME, -ENOMEM.
+ * Errors: -EMSGSIZE larger than META_MAX_FRAME, -ENOMEM.
  */
 int meta_frame_pack(const ProtobufCMessage *msg, uint8_t **frame, size_t *len);
 /*

@@ -274,7 +274,7 @@ static int conn_process(struct tsr_meta_server *srv, struct meta_conn *c)
 	if (c->authenticated)
 		handle(srv, req, &resp, &kvs, &n, &one);
 	ret = meta_frame_pack(&resp.base, &c->out, &c->out_len);
-	if (ret == -E2BIG) {
+	if (ret == -EMSGSIZE) {
 		free_reply_kvs(&resp);
 		resp.error = -E2BIG;
 		resp.message = (char *)"reply larger than 1 MiB";

@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "tessera/pbmsg.h"
 
@@ -38,5 +39,30 @@ int tsr_pb_parse(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, siz
 		return ret;
 	}
 	*out = msg;
+	return 0;
+}
+
+uint32_t tsr_pb_frame_len(const uint8_t hdr[4])
+{
+	return (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+}
+
+int tsr_pb_frame_pack(const ProtobufCMessage *msg, size_t max, uint8_t **frame, size_t *len)
+{
+	size_t n = protobuf_c_message_get_packed_size(msg);
+	uint8_t *buf;
+
+	if (n > max)
+		return -EMSGSIZE;
+	buf = malloc(4 + n);
+	if (buf == NULL)
+		return -ENOMEM;
+	buf[0] = (uint8_t)(n >> 24);
+	buf[1] = (uint8_t)(n >> 16);
+	buf[2] = (uint8_t)(n >> 8);
+	buf[3] = (uint8_t)n;
+	protobuf_c_message_pack(msg, buf + 4);
+	*frame = buf;
+	*len = 4 + n;
 	return 0;
 }

@@ -1,6 +1,7 @@
 /*
- * Decoding untrusted protobuf-c messages: the one pattern behind every
- * message parser of the control plane (admin API, metadata service).
+ * Decoding untrusted protobuf-c messages and framing them: the one pattern
+ * behind every message parser of the control plane (admin API, metadata
+ * service), and the length-prefixed frames both send.
  * A parser is a descriptor, a size bound and a check of the decoded fields;
  * this does the rest once.
  */
@@ -25,5 +26,13 @@ int tsr_pb_parse(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, siz
 		 size_t max, const char *kind, const char *type,
 		 int (*check)(const ProtobufCMessage *msg, const char **why),
 		 ProtobufCMessage **out, const char **why);
+
+/*
+ * Framing shared by the admin API and the metadata service: a u32
+ * big-endian length, then that many bytes of protobuf.
+ */
+uint32_t tsr_pb_frame_len(const uint8_t hdr[4]);
+/* Pack msg into a malloc'd frame.  Errors: -EMSGSIZE larger than max, -ENOMEM. */
+int tsr_pb_frame_pack(const ProtobufCMessage *msg, size_t max, uint8_t **frame, size_t *len);
 
 #endif
