@@ -23,6 +23,14 @@ struct tsr_layout_ops {
 	/* may be NULL: everything reported allocated */
 	int (*block_status)(void *ctx, uint64_t offset, uint64_t len, struct tsr_extent *ext,
 			    size_t max, size_t *count);
+	/*
+	 * May be NULL (-EOPNOTSUPP).  Called by layout.c (tsr_layout_snap) on
+	 * the layout's home thread once no write, trim or write-zeroes is in
+	 * flight; new ones are held back until cb_fn fires.  Cut req on every
+	 * copy (all at the same point of the write order) and call cb_fn(cb_arg,
+	 * 0 or -errno) exactly once when 0 is returned.
+	 */
+	int (*snap)(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg);
 	void (*destroy)(void *ctx);
 };
 

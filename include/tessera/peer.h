@@ -58,6 +58,8 @@ enum tsr_peer_op {
 	TSR_PEER_WRITE_ZEROES = 8,
 	TSR_PEER_SUMS = 9,    /* CRC32C per block of [offset, offset+length), length <= 64 MiB */
 	TSR_PEER_PING = 10,
+	TSR_PEER_SNAP = 11,   /* struct tsr_snap_req on the session's volume (layout.h);
+			       * the coordinator sends it with its writes drained */
 };
 
 #define TSR_PEER_F_REPLY 0x01u

@@ -111,4 +111,124 @@ struct tsr_svol_stats {
 };
 void tsr_svol_get_stats(const struct tsr_svol *svol, struct tsr_svol_stats *out);
 
+/* ---- snapshots, clones, diffs (engine/store/snap*.c) ----------------------
+ *
+ * Model: every volume is a chain of layers.  The head (the writable volume)
+ * keeps its data in place as before; a snapshot is a copy-on-write layer
+ * holding the blocks the head has overwritten since the snapshot was cut.
+ * Snapshots of one volume are ordered S1 (oldest) .. Sn (newest); each layer
+ * has a data file, a CRC table (same format as a volume's) and a "present"
+ * bitmap (1 bit per 4 KiB block): bit b set means this layer holds block b's
+ * content at its cut (data, or zeros when its CRC entry says so).
+ *
+ * Reading snapshot Si at block b: the first of Si, Si+1, .., Sn whose present
+ * bit b is set, else the head.  Reading the head of a clone: its own block
+ * when the clone's present bit is set (written since the clone), else the
+ * parent image (a snapshot of another volume, read the same way, clones of
+ * clones nest).  A volume that is not a clone owns every block of its head.
+ *
+ * Writing head block b while the volume has snapshots: if Sn lacks b, the
+ * head's current content of b is copied into Sn (read, write FUA, CRC entry,
+ * present bit made durable) before the head write is issued; concurrent
+ * writers of the same block wait for that copy.  Blocks Sn already holds, and
+ * every write on a volume without snapshots, take the old path: one atomic
+ * load extra.  Trim and write-zeroes copy the same way.
+ *
+ * diff(Sa, Sb) = union of the present bitmaps of Sa .. Sb-1 (head: .. Sn):
+ * computed from the bitmaps, never from the data.
+ *
+ * Crash rule: a snapshot (or clone) exists whole or not at all: its files are
+ * created and fsynced before its catalogue row is committed; files without a
+ * row are removed at open.  Delete marks the row first and is finished at the
+ * next open when interrupted; space comes back when it finishes.
+ *
+ * Dependencies: a snapshot that clones were made from, and a volume whose
+ * snapshots clones were made from, are kept hidden (not listed, name free for
+ * reuse) after delete until the last clone depending on them is deleted; so
+ * deleting a source never breaks a clone.
+ *
+ * Device mode (tsr_store_opts.device): snapshots and clones are -EOPNOTSUPP.
+ *
+ * Concurrency: tsr_store_snap_create and tsr_store_snap_delete on a volume
+ * that has open handles require that no write, trim or write-zeroes of it be
+ * in flight for the duration of the call (the layout above quiesces: see
+ * tsr_layout_snapshot); they check it and return -EBUSY otherwise.  Every
+ * other function here needs the volume (or clone source) closed where noted.
+ * All are blocking control functions (SQLite, file creation, fsync); create
+ * takes a few ms whatever the volume size.
+ *
+ * Names: snapshot names follow the volume name rule (tsr_valid_name).
+ */
+#define TSR_SNAP_NAME_MAX 63
+
+struct tsr_snap_info {
+	char name[64];
+	char uuid[37];
+	int64_t created;     /* unix seconds */
+	uint64_t seq;        /* order of cuts within the volume, 1-based, increasing */
+	uint64_t size;       /* the volume's size at the cut */
+	uint64_t allocated;  /* bytes this layer holds on disk */
+	uint64_t exclusive;  /* bytes deleting it would free */
+	uint32_t clones;     /* clones made from it that still exist */
+};
+
+/* Cut a snapshot of volume vol now.  Errors: -ENOENT vol, -EEXIST snap name,
+ * -EINVAL bad name, -EBUSY writes in flight, -EOPNOTSUPP device mode, -EIO. */
+int tsr_store_snap_create(struct tsr_store *store, const char *vol, const char *snap,
+			  struct tsr_snap_info *info_out);
+/* Delete (hide, when clones depend on it).  Errors: -ENOENT, -EBUSY writes in flight. */
+int tsr_store_snap_delete(struct tsr_store *store, const char *vol, const char *snap);
+/* Oldest first; *out malloc'd (free()).  Errors: -ENOENT vol. */
+int tsr_store_snap_list(struct tsr_store *store, const char *vol, struct tsr_snap_info **out,
+			size_t *count);
+int tsr_store_snap_info(struct tsr_store *store, const char *vol, const char *snap,
+			struct tsr_snap_info *out);
+
+/*
+ * Clone: a new volume name whose content is vol@snap (snap NULL: vol's head
+ * now, through a hidden snapshot that lives as long as the clone), sharing
+ * the unchanged blocks; O(1) in the volume size.  The clone is an ordinary
+ * volume afterwards (I/O, snapshots, clones of it, resize, delete).
+ * Errors: -ENOENT vol or snap, -EEXIST name, -EINVAL bad name, -EBUSY
+ * (snap NULL and writes of vol in flight), -EOPNOTSUPP device mode.
+ */
+int tsr_store_vol_clone(struct tsr_store *store, const char *name, const char *vol,
+			const char *snap, struct tsr_vol_info *info_out);
+/* Where a clone came from ("" / "" for an ordinary volume; hidden parents
+ * are reported by their original names). */
+int tsr_store_vol_parent(struct tsr_store *store, const char *name, char vol_out[64],
+			 char snap_out[64]);
+
+/*
+ * Make the head of vol equal snap again (snapshots are kept, newer ones
+ * too).  Copies only the blocks changed since snap; idempotent, so an
+ * interrupted rollback is finished by running it again (until then the
+ * catalogue says so and tsr_store_vol_open refuses the volume, -EAGAIN).
+ * Errors: -ENOENT, -EBUSY volume open.
+ */
+int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char *snap);
+
+/*
+ * Changed blocks between snap1 and snap2 (NULL: the head), as extents in
+ * order, merged where adjacent.  *out malloc'd (free()); flags 0 where the
+ * later point holds data, TSR_EXTENT_HOLE|TSR_EXTENT_ZERO where the block
+ * reads as zeros there (trimmed or zeroed).  Errors: -ENOENT, -EINVAL snap2
+ * older than snap1.
+ */
+int tsr_store_snap_diff(struct tsr_store *store, const char *vol, const char *snap1,
+			const char *snap2, struct tsr_extent **out, size_t *count);
+
+/* Read-only handle on a snapshot's image: tsr_svol_read and
+ * tsr_svol_block_status work (allocation from the layers' metadata), writes
+ * are -EROFS, size is the volume size at the cut.  Errors: -ENOENT. */
+int tsr_store_snap_open(struct tsr_store *store, const char *vol, const char *snap,
+			struct tsr_svol **out);
+bool tsr_svol_readonly(const struct tsr_svol *svol);
+
+/* Space of a volume's head: allocated (bytes on disk in its own layer) and
+ * exclusive (bytes no snapshot or clone shares, freed by deleting it with
+ * all its snapshots).  Errors: -ENOENT. */
+int tsr_store_vol_space(struct tsr_store *store, const char *vol, uint64_t *allocated,
+			uint64_t *exclusive);
+
 #endif

@@ -57,6 +57,23 @@ int tsr_volset_detach(struct tsr_volset *set, const char *name);
 /* The registered coordinator's layout (no reference taken: control thread only), or NULL. */
 struct tsr_layout *tsr_volset_layout(struct tsr_volset *set, const char *name);
 
+/*
+ * Workers that run volumes' I/O: each volume served on this node gets one
+ * as its home (round robin at first open, cluster coordinators at attach),
+ * so its layout runs on one thread.  Call before any tsr_vol_get; without
+ * it local volumes keep a NULL home (any worker: unit tests).
+ */
+void tsr_volset_set_workers(struct tsr_volset *set, struct tsr_worker *const *workers,
+			    unsigned n);
+/*
+ * Run req through the gate of volume name's layout on its home worker and
+ * wait for it (control thread, blocking: the snapshot cut itself takes a
+ * few ms).  Errors: -ENOENT when name has no open handle or registered
+ * coordinator here (the caller then acts on the store directly: nothing
+ * writes it), the layout's errors otherwise.
+ */
+int tsr_volset_snap(struct tsr_volset *set, const char *name, const struct tsr_snap_req *req);
+
 /* The worker that must run vol's I/O, or NULL when any worker may. */
 struct tsr_worker *tsr_vol_home(const struct tsr_vol *vol);
 const char *tsr_vol_name(const struct tsr_vol *vol);
