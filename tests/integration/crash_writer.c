@@ -24,6 +24,28 @@
  *   - any other block is all zeros or a valid block for its offset;
  *   - no read error.
  * Exit 0 when all is well, 1 with one line per bad block (the first 20).
+ *
+ *   crash_writer write URI LOG --duration SEC ...
+ *   crash_writer snapcheck URI LOG
+ *   crash_writer seqs URI OUT
+ *
+ * Log lines are "offset seq submit_ns ack_ns" (CLOCK_MONOTONIC of the
+ * writer); verify reads the first two fields only.  --duration stops
+ * submitting after SEC seconds, waits for the writes in flight and exits 0.
+ *
+ * snapcheck: URI is a point-in-time image (a snapshot) taken while the
+ * writer ran with --duration (so every write it made is in LOG).  Checks
+ * that the image is a consistent cut of the write history: every block
+ * holds zeros or a write from LOG for that offset, and there is one instant
+ * P with every write in the image submitted before P and every later write
+ * of the same blocks (not in the image) acknowledged after P, i.e.
+ * max(submit of the writes the image holds) < min(ack of the writes it
+ * lacks).  Since the writer never has two writes in flight on one block,
+ * seq order is time order per block.  This is DESIGN.md's "every copy cuts
+ * at the same position in the write order" seen from the client.
+ *
+ * seqs: writes "block seq" for every non-zero block of URI to OUT (a block
+ * that is not a valid block for its offset is an error), for diff checks.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -58,6 +80,7 @@ struct block_hdr {
 struct slot {
 	uint64_t offset;
 	uint64_t seq;
+	uint64_t submit_ns;
 	bool busy;
 	unsigned char *buf; /* BLK bytes */
 };
@@ -67,6 +90,15 @@ static _Atomic uint64_t g_seq;      /* last sequence number handed out */
 static _Atomic uint64_t g_acked;
 static _Atomic uint64_t g_failed;
 static unsigned char *g_inflight; /* one byte per block: a write is in flight */
+static uint64_t g_deadline_ns;    /* --duration: stop submitting then (0: never) */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 /* One writer connection: its own libnbd handle and the blocks b with
  * b % nconns == index, so no two connections ever race on a block. */
@@ -77,6 +109,7 @@ struct writer {
 	pthread_t thread;
 	struct nbd_handle *h;
 	struct slot *slots; /* qd of them, freed by do_write */
+	bool done;          /* --duration reached, every write completed */
 	char error[256];
 };
 
@@ -149,7 +182,8 @@ static int check_block(const unsigned char *buf, uint64_t offset, uint64_t *seq,
 static int write_done(void *user_data, int *error)
 {
 	struct slot *s = user_data;
-	char line[64];
+	char line[128];
+	uint64_t ack_ns = now_ns();
 	int n;
 
 	s->busy = false;
@@ -158,7 +192,8 @@ static int write_done(void *user_data, int *error)
 		atomic_fetch_add(&g_failed, 1);
 		return 1;
 	}
-	n = snprintf(line, sizeof(line), "%" PRIu64 " %" PRIu64 "\n", s->offset, s->seq);
+	n = snprintf(line, sizeof(line), "%" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
+		     s->offset, s->seq, s->submit_ns, ack_ns);
 	if (write(g_log_fd, line, n) != n) {
 		perror("crash_writer: write log");
 		exit(1);
@@ -202,13 +237,18 @@ static void *writer_run(void *arg)
 		slots[i].buf = tsr_alloc_aligned(BLK);
 
 	for (;;) {
+		bool stopping = g_deadline_ns && now_ns() >= g_deadline_ns;
+		unsigned busy = 0;
+
 		for (i = 0; i < w->qd; i++) {
 			struct slot *s = &slots[i];
 			uint64_t b;
 			uint32_t flags = 0;
 
-			if (s->busy)
+			if (s->busy || stopping) {
+				busy += s->busy;
 				continue;
+			}
 			do
 				b = (rng_next(&w->seed) % mine) * w->nconns + w->index;
 			while (g_inflight[b]);
@@ -217,6 +257,7 @@ static void *writer_run(void *arg)
 			fill_block(s->buf, s->offset, s->seq);
 			if (fua && rng_next(&w->seed) % 8 == 0)
 				flags |= LIBNBD_CMD_FLAG_FUA;
+			s->submit_ns = now_ns();
 			if (nbd_aio_pwrite(h, s->buf, BLK, s->offset,
 					   (nbd_completion_callback){ .callback = write_done,
 								      .user_data = s },
@@ -229,7 +270,11 @@ static void *writer_run(void *arg)
 					  0) < 0)
 				goto dead;
 		}
-		if (nbd_poll(h, -1) < 0 || atomic_load(&g_failed))
+		if (stopping && !busy) {
+			w->done = true;
+			return NULL;
+		}
+		if (nbd_poll(h, stopping ? 100 : -1) < 0 || atomic_load(&g_failed))
 			goto dead;
 	}
 dead:
@@ -246,6 +291,7 @@ static int do_write(const char *uri, const char *logpath, unsigned qd, unsigned 
 	struct nbd_handle *h;
 	int64_t size;
 	unsigned i;
+	bool clean;
 
 	g_log_fd = open(logpath, O_WRONLY | O_APPEND | O_CREAT, 0644);
 	if (g_log_fd < 0) {
@@ -281,6 +327,11 @@ static int do_write(const char *uri, const char *logpath, unsigned qd, unsigned 
 	}
 	for (i = 0; i < nconns; i++)
 		pthread_join(w[i].thread, NULL);
+	for (i = 0; i < nconns && w[i].done; i++)
+		;
+	clean = i == nconns && !atomic_load(&g_failed);
+	if (clean)
+		snprintf(w[0].error, sizeof(w[0].error), "duration reached");
 	fprintf(stderr, "crash_writer: stopped after %" PRIu64 " acknowledged writes "
 		"(%" PRIu64 " failed): %s\n", atomic_load(&g_acked), atomic_load(&g_failed),
 		w[0].error);
@@ -297,7 +348,7 @@ static int do_write(const char *uri, const char *logpath, unsigned qd, unsigned 
 	}
 	free(w);
 	free(g_inflight);
-	return 3;
+	return clean ? 0 : 3;
 }
 
 static int do_verify(const char *uri, const char *logpath)
@@ -331,8 +382,10 @@ static int do_verify(const char *uri, const char *logpath)
 	f = fopen(logpath, "r");
 	if (f) {
 		uint64_t o, s;
+		char line[160];
 
-		while (fscanf(f, "%" SCNu64 " %" SCNu64, &o, &s) == 2) {
+		while (fgets(line, sizeof(line), f) &&
+		       sscanf(line, "%" SCNu64 " %" SCNu64, &o, &s) == 2) {
 			lines++;
 			if (o % BLK || o / BLK >= nblocks) {
 				fprintf(stderr, "verify: bad log line %" PRIu64 " %" PRIu64 "\n", o, s);
@@ -396,11 +449,183 @@ static int do_verify(const char *uri, const char *logpath)
 	return bad ? 1 : 0;
 }
 
+/* One acknowledged write from LOG. */
+struct logged {
+	uint64_t block, seq, submit_ns, ack_ns;
+};
+
+static int logged_cmp(const void *a, const void *b)
+{
+	const struct logged *x = a, *y = b;
+
+	if (x->block != y->block)
+		return x->block < y->block ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Read the whole export into one seq per block (0 = zeros); -1 on error. */
+static int read_seqs(const char *uri, uint64_t **seqs_out, uint64_t *nblocks_out)
+{
+	struct nbd_handle *h = nbd_create();
+	const size_t chunk = 1024 * 1024;
+	unsigned char *buf;
+	uint64_t *seqs, off;
+	int64_t size;
+	int bad = 0;
+	char why[160];
+
+	if (!h || nbd_connect_uri(h, uri) < 0) {
+		fprintf(stderr, "connect %s: %s\n", uri, nbd_get_error());
+		return -1;
+	}
+	size = nbd_get_size(h);
+	if (size < (int64_t)BLK) {
+		fprintf(stderr, "bad export size %" PRId64 "\n", size);
+		return -1;
+	}
+	seqs = calloc(size / BLK, sizeof(*seqs));
+	buf = tsr_alloc_aligned(chunk);
+	if (!seqs || !buf)
+		abort();
+	for (off = 0; off < (uint64_t)size; off += chunk) {
+		size_t len = (uint64_t)size - off < chunk ? (size_t)((uint64_t)size - off) : chunk;
+		size_t i;
+
+		if (nbd_pread(h, buf, len, off, 0) < 0) {
+			fprintf(stderr, "read %s at %" PRIu64 ": %s\n", uri, off, nbd_get_error());
+			bad = 1;
+			break;
+		}
+		for (i = 0; i < len; i += BLK) {
+			if (check_block(buf + i, off + i, &seqs[(off + i) / BLK], why, sizeof(why)) < 0) {
+				if (bad++ < 20)
+					printf("BAD offset %" PRIu64 ": %s\n", off + i, why);
+			}
+		}
+	}
+	nbd_shutdown(h, 0);
+	nbd_close(h);
+	tsr_free_aligned(buf);
+	if (bad) {
+		free(seqs);
+		return -1;
+	}
+	*seqs_out = seqs;
+	*nblocks_out = (uint64_t)size / BLK;
+	return 0;
+}
+
+static int do_seqs(const char *uri, const char *outpath)
+{
+	uint64_t *seqs, n, b;
+	FILE *f;
+
+	if (read_seqs(uri, &seqs, &n) < 0)
+		return 1;
+	f = fopen(outpath, "w");
+	if (!f) {
+		perror(outpath);
+		return 2;
+	}
+	for (b = 0; b < n; b++)
+		if (seqs[b])
+			fprintf(f, "%" PRIu64 " %" PRIu64 "\n", b, seqs[b]);
+	fclose(f);
+	free(seqs);
+	return 0;
+}
+
+static int do_snapcheck(const char *uri, const char *logpath)
+{
+	uint64_t *seqs, nblocks, n = 0, cap = 1 << 16, i, held = 0, lacked = 0;
+	uint64_t max_submit = 0, min_ack = UINT64_MAX, max_submit_seq = 0, min_ack_seq = 0;
+	struct logged *ent = malloc(cap * sizeof(*ent));
+	char line[160];
+	FILE *f;
+	int bad = 0;
+
+	if (!ent)
+		abort();
+	if (read_seqs(uri, &seqs, &nblocks) < 0)
+		return 1;
+	f = fopen(logpath, "r");
+	if (!f) {
+		perror(logpath);
+		return 2;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		struct logged e;
+		uint64_t o;
+
+		if (sscanf(line, "%" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64, &o, &e.seq,
+			   &e.submit_ns, &e.ack_ns) != 4 || o % BLK) {
+			fprintf(stderr, "snapcheck: bad log line: %s", line);
+			return 2;
+		}
+		e.block = o / BLK;
+		if (n == cap && !(ent = realloc(ent, (cap *= 2) * sizeof(*ent))))
+			abort();
+		ent[n++] = e;
+	}
+	fclose(f);
+	qsort(ent, n, sizeof(*ent), logged_cmp);
+
+	/* Per block: the write the image holds must be in the log; the ones after
+	 * it are the writes the image lacks. */
+	for (i = 0; i < n;) {
+		uint64_t b = ent[i].block, j = i;
+		bool found = seqs[b] == 0;
+
+		if (b >= nblocks) {
+			fprintf(stderr, "snapcheck: log block %" PRIu64 " past the image\n", b);
+			return 2;
+		}
+		for (; j < n && ent[j].block == b; j++) {
+			if (ent[j].seq == seqs[b]) {
+				found = true;
+				held++;
+				if (ent[j].submit_ns > max_submit) {
+					max_submit = ent[j].submit_ns;
+					max_submit_seq = ent[j].seq;
+				}
+			} else if (ent[j].seq > seqs[b]) {
+				lacked++;
+				if (ent[j].ack_ns < min_ack) {
+					min_ack = ent[j].ack_ns;
+					min_ack_seq = ent[j].seq;
+				}
+			}
+		}
+		if (!found && bad++ < 20)
+			printf("BAD block %" PRIu64 ": holds seq %" PRIu64 ", which the log does not "
+			       "have for it\n", b, seqs[b]);
+		seqs[b] = 0; /* accounted for */
+		i = j;
+	}
+	for (i = 0; i < nblocks; i++)
+		if (seqs[i] && bad++ < 20)
+			printf("BAD block %" PRIu64 ": holds seq %" PRIu64 " but the log never wrote it\n",
+			       i, seqs[i]);
+	if (lacked && held && max_submit >= min_ack) {
+		bad++;
+		printf("BAD cut: the image holds seq %" PRIu64 " (submitted at %" PRIu64 " ns) but "
+		       "lacks seq %" PRIu64 " (acknowledged at %" PRIu64 " ns, earlier): no single "
+		       "point of the write order\n", max_submit_seq, max_submit, min_ack_seq, min_ack);
+	}
+	printf("snapcheck: %" PRIu64 " log lines, image holds %" PRIu64 " of them and lacks %" PRIu64
+	       " later ones; %s\n", n, held, lacked, bad ? "NOT a consistent cut" : "consistent cut");
+	free(ent);
+	free(seqs);
+	return bad ? 1 : 0;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: crash_writer write URI LOG [--qd N] [--conns N] [--seq-base S] "
-			"[--seed X]\n"
-			"       crash_writer verify URI LOG\n");
+			"[--seed X] [--duration SEC]\n"
+			"       crash_writer verify URI LOG\n"
+			"       crash_writer snapcheck URI LOG\n"
+			"       crash_writer seqs URI OUT\n");
 	exit(2);
 }
 
@@ -421,6 +646,8 @@ int main(int argc, char **argv)
 			seq_base = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
 			seed = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--duration") && i + 1 < argc)
+			g_deadline_ns = now_ns() + strtoull(argv[++i], NULL, 0) * 1000000000ull;
 		else
 			usage();
 	}
@@ -434,6 +661,10 @@ int main(int argc, char **argv)
 		return do_write(argv[2], argv[3], qd, conns, seq_base, seed);
 	if (!strcmp(argv[1], "verify"))
 		return do_verify(argv[2], argv[3]);
+	if (!strcmp(argv[1], "snapcheck"))
+		return do_snapcheck(argv[2], argv[3]);
+	if (!strcmp(argv[1], "seqs"))
+		return do_seqs(argv[2], argv[3]);
 	usage();
 	return 2;
 }

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Snapshot benchmark, one go, same machine (issue 5's figures).
+#
+#   sudo ./bench/snapshot.sh
+#
+# One standalone tesserad, fio's nbd engine over the unix socket:
+#  1. 4k randwrite QD32 on a volume with no snapshot ("nosnap") and on one
+#     with 10 snapshots ("snap10"; after the 10th cut the volume is rewritten
+#     once sequentially, so every block has been copied on write: the steady
+#     state).  Runs interleaved, median of BENCH_REPEATS; ratio snap10/nosnap.
+#  2. Copy-on-write cost: a snapshot is cut on snap10 and the same job runs at
+#     once; most of its writes are first writes after the cut and pay the
+#     copy.  Reported with the share of first writes (diff size / writes).
+#  3. Snapshot create latency under load: fio 4k randwrite QD32 runs while
+#     BENCH_SNAPS snapshots are cut one per second; the CLI round trip is
+#     measured (p50, p99, max).
+#  4. diff of a 1 TiB thin volume with 1% changed: a snapshot, then 1 MiB
+#     written at every 100th MiB (10 GiB), then `tessera snapshot diff --head`
+#     timed (median of 5).
+# Writes bench/results/snapshot-<timestamp>.md and .json.
+#
+# Knobs: BENCH_RUNTIME=10, BENCH_REPEATS=3, BENCH_SIZE=1G, BENCH_SNAPS=20,
+# BENCH_DIFF_SIZE=1T, TSR_BUILD (default build/), BENCH_KEEP=1.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+SRC=$(cd "$HERE/.." && pwd)
+TSR_BUILD=${TSR_BUILD:-$SRC/build}
+RUNTIME=${BENCH_RUNTIME:-10}
+REPEATS=${BENCH_REPEATS:-3}
+SIZE=${BENCH_SIZE:-1G}
+NSNAPS=${BENCH_SNAPS:-20}
+DIFF_SIZE=${BENCH_DIFF_SIZE:-1T}
+PY=/usr/bin/python3
+
+T0=$(date +%s)
+log() { printf '[%s +%4ss] %s\n' "$(date +%T)" "$(( $(date +%s) - T0 ))" "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+
+for c in fio qemu-io "$PY"; do command -v "$c" >/dev/null || die "$c not found (run ./scripts/setup.sh)"; done
+if [ ! -x "$TSR_BUILD/tools/tesserad/tesserad" ]; then
+	log "building Tessera (scripts/setup.sh)"
+	BUILD_DIR=$TSR_BUILD "$SRC/scripts/setup.sh" >/dev/null
+fi
+TESSERAD=$TSR_BUILD/tools/tesserad/tesserad
+TESSERA=$TSR_BUILD/tools/tessera/tessera
+
+W=$(mktemp -d /var/tmp/tsr-bench-snap.XXXXXX)
+PID=
+cleanup() {
+	[ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+	if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $W"; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+mkdir -p "$W/tsr" "$W/fio" "$W/log"
+tsr() { "$TESSERA" --data "$W/tsr" "$@"; }
+uri() { echo "nbd+unix:///$1?socket=$W/tsr/nbd.sock"; }
+
+"$TESSERAD" --data "$W/tsr" >"$W/log/tesserad.log" 2>&1 &
+PID=$!
+for (( i=0; i<300; i++ )); do [ -S "$W/tsr/admin.sock" ] && [ -f "$W/tsr/tesserad.pid" ] && break; sleep 0.1; done
+for v in nosnap snap10; do
+	tsr volume create "$v" --size "$SIZE" >/dev/null || die "volume create $v"
+	log "prefill $v ($SIZE, sequential 1M writes)"
+	fio --name=prefill --rw=write --bs=1M --iodepth=16 --ioengine=nbd --uri="$(uri "$v")" \
+		--size="$SIZE" >"$W/log/prefill-$v.log" 2>&1 || die "prefill $v"
+done
+
+randwrite() { # VOLUME OUT.json [extra fio args]
+	local v=$1 out=$2
+	shift 2
+	fio --name=rw --rw=randwrite --bs=4k --iodepth=32 --ioengine=nbd --uri="$(uri "$v")" \
+		--size="$SIZE" --time_based --runtime="$RUNTIME" --numjobs=1 --output-format=json \
+		--output="$out" "$@" >/dev/null 2>&1 || die "fio on $v (see $out)"
+}
+iops() { "$PY" -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["jobs"][0]["write"]["iops"]))' "$1"; }
+writes() { "$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["jobs"][0]["write"]["total_ios"])' "$1"; }
+
+log "snap10: 10 snapshots, 2 s of random writes between cuts, then one full rewrite"
+for (( s=1; s<=10; s++ )); do
+	tsr snapshot create snap10 "s$s" >/dev/null || die "snapshot create snap10 s$s"
+	fio --name=between --rw=randwrite --bs=4k --iodepth=32 --ioengine=nbd --uri="$(uri snap10)" \
+		--size="$SIZE" --time_based --runtime=2 >/dev/null 2>&1 || die "fio between cuts"
+done
+fio --name=rewrite --rw=write --bs=1M --iodepth=16 --ioengine=nbd --uri="$(uri snap10)" \
+	--size="$SIZE" >/dev/null 2>&1 || die "rewrite of snap10"
+
+declare -a A B C F
+for (( r=1; r<=REPEATS; r++ )); do
+	randwrite nosnap "$W/fio/nosnap-$r.json"
+	A+=("$(iops "$W/fio/nosnap-$r.json")")
+	randwrite snap10 "$W/fio/snap10-$r.json"
+	B+=("$(iops "$W/fio/snap10-$r.json")")
+	tsr snapshot create snap10 "cow$r" >/dev/null || die "snapshot create cow$r"
+	randwrite snap10 "$W/fio/cow-$r.json"
+	C+=("$(iops "$W/fio/cow-$r.json")")
+	first=$(tsr --json snapshot diff snap10 "cow$r" --head | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["changed_bytes"] // 4096)')
+	F+=("$(( 100 * first / $(writes "$W/fio/cow-$r.json") ))")
+	log "run $r/$REPEATS: nosnap ${A[-1]} IOPS, snap10 ${B[-1]} IOPS, right after a cut ${C[-1]} IOPS (${F[-1]}% first writes)"
+	# Back to 10 snapshots; the copies made since the cut merge into s10.
+	tsr snapshot delete snap10 "cow$r" >/dev/null || die "snapshot delete cow$r"
+done
+
+log "create latency: $NSNAPS cuts under 4k randwrite QD32"
+fio --name=load --rw=randwrite --bs=4k --iodepth=32 --ioengine=nbd --uri="$(uri nosnap)" \
+	--size="$SIZE" --time_based --runtime=$(( NSNAPS + 5 )) --output-format=json \
+	--output="$W/fio/load.json" >/dev/null 2>&1 &
+FIO=$!
+sleep 2
+declare -a L
+for (( s=1; s<=NSNAPS; s++ )); do
+	t0=$(date +%s%N)
+	tsr snapshot create nosnap "l$s" >/dev/null || die "snapshot create under load"
+	L+=("$(( ($(date +%s%N) - t0) / 1000 ))")
+	sleep 1
+done
+wait "$FIO" || die "fio load"
+LOAD_IOPS=$(iops "$W/fio/load.json")
+
+log "diff: $DIFF_SIZE thin volume, 1% changed"
+tsr volume create thin --size "$DIFF_SIZE" >/dev/null || die "volume create thin"
+tsr snapshot create thin base >/dev/null || die "snapshot create thin base"
+mib=$("$PY" -c 'import sys; s=sys.argv[1]; m={"G":1<<10,"T":1<<20}; print(int(s[:-1])*m[s[-1]])' "$DIFF_SIZE")
+cmds=()
+for (( o=0; o<mib; o+=100 )); do cmds+=(-c "write -P 7 ${o}M 1M"); done
+qemu-io -f raw "json:{\"driver\":\"raw\",\"file\":{\"driver\":\"nbd\",\"export\":\"thin\",\"server\":{\"type\":\"unix\",\"path\":\"$W/tsr/nbd.sock\"}}}" \
+	"${cmds[@]}" >/dev/null || die "writes to thin"
+declare -a D
+for (( r=1; r<=5; r++ )); do
+	t0=$(date +%s%N)
+	tsr --json snapshot diff thin base --head >"$W/diff.json" || die "snapshot diff"
+	D+=("$(( ($(date +%s%N) - t0) / 1000 ))")
+done
+DIFF_BYTES=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["changed_bytes"])' "$W/diff.json")
+DIFF_EXT=$("$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["extents"]))' "$W/diff.json")
+
+mkdir -p "$HERE/results"
+ts=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$HERE/results/snapshot-$ts
+"$PY" - "$OUT" "$SIZE" "$RUNTIME" "$DIFF_SIZE" "$LOAD_IOPS" "$DIFF_BYTES" "$DIFF_EXT" \
+	"${A[*]}" "${B[*]}" "${C[*]}" "${F[*]}" "${L[*]}" "${D[*]}" <<'EOF'
+import json, statistics, subprocess, sys
+out, size, runtime, dsize, load_iops, dbytes, dext = sys.argv[1:8]
+A, B, C, F, L, D = ([int(x) for x in a.split()] for a in sys.argv[8:14])
+med = statistics.median
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+r = {
+    "size": size, "runtime_s": int(runtime),
+    "randwrite_qd32_iops": {"nosnap": A, "snap10": B, "after_cut": C, "after_cut_first_write_pct": F},
+    "median": {"nosnap": med(A), "snap10": med(B), "after_cut": med(C)},
+    "ratio_snap10_nosnap": round(med(B) / med(A), 3),
+    "ratio_after_cut_nosnap": round(med(C) / med(A), 3),
+    "create_latency_us": L, "create_p50_ms": pct(L, 50) / 1000, "create_p99_ms": pct(L, 99) / 1000,
+    "create_max_ms": max(L) / 1000, "load_iops": int(load_iops),
+    "diff_volume": dsize, "diff_bytes": int(dbytes), "diff_extents": int(dext),
+    "diff_us": D, "diff_median_s": med(D) / 1e6,
+    "kernel": subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip(),
+}
+json.dump(r, open(out + ".json", "w"), indent=1)
+md = f"""# Snapshot benchmark ({size} volumes, {runtime} s runs, medians of {len(A)})
+
+| figure | value | target |
+|---|---|---|
+| 4k randwrite QD32, no snapshot | {med(A):.0f} IOPS | |
+| 4k randwrite QD32, 10 snapshots (steady) | {med(B):.0f} IOPS = **{r['ratio_snap10_nosnap']:.2f}x** | >= 0.8x |
+| same, right after a cut (copy on write; {med(F):.0f}% first writes) | {med(C):.0f} IOPS = {r['ratio_after_cut_nosnap']:.2f}x | reported |
+| snapshot create under load (CLI round trip, {len(L)} cuts, fio {int(load_iops)} IOPS) | p50 {r['create_p50_ms']:.1f} ms, p99 {r['create_p99_ms']:.1f} ms, max {r['create_max_ms']:.1f} ms | p99 < 50 ms |
+| diff of a {dsize} thin volume, 1% changed ({int(dbytes) >> 20} MiB in {dext} extents) | {r['diff_median_s']:.3f} s (median of {len(D)}) | < 1 s |
+"""
+open(out + ".md", "w").write(md)
+print(md)
+EOF
+log "wrote $OUT.md and $OUT.json"
