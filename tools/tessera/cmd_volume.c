@@ -1,7 +1,8 @@
 /*
- * `tessera volume VERB`: create, list, show, resize, delete (any node), and
- * in a cluster attach, detach, status (with --watch / --until-synced), scrub
- * (polls the status until the scrub ends) and replace-replica.  Each verb
+ * `tessera volume VERB`: create (also clones: --from-snapshot, --from-volume),
+ * list, show, resize, delete, rollback (any node), and in a cluster attach,
+ * detach, status (with --watch / --until-synced), scrub (polls the status
+ * until the scrub ends) and replace-replica.  Each verb
  * parses its options with cli_parse, checks what it can locally (names,
  * sizes, ranges) so that a typo costs no round trip, sends one request and
  * prints the reply with output.c.  Errors from tesserad are printed as they
@@ -21,10 +22,13 @@ static const char HELP_VOLUME[] =
 "Usage: tessera volume VERB ...\n"
 "  create NAME --size SIZE [--replicas N] [--min-replicas M]\n"
 "              [--failure-domain node|zone|site]   create a thin volume\n"
+"  create NAME --from-snapshot VOL@SNAP [--size SIZE]   clone a snapshot\n"
+"  create NAME --from-volume VOL [--size SIZE]   clone a volume as it is now\n"
 "  list                          list the volumes\n"
-"  show NAME                     details and the NBD URIs to reach a volume\n"
+"  show NAME                     details, snapshots and the NBD URIs of a volume\n"
 "  resize NAME --size SIZE       grow a volume\n"
 "  delete NAME                   delete a volume\n"
+"  rollback NAME SNAP            make the volume's content equal snapshot SNAP\n"
 "  attach NAME [--node ID]       make node ID the volume's coordinator and export it\n"
 "  detach NAME                   stop exporting it\n"
 "  status NAME [--watch] [--until-synced [--timeout SEC]]\n"
@@ -36,13 +40,25 @@ static const char HELP_VOLUME[] =
 static const char HELP_CREATE[] =
 "Usage: tessera volume create NAME --size SIZE [--replicas N] [--min-replicas M]\n"
 "                             [--failure-domain node|zone|site]\n"
+"       tessera volume create NAME --from-snapshot VOL@SNAP [--size SIZE]\n"
+"       tessera volume create NAME --from-volume VOL [--size SIZE]\n"
 "Create a thin volume: it takes disk space only as it is written.  In a\n"
 "cluster, its N copies are placed on nodes in N distinct failure domains,\n"
 "balancing capacity; then attach it to a node to use it.\n"
 "\n"
+"A clone starts with the content of a snapshot (--from-snapshot) or of a\n"
+"volume as it is now (--from-volume, which may be in use) and is an ordinary\n"
+"writable volume from then on.  It is made at once, whatever the size: it\n"
+"shares the blocks it has not written with its source, and keeps them when\n"
+"the source snapshot or volume is deleted.\n"
+"\n"
 "  NAME                 1 to 63 of A-Z a-z 0-9 . _ - starting with a letter or digit\n"
 "  --size SIZE          bytes, or with a binary unit: 4k, 512M, 10G, 16T;\n"
-"                       a multiple of 4 KiB\n"
+"                       a multiple of 4 KiB (for a clone: default the source's\n"
+"                       size; a larger one grows the clone)\n"
+"  --from-snapshot VOL@SNAP   clone snapshot SNAP of volume VOL (also\n"
+"                       --from-volume VOL --from-snapshot SNAP)\n"
+"  --from-volume VOL    clone VOL's current content\n"
 "  --replicas N         copies, 1 to 8 (default: 3 in a cluster, 1 on a\n"
 "                       standalone node, which has only one)\n"
 "  --min-replicas M     copies that must be in sync for a write to be\n"
@@ -58,7 +74,11 @@ static const char HELP_CREATE[] =
 "On a standalone node:\n"
 "  tessera volume create db --size 10G\n"
 "  nbdinfo 'nbd+unix:///db?socket=/var/lib/tessera/nbd.sock'\n"
-"(tessera volume show db prints the URIs to reach it.)\n";
+"(tessera volume show db prints the URIs to reach it.)\n"
+"Clones:\n"
+"  tessera snapshot create db nightly\n"
+"  tessera volume create db-test --from-snapshot db@nightly\n"
+"  tessera volume create db-big --from-volume db --size 20G\n";
 
 static const char HELP_LIST[] =
 "Usage: tessera volume list\n"
@@ -71,9 +91,12 @@ static const char HELP_LIST[] =
 
 static const char HELP_SHOW[] =
 "Usage: tessera volume show NAME\n"
-"Print a volume's name, uuid, size, allocated space, creation time and the NBD\n"
-"URIs to reach it; in a cluster also its replicas, failure domain, the node it\n"
-"is attached to, the epoch and where its copies are.\n"
+"Print a volume's name, uuid, size (provisioned), space allocated on disk,\n"
+"exclusive space (shared with no snapshot or clone), creation time, its\n"
+"parent when it is a clone, and the NBD URIs to reach it; in a cluster also\n"
+"its replicas, failure domain, the node it is attached to, the epoch and\n"
+"where its copies are; then its snapshots (name, created, allocated,\n"
+"exclusive, clones), oldest first.\n"
 "\n"
 "Example:\n"
 "  tessera volume show db\n";
@@ -93,6 +116,21 @@ static const char HELP_DELETE[] =
 "\n"
 "Example:\n"
 "  tessera volume delete db\n";
+
+static const char HELP_ROLLBACK[] =
+"Usage: tessera volume rollback NAME SNAP\n"
+"       tessera volume rollback NAME@SNAP\n"
+"Make the volume's content equal snapshot SNAP again: what was written since\n"
+"SNAP is lost (cut another snapshot first to keep it).  The snapshots, SNAP\n"
+"and newer ones, are kept.  Only the blocks changed since SNAP are copied.\n"
+"It does not ask: the volume must not be in use (no NBD client; in a cluster,\n"
+"detached), and tesserad refuses it otherwise.  An interrupted rollback is\n"
+"finished by running it again; until then the volume cannot be opened.\n"
+"\n"
+"Example:\n"
+"  tessera volume detach db            # in a cluster\n"
+"  tessera volume rollback db before-upgrade\n"
+"  tessera snapshot diff db before-upgrade   # nothing changed since\n";
 
 static const char HELP_ATTACH[] =
 "Usage: tessera volume attach NAME [--node ID]\n"
@@ -205,6 +243,9 @@ static int print_created(const struct cli *cli, const Tessera__Admin__Response *
 		return cli_print_json(cli_volume_json(v), false);
 	printf("%s volume '%s': %s, uuid %s\n", (const char *)arg, v->name,
 	       cli_fmt_size(v->size, size, sizeof(size)), v->uuid);
+	if (v->parent_volume[0])
+		printf("  a clone of %s%s%s: it shares the blocks it has not written\n",
+		       v->parent_volume, v->parent_snapshot[0] ? "@" : "", v->parent_snapshot);
 	if (cli_is_cluster_volume(v)) {
 		printf("  %u replicas (writes need %u in sync), failure domain %s\n", v->replicas,
 		       v->min_replicas, v->failure_domain[0] ? v->failure_domain : "node");
@@ -223,7 +264,7 @@ static int print_show(const struct cli *cli, const Tessera__Admin__Response *res
 	if (one_volume(resp))
 		return EXIT_FAIL;
 	if (cli->json)
-		return cli_print_json(cli_volume_json(resp->volumes[0]), false);
+		return cli_print_json(cli_volume_detail_json(resp->volumes[0]), false);
 	cli_print_volume(resp->volumes[0]);
 	return 0;
 }
@@ -723,23 +764,52 @@ static int volume_create(struct cli *cli, int argc, char **argv)
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__VolumeCreate create = TESSERA__ADMIN__VOLUME_CREATE__INIT;
 	const char *name = NULL, *size_arg = NULL, *replicas = NULL, *min = NULL,
-		   *domain = NULL;
+		   *domain = NULL, *from_volume = NULL, *from_snapshot = NULL, *snap = NULL;
 	const struct cli_opt opts[] = {
 		{ "--size", &size_arg, NULL },
 		{ "--replicas", &replicas, NULL },
 		{ "--min-replicas", &min, NULL },
 		{ "--failure-domain", &domain, NULL },
+		{ "--from-volume", &from_volume, NULL },
+		{ "--from-snapshot", &from_snapshot, NULL },
 		{ NULL, NULL, NULL },
 	};
 	unsigned long n = 0, m = 0;
 	uint64_t size = 0;
+	char source[64] = "";
 	bool help;
 	int ret;
 
 	ret = cli_parse(cli, argc, argv, opts, &name, HELP_CREATE, "volume create", &help);
 	if (ret || help)
 		return ret;
-	if (size_arg == NULL)
+	if (from_snapshot) {
+		/* VOL@SNAP, or SNAP with --from-volume VOL */
+		ret = cli_split_snap(from_snapshot, source, sizeof(source), &snap);
+		if (ret)
+			return ret;
+		if (snap == NULL) {
+			if (from_volume == NULL)
+				return cli_usage_error("--from-snapshot %s: give VOL@SNAP, e.g. "
+						       "--from-snapshot db@nightly (tessera volume "
+						       "create --help)", from_snapshot);
+			snap = from_snapshot;
+			snprintf(source, sizeof(source), "%s", from_volume);
+		} else if (from_volume && strcmp(from_volume, source) != 0) {
+			return cli_usage_error("--from-volume %s and --from-snapshot %s name two "
+					       "volumes: give --from-snapshot VOL@SNAP alone",
+					       from_volume, from_snapshot);
+		}
+		ret = cli_check_name(source) ?: cli_check_snap_name(snap);
+		if (ret)
+			return ret;
+	} else if (from_volume) {
+		ret = cli_check_name(from_volume);
+		if (ret)
+			return ret;
+		snprintf(source, sizeof(source), "%s", from_volume);
+	}
+	if (size_arg == NULL && source[0] == '\0')
 		return cli_usage_error("missing --size SIZE, e.g. --size 10G (tessera volume "
 				       "create --help)");
 	if (replicas && (ret = cli_parse_uint("--replicas", replicas, 1, 8, &n)))
@@ -751,17 +821,83 @@ static int volume_create(struct cli *cli, int argc, char **argv)
 				       "could never be acknowledged", m, n);
 	if (domain && strcmp(domain, "node") && strcmp(domain, "zone") && strcmp(domain, "site"))
 		return cli_usage_error("--failure-domain %s: use node, zone or site", domain);
-	ret = cli_check_name(name) ?: cli_check_size(size_arg, &size);
+	ret = cli_check_name(name) ?: (size_arg ? cli_check_size(size_arg, &size) : 0);
 	if (ret)
 		return ret;
+	if (source[0] && strcmp(source, name) == 0)
+		return cli_usage_error("a clone needs a new name: '%s' is its source", name);
 	create.name = (char *)name;
-	create.size = size;
+	create.size = size; /* 0 for a clone: the source's size */
+	create.from_volume = source;
+	create.from_snapshot = (char *)(snap ? snap : "");
 	create.replicas = (uint32_t)n;
 	create.min_replicas = (uint32_t)m;
 	create.failure_domain = (char *)(domain ? domain : "");
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE;
 	req.volume_create = &create;
-	return cli_run(cli, &req, print_created, "created");
+	return cli_run(cli, &req, print_created, source[0] ? "cloned" : "created");
+}
+
+struct rollback_arg {
+	char volume[64];
+	const char *snapshot;
+};
+
+static int print_rolled_back(const struct cli *cli, const Tessera__Admin__Response *resp,
+			     const void *arg)
+{
+	const struct rollback_arg *a = arg;
+	const Tessera__Admin__Volume *v = reply_volume(resp);
+
+	if (cli->json) {
+		json_t *j = v ? cli_volume_json(v) : json_pack("{s:s}", "name", a->volume);
+
+		if (j)
+			json_object_set_new(j, "rolled_back_to", json_string(a->snapshot));
+		return cli_print_json(j, false);
+	}
+	printf("rolled back volume '%s' to snapshot '%s'\n", a->volume, a->snapshot);
+	return 0;
+}
+
+static int volume_rollback(struct cli *cli, int argc, char **argv)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeRollback rb = TESSERA__ADMIN__VOLUME_ROLLBACK__INIT;
+	struct rollback_arg a;
+	const char *pos[3];
+	int got, used = 1, ret;
+	bool help;
+
+	ret = cli_parse_args(cli, argc, argv, NULL, pos, 3, &got, HELP_ROLLBACK,
+			     "volume rollback", &help);
+	if (ret || help)
+		return ret;
+	if (got == 0)
+		return cli_usage_error("missing NAME SNAP, e.g. db nightly (tessera volume "
+				       "rollback --help)");
+	ret = cli_split_snap(pos[0], a.volume, sizeof(a.volume), &a.snapshot);
+	if (ret)
+		return ret;
+	if (a.snapshot == NULL) {
+		if (got < 2)
+			return cli_usage_error("missing the snapshot: tessera volume rollback %s "
+					       "SNAP (tessera snapshot list %s shows them)", pos[0],
+					       pos[0]);
+		a.snapshot = pos[1];
+		used = 2;
+	}
+	if (got > used)
+		return cli_usage_error("unexpected argument '%s' (tessera volume rollback --help)",
+				       pos[used]);
+	ret = cli_check_name(a.volume) ?: cli_check_snap_name(a.snapshot);
+	if (ret)
+		return ret;
+	rb.volume = a.volume;
+	rb.snapshot = (char *)a.snapshot;
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ROLLBACK;
+	req.volume_rollback = &rb;
+	return cli_run(cli, &req, print_rolled_back, &a);
 }
 
 /* list, show, resize, delete, detach: NAME (or nothing) and at most --size. */
@@ -894,8 +1030,8 @@ int cli_cmd_volume(struct cli *cli, int argc, char **argv)
 
 	if (argc < 2)
 		return cli_usage_error("volume needs a verb: create, list, show, resize, delete, "
-				       "attach, detach, status, scrub or replace-replica (tessera "
-				       "volume --help)");
+				       "rollback, attach, detach, status, scrub or replace-replica "
+				       "(tessera volume --help)");
 	verb = argv[1];
 	if (strcmp(verb, "--help") == 0 || strcmp(verb, "-h") == 0 || strcmp(verb, "help") == 0) {
 		fputs(HELP_VOLUME, stdout);
@@ -920,7 +1056,9 @@ int cli_cmd_volume(struct cli *cli, int argc, char **argv)
 		return volume_scrub(cli, argc, argv);
 	if (strcmp(verb, "replace-replica") == 0)
 		return volume_replace(cli, argc, argv);
+	if (strcmp(verb, "rollback") == 0)
+		return volume_rollback(cli, argc, argv);
 	return cli_usage_error("unknown volume verb '%s': use create, list, show, resize, "
-			       "delete, attach, detach, status, scrub or replace-replica (tessera "
-			       "volume --help)", verb);
+			       "delete, rollback, attach, detach, status, scrub or replace-replica "
+			       "(tessera volume --help)", verb);
 }

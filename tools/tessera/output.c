@@ -4,7 +4,9 @@
  * scripts (jansson; sizes in bytes, times in unix seconds plus ISO 8601).
  * JSON keys follow the proto field names, so a script can read either.
  * Cluster fields appear only for volumes that have them (a cluster volume);
- * a standalone node's output is unchanged.
+ * a standalone node's output is unchanged.  Snapshots, clones and diffs:
+ * the snapshots table is the same in `volume show` and `snapshot list`; a
+ * diff is offset/length pairs in bytes (JSON) or a table with a total (text).
  */
 #include <inttypes.h>
 #include <limits.h>
@@ -145,9 +147,14 @@ json_t *cli_volume_json(const Tessera__Admin__Volume *v)
 	char iso[64];
 	json_t *j, *copies;
 
-	j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:s, s:b, s:o}",
+	/* parent_*: null unless a clone (a script tests j["parent_volume"] is None) */
+	j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:s?, s:s?, s:I, s:s, s:b, s:o}",
 		      "name", v->name, "uuid", v->uuid, "size", (json_int_t)v->size,
-		      "allocated", (json_int_t)v->allocated, "created", (json_int_t)v->created,
+		      "allocated", (json_int_t)v->allocated,
+		      "exclusive", (json_int_t)v->exclusive,
+		      "parent_volume", v->parent_volume[0] ? v->parent_volume : NULL,
+		      "parent_snapshot", v->parent_snapshot[0] ? v->parent_snapshot : NULL,
+		      "created", (json_int_t)v->created,
 		      "created_iso", cli_fmt_iso(v->created, iso, sizeof(iso)),
 		      "in_use", (int)v->in_use,
 		      "nbd_uris", json_strings(v->nbd_uris, v->n_nbd_uris));
@@ -162,6 +169,70 @@ json_t *cli_volume_json(const Tessera__Admin__Volume *v)
 		"attached_node", v->attached_node[0] ? v->attached_node : NULL,
 		"epoch", (json_int_t)v->epoch, "copies", copies));
 	return j;
+}
+
+json_t *cli_snapshot_json(const Tessera__Admin__Snapshot *s)
+{
+	char iso[64];
+
+	return json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:i, s:o}",
+			 "volume", s->volume, "name", s->name, "uuid", s->uuid,
+			 "created", (json_int_t)s->created,
+			 "created_iso", cli_fmt_iso(s->created, iso, sizeof(iso)),
+			 "seq", (json_int_t)s->seq, "size", (json_int_t)s->size,
+			 "allocated", (json_int_t)s->allocated,
+			 "exclusive", (json_int_t)s->exclusive, "clones", (int)s->clones,
+			 "nbd_uris", json_strings(s->nbd_uris, s->n_nbd_uris));
+}
+
+static json_t *snapshots_json(Tessera__Admin__Snapshot *const *s, size_t n)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(a, cli_snapshot_json(s[i]));
+	return a;
+}
+
+json_t *cli_snapshot_list_json(const char *volume, Tessera__Admin__Snapshot *const *s,
+			       size_t n)
+{
+	return json_pack("{s:s, s:o}", "volume", volume, "snapshots", snapshots_json(s, n));
+}
+
+json_t *cli_volume_detail_json(const Tessera__Admin__Volume *v)
+{
+	json_t *j = cli_volume_json(v);
+
+	if (j)
+		json_object_set_new(j, "snapshots", snapshots_json(v->snapshots, v->n_snapshots));
+	return j;
+}
+
+uint64_t cli_diff_bytes(Tessera__Admin__Extent *const *e, size_t n, uint64_t diff_bytes)
+{
+	uint64_t sum = 0;
+
+	if (diff_bytes)
+		return diff_bytes;
+	for (size_t i = 0; i < n; i++)
+		sum += e[i]->length;
+	return sum;
+}
+
+json_t *cli_diff_json(const char *volume, const char *from, const char *to,
+		      Tessera__Admin__Extent *const *e, size_t n, uint64_t diff_bytes)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(a, json_pack("{s:I, s:I, s:b}",
+						   "offset", (json_int_t)e[i]->offset,
+						   "length", (json_int_t)e[i]->length,
+						   "zero", (int)e[i]->zero));
+	return json_pack("{s:s, s:s, s:s?, s:o, s:I}", "volume", volume, "from", from, "to",
+			 to && to[0] ? to : NULL, "extents", a, "changed_bytes",
+			 (json_int_t)cli_diff_bytes(e, n, diff_bytes));
 }
 
 json_t *cli_status_json(const Tessera__Admin__Status *s)
@@ -292,13 +363,18 @@ static void print_replication(const Tessera__Admin__Volume *v)
 
 void cli_print_volume(const Tessera__Admin__Volume *v)
 {
-	char size[32], alloc[32], created[64];
+	char size[32], alloc[32], excl[32], created[64];
 
 	printf("name:       %s\n", v->name);
 	printf("uuid:       %s\n", v->uuid);
-	printf("size:       %s (%" PRIu64 " bytes)\n", cli_fmt_size(v->size, size, sizeof(size)),
-	       v->size);
-	printf("allocated:  %s\n", cli_fmt_size(v->allocated, alloc, sizeof(alloc)));
+	printf("size:       %s (%" PRIu64 " bytes) provisioned\n",
+	       cli_fmt_size(v->size, size, sizeof(size)), v->size);
+	printf("allocated:  %s on disk\n", cli_fmt_size(v->allocated, alloc, sizeof(alloc)));
+	printf("exclusive:  %s (shared with no snapshot or clone)\n",
+	       cli_fmt_size(v->exclusive, excl, sizeof(excl)));
+	if (v->parent_volume[0])
+		printf("parent:     %s%s%s (a clone: it shares the blocks it has not written)\n",
+		       v->parent_volume, v->parent_snapshot[0] ? "@" : "", v->parent_snapshot);
 	printf("created:    %s\n", cli_fmt_time(v->created, created, sizeof(created)));
 	printf("in use:     %s\n", v->in_use ? "yes (an NBD client has it open)" : "no");
 	if (cli_is_cluster_volume(v)) {
@@ -310,6 +386,78 @@ void cli_print_volume(const Tessera__Admin__Volume *v)
 	}
 	for (size_t i = 0; i < v->n_nbd_uris; i++)
 		printf("%s%s\n", i ? "            " : "nbd:        ", v->nbd_uris[i]);
+	if (v->n_snapshots == 0) {
+		printf("snapshots:  none (tessera snapshot create %s NAME)\n", v->name);
+		return;
+	}
+	printf("snapshots:  %zu, oldest first\n", v->n_snapshots);
+	cli_print_snapshots(stdout, v->snapshots, v->n_snapshots, "  ");
+}
+
+void cli_print_snapshots(FILE *out, Tessera__Admin__Snapshot *const *s, size_t n,
+			 const char *indent)
+{
+	int w = 4;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		w = max_width(w, s[i]->name);
+	fprintf(out, "%s%-*s  %-23s  %10s  %10s  %6s\n", indent, w, "NAME", "CREATED",
+		"ALLOCATED", "EXCLUSIVE", "CLONES");
+	for (i = 0; i < n; i++) {
+		char created[64], alloc[32], excl[32];
+
+		fprintf(out, "%s%-*s  %-23s  %10s  %10s  %6u\n", indent, w, s[i]->name,
+			cli_fmt_time(s[i]->created, created, sizeof(created)),
+			cli_fmt_size(s[i]->allocated, alloc, sizeof(alloc)),
+			cli_fmt_size(s[i]->exclusive, excl, sizeof(excl)), s[i]->clones);
+	}
+}
+
+void cli_print_snapshot(FILE *out, const Tessera__Admin__Snapshot *s)
+{
+	char size[32], alloc[32], excl[32], created[64];
+
+	fprintf(out, "snapshot:   %s@%s\n", s->volume, s->name);
+	fprintf(out, "uuid:       %s\n", s->uuid);
+	fprintf(out, "created:    %s (cut %" PRIu64 " of the volume)\n",
+		cli_fmt_time(s->created, created, sizeof(created)), s->seq);
+	fprintf(out, "size:       %s (%" PRIu64 " bytes), the volume's at the cut\n",
+		cli_fmt_size(s->size, size, sizeof(size)), s->size);
+	fprintf(out, "allocated:  %s held by this snapshot\n",
+		cli_fmt_size(s->allocated, alloc, sizeof(alloc)));
+	fprintf(out, "exclusive:  %s (deleting it frees this)\n",
+		cli_fmt_size(s->exclusive, excl, sizeof(excl)));
+	fprintf(out, "clones:     %u%s\n", s->clones,
+		s->clones ? " (they keep its blocks after it is deleted)" : "");
+	for (size_t i = 0; i < s->n_nbd_uris; i++)
+		fprintf(out, "%s%s\n", i ? "            " : "nbd (ro):   ", s->nbd_uris[i]);
+}
+
+void cli_print_diff(FILE *out, const char *volume, const char *from, const char *to,
+		    Tessera__Admin__Extent *const *e, size_t n, uint64_t diff_bytes)
+{
+	uint64_t total = cli_diff_bytes(e, n, diff_bytes);
+	char size[32], a[32];
+	int wo = 6, wl = 6;
+	size_t i;
+
+	/* widths from the largest numbers, so the columns line up for any volume */
+	for (i = 0; i < n; i++) {
+		wo = max_width(wo, (snprintf(a, sizeof(a), "%" PRIu64, e[i]->offset), a));
+		wl = max_width(wl, (snprintf(a, sizeof(a), "%" PRIu64, e[i]->length), a));
+	}
+	if (n) {
+		fprintf(out, "%*s  %*s  %10s  %s\n", wo, "OFFSET", wl, "LENGTH", "", "ZERO");
+		for (i = 0; i < n; i++)
+			fprintf(out, "%*" PRIu64 "  %*" PRIu64 "  %10s  %s\n", wo, e[i]->offset, wl,
+				e[i]->length, cli_fmt_size(e[i]->length, size, sizeof(size)),
+				e[i]->zero ? "yes" : "no");
+	}
+	fprintf(out, "%s@%s -> %s%s%s: %zu extent%s, %s (%" PRIu64 " bytes) changed\n", volume,
+		from, to && to[0] ? volume : "", to && to[0] ? "@" : "",
+		to && to[0] ? to : "head (current content)", n, n == 1 ? "" : "s",
+		cli_fmt_size(total, size, sizeof(size)), total);
 }
 
 void cli_print_volume_list(Tessera__Admin__Volume *const *vols, size_t n)

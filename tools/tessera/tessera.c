@@ -27,13 +27,13 @@
 
 static const char HELP_MAIN[] =
 "Usage: tessera [GLOBAL OPTIONS] COMMAND [ARGS]\n"
-"Manage the volumes of a tesserad node or of a Tessera cluster.\n"
+"Manage the volumes and snapshots of a tesserad node or of a Tessera cluster.\n"
 "\n"
 "Commands:\n"
 "  volume create NAME --size SIZE [--replicas N] [--min-replicas M]\n"
 "                [--failure-domain node|zone|site]   create a thin volume\n"
 "  volume list                      list the volumes\n"
-"  volume show NAME                 details and the NBD URIs to reach a volume\n"
+"  volume show NAME                 details, snapshots and the NBD URIs of a volume\n"
 "  volume resize NAME --size SIZE   grow a volume\n"
 "  volume delete NAME               delete a volume (no NBD client may hold it)\n"
 "  volume attach NAME [--node ID]   export a volume on a node (its coordinator)\n"
@@ -41,6 +41,15 @@ static const char HELP_MAIN[] =
 "  volume status NAME [--watch]     copies, epoch, resync and scrub progress\n"
 "  volume scrub NAME [--no-repair]  compare every copy, repair mismatches\n"
 "  volume replace-replica NAME --node OLD [--to NEW]   rebuild a copy elsewhere\n"
+"  volume create NEW --from-snapshot VOL@SNAP [--size SIZE]\n"
+"                                   clone a snapshot (writable, shares its blocks)\n"
+"  volume create NEW --from-volume VOL [--size SIZE]   clone a volume as it is now\n"
+"  volume rollback VOL SNAP         make VOL's content equal SNAP again\n"
+"  snapshot create VOL SNAP         cut a snapshot (also VOL@SNAP everywhere)\n"
+"  snapshot list VOL                VOL's snapshots: created, allocated, exclusive, clones\n"
+"  snapshot show VOL SNAP           details and the read-only NBD URI of a snapshot\n"
+"  snapshot delete VOL SNAP         delete a snapshot (its clones keep working)\n"
+"  snapshot diff VOL SNAP1 [SNAP2|--head]   byte ranges changed since SNAP1\n"
 "  node list                        the nodes: domains, capacity, health\n"
 "  cluster status                   the cluster at a glance\n"
 "  status                           what the node runs and serves\n"
@@ -64,6 +73,8 @@ static const char HELP_MAIN[] =
 "Example:\n"
 "  tessera demo\n"
 "  tessera --data /var/lib/tessera volume create db --size 10G\n"
+"  tessera snapshot create db@before-upgrade\n"
+"  tessera volume create db-test --from-snapshot db@before-upgrade\n"
 "  tessera --cluster 10.0.0.1:7001 --token-file admin.token volume status db\n";
 
 /* ---- errors and connection -------------------------------------------- */
@@ -322,43 +333,67 @@ static int take_opt(const struct cli_opt *opts, int argc, char **argv, int *i, c
 	return 0;
 }
 
-int cli_parse(struct cli *cli, int argc, char **argv, const struct cli_opt *opts,
-	      const char **name, const char *help, const char *cmd, bool *help_shown)
+int cli_parse_args(struct cli *cli, int argc, char **argv, const struct cli_opt *opts,
+		   const char **pos, int npos, int *got, const char *help, const char *cmd,
+		   bool *help_shown)
 {
+	bool only_positionals = false;
 	int i, ret;
 
 	*help_shown = false;
+	*got = 0;
 	for (i = 0; i < argc; i++) {
 		const char *arg = argv[i];
 
-		if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-			fputs(help, stdout);
-			*help_shown = true;
-			return 0;
+		if (!only_positionals) {
+			if (strcmp(arg, "--") == 0) {
+				only_positionals = true; /* a name that starts with '-' */
+				continue;
+			}
+			if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+				fputs(help, stdout);
+				*help_shown = true;
+				return 0;
+			}
+			ret = take_global(cli, argc, argv, &i);
+			if (ret == 0)
+				ret = take_opt(opts, argc, argv, &i, cmd);
+			if (ret == 1)
+				continue;
+			if (ret)
+				return ret;
+			if (arg[0] == '-' && arg[1] != '\0')
+				return cli_usage_error("unknown option %s (tessera %s --help)", arg,
+						       cmd);
 		}
-		ret = take_global(cli, argc, argv, &i);
-		if (ret == 0)
-			ret = take_opt(opts, argc, argv, &i, cmd);
-		if (ret == 1)
-			continue;
-		if (ret)
-			return ret;
-		if (arg[0] == '-' && arg[1] != '\0')
-			return cli_usage_error("unknown option %s (tessera %s --help)", arg, cmd);
-		if (name && *name == NULL)
-			*name = arg;
-		else
+		if (*got >= npos)
 			return cli_usage_error("unexpected argument '%s' (tessera %s --help)", arg,
 					       cmd);
+		pos[(*got)++] = arg;
 	}
-	if (name && *name == NULL)
-		return cli_usage_error("missing the volume NAME (tessera %s --help)", cmd);
 	if (cli->cluster_from_env && cli->data_explicit) {
 		cli->cluster = NULL; /* --data on the command line beats $TESSERA_CLUSTER */
 		cli->cluster_from_env = false;
 	}
 	if (cli->cluster && cli->data_explicit)
 		return cli_usage_error("give either --data or --cluster, not both");
+	return 0;
+}
+
+int cli_parse(struct cli *cli, int argc, char **argv, const struct cli_opt *opts,
+	      const char **name, const char *help, const char *cmd, bool *help_shown)
+{
+	const char *pos[1] = { NULL };
+	int got, ret;
+
+	ret = cli_parse_args(cli, argc, argv, opts, pos, name ? 1 : 0, &got, help, cmd,
+			     help_shown);
+	if (ret || *help_shown)
+		return ret;
+	if (name && got == 0)
+		return cli_usage_error("missing the volume NAME (tessera %s --help)", cmd);
+	if (name)
+		*name = pos[0];
 	return 0;
 }
 
@@ -369,6 +404,35 @@ int cli_check_name(const char *name)
 	cli_error("invalid volume name '%s': use 1 to 63 of A-Z a-z 0-9 . _ - starting with a "
 		  "letter or digit", name);
 	return EXIT_FAIL;
+}
+
+int cli_check_snap_name(const char *name)
+{
+	if (tsr_valid_name(name))
+		return 0;
+	cli_error("invalid snapshot name '%s': use 1 to 63 of A-Z a-z 0-9 . _ - starting with a "
+		  "letter or digit (no '@': VOL@SNAP separates a volume from its snapshot)", name);
+	return EXIT_FAIL;
+}
+
+int cli_split_snap(const char *arg, char *vol, size_t len, const char **snap)
+{
+	const char *at = strchr(arg, '@');
+
+	*snap = NULL;
+	if (at == NULL) {
+		snprintf(vol, len, "%s", arg);
+		return 0;
+	}
+	if ((size_t)(at - arg) >= len) {
+		cli_error("invalid volume name in '%s': use 1 to 63 of A-Z a-z 0-9 . _ - starting "
+			  "with a letter or digit", arg);
+		return EXIT_FAIL;
+	}
+	memcpy(vol, arg, (size_t)(at - arg));
+	vol[at - arg] = '\0';
+	*snap = at + 1;
+	return 0;
 }
 
 int cli_check_size(const char *arg, uint64_t *size)
@@ -464,6 +528,9 @@ int main(int argc, char **argv)
 
 	if (strcmp(cmd, "volume") == 0 || strcmp(cmd, "volumes") == 0)
 		ret = cli_cmd_volume(&cli, argc, argv);
+	else if (strcmp(cmd, "snapshot") == 0 || strcmp(cmd, "snapshots") == 0 ||
+		 strcmp(cmd, "snap") == 0)
+		ret = cli_cmd_snapshot(&cli, argc, argv);
 	else if (strcmp(cmd, "node") == 0 || strcmp(cmd, "nodes") == 0)
 		ret = cli_cmd_node(&cli, argc, argv);
 	else if (strcmp(cmd, "cluster") == 0)
@@ -480,6 +547,7 @@ int main(int argc, char **argv)
 			char *sub[] = { argv[1], (char *)"--help", NULL };
 
 			return strcmp(argv[1], "volume") == 0 ? cli_cmd_volume(&cli, 2, sub) :
+			       strcmp(argv[1], "snapshot") == 0 ? cli_cmd_snapshot(&cli, 2, sub) :
 			       strcmp(argv[1], "node") == 0 ? cli_cmd_node(&cli, 2, sub) :
 			       strcmp(argv[1], "cluster") == 0 ? cli_cmd_cluster(&cli, 2, sub) :
 			       strcmp(argv[1], "status") == 0 ? cli_cmd_status(&cli, 2, sub) :
@@ -489,8 +557,8 @@ int main(int argc, char **argv)
 		fputs(HELP_MAIN, stdout);
 		ret = 0;
 	} else {
-		ret = cli_usage_error("unknown command '%s': use volume, node, cluster, status or "
-				      "demo (tessera --help)", cmd);
+		ret = cli_usage_error("unknown command '%s': use volume, snapshot, node, cluster, "
+				      "status or demo (tessera --help)", cmd);
 	}
 	return ret;
 }

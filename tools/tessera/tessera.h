@@ -3,7 +3,8 @@
  *   tessera.c      main: global options, connecting, one request/reply, the
  *                  command-line parser every verb uses
  *   output.c       text and JSON renderings of the admin API's messages
- *   cmd_volume.c   `tessera volume ...`
+ *   cmd_volume.c   `tessera volume ...` (also clones: create --from-*, rollback)
+ *   cmd_snapshot.c `tessera snapshot ...`: create, list, show, delete, diff
  *   cmd_cluster.c  `tessera node list`, `tessera cluster status`, `tessera status`
  *   demo.c         `tessera demo`: a 3-node cluster (or one node) + a volume +
  *                  tessera-bench, end to end
@@ -14,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <jansson.h>
 
@@ -92,8 +94,27 @@ struct cli_opt {
 int cli_parse(struct cli *cli, int argc, char **argv, const struct cli_opt *opts,
 	      const char **name, const char *help, const char *cmd, bool *help_shown);
 
-/* Validate a volume name / a --size value; print why and return EXIT_FAIL. */
+/*
+ * cli_parse for verbs with several positionals: up to npos of them into
+ * pos[0..*got), in order; the caller says which are required.  "--" ends the
+ * options (a name that starts with '-' then reaches the name check, which
+ * explains it, instead of being an unknown option).
+ */
+int cli_parse_args(struct cli *cli, int argc, char **argv, const struct cli_opt *opts,
+		   const char **pos, int npos, int *got, const char *help, const char *cmd,
+		   bool *help_shown);
+
+/* Validate a volume name / a snapshot name / a --size value; print why and
+ * return EXIT_FAIL. */
 int cli_check_name(const char *name);
+int cli_check_snap_name(const char *name);
+/*
+ * Split "VOL@SNAP" at the first '@': vol gets VOL (len bytes at most, with
+ * the NUL), *snap points into arg after the '@'.  Without '@': vol = arg,
+ * *snap = NULL.  Names are not checked here.  0, or EXIT_FAIL (printed) when
+ * VOL does not fit.
+ */
+int cli_split_snap(const char *arg, char *vol, size_t len, const char **snap);
 int cli_check_size(const char *arg, uint64_t *size);
 /* Parse an unsigned number from lo to hi for option opt; EXIT_USAGE (printed) if not. */
 int cli_parse_uint(const char *opt, const char *arg, unsigned long lo, unsigned long hi,
@@ -125,7 +146,31 @@ json_t *cli_volume_status_json(const Tessera__Admin__VolumeStatus *s);
 json_t *cli_node_json(const Tessera__Admin__Node *n);
 json_t *cli_cluster_json(const Tessera__Admin__ClusterStatus *s);
 
+/* A volume with what only volume_show fills in (its snapshots, oldest first). */
+json_t *cli_volume_detail_json(const Tessera__Admin__Volume *v);
+json_t *cli_snapshot_json(const Tessera__Admin__Snapshot *s);
+/* {"volume":..,"snapshots":[..]} as snapshot list --json prints it. */
+json_t *cli_snapshot_list_json(const char *volume, Tessera__Admin__Snapshot *const *s,
+			       size_t n);
+/*
+ * The changed extents from snapshot from to to (NULL: the volume's current
+ * content, printed as "to": null): {"volume", "from", "to", "extents":
+ * [{"offset", "length", "zero"}], "changed_bytes"}.  changed_bytes is
+ * diff_bytes when the server sent it, else the sum of the lengths.
+ */
+json_t *cli_diff_json(const char *volume, const char *from, const char *to,
+		      Tessera__Admin__Extent *const *e, size_t n, uint64_t diff_bytes);
+/* The total a diff reply stands for (as in cli_diff_json). */
+uint64_t cli_diff_bytes(Tessera__Admin__Extent *const *e, size_t n, uint64_t diff_bytes);
+
 void cli_print_volume(const Tessera__Admin__Volume *v);
+/* The snapshots table (name, created, allocated, exclusive, clones) on out. */
+void cli_print_snapshots(FILE *out, Tessera__Admin__Snapshot *const *s, size_t n,
+			 const char *indent);
+void cli_print_snapshot(FILE *out, const Tessera__Admin__Snapshot *s);
+/* The diff table (offset, length, zero) and its total on out. */
+void cli_print_diff(FILE *out, const char *volume, const char *from, const char *to,
+		    Tessera__Admin__Extent *const *e, size_t n, uint64_t diff_bytes);
 void cli_print_volume_list(Tessera__Admin__Volume *const *v, size_t n);
 void cli_print_copies(const Tessera__Admin__Volume *v, const char *indent);
 void cli_print_status(const Tessera__Admin__Status *s);
@@ -133,13 +178,14 @@ void cli_print_volume_status(const Tessera__Admin__VolumeStatus *s);
 void cli_print_nodes(Tessera__Admin__Node *const *nodes, size_t n);
 void cli_print_cluster(const Tessera__Admin__ClusterStatus *s);
 
-/* ---- cmd_volume.c, cmd_cluster.c, demo.c --------------------------------- */
+/* ---- cmd_volume.c, cmd_snapshot.c, cmd_cluster.c, demo.c --------------------------------- */
 
 /* Each takes argv[0] = the command word and returns the exit code. */
 int cli_cmd_volume(struct cli *cli, int argc, char **argv);
 int cli_cmd_node(struct cli *cli, int argc, char **argv);
 int cli_cmd_cluster(struct cli *cli, int argc, char **argv);
 int cli_cmd_status(struct cli *cli, int argc, char **argv);
+int cli_cmd_snapshot(struct cli *cli, int argc, char **argv);
 int cli_demo(struct cli *cli, int argc, char **argv);
 
 #endif
