@@ -448,7 +448,7 @@ void cli_print_diff(FILE *out, const char *volume, const char *from, const char 
 		wl = max_width(wl, (snprintf(a, sizeof(a), "%" PRIu64, e[i]->length), a));
 	}
 	if (n) {
-		fprintf(out, "%*s  %*s  %10s  %s\n", wo, "OFFSET", wl, "LENGTH", "", "ZERO");
+		fprintf(out, "%*s  %*s  %10s  %s\n", wo, "OFFSET", wl, "LENGTH", "SIZE", "ZERO");
 		for (i = 0; i < n; i++)
 			fprintf(out, "%*" PRIu64 "  %*" PRIu64 "  %10s  %s\n", wo, e[i]->offset, wl,
 				e[i]->length, cli_fmt_size(e[i]->length, size, sizeof(size)),

@@ -2,7 +2,9 @@
  * tessera CLI renderings (tools/tessera/output.c): percentages without
  * overflow, rates and durations for people, the in-sync predicate that
  * `volume status --until-synced` exits on, and the JSON shapes scripts read
- * (flat proto field names; cluster fields only on cluster volumes).
+ * (flat proto field names; cluster fields only on cluster volumes); sizes;
+ * snapshots (JSON, the table of `volume show` and `snapshot list`), a clone's
+ * parent, and `snapshot diff` (the offset/length JSON and the text table).
  */
 #include <math.h>
 #include <setjmp.h>
@@ -167,6 +169,220 @@ static void test_volume_json_shapes(void **state)
 	json_decref(j);
 }
 
+static void test_size(void **state)
+{
+	char buf[32];
+
+	(void)state;
+	assert_string_equal(cli_fmt_size(0, buf, sizeof(buf)), "0 B");
+	assert_string_equal(cli_fmt_size(4096, buf, sizeof(buf)), "4.0 KiB");
+	assert_string_equal(cli_fmt_size(1536 * 1024, buf, sizeof(buf)), "1.5 MiB");
+	assert_string_equal(cli_fmt_size(1ull << 30, buf, sizeof(buf)), "1.0 GiB");
+	assert_string_equal(cli_fmt_size(16ull << 40, buf, sizeof(buf)), "16.0 TiB");
+}
+
+/* Two snapshots of "db": s1 with one clone, s2 without. */
+struct snap_fixture {
+	Tessera__Admin__Snapshot s[2];
+	Tessera__Admin__Snapshot *sp[2];
+	char *uris[1];
+};
+
+static void make_snapshots(struct snap_fixture *f)
+{
+	static const char *const names[] = { "s1", "nightly-2026-11-26" };
+
+	f->uris[0] = "nbd+unix:///db@s1?socket=/d/nbd.sock";
+	for (int i = 0; i < 2; i++) {
+		tessera__admin__snapshot__init(&f->s[i]);
+		f->s[i].volume = "db";
+		f->s[i].name = (char *)names[i];
+		f->s[i].uuid = "u";
+		f->s[i].created = 1795667686 + i; /* 2026-11-26 04:34:46 UTC */
+		f->s[i].seq = (uint64_t)i + 1;
+		f->s[i].size = 1 << 30;
+		f->s[i].allocated = i ? 4096 : 3ull << 20;
+		f->s[i].exclusive = i ? 4096 : 1ull << 20;
+		f->s[i].clones = i ? 0 : 1;
+		f->sp[i] = &f->s[i];
+	}
+	f->s[0].n_nbd_uris = 1;
+	f->s[0].nbd_uris = f->uris;
+}
+
+static void test_snapshot_json(void **state)
+{
+	struct snap_fixture f;
+	json_t *j, *snaps;
+
+	(void)state;
+	make_snapshots(&f);
+	j = cli_snapshot_json(&f.s[0]);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(j, "volume")), "db");
+	assert_string_equal(json_string_value(json_object_get(j, "name")), "s1");
+	assert_int_equal(json_integer_value(json_object_get(j, "allocated")), 3 << 20);
+	assert_int_equal(json_integer_value(json_object_get(j, "exclusive")), 1 << 20);
+	assert_int_equal(json_integer_value(json_object_get(j, "clones")), 1);
+	assert_int_equal(json_integer_value(json_object_get(j, "seq")), 1);
+	assert_string_equal(json_string_value(json_object_get(j, "created_iso")),
+			    "2026-11-26T04:34:46Z");
+	assert_string_equal(json_string_value(json_array_get(json_object_get(j, "nbd_uris"), 0)),
+			    "nbd+unix:///db@s1?socket=/d/nbd.sock");
+	json_decref(j);
+
+	j = cli_snapshot_list_json("db", f.sp, 2);
+	assert_string_equal(json_string_value(json_object_get(j, "volume")), "db");
+	snaps = json_object_get(j, "snapshots");
+	assert_int_equal(json_array_size(snaps), 2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(snaps, 1), "name")),
+			    "nightly-2026-11-26");
+	json_decref(j);
+	j = cli_snapshot_list_json("db", NULL, 0); /* none: an empty array, not null */
+	assert_true(json_is_array(json_object_get(j, "snapshots")));
+	assert_int_equal(json_array_size(json_object_get(j, "snapshots")), 0);
+	json_decref(j);
+}
+
+static void test_clone_json(void **state)
+{
+	Tessera__Admin__Volume v = TESSERA__ADMIN__VOLUME__INIT;
+	struct snap_fixture f;
+	json_t *j;
+
+	(void)state;
+	v.name = "solo";
+	v.uuid = "u";
+	v.size = 1 << 30;
+	v.allocated = 8192;
+	v.exclusive = 4096;
+	/* not a clone: parent_* are null; no snapshots key outside volume show */
+	j = cli_volume_json(&v);
+	assert_int_equal(json_integer_value(json_object_get(j, "exclusive")), 4096);
+	assert_true(json_is_null(json_object_get(j, "parent_volume")));
+	assert_true(json_is_null(json_object_get(j, "parent_snapshot")));
+	assert_null(json_object_get(j, "snapshots"));
+	json_decref(j);
+	/* a clone of db@s1, shown with its two snapshots */
+	make_snapshots(&f);
+	v.parent_volume = "db";
+	v.parent_snapshot = "s1";
+	v.n_snapshots = 2;
+	v.snapshots = f.sp;
+	j = cli_volume_detail_json(&v);
+	assert_string_equal(json_string_value(json_object_get(j, "parent_volume")), "db");
+	assert_string_equal(json_string_value(json_object_get(j, "parent_snapshot")), "s1");
+	assert_int_equal(json_array_size(json_object_get(j, "snapshots")), 2);
+	json_decref(j);
+}
+
+/* Run call with out writing into buf (NUL-terminated: buf zeroed first). */
+#define CAPTURE(buf, call)                                                                   \
+	do {                                                                                 \
+		FILE *out = fmemopen(buf, sizeof(buf), "w");                                 \
+		assert_non_null(out);                                                        \
+		call;                                                                        \
+		fclose(out);                                                                 \
+	} while (0)
+
+static void test_snapshot_table(void **state)
+{
+	struct snap_fixture f;
+	char buf[1024];
+	char *line2;
+
+	(void)state;
+	make_snapshots(&f);
+	memset(buf, 0, sizeof(buf));
+	CAPTURE(buf, cli_print_snapshots(out, f.sp, 2, "  "));
+	/* header, then one line per snapshot, oldest first, columns aligned to the
+	 * longest name */
+	assert_memory_equal(buf, "  NAME                CREATED                   ALLOCATED   "
+			    "EXCLUSIVE  CLONES\n", 78);
+	line2 = strchr(buf, '\n') + 1;
+	assert_string_equal(line2,
+			    "  s1                  2026-11-26 04:34:46 UTC     3.0 MiB     "
+			    "1.0 MiB       1\n"
+			    "  nightly-2026-11-26  2026-11-26 04:34:47 UTC     4.0 KiB     "
+			    "4.0 KiB       0\n");
+}
+
+static void test_diff_json(void **state)
+{
+	Tessera__Admin__Extent e[3];
+	Tessera__Admin__Extent *ep[3];
+	json_t *j, *ext;
+
+	(void)state;
+	for (int i = 0; i < 3; i++) {
+		tessera__admin__extent__init(&e[i]);
+		ep[i] = &e[i];
+	}
+	e[0].offset = 0;
+	e[0].length = 4096;
+	e[1].offset = 1ull << 20;
+	e[1].length = 65536;
+	e[1].zero = 1;
+	e[2].offset = (16ull << 40) - 4096; /* 16 TiB: beyond 32 bits */
+	e[2].length = 4096;
+
+	/* to the head: "to" is null; changed_bytes summed when the server sent 0 */
+	j = cli_diff_json("db", "s1", NULL, ep, 3, 0);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(j, "volume")), "db");
+	assert_string_equal(json_string_value(json_object_get(j, "from")), "s1");
+	assert_true(json_is_null(json_object_get(j, "to")));
+	assert_int_equal(json_integer_value(json_object_get(j, "changed_bytes")), 73728);
+	ext = json_object_get(j, "extents");
+	assert_int_equal(json_array_size(ext), 3);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(ext, 1), "offset")),
+			 1 << 20);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(ext, 1), "length")),
+			 65536);
+	assert_true(json_is_true(json_object_get(json_array_get(ext, 1), "zero")));
+	assert_true(json_is_false(json_object_get(json_array_get(ext, 0), "zero")));
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(ext, 2), "offset")),
+			 (json_int_t)((16ull << 40) - 4096));
+	json_decref(j);
+	/* between snapshots, "" is the head too; the server's total wins */
+	j = cli_diff_json("db", "s1", "s2", ep, 1, 8192);
+	assert_string_equal(json_string_value(json_object_get(j, "to")), "s2");
+	assert_int_equal(json_integer_value(json_object_get(j, "changed_bytes")), 8192);
+	json_decref(j);
+	j = cli_diff_json("db", "s1", "", NULL, 0, 0);
+	assert_true(json_is_null(json_object_get(j, "to")));
+	assert_int_equal(json_array_size(json_object_get(j, "extents")), 0);
+	assert_int_equal(json_integer_value(json_object_get(j, "changed_bytes")), 0);
+	json_decref(j);
+}
+
+static void test_diff_text(void **state)
+{
+	Tessera__Admin__Extent e[2];
+	Tessera__Admin__Extent *ep[2] = { &e[0], &e[1] };
+	char buf[1024];
+
+	(void)state;
+	tessera__admin__extent__init(&e[0]);
+	tessera__admin__extent__init(&e[1]);
+	e[0].offset = 0;
+	e[0].length = 4096;
+	e[1].offset = 1073737728;
+	e[1].length = 1 << 20;
+	e[1].zero = 1;
+	memset(buf, 0, sizeof(buf));
+	CAPTURE(buf, cli_print_diff(out, "db", "s1", "s2", ep, 2, 0));
+	assert_string_equal(buf,
+			    "    OFFSET   LENGTH        SIZE  ZERO\n"
+			    "         0     4096     4.0 KiB  no\n"
+			    "1073737728  1048576     1.0 MiB  yes\n"
+			    "db@s1 -> db@s2: 2 extents, 1.0 MiB (1052672 bytes) changed\n");
+	memset(buf, 0, sizeof(buf));
+	CAPTURE(buf, cli_print_diff(out, "db", "s1", NULL, NULL, 0, 0));
+	assert_string_equal(buf, "db@s1 -> head (current content): 0 extents, 0 B (0 bytes) "
+			    "changed\n");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -176,6 +392,12 @@ int main(void)
 		cmocka_unit_test(test_all_in_sync),
 		cmocka_unit_test(test_volume_status_json),
 		cmocka_unit_test(test_volume_json_shapes),
+		cmocka_unit_test(test_size),
+		cmocka_unit_test(test_snapshot_json),
+		cmocka_unit_test(test_clone_json),
+		cmocka_unit_test(test_snapshot_table),
+		cmocka_unit_test(test_diff_json),
+		cmocka_unit_test(test_diff_text),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
