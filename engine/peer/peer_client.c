@@ -80,6 +80,7 @@ struct peer_creq {
 	struct iovec iov[2];
 	int iovcnt, iov_idx;
 	char name[PEER_NAME_MAX + 1]; /* OPEN payload */
+	uint8_t snap[TSR_PEER_SNAP_MAX]; /* SNAP payload */
 };
 
 struct tsr_peer_client {
@@ -976,5 +977,31 @@ int tsr_peer_sums(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 	r->length = len;
 	h.seq = r->seq;
 	creq_queue(c, r, &h, NULL, 0);
+	return 0;
+}
+
+int tsr_peer_snap(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+		  const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg)
+{
+	struct tsr_peer_hdr h = { .opcode = TSR_PEER_SNAP, .handle = handle, .epoch = epoch };
+	uint8_t payload[TSR_PEER_SNAP_MAX];
+	struct peer_creq *r;
+	int len, err;
+
+	if (req == NULL || cb_fn == NULL)
+		return -EINVAL;
+	len = tsr_peer_snap_pack(req, payload);
+	if (len < 0)
+		return len;
+	r = req_start(c, TSR_PEER_SNAP, &err);
+	if (r == NULL)
+		return err;
+	memcpy(r->snap, payload, (size_t)len);
+	r->cb.data = cb_fn;
+	r->cb_arg = cb_arg;
+	h.length = (uint32_t)len;
+	h.seq = r->seq;
+	h.data_crc = tsr_crc32c(0, r->snap, (size_t)len);
+	creq_queue(c, r, &h, r->snap, (uint32_t)len);
 	return 0;
 }

@@ -52,6 +52,7 @@ const char *peer_op_name(uint8_t op)
 	case TSR_PEER_WRITE_ZEROES: return "write-zeroes";
 	case TSR_PEER_SUMS: return "sums";
 	case TSR_PEER_PING: return "ping";
+	case TSR_PEER_SNAP: return "snap";
 	default: return "unknown";
 	}
 }
@@ -63,6 +64,7 @@ uint32_t peer_payload_len(const struct tsr_peer_hdr *h)
 	switch (h->opcode) {
 	case TSR_PEER_HELLO:
 	case TSR_PEER_OPEN:
+	case TSR_PEER_SNAP:
 	case TSR_PEER_WRITE:
 		return reply ? 0 : h->length;
 	case TSR_PEER_READ:
@@ -112,6 +114,14 @@ static int check_range(const struct tsr_peer_hdr *h)
 		if (h->length > PEER_NAME_MAX)
 			return -EMSGSIZE;
 		return h->length >= 1 ? 0 : -EPROTO;
+	case TSR_PEER_SNAP:
+		if (h->offset != 0)
+			return -EPROTO;
+		if (reply)
+			return h->length == 0 ? 0 : -EPROTO;
+		if (h->length > TSR_PEER_SNAP_MAX)
+			return -EMSGSIZE;
+		return h->length >= TSR_PEER_SNAP_MIN ? 0 : -EPROTO;
 	case TSR_PEER_READ:
 	case TSR_PEER_WRITE:
 		if (h->length > TSR_MAX_IO)
@@ -152,7 +162,7 @@ int tsr_peer_hdr_parse(const uint8_t buf[TSR_PEER_HDR_SIZE], struct tsr_peer_hdr
 	h.epoch = get64(buf + 32);
 	h.seq = get64(buf + 40);
 	h.data_crc = get32(buf + 48);
-	if (h.opcode < TSR_PEER_HELLO || h.opcode > TSR_PEER_PING)
+	if (h.opcode < TSR_PEER_HELLO || h.opcode > TSR_PEER_SNAP)
 		return -EPROTO;
 	if (buf[6] != 0 || buf[7] != 0)
 		return -EPROTO;
@@ -186,4 +196,65 @@ void tsr_peer_hdr_pack(const struct tsr_peer_hdr *h, uint8_t buf[TSR_PEER_HDR_SI
 	put64(buf + 40, h->seq);
 	put32(buf + 48, h->data_crc);
 	put32(buf + 52, tsr_crc32c(0, buf, 52));
+}
+
+/* One name of a SNAP payload: n bytes at p, NUL-terminated into out. */
+static int snap_name(const uint8_t *p, uint32_t n, char out[64])
+{
+	memcpy(out, p, n);
+	out[n] = '\0';
+	if (n == 0)
+		return 0;
+	return strlen(out) == n && tsr_valid_name(out) ? 0 : -EINVAL;
+}
+
+int tsr_peer_snap_parse(const uint8_t *p, uint32_t len, struct tsr_snap_req *out)
+{
+	struct tsr_snap_req r;
+	uint32_t s, c;
+
+	if (len < TSR_PEER_SNAP_MIN || len > TSR_PEER_SNAP_MAX)
+		return -EPROTO;
+	s = p[1];
+	c = p[2];
+	if (s > TSR_SNAP_NAME_MAX || c > TSR_SNAP_NAME_MAX || len != TSR_PEER_SNAP_MIN + s + c)
+		return -EPROTO;
+	memset(&r, 0, sizeof(r));
+	switch (p[0]) {
+	case TSR_SNAP_CREATE:
+	case TSR_SNAP_DELETE:
+		if (s == 0 || c != 0)
+			return -EINVAL;
+		break;
+	case TSR_SNAP_CLONE:
+		if (c == 0)
+			return -EINVAL;
+		break;
+	default:
+		return -EINVAL;
+	}
+	r.op = (enum tsr_snap_op)p[0];
+	if (snap_name(p + TSR_PEER_SNAP_MIN, s, r.snap) < 0 ||
+	    snap_name(p + TSR_PEER_SNAP_MIN + s, c, r.clone) < 0)
+		return -EINVAL;
+	*out = r;
+	return 0;
+}
+
+int tsr_peer_snap_pack(const struct tsr_snap_req *req, uint8_t buf[TSR_PEER_SNAP_MAX])
+{
+	size_t s = strnlen(req->snap, sizeof(req->snap));
+	size_t c = strnlen(req->clone, sizeof(req->clone));
+	struct tsr_snap_req check;
+	int len;
+
+	if (s > TSR_SNAP_NAME_MAX || c > TSR_SNAP_NAME_MAX)
+		return -EINVAL;
+	buf[0] = (uint8_t)req->op;
+	buf[1] = (uint8_t)s;
+	buf[2] = (uint8_t)c;
+	memcpy(buf + TSR_PEER_SNAP_MIN, req->snap, s);
+	memcpy(buf + TSR_PEER_SNAP_MIN + s, req->clone, c);
+	len = (int)(TSR_PEER_SNAP_MIN + s + c);
+	return tsr_peer_snap_parse(buf, (uint32_t)len, &check) == 0 ? len : -EINVAL;
 }

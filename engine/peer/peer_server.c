@@ -78,6 +78,7 @@ enum conn_state {
 
 struct peer_slot {
 	struct tsr_svol *svol;    /* NULL: free slot */
+	char name[PEER_NAME_MAX + 1]; /* the volume's name (SNAP runs store calls by name) */
 	unsigned users;           /* live requests using it */
 	bool closed;              /* CLOSE received: no new requests */
 };
@@ -235,7 +236,8 @@ static void slot_release(struct peer_conn *c, uint32_t i)
 }
 
 /* A slot for svol (taken over); -EMFILE when the table is full. */
-static int slot_add(struct peer_conn *c, struct tsr_svol *svol, uint64_t *handle)
+static int slot_add(struct peer_conn *c, struct tsr_svol *svol, const char *name,
+		    uint64_t *handle)
 {
 	struct peer_slot *ns;
 	uint32_t i;
@@ -256,6 +258,7 @@ static int slot_add(struct peer_conn *c, struct tsr_svol *svol, uint64_t *handle
 		c->nslots = n;
 	}
 	c->slots[i].svol = svol;
+	snprintf(c->slots[i].name, sizeof(c->slots[i].name), "%s", name);
 	c->slots[i].users = 0;
 	c->slots[i].closed = false;
 	*handle = (uint64_t)i + 1;
@@ -417,7 +420,8 @@ static void reply(struct peer_sreq *req)
 	h->flags = TSR_PEER_F_REPLY;
 	h->status = req->status;
 	h->data_crc = 0;
-	if (h->opcode == TSR_PEER_HELLO || h->opcode == TSR_PEER_OPEN)
+	if (h->opcode == TSR_PEER_HELLO || h->opcode == TSR_PEER_OPEN ||
+	    h->opcode == TSR_PEER_SNAP)
 		h->length = 0;
 	req->iov[0].iov_base = req->hdr;
 	req->iov[0].iov_len = TSR_PEER_HDR_SIZE;
@@ -727,7 +731,7 @@ static void handle_open(struct peer_conn *c, struct peer_sreq *req, const uint8_
 	if (ret == -ESTALE)
 		count(&c->srv->stats.stale_epoch, 1);
 	if (ret == 0)
-		ret = slot_add(c, svol, &handle);
+		ret = slot_add(c, svol, name, &handle);
 	if (ret < 0) {
 		if (ret != -ENOENT && ret != -ESTALE)
 			tsr_warn("peer: open %s for %s: %s", name, c->peer_id, strerror(-ret));
@@ -758,6 +762,55 @@ static int check_data_op(struct peer_conn *c, struct peer_sreq *req)
 	return 0;
 }
 
+/*
+ * SNAP (payload p, all buffered): the store call on the session's volume,
+ * after the epoch check of a data op.  The coordinator drained its writes
+ * to this copy before sending it, so the store's -EBUSY check holds.  Debt,
+ * as OPEN: a blocking catalogue call (a few ms: SQLite, file creation,
+ * fsync) on the event loop; rare (one per snapshot and copy).
+ */
+static void handle_snap(struct peer_conn *c, struct peer_sreq *req, const uint8_t *p)
+{
+	struct tsr_snap_req sr;
+	const char *vol;
+	int ret;
+
+	ret = check_data_op(c, req);
+	if (ret < 0) {
+		reply_status(req, ret);
+		return;
+	}
+	if (tsr_crc32c(0, p, req->h.length) != req->h.data_crc) {
+		reply_status(req, -EBADMSG);
+		return;
+	}
+	ret = tsr_peer_snap_parse(p, req->h.length, &sr);
+	if (ret < 0) {
+		reply_status(req, ret);
+		return;
+	}
+	vol = c->slots[req->slot].name;
+	switch (sr.op) {
+	case TSR_SNAP_CREATE:
+		ret = tsr_store_snap_create(c->srv->store, vol, sr.snap, NULL);
+		break;
+	case TSR_SNAP_DELETE:
+		ret = tsr_store_snap_delete(c->srv->store, vol, sr.snap);
+		break;
+	case TSR_SNAP_CLONE:
+		ret = tsr_store_vol_clone(c->srv->store, sr.clone, vol,
+					  sr.snap[0] ? sr.snap : NULL, NULL);
+		break;
+	default:
+		ret = -EINVAL;
+	}
+	if (ret < 0 && ret != -EEXIST && ret != -ENOENT)
+		tsr_warn("peer: snap %s of %s@%s%s%s for %s: %s", sr.op == TSR_SNAP_CREATE ?
+			 "create" : sr.op == TSR_SNAP_DELETE ? "delete" : "clone", vol, sr.snap,
+			 sr.clone[0] ? " to " : "", sr.clone, c->peer_id, strerror(-ret));
+	reply_status(req, ret);
+}
+
 /* A complete WRITE payload is in req->buf. */
 static void write_ready(struct peer_sreq *req)
 {
@@ -782,7 +835,8 @@ static bool handle_frame(struct peer_conn *c, const struct tsr_peer_hdr *h)
 	struct peer_sreq *req;
 	int ret;
 
-	if ((h->opcode == TSR_PEER_HELLO || h->opcode == TSR_PEER_OPEN) && avail < h->length)
+	if ((h->opcode == TSR_PEER_HELLO || h->opcode == TSR_PEER_OPEN ||
+	     h->opcode == TSR_PEER_SNAP) && avail < h->length)
 		return false; /* small payloads: wait until all of it is here */
 	count(&c->srv->stats.frames, 1);
 	c->rpos += TSR_PEER_HDR_SIZE;
@@ -819,6 +873,10 @@ static bool handle_frame(struct peer_conn *c, const struct tsr_peer_hdr *h)
 		return true;
 	case TSR_PEER_PING:
 		reply_status(req, 0);
+		return true;
+	case TSR_PEER_SNAP:
+		c->rpos += h->length;
+		handle_snap(c, req, payload);
 		return true;
 	case TSR_PEER_CLOSE: {
 		uint32_t idx;

@@ -20,9 +20,23 @@
  *   56         payload     payload_len(header) bytes, see below
  * Payload length by frame: HELLO request 64+1+N (token hex, node-id length,
  * node id; N <= 63), HELLO reply 0; OPEN request: volume name (1..63 bytes);
- * HELLO and OPEN requests carry their payload length in length; WRITE
- * request: length bytes; READ reply: length bytes (status 0); SUMS reply:
- * 4 bytes (CRC32C) per 4 KiB block of the range; everything else: 0.
+ * SNAP request: 3+S+C bytes (below); HELLO, OPEN and SNAP requests carry
+ * their payload length in length; WRITE request: length bytes; READ reply:
+ * length bytes (status 0); SUMS reply: 4 bytes (CRC32C) per 4 KiB block of
+ * the range; everything else: 0.
+ *
+ * SNAP request (handle: the session, epoch: checked like a data op's, offset
+ * 0, length 3..129, data_crc: CRC32C of the payload):
+ *   off  size  field
+ *    0    1    op          enum tsr_snap_op (1 create, 2 delete, 3 clone)
+ *    1    1    S           snapshot name length, 0..63 (0: CLONE of the head)
+ *    2    1    C           clone name length, 0..63 (CLONE: 1..63, else 0)
+ *    3    S    snap        snapshot name, no NUL
+ *  3+S    C    clone       clone's volume name, no NUL
+ * length must be exactly 3+S+C.  The replica runs the store call
+ * (tsr_store_snap_create / _delete / tsr_store_vol_clone) on the session's
+ * volume and replies with length 0, status 0 or -errno (-ESTALE stale epoch,
+ * -EEXIST, -ENOENT, -EINVAL bad name or op, -EBUSY writes in flight there).
  *
  * Replica rules (engine/peer/peer_server.c): the first frame must be HELLO
  * with the cluster token; OPEN of volume V with epoch E fails with -ESTALE
@@ -41,6 +55,7 @@
 #include <stdint.h>
 
 #include "tessera/common.h"
+#include "tessera/layout.h"
 #include "tessera/store.h"
 #include "tessera/worker.h"
 
@@ -86,6 +101,19 @@ struct tsr_peer_hdr {
 int tsr_peer_hdr_parse(const uint8_t buf[TSR_PEER_HDR_SIZE], struct tsr_peer_hdr *out);
 /* Encode h (payload_len ignored) with its hdr_crc. */
 void tsr_peer_hdr_pack(const struct tsr_peer_hdr *h, uint8_t buf[TSR_PEER_HDR_SIZE]);
+
+#define TSR_PEER_SNAP_MIN 3u
+#define TSR_PEER_SNAP_MAX (3u + 63 + 63)
+/*
+ * Decode and validate a SNAP request payload (len bytes, the header's length;
+ * its data_crc checked by the caller): known op, name lengths that add up to
+ * len, valid names (tsr_valid_name), a snapshot name for CREATE and DELETE,
+ * a clone name for CLONE and none otherwise.  Errors: -EPROTO bad layout,
+ * -EINVAL bad op or name.
+ */
+int tsr_peer_snap_parse(const uint8_t *p, uint32_t len, struct tsr_snap_req *out);
+/* Encode req; returns the payload length, or -EINVAL when it would not parse. */
+int tsr_peer_snap_pack(const struct tsr_snap_req *req, uint8_t buf[TSR_PEER_SNAP_MAX]);
 
 /* ---- replica side: serving this node's store copies to coordinators ---- */
 
@@ -164,5 +192,13 @@ int tsr_peer_write_zeroes(struct tsr_peer_client *c, uint64_t handle, uint64_t e
 /* sums: len/4096 CRC32C values of the blocks' data (a hole sums as zeros). */
 int tsr_peer_sums(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 		  uint64_t offset, uint32_t len, uint32_t *sums, tsr_cb cb_fn, void *cb_arg);
+/*
+ * snap: run req (layout.h) on the session's volume on the replica.  The
+ * caller has drained its writes to that copy first (the store refuses a cut
+ * with writes in flight: -EBUSY).  Errors before sending: -EINVAL (bad op,
+ * bad or missing name), -ENOTCONN, -ENOMEM.
+ */
+int tsr_peer_snap(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+		  const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg);
 
 #endif

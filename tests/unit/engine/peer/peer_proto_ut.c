@@ -2,7 +2,8 @@
  * Unit tests of the peer protocol's frame header (engine/peer/peer_proto.c):
  * pack/parse round trip of every opcode as request and reply, the payload
  * length rule, the wire layout at its documented byte offsets, and every
- * malformed variant rejected with its errno.
+ * malformed variant rejected with its errno; the SNAP payload (pack/parse,
+ * its byte layout, every malformed variant).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -30,6 +31,11 @@ static struct tsr_peer_hdr valid_req(uint8_t op)
 	case TSR_PEER_OPEN:
 		h.length = 3;
 		h.data_crc = 0x12345678;
+		break;
+	case TSR_PEER_SNAP:
+		h.handle = 3;
+		h.length = 3 + 5;
+		h.data_crc = 0x87654321;
 		break;
 	case TSR_PEER_READ:
 	case TSR_PEER_TRIM:
@@ -65,6 +71,7 @@ static uint32_t expected_payload(const struct tsr_peer_hdr *h)
 	switch (h->opcode) {
 	case TSR_PEER_HELLO:
 	case TSR_PEER_OPEN:
+	case TSR_PEER_SNAP:
 	case TSR_PEER_WRITE:
 		return reply ? 0 : h->length;
 	case TSR_PEER_READ:
@@ -94,7 +101,7 @@ static void test_round_trip_every_op(void **state)
 	uint8_t op;
 
 	(void)state;
-	for (op = TSR_PEER_HELLO; op <= TSR_PEER_PING; op++) {
+	for (op = TSR_PEER_HELLO; op <= TSR_PEER_SNAP; op++) {
 		struct tsr_peer_hdr h = valid_req(op), out;
 		uint8_t buf[TSR_PEER_HDR_SIZE];
 
@@ -105,7 +112,7 @@ static void test_round_trip_every_op(void **state)
 
 		/* its reply: success, then an error */
 		h.flags |= TSR_PEER_F_REPLY;
-		if (op == TSR_PEER_HELLO || op == TSR_PEER_OPEN) {
+		if (op == TSR_PEER_HELLO || op == TSR_PEER_OPEN || op == TSR_PEER_SNAP) {
 			h.length = 0;
 			h.data_crc = 0;
 			if (op == TSR_PEER_OPEN) {
@@ -217,7 +224,7 @@ static void test_malformed(void **state)
 					   (uint8_t)(i == 52 ? 0 : 0xff), false), -EBADMSG);
 	/* unknown opcode */
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, 0, true), -EPROTO);
-	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, 11, true), -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, 12, true), -EPROTO);
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, 0xff, true), -EPROTO);
 	/* reserved != 0 */
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 6, 1, true), -EPROTO);
@@ -305,6 +312,106 @@ static void test_malformed(void **state)
 	h.length = 0;
 	h.data_crc = 0;
 	assert_int_equal(parse(h), -EPROTO);
+	/* SNAP: payload 3..129 bytes, offset 0, replies without payload */
+	h = valid_req(TSR_PEER_SNAP);
+	h.length = TSR_PEER_SNAP_MAX;
+	assert_int_equal(parse(h), 0);
+	h.length = TSR_PEER_SNAP_MAX + 1;
+	assert_int_equal(parse(h), -EMSGSIZE);
+	h.length = TSR_PEER_SNAP_MIN - 1;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_SNAP);
+	h.offset = BS;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_SNAP);
+	h.flags = TSR_PEER_F_REPLY;
+	assert_int_equal(parse(h), -EPROTO); /* length 8 in a reply */
+	h = valid_req(TSR_PEER_SNAP);
+	h.flags = TSR_PEER_F_FUA;
+	assert_int_equal(parse(h), -EPROTO);
+}
+
+static struct tsr_snap_req snap_req(enum tsr_snap_op op, const char *snap, const char *clone)
+{
+	struct tsr_snap_req r;
+
+	memset(&r, 0, sizeof(r));
+	r.op = op;
+	strcpy(r.snap, snap);
+	strcpy(r.clone, clone);
+	return r;
+}
+
+static void test_snap_payload(void **state)
+{
+	struct tsr_snap_req r, out;
+	uint8_t buf[TSR_PEER_SNAP_MAX], bad[TSR_PEER_SNAP_MAX];
+	char long_name[64];
+	int len;
+
+	(void)state;
+	/* the documented layout */
+	r = snap_req(TSR_SNAP_CLONE, "s1", "clone-a");
+	len = tsr_peer_snap_pack(&r, buf);
+	assert_int_equal(len, 3 + 2 + 7);
+	assert_int_equal(buf[0], TSR_SNAP_CLONE);
+	assert_int_equal(buf[1], 2);
+	assert_int_equal(buf[2], 7);
+	assert_memory_equal(buf + 3, "s1clone-a", 9);
+	assert_int_equal(tsr_peer_snap_parse(buf, (uint32_t)len, &out), 0);
+	assert_int_equal(out.op, TSR_SNAP_CLONE);
+	assert_string_equal(out.snap, "s1");
+	assert_string_equal(out.clone, "clone-a");
+	/* clone of the head: no snapshot name */
+	r = snap_req(TSR_SNAP_CLONE, "", "c");
+	len = tsr_peer_snap_pack(&r, buf);
+	assert_int_equal(len, 4);
+	assert_int_equal(tsr_peer_snap_parse(buf, (uint32_t)len, &out), 0);
+	assert_string_equal(out.snap, "");
+	/* the longest: two 63-byte names */
+	memset(long_name, 'a', 63);
+	long_name[63] = '\0';
+	r = snap_req(TSR_SNAP_CLONE, long_name, long_name);
+	len = tsr_peer_snap_pack(&r, buf);
+	assert_int_equal(len, TSR_PEER_SNAP_MAX);
+	assert_int_equal(tsr_peer_snap_parse(buf, (uint32_t)len, &out), 0);
+	assert_string_equal(out.clone, long_name);
+	/* what does not pack */
+	r = snap_req(TSR_SNAP_CREATE, "", "");
+	assert_int_equal(tsr_peer_snap_pack(&r, buf), -EINVAL);
+	r = snap_req(TSR_SNAP_DELETE, "s", "x");
+	assert_int_equal(tsr_peer_snap_pack(&r, buf), -EINVAL);
+	r = snap_req(TSR_SNAP_CLONE, "s", "");
+	assert_int_equal(tsr_peer_snap_pack(&r, buf), -EINVAL);
+	r = snap_req((enum tsr_snap_op)9, "s", "");
+	assert_int_equal(tsr_peer_snap_pack(&r, buf), -EINVAL);
+	r = snap_req(TSR_SNAP_CREATE, "a/b", "");
+	assert_int_equal(tsr_peer_snap_pack(&r, buf), -EINVAL);
+
+	/* malformed payloads */
+	r = snap_req(TSR_SNAP_CREATE, "snap1", "");
+	len = tsr_peer_snap_pack(&r, buf);
+	assert_int_equal(len, 8);
+	assert_int_equal(tsr_peer_snap_parse(buf, 8, &out), 0);
+	assert_int_equal(tsr_peer_snap_parse(buf, 7, &out), -EPROTO);  /* lengths disagree */
+	assert_int_equal(tsr_peer_snap_parse(buf, 2, &out), -EPROTO);  /* shorter than 3 */
+	assert_int_equal(tsr_peer_snap_parse(buf, TSR_PEER_SNAP_MAX + 1, &out), -EPROTO);
+	memcpy(bad, buf, 8);
+	bad[1] = 64; /* a name over 63 bytes */
+	assert_int_equal(tsr_peer_snap_parse(bad, 8, &out), -EPROTO);
+	memcpy(bad, buf, 8);
+	bad[0] = 0;
+	assert_int_equal(tsr_peer_snap_parse(bad, 8, &out), -EINVAL);
+	memcpy(bad, buf, 8);
+	bad[5] = '\0'; /* a NUL inside the name */
+	assert_int_equal(tsr_peer_snap_parse(bad, 8, &out), -EINVAL);
+	memcpy(bad, buf, 8);
+	bad[5] = '/';
+	assert_int_equal(tsr_peer_snap_parse(bad, 8, &out), -EINVAL);
+	memcpy(bad, buf, 8);
+	bad[1] = 0; /* CREATE without a name */
+	bad[2] = 5;
+	assert_int_equal(tsr_peer_snap_parse(bad, 8, &out), -EINVAL);
 }
 
 int main(void)
@@ -314,6 +421,7 @@ int main(void)
 		cmocka_unit_test(test_payload_len),
 		cmocka_unit_test(test_wire_layout),
 		cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_snap_payload),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

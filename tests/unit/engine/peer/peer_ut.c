@@ -4,7 +4,8 @@
  * worker with real clients, over 127.0.0.1 TCP in one process, plus raw
  * sockets that craft frames the client never would.  Covers HELLO and its
  * token, OPEN, every data op with the data read back, pipelining, epoch
- * fencing, payload and header corruption, timeouts and a replica that dies.
+ * fencing, payload and header corruption, timeouts and a replica that dies,
+ * SNAP (create, delete, clone on the replica's store; fenced; malformed).
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -258,7 +259,7 @@ static void cli_free(struct env *e, struct cli *k)
 	on_client(e, cli_destroy_fn, k);
 }
 
-enum kind { K_OPEN, K_READ, K_WRITE, K_FLUSH, K_TRIM, K_ZEROES, K_SUMS };
+enum kind { K_OPEN, K_READ, K_WRITE, K_FLUSH, K_TRIM, K_ZEROES, K_SUMS, K_SNAP };
 
 struct op {
 	struct cli *k;
@@ -268,6 +269,7 @@ struct op {
 	uint32_t len;
 	unsigned flags;
 	void *buf;
+	const struct tsr_snap_req *snap;
 	int ret, status, calls;
 	sem_t done;
 };
@@ -319,6 +321,9 @@ static void op_issue(void *arg)
 	case K_SUMS:
 		o->ret = tsr_peer_sums(c, o->handle, o->epoch, o->offset, o->len, o->buf, op_cb,
 				       o);
+		break;
+	case K_SNAP:
+		o->ret = tsr_peer_snap(c, o->handle, o->epoch, o->snap, op_cb, o);
 		break;
 	}
 	if (o->ret < 0)
@@ -669,6 +674,126 @@ static uint64_t raw_hello_open(int fd)
 	return h.handle;
 }
 
+static int p_snap(struct env *e, struct cli *k, uint64_t h, uint64_t epoch,
+		  enum tsr_snap_op op, const char *snap, const char *clone)
+{
+	struct tsr_snap_req req = { .op = op };
+	struct op o = { .k = k, .kind = K_SNAP, .handle = h, .epoch = epoch, .snap = &req };
+
+	snprintf(req.snap, sizeof(req.snap), "%s", snap);
+	snprintf(req.clone, sizeof(req.clone), "%s", clone);
+	return op_run(e, &o);
+}
+
+/* Read BS bytes at off of the replica store's snapshot v@snap. */
+static void snap_read(struct env *e, const char *snap, uint64_t off, void *buf)
+{
+	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
+	struct tsr_svol *v;
+
+	assert_non_null(io);
+	assert_int_equal(tsr_store_snap_open(e->store, "v", snap, &v), 0);
+	assert_int_equal(sread(v, io, off, BS, buf), 0);
+	tsr_svol_put(v);
+	tsr_io_destroy(io);
+}
+
+static void test_snap(void **state)
+{
+	struct env *e = *state;
+	uint8_t *buf = tsr_alloc_aligned(BS), *r = tsr_alloc_aligned(BS);
+	struct tsr_snap_info si;
+	char pv[64], ps[64];
+	struct cli k, k2;
+	uint64_t h, h2;
+
+	cli_make(e, &k, TOKEN, e->port, 0);
+	assert_int_equal(p_open(e, &k, "v", 3, &h), 0);
+	fill(buf, BS, 1, 0);
+	assert_int_equal(p_io(e, &k, K_WRITE, h, 3, BS, BS, buf, TSR_WRITE_FUA), 0);
+	assert_int_equal(p_snap(e, &k, h, 3, TSR_SNAP_CREATE, "s1", ""), 0);
+	fill(buf, BS, 2, 0);
+	assert_int_equal(p_io(e, &k, K_WRITE, h, 3, BS, BS, buf, TSR_WRITE_FUA), 0);
+	/* the replica's store holds the cut: s1 reads the first write */
+	assert_int_equal(tsr_store_snap_info(e->store, "v", "s1", &si), 0);
+	snap_read(e, "s1", BS, r);
+	assert_true(is_filled(r, BS, 1, 0));
+	/* the store's answers come back as they are */
+	assert_int_equal(p_snap(e, &k, h, 3, TSR_SNAP_CREATE, "s1", ""), -EEXIST);
+	assert_int_equal(p_snap(e, &k, h, 3, TSR_SNAP_DELETE, "nope", ""), -ENOENT);
+	/* clone of s1 on the replica */
+	assert_int_equal(p_snap(e, &k, h, 3, TSR_SNAP_CLONE, "s1", "c1"), 0);
+	assert_int_equal(tsr_store_vol_parent(e->store, "c1", pv, ps), 0);
+	assert_string_equal(pv, "v");
+	assert_string_equal(ps, "s1");
+	/* bad requests never reach the wire */
+	assert_int_equal(p_snap(e, &k, h, 3, TSR_SNAP_CREATE, "", ""), -EINVAL);
+	assert_int_equal(p_snap(e, &k, h, 3, TSR_SNAP_CREATE, "a b", ""), -EINVAL);
+	/* a newer coordinator fences the old one's SNAP like its writes */
+	cli_make(e, &k2, TOKEN, e->port, 0);
+	assert_int_equal(p_open(e, &k2, "v", 4, &h2), 0);
+	assert_int_equal(p_snap(e, &k, h, 3, TSR_SNAP_CREATE, "s2", ""), -ESTALE);
+	assert_int_equal(tsr_store_snap_info(e->store, "v", "s2", &si), -ENOENT);
+	assert_int_equal(p_snap(e, &k2, h2, 4, TSR_SNAP_CREATE, "s2", ""), 0);
+	assert_int_equal(p_snap(e, &k2, h2, 4, TSR_SNAP_DELETE, "s2", ""), 0);
+	assert_int_equal(tsr_store_snap_info(e->store, "v", "s2", &si), -ENOENT);
+	/* an unknown handle */
+	assert_int_equal(p_snap(e, &k2, h2 + 5, 4, TSR_SNAP_CREATE, "s3", ""), -EBADF);
+	assert_int_equal(k.fails + k2.fails, 0);
+	cli_free(e, &k);
+	cli_free(e, &k2);
+	tsr_free_aligned(buf);
+	tsr_free_aligned(r);
+}
+
+/* Send a raw SNAP request with payload p (len bytes); the reply's status. */
+static int raw_snap(int fd, uint64_t handle, uint64_t seq, const uint8_t *p, uint32_t len,
+		    uint32_t crc_xor)
+{
+	struct tsr_peer_hdr h = { .opcode = TSR_PEER_SNAP, .handle = handle, .epoch = 1,
+				  .length = len, .seq = seq,
+				  .data_crc = tsr_crc32c(0, p, len) ^ crc_xor };
+	int status;
+
+	raw_send(fd, &h, p, len);
+	status = raw_reply(fd, &h, NULL);
+	assert_int_equal(h.seq, seq);
+	assert_int_equal(h.opcode, TSR_PEER_SNAP);
+	return status;
+}
+
+/* SNAP frames the client never sends: the replica answers, the connection lives. */
+static void test_snap_malformed(void **state)
+{
+	struct env *e = *state;
+	struct tsr_snap_info si;
+	uint8_t p[TSR_PEER_SNAP_MAX];
+	uint64_t handle;
+	int fd = raw_connect(e->port);
+
+	handle = raw_hello_open(fd);
+	/* a bad payload checksum */
+	memcpy(p, "\x01\x02\x00s1", 5);
+	assert_int_equal(raw_snap(fd, handle, 3, p, 5, 1), -EBADMSG);
+	/* lengths that do not add up, an unknown op, a name with a NUL, a bad name */
+	p[1] = 3;
+	assert_int_equal(raw_snap(fd, handle, 4, p, 5, 0), -EPROTO);
+	memcpy(p, "\x07\x02\x00s1", 5);
+	assert_int_equal(raw_snap(fd, handle, 5, p, 5, 0), -EINVAL);
+	memcpy(p, "\x01\x02\x00s\0", 5);
+	assert_int_equal(raw_snap(fd, handle, 6, p, 5, 0), -EINVAL);
+	memcpy(p, "\x01\x02\x00s/", 5);
+	assert_int_equal(raw_snap(fd, handle, 7, p, 5, 0), -EINVAL);
+	/* a handle never opened */
+	memcpy(p, "\x01\x02\x00s1", 5);
+	assert_int_equal(raw_snap(fd, handle + 3, 8, p, 5, 0), -EBADF);
+	/* nothing was cut; a good one still works on the same connection */
+	assert_int_equal(tsr_store_snap_info(e->store, "v", "s1", &si), -ENOENT);
+	assert_int_equal(raw_snap(fd, handle, 9, p, 5, 0), 0);
+	assert_int_equal(tsr_store_snap_info(e->store, "v", "s1", &si), 0);
+	close(fd);
+}
+
 static void test_bad_write_crc(void **state)
 {
 	struct env *e = *state;
@@ -844,6 +969,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_epoch_fencing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snap_malformed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_write_crc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
