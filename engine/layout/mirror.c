@@ -120,7 +120,7 @@ unsigned mirror_in_sync(const struct mirror *m)
 	return n;
 }
 
-static uint32_t in_sync_mask(const struct mirror *m)
+uint32_t mirror_in_sync_mask(const struct mirror *m)
 {
 	uint32_t mask = 0;
 
@@ -467,7 +467,7 @@ static void wop_finish(struct wop *op)
 		return;
 	}
 	/* never acknowledge on fewer than min_replicas, or without an IN_SYNC copy */
-	if (ok < m->min_replicas || (in_sync_mask(m) & ~op->ok) != 0) {
+	if (ok < m->min_replicas || (mirror_in_sync_mask(m) & ~op->ok) != 0) {
 		if (expired(m, op, mirror_now_ns())) {
 			tsr_error("mirror %s: write at %llu: %u copies in sync, %u needed: -EIO",
 				  m->name, (unsigned long long)op->off, mirror_in_sync(m),
@@ -1110,6 +1110,7 @@ static const struct tsr_layout_ops mirror_layout_ops = {
     .trim = mirror_trim,
     .write_zeroes = mirror_write_zeroes,
     .block_status = mirror_block_status,
+    .snap = mirror_snap,
     .destroy = mirror_destroy,
 };
 

@@ -287,6 +287,41 @@ int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t le
 	return ret;
 }
 
+/*
+ * A snapshot operation on one copy (the snap op of mirror_snap.c): the
+ * local copy runs the store call here (blocking, a few ms: the contract of
+ * tsr_store_snap_create) and completes before returning; a remote copy gets
+ * a TSR_PEER_SNAP with our epoch.  Same async contract as mcopy_submit.
+ */
+int mcopy_snap(struct mcopy *c, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg)
+{
+	struct mirror *m = c->m;
+	int ret;
+
+	if (!c->open)
+		return -ENOTCONN;
+	if (!c->local)
+		return tsr_peer_snap(c->client, c->handle, m->epoch, req, cb_fn, cb_arg);
+	if (local_fenced(c))
+		return -ESTALE;
+	switch (req->op) {
+	case TSR_SNAP_CREATE:
+		ret = tsr_store_snap_create(m->store, m->name, req->snap, NULL);
+		break;
+	case TSR_SNAP_DELETE:
+		ret = tsr_store_snap_delete(m->store, m->name, req->snap);
+		break;
+	case TSR_SNAP_CLONE:
+		ret = tsr_store_vol_clone(m->store, req->clone, m->name,
+					  req->snap[0] ? req->snap : NULL, NULL);
+		break;
+	default:
+		return -EINVAL;
+	}
+	cb_fn(cb_arg, ret);
+	return 0;
+}
+
 /* ---- sessions ----------------------------------------------------------- */
 
 struct conn_ctx {

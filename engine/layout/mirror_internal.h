@@ -13,7 +13,9 @@
  *                    the range locks;
  *  - mirror_bitmap.c the per-copy dirty-region bitmap and its state file;
  *  - mirror_resync.c region copies (resync, rebuild, read repair);
- *  - mirror_scrub.c  block-by-block comparison (converge at create, scrub).
+ *  - mirror_scrub.c  block-by-block comparison (converge at create, scrub);
+ *  - mirror_snap.c   the snap op: a snapshot cut on every IN_SYNC copy at one
+ *                    point of the write order.
  */
 #ifndef TSR_LAYOUT_MIRROR_INTERNAL_H
 #define TSR_LAYOUT_MIRROR_INTERNAL_H
@@ -157,6 +159,9 @@ struct mcopy {
 enum mcop_kind { MCOP_READ, MCOP_WRITE, MCOP_FLUSH, MCOP_TRIM, MCOP_ZEROES, MCOP_SUMS };
 int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t len, void *buf,
 		 unsigned flags, tsr_cb cb_fn, void *cb_arg);
+/* A snapshot request on one copy (local: store call, done before it
+ * returns; remote: TSR_PEER_SNAP).  Same contract as mcopy_submit. */
+int mcopy_snap(struct mcopy *c, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg);
 /* Start (re)connecting a remote copy: new client + OPEN; cb(arg, status). */
 int mcopy_connect(struct mcopy *c, tsr_cb cb_fn, void *cb_arg);
 /* Drop the session (remote: client destroyed at the end of the pass). */
@@ -245,6 +250,8 @@ void m_get(struct mirror *m);
 void m_put(struct mirror *m);
 uint64_t mirror_now_ns(void);
 unsigned mirror_in_sync(const struct mirror *m);
+/* Bit i set: copy i is present, open and IN_SYNC. */
+uint32_t mirror_in_sync_mask(const struct mirror *m);
 void mirror_publish(struct mirror *m);
 /* A copy failed (error, timeout, on_fail): OUT_OF_SYNC + hook.  err -ESTALE fences. */
 void mirror_copy_failed(struct mcopy *c, int err);
@@ -268,6 +275,9 @@ int mirror_xfer(struct mirror *m, uint64_t off, uint32_t len, uint32_t dst, bool
 void mirror_resync_start(struct mcopy *c);
 void mirror_resync_abort(struct mcopy *c);
 void mirror_resync_tick(struct mirror *m, uint64_t now_ns);
+
+/* mirror_snap.c: the layout's snap op (layout_module.h) */
+int mirror_snap(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg);
 
 /* mirror_scrub.c */
 int mirror_scrub_begin(struct mirror *m, bool repair, bool converge,
