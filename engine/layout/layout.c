@@ -3,15 +3,67 @@
  * Every wrapper checks the request against the volume (alignment, range,
  * maximum size) so layouts receive only valid requests, and keeps the
  * async contract: a layout that returns an error must not call back.
+ *
+ * The snapshot gate (tsr_layout_snap) lives here too.  A layout is used by
+ * one thread, its home worker (vol.h), so the gate is plain fields, no lock:
+ *  - every write, trim and write-zeroes passed to the layout is counted in
+ *    inflight_writes; its completion comes back through a small wrapper
+ *    (struct gate_done, reused from a free list: no malloc in steady state)
+ *    that decrements the count;
+ *  - tsr_layout_snap closes the gate (gated); from then on new writes, trims
+ *    and write-zeroes are queued in arrival order (struct gate_item), reads,
+ *    flushes and block status pass;
+ *  - when inflight_writes reaches 0 the layout's snap op runs; when it calls
+ *    back, the gate opens and the queue is replayed in order.  A snap request
+ *    that arrives while the gate is closed is queued like a write, so it is
+ *    cut exactly after the writes that came before it and before the ones
+ *    that came after.
+ * The hot path pays one flag test, one counter and a free-list pop and push.
  */
 #include <errno.h>
 #include <stdlib.h>
 
 #include "tessera/layout_module.h"
 
+/* The completion wrapper of a write-type operation passed to the layout. */
+struct gate_done {
+	struct tsr_layout *l;
+	tsr_cb cb_fn;
+	void *cb_arg;
+	struct gate_done *next; /* l->free_done */
+};
+
+enum gate_kind { GATE_WRITE, GATE_TRIM, GATE_WRITE_ZEROES, GATE_SNAP };
+
+/* A request held while the gate is closed (or the snap request being run). */
+struct gate_item {
+	enum gate_kind kind;
+	struct tsr_io *io;
+	uint64_t offset, len;
+	const void *buf;
+	unsigned flags;
+	struct tsr_snap_req snap; /* GATE_SNAP */
+	tsr_cb cb_fn;
+	void *cb_arg;
+	struct gate_item *next;
+};
+
+struct tsr_layout;
+static void gate_run(struct tsr_layout *l);
+
 struct tsr_layout {
 	const struct tsr_layout_ops *ops; /* never NULL; block_status may be NULL */
 	void *ctx;                        /* the layout's own state, freed by ops->destroy */
+	/* The snapshot gate (file header); home thread only. */
+	unsigned inflight_writes;     /* write-type ops passed to ops, not yet called back */
+	bool gated;                   /* write-type ops are held: a snap request is current,
+				       * or held ones wait to be replayed (current NULL) */
+	bool snap_running;            /* ops->snap called for current, not yet called back */
+	struct gate_item *current;    /* the snap request the gate is closed for */
+	struct gate_item *held_head;  /* held requests (writes and snaps) in arrival order */
+	struct gate_item *held_tail;
+	bool running;                 /* gate_run is on the stack (no re-entry) */
+	struct gate_done *free_done;  /* reusable completion wrappers */
 };
 
 int tsr_layout_new(const struct tsr_layout_ops *ops, void *ctx, struct tsr_layout **out)
@@ -40,7 +92,23 @@ void tsr_layout_destroy(struct tsr_layout *l)
 {
 	if (l == NULL)
 		return;
+	if (l->gated || l->inflight_writes)
+		tsr_error("layout %s: destroyed with %u writes in flight%s", l->ops->name,
+			  l->inflight_writes, l->gated ? " and a snapshot pending" : "");
 	l->ops->destroy(l->ctx);
+	while (l->free_done != NULL) {
+		struct gate_done *d = l->free_done;
+
+		l->free_done = d->next;
+		free(d);
+	}
+	while (l->held_head != NULL) {
+		struct gate_item *it = l->held_head;
+
+		l->held_head = it->next;
+		free(it);
+	}
+	free(l->current);
 	free(l);
 }
 
@@ -76,7 +144,216 @@ int tsr_layout_read(struct tsr_layout *l, struct tsr_io *io, uint64_t offset, ui
 
 	if (ret)
 		return ret;
+	if (__builtin_expect(l->gated, 0) && l->current == NULL)
+		gate_run(l); /* a replay that found the I/O queue full: go on */
 	return l->ops->read(l->ctx, io, offset, len, buf, cb_fn, cb_arg);
+}
+
+/* ---- the snapshot gate ---- */
+
+
+static void gate_done_cb(void *arg, int status)
+{
+	struct gate_done *d = arg;
+	struct tsr_layout *l = d->l;
+	tsr_cb cb_fn = d->cb_fn;
+	void *cb_arg = d->cb_arg;
+	bool run_snap;
+
+	d->next = l->free_done;
+	l->free_done = d;
+	l->inflight_writes--;
+	/*
+	 * Decide before calling back: the callback may drop the last handle and
+	 * destroy l, unless a snap request is pending (its caller keeps l alive
+	 * until the snap's callback).
+	 */
+	run_snap = l->gated && !l->snap_running && !l->running &&
+		   (l->inflight_writes == 0 || l->current == NULL);
+	cb_fn(cb_arg, status);
+	if (run_snap)
+		gate_run(l);
+}
+
+/* Pass a write-type operation to the layout, counted.  0 or -errno. */
+static int gate_pass(struct tsr_layout *l, enum gate_kind kind, struct tsr_io *io,
+		     uint64_t offset, uint64_t len, const void *buf, unsigned flags,
+		     tsr_cb cb_fn, void *cb_arg)
+{
+	struct gate_done *d = l->free_done;
+	int ret;
+
+	if (d != NULL) {
+		l->free_done = d->next;
+	} else {
+		d = malloc(sizeof(*d));
+		if (d == NULL)
+			return -ENOMEM;
+		d->l = l;
+	}
+	d->cb_fn = cb_fn;
+	d->cb_arg = cb_arg;
+	switch (kind) {
+	case GATE_WRITE:
+		ret = l->ops->write(l->ctx, io, offset, (uint32_t)len, buf, flags, gate_done_cb, d);
+		break;
+	case GATE_TRIM:
+		ret = l->ops->trim(l->ctx, io, offset, len, gate_done_cb, d);
+		break;
+	case GATE_WRITE_ZEROES:
+	default:
+		ret = l->ops->write_zeroes(l->ctx, io, offset, len, flags, gate_done_cb, d);
+		break;
+	}
+	if (ret) {
+		d->next = l->free_done;
+		l->free_done = d;
+		return ret;
+	}
+	l->inflight_writes++;
+	return 0;
+}
+
+static void held_push(struct tsr_layout *l, struct gate_item *it)
+{
+	it->next = NULL;
+	if (l->held_tail != NULL)
+		l->held_tail->next = it;
+	else
+		l->held_head = it;
+	l->held_tail = it;
+}
+
+/* Queue a write-type operation behind the closed gate.  0 or -ENOMEM. */
+static int gate_hold(struct tsr_layout *l, enum gate_kind kind, struct tsr_io *io,
+		     uint64_t offset, uint64_t len, const void *buf, unsigned flags,
+		     tsr_cb cb_fn, void *cb_arg)
+{
+	struct gate_item *it = calloc(1, sizeof(*it));
+
+	if (it == NULL)
+		return -ENOMEM;
+	it->kind = kind;
+	it->io = io;
+	it->offset = offset;
+	it->len = len;
+	it->buf = buf;
+	it->flags = flags;
+	it->cb_fn = cb_fn;
+	it->cb_arg = cb_arg;
+	held_push(l, it);
+	return 0;
+}
+
+static inline int gate_write_op(struct tsr_layout *l, enum gate_kind kind, struct tsr_io *io,
+				uint64_t offset, uint64_t len, const void *buf, unsigned flags,
+				tsr_cb cb_fn, void *cb_arg)
+{
+	int ret;
+
+	if (__builtin_expect(!l->gated, 1))
+		return gate_pass(l, kind, io, offset, len, buf, flags, cb_fn, cb_arg);
+	ret = gate_hold(l, kind, io, offset, len, buf, flags, cb_fn, cb_arg);
+	if (ret == 0 && l->current == NULL)
+		gate_run(l);
+	return ret;
+}
+
+static void gate_snap_done(void *arg, int status)
+{
+	struct tsr_layout *l = arg;
+	struct gate_item *it = l->current;
+
+	l->current = NULL;
+	l->snap_running = false;
+	/* the held ones (if any) are replayed by gate_run, which keeps gated */
+	l->gated = l->held_head != NULL;
+	/* The caller's callback first (requests complete in order); it must
+	 * not destroy the layout (tsr_layout_snap). */
+	it->cb_fn(it->cb_arg, status);
+	free(it);
+	if (!l->running)
+		gate_run(l);
+}
+
+/*
+ * Make progress: run the current snap request once nothing is in flight, or
+ * replay held requests in arrival order up to the next snap request.  A
+ * replayed operation that finds the I/O queue full stays at the head and is
+ * tried again at the next completion or call into the layout.
+ */
+static void gate_run(struct tsr_layout *l)
+{
+	if (l->running)
+		return;
+	l->running = true;
+	while (l->gated) {
+		struct gate_item *it;
+		int ret;
+
+		if (l->current != NULL) {
+			if (l->snap_running || l->inflight_writes > 0)
+				break;
+			l->snap_running = true;
+			ret = l->ops->snap(l->ctx, &l->current->snap, gate_snap_done, l);
+			if (ret)
+				gate_snap_done(l, ret);
+			continue;
+		}
+		it = l->held_head;
+		if (it == NULL) {
+			l->gated = false;
+			break;
+		}
+		if (it->kind == GATE_SNAP) {
+			l->held_head = it->next;
+			if (l->held_head == NULL)
+				l->held_tail = NULL;
+			l->current = it;
+			continue;
+		}
+		ret = gate_pass(l, it->kind, it->io, it->offset, it->len, it->buf, it->flags,
+				it->cb_fn, it->cb_arg);
+		if (ret == -EAGAIN)
+			break;
+		l->held_head = it->next;
+		if (l->held_head == NULL)
+			l->held_tail = NULL;
+		if (ret)
+			it->cb_fn(it->cb_arg, ret); /* it returned 0 when it was held */
+		free(it);
+	}
+	l->running = false;
+}
+
+int tsr_layout_snap(struct tsr_layout *l, const struct tsr_snap_req *req, tsr_cb cb_fn,
+		    void *cb_arg)
+{
+	struct gate_item *it;
+
+	if (l->ops->snap == NULL)
+		return -EOPNOTSUPP;
+	if (req == NULL || req->op < TSR_SNAP_CREATE || req->op > TSR_SNAP_CLONE)
+		return -EINVAL;
+	it = calloc(1, sizeof(*it));
+	if (it == NULL)
+		return -ENOMEM;
+	it->kind = GATE_SNAP;
+	it->snap = *req;
+	it->snap.snap[sizeof(it->snap.snap) - 1] = '\0';
+	it->snap.clone[sizeof(it->snap.clone) - 1] = '\0';
+	it->cb_fn = cb_fn;
+	it->cb_arg = cb_arg;
+	if (l->gated) {
+		held_push(l, it); /* behind the writes and snaps already waiting */
+		if (l->current == NULL)
+			gate_run(l);
+		return 0;
+	}
+	l->gated = true;
+	l->current = it;
+	gate_run(l);
+	return 0;
 }
 
 int tsr_layout_write(struct tsr_layout *l, struct tsr_io *io, uint64_t offset, uint32_t len,
@@ -86,11 +363,13 @@ int tsr_layout_write(struct tsr_layout *l, struct tsr_io *io, uint64_t offset, u
 
 	if (ret)
 		return ret;
-	return l->ops->write(l->ctx, io, offset, len, buf, flags, cb_fn, cb_arg);
+	return gate_write_op(l, GATE_WRITE, io, offset, len, buf, flags, cb_fn, cb_arg);
 }
 
 int tsr_layout_flush(struct tsr_layout *l, struct tsr_io *io, tsr_cb cb_fn, void *cb_arg)
 {
+	if (__builtin_expect(l->gated, 0) && l->current == NULL)
+		gate_run(l);
 	return l->ops->flush(l->ctx, io, cb_fn, cb_arg);
 }
 
@@ -101,7 +380,7 @@ int tsr_layout_trim(struct tsr_layout *l, struct tsr_io *io, uint64_t offset, ui
 
 	if (ret)
 		return ret;
-	return l->ops->trim(l->ctx, io, offset, len, cb_fn, cb_arg);
+	return gate_write_op(l, GATE_TRIM, io, offset, len, NULL, 0, cb_fn, cb_arg);
 }
 
 int tsr_layout_write_zeroes(struct tsr_layout *l, struct tsr_io *io, uint64_t offset,
@@ -111,7 +390,7 @@ int tsr_layout_write_zeroes(struct tsr_layout *l, struct tsr_io *io, uint64_t of
 
 	if (ret)
 		return ret;
-	return l->ops->write_zeroes(l->ctx, io, offset, len, flags, cb_fn, cb_arg);
+	return gate_write_op(l, GATE_WRITE_ZEROES, io, offset, len, NULL, flags, cb_fn, cb_arg);
 }
 
 int tsr_layout_block_status(struct tsr_layout *l, uint64_t offset, uint64_t len,

@@ -2,14 +2,27 @@
  * The "local" layout: a volume with one copy, in this node's store.  It maps
  * every call one to one onto the store; mirror and EC layouts (replication
  * and EC issues) fan the same calls out to peers.
+ *
+ * A name "VOL@SNAP" opens snapshot SNAP of VOL read-only
+ * (tsr_store_snap_open): reads and block status come from the snapshot's
+ * image, writes, trims and write-zeroes fail with -EROFS (the store's
+ * answer), and the snap op is refused.  That is how a snapshot is exported.
+ *
+ * The snap op runs the store's snapshot call on the calling thread (the
+ * volume's home worker, with the layout.c gate holding writes back): a
+ * blocking catalogue transaction of a few ms, as the store documents.
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "tessera/layout_module.h"
 
 struct local_layout {
-	struct tsr_svol *svol; /* our reference on the store volume */
+	struct tsr_store *store; /* borrowed: outlives the layout */
+	struct tsr_svol *svol;   /* our reference on the store volume (or snapshot image) */
+	char vol[64];            /* the volume's name in the store */
+	bool snapshot;           /* svol is a read-only snapshot image */
 };
 
 static uint64_t local_size(void *ctx)
@@ -66,6 +79,33 @@ static int local_block_status(void *ctx, uint64_t offset, uint64_t len, struct t
 	return tsr_svol_block_status(ll->svol, offset, len, ext, max, count);
 }
 
+static int local_snap(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg)
+{
+	struct local_layout *ll = ctx;
+	struct tsr_snap_info snap_info;
+	struct tsr_vol_info vol_info;
+	int ret;
+
+	if (ll->snapshot)
+		return -EROFS;
+	switch (req->op) {
+	case TSR_SNAP_CREATE:
+		ret = tsr_store_snap_create(ll->store, ll->vol, req->snap, &snap_info);
+		break;
+	case TSR_SNAP_DELETE:
+		ret = tsr_store_snap_delete(ll->store, ll->vol, req->snap);
+		break;
+	case TSR_SNAP_CLONE:
+		ret = tsr_store_vol_clone(ll->store, req->clone, ll->vol,
+					  req->snap[0] ? req->snap : NULL, &vol_info);
+		break;
+	default:
+		return -EINVAL;
+	}
+	cb_fn(cb_arg, ret);
+	return 0;
+}
+
 static void local_destroy(void *ctx)
 {
 	struct local_layout *ll = ctx;
@@ -85,17 +125,32 @@ static const struct tsr_layout_ops local_layout_ops = {
 	.trim = local_trim,
 	.write_zeroes = local_write_zeroes,
 	.block_status = local_block_status,
+	.snap = local_snap,
 	.destroy = local_destroy,
 };
 
 int tsr_layout_local_create(struct tsr_store *store, const char *name, struct tsr_layout **out)
 {
 	struct local_layout *ll = calloc(1, sizeof(*ll));
+	const char *at = strchr(name, '@');
 	int ret;
 
 	if (ll == NULL)
 		return -ENOMEM;
-	ret = tsr_store_vol_open(store, name, &ll->svol);
+	ll->store = store;
+	if (at != NULL) {
+		/* "VOL@SNAP": the snapshot's image, read-only */
+		if ((size_t)(at - name) >= sizeof(ll->vol)) {
+			ret = -ENOENT;
+			goto err;
+		}
+		memcpy(ll->vol, name, (size_t)(at - name));
+		ll->snapshot = true;
+		ret = tsr_store_snap_open(store, ll->vol, at + 1, &ll->svol);
+	} else {
+		strncpy(ll->vol, name, sizeof(ll->vol) - 1);
+		ret = tsr_store_vol_open(store, name, &ll->svol);
+	}
 	if (ret)
 		goto err;
 	ret = tsr_layout_new(&local_layout_ops, ll, out);
