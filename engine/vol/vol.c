@@ -10,9 +10,20 @@
  *
  * Two kinds of entries: a standalone node attaches a local volume on first
  * use (tsr_vol_get) and drops it with its last handle; a cluster node serves
- * only the coordinators the cluster layer registered (tsr_volset_attach),
- * whose data path runs on their home worker (the NBD layer moves each
- * connection there after the handshake).
+ * only the coordinators the cluster layer registered (tsr_volset_attach).
+ * Either runs its data path on one worker, its home (local volumes: round
+ * robin over tsr_volset_set_workers' list at first open; coordinators: the
+ * cluster layer's choice); the NBD layer moves each connection there after
+ * the handshake, so a layout is only ever used by one thread.
+ *
+ * A name "VOL@SNAP" is snapshot SNAP of VOL, served read-only from this
+ * node's store (a local layout over tsr_store_snap_open), on a cluster node
+ * too: a snapshot never changes, so any store holding it may serve it.  It
+ * has no home (any worker may read it).
+ *
+ * tsr_volset_snap runs a snapshot request through the gate of a volume's
+ * layout (layout.c) on its home worker and waits on a condition variable:
+ * the control thread blocks for the few ms of the cut.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -22,13 +33,18 @@
 #include "tessera/layout.h"
 #include "tessera/vol.h"
 
+/* "VOL@SNAP": two names and the '@' */
+#define VOL_NAME_MAX (2 * TSR_SNAP_NAME_MAX + 1)
+
 struct tsr_vol {
 	struct tsr_volset *set;    /* owner; outlives every vol */
-	char name[64];             /* volume name (export name) */
+	char name[VOL_NAME_MAX + 1]; /* volume name or "VOL@SNAP" (export name) */
 	struct tsr_layout *layout; /* how the volume maps onto copies */
 	struct tsr_worker *home;   /* worker that must run the I/O, NULL: any */
 	unsigned refs;             /* handles held (+1 while registered); guarded by set->lock */
 	bool registered;           /* tsr_volset_attach'ed and not yet detached */
+	bool local;                /* opened by tsr_vol_get (a local layout), not registered */
+	bool snapshot;             /* "VOL@SNAP": read-only, no home */
 	struct tsr_vol *next;      /* set->attached list; guarded by set->lock */
 };
 
@@ -36,7 +52,10 @@ struct tsr_volset {
 	struct tsr_store *store;   /* the node's local store */
 	pthread_mutex_t lock;      /* see the policy in the file header */
 	struct tsr_vol *attached;  /* volumes with refs > 0 */
-	bool cluster_mode;         /* serve registered volumes only */
+	bool cluster_mode;         /* serve registered volumes (and snapshots) only */
+	struct tsr_worker **workers; /* homes for local volumes (set_workers), or NULL */
+	unsigned n_workers;
+	unsigned next_worker;      /* round robin; guarded by lock */
 };
 
 int tsr_volset_create(struct tsr_store *store, struct tsr_volset **out)
@@ -56,6 +75,7 @@ void tsr_volset_destroy(struct tsr_volset *set)
 	if (set == NULL)
 		return;
 	pthread_mutex_destroy(&set->lock);
+	free(set->workers);
 	free(set);
 }
 
@@ -66,7 +86,7 @@ static struct tsr_vol *find_locked(struct tsr_volset *set, const char *name)
 	struct tsr_vol *v;
 
 	for (v = set->attached; v; v = v->next)
-		if (strcmp(v->name, name) == 0 && (v->registered || v->home == NULL))
+		if (strcmp(v->name, name) == 0 && (v->registered || v->local))
 			return v;
 	return NULL;
 }
@@ -86,6 +106,48 @@ static void unlink_locked(struct tsr_vol *vol)
 void tsr_volset_set_cluster_mode(struct tsr_volset *set, bool on)
 {
 	set->cluster_mode = on;
+}
+
+void tsr_volset_set_workers(struct tsr_volset *set, struct tsr_worker *const *workers,
+			    unsigned n)
+{
+	struct tsr_worker **copy = NULL;
+
+	if (n > 0) {
+		copy = calloc(n, sizeof(*copy));
+		if (copy == NULL) {
+			/* still correct, only slower: every worker may run every volume */
+			tsr_warn("vol: no memory for the home worker list; volumes run on any worker");
+			n = 0;
+		} else {
+			memcpy(copy, workers, n * sizeof(*copy));
+		}
+	}
+	pthread_mutex_lock(&set->lock);
+	free(set->workers);
+	set->workers = copy;
+	set->n_workers = n;
+	set->next_worker = 0;
+	pthread_mutex_unlock(&set->lock);
+}
+
+/*
+ * Split "VOL@SNAP" into vol (both parts valid names).  Returns 1 for a
+ * snapshot name, 0 for a plain valid name, -ENOENT otherwise.
+ */
+static int split_name(const char *name, char vol[64])
+{
+	const char *at = strchr(name, '@');
+	size_t n;
+
+	if (at == NULL)
+		return tsr_valid_name(name) ? 0 : -ENOENT;
+	n = (size_t)(at - name);
+	if (n == 0 || n > TSR_SNAP_NAME_MAX || !tsr_valid_name(at + 1))
+		return -ENOENT;
+	memcpy(vol, name, n);
+	vol[n] = '\0';
+	return tsr_valid_name(vol) ? 1 : -ENOENT;
 }
 
 int tsr_volset_attach(struct tsr_volset *set, const char *name, struct tsr_layout *layout,
@@ -156,9 +218,11 @@ struct tsr_worker *tsr_vol_home(const struct tsr_vol *vol)
 int tsr_vol_get(struct tsr_volset *set, const char *name, struct tsr_vol **out)
 {
 	struct tsr_vol *v;
+	char vol[64];
+	int snapshot = split_name(name, vol);
 	int ret = 0;
 
-	if (!tsr_valid_name(name))
+	if (snapshot < 0)
 		return -ENOENT;
 	pthread_mutex_lock(&set->lock);
 	v = find_locked(set, name);
@@ -166,7 +230,7 @@ int tsr_vol_get(struct tsr_volset *set, const char *name, struct tsr_vol **out)
 		v->refs++;
 		goto out;
 	}
-	if (set->cluster_mode) {
+	if (set->cluster_mode && !snapshot) {
 		/* the store's volumes are copies: only their coordinator writes them */
 		ret = -ENOENT;
 		goto out;
@@ -185,6 +249,11 @@ int tsr_vol_get(struct tsr_volset *set, const char *name, struct tsr_vol **out)
 	v->set = set;
 	strncpy(v->name, name, sizeof(v->name) - 1);
 	v->refs = 1;
+	v->local = true;
+	v->snapshot = snapshot;
+	/* a writable volume's layout (its snapshot gate) runs on one thread */
+	if (!snapshot && set->n_workers > 0)
+		v->home = set->workers[set->next_worker++ % set->n_workers];
 	v->next = set->attached;
 	set->attached = v;
 out:
@@ -223,6 +292,94 @@ bool tsr_volset_in_use(struct tsr_volset *set, const char *name)
 		in_use = strcmp(v->name, name) == 0;
 	pthread_mutex_unlock(&set->lock);
 	return in_use;
+}
+
+/* ---- snapshot requests through a volume's gate ---- */
+
+struct snap_call {
+	struct tsr_vol *vol;        /* our reference, put on the home worker */
+	struct tsr_snap_req req;
+	pthread_mutex_t lock;       /* guards done and status */
+	pthread_cond_t cond;
+	bool done;
+	int status;
+};
+
+static void snap_call_finish(struct snap_call *call, int status)
+{
+	pthread_mutex_lock(&call->lock);
+	call->status = status;
+	call->done = true;
+	pthread_cond_signal(&call->cond);
+	pthread_mutex_unlock(&call->lock);
+}
+
+/* On the home worker, after the gate's callback returned: drop our handle
+ * (the layout may be destroyed here, on its own thread), then wake the caller. */
+static void snap_put_msg(struct tsr_worker *w, void *arg)
+{
+	struct snap_call *call = arg;
+
+	tsr_vol_put(call->vol);
+	snap_call_finish(call, call->status);
+}
+
+static void snap_cb(void *arg, int status)
+{
+	struct snap_call *call = arg;
+
+	call->status = status;
+	/* the gate still runs on this stack: let go of the volume afterwards */
+	if (call->vol->home == NULL || tsr_worker_defer(call->vol->home, snap_put_msg, call) < 0)
+		snap_put_msg(call->vol->home, call);
+}
+
+static void snap_msg(struct tsr_worker *w, void *arg)
+{
+	struct snap_call *call = arg;
+	int ret = tsr_layout_snap(call->vol->layout, &call->req, snap_cb, call);
+
+	if (ret < 0)
+		snap_cb(call, ret);
+}
+
+int tsr_volset_snap(struct tsr_volset *set, const char *name, const struct tsr_snap_req *req)
+{
+	struct snap_call call = { .req = *req };
+	struct tsr_vol *v;
+	int ret;
+
+	pthread_mutex_lock(&set->lock);
+	v = find_locked(set, name);
+	if (v != NULL && !v->snapshot)
+		v->refs++;
+	else
+		v = NULL;
+	pthread_mutex_unlock(&set->lock);
+	if (v == NULL)
+		return -ENOENT;
+	call.vol = v;
+	pthread_mutex_init(&call.lock, NULL);
+	pthread_cond_init(&call.cond, NULL);
+	if (v->home == NULL) {
+		/* no workers configured (unit tests): the caller's thread is the only user */
+		snap_msg(NULL, &call);
+	} else {
+		ret = tsr_worker_send(v->home, snap_msg, &call);
+		if (ret < 0) {
+			tsr_vol_put(v);
+			call.done = true;
+			call.status = ret;
+		}
+	}
+	pthread_mutex_lock(&call.lock);
+	while (!call.done)
+		pthread_cond_wait(&call.cond, &call.lock);
+	ret = call.status;
+	pthread_mutex_unlock(&call.lock);
+	pthread_cond_destroy(&call.cond);
+	pthread_mutex_destroy(&call.lock);
+	return ret;
 }
 
 const char *tsr_vol_name(const struct tsr_vol *vol)

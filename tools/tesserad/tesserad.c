@@ -949,6 +949,8 @@ static int start_daemon(struct tesserad *d)
 		}
 		d->workers_started++;
 	}
+	/* each local volume's I/O (and its snapshot gate) runs on one home worker */
+	tsr_volset_set_workers(d->vols, d->workers, d->workers_started);
 	query_io_name(d);
 	nbd_opts.vols = d->vols;
 	nbd_opts.store = d->store;
