@@ -22,6 +22,24 @@
  *     protocol fencing).  Stores made before the column existed get it with
  *     ALTER TABLE at open (value 0); leaving a zero epoch out of the CRC keeps
  *     their rows' checksums valid unchanged.
+ *   volumes, columns added for snapshots (ALTER TABLE on older stores):
+ *     parent TEXT NOT NULL DEFAULT ''   clone: uuid of the snapshot layer it reads through
+ *     flags INTEGER NOT NULL DEFAULT 0  1 hidden (deleted, kept for clones), 2 rollback running
+ *     orig TEXT NOT NULL DEFAULT ''     hidden: the name before delete (name is ".h-<uuid>")
+ *     When any of them is set the CRC covers the "extended" string instead:
+ *       +0 .. +n+61   as above (epoch always included, even 0)
+ *       +n+69         parent: 36 characters and a NUL, or 37 zero bytes
+ *       +n+106        flags, u32 little endian
+ *       +n+110        orig, its bytes and a NUL
+ *   snapshots(uuid TEXT PRIMARY KEY, vol_uuid TEXT NOT NULL, name TEXT NOT NULL,
+ *             seq INTEGER NOT NULL, created INTEGER NOT NULL, size INTEGER NOT NULL,
+ *             flags INTEGER NOT NULL, crc INTEGER NOT NULL)
+ *     one row per snapshot layer (flags: 1 hidden, 2 deleting, 4 made for a
+ *     from-volume clone); crc: CRC32C over
+ *       +0    uuid, 36 characters and a NUL
+ *       +37   vol_uuid, 36 characters and a NUL
+ *       +74   name, its bytes and a NUL (m = len(name)+1)
+ *       +74+m seq u64 LE; +82+m created i64 LE; +90+m size u64 LE; +98+m flags u32 LE
  *
  * Every row read is checked; a mismatch is -EUCLEAN with a log line naming
  * the volume.  Callers hold store->lock (the sqlite handle is not shared).
@@ -36,7 +54,7 @@
 
 uint32_t catalog_row_crc(const struct vol_row *row)
 {
-	uint8_t buf[64 + 37 + 32];
+	uint8_t buf[64 + 37 + 32 + 41 + 64];
 	size_t n = strnlen(row->name, sizeof(row->name) - 1) + 1;
 	uint64_t v;
 
@@ -50,11 +68,50 @@ uint32_t catalog_row_crc(const struct vol_row *row)
 	memcpy(buf + n + 45, &v, 8);
 	v = htole64((uint64_t)row->dev_offset);
 	memcpy(buf + n + 53, &v, 8);
-	if (row->epoch == 0)
+	bool ext = row->parent[0] || row->flags || row->orig[0];
+	uint8_t *x = buf + n + 69;
+	uint32_t f;
+	size_t on;
+
+	if (row->epoch == 0 && !ext)
 		return tsr_crc32c(0, buf, n + 61);
 	v = htole64(row->epoch);
 	memcpy(buf + n + 61, &v, 8);
-	return tsr_crc32c(0, buf, n + 69);
+	if (!ext)
+		return tsr_crc32c(0, buf, n + 69);
+	memset(x, 0, 37);
+	if (row->parent[0])
+		memcpy(x, row->parent, 36);
+	f = htole32(row->flags);
+	memcpy(x + 37, &f, 4);
+	on = strnlen(row->orig, sizeof(row->orig) - 1);
+	memcpy(x + 41, row->orig, on);
+	x[41 + on] = 0;
+	return tsr_crc32c(0, buf, n + 69 + 41 + on + 1);
+}
+
+uint32_t catalog_snap_crc(const struct snap_row *row)
+{
+	uint8_t buf[37 + 37 + 64 + 28];
+	size_t m = strnlen(row->name, sizeof(row->name) - 1) + 1;
+	uint64_t v;
+	uint32_t f;
+
+	memcpy(buf, row->uuid, 36);
+	buf[36] = 0;
+	memcpy(buf + 37, row->vol_uuid, 36);
+	buf[73] = 0;
+	memcpy(buf + 74, row->name, m - 1);
+	buf[74 + m - 1] = 0;
+	v = htole64(row->seq);
+	memcpy(buf + 74 + m, &v, 8);
+	v = htole64((uint64_t)row->created);
+	memcpy(buf + 82 + m, &v, 8);
+	v = htole64(row->size);
+	memcpy(buf + 90 + m, &v, 8);
+	f = htole32(row->flags);
+	memcpy(buf + 98 + m, &f, 4);
+	return tsr_crc32c(0, buf, 102 + m);
 }
 
 static int db_exec(sqlite3 *db, const char *sql)
@@ -119,6 +176,14 @@ static int row_from_stmt(sqlite3_stmt *st, struct vol_row *row)
 	row->dev_offset = sqlite3_column_int64(st, 4);
 	stored = (uint32_t)sqlite3_column_int64(st, 5);
 	row->epoch = (uint64_t)sqlite3_column_int64(st, 6);
+	{
+		const char *parent = (const char *)sqlite3_column_text(st, 7);
+		const char *orig = (const char *)sqlite3_column_text(st, 9);
+
+		snprintf(row->parent, sizeof(row->parent), "%s", parent ? parent : "");
+		row->flags = (uint32_t)sqlite3_column_int64(st, 8);
+		snprintf(row->orig, sizeof(row->orig), "%s", orig ? orig : "");
+	}
 	if (name == NULL || strlen(name) >= sizeof(row->name) || uuid == NULL ||
 	    strlen(uuid) != 36 || stored != catalog_row_crc(row)) {
 		tsr_error("catalogue: volume %s: row checksum mismatch (stored %08x, computed "
@@ -129,8 +194,8 @@ static int row_from_stmt(sqlite3_stmt *st, struct vol_row *row)
 	return 0;
 }
 
-/* Stores created before epochs: add the column (every row reads epoch 0). */
-static int add_epoch_column(sqlite3 *db)
+/* Stores created before a column existed: add it (every row reads its default). */
+static int add_column(sqlite3 *db, const char *name, const char *alter)
 {
 	sqlite3_stmt *st;
 	bool found = false;
@@ -141,7 +206,7 @@ static int add_epoch_column(sqlite3 *db)
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const char *col = (const char *)sqlite3_column_text(st, 1);
 
-		if (col != NULL && strcmp(col, "epoch") == 0)
+		if (col != NULL && strcmp(col, name) == 0)
 			found = true;
 	}
 	sqlite3_finalize(st);
@@ -149,8 +214,25 @@ static int add_epoch_column(sqlite3 *db)
 		return -EIO;
 	if (found)
 		return 0;
-	tsr_info("catalogue: adding the epoch column (older store)");
-	return db_exec(db, "ALTER TABLE volumes ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0");
+	tsr_info("catalogue: adding the %s column (older store)", name);
+	return db_exec(db, alter);
+}
+
+static int add_epoch_column(sqlite3 *db)
+{
+	int ret = add_column(db, "epoch",
+			     "ALTER TABLE volumes ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0");
+
+	if (ret == 0)
+		ret = add_column(db, "parent",
+				 "ALTER TABLE volumes ADD COLUMN parent TEXT NOT NULL DEFAULT ''");
+	if (ret == 0)
+		ret = add_column(db, "flags",
+				 "ALTER TABLE volumes ADD COLUMN flags INTEGER NOT NULL DEFAULT 0");
+	if (ret == 0)
+		ret = add_column(db, "orig",
+				 "ALTER TABLE volumes ADD COLUMN orig TEXT NOT NULL DEFAULT ''");
+	return ret;
 }
 
 int catalog_open(const char *dir, const char *device, sqlite3 **out)
@@ -174,7 +256,11 @@ int catalog_open(const char *dir, const char *device, sqlite3 **out)
 			  "CREATE TABLE IF NOT EXISTS volumes(name TEXT PRIMARY KEY,"
 			  " uuid TEXT NOT NULL, size INTEGER NOT NULL, created INTEGER NOT NULL,"
 			  " dev_offset INTEGER NOT NULL, crc INTEGER NOT NULL,"
-			  " epoch INTEGER NOT NULL DEFAULT 0);");
+			  " epoch INTEGER NOT NULL DEFAULT 0);"
+			  "CREATE TABLE IF NOT EXISTS snapshots(uuid TEXT PRIMARY KEY,"
+			  " vol_uuid TEXT NOT NULL, name TEXT NOT NULL, seq INTEGER NOT NULL,"
+			  " created INTEGER NOT NULL, size INTEGER NOT NULL, flags INTEGER NOT NULL,"
+			  " crc INTEGER NOT NULL);");
 	if (ret)
 		goto err;
 	ret = add_epoch_column(db);
@@ -222,6 +308,14 @@ int catalog_open(const char *dir, const char *device, sqlite3 **out)
 	free(rows);
 	if (ret)
 		goto err;
+	{
+		struct snap_row *srows = NULL;
+
+		ret = catalog_snap_list(db, NULL, &srows, &n);
+		free(srows);
+		if (ret)
+			goto err;
+	}
 	*out = db;
 	return 0;
 err:
@@ -234,17 +328,16 @@ void catalog_close(sqlite3 *db)
 	sqlite3_close(db);
 }
 
-#define ROW_COLUMNS "name, uuid, size, created, dev_offset, crc, epoch"
+#define ROW_COLUMNS "name, uuid, size, created, dev_offset, crc, epoch, parent, flags, orig"
 
-int catalog_get(sqlite3 *db, const char *name, struct vol_row *row)
+static int get_by(sqlite3 *db, const char *sql, const char *key, struct vol_row *row)
 {
 	sqlite3_stmt *st;
 	int rc, ret;
 
-	if (sqlite3_prepare_v2(db, "SELECT " ROW_COLUMNS " FROM volumes WHERE name = ?", -1, &st,
-			       NULL))
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL))
 		return -EIO;
-	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		ret = row_from_stmt(st, row);
@@ -254,6 +347,21 @@ int catalog_get(sqlite3 *db, const char *name, struct vol_row *row)
 		ret = -EIO;
 	sqlite3_finalize(st);
 	return ret;
+}
+
+/* Hidden rows are not found by name (their names are internal). */
+int catalog_get(sqlite3 *db, const char *name, struct vol_row *row)
+{
+	int ret = get_by(db, "SELECT " ROW_COLUMNS " FROM volumes WHERE name = ?", name, row);
+
+	if (ret == 0 && (row->flags & VOL_HIDDEN))
+		ret = -ENOENT;
+	return ret;
+}
+
+int catalog_get_uuid(sqlite3 *db, const char *uuid, struct vol_row *row)
+{
+	return get_by(db, "SELECT " ROW_COLUMNS " FROM volumes WHERE uuid = ?", uuid, row);
 }
 
 int catalog_list(sqlite3 *db, bool by_extent, struct vol_row **rows_out, size_t *count)
@@ -299,7 +407,8 @@ int catalog_insert(sqlite3 *db, const struct vol_row *row)
 	sqlite3_stmt *st;
 	int rc;
 
-	if (sqlite3_prepare_v2(db, "INSERT INTO volumes(" ROW_COLUMNS ") VALUES (?,?,?,?,?,?,?)",
+	if (sqlite3_prepare_v2(db,
+			       "INSERT INTO volumes(" ROW_COLUMNS ") VALUES (?,?,?,?,?,?,?,?,?,?)",
 			       -1,
 			       &st, NULL))
 		return -EIO;
@@ -310,6 +419,9 @@ int catalog_insert(sqlite3 *db, const struct vol_row *row)
 	sqlite3_bind_int64(st, 5, row->dev_offset);
 	sqlite3_bind_int64(st, 6, catalog_row_crc(row));
 	sqlite3_bind_int64(st, 7, (sqlite3_int64)row->epoch);
+	sqlite3_bind_text(st, 8, row->parent, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 9, row->flags);
+	sqlite3_bind_text(st, 10, row->orig, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
 	if (rc == SQLITE_CONSTRAINT)
@@ -376,4 +488,216 @@ int catalog_update_epoch(sqlite3 *db, const struct vol_row *row)
 		return -EIO;
 	}
 	return sqlite3_changes(db) == 1 ? 0 : -ENOENT;
+}
+
+int catalog_update_row(sqlite3 *db, const char *old_name, const struct vol_row *row)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(db,
+			       "UPDATE volumes SET name = ?, parent = ?, flags = ?, orig = ?, crc = ? "
+			       "WHERE name = ?",
+			       -1, &st, NULL))
+		return -EIO;
+	sqlite3_bind_text(st, 1, row->name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, row->parent, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, row->flags);
+	sqlite3_bind_text(st, 4, row->orig, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 5, catalog_row_crc(row));
+	sqlite3_bind_text(st, 6, old_name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		tsr_error("catalogue: update volume %s: %s", row->name, sqlite3_errmsg(db));
+		return -EIO;
+	}
+	return sqlite3_changes(db) == 1 ? 0 : -ENOENT;
+}
+
+int catalog_begin(sqlite3 *db)
+{
+	return db_exec(db, "BEGIN IMMEDIATE");
+}
+
+int catalog_commit(sqlite3 *db)
+{
+	int ret = db_exec(db, "COMMIT");
+
+	if (ret)
+		db_exec(db, "ROLLBACK");
+	return ret;
+}
+
+void catalog_rollback(sqlite3 *db)
+{
+	db_exec(db, "ROLLBACK");
+}
+
+#define SNAP_COLUMNS "uuid, vol_uuid, name, seq, created, size, flags, crc"
+
+static int snap_from_stmt(sqlite3_stmt *st, struct snap_row *row)
+{
+	const char *uuid = (const char *)sqlite3_column_text(st, 0);
+	const char *vu = (const char *)sqlite3_column_text(st, 1);
+	const char *name = (const char *)sqlite3_column_text(st, 2);
+	uint32_t stored;
+
+	memset(row, 0, sizeof(*row));
+	snprintf(row->uuid, sizeof(row->uuid), "%s", uuid ? uuid : "");
+	snprintf(row->vol_uuid, sizeof(row->vol_uuid), "%s", vu ? vu : "");
+	snprintf(row->name, sizeof(row->name), "%s", name ? name : "");
+	row->seq = (uint64_t)sqlite3_column_int64(st, 3);
+	row->created = sqlite3_column_int64(st, 4);
+	row->size = (uint64_t)sqlite3_column_int64(st, 5);
+	row->flags = (uint32_t)sqlite3_column_int64(st, 6);
+	stored = (uint32_t)sqlite3_column_int64(st, 7);
+	if (uuid == NULL || strlen(uuid) != 36 || vu == NULL || strlen(vu) != 36 ||
+	    name == NULL || strlen(name) >= sizeof(row->name) ||
+	    stored != catalog_snap_crc(row)) {
+		tsr_error("catalogue: snapshot %s (%s): row checksum mismatch (stored %08x, "
+			  "computed %08x); the catalogue was modified outside tessera or is damaged",
+			  row->name, row->uuid, stored, catalog_snap_crc(row));
+		return -EUCLEAN;
+	}
+	return 0;
+}
+
+int catalog_snap_list(sqlite3 *db, const char *vol_uuid, struct snap_row **rows_out,
+		      size_t *count)
+{
+	const char *sql = vol_uuid ? "SELECT " SNAP_COLUMNS " FROM snapshots WHERE vol_uuid = ? "
+				     "ORDER BY seq"
+				   : "SELECT " SNAP_COLUMNS " FROM snapshots ORDER BY vol_uuid, seq";
+	struct snap_row *rows = NULL, *tmp;
+	size_t n = 0, cap = 0;
+	sqlite3_stmt *st;
+	int rc, ret = 0;
+
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL))
+		return -EIO;
+	if (vol_uuid)
+		sqlite3_bind_text(st, 1, vol_uuid, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 8;
+			tmp = realloc(rows, cap * sizeof(*rows));
+			if (tmp == NULL) {
+				ret = -ENOMEM;
+				break;
+			}
+			rows = tmp;
+		}
+		ret = snap_from_stmt(st, &rows[n]);
+		if (ret)
+			break;
+		n++;
+	}
+	if (ret == 0 && rc != SQLITE_DONE)
+		ret = -EIO;
+	sqlite3_finalize(st);
+	if (ret) {
+		free(rows);
+		return ret;
+	}
+	*rows_out = rows;
+	*count = n;
+	return 0;
+}
+
+int catalog_snap_get(sqlite3 *db, const char *uuid, struct snap_row *row)
+{
+	sqlite3_stmt *st;
+	int rc, ret;
+
+	if (sqlite3_prepare_v2(db, "SELECT " SNAP_COLUMNS " FROM snapshots WHERE uuid = ?", -1,
+			       &st, NULL))
+		return -EIO;
+	sqlite3_bind_text(st, 1, uuid, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		ret = snap_from_stmt(st, row);
+	else if (rc == SQLITE_DONE)
+		ret = -ENOENT;
+	else
+		ret = -EIO;
+	sqlite3_finalize(st);
+	return ret;
+}
+
+int catalog_snap_insert(sqlite3 *db, const struct snap_row *row)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(db, "INSERT INTO snapshots(" SNAP_COLUMNS ") VALUES (?,?,?,?,?,?,?,?)",
+			       -1, &st, NULL))
+		return -EIO;
+	sqlite3_bind_text(st, 1, row->uuid, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, row->vol_uuid, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, row->name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)row->seq);
+	sqlite3_bind_int64(st, 5, row->created);
+	sqlite3_bind_int64(st, 6, (sqlite3_int64)row->size);
+	sqlite3_bind_int64(st, 7, row->flags);
+	sqlite3_bind_int64(st, 8, catalog_snap_crc(row));
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		tsr_error("catalogue: insert snapshot %s: %s", row->name, sqlite3_errmsg(db));
+		return rc == SQLITE_CONSTRAINT ? -EEXIST : -EIO;
+	}
+	return 0;
+}
+
+int catalog_snap_update_flags(sqlite3 *db, const struct snap_row *row)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(db, "UPDATE snapshots SET flags = ?, crc = ? WHERE uuid = ?", -1,
+			       &st, NULL))
+		return -EIO;
+	sqlite3_bind_int64(st, 1, row->flags);
+	sqlite3_bind_int64(st, 2, catalog_snap_crc(row));
+	sqlite3_bind_text(st, 3, row->uuid, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		tsr_error("catalogue: update snapshot %s: %s", row->name, sqlite3_errmsg(db));
+		return -EIO;
+	}
+	return sqlite3_changes(db) == 1 ? 0 : -ENOENT;
+}
+
+int catalog_snap_delete(sqlite3 *db, const char *uuid)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(db, "DELETE FROM snapshots WHERE uuid = ?", -1, &st, NULL))
+		return -EIO;
+	sqlite3_bind_text(st, 1, uuid, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		tsr_error("catalogue: delete snapshot %s: %s", uuid, sqlite3_errmsg(db));
+		return -EIO;
+	}
+	return 0;
+}
+
+int catalog_clone_count(sqlite3 *db, const char *snap_uuid, uint32_t *count)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM volumes WHERE parent = ?", -1, &st,
+			       NULL))
+		return -EIO;
+	sqlite3_bind_text(st, 1, snap_uuid, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	*count = rc == SQLITE_ROW ? (uint32_t)sqlite3_column_int64(st, 0) : 0;
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? 0 : -EIO;
 }

@@ -156,6 +156,39 @@ static void write_end(struct tsr_svol *svol)
 	atomic_fetch_add(&svol->writes_done, 1);
 }
 
+void svol_write_begin(struct tsr_svol *svol)
+{
+	write_begin(svol);
+}
+
+void svol_write_end(struct tsr_svol *svol)
+{
+	write_end(svol);
+}
+
+/* A clone's head owns a block from its first write, trim or zeroing on (its
+ * own bit, layer.c); set before the head I/O is issued. */
+static void own_mark(struct tsr_svol *svol, uint64_t offset, uint64_t len)
+{
+	uint64_t *m, b, end;
+
+	if (!svol->is_clone)
+		return;
+	m = own_map(&svol->own);
+	end = (offset + len) >> STORE_BLOCK_SHIFT;
+	for (b = offset >> STORE_BLOCK_SHIFT; b < end;) {
+		if (b % 64 == 0 && b + 64 <= end) {
+			if (__atomic_load_n(&m[b / 64], __ATOMIC_ACQUIRE) != UINT64_MAX)
+				__atomic_fetch_or(&m[b / 64], UINT64_MAX, __ATOMIC_SEQ_CST);
+			b += 64;
+			continue;
+		}
+		if (!bit_test(m, b))
+			bit_set(m, b);
+		b++;
+	}
+}
+
 static void op_finish(struct svol_op *op)
 {
 	tsr_cb cb_fn = op->cb_fn;
@@ -300,6 +333,11 @@ int tsr_svol_read(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uin
 	ret = check_io(svol, offset, len, buf);
 	if (ret)
 		return ret;
+	if (svol->ro_layer)
+		return image_read(svol->base, svol->ro_layer, svol, io, offset, len, buf, cb_fn,
+				  cb_arg);
+	if (svol->is_clone)
+		return image_read(svol, NULL, svol, io, offset, len, buf, cb_fn, cb_arg);
 	op = op_get(svol, io, OP_READ, cb_fn, cb_arg);
 	if (op == NULL)
 		return -ENOMEM;
@@ -383,15 +421,27 @@ static void write_done(void *cb_arg, int res)
 int tsr_svol_write(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
 		   const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
 {
+	int ret = check_io(svol, offset, len, buf);
+
+	if (ret)
+		return ret;
+	if (svol->ro_layer)
+		return -EROFS;
+	if (cow_needed(svol, offset, len))
+		return cow_start(svol, io, COW_WRITE, offset, len, buf, flags, cb_fn, cb_arg);
+	return data_write_go(svol, io, offset, len, buf, flags, cb_fn, cb_arg);
+}
+
+int data_write_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
+		  const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
+{
 	uint64_t *map, first = offset >> STORE_BLOCK_SHIFT, i;
 	struct svol_piece p[2];
 	struct svol_op *op;
 	int n, ret;
 
-	ret = check_io(svol, offset, len, buf);
-	if (ret)
-		return ret;
 	write_begin(svol);
+	own_mark(svol, offset, len);
 	ret = mark_range(svol, offset, len);
 	op = ret ? NULL : op_get(svol, io, OP_WRITE, cb_fn, cb_arg);
 	if (op == NULL) {
@@ -427,6 +477,11 @@ int tsr_svol_write(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, ui
 		ret = tsr_io_fsync(io, svol->meta.crc_fd, true, write_done, op);
 		if (ret == 0)
 			op->pending++;
+		if (ret == 0 && svol->is_clone) { /* and a clone's own bits */
+			ret = tsr_io_fsync(io, svol->own.fd, true, write_done, op);
+			if (ret == 0)
+				op->pending++;
+		}
 	}
 	if (op->pending == 1)
 		entries_restore(svol, offset, len, buf, false);
@@ -434,6 +489,8 @@ int tsr_svol_write(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, ui
 		op->data_failed = true; /* a piece was never written */
 	return op_launched(op, ret);
 }
+
+static int complete_later(struct svol_op *op);
 
 /* ---- flush ---- */
 
@@ -501,6 +558,12 @@ static int queue_syncs(struct svol_op *op, uint64_t offset, uint64_t len)
 	if (ret)
 		return ret;
 	op->pending++;
+	if (svol->is_clone) {
+		ret = tsr_io_fsync(op->io, svol->own.fd, true, flush_done, op);
+		if (ret)
+			return ret;
+		op->pending++;
+	}
 	return 0;
 }
 
@@ -510,6 +573,8 @@ int tsr_svol_flush(struct tsr_svol *svol, struct tsr_io *io, tsr_cb cb_fn, void 
 
 	if (op == NULL)
 		return -ENOMEM;
+	if (svol->ro_layer) /* nothing to make durable */
+		return complete_later(op);
 	op->seen = atomic_load(&svol->writes_started);
 	op->quiet = atomic_load(&svol->writes_done) == op->seen;
 	op->pending = 1;
@@ -611,17 +676,36 @@ int store_dev_zero(int fd, uint64_t offset, uint64_t len)
 	return 0;
 }
 
+int data_trampoline(struct tsr_store *store, struct tsr_io *io, struct iovec *iov,
+		    tsr_io_cb cb_fn, void *cb_arg)
+{
+	iov->iov_base = g_scratch;
+	iov->iov_len = sizeof(g_scratch);
+	return tsr_io_readv(io, store->trampoline_fd, iov, 1, 0, cb_fn, cb_arg);
+}
+
 /* Deallocate synchronously; the callback follows from the io. */
 static int trim_now(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint64_t len,
 		    unsigned flags, tsr_cb cb_fn, void *cb_arg)
+{
+	int ret = check_range(svol, offset, len);
+
+	if (ret)
+		return ret;
+	if (svol->ro_layer)
+		return -EROFS;
+	if (cow_needed(svol, offset, len))
+		return cow_start(svol, io, COW_TRIM, offset, len, NULL, flags, cb_fn, cb_arg);
+	return data_trim_go(svol, io, offset, len, flags, cb_fn, cb_arg);
+}
+
+int data_trim_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint64_t len,
+		 unsigned flags, tsr_cb cb_fn, void *cb_arg)
 {
 	struct svol_piece p[STORE_MAX_SEGS];
 	struct svol_op *op;
 	int i, n, ret;
 
-	ret = check_range(svol, offset, len);
-	if (ret)
-		return ret;
 	op = op_get(svol, io, OP_TRIM, cb_fn, cb_arg);
 	if (op == NULL)
 		return -ENOMEM;
@@ -629,6 +713,7 @@ static int trim_now(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, u
 	op->len = len;
 	op->flags = flags;
 	write_begin(svol);
+	own_mark(svol, offset, len);
 	ret = mark_range(svol, offset, len);
 	if (ret)
 		goto err_end;
@@ -750,7 +835,6 @@ static int zeroes_next(struct svol_op *op)
 int tsr_svol_write_zeroes(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint64_t len,
 			  unsigned flags, tsr_cb cb_fn, void *cb_arg)
 {
-	struct svol_op *op;
 	int ret;
 
 	if (!(flags & TSR_WRITE_NO_HOLE))
@@ -758,9 +842,23 @@ int tsr_svol_write_zeroes(struct tsr_svol *svol, struct tsr_io *io, uint64_t off
 	ret = check_range(svol, offset, len);
 	if (ret)
 		return ret;
+	if (svol->ro_layer)
+		return -EROFS;
+	if (cow_needed(svol, offset, len))
+		return cow_start(svol, io, COW_ZEROES, offset, len, NULL, flags, cb_fn, cb_arg);
+	return data_zeroes_go(svol, io, offset, len, flags, cb_fn, cb_arg);
+}
+
+int data_zeroes_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint64_t len,
+		   unsigned flags, tsr_cb cb_fn, void *cb_arg)
+{
+	struct svol_op *op;
+	int ret;
+
 	if (zero_buf() == NULL)
 		return -ENOMEM;
 	write_begin(svol);
+	own_mark(svol, offset, len);
 	ret = mark_range(svol, offset, len);
 	op = ret ? NULL : op_get(svol, io, OP_ZEROES, cb_fn, cb_arg);
 	if (op == NULL) {
@@ -809,6 +907,11 @@ int tsr_svol_block_status(struct tsr_svol *svol, uint64_t offset, uint64_t len,
 	size_t n = 0;
 	int i, np;
 
+	if (svol->ro_layer)
+		return image_block_status(svol->base, svol->ro_layer, size, offset, len, ext, max,
+					  count);
+	if (svol->is_clone)
+		return image_block_status(svol, NULL, size, offset, len, ext, max, count);
 	*count = 0;
 	if (max == 0 || len == 0)
 		return -EINVAL;

@@ -20,6 +20,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "tessera/store.h"
 
@@ -43,7 +44,26 @@ struct vol_row {
 	int64_t created;    /* unix seconds */
 	int64_t dev_offset; /* byte offset of the extent on the raw device; -1 = files */
 	uint64_t epoch;     /* highest coordinator epoch accepted (0: none yet) */
+	char parent[37];    /* clone: uuid of the snapshot layer it reads through, "" */
+	uint32_t flags;     /* VOL_HIDDEN | VOL_ROLLBACK */
+	char orig[64];      /* hidden: the name it had before delete, else "" */
 };
+#define VOL_HIDDEN   0x1u /* deleted, kept for clones: name ".h-<uuid>", orig = old name */
+#define VOL_ROLLBACK 0x2u /* a rollback is running or was interrupted: opens refused */
+
+/* One row of table snapshots (format: see catalog.c). */
+struct snap_row {
+	char uuid[37];     /* its files: volumes/<uuid>.data[.N], .crc, .present */
+	char vol_uuid[37]; /* the volume whose layer it is */
+	char name[64];     /* "" for a from-volume clone's snapshot */
+	uint64_t seq;      /* cut order within the volume, increasing */
+	int64_t created;   /* unix seconds */
+	uint64_t size;     /* the volume's size at the cut */
+	uint32_t flags;    /* SNAP_* */
+};
+#define SNAP_HIDDEN   0x1u /* deleted by name but clones depend on it; not listed */
+#define SNAP_DELETING 0x2u /* delete in progress: finished at the next open */
+#define SNAP_AUTO     0x4u /* made for a from-volume clone, lives as long as the clone */
 
 /* Open or create DIR/store.db, check the format and every row's CRC.
  * device: the raw device path the store was created with must match ("" = files).
@@ -62,6 +82,23 @@ int catalog_update_size(sqlite3 *db, const struct vol_row *row);
 int catalog_update_epoch(sqlite3 *db, const struct vol_row *row);
 /* CRC32C of a row as stored in column crc (format: see catalog.c). */
 uint32_t catalog_row_crc(const struct vol_row *row);
+/* Any row, hidden ones included, by uuid.  -ENOENT, -EUCLEAN, -EIO. */
+int catalog_get_uuid(sqlite3 *db, const char *uuid, struct vol_row *row);
+/* Rewrite name, parent, flags and orig of the row that is now called old_name. */
+int catalog_update_row(sqlite3 *db, const char *old_name, const struct vol_row *row);
+/* Transactions around several changes: BEGIN IMMEDIATE / COMMIT / ROLLBACK. */
+int catalog_begin(sqlite3 *db);
+int catalog_commit(sqlite3 *db);
+void catalog_rollback(sqlite3 *db);
+uint32_t catalog_snap_crc(const struct snap_row *row);
+/* Snapshots of vol_uuid (NULL: of every volume), by seq; *rows malloc'd. */
+int catalog_snap_list(sqlite3 *db, const char *vol_uuid, struct snap_row **rows, size_t *count);
+int catalog_snap_get(sqlite3 *db, const char *uuid, struct snap_row *row);
+int catalog_snap_insert(sqlite3 *db, const struct snap_row *row);
+int catalog_snap_update_flags(sqlite3 *db, const struct snap_row *row);
+int catalog_snap_delete(sqlite3 *db, const char *uuid);
+/* Volumes (hidden ones included) whose parent is snap_uuid. */
+int catalog_clone_count(sqlite3 *db, const char *snap_uuid, uint32_t *count);
 
 /* ---- blockmeta.c: per-block CRC table and dirty-region bitmap ---- */
 
@@ -141,6 +178,69 @@ int blockmeta_clear_if_quiet(struct blockmeta *bm, uint64_t size, _Atomic uint64
 /* Make the crc table durable (fdatasync of the crc file). */
 int blockmeta_sync(struct blockmeta *bm);
 
+/* ---- layer.c: one snapshot layer's files and the present bitmaps ---- */
+
+/* A snapshot layer, open: its files mapped.  Immutable after open except the
+ * crc entries and present bits of blocks it did not hold (CoW, merge). */
+struct layer {
+	char uuid[37];
+	uint64_t seq;
+	uint64_t size;        /* bytes at the cut: the layer covers blocks < size/4096 */
+	unsigned nseg;
+	int *seg_fd;          /* O_DIRECT data file per 8 TiB segment */
+	int crc_fd;           /* .crc, buffered (fdatasync makes the mapping durable) */
+	int present_fd;       /* .present, buffered */
+	uint64_t *crc;        /* MAP_SHARED entries {c, c} of held blocks (0: zeros) */
+	size_t crc_len;
+	uint64_t *present;    /* MAP_SHARED bitmap, 64-bit little-endian words */
+	size_t present_len;
+	struct layer *next_retired; /* svol->retired_layers */
+};
+
+/* Layers of one volume, oldest first; replaced whole (copy, publish) under
+ * store->lock, old arrays kept until the svol is freed. */
+struct layer_chain {
+	unsigned n;
+	struct layer_chain *next_retired;
+	struct layer *l[];
+};
+
+/* Bytes of a present bitmap for size bytes (rounded to 4096, at least 4096). */
+uint64_t present_file_size(uint64_t size);
+/* Create (O_EXCL) and fsync a snapshot layer's files (not the directory). */
+int layer_create_files(struct tsr_store *store, const char *uuid, uint64_t size);
+void layer_remove_files(struct tsr_store *store, const char *uuid, uint64_t size);
+int layer_open(struct tsr_store *store, const struct snap_row *row, struct layer **out);
+void layer_close(struct layer *l);
+/* Data fd and file offset of byte off of the layer; *max: bytes left in that segment. */
+int layer_fd(const struct layer *l, uint64_t off, uint64_t *fd_off, uint64_t *max);
+/* Sum of st_blocks*512 of the data files of a layer or volume uuid. */
+uint64_t layer_allocated(struct tsr_store *store, const char *uuid, uint64_t size);
+
+static inline bool bit_test(const uint64_t *map, uint64_t b)
+{
+	return __atomic_load_n(&map[b / 64], __ATOMIC_ACQUIRE) & (1ull << (b % 64));
+}
+static inline void bit_set(uint64_t *map, uint64_t b)
+{
+	__atomic_fetch_or(&map[b / 64], 1ull << (b % 64), __ATOMIC_SEQ_CST);
+}
+
+/* The clone head's own-block bitmap (volumes/<uuid>.present), growable. */
+struct own_bits {
+	int fd;
+	_Atomic(uint64_t *) map;
+	size_t map_len;
+	struct retired_map *retired;
+};
+int own_bits_open(struct own_bits *ob, const char *path, uint64_t size);
+int own_bits_grow(struct own_bits *ob, uint64_t new_size);
+void own_bits_close(struct own_bits *ob);
+static inline uint64_t *own_map(struct own_bits *ob)
+{
+	return atomic_load_explicit(&ob->map, memory_order_acquire);
+}
+
 /* ---- store.c: the store, volumes and handles ---- */
 
 struct tsr_store {
@@ -181,6 +281,23 @@ struct tsr_svol {
 					  * store->lock) only after the catalogue has
 					  * it durably; read lock-free (tsr_svol_epoch) */
 	struct tsr_svol *next;           /* store->open_vols, store->lock */
+
+	/* snapshots and clones (snap.c, cow.c, image.c); store->lock for changes */
+	int opens;                         /* handles from tsr_store_vol_open (store->lock) */
+	int child_refs;                    /* refs held by open clones of its layers */
+	int ro_handles;                    /* open read-only handles on its snapshots */
+	_Atomic(struct layer_chain *) chain; /* its snapshots, NULL when none */
+	struct layer_chain *retired_chains;
+	struct layer *retired_layers;      /* deleted while readers may hold them */
+	bool is_clone;
+	struct tsr_svol *parent;           /* clone: head of the source volume (ref held) */
+	struct layer *parent_layer;        /* clone: the source layer (in parent's chain) */
+	struct own_bits own;               /* clone: blocks written since the clone */
+	struct tsr_svol *base;             /* read-only snapshot handle: its volume's head */
+	struct layer *ro_layer;            /* read-only snapshot handle: its layer */
+	pthread_mutex_t cow_lock;          /* the set of blocks being copied */
+	struct cow_busy *cow_busy;         /* cow_lock */
+	_Atomic uint32_t cow_inflight;     /* copies between claim and durable bits */
 };
 
 /* Paths of a volume's files into buf (PATH_MAX). */
@@ -190,6 +307,17 @@ void store_meta_path(const struct tsr_store *store, const char *uuid, const char
 int store_svol_load(struct tsr_store *store, const struct vol_row *row, struct tsr_svol **out);
 /* Close files and mappings of an svol built by store_svol_load and free it. */
 void store_svol_free(struct tsr_svol *svol);
+/* Internal reference to the head of volume uuid (store->lock held): found
+ * among the open ones or loaded with its snapshots and parent.  Hidden
+ * volumes too.  Released with store_svol_unref. */
+int store_svol_get_uuid(struct tsr_store *store, const char *uuid, struct tsr_svol **out);
+void store_svol_unref(struct tsr_svol *svol);
+struct tsr_svol *store_find_open_uuid(struct tsr_store *store, const char *uuid);
+int store_fsync_voldir(const struct tsr_store *store);
+void store_make_uuid(char out[37]);
+void store_remove_files(struct tsr_store *store, const char *uuid, uint64_t size);
+/* Create (O_EXCL) and fsync a head's files: data, crc, dirty (+ present for a clone). */
+int store_create_head_files(struct tsr_store *store, const char *uuid, uint64_t size, bool clone);
 
 /* ---- data.c: the asynchronous data path ---- */
 
@@ -206,6 +334,74 @@ int svol_map(struct tsr_svol *svol, uint64_t offset, uint64_t len, struct svol_p
 /* Make [offset, offset+len) of a raw device read as zeros, synchronously:
  * fallocate(PUNCH_HOLE) (unmap), else fallocate(ZERO_RANGE), else pwrite zeros. */
 int store_dev_zero(int fd, uint64_t offset, uint64_t len);
+
+/* Writes, trims and zeroes in flight (snapshot create/delete need none). */
+void svol_write_begin(struct tsr_svol *svol);
+void svol_write_end(struct tsr_svol *svol);
+/* The data path proper, after range checks and copy-on-write (cow.c resumes here). */
+int data_write_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
+		  const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg);
+int data_trim_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint64_t len,
+		 unsigned flags, tsr_cb cb_fn, void *cb_arg);
+int data_zeroes_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint64_t len,
+		   unsigned flags, tsr_cb cb_fn, void *cb_arg);
+/* Queue a no-op on io whose completion calls cb_fn (a "later"); iov is the
+ * caller's, valid until then. */
+int data_trampoline(struct tsr_store *store, struct tsr_io *io, struct iovec *iov,
+		    tsr_io_cb cb_fn, void *cb_arg);
+
+/* ---- image.c: reads through layers (snapshot images, clone heads) ---- */
+
+enum src_kind { SRC_ZERO, SRC_LAYER, SRC_HEAD };
+/* Where one block of an image lives. */
+struct block_src {
+	enum src_kind kind;
+	struct layer *layer;   /* SRC_LAYER */
+	struct tsr_svol *head; /* SRC_HEAD: whose own data */
+	bool via_snap;         /* reached through a snapshot layer: re-check after reading */
+};
+/* Block b of the image of h seen from layer from (NULL: h's head). */
+void image_resolve(struct tsr_svol *h, struct layer *from, uint64_t b, struct block_src *s);
+/* Read [offset, offset+len) of that image into buf, async contract of
+ * tsr_svol_read; counted in stats' counters. */
+int image_read(struct tsr_svol *h, struct layer *from, struct tsr_svol *stats, struct tsr_io *io,
+	       uint64_t offset, uint64_t len, void *buf, tsr_cb cb_fn, void *cb_arg);
+/* block_status from the layers' metadata. */
+int image_block_status(struct tsr_svol *h, struct layer *from, uint64_t size, uint64_t offset,
+		       uint64_t len, struct tsr_extent *ext, size_t max, size_t *count);
+/* Does block b of that image read as zeros (metadata only)? */
+bool image_zero(struct tsr_svol *h, struct layer *from, uint64_t b);
+static inline struct layer_chain *chain_load(struct tsr_svol *svol)
+{
+	return atomic_load_explicit(&svol->chain, memory_order_acquire);
+}
+
+/* ---- cow.c: copy-on-write of head writes into the newest snapshot ---- */
+
+/* Does a head write/trim of [offset, offset+len) need the slow path?  Sets a
+ * clone's own bits on the way (cheap when already set). */
+bool cow_needed(struct tsr_svol *svol, uint64_t offset, uint64_t len);
+enum cow_kind { COW_WRITE, COW_TRIM, COW_ZEROES };
+/* Copy what the newest snapshot lacks, then run the head operation; async
+ * contract of the public function it stands for. */
+int cow_start(struct tsr_svol *svol, struct tsr_io *io, enum cow_kind kind, uint64_t offset,
+	      uint64_t len, const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg);
+
+/* ---- snap.c: snapshot control functions ---- */
+
+/* Load the chain and the parent of a freshly loaded head (store->lock held). */
+int snap_attach(struct tsr_svol *svol, const struct vol_row *row);
+/* Release them (before store_svol_free of a head). */
+void snap_detach(struct tsr_svol *svol);
+/* Delete a volume row and files, with its snapshots; hidden instead while
+ * clones depend on its layers (store->lock held, no user handle open). */
+int snap_volume_delete(struct tsr_store *store, const struct vol_row *row);
+/* Finish interrupted deletes and collect unneeded hidden layers (store open). */
+void snap_recover(struct tsr_store *store);
+/* Test hook: when non-zero, counts down at each step of snapshot create and
+ * delete and _exit(99)s the process at zero (crash tests). */
+extern int store_test_crash_at;
+void store_crash_point(void);
 
 /* ---- recovery.c: crash recovery at open ---- */
 

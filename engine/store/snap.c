@@ -1,83 +1,1312 @@
 /*
- * Snapshots, clones, diffs and rollback of the local store (include/tessera/store.h,
- * "snapshots, clones, diffs"): the control functions.  Work in progress: every
- * function exists so callers link; the ones not yet implemented return -EOPNOTSUPP.
+ * Snapshots, clones, diffs and rollback of the local store: the control
+ * functions of the store.h snapshot section, the chain of layers of an open
+ * volume, and the crash rules of snapshot create and delete.
+ *
+ * Create (O(1) in the volume size): make and fsync the layer's files
+ * (layer.c), fsync the directory, open the layer when the volume is open,
+ * commit its row, then publish the new chain: writes from then on copy into
+ * it (cow.c).  A crash before the commit leaves files without a row, removed
+ * at the next open; after it, the snapshot is whole.
+ *
+ * Delete of Si: with clones made from it, it is only marked hidden (its name
+ * is free; it goes when its last clone does).  Otherwise the row is marked
+ * deleting (committed), then, unless it is the oldest layer, every block it
+ * holds that its older neighbour Si-1 lacks is copied there (data and entry,
+ * fdatasync, then the bits, fdatasync: Si-1's image never changes), then the
+ * row is deleted and the files removed.  Each step is idempotent, and
+ * snap_recover finishes a delete the next open finds marked.
+ *
+ * Volume delete: with no clone depending on any of its layers, its snapshot
+ * rows and its row go in one transaction, then the files.  Otherwise, in one
+ * transaction, the row is renamed ".h-<uuid>" and hidden, the layers clones
+ * depend on hidden and the others marked deleting; the deletes are then
+ * finished as above.  A hidden volume goes with its last dependent clone
+ * (gc_volume), which may in turn free the layer it was cloned from.
+ *
+ * Layers of an open volume: svol->chain, an array replaced whole under
+ * store->lock; retired arrays and deleted layers stay mapped until the svol
+ * is freed when a reader may still hold them (read-only handles, clones).
+ *
+ * Every function here holds store->lock for its whole run.
  */
 #include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "store/internal.h"
+
+int store_test_crash_at;
+
+void store_crash_point(void)
+{
+	if (store_test_crash_at > 0 && --store_test_crash_at == 0)
+		_exit(99);
+}
+
+static bool visible(const struct snap_row *s)
+{
+	return !(s->flags & (SNAP_HIDDEN | SNAP_DELETING | SNAP_AUTO));
+}
+
+/* ---- the chain of an open volume (store->lock held) ---- */
+
+static int chain_publish(struct tsr_svol *svol, struct layer *add, struct layer *drop)
+{
+	struct layer_chain *old = chain_load(svol), *c;
+	unsigned n = old ? old->n : 0, i, k = 0;
+
+	c = calloc(1, sizeof(*c) + sizeof(c->l[0]) * (n + 1));
+	if (c == NULL)
+		return -ENOMEM;
+	for (i = 0; i < n; i++)
+		if (old->l[i] != drop)
+			c->l[k++] = old->l[i];
+	if (add)
+		c->l[k++] = add;
+	c->n = k;
+	atomic_store_explicit(&svol->chain, c, memory_order_release);
+	if (old) {
+		old->next_retired = svol->retired_chains;
+		svol->retired_chains = old;
+	}
+	if (drop) {
+		if (svol->child_refs == 0 && svol->ro_handles == 0) {
+			/* nobody reads through layers: free the space now */
+			layer_close(drop);
+		} else {
+			drop->next_retired = svol->retired_layers;
+			svol->retired_layers = drop;
+		}
+	}
+	return 0;
+}
+
+static struct layer *chain_find(struct tsr_svol *svol, const char *uuid)
+{
+	struct layer_chain *c = chain_load(svol);
+	unsigned i;
+
+	for (i = 0; c && i < c->n; i++)
+		if (strcmp(c->l[i]->uuid, uuid) == 0)
+			return c->l[i];
+	return NULL;
+}
+
+int snap_attach(struct tsr_svol *svol, const struct vol_row *row)
+{
+	struct tsr_store *store = svol->store;
+	struct snap_row *rows = NULL, prow;
+	char path[PATH_MAX];
+	struct layer *l;
+	size_t n, i;
+	int ret;
+
+	if (row->dev_offset >= 0)
+		return 0;
+	ret = catalog_snap_list(store->db, row->uuid, &rows, &n);
+	if (ret)
+		return ret;
+	for (i = 0; i < n; i++) {
+		ret = layer_open(store, &rows[i], &l);
+		if (ret == 0)
+			ret = chain_publish(svol, l, NULL);
+		if (ret)
+			goto out;
+	}
+	if (row->parent[0]) {
+		struct tsr_svol *p;
+
+		ret = catalog_snap_get(store->db, row->parent, &prow);
+		if (ret == 0)
+			ret = store_svol_get_uuid(store, prow.vol_uuid, &p);
+		if (ret) {
+			tsr_error("open: clone %s: its source layer %s is missing: %s", row->name,
+				  row->parent, strerror(-ret));
+			ret = -EIO;
+			goto out;
+		}
+		svol->parent = p;
+		p->child_refs++;
+		svol->parent_layer = chain_find(p, row->parent);
+		store_meta_path(store, row->uuid, "present", path);
+		ret = svol->parent_layer ? own_bits_open(&svol->own, path, row->size) : -EIO;
+		if (ret)
+			goto out;
+		svol->is_clone = true;
+	}
+out:
+	free(rows);
+	return ret;
+}
+
+void snap_detach(struct tsr_svol *svol)
+{
+	struct layer_chain *c = chain_load(svol), *r;
+	struct layer *l;
+	unsigned i;
+
+	for (i = 0; c && i < c->n; i++)
+		layer_close(c->l[i]);
+	free(c);
+	atomic_store(&svol->chain, NULL);
+	while ((r = svol->retired_chains)) {
+		svol->retired_chains = r->next_retired;
+		free(r);
+	}
+	while ((l = svol->retired_layers)) {
+		svol->retired_layers = l->next_retired;
+		layer_close(l);
+	}
+	if (svol->parent) {
+		svol->parent->child_refs--;
+		store_svol_unref(svol->parent);
+		svol->parent = NULL;
+		svol->parent_layer = NULL;
+	}
+	svol->is_clone = false;
+}
+
+/* ---- lookups (store->lock held) ---- */
+
+static int get_vol(struct tsr_store *store, const char *op, const char *name, struct vol_row *row)
+{
+	int ret;
+
+	if (store->dev_fd >= 0) {
+		tsr_error("%s: volume %s: snapshots and clones need a data directory store (not "
+			  "--device)",
+			  op, name ? name : "");
+		return -EOPNOTSUPP;
+	}
+	if (name == NULL || !tsr_valid_name(name))
+		return -ENOENT;
+	ret = catalog_get(store->db, name, row);
+	if (ret == -ENOENT)
+		tsr_error("%s: no volume %s", op, name);
+	return ret;
+}
+
+/* Visible snapshot name of volume vu; *all (optional) gets every row by seq. */
+static int get_snap(struct tsr_store *store, const char *op, const struct vol_row *v,
+		    const char *name, struct snap_row *out)
+{
+	struct snap_row *rows;
+	size_t n, i;
+	int ret;
+
+	if (name == NULL || !tsr_valid_name(name)) {
+		tsr_error("%s: volume %s has no snapshot %s", op, v->name, name ? name : "(null)");
+		return -ENOENT;
+	}
+	ret = catalog_snap_list(store->db, v->uuid, &rows, &n);
+	if (ret)
+		return ret;
+	ret = -ENOENT;
+	for (i = 0; i < n; i++) {
+		if (visible(&rows[i]) && strcmp(rows[i].name, name) == 0) {
+			*out = rows[i];
+			ret = 0;
+			break;
+		}
+	}
+	free(rows);
+	if (ret)
+		tsr_error("%s: volume %s has no snapshot %s", op, v->name, name);
+	return ret;
+}
+
+static bool writes_in_flight(struct tsr_svol *svol)
+{
+	return svol && atomic_load(&svol->writes_started) != atomic_load(&svol->writes_done);
+}
+
+/* ---- create ---- */
+
+/*
+ * Cut a layer of volume v now: files, row (in the caller's transaction when
+ * it has one), and, when v is open, the layer opened in *lout (published by
+ * the caller after the commit).
+ */
+static int snap_cut(struct tsr_store *store, const struct vol_row *v, const char *name,
+		    uint32_t flags, struct snap_row *out, struct layer **lout)
+{
+	struct tsr_svol *svol = store_find_open_uuid(store, v->uuid);
+	struct snap_row *rows, row;
+	size_t n, i;
+	int ret;
+
+	*lout = NULL;
+	if (writes_in_flight(svol)) {
+		tsr_error("snapshot: volume %s has writes in flight; quiesce it first", v->name);
+		return -EBUSY;
+	}
+	ret = catalog_snap_list(store->db, v->uuid, &rows, &n);
+	if (ret)
+		return ret;
+	memset(&row, 0, sizeof(row));
+	for (i = 0; i < n; i++) {
+		if (name[0] && visible(&rows[i]) && strcmp(rows[i].name, name) == 0)
+			ret = -EEXIST;
+		if (rows[i].seq >= row.seq)
+			row.seq = rows[i].seq;
+	}
+	free(rows);
+	if (ret) {
+		tsr_error("snapshot: volume %s already has a snapshot %s", v->name, name);
+		return ret;
+	}
+	store_make_uuid(row.uuid);
+	snprintf(row.vol_uuid, sizeof(row.vol_uuid), "%s", v->uuid);
+	snprintf(row.name, sizeof(row.name), "%s", name);
+	row.seq++;
+	row.created = (int64_t)time(NULL);
+	row.size = v->size;
+	row.flags = flags;
+	store_crash_point();
+	ret = layer_create_files(store, row.uuid, row.size);
+	if (ret)
+		goto err;
+	store_crash_point();
+	ret = store_fsync_voldir(store);
+	if (ret)
+		goto err;
+	store_crash_point();
+	if (svol) {
+		ret = layer_open(store, &row, lout);
+		if (ret)
+			goto err;
+	}
+	ret = catalog_snap_insert(store->db, &row);
+	if (ret)
+		goto err;
+	*out = row;
+	return 0;
+err:
+	layer_close(*lout);
+	*lout = NULL;
+	layer_remove_files(store, row.uuid, row.size);
+	return ret;
+}
+
+static void fill_info(struct tsr_store *store, const struct snap_row *row,
+		      const struct snap_row *older, struct tsr_snap_info *info);
 
 int tsr_store_snap_create(struct tsr_store *store, const char *vol, const char *snap,
 			  struct tsr_snap_info *info_out)
 {
-	(void)store, (void)vol, (void)snap, (void)info_out;
-	return -EOPNOTSUPP;
+	struct snap_row row;
+	struct vol_row v;
+	struct layer *l;
+	int ret;
+
+	if (snap == NULL || !tsr_valid_name(snap)) {
+		tsr_error("snapshot: invalid snapshot name '%s': use 1-63 of [A-Za-z0-9._-], "
+			  "starting with a letter or digit",
+			  snap ? snap : "(null)");
+		return store->dev_fd >= 0 ? -EOPNOTSUPP : -EINVAL;
+	}
+	pthread_mutex_lock(&store->lock);
+	ret = get_vol(store, "snapshot", vol, &v);
+	if (ret)
+		goto out;
+	ret = snap_cut(store, &v, snap, 0, &row, &l);
+	if (ret)
+		goto out;
+	store_crash_point();
+	if (l) {
+		struct tsr_svol *svol = store_find_open_uuid(store, v.uuid);
+
+		ret = chain_publish(svol, l, NULL);
+		if (ret) { /* committed but not in use: make it unusable rather than wrong */
+			layer_close(l);
+			tsr_error("snapshot: volume %s: %s: out of memory; the snapshot is "
+				  "incomplete, delete it",
+				  vol, snap);
+			goto out;
+		}
+	}
+	if (info_out)
+		fill_info(store, &row, NULL, info_out);
+	tsr_info("snapshot: volume %s: created %s (%s), seq %llu", vol, snap, row.uuid,
+		 (unsigned long long)row.seq);
+out:
+	pthread_mutex_unlock(&store->lock);
+	return ret;
+}
+
+/* ---- delete ---- */
+
+#define MERGE_RUN 256u
+
+static int pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t r = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
+
+		if (r <= 0)
+			return r < 0 ? -errno : -EIO;
+		done += (size_t)r;
+	}
+	return 0;
+}
+
+static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t r = pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(off + done));
+
+		if (r <= 0)
+			return r < 0 ? -errno : -EIO;
+		done += (size_t)r;
+	}
+	return 0;
+}
+
+/* Bits of src that dst lacks, word w (blocks >= dst's size masked out). */
+static uint64_t merge_word(const struct layer *src, const struct layer *dst, uint64_t w)
+{
+	uint64_t nblk = dst->size >> STORE_BLOCK_SHIFT, m;
+
+	if (w * 64 >= nblk)
+		return 0;
+	m = __atomic_load_n(&src->present[w], __ATOMIC_ACQUIRE) &
+	    ~__atomic_load_n(&dst->present[w], __ATOMIC_ACQUIRE);
+	if (nblk - w * 64 < 64)
+		m &= (1ull << (nblk - w * 64)) - 1;
+	return m;
+}
+
+/* Copy into dst every block src holds and dst lacks: data and entries,
+ * synced, then the bits, synced. */
+static int merge_into(struct layer *src, struct layer *dst)
+{
+	uint64_t nw = ((dst->size >> STORE_BLOCK_SHIFT) + 63) / 64, w, m;
+	uint8_t *buf = tsr_alloc_aligned(TSR_BLOCK_SIZE);
+	unsigned i;
+	int ret = 0;
+
+	if (buf == NULL)
+		return -ENOMEM;
+	for (w = 0; w < nw && ret == 0; w++) {
+		for (m = merge_word(src, dst, w); m && ret == 0; m &= m - 1) {
+			uint64_t b = w * 64 + (uint64_t)__builtin_ctzll(m);
+			uint64_t e = entry_load(&src->crc[b]), off = b << STORE_BLOCK_SHIFT;
+			uint64_t so, doff, max;
+			int sfd, dfd;
+
+			if (e) {
+				sfd = layer_fd(src, off, &so, &max);
+				dfd = layer_fd(dst, off, &doff, &max);
+				ret = pread_full(sfd, buf, TSR_BLOCK_SIZE, so);
+				if (ret == 0)
+					ret = pwrite_full(dfd, buf, TSR_BLOCK_SIZE, doff);
+			}
+			entry_store(&dst->crc[b], e);
+		}
+	}
+	tsr_free_aligned(buf);
+	for (i = 0; ret == 0 && i < dst->nseg; i++)
+		if (fdatasync(dst->seg_fd[i]) < 0)
+			ret = -errno;
+	if (ret == 0 && fdatasync(dst->crc_fd) < 0)
+		ret = -errno;
+	store_crash_point();
+	for (w = 0; w < nw && ret == 0; w++) {
+		m = merge_word(src, dst, w);
+		if (m)
+			__atomic_fetch_or(&dst->present[w], m, __ATOMIC_SEQ_CST);
+	}
+	if (ret == 0 && fdatasync(dst->present_fd) < 0)
+		ret = -errno;
+	if (ret)
+		tsr_error("snapshot delete: merge %s into %s: %s", src->uuid, dst->uuid,
+			  strerror(-ret));
+	return ret;
+}
+
+/* Finish the delete of a row marked SNAP_DELETING. */
+static int finish_delete(struct tsr_store *store, const struct snap_row *row)
+{
+	struct tsr_svol *svol = store_find_open_uuid(store, row->vol_uuid);
+	struct layer *me = NULL, *older = NULL, *tmp_me = NULL, *tmp_older = NULL;
+	struct snap_row *rows;
+	size_t n, i;
+	int ret;
+
+	ret = catalog_snap_list(store->db, row->vol_uuid, &rows, &n);
+	if (ret)
+		return ret;
+	for (i = 0; i < n; i++)
+		if (strcmp(rows[i].uuid, row->uuid) == 0)
+			break;
+	if (i == n) {
+		free(rows);
+		return 0;
+	}
+	if (i > 0) { /* not the oldest: merge into the older neighbour */
+		if (svol) {
+			me = chain_find(svol, rows[i].uuid);
+			older = chain_find(svol, rows[i - 1].uuid);
+		}
+		if (me == NULL)
+			ret = layer_open(store, &rows[i], &tmp_me);
+		if (ret == 0 && older == NULL)
+			ret = layer_open(store, &rows[i - 1], &tmp_older);
+		if (ret == 0)
+			ret = merge_into(me ? me : tmp_me, older ? older : tmp_older);
+		layer_close(tmp_me);
+		layer_close(tmp_older);
+	}
+	free(rows);
+	if (ret)
+		return ret;
+	ret = catalog_snap_delete(store->db, row->uuid);
+	if (ret)
+		return ret;
+	store_crash_point();
+	if (svol && (me = chain_find(svol, row->uuid)) != NULL)
+		chain_publish(svol, NULL, me);
+	layer_remove_files(store, row->uuid, row->size);
+	store_fsync_voldir(store);
+	return 0;
+}
+
+static void gc_layer(struct tsr_store *store, const char *snap_uuid);
+
+/* Delete a snapshot row (hide it when clones depend on it). */
+static int snap_remove(struct tsr_store *store, struct snap_row *row)
+{
+	uint32_t clones;
+	int ret = catalog_clone_count(store->db, row->uuid, &clones);
+
+	if (ret)
+		return ret;
+	if (clones) {
+		row->flags |= SNAP_HIDDEN;
+		return catalog_snap_update_flags(store->db, row);
+	}
+	row->flags |= SNAP_DELETING;
+	ret = catalog_snap_update_flags(store->db, row);
+	if (ret)
+		return ret;
+	store_crash_point();
+	return finish_delete(store, row);
 }
 
 int tsr_store_snap_delete(struct tsr_store *store, const char *vol, const char *snap)
 {
-	(void)store, (void)vol, (void)snap;
-	return -EOPNOTSUPP;
+	struct tsr_svol *svol;
+	struct snap_row row;
+	struct vol_row v;
+	int ret;
+
+	pthread_mutex_lock(&store->lock);
+	ret = get_vol(store, "snapshot delete", vol, &v);
+	if (ret == 0)
+		ret = get_snap(store, "snapshot delete", &v, snap, &row);
+	if (ret)
+		goto out;
+	svol = store_find_open_uuid(store, v.uuid);
+	if (writes_in_flight(svol)) {
+		tsr_error("snapshot delete: volume %s has writes in flight; quiesce it first", vol);
+		ret = -EBUSY;
+		goto out;
+	}
+	if (svol && svol->ro_handles) {
+		tsr_error("snapshot delete: volume %s has snapshots open read-only; close them first",
+			  vol);
+		ret = -EBUSY;
+		goto out;
+	}
+	ret = snap_remove(store, &row);
+	if (ret == 0)
+		tsr_info("snapshot: volume %s: deleted %s%s", vol, snap,
+			 (row.flags & SNAP_HIDDEN) ? " (kept hidden: clones depend on it)" : "");
+out:
+	pthread_mutex_unlock(&store->lock);
+	return ret;
+}
+
+/* Remove a volume with every snapshot row left, rows first (one transaction). */
+static int drop_volume(struct tsr_store *store, const struct vol_row *v)
+{
+	struct snap_row *rows;
+	size_t n, i;
+	int ret;
+
+	ret = catalog_snap_list(store->db, v->uuid, &rows, &n);
+	if (ret)
+		return ret;
+	ret = catalog_begin(store->db);
+	for (i = 0; ret == 0 && i < n; i++)
+		ret = catalog_snap_delete(store->db, rows[i].uuid);
+	if (ret == 0)
+		ret = catalog_delete(store->db, v->name);
+	if (ret == 0)
+		ret = catalog_commit(store->db);
+	else
+		catalog_rollback(store->db);
+	if (ret == 0) {
+		store_crash_point();
+		for (i = 0; i < n; i++)
+			layer_remove_files(store, rows[i].uuid, rows[i].size);
+		store_remove_files(store, v->uuid, v->size);
+		store_fsync_voldir(store);
+		tsr_info("delete: volume %s (%s)%s", v->flags & VOL_HIDDEN ? v->orig : v->name,
+			 v->uuid, n ? " and its snapshots" : "");
+	}
+	free(rows);
+	if (ret == 0 && v->parent[0])
+		gc_layer(store, v->parent);
+	return ret;
+}
+
+/* A hidden volume goes when no clone depends on any of its layers. */
+static void gc_volume(struct tsr_store *store, const struct vol_row *v)
+{
+	struct snap_row *rows;
+	uint32_t clones = 0, c;
+	size_t n, i;
+
+	if (!(v->flags & VOL_HIDDEN) || store_find_open_uuid(store, v->uuid))
+		return;
+	if (catalog_snap_list(store->db, v->uuid, &rows, &n))
+		return;
+	for (i = 0; i < n; i++)
+		if (catalog_clone_count(store->db, rows[i].uuid, &c) == 0)
+			clones += c;
+	free(rows);
+	if (clones == 0)
+		drop_volume(store, v);
+}
+
+/* After a clone went: its source layer may be unneeded now. */
+static void gc_layer(struct tsr_store *store, const char *snap_uuid)
+{
+	struct tsr_svol *svol;
+	struct snap_row row;
+	struct vol_row v;
+	uint32_t clones;
+
+	if (catalog_snap_get(store->db, snap_uuid, &row) ||
+	    catalog_get_uuid(store->db, row.vol_uuid, &v))
+		return;
+	if (v.flags & VOL_HIDDEN) {
+		gc_volume(store, &v);
+		return;
+	}
+	if (!(row.flags & (SNAP_HIDDEN | SNAP_AUTO)) ||
+	    catalog_clone_count(store->db, row.uuid, &clones) || clones)
+		return;
+	svol = store_find_open_uuid(store, v.uuid);
+	if (writes_in_flight(svol)) /* the next open finishes it */
+		return;
+	snap_remove(store, &row);
+}
+
+int snap_volume_delete(struct tsr_store *store, const struct vol_row *v)
+{
+	struct tsr_svol *svol = store_find_open_uuid(store, v->uuid);
+	struct snap_row *rows;
+	struct vol_row h = *v;
+	uint32_t clones, total = 0;
+	size_t n, i;
+	int ret;
+
+	ret = catalog_snap_list(store->db, v->uuid, &rows, &n);
+	if (ret)
+		return ret;
+	for (i = 0; ret == 0 && i < n; i++) {
+		ret = catalog_clone_count(store->db, rows[i].uuid, &clones);
+		total += clones;
+		rows[i].flags |= clones ? SNAP_HIDDEN : (SNAP_HIDDEN | SNAP_DELETING);
+	}
+	if (ret == 0 && total == 0 && svol == NULL) {
+		free(rows);
+		return drop_volume(store, v);
+	}
+	/* clones depend on it: hide it, free what they do not need */
+	snprintf(h.name, sizeof(h.name), ".h-%s", v->uuid);
+	snprintf(h.orig, sizeof(h.orig), "%s", v->name);
+	h.flags |= VOL_HIDDEN;
+	if (ret == 0)
+		ret = catalog_begin(store->db);
+	for (i = 0; ret == 0 && i < n; i++)
+		ret = catalog_snap_update_flags(store->db, &rows[i]);
+	if (ret == 0)
+		ret = catalog_update_row(store->db, v->name, &h);
+	if (ret == 0)
+		ret = catalog_commit(store->db);
+	else
+		catalog_rollback(store->db);
+	if (ret) {
+		free(rows);
+		return ret;
+	}
+	if (svol)
+		snprintf(svol->name, sizeof(svol->name), "%s", h.name);
+	store_crash_point();
+	for (i = n; i-- > 0;)
+		if (rows[i].flags & SNAP_DELETING)
+			finish_delete(store, &rows[i]);
+	free(rows);
+	tsr_info("delete: volume %s (%s) hidden until the clones of its snapshots are deleted",
+		 v->name, v->uuid);
+	return 0;
+}
+
+void snap_recover(struct tsr_store *store)
+{
+	struct snap_row *rows;
+	struct vol_row *vols;
+	size_t n, i;
+
+	pthread_mutex_lock(&store->lock);
+	if (catalog_snap_list(store->db, NULL, &rows, &n) == 0) {
+		/* newest first: a merge target is never deleted before its source */
+		for (i = n; i-- > 0;) {
+			if (!(rows[i].flags & SNAP_DELETING))
+				continue;
+			tsr_info("open: finishing the interrupted delete of snapshot %s (%s)",
+				 rows[i].name, rows[i].uuid);
+			finish_delete(store, &rows[i]);
+		}
+		for (i = 0; i < n; i++)
+			if ((rows[i].flags & (SNAP_HIDDEN | SNAP_AUTO)) &&
+			    !(rows[i].flags & SNAP_DELETING))
+				gc_layer(store, rows[i].uuid);
+		free(rows);
+	}
+	if (catalog_list(store->db, false, &vols, &n) == 0) {
+		for (i = 0; i < n; i++)
+			if (vols[i].flags & VOL_HIDDEN)
+				gc_volume(store, &vols[i]);
+		free(vols);
+	}
+	pthread_mutex_unlock(&store->lock);
+}
+
+/* ---- list, info, space ---- */
+
+/* Bytes deleting row would free: blocks it holds with data that the older
+ * neighbour holds too, or that lie past its size (merge copies the rest). */
+static uint64_t exclusive_bytes(struct tsr_store *store, const struct snap_row *row,
+				const struct snap_row *older)
+{
+	struct layer *me = NULL, *old = NULL;
+	uint64_t nblk = row->size >> STORE_BLOCK_SHIFT, oblk, w, m, count = 0;
+
+	if (older == NULL)
+		return layer_allocated(store, row->uuid, row->size);
+	if (layer_open(store, row, &me) || layer_open(store, older, &old))
+		goto out;
+	oblk = old->size >> STORE_BLOCK_SHIFT;
+	for (w = 0; w * 64 < nblk; w++) {
+		m = __atomic_load_n(&me->present[w], __ATOMIC_ACQUIRE);
+		if (w * 64 < oblk) {
+			uint64_t keep = ~__atomic_load_n(&old->present[w], __ATOMIC_ACQUIRE);
+
+			if (oblk - w * 64 < 64) /* blocks past the older size are freed */
+				keep &= (1ull << (oblk - w * 64)) - 1;
+			m &= ~keep;
+		}
+		for (; m; m &= m - 1) {
+			uint64_t b = w * 64 + (uint64_t)__builtin_ctzll(m);
+
+			if (b < nblk && me->crc[b])
+				count++;
+		}
+	}
+out:
+	layer_close(me);
+	layer_close(old);
+	return count << STORE_BLOCK_SHIFT;
+}
+
+static void fill_info(struct tsr_store *store, const struct snap_row *row,
+		      const struct snap_row *older, struct tsr_snap_info *info)
+{
+	uint32_t clones = 0;
+
+	memset(info, 0, sizeof(*info));
+	snprintf(info->name, sizeof(info->name), "%s", row->name);
+	snprintf(info->uuid, sizeof(info->uuid), "%s", row->uuid);
+	info->created = row->created;
+	info->seq = row->seq;
+	info->size = row->size;
+	info->allocated = layer_allocated(store, row->uuid, row->size);
+	catalog_clone_count(store->db, row->uuid, &clones);
+	info->clones = clones;
+	info->exclusive = clones ? 0 : exclusive_bytes(store, row, older);
+}
+
+/* Infos of the visible snapshots of v (name NULL: all). */
+static int list_infos(struct tsr_store *store, const struct vol_row *v, const char *name,
+		      struct tsr_snap_info **out, size_t *count)
+{
+	struct tsr_snap_info *infos;
+	struct snap_row *rows;
+	size_t n, i, k = 0;
+	int ret;
+
+	ret = catalog_snap_list(store->db, v->uuid, &rows, &n);
+	if (ret)
+		return ret;
+	infos = calloc(n ? n : 1, sizeof(*infos));
+	if (infos == NULL) {
+		free(rows);
+		return -ENOMEM;
+	}
+	for (i = 0; i < n; i++) {
+		if (!visible(&rows[i]) || (name && strcmp(rows[i].name, name) != 0))
+			continue;
+		fill_info(store, &rows[i], i ? &rows[i - 1] : NULL, &infos[k++]);
+	}
+	free(rows);
+	*out = infos;
+	*count = k;
+	return 0;
 }
 
 int tsr_store_snap_list(struct tsr_store *store, const char *vol, struct tsr_snap_info **out,
 			size_t *count)
 {
-	(void)store, (void)vol, (void)out, (void)count;
-	return -EOPNOTSUPP;
+	struct vol_row v;
+	int ret;
+
+	pthread_mutex_lock(&store->lock);
+	ret = get_vol(store, "snapshot list", vol, &v);
+	if (ret == 0)
+		ret = list_infos(store, &v, NULL, out, count);
+	pthread_mutex_unlock(&store->lock);
+	return ret;
 }
 
 int tsr_store_snap_info(struct tsr_store *store, const char *vol, const char *snap,
 			struct tsr_snap_info *out)
 {
-	(void)store, (void)vol, (void)snap, (void)out;
-	return -EOPNOTSUPP;
-}
+	struct tsr_snap_info *infos = NULL;
+	struct vol_row v;
+	size_t n = 0;
+	int ret;
 
-int tsr_store_vol_clone(struct tsr_store *store, const char *name, const char *vol,
-			const char *snap, struct tsr_vol_info *info_out)
-{
-	(void)store, (void)name, (void)vol, (void)snap, (void)info_out;
-	return -EOPNOTSUPP;
-}
-
-int tsr_store_vol_parent(struct tsr_store *store, const char *name, char vol_out[64],
-			 char snap_out[64])
-{
-	(void)store, (void)name;
-	vol_out[0] = snap_out[0] = 0;
-	return -EOPNOTSUPP;
-}
-
-int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char *snap)
-{
-	(void)store, (void)vol, (void)snap;
-	return -EOPNOTSUPP;
-}
-
-int tsr_store_snap_diff(struct tsr_store *store, const char *vol, const char *snap1,
-			const char *snap2, struct tsr_extent **out, size_t *count)
-{
-	(void)store, (void)vol, (void)snap1, (void)snap2, (void)out, (void)count;
-	return -EOPNOTSUPP;
-}
-
-int tsr_store_snap_open(struct tsr_store *store, const char *vol, const char *snap,
-			struct tsr_svol **out)
-{
-	(void)store, (void)vol, (void)snap, (void)out;
-	return -EOPNOTSUPP;
-}
-
-bool tsr_svol_readonly(const struct tsr_svol *svol)
-{
-	(void)svol;
-	return false;
+	pthread_mutex_lock(&store->lock);
+	ret = get_vol(store, "snapshot info", vol, &v);
+	if (ret == 0 && (snap == NULL || !tsr_valid_name(snap)))
+		ret = -ENOENT;
+	if (ret == 0)
+		ret = list_infos(store, &v, snap, &infos, &n);
+	if (ret == 0 && n == 0)
+		ret = -ENOENT;
+	if (ret == 0)
+		*out = infos[0];
+	free(infos);
+	pthread_mutex_unlock(&store->lock);
+	return ret;
 }
 
 int tsr_store_vol_space(struct tsr_store *store, const char *vol, uint64_t *allocated,
 			uint64_t *exclusive)
 {
-	(void)store, (void)vol, (void)allocated, (void)exclusive;
-	return -EOPNOTSUPP;
+	struct tsr_snap_info *infos = NULL;
+	struct vol_row v;
+	uint64_t excl;
+	uint32_t deps = 0;
+	size_t n = 0, i;
+	int ret;
+
+	pthread_mutex_lock(&store->lock);
+	ret = get_vol(store, "space", vol, &v);
+	if (ret == 0)
+		ret = list_infos(store, &v, NULL, &infos, &n);
+	if (ret)
+		goto out;
+	*allocated = layer_allocated(store, v.uuid, v.size);
+	excl = *allocated;
+	for (i = 0; i < n; i++) {
+		deps += infos[i].clones;
+		excl += infos[i].allocated;
+	}
+	{
+		struct snap_row *rows;
+		size_t sn, k;
+		uint32_t c;
+
+		if (catalog_snap_list(store->db, v.uuid, &rows, &sn) == 0) {
+			for (k = 0; k < sn; k++)
+				if (!visible(&rows[k]) &&
+				    catalog_clone_count(store->db, rows[k].uuid, &c) == 0)
+					deps += c;
+			free(rows);
+		}
+	}
+	/* with clones depending on its layers the head stays (hidden): only the
+	 * snapshots nobody depends on go, and those free at most their exclusive bytes */
+	if (deps) {
+		excl = 0;
+		for (i = 0; i < n; i++)
+			excl += infos[i].exclusive;
+	}
+	*exclusive = excl;
+out:
+	free(infos);
+	pthread_mutex_unlock(&store->lock);
+	return ret;
+}
+
+/* ---- clones ---- */
+
+int tsr_store_vol_clone(struct tsr_store *store, const char *name, const char *vol,
+			const char *snap, struct tsr_vol_info *info_out)
+{
+	struct layer *auto_layer = NULL;
+	struct snap_row srow;
+	struct vol_row v, c;
+	bool files = false, txn = false;
+	int ret;
+
+	if (store->dev_fd >= 0)
+		return -EOPNOTSUPP;
+	if (name == NULL || !tsr_valid_name(name)) {
+		tsr_error("clone: invalid volume name '%s': use 1-63 of [A-Za-z0-9._-], starting "
+			  "with a letter or digit",
+			  name ? name : "(null)");
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&store->lock);
+	ret = get_vol(store, "clone", vol, &v);
+	if (ret == 0 && snap)
+		ret = get_snap(store, "clone", &v, snap, &srow);
+	if (ret)
+		goto out;
+	if (catalog_get(store->db, name, &c) == 0) {
+		tsr_error("clone: volume %s already exists", name);
+		ret = -EEXIST;
+		goto out;
+	}
+	memset(&c, 0, sizeof(c));
+	snprintf(c.name, sizeof(c.name), "%s", name);
+	store_make_uuid(c.uuid);
+	c.size = snap ? srow.size : v.size;
+	c.created = (int64_t)time(NULL);
+	c.dev_offset = -1;
+	files = true;
+	ret = store_create_head_files(store, c.uuid, c.size, true);
+	if (ret == 0)
+		ret = store_fsync_voldir(store);
+	if (ret == 0)
+		ret = catalog_begin(store->db);
+	if (ret)
+		goto out;
+	txn = true;
+	if (snap == NULL) /* the source's content now: a hidden snapshot of it */
+		ret = snap_cut(store, &v, "", SNAP_HIDDEN | SNAP_AUTO, &srow, &auto_layer);
+	if (ret)
+		goto out;
+	snprintf(c.parent, sizeof(c.parent), "%s", srow.uuid);
+	ret = catalog_insert(store->db, &c);
+	if (ret == 0) {
+		store_crash_point();
+		ret = catalog_commit(store->db);
+	}
+	txn = false;
+	if (ret) {
+		if (auto_layer) {
+			layer_close(auto_layer);
+			layer_remove_files(store, srow.uuid, srow.size);
+			auto_layer = NULL;
+		}
+		goto out;
+	}
+	files = false;
+	if (auto_layer)
+		chain_publish(store_find_open_uuid(store, v.uuid), auto_layer, NULL);
+	if (info_out) {
+		memset(info_out, 0, sizeof(*info_out));
+		snprintf(info_out->name, sizeof(info_out->name), "%s", c.name);
+		snprintf(info_out->uuid, sizeof(info_out->uuid), "%s", c.uuid);
+		info_out->size = c.size;
+		info_out->created = c.created;
+	}
+	tsr_info("clone: volume %s (%s) from %s@%s", name, c.uuid, vol, snap ? snap : "(now)");
+out:
+	if (txn) {
+		catalog_rollback(store->db);
+		if (auto_layer) {
+			layer_close(auto_layer);
+			layer_remove_files(store, srow.uuid, srow.size);
+		}
+	}
+	if (files)
+		store_remove_files(store, c.uuid, c.size);
+	pthread_mutex_unlock(&store->lock);
+	return ret;
+}
+
+int tsr_store_vol_parent(struct tsr_store *store, const char *name, char vol_out[64],
+			 char snap_out[64])
+{
+	struct snap_row s;
+	struct vol_row v, p;
+	int ret;
+
+	vol_out[0] = snap_out[0] = 0;
+	pthread_mutex_lock(&store->lock);
+	ret = name && tsr_valid_name(name) ? catalog_get(store->db, name, &v) : -ENOENT;
+	if (ret || !v.parent[0])
+		goto out;
+	ret = catalog_snap_get(store->db, v.parent, &s);
+	if (ret == 0)
+		ret = catalog_get_uuid(store->db, s.vol_uuid, &p);
+	if (ret)
+		goto out;
+	snprintf(vol_out, 64, "%s", (p.flags & VOL_HIDDEN) ? p.orig : p.name);
+	snprintf(snap_out, 64, "%s", (s.flags & SNAP_AUTO) ? "" : s.name);
+out:
+	pthread_mutex_unlock(&store->lock);
+	return ret;
+}
+
+/* ---- read-only snapshot handles ---- */
+
+int tsr_store_snap_open(struct tsr_store *store, const char *vol, const char *snap,
+			struct tsr_svol **out)
+{
+	struct tsr_svol *h = NULL, *ro;
+	struct snap_row s;
+	struct vol_row v;
+	int ret;
+
+	pthread_mutex_lock(&store->lock);
+	ret = get_vol(store, "snapshot open", vol, &v);
+	if (ret == 0)
+		ret = get_snap(store, "snapshot open", &v, snap, &s);
+	if (ret == 0)
+		ret = store_svol_get_uuid(store, v.uuid, &h);
+	if (ret)
+		goto out;
+	ro = calloc(1, sizeof(*ro));
+	if (ro == NULL || chain_find(h, s.uuid) == NULL) {
+		free(ro);
+		store_svol_unref(h);
+		ret = ro ? -EIO : -ENOMEM;
+		goto out;
+	}
+	ro->store = store;
+	snprintf(ro->name, sizeof(ro->name), "%s@%s", vol, snap);
+	snprintf(ro->uuid, sizeof(ro->uuid), "%s", s.uuid);
+	atomic_init(&ro->size, s.size);
+	ro->dev_offset = -1;
+	ro->meta.crc_fd = ro->meta.dirty_fd = -1;
+	ro->own.fd = -1;
+	pthread_mutex_init(&ro->cow_lock, NULL);
+	ro->base = h;
+	ro->ro_layer = chain_find(h, s.uuid);
+	ro->refs = 1;
+	h->ro_handles++;
+	*out = ro;
+out:
+	pthread_mutex_unlock(&store->lock);
+	return ret;
+}
+
+bool tsr_svol_readonly(const struct tsr_svol *svol)
+{
+	return svol->ro_layer != NULL;
+}
+
+/* ---- diff ---- */
+
+struct ext_list {
+	struct tsr_extent *e;
+	size_t n, cap;
+};
+
+static int ext_add(struct ext_list *l, uint64_t off, uint64_t len, uint32_t flags)
+{
+	if (l->n && l->e[l->n - 1].flags == flags &&
+	    l->e[l->n - 1].offset + l->e[l->n - 1].length == off) {
+		l->e[l->n - 1].length += len;
+		return 0;
+	}
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		struct tsr_extent *e = realloc(l->e, cap * sizeof(*e));
+
+		if (e == NULL)
+			return -ENOMEM;
+		l->e = e;
+		l->cap = cap;
+	}
+	l->e[l->n].offset = off;
+	l->e[l->n].length = len;
+	l->e[l->n].flags = flags;
+	l->n++;
+	return 0;
+}
+
+static unsigned chain_index(struct layer_chain *c, const char *uuid)
+{
+	unsigned i;
+
+	for (i = 0; c && i < c->n; i++)
+		if (strcmp(c->l[i]->uuid, uuid) == 0)
+			return i;
+	return UINT32_MAX;
+}
+
+int tsr_store_snap_diff(struct tsr_store *store, const char *vol, const char *snap1,
+			const char *snap2, struct tsr_extent **out, size_t *count)
+{
+	const uint32_t zero = TSR_EXTENT_HOLE | TSR_EXTENT_ZERO;
+	struct ext_list l = {0};
+	struct tsr_svol *h = NULL;
+	struct layer_chain *c;
+	struct layer *later;
+	struct snap_row s1, s2;
+	struct vol_row v;
+	uint64_t nblk, lblk, w, b;
+	unsigned i1, i2, k;
+	int ret;
+
+	pthread_mutex_lock(&store->lock);
+	ret = get_vol(store, "diff", vol, &v);
+	if (ret == 0)
+		ret = get_snap(store, "diff", &v, snap1, &s1);
+	if (ret == 0 && snap2)
+		ret = get_snap(store, "diff", &v, snap2, &s2);
+	if (ret)
+		goto out;
+	if (snap2 && s2.seq < s1.seq) {
+		tsr_error("diff: volume %s: snapshot %s is older than %s", vol, snap2, snap1);
+		ret = -EINVAL;
+		goto out;
+	}
+	ret = store_svol_get_uuid(store, v.uuid, &h);
+	if (ret)
+		goto out;
+	c = chain_load(h);
+	i1 = chain_index(c, s1.uuid);
+	i2 = snap2 ? chain_index(c, s2.uuid) : (c ? c->n : 0);
+	if (i1 == UINT32_MAX || i2 == UINT32_MAX) {
+		ret = -EIO;
+		goto out;
+	}
+	later = snap2 ? c->l[i2] : NULL;
+	nblk = s1.size >> STORE_BLOCK_SHIFT;
+	lblk = (snap2 ? s2.size : tsr_svol_size(h)) >> STORE_BLOCK_SHIFT;
+	/* the union of the layers' bits, a word at a time */
+	for (w = 0; w * 64 < nblk && ret == 0; w++) {
+		uint64_t m = 0;
+
+		for (k = i1; k < i2; k++)
+			m |= __atomic_load_n(&c->l[k]->present[w], __ATOMIC_ACQUIRE);
+		if (nblk - w * 64 < 64)
+			m &= (1ull << (nblk - w * 64)) - 1;
+		for (; m && ret == 0; m &= m - 1) {
+			b = w * 64 + (uint64_t)__builtin_ctzll(m);
+			ret = ext_add(&l, b << STORE_BLOCK_SHIFT, TSR_BLOCK_SIZE,
+				      image_zero(h, later, b) ? zero : 0);
+		}
+	}
+	/* blocks past the older point's size: changed where the later one has data */
+	for (b = nblk; b < lblk && ret == 0; b++)
+		if (!image_zero(h, later, b))
+			ret = ext_add(&l, b << STORE_BLOCK_SHIFT, TSR_BLOCK_SIZE, 0);
+	if (ret == 0) {
+		*out = l.e ? l.e : calloc(1, sizeof(*l.e));
+		*count = l.n;
+		if (*out == NULL)
+			ret = -ENOMEM;
+		l.e = NULL;
+	}
+out:
+	free(l.e);
+	if (h)
+		store_svol_unref(h);
+	pthread_mutex_unlock(&store->lock);
+	return ret;
+}
+
+/* ---- rollback ---- */
+
+struct sync_wait {
+	int calls, status;
+};
+
+static void sync_cb(void *cb_arg, int status)
+{
+	struct sync_wait *w = cb_arg;
+
+	w->calls++;
+	w->status = status;
+}
+
+static int sync_run(struct tsr_io *io, int ret, struct sync_wait *w)
+{
+	if (ret)
+		return ret;
+	while (w->calls == 0) {
+		if (tsr_io_submit(io) < 0 || tsr_io_poll(io, 0, tsr_io_inflight(io) > 0) < 0)
+			return -EIO;
+	}
+	return w->status;
+}
+
+#define RB_CHUNK 256u
+
+static bool block_is_zero(const uint8_t *p)
+{
+	const uint64_t *w = (const uint64_t *)(const void *)p;
+	size_t i;
+
+	for (i = 0; i < TSR_BLOCK_SIZE / 8; i++)
+		if (w[i])
+			return false;
+	return true;
+}
+
+/* Head blocks [first, first+n) := the image of l (union bits in mask). */
+static int rollback_chunk(struct tsr_svol *h, struct layer *l, struct tsr_io *io, uint8_t *buf,
+			  uint64_t first, uint64_t n, const uint8_t *want)
+{
+	struct sync_wait w = {0};
+	uint64_t i, j;
+	int ret;
+
+	ret = sync_run(io,
+		       image_read(h, l, h, io, first << STORE_BLOCK_SHIFT, n << STORE_BLOCK_SHIFT,
+				  buf, sync_cb, &w),
+		       &w);
+	for (i = 0; ret == 0 && i < n;) {
+		bool z;
+
+		if (!want[i]) {
+			i++;
+			continue;
+		}
+		z = block_is_zero(buf + (i << STORE_BLOCK_SHIFT));
+		for (j = i + 1; j < n && want[j] &&
+				block_is_zero(buf + (j << STORE_BLOCK_SHIFT)) == z;
+		     j++)
+			;
+		memset(&w, 0, sizeof(w));
+		if (z)
+			ret = sync_run(io,
+				       tsr_svol_trim(h, io, (first + i) << STORE_BLOCK_SHIFT,
+						     (j - i) << STORE_BLOCK_SHIFT, sync_cb, &w),
+				       &w);
+		else
+			ret = sync_run(io,
+				       tsr_svol_write(h, io, (first + i) << STORE_BLOCK_SHIFT,
+						      (uint32_t)((j - i) << STORE_BLOCK_SHIFT),
+						      buf + (i << STORE_BLOCK_SHIFT), 0, sync_cb,
+						      &w),
+				       &w);
+		i = j;
+	}
+	return ret;
+}
+
+static int rollback_run(struct tsr_svol *h, const struct snap_row *s)
+{
+	struct tsr_io_opts o = {.kind = TSR_IO_AUTO, .queue_depth = 64};
+	struct layer_chain *c = chain_load(h);
+	unsigned k = chain_index(c, s->uuid), j;
+	uint64_t nblk = s->size >> STORE_BLOCK_SHIFT, first, b, size;
+	struct sync_wait w = {0};
+	uint8_t want[RB_CHUNK];
+	struct tsr_io *io = NULL;
+	uint8_t *buf = NULL;
+	int ret;
+
+	if (k == UINT32_MAX)
+		return -EIO;
+	ret = tsr_io_create(&o, &io);
+	if (ret)
+		return ret;
+	buf = tsr_alloc_aligned((size_t)RB_CHUNK << STORE_BLOCK_SHIFT);
+	if (buf == NULL) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (first = 0; first < nblk && ret == 0; first += RB_CHUNK) {
+		uint64_t n = nblk - first < RB_CHUNK ? nblk - first : RB_CHUNK;
+		bool any = false;
+
+		for (b = 0; b < n; b++) {
+			want[b] = 0;
+			for (j = k; j < c->n && !want[b]; j++)
+				want[b] = bit_test(c->l[j]->present, first + b);
+			any = any || want[b];
+		}
+		if (any)
+			ret = rollback_chunk(h, c->l[k], io, buf, first, n, want);
+	}
+	size = tsr_svol_size(h);
+	if (ret == 0 && size > s->size) /* blocks the snapshot did not have read as zeros */
+		ret = sync_run(io, tsr_svol_trim(h, io, s->size, size - s->size, sync_cb, &w), &w);
+	memset(&w, 0, sizeof(w));
+	if (ret == 0)
+		ret = sync_run(io, tsr_svol_flush(h, io, sync_cb, &w), &w);
+out:
+	tsr_free_aligned(buf);
+	tsr_io_destroy(io);
+	return ret;
+}
+
+int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char *snap)
+{
+	struct tsr_svol *h = NULL;
+	struct snap_row s;
+	struct vol_row v;
+	int ret;
+
+	pthread_mutex_lock(&store->lock);
+	ret = get_vol(store, "rollback", vol, &v);
+	if (ret == 0)
+		ret = get_snap(store, "rollback", &v, snap, &s);
+	if (ret)
+		goto out;
+	h = store_find_open_uuid(store, v.uuid);
+	if (h && (h->opens > 0 || h->ro_handles > 0)) {
+		tsr_error("rollback: volume %s is open; detach it first", vol);
+		ret = -EBUSY;
+		h = NULL;
+		goto out;
+	}
+	h = NULL;
+	if (!(v.flags & VOL_ROLLBACK)) {
+		v.flags |= VOL_ROLLBACK;
+		ret = catalog_update_row(store->db, v.name, &v);
+		if (ret)
+			goto out;
+	}
+	ret = store_svol_get_uuid(store, v.uuid, &h);
+	if (ret == 0)
+		ret = rollback_run(h, &s);
+	if (ret) {
+		tsr_error("rollback: volume %s to %s: %s; run it again to finish", vol, snap,
+			  strerror(-ret));
+		goto out;
+	}
+	v.flags &= ~VOL_ROLLBACK;
+	ret = catalog_update_row(store->db, v.name, &v);
+	if (ret == 0)
+		tsr_info("rollback: volume %s is %s again", vol, snap);
+out:
+	if (h)
+		store_svol_unref(h);
+	pthread_mutex_unlock(&store->lock);
+	return ret;
 }

@@ -97,6 +97,18 @@ static int fsync_voldir(const struct tsr_store *store)
 	return fsync_path(path);
 }
 
+int store_fsync_voldir(const struct tsr_store *store)
+{
+	return fsync_voldir(store);
+}
+
+static void make_uuid(char out[37]);
+
+void store_make_uuid(char out[37])
+{
+	make_uuid(out);
+}
+
 static void make_uuid(char out[37])
 {
 	uint8_t b[16];
@@ -122,6 +134,9 @@ void store_svol_free(struct tsr_svol *svol)
 
 	if (svol == NULL)
 		return;
+	snap_detach(svol);
+	own_bits_close(&svol->own);
+	pthread_mutex_destroy(&svol->cow_lock);
 	blockmeta_close(&svol->meta);
 	if (svol->dev_offset < 0) {
 		for (i = 0; i < STORE_MAX_SEGS; i++) {
@@ -164,6 +179,8 @@ int store_svol_load(struct tsr_store *store, const struct vol_row *row, struct t
 	if (svol == NULL)
 		return -ENOMEM;
 	svol->meta.crc_fd = svol->meta.dirty_fd = -1;
+	svol->own.fd = -1;
+	pthread_mutex_init(&svol->cow_lock, NULL);
 	for (i = 0; i < STORE_MAX_SEGS; i++)
 		atomic_init(&svol->seg_fd[i], -1);
 	svol->store = store;
@@ -219,6 +236,10 @@ static void svol_close(struct tsr_svol *svol)
 	}
 	if (blockmeta_sync(&svol->meta))
 		ok = false;
+	if (svol->is_clone && fdatasync(svol->own.fd) < 0) {
+		tsr_error("close: volume %s: sync clone bitmap: %s", svol->name, strerror(errno));
+		ok = false;
+	}
 	/* the bitmap may only be cleared once data and entries are durable, and
 	 * not after a failed write: the next open normalizes those entries */
 	if (ok && atomic_load(&svol->write_failed))
@@ -230,6 +251,70 @@ static void svol_close(struct tsr_svol *svol)
 	store_svol_free(svol);
 }
 
+struct tsr_svol *store_find_open_uuid(struct tsr_store *store, const char *uuid)
+{
+	struct tsr_svol *svol;
+
+	for (svol = store->open_vols; svol; svol = svol->next)
+		if (strcmp(svol->uuid, uuid) == 0)
+			return svol;
+	return NULL;
+}
+
+/* Load a head with its snapshots and parent and list it (store->lock held). */
+static int svol_load_listed(struct tsr_store *store, const struct vol_row *row,
+			    struct tsr_svol **out)
+{
+	struct tsr_svol *svol;
+	int ret = store_svol_load(store, row, &svol);
+
+	if (ret)
+		return ret;
+	ret = snap_attach(svol, row);
+	if (ret) {
+		store_svol_free(svol);
+		return ret;
+	}
+	svol->refs = 1;
+	svol->next = store->open_vols;
+	store->open_vols = svol;
+	*out = svol;
+	return 0;
+}
+
+int store_svol_get_uuid(struct tsr_store *store, const char *uuid, struct tsr_svol **out)
+{
+	struct tsr_svol *svol = store_find_open_uuid(store, uuid);
+	struct vol_row row;
+	int ret;
+
+	if (svol) {
+		svol->refs++;
+		*out = svol;
+		return 0;
+	}
+	ret = catalog_get_uuid(store->db, uuid, &row);
+	if (ret)
+		return ret == -ENOENT ? -EIO : ret;
+	return svol_load_listed(store, &row, out);
+}
+
+void store_svol_unref(struct tsr_svol *svol)
+{
+	struct tsr_store *store = svol->store;
+	struct tsr_svol **pp;
+
+	if (--svol->refs)
+		return;
+	for (pp = &store->open_vols; *pp; pp = &(*pp)->next) {
+		if (*pp == svol) {
+			*pp = svol->next;
+			break;
+		}
+	}
+	svol_close(svol);
+}
+
 int tsr_store_vol_open(struct tsr_store *store, const char *name, struct tsr_svol **out)
 {
 	struct tsr_svol *svol;
@@ -237,23 +322,25 @@ int tsr_store_vol_open(struct tsr_store *store, const char *name, struct tsr_svo
 	int ret;
 
 	pthread_mutex_lock(&store->lock);
-	for (svol = store->open_vols; svol; svol = svol->next) {
-		if (strcmp(svol->name, name) == 0) {
-			svol->refs++;
-			*out = svol;
-			pthread_mutex_unlock(&store->lock);
-			return 0;
-		}
-	}
 	ret = catalog_get(store->db, name, &row);
-	if (ret == 0)
-		ret = store_svol_load(store, &row, &svol);
-	if (ret == 0) {
-		svol->refs = 1;
-		svol->next = store->open_vols;
-		store->open_vols = svol;
-		*out = svol;
+	if (ret == 0 && (row.flags & VOL_ROLLBACK)) {
+		tsr_error("open: volume %s: a rollback was interrupted; run it again to finish it",
+			  name);
+		ret = -EAGAIN;
 	}
+	if (ret)
+		goto out;
+	svol = store_find_open_uuid(store, row.uuid);
+	if (svol) {
+		svol->refs++;
+	} else {
+		ret = svol_load_listed(store, &row, &svol);
+		if (ret)
+			goto out;
+	}
+	svol->opens++;
+	*out = svol;
+out:
 	pthread_mutex_unlock(&store->lock);
 	return ret;
 }
@@ -261,20 +348,23 @@ int tsr_store_vol_open(struct tsr_store *store, const char *name, struct tsr_svo
 void tsr_svol_put(struct tsr_svol *svol)
 {
 	struct tsr_store *store;
-	struct tsr_svol **pp;
 
 	if (svol == NULL)
 		return;
 	store = svol->store;
 	pthread_mutex_lock(&store->lock);
-	if (--svol->refs == 0) {
-		for (pp = &store->open_vols; *pp; pp = &(*pp)->next) {
-			if (*pp == svol) {
-				*pp = svol->next;
-				break;
-			}
-		}
-		svol_close(svol);
+	if (svol->ro_layer) {
+		struct tsr_svol *base = svol->base;
+
+		svol->ro_layer = NULL;
+		svol->base = NULL;
+		base->ro_handles--;
+		store_svol_unref(base);
+		pthread_mutex_destroy(&svol->cow_lock);
+		free(svol);
+	} else {
+		svol->opens--;
+		store_svol_unref(svol);
 	}
 	pthread_mutex_unlock(&store->lock);
 }
@@ -381,6 +471,47 @@ static void remove_files(struct tsr_store *store, const char *uuid, uint64_t siz
 	unlink(path);
 	store_meta_path(store, uuid, "dirty", path);
 	unlink(path);
+	store_meta_path(store, uuid, "present", path);
+	unlink(path);
+}
+
+void store_remove_files(struct tsr_store *store, const char *uuid, uint64_t size)
+{
+	remove_files(store, uuid, size);
+}
+
+int store_create_head_files(struct tsr_store *store, const char *uuid, uint64_t size, bool clone)
+{
+	char crc_path[PATH_MAX], dirty_path[PATH_MAX];
+	unsigned i;
+	int fd, ret;
+
+	for (i = 0; i < seg_count(size); i++) {
+		fd = open_segment(store, uuid, i, O_CREAT | O_EXCL);
+		if (fd < 0)
+			return fd;
+		if (ftruncate(fd, (off_t)seg_len(size, i)) < 0 || fsync(fd) < 0) {
+			ret = -errno;
+			tsr_error("create: %s: size data file: %s", uuid, strerror(-ret));
+			close(fd);
+			return ret;
+		}
+		close(fd);
+	}
+	store_meta_path(store, uuid, "crc", crc_path);
+	store_meta_path(store, uuid, "dirty", dirty_path);
+	ret = blockmeta_create_files(crc_path, dirty_path, size);
+	if (ret || !clone)
+		return ret;
+	store_meta_path(store, uuid, "present", crc_path);
+	fd = open(crc_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)present_file_size(size)) < 0 || fsync(fd) < 0) {
+		ret = -errno;
+		tsr_error("create: %s: %s", crc_path, strerror(-ret));
+	}
+	if (fd >= 0)
+		close(fd);
+	return ret;
 }
 
 /* First fit for size bytes on the device (store->lock held).  -ENOSPC. */
@@ -489,18 +620,25 @@ out:
 
 int tsr_store_vol_delete(struct tsr_store *store, const char *name)
 {
+	struct tsr_svol *svol;
 	struct vol_row row;
 	int ret;
 
 	pthread_mutex_lock(&store->lock);
-	if (find_open(store, name)) {
-		tsr_error("delete: volume %s is open; detach it first", name);
-		ret = -EBUSY;
-		goto out;
-	}
 	ret = catalog_get(store->db, name, &row);
 	if (ret)
 		goto out;
+	svol = store_find_open_uuid(store, row.uuid);
+	if (svol && (svol->opens > 0 || svol->ro_handles > 0)) {
+		tsr_error("delete: volume %s is open (or one of its snapshots is); detach it first",
+			  name);
+		ret = -EBUSY;
+		goto out;
+	}
+	if (row.dev_offset < 0) { /* snapshots, clones: snap.c */
+		ret = snap_volume_delete(store, &row);
+		goto out;
+	}
 	ret = catalog_delete(store->db, name);
 	if (ret)
 		goto out;
@@ -625,6 +763,21 @@ int tsr_store_vol_resize(struct tsr_store *store, const char *name, uint64_t new
 		ret = grow_closed_meta(store, &row, new_size);
 	if (ret)
 		goto out;
+	if (svol && svol->is_clone) { /* a clone's own bits cover its whole size */
+		ret = own_bits_grow(&svol->own, new_size);
+	} else if (row.parent[0]) {
+		char path[PATH_MAX];
+
+		store_meta_path(store, row.uuid, "present", path);
+		fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd < 0 || ftruncate(fd, (off_t)present_file_size(new_size)) < 0 ||
+		    fsync(fd) < 0)
+			ret = -errno;
+		if (fd >= 0)
+			close(fd);
+	}
+	if (ret)
+		goto out;
 	ret = fsync_voldir(store);
 	if (ret)
 		goto out;
@@ -658,7 +811,7 @@ int tsr_store_vol_list(struct tsr_store *store, struct tsr_vol_info **out, size_
 {
 	struct tsr_vol_info *infos;
 	struct vol_row *rows;
-	size_t n, i;
+	size_t n, i, j;
 	int ret;
 
 	pthread_mutex_lock(&store->lock);
@@ -671,11 +824,12 @@ int tsr_store_vol_list(struct tsr_store *store, struct tsr_vol_info **out, size_
 		ret = -ENOMEM;
 		goto out;
 	}
-	for (i = 0; i < n; i++)
-		row_to_info(store, &rows[i], &infos[i]);
+	for (i = 0, j = 0; i < n; i++)
+		if (!(rows[i].flags & VOL_HIDDEN))
+			row_to_info(store, &rows[i], &infos[j++]);
 	free(rows);
 	*out = infos;
-	*count = n;
+	*count = j;
 out:
 	pthread_mutex_unlock(&store->lock);
 	return ret;
@@ -687,17 +841,23 @@ out:
 static void remove_leftovers(struct tsr_store *store)
 {
 	char path[PATH_MAX];
+	struct snap_row *srows;
 	struct vol_row *rows;
 	struct dirent *de;
-	size_t n, i;
+	size_t n, i, sn;
 	DIR *d;
 
 	if (catalog_list(store->db, false, &rows, &n))
 		return;
+	if (catalog_snap_list(store->db, NULL, &srows, &sn)) {
+		free(rows);
+		return;
+	}
 	snprintf(path, sizeof(path), "%s/volumes", store->dir);
 	d = opendir(path);
 	if (d == NULL) {
 		free(rows);
+		free(srows);
 		return;
 	}
 	while ((de = readdir(d))) {
@@ -708,6 +868,11 @@ static void remove_leftovers(struct tsr_store *store)
 				break;
 		if (i < n)
 			continue;
+		for (i = 0; i < sn; i++) /* a snapshot layer's files */
+			if (strncmp(de->d_name, srows[i].uuid, 36) == 0 && de->d_name[36] == '.')
+				break;
+		if (i < sn)
+			continue;
 		snprintf(path, sizeof(path), "%s/volumes/%s", store->dir, de->d_name);
 		tsr_warn("open: removing %s: it belongs to no volume (left by an interrupted "
 			 "create or delete)",
@@ -716,6 +881,7 @@ static void remove_leftovers(struct tsr_store *store)
 	}
 	closedir(d);
 	free(rows);
+	free(srows);
 }
 
 static void recover_all(struct tsr_store *store, bool clean)
@@ -862,6 +1028,7 @@ int tsr_store_open(const char *dir, const struct tsr_store_opts *opts, struct ts
 	}
 	remove_leftovers(store);
 	recover_all(store, clean || fresh);
+	snap_recover(store);
 	*out = store;
 	return 0;
 err:

@@ -1,0 +1,432 @@
+/*
+ * Copy-on-write of head writes into the newest snapshot (store.h model).
+ *
+ * Before block b of the head is written, trimmed or zeroed while the volume
+ * has snapshots and the newest one, Sn, lacks b (b below Sn's size), the
+ * head's current content of b (an image read of the head: a clone's head may
+ * take it from its parent) is copied into Sn:
+ *   1. claim the range (svol->cow_busy, under cow_lock; cow_inflight counts
+ *      claims): a writer of a claimed block waits (it retries through a
+ *      no-op read on its own io, so no thread ever blocks and no other
+ *      thread's io is touched);
+ *   2. read the head's blocks that are not zeros;
+ *   3. write them into Sn's data file (FUA);
+ *   4. store their crc entries {c, c} (0 for zero blocks), fdatasync Sn's .crc;
+ *   5. set their present bits, fdatasync Sn's .present;
+ *   6. release the claim, then issue the head operation (data.c *_go).
+ * Steps 4 and 5 are ordered because the kernel may write back a mapped page
+ * at any time: a durable bit always has a durable entry and data behind it.
+ * One copy handles up to COW_CHUNK blocks of a request with one set of syncs
+ * (a 1 MiB write after a snapshot costs one read, one write, two fdatasyncs).
+ * Zero blocks cost no read or write (entry 0 and the bit); a trim or zeroing
+ * of a block that reads zeros already needs no copy at all.
+ *
+ * Fast path (cow_needed): the volume has no snapshot, or Sn holds every block
+ * of the range and no copy is in flight: bits are loaded before cow_inflight,
+ * and a copy raises cow_inflight before it sets a bit, so a set bit seen with
+ * no copy in flight is a durable one.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/internal.h"
+
+#define COW_CHUNK 256u /* blocks: 1 MiB */
+
+struct cow_busy {
+	uint64_t first, last; /* blocks claimed */
+	struct cow_busy *next;
+};
+
+struct cow_op {
+	struct tsr_svol *svol;
+	struct tsr_io *io;
+	enum cow_kind kind;
+	uint64_t offset, len;
+	const void *buf;
+	unsigned flags;
+	tsr_cb cb_fn;
+	void *cb_arg;
+	bool async;            /* a completion may have run: report errors by callback */
+	struct layer *target;  /* Sn when the request started */
+	uint64_t pos, end;     /* blocks still to consider: [pos, end) */
+	uint64_t cfirst, cn;   /* the chunk being copied */
+	struct cow_busy busy;  /* its claim */
+	uint8_t need[COW_CHUNK]; /* 0 nothing, 1 zero block, 2 data block */
+	uint8_t *cbuf;         /* COW_CHUNK blocks */
+	uint64_t rfirst;       /* first block read into cbuf */
+	uint64_t wcursor;      /* next block of the chunk to write */
+	int pending;
+	int status;
+	struct iovec iov[COW_CHUNK];
+	struct iovec tramp;
+};
+
+static bool range_all_present(const struct layer *l, uint64_t b, uint64_t end)
+{
+	while (b < end) {
+		if (b % 64 == 0 && b + 64 <= end) {
+			if (__atomic_load_n(&l->present[b / 64], __ATOMIC_SEQ_CST) != UINT64_MAX)
+				return false;
+			b += 64;
+			continue;
+		}
+		if (!bit_test(l->present, b))
+			return false;
+		b++;
+	}
+	return true;
+}
+
+bool cow_needed(struct tsr_svol *svol, uint64_t offset, uint64_t len)
+{
+	struct layer_chain *c = chain_load(svol);
+	struct layer *t;
+	uint64_t first, end;
+
+	if (c == NULL || c->n == 0)
+		return false;
+	t = c->l[c->n - 1];
+	first = offset >> STORE_BLOCK_SHIFT;
+	end = (offset + len) >> STORE_BLOCK_SHIFT;
+	if (end > t->size >> STORE_BLOCK_SHIFT)
+		end = t->size >> STORE_BLOCK_SHIFT;
+	if (first < end && !range_all_present(t, first, end))
+		return true;
+	return atomic_load(&svol->cow_inflight) != 0;
+}
+
+static void cow_free(struct cow_op *op)
+{
+	tsr_free_aligned(op->cbuf);
+	free(op);
+}
+
+/* The copies are done: run the head operation itself. */
+static int cow_resume(struct cow_op *op)
+{
+	struct tsr_svol *svol = op->svol;
+	int ret;
+
+	switch (op->kind) {
+	case COW_WRITE:
+		ret = data_write_go(svol, op->io, op->offset, (uint32_t)op->len, op->buf, op->flags,
+				    op->cb_fn, op->cb_arg);
+		break;
+	case COW_TRIM:
+		ret = data_trim_go(svol, op->io, op->offset, op->len, op->flags, op->cb_fn,
+				   op->cb_arg);
+		break;
+	default:
+		ret = data_zeroes_go(svol, op->io, op->offset, op->len, op->flags, op->cb_fn,
+				     op->cb_arg);
+		break;
+	}
+	svol_write_end(svol); /* after the head operation counted itself */
+	return ret;
+}
+
+/* End of the request: error or resume.  Returns what the caller of
+ * cow_start gets when still synchronous. */
+static int cow_done(struct cow_op *op, int err)
+{
+	tsr_cb cb_fn = op->cb_fn;
+	void *cb_arg = op->cb_arg;
+	bool async = op->async;
+
+	if (err == 0)
+		err = cow_resume(op);
+	else
+		svol_write_end(op->svol);
+	cow_free(op);
+	if (err && async) {
+		cb_fn(cb_arg, err);
+		return 0;
+	}
+	return err;
+}
+
+static void release_claim(struct cow_op *op)
+{
+	struct tsr_svol *svol = op->svol;
+	struct cow_busy **pp;
+
+	pthread_mutex_lock(&svol->cow_lock);
+	for (pp = &svol->cow_busy; *pp; pp = &(*pp)->next) {
+		if (*pp == &op->busy) {
+			*pp = op->busy.next;
+			break;
+		}
+	}
+	atomic_fetch_sub(&svol->cow_inflight, 1);
+	pthread_mutex_unlock(&svol->cow_lock);
+}
+
+static int cow_step(struct cow_op *op);
+
+static void cow_fail(struct cow_op *op, int err)
+{
+	tsr_error("snapshot copy: volume %s blocks %llu+%llu: %s", op->svol->name,
+		  (unsigned long long)op->cfirst, (unsigned long long)op->cn, strerror(-err));
+	release_claim(op);
+	cow_done(op, err);
+}
+
+static void cow_retry(void *cb_arg, int res)
+{
+	struct cow_op *op = cb_arg;
+
+	(void)res;
+	op->async = true;
+	cow_step(op);
+}
+
+static void present_synced(void *cb_arg, int res)
+{
+	struct cow_op *op = cb_arg;
+
+	if (res < 0) {
+		cow_fail(op, res);
+		return;
+	}
+	release_claim(op);
+	op->pos = op->cfirst + op->cn;
+	cow_step(op);
+}
+
+static void crc_synced(void *cb_arg, int res)
+{
+	struct cow_op *op = cb_arg;
+	uint64_t i;
+	int ret;
+
+	if (res < 0) {
+		cow_fail(op, res);
+		return;
+	}
+	for (i = 0; i < op->cn; i++)
+		if (op->need[i])
+			bit_set(op->target->present, op->cfirst + i);
+	ret = tsr_io_fsync(op->io, op->target->present_fd, true, present_synced, op);
+	if (ret)
+		cow_fail(op, ret);
+}
+
+/* Data is in the layer: entries, then bits. */
+static void cow_entries(struct cow_op *op)
+{
+	uint64_t i;
+	int ret;
+
+	for (i = 0; i < op->cn; i++) {
+		uint64_t b = op->cfirst + i;
+		uint64_t e = 0;
+
+		if (op->need[i] == 0)
+			continue;
+		if (op->need[i] == 2) {
+			uint32_t c = blockmeta_block_crc(op->cbuf +
+							 ((b - op->rfirst) << STORE_BLOCK_SHIFT));
+
+			e = entry_make(c, c);
+		}
+		entry_store(&op->target->crc[b], e);
+	}
+	ret = tsr_io_fsync(op->io, op->target->crc_fd, true, crc_synced, op);
+	if (ret)
+		cow_fail(op, ret);
+}
+
+static void write_done(void *cb_arg, int res);
+
+/* Write runs of data blocks to the layer, a few at a time. */
+static int write_runs(struct cow_op *op)
+{
+	while (op->pending < 8 && op->wcursor < op->cn) {
+		uint64_t i = op->wcursor, j, fd_off, max;
+		uint64_t off;
+		int fd, ret;
+
+		if (op->need[i] != 2) {
+			op->wcursor++;
+			continue;
+		}
+		off = (op->cfirst + i) << STORE_BLOCK_SHIFT;
+		fd = layer_fd(op->target, off, &fd_off, &max);
+		for (j = i + 1; j < op->cn && op->need[j] == 2 && ((j - i) << STORE_BLOCK_SHIFT) < max;
+		     j++)
+			;
+		op->iov[i].iov_base = op->cbuf + ((op->cfirst + i - op->rfirst) << STORE_BLOCK_SHIFT);
+		op->iov[i].iov_len = (j - i) << STORE_BLOCK_SHIFT;
+		ret = tsr_io_writev(op->io, fd, &op->iov[i], 1, fd_off, TSR_IO_FUA, write_done, op);
+		if (ret == -EAGAIN && op->pending > 0)
+			return 0;
+		if (ret)
+			return ret;
+		op->pending++;
+		op->wcursor = j;
+	}
+	return 0;
+}
+
+static void write_done(void *cb_arg, int res)
+{
+	struct cow_op *op = cb_arg;
+	int ret;
+
+	op->pending--;
+	if (res < 0 && op->status == 0)
+		op->status = res;
+	if (op->status == 0 && op->wcursor < op->cn) {
+		ret = write_runs(op);
+		if (ret)
+			op->status = ret;
+	}
+	if (op->pending)
+		return;
+	if (op->status) {
+		cow_fail(op, op->status);
+		return;
+	}
+	cow_entries(op);
+}
+
+static void read_done(void *cb_arg, int res)
+{
+	struct cow_op *op = cb_arg;
+	int ret;
+
+	if (res < 0) {
+		cow_fail(op, res);
+		return;
+	}
+	op->wcursor = 0;
+	op->status = 0;
+	op->pending = 0;
+	ret = write_runs(op);
+	if (ret && op->pending == 0) {
+		cow_fail(op, ret);
+		return;
+	}
+	if (ret)
+		op->status = ret;
+}
+
+/* Claim the next chunk that needs a copy and start copying it; when nothing
+ * is left, run the head operation.  Returns what cow_start returns while
+ * still synchronous. */
+static int cow_step(struct cow_op *op)
+{
+	struct tsr_svol *svol = op->svol;
+	struct cow_busy *c;
+	uint64_t i, last_data, first_data;
+	int ret;
+
+	while (op->pos < op->end) {
+		uint64_t first = op->pos;
+		uint64_t n = op->end - first < COW_CHUNK ? op->end - first : COW_CHUNK;
+		bool any = false;
+
+		if (range_all_present(op->target, first, first + n) &&
+		    atomic_load(&svol->cow_inflight) == 0) {
+			op->pos += n;
+			continue;
+		}
+		pthread_mutex_lock(&svol->cow_lock);
+		for (c = svol->cow_busy; c; c = c->next)
+			if (c->first < first + n && first <= c->last)
+				break;
+		if (c) { /* another copy of these blocks is running: wait for it */
+			pthread_mutex_unlock(&svol->cow_lock);
+			ret = data_trampoline(svol->store, op->io, &op->tramp, cow_retry, op);
+			if (ret)
+				return cow_done(op, ret);
+			return 0;
+		}
+		first_data = UINT64_MAX;
+		last_data = 0;
+		for (i = 0; i < n; i++) {
+			uint64_t b = first + i;
+
+			op->need[i] = 0;
+			if (bit_test(op->target->present, b))
+				continue;
+			if (image_zero(svol, NULL, b)) {
+				/* a trim of zeros changes nothing the snapshot could see */
+				if (op->kind != COW_WRITE)
+					continue;
+				op->need[i] = 1;
+			} else {
+				op->need[i] = 2;
+				if (first_data == UINT64_MAX)
+					first_data = b;
+				last_data = b;
+			}
+			any = true;
+		}
+		if (!any) {
+			pthread_mutex_unlock(&svol->cow_lock);
+			op->pos += n;
+			continue;
+		}
+		op->busy.first = first;
+		op->busy.last = first + n - 1;
+		op->busy.next = svol->cow_busy;
+		svol->cow_busy = &op->busy;
+		atomic_fetch_add(&svol->cow_inflight, 1);
+		pthread_mutex_unlock(&svol->cow_lock);
+		op->cfirst = first;
+		op->cn = n;
+		if (first_data == UINT64_MAX) {
+			op->async = true; /* the fsync below completes later */
+			cow_entries(op);
+			return 0;
+		}
+		if (op->cbuf == NULL) {
+			op->cbuf = tsr_alloc_aligned((size_t)COW_CHUNK << STORE_BLOCK_SHIFT);
+			if (op->cbuf == NULL) {
+				release_claim(op);
+				return cow_done(op, -ENOMEM);
+			}
+		}
+		op->rfirst = first_data;
+		ret = image_read(svol, NULL, svol, op->io, first_data << STORE_BLOCK_SHIFT,
+				 (last_data - first_data + 1) << STORE_BLOCK_SHIFT, op->cbuf,
+				 read_done, op);
+		if (ret) {
+			release_claim(op);
+			return cow_done(op, ret);
+		}
+		op->async = true;
+		return 0;
+	}
+	return cow_done(op, 0);
+}
+
+int cow_start(struct tsr_svol *svol, struct tsr_io *io, enum cow_kind kind, uint64_t offset,
+	      uint64_t len, const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
+{
+	struct layer_chain *c = chain_load(svol);
+	struct cow_op *op = calloc(1, sizeof(*op));
+	uint64_t end;
+
+	if (op == NULL)
+		return -ENOMEM;
+	svol_write_begin(svol);
+	op->svol = svol;
+	op->io = io;
+	op->kind = kind;
+	op->offset = offset;
+	op->len = len;
+	op->buf = buf;
+	op->flags = flags;
+	op->cb_fn = cb_fn;
+	op->cb_arg = cb_arg;
+	op->target = c->l[c->n - 1];
+	op->pos = offset >> STORE_BLOCK_SHIFT;
+	end = (offset + len) >> STORE_BLOCK_SHIFT;
+	op->end = end < (op->target->size >> STORE_BLOCK_SHIFT) ? end
+								 : op->target->size >> STORE_BLOCK_SHIFT;
+	return cow_step(op);
+}
