@@ -250,12 +250,17 @@ struct nbd_tx_state {
  * allowed for it, alignment to NBD_MIN_BLOCK, range and maximum size.
  * Returns 0 or an NBD error value (NBD_EINVAL, NBD_ENOSPC, NBD_ENOTSUP).
  * DISC and FLUSH take no range.  READ and WRITE are limited to
- * NBD_MAX_BLOCK; TRIM, WRITE_ZEROES and BLOCK_STATUS are not.
+ * NBD_MAX_BLOCK; TRIM, WRITE_ZEROES and BLOCK_STATUS are not.  On a
+ * read-only export (tflags NBD_FLAG_READ_ONLY) WRITE, TRIM and WRITE_ZEROES
+ * get NBD_EPERM whatever their flags and range.
  */
 uint32_t nbd_check_request(const struct nbd_request *req, const struct nbd_tx_state *tx);
 
 /* Transmission flags we send, given whether structured replies were acked. */
 uint16_t nbd_transmission_flags(bool structured);
+/* The same for a read-only export (a snapshot, "VOL@SNAP"): READ_ONLY set,
+ * the write-only flags (FUA, TRIM, WRITE_ZEROES, FAST_ZERO) cleared. */
+uint16_t nbd_read_only_flags(uint16_t tflags);
 /* -errno (from vol.h) to an NBD error value; 0 stays 0. */
 uint32_t nbd_errno_to_nbd(int err);
 
@@ -297,6 +302,7 @@ struct nbd_export {
 	void *handle;        /* owner's (a struct tsr_vol *), NULL when none */
 	uint64_t size;
 	const char *name;    /* canonical name, valid while handle is held */
+	bool read_only;      /* a snapshot ("VOL@SNAP"): NBD_FLAG_READ_ONLY */
 };
 
 /* How the handshake learns about exports (the connection: vol.h and store.h;

@@ -131,6 +131,8 @@ static int opt_export_name(struct nbd_hs *hs, const uint8_t *data, uint32_t len)
 		return -EPROTO;
 	}
 	hs->tflags = nbd_transmission_flags(hs->structured);
+	if (hs->export.read_only)
+		hs->tflags = nbd_read_only_flags(hs->tflags);
 	hs->meta = meta_applies(hs, name);
 	n = nbd_encode_export_name_reply(rep, hs->export.size, hs->tflags, hs->no_zeroes);
 	hs->state = NBD_HS_DONE;
@@ -208,6 +210,8 @@ static int opt_info_go(struct nbd_hs *hs, uint32_t option, const uint8_t *data, 
 	}
 
 	tflags = nbd_transmission_flags(hs->structured);
+	if (exp.read_only)
+		tflags = nbd_read_only_flags(tflags);
 	nbd_encode_info_export(info, exp.size, tflags);
 	ret = reply(hs, option, NBD_REP_INFO, info, 12);
 	if (ret == 0 && want_name) {
@@ -221,12 +225,13 @@ static int opt_info_go(struct nbd_hs *hs, uint32_t option, const uint8_t *data, 
 		}
 	}
 	if (ret == 0 && want_desc) {
-		static const char desc[] = "Tessera volume";
-		uint8_t buf[2 + sizeof(desc)];
+		const char *desc = exp.read_only ? "Tessera snapshot (read-only)" : "Tessera volume";
+		size_t n = strlen(desc);
+		uint8_t buf[2 + 64];
 
 		nbd_put16(buf, NBD_INFO_DESCRIPTION);
-		memcpy(buf + 2, desc, sizeof(desc) - 1);
-		ret = reply(hs, option, NBD_REP_INFO, buf, (uint32_t)(2 + sizeof(desc) - 1));
+		memcpy(buf + 2, desc, n);
+		ret = reply(hs, option, NBD_REP_INFO, buf, (uint32_t)(2 + n));
 	}
 	if (ret == 0) {
 		/* Always sent: our constraints are not the defaults. */

@@ -167,6 +167,11 @@ uint32_t nbd_check_request(const struct nbd_request *req, const struct nbd_tx_st
 	default:
 		return NBD_EINVAL; /* unknown command, and CACHE (not advertised) */
 	}
+	/* spec: a write to a read-only export SHOULD fail with EPERM */
+	if ((tx->tflags & NBD_FLAG_READ_ONLY) &&
+	    (req->type == NBD_CMD_WRITE || req->type == NBD_CMD_TRIM ||
+	     req->type == NBD_CMD_WRITE_ZEROES))
+		return NBD_EPERM;
 	if (req->flags & ~allowed_flags(req->type, tx->tflags))
 		return NBD_EINVAL;
 	/* DISC and FLUSH carry no range ("reserved, MUST be zero"): ignore it. */
@@ -205,6 +210,14 @@ uint16_t nbd_transmission_flags(bool structured)
 	if (structured)
 		f |= NBD_FLAG_SEND_DF;
 	return f;
+}
+
+uint16_t nbd_read_only_flags(uint16_t tflags)
+{
+	tflags |= NBD_FLAG_READ_ONLY;
+	tflags &= (uint16_t)~(NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES |
+			      NBD_FLAG_SEND_FAST_ZERO);
+	return tflags;
 }
 
 uint32_t nbd_errno_to_nbd(int err)

@@ -142,6 +142,8 @@ static int export_open(void *arg, const char *name, struct nbd_export *out)
 	out->handle = vol;
 	out->size = tsr_vol_size(vol);
 	out->name = tsr_vol_name(vol);
+	/* "VOL@SNAP" (vol.c): a snapshot's image, read-only */
+	out->read_only = strchr(out->name, '@') != NULL;
 	return 0;
 }
 

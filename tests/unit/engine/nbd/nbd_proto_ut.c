@@ -237,6 +237,36 @@ static void test_request_check(void **state)
 	}
 }
 
+/* A snapshot export: READ_ONLY, no write-only flags, writes refused with EPERM. */
+static void test_read_only_export(void **state)
+{
+	struct nbd_tx_state tx = { .tflags = nbd_read_only_flags(nbd_transmission_flags(true)),
+				   .structured = true, .meta = true, .size = 1 << 20 };
+	struct nbd_request r = { .offset = 0, .len = 4096 };
+
+	/* HAS_FLAGS|READ_ONLY|SEND_FLUSH|SEND_DF|CAN_MULTI_CONN = bits 0,1,2,7,8 */
+	assert_int_equal(tx.tflags, 0x0187);
+	assert_int_equal(nbd_read_only_flags(nbd_transmission_flags(false)), 0x0107);
+	r.type = NBD_CMD_WRITE;
+	assert_int_equal(nbd_check_request(&r, &tx), NBD_EPERM);
+	r.flags = NBD_CMD_FLAG_FUA; /* EPERM before the flag check */
+	assert_int_equal(nbd_check_request(&r, &tx), NBD_EPERM);
+	r.flags = 0;
+	r.offset = 2 << 20; /* and before the range check */
+	assert_int_equal(nbd_check_request(&r, &tx), NBD_EPERM);
+	r.offset = 0;
+	r.type = NBD_CMD_TRIM;
+	assert_int_equal(nbd_check_request(&r, &tx), NBD_EPERM);
+	r.type = NBD_CMD_WRITE_ZEROES;
+	assert_int_equal(nbd_check_request(&r, &tx), NBD_EPERM);
+	r.type = NBD_CMD_READ;
+	assert_int_equal(nbd_check_request(&r, &tx), 0);
+	r.type = NBD_CMD_BLOCK_STATUS;
+	assert_int_equal(nbd_check_request(&r, &tx), 0);
+	r.type = NBD_CMD_FLUSH;
+	assert_int_equal(nbd_check_request(&r, &tx), 0);
+}
+
 static void test_flags_and_errors(void **state)
 {
 	/* HAS_FLAGS|SEND_FLUSH|SEND_FUA|SEND_TRIM|SEND_WRITE_ZEROES|CAN_MULTI_CONN|
@@ -347,6 +377,7 @@ int main(void)
 		cmocka_unit_test(test_request_parse),
 		cmocka_unit_test(test_request_check),
 		cmocka_unit_test(test_flags_and_errors),
+		cmocka_unit_test(test_read_only_export),
 		cmocka_unit_test(test_encoders),
 	};
 
