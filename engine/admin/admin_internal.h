@@ -27,10 +27,12 @@ int admin_frame_pack(const ProtobufCMessage *msg, uint8_t **frame, size_t *len);
 char *admin_strdup(const char *s);
 /*
  * Free a Response built by the server (every string malloc'd or
- * protobuf_c_empty_string; arrays and sub-messages malloc'd).  NULL ok.
+ * protobuf_c_empty_string; arrays and sub-messages malloc'd, each on its
+ * own).  NULL ok.
  */
 void admin_response_free_built(Tessera__Admin__Response *resp);
 void admin_volume_free_built(Tessera__Admin__Volume *v);
+void admin_snapshot_free_built(Tessera__Admin__Snapshot *s);
 void admin_node_free_built(Tessera__Admin__Node *n);
 /* Fill resp with error err (-errno) and a formatted user message. */
 void admin_fail(Tessera__Admin__Response *resp, int err, const char *fmt, ...)

@@ -17,6 +17,8 @@
 #define MAX_STRING 4096      /* any string field in a reply */
 #define MAX_VOLUMES 100000   /* volumes in one reply */
 #define MAX_URIS 64          /* NBD URIs of one volume, listeners of a node */
+#define MAX_SNAPSHOTS 100000 /* snapshots in one reply */
+#define MAX_EXTENTS (1u << 20) /* diff extents in one reply (the frame limit comes first) */
 
 uint32_t admin_frame_len(const uint8_t hdr[4])
 {
@@ -55,6 +57,17 @@ static void copy_free_built(Tessera__Admin__Copy *cp)
 	free(cp);
 }
 
+void admin_snapshot_free_built(Tessera__Admin__Snapshot *s)
+{
+	if (s == NULL)
+		return;
+	free_string(s->volume);
+	free_string(s->name);
+	free_string(s->uuid);
+	free_strings(s->nbd_uris, s->n_nbd_uris);
+	free(s);
+}
+
 void admin_volume_free_built(Tessera__Admin__Volume *v)
 {
 	if (v == NULL)
@@ -67,6 +80,11 @@ void admin_volume_free_built(Tessera__Admin__Volume *v)
 	for (size_t i = 0; i < v->n_copies; i++)
 		copy_free_built(v->copies[i]);
 	free(v->copies);
+	free_string(v->parent_volume);
+	free_string(v->parent_snapshot);
+	for (size_t i = 0; i < v->n_snapshots; i++)
+		admin_snapshot_free_built(v->snapshots[i]);
+	free(v->snapshots);
 	free(v);
 }
 
@@ -123,6 +141,16 @@ void admin_response_free_built(Tessera__Admin__Response *resp)
 		free(resp->cluster_status);
 		resp->cluster_status = NULL;
 	}
+	for (size_t i = 0; i < resp->n_snapshots; i++)
+		admin_snapshot_free_built(resp->snapshots[i]);
+	free(resp->snapshots);
+	resp->snapshots = NULL;
+	resp->n_snapshots = 0;
+	for (size_t i = 0; i < resp->n_extents; i++)
+		free(resp->extents[i]);
+	free(resp->extents);
+	resp->extents = NULL;
+	resp->n_extents = 0;
 }
 
 void admin_fail(Tessera__Admin__Response *resp, int err, const char *fmt, ...)
@@ -193,6 +221,70 @@ static int check_node(const char *id, bool optional, const char **why)
 	return 0;
 }
 
+static int check_snap_name(const char *name, const char **why)
+{
+	if (!tsr_valid_name(name)) {
+		*why = "invalid snapshot name: use 1 to 63 of A-Z a-z 0-9 . _ - starting with a "
+		       "letter or digit";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * A snapshot named by volume and name, or by volume "VOL@SNAP" and an empty
+ * name (the export-name form).
+ */
+static int check_snap_ref(const char *volume, const char *name, const char **why)
+{
+	char vol[64];
+
+	if (volume != NULL && name != NULL && name[0] == '\0' && strchr(volume, '@') != NULL) {
+		const char *at = strchr(volume, '@');
+
+		if ((size_t)(at - volume) >= sizeof(vol)) {
+			*why = "invalid volume name: use 1 to 63 of A-Z a-z 0-9 . _ - starting with "
+			       "a letter or digit";
+			return -EINVAL;
+		}
+		memcpy(vol, volume, (size_t)(at - volume));
+		vol[at - volume] = '\0';
+		return check_name(vol, why) ?: check_snap_name(at + 1, why);
+	}
+	return check_name(volume, why) ?: check_snap_name(name, why);
+}
+
+/* A clone's source: from_volume (or "VOL@SNAP"), from_snapshot optional. */
+static int check_clone(const Tessera__Admin__VolumeCreate *c, const char **why)
+{
+	if (c->from_volume == NULL || c->from_volume[0] == '\0') {
+		if (c->from_snapshot != NULL && c->from_snapshot[0] != '\0') {
+			*why = "from_snapshot needs from_volume: a snapshot is named by its volume";
+			return -EINVAL;
+		}
+		return check_size(c->size, why);
+	}
+	if (strchr(c->from_volume, '@') != NULL) {
+		if (c->from_snapshot != NULL && c->from_snapshot[0] != '\0') {
+			*why = "give the source as from_volume VOL@SNAP or as from_volume VOL and "
+			       "from_snapshot SNAP, not both";
+			return -EINVAL;
+		}
+		if (check_snap_ref(c->from_volume, "", why))
+			return -EINVAL;
+	} else if (check_name(c->from_volume, why) ||
+		   (c->from_snapshot != NULL && c->from_snapshot[0] != '\0' &&
+		    check_snap_name(c->from_snapshot, why))) {
+		return -EINVAL;
+	}
+	/* size 0: the source's size; else a larger size grows the clone */
+	if (c->size % TSR_BLOCK_SIZE) {
+		*why = "size must be a multiple of 4 KiB (4096 bytes)";
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int check_replication(const Tessera__Admin__VolumeCreate *c, const char **why)
 {
 	unsigned replicas = c->replicas ? c->replicas : 3;
@@ -225,7 +317,7 @@ static int check_request(const Tessera__Admin__Request *req, const char **why)
 		if (req->volume_create == NULL)
 			break;
 		return check_name(req->volume_create->name, why) ?:
-		       check_size(req->volume_create->size, why) ?:
+		       check_clone(req->volume_create, why) ?:
 		       check_replication(req->volume_create, why);
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_LIST:
 		if (req->volume_list == NULL)
@@ -279,6 +371,38 @@ static int check_request(const Tessera__Admin__Request *req, const char **why)
 		if (req->cluster_status == NULL)
 			break;
 		return 0;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE:
+		if (req->snapshot_create == NULL)
+			break;
+		return check_snap_ref(req->snapshot_create->volume, req->snapshot_create->name, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE:
+		if (req->snapshot_delete == NULL)
+			break;
+		return check_snap_ref(req->snapshot_delete->volume, req->snapshot_delete->name, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST:
+		if (req->snapshot_list == NULL)
+			break;
+		return check_name(req->snapshot_list->volume, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_SHOW:
+		if (req->snapshot_show == NULL)
+			break;
+		return check_snap_ref(req->snapshot_show->volume, req->snapshot_show->name, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DIFF: {
+		const Tessera__Admin__SnapshotDiff *d = req->snapshot_diff;
+
+		if (d == NULL)
+			break;
+		if (check_snap_ref(d->volume, d->from, why))
+			return -EINVAL;
+		if (d->to != NULL && d->to[0] != '\0' && check_snap_name(d->to, why))
+			return -EINVAL;
+		return 0;
+	}
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ROLLBACK:
+		if (req->volume_rollback == NULL)
+			break;
+		return check_snap_ref(req->volume_rollback->volume, req->volume_rollback->snapshot,
+				      why);
 	default:
 		*why = "no command, or a command this tesserad does not know (version mismatch?)";
 		return -EINVAL;
@@ -328,13 +452,23 @@ static bool valid_strings(char **v, size_t n)
 	return true;
 }
 
+static bool valid_snapshot(const Tessera__Admin__Snapshot *s)
+{
+	return s && tsr_valid_name(s->volume) && tsr_valid_name(s->name) && valid_uuid(s->uuid) &&
+	       s->size % TSR_BLOCK_SIZE == 0 && valid_strings(s->nbd_uris, s->n_nbd_uris);
+}
+
 static bool valid_volume(const Tessera__Admin__Volume *v)
 {
 	if (v == NULL || !tsr_valid_name(v->name) || !valid_uuid(v->uuid) ||
 	    v->size % TSR_BLOCK_SIZE || !valid_strings(v->nbd_uris, v->n_nbd_uris) ||
 	    !valid_text(v->failure_domain, 16, true) || !valid_text(v->attached_node, 64, true) ||
-	    v->n_copies > 8)
+	    v->n_copies > 8 || !valid_text(v->parent_volume, 64, true) ||
+	    !valid_text(v->parent_snapshot, 64, true) || v->n_snapshots > MAX_SNAPSHOTS)
 		return false;
+	for (size_t i = 0; i < v->n_snapshots; i++)
+		if (!valid_snapshot(v->snapshots[i]))
+			return false;
 	for (size_t i = 0; i < v->n_copies; i++) {
 		const Tessera__Admin__Copy *cp = v->copies[i];
 
@@ -378,6 +512,29 @@ static int check_response(const Tessera__Admin__Response *resp, const char **why
 	for (size_t i = 0; i < resp->n_nodes; i++) {
 		if (!valid_node(resp->nodes[i])) {
 			*why = "malformed node";
+			return -EINVAL;
+		}
+	}
+	if (resp->n_snapshots > MAX_SNAPSHOTS) {
+		*why = "too many snapshots";
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < resp->n_snapshots; i++) {
+		if (!valid_snapshot(resp->snapshots[i])) {
+			*why = "malformed snapshot";
+			return -EINVAL;
+		}
+	}
+	if (resp->n_extents > MAX_EXTENTS) {
+		*why = "too many extents";
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < resp->n_extents; i++) {
+		const Tessera__Admin__Extent *e = resp->extents[i];
+
+		if (e == NULL || e->length == 0 || e->offset % TSR_BLOCK_SIZE ||
+		    e->length % TSR_BLOCK_SIZE || e->offset + e->length < e->offset) {
+			*why = "malformed extent";
 			return -EINVAL;
 		}
 	}

@@ -27,10 +27,81 @@ static char *nbd_uri(const char *listener, const char *name)
 	return n < 0 ? NULL : uri;
 }
 
+static Tessera__Admin__Snapshot *build_snapshot(struct tsr_admin_server *srv, const char *vol,
+						const struct tsr_snap_info *info)
+{
+	Tessera__Admin__Snapshot *s = malloc(sizeof(*s));
+	char export[2 * 64];
+	size_t i;
+
+	if (s == NULL)
+		return NULL;
+	tessera__admin__snapshot__init(s);
+	s->volume = admin_strdup(vol);
+	s->name = admin_strdup(info->name);
+	s->uuid = admin_strdup(info->uuid);
+	s->created = info->created;
+	s->seq = info->seq;
+	s->size = info->size;
+	s->allocated = info->allocated;
+	s->exclusive = info->exclusive;
+	s->clones = info->clones;
+	s->nbd_uris = calloc(srv->n_nbd_listeners ? srv->n_nbd_listeners : 1, sizeof(char *));
+	if (s->volume == NULL || s->name == NULL || s->uuid == NULL || s->nbd_uris == NULL)
+		goto err;
+	/* the read-only export of the snapshot (vol.c: "VOL@SNAP") */
+	snprintf(export, sizeof(export), "%s@%s", vol, info->name);
+	for (i = 0; i < srv->n_nbd_listeners; i++) {
+		char *uri = nbd_uri(srv->nbd_listeners[i], export);
+
+		if (uri)
+			s->nbd_uris[s->n_nbd_uris++] = uri;
+	}
+	return s;
+err:
+	if (s->volume == NULL)
+		s->volume = (char *)protobuf_c_empty_string;
+	if (s->name == NULL)
+		s->name = (char *)protobuf_c_empty_string;
+	if (s->uuid == NULL)
+		s->uuid = (char *)protobuf_c_empty_string;
+	admin_snapshot_free_built(s);
+	return NULL;
+}
+
+/* Snapshots of vol into v->snapshots (volume show).  0 or -ENOMEM; a store
+ * without snapshots (device mode) leaves the list empty. */
+static int add_snapshots(struct tsr_admin_server *srv, Tessera__Admin__Volume *v,
+			 const char *vol)
+{
+	struct tsr_snap_info *infos = NULL;
+	size_t count = 0, i;
+
+	if (tsr_store_snap_list(srv->store, vol, &infos, &count) < 0)
+		return 0;
+	v->snapshots = calloc(count ? count : 1, sizeof(*v->snapshots));
+	if (v->snapshots == NULL) {
+		free(infos);
+		return -ENOMEM;
+	}
+	for (i = 0; i < count; i++) {
+		v->snapshots[i] = build_snapshot(srv, vol, &infos[i]);
+		if (v->snapshots[i] == NULL) {
+			free(infos);
+			return -ENOMEM;
+		}
+		v->n_snapshots++;
+	}
+	free(infos);
+	return 0;
+}
+
 static Tessera__Admin__Volume *build_volume(struct tsr_admin_server *srv,
-					    const struct tsr_vol_info *info)
+					    const struct tsr_vol_info *info, bool with_snapshots)
 {
 	Tessera__Admin__Volume *v = malloc(sizeof(*v));
+	char parent_vol[64] = "", parent_snap[64] = "";
+	uint64_t allocated, exclusive;
 	size_t i;
 
 	if (v == NULL)
@@ -42,8 +113,19 @@ static Tessera__Admin__Volume *build_volume(struct tsr_admin_server *srv,
 	v->allocated = info->allocated;
 	v->created = info->created;
 	v->in_use = tsr_volset_in_use(srv->vols, info->name);
+	/* snapshot space and lineage: absent (zero, "") where the store has none */
+	if (tsr_store_vol_space(srv->store, info->name, &allocated, &exclusive) == 0)
+		v->exclusive = exclusive;
+	if (tsr_store_vol_parent(srv->store, info->name, parent_vol, parent_snap) < 0)
+		parent_vol[0] = parent_snap[0] = '\0';
+	parent_vol[63] = parent_snap[63] = '\0';
+	v->parent_volume = admin_strdup(parent_vol);
+	v->parent_snapshot = admin_strdup(parent_snap);
 	v->nbd_uris = calloc(srv->n_nbd_listeners ? srv->n_nbd_listeners : 1, sizeof(char *));
-	if (v->name == NULL || v->uuid == NULL || v->nbd_uris == NULL)
+	if (v->name == NULL || v->uuid == NULL || v->nbd_uris == NULL ||
+	    v->parent_volume == NULL || v->parent_snapshot == NULL)
+		goto err;
+	if (with_snapshots && add_snapshots(srv, v, info->name) < 0)
 		goto err;
 	for (i = 0; i < srv->n_nbd_listeners; i++) {
 		char *uri = nbd_uri(srv->nbd_listeners[i], info->name);
@@ -57,6 +139,10 @@ err:
 		v->name = (char *)protobuf_c_empty_string;
 	if (v->uuid == NULL)
 		v->uuid = (char *)protobuf_c_empty_string;
+	if (v->parent_volume == NULL)
+		v->parent_volume = (char *)protobuf_c_empty_string;
+	if (v->parent_snapshot == NULL)
+		v->parent_snapshot = (char *)protobuf_c_empty_string;
 	admin_volume_free_built(v);
 	return NULL;
 }
@@ -80,11 +166,384 @@ static void reply_volume(struct tsr_admin_server *srv, const char *name,
 		return;
 	}
 	resp->volumes = malloc(sizeof(*resp->volumes));
-	if (resp->volumes == NULL || (resp->volumes[0] = build_volume(srv, &info)) == NULL) {
+	if (resp->volumes == NULL ||
+	    (resp->volumes[0] = build_volume(srv, &info, true)) == NULL) {
 		admin_fail(resp, -ENOMEM, "out of memory in tesserad");
 		return;
 	}
 	resp->n_volumes = 1;
+}
+
+/* ---- snapshots ---------------------------------------------------------- */
+
+/* VOL and SNAP from (volume, name) or from (volume "VOL@SNAP", name ""); the
+ * parser checked both forms. */
+static void split_ref(const char *volume, const char *name, char vol[64], char snap[64])
+{
+	const char *at = strchr(volume, '@');
+
+	if (at != NULL && (name == NULL || name[0] == '\0')) {
+		snprintf(vol, 64, "%.*s", (int)(at - volume), volume);
+		snprintf(snap, 64, "%s", at + 1);
+	} else {
+		snprintf(vol, 64, "%s", volume);
+		snprintf(snap, 64, "%s", name ? name : "");
+	}
+}
+
+static int store_snap(struct tsr_admin_server *srv, const char *vol,
+		      const struct tsr_snap_req *req)
+{
+	struct tsr_snap_info snap_info;
+	struct tsr_vol_info vol_info;
+
+	switch (req->op) {
+	case TSR_SNAP_CREATE:
+		return tsr_store_snap_create(srv->store, vol, req->snap, &snap_info);
+	case TSR_SNAP_DELETE:
+		return tsr_store_snap_delete(srv->store, vol, req->snap);
+	case TSR_SNAP_CLONE:
+	default:
+		return tsr_store_vol_clone(srv->store, req->clone, vol,
+					   req->snap[0] ? req->snap : NULL, &vol_info);
+	}
+}
+
+/*
+ * Run req on volume vol at one point of its write order: through the gate
+ * of its layout when it is open on this node (a local volume with NBD
+ * clients, or the coordinator the cluster layer registered: the mirror cuts
+ * every copy), else on the store directly, where nothing writes it.
+ * local_copy (node to node): this store's copy only, never the gate.
+ * In cluster mode a volume not attached here is the cluster layer's
+ * business: -ENOTCONN.
+ */
+static int snap_run(struct tsr_admin_server *srv, const char *vol,
+		    const struct tsr_snap_req *req, bool local_copy)
+{
+	int ret = -ENOENT;
+
+	if (local_copy)
+		return store_snap(srv, vol, req);
+	for (int tries = 0; tries < 2; tries++) {
+		ret = tsr_volset_snap(srv->vols, vol, req);
+		if (ret != -ENOENT)
+			return ret;
+		if (srv->cluster.handle != NULL) {
+			struct tsr_vol_info info;
+
+			/* -ENOENT for a volume the store lacks, else not attached here */
+			return tsr_store_vol_info(srv->store, vol, &info) ?: -ENOTCONN;
+		}
+		ret = store_snap(srv, vol, req);
+		/* -EBUSY: a client opened the volume meanwhile; its gate cuts it */
+		if (ret != -EBUSY)
+			return ret;
+	}
+	return ret;
+}
+
+/* A person's message for a snapshot operation's error. */
+static void snap_fail(struct tsr_admin_server *srv, Tessera__Admin__Response *resp, int err,
+		      const char *what, const char *vol, const char *snap)
+{
+	struct tsr_vol_info info;
+
+	switch (err) {
+	case -ENOENT:
+		if (tsr_store_vol_info(srv->store, vol, &info) == -ENOENT)
+			admin_fail(resp, err, "volume '%s' not found (tessera volume list shows what "
+				   "exists)", vol);
+		else
+			admin_fail(resp, err, "snapshot '%s@%s' not found (tessera snapshot list %s "
+				   "shows them)", vol, snap, vol);
+		return;
+	case -EEXIST:
+		admin_fail(resp, err, "snapshot '%s@%s' already exists (tessera snapshot list %s "
+			   "shows them; pick another name)", vol, snap, vol);
+		return;
+	case -EOPNOTSUPP:
+		admin_fail(resp, err, "cannot %s: this tesserad keeps its volumes on a raw device "
+			   "(--device), which has no snapshots or clones; use a data directory "
+			   "store for them", what);
+		return;
+	case -EBUSY:
+		admin_fail(resp, err, "cannot %s of '%s': its writes could not be drained; try "
+			   "again", what, vol);
+		return;
+	case -EAGAIN:
+		admin_fail(resp, err, "volume '%s' has an unfinished rollback: run tessera volume "
+			   "rollback again to finish it first", vol);
+		return;
+	case -ENOTCONN:
+		admin_fail(resp, err, "volume '%s' is not attached on this node: a replicated "
+			   "volume's snapshots are cut by its coordinator (send the command to "
+			   "the cluster, or attach the volume here)", vol);
+		return;
+	case -ESHUTDOWN:
+		admin_fail(resp, err, "cannot %s: tesserad is shutting down", what);
+		return;
+	case -EINVAL:
+		admin_fail(resp, err, "cannot %s '%s@%s': invalid name (use 1 to 63 of A-Z a-z "
+			   "0-9 . _ - starting with a letter or digit)", what, vol, snap);
+		return;
+	default:
+		admin_fail(resp, err, "cannot %s '%s@%s': %s (see tesserad's log)", what, vol, snap,
+			   strerror(-err));
+		return;
+	}
+}
+
+/* Reply with snapshot vol@snap (after create, for show). */
+static void reply_snapshot(struct tsr_admin_server *srv, const char *vol, const char *snap,
+			   Tessera__Admin__Response *resp)
+{
+	struct tsr_snap_info info;
+	int ret = tsr_store_snap_info(srv->store, vol, snap, &info);
+
+	if (ret) {
+		snap_fail(srv, resp, ret, "show snapshot", vol, snap);
+		return;
+	}
+	resp->snapshots = malloc(sizeof(*resp->snapshots));
+	if (resp->snapshots == NULL ||
+	    (resp->snapshots[0] = build_snapshot(srv, vol, &info)) == NULL) {
+		admin_fail(resp, -ENOMEM, "out of memory in tesserad");
+		return;
+	}
+	resp->n_snapshots = 1;
+}
+
+static void op_snapshot_create(struct tsr_admin_server *srv,
+			       const Tessera__Admin__SnapshotCreate *c,
+			       Tessera__Admin__Response *resp)
+{
+	struct tsr_snap_req req = { .op = TSR_SNAP_CREATE };
+	char vol[64];
+	int ret;
+
+	split_ref(c->volume, c->name, vol, req.snap);
+	ret = snap_run(srv, vol, &req, c->local_copy);
+	if (ret) {
+		snap_fail(srv, resp, ret, "create a snapshot", vol, req.snap);
+		return;
+	}
+	reply_snapshot(srv, vol, req.snap, resp);
+}
+
+/* True when an NBD client reads snapshot vol@snap. */
+static bool snapshot_exported(struct tsr_admin_server *srv, const char *vol, const char *snap)
+{
+	char export[2 * 64];
+
+	snprintf(export, sizeof(export), "%s@%s", vol, snap);
+	return tsr_volset_in_use(srv->vols, export);
+}
+
+static void op_snapshot_delete(struct tsr_admin_server *srv,
+			       const Tessera__Admin__SnapshotDelete *d,
+			       Tessera__Admin__Response *resp)
+{
+	struct tsr_snap_req req = { .op = TSR_SNAP_DELETE };
+	char vol[64];
+	int ret;
+
+	split_ref(d->volume, d->name, vol, req.snap);
+	if (snapshot_exported(srv, vol, req.snap)) {
+		admin_fail(resp, -EBUSY, "snapshot '%s@%s' is exported to an NBD client; "
+			   "disconnect it first", vol, req.snap);
+		return;
+	}
+	ret = snap_run(srv, vol, &req, d->local_copy);
+	if (ret)
+		snap_fail(srv, resp, ret, "delete snapshot", vol, req.snap);
+}
+
+static void op_snapshot_list(struct tsr_admin_server *srv, const Tessera__Admin__SnapshotList *l,
+			     Tessera__Admin__Response *resp)
+{
+	struct tsr_snap_info *infos = NULL;
+	size_t count = 0, i;
+	int ret;
+
+	ret = tsr_store_snap_list(srv->store, l->volume, &infos, &count);
+	if (ret) {
+		snap_fail(srv, resp, ret, "list snapshots", l->volume, "");
+		return;
+	}
+	resp->snapshots = calloc(count ? count : 1, sizeof(*resp->snapshots));
+	if (resp->snapshots == NULL)
+		goto nomem;
+	for (i = 0; i < count; i++) {
+		resp->snapshots[i] = build_snapshot(srv, l->volume, &infos[i]);
+		if (resp->snapshots[i] == NULL)
+			goto nomem;
+		resp->n_snapshots++;
+	}
+	free(infos);
+	return;
+nomem:
+	free(infos);
+	admin_fail(resp, -ENOMEM, "out of memory in tesserad");
+}
+
+static void op_snapshot_show(struct tsr_admin_server *srv, const Tessera__Admin__SnapshotShow *sh,
+			     Tessera__Admin__Response *resp)
+{
+	char vol[64], snap[64];
+
+	split_ref(sh->volume, sh->name, vol, snap);
+	reply_snapshot(srv, vol, snap, resp);
+}
+
+/* Extents in one reply: each takes up to ~20 bytes of the 1 MiB frame. */
+#define MAX_DIFF_EXTENTS 50000
+
+static void op_snapshot_diff(struct tsr_admin_server *srv, const Tessera__Admin__SnapshotDiff *d,
+			     Tessera__Admin__Response *resp)
+{
+	struct tsr_extent *ext = NULL;
+	struct tsr_snap_info info;
+	size_t count = 0, i;
+	const char *to = d->to[0] ? d->to : NULL;
+	char vol[64], from[64];
+	int ret;
+
+	split_ref(d->volume, d->from, vol, from);
+	ret = tsr_store_snap_diff(srv->store, vol, from, to, &ext, &count);
+	if (ret == -ENOENT && to != NULL && tsr_store_snap_info(srv->store, vol, from, &info) == 0) {
+		snap_fail(srv, resp, ret, "diff", vol, to);
+		return;
+	}
+	if (ret == -EINVAL) {
+		admin_fail(resp, ret, "snapshot '%s@%s' is older than '%s@%s': give the older one "
+			   "first (tessera snapshot list %s shows their order)", vol, to, vol, from,
+			   vol);
+		return;
+	}
+	if (ret) {
+		snap_fail(srv, resp, ret, "diff", vol, from);
+		return;
+	}
+	if (count > MAX_DIFF_EXTENTS) {
+		admin_fail(resp, -E2BIG, "the diff of '%s' from '%s' to %s%s has %zu extents, more "
+			   "than one reply holds (%u): diff a shorter span (a snapshot in between)",
+			   vol, from, to ? "" : "the head", to ? to : "", count, MAX_DIFF_EXTENTS);
+		free(ext);
+		return;
+	}
+	resp->extents = calloc(count ? count : 1, sizeof(*resp->extents));
+	if (resp->extents == NULL)
+		goto nomem;
+	for (i = 0; i < count; i++) {
+		Tessera__Admin__Extent *e = malloc(sizeof(*e));
+
+		if (e == NULL)
+			goto nomem;
+		tessera__admin__extent__init(e);
+		e->offset = ext[i].offset;
+		e->length = ext[i].length;
+		e->zero = (ext[i].flags & TSR_EXTENT_ZERO) != 0;
+		resp->extents[resp->n_extents++] = e;
+		resp->diff_bytes += ext[i].length;
+	}
+	free(ext);
+	return;
+nomem:
+	free(ext);
+	admin_fail(resp, -ENOMEM, "out of memory in tesserad");
+}
+
+static void op_volume_rollback(struct tsr_admin_server *srv,
+			       const Tessera__Admin__VolumeRollback *r,
+			       Tessera__Admin__Response *resp)
+{
+	char vol[64], snap[64];
+	int ret;
+
+	split_ref(r->volume, r->snapshot, vol, snap);
+	if (tsr_volset_layout(srv->vols, vol) != NULL) {
+		admin_fail(resp, -EBUSY, "volume '%s' is attached on this node; detach it first "
+			   "(tessera volume detach %s)", vol, vol);
+		return;
+	}
+	if (tsr_volset_in_use(srv->vols, vol)) {
+		admin_fail(resp, -EBUSY, "volume '%s' is in use by an NBD client; disconnect it "
+			   "first", vol);
+		return;
+	}
+	ret = tsr_store_vol_rollback(srv->store, vol, snap);
+	switch (ret) {
+	case 0:
+		reply_volume(srv, vol, resp);
+		return;
+	case -EBUSY:
+		admin_fail(resp, ret, "volume '%s' is in use by an NBD client; disconnect it "
+			   "first", vol);
+		return;
+	default:
+		snap_fail(srv, resp, ret, "roll back to", vol, snap);
+		return;
+	}
+}
+
+/* VolumeCreate with from_volume: a clone of a volume's content now or of a snapshot. */
+static void op_volume_clone(struct tsr_admin_server *srv, const Tessera__Admin__VolumeCreate *c,
+			    Tessera__Admin__Response *resp)
+{
+	struct tsr_snap_req req = { .op = TSR_SNAP_CLONE };
+	struct tsr_snap_info snap_info;
+	struct tsr_vol_info vol_info;
+	char src[64], src_sz[32], sz[32];
+	uint64_t src_size;
+	int ret;
+
+	split_ref(c->from_volume, c->from_snapshot, src, req.snap);
+	snprintf(req.clone, sizeof(req.clone), "%s", c->name);
+	if (req.snap[0]) {
+		ret = tsr_store_snap_info(srv->store, src, req.snap, &snap_info);
+		src_size = snap_info.size;
+	} else {
+		ret = tsr_store_vol_info(srv->store, src, &vol_info);
+		src_size = vol_info.size;
+	}
+	if (ret) {
+		snap_fail(srv, resp, ret, "clone", src, req.snap);
+		return;
+	}
+	tsr_format_size(src_size, src_sz, sizeof(src_sz));
+	tsr_format_size(c->size, sz, sizeof(sz));
+	if (c->size != 0 && c->size < src_size) {
+		admin_fail(resp, -EINVAL, "a clone starts as large as its source '%s%s%s' (%s): "
+			   "give no size, or %s or more", src, req.snap[0] ? "@" : "", req.snap,
+			   src_sz, src_sz);
+		return;
+	}
+	ret = snap_run(srv, src, &req, c->local_copy);
+	switch (ret) {
+	case 0:
+		break;
+	case -EEXIST:
+		if (tsr_store_vol_info(srv->store, c->name, &vol_info) == 0) {
+			admin_fail(resp, ret, "volume '%s' already exists (tessera volume show %s "
+				   "describes it; pick another name)", c->name, c->name);
+			return;
+		}
+		/* fall through */
+	default:
+		snap_fail(srv, resp, ret, "clone", src, req.snap);
+		return;
+	}
+	if (c->size > src_size) {
+		ret = tsr_store_vol_resize(srv->store, c->name, c->size);
+		if (ret) {
+			admin_fail(resp, ret, "clone '%s' was created at %s but could not grow to %s: "
+				   "%s (tessera volume resize %s --size %s)", c->name, src_sz, sz,
+				   strerror(-ret), c->name, sz);
+			return;
+		}
+	}
+	reply_volume(srv, c->name, resp);
 }
 
 static void op_volume_create(struct tsr_admin_server *srv, const Tessera__Admin__VolumeCreate *c,
@@ -93,6 +552,11 @@ static void op_volume_create(struct tsr_admin_server *srv, const Tessera__Admin_
 	struct tsr_vol_info info;
 	char sz[32];
 	int ret;
+
+	if (c->from_volume != NULL && c->from_volume[0] != '\0') {
+		op_volume_clone(srv, c, resp);
+		return;
+	}
 
 	tsr_format_size(c->size, sz, sizeof(sz));
 	ret = tsr_store_vol_create(srv->store, c->name, c->size, &info);
@@ -134,7 +598,7 @@ static void op_volume_list(struct tsr_admin_server *srv, Tessera__Admin__Respons
 	if (resp->volumes == NULL)
 		goto nomem;
 	for (i = 0; i < count; i++) {
-		resp->volumes[i] = build_volume(srv, &infos[i]);
+		resp->volumes[i] = build_volume(srv, &infos[i], false);
 		if (resp->volumes[i] == NULL)
 			goto nomem;
 		resp->n_volumes++;
@@ -189,8 +653,22 @@ static void op_volume_resize(struct tsr_admin_server *srv, const Tessera__Admin_
 static void op_volume_delete(struct tsr_admin_server *srv, const Tessera__Admin__VolumeDelete *d,
 			     Tessera__Admin__Response *resp)
 {
+	struct tsr_snap_info *snaps = NULL;
+	size_t count = 0, i;
 	int ret;
 
+	/* a snapshot being read keeps its volume too */
+	if (tsr_store_snap_list(srv->store, d->name, &snaps, &count) == 0) {
+		for (i = 0; i < count; i++) {
+			if (snapshot_exported(srv, d->name, snaps[i].name)) {
+				admin_fail(resp, -EBUSY, "snapshot '%s@%s' is exported to an NBD "
+					   "client; disconnect it first", d->name, snaps[i].name);
+				free(snaps);
+				return;
+			}
+		}
+		free(snaps);
+	}
 	if (tsr_volset_in_use(srv->vols, d->name))
 		ret = -EBUSY;
 	else
@@ -312,6 +790,24 @@ void admin_handle(struct tsr_admin_server *srv, const Tessera__Admin__Request *r
 		break;
 	case TESSERA__ADMIN__REQUEST__COMMAND_STATUS:
 		op_status(srv, resp);
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE:
+		op_snapshot_create(srv, req->snapshot_create, resp);
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE:
+		op_snapshot_delete(srv, req->snapshot_delete, resp);
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST:
+		op_snapshot_list(srv, req->snapshot_list, resp);
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_SHOW:
+		op_snapshot_show(srv, req->snapshot_show, resp);
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DIFF:
+		op_snapshot_diff(srv, req->snapshot_diff, resp);
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ROLLBACK:
+		op_volume_rollback(srv, req->volume_rollback, resp);
 		break;
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ATTACH:
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DETACH:

@@ -381,6 +381,195 @@ static void test_response_rejects(void **state)
 	assert_null(out);
 }
 
+/* Every snapshot request: names checked, "VOL@SNAP" accepted where a snapshot is named. */
+static void test_snapshot_requests(void **state)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT, *out = NULL;
+	Tessera__Admin__SnapshotCreate create = TESSERA__ADMIN__SNAPSHOT_CREATE__INIT;
+	Tessera__Admin__SnapshotDelete del = TESSERA__ADMIN__SNAPSHOT_DELETE__INIT;
+	Tessera__Admin__SnapshotList list = TESSERA__ADMIN__SNAPSHOT_LIST__INIT;
+	Tessera__Admin__SnapshotShow show = TESSERA__ADMIN__SNAPSHOT_SHOW__INIT;
+	Tessera__Admin__SnapshotDiff diff = TESSERA__ADMIN__SNAPSHOT_DIFF__INIT;
+	Tessera__Admin__VolumeRollback rb = TESSERA__ADMIN__VOLUME_ROLLBACK__INIT;
+	const char *why = NULL;
+
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE;
+	req.snapshot_create = &create;
+	create.volume = "db";
+	create.name = "nightly-1";
+	create.local_copy = 1;
+	assert_int_equal(parse_req(&req.base, &out, NULL), 0);
+	assert_string_equal(out->snapshot_create->volume, "db");
+	assert_string_equal(out->snapshot_create->name, "nightly-1");
+	assert_true(out->snapshot_create->local_copy);
+	tessera__admin__request__free_unpacked(out, NULL);
+	create.volume = "db@nightly-1"; /* the export-name form */
+	create.name = "";
+	assert_int_equal(parse_req(&req.base, &out, NULL), 0);
+	tessera__admin__request__free_unpacked(out, NULL);
+	out = NULL;
+	create.name = "x"; /* both forms at once */
+	assert_int_equal(parse_req(&req.base, &out, &why), -EINVAL);
+	assert_null(out);
+	create.volume = "db";
+	create.name = "";
+	assert_int_equal(parse_req(&req.base, &out, &why), -EINVAL);
+	assert_non_null(strstr(why, "snapshot name"));
+	create.name = "a/b";
+	assert_int_equal(parse_req(&req.base, &out, &why), -EINVAL);
+	create.volume = "@x";
+	create.name = "";
+	assert_int_equal(parse_req(&req.base, &out, &why), -EINVAL);
+	create.volume = "db@";
+	assert_int_equal(parse_req(&req.base, &out, &why), -EINVAL);
+	create.volume = "db@a@b";
+	assert_int_equal(parse_req(&req.base, &out, &why), -EINVAL);
+
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE;
+	req.snapshot_delete = &del;
+	del.volume = "db";
+	del.name = "s";
+	assert_int_equal(parse_req(&req.base, &out, NULL), 0);
+	tessera__admin__request__free_unpacked(out, NULL);
+	del.name = ".hidden";
+	assert_int_equal(parse_req(&req.base, &out, &why), -EINVAL);
+
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST;
+	req.snapshot_list = &list;
+	list.volume = "db";
+	assert_int_equal(parse_req(&req.base, &out, NULL), 0);
+	tessera__admin__request__free_unpacked(out, NULL);
+	list.volume = "db@s"; /* a volume, not a snapshot */
+	assert_int_equal(parse_req(&req.base, &out, &why), -EINVAL);
+
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_SHOW;
+	req.snapshot_show = &show;
+	show.volume = "db@s";
+	assert_int_equal(parse_req(&req.base, &out, NULL), 0);
+	tessera__admin__request__free_unpacked(out, NULL);
+
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DIFF;
+	req.snapshot_diff = &diff;
+	diff.volume = "db";
+	diff.from = "a";
+	assert_int_equal(parse_req(&req.base, &out, NULL), 0); /* to "" = the head */
+	tessera__admin__request__free_unpacked(out, NULL);
+	diff.to = "b";
+	assert_int_equal(parse_req(&req.base, &out, NULL), 0);
+	tessera__admin__request__free_unpacked(out, NULL);
+	diff.to = "b c";
+	assert_int_equal(parse_req(&req.base, &out, &why), -EINVAL);
+	diff.to = "";
+	diff.from = "";
+	assert_int_equal(parse_req(&req.base, &out, &why), -EINVAL);
+
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ROLLBACK;
+	req.volume_rollback = &rb;
+	rb.volume = "db";
+	rb.snapshot = "s";
+	assert_int_equal(parse_req(&req.base, &out, NULL), 0);
+	tessera__admin__request__free_unpacked(out, NULL);
+	rb.snapshot = "";
+	assert_int_equal(parse_req(&req.base, &out, &why), -EINVAL);
+	/* a message without its body */
+	req.volume_rollback = NULL;
+	assert_int_equal(parse_req(&req.base, &out, &why), -EINVAL);
+}
+
+/* VolumeCreate as a clone: size may be 0 (the source's), the source is checked. */
+static void test_clone_requests(void **state)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT, *out = NULL;
+	Tessera__Admin__VolumeCreate c = TESSERA__ADMIN__VOLUME_CREATE__INIT;
+	const char *why = NULL;
+
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE;
+	req.volume_create = &c;
+	c.name = "copy";
+	c.from_volume = "db";
+	assert_int_equal(parse_req(&req.base, &out, NULL), 0);
+	assert_string_equal(out->volume_create->from_volume, "db");
+	tessera__admin__request__free_unpacked(out, NULL);
+	c.from_snapshot = "s";
+	c.size = 1 << 30;
+	assert_int_equal(parse_req(&req.base, &out, NULL), 0);
+	tessera__admin__request__free_unpacked(out, NULL);
+	c.size = 4097;
+	assert_int_equal(parse_req(&req.base, &out, &why), -EINVAL);
+	c.size = 0;
+	c.from_volume = "db@s"; /* and from_snapshot too: ambiguous */
+	assert_int_equal(parse_req(&req.base, &out, &why), -EINVAL);
+	c.from_snapshot = "";
+	assert_int_equal(parse_req(&req.base, &out, NULL), 0);
+	tessera__admin__request__free_unpacked(out, NULL);
+	c.from_volume = "";
+	c.from_snapshot = "s"; /* a snapshot needs its volume */
+	assert_int_equal(parse_req(&req.base, &out, &why), -EINVAL);
+	c.from_snapshot = "";
+	assert_int_equal(parse_req(&req.base, &out, &why), -EINVAL); /* no source: size 0 */
+	c.from_volume = "x/y";
+	assert_int_equal(parse_req(&req.base, &out, &why), -EINVAL);
+}
+
+static void test_snapshot_responses(void **state)
+{
+	Tessera__Admin__Response resp = TESSERA__ADMIN__RESPONSE__INIT, *out = NULL;
+	Tessera__Admin__Snapshot snap = TESSERA__ADMIN__SNAPSHOT__INIT, *snaps[1] = { &snap };
+	Tessera__Admin__Extent e1 = TESSERA__ADMIN__EXTENT__INIT, e2 = TESSERA__ADMIN__EXTENT__INIT;
+	Tessera__Admin__Extent *exts[2] = { &e1, &e2 };
+	Tessera__Admin__Volume vol = TESSERA__ADMIN__VOLUME__INIT, *vols[1] = { &vol };
+	char *uris[] = { "nbd+unix:///db@s?socket=/x/nbd.sock" };
+
+	snap.volume = "db";
+	snap.name = "s";
+	snap.uuid = "0b7e4c1e-3f7a-4c55-9d2b-1a2b3c4d5e6f";
+	snap.size = 1 << 20;
+	snap.seq = 3;
+	snap.nbd_uris = uris;
+	snap.n_nbd_uris = 1;
+	resp.snapshots = snaps;
+	resp.n_snapshots = 1;
+	e1.offset = 0;
+	e1.length = 8192;
+	e2.offset = 1 << 20;
+	e2.length = 4096;
+	e2.zero = 1;
+	resp.extents = exts;
+	resp.n_extents = 2;
+	resp.diff_bytes = 12288;
+	vol.name = "clone";
+	vol.size = 1 << 20;
+	vol.parent_volume = "db";
+	vol.parent_snapshot = "s";
+	vol.snapshots = snaps;
+	vol.n_snapshots = 1;
+	resp.volumes = vols;
+	resp.n_volumes = 1;
+	assert_int_equal(parse_resp(&resp.base, &out), 0);
+	assert_int_equal(out->n_snapshots, 1);
+	assert_string_equal(out->snapshots[0]->nbd_uris[0], uris[0]);
+	assert_int_equal(out->snapshots[0]->seq, 3);
+	assert_int_equal(out->n_extents, 2);
+	assert_true(out->extents[1]->zero);
+	assert_int_equal(out->diff_bytes, 12288);
+	assert_string_equal(out->volumes[0]->parent_snapshot, "s");
+	assert_int_equal(out->volumes[0]->n_snapshots, 1);
+	tessera__admin__response__free_unpacked(out, NULL);
+	out = NULL;
+	e2.length = 0;
+	assert_int_equal(parse_resp(&resp.base, &out), -EINVAL);
+	e2.length = 4096;
+	e2.offset = 100;
+	assert_int_equal(parse_resp(&resp.base, &out), -EINVAL);
+	e2.offset = 1 << 20;
+	snap.name = "s@t";
+	assert_int_equal(parse_resp(&resp.base, &out), -EINVAL);
+	snap.name = "s";
+	vol.parent_volume = "bad\n";
+	assert_int_equal(parse_resp(&resp.base, &out), -EINVAL);
+	assert_null(out);
+}
+
 /* A Response the server builds is freed by admin_response_free_built, error path included. */
 static void test_built_response_free(void **state)
 {
@@ -462,6 +651,9 @@ int main(void)
 		cmocka_unit_test(test_response_roundtrip),
 		cmocka_unit_test(test_response_rejects),
 		cmocka_unit_test(test_built_response_free),
+		cmocka_unit_test(test_snapshot_requests),
+		cmocka_unit_test(test_clone_requests),
+		cmocka_unit_test(test_snapshot_responses),
 		cmocka_unit_test(test_split_hostport),
 		cmocka_unit_test(test_read_token),
 	};
