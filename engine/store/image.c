@@ -112,7 +112,7 @@ bool image_zero(struct tsr_svol *h, struct layer *from, uint64_t b)
 	image_resolve(h, from, b, &s);
 	if (s.kind == SRC_ZERO)
 		return true;
-	return entry_cur(src_entry(&s, b)) == 0 && entry_prev(src_entry(&s, b)) == 0;
+	return entry_cur(src_entry(&s, b)) == 0; /* {0, old}: trimmed, or being trimmed */
 }
 
 static bool same_src(const struct block_src *a, const struct block_src *b)

@@ -1250,8 +1250,10 @@ static int rollback_run(struct tsr_svol *h, const struct snap_row *s)
 				want[b] = bit_test(c->l[j]->present, first + b);
 			any = any || want[b];
 		}
-		if (any)
+		if (any) {
 			ret = rollback_chunk(h, c->l[k], io, buf, first, n, want);
+			store_crash_point();
+		}
 	}
 	size = tsr_svol_size(h);
 	if (ret == 0 && size > s->size) /* blocks the snapshot did not have read as zeros */

@@ -1,0 +1,886 @@
+/*
+ * Unit tests of snapshots, clones, diffs and rollback (engine/store/snap.c,
+ * cow.c, image.c, layer.c): every image read back byte for byte against an
+ * in-memory model, copy-on-write racing a snapshot read, clones of clones
+ * with their sources deleted in every order, diff against the model's
+ * changed set, rollback (also interrupted), space after deletes, crashes at
+ * every step of snapshot create and delete, and bad input.
+ */
+#include <dirent.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+
+#include "store_test.h"
+
+/* test hook of engine/store/snap.c */
+extern int store_test_crash_at;
+
+#define NB    256u /* blocks of the test volumes: 1 MiB */
+#define VSIZE ((uint64_t)NB * BS)
+
+struct env {
+	char dir[512];
+	struct tsr_store *store;
+	struct tsr_io *io;
+	uint8_t *buf; /* VSIZE, aligned */
+};
+
+/* Content of a volume: per block the seed of fill(), 0 = zeros. */
+struct model {
+	uint16_t seed[NB];
+};
+
+static uint64_t g_rng = 88172645463325252ull;
+
+static uint64_t rnd(void)
+{
+	g_rng ^= g_rng << 13;
+	g_rng ^= g_rng >> 7;
+	g_rng ^= g_rng << 17;
+	return g_rng;
+}
+
+static int setup(void **state)
+{
+	struct env *e = calloc(1, sizeof(*e));
+
+	if (e == NULL || scratch_dir(e->dir, sizeof(e->dir)))
+		return -1;
+	if (tsr_store_open(e->dir, NULL, &e->store))
+		return -1;
+	e->io = make_io(TSR_IO_AUTO, NULL);
+	e->buf = tsr_alloc_aligned(VSIZE * 2);
+	if (e->io == NULL || e->buf == NULL)
+		return -1;
+	*state = e;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+
+	tsr_io_destroy(e->io);
+	tsr_store_close(e->store);
+	tsr_free_aligned(e->buf);
+	rm_rf(e->dir);
+	free(e);
+	return 0;
+}
+
+static void reopen(struct env *e)
+{
+	tsr_store_close(e->store);
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+}
+
+/* Write blocks [b, b+n) with seed s through v, in the model too. */
+static void mwrite(struct env *e, struct tsr_svol *v, struct model *m, uint64_t b, uint64_t n,
+		   uint16_t s)
+{
+	uint64_t i;
+
+	fill(e->buf, n * BS, s, b * BS);
+	assert_int_equal(swrite(v, e->io, b * BS, (uint32_t)(n * BS), e->buf, 0), 0);
+	for (i = 0; i < n; i++)
+		m->seed[b + i] = s;
+}
+
+static void mtrim(struct env *e, struct tsr_svol *v, struct model *m, uint64_t b, uint64_t n,
+		  bool zeroes)
+{
+	uint64_t i;
+
+	if (zeroes)
+		assert_int_equal(szeroes(v, e->io, b * BS, n * BS, TSR_WRITE_NO_HOLE), 0);
+	else
+		assert_int_equal(strim(v, e->io, b * BS, n * BS), 0);
+	for (i = 0; i < n; i++)
+		m->seed[b + i] = 0;
+}
+
+/* Read all of v and compare with m. */
+static void check_image(struct env *e, struct tsr_svol *v, const struct model *m, const char *what)
+{
+	uint64_t b;
+
+	memset(e->buf, 0xa5, VSIZE);
+	assert_int_equal(sread(v, e->io, 0, (uint32_t)VSIZE, e->buf), 0);
+	for (b = 0; b < NB; b++) {
+		const uint8_t *p = e->buf + b * BS;
+		bool ok = m->seed[b] ? is_filled(p, BS, m->seed[b], b * BS) : is_zero(p, BS);
+
+		if (!ok)
+			fail_msg("%s: block %llu differs from the model (seed %u)", what,
+				 (unsigned long long)b, m->seed[b]);
+	}
+}
+
+static void check_snap(struct env *e, const char *vol, const char *snap, const struct model *m)
+{
+	struct tsr_svol *s;
+	char what[160];
+
+	snprintf(what, sizeof(what), "%s@%s", vol, snap);
+	assert_int_equal(tsr_store_snap_open(e->store, vol, snap, &s), 0);
+	assert_true(tsr_svol_readonly(s));
+	assert_int_equal(tsr_svol_size(s), VSIZE);
+	check_image(e, s, m, what);
+	tsr_svol_put(s);
+}
+
+static void check_vol(struct env *e, const char *vol, const struct model *m)
+{
+	struct tsr_svol *v;
+
+	assert_int_equal(tsr_store_vol_open(e->store, vol, &v), 0);
+	assert_false(tsr_svol_readonly(v));
+	check_image(e, v, m, vol);
+	tsr_svol_put(v);
+}
+
+/* ---- random I/O and snapshots against the model, diff ---- */
+
+#define NSNAP 5
+
+static void check_diff(struct env *e, const char *vol, int i, int j, bool mod[][NB],
+		       const struct model *later)
+{
+	char a[16], b[16];
+	struct tsr_extent *ext;
+	uint8_t got[NB] = {0};
+	size_t n, k;
+	uint64_t blk;
+
+	snprintf(a, sizeof(a), "s%d", i);
+	snprintf(b, sizeof(b), "s%d", j);
+	assert_int_equal(tsr_store_snap_diff(e->store, vol, a, j < NSNAP ? b : NULL, &ext, &n), 0);
+	for (k = 0; k < n; k++) {
+		if (k)
+			assert_true(ext[k].offset >= ext[k - 1].offset + ext[k - 1].length);
+		if (k && ext[k].offset == ext[k - 1].offset + ext[k - 1].length)
+			assert_int_not_equal(ext[k].flags, ext[k - 1].flags); /* merged */
+		for (blk = ext[k].offset / BS; blk < (ext[k].offset + ext[k].length) / BS; blk++) {
+			got[blk] = 1;
+			/* zero flag where the later point reads zeros */
+			assert_int_equal(ext[k].flags != 0, later->seed[blk] == 0);
+		}
+	}
+	free(ext);
+	for (blk = 0; blk < NB; blk++) {
+		bool want = false;
+		int s;
+
+		for (s = i; s < j; s++)
+			want = want || mod[s][blk];
+		if (want != (got[blk] != 0))
+			fail_msg("diff s%d..%s: block %llu: model %d, diff %d", i,
+				 j < NSNAP ? b : "head", (unsigned long long)blk, want, got[blk]);
+	}
+}
+
+static void test_model(void **state)
+{
+	struct env *e = *state;
+	static struct model snaps[NSNAP], head;
+	static bool mod[NSNAP][NB]; /* modified while snapshot s was the newest */
+	struct tsr_snap_info *list, info;
+	struct tsr_svol *v;
+	char name[16];
+	int s, op, i, j;
+	size_t n;
+
+	memset(&head, 0, sizeof(head));
+	memset(mod, 0, sizeof(mod));
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	for (s = 0; s <= NSNAP; s++) {
+		for (op = 0; op < 60; op++) {
+			uint64_t b = rnd() % NB, cnt = 1 + rnd() % 8, k;
+			unsigned kind = (unsigned)(rnd() % 10);
+
+			if (b + cnt > NB)
+				cnt = NB - b;
+			for (k = 0; s > 0 && k < cnt; k++)
+				/* a trim of a block already zero is no change */
+				if (kind < 7 || head.seed[b + k])
+					mod[s - 1][b + k] = true;
+			if (kind < 7)
+				mwrite(e, v, &head, b, cnt, (uint16_t)(1 + rnd() % 60000));
+			else
+				mtrim(e, v, &head, b, cnt, kind == 9);
+		}
+		if (s == NSNAP)
+			break;
+		snprintf(name, sizeof(name), "s%d", s);
+		assert_int_equal(tsr_store_snap_create(e->store, "v", name, &info), 0);
+		assert_string_equal(info.name, name);
+		assert_int_equal(info.seq, (uint64_t)s + 1);
+		assert_int_equal(info.size, VSIZE);
+		snaps[s] = head;
+		/* images so far, while the volume is open */
+		check_snap(e, "v", name, &snaps[s]);
+	}
+	for (s = 0; s < NSNAP; s++) {
+		snprintf(name, sizeof(name), "s%d", s);
+		check_snap(e, "v", name, &snaps[s]);
+	}
+	check_image(e, v, &head, "head");
+	for (i = 0; i < NSNAP; i++)
+		for (j = i; j <= NSNAP; j++)
+			check_diff(e, "v", i, j, mod, j < NSNAP ? &snaps[j] : &head);
+	assert_int_equal(sflush(v, e->io), 0);
+	tsr_svol_put(v);
+
+	/* the same after a reopen */
+	reopen(e);
+	assert_int_equal(tsr_store_snap_list(e->store, "v", &list, &n), 0);
+	assert_int_equal(n, NSNAP);
+	for (s = 0; s < NSNAP; s++) {
+		snprintf(name, sizeof(name), "s%d", s);
+		assert_string_equal(list[s].name, name);
+		check_snap(e, "v", name, &snaps[s]);
+	}
+	free(list);
+	check_vol(e, "v", &head);
+	for (i = 0; i < NSNAP; i++)
+		check_diff(e, "v", i, NSNAP, mod, &head);
+}
+
+/* ---- a snapshot read racing a copy-on-write of the same blocks ---- */
+
+static void test_read_during_cow(void **state)
+{
+	struct env *e = *state;
+	struct model old = {{0}}, cur = {{0}};
+	struct tsr_io *slow = make_io(TSR_IO_AUTO, "read:1:delay=300");
+	struct done rd = {0}, wr = {0};
+	struct tsr_svol *v, *s;
+	uint8_t *sbuf = tsr_alloc_aligned(16 * BS), *wbuf = tsr_alloc_aligned(16 * BS);
+	int spins = 0;
+
+	assert_non_null(slow);
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	mwrite(e, v, &old, 0, NB, 7);
+	cur = old;
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s", NULL), 0);
+	assert_int_equal(tsr_store_snap_open(e->store, "v", "s", &s), 0);
+
+	/* the snapshot's read of the head is held 300 ms; the write copies the
+	 * blocks into the snapshot and lands meanwhile */
+	assert_int_equal(tsr_svol_read(s, slow, 16 * BS, 16 * BS, sbuf, done_cb, &rd), 0);
+	tsr_io_submit(slow);
+	fill(wbuf, 16 * BS, 9, 16 * BS);
+	assert_int_equal(tsr_svol_write(v, slow, 16 * BS, 16 * BS, wbuf, 0, done_cb, &wr), 0);
+	while ((rd.calls == 0 || wr.calls == 0) && spins++ < 100000) {
+		tsr_io_submit(slow);
+		tsr_io_poll(slow, 0, tsr_io_inflight(slow) > 0);
+		if (rd.calls == 0)
+			assert_int_equal(wr.calls <= 1, true);
+	}
+	assert_int_equal(wr.status, 0);
+	assert_int_equal(rd.status, 0);
+	assert_true(is_filled(sbuf, 16 * BS, 7, 16 * BS)); /* the cut, not the write */
+	memset(cur.seed + 16, 0, 0);
+	for (int i = 16; i < 32; i++)
+		cur.seed[i] = 9;
+	check_image(e, s, &old, "snapshot after the race");
+	check_image(e, v, &cur, "head after the race");
+	tsr_svol_put(s);
+	tsr_svol_put(v);
+	tsr_io_destroy(slow);
+	tsr_free_aligned(sbuf);
+	tsr_free_aligned(wbuf);
+}
+
+/* ---- clones of clones, sources deleted in every order ---- */
+
+struct tree {
+	struct model a, a_s1, b, b_s2, c, d;
+};
+
+/* A ─s1→ B ─s2→ C ─(now)→ D, with writes at every level before and after. */
+static void build_tree(struct env *e, struct tree *t)
+{
+	struct tsr_svol *v;
+	char pv[64], ps[64];
+
+	memset(t, 0, sizeof(*t));
+	assert_int_equal(tsr_store_vol_create(e->store, "A", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "A", &v), 0);
+	mwrite(e, v, &t->a, 0, 128, 1);
+	t->a_s1 = t->a;
+	assert_int_equal(tsr_store_snap_create(e->store, "A", "s1", NULL), 0);
+	mwrite(e, v, &t->a, 10, 30, 2);
+	mtrim(e, v, &t->a, 50, 10, false);
+	tsr_svol_put(v);
+
+	assert_int_equal(tsr_store_vol_clone(e->store, "B", "A", "s1", NULL), 0);
+	t->b = t->a_s1;
+	assert_int_equal(tsr_store_vol_open(e->store, "B", &v), 0);
+	mwrite(e, v, &t->b, 100, 60, 3);
+	mtrim(e, v, &t->b, 0, 5, true);
+	t->b_s2 = t->b;
+	assert_int_equal(tsr_store_snap_create(e->store, "B", "s2", NULL), 0);
+	mwrite(e, v, &t->b, 120, 20, 4);
+	tsr_svol_put(v);
+
+	assert_int_equal(tsr_store_vol_clone(e->store, "C", "B", "s2", NULL), 0);
+	t->c = t->b_s2;
+	assert_int_equal(tsr_store_vol_open(e->store, "C", &v), 0);
+	mwrite(e, v, &t->c, 200, 40, 5);
+	mwrite(e, v, &t->c, 60, 5, 6);
+	tsr_svol_put(v);
+
+	assert_int_equal(tsr_store_vol_clone(e->store, "D", "C", NULL, NULL), 0);
+	t->d = t->c;
+	assert_int_equal(tsr_store_vol_open(e->store, "C", &v), 0);
+	mwrite(e, v, &t->c, 61, 10, 7); /* after D was cut: D keeps the old */
+	tsr_svol_put(v);
+	assert_int_equal(tsr_store_vol_open(e->store, "D", &v), 0);
+	mwrite(e, v, &t->d, 250, 6, 8);
+	tsr_svol_put(v);
+
+	assert_int_equal(tsr_store_vol_parent(e->store, "C", pv, ps), 0);
+	assert_string_equal(pv, "B");
+	assert_string_equal(ps, "s2");
+	assert_int_equal(tsr_store_vol_parent(e->store, "D", pv, ps), 0);
+	assert_string_equal(pv, "C");
+	assert_string_equal(ps, "");
+	assert_int_equal(tsr_store_vol_parent(e->store, "A", pv, ps), 0);
+	assert_string_equal(pv, "");
+}
+
+static void check_tree(struct env *e, const struct tree *t, const bool *gone)
+{
+	if (!gone[0]) {
+		check_vol(e, "A", &t->a);
+		check_snap(e, "A", "s1", &t->a_s1);
+	}
+	if (!gone[1]) {
+		check_vol(e, "B", &t->b);
+		check_snap(e, "B", "s2", &t->b_s2);
+	}
+	if (!gone[2])
+		check_vol(e, "C", &t->c);
+	if (!gone[3])
+		check_vol(e, "D", &t->d);
+}
+
+static int count_files(const char *dir)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	int n = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/volumes", dir);
+	d = opendir(path);
+	if (d == NULL)
+		return -1;
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+static void test_clone_tree(void **state)
+{
+	static const int orders[][4] = {
+		{0, 1, 2, 3}, {0, 2, 1, 3}, {1, 0, 2, 3}, {1, 2, 0, 3}, {2, 0, 1, 3}, {2, 1, 0, 3},
+		{3, 2, 1, 0}, {0, 3, 1, 2},
+	};
+	static const char *names[] = {"A", "B", "C", "D"};
+	struct env *e = *state;
+	struct tsr_vol_info *list;
+	struct tree t;
+	size_t o, k, n;
+
+	for (o = 0; o < sizeof(orders) / sizeof(orders[0]); o++) {
+		bool gone[4] = {false, false, false, false};
+
+		build_tree(e, &t);
+		check_tree(e, &t, gone);
+		for (k = 0; k < 4; k++) {
+			int x = orders[o][k];
+
+			assert_int_equal(tsr_store_vol_delete(e->store, names[x]), 0);
+			gone[x] = true;
+			assert_int_equal(tsr_store_vol_info(e->store, names[x],
+							    &(struct tsr_vol_info){0}),
+					 -ENOENT);
+			check_tree(e, &t, gone);
+			if (k == 1) { /* hidden parents survive a reopen */
+				reopen(e);
+				check_tree(e, &t, gone);
+			}
+		}
+		assert_int_equal(tsr_store_vol_list(e->store, &list, &n), 0);
+		assert_int_equal(n, 0);
+		free(list);
+		assert_int_equal(count_files(e->dir), 0); /* hidden layers went with the last clone */
+	}
+}
+
+/* A name freed by a delete that had to hide the volume can be reused. */
+static void test_hidden_name_reuse(void **state)
+{
+	struct env *e = *state;
+	struct model m = {{0}}, m2 = {{0}};
+	struct tsr_svol *v;
+
+	assert_int_equal(tsr_store_vol_create(e->store, "src", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "src", &v), 0);
+	mwrite(e, v, &m, 0, 20, 3);
+	tsr_svol_put(v);
+	assert_int_equal(tsr_store_snap_create(e->store, "src", "s", NULL), 0);
+	assert_int_equal(tsr_store_vol_clone(e->store, "cl", "src", "s", NULL), 0);
+	assert_int_equal(tsr_store_snap_delete(e->store, "src", "s"), 0); /* hidden: cl needs it */
+	assert_int_equal(tsr_store_snap_info(e->store, "src", "s", &(struct tsr_snap_info){0}),
+			 -ENOENT);
+	assert_int_equal(tsr_store_snap_create(e->store, "src", "s", NULL), 0); /* name free */
+	assert_int_equal(tsr_store_vol_delete(e->store, "src"), 0);
+	assert_int_equal(tsr_store_vol_create(e->store, "src", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "src", &v), 0);
+	mwrite(e, v, &m2, 5, 5, 4);
+	tsr_svol_put(v);
+	check_vol(e, "cl", &m);
+	check_vol(e, "src", &m2);
+	assert_int_equal(tsr_store_vol_delete(e->store, "cl"), 0);
+	assert_int_equal(tsr_store_vol_delete(e->store, "src"), 0);
+	assert_int_equal(count_files(e->dir), 0);
+}
+
+/* ---- rollback ---- */
+
+static void test_rollback(void **state)
+{
+	struct env *e = *state;
+	struct model m = {{0}}, s1, s2;
+	struct tsr_svol *v;
+	pid_t pid;
+	int st;
+
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	mwrite(e, v, &m, 0, NB, 1);
+	mtrim(e, v, &m, 30, 10, false);
+	s1 = m;
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s1", NULL), 0);
+	mwrite(e, v, &m, 20, 40, 2);
+	mtrim(e, v, &m, 100, 50, false);
+	s2 = m;
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s2", NULL), 0);
+	mwrite(e, v, &m, 140, 100, 3);
+	assert_int_equal(tsr_store_vol_rollback(e->store, "v", "s1"), -EBUSY); /* open */
+	tsr_svol_put(v);
+
+	assert_int_equal(tsr_store_vol_rollback(e->store, "v", "s1"), 0);
+	check_vol(e, "v", &s1);
+	check_snap(e, "v", "s1", &s1);
+	check_snap(e, "v", "s2", &s2);
+	assert_int_equal(tsr_store_vol_rollback(e->store, "v", "s1"), 0); /* idempotent */
+	check_vol(e, "v", &s1);
+	assert_int_equal(tsr_store_vol_rollback(e->store, "v", "s2"), 0);
+	check_vol(e, "v", &s2);
+	check_snap(e, "v", "s1", &s1);
+
+	/* interrupted: the volume refuses to open until it is run again */
+	tsr_store_close(e->store);
+	e->store = NULL;
+	pid = fork();
+	if (pid == 0) {
+		struct tsr_store *st2;
+
+		if (tsr_store_open(e->dir, NULL, &st2))
+			_exit(1);
+		store_test_crash_at = 1;
+		tsr_store_vol_rollback(st2, "v", "s1");
+		_exit(0);
+	}
+	assert_true(pid > 0);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 99);
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), -EAGAIN);
+	assert_int_equal(tsr_store_vol_rollback(e->store, "v", "s1"), 0);
+	check_vol(e, "v", &s1);
+	check_snap(e, "v", "s2", &s2);
+}
+
+/* ---- delete: merges, images and space ---- */
+
+static uint64_t snap_alloc(struct env *e, const char *snap)
+{
+	struct tsr_snap_info info;
+
+	assert_int_equal(tsr_store_snap_info(e->store, "v", snap, &info), 0);
+	return info.allocated;
+}
+
+static void test_delete_space(void **state)
+{
+	struct env *e = *state;
+	struct model m = {{0}}, s1, s2, s3;
+	struct tsr_snap_info info;
+	uint64_t alloc, excl;
+	struct tsr_svol *v;
+	int files;
+
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	mwrite(e, v, &m, 0, 64, 1);
+	s1 = m;
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s1", NULL), 0);
+	mwrite(e, v, &m, 0, 16, 2);  /* s1 holds blocks 0..15 */
+	s2 = m;
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s2", NULL), 0);
+	mwrite(e, v, &m, 8, 16, 3);  /* s2 holds 8..23 */
+	mtrim(e, v, &m, 40, 8, false); /* and 40..47 */
+	s3 = m;
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s3", NULL), 0);
+	mwrite(e, v, &m, 0, 32, 4);  /* s3 holds 0..31 */
+	assert_int_equal(sflush(v, e->io), 0);
+
+	assert_int_equal(snap_alloc(e, "s1"), 16 * BS);
+	assert_int_equal(snap_alloc(e, "s2"), 24 * BS);
+	assert_int_equal(snap_alloc(e, "s3"), 32 * BS);
+	assert_int_equal(tsr_store_snap_info(e->store, "v", "s2", &info), 0);
+	assert_int_equal(info.exclusive, 8 * BS); /* 8..15 are in s1 too; the rest moves */
+	assert_int_equal(info.clones, 0);
+	assert_int_equal(tsr_store_vol_space(e->store, "v", &alloc, &excl), 0);
+	assert_int_equal(alloc, 64 * BS - 8 * BS);
+	assert_int_equal(excl, alloc + (16 + 24 + 32) * BS);
+
+	check_snap(e, "v", "s2", &s2);
+	/* middle: its blocks s1 lacks (16..23, 40..47) move to s1 */
+	files = count_files(e->dir);
+	assert_int_equal(tsr_store_snap_delete(e->store, "v", "s2"), 0);
+	assert_int_equal(count_files(e->dir), files - 3);
+	assert_int_equal(snap_alloc(e, "s1"), 32 * BS);
+	check_snap(e, "v", "s1", &s1);
+	check_snap(e, "v", "s3", &s3);
+	check_image(e, v, &m, "head");
+
+	/* newest: its blocks s1 lacks (24..31) move to s1 */
+	assert_int_equal(tsr_store_snap_delete(e->store, "v", "s3"), 0);
+	assert_int_equal(snap_alloc(e, "s1"), 40 * BS);
+	check_snap(e, "v", "s1", &s1);
+
+	/* writes keep copying into s1 now */
+	mwrite(e, v, &m, 60, 4, 5);
+	check_snap(e, "v", "s1", &s1);
+
+	/* oldest */
+	assert_int_equal(tsr_store_snap_delete(e->store, "v", "s1"), 0);
+	assert_int_equal(count_files(e->dir), 3); /* the volume's data, crc, dirty */
+	check_image(e, v, &m, "head");
+	mwrite(e, v, &m, 0, 4, 6); /* no snapshot: the plain path */
+	check_image(e, v, &m, "head");
+	tsr_svol_put(v);
+	assert_int_equal(tsr_store_vol_space(e->store, "v", &alloc, &excl), 0);
+	assert_int_equal(alloc, excl);
+}
+
+/* ---- crashes at every step of create and delete ---- */
+
+/* Run op in a child that dies at its step-th crash point; 99 = died. */
+static int crash_child(struct env *e, int step, int op)
+{
+	pid_t pid;
+	int st;
+
+	tsr_store_close(e->store);
+	e->store = NULL;
+	pid = fork();
+	if (pid == 0) {
+		struct tsr_store *s;
+		int ret;
+
+		if (tsr_store_open(e->dir, NULL, &s))
+			_exit(1);
+		store_test_crash_at = step;
+		if (op == 0)
+			ret = tsr_store_snap_create(s, "v", "new", NULL);
+		else if (op == 1)
+			ret = tsr_store_snap_delete(s, "v", "mid");
+		else if (op == 2)
+			ret = tsr_store_vol_clone(s, "cl", "v", NULL, NULL);
+		else
+			ret = tsr_store_vol_delete(s, "v");
+		_exit(ret ? 2 : 0);
+	}
+	assert_true(pid > 0);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	return WEXITSTATUS(st);
+}
+
+/* Every file in volumes/ belongs to v, a listed snapshot of it, or a hidden layer. */
+static void check_no_orphans(struct env *e, int want_snaps, int extra_files)
+{
+	struct tsr_snap_info *list;
+	size_t n;
+
+	assert_int_equal(tsr_store_snap_list(e->store, "v", &list, &n), 0);
+	free(list);
+	assert_int_equal((int)n, want_snaps);
+	assert_int_equal(count_files(e->dir), 3 + 3 * want_snaps + extra_files);
+}
+
+static void test_crash_create_delete(void **state)
+{
+	struct env *e = *state;
+	struct model m = {{0}}, s_old, s_mid, s_new;
+	struct tsr_svol *v;
+	int step, rc, op;
+
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	mwrite(e, v, &m, 0, 64, 1);
+	s_old = m;
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "old", NULL), 0);
+	mwrite(e, v, &m, 0, 32, 2);
+	s_mid = m;
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "mid", NULL), 0);
+	mwrite(e, v, &m, 16, 32, 3);
+	s_new = m;
+	tsr_svol_put(v);
+
+	/* create: whole or absent after a crash at each step */
+	for (step = 1;; step++) {
+		rc = crash_child(e, step, 0);
+		if (rc == 0)
+			break;
+		assert_int_equal(rc, 99);
+		if (tsr_store_snap_info(e->store, "v", "new", &(struct tsr_snap_info){0}) == 0) {
+			check_snap(e, "v", "new", &s_new);
+			check_no_orphans(e, 3, 0);
+			assert_int_equal(tsr_store_snap_delete(e->store, "v", "new"), 0);
+		}
+		check_no_orphans(e, 2, 0);
+		assert_true(step < 20);
+	}
+	assert_true(step > 3);
+	check_snap(e, "v", "new", &s_new);
+	assert_int_equal(tsr_store_snap_delete(e->store, "v", "new"), 0);
+
+	/* delete of the middle one (a merge): finished or never started */
+	for (step = 1;; step++) {
+		rc = crash_child(e, step, 1);
+		if (rc == 0)
+			break;
+		assert_int_equal(rc, 99);
+		rc = tsr_store_snap_info(e->store, "v", "mid", &(struct tsr_snap_info){0});
+		check_snap(e, "v", "old", &s_old);
+		check_vol(e, "v", &m);
+		if (rc == 0) { /* not started: intact */
+			check_snap(e, "v", "mid", &s_mid);
+			check_no_orphans(e, 2, 0);
+		} else {
+			assert_int_equal(rc, -ENOENT);
+			check_no_orphans(e, 1, 0);
+			assert_int_equal(snap_alloc(e, "old"), 48 * BS); /* 0..31 + merged 32..47 */
+			break;
+		}
+		assert_true(step < 20);
+	}
+	check_no_orphans(e, 1, 0);
+	assert_int_equal(snap_alloc(e, "old"), 48 * BS);
+	check_snap(e, "v", "old", &s_old);
+
+	/* from-volume clone and volume delete (hide, then drop) */
+	for (op = 2; op <= 3; op++) {
+		for (step = 1;; step++) {
+			rc = crash_child(e, step, op);
+			if (rc == 0)
+				break;
+			assert_int_equal(rc, 99);
+			assert_true(step < 20);
+			if (op == 2) {
+				if (tsr_store_vol_info(e->store, "cl",
+						       &(struct tsr_vol_info){0}) == 0) {
+					check_vol(e, "cl", &m);
+					assert_int_equal(tsr_store_vol_delete(e->store, "cl"), 0);
+				}
+				check_no_orphans(e, 1, 0);
+			} else if (tsr_store_vol_info(e->store, "v", &(struct tsr_vol_info){0}) ==
+				   0) {
+				check_vol(e, "v", &m);
+				check_snap(e, "v", "old", &s_old);
+				check_vol(e, "cl", &m);
+			} else {
+				check_vol(e, "cl", &m);
+				break;
+			}
+		}
+	}
+	check_vol(e, "cl", &m);
+	assert_int_equal(tsr_store_vol_delete(e->store, "cl"), 0);
+	assert_int_equal(count_files(e->dir), 0);
+}
+
+/* ---- bad input ---- */
+
+static void test_bad_input(void **state)
+{
+	struct env *e = *state;
+	struct tsr_snap_info info, *list;
+	struct tsr_extent *ext;
+	struct tsr_svol *v, *s;
+	struct model m = {{0}};
+	char pv[64], ps[64];
+	size_t n;
+	int files;
+
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	mwrite(e, v, &m, 0, 8, 1);
+	tsr_svol_put(v);
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "a", NULL), 0);
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "b", NULL), 0);
+	files = count_files(e->dir);
+
+	assert_int_equal(tsr_store_snap_create(e->store, "nope", "x", NULL), -ENOENT);
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "a", NULL), -EEXIST);
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "", NULL), -EINVAL);
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "-x", NULL), -EINVAL);
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "a/b", NULL), -EINVAL);
+	assert_int_equal(tsr_store_snap_create(e->store, "v", NULL, NULL), -EINVAL);
+	assert_int_equal(tsr_store_snap_delete(e->store, "v", "x"), -ENOENT);
+	assert_int_equal(tsr_store_snap_delete(e->store, "nope", "a"), -ENOENT);
+	assert_int_equal(tsr_store_snap_info(e->store, "v", "x", &info), -ENOENT);
+	assert_int_equal(tsr_store_snap_list(e->store, "nope", &list, &n), -ENOENT);
+	assert_int_equal(tsr_store_snap_open(e->store, "v", "x", &s), -ENOENT);
+	assert_int_equal(tsr_store_vol_clone(e->store, "c", "v", "x", NULL), -ENOENT);
+	assert_int_equal(tsr_store_vol_clone(e->store, "c", "nope", NULL, NULL), -ENOENT);
+	assert_int_equal(tsr_store_vol_clone(e->store, "v", "v", "a", NULL), -EEXIST);
+	assert_int_equal(tsr_store_vol_clone(e->store, "-c", "v", "a", NULL), -EINVAL);
+	assert_int_equal(tsr_store_vol_rollback(e->store, "v", "x"), -ENOENT);
+	assert_int_equal(tsr_store_vol_rollback(e->store, "nope", "a"), -ENOENT);
+	assert_int_equal(tsr_store_snap_diff(e->store, "v", "b", "a", &ext, &n), -EINVAL);
+	assert_int_equal(tsr_store_snap_diff(e->store, "v", "x", NULL, &ext, &n), -ENOENT);
+	assert_int_equal(tsr_store_vol_parent(e->store, "nope", pv, ps), -ENOENT);
+	assert_int_equal(tsr_store_vol_space(e->store, "nope", &(uint64_t){0},
+					     &(uint64_t){0}),
+			 -ENOENT);
+
+	/* rollback and delete of an open volume */
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	assert_int_equal(tsr_store_vol_rollback(e->store, "v", "a"), -EBUSY);
+	assert_int_equal(tsr_store_vol_delete(e->store, "v"), -EBUSY);
+	tsr_svol_put(v);
+
+	/* a snapshot handle is read-only */
+	assert_int_equal(tsr_store_snap_open(e->store, "v", "a", &s), 0);
+	assert_int_equal(swrite(s, e->io, 0, BS, e->buf, 0), -EROFS);
+	assert_int_equal(strim(s, e->io, 0, BS), -EROFS);
+	assert_int_equal(szeroes(s, e->io, 0, BS, TSR_WRITE_NO_HOLE), -EROFS);
+	assert_int_equal(sflush(s, e->io), 0);
+	assert_int_equal(tsr_store_snap_delete(e->store, "v", "a"), -EBUSY);
+	assert_int_equal(tsr_store_vol_delete(e->store, "v"), -EBUSY);
+	tsr_svol_put(s);
+
+	/* nothing changed */
+	assert_int_equal(count_files(e->dir), files);
+	assert_int_equal(tsr_store_snap_list(e->store, "v", &list, &n), 0);
+	assert_int_equal(n, 2);
+	free(list);
+	check_vol(e, "v", &m);
+	check_snap(e, "v", "a", &m);
+}
+
+/* ---- diff and block status at scale: a 1 TiB volume ---- */
+
+static void test_diff_large(void **state)
+{
+	struct env *e = *state;
+	const uint64_t size = 1ull << 40;
+	struct tsr_extent *ext, bs[8];
+	struct tsr_svol *v, *s;
+	uint64_t i, off;
+	size_t n;
+
+	assert_int_equal(tsr_store_vol_create(e->store, "big", size, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "big", &v), 0);
+	fill(e->buf, BS, 1, 0);
+	assert_int_equal(tsr_store_snap_create(e->store, "big", "s", NULL), 0);
+	for (i = 0; i < 100; i++) {
+		off = (i * 10007 % (size / BS / 2)) * BS * 2;
+		assert_int_equal(swrite(v, e->io, off, BS, e->buf, 0), 0);
+	}
+	assert_int_equal(tsr_store_snap_diff(e->store, "big", "s", NULL, &ext, &n), 0);
+	assert_int_equal(n, 100);
+	for (i = 1; i < n; i++)
+		assert_true(ext[i].offset > ext[i - 1].offset);
+	for (i = 0; i < n; i++)
+		assert_int_equal(ext[i].length, BS);
+	free(ext);
+	assert_int_equal(tsr_store_snap_open(e->store, "big", "s", &s), 0);
+	assert_int_equal(tsr_svol_block_status(s, 0, 64 * BS, bs, 8, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(bs[0].flags, TSR_EXTENT_HOLE | TSR_EXTENT_ZERO);
+	tsr_svol_put(s);
+	tsr_svol_put(v);
+}
+
+/* ---- resize with snapshots, and clone heads growing ---- */
+
+static void test_resize(void **state)
+{
+	struct env *e = *state;
+	struct model m = {{0}};
+	struct tsr_svol *v;
+	uint8_t *big = tsr_alloc_aligned(2 * VSIZE);
+
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	mwrite(e, v, &m, 0, NB, 1);
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s", NULL), 0);
+	assert_int_equal(tsr_store_vol_clone(e->store, "c", "v", "s", NULL), 0);
+	assert_int_equal(tsr_store_vol_resize(e->store, "v", 2 * VSIZE), 0);
+	assert_int_equal(tsr_store_vol_resize(e->store, "c", 2 * VSIZE), 0);
+	fill(big, VSIZE, 2, VSIZE);
+	assert_int_equal(swrite(v, e->io, VSIZE, (uint32_t)VSIZE, big, 0), 0);
+	tsr_svol_put(v);
+	check_snap(e, "v", "s", &m);
+	assert_int_equal(tsr_store_vol_open(e->store, "c", &v), 0);
+	assert_int_equal(tsr_svol_size(v), 2 * VSIZE);
+	assert_int_equal(sread(v, e->io, 0, (uint32_t)(2 * VSIZE), big), 0);
+	assert_true(is_filled(big, VSIZE, 1, 0));
+	assert_true(is_zero(big + VSIZE, VSIZE));
+	fill(big, BS, 3, VSIZE + BS);
+	assert_int_equal(swrite(v, e->io, VSIZE + BS, BS, big, 0), 0);
+	assert_int_equal(sread(v, e->io, VSIZE + BS, BS, big), 0);
+	assert_true(is_filled(big, BS, 3, VSIZE + BS));
+	tsr_svol_put(v);
+	tsr_free_aligned(big);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_model, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_during_cow, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_clone_tree, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hidden_name_reuse, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_space, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_crash_create_delete, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_diff_large, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resize, setup, teardown),
+	};
+
+	tsr_log_set_level(TSR_LOG_ERROR);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
