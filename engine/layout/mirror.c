@@ -77,6 +77,7 @@ static void mirror_free(struct mirror *m)
 		struct mcopy *c = &m->copies[i];
 
 		mbm_close(&c->bm, false);
+		mirror_missed_free(c);
 		if (c->svol != NULL)
 			tsr_svol_put(c->svol);
 	}
@@ -299,9 +300,11 @@ void mirror_fence_now(struct mirror *m, const char *why)
 	m->fenced = true;
 	tsr_error("mirror %s: fenced at epoch %llu (%s): every I/O fails from now on", m->name,
 		  (unsigned long long)m->epoch, why);
-	for (unsigned i = 0; i < m->n_copies; i++)
+	for (unsigned i = 0; i < m->n_copies; i++) {
 		if (m->copies[i].resync != NULL)
 			mirror_resync_abort(&m->copies[i]);
+		mirror_snap_replay_abort(&m->copies[i]);
+	}
 	mirror_scrub_abort(m);
 	fail_waiting_writes(m);
 	mirror_publish(m);
@@ -1055,9 +1058,11 @@ static void teardown(struct mirror *m)
 		return;
 	m->closing = true;
 	m->ready = false;
-	for (unsigned i = 0; i < m->n_copies; i++)
+	for (unsigned i = 0; i < m->n_copies; i++) {
 		if (m->copies[i].resync != NULL)
 			mirror_resync_abort(&m->copies[i]);
+		mirror_snap_replay_abort(&m->copies[i]);
+	}
 	mirror_scrub_abort(m);
 	fail_waiting_writes(m);
 	for (unsigned i = 0; i < m->n_copies; i++)
@@ -1202,7 +1207,7 @@ static void copy_returned_fn(struct ctl *ctl)
 
 	ctl->result = 0;
 	if (m->closing || m->fenced || !c->present || c->state != TSR_COPY_OUT_OF_SYNC ||
-	    c->connecting || c->resync != NULL)
+	    c->connecting || c->resync != NULL || c->replay != NULL)
 		return; /* in sync, or already on its way back */
 	if (ctl->address[0] != '\0')
 		snprintf(c->address, sizeof(c->address), "%s", ctl->address);
@@ -1304,6 +1309,8 @@ static void replace_fn(struct ctl *ctl)
 	c->full_resync = true;
 	m->replace_running = true;
 	m->replace_idx = ctl->idx;
+	mirror_snap_replay_abort(c);
+	mirror_missed_all(c); /* the new copy gets every snapshot the local copy holds */
 	memcpy(ctl->oldpath, old->path, sizeof(ctl->oldpath));
 	ret = mcopy_connect(c, returned_open_done, c);
 	if (ret == 1)
@@ -1523,6 +1530,9 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 		if (ret < 0)
 			goto err;
 		ret = mbm_open(&c->bm, m, path, oc->state != TSR_COPY_IN_SYNC, oc->full_resync);
+		if (ret < 0)
+			goto err;
+		ret = mirror_missed_load(c);
 		if (ret < 0)
 			goto err;
 		if (c->local) {

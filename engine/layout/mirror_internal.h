@@ -125,6 +125,13 @@ void bits_set_range(uint8_t *bits, uint64_t first, uint64_t last);
 /* ---- copies ------------------------------------------------------------- */
 
 struct mresync;
+struct mreplay;
+
+/* A snapshot operation a copy missed (not IN_SYNC at the cut, or failed it). */
+struct msnap_miss {
+	enum tsr_snap_op op; /* CREATE or DELETE */
+	char snap[64];
+};
 
 struct mcopy {
 	struct mirror *m;
@@ -153,6 +160,15 @@ struct mcopy {
 	struct mbitmap bm;
 	struct mresync *resync; /* running resync, or NULL */
 	bool resync_queued;     /* start one once the session is open */
+	/*
+	 * Snapshot operations missed, oldest first, kept durably in
+	 * state_dir/<vol>.<node_id>.snaps (mirror_snap.c) before the snap that
+	 * missed the copy is acknowledged; replayed on the copy before its
+	 * resync proper, emptied once it is IN_SYNC.
+	 */
+	struct msnap_miss *missed;
+	unsigned n_missed;
+	struct mreplay *replay; /* replay running, or NULL */
 };
 
 /* One operation on one copy: mirror_copy.c.  Sync errors are returned. */
@@ -278,6 +294,22 @@ void mirror_resync_tick(struct mirror *m, uint64_t now_ns);
 
 /* mirror_snap.c: the layout's snap op (layout_module.h) */
 int mirror_snap(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg);
+/* Control thread, at create: read c's journal of missed snapshot operations
+ * (an IN_SYNC copy's is stale: removed).  0 or -errno (-EUCLEAN malformed). */
+int mirror_missed_load(struct mcopy *c);
+/* Replace: the new (empty) copy misses every snapshot the local copy holds. */
+void mirror_missed_all(struct mcopy *c);
+/* Forget (and unlink) c's journal: it is IN_SYNC. */
+void mirror_missed_clear(struct mcopy *c);
+void mirror_missed_free(struct mcopy *c);
+/*
+ * Home worker, c OUT_OF_SYNC and open: replay c's missed operations (file
+ * header of mirror_snap.c), then call done(c, 0); on a failure done(c,
+ * -errno).  Returns 1 when there is nothing to replay (done not called), 0
+ * when started.
+ */
+int mirror_snap_replay(struct mcopy *c, void (*done)(struct mcopy *c, int status));
+void mirror_snap_replay_abort(struct mcopy *c);
 
 /* mirror_scrub.c */
 int mirror_scrub_begin(struct mirror *m, bool repair, bool converge,

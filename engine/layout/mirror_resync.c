@@ -14,7 +14,9 @@
  * region copied is cleared in the bitmap.  When none is left the copy is
  * recorded IN_SYNC and counts for acknowledgements.  Any failure of the
  * copy on the way makes it OUT_OF_SYNC again (mirror_copy_failed), with the
- * bits not yet cleared kept for the next attempt.
+ * bits not yet cleared kept for the next attempt.  Before all this, the
+ * snapshot operations the copy missed are replayed on it (mirror_snap.c),
+ * while it is still OUT_OF_SYNC.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -579,6 +581,13 @@ static void resync_recorded(void *arg, int status)
 		resync_free_if_idle(rs);
 		return;
 	}
+	if (status == 0 && c->open && c->state == TSR_COPY_OUT_OF_SYNC && c->n_missed > 0) {
+		/* a snapshot was cut since the replay: replay it first */
+		c->resync = NULL;
+		free(rs);
+		mirror_resync_start(c);
+		return;
+	}
 	if (status < 0 || !c->open || c->state != TSR_COPY_OUT_OF_SYNC) {
 		c->resync = NULL;
 		free(rs);
@@ -605,15 +614,25 @@ static void resync_recorded(void *arg, int status)
 	resync_pump(rs);
 }
 
+static void replay_done(struct mcopy *c, int status)
+{
+	if (status == 0)
+		mirror_resync_start(c);
+	else if (status != -ECANCELED)
+		mirror_copy_failed(c, status); /* keeps the journal: the next return retries */
+}
+
 void mirror_resync_start(struct mcopy *c)
 {
 	struct mirror *m = c->m;
 	struct mresync *rs;
 	struct waiter *w;
 
-	if (c->resync != NULL || !c->open || m->fenced || m->closing ||
+	if (c->resync != NULL || c->replay != NULL || !c->open || m->fenced || m->closing ||
 	    c->state != TSR_COPY_OUT_OF_SYNC)
 		return;
+	if (mirror_snap_replay(c, replay_done) != 1)
+		return; /* replaying (replay_done goes on), or out of memory */
 	rs = calloc(1, sizeof(*rs));
 	w = calloc(1, sizeof(*w));
 	if (rs == NULL || w == NULL) {

@@ -27,13 +27,36 @@
  *  - a copy answering -ESTALE fences the layout: -EIO.
  *
  * Copies that are not IN_SYNC at the cut (away, or resyncing) do not get
- * the operation.  The cluster layer records which copies hold each
- * snapshot; bringing a returning copy's snapshots up to date is the
- * resync's job (docs/ARCHITECTURE.md, "Snapshots of replicated volumes").
+ * the operation, nor do copies that failed it: each such copy gets the
+ * operation appended to its journal of missed operations
+ * (state_dir/<vol>.<node_id>.snaps, one line "c NAME" or "d NAME" each,
+ * replaced atomically and fsynced before the snap is acknowledged).  A copy
+ * that was RESYNCING is made OUT_OF_SYNC with every region dirty: its
+ * bitmap no longer covers everything it lacks since it left (regions
+ * already copied were cleared), and a replay needs that.
+ *
+ * Replay (before a returning copy's resync proper; the copy is OUT_OF_SYNC
+ * so host writes only mark its bitmap): for each missed operation in order,
+ * the snapshot is deleted on the copy (it may hold a stale one of that name:
+ * a cut that failed there), then for a CREATE whose snapshot still exists:
+ * the snapshot's content of every dirty region (every region on a full
+ * resync or rebuild) is read from the local IN_SYNC copy's snapshot and
+ * written into the copy's head, flushed, and the snapshot cut on the copy.
+ * The copy's head then equals the snapshot's image (the regions not dirty
+ * have not changed since the copy left), so its cut holds the same image as
+ * the others'.  Then the resync proper brings the head up to date as
+ * before.  Limits: the source must be the coordinator's local copy (a
+ * missed snapshot with no local IN_SYNC source is given up, logged: the copy
+ * lacks it); the journal lives on the coordinator's node, like the bitmaps:
+ * a copy resynced by another coordinator (full resync) gets its head, not
+ * the snapshots it missed.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "layout/mirror_internal.h"
 
@@ -86,6 +109,7 @@ static void snap_complete(struct msnap *s, int status)
 }
 
 static void snap_step(struct msnap *s);
+static int missed_add(struct mcopy *c, enum tsr_snap_op op, const char *snap);
 
 static void snap_dec(struct msnap *s)
 {
@@ -163,9 +187,26 @@ static void snap_decided(struct msnap *s)
 		s->status = first < 0 ? first : -EIO;
 	} else {
 		/* enough copies have it: the others are out of sync, durably
-		 * recorded before we answer (as for a write that missed them) */
+		 * recorded before we answer (as for a write that missed them),
+		 * and their journals say what they missed */
 		s->status = 0;
 		s->pending = 1;
+		for (unsigned i = 0; i < m->n_copies; i++) {
+			struct mcopy *c = &m->copies[i];
+
+			if (!c->present || (s->ok & (1u << i)))
+				continue;
+			if (c->state == TSR_COPY_RESYNCING) {
+				/* regions it got back are cleared in its bitmap, but
+				 * its snapshot must be rebuilt from its departure */
+				c->full_resync = true;
+				mbm_mark_all(&c->bm);
+				mirror_copy_failed(c, -EAGAIN);
+			}
+			if (s->req.op != TSR_SNAP_CLONE &&
+			    missed_add(c, s->req.op, s->req.snap) < 0)
+				s->status = -EIO;
+		}
 		for (unsigned i = 0; i < m->n_copies; i++) {
 			struct msnap_sub *sub = &s->subs[i];
 			struct mcopy *c = &m->copies[i];
@@ -287,4 +328,415 @@ int mirror_snap(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *c
 	if (rl_acquire(m, &s->rl, 0, m->size, snap_granted))
 		snap_go(s);
 	return 0;
+}
+
+/* ---- journal of missed operations ---------------------------------------- */
+
+#define MIRROR_MISSED_MAX 1024u
+
+/* state_dir/<vol>.<node_id>.snaps; the bitmap's path fits, so does this one. */
+static void journal_path(const struct mcopy *c, char out[PATH_MAX])
+{
+	int n = snprintf(out, PATH_MAX, "%s/%s.%s.snaps", c->m->state_dir, c->m->name, c->node_id);
+
+	if (n < 0 || n >= PATH_MAX)
+		out[0] = '\0';
+}
+
+/* Write c's journal (unlink it when empty): tmp file, fsync, rename, fsync dir. */
+static int missed_save(struct mcopy *c)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	FILE *f;
+	int fd, ret = 0;
+
+	journal_path(c, path);
+	if (c->n_missed == 0) {
+		if (unlink(path) < 0 && errno != ENOENT)
+			return -errno;
+		return 0;
+	}
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "w");
+	if (f == NULL)
+		return -errno;
+	for (unsigned i = 0; i < c->n_missed; i++)
+		fprintf(f, "%c %s\n", c->missed[i].op == TSR_SNAP_CREATE ? 'c' : 'd',
+			c->missed[i].snap);
+	if (fflush(f) != 0 || fsync(fileno(f)) < 0)
+		ret = -errno;
+	if (fclose(f) != 0 && ret == 0)
+		ret = -errno;
+	if (ret == 0 && rename(tmp, path) < 0)
+		ret = -errno;
+	if (ret < 0) {
+		tsr_error("mirror %s: journal %s: %s", c->m->name, path, strerror(-ret));
+		unlink(tmp);
+		return ret;
+	}
+	fd = open(c->m->state_dir, O_RDONLY | O_DIRECTORY);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+	return 0;
+}
+
+static int missed_push(struct mcopy *c, enum tsr_snap_op op, const char *snap)
+{
+	struct msnap_miss *n;
+
+	if (c->n_missed >= MIRROR_MISSED_MAX)
+		return -ENOSPC;
+	n = realloc(c->missed, (c->n_missed + 1) * sizeof(*n));
+	if (n == NULL)
+		return -ENOMEM;
+	c->missed = n;
+	n[c->n_missed].op = op;
+	snprintf(n[c->n_missed].snap, sizeof(n[c->n_missed].snap), "%s", snap);
+	c->n_missed++;
+	return 0;
+}
+
+static void missed_pop(struct mcopy *c)
+{
+	if (c->n_missed == 0)
+		return;
+	memmove(c->missed, c->missed + 1, (c->n_missed - 1) * sizeof(*c->missed));
+	c->n_missed--;
+}
+
+/* Append op (durably).  A DELETE drops a pending CREATE of the same name. */
+static int missed_add(struct mcopy *c, enum tsr_snap_op op, const char *snap)
+{
+	int ret;
+
+	if (op == TSR_SNAP_DELETE)
+		for (unsigned i = 0; i < c->n_missed; i++)
+			if (c->missed[i].op == TSR_SNAP_CREATE &&
+			    strcmp(c->missed[i].snap, snap) == 0) {
+				memmove(c->missed + i, c->missed + i + 1,
+					(c->n_missed - i - 1) * sizeof(*c->missed));
+				c->n_missed--;
+				break;
+			}
+	ret = missed_push(c, op, snap);
+	if (ret == 0)
+		ret = missed_save(c);
+	if (ret < 0)
+		tsr_error("mirror %s: copy %u (%s): cannot record the missed snapshot %s: %s",
+			  c->m->name, c->idx, c->node_id, snap, strerror(-ret));
+	return ret;
+}
+
+int mirror_missed_load(struct mcopy *c)
+{
+	char path[PATH_MAX], line[160], name[160];
+	FILE *f;
+	int ret = 0;
+
+	journal_path(c, path);
+	if (c->state == TSR_COPY_IN_SYNC) {
+		unlink(path); /* nothing missed: stale */
+		return 0;
+	}
+	f = fopen(path, "r");
+	if (f == NULL)
+		return errno == ENOENT ? 0 : -errno;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char kind;
+
+		if (sscanf(line, "%c %159s", &kind, name) != 2 || (kind != 'c' && kind != 'd') ||
+		    strlen(name) > TSR_SNAP_NAME_MAX || !tsr_valid_name(name)) {
+			tsr_error("mirror %s: journal %s: malformed line: ignored from there",
+				  c->m->name, path);
+			ret = -EUCLEAN;
+			break;
+		}
+		ret = missed_push(c, kind == 'c' ? TSR_SNAP_CREATE : TSR_SNAP_DELETE, name);
+		if (ret < 0)
+			break;
+	}
+	fclose(f);
+	if (c->n_missed > 0)
+		tsr_info("mirror %s: copy %u (%s) missed %u snapshot operations", c->m->name,
+			 c->idx, c->node_id, c->n_missed);
+	return ret == -EUCLEAN ? 0 : ret;
+}
+
+void mirror_missed_all(struct mcopy *c)
+{
+	struct mirror *m = c->m;
+	struct tsr_snap_info *list = NULL;
+	size_t n = 0;
+	bool local_ok = false;
+
+	free(c->missed);
+	c->missed = NULL;
+	c->n_missed = 0;
+	for (unsigned i = 0; i < m->n_copies; i++)
+		if (m->copies[i].present && m->copies[i].local &&
+		    m->copies[i].state == TSR_COPY_IN_SYNC)
+			local_ok = true;
+	if (!local_ok || tsr_store_snap_list(m->store, m->name, &list, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		if (missed_push(c, TSR_SNAP_CREATE, list[i].name) < 0)
+			break;
+	free(list);
+	missed_save(c);
+}
+
+void mirror_missed_clear(struct mcopy *c)
+{
+	free(c->missed);
+	c->missed = NULL;
+	c->n_missed = 0;
+	missed_save(c);
+}
+
+void mirror_missed_free(struct mcopy *c)
+{
+	free(c->missed);
+	c->missed = NULL;
+	c->n_missed = 0;
+}
+
+/* ---- replay ------------------------------------------------------------- */
+
+enum replay_step { RP_DELETE, RP_COPY, RP_FLUSH, RP_CUT };
+
+struct mreplay {
+	struct mcopy *c;
+	unsigned gen; /* the copy's session: a failure ends the replay */
+	bool aborted;
+	enum replay_step step;
+	struct tsr_snap_req req; /* what is sent to the copy */
+	struct tsr_svol *src;    /* the snapshot on the local copy */
+	uint64_t src_size;
+	uint64_t region; /* next region to copy */
+	uint64_t off;
+	uint32_t len;
+	uint8_t *buf;
+	void (*done)(struct mcopy *c, int status);
+};
+
+static void replay_next(struct mreplay *rp);
+
+static void replay_finish(struct mreplay *rp, int status)
+{
+	struct mcopy *c = rp->c;
+	struct mirror *m = c->m;
+
+	if (rp->src != NULL)
+		tsr_svol_put(rp->src);
+	if (rp->buf != NULL)
+		tsr_free_aligned(rp->buf);
+	if (!rp->aborted) {
+		c->replay = NULL;
+		rp->done(c, status);
+	}
+	free(rp);
+	m_put(m);
+}
+
+static bool replay_gone(struct mreplay *rp)
+{
+	struct mirror *m = rp->c->m;
+
+	return rp->aborted || m->closing || m->fenced || rp->gen != rp->c->gen || !rp->c->open;
+}
+
+/* The local IN_SYNC copy, the only source of snapshot images here. */
+static bool local_source(struct mirror *m)
+{
+	for (unsigned i = 0; i < m->n_copies; i++)
+		if (m->copies[i].present && m->copies[i].local && m->copies[i].open &&
+		    m->copies[i].state == TSR_COPY_IN_SYNC)
+			return true;
+	return false;
+}
+
+/* The entry is done on the copy: drop it (durably) and go on. */
+static void replay_pop(struct mreplay *rp)
+{
+	struct mcopy *c = rp->c;
+
+	if (rp->src != NULL) {
+		tsr_svol_put(rp->src);
+		rp->src = NULL;
+	}
+	missed_pop(c);
+	missed_save(c); /* a failure replays the entry again: harmless */
+	replay_next(rp);
+}
+
+static void replay_io_done(void *arg, int status);
+
+/* Copy the next region of the snapshot that the copy may lack. */
+static void replay_copy(struct mreplay *rp)
+{
+	struct mcopy *c = rp->c;
+	struct mirror *m = c->m;
+	int ret;
+
+	while (rp->region < m->nregions && !c->full_resync && !mbm_test(&c->bm, rp->region))
+		rp->region++;
+	rp->off = rp->region << m->region_shift;
+	if (rp->region >= m->nregions || rp->off >= rp->src_size) {
+		rp->step = RP_FLUSH;
+		ret = mcopy_submit(c, MCOP_FLUSH, 0, 0, NULL, 0, replay_io_done, rp);
+		if (ret < 0)
+			replay_finish(rp, ret);
+		return;
+	}
+	rp->len = (uint32_t)(rp->src_size - rp->off < m->region_size ? rp->src_size - rp->off
+								     : m->region_size);
+	rp->region++;
+	rp->step = RP_COPY;
+	/* read from the snapshot; replay_io_done writes it to the copy */
+	ret = tsr_svol_read(rp->src, m->io, rp->off, rp->len, rp->buf, replay_io_done, rp);
+	if (ret < 0)
+		replay_finish(rp, ret);
+}
+
+static void replay_write_done(void *arg, int status)
+{
+	struct mreplay *rp = arg;
+
+	if (status < 0 || replay_gone(rp)) {
+		replay_finish(rp, status < 0 ? status : -ECANCELED);
+		return;
+	}
+	rp->c->m->resync_bytes_copied += rp->len;
+	replay_copy(rp);
+}
+
+static void replay_io_done(void *arg, int status)
+{
+	struct mreplay *rp = arg;
+	struct mcopy *c = rp->c;
+	int ret;
+
+	if (replay_gone(rp)) {
+		replay_finish(rp, -ECANCELED);
+		return;
+	}
+	switch (rp->step) {
+	case RP_DELETE:
+		if (status < 0 && status != -ENOENT)
+			break;
+		if (c->missed[0].op == TSR_SNAP_DELETE) {
+			replay_pop(rp);
+			return;
+		}
+		ret = tsr_store_snap_open(c->m->store, c->m->name, c->missed[0].snap, &rp->src);
+		if (ret == -ENOENT) { /* deleted since: nothing to rebuild */
+			replay_pop(rp);
+			return;
+		}
+		if (ret < 0) {
+			status = ret;
+			break;
+		}
+		rp->src_size = tsr_svol_size(rp->src);
+		rp->region = 0;
+		replay_copy(rp);
+		return;
+	case RP_COPY:
+		if (status < 0)
+			break;
+		ret = mcopy_submit(c, MCOP_WRITE, rp->off, rp->len, rp->buf, 0, replay_write_done,
+				   rp);
+		if (ret < 0) {
+			status = ret;
+			break;
+		}
+		return;
+	case RP_FLUSH:
+		if (status < 0)
+			break;
+		rp->step = RP_CUT;
+		rp->req.op = TSR_SNAP_CREATE;
+		ret = mcopy_snap(c, &rp->req, replay_io_done, rp);
+		if (ret < 0) {
+			status = ret;
+			break;
+		}
+		return;
+	case RP_CUT:
+		if (status < 0)
+			break;
+		tsr_info("mirror %s: copy %u (%s): snapshot %s replayed", c->m->name, c->idx,
+			 c->node_id, rp->req.snap);
+		replay_pop(rp);
+		return;
+	}
+	tsr_warn("mirror %s: copy %u (%s): replay of snapshot %s: %s", c->m->name, c->idx,
+		 c->node_id, c->n_missed ? c->missed[0].snap : "?", strerror(-status));
+	replay_finish(rp, status);
+}
+
+static void replay_next(struct mreplay *rp)
+{
+	struct mcopy *c = rp->c;
+	int ret;
+
+	if (replay_gone(rp)) {
+		replay_finish(rp, -ECANCELED);
+		return;
+	}
+	if (c->n_missed == 0) {
+		replay_finish(rp, 0);
+		return;
+	}
+	if (c->missed[0].op == TSR_SNAP_CREATE && !local_source(c->m)) {
+		tsr_error("mirror %s: copy %u (%s) lacks snapshot %s and no local in-sync copy "
+			  "can rebuild it here: given up (the copy will not hold it)",
+			  c->m->name, c->idx, c->node_id, c->missed[0].snap);
+		replay_pop(rp);
+		return;
+	}
+	memset(&rp->req, 0, sizeof(rp->req));
+	rp->req.op = TSR_SNAP_DELETE;
+	snprintf(rp->req.snap, sizeof(rp->req.snap), "%s", c->missed[0].snap);
+	rp->step = RP_DELETE;
+	ret = mcopy_snap(c, &rp->req, replay_io_done, rp);
+	if (ret < 0)
+		replay_finish(rp, ret);
+}
+
+int mirror_snap_replay(struct mcopy *c, void (*done)(struct mcopy *c, int status))
+{
+	struct mirror *m = c->m;
+	struct mreplay *rp;
+
+	if (c->n_missed == 0)
+		return 1;
+	if (c->replay != NULL)
+		return 0;
+	rp = calloc(1, sizeof(*rp));
+	if (rp != NULL)
+		rp->buf = tsr_alloc_aligned(m->region_size);
+	if (rp == NULL || rp->buf == NULL) {
+		free(rp);
+		return -ENOMEM;
+	}
+	rp->c = c;
+	rp->gen = c->gen;
+	rp->done = done;
+	c->replay = rp;
+	m_get(m);
+	tsr_info("mirror %s: copy %u (%s): replaying %u missed snapshot operations", m->name,
+		 c->idx, c->node_id, c->n_missed);
+	replay_next(rp);
+	return 0;
+}
+
+void mirror_snap_replay_abort(struct mcopy *c)
+{
+	if (c->replay == NULL)
+		return;
+	c->replay->aborted = true; /* freed by its op in flight */
+	c->replay = NULL;
 }

@@ -2,7 +2,8 @@
  * Unit tests of the mirror layout (engine/layout/mirror*.c) against real
  * replicas in one process (mirror_test.h): three nodes, each a store served
  * by a peer server over 127.0.0.1 TCP, the layout on its own home worker.
- * Every test reads the copies back from the nodes' data files.
+ * Every test reads the copies back from the nodes' data files (snapshots:
+ * from the nodes' stores).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -210,6 +211,276 @@ static void test_round_trip_local(void **state)
 		assert_int_equal(tsr_layout_read(e->l, io, 0, BS, e->buf, done_cb, NULL), -EINVAL);
 		tsr_io_destroy(io);
 	}
+}
+
+/* ---- snapshots (mirror_snap.c, through layout.c's gate) ---- */
+
+struct scall {
+	struct tsr_layout *l;
+	struct tsr_snap_req req;
+	int ret, status;
+	sem_t done;
+};
+
+static void scall_cb(void *arg, int status)
+{
+	struct scall *c = arg;
+
+	c->status = status;
+	sem_post(&c->done);
+}
+
+static void scall_msg(struct tsr_worker *w, void *arg)
+{
+	struct scall *c = arg;
+
+	(void)w;
+	c->ret = tsr_layout_snap(c->l, &c->req, scall_cb, c);
+	if (c->ret != 0)
+		sem_post(&c->done);
+}
+
+/* Run a snapshot operation through the layout on its home worker. */
+static int lsnap(struct env *e, enum tsr_snap_op op, const char *snap)
+{
+	struct scall c = {.l = e->l, .req = {.op = op}};
+
+	snprintf(c.req.snap, sizeof(c.req.snap), "%s", snap);
+	sem_init(&c.done, 0, 0);
+	if (tsr_worker_send(e->home, scall_msg, &c) != 0)
+		abort();
+	if (sem_wait_ms(&c.done, 20000) != 0)
+		return -ETIMEDOUT;
+	sem_destroy(&c.done);
+	return c.ret != 0 ? c.ret : c.status;
+}
+
+/* Node n's image of VOLNAME@snap equals want (VOL bytes). */
+static void assert_snap_equals(struct env *e, unsigned n, const char *snap, const uint8_t *want)
+{
+	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
+	struct tsr_svol *v = NULL;
+
+	assert_non_null(io);
+	assert_int_equal(tsr_store_snap_open(e->nodes[n].store, VOLNAME, snap, &v), 0);
+	for (uint64_t off = 0; off < VOL; off += 4 * MiB) {
+		assert_int_equal(sread(v, io, off, 4 * MiB, e->buf), 0);
+		if (memcmp(e->buf, want + off, 4 * MiB) != 0) {
+			print_message("node%u: %s@%s differs in [%llu, +4 MiB)\n", n, VOLNAME, snap,
+				      (unsigned long long)off);
+			fail();
+		}
+	}
+	tsr_svol_put(v);
+	tsr_io_destroy(io);
+}
+
+static bool has_snap(struct env *e, unsigned n, const char *snap)
+{
+	struct tsr_snap_info si;
+
+	return tsr_store_snap_info(e->nodes[n].store, VOLNAME, snap, &si) == 0;
+}
+
+/* A cut taken between writes is the same image on every copy; the head goes on. */
+static void test_snap_all_copies(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_mirror_status s;
+	uint8_t *at_s1 = malloc(VOL);
+
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, 2 * MiB, 1, 0), 0);
+	assert_int_equal(lwrite(e, 9 * MiB + 4096, 64 * 1024, 2, TSR_WRITE_FUA), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s1"), 0);
+	memcpy(at_s1, e->model, VOL);
+	/* overwrite what s1 holds, and more */
+	assert_int_equal(lwrite(e, MiB, 2 * MiB, 3, 0), 0);
+	assert_int_equal(lwrite(e, 9 * MiB, 64 * 1024, 4, 0), 0);
+	assert_int_equal(ldo(e->home, e->l, D_TRIM, 0, 256 * 1024, NULL, 0), 0);
+	memset(e->model, 0, 256 * 1024);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	for (unsigned n = 0; n < 3; n++)
+		assert_snap_equals(e, n, "s1", at_s1);
+	/* the head: read through the layout and on every node's store */
+	for (uint64_t off = 0; off < VOL; off += 4 * MiB) {
+		assert_int_equal(ldo(e->home, e->l, D_READ, off, 4 * MiB, e->buf, 0), 0);
+		assert_memory_equal(e->buf, e->model + off, 4 * MiB);
+		for (unsigned n = 0; n < 3; n++) {
+			assert_int_equal(node_store_read(&e->nodes[n], off, 4 * MiB, e->buf), 0);
+			assert_memory_equal(e->buf, e->model + off, 4 * MiB);
+		}
+	}
+	/* a name taken on every copy: the store's answer, nothing marked */
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s1"), -EEXIST);
+	/* delete reaches every copy */
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s2"), 0);
+	for (unsigned n = 0; n < 3; n++)
+		assert_true(has_snap(e, n, "s2"));
+	assert_int_equal(lsnap(e, TSR_SNAP_DELETE, "s2"), 0);
+	for (unsigned n = 0; n < 3; n++)
+		assert_false(has_snap(e, n, "s2"));
+	assert_int_equal(lsnap(e, TSR_SNAP_DELETE, "s2"), -ENOENT);
+	get_status(e, &s);
+	assert_int_equal(s.in_sync, 3);
+	assert_int_equal(s.copy_failures, 0);
+	free(at_s1);
+}
+
+/* Snapshots cut while writes are in flight: the gate drains them first, so
+ * every copy's image holds the same writes. */
+static void test_snap_under_writes(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct dcall d[8];
+	uint8_t *bufs = tsr_alloc_aligned(8 * 256 * 1024), *first = tsr_alloc_aligned(VOL);
+
+	opts_init(e, &o, false, 3, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	for (unsigned i = 0; i < 8; i++) {
+		d[i] = (struct dcall){.l = e->l,
+				      .kind = D_WRITE,
+				      .off = i * 2 * MiB,
+				      .len = 256 * 1024,
+				      .buf = bufs + i * 256 * 1024};
+		fill(d[i].buf, 256 * 1024, 40 + i, d[i].off);
+		dcall_start(e->home, &d[i]);
+	}
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "cut"), 0);
+	for (unsigned i = 0; i < 8; i++)
+		assert_int_equal(dcall_wait(&d[i], 20000), 0);
+	/* whichever writes made it into the cut, all copies agree */
+	{
+		struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
+		struct tsr_svol *v = NULL;
+
+		assert_int_equal(tsr_store_snap_open(e->nodes[0].store, VOLNAME, "cut", &v), 0);
+		for (uint64_t off = 0; off < VOL; off += 4 * MiB)
+			assert_int_equal(sread(v, io, off, 4 * MiB, first + off), 0);
+		tsr_svol_put(v);
+		tsr_io_destroy(io);
+	}
+	for (unsigned n = 1; n < 3; n++)
+		assert_snap_equals(e, n, "cut", first);
+	tsr_free_aligned(bufs);
+	tsr_free_aligned(first);
+}
+
+/* A copy away at the cut lacks the snapshot; one that fails the cut is
+ * marked out of sync before the snap is acknowledged; too few: undone. */
+static void test_snap_copy_failures(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	unsigned hook_oos = 0;
+	uint8_t *at_x = malloc(VOL);
+
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, MiB, 1, 0), 0);
+	/* node1 holds a snapshot "x" already (behind the layout's back), cut
+	 * before the next write: a stale image of that name */
+	assert_int_equal(tsr_store_snap_create(e->nodes[1].store, VOLNAME, "x", NULL), 0);
+	assert_int_equal(lwrite(e, 4 * MiB, 128 * 1024, 5, 0), 0);
+	memcpy(at_x, e->model, VOL);
+	log_reset();
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "x"), 0); /* node0, node2: 2 >= min 2 */
+	pthread_mutex_lock(&g_log.lock);
+	for (unsigned i = 0; i < g_log.n; i++)
+		if (g_log.ev[i].kind == EV_HOOK && g_log.ev[i].idx == 1 &&
+		    g_log.ev[i].st == TSR_COPY_OUT_OF_SYNC)
+			hook_oos++;
+	pthread_mutex_unlock(&g_log.lock);
+	assert_int_equal(hook_oos, 1); /* recorded before the snap returned */
+	assert_int_equal(g_log.state[1], TSR_COPY_OUT_OF_SYNC);
+	assert_true(has_snap(e, 0, "x") && has_snap(e, 2, "x"));
+
+	/* node2 away too: one copy in sync, below min 2: refused, nothing cut */
+	node_stop(&e->nodes[2]);
+	assert_int_equal(lwrite(e, 2 * MiB, 64 * 1024, 2, 0), -EIO);
+	memset(e->model + 2 * MiB, 0, 64 * 1024); /* not acknowledged */
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "y"), -EIO);
+	assert_false(has_snap(e, 0, "y"));
+	/* both back: resynced, in sync */
+	node_run(&e->nodes[2], 12);
+	tsr_mirror_copy_returned(e->l, 2, e->nodes[2].address);
+	tsr_mirror_copy_returned(e->l, 1, e->nodes[1].address);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	/* node1's stale "x" was replaced by the real cut on its return */
+	for (unsigned n = 0; n < 3; n++)
+		assert_snap_equals(e, n, "x", at_x);
+
+	/* node1 and node2 hold "z": only the local copy could cut it, below
+	 * min 2: the snap fails with their answer and the local cut is undone */
+	assert_int_equal(tsr_store_snap_create(e->nodes[1].store, VOLNAME, "z", NULL), 0);
+	assert_int_equal(tsr_store_snap_create(e->nodes[2].store, VOLNAME, "z", NULL), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "z"), -EEXIST);
+	assert_false(has_snap(e, 0, "z"));
+	/* and the copies were left in sync: nobody missed a write */
+	{
+		struct tsr_mirror_status s;
+
+		usleep(100 * 1000);
+		get_status(e, &s);
+		assert_int_equal(s.in_sync, 3);
+	}
+	free(at_x);
+}
+
+static bool journal_exists(struct env *e, const char *node_id)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/%s.%s.snaps", e->state_dir, VOLNAME, node_id);
+	return access(path, F_OK) == 0;
+}
+
+/* A copy away while snapshots are cut and deleted gets them on its return,
+ * the same images as the others', before it counts as in sync again. */
+static void test_snap_missed_replay(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	uint8_t *at_away = malloc(VOL), *at_s1 = malloc(VOL);
+
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, 3 * MiB, 1, 0), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s1"), 0);
+	memcpy(at_s1, e->model, VOL);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "gone"), 0);
+
+	node_stop(&e->nodes[2]);
+	assert_int_equal(lwrite(e, 2 * MiB, 64 * 1024, 2, 0), 0); /* node2 misses it */
+	assert_int_equal(lwrite(e, 5 * MiB, 2 * MiB, 3, TSR_WRITE_FUA), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "away"), 0);
+	memcpy(at_away, e->model, VOL);
+	assert_true(journal_exists(e, "node2"));
+	assert_false(journal_exists(e, "node1"));
+	assert_int_equal(lwrite(e, 5 * MiB + 4096, 8192, 4, 0), 0); /* after the cut */
+	assert_int_equal(lwrite(e, 12 * MiB, MiB, 5, 0), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_DELETE, "gone"), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "later"), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_DELETE, "later"), 0); /* cut and gone while away */
+	assert_true(has_snap(e, 2, "gone"));
+
+	node_run(&e->nodes[2], 12);
+	tsr_mirror_copy_returned(e->l, 2, e->nodes[2].address);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	for (unsigned n = 0; n < 3; n++) {
+		assert_snap_equals(e, n, "away", at_away);
+		assert_snap_equals(e, n, "s1", at_s1);
+		assert_false(has_snap(e, n, "gone"));
+		assert_false(has_snap(e, n, "later"));
+	}
+	assert_false(journal_exists(e, "node2"));
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	assert_copies_equal_model(e);
+	free(at_away);
+	free(at_s1);
 }
 
 static void test_round_trip_remote(void **state)
@@ -972,6 +1243,10 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_round_trip_local, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_round_trip_remote, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snap_all_copies, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snap_under_writes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snap_copy_failures, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snap_missed_replay, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replica_down_resync, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_below_min_replicas, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fencing, setup, teardown),
