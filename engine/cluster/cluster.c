@@ -333,7 +333,10 @@ bool tsr_cluster_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Reque
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE:
 		if (req->volume_create->local_copy)
 			return false;
-		cluster_volume_create(c, req->volume_create, resp);
+		if (req->volume_create->from_volume[0] || req->volume_create->from_snapshot[0])
+			cluster_volume_clone(c, req->volume_create, resp);
+		else
+			cluster_volume_create(c, req->volume_create, resp);
 		return true;
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE:
 		if (req->volume_delete->local_copy)
@@ -402,6 +405,27 @@ bool tsr_cluster_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Reque
 			cluster_volume_list(c, r->name, resp);
 		return true;
 	}
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE:
+		if (req->snapshot_create->local_copy)
+			return false;
+		cluster_snapshot_change(c, req, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE:
+		if (req->snapshot_delete->local_copy)
+			return false;
+		cluster_snapshot_change(c, req, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST:
+		return cluster_snapshot_read(c, req->snapshot_list->volume, req, resp);
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_SHOW:
+		return cluster_snapshot_read(c, req->snapshot_show->volume, req, resp);
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DIFF:
+		return cluster_snapshot_read(c, req->snapshot_diff->volume, req, resp);
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ROLLBACK:
+		if (req->volume_rollback->local_copy)
+			return false;
+		cluster_volume_rollback(c, req->volume_rollback, resp);
+		return true;
 	case TESSERA__ADMIN__REQUEST__COMMAND_NODE_LIST:
 		cluster_node_list(c, resp);
 		return true;

@@ -140,9 +140,34 @@ int cluster_copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecor
 			const char *name, uint64_t size, char *msg, size_t msg_len);
 int cluster_copy_delete(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			const char *name, char *msg, size_t msg_len);
+/* One admin call to the node at address (blocking); 0 or -errno of the transport. */
+int cluster_call_node(struct tsr_cluster *c, const char *address, Tessera__Admin__Request *req,
+		      int timeout_ms, Tessera__Admin__Response **resp);
+/* "unix:PATH"/"tcp:HOST:PORT" listener + export name -> NBD URI (malloc'd), or NULL. */
+char *cluster_nbd_uri(const char *listener, const char *name);
 /* Send req to node at address and move its answer into resp (an error reply on failure). */
 void cluster_forward(struct tsr_cluster *c, const char *node_id, const char *address,
 		     const Tessera__Admin__Request *req, Tessera__Admin__Response *resp);
+
+/* ---- snapshot.c: snapshots, clones, rollback ------------------------- */
+
+/* SnapshotCreate/Delete (not local_copy): through the coordinator's gate when
+ * attached (here or forwarded), on every copy's store when detached. */
+void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Request *req,
+			     Tessera__Admin__Response *resp);
+/*
+ * SnapshotList/Show/Diff of volume: false when this node holds an IN_SYNC
+ * copy (the admin layer answers from the store), else forwarded to an
+ * alive node that does (true, resp filled), or an error (true).
+ */
+bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
+			   const Tessera__Admin__Request *req, Tessera__Admin__Response *resp);
+/* VolumeRollback (not local_copy): detached volumes, every copy. */
+void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__VolumeRollback *r,
+			     Tessera__Admin__Response *resp);
+/* VolumeCreate with from_volume (not local_copy): a clone on the source's copy nodes. */
+void cluster_volume_clone(struct tsr_cluster *c, const Tessera__Admin__VolumeCreate *r,
+			  Tessera__Admin__Response *resp);
 
 /* ---- attach.c: coordinators ------------------------------------------ */
 

@@ -59,6 +59,9 @@ Tessera__Cluster__VolumeRecord *rec_volume_decode(const struct tsr_meta_kv *kv)
 	    r->min_replicas == 0 || r->min_replicas > r->n_copies ||
 	    tsr_failure_domain_parse(r->failure_domain, &fd))
 		goto bad;
+	if ((r->parent_volume[0] && !tsr_valid_name(r->parent_volume)) ||
+	    (r->parent_snapshot[0] && !tsr_valid_name(r->parent_snapshot)))
+		goto bad;
 	for (size_t i = 0; i < r->n_copies; i++)
 		if (!tsr_valid_name(r->copies[i]->node_id) ||
 		    (unsigned)r->copies[i]->state > TESSERA__CLUSTER__COPY_STATE__RESYNCING)

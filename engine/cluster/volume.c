@@ -17,8 +17,8 @@
 
 /* ---- node-to-node ------------------------------------------------------- */
 
-static int call_node(struct tsr_cluster *c, const char *address, Tessera__Admin__Request *req,
-		     int timeout_ms, Tessera__Admin__Response **resp)
+int cluster_call_node(struct tsr_cluster *c, const char *address, Tessera__Admin__Request *req,
+		      int timeout_ms, Tessera__Admin__Response **resp)
 {
 	struct tsr_admin_client *cl = NULL;
 	int ret;
@@ -36,7 +36,7 @@ void cluster_forward(struct tsr_cluster *c, const char *node_id, const char *add
 	Tessera__Admin__Response *r = NULL;
 	int ret;
 
-	ret = call_node(c, address, (Tessera__Admin__Request *)req, CLUSTER_FORWARD_TIMEOUT_MS,
+	ret = cluster_call_node(c, address, (Tessera__Admin__Request *)req, CLUSTER_FORWARD_TIMEOUT_MS,
 			&r);
 	if (ret) {
 		admin_fail(resp, ret, "cannot reach node %s at %s: %s (is it alive? tessera node "
@@ -53,6 +53,15 @@ void cluster_forward(struct tsr_cluster *c, const char *node_id, const char *add
 	r->n_volumes = 0;
 	resp->volume_status = r->volume_status;
 	r->volume_status = NULL;
+	resp->snapshots = r->snapshots;
+	resp->n_snapshots = r->n_snapshots;
+	r->snapshots = NULL;
+	r->n_snapshots = 0;
+	resp->extents = r->extents;
+	resp->n_extents = r->n_extents;
+	r->extents = NULL;
+	r->n_extents = 0;
+	resp->diff_bytes = r->diff_bytes;
 	tessera__admin__response__free_unpacked(r, NULL);
 }
 
@@ -79,7 +88,7 @@ int cluster_copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecor
 	vc.local_copy = true;
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE;
 	req.volume_create = &vc;
-	ret = call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
+	ret = cluster_call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
 	if (ret) {
 		snprintf(msg, msg_len, "cannot reach node %s at %s to create the copy of '%s': %s",
 			 node->id, node->address, name, strerror(-ret));
@@ -111,7 +120,7 @@ int cluster_copy_delete(struct tsr_cluster *c, const Tessera__Cluster__NodeRecor
 	vd.local_copy = true;
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE;
 	req.volume_delete = &vd;
-	ret = call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
+	ret = cluster_call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
 	if (ret) {
 		snprintf(msg, msg_len, "cannot reach node %s at %s to delete the copy of '%s': %s",
 			 node->id, node->address, name, strerror(-ret));
@@ -144,7 +153,7 @@ static int copy_resize(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord
 	vr.local_copy = true;
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE;
 	req.volume_resize = &vr;
-	ret = call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
+	ret = cluster_call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
 	if (ret) {
 		snprintf(msg, msg_len, "cannot reach node %s at %s to resize the copy of '%s': %s "
 			 "(bring it back, or replace-replica it, then retry)", node->id,
@@ -160,7 +169,7 @@ static int copy_resize(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord
 
 /* ---- building replies ------------------------------------------------- */
 
-static char *nbd_uri(const char *listener, const char *name)
+char *cluster_nbd_uri(const char *listener, const char *name)
 {
 	char *uri = NULL;
 	int n = -1;
@@ -195,17 +204,24 @@ Tessera__Admin__Volume *cluster_build_volume(struct tsr_cluster *c, const struct
 	out->min_replicas = r->min_replicas;
 	out->epoch = attached ? epoch : 0;
 	out->in_use = attached != NULL;
-	if (tsr_store_vol_info(c->o.store, r->name, &info) == 0)
+	if (tsr_store_vol_info(c->o.store, r->name, &info) == 0) {
+		uint64_t allocated, exclusive;
+
 		out->allocated = info.allocated; /* this node's copy */
+		if (tsr_store_vol_space(c->o.store, r->name, &allocated, &exclusive) == 0)
+			out->exclusive = exclusive;
+	}
+	out->parent_volume = admin_strdup(r->parent_volume);
+	out->parent_snapshot = admin_strdup(r->parent_snapshot);
 	out->copies = calloc(r->n_copies, sizeof(*out->copies));
 	if (attached)
 		coord = view_node(v, attached);
 	out->nbd_uris = calloc(coord ? coord->n_nbd_listeners + 1 : 1, sizeof(char *));
 	if (!out->name || !out->uuid || !out->failure_domain || !out->attached_node ||
-	    !out->copies || !out->nbd_uris)
+	    !out->copies || !out->nbd_uris || !out->parent_volume || !out->parent_snapshot)
 		goto err;
 	for (size_t i = 0; coord && i < coord->n_nbd_listeners; i++) {
-		char *uri = nbd_uri(coord->nbd_listeners[i], r->name);
+		char *uri = cluster_nbd_uri(coord->nbd_listeners[i], r->name);
 
 		if (uri)
 			out->nbd_uris[out->n_nbd_uris++] = uri;

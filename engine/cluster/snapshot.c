@@ -1,0 +1,672 @@
+/*
+ * Snapshots, clones and rollback of replicated volumes: the admin commands
+ * in cluster mode (DESIGN.md invariants 1-3 hold for snapshots too: every
+ * copy of a snapshot is the same image).
+ *
+ * Where a command runs:
+ *  - SnapshotCreate/Delete of an attached volume: on its coordinator node,
+ *    through the volume's layout gate (tsr_volset_snap: writes held back and
+ *    drained, the mirror cuts every IN_SYNC copy at that point, see
+ *    engine/layout/mirror_snap.c); a node that is not the coordinator
+ *    forwards the request there;
+ *  - SnapshotCreate/Delete of a detached volume: nothing writes it, so the
+ *    cut is the same on every copy without a gate: the local_copy form goes
+ *    to every copy's node (ours: the store); every copy must be IN_SYNC and
+ *    the last coordinator must have detached cleanly (else the copies may
+ *    differ).  A CREATE that fails on one copy is deleted again on the
+ *    others;
+ *  - SnapshotList/Show/Diff: answered from the store of a node holding an
+ *    IN_SYNC copy: this node when it holds one (the admin layer answers from
+ *    the store: tsr_cluster_admin_handle returns false), else the plain
+ *    request is forwarded to such a node (alive), which answers the same way
+ *    because it holds one.  Every IN_SYNC copy holds every snapshot (the
+ *    mirror's resync replays the snapshots a copy missed before the copy is
+ *    IN_SYNC again), so any of them gives the same answer;
+ *  - VolumeRollback: detached volumes only; the local_copy form on every
+ *    copy (the store's rollback is idempotent: a failure is retried by
+ *    running it again);
+ *  - clones (VolumeCreate with from_volume): the clone's copies are made on
+ *    the nodes of the source's copies, by the local_copy VolumeCreate with the
+ *    from_* fields, so each store shares the unchanged blocks.  A clone of
+ *    the source's current content is made from a temporary snapshot cut as
+ *    above (consistent across copies even while the source is written), then
+ *    deleted (the stores keep it hidden while the clone needs it).  The
+ *    clone's vol/ record notes its parent.
+ *
+ * Main thread; blocking calls (include/tessera/cluster.h).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "admin/admin_internal.h"
+#include "cluster/internal.h"
+
+enum copy_op { COP_SNAP_CREATE, COP_SNAP_DELETE, COP_ROLLBACK, COP_CLONE };
+
+static const char *cop_name(enum copy_op op)
+{
+	switch (op) {
+	case COP_SNAP_CREATE: return "create the snapshot";
+	case COP_SNAP_DELETE: return "delete the snapshot";
+	case COP_ROLLBACK: return "roll back";
+	default: return "create the clone";
+	}
+}
+
+/* Our own store copy: the store call of a local_copy command. */
+static int local_op(struct tsr_cluster *c, enum copy_op op, const char *vol, const char *snap,
+		    const char *clone, uint64_t size)
+{
+	struct tsr_vol_info info;
+	int ret;
+
+	switch (op) {
+	case COP_SNAP_CREATE:
+		return tsr_store_snap_create(c->o.store, vol, snap, NULL);
+	case COP_SNAP_DELETE:
+		return tsr_store_snap_delete(c->o.store, vol, snap);
+	case COP_ROLLBACK:
+		return tsr_store_vol_rollback(c->o.store, vol, snap);
+	case COP_CLONE:
+		ret = tsr_store_vol_clone(c->o.store, clone, vol, snap[0] ? snap : NULL, &info);
+		if (ret == 0 && size > info.size) {
+			ret = tsr_store_vol_resize(c->o.store, clone, size);
+			if (ret)
+				tsr_store_vol_delete(c->o.store, clone);
+		}
+		return ret;
+	}
+	return -EINVAL;
+}
+
+/*
+ * Run op on node's store copy of vol (ours: the store; others: the
+ * local_copy command through their admin API).  0 or -errno with msg.
+ */
+static int copy_op(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+		   enum copy_op op, const char *vol, const char *snap, const char *clone,
+		   uint64_t size, char *msg, size_t msg_len)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__SnapshotCreate sc = TESSERA__ADMIN__SNAPSHOT_CREATE__INIT;
+	Tessera__Admin__SnapshotDelete sd = TESSERA__ADMIN__SNAPSHOT_DELETE__INIT;
+	Tessera__Admin__VolumeRollback vr = TESSERA__ADMIN__VOLUME_ROLLBACK__INIT;
+	Tessera__Admin__VolumeCreate vc = TESSERA__ADMIN__VOLUME_CREATE__INIT;
+	Tessera__Admin__Response *resp = NULL;
+	int ret;
+
+	if (strcmp(node->id, c->node_id) == 0) {
+		ret = local_op(c, op, vol, snap, clone, size);
+		if (ret)
+			snprintf(msg, msg_len, "cannot %s on %s (this node): %s", cop_name(op),
+				 node->id, strerror(-ret));
+		return ret;
+	}
+	switch (op) {
+	case COP_SNAP_CREATE:
+		sc.volume = (char *)vol;
+		sc.name = (char *)snap;
+		sc.local_copy = true;
+		req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE;
+		req.snapshot_create = &sc;
+		break;
+	case COP_SNAP_DELETE:
+		sd.volume = (char *)vol;
+		sd.name = (char *)snap;
+		sd.local_copy = true;
+		req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE;
+		req.snapshot_delete = &sd;
+		break;
+	case COP_ROLLBACK:
+		vr.volume = (char *)vol;
+		vr.snapshot = (char *)snap;
+		vr.local_copy = true;
+		req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ROLLBACK;
+		req.volume_rollback = &vr;
+		break;
+	case COP_CLONE:
+		vc.name = (char *)clone;
+		vc.size = size;
+		vc.local_copy = true;
+		vc.from_volume = (char *)vol;
+		vc.from_snapshot = (char *)snap;
+		req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE;
+		req.volume_create = &vc;
+		break;
+	}
+	ret = cluster_call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
+	if (ret) {
+		snprintf(msg, msg_len, "cannot reach node %s at %s to %s of '%s': %s", node->id,
+			 node->address, cop_name(op), vol, strerror(-ret));
+		return ret;
+	}
+	ret = resp->error;
+	if (ret)
+		snprintf(msg, msg_len, "node %s: %s", node->id,
+			 resp->message && resp->message[0] ? resp->message : strerror(-ret));
+	tessera__admin__response__free_unpacked(resp, NULL);
+	return ret;
+}
+
+/* Every copy of rec IN_SYNC, its node known and alive, the last detach clean:
+ * nodes[i] gets the copies' node records.  0, or -errno with msg. */
+static int all_copies_ready(const struct cluster_view *v, const Tessera__Cluster__VolumeRecord *rec,
+			    const char *what, const Tessera__Cluster__NodeRecord **nodes,
+			    char *msg, size_t msg_len)
+{
+	if (!rec->clean_detach) {
+		snprintf(msg, msg_len, "volume '%s': its last coordinator did not detach cleanly, so "
+			 "its copies may differ: attach it (that makes them identical), detach it, "
+			 "then %s", rec->name, what);
+		return -EAGAIN;
+	}
+	for (size_t i = 0; i < rec->n_copies; i++) {
+		const Tessera__Cluster__CopyRecord *cr = rec->copies[i];
+
+		nodes[i] = view_node(v, cr->node_id);
+		if (cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC) {
+			snprintf(msg, msg_len, "volume '%s': its copy on %s is %s: attach the volume so "
+				 "that copy resyncs (or replace-replica it), then %s", rec->name,
+				 cr->node_id, rec_state_name(cr->state), what);
+			return -EAGAIN;
+		}
+		if (nodes[i] == NULL || !view_alive(v, cr->node_id)) {
+			snprintf(msg, msg_len, "volume '%s': the node of its copy %s is not alive "
+				 "(tessera node list): bring it back, or replace-replica the copy, "
+				 "then %s", rec->name, cr->node_id, what);
+			return -EHOSTUNREACH;
+		}
+	}
+	return 0;
+}
+
+/* Load the view and vol's record; -errno with msg. */
+static int load_volume(struct tsr_cluster *c, const char *vol, struct cluster_view *v,
+		       Tessera__Cluster__VolumeRecord **rec, uint64_t *rev, char *msg,
+		       size_t msg_len)
+{
+	int ret;
+
+	*rec = NULL;
+	ret = view_load(c->meta, v);
+	if (ret) {
+		snprintf(msg, msg_len, "cannot read the metadata store: %s (is the meta node "
+			 "reachable?)", strerror(-ret));
+		return ret;
+	}
+	ret = rec_volume_get(c->meta, vol, rec, rev);
+	if (ret) {
+		snprintf(msg, msg_len, ret == -ENOENT ? "volume '%s' not found (tessera volume list "
+			 "shows what exists)" : "cannot read volume '%s' from the metadata store",
+			 vol);
+		view_free(v);
+	}
+	return ret;
+}
+
+/* A person's sentence for a layout/store error of a snapshot operation. */
+static void snap_error(int err, enum tsr_snap_op op, const char *vol, const char *snap,
+		       char *msg, size_t msg_len)
+{
+	switch (err) {
+	case -EEXIST:
+		snprintf(msg, msg_len, "snapshot '%s' of '%s' already exists (tessera snapshot list "
+			 "%s)", snap, vol, vol);
+		break;
+	case -ENOENT:
+		snprintf(msg, msg_len, "snapshot '%s' of '%s' not found (tessera snapshot list %s)",
+			 snap, vol, vol);
+		break;
+	case -EINVAL:
+		snprintf(msg, msg_len, "invalid snapshot name '%s' (letters, digits, '.', '_', '-'; "
+			 "up to 63)", snap);
+		break;
+	case -EOPNOTSUPP:
+		snprintf(msg, msg_len, "volume '%s': snapshots are not supported here (a store on "
+			 "a raw device, or a layout without snapshots)", vol);
+		break;
+	case -EIO:
+		snprintf(msg, msg_len, "volume '%s': cannot %s snapshot '%s': fewer than "
+			 "min-replicas copies in sync, or the coordinator is fenced (tessera volume "
+			 "status %s)", vol, op == TSR_SNAP_DELETE ? "delete" : "cut", snap, vol);
+		break;
+	default:
+		snprintf(msg, msg_len, "volume '%s': snapshot '%s': %s", vol, snap, strerror(-err));
+	}
+}
+
+/*
+ * Cut (CREATE) or delete snapshot snap of vol on all its copies at one
+ * point of its write order, wherever it must run (file header).  0 or
+ * -errno with msg.
+ */
+static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op op,
+		       const char *snap, char *msg, size_t msg_len)
+{
+	const Tessera__Cluster__NodeRecord *nodes[TSR_MIRROR_MAX_COPIES];
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	struct tsr_snap_req sr = { .op = op };
+	struct cluster_view v;
+	const char *attached;
+	uint64_t rev;
+	size_t done = 0;
+	int ret;
+
+	if (!tsr_valid_name(snap)) {
+		snap_error(-EINVAL, op, vol, snap, msg, msg_len);
+		return -EINVAL;
+	}
+	ret = load_volume(c, vol, &v, &rec, &rev, msg, msg_len);
+	if (ret)
+		return ret;
+	snprintf(sr.snap, sizeof(sr.snap), "%s", snap);
+	attached = view_attached(&v, vol, NULL);
+	if (attached && strcmp(attached, c->node_id) == 0) {
+		ret = tsr_volset_snap(c->o.vols, vol, &sr);
+		if (ret == -ENOENT && op == TSR_SNAP_CREATE)
+			snprintf(msg, msg_len, "volume '%s' is attached here but its coordinator is "
+				 "not running (attaching or detaching right now?): retry", vol);
+		else if (ret)
+			snap_error(ret, op, vol, snap, msg, msg_len);
+		goto out;
+	}
+	if (attached) {
+		Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+		Tessera__Admin__SnapshotCreate sc = TESSERA__ADMIN__SNAPSHOT_CREATE__INIT;
+		Tessera__Admin__SnapshotDelete sd = TESSERA__ADMIN__SNAPSHOT_DELETE__INIT;
+		const Tessera__Cluster__NodeRecord *coord = view_node(&v, attached);
+		Tessera__Admin__Response *resp = NULL;
+
+		if (coord == NULL) {
+			ret = -EHOSTUNREACH;
+			snprintf(msg, msg_len, "volume '%s' is attached on %s, whose address is "
+				 "unknown", vol, attached);
+			goto out;
+		}
+		if (op == TSR_SNAP_CREATE) {
+			sc.volume = (char *)vol;
+			sc.name = (char *)snap;
+			req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE;
+			req.snapshot_create = &sc;
+		} else {
+			sd.volume = (char *)vol;
+			sd.name = (char *)snap;
+			req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE;
+			req.snapshot_delete = &sd;
+		}
+		ret = cluster_call_node(c, coord->address, &req, CLUSTER_FORWARD_TIMEOUT_MS, &resp);
+		if (ret) {
+			snprintf(msg, msg_len, "cannot reach %s, the coordinator of '%s', at %s: %s",
+				 attached, vol, coord->address, strerror(-ret));
+			goto out;
+		}
+		ret = resp->error;
+		if (ret)
+			snprintf(msg, msg_len, "%s", resp->message && resp->message[0] ?
+				 resp->message : strerror(-ret));
+		tessera__admin__response__free_unpacked(resp, NULL);
+		goto out;
+	}
+	/* detached: nobody writes it; the same cut on every copy */
+	ret = all_copies_ready(&v, rec, op == TSR_SNAP_CREATE ? "cut the snapshot" :
+			       "delete the snapshot", nodes, msg, msg_len);
+	if (ret)
+		goto out;
+	for (done = 0; done < rec->n_copies; done++) {
+		ret = copy_op(c, nodes[done], op == TSR_SNAP_CREATE ? COP_SNAP_CREATE :
+			      COP_SNAP_DELETE, vol, snap, "", 0, msg, msg_len);
+		if (ret)
+			break;
+	}
+	if (ret == 0)
+		goto out;
+	if (op == TSR_SNAP_CREATE) {
+		while (done--) {
+			char m2[512];
+
+			if (copy_op(c, nodes[done], COP_SNAP_DELETE, vol, snap, "", 0, m2,
+				    sizeof(m2)))
+				tsr_warn("cluster: undo of snapshot %s@%s: %s", vol, snap, m2);
+		}
+	} else if (done > 0) {
+		tsr_warn("cluster: snapshot %s@%s deleted on %zu of %zu copies: delete it again",
+			 vol, snap, done, rec->n_copies);
+	}
+out:
+	if (ret == 0)
+		tsr_info("cluster: snapshot %s@%s %s", vol, snap,
+			 op == TSR_SNAP_CREATE ? "created" : "deleted");
+	tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	view_free(&v);
+	return ret;
+}
+
+/* resp->snapshots = { vol@snap as our store describes it }, exported on our listeners. */
+static void snapshot_show_local(struct tsr_cluster *c, const char *vol, const char *snap,
+				Tessera__Admin__Response *resp)
+{
+	Tessera__Admin__Snapshot *s;
+	struct tsr_snap_info info;
+	char export[130];
+	int ret;
+
+	ret = tsr_store_snap_info(c->o.store, vol, snap, &info);
+	if (ret) {
+		admin_fail(resp, ret, "snapshot '%s' of '%s' was cut, but this node cannot read it "
+			   "back: %s", snap, vol, strerror(-ret));
+		return;
+	}
+	s = calloc(1, sizeof(*s));
+	resp->snapshots = calloc(1, sizeof(*resp->snapshots));
+	if (s == NULL || resp->snapshots == NULL)
+		goto nomem;
+	tessera__admin__snapshot__init(s);
+	resp->snapshots[0] = s;
+	resp->n_snapshots = 1;
+	s->volume = admin_strdup(vol);
+	s->name = admin_strdup(info.name);
+	s->uuid = admin_strdup(info.uuid);
+	s->created = info.created;
+	s->seq = info.seq;
+	s->size = info.size;
+	s->allocated = info.allocated;
+	s->exclusive = info.exclusive;
+	s->clones = info.clones;
+	s->nbd_uris = calloc(c->o.n_nbd_listeners + 1, sizeof(char *));
+	if (s->volume == NULL || s->name == NULL || s->uuid == NULL || s->nbd_uris == NULL)
+		goto nomem;
+	snprintf(export, sizeof(export), "%s@%s", vol, info.name);
+	for (size_t i = 0; i < c->o.n_nbd_listeners; i++) {
+		char *uri = cluster_nbd_uri(c->nbd_listeners[i], export);
+
+		if (uri)
+			s->nbd_uris[s->n_nbd_uris++] = uri;
+	}
+	return;
+nomem:
+	/* what was built is freed with the response (admin_response_free_built) */
+	admin_fail(resp, -ENOMEM, "out of memory in tesserad");
+}
+
+void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Request *req,
+			     Tessera__Admin__Response *resp)
+{
+	bool create = req->command_case == TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE;
+	const char *vol = create ? req->snapshot_create->volume : req->snapshot_delete->volume;
+	const char *snap = create ? req->snapshot_create->name : req->snapshot_delete->name;
+	char msg[1024];
+	int ret;
+
+	ret = snap_change(c, vol, create ? TSR_SNAP_CREATE : TSR_SNAP_DELETE, snap, msg,
+			  sizeof(msg));
+	if (ret) {
+		admin_fail(resp, ret, "%s", msg);
+		return;
+	}
+	if (create) {
+		/* the reply: the new snapshot as a copy's store describes it */
+		Tessera__Admin__Request show = TESSERA__ADMIN__REQUEST__INIT;
+		Tessera__Admin__SnapshotShow ss = TESSERA__ADMIN__SNAPSHOT_SHOW__INIT;
+
+		ss.volume = (char *)vol;
+		ss.name = (char *)snap;
+		show.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_SHOW;
+		show.snapshot_show = &ss;
+		if (!cluster_snapshot_read(c, vol, &show, resp))
+			snapshot_show_local(c, vol, snap, resp);
+	}
+}
+
+/* ---- list, show, diff --------------------------------------------------- */
+
+bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
+			   const Tessera__Admin__Request *req, Tessera__Admin__Response *resp)
+{
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	const Tessera__Cluster__NodeRecord *node;
+	struct cluster_view v;
+	char msg[1024];
+	uint64_t rev;
+	bool handled = true;
+	int ret;
+
+	ret = load_volume(c, volume, &v, &rec, &rev, msg, sizeof(msg));
+	if (ret) {
+		admin_fail(resp, ret, "%s", msg);
+		return true;
+	}
+	for (size_t i = 0; i < rec->n_copies; i++)
+		if (rec->copies[i]->state == TESSERA__CLUSTER__COPY_STATE__IN_SYNC &&
+		    strcmp(rec->copies[i]->node_id, c->node_id) == 0) {
+			handled = false; /* our store answers */
+			goto out;
+		}
+	for (size_t i = 0; i < rec->n_copies; i++) {
+		const Tessera__Cluster__CopyRecord *cr = rec->copies[i];
+
+		if (cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC ||
+		    !view_alive(&v, cr->node_id) || (node = view_node(&v, cr->node_id)) == NULL)
+			continue;
+		cluster_forward(c, node->id, node->address, req, resp);
+		goto out;
+	}
+	admin_fail(resp, -EHOSTUNREACH, "volume '%s': no node holding an in-sync copy is alive "
+		   "(tessera volume show %s lists its copies)", volume, volume);
+out:
+	tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	view_free(&v);
+	return handled;
+}
+
+/* ---- rollback ----------------------------------------------------------- */
+
+void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__VolumeRollback *r,
+			     Tessera__Admin__Response *resp)
+{
+	const Tessera__Cluster__NodeRecord *nodes[TSR_MIRROR_MAX_COPIES];
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	struct cluster_view v;
+	const char *attached;
+	char msg[1024];
+	uint64_t rev;
+	size_t done;
+	int ret;
+
+	ret = load_volume(c, r->volume, &v, &rec, &rev, msg, sizeof(msg));
+	if (ret) {
+		admin_fail(resp, ret, "%s", msg);
+		return;
+	}
+	attached = view_attached(&v, r->volume, NULL);
+	if (attached) {
+		admin_fail(resp, -EBUSY, "volume %s is attached on node %s; detach it first "
+			   "(tessera volume detach %s)", r->volume, attached, r->volume);
+		goto out;
+	}
+	ret = all_copies_ready(&v, rec, "roll it back", nodes, msg, sizeof(msg));
+	if (ret) {
+		admin_fail(resp, ret, "%s", msg);
+		goto out;
+	}
+	for (done = 0; done < rec->n_copies; done++) {
+		ret = copy_op(c, nodes[done], COP_ROLLBACK, r->volume, r->snapshot, "", 0, msg,
+			      sizeof(msg));
+		if (ret)
+			break;
+	}
+	if (ret) {
+		/* the store's rollback is idempotent, and a copy left half-way refuses
+		 * to open: running it again finishes the job on every copy */
+		admin_fail(resp, ret, "%s%s", msg, done ? "; the copies before it are rolled "
+			   "back already: run the rollback again (it is idempotent) before "
+			   "attaching the volume" : "");
+		goto out;
+	}
+	tsr_info("cluster: volume %s rolled back to snapshot %s on %zu copies", r->volume,
+		 r->snapshot, rec->n_copies);
+	tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	view_free(&v);
+	cluster_volume_list(c, r->volume, resp);
+	return;
+out:
+	tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	view_free(&v);
+}
+
+/* ---- clones ------------------------------------------------------------- */
+
+void cluster_volume_clone(struct tsr_cluster *c, const Tessera__Admin__VolumeCreate *r,
+			  Tessera__Admin__Response *resp)
+{
+	const Tessera__Cluster__NodeRecord *nodes[TSR_MIRROR_MAX_COPIES];
+	Tessera__Cluster__CopyRecord copies[TSR_MIRROR_MAX_COPIES];
+	Tessera__Cluster__CopyRecord *copy_ptrs[TSR_MIRROR_MAX_COPIES];
+	Tessera__Cluster__VolumeRecord rec = TESSERA__CLUSTER__VOLUME_RECORD__INIT;
+	Tessera__Cluster__VolumeRecord *src = NULL, *exists = NULL;
+	char msg[1024], snap[64], key[80], uuid[37];
+	const char *from = r->from_volume;
+	bool tmp_snap = false;
+	struct cluster_view v;
+	uint64_t rev, size;
+	size_t made = 0;
+	int ret;
+
+	if (!from[0]) {
+		admin_fail(resp, -EINVAL, "a clone of a snapshot needs its volume too "
+			   "(--from-volume VOL --from-snapshot SNAP)");
+		return;
+	}
+	if (!tsr_valid_name(r->name)) {
+		admin_fail(resp, -EINVAL, "invalid volume name '%s'", r->name);
+		return;
+	}
+	if (rec_volume_get(c->meta, r->name, &exists, NULL) == 0) {
+		tessera__cluster__volume_record__free_unpacked(exists, NULL);
+		admin_fail(resp, -EEXIST, "volume '%s' already exists (tessera volume show %s "
+			   "describes it; pick another name)", r->name, r->name);
+		return;
+	}
+	ret = load_volume(c, from, &v, &src, &rev, msg, sizeof(msg));
+	if (ret) {
+		admin_fail(resp, ret, "source of the clone: %s", msg);
+		return;
+	}
+	size = r->size ? r->size : src->size;
+	if (size < src->size || (r->replicas && r->replicas != src->n_copies) ||
+	    r->min_replicas > src->n_copies) {
+		admin_fail(resp, -EINVAL, "a clone of '%s' has its %zu replicas (its copies share "
+			   "the source's blocks on the same nodes) and at least its size", from,
+			   src->n_copies);
+		goto out;
+	}
+	/* every copy of the source is needed: each makes one copy of the clone */
+	for (size_t i = 0; i < src->n_copies; i++) {
+		const Tessera__Cluster__CopyRecord *cr = src->copies[i];
+
+		nodes[i] = view_node(&v, cr->node_id);
+		if (nodes[i] == NULL || !view_alive(&v, cr->node_id) ||
+		    cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC) {
+			admin_fail(resp, -EAGAIN, "cannot clone '%s': its copy on %s is %s (a clone "
+				   "is made on every copy's node: bring the node back or let the "
+				   "copy resync, then retry)", from, cr->node_id,
+				   !view_alive(&v, cr->node_id) ? "on a node that is not alive" :
+				   rec_state_name(cr->state));
+			goto out;
+		}
+	}
+	if (r->from_snapshot[0]) {
+		snprintf(snap, sizeof(snap), "%s", r->from_snapshot);
+	} else {
+		/* the current content: a cut consistent across copies, even under writes */
+		unsigned char rnd[4];
+
+		if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+			memset(rnd, 0x42, sizeof(rnd));
+		snprintf(snap, sizeof(snap), "clone-src.%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
+			 rnd[3]);
+		ret = snap_change(c, from, TSR_SNAP_CREATE, snap, msg, sizeof(msg));
+		if (ret) {
+			admin_fail(resp, ret, "cannot clone '%s': %s", from, msg);
+			goto out;
+		}
+		tmp_snap = true;
+	}
+	for (made = 0; made < src->n_copies; made++) {
+		ret = copy_op(c, nodes[made], COP_CLONE, from, snap, r->name, size, msg,
+			      sizeof(msg));
+		if (ret) {
+			admin_fail(resp, ret, "%s; nothing was created", msg);
+			goto undo;
+		}
+	}
+	{
+		unsigned char b[16];
+
+		if (RAND_bytes(b, sizeof(b)) != 1)
+			memset(b, 0x5a, sizeof(b));
+		b[6] = (b[6] & 0x0f) | 0x40;
+		b[8] = (b[8] & 0x3f) | 0x80;
+		snprintf(uuid, sizeof(uuid),
+			 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+			 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
+			 b[12], b[13], b[14], b[15]);
+	}
+	rec.name = r->name;
+	rec.uuid = uuid;
+	rec.size = size;
+	rec.replicas = (uint32_t)src->n_copies;
+	rec.min_replicas = r->min_replicas ? r->min_replicas : src->min_replicas;
+	rec.failure_domain = src->failure_domain;
+	rec.created = cluster_now();
+	rec.clean_detach = true; /* every copy is the same image */
+	rec.parent_volume = (char *)from;
+	rec.parent_snapshot = tmp_snap ? (char *)"" : snap;
+	rec.n_copies = src->n_copies;
+	rec.copies = copy_ptrs;
+	for (size_t i = 0; i < src->n_copies; i++) {
+		tessera__cluster__copy_record__init(&copies[i]);
+		copies[i].node_id = src->copies[i]->node_id;
+		copies[i].state = TESSERA__CLUSTER__COPY_STATE__IN_SYNC;
+		copies[i].since = rec.created;
+		copy_ptrs[i] = &copies[i];
+	}
+	snprintf(key, sizeof(key), "vol/%s", r->name);
+	ret = rec_put(c->meta, key, &rec.base, 0, 0, NULL);
+	if (ret == -ECANCELED) {
+		admin_fail(resp, -EEXIST, "volume '%s' was just created by someone else (tessera "
+			   "volume show %s)", r->name, r->name);
+		made = 0; /* its copies are that volume's now */
+		goto undo;
+	}
+	if (ret) {
+		admin_fail(resp, ret, "cannot record volume '%s' in the metadata store: %s",
+			   r->name, strerror(-ret));
+		goto undo;
+	}
+	tsr_info("cluster: volume %s cloned from %s%s%s (%zu copies)", r->name, from,
+		 tmp_snap ? "" : "@", tmp_snap ? "" : snap, src->n_copies);
+	if (tmp_snap && snap_change(c, from, TSR_SNAP_DELETE, snap, msg, sizeof(msg)))
+		tsr_warn("cluster: clone %s: the temporary snapshot %s@%s stays: %s", r->name, from,
+			 snap, msg);
+	tessera__cluster__volume_record__free_unpacked(src, NULL);
+	view_free(&v);
+	cluster_volume_list(c, r->name, resp);
+	return;
+undo:
+	while (made--) {
+		char m2[512];
+
+		if (cluster_copy_delete(c, nodes[made], r->name, m2, sizeof(m2)))
+			tsr_warn("cluster: undo clone %s: %s", r->name, m2);
+	}
+	if (tmp_snap && snap_change(c, from, TSR_SNAP_DELETE, snap, msg, sizeof(msg)))
+		tsr_warn("cluster: clone %s: the temporary snapshot %s@%s stays: %s", r->name, from,
+			 snap, msg);
+out:
+	tessera__cluster__volume_record__free_unpacked(src, NULL);
+	view_free(&v);
+}
