@@ -28,6 +28,9 @@
 
 #define IMG_INFLIGHT 16
 
+void (*store_test_before_head_read)(void *arg);
+void *store_test_hook_arg;
+
 struct img_op {
 	struct tsr_svol *h;     /* image of h .. */
 	struct layer *from;     /* .. seen from this layer (NULL: h's head) */
@@ -190,6 +193,8 @@ static int img_issue(struct img_op *op)
 			;
 		op->iov[i].iov_base = op->buf + (i << STORE_BLOCK_SHIFT);
 		op->iov[i].iov_len = (j - i) << STORE_BLOCK_SHIFT;
+		if (s->kind == SRC_HEAD && s->via_snap && store_test_before_head_read)
+			store_test_before_head_read(store_test_hook_arg);
 		ret = fd < 0 ? -EIO : tsr_io_readv(op->io, fd, &op->iov[i], 1, fd_off, img_read_done, op);
 		if (ret == -EAGAIN && op->pending > 0)
 			return 0; /* more when one completes */

@@ -366,6 +366,10 @@ void image_resolve(struct tsr_svol *h, struct layer *from, uint64_t b, struct bl
  * tsr_svol_read; counted in stats' counters. */
 int image_read(struct tsr_svol *h, struct layer *from, struct tsr_svol *stats, struct tsr_io *io,
 	       uint64_t offset, uint64_t len, void *buf, tsr_cb cb_fn, void *cb_arg);
+/* Test hook: called before a head read on behalf of a snapshot image is
+ * queued (holds the copy-on-write race open deterministically). */
+extern void (*store_test_before_head_read)(void *arg);
+extern void *store_test_hook_arg;
 /* block_status from the layers' metadata. */
 int image_block_status(struct tsr_svol *h, struct layer *from, uint64_t size, uint64_t offset,
 		       uint64_t len, struct tsr_extent *ext, size_t max, size_t *count);

@@ -255,17 +255,38 @@ static void test_model(void **state)
 
 /* ---- a snapshot read racing a copy-on-write of the same blocks ---- */
 
+extern void (*store_test_before_head_read)(void *arg);
+extern void *store_test_hook_arg;
+
+struct race {
+	struct env *e;
+	struct tsr_svol *v;
+	struct tsr_io *io2;
+	uint8_t *wbuf;
+	int fired;
+};
+
+/* Right before the snapshot's read of the head is queued: the head write
+ * (with its copy into the snapshot) lands first. */
+static void write_in_between(void *arg)
+{
+	struct race *r = arg;
+
+	store_test_before_head_read = NULL;
+	r->fired++;
+	fill(r->wbuf, 16 * BS, 9, 16 * BS);
+	assert_int_equal(swrite(r->v, r->io2, 16 * BS, 16 * BS, r->wbuf, 0), 0);
+}
+
 static void test_read_during_cow(void **state)
 {
 	struct env *e = *state;
 	struct model old = {{0}}, cur = {{0}};
-	struct tsr_io *slow = make_io(TSR_IO_AUTO, "read:1:delay=300");
-	struct done rd = {0}, wr = {0};
 	struct tsr_svol *v, *s;
-	uint8_t *sbuf = tsr_alloc_aligned(16 * BS), *wbuf = tsr_alloc_aligned(16 * BS);
-	int spins = 0;
+	struct race r = {0};
+	uint8_t *sbuf = tsr_alloc_aligned(16 * BS);
+	int i;
 
-	assert_non_null(slow);
 	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
 	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
 	mwrite(e, v, &old, 0, NB, 7);
@@ -273,31 +294,51 @@ static void test_read_during_cow(void **state)
 	assert_int_equal(tsr_store_snap_create(e->store, "v", "s", NULL), 0);
 	assert_int_equal(tsr_store_snap_open(e->store, "v", "s", &s), 0);
 
-	/* the snapshot's read of the head is held 300 ms; the write copies the
-	 * blocks into the snapshot and lands meanwhile */
-	assert_int_equal(tsr_svol_read(s, slow, 16 * BS, 16 * BS, sbuf, done_cb, &rd), 0);
-	tsr_io_submit(slow);
-	fill(wbuf, 16 * BS, 9, 16 * BS);
-	assert_int_equal(tsr_svol_write(v, slow, 16 * BS, 16 * BS, wbuf, 0, done_cb, &wr), 0);
-	while ((rd.calls == 0 || wr.calls == 0) && spins++ < 100000) {
-		tsr_io_submit(slow);
-		tsr_io_poll(slow, 0, tsr_io_inflight(slow) > 0);
-		if (rd.calls == 0)
-			assert_int_equal(wr.calls <= 1, true);
-	}
-	assert_int_equal(wr.status, 0);
-	assert_int_equal(rd.status, 0);
+	r.e = e;
+	r.v = v;
+	r.io2 = make_io(TSR_IO_AUTO, NULL);
+	r.wbuf = tsr_alloc_aligned(16 * BS);
+	assert_non_null(r.io2);
+	store_test_hook_arg = &r;
+	store_test_before_head_read = write_in_between;
+	assert_int_equal(sread(s, e->io, 16 * BS, 16 * BS, sbuf), 0);
+	assert_int_equal(r.fired, 1);
 	assert_true(is_filled(sbuf, 16 * BS, 7, 16 * BS)); /* the cut, not the write */
-	memset(cur.seed + 16, 0, 0);
-	for (int i = 16; i < 32; i++)
+	for (i = 16; i < 32; i++)
 		cur.seed[i] = 9;
 	check_image(e, s, &old, "snapshot after the race");
 	check_image(e, v, &cur, "head after the race");
+
+	/* the same with a delayed completion of the snapshot's read */
+	{
+		struct tsr_io *slow = make_io(TSR_IO_AUTO, "read:1:delay=100");
+		struct done rd = {0}, wr = {0};
+		int spins = 0;
+
+		assert_non_null(slow);
+		assert_int_equal(tsr_svol_read(s, slow, 32 * BS, 16 * BS, sbuf, done_cb, &rd), 0);
+		tsr_io_submit(slow);
+		fill(r.wbuf, 16 * BS, 10, 32 * BS);
+		assert_int_equal(tsr_svol_write(v, slow, 32 * BS, 16 * BS, r.wbuf, 0, done_cb, &wr),
+				 0);
+		while ((rd.calls == 0 || wr.calls == 0) && spins++ < 1000000) {
+			tsr_io_submit(slow);
+			tsr_io_poll(slow, 0, tsr_io_inflight(slow) > 0);
+		}
+		assert_int_equal(wr.status, 0);
+		assert_int_equal(rd.status, 0);
+		assert_true(is_filled(sbuf, 16 * BS, 7, 32 * BS));
+		for (i = 32; i < 48; i++)
+			cur.seed[i] = 10;
+		check_image(e, s, &old, "snapshot after the second race");
+		check_image(e, v, &cur, "head after the second race");
+		tsr_io_destroy(slow);
+	}
 	tsr_svol_put(s);
 	tsr_svol_put(v);
-	tsr_io_destroy(slow);
+	tsr_io_destroy(r.io2);
+	tsr_free_aligned(r.wbuf);
 	tsr_free_aligned(sbuf);
-	tsr_free_aligned(wbuf);
 }
 
 /* ---- clones of clones, sources deleted in every order ---- */
@@ -637,94 +678,123 @@ static void check_no_orphans(struct env *e, int want_snaps, int extra_files)
 	assert_int_equal(count_files(e->dir), 3 + 3 * want_snaps + extra_files);
 }
 
+struct crash_models {
+	struct model m, s_old, s_mid, s_new;
+};
+
+/* A fresh volume v with snapshots old and mid (and a from-volume clone cl). */
+static void crash_setup(struct env *e, struct crash_models *c, bool with_clone)
+{
+	struct tsr_svol *v;
+
+	tsr_store_vol_delete(e->store, "cl");
+	tsr_store_vol_delete(e->store, "v");
+	assert_int_equal(count_files(e->dir), 0);
+	memset(c, 0, sizeof(*c));
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	mwrite(e, v, &c->m, 0, 64, 1);
+	c->s_old = c->m;
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "old", NULL), 0);
+	mwrite(e, v, &c->m, 0, 32, 2);
+	c->s_mid = c->m;
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "mid", NULL), 0);
+	mwrite(e, v, &c->m, 16, 32, 3);
+	c->s_new = c->m;
+	tsr_svol_put(v);
+	if (with_clone)
+		assert_int_equal(tsr_store_vol_clone(e->store, "cl", "v", NULL, NULL), 0);
+}
+
 static void test_crash_create_delete(void **state)
 {
 	struct env *e = *state;
-	struct model m = {{0}}, s_old, s_mid, s_new;
-	struct tsr_svol *v;
-	int step, rc, op;
-
-	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
-	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
-	mwrite(e, v, &m, 0, 64, 1);
-	s_old = m;
-	assert_int_equal(tsr_store_snap_create(e->store, "v", "old", NULL), 0);
-	mwrite(e, v, &m, 0, 32, 2);
-	s_mid = m;
-	assert_int_equal(tsr_store_snap_create(e->store, "v", "mid", NULL), 0);
-	mwrite(e, v, &m, 16, 32, 3);
-	s_new = m;
-	tsr_svol_put(v);
+	struct crash_models c;
+	int step, rc, tested;
 
 	/* create: whole or absent after a crash at each step */
+	crash_setup(e, &c, false);
 	for (step = 1;; step++) {
 		rc = crash_child(e, step, 0);
 		if (rc == 0)
 			break;
 		assert_int_equal(rc, 99);
 		if (tsr_store_snap_info(e->store, "v", "new", &(struct tsr_snap_info){0}) == 0) {
-			check_snap(e, "v", "new", &s_new);
+			check_snap(e, "v", "new", &c.s_new);
 			check_no_orphans(e, 3, 0);
 			assert_int_equal(tsr_store_snap_delete(e->store, "v", "new"), 0);
 		}
 		check_no_orphans(e, 2, 0);
 		assert_true(step < 20);
 	}
-	assert_true(step > 3);
-	check_snap(e, "v", "new", &s_new);
-	assert_int_equal(tsr_store_snap_delete(e->store, "v", "new"), 0);
+	assert_true(step > 4);
+	check_snap(e, "v", "new", &c.s_new);
 
-	/* delete of the middle one (a merge): finished or never started */
-	for (step = 1;; step++) {
+	/* delete of the middle one (a merge): finished at the reopen, or never started */
+	for (step = 1, tested = 0;; step++) {
+		crash_setup(e, &c, false);
 		rc = crash_child(e, step, 1);
+		check_snap(e, "v", "old", &c.s_old);
+		check_vol(e, "v", &c.m);
 		if (rc == 0)
 			break;
 		assert_int_equal(rc, 99);
 		rc = tsr_store_snap_info(e->store, "v", "mid", &(struct tsr_snap_info){0});
-		check_snap(e, "v", "old", &s_old);
-		check_vol(e, "v", &m);
 		if (rc == 0) { /* not started: intact */
-			check_snap(e, "v", "mid", &s_mid);
+			check_snap(e, "v", "mid", &c.s_mid);
 			check_no_orphans(e, 2, 0);
 		} else {
 			assert_int_equal(rc, -ENOENT);
 			check_no_orphans(e, 1, 0);
 			assert_int_equal(snap_alloc(e, "old"), 48 * BS); /* 0..31 + merged 32..47 */
-			break;
+			tested++;
 		}
 		assert_true(step < 20);
 	}
+	assert_true(tested >= 3); /* marked, merged, row gone */
 	check_no_orphans(e, 1, 0);
 	assert_int_equal(snap_alloc(e, "old"), 48 * BS);
-	check_snap(e, "v", "old", &s_old);
 
-	/* from-volume clone and volume delete (hide, then drop) */
-	for (op = 2; op <= 3; op++) {
-		for (step = 1;; step++) {
-			rc = crash_child(e, step, op);
-			if (rc == 0)
-				break;
-			assert_int_equal(rc, 99);
-			assert_true(step < 20);
-			if (op == 2) {
-				if (tsr_store_vol_info(e->store, "cl",
-						       &(struct tsr_vol_info){0}) == 0) {
-					check_vol(e, "cl", &m);
-					assert_int_equal(tsr_store_vol_delete(e->store, "cl"), 0);
-				}
-				check_no_orphans(e, 1, 0);
-			} else if (tsr_store_vol_info(e->store, "v", &(struct tsr_vol_info){0}) ==
-				   0) {
-				check_vol(e, "v", &m);
-				check_snap(e, "v", "old", &s_old);
-				check_vol(e, "cl", &m);
-			} else {
-				check_vol(e, "cl", &m);
-				break;
-			}
+	/* from-volume clone: whole or absent */
+	crash_setup(e, &c, false);
+	for (step = 1;; step++) {
+		rc = crash_child(e, step, 2);
+		if (rc == 0)
+			break;
+		assert_int_equal(rc, 99);
+		if (tsr_store_vol_info(e->store, "cl", &(struct tsr_vol_info){0}) == 0) {
+			check_vol(e, "cl", &c.m);
+			assert_int_equal(tsr_store_vol_delete(e->store, "cl"), 0);
 		}
+		check_no_orphans(e, 2, 0);
+		assert_true(step < 20);
 	}
-	check_vol(e, "cl", &m);
+	assert_true(step > 4);
+	check_vol(e, "cl", &c.m);
+
+	/* delete of a volume a clone depends on: hidden and trimmed to what the
+	 * clone needs, or untouched */
+	for (step = 1, tested = 0;; step++) {
+		crash_setup(e, &c, true);
+		rc = crash_child(e, step, 3);
+		check_vol(e, "cl", &c.m);
+		if (rc == 0)
+			break;
+		assert_int_equal(rc, 99);
+		if (tsr_store_vol_info(e->store, "v", &(struct tsr_vol_info){0}) == 0) {
+			check_vol(e, "v", &c.m);
+			check_snap(e, "v", "old", &c.s_old);
+			check_snap(e, "v", "mid", &c.s_mid);
+			check_no_orphans(e, 2, 3 + 4); /* + the clone's layer and files */
+		} else {
+			/* cl's 4 files + hidden v's head (3) and the layer cl reads (3) */
+			assert_int_equal(count_files(e->dir), 10);
+			tested++;
+		}
+		assert_true(step < 30);
+	}
+	assert_true(tested >= 3);
+	assert_int_equal(count_files(e->dir), 10);
 	assert_int_equal(tsr_store_vol_delete(e->store, "cl"), 0);
 	assert_int_equal(count_files(e->dir), 0);
 }
