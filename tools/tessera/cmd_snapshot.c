@@ -160,7 +160,7 @@ static int print_created(const struct cli *cli, const Tessera__Admin__Response *
 		printf("read it (read-only) over NBD:\n");
 	for (size_t i = 0; i < s->n_nbd_uris; i++)
 		printf("  %s\n", s->nbd_uris[i]);
-	printf("clone it:     tessera volume create NEW --from-snapshot %s@%s\n", s->volume,
+	printf("clone it:        tessera volume create NEW --from-snapshot %s@%s\n", s->volume,
 	       s->name);
 	printf("roll back to it: tessera volume rollback %s %s\n", s->volume, s->name);
 	return 0;

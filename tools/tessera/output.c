@@ -370,7 +370,7 @@ void cli_print_volume(const Tessera__Admin__Volume *v)
 	printf("size:       %s (%" PRIu64 " bytes) provisioned\n",
 	       cli_fmt_size(v->size, size, sizeof(size)), v->size);
 	printf("allocated:  %s on disk\n", cli_fmt_size(v->allocated, alloc, sizeof(alloc)));
-	printf("exclusive:  %s (shared with no snapshot or clone)\n",
+	printf("exclusive:  %s (blocks no snapshot or clone shares)\n",
 	       cli_fmt_size(v->exclusive, excl, sizeof(excl)));
 	if (v->parent_volume[0])
 		printf("parent:     %s%s%s (a clone: it shares the blocks it has not written)\n",
