@@ -27,6 +27,7 @@
 #include "store/internal.h"
 
 #define IMG_INFLIGHT 16
+#define IMG_STATUS_MAX (1ull << 30) /* bytes looked at per block_status call */
 
 void (*store_test_before_head_read)(void *arg);
 void *store_test_hook_arg;
@@ -368,6 +369,10 @@ int image_block_status(struct tsr_svol *h, struct layer *from, uint64_t size, ui
 		return -ENOSPC;
 	if (len > size - offset)
 		len = size - offset;
+	/* metadata of every block is looked at: answer at most 1 GiB per call
+	 * (a shorter answer is allowed, as when ext fills up) */
+	if (len > IMG_STATUS_MAX)
+		len = IMG_STATUS_MAX;
 	end = (offset + len) >> STORE_BLOCK_SHIFT;
 	for (b = offset >> STORE_BLOCK_SHIFT; b < end; b++)
 		if (push_extent(ext, max, &n, b << STORE_BLOCK_SHIFT, TSR_BLOCK_SIZE,
