@@ -645,6 +645,132 @@ static void test_moves_to_home_worker(void **state)
 	env_stop(&e);
 }
 
+/* tsr_vol_read from the test thread (a snapshot export has no home). */
+struct sync_done {
+	int calls, status;
+};
+
+static void sync_cb(void *arg, int status)
+{
+	struct sync_done *d = arg;
+
+	d->status = status;
+	d->calls++;
+}
+
+static int vol_read_sync(struct tsr_vol *v, struct tsr_io *io, uint64_t off, void *buf)
+{
+	struct sync_done d = { 0 };
+	int ret = tsr_vol_read(v, io, off, 4096, buf, sync_cb, &d);
+
+	while (ret == 0 && d.calls == 0) {
+		tsr_io_submit(io);
+		tsr_io_poll(io, 0, true);
+	}
+	return ret ? ret : d.status;
+}
+
+/*
+ * A standalone node's local volume gets a home worker at first open
+ * (tsr_volset_set_workers) and its connection moves there; a snapshot cut
+ * through tsr_volset_snap while writes stream in holds exactly a prefix of
+ * them in arrival order, and "vol@s1" reads it back read-only.
+ */
+static void test_local_home_and_snapshot(void **state)
+{
+	struct tsr_io_opts io_opts = { .kind = TSR_IO_AUTO };
+	struct tsr_snap_req req = { .op = TSR_SNAP_CREATE, .snap = "s1" };
+	struct tsr_worker *home, *workers[1];
+	struct tsr_vol *v, *snap;
+	struct tsr_io *io;
+	uint8_t *buf = tsr_alloc_aligned(4096);
+	struct env e;
+	int fd, i, k, ret;
+
+	env_start(&e, NULL);
+	assert_int_equal(tsr_worker_start(1, &io_opts, &home), 0);
+	workers[0] = home;
+	tsr_volset_set_workers(e.vols, workers, 1);
+	/* no handle yet: the admin layer would cut on the store directly */
+	assert_int_equal(tsr_volset_snap(e.vols, "vol", &req), -ENOENT);
+
+	fd = client(&e); /* starts on worker 0, moves to worker 1 */
+	handshake(fd, false);
+	assert_int_equal(tsr_vol_get(e.vols, "vol", &v), 0);
+	assert_ptr_equal(tsr_vol_home(v), home);
+	tsr_vol_put(v);
+	/* 32 writes, 16 of them acknowledged, the cut, then 32 more */
+	for (i = 0; i < 64; i++) {
+		uint8_t r[16];
+
+		if (i == 32) {
+			int j;
+
+			for (j = 0; j < 16; j++) {
+				recv_all(fd, r, 16);
+				assert_int_equal(nbd_get32(r + 4), 0);
+			}
+			assert_int_equal(tsr_volset_snap(e.vols, "vol", &req), 0);
+		}
+		memset(buf, i + 1, 4096);
+		send_req(fd, NBD_CMD_WRITE, 0, (uint64_t)i, (uint64_t)i * 4096, 4096);
+		send_all(fd, buf, 4096);
+	}
+	for (i = 16; i < 64; i++) {
+		uint8_t r[16];
+
+		recv_all(fd, r, 16);
+		assert_int_equal(nbd_get32(r + 4), 0);
+	}
+	/* the same name again: the store's answer comes back through the gate */
+	assert_int_equal(tsr_volset_snap(e.vols, "vol", &req), -EEXIST);
+	/* a snapshot name is not a volume with a gate */
+	assert_int_equal(tsr_volset_snap(e.vols, "vol@s1", &req), -ENOENT);
+
+	assert_int_equal(tsr_io_create(&io_opts, &io), 0);
+	assert_int_equal(tsr_vol_get(e.vols, "vol@s1", &snap), 0);
+	assert_null(tsr_vol_home(snap));
+	assert_int_equal(tsr_vol_size(snap), VOL_SIZE);
+	/* blocks 0..k-1 hold their writes, k..63 are still zero: a prefix */
+	for (k = 0; k < 64; k++) {
+		assert_int_equal(vol_read_sync(snap, io, (uint64_t)k * 4096, buf), 0);
+		if (buf[0] == 0)
+			break;
+		assert_int_equal(buf[0], k + 1);
+		assert_int_equal(buf[4095], k + 1);
+	}
+	for (i = k; i < 64; i++) {
+		assert_int_equal(vol_read_sync(snap, io, (uint64_t)i * 4096, buf), 0);
+		assert_int_equal(buf[0], 0);
+	}
+	print_message("the cut holds the first %d of 64 writes\n", k);
+	/* the acknowledged ones are in, the ones sent after the cut are not */
+	assert_true(k >= 16 && k <= 32);
+	memset(buf, 0xee, 4096);
+	{
+		struct sync_done d = { 0 };
+
+		ret = tsr_vol_write(snap, io, 0, 4096, buf, 0, sync_cb, &d);
+		while (ret == 0 && d.calls == 0) {
+			tsr_io_submit(io);
+			tsr_io_poll(io, 0, true);
+		}
+		assert_int_equal(ret ? ret : d.status, -EROFS);
+	}
+	tsr_vol_put(snap);
+	tsr_io_destroy(io);
+	assert_int_equal(tsr_vol_get(e.vols, "vol@nosuch", &snap), -ENOENT);
+	assert_int_equal(tsr_vol_get(e.vols, "@s1", &snap), -ENOENT);
+	assert_int_equal(tsr_vol_get(e.vols, "vol@s1@x", &snap), -ENOENT);
+
+	send_req(fd, NBD_CMD_DISC, 0, 101, 0, 0);
+	assert_true(closed(fd));
+	close(fd);
+	tsr_worker_stop(home);
+	env_stop(&e);
+	tsr_free_aligned(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -653,6 +779,7 @@ int main(void)
 		cmocka_unit_test(test_structured),
 		cmocka_unit_test(test_vanishing_clients),
 		cmocka_unit_test(test_moves_to_home_worker),
+		cmocka_unit_test(test_local_home_and_snapshot),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
