@@ -291,6 +291,159 @@ static void test_delete_in_use(void **state)
 	tsr_admin_close(c);
 }
 
+static Tessera__Admin__Response *snap_call(struct tsr_admin_client *c,
+					   Tessera__Admin__Request__CommandCase cmd,
+					   const char *volume, const char *name)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__SnapshotCreate create = TESSERA__ADMIN__SNAPSHOT_CREATE__INIT;
+	Tessera__Admin__SnapshotDelete del = TESSERA__ADMIN__SNAPSHOT_DELETE__INIT;
+	Tessera__Admin__SnapshotList list = TESSERA__ADMIN__SNAPSHOT_LIST__INIT;
+	Tessera__Admin__SnapshotShow show = TESSERA__ADMIN__SNAPSHOT_SHOW__INIT;
+	Tessera__Admin__SnapshotDiff diff = TESSERA__ADMIN__SNAPSHOT_DIFF__INIT;
+	Tessera__Admin__VolumeRollback rb = TESSERA__ADMIN__VOLUME_ROLLBACK__INIT;
+
+	req.command_case = cmd;
+	switch (cmd) {
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE:
+		create.volume = (char *)volume;
+		create.name = (char *)name;
+		req.snapshot_create = &create;
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE:
+		del.volume = (char *)volume;
+		del.name = (char *)name;
+		req.snapshot_delete = &del;
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST:
+		list.volume = (char *)volume;
+		req.snapshot_list = &list;
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_SHOW:
+		show.volume = (char *)volume;
+		show.name = (char *)name;
+		req.snapshot_show = &show;
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DIFF:
+		diff.volume = (char *)volume;
+		diff.from = (char *)name;
+		req.snapshot_diff = &diff;
+		break;
+	default:
+		rb.volume = (char *)volume;
+		rb.snapshot = (char *)name;
+		req.volume_rollback = &rb;
+		break;
+	}
+	return call(c, &req);
+}
+
+/* Snapshots, clones and rollback through the admin API on a standalone node. */
+static void test_snapshots(void **state)
+{
+	struct fixture *f = *state;
+	struct tsr_admin_client *c = connect_unix(f);
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeCreate clone = TESSERA__ADMIN__VOLUME_CREATE__INIT;
+	Tessera__Admin__Response *r;
+	struct tsr_vol *vol = NULL;
+
+	r = create(c, "sv", 1 << 20);
+	assert_int_equal(r->error, 0);
+	tessera__admin__response__free_unpacked(r, NULL);
+	r = snap_call(c, TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE, "sv", "s1");
+	if (r->error == -EOPNOTSUPP) {
+		tessera__admin__response__free_unpacked(r, NULL);
+		tsr_admin_close(c);
+		skip(); /* the store's snapshots are not in this build */
+	}
+	assert_int_equal(r->error, 0);
+	assert_int_equal(r->n_snapshots, 1);
+	assert_string_equal(r->snapshots[0]->volume, "sv");
+	assert_string_equal(r->snapshots[0]->name, "s1");
+	assert_int_equal(r->snapshots[0]->size, 1 << 20);
+	assert_int_equal(r->snapshots[0]->n_nbd_uris, 2);
+	assert_string_equal(r->snapshots[0]->nbd_uris[0], "nbd+unix:///sv@s1?socket=/x/nbd.sock");
+	assert_string_equal(r->snapshots[0]->nbd_uris[1], "nbd://127.0.0.1:10809/sv@s1");
+	tessera__admin__response__free_unpacked(r, NULL);
+
+	/* the same name again; an unknown volume; an unknown snapshot */
+	r = snap_call(c, TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE, "sv@s1", "");
+	assert_int_equal(r->error, -EEXIST);
+	assert_non_null(strstr(r->message, "already exists"));
+	tessera__admin__response__free_unpacked(r, NULL);
+	r = snap_call(c, TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE, "nosuch", "s1");
+	assert_int_equal(r->error, -ENOENT);
+	assert_non_null(strstr(r->message, "volume 'nosuch' not found"));
+	tessera__admin__response__free_unpacked(r, NULL);
+	r = snap_call(c, TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_SHOW, "sv", "nosuch");
+	assert_int_equal(r->error, -ENOENT);
+	assert_non_null(strstr(r->message, "snapshot 'sv@nosuch' not found"));
+	tessera__admin__response__free_unpacked(r, NULL);
+
+	/* a second one while the volume is open here: through its gate (no home: this thread) */
+	assert_int_equal(tsr_vol_get(f->vols, "sv", &vol), 0);
+	r = snap_call(c, TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE, "sv", "s2");
+	assert_int_equal(r->error, 0);
+	tessera__admin__response__free_unpacked(r, NULL);
+	r = snap_call(c, TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ROLLBACK, "sv", "s1");
+	assert_int_equal(r->error, -EBUSY);
+	assert_string_equal(r->message,
+			    "volume 'sv' is in use by an NBD client; disconnect it first");
+	tessera__admin__response__free_unpacked(r, NULL);
+	tsr_vol_put(vol);
+
+	r = snap_call(c, TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST, "sv", "");
+	assert_int_equal(r->error, 0);
+	assert_int_equal(r->n_snapshots, 2);
+	assert_string_equal(r->snapshots[0]->name, "s1");
+	assert_string_equal(r->snapshots[1]->name, "s2");
+	tessera__admin__response__free_unpacked(r, NULL);
+	r = simple(c, SHOW, "sv", 0);
+	assert_int_equal(r->volumes[0]->n_snapshots, 2);
+	tessera__admin__response__free_unpacked(r, NULL);
+	r = snap_call(c, TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DIFF, "sv", "s1");
+	assert_int_equal(r->error, 0);
+	assert_int_equal(r->diff_bytes, 0); /* nothing written */
+	tessera__admin__response__free_unpacked(r, NULL);
+
+	/* a clone of s1, larger than its source; its parent is reported */
+	clone.name = "sc";
+	clone.from_volume = "sv@s1";
+	clone.size = 2 << 20;
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE;
+	req.volume_create = &clone;
+	r = call(c, &req);
+	assert_int_equal(r->error, 0);
+	assert_int_equal(r->volumes[0]->size, 2 << 20);
+	assert_string_equal(r->volumes[0]->parent_volume, "sv");
+	assert_string_equal(r->volumes[0]->parent_snapshot, "s1");
+	tessera__admin__response__free_unpacked(r, NULL);
+	clone.name = "sd";
+	clone.size = 4096; /* smaller than the source */
+	r = call(c, &req);
+	assert_int_equal(r->error, -EINVAL);
+	assert_non_null(strstr(r->message, "as large as its source"));
+	tessera__admin__response__free_unpacked(r, NULL);
+
+	/* an exported snapshot cannot be deleted, nor its volume */
+	assert_int_equal(tsr_vol_get(f->vols, "sv@s2", &vol), 0);
+	r = snap_call(c, TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE, "sv", "s2");
+	assert_int_equal(r->error, -EBUSY);
+	assert_string_equal(r->message, "snapshot 'sv@s2' is exported to an NBD client; "
+			    "disconnect it first");
+	tessera__admin__response__free_unpacked(r, NULL);
+	tsr_vol_put(vol);
+	r = snap_call(c, TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE, "sv", "s2");
+	assert_int_equal(r->error, 0);
+	tessera__admin__response__free_unpacked(r, NULL);
+	r = snap_call(c, TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ROLLBACK, "sv", "s1");
+	assert_int_equal(r->error, 0);
+	assert_int_equal(r->n_volumes, 1);
+	tessera__admin__response__free_unpacked(r, NULL);
+	tsr_admin_close(c);
+}
+
 static void test_tcp_token(void **state)
 {
 	struct fixture *f = *state;
@@ -374,6 +527,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_volume_lifecycle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete_in_use, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tcp_token, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_frames, setup, teardown),
 	};
