@@ -462,6 +462,13 @@ static void op_volume_rollback(struct tsr_admin_server *srv,
 	int ret;
 
 	split_ref(r->volume, r->snapshot, vol, snap);
+	if (srv->cluster.handle != NULL && !r->local_copy) {
+		/* one copy rolled back alone would diverge from the others */
+		admin_fail(resp, -EOPNOTSUPP, "volume '%s' is replicated: roll it back through the "
+			   "cluster (send the command to any node of the cluster), not on one "
+			   "node's copy", vol);
+		return;
+	}
 	if (tsr_volset_layout(srv->vols, vol) != NULL) {
 		admin_fail(resp, -EBUSY, "volume '%s' is attached on this node; detach it first "
 			   "(tessera volume detach %s)", vol, vol);
