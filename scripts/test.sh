@@ -33,7 +33,7 @@ fi
 JOBS=$(nproc)
 B=${BUILD_PREFIX:-build}
 # Integration tests run under the sanitizers (the rest run in the gcc build).
-ASAN_INTEGRATION=${ASAN_INTEGRATION:-"test-cli test-bad-input test-corruption test-io-fault test-nbd-clients test-crash-loop test-cluster-coordinator test-cluster-peer-bad-input test-cluster-min-replicas test-cluster-replica-loss test-cluster-rebuild-scrub test-cluster-partition"}
+ASAN_INTEGRATION=${ASAN_INTEGRATION:-"test-cli test-bad-input test-corruption test-io-fault test-nbd-clients test-crash-loop test-cluster-coordinator test-cluster-peer-bad-input test-cluster-min-replicas test-cluster-replica-loss test-cluster-rebuild-scrub test-cluster-partition test-cluster-snapshot"}
 
 passed=0 failed=0 skipped=0
 failures=()

@@ -36,6 +36,7 @@
  * Main thread; blocking calls (include/tessera/cluster.h).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,7 +139,9 @@ static int copy_op(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *no
 		req.volume_create = &vc;
 		break;
 	}
-	ret = cluster_call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
+	/* a rollback or a clone may copy much: as long as a forwarded command */
+	ret = cluster_call_node(c, node->address, &req, op == COP_ROLLBACK || op == COP_CLONE ?
+				CLUSTER_FORWARD_TIMEOUT_MS : CLUSTER_COPY_TIMEOUT_MS, &resp);
 	if (ret) {
 		snprintf(msg, msg_len, "cannot reach node %s at %s to %s of '%s': %s", node->id,
 			 node->address, cop_name(op), vol, strerror(-ret));
@@ -150,6 +153,64 @@ static int copy_op(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *no
 			 resp->message && resp->message[0] ? resp->message : strerror(-ret));
 	tessera__admin__response__free_unpacked(resp, NULL);
 	return ret;
+}
+
+/*
+ * copy_op on every node of nodes[0..n) at once (the other nodes' calls from
+ * a thread each, ours on this one: a rollback's time is the slowest copy's,
+ * not their sum).  rets[i], msgs[i]: each one's result.
+ */
+struct copy_job {
+	struct tsr_cluster *c;
+	const Tessera__Cluster__NodeRecord *node;
+	enum copy_op op;
+	const char *vol, *snap, *clone;
+	uint64_t size;
+	int ret;
+	char msg[512];
+	pthread_t thread;
+	bool threaded;
+};
+
+static void *copy_job_main(void *arg)
+{
+	struct copy_job *j = arg;
+
+	j->ret = copy_op(j->c, j->node, j->op, j->vol, j->snap, j->clone, j->size, j->msg,
+			 sizeof(j->msg));
+	return NULL;
+}
+
+/* 0 when every copy did it; else the first failure (msg) and ok[i] per copy. */
+static int copy_op_all(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *const *nodes,
+		       size_t n, enum copy_op op, const char *vol, const char *snap,
+		       const char *clone, uint64_t size, bool *ok, char *msg, size_t msg_len)
+{
+	struct copy_job jobs[TSR_MIRROR_MAX_COPIES];
+	int first = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct copy_job *j = &jobs[i];
+
+		*j = (struct copy_job){ .c = c, .node = nodes[i], .op = op, .vol = vol,
+					.snap = snap, .clone = clone, .size = size };
+		if (strcmp(nodes[i]->id, c->node_id) != 0 &&
+		    pthread_create(&j->thread, NULL, copy_job_main, j) == 0)
+			j->threaded = true;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!jobs[i].threaded)
+			copy_job_main(&jobs[i]);
+	for (size_t i = 0; i < n; i++) {
+		if (jobs[i].threaded)
+			pthread_join(jobs[i].thread, NULL);
+		ok[i] = jobs[i].ret == 0;
+		if (jobs[i].ret && first == 0) {
+			first = jobs[i].ret;
+			snprintf(msg, msg_len, "%s", jobs[i].msg);
+		}
+	}
+	return first;
 }
 
 /* Every copy of rec IN_SYNC, its node known and alive, the last detach clean:
@@ -250,6 +311,7 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 	const Tessera__Cluster__NodeRecord *nodes[TSR_MIRROR_MAX_COPIES];
 	Tessera__Cluster__VolumeRecord *rec = NULL;
 	struct tsr_snap_req sr = { .op = op };
+	bool ok[TSR_MIRROR_MAX_COPIES];
 	struct cluster_view v;
 	const char *attached;
 	uint64_t rev;
@@ -316,20 +378,18 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 			       "delete the snapshot", nodes, msg, msg_len);
 	if (ret)
 		goto out;
-	for (done = 0; done < rec->n_copies; done++) {
-		ret = copy_op(c, nodes[done], op == TSR_SNAP_CREATE ? COP_SNAP_CREATE :
-			      COP_SNAP_DELETE, vol, snap, "", 0, msg, msg_len);
-		if (ret)
-			break;
-	}
+	ret = copy_op_all(c, nodes, rec->n_copies, op == TSR_SNAP_CREATE ? COP_SNAP_CREATE :
+			  COP_SNAP_DELETE, vol, snap, "", 0, ok, msg, msg_len);
 	if (ret == 0)
 		goto out;
+	for (size_t i = 0; i < rec->n_copies; i++)
+		done += ok[i];
 	if (op == TSR_SNAP_CREATE) {
-		while (done--) {
+		for (size_t i = 0; i < rec->n_copies; i++) {
 			char m2[512];
 
-			if (copy_op(c, nodes[done], COP_SNAP_DELETE, vol, snap, "", 0, m2,
-				    sizeof(m2)))
+			if (ok[i] && copy_op(c, nodes[i], COP_SNAP_DELETE, vol, snap, "", 0, m2,
+					     sizeof(m2)))
 				tsr_warn("cluster: undo of snapshot %s@%s: %s", vol, snap, m2);
 		}
 	} else if (done > 0) {
@@ -469,11 +529,12 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 {
 	const Tessera__Cluster__NodeRecord *nodes[TSR_MIRROR_MAX_COPIES];
 	Tessera__Cluster__VolumeRecord *rec = NULL;
+	bool ok[TSR_MIRROR_MAX_COPIES];
 	struct cluster_view v;
 	const char *attached;
 	char msg[1024];
 	uint64_t rev;
-	size_t done;
+	size_t done = 0;
 	int ret;
 
 	ret = load_volume(c, r->volume, &v, &rec, &rev, msg, sizeof(msg));
@@ -492,18 +553,16 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 		admin_fail(resp, ret, "%s", msg);
 		goto out;
 	}
-	for (done = 0; done < rec->n_copies; done++) {
-		ret = copy_op(c, nodes[done], COP_ROLLBACK, r->volume, r->snapshot, "", 0, msg,
-			      sizeof(msg));
-		if (ret)
-			break;
-	}
+	ret = copy_op_all(c, nodes, rec->n_copies, COP_ROLLBACK, r->volume, r->snapshot, "", 0,
+			  ok, msg, sizeof(msg));
+	for (size_t i = 0; i < rec->n_copies; i++)
+		done += ok[i];
 	if (ret) {
 		/* the store's rollback is idempotent, and a copy left half-way refuses
 		 * to open: running it again finishes the job on every copy */
-		admin_fail(resp, ret, "%s%s", msg, done ? "; the copies before it are rolled "
-			   "back already: run the rollback again (it is idempotent) before "
-			   "attaching the volume" : "");
+		admin_fail(resp, ret, "%s%s", msg, done ? "; other copies are rolled back "
+			   "already: run the rollback again (it is idempotent) before attaching "
+			   "the volume" : "");
 		goto out;
 	}
 	tsr_info("cluster: volume %s rolled back to snapshot %s on %zu copies", r->volume,
@@ -531,8 +590,8 @@ void cluster_volume_clone(struct tsr_cluster *c, const Tessera__Admin__VolumeCre
 	const char *from = r->from_volume;
 	bool tmp_snap = false;
 	struct cluster_view v;
+	bool made[TSR_MIRROR_MAX_COPIES] = { false };
 	uint64_t rev, size;
-	size_t made = 0;
 	int ret;
 
 	if (!from[0]) {
@@ -595,13 +654,11 @@ void cluster_volume_clone(struct tsr_cluster *c, const Tessera__Admin__VolumeCre
 		}
 		tmp_snap = true;
 	}
-	for (made = 0; made < src->n_copies; made++) {
-		ret = copy_op(c, nodes[made], COP_CLONE, from, snap, r->name, size, msg,
-			      sizeof(msg));
-		if (ret) {
-			admin_fail(resp, ret, "%s; nothing was created", msg);
-			goto undo;
-		}
+	ret = copy_op_all(c, nodes, src->n_copies, COP_CLONE, from, snap, r->name, size, made,
+			  msg, sizeof(msg));
+	if (ret) {
+		admin_fail(resp, ret, "%s; nothing was created", msg);
+		goto undo;
 	}
 	{
 		unsigned char b[16];
@@ -639,7 +696,7 @@ void cluster_volume_clone(struct tsr_cluster *c, const Tessera__Admin__VolumeCre
 	if (ret == -ECANCELED) {
 		admin_fail(resp, -EEXIST, "volume '%s' was just created by someone else (tessera "
 			   "volume show %s)", r->name, r->name);
-		made = 0; /* its copies are that volume's now */
+		memset(made, 0, sizeof(made)); /* its copies are that volume's now */
 		goto undo;
 	}
 	if (ret) {
@@ -657,10 +714,10 @@ void cluster_volume_clone(struct tsr_cluster *c, const Tessera__Admin__VolumeCre
 	cluster_volume_list(c, r->name, resp);
 	return;
 undo:
-	while (made--) {
+	for (size_t i = 0; i < src->n_copies; i++) {
 		char m2[512];
 
-		if (cluster_copy_delete(c, nodes[made], r->name, m2, sizeof(m2)))
+		if (made[i] && cluster_copy_delete(c, nodes[i], r->name, m2, sizeof(m2)))
 			tsr_warn("cluster: undo clone %s: %s", r->name, m2);
 	}
 	if (tmp_snap && snap_change(c, from, TSR_SNAP_DELETE, snap, msg, sizeof(msg)))

@@ -192,3 +192,23 @@ wait_log() {
 	done
 	fail "n$1 log has no /$2/ after ${t}s"
 }
+
+# cl_image_sha I EXPORT: sha256 of export EXPORT ("VOL" or "VOL@SNAP") read
+# whole through node I's NBD socket (a snapshot export reads that node's copy).
+cl_image_sha() { nbdcopy "$(cl_nbd_uri "$1" "$2")" - | sha256sum | cut -d' ' -f1; }
+
+# cl_assert_snap_identical VOL SNAP I J...: VOL@SNAP has the same bytes on
+# every listed node's copy; prints the sha256.
+cl_assert_snap_identical() {
+	local vol=$1 snap=$2 first= h i
+	shift 2
+	for i in "$@"; do
+		h=$(cl_image_sha "$i" "$vol@$snap") || fail "cannot read $vol@$snap on n$i"
+		if [ -z "$first" ]; then
+			first=$h
+		elif [ "$h" != "$first" ]; then
+			fail "snapshot $vol@$snap differs between n$1 and n$i"
+		fi
+	done
+	echo "$first"
+}

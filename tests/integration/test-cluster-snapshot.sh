@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Snapshots, clones and rollback of a replicated volume (DESIGN.md invariants
+# 1-3 and 7, for snapshots): every copy of a snapshot is the same image.
+#
+# 3 nodes, a 64 MiB 3-replica volume attached on n1, crash_writer writing
+# through n1 (every acknowledged write logged):
+#  1. snapshots cut while it writes, asked of n1 (the coordinator) and of n2
+#     and n3 (forwarded to it); each is read back through the read-only NBD
+#     export VOL@SNAP of every node (that node's copy): byte-identical, and a
+#     consistent cut of the write history; every node lists the same ones;
+#  2. refused: a duplicate name, rollback of an attached volume (the message
+#     says where it is attached and what to do);
+#  3. a clone of a snapshot: its copies on the source's nodes, parent noted,
+#     content = the snapshot; attached and written, the snapshot unchanged;
+#     its copies read the same through each node; the source snapshot
+#     deleted: the clone unchanged;
+#  4. a clone of the volume's current content while it is written: a
+#     consistent cut;
+#  5. a copy node killed (SIGKILL), a snapshot cut while it is down, the node
+#     restarted and resynced: its copy of that snapshot equals the others';
+#  6. detached: a snapshot cut on every copy; rollback to a snapshot; the
+#     head read through each node equals the snapshot.
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/cluster.sh"
+
+require_tessera "$CRASH_WRITER"
+require_cmd nbdcopy qemu-io
+
+cl_start 3
+ctsr volume create db --size 64M --replicas 3 >/dev/null || fail "volume create"
+ctsr volume attach db --node n1 >/dev/null || fail "volume attach"
+WLOG=$CL_ROOT/acked.log
+: >"$WLOG"
+
+# copies VOL: its copies' node ids, sorted, space-separated
+copies() { ctsr --json volume show "$1" | json_get '" ".join(sorted(c["node"] for c in j["copies"]))'; }
+# snaps VIA VOL: the snapshot names node VIA lists, space-separated
+snaps() { ctsr_via "$1" --json snapshot list "$2" | json_get '" ".join(s["name"] for s in j["snapshots"])'; }
+
+# ---- 1. snapshots under load, through every node
+"$CRASH_WRITER" write "$(cl_nbd_uri 1 db)" "$WLOG" --qd 8 --conns 2 --duration 6 --seed 7 \
+	>"$CL_ROOT/writer1.out" 2>&1 &
+wpid=$!
+track_pid "$wpid"
+sleep 0.5
+for i in 1 2 3 4 5 6; do
+	via=$(( (i - 1) % 3 + 1 ))
+	ctsr_via "$via" snapshot create db "s$i" >/dev/null || fail "snapshot create db s$i via n$via"
+	sleep 0.6
+done
+reap "$wpid" || { cat "$CL_ROOT/writer1.out" >&2; fail "writer under snapshots"; }
+log "writer: $(tail -n1 "$CL_ROOT/writer1.out")"
+for n in 1 2 3; do
+	assert_eq "$(snaps "$n" db)" "s1 s2 s3 s4 s5 s6" "snapshots listed by n$n"
+done
+declare -A SHA=()
+for s in s1 s2 s3 s4 s5 s6; do
+	SHA[$s]=$(cl_assert_snap_identical db "$s" 1 2 3)
+	out=$("$CRASH_WRITER" snapcheck "$(cl_nbd_uri 2 "db@$s")" "$WLOG" 2>&1) ||
+		{ printf '%s\n' "$out" >&2; fail "db@$s is not a consistent cut"; }
+done
+[ "${SHA[s1]}" != "${SHA[s6]}" ] || fail "s1 and s6 are the same image: the writer did not run?"
+changed=$(ctsr --json snapshot diff db s1 s6 | json_get 'j["changed_bytes"]')
+(( changed > 0 )) || fail "diff s1..s6 is empty"
+log "6 snapshots cut under load: identical on the 3 copies, consistent cuts; diff s1..s6 $changed bytes"
+
+# ---- 2. refused requests change nothing
+expect_fail 1 'already exists' ctsr snapshot create db s3
+expect_fail 1 'not found' ctsr_via 2 snapshot create nosuchvol x
+expect_fail 1 'not found' ctsr_via 3 snapshot delete db nosuchsnap
+out=$(ctsr volume rollback db s1 2>&1) && fail "rollback of an attached volume accepted"
+printf '%s' "$out" | grep -q "attached on node n1; detach it first" ||
+	fail "rollback refusal does not say where it is attached: $out"
+assert_eq "$(snaps 3 db)" "s1 s2 s3 s4 s5 s6" "snapshots after refused requests"
+
+# ---- 3. a clone of a snapshot
+ctsr volume create c1 --from-snapshot db@s2 >/dev/null || fail "clone c1 of db@s2"
+assert_eq "$(copies c1)" "$(copies db)" "the clone's copies sit on the source's nodes"
+assert_eq "$(ctsr --json volume show c1 | json_get 'j["parent_volume"]')" db "c1's parent volume"
+assert_eq "$(ctsr --json volume show c1 | json_get 'j["parent_snapshot"]')" s2 "c1's parent snapshot"
+ctsr volume attach c1 --node n2 >/dev/null || fail "attach c1"
+assert_eq "$(cl_image_sha 2 c1)" "${SHA[s2]}" "clone c1 = db@s2"
+qemu-io -f raw -c 'write -P 0x5a 1M 2M' -c 'write -P 0xa5 40M 64k' "$(cl_nbd_uri 2 c1)" \
+	>/dev/null || fail "write to the clone"
+qemu-io -f raw -c 'read -P 0x5a 1M 2M' -c 'read -P 0xa5 40M 64k' "$(cl_nbd_uri 2 c1)" \
+	>/dev/null || fail "the clone's writes do not read back"
+c1sha=$(cl_image_sha 2 c1)
+[ "$c1sha" != "${SHA[s2]}" ] || fail "writes to c1 did not change it"
+assert_eq "$(cl_assert_snap_identical db s2 1 2 3)" "${SHA[s2]}" "db@s2 after writes to its clone"
+ctsr snapshot delete db s2 >/dev/null || fail "delete the clone's source snapshot"
+assert_eq "$(snaps 1 db)" "s1 s3 s4 s5 s6" "snapshots after deleting s2"
+ctsr volume detach c1 >/dev/null || fail "detach c1"
+for n in 1 2 3; do # each attach reads its node's local copy first
+	ctsr volume attach c1 --node "n$n" >/dev/null || fail "attach c1 on n$n"
+	assert_eq "$(cl_image_sha "$n" c1)" "$c1sha" "clone c1 read through n$n (its copy)"
+	ctsr volume detach c1 >/dev/null || fail "detach c1 from n$n"
+done
+log "clone of db@s2: on the source's nodes, = the snapshot, written independently, the same on every copy, unharmed by deleting s2"
+
+# ---- 4. a clone of the current content, while it is written
+"$CRASH_WRITER" write "$(cl_nbd_uri 1 db)" "$WLOG" --qd 8 --conns 2 --duration 4 \
+	--seq-base 1000000000 --seed 8 >"$CL_ROOT/writer2.out" 2>&1 &
+wpid=$!
+track_pid "$wpid"
+sleep 1.5
+ctsr_via 3 volume create c2 --from-volume db >/dev/null || fail "clone c2 of db under load"
+reap "$wpid" || { cat "$CL_ROOT/writer2.out" >&2; fail "writer during the clone"; }
+assert_eq "$(ctsr --json volume show c2 | json_get 'j["parent_volume"]')" db "c2's parent"
+assert_eq "$(snaps 1 db)" "s1 s3 s4 s5 s6" "the clone's temporary snapshot is gone"
+ctsr volume attach c2 --node n3 >/dev/null || fail "attach c2"
+out=$("$CRASH_WRITER" snapcheck "$(cl_nbd_uri 3 c2)" "$WLOG" 2>&1) ||
+	{ printf '%s\n' "$out" >&2; fail "clone c2 (cut under load) is not a consistent cut"; }
+log "clone of db's current content under load: ${out##*$'\n'}"
+ctsr volume detach c2 >/dev/null || fail "detach c2"
+
+# ---- 5. a copy away while a snapshot is cut
+cl_kill 3
+"$CRASH_WRITER" write "$(cl_nbd_uri 1 db)" "$WLOG" --qd 8 --conns 2 --duration 2 \
+	--seq-base 2000000000 --seed 9 >"$CL_ROOT/writer3.out" 2>&1 ||
+	{ cat "$CL_ROOT/writer3.out" >&2; fail "writer with n3 down"; }
+ctsr_via 2 snapshot create db away >/dev/null || fail "snapshot create while n3 is down"
+"$CRASH_WRITER" write "$(cl_nbd_uri 1 db)" "$WLOG" --qd 8 --conns 2 --duration 2 \
+	--seq-base 3000000000 --seed 10 >"$CL_ROOT/writer4.out" 2>&1 ||
+	{ cat "$CL_ROOT/writer4.out" >&2; fail "writer after the cut"; }
+cl_start_node 3
+cl_wait_synced db 120
+SHA[away]=$(cl_assert_snap_identical db away 1 2 3)
+out=$("$CRASH_WRITER" snapcheck "$(cl_nbd_uri 3 "db@away")" "$WLOG" 2>&1) ||
+	{ printf '%s\n' "$out" >&2; fail "db@away on n3 is not a consistent cut"; }
+for s in s1 s3 s6; do
+	assert_eq "$(cl_assert_snap_identical db "$s" 1 2 3)" "${SHA[$s]}" "db@$s after n3's return"
+done
+assert_eq "$(snaps 3 db)" "s1 s3 s4 s5 s6 away" "snapshots listed by the returned n3"
+log "n3 killed, snapshot 'away' cut meanwhile; back and resynced: its copy of it equals the others'"
+
+# ---- 6. detached: snapshot, rollback
+out=$("$CRASH_WRITER" verify "$(cl_nbd_uri 1 db)" "$WLOG" 2>&1) ||
+	{ printf '%s\n' "$out" >&2; fail "acknowledged writes missing from db"; }
+ctsr volume detach db >/dev/null || fail "detach db"
+ctsr_via 2 snapshot create db cold >/dev/null || fail "snapshot of the detached volume"
+cold=$(cl_assert_snap_identical db cold 1 2 3)
+ctsr_via 3 volume rollback db s3 >/dev/null || fail "rollback db to s3"
+for n in 1 2 3; do
+	ctsr volume attach db --node "n$n" >/dev/null || fail "attach db on n$n"
+	assert_eq "$(cl_image_sha "$n" db)" "${SHA[s3]}" "db rolled back to s3, read through n$n"
+	ctsr volume detach db >/dev/null || fail "detach db from n$n"
+done
+assert_eq "$(cl_assert_snap_identical db cold 1 2 3)" "$cold" "db@cold after the rollback"
+cl_stop_all
+cl_assert_copies_identical db 1 2 3
+log "detached: snapshot cut on every copy; rollback to s3 on every copy"
