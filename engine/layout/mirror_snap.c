@@ -40,16 +40,16 @@
  * the snapshot is deleted on the copy (it may hold a stale one of that name:
  * a cut that failed there), then for a CREATE whose snapshot still exists:
  * the snapshot's content of every dirty region (every region on a full
- * resync or rebuild) is read from the local IN_SYNC copy's snapshot and
- * written into the copy's head, flushed, and the snapshot cut on the copy.
+ * resync or rebuild) is read from an IN_SYNC copy's snapshot and written
+ * into the copy's head, flushed, and the snapshot cut on the copy.
  * The copy's head then equals the snapshot's image (the regions not dirty
  * have not changed since the copy left), so its cut holds the same image as
  * the others'.  Then the resync proper brings the head up to date as
- * before.  Limits: the source must be the coordinator's local copy (a
- * missed snapshot with no local IN_SYNC source is given up, logged: the copy
- * lacks it); the journal lives on the coordinator's node, like the bitmaps:
- * a copy resynced by another coordinator (full resync) gets its head, not
- * the snapshots it missed.
+ * before.  The snapshot is read from the local copy when it is IN_SYNC,
+ * else from a remote IN_SYNC copy through a read-only peer session on
+ * "VOL@SNAP".  Limit: the journal lives on the coordinator's node, like the
+ * bitmaps: a copy resynced by another coordinator (full resync) gets its
+ * head, not the snapshots it missed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -504,7 +504,7 @@ void mirror_missed_free(struct mcopy *c)
 
 /* ---- replay ------------------------------------------------------------- */
 
-enum replay_step { RP_DELETE, RP_COPY, RP_FLUSH, RP_CUT };
+enum replay_step { RP_DELETE, RP_OPEN, RP_COPY, RP_FLUSH, RP_CUT };
 
 struct mreplay {
 	struct mcopy *c;
@@ -512,7 +512,10 @@ struct mreplay {
 	bool aborted;
 	enum replay_step step;
 	struct tsr_snap_req req; /* what is sent to the copy */
-	struct tsr_svol *src;    /* the snapshot on the local copy */
+	struct tsr_svol *src;    /* the snapshot on the local copy, or NULL: */
+	struct mcopy *rsrc;      /* the remote IN_SYNC copy whose snapshot session is read */
+	uint64_t rhandle;        /* that session (peer OPEN of "VOL@SNAP"), 0: none */
+	char rname[2 * 64];
 	uint64_t src_size;
 	uint64_t region; /* next region to copy */
 	uint64_t off;
@@ -523,13 +526,31 @@ struct mreplay {
 
 static void replay_next(struct mreplay *rp);
 
+static void close_done(void *arg, int status)
+{
+	(void)arg;
+	(void)status; /* the session goes with the connection anyway */
+}
+
+/* Let go of the snapshot being read (local handle or remote session). */
+static void replay_drop_source(struct mreplay *rp)
+{
+	if (rp->src != NULL) {
+		tsr_svol_put(rp->src);
+		rp->src = NULL;
+	}
+	if (rp->rhandle != 0 && rp->rsrc->client != NULL)
+		tsr_peer_close(rp->rsrc->client, rp->rhandle, rp->c->m->epoch, close_done, NULL);
+	rp->rhandle = 0;
+	rp->rsrc = NULL;
+}
+
 static void replay_finish(struct mreplay *rp, int status)
 {
 	struct mcopy *c = rp->c;
 	struct mirror *m = c->m;
 
-	if (rp->src != NULL)
-		tsr_svol_put(rp->src);
+	replay_drop_source(rp);
 	if (rp->buf != NULL)
 		tsr_free_aligned(rp->buf);
 	if (!rp->aborted) {
@@ -547,14 +568,22 @@ static bool replay_gone(struct mreplay *rp)
 	return rp->aborted || m->closing || m->fenced || rp->gen != rp->c->gen || !rp->c->open;
 }
 
-/* The local IN_SYNC copy, the only source of snapshot images here. */
-static bool local_source(struct mirror *m)
+/* An IN_SYNC copy to read snapshot images from, the local one first; NULL: none. */
+static struct mcopy *replay_source(struct mirror *m)
 {
-	for (unsigned i = 0; i < m->n_copies; i++)
-		if (m->copies[i].present && m->copies[i].local && m->copies[i].open &&
-		    m->copies[i].state == TSR_COPY_IN_SYNC)
-			return true;
-	return false;
+	struct mcopy *remote = NULL;
+
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		struct mcopy *o = &m->copies[i];
+
+		if (!o->present || !o->open || o->state != TSR_COPY_IN_SYNC)
+			continue;
+		if (o->local)
+			return o;
+		if (remote == NULL)
+			remote = o;
+	}
+	return remote;
 }
 
 /* The entry is done on the copy: drop it (durably) and go on. */
@@ -562,10 +591,7 @@ static void replay_pop(struct mreplay *rp)
 {
 	struct mcopy *c = rp->c;
 
-	if (rp->src != NULL) {
-		tsr_svol_put(rp->src);
-		rp->src = NULL;
-	}
+	replay_drop_source(rp);
 	missed_pop(c);
 	missed_save(c); /* a failure replays the entry again: harmless */
 	replay_next(rp);
@@ -595,7 +621,11 @@ static void replay_copy(struct mreplay *rp)
 	rp->region++;
 	rp->step = RP_COPY;
 	/* read from the snapshot; replay_io_done writes it to the copy */
-	ret = tsr_svol_read(rp->src, m->io, rp->off, rp->len, rp->buf, replay_io_done, rp);
+	if (rp->src != NULL)
+		ret = tsr_svol_read(rp->src, m->io, rp->off, rp->len, rp->buf, replay_io_done, rp);
+	else
+		ret = tsr_peer_read(rp->rsrc->client, rp->rhandle, m->epoch, rp->off, rp->len,
+				    rp->buf, replay_io_done, rp);
 	if (ret < 0)
 		replay_finish(rp, ret);
 }
@@ -609,6 +639,33 @@ static void replay_write_done(void *arg, int status)
 		return;
 	}
 	rp->c->m->resync_bytes_copied += rp->len;
+	replay_copy(rp);
+}
+
+/* The remote snapshot session is open (or not). */
+static void replay_open_done(void *arg, int status, uint64_t handle, uint64_t size)
+{
+	struct mreplay *rp = arg;
+
+	if (status == 0)
+		rp->rhandle = handle;
+	if (replay_gone(rp)) {
+		replay_finish(rp, -ECANCELED);
+		return;
+	}
+	if (status == -ENOENT) { /* deleted since: nothing to rebuild */
+		replay_pop(rp);
+		return;
+	}
+	if (status < 0) {
+		tsr_warn("mirror %s: copy %u (%s): replay: open %s on %s: %s", rp->c->m->name,
+			 rp->c->idx, rp->c->node_id, rp->rname, rp->rsrc->node_id,
+			 strerror(-status));
+		replay_finish(rp, status);
+		return;
+	}
+	rp->src_size = size;
+	rp->region = 0;
 	replay_copy(rp);
 }
 
@@ -630,6 +687,24 @@ static void replay_io_done(void *arg, int status)
 			replay_pop(rp);
 			return;
 		}
+		rp->rsrc = replay_source(c->m);
+		if (rp->rsrc == NULL) {
+			status = -EHOSTUNREACH;
+			break;
+		}
+		if (!rp->rsrc->local) {
+			rp->step = RP_OPEN;
+			snprintf(rp->rname, sizeof(rp->rname), "%s@%s", c->m->name,
+				 c->missed[0].snap);
+			ret = tsr_peer_open(rp->rsrc->client, rp->rname, c->m->epoch,
+					    replay_open_done, rp);
+			if (ret < 0) {
+				status = ret;
+				break;
+			}
+			return;
+		}
+		rp->rsrc = NULL;
 		ret = tsr_store_snap_open(c->m->store, c->m->name, c->missed[0].snap, &rp->src);
 		if (ret == -ENOENT) { /* deleted since: nothing to rebuild */
 			replay_pop(rp);
@@ -643,6 +718,8 @@ static void replay_io_done(void *arg, int status)
 		rp->region = 0;
 		replay_copy(rp);
 		return;
+	case RP_OPEN: /* not reached: replay_open_done */
+		break;
 	case RP_COPY:
 		if (status < 0)
 			break;
@@ -690,11 +767,9 @@ static void replay_next(struct mreplay *rp)
 		replay_finish(rp, 0);
 		return;
 	}
-	if (c->missed[0].op == TSR_SNAP_CREATE && !local_source(c->m)) {
-		tsr_error("mirror %s: copy %u (%s) lacks snapshot %s and no local in-sync copy "
-			  "can rebuild it here: given up (the copy will not hold it)",
-			  c->m->name, c->idx, c->node_id, c->missed[0].snap);
-		replay_pop(rp);
+	if (c->missed[0].op == TSR_SNAP_CREATE && replay_source(c->m) == NULL) {
+		/* below min_replicas nothing is written anyway; try again later */
+		replay_finish(rp, -EHOSTUNREACH);
 		return;
 	}
 	memset(&rp->req, 0, sizeof(rp->req));

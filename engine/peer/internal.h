@@ -17,6 +17,7 @@
 
 #define PEER_TOKEN_LEN  64u                      /* TSR_ADMIN_TOKEN_LEN hex characters */
 #define PEER_NAME_MAX   63u                      /* volume names and node ids */
+#define PEER_OPEN_MAX   (2 * PEER_NAME_MAX + 1)  /* OPEN payload: "VOL" or "VOL@SNAP" */
 #define PEER_HELLO_MIN  (PEER_TOKEN_LEN + 1)     /* token, node-id length, no id */
 #define PEER_HELLO_MAX  (PEER_HELLO_MIN + PEER_NAME_MAX)
 #define PEER_MAX_ERRNO  4095                     /* a status below -4095 is no errno */
@@ -28,6 +29,8 @@
 /* Payload bytes following a header (the rule in peer.h), computed from the
  * header's fields; tsr_peer_hdr_parse stores it in payload_len. */
 uint32_t peer_payload_len(const struct tsr_peer_hdr *h);
+/* An OPEN name: a volume name, or "VOL@SNAP" with both valid. */
+bool peer_open_name_ok(const char *name);
 /* "write", "sums"... for logs. */
 const char *peer_op_name(uint8_t op);
 

@@ -79,7 +79,7 @@ struct peer_creq {
 	uint8_t hdr[TSR_PEER_HDR_SIZE];
 	struct iovec iov[2];
 	int iovcnt, iov_idx;
-	char name[PEER_NAME_MAX + 1]; /* OPEN payload */
+	char name[PEER_OPEN_MAX + 1]; /* OPEN payload */
 	uint8_t snap[TSR_PEER_SNAP_MAX]; /* SNAP payload */
 };
 
@@ -858,8 +858,8 @@ int tsr_peer_open(struct tsr_peer_client *c, const char *volume, uint64_t epoch,
 	size_t n;
 	int err;
 
-	if (volume == NULL || cb_fn == NULL || !tsr_valid_name(volume) ||
-	    (n = strlen(volume)) > PEER_NAME_MAX)
+	if (volume == NULL || cb_fn == NULL || !peer_open_name_ok(volume) ||
+	    (n = strlen(volume)) > PEER_OPEN_MAX)
 		return -EINVAL;
 	r = req_start(c, TSR_PEER_OPEN, &err);
 	if (r == NULL)
@@ -1004,4 +1004,12 @@ int tsr_peer_snap(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 	h.data_crc = tsr_crc32c(0, r->snap, (size_t)len);
 	creq_queue(c, r, &h, r->snap, (uint32_t)len);
 	return 0;
+}
+
+int tsr_peer_close(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch, tsr_cb cb_fn,
+		   void *cb_arg)
+{
+	struct tsr_peer_hdr h = { .opcode = TSR_PEER_CLOSE, .handle = handle, .epoch = epoch };
+
+	return data_req(c, &h, NULL, NULL, cb_fn, cb_arg);
 }

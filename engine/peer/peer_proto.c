@@ -111,7 +111,7 @@ static int check_range(const struct tsr_peer_hdr *h)
 			return h->length == 0 ? 0 : -EPROTO;
 		if (h->offset != 0)
 			return -EPROTO;
-		if (h->length > PEER_NAME_MAX)
+		if (h->length > PEER_OPEN_MAX)
 			return -EMSGSIZE;
 		return h->length >= 1 ? 0 : -EPROTO;
 	case TSR_PEER_SNAP:
@@ -257,4 +257,20 @@ int tsr_peer_snap_pack(const struct tsr_snap_req *req, uint8_t buf[TSR_PEER_SNAP
 	memcpy(buf + TSR_PEER_SNAP_MIN + s, req->clone, c);
 	len = (int)(TSR_PEER_SNAP_MIN + s + c);
 	return tsr_peer_snap_parse(buf, (uint32_t)len, &check) == 0 ? len : -EINVAL;
+}
+
+bool peer_open_name_ok(const char *name)
+{
+	char vol[PEER_NAME_MAX + 1];
+	const char *at = strchr(name, '@');
+	size_t n;
+
+	if (at == NULL)
+		return strlen(name) <= PEER_NAME_MAX && tsr_valid_name(name);
+	n = (size_t)(at - name);
+	if (n == 0 || n > PEER_NAME_MAX || strlen(at + 1) > PEER_NAME_MAX)
+		return false;
+	memcpy(vol, name, n);
+	vol[n] = '\0';
+	return tsr_valid_name(vol) && tsr_valid_name(at + 1);
 }

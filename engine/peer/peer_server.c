@@ -78,7 +78,7 @@ enum conn_state {
 
 struct peer_slot {
 	struct tsr_svol *svol;    /* NULL: free slot */
-	char name[PEER_NAME_MAX + 1]; /* the volume's name (SNAP runs store calls by name) */
+	char name[PEER_OPEN_MAX + 1]; /* the volume's name (SNAP runs store calls by name) */
 	unsigned users;           /* live requests using it */
 	bool closed;              /* CLOSE received: no new requests */
 };
@@ -705,7 +705,8 @@ static void handle_hello(struct peer_conn *c, struct peer_sreq *req, const uint8
 static void handle_open(struct peer_conn *c, struct peer_sreq *req, const uint8_t *p)
 {
 	struct tsr_svol *svol = NULL;
-	char name[PEER_NAME_MAX + 1];
+	char name[PEER_OPEN_MAX + 1];
+	char *at;
 	uint64_t handle = 0;
 	int ret;
 
@@ -715,8 +716,29 @@ static void handle_open(struct peer_conn *c, struct peer_sreq *req, const uint8_
 	}
 	memcpy(name, p, req->h.length);
 	name[req->h.length] = '\0';
-	if (strlen(name) != req->h.length || !tsr_valid_name(name)) {
+	if (strlen(name) != req->h.length || !peer_open_name_ok(name)) {
 		reply_status(req, -EINVAL);
+		return;
+	}
+	at = strchr(name, '@');
+	if (at != NULL) {
+		/* a snapshot, read-only: nothing to fence, no epoch recorded */
+		*at = '\0';
+		ret = tsr_store_snap_open(c->srv->store, name, at + 1, &svol);
+		*at = '@';
+		if (ret == 0)
+			ret = slot_add(c, svol, name, &handle);
+		if (ret < 0) {
+			if (ret != -ENOENT)
+				tsr_warn("peer: open %s for %s: %s", name, c->peer_id,
+					 strerror(-ret));
+			tsr_svol_put(svol);
+			reply_status(req, ret);
+			return;
+		}
+		req->h.handle = handle;
+		req->h.offset = tsr_svol_size(svol);
+		reply_status(req, 0);
 		return;
 	}
 	/*

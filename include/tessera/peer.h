@@ -19,7 +19,8 @@
  *   52    4    hdr_crc     CRC32C of bytes 0..51
  *   56         payload     payload_len(header) bytes, see below
  * Payload length by frame: HELLO request 64+1+N (token hex, node-id length,
- * node id; N <= 63), HELLO reply 0; OPEN request: volume name (1..63 bytes);
+ * node id; N <= 63), HELLO reply 0; OPEN request: volume name (1..63 bytes),
+ * or "VOLUME@SNAPSHOT" (up to 127 bytes: a read-only session on a snapshot);
  * SNAP request: 3+S+C bytes (below); HELLO, OPEN and SNAP requests carry
  * their payload length in length; WRITE request: length bytes; READ reply:
  * length bytes (status 0); SUMS reply: 4 bytes (CRC32C) per 4 KiB block of
@@ -39,7 +40,9 @@
  * -EEXIST, -ENOENT, -EINVAL bad name or op, -EBUSY writes in flight there).
  *
  * Replica rules (engine/peer/peer_server.c): the first frame must be HELLO
- * with the cluster token; OPEN of volume V with epoch E fails with -ESTALE
+ * with the cluster token; OPEN of "V@S" opens snapshot S of V read-only
+ * (writes -EROFS; no epoch is recorded: reading a snapshot changes nothing);
+ * OPEN of volume V with epoch E fails with -ESTALE
  * when E is below the highest epoch ever accepted for V on this node (kept
  * durably in the local store before the reply), otherwise records E and
  * returns a handle; every data op carrying an epoch below V's highest epoch
@@ -173,8 +176,12 @@ bool tsr_peer_client_failed(const struct tsr_peer_client *c);
  * Once the client has failed, calls return -ENOTCONN (cb never fires).
  */
 typedef void (*tsr_peer_open_cb)(void *cb_arg, int status, uint64_t handle, uint64_t size);
+/* volume: "NAME", or "NAME@SNAP" for a read-only session on a snapshot. */
 int tsr_peer_open(struct tsr_peer_client *c, const char *volume, uint64_t epoch,
 		  tsr_peer_open_cb cb_fn, void *cb_arg);
+/* End a session (the replica puts its handle once no request uses it). */
+int tsr_peer_close(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch, tsr_cb cb_fn,
+		   void *cb_arg);
 int tsr_peer_read(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 		  uint64_t offset, uint32_t len, void *buf, tsr_cb cb_fn, void *cb_arg);
 /* flags: TSR_WRITE_FUA */

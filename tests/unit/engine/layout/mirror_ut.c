@@ -440,13 +440,13 @@ static bool journal_exists(struct env *e, const char *node_id)
 
 /* A copy away while snapshots are cut and deleted gets them on its return,
  * the same images as the others', before it counts as in sync again. */
-static void test_snap_missed_replay(void **state)
+static void snap_missed_replay(void **state, bool local)
 {
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
 	uint8_t *at_away = malloc(VOL), *at_s1 = malloc(VOL);
 
-	opts_init(e, &o, true, 2, 1);
+	opts_init(e, &o, local, 2, 1);
 	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
 	assert_int_equal(lwrite(e, 0, 3 * MiB, 1, 0), 0);
 	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s1"), 0);
@@ -481,6 +481,18 @@ static void test_snap_missed_replay(void **state)
 	assert_copies_equal_model(e);
 	free(at_away);
 	free(at_s1);
+}
+
+/* The snapshots read from the coordinator's local copy. */
+static void test_snap_missed_replay(void **state)
+{
+	snap_missed_replay(state, true);
+}
+
+/* No local copy: read through a remote copy's read-only "VOL@SNAP" session. */
+static void test_snap_missed_replay_remote(void **state)
+{
+	snap_missed_replay(state, false);
 }
 
 static void test_round_trip_remote(void **state)
@@ -1247,6 +1259,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_snap_under_writes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snap_copy_failures, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snap_missed_replay, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snap_missed_replay_remote, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replica_down_resync, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_below_min_replicas, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fencing, setup, teardown),

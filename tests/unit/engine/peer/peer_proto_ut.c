@@ -307,8 +307,10 @@ static void test_malformed(void **state)
 	h.length = 64; /* shorter than the token and its length byte */
 	assert_int_equal(parse(h), -EPROTO);
 	h = valid_req(TSR_PEER_OPEN);
-	h.length = 64;
+	h.length = 128; /* "VOL@SNAP": 63 + 1 + 63 at most */
 	assert_int_equal(parse(h), -EMSGSIZE);
+	h.length = 127;
+	assert_int_equal(parse(h), 0);
 	h.length = 0;
 	h.data_crc = 0;
 	assert_int_equal(parse(h), -EPROTO);

@@ -259,7 +259,7 @@ static void cli_free(struct env *e, struct cli *k)
 	on_client(e, cli_destroy_fn, k);
 }
 
-enum kind { K_OPEN, K_READ, K_WRITE, K_FLUSH, K_TRIM, K_ZEROES, K_SUMS, K_SNAP };
+enum kind { K_OPEN, K_READ, K_WRITE, K_FLUSH, K_TRIM, K_ZEROES, K_SUMS, K_SNAP, K_CLOSE };
 
 struct op {
 	struct cli *k;
@@ -324,6 +324,9 @@ static void op_issue(void *arg)
 		break;
 	case K_SNAP:
 		o->ret = tsr_peer_snap(c, o->handle, o->epoch, o->snap, op_cb, o);
+		break;
+	case K_CLOSE:
+		o->ret = tsr_peer_close(c, o->handle, o->epoch, op_cb, o);
 		break;
 	}
 	if (o->ret < 0)
@@ -739,6 +742,24 @@ static void test_snap(void **state)
 	assert_int_equal(tsr_store_snap_info(e->store, "v", "s2", &si), -ENOENT);
 	/* an unknown handle */
 	assert_int_equal(p_snap(e, &k2, h2 + 5, 4, TSR_SNAP_CREATE, "s3", ""), -EBADF);
+	/* a read-only session on v@s1: reads the cut, refuses writes, closes */
+	{
+		struct op o = { .k = &k2, .kind = K_OPEN, .name = "v@s1", .epoch = 4 };
+		uint64_t hs;
+
+		assert_int_equal(op_run(e, &o), 0);
+		hs = o.handle;
+		assert_int_equal(o.size, VOL_SIZE);
+		assert_int_equal(p_io(e, &k2, K_READ, hs, 4, BS, BS, r, 0), 0);
+		assert_true(is_filled(r, BS, 1, 0));
+		assert_true(p_io(e, &k2, K_WRITE, hs, 4, BS, BS, buf, 0) < 0);
+		assert_int_equal(p_io(e, &k2, K_CLOSE, hs, 4, 0, 0, NULL, 0), 0);
+		assert_int_equal(p_io(e, &k2, K_READ, hs, 4, BS, BS, r, 0), -EBADF);
+		o = (struct op){ .k = &k2, .kind = K_OPEN, .name = "v@nope", .epoch = 4 };
+		assert_int_equal(op_run(e, &o), -ENOENT);
+		o = (struct op){ .k = &k2, .kind = K_OPEN, .name = "v@", .epoch = 4 };
+		assert_int_equal(op_run(e, &o), -EINVAL);
+	}
 	assert_int_equal(k.fails + k2.fails, 0);
 	cli_free(e, &k);
 	cli_free(e, &k2);
