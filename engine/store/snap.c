@@ -1055,6 +1055,84 @@ static int ext_add(struct ext_list *l, uint64_t off, uint64_t len, uint32_t flag
 	return 0;
 }
 
+/*
+ * Does block b read as zeros at the later point of a diff (layer index k of
+ * chain c, c->n = the head)?  The head's entries are read with pread through
+ * a 32 KiB window rather than through the mapping: a diff of a large volume
+ * touches most pages of a 2 GiB (per TiB) table, and a page fault per page
+ * costs several times the copy.
+ */
+#define DIFF_WINDOW 1024u /* entries: 8 KiB */
+
+struct crc_window {
+	int fd;
+	uint64_t first, n; /* entries held: [first, first+n) */
+	uint64_t *buf;
+};
+
+static bool later_zero(struct tsr_svol *h, struct layer_chain *c, unsigned k,
+		       struct crc_window *win, uint64_t b)
+{
+	unsigned j;
+
+	if (h->is_clone)
+		return image_zero(h, k < c->n ? c->l[k] : NULL, b);
+	for (j = k; j < c->n; j++)
+		if ((b << STORE_BLOCK_SHIFT) < c->l[j]->size && bit_test(c->l[j]->present, b))
+			return entry_cur(entry_load(&c->l[j]->crc[b])) == 0;
+	if (b < win->first || b >= win->first + win->n) {
+		ssize_t r;
+
+		win->first = b & ~(uint64_t)(DIFF_WINDOW - 1);
+		r = pread(win->fd, win->buf, DIFF_WINDOW * STORE_CRC_ENTRY,
+			  (off_t)(win->first * STORE_CRC_ENTRY));
+		if (r < 0)
+			r = 0;
+		win->n = (uint64_t)r / STORE_CRC_ENTRY;
+		if (b >= win->first + win->n) /* unreadable: ask the mapping */
+			return image_zero(h, NULL, b);
+	}
+	return entry_cur(win->buf[b - win->first]) == 0;
+}
+
+/*
+ * OR of the present bitmaps of layers [k0, k1) of c, words [w, w+nw), into
+ * out: pread (a hole of the bitmap file is skipped with SEEK_DATA), not the
+ * mappings, for the same reason as above.
+ */
+#define DIFF_CHUNK_WORDS (1u << 17) /* 1 MiB of bitmap: 32 GiB of volume */
+
+static int bits_union(struct layer_chain *c, unsigned k0, unsigned k1, uint64_t w, uint64_t nw,
+		      uint64_t *out, uint64_t *tmp)
+{
+	unsigned k;
+	uint64_t i;
+
+	memset(out, 0, nw * 8);
+	for (k = k0; k < k1; k++) {
+		struct layer *l = c->l[k];
+		off_t pos = (off_t)(w * 8), d;
+		size_t len = nw * 8;
+		ssize_t r;
+
+		if ((uint64_t)pos >= l->present_len)
+			continue;
+		if ((uint64_t)pos + len > l->present_len)
+			len = l->present_len - (size_t)pos;
+		d = lseek(l->present_fd, pos, SEEK_DATA);
+		if ((d < 0 && errno == ENXIO) || (d >= 0 && d >= pos + (off_t)len))
+			continue; /* all hole: no bit */
+		r = pread(l->present_fd, tmp, len, pos);
+		if (r < 0)
+			return -errno;
+		if ((size_t)r < len)
+			memset((uint8_t *)tmp + r, 0, len - (size_t)r);
+		for (i = 0; i < len / 8; i++)
+			out[i] |= tmp[i];
+	}
+	return 0;
+}
+
 static unsigned chain_index(struct layer_chain *c, const char *uuid)
 {
 	unsigned i;
@@ -1070,13 +1148,14 @@ int tsr_store_snap_diff(struct tsr_store *store, const char *vol, const char *sn
 {
 	const uint32_t zero = TSR_EXTENT_HOLE | TSR_EXTENT_ZERO;
 	struct ext_list l = {0};
+	struct crc_window win = {.fd = -1};
+	uint64_t *uni = NULL, *lat = NULL, *tmp = NULL;
 	struct tsr_svol *h = NULL;
 	struct layer_chain *c;
-	struct layer *later;
 	struct snap_row s1, s2;
 	struct vol_row v;
 	uint64_t nblk, lblk, w, b;
-	unsigned i1, i2, k;
+	unsigned i1, i2;
 	int ret;
 
 	pthread_mutex_lock(&store->lock);
@@ -1102,26 +1181,45 @@ int tsr_store_snap_diff(struct tsr_store *store, const char *vol, const char *sn
 		ret = -EIO;
 		goto out;
 	}
-	later = snap2 ? c->l[i2] : NULL;
+	win.fd = h->meta.crc_fd;
+	win.buf = malloc(DIFF_WINDOW * STORE_CRC_ENTRY);
+	uni = malloc(DIFF_CHUNK_WORDS * 8);
+	lat = malloc(DIFF_CHUNK_WORDS * 8);
+	tmp = malloc(DIFF_CHUNK_WORDS * 8);
+	if (win.buf == NULL || uni == NULL || lat == NULL || tmp == NULL) {
+		ret = -ENOMEM;
+		goto out;
+	}
 	nblk = s1.size >> STORE_BLOCK_SHIFT;
 	lblk = (snap2 ? s2.size : tsr_svol_size(h)) >> STORE_BLOCK_SHIFT;
-	/* the union of the layers' bits, a word at a time */
-	for (w = 0; w * 64 < nblk && ret == 0; w++) {
-		uint64_t m = 0;
+	/* the union of the layers' bits, a word at a time, read by chunks */
+	for (w = 0; w * 64 < nblk && ret == 0; w += DIFF_CHUNK_WORDS) {
+		uint64_t nw = (nblk + 63) / 64 - w, i;
 
-		for (k = i1; k < i2; k++)
-			m |= __atomic_load_n(&c->l[k]->present[w], __ATOMIC_ACQUIRE);
-		if (nblk - w * 64 < 64)
-			m &= (1ull << (nblk - w * 64)) - 1;
-		for (; m && ret == 0; m &= m - 1) {
-			b = w * 64 + (uint64_t)__builtin_ctzll(m);
-			ret = ext_add(&l, b << STORE_BLOCK_SHIFT, TSR_BLOCK_SIZE,
-				      image_zero(h, later, b) ? zero : 0);
+		if (nw > DIFF_CHUNK_WORDS)
+			nw = DIFF_CHUNK_WORDS;
+		ret = bits_union(c, i1, i2, w, nw, uni, tmp);
+		if (ret == 0)
+			ret = bits_union(c, i2, c->n, w, nw, lat, tmp);
+		for (i = 0; i < nw && ret == 0; i++) {
+			uint64_t m = uni[i];
+
+			if ((w + i) * 64 + 64 > nblk)
+				m &= (1ull << (nblk - (w + i) * 64)) - 1;
+			for (; m && ret == 0; m &= m - 1) {
+				b = (w + i) * 64 + (uint64_t)__builtin_ctzll(m);
+				/* a later layer holds it (lat), else the head does */
+				ret = ext_add(&l, b << STORE_BLOCK_SHIFT, TSR_BLOCK_SIZE,
+					      later_zero(h, c, (lat[i] >> (b % 64)) & 1 ? i2 : c->n,
+							 &win, b)
+						  ? zero
+						  : 0);
+			}
 		}
 	}
 	/* blocks past the older point's size: changed where the later one has data */
 	for (b = nblk; b < lblk && ret == 0; b++)
-		if (!image_zero(h, later, b))
+		if (!later_zero(h, c, i2, &win, b))
 			ret = ext_add(&l, b << STORE_BLOCK_SHIFT, TSR_BLOCK_SIZE, 0);
 	if (ret == 0) {
 		*out = l.e ? l.e : calloc(1, sizeof(*l.e));
@@ -1132,6 +1230,10 @@ int tsr_store_snap_diff(struct tsr_store *store, const char *vol, const char *sn
 	}
 out:
 	free(l.e);
+	free(win.buf);
+	free(uni);
+	free(lat);
+	free(tmp);
 	if (h)
 		store_svol_unref(h);
 	pthread_mutex_unlock(&store->lock);
