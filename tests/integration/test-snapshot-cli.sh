@@ -15,7 +15,10 @@
 #    clone's writes stay its own; rollback restores the checksums (and the
 #    snapshots survive it); a clone reads the same after its source snapshot
 #    and source volume are deleted and across a restart; the verbs over TCP
-#    admin with $TESSERA_CLUSTER.
+#    admin with $TESSERA_CLUSTER;
+#  - on a 3-node cluster: volume show lists the snapshots, rollback of an
+#    attached volume is refused and changes nothing, detached it restores
+#    the data (read through another node).
 . "$(dirname "$0")/functions.sh"
 
 require_tessera "$NBD_HOLD"
@@ -298,3 +301,34 @@ for v in "snapshot create" "snapshot list" "snapshot show" "snapshot delete" "sn
 done
 "$TESSERA" --help | grep -q "snapshot diff" || fail "tessera --help lacks the snapshot verbs"
 stop_tesserad
+
+# ---------------------------------------------------------------- a 3-node cluster
+# The same verbs through $TESSERA_CLUSTER: volume show lists the snapshots
+# (a cluster node answers VolumeShow from the metadata store), rollback of an
+# attached volume is refused and changes nothing, detached it restores the data.
+. "$(dirname "$0")/cluster.sh"
+cl_start 3
+export TESSERA_CLUSTER=$(cl_addr 1) TESSERA_TOKEN_FILE=$(cl_dir 1)/admin.token
+"$TESSERA" volume create cv --size 32M --replicas 3 >/dev/null || fail "cluster: volume create"
+"$TESSERA" volume attach cv --node n1 >/dev/null || fail "cluster: attach cv"
+qio -c "write -P 0x61 0 1M" "$(cl_nbd_uri 1 cv)"
+csum1=$(img_sum "$(cl_nbd_uri 1 cv)")
+"$TESSERA" snapshot create cv@k1 >/dev/null || fail "cluster: snapshot create cv@k1"
+qio -c "write -P 0x62 0 64k" "$(cl_nbd_uri 1 cv)"
+csum2=$(img_sum "$(cl_nbd_uri 1 cv)")
+assert_eq "$("$TESSERA" --json volume show cv | json_get '[s["name"] for s in j["snapshots"]]')" \
+	'["k1"]' "cluster: volume show --json snapshots"
+"$TESSERA" volume show cv | grep -qE "^  k1 " || fail "cluster: volume show text lacks k1"
+assert_eq "$("$TESSERA" --json snapshot diff cv k1 | json_get 'j["changed_bytes"]')" \
+	65536 "cluster: diff k1 --head"
+clist=$("$TESSERA" --json snapshot list cv)
+expect_fail 1 'attached|detach' "$TESSERA" volume rollback cv k1
+assert_eq "$(img_sum "$(cl_nbd_uri 1 cv)")" "$csum2" "cluster: cv after a refused rollback"
+assert_eq "$("$TESSERA" --json snapshot list cv)" "$clist" "cluster: snapshots after a refused rollback"
+"$TESSERA" volume detach cv >/dev/null || fail "cluster: detach cv"
+"$TESSERA" volume rollback cv k1 >/dev/null || fail "cluster: rollback of the detached cv"
+"$TESSERA" volume attach cv --node n2 >/dev/null || fail "cluster: attach cv on n2"
+assert_eq "$(img_sum "$(cl_nbd_uri 2 cv)")" "$csum1" "cluster: cv after rollback, read through n2"
+"$TESSERA" volume detach cv >/dev/null || fail "cluster: detach cv"
+unset TESSERA_CLUSTER TESSERA_TOKEN_FILE
+cl_stop_all
