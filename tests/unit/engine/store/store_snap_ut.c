@@ -936,6 +936,55 @@ static void test_resize(void **state)
 	tsr_free_aligned(big);
 }
 
+/* ---- device mode: no snapshots or clones ---- */
+
+static void test_device_mode(void **state)
+{
+	struct env *e = *state;
+	char backing[600], cmd[1400], loop[64] = "", dir[600];
+	struct tsr_store_opts o = {0};
+	struct tsr_store *st;
+	struct tsr_extent *ext;
+	struct tsr_svol *s;
+	size_t n;
+	FILE *f;
+	int fd;
+
+	if (geteuid() != 0 || access("/dev/loop-control", F_OK) != 0)
+		skip(); /* needs root and loop devices */
+	snprintf(backing, sizeof(backing), "%s/backing", e->dir);
+	fd = open(backing, O_RDWR | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 64 << 20), 0);
+	close(fd);
+	snprintf(cmd, sizeof(cmd), "losetup -f --show %s 2>/dev/null", backing);
+	f = popen(cmd, "r");
+	if (f == NULL || fgets(loop, sizeof(loop), f) == NULL) {
+		if (f)
+			pclose(f);
+		skip();
+	}
+	pclose(f);
+	loop[strcspn(loop, "\n")] = 0;
+	snprintf(dir, sizeof(dir), "%s/devstore", e->dir);
+	o.device = loop;
+	n = (size_t)tsr_store_open(dir, &o, &st);
+	if (n == 0) {
+		assert_int_equal(tsr_store_vol_create(st, "v", VSIZE, NULL), 0);
+		assert_int_equal(tsr_store_snap_create(st, "v", "s", NULL), -EOPNOTSUPP);
+		assert_int_equal(tsr_store_vol_clone(st, "c", "v", NULL, NULL), -EOPNOTSUPP);
+		assert_int_equal(tsr_store_snap_open(st, "v", "s", &s), -EOPNOTSUPP);
+		assert_int_equal(tsr_store_snap_diff(st, "v", "s", NULL, &ext, &n), -EOPNOTSUPP);
+		assert_int_equal(tsr_store_vol_rollback(st, "v", "s"), -EOPNOTSUPP);
+		assert_int_equal(tsr_store_vol_delete(st, "v"), 0);
+		tsr_store_close(st);
+		n = 0;
+	}
+	snprintf(cmd, sizeof(cmd), "losetup -d %s", loop);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(n, 0); /* the store opened on the device */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -949,6 +998,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_diff_large, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resize, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_device_mode, setup, teardown),
 	};
 
 	tsr_log_set_level(TSR_LOG_ERROR);
