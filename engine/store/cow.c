@@ -391,7 +391,7 @@ static int cow_step(struct cow_op *op)
 			}
 		}
 		op->rfirst = first_data;
-		ret = image_read(svol, NULL, svol, op->io, first_data << STORE_BLOCK_SHIFT,
+		ret = image_read(svol, NULL, NULL, op->io, first_data << STORE_BLOCK_SHIFT,
 				 (last_data - first_data + 1) << STORE_BLOCK_SHIFT, op->cbuf,
 				 read_done, op);
 		if (ret) {

@@ -153,7 +153,7 @@ static void img_finish(struct img_op *op)
 	void *cb_arg = op->cb_arg;
 	int status = op->status;
 
-	if (status == 0) {
+	if (status == 0 && op->stats) {
 		atomic_fetch_add_explicit(&op->stats->stats.reads, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&op->stats->stats.bytes_read, op->len,
 					  memory_order_relaxed);
@@ -259,7 +259,9 @@ static bool img_verify(struct img_op *op)
 		}
 	}
 	if (bad) {
-		atomic_fetch_add_explicit(&op->stats->stats.crc_errors, bad, memory_order_relaxed);
+		if (op->stats)
+			atomic_fetch_add_explicit(&op->stats->stats.crc_errors, bad,
+						  memory_order_relaxed);
 		op->status = -EIO;
 		return false;
 	}

@@ -363,7 +363,7 @@ struct block_src {
 /* Block b of the image of h seen from layer from (NULL: h's head). */
 void image_resolve(struct tsr_svol *h, struct layer *from, uint64_t b, struct block_src *s);
 /* Read [offset, offset+len) of that image into buf, async contract of
- * tsr_svol_read; counted in stats' counters. */
+ * tsr_svol_read; counted in stats' counters (NULL: not counted). */
 int image_read(struct tsr_svol *h, struct layer *from, struct tsr_svol *stats, struct tsr_io *io,
 	       uint64_t offset, uint64_t len, void *buf, tsr_cb cb_fn, void *cb_arg);
 /* Test hook: called before a head read on behalf of a snapshot image is

@@ -50,7 +50,8 @@ void tsr_store_close(struct tsr_store *store);
 /* Errors: -EINVAL bad name or size, -EEXIST, -ENOSPC (device mode). */
 int tsr_store_vol_create(struct tsr_store *store, const char *name, uint64_t size,
 			 struct tsr_vol_info *info_out);
-/* Errors: -ENOENT, -EBUSY (open handles). */
+/* Errors: -ENOENT, -EBUSY (open handles, read-only snapshot handles included).
+ * With clones depending on its snapshots the volume is hidden instead (see below). */
 int tsr_store_vol_delete(struct tsr_store *store, const char *name);
 /* Grow only.  Errors: -ENOENT, -EINVAL (not a multiple of 4 KiB, or a shrink), -ENOSPC. */
 int tsr_store_vol_resize(struct tsr_store *store, const char *name, uint64_t new_size);
@@ -176,7 +177,8 @@ struct tsr_snap_info {
  * -EINVAL bad name, -EBUSY writes in flight, -EOPNOTSUPP device mode, -EIO. */
 int tsr_store_snap_create(struct tsr_store *store, const char *vol, const char *snap,
 			  struct tsr_snap_info *info_out);
-/* Delete (hide, when clones depend on it).  Errors: -ENOENT, -EBUSY writes in flight. */
+/* Delete (hide, when clones depend on it).  Errors: -ENOENT, -EBUSY writes in
+ * flight or read-only handles (tsr_store_snap_open) on the volume's snapshots. */
 int tsr_store_snap_delete(struct tsr_store *store, const char *vol, const char *snap);
 /* Oldest first; *out malloc'd (free()).  Errors: -ENOENT vol. */
 int tsr_store_snap_list(struct tsr_store *store, const char *vol, struct tsr_snap_info **out,
@@ -227,7 +229,9 @@ bool tsr_svol_readonly(const struct tsr_svol *svol);
 
 /* Space of a volume's head: allocated (bytes on disk in its own layer) and
  * exclusive (bytes no snapshot or clone shares, freed by deleting it with
- * all its snapshots).  Errors: -ENOENT. */
+ * all its snapshots: head + snapshots; when clones depend on its layers the
+ * head stays hidden, and only the snapshots' own exclusive bytes count).
+ * Errors: -ENOENT, -EOPNOTSUPP device mode. */
 int tsr_store_vol_space(struct tsr_store *store, const char *vol, uint64_t *allocated,
 			uint64_t *exclusive);
 
