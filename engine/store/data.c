@@ -277,6 +277,26 @@ static int mark_range(struct tsr_svol *svol, uint64_t offset, uint64_t len)
 
 /* ---- read ---- */
 
+/* Does a clone own every block of the range (read its head directly)? */
+static bool own_all(struct tsr_svol *svol, uint64_t offset, uint64_t len)
+{
+	uint64_t *m = own_map(&svol->own);
+	uint64_t b = offset >> STORE_BLOCK_SHIFT, end = (offset + len) >> STORE_BLOCK_SHIFT;
+
+	while (b < end) {
+		if (b % 64 == 0 && b + 64 <= end) {
+			if (__atomic_load_n(&m[b / 64], __ATOMIC_ACQUIRE) != UINT64_MAX)
+				return false;
+			b += 64;
+			continue;
+		}
+		if (!bit_test(m, b))
+			return false;
+		b++;
+	}
+	return true;
+}
+
 static void read_verify(struct svol_op *op)
 {
 	struct tsr_svol *svol = op->svol;
@@ -336,7 +356,7 @@ int tsr_svol_read(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uin
 	if (svol->ro_layer)
 		return image_read(svol->base, svol->ro_layer, svol, io, offset, len, buf, cb_fn,
 				  cb_arg);
-	if (svol->is_clone)
+	if (svol->is_clone && !own_all(svol, offset, len))
 		return image_read(svol, NULL, svol, io, offset, len, buf, cb_fn, cb_arg);
 	op = op_get(svol, io, OP_READ, cb_fn, cb_arg);
 	if (op == NULL)
