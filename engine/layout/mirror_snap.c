@@ -411,8 +411,9 @@ static int missed_add(struct mcopy *c, enum tsr_snap_op op, const char *snap)
 {
 	int ret;
 
+	/* (not the entry a replay is working on: it pops it when done) */
 	if (op == TSR_SNAP_DELETE)
-		for (unsigned i = 0; i < c->n_missed; i++)
+		for (unsigned i = c->replay != NULL ? 1 : 0; i < c->n_missed; i++)
 			if (c->missed[i].op == TSR_SNAP_CREATE &&
 			    strcmp(c->missed[i].snap, snap) == 0) {
 				memmove(c->missed + i, c->missed + i + 1,
