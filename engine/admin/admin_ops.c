@@ -268,8 +268,9 @@ static void snap_fail(struct tsr_admin_server *srv, Tessera__Admin__Response *re
 			   "store for them", what);
 		return;
 	case -EBUSY:
-		admin_fail(resp, err, "cannot %s of '%s': its writes could not be drained; try "
-			   "again", what, vol);
+		admin_fail(resp, err, "cannot %s of '%s' now: it is busy (writes that could not be "
+			   "drained, or the snapshot is being read by an NBD client or a copy's "
+			   "resync); try again", what, vol);
 		return;
 	case -EAGAIN:
 		admin_fail(resp, err, "volume '%s' has an unfinished rollback: run tessera volume "
