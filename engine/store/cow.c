@@ -10,11 +10,13 @@
  *      no-op read on its own io, so no thread ever blocks and no other
  *      thread's io is touched);
  *   2. read the head's blocks that are not zeros;
- *   3. write them into Sn's data file (FUA);
- *   4. store their crc entries {c, c} (0 for zero blocks), fdatasync Sn's .crc;
- *   5. set their present bits, fdatasync Sn's .present;
- *   6. release the claim, then issue the head operation (data.c *_go).
- * Steps 4 and 5 are ordered because the kernel may write back a mapped page
+ *   3. store their crc entries {c, c} (0 for zero blocks: entries of blocks
+ *      whose bit is clear mean nothing), then, in parallel, write them into
+ *      Sn's data file (FUA) and fdatasync Sn's .crc (skipped when no entry
+ *      changed);
+ *   4. when both are done, set their present bits, fdatasync Sn's .present;
+ *   5. release the claim, then issue the head operation (data.c *_go).
+ * Steps 3 and 4 are ordered because the kernel may write back a mapped page
  * at any time: a durable bit always has a durable entry and data behind it.
  * One copy handles up to COW_CHUNK blocks of a request with one set of syncs
  * (a 1 MiB write after a snapshot costs one read, one write, two fdatasyncs).
@@ -195,16 +197,12 @@ static void present_synced(void *cb_arg, int res)
 	cow_step(op);
 }
 
-static void crc_synced(void *cb_arg, int res)
+/* Data and entries are durable: the bits, then their sync. */
+static void cow_bits(struct cow_op *op)
 {
-	struct cow_op *op = cb_arg;
 	uint64_t i;
 	int ret;
 
-	if (res < 0) {
-		cow_fail(op, res);
-		return;
-	}
 	for (i = 0; i < op->cn; i++)
 		if (op->need[i])
 			bit_set(op->target->present, op->cfirst + i);
@@ -213,11 +211,11 @@ static void crc_synced(void *cb_arg, int res)
 		cow_fail(op, ret);
 }
 
-/* Data is in the layer: entries, then bits. */
-static void cow_entries(struct cow_op *op)
+/* Store the entries of the chunk ({c, c}, 0 for zeros); true when one changed. */
+static bool cow_entries(struct cow_op *op)
 {
+	bool changed = false;
 	uint64_t i;
-	int ret;
 
 	for (i = 0; i < op->cn; i++) {
 		uint64_t b = op->cfirst + i;
@@ -231,11 +229,12 @@ static void cow_entries(struct cow_op *op)
 
 			e = entry_make(c, c);
 		}
-		entry_store(&op->target->crc[b], e);
+		if (entry_load(&op->target->crc[b]) != e) {
+			entry_store(&op->target->crc[b], e);
+			changed = true;
+		}
 	}
-	ret = tsr_io_fsync(op->io, op->target->crc_fd, true, crc_synced, op);
-	if (ret)
-		cow_fail(op, ret);
+	return changed;
 }
 
 static void write_done(void *cb_arg, int res);
@@ -270,6 +269,8 @@ static int write_runs(struct cow_op *op)
 	return 0;
 }
 
+/* Completion of a data write or of the .crc sync (they run in parallel:
+ * both must be durable before any bit is set, in no order between them). */
 static void write_done(void *cb_arg, int res)
 {
 	struct cow_op *op = cb_arg;
@@ -289,28 +290,39 @@ static void write_done(void *cb_arg, int res)
 		cow_fail(op, op->status);
 		return;
 	}
-	cow_entries(op);
+	cow_bits(op);
+}
+
+/* Entries stored, then data writes and the .crc sync queued together. */
+static void cow_copy(struct cow_op *op)
+{
+	bool changed = cow_entries(op);
+	int ret;
+
+	op->wcursor = 0;
+	op->status = 0;
+	op->pending = 1; /* guard */
+	ret = write_runs(op);
+	if (ret == 0 && changed) {
+		ret = tsr_io_fsync(op->io, op->target->crc_fd, true, write_done, op);
+		if (ret == 0)
+			op->pending++;
+	}
+	if (ret && op->status == 0)
+		op->status = ret;
+	/* drop the guard: completes now when nothing was queued */
+	write_done(op, 0);
 }
 
 static void read_done(void *cb_arg, int res)
 {
 	struct cow_op *op = cb_arg;
-	int ret;
 
 	if (res < 0) {
 		cow_fail(op, res);
 		return;
 	}
-	op->wcursor = 0;
-	op->status = 0;
-	op->pending = 0;
-	ret = write_runs(op);
-	if (ret && op->pending == 0) {
-		cow_fail(op, ret);
-		return;
-	}
-	if (ret)
-		op->status = ret;
+	cow_copy(op);
 }
 
 /* Claim the next chunk that needs a copy and start copying it; when nothing
@@ -379,8 +391,8 @@ static int cow_step(struct cow_op *op)
 		op->cfirst = first;
 		op->cn = n;
 		if (first_data == UINT64_MAX) {
-			op->async = true; /* the fsync below completes later */
-			cow_entries(op);
+			op->async = true; /* the syncs below complete later */
+			cow_copy(op);
 			return 0;
 		}
 		if (op->cbuf == NULL) {
