@@ -353,6 +353,8 @@ bool tsr_cluster_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Reque
 		return true;
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_SHOW:
 		cluster_volume_list(c, req->volume_show->name, resp);
+		if (resp->error == 0 && resp->n_volumes == 1) /* and its snapshots */
+			cluster_volume_snapshots(c, resp->volumes[0]);
 		return true;
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ATTACH:
 		cluster_attach(c, req, resp);

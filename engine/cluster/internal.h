@@ -162,6 +162,9 @@ void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Reques
  */
 bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
 			   const Tessera__Admin__Request *req, Tessera__Admin__Response *resp);
+/* volume show: out->snapshots from a node holding an IN_SYNC copy (ours or
+ * asked); left empty when none answers. */
+void cluster_volume_snapshots(struct tsr_cluster *c, Tessera__Admin__Volume *out);
 /* VolumeRollback (not local_copy): detached volumes, every copy. */
 void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__VolumeRollback *r,
 			     Tessera__Admin__Response *resp);

@@ -405,13 +405,83 @@ out:
 	return ret;
 }
 
+/* The admin message of vol@info as our store describes it, exported on our
+ * NBD listeners; NULL on ENOMEM. */
+static Tessera__Admin__Snapshot *build_snapshot(struct tsr_cluster *c, const char *vol,
+						const struct tsr_snap_info *i)
+{
+	Tessera__Admin__Snapshot *s = calloc(1, sizeof(*s));
+	char export[130];
+
+	if (s == NULL)
+		return NULL;
+	tessera__admin__snapshot__init(s);
+	s->volume = admin_strdup(vol);
+	s->name = admin_strdup(i->name);
+	s->uuid = admin_strdup(i->uuid);
+	s->created = i->created;
+	s->seq = i->seq;
+	s->size = i->size;
+	s->allocated = i->allocated;
+	s->exclusive = i->exclusive;
+	s->clones = i->clones;
+	s->nbd_uris = calloc(c->o.n_nbd_listeners + 1, sizeof(char *));
+	if (s->volume == NULL || s->name == NULL || s->uuid == NULL || s->nbd_uris == NULL) {
+		admin_snapshot_free_built(s);
+		return NULL;
+	}
+	snprintf(export, sizeof(export), "%s@%s", vol, i->name);
+	for (size_t k = 0; k < c->o.n_nbd_listeners; k++) {
+		char *uri = cluster_nbd_uri(c->nbd_listeners[k], export);
+
+		if (uri)
+			s->nbd_uris[s->n_nbd_uris++] = uri;
+	}
+	return s;
+}
+
+void cluster_volume_snapshots(struct tsr_cluster *c, Tessera__Admin__Volume *out)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__SnapshotList sl = TESSERA__ADMIN__SNAPSHOT_LIST__INIT;
+	Tessera__Admin__Response r = TESSERA__ADMIN__RESPONSE__INIT;
+	struct tsr_snap_info *list = NULL;
+	size_t n = 0;
+
+	sl.volume = out->name;
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST;
+	req.snapshot_list = &sl;
+	if (cluster_snapshot_read(c, out->name, &req, &r)) {
+		/* answered by a node holding an in-sync copy: take its list */
+		if (r.error == 0) {
+			out->snapshots = r.snapshots;
+			out->n_snapshots = r.n_snapshots;
+			r.snapshots = NULL;
+			r.n_snapshots = 0;
+		}
+		admin_response_free_built(&r);
+		return;
+	}
+	admin_response_free_built(&r);
+	if (tsr_store_snap_list(c->o.store, out->name, &list, &n) < 0)
+		return;
+	out->snapshots = calloc(n + 1, sizeof(*out->snapshots));
+	for (size_t i = 0; out->snapshots != NULL && i < n; i++) {
+		Tessera__Admin__Snapshot *s = build_snapshot(c, out->name, &list[i]);
+
+		if (s == NULL)
+			break;
+		out->snapshots[out->n_snapshots++] = s;
+	}
+	free(list);
+}
+
 /* resp->snapshots = { vol@snap as our store describes it }, exported on our listeners. */
 static void snapshot_show_local(struct tsr_cluster *c, const char *vol, const char *snap,
 				Tessera__Admin__Response *resp)
 {
 	Tessera__Admin__Snapshot *s;
 	struct tsr_snap_info info;
-	char export[130];
 	int ret;
 
 	ret = tsr_store_snap_info(c->o.store, vol, snap, &info);
@@ -420,36 +490,15 @@ static void snapshot_show_local(struct tsr_cluster *c, const char *vol, const ch
 			   "back: %s", snap, vol, strerror(-ret));
 		return;
 	}
-	s = calloc(1, sizeof(*s));
+	s = build_snapshot(c, vol, &info);
 	resp->snapshots = calloc(1, sizeof(*resp->snapshots));
-	if (s == NULL || resp->snapshots == NULL)
-		goto nomem;
-	tessera__admin__snapshot__init(s);
+	if (s == NULL || resp->snapshots == NULL) {
+		admin_snapshot_free_built(s);
+		admin_fail(resp, -ENOMEM, "out of memory in tesserad");
+		return;
+	}
 	resp->snapshots[0] = s;
 	resp->n_snapshots = 1;
-	s->volume = admin_strdup(vol);
-	s->name = admin_strdup(info.name);
-	s->uuid = admin_strdup(info.uuid);
-	s->created = info.created;
-	s->seq = info.seq;
-	s->size = info.size;
-	s->allocated = info.allocated;
-	s->exclusive = info.exclusive;
-	s->clones = info.clones;
-	s->nbd_uris = calloc(c->o.n_nbd_listeners + 1, sizeof(char *));
-	if (s->volume == NULL || s->name == NULL || s->uuid == NULL || s->nbd_uris == NULL)
-		goto nomem;
-	snprintf(export, sizeof(export), "%s@%s", vol, info.name);
-	for (size_t i = 0; i < c->o.n_nbd_listeners; i++) {
-		char *uri = cluster_nbd_uri(c->nbd_listeners[i], export);
-
-		if (uri)
-			s->nbd_uris[s->n_nbd_uris++] = uri;
-	}
-	return;
-nomem:
-	/* what was built is freed with the response (admin_response_free_built) */
-	admin_fail(resp, -ENOMEM, "out of memory in tesserad");
 }
 
 void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Request *req,

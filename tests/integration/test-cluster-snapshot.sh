@@ -8,6 +8,7 @@
 #     and n3 (forwarded to it); each is read back through the read-only NBD
 #     export VOL@SNAP of every node (that node's copy): byte-identical, and a
 #     consistent cut of the write history; every node lists the same ones;
+#     a fourth node (no copy) lists, shows and cuts them by asking others;
 #  2. refused: a duplicate name, rollback of an attached volume (the message
 #     says where it is attached and what to do);
 #  3. a clone of a snapshot: its copies on the source's nodes, parent noted,
@@ -64,6 +65,23 @@ done
 changed=$(ctsr --json snapshot diff db s1 s6 | json_get 'j["changed_bytes"]')
 (( changed > 0 )) || fail "diff s1..s6 is empty"
 log "6 snapshots cut under load: identical on the 3 copies, consistent cuts; diff s1..s6 $changed bytes"
+
+# a node holding no copy answers by asking one that does, and forwards a cut
+# to the coordinator
+CL_PORT[4]=$(free_port)
+cl_start_node 4
+CL_N=4
+cl_wait_nodes_alive 4
+assert_eq "$(snaps 4 db)" "s1 s2 s3 s4 s5 s6" "snapshots listed by n4 (no copy there)"
+assert_eq "$(ctsr_via 4 --json volume show db | json_get '" ".join(s["name"] for s in j["snapshots"])')" \
+	"s1 s2 s3 s4 s5 s6" "volume show's snapshots through n4"
+assert_eq "$(ctsr_via 4 --json snapshot show db s4 | json_get 'j["snapshots"][0]["uuid"] if "snapshots" in j else j["uuid"]')" \
+	"$(ctsr --json snapshot show db s4 | json_get 'j["snapshots"][0]["uuid"] if "snapshots" in j else j["uuid"]')" \
+	"snapshot show through n4 and n1"
+ctsr_via 4 snapshot create db via4 >/dev/null || fail "snapshot create through n4"
+cl_assert_snap_identical db via4 1 2 3 >/dev/null
+ctsr_via 4 snapshot delete db via4 >/dev/null || fail "snapshot delete through n4"
+assert_eq "$(snaps 2 db)" "s1 s2 s3 s4 s5 s6" "snapshots after via4 came and went"
 
 # ---- 2. refused requests change nothing
 expect_fail 1 'already exists' ctsr snapshot create db s3
@@ -150,7 +168,8 @@ qemu-io -f raw -c 'write -P 0x22 1M 3M' -c 'write -z 6M 1M' "$(cl_nbd_uri 2 rb)"
 	>/dev/null || fail "overwrite rb"
 ctsr volume detach rb >/dev/null || fail "detach rb"
 ctsr_via 3 volume rollback rb base >/dev/null || fail "rollback rb to base"
-for n in 1 2 3; do
+rbnodes=$(copies rb | tr -d n) # placement may have used n4
+for n in $rbnodes; do
 	ctsr volume attach rb --node "n$n" >/dev/null || fail "attach rb on n$n"
 	out=$(qemu-io -f raw -c 'read -P 0x11 0 8M' "$(cl_nbd_uri "$n" rb)" 2>&1) &&
 		! printf '%s' "$out" | grep -qi 'fail' ||
@@ -159,5 +178,6 @@ for n in 1 2 3; do
 done
 cl_stop_all
 cl_assert_copies_identical db 1 2 3
-cl_assert_copies_identical rb 1 2 3
+# shellcheck disable=SC2086
+cl_assert_copies_identical rb $rbnodes
 log "detached: snapshot cut on every copy; rollback on every copy"
