@@ -30,7 +30,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	switch (req->command_case) {
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE:
 		name = req->volume_create->name;
-		vol_size = req->volume_create->size;
+		/* a clone (from_volume) may give size 0: the source's size */
+		vol_size = req->volume_create->from_volume[0] && req->volume_create->size == 0
+				   ? 4096 : req->volume_create->size;
 		if (req->volume_create->replicas > 8 ||
 		    req->volume_create->min_replicas >
 			    (req->volume_create->replicas ? req->volume_create->replicas : 3))
@@ -81,6 +83,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	case TESSERA__ADMIN__REQUEST__COMMAND_CLUSTER_STATUS:
 		if (req->cluster_status == NULL)
+			abort();
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE:
+		if (req->snapshot_create == NULL)
+			abort();
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE:
+		if (req->snapshot_delete == NULL)
+			abort();
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST:
+		name = req->snapshot_list->volume;
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_SHOW:
+		if (req->snapshot_show == NULL)
+			abort();
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DIFF:
+		if (req->snapshot_diff == NULL)
+			abort();
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ROLLBACK:
+		if (req->volume_rollback == NULL)
 			abort();
 		break;
 	default:
