@@ -341,6 +341,64 @@ static void test_read_during_cow(void **state)
 	tsr_free_aligned(sbuf);
 }
 
+/* Two overlapping writes that both need a copy, on one io and on two: the
+ * second waits for the first one's copy; the snapshot keeps the cut. */
+static void test_overlapping_cow(void **state)
+{
+	struct env *e = *state;
+	struct tsr_io *io2 = make_io(TSR_IO_AUTO, NULL);
+	uint8_t *a = tsr_alloc_aligned(64 * BS), *b = tsr_alloc_aligned(64 * BS);
+	struct model old = {{0}};
+	struct tsr_svol *v;
+	char name[8];
+	int round, spins, i;
+
+	assert_non_null(io2);
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	mwrite(e, v, &old, 0, NB, 1);
+	for (round = 0; round < 4; round++) {
+		struct tsr_io *ioa = e->io, *iob = round % 2 ? io2 : e->io;
+		struct done da = {0}, db = {0};
+		uint64_t base = (uint64_t)round * 64;
+
+		snprintf(name, sizeof(name), "s%d", round);
+		assert_int_equal(tsr_store_snap_create(e->store, "v", name, NULL), 0);
+		fill(a, 32 * BS, 20 + round, base * BS);
+		fill(b, 32 * BS, 30 + round, (base + 16) * BS);
+		assert_int_equal(tsr_svol_write(v, ioa, base * BS, 32 * BS, a, 0, done_cb, &da), 0);
+		assert_int_equal(
+			tsr_svol_write(v, iob, (base + 16) * BS, 32 * BS, b, 0, done_cb, &db), 0);
+		for (spins = 0; (da.calls == 0 || db.calls == 0) && spins < 1000000; spins++) {
+			tsr_io_submit(ioa);
+			tsr_io_poll(ioa, 0, false);
+			tsr_io_submit(iob);
+			tsr_io_poll(iob, 0, false);
+		}
+		assert_int_equal(da.calls, 1);
+		assert_int_equal(db.calls, 1);
+		assert_int_equal(da.status, 0);
+		assert_int_equal(db.status, 0);
+		check_snap(e, "v", name, &old);
+		assert_int_equal(sread(v, e->io, base * BS, 48 * BS, e->buf), 0);
+		assert_true(is_filled(e->buf, 16 * BS, 20 + round, base * BS));
+		assert_true(is_filled(e->buf + 32 * BS, 16 * BS, 30 + round, (base + 32) * BS));
+		for (i = 16; i < 32; i++) /* either write, whole */
+			assert_true(is_filled(e->buf + i * BS, BS, 20 + round, (base + i) * BS) ||
+				    is_filled(e->buf + i * BS, BS, 30 + round, (base + i) * BS));
+		for (i = 0; i < 48; i++) { /* the model of the next cut */
+			const uint8_t *p = e->buf + i * BS;
+
+			old.seed[base + i] =
+				is_filled(p, BS, 20 + round, (base + i) * BS) ? 20 + round : 30 + round;
+		}
+	}
+	tsr_svol_put(v);
+	tsr_io_destroy(io2);
+	tsr_free_aligned(a);
+	tsr_free_aligned(b);
+}
+
 /* ---- clones of clones, sources deleted in every order ---- */
 
 struct tree {
@@ -990,6 +1048,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_model, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_during_cow, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_overlapping_cow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_clone_tree, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hidden_name_reuse, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
