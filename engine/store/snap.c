@@ -386,12 +386,29 @@ static uint64_t merge_word(const struct layer *src, const struct layer *dst, uin
 	return m;
 }
 
-/* Copy into dst every block src holds and dst lacks: data and entries,
- * synced, then the bits, synced. */
+/* Copy blocks [b, b+n) of src to dst (same offsets, one segment). */
+static int copy_run(struct layer *src, struct layer *dst, uint8_t *buf, uint64_t b, uint64_t n)
+{
+	uint64_t off = b << STORE_BLOCK_SHIFT, so, doff, max;
+	int sfd = layer_fd(src, off, &so, &max);
+	int dfd = layer_fd(dst, off, &doff, &max);
+	int ret;
+
+	if (sfd < 0 || dfd < 0)
+		return -EIO;
+	ret = pread_full(sfd, buf, (size_t)n << STORE_BLOCK_SHIFT, so);
+	if (ret == 0)
+		ret = pwrite_full(dfd, buf, (size_t)n << STORE_BLOCK_SHIFT, doff);
+	return ret;
+}
+
+/* Copy into dst every block src holds and dst lacks: data (runs of up to
+ * 1 MiB) and entries, synced, then the bits, synced. */
 static int merge_into(struct layer *src, struct layer *dst)
 {
 	uint64_t nw = ((dst->size >> STORE_BLOCK_SHIFT) + 63) / 64, w, m;
-	uint8_t *buf = tsr_alloc_aligned(TSR_BLOCK_SIZE);
+	uint64_t run_b = 0, run_n = 0;
+	uint8_t *buf = tsr_alloc_aligned((size_t)MERGE_RUN << STORE_BLOCK_SHIFT);
 	unsigned i;
 	int ret = 0;
 
@@ -400,20 +417,26 @@ static int merge_into(struct layer *src, struct layer *dst)
 	for (w = 0; w < nw && ret == 0; w++) {
 		for (m = merge_word(src, dst, w); m && ret == 0; m &= m - 1) {
 			uint64_t b = w * 64 + (uint64_t)__builtin_ctzll(m);
-			uint64_t e = entry_load(&src->crc[b]), off = b << STORE_BLOCK_SHIFT;
-			uint64_t so, doff, max;
-			int sfd, dfd;
+			uint64_t e = entry_load(&src->crc[b]);
 
-			if (e) {
-				sfd = layer_fd(src, off, &so, &max);
-				dfd = layer_fd(dst, off, &doff, &max);
-				ret = pread_full(sfd, buf, TSR_BLOCK_SIZE, so);
-				if (ret == 0)
-					ret = pwrite_full(dfd, buf, TSR_BLOCK_SIZE, doff);
-			}
 			entry_store(&dst->crc[b], e);
+			if (e == 0) /* a zero block: the entry says it all */
+				continue;
+			/* extend the run while contiguous, in one segment, under 1 MiB */
+			if (run_n && run_b + run_n == b && run_n < MERGE_RUN &&
+			    (b >> (STORE_SEG_SHIFT - STORE_BLOCK_SHIFT)) ==
+				    (run_b >> (STORE_SEG_SHIFT - STORE_BLOCK_SHIFT))) {
+				run_n++;
+				continue;
+			}
+			if (run_n)
+				ret = copy_run(src, dst, buf, run_b, run_n);
+			run_b = b;
+			run_n = 1;
 		}
 	}
+	if (ret == 0 && run_n)
+		ret = copy_run(src, dst, buf, run_b, run_n);
 	tsr_free_aligned(buf);
 	for (i = 0; ret == 0 && i < dst->nseg; i++)
 		if (fdatasync(dst->seg_fd[i]) < 0)
