@@ -50,15 +50,15 @@ struct cow_op {
 	unsigned flags;
 	tsr_cb cb_fn;
 	void *cb_arg;
-	bool async;            /* a completion may have run: report errors by callback */
-	struct layer *target;  /* Sn when the request started */
-	uint64_t pos, end;     /* blocks still to consider: [pos, end) */
-	uint64_t cfirst, cn;   /* the chunk being copied */
-	struct cow_busy busy;  /* its claim */
+	bool async;              /* a completion may have run: report errors by callback */
+	struct layer *target;    /* Sn when the request started */
+	uint64_t pos, end;       /* blocks still to consider: [pos, end) */
+	uint64_t cfirst, cn;     /* the chunk being copied */
+	struct cow_busy busy;    /* its claim */
 	uint8_t need[COW_CHUNK]; /* 0 nothing, 1 zero block, 2 data block */
-	uint8_t *cbuf;         /* COW_CHUNK blocks */
-	uint64_t rfirst;       /* first block read into cbuf */
-	uint64_t wcursor;      /* next block of the chunk to write */
+	uint8_t *cbuf;           /* COW_CHUNK blocks */
+	uint64_t rfirst;         /* first block read into cbuf */
+	uint64_t wcursor;        /* next block of the chunk to write */
 	int pending;
 	int status;
 	struct iovec iov[COW_CHUNK];
@@ -224,8 +224,8 @@ static bool cow_entries(struct cow_op *op)
 		if (op->need[i] == 0)
 			continue;
 		if (op->need[i] == 2) {
-			uint32_t c = blockmeta_block_crc(op->cbuf +
-							 ((b - op->rfirst) << STORE_BLOCK_SHIFT));
+			uint32_t c =
+			    blockmeta_block_crc(op->cbuf + ((b - op->rfirst) << STORE_BLOCK_SHIFT));
 
 			e = entry_make(c, c);
 		}
@@ -253,10 +253,11 @@ static int write_runs(struct cow_op *op)
 		}
 		off = (op->cfirst + i) << STORE_BLOCK_SHIFT;
 		fd = layer_fd(op->target, off, &fd_off, &max);
-		for (j = i + 1; j < op->cn && op->need[j] == 2 && ((j - i) << STORE_BLOCK_SHIFT) < max;
-		     j++)
+		for (j = i + 1;
+		     j < op->cn && op->need[j] == 2 && ((j - i) << STORE_BLOCK_SHIFT) < max; j++)
 			;
-		op->iov[i].iov_base = op->cbuf + ((op->cfirst + i - op->rfirst) << STORE_BLOCK_SHIFT);
+		op->iov[i].iov_base =
+		    op->cbuf + ((op->cfirst + i - op->rfirst) << STORE_BLOCK_SHIFT);
 		op->iov[i].iov_len = (j - i) << STORE_BLOCK_SHIFT;
 		ret = tsr_io_writev(op->io, fd, &op->iov[i], 1, fd_off, TSR_IO_FUA, write_done, op);
 		if (ret == -EAGAIN && op->pending > 0)
@@ -438,7 +439,8 @@ int cow_start(struct tsr_svol *svol, struct tsr_io *io, enum cow_kind kind, uint
 	op->target = c->l[c->n - 1];
 	op->pos = offset >> STORE_BLOCK_SHIFT;
 	end = (offset + len) >> STORE_BLOCK_SHIFT;
-	op->end = end < (op->target->size >> STORE_BLOCK_SHIFT) ? end
-								 : op->target->size >> STORE_BLOCK_SHIFT;
+	op->end = end < (op->target->size >> STORE_BLOCK_SHIFT)
+		      ? end
+		      : op->target->size >> STORE_BLOCK_SHIFT;
 	return cow_step(op);
 }

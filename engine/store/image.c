@@ -26,7 +26,7 @@
 
 #include "store/internal.h"
 
-#define IMG_INFLIGHT 16
+#define IMG_INFLIGHT   16
 #define IMG_STATUS_MAX (1ull << 30) /* bytes looked at per block_status call */
 
 void (*store_test_before_head_read)(void *arg);
@@ -45,7 +45,7 @@ struct img_op {
 	uint64_t cursor; /* next block to consider for a request */
 	int pending;     /* requests in flight */
 	int status;
-	bool started;    /* the first round was queued (completions may run) */
+	bool started; /* the first round was queued (completions may run) */
 	struct block_src *src;
 	uint8_t *state; /* per block: 0 done, 1 to read this round, 2 read this round */
 	struct iovec *iov;
@@ -196,7 +196,8 @@ static int img_issue(struct img_op *op)
 		op->iov[i].iov_len = (j - i) << STORE_BLOCK_SHIFT;
 		if (s->kind == SRC_HEAD && s->via_snap && store_test_before_head_read)
 			store_test_before_head_read(store_test_hook_arg);
-		ret = fd < 0 ? -EIO : tsr_io_readv(op->io, fd, &op->iov[i], 1, fd_off, img_read_done, op);
+		ret = fd < 0 ? -EIO
+			     : tsr_io_readv(op->io, fd, &op->iov[i], 1, fd_off, img_read_done, op);
 		if (ret == -EAGAIN && op->pending > 0)
 			return 0; /* more when one completes */
 		if (ret)
@@ -341,8 +342,8 @@ int image_read(struct tsr_svol *h, struct layer *from, struct tsr_svol *stats, s
 	return 0;
 }
 
-static int push_extent(struct tsr_extent *ext, size_t max, size_t *n, uint64_t offset,
-		       uint64_t len, uint32_t flags)
+static int push_extent(struct tsr_extent *ext, size_t max, size_t *n, uint64_t offset, uint64_t len,
+		       uint32_t flags)
 {
 	if (*n && ext[*n - 1].flags == flags && ext[*n - 1].offset + ext[*n - 1].length == offset) {
 		ext[*n - 1].length += len;

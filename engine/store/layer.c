@@ -75,8 +75,8 @@ int layer_create_files(struct tsr_store *store, const char *uuid, uint64_t size)
 		uint64_t start = (uint64_t)i << STORE_SEG_SHIFT;
 
 		store_seg_path(store, uuid, i, path);
-		ret = create_sized(path, size - start < STORE_SEG_SIZE ? size - start : STORE_SEG_SIZE,
-				   0);
+		ret = create_sized(
+		    path, size - start < STORE_SEG_SIZE ? size - start : STORE_SEG_SIZE, 0);
 		if (ret)
 			return ret;
 	}

@@ -363,7 +363,8 @@ static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 	size_t done = 0;
 
 	while (done < len) {
-		ssize_t r = pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(off + done));
+		ssize_t r =
+		    pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(off + done));
 
 		if (r <= 0)
 			return r < 0 ? -errno : -EIO;
@@ -425,7 +426,7 @@ static int merge_into(struct layer *src, struct layer *dst)
 			/* extend the run while contiguous, in one segment, under 1 MiB */
 			if (run_n && run_b + run_n == b && run_n < MERGE_RUN &&
 			    (b >> (STORE_SEG_SHIFT - STORE_BLOCK_SHIFT)) ==
-				    (run_b >> (STORE_SEG_SHIFT - STORE_BLOCK_SHIFT))) {
+				(run_b >> (STORE_SEG_SHIFT - STORE_BLOCK_SHIFT))) {
 				run_n++;
 				continue;
 			}
@@ -546,8 +547,9 @@ int tsr_store_snap_delete(struct tsr_store *store, const char *vol, const char *
 		goto out;
 	}
 	if (svol && svol->ro_handles) {
-		tsr_error("snapshot delete: volume %s has snapshots open read-only; close them first",
-			  vol);
+		tsr_error(
+		    "snapshot delete: volume %s has snapshots open read-only; close them first",
+		    vol);
 		ret = -EBUSY;
 		goto out;
 	}
@@ -1232,11 +1234,11 @@ int tsr_store_snap_diff(struct tsr_store *store, const char *vol, const char *sn
 			for (; m && ret == 0; m &= m - 1) {
 				b = (w + i) * 64 + (uint64_t)__builtin_ctzll(m);
 				/* a later layer holds it (lat), else the head does */
-				ret = ext_add(&l, b << STORE_BLOCK_SHIFT, TSR_BLOCK_SIZE,
-					      later_zero(h, c, (lat[i] >> (b % 64)) & 1 ? i2 : c->n,
-							 &win, b)
-						  ? zero
-						  : 0);
+				ret = ext_add(
+				    &l, b << STORE_BLOCK_SHIFT, TSR_BLOCK_SIZE,
+				    later_zero(h, c, (lat[i] >> (b % 64)) & 1 ? i2 : c->n, &win, b)
+					? zero
+					: 0);
 			}
 		}
 	}
@@ -1321,9 +1323,8 @@ static int rollback_chunk(struct tsr_svol *h, struct layer *l, struct tsr_io *io
 			continue;
 		}
 		z = block_is_zero(buf + (i << STORE_BLOCK_SHIFT));
-		for (j = i + 1; j < n && want[j] &&
-				block_is_zero(buf + (j << STORE_BLOCK_SHIFT)) == z;
-		     j++)
+		for (j = i + 1;
+		     j < n && want[j] && block_is_zero(buf + (j << STORE_BLOCK_SHIFT)) == z; j++)
 			;
 		memset(&w, 0, sizeof(w));
 		if (z)
@@ -1332,12 +1333,12 @@ static int rollback_chunk(struct tsr_svol *h, struct layer *l, struct tsr_io *io
 						     (j - i) << STORE_BLOCK_SHIFT, sync_cb, &w),
 				       &w);
 		else
-			ret = sync_run(io,
-				       tsr_svol_write(h, io, (first + i) << STORE_BLOCK_SHIFT,
-						      (uint32_t)((j - i) << STORE_BLOCK_SHIFT),
-						      buf + (i << STORE_BLOCK_SHIFT), 0, sync_cb,
-						      &w),
-				       &w);
+			ret =
+			    sync_run(io,
+				     tsr_svol_write(h, io, (first + i) << STORE_BLOCK_SHIFT,
+						    (uint32_t)((j - i) << STORE_BLOCK_SHIFT),
+						    buf + (i << STORE_BLOCK_SHIFT), 0, sync_cb, &w),
+				     &w);
 		i = j;
 	}
 	return ret;

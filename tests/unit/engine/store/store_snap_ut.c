@@ -368,7 +368,7 @@ static void test_overlapping_cow(void **state)
 		fill(b, 32 * BS, 30 + round, (base + 16) * BS);
 		assert_int_equal(tsr_svol_write(v, ioa, base * BS, 32 * BS, a, 0, done_cb, &da), 0);
 		assert_int_equal(
-			tsr_svol_write(v, iob, (base + 16) * BS, 32 * BS, b, 0, done_cb, &db), 0);
+		    tsr_svol_write(v, iob, (base + 16) * BS, 32 * BS, b, 0, done_cb, &db), 0);
 		for (spins = 0; (da.calls == 0 || db.calls == 0) && spins < 1000000; spins++) {
 			tsr_io_submit(ioa);
 			tsr_io_poll(ioa, 0, false);
@@ -390,7 +390,7 @@ static void test_overlapping_cow(void **state)
 			const uint8_t *p = e->buf + i * BS;
 
 			old.seed[base + i] =
-				is_filled(p, BS, 20 + round, (base + i) * BS) ? 20 + round : 30 + round;
+			    is_filled(p, BS, 20 + round, (base + i) * BS) ? 20 + round : 30 + round;
 		}
 	}
 	tsr_svol_put(v);
@@ -494,8 +494,8 @@ static int count_files(const char *dir)
 static void test_clone_tree(void **state)
 {
 	static const int orders[][4] = {
-		{0, 1, 2, 3}, {0, 2, 1, 3}, {1, 0, 2, 3}, {1, 2, 0, 3}, {2, 0, 1, 3}, {2, 1, 0, 3},
-		{3, 2, 1, 0}, {0, 3, 1, 2},
+	    {0, 1, 2, 3}, {0, 2, 1, 3}, {1, 0, 2, 3}, {1, 2, 0, 3},
+	    {2, 0, 1, 3}, {2, 1, 0, 3}, {3, 2, 1, 0}, {0, 3, 1, 2},
 	};
 	static const char *names[] = {"A", "B", "C", "D"};
 	struct env *e = *state;
@@ -513,9 +513,9 @@ static void test_clone_tree(void **state)
 
 			assert_int_equal(tsr_store_vol_delete(e->store, names[x]), 0);
 			gone[x] = true;
-			assert_int_equal(tsr_store_vol_info(e->store, names[x],
-							    &(struct tsr_vol_info){0}),
-					 -ENOENT);
+			assert_int_equal(
+			    tsr_store_vol_info(e->store, names[x], &(struct tsr_vol_info){0}),
+			    -ENOENT);
 			check_tree(e, &t, gone);
 			if (k == 1) { /* hidden parents survive a reopen */
 				reopen(e);
@@ -525,7 +525,8 @@ static void test_clone_tree(void **state)
 		assert_int_equal(tsr_store_vol_list(e->store, &list, &n), 0);
 		assert_int_equal(n, 0);
 		free(list);
-		assert_int_equal(count_files(e->dir), 0); /* hidden layers went with the last clone */
+		assert_int_equal(count_files(e->dir),
+				 0); /* hidden layers went with the last clone */
 	}
 }
 
@@ -639,14 +640,14 @@ static void test_delete_space(void **state)
 	mwrite(e, v, &m, 0, 64, 1);
 	s1 = m;
 	assert_int_equal(tsr_store_snap_create(e->store, "v", "s1", NULL), 0);
-	mwrite(e, v, &m, 0, 16, 2);  /* s1 holds blocks 0..15 */
+	mwrite(e, v, &m, 0, 16, 2); /* s1 holds blocks 0..15 */
 	s2 = m;
 	assert_int_equal(tsr_store_snap_create(e->store, "v", "s2", NULL), 0);
-	mwrite(e, v, &m, 8, 16, 3);  /* s2 holds 8..23 */
+	mwrite(e, v, &m, 8, 16, 3);    /* s2 holds 8..23 */
 	mtrim(e, v, &m, 40, 8, false); /* and 40..47 */
 	s3 = m;
 	assert_int_equal(tsr_store_snap_create(e->store, "v", "s3", NULL), 0);
-	mwrite(e, v, &m, 0, 32, 4);  /* s3 holds 0..31 */
+	mwrite(e, v, &m, 0, 32, 4); /* s3 holds 0..31 */
 	assert_int_equal(sflush(v, e->io), 0);
 
 	assert_int_equal(snap_alloc(e, "s1"), 16 * BS);
@@ -898,8 +899,7 @@ static void test_bad_input(void **state)
 	assert_int_equal(tsr_store_snap_diff(e->store, "v", "b", "a", &ext, &n), -EINVAL);
 	assert_int_equal(tsr_store_snap_diff(e->store, "v", "x", NULL, &ext, &n), -ENOENT);
 	assert_int_equal(tsr_store_vol_parent(e->store, "nope", pv, ps), -ENOENT);
-	assert_int_equal(tsr_store_vol_space(e->store, "nope", &(uint64_t){0},
-					     &(uint64_t){0}),
+	assert_int_equal(tsr_store_vol_space(e->store, "nope", &(uint64_t){0}, &(uint64_t){0}),
 			 -ENOENT);
 
 	/* rollback and delete of an open volume */
@@ -1046,18 +1046,18 @@ static void test_device_mode(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_model, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_read_during_cow, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_overlapping_cow, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_clone_tree, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_hidden_name_reuse, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_delete_space, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_crash_create_delete, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_diff_large, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_resize, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_device_mode, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_model, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_during_cow, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_overlapping_cow, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_clone_tree, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hidden_name_reuse, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_delete_space, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_crash_create_delete, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_diff_large, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_resize, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_device_mode, setup, teardown),
 	};
 
 	tsr_log_set_level(TSR_LOG_ERROR);
