@@ -897,7 +897,7 @@ int tsr_store_vol_clone(struct tsr_store *store, const char *name, const char *v
 	struct layer *auto_layer = NULL;
 	struct snap_row srow;
 	struct vol_row v, c;
-	bool files = false, txn = false;
+	bool files = false, txn = false, cut = false;
 	int ret;
 
 	if (store->dev_fd >= 0)
@@ -934,25 +934,22 @@ int tsr_store_vol_clone(struct tsr_store *store, const char *name, const char *v
 	if (ret)
 		goto out;
 	txn = true;
-	if (snap == NULL) /* the source's content now: a hidden snapshot of it */
+	if (snap == NULL) { /* the source's content now: a hidden snapshot of it */
 		ret = snap_cut(store, &v, "", SNAP_HIDDEN | SNAP_AUTO, &srow, &auto_layer);
-	if (ret)
-		goto out;
+		if (ret)
+			goto out; /* snap_cut removed its files */
+		cut = true;
+	}
 	snprintf(c.parent, sizeof(c.parent), "%s", srow.uuid);
 	ret = catalog_insert(store->db, &c);
-	if (ret == 0) {
-		store_crash_point();
-		ret = catalog_commit(store->db);
-	}
-	txn = false;
-	if (ret) {
-		if (auto_layer) {
-			layer_close(auto_layer);
-			layer_remove_files(store, srow.uuid, srow.size);
-			auto_layer = NULL;
-		}
+	if (ret)
 		goto out;
-	}
+	store_crash_point();
+	txn = false;
+	ret = catalog_commit(store->db); /* rolls back itself on failure */
+	if (ret)
+		goto out;
+	cut = false;
 	files = false;
 	if (auto_layer)
 		chain_publish(store_find_open_uuid(store, v.uuid), auto_layer, NULL);
@@ -965,12 +962,11 @@ int tsr_store_vol_clone(struct tsr_store *store, const char *name, const char *v
 	}
 	tsr_info("clone: volume %s (%s) from %s@%s", name, c.uuid, vol, snap ? snap : "(now)");
 out:
-	if (txn) {
+	if (txn)
 		catalog_rollback(store->db);
-		if (auto_layer) {
-			layer_close(auto_layer);
-			layer_remove_files(store, srow.uuid, srow.size);
-		}
+	if (cut) { /* the hidden snapshot's row went with the transaction */
+		layer_close(auto_layer);
+		layer_remove_files(store, srow.uuid, srow.size);
 	}
 	if (files)
 		store_remove_files(store, c.uuid, c.size);
