@@ -11,6 +11,8 @@
  *    layout (include/tessera/mirror.h) registered in the volume set; copies
  *    that come back are told to resync, copies whose node stays dead are
  *    rebuilt elsewhere after --rebuild-after;
+ *  - snapshots, clones and rollback of replicated volumes: cut through the
+ *    coordinator's gate when attached, on every copy when detached;
  *  - the admin API's cluster commands (tsr_cluster_admin_handle).
  *
  * Threads: everything here runs on tesserad's main libev thread, except a
@@ -84,9 +86,12 @@ struct tsr_meta_server *tsr_cluster_meta_server(struct tsr_cluster *c);
 
 /*
  * Answer an admin request in cluster mode (main thread).  Returns false for
- * what the node answers from its own store (status, and the node-to-node
- * local_copy create/delete/resize); otherwise fills resp (error + message for
- * a person, or the results, built with malloc the way engine/admin frees
+ * what the node answers from its own store: status, the node-to-node
+ * local_copy forms (volume create/clone/delete/resize, snapshot create/delete,
+ * volume rollback), and snapshot list/show/diff when this node holds an
+ * IN_SYNC copy of the volume (else they are forwarded to a node that does:
+ * engine/cluster/snapshot.c).  Otherwise fills resp (error + message for a
+ * person, or the results, built with malloc the way engine/admin frees
  * replies) and returns true.
  */
 bool tsr_cluster_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req,

@@ -24,7 +24,12 @@
  *  - any copy answering -ESTALE means a newer coordinator exists: the layout
  *    is fenced, every I/O from then on fails with -EIO;
  *  - the local copy (if any) is written through the same epoch check as the
- *    remote ones (tsr_svol_epoch).
+ *    remote ones (tsr_svol_epoch);
+ *  - a snapshot (tsr_layout_snap, the layout's snap op) is cut on every
+ *    IN_SYNC copy at one point of the write order; a copy that misses it
+ *    (away, resyncing, or failing it: then OUT_OF_SYNC as for a write) has it
+ *    recorded durably in state_dir/<vol>.<node_id>.snaps before the snap is
+ *    acknowledged, and replayed on it (the same image) before its resync.
  */
 #ifndef TESSERA_MIRROR_H
 #define TESSERA_MIRROR_H
