@@ -1311,17 +1311,21 @@ static int rollback_chunk(struct tsr_svol *h, struct layer *l, struct tsr_io *io
 		       image_read(h, l, h, io, first << STORE_BLOCK_SHIFT, n << STORE_BLOCK_SHIFT,
 				  buf, sync_cb, &w),
 		       &w);
+	/* one request per run of wanted blocks (each may cost a copy with its
+	 * syncs): zeros inside a run are written as zeros (their entry is 0
+	 * all the same), a run of zeros only is trimmed */
 	for (i = 0; ret == 0 && i < n;) {
-		bool z;
+		bool z = true;
+		uint64_t k;
 
 		if (!want[i]) {
 			i++;
 			continue;
 		}
-		z = block_is_zero(buf + (i << STORE_BLOCK_SHIFT));
-		for (j = i + 1;
-		     j < n && want[j] && block_is_zero(buf + (j << STORE_BLOCK_SHIFT)) == z; j++)
+		for (j = i; j < n && want[j]; j++)
 			;
+		for (k = i; k < j && z; k++)
+			z = block_is_zero(buf + (k << STORE_BLOCK_SHIFT));
 		memset(&w, 0, sizeof(w));
 		if (z)
 			ret = sync_run(io,
