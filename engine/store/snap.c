@@ -1286,7 +1286,28 @@ static int sync_run(struct tsr_io *io, int ret, struct sync_wait *w)
 	return w->status;
 }
 
-#define RB_CHUNK 256u
+#define RB_CHUNK    256u
+#define RB_INFLIGHT 16
+
+/* Requests of one rollback chunk: issued, called back, first error. */
+struct rb_wait {
+	int issued, calls, status;
+};
+
+static void rb_cb(void *cb_arg, int status)
+{
+	struct rb_wait *w = cb_arg;
+
+	w->calls++;
+	if (status && w->status == 0)
+		w->status = status;
+}
+
+static void rb_poll(struct tsr_io *io)
+{
+	tsr_io_submit(io);
+	tsr_io_poll(io, 0, tsr_io_inflight(io) > 0);
+}
 
 static bool block_is_zero(const uint8_t *p)
 {
@@ -1303,20 +1324,24 @@ static bool block_is_zero(const uint8_t *p)
 static int rollback_chunk(struct tsr_svol *h, struct layer *l, struct tsr_io *io, uint8_t *buf,
 			  uint64_t first, uint64_t n, const uint8_t *want)
 {
-	struct sync_wait w = {0};
+	struct sync_wait rd = {0};
+	struct rb_wait w;
 	uint64_t i, j;
 	int ret;
 
 	ret = sync_run(io,
 		       image_read(h, l, h, io, first << STORE_BLOCK_SHIFT, n << STORE_BLOCK_SHIFT,
-				  buf, sync_cb, &w),
-		       &w);
+				  buf, sync_cb, &rd),
+		       &rd);
 	/* one request per run of wanted blocks (each may cost a copy with its
-	 * syncs): zeros inside a run are written as zeros (their entry is 0
-	 * all the same), a run of zeros only is trimmed */
+	 * syncs), up to RB_INFLIGHT at a time: zeros inside a run are written
+	 * as zeros (their entry is 0 all the same), a run of zeros only is
+	 * trimmed */
+	memset(&w, 0, sizeof(w));
 	for (i = 0; ret == 0 && i < n;) {
 		bool z = true;
 		uint64_t k;
+		int r;
 
 		if (!want[i]) {
 			i++;
@@ -1326,22 +1351,29 @@ static int rollback_chunk(struct tsr_svol *h, struct layer *l, struct tsr_io *io
 			;
 		for (k = i; k < j && z; k++)
 			z = block_is_zero(buf + (k << STORE_BLOCK_SHIFT));
-		memset(&w, 0, sizeof(w));
-		if (z)
-			ret = sync_run(io,
-				       tsr_svol_trim(h, io, (first + i) << STORE_BLOCK_SHIFT,
-						     (j - i) << STORE_BLOCK_SHIFT, sync_cb, &w),
-				       &w);
+		while (w.issued - w.calls >= RB_INFLIGHT)
+			rb_poll(io);
+		for (;;) {
+			if (z)
+				r = tsr_svol_trim(h, io, (first + i) << STORE_BLOCK_SHIFT,
+						  (j - i) << STORE_BLOCK_SHIFT, rb_cb, &w);
+			else
+				r = tsr_svol_write(h, io, (first + i) << STORE_BLOCK_SHIFT,
+						   (uint32_t)((j - i) << STORE_BLOCK_SHIFT),
+						   buf + (i << STORE_BLOCK_SHIFT), 0, rb_cb, &w);
+			if (r != -EAGAIN || w.issued == w.calls)
+				break;
+			rb_poll(io); /* queue full: let some complete */
+		}
+		if (r)
+			ret = r;
 		else
-			ret =
-			    sync_run(io,
-				     tsr_svol_write(h, io, (first + i) << STORE_BLOCK_SHIFT,
-						    (uint32_t)((j - i) << STORE_BLOCK_SHIFT),
-						    buf + (i << STORE_BLOCK_SHIFT), 0, sync_cb, &w),
-				     &w);
+			w.issued++;
 		i = j;
 	}
-	return ret;
+	while (w.calls < w.issued)
+		rb_poll(io);
+	return ret ? ret : w.status;
 }
 
 static int rollback_run(struct tsr_svol *h, const struct snap_row *s)
