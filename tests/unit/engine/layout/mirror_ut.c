@@ -483,6 +483,53 @@ static void snap_missed_replay(void **state, bool local)
 	free(at_s1);
 }
 
+static bool copy1_resyncing(const struct tsr_mirror_status *s)
+{
+	return s->copies[1].state == TSR_COPY_RESYNCING;
+}
+
+static bool copy1_out_of_sync(const struct tsr_mirror_status *s)
+{
+	return s->copies[1].state == TSR_COPY_OUT_OF_SYNC;
+}
+
+/* A cut while a copy is resyncing: that copy goes back to out of sync (every
+ * region dirty: its bitmap lost the regions already copied) and, once back,
+ * holds the same image of the snapshot as the others. */
+static void test_snap_during_resync(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	uint8_t *at_cut = malloc(VOL);
+
+	opts_init(e, &o, true, 2, 1);
+	o.resync_rate = 2 * MiB; /* 8 regions: about 4 s */
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, 8 * MiB, 1, 0), 0); /* e->buf holds 8 MiB */
+	assert_int_equal(lwrite(e, 8 * MiB, 8 * MiB, 2, 0), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	node_stop(&e->nodes[1]);
+	for (unsigned r = 0; r < 8; r++)
+		assert_int_equal(lwrite(e, r * 2 * MiB, MiB, 40 + r, 0), 0);
+	node_run(&e->nodes[1], 11);
+	tsr_mirror_copy_returned(e->l, 1, e->nodes[1].address);
+	assert_true(wait_status(e, copy1_resyncing, 10000));
+	usleep(600 * 1000); /* some regions copied (and cleared) already */
+	assert_int_equal(lwrite(e, 3 * MiB, 64 * 1024, 60, 0), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "mid"), 0);
+	memcpy(at_cut, e->model, VOL);
+	assert_int_equal(lwrite(e, 3 * MiB, 64 * 1024, 61, 0), 0);
+	assert_true(wait_status(e, copy1_out_of_sync, 10000));
+	assert_false(has_snap(e, 1, "mid"));
+	tsr_mirror_copy_returned(e->l, 1, e->nodes[1].address); /* the cluster's tick does this */
+	assert_true(wait_status(e, all_in_sync, 30000));
+	for (unsigned n = 0; n < 3; n++)
+		assert_snap_equals(e, n, "mid", at_cut);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	assert_copies_equal_model(e);
+	free(at_cut);
+}
+
 /* The snapshots read from the coordinator's local copy. */
 static void test_snap_missed_replay(void **state)
 {
@@ -1260,6 +1307,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_snap_copy_failures, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snap_missed_replay, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snap_missed_replay_remote, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snap_during_resync, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replica_down_resync, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_below_min_replicas, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fencing, setup, teardown),
