@@ -12,14 +12,27 @@
  *   2. read the head's blocks that are not zeros;
  *   3. store their crc entries {c, c} (0 for zero blocks: entries of blocks
  *      whose bit is clear mean nothing), then, in parallel, write them into
- *      Sn's data file (FUA) and fdatasync Sn's .crc (skipped when no entry
- *      changed);
- *   4. when both are done, set their present bits, fdatasync Sn's .present;
+ *      Sn's data file (FUA) and wait for an fdatasync of Sn's .crc that
+ *      started after the entries were stored (skipped when no entry changed);
+ *   4. when both are done, set their present bits, then wait for an
+ *      fdatasync of Sn's .present that started after the bits were set;
  *   5. release the claim, then issue the head operation (data.c *_go).
  * Steps 3 and 4 are ordered because the kernel may write back a mapped page
  * at any time: a durable bit always has a durable entry and data behind it.
  * One copy handles up to COW_CHUNK blocks of a request with one set of syncs
  * (a 1 MiB write after a snapshot costs one read, one write, two fdatasyncs).
+ *
+ * Group commit of the syncs of steps 3 and 4 (struct sync_batch, one per file
+ * of the layer): a copy joins the batch with a ticket once its entries (or
+ * bits) are stored; if no fdatasync of the file is in flight it issues one on
+ * its own io, covering every ticket handed out so far; otherwise it waits, and
+ * when the sync in flight completes, its completion wakes the copies it
+ * covered and issues the next one (same io) for the copies that joined
+ * meanwhile.  So concurrent copies of a layer share its syncs, one in flight
+ * per file at a time, and every copy still waits for a sync that started
+ * after its own stores.  A copy is woken on its own thread only: directly when
+ * the syncs run on its io, else it polls its "synced" flag through no-op reads
+ * on its own io (the same way it waits for a claimed block).
  * Zero blocks cost no read or write (entry 0 and the bit); a trim or zeroing
  * of a block that reads zeros already needs no copy at all.
  *
@@ -63,6 +76,15 @@ struct cow_op {
 	int status;
 	struct iovec iov[COW_CHUNK];
 	struct iovec tramp;
+
+	/* waiting in a sync batch, from batch_join until after_sync runs */
+	struct sync_batch *batch;   /* the batch joined */
+	uint64_t ticket;            /* covered by a sync issued after it was handed out */
+	bool polling;               /* woken through synced (another io runs the syncs) */
+	_Atomic bool synced;        /* polling: a sync covering it is done (batch lock) */
+	int sync_status;            /* polling: that sync's result, valid once synced */
+	tsr_io_cb after_sync;       /* called (op, result) on op's thread */
+	struct cow_op *next_waiter; /* batch->waiters (batch lock) */
 };
 
 static bool range_all_present(const struct layer *l, uint64_t b, uint64_t end)
@@ -165,6 +187,138 @@ static void release_claim(struct cow_op *op)
 	pthread_mutex_unlock(&svol->cow_lock);
 }
 
+/* ---- group commit of a layer file's syncs (see the header) ---- */
+
+static void batch_synced(void *cb_arg, int res);
+
+/* Issue the batch's sync on io.  On failure, fail the copies it would cover
+ * (b->inflight, covered and round_io already set under the lock). */
+static void batch_issue(struct sync_batch *b, struct tsr_io *io)
+{
+	int ret = tsr_io_fsync(io, b->fd, true, batch_synced, b);
+
+	if (ret)
+		batch_synced(b, ret);
+}
+
+/* Completion of the batch's sync (on round_io's thread): hand the result to
+ * the copies it covered, start the next sync for the ones that joined
+ * meanwhile, then resume the covered copies of this thread. */
+static void batch_synced(void *cb_arg, int res)
+{
+	struct sync_batch *b = cb_arg;
+	struct cow_op *direct = NULL, **pp, *op, *next;
+	struct tsr_io *io;
+	bool again;
+
+	pthread_mutex_lock(&b->lock);
+	io = b->round_io;
+	for (pp = &b->waiters; (op = *pp) != NULL;) {
+		if (op->ticket > b->covered) {
+			pp = &op->next_waiter;
+			continue;
+		}
+		*pp = op->next_waiter;
+		if (op->polling) {
+			/* another thread's copy: it sees synced from its own io
+			 * (set under the lock: batch_leave may be looking) and
+			 * is not touched here again */
+			op->sync_status = res;
+			atomic_store_explicit(&op->synced, true, memory_order_release);
+		} else {
+			op->next_waiter = direct;
+			direct = op;
+		}
+	}
+	again = b->waiters != NULL;
+	if (again)
+		b->covered = b->joined; /* their stores are done: the next sync covers them */
+	else
+		b->inflight = false;
+	pthread_mutex_unlock(&b->lock);
+	if (again)
+		batch_issue(b, io);
+	/* copies of this thread (io): resume them here */
+	for (op = direct; op; op = next) {
+		next = op->next_waiter;
+		op->after_sync(op, res);
+	}
+}
+
+static void batch_poll(void *cb_arg, int res);
+
+/* A polling copy gives up waiting (its no-op read could not be queued):
+ * leave the batch unless a sync covering it is already done. */
+static void batch_leave(struct cow_op *op, int err)
+{
+	struct sync_batch *b = op->batch;
+	struct cow_op **pp;
+
+	pthread_mutex_lock(&b->lock);
+	if (atomic_load_explicit(&op->synced, memory_order_acquire)) {
+		err = op->sync_status;
+	} else {
+		for (pp = &b->waiters; *pp; pp = &(*pp)->next_waiter) {
+			if (*pp == op) {
+				*pp = op->next_waiter;
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&b->lock);
+	op->after_sync(op, err);
+}
+
+/* Wait for synced through a no-op read on the copy's own io. */
+static void batch_poll_later(struct cow_op *op)
+{
+	int ret = data_trampoline(op->svol->store, op->io, &op->tramp, batch_poll, op);
+
+	if (ret)
+		batch_leave(op, ret);
+}
+
+static void batch_poll(void *cb_arg, int res)
+{
+	struct cow_op *op = cb_arg;
+
+	(void)res;
+	if (atomic_load_explicit(&op->synced, memory_order_acquire))
+		op->after_sync(op, op->sync_status);
+	else
+		batch_poll_later(op);
+}
+
+/* op's stores into b's file are done: wait for a sync of the file issued
+ * after them.  after_sync(op, 0 or -errno) fires exactly once, on op's thread,
+ * possibly before batch_join returns (when the sync cannot be queued). */
+static void batch_join(struct cow_op *op, struct sync_batch *b, tsr_io_cb after_sync)
+{
+	bool issue = false;
+
+	op->batch = b;
+	op->after_sync = after_sync;
+	op->async = true;
+	atomic_store_explicit(&op->synced, false, memory_order_relaxed);
+	pthread_mutex_lock(&b->lock);
+	op->ticket = ++b->joined;
+	op->next_waiter = b->waiters;
+	b->waiters = op;
+	if (!b->inflight) {
+		b->inflight = true;
+		b->covered = b->joined;
+		b->round_io = op->io;
+		issue = true;
+	}
+	/* syncs stay on round_io while copies wait: woken directly if it is ours */
+	op->polling = b->round_io != op->io;
+	pthread_mutex_unlock(&b->lock);
+	if (issue)
+		batch_issue(b, op->io);
+	else if (op->polling)
+		batch_poll_later(op);
+}
+
 static int cow_step(struct cow_op *op);
 
 static void cow_fail(struct cow_op *op, int err)
@@ -197,18 +351,16 @@ static void present_synced(void *cb_arg, int res)
 	cow_step(op);
 }
 
-/* Data and entries are durable: the bits, then their sync. */
+/* Data and entries are durable: the bits, then a .present sync issued
+ * after them (batch_join takes the ticket after the bits are set). */
 static void cow_bits(struct cow_op *op)
 {
 	uint64_t i;
-	int ret;
 
 	for (i = 0; i < op->cn; i++)
 		if (op->need[i])
 			bit_set(op->target->present, op->cfirst + i);
-	ret = tsr_io_fsync(op->io, op->target->present_fd, true, present_synced, op);
-	if (ret)
-		cow_fail(op, ret);
+	batch_join(op, &op->target->present_sync, present_synced);
 }
 
 /* Store the entries of the chunk ({c, c}, 0 for zeros); true when one changed. */
@@ -304,13 +456,13 @@ static void cow_copy(struct cow_op *op)
 	op->status = 0;
 	op->pending = 1; /* guard */
 	ret = write_runs(op);
-	if (ret == 0 && changed) {
-		ret = tsr_io_fsync(op->io, op->target->crc_fd, true, write_done, op);
-		if (ret == 0)
-			op->pending++;
-	}
 	if (ret && op->status == 0)
 		op->status = ret;
+	if (ret == 0 && changed) {
+		/* entries stored: a .crc sync issued from now on covers them */
+		op->pending++;
+		batch_join(op, &op->target->crc_sync, write_done);
+	}
 	/* drop the guard: completes now when nothing was queued */
 	write_done(op, 0);
 }

@@ -8,6 +8,9 @@
  * - svol->meta.dirty_lock guards the 0->1 transition of dirty-region bits
  *   (set the bit in the mmap'd bitmap, msync it, then publish it as durable)
  *   and the clearing of the bitmap after a quiet flush.
+ * - layer->crc_sync.lock and layer->present_sync.lock guard the group commit
+ *   of a snapshot layer's syncs by copy-on-write (cow.c, slow path only);
+ *   svol->cow_lock is never held while taking them.
  * - The data path takes no lock: it reads svol->size, the segment fds, the
  *   crc mapping pointer and the durable-region bits with atomic loads, and
  *   counts stats with relaxed atomic adds.
@@ -180,6 +183,23 @@ int blockmeta_sync(struct blockmeta *bm);
 
 /* ---- layer.c: one snapshot layer's files and the present bitmaps ---- */
 
+struct cow_op;
+
+/* Group commit of one metadata file of a snapshot layer (cow.c): copies that
+ * need the file durable join the batch; one fdatasync is in flight at a time,
+ * issued on the io of the copy that found none running, and every copy that
+ * joined while it ran rides on the next one, which its completion issues on
+ * the same io. */
+struct sync_batch {
+	int fd;                  /* the layer's .crc or .present (set at open) */
+	pthread_mutex_t lock;    /* guards the fields below */
+	uint64_t joined;         /* tickets handed out: the last one */
+	uint64_t covered;        /* the sync in flight covers tickets <= covered */
+	bool inflight;           /* a sync is in flight */
+	struct tsr_io *round_io; /* ... on this io, whose thread completes it */
+	struct cow_op *waiters;  /* copies waiting for a sync that covers them */
+};
+
 /* A snapshot layer, open: its files mapped.  Immutable after open except the
  * crc entries and present bits of blocks it did not hold (CoW, merge). */
 struct layer {
@@ -194,7 +214,9 @@ struct layer {
 	size_t crc_len;
 	uint64_t *present;    /* MAP_SHARED bitmap, 64-bit little-endian words */
 	size_t present_len;
-	struct layer *next_retired; /* svol->retired_layers */
+	struct sync_batch crc_sync;     /* copies waiting for .crc durable */
+	struct sync_batch present_sync; /* copies waiting for .present durable */
+	struct layer *next_retired;     /* svol->retired_layers */
 };
 
 /* Layers of one volume, oldest first; replaced whole (copy, publish) under

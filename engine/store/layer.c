@@ -99,6 +99,8 @@ void layer_close(struct layer *l)
 
 	if (l == NULL)
 		return;
+	pthread_mutex_destroy(&l->crc_sync.lock);
+	pthread_mutex_destroy(&l->present_sync.lock);
 	if (l->crc)
 		munmap(l->crc, l->crc_len);
 	if (l->present)
@@ -134,6 +136,8 @@ int layer_open(struct tsr_store *store, const struct snap_row *row, struct layer
 
 	if (l == NULL)
 		return -ENOMEM;
+	pthread_mutex_init(&l->crc_sync.lock, NULL);
+	pthread_mutex_init(&l->present_sync.lock, NULL);
 	l->crc_fd = l->present_fd = -1;
 	snprintf(l->uuid, sizeof(l->uuid), "%s", row->uuid);
 	l->seq = row->seq;
@@ -180,6 +184,8 @@ int layer_open(struct tsr_store *store, const struct snap_row *row, struct layer
 	ret = map_file(l->present_fd, l->present_len, (void **)&l->present);
 	if (ret)
 		goto err_ret;
+	l->crc_sync.fd = l->crc_fd;
+	l->present_sync.fd = l->present_fd;
 	*out = l;
 	return 0;
 err_errno:

@@ -399,6 +399,113 @@ static void test_overlapping_cow(void **state)
 	tsr_free_aligned(b);
 }
 
+/* Run the writes of blocks [first, first+n) (one block each, seed s) on the
+ * ios alternately, all in flight at once; poll until every one is done. */
+static void first_writes(struct tsr_svol *v, struct tsr_io **ios, int nios, uint8_t *buf,
+			 uint64_t first, int n, uint16_t s, struct done *d)
+{
+	int i, spins, left;
+
+	for (i = 0; i < n; i++) {
+		fill(buf + (uint64_t)i * BS, BS, s, (first + i) * BS);
+		assert_int_equal(tsr_svol_write(v, ios[i % nios], (first + i) * BS, BS,
+						buf + (uint64_t)i * BS, 0, done_cb, &d[i]),
+				 0);
+	}
+	for (spins = 0; spins < 1000000; spins++) {
+		for (i = 0, left = 0; i < n; i++)
+			left += d[i].calls == 0;
+		if (left == 0)
+			break;
+		for (i = 0; i < nios; i++) {
+			tsr_io_submit(ios[i]);
+			tsr_io_poll(ios[i], 0, false);
+		}
+	}
+	for (i = 0; i < n; i++)
+		assert_int_equal(d[i].calls, 1);
+}
+
+/* Many first writes in flight after a cut share the snapshot layer's syncs
+ * (group commit, cow.c): on one io far fewer fdatasyncs than two per copy;
+ * on two ios the copies of one ride on the syncs of the other; a failed sync
+ * fails exactly the copies it covered.  The snapshot keeps the cut, also
+ * after a reopen (its files are what was made durable). */
+static void test_grouped_cow(void **state)
+{
+	struct env *e = *state;
+	/* every fsync "delayed" by 2 ms: counted, and held open while others join */
+	struct tsr_io *counted = make_io(TSR_IO_AUTO, "fsync:1+:delay=2");
+	struct tsr_io *plain = make_io(TSR_IO_AUTO, NULL);
+	struct tsr_io *failing = make_io(TSR_IO_AUTO, "fsync:1:fail=EIO");
+	struct tsr_io *failing2 = make_io(TSR_IO_AUTO, "fsync:1:fail=EIO");
+	uint8_t *wbuf = tsr_alloc_aligned(64 * BS);
+	struct model old = {{0}}, cur;
+	struct done d[64];
+	struct tsr_io *ios[2];
+	struct tsr_svol *v;
+	int i, failed;
+
+	assert_non_null(counted);
+	assert_non_null(plain);
+	assert_non_null(failing);
+	assert_non_null(failing2);
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	mwrite(e, v, &old, 0, NB, 3);
+	cur = old;
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s", NULL), 0);
+
+	/* one io: 24 copies (its queue holds 64 requests), two syncs each
+	 * without grouping */
+	memset(d, 0, sizeof(d));
+	ios[0] = counted;
+	first_writes(v, ios, 1, wbuf, 0, 24, 4, d);
+	for (i = 0; i < 24; i++) {
+		assert_int_equal(d[i].status, 0);
+		cur.seed[i] = 4;
+	}
+	assert_true(tsr_io_fault_count(counted) < 16);
+
+	/* two ios: the syncs run on one of them, the other's copies poll */
+	memset(d, 0, sizeof(d));
+	ios[0] = counted;
+	ios[1] = plain;
+	first_writes(v, ios, 2, wbuf, 64, 48, 5, d);
+	for (i = 0; i < 48; i++) {
+		assert_int_equal(d[i].status, 0);
+		cur.seed[64 + i] = 5;
+	}
+
+	/* the first sync fails (whichever io runs it): the copies it covered
+	 * fail (the others do not have to), their blocks keep the cut */
+	memset(d, 0, sizeof(d));
+	ios[0] = failing;
+	ios[1] = failing2;
+	first_writes(v, ios, 2, wbuf, 128, 48, 6, d);
+	for (i = 0, failed = 0; i < 48; i++) {
+		if (d[i].status == 0)
+			cur.seed[128 + i] = 6;
+		else
+			failed++;
+	}
+	assert_true(tsr_io_fault_count(failing) + tsr_io_fault_count(failing2) >= 1);
+	assert_true(failed >= 1);
+	check_snap(e, "v", "s", &old);
+	check_image(e, v, &cur, "head after grouped copies");
+	tsr_svol_put(v);
+	reopen(e);
+	check_snap(e, "v", "s", &old);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	check_image(e, v, &cur, "head after grouped copies, reopened");
+	tsr_svol_put(v);
+	tsr_io_destroy(counted);
+	tsr_io_destroy(plain);
+	tsr_io_destroy(failing);
+	tsr_io_destroy(failing2);
+	tsr_free_aligned(wbuf);
+}
+
 /* ---- clones of clones, sources deleted in every order ---- */
 
 struct tree {
@@ -1049,6 +1156,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_model, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_during_cow, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_overlapping_cow, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_grouped_cow, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clone_tree, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hidden_name_reuse, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
