@@ -364,28 +364,37 @@ int catalog_get_uuid(sqlite3 *db, const char *uuid, struct vol_row *row)
 	return get_by(db, "SELECT " ROW_COLUMNS " FROM volumes WHERE uuid = ?", uuid, row);
 }
 
-int catalog_list(sqlite3 *db, bool by_extent, struct vol_row **rows_out, size_t *count)
+/* Decoders of one result row into an element of a row array (collect_rows). */
+typedef int (*row_decode_fn)(sqlite3_stmt *st, void *elem);
+
+static int decode_vol(sqlite3_stmt *st, void *elem)
 {
-	const char *sql = by_extent ? "SELECT " ROW_COLUMNS " FROM volumes ORDER BY dev_offset"
-				    : "SELECT " ROW_COLUMNS " FROM volumes ORDER BY name";
-	struct vol_row *rows = NULL, *tmp;
+	return row_from_stmt(st, elem);
+}
+
+/*
+ * Step prepared statement st to the end, decoding each row into a growing
+ * array of elements of elem_size bytes.  Finalizes st.  0 with *rows_out
+ * malloc'd (NULL when empty), or -ENOMEM/-EIO/the decoder's error.
+ */
+static int collect_rows(sqlite3_stmt *st, size_t elem_size, row_decode_fn decode,
+			void **rows_out, size_t *count)
+{
+	char *rows = NULL, *tmp;
 	size_t n = 0, cap = 0;
-	sqlite3_stmt *st;
 	int rc, ret = 0;
 
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL))
-		return -EIO;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if (n == cap) {
 			cap = cap ? cap * 2 : 16;
-			tmp = realloc(rows, cap * sizeof(*rows));
+			tmp = realloc(rows, cap * elem_size);
 			if (tmp == NULL) {
 				ret = -ENOMEM;
 				break;
 			}
 			rows = tmp;
 		}
-		ret = row_from_stmt(st, &rows[n]);
+		ret = decode(st, rows + n * elem_size);
 		if (ret)
 			break;
 		n++;
@@ -400,6 +409,17 @@ int catalog_list(sqlite3 *db, bool by_extent, struct vol_row **rows_out, size_t 
 	*rows_out = rows;
 	*count = n;
 	return 0;
+}
+
+int catalog_list(sqlite3 *db, bool by_extent, struct vol_row **rows_out, size_t *count)
+{
+	const char *sql = by_extent ? "SELECT " ROW_COLUMNS " FROM volumes ORDER BY dev_offset"
+				    : "SELECT " ROW_COLUMNS " FROM volumes ORDER BY name";
+	sqlite3_stmt *st;
+
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL))
+		return -EIO;
+	return collect_rows(st, sizeof(**rows_out), decode_vol, (void **)rows_out, count);
 }
 
 int catalog_insert(sqlite3 *db, const struct vol_row *row)
@@ -563,46 +583,24 @@ static int snap_from_stmt(sqlite3_stmt *st, struct snap_row *row)
 	return 0;
 }
 
+static int decode_snap(sqlite3_stmt *st, void *elem)
+{
+	return snap_from_stmt(st, elem);
+}
+
 int catalog_snap_list(sqlite3 *db, const char *vol_uuid, struct snap_row **rows_out,
 		      size_t *count)
 {
 	const char *sql = vol_uuid ? "SELECT " SNAP_COLUMNS " FROM snapshots WHERE vol_uuid = ? "
 				     "ORDER BY seq"
 				   : "SELECT " SNAP_COLUMNS " FROM snapshots ORDER BY vol_uuid, seq";
-	struct snap_row *rows = NULL, *tmp;
-	size_t n = 0, cap = 0;
 	sqlite3_stmt *st;
-	int rc, ret = 0;
 
 	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL))
 		return -EIO;
 	if (vol_uuid)
 		sqlite3_bind_text(st, 1, vol_uuid, -1, SQLITE_STATIC);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (n == cap) {
-			cap = cap ? cap * 2 : 8;
-			tmp = realloc(rows, cap * sizeof(*rows));
-			if (tmp == NULL) {
-				ret = -ENOMEM;
-				break;
-			}
-			rows = tmp;
-		}
-		ret = snap_from_stmt(st, &rows[n]);
-		if (ret)
-			break;
-		n++;
-	}
-	if (ret == 0 && rc != SQLITE_DONE)
-		ret = -EIO;
-	sqlite3_finalize(st);
-	if (ret) {
-		free(rows);
-		return ret;
-	}
-	*rows_out = rows;
-	*count = n;
-	return 0;
+	return collect_rows(st, sizeof(**rows_out), decode_snap, (void **)rows_out, count);
 }
 
 int catalog_snap_get(sqlite3 *db, const char *uuid, struct snap_row *row)
