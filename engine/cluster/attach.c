@@ -244,7 +244,7 @@ static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size
 	a->n_copies = mo.n_copies;
 	for (unsigned i = 0; i < mo.n_copies; i++) {
 		const Tessera__Cluster__CopyRecord *cr = rec->copies[i];
-		struct tsr_mirror_copy *mc = &mo.copies[i];
+		struct tsr_layout_copy *mc = &mo.copies[i];
 		Tessera__Cluster__NodeRecord *node = NULL;
 		char bitmap[4096];
 
@@ -303,7 +303,7 @@ static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size
 	pthread_mutex_lock(&c->lock);
 	a->layout = layout;
 	if (a->fenced) /* the lease went while we were building it */
-		tsr_mirror_fence(layout);
+		tsr_layout_fence(layout);
 	pthread_mutex_unlock(&c->lock);
 	tsr_info("cluster: attach %s epoch %llu on %s", name, (unsigned long long)epoch,
 		 c->node_id);
@@ -347,9 +347,9 @@ int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg,
 	pthread_mutex_lock(&c->lock);
 	fenced = a->fenced;
 	if (a->layout && !fenced) {
-		struct tsr_mirror_status st;
+		struct tsr_layout_status st;
 
-		tsr_mirror_get_status(a->layout, &st);
+		tsr_layout_get_status(a->layout, &st);
 		fenced = st.fenced;
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -419,7 +419,7 @@ static void fill_status(struct tsr_cluster *c, struct attachment *a,
 			Tessera__Admin__Response *resp)
 {
 	Tessera__Admin__VolumeStatus *vs;
-	struct tsr_mirror_status st;
+	struct tsr_layout_status st;
 	Tessera__Admin__Volume *v;
 
 	cluster_volume_list(c, a->name, resp);
@@ -437,7 +437,7 @@ static void fill_status(struct tsr_cluster *c, struct attachment *a,
 	tessera__admin__volume_status__init(vs);
 	vs->volume = v;
 	resp->volume_status = vs;
-	tsr_mirror_get_status(a->layout, &st);
+	tsr_layout_get_status(a->layout, &st);
 	for (size_t i = 0; i < v->n_copies && i < st.n_copies; i++) {
 		Tessera__Admin__Copy *cp = v->copies[i];
 		char *state = admin_strdup(tsr_copy_state_name(st.copies[i].state));
@@ -542,7 +542,7 @@ void cluster_volume_scrub(struct tsr_cluster *c, const Tessera__Admin__Request *
 			   "coordinator (tessera volume attach %s --node N first)", r->name, r->name);
 		return;
 	}
-	ret = tsr_mirror_scrub_start(a->layout, !r->no_repair);
+	ret = tsr_layout_scrub_start(a->layout, !r->no_repair);
 	if (ret) {
 		admin_fail(resp, ret, ret == -EBUSY ? "a scrub of '%s' is already running (tessera "
 			   "volume status %s shows its progress)" : "cannot start a scrub of '%s'",
@@ -558,9 +558,9 @@ void cluster_volume_scrub(struct tsr_cluster *c, const Tessera__Admin__Request *
 static void tick_one(struct tsr_cluster *c, struct attachment *a, const struct cluster_view *v,
 		     double now)
 {
-	struct tsr_mirror_status st;
+	struct tsr_layout_status st;
 
-	tsr_mirror_get_status(a->layout, &st);
+	tsr_layout_get_status(a->layout, &st);
 	if (st.fenced && !a->fence_logged) {
 		a->fence_logged = true;
 		tsr_warn("cluster: volume %s epoch %llu fenced (a newer coordinator exists, or the "
@@ -589,7 +589,7 @@ static void tick_one(struct tsr_cluster *c, struct attachment *a, const struct c
 			a->copies[i].next_return = now + CLUSTER_RETURN_BACKOFF_SEC;
 			if (n) {
 				tsr_info("cluster: volume %s copy %s is back: resync", a->name, id);
-				tsr_mirror_copy_returned(a->layout, i, n->address);
+				tsr_layout_copy_returned(a->layout, i, n->address);
 			}
 		}
 		if (!alive && st.copies[i].state != TSR_COPY_IN_SYNC && c->o.rebuild_after_sec &&

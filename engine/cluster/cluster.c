@@ -130,7 +130,7 @@ static void fence_all(struct tsr_cluster *c, const char *why)
 			continue;
 		a->fenced = true;
 		if (a->layout)
-			tsr_mirror_fence(a->layout);
+			tsr_layout_fence(a->layout);
 		tsr_warn("cluster: volume %s fenced: %s (attach it again once the node is back in "
 			 "the cluster)", a->name, why);
 	}

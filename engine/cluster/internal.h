@@ -22,7 +22,7 @@
 #include "tessera/mirror.h"
 
 #define CLUSTER_TICK_SEC 0.5
-#define CLUSTER_RETURN_BACKOFF_SEC 2.0  /* between tsr_mirror_copy_returned for one copy */
+#define CLUSTER_RETURN_BACKOFF_SEC 2.0  /* between tsr_layout_copy_returned for one copy */
 #define CLUSTER_FORWARD_TIMEOUT_MS 120000 /* a command forwarded to another node */
 #define CLUSTER_COPY_TIMEOUT_MS 30000   /* creating/deleting a copy on another node */
 

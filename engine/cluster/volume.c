@@ -632,12 +632,12 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 		 old, new_node->id);
 	a = cluster_find_attachment(c, name);
 	if (a && a->layout && !a->fenced) {
-		struct tsr_mirror_copy cp = { .state = TSR_COPY_OUT_OF_SYNC, .full_resync = true };
+		struct tsr_layout_copy cp = { .state = TSR_COPY_OUT_OF_SYNC, .full_resync = true };
 
 		snprintf(cp.node_id, sizeof(cp.node_id), "%s", new_node->id);
 		snprintf(cp.address, sizeof(cp.address), "%s", new_node->address);
 		cp.local = strcmp(new_node->id, c->node_id) == 0;
-		ret = tsr_mirror_replace_copy(a->layout, (unsigned)idx, &cp);
+		ret = tsr_layout_replace_copy(a->layout, (unsigned)idx, &cp);
 		if (ret) {
 			snprintf(msg, msg_len, "volume '%s': the coordinator refused the new copy: "
 				 "%s (retry once the running rebuild is done)", name, strerror(-ret));

@@ -22,6 +22,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "tessera/layout_module.h"
@@ -112,6 +113,54 @@ void tsr_layout_destroy(struct tsr_layout *l)
 	}
 	free(l->current);
 	free(l);
+}
+
+const char *tsr_copy_state_name(enum tsr_copy_state st)
+{
+	switch (st) {
+	case TSR_COPY_IN_SYNC:
+		return "in-sync";
+	case TSR_COPY_OUT_OF_SYNC:
+		return "out-of-sync";
+	case TSR_COPY_RESYNCING:
+		return "resyncing";
+	}
+	return "unknown";
+}
+
+void tsr_layout_copy_returned(struct tsr_layout *l, unsigned idx, const char *address)
+{
+	if (l->ops->copy_returned != NULL)
+		l->ops->copy_returned(l->ctx, idx, address);
+}
+
+int tsr_layout_replace_copy(struct tsr_layout *l, unsigned idx, const struct tsr_layout_copy *copy)
+{
+	if (l->ops->replace_copy == NULL)
+		return -EOPNOTSUPP;
+	if (copy == NULL || idx >= TSR_LAYOUT_MAX_COPIES)
+		return -EINVAL;
+	return l->ops->replace_copy(l->ctx, idx, copy);
+}
+
+void tsr_layout_fence(struct tsr_layout *l)
+{
+	if (l->ops->fence != NULL)
+		l->ops->fence(l->ctx);
+}
+
+int tsr_layout_scrub_start(struct tsr_layout *l, bool repair)
+{
+	if (l->ops->scrub_start == NULL)
+		return -EOPNOTSUPP;
+	return l->ops->scrub_start(l->ctx, repair);
+}
+
+void tsr_layout_get_status(struct tsr_layout *l, struct tsr_layout_status *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (l->ops->get_status != NULL)
+		l->ops->get_status(l->ctx, out);
 }
 
 const char *tsr_layout_name(const struct tsr_layout *l)

@@ -10,7 +10,7 @@
  * (inline when tsr_layout_destroy is called on the home worker, else sent and
  * waited for).  The one lock is status_lock, guarding the published status:
  * the home worker refreshes it on every state change and on its 20 ms tick
- * (counters may be up to one tick old); tsr_mirror_get_status copies it.
+ * (counters may be up to one tick old); tsr_layout_get_status copies it.
  *
  * Writes (and trims, write_zeroes).  Each takes a range lock (overlapping
  * writes reach every copy in arrival order; region copies and scrub chunks
@@ -42,19 +42,6 @@
 
 #include "layout/mirror_internal.h"
 #include "tessera/layout_module.h"
-
-const char *tsr_copy_state_name(enum tsr_copy_state st)
-{
-	switch (st) {
-	case TSR_COPY_IN_SYNC:
-		return "in-sync";
-	case TSR_COPY_OUT_OF_SYNC:
-		return "out-of-sync";
-	case TSR_COPY_RESYNCING:
-		return "resyncing";
-	}
-	return "unknown";
-}
 
 uint64_t mirror_now_ns(void)
 {
@@ -134,7 +121,7 @@ uint32_t mirror_in_sync_mask(const struct mirror *m)
 
 void mirror_publish(struct mirror *m)
 {
-	struct tsr_mirror_status s;
+	struct tsr_layout_status s;
 
 	memset(&s, 0, sizeof(s));
 	s.epoch = m->epoch;
@@ -310,7 +297,7 @@ void mirror_fence_now(struct mirror *m, const char *why)
 	mirror_publish(m);
 }
 
-/* tsr_mirror_fence from another thread: in force before its message runs. */
+/* tsr_layout_fence from another thread: in force before its message runs. */
 static bool fence_requested(struct mirror *m)
 {
 	if (m->fenced)
@@ -1106,6 +1093,12 @@ static void mirror_destroy(void *ctx)
 	mirror_free(m);
 }
 
+static void mirror_copy_returned(void *ctx, unsigned idx, const char *address);
+static int mirror_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy *copy);
+static void mirror_fence(void *ctx);
+static int mirror_scrub_start(void *ctx, bool repair);
+static void mirror_get_status(void *ctx, struct tsr_layout_status *out);
+
 static const struct tsr_layout_ops mirror_layout_ops = {
     .name = "mirror",
     .size = mirror_size,
@@ -1116,17 +1109,17 @@ static const struct tsr_layout_ops mirror_layout_ops = {
     .write_zeroes = mirror_write_zeroes,
     .block_status = mirror_block_status,
     .snap = mirror_snap,
+    .copy_returned = mirror_copy_returned,
+    .replace_copy = mirror_replace_copy,
+    .fence = mirror_fence,
+    .scrub_start = mirror_scrub_start,
+    .get_status = mirror_get_status,
     .destroy = mirror_destroy,
 };
 
 bool tsr_layout_is_mirror(const struct tsr_layout *l)
 {
 	return l != NULL && tsr_layout_ops_of(l) == &mirror_layout_ops;
-}
-
-static struct mirror *layout_mirror(struct tsr_layout *l)
-{
-	return tsr_layout_is_mirror(l) ? tsr_layout_ctx(l) : NULL;
 }
 
 /* state_dir/<vol>.<node_id>.bitmap */
@@ -1230,9 +1223,9 @@ static void copy_returned_msg(struct tsr_worker *w, void *arg)
 }
 
 /* Does not wait for the home worker (callers may hold locks its hooks take). */
-void tsr_mirror_copy_returned(struct tsr_layout *l, unsigned idx, const char *address)
+static void mirror_copy_returned(void *ctx, unsigned idx, const char *address)
 {
-	struct mirror *m = layout_mirror(l);
+	struct mirror *m = ctx;
 	struct ctl *ctl;
 
 	if (m == NULL || idx >= m->n_copies)
@@ -1321,9 +1314,9 @@ static void replace_fn(struct ctl *ctl)
 	ctl->result = 0;
 }
 
-int tsr_mirror_replace_copy(struct tsr_layout *l, unsigned idx, const struct tsr_mirror_copy *copy)
+static int mirror_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy *copy)
 {
-	struct mirror *m = layout_mirror(l);
+	struct mirror *m = ctx;
 	struct ctl ctl = {.idx = idx, .fn = replace_fn};
 	char path[PATH_MAX];
 	int ret;
@@ -1385,9 +1378,9 @@ static void fence_msg(struct tsr_worker *w, void *arg)
  * force at once (every completion checks it before acknowledging); the
  * message does the rest (fail the waiting writes, stop resync and scrub).
  */
-void tsr_mirror_fence(struct tsr_layout *l)
+static void mirror_fence(void *ctx)
 {
-	struct mirror *m = layout_mirror(l);
+	struct mirror *m = ctx;
 
 	if (m == NULL)
 		return;
@@ -1421,23 +1414,17 @@ static void scrub_fn(struct ctl *ctl)
 	ctl->result = mirror_scrub_begin(m, ctl->repair, false, scrub_done_log, m);
 }
 
-int tsr_mirror_scrub_start(struct tsr_layout *l, bool repair)
+static int mirror_scrub_start(void *ctx, bool repair)
 {
 	struct ctl ctl = {.repair = repair, .fn = scrub_fn};
 
-	if (layout_mirror(l) == NULL)
-		return -EINVAL;
-	return ctl_run(layout_mirror(l), &ctl);
+	return ctl_run(ctx, &ctl);
 }
 
-void tsr_mirror_get_status(struct tsr_layout *l, struct tsr_mirror_status *out)
+static void mirror_get_status(void *ctx, struct tsr_layout_status *out)
 {
-	struct mirror *m = layout_mirror(l);
+	struct mirror *m = ctx;
 
-	if (m == NULL) {
-		memset(out, 0, sizeof(*out));
-		return;
-	}
 	pthread_mutex_lock(&m->status_lock);
 	*out = m->status;
 	pthread_mutex_unlock(&m->status_lock);
@@ -1459,7 +1446,7 @@ static int check_opts(const struct tsr_mirror_opts *o)
 	    (o->region_size < (64u << 10) || (o->region_size & (o->region_size - 1))))
 		return -EINVAL;
 	for (unsigned i = 0; i < o->n_copies; i++) {
-		const struct tsr_mirror_copy *c = &o->copies[i];
+		const struct tsr_layout_copy *c = &o->copies[i];
 
 		if (c->node_id[0] == '\0' || strchr(c->node_id, '/') != NULL)
 			return -EINVAL;
@@ -1513,7 +1500,7 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 		goto err;
 	}
 	for (unsigned i = 0; i < m->n_copies; i++) {
-		const struct tsr_mirror_copy *oc = &opts->copies[i];
+		const struct tsr_layout_copy *oc = &opts->copies[i];
 		struct mcopy *c = &m->copies[i];
 		char path[PATH_MAX];
 

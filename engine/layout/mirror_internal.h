@@ -207,13 +207,13 @@ struct mirror {
 	unsigned region_shift;
 	uint64_t nregions;
 	bool converge;
-	struct tsr_mirror_hooks hooks;
+	struct tsr_layout_hooks hooks;
 
 	struct mcopy copies[TSR_MIRROR_MAX_COPIES];
 	unsigned n_copies;
 
 	int refs;       /* async work referring to m, + 1 while alive (atomic) */
-	bool fence_req; /* tsr_mirror_fence was called (atomic, any thread) */
+	bool fence_req; /* tsr_layout_fence was called (atomic, any thread) */
 
 	/* home worker state */
 	bool ready, fenced, closing;
@@ -258,7 +258,7 @@ struct mirror {
 
 	/* published status */
 	pthread_mutex_t status_lock;
-	struct tsr_mirror_status status;
+	struct tsr_layout_status status;
 };
 
 /* mirror.c */

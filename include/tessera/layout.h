@@ -8,6 +8,8 @@
 #ifndef TESSERA_LAYOUT_H
 #define TESSERA_LAYOUT_H
 
+#include <stdbool.h>
+
 #include "tessera/common.h"
 #include "tessera/io.h"
 #include "tessera/store.h"
@@ -58,5 +60,117 @@ struct tsr_snap_req {
  */
 int tsr_layout_snap(struct tsr_layout *l, const struct tsr_snap_req *req, tsr_cb cb_fn,
 		    void *cb_arg);
+
+
+/* ---- replicated layouts (mirror, ec): copies, states, control, status ---- */
+
+/*
+ * A copy is a whole replica (mirror) or one chunk position of every stripe
+ * (ec: the node holding position p of stripe 0; ec.h says how positions
+ * rotate).  Both layouts share the copy states, the metadata hooks, the
+ * control calls and the status below, so the cluster code never asks which
+ * layout it drives.
+ */
+#define TSR_LAYOUT_MAX_COPIES 20   /* ec 16+4 */
+
+enum tsr_copy_state {
+	TSR_COPY_IN_SYNC = 0,
+	TSR_COPY_OUT_OF_SYNC = 1, /* away: writes tracked in its dirty bitmap */
+	TSR_COPY_RESYNCING = 2,   /* back: receives writes, dirty regions being copied */
+};
+const char *tsr_copy_state_name(enum tsr_copy_state st); /* "in-sync", "out-of-sync", "resyncing" */
+
+struct tsr_layout_copy {
+	char node_id[64];
+	char address[128];        /* "HOST:PORT" of the node's --listen; ignored when local */
+	bool local;               /* this node: the store given in opts */
+	enum tsr_copy_state state; /* as recorded in the metadata store at attach */
+	/*
+	 * No usable bitmap (bitmap file lost, or the copy's node was the last
+	 * coordinator and may hold writes nobody acknowledged): every region is
+	 * suspect.  An existing copy is resynced by comparing per-block sums
+	 * (tsr_peer_sums) and copying only the blocks that differ; a brand-new
+	 * copy (replace) receives every allocated region.
+	 */
+	bool full_resync;
+};
+
+struct tsr_layout_hooks {
+	/*
+	 * Record copy idx of volume vol as st in the metadata store.  Called on
+	 * the home worker; must not block it (hand the work to the control
+	 * thread) and must call done(done_arg, status) exactly once, from any
+	 * thread, once the state is durable (status 0) or could not be recorded
+	 * (-errno: the layout then fails the writes that depended on it).
+	 */
+	void (*set_copy_state)(void *arg, const char *vol, unsigned idx, enum tsr_copy_state st,
+			       void (*done)(void *done_arg, int status), void *done_arg);
+	void *arg;
+};
+
+
+struct tsr_layout_copy_status {
+	char node_id[64];
+	enum tsr_copy_state state;
+	bool connected;
+	uint64_t dirty_bytes;         /* regions still to copy (OUT_OF_SYNC / RESYNCING) */
+};
+
+struct tsr_layout_status {
+	uint64_t epoch;
+	bool ready, fenced;
+	unsigned n_copies, in_sync;
+	struct tsr_layout_copy_status copies[TSR_LAYOUT_MAX_COPIES];
+	/* resync / rebuild, the one running or the last one */
+	bool resync_running;
+	uint64_t resync_total_bytes, resync_done_bytes;
+	double resync_rate_bps;       /* recent rate */
+	uint64_t resync_eta_sec;
+	/* counters since attach */
+	uint64_t resync_bytes_copied;  /* every byte written to a copy by resync or rebuild */
+	uint64_t resync_regions_copied;
+	uint64_t writes, reads, write_errors, copy_failures;
+	/* scrub, the one running or the last one */
+	bool scrub_running, scrub_done;
+	uint64_t scrub_total_bytes, scrub_done_bytes;
+	uint64_t scrub_mismatches, scrub_repaired, scrub_unrepaired;
+	/*
+	 * ec only (0 for a mirror): k, m, stripe unit; stripes in the volume;
+	 * stripes with a chunk on a copy that is not IN_SYNC (degraded: reads of
+	 * that chunk are decoded); stripes still to rebuild or resync on a
+	 * returning or replacing copy; reads answered by decoding; partial-stripe
+	 * transactions rolled forward / back at attach.
+	 */
+	unsigned ec_k, ec_m;
+	uint32_t stripe_unit;
+	uint64_t stripes_total, stripes_degraded, stripes_rebuilding;
+	uint64_t degraded_reads;
+	uint64_t txn_rolled_forward, txn_rolled_back;
+};
+
+/*
+ * Control calls of replicated layouts (layout_module.h ops, "may be NULL":
+ * then -EOPNOTSUPP, or nothing for the void ones, or a zeroed status).
+ * Thread rules as written on each op.
+ */
+/* Copy idx's node is alive again (or a new address): reconnect and resync.
+ * Does not wait for the home worker (safe under a lock the hooks take). */
+void tsr_layout_copy_returned(struct tsr_layout *l, unsigned idx, const char *address);
+/* Replace copy idx by a new copy on another node (which already has an empty
+ * volume of the same name and the copy's size): full resync / rebuild onto
+ * it; the old copy is dropped.  Waits for the home worker: not under a lock
+ * that hooks.set_copy_state takes.  Errors: -EINVAL, -EBUSY another replace
+ * running, -EOPNOTSUPP. */
+int tsr_layout_replace_copy(struct tsr_layout *l, unsigned idx, const struct tsr_layout_copy *copy);
+/* The coordinator lost its attach lease: fence (in force when it returns,
+ * nothing is acknowledged after).  Does not wait for the home worker. */
+void tsr_layout_fence(struct tsr_layout *l);
+/* Scrub every block (mirror: copies agree; ec: parity matches data), repair
+ * when asked; background, progress in status.  Waits for the home worker to
+ * start it.  Errors: -EBUSY already running, -EIO fenced, -EOPNOTSUPP. */
+int tsr_layout_scrub_start(struct tsr_layout *l, bool repair);
+/* A consistent snapshot of the status (thread-safe); zeroed when the layout
+ * has none. */
+void tsr_layout_get_status(struct tsr_layout *l, struct tsr_layout_status *out);
 
 #endif

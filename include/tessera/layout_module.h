@@ -31,6 +31,12 @@ struct tsr_layout_ops {
 	 * 0 or -errno) exactly once when 0 is returned.
 	 */
 	int (*snap)(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg);
+	/* Control of replicated layouts (layout.h); each may be NULL. */
+	void (*copy_returned)(void *ctx, unsigned idx, const char *address);
+	int (*replace_copy)(void *ctx, unsigned idx, const struct tsr_layout_copy *copy);
+	void (*fence)(void *ctx);
+	int (*scrub_start)(void *ctx, bool repair);
+	void (*get_status)(void *ctx, struct tsr_layout_status *out);
 	void (*destroy)(void *ctx);
 };
 

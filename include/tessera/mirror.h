@@ -43,41 +43,6 @@
 
 #define TSR_MIRROR_MAX_COPIES 8
 
-enum tsr_copy_state {
-	TSR_COPY_IN_SYNC = 0,
-	TSR_COPY_OUT_OF_SYNC = 1, /* away: writes tracked in its dirty bitmap */
-	TSR_COPY_RESYNCING = 2,   /* back: receives writes, dirty regions being copied */
-};
-const char *tsr_copy_state_name(enum tsr_copy_state st); /* "in-sync", "out-of-sync", "resyncing" */
-
-struct tsr_mirror_copy {
-	char node_id[64];
-	char address[128];        /* "HOST:PORT" of the node's --listen; ignored when local */
-	bool local;               /* this node: the store given in opts */
-	enum tsr_copy_state state; /* as recorded in the metadata store at attach */
-	/*
-	 * No usable bitmap (bitmap file lost, or the copy's node was the last
-	 * coordinator and may hold writes nobody acknowledged): every region is
-	 * suspect.  An existing copy is resynced by comparing per-block sums
-	 * (tsr_peer_sums) and copying only the blocks that differ; a brand-new
-	 * copy (replace) receives every allocated region.
-	 */
-	bool full_resync;
-};
-
-struct tsr_mirror_hooks {
-	/*
-	 * Record copy idx of volume vol as st in the metadata store.  Called on
-	 * the home worker; must not block it (hand the work to the control
-	 * thread) and must call done(done_arg, status) exactly once, from any
-	 * thread, once the state is durable (status 0) or could not be recorded
-	 * (-errno: the layout then fails the writes that depended on it).
-	 */
-	void (*set_copy_state)(void *arg, const char *vol, unsigned idx, enum tsr_copy_state st,
-			       void (*done)(void *done_arg, int status), void *done_arg);
-	void *arg;
-};
-
 struct tsr_mirror_opts {
 	const char *name;
 	uint64_t size;
@@ -87,7 +52,7 @@ struct tsr_mirror_opts {
 	struct tsr_worker *home;      /* the worker that runs the data path */
 	const char *node_id;          /* ours */
 	const char *token;            /* cluster token for peer connections */
-	struct tsr_mirror_copy copies[TSR_MIRROR_MAX_COPIES];
+	struct tsr_layout_copy copies[TSR_MIRROR_MAX_COPIES];
 	unsigned n_copies;
 	unsigned min_replicas;        /* in-sync copies needed to acknowledge writes (>= 1) */
 	unsigned peer_timeout_ms;     /* 0: 5000 */
@@ -102,7 +67,7 @@ struct tsr_mirror_opts {
 	 * count what this moved.
 	 */
 	bool converge;
-	struct tsr_mirror_hooks hooks;
+	struct tsr_layout_hooks hooks;
 };
 
 /*
@@ -120,59 +85,17 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 bool tsr_layout_is_mirror(const struct tsr_layout *l);
 
 /*
- * Copy idx's node is alive again (or a new address): reconnect and resync.
- * Does not wait for the home worker (safe under a lock that the hooks take).
+ * Control (layout.h, generic for every replicated layout): the mirror fills
+ * copy_returned, replace_copy, fence, scrub_start and get_status:
+ *  - copy_returned: copy idx's node is alive again (or has a new address):
+ *    reconnect and resync.  Does not wait for the home worker.
+ *  - replace_copy: replace copy idx by a new copy on another node (which
+ *    already has an empty volume of the same name and size): full resync onto
+ *    it.  Waits for the home worker.  -EBUSY another replace running.
+ *  - fence: the coordinator lost its attach lease: in force when it returns.
+ *  - scrub_start: compare the CRC32C of every block of every IN_SYNC copy;
+ *    repair a block that differs or fails its CRC from the copy the others
+ *    agree with (the local copy on a tie).  -EBUSY scrub already running.
  */
-void tsr_mirror_copy_returned(struct tsr_layout *l, unsigned idx, const char *address);
-/*
- * Replace copy idx by a new copy on another node (which already has an empty
- * volume of the same name and size): full resync onto it; the old copy is
- * dropped.  Waits for the home worker: not under a lock that
- * hooks.set_copy_state takes.  Errors: -EINVAL, -EBUSY another replace running.
- */
-int tsr_mirror_replace_copy(struct tsr_layout *l, unsigned idx, const struct tsr_mirror_copy *copy);
-/*
- * The coordinator lost its attach lease (cannot prove it is still the writer):
- * fence.  In force when it returns (nothing is acknowledged after), without
- * waiting for the home worker (safe under a lock that the hooks take).
- */
-void tsr_mirror_fence(struct tsr_layout *l);
-/*
- * Compare the CRC32C of every block of every IN_SYNC copy; repair a block that
- * differs or fails its CRC from the copy the others agree with (the local
- * copy on a tie).  Runs in the background on the home worker; progress in
- * status.  Waits for the home worker to start it: not under a lock that
- * hooks.set_copy_state takes.  Errors: -EBUSY scrub already running.
- */
-int tsr_mirror_scrub_start(struct tsr_layout *l, bool repair);
-
-struct tsr_mirror_copy_status {
-	char node_id[64];
-	enum tsr_copy_state state;
-	bool connected;
-	uint64_t dirty_bytes;         /* regions still to copy (OUT_OF_SYNC / RESYNCING) */
-};
-
-struct tsr_mirror_status {
-	uint64_t epoch;
-	bool ready, fenced;
-	unsigned n_copies, in_sync;
-	struct tsr_mirror_copy_status copies[TSR_MIRROR_MAX_COPIES];
-	/* resync / rebuild, the one running or the last one */
-	bool resync_running;
-	uint64_t resync_total_bytes, resync_done_bytes;
-	double resync_rate_bps;       /* recent rate */
-	uint64_t resync_eta_sec;
-	/* counters since attach */
-	uint64_t resync_bytes_copied;  /* every byte written to a copy by resync or rebuild */
-	uint64_t resync_regions_copied;
-	uint64_t writes, reads, write_errors, copy_failures;
-	/* scrub, the one running or the last one */
-	bool scrub_running, scrub_done;
-	uint64_t scrub_total_bytes, scrub_done_bytes;
-	uint64_t scrub_mismatches, scrub_repaired, scrub_unrepaired;
-};
-/* A consistent snapshot (thread-safe). */
-void tsr_mirror_get_status(struct tsr_layout *l, struct tsr_mirror_status *out);
 
 #endif

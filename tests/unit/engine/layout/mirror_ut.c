@@ -92,7 +92,7 @@ static void opts_init(struct env *e, struct tsr_mirror_opts *o, bool local, unsi
 	o->region_size = REGION;
 	o->hooks.set_copy_state = test_set_copy_state;
 	for (unsigned i = 0; i < 3; i++) {
-		struct tsr_mirror_copy *c = &o->copies[i];
+		struct tsr_layout_copy *c = &o->copies[i];
 
 		snprintf(c->node_id, sizeof(c->node_id), "%s", e->nodes[i].node_id);
 		snprintf(c->address, sizeof(c->address), "%s", e->nodes[i].address);
@@ -125,15 +125,15 @@ static void assert_copies_equal_model(struct env *e)
 	}
 }
 
-static void get_status(struct env *e, struct tsr_mirror_status *s)
+static void get_status(struct env *e, struct tsr_layout_status *s)
 {
-	tsr_mirror_get_status(e->l, s);
+	tsr_layout_get_status(e->l, s);
 }
 
 /* Poll the status (it is refreshed every 20 ms) until pred holds. */
-static bool wait_status(struct env *e, bool (*pred)(const struct tsr_mirror_status *), unsigned ms)
+static bool wait_status(struct env *e, bool (*pred)(const struct tsr_layout_status *), unsigned ms)
 {
-	struct tsr_mirror_status s;
+	struct tsr_layout_status s;
 	uint64_t end = mono_ms() + ms;
 
 	do {
@@ -145,12 +145,12 @@ static bool wait_status(struct env *e, bool (*pred)(const struct tsr_mirror_stat
 	return false;
 }
 
-static bool all_in_sync(const struct tsr_mirror_status *s)
+static bool all_in_sync(const struct tsr_layout_status *s)
 {
 	return s->in_sync == s->n_copies && !s->resync_running;
 }
 
-static bool scrub_finished(const struct tsr_mirror_status *s)
+static bool scrub_finished(const struct tsr_layout_status *s)
 {
 	return s->scrub_done && !s->scrub_running;
 }
@@ -159,7 +159,7 @@ static bool scrub_finished(const struct tsr_mirror_status *s)
 
 static void round_trip(struct env *e)
 {
-	struct tsr_mirror_status s;
+	struct tsr_layout_status s;
 
 	assert_int_equal(lwrite(e, 0, 64 * 1024, 1, 0), 0);
 	assert_int_equal(lwrite(e, 3 * MiB + 8192, 2 * MiB, 2, TSR_WRITE_FUA), 0);
@@ -287,7 +287,7 @@ static void test_snap_all_copies(void **state)
 {
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
-	struct tsr_mirror_status s;
+	struct tsr_layout_status s;
 	uint8_t *at_s1 = malloc(VOL);
 
 	opts_init(e, &o, true, 2, 1);
@@ -406,8 +406,8 @@ static void test_snap_copy_failures(void **state)
 	assert_false(has_snap(e, 0, "y"));
 	/* both back: resynced, in sync */
 	node_run(&e->nodes[2], 12);
-	tsr_mirror_copy_returned(e->l, 2, e->nodes[2].address);
-	tsr_mirror_copy_returned(e->l, 1, e->nodes[1].address);
+	tsr_layout_copy_returned(e->l, 2, e->nodes[2].address);
+	tsr_layout_copy_returned(e->l, 1, e->nodes[1].address);
 	assert_true(wait_status(e, all_in_sync, 20000));
 	/* node1's stale "x" was replaced by the real cut on its return */
 	for (unsigned n = 0; n < 3; n++)
@@ -421,7 +421,7 @@ static void test_snap_copy_failures(void **state)
 	assert_false(has_snap(e, 0, "z"));
 	/* and the copies were left in sync: nobody missed a write */
 	{
-		struct tsr_mirror_status s;
+		struct tsr_layout_status s;
 
 		usleep(100 * 1000);
 		get_status(e, &s);
@@ -468,7 +468,7 @@ static void snap_missed_replay(void **state, bool local)
 	assert_true(has_snap(e, 2, "gone"));
 
 	node_run(&e->nodes[2], 12);
-	tsr_mirror_copy_returned(e->l, 2, e->nodes[2].address);
+	tsr_layout_copy_returned(e->l, 2, e->nodes[2].address);
 	assert_true(wait_status(e, all_in_sync, 20000));
 	for (unsigned n = 0; n < 3; n++) {
 		assert_snap_equals(e, n, "away", at_away);
@@ -483,12 +483,12 @@ static void snap_missed_replay(void **state, bool local)
 	free(at_s1);
 }
 
-static bool copy1_resyncing(const struct tsr_mirror_status *s)
+static bool copy1_resyncing(const struct tsr_layout_status *s)
 {
 	return s->copies[1].state == TSR_COPY_RESYNCING;
 }
 
-static bool copy1_out_of_sync(const struct tsr_mirror_status *s)
+static bool copy1_out_of_sync(const struct tsr_layout_status *s)
 {
 	return s->copies[1].state == TSR_COPY_OUT_OF_SYNC;
 }
@@ -512,7 +512,7 @@ static void test_snap_during_resync(void **state)
 	for (unsigned r = 0; r < 8; r++)
 		assert_int_equal(lwrite(e, r * 2 * MiB, MiB, 40 + r, 0), 0);
 	node_run(&e->nodes[1], 11);
-	tsr_mirror_copy_returned(e->l, 1, e->nodes[1].address);
+	tsr_layout_copy_returned(e->l, 1, e->nodes[1].address);
 	assert_true(wait_status(e, copy1_resyncing, 10000));
 	usleep(600 * 1000); /* some regions copied (and cleared) already */
 	assert_int_equal(lwrite(e, 3 * MiB, 64 * 1024, 60, 0), 0);
@@ -521,7 +521,7 @@ static void test_snap_during_resync(void **state)
 	assert_int_equal(lwrite(e, 3 * MiB, 64 * 1024, 61, 0), 0);
 	assert_true(wait_status(e, copy1_out_of_sync, 10000));
 	assert_false(has_snap(e, 1, "mid"));
-	tsr_mirror_copy_returned(e->l, 1, e->nodes[1].address); /* the cluster's tick does this */
+	tsr_layout_copy_returned(e->l, 1, e->nodes[1].address); /* the cluster's tick does this */
 	assert_true(wait_status(e, all_in_sync, 30000));
 	for (unsigned n = 0; n < 3; n++)
 		assert_snap_equals(e, n, "mid", at_cut);
@@ -580,7 +580,7 @@ static void test_replica_down_resync(void **state)
 {
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
-	struct tsr_mirror_status s;
+	struct tsr_layout_status s;
 	uint64_t regions[32];
 	unsigned first_ack = UINT32_MAX, hook_oos = UINT32_MAX;
 
@@ -639,7 +639,7 @@ static void test_replica_down_resync(void **state)
 
 	/* back, on a new port: only the 3 regions move */
 	node_run(&e->nodes[2], 12);
-	tsr_mirror_copy_returned(e->l, 2, e->nodes[2].address);
+	tsr_layout_copy_returned(e->l, 2, e->nodes[2].address);
 	assert_true(wait_status(e, all_in_sync, 20000));
 	get_status(e, &s);
 	assert_int_equal(s.resync_regions_copied, 3);
@@ -660,7 +660,7 @@ static void test_below_min_replicas(void **state)
 {
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
-	struct tsr_mirror_status s;
+	struct tsr_layout_status s;
 	struct dcall d = {.kind = D_WRITE, .off = 0, .len = 64 * 1024, .log_ack = true};
 	uint64_t t0;
 
@@ -703,7 +703,7 @@ static void test_fencing(void **state)
 {
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
-	struct tsr_mirror_status s;
+	struct tsr_layout_status s;
 	struct tsr_layout *l2 = NULL, *l3 = NULL;
 	struct tsr_worker *home2 = start_worker_or_skip(2);
 	char dir2[512];
@@ -755,7 +755,7 @@ static void destroy_msg(struct tsr_worker *w, void *arg)
 	sem_post(&dc->done);
 }
 
-/* tsr_mirror_fence: the lease is lost */
+/* tsr_layout_fence: the lease is lost */
 static void test_fence_call(void **state)
 {
 	struct env *e = *state;
@@ -764,7 +764,7 @@ static void test_fence_call(void **state)
 	opts_init(e, &o, true, 2, 1);
 	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
 	assert_int_equal(lwrite(e, 0, BS, 1, 0), 0);
-	tsr_mirror_fence(e->l);
+	tsr_layout_fence(e->l);
 	assert_int_equal(ldo(e->home, e->l, D_WRITE, 0, BS, e->buf, 0), -EIO);
 	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), -EIO);
 	/* destroyed on its home worker itself: torn down there, freed once idle */
@@ -791,7 +791,7 @@ static void test_converge(void **state)
 {
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
-	struct tsr_mirror_status s;
+	struct tsr_layout_status s;
 
 	/* the copies agree on 1 MiB, then each differs somewhere */
 	for (unsigned i = 0; i < 3; i++)
@@ -821,7 +821,7 @@ static void test_scrub(void **state)
 {
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
-	struct tsr_mirror_status s;
+	struct tsr_layout_status s;
 
 	opts_init(e, &o, true, 2, 1);
 	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
@@ -829,7 +829,7 @@ static void test_scrub(void **state)
 	assert_int_equal(lwrite(e, 10 * MiB, MiB, 2, 0), 0);
 	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
 	/* nothing to find yet */
-	assert_int_equal(tsr_mirror_scrub_start(e->l, true), 0);
+	assert_int_equal(tsr_layout_scrub_start(e->l, true), 0);
 	assert_true(wait_status(e, scrub_finished, 20000));
 	get_status(e, &s);
 	assert_int_equal(s.scrub_mismatches, 0);
@@ -839,7 +839,7 @@ static void test_scrub(void **state)
 	store_fill(e, 1, 3 * BS, BS, 7);
 	store_fill(e, 2, 10 * MiB + 7 * BS, BS, 7);
 	store_fill(e, 0, 9 * BS, BS, 7);
-	assert_int_equal(tsr_mirror_scrub_start(e->l, true), 0);
+	assert_int_equal(tsr_layout_scrub_start(e->l, true), 0);
 	assert_true(wait_status(e, scrub_finished, 20000));
 	get_status(e, &s);
 	assert_int_equal(s.scrub_mismatches, 3);
@@ -849,7 +849,7 @@ static void test_scrub(void **state)
 
 	/* without repair: found, left alone */
 	store_fill(e, 1, 4 * BS, BS, 8);
-	assert_int_equal(tsr_mirror_scrub_start(e->l, false), 0);
+	assert_int_equal(tsr_layout_scrub_start(e->l, false), 0);
 	assert_true(wait_status(e, scrub_finished, 20000));
 	get_status(e, &s);
 	assert_int_equal(s.scrub_mismatches, 1);
@@ -901,7 +901,7 @@ static void test_hook_failure(void **state)
 {
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
-	struct tsr_mirror_status s;
+	struct tsr_layout_status s;
 
 	opts_init(e, &o, true, 2, 1);
 	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
@@ -931,7 +931,7 @@ static void test_resync_under_load(void **state)
 {
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
-	struct tsr_mirror_status s;
+	struct tsr_layout_status s;
 	static struct batch b;
 	unsigned round;
 
@@ -943,7 +943,7 @@ static void test_resync_under_load(void **state)
 	for (unsigned r = 0; r < 8; r++)
 		assert_int_equal(lwrite(e, r * MiB, MiB, 40 + r, 0), 0);
 	node_run(&e->nodes[1], 11);
-	tsr_mirror_copy_returned(e->l, 1, e->nodes[1].address);
+	tsr_layout_copy_returned(e->l, 1, e->nodes[1].address);
 
 	memset(&b, 0, sizeof(b));
 	b.l = e->l;
@@ -980,8 +980,8 @@ static void test_replace(void **state)
 {
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
-	struct tsr_mirror_status s;
-	struct tsr_mirror_copy nc = {.state = TSR_COPY_OUT_OF_SYNC};
+	struct tsr_layout_status s;
+	struct tsr_layout_copy nc = {.state = TSR_COPY_OUT_OF_SYNC};
 	struct node n3;
 	char path[PATH_MAX];
 
@@ -995,7 +995,7 @@ static void test_replace(void **state)
 	assert_int_equal(node_init(&n3, 3, VOL), 0);
 	snprintf(nc.node_id, sizeof(nc.node_id), "%s", n3.node_id);
 	snprintf(nc.address, sizeof(nc.address), "%s", n3.address);
-	assert_int_equal(tsr_mirror_replace_copy(e->l, 2, &nc), 0);
+	assert_int_equal(tsr_layout_replace_copy(e->l, 2, &nc), 0);
 	snprintf(path, sizeof(path), "%s/%s.node2.bitmap", e->state_dir, VOLNAME);
 	assert_int_equal(access(path, F_OK), -1);
 	assert_true(wait_status(e, all_in_sync, 20000));
@@ -1043,13 +1043,13 @@ static void test_stalled_write_resumes(void **state)
 	assert_int_equal(d.calls, 0);
 	/* node2 back: resyncing region 3 must not wait for the waiting write */
 	node_run(&e->nodes[2], 12);
-	tsr_mirror_copy_returned(e->l, 2, e->nodes[2].address);
+	tsr_layout_copy_returned(e->l, 2, e->nodes[2].address);
 	assert_int_equal(dcall_wait(&d, 10000), 0);
 	assert_int_equal(d.calls, 1);
 	memcpy(e->model + 3 * MiB, d.buf, 64 * 1024);
 	tsr_free_aligned(d.buf);
 	node_run(&e->nodes[1], 11);
-	tsr_mirror_copy_returned(e->l, 1, e->nodes[1].address);
+	tsr_layout_copy_returned(e->l, 1, e->nodes[1].address);
 	assert_true(wait_status(e, all_in_sync, 20000));
 	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
 	assert_copies_equal_model(e);
@@ -1077,7 +1077,7 @@ static void test_scrub_unreadable(void **state)
 {
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
-	struct tsr_mirror_status s;
+	struct tsr_layout_status s;
 
 	opts_init(e, &o, true, 2, 1);
 	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
@@ -1086,7 +1086,7 @@ static void test_scrub_unreadable(void **state)
 	corrupt_block(&e->nodes[1], 17);
 	assert_int_equal(node_store_read(&e->nodes[0], 5 * BS, BS, e->buf), -EIO);
 	assert_int_equal(node_store_read(&e->nodes[1], 17 * BS, BS, e->buf), -EIO);
-	assert_int_equal(tsr_mirror_scrub_start(e->l, true), 0);
+	assert_int_equal(tsr_layout_scrub_start(e->l, true), 0);
 	assert_true(wait_status(e, scrub_finished, 20000));
 	get_status(e, &s);
 	assert_int_equal(s.scrub_mismatches, 2);
@@ -1118,7 +1118,7 @@ static void test_replica_dies_mid_workload(void **state)
 {
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
-	struct tsr_mirror_status s;
+	struct tsr_layout_status s;
 	struct stopper st = {.n = &e->nodes[2], .delay_ms = 100};
 	static struct batch b;
 	pthread_t t;
@@ -1155,7 +1155,7 @@ static void test_replica_dies_mid_workload(void **state)
 	assert_true(s.copies[2].dirty_bytes <= 8 * REGION); /* never more than written */
 
 	node_run(&e->nodes[2], 12);
-	tsr_mirror_copy_returned(e->l, 2, e->nodes[2].address);
+	tsr_layout_copy_returned(e->l, 2, e->nodes[2].address);
 	assert_true(wait_status(e, all_in_sync, 20000));
 	get_status(e, &s);
 	assert_true(s.resync_bytes_copied <= 8 * REGION);
@@ -1170,7 +1170,7 @@ static void test_resync_at_create(void **state)
 {
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
-	struct tsr_mirror_status s;
+	struct tsr_layout_status s;
 
 	opts_init(e, &o, true, 2, 1);
 	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
@@ -1222,7 +1222,7 @@ static void test_local_copy_fails(void **state)
 {
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
-	struct tsr_mirror_status s;
+	struct tsr_layout_status s;
 	struct tsr_io_opts io = {.kind = TSR_IO_AUTO, .fault_spec = "write:3:fail=EIO"};
 	struct tsr_worker *faulty = NULL;
 
@@ -1256,12 +1256,12 @@ static void test_local_copy_fails(void **state)
 }
 
 /* The cluster fences while holding the lock its hook takes on the home
- * worker, which is blocked in that hook: tsr_mirror_fence must not wait. */
+ * worker, which is blocked in that hook: tsr_layout_fence must not wait. */
 static void *fence_thread(void *arg)
 {
 	void **a = arg;
 
-	tsr_mirror_fence(a[0]);
+	tsr_layout_fence(a[0]);
 	sem_post(a[1]);
 	return NULL;
 }
@@ -1270,7 +1270,7 @@ static void test_fence_under_hook_lock(void **state)
 {
 	struct env *e = *state;
 	struct tsr_mirror_opts o;
-	struct tsr_mirror_status s;
+	struct tsr_layout_status s;
 	pthread_t t;
 	sem_t done;
 	void *args[2];
