@@ -39,6 +39,30 @@
  * volume and replies with length 0, status 0 or -errno (-ESTALE stale epoch,
  * -EEXIST, -ENOENT, -EINVAL bad name or op, -EBUSY writes in flight there).
  *
+ * Staged chunk writes (EC transactions, ec.h; store.h tsr_svol_stage*), each
+ * carrying the session handle and an epoch checked like a data op's:
+ *   STAGE request: offset = chunk-volume offset (4 KiB aligned), length =
+ *     data bytes (4 KiB multiple, <= 1 MiB), payload = 32-byte prefix +
+ *     length data bytes (payload_len 32 + length), data_crc over all of it:
+ *       off size field
+ *        0   8   txn
+ *        8   8   stripe
+ *       16   4   participants   bit p: stripe position p takes part (p < 20)
+ *       20  12   reserved       0
+ *     reply: status (-EEXIST, -ENOSPC, -EINVAL, -ESTALE, -EIO).
+ *   COMMIT request: offset = txn, length 0; reply: status (-ENOENT).
+ *   RELEASE request: offset = txn_upto, length 0; reply: status.
+ *   STAGE_LIST request: offset 0, length 0; reply: length = 40 * n bytes
+ *     (n <= TSR_STAGE_MAX_ENTRIES), n entries in txn order:
+ *       off size field
+ *        0   8   txn
+ *        8   8   stripe
+ *       16   8   offset
+ *       24   4   length
+ *       28   4   participants
+ *       32   4   state          1 staged, 2 committed
+ *       36   4   reserved       0
+ *
  * Replica rules (engine/peer/peer_server.c): the first frame must be HELLO
  * with the cluster token; OPEN of "V@S" opens snapshot S of V read-only
  * (writes -EROFS; no epoch is recorded: reading a snapshot changes nothing);
@@ -78,6 +102,10 @@ enum tsr_peer_op {
 	TSR_PEER_PING = 10,
 	TSR_PEER_SNAP = 11,   /* struct tsr_snap_req on the session's volume (layout.h);
 			       * the coordinator sends it with its writes drained */
+	TSR_PEER_STAGE = 12,  /* tsr_svol_stage */
+	TSR_PEER_COMMIT = 13, /* tsr_svol_stage_commit */
+	TSR_PEER_RELEASE = 14, /* tsr_svol_stage_release */
+	TSR_PEER_STAGE_LIST = 15, /* tsr_svol_stage_list */
 };
 
 #define TSR_PEER_F_REPLY 0x01u
@@ -117,6 +145,26 @@ void tsr_peer_hdr_pack(const struct tsr_peer_hdr *h, uint8_t buf[TSR_PEER_HDR_SI
 int tsr_peer_snap_parse(const uint8_t *p, uint32_t len, struct tsr_snap_req *out);
 /* Encode req; returns the payload length, or -EINVAL when it would not parse. */
 int tsr_peer_snap_pack(const struct tsr_snap_req *req, uint8_t buf[TSR_PEER_SNAP_MAX]);
+
+#define TSR_PEER_STAGE_PREFIX 32u
+#define TSR_PEER_STAGE_ENTRY 40u
+/*
+ * STAGE payload prefix (the first TSR_PEER_STAGE_PREFIX bytes; the header
+ * gives offset and length): fills e (txn, stripe, participants; offset and
+ * length from hdr; state STAGED).  Errors: -EPROTO reserved bytes not 0,
+ * -EINVAL participants 0 or beyond bit 19.
+ */
+int tsr_peer_stage_parse(const struct tsr_peer_hdr *hdr, const uint8_t *prefix,
+			 struct tsr_stage_entry *e);
+void tsr_peer_stage_pack(const struct tsr_stage_entry *e, uint8_t prefix[TSR_PEER_STAGE_PREFIX]);
+/*
+ * STAGE_LIST reply payload (len bytes): n entries into out[0..max-1].
+ * Errors: -EPROTO len not a multiple of 40, a bad state, reserved not 0,
+ * offset/length misaligned, txns not increasing; -EMSGSIZE more than max.
+ */
+int tsr_peer_stage_list_parse(const uint8_t *p, uint32_t len, struct tsr_stage_entry *out,
+			      size_t max, size_t *n);
+void tsr_peer_stage_list_pack(const struct tsr_stage_entry *e, size_t n, uint8_t *out);
 
 /* ---- replica side: serving this node's store copies to coordinators ---- */
 
@@ -207,5 +255,21 @@ int tsr_peer_sums(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
  */
 int tsr_peer_snap(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 		  const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg);
+
+/* Staged chunk writes (store.h tsr_svol_stage*); e->offset/length/txn/
+ * stripe/participants as sent.  buf: e->length bytes, the caller's until cb.
+ * Errors before sending: -EINVAL (misaligned, length 0 or > 1 MiB,
+ * participants 0), -ENOTCONN, -ENOMEM. */
+int tsr_peer_stage(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+		   const struct tsr_stage_entry *e, const void *buf, tsr_cb cb_fn, void *cb_arg);
+int tsr_peer_commit(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch, uint64_t txn,
+		    tsr_cb cb_fn, void *cb_arg);
+int tsr_peer_release(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+		     uint64_t txn_upto, tsr_cb cb_fn, void *cb_arg);
+/* cb_fn(cb_arg, status, entries, n): entries valid during the call only. */
+typedef void (*tsr_peer_stage_list_cb)(void *cb_arg, int status,
+				       const struct tsr_stage_entry *entries, size_t n);
+int tsr_peer_stage_list(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+			tsr_peer_stage_list_cb cb_fn, void *cb_arg);
 
 #endif

@@ -235,4 +235,71 @@ bool tsr_svol_readonly(const struct tsr_svol *svol);
 int tsr_store_vol_space(struct tsr_store *store, const char *vol, uint64_t *allocated,
 			uint64_t *exclusive);
 
+
+/* ---- staged chunk writes (EC transactions, ec.h) ----------------------------
+ *
+ * A per-volume journal (volumes/<uuid>.stage, format in docs/ARCHITECTURE.md
+ * "Local store") that makes a stripe's chunk writes atomic across nodes: the
+ * EC coordinator stages each participant's new bytes, then commits them
+ * once every participant staged.
+ *
+ * Entry life: STAGED (bytes durable in the journal, not in place) ->
+ * COMMITTED (marker durable, then the bytes written in place through the
+ * normal write path, durable) -> forgotten (released, or superseded by a
+ * newer txn staged for the same stripe on this volume).  Rules:
+ *  - at most one live entry per stripe: staging txn T2 for stripe S forgets
+ *    the older entry for S (the coordinator only stages T2 once T finished);
+ *  - at open, the newest record per stripe decides: COMMITTED -> its bytes
+ *    are written in place again (the in-place write may have been torn),
+ *    STAGED -> kept STAGED for the coordinator to resolve, released -> gone;
+ *  - release is durable before it returns; a released entry never comes back;
+ *  - rollback, delete and snapshot restore of the volume drop its journal;
+ *  - the journal holds at most TSR_STAGE_MAX_ENTRIES live entries (-ENOSPC).
+ */
+#define TSR_STAGE_MAX_ENTRIES 4096u
+
+enum tsr_stage_state {
+	TSR_STAGE_STAGED = 1,
+	TSR_STAGE_COMMITTED = 2,
+};
+
+struct tsr_stage_entry {
+	uint64_t txn;             /* coordinator's id, unique per volume, (epoch << 32) | n */
+	uint64_t stripe;          /* stripe number (ec.h geometry) */
+	uint64_t offset;          /* bytes in this volume, 4 KiB aligned */
+	uint32_t length;          /* 4 KiB multiple, 1..1 MiB (TSR_EC_MAX_UNIT) */
+	uint32_t participants;    /* bit p: stripe position p takes part in txn */
+	enum tsr_stage_state state;
+};
+
+/*
+ * Stage e->length bytes of buf for txn e->txn (e->state ignored): durable in
+ * the journal when cb fires with 0; nothing in place changes.  Staging the
+ * same txn again with the same offset/length replaces its bytes (retry).
+ * Async contract as tsr_svol_write.  Errors: -EINVAL range/alignment/length,
+ * -EEXIST txn known with another range, -ENOSPC journal full, -EROFS
+ * read-only handle, -EOPNOTSUPP device mode, -EIO.
+ */
+int tsr_svol_stage(struct tsr_svol *svol, struct tsr_io *io, const struct tsr_stage_entry *e,
+		   const void *buf, tsr_cb cb_fn, void *cb_arg);
+/*
+ * Commit txn: COMMITTED marker durable, then its bytes written in place
+ * (FUA; copy-on-write into the newest snapshot as for any write), then cb.
+ * Committing a COMMITTED txn writes its bytes again (idempotent roll
+ * forward).  Errors: -ENOENT txn unknown (never staged, released or
+ * superseded), -EIO.
+ */
+int tsr_svol_stage_commit(struct tsr_svol *svol, struct tsr_io *io, uint64_t txn,
+			  tsr_cb cb_fn, void *cb_arg);
+/* Live entries, by txn; *out malloc'd (free()), NULL when count is 0. */
+int tsr_svol_stage_list(struct tsr_svol *svol, struct tsr_stage_entry **out, size_t *count);
+/*
+ * Forget every live entry with txn <= txn_upto (STAGED ones are thereby
+ * rolled back: their bytes were never in place); durable (one small journal
+ * write, FUA) when cb fires with 0.  The EC coordinator calls it in batches.
+ * Async contract as tsr_svol_write.  Errors: -EIO.
+ */
+int tsr_svol_stage_release(struct tsr_svol *svol, struct tsr_io *io, uint64_t txn_upto,
+			   tsr_cb cb_fn, void *cb_arg);
+
 #endif

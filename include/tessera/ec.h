@@ -1,0 +1,192 @@
+/*
+ * Tessera erasure-coded layout (DESIGN.md layer 3, invariant 4): a volume
+ * cut into stripes of k data chunks + m parity chunks (Reed-Solomon over
+ * GF(2^8), ISA-L), chunk positions placed on k+m nodes in distinct failure
+ * domains.  Two parts: the codec (engine/layout/ec_codec.c, a thin wrapper
+ * over ISA-L) and the layout (engine/layout/ec*.c, a tsr_layout like the
+ * mirror, driven by the coordinator on the attach node).
+ *
+ * Geometry (every function of this header and the cluster code agree):
+ *   unit         stripe unit, bytes per chunk per stripe (4 KiB..1 MiB, power of 2)
+ *   width        k * unit: volume bytes per stripe
+ *   stripe s     volume bytes [s*width, (s+1)*width)
+ *   data chunk d of stripe s (0 <= d < k): volume bytes s*width + d*unit ..+unit
+ *   parity chunk j (0 <= j < m) is position k+j
+ *   position p of stripe s lives on copy (p + s) % (k+m)  (parity rotates)
+ *   on every copy, stripe s's chunk is at chunk-volume offset s*unit
+ *   chunk volume: the store volume with the volume's name on each copy's
+ *                 node, tsr_ec_chunk_volume_size(size) bytes
+ */
+#ifndef TESSERA_EC_H
+#define TESSERA_EC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tessera/layout.h"
+#include "tessera/store.h"
+#include "tessera/worker.h"
+
+#define TSR_EC_MAX_K 16u
+#define TSR_EC_MAX_M 4u
+#define TSR_EC_MIN_UNIT 4096u
+#define TSR_EC_MAX_UNIT (1024u * 1024)
+#define TSR_EC_DEFAULT_UNIT (64u * 1024)
+
+/* ---- geometry --------------------------------------------------------- */
+
+static inline uint64_t tsr_ec_stripes(uint64_t size, unsigned k, uint32_t unit)
+{
+	uint64_t width = (uint64_t)k * unit;
+
+	return (size + width - 1) / width;
+}
+
+/* Bytes of the chunk volume each of the k+m copies holds. */
+static inline uint64_t tsr_ec_chunk_volume_size(uint64_t size, unsigned k, uint32_t unit)
+{
+	return tsr_ec_stripes(size, k, unit) * unit;
+}
+
+/* Copy index holding position p (0..k+m-1) of stripe s. */
+static inline unsigned tsr_ec_copy_of(uint64_t stripe, unsigned p, unsigned k, unsigned m)
+{
+	return (unsigned)((p + stripe) % (k + m));
+}
+
+/* Position that copy c holds in stripe s (inverse of tsr_ec_copy_of). */
+static inline unsigned tsr_ec_position_of(uint64_t stripe, unsigned c, unsigned k, unsigned m)
+{
+	unsigned n = k + m;
+
+	return (unsigned)((c + n - stripe % n) % n);
+}
+
+/*
+ * Parse "K+M" (e.g. "4+2"): 1 <= k <= 16, 1 <= m <= 4.  Errors: -EINVAL
+ * (with nothing written to k, m).
+ */
+int tsr_ec_parse(const char *s, unsigned *k, unsigned *m);
+/* unit valid: power of 2 in [TSR_EC_MIN_UNIT, TSR_EC_MAX_UNIT]. */
+bool tsr_ec_unit_valid(uint32_t unit);
+
+/* ---- codec (ISA-L) ------------------------------------------------------ */
+
+/*
+ * One codec per (k, m); not thread-safe (decode tables are cached per
+ * pattern of missing chunks): one per thread or per layout.  Chunk buffers
+ * may have any alignment; len is any multiple of 64 (the engine uses 4 KiB
+ * multiples).
+ */
+struct tsr_ec_codec;
+
+/* Errors: -EINVAL k or m out of range, -ENOMEM. */
+int tsr_ec_codec_create(unsigned k, unsigned m, struct tsr_ec_codec **out);
+void tsr_ec_codec_destroy(struct tsr_ec_codec *c); /* NULL ok */
+
+/* parity[0..m-1] = encode(data[0..k-1]), each len bytes. */
+void tsr_ec_encode(struct tsr_ec_codec *c, size_t len, const uint8_t *const *data,
+		   uint8_t *const *parity);
+
+/*
+ * chunks[0..k+m-1] (data then parity), len bytes each; present: bit p set
+ * when chunks[p] holds position p's content.  Fills every chunk whose bit is
+ * set in want (and clear in present) from any k present ones.  Buffers of
+ * wanted chunks must be writable.  Errors: -EINVAL fewer than k present or
+ * a bit beyond k+m; -ENOMEM.
+ */
+int tsr_ec_decode(struct tsr_ec_codec *c, size_t len, uint8_t *const *chunks, uint32_t present,
+		  uint32_t want);
+
+/*
+ * Parity delta: data chunk d (0..k-1) changes from old_data to new_data;
+ * update parity[0..m-1] in place so that it equals the encode of the new
+ * data (ISA-L ec_encode_data_update on old ^ new).  scratch: len bytes.
+ */
+void tsr_ec_update(struct tsr_ec_codec *c, size_t len, unsigned d, const uint8_t *old_data,
+		   const uint8_t *new_data, uint8_t *const *parity, uint8_t *scratch);
+
+/* ---- layout -------------------------------------------------------------- */
+
+/*
+ * Rules (DESIGN.md invariants 1, 2, 4, 5, 7; docs/ARCHITECTURE.md
+ * "Erasure coding" has the protocol and the recovery rule per crash point):
+ *  - every write (full or partial stripe, write-zeroes) is a transaction per
+ *    stripe: the coordinator computes the new chunks (full stripe: encode;
+ *    partial: read the old column range from any k chunks, overlay, encode),
+ *    stages each participant's new bytes on its copy (tsr_svol_stage /
+ *    TSR_PEER_STAGE, durable there), and once every participant staged,
+ *    commits them (tsr_svol_stage_commit / TSR_PEER_COMMIT); the host is
+ *    acknowledged when every participant committed.  Writes to one stripe
+ *    run one at a time in arrival order;
+ *  - txn ids: (epoch << 32) | counter, so a newer coordinator's ids are
+ *    higher; the coordinator releases committed txns (TSR_PEER_RELEASE) in
+ *    batches;
+ *  - at create, on every reachable copy: list staged/committed entries
+ *    (tsr_svol_stage_list / TSR_PEER_STAGE_LIST); per txn: committed
+ *    anywhere, or staged on every participant -> roll forward (commit on all
+ *    reachable participants); otherwise roll back (release).  Then release
+ *    everything older than this epoch.  A copy unreachable then is OUT_OF_SYNC
+ *    and, when it returns, its entries are listed, the stripes they name
+ *    rebuilt on it (with the dirty regions), and released;
+ *  - reads: from the data chunk's copy when IN_SYNC, else decoded from any k
+ *    IN_SYNC chunks of the same column range (counted in degraded_reads);
+ *  - writes go on while at least min_in_sync (default k) copies are IN_SYNC
+ *    (a copy that fails is recorded OUT_OF_SYNC through the hooks before any
+ *    write that missed it is acknowledged, its dirty bitmap persisted in
+ *    state_dir as for the mirror); below that they wait write_wait_ms, then
+ *    -EIO;
+ *  - a returning copy gets the chunks of the stripes in its dirty regions
+ *    recomputed from k others (resync); a replacing copy gets every stripe's
+ *    chunk (rebuild); progress in status (stripes_rebuilding);
+ *  - trim: accepted and ignored (NBD allows it; data stays readable);
+ *  - scrub: every stripe's parity recomputed from its data and compared;
+ *    repair rewrites the chunks that disagree, choosing the content that
+ *    every choice of k good chunks decodes to (a chunk failing its CRC is
+ *    not good);
+ *  - snapshots: cut on every IN_SYNC copy at one point of the write order,
+ *    as the mirror does (the store snapshots each chunk volume).
+ *
+ * Fault switch for the write-hole test: when the environment variable
+ * TESSERA_EC_CRASH_POINT is set at layout create to "staged:N" or
+ * "committed:N", the coordinator process kills itself (SIGKILL) in the
+ * first partial-stripe write once N participants have acknowledged that
+ * step (stage or commit; N = 0 for "staged:0": after the old data was read,
+ * before any stage is sent).  It logs "ec fault switch: ..." first.
+ */
+struct tsr_ec_opts {
+	const char *name;
+	uint64_t size;                /* volume bytes (4 KiB multiple) */
+	unsigned k, m;
+	uint32_t stripe_unit;         /* tsr_ec_unit_valid */
+	uint64_t epoch;
+	struct tsr_store *store;      /* this node's store (for a local chunk copy) */
+	const char *state_dir;        /* dirty bitmaps: state_dir/<vol>.<node_id>.bitmap */
+	struct tsr_worker *home;
+	const char *node_id;
+	const char *token;
+	struct tsr_layout_copy copies[TSR_LAYOUT_MAX_COPIES]; /* index = copy c of tsr_ec_copy_of */
+	unsigned n_copies;            /* k + m */
+	unsigned min_in_sync;         /* 0: k */
+	unsigned peer_timeout_ms;     /* 0: 5000 */
+	unsigned write_wait_ms;       /* 0: 30000 */
+	uint64_t resync_rate;         /* bytes/s, 0: unlimited */
+	uint32_t region_size;         /* dirty-bitmap granule in chunk-volume bytes, 0: 1 MiB */
+	/* The previous coordinator did not detach cleanly: scrub-verify after the
+	 * staged-txn recovery (counted in status; repairs what disagrees). */
+	bool converge;
+	struct tsr_layout_hooks hooks;
+};
+
+/*
+ * Build and start on opts->home (blocking, control thread): open sessions on
+ * every reachable copy with opts->epoch, run the staged-txn recovery above,
+ * start resyncs.  Returns once the volume can serve.  Errors: -ESTALE,
+ * -EIO fewer than min_in_sync IN_SYNC copies reachable, -ENOENT a chunk
+ * volume missing, -EINVAL opts (k, m, unit, n_copies, sizes), -ENOMEM.
+ */
+int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out);
+bool tsr_layout_is_ec(const struct tsr_layout *l);
+
+#endif
