@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "admin/admin_internal.h"
+#include "tessera/ec.h"
 #include "tessera/pbmsg.h"
 
 #define MAX_STRING 4096      /* any string field in a reply */
@@ -285,10 +286,62 @@ static int check_clone(const Tessera__Admin__VolumeCreate *c, const char **why)
 	return 0;
 }
 
+static int check_domain(const Tessera__Admin__VolumeCreate *c, const char **why)
+{
+	if (!valid_text(c->failure_domain, 16, true) ||
+	    (c->failure_domain[0] && strcmp(c->failure_domain, "node") &&
+	     strcmp(c->failure_domain, "zone") && strcmp(c->failure_domain, "site"))) {
+		*why = "failure domain must be node, zone or site";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * Erasure coding: ec "K+M" excludes replicas; min_replicas (in-sync chunk
+ * copies for writes) K..K+M; a stripe unit only with ec, a power of 2 in
+ * 4 KiB..1 MiB.
+ */
+static int check_ec(const Tessera__Admin__VolumeCreate *c, const char **why)
+{
+	unsigned k, m;
+
+	if (c->ec == NULL || c->ec[0] == '\0') {
+		if (c->stripe_unit) {
+			*why = "stripe_unit goes with ec (an erasure-coded volume): give ec K+M too";
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (!valid_text(c->ec, 16, false) || tsr_ec_parse(c->ec, &k, &m)) {
+		*why = "ec must be K+M with K data chunks 1 to 16 and M parity chunks 1 to 4, "
+		       "e.g. 4+2";
+		return -EINVAL;
+	}
+	if (c->replicas) {
+		*why = "ec and replicas exclude each other: an ec K+M volume has K+M chunk copies";
+		return -EINVAL;
+	}
+	if (c->stripe_unit && !tsr_ec_unit_valid(c->stripe_unit)) {
+		*why = "stripe_unit must be a power of 2 from 4 KiB to 1 MiB (0: 64 KiB)";
+		return -EINVAL;
+	}
+	if (c->min_replicas && (c->min_replicas < k || c->min_replicas > k + m)) {
+		*why = "min-replicas of an ec K+M volume must be K to K+M (a stripe needs K "
+		       "chunks in sync to be written)";
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int check_replication(const Tessera__Admin__VolumeCreate *c, const char **why)
 {
 	unsigned replicas = c->replicas ? c->replicas : 3;
 
+	if (c->ec != NULL && c->ec[0] != '\0')
+		return check_ec(c, why) ?: check_domain(c, why);
+	if (check_ec(c, why))
+		return -EINVAL;
 	if (c->replicas > 8) {
 		*why = "replicas must be 1 to 8";
 		return -EINVAL;
@@ -297,13 +350,7 @@ static int check_replication(const Tessera__Admin__VolumeCreate *c, const char *
 		*why = "min-replicas must not exceed replicas";
 		return -EINVAL;
 	}
-	if (!valid_text(c->failure_domain, 16, true) ||
-	    (c->failure_domain[0] && strcmp(c->failure_domain, "node") &&
-	     strcmp(c->failure_domain, "zone") && strcmp(c->failure_domain, "site"))) {
-		*why = "failure domain must be node, zone or site";
-		return -EINVAL;
-	}
-	return 0;
+	return check_domain(c, why);
 }
 
 static int check_request(const Tessera__Admin__Request *req, const char **why)
@@ -463,8 +510,14 @@ static bool valid_volume(const Tessera__Admin__Volume *v)
 	if (v == NULL || !tsr_valid_name(v->name) || !valid_uuid(v->uuid) ||
 	    v->size % TSR_BLOCK_SIZE || !valid_strings(v->nbd_uris, v->n_nbd_uris) ||
 	    !valid_text(v->failure_domain, 16, true) || !valid_text(v->attached_node, 64, true) ||
-	    v->n_copies > 8 || !valid_text(v->parent_volume, 64, true) ||
+	    v->n_copies > TSR_LAYOUT_MAX_COPIES || !valid_text(v->parent_volume, 64, true) ||
 	    !valid_text(v->parent_snapshot, 64, true) || v->n_snapshots > MAX_SNAPSHOTS)
+		return false;
+	/* ec: k+m chunk copies of a valid geometry (all zero for a mirror) */
+	if ((v->ec_k || v->ec_m || v->stripe_unit) &&
+	    (v->ec_k < 1 || v->ec_k > TSR_EC_MAX_K || v->ec_m < 1 || v->ec_m > TSR_EC_MAX_M ||
+	     !tsr_ec_unit_valid(v->stripe_unit) ||
+	     (v->n_copies && v->n_copies != (size_t)v->ec_k + v->ec_m)))
 		return false;
 	for (size_t i = 0; i < v->n_snapshots; i++)
 		if (!valid_snapshot(v->snapshots[i]))

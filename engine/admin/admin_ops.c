@@ -561,6 +561,13 @@ static void op_volume_create(struct tsr_admin_server *srv, const Tessera__Admin_
 	char sz[32];
 	int ret;
 
+	if (c->ec != NULL && c->ec[0] != '\0') {
+		/* a standalone node has one store: nowhere to put k+m chunks */
+		admin_fail(resp, -EINVAL, "volume '%s': erasure coding (ec %s) needs a cluster of "
+			   "at least K+M nodes (start tesserad with --meta / --join); a standalone "
+			   "node keeps one copy", c->name, c->ec);
+		return;
+	}
 	if (c->from_volume != NULL && c->from_volume[0] != '\0') {
 		op_volume_clone(srv, c, resp);
 		return;

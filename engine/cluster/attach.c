@@ -7,9 +7,10 @@
  *  2. vol/<name> gets epoch = that epoch (older coordinators can no longer
  *     record copy states) and clean_detach = false; the old clean_detach
  *     says whether the copies need converging (mirror opts.converge).
- *  3. the mirror layout opens every copy with the epoch (fencing any older
- *     coordinator at the replicas) and is registered in the volume set,
- *     which serves it over NBD.
+ *  3. the layout (mirror, or ec when the record has ec_k: layout_open is the
+ *     one place that picks) opens every copy with the epoch (fencing any
+ *     older coordinator at the replicas) and is registered in the volume
+ *     set, which serves it over NBD.
  * Detach undoes it; clean_detach = true only when the mirror was not fenced.
  * The 500 ms tick tells a mirror when a copy's node is alive again and
  * rebuilds a copy whose node stayed dead for --rebuild-after seconds.
@@ -22,6 +23,7 @@
 
 #include "admin/admin_internal.h"
 #include "cluster/internal.h"
+#include "tessera/ec.h"
 
 /* Forward req to the node called node_id; false when that is us. */
 static bool forward_to(struct tsr_cluster *c, const char *node_id,
@@ -139,12 +141,89 @@ static void delete_attach_key(struct tsr_cluster *c, const char *name, uint64_t 
 			 strerror(-ret));
 }
 
+/*
+ * Transitional: engine/layout/ec*.c (tsr_layout_ec_create) is being written
+ * in parallel; a weak reference keeps tesserad linking until it lands (ec
+ * attach then fails with -EOPNOTSUPP).  Remove once it is in.
+ */
+#pragma weak tsr_layout_ec_create
+
+/* What the attach works out before the layout exists (attach_local). */
+struct layout_params {
+	uint64_t epoch;
+	struct tsr_worker *home;
+	bool converge;                 /* the last coordinator did not detach cleanly */
+	struct tsr_layout_copy copies[TSR_LAYOUT_MAX_COPIES]; /* rec->copies, addresses filled */
+};
+
+/*
+ * The one place that knows two layouts exist: ec when rec->ec_k > 0, else
+ * the mirror.  Everything after it drives the layout through tsr_layout_*.
+ * Errors as tsr_layout_mirror_create / tsr_layout_ec_create.
+ */
+static int layout_open(struct tsr_cluster *c, const Tessera__Cluster__VolumeRecord *rec,
+		       const struct layout_params *p, struct tsr_layout **out)
+{
+	struct tsr_layout_hooks hooks = { .set_copy_state = cluster_set_copy_state, .arg = c };
+
+	if (rec->ec_k) {
+		struct tsr_ec_opts eo;
+
+		memset(&eo, 0, sizeof(eo));
+		eo.name = rec->name;
+		eo.size = rec->size;
+		eo.k = rec->ec_k;
+		eo.m = rec->ec_m;
+		eo.stripe_unit = rec->stripe_unit;
+		eo.epoch = p->epoch;
+		eo.store = c->o.store;
+		eo.state_dir = c->coord_dir;
+		eo.home = p->home;
+		eo.node_id = c->node_id;
+		eo.token = c->token;
+		memcpy(eo.copies, p->copies, sizeof(eo.copies));
+		eo.n_copies = (unsigned)rec->n_copies;
+		eo.min_in_sync = rec->min_replicas;
+		eo.peer_timeout_ms = c->o.peer_timeout_ms;
+		eo.write_wait_ms = c->o.write_wait_ms;
+		eo.resync_rate = c->o.resync_rate;
+		eo.converge = p->converge;
+		eo.hooks = hooks;
+		if (tsr_layout_ec_create == NULL)
+			return -EOPNOTSUPP;
+		return tsr_layout_ec_create(&eo, out);
+	} else {
+		struct tsr_mirror_opts mo;
+
+		if (rec->n_copies > TSR_MIRROR_MAX_COPIES)
+			return -EINVAL;
+		memset(&mo, 0, sizeof(mo));
+		mo.name = rec->name;
+		mo.size = rec->size;
+		mo.epoch = p->epoch;
+		mo.store = c->o.store;
+		mo.state_dir = c->coord_dir;
+		mo.home = p->home;
+		mo.node_id = c->node_id;
+		mo.token = c->token;
+		memcpy(mo.copies, p->copies, sizeof(mo.copies));
+		mo.n_copies = (unsigned)rec->n_copies;
+		mo.min_replicas = rec->min_replicas;
+		mo.peer_timeout_ms = c->o.peer_timeout_ms;
+		mo.write_wait_ms = c->o.write_wait_ms;
+		mo.resync_rate = c->o.resync_rate;
+		mo.converge = p->converge;
+		mo.hooks = hooks;
+		return tsr_layout_mirror_create(&mo, out);
+	}
+}
+
 /* Attach name here.  0, or -errno with msg. */
 static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len)
 {
 	Tessera__Cluster__AttachRecord arec = TESSERA__CLUSTER__ATTACH_RECORD__INIT;
 	Tessera__Cluster__VolumeRecord *rec = NULL;
-	struct tsr_mirror_opts mo;
+	struct layout_params lo;
 	struct tsr_layout *layout = NULL;
 	struct attachment *a;
 	struct tsr_worker *home;
@@ -214,25 +293,11 @@ static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size
 		goto undo_key;
 	}
 
-	memset(&mo, 0, sizeof(mo));
-	mo.name = name;
-	mo.size = rec->size;
-	mo.epoch = epoch;
-	mo.store = c->o.store;
-	mo.state_dir = c->coord_dir;
-	home = c->o.workers[c->next_home++ % c->o.n_workers];
-	mo.home = home;
-	mo.node_id = c->node_id;
-	mo.token = c->token;
-	mo.n_copies = (unsigned)rec->n_copies;
-	mo.min_replicas = rec->min_replicas;
-	mo.peer_timeout_ms = c->o.peer_timeout_ms;
-	mo.write_wait_ms = c->o.write_wait_ms;
-	mo.resync_rate = c->o.resync_rate;
-	mo.converge = !old_clean;
-	mo.hooks.set_copy_state = cluster_set_copy_state;
-	mo.hooks.arg = c;
-
+	memset(&lo, 0, sizeof(lo));
+	lo.epoch = epoch;
+	lo.home = c->o.workers[c->next_home++ % c->o.n_workers];
+	lo.converge = !old_clean;
+	home = lo.home;
 	a = calloc(1, sizeof(*a));
 	if (a == NULL) {
 		ret = -ENOMEM;
@@ -241,10 +306,10 @@ static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size
 	}
 	snprintf(a->name, sizeof(a->name), "%s", name);
 	a->epoch = epoch;
-	a->n_copies = mo.n_copies;
-	for (unsigned i = 0; i < mo.n_copies; i++) {
+	a->n_copies = (unsigned)rec->n_copies;
+	for (unsigned i = 0; i < a->n_copies; i++) {
 		const Tessera__Cluster__CopyRecord *cr = rec->copies[i];
-		struct tsr_layout_copy *mc = &mo.copies[i];
+		struct tsr_layout_copy *mc = &lo.copies[i];
 		Tessera__Cluster__NodeRecord *node = NULL;
 		char bitmap[4096];
 
@@ -270,7 +335,7 @@ static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size
 		 * compares it if it is reachable now; if not, its resync compares
 		 * every block when it returns (mirror.h, full_resync).
 		 */
-		if (mo.converge && !mc->local && strcmp(cr->node_id, prev_coord) == 0)
+		if (lo.converge && !mc->local && strcmp(cr->node_id, prev_coord) == 0)
 			mc->full_resync = true;
 	}
 	/* listed before the mirror exists: its first state changes need our epoch */
@@ -279,11 +344,11 @@ static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size
 	c->attached = a;
 	pthread_mutex_unlock(&c->lock);
 
-	tsr_info("cluster: attaching %s epoch %llu (%u copies, min %u, %s)", name,
-		 (unsigned long long)epoch, mo.n_copies, mo.min_replicas,
-		 mo.converge ? "converging: the last coordinator did not detach cleanly" :
-		 "clean");
-	ret = tsr_layout_mirror_create(&mo, &layout);
+	tsr_info("cluster: attaching %s epoch %llu (%s%u copies, min %u, %s)", name,
+		 (unsigned long long)epoch, rec->ec_k ? "ec, " : "", a->n_copies,
+		 rec->min_replicas, lo.converge ? "converging: the last coordinator did not "
+		 "detach cleanly" : "clean");
+	ret = layout_open(c, rec, &lo, &layout);
 	if (ret) {
 		snprintf(msg, msg_len, "cannot attach '%s': %s", name,
 			 ret == -EIO ? "fewer than min-replicas in-sync copies are reachable (tessera "
@@ -291,6 +356,7 @@ static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size
 			 ret == -ESTALE ? "a copy has seen a newer coordinator (someone attached it "
 			 "since: tessera volume show)" :
 			 ret == -ENOENT ? "a copy is missing on its node (replace-replica it)" :
+			 ret == -EOPNOTSUPP ? "this tesserad has no erasure-coded layout" :
 			 strerror(-ret));
 		goto undo_list;
 	}
@@ -469,6 +535,12 @@ static void fill_status(struct tsr_cluster *c, struct attachment *a,
 	vs->writes = st.writes;
 	vs->reads = st.reads;
 	vs->copy_failures = st.copy_failures;
+	vs->stripes_total = st.stripes_total;
+	vs->stripes_degraded = st.stripes_degraded;
+	vs->stripes_rebuilding = st.stripes_rebuilding;
+	vs->degraded_reads = st.degraded_reads;
+	vs->txn_rolled_forward = st.txn_rolled_forward;
+	vs->txn_rolled_back = st.txn_rolled_back;
 }
 
 /* Status or scrub of a volume: here, forwarded to its coordinator, or from the record. */

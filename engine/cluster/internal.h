@@ -39,7 +39,7 @@ struct attachment {
 		double next_return;    /* ev_now before which copy_returned is not repeated */
 		double dead_since;     /* ev_now when its node was first seen dead, 0: alive */
 		enum tsr_copy_state last_state; /* as last logged */
-	} copies[TSR_MIRROR_MAX_COPIES];
+	} copies[TSR_LAYOUT_MAX_COPIES];
 	struct attachment *next;       /* lock */
 };
 
@@ -97,6 +97,8 @@ Tessera__Cluster__AttachRecord *rec_attach_decode(const struct tsr_meta_kv *kv);
 /* Pack msg and CAS it at key (expect_rev as tsr_meta_cas). */
 int rec_put(struct tsr_meta *m, const char *key, const ProtobufCMessage *msg,
 	    uint64_t expect_rev, uint64_t lease, uint64_t *new_rev);
+/* Bytes of one store copy of r: the volume size, or (ec) its chunk volume size. */
+uint64_t rec_copy_size(const Tessera__Cluster__VolumeRecord *r);
 const char *rec_state_name(Tessera__Cluster__CopyState st);
 enum tsr_copy_state rec_state_to_mirror(Tessera__Cluster__CopyState st);
 Tessera__Cluster__CopyState rec_state_from_mirror(enum tsr_copy_state st);
@@ -117,6 +119,7 @@ bool view_alive(const struct cluster_view *v, const char *node_id);
 const Tessera__Cluster__NodeRecord *view_node(const struct cluster_view *v, const char *id);
 /* node id attached as coordinator of vol (epoch in *epoch), or NULL */
 const char *view_attached(const struct cluster_view *v, const char *vol, uint64_t *epoch);
+/* Bytes of the store copies placed on node_id (rec_copy_size each) and their count. */
 uint64_t view_provisioned(const struct cluster_view *v, const char *node_id, uint32_t *copies);
 
 /* ---- volume.c: create, delete, resize, list, show, replace ----------- */

@@ -8,13 +8,18 @@
  *  - only alive nodes with room for the copy (capacity - provisioned >= size);
  *  - the domains whose best node has the most unprovisioned capacity first,
  *    and in each domain that best node (ties broken by node id, so the
- *    choice is deterministic).
+ *    choice is deterministic);
+ *  - an erasure-coded k+m volume is k+m copies of its chunk volume size
+ *    (include/tessera/ec.h), placed by the same rules: the chunks of one
+ *    stripe never share a domain, so losing a domain loses one chunk of
+ *    every stripe, and capacity is balanced on what each copy really holds.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cluster/internal.h"
+#include "tessera/ec.h"
 
 int tsr_failure_domain_parse(const char *s, enum tsr_failure_domain *out)
 {
@@ -202,4 +207,70 @@ int tsr_cluster_place(const struct tsr_place_node *nodes, size_t n, enum tsr_fai
 		chosen[k] = best[k];
 	}
 	return 0;
+}
+
+/* Distinct failure domains among the nodes that may take a copy. */
+static size_t candidate_domains(const struct tsr_place_node *nodes, size_t n,
+				enum tsr_failure_domain fd, bool *cand)
+{
+	size_t count = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		cand[i] = nodes[i].alive && !nodes[i].holds_copy;
+		for (size_t j = 0; cand[i] && j < n; j++)
+			if (nodes[j].holds_copy &&
+			    strcmp(domain_of(&nodes[i], fd), domain_of(&nodes[j], fd)) == 0)
+				cand[i] = false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		bool seen = false;
+
+		for (size_t j = 0; j < i && cand[i] && !seen; j++)
+			seen = cand[j] && strcmp(domain_of(&nodes[i], fd), domain_of(&nodes[j], fd)) == 0;
+		count += cand[i] && !seen;
+	}
+	return count;
+}
+
+int tsr_cluster_place_ec(const struct tsr_place_node *nodes, size_t n,
+			 enum tsr_failure_domain fd, unsigned k, unsigned m, uint32_t unit,
+			 uint64_t size, unsigned *chosen, char *why, size_t why_len)
+{
+	bool cand[256] = { false };
+	char geo[32], num[16];
+	size_t pos = 0, have;
+	int ret;
+
+	if (why_len)
+		why[0] = '\0';
+	if (k < 1 || k > TSR_EC_MAX_K || m < 1 || m > TSR_EC_MAX_M || unit == 0 || n > 256)
+		return -EINVAL;
+	snprintf(geo, sizeof(geo), "%u+%u", k, m);
+	ret = tsr_cluster_place(nodes, n, fd, k + m, tsr_ec_chunk_volume_size(size, k, unit),
+				chosen, why, why_len);
+	if (ret != -ENOSPC)
+		return ret;
+	have = candidate_domains(nodes, n, fd, cand);
+	if (have >= k + m) {
+		/* enough domains, not enough room: keep the sentence, name the layout */
+		char tail[1024];
+
+		snprintf(tail, sizeof(tail), "%s", why);
+		pos = 0;
+		add(why, why_len, &pos, "ec %s: %s", geo, tail);
+		return ret;
+	}
+	snprintf(num, sizeof(num), "%u", k + m);
+	pos = 0;
+	add(why, why_len, &pos, "ec %s needs %s ", geo, num);
+	add(why, why_len, &pos, fd == TSR_FD_NODE ? "distinct nodes%s%s" : "nodes in distinct "
+	    "%ss", fd == TSR_FD_NODE ? "" : tsr_failure_domain_name(fd), "");
+	snprintf(num, sizeof(num), "%zu", have);
+	add(why, why_len, &pos, ", the cluster has %s alive%s: ", num,
+	    fd == TSR_FD_NODE ? "" : fd == TSR_FD_ZONE ? " zones" : " sites");
+	describe(nodes, n, fd, cand, false, why, why_len, &pos);
+	add(why, why_len, &pos, " (start more nodes%s%s, ask for a smaller k+m, or a smaller "
+	    "failure domain)", fd == TSR_FD_NODE ? "" : " with --", fd == TSR_FD_NODE ? "" :
+	    tsr_failure_domain_name(fd));
+	return ret;
 }

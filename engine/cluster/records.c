@@ -1,7 +1,7 @@
 /*
  * Metadata records (proto/cluster.proto): one decoding function per record
  * type, which checks what the code after it relies on (valid names, bounded
- * strings, copy counts), and the cluster view: node/, alive/, vol/ and
+ * strings, copy counts, the erasure-coding geometry), and the cluster view: node/, alive/, vol/ and
  * attach/ read in one go for a command.
  */
 #include <errno.h>
@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cluster/internal.h"
+#include "tessera/ec.h"
 
 #define MAX_TEXT 255
 
@@ -46,6 +47,25 @@ bad:
 	return NULL;
 }
 
+/*
+ * The erasure-coding fields: all zero (a mirror), or k 1..16, m 1..4, a
+ * valid stripe unit, k+m copies and at least k of them needed in sync (a
+ * stripe cannot be written or read with fewer).
+ */
+static bool rec_ec_ok(const Tessera__Cluster__VolumeRecord *r)
+{
+	if (r->ec_k == 0 && r->ec_m == 0 && r->stripe_unit == 0)
+		return true;
+	return r->ec_k >= 1 && r->ec_k <= TSR_EC_MAX_K && r->ec_m >= 1 &&
+	       r->ec_m <= TSR_EC_MAX_M && tsr_ec_unit_valid(r->stripe_unit) &&
+	       r->n_copies == (size_t)r->ec_k + r->ec_m && r->min_replicas >= r->ec_k;
+}
+
+uint64_t rec_copy_size(const Tessera__Cluster__VolumeRecord *r)
+{
+	return r->ec_k ? tsr_ec_chunk_volume_size(r->size, r->ec_k, r->stripe_unit) : r->size;
+}
+
 Tessera__Cluster__VolumeRecord *rec_volume_decode(const struct tsr_meta_kv *kv)
 {
 	Tessera__Cluster__VolumeRecord *r;
@@ -55,9 +75,10 @@ Tessera__Cluster__VolumeRecord *rec_volume_decode(const struct tsr_meta_kv *kv)
 	if (r == NULL)
 		goto bad;
 	if (!tsr_valid_name(r->name) || !text_ok(r->uuid, true) || r->size == 0 ||
-	    r->size % TSR_BLOCK_SIZE || r->n_copies == 0 || r->n_copies > TSR_MIRROR_MAX_COPIES ||
+	    r->size % TSR_BLOCK_SIZE || r->n_copies == 0 ||
+	    r->n_copies > (r->ec_k ? TSR_LAYOUT_MAX_COPIES : TSR_MIRROR_MAX_COPIES) ||
 	    r->min_replicas == 0 || r->min_replicas > r->n_copies ||
-	    tsr_failure_domain_parse(r->failure_domain, &fd))
+	    tsr_failure_domain_parse(r->failure_domain, &fd) || !rec_ec_ok(r))
 		goto bad;
 	if ((r->parent_volume[0] && !tsr_valid_name(r->parent_volume)) ||
 	    (r->parent_snapshot[0] && !tsr_valid_name(r->parent_snapshot)))
@@ -261,7 +282,7 @@ uint64_t view_provisioned(const struct cluster_view *v, const char *node_id, uin
 	for (size_t i = 0; i < v->n_vols; i++)
 		for (size_t k = 0; k < v->vols[i]->n_copies; k++)
 			if (strcmp(v->vols[i]->copies[k]->node_id, node_id) == 0) {
-				sum += v->vols[i]->size;
+				sum += rec_copy_size(v->vols[i]);
 				n++;
 			}
 	if (copies)

@@ -33,6 +33,14 @@
  *    deleted (the stores keep it hidden while the clone needs it).  The
  *    clone's vol/ record notes its parent.
  *
+ * Erasure-coded volumes work the same way: each copy is a chunk volume, cut,
+ * deleted, rolled back and cloned like a mirror copy (a stripe's chunks sit
+ * at the same offset on every copy, so one cut at one point of the write
+ * order is a consistent image of every stripe).  A clone of an ec volume is
+ * ec with the same k, m and stripe unit, its chunk copies on the same nodes
+ * in the same order (copy c holds the same stripe positions as the source's
+ * copy c).
+ *
  * Main thread; blocking calls (include/tessera/cluster.h).
  */
 #include <errno.h>
@@ -45,6 +53,7 @@
 
 #include "admin/admin_internal.h"
 #include "cluster/internal.h"
+#include "tessera/ec.h"
 
 enum copy_op { COP_SNAP_CREATE, COP_SNAP_DELETE, COP_ROLLBACK, COP_CLONE };
 
@@ -186,7 +195,7 @@ static int copy_op_all(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord
 		       size_t n, enum copy_op op, const char *vol, const char *snap,
 		       const char *clone, uint64_t size, bool *ok, char *msg, size_t msg_len)
 {
-	struct copy_job jobs[TSR_MIRROR_MAX_COPIES];
+	struct copy_job jobs[TSR_LAYOUT_MAX_COPIES];
 	int first = 0;
 
 	for (size_t i = 0; i < n; i++) {
@@ -308,10 +317,10 @@ static void snap_error(int err, enum tsr_snap_op op, const char *vol, const char
 static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op op,
 		       const char *snap, char *msg, size_t msg_len)
 {
-	const Tessera__Cluster__NodeRecord *nodes[TSR_MIRROR_MAX_COPIES];
+	const Tessera__Cluster__NodeRecord *nodes[TSR_LAYOUT_MAX_COPIES];
 	Tessera__Cluster__VolumeRecord *rec = NULL;
 	struct tsr_snap_req sr = { .op = op };
-	bool ok[TSR_MIRROR_MAX_COPIES];
+	bool ok[TSR_LAYOUT_MAX_COPIES];
 	struct cluster_view v;
 	const char *attached;
 	uint64_t rev;
@@ -576,9 +585,9 @@ out:
 void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__VolumeRollback *r,
 			     Tessera__Admin__Response *resp)
 {
-	const Tessera__Cluster__NodeRecord *nodes[TSR_MIRROR_MAX_COPIES];
+	const Tessera__Cluster__NodeRecord *nodes[TSR_LAYOUT_MAX_COPIES];
 	Tessera__Cluster__VolumeRecord *rec = NULL;
-	bool ok[TSR_MIRROR_MAX_COPIES];
+	bool ok[TSR_LAYOUT_MAX_COPIES];
 	struct cluster_view v;
 	const char *attached;
 	char msg[1024];
@@ -627,20 +636,32 @@ out:
 
 /* ---- clones ------------------------------------------------------------- */
 
+/* A clone keeps its source's layout: r may repeat it, not change it. */
+static bool same_ec(const Tessera__Admin__VolumeCreate *r, const Tessera__Cluster__VolumeRecord *src)
+{
+	unsigned k, m;
+
+	if (r->ec == NULL || r->ec[0] == '\0')
+		return r->stripe_unit == 0 || r->stripe_unit == src->stripe_unit;
+	if (tsr_ec_parse(r->ec, &k, &m) || k != src->ec_k || m != src->ec_m)
+		return false;
+	return r->stripe_unit == 0 || r->stripe_unit == src->stripe_unit;
+}
+
 void cluster_volume_clone(struct tsr_cluster *c, const Tessera__Admin__VolumeCreate *r,
 			  Tessera__Admin__Response *resp)
 {
-	const Tessera__Cluster__NodeRecord *nodes[TSR_MIRROR_MAX_COPIES];
-	Tessera__Cluster__CopyRecord copies[TSR_MIRROR_MAX_COPIES];
-	Tessera__Cluster__CopyRecord *copy_ptrs[TSR_MIRROR_MAX_COPIES];
+	const Tessera__Cluster__NodeRecord *nodes[TSR_LAYOUT_MAX_COPIES];
+	Tessera__Cluster__CopyRecord copies[TSR_LAYOUT_MAX_COPIES];
+	Tessera__Cluster__CopyRecord *copy_ptrs[TSR_LAYOUT_MAX_COPIES];
 	Tessera__Cluster__VolumeRecord rec = TESSERA__CLUSTER__VOLUME_RECORD__INIT;
 	Tessera__Cluster__VolumeRecord *src = NULL, *exists = NULL;
 	char msg[1024], snap[64], key[80], uuid[37];
 	const char *from = r->from_volume;
 	bool tmp_snap = false;
 	struct cluster_view v;
-	bool made[TSR_MIRROR_MAX_COPIES] = { false };
-	uint64_t rev, size;
+	bool made[TSR_LAYOUT_MAX_COPIES] = { false };
+	uint64_t rev, size, copy_size;
 	int ret;
 
 	if (!from[0]) {
@@ -665,10 +686,17 @@ void cluster_volume_clone(struct tsr_cluster *c, const Tessera__Admin__VolumeCre
 	}
 	size = r->size ? r->size : src->size;
 	if (size < src->size || (r->replicas && r->replicas != src->n_copies) ||
-	    r->min_replicas > src->n_copies) {
-		admin_fail(resp, -EINVAL, "a clone of '%s' has its %zu replicas (its copies share "
-			   "the source's blocks on the same nodes) and at least its size", from,
-			   src->n_copies);
+	    r->min_replicas > src->n_copies || (src->ec_k && r->min_replicas &&
+	    r->min_replicas < src->ec_k) || !same_ec(r, src)) {
+		char lay[64];
+
+		if (src->ec_k)
+			snprintf(lay, sizeof(lay), "ec %u+%u layout (stripe unit %u)", src->ec_k,
+				 src->ec_m, src->stripe_unit);
+		else
+			snprintf(lay, sizeof(lay), "%zu replicas", src->n_copies);
+		admin_fail(resp, -EINVAL, "a clone of '%s' has its %s (its copies share the "
+			   "source's blocks on the same nodes) and at least its size", from, lay);
 		goto out;
 	}
 	/* every copy of the source is needed: each makes one copy of the clone */
@@ -703,8 +731,10 @@ void cluster_volume_clone(struct tsr_cluster *c, const Tessera__Admin__VolumeCre
 		}
 		tmp_snap = true;
 	}
-	ret = copy_op_all(c, nodes, src->n_copies, COP_CLONE, from, snap, r->name, size, made,
-			  msg, sizeof(msg));
+	/* each copy's store clones its own copy: for ec, the chunk volume */
+	copy_size = src->ec_k ? tsr_ec_chunk_volume_size(size, src->ec_k, src->stripe_unit) : size;
+	ret = copy_op_all(c, nodes, src->n_copies, COP_CLONE, from, snap, r->name, copy_size,
+			  made, msg, sizeof(msg));
 	if (ret) {
 		admin_fail(resp, ret, "%s; nothing was created", msg);
 		goto undo;
@@ -731,6 +761,9 @@ void cluster_volume_clone(struct tsr_cluster *c, const Tessera__Admin__VolumeCre
 	rec.clean_detach = true; /* every copy is the same image */
 	rec.parent_volume = (char *)from;
 	rec.parent_snapshot = tmp_snap ? (char *)"" : snap;
+	rec.ec_k = src->ec_k; /* the same geometry, chunk copies in the same order */
+	rec.ec_m = src->ec_m;
+	rec.stripe_unit = src->stripe_unit;
 	rec.n_copies = src->n_copies;
 	rec.copies = copy_ptrs;
 	for (size_t i = 0; i < src->n_copies; i++) {

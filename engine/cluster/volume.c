@@ -3,6 +3,9 @@
  * copy per chosen node, then vol/<name> by compare-and-set), delete, resize,
  * list/show and replace-replica, plus the node-to-node calls they make (a
  * copy on another node is created through its admin API with local_copy).
+ * An erasure-coded volume (ec K+M) is the same with K+M copies, each a
+ * chunk volume of tsr_ec_chunk_volume_size bytes (rec_copy_size): created,
+ * grown, replaced and counted in the nodes' provisioned space at that size.
  * Main thread; blocking calls (see include/tessera/cluster.h).
  */
 #include <errno.h>
@@ -14,6 +17,7 @@
 
 #include "admin/admin_internal.h"
 #include "cluster/internal.h"
+#include "tessera/ec.h"
 
 /* ---- node-to-node ------------------------------------------------------- */
 
@@ -201,6 +205,9 @@ Tessera__Admin__Volume *cluster_build_volume(struct tsr_cluster *c, const struct
 	out->size = r->size;
 	out->created = r->created;
 	out->replicas = (uint32_t)r->n_copies;
+	out->ec_k = r->ec_k;
+	out->ec_m = r->ec_m;
+	out->stripe_unit = r->stripe_unit;
 	out->min_replicas = r->min_replicas;
 	out->epoch = attached ? epoch : 0;
 	out->in_use = attached != NULL;
@@ -318,27 +325,93 @@ static void make_uuid(char out[37])
 
 /* ---- create ----------------------------------------------------------- */
 
+/*
+ * The layout asked by r: a mirror of *copies (replicas, default 3), or ec
+ * k+m (copies = k+m, *unit the stripe unit); *min_in_sync (default 2 for a
+ * mirror, k for ec).  0, or -EINVAL with resp filled.
+ */
+static int create_layout(const Tessera__Admin__VolumeCreate *r, unsigned *copies,
+			 unsigned *min_in_sync, unsigned *k, unsigned *m, uint32_t *unit,
+			 Tessera__Admin__Response *resp)
+{
+	*k = *m = 0;
+	*unit = 0;
+	if (r->ec == NULL || r->ec[0] == '\0') {
+		*copies = r->replicas ? r->replicas : 3;
+		*min_in_sync = r->min_replicas ? r->min_replicas : (*copies < 2 ? *copies : 2);
+		if (*copies > TSR_MIRROR_MAX_COPIES || *min_in_sync > *copies || r->stripe_unit) {
+			admin_fail(resp, -EINVAL, "invalid replication for '%s': replicas 1..%u, "
+				   "min-replicas 1..replicas, a stripe unit only with ec", r->name,
+				   TSR_MIRROR_MAX_COPIES);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (tsr_ec_parse(r->ec, k, m)) {
+		admin_fail(resp, -EINVAL, "invalid ec '%s' for '%s': give K+M, K data chunks 1..%u "
+			   "and M parity chunks 1..%u, e.g. 4+2", r->ec, r->name, TSR_EC_MAX_K,
+			   TSR_EC_MAX_M);
+		return -EINVAL;
+	}
+	*unit = r->stripe_unit ? r->stripe_unit : TSR_EC_DEFAULT_UNIT;
+	if (!tsr_ec_unit_valid(*unit)) {
+		admin_fail(resp, -EINVAL, "invalid stripe unit %u for '%s': a power of 2 from 4 KiB "
+			   "to 1 MiB (default 64 KiB)", *unit, r->name);
+		return -EINVAL;
+	}
+	if (r->replicas) {
+		admin_fail(resp, -EINVAL, "volume '%s': ec %s and replicas %u exclude each other (an "
+			   "ec K+M volume has K+M chunk copies)", r->name, r->ec, r->replicas);
+		return -EINVAL;
+	}
+	*copies = *k + *m;
+	*min_in_sync = r->min_replicas ? r->min_replicas : *k;
+	if (*min_in_sync < *k || *min_in_sync > *copies) {
+		admin_fail(resp, -EINVAL, "volume '%s': min-replicas of ec %u+%u must be %u..%u (a "
+			   "stripe needs %u chunks in sync to be written)", r->name, *k, *m, *k,
+			   *copies, *k);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* "ec 4+2 (64 KiB unit)" or "3 replicas" */
+static const char *layout_text(unsigned copies, unsigned k, unsigned m, uint32_t unit,
+			       char *buf, size_t len)
+{
+	char sz[32];
+
+	if (k)
+		snprintf(buf, len, "ec %u+%u (%s unit)", k, m, tsr_format_size(unit, sz, sizeof(sz)));
+	else
+		snprintf(buf, len, "%u replicas", copies);
+	return buf;
+}
+
 void cluster_volume_create(struct tsr_cluster *c, const Tessera__Admin__VolumeCreate *r,
 			   Tessera__Admin__Response *resp)
 {
 	Tessera__Cluster__VolumeRecord rec = TESSERA__CLUSTER__VOLUME_RECORD__INIT;
 	Tessera__Cluster__CopyRecord copies[TSR_PLACE_MAX], *copy_ptrs[TSR_PLACE_MAX];
 	struct tsr_place_node pn[256];
-	unsigned chosen[TSR_PLACE_MAX], replicas, min_replicas, made = 0;
+	unsigned chosen[TSR_PLACE_MAX], replicas, min_replicas, made = 0, k, m;
 	enum tsr_failure_domain fd;
 	struct cluster_view v;
-	char why[1024], uuid[37], key[80], sz[32];
+	char why[1024], uuid[37], key[80], sz[32], lay[64];
+	uint64_t copy_size;
+	uint32_t unit;
 	size_t n;
 	int ret;
 
-	replicas = r->replicas ? r->replicas : 3;
-	min_replicas = r->min_replicas ? r->min_replicas : (replicas < 2 ? replicas : 2);
-	if (tsr_failure_domain_parse(r->failure_domain, &fd) || replicas > TSR_PLACE_MAX ||
-	    min_replicas > replicas) {
-		admin_fail(resp, -EINVAL, "invalid replication for '%s': replicas 1..8, "
-			   "min-replicas 1..replicas, failure domain node, zone or site", r->name);
+	if (tsr_failure_domain_parse(r->failure_domain, &fd)) {
+		admin_fail(resp, -EINVAL, "invalid failure domain '%s' for '%s': node, zone or site",
+			   r->failure_domain, r->name);
 		return;
 	}
+	if (create_layout(r, &replicas, &min_replicas, &k, &m, &unit, resp))
+		return;
+	copy_size = k ? tsr_ec_chunk_volume_size(r->size, k, unit) : r->size;
+	layout_text(replicas, k, m, unit, lay, sizeof(lay));
 	ret = view_load(c->meta, &v);
 	if (ret) {
 		admin_fail(resp, ret, "cannot read the metadata store: %s (is the meta node "
@@ -352,14 +425,18 @@ void cluster_volume_create(struct tsr_cluster *c, const Tessera__Admin__VolumeCr
 			goto out;
 		}
 	n = place_input(&v, NULL, pn, 256);
-	ret = tsr_cluster_place(pn, n, fd, replicas, r->size, chosen, why, sizeof(why));
+	if (k)
+		ret = tsr_cluster_place_ec(pn, n, fd, k, m, unit, r->size, chosen, why,
+					   sizeof(why));
+	else
+		ret = tsr_cluster_place(pn, n, fd, replicas, r->size, chosen, why, sizeof(why));
 	if (ret) {
-		admin_fail(resp, ret, "cannot place %u copies of '%s' (%s): %s", replicas, r->name,
-			   tsr_format_size(r->size, sz, sizeof(sz)), why);
+		admin_fail(resp, ret, "cannot place %s '%s' (%s): %s; nothing was created", lay,
+			   r->name, tsr_format_size(r->size, sz, sizeof(sz)), why);
 		goto out;
 	}
 	for (made = 0; made < replicas; made++) {
-		ret = cluster_copy_create(c, view_node(&v, pn[chosen[made]].id), r->name, r->size,
+		ret = cluster_copy_create(c, view_node(&v, pn[chosen[made]].id), r->name, copy_size,
 					  why, sizeof(why));
 		if (ret) {
 			admin_fail(resp, ret, "%s; nothing was created", why);
@@ -374,7 +451,10 @@ void cluster_volume_create(struct tsr_cluster *c, const Tessera__Admin__VolumeCr
 	rec.min_replicas = min_replicas;
 	rec.failure_domain = (char *)tsr_failure_domain_name(fd);
 	rec.created = cluster_now();
-	rec.clean_detach = true; /* fresh copies are identical (all zeros) */
+	rec.clean_detach = true; /* fresh copies are identical (all zeros; ec: zero parity) */
+	rec.ec_k = k;
+	rec.ec_m = m;
+	rec.stripe_unit = unit;
 	rec.n_copies = replicas;
 	rec.copies = copy_ptrs;
 	for (unsigned i = 0; i < replicas; i++) {
@@ -404,9 +484,9 @@ void cluster_volume_create(struct tsr_cluster *c, const Tessera__Admin__VolumeCr
 		for (unsigned i = 0; i < replicas && pos < sizeof(line); i++)
 			pos += (size_t)snprintf(line + pos, sizeof(line) - pos, "%s%s",
 						i ? " " : "", pn[chosen[i]].id);
-		tsr_info("cluster: volume %s created (%s, %u replicas by %s on %s)", r->name,
-			 tsr_format_size(r->size, sz, sizeof(sz)), replicas,
-			 tsr_failure_domain_name(fd), line);
+		tsr_info("cluster: volume %s created (%s, %s by %s on %s)", r->name,
+			 tsr_format_size(r->size, sz, sizeof(sz)), lay, tsr_failure_domain_name(fd),
+			 line);
 	}
 	view_free(&v);
 	cluster_volume_list(c, r->name, resp);
@@ -487,7 +567,7 @@ void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeRe
 	struct cluster_view v;
 	const char *attached;
 	char key[80], msg[512], a[32], b[32];
-	uint64_t rev;
+	uint64_t rev, old_size;
 	int ret;
 
 	ret = view_load(c->meta, &v);
@@ -514,10 +594,14 @@ void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeRe
 			   tsr_format_size(r->size, b, sizeof(b)));
 		goto out;
 	}
-	for (size_t i = 0; r->size != rec->size && i < rec->n_copies; i++) {
+	old_size = rec->size;
+	rec->size = r->size; /* rec_copy_size: what each copy grows to (ec: its chunk volume) */
+	for (size_t i = 0; r->size != old_size && i < rec->n_copies; i++) {
 		const Tessera__Cluster__NodeRecord *node = view_node(&v, rec->copies[i]->node_id);
 
-		ret = node ? copy_resize(c, node, r->name, r->size, msg, sizeof(msg)) : -ENOENT;
+		/* ec: a chunk volume may already be large enough (same stripe count) */
+		ret = node ? copy_resize(c, node, r->name, rec_copy_size(rec), msg, sizeof(msg)) :
+		      -ENOENT;
 		if (ret) {
 			admin_fail(resp, ret, "%s", node ? msg : "a copy's node is unknown");
 			goto out;
@@ -599,14 +683,14 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 			if (j != i)
 				pn[j].alive = false; /* only the given node is a candidate */
 	}
-	ret = tsr_cluster_place(pn, n, fd, 1, rec->size, chosen, why, sizeof(why));
+	ret = tsr_cluster_place(pn, n, fd, 1, rec_copy_size(rec), chosen, why, sizeof(why));
 	if (ret) {
 		snprintf(msg, msg_len, "cannot place a new copy of '%s'%s%s: %s", name,
 			 to && to[0] ? " on " : "", to && to[0] ? to : "", why);
 		goto out;
 	}
 	new_node = view_node(&v, pn[chosen[0]].id);
-	ret = cluster_copy_create(c, new_node, name, rec->size, msg, msg_len);
+	ret = cluster_copy_create(c, new_node, name, rec_copy_size(rec), msg, msg_len);
 	if (ret)
 		goto out;
 	free(rec->copies[idx]->node_id);

@@ -122,8 +122,21 @@ struct tsr_place_node {
  * zones; alive nodes cover 2: a (n1), b (n2, n3)"), -EINVAL count 0 or over
  * TSR_PLACE_MAX.
  */
-#define TSR_PLACE_MAX 8
+#define TSR_PLACE_MAX 20 /* TSR_LAYOUT_MAX_COPIES: ec 16+4 */
 int tsr_cluster_place(const struct tsr_place_node *nodes, size_t n, enum tsr_failure_domain fd,
 		      unsigned count, uint64_t size, unsigned *chosen, char *why, size_t why_len);
+/*
+ * The k+m copies of an erasure-coded volume of size bytes (include/tessera/
+ * ec.h): tsr_cluster_place of k+m copies of the chunk volume size
+ * (tsr_ec_chunk_volume_size), chosen[c] is copy c (parity rotates over the
+ * copies by stripe, so the order only decides which node holds which
+ * position of stripe 0).  provisioned of each node must count the chunk
+ * volume sizes of its ec copies.  Errors as tsr_cluster_place, the lack of
+ * domains said as "ec 4+2 needs 6 nodes in distinct zones, the cluster has
+ * 4 alive: ..."; -EINVAL k, m or unit out of range.
+ */
+int tsr_cluster_place_ec(const struct tsr_place_node *nodes, size_t n,
+			 enum tsr_failure_domain fd, unsigned k, unsigned m, uint32_t unit,
+			 uint64_t size, unsigned *chosen, char *why, size_t why_len);
 
 #endif

@@ -8,6 +8,7 @@
  * prints the reply with output.c.  Errors from tesserad are printed as they
  * come: they say what to do.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -17,11 +18,14 @@
 #include <unistd.h>
 
 #include "tessera.h"
+#include "tessera/ec.h"
 
 static const char HELP_VOLUME[] =
 "Usage: tessera volume VERB ...\n"
 "  create NAME --size SIZE [--replicas N] [--min-replicas M]\n"
 "              [--failure-domain node|zone|site]   create a thin volume\n"
+"  create NAME --size SIZE --ec K+M [--stripe-unit U] [--min-replicas M]\n"
+"              [--failure-domain node|zone|site]   an erasure-coded one\n"
 "  create NAME --from-snapshot VOL@SNAP [--size SIZE]   clone a snapshot\n"
 "  create NAME --from-volume VOL [--size SIZE]   clone a volume as it is now\n"
 "  list                          list the volumes\n"
@@ -40,17 +44,28 @@ static const char HELP_VOLUME[] =
 static const char HELP_CREATE[] =
 "Usage: tessera volume create NAME --size SIZE [--replicas N] [--min-replicas M]\n"
 "                             [--failure-domain node|zone|site]\n"
+"       tessera volume create NAME --size SIZE --ec K+M [--stripe-unit U]\n"
+"                             [--min-replicas M] [--failure-domain node|zone|site]\n"
 "       tessera volume create NAME --from-snapshot VOL@SNAP [--size SIZE]\n"
 "       tessera volume create NAME --from-volume VOL [--size SIZE]\n"
 "Create a thin volume: it takes disk space only as it is written.  In a\n"
 "cluster, its N copies are placed on nodes in N distinct failure domains,\n"
 "balancing capacity; then attach it to a node to use it.\n"
 "\n"
+"Erasure coding (--ec K+M) stores each stripe as K data chunks and M parity\n"
+"chunks on K+M nodes in distinct failure domains: the volume survives the\n"
+"loss of any M of them and takes (K+M)/K times its size on disk, where N\n"
+"replicas take N times (4+2: 1.5x and any 2 nodes lost; 3 replicas: 3x and\n"
+"2 lost).  Reads of a lost chunk are decoded from K others; writes go on\n"
+"while at least --min-replicas chunk copies (default K) are in sync.\n"
+"Parity rotates over the nodes stripe by stripe: no node is a parity hot spot.\n"
+"\n"
 "A clone starts with the content of a snapshot (--from-snapshot) or of a\n"
 "volume as it is now (--from-volume, which may be in use) and is an ordinary\n"
 "writable volume from then on.  It is made at once, whatever the size: it\n"
 "shares the blocks it has not written with its source, and keeps them when\n"
-"the source snapshot or volume is deleted.\n"
+"the source snapshot or volume is deleted.  A clone has its source's layout\n"
+"(replicas or ec K+M) on the same nodes.\n"
 "\n"
 "  NAME                 1 to 63 of A-Z a-z 0-9 . _ - starting with a letter or digit\n"
 "  --size SIZE          bytes, or with a binary unit: 4k, 512M, 10G, 16T;\n"
@@ -61,16 +76,26 @@ static const char HELP_CREATE[] =
 "  --from-volume VOL    clone VOL's current content\n"
 "  --replicas N         copies, 1 to 8 (default: 3 in a cluster, 1 on a\n"
 "                       standalone node, which has only one)\n"
+"  --ec K+M             erasure coding instead of replicas: K data chunks\n"
+"                       (1 to 16) and M parity chunks (1 to 4) per stripe, e.g.\n"
+"                       2+1, 4+2, 8+3; needs K+M nodes in distinct failure\n"
+"                       domains (cluster only; excludes --replicas)\n"
+"  --stripe-unit U      with --ec: bytes of each chunk of a stripe, a power of 2\n"
+"                       from 4K to 1M (default 64K); a stripe holds K*U bytes of\n"
+"                       data, writes smaller than that update parity in place\n"
 "  --min-replicas M     copies that must be in sync for a write to be\n"
 "                       acknowledged; below that, writes wait, then fail\n"
-"                       (default: 2, or N when N < 2)\n"
-"  --failure-domain D   what two copies never share: node, zone or site\n"
-"                       (default: node; zones and sites come from tesserad's\n"
-"                       --zone and --site)\n"
+"                       (default: 2, or N when N < 2; with --ec: K, and K to\n"
+"                       K+M)\n"
+"  --failure-domain D   what two copies (or two chunks of a stripe) never\n"
+"                       share: node, zone or site (default: node; zones and\n"
+"                       sites come from tesserad's --zone and --site)\n"
 "\n"
 "Example:\n"
 "  tessera volume create db --size 10G --replicas 3 --failure-domain zone\n"
 "  tessera volume attach db --node n1\n"
+"  tessera volume create logs --size 100G --ec 4+2 --failure-domain zone\n"
+"  tessera volume create scratch --size 1G --ec 2+1 --stripe-unit 16K\n"
 "On a standalone node:\n"
 "  tessera volume create db --size 10G\n"
 "  nbdinfo 'nbd+unix:///db?socket=/var/lib/tessera/nbd.sock'\n"
@@ -83,8 +108,9 @@ static const char HELP_CREATE[] =
 static const char HELP_LIST[] =
 "Usage: tessera volume list\n"
 "List the volumes: name, size, space allocated, creation time, whether an NBD\n"
-"client has it open; in a cluster also how many copies are in sync and the\n"
-"node it is attached to.\n"
+"client has it open; in a cluster also its layout (\"3 replicas\" or\n"
+"\"ec 4+2 (64 KiB unit)\"), how many copies are in sync and the node it is\n"
+"attached to.\n"
 "\n"
 "Example:\n"
 "  tessera --json volume list\n";
@@ -94,8 +120,9 @@ static const char HELP_SHOW[] =
 "Print a volume's name, uuid, size (provisioned), space allocated on disk,\n"
 "exclusive space (shared with no snapshot or clone), creation time, its\n"
 "parent when it is a clone, and the NBD URIs to reach it; in a cluster also\n"
-"its replicas, failure domain, the node it is attached to, the epoch and\n"
-"where its copies are; then its snapshots (name, created, allocated,\n"
+"its layout (replicas, or ec K+M with the stripe unit), failure domain,\n"
+"the node it is attached to, the epoch and where its copies are (for ec, in\n"
+"chunk order: copy c holds position c of stripe 0, parity rotates); then its snapshots (name, created, allocated,\n"
 "exclusive, clones), oldest first.\n"
 "\n"
 "Example:\n"
@@ -160,7 +187,10 @@ static const char HELP_STATUS[] =
 "state (in-sync, out-of-sync, resyncing), whether the coordinator is\n"
 "connected to it and how much it still has to receive; the epoch and the\n"
 "attach node; a running resync's progress, rate and ETA; the last scrub's\n"
-"results; write/read counters.\n"
+"results; write/read counters.  For an erasure-coded volume also its\n"
+"stripes: total, degraded (a chunk on a copy not in sync: reads decoded from\n"
+"K others), being rebuilt, the reads answered by decoding, and the partial-\n"
+"stripe writes the attach rolled forward or back after a crash.\n"
 "\n"
 "  --watch          refresh every second until Ctrl-C (with --json: one JSON\n"
 "                   object per line)\n"
@@ -177,7 +207,9 @@ static const char HELP_SCRUB[] =
 "Usage: tessera volume scrub NAME [--no-repair]\n"
 "Compare the checksums of every block on every copy of the volume (the\n"
 "coordinator does it, while the volume serves), and rewrite a block that\n"
-"differs from a good copy.  Prints progress, then the number of mismatches\n"
+"differs from a good copy.  For an erasure-coded volume, recompute every\n"
+"stripe's parity from its data and compare; a stripe that disagrees is\n"
+"repaired from K good chunks.  Prints progress, then the number of mismatches\n"
 "found, repaired and left unrepaired.  Ctrl-C stops watching, not the scrub.\n"
 "\n"
 "  --no-repair   report mismatches only\n"
@@ -247,8 +279,11 @@ static int print_created(const struct cli *cli, const Tessera__Admin__Response *
 		printf("  a clone of %s%s%s: it shares the blocks it has not written\n",
 		       v->parent_volume, v->parent_snapshot[0] ? "@" : "", v->parent_snapshot);
 	if (cli_is_cluster_volume(v)) {
-		printf("  %u replicas (writes need %u in sync), failure domain %s\n", v->replicas,
-		       v->min_replicas, v->failure_domain[0] ? v->failure_domain : "node");
+		char lay[64];
+
+		printf("  %s (writes need %u in sync), failure domain %s\n",
+		       cli_fmt_layout(v, lay, sizeof(lay)), v->min_replicas,
+		       v->failure_domain[0] ? v->failure_domain : "node");
 		if (v->n_copies)
 			cli_print_copies(v, "  ");
 		if (v->attached_node[0] == '\0' && strcmp((const char *)arg, "created") == 0)
@@ -637,14 +672,24 @@ static int scrub_result(const struct cli *cli, const char *name, bool no_repair,
 
 	if (cli->json) {
 		/* the status' own field names, as in volume status --json */
-		cli_print_json(json_pack("{s:s, s:b, s:i, s:I, s:I, s:I, s:I, s:b}", "volume", name,
+		cli_print_json(json_pack("{s:s, s:b, s:i, s:I, s:I, s:I, s:I, s:b, s:i, s:i, s:I}",
+					 "volume", name,
 					 "no_repair", (int)no_repair, "copies",
 					 v ? (int)v->n_copies : 0, "scrub_total_bytes",
 					 (json_int_t)s->scrub_total_bytes, "scrub_mismatches",
 					 (json_int_t)s->scrub_mismatches, "scrub_repaired",
 					 (json_int_t)s->scrub_repaired, "scrub_unrepaired",
-					 (json_int_t)s->scrub_unrepaired, "ok", (int)ok),
+					 (json_int_t)s->scrub_unrepaired, "ok", (int)ok,
+					 "ec_k", v ? (int)v->ec_k : 0, "ec_m", v ? (int)v->ec_m : 0,
+					 "stripes_total", (json_int_t)s->stripes_total),
 			       false);
+	} else if (v && v->ec_k) {
+		printf("scrub of '%s' done: %s in %" PRIu64 " stripes of ec %u+%u checked (parity "
+		       "recomputed from data on %zu chunk copies): %" PRIu64 " mismatches, %" PRIu64
+		       " repaired, %" PRIu64 " unrepaired\n", name,
+		       cli_fmt_size(s->scrub_total_bytes, total, sizeof(total)), s->stripes_total,
+		       v->ec_k, v->ec_m, v->n_copies, s->scrub_mismatches, s->scrub_repaired,
+		       s->scrub_unrepaired);
 	} else {
 		printf("scrub of '%s' done: %s compared on %zu copies: %" PRIu64 " mismatches, %"
 		       PRIu64 " repaired, %" PRIu64 " unrepaired\n", name,
@@ -759,15 +804,70 @@ static int volume_scrub(struct cli *cli, int argc, char **argv)
 
 /* ---- the verbs -------------------------------------------------------- */
 
+/*
+ * --ec K+M with what goes with it: --stripe-unit (into *unit, 0: the
+ * default), --min-replicas K..K+M, no --replicas.  0 or EXIT_USAGE, with a
+ * message that says which part is wrong.
+ */
+static int check_ec(const char *ec, const char *replicas, const char *unit_arg,
+		    const char *min, uint32_t *unit)
+{
+	unsigned k, m;
+
+	if (replicas)
+		return cli_usage_error("--ec %s and --replicas %s exclude each other: an ec K+M "
+				       "volume keeps K+M chunk copies, not replicas (tessera volume "
+				       "create --help)", ec, replicas);
+	if (tsr_ec_parse(ec, &k, &m)) {
+		unsigned long a, b;
+		int used = 0;
+
+		if (sscanf(ec, "%lu+%lu%n", &a, &b, &used) != 2 || ec[used] != '\0' ||
+		    !isdigit((unsigned char)ec[0]))
+			return cli_usage_error("--ec %s: give K+M, K data chunks and M parity chunks, "
+					       "e.g. --ec 4+2 (tessera volume create --help)", ec);
+		if (a < 1 || a > TSR_EC_MAX_K)
+			return cli_usage_error("--ec %s: K (data chunks per stripe) must be 1 to %u",
+					       ec, TSR_EC_MAX_K);
+		if (b < 1 || b > TSR_EC_MAX_M)
+			return cli_usage_error("--ec %s: M (parity chunks per stripe, the nodes it "
+					       "can lose) must be 1 to %u", ec, TSR_EC_MAX_M);
+		return cli_usage_error("--ec %s: give K+M, e.g. --ec 4+2", ec);
+	}
+	if (unit_arg) {
+		uint64_t u;
+
+		if (tsr_parse_size(unit_arg, &u) || u > UINT32_MAX ||
+		    !tsr_ec_unit_valid((uint32_t)u))
+			return cli_usage_error("--stripe-unit %s: a power of 2 from 4K to 1M, e.g. "
+					       "--stripe-unit 64K", unit_arg);
+		*unit = (uint32_t)u;
+	}
+	if (min) {
+		unsigned long n;
+
+		if (cli_parse_uint("--min-replicas", min, 1, TSR_EC_MAX_K + TSR_EC_MAX_M, &n))
+			return EXIT_USAGE;
+		if (n < k || n > k + m)
+			return cli_usage_error("--min-replicas %lu with --ec %u+%u: give %u to %u (a "
+					       "stripe needs its %u data chunks' worth in sync to be "
+					       "written)", n, k, m, k, k + m, k);
+	}
+	return 0;
+}
+
 static int volume_create(struct cli *cli, int argc, char **argv)
 {
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__VolumeCreate create = TESSERA__ADMIN__VOLUME_CREATE__INIT;
 	const char *name = NULL, *size_arg = NULL, *replicas = NULL, *min = NULL,
-		   *domain = NULL, *from_volume = NULL, *from_snapshot = NULL, *snap = NULL;
+		   *domain = NULL, *from_volume = NULL, *from_snapshot = NULL, *snap = NULL,
+		   *ec = NULL, *unit_arg = NULL;
 	const struct cli_opt opts[] = {
 		{ "--size", &size_arg, NULL },
 		{ "--replicas", &replicas, NULL },
+		{ "--ec", &ec, NULL },
+		{ "--stripe-unit", &unit_arg, NULL },
 		{ "--min-replicas", &min, NULL },
 		{ "--failure-domain", &domain, NULL },
 		{ "--from-volume", &from_volume, NULL },
@@ -776,6 +876,7 @@ static int volume_create(struct cli *cli, int argc, char **argv)
 	};
 	unsigned long n = 0, m = 0;
 	uint64_t size = 0;
+	uint32_t unit = 0;
 	char source[64] = "";
 	bool help;
 	int ret;
@@ -814,7 +915,12 @@ static int volume_create(struct cli *cli, int argc, char **argv)
 				       "create --help)");
 	if (replicas && (ret = cli_parse_uint("--replicas", replicas, 1, 8, &n)))
 		return ret;
-	if (min && (ret = cli_parse_uint("--min-replicas", min, 1, 8, &m)))
+	if (ec && (ret = check_ec(ec, replicas, unit_arg, min, &unit)))
+		return ret;
+	if (!ec && unit_arg)
+		return cli_usage_error("--stripe-unit goes with --ec K+M (an erasure-coded volume; "
+				       "tessera volume create --help)");
+	if (min && (ret = cli_parse_uint("--min-replicas", min, 1, ec ? 20 : 8, &m)))
 		return ret;
 	if (replicas && min && m > n)
 		return cli_usage_error("--min-replicas %lu is more than --replicas %lu: writes "
@@ -833,6 +939,8 @@ static int volume_create(struct cli *cli, int argc, char **argv)
 	create.replicas = (uint32_t)n;
 	create.min_replicas = (uint32_t)m;
 	create.failure_domain = (char *)(domain ? domain : "");
+	create.ec = (char *)(ec ? ec : "");
+	create.stripe_unit = unit;
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE;
 	req.volume_create = &create;
 	return cli_run(cli, &req, print_created, source[0] ? "cloned" : "created");

@@ -112,6 +112,20 @@ static unsigned copies_in_sync(const Tessera__Admin__Volume *v)
 	return n;
 }
 
+const char *cli_fmt_layout(const Tessera__Admin__Volume *v, char *buf, size_t len)
+{
+	char unit[32];
+
+	if (v->ec_k)
+		snprintf(buf, len, "ec %u+%u (%s unit)", v->ec_k, v->ec_m,
+			 cli_fmt_size(v->stripe_unit, unit, sizeof(unit)));
+	else if (cli_is_cluster_volume(v))
+		snprintf(buf, len, "%u replica%s", v->replicas, v->replicas == 1 ? "" : "s");
+	else
+		snprintf(buf, len, "1 copy");
+	return buf;
+}
+
 /* ---- JSON ------------------------------------------------------------- */
 
 int cli_print_json(json_t *j, bool compact)
@@ -168,6 +182,14 @@ json_t *cli_volume_json(const Tessera__Admin__Volume *v)
 		"failure_domain", v->failure_domain,
 		"attached_node", v->attached_node[0] ? v->attached_node : NULL,
 		"epoch", (json_int_t)v->epoch, "copies", copies));
+	{
+		char lay[64];
+
+		/* ec_k 0: a mirror of "replicas" copies */
+		json_object_update_new(j, json_pack("{s:s, s:i, s:i, s:i}", "layout",
+			cli_fmt_layout(v, lay, sizeof(lay)), "ec_k", (int)v->ec_k, "ec_m",
+			(int)v->ec_m, "stripe_unit", (int)v->stripe_unit));
+	}
 	return j;
 }
 
@@ -259,8 +281,9 @@ json_t *cli_status_json(const Tessera__Admin__Status *s)
 json_t *cli_volume_status_json(const Tessera__Admin__VolumeStatus *s)
 {
 	json_t *vol = s->volume ? cli_volume_json(s->volume) : json_null();
+	json_t *j;
 
-	return json_pack("{s:o, s:b, s:b, s:i, s:b,"
+	j = json_pack("{s:o, s:b, s:b, s:i, s:b,"
 			 " s:b, s:I, s:I, s:f, s:I, s:I, s:I,"
 			 " s:b, s:b, s:I, s:I, s:I, s:I, s:I,"
 			 " s:I, s:I, s:I}",
@@ -282,6 +305,16 @@ json_t *cli_volume_status_json(const Tessera__Admin__VolumeStatus *s)
 			 "scrub_unrepaired", (json_int_t)s->scrub_unrepaired,
 			 "writes", (json_int_t)s->writes, "reads", (json_int_t)s->reads,
 			 "copy_failures", (json_int_t)s->copy_failures);
+	/* erasure coding (0 for a mirror) */
+	if (j)
+		json_object_update_new(j, json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}",
+			"stripes_total", (json_int_t)s->stripes_total,
+			"stripes_degraded", (json_int_t)s->stripes_degraded,
+			"stripes_rebuilding", (json_int_t)s->stripes_rebuilding,
+			"degraded_reads", (json_int_t)s->degraded_reads,
+			"txn_rolled_forward", (json_int_t)s->txn_rolled_forward,
+			"txn_rolled_back", (json_int_t)s->txn_rolled_back));
+	return j;
 }
 
 json_t *cli_node_json(const Tessera__Admin__Node *n)
@@ -352,8 +385,17 @@ void cli_print_copies(const Tessera__Admin__Volume *v, const char *indent)
 /* "3 (writes need 2 in sync), failure domain zone" */
 static void print_replication(const Tessera__Admin__Volume *v)
 {
-	printf("replicas:   %u (writes need %u in sync), failure domain %s\n", v->replicas,
-	       v->min_replicas, v->failure_domain[0] ? v->failure_domain : "node");
+	char lay[64];
+
+	if (v->ec_k)
+		printf("layout:     %s: %u data + %u parity chunks per stripe on %zu nodes, "
+		       "survives %u lost (writes need %u in sync), failure domain %s\n",
+		       cli_fmt_layout(v, lay, sizeof(lay)), v->ec_k, v->ec_m, v->n_copies, v->ec_m,
+		       v->min_replicas, v->failure_domain[0] ? v->failure_domain : "node");
+	else
+		printf("layout:     %s (writes need %u in sync), failure domain %s\n",
+		       cli_fmt_layout(v, lay, sizeof(lay)), v->min_replicas,
+		       v->failure_domain[0] ? v->failure_domain : "node");
 	if (v->attached_node[0])
 		printf("attached:   node %s, epoch %" PRIu64 "\n", v->attached_node, v->epoch);
 	else
@@ -463,7 +505,7 @@ void cli_print_diff(FILE *out, const char *volume, const char *from, const char 
 void cli_print_volume_list(Tessera__Admin__Volume *const *vols, size_t n)
 {
 	bool cluster = false;
-	int w = 4, wa = 8;
+	int w = 4, wa = 8, wl = 6;
 	size_t i;
 
 	for (i = 0; i < n; i++) {
@@ -472,12 +514,17 @@ void cli_print_volume_list(Tessera__Admin__Volume *const *vols, size_t n)
 		cluster |= cli_is_cluster_volume(vols[i]);
 	}
 	printf("%-*s  %10s  %10s", w, "NAME", "SIZE", "ALLOCATED");
+	for (i = 0; cluster && i < n; i++) {
+		char lay[64];
+
+		wl = max_width(wl, cli_fmt_layout(vols[i], lay, sizeof(lay)));
+	}
 	if (cluster)
-		printf("  %-7s  %-*s", "IN SYNC", wa, "ATTACHED");
+		printf("  %-*s  %-7s  %-*s", wl, "LAYOUT", "IN SYNC", wa, "ATTACHED");
 	printf("  %-23s  %s\n", "CREATED", "IN USE");
 	for (i = 0; i < n; i++) {
 		const Tessera__Admin__Volume *v = vols[i];
-		char size[32], alloc[32], created[64], sync[32];
+		char size[32], alloc[32], created[64], sync[32], lay[64];
 
 		printf("%-*s  %10s  %10s", w, v->name, cli_fmt_size(v->size, size, sizeof(size)),
 		       cli_fmt_size(v->allocated, alloc, sizeof(alloc)));
@@ -487,7 +534,8 @@ void cli_print_volume_list(Tessera__Admin__Volume *const *vols, size_t n)
 					 v->n_copies);
 			else
 				snprintf(sync, sizeof(sync), "-");
-			printf("  %-7s  %-*s", sync, wa,
+			printf("  %-*s  %-7s  %-*s", wl, cli_is_cluster_volume(v) ?
+			       cli_fmt_layout(v, lay, sizeof(lay)) : "-", sync, wa,
 			       v->attached_node[0] ? v->attached_node : "-");
 		}
 		printf("  %-23s  %s\n", cli_fmt_time(v->created, created, sizeof(created)),
@@ -575,6 +623,19 @@ void cli_print_volume_status(const Tessera__Admin__VolumeStatus *s)
 		       v ? v->name : "NAME");
 	printf("counters:   %" PRIu64 " writes, %" PRIu64 " reads, %" PRIu64 " copy failures\n",
 	       s->writes, s->reads, s->copy_failures);
+	if (v && v->ec_k) {
+		printf("stripes:    %" PRIu64 " total, %" PRIu64 " degraded%s, %" PRIu64
+		       " rebuilding", s->stripes_total, s->stripes_degraded,
+		       s->stripes_degraded ? " (a chunk's copy not in sync: its reads are decoded)" :
+		       "", s->stripes_rebuilding);
+		if (s->stripes_rebuilding && s->resync_total_bytes)
+			printf(" (%u%% done)", cli_percent(s->resync_done_bytes, s->resync_total_bytes));
+		printf("\n");
+		printf("            %" PRIu64 " degraded reads (decoded from %u chunks) since attach\n",
+		       s->degraded_reads, v->ec_k);
+		printf("recovery:   %" PRIu64 " partial-stripe writes rolled forward, %" PRIu64
+		       " rolled back at attach\n", s->txn_rolled_forward, s->txn_rolled_back);
+	}
 }
 
 void cli_print_nodes(Tessera__Admin__Node *const *nodes, size_t n)

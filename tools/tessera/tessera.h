@@ -127,6 +127,8 @@ void cli_catch_signals(void);
 /* ---- output.c ------------------------------------------------------------ */
 
 const char *cli_fmt_size(uint64_t bytes, char *buf, size_t len);     /* "10 GiB" */
+/* "ec 4+2 (64 KiB unit)", "3 replicas", or "1 copy" (standalone). */
+const char *cli_fmt_layout(const Tessera__Admin__Volume *v, char *buf, size_t len);
 const char *cli_fmt_time(int64_t t, char *buf, size_t len);          /* "... UTC" or "-" */
 const char *cli_fmt_iso(int64_t t, char *buf, size_t len);           /* ISO 8601 */
 const char *cli_fmt_duration(uint64_t s, char *buf, size_t len);     /* "3 min 20 s" */
