@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Erasure-coding benchmark (issue 4), one go, same machine, side by side.
+#
+#   ./bench/ec.sh                      # both parts
+#   BENCH_PARTS=codec ./bench/ec.sh    # part 1 only (seconds, no cluster)
+#
+# Part 1, codec (tools/tessera-ecbench): for 2+1, 4+2 and 8+3 at 64 KiB and
+# 1 MiB chunks, the engine's stripe path (tsr_ec_encode as the EC layout
+# calls it) against the bare ISA-L ec_encode_data loop in the same process,
+# alternating; ratio engine/bare (target >= 0.8).  Decode with 1 and with m
+# chunks missing beside it.
+#
+# Part 2, volumes: a 6-node loopback cluster (zones z1..z6, all data
+# directories on this file system, so every chunk shares one disk), volumes
+# ec42 (--ec 4+2), ec21 (--ec 2+1) and r3 (--replicas 3), all attached on
+# n1 and written once sequentially; fio's nbd engine over n1's unix socket.
+# Interleaved, BENCH_REPEATS times:
+#   raw-seq      fio 1M write QD8 on a file here (io_uring, direct): the
+#                disk-bound limit of a k+m volume is this x k/(k+m)
+#   ec42-seq     1M write QD8 on ec42                (target >= 0.7x limit)
+#   ec42-rw      4k randwrite QD32 on ec42
+#   r3-rw        4k randwrite QD32 on r3             (ec42 / r3 ratio)
+#   ec21-rw      4k randwrite QD32 on ec21  (issue: Ceph RBD on an EC 2+1
+#                pool does ~1k IOPS on this kind of machine; aim 8x)
+#   ec42-rr      4k randread QD32 on ec42, healthy
+# then one chunk node of ec42 (not n1) is killed with SIGKILL and
+#   ec42-rr-deg  4k randread QD32 on ec42, degraded  (target >= 0.5x healthy)
+# runs BENCH_REPEATS times (after all healthy runs: a killed node cannot be
+# brought back between runs without a resync running beside the reads).
+# Part 2 needs `tessera volume create --ec` and the EC layout; when creating
+# or attaching an EC volume fails, the report says why and has part 1 only.
+#
+# Results: bench/results/ec-<UTC timestamp>.md and .json (medians).
+# Knobs: BENCH_RUNTIME=10 (s per fio run), BENCH_REPEATS=3, BENCH_SIZE=1G (per
+# volume), BENCH_UNIT (stripe unit, default the CLI's), BENCH_EC_SECONDS=1
+# (per tessera-ecbench measurement), BENCH_PARTS="codec volumes",
+# TSR_BUILD (default build/), BENCH_KEEP=1 (keep the work directory).
+# Do not run it while other heavy processes load the machine (see uptime).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+SRC=$(cd "$HERE/.." && pwd)
+TSR_BUILD=${TSR_BUILD:-$SRC/build}
+RUNTIME=${BENCH_RUNTIME:-10}
+REPEATS=${BENCH_REPEATS:-3}
+SIZE=${BENCH_SIZE:-1G}
+UNIT=${BENCH_UNIT:-}
+EC_SECONDS=${BENCH_EC_SECONDS:-1}
+PARTS=${BENCH_PARTS:-codec volumes}
+PY=/usr/bin/python3
+TESSERAD=$TSR_BUILD/tools/tesserad/tesserad
+TESSERA=$TSR_BUILD/tools/tessera/tessera
+ECBENCH=$TSR_BUILD/tools/tessera-ecbench/tessera-ecbench
+NODES=6
+
+T0=$(date +%s)
+log() { printf '[%s +%4ss] %s\n' "$(date +%T)" "$(( $(date +%s) - T0 ))" "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+want_part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
+
+for c in "$PY" "$ECBENCH"; do command -v "$c" >/dev/null || [ -x "$c" ] || die "$c not found (build first: ./scripts/setup.sh, or set TSR_BUILD)"; done
+if want_part volumes; then
+	for c in fio "$TESSERAD" "$TESSERA"; do command -v "$c" >/dev/null || [ -x "$c" ] || die "$c not found"; done
+fi
+log "load before the run: $(uptime)"
+
+W=$(mktemp -d /var/tmp/tessera-bench-ec.XXXXXX)
+declare -a PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do if [ -n "$p" ]; then kill "$p" 2>/dev/null || true; fi; done
+	for p in "${PIDS[@]}"; do if [ -n "$p" ]; then wait "$p" 2>/dev/null || true; fi; done
+	if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $W"; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+mkdir -p "$W/ecbench" "$W/fio"
+uptime >"$W/load-before.txt"
+
+# ---- part 1: the codec -----------------------------------------------------
+CODES="2+1 4+2 8+3"
+CHUNKS="64K 1M"
+if want_part codec; then
+	for (( r=1; r<=REPEATS; r++ )); do
+		for ec in $CODES; do
+			for chunk in $CHUNKS; do
+				log "codec repeat $r/$REPEATS: $ec chunk $chunk"
+				"$ECBENCH" --ec "$ec" --chunk "$chunk" --seconds "$EC_SECONDS" --json \
+					>"$W/ecbench/$ec.$chunk.$r.json" || die "tessera-ecbench --ec $ec --chunk $chunk failed"
+			done
+		done
+	done
+fi
+
+# ---- part 2: volumes on a loopback cluster ---------------------------------
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+declare -a PORT=()
+# start_node I ROLE...: tesserad for node I in $W/nI, waits for its pid file.
+start_node() {
+	local i=$1 d=$W/n$1 k
+	shift
+	mkdir -p "$d"
+	"$TESSERAD" --data "$d" --listen "127.0.0.1:${PORT[$i]}" --node-id "n$i" --zone "z$i" \
+		--capacity 4T --peer-timeout 2000 "$@" >"$d/tesserad.log" 2>&1 &
+	PIDS[i]=$!
+	for (( k=0; k<300; k++ )); do
+		[ -f "$d/tesserad.pid" ] && [ -S "$d/admin.sock" ] && return 0
+		sleep 0.1
+	done
+	die "node $i did not start: $(tail -5 "$d/tesserad.log")"
+}
+ctsr() { "$TESSERA" --cluster "127.0.0.1:${PORT[1]}" --token-file "$W/n1/admin.token" "$@"; }
+
+fio_json() { # NAME ARGS...: run fio, JSON into $W/fio/NAME.json
+	local name=$1
+	shift
+	fio --output-format=json --output="$W/fio/$name.json" "$@" >/dev/null 2>"$W/fio/$name.err" ||
+		die "fio $name failed: $(tail -3 "$W/fio/$name.err")"
+}
+uri() { echo "nbd+unix:///$1?socket=$W/n1/nbd.sock"; }
+COMMON=(--direct=1 --time_based "--runtime=$RUNTIME" --ramp_time=1 "--size=$SIZE" --group_reporting)
+SEQ=(--rw=write --bs=1M --iodepth=8)
+RANDW=(--rw=randwrite --bs=4k --iodepth=32)
+RANDR=(--rw=randread --bs=4k --iodepth=32)
+
+# skip_volumes REASON: part 2 cannot run; the report says why.
+skip_volumes() {
+	log "part 2 not run: $*"
+	printf '%s\n' "$*" >"$W/fio/skipped.txt"
+}
+
+run_volumes() {
+	local i k n ec_args=() unit_args=() victim
+	[ -n "$UNIT" ] && unit_args=(--stripe-unit "$UNIT")
+	for (( i=1; i<=NODES; i++ )); do PORT[i]=$(free_port); done
+	start_node 1 --meta
+	for (( i=2; i<=NODES; i++ )); do
+		start_node "$i" --join "127.0.0.1:${PORT[1]}" --token-file "$W/n1/admin.token"
+	done
+	for k in $(seq 150); do
+		n=$(ctsr --json node list 2>/dev/null | "$PY" -c 'import json,sys; print(sum(1 for n in json.load(sys.stdin)["nodes"] if n.get("alive")))' 2>/dev/null || echo 0)
+		[ "$n" = "$NODES" ] && break
+		sleep 0.2
+	done
+	[ "$n" = "$NODES" ] || die "only $n of $NODES nodes alive"
+	log "$NODES-node cluster up"
+	for v in ec42:4+2 ec21:2+1; do
+		ec_args=(--ec "${v#*:}" "${unit_args[@]}")
+		if ! ctsr volume create "${v%%:*}" --size "$SIZE" "${ec_args[@]}" >"$W/create-${v%%:*}.out" 2>&1; then
+			skip_volumes "tessera volume create ${v%%:*} --ec ${v#*:} failed: $(tail -2 "$W/create-${v%%:*}.out" | tr '\n' ' ')"
+			return 0
+		fi
+		if ! ctsr volume attach "${v%%:*}" --node n1 >"$W/attach-${v%%:*}.out" 2>&1; then
+			skip_volumes "tessera volume attach ${v%%:*} (--ec ${v#*:}) failed: $(tail -2 "$W/attach-${v%%:*}.out" | tr '\n' ' ')"
+			return 0
+		fi
+	done
+	ctsr volume create r3 --size "$SIZE" --replicas 3 >/dev/null || die "volume create r3"
+	ctsr volume attach r3 --node n1 >/dev/null || die "volume attach r3"
+	log "volumes ec42, ec21, r3 attached on n1; prefilling"
+	for v in ec42 ec21 r3; do
+		fio --name=prefill --ioengine=nbd "--uri=$(uri $v)" "${SEQ[@]}" "--size=$SIZE" \
+			>"$W/fio/prefill-$v.out" 2>&1 || die "prefill $v: $(tail -3 "$W/fio/prefill-$v.out")"
+	done
+	mkdir -p "$W/raw"
+	fio --name=prefill --ioengine=io_uring --direct=1 --filename="$W/raw/f1" "${SEQ[@]}" \
+		"--size=$SIZE" >/dev/null || die "prefill raw file"
+
+	for (( r=1; r<=REPEATS; r++ )); do
+		log "volumes repeat $r/$REPEATS"
+		fio_json "raw-seq.$r" --ioengine=io_uring "${COMMON[@]}" "${SEQ[@]}" --name=a --filename="$W/raw/f1"
+		fio_json "ec42-seq.$r" --ioengine=nbd "--uri=$(uri ec42)" "${COMMON[@]}" "${SEQ[@]}" --name=a
+		fio_json "ec42-rw.$r" --ioengine=nbd "--uri=$(uri ec42)" "${COMMON[@]}" "${RANDW[@]}" --name=a
+		fio_json "r3-rw.$r" --ioengine=nbd "--uri=$(uri r3)" "${COMMON[@]}" "${RANDW[@]}" --name=a
+		fio_json "ec21-rw.$r" --ioengine=nbd "--uri=$(uri ec21)" "${COMMON[@]}" "${RANDW[@]}" --name=a
+		fio_json "ec42-rr.$r" --ioengine=nbd "--uri=$(uri ec42)" "${COMMON[@]}" "${RANDR[@]}" --name=a
+	done
+	ctsr --json volume status ec42 >"$W/fio/status-healthy.json" 2>&1 || true
+
+	# a chunk node of ec42 that is not the attach node
+	victim=$(ctsr --json volume show ec42 | "$PY" -c 'import json,sys
+j = json.load(sys.stdin)
+j = j.get("volume", j)
+print(next(c["node"] for c in j["copies"] if c["node"] != "n1"))') || die "no chunk node of ec42 found"
+	i=${victim#n}
+	log "killing $victim (SIGKILL), a chunk node of ec42"
+	kill -KILL "${PIDS[$i]}"
+	wait "${PIDS[$i]}" 2>/dev/null || true
+	PIDS[$i]=
+	echo "$victim" >"$W/fio/victim.txt"
+	# let the coordinator find out (first reads to it fail over to decode)
+	fio --name=warm --ioengine=nbd "--uri=$(uri ec42)" --direct=1 --time_based --runtime=3 \
+		"--size=$SIZE" "${RANDR[@]}" >/dev/null 2>&1 || die "degraded warm-up read failed"
+	for (( r=1; r<=REPEATS; r++ )); do
+		log "degraded repeat $r/$REPEATS"
+		fio_json "ec42-rr-deg.$r" --ioengine=nbd "--uri=$(uri ec42)" "${COMMON[@]}" "${RANDR[@]}" --name=a
+	done
+	ctsr --json volume status ec42 >"$W/fio/status-degraded.json" 2>&1 || true
+}
+
+if want_part volumes; then
+	run_volumes
+fi
+uptime >"$W/load-after.txt"
+
+mkdir -p "$SRC/bench/results"
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+"$PY" "$HERE/report_ec.py" "$W" "$REPEATS" "$SRC/bench/results/ec-$stamp" "$CODES" "$CHUNKS" "$PARTS"
+log "wrote bench/results/ec-$stamp.{json,md}"
+cat "$SRC/bench/results/ec-$stamp.md"
