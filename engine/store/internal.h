@@ -11,6 +11,8 @@
  * - layer->crc_sync.lock and layer->present_sync.lock guard the group commit
  *   of a snapshot layer's syncs by copy-on-write (cow.c, slow path only);
  *   svol->cow_lock is never held while taking them.
+ * - svol->stage->lock guards the staging journal's index, tail and counters
+ *   (stage.c), held briefly per staged-write call, never across I/O.
  * - The data path takes no lock: it reads svol->size, the segment fds, the
  *   crc mapping pointer and the durable-region bits with atomic loads, and
  *   counts stats with relaxed atomic adds.
@@ -320,6 +322,9 @@ struct tsr_svol {
 	pthread_mutex_t cow_lock;          /* the set of blocks being copied */
 	struct cow_busy *cow_busy;         /* cow_lock */
 	_Atomic uint32_t cow_inflight;     /* copies between claim and durable bits */
+
+	/* staged chunk writes (stage.c): set at load for heads in file mode */
+	struct stage_journal *stage;
 };
 
 /* Paths of a volume's files into buf (PATH_MAX). */
@@ -428,6 +433,41 @@ void snap_recover(struct tsr_store *store);
  * delete and _exit(99)s the process at zero (crash tests). */
 extern int store_test_crash_at;
 void store_crash_point(void);
+
+/* ---- stage.c: the staging journal of EC transactions (volumes/<uuid>.stage) ---- */
+
+/* One live entry of the index. */
+struct stage_ent {
+	struct tsr_stage_entry e; /* as staged; state STAGED or COMMITTED */
+	uint64_t jpos;            /* journal offset of its data (current generation) */
+	uint32_t dcrc;            /* CRC32C of its data */
+};
+
+struct stage_journal {
+	int fd;                 /* volumes/<uuid>.stage, O_RDWR|O_DIRECT */
+	pthread_mutex_t lock;   /* every field below */
+	uint64_t gen, salt;     /* current generation (header at offset 0) */
+	uint64_t seq;           /* last record sequence number handed out */
+	uint64_t tail;          /* next free byte: records are reserved from here */
+	struct stage_ent *ents; /* live entries, unordered, TSR_STAGE_MAX_ENTRIES room */
+	size_t n;               /* live entries */
+	unsigned appends;       /* record writes in flight */
+	unsigned readers;       /* commits reading staged data back */
+	bool rolling;           /* a new generation header is in flight: appends wait */
+	bool need_roll;         /* no valid header on disk: write one before any record */
+	bool failed;            /* a journal write failed: every call -EIO until reopen */
+};
+
+/* Open (creating) the journal of a head just loaded with its snapshots, scan
+ * it and write its COMMITTED entries in place again (blocking; store->lock
+ * held).  No journal for device mode or read-only handles.  0 or -errno. */
+int stage_open(struct tsr_svol *svol);
+void stage_close(struct tsr_svol *svol);
+/* Forget every entry and make the journal empty on disk (rollback). */
+int stage_drop(struct tsr_svol *svol);
+/* File size past which a release leaving no live entry starts a new
+ * generation (tests lower it). */
+extern uint64_t store_stage_roll_bytes;
 
 /* ---- recovery.c: crash recovery at open ---- */
 

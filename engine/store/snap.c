@@ -1455,6 +1455,8 @@ int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char 
 	ret = store_svol_get_uuid(store, v.uuid, &h);
 	if (ret == 0)
 		ret = rollback_run(h, &s);
+	if (ret == 0) /* staged or committed chunk writes belong to the old head */
+		ret = stage_drop(h);
 	if (ret) {
 		tsr_error("rollback: volume %s to %s: %s; run it again to finish", vol, snap,
 			  strerror(-ret));

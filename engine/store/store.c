@@ -134,6 +134,7 @@ void store_svol_free(struct tsr_svol *svol)
 
 	if (svol == NULL)
 		return;
+	stage_close(svol);
 	snap_detach(svol);
 	own_bits_close(&svol->own);
 	pthread_mutex_destroy(&svol->cow_lock);
@@ -271,6 +272,8 @@ static int svol_load_listed(struct tsr_store *store, const struct vol_row *row,
 	if (ret)
 		return ret;
 	ret = snap_attach(svol, row);
+	if (ret == 0)
+		ret = stage_open(svol); /* after the layers: roll forward copies on write */
 	if (ret) {
 		store_svol_free(svol);
 		return ret;
@@ -472,6 +475,8 @@ static void remove_files(struct tsr_store *store, const char *uuid, uint64_t siz
 	store_meta_path(store, uuid, "dirty", path);
 	unlink(path);
 	store_meta_path(store, uuid, "present", path);
+	unlink(path);
+	store_meta_path(store, uuid, "stage", path);
 	unlink(path);
 }
 

@@ -1,0 +1,1069 @@
+/*
+ * Staged chunk writes (store.h "staged chunk writes", ec.h rules): a
+ * per-volume journal, volumes/<uuid>.stage, that keeps the new bytes of an
+ * EC transaction durable until the coordinator commits them in place.
+ *
+ * On-disk format (little endian), in 4 KiB units, O_DIRECT:
+ *   [0, 4096)        generation header (type GEN)
+ *   [4096, tail)     records appended in reservation order; each is a
+ *                    4096-byte header, followed for STAGE by length data bytes
+ * Header (GEN and records alike):
+ *   off  size  field
+ *    0    4    magic        STAGE_MAGIC ("TSSJ")
+ *    4    2    version      1
+ *    6    2    type         1 GEN, 2 STAGE, 3 COMMIT, 4 RELEASE
+ *    8    8    generation   records count only with the GEN header's value
+ *   16    8    salt         random per generation; records count only with it
+ *   24    8    seq          record order (replay order), increasing; GEN: 0
+ *   32    8    txn          STAGE/COMMIT: the txn; RELEASE: txn_upto
+ *   40    8    stripe       STAGE/COMMIT
+ *   48    8    offset       STAGE: volume bytes, 4 KiB aligned
+ *   56    4    length       STAGE: data bytes (4 KiB multiple, <= 1 MiB)
+ *   60    4    participants STAGE
+ *   64    4    data_crc     STAGE: CRC32C of the data bytes
+ *   68 4024    zero
+ * 4092    4    hdr_crc      CRC32C of bytes 0..4091
+ * A record counts only with a valid hdr_crc, the generation's number and
+ * salt, and (STAGE) a valid data_crc.  Records are written concurrently
+ * (each its own FUA write at a reserved offset), so a torn record may sit
+ * before a good one: the scan at open steps over an invalid 4 KiB header and
+ * goes on to the end of the file; a record with a good header but bad data
+ * is skipped whole.  Valid records are replayed in seq order:
+ *   STAGE   the stripe's (and the txn's) older entry is forgotten, the new
+ *           one is STAGED;
+ *   COMMIT  the txn's entry becomes COMMITTED;
+ *   RELEASE every entry with txn <= txn_upto is forgotten.
+ * Then every COMMITTED entry's bytes are written in place again through
+ * tsr_svol_write (FUA; copy-on-write as any write), since the in-place write
+ * may have been torn.
+ *
+ * New generation: a release that leaves no live entry, with no record write
+ * or commit read in flight and the file past STAGE_ROLL_BYTES, writes a new
+ * GEN header (generation + 1, new salt; FUA) instead of a RELEASE record:
+ * every older record stops counting, and a torn header makes the journal
+ * empty, which is what it is then.  Appends wait (retrying through a no-op
+ * read on their own io) while the header is in flight.  A missing or invalid
+ * header (new file, rolled back volume) is rewritten before the first append.
+ *
+ * Durability order: STAGE's cb fires once its record is durable; COMMIT's
+ * record is durable before the in-place write is issued (its data is read
+ * back from the journal meanwhile, checked against data_crc); RELEASE's
+ * record (or new header) is durable before its cb.
+ *
+ * Concurrency: the in-memory index (live entries, tail, seq) is guarded by
+ * svol->stage->lock, held for a few hundred ns per call, never across I/O;
+ * the ordinary data path never takes it.  A failed journal write makes the
+ * journal refuse every later call (-EIO) until the volume is reopened and
+ * the journal replayed from disk.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store/internal.h"
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "stage.c writes its headers in host order: little endian hosts only"
+#endif
+
+#define STAGE_MAGIC   0x4a535354u /* "TSSJ" */
+#define STAGE_VERSION 1u
+#define STAGE_HDR     4096u
+#define STAGE_MAX_LEN (1024u * 1024)
+
+enum { REC_GEN = 1, REC_STAGE = 2, REC_COMMIT = 3, REC_RELEASE = 4 };
+
+struct stage_hdr {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;
+	uint64_t gen;
+	uint64_t salt;
+	uint64_t seq;
+	uint64_t txn;
+	uint64_t stripe;
+	uint64_t offset;
+	uint32_t length;
+	uint32_t participants;
+	uint32_t data_crc;
+	uint32_t reserved;
+	uint8_t zero[STAGE_HDR - 72 - 4];
+	uint32_t hdr_crc;
+};
+_Static_assert(sizeof(struct stage_hdr) == STAGE_HDR, "stage header is 4 KiB");
+
+uint64_t store_stage_roll_bytes = 4ull << 20;
+
+/* ---- index (j->lock held) ---- */
+
+static struct stage_ent *find_txn(struct stage_journal *j, uint64_t txn)
+{
+	size_t i;
+
+	for (i = 0; i < j->n; i++)
+		if (j->ents[i].e.txn == txn)
+			return &j->ents[i];
+	return NULL;
+}
+
+static struct stage_ent *find_stripe(struct stage_journal *j, uint64_t stripe)
+{
+	size_t i;
+
+	for (i = 0; i < j->n; i++)
+		if (j->ents[i].e.stripe == stripe)
+			return &j->ents[i];
+	return NULL;
+}
+
+static void forget(struct stage_journal *j, struct stage_ent *x)
+{
+	*x = j->ents[--j->n];
+}
+
+static void release_upto(struct stage_journal *j, uint64_t upto)
+{
+	size_t i = 0;
+
+	while (i < j->n) {
+		if (j->ents[i].e.txn <= upto)
+			forget(j, &j->ents[i]);
+		else
+			i++;
+	}
+}
+
+/* Apply a STAGE (x->e.txn new or its own entry) to the index: older entry of
+ * the stripe and of the txn forgotten, x added.  Caller checked the room. */
+static void index_stage(struct stage_journal *j, const struct stage_ent *x)
+{
+	struct stage_ent *o;
+
+	if ((o = find_txn(j, x->e.txn)) != NULL)
+		forget(j, o);
+	if ((o = find_stripe(j, x->e.stripe)) != NULL)
+		forget(j, o);
+	j->ents[j->n++] = *x;
+}
+
+static void hdr_fill(struct stage_journal *j, struct stage_hdr *h, unsigned type, uint64_t seq)
+{
+	memset(h, 0, sizeof(*h));
+	h->magic = STAGE_MAGIC;
+	h->version = STAGE_VERSION;
+	h->type = (uint16_t)type;
+	h->gen = j->gen;
+	h->salt = j->salt;
+	h->seq = seq;
+}
+
+static void hdr_seal(struct stage_hdr *h)
+{
+	h->hdr_crc = tsr_crc32c(0, h, offsetof(struct stage_hdr, hdr_crc));
+}
+
+static bool hdr_valid(const struct stage_hdr *h)
+{
+	return h->magic == STAGE_MAGIC && h->version == STAGE_VERSION &&
+	       h->hdr_crc == tsr_crc32c(0, h, offsetof(struct stage_hdr, hdr_crc));
+}
+
+static uint64_t new_salt(void)
+{
+	uint64_t s = 0;
+
+	if (getrandom(&s, sizeof(s), 0) != sizeof(s))
+		s = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)&s;
+	return s | 1;
+}
+
+/* ---- operations in flight ---- */
+
+enum stage_kind { OP_STAGE, OP_COMMIT, OP_RELEASE };
+
+struct stage_op {
+	struct tsr_svol *svol;
+	struct tsr_io *io;
+	enum stage_kind kind;
+	struct stage_ent ent;  /* STAGE: the entry; COMMIT: the txn's, as found */
+	uint64_t upto;         /* RELEASE */
+	const void *buf;       /* STAGE: the caller's data */
+	uint8_t *data;         /* COMMIT: its bytes read back from the journal */
+	struct stage_hdr *hdr; /* the record (aligned) */
+	struct iovec iov[2];
+	struct iovec tramp; /* waiting for a new generation header */
+	bool async;         /* a completion may have run: errors go to cb */
+	bool pinned;        /* COMMIT: counted in j->readers */
+	int dirfd;          /* generation header of a new file: volumes/, else -1 */
+	int pending;        /* COMMIT: record write and data read in flight */
+	int status;
+	tsr_cb cb_fn;
+	void *cb_arg;
+};
+
+static void op_free(struct stage_op *op)
+{
+	tsr_free_aligned(op->hdr);
+	tsr_free_aligned(op->data);
+	free(op);
+}
+
+static struct stage_op *op_new(struct tsr_svol *svol, struct tsr_io *io, enum stage_kind kind,
+			       uint32_t data_len, tsr_cb cb_fn, void *cb_arg)
+{
+	struct stage_op *op = calloc(1, sizeof(*op));
+
+	if (op == NULL)
+		return NULL;
+	op->hdr = tsr_alloc_aligned(STAGE_HDR);
+	op->data = data_len ? tsr_alloc_aligned(data_len) : NULL;
+	if (op->hdr == NULL || (data_len && op->data == NULL)) {
+		op_free(op);
+		return NULL;
+	}
+	op->dirfd = -1;
+	op->svol = svol;
+	op->io = io;
+	op->kind = kind;
+	op->cb_fn = cb_fn;
+	op->cb_arg = cb_arg;
+	return op;
+}
+
+/* The op is over: cb when async, else the caller's return value. */
+static int op_end(struct stage_op *op, int err)
+{
+	tsr_cb cb_fn = op->cb_fn;
+	void *cb_arg = op->cb_arg;
+	bool async = op->async;
+
+	op_free(op);
+	if (async) {
+		cb_fn(cb_arg, err);
+		return 0;
+	}
+	return err;
+}
+
+static int check_journal(struct tsr_svol *svol)
+{
+	if (svol->ro_layer)
+		return -EROFS;
+	if (svol->dev_offset >= 0)
+		return -EOPNOTSUPP;
+	if (svol->stage == NULL)
+		return -EIO;
+	return 0;
+}
+
+static void record_failed(struct stage_journal *j, const char *vol, const char *what, int err)
+{
+	pthread_mutex_lock(&j->lock);
+	if (!j->failed)
+		tsr_error("stage journal: volume %s: %s: %s; staged writes refused until the "
+			  "volume is reopened",
+			  vol, what, strerror(-err));
+	j->failed = true;
+	pthread_mutex_unlock(&j->lock);
+}
+
+/* The generation is in place (header durable, and for a new file its
+ * directory entry): appends may go on. */
+static void roll_finish(struct stage_op *op, int err)
+{
+	struct stage_journal *j = op->svol->stage;
+
+	if (op->dirfd >= 0)
+		close(op->dirfd);
+	op->dirfd = -1;
+	if (err)
+		record_failed(j, op->svol->name, "write generation header", err);
+	pthread_mutex_lock(&j->lock);
+	j->rolling = false;
+	pthread_mutex_unlock(&j->lock);
+	if (op->kind == OP_RELEASE) {
+		op->async = true;
+		op_end(op, err);
+		return;
+	}
+	/* an append that had to roll first retries through its trampoline */
+	op_free(op);
+}
+
+static void roll_dir_synced(void *cb_arg, int res)
+{
+	roll_finish(cb_arg, res < 0 ? res : 0);
+}
+
+/* New generation header written (j->rolling set by its issuer). */
+static void roll_done(void *cb_arg, int res)
+{
+	struct stage_op *op = cb_arg;
+	int ret;
+
+	if (res >= 0 && op->dirfd >= 0) {
+		/* the file was created for it: its name durable too */
+		ret = tsr_io_fsync(op->io, op->dirfd, false, roll_dir_synced, op);
+		if (ret == 0)
+			return;
+		res = ret;
+	}
+	roll_finish(op, res < 0 ? res : 0);
+}
+
+/* Issue a new generation header on io (j->rolling set, gen/salt/tail reset
+ * under the lock by the caller).  Returns 0 or the queueing error; then the
+ * journal is failed (the disk may still hold entries the index forgot). */
+static int roll_issue(struct stage_op *op)
+{
+	struct stage_journal *j = op->svol->stage;
+	int ret;
+
+	op->iov[0].iov_base = op->hdr;
+	op->iov[0].iov_len = STAGE_HDR;
+	ret = tsr_io_writev(op->io, j->fd, op->iov, 1, 0, TSR_IO_FUA, roll_done, op);
+	if (ret) {
+		if (op->dirfd >= 0)
+			close(op->dirfd);
+		op->dirfd = -1;
+		record_failed(j, op->svol->name, "queue generation header", ret);
+		pthread_mutex_lock(&j->lock);
+		j->rolling = false;
+		pthread_mutex_unlock(&j->lock);
+	}
+	return ret;
+}
+
+/* First record of a volume: create its journal file (lock held).  A rare
+ * blocking open on the caller's thread, once per volume; the directory is
+ * synced asynchronously after the header (op->dirfd). */
+static int journal_create(struct stage_op *op)
+{
+	struct stage_journal *j = op->svol->stage;
+	char path[PATH_MAX];
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/volumes", op->svol->store->dir);
+	op->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (op->dirfd < 0)
+		goto err;
+	store_meta_path(op->svol->store, op->svol->uuid, "stage", path);
+	j->fd = open(path, O_RDWR | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
+	if (j->fd >= 0)
+		return 0;
+err:
+	ret = -errno;
+	if (op->dirfd >= 0)
+		close(op->dirfd);
+	op->dirfd = -1;
+	tsr_error("stage journal: volume %s: create %s: %s", op->svol->name, path, strerror(-ret));
+	return ret;
+}
+
+/* Start a new generation (lock held, nothing in flight): fills h. */
+static void roll_prepare(struct stage_journal *j, struct stage_hdr *h)
+{
+	j->gen++;
+	j->salt = new_salt();
+	j->tail = STAGE_HDR;
+	j->need_roll = false;
+	j->rolling = true;
+	hdr_fill(j, h, REC_GEN, 0);
+	hdr_seal(h);
+}
+
+static int stage_try(struct stage_op *op);
+
+static int release_try(struct stage_op *op);
+
+static void stage_retry(void *cb_arg, int res)
+{
+	struct stage_op *op = cb_arg;
+
+	(void)res;
+	op->async = true;
+	if (op->kind == OP_RELEASE)
+		release_try(op);
+	else
+		stage_try(op);
+}
+
+/* Wait for the generation header in flight: no-op read on op's io. */
+static int wait_roll(struct stage_op *op)
+{
+	int ret = data_trampoline(op->svol->store, op->io, &op->tramp, stage_retry, op);
+
+	return ret ? op_end(op, ret) : 0;
+}
+
+static void append_done(void *cb_arg, int res)
+{
+	struct stage_op *op = cb_arg;
+	struct stage_journal *j = op->svol->stage;
+	int err = res < 0 ? res : 0;
+
+	pthread_mutex_lock(&j->lock);
+	j->appends--;
+	pthread_mutex_unlock(&j->lock);
+	if (err)
+		record_failed(j, op->svol->name, "write stage record", err);
+	op->async = true;
+	op_end(op, err);
+}
+
+/* STAGE: check, reserve, index, write.  Retried after a generation header. */
+static int stage_try(struct stage_op *op)
+{
+	struct stage_journal *j = op->svol->stage;
+	struct stage_ent *o;
+	struct stage_op *roll = NULL;
+	uint64_t pos;
+	int ret;
+
+	pthread_mutex_lock(&j->lock);
+	if (j->failed) {
+		pthread_mutex_unlock(&j->lock);
+		return op_end(op, -EIO);
+	}
+	o = find_txn(j, op->ent.e.txn);
+	if (o && (o->e.stripe != op->ent.e.stripe || o->e.offset != op->ent.e.offset ||
+		  o->e.length != op->ent.e.length || o->e.state != TSR_STAGE_STAGED)) {
+		pthread_mutex_unlock(&j->lock);
+		return op_end(op, -EEXIST);
+	}
+	if (o == NULL && find_stripe(j, op->ent.e.stripe) == NULL &&
+	    j->n >= TSR_STAGE_MAX_ENTRIES) {
+		pthread_mutex_unlock(&j->lock);
+		return op_end(op, -ENOSPC);
+	}
+	if (j->rolling || j->need_roll) {
+		if (!j->rolling && j->appends == 0 && j->readers == 0) {
+			roll = op_new(op->svol, op->io, OP_STAGE, 0, NULL, NULL);
+			ret = roll ? 0 : -ENOMEM;
+			if (ret == 0 && j->fd < 0)
+				ret = journal_create(roll);
+			if (ret) {
+				pthread_mutex_unlock(&j->lock);
+				if (roll)
+					op_free(roll);
+				return op_end(op, ret);
+			}
+			roll_prepare(j, roll->hdr);
+		}
+		pthread_mutex_unlock(&j->lock);
+		if (roll && (ret = roll_issue(roll)) != 0) {
+			op_free(roll);
+			return op_end(op, ret);
+		}
+		return wait_roll(op);
+	}
+	pos = j->tail;
+	j->tail += STAGE_HDR + op->ent.e.length;
+	op->ent.jpos = pos + STAGE_HDR;
+	hdr_fill(j, op->hdr, REC_STAGE, ++j->seq);
+	index_stage(j, &op->ent);
+	j->appends++;
+	pthread_mutex_unlock(&j->lock);
+
+	op->hdr->txn = op->ent.e.txn;
+	op->hdr->stripe = op->ent.e.stripe;
+	op->hdr->offset = op->ent.e.offset;
+	op->hdr->length = op->ent.e.length;
+	op->hdr->participants = op->ent.e.participants;
+	op->hdr->data_crc = op->ent.dcrc;
+	hdr_seal(op->hdr);
+	op->iov[0].iov_base = op->hdr;
+	op->iov[0].iov_len = STAGE_HDR;
+	op->iov[1].iov_base = (void *)op->buf;
+	op->iov[1].iov_len = op->ent.e.length;
+	ret = tsr_io_writev(op->io, j->fd, op->iov, 2, pos, TSR_IO_FUA, append_done, op);
+	if (ret) {
+		/* the index has the entry but the disk does not: refuse until reopen */
+		pthread_mutex_lock(&j->lock);
+		j->appends--;
+		pthread_mutex_unlock(&j->lock);
+		record_failed(j, op->svol->name, "queue stage record", ret);
+		return op_end(op, ret);
+	}
+	return 0;
+}
+
+int tsr_svol_stage(struct tsr_svol *svol, struct tsr_io *io, const struct tsr_stage_entry *e,
+		   const void *buf, tsr_cb cb_fn, void *cb_arg)
+{
+	struct stage_op *op;
+	int ret = check_journal(svol);
+
+	if (ret)
+		return ret;
+	if (e == NULL || buf == NULL || cb_fn == NULL || e->length == 0 ||
+	    e->length > STAGE_MAX_LEN || e->length % TSR_BLOCK_SIZE || e->offset % TSR_BLOCK_SIZE ||
+	    e->offset > tsr_svol_size(svol) || e->length > tsr_svol_size(svol) - e->offset ||
+	    e->participants == 0 || (uintptr_t)buf % TSR_BLOCK_SIZE)
+		return -EINVAL;
+	op = op_new(svol, io, OP_STAGE, 0, cb_fn, cb_arg);
+	if (op == NULL)
+		return -ENOMEM;
+	op->ent.e = *e;
+	op->ent.e.state = TSR_STAGE_STAGED;
+	op->ent.dcrc = tsr_crc32c(0, buf, e->length);
+	op->buf = buf;
+	return stage_try(op);
+}
+
+/* ---- commit ---- */
+
+static void commit_written(void *cb_arg, int status)
+{
+	struct stage_op *op = cb_arg;
+
+	if (status)
+		tsr_error("stage commit: volume %s txn %llu: write in place: %s", op->svol->name,
+			  (unsigned long long)op->ent.e.txn, strerror(-status));
+	op->async = true;
+	op_end(op, status);
+}
+
+static void commit_unpin(struct stage_op *op)
+{
+	struct stage_journal *j = op->svol->stage;
+
+	if (!op->pinned)
+		return;
+	op->pinned = false;
+	pthread_mutex_lock(&j->lock);
+	j->readers--;
+	pthread_mutex_unlock(&j->lock);
+}
+
+/* Record write and data read both done: write the bytes in place. */
+static void commit_step(struct stage_op *op)
+{
+	int ret;
+
+	if (--op->pending)
+		return;
+	commit_unpin(op);
+	op->async = true;
+	if (op->status == 0 && tsr_crc32c(0, op->data, op->ent.e.length) != op->ent.dcrc) {
+		tsr_error("stage commit: volume %s txn %llu: staged bytes fail their CRC32C",
+			  op->svol->name, (unsigned long long)op->ent.e.txn);
+		op->status = -EIO;
+	}
+	if (op->status) {
+		op_end(op, op->status);
+		return;
+	}
+	ret = tsr_svol_write(op->svol, op->io, op->ent.e.offset, op->ent.e.length, op->data,
+			     TSR_WRITE_FUA, commit_written, op);
+	if (ret)
+		commit_written(op, ret);
+}
+
+static void commit_record_done(void *cb_arg, int res)
+{
+	struct stage_op *op = cb_arg;
+	struct stage_journal *j = op->svol->stage;
+
+	pthread_mutex_lock(&j->lock);
+	j->appends--;
+	pthread_mutex_unlock(&j->lock);
+	if (res < 0) {
+		record_failed(j, op->svol->name, "write commit record", res);
+		op->status = res;
+	}
+	commit_step(op);
+}
+
+static void commit_read_done(void *cb_arg, int res)
+{
+	struct stage_op *op = cb_arg;
+
+	if (res < 0) {
+		tsr_error("stage commit: volume %s txn %llu: read staged bytes: %s", op->svol->name,
+			  (unsigned long long)op->ent.e.txn, strerror(-res));
+		if (op->status == 0)
+			op->status = res;
+	}
+	commit_step(op);
+}
+
+int tsr_svol_stage_commit(struct tsr_svol *svol, struct tsr_io *io, uint64_t txn, tsr_cb cb_fn,
+			  void *cb_arg)
+{
+	struct stage_journal *j;
+	struct stage_ent *x;
+	struct stage_op *op;
+	uint64_t pos;
+	int ret = check_journal(svol);
+
+	if (ret)
+		return ret;
+	if (cb_fn == NULL)
+		return -EINVAL;
+	j = svol->stage;
+	op = op_new(svol, io, OP_COMMIT, STAGE_MAX_LEN, cb_fn, cb_arg);
+	if (op == NULL)
+		return -ENOMEM;
+	pthread_mutex_lock(&j->lock);
+	if (j->failed || j->rolling || j->need_roll) {
+		/* rolling/need_roll only with no live entry: txn is unknown */
+		ret = j->failed ? -EIO : -ENOENT;
+		pthread_mutex_unlock(&j->lock);
+		op_free(op);
+		return ret;
+	}
+	x = find_txn(j, txn);
+	if (x == NULL) {
+		pthread_mutex_unlock(&j->lock);
+		op_free(op);
+		return -ENOENT;
+	}
+	x->e.state = TSR_STAGE_COMMITTED;
+	op->ent = *x;
+	pos = j->tail;
+	j->tail += STAGE_HDR;
+	hdr_fill(j, op->hdr, REC_COMMIT, ++j->seq);
+	j->appends++;
+	j->readers++;
+	op->pinned = true;
+	pthread_mutex_unlock(&j->lock);
+
+	op->hdr->txn = txn;
+	op->hdr->stripe = op->ent.e.stripe;
+	hdr_seal(op->hdr);
+	op->iov[0].iov_base = op->hdr;
+	op->iov[0].iov_len = STAGE_HDR;
+	op->iov[1].iov_base = op->data;
+	op->iov[1].iov_len = op->ent.e.length;
+	op->pending = 2;
+	ret = tsr_io_writev(io, j->fd, &op->iov[0], 1, pos, TSR_IO_FUA, commit_record_done, op);
+	if (ret) {
+		pthread_mutex_lock(&j->lock);
+		j->appends--;
+		pthread_mutex_unlock(&j->lock);
+		commit_unpin(op);
+		record_failed(j, svol->name, "queue commit record", ret);
+		op_free(op);
+		return ret;
+	}
+	ret = tsr_io_readv(io, j->fd, &op->iov[1], 1, op->ent.jpos, commit_read_done, op);
+	if (ret)
+		commit_read_done(op, ret); /* the record's completion ends the op */
+	return 0;
+}
+
+/* ---- release and list ---- */
+
+static void release_noop(void *cb_arg, int res)
+{
+	struct stage_op *op = cb_arg;
+
+	(void)res;
+	op->async = true;
+	op_end(op, 0);
+}
+
+/* RELEASE: forget, then a record (or a new generation header).  Retried
+ * after a generation header in flight. */
+static int release_try(struct stage_op *op)
+{
+	struct stage_journal *j = op->svol->stage;
+	uint64_t pos;
+	int ret;
+
+	pthread_mutex_lock(&j->lock);
+	if (j->failed) {
+		pthread_mutex_unlock(&j->lock);
+		return op_end(op, -EIO);
+	}
+	if (j->rolling) {
+		pthread_mutex_unlock(&j->lock);
+		return wait_roll(op);
+	}
+	release_upto(j, op->upto);
+	if (j->need_roll && j->n == 0 && j->appends == 0) {
+		/* no header on disk (no file, or dropped): nothing there to
+		 * release; complete from the io all the same */
+		pthread_mutex_unlock(&j->lock);
+		ret = data_trampoline(op->svol->store, op->io, &op->tramp, release_noop, op);
+		return ret ? op_end(op, ret) : 0;
+	}
+	if (j->n == 0 && j->appends == 0 && j->readers == 0 && j->tail > store_stage_roll_bytes) {
+		roll_prepare(j, op->hdr);
+		pthread_mutex_unlock(&j->lock);
+		ret = roll_issue(op);
+		return ret ? op_end(op, ret) : 0;
+	}
+	if (j->need_roll) {
+		/* a header is due but records are in flight (an append waiting
+		 * for it counts none): wait for them */
+		pthread_mutex_unlock(&j->lock);
+		return wait_roll(op);
+	}
+	pos = j->tail;
+	j->tail += STAGE_HDR;
+	hdr_fill(j, op->hdr, REC_RELEASE, ++j->seq);
+	j->appends++;
+	pthread_mutex_unlock(&j->lock);
+	op->hdr->txn = op->upto;
+	hdr_seal(op->hdr);
+	op->iov[0].iov_base = op->hdr;
+	op->iov[0].iov_len = STAGE_HDR;
+	ret = tsr_io_writev(op->io, j->fd, op->iov, 1, pos, TSR_IO_FUA, append_done, op);
+	if (ret) {
+		pthread_mutex_lock(&j->lock);
+		j->appends--;
+		pthread_mutex_unlock(&j->lock);
+		record_failed(j, op->svol->name, "queue release record", ret);
+		return op_end(op, ret);
+	}
+	return 0;
+}
+
+int tsr_svol_stage_release(struct tsr_svol *svol, struct tsr_io *io, uint64_t txn_upto,
+			   tsr_cb cb_fn, void *cb_arg)
+{
+	struct stage_op *op;
+	int ret = check_journal(svol);
+
+	if (ret)
+		return ret;
+	if (cb_fn == NULL)
+		return -EINVAL;
+	op = op_new(svol, io, OP_RELEASE, 0, cb_fn, cb_arg);
+	if (op == NULL)
+		return -ENOMEM;
+	op->upto = txn_upto;
+	return release_try(op);
+}
+
+static int cmp_txn(const void *a, const void *b)
+{
+	const struct tsr_stage_entry *x = a, *y = b;
+
+	return x->txn < y->txn ? -1 : x->txn > y->txn;
+}
+
+int tsr_svol_stage_list(struct tsr_svol *svol, struct tsr_stage_entry **out, size_t *count)
+{
+	struct stage_journal *j;
+	struct tsr_stage_entry *v = NULL;
+	size_t i, n;
+	int ret = check_journal(svol);
+
+	if (ret)
+		return ret;
+	j = svol->stage;
+	*out = NULL;
+	*count = 0;
+	pthread_mutex_lock(&j->lock);
+	n = j->n;
+	if (n) {
+		v = malloc(n * sizeof(*v));
+		if (v == NULL) {
+			pthread_mutex_unlock(&j->lock);
+			return -ENOMEM;
+		}
+		for (i = 0; i < n; i++)
+			v[i] = j->ents[i].e;
+	}
+	pthread_mutex_unlock(&j->lock);
+	if (n)
+		qsort(v, n, sizeof(*v), cmp_txn);
+	*out = v;
+	*count = n;
+	return 0;
+}
+
+/* ---- open: scan, replay, roll forward ---- */
+
+struct scan_rec {
+	struct stage_ent ent;
+	unsigned type;
+	uint64_t seq;
+};
+
+static int cmp_seq(const void *a, const void *b)
+{
+	const struct scan_rec *x = a, *y = b;
+
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static int pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -ENODATA;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static void sync_done(void *cb_arg, int status)
+{
+	int *st = cb_arg;
+
+	*st = status;
+}
+
+/* Write the COMMITTED entries' bytes in place again (blocking: volume open). */
+static int roll_forward(struct tsr_svol *svol, uint8_t *data)
+{
+	struct tsr_io_opts o = {.kind = TSR_IO_AUTO, .queue_depth = 8};
+	struct stage_journal *j = svol->stage;
+	struct tsr_io *io = NULL;
+	size_t i;
+	int ret = 0;
+
+	for (i = 0; i < j->n && ret == 0; i++) {
+		struct stage_ent *x = &j->ents[i];
+		int st = 1;
+
+		if (x->e.state != TSR_STAGE_COMMITTED)
+			continue;
+		if (io == NULL && (ret = tsr_io_create(&o, &io)) != 0)
+			break;
+		ret = pread_full(j->fd, data, x->e.length, x->jpos);
+		if (ret == 0 && tsr_crc32c(0, data, x->e.length) != x->dcrc)
+			ret = -EIO;
+		if (ret == 0)
+			ret = tsr_svol_write(svol, io, x->e.offset, x->e.length, data,
+					     TSR_WRITE_FUA, sync_done, &st);
+		while (ret == 0 && st == 1) {
+			if (tsr_io_submit(io) < 0 ||
+			    tsr_io_poll(io, 0, tsr_io_inflight(io) > 0) < 0)
+				ret = -EIO;
+		}
+		if (ret == 0)
+			ret = st;
+		if (ret)
+			tsr_error("open: volume %s: stage journal: roll forward of txn %llu: %s",
+				  svol->name, (unsigned long long)x->e.txn, strerror(-ret));
+		else
+			tsr_info("open: volume %s: committed txn %llu (stripe %llu) written in "
+				 "place again",
+				 svol->name, (unsigned long long)x->e.txn,
+				 (unsigned long long)x->e.stripe);
+	}
+	tsr_io_destroy(io);
+	return ret;
+}
+
+/* Scan the current generation's records into the index. */
+static int scan(struct tsr_svol *svol, struct stage_hdr *h, uint8_t *data, uint64_t size)
+{
+	struct stage_journal *j = svol->stage;
+	struct scan_rec *recs = NULL, *r;
+	size_t n = 0, cap = 0, i;
+	uint64_t p;
+	int ret;
+
+	for (p = STAGE_HDR; p + STAGE_HDR <= size;) {
+		ret = pread_full(j->fd, h, STAGE_HDR, p);
+		if (ret)
+			goto out;
+		if (!hdr_valid(h) || h->gen != j->gen || h->salt != j->salt ||
+		    h->type < REC_STAGE || h->type > REC_RELEASE ||
+		    (h->type == REC_STAGE &&
+		     (h->length == 0 || h->length > STAGE_MAX_LEN || h->length % TSR_BLOCK_SIZE ||
+		      h->offset % TSR_BLOCK_SIZE))) {
+			p += STAGE_HDR; /* torn or stale: look at the next 4 KiB */
+			continue;
+		}
+		if (h->seq > j->seq)
+			j->seq = h->seq;
+		if (h->type == REC_STAGE) {
+			bool ok = p + STAGE_HDR + h->length <= size &&
+				  pread_full(j->fd, data, h->length, p + STAGE_HDR) == 0 &&
+				  tsr_crc32c(0, data, h->length) == h->data_crc;
+			uint64_t end = p + STAGE_HDR + h->length;
+
+			if (end > j->tail)
+				j->tail = end;
+			if (!ok) {
+				p = end; /* header good, data torn: the record does not count */
+				continue;
+			}
+		} else if (p + STAGE_HDR > j->tail) {
+			j->tail = p + STAGE_HDR;
+		}
+		if (n == cap) {
+			struct scan_rec *nr;
+
+			cap = cap ? cap * 2 : 64;
+			nr = realloc(recs, cap * sizeof(*recs));
+			if (nr == NULL) {
+				ret = -ENOMEM;
+				goto out;
+			}
+			recs = nr;
+		}
+		r = &recs[n++];
+		memset(r, 0, sizeof(*r));
+		r->type = h->type;
+		r->seq = h->seq;
+		r->ent.e.txn = h->txn;
+		r->ent.e.stripe = h->stripe;
+		r->ent.e.offset = h->offset;
+		r->ent.e.length = h->length;
+		r->ent.e.participants = h->participants;
+		r->ent.e.state = TSR_STAGE_STAGED;
+		r->ent.jpos = p + STAGE_HDR;
+		r->ent.dcrc = h->data_crc;
+		p += STAGE_HDR + (h->type == REC_STAGE ? h->length : 0);
+	}
+	if (n)
+		qsort(recs, n, sizeof(*recs), cmp_seq);
+	for (i = 0; i < n; i++) {
+		struct stage_ent *x;
+
+		r = &recs[i];
+		switch (r->type) {
+		case REC_STAGE:
+			if (r->ent.e.offset + r->ent.e.length > tsr_svol_size(svol))
+				break; /* cannot be: checked when staged */
+			x = find_txn(j, r->ent.e.txn);
+			if (x == NULL && find_stripe(j, r->ent.e.stripe) == NULL &&
+			    j->n >= TSR_STAGE_MAX_ENTRIES)
+				break;
+			index_stage(j, &r->ent);
+			break;
+		case REC_COMMIT:
+			x = find_txn(j, r->ent.e.txn);
+			if (x)
+				x->e.state = TSR_STAGE_COMMITTED;
+			break;
+		default:
+			release_upto(j, r->ent.e.txn);
+			break;
+		}
+	}
+	ret = 0;
+out:
+	free(recs);
+	return ret;
+}
+
+int stage_open(struct tsr_svol *svol)
+{
+	char path[PATH_MAX];
+	struct stage_journal *j;
+	struct stage_hdr *h = NULL;
+	uint8_t *data = NULL;
+	struct stat st;
+	size_t i, committed = 0;
+	int ret;
+
+	if (svol->dev_offset >= 0 || svol->ro_layer)
+		return 0;
+	j = calloc(1, sizeof(*j));
+	if (j == NULL)
+		return -ENOMEM;
+	pthread_mutex_init(&j->lock, NULL);
+	j->tail = STAGE_HDR;
+	j->fd = -1;
+	svol->stage = j;
+	j->ents = malloc(TSR_STAGE_MAX_ENTRIES * sizeof(*j->ents));
+	h = tsr_alloc_aligned(STAGE_HDR);
+	data = tsr_alloc_aligned(STAGE_MAX_LEN);
+	if (j->ents == NULL || h == NULL || data == NULL) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	store_meta_path(svol->store, svol->uuid, "stage", path);
+	j->need_roll = true;
+	j->fd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
+	if (j->fd < 0 && errno == ENOENT) /* created by the first stage */
+		goto done;
+	if (j->fd < 0) {
+		ret = -errno;
+		goto err_log;
+	}
+	if (fstat(j->fd, &st) < 0) {
+		ret = -errno;
+		goto err_log;
+	}
+	if ((uint64_t)st.st_size >= STAGE_HDR) {
+		ret = pread_full(j->fd, h, STAGE_HDR, 0);
+		if (ret)
+			goto err_log;
+		if (hdr_valid(h) && h->type == REC_GEN) {
+			j->gen = h->gen;
+			j->salt = h->salt;
+			j->need_roll = false;
+			ret = scan(svol, h, data, (uint64_t)st.st_size);
+			if (ret)
+				goto err_log;
+		}
+	}
+	for (i = 0; i < j->n; i++)
+		committed += j->ents[i].e.state == TSR_STAGE_COMMITTED;
+	if (j->n)
+		tsr_info("open: volume %s: stage journal has %zu live entries (%zu committed)",
+			 svol->name, j->n, committed);
+	ret = roll_forward(svol, data);
+	if (ret)
+		goto err;
+done:
+	tsr_free_aligned(h);
+	tsr_free_aligned(data);
+	return 0;
+err_log:
+	tsr_error("open: volume %s: stage journal %s: %s", svol->name, path, strerror(-ret));
+err:
+	tsr_free_aligned(h);
+	tsr_free_aligned(data);
+	stage_close(svol);
+	return ret;
+}
+
+void stage_close(struct tsr_svol *svol)
+{
+	struct stage_journal *j = svol->stage;
+
+	if (j == NULL)
+		return;
+	svol->stage = NULL;
+	if (j->fd >= 0)
+		close(j->fd);
+	pthread_mutex_destroy(&j->lock);
+	free(j->ents);
+	free(j);
+}
+
+int stage_drop(struct tsr_svol *svol)
+{
+	struct stage_journal *j = svol->stage;
+	int ret = 0;
+
+	if (j == NULL)
+		return 0;
+	pthread_mutex_lock(&j->lock);
+	j->n = 0;
+	j->tail = STAGE_HDR;
+	j->need_roll = true;
+	j->failed = false;
+	/* no header: the journal is empty at the next open */
+	if (j->fd >= 0 && (ftruncate(j->fd, 0) < 0 || fsync(j->fd) < 0))
+		ret = -errno;
+	pthread_mutex_unlock(&j->lock);
+	if (ret)
+		tsr_error("stage journal: volume %s: drop: %s", svol->name, strerror(-ret));
+	return ret;
+}

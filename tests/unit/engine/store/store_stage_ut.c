@@ -1,0 +1,540 @@
+/*
+ * Unit tests of the staging journal (engine/store/stage.c, store.h "staged
+ * chunk writes"): stage/commit/list/release round trips with the bytes read
+ * back, bytes in place only after commit, supersede, every call error,
+ * crash recovery at reopen (committed entries written in place again after a
+ * torn in-place write, staged ones kept, released ones gone, torn records
+ * ignored), copy-on-write into a snapshot, rollback and delete dropping the
+ * journal, generations keeping the file small, and journal write faults.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "store_test.h"
+
+/* test hook of engine/store/stage.c */
+extern uint64_t store_stage_roll_bytes;
+
+#define NB    256u /* blocks of the test volume: 1 MiB */
+#define VSIZE ((uint64_t)NB * BS)
+
+struct env {
+	char dir[512];
+	struct tsr_store *store;
+	struct tsr_io *io;
+	struct tsr_svol *v;
+	struct tsr_vol_info info;
+	uint8_t *buf; /* 2 MiB, aligned */
+};
+
+static int setup(void **state)
+{
+	struct env *e = calloc(1, sizeof(*e));
+
+	if (e == NULL || scratch_dir(e->dir, sizeof(e->dir)))
+		return -1;
+	if (tsr_store_open(e->dir, NULL, &e->store))
+		return -1;
+	e->io = make_io(TSR_IO_AUTO, NULL);
+	e->buf = tsr_alloc_aligned(2u << 20);
+	if (e->io == NULL || e->buf == NULL)
+		return -1;
+	if (tsr_store_vol_create(e->store, "v", VSIZE, &e->info))
+		return -1;
+	if (tsr_store_vol_open(e->store, "v", &e->v))
+		return -1;
+	*state = e;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+
+	tsr_svol_put(e->v);
+	tsr_io_destroy(e->io);
+	tsr_store_close(e->store);
+	tsr_free_aligned(e->buf);
+	rm_rf(e->dir);
+	free(e);
+	return 0;
+}
+
+/* Close everything without releasing anything, open the store and "v" again. */
+static void reopen(struct env *e)
+{
+	tsr_svol_put(e->v);
+	e->v = NULL;
+	tsr_store_close(e->store);
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &e->v), 0);
+}
+
+static struct tsr_stage_entry ent(uint64_t txn, uint64_t stripe, uint64_t block, uint32_t nblk)
+{
+	struct tsr_stage_entry x = {.txn = txn,
+				    .stripe = stripe,
+				    .offset = block * BS,
+				    .length = nblk * BS,
+				    .participants = 0x7};
+
+	return x;
+}
+
+static int sstage_io(struct tsr_svol *v, struct tsr_io *io, const struct tsr_stage_entry *x,
+		     const void *buf)
+{
+	struct done d = {0};
+	int ret = tsr_svol_stage(v, io, x, buf, done_cb, &d);
+
+	return ret ? ret : wait_done(io, &d);
+}
+
+/* Stage x with fill(seed) data. */
+static int sstage(struct env *e, const struct tsr_stage_entry *x, uint64_t seed)
+{
+	fill(e->buf, x->length, seed, x->offset);
+	return sstage_io(e->v, e->io, x, e->buf);
+}
+
+static int scommit(struct env *e, uint64_t txn)
+{
+	struct done d = {0};
+	int ret = tsr_svol_stage_commit(e->v, e->io, txn, done_cb, &d);
+
+	return ret ? ret : wait_done(e->io, &d);
+}
+
+static int srelease(struct env *e, uint64_t upto)
+{
+	struct done d = {0};
+	int ret = tsr_svol_stage_release(e->v, e->io, upto, done_cb, &d);
+
+	return ret ? ret : wait_done(e->io, &d);
+}
+
+/* Blocks [b, b+n) of v read as fill(seed) (seed 0: zeros). */
+static bool reads_as(struct env *e, struct tsr_svol *v, uint64_t b, uint32_t n, uint64_t seed)
+{
+	memset(e->buf, 0xa5, (size_t)n * BS);
+	assert_int_equal(sread(v, e->io, b * BS, n * BS, e->buf), 0);
+	return seed ? is_filled(e->buf, (size_t)n * BS, seed, b * BS)
+		    : is_zero(e->buf, (size_t)n * BS);
+}
+
+/* The live entries; returns their count, fills out[0..max-1]. */
+static size_t list(struct env *e, struct tsr_stage_entry *out, size_t max)
+{
+	struct tsr_stage_entry *v;
+	size_t n, i;
+
+	assert_int_equal(tsr_svol_stage_list(e->v, &v, &n), 0);
+	if (n == 0)
+		assert_null(v);
+	for (i = 0; i < n && i < max; i++)
+		out[i] = v[i];
+	for (i = 1; i < n; i++)
+		assert_true(v[i - 1].txn < v[i].txn);
+	free(v);
+	return n;
+}
+
+static void stage_path(struct env *e, char *out)
+{
+	vol_file(e->dir, e->info.uuid, "stage", out);
+}
+
+static void test_round_trip(void **state)
+{
+	struct env *e = *state;
+	struct tsr_stage_entry x = ent(100, 3, 8, 4), l[4];
+
+	assert_int_equal(sstage(e, &x, 11), 0);
+	assert_int_equal(list(e, l, 4), 1);
+	assert_int_equal(l[0].txn, 100);
+	assert_int_equal(l[0].stripe, 3);
+	assert_int_equal(l[0].offset, 8 * BS);
+	assert_int_equal(l[0].length, 4 * BS);
+	assert_int_equal(l[0].participants, 0x7);
+	assert_int_equal(l[0].state, TSR_STAGE_STAGED);
+	/* nothing in place before the commit */
+	assert_true(reads_as(e, e->v, 8, 4, 0));
+
+	assert_int_equal(scommit(e, 100), 0);
+	assert_true(reads_as(e, e->v, 8, 4, 11));
+	assert_true(reads_as(e, e->v, 0, 8, 0)); /* neighbours untouched */
+	assert_true(reads_as(e, e->v, 12, 8, 0));
+	assert_int_equal(list(e, l, 4), 1);
+	assert_int_equal(l[0].state, TSR_STAGE_COMMITTED);
+	/* committing again writes the same bytes again */
+	assert_int_equal(scommit(e, 100), 0);
+	assert_true(reads_as(e, e->v, 8, 4, 11));
+
+	assert_int_equal(srelease(e, 100), 0);
+	assert_int_equal(list(e, l, 4), 0);
+	assert_int_equal(scommit(e, 100), -ENOENT);
+	assert_true(reads_as(e, e->v, 8, 4, 11));
+}
+
+static void test_retry_and_supersede(void **state)
+{
+	struct env *e = *state;
+	struct tsr_stage_entry a = ent(1, 5, 0, 2), b = ent(2, 5, 0, 2), c = ent(3, 6, 4, 1), l[4];
+
+	/* staging a txn again with the same range replaces its bytes */
+	assert_int_equal(sstage(e, &a, 1), 0);
+	assert_int_equal(sstage(e, &a, 2), 0);
+	assert_int_equal(list(e, l, 4), 1);
+	/* a newer txn for the same stripe forgets the older one */
+	assert_int_equal(sstage(e, &c, 9), 0);
+	assert_int_equal(sstage(e, &b, 3), 0);
+	assert_int_equal(list(e, l, 4), 2);
+	assert_int_equal(l[0].txn, 2);
+	assert_int_equal(l[1].txn, 3);
+	assert_int_equal(scommit(e, 1), -ENOENT);
+	assert_true(reads_as(e, e->v, 0, 2, 0));
+	assert_int_equal(scommit(e, 2), 0);
+	assert_true(reads_as(e, e->v, 0, 2, 3));
+
+	/* release by upper bound: 2 goes, 3 stays (STAGED: never in place) */
+	assert_int_equal(srelease(e, 2), 0);
+	assert_int_equal(list(e, l, 4), 1);
+	assert_int_equal(l[0].txn, 3);
+	assert_int_equal(srelease(e, 3), 0);
+	assert_int_equal(list(e, l, 4), 0);
+	assert_true(reads_as(e, e->v, 4, 1, 0));
+
+	/* retry of the first txn after a commit: refused */
+	a = ent(7, 9, 16, 1);
+	assert_int_equal(sstage(e, &a, 4), 0);
+	assert_int_equal(scommit(e, 7), 0);
+	assert_int_equal(sstage(e, &a, 5), -EEXIST);
+	assert_true(reads_as(e, e->v, 16, 1, 4));
+}
+
+static void test_errors(void **state)
+{
+	struct env *e = *state;
+	struct tsr_stage_entry x = ent(1, 0, 0, 1), y;
+	struct done d = {0};
+	struct tsr_svol *ro;
+
+	y = x;
+	y.length = 0;
+	assert_int_equal(sstage(e, &y, 1), -EINVAL);
+	y = x;
+	y.length = 100;
+	assert_int_equal(sstage(e, &y, 1), -EINVAL);
+	y = x;
+	y.length = (1u << 20) + BS;
+	assert_int_equal(sstage(e, &y, 1), -EINVAL);
+	y = x;
+	y.offset = 512;
+	assert_int_equal(sstage(e, &y, 1), -EINVAL);
+	y = x;
+	y.offset = VSIZE - BS;
+	y.length = 2 * BS;
+	assert_int_equal(sstage(e, &y, 1), -EINVAL);
+	y = x;
+	y.offset = VSIZE;
+	assert_int_equal(sstage(e, &y, 1), -EINVAL);
+	y = x;
+	y.participants = 0;
+	assert_int_equal(sstage(e, &y, 1), -EINVAL);
+	assert_int_equal(tsr_svol_stage(e->v, e->io, &x, e->buf + 8, done_cb, &d), -EINVAL);
+	assert_int_equal(d.calls, 0);
+
+	/* the txn known with another range or stripe */
+	assert_int_equal(sstage(e, &x, 1), 0);
+	y = x;
+	y.length = 2 * BS;
+	assert_int_equal(sstage(e, &y, 1), -EEXIST);
+	y = x;
+	y.stripe = 1;
+	assert_int_equal(sstage(e, &y, 1), -EEXIST);
+	y = x;
+	y.offset = BS;
+	assert_int_equal(sstage(e, &y, 1), -EEXIST);
+
+	assert_int_equal(scommit(e, 2), -ENOENT);
+	assert_int_equal(tsr_svol_stage_commit(e->v, e->io, 2, done_cb, &d), -ENOENT);
+	assert_int_equal(d.calls, 0);
+
+	/* a read-only snapshot handle */
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s", NULL), 0);
+	assert_int_equal(tsr_store_snap_open(e->store, "v", "s", &ro), 0);
+	assert_int_equal(tsr_svol_stage(ro, e->io, &x, e->buf, done_cb, &d), -EROFS);
+	assert_int_equal(tsr_svol_stage_commit(ro, e->io, 1, done_cb, &d), -EROFS);
+	assert_int_equal(tsr_svol_stage_release(ro, e->io, 1, done_cb, &d), -EROFS);
+	assert_int_equal(d.calls, 0);
+	tsr_svol_put(ro);
+}
+
+#define INFLIGHT 32
+
+static void test_full(void **state)
+{
+	struct env *e = *state;
+	struct tsr_stage_entry x[INFLIGHT], y, l[1];
+	struct done d[INFLIGHT];
+	uint64_t i, k;
+
+	fill(e->buf, BS, 1, 0);
+	for (i = 0; i < TSR_STAGE_MAX_ENTRIES; i += INFLIGHT) {
+		for (k = 0; k < INFLIGHT; k++) {
+			memset(&d[k], 0, sizeof(d[k]));
+			x[k] = ent(1000 + i + k, i + k, (i + k) % NB, 1);
+			assert_int_equal(tsr_svol_stage(e->v, e->io, &x[k], e->buf, done_cb, &d[k]),
+					 0);
+		}
+		for (k = 0; k < INFLIGHT; k++)
+			assert_int_equal(wait_done(e->io, &d[k]), 0);
+	}
+	assert_int_equal(list(e, l, 1), TSR_STAGE_MAX_ENTRIES);
+	y = ent(99999, TSR_STAGE_MAX_ENTRIES, 0, 1);
+	assert_int_equal(sstage(e, &y, 1), -ENOSPC);
+	/* a new txn for a stripe already there takes its place */
+	y = ent(99999, 7, 7, 1);
+	assert_int_equal(sstage(e, &y, 2), 0);
+	assert_int_equal(list(e, l, 1), TSR_STAGE_MAX_ENTRIES);
+	/* the index comes back whole from disk */
+	reopen(e);
+	assert_int_equal(list(e, l, 1), TSR_STAGE_MAX_ENTRIES);
+	assert_int_equal(l[0].txn, 1000);
+	assert_int_equal(srelease(e, 1000 + TSR_STAGE_MAX_ENTRIES / 2 - 1), 0);
+	assert_int_equal(list(e, l, 1), TSR_STAGE_MAX_ENTRIES / 2 + 1); /* + txn 99999 */
+	y = ent(100000, TSR_STAGE_MAX_ENTRIES, 0, 1);
+	assert_int_equal(sstage(e, &y, 1), 0);
+}
+
+/* Overwrite blocks [b, b+n) in place with seed s (a torn or foreign write). */
+static void clobber(struct env *e, uint64_t b, uint32_t n, uint64_t s)
+{
+	fill(e->buf, (size_t)n * BS, s, b * BS);
+	assert_int_equal(swrite(e->v, e->io, b * BS, n * BS, e->buf, 0), 0);
+}
+
+static void test_recovery(void **state)
+{
+	struct env *e = *state;
+	struct tsr_stage_entry rel = ent(10, 0, 0, 2), com = ent(20, 1, 8, 3),
+			       stg = ent(30, 2, 16, 2), l[4];
+
+	/* released: staged, committed, released */
+	assert_int_equal(sstage(e, &rel, 1), 0);
+	assert_int_equal(scommit(e, 10), 0);
+	assert_int_equal(srelease(e, 10), 0);
+	/* committed, then its in-place bytes torn */
+	assert_int_equal(sstage(e, &com, 2), 0);
+	assert_int_equal(scommit(e, 20), 0);
+	/* staged only */
+	assert_int_equal(sstage(e, &stg, 3), 0);
+	clobber(e, 0, 2, 7); /* the released txn's blocks, written since */
+	clobber(e, 9, 1, 8); /* one block of the committed txn torn */
+	assert_true(reads_as(e, e->v, 9, 1, 8));
+
+	reopen(e);
+	assert_int_equal(list(e, l, 4), 2);
+	assert_int_equal(l[0].txn, 20);
+	assert_int_equal(l[0].state, TSR_STAGE_COMMITTED);
+	assert_int_equal(l[1].txn, 30);
+	assert_int_equal(l[1].state, TSR_STAGE_STAGED);
+	assert_int_equal(l[1].offset, 16 * BS);
+	assert_int_equal(l[1].length, 2 * BS);
+	assert_true(reads_as(e, e->v, 8, 3, 2));  /* written in place again */
+	assert_true(reads_as(e, e->v, 16, 2, 0)); /* staged: not in place */
+	assert_true(reads_as(e, e->v, 0, 2, 7));  /* released: never replayed */
+
+	/* the staged one can still be committed after the reopen */
+	assert_int_equal(scommit(e, 30), 0);
+	assert_true(reads_as(e, e->v, 16, 2, 3));
+	assert_int_equal(srelease(e, 30), 0);
+	reopen(e);
+	assert_int_equal(list(e, l, 4), 0);
+	assert_true(reads_as(e, e->v, 0, 2, 7));
+	assert_true(reads_as(e, e->v, 8, 3, 2));
+	assert_true(reads_as(e, e->v, 16, 2, 3));
+}
+
+/* Flip one byte of the journal file at off. */
+static void corrupt(struct env *e, uint64_t off)
+{
+	char path[PATH_MAX];
+	uint8_t c;
+	int fd;
+
+	stage_path(e, path);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &c, 1, (off_t)off), 1);
+	c ^= 0x5a;
+	assert_int_equal(pwrite(fd, &c, 1, (off_t)off), 1);
+	assert_int_equal(fsync(fd), 0);
+	close(fd);
+}
+
+static void test_torn_records(void **state)
+{
+	struct env *e = *state;
+	struct tsr_stage_entry a = ent(1, 0, 0, 1), b = ent(2, 1, 1, 2), c = ent(3, 2, 4, 1), l[4];
+	char path[PATH_MAX];
+	struct stat st;
+	uint8_t junk[BS];
+	int fd;
+
+	/* layout: GEN header, then a (hdr + 4 KiB), b (hdr + 8 KiB), c (hdr + 4 KiB) */
+	assert_int_equal(sstage(e, &a, 1), 0);
+	assert_int_equal(sstage(e, &b, 2), 0);
+	assert_int_equal(sstage(e, &c, 3), 0);
+	tsr_svol_put(e->v);
+	e->v = NULL;
+	tsr_store_close(e->store);
+	e->store = NULL;
+	corrupt(e, 4096 + 100);             /* a's header: torn */
+	corrupt(e, 3 * 4096 + 4096 + 4000); /* b's data: torn */
+	/* a half-written record at the tail */
+	stage_path(e, path);
+	assert_int_equal(stat(path, &st), 0);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	memset(junk, 0x33, sizeof(junk));
+	assert_int_equal(pwrite(fd, junk, sizeof(junk), st.st_size), (ssize_t)sizeof(junk));
+	close(fd);
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &e->v), 0);
+	/* the good record after the torn ones still counts */
+	assert_int_equal(list(e, l, 4), 1);
+	assert_int_equal(l[0].txn, 3);
+	assert_int_equal(scommit(e, 1), -ENOENT);
+	assert_int_equal(scommit(e, 2), -ENOENT);
+	assert_int_equal(scommit(e, 3), 0);
+	assert_true(reads_as(e, e->v, 4, 1, 3));
+	/* new records go after everything seen, and survive a reopen */
+	a = ent(4, 0, 0, 1);
+	assert_int_equal(sstage(e, &a, 4), 0);
+	reopen(e);
+	assert_int_equal(list(e, l, 4), 2);
+	assert_int_equal(l[0].txn, 3);
+	assert_int_equal(l[0].state, TSR_STAGE_COMMITTED);
+	assert_int_equal(l[1].txn, 4);
+}
+
+static void test_snapshot_cow(void **state)
+{
+	struct env *e = *state;
+	struct tsr_stage_entry x = ent(5, 0, 0, 4), l[2];
+	struct tsr_svol *s;
+
+	clobber(e, 0, 4, 1);
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s1", NULL), 0);
+	assert_int_equal(sstage(e, &x, 2), 0);
+	assert_int_equal(scommit(e, 5), 0);
+	assert_true(reads_as(e, e->v, 0, 4, 2));
+	assert_int_equal(tsr_store_snap_open(e->store, "v", "s1", &s), 0);
+	assert_true(reads_as(e, s, 0, 4, 1)); /* the snapshot kept the old bytes */
+	tsr_svol_put(s);
+
+	/* rollback drops the journal: entries gone, content the snapshot's */
+	x = ent(6, 1, 8, 1);
+	assert_int_equal(sstage(e, &x, 3), 0);
+	tsr_svol_put(e->v);
+	e->v = NULL;
+	assert_int_equal(tsr_store_vol_rollback(e->store, "v", "s1"), 0);
+	reopen(e);
+	assert_int_equal(list(e, l, 2), 0);
+	assert_true(reads_as(e, e->v, 0, 4, 1));
+	assert_int_equal(scommit(e, 5), -ENOENT);
+	/* and works afterwards */
+	x = ent(7, 1, 8, 1);
+	assert_int_equal(sstage(e, &x, 4), 0);
+	assert_int_equal(scommit(e, 7), 0);
+	assert_true(reads_as(e, e->v, 8, 1, 4));
+	reopen(e);
+	assert_int_equal(list(e, l, 2), 1);
+	assert_true(reads_as(e, e->v, 8, 1, 4));
+}
+
+static void test_generations(void **state)
+{
+	struct env *e = *state;
+	struct tsr_stage_entry x, l[2];
+	char path[PATH_MAX];
+	struct stat st;
+	uint64_t i, saved = store_stage_roll_bytes;
+
+	store_stage_roll_bytes = 64 * 1024;
+	for (i = 1; i <= 60; i++) {
+		x = ent(i, i % 4, (i % 4) * 4, 4);
+		assert_int_equal(sstage(e, &x, i), 0);
+		assert_int_equal(scommit(e, i), 0);
+		assert_int_equal(srelease(e, i), 0);
+	}
+	store_stage_roll_bytes = saved;
+	stage_path(e, path);
+	assert_int_equal(stat(path, &st), 0);
+	/* 60 records of 24 KiB would be 1.4 MiB without new generations */
+	assert_true(st.st_size <= 128 * 1024);
+	x = ent(61, 0, 0, 1);
+	assert_int_equal(sstage(e, &x, 61), 0);
+	reopen(e);
+	assert_int_equal(list(e, l, 2), 1);
+	assert_int_equal(l[0].txn, 61);
+	for (i = 57; i <= 60; i++)
+		assert_true(reads_as(e, e->v, (i % 4) * 4, 4, i));
+
+	/* delete removes the journal */
+	tsr_svol_put(e->v);
+	e->v = NULL;
+	assert_int_equal(tsr_store_vol_delete(e->store, "v"), 0);
+	assert_int_equal(stat(path, &st), -1);
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, &e->info), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &e->v), 0);
+	assert_int_equal(list(e, l, 2), 0);
+}
+
+static void test_write_fault(void **state)
+{
+	struct env *e = *state;
+	struct tsr_stage_entry x = ent(1, 0, 0, 1), l[2];
+	struct tsr_io *bad = make_io(TSR_IO_AUTO, "write:1+:fail=EIO");
+	struct done d = {0};
+
+	assert_non_null(bad);
+	fill(e->buf, BS, 1, 0);
+	assert_int_equal(sstage_io(e->v, bad, &x, e->buf), -EIO);
+	assert_true(tsr_io_fault_count(bad) >= 1);
+	/* the journal refuses everything until the volume is reopened */
+	x = ent(2, 1, 1, 1);
+	assert_int_equal(sstage(e, &x, 2), -EIO);
+	assert_int_equal(tsr_svol_stage_release(e->v, e->io, 5, done_cb, &d), -EIO);
+	assert_int_equal(d.calls, 0);
+	tsr_io_destroy(bad);
+	reopen(e);
+	/* the failed record never became durable */
+	assert_int_equal(list(e, l, 2), 0);
+	assert_int_equal(sstage(e, &x, 2), 0);
+	assert_int_equal(scommit(e, 2), 0);
+	assert_true(reads_as(e, e->v, 1, 1, 2));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_retry_and_supersede, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_full, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recovery, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_torn_records, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snapshot_cow, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_generations, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_write_fault, setup, teardown),
+	};
+
+	tsr_log_set_level(TSR_LOG_ERROR);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
