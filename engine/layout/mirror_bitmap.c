@@ -164,6 +164,17 @@ bool mbm_busy(const struct mbitmap *bm)
 
 static void page_write(struct mbitmap *bm, size_t p);
 
+/* The owner's reference for a page write in flight. */
+static void bm_hold(struct mbitmap *bm, bool get)
+{
+	if (bm->hold != NULL)
+		bm->hold(bm->owner, get);
+	else if (get)
+		m_get(bm->m);
+	else
+		m_put(bm->m);
+}
+
 /* Per-page completion context: the bitmap and the page index. */
 struct page_ctx {
 	struct mbitmap *bm;
@@ -206,7 +217,7 @@ static void page_done(void *arg, int res)
 		w->fn(w->arg, status);
 		free(w);
 	}
-	m_put(m);
+	bm_hold(bm, false);
 }
 
 static void page_write(struct mbitmap *bm, size_t p)
@@ -233,13 +244,13 @@ static void page_write(struct mbitmap *bm, size_t p)
 	pg->iov.iov_len = PAGE;
 	pg->fv = pg->mv;
 	pg->inflight = true;
-	m_get(m);
+	bm_hold(bm, true);
 	ret = tsr_io_writev(m->io, bm->fd, &pg->iov, 1, (p + 1) * PAGE, TSR_IO_FUA, page_done, pc);
 	if (ret == 0)
 		return;
 	pg->inflight = false;
 	free(pc);
-	m_put(m);
+	bm_hold(bm, false);
 fail:
 	/* the waiters of this page fail; their writes are failed, not acked */
 	{

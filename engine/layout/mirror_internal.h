@@ -99,6 +99,13 @@ struct mbitmap {
 	struct mpage *pages;
 	uint64_t nset; /* set bits */
 	int error;     /* last persist error (sticky until a success) */
+	/*
+	 * Optional owner reference held by each page write in flight (the EC
+	 * layout borrows this bitmap, ec_internal.h); NULL: m_get/m_put on m.
+	 * Set after mbm_open.
+	 */
+	void (*hold)(void *owner, bool get);
+	void *owner;
 };
 /* Control thread (blocking).  full: every region dirty; load: keep the file's
  * bits if its header matches, else every region dirty; neither: empty.

@@ -1,0 +1,1168 @@
+/*
+ * The erasure-coded layout (include/tessera/ec.h): k data + m parity chunks
+ * per stripe, one chunk position per copy, driven from the volume's home
+ * worker.  Threads as in the mirror (mirror.c): tsr_layout_ec_create runs on
+ * the control thread (local chunk volume, epoch, bitmap files), then sends
+ * the start-up to the home worker and waits; every piece of state belongs to
+ * the home worker from then on; status_lock guards the published status.
+ *
+ * Start-up (home worker): connect every remote copy (OPEN with our epoch;
+ * -ESTALE anywhere fails the create), then the staged-txn recovery of ec.h:
+ *   1. STAGE_LIST on every open copy;
+ *   2. per txn, looking at the copies recorded IN_SYNC only (an out-of-sync
+ *      copy's chunk is rebuilt anyway): COMMITTED on one of them, or STAGED
+ *      on the copy of every participant position -> roll forward (COMMIT on
+ *      each IN_SYNC copy holding it; committing twice rewrites the same
+ *      bytes); otherwise roll back (nothing: step 4 forgets it);
+ *   3. the stripe of every listed txn is marked dirty on every copy that is
+ *      not open and IN_SYNC (so its chunk is recomputed when it returns);
+ *   4. RELEASE up to (epoch << 32) - 1 on every open copy: every txn of an
+ *      older coordinator is forgotten (rolled-back ones never reach disk).
+ * Then the in-sync count is checked against min_in_sync and the resyncs of
+ * the open out-of-sync copies start.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "layout/ec_internal.h"
+#include "tessera/layout_module.h"
+
+uint64_t ec_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static bool on_home(const struct ec *e)
+{
+	return e->io != NULL && pthread_equal(pthread_self(), e->home_thread);
+}
+
+/* ---- lifetime ----------------------------------------------------------- */
+
+static void ec_free(struct ec *e)
+{
+	for (unsigned i = 0; i < e->n_copies; i++) {
+		struct ecopy *c = &e->copies[i];
+
+		mbm_close(&c->bm, false);
+		if (c->svol != NULL)
+			tsr_svol_put(c->svol);
+	}
+	tsr_ec_codec_destroy(e->codec);
+	free(e->bmhost);
+	pthread_mutex_destroy(&e->status_lock);
+	sem_destroy(&e->sem);
+	free(e);
+}
+
+void ec_get(struct ec *e)
+{
+	__atomic_fetch_add(&e->refs, 1, __ATOMIC_RELAXED);
+}
+
+void ec_put(struct ec *e)
+{
+	if (__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL) > 0)
+		return;
+	if (e->destroy_waiter)
+		sem_post(&e->sem);
+	else
+		ec_free(e);
+}
+
+/* mbitmap.hold: a page write in flight keeps the layout alive */
+static void bm_hold(void *owner, bool get)
+{
+	if (get)
+		ec_get(owner);
+	else
+		ec_put(owner);
+}
+
+unsigned ec_in_sync(const struct ec *e)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < e->n_copies; i++)
+		if (ecopy_readable(&e->copies[i]))
+			n++;
+	return n;
+}
+
+void ec_publish(struct ec *e)
+{
+	struct tsr_layout_status s;
+	uint64_t per_region = e->region_size / e->unit, rebuilding = 0;
+	bool degraded = false;
+
+	memset(&s, 0, sizeof(s));
+	s.epoch = e->epoch;
+	s.ready = e->ready;
+	s.fenced = e->fenced;
+	s.n_copies = e->n_copies;
+	s.in_sync = ec_in_sync(e);
+	for (unsigned i = 0; i < e->n_copies; i++) {
+		const struct ecopy *c = &e->copies[i];
+
+		snprintf(s.copies[i].node_id, sizeof(s.copies[i].node_id), "%s", c->node_id);
+		s.copies[i].state = c->state;
+		s.copies[i].connected = c->open;
+		s.copies[i].dirty_bytes = c->bm.nset << e->region_shift;
+		if (!ecopy_readable(c))
+			degraded = true;
+		if (c->state != TSR_COPY_IN_SYNC)
+			rebuilding += c->bm.nset * per_region;
+	}
+	s.resync_running = e->resync_running;
+	s.resync_total_bytes = e->resync_total * e->unit;
+	s.resync_done_bytes = e->resync_done * e->unit;
+	s.resync_rate_bps = e->resync_rate_bps;
+	if (e->resync_running && e->resync_rate_bps > 1.0 && e->resync_total > e->resync_done)
+		s.resync_eta_sec = (uint64_t)((double)((e->resync_total - e->resync_done) *
+						       e->unit) /
+					      e->resync_rate_bps);
+	s.resync_bytes_copied = e->resync_bytes_copied;
+	s.resync_regions_copied = e->resync_regions_copied;
+	s.writes = e->n_writes;
+	s.reads = e->n_reads;
+	s.write_errors = e->write_errors;
+	s.copy_failures = e->copy_failures;
+	s.scrub_running = e->scrub_running;
+	s.scrub_done = e->scrub_finished;
+	s.scrub_total_bytes = e->scrub_total;
+	s.scrub_done_bytes = e->scrub_done;
+	s.scrub_mismatches = e->scrub_mismatches;
+	s.scrub_repaired = e->scrub_repaired;
+	s.scrub_unrepaired = e->scrub_unrepaired;
+	s.ec_k = e->k;
+	s.ec_m = e->m;
+	s.stripe_unit = e->unit;
+	s.stripes_total = e->nstripes;
+	s.stripes_degraded = degraded ? e->nstripes : 0;
+	s.stripes_rebuilding = rebuilding < e->nstripes ? rebuilding : e->nstripes;
+	s.degraded_reads = e->degraded_reads;
+	s.txn_rolled_forward = e->txn_rolled_forward;
+	s.txn_rolled_back = e->txn_rolled_back;
+	pthread_mutex_lock(&e->status_lock);
+	e->status = s;
+	pthread_mutex_unlock(&e->status_lock);
+}
+
+/* ---- hooks: copy states in the metadata store (as mirror.c) --------------- */
+
+struct hook_ctx {
+	struct ec *e;
+	unsigned idx;
+	unsigned gen;
+	enum tsr_copy_state st;
+	int status;
+};
+
+static void hook_issue(struct ecopy *c);
+
+static void hook_settle(struct ecopy *c, int status)
+{
+	struct waiter **pp = &c->hook_waiters, *w, *ready = NULL;
+
+	while ((w = *pp) != NULL) {
+		int st = -1;
+
+		if (status == 0 && w->ver == c->recorded)
+			st = 0;
+		else if (status < 0 && w->ver == c->hook_issued)
+			st = -EIO;
+		else if (w->ver != c->hook_want && w->ver != c->recorded)
+			st = -ECANCELED;
+		if (st == -1) {
+			pp = &w->next;
+			continue;
+		}
+		*pp = w->next;
+		w->ver = (uint64_t)(int64_t)st;
+		w->next = ready;
+		ready = w;
+	}
+	while ((w = ready) != NULL) {
+		ready = w->next;
+		w->fn(w->arg, (int)(int64_t)w->ver);
+		free(w);
+	}
+}
+
+static void hook_done_msg(struct tsr_worker *w, void *arg)
+{
+	struct hook_ctx *hc = arg;
+	struct ec *e = hc->e;
+	struct ecopy *c = &e->copies[hc->idx];
+
+	(void)w;
+	if (hc->gen == c->slot_gen) {
+		c->hook_busy = false;
+		if (hc->status == 0)
+			c->recorded = hc->st;
+		else
+			tsr_error("ec %s: cannot record copy %u (%s) %s: %s", e->name, hc->idx,
+				  c->node_id, tsr_copy_state_name(hc->st), strerror(-hc->status));
+		hook_settle(c, hc->status);
+		if (hc->status == 0 && c->hook_want != c->recorded && !e->closing)
+			hook_issue(c);
+	}
+	free(hc);
+	ec_put(e);
+}
+
+static void hook_done(void *done_arg, int status)
+{
+	struct hook_ctx *hc = done_arg;
+
+	hc->status = status;
+	if (tsr_worker_send(hc->e->home, hook_done_msg, hc) < 0)
+		tsr_error("ec %s: hook answer lost (home worker stopped)", hc->e->name);
+}
+
+static void hook_issue(struct ecopy *c)
+{
+	struct ec *e = c->e;
+	struct hook_ctx *hc = calloc(1, sizeof(*hc));
+
+	if (hc == NULL) {
+		c->hook_issued = c->hook_want;
+		hook_settle(c, -ENOMEM);
+		return;
+	}
+	hc->e = e;
+	hc->idx = c->idx;
+	hc->gen = c->slot_gen;
+	hc->st = c->hook_want;
+	c->hook_busy = true;
+	c->hook_issued = c->hook_want;
+	ec_get(e);
+	tsr_info("ec %s: copy %u (%s) -> %s", e->name, c->idx, c->node_id,
+		 tsr_copy_state_name(hc->st));
+	e->hooks.set_copy_state(e->hooks.arg, e->name, c->idx, hc->st, hook_done, hc);
+}
+
+void ec_hook_request(struct ecopy *c, enum tsr_copy_state st, struct waiter *w)
+{
+	if (w != NULL) {
+		w->ver = st;
+		w->next = c->hook_waiters;
+		c->hook_waiters = w;
+	}
+	c->hook_want = st;
+	if (c->hook_busy)
+		return;
+	if (c->recorded == st) {
+		hook_settle(c, 0);
+		return;
+	}
+	hook_issue(c);
+}
+
+/* ---- failures and fencing ------------------------------------------------- */
+
+void ec_fence_now(struct ec *e, const char *why)
+{
+	if (e->fenced)
+		return;
+	e->fenced = true;
+	tsr_error("ec %s: fenced at epoch %llu (%s): every I/O fails from now on", e->name,
+		  (unsigned long long)e->epoch, why);
+	for (unsigned i = 0; i < e->n_copies; i++)
+		if (e->copies[i].resync != NULL)
+			ec_resync_abort(&e->copies[i]);
+	ec_scrub_abort(e);
+	ec_expire_stalled(e, true);
+	ec_publish(e);
+}
+
+bool ec_fence_requested(struct ec *e)
+{
+	if (e->fenced)
+		return true;
+	if (!__atomic_load_n(&e->fence_req, __ATOMIC_ACQUIRE))
+		return false;
+	ec_fence_now(e, "attach lease lost");
+	return true;
+}
+
+void ec_copy_failed(struct ecopy *c, int err)
+{
+	struct ec *e = c->e;
+
+	if (err == -ESTALE) {
+		ec_fence_now(e, "a copy has seen a newer epoch");
+		return;
+	}
+	if (e->closing)
+		return;
+	if (c->state == TSR_COPY_OUT_OF_SYNC) {
+		if (!c->local && (c->open || c->connecting))
+			ecopy_disconnect(c);
+		return;
+	}
+	e->copy_failures++;
+	tsr_warn("ec %s: copy %u (%s) failed (%s): out of sync", e->name, c->idx, c->node_id,
+		 strerror(-err));
+	c->state = TSR_COPY_OUT_OF_SYNC;
+	if (c->local)
+		e->local_retry_ns = ec_now_ns();
+	if (c->resync != NULL)
+		ec_resync_abort(c);
+	if (!c->local)
+		ecopy_disconnect(c);
+	ec_hook_request(c, TSR_COPY_OUT_OF_SYNC, NULL);
+	ec_publish(e);
+}
+
+/* ---- the tick ------------------------------------------------------------- */
+
+static void tick(void *arg, uint32_t events)
+{
+	struct ec *e = arg;
+	uint64_t v, now = ec_now_ns();
+
+	(void)events;
+	if (read(e->timer_fd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: spurious wake-up */
+	}
+	if (e->closing)
+		return;
+	ec_fence_requested(e);
+	if (e->stalled != NULL)
+		ec_expire_stalled(e, false);
+	ec_release_tick(e, now);
+	ec_resync_tick(e, now);
+	ec_publish(e);
+}
+
+/* ---- start-up: sessions, staged-txn recovery ------------------------------- */
+
+struct rec_entry {
+	struct tsr_stage_entry en;
+	unsigned copy;
+};
+
+struct recovery {
+	struct ec *e;
+	struct rec_entry *ents;
+	size_t n, cap;
+	int pending;
+};
+
+static void start_finish(struct ec *e, int status)
+{
+	e->start_status = status;
+	if (status == 0) {
+		e->ready = true;
+		for (unsigned i = 0; i < e->n_copies; i++) {
+			struct ecopy *c = &e->copies[i];
+
+			if (!c->open && c->recorded != TSR_COPY_OUT_OF_SYNC)
+				ec_hook_request(c, TSR_COPY_OUT_OF_SYNC, NULL);
+			else if (c->resync_queued)
+				ec_resync_start(c);
+		}
+	}
+	ec_publish(e);
+	sem_post(&e->sem);
+}
+
+static void converge_done(void *arg, int status)
+{
+	struct ec *e = arg;
+
+	if (status < 0)
+		tsr_error("ec %s: converge scrub: %s", e->name, strerror(-status));
+	if (e->fenced)
+		status = -ESTALE;
+	else if (ec_in_sync(e) < e->min_in_sync)
+		status = -EIO;
+	start_finish(e, status < 0 ? status : 0);
+}
+
+static void start_evaluate(struct ec *e)
+{
+	if (e->fenced && e->start_status == 0)
+		e->start_status = -ESTALE;
+	if (e->start_status < 0) {
+		start_finish(e, e->start_status);
+		return;
+	}
+	for (unsigned i = 0; i < e->n_copies; i++) {
+		struct ecopy *c = &e->copies[i];
+
+		if (c->state == TSR_COPY_IN_SYNC && c->full_resync)
+			c->state = TSR_COPY_OUT_OF_SYNC;
+		if (c->state == TSR_COPY_IN_SYNC && !c->open) {
+			c->state = TSR_COPY_OUT_OF_SYNC;
+		} else if (c->state != TSR_COPY_IN_SYNC) {
+			c->state = TSR_COPY_OUT_OF_SYNC;
+			c->resync_queued = c->open;
+		}
+	}
+	if (ec_in_sync(e) < e->min_in_sync) {
+		tsr_error("ec %s: %u copies in sync and reachable, %u needed", e->name,
+			  ec_in_sync(e), e->min_in_sync);
+		start_finish(e, -EIO);
+		return;
+	}
+	if (e->converge) {
+		int ret = ec_scrub_begin(e, true, converge_done, e);
+
+		if (ret == 0)
+			return;
+		start_finish(e, ret);
+		return;
+	}
+	start_finish(e, 0);
+}
+
+static void rec_free(struct recovery *r)
+{
+	free(r->ents);
+	free(r);
+}
+
+static void rec_release_done(void *arg, int status)
+{
+	struct ecopy *c = arg;
+	struct ec *e = c->e;
+
+	if (status < 0) {
+		tsr_warn("ec %s: copy %u (%s): release of older txns: %s", e->name, c->idx,
+			 c->node_id, strerror(-status));
+		if (status == -ESTALE)
+			e->start_status = -ESTALE;
+		ecopy_disconnect(c);
+	}
+	if (--e->start_pending == 0)
+		start_evaluate(e);
+}
+
+/* Step 4: forget every txn of an older coordinator. */
+static void rec_release(struct ec *e)
+{
+	uint64_t upto = (e->epoch << 32) - 1;
+
+	e->released_upto = upto;
+	e->start_pending = 1;
+	for (unsigned i = 0; i < e->n_copies; i++) {
+		struct ecopy *c = &e->copies[i];
+		int ret;
+
+		if (!c->open)
+			continue;
+		e->start_pending++;
+		ret = ecopy_release(c, upto, rec_release_done, c);
+		if (ret < 0)
+			rec_release_done(c, ret);
+	}
+	if (--e->start_pending == 0)
+		start_evaluate(e);
+}
+
+static void rec_commit_done(void *arg, int status)
+{
+	struct ecopy *c = arg;
+	struct ec *e = c->e;
+
+	if (status < 0 && status != -ENOENT) {
+		tsr_warn("ec %s: copy %u (%s): roll forward: %s", e->name, c->idx, c->node_id,
+			 strerror(-status));
+		if (status == -ESTALE)
+			e->start_status = -ESTALE;
+		c->state = TSR_COPY_OUT_OF_SYNC;
+		ecopy_disconnect(c);
+	}
+	if (--e->start_pending == 0)
+		rec_release(e);
+}
+
+static int rec_cmp(const void *a, const void *b)
+{
+	const struct rec_entry *x = a, *y = b;
+
+	if (x->en.txn != y->en.txn)
+		return x->en.txn < y->en.txn ? -1 : 1;
+	return x->copy < y->copy ? -1 : x->copy > y->copy;
+}
+
+/* Steps 2 and 3 over the collected lists. */
+static void rec_decide(struct recovery *r)
+{
+	struct ec *e = r->e;
+	size_t i = 0, j;
+
+	qsort(r->ents, r->n, sizeof(*r->ents), rec_cmp);
+	e->start_pending = 1;
+	while (i < r->n) {
+		uint64_t txn = r->ents[i].en.txn, stripe = r->ents[i].en.stripe;
+		uint32_t parts = r->ents[i].en.participants, have = 0;
+		bool committed = false, forward;
+
+		for (j = i; j < r->n && r->ents[j].en.txn == txn; j++) {
+			struct ecopy *c = &e->copies[r->ents[j].copy];
+
+			if (c->state != TSR_COPY_IN_SYNC || c->full_resync)
+				continue;
+			have |= 1u << tsr_ec_position_of(stripe, c->idx, e->k, e->m);
+			if (r->ents[j].en.state == TSR_STAGE_COMMITTED)
+				committed = true;
+		}
+		forward = committed || (parts & ~have) == 0;
+		if (forward)
+			e->txn_rolled_forward++;
+		else
+			e->txn_rolled_back++;
+		tsr_info("ec %s: txn %llx (stripe %llu, participants %#x, staged on %#x%s): %s",
+			 e->name, (unsigned long long)txn, (unsigned long long)stripe, parts, have,
+			 committed ? ", committed" : "", forward ? "roll forward" : "roll back");
+		for (; i < j; i++) {
+			struct ecopy *c = &e->copies[r->ents[i].copy];
+			int ret;
+
+			if (!forward || c->state != TSR_COPY_IN_SYNC || c->full_resync)
+				continue;
+			e->start_pending++;
+			ret = ecopy_commit(c, txn, rec_commit_done, c);
+			if (ret < 0)
+				rec_commit_done(c, ret);
+		}
+		/* step 3: copies that cannot take part get the stripe rebuilt */
+		for (unsigned ci = 0; ci < e->n_copies; ci++) {
+			struct ecopy *c = &e->copies[ci];
+
+			if (!c->open || c->state != TSR_COPY_IN_SYNC || c->full_resync)
+				mbm_mark(&c->bm, ec_chunk_off(e, stripe), e->unit, NULL, NULL);
+		}
+	}
+	rec_free(r);
+	if (--e->start_pending == 0)
+		rec_release(e);
+}
+
+struct rec_list_ctx {
+	struct recovery *r;
+	struct ecopy *c;
+};
+
+static void rec_list_done(void *arg, int status, const struct tsr_stage_entry *ents, size_t n)
+{
+	struct rec_list_ctx *lc = arg;
+	struct recovery *r = lc->r;
+	struct ecopy *c = lc->c;
+	struct ec *e = r->e;
+
+	if (status < 0) {
+		tsr_warn("ec %s: copy %u (%s): stage list: %s", e->name, c->idx, c->node_id,
+			 strerror(-status));
+		if (status == -ESTALE)
+			e->start_status = -ESTALE;
+		ecopy_disconnect(c);
+	} else {
+		for (size_t i = 0; i < n; i++) {
+			if (ents[i].stripe >= e->nstripes) {
+				tsr_warn("ec %s: copy %u: staged txn for stripe %llu beyond the "
+					 "volume: ignored",
+					 e->name, c->idx, (unsigned long long)ents[i].stripe);
+				continue;
+			}
+			if (r->n == r->cap) {
+				size_t cap = r->cap ? r->cap * 2 : 64;
+				struct rec_entry *p = realloc(r->ents, cap * sizeof(*p));
+
+				if (p == NULL) {
+					e->start_status = -ENOMEM;
+					break;
+				}
+				r->ents = p;
+				r->cap = cap;
+			}
+			r->ents[r->n].en = ents[i];
+			r->ents[r->n].copy = c->idx;
+			r->n++;
+		}
+	}
+	free(lc);
+	if (--r->pending == 0) {
+		if (e->start_status < 0) {
+			rec_free(r);
+			start_evaluate(e);
+			return;
+		}
+		rec_decide(r);
+	}
+}
+
+/* Step 1. */
+static void rec_start(struct ec *e)
+{
+	struct recovery *r;
+
+	if (e->start_status < 0) {
+		start_evaluate(e);
+		return;
+	}
+	r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		start_finish(e, -ENOMEM);
+		return;
+	}
+	r->e = e;
+	r->pending = 1;
+	for (unsigned i = 0; i < e->n_copies; i++) {
+		struct ecopy *c = &e->copies[i];
+		struct rec_list_ctx *lc;
+		int ret;
+
+		if (!c->open)
+			continue;
+		lc = calloc(1, sizeof(*lc));
+		if (lc == NULL) {
+			e->start_status = -ENOMEM;
+			break;
+		}
+		lc->r = r;
+		lc->c = c;
+		r->pending++;
+		ec_get(e);
+		ret = ecopy_stage_list(c, rec_list_done, lc);
+		ec_put(e);
+		if (ret < 0)
+			rec_list_done(lc, ret, NULL, 0);
+	}
+	if (--r->pending == 0) {
+		if (e->start_status < 0) {
+			rec_free(r);
+			start_evaluate(e);
+			return;
+		}
+		rec_decide(r);
+	}
+}
+
+static void start_open_done(void *arg, int status)
+{
+	struct ecopy *c = arg;
+	struct ec *e = c->e;
+
+	if (status < 0) {
+		tsr_warn("ec %s: copy %u (%s at %s): open: %s", e->name, c->idx, c->node_id,
+			 c->address, strerror(-status));
+		if (status == -ESTALE)
+			e->start_status = -ESTALE;
+		else if (status == -ENOENT && e->start_status == 0)
+			e->start_status = -ENOENT;
+		ecopy_disconnect(c);
+	}
+	if (--e->start_pending == 0)
+		rec_start(e);
+}
+
+static void start_msg(struct tsr_worker *w, void *arg)
+{
+	struct ec *e = arg;
+	struct itimerspec its = {
+	    .it_interval = {0, EC_TICK_MS * 1000000L},
+	    .it_value = {0, EC_TICK_MS * 1000000L},
+	};
+	int ret;
+
+	e->io = tsr_worker_io(w);
+	e->bmhost->io = e->io;
+	e->home_thread = pthread_self();
+	e->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (e->timer_fd < 0 || timerfd_settime(e->timer_fd, 0, &its, NULL) < 0 ||
+	    tsr_worker_watch(w, e->timer_fd, EPOLLIN, tick, e) < 0) {
+		tsr_error("ec %s: timer: %s", e->name, strerror(errno));
+		if (e->timer_fd >= 0)
+			close(e->timer_fd);
+		e->timer_fd = -1;
+		start_finish(e, -ENOMEM);
+		return;
+	}
+	e->last_release_ns = ec_now_ns();
+	e->start_pending = 1;
+	for (unsigned i = 0; i < e->n_copies; i++) {
+		struct ecopy *c = &e->copies[i];
+
+		if (c->local)
+			continue;
+		e->start_pending++;
+		ret = ecopy_connect(c, start_open_done, c);
+		if (ret < 0)
+			start_open_done(c, ret);
+	}
+	if (--e->start_pending == 0)
+		rec_start(e);
+}
+
+/* ---- teardown (home worker) ------------------------------------------------ */
+
+static void teardown(struct ec *e)
+{
+	if (e->closing)
+		return;
+	e->closing = true;
+	e->bmhost->closing = true;
+	e->ready = false;
+	for (unsigned i = 0; i < e->n_copies; i++)
+		if (e->copies[i].resync != NULL)
+			ec_resync_abort(&e->copies[i]);
+	ec_scrub_abort(e);
+	ec_expire_stalled(e, true);
+	for (unsigned i = 0; i < e->n_copies; i++)
+		ecopy_disconnect(&e->copies[i]);
+	if (e->timer_fd >= 0) {
+		tsr_worker_unwatch(e->home, e->timer_fd);
+		close(e->timer_fd);
+		e->timer_fd = -1;
+	}
+	ec_publish(e);
+	ec_put(e);
+}
+
+static void teardown_msg(struct tsr_worker *w, void *arg)
+{
+	(void)w;
+	teardown(arg);
+}
+
+static void ec_destroy(void *ctx)
+{
+	struct ec *e = ctx;
+
+	if (e == NULL)
+		return;
+	if (e->io == NULL) {
+		ec_free(e);
+		return;
+	}
+	if (on_home(e)) {
+		e->destroy_waiter = false;
+		teardown(e);
+		return;
+	}
+	e->destroy_waiter = true;
+	if (tsr_worker_send(e->home, teardown_msg, e) < 0) {
+		tsr_error("ec %s: home worker stopped before the layout: leaking it", e->name);
+		return;
+	}
+	sem_wait(&e->sem);
+	ec_free(e);
+}
+
+/* ---- control calls ---------------------------------------------------------- */
+
+struct ctl {
+	struct ec *e;
+	unsigned idx;
+	char address[128];
+	bool repair;
+	int result;
+	sem_t done;
+	void (*fn)(struct ctl *ctl);
+};
+
+static void ctl_msg(struct tsr_worker *w, void *arg)
+{
+	struct ctl *ctl = arg;
+
+	(void)w;
+	ctl->fn(ctl);
+	sem_post(&ctl->done);
+}
+
+static int ctl_run(struct ec *e, struct ctl *ctl)
+{
+	int ret;
+
+	ctl->e = e;
+	if (on_home(e)) {
+		ctl->fn(ctl);
+		return ctl->result;
+	}
+	sem_init(&ctl->done, 0, 0);
+	ret = tsr_worker_send(e->home, ctl_msg, ctl);
+	if (ret == 0)
+		sem_wait(&ctl->done);
+	sem_destroy(&ctl->done);
+	return ret < 0 ? ret : ctl->result;
+}
+
+static void returned_open_done(void *arg, int status)
+{
+	struct ecopy *c = arg;
+	struct ec *e = c->e;
+
+	if (status < 0) {
+		tsr_warn("ec %s: copy %u (%s) back, but open failed: %s", e->name, c->idx,
+			 c->node_id, strerror(-status));
+		if (status == -ESTALE)
+			ec_fence_now(e, "a copy has seen a newer epoch");
+		ecopy_disconnect(c);
+		if (e->replace_running && c->idx == e->replace_idx)
+			e->replace_running = false;
+		ec_publish(e);
+		return;
+	}
+	ec_resync_start(c);
+}
+
+static void copy_returned_fn(struct ctl *ctl)
+{
+	struct ec *e = ctl->e;
+	struct ecopy *c = &e->copies[ctl->idx];
+	int ret;
+
+	ctl->result = 0;
+	if (e->closing || e->fenced || !e->ready || c->state != TSR_COPY_OUT_OF_SYNC ||
+	    c->connecting || c->resync != NULL)
+		return;
+	if (ctl->address[0] != '\0')
+		snprintf(c->address, sizeof(c->address), "%s", ctl->address);
+	ret = ecopy_connect(c, returned_open_done, c);
+	if (ret == 1)
+		ec_resync_start(c);
+	else if (ret < 0)
+		returned_open_done(c, ret);
+}
+
+static void copy_returned_msg(struct tsr_worker *w, void *arg)
+{
+	struct ctl *ctl = arg;
+	struct ec *e = ctl->e;
+
+	(void)w;
+	copy_returned_fn(ctl);
+	free(ctl);
+	ec_put(e);
+}
+
+static void ec_copy_returned(void *ctx, unsigned idx, const char *address)
+{
+	struct ec *e = ctx;
+	struct ctl *ctl;
+
+	if (e == NULL || idx >= e->n_copies)
+		return;
+	ctl = calloc(1, sizeof(*ctl));
+	if (ctl == NULL)
+		return;
+	ctl->e = e;
+	ctl->idx = idx;
+	if (address != NULL)
+		snprintf(ctl->address, sizeof(ctl->address), "%s", address);
+	ec_get(e);
+	if (tsr_worker_send(e->home, copy_returned_msg, ctl) < 0) {
+		free(ctl);
+		ec_put(e);
+	}
+}
+
+static int ec_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy *copy)
+{
+	(void)ctx;
+	(void)idx;
+	(void)copy;
+	return -EOPNOTSUPP;
+}
+
+static void fence_msg(struct tsr_worker *w, void *arg)
+{
+	struct ec *e = arg;
+
+	(void)w;
+	ec_fence_now(e, "attach lease lost");
+	ec_put(e);
+}
+
+static void ec_fence(void *ctx)
+{
+	struct ec *e = ctx;
+
+	if (e == NULL)
+		return;
+	__atomic_store_n(&e->fence_req, true, __ATOMIC_RELEASE);
+	if (on_home(e)) {
+		ec_fence_now(e, "attach lease lost");
+		return;
+	}
+	ec_get(e);
+	if (tsr_worker_send(e->home, fence_msg, e) < 0)
+		ec_put(e);
+}
+
+static void scrub_done_log(void *arg, int status)
+{
+	struct ec *e = arg;
+
+	tsr_info("ec %s: scrub %s: %llu mismatches, %llu repaired, %llu unrepaired", e->name,
+		 status == 0 ? "done" : strerror(-status), (unsigned long long)e->scrub_mismatches,
+		 (unsigned long long)e->scrub_repaired, (unsigned long long)e->scrub_unrepaired);
+}
+
+static void scrub_fn(struct ctl *ctl)
+{
+	struct ec *e = ctl->e;
+
+	if (e->closing || e->fenced) {
+		ctl->result = -EIO;
+		return;
+	}
+	ctl->result = ec_scrub_begin(e, ctl->repair, scrub_done_log, e);
+}
+
+static int ec_scrub_start(void *ctx, bool repair)
+{
+	struct ctl ctl = {.repair = repair, .fn = scrub_fn};
+
+	return ctl_run(ctx, &ctl);
+}
+
+static void ec_get_status(void *ctx, struct tsr_layout_status *out)
+{
+	struct ec *e = ctx;
+
+	pthread_mutex_lock(&e->status_lock);
+	*out = e->status;
+	pthread_mutex_unlock(&e->status_lock);
+}
+
+static uint64_t ec_size(void *ctx)
+{
+	return ((struct ec *)ctx)->size;
+}
+
+static const struct tsr_layout_ops ec_layout_ops = {
+    .name = "ec",
+    .size = ec_size,
+    .read = ec_read,
+    .write = ec_write,
+    .flush = ec_flush,
+    .trim = ec_trim,
+    .write_zeroes = ec_write_zeroes,
+    .block_status = NULL, /* chunks do not map to volume extents: all allocated */
+    .snap = ec_snap,
+    .copy_returned = ec_copy_returned,
+    .replace_copy = ec_replace_copy,
+    .fence = ec_fence,
+    .scrub_start = ec_scrub_start,
+    .get_status = ec_get_status,
+    .destroy = ec_destroy,
+};
+
+bool tsr_layout_is_ec(const struct tsr_layout *l)
+{
+	return l != NULL && tsr_layout_ops_of(l) == &ec_layout_ops;
+}
+
+/* ---- create (control thread) -------------------------------------------------- */
+
+static int check_opts(const struct tsr_ec_opts *o)
+{
+	unsigned locals = 0;
+
+	if (o == NULL || o->name == NULL || !tsr_valid_name(o->name) || o->size == 0 ||
+	    o->size % TSR_BLOCK_SIZE || o->home == NULL || o->state_dir == NULL ||
+	    o->node_id == NULL || o->hooks.set_copy_state == NULL)
+		return -EINVAL;
+	if (o->k < 1 || o->k > TSR_EC_MAX_K || o->m < 1 || o->m > TSR_EC_MAX_M ||
+	    !tsr_ec_unit_valid(o->stripe_unit) || o->n_copies != o->k + o->m ||
+	    o->min_in_sync > o->n_copies || (o->min_in_sync != 0 && o->min_in_sync < o->k))
+		return -EINVAL;
+	if (o->region_size != 0 &&
+	    (o->region_size < o->stripe_unit || (o->region_size & (o->region_size - 1))))
+		return -EINVAL;
+	for (unsigned i = 0; i < o->n_copies; i++) {
+		const struct tsr_layout_copy *c = &o->copies[i];
+
+		if (c->node_id[0] == '\0' || strchr(c->node_id, '/') != NULL)
+			return -EINVAL;
+		if (c->local)
+			locals++;
+		else if (c->address[0] == '\0')
+			return -EINVAL;
+	}
+	if (locals > 1 || (locals == 1 && o->store == NULL))
+		return -EINVAL;
+	return 0;
+}
+
+/* "staged:N" / "committed:N" (ec.h fault switch) */
+static void crash_point_parse(struct ec *e)
+{
+	const char *s = getenv("TESSERA_EC_CRASH_POINT");
+	const char *num;
+	char *end;
+	unsigned long n;
+
+	if (s == NULL || *s == '\0')
+		return;
+	if (strncmp(s, "staged:", 7) == 0) {
+		e->crash_kind = EC_CRASH_STAGED;
+		num = s + 7;
+	} else if (strncmp(s, "committed:", 10) == 0) {
+		e->crash_kind = EC_CRASH_COMMITTED;
+		num = s + 10;
+	} else {
+		tsr_warn("ec %s: TESSERA_EC_CRASH_POINT=%s: not staged:N or committed:N, ignored",
+			 e->name, s);
+		return;
+	}
+	n = strtoul(num, &end, 10);
+	if (*num == '\0' || *end != '\0' || n > TSR_LAYOUT_MAX_COPIES) {
+		tsr_warn("ec %s: TESSERA_EC_CRASH_POINT=%s: bad count, ignored", e->name, s);
+		e->crash_kind = EC_CRASH_NONE;
+		return;
+	}
+	e->crash_n = (unsigned)n;
+	e->crash_armed = true;
+	tsr_warn("ec %s: fault switch armed: %s", e->name, s);
+}
+
+/* state_dir/<vol>.<node_id>.bitmap */
+static int bitmap_path(const struct ec *e, const char *node_id, char out[PATH_MAX])
+{
+	int n = snprintf(out, PATH_MAX, "%s/%s.%s.bitmap", e->state_dir, e->name, node_id);
+
+	return n < 0 || n >= PATH_MAX ? -ENAMETOOLONG : 0;
+}
+
+int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out)
+{
+	struct ec *e;
+	int ret;
+
+	ret = check_opts(opts);
+	if (ret < 0)
+		return ret;
+	e = calloc(1, sizeof(*e));
+	if (e == NULL)
+		return -ENOMEM;
+	pthread_mutex_init(&e->status_lock, NULL);
+	sem_init(&e->sem, 0, 0);
+	e->refs = 1;
+	e->timer_fd = -1;
+	snprintf(e->name, sizeof(e->name), "%s", opts->name);
+	snprintf(e->node_id, sizeof(e->node_id), "%s", opts->node_id);
+	snprintf(e->token, sizeof(e->token), "%s", opts->token ? opts->token : "");
+	snprintf(e->state_dir, sizeof(e->state_dir), "%s", opts->state_dir);
+	e->size = opts->size;
+	e->k = opts->k;
+	e->m = opts->m;
+	e->n = e->k + e->m;
+	e->unit = opts->stripe_unit;
+	e->width = (uint64_t)e->k * e->unit;
+	e->nstripes = tsr_ec_stripes(e->size, e->k, e->unit);
+	e->chunk_size = tsr_ec_chunk_volume_size(e->size, e->k, e->unit);
+	e->epoch = opts->epoch;
+	e->store = opts->store;
+	e->home = opts->home;
+	e->min_in_sync = opts->min_in_sync ? opts->min_in_sync : e->k;
+	e->peer_timeout_ms = opts->peer_timeout_ms ? opts->peer_timeout_ms : 5000;
+	e->write_wait_ms = opts->write_wait_ms ? opts->write_wait_ms : 30000;
+	e->resync_rate = opts->resync_rate;
+	e->region_size = opts->region_size ? opts->region_size : (1u << 20);
+	if (e->region_size < e->unit)
+		e->region_size = e->unit;
+	e->region_shift = (unsigned)__builtin_ctz(e->region_size);
+	e->nregions = (e->chunk_size + e->region_size - 1) >> e->region_shift;
+	e->converge = opts->converge;
+	e->hooks = opts->hooks;
+	e->n_copies = opts->n_copies;
+	crash_point_parse(e);
+	ret = tsr_ec_codec_create(e->k, e->m, &e->codec);
+	if (ret < 0)
+		goto err;
+	/* the bitmaps' host: only the fields mirror_bitmap.c reads */
+	e->bmhost = calloc(1, sizeof(*e->bmhost));
+	if (e->bmhost == NULL) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	snprintf(e->bmhost->name, sizeof(e->bmhost->name), "%s", e->name);
+	e->bmhost->size = e->chunk_size;
+	e->bmhost->region_size = e->region_size;
+	e->bmhost->region_shift = e->region_shift;
+	e->bmhost->nregions = e->nregions;
+	for (unsigned i = 0; i < e->n_copies; i++)
+		e->copies[i].bm.fd = -1;
+	for (unsigned i = 0; i < e->n_copies; i++) {
+		const struct tsr_layout_copy *oc = &opts->copies[i];
+		struct ecopy *c = &e->copies[i];
+		char path[PATH_MAX];
+
+		c->e = e;
+		c->idx = i;
+		snprintf(c->node_id, sizeof(c->node_id), "%s", oc->node_id);
+		snprintf(c->address, sizeof(c->address), "%s", oc->address);
+		c->local = oc->local;
+		c->state = c->recorded = c->hook_want = oc->state;
+		c->full_resync = oc->full_resync;
+		ret = bitmap_path(e, oc->node_id, path);
+		if (ret < 0)
+			goto err;
+		ret = mbm_open(&c->bm, e->bmhost, path, oc->state != TSR_COPY_IN_SYNC,
+			       oc->full_resync);
+		if (ret < 0)
+			goto err;
+		c->bm.hold = bm_hold;
+		c->bm.owner = e;
+		if (c->local) {
+			ret = tsr_store_vol_open(e->store, e->name, &c->svol);
+			if (ret < 0) {
+				tsr_error("ec %s: local chunk volume: %s", e->name, strerror(-ret));
+				goto err;
+			}
+			ret = tsr_store_vol_set_epoch(e->store, e->name, e->epoch);
+			if (ret < 0) {
+				tsr_error("ec %s: local chunk volume: epoch %llu: %s", e->name,
+					  (unsigned long long)e->epoch, strerror(-ret));
+				goto err;
+			}
+			if (tsr_svol_size(c->svol) < e->chunk_size) {
+				tsr_error("ec %s: local chunk volume is %llu bytes, %llu needed",
+					  e->name, (unsigned long long)tsr_svol_size(c->svol),
+					  (unsigned long long)e->chunk_size);
+				ret = -EINVAL;
+				goto err;
+			}
+			c->open = true;
+		}
+	}
+	ret = tsr_worker_send(e->home, start_msg, e);
+	if (ret < 0)
+		goto err;
+	sem_wait(&e->sem);
+	ret = e->start_status;
+	if (ret < 0) {
+		ec_destroy(e);
+		return ret;
+	}
+	ret = tsr_layout_new(&ec_layout_ops, e, out);
+	if (ret < 0) {
+		ec_destroy(e);
+		return ret;
+	}
+	tsr_info("ec %s: ready, %u+%u, unit %u, epoch %llu, %u of %u copies in sync, %llu txns "
+		 "rolled forward, %llu back",
+		 e->name, e->k, e->m, e->unit, (unsigned long long)e->epoch, e->status.in_sync,
+		 e->n_copies, (unsigned long long)e->txn_rolled_forward,
+		 (unsigned long long)e->txn_rolled_back);
+	return 0;
+err:
+	ec_free(e);
+	return ret;
+}

@@ -1,0 +1,452 @@
+/*
+ * EC layout: one copy's operations, its session, and the stripe locks.
+ *
+ * A copy holds one chunk position of every stripe in a chunk volume, either
+ * in this node's store (local: the same epoch rule a replica applies, a
+ * write whose epoch is below the volume's recorded one fails with -ESTALE)
+ * or on another node through a struct tsr_peer_client.  The functions here
+ * hide which.  Every operation holds a reference on the layout until its
+ * callback has run, so teardown can wait for the last one.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layout/ec_internal.h"
+
+/* ---- stripe locks ------------------------------------------------------- */
+
+static bool sl_blocked(struct ec *e, struct slock *sl)
+{
+	struct slock *o;
+
+	for (o = e->locks_held; o != NULL; o = o->next)
+		if (o->stripe == sl->stripe)
+			return true;
+	for (o = e->locks_wait; o != NULL && o != sl; o = o->next)
+		if (o->stripe == sl->stripe)
+			return true;
+	return false;
+}
+
+bool sl_acquire(struct ec *e, struct slock *sl, uint64_t stripe, void (*granted)(struct slock *sl))
+{
+	sl->stripe = stripe;
+	sl->granted = granted;
+	sl->held = sl->queued = false;
+	sl->next = NULL;
+	if (!sl_blocked(e, sl)) {
+		sl->held = true;
+		sl->next = e->locks_held;
+		e->locks_held = sl;
+		return true;
+	}
+	sl->queued = true;
+	if (e->locks_wait_tail != NULL)
+		e->locks_wait_tail->next = sl;
+	else
+		e->locks_wait = sl;
+	e->locks_wait_tail = sl;
+	return false;
+}
+
+static void sl_unlink_wait(struct ec *e, struct slock *sl)
+{
+	struct slock **pp, *prev = NULL;
+
+	for (pp = &e->locks_wait; *pp != NULL; prev = *pp, pp = &(*pp)->next) {
+		if (*pp == sl) {
+			*pp = sl->next;
+			if (e->locks_wait_tail == sl)
+				e->locks_wait_tail = prev;
+			sl->next = NULL;
+			sl->queued = false;
+			return;
+		}
+	}
+}
+
+static void sl_grant_waiting(struct ec *e)
+{
+	struct slock *sl;
+
+again:
+	for (sl = e->locks_wait; sl != NULL; sl = sl->next) {
+		if (sl_blocked(e, sl))
+			continue;
+		sl_unlink_wait(e, sl);
+		sl->held = true;
+		sl->next = e->locks_held;
+		e->locks_held = sl;
+		sl->granted(sl);
+		goto again;
+	}
+}
+
+void sl_release(struct ec *e, struct slock *sl)
+{
+	struct slock **pp;
+
+	if (sl->queued) {
+		sl_unlink_wait(e, sl);
+		sl_grant_waiting(e);
+		return;
+	}
+	if (!sl->held)
+		return;
+	for (pp = &e->locks_held; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == sl) {
+			*pp = sl->next;
+			break;
+		}
+	}
+	sl->held = false;
+	sl->next = NULL;
+	sl_grant_waiting(e);
+}
+
+/* ---- copy operations ------------------------------------------------------ */
+
+bool ecopy_readable(const struct ecopy *c)
+{
+	return c->open && c->state == TSR_COPY_IN_SYNC;
+}
+
+bool ecopy_writable(const struct ecopy *c)
+{
+	return c->open && (c->state == TSR_COPY_IN_SYNC || c->state == TSR_COPY_RESYNCING);
+}
+
+/* The layout reference of one operation, dropped after its callback. */
+struct ecop {
+	struct ec *e;
+	tsr_cb cb;
+	void *arg;
+};
+
+static void ecop_done(void *arg, int status)
+{
+	struct ecop *op = arg;
+	struct ec *e = op->e;
+
+	op->cb(op->arg, status);
+	free(op);
+	ec_put(e);
+}
+
+static struct ecop *ecop_new(struct ecopy *c, tsr_cb cb, void *arg)
+{
+	struct ecop *op = malloc(sizeof(*op));
+
+	if (op == NULL)
+		return NULL;
+	op->e = c->e;
+	op->cb = cb;
+	op->arg = arg;
+	ec_get(c->e);
+	return op;
+}
+
+static int ecop_ret(struct ecop *op, int ret)
+{
+	if (ret < 0) {
+		struct ec *e = op->e;
+
+		free(op);
+		ec_put(e);
+	}
+	return ret;
+}
+
+static bool local_fenced(const struct ecopy *c)
+{
+	return tsr_svol_epoch(c->svol) > c->e->epoch;
+}
+
+int ecopy_read(struct ecopy *c, uint64_t off, uint32_t len, void *buf, tsr_cb cb, void *arg)
+{
+	struct ecop *op;
+
+	if (!c->open)
+		return -ENOTCONN;
+	op = ecop_new(c, cb, arg);
+	if (op == NULL)
+		return -ENOMEM;
+	if (c->local)
+		return ecop_ret(op, tsr_svol_read(c->svol, c->e->io, off, len, buf, ecop_done, op));
+	return ecop_ret(op, tsr_peer_read(c->client, c->handle, c->e->epoch, off, len, buf,
+					  ecop_done, op));
+}
+
+int ecopy_write(struct ecopy *c, uint64_t off, uint32_t len, const void *buf, tsr_cb cb,
+		void *arg)
+{
+	struct ecop *op;
+
+	if (!c->open)
+		return -ENOTCONN;
+	if (c->local && local_fenced(c))
+		return -ESTALE;
+	op = ecop_new(c, cb, arg);
+	if (op == NULL)
+		return -ENOMEM;
+	if (c->local)
+		return ecop_ret(op, tsr_svol_write(c->svol, c->e->io, off, len, buf, TSR_WRITE_FUA,
+						   ecop_done, op));
+	return ecop_ret(op, tsr_peer_write(c->client, c->handle, c->e->epoch, off, len, buf,
+					   TSR_WRITE_FUA, ecop_done, op));
+}
+
+int ecopy_flush(struct ecopy *c, tsr_cb cb, void *arg)
+{
+	struct ecop *op;
+
+	if (!c->open)
+		return -ENOTCONN;
+	op = ecop_new(c, cb, arg);
+	if (op == NULL)
+		return -ENOMEM;
+	if (c->local)
+		return ecop_ret(op, tsr_svol_flush(c->svol, c->e->io, ecop_done, op));
+	return ecop_ret(op, tsr_peer_flush(c->client, c->handle, c->e->epoch, ecop_done, op));
+}
+
+int ecopy_stage(struct ecopy *c, const struct tsr_stage_entry *en, const void *buf, tsr_cb cb,
+		void *arg)
+{
+	struct ecop *op;
+
+	if (!c->open)
+		return -ENOTCONN;
+	if (c->local && local_fenced(c))
+		return -ESTALE;
+	op = ecop_new(c, cb, arg);
+	if (op == NULL)
+		return -ENOMEM;
+	if (c->local)
+		return ecop_ret(op, tsr_svol_stage(c->svol, c->e->io, en, buf, ecop_done, op));
+	return ecop_ret(op, tsr_peer_stage(c->client, c->handle, c->e->epoch, en, buf, ecop_done,
+					   op));
+}
+
+int ecopy_commit(struct ecopy *c, uint64_t txn, tsr_cb cb, void *arg)
+{
+	struct ecop *op;
+
+	if (!c->open)
+		return -ENOTCONN;
+	if (c->local && local_fenced(c))
+		return -ESTALE;
+	op = ecop_new(c, cb, arg);
+	if (op == NULL)
+		return -ENOMEM;
+	if (c->local)
+		return ecop_ret(op, tsr_svol_stage_commit(c->svol, c->e->io, txn, ecop_done, op));
+	return ecop_ret(op,
+			tsr_peer_commit(c->client, c->handle, c->e->epoch, txn, ecop_done, op));
+}
+
+int ecopy_release(struct ecopy *c, uint64_t upto, tsr_cb cb, void *arg)
+{
+	struct ecop *op;
+
+	if (!c->open)
+		return -ENOTCONN;
+	if (c->local && local_fenced(c))
+		return -ESTALE;
+	op = ecop_new(c, cb, arg);
+	if (op == NULL)
+		return -ENOMEM;
+	if (c->local)
+		return ecop_ret(op,
+				tsr_svol_stage_release(c->svol, c->e->io, upto, ecop_done, op));
+	return ecop_ret(op,
+			tsr_peer_release(c->client, c->handle, c->e->epoch, upto, ecop_done, op));
+}
+
+int ecopy_stage_list(struct ecopy *c, tsr_peer_stage_list_cb cb, void *arg)
+{
+	struct tsr_stage_entry *list = NULL;
+	size_t n = 0;
+	int ret;
+
+	if (!c->open)
+		return -ENOTCONN;
+	if (!c->local)
+		return tsr_peer_stage_list(c->client, c->handle, c->e->epoch, cb, arg);
+	ret = tsr_svol_stage_list(c->svol, &list, &n);
+	cb(arg, ret, list, ret < 0 ? 0 : n);
+	free(list);
+	return 0;
+}
+
+/* Local: the store call here (blocking, a few ms), done before returning. */
+int ecopy_snap(struct ecopy *c, const struct tsr_snap_req *req, tsr_cb cb, void *arg)
+{
+	struct ec *e = c->e;
+	int ret;
+
+	if (!c->open)
+		return -ENOTCONN;
+	if (!c->local)
+		return tsr_peer_snap(c->client, c->handle, e->epoch, req, cb, arg);
+	if (local_fenced(c))
+		return -ESTALE;
+	switch (req->op) {
+	case TSR_SNAP_CREATE:
+		ret = tsr_store_snap_create(e->store, e->name, req->snap, NULL);
+		break;
+	case TSR_SNAP_DELETE:
+		ret = tsr_store_snap_delete(e->store, e->name, req->snap);
+		break;
+	case TSR_SNAP_CLONE:
+		ret = tsr_store_vol_clone(e->store, req->clone, e->name,
+					  req->snap[0] ? req->snap : NULL, NULL);
+		break;
+	default:
+		return -EINVAL;
+	}
+	cb(arg, ret);
+	return 0;
+}
+
+/* ---- sessions ------------------------------------------------------------- */
+
+struct conn_ctx {
+	struct ecopy *c;
+	unsigned gen;
+	tsr_cb cb_fn;
+	void *cb_arg;
+};
+
+static void copy_on_fail(void *arg, int err)
+{
+	struct conn_ctx *cc = arg;
+	struct ecopy *c = cc->c;
+
+	if (cc->gen != c->gen || c->e->closing)
+		return;
+	tsr_warn("ec %s: copy %u (%s, %s): connection failed: %s", c->e->name, c->idx,
+		 c->node_id, c->address, strerror(-err));
+	ec_copy_failed(c, err < 0 ? err : -ECONNRESET);
+}
+
+static void copy_open_done(void *arg, int status, uint64_t handle, uint64_t size)
+{
+	struct conn_ctx *oc = arg;
+	struct ecopy *c = oc->c;
+	struct ec *e = c->e;
+
+	if (oc->gen != c->gen) {
+		status = -ECANCELED;
+	} else if (status == 0 && size < e->chunk_size) {
+		tsr_error("ec %s: chunk volume of copy %u on %s is %llu bytes, %llu needed",
+			  e->name, c->idx, c->node_id, (unsigned long long)size,
+			  (unsigned long long)e->chunk_size);
+		status = -EINVAL;
+	}
+	if (oc->gen == c->gen) {
+		c->connecting = false;
+		if (status == 0) {
+			c->handle = handle;
+			c->open = true;
+		}
+	}
+	oc->cb_fn(oc->cb_arg, status);
+	free(oc);
+	ec_put(e);
+}
+
+struct client_ref {
+	struct tsr_peer_client *client;
+	struct conn_ctx *fail_ctx;
+	struct ec *e;
+};
+
+static void client_destroy_deferred(struct tsr_worker *w, void *arg)
+{
+	struct client_ref *r = arg;
+	struct ec *e = r->e;
+
+	(void)w;
+	tsr_peer_client_destroy(r->client);
+	free(r->fail_ctx);
+	free(r);
+	ec_put(e);
+}
+
+/* Deferred: we may be inside one of the client's callbacks. */
+static void client_drop(struct ecopy *c, struct tsr_peer_client *client, struct conn_ctx *fc)
+{
+	struct client_ref *r = calloc(1, sizeof(*r));
+
+	if (r == NULL || tsr_worker_defer(c->e->home, client_destroy_deferred, r) < 0) {
+		tsr_error("ec %s: cannot drop the client of copy %u", c->e->name, c->idx);
+		free(r);
+		return;
+	}
+	r->client = client;
+	r->fail_ctx = fc;
+	r->e = c->e;
+	ec_get(c->e);
+}
+
+void ecopy_disconnect(struct ecopy *c)
+{
+	c->open = c->local && c->svol != NULL && !c->e->fenced && !c->e->closing;
+	c->connecting = false;
+	c->gen++;
+	if (c->client != NULL) {
+		client_drop(c, c->client, c->fail_ctx);
+		c->client = NULL;
+		c->fail_ctx = NULL;
+	}
+}
+
+int ecopy_connect(struct ecopy *c, tsr_cb cb, void *arg)
+{
+	struct ec *e = c->e;
+	struct tsr_peer_client_opts o = {
+	    .address = c->address,
+	    .token = e->token,
+	    .node_id = e->node_id,
+	    .timeout_ms = e->peer_timeout_ms,
+	};
+	struct conn_ctx *fc, *oc;
+	int ret;
+
+	if (c->local)
+		return c->open ? 1 : -ENOENT;
+	ecopy_disconnect(c);
+	fc = calloc(1, sizeof(*fc));
+	oc = calloc(1, sizeof(*oc));
+	if (fc == NULL || oc == NULL) {
+		free(fc);
+		free(oc);
+		return -ENOMEM;
+	}
+	fc->c = oc->c = c;
+	fc->gen = oc->gen = c->gen;
+	oc->cb_fn = cb;
+	oc->cb_arg = arg;
+	ret = tsr_peer_client_create(e->home, &o, copy_on_fail, fc, &c->client);
+	if (ret < 0) {
+		tsr_error("ec %s: copy %u: peer client for %s: %s", e->name, c->idx, c->address,
+			  strerror(-ret));
+		c->client = NULL;
+		free(fc);
+		free(oc);
+		return ret;
+	}
+	c->fail_ctx = fc;
+	c->connecting = true;
+	ec_get(e);
+	ret = tsr_peer_open(c->client, e->name, e->epoch, copy_open_done, oc);
+	if (ret < 0) {
+		ec_put(e);
+		free(oc);
+		c->connecting = false;
+		return ret;
+	}
+	return 0;
+}

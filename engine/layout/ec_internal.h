@@ -1,0 +1,265 @@
+/*
+ * Private header of the erasure-coded layout (include/tessera/ec.h).  Like
+ * the mirror, every structure here belongs to the volume's home worker;
+ * only the fields marked "status_lock" (the published status), fence_req
+ * (atomic) and the start/stop semaphore are touched from other threads.
+ *
+ * Files:
+ *  - ec.c         create/destroy, start-up (sessions, staged-txn recovery),
+ *                 copy states and hooks, failures and fencing, control
+ *                 calls, status, the tick;
+ *  - ec_copy.c    one copy's operations (local store + epoch check, or a
+ *                 peer client) behind one set of functions; sessions; the
+ *                 stripe locks;
+ *  - ec_io.c      the host data path: reads (direct or decoded), writes as
+ *                 per-stripe transactions (stage, commit), flush, trim,
+ *                 write_zeroes, batched release, the fault switch; and the
+ *                 stripe column reader every path shares (ec_col_read);
+ *  - ec_resync.c  resync of a returning copy and rebuild of a replacing
+ *                 one (chunks recomputed from k others);
+ *  - ec_scrub.c   parity checked against data, repair;
+ *  - ec_snap.c    the snap op: a cut on every IN_SYNC copy.
+ *
+ * The dirty bitmaps are the mirror's (mirror_bitmap.c): each copy's struct
+ * mbitmap is opened against bmhost, a struct mirror used only for the
+ * fields the bitmap reads (name, size, region size, io, closing), and holds
+ * a reference on the EC layout for each page write in flight (mbitmap.hold).
+ * Bitmap regions are chunk-volume bytes: region r covers stripes
+ * [r * region_size / unit, (r + 1) * region_size / unit).
+ */
+#ifndef TSR_LAYOUT_EC_INTERNAL_H
+#define TSR_LAYOUT_EC_INTERNAL_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "layout/mirror_internal.h"
+#include "tessera/ec.h"
+#include "tessera/peer.h"
+
+#define EC_TICK_MS           20   /* timer: stalls, release, throttle, status */
+#define EC_RELEASE_BATCH     256  /* finished txns that trigger a RELEASE */
+#define EC_RELEASE_MS        100  /* ... or this long after the last one */
+#define EC_RESYNC_DEPTH      4    /* stripes recomputed at once by a resync */
+#define EC_LOCAL_RETRY_NS    (5ull * 1000000000)
+
+struct ec;
+struct ecopy;
+
+/* ---- ec_copy.c: stripe locks -------------------------------------------- */
+
+/*
+ * Exclusive lock on one stripe, granted in arrival order: host write
+ * transactions, decoded reads, resync and scrub of the stripe.
+ */
+struct slock {
+	uint64_t stripe;
+	bool held, queued;
+	void (*granted)(struct slock *sl); /* a queued lock was granted */
+	struct slock *next;
+};
+/* true: held now (granted not called); false: queued, granted() later. */
+bool sl_acquire(struct ec *e, struct slock *sl, uint64_t stripe,
+		void (*granted)(struct slock *sl));
+void sl_release(struct ec *e, struct slock *sl);
+
+/* ---- copies --------------------------------------------------------------- */
+
+struct eresync;
+
+struct ecopy {
+	struct ec *e;
+	unsigned idx; /* copy index: tsr_ec_copy_of */
+	char node_id[64];
+	char address[128];
+	bool local;
+	enum tsr_copy_state state;    /* what the data path does with it now */
+	enum tsr_copy_state recorded; /* last state the metadata store holds */
+	bool full_resync;             /* every region suspect (rebuild or lost bitmap) */
+	unsigned slot_gen;            /* bumped when the slot gets a new copy (replace) */
+	/* hooks: one call in flight per copy */
+	bool hook_busy;
+	enum tsr_copy_state hook_issued, hook_want;
+	struct waiter *hook_waiters; /* ver = state waited for */
+	/* session */
+	bool open;                      /* data ops may be sent */
+	bool connecting;
+	unsigned gen;                   /* bumped at every failure / reconnect */
+	struct tsr_svol *svol;          /* local copy */
+	struct tsr_peer_client *client; /* remote copy */
+	uint64_t handle;
+	void *fail_ctx; /* the client's on_fail argument */
+	struct mbitmap bm;      /* dirty regions of the chunk volume */
+	struct eresync *resync; /* running resync / rebuild, or NULL */
+	bool resync_queued;     /* start one once ready */
+};
+
+/*
+ * One operation on one copy (ec_copy.c), chunk-volume offsets.  Async
+ * contract of the store and peer calls: 0 and cb fires once, or -errno
+ * (-ENOTCONN not open, -ESTALE local epoch moved on) and it never fires.
+ */
+int ecopy_read(struct ecopy *c, uint64_t off, uint32_t len, void *buf, tsr_cb cb, void *arg);
+int ecopy_write(struct ecopy *c, uint64_t off, uint32_t len, const void *buf, tsr_cb cb,
+		void *arg);
+int ecopy_flush(struct ecopy *c, tsr_cb cb, void *arg);
+int ecopy_stage(struct ecopy *c, const struct tsr_stage_entry *en, const void *buf, tsr_cb cb,
+		void *arg);
+int ecopy_commit(struct ecopy *c, uint64_t txn, tsr_cb cb, void *arg);
+int ecopy_release(struct ecopy *c, uint64_t upto, tsr_cb cb, void *arg);
+/* cb(arg, status, entries, n); local: called before returning. */
+int ecopy_stage_list(struct ecopy *c, tsr_peer_stage_list_cb cb, void *arg);
+int ecopy_snap(struct ecopy *c, const struct tsr_snap_req *req, tsr_cb cb, void *arg);
+/* Remote: new client + OPEN, cb(arg, status) (1 returned: local, open). */
+int ecopy_connect(struct ecopy *c, tsr_cb cb, void *arg);
+void ecopy_disconnect(struct ecopy *c);
+/* open and IN_SYNC: chunks may be read from it */
+bool ecopy_readable(const struct ecopy *c);
+/* open and IN_SYNC or RESYNCING: takes part in writes */
+bool ecopy_writable(const struct ecopy *c);
+
+/* ---- the layout ------------------------------------------------------------ */
+
+struct etxn;
+struct ehost;
+struct escrub;
+
+enum ec_crash { EC_CRASH_NONE = 0, EC_CRASH_STAGED, EC_CRASH_COMMITTED };
+
+struct ec {
+	/* immutable after create */
+	char name[64];
+	uint64_t size;       /* volume bytes */
+	unsigned k, m, n;    /* n = k + m = copies */
+	uint32_t unit;       /* stripe unit */
+	uint64_t width;      /* k * unit */
+	uint64_t nstripes;
+	uint64_t chunk_size; /* chunk volume bytes: nstripes * unit */
+	uint64_t epoch;
+	char node_id[64];
+	char token[128];
+	char state_dir[PATH_MAX];
+	struct tsr_store *store;
+	struct tsr_worker *home;
+	struct tsr_io *io; /* the home worker's */
+	pthread_t home_thread;
+	unsigned min_in_sync;
+	unsigned peer_timeout_ms;
+	unsigned write_wait_ms;
+	uint64_t resync_rate;
+	uint32_t region_size;  /* chunk-volume bytes per bitmap region (>= unit) */
+	unsigned region_shift;
+	uint64_t nregions;
+	bool converge;
+	struct tsr_layout_hooks hooks;
+	struct tsr_ec_codec *codec;
+	struct mirror *bmhost; /* the bitmaps' host (see the file comment) */
+	/* fault switch (ec.h): armed until the first partial-stripe write */
+	enum ec_crash crash_kind;
+	unsigned crash_n;
+	bool crash_armed;
+
+	struct ecopy copies[TSR_LAYOUT_MAX_COPIES];
+	unsigned n_copies;
+
+	int refs;       /* async work referring to e, + 1 while alive (atomic) */
+	bool fence_req; /* tsr_layout_fence was called (atomic, any thread) */
+
+	/* home worker state */
+	bool ready, fenced, closing;
+	int timer_fd;
+	struct slock *locks_held, *locks_wait, *locks_wait_tail;
+	struct ehost *stalled, *stalled_tail; /* host writes waiting for min_in_sync */
+	uint32_t txn_counter;                 /* low half of the next txn id */
+	struct etxn *unfinished;              /* txns with an id, not finished */
+	uint64_t released_upto;               /* last RELEASE sent to the copies */
+	unsigned finished_since_release;
+	uint64_t last_release_ns;
+	unsigned releases_inflight;
+	struct escrub *scrub;
+	bool replace_running;
+	unsigned replace_idx;
+	uint64_t local_retry_ns;
+	bool destroy_waiter; /* a thread waits on sem for the last reference */
+	unsigned start_pending;
+	int start_status;
+	sem_t sem; /* create and destroy wait here */
+
+	/* counters (home worker) */
+	uint64_t n_writes, n_reads, write_errors, copy_failures, degraded_reads;
+	uint64_t txn_rolled_forward, txn_rolled_back;
+	uint64_t resync_bytes_copied, resync_regions_copied;
+	uint64_t resync_total, resync_done; /* stripes */
+	bool resync_running;
+	double resync_rate_bps;
+	uint64_t rate_last_bytes, rate_last_ns;
+	uint64_t scrub_total, scrub_done, scrub_mismatches, scrub_repaired, scrub_unrepaired;
+	bool scrub_running, scrub_finished;
+
+	/* published status */
+	pthread_mutex_t status_lock;
+	struct tsr_layout_status status;
+};
+
+/* ec.c */
+void ec_get(struct ec *e);
+void ec_put(struct ec *e);
+uint64_t ec_now_ns(void);
+unsigned ec_in_sync(const struct ec *e);
+void ec_publish(struct ec *e);
+/* A copy failed (error, timeout, on_fail): OUT_OF_SYNC + hook.  -ESTALE fences. */
+void ec_copy_failed(struct ecopy *c, int err);
+void ec_fence_now(struct ec *e, const char *why);
+bool ec_fence_requested(struct ec *e);
+/* Ask the metadata store to record st for c; w (may be NULL) waits for it. */
+void ec_hook_request(struct ecopy *c, enum tsr_copy_state st, struct waiter *w);
+/* Chunk-volume byte range of stripe s (one chunk). */
+static inline uint64_t ec_chunk_off(const struct ec *e, uint64_t stripe)
+{
+	return stripe * e->unit;
+}
+
+/*
+ * ec_io.c.  ec_col_read: fill bufs[p * len ..] for every position p set in
+ * want with column [col, col+len) of stripe s's chunk p, reading those
+ * positions from their IN_SYNC copies and, for the ones that cannot be read
+ * (not IN_SYNC, error, bit set in exclude), reading others until k are
+ * present and decoding.  The caller holds the stripe lock.  bufs: n * len
+ * bytes, 4 KiB aligned.  done(arg, status, present): present = positions
+ * read or decoded (a superset of want on success).  0 or -errno (then done
+ * never fires).
+ */
+int ec_col_read(struct ec *e, uint64_t stripe, uint32_t col, uint32_t len, uint32_t want,
+		uint32_t exclude, uint8_t *bufs,
+		void (*done)(void *arg, int status, uint32_t present), void *arg);
+int ec_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf,
+	    tsr_cb cb_fn, void *cb_arg);
+int ec_write(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, const void *buf,
+	     unsigned flags, tsr_cb cb_fn, void *cb_arg);
+int ec_flush(void *ctx, struct tsr_io *io, tsr_cb cb_fn, void *cb_arg);
+int ec_trim(void *ctx, struct tsr_io *io, uint64_t offset, uint64_t len, tsr_cb cb_fn,
+	    void *cb_arg);
+int ec_write_zeroes(void *ctx, struct tsr_io *io, uint64_t offset, uint64_t len,
+		    unsigned flags, tsr_cb cb_fn, void *cb_arg);
+/* Host writes waiting for min_in_sync: go (a copy is back) or expire. */
+void ec_kick_stalled(struct ec *e);
+void ec_expire_stalled(struct ec *e, bool all);
+/* Tick: batched RELEASE when due. */
+void ec_release_tick(struct ec *e, uint64_t now_ns);
+
+/* ec_resync.c */
+void ec_resync_start(struct ecopy *c);
+void ec_resync_abort(struct ecopy *c);
+void ec_resync_tick(struct ec *e, uint64_t now_ns);
+
+/* ec_scrub.c */
+int ec_scrub_begin(struct ec *e, bool repair, void (*done)(void *arg, int status), void *arg);
+void ec_scrub_abort(struct ec *e);
+
+/* ec_snap.c */
+int ec_snap(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg);
+
+#endif

@@ -1,0 +1,425 @@
+/*
+ * EC layout: resync of a returning copy, rebuild of a replacing one
+ * (DESIGN.md invariant 7), on the home worker.
+ *
+ * A copy that comes back (copy_returned, or open at create while not
+ * IN_SYNC) goes through:
+ *   1. STAGE_LIST on it: the stripe of every entry it holds is marked in its
+ *      dirty bitmap (its chunk there may be staged-only, rolled back or
+ *      committed while the others rolled back: recomputed below), and the
+ *      marks are made durable;
+ *   2. RELEASE of everything up to our latest txn on it (it took part in
+ *      none of ours since it failed: nothing of ours is lost);
+ *   3. RESYNCING (hooks; from now on it takes part in writes);
+ *   4. every region set in its bitmap: each stripe of the region is locked,
+ *      the copy's chunk of it decoded from k IN_SYNC chunks and written
+ *      (FUA), EC_RESYNC_DEPTH stripes at a time, paced by resync_rate; a
+ *      region done is cleared;
+ *   5. IN_SYNC recorded (hooks), then it counts again.
+ * A failure of the copy on the way makes it OUT_OF_SYNC again with the bits
+ * not yet cleared kept.  A rebuild is the same walk over a full bitmap.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layout/ec_internal.h"
+
+struct eresync;
+
+struct rstripe {
+	struct eresync *rs;
+	struct slock sl;
+	uint64_t stripe;
+	unsigned pos;
+	unsigned gen;
+	uint8_t *bufs;
+};
+
+struct eresync {
+	struct ecopy *c;
+	struct ec *e;
+	unsigned gen;        /* c->gen when started */
+	bool aborted;
+	int stage;           /* 1 listing, 2 releasing, 3 hook, 4 walking, 5 in-sync hook */
+	uint64_t region;     /* region being copied */
+	uint64_t next_stripe, end_stripe;
+	int inflight;        /* stripes in flight */
+	int status;          /* a failure of the region */
+	uint64_t start_ns;
+	uint64_t bytes;      /* written by this resync */
+	bool waiting_tokens; /* paced: the tick goes on */
+};
+
+static void rs_walk(struct eresync *rs);
+
+static void rs_free(struct eresync *rs)
+{
+	struct ec *e = rs->e;
+
+	free(rs);
+	ec_put(e);
+}
+
+/* Stop: c failed, or the layout is closing/fenced.  The bits stay. */
+static void rs_stop(struct eresync *rs)
+{
+	struct ecopy *c = rs->c;
+	struct ec *e = rs->e;
+
+	if (c->resync == rs)
+		c->resync = NULL;
+	e->resync_running = false;
+	for (unsigned i = 0; i < e->n_copies; i++)
+		if (e->copies[i].resync != NULL)
+			e->resync_running = true;
+	ec_publish(e);
+	rs_free(rs);
+}
+
+static bool rs_gone(struct eresync *rs)
+{
+	return rs->aborted || rs->e->closing || rs->e->fenced || rs->c->gen != rs->gen;
+}
+
+static void rs_in_sync_done(void *arg, int status)
+{
+	struct eresync *rs = arg;
+	struct ecopy *c = rs->c;
+	struct ec *e = rs->e;
+
+	if (status == 0 && !rs_gone(rs) && c->state == TSR_COPY_RESYNCING) {
+		c->state = TSR_COPY_IN_SYNC;
+		c->full_resync = false;
+		tsr_info("ec %s: copy %u (%s) in sync again (%llu bytes written)", e->name, c->idx,
+			 c->node_id, (unsigned long long)rs->bytes);
+		if (e->replace_running && e->replace_idx == c->idx)
+			e->replace_running = false;
+		rs_stop(rs);
+		ec_kick_stalled(e);
+		return;
+	}
+	if (status < 0 && !rs_gone(rs))
+		ec_copy_failed(c, -EIO);
+	rs_stop(rs);
+}
+
+static void rs_finish_walk(struct eresync *rs)
+{
+	struct waiter *w = calloc(1, sizeof(*w));
+
+	rs->stage = 5;
+	if (w == NULL) {
+		rs_stop(rs);
+		return;
+	}
+	w->fn = rs_in_sync_done;
+	w->arg = rs;
+	ec_hook_request(rs->c, TSR_COPY_IN_SYNC, w);
+}
+
+static void rstripe_end(struct rstripe *st, int status)
+{
+	struct eresync *rs = st->rs;
+	struct ec *e = rs->e;
+
+	tsr_free_aligned(st->bufs);
+	sl_release(e, &st->sl);
+	free(st);
+	if (status < 0)
+		rs->status = status;
+	rs->inflight--;
+	rs_walk(rs);
+}
+
+static void rstripe_written(void *arg, int status)
+{
+	struct rstripe *st = arg;
+	struct eresync *rs = st->rs;
+	struct ec *e = rs->e;
+
+	if (status == 0) {
+		rs->bytes += e->unit;
+		e->resync_bytes_copied += e->unit;
+		e->resync_done++;
+	} else if (!rs_gone(rs)) {
+		if (st->gen == rs->c->gen)
+			ec_copy_failed(rs->c, status);
+	}
+	rstripe_end(st, status);
+}
+
+static void rstripe_decoded(void *arg, int status, uint32_t present)
+{
+	struct rstripe *st = arg;
+	struct eresync *rs = st->rs;
+	int ret;
+
+	(void)present;
+	if (status < 0 || rs_gone(rs)) {
+		rstripe_end(st, status < 0 ? status : -ECANCELED);
+		return;
+	}
+	ret = ecopy_write(rs->c, ec_chunk_off(rs->e, st->stripe), rs->e->unit,
+			  st->bufs + (size_t)st->pos * rs->e->unit, rstripe_written, st);
+	if (ret < 0)
+		rstripe_written(st, ret);
+}
+
+static void rstripe_go(struct rstripe *st)
+{
+	struct eresync *rs = st->rs;
+	struct ec *e = rs->e;
+	int ret;
+
+	if (rs_gone(rs)) {
+		rstripe_end(st, -ECANCELED);
+		return;
+	}
+	st->bufs = tsr_alloc_aligned((size_t)e->n * e->unit);
+	if (st->bufs == NULL) {
+		rstripe_end(st, -ENOMEM);
+		return;
+	}
+	ret = ec_col_read(e, st->stripe, 0, e->unit, 1u << st->pos, 1u << st->pos, st->bufs,
+			  rstripe_decoded, st);
+	if (ret < 0)
+		rstripe_end(st, ret);
+}
+
+static void rstripe_granted(struct slock *sl)
+{
+	rstripe_go((struct rstripe *)((char *)sl - offsetof(struct rstripe, sl)));
+}
+
+static bool rs_paced(struct eresync *rs)
+{
+	struct ec *e = rs->e;
+	double allowed;
+
+	if (e->resync_rate == 0)
+		return false;
+	allowed = (double)e->resync_rate * (double)(ec_now_ns() - rs->start_ns) / 1e9 +
+		  (double)e->unit;
+	return (double)rs->bytes >= allowed;
+}
+
+static void rs_walk(struct eresync *rs)
+{
+	struct ec *e = rs->e;
+	struct ecopy *c = rs->c;
+	uint64_t per_region = e->region_size / e->unit;
+
+	if (rs_gone(rs)) {
+		if (rs->inflight == 0)
+			rs_stop(rs);
+		return;
+	}
+	for (;;) {
+		/* launch stripes of the current region */
+		while (rs->next_stripe < rs->end_stripe && rs->inflight < EC_RESYNC_DEPTH) {
+			struct rstripe *st;
+
+			if (rs_paced(rs)) {
+				rs->waiting_tokens = true;
+				return;
+			}
+			st = calloc(1, sizeof(*st));
+			if (st == NULL) {
+				rs->status = -ENOMEM;
+				break;
+			}
+			st->rs = rs;
+			st->stripe = rs->next_stripe++;
+			st->pos = tsr_ec_position_of(st->stripe, c->idx, e->k, e->m);
+			st->gen = c->gen;
+			rs->inflight++;
+			if (sl_acquire(e, &st->sl, st->stripe, rstripe_granted))
+				rstripe_go(st);
+			if (rs_gone(rs))
+				return; /* the callbacks finish it */
+		}
+		if (rs->inflight > 0)
+			return;
+		if (rs->status < 0) {
+			if (!rs_gone(rs) && rs->status != -ECANCELED)
+				ec_copy_failed(c, rs->status);
+			rs_stop(rs);
+			return;
+		}
+		/* the region is done */
+		if (rs->end_stripe > 0 && rs->region < e->nregions && mbm_test(&c->bm, rs->region)) {
+			mbm_clear_region(&c->bm, rs->region);
+			e->resync_regions_copied++;
+		}
+		rs->region = mbm_next(&c->bm, rs->end_stripe == 0 ? 0 : rs->region);
+		if (rs->region >= e->nregions) {
+			rs->region = mbm_next(&c->bm, 0);
+			if (rs->region >= e->nregions) {
+				rs_finish_walk(rs);
+				return;
+			}
+		}
+		rs->next_stripe = rs->region * per_region;
+		rs->end_stripe = rs->next_stripe + per_region;
+		if (rs->end_stripe > e->nstripes)
+			rs->end_stripe = e->nstripes;
+	}
+}
+
+static void rs_released(void *arg, int status)
+{
+	struct eresync *rs = arg;
+	struct ecopy *c = rs->c;
+	struct ec *e = rs->e;
+
+	if (rs_gone(rs)) {
+		rs_stop(rs);
+		return;
+	}
+	if (status < 0) {
+		ec_copy_failed(c, status);
+		rs_stop(rs);
+		return;
+	}
+	rs->stage = 4;
+	c->state = TSR_COPY_RESYNCING;
+	ec_hook_request(c, TSR_COPY_RESYNCING, NULL);
+	e->resync_total = c->bm.nset * (e->region_size / e->unit);
+	if (e->resync_total > e->nstripes)
+		e->resync_total = e->nstripes;
+	e->resync_done = 0;
+	tsr_info("ec %s: copy %u (%s): resync of %llu regions", e->name, c->idx, c->node_id,
+		 (unsigned long long)c->bm.nset);
+	ec_publish(e);
+	rs->end_stripe = 0;
+	rs_walk(rs);
+}
+
+static void rs_marks_durable(void *arg, int status)
+{
+	struct eresync *rs = arg;
+	struct ec *e = rs->e;
+	int ret;
+
+	if (--rs->inflight > 0)
+		return;
+	if (rs_gone(rs)) {
+		rs_stop(rs);
+		return;
+	}
+	if (status < 0 || rs->status < 0) {
+		rs_stop(rs);
+		return;
+	}
+	rs->stage = 2;
+	ret = ecopy_release(rs->c, (e->epoch << 32) | e->txn_counter, rs_released, rs);
+	if (ret < 0)
+		rs_released(rs, ret);
+}
+
+static void rs_mark_dep(void *arg, int status)
+{
+	struct eresync *rs = arg;
+
+	if (status < 0)
+		rs->status = status;
+	rs_marks_durable(rs, 0);
+}
+
+static void rs_listed(void *arg, int status, const struct tsr_stage_entry *ents, size_t n)
+{
+	struct eresync *rs = arg;
+	struct ecopy *c = rs->c;
+	struct ec *e = rs->e;
+	int waits;
+
+	if (status < 0 || rs_gone(rs)) {
+		if (status < 0 && !rs_gone(rs))
+			ec_copy_failed(c, status);
+		rs_stop(rs);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (ents[i].stripe < e->nstripes)
+			mbm_mark(&c->bm, ec_chunk_off(e, ents[i].stripe), e->unit, NULL, NULL);
+	if (n > 0)
+		tsr_info("ec %s: copy %u (%s): %zu staged entries: their stripes are rebuilt",
+			 e->name, c->idx, c->node_id, n);
+	rs->inflight = 1;
+	waits = mbm_wait_all(&c->bm, rs_mark_dep, rs);
+	if (waits > 0)
+		rs->inflight += waits;
+	rs_marks_durable(rs, 0);
+}
+
+void ec_resync_start(struct ecopy *c)
+{
+	struct ec *e = c->e;
+	struct eresync *rs;
+	int ret;
+
+	c->resync_queued = false;
+	if (c->resync != NULL || !c->open || e->closing || e->fenced ||
+	    c->state == TSR_COPY_IN_SYNC)
+		return;
+	rs = calloc(1, sizeof(*rs));
+	if (rs == NULL)
+		return;
+	rs->c = c;
+	rs->e = e;
+	rs->gen = c->gen;
+	rs->stage = 1;
+	rs->start_ns = ec_now_ns();
+	ec_get(e);
+	c->resync = rs;
+	e->resync_running = true;
+	ret = ecopy_stage_list(c, rs_listed, rs);
+	if (ret < 0)
+		rs_listed(rs, ret, NULL, 0);
+}
+
+void ec_resync_abort(struct ecopy *c)
+{
+	struct eresync *rs = c->resync;
+
+	if (rs == NULL)
+		return;
+	rs->aborted = true;
+	c->resync = NULL;
+	/* in-flight steps see aborted and stop; a paced walk is freed here */
+	if (rs->waiting_tokens && rs->inflight == 0) {
+		rs->waiting_tokens = false;
+		rs_stop(rs);
+	}
+}
+
+void ec_resync_tick(struct ec *e, uint64_t now_ns)
+{
+	for (unsigned i = 0; i < e->n_copies; i++) {
+		struct ecopy *c = &e->copies[i];
+		struct eresync *rs = c->resync;
+
+		if (rs != NULL && rs->waiting_tokens) {
+			rs->waiting_tokens = false;
+			rs_walk(rs);
+		} else if (rs == NULL && c->local && c->open && e->ready &&
+			   c->state == TSR_COPY_OUT_OF_SYNC &&
+			   now_ns - e->local_retry_ns >= EC_LOCAL_RETRY_NS) {
+			e->local_retry_ns = now_ns;
+			ec_resync_start(c);
+		}
+	}
+	if (e->resync_running && now_ns - e->rate_last_ns >= 1000000000ull) {
+		if (e->rate_last_ns != 0) {
+			double inst = (double)(e->resync_bytes_copied - e->rate_last_bytes) * 1e9 /
+				      (double)(now_ns - e->rate_last_ns);
+
+			e->resync_rate_bps = e->resync_rate_bps == 0
+						 ? inst
+						 : 0.5 * e->resync_rate_bps + 0.5 * inst;
+		}
+		e->rate_last_ns = now_ns;
+		e->rate_last_bytes = e->resync_bytes_copied;
+	}
+}

@@ -1,0 +1,110 @@
+/*
+ * EC layout: the snap op (layout_module.h).  layout.c holds host writes back
+ * and waits for the ones in flight before calling it, so every chunk volume
+ * is at the same point of the write order: the request is run on every
+ * IN_SYNC copy at once (the store snapshots each chunk volume), and the
+ * snapshot of the volume is the set of those chunk-volume snapshots.
+ *
+ * A copy that fails the request while others succeed is made OUT_OF_SYNC.
+ * A copy that is not IN_SYNC at the cut misses the snapshot: unlike the
+ * mirror (mirror_snap.c), no journal of missed operations is kept yet, so
+ * that copy's chunk-volume snapshot is absent and reads of the snapshot
+ * would have to decode its chunks (debt, docs/ARCHITECTURE.md).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layout/ec_internal.h"
+
+struct esnap {
+	struct ec *e;
+	tsr_cb cb_fn;
+	void *cb_arg;
+	int pending;
+	unsigned asked, ok;
+	int first_error;
+	struct esnap_sub {
+		struct esnap *s;
+		struct ecopy *c;
+		unsigned gen;
+		int status;
+	} subs[TSR_LAYOUT_MAX_COPIES];
+};
+
+static void esnap_dec(struct esnap *s)
+{
+	struct ec *e = s->e;
+	int status = 0;
+
+	if (--s->pending > 0)
+		return;
+	if (s->ok == 0)
+		status = s->first_error < 0 ? s->first_error : -EIO;
+	else if (e->fenced)
+		status = -EIO;
+	/* some copies failed where others succeeded: those fall out of sync */
+	if (s->ok > 0)
+		for (unsigned i = 0; i < e->n_copies; i++)
+			if (s->subs[i].s == s && s->subs[i].status < 0 &&
+			    s->subs[i].gen == s->subs[i].c->gen)
+				ec_copy_failed(s->subs[i].c, s->subs[i].status);
+	if (status == 0 && ec_in_sync(e) < e->min_in_sync)
+		status = -EIO;
+	s->cb_fn(s->cb_arg, status);
+	free(s);
+	ec_put(e);
+}
+
+static void esnap_sub_done(void *arg, int status)
+{
+	struct esnap_sub *sub = arg;
+	struct esnap *s = sub->s;
+
+	sub->status = status;
+	if (status == 0)
+		s->ok++;
+	else if (s->first_error == 0)
+		s->first_error = status;
+	if (status == -ESTALE)
+		ec_fence_now(s->e, "a copy has seen a newer epoch");
+	esnap_dec(s);
+}
+
+int ec_snap(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg)
+{
+	struct ec *e = ctx;
+	struct esnap *s;
+
+	if (ec_fence_requested(e) || e->closing || !e->ready)
+		return -EIO;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return -ENOMEM;
+	s->e = e;
+	s->cb_fn = cb_fn;
+	s->cb_arg = cb_arg;
+	s->pending = 1;
+	ec_get(e);
+	for (unsigned i = 0; i < e->n_copies; i++) {
+		struct ecopy *c = &e->copies[i];
+		struct esnap_sub *sub = &s->subs[i];
+		int ret;
+
+		if (!ecopy_readable(c)) {
+			tsr_warn("ec %s: copy %u (%s) is %s: it misses this snapshot operation",
+				 e->name, i, c->node_id, tsr_copy_state_name(c->state));
+			continue;
+		}
+		sub->s = s;
+		sub->c = c;
+		sub->gen = c->gen;
+		s->asked++;
+		s->pending++;
+		ret = ecopy_snap(c, req, esnap_sub_done, sub);
+		if (ret < 0)
+			esnap_sub_done(sub, ret);
+	}
+	esnap_dec(s);
+	return 0;
+}
