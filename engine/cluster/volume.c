@@ -379,10 +379,10 @@ static int create_layout(const Tessera__Admin__VolumeCreate *r, unsigned *copies
 static const char *layout_text(unsigned copies, unsigned k, unsigned m, uint32_t unit,
 			       char *buf, size_t len)
 {
-	char sz[32];
-
-	if (k)
-		snprintf(buf, len, "ec %u+%u (%s unit)", k, m, tsr_format_size(unit, sz, sizeof(sz)));
+	if (k && unit >= (1u << 20))
+		snprintf(buf, len, "ec %u+%u (%u MiB unit)", k, m, unit >> 20);
+	else if (k)
+		snprintf(buf, len, "ec %u+%u (%u KiB unit)", k, m, unit >> 10);
 	else
 		snprintf(buf, len, "%u replicas", copies);
 	return buf;

@@ -212,3 +212,48 @@ cl_assert_snap_identical() {
 	done
 	echo "$first"
 }
+
+# cl_copy_size I VOL: bytes of node I's store copy of VOL (an ec volume's
+# chunk volume), from its catalogue; empty with exit 1 when it has none.
+cl_copy_size() {
+	"$PY" - "$(cl_dir "$1")" "$2" <<'EOF'
+import sqlite3, sys
+d, name = sys.argv[1], sys.argv[2]
+db = sqlite3.connect(f"file:{d}/store.db?mode=ro", uri=True)
+row = db.execute("select size from volumes where name = ?", (name,)).fetchone()
+if row is None:
+    sys.exit(1)
+print(row[0])
+EOF
+}
+
+# cl_pattern FILE SIZE SEED: FILE gets SIZE bytes of seeded pseudo-random data.
+cl_pattern() {
+	"$PY" -c 'import random,sys
+r = random.Random(int(sys.argv[3]))
+with open(sys.argv[1], "wb") as f:
+    left = int(sys.argv[2])
+    while left:
+        n = min(left, 1 << 20)
+        f.write(r.randbytes(n))
+        left -= n' "$1" "$2" "$3" || fail "cannot write the pattern $1"
+}
+
+# cl_patch FILE OFFSET LEN BYTE: overwrite LEN bytes of FILE at OFFSET with
+# BYTE (the expected image after qemu-io "write -P BYTE OFFSET LEN").
+cl_patch() {
+	"$PY" -c 'import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(int(sys.argv[2]))
+    f.write(bytes([int(sys.argv[4], 0)]) * int(sys.argv[3]))' "$@" || fail "cannot patch $1"
+}
+
+# cl_qemu_io I VOL CMD...: qemu-io commands on VOL through node I's NBD socket.
+cl_qemu_io() {
+	local i=$1 vol=$2 args=() c
+	shift 2
+	for c in "$@"; do args+=(-c "$c"); done
+	qemu-io -f raw --image-opts \
+		"driver=nbd,export=$vol,server.type=unix,server.path=$(cl_dir "$i")/nbd.sock" \
+		"${args[@]}"
+}

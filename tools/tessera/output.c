@@ -114,11 +114,13 @@ static unsigned copies_in_sync(const Tessera__Admin__Volume *v)
 
 const char *cli_fmt_layout(const Tessera__Admin__Volume *v, char *buf, size_t len)
 {
-	char unit[32];
-
-	if (v->ec_k)
-		snprintf(buf, len, "ec %u+%u (%s unit)", v->ec_k, v->ec_m,
-			 cli_fmt_size(v->stripe_unit, unit, sizeof(unit)));
+	/* units are powers of 2 from 4 KiB to 1 MiB: whole KiB or MiB */
+	if (v->ec_k && v->stripe_unit >= (1u << 20) && v->stripe_unit % (1u << 20) == 0)
+		snprintf(buf, len, "ec %u+%u (%u MiB unit)", v->ec_k, v->ec_m,
+			 v->stripe_unit >> 20);
+	else if (v->ec_k)
+		snprintf(buf, len, "ec %u+%u (%u KiB unit)", v->ec_k, v->ec_m,
+			 v->stripe_unit >> 10);
 	else if (cli_is_cluster_volume(v))
 		snprintf(buf, len, "%u replica%s", v->replicas, v->replicas == 1 ? "" : "s");
 	else
