@@ -185,7 +185,7 @@ print(next(c["node"] for c in j["copies"] if c["node"] != "n1"))') || die "no ch
 	log "killing $victim (SIGKILL), a chunk node of ec42"
 	kill -KILL "${PIDS[$i]}"
 	wait "${PIDS[$i]}" 2>/dev/null || true
-	PIDS[$i]=
+	PIDS[i]=
 	echo "$victim" >"$W/fio/victim.txt"
 	# let the coordinator find out (first reads to it fail over to decode)
 	fio --name=warm --ioengine=nbd "--uri=$(uri ec42)" --direct=1 --time_based --runtime=3 \

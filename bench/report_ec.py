@@ -164,13 +164,15 @@ def main():
                       f"| 4+2 volume 4k randread QD32, {v.get('victim', 'one chunk node')} killed | "
                       f"{iops('ec42-rr-deg')} IOPS | {fmt_ratio(r['ec42_degraded_read_to_healthy'])} "
                       "of healthy | >= 0.5x |", ""]
-            st = v.get("status_degraded")
-            if isinstance(st, dict):
-                vs = st.get("volume", st)
-                extra = {k: vs[k] for k in ("degraded_reads", "stripes_degraded", "stripes_rebuilding")
-                         if isinstance(vs, dict) and k in vs}
+            # `tessera --json volume status`: the counters at the top level
+            for name in ("healthy", "degraded"):
+                st = v.get(f"status_{name}")
+                if not isinstance(st, dict):
+                    continue
+                extra = {k: st[k] for k in ("reads", "degraded_reads", "stripes_degraded",
+                                            "stripes_rebuilding") if k in st}
                 if extra:
-                    lines += ["Volume status after the degraded runs: " +
+                    lines += [f"ec42 status after the {name} runs: " +
                               ", ".join(f"{k} {val}" for k, val in extra.items()), ""]
     with open(out + ".json", "w") as f:
         json.dump(res, f, indent=2)
