@@ -1,0 +1,282 @@
+"""A volume's whole life through tessera-csi with real filesystems and block
+devices (root, /dev/fuse, loop devices):
+
+  CreateVolume (3 replicas) -> NodeStageVolume (mkfs, real mount) ->
+  NodePublishVolume (+ a read-only publish) -> write files -> CreateSnapshot
+  -> CreateVolume from it -> stage + publish the clone -> same checksums ->
+  ControllerExpandVolume + NodeExpandVolume (statvfs shows the new size) ->
+  NodeGetVolumeStats -> unpublish, unstage, delete everything.
+
+for ext4, and for xfs when mkfs.xfs exists; then a raw block volume: the
+published path is a block device of the volume's size, data written there
+reads back after unstage + stage.  Each node call is made twice.  At the end
+nothing is mounted under the test directory and no loop device is backed by
+a file there (the wrapper also checks for processes left behind).
+
+Run by tests/integration/test-csi-lifecycle.sh; CSI_TMP is the scratch dir
+(staging and target paths live there), CSI_FS lists the filesystems to try.
+"""
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+
+from csilib import MiB, C, Checks, Client, Runner, block_cap, cluster_volumes, create_req, mount_cap, pb
+
+R = Runner("test_lifecycle")
+cli = Client(timeout=180)
+X = Checks(cli, R)
+TMP = os.environ["CSI_TMP"]
+STATE = os.environ.get("CSI_STATE_DIR", "")
+P3 = {"replicas": "3", "failureDomain": "zone"}
+SIZE = 320 * MiB      # xfs wants at least 300 MB
+GROWN = 640 * MiB
+
+
+def mounts():
+    """(mount point, fs type, options) of this mount namespace."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            a, b = line.split(" - ")
+            fields = a.split()
+            mp = fields[4].replace("\\040", " ")
+            out.append((mp, b.split()[0], fields[5]))
+    return out
+
+
+def mount_of(path):
+    m = [x for x in mounts() if x[0] == os.path.realpath(path)]
+    return m[-1] if m else None
+
+
+def tree_sums(root):
+    sums = {}
+    for d, _, files in os.walk(root):
+        for n in files:
+            p = os.path.join(d, n)
+            if os.path.islink(p) or not os.path.isfile(p):
+                continue
+            with open(p, "rb") as f:
+                sums[os.path.relpath(p, root)] = hashlib.sha256(f.read()).hexdigest()
+    return sums
+
+
+def write_files(root):
+    os.makedirs(os.path.join(root, "dir/sub"), exist_ok=True)
+    for i, size in enumerate((1, 4096, 65537, 3 * MiB, 17 * MiB)):
+        with open(os.path.join(root, f"f{i}"), "wb") as f:
+            f.write(os.urandom(size))
+    for i in range(100):
+        with open(os.path.join(root, f"dir/sub/s{i}"), "wb") as f:
+            f.write(os.urandom(i * 131 + 1))
+    with open(os.path.join(root, "sparse"), "wb") as f:
+        f.truncate(64 * MiB)
+        f.seek(40 * MiB)
+        f.write(b"middle")
+    os.symlink("f1", os.path.join(root, "link"))
+    fd = os.open(root, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    os.sync()
+
+
+def stage(vid, path, cap, what):
+    os.makedirs(path, exist_ok=True)
+    X.twice_ok("node.NodeStageVolume", pb.NodeStageVolumeRequest(
+        volume_id=vid, staging_target_path=path, volume_capability=cap), what)
+
+
+def unstage(vid, path, what):
+    X.twice_ok("node.NodeUnstageVolume", pb.NodeUnstageVolumeRequest(volume_id=vid, staging_target_path=path), what)
+
+
+def publish(vid, staging, target, cap, what, readonly=False):
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    X.twice_ok("node.NodePublishVolume", pb.NodePublishVolumeRequest(
+        volume_id=vid, staging_target_path=staging, target_path=target, volume_capability=cap,
+        readonly=readonly), what)
+
+
+def unpublish(vid, target, what):
+    X.twice_ok("node.NodeUnpublishVolume", pb.NodeUnpublishVolumeRequest(volume_id=vid, target_path=target), what)
+    R.check(not os.path.ismount(target), f"{target} still mounted after NodeUnpublishVolume")
+
+
+def stats(vid, path):
+    r = X.ok("node.NodeGetVolumeStats", pb.NodeGetVolumeStatsRequest(volume_id=vid, volume_path=path))
+    u = {x.unit: x for x in r.usage}
+    B, I = pb.VolumeUsage.BYTES, pb.VolumeUsage.INODES
+    R.check(B in u and I in u, f"NodeGetVolumeStats {vid}: usage {list(r.usage)} lacks bytes or inodes")
+    R.check(not r.volume_condition.abnormal, f"{vid}: abnormal condition {r.volume_condition}")
+    return u.get(B), u.get(I)
+
+
+def fs_lifecycle(fs):
+    vid, clone, snap = f"life-{fs}", f"life-{fs}-clone", f"life-{fs}-snap"
+    cap = mount_cap(fs)
+    st, st2 = os.path.join(TMP, "stage", vid), os.path.join(TMP, "stage", clone)
+    tg = os.path.join(TMP, "pods/p1/volumes", vid)
+    tg_ro = os.path.join(TMP, "pods/p2/volumes", vid)
+    tg2 = os.path.join(TMP, "pods/p3/volumes", clone)
+
+    v = X.ok("controller.CreateVolume", create_req(vid, SIZE, P3, caps=[cap]), vid).volume
+    stage(vid, st, cap, f"{vid} {fs}")
+    m = mount_of(st)
+    R.need(m is not None, f"{st} is not a mount point after NodeStageVolume")
+    R.check(m[1] == fs, f"staged {vid} is {m[1]}, want {fs}")
+    publish(vid, st, tg, cap, f"{vid} rw")
+    R.need(os.path.ismount(tg), f"{tg} is not a mount point after NodePublishVolume")
+    publish(vid, st, tg_ro, cap, f"{vid} ro", readonly=True)
+    R.check("ro" in (mount_of(tg_ro) or ("", "", ""))[2].split(","), f"read-only publish is mounted {mount_of(tg_ro)}")
+    try:
+        open(os.path.join(tg_ro, "nope"), "w").close()
+        R.check(False, "a read-only published volume accepted a new file")
+    except OSError:
+        pass
+    # same target, other capability: ALREADY_EXISTS (spec: published but incompatible)
+    X.code("node.NodePublishVolume", pb.NodePublishVolumeRequest(
+        volume_id=vid, staging_target_path=st, target_path=tg, volume_capability=cap, readonly=True),
+        C.ALREADY_EXISTS, "same target, now read-only")
+    write_files(tg)
+    sums = tree_sums(tg)
+    R.check(tree_sums(tg_ro) == sums, "the read-only publish does not show the same files")
+    b0, i0 = stats(vid, tg)
+    if b0:
+        R.check(b0.used >= 20 * MiB and b0.total >= SIZE * 0.8, f"bytes usage after writing ~21 MiB: {b0}")
+
+    # snapshot (frozen for a clean cut) and a clone from it
+    if shutil.which("fsfreeze"):
+        subprocess.run(["fsfreeze", "-f", st], check=True)
+    try:
+        s = X.ok("controller.CreateSnapshot", pb.CreateSnapshotRequest(source_volume_id=vid, name=snap)).snapshot
+    finally:
+        if shutil.which("fsfreeze"):
+            subprocess.run(["fsfreeze", "-u", st], check=True)
+    c = X.ok("controller.CreateVolume", create_req(clone, SIZE, P3, caps=[cap], snap=s.snapshot_id)).volume
+    R.check(c.content_source.snapshot.snapshot_id == s.snapshot_id, f"clone content_source {c.content_source}")
+    # writes after the snapshot must not show in the clone
+    with open(os.path.join(tg, "after-snapshot"), "wb") as f:
+        f.write(b"later")
+    stage(clone, st2, cap, f"{clone}")
+    publish(clone, st2, tg2, cap, f"{clone}")
+    got = tree_sums(tg2)
+    R.check(got == sums, f"clone differs from the snapshot: {len(got)} vs {len(sums)} files; "
+            f"different: {[k for k in sums if got.get(k) != sums[k]][:5]}, extra: {[k for k in got if k not in sums][:5]}")
+    R.check(os.readlink(os.path.join(tg2, "link")) == "f1", "symlink lost in the clone")
+
+    # online expansion
+    before = os.statvfs(tg)
+    e = X.twice_ok("controller.ControllerExpandVolume", pb.ControllerExpandVolumeRequest(
+        volume_id=vid, capacity_range=pb.CapacityRange(required_bytes=GROWN), volume_capability=cap), f"{vid}",
+        same=lambda r: r.capacity_bytes)
+    R.check(e.capacity_bytes >= GROWN, f"ControllerExpandVolume gave {e.capacity_bytes}")
+    R.check(e.node_expansion_required, "a mounted filesystem needs NodeExpandVolume")
+    n = X.twice_ok("node.NodeExpandVolume", pb.NodeExpandVolumeRequest(
+        volume_id=vid, volume_path=tg, staging_target_path=st, volume_capability=cap,
+        capacity_range=pb.CapacityRange(required_bytes=GROWN)), f"{vid}", same=lambda r: 0)
+    R.check(n.capacity_bytes in (0, e.capacity_bytes) or n.capacity_bytes >= GROWN,
+            f"NodeExpandVolume capacity {n.capacity_bytes}")
+    after = os.statvfs(tg)
+    old, new = before.f_blocks * before.f_frsize, after.f_blocks * after.f_frsize
+    R.log(f"{fs}: df size {old >> 20} MiB -> {new >> 20} MiB")
+    R.check(new >= old + (GROWN - SIZE) * 0.9, f"{fs}: df shows {new} bytes after growing to {GROWN} (was {old})")
+    b1, _ = stats(vid, tg)
+    if b1:
+        R.check(b1.total >= new * 0.9, f"NodeGetVolumeStats total {b1.total} after expansion (df {new})")
+    R.check(tree_sums(tg).items() >= sums.items(), "files changed by the expansion")
+
+    # tear down, each call twice
+    for vol_id, target in ((clone, tg2), (vid, tg_ro), (vid, tg)):
+        unpublish(vol_id, target, vol_id)
+    unstage(clone, st2, clone)
+    unstage(vid, st, vid)
+    R.check(not os.path.ismount(st) and not os.path.ismount(st2), "staging paths still mounted after NodeUnstage")
+    # staged again after unstage: the filesystem (not re-made) still has the files
+    stage(vid, st, cap, f"{vid} again")
+    publish(vid, st, tg, cap, f"{vid} again")
+    R.check(tree_sums(tg).items() >= sums.items(), "files lost after unstage + stage (was the volume formatted again?)")
+    unpublish(vid, tg, vid)
+    unstage(vid, st, vid)
+    for vol_id in (clone,):
+        X.twice_ok("controller.DeleteVolume", pb.DeleteVolumeRequest(volume_id=vol_id))
+    X.twice_ok("controller.DeleteSnapshot", pb.DeleteSnapshotRequest(snapshot_id=s.snapshot_id))
+    X.twice_ok("controller.DeleteVolume", pb.DeleteVolumeRequest(volume_id=vid))
+    left = [x for x in cluster_volumes() if x.startswith(vid)]
+    R.check(not left, f"volumes left: {left}")
+
+
+def test_ext4():
+    fs_lifecycle("ext4")
+
+
+def test_xfs():
+    if "xfs" not in os.environ.get("CSI_FS", "").split(","):
+        R.log("xfs: mkfs.xfs not installed, not tried")
+        return
+    fs_lifecycle("xfs")
+
+
+def test_block():
+    vid, size = "life-blk", 96 * MiB
+    cap = block_cap()
+    st = os.path.join(TMP, "stage", vid)
+    tg = os.path.join(TMP, "pods/p4/volumeDevices", vid)
+    X.ok("controller.CreateVolume", create_req(vid, size, P3, caps=[cap]))
+    stage(vid, st, cap, vid)
+    publish(vid, st, tg, cap, vid)
+    R.need(os.path.exists(tg), f"block publish: {tg} does not exist")
+    R.need(stat.S_ISBLK(os.stat(tg).st_mode), f"block publish: {tg} is not a block device ({oct(os.stat(tg).st_mode)})")
+    got = int(subprocess.run(["blockdev", "--getsize64", tg], check=True, capture_output=True, text=True).stdout)
+    R.check(got == size, f"blockdev --getsize64 {tg} = {got}, want {size}")
+    pattern = os.urandom(MiB)
+    fd = os.open(tg, os.O_WRONLY)
+    os.pwrite(fd, pattern, 5 * MiB)
+    os.pwrite(fd, pattern, size - MiB)
+    os.fsync(fd)
+    os.close(fd)
+    # the stage path must not be a filesystem mount for a block volume
+    m = mount_of(st)
+    R.check(m is None or m[1] not in ("ext4", "xfs"), f"block volume staged as a filesystem: {m}")
+    # NodeGetVolumeStats on a block device: the bytes total, when given, is the size
+    r = X.ok("node.NodeGetVolumeStats", pb.NodeGetVolumeStatsRequest(volume_id=vid, volume_path=tg))
+    byts = [u for u in r.usage if u.unit == pb.VolumeUsage.BYTES]
+    R.check(not byts or byts[0].total == size, f"block NodeGetVolumeStats {list(r.usage)}")
+    # expansion of a published raw block volume
+    X.ok("controller.ControllerExpandVolume", pb.ControllerExpandVolumeRequest(
+        volume_id=vid, capacity_range=pb.CapacityRange(required_bytes=2 * size), volume_capability=cap))
+    X.ok("node.NodeExpandVolume", pb.NodeExpandVolumeRequest(
+        volume_id=vid, volume_path=tg, staging_target_path=st, volume_capability=cap,
+        capacity_range=pb.CapacityRange(required_bytes=2 * size)))
+    got = int(subprocess.run(["blockdev", "--getsize64", tg], check=True, capture_output=True, text=True).stdout)
+    R.check(got == 2 * size, f"after expansion blockdev --getsize64 = {got}, want {2 * size}")
+    unpublish(vid, tg, vid)
+    R.check(not os.path.exists(tg) or not stat.S_ISBLK(os.stat(tg).st_mode), f"{tg} still a block device")
+    unstage(vid, st, vid)
+    # staged again: the data is there
+    stage(vid, st, cap, vid + " again")
+    publish(vid, st, tg, cap, vid + " again")
+    fd = os.open(tg, os.O_RDONLY)
+    a, b = os.pread(fd, MiB, 5 * MiB), os.pread(fd, MiB, size - MiB)
+    os.close(fd)
+    R.check(a == pattern and b == pattern, "data written through the block device did not read back after restage")
+    unpublish(vid, tg, vid)
+    unstage(vid, st, vid)
+    X.twice_ok("controller.DeleteVolume", pb.DeleteVolumeRequest(volume_id=vid))
+
+
+def test_nothing_left():
+    roots = [os.path.realpath(TMP)] + ([os.path.realpath(STATE)] if STATE else [])
+    left = [m for m in mounts() if any(m[0] == r or m[0].startswith(r + "/") for r in roots)]
+    R.check(not left, f"mounts left under the test dirs: {left}")
+    out = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    loops = [ln for ln in out.splitlines() if any(r in ln for r in roots)]
+    R.check(not loops, f"loop devices left: {loops}")
+
+
+TESTS = [test_ext4, test_xfs, test_block, test_nothing_left]
+
+if __name__ == "__main__":
+    only = os.environ.get("CSI_ONLY")
+    raise SystemExit(R.run([t for t in TESTS if not only or t.__name__ in only.split(",")]))
