@@ -43,7 +43,10 @@
  * every older record stops counting, and a torn header makes the journal
  * empty, which is what it is then.  Appends wait (retrying through a no-op
  * read on their own io) while the header is in flight.  A missing or invalid
- * header (new file, rolled back volume) is rewritten before the first append.
+ * header (rolled back volume) is rewritten before the first append; the file
+ * itself is created by a volume's first stage (a blocking open on that
+ * thread, once; the directory is then synced through the io), so volumes
+ * that never stage have none.
  *
  * Durability order: STAGE's cb fires once its record is durable; COMMIT's
  * record is durable before the in-place write is issued (its data is read
@@ -51,8 +54,10 @@
  * record (or new header) is durable before its cb.
  *
  * Concurrency: the in-memory index (live entries, tail, seq) is guarded by
- * svol->stage->lock, held for a few hundred ns per call, never across I/O;
- * the ordinary data path never takes it.  A failed journal write makes the
+ * svol->stage->lock, held for a few microseconds per call (the record's
+ * offset and seq are reserved and its write queued under it, so a queueing
+ * failure such as -EAGAIN changes nothing), never across I/O completion; the
+ * ordinary data path never takes it.  A failed journal write makes the
  * journal refuse every later call (-EIO) until the volume is reopened and
  * the journal replayed from disk.
  */
@@ -202,6 +207,7 @@ struct stage_op {
 	bool async;         /* a completion may have run: errors go to cb */
 	bool pinned;        /* COMMIT: counted in j->readers */
 	int dirfd;          /* generation header of a new file: volumes/, else -1 */
+	bool read_later;    /* COMMIT: the read waits for the record's completion */
 	int pending;        /* COMMIT: record write and data read in flight */
 	int status;
 	tsr_cb cb_fn;
@@ -297,6 +303,8 @@ static void roll_finish(struct stage_op *op, int err)
 	op_free(op);
 }
 
+static void commit_read_done(void *cb_arg, int res);
+
 static void roll_dir_synced(void *cb_arg, int res)
 {
 	roll_finish(cb_arg, res < 0 ? res : 0);
@@ -316,29 +324,6 @@ static void roll_done(void *cb_arg, int res)
 		res = ret;
 	}
 	roll_finish(op, res < 0 ? res : 0);
-}
-
-/* Issue a new generation header on io (j->rolling set, gen/salt/tail reset
- * under the lock by the caller).  Returns 0 or the queueing error; then the
- * journal is failed (the disk may still hold entries the index forgot). */
-static int roll_issue(struct stage_op *op)
-{
-	struct stage_journal *j = op->svol->stage;
-	int ret;
-
-	op->iov[0].iov_base = op->hdr;
-	op->iov[0].iov_len = STAGE_HDR;
-	ret = tsr_io_writev(op->io, j->fd, op->iov, 1, 0, TSR_IO_FUA, roll_done, op);
-	if (ret) {
-		if (op->dirfd >= 0)
-			close(op->dirfd);
-		op->dirfd = -1;
-		record_failed(j, op->svol->name, "queue generation header", ret);
-		pthread_mutex_lock(&j->lock);
-		j->rolling = false;
-		pthread_mutex_unlock(&j->lock);
-	}
-	return ret;
 }
 
 /* First record of a volume: create its journal file (lock held).  A rare
@@ -367,16 +352,37 @@ err:
 	return ret;
 }
 
-/* Start a new generation (lock held, nothing in flight): fills h. */
-static void roll_prepare(struct stage_journal *j, struct stage_hdr *h)
+/* Start a new generation (lock held, nothing live or in flight): queue its
+ * header on op's io.  0 (j->rolling set), or -errno with nothing changed. */
+static int roll_start(struct stage_journal *j, struct stage_op *op)
 {
+	uint64_t gen = j->gen, salt = j->salt, tail = j->tail;
+	bool need = j->need_roll;
+	int ret;
+
+	if (j->fd < 0 && (ret = journal_create(op)) != 0)
+		return ret;
 	j->gen++;
 	j->salt = new_salt();
 	j->tail = STAGE_HDR;
 	j->need_roll = false;
 	j->rolling = true;
-	hdr_fill(j, h, REC_GEN, 0);
-	hdr_seal(h);
+	hdr_fill(j, op->hdr, REC_GEN, 0);
+	hdr_seal(op->hdr);
+	op->iov[0].iov_base = op->hdr;
+	op->iov[0].iov_len = STAGE_HDR;
+	ret = tsr_io_writev(op->io, j->fd, op->iov, 1, 0, TSR_IO_FUA, roll_done, op);
+	if (ret) {
+		j->gen = gen;
+		j->salt = salt;
+		j->tail = tail;
+		j->need_roll = need;
+		j->rolling = false;
+		if (op->dirfd >= 0)
+			close(op->dirfd);
+		op->dirfd = -1;
+	}
+	return ret;
 }
 
 static int stage_try(struct stage_op *op);
@@ -418,12 +424,13 @@ static void append_done(void *cb_arg, int res)
 	op_end(op, err);
 }
 
-/* STAGE: check, reserve, index, write.  Retried after a generation header. */
+/* STAGE: check, reserve, queue, index (all under the lock, so a queueing
+ * failure leaves nothing changed).  Retried after a generation header. */
 static int stage_try(struct stage_op *op)
 {
 	struct stage_journal *j = op->svol->stage;
 	struct stage_ent *o;
-	struct stage_op *roll = NULL;
+	struct stage_op *roll;
 	uint64_t pos;
 	int ret;
 
@@ -446,32 +453,20 @@ static int stage_try(struct stage_op *op)
 	if (j->rolling || j->need_roll) {
 		if (!j->rolling && j->appends == 0 && j->readers == 0) {
 			roll = op_new(op->svol, op->io, OP_STAGE, 0, NULL, NULL);
-			ret = roll ? 0 : -ENOMEM;
-			if (ret == 0 && j->fd < 0)
-				ret = journal_create(roll);
+			ret = roll ? roll_start(j, roll) : -ENOMEM;
 			if (ret) {
 				pthread_mutex_unlock(&j->lock);
 				if (roll)
 					op_free(roll);
 				return op_end(op, ret);
 			}
-			roll_prepare(j, roll->hdr);
 		}
 		pthread_mutex_unlock(&j->lock);
-		if (roll && (ret = roll_issue(roll)) != 0) {
-			op_free(roll);
-			return op_end(op, ret);
-		}
 		return wait_roll(op);
 	}
 	pos = j->tail;
-	j->tail += STAGE_HDR + op->ent.e.length;
 	op->ent.jpos = pos + STAGE_HDR;
-	hdr_fill(j, op->hdr, REC_STAGE, ++j->seq);
-	index_stage(j, &op->ent);
-	j->appends++;
-	pthread_mutex_unlock(&j->lock);
-
+	hdr_fill(j, op->hdr, REC_STAGE, j->seq + 1);
 	op->hdr->txn = op->ent.e.txn;
 	op->hdr->stripe = op->ent.e.stripe;
 	op->hdr->offset = op->ent.e.offset;
@@ -485,13 +480,14 @@ static int stage_try(struct stage_op *op)
 	op->iov[1].iov_len = op->ent.e.length;
 	ret = tsr_io_writev(op->io, j->fd, op->iov, 2, pos, TSR_IO_FUA, append_done, op);
 	if (ret) {
-		/* the index has the entry but the disk does not: refuse until reopen */
-		pthread_mutex_lock(&j->lock);
-		j->appends--;
 		pthread_mutex_unlock(&j->lock);
-		record_failed(j, op->svol->name, "queue stage record", ret);
 		return op_end(op, ret);
 	}
+	j->tail += STAGE_HDR + op->ent.e.length;
+	j->seq++;
+	index_stage(j, &op->ent);
+	j->appends++;
+	pthread_mutex_unlock(&j->lock);
 	return 0;
 }
 
@@ -543,6 +539,28 @@ static void commit_unpin(struct stage_op *op)
 	pthread_mutex_unlock(&j->lock);
 }
 
+static void commit_write(struct stage_op *op);
+
+static void commit_write_retry(void *cb_arg, int res)
+{
+	(void)res;
+	commit_write(cb_arg);
+}
+
+/* The bytes in place through the normal write path.  A full io queue is
+ * waited out through a no-op read (it takes one slot; a completion that
+ * just ran freed one). */
+static void commit_write(struct stage_op *op)
+{
+	int ret = tsr_svol_write(op->svol, op->io, op->ent.e.offset, op->ent.e.length, op->data,
+				 TSR_WRITE_FUA, commit_written, op);
+
+	if (ret == -EAGAIN)
+		ret = data_trampoline(op->svol->store, op->io, &op->tramp, commit_write_retry, op);
+	if (ret)
+		commit_written(op, ret);
+}
+
 /* Record write and data read both done: write the bytes in place. */
 static void commit_step(struct stage_op *op)
 {
@@ -550,6 +568,17 @@ static void commit_step(struct stage_op *op)
 
 	if (--op->pending)
 		return;
+	if (op->read_later && op->status == 0) {
+		/* the read found the queue full: the record's completion made room */
+		op->read_later = false;
+		op->pending = 1;
+		ret = tsr_io_readv(op->io, op->svol->stage->fd, &op->iov[1], 1, op->ent.jpos,
+				   commit_read_done, op);
+		if (ret == 0)
+			return;
+		op->pending = 0;
+		op->status = ret;
+	}
 	commit_unpin(op);
 	op->async = true;
 	if (op->status == 0 && tsr_crc32c(0, op->data, op->ent.e.length) != op->ent.dcrc) {
@@ -561,10 +590,7 @@ static void commit_step(struct stage_op *op)
 		op_end(op, op->status);
 		return;
 	}
-	ret = tsr_svol_write(op->svol, op->io, op->ent.e.offset, op->ent.e.length, op->data,
-			     TSR_WRITE_FUA, commit_written, op);
-	if (ret)
-		commit_written(op, ret);
+	commit_write(op);
 }
 
 static void commit_record_done(void *cb_arg, int res)
@@ -601,7 +627,6 @@ int tsr_svol_stage_commit(struct tsr_svol *svol, struct tsr_io *io, uint64_t txn
 	struct stage_journal *j;
 	struct stage_ent *x;
 	struct stage_op *op;
-	uint64_t pos;
 	int ret = check_journal(svol);
 
 	if (ret)
@@ -613,50 +638,42 @@ int tsr_svol_stage_commit(struct tsr_svol *svol, struct tsr_io *io, uint64_t txn
 	if (op == NULL)
 		return -ENOMEM;
 	pthread_mutex_lock(&j->lock);
-	if (j->failed || j->rolling || j->need_roll) {
-		/* rolling/need_roll only with no live entry: txn is unknown */
+	/* rolling or need_roll only with no live entry: txn is unknown */
+	x = j->failed || j->rolling || j->need_roll ? NULL : find_txn(j, txn);
+	if (x == NULL) {
 		ret = j->failed ? -EIO : -ENOENT;
 		pthread_mutex_unlock(&j->lock);
 		op_free(op);
 		return ret;
 	}
-	x = find_txn(j, txn);
-	if (x == NULL) {
-		pthread_mutex_unlock(&j->lock);
-		op_free(op);
-		return -ENOENT;
-	}
-	x->e.state = TSR_STAGE_COMMITTED;
 	op->ent = *x;
-	pos = j->tail;
-	j->tail += STAGE_HDR;
-	hdr_fill(j, op->hdr, REC_COMMIT, ++j->seq);
-	j->appends++;
-	j->readers++;
-	op->pinned = true;
-	pthread_mutex_unlock(&j->lock);
-
+	hdr_fill(j, op->hdr, REC_COMMIT, j->seq + 1);
 	op->hdr->txn = txn;
-	op->hdr->stripe = op->ent.e.stripe;
+	op->hdr->stripe = x->e.stripe;
 	hdr_seal(op->hdr);
 	op->iov[0].iov_base = op->hdr;
 	op->iov[0].iov_len = STAGE_HDR;
 	op->iov[1].iov_base = op->data;
-	op->iov[1].iov_len = op->ent.e.length;
-	op->pending = 2;
-	ret = tsr_io_writev(io, j->fd, &op->iov[0], 1, pos, TSR_IO_FUA, commit_record_done, op);
+	op->iov[1].iov_len = x->e.length;
+	ret = tsr_io_writev(io, j->fd, &op->iov[0], 1, j->tail, TSR_IO_FUA, commit_record_done, op);
 	if (ret) {
-		pthread_mutex_lock(&j->lock);
-		j->appends--;
 		pthread_mutex_unlock(&j->lock);
-		commit_unpin(op);
-		record_failed(j, svol->name, "queue commit record", ret);
 		op_free(op);
 		return ret;
 	}
-	ret = tsr_io_readv(io, j->fd, &op->iov[1], 1, op->ent.jpos, commit_read_done, op);
-	if (ret)
-		commit_read_done(op, ret); /* the record's completion ends the op */
+	j->tail += STAGE_HDR;
+	j->seq++;
+	x->e.state = TSR_STAGE_COMMITTED;
+	j->appends++;
+	j->readers++;
+	op->pinned = true;
+	op->pending = 2;
+	/* the record and the read of the staged bytes go in parallel */
+	if (tsr_io_readv(io, j->fd, &op->iov[1], 1, op->ent.jpos, commit_read_done, op)) {
+		op->read_later = true;
+		op->pending = 1;
+	}
+	pthread_mutex_unlock(&j->lock);
 	return 0;
 }
 
@@ -671,12 +688,12 @@ static void release_noop(void *cb_arg, int res)
 	op_end(op, 0);
 }
 
-/* RELEASE: forget, then a record (or a new generation header).  Retried
- * after a generation header in flight. */
+/* RELEASE: a record (or a new generation header), queued under the lock,
+ * then the index forgets.  Retried after a generation header. */
 static int release_try(struct stage_op *op)
 {
 	struct stage_journal *j = op->svol->stage;
-	uint64_t pos;
+	size_t i, left = 0;
 	int ret;
 
 	pthread_mutex_lock(&j->lock);
@@ -688,43 +705,37 @@ static int release_try(struct stage_op *op)
 		pthread_mutex_unlock(&j->lock);
 		return wait_roll(op);
 	}
-	release_upto(j, op->upto);
-	if (j->need_roll && j->n == 0 && j->appends == 0) {
-		/* no header on disk (no file, or dropped): nothing there to
-		 * release; complete from the io all the same */
+	if (j->need_roll) {
+		/* no header on disk (no file yet, or dropped), so no entry:
+		 * nothing to release; complete from the io all the same */
 		pthread_mutex_unlock(&j->lock);
 		ret = data_trampoline(op->svol->store, op->io, &op->tramp, release_noop, op);
 		return ret ? op_end(op, ret) : 0;
 	}
-	if (j->n == 0 && j->appends == 0 && j->readers == 0 && j->tail > store_stage_roll_bytes) {
-		roll_prepare(j, op->hdr);
+	for (i = 0; i < j->n; i++)
+		left += j->ents[i].e.txn > op->upto;
+	if (left == 0 && j->appends == 0 && j->readers == 0 && j->tail > store_stage_roll_bytes) {
+		ret = roll_start(j, op);
+		if (ret == 0)
+			release_upto(j, op->upto);
 		pthread_mutex_unlock(&j->lock);
-		ret = roll_issue(op);
 		return ret ? op_end(op, ret) : 0;
 	}
-	if (j->need_roll) {
-		/* a header is due but records are in flight (an append waiting
-		 * for it counts none): wait for them */
-		pthread_mutex_unlock(&j->lock);
-		return wait_roll(op);
-	}
-	pos = j->tail;
-	j->tail += STAGE_HDR;
-	hdr_fill(j, op->hdr, REC_RELEASE, ++j->seq);
-	j->appends++;
-	pthread_mutex_unlock(&j->lock);
+	hdr_fill(j, op->hdr, REC_RELEASE, j->seq + 1);
 	op->hdr->txn = op->upto;
 	hdr_seal(op->hdr);
 	op->iov[0].iov_base = op->hdr;
 	op->iov[0].iov_len = STAGE_HDR;
-	ret = tsr_io_writev(op->io, j->fd, op->iov, 1, pos, TSR_IO_FUA, append_done, op);
+	ret = tsr_io_writev(op->io, j->fd, op->iov, 1, j->tail, TSR_IO_FUA, append_done, op);
 	if (ret) {
-		pthread_mutex_lock(&j->lock);
-		j->appends--;
 		pthread_mutex_unlock(&j->lock);
-		record_failed(j, op->svol->name, "queue release record", ret);
 		return op_end(op, ret);
 	}
+	j->tail += STAGE_HDR;
+	j->seq++;
+	j->appends++;
+	release_upto(j, op->upto);
+	pthread_mutex_unlock(&j->lock);
 	return 0;
 }
 

@@ -521,6 +521,48 @@ static void test_write_fault(void **state)
 	assert_true(reads_as(e, e->v, 1, 1, 2));
 }
 
+/* A full io queue refuses the call and changes nothing (the caller
+ * retries); a commit whose read or in-place write finds it full waits. */
+static void test_queue_full(void **state)
+{
+	struct env *e = *state;
+	struct tsr_io_opts o = {.kind = TSR_IO_AUTO, .queue_depth = 2};
+	struct tsr_stage_entry x = ent(1, 0, 0, 1), y = ent(2, 1, 1, 1), z = ent(3, 2, 2, 1),
+			       w = ent(4, 3, 3, 1), l[4];
+	struct done d1 = {0}, d2 = {0}, d3 = {0};
+	struct tsr_io *io = NULL;
+	uint8_t *b2 = e->buf + BS, *b3 = e->buf + 2 * BS;
+
+	assert_int_equal(tsr_io_create(&o, &io), 0);
+	assert_int_equal(sstage(e, &x, 1), 0); /* the journal file and header exist */
+	fill(b2, BS, 2, BS);
+	fill(b3, BS, 3, 2 * BS);
+	assert_int_equal(tsr_svol_stage(e->v, io, &y, b2, done_cb, &d1), 0);
+	assert_int_equal(tsr_svol_stage(e->v, io, &z, b3, done_cb, &d2), 0);
+	assert_int_equal(tsr_svol_stage_commit(e->v, io, 1, done_cb, &d3), -EAGAIN);
+	assert_int_equal(wait_done(io, &d1), 0);
+	assert_int_equal(wait_done(io, &d2), 0);
+	assert_int_equal(d3.calls, 0);
+	assert_int_equal(list(e, l, 4), 3);
+	assert_int_equal(l[0].state, TSR_STAGE_STAGED); /* the refused commit changed nothing */
+
+	/* one slot taken: the commit's record gets the other, its read waits */
+	memset(&d1, 0, sizeof(d1));
+	fill(b2, BS, 4, 3 * BS);
+	assert_int_equal(tsr_svol_stage(e->v, io, &w, b2, done_cb, &d1), 0);
+	assert_int_equal(tsr_svol_stage_commit(e->v, io, 1, done_cb, &d3), 0);
+	assert_int_equal(wait_done(io, &d1), 0);
+	assert_int_equal(wait_done(io, &d3), 0);
+	tsr_io_destroy(io);
+	assert_true(reads_as(e, e->v, 0, 1, 1));
+	reopen(e);
+	assert_int_equal(list(e, l, 4), 4);
+	assert_int_equal(l[0].state, TSR_STAGE_COMMITTED);
+	assert_int_equal(l[1].state, TSR_STAGE_STAGED);
+	assert_int_equal(scommit(e, 4), 0);
+	assert_true(reads_as(e, e->v, 3, 1, 4));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -533,6 +575,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_snapshot_cow, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_generations, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_fault, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),
 	};
 
 	tsr_log_set_level(TSR_LOG_ERROR);
