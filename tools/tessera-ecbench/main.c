@@ -8,10 +8,13 @@
  * engine  per stripe what the EC layout does: k data pointers into one
  *         contiguous stripe buffer (chunk d at d * chunk), m parity buffers,
  *         tsr_ec_encode through a struct tsr_ec_codec.
- * Both use the same memory, and run in alternating slices so that load from
- * other processes hits both alike.  Decode (tsr_ec_decode, tables cached per
- * pattern) is measured with 1 and with m data chunks missing.  Every figure
- * is GB/s (10^9 bytes/s) of stripe data (k x chunk) per second.
+ * Both use the same memory.  Decode (tsr_ec_decode, tables cached per
+ * pattern) is measured with 1 and with m data chunks missing.  The four
+ * measurements run in rotating slices, so a change of load on the machine
+ * hits them alike, and each figure is GB/s (10^9 bytes) of stripe data
+ * (k x chunk) per second of this thread's CPU time: time the thread spent
+ * descheduled by other processes does not count (the wall-clock figures are
+ * in the JSON output too).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -27,7 +30,7 @@
 #include "tessera/common.h"
 #include "tessera/ec.h"
 
-#define SLICES    10u                 /* alternations of bare and engine */
+#define SLICES    10u                 /* rounds of the four measurements */
 #define MAX_CHUNK (64u * 1024 * 1024) /* bytes per chunk, ISA-L takes an int length */
 
 struct options {
@@ -49,10 +52,11 @@ struct bench {
 	struct tsr_ec_codec *codec;
 };
 
-/* One measurement: bytes of stripe data processed and seconds spent. */
+/* One measurement: stripes processed, and the time they took. */
 struct tally {
 	uint64_t stripes;
-	double seconds;
+	double cpu_seconds;  /* CPU time of the benchmark thread (the figure) */
+	double wall_seconds; /* wall clock (differs when other processes load the CPU) */
 };
 
 static void usage(FILE *f)
@@ -71,7 +75,8 @@ static void usage(FILE *f)
 		"  --json         one JSON object on stdout instead of the table\n"
 		"  -h, --help     this text\n"
 		"\n"
-		"Measurements (each GB/s = 10^9 bytes of stripe data, K x chunk, per second):\n"
+		"Measurements (GB/s = 10^9 bytes of stripe data, K x chunk, per second of\n"
+		"the benchmark thread's CPU time):\n"
 		"  encode bare    ec_init_tables once, then ec_encode_data on the same buffers\n"
 		"  encode engine  tsr_ec_encode per stripe as the EC layout calls it (K data\n"
 		"                 pointers into one stripe buffer, M parity buffers); the\n"
@@ -79,8 +84,9 @@ static void usage(FILE *f)
 		"                 (issue 4 target: >= 0.8)\n"
 		"  decode 1       tsr_ec_decode rebuilding data chunk 0 from K others\n"
 		"  decode M       tsr_ec_decode rebuilding M chunks (data first) at once\n"
-		"Bare and engine run in %u alternating slices so a load change on the\n"
-		"machine hits both alike; run it on an idle machine for absolute figures.\n"
+		"The four run in %u rotating slices so a load change on the machine hits\n"
+		"them alike; CPU time leaves out time other processes took the CPU, but\n"
+		"they still share caches and memory: prefer an idle machine.\n"
 		"\n"
 		"Examples:\n"
 		"  tessera-ecbench --ec 8+3 --chunk 1m\n"
@@ -157,12 +163,17 @@ static int parse_options(int argc, char **argv, struct options *o)
 	return 0;
 }
 
-static double now_s(void)
+static double clock_s(clockid_t id)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(id, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double now_s(void)
+{
+	return clock_s(CLOCK_MONOTONIC);
 }
 
 static void bench_free(struct bench *b)
@@ -178,7 +189,6 @@ static void bench_free(struct bench *b)
 static int bench_init(struct bench *b, const struct options *o)
 {
 	unsigned k = o->k, m = o->m;
-	int ret;
 
 	memset(b, 0, sizeof(*b));
 	b->o = o;
@@ -191,6 +201,7 @@ static int bench_init(struct bench *b, const struct options *o)
 		if (!b->parity[j] || !b->spare[j])
 			return -ENOMEM;
 		memset(b->parity[j], 0, o->chunk);
+		memset(b->spare[j], 0, o->chunk);
 	}
 	/* Data that is not all zeros; its value does not change the speed. */
 	for (size_t i = 0; i < k * o->chunk; i++)
@@ -200,38 +211,23 @@ static int bench_init(struct bench *b, const struct options *o)
 	/* The bare loop uses the same matrix as the engine (ec_codec.c). */
 	gf_gen_cauchy1_matrix(b->matrix, (int)(k + m), (int)k);
 	ec_init_tables((int)k, (int)m, b->matrix + k * k, b->tables);
-	ret = tsr_ec_codec_create(k, m, &b->codec);
-	return ret;
+	return tsr_ec_codec_create(k, m, &b->codec);
 }
 
-static void run_bare(struct bench *b, double until, struct tally *t)
+static void step_bare(struct bench *b)
 {
-	double t0 = now_s(), t1;
-
-	do {
-		ec_encode_data((int)b->o->chunk, (int)b->o->k, (int)b->o->m, b->tables, b->data_ptr,
-			       b->parity);
-		t->stripes++;
-		t1 = now_s();
-	} while (t1 < until);
-	t->seconds += t1 - t0;
+	ec_encode_data((int)b->o->chunk, (int)b->o->k, (int)b->o->m, b->tables, b->data_ptr,
+		       b->parity);
 }
 
-static void run_engine(struct bench *b, double until, struct tally *t)
+static void step_engine(struct bench *b)
 {
-	double t0 = now_s(), t1;
+	/* per stripe, as the layout does: pointers into the stripe buffer */
+	const uint8_t *data[TSR_EC_MAX_K];
 
-	do {
-		/* per stripe, as the layout does: pointers into the stripe buffer */
-		const uint8_t *data[TSR_EC_MAX_K];
-
-		for (unsigned d = 0; d < b->o->k; d++)
-			data[d] = b->stripe + d * b->o->chunk;
-		tsr_ec_encode(b->codec, b->o->chunk, data, b->parity);
-		t->stripes++;
-		t1 = now_s();
-	} while (t1 < until);
-	t->seconds += t1 - t0;
+	for (unsigned d = 0; d < b->o->k; d++)
+		data[d] = b->stripe + d * b->o->chunk;
+	tsr_ec_encode(b->codec, b->o->chunk, data, b->parity);
 }
 
 /* chunks[] for a decode: data in the stripe, parity, and the missing ones
@@ -249,28 +245,23 @@ static void decode_chunks(struct bench *b, uint32_t missing, uint8_t **chunks)
 	}
 }
 
-/* Rebuild the chunks in missing for seconds; -EIO when they do not match. */
-static int run_decode(struct bench *b, uint32_t missing, double seconds, struct tally *t)
+static int step_decode(struct bench *b, uint32_t missing)
 {
-	unsigned n = b->o->k + b->o->m;
-	uint32_t all = (1u << n) - 1;
+	uint32_t all = (1u << (b->o->k + b->o->m)) - 1;
 	uint8_t *chunks[TSR_EC_MAX_K + TSR_EC_MAX_M];
-	double t0, t1, until;
-	int ret;
 
 	decode_chunks(b, missing, chunks);
-	t0 = now_s();
-	until = t0 + seconds;
-	do {
-		ret = tsr_ec_decode(b->codec, b->o->chunk, chunks, all & ~missing, missing);
-		if (ret)
-			return ret;
-		t->stripes++;
-		t1 = now_s();
-	} while (t1 < until);
-	t->seconds += t1 - t0;
-	/* the rebuilt chunks must equal what they replace */
-	for (unsigned p = 0; p < n; p++) {
+	return tsr_ec_decode(b->codec, b->o->chunk, chunks, all & ~missing, missing);
+}
+
+/* After a decode of missing: 0 when the rebuilt chunks equal the originals
+ * (the encode steps left the parity of the stripe in b->parity), else -EIO. */
+static int check_decode(struct bench *b, uint32_t missing)
+{
+	uint8_t *chunks[TSR_EC_MAX_K + TSR_EC_MAX_M];
+
+	decode_chunks(b, missing, chunks);
+	for (unsigned p = 0; p < b->o->k + b->o->m; p++) {
 		const uint8_t *orig;
 
 		if (!(missing & (1u << p)))
@@ -282,23 +273,73 @@ static int run_decode(struct bench *b, uint32_t missing, double seconds, struct 
 	return 0;
 }
 
+enum meas { M_BARE, M_ENGINE, M_DECODE_1, M_DECODE_M, M_COUNT };
+
+/* Run measurement w until the wall clock reaches until (at least one step);
+ * count its stripes and the CPU time of this thread it took. */
+static int run_slice(struct bench *b, enum meas w, uint32_t missing_m, double until,
+		     struct tally *t)
+{
+	double c0 = clock_s(CLOCK_THREAD_CPUTIME_ID), w0 = now_s(), w1;
+	int ret = 0;
+
+	do {
+		switch (w) {
+		case M_BARE:
+			step_bare(b);
+			break;
+		case M_ENGINE:
+			step_engine(b);
+			break;
+		case M_DECODE_1:
+			ret = step_decode(b, 1u);
+			break;
+		default:
+			ret = step_decode(b, missing_m);
+			break;
+		}
+		if (ret)
+			return ret;
+		t->stripes++;
+		w1 = now_s();
+	} while (w1 < until);
+	t->cpu_seconds += clock_s(CLOCK_THREAD_CPUTIME_ID) - c0;
+	t->wall_seconds += w1 - w0;
+	return 0;
+}
+
+static double gbps_of(const struct bench *b, uint64_t stripes, double seconds)
+{
+	return seconds > 0 ? (double)stripes * b->o->k * b->o->chunk / seconds / 1e9 : 0;
+}
+
 static double gbps(const struct bench *b, const struct tally *t)
 {
-	return t->seconds > 0 ? (double)t->stripes * b->o->k * b->o->chunk / t->seconds / 1e9 : 0;
+	return gbps_of(b, t->stripes, t->cpu_seconds);
+}
+
+static double wall_gbps(const struct bench *b, const struct tally *t)
+{
+	return gbps_of(b, t->stripes, t->wall_seconds);
 }
 
 int main(int argc, char **argv)
 {
-	struct tally bare = {0}, engine = {0}, dec1 = {0}, decm = {0};
+	static const char *const names[M_COUNT] = {"encode bare", "encode engine", "decode 1",
+						   "decode m"};
+	struct tally t[M_COUNT] = {{0}};
 	struct options o;
 	struct bench b;
 	uint32_t missing_m = 0;
 	unsigned n;
-	int ret;
+	int ret = 0;
 
 	if (parse_options(argc, argv, &o) != 0)
 		return 2;
 	n = o.k + o.m;
+	/* m missing: data chunks first (the costly case), parity when m > k */
+	for (unsigned p = 0; p < n && p < o.m; p++)
+		missing_m |= 1u << p;
 	ret = bench_init(&b, &o);
 	if (ret) {
 		fprintf(stderr, "tessera-ecbench: setting up %u+%u with %zu-byte chunks: %s\n", o.k,
@@ -306,26 +347,27 @@ int main(int argc, char **argv)
 		bench_free(&b);
 		return 1;
 	}
-	/* Warm both paths once (page faults, table cache), then alternate. */
-	run_bare(&b, 0, &(struct tally){0});
-	run_engine(&b, 0, &(struct tally){0});
-	for (unsigned s = 0; s < SLICES; s++) {
-		double slice = o.seconds / SLICES;
+	/* Warm every path once (page faults, decode tables); then the four
+	 * measurements in SLICES rounds, each round starting with the next one,
+	 * so a change of load on the machine hits them alike. */
+	for (unsigned w = 0; w < M_COUNT && !ret; w++)
+		ret = run_slice(&b, (enum meas)w, missing_m, 0, &(struct tally){0});
+	for (unsigned s = 0; s < SLICES && !ret; s++) {
+		for (unsigned i = 0; i < M_COUNT && !ret; i++) {
+			enum meas w = (enum meas)((s + i) % M_COUNT);
 
-		if (s & 1) {
-			run_engine(&b, now_s() + slice, &engine);
-			run_bare(&b, now_s() + slice, &bare);
-		} else {
-			run_bare(&b, now_s() + slice, &bare);
-			run_engine(&b, now_s() + slice, &engine);
+			ret = run_slice(&b, w, missing_m, now_s() + o.seconds / SLICES, &t[w]);
 		}
 	}
-	/* m missing: data chunks first (the costly case), parity if m > k */
-	for (unsigned p = 0, c = 0; p < n && c < o.m; p++, c++)
-		missing_m |= 1u << p;
-	ret = run_decode(&b, 1u, o.seconds, &dec1);
-	if (!ret)
-		ret = run_decode(&b, missing_m, o.seconds, &decm);
+	if (!ret) {
+		step_engine(&b);
+		step_decode(&b, 1u);
+		ret = check_decode(&b, 1u);
+		if (!ret)
+			ret = step_decode(&b, missing_m);
+		if (!ret)
+			ret = check_decode(&b, missing_m);
+	}
 	if (ret) {
 		fprintf(stderr, "tessera-ecbench: decode %u+%u: %s\n", o.k, o.m,
 			ret == -EIO ? "rebuilt chunks differ from the originals (codec bug)"
@@ -336,21 +378,26 @@ int main(int argc, char **argv)
 
 	if (o.json) {
 		char ec[16];
-		json_t *j;
+		json_t *j, *wall;
 
 		snprintf(ec, sizeof(ec), "%u+%u", o.k, o.m);
-		j = json_pack("{s:s, s:i, s:i, s:I, s:f, s:{s:f, s:f, s:f, s:I, s:I}, "
-			      "s:{s:f, s:i, s:f}}",
-			      "ec", ec, "k", (int)o.k, "m", (int)o.m, "chunk", (json_int_t)o.chunk,
-			      "seconds", o.seconds, "encode", "bare_gbps", gbps(&b, &bare),
-			      "engine_gbps", gbps(&b, &engine), "ratio",
-			      gbps(&b, &bare) > 0 ? gbps(&b, &engine) / gbps(&b, &bare) : 0.0,
-			      "bare_stripes", (json_int_t)bare.stripes, "engine_stripes",
-			      (json_int_t)engine.stripes, "decode", "missing_1_gbps",
-			      gbps(&b, &dec1), "missing_m", (int)o.m, "missing_m_gbps",
-			      gbps(&b, &decm));
-		if (!j) {
+		j = json_pack(
+		    "{s:s, s:i, s:i, s:I, s:f, s:{s:f, s:f, s:f, s:I, s:I}, "
+		    "s:{s:f, s:i, s:f}}",
+		    "ec", ec, "k", (int)o.k, "m", (int)o.m, "chunk", (json_int_t)o.chunk, "seconds",
+		    o.seconds, "encode", "bare_gbps", gbps(&b, &t[M_BARE]), "engine_gbps",
+		    gbps(&b, &t[M_ENGINE]), "ratio",
+		    gbps(&b, &t[M_BARE]) > 0 ? gbps(&b, &t[M_ENGINE]) / gbps(&b, &t[M_BARE]) : 0.0,
+		    "bare_stripes", (json_int_t)t[M_BARE].stripes, "engine_stripes",
+		    (json_int_t)t[M_ENGINE].stripes, "decode", "missing_1_gbps",
+		    gbps(&b, &t[M_DECODE_1]), "missing_m", (int)o.m, "missing_m_gbps",
+		    gbps(&b, &t[M_DECODE_M]));
+		wall = json_object();
+		for (unsigned w = 0; j && wall && w < M_COUNT; w++)
+			json_object_set_new(wall, names[w], json_real(wall_gbps(&b, &t[w])));
+		if (!j || !wall || json_object_set_new(j, "wall_clock_gbps", wall) != 0) {
 			fprintf(stderr, "tessera-ecbench: building the JSON report failed\n");
+			json_decref(j);
 			bench_free(&b);
 			return 1;
 		}
@@ -359,16 +406,25 @@ int main(int argc, char **argv)
 		json_decref(j);
 	} else {
 		char sz[32];
+		double cpu = 0, wallt = 0;
 
-		printf("tessera-ecbench: %u+%u, chunk %s, %.1f s per measurement\n", o.k, o.m,
-		       tsr_format_size(o.chunk, sz, sizeof(sz)), o.seconds);
-		printf("  encode bare   (ec_encode_data)  %8.2f GB/s\n", gbps(&b, &bare));
+		for (unsigned w = 0; w < M_COUNT; w++) {
+			cpu += t[w].cpu_seconds;
+			wallt += t[w].wall_seconds;
+		}
+		printf("tessera-ecbench: %u+%u, chunk %s, %.1f s per measurement; GB/s of stripe "
+		       "data per CPU second\n",
+		       o.k, o.m, tsr_format_size(o.chunk, sz, sizeof(sz)), o.seconds);
+		printf("  encode bare   (ec_encode_data)  %8.2f GB/s\n", gbps(&b, &t[M_BARE]));
 		printf("  encode engine (tsr_ec_encode)   %8.2f GB/s   %.2fx bare\n",
-		       gbps(&b, &engine),
-		       gbps(&b, &bare) > 0 ? gbps(&b, &engine) / gbps(&b, &bare) : 0.0);
-		printf("  decode, 1 chunk missing         %8.2f GB/s\n", gbps(&b, &dec1));
+		       gbps(&b, &t[M_ENGINE]),
+		       gbps(&b, &t[M_BARE]) > 0 ? gbps(&b, &t[M_ENGINE]) / gbps(&b, &t[M_BARE])
+						: 0.0);
+		printf("  decode, 1 chunk missing         %8.2f GB/s\n", gbps(&b, &t[M_DECODE_1]));
 		printf("  decode, %u chunk%s missing        %8.2f GB/s\n", o.m, o.m > 1 ? "s" : " ",
-		       gbps(&b, &decm));
+		       gbps(&b, &t[M_DECODE_M]));
+		printf("  (this thread ran %.0f%% of the wall-clock time)\n",
+		       wallt > 0 ? 100 * cpu / wallt : 0.0);
 	}
 	bench_free(&b);
 	return 0;
