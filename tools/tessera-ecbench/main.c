@@ -325,8 +325,8 @@ static double wall_gbps(const struct bench *b, const struct tally *t)
 
 int main(int argc, char **argv)
 {
-	static const char *const names[M_COUNT] = {"encode bare", "encode engine", "decode 1",
-						   "decode m"};
+	static const char *const names[M_COUNT] = {"encode_bare", "encode_engine", "decode_1",
+						   "decode_m"};
 	struct tally t[M_COUNT] = {{0}};
 	struct options o;
 	struct bench b;
@@ -405,7 +405,7 @@ int main(int argc, char **argv)
 		fputc('\n', stdout);
 		json_decref(j);
 	} else {
-		char sz[32];
+		char sz[32], label[40];
 		double cpu = 0, wallt = 0;
 
 		for (unsigned w = 0; w < M_COUNT; w++) {
@@ -415,14 +415,16 @@ int main(int argc, char **argv)
 		printf("tessera-ecbench: %u+%u, chunk %s, %.1f s per measurement; GB/s of stripe "
 		       "data per CPU second\n",
 		       o.k, o.m, tsr_format_size(o.chunk, sz, sizeof(sz)), o.seconds);
-		printf("  encode bare   (ec_encode_data)  %8.2f GB/s\n", gbps(&b, &t[M_BARE]));
-		printf("  encode engine (tsr_ec_encode)   %8.2f GB/s   %.2fx bare\n",
+		snprintf(label, sizeof(label), "decode, %u chunk%s missing", o.m,
+			 o.m > 1 ? "s" : "");
+		printf("  %-31s %8.2f GB/s\n", "encode bare   (ec_encode_data)",
+		       gbps(&b, &t[M_BARE]));
+		printf("  %-31s %8.2f GB/s   %.2fx bare\n", "encode engine (tsr_ec_encode)",
 		       gbps(&b, &t[M_ENGINE]),
 		       gbps(&b, &t[M_BARE]) > 0 ? gbps(&b, &t[M_ENGINE]) / gbps(&b, &t[M_BARE])
 						: 0.0);
-		printf("  decode, 1 chunk missing         %8.2f GB/s\n", gbps(&b, &t[M_DECODE_1]));
-		printf("  decode, %u chunk%s missing        %8.2f GB/s\n", o.m, o.m > 1 ? "s" : " ",
-		       gbps(&b, &t[M_DECODE_M]));
+		printf("  %-31s %8.2f GB/s\n", "decode, 1 chunk missing", gbps(&b, &t[M_DECODE_1]));
+		printf("  %-31s %8.2f GB/s\n", label, gbps(&b, &t[M_DECODE_M]));
 		printf("  (this thread ran %.0f%% of the wall-clock time)\n",
 		       wallt > 0 ? 100 * cpu / wallt : 0.0);
 	}
