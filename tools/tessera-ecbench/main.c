@@ -415,8 +415,7 @@ int main(int argc, char **argv)
 		printf("tessera-ecbench: %u+%u, chunk %s, %.1f s per measurement; GB/s of stripe "
 		       "data per CPU second\n",
 		       o.k, o.m, tsr_format_size(o.chunk, sz, sizeof(sz)), o.seconds);
-		snprintf(label, sizeof(label), "decode, %u chunk%s missing", o.m,
-			 o.m > 1 ? "s" : "");
+		snprintf(label, sizeof(label), "decode, m=%u missing", o.m);
 		printf("  %-31s %8.2f GB/s\n", "encode bare   (ec_encode_data)",
 		       gbps(&b, &t[M_BARE]));
 		printf("  %-31s %8.2f GB/s   %.2fx bare\n", "encode engine (tsr_ec_encode)",
