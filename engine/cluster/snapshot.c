@@ -541,6 +541,77 @@ void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Reques
 
 /* ---- list, show, diff --------------------------------------------------- */
 
+/*
+ * An ec volume's snapshot as a chunk copy's store describes it, turned into
+ * the volume's: the size of the volume at the cut (the chunk volume holds
+ * whole stripes); no NBD URIs (a node's VOL@SNAP export would be its chunk
+ * column, not the image: reading an ec snapshot needs the layout).
+ * allocated/exclusive stay this copy's, as for a mirror.
+ */
+static void ec_snapshot_fix(const Tessera__Cluster__VolumeRecord *rec, Tessera__Admin__Snapshot *s)
+{
+	uint64_t width = (uint64_t)rec->ec_k * rec->stripe_unit;
+
+	s->size = s->size == rec_copy_size(rec) ? rec->size : s->size / rec->stripe_unit * width;
+	for (size_t i = 0; i < s->n_nbd_uris; i++)
+		free(s->nbd_uris[i]);
+	s->n_nbd_uris = 0;
+}
+
+/* SnapshotList/Show/Diff of an ec volume from our IN_SYNC chunk copy. */
+static void ec_snapshot_read_local(struct tsr_cluster *c, const Tessera__Cluster__VolumeRecord *rec,
+				   const Tessera__Admin__Request *req, Tessera__Admin__Response *resp)
+{
+	struct tsr_snap_info *list = NULL, info;
+	size_t n = 0;
+	int ret;
+
+	switch (req->command_case) {
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST:
+		ret = tsr_store_snap_list(c->o.store, rec->name, &list, &n);
+		if (ret) {
+			admin_fail(resp, ret, "cannot list the snapshots of '%s': %s", rec->name,
+				   strerror(-ret));
+			return;
+		}
+		resp->snapshots = calloc(n + 1, sizeof(*resp->snapshots));
+		for (size_t i = 0; resp->snapshots != NULL && i < n; i++) {
+			Tessera__Admin__Snapshot *sn = build_snapshot(c, rec->name, &list[i]);
+
+			if (sn == NULL)
+				break;
+			ec_snapshot_fix(rec, sn);
+			resp->snapshots[resp->n_snapshots++] = sn;
+		}
+		free(list);
+		if (resp->snapshots == NULL || resp->n_snapshots < n)
+			admin_fail(resp, -ENOMEM, "out of memory in tesserad");
+		return;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_SHOW:
+		ret = tsr_store_snap_info(c->o.store, rec->name, req->snapshot_show->name, &info);
+		if (ret) {
+			admin_fail(resp, ret, ret == -ENOENT ? "snapshot '%s' of '%s' not found "
+				   "(tessera snapshot list %s)" : "snapshot '%s' of '%s': cannot read it",
+				   req->snapshot_show->name, rec->name, rec->name);
+			return;
+		}
+		resp->snapshots = calloc(1, sizeof(*resp->snapshots));
+		if (resp->snapshots == NULL ||
+		    (resp->snapshots[0] = build_snapshot(c, rec->name, &info)) == NULL) {
+			admin_fail(resp, -ENOMEM, "out of memory in tesserad");
+			return;
+		}
+		ec_snapshot_fix(rec, resp->snapshots[0]);
+		resp->n_snapshots = 1;
+		return;
+	default:
+		admin_fail(resp, -EOPNOTSUPP, "volume '%s' is erasure-coded: snapshot diff is not "
+			   "supported for ec volumes yet (each node holds chunks, not the image)",
+			   rec->name);
+		return;
+	}
+}
+
 bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
 			   const Tessera__Admin__Request *req, Tessera__Admin__Response *resp)
 {
@@ -560,7 +631,10 @@ bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
 	for (size_t i = 0; i < rec->n_copies; i++)
 		if (rec->copies[i]->state == TESSERA__CLUSTER__COPY_STATE__IN_SYNC &&
 		    strcmp(rec->copies[i]->node_id, c->node_id) == 0) {
-			handled = false; /* our store answers */
+			if (rec->ec_k) /* a chunk copy: its answer needs the volume's geometry */
+				ec_snapshot_read_local(c, rec, req, resp);
+			else
+				handled = false; /* our store answers */
 			goto out;
 		}
 	for (size_t i = 0; i < rec->n_copies; i++) {
