@@ -23,6 +23,8 @@
 #define PEER_MAX_ERRNO  4095                     /* a status below -4095 is no errno */
 #define PEER_RBUF_SIZE  (256u * 1024)            /* receive buffer of either side */
 #define PEER_SUMS_PIECE (1024u * 1024)           /* SUMS reads the range this much at a time */
+#define PEER_STAGE_MAX_LEN (1024u * 1024)        /* STAGE data bytes (TSR_EC_MAX_UNIT) */
+#define PEER_STAGE_MAX_POSITIONS 20u             /* participants bits (k + m <= 20) */
 
 /* ---- peer_proto.c: frame encoding and checking ---- */
 

@@ -71,16 +71,19 @@ struct peer_creq {
 	uint64_t start_ms;    /* submission time (CLOCK_MONOTONIC) */
 	uint32_t length;      /* READ/SUMS: expected payload bytes */
 	void *dest;           /* READ buffer / SUMS array (caller's) */
+	uint32_t reply_len;   /* STAGE_LIST: payload bytes of the reply */
 	union {
 		tsr_cb data;
 		tsr_peer_open_cb open;
+		tsr_peer_stage_list_cb list;
 	} cb;
 	void *cb_arg;
 	uint8_t hdr[TSR_PEER_HDR_SIZE];
-	struct iovec iov[2];
+	struct iovec iov[3];
 	int iovcnt, iov_idx;
 	char name[PEER_OPEN_MAX + 1]; /* OPEN payload */
 	uint8_t snap[TSR_PEER_SNAP_MAX]; /* SNAP payload */
+	uint8_t stage[TSR_PEER_STAGE_PREFIX]; /* STAGE payload prefix (data: the caller's) */
 };
 
 struct tsr_peer_client {
@@ -247,6 +250,33 @@ static void pend_unlink(struct tsr_peer_client *c, struct peer_creq *r)
 	r->prev_pend = r->next_pend = NULL;
 }
 
+/* STAGE_LIST: decode the reply payload (r->dest, r->reply_len bytes) and
+ * hand the entries to the callback; frees the payload buffer. */
+static void list_finish(struct peer_creq *r, int status)
+{
+	tsr_peer_stage_list_cb cb_fn = r->cb.list;
+	struct tsr_stage_entry *e = NULL;
+	void *cb_arg = r->cb_arg;
+	uint8_t *payload = r->dest;
+	size_t n = 0;
+
+	r->dest = NULL;
+	if (status == 0) {
+		e = malloc(TSR_STAGE_MAX_ENTRIES * sizeof(*e));
+		status = e == NULL ? -ENOMEM
+				   : tsr_peer_stage_list_parse(payload, r->reply_len, e,
+							       TSR_STAGE_MAX_ENTRIES, &n);
+		if (status < 0) {
+			if (status != -ENOMEM)
+				status = -EPROTO;
+			n = 0;
+		}
+	}
+	free(payload);
+	cb_fn(cb_arg, status, status == 0 ? e : NULL, n);
+	free(e);
+}
+
 /* Run r's callback with status and recycle it (r was unlinked from the table
  * and the pending list by the caller). */
 static void creq_finish(struct tsr_peer_client *c, struct peer_creq *r, int status)
@@ -269,6 +299,8 @@ static void creq_finish(struct tsr_peer_client *c, struct peer_creq *r, int stat
 	}
 	if (op == TSR_PEER_OPEN)
 		open(arg, status, status == 0 ? handle : 0, status == 0 ? size : 0);
+	else if (op == TSR_PEER_STAGE_LIST)
+		list_finish(r, status);
 	else
 		data(arg, status);
 }
@@ -287,9 +319,11 @@ static void creq_complete(struct tsr_peer_client *c, struct peer_creq *r, int st
 	creq_finish(c, r, status);
 }
 
-/* Queue a packed frame for sending. */
-static void creq_queue(struct tsr_peer_client *c, struct peer_creq *r, const struct tsr_peer_hdr *h,
-		       const void *payload, uint32_t plen)
+/* Queue a packed frame for sending: header, payload, then payload2 (STAGE's
+ * data after its prefix). */
+static void creq_queue2(struct tsr_peer_client *c, struct peer_creq *r,
+			const struct tsr_peer_hdr *h, const void *payload, uint32_t plen,
+			const void *payload2, uint32_t plen2)
 {
 	tsr_peer_hdr_pack(h, r->hdr);
 	r->iov[0].iov_base = r->hdr;
@@ -297,9 +331,12 @@ static void creq_queue(struct tsr_peer_client *c, struct peer_creq *r, const str
 	r->iovcnt = 1;
 	r->iov_idx = 0;
 	if (plen > 0) {
-		r->iov[1].iov_base = (void *)payload;
-		r->iov[1].iov_len = plen;
-		r->iovcnt = 2;
+		r->iov[r->iovcnt].iov_base = (void *)payload;
+		r->iov[r->iovcnt++].iov_len = plen;
+	}
+	if (plen2 > 0) {
+		r->iov[r->iovcnt].iov_base = (void *)payload2;
+		r->iov[r->iovcnt++].iov_len = plen2;
 	}
 	r->in_sendq = true;
 	r->start_ms = now_ms();
@@ -318,6 +355,12 @@ static void creq_queue(struct tsr_peer_client *c, struct peer_creq *r, const str
 	c->pend_tail = r;
 	if (c->state == CLI_UP)
 		cli_schedule(c);
+}
+
+static void creq_queue(struct tsr_peer_client *c, struct peer_creq *r, const struct tsr_peer_hdr *h,
+		       const void *payload, uint32_t plen)
+{
+	creq_queue2(c, r, h, payload, plen, NULL, 0);
 }
 
 /* ---- failure ---- */
@@ -396,7 +439,7 @@ static void cli_flush(struct tsr_peer_client *c)
 		ssize_t n;
 		int cnt = 0, i;
 
-		for (r = c->send_head; r != NULL && cnt <= CLI_SEND_IOV - 2; r = r->next_send)
+		for (r = c->send_head; r != NULL && cnt <= CLI_SEND_IOV - 3; r = r->next_send)
 			for (i = r->iov_idx; i < r->iovcnt; i++)
 				iov[cnt++] = r->iov[i];
 		msg.msg_iovlen = (size_t)cnt;
@@ -498,6 +541,7 @@ static void reply_done(struct tsr_peer_client *c, struct peer_creq *r,
 	}
 	r->reply_handle = h->handle;
 	r->reply_size = h->offset;
+	r->reply_len = h->payload_len;
 	creq_complete(c, r, status);
 }
 
@@ -512,7 +556,8 @@ static int handle_reply(struct tsr_peer_client *c, const struct tsr_peer_hdr *h)
 	if (!(h->flags & TSR_PEER_F_REPLY) || r == NULL || r->seq != h->seq || r->replied ||
 	    r->op != h->opcode)
 		return -EPROTO;
-	if (h->payload_len > 0 && h->length != r->length)
+	if (h->payload_len > 0 && (h->opcode == TSR_PEER_STAGE_LIST ? h->length > r->length
+								 : h->length != r->length))
 		return -EPROTO;
 	c->rpos += TSR_PEER_HDR_SIZE;
 	if (h->payload_len == 0) {
@@ -1012,4 +1057,77 @@ int tsr_peer_close(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch, t
 	struct tsr_peer_hdr h = { .opcode = TSR_PEER_CLOSE, .handle = handle, .epoch = epoch };
 
 	return data_req(c, &h, NULL, NULL, cb_fn, cb_arg);
+}
+
+/* ---- staged chunk writes ---- */
+
+int tsr_peer_stage(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+		   const struct tsr_stage_entry *e, const void *buf, tsr_cb cb_fn, void *cb_arg)
+{
+	struct tsr_peer_hdr h = {.opcode = TSR_PEER_STAGE, .handle = handle, .epoch = epoch};
+	struct peer_creq *r;
+	int err;
+
+	if (e == NULL || buf == NULL || cb_fn == NULL ||
+	    !range_ok(e->offset, e->length, PEER_STAGE_MAX_LEN) || e->participants == 0 ||
+	    e->participants >= 1u << PEER_STAGE_MAX_POSITIONS)
+		return -EINVAL;
+	r = req_start(c, TSR_PEER_STAGE, &err);
+	if (r == NULL)
+		return err;
+	tsr_peer_stage_pack(e, r->stage);
+	r->cb.data = cb_fn;
+	r->cb_arg = cb_arg;
+	h.offset = e->offset;
+	h.length = e->length;
+	h.seq = r->seq;
+	h.data_crc = tsr_crc32c(tsr_crc32c(0, r->stage, TSR_PEER_STAGE_PREFIX), buf, e->length);
+	creq_queue2(c, r, &h, r->stage, TSR_PEER_STAGE_PREFIX, buf, e->length);
+	return 0;
+}
+
+int tsr_peer_commit(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch, uint64_t txn,
+		    tsr_cb cb_fn, void *cb_arg)
+{
+	struct tsr_peer_hdr h = {
+	    .opcode = TSR_PEER_COMMIT, .handle = handle, .epoch = epoch, .offset = txn};
+
+	return data_req(c, &h, NULL, NULL, cb_fn, cb_arg);
+}
+
+int tsr_peer_release(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+		     uint64_t txn_upto, tsr_cb cb_fn, void *cb_arg)
+{
+	struct tsr_peer_hdr h = {
+	    .opcode = TSR_PEER_RELEASE, .handle = handle, .epoch = epoch, .offset = txn_upto};
+
+	return data_req(c, &h, NULL, NULL, cb_fn, cb_arg);
+}
+
+int tsr_peer_stage_list(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+			tsr_peer_stage_list_cb cb_fn, void *cb_arg)
+{
+	struct tsr_peer_hdr h = {.opcode = TSR_PEER_STAGE_LIST, .handle = handle, .epoch = epoch};
+	struct peer_creq *r;
+	void *dest;
+	int err;
+
+	if (cb_fn == NULL)
+		return -EINVAL;
+	/* the reply's payload, up to every entry the journal can hold */
+	dest = malloc(TSR_PEER_STAGE_ENTRY * TSR_STAGE_MAX_ENTRIES);
+	if (dest == NULL)
+		return -ENOMEM;
+	r = req_start(c, TSR_PEER_STAGE_LIST, &err);
+	if (r == NULL) {
+		free(dest);
+		return err;
+	}
+	r->cb.list = cb_fn;
+	r->cb_arg = cb_arg;
+	r->dest = dest;
+	r->length = TSR_PEER_STAGE_ENTRY * TSR_STAGE_MAX_ENTRIES;
+	h.seq = r->seq;
+	creq_queue(c, r, &h, NULL, 0);
+	return 0;
 }

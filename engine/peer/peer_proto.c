@@ -53,6 +53,10 @@ const char *peer_op_name(uint8_t op)
 	case TSR_PEER_SUMS: return "sums";
 	case TSR_PEER_PING: return "ping";
 	case TSR_PEER_SNAP: return "snap";
+	case TSR_PEER_STAGE: return "stage";
+	case TSR_PEER_COMMIT: return "commit";
+	case TSR_PEER_RELEASE: return "release";
+	case TSR_PEER_STAGE_LIST: return "stage-list";
 	default: return "unknown";
 	}
 }
@@ -71,6 +75,10 @@ uint32_t peer_payload_len(const struct tsr_peer_hdr *h)
 		return reply && h->status == 0 ? h->length : 0;
 	case TSR_PEER_SUMS:
 		return reply && h->status == 0 ? h->length / TSR_BLOCK_SIZE * 4 : 0;
+	case TSR_PEER_STAGE:
+		return reply ? 0 : TSR_PEER_STAGE_PREFIX + h->length;
+	case TSR_PEER_STAGE_LIST:
+		return reply && h->status == 0 ? h->length : 0;
 	default:
 		return 0;
 	}
@@ -134,6 +142,25 @@ static int check_range(const struct tsr_peer_hdr *h)
 	case TSR_PEER_TRIM:
 	case TSR_PEER_WRITE_ZEROES:
 		break; /* any 4 KiB multiple a u32 holds */
+	case TSR_PEER_STAGE:
+		if (h->offset % TSR_BLOCK_SIZE)
+			return -EPROTO;
+		if (reply) /* the request's offset, no length */
+			return h->length == 0 ? 0 : -EPROTO;
+		if (h->length > PEER_STAGE_MAX_LEN)
+			return -EMSGSIZE;
+		break;
+	case TSR_PEER_COMMIT:
+	case TSR_PEER_RELEASE: /* offset: the txn (bound) */
+		return h->length == 0 ? 0 : -EPROTO;
+	case TSR_PEER_STAGE_LIST:
+		if (h->offset != 0)
+			return -EPROTO;
+		if (!reply || h->status != 0)
+			return h->length == 0 ? 0 : -EPROTO;
+		if (h->length > TSR_PEER_STAGE_ENTRY * TSR_STAGE_MAX_ENTRIES)
+			return -EMSGSIZE;
+		return h->length % TSR_PEER_STAGE_ENTRY == 0 ? 0 : -EPROTO;
 	default: /* CLOSE, FLUSH, PING */
 		return h->offset == 0 && h->length == 0 ? 0 : -EPROTO;
 	}
@@ -162,7 +189,7 @@ int tsr_peer_hdr_parse(const uint8_t buf[TSR_PEER_HDR_SIZE], struct tsr_peer_hdr
 	h.epoch = get64(buf + 32);
 	h.seq = get64(buf + 40);
 	h.data_crc = get32(buf + 48);
-	if (h.opcode < TSR_PEER_HELLO || h.opcode > TSR_PEER_SNAP)
+	if (h.opcode < TSR_PEER_HELLO || h.opcode > TSR_PEER_STAGE_LIST)
 		return -EPROTO;
 	if (buf[6] != 0 || buf[7] != 0)
 		return -EPROTO;
@@ -273,4 +300,85 @@ bool peer_open_name_ok(const char *name)
 	memcpy(vol, name, n);
 	vol[n] = '\0';
 	return tsr_valid_name(vol) && tsr_valid_name(at + 1);
+}
+
+/* ---- staged chunk writes ---- */
+
+int tsr_peer_stage_parse(const struct tsr_peer_hdr *hdr, const uint8_t *prefix,
+			 struct tsr_stage_entry *e)
+{
+	uint32_t parts = get32(prefix + 16);
+	unsigned i;
+
+	for (i = 20; i < TSR_PEER_STAGE_PREFIX; i++)
+		if (prefix[i] != 0)
+			return -EPROTO;
+	if (parts == 0 || parts >= 1u << PEER_STAGE_MAX_POSITIONS)
+		return -EINVAL;
+	memset(e, 0, sizeof(*e));
+	e->txn = get64(prefix);
+	e->stripe = get64(prefix + 8);
+	e->offset = hdr->offset;
+	e->length = hdr->length;
+	e->participants = parts;
+	e->state = TSR_STAGE_STAGED;
+	return 0;
+}
+
+void tsr_peer_stage_pack(const struct tsr_stage_entry *e, uint8_t prefix[TSR_PEER_STAGE_PREFIX])
+{
+	memset(prefix, 0, TSR_PEER_STAGE_PREFIX);
+	put64(prefix, e->txn);
+	put64(prefix + 8, e->stripe);
+	put32(prefix + 16, e->participants);
+}
+
+int tsr_peer_stage_list_parse(const uint8_t *p, uint32_t len, struct tsr_stage_entry *out,
+			      size_t max, size_t *n)
+{
+	size_t i, count;
+
+	if (len % TSR_PEER_STAGE_ENTRY)
+		return -EPROTO;
+	count = len / TSR_PEER_STAGE_ENTRY;
+	if (count > max)
+		return -EMSGSIZE;
+	for (i = 0; i < count; i++, p += TSR_PEER_STAGE_ENTRY) {
+		struct tsr_stage_entry e;
+		uint32_t state = get32(p + 32);
+
+		e.txn = get64(p);
+		e.stripe = get64(p + 8);
+		e.offset = get64(p + 16);
+		e.length = get32(p + 24);
+		e.participants = get32(p + 28);
+		if (get32(p + 36) != 0)
+			return -EPROTO;
+		if (state != TSR_STAGE_STAGED && state != TSR_STAGE_COMMITTED)
+			return -EPROTO;
+		e.state = (enum tsr_stage_state)state;
+		if (e.offset % TSR_BLOCK_SIZE || e.length == 0 || e.length % TSR_BLOCK_SIZE ||
+		    e.length > PEER_STAGE_MAX_LEN || e.offset > UINT64_MAX - e.length)
+			return -EPROTO;
+		if (i > 0 && e.txn <= out[i - 1].txn)
+			return -EPROTO;
+		out[i] = e;
+	}
+	*n = count;
+	return 0;
+}
+
+void tsr_peer_stage_list_pack(const struct tsr_stage_entry *e, size_t n, uint8_t *out)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++, out += TSR_PEER_STAGE_ENTRY) {
+		put64(out, e[i].txn);
+		put64(out + 8, e[i].stripe);
+		put64(out + 16, e[i].offset);
+		put32(out + 24, e[i].length);
+		put32(out + 28, e[i].participants);
+		put32(out + 32, (uint32_t)e[i].state);
+		put32(out + 36, 0);
+	}
 }

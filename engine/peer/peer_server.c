@@ -96,6 +96,8 @@ struct peer_sreq {
 	uint32_t done;            /* SUMS bytes summed; TRIM: 1 once trimmed (FUA flush next) */
 	uint32_t cur;             /* SUMS piece in flight */
 	size_t bytes;             /* buffer bytes counted in conn->inflight_bytes */
+	struct tsr_stage_entry stage; /* STAGE: the entry, from the header and prefix */
+	uint8_t stage_prefix[TSR_PEER_STAGE_PREFIX]; /* STAGE: as received (data_crc) */
 	int status;
 	/* the reply */
 	uint8_t hdr[TSR_PEER_HDR_SIZE];
@@ -421,7 +423,8 @@ static void reply(struct peer_sreq *req)
 	h->status = req->status;
 	h->data_crc = 0;
 	if (h->opcode == TSR_PEER_HELLO || h->opcode == TSR_PEER_OPEN ||
-	    h->opcode == TSR_PEER_SNAP)
+	    h->opcode == TSR_PEER_SNAP || h->opcode == TSR_PEER_STAGE ||
+	    (h->opcode == TSR_PEER_STAGE_LIST && req->status != 0))
 		h->length = 0;
 	req->iov[0].iov_base = req->hdr;
 	req->iov[0].iov_len = TSR_PEER_HDR_SIZE;
@@ -434,6 +437,9 @@ static void reply(struct peer_sreq *req)
 	} else if (req->status == 0 && h->opcode == TSR_PEER_SUMS) {
 		plen = h->length / TSR_BLOCK_SIZE * 4;
 		req->iov[1].iov_base = req->sums;
+	} else if (req->status == 0 && h->opcode == TSR_PEER_STAGE_LIST) {
+		plen = h->length; /* 40 bytes per entry, packed into buf */
+		req->iov[1].iov_base = req->buf;
 	}
 	if (plen > 0) {
 		req->iov[1].iov_len = plen;
@@ -556,6 +562,15 @@ static int req_submit(struct peer_sreq *req)
 							     TSR_WRITE_NO_HOLE : 0),
 					    req_io_done, req);
 		break;
+	case TSR_PEER_STAGE:
+		ret = tsr_svol_stage(svol, c->io, &req->stage, req->buf, req_io_done, req);
+		break;
+	case TSR_PEER_COMMIT:
+		ret = tsr_svol_stage_commit(svol, c->io, h->offset, req_io_done, req);
+		break;
+	case TSR_PEER_RELEASE:
+		ret = tsr_svol_stage_release(svol, c->io, h->offset, req_io_done, req);
+		break;
 	case TSR_PEER_SUMS:
 		req->cur = h->length - req->done;
 		if (req->cur > PEER_SUMS_PIECE)
@@ -619,7 +634,7 @@ static void req_io_done(void *arg, int status)
 	} else if (h->opcode == TSR_PEER_TRIM && (h->flags & TSR_PEER_F_FUA) && !req->done) {
 		req->done = 1;
 	} else {
-		if (h->opcode == TSR_PEER_WRITE)
+		if (h->opcode == TSR_PEER_WRITE || h->opcode == TSR_PEER_STAGE)
 			count(&c->srv->stats.bytes_written, h->length);
 		req_complete(req);
 		return;
@@ -833,16 +848,42 @@ static void handle_snap(struct peer_conn *c, struct peer_sreq *req, const uint8_
 	reply_status(req, ret);
 }
 
-/* A complete WRITE payload is in req->buf. */
+/* A complete WRITE payload (STAGE: its data after the prefix) is in req->buf. */
 static void write_ready(struct peer_sreq *req)
 {
-	if (tsr_crc32c(0, req->buf, req->h.length) != req->h.data_crc) {
-		tsr_warn("peer: write at %llu+%u from %s: payload checksum mismatch",
-			 (unsigned long long)req->h.offset, req->h.length, req->conn->peer_id);
+	uint32_t seed = 0;
+
+	if (req->h.opcode == TSR_PEER_STAGE) /* data_crc covers prefix and data */
+		seed = tsr_crc32c(0, req->stage_prefix, TSR_PEER_STAGE_PREFIX);
+	if (tsr_crc32c(seed, req->buf, req->h.length) != req->h.data_crc) {
+		tsr_warn("peer: %s at %llu+%u from %s: payload checksum mismatch",
+			 peer_op_name(req->h.opcode), (unsigned long long)req->h.offset,
+			 req->h.length, req->conn->peer_id);
 		reply_status(req, -EBADMSG);
 		return;
 	}
 	req_dispatch(req);
+}
+
+/* STAGE_LIST on the session's volume (epoch checked): the live entries,
+ * packed into req->buf as the reply's payload.  Synchronous: a copy of the
+ * journal's index under its lock. */
+static void handle_stage_list(struct peer_conn *c, struct peer_sreq *req)
+{
+	struct tsr_stage_entry *v = NULL;
+	size_t n = 0;
+	int ret;
+
+	ret = tsr_svol_stage_list(c->slots[req->slot].svol, &v, &n);
+	if (ret == 0 && n > TSR_STAGE_MAX_ENTRIES)
+		ret = -EOVERFLOW; /* cannot be: the journal holds no more */
+	if (ret == 0 && n > 0)
+		ret = req_buf(req, n * TSR_PEER_STAGE_ENTRY);
+	if (ret == 0 && n > 0)
+		tsr_peer_stage_list_pack(v, n, req->buf);
+	free(v);
+	req->h.length = ret == 0 ? (uint32_t)(n * TSR_PEER_STAGE_ENTRY) : 0;
+	reply_status(req, ret);
 }
 
 /*
@@ -860,6 +901,9 @@ static bool handle_frame(struct peer_conn *c, const struct tsr_peer_hdr *h)
 	if ((h->opcode == TSR_PEER_HELLO || h->opcode == TSR_PEER_OPEN ||
 	     h->opcode == TSR_PEER_SNAP) && avail < h->length)
 		return false; /* small payloads: wait until all of it is here */
+	if (h->opcode == TSR_PEER_STAGE && !(h->flags & TSR_PEER_F_REPLY) &&
+	    avail < TSR_PEER_STAGE_PREFIX)
+		return false; /* STAGE: its prefix buffered, the data may stream */
 	count(&c->srv->stats.frames, 1);
 	c->rpos += TSR_PEER_HDR_SIZE;
 	req = req_alloc(c, h);
@@ -918,7 +962,27 @@ static bool handle_frame(struct peer_conn *c, const struct tsr_peer_hdr *h)
 		break;
 	}
 	ret = check_data_op(c, req);
-	if (ret == 0 && h->opcode == TSR_PEER_SUMS) {
+	if (ret == 0 && h->opcode >= TSR_PEER_STAGE && h->opcode <= TSR_PEER_STAGE_LIST &&
+	    tsr_svol_readonly(c->slots[req->slot].svol))
+		ret = -EROFS; /* a snapshot session: no staged writes */
+	if (ret == 0 && h->opcode == TSR_PEER_STAGE_LIST) {
+		handle_stage_list(c, req);
+		return true;
+	}
+	if (ret == 0 && h->opcode == TSR_PEER_STAGE) {
+		memcpy(req->stage_prefix, payload, TSR_PEER_STAGE_PREFIX);
+		c->rpos += TSR_PEER_STAGE_PREFIX;
+		payload += TSR_PEER_STAGE_PREFIX;
+		avail -= TSR_PEER_STAGE_PREFIX;
+		ret = tsr_peer_stage_parse(h, req->stage_prefix, &req->stage);
+		if (ret == 0)
+			ret = req_buf(req, h->length);
+		if (ret < 0) {
+			c->discard = h->length; /* the prefix is consumed */
+			reply_status(req, ret);
+			return true;
+		}
+	} else if (ret == 0 && h->opcode == TSR_PEER_SUMS) {
 		uint32_t piece = h->length < PEER_SUMS_PIECE ? h->length : PEER_SUMS_PIECE;
 
 		ret = req_buf(req, piece);
@@ -936,7 +1000,7 @@ static bool handle_frame(struct peer_conn *c, const struct tsr_peer_hdr *h)
 		reply_status(req, ret);
 		return true;
 	}
-	if (h->opcode == TSR_PEER_WRITE) {
+	if (h->opcode == TSR_PEER_WRITE || h->opcode == TSR_PEER_STAGE) {
 		uint32_t n = avail < h->length ? (uint32_t)avail : h->length;
 
 		memcpy(req->buf, payload, n);

@@ -3,7 +3,9 @@
  * pack/parse round trip of every opcode as request and reply, the payload
  * length rule, the wire layout at its documented byte offsets, and every
  * malformed variant rejected with its errno; the SNAP payload (pack/parse,
- * its byte layout, every malformed variant).
+ * its byte layout, every malformed variant); the staged-write frames (STAGE,
+ * COMMIT, RELEASE, STAGE_LIST: header bounds, STAGE prefix and STAGE_LIST
+ * reply payloads with their byte layouts and every malformed variant).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -21,7 +23,7 @@
 /* A valid request of each opcode. */
 static struct tsr_peer_hdr valid_req(uint8_t op)
 {
-	struct tsr_peer_hdr h = { .opcode = op, .epoch = 42, .seq = 0x1122334455667788ull };
+	struct tsr_peer_hdr h = {.opcode = op, .epoch = 42, .seq = 0x1122334455667788ull};
 
 	switch (op) {
 	case TSR_PEER_HELLO:
@@ -57,7 +59,21 @@ static struct tsr_peer_hdr valid_req(uint8_t op)
 		h.length = 0xfffff000u;
 		h.flags = TSR_PEER_F_FUA | TSR_PEER_F_NO_HOLE;
 		break;
-	default: /* CLOSE, FLUSH, PING */
+	case TSR_PEER_STAGE:
+		h.handle = 3;
+		h.offset = 16 * BS;
+		h.length = 4 * BS;
+		h.data_crc = 0x5a5a5a5a;
+		break;
+	case TSR_PEER_COMMIT:
+		h.handle = 3;
+		h.offset = (7ull << 32) | 12345; /* the txn */
+		break;
+	case TSR_PEER_RELEASE:
+		h.handle = 3;
+		h.offset = UINT64_MAX; /* txn_upto */
+		break;
+	default: /* CLOSE, FLUSH, PING, STAGE_LIST */
 		h.handle = 3;
 		break;
 	}
@@ -78,6 +94,10 @@ static uint32_t expected_payload(const struct tsr_peer_hdr *h)
 		return reply && h->status == 0 ? h->length : 0;
 	case TSR_PEER_SUMS:
 		return reply && h->status == 0 ? h->length / BS * 4 : 0;
+	case TSR_PEER_STAGE:
+		return reply ? 0 : TSR_PEER_STAGE_PREFIX + h->length;
+	case TSR_PEER_STAGE_LIST:
+		return reply && h->status == 0 ? h->length : 0;
 	default:
 		return 0;
 	}
@@ -101,7 +121,7 @@ static void test_round_trip_every_op(void **state)
 	uint8_t op;
 
 	(void)state;
-	for (op = TSR_PEER_HELLO; op <= TSR_PEER_SNAP; op++) {
+	for (op = TSR_PEER_HELLO; op <= TSR_PEER_STAGE_LIST; op++) {
 		struct tsr_peer_hdr h = valid_req(op), out;
 		uint8_t buf[TSR_PEER_HDR_SIZE];
 
@@ -112,7 +132,8 @@ static void test_round_trip_every_op(void **state)
 
 		/* its reply: success, then an error */
 		h.flags |= TSR_PEER_F_REPLY;
-		if (op == TSR_PEER_HELLO || op == TSR_PEER_OPEN || op == TSR_PEER_SNAP) {
+		if (op == TSR_PEER_HELLO || op == TSR_PEER_OPEN || op == TSR_PEER_SNAP ||
+		    op == TSR_PEER_STAGE) {
 			h.length = 0;
 			h.data_crc = 0;
 			if (op == TSR_PEER_OPEN) {
@@ -220,11 +241,13 @@ static void test_malformed(void **state)
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_READ), 0, 'X', true), -EBADMSG);
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_READ), 3, 'Q', false), -EBADMSG);
 	for (i = 4; i < TSR_PEER_HDR_SIZE; i++)
-		assert_int_equal(parse_mod(valid_req(TSR_PEER_READ), i,
-					   (uint8_t)(i == 52 ? 0 : 0xff), false), -EBADMSG);
+		assert_int_equal(
+		    parse_mod(valid_req(TSR_PEER_READ), i, (uint8_t)(i == 52 ? 0 : 0xff), false),
+		    -EBADMSG);
 	/* unknown opcode */
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, 0, true), -EPROTO);
-	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, 12, true), -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, TSR_PEER_STAGE_LIST + 1, true),
+			 -EPROTO);
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, 0xff, true), -EPROTO);
 	/* reserved != 0 */
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 6, 1, true), -EPROTO);
@@ -395,8 +418,8 @@ static void test_snap_payload(void **state)
 	len = tsr_peer_snap_pack(&r, buf);
 	assert_int_equal(len, 8);
 	assert_int_equal(tsr_peer_snap_parse(buf, 8, &out), 0);
-	assert_int_equal(tsr_peer_snap_parse(buf, 7, &out), -EPROTO);  /* lengths disagree */
-	assert_int_equal(tsr_peer_snap_parse(buf, 2, &out), -EPROTO);  /* shorter than 3 */
+	assert_int_equal(tsr_peer_snap_parse(buf, 7, &out), -EPROTO); /* lengths disagree */
+	assert_int_equal(tsr_peer_snap_parse(buf, 2, &out), -EPROTO); /* shorter than 3 */
 	assert_int_equal(tsr_peer_snap_parse(buf, TSR_PEER_SNAP_MAX + 1, &out), -EPROTO);
 	memcpy(bad, buf, 8);
 	bad[1] = 64; /* a name over 63 bytes */
@@ -416,14 +439,233 @@ static void test_snap_payload(void **state)
 	assert_int_equal(tsr_peer_snap_parse(bad, 8, &out), -EINVAL);
 }
 
+static void test_stage_headers(void **state)
+{
+	struct tsr_peer_hdr h, out;
+	uint8_t buf[TSR_PEER_HDR_SIZE];
+
+	(void)state;
+	/* STAGE: payload 32 + length, length a 4 KiB multiple, 1 .. 1 MiB */
+	h = valid_req(TSR_PEER_STAGE);
+	h.length = 1024 * 1024;
+	tsr_peer_hdr_pack(&h, buf);
+	assert_int_equal(tsr_peer_hdr_parse(buf, &out), 0);
+	assert_int_equal(out.payload_len, TSR_PEER_STAGE_PREFIX + 1024 * 1024);
+	h.length = 1024 * 1024 + BS;
+	assert_int_equal(parse(h), -EMSGSIZE);
+	h.length = 0;
+	assert_int_equal(parse(h), -EPROTO);
+	h.length = BS + 512;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_STAGE);
+	h.offset = BS + 8;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_STAGE);
+	h.offset = UINT64_MAX - BS + 1;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_STAGE);
+	h.flags = TSR_PEER_F_FUA;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_STAGE); /* its reply carries no length, no payload */
+	h.flags = TSR_PEER_F_REPLY;
+	h.data_crc = 0;
+	assert_int_equal(parse(h), -EPROTO);
+	h.length = 0;
+	assert_int_equal(parse(h), 0);
+	h.data_crc = 1;
+	assert_int_equal(parse(h), -EPROTO);
+
+	/* COMMIT, RELEASE: any offset (the txn), length 0, no payload */
+	h = valid_req(TSR_PEER_COMMIT);
+	h.offset = 1;
+	assert_int_equal(parse(h), 0);
+	h.length = BS;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_COMMIT);
+	h.data_crc = 7;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_RELEASE);
+	h.length = 40;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_RELEASE);
+	h.flags = TSR_PEER_F_REPLY;
+	h.status = -EIO;
+	assert_int_equal(parse(h), 0);
+	h.length = BS;
+	assert_int_equal(parse(h), -EPROTO);
+
+	/* STAGE_LIST: request offset 0 length 0; reply 40 * n, n <= max */
+	h = valid_req(TSR_PEER_STAGE_LIST);
+	h.offset = BS;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_STAGE_LIST);
+	h.length = 40;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_STAGE_LIST);
+	h.flags = TSR_PEER_F_REPLY;
+	h.length = TSR_PEER_STAGE_ENTRY * TSR_STAGE_MAX_ENTRIES;
+	h.data_crc = 1;
+	tsr_peer_hdr_pack(&h, buf);
+	assert_int_equal(tsr_peer_hdr_parse(buf, &out), 0);
+	assert_int_equal(out.payload_len, TSR_PEER_STAGE_ENTRY * TSR_STAGE_MAX_ENTRIES);
+	h.length += TSR_PEER_STAGE_ENTRY;
+	assert_int_equal(parse(h), -EMSGSIZE);
+	h.length = 41;
+	assert_int_equal(parse(h), -EPROTO);
+	h.length = 0;
+	h.data_crc = 0;
+	assert_int_equal(parse(h), 0);
+	h.length = 80;
+	h.data_crc = 1;
+	h.status = -ESTALE; /* an error carries no entries */
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_STAGE_LIST);
+	h.flags = TSR_PEER_F_REPLY;
+	h.offset = 1;
+	assert_int_equal(parse(h), -EPROTO);
+}
+
+static void test_stage_prefix(void **state)
+{
+	struct tsr_peer_hdr h = valid_req(TSR_PEER_STAGE);
+	struct tsr_stage_entry e = {.txn = 0x0102030405060708ull,
+				    .stripe = 0x1112131415161718ull,
+				    .participants = 0xfffff},
+			       out;
+	uint8_t p[TSR_PEER_STAGE_PREFIX];
+	size_t i;
+
+	(void)state;
+	memset(p, 0xee, sizeof(p));
+	tsr_peer_stage_pack(&e, p);
+	/* the documented offsets, little endian */
+	assert_int_equal(p[0], 0x08);
+	assert_int_equal(p[7], 0x01);
+	assert_int_equal(p[8], 0x18);
+	assert_int_equal(p[15], 0x11);
+	assert_int_equal(p[16], 0xff);
+	assert_int_equal(p[18], 0x0f);
+	assert_int_equal(p[19], 0);
+	for (i = 20; i < TSR_PEER_STAGE_PREFIX; i++)
+		assert_int_equal(p[i], 0);
+	memset(&out, 0xaa, sizeof(out));
+	assert_int_equal(tsr_peer_stage_parse(&h, p, &out), 0);
+	assert_int_equal(out.txn, e.txn);
+	assert_int_equal(out.stripe, e.stripe);
+	assert_int_equal(out.participants, 0xfffff);
+	assert_int_equal(out.offset, h.offset); /* offset and length from the header */
+	assert_int_equal(out.length, h.length);
+	assert_int_equal(out.state, TSR_STAGE_STAGED);
+
+	for (i = 20; i < TSR_PEER_STAGE_PREFIX; i++) {
+		tsr_peer_stage_pack(&e, p);
+		p[i] = 1;
+		assert_int_equal(tsr_peer_stage_parse(&h, p, &out), -EPROTO);
+	}
+	e.participants = 0;
+	tsr_peer_stage_pack(&e, p);
+	assert_int_equal(tsr_peer_stage_parse(&h, p, &out), -EINVAL);
+	e.participants = 1u << 20; /* position 20: k + m is at most 20 */
+	tsr_peer_stage_pack(&e, p);
+	assert_int_equal(tsr_peer_stage_parse(&h, p, &out), -EINVAL);
+	e.participants = 0x80000001u;
+	tsr_peer_stage_pack(&e, p);
+	assert_int_equal(tsr_peer_stage_parse(&h, p, &out), -EINVAL);
+	e.participants = 1;
+	tsr_peer_stage_pack(&e, p);
+	assert_int_equal(tsr_peer_stage_parse(&h, p, &out), 0);
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+static void test_stage_list_payload(void **state)
+{
+	struct tsr_stage_entry e[3] = {
+	    {.txn = 5,
+	     .stripe = 1,
+	     .offset = 0,
+	     .length = BS,
+	     .participants = 3,
+	     .state = TSR_STAGE_STAGED},
+	    {.txn = 9,
+	     .stripe = 2,
+	     .offset = 1ull << 40,
+	     .length = 1024 * 1024,
+	     .participants = 0x3f,
+	     .state = TSR_STAGE_COMMITTED},
+	    {.txn = UINT64_MAX,
+	     .stripe = UINT64_MAX,
+	     .offset = 8 * BS,
+	     .length = 2 * BS,
+	     .participants = 1,
+	     .state = TSR_STAGE_STAGED},
+	};
+	uint8_t p[3 * TSR_PEER_STAGE_ENTRY], q[sizeof(p)];
+	struct tsr_stage_entry out[3];
+	size_t n = 99;
+
+	(void)state;
+	tsr_peer_stage_list_pack(e, 3, p);
+	/* entry 1 at its documented offsets */
+	assert_int_equal(p[40], 9);
+	assert_int_equal(p[48], 2);
+	assert_int_equal(p[56 + 5], 1);    /* 1 << 40 */
+	assert_int_equal(p[64 + 2], 0x10); /* 1 MiB */
+	assert_int_equal(p[68], 0x3f);
+	assert_int_equal(p[72], TSR_STAGE_COMMITTED);
+	assert_int_equal(p[76] | p[77] | p[78] | p[79], 0);
+	assert_int_equal(tsr_peer_stage_list_parse(p, sizeof(p), out, 3, &n), 0);
+	assert_int_equal(n, 3);
+	for (n = 0; n < 3; n++) {
+		assert_int_equal(out[n].txn, e[n].txn);
+		assert_int_equal(out[n].stripe, e[n].stripe);
+		assert_int_equal(out[n].offset, e[n].offset);
+		assert_int_equal(out[n].length, e[n].length);
+		assert_int_equal(out[n].participants, e[n].participants);
+		assert_int_equal(out[n].state, e[n].state);
+	}
+	assert_int_equal(tsr_peer_stage_list_parse(p, 0, out, 3, &n), 0);
+	assert_int_equal(n, 0);
+
+	/* malformed */
+	assert_int_equal(tsr_peer_stage_list_parse(p, sizeof(p) - 1, out, 3, &n), -EPROTO);
+	assert_int_equal(tsr_peer_stage_list_parse(p, sizeof(p), out, 2, &n), -EMSGSIZE);
+#define BAD(off, val)                                                                              \
+	do {                                                                                       \
+		memcpy(q, p, sizeof(p));                                                           \
+		put_le32(q + (off), (val));                                                        \
+		assert_int_equal(tsr_peer_stage_list_parse(q, sizeof(q), out, 3, &n), -EPROTO);    \
+	} while (0)
+	BAD(40 + 32, 0); /* state */
+	BAD(40 + 32, 3);
+	BAD(40 + 36, 1);               /* reserved */
+	BAD(40 + 16, 512);             /* offset misaligned */
+	BAD(40 + 24, 0);               /* length 0 */
+	BAD(40 + 24, BS + 4);          /* length misaligned */
+	BAD(40 + 24, 2 * 1024 * 1024); /* length over 1 MiB */
+	BAD(40, 5);                    /* txn equal to the previous one */
+	BAD(40, 4);                    /* txn going down */
+#undef BAD
+	memcpy(q, p, sizeof(p)); /* offset + length wraps: 2^64 - 4096 + 8 KiB */
+	memset(q + 80 + 16, 0xff, 8);
+	q[80 + 16] = 0;
+	q[80 + 17] = 0xf0;
+	assert_int_equal(tsr_peer_stage_list_parse(q, sizeof(q), out, 3, &n), -EPROTO);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_round_trip_every_op),
-		cmocka_unit_test(test_payload_len),
-		cmocka_unit_test(test_wire_layout),
-		cmocka_unit_test(test_malformed),
-		cmocka_unit_test(test_snap_payload),
+	    cmocka_unit_test(test_round_trip_every_op), cmocka_unit_test(test_payload_len),
+	    cmocka_unit_test(test_wire_layout),         cmocka_unit_test(test_malformed),
+	    cmocka_unit_test(test_snap_payload),        cmocka_unit_test(test_stage_headers),
+	    cmocka_unit_test(test_stage_prefix),        cmocka_unit_test(test_stage_list_payload),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

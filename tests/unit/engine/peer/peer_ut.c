@@ -5,7 +5,10 @@
  * sockets that craft frames the client never would.  Covers HELLO and its
  * token, OPEN, every data op with the data read back, pipelining, epoch
  * fencing, payload and header corruption, timeouts and a replica that dies,
- * SNAP (create, delete, clone on the replica's store; fenced; malformed).
+ * SNAP (create, delete, clone on the replica's store; fenced; malformed),
+ * staged writes (STAGE, COMMIT, RELEASE, STAGE_LIST on the replica's store
+ * journal; fenced; a snapshot session refuses them; payload corruption and
+ * malformed prefixes).
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -259,7 +262,21 @@ static void cli_free(struct env *e, struct cli *k)
 	on_client(e, cli_destroy_fn, k);
 }
 
-enum kind { K_OPEN, K_READ, K_WRITE, K_FLUSH, K_TRIM, K_ZEROES, K_SUMS, K_SNAP, K_CLOSE };
+enum kind {
+	K_OPEN,
+	K_READ,
+	K_WRITE,
+	K_FLUSH,
+	K_TRIM,
+	K_ZEROES,
+	K_SUMS,
+	K_SNAP,
+	K_CLOSE,
+	K_STAGE,
+	K_COMMIT,
+	K_RELEASE,
+	K_LIST
+};
 
 struct op {
 	struct cli *k;
@@ -270,6 +287,9 @@ struct op {
 	unsigned flags;
 	void *buf;
 	const struct tsr_snap_req *snap;
+	const struct tsr_stage_entry *stage; /* K_STAGE */
+	struct tsr_stage_entry list[8];      /* K_LIST: the first entries */
+	size_t nlist;                        /* K_LIST: how many the replica has */
 	int ret, status, calls;
 	sem_t done;
 };
@@ -289,6 +309,17 @@ static void op_open_cb(void *arg, int status, uint64_t handle, uint64_t size)
 
 	o->handle = handle;
 	o->size = size;
+	op_cb(arg, status);
+}
+
+static void op_list_cb(void *arg, int status, const struct tsr_stage_entry *e, size_t n)
+{
+	struct op *o = arg;
+	size_t i;
+
+	o->nlist = n;
+	for (i = 0; i < n && i < 8; i++)
+		o->list[i] = e[i];
 	op_cb(arg, status);
 }
 
@@ -327,6 +358,18 @@ static void op_issue(void *arg)
 		break;
 	case K_CLOSE:
 		o->ret = tsr_peer_close(c, o->handle, o->epoch, op_cb, o);
+		break;
+	case K_STAGE:
+		o->ret = tsr_peer_stage(c, o->handle, o->epoch, o->stage, o->buf, op_cb, o);
+		break;
+	case K_COMMIT:
+		o->ret = tsr_peer_commit(c, o->handle, o->epoch, o->offset, op_cb, o);
+		break;
+	case K_RELEASE:
+		o->ret = tsr_peer_release(c, o->handle, o->epoch, o->offset, op_cb, o);
+		break;
+	case K_LIST:
+		o->ret = tsr_peer_stage_list(c, o->handle, o->epoch, op_list_cb, o);
 		break;
 	}
 	if (o->ret < 0)
@@ -815,6 +858,224 @@ static void test_snap_malformed(void **state)
 	close(fd);
 }
 
+/* ---- staged writes ---- */
+
+static int p_stage(struct env *e, struct cli *k, uint64_t h, uint64_t epoch,
+		   const struct tsr_stage_entry *x, void *buf)
+{
+	struct op o = {.k = k, .kind = K_STAGE, .handle = h, .epoch = epoch, .stage = x, .buf = buf};
+
+	return op_run(e, &o);
+}
+
+/* COMMIT (K_COMMIT) or RELEASE (K_RELEASE) of txn. */
+static int p_txn(struct env *e, struct cli *k, enum kind kind, uint64_t h, uint64_t epoch,
+		 uint64_t txn)
+{
+	struct op o = {.k = k, .kind = kind, .handle = h, .epoch = epoch, .offset = txn};
+
+	return op_run(e, &o);
+}
+
+static int p_list(struct env *e, struct cli *k, uint64_t h, uint64_t epoch, struct op *o)
+{
+	*o = (struct op){.k = k, .kind = K_LIST, .handle = h, .epoch = epoch};
+	return op_run(e, o);
+}
+
+static void test_stage(void **state)
+{
+	struct env *e = *state;
+	uint8_t *buf = tsr_alloc_aligned(1u << 20), *r = tsr_alloc_aligned(1u << 20);
+	struct tsr_stage_entry x = {.txn = (3ull << 32) | 1, .stripe = 2, .offset = 8 * BS,
+				    .length = 2 * BS, .participants = 0x3f},
+			       y;
+	struct cli k, k2;
+	struct op o;
+	uint64_t h, h2, hs;
+
+	cli_make(e, &k, TOKEN, e->port, 0);
+	assert_int_equal(p_open(e, &k, "v", 3, &h), 0);
+	fill(buf, 2 * BS, 1, 8 * BS);
+	assert_int_equal(p_stage(e, &k, h, 3, &x, buf), 0);
+	assert_int_equal(p_list(e, &k, h, 3, &o), 0);
+	assert_int_equal(o.nlist, 1);
+	assert_int_equal(o.list[0].txn, x.txn);
+	assert_int_equal(o.list[0].stripe, 2);
+	assert_int_equal(o.list[0].offset, 8 * BS);
+	assert_int_equal(o.list[0].length, 2 * BS);
+	assert_int_equal(o.list[0].participants, 0x3f);
+	assert_int_equal(o.list[0].state, TSR_STAGE_STAGED);
+	/* staged: not in place on the replica */
+	store_read(e, 8 * BS, 2 * BS, r);
+	assert_true(is_zero(r, 2 * BS));
+	/* the replica's store answers come back as they are */
+	y = x;
+	y.length = BS;
+	assert_int_equal(p_stage(e, &k, h, 3, &y, buf), -EEXIST);
+	assert_int_equal(p_txn(e, &k, K_COMMIT, h, 3, x.txn + 1), -ENOENT);
+	assert_int_equal(p_txn(e, &k, K_COMMIT, h, 3, x.txn), 0);
+	store_read(e, 8 * BS, 2 * BS, r);
+	assert_true(is_filled(r, 2 * BS, 1, 8 * BS));
+	assert_int_equal(p_list(e, &k, h, 3, &o), 0);
+	assert_int_equal(o.nlist, 1);
+	assert_int_equal(o.list[0].state, TSR_STAGE_COMMITTED);
+
+	/* the largest chunk, then two entries listed in txn order */
+	y = (struct tsr_stage_entry){.txn = x.txn + 5, .stripe = 7, .offset = 1u << 20,
+				     .length = 1u << 20, .participants = 1};
+	fill(buf, 1u << 20, 2, 1u << 20);
+	assert_int_equal(p_stage(e, &k, h, 3, &y, buf), 0);
+	assert_int_equal(p_list(e, &k, h, 3, &o), 0);
+	assert_int_equal(o.nlist, 2);
+	assert_int_equal(o.list[0].txn, x.txn);
+	assert_int_equal(o.list[1].txn, y.txn);
+	assert_int_equal(p_txn(e, &k, K_COMMIT, h, 3, y.txn), 0);
+	store_read(e, 1u << 20, 1u << 20, r);
+	assert_true(is_filled(r, 1u << 20, 2, 1u << 20));
+	/* release by bound */
+	assert_int_equal(p_txn(e, &k, K_RELEASE, h, 3, x.txn), 0);
+	assert_int_equal(p_list(e, &k, h, 3, &o), 0);
+	assert_int_equal(o.nlist, 1);
+	assert_int_equal(o.list[0].txn, y.txn);
+	assert_int_equal(p_txn(e, &k, K_COMMIT, h, 3, x.txn), -ENOENT);
+
+	/* bad requests never reach the wire */
+	y = x;
+	y.length = 0;
+	assert_int_equal(p_stage(e, &k, h, 3, &y, buf), -EINVAL);
+	y = x;
+	y.length = (1u << 20) + BS;
+	assert_int_equal(p_stage(e, &k, h, 3, &y, buf), -EINVAL);
+	y = x;
+	y.offset = 100;
+	assert_int_equal(p_stage(e, &k, h, 3, &y, buf), -EINVAL);
+	y = x;
+	y.participants = 0;
+	assert_int_equal(p_stage(e, &k, h, 3, &y, buf), -EINVAL);
+	y.participants = 1u << 20;
+	assert_int_equal(p_stage(e, &k, h, 3, &y, buf), -EINVAL);
+	/* past the end of the volume: the store says so */
+	y = x;
+	y.txn = x.txn + 9;
+	y.offset = VOL_SIZE;
+	y.length = BS;
+	assert_int_equal(p_stage(e, &k, h, 3, &y, buf), -EINVAL);
+
+	/* a newer coordinator fences every staged-write call of the old one */
+	cli_make(e, &k2, TOKEN, e->port, 0);
+	assert_int_equal(p_open(e, &k2, "v", 4, &h2), 0);
+	x.txn = (3ull << 32) | 20;
+	assert_int_equal(p_stage(e, &k, h, 3, &x, buf), -ESTALE);
+	assert_int_equal(p_txn(e, &k, K_COMMIT, h, 3, y.txn), -ESTALE);
+	assert_int_equal(p_txn(e, &k, K_RELEASE, h, 3, UINT64_MAX), -ESTALE);
+	assert_int_equal(p_list(e, &k, h, 3, &o), -ESTALE);
+	assert_int_equal(p_list(e, &k2, h2, 4, &o), 0);
+	assert_int_equal(o.nlist, 1); /* nothing the stale one sent changed it */
+	assert_int_equal(p_txn(e, &k2, K_RELEASE, h2, 4, UINT64_MAX), 0);
+	assert_int_equal(p_list(e, &k2, h2, 4, &o), 0);
+	assert_int_equal(o.nlist, 0);
+
+	/* a read-only snapshot session refuses them */
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s1", NULL), 0);
+	o = (struct op){.k = &k2, .kind = K_OPEN, .name = "v@s1", .epoch = 4};
+	assert_int_equal(op_run(e, &o), 0);
+	hs = o.handle;
+	x.txn = (4ull << 32) | 1;
+	assert_int_equal(p_stage(e, &k2, hs, 4, &x, buf), -EROFS);
+	assert_int_equal(p_txn(e, &k2, K_COMMIT, hs, 4, 1), -EROFS);
+	assert_int_equal(p_txn(e, &k2, K_RELEASE, hs, 4, 1), -EROFS);
+	assert_int_equal(p_list(e, &k2, hs, 4, &o), -EROFS);
+	/* the connection goes on */
+	assert_int_equal(p_stage(e, &k2, h2, 4, &x, buf), 0);
+	assert_int_equal(k.fails + k2.fails, 0);
+	cli_free(e, &k);
+	cli_free(e, &k2);
+	tsr_free_aligned(buf);
+	tsr_free_aligned(r);
+}
+
+/* Send a raw STAGE of data (len bytes) with prefix p; the reply's status. */
+static int raw_stage(int fd, uint64_t handle, uint64_t seq, uint64_t offset, const uint8_t *p,
+		     const uint8_t *data, uint32_t len, uint32_t crc_xor)
+{
+	struct tsr_peer_hdr h = {.opcode = TSR_PEER_STAGE, .handle = handle, .epoch = 1,
+				 .offset = offset, .length = len, .seq = seq};
+	int status;
+
+	h.data_crc = tsr_crc32c(tsr_crc32c(0, p, TSR_PEER_STAGE_PREFIX), data, len) ^ crc_xor;
+	raw_send(fd, &h, p, TSR_PEER_STAGE_PREFIX);
+	assert_int_equal(send(fd, data, len, MSG_NOSIGNAL), len);
+	status = raw_reply(fd, &h, NULL);
+	assert_int_equal(h.seq, seq);
+	assert_int_equal(h.opcode, TSR_PEER_STAGE);
+	assert_int_equal(h.length, 0);
+	return status;
+}
+
+/* STAGE frames the client never sends: the replica answers, the connection lives. */
+static void test_stage_malformed(void **state)
+{
+	struct env *e = *state;
+	uint8_t *data = tsr_alloc_aligned(4 * BS), *r = tsr_alloc_aligned(4 * BS);
+	uint8_t p[TSR_PEER_STAGE_PREFIX], lp[2 * TSR_PEER_STAGE_ENTRY];
+	struct tsr_stage_entry x = {.txn = 77, .stripe = 1, .participants = 3}, out[2];
+	struct tsr_peer_hdr h;
+	uint64_t handle;
+	size_t n;
+	int fd = raw_connect(e->port);
+
+	handle = raw_hello_open(fd);
+	fill(data, 4 * BS, 5, 0);
+	tsr_peer_stage_pack(&x, p);
+	/* a good frame (its data differs from the next one's by one bit) */
+	data[3 * BS + 7] ^= 1;
+	assert_int_equal(raw_stage(fd, handle, 3, 0, p, data, 4 * BS, 0), 0);
+	data[3 * BS + 7] ^= 1;
+	/* data_crc disagreeing with the payload */
+	assert_int_equal(raw_stage(fd, handle, 4, 0, p, data, 4 * BS, 0x100), -EBADMSG);
+	/* reserved bytes of the prefix, participants 0 */
+	p[31] = 1;
+	assert_int_equal(raw_stage(fd, handle, 5, 0, p, data, 4 * BS, 0), -EPROTO);
+	x.participants = 0;
+	tsr_peer_stage_pack(&x, p);
+	assert_int_equal(raw_stage(fd, handle, 6, 0, p, data, 4 * BS, 0), -EINVAL);
+	/* a handle never opened */
+	x.participants = 3;
+	tsr_peer_stage_pack(&x, p);
+	assert_int_equal(raw_stage(fd, handle + 3, 7, 0, p, data, 4 * BS, 0), -EBADF);
+	/* only the first one counts: the list has it, and its bytes go in place */
+	h = (struct tsr_peer_hdr){.opcode = TSR_PEER_STAGE_LIST, .handle = handle, .epoch = 1,
+				  .seq = 8};
+	raw_send(fd, &h, NULL, 0);
+	assert_int_equal(raw_reply(fd, &h, lp), 0);
+	assert_int_equal(h.length, TSR_PEER_STAGE_ENTRY);
+	assert_int_equal(h.data_crc, tsr_crc32c(0, lp, TSR_PEER_STAGE_ENTRY));
+	assert_int_equal(tsr_peer_stage_list_parse(lp, h.length, out, 2, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(out[0].txn, 77);
+	assert_int_equal(out[0].length, 4 * BS);
+	h = (struct tsr_peer_hdr){
+	    .opcode = TSR_PEER_COMMIT, .handle = handle, .epoch = 1, .offset = 77, .seq = 9};
+	raw_send(fd, &h, NULL, 0);
+	assert_int_equal(raw_reply(fd, &h, NULL), 0);
+	store_read(e, 0, 4 * BS, r);
+	data[3 * BS + 7] ^= 1;
+	assert_memory_equal(r, data, 4 * BS);
+	h = (struct tsr_peer_hdr){
+	    .opcode = TSR_PEER_RELEASE, .handle = handle, .epoch = 1, .offset = 77, .seq = 10};
+	raw_send(fd, &h, NULL, 0);
+	assert_int_equal(raw_reply(fd, &h, NULL), 0);
+	h = (struct tsr_peer_hdr){.opcode = TSR_PEER_STAGE_LIST, .handle = handle, .epoch = 1,
+				  .seq = 11};
+	raw_send(fd, &h, NULL, 0);
+	assert_int_equal(raw_reply(fd, &h, lp), 0);
+	assert_int_equal(h.length, 0);
+	close(fd);
+	tsr_free_aligned(data);
+	tsr_free_aligned(r);
+}
+
 static void test_bad_write_crc(void **state)
 {
 	struct env *e = *state;
@@ -992,6 +1253,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_epoch_fencing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snap_malformed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stage, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stage_malformed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_write_crc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
