@@ -141,13 +141,6 @@ static void delete_attach_key(struct tsr_cluster *c, const char *name, uint64_t 
 			 strerror(-ret));
 }
 
-/*
- * Transitional: engine/layout/ec*.c (tsr_layout_ec_create) is being written
- * in parallel; a weak reference keeps tesserad linking until it lands (ec
- * attach then fails with -EOPNOTSUPP).  Remove once it is in.
- */
-#pragma weak tsr_layout_ec_create
-
 /* What the attach works out before the layout exists (attach_local). */
 struct layout_params {
 	uint64_t epoch;
@@ -189,8 +182,6 @@ static int layout_open(struct tsr_cluster *c, const Tessera__Cluster__VolumeReco
 		eo.resync_rate = c->o.resync_rate;
 		eo.converge = p->converge;
 		eo.hooks = hooks;
-		if (tsr_layout_ec_create == NULL)
-			return -EOPNOTSUPP;
 		return tsr_layout_ec_create(&eo, out);
 	} else {
 		struct tsr_mirror_opts mo;
@@ -356,7 +347,6 @@ static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size
 			 ret == -ESTALE ? "a copy has seen a newer coordinator (someone attached it "
 			 "since: tessera volume show)" :
 			 ret == -ENOENT ? "a copy is missing on its node (replace-replica it)" :
-			 ret == -EOPNOTSUPP ? "this tesserad has no erasure-coded layout" :
 			 strerror(-ret));
 		goto undo_list;
 	}
