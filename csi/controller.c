@@ -418,7 +418,8 @@ int csi_create_volume(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMe
 	} else if (code == GRPC_NOT_FOUND) {
 		c->code = GRPC_OK;
 		vc.name = name;
-		vc.size = size;
+		/* a clone without a size asked: 0 = tesserad's choice, the source's size */
+		vc.size = src_size && size == src_size && required == 0 ? 0 : size;
 		vc.replicas = p.replicas;
 		vc.min_replicas = p.min_replicas;
 		vc.failure_domain = p.failure_domain;
@@ -792,6 +793,7 @@ int csi_create_snapshot(struct csi_call *c, const ProtobufCMessage *m, ProtobufC
 		}
 		tessera__admin__response__free_unpacked(sl, NULL);
 	}
+	csi_node_sync(c->plugin, req->source_volume_id);
 	sc.volume = req->source_volume_id;
 	sc.name = name;
 	areq.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE;
@@ -967,6 +969,7 @@ int csi_controller_expand_volume(struct csi_call *c, const ProtobufCMessage *m,
 	char key[CSI_NAME_MAX + 8];
 	AResp *ar = NULL;
 	uint64_t size, cur;
+	bool attached;
 	int code, ret;
 
 	if (req->volume_id == NULL || req->volume_id[0] == '\0')
@@ -989,11 +992,26 @@ int csi_controller_expand_volume(struct csi_call *c, const ProtobufCMessage *m,
 	if (code)
 		goto out;
 	cur = ar->volumes[0]->size;
+	attached = ar->volumes[0]->attached_node[0] != '\0';
 	tessera__admin__response__free_unpacked(ar, NULL);
 	ar = NULL;
 	if (req->capacity_range->limit_bytes > 0 && cur > (uint64_t)req->capacity_range->limit_bytes) {
 		code = csi_fail(c, GRPC_OUT_OF_RANGE, "volume is already %llu bytes, above "
 				"limit_bytes (volumes do not shrink)", (unsigned long long)cur);
+		goto out;
+	}
+	if (size > cur && attached) {
+		/*
+		 * tesserad resizes detached volumes only; the node that has it
+		 * staged grows it in NodeExpandVolume, where it restarts the
+		 * device chain anyway (detach, resize, attach).  So the node
+		 * step is required even for a block volume.
+		 */
+		r = csi_alloc(c, sizeof(*r));
+		csi__v1__controller_expand_volume_response__init(r);
+		r->capacity_bytes = (int64_t)size;
+		r->node_expansion_required = 1;
+		*resp = &r->base;
 		goto out;
 	}
 	if (size > cur) {

@@ -55,6 +55,7 @@ struct stream {
 	uint8_t *reply;                 /* framed reply message (malloc) or NULL */
 	size_t reply_len, reply_off;
 	int code;                       /* grpc-status for the trailers */
+	char status[12];                /* code as text (trailer value) */
 	char message[1024];             /* grpc-message (already percent-encoded) */
 };
 
@@ -171,16 +172,14 @@ static ssize_t reply_read_cb(nghttp2_session *session, int32_t stream_id, uint8_
 {
 	struct stream *st = source->ptr;
 	size_t n = st->reply_len - st->reply_off;
-	char code[16];
 
 	if (n > length)
 		n = length;
 	memcpy(buf, st->reply + st->reply_off, n);
 	st->reply_off += n;
 	if (st->reply_off == st->reply_len) {
-		nghttp2_nv trailers[] = { NV("grpc-status", code) };
+		nghttp2_nv trailers[] = { NV("grpc-status", st->status) };
 
-		snprintf(code, sizeof(code), "%d", st->code);
 		*data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
 		if (nghttp2_submit_trailer(session, stream_id, trailers, 1))
 			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -208,6 +207,7 @@ static void stream_answer(struct conn *c, struct stream *st, int code, const cha
 		st->reply_len = reply_len;
 		st->reply_off = 0;
 		st->code = code;
+		snprintf(st->status, sizeof(st->status), "%d", code);
 		prd.source.ptr = st;
 		prd.read_callback = reply_read_cb;
 		if (nghttp2_submit_response(c->session, st->id, hdrs, 2, &prd))
@@ -615,7 +615,12 @@ int csi_server_start(struct csi_plugin *p, const char *path, unsigned nworkers,
 		return -ENOMEM;
 	s->lfd = -1;
 	s->plugin = p;
-	s->loop = ev_default_loop(0);
+	/* not ev_default_loop: its SIGCHLD handler would reap the children csi_run waits for */
+	s->loop = ev_loop_new(EVFLAG_AUTO);
+	if (s->loop == NULL) {
+		free(s);
+		return -ENOMEM;
+	}
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
 	if (strlen(path) >= sizeof(sa.sun_path)) {
@@ -673,6 +678,7 @@ err:
 		close(s->lfd);
 		unlink(s->path);
 	}
+	ev_loop_destroy(s->loop);
 	free(s);
 	return ret;
 }

@@ -276,6 +276,12 @@ int csi_node_expand_volume(struct csi_call *c, const ProtobufCMessage *req,
 int csi_node_get_capabilities(struct csi_call *c, const ProtobufCMessage *req,
 			      ProtobufCMessage **resp);
 int csi_node_get_info(struct csi_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp);
+/*
+ * When vol is staged by this process's node service, flush its file system
+ * and device (CreateSnapshot calls it first, so a snapshot holds what the
+ * application wrote).  Nothing otherwise.
+ */
+void csi_node_sync(const struct csi_plugin *p, const char *vol);
 
 /* ---- grpc_server.c: the HTTP/2 server on the libev loop ----------------- */
 

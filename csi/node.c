@@ -360,12 +360,21 @@ static void fuse_stop(struct node_state *s)
 static int loop_start(struct csi_call *c, struct node_state *s)
 {
 	char file[PATH_LEN + 8], out[64], err[512];
-	char *dio[] = { "losetup", "--find", "--show", "--direct-io=on", file, NULL };
+	/*
+	 * 4 KiB logical sectors: Tessera's block size, and direct I/O through
+	 * FUSE then never sees a sub-block request (512-byte ones fail there).
+	 * Direct I/O keeps the page cache from holding a second copy.
+	 */
+	char *dio[] = { "losetup", "--find", "--show", "--sector-size", "4096", "--direct-io=on",
+			file, NULL };
+	char *sect[] = { "losetup", "--find", "--show", "--sector-size", "4096", file, NULL };
 	char *plain[] = { "losetup", "--find", "--show", file, NULL };
 	int ret;
 
 	snprintf(file, sizeof(file), "%s/disk", s->fuse_dir);
 	ret = csi_run(dio, out, sizeof(out), err, sizeof(err));
+	if (ret != 0 || strncmp(out, "/dev/", 5))
+		ret = csi_run(sect, out, sizeof(out), err, sizeof(err));
 	if (ret != 0 || strncmp(out, "/dev/", 5))
 		ret = csi_run(plain, out, sizeof(out), err, sizeof(err));
 	if (ret != 0 || strncmp(out, "/dev/", 5))
@@ -439,8 +448,17 @@ static void teardown(struct csi_call *c, struct node_state *s, bool detach)
 		umount_path(c, s->staging);
 	loop_stop(s);
 	fuse_stop(s);
-	if (s->fuse_dir[0])
+	if (s->fuse_dir[0]) {
+		char f[PATH_LEN + 16];
+
 		rmdir(s->fuse_dir);
+		snprintf(f, sizeof(f), "%s.pid", s->fuse_dir);
+		unlink(f);
+		if (detach) { /* done with the volume: its nbdfuse log too */
+			snprintf(f, sizeof(f), "%s.log", s->fuse_dir);
+			unlink(f);
+		}
+	}
 	if (detach)
 		admin_detach(c, s->volume);
 	state_remove(c->plugin, s->volume);
@@ -557,7 +575,8 @@ int csi_node_stage_volume(struct csi_call *c, const ProtobufCMessage *m, Protobu
 
 		ret = csi_run(blkid, type, sizeof(type), err, sizeof(err));
 		if (ret == 2 || (ret == 0 && type[0] == '\0')) {
-			char *ext4[] = { "mkfs.ext4", "-q", "-F", "-E", "nodiscard", s->device, NULL };
+			char *ext4[] = { "mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "nodiscard",
+					 s->device, NULL };
 			char *xfs[] = { "mkfs.xfs", "-q", "-f", "-K", s->device, NULL };
 
 			code = run(c, "make file system", strcmp(s->fs, "xfs") ? ext4 : xfs);
@@ -889,7 +908,24 @@ int csi_node_get_volume_stats(struct csi_call *c, const ProtobufCMessage *m,
  * the chain rebuilt: unmount (targets, staging), loop off, nbdfuse
  * restarted, loop on, mount again.  Refused while the file system is busy.
  */
-static int chain_restart(struct csi_call *c, struct node_state *s)
+static int admin_resize(struct csi_call *c, const char *vol, uint64_t size)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeResize vr = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
+	Tessera__Admin__Response *r = NULL;
+	int code;
+
+	vr.name = (char *)vol;
+	vr.size = size;
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE;
+	req.volume_resize = &vr;
+	code = csi_admin_ok(c, &req, "volume resize", &r);
+	if (r)
+		tessera__admin__response__free_unpacked(r, NULL);
+	return code;
+}
+
+static int chain_restart(struct csi_call *c, struct node_state *s, uint64_t grow_to)
 {
 	size_t i, unmounted = 0;
 	int code = GRPC_OK;
@@ -914,9 +950,54 @@ static int chain_restart(struct csi_call *c, struct node_state *s)
 	}
 	loop_stop(s);
 	fuse_stop(s);
+	if (grow_to) {
+		/* tesserad grows detached volumes only: detach, resize, attach again */
+		admin_detach(c, s->volume);
+		code = admin_resize(c, s->volume, grow_to);
+		if (code == GRPC_OK || code == GRPC_FAILED_PRECONDITION) {
+			char msg[sizeof(c->message)];
+			int rc = code;
+
+			memcpy(msg, c->message, sizeof(msg));
+			code = admin_attach(c, s->volume, s->uri, sizeof(s->uri));
+			if (code == GRPC_OK && rc)
+				code = csi_fail(c, rc, "%s", msg);
+		}
+		if (code) {
+			/* bring the volume back at its old size */
+			char msg[sizeof(c->message)];
+			int rc = code;
+
+			memcpy(msg, c->message, sizeof(msg));
+			if (admin_attach(c, s->volume, s->uri, sizeof(s->uri)) == GRPC_OK &&
+			    fuse_start(c, s) == GRPC_OK && loop_start(c, s) == GRPC_OK &&
+			    (s->block || fs_mount(c, s) == GRPC_OK))
+				for (i = 0; i < s->ntargets; i++)
+					bind_target(c, s, s->targets[i].path, s->targets[i].ro);
+			state_save(c, s);
+			return csi_fail(c, rc, "%s", msg);
+		}
+	}
 	code = fuse_start(c, s);
 	if (code == GRPC_OK)
 		code = loop_start(c, s);
+	if (code == GRPC_OK && !s->block && strcmp(s->fs, "ext4") == 0) {
+		/*
+		 * Unmounted anyway: grow ext4 offline (e2fsck -f first, as
+		 * resize2fs asks), which needs no CAP_SYS_RESOURCE, unlike the
+		 * online resize ioctl.
+		 */
+		char *fsck[] = { "e2fsck", "-f", "-p", s->device, NULL };
+		char *grow[] = { "resize2fs", s->device, NULL };
+		char err[512];
+		int ret = csi_run(fsck, NULL, 0, err, sizeof(err));
+
+		if (ret != 0 && ret != 1)
+			code = csi_fail(c, GRPC_INTERNAL, "e2fsck %s exited with %d: %s", s->device,
+					ret, err);
+		else
+			code = run(c, "grow file system", grow);
+	}
 	if (code == GRPC_OK && !s->block)
 		code = fs_mount(c, s);
 	for (i = 0; code == GRPC_OK && i < s->ntargets; i++)
@@ -933,7 +1014,7 @@ int csi_node_expand_volume(struct csi_call *c, const ProtobufCMessage *m,
 	Csi__V1__NodeExpandVolumeResponse *r;
 	struct node_state *s = csi_alloc(c, sizeof(*s));
 	char key[CSI_NAME_MAX + 8];
-	uint64_t want, have;
+	uint64_t want, have, grow_to = 0;
 	int code = GRPC_OK;
 
 	if (req->volume_id == NULL || req->volume_id[0] == '\0')
@@ -960,11 +1041,14 @@ int csi_node_expand_volume(struct csi_call *c, const ProtobufCMessage *m,
 	}
 	if (req->capacity_range && req->capacity_range->required_bytes > 0 &&
 	    (uint64_t)req->capacity_range->required_bytes > want) {
-		code = csi_fail(c, GRPC_OUT_OF_RANGE, "volume %s is %llu bytes, less than the %lld "
-				"asked: call ControllerExpandVolume first", s->volume,
-				(unsigned long long)want,
-				(long long)req->capacity_range->required_bytes);
-		goto out;
+		/* an attached volume: ControllerExpandVolume left the growing to us */
+		if (csi_capacity(req->capacity_range->required_bytes,
+				 req->capacity_range->limit_bytes, 0, &grow_to)) {
+			code = csi_fail(c, GRPC_OUT_OF_RANGE, "capacity_range has no 4096-byte "
+					"multiple");
+			goto out;
+		}
+		want = grow_to;
 	}
 	have = device_size(s->device);
 	if (have < want) {
@@ -974,7 +1058,7 @@ int csi_node_expand_volume(struct csi_call *c, const ProtobufCMessage *m,
 		have = device_size(s->device);
 	}
 	if (have < want) {
-		code = chain_restart(c, s);
+		code = chain_restart(c, s, grow_to);
 		if (code)
 			goto out;
 		have = device_size(s->device);
@@ -1061,4 +1145,36 @@ int csi_node_get_info(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMe
 	r->accessible_topology = csi_topology_new(c, zone, site);
 	*resp = &r->base;
 	return GRPC_OK;
+}
+
+/* ---- snapshots of volumes staged here ---------------------------------- */
+
+void csi_node_sync(const struct csi_plugin *p, const char *vol)
+{
+	struct node_state *s;
+	int fd;
+
+	if (p->mode == CSI_MODE_CONTROLLER || p->state_dir == NULL)
+		return;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return;
+	if (state_load(p, vol, s) == 0) {
+		/* the file system's dirty pages and journal, then the loop device's */
+		if (!s->block && is_mounted(s->staging)) {
+			fd = open(s->staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			if (fd >= 0) {
+				syncfs(fd);
+				close(fd);
+			}
+		}
+		if (s->device[0]) {
+			fd = open(s->device, O_RDONLY | O_CLOEXEC);
+			if (fd >= 0) {
+				fsync(fd);
+				close(fd);
+			}
+		}
+	}
+	free(s);
 }

@@ -113,16 +113,18 @@ void csi_method_run(struct csi_call *call, const struct csi_method *m, const uin
 	}
 	call->code = GRPC_OK;
 	ret = m->handler(call, req, &resp);
-	protobuf_c_message_free_unpacked(req, NULL);
 	if (ret != GRPC_OK || resp == NULL) {
+		protobuf_c_message_free_unpacked(req, NULL);
 		if (ret == GRPC_OK)
 			csi_fail(call, GRPC_INTERNAL, "%s produced no reply", m->name);
 		call->code = ret == GRPC_OK ? GRPC_INTERNAL : ret;
 		csi_call_free_arena(call);
 		return;
 	}
+	/* the reply may point into the request (echoed fields): free it after packing */
 	n = protobuf_c_message_get_packed_size(resp);
 	if (n > CSI_MAX_MSG) {
+		protobuf_c_message_free_unpacked(req, NULL);
 		csi_fail(call, GRPC_RESOURCE_EXHAUSTED, "reply larger than %u bytes: ask for fewer "
 			 "entries (max_entries)", CSI_MAX_MSG);
 		csi_call_free_arena(call);
@@ -130,12 +132,14 @@ void csi_method_run(struct csi_call *call, const struct csi_method *m, const uin
 	}
 	buf = malloc(GRPC_FRAME_HDR + n);
 	if (buf == NULL) {
+		protobuf_c_message_free_unpacked(req, NULL);
 		csi_fail(call, GRPC_RESOURCE_EXHAUSTED, "out of memory for a %zu-byte reply", n);
 		csi_call_free_arena(call);
 		return;
 	}
 	grpc_frame_header(buf, (uint32_t)n);
 	protobuf_c_message_pack(resp, buf + GRPC_FRAME_HDR);
+	protobuf_c_message_free_unpacked(req, NULL);
 	csi_call_free_arena(call);
 	*out = buf;
 	*out_len = GRPC_FRAME_HDR + n;
