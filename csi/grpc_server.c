@@ -49,6 +49,7 @@ struct stream {
 	bool grpc_type;                 /* content-type application/grpc[+proto|;...] */
 	bool answered;                  /* a reply was submitted: ignore further input */
 	bool dispatched;                /* a job for it is on a worker */
+	bool reset_after_reply;         /* answered early: RST_STREAM(NO_ERROR) once it is sent */
 	uint8_t *body;                  /* request bytes so far (malloc) */
 	size_t len, cap;
 	/* reply, owned once submitted */
@@ -372,8 +373,11 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 		st->body = NULL;
 		st->len = st->cap = 0;
 		stream_answer(c, st, GRPC_RESOURCE_EXHAUSTED, msg, NULL, 0);
-		/* stop the client sending the rest; the trailers go out first */
-		nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_NO_ERROR);
+		/*
+		 * Stop the client sending the rest, but only after the status
+		 * went out: a RST_STREAM queued now would cancel it.
+		 */
+		st->reset_after_reply = true;
 		return 0;
 	}
 	if (st->len + len > st->cap) {
@@ -409,6 +413,21 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 	if (st == NULL || st->answered || st->dispatched)
 		return 0;
 	stream_dispatch(c, st);
+	return 0;
+}
+
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+	struct conn *c = user_data;
+	struct stream *st;
+
+	if (frame->hd.type != NGHTTP2_HEADERS || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+		return 0;
+	st = stream_get(c, frame->hd.stream_id);
+	if (st && st->reset_after_reply) {
+		st->reset_after_reply = false;
+		nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+	}
 	return 0;
 }
 
@@ -573,6 +592,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+	nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
 	if (nghttp2_session_server_new(&c->session, cbs, c)) {
 		nghttp2_session_callbacks_del(cbs);
 		free(c);
