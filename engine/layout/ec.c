@@ -770,6 +770,9 @@ struct ctl {
 	unsigned idx;
 	char address[128];
 	bool repair;
+	struct tsr_layout_copy newcopy;
+	struct tsr_svol *svol;   /* in: the new local handle; out: the old one to put */
+	struct mbitmap bm;       /* in: the new bitmap; out: the old one to close */
 	int result;
 	sem_t done;
 	void (*fn)(struct ctl *ctl);
@@ -871,12 +874,130 @@ static void ec_copy_returned(void *ctx, unsigned idx, const char *address)
 	}
 }
 
+static int bitmap_path(const struct ec *e, const char *node_id, char out[PATH_MAX]);
+
+static void replace_fn(struct ctl *ctl)
+{
+	struct ec *e = ctl->e;
+	struct ecopy *c = &e->copies[ctl->idx];
+	struct tsr_svol *oldsvol;
+	struct mbitmap oldbm;
+	struct waiter *w;
+	int ret;
+
+	ctl->result = 0;
+	if (e->closing || e->fenced || !e->ready) {
+		ctl->result = -EIO;
+		return;
+	}
+	if (e->replace_running) {
+		ctl->result = -EBUSY;
+		return;
+	}
+	/* a page write in flight points at the slot's bitmap: wait for it */
+	if (mbm_busy(&c->bm)) {
+		ctl->result = -EBUSY;
+		return;
+	}
+	if (c->resync != NULL)
+		ec_resync_abort(c);
+	if (c->state == TSR_COPY_IN_SYNC)
+		e->copy_failures++;
+	c->state = TSR_COPY_OUT_OF_SYNC;
+	c->open = false;
+	oldsvol = c->svol;
+	c->svol = NULL;
+	ecopy_disconnect(c);
+	c->slot_gen++;
+	c->hook_busy = false;
+	while ((w = c->hook_waiters) != NULL) {
+		c->hook_waiters = w->next;
+		w->fn(w->arg, -ECANCELED);
+		free(w);
+	}
+	oldbm = c->bm;
+	c->bm = ctl->bm;
+	ctl->bm = oldbm;
+	snprintf(c->node_id, sizeof(c->node_id), "%s", ctl->newcopy.node_id);
+	snprintf(c->address, sizeof(c->address), "%s", ctl->newcopy.address);
+	c->local = ctl->newcopy.local;
+	c->svol = ctl->svol; /* the new local handle (NULL for a remote copy) */
+	ctl->svol = oldsvol;
+	c->recorded = c->hook_want = ctl->newcopy.state;
+	c->full_resync = true;
+	c->open = c->local && c->svol != NULL;
+	e->replace_running = true;
+	e->replace_idx = ctl->idx;
+	ret = ecopy_connect(c, returned_open_done, c);
+	if (ret == 1)
+		ec_resync_start(c);
+	else if (ret < 0)
+		returned_open_done(c, ret);
+	ec_publish(e);
+}
+
+/*
+ * Replace copy idx by a new (empty) chunk volume on another node: the slot
+ * takes the new copy, a full bitmap, and is rebuilt stripe by stripe from
+ * k others (ec_resync.c).  Control thread; waits for the home worker.
+ */
 static int ec_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy *copy)
 {
-	(void)ctx;
-	(void)idx;
-	(void)copy;
-	return -EOPNOTSUPP;
+	struct ec *e = ctx;
+	struct ctl ctl = {.idx = idx, .fn = replace_fn};
+	struct tsr_svol *newsvol = NULL;
+	char path[PATH_MAX];
+	int ret;
+
+	ctl.bm.fd = -1;
+
+	if (e == NULL || idx >= e->n_copies || copy == NULL || copy->node_id[0] == '\0' ||
+	    strchr(copy->node_id, '/') != NULL || (!copy->local && copy->address[0] == '\0') ||
+	    (copy->local && e->store == NULL))
+		return -EINVAL;
+	for (unsigned i = 0; i < e->n_copies; i++)
+		if (i != idx && copy->local && e->copies[i].local)
+			return -EINVAL;
+	ctl.newcopy = *copy;
+	if (copy->local) {
+		ret = tsr_store_vol_open(e->store, e->name, &newsvol);
+		if (ret == 0)
+			ret = tsr_store_vol_set_epoch(e->store, e->name, e->epoch);
+		if (ret == 0 && tsr_svol_size(newsvol) < e->chunk_size)
+			ret = -EINVAL;
+		if (ret < 0)
+			goto err;
+	}
+	ret = bitmap_path(e, copy->node_id, path);
+	if (ret < 0)
+		goto err;
+	ret = mbm_open(&ctl.bm, e->bmhost, path, false, true);
+	if (ret < 0)
+		goto err;
+	ctl.bm.hold = bm_hold;
+	ctl.bm.owner = e;
+	ctl.svol = newsvol;
+	ret = ctl_run(e, &ctl);
+	if (ret < 0)
+		goto err;
+	/* the slot has the new copy (rebuilding); ctl holds the old one's handle and bitmap */
+	if (ctl.svol != NULL)
+		tsr_svol_put(ctl.svol);
+	{
+		char oldpath[PATH_MAX];
+
+		snprintf(oldpath, sizeof(oldpath), "%s", ctl.bm.path);
+		mbm_close(&ctl.bm, false);
+		if (strcmp(oldpath, path) != 0)
+			unlink(oldpath);
+	}
+	tsr_info("ec %s: copy %u replaced by %s: rebuilding", e->name, idx, copy->node_id);
+	return 0;
+err:
+	mbm_close(&ctl.bm, true);
+	if (newsvol != NULL)
+		tsr_svol_put(newsvol);
+	return ret;
 }
 
 static void fence_msg(struct tsr_worker *w, void *arg)

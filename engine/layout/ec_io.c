@@ -47,7 +47,7 @@
 
 #include "layout/ec_internal.h"
 
-#define EC_WRITE_WINDOW (32ull << 20) /* volume bytes of a write launched at once */
+#define EC_WRITE_WINDOW 32 /* stripes of a host write in flight at once (io queue room) */
 
 /* ---- the stripe column reader ------------------------------------------- */
 
@@ -292,6 +292,26 @@ static void piece_degraded(struct erpiece *pc)
 		piece_degraded_go(pc);
 }
 
+static void piece_read_done(void *arg, int status);
+
+/* The local io queue was full: issue the piece again at the end of the pass. */
+static void piece_retry(struct tsr_worker *w, void *arg)
+{
+	struct erpiece *pc = arg;
+	struct ec *e = pc->op->e;
+	struct ecopy *c = &e->copies[tsr_ec_copy_of(pc->stripe, pc->d, e->k, e->m)];
+	int ret = -ENOTCONN;
+
+	(void)w;
+	if (ecopy_readable(c))
+		ret = ecopy_read(c, ec_chunk_off(e, pc->stripe) + pc->col, pc->len, pc->dst,
+				 piece_read_done, pc);
+	if (ret == -EAGAIN && tsr_worker_defer(e->home, piece_retry, pc) == 0)
+		return;
+	if (ret < 0)
+		piece_degraded(pc);
+}
+
 static void piece_read_done(void *arg, int status)
 {
 	struct erpiece *pc = arg;
@@ -363,6 +383,8 @@ int ec_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *b
 		if (ecopy_readable(c))
 			ret = ecopy_read(c, ec_chunk_off(e, stripe) + col, n, pc->dst,
 					 piece_read_done, pc);
+		if (ret == -EAGAIN && tsr_worker_defer(e->home, piece_retry, pc) == 0)
+			ret = 0;
 		if (ret < 0)
 			piece_degraded(pc);
 		pos += n;
@@ -624,6 +646,57 @@ static void tsub_done(void *arg, int status)
 	txn_dec(t);
 }
 
+/* Send position s->pos its STAGE or COMMIT (the txn's phase). */
+static int tsub_send(struct tsub *s)
+{
+	struct etxn *t = s->t;
+	struct ec *e = t->e;
+	struct ecopy *c = &e->copies[tsr_ec_copy_of(t->stripe, s->pos, e->k, e->m)];
+	struct tsr_stage_entry en;
+
+	if (t->phase == 2)
+		return ecopy_commit(c, t->txn, tsub_done, s);
+	memset(&en, 0, sizeof(en));
+	en.txn = t->txn;
+	en.stripe = t->stripe;
+	en.offset = ec_chunk_off(e, t->stripe) + t->col;
+	en.length = t->len;
+	en.participants = t->parts;
+	en.state = TSR_STAGE_STAGED;
+	return ecopy_stage(c, &en, t->bufs + (size_t)s->pos * t->len, tsub_done, s);
+}
+
+/* The local io queue was full: send again at the end of the pass. */
+static void tsub_retry(struct tsr_worker *w, void *arg)
+{
+	struct tsub *s = arg;
+	int ret;
+
+	(void)w;
+	ret = tsub_send(s);
+	if (ret == -EAGAIN && tsr_worker_defer(s->t->e->home, tsub_retry, s) == 0)
+		return;
+	if (ret < 0)
+		tsub_done(s, ret);
+}
+
+static void tsub_start(struct etxn *t, unsigned pos)
+{
+	struct ec *e = t->e;
+	struct tsub *s = &t->subs[pos];
+	int ret;
+
+	s->t = t;
+	s->pos = pos;
+	s->gen = e->copies[tsr_ec_copy_of(t->stripe, pos, e->k, e->m)].gen;
+	t->pending++;
+	ret = tsub_send(s);
+	if (ret == -EAGAIN && tsr_worker_defer(e->home, tsub_retry, s) == 0)
+		return;
+	if (ret < 0)
+		tsub_done(s, ret);
+}
+
 static void txn_commit(struct etxn *t)
 {
 	struct ec *e = t->e;
@@ -632,28 +705,15 @@ static void txn_commit(struct etxn *t)
 	t->pending = 1;
 	if (t->crash && e->crash_kind == EC_CRASH_COMMITTED && e->crash_n == 0)
 		crash_now(e, "committed", 0);
-	for (unsigned p = 0; p < e->n; p++) {
-		struct ecopy *c = &e->copies[tsr_ec_copy_of(t->stripe, p, e->k, e->m)];
-		struct tsub *s = &t->subs[p];
-		int ret;
-
-		if (!(t->staged & (1u << p)))
-			continue;
-		s->t = t;
-		s->pos = p;
-		s->gen = c->gen;
-		t->pending++;
-		ret = ecopy_commit(c, t->txn, tsub_done, s);
-		if (ret < 0)
-			tsub_done(s, ret);
-	}
+	for (unsigned p = 0; p < e->n; p++)
+		if (t->staged & (1u << p))
+			tsub_start(t, p);
 	txn_dec(t);
 }
 
 static void txn_stage(struct etxn *t)
 {
 	struct ec *e = t->e;
-	struct tsr_stage_entry en;
 
 	t->phase = 1;
 	t->pending = 1;
@@ -673,28 +733,9 @@ static void txn_stage(struct etxn *t)
 		if (e->crash_kind == EC_CRASH_STAGED && e->crash_n == 0)
 			crash_now(e, "staged", 0);
 	}
-	memset(&en, 0, sizeof(en));
-	en.txn = t->txn;
-	en.stripe = t->stripe;
-	en.offset = ec_chunk_off(e, t->stripe) + t->col;
-	en.length = t->len;
-	en.participants = t->parts;
-	en.state = TSR_STAGE_STAGED;
-	for (unsigned p = 0; p < e->n; p++) {
-		struct ecopy *c = &e->copies[tsr_ec_copy_of(t->stripe, p, e->k, e->m)];
-		struct tsub *s = &t->subs[p];
-		int ret;
-
-		if (!(t->parts & (1u << p)))
-			continue;
-		s->t = t;
-		s->pos = p;
-		s->gen = c->gen;
-		t->pending++;
-		ret = ecopy_stage(c, &en, t->bufs + (size_t)p * t->len, tsub_done, s);
-		if (ret < 0)
-			tsub_done(s, ret);
-	}
+	for (unsigned p = 0; p < e->n; p++)
+		if (t->parts & (1u << p))
+			tsub_start(t, p);
 	txn_dec(t);
 }
 
@@ -792,7 +833,7 @@ static void txn_granted(struct slock *sl)
 static void ehost_window(struct ehost *h)
 {
 	struct ec *e = h->e;
-	uint64_t stop = h->next + EC_WRITE_WINDOW;
+	uint64_t stop = (h->next / e->width + EC_WRITE_WINDOW) * e->width;
 	struct etxn *first = NULL, **tailp = &first, *t;
 
 	if (stop > h->end)

@@ -49,6 +49,7 @@ struct eresync {
 	uint64_t start_ns;
 	uint64_t bytes;      /* written by this resync */
 	bool waiting_tokens; /* paced: the tick goes on */
+	bool in_walk, again; /* rs_walk running: a nested call only asks for another pass */
 };
 
 static void rs_walk(struct eresync *rs);
@@ -204,16 +205,19 @@ static bool rs_paced(struct eresync *rs)
 	return (double)rs->bytes >= allowed;
 }
 
-static void rs_walk(struct eresync *rs)
+/* One pass; true when rs is gone (stopped and freed, or handed to the hook). */
+static bool rs_walk_once(struct eresync *rs)
 {
 	struct ec *e = rs->e;
 	struct ecopy *c = rs->c;
 	uint64_t per_region = e->region_size / e->unit;
 
 	if (rs_gone(rs)) {
-		if (rs->inflight == 0)
+		if (rs->inflight == 0) {
 			rs_stop(rs);
-		return;
+			return true;
+		}
+		return false;
 	}
 	for (;;) {
 		/* launch stripes of the current region */
@@ -222,7 +226,7 @@ static void rs_walk(struct eresync *rs)
 
 			if (rs_paced(rs)) {
 				rs->waiting_tokens = true;
-				return;
+				return false;
 			}
 			st = calloc(1, sizeof(*st));
 			if (st == NULL) {
@@ -237,15 +241,15 @@ static void rs_walk(struct eresync *rs)
 			if (sl_acquire(e, &st->sl, st->stripe, rstripe_granted))
 				rstripe_go(st);
 			if (rs_gone(rs))
-				return; /* the callbacks finish it */
+				return false; /* the callbacks finish it */
 		}
 		if (rs->inflight > 0)
-			return;
+			return false;
 		if (rs->status < 0) {
 			if (!rs_gone(rs) && rs->status != -ECANCELED)
 				ec_copy_failed(c, rs->status);
 			rs_stop(rs);
-			return;
+			return true;
 		}
 		/* the region is done */
 		if (rs->end_stripe > 0 && rs->region < e->nregions && mbm_test(&c->bm, rs->region)) {
@@ -257,7 +261,7 @@ static void rs_walk(struct eresync *rs)
 			rs->region = mbm_next(&c->bm, 0);
 			if (rs->region >= e->nregions) {
 				rs_finish_walk(rs);
-				return;
+				return true;
 			}
 		}
 		rs->next_stripe = rs->region * per_region;
@@ -265,6 +269,23 @@ static void rs_walk(struct eresync *rs)
 		if (rs->end_stripe > e->nstripes)
 			rs->end_stripe = e->nstripes;
 	}
+}
+
+static void rs_walk(struct eresync *rs)
+{
+	bool gone;
+
+	if (rs->in_walk) {
+		rs->again = true;
+		return;
+	}
+	rs->in_walk = true;
+	do {
+		rs->again = false;
+		gone = rs_walk_once(rs);
+	} while (!gone && rs->again);
+	if (!gone)
+		rs->in_walk = false;
 }
 
 static void rs_released(void *arg, int status)
@@ -332,6 +353,7 @@ static void rs_listed(void *arg, int status, const struct tsr_stage_entry *ents,
 	struct eresync *rs = arg;
 	struct ecopy *c = rs->c;
 	struct ec *e = rs->e;
+	size_t older = 0;
 	int waits;
 
 	if (status < 0 || rs_gone(rs)) {
@@ -340,12 +362,21 @@ static void rs_listed(void *arg, int status, const struct tsr_stage_entry *ents,
 		rs_stop(rs);
 		return;
 	}
+	/*
+	 * An older coordinator's entry: what became of its txn elsewhere is not
+	 * known here, the chunk is recomputed.  One of ours: every txn this copy
+	 * missed (failed in, or not taken part in) is in its bitmap already, and
+	 * a COMMITTED one is in place (the store replays it at open).
+	 */
 	for (size_t i = 0; i < n; i++)
-		if (ents[i].stripe < e->nstripes)
+		if (ents[i].stripe < e->nstripes && ents[i].txn >> 32 < e->epoch) {
 			mbm_mark(&c->bm, ec_chunk_off(e, ents[i].stripe), e->unit, NULL, NULL);
-	if (n > 0)
-		tsr_info("ec %s: copy %u (%s): %zu staged entries: their stripes are rebuilt",
-			 e->name, c->idx, c->node_id, n);
+			older++;
+		}
+	if (older > 0)
+		tsr_info("ec %s: copy %u (%s): %zu entries of an older coordinator: their stripes "
+			 "are rebuilt",
+			 e->name, c->idx, c->node_id, older);
 	rs->inflight = 1;
 	waits = mbm_wait_all(&c->bm, rs_mark_dep, rs);
 	if (waits > 0)

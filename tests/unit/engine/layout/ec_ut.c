@@ -1,0 +1,764 @@
+/*
+ * Unit tests of the erasure-coded layout (engine/layout/ec*.c) against real
+ * chunk copies in one process (mirror_test.h): k+m nodes, each a store
+ * served by a peer server over 127.0.0.1 TCP, the layout on its own home
+ * worker.  Every test checks what the layout reads back against a model of
+ * the volume, and the chunk volumes themselves, read straight from the
+ * nodes' data files: every stripe's data chunks equal the model and every
+ * choice of k chunks decodes to the same stripe.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "mirror_test.h"
+#include "tessera/ec.h"
+
+#define KiB      1024ull
+#define MiB      (1024ull * 1024)
+#define VOL      (4 * MiB)
+#define MAXN     6
+
+struct env {
+	struct node nodes[MAXN];
+	unsigned k, m, n;
+	uint32_t unit;
+	uint64_t chunk_size;
+	struct tsr_worker *home;
+	char state_dir[512];
+	uint8_t *model; /* what the volume must contain */
+	uint8_t *buf;
+	uint8_t *chunkvols[MAXN]; /* nodes' chunk volumes, read back */
+	struct tsr_layout *l;
+	struct tsr_ec_codec *codec;
+	uint64_t rng;
+};
+
+static uint64_t rnd(struct env *e)
+{
+	e->rng ^= e->rng << 13;
+	e->rng ^= e->rng >> 7;
+	e->rng ^= e->rng << 17;
+	return e->rng;
+}
+
+static int env_setup(void **state, unsigned k, unsigned m, uint32_t unit)
+{
+	struct env *e = calloc(1, sizeof(*e));
+
+	e->k = k;
+	e->m = m;
+	e->n = k + m;
+	e->unit = unit;
+	e->chunk_size = tsr_ec_chunk_volume_size(VOL, k, unit);
+	e->rng = 0x9e3779b97f4a7c15ull;
+	for (unsigned i = 0; i < e->n; i++)
+		if (node_init(&e->nodes[i], i, e->chunk_size) < 0)
+			return -1;
+	e->home = start_worker_or_skip(1);
+	if (scratch_dir(e->state_dir, sizeof(e->state_dir)) < 0)
+		return -1;
+	e->model = calloc(1, VOL);
+	e->buf = tsr_alloc_aligned(VOL);
+	for (unsigned i = 0; i < e->n; i++)
+		e->chunkvols[i] = malloc(e->chunk_size);
+	if (tsr_ec_codec_create(k, m, &e->codec) < 0)
+		return -1;
+	log_reset();
+	*state = e;
+	return 0;
+}
+
+static int setup_2p1(void **state)
+{
+	return env_setup(state, 2, 1, 16 * KiB);
+}
+
+static int setup_4p2(void **state)
+{
+	return env_setup(state, 4, 2, 64 * KiB);
+}
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+
+	tsr_layout_destroy(e->l);
+	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
+		usleep(1000);
+	tsr_worker_stop(e->home);
+	for (unsigned i = 0; i < e->n; i++) {
+		node_fini(&e->nodes[i]);
+		free(e->chunkvols[i]);
+	}
+	rm_rf(e->state_dir);
+	free(e->model);
+	tsr_free_aligned(e->buf);
+	tsr_ec_codec_destroy(e->codec);
+	free(e);
+	return 0;
+}
+
+/* Options: copy i on node i; copy 0 local when local. */
+static void opts_init(struct env *e, struct tsr_ec_opts *o, bool local, uint64_t epoch)
+{
+	memset(o, 0, sizeof(*o));
+	o->name = VOLNAME;
+	o->size = VOL;
+	o->k = e->k;
+	o->m = e->m;
+	o->stripe_unit = e->unit;
+	o->epoch = epoch;
+	o->store = e->nodes[0].store;
+	o->state_dir = e->state_dir;
+	o->home = e->home;
+	o->node_id = "node0";
+	o->token = TOKEN;
+	o->n_copies = e->n;
+	o->peer_timeout_ms = 2000;
+	o->write_wait_ms = 3000;
+	o->region_size = e->unit; /* one stripe per dirty region */
+	o->hooks.set_copy_state = test_set_copy_state;
+	for (unsigned i = 0; i < e->n; i++) {
+		struct tsr_layout_copy *c = &o->copies[i];
+
+		snprintf(c->node_id, sizeof(c->node_id), "%s", e->nodes[i].node_id);
+		snprintf(c->address, sizeof(c->address), "%s", e->nodes[i].address);
+		c->local = local && i == 0;
+		c->state = TSR_COPY_IN_SYNC;
+	}
+}
+
+static int create(struct env *e, bool local, uint64_t epoch)
+{
+	struct tsr_ec_opts o;
+
+	opts_init(e, &o, local, epoch);
+	return tsr_layout_ec_create(&o, &e->l);
+}
+
+static int lwrite(struct env *e, uint64_t off, uint32_t len, uint64_t seed)
+{
+	fill(e->buf, len, seed, off);
+	memcpy(e->model + off, e->buf, len);
+	return ldo(e->home, e->l, D_WRITE, off, len, e->buf, 0);
+}
+
+/* Random writes: full stripes, partial ones, several stripes, unaligned to stripes. */
+static void random_writes(struct env *e, unsigned count, uint64_t seed)
+{
+	uint64_t width = (uint64_t)e->k * e->unit;
+
+	for (unsigned i = 0; i < count; i++) {
+		uint64_t off, len;
+
+		switch (rnd(e) % 4) {
+		case 0: /* full stripes */
+			off = (rnd(e) % (VOL / width)) * width;
+			len = width * (1 + rnd(e) % 3);
+			break;
+		case 1: /* inside one chunk */
+			off = (rnd(e) % (VOL / BS)) * BS;
+			len = BS * (1 + rnd(e) % (e->unit / BS));
+			break;
+		default: /* anything */
+			off = (rnd(e) % (VOL / BS)) * BS;
+			len = BS * (1 + rnd(e) % 96);
+			break;
+		}
+		if (off >= VOL)
+			off = VOL - BS;
+		if (off + len > VOL)
+			len = VOL - off;
+		assert_int_equal(lwrite(e, off, (uint32_t)len, seed + i), 0);
+	}
+}
+
+static void assert_reads_equal_model(struct env *e)
+{
+	for (uint64_t off = 0; off < VOL; off += MiB) {
+		memset(e->buf, 0xee, MiB);
+		assert_int_equal(ldo(e->home, e->l, D_READ, off, MiB, e->buf, 0), 0);
+		if (memcmp(e->buf, e->model + off, MiB) != 0) {
+			for (uint64_t b = 0; b < MiB / BS; b++)
+				if (memcmp(e->buf + b * BS, e->model + off + b * BS, BS) != 0) {
+					print_message("read differs at volume block %llu\n",
+						      (unsigned long long)((off + b * BS) / BS));
+					break;
+				}
+			fail();
+		}
+	}
+}
+
+static void load_chunkvols(struct env *e)
+{
+	for (unsigned i = 0; i < e->n; i++)
+		assert_int_equal(node_read_all(&e->nodes[i], e->chunkvols[i], e->chunk_size), 0);
+}
+
+/* Stripe s's chunk p, from the chunk volume of the copy that holds it. */
+static uint8_t *chunk(struct env *e, uint64_t s, unsigned p)
+{
+	return e->chunkvols[tsr_ec_copy_of(s, p, e->k, e->m)] + s * e->unit;
+}
+
+/*
+ * Every stripe: data chunks equal the model (want_model) and every choice
+ * of k chunks decodes to the same k+m chunks.  Returns stripes checked.
+ */
+static void assert_stripes_consistent(struct env *e, bool want_model)
+{
+	uint64_t stripes = tsr_ec_stripes(VOL, e->k, e->unit);
+	uint64_t width = (uint64_t)e->k * e->unit;
+	uint8_t *scratch = tsr_alloc_aligned((size_t)e->n * e->unit);
+	uint8_t *ptr[MAXN];
+
+	load_chunkvols(e);
+	for (unsigned p = 0; p < e->n; p++)
+		ptr[p] = scratch + (size_t)p * e->unit;
+	for (uint64_t s = 0; s < stripes; s++) {
+		if (want_model)
+			for (unsigned d = 0; d < e->k; d++) {
+				uint64_t voff = s * width + (uint64_t)d * e->unit;
+
+				if (voff >= VOL)
+					continue;
+				if (memcmp(chunk(e, s, d), e->model + voff, e->unit) != 0) {
+					print_message("stripe %llu data chunk %u (copy %u) != model\n",
+						      (unsigned long long)s, d,
+						      tsr_ec_copy_of(s, d, e->k, e->m));
+					fail();
+				}
+			}
+		/* every subset of k present chunks */
+		for (uint32_t present = 0; present < (1u << e->n); present++) {
+			uint32_t want = ((1u << e->n) - 1) & ~present;
+
+			if ((unsigned)__builtin_popcount(present) != e->k)
+				continue;
+			for (unsigned p = 0; p < e->n; p++) {
+				if (present & (1u << p))
+					memcpy(ptr[p], chunk(e, s, p), e->unit);
+				else
+					memset(ptr[p], 0x5a, e->unit);
+			}
+			assert_int_equal(tsr_ec_decode(e->codec, e->unit, ptr, present, want), 0);
+			for (unsigned p = 0; p < e->n; p++)
+				if (memcmp(ptr[p], chunk(e, s, p), e->unit) != 0) {
+					print_message("stripe %llu: chunk %u decoded from %#x differs\n",
+						      (unsigned long long)s, p, present);
+					fail();
+				}
+		}
+	}
+	tsr_free_aligned(scratch);
+}
+
+static void get_status(struct env *e, struct tsr_layout_status *s)
+{
+	tsr_layout_get_status(e->l, s);
+}
+
+static bool wait_status(struct env *e, bool (*pred)(const struct tsr_layout_status *), unsigned ms)
+{
+	struct tsr_layout_status s;
+	uint64_t end = mono_ms() + ms;
+
+	do {
+		get_status(e, &s);
+		if (pred(&s))
+			return true;
+		usleep(10000);
+	} while (mono_ms() < end);
+	return false;
+}
+
+static bool all_in_sync(const struct tsr_layout_status *s)
+{
+	return s->in_sync == s->n_copies && !s->resync_running;
+}
+
+/* Let the layout's batched RELEASE go out (EC_RELEASE_MS after the last txn). */
+static void settle(void)
+{
+	usleep(400 * 1000);
+}
+
+static bool one_in_sync(const struct tsr_layout_status *s)
+{
+	return s->in_sync <= 1;
+}
+
+/* ---- round trips ---- */
+
+static void round_trip(struct env *e, bool local)
+{
+	struct tsr_layout_status s;
+	uint64_t width = (uint64_t)e->k * e->unit;
+
+	assert_int_equal(create(e, local, 1), 0);
+	assert_true(tsr_layout_is_ec(e->l));
+	random_writes(e, 60, 100);
+	/* a large write over many stripes, unaligned at both ends */
+	assert_int_equal(lwrite(e, width / 2 + BS, (uint32_t)(2 * MiB + 3 * BS), 7), 0);
+	/* write_zeroes = writes of zeros; trim accepted and ignored */
+	assert_int_equal(ldo(e->home, e->l, D_ZEROES, 3 * BS, 5 * BS, NULL, 0), 0);
+	memset(e->model + 3 * BS, 0, 5 * BS);
+	assert_int_equal(ldo(e->home, e->l, D_TRIM, 0, MiB, NULL, 0), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	assert_reads_equal_model(e);
+	assert_stripes_consistent(e, true);
+	get_status(e, &s);
+	assert_int_equal(s.in_sync, e->n);
+	assert_int_equal(s.ec_k, e->k);
+	assert_int_equal(s.ec_m, e->m);
+	assert_int_equal(s.stripe_unit, e->unit);
+	assert_int_equal(s.stripes_total, tsr_ec_stripes(VOL, e->k, e->unit));
+	assert_int_equal(s.stripes_degraded, 0);
+	assert_int_equal(s.degraded_reads, 0);
+	assert_int_equal(s.copy_failures, 0);
+	assert_int_equal(s.txn_rolled_forward + s.txn_rolled_back, 0);
+	assert_true(s.writes >= 62);
+	assert_false(s.fenced);
+}
+
+static void test_round_trip_2p1_local(void **state)
+{
+	round_trip(*state, true);
+}
+
+static void test_round_trip_4p2_remote(void **state)
+{
+	round_trip(*state, false);
+}
+
+/* Overlapping writes issued together land in arrival order on every chunk. */
+static void test_overlapping_batch(void **state)
+{
+	struct env *e = *state;
+	struct batch *b = calloc(1, sizeof(*b));
+
+	assert_int_equal(create(e, true, 1), 0);
+	b->l = e->l;
+	b->n = 24;
+	for (unsigned i = 0; i < b->n; i++) {
+		b->off[i] = (rnd(e) % 64) * BS;
+		b->len[i] = (uint32_t)(BS * (1 + rnd(e) % 40));
+		b->buf[i] = tsr_alloc_aligned(b->len[i]);
+		fill(b->buf[i], b->len[i], 500 + i, b->off[i]);
+		memcpy(e->model + b->off[i], b->buf[i], b->len[i]);
+	}
+	assert_int_equal(batch_run(e->home, b), 0);
+	assert_reads_equal_model(e);
+	assert_stripes_consistent(e, true);
+	for (unsigned i = 0; i < b->n; i++)
+		tsr_free_aligned(b->buf[i]);
+	free(b);
+}
+
+/* ---- degraded reads ---- */
+
+static bool degraded(const struct tsr_layout_status *s)
+{
+	return s->in_sync < s->n_copies;
+}
+
+static void test_degraded_reads(void **state)
+{
+	struct env *e = *state;
+	struct tsr_layout_status s;
+
+	assert_int_equal(create(e, false, 1), 0);
+	random_writes(e, 40, 200);
+	/* one copy away */
+	node_stop(&e->nodes[1]);
+	assert_reads_equal_model(e);
+	assert_true(wait_status(e, degraded, 5000));
+	get_status(e, &s);
+	assert_int_equal(s.in_sync, e->n - 1);
+	assert_true(s.degraded_reads > 0);
+	assert_int_equal(s.stripes_degraded, s.stripes_total);
+	/* m copies away: still every byte */
+	node_stop(&e->nodes[4]);
+	assert_reads_equal_model(e);
+	get_status(e, &s);
+	assert_int_equal(s.in_sync, e->n - 2);
+	assert_int_equal(s.copy_failures, 2);
+	/* a read error on a chunk (not the connection): decoded, copy stays in sync */
+}
+
+/* ---- degraded writes, return, resync ---- */
+
+/* Stripes where copy c holds a chunk one of the writes changes (data chunk
+ * touched, or parity). */
+static uint64_t missed_chunks(struct env *e, const uint64_t *off, const uint64_t *len,
+			      unsigned n, unsigned c)
+{
+	uint64_t width = (uint64_t)e->k * e->unit, stripes = tsr_ec_stripes(VOL, e->k, e->unit);
+	uint8_t *hit = calloc(stripes, 1);
+	uint64_t count = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		for (uint64_t b = off[i]; b < off[i] + len[i]; b += BS) {
+			uint64_t s = b / width;
+			unsigned d = (unsigned)((b % width) / e->unit);
+			unsigned p = tsr_ec_position_of(s, c, e->k, e->m);
+
+			if (p == d || p >= e->k)
+				hit[s] = 1;
+		}
+	for (uint64_t s = 0; s < stripes; s++)
+		count += hit[s];
+	free(hit);
+	return count;
+}
+
+static void test_degraded_writes_resync(void **state)
+{
+	struct env *e = *state;
+	struct tsr_layout_status s;
+	uint64_t before;
+
+	assert_int_equal(create(e, true, 1), 0);
+	random_writes(e, 30, 300);
+	node_stop(&e->nodes[2]);
+	node_stop(&e->nodes[5]);
+	/* writes go on with k+m-2 = k copies: partial and full stripes (7 stripes) */
+	assert_int_equal(lwrite(e, 256 * KiB, 256 * KiB, 30), 0); /* stripe 1, whole */
+	assert_int_equal(lwrite(e, 64 * KiB, 256 * KiB, 31), 0); /* stripes 0 and 1 */
+	assert_int_equal(lwrite(e, 1 * MiB + 8 * KiB, 12 * KiB, 32), 0);
+	assert_int_equal(lwrite(e, 3 * MiB - 4 * KiB, 12 * KiB, 33), 0);
+	assert_int_equal(lwrite(e, 2 * MiB + 68 * KiB, 4 * KiB, 34), 0);
+	assert_reads_equal_model(e);
+	get_status(e, &s);
+	assert_int_equal(s.in_sync, e->n - 2);
+	assert_int_equal(g_log.state[2], TSR_COPY_OUT_OF_SYNC);
+	assert_int_equal(g_log.state[5], TSR_COPY_OUT_OF_SYNC);
+	assert_true(s.copies[2].dirty_bytes > 0);
+	assert_true(s.copies[2].dirty_bytes < e->chunk_size);
+	before = s.resync_bytes_copied;
+	/* they come back: resync only the stripes written meanwhile */
+	node_run(&e->nodes[2], 0);
+	node_run(&e->nodes[5], 0);
+	tsr_layout_copy_returned(e->l, 2, e->nodes[2].address);
+	tsr_layout_copy_returned(e->l, 5, e->nodes[5].address);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	get_status(e, &s);
+	assert_true(s.resync_bytes_copied > before);
+	/* invariant 7: only the chunks the writes while away changed on those copies */
+	{
+		uint64_t w_off[] = {256 * KiB, 64 * KiB, 1 * MiB + 8 * KiB, 3 * MiB - 4 * KiB,
+				    2 * MiB + 68 * KiB};
+		uint64_t w_len[] = {256 * KiB, 256 * KiB, 12 * KiB, 12 * KiB, 4 * KiB};
+
+		assert_int_equal(s.resync_bytes_copied - before,
+				 (missed_chunks(e, w_off, w_len, 5, 2) +
+				  missed_chunks(e, w_off, w_len, 5, 5)) *
+				     e->unit);
+	}
+	assert_int_equal(s.stripes_rebuilding, 0);
+	assert_int_equal(s.stripes_degraded, 0);
+	assert_int_equal(g_log.state[2], TSR_COPY_IN_SYNC);
+	assert_int_equal(g_log.state[5], TSR_COPY_IN_SYNC);
+	/* every chunk volume consistent again, and writes reach all copies */
+	assert_stripes_consistent(e, true);
+	random_writes(e, 10, 400);
+	assert_reads_equal_model(e);
+	assert_stripes_consistent(e, true);
+}
+
+/* Below min_in_sync: the write waits write_wait_ms, then -EIO. */
+static void test_below_min_in_sync(void **state)
+{
+	struct env *e = *state;
+	uint64_t t0;
+	int ret;
+
+	assert_int_equal(create(e, true, 1), 0);
+	assert_int_equal(lwrite(e, 0, 64 * KiB, 1), 0);
+	node_stop(&e->nodes[1]);
+	node_stop(&e->nodes[2]);
+	assert_true(wait_status(e, one_in_sync, 5000));
+	t0 = mono_ms();
+	fill(e->buf, 8 * KiB, 2, 0);
+	ret = ldo(e->home, e->l, D_WRITE, 0, 8 * KiB, e->buf, 0);
+	assert_int_equal(ret, -EIO);
+	assert_true(mono_ms() - t0 >= 2000);
+	/* reads of the local data chunks still work where they can */
+}
+
+/* ---- the write hole: a coordinator that died at each step ---- */
+
+static int node_stage(struct node *n, const struct tsr_stage_entry *en, const void *buf)
+{
+	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
+	struct tsr_svol *v = NULL;
+	struct done d = {0};
+	int ret;
+
+	ret = tsr_store_vol_open(n->store, VOLNAME, &v);
+	if (ret == 0)
+		ret = tsr_svol_stage(v, io, en, buf, done_cb, &d);
+	if (ret == 0)
+		ret = wait_done(io, &d);
+	if (v != NULL)
+		tsr_svol_put(v);
+	tsr_io_destroy(io);
+	return ret;
+}
+
+static int node_commit(struct node *n, uint64_t txn)
+{
+	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
+	struct tsr_svol *v = NULL;
+	struct done d = {0};
+	int ret;
+
+	ret = tsr_store_vol_open(n->store, VOLNAME, &v);
+	if (ret == 0)
+		ret = tsr_svol_stage_commit(v, io, txn, done_cb, &d);
+	if (ret == 0)
+		ret = wait_done(io, &d);
+	if (v != NULL)
+		tsr_svol_put(v);
+	tsr_io_destroy(io);
+	return ret;
+}
+
+static size_t node_stage_count(struct node *n)
+{
+	struct tsr_svol *v = NULL;
+	struct tsr_stage_entry *list = NULL;
+	size_t count = 0;
+
+	assert_int_equal(tsr_store_vol_open(n->store, VOLNAME, &v), 0);
+	assert_int_equal(tsr_svol_stage_list(v, &list, &count), 0);
+	free(list);
+	tsr_svol_put(v);
+	return count;
+}
+
+/*
+ * Simulate a coordinator (epoch old_epoch) that died in a partial write of
+ * stripe s, data chunk d, column [col, col+len): its participants (chunk d
+ * and the m parities, in position order) staged on the first `staged`,
+ * committed on the first `committed`.  Returns the new stripe content in
+ * newdata (the volume bytes of the stripe).
+ */
+static void crashed_txn(struct env *e, uint64_t old_epoch, uint64_t txn_no, uint64_t s,
+			unsigned d, uint32_t col, uint32_t len, unsigned staged, unsigned committed,
+			uint8_t *newstripe)
+{
+	uint64_t width = (uint64_t)e->k * e->unit;
+	uint8_t *bufs = tsr_alloc_aligned((size_t)e->n * len);
+	const uint8_t *data[TSR_EC_MAX_K];
+	uint8_t *parity[TSR_EC_MAX_M];
+	unsigned parts[TSR_EC_MAX_M + 1], np = 0;
+	struct tsr_stage_entry en = {0};
+
+	memcpy(newstripe, e->model + s * width, width);
+	fill(newstripe + (uint64_t)d * e->unit + col, len, 900 + txn_no,
+	     s * width + (uint64_t)d * e->unit + col);
+	for (unsigned i = 0; i < e->k; i++) {
+		memcpy(bufs + (size_t)i * len, newstripe + (uint64_t)i * e->unit + col, len);
+		data[i] = bufs + (size_t)i * len;
+	}
+	for (unsigned j = 0; j < e->m; j++)
+		parity[j] = bufs + (size_t)(e->k + j) * len;
+	tsr_ec_encode(e->codec, len, data, parity);
+	parts[np++] = d;
+	for (unsigned j = 0; j < e->m; j++)
+		parts[np++] = e->k + j;
+	en.txn = (old_epoch << 32) | txn_no;
+	en.stripe = s;
+	en.offset = s * e->unit + col;
+	en.length = len;
+	for (unsigned i = 0; i < np; i++)
+		en.participants |= 1u << parts[i];
+	for (unsigned i = 0; i < staged && i < np; i++)
+		assert_int_equal(node_stage(&e->nodes[tsr_ec_copy_of(s, parts[i], e->k, e->m)],
+					    &en, bufs + (size_t)parts[i] * len),
+				 0);
+	for (unsigned i = 0; i < committed && i < np; i++)
+		assert_int_equal(
+		    node_commit(&e->nodes[tsr_ec_copy_of(s, parts[i], e->k, e->m)], en.txn), 0);
+	tsr_free_aligned(bufs);
+}
+
+static void test_write_hole_recovery(void **state)
+{
+	struct env *e = *state;
+	uint64_t width = (uint64_t)e->k * e->unit;
+	uint8_t *newstripe = malloc(width);
+	struct tsr_layout_status s;
+	uint64_t epoch = 1;
+	unsigned np = 1 + e->m;
+	struct {
+		unsigned staged, committed;
+		bool forward;
+	} cases[] = {
+	    {0, 0, false},  {1, 0, false},  {np - 1, 0, false},
+	    {np, 0, true}, {np, 1, true}, {np, np, true},
+	};
+
+	assert_int_equal(create(e, true, epoch), 0);
+	random_writes(e, 30, 600);
+	for (uint64_t off = 0; off < VOL; off += width) /* every stripe written */
+		assert_int_equal(lwrite(e, off, (uint32_t)width, 700 + off / width), 0);
+	settle();
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	for (unsigned c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		uint64_t stripe = 3 + c * 2;
+		unsigned d = c % e->k;
+
+		print_message("case %u: staged on %u of %u participants, committed on %u\n", c,
+			      cases[c].staged, np, cases[c].committed);
+		crashed_txn(e, epoch, 0x10000000u + c, stripe, d, 2 * BS, 2 * BS, cases[c].staged,
+			    cases[c].committed, newstripe);
+		epoch++;
+		assert_int_equal(create(e, c % 2 == 0, epoch), 0);
+		get_status(e, &s);
+		assert_int_equal(s.txn_rolled_forward, cases[c].forward && cases[c].staged ? 1 : 0);
+		assert_int_equal(s.txn_rolled_back, !cases[c].forward && cases[c].staged ? 1 : 0);
+		if (cases[c].forward)
+			memcpy(e->model + stripe * width, newstripe, width);
+		/* the stripe reads as old or new (the rule's choice), nothing else moved */
+		assert_reads_equal_model(e);
+		assert_stripes_consistent(e, true);
+		/* every older txn released on every copy */
+		for (unsigned i = 0; i < e->n; i++)
+			assert_int_equal(node_stage_count(&e->nodes[i]), 0);
+		/* and the volume goes on */
+		assert_int_equal(lwrite(e, stripe * width + BS, 3 * BS, 800 + c), 0);
+		assert_reads_equal_model(e);
+		settle();
+		tsr_layout_destroy(e->l);
+		e->l = NULL;
+	}
+	assert_stripes_consistent(e, true);
+	free(newstripe);
+}
+
+/* A copy unreachable during recovery gets the stripe rebuilt when it returns. */
+static void test_recovery_copy_away(void **state)
+{
+	struct env *e = *state;
+	uint64_t width = (uint64_t)e->k * e->unit;
+	uint8_t *newstripe = malloc(width);
+	uint64_t stripe = 5;
+	unsigned away;
+	struct tsr_layout_status s;
+
+	assert_int_equal(create(e, true, 1), 0);
+	for (uint64_t off = 0; off < VOL; off += width)
+		assert_int_equal(lwrite(e, off, (uint32_t)width, 50 + off / width), 0);
+	settle();
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	/* committed on the first participant only (data chunk 1), then its node goes */
+	crashed_txn(e, 1, 0x10000000u, stripe, 1, BS, BS, 1 + e->m, 1, newstripe);
+	memcpy(e->model + stripe * width, newstripe, width);
+	away = tsr_ec_copy_of(stripe, e->k, e->k, e->m); /* the first parity's copy */
+	if (away == 0)
+		away = tsr_ec_copy_of(stripe, e->k + 1, e->k, e->m);
+	node_stop(&e->nodes[away]);
+	assert_int_equal(create(e, true, 2), 0);
+	get_status(e, &s);
+	assert_int_equal(s.txn_rolled_forward, 1);
+	assert_int_equal(s.in_sync, e->n - 1);
+	assert_reads_equal_model(e);
+	node_run(&e->nodes[away], 0);
+	tsr_layout_copy_returned(e->l, away, e->nodes[away].address);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	assert_int_equal(node_stage_count(&e->nodes[away]), 0);
+	assert_stripes_consistent(e, true);
+	free(newstripe);
+}
+
+/* ---- epochs ---- */
+
+static void test_stale_epoch_fences(void **state)
+{
+	struct env *e = *state;
+	struct tsr_layout *l1;
+	struct tsr_layout_status s;
+
+	assert_int_equal(create(e, true, 5), 0);
+	assert_int_equal(lwrite(e, 0, 16 * KiB, 1), 0);
+	l1 = e->l;
+	e->l = NULL;
+	/* an older coordinator cannot start */
+	assert_int_equal(create(e, true, 4), -ESTALE);
+	assert_null(e->l);
+	/* a newer one fences the running one */
+	assert_int_equal(create(e, false, 6), 0);
+	fill(e->buf, 16 * KiB, 2, 0);
+	assert_int_equal(ldo(e->home, l1, D_WRITE, 0, 16 * KiB, e->buf, 0), -EIO);
+	tsr_layout_get_status(l1, &s);
+	assert_true(s.fenced);
+	assert_int_equal(ldo(e->home, l1, D_READ, 0, 16 * KiB, e->buf, 0), -EIO);
+	tsr_layout_destroy(l1);
+	/* the new one has the old content */
+	assert_reads_equal_model(e);
+	/* and tsr_layout_fence fences it too */
+	tsr_layout_fence(e->l);
+	assert_int_equal(ldo(e->home, e->l, D_WRITE, 0, 16 * KiB, e->buf, 0), -EIO);
+}
+
+static void test_bad_opts(void **state)
+{
+	struct env *e = *state;
+	struct tsr_ec_opts o;
+	struct tsr_layout *l = NULL;
+
+	opts_init(e, &o, true, 1);
+	o.k = 0;
+	assert_int_equal(tsr_layout_ec_create(&o, &l), -EINVAL);
+	opts_init(e, &o, true, 1);
+	o.stripe_unit = 12288;
+	assert_int_equal(tsr_layout_ec_create(&o, &l), -EINVAL);
+	opts_init(e, &o, true, 1);
+	o.n_copies = e->n - 1;
+	assert_int_equal(tsr_layout_ec_create(&o, &l), -EINVAL);
+	opts_init(e, &o, true, 1);
+	o.min_in_sync = e->k - 1;
+	assert_int_equal(tsr_layout_ec_create(&o, &l), -EINVAL);
+	/* chunk volume too small for this size */
+	opts_init(e, &o, true, 1);
+	o.size = 2 * VOL;
+	assert_int_equal(tsr_layout_ec_create(&o, &l), -EINVAL);
+	assert_null(l);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_round_trip_2p1_local, setup_2p1, teardown),
+	    cmocka_unit_test_setup_teardown(test_round_trip_4p2_remote, setup_4p2, teardown),
+	    cmocka_unit_test_setup_teardown(test_overlapping_batch, setup_2p1, teardown),
+	    cmocka_unit_test_setup_teardown(test_degraded_reads, setup_4p2, teardown),
+	    cmocka_unit_test_setup_teardown(test_degraded_writes_resync, setup_4p2, teardown),
+	    cmocka_unit_test_setup_teardown(test_below_min_in_sync, setup_2p1, teardown),
+	    cmocka_unit_test_setup_teardown(test_write_hole_recovery, setup_4p2, teardown),
+	    cmocka_unit_test_setup_teardown(test_write_hole_recovery, setup_2p1, teardown),
+	    cmocka_unit_test_setup_teardown(test_recovery_copy_away, setup_4p2, teardown),
+	    cmocka_unit_test_setup_teardown(test_stale_epoch_fences, setup_2p1, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_opts, setup_2p1, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
