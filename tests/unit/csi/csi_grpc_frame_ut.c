@@ -1,7 +1,8 @@
 /*
- * Unit tests for csi/grpc_frame.c (binary csi_grpc_frame_ut): the gRPC length prefix (good, truncated,
- * trailing bytes, oversized, compressed flag, bad flag), protobuf decoding
- * of a request, the grpc-message percent-encoding.
+ * Unit tests for csi/grpc_frame.c (binary csi_grpc_frame_ut): the gRPC
+ * length prefix (good, truncated, trailing bytes, oversized, compressed
+ * flag, bad flag), protobuf decoding of a request, the grpc-message
+ * percent-encoding.
  */
 #include <errno.h>
 #include <setjmp.h>
