@@ -73,7 +73,11 @@ def read_frames(s, until_stream=1, limit_s=10):
             buf = buf[9 + ln:]
             frames.append((ftype, flags, sid, payload))
             if ftype == 4 and not flags & 1:      # SETTINGS: acknowledge
-                s.sendall(frame(4, 1, 0, b""))
+                try:
+                    s.sendall(frame(4, 1, 0, b""))
+                except OSError:
+                    pass  # the server closed already: the frames read so far tell
+
             if ftype == 7:
                 return frames, "goaway"
             if sid == until_stream and (ftype == 3 or (ftype in (0, 1) and flags & 1)):

@@ -31,6 +31,20 @@ TMP = os.environ["CSI_TMP"]
 STATE = os.environ.get("CSI_STATE_DIR", "")
 P3 = {"replicas": "3", "failureDomain": "zone"}
 SIZE = 320 * MiB      # xfs wants at least 300 MB
+
+
+def _has_cap(bit):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> bit & 1)
+    return False
+
+
+# Growing a mounted ext4 (EXT4_IOC_RESIZE_FS) needs CAP_SYS_RESOURCE; some
+# containers drop it.  Without it the df check of ext4 growth cannot pass
+# here, whatever the driver does: it is logged and left out.
+CAN_GROW_EXT4 = _has_cap(24)
 GROWN = 640 * MiB
 
 
@@ -82,8 +96,63 @@ def write_files(root):
     os.sync()
 
 
+# What a test set up, torn down best-effort by cleanup() when it stops early,
+# so that the next test starts clean and test_nothing_left judges the driver.
+SETUP = {"published": [], "staged": [], "snapshots": [], "volumes": []}
+
+
+def cleanup():
+    for vid, path in reversed(SETUP["published"]):
+        cli.call("node.NodeUnpublishVolume", pb.NodeUnpublishVolumeRequest(volume_id=vid, target_path=path))
+    for vid, path in reversed(SETUP["staged"]):
+        cli.call("node.NodeUnstageVolume", pb.NodeUnstageVolumeRequest(volume_id=vid, staging_target_path=path))
+    for sid in SETUP["snapshots"]:
+        cli.call("controller.DeleteSnapshot", pb.DeleteSnapshotRequest(snapshot_id=sid))
+    for vid in reversed(SETUP["volumes"]):
+        cli.call("controller.DeleteVolume", pb.DeleteVolumeRequest(volume_id=vid))
+    for k in SETUP:
+        SETUP[k].clear()
+
+
+def created(vid):
+    SETUP["volumes"].append(vid)
+    return vid
+
+
+def expand(vid, size, cap, tg, st):
+    """ControllerExpandVolume then NodeExpandVolume, each twice; False if refused."""
+    req = pb.ControllerExpandVolumeRequest(volume_id=vid, capacity_range=pb.CapacityRange(required_bytes=size),
+                                           volume_capability=cap)
+    caps = []
+    for i in (1, 2):
+        e, code, det = cli.call("controller.ControllerExpandVolume", req)
+        if not R.check(code == C.OK, f"ControllerExpandVolume {vid} to {size} while published "
+                       f"(ONLINE expansion advertised) #{i}: {code.name} {det!r}"):
+            return False
+        caps.append(e.capacity_bytes)
+        R.check(e.capacity_bytes >= size, f"ControllerExpandVolume gave {e.capacity_bytes}, want >= {size}")
+        R.check(e.node_expansion_required or cap.HasField("block"),
+                "a mounted filesystem needs NodeExpandVolume (node_expansion_required false)")
+    R.check(caps[0] == caps[1], f"ControllerExpandVolume twice: {caps}")
+    return node_expand(vid, size, cap, tg, st)
+
+
+def node_expand(vid, size, cap, tg, st):
+    """NodeExpandVolume twice; False when this machine cannot grow the filesystem."""
+    req = pb.NodeExpandVolumeRequest(volume_id=vid, volume_path=tg, staging_target_path=st, volume_capability=cap,
+                                     capacity_range=pb.CapacityRange(required_bytes=size))
+    if cap.HasField("mount") and cap.mount.fs_type == "ext4" and not CAN_GROW_EXT4:
+        _, code, det = cli.call("node.NodeExpandVolume", req)
+        R.log(f"ext4 growth not checked: this process lacks CAP_SYS_RESOURCE, which growing a mounted ext4 "
+              f"needs (NodeExpandVolume said {code.name} {det[:120]!r})")
+        return False
+    X.twice_ok("node.NodeExpandVolume", req, f"{vid}", same=lambda r: 0)
+    return True
+
+
 def stage(vid, path, cap, what):
     os.makedirs(path, exist_ok=True)
+    SETUP["staged"].append((vid, path))
     X.twice_ok("node.NodeStageVolume", pb.NodeStageVolumeRequest(
         volume_id=vid, staging_target_path=path, volume_capability=cap), what)
 
@@ -94,6 +163,7 @@ def unstage(vid, path, what):
 
 def publish(vid, staging, target, cap, what, readonly=False):
     os.makedirs(os.path.dirname(target), exist_ok=True)
+    SETUP["published"].append((vid, target))
     X.twice_ok("node.NodePublishVolume", pb.NodePublishVolumeRequest(
         volume_id=vid, staging_target_path=staging, target_path=target, volume_capability=cap,
         readonly=readonly), what)
@@ -121,11 +191,14 @@ def fs_lifecycle(fs):
     tg_ro = os.path.join(TMP, "pods/p2/volumes", vid)
     tg2 = os.path.join(TMP, "pods/p3/volumes", clone)
 
-    v = X.ok("controller.CreateVolume", create_req(vid, SIZE, P3, caps=[cap]), vid).volume
+    X.ok("controller.CreateVolume", create_req(created(vid), SIZE, P3, caps=[cap]), vid)
     stage(vid, st, cap, f"{vid} {fs}")
     m = mount_of(st)
     R.need(m is not None, f"{st} is not a mount point after NodeStageVolume")
     R.check(m[1] == fs, f"staged {vid} is {m[1]}, want {fs}")
+    X.code("controller.DeleteVolume", pb.DeleteVolumeRequest(volume_id=vid), C.FAILED_PRECONDITION,
+           "of a staged volume (in use)")
+    R.check(vid in cluster_volumes(), f"DeleteVolume removed the staged volume {vid}")
     publish(vid, st, tg, cap, f"{vid} rw")
     R.need(os.path.ismount(tg), f"{tg} is not a mount point after NodePublishVolume")
     publish(vid, st, tg_ro, cap, f"{vid} ro", readonly=True)
@@ -151,10 +224,11 @@ def fs_lifecycle(fs):
         subprocess.run(["fsfreeze", "-f", st], check=True)
     try:
         s = X.ok("controller.CreateSnapshot", pb.CreateSnapshotRequest(source_volume_id=vid, name=snap)).snapshot
+        SETUP["snapshots"].append(s.snapshot_id)
     finally:
         if shutil.which("fsfreeze"):
             subprocess.run(["fsfreeze", "-u", st], check=True)
-    c = X.ok("controller.CreateVolume", create_req(clone, SIZE, P3, caps=[cap], snap=s.snapshot_id)).volume
+    c = X.ok("controller.CreateVolume", create_req(created(clone), SIZE, P3, caps=[cap], snap=s.snapshot_id)).volume
     R.check(c.content_source.snapshot.snapshot_id == s.snapshot_id, f"clone content_source {c.content_source}")
     # writes after the snapshot must not show in the clone
     with open(os.path.join(tg, "after-snapshot"), "wb") as f:
@@ -168,24 +242,16 @@ def fs_lifecycle(fs):
 
     # online expansion
     before = os.statvfs(tg)
-    e = X.twice_ok("controller.ControllerExpandVolume", pb.ControllerExpandVolumeRequest(
-        volume_id=vid, capacity_range=pb.CapacityRange(required_bytes=GROWN), volume_capability=cap), f"{vid}",
-        same=lambda r: r.capacity_bytes)
-    R.check(e.capacity_bytes >= GROWN, f"ControllerExpandVolume gave {e.capacity_bytes}")
-    R.check(e.node_expansion_required, "a mounted filesystem needs NodeExpandVolume")
-    n = X.twice_ok("node.NodeExpandVolume", pb.NodeExpandVolumeRequest(
-        volume_id=vid, volume_path=tg, staging_target_path=st, volume_capability=cap,
-        capacity_range=pb.CapacityRange(required_bytes=GROWN)), f"{vid}", same=lambda r: 0)
-    R.check(n.capacity_bytes in (0, e.capacity_bytes) or n.capacity_bytes >= GROWN,
-            f"NodeExpandVolume capacity {n.capacity_bytes}")
-    after = os.statvfs(tg)
-    old, new = before.f_blocks * before.f_frsize, after.f_blocks * after.f_frsize
-    R.log(f"{fs}: df size {old >> 20} MiB -> {new >> 20} MiB")
-    R.check(new >= old + (GROWN - SIZE) * 0.9, f"{fs}: df shows {new} bytes after growing to {GROWN} (was {old})")
-    b1, _ = stats(vid, tg)
-    if b1:
-        R.check(b1.total >= new * 0.9, f"NodeGetVolumeStats total {b1.total} after expansion (df {new})")
-    R.check(tree_sums(tg).items() >= sums.items(), "files changed by the expansion")
+    online = expand(vid, GROWN, cap, tg, st)
+    if online:
+        after = os.statvfs(tg)
+        old, new = before.f_blocks * before.f_frsize, after.f_blocks * after.f_frsize
+        R.log(f"{fs}: df size {old >> 20} MiB -> {new >> 20} MiB")
+        R.check(new >= old + (GROWN - SIZE) * 0.9, f"{fs}: df shows {new} bytes after growing to {GROWN} (was {old})")
+        b1, _ = stats(vid, tg)
+        if b1:
+            R.check(b1.total >= new * 0.9, f"NodeGetVolumeStats total {b1.total} after expansion (df {new})")
+        R.check(tree_sums(tg).items() >= sums.items(), "files changed by the expansion")
 
     # tear down, each call twice
     for vol_id, target in ((clone, tg2), (vid, tg_ro), (vid, tg)):
@@ -193,9 +259,21 @@ def fs_lifecycle(fs):
     unstage(clone, st2, clone)
     unstage(vid, st, vid)
     R.check(not os.path.ismount(st) and not os.path.ismount(st2), "staging paths still mounted after NodeUnstage")
-    # staged again after unstage: the filesystem (not re-made) still has the files
+    # offline expansion (the volume staged nowhere), then staged again: the
+    # filesystem (not made again) has the files and NodeExpandVolume grows it
+    target = GROWN + 64 * MiB if online else GROWN
+    e = X.twice_ok("controller.ControllerExpandVolume", pb.ControllerExpandVolumeRequest(
+        volume_id=vid, capacity_range=pb.CapacityRange(required_bytes=target), volume_capability=cap),
+        f"{vid} offline", same=lambda r: r.capacity_bytes)
+    R.check(e.capacity_bytes >= target, f"offline ControllerExpandVolume gave {e.capacity_bytes}")
     stage(vid, st, cap, f"{vid} again")
     publish(vid, st, tg, cap, f"{vid} again")
+    before = os.statvfs(tg)
+    if node_expand(vid, target, cap, tg, st):
+        after = os.statvfs(tg)
+        old, new = before.f_blocks * before.f_frsize, after.f_blocks * after.f_frsize
+        R.log(f"{fs}: offline expansion to {target >> 20} MiB: df size {old >> 20} MiB -> {new >> 20} MiB")
+        R.check(new >= target * 0.85, f"{fs}: df shows {new} bytes after expansion to {target}")
     R.check(tree_sums(tg).items() >= sums.items(), "files lost after unstage + stage (was the volume formatted again?)")
     unpublish(vid, tg, vid)
     unstage(vid, st, vid)
@@ -208,22 +286,35 @@ def fs_lifecycle(fs):
 
 
 def test_ext4():
-    fs_lifecycle("ext4")
+    try:
+        fs_lifecycle("ext4")
+    finally:
+        cleanup()
 
 
 def test_xfs():
     if "xfs" not in os.environ.get("CSI_FS", "").split(","):
         R.log("xfs: mkfs.xfs not installed, not tried")
         return
-    fs_lifecycle("xfs")
+    try:
+        fs_lifecycle("xfs")
+    finally:
+        cleanup()
 
 
 def test_block():
+    try:
+        block_lifecycle()
+    finally:
+        cleanup()
+
+
+def block_lifecycle():
     vid, size = "life-blk", 96 * MiB
     cap = block_cap()
     st = os.path.join(TMP, "stage", vid)
     tg = os.path.join(TMP, "pods/p4/volumeDevices", vid)
-    X.ok("controller.CreateVolume", create_req(vid, size, P3, caps=[cap]))
+    X.ok("controller.CreateVolume", create_req(created(vid), size, P3, caps=[cap]))
     stage(vid, st, cap, vid)
     publish(vid, st, tg, cap, vid)
     R.need(os.path.exists(tg), f"block publish: {tg} does not exist")
@@ -244,13 +335,9 @@ def test_block():
     byts = [u for u in r.usage if u.unit == pb.VolumeUsage.BYTES]
     R.check(not byts or byts[0].total == size, f"block NodeGetVolumeStats {list(r.usage)}")
     # expansion of a published raw block volume
-    X.ok("controller.ControllerExpandVolume", pb.ControllerExpandVolumeRequest(
-        volume_id=vid, capacity_range=pb.CapacityRange(required_bytes=2 * size), volume_capability=cap))
-    X.ok("node.NodeExpandVolume", pb.NodeExpandVolumeRequest(
-        volume_id=vid, volume_path=tg, staging_target_path=st, volume_capability=cap,
-        capacity_range=pb.CapacityRange(required_bytes=2 * size)))
-    got = int(subprocess.run(["blockdev", "--getsize64", tg], check=True, capture_output=True, text=True).stdout)
-    R.check(got == 2 * size, f"after expansion blockdev --getsize64 = {got}, want {2 * size}")
+    if expand(vid, 2 * size, cap, tg, st):
+        got = int(subprocess.run(["blockdev", "--getsize64", tg], check=True, capture_output=True, text=True).stdout)
+        R.check(got == 2 * size, f"after expansion blockdev --getsize64 = {got}, want {2 * size}")
     unpublish(vid, tg, vid)
     R.check(not os.path.exists(tg) or not stat.S_ISBLK(os.stat(tg).st_mode), f"{tg} still a block device")
     unstage(vid, st, vid)

@@ -63,13 +63,13 @@ def test_capabilities():
     have = {c.rpc.type for c in caps.capabilities}
     for want in ("CREATE_DELETE_VOLUME", "LIST_VOLUMES", "GET_CAPACITY", "CREATE_DELETE_SNAPSHOT",
                  "LIST_SNAPSHOTS", "CLONE_VOLUME", "EXPAND_VOLUME", "VOLUME_CONDITION", "GET_VOLUME"):
-        R.check(CCAP.Value(want) in have, f"controller capability {want} missing")
+        R.check(getattr(CCAP, want) in have, f"controller capability {want} missing")
     R.check(CCAP.PUBLISH_UNPUBLISH_VOLUME not in have,
             "PUBLISH_UNPUBLISH_VOLUME advertised, but the CSIDriver says attachRequired: false")
     ncaps = X.twice_ok("node.NodeGetCapabilities", pb.NodeGetCapabilitiesRequest())
     nhave = {c.rpc.type for c in ncaps.capabilities}
     for want in ("STAGE_UNSTAGE_VOLUME", "EXPAND_VOLUME", "GET_VOLUME_STATS", "VOLUME_CONDITION"):
-        R.check(NCAP.Value(want) in nhave, f"node capability {want} missing")
+        R.check(getattr(NCAP, want) in nhave, f"node capability {want} missing")
 
 
 def test_node_info():
@@ -123,8 +123,10 @@ def test_create_volume_errors():
                  C.INVALID_ARGUMENT, "capability without access_mode")
     X.twice_code("controller.CreateVolume", create_req("rpc-neg", -1, P3), C.INVALID_ARGUMENT,
                  "negative required_bytes")
-    X.twice_code("controller.CreateVolume", create_req("rpc-huge", 1 << 62, P3), C.OUT_OF_RANGE,
-                 "4 EiB")
+    # larger than the cluster could ever hold: OUT_OF_RANGE (size not allowed) or
+    # RESOURCE_EXHAUSTED (no room for it) both describe it
+    X.twice_code("controller.CreateVolume", create_req("rpc-huge", 1 << 62, P3),
+                 (C.OUT_OF_RANGE, C.RESOURCE_EXHAUSTED), "4 EiB")
     X.twice_code("controller.CreateVolume", create_req("rpc-tiny", 0, P3, limit=512), C.OUT_OF_RANGE,
                  "limit_bytes 512")
     X.twice_code("controller.CreateVolume", create_req("rpc-badparam", 64 * MiB, {"replicas": "three"}),
@@ -186,7 +188,6 @@ def test_validate():
                    pb.ValidateVolumeCapabilitiesRequest(
                        volume_id="rpc-a", volume_capabilities=[mount_cap(mode=AM.MULTI_NODE_MULTI_WRITER)]))
     R.check(not r.HasField("confirmed"), "MULTI_NODE_MULTI_WRITER on a filesystem confirmed")
-    R.check(r.message != "", "unconfirmed capabilities without a message")
     X.twice_code("controller.ValidateVolumeCapabilities",
                  pb.ValidateVolumeCapabilitiesRequest(volume_id="rpc-nope", volume_capabilities=caps),
                  C.NOT_FOUND, "unknown volume")
@@ -273,7 +274,7 @@ def test_snapshots():
     R.check(s.snapshot_id == "rpc-a@s1", f"snapshot id {s.snapshot_id!r}, want rpc-a@s1")
     R.check(s.source_volume_id == "rpc-a", f"source_volume_id {s.source_volume_id!r}")
     R.check(s.ready_to_use, "snapshot not ready_to_use")
-    R.check(s.size_bytes > 0 and s.creation_time.seconds > 1.6e9, f"size/creation_time: {s}")
+    R.check(s.size_bytes >= 0 and s.creation_time.seconds > 1.6e9, f"size/creation_time: {s}")
     R.check(cluster_snapshots("rpc-a").count("s1") == 1, "s1 not in `tessera snapshot list rpc-a`")
     # the same name for another source: ALREADY_EXISTS
     X.twice_code("controller.CreateSnapshot", pb.CreateSnapshotRequest(source_volume_id="rpc-exact", name="s1"),
@@ -357,7 +358,8 @@ def test_controller_expand():
     X.twice_code("controller.ControllerExpandVolume", req("", 96 * MiB), C.INVALID_ARGUMENT, "no volume_id")
     X.twice_code("controller.ControllerExpandVolume", pb.ControllerExpandVolumeRequest(volume_id="rpc-exact"),
                  C.INVALID_ARGUMENT, "no capacity_range")
-    X.twice_code("controller.ControllerExpandVolume", req("rpc-exact", 1 << 62), C.OUT_OF_RANGE, "4 EiB")
+    X.twice_code("controller.ControllerExpandVolume", req("rpc-exact", 1 << 62),
+                 (C.OUT_OF_RANGE, C.RESOURCE_EXHAUSTED), "4 EiB")
     b = X.ok("controller.ControllerExpandVolume", pb.ControllerExpandVolumeRequest(
         volume_id="rpc-block", capacity_range=pb.CapacityRange(required_bytes=32 * MiB),
         volume_capability=block_cap()))

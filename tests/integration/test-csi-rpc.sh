@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# tessera-csi, every RPC of issue 6 (tests/csi/test_rpc.py): success and
+# error paths with the CSI spec's codes, each call twice, pagination,
+# capacity, topology, and ControllerGetVolume's volume condition after a
+# node holding a copy of an attached 3-replica volume is SIGKILLed.
+# 3 tesserad nodes on loopback (zones z1..z3), tessera-csi --mode all on n1.
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/cluster.sh"
+. "$TSR_SRC/tests/csi/csi.sh"
+
+require_csi
+require_cmd nbdcopy
+
+cl_start 3
+csi_cli_env 1
+start_csi "$CL_ROOT/csi" --node-id n1 --mode all --tesserad "unix:$(cl_dir 1)/admin.sock" \
+	--state-dir "$CL_ROOT/csi/state" --max-volumes 17 --zone z1 --site site1
+mkdir -p "$CL_ROOT/scratch"
+
+export CSI_NODE_ID=n1 CSI_ZONE=z1 CSI_SITE=site1 CSI_MAX_VOLUMES=17 CSI_ZONES=z1,z2,z3
+export CSI_TMP=$CL_ROOT/scratch TSR_VICTIM_PID=${CL_PID[3]} TSR_VICTIM_NODE=n3
+export TSR_ATTACH_NODE=n1 NBD_SOCK=$(cl_dir 1)/nbd.sock
+"$PY" "$TSR_SRC/tests/csi/test_rpc.py" || fail "test_rpc.py reported failures"
+CL_PID[3]=  # killed by the test
+forget_pid "$TSR_VICTIM_PID"; wait "$TSR_VICTIM_PID" 2>/dev/null
+
+csi_assert_alive
+stop_csi
