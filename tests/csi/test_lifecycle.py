@@ -196,6 +196,11 @@ def fs_lifecycle(fs):
     m = mount_of(st)
     R.need(m is not None, f"{st} is not a mount point after NodeStageVolume")
     R.check(m[1] == fs, f"staged {vid} is {m[1]}, want {fs}")
+    other = mount_cap("xfs" if fs == "ext4" else "ext4")
+    X.code("node.NodeStageVolume", pb.NodeStageVolumeRequest(volume_id=vid, staging_target_path=st,
+                                                              volume_capability=other),
+           C.ALREADY_EXISTS, f"staged as {fs}, asked as {other.mount.fs_type}")
+    R.check(mount_of(st) is not None and mount_of(st)[1] == fs, f"{st} changed by a refused NodeStageVolume")
     X.code("controller.DeleteVolume", pb.DeleteVolumeRequest(volume_id=vid), C.FAILED_PRECONDITION,
            "of a staged volume (in use)")
     R.check(vid in cluster_volumes(), f"DeleteVolume removed the staged volume {vid}")
