@@ -29,7 +29,7 @@
 #define KiB      1024ull
 #define MiB      (1024ull * 1024)
 #define VOL      (4 * MiB)
-#define MAXN     6
+#define MAXN     7
 
 struct env {
 	struct node nodes[MAXN];
@@ -744,8 +744,396 @@ static void test_bad_opts(void **state)
 	assert_null(l);
 }
 
+/* ---- scrub ---- */
+
+static bool scrub_finished(const struct tsr_layout_status *s)
+{
+	return s->scrub_done && !s->scrub_running;
+}
+
+/* Overwrite stripe s's chunk p behind the layout's back (valid CRCs). */
+static void corrupt_chunk(struct env *e, uint64_t s, unsigned p, uint32_t off, uint32_t len)
+{
+	uint8_t *b = tsr_alloc_aligned(len);
+
+	memset(b, 0xa5, len);
+	assert_int_equal(node_store_write(&e->nodes[tsr_ec_copy_of(s, p, e->k, e->m)],
+					  s * e->unit + off, len, b),
+			 0);
+	tsr_free_aligned(b);
+}
+
+static void test_scrub_repairs(void **state)
+{
+	struct env *e = *state;
+	struct tsr_layout_status s;
+
+	assert_int_equal(create(e, true, 1), 0);
+	for (uint64_t off = 0; off < VOL; off += (uint64_t)e->k * e->unit)
+		assert_int_equal(lwrite(e, off, (uint32_t)(e->k * e->unit), 40 + off), 0);
+	/* clean: nothing found */
+	assert_int_equal(tsr_layout_scrub_start(e->l, false), 0);
+	assert_true(wait_status(e, scrub_finished, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.scrub_mismatches, 0);
+	/* a parity chunk and a data chunk silently wrong (in two stripes) */
+	corrupt_chunk(e, 2, e->k, BS, BS);
+	corrupt_chunk(e, 7, 1, 0, 2 * BS);
+	assert_int_equal(tsr_layout_scrub_start(e->l, false), 0);
+	assert_true(wait_status(e, scrub_finished, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.scrub_mismatches, 2);
+	assert_int_equal(s.scrub_repaired, 0);
+	/* repair: the chunk that disagrees with the others is rewritten */
+	assert_int_equal(tsr_layout_scrub_start(e->l, true), 0);
+	assert_true(wait_status(e, scrub_finished, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.scrub_mismatches, 2);
+	assert_int_equal(s.scrub_repaired, 2);
+	assert_int_equal(s.scrub_unrepaired, 0);
+	assert_int_equal(s.scrub_done_bytes, VOL);
+	assert_stripes_consistent(e, true);
+	assert_reads_equal_model(e);
+}
+
+/* m = 1: a wrong chunk is found but cannot be told apart. */
+static void test_scrub_m1_unrepaired(void **state)
+{
+	struct env *e = *state;
+	struct tsr_layout_status s;
+
+	assert_int_equal(create(e, true, 1), 0);
+	random_writes(e, 10, 41);
+	corrupt_chunk(e, 3, 0, 0, BS);
+	assert_int_equal(tsr_layout_scrub_start(e->l, true), 0);
+	assert_true(wait_status(e, scrub_finished, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.scrub_mismatches, 1);
+	assert_int_equal(s.scrub_repaired, 0);
+	assert_int_equal(s.scrub_unrepaired, 1);
+}
+
+/* ---- a chunk failing its CRC is decoded on read, and scrub rewrites it ---- */
+
+static void break_crc(struct env *e, uint64_t s, unsigned p)
+{
+	struct node *n = &e->nodes[tsr_ec_copy_of(s, p, e->k, e->m)];
+	struct tsr_vol_info info;
+	char path[PATH_MAX];
+	uint8_t junk[64];
+	int fd;
+
+	memset(junk, 0x3c, sizeof(junk));
+	assert_int_equal(tsr_store_vol_info(n->store, VOLNAME, &info), 0);
+	vol_file(n->dir, info.uuid, "data", path);
+	fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, junk, sizeof(junk), (off_t)(s * e->unit + 100)),
+			 (ssize_t)sizeof(junk));
+	close(fd);
+}
+
+static void test_crc_error_read(void **state)
+{
+	struct env *e = *state;
+	struct tsr_layout_status s;
+
+	assert_int_equal(create(e, false, 1), 0);
+	for (uint64_t off = 0; off < VOL; off += (uint64_t)e->k * e->unit)
+		assert_int_equal(lwrite(e, off, (uint32_t)(e->k * e->unit), 60 + off), 0);
+	/* the page cache must not hide the damage: the store reads O_DIRECT */
+	break_crc(e, 4, 2);
+	assert_reads_equal_model(e);
+	get_status(e, &s);
+	assert_true(s.degraded_reads >= 1);
+	assert_int_equal(s.in_sync, e->n); /* a bad block is not a failed copy */
+	assert_int_equal(tsr_layout_scrub_start(e->l, true), 0);
+	assert_true(wait_status(e, scrub_finished, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.scrub_mismatches, 1);
+	assert_int_equal(s.scrub_repaired, 1);
+	assert_stripes_consistent(e, true);
+}
+
+/* ---- replace: rebuild every stripe's chunk on a new node ---- */
+
+static void test_replace(void **state)
+{
+	struct env *e = *state;
+	struct node *nn = &e->nodes[e->n]; /* a spare */
+	struct tsr_layout_copy nc = {0};
+	struct tsr_layout_status s;
+
+	assert_int_equal(node_init(nn, e->n, e->chunk_size), 0);
+	assert_int_equal(create(e, true, 1), 0);
+	random_writes(e, 40, 70);
+	node_stop(&e->nodes[1]);
+	assert_int_equal(lwrite(e, 5 * BS, 3 * BS, 71), 0);
+	snprintf(nc.node_id, sizeof(nc.node_id), "%s", nn->node_id);
+	snprintf(nc.address, sizeof(nc.address), "%s", nn->address);
+	nc.state = TSR_COPY_OUT_OF_SYNC;
+	assert_int_equal(tsr_layout_replace_copy(e->l, 1, &nc), 0);
+	assert_true(wait_status(e, all_in_sync, 30000));
+	get_status(e, &s);
+	assert_string_equal(s.copies[1].node_id, nn->node_id);
+	assert_int_equal(s.resync_bytes_copied, e->chunk_size); /* every stripe's chunk */
+	/* the new node stands in for node 1 */
+	{
+		struct node tmp = e->nodes[1];
+
+		e->nodes[1] = *nn;
+		*nn = tmp;
+	}
+	assert_stripes_consistent(e, true);
+	random_writes(e, 10, 72);
+	assert_reads_equal_model(e);
+	assert_stripes_consistent(e, true);
+	node_fini(nn);
+}
+
+/* ---- snapshots: a cut on every chunk volume ---- */
+
+struct scall {
+	struct tsr_layout *l;
+	struct tsr_snap_req req;
+	int ret, status;
+	sem_t done;
+};
+
+static void scall_cb(void *arg, int status)
+{
+	struct scall *c = arg;
+
+	c->status = status;
+	sem_post(&c->done);
+}
+
+static void scall_msg(struct tsr_worker *w, void *arg)
+{
+	struct scall *c = arg;
+
+	(void)w;
+	c->ret = tsr_layout_snap(c->l, &c->req, scall_cb, c);
+	if (c->ret != 0)
+		sem_post(&c->done);
+}
+
+static int lsnap(struct env *e, enum tsr_snap_op op, const char *snap)
+{
+	struct scall c = {.l = e->l, .req = {.op = op}};
+
+	snprintf(c.req.snap, sizeof(c.req.snap), "%s", snap);
+	sem_init(&c.done, 0, 0);
+	if (tsr_worker_send(e->home, scall_msg, &c) != 0)
+		abort();
+	if (sem_wait_ms(&c.done, 20000) != 0)
+		return -ETIMEDOUT;
+	sem_destroy(&c.done);
+	return c.ret != 0 ? c.ret : c.status;
+}
+
+static void test_snapshot(void **state)
+{
+	struct env *e = *state;
+	uint8_t *before = malloc(e->n * e->chunk_size);
+	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
+	uint8_t *img = tsr_alloc_aligned(e->chunk_size);
+
+	assert_int_equal(create(e, true, 1), 0);
+	random_writes(e, 30, 80);
+	load_chunkvols(e);
+	for (unsigned i = 0; i < e->n; i++)
+		memcpy(before + i * e->chunk_size, e->chunkvols[i], e->chunk_size);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s1"), 0);
+	random_writes(e, 30, 81);
+	assert_reads_equal_model(e);
+	/* every chunk volume has s1, holding the chunks as they were at the cut */
+	for (unsigned i = 0; i < e->n; i++) {
+		struct tsr_svol *v = NULL;
+
+		assert_int_equal(tsr_store_snap_open(e->nodes[i].store, VOLNAME, "s1", &v), 0);
+		assert_int_equal(sread(v, io, 0, (uint32_t)e->chunk_size, img), 0);
+		assert_memory_equal(img, before + i * e->chunk_size, e->chunk_size);
+		tsr_svol_put(v);
+	}
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s1"), -EEXIST);
+	assert_int_equal(lsnap(e, TSR_SNAP_DELETE, "s1"), 0);
+	tsr_free_aligned(img);
+	tsr_io_destroy(io);
+	free(before);
+}
+
+/* ---- the fault switch: a coordinator process killed mid-write ---- */
+
+#define CRASH_STRIPE 2
+#define CRASH_OFF    (CRASH_STRIPE * 2 * 16 * KiB + 16 * KiB + 4 * KiB) /* 2+1, unit 16K */
+#define CRASH_LEN    (8 * KiB)
+
+static int node_init_at(struct node *n, unsigned index, const char *dir, uint64_t vol_size)
+{
+	struct tsr_peer_server_opts so = {.token = TOKEN};
+	int ret;
+
+	memset(n, 0, sizeof(*n));
+	n->lfd = -1;
+	snprintf(n->node_id, sizeof(n->node_id), "node%u", index);
+	snprintf(n->dir, sizeof(n->dir), "%s", dir);
+	ret = tsr_store_open(n->dir, &(struct tsr_store_opts){0}, &n->store);
+	if (ret < 0)
+		return ret;
+	if (vol_size) {
+		ret = tsr_store_vol_create(n->store, VOLNAME, vol_size, NULL);
+		if (ret < 0)
+			return ret;
+	}
+	so.store = n->store;
+	so.node_id = n->node_id;
+	ret = tsr_peer_server_create(&so, &n->srv);
+	if (ret < 0)
+		return ret;
+	node_run(n, 10 + index);
+	return 0;
+}
+
+static void crash_model(struct env *e, bool with_new)
+{
+	uint64_t width = (uint64_t)e->k * e->unit;
+
+	for (uint64_t off = 0; off < VOL; off += width)
+		fill(e->model + off, width, 700 + off / width, off);
+	if (with_new)
+		fill(e->model + CRASH_OFF, CRASH_LEN, 999, CRASH_OFF);
+}
+
+/* The child: nodes on the given dirs, a 2+1 layout, base content, then the
+ * partial write that trips the switch.  Exit codes say what went wrong. */
+static int crash_child(const char *dirs)
+{
+	struct env *e = calloc(1, sizeof(*e));
+	char d[3][512];
+
+	if (sscanf(dirs, "%511[^:]:%511[^:]:%511s", d[0], d[1], d[2]) != 3)
+		return 2;
+	e->k = 2;
+	e->m = 1;
+	e->n = 3;
+	e->unit = 16 * KiB;
+	e->chunk_size = tsr_ec_chunk_volume_size(VOL, 2, 16 * KiB);
+	for (unsigned i = 0; i < 3; i++)
+		if (node_init_at(&e->nodes[i], i, d[i], e->chunk_size) < 0)
+			return 3;
+	e->home = start_worker_or_skip(1);
+	snprintf(e->state_dir, sizeof(e->state_dir), "%s", d[0]); /* removed with the node */
+	e->model = calloc(1, VOL);
+	e->buf = tsr_alloc_aligned(VOL);
+	if (create(e, false, 1) < 0)
+		return 5;
+	crash_model(e, false);
+	if (ldo(e->home, e->l, D_WRITE, 0, VOL, e->model, 0) != 0) /* full stripes only */
+		return 6;
+	usleep(300 * 1000); /* the batched release goes out */
+	fill(e->buf, CRASH_LEN, 999, CRASH_OFF);
+	ldo(e->home, e->l, D_WRITE, CRASH_OFF, CRASH_LEN, e->buf, 0);
+	return 7; /* the switch did not fire */
+}
+
+static void crash_case(void **state, const char *point, int expect /* 0 old, 1 new, -1 either */)
+{
+	struct env *e = *state;
+	char dirs[3][512], arg[1600], self[PATH_MAX];
+	struct tsr_layout_status s;
+	ssize_t n;
+	pid_t pid;
+	int wst;
+
+	for (unsigned i = 0; i < 3; i++)
+		assert_int_equal(scratch_dir(dirs[i], sizeof(dirs[i])), 0);
+	snprintf(arg, sizeof(arg), "%s:%s:%s", dirs[0], dirs[1], dirs[2]);
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	assert_true(n > 0);
+	self[n] = '\0';
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		setenv("EC_UT_CRASH_CHILD", arg, 1);
+		setenv("TESSERA_EC_CRASH_POINT", point, 1);
+		execl(self, self, (char *)NULL);
+		_exit(127);
+	}
+	assert_int_equal(waitpid(pid, &wst, 0), pid);
+	if (!WIFSIGNALED(wst))
+		print_message("child exited %d\n", WIFEXITED(wst) ? WEXITSTATUS(wst) : -1);
+	assert_true(WIFSIGNALED(wst));
+	assert_int_equal(WTERMSIG(wst), SIGKILL);
+	/* a new coordinator over the same stores */
+	for (unsigned i = 0; i < 3; i++)
+		assert_int_equal(node_init_at(&e->nodes[i], i, dirs[i], 0), 0);
+	assert_int_equal(create(e, false, 2), 0);
+	get_status(e, &s);
+	print_message("%s: rolled forward %llu, back %llu\n", point,
+		      (unsigned long long)s.txn_rolled_forward,
+		      (unsigned long long)s.txn_rolled_back);
+	if (expect == -1)
+		expect = s.txn_rolled_forward == 1;
+	if (expect == 1)
+		assert_int_equal(s.txn_rolled_forward, 1);
+	else
+		assert_int_equal(s.txn_rolled_forward, 0);
+	crash_model(e, expect == 1);
+	assert_reads_equal_model(e);
+	assert_stripes_consistent(e, true);
+}
+
+static int setup_crash(void **state)
+{
+	struct env *e = calloc(1, sizeof(*e));
+
+	e->k = 2;
+	e->m = 1;
+	e->n = 3;
+	e->unit = 16 * KiB;
+	e->chunk_size = tsr_ec_chunk_volume_size(VOL, 2, 16 * KiB);
+	e->home = start_worker_or_skip(1);
+	if (scratch_dir(e->state_dir, sizeof(e->state_dir)) < 0)
+		return -1;
+	e->model = calloc(1, VOL);
+	e->buf = tsr_alloc_aligned(VOL);
+	for (unsigned i = 0; i < e->n; i++)
+		e->chunkvols[i] = malloc(e->chunk_size);
+	if (tsr_ec_codec_create(2, 1, &e->codec) < 0)
+		return -1;
+	log_reset();
+	*state = e;
+	return 0;
+}
+
+static void test_crash_staged_0(void **state)
+{
+	crash_case(state, "staged:0", 0);
+}
+
+static void test_crash_staged_1(void **state)
+{
+	crash_case(state, "staged:1", -1); /* the second stage may have landed too */
+}
+
+static void test_crash_committed_0(void **state)
+{
+	crash_case(state, "committed:0", 1);
+}
+
+static void test_crash_committed_1(void **state)
+{
+	crash_case(state, "committed:1", 1);
+}
+
 int main(void)
 {
+	const char *child = getenv("EC_UT_CRASH_CHILD");
+
+	if (child != NULL)
+		return crash_child(child);
+
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_round_trip_2p1_local, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_round_trip_4p2_remote, setup_4p2, teardown),
@@ -758,6 +1146,15 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_recovery_copy_away, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_stale_epoch_fences, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_opts, setup_2p1, teardown),
+	    cmocka_unit_test_setup_teardown(test_scrub_repairs, setup_4p2, teardown),
+	    cmocka_unit_test_setup_teardown(test_scrub_m1_unrepaired, setup_2p1, teardown),
+	    cmocka_unit_test_setup_teardown(test_crc_error_read, setup_4p2, teardown),
+	    cmocka_unit_test_setup_teardown(test_replace, setup_2p1, teardown),
+	    cmocka_unit_test_setup_teardown(test_snapshot, setup_4p2, teardown),
+	    cmocka_unit_test_setup_teardown(test_crash_staged_0, setup_crash, teardown),
+	    cmocka_unit_test_setup_teardown(test_crash_staged_1, setup_crash, teardown),
+	    cmocka_unit_test_setup_teardown(test_crash_committed_0, setup_crash, teardown),
+	    cmocka_unit_test_setup_teardown(test_crash_committed_1, setup_crash, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
