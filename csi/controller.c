@@ -582,7 +582,7 @@ int csi_list_volumes(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMes
 	AResp *ar = NULL;
 	struct topo *topo;
 	size_t ntopo, start, end, i;
-	char tok[32];
+	char tok[CSI_ID_MAX + 16], after[CSI_ID_MAX];
 	int code;
 
 	if (req->max_entries < 0)
@@ -591,10 +591,15 @@ int csi_list_volumes(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMes
 	if (code)
 		return code;
 	qsort(ar->volumes, ar->n_volumes, sizeof(*ar->volumes), cmp_volume);
-	if (csi_token_parse(req->starting_token, ar->n_volumes, &start)) {
+	if (csi_token_parse(req->starting_token, after, sizeof(after)) == 0) {
+		for (start = 0; start < ar->n_volumes && after[0] &&
+				strcmp(ar->volumes[start]->name, after) <= 0;
+		     start++)
+			;
+	} else {
 		tessera__admin__response__free_unpacked(ar, NULL);
-		return csi_fail(c, GRPC_ABORTED, "starting_token \"%.64s\" is not one this plugin "
-				"gave (or the list shrank): start the listing again",
+		return csi_fail(c, GRPC_ABORTED, "starting_token \"%.64s\" is not a next_token "
+				"this plugin gave: start the listing again without one",
 				req->starting_token);
 	}
 	end = ar->n_volumes;
@@ -617,7 +622,7 @@ int csi_list_volumes(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMes
 		r->entries[r->n_entries++] = e;
 	}
 	if (end < ar->n_volumes) {
-		csi_token_format(end, tok, sizeof(tok));
+		csi_token_format(ar->volumes[end - 1]->name, tok, sizeof(tok));
 		r->next_token = csi_strdup(c, tok);
 	}
 	tessera__admin__response__free_unpacked(ar, NULL);
@@ -850,24 +855,26 @@ int csi_delete_snapshot(struct csi_call *c, const ProtobufCMessage *m, ProtobufC
 	return GRPC_OK;
 }
 
+struct snap_ref {
+	char id[CSI_ID_MAX];                 /* "VOL@SNAP", the sort key */
+	const Tessera__Admin__Snapshot *snap;
+};
+
 static int cmp_snapshot(const void *a, const void *b)
 {
-	const Tessera__Admin__Snapshot *const *x = a, *const *y = b;
-	int d = strcmp((*x)->volume, (*y)->volume);
+	const struct snap_ref *x = a, *y = b;
 
-	if (d)
-		return d;
-	return (*x)->seq < (*y)->seq ? -1 : (*x)->seq > (*y)->seq;
+	return strcmp(x->id, y->id);
 }
 
 int csi_list_snapshots(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
 	const Csi__V1__ListSnapshotsRequest *req = (const void *)m;
 	Csi__V1__ListSnapshotsResponse *r;
-	Tessera__Admin__Snapshot **all = NULL;
+	struct snap_ref *all = NULL;
 	AResp **held = NULL;
 	size_t nall = 0, nheld = 0, i, j, start, end;
-	char vol[CSI_NAME_MAX], snap[CSI_NAME_MAX], tok[32];
+	char vol[CSI_NAME_MAX], snap[CSI_NAME_MAX], tok[CSI_ID_MAX + 16], after[CSI_ID_MAX];
 	int code = GRPC_OK;
 
 	if (req->max_entries < 0)
@@ -925,13 +932,21 @@ int csi_list_snapshots(struct csi_call *c, const ProtobufCMessage *m, ProtobufCM
 		nall += held[i]->n_snapshots;
 	all = csi_alloc(c, (nall + 1) * sizeof(*all));
 	nall = 0;
-	for (i = 0; i < nheld; i++)
-		for (j = 0; j < held[i]->n_snapshots; j++)
-			all[nall++] = held[i]->snapshots[j];
+	for (i = 0; i < nheld; i++) {
+		for (j = 0; j < held[i]->n_snapshots; j++, nall++) {
+			all[nall].snap = held[i]->snapshots[j];
+			snprintf(all[nall].id, sizeof(all[nall].id), "%s@%s",
+				 held[i]->snapshots[j]->volume, held[i]->snapshots[j]->name);
+		}
+	}
 	qsort(all, nall, sizeof(*all), cmp_snapshot);
-	if (csi_token_parse(req->starting_token, nall, &start)) {
-		code = csi_fail(c, GRPC_ABORTED, "starting_token \"%.64s\" is not one this plugin "
-				"gave (or the list shrank): start the listing again",
+	if (csi_token_parse(req->starting_token, after, sizeof(after)) == 0) {
+		for (start = 0; start < nall && after[0] && strcmp(all[start].id, after) <= 0;
+		     start++)
+			;
+	} else {
+		code = csi_fail(c, GRPC_ABORTED, "starting_token \"%.64s\" is not a next_token "
+				"this plugin gave: start the listing again without one",
 				req->starting_token);
 		goto out;
 	}
@@ -943,11 +958,11 @@ int csi_list_snapshots(struct csi_call *c, const ProtobufCMessage *m, ProtobufCM
 		Csi__V1__ListSnapshotsResponse__Entry *e = csi_alloc(c, sizeof(*e));
 
 		csi__v1__list_snapshots_response__entry__init(e);
-		e->snapshot = snapshot_new(c, all[i]);
+		e->snapshot = snapshot_new(c, all[i].snap);
 		r->entries[r->n_entries++] = e;
 	}
 	if (end < nall) {
-		csi_token_format(end, tok, sizeof(tok));
+		csi_token_format(all[end - 1].id, tok, sizeof(tok));
 		r->next_token = csi_strdup(c, tok);
 	}
 	*resp = &r->base;

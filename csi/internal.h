@@ -99,9 +99,16 @@ int csi_volume_name(const char *co_name, char out[CSI_NAME_MAX]);
  */
 int csi_capacity(int64_t required, int64_t limit, uint64_t def, uint64_t *out);
 
-/* Pagination: token "<index>" into a listing of n entries.  -EINVAL bad token (ABORTED). */
-int csi_token_parse(const char *token, size_t n, size_t *start);
-void csi_token_format(size_t next, char *buf, size_t len);
+/*
+ * Pagination.  Listings are sorted by id; a next_token names the last id
+ * returned ("after:ID") and the next page starts at the first id above it,
+ * so volumes added or deleted between pages never shift what remains.
+ * csi_token_parse: "" -> after = "" (from the start); -EINVAL (ABORTED) for
+ * a token this plugin cannot have made.
+ */
+#define CSI_TOKEN_PREFIX "after:"
+int csi_token_parse(const char *token, char *after, size_t len);
+void csi_token_format(const char *last_id, char *buf, size_t len);
 
 /* StorageClass parameters (CreateVolume, ValidateVolumeCapabilities, GetCapacity). */
 struct csi_params {

@@ -3,6 +3,7 @@
  * the CO's names, capacity ranges to sizes, pagination tokens, StorageClass
  * parameters, snapshot ids.  Unit tests: tests/unit/csi/params_ut.c.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -70,29 +71,30 @@ int csi_capacity(int64_t required, int64_t limit, uint64_t def, uint64_t *out)
 	return 0;
 }
 
-int csi_token_parse(const char *token, size_t n, size_t *start)
+int csi_token_parse(const char *token, char *after, size_t len)
 {
-	unsigned long long v = 0;
 	const char *p;
+	size_t n;
 
-	if (token == NULL || token[0] == '\0') {
-		*start = 0;
+	after[0] = '\0';
+	if (token == NULL || token[0] == '\0')
 		return 0;
-	}
-	for (p = token; *p; p++) {
-		if (*p < '0' || *p > '9' || p - token >= 18)
-			return -EINVAL;
-		v = v * 10 + (unsigned)(*p - '0');
-	}
-	if (v > n)
+	if (strncmp(token, CSI_TOKEN_PREFIX, strlen(CSI_TOKEN_PREFIX)))
 		return -EINVAL;
-	*start = (size_t)v;
+	token += strlen(CSI_TOKEN_PREFIX);
+	n = strlen(token);
+	if (n == 0 || n >= len || n >= CSI_ID_MAX)
+		return -EINVAL;
+	for (p = token; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("._-@", *p))
+			return -EINVAL;
+	memcpy(after, token, n + 1);
 	return 0;
 }
 
-void csi_token_format(size_t next, char *buf, size_t len)
+void csi_token_format(const char *last_id, char *buf, size_t len)
 {
-	snprintf(buf, len, "%zu", next);
+	snprintf(buf, len, "%s%s", CSI_TOKEN_PREFIX, last_id);
 }
 
 static int parse_uint(const char *s, unsigned long max, unsigned *out)

@@ -69,22 +69,28 @@ static void test_capacity(void **state)
 
 static void test_tokens(void **state)
 {
-	size_t start;
-	char buf[32];
+	char after[CSI_ID_MAX], buf[CSI_ID_MAX + 16];
 
-	assert_int_equal(csi_token_parse(NULL, 5, &start), 0);
-	assert_int_equal(start, 0);
-	assert_int_equal(csi_token_parse("", 5, &start), 0);
-	assert_int_equal(start, 0);
-	csi_token_format(3, buf, sizeof(buf));
-	assert_int_equal(csi_token_parse(buf, 5, &start), 0);
-	assert_int_equal(start, 3);
-	assert_int_equal(csi_token_parse("5", 5, &start), 0); /* end of the list */
-	assert_int_equal(csi_token_parse("6", 5, &start), -EINVAL);
-	assert_int_equal(csi_token_parse("x", 5, &start), -EINVAL);
-	assert_int_equal(csi_token_parse("-1", 5, &start), -EINVAL);
-	assert_int_equal(csi_token_parse("1 ", 5, &start), -EINVAL);
-	assert_int_equal(csi_token_parse("99999999999999999999999", 5, &start), -EINVAL);
+	assert_int_equal(csi_token_parse(NULL, after, sizeof(after)), 0);
+	assert_string_equal(after, "");
+	assert_int_equal(csi_token_parse("", after, sizeof(after)), 0);
+	assert_string_equal(after, "");
+	csi_token_format("pvc-7", buf, sizeof(buf));
+	assert_int_equal(csi_token_parse(buf, after, sizeof(after)), 0);
+	assert_string_equal(after, "pvc-7");
+	csi_token_format("vol-1@snap-2", buf, sizeof(buf));
+	assert_int_equal(csi_token_parse(buf, after, sizeof(after)), 0);
+	assert_string_equal(after, "vol-1@snap-2");
+	/* tokens this plugin never makes */
+	assert_int_equal(csi_token_parse("invalid-token", after, sizeof(after)), -EINVAL);
+	assert_int_equal(csi_token_parse("3", after, sizeof(after)), -EINVAL);
+	assert_int_equal(csi_token_parse("after:", after, sizeof(after)), -EINVAL);
+	assert_int_equal(csi_token_parse("after:a b", after, sizeof(after)), -EINVAL);
+	assert_int_equal(csi_token_parse("after:a/b", after, sizeof(after)), -EINVAL);
+	memset(buf, 'x', sizeof(buf) - 1);
+	memcpy(buf, "after:", 6);
+	buf[sizeof(buf) - 1] = '\0';
+	assert_int_equal(csi_token_parse(buf, after, sizeof(after)), -EINVAL); /* too long */
 }
 
 static int parse(struct csi_params *p, char *why, size_t n, ...)
