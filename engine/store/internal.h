@@ -278,6 +278,8 @@ struct tsr_store {
 	struct tsr_svol *open_vols; /* store->lock */
 	int trampoline_fd;          /* for deferred completions (data.c) */
 	int64_t dirty_clear_ns;     /* least interval between bitmap clears at flush */
+	bool unclean;               /* opened after a crash: journals are rolled forward */
+	struct stage_replayed *stage_replayed; /* volumes rolled forward since (store->lock) */
 };
 
 struct svol_stats {
@@ -458,10 +460,13 @@ struct stage_journal {
 	bool failed;            /* a journal write failed: every call -EIO until reopen */
 };
 
-/* Open (creating) the journal of a head just loaded with its snapshots, scan
- * it and write its COMMITTED entries in place again (blocking; store->lock
- * held).  No journal for device mode or read-only handles.  0 or -errno. */
+/* Open the journal of a head just loaded with its snapshots and scan it;
+ * the first load after an unclean store open also writes its COMMITTED
+ * entries in place again (blocking; store->lock held).  No journal for
+ * device mode or read-only handles.  0 or -errno. */
 int stage_open(struct tsr_svol *svol);
+/* Free store->stage_replayed (store_free). */
+void stage_store_free(struct tsr_store *store);
 void stage_close(struct tsr_svol *svol);
 /* Forget every entry and make the journal empty on disk (rollback). */
 int stage_drop(struct tsr_svol *svol);

@@ -33,9 +33,12 @@
  *           one is STAGED;
  *   COMMIT  the txn's entry becomes COMMITTED;
  *   RELEASE every entry with txn <= txn_upto is forgotten.
- * Then every COMMITTED entry's bytes are written in place again through
+ * At the first load of the volume after an unclean store open (a crash),
+ * every COMMITTED entry's bytes are written in place again through
  * tsr_svol_write (FUA; copy-on-write as any write), since the in-place write
- * may have been torn.
+ * may have been torn.  After a clean shutdown they are not: every commit's
+ * in-place write had completed, and a replay would undo plain writes made
+ * since over a committed range that was not released yet.
  *
  * New generation: a release that leaves no live entry, with no record write
  * or commit read in flight and the file past STAGE_ROLL_BYTES, writes a new
@@ -971,6 +974,45 @@ out:
 	return ret;
 }
 
+/* A volume's journal, rolled forward since the store was opened. */
+struct stage_replayed {
+	char uuid[37];
+	struct stage_replayed *next;
+};
+
+/* Roll forward only at the first load after an unclean store open: after a
+ * clean shutdown every commit's in-place write completed (it is FUA and the
+ * close syncs), and a replay would undo plain writes made since over a
+ * committed, not yet released range.  store->lock held. */
+static bool replay_due(struct tsr_svol *svol)
+{
+	struct tsr_store *store = svol->store;
+	struct stage_replayed *r;
+
+	if (!store->unclean)
+		return false;
+	for (r = store->stage_replayed; r; r = r->next)
+		if (strcmp(r->uuid, svol->uuid) == 0)
+			return false;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return true; /* replay again next time rather than never */
+	snprintf(r->uuid, sizeof(r->uuid), "%s", svol->uuid);
+	r->next = store->stage_replayed;
+	store->stage_replayed = r;
+	return true;
+}
+
+void stage_store_free(struct tsr_store *store)
+{
+	while (store->stage_replayed) {
+		struct stage_replayed *r = store->stage_replayed;
+
+		store->stage_replayed = r->next;
+		free(r);
+	}
+}
+
 int stage_open(struct tsr_svol *svol)
 {
 	char path[PATH_MAX];
@@ -979,10 +1021,12 @@ int stage_open(struct tsr_svol *svol)
 	uint8_t *data = NULL;
 	struct stat st;
 	size_t i, committed = 0;
+	bool replay;
 	int ret;
 
 	if (svol->dev_offset >= 0 || svol->ro_layer)
 		return 0;
+	replay = replay_due(svol); /* recorded even when there is nothing to replay */
 	j = calloc(1, sizeof(*j));
 	if (j == NULL)
 		return -ENOMEM;
@@ -1028,9 +1072,11 @@ int stage_open(struct tsr_svol *svol)
 	if (j->n)
 		tsr_info("open: volume %s: stage journal has %zu live entries (%zu committed)",
 			 svol->name, j->n, committed);
-	ret = roll_forward(svol, data);
-	if (ret)
-		goto err;
+	if (committed && replay) {
+		ret = roll_forward(svol, data);
+		if (ret)
+			goto err;
+	}
 done:
 	tsr_free_aligned(h);
 	tsr_free_aligned(data);

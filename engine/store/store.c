@@ -947,6 +947,7 @@ static int open_device(struct tsr_store *store, const char *device)
 
 static void store_free(struct tsr_store *store)
 {
+	stage_store_free(store);
 	if (store->db)
 		catalog_close(store->db);
 	if (store->dev_fd >= 0)
@@ -1031,6 +1032,7 @@ int tsr_store_open(const char *dir, const struct tsr_store_opts *opts, struct ts
 			goto err;
 		}
 	}
+	store->unclean = !clean && !fresh; /* stage.c rolls journals forward then */
 	remove_leftovers(store);
 	recover_all(store, clean || fresh);
 	snap_recover(store);
