@@ -200,18 +200,95 @@ def test_truncated_and_garbage_messages():
     alive("truncated and garbage messages")
 
 
+def raw_big_request(path, total):
+    """POST a gRPC message of TOTAL bytes over raw HTTP/2, honouring flow control.
+    Returns the server's frames on stream 1 as (type, flags, payload), in order."""
+    s = raw_conn()
+    s.settimeout(0.05)
+    body = b"\x00" + struct.pack(">I", total) + bytes(total)
+    s.sendall(PREFACE + frame(4, 0, 0, b"") + frame(1, 4, 1, grpc_headers(path)))
+    conn_win = stream_win = 65535
+    init_win = 65535
+    sent, buf, out, ended_at = 0, b"", [], None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if ended_at and time.monotonic() - ended_at > 1.0:
+            break
+        n = min(16384, conn_win, stream_win, len(body) - sent)
+        if n > 0 and not ended_at:
+            last = sent + n == len(body)
+            try:
+                s.sendall(frame(0, 1 if last else 0, 1, body[sent:sent + n]))
+            except OSError:
+                break
+            sent += n
+            conn_win -= n
+            stream_win -= n
+            continue
+        try:
+            d = s.recv(65536)
+            if not d:
+                break
+            buf += d
+        except socket.timeout:
+            pass
+        except OSError:
+            break
+        while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+            ln = int.from_bytes(buf[:3], "big")
+            ftype, flags, sid = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            payload, buf = buf[9:9 + ln], buf[9 + ln:]
+            if ftype == 4 and not flags & 1:
+                for i in range(0, len(payload), 6):
+                    if int.from_bytes(payload[i:i + 2], "big") == 4:
+                        new_init = int.from_bytes(payload[i + 2:i + 6], "big")
+                        stream_win += new_init - init_win
+                        init_win = new_init
+                s.sendall(frame(4, 1, 0, b""))
+            elif ftype == 8:
+                inc = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+                if sid == 0:
+                    conn_win += inc
+                elif sid == 1:
+                    stream_win += inc
+            elif sid == 1 or ftype == 7:
+                out.append((ftype, flags, payload))
+                if ftype in (3, 7) or (ftype == 1 and flags & 1):
+                    ended_at = ended_at or time.monotonic()
+    s.close()
+    return out, sent
+
+
 def test_ten_megabyte_request():
+    # On the wire: the answer must be a gRPC status (HEADERS with END_STREAM,
+    # no DATA), sent before any RST_STREAM that stops the upload (RFC 9113
+    # 8.1 allows that RST_STREAM, with NO_ERROR, after a complete response).
+    frames, sent = raw_big_request("/csi.v1.Controller/CreateVolume", 10 * MiB)
+    kinds = [(f[0], f[1]) for f in frames]
+    R.log(f"10 MB raw request: {sent} bytes sent before the answer; frames on stream 1: {kinds}")
+    R.check(frames and frames[0][0] == 1 and frames[0][1] & 1,
+            f"10 MB request: first answer is not a status (HEADERS + END_STREAM): {kinds}")
+    R.check(not any(f[0] == 0 for f in frames), f"10 MB request answered with a message: {kinds}")
+    rst = [f for f in frames if f[0] == 3]
+    R.check(all(int.from_bytes(f[2][:4], "big") == 0 for f in rst), f"RST_STREAM with an error code: {rst}")
+    R.check(sent < 10 * MiB, "the server let the whole 10 MB in before answering")
+    alive("10 MB raw request")
+    # Through the gRPC library: an error.  Debian's grpc-core client reports a
+    # status followed by RST_STREAM(NO_ERROR) as INTERNAL "Received RST_STREAM
+    # with error code 0" instead of the status; the wire check above is what
+    # judges the server.
     big = "x" * (10 * MiB)
     req = create_req("bad-big", 64 * MiB, {"replicas": "1", "stripeUnit": big})
-    _, code, det = cli.call("controller.CreateVolume", req)
-    R.check(code in (C.RESOURCE_EXHAUSTED, C.INVALID_ARGUMENT), f"10 MB CreateVolume: {code.name} {det!r}, "
-            "want RESOURCE_EXHAUSTED")
-    _, code, det = cli.call("controller.CreateVolume", create_req("b" * (10 * MiB), 64 * MiB))
-    R.check(code in (C.RESOURCE_EXHAUSTED, C.INVALID_ARGUMENT), f"10 MB name: {code.name} {det!r}")
+    for what, r in (("10 MB parameter", req), ("10 MB name", create_req("b" * (10 * MiB), 64 * MiB))):
+        _, code, det = cli.call("controller.CreateVolume", r)
+        ok = code in (C.RESOURCE_EXHAUSTED, C.INVALID_ARGUMENT) or \
+            (code == C.INTERNAL and "RST_STREAM with error code 0" in det)
+        R.check(ok, f"{what}: {code.name} {det!r}, want RESOURCE_EXHAUSTED")
+        R.log(f"{what} through grpcio: {code.name} {det[:80]!r}")
     R.check(not [v for v in cluster_volumes() if v.startswith("bad-big") or v.startswith("bbbb")],
             "a 10 MB request created a volume")
     alive("10 MB requests")
-    # just under the limit of a reasonable server (1 MiB): a clean error or OK, not a crash
+    # 1 MB of mount flags (under the 4 MiB message limit): a clean error, not a crash
     _, code, det = cli.call("controller.ValidateVolumeCapabilities", pb.ValidateVolumeCapabilitiesRequest(
         volume_id="v", volume_capabilities=[mount_cap(flags=["x" * 1000] * 1000)]))
     R.check(code in (C.NOT_FOUND, C.INVALID_ARGUMENT, C.RESOURCE_EXHAUSTED), f"1 MB of mount flags: {code.name}")
