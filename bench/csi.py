@@ -2,7 +2,8 @@
 
   1. CreateVolume + DeleteVolume round trips, one at a time (ROUNDS, after 5
      warm-up rounds), for 3 replicas and for 1: p50 / p99 / max of the round
-     trip and of each call.
+     trip and of each call; and 20 rounds of the same through the tessera CLI
+     (3 replicas) as the baseline of what the cluster itself takes.
   2. PARALLEL volumes created at once (one thread and connection each), then
      deleted at once: errors counted, volumes counted with `tessera volume
      list`, wall time; REPEATS times.
@@ -18,7 +19,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.environ["TSR_SRC"], "tests", "csi"))
-from csilib import GiB, MiB, C, Client, cluster_volumes, create_req, mount_cap, pb  # noqa: E402
+from csilib import GiB, MiB, C, Client, cluster_volumes, create_req, mount_cap, pb, tessera  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "100"))
 PARALLEL = int(os.environ.get("BENCH_PARALLEL", "100"))
@@ -64,6 +65,20 @@ def round_trips(params, tag):
         de.append(t2 - t1)
     r = {"round_trip": ms(rt), "create": ms(cr), "delete": ms(de)}
     log(f"round trip {tag}: {r['round_trip']}")
+    return r
+
+
+def cli_baseline(n=20):
+    """The same create + delete through the tessera CLI (a process per call,
+    admin API straight to tesserad): what the cluster itself costs."""
+    rt = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        tessera("volume", "create", f"cli-{i}", "--size", "1G", "--replicas", "3")
+        tessera("volume", "delete", f"cli-{i}")
+        rt.append(time.perf_counter() - t0)
+    r = ms(rt)
+    log(f"CLI baseline: {r}")
     return r
 
 
@@ -126,6 +141,7 @@ def main():
     out = {"rounds": ROUNDS, "parallel": PARALLEL, "repeats": REPEATS}
     out["round_trip_3_replicas"] = round_trips({"replicas": "3"}, "r3")
     out["round_trip_1_replica"] = round_trips({"replicas": "1"}, "r1")
+    out["cli_round_trip_3_replicas"] = cli_baseline()
     out["parallel_runs"] = [parallel(r) for r in range(REPEATS)]
     if os.geteuid() == 0 and os.path.exists("/dev/fuse"):
         out["stage_10g_runs"] = [stage_10g(r) for r in range(REPEATS)]

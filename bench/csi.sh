@@ -55,6 +55,9 @@ for k, name in (("round_trip_3_replicas", "3 replicas"), ("round_trip_1_replica"
     r = j[k]
     print(f"| {name} | {r['round_trip']['n']} | {r['round_trip']['p50_ms']} ms | {r['round_trip']['p99_ms']} ms | "
           f"{r['round_trip']['max_ms']} ms | {r['create']['p50_ms']} ms | {r['delete']['p50_ms']} ms |")
+b = j["cli_round_trip_3_replicas"]
+print(f"| CLI baseline, 3 replicas (`tessera volume create` + `delete`, a process each) | {b['n']} | "
+      f"{b['p50_ms']} ms | {b['p99_ms']} ms | {b['max_ms']} ms | | |")
 p50 = j["round_trip_3_replicas"]["round_trip"]["p50_ms"]
 print(f"\nTarget p50 < 50 ms: {'met' if p50 < 50 else 'NOT met'} ({p50} ms, 3 replicas).\n")
 runs = j["parallel_runs"]
