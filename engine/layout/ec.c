@@ -128,9 +128,9 @@ void ec_publish(struct ec *e)
 	s.resync_done_bytes = e->resync_done * e->unit;
 	s.resync_rate_bps = e->resync_rate_bps;
 	if (e->resync_running && e->resync_rate_bps > 1.0 && e->resync_total > e->resync_done)
-		s.resync_eta_sec = (uint64_t)((double)((e->resync_total - e->resync_done) *
-						       e->unit) /
-					      e->resync_rate_bps);
+		s.resync_eta_sec =
+		    (uint64_t)((double)((e->resync_total - e->resync_done) * e->unit) /
+			       e->resync_rate_bps);
 	s.resync_bytes_copied = e->resync_bytes_copied;
 	s.resync_regions_copied = e->resync_regions_copied;
 	s.writes = e->n_writes;
@@ -771,8 +771,8 @@ struct ctl {
 	char address[128];
 	bool repair;
 	struct tsr_layout_copy newcopy;
-	struct tsr_svol *svol;   /* in: the new local handle; out: the old one to put */
-	struct mbitmap bm;       /* in: the new bitmap; out: the old one to close */
+	struct tsr_svol *svol; /* in: the new local handle; out: the old one to put */
+	struct mbitmap bm;     /* in: the new bitmap; out: the old one to close */
 	int result;
 	sem_t done;
 	void (*fn)(struct ctl *ctl);

@@ -174,12 +174,11 @@ int ecopy_read(struct ecopy *c, uint64_t off, uint32_t len, void *buf, tsr_cb cb
 		return -ENOMEM;
 	if (c->local)
 		return ecop_ret(op, tsr_svol_read(c->svol, c->e->io, off, len, buf, ecop_done, op));
-	return ecop_ret(op, tsr_peer_read(c->client, c->handle, c->e->epoch, off, len, buf,
-					  ecop_done, op));
+	return ecop_ret(
+	    op, tsr_peer_read(c->client, c->handle, c->e->epoch, off, len, buf, ecop_done, op));
 }
 
-int ecopy_write(struct ecopy *c, uint64_t off, uint32_t len, const void *buf, tsr_cb cb,
-		void *arg)
+int ecopy_write(struct ecopy *c, uint64_t off, uint32_t len, const void *buf, tsr_cb cb, void *arg)
 {
 	struct ecop *op;
 
@@ -225,8 +224,8 @@ int ecopy_stage(struct ecopy *c, const struct tsr_stage_entry *en, const void *b
 		return -ENOMEM;
 	if (c->local)
 		return ecop_ret(op, tsr_svol_stage(c->svol, c->e->io, en, buf, ecop_done, op));
-	return ecop_ret(op, tsr_peer_stage(c->client, c->handle, c->e->epoch, en, buf, ecop_done,
-					   op));
+	return ecop_ret(op,
+			tsr_peer_stage(c->client, c->handle, c->e->epoch, en, buf, ecop_done, op));
 }
 
 int ecopy_commit(struct ecopy *c, uint64_t txn, tsr_cb cb, void *arg)
@@ -242,8 +241,7 @@ int ecopy_commit(struct ecopy *c, uint64_t txn, tsr_cb cb, void *arg)
 		return -ENOMEM;
 	if (c->local)
 		return ecop_ret(op, tsr_svol_stage_commit(c->svol, c->e->io, txn, ecop_done, op));
-	return ecop_ret(op,
-			tsr_peer_commit(c->client, c->handle, c->e->epoch, txn, ecop_done, op));
+	return ecop_ret(op, tsr_peer_commit(c->client, c->handle, c->e->epoch, txn, ecop_done, op));
 }
 
 int ecopy_release(struct ecopy *c, uint64_t upto, tsr_cb cb, void *arg)
@@ -258,8 +256,7 @@ int ecopy_release(struct ecopy *c, uint64_t upto, tsr_cb cb, void *arg)
 	if (op == NULL)
 		return -ENOMEM;
 	if (c->local)
-		return ecop_ret(op,
-				tsr_svol_stage_release(c->svol, c->e->io, upto, ecop_done, op));
+		return ecop_ret(op, tsr_svol_stage_release(c->svol, c->e->io, upto, ecop_done, op));
 	return ecop_ret(op,
 			tsr_peer_release(c->client, c->handle, c->e->epoch, upto, ecop_done, op));
 }
@@ -326,8 +323,8 @@ static void copy_on_fail(void *arg, int err)
 
 	if (cc->gen != c->gen || c->e->closing)
 		return;
-	tsr_warn("ec %s: copy %u (%s, %s): connection failed: %s", c->e->name, c->idx,
-		 c->node_id, c->address, strerror(-err));
+	tsr_warn("ec %s: copy %u (%s, %s): connection failed: %s", c->e->name, c->idx, c->node_id,
+		 c->address, strerror(-err));
 	ec_copy_failed(c, err < 0 ? err : -ECONNRESET);
 }
 

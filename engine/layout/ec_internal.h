@@ -40,11 +40,11 @@
 #include "tessera/ec.h"
 #include "tessera/peer.h"
 
-#define EC_TICK_MS           20   /* timer: stalls, release, throttle, status */
-#define EC_RELEASE_BATCH     256  /* finished txns that trigger a RELEASE */
-#define EC_RELEASE_MS        100  /* ... or this long after the last one */
-#define EC_RESYNC_DEPTH      4    /* stripes recomputed at once by a resync */
-#define EC_LOCAL_RETRY_NS    (5ull * 1000000000)
+#define EC_TICK_MS        20  /* timer: stalls, release, throttle, status */
+#define EC_RELEASE_BATCH  256 /* finished txns that trigger a RELEASE */
+#define EC_RELEASE_MS     100 /* ... or this long after the last one */
+#define EC_RESYNC_DEPTH   4   /* stripes recomputed at once by a resync */
+#define EC_LOCAL_RETRY_NS (5ull * 1000000000)
 
 struct ec;
 struct ecopy;
@@ -62,8 +62,7 @@ struct slock {
 	struct slock *next;
 };
 /* true: held now (granted not called); false: queued, granted() later. */
-bool sl_acquire(struct ec *e, struct slock *sl, uint64_t stripe,
-		void (*granted)(struct slock *sl));
+bool sl_acquire(struct ec *e, struct slock *sl, uint64_t stripe, void (*granted)(struct slock *sl));
 void sl_release(struct ec *e, struct slock *sl);
 
 /* ---- copies --------------------------------------------------------------- */
@@ -85,13 +84,13 @@ struct ecopy {
 	enum tsr_copy_state hook_issued, hook_want;
 	struct waiter *hook_waiters; /* ver = state waited for */
 	/* session */
-	bool open;                      /* data ops may be sent */
+	bool open; /* data ops may be sent */
 	bool connecting;
 	unsigned gen;                   /* bumped at every failure / reconnect */
 	struct tsr_svol *svol;          /* local copy */
 	struct tsr_peer_client *client; /* remote copy */
 	uint64_t handle;
-	void *fail_ctx; /* the client's on_fail argument */
+	void *fail_ctx;         /* the client's on_fail argument */
 	struct mbitmap bm;      /* dirty regions of the chunk volume */
 	struct eresync *resync; /* running resync / rebuild, or NULL */
 	bool resync_queued;     /* start one once ready */
@@ -103,8 +102,7 @@ struct ecopy {
  * (-ENOTCONN not open, -ESTALE local epoch moved on) and it never fires.
  */
 int ecopy_read(struct ecopy *c, uint64_t off, uint32_t len, void *buf, tsr_cb cb, void *arg);
-int ecopy_write(struct ecopy *c, uint64_t off, uint32_t len, const void *buf, tsr_cb cb,
-		void *arg);
+int ecopy_write(struct ecopy *c, uint64_t off, uint32_t len, const void *buf, tsr_cb cb, void *arg);
 int ecopy_flush(struct ecopy *c, tsr_cb cb, void *arg);
 int ecopy_stage(struct ecopy *c, const struct tsr_stage_entry *en, const void *buf, tsr_cb cb,
 		void *arg);
@@ -132,10 +130,10 @@ enum ec_crash { EC_CRASH_NONE = 0, EC_CRASH_STAGED, EC_CRASH_COMMITTED };
 struct ec {
 	/* immutable after create */
 	char name[64];
-	uint64_t size;       /* volume bytes */
-	unsigned k, m, n;    /* n = k + m = copies */
-	uint32_t unit;       /* stripe unit */
-	uint64_t width;      /* k * unit */
+	uint64_t size;    /* volume bytes */
+	unsigned k, m, n; /* n = k + m = copies */
+	uint32_t unit;    /* stripe unit */
+	uint64_t width;   /* k * unit */
 	uint64_t nstripes;
 	uint64_t chunk_size; /* chunk volume bytes: nstripes * unit */
 	uint64_t epoch;
@@ -150,7 +148,7 @@ struct ec {
 	unsigned peer_timeout_ms;
 	unsigned write_wait_ms;
 	uint64_t resync_rate;
-	uint32_t region_size;  /* chunk-volume bytes per bitmap region (>= unit) */
+	uint32_t region_size; /* chunk-volume bytes per bitmap region (>= unit) */
 	unsigned region_shift;
 	uint64_t nregions;
 	bool converge;
@@ -235,15 +233,15 @@ static inline uint64_t ec_chunk_off(const struct ec *e, uint64_t stripe)
 int ec_col_read(struct ec *e, uint64_t stripe, uint32_t col, uint32_t len, uint32_t want,
 		uint32_t exclude, uint8_t *bufs,
 		void (*done)(void *arg, int status, uint32_t present), void *arg);
-int ec_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf,
-	    tsr_cb cb_fn, void *cb_arg);
+int ec_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf, tsr_cb cb_fn,
+	    void *cb_arg);
 int ec_write(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, const void *buf,
 	     unsigned flags, tsr_cb cb_fn, void *cb_arg);
 int ec_flush(void *ctx, struct tsr_io *io, tsr_cb cb_fn, void *cb_arg);
 int ec_trim(void *ctx, struct tsr_io *io, uint64_t offset, uint64_t len, tsr_cb cb_fn,
 	    void *cb_arg);
-int ec_write_zeroes(void *ctx, struct tsr_io *io, uint64_t offset, uint64_t len,
-		    unsigned flags, tsr_cb cb_fn, void *cb_arg);
+int ec_write_zeroes(void *ctx, struct tsr_io *io, uint64_t offset, uint64_t len, unsigned flags,
+		    tsr_cb cb_fn, void *cb_arg);
 /* Host writes waiting for min_in_sync: go (a copy is back) or expire. */
 void ec_kick_stalled(struct ec *e);
 void ec_expire_stalled(struct ec *e, bool all);

@@ -209,10 +209,10 @@ struct erop {
 struct erpiece {
 	struct erop *op;
 	uint64_t stripe;
-	unsigned d;     /* data chunk position */
+	unsigned d; /* data chunk position */
 	uint32_t col, len;
-	uint8_t *dst;   /* in the host buffer */
-	unsigned gen;   /* of the copy read directly */
+	uint8_t *dst; /* in the host buffer */
+	unsigned gen; /* of the copy read directly */
 	uint32_t exclude;
 	struct slock sl;
 	uint8_t *bufs;
@@ -337,8 +337,8 @@ static void piece_read_done(void *arg, int status)
 	piece_degraded(pc);
 }
 
-int ec_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf,
-	    tsr_cb cb_fn, void *cb_arg)
+int ec_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf, tsr_cb cb_fn,
+	    void *cb_arg)
 {
 	struct ec *e = ctx;
 	struct erop *op;
@@ -397,12 +397,12 @@ int ec_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *b
 
 struct ehost {
 	struct ec *e;
-	uint64_t off, end;   /* volume bytes */
-	uint64_t next;       /* first byte not yet given a transaction */
-	const uint8_t *buf;  /* NULL: zeros */
+	uint64_t off, end;  /* volume bytes */
+	uint64_t next;      /* first byte not yet given a transaction */
+	const uint8_t *buf; /* NULL: zeros */
 	tsr_cb cb_fn;
 	void *cb_arg;
-	int pending;         /* transactions of the window in flight (+1 launching) */
+	int pending; /* transactions of the window in flight (+1 launching) */
 	int status;
 	uint64_t submit_ns;
 	struct ehost *next_stalled;
@@ -428,9 +428,9 @@ struct etxn {
 	uint32_t touched;   /* positions whose chunk changes */
 	uint32_t parts;     /* participants (STAGE sent) */
 	uint32_t staged, committed;
-	uint64_t txn;       /* 0 until assigned */
+	uint64_t txn; /* 0 until assigned */
 	bool partial, crash;
-	int phase;          /* 0 old read, 1 staging, 2 committing */
+	int phase; /* 0 old read, 1 staging, 2 committing */
 	int pending;
 	int status;
 	struct etxn *next_unfinished;
@@ -879,8 +879,7 @@ static bool expired(const struct ec *e, const struct ehost *h, uint64_t now)
 
 void ec_kick_stalled(struct ec *e)
 {
-	while (e->stalled != NULL && ec_in_sync(e) >= e->min_in_sync && !e->fenced &&
-	       !e->closing) {
+	while (e->stalled != NULL && ec_in_sync(e) >= e->min_in_sync && !e->fenced && !e->closing) {
 		struct ehost *h = e->stalled;
 
 		e->stalled = h->next_stalled;
@@ -957,8 +956,8 @@ int ec_write(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, const 
 	return ehost_submit(ctx, io, offset, len, buf, cb_fn, cb_arg);
 }
 
-int ec_write_zeroes(void *ctx, struct tsr_io *io, uint64_t offset, uint64_t len,
-		    unsigned flags, tsr_cb cb_fn, void *cb_arg)
+int ec_write_zeroes(void *ctx, struct tsr_io *io, uint64_t offset, uint64_t len, unsigned flags,
+		    tsr_cb cb_fn, void *cb_arg)
 {
 	(void)flags;
 	return ehost_submit(ctx, io, offset, len, NULL, cb_fn, cb_arg);
@@ -1056,8 +1055,7 @@ static void trim_deferred(struct tsr_worker *w, void *arg)
 }
 
 /* Accepted and ignored (ec.h): the data stays readable. */
-int ec_trim(void *ctx, struct tsr_io *io, uint64_t offset, uint64_t len, tsr_cb cb_fn,
-	    void *cb_arg)
+int ec_trim(void *ctx, struct tsr_io *io, uint64_t offset, uint64_t len, tsr_cb cb_fn, void *cb_arg)
 {
 	struct ec *e = ctx;
 	struct etrim *tr;

@@ -39,13 +39,13 @@ struct rstripe {
 struct eresync {
 	struct ecopy *c;
 	struct ec *e;
-	unsigned gen;        /* c->gen when started */
+	unsigned gen; /* c->gen when started */
 	bool aborted;
-	int stage;           /* 1 listing, 2 releasing, 3 hook, 4 walking, 5 in-sync hook */
-	uint64_t region;     /* region being copied */
+	int stage;       /* 1 listing, 2 releasing, 3 hook, 4 walking, 5 in-sync hook */
+	uint64_t region; /* region being copied */
 	uint64_t next_stripe, end_stripe;
-	int inflight;        /* stripes in flight */
-	int status;          /* a failure of the region */
+	int inflight; /* stripes in flight */
+	int status;   /* a failure of the region */
 	uint64_t start_ns;
 	uint64_t bytes;      /* written by this resync */
 	bool waiting_tokens; /* paced: the tick goes on */
@@ -200,8 +200,8 @@ static bool rs_paced(struct eresync *rs)
 
 	if (e->resync_rate == 0)
 		return false;
-	allowed = (double)e->resync_rate * (double)(ec_now_ns() - rs->start_ns) / 1e9 +
-		  (double)e->unit;
+	allowed =
+	    (double)e->resync_rate * (double)(ec_now_ns() - rs->start_ns) / 1e9 + (double)e->unit;
 	return (double)rs->bytes >= allowed;
 }
 
@@ -252,7 +252,8 @@ static bool rs_walk_once(struct eresync *rs)
 			return true;
 		}
 		/* the region is done */
-		if (rs->end_stripe > 0 && rs->region < e->nregions && mbm_test(&c->bm, rs->region)) {
+		if (rs->end_stripe > 0 && rs->region < e->nregions &&
+		    mbm_test(&c->bm, rs->region)) {
 			mbm_clear_region(&c->bm, rs->region);
 			e->resync_regions_copied++;
 		}
@@ -446,9 +447,8 @@ void ec_resync_tick(struct ec *e, uint64_t now_ns)
 			double inst = (double)(e->resync_bytes_copied - e->rate_last_bytes) * 1e9 /
 				      (double)(now_ns - e->rate_last_ns);
 
-			e->resync_rate_bps = e->resync_rate_bps == 0
-						 ? inst
-						 : 0.5 * e->resync_rate_bps + 0.5 * inst;
+			e->resync_rate_bps =
+			    e->resync_rate_bps == 0 ? inst : 0.5 * e->resync_rate_bps + 0.5 * inst;
 		}
 		e->rate_last_ns = now_ns;
 		e->rate_last_bytes = e->resync_bytes_copied;

@@ -36,8 +36,8 @@ struct escrub {
 	bool repair, aborted;
 	uint64_t stripe; /* the one being checked */
 	struct slock sl;
-	uint8_t *bufs;   /* n * unit: chunks read */
-	uint8_t *tmp;    /* n * unit: decoded */
+	uint8_t *bufs;    /* n * unit: chunks read */
+	uint8_t *tmp;     /* n * unit: decoded */
 	uint32_t ok, bad; /* positions read; positions that failed their CRC */
 	int inflight;
 	void (*done)(void *arg, int status);
@@ -113,9 +113,8 @@ static bool agrees(struct escrub *sc, uint32_t mask)
 	if (decode_into_tmp(sc, mask, rest) < 0)
 		return false;
 	for (unsigned p = 0; p < e->n; p++)
-		if ((rest & (1u << p)) &&
-		    memcmp(sc->tmp + (size_t)p * e->unit, sc->bufs + (size_t)p * e->unit,
-			   e->unit) != 0)
+		if ((rest & (1u << p)) && memcmp(sc->tmp + (size_t)p * e->unit,
+						 sc->bufs + (size_t)p * e->unit, e->unit) != 0)
 			return false;
 	return true;
 }

@@ -26,10 +26,10 @@
 #include "mirror_test.h"
 #include "tessera/ec.h"
 
-#define KiB      1024ull
-#define MiB      (1024ull * 1024)
-#define VOL      (4 * MiB)
-#define MAXN     7
+#define KiB  1024ull
+#define MiB  (1024ull * 1024)
+#define VOL  (4 * MiB)
+#define MAXN 7
 
 struct env {
 	struct node nodes[MAXN];
@@ -237,9 +237,10 @@ static void assert_stripes_consistent(struct env *e, bool want_model)
 				if (voff >= VOL)
 					continue;
 				if (memcmp(chunk(e, s, d), e->model + voff, e->unit) != 0) {
-					print_message("stripe %llu data chunk %u (copy %u) != model\n",
-						      (unsigned long long)s, d,
-						      tsr_ec_copy_of(s, d, e->k, e->m));
+					print_message(
+					    "stripe %llu data chunk %u (copy %u) != model\n",
+					    (unsigned long long)s, d,
+					    tsr_ec_copy_of(s, d, e->k, e->m));
 					fail();
 				}
 			}
@@ -258,8 +259,9 @@ static void assert_stripes_consistent(struct env *e, bool want_model)
 			assert_int_equal(tsr_ec_decode(e->codec, e->unit, ptr, present, want), 0);
 			for (unsigned p = 0; p < e->n; p++)
 				if (memcmp(ptr[p], chunk(e, s, p), e->unit) != 0) {
-					print_message("stripe %llu: chunk %u decoded from %#x differs\n",
-						      (unsigned long long)s, p, present);
+					print_message(
+					    "stripe %llu: chunk %u decoded from %#x differs\n",
+					    (unsigned long long)s, p, present);
 					fail();
 				}
 		}
@@ -404,8 +406,8 @@ static void test_degraded_reads(void **state)
 
 /* Stripes where copy c holds a chunk one of the writes changes (data chunk
  * touched, or parity). */
-static uint64_t missed_chunks(struct env *e, const uint64_t *off, const uint64_t *len,
-			      unsigned n, unsigned c)
+static uint64_t missed_chunks(struct env *e, const uint64_t *off, const uint64_t *len, unsigned n,
+			      unsigned c)
 {
 	uint64_t width = (uint64_t)e->k * e->unit, stripes = tsr_ec_stripes(VOL, e->k, e->unit);
 	uint8_t *hit = calloc(stripes, 1);
@@ -438,7 +440,7 @@ static void test_degraded_writes_resync(void **state)
 	node_stop(&e->nodes[5]);
 	/* writes go on with k+m-2 = k copies: partial and full stripes (7 stripes) */
 	assert_int_equal(lwrite(e, 256 * KiB, 256 * KiB, 30), 0); /* stripe 1, whole */
-	assert_int_equal(lwrite(e, 64 * KiB, 256 * KiB, 31), 0); /* stripes 0 and 1 */
+	assert_int_equal(lwrite(e, 64 * KiB, 256 * KiB, 31), 0);  /* stripes 0 and 1 */
 	assert_int_equal(lwrite(e, 1 * MiB + 8 * KiB, 12 * KiB, 32), 0);
 	assert_int_equal(lwrite(e, 3 * MiB - 4 * KiB, 12 * KiB, 33), 0);
 	assert_int_equal(lwrite(e, 2 * MiB + 68 * KiB, 4 * KiB, 34), 0);
@@ -464,10 +466,10 @@ static void test_degraded_writes_resync(void **state)
 				    2 * MiB + 68 * KiB};
 		uint64_t w_len[] = {256 * KiB, 256 * KiB, 12 * KiB, 12 * KiB, 4 * KiB};
 
-		assert_int_equal(s.resync_bytes_copied - before,
-				 (missed_chunks(e, w_off, w_len, 5, 2) +
-				  missed_chunks(e, w_off, w_len, 5, 5)) *
-				     e->unit);
+		assert_int_equal(
+		    s.resync_bytes_copied - before,
+		    (missed_chunks(e, w_off, w_len, 5, 2) + missed_chunks(e, w_off, w_len, 5, 5)) *
+			e->unit);
 	}
 	assert_int_equal(s.stripes_rebuilding, 0);
 	assert_int_equal(s.stripes_degraded, 0);
@@ -558,8 +560,8 @@ static size_t node_stage_count(struct node *n)
  * committed on the first `committed`.  Returns the new stripe content in
  * newdata (the volume bytes of the stripe).
  */
-static void crashed_txn(struct env *e, uint64_t old_epoch, uint64_t txn_no, uint64_t s,
-			unsigned d, uint32_t col, uint32_t len, unsigned staged, unsigned committed,
+static void crashed_txn(struct env *e, uint64_t old_epoch, uint64_t txn_no, uint64_t s, unsigned d,
+			uint32_t col, uint32_t len, unsigned staged, unsigned committed,
 			uint8_t *newstripe)
 {
 	uint64_t width = (uint64_t)e->k * e->unit;
@@ -589,8 +591,8 @@ static void crashed_txn(struct env *e, uint64_t old_epoch, uint64_t txn_no, uint
 	for (unsigned i = 0; i < np; i++)
 		en.participants |= 1u << parts[i];
 	for (unsigned i = 0; i < staged && i < np; i++)
-		assert_int_equal(node_stage(&e->nodes[tsr_ec_copy_of(s, parts[i], e->k, e->m)],
-					    &en, bufs + (size_t)parts[i] * len),
+		assert_int_equal(node_stage(&e->nodes[tsr_ec_copy_of(s, parts[i], e->k, e->m)], &en,
+					    bufs + (size_t)parts[i] * len),
 				 0);
 	for (unsigned i = 0; i < committed && i < np; i++)
 		assert_int_equal(
@@ -610,7 +612,7 @@ static void test_write_hole_recovery(void **state)
 		unsigned staged, committed;
 		bool forward;
 	} cases[] = {
-	    {0, 0, false},  {1, 0, false},  {np - 1, 0, false},
+	    {0, 0, false}, {1, 0, false}, {np - 1, 0, false},
 	    {np, 0, true}, {np, 1, true}, {np, np, true},
 	};
 
@@ -811,6 +813,31 @@ static void test_scrub_m1_unrepaired(void **state)
 	assert_int_equal(s.scrub_mismatches, 1);
 	assert_int_equal(s.scrub_repaired, 0);
 	assert_int_equal(s.scrub_unrepaired, 1);
+}
+
+/* converge at create (the last coordinator died): the repairing scrub runs first */
+static void test_converge(void **state)
+{
+	struct env *e = *state;
+	struct tsr_ec_opts o;
+	struct tsr_layout_status s;
+
+	assert_int_equal(create(e, true, 1), 0);
+	for (uint64_t off = 0; off < VOL; off += (uint64_t)e->k * e->unit)
+		assert_int_equal(lwrite(e, off, (uint32_t)(e->k * e->unit), 90 + off), 0);
+	settle();
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	corrupt_chunk(e, 9, e->k + 1, 0, BS);
+	opts_init(e, &o, true, 2);
+	o.converge = true;
+	assert_int_equal(tsr_layout_ec_create(&o, &e->l), 0);
+	get_status(e, &s);
+	assert_true(s.scrub_done);
+	assert_int_equal(s.scrub_mismatches, 1);
+	assert_int_equal(s.scrub_repaired, 1);
+	assert_stripes_consistent(e, true);
+	assert_reads_equal_model(e);
 }
 
 /* ---- a chunk failing its CRC is decoded on read, and scrub rewrites it ---- */
@@ -1149,6 +1176,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_scrub_repairs, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_scrub_m1_unrepaired, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_crc_error_read, setup_4p2, teardown),
+	    cmocka_unit_test_setup_teardown(test_converge, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_replace, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_staged_0, setup_crash, teardown),
