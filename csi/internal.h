@@ -74,7 +74,8 @@ void grpc_frame_header(uint8_t hdr[GRPC_FRAME_HDR], uint32_t len);
 /*
  * Decode a protobuf message of type desc (protobuf-c); free *out with
  * protobuf_c_message_free_unpacked(*out, NULL).  Errors: -EINVAL not a valid
- * encoding of desc; -EMSGSIZE len > CSI_MAX_MSG.
+ * encoding of desc, or a string field that is not UTF-8; -EMSGSIZE len >
+ * CSI_MAX_MSG.
  */
 int grpc_msg_decode(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len,
 		    ProtobufCMessage **out);

@@ -120,6 +120,44 @@ static void test_decode(void **state)
 					 (size_t)CSI_MAX_MSG + 1, &m), -EMSGSIZE);
 }
 
+/* Strings must be UTF-8, also inside map entries and nested messages. */
+static void test_decode_utf8(void **state)
+{
+	Csi__V1__CreateVolumeRequest req = CSI__V1__CREATE_VOLUME_REQUEST__INIT;
+	Csi__V1__CreateVolumeRequest__ParametersEntry e =
+		CSI__V1__CREATE_VOLUME_REQUEST__PARAMETERS_ENTRY__INIT;
+	Csi__V1__CreateVolumeRequest__ParametersEntry *ep = &e;
+	ProtobufCMessage *m = NULL;
+	uint8_t buf[256];
+	size_t n;
+
+	req.name = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"; /* café € 😀 */
+	n = protobuf_c_message_pack(&req.base, buf);
+	assert_int_equal(grpc_msg_decode(&csi__v1__create_volume_request__descriptor, buf, n, &m),
+			 0);
+	protobuf_c_message_free_unpacked(m, NULL);
+	req.name = "pv\x9d"; /* stray continuation byte */
+	n = protobuf_c_message_pack(&req.base, buf);
+	assert_int_equal(grpc_msg_decode(&csi__v1__create_volume_request__descriptor, buf, n, &m),
+			 -EINVAL);
+	req.name = "\xc0\xaf"; /* overlong '/' */
+	n = protobuf_c_message_pack(&req.base, buf);
+	assert_int_equal(grpc_msg_decode(&csi__v1__create_volume_request__descriptor, buf, n, &m),
+			 -EINVAL);
+	req.name = "\xed\xa0\x80"; /* surrogate */
+	n = protobuf_c_message_pack(&req.base, buf);
+	assert_int_equal(grpc_msg_decode(&csi__v1__create_volume_request__descriptor, buf, n, &m),
+			 -EINVAL);
+	req.name = "ok";
+	e.key = "replicas";
+	e.value = "\xff";
+	req.n_parameters = 1;
+	req.parameters = &ep;
+	n = protobuf_c_message_pack(&req.base, buf);
+	assert_int_equal(grpc_msg_decode(&csi__v1__create_volume_request__descriptor, buf, n, &m),
+			 -EINVAL);
+}
+
 static void test_percent(void **state)
 {
 	char out[64];
@@ -141,6 +179,7 @@ int main(void)
 		cmocka_unit_test(test_good),      cmocka_unit_test(test_truncated),
 		cmocka_unit_test(test_oversized), cmocka_unit_test(test_flags),
 		cmocka_unit_test(test_header_roundtrip), cmocka_unit_test(test_decode),
+		cmocka_unit_test(test_decode_utf8),
 		cmocka_unit_test(test_percent),
 	};
 
