@@ -504,7 +504,8 @@ static void rec_decide(struct recovery *r)
 	struct ec *e = r->e;
 	size_t i = 0, j;
 
-	qsort(r->ents, r->n, sizeof(*r->ents), rec_cmp);
+	if (r->n > 0)
+		qsort(r->ents, r->n, sizeof(*r->ents), rec_cmp);
 	e->start_pending = 1;
 	while (i < r->n) {
 		uint64_t txn = r->ents[i].en.txn, stripe = r->ents[i].en.stripe;
