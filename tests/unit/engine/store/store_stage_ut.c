@@ -7,6 +7,7 @@
  * ignored), copy-on-write into a snapshot, rollback and delete dropping the
  * journal, generations keeping the file small, and journal write faults.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -591,6 +592,105 @@ static void test_queue_full(void **state)
 	assert_true(reads_as(e, e->v, 3, 1, 4));
 }
 
+/* Two threads, each with its own io, on one volume: appends, commits and
+ * releases interleave, and releases that empty the journal start new
+ * generations while the other thread stages (it waits on its own io). */
+struct worker_arg {
+	struct env *e;
+	bool high; /* txns above every txn of the other thread */
+	int rounds;
+	int errors;       /* unexpected results */
+	int lost_commits; /* commits that found their txn released by the other */
+	uint64_t last_seed[4];
+};
+
+static void *stage_worker(void *p)
+{
+	struct worker_arg *a = p;
+	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
+	uint8_t *buf = tsr_alloc_aligned(4 * BS);
+	int i, ret;
+
+	if (io == NULL || buf == NULL) {
+		a->errors++;
+		goto out;
+	}
+	for (i = 1; i <= a->rounds; i++) {
+		uint64_t txn = (a->high ? 1ull << 40 : 0) + (uint64_t)i;
+		uint64_t stripe = (a->high ? 100 : 0) + (uint64_t)(i % 4);
+		uint64_t block = (a->high ? 128 : 0) + (uint64_t)(i % 4) * 4;
+		struct tsr_stage_entry x = ent(txn, stripe, block, 4);
+		struct done d = {0};
+		uint64_t seed = (a->high ? 1000 : 0) + (uint64_t)i;
+
+		fill(buf, 4 * BS, seed, block * BS);
+		if (sstage_io(a->e->v, io, &x, buf) != 0) {
+			a->errors++;
+			continue;
+		}
+		ret = tsr_svol_stage_commit(a->e->v, io, txn, done_cb, &d);
+		if (ret == 0)
+			ret = wait_done(io, &d);
+		if (ret == -ENOENT && !a->high) {
+			a->lost_commits++;
+			continue;
+		}
+		if (ret) {
+			a->errors++;
+			continue;
+		}
+		a->last_seed[i % 4] = seed;
+		memset(&d, 0, sizeof(d));
+		ret = tsr_svol_stage_release(a->e->v, io, txn, done_cb, &d);
+		if (ret == 0)
+			ret = wait_done(io, &d);
+		if (ret)
+			a->errors++;
+	}
+out:
+	tsr_free_aligned(buf);
+	tsr_io_destroy(io);
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	struct env *e = *state;
+	struct worker_arg a = {.e = e, .high = false, .rounds = 150},
+			  b = {.e = e, .high = true, .rounds = 150};
+	struct tsr_stage_entry l[2];
+	pthread_t ta, tb;
+	uint64_t saved = store_stage_roll_bytes, k;
+
+	store_stage_roll_bytes = 32 * 1024;
+	assert_int_equal(pthread_create(&ta, NULL, stage_worker, &a), 0);
+	assert_int_equal(pthread_create(&tb, NULL, stage_worker, &b), 0);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	store_stage_roll_bytes = saved;
+	{
+		char path[PATH_MAX];
+		struct stat st;
+
+		stage_path(e, path);
+		assert_int_equal(stat(path, &st), 0);
+		/* 900 records, 8.4 MiB without new generations */
+		assert_true(st.st_size < 6 * 1024 * 1024);
+	}
+	assert_int_equal(a.errors, 0);
+	assert_int_equal(b.errors, 0);
+	assert_int_equal(list(e, l, 2), 0);
+	for (k = 0; k < 4; k++) {
+		assert_true(reads_as(e, e->v, 128 + k * 4, 4, b.last_seed[k]));
+		if (a.lost_commits == 0)
+			assert_true(reads_as(e, e->v, k * 4, 4, a.last_seed[k]));
+	}
+	crash_reopen(e);
+	assert_int_equal(list(e, l, 2), 0);
+	for (k = 0; k < 4; k++)
+		assert_true(reads_as(e, e->v, 128 + k * 4, 4, b.last_seed[k]));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -604,6 +704,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_generations, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_fault, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 	};
 
 	tsr_log_set_level(TSR_LOG_ERROR);
