@@ -6,8 +6,12 @@
  * life, and runs on that worker's epoll loop like an NBD connection
  * (engine/nbd/nbd_conn.c): the socket is nonblocking; each read takes what
  * is available into a 256 KiB buffer and every complete frame in it is
- * parsed in place; the rest of a large WRITE payload is read straight into
- * the request's 4 KiB-aligned buffer.  Replies are queued as iovecs (the
+ * parsed in place; the rest of a large WRITE payload (STAGE: the data after
+ * its 32-byte prefix, which is parsed from the input buffer) is read straight
+ * into the request's 4 KiB-aligned buffer.  Staged-write frames (STAGE,
+ * COMMIT, RELEASE, STAGE_LIST) run the store's journal calls on the
+ * session's volume after the epoch check of a data op; STAGE_LIST is
+ * answered at once from a copy of the journal's index.  Replies are queued as iovecs (the
  * header inline in the request, READ data and SUMS values pointing into its
  * buffers) and sent with one sendmsg per loop pass (tsr_worker_defer),
  * MSG_NOSIGNAL; on EAGAIN we wait for EPOLLOUT.
