@@ -6,9 +6,11 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 #include "tessera/admin.h"
+#include "tessera/common.h"
 
 static __thread struct tsr_admin_client *t_client;
 
@@ -30,6 +32,7 @@ int csi_admin(struct csi_call *call, Tessera__Admin__Request *req,
 {
 	struct csi_plugin *p = call->plugin;
 	const char *where = p->tesserad_tcp ? p->tesserad_tcp : p->tesserad_unix;
+	struct timespec t0, t1;
 	int attempt, ret = 0;
 
 	for (attempt = 0; attempt < 2; attempt++) {
@@ -42,7 +45,12 @@ int csi_admin(struct csi_call *call, Tessera__Admin__Request *req,
 						strerror(-ret));
 			}
 		}
+		clock_gettime(CLOCK_MONOTONIC, &t0);
 		ret = tsr_admin_call(t_client, req, p->admin_timeout_ms, resp);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		tsr_debug("csi: %s: admin request %d: %d (%.1f ms)", call->method,
+			  (int)req->command_case, ret ? ret : (*resp)->error,
+			  (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
 		if (ret == 0)
 			return GRPC_OK;
 		csi_admin_thread_close();
