@@ -124,6 +124,7 @@ bool ecopy_writable(const struct ecopy *c);
 struct etxn;
 struct ehost;
 struct escrub;
+struct esnap;
 
 enum ec_crash { EC_CRASH_NONE = 0, EC_CRASH_STAGED, EC_CRASH_COMMITTED };
 
@@ -178,6 +179,15 @@ struct ec {
 	uint64_t last_release_ns;
 	unsigned releases_inflight;
 	struct escrub *scrub;
+	/*
+	 * Snapshot cut: while snap_holding, resync and scrub start no new
+	 * stripe (their writes would make the store refuse the cut, -EBUSY);
+	 * the cut goes once bg_ops, their stripes in flight, is 0.
+	 */
+	bool snap_holding;
+	struct esnap *snap_pending; /* waiting for bg_ops == 0 */
+	unsigned bg_ops;
+	bool scrub_parked; /* scrub waiting for the cut to end */
 	bool replace_running;
 	unsigned replace_idx;
 	uint64_t local_retry_ns;
@@ -257,7 +267,12 @@ void ec_resync_tick(struct ec *e, uint64_t now_ns);
 int ec_scrub_begin(struct ec *e, bool repair, void (*done)(void *arg, int status), void *arg);
 void ec_scrub_abort(struct ec *e);
 
+/* ec_scrub.c: a parked scrub goes on (the cut is over). */
+void ec_scrub_unpark(struct ec *e);
+
 /* ec_snap.c */
 int ec_snap(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg);
+/* A resync or scrub stripe is done: a waiting cut may go. */
+void ec_bg_done(struct ec *e);
 
 #endif

@@ -130,6 +130,7 @@ static void rstripe_end(struct rstripe *st, int status)
 	if (status < 0)
 		rs->status = status;
 	rs->inflight--;
+	ec_bg_done(e);
 	rs_walk(rs);
 }
 
@@ -224,8 +225,8 @@ static bool rs_walk_once(struct eresync *rs)
 		while (rs->next_stripe < rs->end_stripe && rs->inflight < EC_RESYNC_DEPTH) {
 			struct rstripe *st;
 
-			if (rs_paced(rs)) {
-				rs->waiting_tokens = true;
+			if (rs_paced(rs) || e->snap_holding) {
+				rs->waiting_tokens = true; /* the tick goes on */
 				return false;
 			}
 			st = calloc(1, sizeof(*st));
@@ -238,6 +239,7 @@ static bool rs_walk_once(struct eresync *rs)
 			st->pos = tsr_ec_position_of(st->stripe, c->idx, e->k, e->m);
 			st->gen = c->gen;
 			rs->inflight++;
+			e->bg_ops++;
 			if (sl_acquire(e, &st->sl, st->stripe, rstripe_granted))
 				rstripe_go(st);
 			if (rs_gone(rs))

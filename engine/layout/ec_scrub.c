@@ -69,6 +69,7 @@ static void scrub_advance(struct escrub *sc)
 	struct ec *e = sc->e;
 
 	sl_release(e, &sc->sl);
+	ec_bg_done(e);
 	sc->stripe++;
 	e->scrub_done = sc->stripe * e->width < e->size ? sc->stripe * e->width : e->size;
 	if (tsr_worker_defer(e->home, scrub_next, sc) < 0)
@@ -228,6 +229,7 @@ static void scrub_reads_settled(struct escrub *sc)
 
 	if (sc->aborted || e->fenced || e->closing) {
 		sl_release(e, &sc->sl);
+		ec_bg_done(e);
 		scrub_end(sc, -ECANCELED);
 		return;
 	}
@@ -296,6 +298,11 @@ static void scrub_next(struct tsr_worker *w, void *arg)
 		scrub_end(sc, 0);
 		return;
 	}
+	if (e->snap_holding) {
+		e->scrub_parked = true; /* ec_scrub_unpark goes on */
+		return;
+	}
+	e->bg_ops++;
 	if (sl_acquire(e, &sc->sl, sc->stripe, scrub_granted))
 		scrub_stripe(sc);
 }
@@ -344,8 +351,23 @@ int ec_scrub_begin(struct ec *e, bool repair, void (*done)(void *arg, int status
 /* The scrub stops at its next step (its deferred call or its reads). */
 void ec_scrub_abort(struct ec *e)
 {
-	if (e->scrub == NULL)
+	struct escrub *sc = e->scrub;
+
+	if (sc == NULL)
 		return;
-	e->scrub->aborted = true;
+	sc->aborted = true;
 	e->scrub = NULL;
+	if (e->scrub_parked) {
+		e->scrub_parked = false;
+		scrub_end(sc, -ECANCELED);
+	}
+}
+
+void ec_scrub_unpark(struct ec *e)
+{
+	if (!e->scrub_parked || e->scrub == NULL)
+		return;
+	e->scrub_parked = false;
+	if (tsr_worker_defer(e->home, scrub_next, e->scrub) < 0)
+		scrub_end(e->scrub, -ENOMEM);
 }

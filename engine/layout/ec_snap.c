@@ -5,6 +5,11 @@
  * IN_SYNC copy at once (the store snapshots each chunk volume), and the
  * snapshot of the volume is the set of those chunk-volume snapshots.
  *
+ * Resync and scrub write chunks outside host writes, and the store refuses a
+ * cut with writes in flight (-EBUSY): during the op they start no new
+ * stripe (snap_holding), and the cut goes once their stripes in flight are
+ * done (bg_ops == 0).
+ *
  * A copy that fails the request while others succeed is made OUT_OF_SYNC.
  * A copy that is not IN_SYNC at the cut misses the snapshot: unlike the
  * mirror (mirror_snap.c), no journal of missed operations is kept yet, so
@@ -19,6 +24,7 @@
 
 struct esnap {
 	struct ec *e;
+	struct tsr_snap_req req;
 	tsr_cb cb_fn;
 	void *cb_arg;
 	int pending;
@@ -51,8 +57,10 @@ static void esnap_dec(struct esnap *s)
 				ec_copy_failed(s->subs[i].c, s->subs[i].status);
 	if (status == 0 && ec_in_sync(e) < e->min_in_sync)
 		status = -EIO;
+	e->snap_holding = false;
 	s->cb_fn(s->cb_arg, status);
 	free(s);
+	ec_scrub_unpark(e);
 	ec_put(e);
 }
 
@@ -71,22 +79,15 @@ static void esnap_sub_done(void *arg, int status)
 	esnap_dec(s);
 }
 
-int ec_snap(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg)
+/* Cut on every IN_SYNC copy (resync and scrub are quiet). */
+static void esnap_go(struct tsr_worker *w, void *arg)
 {
-	struct ec *e = ctx;
-	struct esnap *s;
+	struct esnap *s = arg;
+	struct ec *e = s->e;
 
-	if (ec_fence_requested(e) || e->closing || !e->ready)
-		return -EIO;
-	s = calloc(1, sizeof(*s));
-	if (s == NULL)
-		return -ENOMEM;
-	s->e = e;
-	s->cb_fn = cb_fn;
-	s->cb_arg = cb_arg;
+	(void)w;
 	s->pending = 1;
-	ec_get(e);
-	for (unsigned i = 0; i < e->n_copies; i++) {
+	for (unsigned i = 0; i < e->n_copies && !e->fenced; i++) {
 		struct ecopy *c = &e->copies[i];
 		struct esnap_sub *sub = &s->subs[i];
 		int ret;
@@ -101,10 +102,53 @@ int ec_snap(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_ar
 		sub->gen = c->gen;
 		s->asked++;
 		s->pending++;
-		ret = ecopy_snap(c, req, esnap_sub_done, sub);
+		ret = ecopy_snap(c, &s->req, esnap_sub_done, sub);
 		if (ret < 0)
 			esnap_sub_done(sub, ret);
 	}
 	esnap_dec(s);
+}
+
+static void esnap_launch(struct esnap *s)
+{
+	struct ec *e = s->e;
+
+	e->snap_pending = NULL;
+	/* not inline: we may be inside a resync or scrub callback */
+	if (tsr_worker_defer(e->home, esnap_go, s) < 0) {
+		s->first_error = -ENOMEM;
+		s->pending = 1;
+		esnap_dec(s);
+	}
+}
+
+void ec_bg_done(struct ec *e)
+{
+	if (--e->bg_ops == 0 && e->snap_pending != NULL)
+		esnap_launch(e->snap_pending);
+}
+
+int ec_snap(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg)
+{
+	struct ec *e = ctx;
+	struct esnap *s;
+
+	if (ec_fence_requested(e) || e->closing || !e->ready)
+		return -EIO;
+	if (e->snap_holding)
+		return -EBUSY; /* layout.c runs one at a time */
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return -ENOMEM;
+	s->e = e;
+	s->req = *req;
+	s->cb_fn = cb_fn;
+	s->cb_arg = cb_arg;
+	ec_get(e);
+	e->snap_holding = true;
+	if (e->bg_ops == 0)
+		esnap_launch(s);
+	else
+		e->snap_pending = s;
 	return 0;
 }

@@ -985,6 +985,24 @@ static void test_snapshot(void **state)
 	}
 	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s1"), -EEXIST);
 	assert_int_equal(lsnap(e, TSR_SNAP_DELETE, "s1"), 0);
+	/* a cut while a repairing scrub runs: it pauses, nobody falls out of sync */
+	corrupt_chunk(e, 1, e->k, 0, BS);
+	assert_int_equal(tsr_layout_scrub_start(e->l, true), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s2"), 0);
+	assert_true(wait_status(e, scrub_finished, 20000));
+	{
+		struct tsr_layout_status s;
+
+		get_status(e, &s);
+		assert_int_equal(s.copy_failures, 0);
+		assert_int_equal(s.scrub_repaired, 1);
+		assert_int_equal(s.in_sync, e->n);
+	}
+	for (unsigned i = 0; i < e->n; i++) {
+		struct tsr_snap_info si;
+
+		assert_int_equal(tsr_store_snap_info(e->nodes[i].store, VOLNAME, "s2", &si), 0);
+	}
 	tsr_free_aligned(img);
 	tsr_io_destroy(io);
 	free(before);
