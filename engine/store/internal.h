@@ -457,6 +457,8 @@ struct stage_journal {
 	unsigned readers;       /* commits reading staged data back */
 	bool rolling;           /* a new generation header is in flight: appends wait */
 	bool need_roll;         /* no valid header on disk: write one before any record */
+	bool dir_unsynced;      /* the file's name may not be durable: sync volumes/ with
+				 * the next generation header */
 	bool failed;            /* a journal write failed: every call -EIO until reopen */
 };
 

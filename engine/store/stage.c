@@ -289,14 +289,16 @@ static void roll_finish(struct stage_op *op, int err)
 {
 	struct stage_journal *j = op->svol->stage;
 
-	if (op->dirfd >= 0)
-		close(op->dirfd);
-	op->dirfd = -1;
 	if (err)
 		record_failed(j, op->svol->name, "write generation header", err);
 	pthread_mutex_lock(&j->lock);
+	if (err == 0 && op->dirfd >= 0)
+		j->dir_unsynced = false;
 	j->rolling = false;
 	pthread_mutex_unlock(&j->lock);
+	if (op->dirfd >= 0)
+		close(op->dirfd);
+	op->dirfd = -1;
 	if (op->kind == OP_RELEASE) {
 		op->async = true;
 		op_end(op, err);
@@ -338,19 +340,22 @@ static int journal_create(struct stage_op *op)
 	char path[PATH_MAX];
 	int ret;
 
-	snprintf(path, sizeof(path), "%s/volumes", op->svol->store->dir);
-	op->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (op->dirfd < 0)
-		goto err;
-	store_meta_path(op->svol->store, op->svol->uuid, "stage", path);
-	j->fd = open(path, O_RDWR | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
-	if (j->fd >= 0)
-		return 0;
+	if (j->fd < 0) {
+		store_meta_path(op->svol->store, op->svol->uuid, "stage", path);
+		j->fd = open(path, O_RDWR | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
+		if (j->fd < 0)
+			goto err;
+		j->dir_unsynced = true;
+	}
+	if (j->dir_unsynced) {
+		snprintf(path, sizeof(path), "%s/volumes", op->svol->store->dir);
+		op->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (op->dirfd < 0)
+			goto err;
+	}
+	return 0;
 err:
 	ret = -errno;
-	if (op->dirfd >= 0)
-		close(op->dirfd);
-	op->dirfd = -1;
 	tsr_error("stage journal: volume %s: create %s: %s", op->svol->name, path, strerror(-ret));
 	return ret;
 }
@@ -363,7 +368,7 @@ static int roll_start(struct stage_journal *j, struct stage_op *op)
 	bool need = j->need_roll;
 	int ret;
 
-	if (j->fd < 0 && (ret = journal_create(op)) != 0)
+	if ((j->fd < 0 || j->dir_unsynced) && (ret = journal_create(op)) != 0)
 		return ret;
 	j->gen++;
 	j->salt = new_salt();
@@ -1054,6 +1059,9 @@ int stage_open(struct tsr_svol *svol)
 		ret = -errno;
 		goto err_log;
 	}
+	/* a file without a valid header may be one whose name is not durable
+	 * yet (created by this process): sync the directory with the header */
+	j->dir_unsynced = true;
 	if ((uint64_t)st.st_size >= STAGE_HDR) {
 		ret = pread_full(j->fd, h, STAGE_HDR, 0);
 		if (ret)
@@ -1062,6 +1070,7 @@ int stage_open(struct tsr_svol *svol)
 			j->gen = h->gen;
 			j->salt = h->salt;
 			j->need_roll = false;
+			j->dir_unsynced = false;
 			ret = scan(svol, h, data, (uint64_t)st.st_size);
 			if (ret)
 				goto err_log;
