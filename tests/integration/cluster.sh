@@ -253,7 +253,19 @@ cl_qemu_io() {
 	local i=$1 vol=$2 args=() c
 	shift 2
 	for c in "$@"; do args+=(-c "$c"); done
-	qemu-io -f raw --image-opts \
+	qemu-io --image-opts \
 		"driver=nbd,export=$vol,server.type=unix,server.path=$(cl_dir "$i")/nbd.sock" \
 		"${args[@]}"
+}
+
+# cl_wait_scrub_idle VOL [TIMEOUT_S]: until no scrub of VOL runs (an attach
+# after an unclean detach may start one to converge the copies).
+cl_wait_scrub_idle() {
+	local vol=$1 t=${2:-120} i r=
+	for (( i=0; i<t*5; i++ )); do
+		r=$(vstatus "$vol" 'j["scrub_running"]' 2>/dev/null)
+		[ "$r" = false ] && return 0
+		sleep 0.2
+	done
+	fail "a scrub of $vol still runs after ${t}s (scrub_running '$r')"
 }
