@@ -691,6 +691,59 @@ static void test_threads(void **state)
 		assert_true(reads_as(e, e->v, 128 + k * 4, 4, b.last_seed[k]));
 }
 
+/* Device mode: no journal, every call -EOPNOTSUPP (needs root and a loop device). */
+static void test_device_mode(void **state)
+{
+	struct env *e = *state;
+	char backing[600], cmd[1400], loop[64] = "", dir[600];
+	struct tsr_store_opts o = {0};
+	struct tsr_stage_entry x = ent(1, 0, 0, 1), *l;
+	struct tsr_store *st;
+	struct tsr_svol *v;
+	struct done d = {0};
+	size_t n;
+	FILE *f;
+	int fd, ret;
+
+	if (geteuid() != 0 || access("/dev/loop-control", F_OK) != 0)
+		skip(); /* needs root and loop devices */
+	snprintf(backing, sizeof(backing), "%s/backing", e->dir);
+	fd = open(backing, O_RDWR | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 16 << 20), 0);
+	close(fd);
+	snprintf(cmd, sizeof(cmd), "losetup -f --show %s 2>/dev/null", backing);
+	f = popen(cmd, "r");
+	if (f == NULL || fgets(loop, sizeof(loop), f) == NULL) {
+		if (f)
+			pclose(f);
+		skip();
+	}
+	pclose(f);
+	loop[strcspn(loop, "\n")] = 0;
+	snprintf(dir, sizeof(dir), "%s/devstore", e->dir);
+	o.device = loop;
+	ret = tsr_store_open(dir, &o, &st);
+	if (ret == 0) {
+		assert_int_equal(tsr_store_vol_create(st, "d", VSIZE, NULL), 0);
+		assert_int_equal(tsr_store_vol_open(st, "d", &v), 0);
+		fill(e->buf, BS, 1, 0);
+		assert_int_equal(tsr_svol_stage(v, e->io, &x, e->buf, done_cb, &d), -EOPNOTSUPP);
+		assert_int_equal(tsr_svol_stage_commit(v, e->io, 1, done_cb, &d), -EOPNOTSUPP);
+		assert_int_equal(tsr_svol_stage_release(v, e->io, 1, done_cb, &d), -EOPNOTSUPP);
+		assert_int_equal(tsr_svol_stage_list(v, &l, &n), -EOPNOTSUPP);
+		assert_int_equal(d.calls, 0);
+		/* the ordinary data path is untouched */
+		assert_int_equal(swrite(v, e->io, 0, BS, e->buf, TSR_WRITE_FUA), 0);
+		tsr_svol_put(v);
+		assert_int_equal(tsr_store_vol_delete(st, "d"), 0);
+		tsr_store_close(st);
+	}
+	snprintf(cmd, sizeof(cmd), "losetup -d %s", loop);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(ret, 0); /* the store opened on the device */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -705,6 +758,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_write_fault, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_device_mode, setup, teardown),
 	};
 
 	tsr_log_set_level(TSR_LOG_ERROR);
