@@ -338,6 +338,9 @@ int csi_create_volume(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMe
 	ret = csi_capacity(required, limit, CSI_DEFAULT_SIZE, &size);
 	if (ret == -EINVAL)
 		return csi_fail(c, GRPC_INVALID_ARGUMENT, "capacity_range: negative bytes");
+	if (ret == -EFBIG)
+		return csi_fail(c, GRPC_OUT_OF_RANGE, "capacity_range: %lld bytes is more than a "
+				"Tessera volume can hold (1 PiB)", (long long)required);
 	if (ret)
 		return csi_fail(c, GRPC_OUT_OF_RANGE, "capacity_range [%lld, %lld]: no size in it "
 				"is a multiple of 4096 bytes", (long long)required, (long long)limit);
@@ -679,6 +682,9 @@ int csi_get_capacity(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMes
 	r = csi_alloc(c, sizeof(*r));
 	csi__v1__get_capacity_response__init(r);
 	r->available_capacity = (int64_t)(avail > INT64_MAX ? INT64_MAX : avail);
+	r->maximum_volume_size = csi_alloc(c, sizeof(*r->maximum_volume_size));
+	google__protobuf__int64_value__init(r->maximum_volume_size);
+	r->maximum_volume_size->value = (int64_t)CSI_MAX_SIZE;
 	*resp = &r->base;
 	return GRPC_OK;
 }
@@ -996,6 +1002,10 @@ int csi_controller_expand_volume(struct csi_call *c, const ProtobufCMessage *m,
 			   CSI_DEFAULT_SIZE, &size);
 	if (ret == -EINVAL)
 		return csi_fail(c, GRPC_INVALID_ARGUMENT, "capacity_range: negative bytes");
+	if (ret == -EFBIG)
+		return csi_fail(c, GRPC_OUT_OF_RANGE, "capacity_range: %lld bytes is more than a "
+				"Tessera volume can hold (1 PiB)",
+				(long long)req->capacity_range->required_bytes);
 	if (ret)
 		return csi_fail(c, GRPC_OUT_OF_RANGE, "capacity_range has no 4096-byte multiple");
 	if (req->volume_capability && csi_capability_check(req->volume_capability))

@@ -25,6 +25,7 @@
 #define CSI_TOPO_SITE "topology.tessera.io/site"
 #define CSI_MAX_MSG (4u << 20)          /* largest request or reply message */
 #define CSI_DEFAULT_SIZE (1ull << 30)   /* CreateVolume without capacity_range */
+#define CSI_MAX_SIZE (1ull << 50)       /* tesserad's largest volume: 1 PiB */
 #define CSI_NAME_MAX 64                 /* Tessera names: 63 characters + NUL */
 #define CSI_ID_MAX (2 * CSI_NAME_MAX)   /* "VOL@SNAP" */
 
@@ -96,7 +97,8 @@ int csi_volume_name(const char *co_name, char out[CSI_NAME_MAX]);
 /*
  * Size for a capacity range (0 = unset): required rounded up to 4 KiB, or
  * def when nothing is required (capped to limit rounded down).
- * Errors: -EINVAL negative value; -ERANGE no 4 KiB multiple in the range.
+ * Errors: -EINVAL negative value; -ERANGE no 4 KiB multiple in the range;
+ * -EFBIG more than CSI_MAX_SIZE required.
  */
 int csi_capacity(int64_t required, int64_t limit, uint64_t def, uint64_t *out);
 

@@ -485,6 +485,30 @@ static uint64_t volume_size(struct csi_call *c, const char *vol)
 	return size;
 }
 
+/*
+ * For the spec's NOT_FOUND on a node call about a volume with nothing here:
+ * true only when tesserad says the volume does not exist (unreachable:
+ * false, the call goes on as for a known volume).
+ */
+static bool volume_missing(struct csi_call *c, const char *vol)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeShow vs = TESSERA__ADMIN__VOLUME_SHOW__INIT;
+	Tessera__Admin__Response *r = NULL;
+	int code;
+
+	if (!tsr_valid_name(vol))
+		return true;
+	vs.name = (char *)vol;
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_SHOW;
+	req.volume_show = &vs;
+	code = csi_admin_ok(c, &req, "volume show", &r);
+	if (r)
+		tessera__admin__response__free_unpacked(r, NULL);
+	c->code = GRPC_OK;
+	return code == GRPC_NOT_FOUND;
+}
+
 /* ---- NodeStageVolume / NodeUnstageVolume ------------------------------- */
 
 static void join_flags(char *buf, size_t len, size_t n, char **flags)
@@ -651,6 +675,9 @@ int csi_node_unstage_volume(struct csi_call *c, const ProtobufCMessage *m,
 		code = umount_path(c, req->staging_target_path);
 		if (code)
 			goto out;
+	} else if (volume_missing(c, req->volume_id)) {
+		code = csi_fail(c, GRPC_NOT_FOUND, "volume %s does not exist", req->volume_id);
+		goto out;
 	}
 	r = csi_alloc(c, sizeof(*r));
 	csi__v1__node_unstage_volume_response__init(r);
@@ -681,22 +708,26 @@ int csi_node_publish_volume(struct csi_call *c, const ProtobufCMessage *m,
 	    strlen(req->target_path) >= PATH_LEN)
 		return csi_fail(c, GRPC_INVALID_ARGUMENT, "target_path is required (an absolute "
 				"path)");
-	if (req->staging_target_path == NULL || req->staging_target_path[0] == '\0')
-		return csi_fail(c, GRPC_INVALID_ARGUMENT, "staging_target_path is required: "
-				"tessera-csi stages volumes (STAGE_UNSTAGE_VOLUME)");
 	if (req->volume_capability == NULL)
 		return csi_fail(c, GRPC_INVALID_ARGUMENT, "volume_capability is required");
 	why = csi_capability_check(req->volume_capability);
 	if (why)
 		return csi_fail(c, GRPC_INVALID_ARGUMENT, "volume_capability: %s", why);
+	if (req->staging_target_path == NULL || req->staging_target_path[0] == '\0')
+		return csi_fail(c, GRPC_FAILED_PRECONDITION, "staging_target_path is required: "
+				"tessera-csi stages volumes (STAGE_UNSTAGE_VOLUME): call "
+				"NodeStageVolume first and pass its staging path");
 	ro = req->readonly || (req->volume_capability->access_mode->mode ==
 			       CSI__V1__VOLUME_CAPABILITY__ACCESS_MODE__MODE__SINGLE_NODE_READER_ONLY);
 
 	snprintf(key, sizeof(key), "node:%s", req->volume_id);
 	csi_key_lock(c->plugin, key);
 	if (state_load(c->plugin, req->volume_id, s)) {
-		code = csi_fail(c, GRPC_FAILED_PRECONDITION, "volume %s is not staged on this node: "
-				"call NodeStageVolume first", req->volume_id);
+		if (volume_missing(c, req->volume_id))
+			code = csi_fail(c, GRPC_NOT_FOUND, "volume %s does not exist", req->volume_id);
+		else
+			code = csi_fail(c, GRPC_FAILED_PRECONDITION, "volume %s is not staged on this "
+					"node: call NodeStageVolume first", req->volume_id);
 		goto out;
 	}
 	if (strcmp(s->staging, req->staging_target_path)) {
@@ -795,6 +826,11 @@ int csi_node_unpublish_volume(struct csi_call *c, const ProtobufCMessage *m,
 		return csi_fail(c, GRPC_INVALID_ARGUMENT, "target_path is required");
 	snprintf(key, sizeof(key), "node:%s", req->volume_id);
 	csi_key_lock(c->plugin, key);
+	if (!is_mounted(req->target_path) && state_load(c->plugin, req->volume_id, s) == -ENOENT &&
+	    volume_missing(c, req->volume_id)) {
+		code = csi_fail(c, GRPC_NOT_FOUND, "volume %s does not exist", req->volume_id);
+		goto out;
+	}
 	code = umount_path(c, req->target_path);
 	if (code)
 		goto out;

@@ -67,6 +67,8 @@ int csi_capacity(int64_t required, int64_t limit, uint64_t def, uint64_t *out)
 	}
 	if (size == 0 || (limit > 0 && size > (uint64_t)limit))
 		return -ERANGE;
+	if (size > CSI_MAX_SIZE)
+		return -EFBIG;
 	*out = size;
 	return 0;
 }

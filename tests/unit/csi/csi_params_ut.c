@@ -63,8 +63,11 @@ static void test_capacity(void **state)
 	assert_int_equal(csi_capacity(0, 100, 1 << 30, &s), -ERANGE);
 	assert_int_equal(csi_capacity(-1, 0, 1 << 30, &s), -EINVAL);
 	assert_int_equal(csi_capacity(0, -5, 1 << 30, &s), -EINVAL);
-	assert_int_equal(csi_capacity(INT64_MAX, 0, 1 << 30, &s), 0);
-	assert_int_equal(s % 4096, 0);
+	/* Tessera's limit: 1 PiB */
+	assert_int_equal(csi_capacity((int64_t)CSI_MAX_SIZE, 0, 1 << 30, &s), 0);
+	assert_int_equal(s, CSI_MAX_SIZE);
+	assert_int_equal(csi_capacity((int64_t)CSI_MAX_SIZE + 1, 0, 1 << 30, &s), -EFBIG);
+	assert_int_equal(csi_capacity(INT64_MAX, 0, 1 << 30, &s), -EFBIG);
 }
 
 static void test_tokens(void **state)
