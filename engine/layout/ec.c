@@ -339,6 +339,7 @@ static void tick(void *arg, uint32_t events)
 	if (e->closing)
 		return;
 	ec_fence_requested(e);
+	ec_io_kick(e);
 	if (e->stalled != NULL)
 		ec_expire_stalled(e, false);
 	ec_release_tick(e, now);
@@ -723,6 +724,7 @@ static void teardown(struct ec *e)
 			ec_resync_abort(&e->copies[i]);
 	ec_scrub_abort(e);
 	ec_expire_stalled(e, true);
+	ec_io_kick(e); /* local ops waiting for io queue room: -ECANCELED */
 	for (unsigned i = 0; i < e->n_copies; i++)
 		ecopy_disconnect(&e->copies[i]);
 	if (e->timer_fd >= 0) {

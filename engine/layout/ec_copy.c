@@ -117,11 +117,27 @@ bool ecopy_writable(const struct ecopy *c)
 	return c->open && (c->state == TSR_COPY_IN_SYNC || c->state == TSR_COPY_RESYNCING);
 }
 
-/* The layout reference of one operation, dropped after its callback. */
+/*
+ * One operation on one copy, holding a layout reference until its callback.
+ * A local one keeps its arguments: when the home io's queue is full
+ * (-EAGAIN) it waits in e->io_waiters and is issued again when one of our
+ * operations completes or on the tick (ec_io_kick), so callers never see
+ * -EAGAIN (retrying at once from a deferred call would spin: the pass never
+ * reaches its submit).
+ */
+enum ecop_kind { ECOP_READ, ECOP_WRITE, ECOP_FLUSH, ECOP_STAGE, ECOP_COMMIT, ECOP_RELEASE };
+
 struct ecop {
 	struct ec *e;
+	struct ecopy *c;
+	enum ecop_kind kind;
+	uint64_t off; /* READ/WRITE: offset; COMMIT: txn; RELEASE: txn_upto */
+	uint32_t len;
+	void *buf;
+	struct tsr_stage_entry en; /* STAGE */
 	tsr_cb cb;
 	void *arg;
+	struct ecop *next_wait;
 };
 
 static void ecop_done(void *arg, int status)
@@ -131,31 +147,8 @@ static void ecop_done(void *arg, int status)
 
 	op->cb(op->arg, status);
 	free(op);
+	ec_io_kick(e); /* a slot of the io queue may be free now */
 	ec_put(e);
-}
-
-static struct ecop *ecop_new(struct ecopy *c, tsr_cb cb, void *arg)
-{
-	struct ecop *op = malloc(sizeof(*op));
-
-	if (op == NULL)
-		return NULL;
-	op->e = c->e;
-	op->cb = cb;
-	op->arg = arg;
-	ec_get(c->e);
-	return op;
-}
-
-static int ecop_ret(struct ecop *op, int ret)
-{
-	if (ret < 0) {
-		struct ec *e = op->e;
-
-		free(op);
-		ec_put(e);
-	}
-	return ret;
 }
 
 static bool local_fenced(const struct ecopy *c)
@@ -163,102 +156,152 @@ static bool local_fenced(const struct ecopy *c)
 	return tsr_svol_epoch(c->svol) > c->e->epoch;
 }
 
-int ecopy_read(struct ecopy *c, uint64_t off, uint32_t len, void *buf, tsr_cb cb, void *arg)
+static int local_issue(struct ecop *op)
 {
+	struct ecopy *c = op->c;
+	struct tsr_io *io = c->e->io;
+
+	if (c->svol == NULL)
+		return -ENOTCONN;
+	if (op->kind != ECOP_READ && op->kind != ECOP_FLUSH && local_fenced(c))
+		return -ESTALE;
+	switch (op->kind) {
+	case ECOP_READ:
+		return tsr_svol_read(c->svol, io, op->off, op->len, op->buf, ecop_done, op);
+	case ECOP_WRITE:
+		return tsr_svol_write(c->svol, io, op->off, op->len, op->buf, TSR_WRITE_FUA,
+				      ecop_done, op);
+	case ECOP_FLUSH:
+		return tsr_svol_flush(c->svol, io, ecop_done, op);
+	case ECOP_STAGE:
+		return tsr_svol_stage(c->svol, io, &op->en, op->buf, ecop_done, op);
+	case ECOP_COMMIT:
+		return tsr_svol_stage_commit(c->svol, io, op->off, ecop_done, op);
+	case ECOP_RELEASE:
+		return tsr_svol_stage_release(c->svol, io, op->off, ecop_done, op);
+	}
+	return -EINVAL;
+}
+
+static int remote_issue(struct ecop *op)
+{
+	struct ecopy *c = op->c;
+	uint64_t epoch = c->e->epoch;
+
+	switch (op->kind) {
+	case ECOP_READ:
+		return tsr_peer_read(c->client, c->handle, epoch, op->off, op->len, op->buf,
+				     ecop_done, op);
+	case ECOP_WRITE:
+		return tsr_peer_write(c->client, c->handle, epoch, op->off, op->len, op->buf,
+				      TSR_WRITE_FUA, ecop_done, op);
+	case ECOP_FLUSH:
+		return tsr_peer_flush(c->client, c->handle, epoch, ecop_done, op);
+	case ECOP_STAGE:
+		return tsr_peer_stage(c->client, c->handle, epoch, &op->en, op->buf, ecop_done, op);
+	case ECOP_COMMIT:
+		return tsr_peer_commit(c->client, c->handle, epoch, op->off, ecop_done, op);
+	case ECOP_RELEASE:
+		return tsr_peer_release(c->client, c->handle, epoch, op->off, ecop_done, op);
+	}
+	return -EINVAL;
+}
+
+static void io_wait(struct ec *e, struct ecop *op)
+{
+	op->next_wait = NULL;
+	if (e->io_waiters_tail != NULL)
+		e->io_waiters_tail->next_wait = op;
+	else
+		e->io_waiters = op;
+	e->io_waiters_tail = op;
+}
+
+void ec_io_kick(struct ec *e)
+{
+	struct ecop *op, *list = e->io_waiters;
+
+	if (list == NULL)
+		return;
+	e->io_waiters = e->io_waiters_tail = NULL;
+	while ((op = list) != NULL) {
+		int ret;
+
+		list = op->next_wait;
+		ret = e->closing ? -ECANCELED : local_issue(op);
+		if (ret == -EAGAIN)
+			io_wait(e, op);
+		else if (ret < 0)
+			ecop_done(op, ret);
+	}
+}
+
+static int ecop_submit(struct ecopy *c, enum ecop_kind kind, uint64_t off, uint32_t len,
+		       const void *buf, const struct tsr_stage_entry *en, tsr_cb cb, void *arg)
+{
+	struct ec *e = c->e;
 	struct ecop *op;
+	int ret;
 
 	if (!c->open)
 		return -ENOTCONN;
-	op = ecop_new(c, cb, arg);
+	if (c->local && kind != ECOP_READ && kind != ECOP_FLUSH && local_fenced(c))
+		return -ESTALE;
+	op = calloc(1, sizeof(*op));
 	if (op == NULL)
 		return -ENOMEM;
-	if (c->local)
-		return ecop_ret(op, tsr_svol_read(c->svol, c->e->io, off, len, buf, ecop_done, op));
-	return ecop_ret(
-	    op, tsr_peer_read(c->client, c->handle, c->e->epoch, off, len, buf, ecop_done, op));
+	op->e = e;
+	op->c = c;
+	op->kind = kind;
+	op->off = off;
+	op->len = len;
+	op->buf = (void *)buf;
+	if (en != NULL)
+		op->en = *en;
+	op->cb = cb;
+	op->arg = arg;
+	ec_get(e);
+	ret = c->local ? local_issue(op) : remote_issue(op);
+	if (ret == -EAGAIN && c->local) {
+		io_wait(e, op);
+		return 0;
+	}
+	if (ret < 0) {
+		free(op);
+		ec_put(e);
+	}
+	return ret;
+}
+
+int ecopy_read(struct ecopy *c, uint64_t off, uint32_t len, void *buf, tsr_cb cb, void *arg)
+{
+	return ecop_submit(c, ECOP_READ, off, len, buf, NULL, cb, arg);
 }
 
 int ecopy_write(struct ecopy *c, uint64_t off, uint32_t len, const void *buf, tsr_cb cb, void *arg)
 {
-	struct ecop *op;
-
-	if (!c->open)
-		return -ENOTCONN;
-	if (c->local && local_fenced(c))
-		return -ESTALE;
-	op = ecop_new(c, cb, arg);
-	if (op == NULL)
-		return -ENOMEM;
-	if (c->local)
-		return ecop_ret(op, tsr_svol_write(c->svol, c->e->io, off, len, buf, TSR_WRITE_FUA,
-						   ecop_done, op));
-	return ecop_ret(op, tsr_peer_write(c->client, c->handle, c->e->epoch, off, len, buf,
-					   TSR_WRITE_FUA, ecop_done, op));
+	return ecop_submit(c, ECOP_WRITE, off, len, buf, NULL, cb, arg);
 }
 
 int ecopy_flush(struct ecopy *c, tsr_cb cb, void *arg)
 {
-	struct ecop *op;
-
-	if (!c->open)
-		return -ENOTCONN;
-	op = ecop_new(c, cb, arg);
-	if (op == NULL)
-		return -ENOMEM;
-	if (c->local)
-		return ecop_ret(op, tsr_svol_flush(c->svol, c->e->io, ecop_done, op));
-	return ecop_ret(op, tsr_peer_flush(c->client, c->handle, c->e->epoch, ecop_done, op));
+	return ecop_submit(c, ECOP_FLUSH, 0, 0, NULL, NULL, cb, arg);
 }
 
 int ecopy_stage(struct ecopy *c, const struct tsr_stage_entry *en, const void *buf, tsr_cb cb,
 		void *arg)
 {
-	struct ecop *op;
-
-	if (!c->open)
-		return -ENOTCONN;
-	if (c->local && local_fenced(c))
-		return -ESTALE;
-	op = ecop_new(c, cb, arg);
-	if (op == NULL)
-		return -ENOMEM;
-	if (c->local)
-		return ecop_ret(op, tsr_svol_stage(c->svol, c->e->io, en, buf, ecop_done, op));
-	return ecop_ret(op,
-			tsr_peer_stage(c->client, c->handle, c->e->epoch, en, buf, ecop_done, op));
+	return ecop_submit(c, ECOP_STAGE, 0, 0, buf, en, cb, arg);
 }
 
 int ecopy_commit(struct ecopy *c, uint64_t txn, tsr_cb cb, void *arg)
 {
-	struct ecop *op;
-
-	if (!c->open)
-		return -ENOTCONN;
-	if (c->local && local_fenced(c))
-		return -ESTALE;
-	op = ecop_new(c, cb, arg);
-	if (op == NULL)
-		return -ENOMEM;
-	if (c->local)
-		return ecop_ret(op, tsr_svol_stage_commit(c->svol, c->e->io, txn, ecop_done, op));
-	return ecop_ret(op, tsr_peer_commit(c->client, c->handle, c->e->epoch, txn, ecop_done, op));
+	return ecop_submit(c, ECOP_COMMIT, txn, 0, NULL, NULL, cb, arg);
 }
 
 int ecopy_release(struct ecopy *c, uint64_t upto, tsr_cb cb, void *arg)
 {
-	struct ecop *op;
-
-	if (!c->open)
-		return -ENOTCONN;
-	if (c->local && local_fenced(c))
-		return -ESTALE;
-	op = ecop_new(c, cb, arg);
-	if (op == NULL)
-		return -ENOMEM;
-	if (c->local)
-		return ecop_ret(op, tsr_svol_stage_release(c->svol, c->e->io, upto, ecop_done, op));
-	return ecop_ret(op,
-			tsr_peer_release(c->client, c->handle, c->e->epoch, upto, ecop_done, op));
+	return ecop_submit(c, ECOP_RELEASE, upto, 0, NULL, NULL, cb, arg);
 }
 
 int ecopy_stage_list(struct ecopy *c, tsr_peer_stage_list_cb cb, void *arg)

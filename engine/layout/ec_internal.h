@@ -48,6 +48,7 @@
 
 struct ec;
 struct ecopy;
+struct ecop;
 
 /* ---- ec_copy.c: stripe locks -------------------------------------------- */
 
@@ -111,6 +112,8 @@ int ecopy_release(struct ecopy *c, uint64_t upto, tsr_cb cb, void *arg);
 /* cb(arg, status, entries, n); local: called before returning. */
 int ecopy_stage_list(struct ecopy *c, tsr_peer_stage_list_cb cb, void *arg);
 int ecopy_snap(struct ecopy *c, const struct tsr_snap_req *req, tsr_cb cb, void *arg);
+/* Local operations that met a full io queue go again (ec_copy.c). */
+void ec_io_kick(struct ec *e);
 /* Remote: new client + OPEN, cb(arg, status) (1 returned: local, open). */
 int ecopy_connect(struct ecopy *c, tsr_cb cb, void *arg);
 void ecopy_disconnect(struct ecopy *c);
@@ -179,6 +182,7 @@ struct ec {
 	uint64_t last_release_ns;
 	unsigned releases_inflight;
 	struct escrub *scrub;
+	struct ecop *io_waiters, *io_waiters_tail; /* local ops waiting for io queue room */
 	/*
 	 * Snapshot cut: while snap_holding, resync and scrub start no new
 	 * stripe (their writes would make the store refuse the cut, -EBUSY);

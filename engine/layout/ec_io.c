@@ -292,26 +292,6 @@ static void piece_degraded(struct erpiece *pc)
 		piece_degraded_go(pc);
 }
 
-static void piece_read_done(void *arg, int status);
-
-/* The local io queue was full: issue the piece again at the end of the pass. */
-static void piece_retry(struct tsr_worker *w, void *arg)
-{
-	struct erpiece *pc = arg;
-	struct ec *e = pc->op->e;
-	struct ecopy *c = &e->copies[tsr_ec_copy_of(pc->stripe, pc->d, e->k, e->m)];
-	int ret = -ENOTCONN;
-
-	(void)w;
-	if (ecopy_readable(c))
-		ret = ecopy_read(c, ec_chunk_off(e, pc->stripe) + pc->col, pc->len, pc->dst,
-				 piece_read_done, pc);
-	if (ret == -EAGAIN && tsr_worker_defer(e->home, piece_retry, pc) == 0)
-		return;
-	if (ret < 0)
-		piece_degraded(pc);
-}
-
 static void piece_read_done(void *arg, int status)
 {
 	struct erpiece *pc = arg;
@@ -383,8 +363,6 @@ int ec_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *b
 		if (ecopy_readable(c))
 			ret = ecopy_read(c, ec_chunk_off(e, stripe) + col, n, pc->dst,
 					 piece_read_done, pc);
-		if (ret == -EAGAIN && tsr_worker_defer(e->home, piece_retry, pc) == 0)
-			ret = 0;
 		if (ret < 0)
 			piece_degraded(pc);
 		pos += n;
@@ -666,20 +644,6 @@ static int tsub_send(struct tsub *s)
 	return ecopy_stage(c, &en, t->bufs + (size_t)s->pos * t->len, tsub_done, s);
 }
 
-/* The local io queue was full: send again at the end of the pass. */
-static void tsub_retry(struct tsr_worker *w, void *arg)
-{
-	struct tsub *s = arg;
-	int ret;
-
-	(void)w;
-	ret = tsub_send(s);
-	if (ret == -EAGAIN && tsr_worker_defer(s->t->e->home, tsub_retry, s) == 0)
-		return;
-	if (ret < 0)
-		tsub_done(s, ret);
-}
-
 static void tsub_start(struct etxn *t, unsigned pos)
 {
 	struct ec *e = t->e;
@@ -691,8 +655,6 @@ static void tsub_start(struct etxn *t, unsigned pos)
 	s->gen = e->copies[tsr_ec_copy_of(t->stripe, pos, e->k, e->m)].gen;
 	t->pending++;
 	ret = tsub_send(s);
-	if (ret == -EAGAIN && tsr_worker_defer(e->home, tsub_retry, s) == 0)
-		return;
 	if (ret < 0)
 		tsub_done(s, ret);
 }

@@ -371,6 +371,42 @@ static void test_overlapping_batch(void **state)
 	free(b);
 }
 
+/* More local operations than the home io queue holds: they wait for room. */
+static void test_io_queue_full(void **state)
+{
+	struct env *e = *state;
+	struct batch *b = calloc(1, sizeof(*b));
+
+	assert_int_equal(create(e, true, 1), 0);
+	b->l = e->l;
+	b->n = 64;
+	for (unsigned i = 0; i < b->n; i++) {
+		b->off[i] = (uint64_t)i * 48 * KiB;
+		b->len[i] = (uint32_t)(512 * KiB);
+		if (b->off[i] + b->len[i] > VOL)
+			b->off[i] = VOL - b->len[i];
+		b->buf[i] = tsr_alloc_aligned(b->len[i]);
+		fill(b->buf[i], b->len[i], 1000 + i, b->off[i]);
+		memcpy(e->model + b->off[i], b->buf[i], b->len[i]);
+	}
+	assert_int_equal(batch_run(e->home, b), 0);
+	/* one read of the whole volume: a piece per chunk, all at once */
+	memset(e->buf, 0, VOL);
+	assert_int_equal(ldo(e->home, e->l, D_READ, 0, VOL, e->buf, 0), 0);
+	assert_memory_equal(e->buf, e->model, VOL);
+	assert_stripes_consistent(e, true);
+	{
+		struct tsr_layout_status s;
+
+		get_status(e, &s);
+		assert_int_equal(s.copy_failures, 0);
+		assert_int_equal(s.in_sync, e->n);
+	}
+	for (unsigned i = 0; i < b->n; i++)
+		tsr_free_aligned(b->buf[i]);
+	free(b);
+}
+
 /* ---- degraded reads ---- */
 
 static bool degraded(const struct tsr_layout_status *s)
@@ -1183,6 +1219,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_round_trip_2p1_local, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_round_trip_4p2_remote, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_overlapping_batch, setup_2p1, teardown),
+	    cmocka_unit_test_setup_teardown(test_io_queue_full, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_degraded_reads, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_degraded_writes_resync, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_below_min_in_sync, setup_2p1, teardown),
