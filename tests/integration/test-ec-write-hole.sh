@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# No write hole (DESIGN.md invariant 4): a partial-stripe write of an
+# erasure-coded volume, cut by the coordinator's death after each step of the
+# stripe transaction, leaves the stripe decodable to its old or its new
+# content and never damages what the write did not touch.
+#
+# 7 nodes (zones z1..z7); a 16 MiB 4+2 volume (64 KiB unit, 256 KiB stripes)
+# on n1..n6; n7 holds no chunk and is the coordinator under test, so every
+# chunk copy is reachable when the volume is recovered elsewhere.  For each
+# crash point of the fault switch (include/tessera/ec.h,
+# TESSERA_EC_CRASH_POINT) "staged:0" .. "staged:6", "committed:1",
+# "committed:3":
+#  1. n7 restarts with the switch in its environment and attaches the volume;
+#  2. one partial-stripe write through its NBD export: 192 KiB from 32 KiB
+#     into a stripe, so all 4 data chunks and both parity chunks take part
+#     (6 participants); n7 kills itself at the crash point;
+#  3. the volume is attached on n1 (a new epoch), which recovers the stripe
+#     transaction: rolled forward when every participant had staged or one
+#     had committed, else rolled back (staged:0 leaves nothing to roll;
+#     staged:N for 0 < N < 6 may find more than N staged, as the other
+#     stages were on the wire: the recovery's logged finding is checked
+#     against the rule, and the content and counters against the decision);
+#  4. read whole through n1: every byte outside the write as before; the
+#     written range wholly old (rolled back) or wholly new (rolled forward);
+#     status txn_rolled_forward / txn_rolled_back as the crash point implies;
+#     `volume scrub --no-repair` finds 0 mismatches (every stripe's parity
+#     matches its data, so any k chunks decode to the same content).
+#  5. once more at staged:2 with two chunk nodes frozen (SIGSTOP, then
+#     SIGKILL): fewer than all participants can have staged, so the
+#     recovery on n1 (4 chunks) must roll back to the old content; the two
+#     nodes return, resync, scrub finds nothing, the content stays.
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/cluster.sh"
+
+require_tessera
+require_cmd nbdcopy qemu-io
+
+STRIPE=$(( 4 * 65536 ))
+SIZE=$(( 16 << 20 ))
+# EC_POINTS: a subset, for a quick run by hand
+read -r -a POINTS <<<"${EC_POINTS:-staged:0 staged:1 staged:2 staged:3 staged:4 staged:5 staged:6 committed:1 committed:3}"
+PARTICIPANTS=6
+
+cl_start 6
+ctsr volume create wh --size 16M --ec 4+2 --failure-domain zone >/dev/null || fail "create"
+nodes=$(ctsr --json volume show wh | json_get '" ".join(c["node"] for c in j["copies"])')
+# n7 joins after the create: it holds no chunk
+CL_PORT[7]=$(free_port)
+CL_N=7
+log "wh: chunks on $nodes; coordinator under test: n7"
+
+ctsr volume attach wh --node n1 >/dev/null || fail "attach on n1"
+EXP=$CL_ROOT/expected.img
+cl_pattern "$EXP" "$SIZE" 7
+nbdcopy "$EXP" "$(cl_nbd_uri 1 wh)" || fail "write the pattern"
+ctsr volume detach wh >/dev/null || fail "detach"
+
+# attach_retry NODE: attach wh on NODE once the dead coordinator's lease is gone.
+attach_retry() {
+	local i out
+	for (( i=0; i<100; i++ )); do
+		out=$(ctsr volume attach wh --node "$1" 2>&1) && return 0
+		sleep 0.2
+	done
+	fail "cannot attach wh on $1: $out"
+}
+
+# check_image GOT EXPECTED OFF LEN BYTE: GOT equals EXPECTED outside
+# [OFF, OFF+LEN); inside, wholly EXPECTED's (prints "old") or wholly BYTE
+# (prints "new").  EXPECTED is updated to GOT.
+check_image() {
+	"$PY" - "$@" <<'PYEOF'
+import sys
+got_f, exp_f, off, ln, byte = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5], 0)
+got = open(got_f, "rb").read()
+exp = open(exp_f, "rb").read()
+if len(got) != len(exp):
+    sys.exit(f"read {len(got)} bytes, want {len(exp)}")
+for a, b in ((0, off), (off + ln, len(exp))):
+    if got[a:b] != exp[a:b]:
+        bad = next(i for i in range(a, b) if got[i] != exp[i])
+        sys.exit(f"byte {bad} outside the write changed ({exp[bad]:#x} -> {got[bad]:#x})")
+w = got[off:off + ln]
+if w == exp[off:off + ln]:
+    print("old")
+elif w == bytes([byte]) * ln:
+    print("new")
+else:
+    olds = sum(1 for i in range(ln) if w[i] == exp[off + i])
+    sys.exit(f"the written range is torn: {olds} of {ln} bytes old, the rest neither old nor new")
+open(exp_f, "wb").write(got)
+PYEOF
+}
+
+i=0
+for cp in "${POINTS[@]}"; do
+	i=$(( i + 1 ))
+	off=$(( (i * 5 + 1) * STRIPE + 32768 ))  # a different stripe each time
+	len=$(( STRIPE - 65536 ))
+	byte=$(( 0x10 + i ))
+	n=${cp#*:}
+	# What the crash point implies.  staged:N with 0 < N < 6: N stages were
+	# acknowledged, the others were on the wire when the coordinator died and
+	# may have landed too; the recovery's own line says which it found, and
+	# the outcome must follow the rule for that (checked below).
+	case $cp in
+	staged:0) want=old ;;
+	staged:*) if [ "$n" -ge "$PARTICIPANTS" ]; then want=new; else want=either; fi ;;
+	committed:*) want=new ;;
+	esac
+	log "---- crash point $cp: write $len bytes at $off, expect the $want content"
+
+	switched=$(grep -c "ec fault switch" "$(cl_dir 7)/tesserad.log" 2>/dev/null)
+	TSRD_WRAP=(env "TESSERA_EC_CRASH_POINT=$cp")
+	cl_start_node 7
+	cl_wait_nodes_alive 7
+	ctsr volume attach wh --node n7 >/dev/null || fail "$cp: attach on n7"
+	pid=${CL_PID[7]}
+	cl_qemu_io 7 wh "write -P $byte $off $len" >"$CL_ROOT/qemu-$i.txt" 2>&1 &
+	qpid=$!
+	track_pid "$qpid"
+	for (( t=0; t<300; t++ )); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 "$pid" 2>/dev/null && fail "$cp: the fault switch did not kill n7 within 30 s"
+	reap "$pid" || true
+	CL_PID[7]=
+	[ "$(grep -c "ec fault switch" "$(cl_dir 7)/tesserad.log")" -gt "${switched:-0}" ] ||
+		fail "$cp: n7 died without the fault switch's log line"
+	reap "$qpid" && fail "$cp: the write was acknowledged although the coordinator died before the end"
+
+	attach_retry n1
+	nbdcopy "$(cl_nbd_uri 1 wh)" "$CL_ROOT/got.img" || fail "$cp: read back through n1"
+	got=$(check_image "$CL_ROOT/got.img" "$EXP" "$off" "$len" "$byte" 2>&1) || fail "$cp: $got"
+	log "$cp: outside the write unchanged, the written range wholly $got"
+	[ "$want" = either ] || assert_eq "$got" "$want" "$cp: content of the written range"
+	st=$(ctsr --json volume status wh) || fail "$cp: status"
+	fwd=$(printf '%s' "$st" | json_get 'j["txn_rolled_forward"]')
+	back=$(printf '%s' "$st" | json_get 'j["txn_rolled_back"]')
+	log "$cp: recovery rolled $fwd forward, $back back"
+	if [ "$cp" = staged:0 ]; then
+		assert_eq "$fwd/$back" "0/0" "$cp: txn rolled forward/back (nothing was staged)"
+	elif [ "$got" = new ]; then
+		assert_eq "$fwd/$back" "1/0" "$cp: txn rolled forward/back (content new)"
+	else
+		assert_eq "$fwd/$back" "0/1" "$cp: txn rolled forward/back (content old)"
+	fi
+	# the decision follows the rule for what the recovery found on the copies
+	if [ "$cp" != staged:0 ]; then
+		line=$(grep -h "ec wh: txn .*participants" "$(cl_dir 1)/tesserad.log" | tail -1)
+		[ -n "$line" ] || fail "$cp: n1 logged no recovery decision"
+		"$PY" - "$line" "$cp" <<'PYEOF' || fail "$cp: recovery decision breaks the rule: $line"
+import re, sys
+line, cp = sys.argv[1], sys.argv[2]
+m = re.search(r"participants (0x[0-9a-f]+|0), staged on (0x[0-9a-f]+|0)(, committed)?\): roll (forward|back)", line)
+if not m:
+    sys.exit(f"cannot parse: {line}")
+parts, staged, committed, way = int(m[1], 16), int(m[2], 16), bool(m[3]), m[4]
+want = "forward" if committed or parts & ~staged == 0 else "back"
+if way != want:
+    sys.exit(f"rolled {way}, the rule says {want}")
+if cp.startswith("committed") and way != "forward":
+    sys.exit("a committed txn rolled back")
+n = int(cp.split(":")[1])
+if cp.startswith("staged") and bin(staged).count("1") < n:
+    sys.exit(f"{n} stages were acknowledged but only {bin(staged).count('1')} found")
+PYEOF
+		log "$cp: recovery found: ${line#*participants }"
+	fi
+	cl_wait_scrub_idle wh
+	out=$(ctsr --json volume scrub wh --no-repair) || fail "$cp: scrub --no-repair: $out"
+	assert_eq "$(printf '%s' "$out" | json_get 'j["scrub_mismatches"]')" 0 "$cp: scrub mismatches"
+	ctsr volume detach wh >/dev/null || fail "$cp: detach from n1"
+done
+
+# ---- roll back for sure: two chunk nodes frozen, so at most 4 of the 6
+# participants can stage; the coordinator dies at staged:2; the frozen
+# nodes are killed (what they had not read is lost).  4 copies (k) are
+# enough to recover on n1: the transaction is staged on fewer than all
+# participants and committed nowhere, so it must roll back to the old
+# content; the killed nodes return and resync; every stripe checks out.
+i=$(( i + 1 ))
+off=$(( (i * 5 + 1) * STRIPE + 32768 ))
+len=$(( STRIPE - 65536 ))
+byte=$(( 0x10 + i ))
+log "---- staged:2 with n5 and n6 frozen: write $len bytes at $off, expect the old content"
+TSRD_WRAP=(env "TESSERA_EC_CRASH_POINT=staged:2")
+cl_start_node 7
+cl_wait_nodes_alive 7
+ctsr volume attach wh --node n7 >/dev/null || fail "frozen: attach on n7"
+pid=${CL_PID[7]}
+kill -STOP "${CL_PID[5]}" "${CL_PID[6]}"
+on_exit "kill -CONT ${CL_PID[5]} ${CL_PID[6]}"
+cl_qemu_io 7 wh "write -P $byte $off $len" >"$CL_ROOT/qemu-frozen.txt" 2>&1 &
+qpid=$!
+track_pid "$qpid"
+for (( t=0; t<300; t++ )); do
+	kill -0 "$pid" 2>/dev/null || break
+	sleep 0.1
+done
+kill -0 "$pid" 2>/dev/null && fail "frozen: the fault switch did not kill n7 within 30 s"
+reap "$pid" || true
+CL_PID[7]=
+reap "$qpid" && fail "frozen: the write was acknowledged although the coordinator died"
+cl_kill 5
+cl_kill 6
+attach_retry n1
+nbdcopy "$(cl_nbd_uri 1 wh)" "$CL_ROOT/got.img" || fail "frozen: read back through n1 with n5, n6 dead"
+got=$(check_image "$CL_ROOT/got.img" "$EXP" "$off" "$len" "$byte" 2>&1) || fail "frozen: $got"
+assert_eq "$got" old "frozen: content of the written range"
+st=$(ctsr --json volume status wh) || fail "frozen: status"
+assert_eq "$(printf '%s' "$st" | json_get '"%d/%d" % (j["txn_rolled_forward"], j["txn_rolled_back"])')" \
+	"0/1" "frozen: txn rolled forward/back"
+log "frozen: rolled back: $(grep -h "ec wh: txn .*participants" "$(cl_dir 1)/tesserad.log" | tail -1 | sed 's/.*participants/participants/')"
+cl_start_node 5
+cl_start_node 6
+cl_wait_synced wh 120
+cl_wait_scrub_idle wh
+out=$(ctsr --json volume scrub wh --no-repair) || fail "frozen: scrub --no-repair: $out"
+assert_eq "$(printf '%s' "$out" | json_get 'j["scrub_mismatches"]')" 0 "frozen: scrub mismatches"
+nbdcopy "$(cl_nbd_uri 1 wh)" "$CL_ROOT/got.img" || fail "frozen: read back after resync"
+cmp -s "$CL_ROOT/got.img" "$EXP" || fail "frozen: content changed by the resync of n5, n6"
+ctsr volume detach wh >/dev/null || fail "frozen: detach from n1"
+TSRD_WRAP=()
