@@ -395,15 +395,21 @@ static void loop_stop(struct node_state *s)
 
 static int fs_mount(struct csi_call *c, const struct node_state *s)
 {
-	char *argv[8];
+	char *argv[8], opts[sizeof(s->mount_flags) + 16];
 	int n = 0;
 
+	/*
+	 * xfs: nouuid, because a clone or snapshot copy carries its source's
+	 * file system UUID and xfs refuses a second mount of one UUID.
+	 */
+	snprintf(opts, sizeof(opts), "%s%s%s", strcmp(s->fs, "xfs") ? "" : "nouuid",
+		 strcmp(s->fs, "xfs") || !s->mount_flags[0] ? "" : ",", s->mount_flags);
 	argv[n++] = "mount";
 	argv[n++] = "-t";
 	argv[n++] = (char *)s->fs;
-	if (s->mount_flags[0]) {
+	if (opts[0]) {
 		argv[n++] = "-o";
-		argv[n++] = (char *)s->mount_flags;
+		argv[n++] = opts;
 	}
 	argv[n++] = (char *)s->device;
 	argv[n++] = (char *)s->staging;
@@ -551,17 +557,21 @@ int csi_node_stage_volume(struct csi_call *c, const ProtobufCMessage *m, Protobu
 	if (state_load(c->plugin, req->volume_id, old) == 0) {
 		bool same_path = strcmp(old->staging, req->staging_target_path) == 0;
 		bool block = cap->access_type_case == CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_BLOCK;
+		const char *fs = !block && cap->mount && cap->mount->fs_type &&
+					 cap->mount->fs_type[0]
+				 ? cap->mount->fs_type
+				 : "ext4";
 
-		if (same_path && old->block == block && pid_alive(old->fuse_pid) &&
-		    old->device[0] && (block || is_mounted(old->staging))) {
+		if (!same_path || old->block != block || (!block && strcmp(old->fs, fs))) {
+			code = csi_fail(c, GRPC_ALREADY_EXISTS, "volume %s is already staged at %s "
+					"as a %s volume%s%s: unstage it first", req->volume_id,
+					old->staging, old->block ? "block" : "mount",
+					old->block ? "" : " with ", old->block ? "" : old->fs);
+			goto out;
+		}
+		if (pid_alive(old->fuse_pid) && old->device[0] && (block || is_mounted(old->staging))) {
 			code = GRPC_OK; /* staged already: idempotent */
 			goto done;
-		}
-		if (!same_path || old->block != block) {
-			code = csi_fail(c, GRPC_ALREADY_EXISTS, "volume %s is already staged at %s "
-					"as a %s volume", req->volume_id, old->staging,
-					old->block ? "block" : "mount");
-			goto out;
 		}
 		/* half-built or broken (e.g. after a crash): rebuild it */
 		teardown(c, old, false);
