@@ -22,7 +22,7 @@ struct csi_alloc_chunk {
 };
 
 struct csi_key_lock {
-	struct csi_key_lock *next;    /* other held keys */
+	struct csi_key_lock *next; /* other held keys */
 	char key[CSI_ID_MAX + 16];
 };
 

@@ -34,7 +34,8 @@ static int volume_show(struct csi_call *c, const char *name, AResp **out)
 	code = csi_admin_ok(c, &req, "volume show", out);
 	if (code == GRPC_OK && (*out)->n_volumes != 1) {
 		tessera__admin__response__free_unpacked(*out, NULL);
-		return csi_fail(c, GRPC_INTERNAL, "volume show %s: tesserad answered no volume", name);
+		return csi_fail(c, GRPC_INTERNAL, "volume show %s: tesserad answered no volume",
+				name);
 	}
 	if (code == GRPC_NOT_FOUND)
 		csi_fail(c, GRPC_NOT_FOUND, "volume %s does not exist", name);
@@ -140,7 +141,8 @@ static bool topo_match(const Csi__V1__Topology *req, const struct topo *t)
 
 	for (i = 0; i < req->n_segments; i++) {
 		const char *k = req->segments[i]->key, *v = req->segments[i]->value;
-		const char *z = t->zone[0] ? t->zone : "default", *s = t->site[0] ? t->site : "default";
+		const char *z = t->zone[0] ? t->zone : "default",
+			   *s = t->site[0] ? t->site : "default";
 
 		if (strcmp(k, CSI_TOPO_ZONE) == 0) {
 			if (strcmp(v, z))
@@ -168,7 +170,8 @@ static void fill_volume(struct csi_call *c, const Tessera__Admin__Volume *v, Csi
 	if (ntopo) {
 		out->accessible_topology = csi_alloc(c, ntopo * sizeof(*out->accessible_topology));
 		for (i = 0; i < ntopo; i++)
-			out->accessible_topology[i] = csi_topology_new(c, topo[i].zone, topo[i].site);
+			out->accessible_topology[i] =
+			    csi_topology_new(c, topo[i].zone, topo[i].site);
 		out->n_accessible_topology = ntopo;
 	}
 }
@@ -284,7 +287,8 @@ static const char *volume_differs(const Tessera__Admin__Volume *v, const struct 
 		snprintf(buf, len, "its failure domain is %s, not %s", v->failure_domain,
 			 p->failure_domain);
 	else if (p->min_replicas && v->min_replicas && p->min_replicas != v->min_replicas)
-		snprintf(buf, len, "its minReplicas is %u, not %u", v->min_replicas, p->min_replicas);
+		snprintf(buf, len, "its minReplicas is %u, not %u", v->min_replicas,
+			 p->min_replicas);
 	else if (from_vol[0] && strcmp(v->parent_volume, from_vol))
 		snprintf(buf, len, "it was not made from volume %s", from_vol);
 	else if (from_snap[0] && strcmp(v->parent_snapshot, from_snap))
@@ -339,11 +343,15 @@ int csi_create_volume(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMe
 	if (ret == -EINVAL)
 		return csi_fail(c, GRPC_INVALID_ARGUMENT, "capacity_range: negative bytes");
 	if (ret == -EFBIG)
-		return csi_fail(c, GRPC_OUT_OF_RANGE, "capacity_range: %lld bytes is more than a "
-				"Tessera volume can hold (1 PiB)", (long long)required);
+		return csi_fail(c, GRPC_OUT_OF_RANGE,
+				"capacity_range: %lld bytes is more than a "
+				"Tessera volume can hold (1 PiB)",
+				(long long)required);
 	if (ret)
-		return csi_fail(c, GRPC_OUT_OF_RANGE, "capacity_range [%lld, %lld]: no size in it "
-				"is a multiple of 4096 bytes", (long long)required, (long long)limit);
+		return csi_fail(c, GRPC_OUT_OF_RANGE,
+				"capacity_range [%lld, %lld]: no size in it "
+				"is a multiple of 4096 bytes",
+				(long long)required, (long long)limit);
 
 	/* content source */
 	if (req->volume_content_source) {
@@ -352,7 +360,8 @@ int csi_create_volume(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMe
 		if (src->type_case == CSI__V1__VOLUME_CONTENT_SOURCE__TYPE_SNAPSHOT) {
 			if (src->snapshot == NULL ||
 			    csi_snapshot_id_parse(src->snapshot->snapshot_id, from_vol, from_snap))
-				return csi_fail(c, GRPC_NOT_FOUND, "source snapshot %s does not exist",
+				return csi_fail(c, GRPC_NOT_FOUND,
+						"source snapshot %s does not exist",
 						src->snapshot ? src->snapshot->snapshot_id : "");
 			code = snapshot_show(c, from_vol, from_snap, &ar);
 			if (code)
@@ -364,12 +373,14 @@ int csi_create_volume(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMe
 			code = volume_show(c, sv, &ar);
 			if (code)
 				return code == GRPC_NOT_FOUND
-					       ? csi_fail(c, code, "source volume %s does not exist", sv)
-					       : code;
+					   ? csi_fail(c, code, "source volume %s does not exist",
+						      sv)
+					   : code;
 			snprintf(from_vol, sizeof(from_vol), "%s", sv);
 			src_size = ar->volumes[0]->size;
 		} else {
-			return csi_fail(c, GRPC_INVALID_ARGUMENT, "volume_content_source without a "
+			return csi_fail(c, GRPC_INVALID_ARGUMENT,
+					"volume_content_source without a "
 					"snapshot or volume");
 		}
 		tessera__admin__response__free_unpacked(ar, NULL);
@@ -377,9 +388,10 @@ int csi_create_volume(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMe
 		if (required == 0 && (limit == 0 || (uint64_t)limit >= src_size))
 			size = src_size; /* no size asked: the source's */
 		if (size < src_size)
-			return csi_fail(c, GRPC_OUT_OF_RANGE, "capacity %llu bytes is smaller than "
-					"the source (%llu bytes)", (unsigned long long)size,
-					(unsigned long long)src_size);
+			return csi_fail(c, GRPC_OUT_OF_RANGE,
+					"capacity %llu bytes is smaller than "
+					"the source (%llu bytes)",
+					(unsigned long long)size, (unsigned long long)src_size);
 	}
 
 	/* topology */
@@ -398,9 +410,10 @@ int csi_create_volume(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMe
 				chosen[nchosen++] = topo[j];
 		}
 		if (nchosen == 0)
-			return csi_fail(c, GRPC_RESOURCE_EXHAUSTED, "no Tessera node is in the "
-					"requisite topologies (keys %s and %s)", CSI_TOPO_ZONE,
-					CSI_TOPO_SITE);
+			return csi_fail(c, GRPC_RESOURCE_EXHAUSTED,
+					"no Tessera node is in the "
+					"requisite topologies (keys %s and %s)",
+					CSI_TOPO_ZONE, CSI_TOPO_SITE);
 	} else {
 		memcpy(chosen, topo, ntopo * sizeof(*topo));
 		nchosen = ntopo;
@@ -414,8 +427,10 @@ int csi_create_volume(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMe
 						  from_snap, why, sizeof(why));
 
 		if (diff) {
-			code = csi_fail(c, GRPC_ALREADY_EXISTS, "volume %s (for name \"%s\") exists "
-					"with other parameters: %s", name, req->name, diff);
+			code = csi_fail(c, GRPC_ALREADY_EXISTS,
+					"volume %s (for name \"%s\") exists "
+					"with other parameters: %s",
+					name, req->name, diff);
 			goto out;
 		}
 	} else if (code == GRPC_NOT_FOUND) {
@@ -436,8 +451,8 @@ int csi_create_volume(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMe
 		if (code)
 			goto out;
 		if (ar->n_volumes != 1) {
-			code = csi_fail(c, GRPC_INTERNAL, "volume create %s: no volume in the reply",
-					name);
+			code = csi_fail(c, GRPC_INTERNAL,
+					"volume create %s: no volume in the reply", name);
 			goto out;
 		}
 	} else {
@@ -457,12 +472,12 @@ int csi_create_volume(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMe
 			cs->snapshot = csi_alloc(c, sizeof(*cs->snapshot));
 			csi__v1__volume_content_source__snapshot_source__init(cs->snapshot);
 			cs->snapshot->snapshot_id =
-				csi_strdup(c, req->volume_content_source->snapshot->snapshot_id);
+			    csi_strdup(c, req->volume_content_source->snapshot->snapshot_id);
 		} else {
 			cs->volume = csi_alloc(c, sizeof(*cs->volume));
 			csi__v1__volume_content_source__volume_source__init(cs->volume);
 			cs->volume->volume_id =
-				csi_strdup(c, req->volume_content_source->volume->volume_id);
+			    csi_strdup(c, req->volume_content_source->volume->volume_id);
 		}
 		r->volume->content_source = cs;
 	}
@@ -503,8 +518,10 @@ int csi_delete_volume(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMe
 		if (code == GRPC_NOT_FOUND) /* already gone: success per the spec */
 			code = c->code = GRPC_OK;
 		if (code == GRPC_FAILED_PRECONDITION)
-			csi_fail(c, code, "volume %s is in use (attached on a node, or it has "
-				 "snapshots or clones): %s", req->volume_id, c->message);
+			csi_fail(c, code,
+				 "volume %s is in use (attached on a node, or it has "
+				 "snapshots or clones): %s",
+				 req->volume_id, c->message);
 		if (code)
 			return code;
 	}
@@ -553,7 +570,8 @@ int csi_validate_volume_capabilities(struct csi_call *c, const ProtobufCMessage 
 	if (why) {
 		r->message = csi_strdup(c, why);
 	} else {
-		Csi__V1__ValidateVolumeCapabilitiesResponse__Confirmed *cf = csi_alloc(c, sizeof(*cf));
+		Csi__V1__ValidateVolumeCapabilitiesResponse__Confirmed *cf =
+		    csi_alloc(c, sizeof(*cf));
 
 		csi__v1__validate_volume_capabilities_response__confirmed__init(cf);
 		/* the request's capabilities, parameters and context, as validated */
@@ -601,7 +619,8 @@ int csi_list_volumes(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMes
 			;
 	} else {
 		tessera__admin__response__free_unpacked(ar, NULL);
-		return csi_fail(c, GRPC_ABORTED, "starting_token \"%.64s\" is not a next_token "
+		return csi_fail(c, GRPC_ABORTED,
+				"starting_token \"%.64s\" is not a next_token "
 				"this plugin gave: start the listing again without one",
 				req->starting_token);
 	}
@@ -639,7 +658,7 @@ int csi_get_capacity(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMes
 	Csi__V1__GetCapacityResponse *r;
 	Tessera__Admin__Request areq = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__ClusterStatusGet cs = TESSERA__ADMIN__CLUSTER_STATUS_GET__INIT;
-	struct csi_params p = { 0 };
+	struct csi_params p = {0};
 	AResp *ar = NULL;
 	uint64_t avail;
 	unsigned k, mm;
@@ -671,8 +690,8 @@ int csi_get_capacity(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMes
 	if (code)
 		return code;
 	avail = ar->cluster_status->capacity > ar->cluster_status->provisioned
-			? ar->cluster_status->capacity - ar->cluster_status->provisioned
-			: 0;
+		    ? ar->cluster_status->capacity - ar->cluster_status->provisioned
+		    : 0;
 	tessera__admin__response__free_unpacked(ar, NULL);
 	if (p.ec[0] && tsr_ec_parse(p.ec, &k, &mm) == 0)
 		avail = avail / (k + mm) * k;
@@ -693,15 +712,15 @@ int csi_controller_get_capabilities(struct csi_call *c, const ProtobufCMessage *
 				    ProtobufCMessage **resp)
 {
 	static const Csi__V1__ControllerServiceCapability__RPC__Type types[] = {
-		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__CREATE_DELETE_VOLUME,
-		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__LIST_VOLUMES,
-		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__GET_CAPACITY,
-		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__CREATE_DELETE_SNAPSHOT,
-		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__LIST_SNAPSHOTS,
-		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__CLONE_VOLUME,
-		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__EXPAND_VOLUME,
-		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__VOLUME_CONDITION,
-		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__GET_VOLUME,
+	    CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__CREATE_DELETE_VOLUME,
+	    CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__LIST_VOLUMES,
+	    CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__GET_CAPACITY,
+	    CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__CREATE_DELETE_SNAPSHOT,
+	    CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__LIST_SNAPSHOTS,
+	    CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__CLONE_VOLUME,
+	    CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__EXPAND_VOLUME,
+	    CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__VOLUME_CONDITION,
+	    CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__GET_VOLUME,
 	};
 	size_t n = sizeof(types) / sizeof(types[0]), i;
 	Csi__V1__ControllerGetCapabilitiesResponse *r = csi_alloc(c, sizeof(*r));
@@ -761,8 +780,10 @@ int csi_create_snapshot(struct csi_call *c, const ProtobufCMessage *m, ProtobufC
 		return csi_fail(c, GRPC_INVALID_ARGUMENT, "name contains control characters");
 	snprintf(c->volume, sizeof(c->volume), "%s@%s", req->source_volume_id, name);
 	if (req->n_parameters)
-		return csi_fail(c, GRPC_INVALID_ARGUMENT, "unknown parameter \"%s\": snapshots take "
-				"no parameters", req->parameters[0]->key);
+		return csi_fail(c, GRPC_INVALID_ARGUMENT,
+				"unknown parameter \"%s\": snapshots take "
+				"no parameters",
+				req->parameters[0]->key);
 	snprintf(key, sizeof(key), "snap:%s", name);
 	csi_key_lock(c->plugin, key);
 	code = volume_show(c, req->source_volume_id, &ar);
@@ -796,9 +817,10 @@ int csi_create_snapshot(struct csi_call *c, const ProtobufCMessage *m, ProtobufC
 			if (strcmp(sl->snapshots[j]->name, name) == 0)
 				break;
 		if (j < sl->n_snapshots) {
-			code = csi_fail(c, GRPC_ALREADY_EXISTS, "snapshot name \"%s\" is already used "
-					"for a snapshot of volume %s", req->name,
-					vl->volumes[i]->name);
+			code = csi_fail(c, GRPC_ALREADY_EXISTS,
+					"snapshot name \"%s\" is already used "
+					"for a snapshot of volume %s",
+					req->name, vl->volumes[i]->name);
 			tessera__admin__response__free_unpacked(sl, NULL);
 			goto out;
 		}
@@ -862,7 +884,7 @@ int csi_delete_snapshot(struct csi_call *c, const ProtobufCMessage *m, ProtobufC
 }
 
 struct snap_ref {
-	char id[CSI_ID_MAX];                 /* "VOL@SNAP", the sort key */
+	char id[CSI_ID_MAX]; /* "VOL@SNAP", the sort key */
 	const Tessera__Admin__Snapshot *snap;
 };
 
@@ -951,7 +973,8 @@ int csi_list_snapshots(struct csi_call *c, const ProtobufCMessage *m, ProtobufCM
 		     start++)
 			;
 	} else {
-		code = csi_fail(c, GRPC_ABORTED, "starting_token \"%.64s\" is not a next_token "
+		code = csi_fail(c, GRPC_ABORTED,
+				"starting_token \"%.64s\" is not a next_token "
 				"this plugin gave: start the listing again without one",
 				req->starting_token);
 		goto out;
@@ -1003,7 +1026,8 @@ int csi_controller_expand_volume(struct csi_call *c, const ProtobufCMessage *m,
 	if (ret == -EINVAL)
 		return csi_fail(c, GRPC_INVALID_ARGUMENT, "capacity_range: negative bytes");
 	if (ret == -EFBIG)
-		return csi_fail(c, GRPC_OUT_OF_RANGE, "capacity_range: %lld bytes is more than a "
+		return csi_fail(c, GRPC_OUT_OF_RANGE,
+				"capacity_range: %lld bytes is more than a "
 				"Tessera volume can hold (1 PiB)",
 				(long long)req->capacity_range->required_bytes);
 	if (ret)
@@ -1020,9 +1044,12 @@ int csi_controller_expand_volume(struct csi_call *c, const ProtobufCMessage *m,
 	attached = ar->volumes[0]->attached_node[0] != '\0';
 	tessera__admin__response__free_unpacked(ar, NULL);
 	ar = NULL;
-	if (req->capacity_range->limit_bytes > 0 && cur > (uint64_t)req->capacity_range->limit_bytes) {
-		code = csi_fail(c, GRPC_OUT_OF_RANGE, "volume is already %llu bytes, above "
-				"limit_bytes (volumes do not shrink)", (unsigned long long)cur);
+	if (req->capacity_range->limit_bytes > 0 &&
+	    cur > (uint64_t)req->capacity_range->limit_bytes) {
+		code = csi_fail(c, GRPC_OUT_OF_RANGE,
+				"volume is already %llu bytes, above "
+				"limit_bytes (volumes do not shrink)",
+				(unsigned long long)cur);
 		goto out;
 	}
 	if (size > cur && attached) {
@@ -1053,8 +1080,8 @@ int csi_controller_expand_volume(struct csi_call *c, const ProtobufCMessage *m,
 	csi__v1__controller_expand_volume_response__init(r);
 	r->capacity_bytes = (int64_t)cur;
 	r->node_expansion_required =
-		!(req->volume_capability && req->volume_capability->access_type_case ==
-						    CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_BLOCK);
+	    !(req->volume_capability && req->volume_capability->access_type_case ==
+					    CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_BLOCK);
 	*resp = &r->base;
 out:
 	csi_key_unlock(c->plugin, key);
@@ -1098,9 +1125,10 @@ int csi_controller_get_volume(struct csi_call *c, const ProtobufCMessage *m,
 	fill_volume(c, ar->volumes[0], r->volume, topo, ntopo);
 	st = csi_alloc(c, sizeof(*st));
 	csi__v1__controller_get_volume_response__volume_status__init(st);
-	st->volume_condition = condition_of(c, sr && sr->volume_status && sr->volume_status->volume
-						       ? sr->volume_status->volume
-						       : ar->volumes[0],
+	st->volume_condition = condition_of(c,
+					    sr && sr->volume_status && sr->volume_status->volume
+						? sr->volume_status->volume
+						: ar->volumes[0],
 					    sr ? sr->volume_status : NULL);
 	r->status = st;
 	if (sr)

@@ -25,7 +25,7 @@ static void trim(char *s)
 
 int csi_run(char *const argv[], char *out, size_t out_len, char *err, size_t err_len)
 {
-	int po[2] = { -1, -1 }, pe[2] = { -1, -1 }, status, ret;
+	int po[2] = {-1, -1}, pe[2] = {-1, -1}, status, ret;
 	size_t no = 0, ne = 0;
 	pid_t pid;
 	struct pollfd pfd[2];
@@ -85,7 +85,8 @@ int csi_run(char *const argv[], char *out, size_t out_len, char *err, size_t err
 				continue;
 			}
 			if (dst && cap > *used + 1) {
-				size_t take = (size_t)r < cap - 1 - *used ? (size_t)r : cap - 1 - *used;
+				size_t take =
+				    (size_t)r < cap - 1 - *used ? (size_t)r : cap - 1 - *used;
 
 				memcpy(dst + *used, buf, take);
 				*used += take;

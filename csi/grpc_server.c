@@ -35,58 +35,58 @@
 #include "internal.h"
 #include "tessera/common.h"
 
-#define MAX_STREAMS 128          /* SETTINGS_MAX_CONCURRENT_STREAMS per connection */
-#define MAX_CONNS 256
+#define MAX_STREAMS 128 /* SETTINGS_MAX_CONCURRENT_STREAMS per connection */
+#define MAX_CONNS   256
 
 struct conn;
 
 struct stream {
-	int32_t id;                     /* HTTP/2 stream id */
-	struct conn *conn;              /* owner */
+	int32_t id;                      /* HTTP/2 stream id */
+	struct conn *conn;               /* owner */
 	const struct csi_method *method; /* from :path; NULL = unknown */
-	bool path_seen;                 /* :path header present */
-	bool is_post;                   /* :method POST */
-	bool grpc_type;                 /* content-type application/grpc[+proto|;...] */
-	bool answered;                  /* a reply was submitted: ignore further input */
-	bool dispatched;                /* a job for it is on a worker */
-	bool reset_after_reply;         /* answered early: RST_STREAM(NO_ERROR) once it is sent */
-	uint8_t *body;                  /* request bytes so far (malloc) */
+	bool path_seen;                  /* :path header present */
+	bool is_post;                    /* :method POST */
+	bool grpc_type;                  /* content-type application/grpc[+proto|;...] */
+	bool answered;                   /* a reply was submitted: ignore further input */
+	bool dispatched;                 /* a job for it is on a worker */
+	bool reset_after_reply;          /* answered early: RST_STREAM(NO_ERROR) once it is sent */
+	uint8_t *body;                   /* request bytes so far (malloc) */
 	size_t len, cap;
 	/* reply, owned once submitted */
-	uint8_t *reply;                 /* framed reply message (malloc) or NULL */
+	uint8_t *reply; /* framed reply message (malloc) or NULL */
 	size_t reply_len, reply_off;
-	int code;                       /* grpc-status for the trailers */
-	char status[12];                /* code as text (trailer value) */
-	char message[1024];             /* grpc-message (already percent-encoded) */
+	int code;           /* grpc-status for the trailers */
+	char status[12];    /* code as text (trailer value) */
+	char message[1024]; /* grpc-message (already percent-encoded) */
 };
 
 struct conn {
 	struct csi_server *srv;
-	int fd;                         /* -1 once closed */
+	int fd; /* -1 once closed */
 	ev_io rio, wio;
 	nghttp2_session *session;
-	uint8_t *pending;               /* bytes nghttp2 produced that the socket did not take */
+	uint8_t *pending; /* bytes nghttp2 produced that the socket did not take */
 	size_t pending_len;
-	unsigned jobs;                  /* jobs on workers referring to this conn */
-	struct conn *next;              /* srv->conns list */
+	unsigned jobs;     /* jobs on workers referring to this conn */
+	struct conn *next; /* srv->conns list */
 };
 
 struct csi_job {
-	struct csi_job *next;           /* queue link */
-	struct conn *conn;              /* loop-owned; checked for liveness on return */
+	struct csi_job *next; /* queue link */
+	struct conn *conn;    /* loop-owned; checked for liveness on return */
 	int32_t stream_id;
 	const struct csi_method *method;
-	uint8_t *body;                  /* request (taken from the stream) */
+	uint8_t *body; /* request (taken from the stream) */
 	size_t len;
-	uint8_t *reply;                 /* produced by the worker */
+	uint8_t *reply; /* produced by the worker */
 	size_t reply_len;
-	struct csi_call call;           /* status, message, log details */
+	struct csi_call call; /* status, message, log details */
 };
 
 struct csi_server {
 	struct csi_plugin *plugin;
 	struct ev_loop *loop;
-	int lfd;                        /* listening socket */
+	int lfd; /* listening socket */
 	char path[108];
 	ev_io accept_io;
 	ev_async done_async;
@@ -164,8 +164,11 @@ static struct stream *stream_get(struct conn *c, int32_t id)
 	return nghttp2_session_get_stream_user_data(c->session, id);
 }
 
-#define NV(n, v)                                                                              \
-	{ (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NO_COPY_NAME }
+#define NV(n, v)                                                                                   \
+	{                                                                                          \
+		(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v),                          \
+		    NGHTTP2_NV_FLAG_NO_COPY_NAME                                                   \
+	}
 
 static ssize_t reply_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
 			     size_t length, uint32_t *data_flags, nghttp2_data_source *source,
@@ -179,7 +182,7 @@ static ssize_t reply_read_cb(nghttp2_session *session, int32_t stream_id, uint8_
 	memcpy(buf, st->reply + st->reply_off, n);
 	st->reply_off += n;
 	if (st->reply_off == st->reply_len) {
-		nghttp2_nv trailers[] = { NV("grpc-status", st->status) };
+		nghttp2_nv trailers[] = {NV("grpc-status", st->status)};
 
 		*data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
 		if (nghttp2_submit_trailer(session, stream_id, trailers, 1))
@@ -201,7 +204,7 @@ static void stream_answer(struct conn *c, struct stream *st, int code, const cha
 	st->answered = true;
 	snprintf(status, sizeof(status), "%d", code);
 	if (code == GRPC_OK && reply) {
-		nghttp2_nv hdrs[] = { NV(":status", "200"), NV("content-type", "application/grpc") };
+		nghttp2_nv hdrs[] = {NV(":status", "200"), NV("content-type", "application/grpc")};
 		nghttp2_data_provider prd;
 
 		st->reply = reply;
@@ -219,8 +222,8 @@ static void stream_answer(struct conn *c, struct stream *st, int code, const cha
 	free(reply);
 	grpc_percent_encode(message ? message : "", st->message, sizeof(st->message));
 	{
-		nghttp2_nv hdrs[] = { NV(":status", "200"), NV("content-type", "application/grpc"),
-				      NV("grpc-status", status), NV("grpc-message", st->message) };
+		nghttp2_nv hdrs[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
+				     NV("grpc-status", status), NV("grpc-message", st->message)};
 
 		if (nghttp2_submit_response(c->session, st->id, hdrs, 4, NULL))
 			nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, st->id,
@@ -268,8 +271,10 @@ static void stream_dispatch(struct conn *c, struct stream *st)
 	struct csi_job *j;
 
 	if (!st->is_post || !st->path_seen) {
-		stream_answer(c, st, GRPC_INVALID_ARGUMENT, "not a gRPC request (POST with :path "
-			      "expected)", NULL, 0);
+		stream_answer(c, st, GRPC_INVALID_ARGUMENT,
+			      "not a gRPC request (POST with :path "
+			      "expected)",
+			      NULL, 0);
 		return;
 	}
 	if (!st->grpc_type) {
@@ -278,8 +283,10 @@ static void stream_dispatch(struct conn *c, struct stream *st)
 		return;
 	}
 	if (st->method == NULL) {
-		stream_answer(c, st, GRPC_UNIMPLEMENTED, "unknown method: tessera-csi serves the "
-			      "CSI v1 Identity, Controller and Node services (per --mode)", NULL, 0);
+		stream_answer(c, st, GRPC_UNIMPLEMENTED,
+			      "unknown method: tessera-csi serves the "
+			      "CSI v1 Identity, Controller and Node services (per --mode)",
+			      NULL, 0);
 		return;
 	}
 	j = calloc(1, sizeof(*j));
@@ -308,8 +315,7 @@ static void stream_dispatch(struct conn *c, struct stream *st)
 	pthread_mutex_unlock(&s->mu);
 }
 
-static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame,
-			    void *user_data)
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
 	struct conn *c = user_data;
 	struct stream *st;
@@ -568,8 +574,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	struct csi_server *s = w->data;
 	nghttp2_session_callbacks *cbs = NULL;
 	nghttp2_settings_entry settings[] = {
-		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, MAX_STREAMS },
-		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20 },
+	    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, MAX_STREAMS},
+	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
 	};
 	struct conn *c;
 	int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -626,7 +632,7 @@ int csi_server_start(struct csi_plugin *p, const char *path, unsigned nworkers,
 		     struct csi_server **out)
 {
 	struct csi_server *s = calloc(1, sizeof(*s));
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct stat sb;
 	unsigned i;
 	int ret;
@@ -654,8 +660,7 @@ int csi_server_start(struct csi_plugin *p, const char *path, unsigned nworkers,
 	if (lstat(path, &sb) == 0 && S_ISSOCK(sb.st_mode))
 		unlink(path); /* a stale socket from a previous run */
 	s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&sa, sizeof(sa)) ||
-	    listen(s->lfd, 128)) {
+	if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&sa, sizeof(sa)) || listen(s->lfd, 128)) {
 		ret = -errno;
 		tsr_error("csi: endpoint %s: %s", path, strerror(-ret));
 		goto err;

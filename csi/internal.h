@@ -20,14 +20,14 @@
 #include "admin.pb-c.h"
 #include "csi.pb-c.h"
 
-#define CSI_DRIVER_NAME "csi.tessera.io"
-#define CSI_TOPO_ZONE "topology.tessera.io/zone"
-#define CSI_TOPO_SITE "topology.tessera.io/site"
-#define CSI_MAX_MSG (4u << 20)          /* largest request or reply message */
-#define CSI_DEFAULT_SIZE (1ull << 30)   /* CreateVolume without capacity_range */
-#define CSI_MAX_SIZE (1ull << 50)       /* tesserad's largest volume: 1 PiB */
-#define CSI_NAME_MAX 64                 /* Tessera names: 63 characters + NUL */
-#define CSI_ID_MAX (2 * CSI_NAME_MAX)   /* "VOL@SNAP" */
+#define CSI_DRIVER_NAME  "csi.tessera.io"
+#define CSI_TOPO_ZONE    "topology.tessera.io/zone"
+#define CSI_TOPO_SITE    "topology.tessera.io/site"
+#define CSI_MAX_MSG      (4u << 20)         /* largest request or reply message */
+#define CSI_DEFAULT_SIZE (1ull << 30)       /* CreateVolume without capacity_range */
+#define CSI_MAX_SIZE     (1ull << 50)       /* tesserad's largest volume: 1 PiB */
+#define CSI_NAME_MAX     64                 /* Tessera names: 63 characters + NUL */
+#define CSI_ID_MAX       (2 * CSI_NAME_MAX) /* "VOL@SNAP" */
 
 /* gRPC status codes (grpc/doc/statuscodes.md). */
 enum grpc_code {
@@ -59,9 +59,9 @@ enum grpc_code {
 #define GRPC_FRAME_HDR 5
 
 struct grpc_frame {
-	bool compressed;     /* flag byte was 1 (we announce no encoding: refused) */
-	const uint8_t *msg;  /* points into the parsed buffer */
-	uint32_t len;        /* bytes at msg */
+	bool compressed;    /* flag byte was 1 (we announce no encoding: refused) */
+	const uint8_t *msg; /* points into the parsed buffer */
+	uint32_t len;       /* bytes at msg */
 };
 
 /*
@@ -115,11 +115,11 @@ void csi_token_format(const char *last_id, char *buf, size_t len);
 
 /* StorageClass parameters (CreateVolume, ValidateVolumeCapabilities, GetCapacity). */
 struct csi_params {
-	unsigned replicas;        /* 0 = tesserad's default */
-	unsigned min_replicas;    /* 0 = tesserad's default */
-	unsigned stripe_unit;     /* bytes; 0 = default; only with ec */
-	char ec[16];              /* "K+M" or "" */
-	char failure_domain[8];   /* "node" | "zone" | "site" | "" */
+	unsigned replicas;      /* 0 = tesserad's default */
+	unsigned min_replicas;  /* 0 = tesserad's default */
+	unsigned stripe_unit;   /* bytes; 0 = default; only with ec */
+	char ec[16];            /* "K+M" or "" */
+	char failure_domain[8]; /* "node" | "zone" | "site" | "" */
 };
 /*
  * Parse and check parameters: replicas (1..8), ec ("K+M"), failureDomain,
@@ -140,12 +140,12 @@ struct csi_plugin;
 struct csi_alloc_chunk;
 
 struct csi_call {
-	struct csi_plugin *plugin;      /* options, shared state (read-only but locks) */
-	const char *method;             /* "NodeStageVolume"; static string */
-	struct csi_alloc_chunk *arena;  /* every csi_alloc of this call; freed with it */
-	int code;                       /* gRPC status, GRPC_OK until csi_fail */
-	char message[1024];             /* grpc-message when code != OK */
-	char volume[CSI_ID_MAX];        /* volume or snapshot id, for the log line */
+	struct csi_plugin *plugin;     /* options, shared state (read-only but locks) */
+	const char *method;            /* "NodeStageVolume"; static string */
+	struct csi_alloc_chunk *arena; /* every csi_alloc of this call; freed with it */
+	int code;                      /* gRPC status, GRPC_OK until csi_fail */
+	char message[1024];            /* grpc-message when code != OK */
+	char volume[CSI_ID_MAX];       /* volume or snapshot id, for the log line */
 };
 
 /* Zeroed memory freed with the call.  Aborts on out-of-memory (policy: see csi/call.c). */
@@ -154,7 +154,7 @@ char *csi_strdup(struct csi_call *call, const char *s);
 char *csi_printf(struct csi_call *call, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Set the call's status and message; returns code. */
 int csi_fail(struct csi_call *call, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 void csi_call_free_arena(struct csi_call *call);
 /* A map<string,string> entry for a reply, in the arena. */
 Csi__V1__Topology *csi_topology_new(struct csi_call *call, const char *zone, const char *site);
@@ -173,36 +173,37 @@ struct csi_key_lock;
 
 struct csi_plugin {
 	enum csi_mode mode;
-	const char *node_id;        /* --node-id: CSI node id and tesserad node id */
-	const char *tesserad_unix;  /* --tesserad unix:PATH, or NULL */
-	const char *tesserad_tcp;   /* --tesserad HOST:PORT, or NULL */
-	char *token;                /* from --token-file (TCP), or NULL */
-	const char *state_dir;      /* --state-dir: per-volume node state */
-	const char *zone;           /* --zone, or NULL: asked from tesserad's node list */
-	const char *site;           /* --site, likewise */
-	int64_t max_volumes;        /* --max-volumes; 0 = no limit */
-	int admin_timeout_ms;       /* per admin call */
+	const char *node_id;       /* --node-id: CSI node id and tesserad node id */
+	const char *tesserad_unix; /* --tesserad unix:PATH, or NULL */
+	const char *tesserad_tcp;  /* --tesserad HOST:PORT, or NULL */
+	char *token;               /* from --token-file (TCP), or NULL */
+	const char *state_dir;     /* --state-dir: per-volume node state */
+	const char *zone;          /* --zone, or NULL: asked from tesserad's node list */
+	const char *site;          /* --site, likewise */
+	int64_t max_volumes;       /* --max-volumes; 0 = no limit */
+	int admin_timeout_ms;      /* per admin call */
 	/* key locks: owned by call.c, guarded by keys_lock */
-	void *keys_lock;            /* pthread_mutex_t * */
-	void *keys_cond;            /* pthread_cond_t * */
-	struct csi_key_lock *keys;  /* keys currently held */
+	void *keys_lock;           /* pthread_mutex_t * */
+	void *keys_cond;           /* pthread_cond_t * */
+	struct csi_key_lock *keys; /* keys currently held */
 };
 
 typedef int (*csi_handler_fn)(struct csi_call *call, const ProtobufCMessage *req,
 			      ProtobufCMessage **resp);
 
 struct csi_method {
-	const char *path;                          /* "/csi.v1.Node/NodeStageVolume" */
-	const char *name;                          /* "NodeStageVolume" */
+	const char *path; /* "/csi.v1.Node/NodeStageVolume" */
+	const char *name; /* "NodeStageVolume" */
 	const ProtobufCMessageDescriptor *req_desc;
 	csi_handler_fn handler;
-	unsigned service;                          /* CSI_SVC_* */
+	unsigned service; /* CSI_SVC_* */
 };
-#define CSI_SVC_IDENTITY 1u
+#define CSI_SVC_IDENTITY   1u
 #define CSI_SVC_CONTROLLER 2u
-#define CSI_SVC_NODE 4u
+#define CSI_SVC_NODE       4u
 
-/* The method for an HTTP/2 :path, or NULL (UNIMPLEMENTED) -- also for a service the mode excludes. */
+/* The method for an HTTP/2 :path, or NULL (UNIMPLEMENTED) -- also for a service the mode excludes.
+ */
 const struct csi_method *csi_method_find(const struct csi_plugin *p, const char *path);
 /*
  * Run one request (worker thread): decode body (a whole gRPC message body,
@@ -220,8 +221,7 @@ void csi_method_run(struct csi_call *call, const struct csi_method *m, const uin
  * tessera__admin__response__free_unpacked; resp->error may be set), or a
  * gRPC code (UNAVAILABLE) with call's message set.
  */
-int csi_admin(struct csi_call *call, Tessera__Admin__Request *req,
-	      Tessera__Admin__Response **resp);
+int csi_admin(struct csi_call *call, Tessera__Admin__Request *req, Tessera__Admin__Response **resp);
 /* gRPC code for a tesserad error (negative errno). */
 int csi_admin_code(int error);
 /*

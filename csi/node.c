@@ -34,20 +34,20 @@
 #include "tessera/common.h"
 
 #define MAX_TARGETS 16
-#define PATH_LEN 4096
+#define PATH_LEN    4096
 
 /* What NodeStageVolume did for one volume (STATE_DIR/<volume>.state, "key=value" lines). */
 struct node_state {
 	char volume[CSI_NAME_MAX];
-	char staging[PATH_LEN];      /* staging_target_path */
-	bool block;                  /* raw block access type (no file system) */
-	char fs[16];                 /* mount: "ext4" | "xfs" */
-	char mount_flags[1024];      /* mount: -o value used at stage ("" = none) */
-	char uri[512];               /* NBD URI nbdfuse serves */
-	char fuse_dir[PATH_LEN];     /* FUSE mount point; the file is fuse_dir/disk */
-	int fuse_pid;                /* nbdfuse; 0 = none */
-	char device[64];             /* loop device, "" = none */
-	size_t ntargets;             /* published targets */
+	char staging[PATH_LEN];  /* staging_target_path */
+	bool block;              /* raw block access type (no file system) */
+	char fs[16];             /* mount: "ext4" | "xfs" */
+	char mount_flags[1024];  /* mount: -o value used at stage ("" = none) */
+	char uri[512];           /* NBD URI nbdfuse serves */
+	char fuse_dir[PATH_LEN]; /* FUSE mount point; the file is fuse_dir/disk */
+	int fuse_pid;            /* nbdfuse; 0 = none */
+	char device[64];         /* loop device, "" = none */
+	size_t ntargets;         /* published targets */
 	struct {
 		char path[PATH_LEN];
 		bool ro;
@@ -95,7 +95,8 @@ static bool is_mounted(const char *path)
 			continue;
 		while (*p && *p != ' ' && o + 1 < sizeof(mp)) {
 			if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] && p[3]) {
-				mp[o++] = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+				mp[o++] =
+				    (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
 				p += 4;
 			} else {
 				mp[o++] = *p++;
@@ -169,8 +170,9 @@ static int state_save(struct csi_call *c, const struct node_state *s)
 	f = fopen(tmp, "we");
 	if (f == NULL)
 		return csi_fail(c, GRPC_INTERNAL, "state file %s: %s", tmp, strerror(errno));
-	fprintf(f, "volume=%s\nstaging=%s\nblock=%d\nfs=%s\nmount_flags=%s\nuri=%s\n"
-		   "fuse_dir=%s\nfuse_pid=%d\ndevice=%s\n",
+	fprintf(f,
+		"volume=%s\nstaging=%s\nblock=%d\nfs=%s\nmount_flags=%s\nuri=%s\n"
+		"fuse_dir=%s\nfuse_pid=%d\ndevice=%s\n",
 		s->volume, s->staging, s->block, s->fs, s->mount_flags, s->uri, s->fuse_dir,
 		s->fuse_pid, s->device);
 	for (i = 0; i < s->ntargets; i++)
@@ -208,25 +210,31 @@ static int state_load(const struct csi_plugin *p, const char *vol, struct node_s
 			continue;
 		*eq = '\0';
 		v = eq + 1;
-#define STR(k, field)                                                                         \
-	else if (strcmp(line, k) == 0) snprintf(s->field, sizeof(s->field), "%s", v)
-		if (0) {
-		}
-		STR("volume", volume);
-		STR("staging", staging);
-		STR("fs", fs);
-		STR("mount_flags", mount_flags);
-		STR("uri", uri);
-		STR("fuse_dir", fuse_dir);
-		STR("device", device);
-		else if (strcmp(line, "block") == 0) s->block = atoi(v) != 0;
-		else if (strcmp(line, "fuse_pid") == 0) s->fuse_pid = atoi(v);
-		else if (strcmp(line, "target") == 0 && s->ntargets < MAX_TARGETS && strlen(v) > 2) {
+		if (strcmp(line, "volume") == 0)
+			snprintf(s->volume, sizeof(s->volume), "%s", v);
+		else if (strcmp(line, "staging") == 0)
+			snprintf(s->staging, sizeof(s->staging), "%s", v);
+		else if (strcmp(line, "fs") == 0)
+			snprintf(s->fs, sizeof(s->fs), "%s", v);
+		else if (strcmp(line, "mount_flags") == 0)
+			snprintf(s->mount_flags, sizeof(s->mount_flags), "%s", v);
+		else if (strcmp(line, "uri") == 0)
+			snprintf(s->uri, sizeof(s->uri), "%s", v);
+		else if (strcmp(line, "fuse_dir") == 0)
+			snprintf(s->fuse_dir, sizeof(s->fuse_dir), "%s", v);
+		else if (strcmp(line, "device") == 0)
+			snprintf(s->device, sizeof(s->device), "%s", v);
+		else if (strcmp(line, "block") == 0)
+			s->block = atoi(v) != 0;
+		else if (strcmp(line, "fuse_pid") == 0)
+			s->fuse_pid = atoi(v);
+		else if (strcmp(line, "target") == 0 && s->ntargets < MAX_TARGETS &&
+			 strlen(v) > 2) {
+			/* "target=<ro 0|1> <path>" */
 			s->targets[s->ntargets].ro = v[0] == '1';
 			snprintf(s->targets[s->ntargets].path, PATH_LEN, "%s", v + 2);
 			s->ntargets++;
 		}
-#undef STR
 	}
 	fclose(f);
 	return s->volume[0] ? 0 : -EINVAL;
@@ -278,8 +286,10 @@ static int admin_attach(struct csi_call *c, const char *vol, char *uri, size_t u
 	}
 	if (best == NULL) {
 		tessera__admin__response__free_unpacked(r, NULL);
-		return csi_fail(c, GRPC_UNAVAILABLE, "volume %s is attached but tesserad reports no "
-				"NBD export for it", vol);
+		return csi_fail(c, GRPC_UNAVAILABLE,
+				"volume %s is attached but tesserad reports no "
+				"NBD export for it",
+				vol);
 	}
 	snprintf(uri, uri_len, "%s", best);
 	tessera__admin__response__free_unpacked(r, NULL);
@@ -307,7 +317,7 @@ static void admin_detach(struct csi_call *c, const char *vol)
 static int fuse_start(struct csi_call *c, struct node_state *s)
 {
 	char file[PATH_LEN + 8], pidfile[PATH_LEN + 16], log[PATH_LEN + 16];
-	char *argv[] = { "nbdfuse", "-P", pidfile, file, s->uri, NULL };
+	char *argv[] = {"nbdfuse", "-P", pidfile, file, s->uri, NULL};
 	struct stat sb;
 	int pid, ret, i;
 
@@ -338,7 +348,7 @@ static int fuse_start(struct csi_call *c, struct node_state *s)
 
 static void fuse_stop(struct node_state *s)
 {
-	char *argv[] = { "fusermount3", "-u", s->fuse_dir, NULL };
+	char *argv[] = {"fusermount3", "-u", s->fuse_dir, NULL};
 	int i;
 
 	if (s->fuse_dir[0] && is_mounted(s->fuse_dir))
@@ -350,7 +360,7 @@ static void fuse_stop(struct node_state *s)
 		waitpid(s->fuse_pid, NULL, WNOHANG);
 	}
 	if (s->fuse_dir[0] && is_mounted(s->fuse_dir)) {
-		char *lazy[] = { "fusermount3", "-u", "-z", s->fuse_dir, NULL };
+		char *lazy[] = {"fusermount3", "-u", "-z", s->fuse_dir, NULL};
 
 		csi_run(lazy, NULL, 0, NULL, 0);
 	}
@@ -365,10 +375,10 @@ static int loop_start(struct csi_call *c, struct node_state *s)
 	 * FUSE then never sees a sub-block request (512-byte ones fail there).
 	 * Direct I/O keeps the page cache from holding a second copy.
 	 */
-	char *dio[] = { "losetup", "--find", "--show", "--sector-size", "4096", "--direct-io=on",
-			file, NULL };
-	char *sect[] = { "losetup", "--find", "--show", "--sector-size", "4096", file, NULL };
-	char *plain[] = { "losetup", "--find", "--show", file, NULL };
+	char *dio[] = {"losetup", "--find",         "--show", "--sector-size",
+		       "4096",    "--direct-io=on", file,     NULL};
+	char *sect[] = {"losetup", "--find", "--show", "--sector-size", "4096", file, NULL};
+	char *plain[] = {"losetup", "--find", "--show", file, NULL};
 	int ret;
 
 	snprintf(file, sizeof(file), "%s/disk", s->fuse_dir);
@@ -386,7 +396,7 @@ static int loop_start(struct csi_call *c, struct node_state *s)
 
 static void loop_stop(struct node_state *s)
 {
-	char *argv[] = { "losetup", "-d", s->device, NULL };
+	char *argv[] = {"losetup", "-d", s->device, NULL};
 
 	if (s->device[0])
 		csi_run(argv, NULL, 0, NULL, 0);
@@ -419,7 +429,7 @@ static int fs_mount(struct csi_call *c, const struct node_state *s)
 
 static int umount_path(struct csi_call *c, const char *path)
 {
-	char *argv[] = { "umount", (char *)path, NULL };
+	char *argv[] = {"umount", (char *)path, NULL};
 
 	if (!is_mounted(path))
 		return GRPC_OK;
@@ -427,12 +437,11 @@ static int umount_path(struct csi_call *c, const char *path)
 }
 
 /* Publish one target (bind mount, then read-only remount when asked). */
-static int bind_target(struct csi_call *c, const struct node_state *s, const char *target,
-		       bool ro)
+static int bind_target(struct csi_call *c, const struct node_state *s, const char *target, bool ro)
 {
-	char *bind[] = { "mount", "--bind", (char *)(s->block ? s->device : s->staging),
-			 (char *)target, NULL };
-	char *remount[] = { "mount", "-o", "remount,bind,ro", (char *)target, NULL };
+	char *bind[] = {"mount", "--bind", (char *)(s->block ? s->device : s->staging),
+			(char *)target, NULL};
+	char *remount[] = {"mount", "-o", "remount,bind,ro", (char *)target, NULL};
 	int code = run(c, "bind mount", bind);
 
 	if (code == GRPC_OK && ro) {
@@ -540,7 +549,8 @@ int csi_node_stage_volume(struct csi_call *c, const ProtobufCMessage *m, Protobu
 		return csi_fail(c, GRPC_INVALID_ARGUMENT, "volume_id is required");
 	snprintf(c->volume, sizeof(c->volume), "%s", req->volume_id);
 	if (req->staging_target_path == NULL || req->staging_target_path[0] != '/')
-		return csi_fail(c, GRPC_INVALID_ARGUMENT, "staging_target_path is required (an "
+		return csi_fail(c, GRPC_INVALID_ARGUMENT,
+				"staging_target_path is required (an "
 				"absolute path)");
 	if (cap == NULL)
 		return csi_fail(c, GRPC_INVALID_ARGUMENT, "volume_capability is required");
@@ -557,19 +567,22 @@ int csi_node_stage_volume(struct csi_call *c, const ProtobufCMessage *m, Protobu
 	if (state_load(c->plugin, req->volume_id, old) == 0) {
 		bool same_path = strcmp(old->staging, req->staging_target_path) == 0;
 		bool block = cap->access_type_case == CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_BLOCK;
-		const char *fs = !block && cap->mount && cap->mount->fs_type &&
-					 cap->mount->fs_type[0]
-				 ? cap->mount->fs_type
-				 : "ext4";
+		const char *fs =
+		    !block && cap->mount && cap->mount->fs_type && cap->mount->fs_type[0]
+			? cap->mount->fs_type
+			: "ext4";
 
 		if (!same_path || old->block != block || (!block && strcmp(old->fs, fs))) {
-			code = csi_fail(c, GRPC_ALREADY_EXISTS, "volume %s is already staged at %s "
-					"as a %s volume%s%s: unstage it first", req->volume_id,
-					old->staging, old->block ? "block" : "mount",
-					old->block ? "" : " with ", old->block ? "" : old->fs);
+			code =
+			    csi_fail(c, GRPC_ALREADY_EXISTS,
+				     "volume %s is already staged at %s "
+				     "as a %s volume%s%s: unstage it first",
+				     req->volume_id, old->staging, old->block ? "block" : "mount",
+				     old->block ? "" : " with ", old->block ? "" : old->fs);
 			goto out;
 		}
-		if (pid_alive(old->fuse_pid) && old->device[0] && (block || is_mounted(old->staging))) {
+		if (pid_alive(old->fuse_pid) && old->device[0] &&
+		    (block || is_mounted(old->staging))) {
 			code = GRPC_OK; /* staged already: idempotent */
 			goto done;
 		}
@@ -582,13 +595,13 @@ int csi_node_stage_volume(struct csi_call *c, const ProtobufCMessage *m, Protobu
 	s->block = cap->access_type_case == CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_BLOCK;
 	if (!s->block) {
 		const char *fs = cap->mount && cap->mount->fs_type && cap->mount->fs_type[0]
-					 ? cap->mount->fs_type
-					 : "ext4";
+				     ? cap->mount->fs_type
+				     : "ext4";
 
 		snprintf(s->fs, sizeof(s->fs), "%s", fs);
 		if (cap->mount)
-			join_flags(s->mount_flags, sizeof(s->mount_flags), cap->mount->n_mount_flags,
-				   cap->mount->mount_flags);
+			join_flags(s->mount_flags, sizeof(s->mount_flags),
+				   cap->mount->n_mount_flags, cap->mount->mount_flags);
 	}
 	snprintf(s->fuse_dir, sizeof(s->fuse_dir), "%s/%s.fuse", c->plugin->state_dir, s->volume);
 
@@ -605,13 +618,13 @@ int csi_node_stage_volume(struct csi_call *c, const ProtobufCMessage *m, Protobu
 	if (code)
 		goto fail;
 	if (!s->block) {
-		char *blkid[] = { "blkid", "-p", "-o", "value", "-s", "TYPE", s->device, NULL };
+		char *blkid[] = {"blkid", "-p", "-o", "value", "-s", "TYPE", s->device, NULL};
 
 		ret = csi_run(blkid, type, sizeof(type), err, sizeof(err));
 		if (ret == 2 || (ret == 0 && type[0] == '\0')) {
-			char *ext4[] = { "mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "nodiscard",
-					 s->device, NULL };
-			char *xfs[] = { "mkfs.xfs", "-q", "-f", "-K", s->device, NULL };
+			char *ext4[] = {"mkfs.ext4", "-q",        "-F",      "-b", "4096",
+					"-E",        "nodiscard", s->device, NULL};
+			char *xfs[] = {"mkfs.xfs", "-q", "-f", "-K", s->device, NULL};
 
 			code = run(c, "make file system", strcmp(s->fs, "xfs") ? ext4 : xfs);
 			if (code)
@@ -620,14 +633,16 @@ int csi_node_stage_volume(struct csi_call *c, const ProtobufCMessage *m, Protobu
 			code = csi_fail(c, GRPC_INTERNAL, "blkid %s: %s", s->device, err);
 			goto fail;
 		} else if (strcmp(type, s->fs)) {
-			code = csi_fail(c, GRPC_FAILED_PRECONDITION, "volume %s already holds a %s "
+			code = csi_fail(c, GRPC_FAILED_PRECONDITION,
+					"volume %s already holds a %s "
 					"file system, not %s: stage it with fsType %s",
 					s->volume, type, s->fs, type);
 			goto fail;
 		}
 		ret = mkdir_p(s->staging, 0750);
 		if (ret) {
-			code = csi_fail(c, GRPC_INTERNAL, "mkdir %s: %s", s->staging, strerror(-ret));
+			code =
+			    csi_fail(c, GRPC_INTERNAL, "mkdir %s: %s", s->staging, strerror(-ret));
 			goto fail;
 		}
 		code = fs_mount(c, s);
@@ -648,8 +663,7 @@ out:
 	return code;
 }
 
-int csi_node_unstage_volume(struct csi_call *c, const ProtobufCMessage *m,
-			    ProtobufCMessage **resp)
+int csi_node_unstage_volume(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
 	const Csi__V1__NodeUnstageVolumeRequest *req = (const void *)m;
 	Csi__V1__NodeUnstageVolumeResponse *r;
@@ -668,7 +682,8 @@ int csi_node_unstage_volume(struct csi_call *c, const ProtobufCMessage *m,
 	if (state_load(c->plugin, req->volume_id, s) == 0) {
 		for (i = 0; i < s->ntargets; i++) {
 			if (is_mounted(s->targets[i].path)) {
-				code = csi_fail(c, GRPC_FAILED_PRECONDITION, "volume %s is still "
+				code = csi_fail(c, GRPC_FAILED_PRECONDITION,
+						"volume %s is still "
 						"published at %s: unpublish it first",
 						req->volume_id, s->targets[i].path);
 				goto out;
@@ -699,8 +714,7 @@ out:
 
 /* ---- NodePublishVolume / NodeUnpublishVolume --------------------------- */
 
-int csi_node_publish_volume(struct csi_call *c, const ProtobufCMessage *m,
-			    ProtobufCMessage **resp)
+int csi_node_publish_volume(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
 	const Csi__V1__NodePublishVolumeRequest *req = (const void *)m;
 	Csi__V1__NodePublishVolumeResponse *r;
@@ -716,7 +730,8 @@ int csi_node_publish_volume(struct csi_call *c, const ProtobufCMessage *m,
 	snprintf(c->volume, sizeof(c->volume), "%s", req->volume_id);
 	if (req->target_path == NULL || req->target_path[0] != '/' ||
 	    strlen(req->target_path) >= PATH_LEN)
-		return csi_fail(c, GRPC_INVALID_ARGUMENT, "target_path is required (an absolute "
+		return csi_fail(c, GRPC_INVALID_ARGUMENT,
+				"target_path is required (an absolute "
 				"path)");
 	if (req->volume_capability == NULL)
 		return csi_fail(c, GRPC_INVALID_ARGUMENT, "volume_capability is required");
@@ -724,20 +739,25 @@ int csi_node_publish_volume(struct csi_call *c, const ProtobufCMessage *m,
 	if (why)
 		return csi_fail(c, GRPC_INVALID_ARGUMENT, "volume_capability: %s", why);
 	if (req->staging_target_path == NULL || req->staging_target_path[0] == '\0')
-		return csi_fail(c, GRPC_FAILED_PRECONDITION, "staging_target_path is required: "
+		return csi_fail(c, GRPC_FAILED_PRECONDITION,
+				"staging_target_path is required: "
 				"tessera-csi stages volumes (STAGE_UNSTAGE_VOLUME): call "
 				"NodeStageVolume first and pass its staging path");
-	ro = req->readonly || (req->volume_capability->access_mode->mode ==
-			       CSI__V1__VOLUME_CAPABILITY__ACCESS_MODE__MODE__SINGLE_NODE_READER_ONLY);
+	ro = req->readonly ||
+	     (req->volume_capability->access_mode->mode ==
+	      CSI__V1__VOLUME_CAPABILITY__ACCESS_MODE__MODE__SINGLE_NODE_READER_ONLY);
 
 	snprintf(key, sizeof(key), "node:%s", req->volume_id);
 	csi_key_lock(c->plugin, key);
 	if (state_load(c->plugin, req->volume_id, s)) {
 		if (volume_missing(c, req->volume_id))
-			code = csi_fail(c, GRPC_NOT_FOUND, "volume %s does not exist", req->volume_id);
+			code =
+			    csi_fail(c, GRPC_NOT_FOUND, "volume %s does not exist", req->volume_id);
 		else
-			code = csi_fail(c, GRPC_FAILED_PRECONDITION, "volume %s is not staged on this "
-					"node: call NodeStageVolume first", req->volume_id);
+			code = csi_fail(c, GRPC_FAILED_PRECONDITION,
+					"volume %s is not staged on this "
+					"node: call NodeStageVolume first",
+					req->volume_id);
 		goto out;
 	}
 	if (strcmp(s->staging, req->staging_target_path)) {
@@ -756,8 +776,10 @@ int csi_node_publish_volume(struct csi_call *c, const ProtobufCMessage *m,
 			continue;
 		if (is_mounted(req->target_path)) {
 			if (s->targets[i].ro != ro)
-				code = csi_fail(c, GRPC_ALREADY_EXISTS, "volume %s is published at %s "
-						"%s", req->volume_id, req->target_path,
+				code = csi_fail(c, GRPC_ALREADY_EXISTS,
+						"volume %s is published at %s "
+						"%s",
+						req->volume_id, req->target_path,
 						s->targets[i].ro ? "read-only" : "read-write");
 			else
 				code = GRPC_OK;
@@ -766,8 +788,10 @@ int csi_node_publish_volume(struct csi_call *c, const ProtobufCMessage *m,
 		break; /* recorded but not mounted: mount again */
 	}
 	if (i == s->ntargets && s->ntargets == MAX_TARGETS) {
-		code = csi_fail(c, GRPC_RESOURCE_EXHAUSTED, "volume %s is published at %d targets "
-				"already", req->volume_id, MAX_TARGETS);
+		code = csi_fail(c, GRPC_RESOURCE_EXHAUSTED,
+				"volume %s is published at %d targets "
+				"already",
+				req->volume_id, MAX_TARGETS);
 		goto out;
 	}
 	if (s->block) {
@@ -912,8 +936,10 @@ int csi_node_get_volume_stats(struct csi_call *c, const ProtobufCMessage *m,
 	csi__v1__volume_condition__init(cond);
 	if (!pid_alive(s->fuse_pid)) {
 		cond->abnormal = 1;
-		cond->message = csi_printf(c, "nbdfuse (pid %d) serving %s has exited: unstage and "
-					   "stage the volume again", s->fuse_pid, s->uri);
+		cond->message = csi_printf(c,
+					   "nbdfuse (pid %d) serving %s has exited: unstage and "
+					   "stage the volume again",
+					   s->fuse_pid, s->uri);
 	} else if (!s->device[0] || device_size(s->device) == 0) {
 		cond->abnormal = 1;
 		cond->message = csi_printf(c, "loop device %s is gone", s->device);
@@ -989,10 +1015,12 @@ static int chain_restart(struct csi_call *c, struct node_state *s, uint64_t grow
 		memcpy(msg, c->message, sizeof(msg));
 		for (i = 0; i < unmounted; i++) /* put back what we took away */
 			bind_target(c, s, s->targets[i].path, s->targets[i].ro);
-		return csi_fail(c, GRPC_FAILED_PRECONDITION, "the volume grew but its device "
-				"cannot: this node serves it through nbdfuse + loop, which must be "
-				"restarted, and the file system is busy (%s); retry when it is idle",
-				msg);
+		return csi_fail(
+		    c, GRPC_FAILED_PRECONDITION,
+		    "the volume grew but its device "
+		    "cannot: this node serves it through nbdfuse + loop, which must be "
+		    "restarted, and the file system is busy (%s); retry when it is idle",
+		    msg);
 	}
 	loop_stop(s);
 	fuse_stop(s);
@@ -1033,8 +1061,8 @@ static int chain_restart(struct csi_call *c, struct node_state *s, uint64_t grow
 		 * resize2fs asks), which needs no CAP_SYS_RESOURCE, unlike the
 		 * online resize ioctl.
 		 */
-		char *fsck[] = { "e2fsck", "-f", "-p", s->device, NULL };
-		char *grow[] = { "resize2fs", s->device, NULL };
+		char *fsck[] = {"e2fsck", "-f", "-p", s->device, NULL};
+		char *grow[] = {"resize2fs", s->device, NULL};
 		char err[512];
 		int ret = csi_run(fsck, NULL, 0, err, sizeof(err));
 
@@ -1053,8 +1081,7 @@ static int chain_restart(struct csi_call *c, struct node_state *s, uint64_t grow
 	return code;
 }
 
-int csi_node_expand_volume(struct csi_call *c, const ProtobufCMessage *m,
-			   ProtobufCMessage **resp)
+int csi_node_expand_volume(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
 	const Csi__V1__NodeExpandVolumeRequest *req = (const void *)m;
 	Csi__V1__NodeExpandVolumeResponse *r;
@@ -1090,7 +1117,8 @@ int csi_node_expand_volume(struct csi_call *c, const ProtobufCMessage *m,
 		/* an attached volume: ControllerExpandVolume left the growing to us */
 		if (csi_capacity(req->capacity_range->required_bytes,
 				 req->capacity_range->limit_bytes, 0, &grow_to)) {
-			code = csi_fail(c, GRPC_OUT_OF_RANGE, "capacity_range has no 4096-byte "
+			code = csi_fail(c, GRPC_OUT_OF_RANGE,
+					"capacity_range has no 4096-byte "
 					"multiple");
 			goto out;
 		}
@@ -1098,7 +1126,7 @@ int csi_node_expand_volume(struct csi_call *c, const ProtobufCMessage *m,
 	}
 	have = device_size(s->device);
 	if (have < want) {
-		char *refresh[] = { "losetup", "-c", s->device, NULL };
+		char *refresh[] = {"losetup", "-c", s->device, NULL};
 
 		csi_run(refresh, NULL, 0, NULL, 0);
 		have = device_size(s->device);
@@ -1110,8 +1138,8 @@ int csi_node_expand_volume(struct csi_call *c, const ProtobufCMessage *m,
 		have = device_size(s->device);
 	}
 	if (!s->block) {
-		char *ext4[] = { "resize2fs", s->device, NULL };
-		char *xfs[] = { "xfs_growfs", s->staging, NULL };
+		char *ext4[] = {"resize2fs", s->device, NULL};
+		char *xfs[] = {"xfs_growfs", s->staging, NULL};
 
 		code = run(c, "grow file system", strcmp(s->fs, "xfs") ? ext4 : xfs);
 		if (code)
@@ -1132,10 +1160,10 @@ int csi_node_get_capabilities(struct csi_call *c, const ProtobufCMessage *m,
 			      ProtobufCMessage **resp)
 {
 	static const Csi__V1__NodeServiceCapability__RPC__Type types[] = {
-		CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__STAGE_UNSTAGE_VOLUME,
-		CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__EXPAND_VOLUME,
-		CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__GET_VOLUME_STATS,
-		CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__VOLUME_CONDITION,
+	    CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__STAGE_UNSTAGE_VOLUME,
+	    CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__EXPAND_VOLUME,
+	    CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__GET_VOLUME_STATS,
+	    CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__VOLUME_CONDITION,
 	};
 	size_t n = sizeof(types) / sizeof(types[0]), i;
 	Csi__V1__NodeGetCapabilitiesResponse *r = csi_alloc(c, sizeof(*r));

@@ -16,7 +16,8 @@
 #include "tessera/common.h"
 #include "tessera/ec.h"
 
-/* The spec's banned characters in names: C0 controls other than \t \n \r, DEL, C1 (UTF-8 C2 80..9F). */
+/* The spec's banned characters in names: C0 controls other than \t \n \r, DEL, C1 (UTF-8
+ * C2 80..9F). */
 static bool name_has_banned(const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
@@ -128,26 +129,31 @@ int csi_params_parse(size_t n, char *const *keys, char *const *values, struct cs
 			continue;
 		if (strcmp(key, "replicas") == 0) {
 			if (parse_uint(val, 8, &p->replicas) || p->replicas == 0) {
-				snprintf(why, why_len, "parameter replicas=\"%.32s\": expected 1..8", val);
+				snprintf(why, why_len,
+					 "parameter replicas=\"%.32s\": expected 1..8", val);
 				return -EINVAL;
 			}
 		} else if (strcmp(key, "minReplicas") == 0) {
 			if (parse_uint(val, 8, &p->min_replicas) || p->min_replicas == 0) {
-				snprintf(why, why_len, "parameter minReplicas=\"%.32s\": expected 1..8",
-					 val);
+				snprintf(why, why_len,
+					 "parameter minReplicas=\"%.32s\": expected 1..8", val);
 				return -EINVAL;
 			}
 		} else if (strcmp(key, "ec") == 0) {
 			if (tsr_ec_parse(val, &k, &m) || strlen(val) >= sizeof(p->ec)) {
-				snprintf(why, why_len, "parameter ec=\"%.32s\": expected K+M with K 1..16 "
-					 "and M 1..4, e.g. \"4+2\"", val);
+				snprintf(why, why_len,
+					 "parameter ec=\"%.32s\": expected K+M with K 1..16 "
+					 "and M 1..4, e.g. \"4+2\"",
+					 val);
 				return -EINVAL;
 			}
 			snprintf(p->ec, sizeof(p->ec), "%s", val);
 		} else if (strcmp(key, "failureDomain") == 0) {
 			if (strcmp(val, "node") && strcmp(val, "zone") && strcmp(val, "site")) {
-				snprintf(why, why_len, "parameter failureDomain=\"%.32s\": expected "
-					 "node, zone or site", val);
+				snprintf(why, why_len,
+					 "parameter failureDomain=\"%.32s\": expected "
+					 "node, zone or site",
+					 val);
 				return -EINVAL;
 			}
 			snprintf(p->failure_domain, sizeof(p->failure_domain), "%s", val);
@@ -156,24 +162,30 @@ int csi_params_parse(size_t n, char *const *keys, char *const *values, struct cs
 
 			if (tsr_parse_size(val, &unit) || unit > UINT32_MAX ||
 			    !tsr_ec_unit_valid((uint32_t)unit)) {
-				snprintf(why, why_len, "parameter stripeUnit=\"%.32s\": expected a power "
-					 "of 2 from 4K to 1M", val);
+				snprintf(why, why_len,
+					 "parameter stripeUnit=\"%.32s\": expected a power "
+					 "of 2 from 4K to 1M",
+					 val);
 				return -EINVAL;
 			}
 			p->stripe_unit = (unsigned)unit;
 		} else {
-			snprintf(why, why_len, "unknown parameter \"%.64s\": tessera-csi knows "
-				 "replicas, ec, failureDomain, minReplicas and stripeUnit", key);
+			snprintf(why, why_len,
+				 "unknown parameter \"%.64s\": tessera-csi knows "
+				 "replicas, ec, failureDomain, minReplicas and stripeUnit",
+				 key);
 			return -EINVAL;
 		}
 	}
 	if (p->ec[0] && p->replicas) {
-		snprintf(why, why_len, "parameters ec and replicas exclude each other: a volume is "
+		snprintf(why, why_len,
+			 "parameters ec and replicas exclude each other: a volume is "
 			 "either erasure-coded or mirrored");
 		return -EINVAL;
 	}
 	if (p->stripe_unit && !p->ec[0]) {
-		snprintf(why, why_len, "parameter stripeUnit applies to erasure-coded volumes only "
+		snprintf(why, why_len,
+			 "parameter stripeUnit applies to erasure-coded volumes only "
 			 "(set ec too)");
 		return -EINVAL;
 	}

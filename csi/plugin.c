@@ -10,50 +10,46 @@
 
 #include "internal.h"
 
-#define M(svc, svcbit, name, reqtype, fn)                                                      \
-	{ "/csi.v1." svc "/" #name, #name, &csi__v1__##reqtype##__descriptor, fn, svcbit }
+#define M(svc, svcbit, name, reqtype, fn)                                                          \
+	{                                                                                          \
+		"/csi.v1." svc "/" #name, #name, &csi__v1__##reqtype##__descriptor, fn, svcbit     \
+	}
 
 static const struct csi_method g_methods[] = {
-	M("Identity", CSI_SVC_IDENTITY, GetPluginInfo, get_plugin_info_request,
-	  csi_get_plugin_info),
-	M("Identity", CSI_SVC_IDENTITY, GetPluginCapabilities, get_plugin_capabilities_request,
-	  csi_get_plugin_capabilities),
-	M("Identity", CSI_SVC_IDENTITY, Probe, probe_request, csi_probe),
-	M("Controller", CSI_SVC_CONTROLLER, CreateVolume, create_volume_request,
-	  csi_create_volume),
-	M("Controller", CSI_SVC_CONTROLLER, DeleteVolume, delete_volume_request,
-	  csi_delete_volume),
-	M("Controller", CSI_SVC_CONTROLLER, ValidateVolumeCapabilities,
-	  validate_volume_capabilities_request, csi_validate_volume_capabilities),
-	M("Controller", CSI_SVC_CONTROLLER, ListVolumes, list_volumes_request, csi_list_volumes),
-	M("Controller", CSI_SVC_CONTROLLER, GetCapacity, get_capacity_request, csi_get_capacity),
-	M("Controller", CSI_SVC_CONTROLLER, ControllerGetCapabilities,
-	  controller_get_capabilities_request, csi_controller_get_capabilities),
-	M("Controller", CSI_SVC_CONTROLLER, CreateSnapshot, create_snapshot_request,
-	  csi_create_snapshot),
-	M("Controller", CSI_SVC_CONTROLLER, DeleteSnapshot, delete_snapshot_request,
-	  csi_delete_snapshot),
-	M("Controller", CSI_SVC_CONTROLLER, ListSnapshots, list_snapshots_request,
-	  csi_list_snapshots),
-	M("Controller", CSI_SVC_CONTROLLER, ControllerExpandVolume,
-	  controller_expand_volume_request, csi_controller_expand_volume),
-	M("Controller", CSI_SVC_CONTROLLER, ControllerGetVolume, controller_get_volume_request,
-	  csi_controller_get_volume),
-	M("Node", CSI_SVC_NODE, NodeStageVolume, node_stage_volume_request,
-	  csi_node_stage_volume),
-	M("Node", CSI_SVC_NODE, NodeUnstageVolume, node_unstage_volume_request,
-	  csi_node_unstage_volume),
-	M("Node", CSI_SVC_NODE, NodePublishVolume, node_publish_volume_request,
-	  csi_node_publish_volume),
-	M("Node", CSI_SVC_NODE, NodeUnpublishVolume, node_unpublish_volume_request,
-	  csi_node_unpublish_volume),
-	M("Node", CSI_SVC_NODE, NodeGetVolumeStats, node_get_volume_stats_request,
-	  csi_node_get_volume_stats),
-	M("Node", CSI_SVC_NODE, NodeExpandVolume, node_expand_volume_request,
-	  csi_node_expand_volume),
-	M("Node", CSI_SVC_NODE, NodeGetCapabilities, node_get_capabilities_request,
-	  csi_node_get_capabilities),
-	M("Node", CSI_SVC_NODE, NodeGetInfo, node_get_info_request, csi_node_get_info),
+    M("Identity", CSI_SVC_IDENTITY, GetPluginInfo, get_plugin_info_request, csi_get_plugin_info),
+    M("Identity", CSI_SVC_IDENTITY, GetPluginCapabilities, get_plugin_capabilities_request,
+      csi_get_plugin_capabilities),
+    M("Identity", CSI_SVC_IDENTITY, Probe, probe_request, csi_probe),
+    M("Controller", CSI_SVC_CONTROLLER, CreateVolume, create_volume_request, csi_create_volume),
+    M("Controller", CSI_SVC_CONTROLLER, DeleteVolume, delete_volume_request, csi_delete_volume),
+    M("Controller", CSI_SVC_CONTROLLER, ValidateVolumeCapabilities,
+      validate_volume_capabilities_request, csi_validate_volume_capabilities),
+    M("Controller", CSI_SVC_CONTROLLER, ListVolumes, list_volumes_request, csi_list_volumes),
+    M("Controller", CSI_SVC_CONTROLLER, GetCapacity, get_capacity_request, csi_get_capacity),
+    M("Controller", CSI_SVC_CONTROLLER, ControllerGetCapabilities,
+      controller_get_capabilities_request, csi_controller_get_capabilities),
+    M("Controller", CSI_SVC_CONTROLLER, CreateSnapshot, create_snapshot_request,
+      csi_create_snapshot),
+    M("Controller", CSI_SVC_CONTROLLER, DeleteSnapshot, delete_snapshot_request,
+      csi_delete_snapshot),
+    M("Controller", CSI_SVC_CONTROLLER, ListSnapshots, list_snapshots_request, csi_list_snapshots),
+    M("Controller", CSI_SVC_CONTROLLER, ControllerExpandVolume, controller_expand_volume_request,
+      csi_controller_expand_volume),
+    M("Controller", CSI_SVC_CONTROLLER, ControllerGetVolume, controller_get_volume_request,
+      csi_controller_get_volume),
+    M("Node", CSI_SVC_NODE, NodeStageVolume, node_stage_volume_request, csi_node_stage_volume),
+    M("Node", CSI_SVC_NODE, NodeUnstageVolume, node_unstage_volume_request,
+      csi_node_unstage_volume),
+    M("Node", CSI_SVC_NODE, NodePublishVolume, node_publish_volume_request,
+      csi_node_publish_volume),
+    M("Node", CSI_SVC_NODE, NodeUnpublishVolume, node_unpublish_volume_request,
+      csi_node_unpublish_volume),
+    M("Node", CSI_SVC_NODE, NodeGetVolumeStats, node_get_volume_stats_request,
+      csi_node_get_volume_stats),
+    M("Node", CSI_SVC_NODE, NodeExpandVolume, node_expand_volume_request, csi_node_expand_volume),
+    M("Node", CSI_SVC_NODE, NodeGetCapabilities, node_get_capabilities_request,
+      csi_node_get_capabilities),
+    M("Node", CSI_SVC_NODE, NodeGetInfo, node_get_info_request, csi_node_get_info),
 };
 
 static unsigned mode_services(enum csi_mode mode)
@@ -74,7 +70,8 @@ const struct csi_method *csi_method_find(const struct csi_plugin *p, const char 
 
 	for (i = 0; i < sizeof(g_methods) / sizeof(g_methods[0]); i++)
 		if (strcmp(g_methods[i].path, path) == 0)
-			return (g_methods[i].service & mode_services(p->mode)) ? &g_methods[i] : NULL;
+			return (g_methods[i].service & mode_services(p->mode)) ? &g_methods[i]
+									       : NULL;
 	return NULL;
 }
 
@@ -97,13 +94,16 @@ void csi_method_run(struct csi_call *call, const struct csi_method *m, const uin
 		return;
 	}
 	if (ret == -ENOTSUP) {
-		csi_fail(call, GRPC_UNIMPLEMENTED, "compressed messages are not supported: send "
+		csi_fail(call, GRPC_UNIMPLEMENTED,
+			 "compressed messages are not supported: send "
 			 "them uncompressed (no grpc-encoding)");
 		return;
 	}
 	if (ret) {
-		csi_fail(call, GRPC_INVALID_ARGUMENT, "malformed gRPC message framing (%zu bytes: "
-			 "truncated, or more than one message in a unary call)", len);
+		csi_fail(call, GRPC_INVALID_ARGUMENT,
+			 "malformed gRPC message framing (%zu bytes: "
+			 "truncated, or more than one message in a unary call)",
+			 len);
 		return;
 	}
 	if (grpc_msg_decode(m->req_desc, f.msg, f.len, &req)) {
@@ -125,8 +125,10 @@ void csi_method_run(struct csi_call *call, const struct csi_method *m, const uin
 	n = protobuf_c_message_get_packed_size(resp);
 	if (n > CSI_MAX_MSG) {
 		protobuf_c_message_free_unpacked(req, NULL);
-		csi_fail(call, GRPC_RESOURCE_EXHAUSTED, "reply larger than %u bytes: ask for fewer "
-			 "entries (max_entries)", CSI_MAX_MSG);
+		csi_fail(call, GRPC_RESOURCE_EXHAUSTED,
+			 "reply larger than %u bytes: ask for fewer "
+			 "entries (max_entries)",
+			 CSI_MAX_MSG);
 		csi_call_free_arena(call);
 		return;
 	}

@@ -27,8 +27,7 @@ void csi_admin_thread_close(void)
 	t_client = NULL;
 }
 
-int csi_admin(struct csi_call *call, Tessera__Admin__Request *req,
-	      Tessera__Admin__Response **resp)
+int csi_admin(struct csi_call *call, Tessera__Admin__Request *req, Tessera__Admin__Response **resp)
 {
 	struct csi_plugin *p = call->plugin;
 	const char *where = p->tesserad_tcp ? p->tesserad_tcp : p->tesserad_unix;
@@ -40,9 +39,10 @@ int csi_admin(struct csi_call *call, Tessera__Admin__Request *req,
 			ret = connect_tesserad(p, &t_client);
 			if (ret) {
 				t_client = NULL;
-				return csi_fail(call, GRPC_UNAVAILABLE, "tesserad at %s is not reachable "
-						"(%s): is it running, and is --tesserad right?", where,
-						strerror(-ret));
+				return csi_fail(call, GRPC_UNAVAILABLE,
+						"tesserad at %s is not reachable "
+						"(%s): is it running, and is --tesserad right?",
+						where, strerror(-ret));
 			}
 		}
 		clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -58,8 +58,10 @@ int csi_admin(struct csi_call *call, Tessera__Admin__Request *req,
 			break;
 	}
 	if (ret == -ETIMEDOUT)
-		return csi_fail(call, GRPC_DEADLINE_EXCEEDED, "tesserad at %s did not answer within "
-				"%d ms", where, p->admin_timeout_ms);
+		return csi_fail(call, GRPC_DEADLINE_EXCEEDED,
+				"tesserad at %s did not answer within "
+				"%d ms",
+				where, p->admin_timeout_ms);
 	return csi_fail(call, GRPC_UNAVAILABLE, "tesserad at %s: %s", where, strerror(-ret));
 }
 
@@ -108,9 +110,10 @@ int csi_admin_ok(struct csi_call *call, Tessera__Admin__Request *req, const char
 	if (code != GRPC_OK)
 		return code;
 	if ((*resp)->error) {
-		code = csi_fail(call, csi_admin_code((*resp)->error), "%s: %s", what,
-				(*resp)->message && (*resp)->message[0] ? (*resp)->message
-									: strerror(-(*resp)->error));
+		code =
+		    csi_fail(call, csi_admin_code((*resp)->error), "%s: %s", what,
+			     (*resp)->message && (*resp)->message[0] ? (*resp)->message
+								     : strerror(-(*resp)->error));
 		tessera__admin__response__free_unpacked(*resp, NULL);
 		*resp = NULL;
 	}

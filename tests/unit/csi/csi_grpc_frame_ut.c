@@ -81,7 +81,7 @@ static void test_flags(void **state)
 
 static void test_header_roundtrip(void **state)
 {
-	uint8_t hdr[GRPC_FRAME_HDR], buf[GRPC_FRAME_HDR + 300] = { 0 };
+	uint8_t hdr[GRPC_FRAME_HDR], buf[GRPC_FRAME_HDR + 300] = {0};
 	struct grpc_frame f;
 
 	grpc_frame_header(hdr, 300);
@@ -97,8 +97,8 @@ static void test_decode(void **state)
 	ProtobufCMessage *m = NULL;
 	uint8_t buf[256];
 	size_t n;
-	static const uint8_t garbage[] = { 0xff, 0xff, 0xff, 0xff, 0x0f };
-	static const uint8_t cut[] = { 0x0a, 0x10, 'a' }; /* name: 16 bytes announced, 1 given */
+	static const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0x0f};
+	static const uint8_t cut[] = {0x0a, 0x10, 'a'}; /* name: 16 bytes announced, 1 given */
 
 	req.name = "pvc-1";
 	cr.required_bytes = 1 << 20;
@@ -113,11 +113,14 @@ static void test_decode(void **state)
 			 1 << 20);
 	protobuf_c_message_free_unpacked(m, NULL);
 	assert_int_equal(grpc_msg_decode(&csi__v1__create_volume_request__descriptor, garbage,
-					 sizeof(garbage), &m), -EINVAL);
-	assert_int_equal(grpc_msg_decode(&csi__v1__create_volume_request__descriptor, cut,
-					 sizeof(cut), &m), -EINVAL);
+					 sizeof(garbage), &m),
+			 -EINVAL);
+	assert_int_equal(
+	    grpc_msg_decode(&csi__v1__create_volume_request__descriptor, cut, sizeof(cut), &m),
+	    -EINVAL);
 	assert_int_equal(grpc_msg_decode(&csi__v1__create_volume_request__descriptor, buf,
-					 (size_t)CSI_MAX_MSG + 1, &m), -EMSGSIZE);
+					 (size_t)CSI_MAX_MSG + 1, &m),
+			 -EMSGSIZE);
 }
 
 /* Strings must be UTF-8, also inside map entries and nested messages. */
@@ -125,7 +128,7 @@ static void test_decode_utf8(void **state)
 {
 	Csi__V1__CreateVolumeRequest req = CSI__V1__CREATE_VOLUME_REQUEST__INIT;
 	Csi__V1__CreateVolumeRequest__ParametersEntry e =
-		CSI__V1__CREATE_VOLUME_REQUEST__PARAMETERS_ENTRY__INIT;
+	    CSI__V1__CREATE_VOLUME_REQUEST__PARAMETERS_ENTRY__INIT;
 	Csi__V1__CreateVolumeRequest__ParametersEntry *ep = &e;
 	ProtobufCMessage *m = NULL;
 	uint8_t buf[256];
@@ -176,11 +179,14 @@ static void test_percent(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_good),      cmocka_unit_test(test_truncated),
-		cmocka_unit_test(test_oversized), cmocka_unit_test(test_flags),
-		cmocka_unit_test(test_header_roundtrip), cmocka_unit_test(test_decode),
-		cmocka_unit_test(test_decode_utf8),
-		cmocka_unit_test(test_percent),
+	    cmocka_unit_test(test_good),
+	    cmocka_unit_test(test_truncated),
+	    cmocka_unit_test(test_oversized),
+	    cmocka_unit_test(test_flags),
+	    cmocka_unit_test(test_header_roundtrip),
+	    cmocka_unit_test(test_decode),
+	    cmocka_unit_test(test_decode_utf8),
+	    cmocka_unit_test(test_percent),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -37,7 +37,10 @@ static void test_names(void **state)
 	assert_int_equal(strncmp(a, "csi-", 4), 0);
 	/* empty and banned control characters */
 	assert_int_equal(csi_volume_name("", a), -EINVAL);
-	assert_int_equal(csi_volume_name("a\x01" "b", a), -EINVAL);
+	assert_int_equal(csi_volume_name("a\x01"
+					 "b",
+					 a),
+			 -EINVAL);
 	assert_int_equal(csi_volume_name("a\x7f", a), -EINVAL);
 	assert_int_equal(csi_volume_name("a\xc2\x85", a), -EINVAL); /* U+0085 */
 	assert_int_equal(csi_volume_name("tab\tok", a), 0);
@@ -118,8 +121,8 @@ static void test_params(void **state)
 
 	assert_int_equal(parse(&p, why, 0), 0);
 	assert_int_equal(p.replicas, 0);
-	assert_int_equal(parse(&p, why, 3, "replicas", "3", "failureDomain", "zone", "minReplicas",
-			       "2"), 0);
+	assert_int_equal(
+	    parse(&p, why, 3, "replicas", "3", "failureDomain", "zone", "minReplicas", "2"), 0);
 	assert_int_equal(p.replicas, 3);
 	assert_int_equal(p.min_replicas, 2);
 	assert_string_equal(p.failure_domain, "zone");
@@ -163,9 +166,9 @@ static void test_snapshot_ids(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_names),  cmocka_unit_test(test_capacity),
-		cmocka_unit_test(test_tokens), cmocka_unit_test(test_params),
-		cmocka_unit_test(test_snapshot_ids),
+	    cmocka_unit_test(test_names),        cmocka_unit_test(test_capacity),
+	    cmocka_unit_test(test_tokens),       cmocka_unit_test(test_params),
+	    cmocka_unit_test(test_snapshot_ids),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
