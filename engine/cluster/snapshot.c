@@ -765,8 +765,8 @@ void cluster_volume_clone(struct tsr_cluster *c, const Tessera__Admin__VolumeCre
 		char lay[64];
 
 		if (src->ec_k)
-			snprintf(lay, sizeof(lay), "ec %u+%u layout (stripe unit %u)", src->ec_k,
-				 src->ec_m, src->stripe_unit);
+			snprintf(lay, sizeof(lay), "ec %u+%u layout (%u KiB unit)", src->ec_k,
+				 src->ec_m, src->stripe_unit >> 10);
 		else
 			snprintf(lay, sizeof(lay), "%zu replicas", src->n_copies);
 		admin_fail(resp, -EINVAL, "a clone of '%s' has its %s (its copies share the "
