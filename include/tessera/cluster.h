@@ -8,7 +8,9 @@
  *    resize, replace-replica, list and show from the metadata store;
  *  - coordinators: attach makes this node a volume's single writer (epoch =
  *    mod_rev of attach/<name>, held on this node's lease) through the mirror
- *    layout (include/tessera/mirror.h) registered in the volume set; copies
+ *    layout (include/tessera/mirror.h) or, for an erasure-coded volume (ec
+ *    K+M: K+M chunk copies, include/tessera/ec.h), the ec layout, registered
+ *    in the volume set; copies
  *    that come back are told to resync, copies whose node stays dead are
  *    rebuilt elsewhere after --rebuild-after;
  *  - snapshots, clones and rollback of replicated volumes: cut through the
