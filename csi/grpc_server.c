@@ -35,8 +35,10 @@
 #include "internal.h"
 #include "tessera/common.h"
 
-#define MAX_STREAMS 128 /* SETTINGS_MAX_CONCURRENT_STREAMS per connection */
-#define MAX_CONNS   256
+#define MAX_STREAMS  128 /* SETTINGS_MAX_CONCURRENT_STREAMS per connection */
+#define MAX_CONNS    256
+#define MAX_BUFFERED (256u << 20) /* request bytes held by all streams and queued jobs */
+#define MAX_INFLIGHT 1024         /* jobs queued or running */
 
 struct conn;
 
@@ -50,8 +52,9 @@ struct stream {
 	bool answered;                   /* a reply was submitted: ignore further input */
 	bool dispatched;                 /* a job for it is on a worker */
 	bool reset_after_reply;          /* answered early: RST_STREAM(NO_ERROR) once it is sent */
-	uint8_t *body;                   /* request bytes so far (malloc) */
+	uint8_t *body;                   /* request bytes so far (malloc); cap in srv->buffered */
 	size_t len, cap;
+	struct stream *prev, *next; /* conn->streams, so that closing the conn frees them */
 	/* reply, owned once submitted */
 	uint8_t *reply; /* framed reply message (malloc) or NULL */
 	size_t reply_len, reply_off;
@@ -67,8 +70,9 @@ struct conn {
 	nghttp2_session *session;
 	uint8_t *pending; /* bytes nghttp2 produced that the socket did not take */
 	size_t pending_len;
-	unsigned jobs;     /* jobs on workers referring to this conn */
-	struct conn *next; /* srv->conns list */
+	unsigned jobs;          /* jobs on workers referring to this conn */
+	struct stream *streams; /* open streams (nghttp2_session_del frees only its own) */
+	struct conn *next;      /* srv->conns list */
 };
 
 struct csi_job {
@@ -78,6 +82,7 @@ struct csi_job {
 	const struct csi_method *method;
 	uint8_t *body; /* request (taken from the stream) */
 	size_t len;
+	size_t cap;     /* its allocation: in srv->buffered until the job returns */
 	uint8_t *reply; /* produced by the worker */
 	size_t reply_len;
 	struct csi_call call; /* status, message, log details */
@@ -93,6 +98,8 @@ struct csi_server {
 	ev_signal sigterm, sigint;
 	struct conn *conns;
 	unsigned nconns;
+	size_t buffered;   /* loop thread: request bytes held, <= MAX_BUFFERED */
+	unsigned inflight; /* loop thread: jobs queued or running, <= MAX_INFLIGHT */
 	/* worker pool: todo queue and done list under mu */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -242,9 +249,10 @@ static void done_cb(struct ev_loop *loop, ev_async *w, int revents)
 	pthread_mutex_unlock(&s->mu);
 	while ((j = list) != NULL) {
 		struct conn *c = j->conn;
-
 		list = j->next;
 		c->jobs--;
+		s->buffered -= j->cap;
+		s->inflight--;
 		if (c->fd >= 0) {
 			struct stream *st = stream_get(c, j->stream_id);
 
@@ -264,6 +272,14 @@ static void done_cb(struct ev_loop *loop, ev_async *w, int revents)
 }
 
 /* ---- request side ------------------------------------------------------ */
+
+static void stream_drop_body(struct csi_server *s, struct stream *st)
+{
+	s->buffered -= st->cap;
+	free(st->body);
+	st->body = NULL;
+	st->len = st->cap = 0;
+}
 
 static void stream_dispatch(struct conn *c, struct stream *st)
 {
@@ -289,9 +305,11 @@ static void stream_dispatch(struct conn *c, struct stream *st)
 			      NULL, 0);
 		return;
 	}
-	j = calloc(1, sizeof(*j));
+	j = s->inflight < MAX_INFLIGHT ? calloc(1, sizeof(*j)) : NULL;
 	if (j == NULL) {
-		stream_answer(c, st, GRPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+		stream_drop_body(s, st);
+		stream_answer(c, st, GRPC_RESOURCE_EXHAUSTED,
+			      "server busy: too many calls in progress; retry later", NULL, 0);
 		return;
 	}
 	j->conn = c;
@@ -299,12 +317,14 @@ static void stream_dispatch(struct conn *c, struct stream *st)
 	j->method = st->method;
 	j->body = st->body;
 	j->len = st->len;
+	j->cap = st->cap;
 	j->call.plugin = s->plugin;
 	j->call.method = st->method->name;
 	st->body = NULL;
 	st->len = st->cap = 0;
 	st->dispatched = true;
 	c->jobs++;
+	s->inflight++;
 	pthread_mutex_lock(&s->mu);
 	if (s->todo_tail)
 		s->todo_tail->next = j;
@@ -327,6 +347,10 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM */
 	st->id = frame->hd.stream_id;
 	st->conn = c;
+	st->next = c->streams;
+	if (c->streams)
+		c->streams->prev = st;
+	c->streams = st;
 	nghttp2_session_set_stream_user_data(session, st->id, st);
 	return 0;
 }
@@ -375,9 +399,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 
 		snprintf(msg, sizeof(msg), "request message larger than the %u-byte limit",
 			 CSI_MAX_MSG);
-		free(st->body);
-		st->body = NULL;
-		st->len = st->cap = 0;
+		stream_drop_body(c->srv, st);
 		stream_answer(c, st, GRPC_RESOURCE_EXHAUSTED, msg, NULL, 0);
 		/*
 		 * Stop the client sending the rest, but only after the status
@@ -394,11 +416,18 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 			cap *= 2;
 		if (cap > limit)
 			cap = limit;
-		nb = realloc(st->body, cap);
+		nb = c->srv->buffered - st->cap + cap <= MAX_BUFFERED ? realloc(st->body, cap)
+								      : NULL;
 		if (nb == NULL) {
-			stream_answer(c, st, GRPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+			stream_drop_body(c->srv, st);
+			stream_answer(
+			    c, st, GRPC_RESOURCE_EXHAUSTED,
+			    "server busy: too many request bytes in progress; retry later", NULL,
+			    0);
+			st->reset_after_reply = true;
 			return 0;
 		}
+		c->srv->buffered += cap - st->cap;
 		st->body = nb;
 		st->cap = cap;
 	}
@@ -420,6 +449,19 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 		return 0;
 	stream_dispatch(c, st);
 	return 0;
+}
+
+static void stream_free(struct conn *c, struct stream *st)
+{
+	if (st->prev)
+		st->prev->next = st->next;
+	else
+		c->streams = st->next;
+	if (st->next)
+		st->next->prev = st->prev;
+	stream_drop_body(c->srv, st);
+	free(st->reply);
+	free(st);
 }
 
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
@@ -446,9 +488,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 	if (st == NULL)
 		return 0;
 	nghttp2_session_set_stream_user_data(session, stream_id, NULL);
-	free(st->body);
-	free(st->reply);
-	free(st);
+	stream_free(c, st);
 	return 0;
 }
 
@@ -478,8 +518,10 @@ static void conn_close(struct conn *c)
 		ev_io_stop(c->srv->loop, &c->wio);
 		close(c->fd);
 		c->fd = -1;
-		nghttp2_session_del(c->session); /* frees the streams through on_stream_close */
+		nghttp2_session_del(c->session); /* no on_stream_close: ours are freed here */
 		c->session = NULL;
+		while (c->streams)
+			stream_free(c, c->streams);
 	}
 	if (c->jobs == 0)
 		conn_free(c);
@@ -723,6 +765,8 @@ void csi_server_run(struct csi_server *s)
 
 		s->todo = j->next;
 		j->conn->jobs--;
+		s->buffered -= j->cap;
+		s->inflight--;
 		free(j->body);
 		free(j);
 	}
