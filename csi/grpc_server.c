@@ -51,6 +51,7 @@ struct stream {
 	bool grpc_type;                  /* content-type application/grpc[+proto|;...] */
 	bool answered;                   /* a reply was submitted: ignore further input */
 	bool dispatched;                 /* a job for it is on a worker */
+	bool excluded;                   /* :path names a method of a service --mode leaves out */
 	bool reset_after_reply;          /* answered early: RST_STREAM(NO_ERROR) once it is sent */
 	uint8_t *body;                   /* request bytes so far (malloc); cap in srv->buffered */
 	size_t len, cap;
@@ -300,8 +301,11 @@ static void stream_dispatch(struct conn *c, struct stream *st)
 	}
 	if (st->method == NULL) {
 		stream_answer(c, st, GRPC_UNIMPLEMENTED,
-			      "unknown method: tessera-csi serves the "
-			      "CSI v1 Identity, Controller and Node services (per --mode)",
+			      st->excluded
+				  ? "this tessera-csi instance does not serve that service "
+				    "(see its --mode: controller or node)"
+				  : "unknown method: tessera-csi serves the CSI v1 Identity, "
+				    "Controller and Node services",
 			      NULL, 0);
 		return;
 	}
@@ -374,7 +378,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 		if (valuelen < sizeof(path)) {
 			memcpy(path, value, valuelen);
 			path[valuelen] = '\0';
-			st->method = csi_method_find(c->srv->plugin, path);
+			st->method = csi_method_find(c->srv->plugin, path, &st->excluded);
 		}
 	} else if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
 		st->is_post = valuelen == 4 && memcmp(value, "POST", 4) == 0;

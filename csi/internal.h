@@ -202,9 +202,12 @@ struct csi_method {
 #define CSI_SVC_CONTROLLER 2u
 #define CSI_SVC_NODE       4u
 
-/* The method for an HTTP/2 :path, or NULL (UNIMPLEMENTED) -- also for a service the mode excludes.
+/*
+ * The method for an HTTP/2 :path, or NULL (UNIMPLEMENTED): unknown, or
+ * (*excluded set) of a service this instance's --mode does not serve.
  */
-const struct csi_method *csi_method_find(const struct csi_plugin *p, const char *path);
+const struct csi_method *csi_method_find(const struct csi_plugin *p, const char *path,
+					 bool *excluded);
 /*
  * Run one request (worker thread): decode body (a whole gRPC message body,
  * header included), call the handler, encode the reply into *out (malloc,

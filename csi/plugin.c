@@ -64,14 +64,20 @@ static unsigned mode_services(enum csi_mode mode)
 	}
 }
 
-const struct csi_method *csi_method_find(const struct csi_plugin *p, const char *path)
+const struct csi_method *csi_method_find(const struct csi_plugin *p, const char *path,
+					 bool *excluded)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof(g_methods) / sizeof(g_methods[0]); i++)
-		if (strcmp(g_methods[i].path, path) == 0)
-			return (g_methods[i].service & mode_services(p->mode)) ? &g_methods[i]
-									       : NULL;
+	*excluded = false;
+	for (i = 0; i < sizeof(g_methods) / sizeof(g_methods[0]); i++) {
+		if (strcmp(g_methods[i].path, path))
+			continue;
+		if (g_methods[i].service & mode_services(p->mode))
+			return &g_methods[i];
+		*excluded = true;
+		return NULL;
+	}
 	return NULL;
 }
 
