@@ -684,14 +684,36 @@ int csi_get_capacity(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMes
 		if (csi_params_parse(req->n_parameters, keys, vals, &p, why, sizeof(why)))
 			return csi_fail(c, GRPC_INVALID_ARGUMENT, "%s", why);
 	}
-	areq.command_case = TESSERA__ADMIN__REQUEST__COMMAND_CLUSTER_STATUS;
-	areq.cluster_status = &cs;
-	code = csi_admin_ok(c, &areq, "cluster status", &ar);
-	if (code)
-		return code;
-	avail = ar->cluster_status->capacity > ar->cluster_status->provisioned
-		    ? ar->cluster_status->capacity - ar->cluster_status->provisioned
-		    : 0;
+	if (req->accessible_topology && req->accessible_topology->n_segments) {
+		/* the free space of the nodes in that topology */
+		Tessera__Admin__NodeList nl = TESSERA__ADMIN__NODE_LIST__INIT;
+
+		areq.command_case = TESSERA__ADMIN__REQUEST__COMMAND_NODE_LIST;
+		areq.node_list = &nl;
+		code = csi_admin_ok(c, &areq, "node list", &ar);
+		if (code)
+			return code;
+		avail = 0;
+		for (i = 0; i < ar->n_nodes; i++) {
+			const Tessera__Admin__Node *n = ar->nodes[i];
+			struct topo t;
+
+			snprintf(t.zone, sizeof(t.zone), "%s", n->zone);
+			snprintf(t.site, sizeof(t.site), "%s", n->site);
+			if (n->alive && topo_match(req->accessible_topology, &t) &&
+			    n->capacity > n->provisioned)
+				avail += n->capacity - n->provisioned;
+		}
+	} else {
+		areq.command_case = TESSERA__ADMIN__REQUEST__COMMAND_CLUSTER_STATUS;
+		areq.cluster_status = &cs;
+		code = csi_admin_ok(c, &areq, "cluster status", &ar);
+		if (code)
+			return code;
+		avail = ar->cluster_status->capacity > ar->cluster_status->provisioned
+			    ? ar->cluster_status->capacity - ar->cluster_status->provisioned
+			    : 0;
+	}
 	tessera__admin__response__free_unpacked(ar, NULL);
 	if (p.ec[0] && tsr_ec_parse(p.ec, &k, &mm) == 0)
 		avail = avail / (k + mm) * k;
