@@ -64,7 +64,7 @@ static void test_map_and_topology(void **state)
 struct locker {
 	const char *key;
 	int *shared;     /* incremented twice under the key, with a pause between */
-	int interleaved; /* the other holder's half-done update was visible */
+	int interleaved; /* another holder got in between our two increments */
 };
 
 static void *lock_worker(void *arg)
