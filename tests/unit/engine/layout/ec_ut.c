@@ -538,6 +538,36 @@ static void test_below_min_in_sync(void **state)
 	/* reads of the local data chunks still work where they can */
 }
 
+/* The metadata store cannot record a failed copy: the writes that missed it fail. */
+static void test_hook_failure(void **state)
+{
+	struct env *e = *state;
+	uint64_t width = (uint64_t)e->k * e->unit;
+	struct tsr_layout_status s;
+
+	assert_int_equal(create(e, true, 1), 0);
+	assert_int_equal(lwrite(e, 0, (uint32_t)width, 1), 0);
+	pthread_mutex_lock(&g_log.lock);
+	g_log.hook_status = -EIO;
+	pthread_mutex_unlock(&g_log.lock);
+	node_stop(&e->nodes[2]);
+	/* a full stripe touches every chunk, copy 2's too: not acknowledged */
+	fill(e->buf, (uint32_t)width, 2, 0);
+	assert_int_equal(ldo(e->home, e->l, D_WRITE, 0, width, e->buf, 0), -EIO);
+	usleep(100 * 1000); /* the status is published on the 20 ms tick */
+	get_status(e, &s);
+	assert_true(s.write_errors >= 1);
+	/* once the store answers again, writes are acknowledged */
+	pthread_mutex_lock(&g_log.lock);
+	g_log.hook_status = 0;
+	pthread_mutex_unlock(&g_log.lock);
+	assert_int_equal(lwrite(e, width, (uint32_t)width, 3), 0);
+	assert_int_equal(g_log.state[2], TSR_COPY_OUT_OF_SYNC);
+	/* the failed write may or may not have landed: the model takes what reads back */
+	assert_int_equal(ldo(e->home, e->l, D_READ, 0, width, e->buf, 0), 0);
+	assert_true(memcmp(e->buf, e->model, width) == 0 || is_filled(e->buf, width, 2, 0));
+}
+
 /* ---- the write hole: a coordinator that died at each step ---- */
 
 static int node_stage(struct node *n, const struct tsr_stage_entry *en, const void *buf)
@@ -1223,6 +1253,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_degraded_reads, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_degraded_writes_resync, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_below_min_in_sync, setup_2p1, teardown),
+	    cmocka_unit_test_setup_teardown(test_hook_failure, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_hole_recovery, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_hole_recovery, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_copy_away, setup_4p2, teardown),
