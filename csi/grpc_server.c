@@ -615,29 +615,20 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 	conn_flush(w->data);
 }
 
-static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* A connection on fd (taken: closed on failure).  0, or -ENOMEM. */
+static int conn_new(struct csi_server *s, int fd)
 {
-	struct csi_server *s = w->data;
 	nghttp2_session_callbacks *cbs = NULL;
 	nghttp2_settings_entry settings[] = {
 	    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, MAX_STREAMS},
 	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
 	};
-	struct conn *c;
-	int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	struct conn *c = calloc(1, sizeof(*c));
 
-	if (fd < 0)
-		return;
-	if (s->nconns >= MAX_CONNS) {
-		tsr_warn("csi: %u connections open; refusing another", s->nconns);
-		close(fd);
-		return;
-	}
-	c = calloc(1, sizeof(*c));
 	if (c == NULL || nghttp2_session_callbacks_new(&cbs)) {
 		free(c);
 		close(fd);
-		return;
+		return -ENOMEM;
 	}
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
 	nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
@@ -649,7 +640,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		nghttp2_session_callbacks_del(cbs);
 		free(c);
 		close(fd);
-		return;
+		return -ENOMEM;
 	}
 	nghttp2_session_callbacks_del(cbs);
 	nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, settings, 2);
@@ -662,8 +653,95 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
 	ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
 	c->rio.data = c->wio.data = c;
-	ev_io_start(loop, &c->rio);
-	conn_flush(c);
+	ev_io_start(s->loop, &c->rio);
+	conn_flush(c); /* our SETTINGS; may close c */
+	return 0;
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct csi_server *s = w->data;
+	int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	if (s->nconns >= MAX_CONNS) {
+		tsr_warn("csi: %u connections open; refusing another", s->nconns);
+		close(fd);
+		return;
+	}
+	if (conn_new(s, fd))
+		tsr_warn("csi: out of memory for a new connection");
+}
+
+/* ---- fuzzing: one connection, no threads -------------------------------- */
+
+static void drain(int fd)
+{
+	uint8_t buf[65536];
+
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+}
+
+int csi_server_feed(struct csi_plugin *p, const uint8_t *data, size_t len)
+{
+	struct csi_server s = {.plugin = p, .lfd = -1};
+	size_t off = 0;
+	int sv[2];
+
+	s.loop = ev_loop_new(EVFLAG_AUTO);
+	if (s.loop == NULL)
+		return -ENOMEM;
+	s.done_async.data = &s;
+	pthread_mutex_init(&s.mu, NULL);
+	pthread_cond_init(&s.cv, NULL);
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv)) {
+		ev_loop_destroy(s.loop);
+		return -errno;
+	}
+	if (conn_new(&s, sv[0]) == 0) {
+		while (off < len && s.conns && s.conns->fd >= 0) {
+			size_t n = len - off < 16384 ? len - off : 16384;
+			ssize_t w = write(sv[1], data + off, n);
+
+			if (w <= 0)
+				break;
+			off += (size_t)w;
+			conn_read_cb(s.loop, &s.conns->rio, EV_READ);
+			drain(sv[1]);
+		}
+		/* the worker's part, inline: calls that need no tesserad run, others fail */
+		while (s.todo) {
+			struct csi_job *j = s.todo;
+			const char *m = j->method->name;
+
+			s.todo = j->next;
+			if (!strcmp(m, "GetPluginInfo") || !strcmp(m, "GetPluginCapabilities") ||
+			    !strcmp(m, "ControllerGetCapabilities") ||
+			    !strcmp(m, "NodeGetCapabilities"))
+				csi_method_run(&j->call, j->method, j->body, j->len, &j->reply,
+					       &j->reply_len);
+			else
+				csi_fail(&j->call, GRPC_UNAVAILABLE, "fuzzing: no tesserad");
+			free(j->body);
+			j->body = NULL;
+			j->next = s.done;
+			s.done = j;
+		}
+		s.todo_tail = NULL;
+		done_cb(s.loop, &s.done_async, 0);
+		drain(sv[1]);
+	}
+	while (s.conns) {
+		s.conns->jobs = 0;
+		conn_close(s.conns);
+	}
+	close(sv[1]);
+	ev_loop_destroy(s.loop);
+	pthread_mutex_destroy(&s.mu);
+	pthread_cond_destroy(&s.cv);
+	return 0;
 }
 
 /* ---- start / run / stop ------------------------------------------------ */

@@ -307,5 +307,12 @@ int csi_server_start(struct csi_plugin *p, const char *path, unsigned nworkers,
 		     struct csi_server **out);
 /* Run the loop until SIGTERM/SIGINT; then stop and free everything. */
 void csi_server_run(struct csi_server *s);
+/*
+ * For tests/fuzz/fuzz_grpc_http2.c: data as the bytes a client sends on one
+ * connection, through the same callbacks, without threads or a listener
+ * (calls that need no tesserad are run, the others answered UNAVAILABLE);
+ * everything freed before it returns.  0 or -errno (setup failed).
+ */
+int csi_server_feed(struct csi_plugin *p, const uint8_t *data, size_t len);
 
 #endif
