@@ -299,16 +299,30 @@ static int admin_attach(struct csi_call *c, const char *vol, char *uri, size_t u
 static void admin_detach(struct csi_call *c, const char *vol)
 {
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeShow vs = TESSERA__ADMIN__VOLUME_SHOW__INIT;
 	Tessera__Admin__VolumeDetach vd = TESSERA__ADMIN__VOLUME_DETACH__INIT;
 	Tessera__Admin__Response *r = NULL;
+	bool ours = false;
 
-	vd.name = (char *)vol;
-	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DETACH;
-	req.volume_detach = &vd;
-	if (csi_admin(c, &req, &r) == GRPC_OK) {
-		if (r->error && r->error != -ENOENT)
-			tsr_warn("csi: volume detach %s: %s", vol, r->message);
+	/* only our own attachment: a late unstage must not take the volume from another node */
+	vs.name = (char *)vol;
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_SHOW;
+	req.volume_show = &vs;
+	if (csi_admin_ok(c, &req, "volume show", &r) == GRPC_OK) {
+		ours =
+		    r->n_volumes && strcmp(r->volumes[0]->attached_node, c->plugin->node_id) == 0;
 		tessera__admin__response__free_unpacked(r, NULL);
+		r = NULL;
+	}
+	if (ours) {
+		vd.name = (char *)vol;
+		req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DETACH;
+		req.volume_detach = &vd;
+		if (csi_admin(c, &req, &r) == GRPC_OK) {
+			if (r->error && r->error != -ENOENT)
+				tsr_warn("csi: volume detach %s: %s", vol, r->message);
+			tessera__admin__response__free_unpacked(r, NULL);
+		}
 	}
 	c->code = GRPC_OK; /* best effort: the volume stays usable from another node */
 }
