@@ -585,6 +585,9 @@ void cluster_volume_status(struct tsr_cluster *c, const Tessera__Admin__Request 
 	for (size_t i = 0; i < vs->volume->n_copies; i++)
 		if (strcmp(vs->volume->copies[i]->state, "in-sync") == 0)
 			vs->in_sync++;
+	if (vs->volume->ec_k) /* the geometry is known without a coordinator */
+		vs->stripes_total = tsr_ec_stripes(vs->volume->size, vs->volume->ec_k,
+						   vs->volume->stripe_unit);
 	resp->volume_status = vs;
 }
 
