@@ -30,6 +30,7 @@ struct esnap {
 	int pending;
 	unsigned asked, ok;
 	int first_error;
+	int status; /* the outcome, once known */
 	struct esnap_sub {
 		struct esnap *s;
 		struct ecopy *c;
@@ -37,6 +38,50 @@ struct esnap {
 		int status;
 	} subs[TSR_LAYOUT_MAX_COPIES];
 };
+
+static void esnap_finish(struct esnap *s)
+{
+	struct ec *e = s->e;
+
+	e->snap_holding = false;
+	s->cb_fn(s->cb_arg, s->status);
+	free(s);
+	ec_scrub_unpark(e);
+	ec_put(e);
+}
+
+static void undo_done(void *arg, int status)
+{
+	struct esnap *s = arg;
+
+	if (status < 0)
+		tsr_warn("ec %s: undoing snapshot %s on a copy: %s", s->e->name, s->req.snap,
+			 strerror(-status));
+	if (--s->pending == 0)
+		esnap_finish(s);
+}
+
+/* Delete the snapshot from the copies that cut it, then finish. */
+static void undo_create(struct esnap *s)
+{
+	struct ec *e = s->e;
+	struct tsr_snap_req del = s->req;
+
+	del.op = TSR_SNAP_DELETE;
+	tsr_error("ec %s: snapshot %s cut on %u copies only, %u needed: undone", e->name,
+		  s->req.snap, s->ok, e->min_in_sync);
+	s->pending = 1;
+	for (unsigned i = 0; i < e->n_copies; i++) {
+		struct esnap_sub *sub = &s->subs[i];
+
+		if (sub->s != s || sub->status != 0 || !sub->c->open)
+			continue;
+		s->pending++;
+		if (ecopy_snap(sub->c, &del, undo_done, s) < 0)
+			s->pending--;
+	}
+	undo_done(s, 0);
+}
 
 static void esnap_dec(struct esnap *s)
 {
@@ -49,19 +94,27 @@ static void esnap_dec(struct esnap *s)
 		status = s->first_error < 0 ? s->first_error : -EIO;
 	else if (e->fenced)
 		status = -EIO;
-	/* some copies failed where others succeeded: those fall out of sync */
-	if (s->ok > 0)
+	if (status == 0 && s->ok < e->min_in_sync) {
+		/* too few chunk volumes hold the cut to read it back: undo a CREATE */
+		s->status = s->first_error < 0 ? s->first_error : -EIO;
+		if (s->req.op == TSR_SNAP_CREATE) {
+			undo_create(s);
+			return;
+		}
+		tsr_error("ec %s: snapshot %s: done on %u copies only, %u needed: %s", e->name,
+			  s->req.snap, s->ok, e->min_in_sync, strerror(-s->status));
+		esnap_finish(s);
+		return;
+	}
+	if (status == 0) {
+		/* done, but some copies failed it: those fall out of sync */
 		for (unsigned i = 0; i < e->n_copies; i++)
 			if (s->subs[i].s == s && s->subs[i].status < 0 &&
 			    s->subs[i].gen == s->subs[i].c->gen)
 				ec_copy_failed(s->subs[i].c, s->subs[i].status);
-	if (status == 0 && ec_in_sync(e) < e->min_in_sync)
-		status = -EIO;
-	e->snap_holding = false;
-	s->cb_fn(s->cb_arg, status);
-	free(s);
-	ec_scrub_unpark(e);
-	ec_put(e);
+	}
+	s->status = status;
+	esnap_finish(s);
 }
 
 static void esnap_sub_done(void *arg, int status)

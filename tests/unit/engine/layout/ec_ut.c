@@ -269,8 +269,10 @@ static void assert_stripes_consistent(struct env *e, bool want_model)
 	tsr_free_aligned(scratch);
 }
 
+/* The status after what the test just did (published on the 20 ms tick). */
 static void get_status(struct env *e, struct tsr_layout_status *s)
 {
+	usleep(60 * 1000);
 	tsr_layout_get_status(e->l, s);
 }
 
@@ -280,7 +282,7 @@ static bool wait_status(struct env *e, bool (*pred)(const struct tsr_layout_stat
 	uint64_t end = mono_ms() + ms;
 
 	do {
-		get_status(e, &s);
+		tsr_layout_get_status(e->l, &s);
 		if (pred(&s))
 			return true;
 		usleep(10000);
@@ -554,7 +556,6 @@ static void test_hook_failure(void **state)
 	/* a full stripe touches every chunk, copy 2's too: not acknowledged */
 	fill(e->buf, (uint32_t)width, 2, 0);
 	assert_int_equal(ldo(e->home, e->l, D_WRITE, 0, width, e->buf, 0), -EIO);
-	usleep(100 * 1000); /* the status is published on the 20 ms tick */
 	get_status(e, &s);
 	assert_true(s.write_errors >= 1);
 	/* once the store answers again, writes are acknowledged */
@@ -1051,6 +1052,20 @@ static void test_snapshot(void **state)
 	}
 	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s1"), -EEXIST);
 	assert_int_equal(lsnap(e, TSR_SNAP_DELETE, "s1"), 0);
+	/* a name taken on m+1 copies: fewer than k could cut it, so it is undone */
+	for (unsigned i = 1; i <= e->m + 1; i++)
+		assert_int_equal(tsr_store_snap_create(e->nodes[i].store, VOLNAME, "dup", NULL), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "dup"), -EEXIST);
+	{
+		struct tsr_snap_info si;
+
+		assert_int_equal(tsr_store_snap_info(e->nodes[0].store, VOLNAME, "dup", &si),
+				 -ENOENT);
+		assert_int_equal(tsr_store_snap_info(e->nodes[e->m + 2].store, VOLNAME, "dup", &si),
+				 -ENOENT);
+	}
+	for (unsigned i = 1; i <= e->m + 1; i++)
+		assert_int_equal(tsr_store_snap_delete(e->nodes[i].store, VOLNAME, "dup"), 0);
 	/* a cut while a repairing scrub runs: it pauses, nobody falls out of sync */
 	corrupt_chunk(e, 1, e->k, 0, BS);
 	assert_int_equal(tsr_layout_scrub_start(e->l, true), 0);
