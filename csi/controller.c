@@ -611,7 +611,8 @@ int csi_list_volumes(struct csi_call *c, const ProtobufCMessage *m, ProtobufCMes
 	code = volume_list(c, &ar);
 	if (code)
 		return code;
-	qsort(ar->volumes, ar->n_volumes, sizeof(*ar->volumes), cmp_volume);
+	if (ar->n_volumes > 1) /* none: volumes is NULL, which qsort must not get */
+		qsort(ar->volumes, ar->n_volumes, sizeof(*ar->volumes), cmp_volume);
 	if (csi_token_parse(req->starting_token, after, sizeof(after)) == 0) {
 		for (start = 0; start < ar->n_volumes && after[0] &&
 				strcmp(ar->volumes[start]->name, after) <= 0;

@@ -396,7 +396,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 	struct stream *st = stream_get(c, stream_id);
 	size_t limit = CSI_MAX_MSG + GRPC_FRAME_HDR;
 
-	if (st == NULL || st->answered || st->dispatched)
+	if (st == NULL || st->answered || st->dispatched || len == 0)
 		return 0;
 	if (st->len + len > limit) {
 		char msg[128];
