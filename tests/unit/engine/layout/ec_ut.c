@@ -520,6 +520,37 @@ static void test_degraded_writes_resync(void **state)
 	assert_stripes_consistent(e, true);
 }
 
+/* A copy recorded out of sync at attach: its bitmap file is loaded and only
+ * the chunks written while it was away are rebuilt. */
+static void test_resync_at_create(void **state)
+{
+	struct env *e = *state;
+	struct tsr_ec_opts o;
+	struct tsr_layout_status s;
+	uint64_t w_off[] = {8 * KiB, 1 * MiB, 2 * MiB + 300 * KiB};
+	uint64_t w_len[] = {4 * KiB, 256 * KiB, 12 * KiB};
+
+	assert_int_equal(create(e, true, 1), 0);
+	random_writes(e, 20, 110);
+	settle(); /* released everywhere: an older txn left on a copy is rebuilt */
+	node_stop(&e->nodes[4]);
+	for (unsigned i = 0; i < 3; i++)
+		assert_int_equal(lwrite(e, w_off[i], (uint32_t)w_len[i], 111 + i), 0);
+	settle();
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	node_run(&e->nodes[4], 0);
+	opts_init(e, &o, true, 2);
+	o.copies[4].state = TSR_COPY_OUT_OF_SYNC; /* as the metadata store has it */
+	assert_int_equal(tsr_layout_ec_create(&o, &e->l), 0);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.resync_bytes_copied, missed_chunks(e, w_off, w_len, 3, 4) * e->unit);
+	assert_int_equal(g_log.state[4], TSR_COPY_IN_SYNC);
+	assert_stripes_consistent(e, true);
+	assert_reads_equal_model(e);
+}
+
 /* Below min_in_sync: the write waits write_wait_ms, then -EIO. */
 static void test_below_min_in_sync(void **state)
 {
@@ -1267,6 +1298,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_io_queue_full, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_degraded_reads, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_degraded_writes_resync, setup_4p2, teardown),
+	    cmocka_unit_test_setup_teardown(test_resync_at_create, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_below_min_in_sync, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_hook_failure, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_hole_recovery, setup_4p2, teardown),
