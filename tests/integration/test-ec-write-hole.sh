@@ -29,6 +29,10 @@
 #     SIGKILL): fewer than all participants can have staged, so the
 #     recovery on n1 (4 chunks) must roll back to the old content; the two
 #     nodes return, resync, scrub finds nothing, the content stays.
+#  6. a chunk node (n4) frozen during a partial-stripe write while the
+#     coordinator lives: recorded out of sync after the peer timeout, the
+#     write is acknowledged on the others; n4 killed, restarted, resynced;
+#     with two other chunk nodes dead its chunks decode to the content.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -223,3 +227,39 @@ nbdcopy "$(cl_nbd_uri 1 wh)" "$CL_ROOT/got.img" || fail "frozen: read back after
 cmp -s "$CL_ROOT/got.img" "$EXP" || fail "frozen: content changed by the resync of n5, n6"
 ctsr volume detach wh >/dev/null || fail "frozen: detach from n1"
 TSRD_WRAP=()
+
+# ---- a chunk node lost in the middle of a transaction, the coordinator
+# lives: n4 is frozen before a partial-stripe write, so its stage is never
+# answered; after the peer timeout the coordinator records it out of sync
+# and commits on the five others (acknowledged: new content); n4 is killed
+# (its unread stage is lost) and restarted; its chunks are resynced.
+i=$(( i + 1 ))
+off=$(( (i * 5 + 1) * STRIPE + 32768 ))
+len=$(( STRIPE - 65536 ))
+byte=$(( 0x10 + i ))
+log "---- chunk node n4 lost during a write: $len bytes at $off, expect the new content"
+ctsr volume attach wh --node n1 >/dev/null || fail "chunk loss: attach on n1"
+kill -STOP "${CL_PID[4]}"
+on_exit "kill -CONT ${CL_PID[4]}"
+cl_qemu_io 1 wh "write -P $byte $off $len" >/dev/null || fail "chunk loss: the write failed with n4 frozen"
+cl_kill 4
+nbdcopy "$(cl_nbd_uri 1 wh)" "$CL_ROOT/got.img" || fail "chunk loss: read back with n4 dead"
+got=$(check_image "$CL_ROOT/got.img" "$EXP" "$off" "$len" "$byte" 2>&1) || fail "chunk loss: $got"
+assert_eq "$got" new "chunk loss: content of the written range"
+cl_wait_state wh n4 out-of-sync 20
+deg=$(vstatus wh 'j["stripes_degraded"]')
+[ "$deg" -gt 0 ] || fail "chunk loss: stripes_degraded is $deg with n4 dead"
+cl_start_node 4
+cl_wait_synced wh 120
+cl_wait_scrub_idle wh
+out=$(ctsr --json volume scrub wh --no-repair) || fail "chunk loss: scrub --no-repair: $out"
+assert_eq "$(printf '%s' "$out" | json_get 'j["scrub_mismatches"]')" 0 "chunk loss: scrub mismatches"
+cl_kill 2
+cl_kill 3
+nbdcopy "$(cl_nbd_uri 1 wh)" "$CL_ROOT/got.img" || fail "chunk loss: read with n2, n3 dead"
+cmp -s "$CL_ROOT/got.img" "$EXP" || fail "chunk loss: n4's resynced chunks decode to other content"
+log "chunk loss: n4 resynced; decoded without n2, n3: content as written"
+cl_start_node 2
+cl_start_node 3
+cl_wait_synced wh 120
+ctsr volume detach wh >/dev/null || fail "chunk loss: detach"
