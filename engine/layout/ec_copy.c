@@ -66,21 +66,25 @@ static void sl_unlink_wait(struct ec *e, struct slock *sl)
 	}
 }
 
-static void sl_grant_waiting(struct ec *e)
+/* Grant the first waiter for stripe, if nobody holds it.  Only the release
+ * of that stripe's lock can unblock its waiters: no scan of the others. */
+static void sl_grant_stripe(struct ec *e, uint64_t stripe)
 {
-	struct slock *sl;
+	struct slock *sl, *o;
 
-again:
-	for (sl = e->locks_wait; sl != NULL; sl = sl->next) {
-		if (sl_blocked(e, sl))
-			continue;
-		sl_unlink_wait(e, sl);
-		sl->held = true;
-		sl->next = e->locks_held;
-		e->locks_held = sl;
-		sl->granted(sl);
-		goto again;
-	}
+	for (o = e->locks_held; o != NULL; o = o->next)
+		if (o->stripe == stripe)
+			return;
+	for (sl = e->locks_wait; sl != NULL; sl = sl->next)
+		if (sl->stripe == stripe)
+			break;
+	if (sl == NULL)
+		return;
+	sl_unlink_wait(e, sl);
+	sl->held = true;
+	sl->next = e->locks_held;
+	e->locks_held = sl;
+	sl->granted(sl);
 }
 
 void sl_release(struct ec *e, struct slock *sl)
@@ -89,7 +93,7 @@ void sl_release(struct ec *e, struct slock *sl)
 
 	if (sl->queued) {
 		sl_unlink_wait(e, sl);
-		sl_grant_waiting(e);
+		sl_grant_stripe(e, sl->stripe);
 		return;
 	}
 	if (!sl->held)
@@ -102,7 +106,7 @@ void sl_release(struct ec *e, struct slock *sl)
 	}
 	sl->held = false;
 	sl->next = NULL;
-	sl_grant_waiting(e);
+	sl_grant_stripe(e, sl->stripe);
 }
 
 /* ---- copy operations ------------------------------------------------------ */
