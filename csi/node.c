@@ -381,6 +381,26 @@ static void fuse_stop(struct node_state *s)
 	s->fuse_pid = 0;
 }
 
+/*
+ * Detach every loop device backed by our FUSE file: a losetup that failed
+ * half-way (e.g. setting the sector size) can leave one attached, and we
+ * must not leak it.
+ */
+static void loop_sweep(const char *file)
+{
+	char *list[] = {"losetup", "-j", (char *)file, "-n", "-O", "NAME", NULL};
+	char out[1024], *line, *save = NULL;
+
+	if (access(file, F_OK) || csi_run(list, out, sizeof(out), NULL, 0))
+		return;
+	for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *detach[] = {"losetup", "-d", line, NULL};
+
+		if (strncmp(line, "/dev/", 5) == 0)
+			csi_run(detach, NULL, 0, NULL, 0);
+	}
+}
+
 static int loop_start(struct csi_call *c, struct node_state *s)
 {
 	char file[PATH_LEN + 8], out[64], err[512];
@@ -393,15 +413,18 @@ static int loop_start(struct csi_call *c, struct node_state *s)
 		       "4096",    "--direct-io=on", file,     NULL};
 	char *sect[] = {"losetup", "--find", "--show", "--sector-size", "4096", file, NULL};
 	char *plain[] = {"losetup", "--find", "--show", file, NULL};
-	int ret;
+	char **tries[] = {dio, sect, plain};
+	int ret = -1;
+	size_t i;
 
 	snprintf(file, sizeof(file), "%s/disk", s->fuse_dir);
-	ret = csi_run(dio, out, sizeof(out), err, sizeof(err));
-	if (ret != 0 || strncmp(out, "/dev/", 5))
-		ret = csi_run(sect, out, sizeof(out), err, sizeof(err));
-	if (ret != 0 || strncmp(out, "/dev/", 5))
-		ret = csi_run(plain, out, sizeof(out), err, sizeof(err));
-	if (ret != 0 || strncmp(out, "/dev/", 5))
+	for (i = 0; i < 3; i++) {
+		ret = csi_run(tries[i], out, sizeof(out), err, sizeof(err));
+		if (ret == 0 && strncmp(out, "/dev/", 5) == 0)
+			break;
+		loop_sweep(file); /* a failed try may still have attached a device */
+	}
+	if (i == 3)
 		return csi_fail(c, GRPC_RESOURCE_EXHAUSTED, "losetup %s: %s", file,
 				err[0] ? err : "no loop device");
 	snprintf(s->device, sizeof(s->device), "%s", out);
@@ -411,10 +434,15 @@ static int loop_start(struct csi_call *c, struct node_state *s)
 static void loop_stop(struct node_state *s)
 {
 	char *argv[] = {"losetup", "-d", s->device, NULL};
+	char file[PATH_LEN + 8];
 
 	if (s->device[0])
 		csi_run(argv, NULL, 0, NULL, 0);
 	s->device[0] = '\0';
+	if (s->fuse_dir[0]) {
+		snprintf(file, sizeof(file), "%s/disk", s->fuse_dir);
+		loop_sweep(file);
+	}
 }
 
 static int fs_mount(struct csi_call *c, const struct node_state *s)
