@@ -226,7 +226,8 @@ static size_t candidate_domains(const struct tsr_place_node *nodes, size_t n,
 		bool seen = false;
 
 		for (size_t j = 0; j < i && cand[i] && !seen; j++)
-			seen = cand[j] && strcmp(domain_of(&nodes[i], fd), domain_of(&nodes[j], fd)) == 0;
+			seen = cand[j] &&
+			       strcmp(domain_of(&nodes[i], fd), domain_of(&nodes[j], fd)) == 0;
 		count += cand[i] && !seen;
 	}
 	return count;

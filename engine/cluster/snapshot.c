@@ -590,9 +590,10 @@ static void ec_snapshot_read_local(struct tsr_cluster *c, const Tessera__Cluster
 	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_SHOW:
 		ret = tsr_store_snap_info(c->o.store, rec->name, req->snapshot_show->name, &info);
 		if (ret) {
-			admin_fail(resp, ret, ret == -ENOENT ? "snapshot '%s' of '%s' not found "
-				   "(tessera snapshot list %s)" : "snapshot '%s' of '%s': cannot read it",
-				   req->snapshot_show->name, rec->name, rec->name);
+			admin_fail(resp, ret, ret == -ENOENT ?
+				   "snapshot '%s' of '%s' not found (tessera snapshot list %s)" :
+				   "snapshot '%s' of '%s': cannot read it", req->snapshot_show->name,
+				   rec->name, rec->name);
 			return;
 		}
 		resp->snapshots = calloc(1, sizeof(*resp->snapshots));

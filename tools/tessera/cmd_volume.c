@@ -122,8 +122,8 @@ static const char HELP_SHOW[] =
 "parent when it is a clone, and the NBD URIs to reach it; in a cluster also\n"
 "its layout (replicas, or ec K+M with the stripe unit), failure domain,\n"
 "the node it is attached to, the epoch and where its copies are (for ec, in\n"
-"chunk order: copy c holds position c of stripe 0, parity rotates); then its snapshots (name, created, allocated,\n"
-"exclusive, clones), oldest first.\n"
+"chunk order: copy c holds position c of stripe 0, parity rotates); then\n"
+"its snapshots (name, created, allocated, exclusive, clones), oldest first.\n"
 "\n"
 "Example:\n"
 "  tessera volume show db\n";

@@ -631,10 +631,11 @@ void cli_print_volume_status(const Tessera__Admin__VolumeStatus *s)
 		       s->stripes_degraded ? " (a chunk's copy not in sync: its reads are decoded)" :
 		       "", s->stripes_rebuilding);
 		if (s->stripes_rebuilding && s->resync_total_bytes)
-			printf(" (%u%% done)", cli_percent(s->resync_done_bytes, s->resync_total_bytes));
+			printf(" (%u%% done)",
+			       cli_percent(s->resync_done_bytes, s->resync_total_bytes));
 		printf("\n");
-		printf("            %" PRIu64 " degraded reads (decoded from %u chunks) since attach\n",
-		       s->degraded_reads, v->ec_k);
+		printf("            %" PRIu64 " degraded reads (decoded from %u chunks) since "
+		       "attach\n", s->degraded_reads, v->ec_k);
 		printf("recovery:   %" PRIu64 " partial-stripe writes rolled forward, %" PRIu64
 		       " rolled back at attach\n", s->txn_rolled_forward, s->txn_rolled_back);
 	}
