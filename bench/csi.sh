@@ -40,7 +40,8 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 stop_csi
 
-"$PY" - "$OUT.json" "$LOAD_BEFORE" "$LOAD_AFTER" "$(git -C "$TSR_SRC" rev-parse --short HEAD)" >"$OUT.md" <<'PYEOF'
+BUILT="$(git -C "$TSR_SRC" rev-parse --short HEAD) (tree HEAD; tessera-csi built $(date -u -r "$TESSERA_CSI" +%H:%M:%SZ), tesserad $(date -u -r "$TESSERAD" +%H:%M:%SZ))"
+"$PY" - "$OUT.json" "$LOAD_BEFORE" "$LOAD_AFTER" "$BUILT" >"$OUT.md" <<'PYEOF'
 import json, statistics, sys, os
 j = json.load(open(sys.argv[1]))
 med = lambda xs: statistics.median(xs) if xs else float("nan")
