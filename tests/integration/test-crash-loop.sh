@@ -8,10 +8,10 @@
 # it logged must hold its last acknowledged write or a later (in-flight) one,
 # never older data, garbage or a read error.  Every 5th round uses --io libaio.
 #
-# Rounds: TSR_CRASH_ROUNDS (default 50; 300 with --long or TSR_LONG=1).
+# Rounds: TSR_CRASH_ROUNDS (default 30; 300 with --long or TSR_LONG=1).
 . "$(dirname "$0")/functions.sh"
 
-rounds=${TSR_CRASH_ROUNDS:-50}
+rounds=${TSR_CRASH_ROUNDS:-30}
 if [ "${1:-}" = --long ] || [ "${TSR_LONG:-0}" = 1 ]; then
 	rounds=${TSR_CRASH_ROUNDS:-300}
 fi
