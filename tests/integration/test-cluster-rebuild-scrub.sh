@@ -35,7 +35,7 @@ coord=${C[0]#n}
 ctsr volume attach rb --node "n$coord" >/dev/null || fail "attach"
 URI=$(cl_nbd_uri "$coord" rb)
 FIO=(--name=rb --ioengine=nbd "--uri=$URI" --bs=16k --rw=randwrite --size=64M --iodepth=8
-	--verify=crc32c --verify_fatal=1 --randseed=9)
+	--verify=crc32c --verify_fatal=1 --randseed=9 --verify_state_save=0)
 fio "${FIO[@]}" --do_verify=1 --output="$CL_ROOT/fio1.txt" || fail "fio write"
 
 # ---- 1. replace-replica by hand

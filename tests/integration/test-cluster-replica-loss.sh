@@ -28,7 +28,7 @@ URI=$(cl_nbd_uri 1 db)
 log "volume db attached on n1: $URI"
 
 FIO_COMMON=(--name=phase1 --ioengine=nbd "--uri=$URI" --bs=4k --direct=1 --rw=randwrite
-	--size=128M --iodepth=16 --verify=crc32c --verify_fatal=1 --randseed=42)
+	--size=128M --iodepth=16 --verify=crc32c --verify_fatal=1 --randseed=42 --verify_state_save=0)
 
 # ---- 1. kill n3 in the middle of a verified workload
 fio "${FIO_COMMON[@]}" --do_verify=1 --output="$CL_ROOT/fio1.txt" &
