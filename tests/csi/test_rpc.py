@@ -11,6 +11,7 @@ Run by tests/integration/test-csi-rpc.sh, which sets, besides csilib's:
   TSR_VICTIM_NODE  its node id;  TSR_ATTACH_NODE: the node to attach on
   NBD_SOCK         that node's NBD socket (to write to the attached volume)
 """
+import json
 import os
 import signal
 import subprocess
@@ -103,6 +104,56 @@ def test_create_volume():
     for t in v.accessible_topology:
         R.check(dict(t.segments).get(ZONE_KEY) in ZONES, f"accessible_topology {dict(t.segments)}")
     R.check(len(v.accessible_topology) > 0, "no accessible_topology in CreateVolume's reply")
+
+
+def test_storageclass_parameters():
+    """The StorageClasses of deploy/kubernetes, parameters as the provisioner
+    passes them (csi.storage.k8s.io/* keys stripped): accepted by the driver.
+    On this 3-node cluster a layout that needs more failure domains may be
+    refused for room (RESOURCE_EXHAUSTED), never as a bad parameter."""
+    import yaml
+    path = os.path.join(os.environ["TSR_SRC"], "deploy/kubernetes/60-storageclasses.yaml")
+    with open(path) as f:
+        classes = [d for d in yaml.safe_load_all(f) if d and d.get("kind") == "StorageClass"]
+    R.need(classes, f"no StorageClass in {path}")
+    for sc in classes:
+        name = sc["metadata"]["name"]
+        params = {k: str(v) for k, v in (sc.get("parameters") or {}).items()
+                  if not k.startswith("csi.storage.k8s.io/")}
+        fs = (sc.get("parameters") or {}).get("csi.storage.k8s.io/fstype", "ext4")
+        X.ok("controller.GetCapacity", pb.GetCapacityRequest(volume_capabilities=[mount_cap(fs)],
+                                                             parameters=params), f"StorageClass {name}")
+        vid = f"rpc-sc-{name}"
+        resp, code, det = cli.call("controller.CreateVolume", create_req(vid, 64 * MiB, params, caps=[mount_cap(fs)]))
+        R.check(code in (C.OK, C.RESOURCE_EXHAUSTED),
+                f"StorageClass {name} parameters {params}: CreateVolume {code.name} {det!r}")
+        R.log(f"StorageClass {name}: CreateVolume {code.name} {det[:100]!r}")
+        if code == C.OK:
+            show = json.loads(tessera("--json", "volume", "show", vid))
+            vol = show.get("volume", show)
+            if "replicas" in params:
+                R.check(int(vol.get("replicas", 0)) == int(params["replicas"]),
+                        f"{vid}: replicas {vol.get('replicas')}, StorageClass says {params['replicas']}")
+            if "failureDomain" in params:
+                R.check(vol.get("failure_domain") == params["failureDomain"],
+                        f"{vid}: failure domain {vol.get('failure_domain')}, StorageClass says {params['failureDomain']}")
+            if "ec" in params:
+                R.check(f"{vol.get('ec_k')}+{vol.get('ec_m')}" == params["ec"], f"{vid}: ec {vol}")
+            X.ok("controller.DeleteVolume", pb.DeleteVolumeRequest(volume_id=vid))
+    # an EC layout that fits three zones is created as one
+    v = create("rpc-ec21", size=64 * MiB, params={"ec": "2+1", "failureDomain": "zone", "stripeUnit": "64K"})
+    vol = json.loads(tessera("--json", "volume", "show", "rpc-ec21"))
+    vol = vol.get("volume", vol)
+    R.check((vol.get("ec_k"), vol.get("ec_m"), vol.get("stripe_unit")) == (2, 1, 65536),
+            f"ec 2+1 volume shows {vol.get('ec_k')}+{vol.get('ec_m')} unit {vol.get('stripe_unit')}")
+    R.check(v.capacity_bytes >= 64 * MiB, f"ec volume capacity {v.capacity_bytes}")
+    X.twice_code("controller.CreateVolume", create_req("rpc-ec-bad", 64 * MiB, {"ec": "4+"}), C.INVALID_ARGUMENT,
+                 "ec=4+")
+    X.twice_code("controller.CreateVolume", create_req("rpc-min", 64 * MiB, {"replicas": "2", "minReplicas": "3"}),
+                 C.INVALID_ARGUMENT, "minReplicas > replicas")
+    X.twice_code("controller.CreateVolume", create_req("rpc-unit", 64 * MiB, {"ec": "2+1", "stripeUnit": "3000"}),
+                 C.INVALID_ARGUMENT, "stripeUnit 3000")
+    X.ok("controller.DeleteVolume", pb.DeleteVolumeRequest(volume_id="rpc-ec21"))
 
 
 def test_create_volume_idempotency_conflicts():
@@ -455,7 +506,7 @@ def test_probe_at_end():
     X.twice_ok("identity.Probe", pb.ProbeRequest())
 
 
-TESTS = [test_identity, test_capabilities, test_node_info, test_create_volume,
+TESTS = [test_identity, test_capabilities, test_node_info, test_create_volume, test_storageclass_parameters,
          test_create_volume_idempotency_conflicts, test_create_volume_errors, test_create_volume_topology,
          test_delete_volume, test_validate, test_list_volumes, test_get_capacity, test_controller_get_volume,
          test_snapshots, test_list_snapshots, test_controller_expand, test_node_errors,
