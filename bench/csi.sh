@@ -15,12 +15,14 @@
 # Writes bench/results/csi-<UTC timestamp>.md and .json.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-export TSR_SRC=$(cd "$HERE/.." && pwd)
+TSR_SRC=$(cd "$HERE/.." && pwd)
+export TSR_SRC
 export TSR_BUILD=${TSR_BUILD:-$TSR_SRC/build}
 [ "${TSR_BUILD#/}" = "$TSR_BUILD" ] && TSR_BUILD=$TSR_SRC/$TSR_BUILD
 . "$TSR_SRC/tests/integration/functions.sh"
 . "$TSR_SRC/tests/integration/cluster.sh"
 . "$TSR_SRC/tests/csi/csi.sh"
+# shellcheck disable=SC2034  # read by functions.sh log()
 TEST_NAME=bench-csi
 
 require_csi

@@ -19,7 +19,8 @@ mkdir -p "$CL_ROOT/scratch"
 
 export CSI_NODE_ID=n1 CSI_ZONE=z1 CSI_SITE=site1 CSI_MAX_VOLUMES=17 CSI_ZONES=z1,z2,z3
 export CSI_TMP=$CL_ROOT/scratch TSR_VICTIM_PID=${CL_PID[3]} TSR_VICTIM_NODE=n3
-export TSR_ATTACH_NODE=n1 NBD_SOCK=$(cl_dir 1)/nbd.sock
+NBD_SOCK=$(cl_dir 1)/nbd.sock
+export TSR_ATTACH_NODE=n1 NBD_SOCK
 "$PY" "$TSR_SRC/tests/csi/test_rpc.py" || fail "test_rpc.py reported failures"
 if ! kill -0 "$TSR_VICTIM_PID" 2>/dev/null || [ "$(ps -o stat= -p "$TSR_VICTIM_PID" 2>/dev/null | cut -c1)" = Z ]; then
 	CL_PID[3]=  # killed by the test: reap it
