@@ -72,6 +72,19 @@ sys.exit(0 if resp is not None else 1)
 PYEOF
 }
 
+# csi_probe_state: prints what Probe says on $CSI_SOCK: "ready", "not-ready"
+# (ready=false) or the gRPC status code name.
+csi_probe_state() {
+	CSI_ENDPOINT=$CSI_SOCK "$PY" - <<'PYEOF'
+from csilib import Client, pb
+resp, code, det = Client(timeout=10).call("identity.Probe", pb.ProbeRequest())
+if resp is None:
+    print(code.name)
+else:
+    print("ready" if not resp.HasField("ready") or resp.ready.value else "not-ready")
+PYEOF
+}
+
 # stop_csi: SIGTERM; it must exit 0 within 15 s and remove nothing it should keep.
 stop_csi() {
 	local i rc

@@ -2,7 +2,8 @@
 # tessera-csi, every RPC of issue 6 (tests/csi/test_rpc.py): success and
 # error paths with the CSI spec's codes, each call twice, pagination,
 # capacity, topology, and ControllerGetVolume's volume condition after a
-# node holding a copy of an attached 3-replica volume is SIGKILLed.
+# node holding a copy of an attached 3-replica volume is SIGKILLed; then
+# Probe while the driver's own tesserad is stopped (not ready) and back.
 # 3 tesserad nodes on loopback (zones z1..z3), tessera-csi --mode all on n1.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
@@ -27,6 +28,21 @@ if ! kill -0 "$TSR_VICTIM_PID" 2>/dev/null || [ "$(ps -o stat= -p "$TSR_VICTIM_P
 	forget_pid "$TSR_VICTIM_PID"
 	wait "$TSR_VICTIM_PID" 2>/dev/null
 fi
+
+# Probe reports whether tesserad is reachable: n1 (the driver's tesserad)
+# stopped -> not ready or an error; back -> ready again without a driver restart.
+cl_stop 1
+st=$(csi_probe_state)
+log "Probe with n1's tesserad stopped: $st"
+[ "$st" != ready ] || fail "Probe says ready while the driver's tesserad is down"
+cl_start_node 1
+for (( i=0; i<100; i++ )); do
+	st=$(csi_probe_state)
+	[ "$st" = ready ] && break
+	sleep 0.2
+done
+[ "$st" = ready ] || fail "Probe not ready 20 s after n1's tesserad came back: $st"
+log "Probe ready again after n1 restarted"
 
 csi_assert_alive
 stop_csi
