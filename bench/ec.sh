@@ -74,6 +74,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$W/ecbench" "$W/fio"
 uptime >"$W/load-before.txt"
+echo "BENCH_SIZE=$SIZE BENCH_RUNTIME=$RUNTIME BENCH_REPEATS=$REPEATS BENCH_UNIT=${UNIT:-default} BENCH_EC_SECONDS=$EC_SECONDS build $(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo ?)" >"$W/params.txt"
 
 # ---- part 1: the codec -----------------------------------------------------
 CODES="2+1 4+2 8+3"

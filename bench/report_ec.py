@@ -109,6 +109,12 @@ def main():
     lines = ["# Erasure-coding benchmark (bench/ec.sh)", "",
              f"Median of {repeats} runs per figure; ratios of medians measured side by side in "
              "this run.", ""]
+    try:
+        with open(f"{work}/params.txt") as f:
+            res["params"] = f.read().strip()
+        lines += [f"Parameters: `{res['params']}`", ""]
+    except FileNotFoundError:
+        pass
     if "load_before" in res:
         lines += [f"Machine load before: `{res['load_before']}`; after: `{res.get('load_after', '?')}`", ""]
 
