@@ -1,0 +1,417 @@
+/*
+ * Site protocol frames (include/tessera/site.h has the wire format with its
+ * byte offsets): the header decoder that checks every field (the fuzz
+ * target of tests/fuzz/fuzz_site_hdr.c), one parser per payload, and the
+ * encoders.  Everything explicit little endian; no alignment assumed.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <string.h>
+
+#include "tessera/site.h"
+
+#define HDR_CRC_OFF 60u
+#define RESERVED_OFF 48u
+#define MAX_ERRNO 4095u
+
+static uint16_t get16(const uint8_t *p)
+{
+	uint16_t v;
+
+	memcpy(&v, p, 2);
+	return le16toh(v);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, 4);
+	return le32toh(v);
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8);
+	return le64toh(v);
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	v = htole16(v);
+	memcpy(p, &v, 2);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, 4);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, 8);
+}
+
+const char *tsr_site_op_name(uint8_t op)
+{
+	switch (op) {
+	case TSR_SITE_HELLO: return "hello";
+	case TSR_SITE_VOLUME_OPEN: return "volume-open";
+	case TSR_SITE_WRITE: return "write";
+	case TSR_SITE_ZERO: return "zero";
+	case TSR_SITE_SNAPSHOT: return "snapshot";
+	case TSR_SITE_BARRIER: return "barrier";
+	case TSR_SITE_ACK: return "ack";
+	case TSR_SITE_ERROR: return "error";
+	default: return "unknown";
+	}
+}
+
+/* Field rules per opcode (site.h); h->payload_len is set on success. */
+static int check_fields(struct tsr_site_hdr *h)
+{
+	bool reply = h->flags & TSR_SITE_F_REPLY;
+
+	if (reply && h->opcode != TSR_SITE_HELLO && h->opcode != TSR_SITE_VOLUME_OPEN)
+		return -EPROTO;
+	if (h->opcode != TSR_SITE_HELLO && h->opcode != TSR_SITE_ERROR && h->stream == 0)
+		return -EPROTO;
+	h->payload_len = 0;
+	switch (h->opcode) {
+	case TSR_SITE_HELLO:
+		if (h->stream || h->seq || h->offset || h->epoch)
+			return -EPROTO;
+		if (h->length > TSR_SITE_HELLO_MAX)
+			return -EMSGSIZE;
+		if (h->length < 4 + 2)
+			return -EPROTO;
+		h->payload_len = h->length;
+		break;
+	case TSR_SITE_VOLUME_OPEN:
+		if (reply) {
+			if (h->offset || h->length)
+				return -EPROTO;
+			break;
+		}
+		if (h->seq || h->offset == 0 || h->offset % TSR_BLOCK_SIZE)
+			return -EPROTO;
+		if (h->length > TSR_SITE_OPEN_MAX)
+			return -EMSGSIZE;
+		if (h->length < 4 + 2)
+			return -EPROTO;
+		h->payload_len = h->length;
+		break;
+	case TSR_SITE_WRITE:
+		if (h->length > TSR_SITE_MAX_DATA)
+			return -EMSGSIZE;
+		/* fall through */
+	case TSR_SITE_ZERO:
+		if (h->seq == 0 || h->length == 0 || h->length % TSR_BLOCK_SIZE ||
+		    h->offset % TSR_BLOCK_SIZE || h->offset > UINT64_MAX - h->length)
+			return -EPROTO;
+		if (h->opcode == TSR_SITE_WRITE)
+			h->payload_len = h->length;
+		break;
+	case TSR_SITE_SNAPSHOT:
+		if (h->seq == 0 || h->offset)
+			return -EPROTO;
+		if (h->length > TSR_SITE_SNAP_MAX)
+			return -EMSGSIZE;
+		if (h->length < 2)
+			return -EPROTO;
+		h->payload_len = h->length;
+		break;
+	case TSR_SITE_BARRIER:
+	case TSR_SITE_ACK:
+		if (h->offset || h->length)
+			return -EPROTO;
+		break;
+	case TSR_SITE_ERROR:
+		if (h->offset)
+			return -EPROTO;
+		if (h->length > TSR_SITE_ERROR_MAX)
+			return -EMSGSIZE;
+		if (h->length < 8)
+			return -EPROTO;
+		h->payload_len = h->length;
+		break;
+	default:
+		return -EPROTO;
+	}
+	if (h->payload_len == 0 && h->data_crc != 0)
+		return -EPROTO;
+	return 0;
+}
+
+int tsr_site_hdr_parse(const uint8_t buf[TSR_SITE_HDR_SIZE], struct tsr_site_hdr *out)
+{
+	struct tsr_site_hdr h;
+	unsigned i;
+	int ret;
+
+	if (get32(buf) != TSR_SITE_MAGIC)
+		return -EBADMSG;
+	if (get32(buf + HDR_CRC_OFF) != tsr_crc32c(0, buf, HDR_CRC_OFF))
+		return -EBADMSG;
+	if (buf[4] != TSR_SITE_VERSION)
+		return -EPROTONOSUPPORT;
+	if (buf[7] != 0)
+		return -EPROTO;
+	for (i = RESERVED_OFF; i < HDR_CRC_OFF; i++)
+		if (buf[i] != 0)
+			return -EPROTO;
+	memset(&h, 0, sizeof(h));
+	h.opcode = buf[5];
+	h.flags = buf[6];
+	h.stream = get64(buf + 8);
+	h.seq = get64(buf + 16);
+	h.offset = get64(buf + 24);
+	h.epoch = get64(buf + 32);
+	h.length = get32(buf + 40);
+	h.data_crc = get32(buf + 44);
+	if (h.flags & ~TSR_SITE_F_REPLY)
+		return -EPROTO;
+	ret = check_fields(&h);
+	if (ret)
+		return ret;
+	*out = h;
+	return 0;
+}
+
+void tsr_site_hdr_pack(const struct tsr_site_hdr *h, uint8_t buf[TSR_SITE_HDR_SIZE])
+{
+	memset(buf, 0, TSR_SITE_HDR_SIZE);
+	put32(buf, TSR_SITE_MAGIC);
+	buf[4] = TSR_SITE_VERSION;
+	buf[5] = h->opcode;
+	buf[6] = h->flags;
+	put64(buf + 8, h->stream);
+	put64(buf + 16, h->seq);
+	put64(buf + 24, h->offset);
+	put64(buf + 32, h->epoch);
+	put32(buf + 40, h->length);
+	put32(buf + 44, h->data_crc);
+	put32(buf + HDR_CRC_OFF, tsr_crc32c(0, buf, HDR_CRC_OFF));
+}
+
+int tsr_site_data_check(const struct tsr_site_hdr *hdr, const void *payload)
+{
+	if (hdr->payload_len == 0)
+		return hdr->data_crc == 0 ? 0 : -EBADMSG;
+	return tsr_crc32c(0, payload, hdr->payload_len) == hdr->data_crc ? 0 : -EBADMSG;
+}
+
+/* n bytes at p as a NUL-terminated name in out (n <= TSR_SITE_NAME_MAX). */
+static int get_name(const uint8_t *p, uint32_t n, char out[TSR_SITE_NAME_MAX + 1])
+{
+	if (n == 0 || n > TSR_SITE_NAME_MAX)
+		return -EPROTO;
+	memcpy(out, p, n);
+	out[n] = '\0';
+	return strlen(out) == n && tsr_valid_name(out) ? 0 : -EINVAL;
+}
+
+/* Length of a name we are about to send, or -EINVAL. */
+static int name_len(const char *s, size_t max)
+{
+	size_t n = strnlen(s, max + 1);
+
+	return n >= 1 && n <= max ? (int)n : -EINVAL;
+}
+
+int tsr_site_hello_parse(const uint8_t *p, uint32_t len, struct tsr_site_hello *out)
+{
+	struct tsr_site_hello h;
+	uint32_t s, c;
+	int ret;
+
+	if (len < 4 || len > TSR_SITE_HELLO_MAX)
+		return -EPROTO;
+	s = p[0];
+	c = p[1];
+	if (get16(p + 2) != 0 || s == 0 || c == 0 || s > TSR_SITE_NAME_MAX ||
+	    c > TSR_SITE_NAME_MAX || len != 4 + s + c)
+		return -EPROTO;
+	ret = get_name(p + 4, s, h.site);
+	if (ret == 0)
+		ret = get_name(p + 4 + s, c, h.cluster);
+	if (ret)
+		return ret;
+	*out = h;
+	return 0;
+}
+
+int tsr_site_hello_pack(const struct tsr_site_hello *h, uint8_t buf[TSR_SITE_HELLO_MAX])
+{
+	int s = name_len(h->site, TSR_SITE_NAME_MAX);
+	int c = name_len(h->cluster, TSR_SITE_NAME_MAX);
+	struct tsr_site_hello check;
+	uint32_t len;
+
+	if (s < 0 || c < 0)
+		return -EINVAL;
+	buf[0] = (uint8_t)s;
+	buf[1] = (uint8_t)c;
+	put16(buf + 2, 0);
+	memcpy(buf + 4, h->site, (size_t)s);
+	memcpy(buf + 4 + s, h->cluster, (size_t)c);
+	len = 4u + (uint32_t)s + (uint32_t)c;
+	return tsr_site_hello_parse(buf, len, &check) == 0 ? (int)len : -EINVAL;
+}
+
+/* Decimal in [min, max], no sign, no leading zero; *end past it. */
+static int get_num(const char *s, unsigned min, unsigned max, const char **end)
+{
+	unsigned v = 0;
+	const char *p = s;
+
+	if (*p < '1' || *p > '9')
+		return -EINVAL;
+	while (*p >= '0' && *p <= '9') {
+		v = v * 10 + (unsigned)(*p - '0');
+		if (v > max)
+			return -EINVAL;
+		p++;
+	}
+	if (v < min)
+		return -EINVAL;
+	*end = p;
+	return (int)v;
+}
+
+int tsr_site_layout_parse(const char *s, struct tsr_site_layout *out)
+{
+	struct tsr_site_layout l = {0};
+	const char *p;
+	int v;
+
+	if (strncmp(s, "replicas:", 9) == 0) {
+		v = get_num(s + 9, 1, 8, &p);
+		if (v < 0 || *p != '\0')
+			return -EINVAL;
+		l.replicas = (unsigned)v;
+	} else if (strncmp(s, "ec:", 3) == 0) {
+		v = get_num(s + 3, 1, 16, &p);
+		if (v < 0 || *p != '+')
+			return -EINVAL;
+		l.ec_k = (unsigned)v;
+		v = get_num(p + 1, 1, 4, &p);
+		if (v < 0 || *p != '\0')
+			return -EINVAL;
+		l.ec_m = (unsigned)v;
+	} else {
+		return -EINVAL;
+	}
+	*out = l;
+	return 0;
+}
+
+int tsr_site_open_parse(const uint8_t *p, uint32_t len, struct tsr_site_open *out)
+{
+	struct tsr_site_open o;
+	uint32_t n, l;
+	int ret;
+
+	if (len < 4 || len > TSR_SITE_OPEN_MAX)
+		return -EPROTO;
+	n = p[0];
+	l = p[1];
+	if (get16(p + 2) != 0 || n == 0 || l == 0 || n > TSR_SITE_NAME_MAX ||
+	    l > TSR_SITE_LAYOUT_MAX || len != 4 + n + l)
+		return -EPROTO;
+	ret = get_name(p + 4, n, o.volume);
+	if (ret)
+		return ret;
+	memcpy(o.layout, p + 4 + n, l);
+	o.layout[l] = '\0';
+	if (strlen(o.layout) != l || tsr_site_layout_parse(o.layout, &o.parsed) < 0)
+		return -EINVAL;
+	*out = o;
+	return 0;
+}
+
+int tsr_site_open_pack(const struct tsr_site_open *o, uint8_t buf[TSR_SITE_OPEN_MAX])
+{
+	int n = name_len(o->volume, TSR_SITE_NAME_MAX);
+	int l = name_len(o->layout, TSR_SITE_LAYOUT_MAX);
+	struct tsr_site_open check;
+	uint32_t len;
+
+	if (n < 0 || l < 0)
+		return -EINVAL;
+	buf[0] = (uint8_t)n;
+	buf[1] = (uint8_t)l;
+	put16(buf + 2, 0);
+	memcpy(buf + 4, o->volume, (size_t)n);
+	memcpy(buf + 4 + n, o->layout, (size_t)l);
+	len = 4u + (uint32_t)n + (uint32_t)l;
+	return tsr_site_open_parse(buf, len, &check) == 0 ? (int)len : -EINVAL;
+}
+
+int tsr_site_snap_parse(const uint8_t *p, uint32_t len, char name[TSR_SITE_NAME_MAX + 1])
+{
+	char n[TSR_SITE_NAME_MAX + 1];
+	int ret;
+
+	if (len < 2 || len > TSR_SITE_SNAP_MAX || p[0] != len - 1)
+		return -EPROTO;
+	ret = get_name(p + 1, p[0], n);
+	if (ret)
+		return ret;
+	memcpy(name, n, sizeof(n));
+	return 0;
+}
+
+int tsr_site_snap_pack(const char *name, uint8_t buf[TSR_SITE_SNAP_MAX])
+{
+	int n = name_len(name, TSR_SITE_NAME_MAX);
+	char check[TSR_SITE_NAME_MAX + 1];
+
+	if (n < 0)
+		return -EINVAL;
+	buf[0] = (uint8_t)n;
+	memcpy(buf + 1, name, (size_t)n);
+	return tsr_site_snap_parse(buf, 1u + (uint32_t)n, check) == 0 ? 1 + n : -EINVAL;
+}
+
+int tsr_site_error_parse(const uint8_t *p, uint32_t len, struct tsr_site_error *out)
+{
+	struct tsr_site_error e;
+	uint32_t code, m, i;
+
+	if (len < 8 || len > TSR_SITE_ERROR_MAX)
+		return -EPROTO;
+	code = get32(p);
+	m = get16(p + 4);
+	if (get16(p + 6) != 0 || m > TSR_SITE_ERRMSG_MAX || len != 8 + m)
+		return -EPROTO;
+	if (code == 0 || code > MAX_ERRNO)
+		return -EINVAL;
+	for (i = 0; i < m; i++) {
+		if (p[8 + i] < 0x20 || p[8 + i] > 0x7e)
+			return -EINVAL;
+		e.msg[i] = (char)p[8 + i];
+	}
+	e.msg[m] = '\0';
+	e.code = (int)code;
+	*out = e;
+	return 0;
+}
+
+int tsr_site_error_pack(const struct tsr_site_error *e, uint8_t buf[TSR_SITE_ERROR_MAX])
+{
+	size_t m = strnlen(e->msg, sizeof(e->msg));
+	struct tsr_site_error check;
+
+	if (m > TSR_SITE_ERRMSG_MAX || e->code <= 0 || e->code > (int)MAX_ERRNO)
+		return -EINVAL;
+	put32(buf, (uint32_t)e->code);
+	put16(buf + 4, (uint16_t)m);
+	put16(buf + 6, 0);
+	memcpy(buf + 8, e->msg, m);
+	return tsr_site_error_parse(buf, 8u + (uint32_t)m, &check) == 0 ? (int)(8 + m) : -EINVAL;
+}

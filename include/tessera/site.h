@@ -1,0 +1,219 @@
+/*
+ * Tessera site protocol: the link between two Tessera clusters for async
+ * geo-replication (DESIGN.md "Geo-replication", GitHub issue 7).  The
+ * source site ships each replicated volume's writes, in its acknowledgment
+ * order, as a numbered stream; the target applies them in that order and
+ * acknowledges how far it got.  It always runs inside mutual TLS 1.3
+ * (tsr_site_tls_* below): nothing crosses between sites in clear text.
+ *
+ * Wire format, every frame in both directions (little endian):
+ *   off  size  field
+ *    0    4    magic       TSR_SITE_MAGIC ("TSRS")
+ *    4    1    version     TSR_SITE_VERSION (1); another: -EPROTONOSUPPORT
+ *    5    1    opcode      enum tsr_site_op
+ *    6    1    flags       TSR_SITE_F_REPLY (HELLO and VOLUME_OPEN only)
+ *    7    1    reserved    0
+ *    8    8    stream      the volume stream, chosen by the source in
+ *                          VOLUME_OPEN (non-zero); 0 for HELLO
+ *   16    8    seq         stream sequence number (rules below)
+ *   24    8    offset      bytes (VOLUME_OPEN request: the volume's size)
+ *   32    8    epoch       the source volume's epoch (0 in HELLO)
+ *   40    4    length      payload bytes, or for ZERO the bytes covered
+ *   44    4    data_crc    CRC32C of the payload (0 when there is none)
+ *   48   12    reserved    0
+ *   60    4    hdr_crc     CRC32C of bytes 0..59
+ *   64         payload     payload_len bytes (below)
+ *
+ * Opcodes (R: with TSR_SITE_F_REPLY, sent by the target):
+ *   HELLO        first frame each way.  stream, seq, offset, epoch 0.
+ *                payload 4+S+C: u8 S, u8 C, u16 reserved 0, site name (S,
+ *                1..63), cluster id (C, 1..63); both tsr_valid_name().
+ *   VOLUME_OPEN  source: stream != 0, seq 0, offset = volume size (4 KiB
+ *                multiple, > 0), payload 4+N+L: u8 N, u8 L, u16 reserved 0,
+ *                target volume name (N, 1..63, tsr_valid_name), target
+ *                layout (L, 1..31: "replicas:R" R 1..8, or "ec:K+M" K 1..16,
+ *                M 1..4).  R: same stream, offset 0, length 0, seq = the
+ *                applied-through seq the target holds for the stream (where
+ *                the source resumes).
+ *   WRITE        stream, seq, offset (4 KiB aligned), length (4 KiB multiple,
+ *                1..TSR_SITE_MAX_DATA), payload = length data bytes.
+ *   ZERO         stream, seq, offset, length (4 KiB aligned, > 0); no payload.
+ *   SNAPSHOT     stream, seq: a named consistent point.  payload 1+N: u8 N,
+ *                snapshot name (N, 1..63, tsr_valid_name).
+ *   BARRIER      source: stream, seq = ask for an ACK once everything up to
+ *                seq is applied and durable; offset 0, length 0.
+ *   ACK          target: stream, seq = applied and durable through seq (may
+ *                come unasked); offset 0, length 0.
+ *   ERROR        either side: stream and seq of the refused frame (0 when
+ *                none), offset 0; payload 8+M: u32 code (an errno, 1..4095),
+ *                u16 M (0..TSR_SITE_ERRMSG_MAX), u16 reserved 0, message (M
+ *                printable ASCII bytes, no NUL).
+ * Sequence rule: WRITE, ZERO and SNAPSHOT each take the next number of their
+ * stream, starting at 1 (0 is never used); the target applies them only in
+ * order, refuses a duplicate or a gap (ERROR -EILSEQ) and changes nothing.
+ * Every received header goes through tsr_site_hdr_parse(), every payload
+ * through its parse function, and data_crc is checked before use.
+ */
+#ifndef TESSERA_SITE_H
+#define TESSERA_SITE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "tessera/common.h"
+
+#define TSR_SITE_MAGIC 0x53525354u /* little endian "TSRS" */
+#define TSR_SITE_VERSION 1u
+#define TSR_SITE_HDR_SIZE 64u
+#define TSR_SITE_MAX_DATA (4u * 1024 * 1024) /* largest WRITE payload */
+#define TSR_SITE_NAME_MAX 63u                 /* site, cluster, volume, snapshot names */
+#define TSR_SITE_LAYOUT_MAX 31u
+#define TSR_SITE_ERRMSG_MAX 255u
+
+enum tsr_site_op {
+	TSR_SITE_HELLO = 1,
+	TSR_SITE_VOLUME_OPEN = 2,
+	TSR_SITE_WRITE = 3,
+	TSR_SITE_ZERO = 4,
+	TSR_SITE_SNAPSHOT = 5,
+	TSR_SITE_BARRIER = 6,
+	TSR_SITE_ACK = 7,
+	TSR_SITE_ERROR = 8,
+};
+
+#define TSR_SITE_F_REPLY 0x01u
+
+struct tsr_site_hdr {
+	uint8_t opcode;       /* enum tsr_site_op */
+	uint8_t flags;        /* TSR_SITE_F_REPLY only on HELLO / VOLUME_OPEN */
+	uint64_t stream;      /* 0 only for HELLO (and ERROR about no stream) */
+	uint64_t seq;         /* see the sequence rule above */
+	uint64_t offset;      /* 4 KiB aligned for WRITE / ZERO / VOLUME_OPEN size */
+	uint64_t epoch;       /* source volume epoch; 0 in HELLO */
+	uint32_t length;      /* on the wire; ZERO: bytes covered, else payload bytes */
+	uint32_t data_crc;    /* CRC32C of the payload; 0 when payload_len is 0 */
+	uint32_t payload_len; /* derived (bytes after the header), not on the wire */
+};
+
+/*
+ * Decode and validate one 64-byte header: magic, hdr_crc, version, known
+ * opcode, flags, reserved bytes 0, and every field's rule for its opcode
+ * (above).  Fills out, with payload_len.  Errors: -EBADMSG bad magic or
+ * checksum, -EPROTONOSUPPORT other version, -EPROTO unknown opcode or bad
+ * field, -EMSGSIZE a length over its bound.
+ */
+int tsr_site_hdr_parse(const uint8_t buf[TSR_SITE_HDR_SIZE], struct tsr_site_hdr *out);
+/* Encode h (payload_len ignored) with its hdr_crc.  Does not validate. */
+void tsr_site_hdr_pack(const struct tsr_site_hdr *h, uint8_t buf[TSR_SITE_HDR_SIZE]);
+/* 0 when the payload's CRC32C equals hdr->data_crc, else -EBADMSG. */
+int tsr_site_data_check(const struct tsr_site_hdr *hdr, const void *payload);
+
+/* ---- payloads: one parse function each; len is the header's payload_len;
+ * pack returns the payload length, or -EINVAL when it would not parse. ---- */
+
+struct tsr_site_hello {
+	char site[TSR_SITE_NAME_MAX + 1];    /* tsr_valid_name, NUL-terminated */
+	char cluster[TSR_SITE_NAME_MAX + 1]; /* tsr_valid_name, NUL-terminated */
+};
+#define TSR_SITE_HELLO_MAX (4u + 2 * TSR_SITE_NAME_MAX)
+/* Errors: -EPROTO lengths do not add up or reserved not 0, -EINVAL bad name. */
+int tsr_site_hello_parse(const uint8_t *p, uint32_t len, struct tsr_site_hello *out);
+int tsr_site_hello_pack(const struct tsr_site_hello *h, uint8_t buf[TSR_SITE_HELLO_MAX]);
+
+/* A target layout as VOLUME_OPEN names it. */
+struct tsr_site_layout {
+	unsigned replicas; /* 1..8 for "replicas:R"; 0 for EC */
+	unsigned ec_k;     /* 1..16 for "ec:K+M"; 0 for a mirror */
+	unsigned ec_m;     /* 1..4 for "ec:K+M"; 0 for a mirror */
+};
+/* "replicas:R" or "ec:K+M", decimal without leading zeros or signs.
+ * Errors: -EINVAL anything else (out of range, trailing bytes). */
+int tsr_site_layout_parse(const char *s, struct tsr_site_layout *out);
+
+struct tsr_site_open {
+	char volume[TSR_SITE_NAME_MAX + 1];   /* target volume, tsr_valid_name */
+	char layout[TSR_SITE_LAYOUT_MAX + 1]; /* as sent; parses with tsr_site_layout_parse */
+	struct tsr_site_layout parsed;        /* filled by parse; ignored by pack */
+};
+#define TSR_SITE_OPEN_MAX (4u + TSR_SITE_NAME_MAX + TSR_SITE_LAYOUT_MAX)
+/* Errors: -EPROTO lengths or reserved, -EINVAL bad name or layout. */
+int tsr_site_open_parse(const uint8_t *p, uint32_t len, struct tsr_site_open *out);
+int tsr_site_open_pack(const struct tsr_site_open *o, uint8_t buf[TSR_SITE_OPEN_MAX]);
+
+#define TSR_SITE_SNAP_MAX (1u + TSR_SITE_NAME_MAX)
+/* name: NUL-terminated, tsr_valid_name.  Errors: -EPROTO, -EINVAL. */
+int tsr_site_snap_parse(const uint8_t *p, uint32_t len, char name[TSR_SITE_NAME_MAX + 1]);
+int tsr_site_snap_pack(const char *name, uint8_t buf[TSR_SITE_SNAP_MAX]);
+
+struct tsr_site_error {
+	int code;                            /* positive errno, 1..4095 */
+	char msg[TSR_SITE_ERRMSG_MAX + 1];   /* printable ASCII, NUL-terminated */
+};
+#define TSR_SITE_ERROR_MAX (8u + TSR_SITE_ERRMSG_MAX)
+/* Errors: -EPROTO lengths or reserved, -EINVAL code out of range or a
+ * non-printable message byte.  pack truncates nothing: a longer message
+ * is -EINVAL. */
+int tsr_site_error_parse(const uint8_t *p, uint32_t len, struct tsr_site_error *out);
+int tsr_site_error_pack(const struct tsr_site_error *e, uint8_t buf[TSR_SITE_ERROR_MAX]);
+
+const char *tsr_site_op_name(uint8_t op);
+
+/* ---- transport: mutual TLS 1.3 between sites (engine/site/site_tls.c) ----
+ *
+ * Both sides present a certificate signed by the configured CA and check
+ * the other's: chain to that CA, validity dates, and the name (DNS SAN or
+ * CN) against the expected site/host name.  TLS 1.3 only.  Every refusal is
+ * logged once with its cause (the X509 verify error, or the TLS alert).
+ * Sockets are the caller's, non-blocking; -EAGAIN means "wait for
+ * tsr_site_tls_want() on the fd and call again".  A connection belongs to
+ * one thread.
+ */
+struct tsr_site_tls_ctx;
+struct tsr_site_tls;
+
+struct tsr_site_tls_opts {
+	const char *ca_file;   /* PEM: the CA(s) the other site's certificate must chain to */
+	const char *cert_file; /* PEM: our certificate (may hold the chain) */
+	const char *key_file;  /* PEM: its private key */
+	bool server;           /* accept (true) or connect (false) */
+};
+/*
+ * Load the files and set the rules.  Errors: -EINVAL missing option,
+ * -ENOENT / -EACCES unreadable file, -EKEYREJECTED key does not match the
+ * certificate or a file is not valid PEM, -ENOMEM.  Logs the cause.
+ */
+int tsr_site_tls_ctx_create(const struct tsr_site_tls_opts *opts, struct tsr_site_tls_ctx **out);
+void tsr_site_tls_ctx_destroy(struct tsr_site_tls_ctx *ctx); /* NULL ok; after its connections */
+
+/*
+ * A TLS connection over fd (connected or accepted; non-blocking; stays the
+ * caller's: tsr_site_tls_free does not close it).  peer_name: the name the
+ * other side's certificate must carry (its site's host name).
+ * Errors: -EINVAL, -ENOMEM.
+ */
+int tsr_site_tls_new(struct tsr_site_tls_ctx *ctx, int fd, const char *peer_name,
+		     struct tsr_site_tls **out);
+void tsr_site_tls_free(struct tsr_site_tls *t); /* NULL ok */
+/*
+ * Drive the handshake (accept or connect, by the context).  0: done, the
+ * peer is verified; -EAGAIN: wait per tsr_site_tls_want; -EACCES: we refused
+ * the peer's certificate (tsr_site_tls_verify_error says why); -EPROTO: not
+ * TLS 1.3, or the peer refused us (its alert is logged); -ECONNRESET: the
+ * peer closed.  After an error the connection is dead: free it.
+ */
+int tsr_site_tls_handshake(struct tsr_site_tls *t);
+/* Bytes read (> 0), 0 on a clean close by the peer, -EAGAIN, -EPROTO,
+ * -ECONNRESET.  Only after a successful handshake (-ENOTCONN before). */
+ssize_t tsr_site_tls_read(struct tsr_site_tls *t, void *buf, size_t len);
+/* Bytes written (> 0, maybe fewer than len), -EAGAIN, -EPROTO,
+ * -ECONNRESET, -ENOTCONN.  After -EAGAIN, retry with the same buf and len. */
+ssize_t tsr_site_tls_write(struct tsr_site_tls *t, const void *buf, size_t len);
+/* POLLIN or POLLOUT: what the last -EAGAIN waits for (POLLIN before any). */
+short tsr_site_tls_want(const struct tsr_site_tls *t);
+/* The X509 verify result of the peer's certificate (X509_V_OK = 0, or
+ * X509_V_ERR_*), meaningful after the handshake ended. */
+long tsr_site_tls_verify_error(const struct tsr_site_tls *t);
+
+#endif
