@@ -1,0 +1,396 @@
+/*
+ * The transport between two sites (include/tessera/site.h, "transport"):
+ * OpenSSL, TLS 1.3 only, mutual authentication.  Each side presents a
+ * certificate signed by the configured CA and checks the other's chain,
+ * validity dates and name (SSL_set1_host: the DNS SAN or CN must be the
+ * expected site/host name, on the server side too).  Sockets are
+ * non-blocking and belong to the caller; every call returns -EAGAIN with
+ * the direction to wait for instead of blocking, so an event loop can
+ * drive it.  A refusal is logged once, here, with its cause.
+ * OpenSSL reaches the socket through our own small BIO (send with
+ * MSG_NOSIGNAL, recv), so a peer that hangs up raises no SIGPIPE whatever
+ * the process's signal setup, as on every other socket of the engine.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "tessera/site.h"
+
+struct tsr_site_tls_ctx {
+	SSL_CTX *ssl_ctx; /* owned; TLS 1.3 only, verify peer, our cert and key loaded */
+	bool server;      /* handshakes accept (true) or connect (false) */
+};
+
+struct tsr_site_tls {
+	SSL *ssl;                  /* owned; on the caller's fd (not closed by us) */
+	char peer[256];             /* the expected peer name (a host name), for logs */
+	bool server;               /* copied from the context */
+	bool established;          /* handshake done and the peer verified */
+	short want;                /* POLLIN / POLLOUT: what the last -EAGAIN waits for */
+};
+
+/* ---- the socket BIO: fd in the BIO's data pointer ---- */
+
+static BIO_METHOD *g_sock_method;
+static pthread_once_t g_sock_once = PTHREAD_ONCE_INIT;
+
+static int sock_fd(BIO *b)
+{
+	return (int)(intptr_t)BIO_get_data(b);
+}
+
+static int sock_write(BIO *b, const char *buf, int len)
+{
+	ssize_t n = send(sock_fd(b), buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+	BIO_clear_retry_flags(b);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		BIO_set_retry_write(b);
+	return (int)n;
+}
+
+static int sock_read(BIO *b, char *buf, int len)
+{
+	ssize_t n = recv(sock_fd(b), buf, (size_t)len, MSG_DONTWAIT);
+
+	BIO_clear_retry_flags(b);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		BIO_set_retry_read(b);
+	return (int)n;
+}
+
+static long sock_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)b;
+	(void)num;
+	(void)ptr;
+	return cmd == BIO_CTRL_FLUSH ? 1 : 0; /* nothing buffered here */
+}
+
+static int sock_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+static void sock_method_init(void)
+{
+	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+				     "tessera site socket");
+
+	if (m == NULL)
+		return;
+	if (BIO_meth_set_write(m, sock_write) != 1 || BIO_meth_set_read(m, sock_read) != 1 ||
+	    BIO_meth_set_ctrl(m, sock_ctrl) != 1 || BIO_meth_set_create(m, sock_create) != 1) {
+		BIO_meth_free(m);
+		return;
+	}
+	g_sock_method = m; /* kept for the process's life */
+}
+
+/* A BIO on fd (not closed by the BIO), or NULL on ENOMEM. */
+static BIO *sock_bio(int fd)
+{
+	BIO *b;
+
+	pthread_once(&g_sock_once, sock_method_init);
+	if (g_sock_method == NULL)
+		return NULL;
+	b = BIO_new(g_sock_method);
+	if (b)
+		BIO_set_data(b, (void *)(intptr_t)fd);
+	return b;
+}
+
+/* The reason of the newest queued OpenSSL error, or fallback. */
+static const char *ssl_reason(unsigned long e, const char *fallback)
+{
+	const char *r = e ? ERR_reason_error_string(e) : NULL;
+
+	return r ? r : fallback;
+}
+
+/* Check that path is readable before OpenSSL's less precise errors. */
+static int check_file(const char *what, const char *path)
+{
+	if (path == NULL || *path == '\0') {
+		tsr_error("site tls: no %s file given", what);
+		return -EINVAL;
+	}
+	if (access(path, R_OK) < 0) {
+		int err = -errno;
+
+		tsr_error("site tls: %s %s: %s", what, path, strerror(-err));
+		return err;
+	}
+	return 0;
+}
+
+void tsr_site_tls_ctx_destroy(struct tsr_site_tls_ctx *ctx)
+{
+	if (ctx == NULL)
+		return;
+	SSL_CTX_free(ctx->ssl_ctx);
+	free(ctx);
+}
+
+/* Load what our side presents and what it trusts.  -EKEYREJECTED on a bad file. */
+static int load_files(struct tsr_site_tls_ctx *ctx, const struct tsr_site_tls_opts *o)
+{
+	const char *what;
+
+	ERR_clear_error();
+	what = "CA";
+	if (SSL_CTX_load_verify_locations(ctx->ssl_ctx, o->ca_file, NULL) != 1)
+		goto bad;
+	what = "certificate";
+	if (SSL_CTX_use_certificate_chain_file(ctx->ssl_ctx, o->cert_file) != 1)
+		goto bad;
+	what = "key";
+	if (SSL_CTX_use_PrivateKey_file(ctx->ssl_ctx, o->key_file, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx->ssl_ctx) != 1)
+		goto bad;
+	if (ctx->server) {
+		STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->ca_file);
+
+		if (names) /* only a hint to clients: which CA we accept */
+			SSL_CTX_set_client_CA_list(ctx->ssl_ctx, names);
+	}
+	return 0;
+bad:
+	tsr_error("site tls: loading the %s (ca %s, cert %s, key %s): %s", what, o->ca_file,
+		  o->cert_file, o->key_file, ssl_reason(ERR_peek_last_error(), "invalid file"));
+	ERR_clear_error();
+	return -EKEYREJECTED;
+}
+
+int tsr_site_tls_ctx_create(const struct tsr_site_tls_opts *opts, struct tsr_site_tls_ctx **out)
+{
+	struct tsr_site_tls_ctx *ctx;
+	int ret;
+
+	if (opts == NULL || out == NULL)
+		return -EINVAL;
+	if ((ret = check_file("CA", opts->ca_file)) < 0 ||
+	    (ret = check_file("certificate", opts->cert_file)) < 0 ||
+	    (ret = check_file("key", opts->key_file)) < 0)
+		return ret;
+	ctx = calloc(1, sizeof(*ctx));
+	if (ctx == NULL)
+		return -ENOMEM;
+	ctx->server = opts->server;
+	ctx->ssl_ctx = SSL_CTX_new(opts->server ? TLS_server_method() : TLS_client_method());
+	if (ctx->ssl_ctx == NULL) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	if (SSL_CTX_set_min_proto_version(ctx->ssl_ctx, TLS1_3_VERSION) != 1 ||
+	    SSL_CTX_set_max_proto_version(ctx->ssl_ctx, TLS1_3_VERSION) != 1) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	/* No resumption: every connection shows and checks a certificate. */
+	SSL_CTX_set_options(ctx->ssl_ctx, SSL_OP_NO_TICKET);
+	SSL_CTX_set_session_cache_mode(ctx->ssl_ctx, SSL_SESS_CACHE_OFF);
+	if (opts->server)
+		SSL_CTX_set_num_tickets(ctx->ssl_ctx, 0);
+	SSL_CTX_set_verify(ctx->ssl_ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	SSL_CTX_set_verify_depth(ctx->ssl_ctx, 4);
+	SSL_CTX_set_mode(ctx->ssl_ctx,
+			 SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	ret = load_files(ctx, opts);
+	if (ret < 0)
+		goto err;
+	*out = ctx;
+	return 0;
+err:
+	tsr_site_tls_ctx_destroy(ctx);
+	return ret;
+}
+
+void tsr_site_tls_free(struct tsr_site_tls *t)
+{
+	if (t == NULL)
+		return;
+	SSL_free(t->ssl);
+	free(t);
+}
+
+int tsr_site_tls_new(struct tsr_site_tls_ctx *ctx, int fd, const char *peer_name,
+		     struct tsr_site_tls **out)
+{
+	struct tsr_site_tls *t;
+	BIO *bio;
+
+	if (ctx == NULL || fd < 0 || peer_name == NULL || *peer_name == '\0' ||
+	    strlen(peer_name) >= sizeof(t->peer) || out == NULL)
+		return -EINVAL;
+	t = calloc(1, sizeof(*t));
+	if (t == NULL)
+		return -ENOMEM;
+	strcpy(t->peer, peer_name);
+	t->server = ctx->server;
+	t->want = POLLIN;
+	t->ssl = SSL_new(ctx->ssl_ctx);
+	if (t->ssl == NULL)
+		goto nomem;
+	bio = sock_bio(fd);
+	if (bio == NULL)
+		goto nomem;
+	SSL_set_bio(t->ssl, bio, bio); /* one reference, owned by ssl */
+	SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	if (SSL_set1_host(t->ssl, peer_name) != 1)
+		goto nomem;
+	if (t->server) {
+		SSL_set_accept_state(t->ssl);
+	} else {
+		if (SSL_set_tlsext_host_name(t->ssl, peer_name) != 1)
+			goto nomem;
+		SSL_set_connect_state(t->ssl);
+	}
+	*out = t;
+	return 0;
+nomem:
+	ERR_clear_error();
+	tsr_site_tls_free(t);
+	return -ENOMEM;
+}
+
+/* Reasons that mean the bytes we got were not a TLS record at all. */
+static bool not_tls(unsigned long e)
+{
+	int r = ERR_GET_REASON(e);
+
+	return ERR_GET_LIB(e) == ERR_LIB_SSL &&
+	       (r == SSL_R_WRONG_VERSION_NUMBER || r == SSL_R_HTTP_REQUEST ||
+		r == SSL_R_HTTPS_PROXY_REQUEST || r == SSL_R_PACKET_LENGTH_TOO_LONG ||
+		r == SSL_R_RECORD_LENGTH_MISMATCH || r == SSL_R_UNEXPECTED_RECORD ||
+		r == SSL_R_UNKNOWN_PROTOCOL || r == SSL_R_UNSUPPORTED_PROTOCOL);
+}
+
+/*
+ * Map a failed SSL call (ret, from op) to -errno: -EAGAIN with t->want set,
+ * or a dead connection, logged once with its cause.
+ */
+static int io_error(struct tsr_site_tls *t, int ret, const char *op)
+{
+	int err = SSL_get_error(t->ssl, ret);
+	unsigned long e = ERR_peek_last_error();
+	long vr;
+
+	switch (err) {
+	case SSL_ERROR_WANT_READ:
+		t->want = POLLIN;
+		return -EAGAIN;
+	case SSL_ERROR_WANT_WRITE:
+		t->want = POLLOUT;
+		return -EAGAIN;
+	case SSL_ERROR_ZERO_RETURN:
+		return 0; /* the peer's close_notify */
+	default:
+		break;
+	}
+	vr = SSL_get_verify_result(t->ssl);
+	if (!t->established && vr != X509_V_OK) {
+		tsr_error("site tls: %s %s: refused its certificate: %s (X509 error %ld)", op,
+			  t->peer, X509_verify_cert_error_string(vr), vr);
+		ret = -EACCES;
+	} else if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
+		   ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+		tsr_error("site tls: %s %s: refused: it presented no certificate", op, t->peer);
+		ret = -EACCES;
+	} else if (err == SSL_ERROR_SSL && not_tls(e)) {
+		tsr_error("site tls: %s %s: refused: not TLS 1.3 (%s); nothing is accepted in "
+			  "clear text", op, t->peer, ssl_reason(e, "bad record"));
+		ret = -EPROTO;
+	} else if (err == SSL_ERROR_SSL) {
+		tsr_error("site tls: %s %s: failed: %s", op, t->peer,
+			  ssl_reason(e, "protocol error"));
+		ret = -EPROTO;
+	} else { /* SSL_ERROR_SYSCALL: EOF or a socket error */
+		int sys = errno;
+
+		if (e == 0 && sys != 0 && sys != EAGAIN)
+			tsr_error("site tls: %s %s: %s", op, t->peer, strerror(sys));
+		else
+			tsr_error("site tls: %s %s: connection closed by the peer", op, t->peer);
+		ret = -ECONNRESET;
+	}
+	ERR_clear_error();
+	return ret;
+}
+
+int tsr_site_tls_handshake(struct tsr_site_tls *t)
+{
+	int ret;
+
+	if (t->established)
+		return 0;
+	ERR_clear_error();
+	errno = 0;
+	ret = SSL_do_handshake(t->ssl);
+	if (ret == 1) {
+		t->established = true;
+		tsr_debug("site tls: %s %s: TLS 1.3 established (%s)",
+			  t->server ? "accepted" : "connected to", t->peer,
+			  SSL_get_cipher_name(t->ssl));
+		return 0;
+	}
+	ret = io_error(t, ret, t->server ? "accept from" : "connect to");
+	return ret == 0 ? -ECONNRESET : ret;
+}
+
+ssize_t tsr_site_tls_read(struct tsr_site_tls *t, void *buf, size_t len)
+{
+	size_t got = 0;
+	int ret;
+
+	if (!t->established)
+		return -ENOTCONN;
+	if (len == 0)
+		return -EINVAL;
+	ERR_clear_error();
+	errno = 0;
+	ret = SSL_read_ex(t->ssl, buf, len, &got);
+	if (ret == 1)
+		return (ssize_t)got;
+	return io_error(t, 0, "read from");
+}
+
+ssize_t tsr_site_tls_write(struct tsr_site_tls *t, const void *buf, size_t len)
+{
+	size_t put = 0;
+	int ret;
+
+	if (!t->established)
+		return -ENOTCONN;
+	if (len == 0)
+		return -EINVAL;
+	ERR_clear_error();
+	errno = 0;
+	ret = SSL_write_ex(t->ssl, buf, len, &put);
+	if (ret == 1)
+		return (ssize_t)put;
+	ret = io_error(t, 0, "write to");
+	return ret == 0 ? -ECONNRESET : ret;
+}
+
+short tsr_site_tls_want(const struct tsr_site_tls *t)
+{
+	return t->want;
+}
+
+long tsr_site_tls_verify_error(const struct tsr_site_tls *t)
+{
+	return SSL_get_verify_result(t->ssl);
+}
