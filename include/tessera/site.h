@@ -63,6 +63,8 @@
 #include <sys/types.h>
 
 #include "tessera/common.h"
+#include "tessera/io.h"
+#include "tessera/store.h"
 
 #define TSR_SITE_MAGIC 0x53525354u /* little endian "TSRS" */
 #define TSR_SITE_VERSION 1u
@@ -215,5 +217,54 @@ short tsr_site_tls_want(const struct tsr_site_tls *t);
 /* The X509 verify result of the peer's certificate (X509_V_OK = 0, or
  * X509_V_ERR_*), meaningful after the handshake ended. */
 long tsr_site_tls_verify_error(const struct tsr_site_tls *t);
+
+/* ---- target side: ordered apply of one stream (engine/site/site_target.c) ----
+ *
+ * One struct per (stream, target volume), owned by one thread (the one whose
+ * io it uses).  Frames are applied strictly in sequence order, one at a time:
+ * a frame whose seq is not applied+1 (a duplicate, a replay, a gap) is
+ * refused before any I/O, so nothing on the volume changes.  applied moves
+ * only when the store completed the frame.  This slice keeps applied in
+ * memory (the caller gives the resume point); a store I/O error breaks the
+ * stream (every later call -EIO) since the extent may be half written.
+ */
+struct tsr_site_target;
+
+struct tsr_site_target_opts {
+	struct tsr_svol *svol; /* the target volume; a reference stays the caller's */
+	struct tsr_io *io;     /* the owning thread's io; completions run from its poll */
+	uint64_t stream;       /* frames of another stream are refused */
+	uint64_t epoch;        /* lowest source epoch accepted (raised by newer frames) */
+	uint64_t applied;      /* applied-through seq to resume from (0: a new stream) */
+};
+/* Errors: -EINVAL missing svol/io or stream 0, -ENOMEM. */
+int tsr_site_target_create(const struct tsr_site_target_opts *opts,
+			   struct tsr_site_target **out);
+/* No apply may be in flight.  NULL ok. */
+void tsr_site_target_destroy(struct tsr_site_target *t);
+
+/*
+ * Apply one frame: hdr from tsr_site_hdr_parse, payload its payload_len
+ * bytes (WRITE: TSR_BLOCK_SIZE aligned, the caller's until cb; its data_crc
+ * is checked here).  WRITE and ZERO change the volume; BARRIER flushes it
+ * (then the caller sends the ACK of tsr_site_target_ack).
+ * Async contract: returns 0 and cb_fn fires exactly once (from io's poll)
+ * with 0 or -errno (-EIO, -ENOSPC from the store), or returns -errno and
+ * cb_fn never fires and nothing changed:
+ *   -EILSEQ   WRITE/ZERO/SNAPSHOT seq != applied+1, or BARRIER seq > applied
+ *   -ESTALE   epoch below the stream's
+ *   -EBADMSG  WRITE payload does not match data_crc
+ *   -EPROTO   another stream, or an opcode that is not applied (HELLO, ...)
+ *   -EINVAL   WRITE payload not block aligned; -ENOSPC past the volume's end
+ *   -EBUSY    a frame is still being applied (one at a time)
+ *   -EOPNOTSUPP SNAPSHOT (not built in this slice: the stream stops there)
+ *   -EIO      the stream broke earlier
+ */
+int tsr_site_target_apply(struct tsr_site_target *t, const struct tsr_site_hdr *hdr,
+			  const void *payload, tsr_cb cb_fn, void *cb_arg);
+/* Applied-through seq (every frame up to it completed on the store). */
+uint64_t tsr_site_target_applied(const struct tsr_site_target *t);
+/* The ACK header to send now (seq = applied-through, the stream's epoch). */
+void tsr_site_target_ack(const struct tsr_site_target *t, struct tsr_site_hdr *out);
 
 #endif
