@@ -385,6 +385,21 @@ ssize_t tsr_site_tls_write(struct tsr_site_tls *t, const void *buf, size_t len)
 	return ret == 0 ? -ECONNRESET : ret;
 }
 
+int tsr_site_tls_shutdown(struct tsr_site_tls *t)
+{
+	int ret;
+
+	if (!t->established)
+		return -ENOTCONN;
+	ERR_clear_error();
+	errno = 0;
+	ret = SSL_shutdown(t->ssl);
+	if (ret >= 0) /* 0: ours is sent, the peer's not awaited; 1: both */
+		return 0;
+	ret = io_error(t, ret, "close");
+	return ret == 0 ? 0 : ret;
+}
+
 short tsr_site_tls_want(const struct tsr_site_tls *t)
 {
 	return t->want;

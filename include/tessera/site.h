@@ -212,6 +212,10 @@ ssize_t tsr_site_tls_read(struct tsr_site_tls *t, void *buf, size_t len);
 /* Bytes written (> 0, maybe fewer than len), -EAGAIN, -EPROTO,
  * -ECONNRESET, -ENOTCONN.  After -EAGAIN, retry with the same buf and len. */
 ssize_t tsr_site_tls_write(struct tsr_site_tls *t, const void *buf, size_t len);
+/* Send our close_notify (a clean end the peer's read sees as 0), without
+ * waiting for the peer's.  0 sent, -EAGAIN, -ENOTCONN before the handshake,
+ * the write errors. */
+int tsr_site_tls_shutdown(struct tsr_site_tls *t);
 /* POLLIN or POLLOUT: what the last -EAGAIN waits for (POLLIN before any). */
 short tsr_site_tls_want(const struct tsr_site_tls *t);
 /* The X509 verify result of the peer's certificate (X509_V_OK = 0, or
@@ -266,5 +270,47 @@ int tsr_site_target_apply(struct tsr_site_target *t, const struct tsr_site_hdr *
 uint64_t tsr_site_target_applied(const struct tsr_site_target *t);
 /* The ACK header to send now (seq = applied-through, the stream's epoch). */
 void tsr_site_target_ack(const struct tsr_site_target *t, struct tsr_site_hdr *out);
+
+/* ---- framing over a site TLS connection (engine/site/site_frame.c) ----
+ *
+ * Non-blocking, resumable: each call moves as many bytes as the socket
+ * takes and returns -EAGAIN (wait for tsr_site_tls_want) until the frame is
+ * whole.  The receiver parses the header as soon as it has 64 bytes (so a
+ * bad header costs no payload read) and checks data_crc before handing the
+ * frame out.
+ */
+struct tsr_site_rx {
+	uint8_t hdr_buf[TSR_SITE_HDR_SIZE]; /* the header's bytes as received */
+	struct tsr_site_hdr hdr;  /* valid once got >= TSR_SITE_HDR_SIZE */
+	size_t got;               /* bytes of the current frame received, header first */
+	uint8_t *payload;         /* TSR_SITE_MAX_DATA bytes, block aligned, owned */
+};
+/* Errors: -ENOMEM. */
+int tsr_site_rx_init(struct tsr_site_rx *rx);
+void tsr_site_rx_fini(struct tsr_site_rx *rx);
+/*
+ * 1: a whole frame is in rx->hdr and rx->payload (hdr.payload_len bytes),
+ * valid until the next call; 0: the peer closed cleanly between frames;
+ * -EAGAIN; -EBADMSG / -EPROTO / -EMSGSIZE / -EPROTONOSUPPORT: a bad header
+ * or payload checksum (the connection is then unusable: the stream has no
+ * resync point); -ECONNRESET: closed mid-frame; the transport's errors.
+ */
+int tsr_site_rx_poll(struct tsr_site_rx *rx, struct tsr_site_tls *t);
+
+struct tsr_site_tx {
+	uint8_t hdr_buf[TSR_SITE_HDR_SIZE]; /* the packed header */
+	const uint8_t *payload;   /* the caller's, untouched until the frame is sent */
+	size_t payload_len;       /* bytes of payload after the header */
+	size_t sent;              /* bytes of the frame sent, header first */
+};
+/*
+ * Prepare h (data_crc is computed here from payload) for sending.
+ * Errors: -EINVAL the header would not pass tsr_site_hdr_parse, or a payload
+ * is missing.
+ */
+int tsr_site_tx_start(struct tsr_site_tx *tx, const struct tsr_site_hdr *h,
+		      const void *payload);
+/* 1: all sent; -EAGAIN; the transport's errors. */
+int tsr_site_tx_poll(struct tsr_site_tx *tx, struct tsr_site_tls *t);
 
 #endif
