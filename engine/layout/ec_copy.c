@@ -144,11 +144,21 @@ struct ecop {
 	struct ecop *next_wait;
 };
 
+static void io_wait(struct ec *e, struct ecop *op);
+
 static void ecop_done(void *arg, int status)
 {
 	struct ecop *op = arg;
 	struct ec *e = op->e;
 
+	if (status == -EAGAIN && op->c->local && !e->closing) {
+		/* the store met a full queue after accepting the call (a commit's
+		 * in-place write): every kind is safe to issue again (stage
+		 * replaces its own bytes, commit rewrites them, release and
+		 * plain reads/writes are idempotent under the stripe lock) */
+		io_wait(e, op);
+		return;
+	}
 	op->cb(op->arg, status);
 	free(op);
 	ec_io_kick(e); /* a slot of the io queue may be free now */
@@ -225,6 +235,9 @@ void ec_io_kick(struct ec *e)
 {
 	struct ecop *op, *list = e->io_waiters;
 
+	/* bitmap page writes that met a full queue (closing: -ECANCELED) */
+	for (unsigned i = 0; i < e->n_copies; i++)
+		mbm_retry(&e->copies[i].bm);
 	if (list == NULL)
 		return;
 	e->io_waiters = e->io_waiters_tail = NULL;

@@ -93,6 +93,7 @@ struct ecopy {
 	uint64_t handle;
 	void *fail_ctx;         /* the client's on_fail argument */
 	struct mbitmap bm;      /* dirty regions of the chunk volume */
+	uint64_t journal_est;   /* stage journal bytes written since the last drain (estimate) */
 	struct eresync *resync; /* running resync / rebuild, or NULL */
 	bool resync_queued;     /* start one once ready */
 };
@@ -178,6 +179,15 @@ struct ec {
 	uint32_t txn_counter;                 /* low half of the next txn id */
 	struct etxn *unfinished;              /* txns with an id, not finished */
 	uint64_t released_upto;               /* last RELEASE sent to the copies */
+	/* admission (ec_io.c): txns past their lock, <= EC_TXN_ACTIVE */
+	unsigned txn_active;
+	struct etxn *admit_wait, *admit_wait_tail; /* lock held, waiting, FIFO */
+	/* journal drain (ec_io.c): admission stopped until every copy released
+	 * everything up to the newest txn */
+	bool draining;
+	bool drain_sent;     /* the drain's RELEASE went out */
+	uint64_t drain_txns; /* txns admitted since the last drain */
+	uint64_t journal_drains;
 	unsigned finished_since_release;
 	uint64_t last_release_ns;
 	unsigned releases_inflight;
@@ -261,6 +271,10 @@ void ec_kick_stalled(struct ec *e);
 void ec_expire_stalled(struct ec *e, bool all);
 /* Tick: batched RELEASE when due. */
 void ec_release_tick(struct ec *e, uint64_t now_ns);
+/* Journal drain thresholds (ec_io.c; tests lower them): admitted txns, and
+ * estimated journal bytes on one copy, between two drains. */
+extern uint64_t ec_drain_txns;
+extern uint64_t ec_drain_bytes;
 
 /* ec_resync.c */
 void ec_resync_start(struct ecopy *c);

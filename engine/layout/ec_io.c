@@ -35,6 +35,21 @@
  * every writable copy in batches (EC_RELEASE_BATCH, or EC_RELEASE_MS after
  * the last batch) up to the lowest unfinished txn - 1.
  *
+ * Admission: at most EC_TXN_ACTIVE transactions past their lock at once
+ * (old-data read, stage, commit); the others wait in arrival order, lock
+ * held.  This bounds the requests queued at each peer, so a slow node makes
+ * writes slow instead of letting the oldest request of a deep pipeline hit
+ * the peer timeout (which counts from submission).
+ *
+ * Journal drain: a store starts a new journal generation only when a
+ * release leaves no live entry, which a release up to the lowest
+ * unfinished txn never does under writes that never pause.  So every
+ * ec_drain_txns admitted txns, or once ec_drain_bytes are estimated staged
+ * on one copy, admission stops; when the last active txn ends, RELEASE up
+ * to the newest txn goes to every writable copy, and once those answered
+ * the waiting txns go on.  Each store's .stage file then stays near
+ * max(its roll size, what one drain interval writes).
+ *
  * A host write arriving while fewer than min_in_sync copies are IN_SYNC
  * waits (stalled, no lock held) for a copy to come back, up to
  * write_wait_ms, then fails with -EIO; one that loses copies during its
@@ -48,6 +63,10 @@
 #include "layout/ec_internal.h"
 
 #define EC_WRITE_WINDOW 32 /* stripes of a host write in flight at once (io queue room) */
+#define EC_TXN_ACTIVE   16 /* transactions past admission at once (peer queue depth) */
+
+uint64_t ec_drain_txns = 4096;
+uint64_t ec_drain_bytes = 16ull << 20;
 
 /* ---- the stripe column reader ------------------------------------------- */
 
@@ -411,7 +430,9 @@ struct etxn {
 	int phase; /* 0 old read, 1 staging, 2 committing */
 	int pending;
 	int status;
+	bool admitted;            /* counted in e->txn_active */
 	struct etxn *next_unfinished;
+	struct etxn *next_admit; /* e->admit_wait link */
 	struct tsub subs[TSR_LAYOUT_MAX_COPIES];
 };
 
@@ -450,6 +471,8 @@ static void crash_now(struct ec *e, const char *step, unsigned n)
 
 /* ---- release batching ---- */
 
+static void drain_step(struct ec *e);
+
 static void release_done(void *arg, int status)
 {
 	struct ecopy *c = arg;
@@ -461,19 +484,13 @@ static void release_done(void *arg, int status)
 			 strerror(-status));
 		ec_copy_failed(c, status);
 	}
+	if (e->releases_inflight == 0)
+		drain_step(e);
 }
 
-static void release_now(struct ec *e)
+/* RELEASE up to upto on every writable copy. */
+static void release_send(struct ec *e, uint64_t upto)
 {
-	uint64_t upto = (e->epoch << 32) | e->txn_counter;
-
-	for (struct etxn *t = e->unfinished; t != NULL; t = t->next_unfinished)
-		if (t->txn - 1 < upto)
-			upto = t->txn - 1;
-	e->finished_since_release = 0;
-	e->last_release_ns = ec_now_ns();
-	if (upto <= e->released_upto || e->releases_inflight > 0)
-		return;
 	e->released_upto = upto;
 	for (unsigned i = 0; i < e->n_copies; i++) {
 		struct ecopy *c = &e->copies[i];
@@ -488,6 +505,76 @@ static void release_now(struct ec *e)
 			ec_copy_failed(c, ret);
 		}
 	}
+}
+
+static void release_now(struct ec *e)
+{
+	uint64_t upto = (e->epoch << 32) | e->txn_counter;
+
+	for (struct etxn *t = e->unfinished; t != NULL; t = t->next_unfinished)
+		if (t->txn - 1 < upto)
+			upto = t->txn - 1;
+	e->finished_since_release = 0;
+	e->last_release_ns = ec_now_ns();
+	if (upto <= e->released_upto || e->releases_inflight > 0)
+		return;
+	release_send(e, upto);
+}
+
+/* ---- admission and the journal drain ---- */
+
+static void txn_run(struct etxn *t);
+
+/* Admit waiting txns while there is room and no drain. */
+static void admit_kick(struct ec *e)
+{
+	struct etxn *t;
+
+	while (e->admit_wait != NULL && !e->draining && e->txn_active < EC_TXN_ACTIVE) {
+		t = e->admit_wait;
+		e->admit_wait = t->next_admit;
+		if (e->admit_wait == NULL)
+			e->admit_wait_tail = NULL;
+		t->next_admit = NULL;
+		txn_run(t);
+	}
+}
+
+/*
+ * The drain: once nothing is active and no RELEASE in flight, release up to
+ * the newest txn everywhere; when those answered, admission goes on.
+ */
+static void drain_step(struct ec *e)
+{
+	if (!e->draining || e->txn_active > 0 || e->releases_inflight > 0)
+		return;
+	if (!e->drain_sent) {
+		uint64_t upto = (e->epoch << 32) | e->txn_counter;
+
+		e->drain_sent = true;
+		e->finished_since_release = 0;
+		e->last_release_ns = ec_now_ns();
+		if (upto > e->released_upto && !e->fenced && !e->closing)
+			release_send(e, upto);
+		if (e->releases_inflight > 0)
+			return; /* release_done calls again */
+	}
+	e->draining = false;
+	e->drain_sent = false;
+	e->drain_txns = 0;
+	for (unsigned i = 0; i < e->n_copies; i++)
+		e->copies[i].journal_est = 0;
+	e->journal_drains++;
+	admit_kick(e);
+}
+
+/* Count a staged chunk towards c's journal estimate (header + data +
+ * commit record); start a drain when due. */
+static void drain_account(struct ec *e, struct ecopy *c, uint32_t len)
+{
+	c->journal_est += 2 * 4096ull + len;
+	if (c->journal_est >= ec_drain_bytes)
+		e->draining = true;
 }
 
 void ec_release_tick(struct ec *e, uint64_t now_ns)
@@ -520,6 +607,11 @@ static void txn_end(struct etxn *t, int status)
 		h->status = -EIO;
 	tsr_free_aligned(t->bufs);
 	sl_release(e, &t->sl);
+	if (t->admitted) {
+		e->txn_active--;
+		drain_step(e);
+		admit_kick(e);
+	}
 	free(t);
 	ehost_dec(h);
 }
@@ -641,6 +733,7 @@ static int tsub_send(struct tsub *s)
 	en.length = t->len;
 	en.participants = t->parts;
 	en.state = TSR_STAGE_STAGED;
+	drain_account(e, c, t->len);
 	return ecopy_stage(c, &en, t->bufs + (size_t)s->pos * t->len, tsub_done, s);
 }
 
@@ -739,13 +832,34 @@ static void txn_old_done(void *arg, int status, uint32_t present)
 	txn_encode(t);
 }
 
+/* Lock held: run now if admitted, else wait in arrival order. */
 static void txn_begin(struct etxn *t)
+{
+	struct ec *e = t->e;
+
+	if (e->admit_wait == NULL && !e->draining && e->txn_active < EC_TXN_ACTIVE) {
+		txn_run(t);
+		return;
+	}
+	t->next_admit = NULL;
+	if (e->admit_wait_tail != NULL)
+		e->admit_wait_tail->next_admit = t;
+	else
+		e->admit_wait = t;
+	e->admit_wait_tail = t;
+}
+
+static void txn_run(struct etxn *t)
 {
 	struct ec *e = t->e;
 	uint32_t need_old = 0;
 	unsigned d0 = (unsigned)(t->s0 / e->unit), d1 = (unsigned)((t->s1 - 1) / e->unit);
 	int ret;
 
+	t->admitted = true;
+	e->txn_active++;
+	if (++e->drain_txns >= ec_drain_txns)
+		e->draining = true;
 	if (ec_fence_requested(e) || e->closing) {
 		txn_end(t, -EIO);
 		return;

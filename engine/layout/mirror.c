@@ -901,6 +901,11 @@ static void tick(void *arg, uint32_t events)
 	}
 	if (m->closing)
 		return;
+	mirror_io_kick(m);
+	for (unsigned i = 0; i < m->n_copies; i++)
+		mbm_retry(&m->copies[i].bm);
+	for (unsigned i = 0; i < m->n_retired; i++)
+		mbm_retry(m->retired[i]);
 	if (m->stalled != NULL || m->blocked != NULL)
 		expire_writes(m, false);
 	mirror_resync_tick(m, now);
@@ -1052,6 +1057,11 @@ static void teardown(struct mirror *m)
 	}
 	mirror_scrub_abort(m);
 	fail_waiting_writes(m);
+	mirror_io_kick(m); /* local ops waiting for io queue room: -ECANCELED */
+	for (unsigned i = 0; i < m->n_copies; i++)
+		mbm_retry(&m->copies[i].bm); /* page writes waiting: -ECANCELED */
+	for (unsigned i = 0; i < m->n_retired; i++)
+		mbm_retry(m->retired[i]);
 	for (unsigned i = 0; i < m->n_copies; i++)
 		mcopy_disconnect(&m->copies[i]);
 	if (m->timer_fd >= 0) {

@@ -157,7 +157,7 @@ uint64_t mbm_next(const struct mbitmap *bm, uint64_t from)
 bool mbm_busy(const struct mbitmap *bm)
 {
 	for (size_t p = 0; p < bm->npages; p++)
-		if (bm->pages[p].inflight)
+		if (bm->pages[p].inflight || bm->pages[p].retry)
 			return true;
 	return false;
 }
@@ -212,6 +212,7 @@ static void page_done(void *arg, int res)
 	if (status == 0 && pg->mv > pg->pv && !m->closing)
 		page_write(bm, pc->page);
 	free(pc);
+	mbm_retry(bm); /* this write's io slot is free */
 	while ((w = ready) != NULL) {
 		ready = w->next;
 		w->fn(w->arg, status);
@@ -229,6 +230,7 @@ static void page_write(struct mbitmap *bm, size_t p)
 
 	if (pg->inflight)
 		return;
+	pg->retry = false;
 	if (pg->iobuf == NULL)
 		pg->iobuf = tsr_alloc_aligned(PAGE);
 	pc = malloc(sizeof(*pc));
@@ -251,6 +253,12 @@ static void page_write(struct mbitmap *bm, size_t p)
 	pg->inflight = false;
 	free(pc);
 	bm_hold(bm, false);
+	if (ret == -EAGAIN && !m->closing) {
+		/* io queue full: the waiters wait, mbm_retry writes it again */
+		pg->retry = true;
+		bm->retry_pending = true;
+		return;
+	}
 fail:
 	/* the waiters of this page fail; their writes are failed, not acked */
 	{
@@ -262,6 +270,30 @@ fail:
 		while ((w = pg->waiters) != NULL) {
 			pg->waiters = w->next;
 			w->fn(w->arg, ret);
+			free(w);
+		}
+	}
+}
+
+void mbm_retry(struct mbitmap *bm)
+{
+	if (!bm->retry_pending || bm->pages == NULL)
+		return;
+	bm->retry_pending = false;
+	for (size_t p = 0; p < bm->npages; p++) {
+		struct mpage *pg = &bm->pages[p];
+		struct waiter *w;
+
+		if (!pg->retry)
+			continue;
+		if (!bm->m->closing) {
+			page_write(bm, p); /* may set retry_pending again */
+			continue;
+		}
+		pg->retry = false;
+		while ((w = pg->waiters) != NULL) {
+			pg->waiters = w->next;
+			w->fn(w->arg, -ECANCELED);
 			free(w);
 		}
 	}

@@ -138,7 +138,22 @@ struct mcop {
 	uint8_t *data; /* local sums: the blocks read */
 	uint32_t *sums;
 	uint64_t len;
+	/* local, io queue full: the arguments kept for mirror_io_kick */
+	uint64_t w_off, w_len;
+	void *w_buf;
+	unsigned w_flags;
+	struct mcop *next_wait;
 };
+
+static void mcop_io_wait(struct mirror *m, struct mcop *op)
+{
+	op->next_wait = NULL;
+	if (m->io_waiters_tail != NULL)
+		m->io_waiters_tail->next_wait = op;
+	else
+		m->io_waiters = op;
+	m->io_waiters_tail = op;
+}
 
 static void mcop_finish(struct mcop *op)
 {
@@ -153,6 +168,7 @@ static void mcop_finish(struct mcop *op)
 	}
 	op->cb_fn(op->cb_arg, op->status);
 	free(op);
+	mirror_io_kick(m); /* a slot of the io queue may be free now */
 	m_put(m);
 }
 
@@ -195,7 +211,8 @@ static int local_submit(struct mcop *op, uint64_t off, uint64_t len, void *buf, 
 			return -ESTALE;
 		return tsr_svol_write_zeroes(c->svol, io, off, len, flags, mcop_piece_done, op);
 	case MCOP_SUMS:
-		op->data = tsr_alloc_aligned(len);
+		if (op->data == NULL) /* kept across an -EAGAIN retry */
+			op->data = tsr_alloc_aligned(len);
 		if (op->data == NULL)
 			return -ENOMEM;
 		op->sums = buf;
@@ -255,6 +272,35 @@ static int remote_submit(struct mcop *op, uint64_t off, uint64_t len, void *buf,
 	return -EINVAL;
 }
 
+/*
+ * Local operations that met a full io queue go again (any completion of
+ * ours, the tick); at teardown they fail with -ECANCELED.  Retrying at once
+ * from a deferred call would spin: the pass never reaches its submit.
+ */
+void mirror_io_kick(struct mirror *m)
+{
+	struct mcop *op, *list = m->io_waiters;
+
+	if (list == NULL)
+		return;
+	m->io_waiters = m->io_waiters_tail = NULL;
+	while ((op = list) != NULL) {
+		int ret;
+
+		list = op->next_wait;
+		if (m->closing || op->c->svol == NULL || !op->c->open)
+			ret = -ECANCELED;
+		else
+			ret = local_submit(op, op->w_off, op->w_len, op->w_buf, op->w_flags);
+		if (ret == -EAGAIN) {
+			mcop_io_wait(m, op);
+		} else if (ret < 0) {
+			op->status = ret;
+			mcop_piece_done(op, ret); /* pending was 1: finishes it */
+		}
+	}
+}
+
 int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t len, void *buf,
 		 unsigned flags, tsr_cb cb_fn, void *cb_arg)
 {
@@ -278,6 +324,15 @@ int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t le
 		ret = local_submit(op, off, len, buf, flags);
 	else
 		ret = remote_submit(op, off, len, buf, flags);
+	if (ret == -EAGAIN && c->local) {
+		/* io queue full: wait for one of ours to complete, or the tick */
+		op->w_off = off;
+		op->w_len = len;
+		op->w_buf = buf;
+		op->w_flags = flags;
+		mcop_io_wait(m, op);
+		return 0;
+	}
 	if (ret < 0) {
 		if (op->data != NULL)
 			tsr_free_aligned(op->data);

@@ -83,6 +83,7 @@ void rl_cancel(struct mirror *m, struct rlock *rl);
 struct mpage {
 	uint64_t mv, pv, fv; /* versions: modified, persisted, in flight */
 	bool inflight;
+	bool retry;             /* the io queue was full: mbm_retry writes it */
 	struct waiter *waiters; /* wait for pv >= ver */
 	uint8_t *iobuf;         /* copy of the page being written */
 	struct iovec iov;       /* for the write in flight (read at submit) */
@@ -99,6 +100,7 @@ struct mbitmap {
 	struct mpage *pages;
 	uint64_t nset; /* set bits */
 	int error;     /* last persist error (sticky until a success) */
+	bool retry_pending; /* some page has retry set (mbm_retry has work) */
 	/*
 	 * Optional owner reference held by each page write in flight (the EC
 	 * layout borrows this bitmap, ec_internal.h); NULL: m_get/m_put on m.
@@ -124,7 +126,14 @@ void mbm_clear_all(struct mbitmap *bm);
 bool mbm_test(const struct mbitmap *bm, uint64_t region);
 /* The first set region >= from, or nregions. */
 uint64_t mbm_next(const struct mbitmap *bm, uint64_t from);
-bool mbm_busy(const struct mbitmap *bm); /* a page write in flight */
+bool mbm_busy(const struct mbitmap *bm); /* a page write in flight or waiting */
+/*
+ * A page write that met a full io queue (-EAGAIN) waits (its waiters too)
+ * until mbm_retry: the owner calls it when one of its io operations
+ * completes and on its tick.  Closing (m->closing): the waiters fail with
+ * -ECANCELED.
+ */
+void mbm_retry(struct mbitmap *bm);
 
 /* In-memory region sets (regions written since the last flush). */
 void bits_set_range(uint8_t *bits, uint64_t first, uint64_t last);
@@ -182,6 +191,9 @@ struct mcopy {
 enum mcop_kind { MCOP_READ, MCOP_WRITE, MCOP_FLUSH, MCOP_TRIM, MCOP_ZEROES, MCOP_SUMS };
 int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t len, void *buf,
 		 unsigned flags, tsr_cb cb_fn, void *cb_arg);
+/* Local operations that met a full io queue (-EAGAIN) wait in
+ * m->io_waiters; this issues them again (closing: -ECANCELED). */
+void mirror_io_kick(struct mirror *m);
 /* A snapshot request on one copy (local: store call, done before it
  * returns; remote: TSR_PEER_SNAP).  Same contract as mcopy_submit. */
 int mcopy_snap(struct mcopy *c, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg);
@@ -193,6 +205,7 @@ void mcopy_disconnect(struct mcopy *c);
 /* ---- the layout --------------------------------------------------------- */
 
 struct mscrub;
+struct mcop;
 
 struct mirror {
 	/* immutable after create */
@@ -225,6 +238,7 @@ struct mirror {
 	/* home worker state */
 	bool ready, fenced, closing;
 	int timer_fd;
+	struct mcop *io_waiters, *io_waiters_tail; /* local ops waiting for io queue room */
 	struct rlock *locks_held;
 	struct rlock *locks_wait, *locks_wait_tail;
 	struct wop *stalled, *stalled_tail; /* writes waiting for min_replicas (range held) */
