@@ -8,7 +8,10 @@
  * completes, pv = the version it carried, and the waiters that needed that
  * version run.  One write per page in flight; changes made meanwhile go out
  * with the next one.  A write that only sets bits already persisted waits
- * for nothing (the common case while a copy is away).
+ * for nothing (the common case while a copy is away).  A write that finds
+ * the io queue full (-EAGAIN) keeps its waiters and goes again from
+ * mbm_retry (a page write of this bitmap completing, or the owner's io
+ * completions and tick): a deep queue delays a copy's bitmap, never fails it.
  *
  * Opening, loading and the header are written at create, on the control
  * thread, with plain blocking calls.

@@ -8,7 +8,10 @@
  * whose epoch is below the volume's recorded epoch fails with -ESTALE.
  *
  * Every operation holds a reference on the layout (m_get/m_put) until its
- * callback has run, so teardown can wait for the last one.
+ * callback has run, so teardown can wait for the last one.  A local one
+ * that finds the home io queue full (-EAGAIN) waits in m->io_waiters and
+ * goes again when one of ours completes or on the tick (mirror_io_kick):
+ * a deep queue never makes the local copy fail.
  */
 #include <errno.h>
 #include <stdlib.h>
