@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "admin/admin_internal.h"
+#include "tessera/ec.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -33,10 +34,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* a clone (from_volume) may give size 0: the source's size */
 		vol_size = req->volume_create->from_volume[0] && req->volume_create->size == 0
 				   ? 4096 : req->volume_create->size;
-		if (req->volume_create->replicas > 8 ||
-		    req->volume_create->min_replicas >
-			    (req->volume_create->replicas ? req->volume_create->replicas : 3))
+		if (req->volume_create->ec[0] != '\0') {
+			/* erasure coded: K+M valid, no replicas, min in-sync K..K+M */
+			unsigned k, m;
+
+			if (tsr_ec_parse(req->volume_create->ec, &k, &m) != 0 ||
+			    req->volume_create->replicas != 0 ||
+			    (req->volume_create->min_replicas != 0 &&
+			     (req->volume_create->min_replicas < k ||
+			      req->volume_create->min_replicas > k + m)) ||
+			    (req->volume_create->stripe_unit != 0 &&
+			     !tsr_ec_unit_valid(req->volume_create->stripe_unit)))
+				abort();
+		} else if (req->volume_create->replicas > 8 ||
+			   req->volume_create->stripe_unit != 0 ||
+			   req->volume_create->min_replicas >
+				   (req->volume_create->replicas ? req->volume_create->replicas : 3)) {
 			abort();
+		}
 		break;
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_SHOW:
 		name = req->volume_show->name;
