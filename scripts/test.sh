@@ -28,12 +28,12 @@ if (( LONG )); then
 	export TSR_LONG=1
 	FUZZ_SECONDS=${FUZZ_SECONDS:-300}
 else
-	FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+	FUZZ_SECONDS=${FUZZ_SECONDS:-15}
 fi
 JOBS=$(nproc)
 B=${BUILD_PREFIX:-build}
 # Integration tests run under the sanitizers (the rest run in the gcc build).
-ASAN_INTEGRATION=${ASAN_INTEGRATION:-"test-cli test-bad-input test-corruption test-io-fault test-nbd-clients test-crash-loop test-cluster-coordinator test-cluster-peer-bad-input test-cluster-min-replicas test-cluster-replica-loss test-cluster-rebuild-scrub test-cluster-partition test-cluster-snapshot test-ec-history test-ec-lifecycle test-csi-bad-input"}
+ASAN_INTEGRATION=${ASAN_INTEGRATION:-"test-cli test-bad-input test-corruption test-io-fault test-nbd-clients test-crash-loop test-cluster-coordinator test-cluster-peer-bad-input test-cluster-replica-loss test-cluster-rebuild-scrub test-cluster-snapshot test-ec-history test-ec-lifecycle test-csi-bad-input"}
 
 passed=0 failed=0 skipped=0
 failures=()
@@ -98,7 +98,7 @@ if build "$B-asan" asan -DCMAKE_C_COMPILER=gcc -DTSR_WERROR=ON -DTSR_SANITIZE=ON
 		run_ctest "$B-asan" asan -L integration
 	else
 		regex=$(printf 'integration/%s$|' $ASAN_INTEGRATION)
-		TSR_CRASH_ROUNDS=${TSR_CRASH_ROUNDS_ASAN:-20} run_ctest "$B-asan" asan -R "${regex%|}"
+		TSR_CRASH_ROUNDS=${TSR_CRASH_ROUNDS_ASAN:-10} run_ctest "$B-asan" asan -R "${regex%|}"
 	fi
 fi
 
