@@ -67,6 +67,8 @@ const char *tsr_site_op_name(uint8_t op)
 	case TSR_SITE_BARRIER: return "barrier";
 	case TSR_SITE_ACK: return "ack";
 	case TSR_SITE_ERROR: return "error";
+	case TSR_SITE_SYNC_BEGIN: return "sync-begin";
+	case TSR_SITE_SYNC_END: return "sync-end";
 	default: return "unknown";
 	}
 }
@@ -77,6 +79,8 @@ static int check_fields(struct tsr_site_hdr *h)
 	bool reply = h->flags & TSR_SITE_F_REPLY;
 
 	if (reply && h->opcode != TSR_SITE_HELLO && h->opcode != TSR_SITE_VOLUME_OPEN)
+		return -EPROTO;
+	if ((h->flags & TSR_SITE_F_REPLAY) && !(reply && h->opcode == TSR_SITE_VOLUME_OPEN))
 		return -EPROTO;
 	if (h->opcode != TSR_SITE_HELLO && h->opcode != TSR_SITE_ERROR && h->stream == 0)
 		return -EPROTO;
@@ -125,6 +129,11 @@ static int check_fields(struct tsr_site_hdr *h)
 			return -EPROTO;
 		h->payload_len = h->length;
 		break;
+	case TSR_SITE_SYNC_BEGIN:
+	case TSR_SITE_SYNC_END:
+		if (h->seq == 0)
+			return -EPROTO;
+		/* fall through */
 	case TSR_SITE_BARRIER:
 	case TSR_SITE_ACK:
 		if (h->offset || h->length)
@@ -173,7 +182,7 @@ int tsr_site_hdr_parse(const uint8_t buf[TSR_SITE_HDR_SIZE], struct tsr_site_hdr
 	h.epoch = get64(buf + 32);
 	h.length = get32(buf + 40);
 	h.data_crc = get32(buf + 44);
-	if (h.flags & ~TSR_SITE_F_REPLY)
+	if (h.flags & ~(TSR_SITE_F_REPLY | TSR_SITE_F_REPLAY))
 		return -EPROTO;
 	ret = check_fields(&h);
 	if (ret)

@@ -10,14 +10,17 @@
 #include <string.h>
 
 #include "tessera/site.h"
+#include "tessera/vol.h"
 
 struct tsr_site_target {
-	struct tsr_svol *svol;  /* the target volume (the caller's reference) */
+	struct tsr_vol *vol;    /* the target volume (the caller's handle) */
 	struct tsr_io *io;      /* the owning thread's io */
 	uint64_t stream;        /* the only stream accepted */
 	uint64_t epoch;         /* highest source epoch seen; lower ones are stale */
 	uint64_t applied;       /* every frame up to this seq completed on the store */
 	uint64_t inflight_seq;  /* seq of the frame in the store now (0: none; BARRIER: 0) */
+	bool consistent;        /* the volume equals a prefix of the history */
+	uint8_t inflight_op;    /* opcode of the frame in flight */
 	bool busy;              /* a frame is being applied */
 	bool broken;            /* a store error: the extent may be half written */
 	tsr_cb cb_fn;           /* the in-flight frame's callback */
@@ -29,13 +32,14 @@ int tsr_site_target_create(const struct tsr_site_target_opts *opts,
 {
 	struct tsr_site_target *t;
 
-	if (opts == NULL || opts->svol == NULL || opts->io == NULL || opts->stream == 0 ||
+	if (opts == NULL || opts->vol == NULL || opts->io == NULL || opts->stream == 0 ||
 	    out == NULL)
 		return -EINVAL;
 	t = calloc(1, sizeof(*t));
 	if (t == NULL)
 		return -ENOMEM;
-	t->svol = opts->svol;
+	t->vol = opts->vol;
+	t->consistent = opts->consistent;
 	t->io = opts->io;
 	t->stream = opts->stream;
 	t->epoch = opts->epoch;
@@ -57,6 +61,10 @@ static void applied_cb(void *arg, int status)
 	if (status == 0) {
 		if (t->inflight_seq)
 			t->applied = t->inflight_seq;
+		if (t->inflight_op == TSR_SITE_SYNC_BEGIN)
+			t->consistent = false;
+		else if (t->inflight_op == TSR_SITE_SYNC_END)
+			t->consistent = true;
 	} else if (t->inflight_seq) {
 		tsr_error("site target: stream %llu seq %llu: %s; the stream stops here",
 			  (unsigned long long)t->stream, (unsigned long long)t->inflight_seq,
@@ -82,6 +90,8 @@ static int check(const struct tsr_site_target *t, const struct tsr_site_hdr *h,
 	case TSR_SITE_WRITE:
 	case TSR_SITE_ZERO:
 	case TSR_SITE_SNAPSHOT:
+	case TSR_SITE_SYNC_BEGIN:
+	case TSR_SITE_SYNC_END:
 		if (h->seq != t->applied + 1)
 			return -EILSEQ;
 		break;
@@ -104,8 +114,8 @@ static int check(const struct tsr_site_target *t, const struct tsr_site_hdr *h,
 			return -EINVAL;
 	}
 	if ((h->opcode == TSR_SITE_WRITE || h->opcode == TSR_SITE_ZERO) &&
-	    (h->offset > tsr_svol_size(t->svol) ||
-	     h->length > tsr_svol_size(t->svol) - h->offset))
+	    (h->offset > tsr_vol_size(t->vol) ||
+	     h->length > tsr_vol_size(t->vol) - h->offset))
 		return -ENOSPC;
 	return 0;
 }
@@ -121,17 +131,18 @@ int tsr_site_target_apply(struct tsr_site_target *t, const struct tsr_site_hdr *
 	t->cb_fn = cb_fn;
 	t->cb_arg = cb_arg;
 	t->inflight_seq = hdr->opcode == TSR_SITE_BARRIER ? 0 : hdr->seq;
+	t->inflight_op = hdr->opcode;
 	switch (hdr->opcode) {
 	case TSR_SITE_WRITE:
-		ret = tsr_svol_write(t->svol, t->io, hdr->offset, hdr->length, payload, 0,
-				     applied_cb, t);
+		ret = tsr_vol_write(t->vol, t->io, hdr->offset, hdr->length, payload,
+				    TSR_WRITE_REPL, applied_cb, t);
 		break;
 	case TSR_SITE_ZERO:
-		ret = tsr_svol_write_zeroes(t->svol, t->io, hdr->offset, hdr->length, 0,
-					    applied_cb, t);
+		ret = tsr_vol_write_zeroes(t->vol, t->io, hdr->offset, hdr->length,
+					   TSR_WRITE_REPL, applied_cb, t);
 		break;
-	default: /* BARRIER: what is applied becomes durable */
-		ret = tsr_svol_flush(t->svol, t->io, applied_cb, t);
+	default: /* BARRIER, SYNC_*: what is applied becomes durable */
+		ret = tsr_vol_flush(t->vol, t->io, applied_cb, t);
 		break;
 	}
 	if (ret) { /* the store refused before doing anything: cb never fires */
@@ -147,6 +158,16 @@ int tsr_site_target_apply(struct tsr_site_target *t, const struct tsr_site_hdr *
 uint64_t tsr_site_target_applied(const struct tsr_site_target *t)
 {
 	return t->applied;
+}
+
+bool tsr_site_target_consistent(const struct tsr_site_target *t)
+{
+	return t->consistent;
+}
+
+void tsr_site_target_set_inconsistent(struct tsr_site_target *t)
+{
+	t->consistent = false;
 }
 
 void tsr_site_target_ack(const struct tsr_site_target *t, struct tsr_site_hdr *out)

@@ -24,9 +24,16 @@
  * tsr_volset_snap runs a snapshot request through the gate of a volume's
  * layout (layout.c) on its home worker and waits on a condition variable:
  * the control thread blocks for the few ms of the cut.
+ *
+ * Geo-replication taps (tsr_vol_set_hooks): while hooks are installed, each
+ * host write, zero and trim carries a small context (recycled on the home
+ * worker, no lock) so that its completion reports to the hooks before the
+ * host's callback runs; the write fence (an atomic int) refuses host writes
+ * on a replication target or a demoted former primary.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,6 +53,21 @@ struct tsr_vol {
 	bool local;                /* opened by tsr_vol_get (a local layout), not registered */
 	bool snapshot;             /* "VOL@SNAP": read-only, no home */
 	struct tsr_vol *next;      /* set->attached list; guarded by set->lock */
+	/* geo-replication taps (home worker only, see tsr_vol_set_hooks) */
+	struct tsr_vol_hooks hooks; /* on_write NULL: none installed */
+	struct tap_req *free_taps;  /* recycled tap contexts (home worker only) */
+	_Atomic int write_fence;    /* 0, or the error host writes fail with */
+};
+
+/* One host write/zero/trim in flight while hooks are installed. */
+struct tap_req {
+	struct tsr_vol *vol;
+	bool zero;                 /* write_zeroes or trim: on_zero */
+	uint64_t offset, len;
+	const void *buf;           /* the host's, valid until its cb */
+	tsr_cb cb_fn;
+	void *cb_arg;
+	struct tap_req *next;      /* vol->free_taps */
 };
 
 struct tsr_volset {
@@ -278,6 +300,12 @@ void tsr_vol_put(struct tsr_vol *vol)
 	unlink_locked(vol);
 	pthread_mutex_unlock(&set->lock);
 	tsr_layout_destroy(vol->layout);
+	while (vol->free_taps) {
+		struct tap_req *t = vol->free_taps;
+
+		vol->free_taps = t->next;
+		free(t);
+	}
 	free(vol);
 }
 
@@ -398,10 +426,101 @@ int tsr_vol_read(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint32
 	return tsr_layout_read(vol->layout, io, offset, len, buf, cb_fn, cb_arg);
 }
 
+/* ---- replication taps and the write fence ---- */
+
+int tsr_vol_set_hooks(struct tsr_vol *vol, const struct tsr_vol_hooks *h)
+{
+	if (h != NULL && vol->hooks.on_write != NULL)
+		return -EBUSY;
+	if (h == NULL)
+		memset(&vol->hooks, 0, sizeof(vol->hooks));
+	else
+		vol->hooks = *h;
+	return 0;
+}
+
+void tsr_vol_set_write_fence(struct tsr_vol *vol, int err)
+{
+	atomic_store(&vol->write_fence, err);
+}
+
+int tsr_vol_write_fence(const struct tsr_vol *vol)
+{
+	return atomic_load(&vol->write_fence);
+}
+
+static void tap_done(void *arg, int status)
+{
+	struct tap_req *t = arg;
+	struct tsr_vol *vol = t->vol;
+	tsr_cb cb_fn = t->cb_fn;
+	void *cb_arg = t->cb_arg;
+
+	/* the hooks see it before the host does: log order is ack order */
+	if (status == 0 && vol->hooks.on_write != NULL) {
+		if (t->zero)
+			vol->hooks.on_zero(vol->hooks.arg, t->offset, t->len);
+		else
+			vol->hooks.on_write(vol->hooks.arg, t->offset, (uint32_t)t->len, t->buf);
+	}
+	t->next = vol->free_taps;
+	vol->free_taps = t;
+	cb_fn(cb_arg, status);
+}
+
+/* A tap context for a host write, or NULL when none is needed (no hooks, or
+ * a replication write).  *err: -ENOMEM when one was needed and not had. */
+static struct tap_req *tap_get(struct tsr_vol *vol, unsigned flags, bool zero, uint64_t offset,
+			       uint64_t len, const void *buf, tsr_cb cb_fn, void *cb_arg, int *err)
+{
+	struct tap_req *t;
+
+	*err = 0;
+	if (vol->hooks.on_write == NULL || (flags & TSR_WRITE_REPL))
+		return NULL;
+	t = vol->free_taps;
+	if (t != NULL)
+		vol->free_taps = t->next;
+	else if ((t = malloc(sizeof(*t))) == NULL) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	*t = (struct tap_req){ .vol = vol, .zero = zero, .offset = offset, .len = len,
+			       .buf = buf, .cb_fn = cb_fn, .cb_arg = cb_arg };
+	return t;
+}
+
+static void tap_put_back(struct tap_req *t)
+{
+	t->next = t->vol->free_taps;
+	t->vol->free_taps = t;
+}
+
+static int fence_check(const struct tsr_vol *vol, unsigned flags)
+{
+	if (flags & TSR_WRITE_REPL)
+		return 0;
+	return atomic_load_explicit(&vol->write_fence, memory_order_relaxed);
+}
+
 int tsr_vol_write(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint32_t len,
 		  const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
 {
-	return tsr_layout_write(vol->layout, io, offset, len, buf, flags, cb_fn, cb_arg);
+	struct tap_req *t;
+	int ret = fence_check(vol, flags);
+
+	if (ret)
+		return ret;
+	t = tap_get(vol, flags, false, offset, len, buf, cb_fn, cb_arg, &ret);
+	if (ret)
+		return ret;
+	flags &= ~TSR_WRITE_REPL;
+	if (t == NULL)
+		return tsr_layout_write(vol->layout, io, offset, len, buf, flags, cb_fn, cb_arg);
+	ret = tsr_layout_write(vol->layout, io, offset, len, buf, flags, tap_done, t);
+	if (ret)
+		tap_put_back(t);
+	return ret;
 }
 
 int tsr_vol_flush(struct tsr_vol *vol, struct tsr_io *io, tsr_cb cb_fn, void *cb_arg)
@@ -409,16 +528,49 @@ int tsr_vol_flush(struct tsr_vol *vol, struct tsr_io *io, tsr_cb cb_fn, void *cb
 	return tsr_layout_flush(vol->layout, io, cb_fn, cb_arg);
 }
 
+int tsr_vol_trim_flags(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint64_t len,
+		       unsigned flags, tsr_cb cb_fn, void *cb_arg)
+{
+	struct tap_req *t;
+	int ret = fence_check(vol, flags);
+
+	if (ret)
+		return ret;
+	t = tap_get(vol, flags, true, offset, len, NULL, cb_fn, cb_arg, &ret);
+	if (ret)
+		return ret;
+	if (t == NULL)
+		return tsr_layout_trim(vol->layout, io, offset, len, cb_fn, cb_arg);
+	ret = tsr_layout_trim(vol->layout, io, offset, len, tap_done, t);
+	if (ret)
+		tap_put_back(t);
+	return ret;
+}
+
 int tsr_vol_trim(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint64_t len,
 		 tsr_cb cb_fn, void *cb_arg)
 {
-	return tsr_layout_trim(vol->layout, io, offset, len, cb_fn, cb_arg);
+	return tsr_vol_trim_flags(vol, io, offset, len, 0, cb_fn, cb_arg);
 }
 
 int tsr_vol_write_zeroes(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset,
 			 uint64_t len, unsigned flags, tsr_cb cb_fn, void *cb_arg)
 {
-	return tsr_layout_write_zeroes(vol->layout, io, offset, len, flags, cb_fn, cb_arg);
+	struct tap_req *t;
+	int ret = fence_check(vol, flags);
+
+	if (ret)
+		return ret;
+	t = tap_get(vol, flags, true, offset, len, NULL, cb_fn, cb_arg, &ret);
+	if (ret)
+		return ret;
+	flags &= ~TSR_WRITE_REPL;
+	if (t == NULL)
+		return tsr_layout_write_zeroes(vol->layout, io, offset, len, flags, cb_fn, cb_arg);
+	ret = tsr_layout_write_zeroes(vol->layout, io, offset, len, flags, tap_done, t);
+	if (ret)
+		tap_put_back(t);
+	return ret;
 }
 
 int tsr_vol_block_status(struct tsr_vol *vol, uint64_t offset, uint64_t len,

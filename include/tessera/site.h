@@ -34,7 +34,12 @@
  *                layout (L, 1..31: "replicas:R" R 1..8, or "ec:K+M" K 1..16,
  *                M 1..4).  R: same stream, offset 0, length 0, seq = the
  *                applied-through seq the target holds for the stream (where
- *                the source resumes).
+ *                the source resumes); flag TSR_SITE_F_REPLAY when the target
+ *                restarted without a clean close: frames after seq may be
+ *                partly on its disk, so it is not consistent until the source
+ *                has re-sent everything it had sent before and then SYNC_END.
+ *                A volume promoted at the target refuses VOLUME_OPEN with
+ *                ERROR -ESTALE: the source is demoted.
  *   WRITE        stream, seq, offset (4 KiB aligned), length (4 KiB multiple,
  *                1..TSR_SITE_MAX_DATA), payload = length data bytes.
  *   ZERO         stream, seq, offset, length (4 KiB aligned, > 0); no payload.
@@ -44,11 +49,19 @@
  *                seq is applied and durable; offset 0, length 0.
  *   ACK          target: stream, seq = applied and durable through seq (may
  *                come unasked); offset 0, length 0.
+ *   SYNC_BEGIN   source: stream, seq (next number), offset 0, length 0: the
+ *                frames that follow until SYNC_END re-copy regions (an
+ *                initial copy, or a delta after the log overflowed); the
+ *                target is not a prefix of the history until SYNC_END is
+ *                applied, and says so (consistent = false, persisted).
+ *   SYNC_END     source: stream, seq (next number), offset 0, length 0:
+ *                once applied the target equals a prefix of the history
+ *                again (consistent = true).  Also ends a replay (below).
  *   ERROR        either side: stream and seq of the refused frame (0 when
  *                none), offset 0; payload 8+M: u32 code (an errno, 1..4095),
  *                u16 M (0..TSR_SITE_ERRMSG_MAX), u16 reserved 0, message (M
  *                printable ASCII bytes, no NUL).
- * Sequence rule: WRITE, ZERO and SNAPSHOT each take the next number of their
+ * Sequence rule: WRITE, ZERO, SNAPSHOT, SYNC_BEGIN and SYNC_END each take the next number of their
  * stream, starting at 1 (0 is never used); the target applies them only in
  * order, refuses a duplicate or a gap (ERROR -EILSEQ) and changes nothing.
  * Every received header goes through tsr_site_hdr_parse(), every payload
@@ -65,6 +78,8 @@
 #include "tessera/common.h"
 #include "tessera/io.h"
 #include "tessera/store.h"
+
+struct ev_loop;
 
 #define TSR_SITE_MAGIC 0x53525354u /* little endian "TSRS" */
 #define TSR_SITE_VERSION 1u
@@ -83,13 +98,17 @@ enum tsr_site_op {
 	TSR_SITE_BARRIER = 6,
 	TSR_SITE_ACK = 7,
 	TSR_SITE_ERROR = 8,
+	TSR_SITE_SYNC_BEGIN = 9,
+	TSR_SITE_SYNC_END = 10,
 };
 
 #define TSR_SITE_F_REPLY 0x01u
+#define TSR_SITE_F_REPLAY 0x02u /* VOLUME_OPEN reply only: see above */
 
 struct tsr_site_hdr {
 	uint8_t opcode;       /* enum tsr_site_op */
-	uint8_t flags;        /* TSR_SITE_F_REPLY only on HELLO / VOLUME_OPEN */
+	uint8_t flags;        /* TSR_SITE_F_REPLY only on HELLO / VOLUME_OPEN;
+			       * TSR_SITE_F_REPLAY only on a VOLUME_OPEN reply */
 	uint64_t stream;      /* 0 only for HELLO (and ERROR about no stream) */
 	uint64_t seq;         /* see the sequence rule above */
 	uint64_t offset;      /* 4 KiB aligned for WRITE / ZERO / VOLUME_OPEN size */
@@ -235,13 +254,14 @@ long tsr_site_tls_verify_error(const struct tsr_site_tls *t);
 struct tsr_site_target;
 
 struct tsr_site_target_opts {
-	struct tsr_svol *svol; /* the target volume; a reference stays the caller's */
+	struct tsr_vol *vol;   /* the target volume (written with TSR_WRITE_REPL); the caller's handle */
 	struct tsr_io *io;     /* the owning thread's io; completions run from its poll */
 	uint64_t stream;       /* frames of another stream are refused */
 	uint64_t epoch;        /* lowest source epoch accepted (raised by newer frames) */
 	uint64_t applied;      /* applied-through seq to resume from (0: a new stream) */
+	bool consistent;       /* the volume equals a prefix of the history now */
 };
-/* Errors: -EINVAL missing svol/io or stream 0, -ENOMEM. */
+/* Errors: -EINVAL missing vol/io or stream 0, -ENOMEM. */
 int tsr_site_target_create(const struct tsr_site_target_opts *opts,
 			   struct tsr_site_target **out);
 /* No apply may be in flight.  NULL ok. */
@@ -251,11 +271,13 @@ void tsr_site_target_destroy(struct tsr_site_target *t);
  * Apply one frame: hdr from tsr_site_hdr_parse, payload its payload_len
  * bytes (WRITE: TSR_BLOCK_SIZE aligned, the caller's until cb; its data_crc
  * is checked here).  WRITE and ZERO change the volume; BARRIER flushes it
- * (then the caller sends the ACK of tsr_site_target_ack).
+ * (then the caller sends the ACK of tsr_site_target_ack); SYNC_BEGIN clears
+ * consistent and SYNC_END sets it (both after a flush, so that the caller
+ * may persist the state once cb fired).
  * Async contract: returns 0 and cb_fn fires exactly once (from io's poll)
  * with 0 or -errno (-EIO, -ENOSPC from the store), or returns -errno and
  * cb_fn never fires and nothing changed:
- *   -EILSEQ   WRITE/ZERO/SNAPSHOT seq != applied+1, or BARRIER seq > applied
+ *   -EILSEQ   WRITE/ZERO/SNAPSHOT/SYNC_* seq != applied+1, or BARRIER seq > applied
  *   -ESTALE   epoch below the stream's
  *   -EBADMSG  WRITE payload does not match data_crc
  *   -EPROTO   another stream, or an opcode that is not applied (HELLO, ...)
@@ -268,6 +290,12 @@ int tsr_site_target_apply(struct tsr_site_target *t, const struct tsr_site_hdr *
 			  const void *payload, tsr_cb cb_fn, void *cb_arg);
 /* Applied-through seq (every frame up to it completed on the store). */
 uint64_t tsr_site_target_applied(const struct tsr_site_target *t);
+/* The volume equals a prefix of the source's history (no SYNC_BEGIN open,
+ * no replay pending). */
+bool tsr_site_target_consistent(const struct tsr_site_target *t);
+/* The caller learned that the volume may hold frames past applied (an
+ * unclean restart): consistent stays false until SYNC_END is applied. */
+void tsr_site_target_set_inconsistent(struct tsr_site_target *t);
 /* The ACK header to send now (seq = applied-through, the stream's epoch). */
 void tsr_site_target_ack(const struct tsr_site_target *t, struct tsr_site_hdr *out);
 
@@ -312,5 +340,187 @@ int tsr_site_tx_start(struct tsr_site_tx *tx, const struct tsr_site_hdr *h,
 		      const void *payload);
 /* 1: all sent; -EAGAIN; the transport's errors. */
 int tsr_site_tx_poll(struct tsr_site_tx *tx, struct tsr_site_tls *t);
+
+/* ---- source side: one replicated volume's stream (engine/site/site_source.c) ----
+ *
+ * Runs on the source volume's home worker, shared-nothing: the volume's
+ * replication taps (tsr_vol_set_hooks) append every acknowledged write to an
+ * in-memory ordered log (sequence, extent, a copy of the data) in
+ * acknowledgment order, and the same thread ships the log over one TLS
+ * connection to the target site, frees entries once ACKed, and keeps at most
+ * log_max_bytes of data.  Past that bound (a slow or dead link) the log
+ * turns into a dirty-region bitmap: writes go on at full speed and only mark
+ * regions; when the link is back, the regions are re-read from the live
+ * volume and shipped between SYNC_BEGIN and SYNC_END while new writes are
+ * logged again (ARCHITECTURE.md "Geo-replication" says why live reads plus
+ * the log give a prefix at SYNC_END).  A new replication starts the same way
+ * with every allocated extent dirty (initial copy).
+ *
+ * Connection: non-blocking connect + TLS (tsr_site_tls_*) + HELLO +
+ * VOLUME_OPEN; the reply's seq is where the target is; the source resends
+ * from there what its log still holds (or, when it cannot, a full delta of
+ * its dirty regions).  A lost connection retries every retry_ms.  A BARRIER
+ * goes out every barrier_ms (and after each SYNC_END); ACKs free the log.
+ * An ERROR -ESTALE to VOLUME_OPEN (the target was promoted) demotes the
+ * source: it fences host writes of the volume with -EROFS, stops shipping,
+ * and calls on_demoted once.
+ */
+struct tsr_site_source;
+struct tsr_vol;
+struct tsr_worker;
+
+enum tsr_site_state {
+	TSR_SITE_CONNECTING = 1, /* no session yet (or retrying after a loss) */
+	TSR_SITE_SYNCING,        /* shipping regions between SYNC_BEGIN and SYNC_END */
+	TSR_SITE_STREAMING,      /* shipping the log; target consistent through acked */
+	TSR_SITE_BEHIND,         /* log overflowed: regions marked, link down or slow */
+	TSR_SITE_PAUSED,         /* tsr_site_source_pause */
+	TSR_SITE_SPLIT,          /* demoted: the target was promoted; nothing ships */
+};
+const char *tsr_site_state_name(enum tsr_site_state st); /* "syncing", ... */
+
+struct tsr_site_source_opts {
+	struct tsr_vol *vol;          /* source volume; the source takes its own handle */
+	struct tsr_worker *worker;    /* vol's home worker (tsr_vol_home); everything runs there */
+	struct tsr_site_tls_ctx *tls; /* client context (server = false); outlives the source */
+	const char *address;          /* target site's listener "HOST:PORT" (IPv4 or name) */
+	const char *peer_name;        /* name the target's certificate must carry */
+	const char *site;             /* our site name (HELLO) */
+	const char *cluster;          /* our cluster id (HELLO) */
+	const char *target_volume;    /* volume name at the target */
+	const char *target_layout;    /* "replicas:R" | "ec:K+M" */
+	uint64_t stream;              /* non-zero, stable for this replication */
+	uint64_t epoch;               /* replication epoch sent in every frame */
+	bool initial_copy;            /* start with every allocated extent dirty (new
+				       * replication, or a source restart: the log is gone) */
+	uint64_t log_max_bytes;       /* data bytes the log may hold; 0: 256 MiB */
+	uint32_t region_size;         /* dirty bitmap granularity, power of 2 >= 4 KiB; 0: 64 KiB */
+	uint64_t max_bps;             /* bandwidth cap in bytes/s of payload; 0: none */
+	unsigned barrier_ms;          /* 0: 100 */
+	unsigned retry_ms;            /* 0: 1000 */
+	/* Called once on the worker when the target refused us as stale
+	 * (promoted there); may be NULL. */
+	void (*on_demoted)(void *arg, const char *why);
+	void *cb_arg;
+};
+/*
+ * Start replicating: installs the volume's hooks on the worker and begins
+ * connecting.  Any thread (control); returns when the hooks are installed,
+ * so every write acknowledged after the return is in the log.  Errors:
+ * -EINVAL a missing option, -EBUSY the volume already has hooks, -ENOMEM.
+ */
+int tsr_site_source_start(const struct tsr_site_source_opts *opts,
+			  struct tsr_site_source **out);
+/* Remove the hooks, close the connection (a clean close), free.  Control
+ * thread only (waits for the worker).  NULL ok. */
+void tsr_site_source_stop(struct tsr_site_source *s);
+/* Stop shipping (the log fills then overflows to the bitmap) / go on. */
+void tsr_site_source_pause(struct tsr_site_source *s, bool paused);
+
+struct tsr_site_source_stats {
+	enum tsr_site_state state;
+	uint64_t next_seq;        /* next wire seq to assign */
+	uint64_t sent_seq;        /* highest wire seq sent on the current session */
+	uint64_t acked_seq;       /* highest seq the target ACKed (durable there) */
+	uint64_t log_entries;     /* entries held (not yet ACKed) */
+	uint64_t log_bytes;       /* data bytes held */
+	uint64_t lag_bytes;       /* bytes acknowledged here and not ACKed there */
+	double lag_sec;           /* age of the oldest entry not ACKed (0 when none) */
+	uint64_t dirty_bytes;     /* bytes of marked regions still to ship */
+	uint64_t sync_total_bytes, sync_done_bytes; /* current SYNC (0 when none) */
+	uint64_t bytes_shipped;   /* payload bytes sent since start (all frames) */
+	uint64_t region_bytes_shipped; /* of which region re-copies (initial + delta) */
+	uint64_t frames_shipped;
+	uint64_t overflows;       /* times the log turned into the bitmap */
+	uint64_t reconnects;      /* sessions started after the first */
+	double rate_bps;          /* payload bytes/s over the last few seconds */
+	double eta_sec;           /* to ship what is behind at rate_bps; 0 when none */
+	char last_error[160];     /* the last session's failure, "" when none */
+};
+/* A consistent copy of the counters.  Any thread (a small per-source
+ * mutex, taken by the worker at most once per loop pass). */
+void tsr_site_source_stats(struct tsr_site_source *s, struct tsr_site_source_stats *out);
+
+/* ---- target side: the site listener's sessions (engine/site/site_server.c) ----
+ *
+ * Accepts TLS connections from source sites (any certificate chaining to
+ * the configured CA), one stream per connection.  After HELLO and
+ * VOLUME_OPEN the session moves to the target volume's home worker and
+ * applies frames there through tsr_site_target, sends an ACK after each
+ * BARRIER (and at least every 100 ms while applying), and persists its
+ * stream state in DIR/<state_dir>/<volume>.state at each ACK (below).
+ *
+ * State file (one 4 KiB block, O_DIRECT + FUA through the worker's io,
+ * little endian):
+ *   off size field
+ *    0   4   magic "TSST"        4  4  version 1
+ *    8   8   stream             16  8  epoch (highest seen)
+ *   24   8   applied            32  4  flags: 1 consistent, 2 clean close,
+ *                                          4 promoted
+ *   36  64   source site (NUL padded)   100 64 source cluster
+ *  164  64   volume name        228  4  reserved 0
+ *  ... zero ...                4092  4  CRC32C of bytes 0..4091
+ * A file that fails its checks is refused with a log line (the volume is
+ * then not served as a target until an operator acts).
+ */
+struct tsr_site_server;
+
+struct tsr_site_server_ops {
+	/*
+	 * Find or create (size bytes, layout o->parsed) the target volume named
+	 * in o, attached on this node with host writes fenced (-EROFS), and
+	 * return a handle in *out (the server puts it).  Runs on the control
+	 * thread (it may block on cluster operations).  Errors go back to the
+	 * source as ERROR: -EEXIST a volume of that name that is no replication
+	 * target of this stream, -EINVAL a bad layout, -ENOSPC, others.
+	 */
+	int (*open_volume)(void *arg, const struct tsr_site_hello *from,
+			   const struct tsr_site_open *o, uint64_t size, uint64_t stream,
+			   struct tsr_vol **out);
+	void *arg;
+};
+
+struct tsr_site_server_opts {
+	struct tsr_site_tls_ctx *tls;           /* server context; outlives the server */
+	struct tsr_worker *const *workers;      /* handshake workers (round robin) */
+	unsigned n_workers;
+	const char *state_dir;                  /* directory of the state files (created) */
+	const char *site;                       /* our site name (HELLO) */
+	const char *cluster;                    /* our cluster id (HELLO) */
+	struct tsr_site_server_ops ops;
+	/* the control thread's libev loop: open_volume runs there */
+	struct ev_loop *loop;
+};
+/* Errors: -EINVAL, -ENOMEM, mkdir's. */
+int tsr_site_server_start(const struct tsr_site_server_opts *opts,
+			  struct tsr_site_server **out);
+/* Close every session (cleanly: the state files say so) and free.  Control thread. */
+void tsr_site_server_stop(struct tsr_site_server *s);
+/* A connection accepted by the caller (non-blocking; the server owns fd
+ * from here, also on error).  Control thread.  Errors: -ENOMEM, -ESHUTDOWN. */
+int tsr_site_server_accept(struct tsr_site_server *s, int fd);
+
+struct tsr_site_target_info {
+	char volume[TSR_SITE_NAME_MAX + 1];
+	char source_site[TSR_SITE_NAME_MAX + 1];
+	char source_cluster[TSR_SITE_NAME_MAX + 1];
+	uint64_t stream, epoch, applied;
+	bool connected;          /* a session is applying now */
+	bool consistent;
+	bool promoted;
+	uint64_t bytes_applied;  /* payload bytes since start */
+	double last_frame_age_sec; /* since the last frame applied (-1: none) */
+};
+/* The target volumes this node has state files for (control thread).
+ * Returns how many exist (may exceed max; fills min(max, that)). */
+size_t tsr_site_server_list(struct tsr_site_server *s, struct tsr_site_target_info *out,
+			    size_t max);
+/*
+ * Failover: end volume's stream for good (its session is closed, later
+ * VOLUME_OPENs get ERROR -ESTALE), write the state promoted, and lift the
+ * volume's write fence.  Control thread.  Errors: -ENOENT not a target here,
+ * -EBUSY not consistent (a SYNC was open) unless force, -EALREADY promoted.
+ */
+int tsr_site_server_promote(struct tsr_site_server *s, const char *volume, bool force);
 
 #endif

@@ -82,15 +82,51 @@ uint64_t tsr_vol_size(const struct tsr_vol *vol);
 int tsr_vol_read(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint32_t len,
 		 void *buf, tsr_cb cb_fn, void *cb_arg);
 int tsr_vol_write(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint32_t len,
-		  const void *buf, unsigned flags /* TSR_WRITE_FUA */, tsr_cb cb_fn,
+		  const void *buf, unsigned flags /* TSR_WRITE_FUA|TSR_WRITE_REPL */, tsr_cb cb_fn,
 		  void *cb_arg);
 int tsr_vol_flush(struct tsr_vol *vol, struct tsr_io *io, tsr_cb cb_fn, void *cb_arg);
 int tsr_vol_trim(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint64_t len,
 		 tsr_cb cb_fn, void *cb_arg);
+/* tsr_vol_trim with flags (TSR_WRITE_REPL only). */
+int tsr_vol_trim_flags(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint64_t len,
+		       unsigned flags, tsr_cb cb_fn, void *cb_arg);
 int tsr_vol_write_zeroes(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset,
-			 uint64_t len, unsigned flags /* TSR_WRITE_FUA|TSR_WRITE_NO_HOLE */,
+			 uint64_t len, unsigned flags /* TSR_WRITE_FUA|TSR_WRITE_NO_HOLE|TSR_WRITE_REPL */,
 			 tsr_cb cb_fn, void *cb_arg);
 int tsr_vol_block_status(struct tsr_vol *vol, uint64_t offset, uint64_t len,
 			 struct tsr_extent *ext, size_t max, size_t *count);
+
+/*
+ * Geo-replication taps on a volume (engine/site/, DESIGN.md "Geo-replication").
+ * Hooks see every host write, zero and trim that completed with status 0,
+ * on the volume's home worker, just before its acknowledgment: their call
+ * order is the host's acknowledgment order.  A hook must not block and must
+ * not issue I/O on the volume from inside the call (it may queue some).
+ * buf is only valid during the call.  Writes issued with TSR_WRITE_REPL skip
+ * the hooks and the read-only fence (the site target applying a stream).
+ */
+#define TSR_WRITE_REPL 0x100u /* from the replication stream: no hooks, past the fence */
+
+struct tsr_vol_hooks {
+	void (*on_write)(void *arg, uint64_t offset, uint32_t len, const void *buf);
+	/* write_zeroes and trim (both read back as zeros afterwards) */
+	void (*on_zero)(void *arg, uint64_t offset, uint64_t len);
+	void *arg;
+};
+/*
+ * Install (h != NULL) or remove (NULL) vol's hooks.  Only on vol's home
+ * worker (or, with no home, while no I/O runs).  Writes in flight when the
+ * hooks change report to the hooks present at their completion.
+ * Errors: -EBUSY other hooks are installed (remove them first).
+ */
+int tsr_vol_set_hooks(struct tsr_vol *vol, const struct tsr_vol_hooks *h);
+/*
+ * Fence host writes of vol: err 0 lets them through; -EROFS (a replication
+ * target, or a demoted former primary) fails every write, zero and trim
+ * without TSR_WRITE_REPL with err.  Any thread (an atomic store); a write
+ * already admitted completes.
+ */
+void tsr_vol_set_write_fence(struct tsr_vol *vol, int err);
+int tsr_vol_write_fence(const struct tsr_vol *vol);
 
 #endif

@@ -29,6 +29,7 @@
 #include <openssl/x509v3.h>
 
 #include "tessera/site.h"
+#include "tessera/vol.h"
 #include "../store/store_test.h"
 
 #define VOL_SIZE (4u << 20)
@@ -303,6 +304,8 @@ static void *dr_main(void *arg)
 	struct tsr_site_target *target = NULL;
 	struct tsr_store *store = NULL;
 	struct tsr_svol *v = NULL;
+	struct tsr_volset *set = NULL;
+	struct tsr_vol *vol = NULL;
 	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
 	struct tsr_site_tls *t;
 	struct tsr_site_rx rx;
@@ -327,8 +330,10 @@ static void *dr_main(void *arg)
 	assert_int_equal(tsr_store_open(g_store, NULL, &store), 0);
 	assert_int_equal(tsr_store_vol_create(store, open.volume, rx.hdr.offset, NULL), 0);
 	assert_int_equal(tsr_store_vol_open(store, open.volume, &v), 0);
+	assert_int_equal(tsr_volset_create(store, &set), 0);
+	assert_int_equal(tsr_vol_get(set, open.volume, &vol), 0);
 	assert_int_equal(tsr_site_target_create(&(struct tsr_site_target_opts){
-		.svol = v, .io = io, .stream = rx.hdr.stream, .epoch = rx.hdr.epoch}, &target), 0);
+		.vol = vol, .io = io, .stream = rx.hdr.stream, .epoch = rx.hdr.epoch}, &target), 0);
 	h = (struct tsr_site_hdr){.opcode = TSR_SITE_VOLUME_OPEN, .flags = TSR_SITE_F_REPLY,
 				  .stream = rx.hdr.stream, .epoch = rx.hdr.epoch,
 				  .seq = tsr_site_target_applied(target)};
@@ -360,6 +365,8 @@ static void *dr_main(void *arg)
 		}
 	}
 	tsr_site_target_destroy(target);
+	tsr_vol_put(vol);
+	tsr_volset_destroy(set);
 	tsr_site_tls_free(t);
 	shutdown(d->fd, SHUT_RDWR);
 	tsr_site_rx_fini(&rx);

@@ -52,7 +52,7 @@ static struct tsr_site_hdr valid_hdr(uint8_t op)
 		h.length = 8 + 4;
 		h.data_crc = 0x01020304;
 		break;
-	default: /* BARRIER, ACK */
+	default: /* BARRIER, ACK, SYNC_BEGIN, SYNC_END */
 		break;
 	}
 	return h;
@@ -72,7 +72,7 @@ static void test_hdr_roundtrip(void **state)
 	uint8_t op;
 
 	(void)state;
-	for (op = TSR_SITE_HELLO; op <= TSR_SITE_ERROR; op++) {
+	for (op = TSR_SITE_HELLO; op <= TSR_SITE_SYNC_END; op++) {
 		struct tsr_site_hdr h = valid_hdr(op), out;
 		uint32_t want_payload = (op == TSR_SITE_ZERO || op == TSR_SITE_BARRIER ||
 					 op == TSR_SITE_ACK) ? 0 : h.length;
@@ -180,7 +180,7 @@ static void test_hdr_bad_bytes(void **state)
 	}
 	/* unknown opcodes */
 	for (i = 0; i < 256; i++) {
-		if (i >= TSR_SITE_HELLO && i <= TSR_SITE_ERROR)
+		if (i >= TSR_SITE_HELLO && i <= TSR_SITE_SYNC_END)
 			continue;
 		memcpy(buf, good, sizeof(buf));
 		buf[5] = (uint8_t)i;

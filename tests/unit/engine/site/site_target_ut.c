@@ -20,6 +20,8 @@
 #include <cmocka.h>
 
 #include "tessera/site.h"
+#include "tessera/vol.h"
+#include "tessera/vol.h"
 #include "../store/store_test.h"
 
 #define VOL_SIZE (1u << 20) /* 256 blocks */
@@ -30,6 +32,8 @@ struct env {
 	struct tsr_store *store;
 	struct tsr_io *io;
 	struct tsr_svol *v;
+	struct tsr_volset *set;
+	struct tsr_vol *vol;     /* the target writes through the volume layer */
 	struct tsr_site_target *t;
 	uint8_t *data;   /* 64 KiB aligned: frames' payloads */
 	uint8_t *before; /* the whole volume, as read before a refused frame */
@@ -45,7 +49,8 @@ static int setup(void **state)
 		return -1;
 	if (tsr_store_open(e->dir, NULL, &e->store) ||
 	    tsr_store_vol_create(e->store, "dr-vol", VOL_SIZE, NULL) ||
-	    tsr_store_vol_open(e->store, "dr-vol", &e->v))
+	    tsr_store_vol_open(e->store, "dr-vol", &e->v) ||
+	    tsr_volset_create(e->store, &e->set) || tsr_vol_get(e->set, "dr-vol", &e->vol))
 		return -1;
 	e->io = make_io(TSR_IO_AUTO, NULL);
 	e->data = tsr_alloc_aligned(64 * 1024);
@@ -53,7 +58,7 @@ static int setup(void **state)
 	e->after = tsr_alloc_aligned(VOL_SIZE);
 	if (e->io == NULL || e->data == NULL || e->before == NULL || e->after == NULL)
 		return -1;
-	o.svol = e->v;
+	o.vol = e->vol;
 	o.io = e->io;
 	if (tsr_site_target_create(&o, &e->t))
 		return -1;
@@ -66,6 +71,8 @@ static int teardown(void **state)
 	struct env *e = *state;
 
 	tsr_site_target_destroy(e->t);
+	tsr_vol_put(e->vol);
+	tsr_volset_destroy(e->set);
 	tsr_svol_put(e->v);
 	tsr_io_destroy(e->io);
 	tsr_store_close(e->store);
@@ -266,7 +273,7 @@ static void test_busy(void **state)
 static void test_resume(void **state)
 {
 	struct env *e = *state;
-	struct tsr_site_target_opts o = {.svol = e->v, .io = e->io, .stream = STREAM,
+	struct tsr_site_target_opts o = {.vol = e->vol, .io = e->io, .stream = STREAM,
 					 .epoch = 5, .applied = 10};
 	struct tsr_site_hdr h;
 
@@ -287,7 +294,7 @@ static void test_resume(void **state)
 static void test_io_error(void **state)
 {
 	struct env *e = *state;
-	struct tsr_site_target_opts o = {.svol = e->v, .stream = STREAM, .epoch = 5};
+	struct tsr_site_target_opts o = {.vol = e->vol, .stream = STREAM, .epoch = 5};
 	struct tsr_io *bad = make_io(TSR_IO_AUTO, "write:1+:fail=EIO");
 	struct tsr_site_target *t = NULL;
 	struct tsr_site_hdr h;
