@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -232,13 +233,17 @@ int tsr_site_tls_new(struct tsr_site_tls_ctx *ctx, int fd, const char *peer_name
 	struct tsr_site_tls *t;
 	BIO *bio;
 
-	if (ctx == NULL || fd < 0 || peer_name == NULL || *peer_name == '\0' ||
-	    strlen(peer_name) >= sizeof(t->peer) || out == NULL)
+	bool any_name; /* a server may accept any peer chaining to the CA */
+
+	if (ctx == NULL || fd < 0 || out == NULL)
+		return -EINVAL;
+	any_name = peer_name == NULL || *peer_name == '\0';
+	if ((any_name && !ctx->server) || (!any_name && strlen(peer_name) >= sizeof(t->peer)))
 		return -EINVAL;
 	t = calloc(1, sizeof(*t));
 	if (t == NULL)
 		return -ENOMEM;
-	strcpy(t->peer, peer_name);
+	snprintf(t->peer, sizeof(t->peer), "%s", any_name ? "a peer site" : peer_name);
 	t->server = ctx->server;
 	t->want = POLLIN;
 	t->ssl = SSL_new(ctx->ssl_ctx);
@@ -249,7 +254,7 @@ int tsr_site_tls_new(struct tsr_site_tls_ctx *ctx, int fd, const char *peer_name
 		goto nomem;
 	SSL_set_bio(t->ssl, bio, bio); /* one reference, owned by ssl */
 	SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-	if (SSL_set1_host(t->ssl, peer_name) != 1)
+	if (!any_name && SSL_set1_host(t->ssl, peer_name) != 1)
 		goto nomem;
 	if (t->server) {
 		SSL_set_accept_state(t->ssl);

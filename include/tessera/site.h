@@ -211,8 +211,9 @@ void tsr_site_tls_ctx_destroy(struct tsr_site_tls_ctx *ctx); /* NULL ok; after i
 /*
  * A TLS connection over fd (connected or accepted; non-blocking; stays the
  * caller's: tsr_site_tls_free does not close it).  peer_name: the name the
- * other side's certificate must carry (its site's host name).
- * Errors: -EINVAL, -ENOMEM.
+ * other side's certificate must carry (its site's host name); on a server
+ * context NULL or "" accepts any certificate chaining to the CA (a target
+ * serving several source sites).  Errors: -EINVAL, -ENOMEM.
  */
 int tsr_site_tls_new(struct tsr_site_tls_ctx *ctx, int fd, const char *peer_name,
 		     struct tsr_site_tls **out);
