@@ -7,6 +7,8 @@
  * a standalone node's output is unchanged.  Snapshots, clones and diffs:
  * the snapshots table is the same in `volume show` and `snapshot list`; a
  * diff is offset/length pairs in bytes (JSON) or a table with a total (text).
+ * Geo-replication: sites as a table; a replicated volume as a detailed view
+ * (state, RPO lag, throughput, ETA, sync progress) or one row per volume.
  */
 #include <inttypes.h>
 #include <limits.h>
@@ -684,4 +686,206 @@ void cli_print_cluster(const Tessera__Admin__ClusterStatus *s)
 	       cli_fmt_size(s->capacity, cap, sizeof(cap)),
 	       cli_fmt_size(s->provisioned, prov, sizeof(prov)),
 	       s->capacity ? cli_percent(s->provisioned, s->capacity) : 0);
+}
+
+/* ---- geo-replication: sites and replicated volumes -------------------- */
+
+json_t *cli_site_json(const Tessera__Admin__Site *s)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i}", "name", s->name,
+			 "address", s->address, "ca", s->ca, "cert", s->cert, "key", s->key,
+			 "peer_name", s->peer_name, "volumes", (int)s->volumes);
+}
+
+/* Flat, every field of the proto's Replication under its own name. */
+json_t *cli_replication_json(const Tessera__Admin__Replication *r)
+{
+	json_t *j;
+
+	j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I}",
+		      "volume", r->volume, "role", r->role, "site", r->site, "state", r->state,
+		      "target_volume", r->target_volume, "target_layout", r->target_layout,
+		      "group", r->group, "stream", (json_int_t)r->stream,
+		      "epoch", (json_int_t)r->epoch, "acked_seq", (json_int_t)r->acked_seq,
+		      "next_seq", (json_int_t)r->next_seq,
+		      "applied_seq", (json_int_t)r->applied_seq);
+	if (j)
+		json_object_update_new(j, json_pack("{s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
+						    " s:I, s:f, s:f, s:s, s:b, s:b, s:s}",
+			"lag_sec", r->lag_sec, "lag_bytes", (json_int_t)r->lag_bytes,
+			"dirty_bytes", (json_int_t)r->dirty_bytes,
+			"sync_total_bytes", (json_int_t)r->sync_total_bytes,
+			"sync_done_bytes", (json_int_t)r->sync_done_bytes,
+			"bytes_shipped", (json_int_t)r->bytes_shipped,
+			"region_bytes_shipped", (json_int_t)r->region_bytes_shipped,
+			"overflows", (json_int_t)r->overflows,
+			"reconnects", (json_int_t)r->reconnects, "rate_bps", r->rate_bps,
+			"eta_sec", r->eta_sec, "last_error", r->last_error,
+			"consistent", (int)r->consistent, "demoted", (int)r->demoted,
+			"node", r->node));
+	return j;
+}
+
+json_t *cli_replication_list_json(Tessera__Admin__Replication *const *r, size_t n)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(a, cli_replication_json(r[i]));
+	return json_pack("{s:o}", "replications", a);
+}
+
+void cli_print_sites(Tessera__Admin__Site *const *s, size_t n)
+{
+	int wn = 4, wa = 7, wp = 9;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		wn = max_width(wn, s[i]->name);
+		wa = max_width(wa, s[i]->address);
+		wp = max_width(wp, s[i]->peer_name[0] ? s[i]->peer_name : "-");
+	}
+	printf("%-*s  %-*s  %-*s  %7s  %s\n", wn, "NAME", wa, "ADDRESS", wp, "PEER NAME",
+	       "VOLUMES", "CA / CERT / KEY");
+	for (i = 0; i < n; i++)
+		printf("%-*s  %-*s  %-*s  %7u  %s %s %s\n", wn, s[i]->name, wa, s[i]->address, wp,
+		       s[i]->peer_name[0] ? s[i]->peer_name : "-", s[i]->volumes, s[i]->ca,
+		       s[i]->cert, s[i]->key);
+}
+
+/* What a state means, for the detailed view. */
+static const char *repl_state_text(const Tessera__Admin__Replication *r)
+{
+	static const struct {
+		const char *state, *text;
+	} texts[] = {
+		{ "connecting", "no session with the target site yet (retrying every second)" },
+		{ "syncing", "copying regions (initial copy or delta): the target is not "
+			     "consistent until it ends" },
+		{ "streaming", "writes ship in acknowledgment order" },
+		{ "behind", "the log overflowed: writes mark dirty regions, shipped when the "
+			    "link keeps up" },
+		{ "paused", "shipping paused: writes are logged, then marked" },
+		{ "split", "the target site promoted its copy: this volume no longer ships" },
+		{ "detached", "the source volume is not attached: nothing ships" },
+		{ "receiving", "a source is connected and writes are applied" },
+		{ "idle", "no source connected" },
+		{ "promoted", "failed over: the volume is writable here and takes no stream" },
+	};
+
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+		if (strcmp(r->state, texts[i].state) == 0)
+			return texts[i].text;
+	return "";
+}
+
+static bool repl_is_target(const Tessera__Admin__Replication *r)
+{
+	return strcmp(r->role, "target") == 0;
+}
+
+/* "0.4 s" or "-" when lag_sec is not a number >= 0. */
+static const char *fmt_seconds(double s, char *buf, size_t len)
+{
+	if (!(s >= 0))
+		snprintf(buf, len, "-");
+	else if (s < 10)
+		snprintf(buf, len, "%.1f s", s);
+	else
+		cli_fmt_duration((uint64_t)s, buf, len);
+	return buf;
+}
+
+void cli_print_replication(const Tessera__Admin__Replication *r)
+{
+	char a[32], b[32], c[64];
+	const char *text = repl_state_text(r);
+
+	if (repl_is_target(r)) {
+		printf("volume:      %s (target), from site %s%s%s\n", r->volume, r->site,
+		       r->group[0] ? ", group " : "", r->group);
+		printf("state:       %s%s%s\n", r->state, text[0] ? ": " : "", text);
+		printf("consistent:  %s\n", r->consistent ?
+		       "yes (equals a prefix of the source's write history)" :
+		       "NO (a region copy is open, or a replay after a crash: promote needs "
+		       "--force)");
+		printf("applied:     through seq %" PRIu64 ", %s applied since start\n",
+		       r->applied_seq, cli_fmt_size(r->bytes_shipped, a, sizeof(a)));
+		if (r->target_layout[0])
+			printf("layout:      %s\n", r->target_layout);
+	} else {
+		printf("volume:      %s (source), to site %s as %s%s%s%s\n", r->volume, r->site,
+		       r->target_volume[0] ? r->target_volume : r->volume,
+		       r->target_layout[0] ? " (" : "", r->target_layout,
+		       r->target_layout[0] ? ")" : "");
+		if (r->group[0])
+			printf("group:       %s\n", r->group);
+		if (r->demoted)
+			printf("state:       DEMOTED (%s): the target site promoted its copy; host "
+			       "writes here are refused (failback: tessera replication resync %s "
+			       "--from %s)\n", r->state, r->volume, r->site);
+		else
+			printf("state:       %s%s%s\n", r->state, text[0] ? ": " : "", text);
+		printf("lag (RPO):   %s, %s acknowledged here and not yet at %s\n",
+		       fmt_seconds(r->lag_sec, c, sizeof(c)),
+		       cli_fmt_size(r->lag_bytes, a, sizeof(a)), r->site);
+		printf("throughput:  %s", cli_fmt_rate(r->rate_bps, a, sizeof(a)));
+		if (r->eta_sec > 0)
+			printf(", ETA to catch up %s", fmt_seconds(r->eta_sec, c, sizeof(c)));
+		else if (r->lag_bytes == 0 && r->dirty_bytes == 0)
+			printf(", caught up");
+		printf("\n");
+		printf("dirty:       %s in marked regions still to ship\n",
+		       cli_fmt_size(r->dirty_bytes, a, sizeof(a)));
+		if (r->sync_total_bytes)
+			printf("sync:        %s of %s (%u%%)\n",
+			       cli_fmt_size(r->sync_done_bytes, a, sizeof(a)),
+			       cli_fmt_size(r->sync_total_bytes, b, sizeof(b)),
+			       cli_percent(r->sync_done_bytes, r->sync_total_bytes));
+		printf("shipped:     %s since start, of which %s region copies\n",
+		       cli_fmt_size(r->bytes_shipped, a, sizeof(a)),
+		       cli_fmt_size(r->region_bytes_shipped, b, sizeof(b)));
+		printf("seq:         acked through %" PRIu64 ", next %" PRIu64 "\n", r->acked_seq,
+		       r->next_seq);
+		printf("link:        %" PRIu64 " reconnect%s, %" PRIu64 " log overflow%s\n",
+		       r->reconnects, r->reconnects == 1 ? "" : "s", r->overflows,
+		       r->overflows == 1 ? "" : "s");
+	}
+	printf("stream:      %016" PRIx64 ", epoch %" PRIu64 "%s%s\n", r->stream, r->epoch,
+	       r->node[0] ? ", on node " : "", r->node);
+	if (r->last_error[0])
+		printf("last error:  %s\n", r->last_error);
+}
+
+void cli_print_replications(Tessera__Admin__Replication *const *r, size_t n)
+{
+	int wv = 6, ws = 4, wst = 5;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		wv = max_width(wv, r[i]->volume);
+		ws = max_width(ws, r[i]->site);
+		wst = max_width(wst, r[i]->demoted ? "DEMOTED" : r[i]->state);
+	}
+	printf("%-*s  %-6s  %-*s  %-*s  %8s  %10s  %10s  %11s  %5s  %s\n", wv, "VOLUME", "ROLE",
+	       ws, "SITE", wst, "STATE", "LAG", "LAG BYTES", "DIRTY", "RATE", "SYNC",
+	       "CONSISTENT");
+	for (i = 0; i < n; i++) {
+		const Tessera__Admin__Replication *x = r[i];
+		char lag[32], lagb[32], dirty[32], rate[32], sync[16];
+		bool target = repl_is_target(x);
+
+		if (x->sync_total_bytes)
+			snprintf(sync, sizeof(sync), "%u%%",
+				 cli_percent(x->sync_done_bytes, x->sync_total_bytes));
+		else
+			snprintf(sync, sizeof(sync), "-");
+		printf("%-*s  %-6s  %-*s  %-*s  %8s  %10s  %10s  %11s  %5s  %s\n", wv, x->volume,
+		       x->role, ws, x->site, wst, x->demoted ? "DEMOTED" : x->state,
+		       target ? "-" : fmt_seconds(x->lag_sec, lag, sizeof(lag)),
+		       target ? "-" : cli_fmt_size(x->lag_bytes, lagb, sizeof(lagb)),
+		       target ? "-" : cli_fmt_size(x->dirty_bytes, dirty, sizeof(dirty)),
+		       cli_fmt_rate(x->rate_bps, rate, sizeof(rate)), sync,
+		       target ? (x->consistent ? "yes" : "NO") : "-");
+	}
 }

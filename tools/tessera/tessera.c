@@ -27,7 +27,8 @@
 
 static const char HELP_MAIN[] =
 "Usage: tessera [GLOBAL OPTIONS] COMMAND [ARGS]\n"
-"Manage the volumes and snapshots of a tesserad node or of a Tessera cluster.\n"
+"Manage the volumes, snapshots and geo-replication of a tesserad node or of a\n"
+"Tessera cluster.\n"
 "\n"
 "Commands:\n"
 "  volume create NAME --size SIZE [--replicas N] [--min-replicas M]\n"
@@ -53,6 +54,16 @@ static const char HELP_MAIN[] =
 "  node list                        the nodes: domains, capacity, health\n"
 "  cluster status                   the cluster at a glance\n"
 "  status                           what the node runs and serves\n"
+"  site add NAME --address HOST:PORT --ca CA.pem --cert NODE.pem --key NODE.key\n"
+"                [--peer-name N]    register a remote site (mutual TLS) to replicate to\n"
+"  site list | site remove NAME     the remote sites / forget one\n"
+"  replication enable VOL --to SITE [--target-layout ec:4+2|replicas:2]\n"
+"                [--target-volume NAME] [--group APP] [--max-rate RATE] [--log-size SIZE]\n"
+"                                   ship VOL's writes to SITE, in order, seconds behind\n"
+"  replication disable VOL          stop shipping VOL\n"
+"  replication status [VOL|--group G] [--watch]   state, lag (RPO), throughput, ETA\n"
+"  replication promote VOL|--group G [--force]    failover: make the DR copy writable\n"
+"  replication resync VOL --from SITE             failback: get the changes back\n"
 "  demo                             start a 3-node cluster, create a volume, benchmark it\n"
 "\n"
 "Global options (before or after the command):\n"
@@ -75,7 +86,8 @@ static const char HELP_MAIN[] =
 "  tessera --data /var/lib/tessera volume create db --size 10G\n"
 "  tessera snapshot create db@before-upgrade\n"
 "  tessera volume create db-test --from-snapshot db@before-upgrade\n"
-"  tessera --cluster 10.0.0.1:7001 --token-file admin.token volume status db\n";
+"  tessera --cluster 10.0.0.1:7001 --token-file admin.token volume status db\n"
+"  tessera replication enable db --to dr && tessera replication status db --watch\n";
 
 /* ---- errors and connection -------------------------------------------- */
 
@@ -537,6 +549,10 @@ int main(int argc, char **argv)
 		ret = cli_cmd_cluster(&cli, argc, argv);
 	else if (strcmp(cmd, "status") == 0)
 		ret = cli_cmd_status(&cli, argc, argv);
+	else if (strcmp(cmd, "site") == 0 || strcmp(cmd, "sites") == 0)
+		ret = cli_cmd_site(&cli, argc, argv);
+	else if (strcmp(cmd, "replication") == 0 || strcmp(cmd, "repl") == 0)
+		ret = cli_cmd_replication(&cli, argc, argv);
 	else if (strcmp(cmd, "demo") == 0)
 		ret = cli_demo(&cli, argc, argv);
 	else if (strcmp(cmd, "version") == 0) {
@@ -551,6 +567,8 @@ int main(int argc, char **argv)
 			       strcmp(argv[1], "node") == 0 ? cli_cmd_node(&cli, 2, sub) :
 			       strcmp(argv[1], "cluster") == 0 ? cli_cmd_cluster(&cli, 2, sub) :
 			       strcmp(argv[1], "status") == 0 ? cli_cmd_status(&cli, 2, sub) :
+			       strcmp(argv[1], "site") == 0 ? cli_cmd_site(&cli, 2, sub) :
+			       strcmp(argv[1], "replication") == 0 ? cli_cmd_replication(&cli, 2, sub) :
 			       strcmp(argv[1], "demo") == 0 ? cli_demo(&cli, 2, sub) :
 			       (fputs(HELP_MAIN, stdout), 0);
 		}
@@ -558,7 +576,7 @@ int main(int argc, char **argv)
 		ret = 0;
 	} else {
 		ret = cli_usage_error("unknown command '%s': use volume, snapshot, node, cluster, "
-				      "status or demo (tessera --help)", cmd);
+				      "status, site, replication or demo (tessera --help)", cmd);
 	}
 	return ret;
 }

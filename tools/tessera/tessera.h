@@ -6,6 +6,9 @@
  *   cmd_volume.c   `tessera volume ...` (also clones: create --from-*, rollback)
  *   cmd_snapshot.c `tessera snapshot ...`: create, list, show, delete, diff
  *   cmd_cluster.c  `tessera node list`, `tessera cluster status`, `tessera status`
+ *   cmd_site.c     `tessera site ...`: add, list, remove (geo-replication peers)
+ *   cmd_replication.c `tessera replication ...`: enable, disable, status,
+ *                  promote, resync
  *   demo.c         `tessera demo`: a 3-node cluster (or one node) + a volume +
  *                  tessera-bench, end to end
  */
@@ -180,7 +183,20 @@ void cli_print_volume_status(const Tessera__Admin__VolumeStatus *s);
 void cli_print_nodes(Tessera__Admin__Node *const *nodes, size_t n);
 void cli_print_cluster(const Tessera__Admin__ClusterStatus *s);
 
-/* ---- cmd_volume.c, cmd_snapshot.c, cmd_cluster.c, demo.c --------------------------------- */
+/* Geo-replication.  JSON: the proto's field names, flat. */
+json_t *cli_site_json(const Tessera__Admin__Site *s);
+json_t *cli_replication_json(const Tessera__Admin__Replication *r);
+/* {"replications": [..]} */
+json_t *cli_replication_list_json(Tessera__Admin__Replication *const *r, size_t n);
+/* The sites table (name, address, peer name, volumes, TLS files). */
+void cli_print_sites(Tessera__Admin__Site *const *s, size_t n);
+/* One replicated volume in detail: a source (lag, rate, ETA, dirty, sync
+ * progress, counters) or a target (consistent, applied, promoted). */
+void cli_print_replication(const Tessera__Admin__Replication *r);
+/* One row per replicated volume. */
+void cli_print_replications(Tessera__Admin__Replication *const *r, size_t n);
+
+/* ---- cmd_volume.c, cmd_snapshot.c, cmd_cluster.c, cmd_site.c, cmd_replication.c, demo.c -- */
 
 /* Each takes argv[0] = the command word and returns the exit code. */
 int cli_cmd_volume(struct cli *cli, int argc, char **argv);
@@ -188,6 +204,8 @@ int cli_cmd_node(struct cli *cli, int argc, char **argv);
 int cli_cmd_cluster(struct cli *cli, int argc, char **argv);
 int cli_cmd_status(struct cli *cli, int argc, char **argv);
 int cli_cmd_snapshot(struct cli *cli, int argc, char **argv);
+int cli_cmd_site(struct cli *cli, int argc, char **argv);
+int cli_cmd_replication(struct cli *cli, int argc, char **argv);
 int cli_demo(struct cli *cli, int argc, char **argv);
 
 #endif
