@@ -381,7 +381,7 @@ enum tsr_site_state {
 const char *tsr_site_state_name(enum tsr_site_state st); /* "syncing", ... */
 
 struct tsr_site_source_opts {
-	struct tsr_vol *vol;          /* source volume; the source takes its own handle */
+	struct tsr_vol *vol;          /* source volume: the caller's handle, held until stop returns */
 	struct tsr_worker *worker;    /* vol's home worker (tsr_vol_home); everything runs there */
 	struct tsr_site_tls_ctx *tls; /* client context (server = false); outlives the source */
 	const char *address;          /* target site's listener "HOST:PORT" (IPv4 or name) */

@@ -1,0 +1,1525 @@
+/*
+ * Geo-replication source: one replicated volume's stream to the target site
+ * (site.h "source side", DESIGN.md "Geo-replication", issue 7).
+ *
+ * Everything runs on the volume's home worker, shared-nothing.  The
+ * volume's taps (tsr_vol_set_hooks) call log_write / log_zero just before
+ * each host acknowledgment, so the ordered log below is in ack order.  The
+ * same thread drives one non-blocking TCP + TLS session (connect, TLS
+ * handshake, HELLO, VOLUME_OPEN) and ships the log:
+ *
+ *   log      entries (WRITE with a copy of the data, ZERO, SYNC_END marker)
+ *            in ack order.  An entry takes its wire seq when first sent and
+ *            keeps it, so after a reconnect the entries past the target's
+ *            applied seq A go again with the same numbers.  ACK(seq) frees
+ *            entries up to seq.
+ *   dirty    bitmap of regions (region_size) to re-copy.  When the log's
+ *            data passes log_max_bytes every entry held (sent or not) turns
+ *            into dirty bits and later writes only mark bits (log_on false,
+ *            state "behind"); an initial copy starts with the allocated
+ *            extents (tsr_vol_block_status) dirty and logging off.
+ *   sync     with logging off and a session up: SYNC_BEGIN, then the dirty
+ *            regions re-read LIVE from the volume (tsr_vol_read) as WRITE
+ *            frames (ZERO when all zero), while logging is on again; the
+ *            SYNC_END marker is appended to the log when the last region
+ *            read completes, and the log (writes acked during the sync,
+ *            then SYNC_END) ships only after the last region frame.  At
+ *            SYNC_END every block equals its value at that read: a region
+ *            read after a write contains it, every write acked after
+ *            SYNC_BEGIN is in the log and applied after the region copies.
+ *   resume   VOLUME_OPEN's reply seq A: if the log holds exactly A+1..
+ *            (nothing else went on the wire after A), resend from there
+ *            (and append SYNC_END when the reply has TSR_SITE_F_REPLAY);
+ *            otherwise (overflowed, a sync was cut, an initial copy) the
+ *            log and the cut sync's regions become dirty bits, numbering
+ *            restarts at A+1 and a sync runs.
+ *
+ * Flow control: at most SRC_WINDOW bytes of frames sent and not ACKed (a
+ * BARRIER goes out as soon as the window is full; ACK frees it, credited at
+ * the barriers' checkpoints), a token bucket for max_bps refilled from a
+ * periodic timerfd (SRC_TICK_MS) that also drives barriers (barrier_ms),
+ * retries (retry_ms) and the throughput estimate.  Counters are copied to
+ * s->pub under stats_lock at most once per loop pass (a deferred call) and
+ * at each tick.
+ *
+ * An ERROR -ESTALE to VOLUME_OPEN (the target was promoted) demotes the
+ * source: host writes fenced with -EROFS, state "split", on_demoted once,
+ * no more sessions.  Other ERRORs and link loss close the session (logged,
+ * last_error) and retry after retry_ms.
+ *
+ * State shown (first that applies): split, paused, behind (an overflow's
+ * regions are not all re-read yet, also while they ship), syncing (an
+ * initial copy or a resync after a cut), connecting (no session), streaming.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tessera/site.h"
+#include "tessera/vol.h"
+#include "tessera/worker.h"
+
+#define SRC_WINDOW (8u << 20)          /* frame bytes sent and not ACKed */
+#define SRC_TICK_MS 10u                /* timer period */
+#define SRC_READ_MAX (1u << 20)        /* one region read / region frame */
+#define SRC_ZERO_MAX (1u << 30)        /* bytes one ZERO frame covers */
+#define SRC_ENTRY_COST 64u             /* log bound: per-entry overhead counted */
+#define SRC_CHECKPOINTS 64u            /* barrier checkpoints kept for the window */
+#define NS_PER_MS 1000000ull
+#define NS_PER_SEC 1000000000ull
+
+enum ent_kind { ENT_WRITE, ENT_ZERO, ENT_SYNC_END };
+
+struct log_entry {
+	struct log_entry *next;  /* later in ack order */
+	uint64_t seq;            /* wire seq from its first send on (kept), 0 before */
+	uint64_t offset;         /* WRITE/ZERO: bytes, 4 KiB aligned */
+	uint32_t len;            /* WRITE: data bytes (<= TSR_SITE_MAX_DATA); ZERO: bytes covered */
+	uint8_t kind;            /* enum ent_kind */
+	uint64_t acked_ns;       /* monotonic time the host got its ack */
+	uint8_t data[];          /* WRITE: len bytes */
+};
+
+enum sess_state {
+	SESS_IDLE,    /* no connection; connect at retry_at */
+	SESS_CONNECT, /* TCP connect in progress */
+	SESS_TLS,     /* TLS handshake */
+	SESS_HELLO,   /* HELLO sent, waiting for the reply */
+	SESS_OPEN,    /* VOLUME_OPEN sent, waiting for the reply */
+	SESS_READY,   /* streaming */
+	SESS_DEAD,    /* demoted or stopping: never again */
+};
+
+enum tx_kind { TX_NONE, TX_CTL, TX_ENTRY, TX_REGION };
+
+struct checkpoint {
+	uint64_t seq; /* a BARRIER's seq */
+	uint64_t cum; /* cum_sent when it went */
+};
+
+struct tsr_site_source {
+	/* ---- immutable after start ---- */
+	struct tsr_vol *vol;            /* the caller's handle (held until stop returns) */
+	struct tsr_worker *worker;      /* vol's home; everything below "worker only" runs there */
+	struct tsr_site_tls_ctx *tls;
+	struct sockaddr_storage addr;   /* resolved at start */
+	socklen_t addrlen;
+	char address[256];
+	char peer_name[256];
+	struct tsr_site_hello hello;    /* ours */
+	struct tsr_site_open open;      /* target volume + layout */
+	uint64_t stream, epoch;
+	uint64_t vol_size;
+	uint64_t log_max;               /* bound on data bytes + SRC_ENTRY_COST per entry */
+	uint32_t region_size;           /* power of 2 >= 4 KiB */
+	unsigned region_shift;
+	uint64_t n_regions;
+	uint64_t max_bps;               /* 0: no cap */
+	uint64_t barrier_ns, retry_ns;
+	void (*on_demoted)(void *arg, const char *why);
+	void *cb_arg;
+
+	/* ---- any thread ---- */
+	pthread_mutex_t stats_lock;     /* guards pub only */
+	struct tsr_site_source_stats pub;
+	atomic_bool pause_req;          /* tsr_site_source_pause's wish; the worker adopts it */
+
+	/* ---- worker only ---- */
+	bool stopping;                  /* stop began: hooks gone, no session, no new work */
+	bool stop_wait_read;            /* stop waits for the region read in flight */
+	struct sync_call *stop_call;    /* stop's waiter, signalled by stop_finish */
+	bool pass_deferred;             /* pass_end queued for this loop pass */
+	bool paused;
+	bool demoted;
+	bool first_session_done;        /* a session reached READY once */
+	int tfd;                        /* timerfd, watched */
+
+	bool log_on;                    /* hooks append to the log (false: mark dirty only;
+					 * then the log is empty) */
+	bool behind;                    /* an overflow's regions are not all re-read yet */
+	struct log_entry *head, *tail;  /* the log, ack order; sent entries first */
+	struct log_entry *cursor;       /* next entry to send this session, NULL: none */
+	struct log_entry *tx_orphan;    /* entry being sent after its log was dropped; freed at tx end */
+	uint64_t log_entries, log_bytes, log_cost;
+
+	uint64_t *dirty;                /* n_regions bits */
+	uint64_t dirty_count;           /* bits set in dirty */
+	uint64_t dirty_since_ns;        /* ack time of the oldest change only in dirty (0: none) */
+
+	bool sync_active;               /* between SYNC_BEGIN sent and the last region frame */
+	uint64_t *sync_bits;            /* the regions of the last sync; NULL: none open */
+	uint64_t sync_count;            /* bits in sync_bits */
+	uint64_t sync_next;             /* next region index to read */
+	uint64_t sync_end_seq;          /* SYNC_END's wire seq, 0 until sent */
+	bool sync_end_logged;           /* the SYNC_END entry is in the log */
+	uint64_t sync_total, sync_done; /* bytes */
+
+	uint8_t *rbuf;                  /* SRC_READ_MAX, aligned: one region read */
+	bool read_inflight;
+	unsigned read_gen;              /* bumped to drop a read's result */
+	unsigned read_gen_issued;
+	bool rbuf_ready;                /* rbuf holds a read to send */
+	bool rbuf_in_tx;                /* tx is sending rbuf */
+	uint64_t r_off;
+	uint32_t r_len;
+	bool r_zero;
+	bool r_last;                    /* the sync's last read */
+
+	enum sess_state sess;
+	int fd;                         /* -1 when none */
+	struct tsr_site_tls *t;
+	uint32_t events;                /* watched epoll events on fd (0: not watched) */
+	struct tsr_site_rx rx;
+	struct tsr_site_tx tx;
+	enum tx_kind txk;               /* what tx carries (TX_NONE: idle) */
+	struct log_entry *tx_entry;     /* TX_ENTRY */
+	uint64_t tx_seq;                /* its wire seq (0: BARRIER / control) */
+	uint32_t tx_payload;            /* payload bytes */
+	bool tx_barrier;                /* the frame is a BARRIER */
+	bool tx_region;                 /* a region re-copy frame */
+	short tx_want;                  /* POLLIN/POLLOUT after tx's last -EAGAIN */
+	uint8_t ctl_buf[TSR_SITE_OPEN_MAX + TSR_SITE_HELLO_MAX];
+	uint64_t retry_at_ns;
+	bool replay;                    /* the open reply had TSR_SITE_F_REPLAY */
+
+	uint64_t next_seq, sent_seq, acked_seq, barrier_seq;
+	uint64_t last_barrier_ns;
+	bool barrier_now;               /* send a BARRIER at the next chance */
+	uint64_t cum_sent, cum_acked;   /* frame bytes this session */
+	struct checkpoint ckpt[SRC_CHECKPOINTS];
+	unsigned n_ckpt;
+
+	double tokens;                  /* token bucket (bytes), max_bps only */
+	uint64_t tokens_ns;
+
+	uint64_t bytes_shipped, region_bytes_shipped, frames_shipped, overflows, reconnects;
+	uint64_t rate_mark_bytes, rate_mark_ns;
+	double rate_bps;
+	char last_error[160];
+};
+
+struct sync_call;
+static void pump(struct tsr_site_source *s);
+static void schedule_pass(struct tsr_site_source *s);
+static void session_fail(struct tsr_site_source *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+const char *tsr_site_state_name(enum tsr_site_state st)
+{
+	switch (st) {
+	case TSR_SITE_CONNECTING: return "connecting";
+	case TSR_SITE_SYNCING: return "syncing";
+	case TSR_SITE_STREAMING: return "streaming";
+	case TSR_SITE_BEHIND: return "behind";
+	case TSR_SITE_PAUSED: return "paused";
+	case TSR_SITE_SPLIT: return "split";
+	}
+	return "unknown";
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * NS_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- dirty bitmaps ---- */
+
+static bool bit_test(const uint64_t *b, uint64_t i)
+{
+	return (b[i / 64] >> (i % 64)) & 1;
+}
+
+/* Set the bits of [offset, offset+len) in b; returns how many were new. */
+static uint64_t bits_mark(const struct tsr_site_source *s, uint64_t *b, uint64_t offset,
+			  uint64_t len)
+{
+	uint64_t first, last, i, added = 0;
+
+	if (len == 0 || offset >= s->vol_size)
+		return 0;
+	if (len > s->vol_size - offset)
+		len = s->vol_size - offset;
+	first = offset >> s->region_shift;
+	last = (offset + len - 1) >> s->region_shift;
+	for (i = first; i <= last; i++) {
+		if (!bit_test(b, i)) {
+			b[i / 64] |= 1ull << (i % 64);
+			added++;
+		}
+	}
+	return added;
+}
+
+static void dirty_mark(struct tsr_site_source *s, uint64_t offset, uint64_t len, uint64_t t)
+{
+	s->dirty_count += bits_mark(s, s->dirty, offset, len);
+	if (s->dirty_since_ns == 0 || (t != 0 && t < s->dirty_since_ns))
+		s->dirty_since_ns = t ? t : now_ns();
+}
+
+/* dirty |= b */
+static void dirty_merge(struct tsr_site_source *s, const uint64_t *b)
+{
+	uint64_t words = (s->n_regions + 63) / 64, i;
+
+	s->dirty_count = 0;
+	for (i = 0; i < words; i++) {
+		s->dirty[i] |= b[i];
+		s->dirty_count += (uint64_t)__builtin_popcountll(s->dirty[i]);
+	}
+	if (s->dirty_count && s->dirty_since_ns == 0)
+		s->dirty_since_ns = now_ns();
+}
+
+static size_t bitmap_bytes(const struct tsr_site_source *s)
+{
+	return (size_t)((s->n_regions + 63) / 64) * sizeof(uint64_t);
+}
+
+/* ---- the log ---- */
+
+static void entry_free(struct tsr_site_source *s, struct log_entry *e)
+{
+	if (s->txk == TX_ENTRY && s->tx_entry == e) { /* tx still reads its data */
+		s->tx_orphan = e;
+		return;
+	}
+	free(e);
+}
+
+/* Drop the whole log into the dirty bitmap (and the regions of a sync whose
+ * SYNC_END is not applied yet): from here writes only mark regions. */
+static void log_to_dirty(struct tsr_site_source *s)
+{
+	struct log_entry *e, *next;
+
+	for (e = s->head; e != NULL; e = next) {
+		next = e->next;
+		if (e->kind != ENT_SYNC_END)
+			dirty_mark(s, e->offset, e->len, e->acked_ns);
+		entry_free(s, e);
+	}
+	s->head = s->tail = s->cursor = NULL;
+	s->log_entries = s->log_bytes = s->log_cost = 0;
+	if (s->sync_bits != NULL) {
+		dirty_merge(s, s->sync_bits);
+		free(s->sync_bits);
+		s->sync_bits = NULL;
+	}
+	s->sync_active = false;
+	s->sync_end_logged = false;
+	s->sync_end_seq = 0;
+	s->sync_total = s->sync_done = 0;
+	s->rbuf_ready = false;
+	s->read_gen++; /* a read in flight is dropped at completion */
+	s->log_on = false;
+}
+
+static void log_append(struct tsr_site_source *s, struct log_entry *e)
+{
+	e->next = NULL;
+	if (s->tail != NULL)
+		s->tail->next = e;
+	else
+		s->head = e;
+	s->tail = e;
+	if (s->cursor == NULL)
+		s->cursor = e;
+	s->log_entries++;
+	if (e->kind == ENT_WRITE)
+		s->log_bytes += e->len;
+	s->log_cost += (e->kind == ENT_WRITE ? e->len : 0) + SRC_ENTRY_COST;
+}
+
+/* Room for cost more bytes, or the log overflows into the bitmap. */
+static bool log_room(struct tsr_site_source *s, uint64_t cost)
+{
+	if (s->log_cost + cost <= s->log_max)
+		return true;
+	tsr_warn("site source %s: log over %llu bytes: shipping changed regions from now on",
+		 tsr_vol_name(s->vol), (unsigned long long)s->log_max);
+	s->overflows++;
+	s->behind = true;
+	log_to_dirty(s);
+	return false;
+}
+
+static struct log_entry *entry_new(uint8_t kind, uint64_t offset, uint32_t len, size_t data,
+				   uint64_t t)
+{
+	struct log_entry *e = malloc(sizeof(*e) + data);
+
+	if (e == NULL)
+		return NULL;
+	*e = (struct log_entry){.kind = kind, .offset = offset, .len = len, .acked_ns = t};
+	return e;
+}
+
+static void hook_write(void *arg, uint64_t offset, uint32_t len, const void *buf)
+{
+	struct tsr_site_source *s = arg;
+	uint64_t t = now_ns();
+	uint32_t done = 0, n;
+	struct log_entry *e;
+
+	if (s->stopping || s->demoted || len == 0)
+		return;
+	schedule_pass(s);
+	if (!s->log_on || offset % TSR_BLOCK_SIZE || len % TSR_BLOCK_SIZE) {
+		dirty_mark(s, offset, len, t);
+		return;
+	}
+	while (done < len) {
+		n = len - done < TSR_SITE_MAX_DATA ? len - done : TSR_SITE_MAX_DATA;
+		if (!log_room(s, (uint64_t)n + SRC_ENTRY_COST) ||
+		    (e = entry_new(ENT_WRITE, offset + done, n, n, t)) == NULL) {
+			if (s->log_on) /* out of memory: the bitmap holds it instead */
+				log_to_dirty(s);
+			dirty_mark(s, offset, len, t);
+			return;
+		}
+		memcpy(e->data, (const uint8_t *)buf + done, n);
+		log_append(s, e);
+		done += n;
+	}
+}
+
+static void hook_zero(void *arg, uint64_t offset, uint64_t len)
+{
+	struct tsr_site_source *s = arg;
+	uint64_t t = now_ns(), done = 0;
+	uint32_t n;
+	struct log_entry *e;
+
+	if (s->stopping || s->demoted || len == 0)
+		return;
+	schedule_pass(s);
+	if (!s->log_on || offset % TSR_BLOCK_SIZE || len % TSR_BLOCK_SIZE) {
+		dirty_mark(s, offset, len, t);
+		return;
+	}
+	while (done < len) {
+		n = (uint32_t)(len - done < SRC_ZERO_MAX ? len - done : SRC_ZERO_MAX);
+		if (!log_room(s, SRC_ENTRY_COST) ||
+		    (e = entry_new(ENT_ZERO, offset + done, n, 0, t)) == NULL) {
+			if (s->log_on)
+				log_to_dirty(s);
+			dirty_mark(s, offset, len, t);
+			return;
+		}
+		log_append(s, e);
+		done += n;
+	}
+}
+
+/* ACK through seq: free what it covers. */
+static void on_ack(struct tsr_site_source *s, uint64_t seq)
+{
+	struct log_entry *e;
+	unsigned i, k;
+
+	if (seq > s->acked_seq)
+		s->acked_seq = seq;
+	while ((e = s->head) != NULL && e->seq != 0 && e->seq <= seq && e != s->cursor) {
+		s->head = e->next;
+		if (s->head == NULL)
+			s->tail = NULL;
+		s->log_entries--;
+		if (e->kind == ENT_WRITE)
+			s->log_bytes -= e->len;
+		s->log_cost -= (e->kind == ENT_WRITE ? e->len : 0) + SRC_ENTRY_COST;
+		entry_free(s, e);
+	}
+	if (s->sync_bits != NULL && s->sync_end_seq != 0 && seq >= s->sync_end_seq) {
+		free(s->sync_bits);
+		s->sync_bits = NULL;
+		s->sync_end_seq = 0;
+		s->sync_total = s->sync_done = 0;
+	}
+	/* window credit: the newest checkpoint the ACK covers */
+	for (i = 0; i < s->n_ckpt && s->ckpt[i].seq <= seq; i++)
+		s->cum_acked = s->ckpt[i].cum;
+	for (k = 0; i + k < s->n_ckpt; k++)
+		s->ckpt[k] = s->ckpt[i + k];
+	s->n_ckpt = k;
+}
+
+/* ---- stats ---- */
+
+static enum tsr_site_state state_of(const struct tsr_site_source *s)
+{
+	if (s->demoted)
+		return TSR_SITE_SPLIT;
+	if (s->paused)
+		return TSR_SITE_PAUSED;
+	if (s->behind)
+		return TSR_SITE_BEHIND;
+	if (s->sess != SESS_READY)
+		return TSR_SITE_CONNECTING;
+	if (s->sync_active || !s->log_on)
+		return TSR_SITE_SYNCING;
+	return TSR_SITE_STREAMING;
+}
+
+static void publish(struct tsr_site_source *s)
+{
+	struct tsr_site_source_stats p = {0};
+	uint64_t t = now_ns(), oldest = 0;
+	uint64_t sync_left = 0;
+
+	p.state = state_of(s);
+	p.next_seq = s->next_seq;
+	p.sent_seq = s->sent_seq;
+	p.acked_seq = s->acked_seq;
+	p.log_entries = s->log_entries;
+	p.log_bytes = s->log_bytes;
+	if (s->sync_active && s->sync_total > s->sync_done)
+		sync_left = s->sync_total - s->sync_done;
+	p.dirty_bytes = s->dirty_count * s->region_size + sync_left;
+	if (p.dirty_bytes > s->vol_size)
+		p.dirty_bytes = s->vol_size;
+	p.lag_bytes = s->log_bytes + p.dirty_bytes;
+	if (s->head != NULL)
+		oldest = s->head->acked_ns;
+	if (s->dirty_count && s->dirty_since_ns && (oldest == 0 || s->dirty_since_ns < oldest))
+		oldest = s->dirty_since_ns;
+	p.lag_sec = oldest && t > oldest ? (double)(t - oldest) / NS_PER_SEC : 0;
+	p.sync_total_bytes = s->sync_total;
+	p.sync_done_bytes = s->sync_done;
+	p.bytes_shipped = s->bytes_shipped;
+	p.region_bytes_shipped = s->region_bytes_shipped;
+	p.frames_shipped = s->frames_shipped;
+	p.overflows = s->overflows;
+	p.reconnects = s->reconnects;
+	p.rate_bps = s->rate_bps;
+	p.eta_sec = p.lag_bytes && s->rate_bps > 1 ? (double)p.lag_bytes / s->rate_bps : 0;
+	memcpy(p.last_error, s->last_error, sizeof(p.last_error));
+	pthread_mutex_lock(&s->stats_lock);
+	s->pub = p;
+	pthread_mutex_unlock(&s->stats_lock);
+}
+
+static void pass_end(struct tsr_worker *w, void *arg)
+{
+	struct tsr_site_source *s = arg;
+
+	(void)w;
+	s->pass_deferred = false;
+	if (s->stopping)
+		return;
+	pump(s);
+	publish(s);
+}
+
+/* Pump and publish once at the end of this loop pass. */
+static void schedule_pass(struct tsr_site_source *s)
+{
+	if (s->pass_deferred || s->stopping)
+		return;
+	if (tsr_worker_defer(s->worker, pass_end, s) == 0)
+		s->pass_deferred = true;
+}
+
+/* ---- the session ---- */
+
+static void fd_cb(void *arg, uint32_t events);
+
+static void set_events(struct tsr_site_source *s, uint32_t ev)
+{
+	if (s->fd < 0 || ev == s->events)
+		return;
+	if (s->events == 0) {
+		if (tsr_worker_watch(s->worker, s->fd, ev, fd_cb, s) != 0)
+			return;
+	} else {
+		tsr_worker_modify(s->worker, s->fd, ev);
+	}
+	s->events = ev;
+}
+
+static void session_close(struct tsr_site_source *s)
+{
+	if (s->events)
+		tsr_worker_unwatch(s->worker, s->fd);
+	s->events = 0;
+	tsr_site_tls_free(s->t);
+	s->t = NULL;
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+	if (s->txk == TX_ENTRY && s->tx_orphan == s->tx_entry) {
+		free(s->tx_orphan);
+		s->tx_orphan = NULL;
+	}
+	s->txk = TX_NONE;
+	s->tx_entry = NULL;
+	s->rbuf_in_tx = false;
+	s->rx.got = 0;
+	s->rx.hdr.payload_len = 0;
+	/* a cut sync: its regions and the log become dirty; the next session
+	 * resyncs them (the target is past SYNC_BEGIN without SYNC_END) */
+	if (s->sync_active)
+		log_to_dirty(s);
+}
+
+static void session_fail(struct tsr_site_source *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(s->last_error, sizeof(s->last_error), fmt, ap);
+	va_end(ap);
+	tsr_warn("site source %s -> %s: %s; retrying in %llu ms", tsr_vol_name(s->vol),
+		 s->address, s->last_error, (unsigned long long)(s->retry_ns / NS_PER_MS));
+	session_close(s);
+	if (s->sess != SESS_DEAD)
+		s->sess = SESS_IDLE;
+	s->retry_at_ns = now_ns() + s->retry_ns;
+	schedule_pass(s);
+}
+
+static void session_connect(struct tsr_site_source *s)
+{
+	int fd, one = 1;
+
+	fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		session_fail(s, "socket: %s", strerror(errno));
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, (struct sockaddr *)&s->addr, s->addrlen) < 0 && errno != EINPROGRESS) {
+		int err = errno;
+
+		close(fd);
+		session_fail(s, "connect: %s", strerror(err));
+		return;
+	}
+	s->fd = fd;
+	if (tsr_worker_watch(s->worker, fd, EPOLLOUT, fd_cb, s) != 0) {
+		session_fail(s, "cannot watch the socket");
+		return;
+	}
+	s->events = EPOLLOUT;
+	s->sess = SESS_CONNECT;
+}
+
+/* Queue a control or data frame on the idle tx. */
+static int tx_begin(struct tsr_site_source *s, const struct tsr_site_hdr *h, const void *payload,
+		    enum tx_kind k)
+{
+	int ret = tsr_site_tx_start(&s->tx, h, payload);
+
+	if (ret < 0) {
+		tsr_error("site source %s: cannot frame %s seq %llu: %s", tsr_vol_name(s->vol),
+			  tsr_site_op_name(h->opcode), (unsigned long long)h->seq, strerror(-ret));
+		return ret;
+	}
+	s->txk = k;
+	s->tx_seq = h->opcode == TSR_SITE_BARRIER ? 0 : h->seq;
+	s->tx_payload = (uint32_t)s->tx.payload_len;
+	s->tx_barrier = h->opcode == TSR_SITE_BARRIER;
+	s->tx_region = false;
+	s->tx_want = POLLOUT;
+	return 0;
+}
+
+static struct tsr_site_hdr frame_hdr(const struct tsr_site_source *s, uint8_t op, uint64_t seq)
+{
+	return (struct tsr_site_hdr){.opcode = op, .stream = s->stream, .seq = seq,
+				     .epoch = s->epoch};
+}
+
+static void send_barrier(struct tsr_site_source *s)
+{
+	struct tsr_site_hdr h = frame_hdr(s, TSR_SITE_BARRIER, s->sent_seq);
+
+	if (tx_begin(s, &h, NULL, TX_CTL) < 0)
+		return;
+	s->barrier_seq = s->sent_seq;
+	s->last_barrier_ns = now_ns();
+	s->barrier_now = false;
+	if (s->n_ckpt == SRC_CHECKPOINTS)
+		s->n_ckpt--; /* coarser: the newest slot moves on */
+	s->ckpt[s->n_ckpt++] = (struct checkpoint){.seq = s->sent_seq, .cum = s->cum_sent};
+}
+
+/* The frame in tx is all on the socket. */
+static void tx_finished(struct tsr_site_source *s)
+{
+	enum tx_kind k = s->txk;
+
+	s->txk = TX_NONE;
+	s->cum_sent += TSR_SITE_HDR_SIZE + s->tx_payload;
+	if (s->tx_seq > s->sent_seq)
+		s->sent_seq = s->tx_seq;
+	if (k == TX_CTL) /* HELLO, VOLUME_OPEN, BARRIER, SYNC_BEGIN */
+		return;
+	s->frames_shipped++;
+	s->bytes_shipped += s->tx_payload;
+	if (s->max_bps)
+		s->tokens -= s->tx_payload;
+	if (k == TX_REGION) {
+		s->rbuf_in_tx = false;
+		s->rbuf_ready = false;
+		s->region_bytes_shipped += s->tx_payload;
+		s->sync_done += s->r_len;
+		if (s->r_last && s->sync_active) /* the log (and SYNC_END) goes next */
+			s->sync_active = false;
+	} else if (k == TX_ENTRY) {
+		if (s->tx_orphan == s->tx_entry) {
+			free(s->tx_orphan);
+			s->tx_orphan = NULL;
+		} else if (s->tx_entry->kind == ENT_SYNC_END) {
+			s->sync_end_seq = s->tx_seq;
+			s->barrier_now = true;
+		}
+		s->tx_entry = NULL;
+	}
+}
+
+static void region_read_done(void *arg, int status);
+
+static void issue_region_read(struct tsr_site_source *s)
+{
+	uint64_t i = s->sync_next, first, n = 0, max_regions = SRC_READ_MAX >> s->region_shift;
+	uint64_t off, len;
+	int ret;
+
+	if (max_regions == 0)
+		max_regions = 1;
+	while (i < s->n_regions && !bit_test(s->sync_bits, i))
+		i++;
+	if (i >= s->n_regions) { /* no region left: the sync ends here */
+		struct log_entry *e = entry_new(ENT_SYNC_END, 0, 0, 0, now_ns());
+
+		if (e == NULL) {
+			session_fail(s, "out of memory");
+			return;
+		}
+		log_append(s, e);
+		s->sync_end_logged = true;
+		s->sync_active = false;
+		s->behind = false;
+		s->sync_next = i;
+		return;
+	}
+	first = i;
+	while (i < s->n_regions && n < max_regions && bit_test(s->sync_bits, i)) {
+		i++;
+		n++;
+	}
+	off = first << s->region_shift;
+	len = n << s->region_shift;
+	if (off + len > s->vol_size)
+		len = s->vol_size - off;
+	ret = tsr_vol_read(s->vol, tsr_worker_io(s->worker), off, (uint32_t)len, s->rbuf,
+			   region_read_done, s);
+	if (ret < 0) {
+		if (ret != -EAGAIN) /* -EAGAIN: a full queue, again at the next pass */
+			session_fail(s, "region read at %llu: %s", (unsigned long long)off,
+				     strerror(-ret));
+		return;
+	}
+	s->sync_next = i;
+	s->read_inflight = true;
+	s->read_gen_issued = s->read_gen;
+	s->r_off = off;
+	s->r_len = (uint32_t)len;
+}
+
+static bool all_zero(const uint8_t *p, size_t len)
+{
+	const uint64_t *w = (const uint64_t *)p;
+	size_t i;
+
+	for (i = 0; i < len / 8; i++)
+		if (w[i])
+			return false;
+	return true;
+}
+
+static void stop_finish(struct tsr_site_source *s);
+
+static void region_read_done(void *arg, int status)
+{
+	struct tsr_site_source *s = arg;
+	uint64_t i;
+
+	s->read_inflight = false;
+	if (s->stopping) {
+		if (s->stop_wait_read)
+			stop_finish(s);
+		return;
+	}
+	schedule_pass(s);
+	if (s->read_gen_issued != s->read_gen || !s->sync_active)
+		return; /* the sync was dropped meanwhile */
+	if (status < 0) {
+		session_fail(s, "region read at %llu: %s", (unsigned long long)s->r_off,
+			     strerror(-status));
+		return;
+	}
+	s->rbuf_ready = true;
+	s->r_zero = all_zero(s->rbuf, s->r_len);
+	for (i = s->sync_next; i < s->n_regions && !bit_test(s->sync_bits, i); i++)
+		;
+	s->r_last = i >= s->n_regions;
+	if (s->r_last) {
+		/* the last read completed: SYNC_END's place in the ack order */
+		struct log_entry *e = entry_new(ENT_SYNC_END, 0, 0, 0, now_ns());
+
+		if (e == NULL) {
+			session_fail(s, "out of memory");
+			return;
+		}
+		log_append(s, e);
+		s->sync_end_logged = true;
+		s->behind = false;
+	}
+}
+
+static void start_sync(struct tsr_site_source *s)
+{
+	struct tsr_site_hdr h = frame_hdr(s, TSR_SITE_SYNC_BEGIN, s->next_seq);
+
+	if (s->sync_bits == NULL) {
+		s->sync_bits = malloc(bitmap_bytes(s));
+		if (s->sync_bits == NULL)
+			return; /* again at the next pass */
+	}
+	if (tx_begin(s, &h, NULL, TX_CTL) < 0)
+		return;
+	s->tx_seq = s->next_seq++; /* SYNC_BEGIN takes a seq */
+	memcpy(s->sync_bits, s->dirty, bitmap_bytes(s));
+	memset(s->dirty, 0, bitmap_bytes(s));
+	s->sync_count = s->dirty_count;
+	s->dirty_count = 0;
+	s->dirty_since_ns = 0;
+	s->sync_total = s->sync_count * s->region_size;
+	if (s->sync_total > s->vol_size)
+		s->sync_total = s->vol_size;
+	s->sync_done = 0;
+	s->sync_next = 0;
+	s->sync_end_seq = 0;
+	s->sync_end_logged = false;
+	s->sync_active = true;
+	s->rbuf_ready = false;
+	s->log_on = true; /* writes acked from here on are in the log */
+	tsr_info("site source %s: sync of %llu regions (%llu bytes) begins at seq %llu",
+		 tsr_vol_name(s->vol), (unsigned long long)s->sync_count,
+		 (unsigned long long)s->sync_total, (unsigned long long)s->tx_seq);
+}
+
+static void send_region(struct tsr_site_source *s)
+{
+	struct tsr_site_hdr h = frame_hdr(s, s->r_zero ? TSR_SITE_ZERO : TSR_SITE_WRITE,
+					  s->next_seq);
+
+	h.offset = s->r_off;
+	h.length = s->r_len;
+	if (tx_begin(s, &h, s->r_zero ? NULL : s->rbuf, TX_REGION) < 0) {
+		session_fail(s, "cannot frame a region");
+		return;
+	}
+	s->next_seq++;
+	s->tx_region = true;
+	s->rbuf_in_tx = true;
+}
+
+static void send_entry(struct tsr_site_source *s)
+{
+	struct log_entry *e = s->cursor;
+	struct tsr_site_hdr h;
+	uint64_t seq = e->seq ? e->seq : s->next_seq;
+
+	if (e->kind == ENT_SYNC_END) {
+		h = frame_hdr(s, TSR_SITE_SYNC_END, seq);
+	} else {
+		h = frame_hdr(s, e->kind == ENT_WRITE ? TSR_SITE_WRITE : TSR_SITE_ZERO, seq);
+		h.offset = e->offset;
+		h.length = e->len;
+	}
+	if (tx_begin(s, &h, e->kind == ENT_WRITE ? e->data : NULL, TX_ENTRY) < 0) {
+		session_fail(s, "cannot frame a log entry");
+		return;
+	}
+	if (e->seq == 0) {
+		e->seq = seq;
+		s->next_seq++;
+	}
+	s->tx_entry = e;
+	s->cursor = e->next;
+}
+
+static void refill_tokens(struct tsr_site_source *s, uint64_t t)
+{
+	double burst = (double)s->max_bps / 10.0;
+
+	if (!s->max_bps)
+		return;
+	if (s->tokens_ns && t > s->tokens_ns)
+		s->tokens += (double)s->max_bps * (double)(t - s->tokens_ns) / NS_PER_SEC;
+	if (s->tokens > burst)
+		s->tokens = burst;
+	s->tokens_ns = t;
+}
+
+static void update_events(struct tsr_site_source *s)
+{
+	uint32_t ev = EPOLLIN;
+
+	if (s->fd < 0 || s->sess == SESS_CONNECT || s->sess == SESS_TLS)
+		return;
+	if (s->txk != TX_NONE && s->tx_want == POLLOUT)
+		ev |= EPOLLOUT;
+	set_events(s, ev);
+}
+
+/* Send what can go now: tx first, then a BARRIER, a sync step, the log. */
+static void pump(struct tsr_site_source *s)
+{
+	int ret;
+
+	if (s->stopping || s->fd < 0 || s->sess < SESS_HELLO || s->sess == SESS_DEAD)
+		return;
+	for (;;) {
+		if (s->txk != TX_NONE) {
+			ret = tsr_site_tx_poll(&s->tx, s->t);
+			if (ret == -EAGAIN) {
+				s->tx_want = tsr_site_tls_want(s->t);
+				break;
+			}
+			if (ret < 0) {
+				session_fail(s, "send: %s", strerror(-ret));
+				return;
+			}
+			tx_finished(s);
+			continue;
+		}
+		if (s->sess != SESS_READY)
+			break;
+		if (s->sent_seq > s->barrier_seq &&
+		    (s->barrier_now || s->paused || s->cum_sent - s->cum_acked >= SRC_WINDOW ||
+		     now_ns() - s->last_barrier_ns >= s->barrier_ns)) {
+			send_barrier(s);
+			continue;
+		}
+		if (s->paused || s->cum_sent - s->cum_acked >= SRC_WINDOW)
+			break;
+		if (s->max_bps && s->tokens <= 0)
+			break;
+		if (!s->log_on && !s->sync_active) {
+			start_sync(s);
+			if (s->txk == TX_NONE)
+				break;
+			continue;
+		}
+		if (s->sync_active) {
+			if (s->rbuf_ready && !s->rbuf_in_tx) {
+				send_region(s);
+				continue;
+			}
+			if (!s->read_inflight && !s->rbuf_ready && !s->sync_end_logged) {
+				issue_region_read(s);
+				if (s->sync_active || s->sess != SESS_READY)
+					break;
+				continue; /* an empty sync: SYNC_END is in the log */
+			}
+			break;
+		}
+		if (s->cursor != NULL) {
+			send_entry(s);
+			continue;
+		}
+		break;
+	}
+	update_events(s);
+}
+
+/* VOLUME_OPEN's reply: the target applied through a. */
+static void on_open(struct tsr_site_source *s, uint64_t a, bool replay)
+{
+	struct log_entry *e, *last_sent = NULL;
+	bool ok;
+
+	s->replay = replay;
+	s->cursor = NULL; /* everything the target applied goes */
+	on_ack(s, a);
+	s->acked_seq = a;
+	for (e = s->head; e != NULL && e->seq != 0; e = e->next)
+		last_sent = e;
+	if (!s->log_on || s->sync_active)
+		ok = false;
+	else if (s->head != NULL && s->head->seq != 0)
+		ok = s->head->seq == a + 1;
+	else /* nothing sent is held: the target must be where we numbered to */
+		ok = s->next_seq == a + 1 || (!s->first_session_done && s->next_seq == 1);
+	if (ok) {
+		s->next_seq = last_sent ? last_sent->seq + 1 : a + 1;
+		s->cursor = s->head;
+		if (replay) { /* the resend, then SYNC_END */
+			e = entry_new(ENT_SYNC_END, 0, 0, 0, now_ns());
+			if (e != NULL) {
+				if (last_sent == NULL) {
+					e->next = s->head;
+					s->head = e;
+					if (s->tail == NULL)
+						s->tail = e;
+				} else {
+					e->next = last_sent->next;
+					last_sent->next = e;
+					if (s->tail == last_sent)
+						s->tail = e;
+				}
+				s->log_entries++;
+				s->log_cost += SRC_ENTRY_COST;
+				s->cursor = s->head;
+			} else {
+				ok = false;
+			}
+		}
+	}
+	if (!ok) {
+		log_to_dirty(s); /* everything not applied there becomes regions */
+		s->next_seq = a + 1;
+	}
+	s->sent_seq = s->barrier_seq = a;
+	s->cum_sent = s->cum_acked = 0;
+	s->n_ckpt = 0;
+	s->last_barrier_ns = now_ns();
+	if (s->first_session_done)
+		s->reconnects++;
+	s->first_session_done = true;
+	s->last_error[0] = '\0';
+	s->sess = SESS_READY;
+	tsr_info("site source %s -> %s: stream %llu open at seq %llu%s: %s",
+		 tsr_vol_name(s->vol), s->address, (unsigned long long)s->stream,
+		 (unsigned long long)a, replay ? " (replay)" : "",
+		 ok ? "resending the log" : "syncing changed regions");
+}
+
+static void demote(struct tsr_site_source *s, const char *why)
+{
+	tsr_vol_set_write_fence(s->vol, -EROFS);
+	s->demoted = true;
+	snprintf(s->last_error, sizeof(s->last_error), "demoted: %s", why);
+	tsr_error("site source %s: the target refused us as stale (%s): demoted, host writes "
+		  "fenced (read-only); promote or resync to replicate again",
+		  tsr_vol_name(s->vol), why);
+	session_close(s);
+	s->sess = SESS_DEAD;
+	log_to_dirty(s);
+	if (s->on_demoted != NULL)
+		s->on_demoted(s->cb_arg, why);
+}
+
+/* One whole received frame. */
+static void on_frame(struct tsr_site_source *s, const struct tsr_site_hdr *h,
+		     const uint8_t *payload)
+{
+	struct tsr_site_hello peer;
+	struct tsr_site_error err;
+
+	if (h->opcode == TSR_SITE_ERROR) {
+		if (tsr_site_error_parse(payload, h->payload_len, &err) < 0) {
+			session_fail(s, "target sent a malformed ERROR");
+			return;
+		}
+		tsr_error("site source %s: target refused seq %llu: %s (%s)", tsr_vol_name(s->vol),
+			  (unsigned long long)h->seq, err.msg, strerror(err.code));
+		if (s->sess == SESS_OPEN && err.code == ESTALE) {
+			demote(s, err.msg[0] ? err.msg : "target promoted");
+			return;
+		}
+		session_fail(s, "target error on seq %llu: %s (%s)", (unsigned long long)h->seq,
+			     err.msg, strerror(err.code));
+		return;
+	}
+	switch (s->sess) {
+	case SESS_HELLO:
+		if (h->opcode != TSR_SITE_HELLO || !(h->flags & TSR_SITE_F_REPLY) ||
+		    tsr_site_hello_parse(payload, h->payload_len, &peer) < 0) {
+			session_fail(s, "bad HELLO reply (%s)", tsr_site_op_name(h->opcode));
+			return;
+		}
+		{
+			struct tsr_site_hdr o = frame_hdr(s, TSR_SITE_VOLUME_OPEN, 0);
+			int n = tsr_site_open_pack(&s->open, s->ctl_buf);
+
+			o.offset = s->vol_size;
+			o.length = (uint32_t)n;
+			if (n < 0 || tx_begin(s, &o, s->ctl_buf, TX_CTL) < 0) {
+				session_fail(s, "cannot frame VOLUME_OPEN");
+				return;
+			}
+		}
+		s->sess = SESS_OPEN;
+		return;
+	case SESS_OPEN:
+		if (h->opcode != TSR_SITE_VOLUME_OPEN || !(h->flags & TSR_SITE_F_REPLY) ||
+		    h->stream != s->stream) {
+			session_fail(s, "bad VOLUME_OPEN reply (%s)", tsr_site_op_name(h->opcode));
+			return;
+		}
+		on_open(s, h->seq, h->flags & TSR_SITE_F_REPLAY);
+		return;
+	case SESS_READY:
+		if (h->opcode == TSR_SITE_ACK && h->stream == s->stream) {
+			on_ack(s, h->seq);
+			return;
+		}
+		session_fail(s, "unexpected %s frame from the target", tsr_site_op_name(h->opcode));
+		return;
+	default:
+		session_fail(s, "unexpected frame");
+	}
+}
+
+static void start_hello(struct tsr_site_source *s)
+{
+	struct tsr_site_hdr h = {.opcode = TSR_SITE_HELLO};
+	int n = tsr_site_hello_pack(&s->hello, s->ctl_buf);
+
+	h.length = (uint32_t)n;
+	if (n < 0 || tx_begin(s, &h, s->ctl_buf, TX_CTL) < 0) {
+		session_fail(s, "cannot frame HELLO");
+		return;
+	}
+	s->sess = SESS_HELLO;
+}
+
+static void fd_cb(void *arg, uint32_t events)
+{
+	struct tsr_site_source *s = arg;
+	int ret, err = 0;
+	socklen_t elen = sizeof(err);
+
+	(void)events;
+	if (s->stopping || s->fd < 0)
+		return;
+	if (s->sess == SESS_CONNECT) {
+		if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
+			err = errno;
+		if (err) {
+			session_fail(s, "connect: %s", strerror(err));
+			return;
+		}
+		ret = tsr_site_tls_new(s->tls, s->fd, s->peer_name, &s->t);
+		if (ret < 0) {
+			session_fail(s, "TLS: %s", strerror(-ret));
+			return;
+		}
+		s->sess = SESS_TLS;
+	}
+	if (s->sess == SESS_TLS) {
+		ret = tsr_site_tls_handshake(s->t);
+		if (ret == -EAGAIN) {
+			set_events(s, tsr_site_tls_want(s->t) == POLLOUT ? EPOLLOUT : EPOLLIN);
+			return;
+		}
+		if (ret < 0) {
+			session_fail(s, "TLS handshake with %s: %s", s->peer_name, strerror(-ret));
+			return;
+		}
+		start_hello(s);
+		if (s->sess != SESS_HELLO)
+			return;
+	}
+	for (;;) {
+		ret = tsr_site_rx_poll(&s->rx, s->t);
+		if (ret == 1) {
+			on_frame(s, &s->rx.hdr, s->rx.payload);
+			if (s->fd < 0 || s->sess == SESS_IDLE || s->sess == SESS_DEAD)
+				return;
+			continue;
+		}
+		if (ret == -EAGAIN)
+			break;
+		if (ret == 0)
+			session_fail(s, "the target closed the connection");
+		else
+			session_fail(s, "receive: %s", strerror(-ret));
+		return;
+	}
+	pump(s);
+	schedule_pass(s);
+}
+
+static void tick_cb(void *arg, uint32_t events)
+{
+	struct tsr_site_source *s = arg;
+	uint64_t exp, t = now_ns();
+
+	(void)events;
+	if (read(s->tfd, &exp, sizeof(exp)) < 0 && errno != EAGAIN)
+		return;
+	if (s->stopping)
+		return;
+	refill_tokens(s, t);
+	if (t - s->rate_mark_ns >= NS_PER_SEC) {
+		double cur = (double)(s->bytes_shipped - s->rate_mark_bytes) * NS_PER_SEC /
+			     (double)(t - s->rate_mark_ns);
+
+		s->rate_bps = s->rate_mark_ns ? 0.5 * s->rate_bps + 0.5 * cur : cur;
+		s->rate_mark_bytes = s->bytes_shipped;
+		s->rate_mark_ns = t;
+	}
+	if (s->sess == SESS_IDLE && !s->demoted && t >= s->retry_at_ns)
+		session_connect(s);
+	pump(s);
+	publish(s);
+}
+
+/* ---- start, stop, pause, stats ---- */
+
+struct sync_call {
+	struct tsr_site_source *s;
+	void (*fn)(struct tsr_site_source *s, struct sync_call *c);
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+	int status;
+	uint64_t *scan; /* initial copy's allocated regions, or NULL */
+};
+
+static void sync_call_done(struct sync_call *c, int status)
+{
+	pthread_mutex_lock(&c->lock);
+	c->status = status;
+	c->done = true;
+	pthread_cond_signal(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void sync_call_msg(struct tsr_worker *w, void *arg)
+{
+	struct sync_call *c = arg;
+
+	(void)w;
+	c->fn(c->s, c);
+}
+
+/* Run fn on the worker and wait until it calls sync_call_done. */
+static int run_on_worker(struct tsr_site_source *s, struct sync_call *c)
+{
+	int ret;
+
+	c->s = s;
+	c->done = false;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
+	ret = tsr_worker_send(s->worker, sync_call_msg, c);
+	if (ret == 0) {
+		pthread_mutex_lock(&c->lock);
+		while (!c->done)
+			pthread_cond_wait(&c->cond, &c->lock);
+		pthread_mutex_unlock(&c->lock);
+		ret = c->status;
+	}
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->cond);
+	return ret;
+}
+
+static void install_fn(struct tsr_site_source *s, struct sync_call *c)
+{
+	struct tsr_vol_hooks h = {.on_write = hook_write, .on_zero = hook_zero, .arg = s};
+	int ret = tsr_worker_watch(s->worker, s->tfd, EPOLLIN, tick_cb, s);
+
+	if (ret == 0) {
+		ret = tsr_vol_set_hooks(s->vol, &h);
+		if (ret < 0)
+			tsr_worker_unwatch(s->worker, s->tfd);
+	}
+	sync_call_done(c, ret);
+}
+
+static void go_fn(struct tsr_site_source *s, struct sync_call *c)
+{
+	if (c->scan != NULL)
+		dirty_merge(s, c->scan);
+	s->retry_at_ns = 0;
+	session_connect(s);
+	publish(s);
+	sync_call_done(c, 0);
+}
+
+/* The initial copy's regions: every allocated extent (holes are skipped). */
+static int scan_allocated(struct tsr_site_source *s, uint64_t *bits)
+{
+	struct tsr_extent ext[256];
+	uint64_t off = 0, marked = 0;
+	size_t n, i;
+	int ret;
+
+	while (off < s->vol_size) {
+		ret = tsr_vol_block_status(s->vol, off, s->vol_size - off, ext, 256, &n);
+		if (ret < 0)
+			return ret;
+		if (n == 0)
+			break;
+		for (i = 0; i < n; i++) {
+			if (!(ext[i].flags & TSR_EXTENT_HOLE))
+				marked += bits_mark(s, bits, ext[i].offset, ext[i].length);
+			off = ext[i].offset + ext[i].length;
+		}
+	}
+	tsr_info("site source %s: initial copy of %llu regions of %u bytes",
+		 tsr_vol_name(s->vol), (unsigned long long)marked, s->region_size);
+	return 0;
+}
+
+static int resolve(struct tsr_site_source *s, const char *address)
+{
+	char host[256];
+	const char *colon = strrchr(address, ':');
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+	size_t hlen;
+	int ret;
+
+	if (colon == NULL || colon == address || colon[1] == '\0' ||
+	    (hlen = (size_t)(colon - address)) >= sizeof(host)) {
+		tsr_error("site source: address '%s' is not HOST:PORT", address);
+		return -EINVAL;
+	}
+	memcpy(host, address, hlen);
+	host[hlen] = '\0';
+	if (host[0] == '[' && hlen > 2 && host[hlen - 1] == ']') {
+		memmove(host, host + 1, hlen - 2);
+		host[hlen - 2] = '\0';
+	}
+	ret = getaddrinfo(host, colon + 1, &hints, &res);
+	if (ret != 0 || res == NULL) {
+		tsr_error("site source: cannot resolve '%s': %s", address, gai_strerror(ret));
+		return -EINVAL;
+	}
+	memcpy(&s->addr, res->ai_addr, res->ai_addrlen);
+	s->addrlen = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+static void source_free(struct tsr_site_source *s)
+{
+	struct log_entry *e, *next;
+
+	if (s == NULL)
+		return;
+	for (e = s->head; e != NULL; e = next) {
+		next = e->next;
+		free(e);
+	}
+	free(s->tx_orphan);
+	free(s->dirty);
+	free(s->sync_bits);
+	tsr_free_aligned(s->rbuf);
+	tsr_site_rx_fini(&s->rx);
+	if (s->tfd >= 0)
+		close(s->tfd);
+	pthread_mutex_destroy(&s->stats_lock);
+	free(s);
+}
+
+static bool str_ok(const char *p, size_t max)
+{
+	return p != NULL && p[0] != '\0' && strlen(p) <= max;
+}
+
+int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_site_source **out)
+{
+	struct tsr_site_source *s;
+	struct tsr_site_layout lay;
+	struct itimerspec its = {.it_interval = {.tv_nsec = SRC_TICK_MS * NS_PER_MS},
+				 .it_value = {.tv_nsec = SRC_TICK_MS * NS_PER_MS}};
+	struct sync_call c = {0};
+	struct tsr_worker *home;
+	int ret;
+
+	if (opts == NULL || out == NULL || opts->vol == NULL || opts->worker == NULL ||
+	    opts->tls == NULL || !str_ok(opts->address, 255) || !str_ok(opts->peer_name, 255) ||
+	    !str_ok(opts->site, TSR_SITE_NAME_MAX) || !str_ok(opts->cluster, TSR_SITE_NAME_MAX) ||
+	    !str_ok(opts->target_volume, TSR_SITE_NAME_MAX) ||
+	    !str_ok(opts->target_layout, TSR_SITE_LAYOUT_MAX) || opts->stream == 0 ||
+	    tsr_site_layout_parse(opts->target_layout, &lay) < 0 ||
+	    (opts->region_size && (opts->region_size < TSR_BLOCK_SIZE ||
+				   (opts->region_size & (opts->region_size - 1)))))
+		return -EINVAL;
+	home = tsr_vol_home(opts->vol);
+	if (home != NULL && home != opts->worker)
+		return -EINVAL;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return -ENOMEM;
+	s->fd = -1;
+	s->tfd = -1;
+	pthread_mutex_init(&s->stats_lock, NULL);
+	s->vol = opts->vol;
+	s->worker = opts->worker;
+	s->tls = opts->tls;
+	snprintf(s->address, sizeof(s->address), "%s", opts->address);
+	snprintf(s->peer_name, sizeof(s->peer_name), "%s", opts->peer_name);
+	snprintf(s->hello.site, sizeof(s->hello.site), "%s", opts->site);
+	snprintf(s->hello.cluster, sizeof(s->hello.cluster), "%s", opts->cluster);
+	snprintf(s->open.volume, sizeof(s->open.volume), "%s", opts->target_volume);
+	snprintf(s->open.layout, sizeof(s->open.layout), "%s", opts->target_layout);
+	if (tsr_valid_name(s->hello.site) < 0 || tsr_valid_name(s->hello.cluster) < 0 ||
+	    tsr_valid_name(s->open.volume) < 0) {
+		ret = -EINVAL;
+		goto err;
+	}
+	s->stream = opts->stream;
+	s->epoch = opts->epoch;
+	s->vol_size = tsr_vol_size(opts->vol);
+	s->log_max = opts->log_max_bytes ? opts->log_max_bytes : 256ull << 20;
+	s->region_size = opts->region_size ? opts->region_size : 64u << 10;
+	s->region_shift = (unsigned)__builtin_ctz(s->region_size);
+	s->n_regions = (s->vol_size + s->region_size - 1) >> s->region_shift;
+	s->max_bps = opts->max_bps;
+	s->barrier_ns = (opts->barrier_ms ? opts->barrier_ms : 100) * NS_PER_MS;
+	s->retry_ns = (opts->retry_ms ? opts->retry_ms : 1000) * NS_PER_MS;
+	s->on_demoted = opts->on_demoted;
+	s->cb_arg = opts->cb_arg;
+	s->next_seq = 1;
+	s->log_on = !opts->initial_copy;
+	if (s->vol_size == 0 || s->vol_size % TSR_BLOCK_SIZE) {
+		ret = -EINVAL;
+		goto err;
+	}
+	ret = resolve(s, opts->address);
+	if (ret < 0)
+		goto err;
+	ret = -ENOMEM;
+	s->dirty = calloc(1, bitmap_bytes(s));
+	s->rbuf = tsr_alloc_aligned(SRC_READ_MAX);
+	if (s->dirty == NULL || s->rbuf == NULL || tsr_site_rx_init(&s->rx) < 0)
+		goto err;
+	s->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (s->tfd < 0 || timerfd_settime(s->tfd, 0, &its, NULL) < 0) {
+		ret = -errno;
+		goto err;
+	}
+	s->pub.state = opts->initial_copy ? TSR_SITE_SYNCING : TSR_SITE_CONNECTING;
+	s->pub.next_seq = 1;
+	c.fn = install_fn;
+	ret = run_on_worker(s, &c);
+	if (ret < 0)
+		goto err;
+	/* hooks are on (writes acked from here are logged or marked): what
+	 * was written before is on the volume, allocated */
+	if (opts->initial_copy) {
+		c.scan = calloc(1, bitmap_bytes(s));
+		if (c.scan == NULL || scan_allocated(s, c.scan) < 0) {
+			tsr_warn("site source %s: no allocation map: copying the whole volume",
+				 tsr_vol_name(s->vol));
+			if (c.scan != NULL)
+				bits_mark(s, c.scan, 0, s->vol_size);
+		}
+	}
+	c.fn = go_fn;
+	if (c.scan != NULL || !opts->initial_copy)
+		ret = run_on_worker(s, &c);
+	else
+		ret = -ENOMEM;
+	free(c.scan);
+	if (ret < 0) {
+		tsr_site_source_stop(s);
+		return ret;
+	}
+	tsr_info("site source %s -> %s (%s): started, stream %llu, %s", tsr_vol_name(s->vol),
+		 s->address, s->open.volume, (unsigned long long)s->stream,
+		 opts->initial_copy ? "initial copy of the allocated extents" : "log only");
+	*out = s;
+	return 0;
+err:
+	source_free(s);
+	return ret;
+}
+
+static void stop_signal(struct tsr_worker *w, void *arg)
+{
+	struct sync_call *c = arg;
+
+	(void)w;
+	sync_call_done(c, 0);
+}
+
+static void stop_finish(struct tsr_site_source *s)
+{
+	/* after the deferred calls already queued (FIFO): none touches s after this */
+	if (tsr_worker_defer(s->worker, stop_signal, s->stop_call) < 0)
+		sync_call_done(s->stop_call, 0);
+}
+
+static void stop_fn(struct tsr_site_source *s, struct sync_call *c)
+{
+	s->stop_call = c;
+	tsr_vol_set_hooks(s->vol, NULL);
+	tsr_worker_unwatch(s->worker, s->tfd);
+	/* a clean close when no frame is half sent (one try: never wait) */
+	if (s->t != NULL && s->sess >= SESS_HELLO && s->sess != SESS_DEAD && s->txk == TX_NONE)
+		tsr_site_tls_shutdown(s->t);
+	session_close(s);
+	s->sess = SESS_DEAD;
+	s->stopping = true;
+	if (s->read_inflight) {
+		s->stop_wait_read = true;
+		return;
+	}
+	stop_finish(s);
+}
+
+void tsr_site_source_stop(struct tsr_site_source *s)
+{
+	struct sync_call c = {.fn = stop_fn};
+
+	if (s == NULL)
+		return;
+	if (run_on_worker(s, &c) < 0)
+		tsr_error("site source %s: its worker is gone; freeing anyway", tsr_vol_name(s->vol));
+	tsr_info("site source %s -> %s: stopped", tsr_vol_name(s->vol), s->address);
+	source_free(s);
+}
+
+static void pause_msg(struct tsr_worker *w, void *arg)
+{
+	struct tsr_site_source *s = arg;
+
+	(void)w;
+	if (s->stopping)
+		return;
+	s->paused = atomic_load(&s->pause_req);
+	pump(s);
+	publish(s);
+}
+
+void tsr_site_source_pause(struct tsr_site_source *s, bool paused)
+{
+	atomic_store(&s->pause_req, paused);
+	if (tsr_worker_send(s->worker, pause_msg, s) < 0)
+		tsr_error("site source %s: cannot reach its worker to %s", tsr_vol_name(s->vol),
+			  paused ? "pause" : "resume");
+}
+
+void tsr_site_source_stats(struct tsr_site_source *s, struct tsr_site_source_stats *out)
+{
+	pthread_mutex_lock(&s->stats_lock);
+	*out = s->pub;
+	pthread_mutex_unlock(&s->stats_lock);
+}
