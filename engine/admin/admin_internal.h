@@ -34,6 +34,8 @@ void admin_response_free_built(Tessera__Admin__Response *resp);
 void admin_volume_free_built(Tessera__Admin__Volume *v);
 void admin_snapshot_free_built(Tessera__Admin__Snapshot *s);
 void admin_node_free_built(Tessera__Admin__Node *n);
+void admin_site_free_built(Tessera__Admin__Site *s);
+void admin_replication_free_built(Tessera__Admin__Replication *r);
 /* Fill resp with error err (-errno) and a formatted user message. */
 void admin_fail(Tessera__Admin__Response *resp, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

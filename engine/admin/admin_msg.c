@@ -14,6 +14,7 @@
 #include "admin/admin_internal.h"
 #include "tessera/ec.h"
 #include "tessera/pbmsg.h"
+#include "tessera/site.h"
 
 #define MAX_STRING 4096      /* any string field in a reply */
 #define MAX_VOLUMES 100000   /* volumes in one reply */
@@ -101,6 +102,35 @@ void admin_node_free_built(Tessera__Admin__Node *n)
 	free(n);
 }
 
+void admin_site_free_built(Tessera__Admin__Site *s)
+{
+	if (s == NULL)
+		return;
+	free_string(s->name);
+	free_string(s->address);
+	free_string(s->ca);
+	free_string(s->cert);
+	free_string(s->key);
+	free_string(s->peer_name);
+	free(s);
+}
+
+void admin_replication_free_built(Tessera__Admin__Replication *r)
+{
+	if (r == NULL)
+		return;
+	free_string(r->volume);
+	free_string(r->role);
+	free_string(r->site);
+	free_string(r->state);
+	free_string(r->target_volume);
+	free_string(r->target_layout);
+	free_string(r->group);
+	free_string(r->last_error);
+	free_string(r->node);
+	free(r);
+}
+
 void admin_response_free_built(Tessera__Admin__Response *resp)
 {
 	if (resp == NULL)
@@ -152,6 +182,16 @@ void admin_response_free_built(Tessera__Admin__Response *resp)
 	free(resp->extents);
 	resp->extents = NULL;
 	resp->n_extents = 0;
+	for (size_t i = 0; i < resp->n_sites; i++)
+		admin_site_free_built(resp->sites[i]);
+	free(resp->sites);
+	resp->sites = NULL;
+	resp->n_sites = 0;
+	for (size_t i = 0; i < resp->n_replications; i++)
+		admin_replication_free_built(resp->replications[i]);
+	free(resp->replications);
+	resp->replications = NULL;
+	resp->n_replications = 0;
 }
 
 void admin_fail(Tessera__Admin__Response *resp, int err, const char *fmt, ...)
@@ -353,6 +393,121 @@ static int check_replication(const Tessera__Admin__VolumeCreate *c, const char *
 	return check_domain(c, why);
 }
 
+/* ---- geo-replication requests ---- */
+
+#define MAX_PATH_TEXT 4096 /* a PEM path in SiteAdd */
+#define MAX_HOST_TEXT 253  /* a DNS name */
+#define MIN_LOG_BYTES (1u << 20)
+
+static int check_site_name(const char *name, const char **why)
+{
+	if (!tsr_valid_name(name)) {
+		*why = "invalid site name: use 1 to 63 of A-Z a-z 0-9 . _ - starting with a letter "
+		       "or digit";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* "" or a valid name (what says which field). */
+static int check_opt_name(const char *s, const char *what, const char **why)
+{
+	if (s == NULL || s[0] == '\0' || tsr_valid_name(s))
+		return 0;
+	*why = what;
+	return -EINVAL;
+}
+
+/* HOST:PORT with a non-empty host and a port 1..65535. */
+static int check_hostport(const char *addr, const char **why)
+{
+	char host[MAX_HOST_TEXT + 3], port[16];
+	char *end;
+	long n;
+
+	*why = "address must be HOST:PORT (the other site's --site-listen), e.g. "
+	       "dr.example.com:7500";
+	if (!valid_text(addr, MAX_HOST_TEXT + 8, false) || strchr(addr, ' ') != NULL ||
+	    tsr_admin_split_hostport(addr, host, sizeof(host), port, sizeof(port)) ||
+	    host[0] == '\0' || port[0] < '0' || port[0] > '9')
+		return -EINVAL;
+	n = strtol(port, &end, 10);
+	if (*end != '\0' || n < 1 || n > 65535)
+		return -EINVAL;
+	return 0;
+}
+
+/* A host name the other site's certificate must carry: "" (the address's host) or text. */
+static int check_peer_name(const char *s, const char **why)
+{
+	if (s == NULL || s[0] == '\0')
+		return 0;
+	if (!valid_text(s, MAX_HOST_TEXT, false) || strchr(s, ' ') != NULL) {
+		*why = "peer_name must be the host name the other site's certificate carries "
+		       "(up to 253 characters, no spaces)";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int check_site_add(const Tessera__Admin__SiteAdd *a, const char **why)
+{
+	if (check_site_name(a->name, why) || check_hostport(a->address, why) ||
+	    check_peer_name(a->peer_name, why))
+		return -EINVAL;
+	if (!valid_text(a->ca, MAX_PATH_TEXT, false) || !valid_text(a->cert, MAX_PATH_TEXT, false) ||
+	    !valid_text(a->key, MAX_PATH_TEXT, false)) {
+		*why = "a site needs ca, cert and key: the PEM files of the CA the other site's "
+		       "certificate chains to, and of this cluster's certificate and key";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int check_repl_enable(const Tessera__Admin__ReplicationEnable *e, const char **why)
+{
+	struct tsr_site_layout lay;
+
+	if (check_name(e->volume, why) || check_site_name(e->site, why) ||
+	    check_opt_name(e->target_volume, "invalid target volume name: use 1 to 63 of A-Z a-z "
+			   "0-9 . _ - starting with a letter or digit", why) ||
+	    check_opt_name(e->group, "invalid consistency group name: use 1 to 63 of A-Z a-z "
+			   "0-9 . _ - starting with a letter or digit", why))
+		return -EINVAL;
+	if (e->target_layout != NULL && e->target_layout[0] != '\0' &&
+	    (!valid_text(e->target_layout, TSR_SITE_LAYOUT_MAX, false) ||
+	     tsr_site_layout_parse(e->target_layout, &lay))) {
+		*why = "target layout must be replicas:R (R 1 to 8) or ec:K+M (K 1 to 16, M 1 to 4)";
+		return -EINVAL;
+	}
+	if (e->log_max_bytes != 0 && e->log_max_bytes < MIN_LOG_BYTES) {
+		*why = "log_max_bytes must be 0 (256 MiB) or at least 1 MiB";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* At most one of a volume and a group; with need_one exactly one. */
+static int check_vol_or_group(const char *volume, const char *group, bool need_one,
+			      const char **why)
+{
+	bool has_vol = volume != NULL && volume[0] != '\0';
+	bool has_group = group != NULL && group[0] != '\0';
+
+	if (has_vol && has_group) {
+		*why = "give a volume or a consistency group, not both";
+		return -EINVAL;
+	}
+	if (need_one && !has_vol && !has_group) {
+		*why = "give a volume or a consistency group";
+		return -EINVAL;
+	}
+	if (has_vol)
+		return check_name(volume, why);
+	return check_opt_name(group, "invalid consistency group name: use 1 to 63 of A-Z a-z "
+			      "0-9 . _ - starting with a letter or digit", why);
+}
+
 static int check_request(const Tessera__Admin__Request *req, const char **why)
 {
 	if (!valid_text(req->token, TSR_ADMIN_TOKEN_LEN, true)) {
@@ -450,6 +605,41 @@ static int check_request(const Tessera__Admin__Request *req, const char **why)
 			break;
 		return check_snap_ref(req->volume_rollback->volume, req->volume_rollback->snapshot,
 				      why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_ADD:
+		if (req->site_add == NULL)
+			break;
+		return check_site_add(req->site_add, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_REMOVE:
+		if (req->site_remove == NULL)
+			break;
+		return check_site_name(req->site_remove->name, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_LIST:
+		if (req->site_list == NULL)
+			break;
+		return 0;
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_ENABLE:
+		if (req->replication_enable == NULL)
+			break;
+		return check_repl_enable(req->replication_enable, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_DISABLE:
+		if (req->replication_disable == NULL)
+			break;
+		return check_name(req->replication_disable->volume, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_STATUS:
+		if (req->replication_status == NULL)
+			break;
+		return check_vol_or_group(req->replication_status->volume,
+					  req->replication_status->group, false, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_PROMOTE:
+		if (req->replication_promote == NULL)
+			break;
+		return check_vol_or_group(req->replication_promote->volume,
+					  req->replication_promote->group, true, why);
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_RESYNC:
+		if (req->replication_resync == NULL)
+			break;
+		return check_name(req->replication_resync->volume, why) ?:
+		       check_site_name(req->replication_resync->from_site, why);
 	default:
 		*why = "no command, or a command this tesserad does not know (version mismatch?)";
 		return -EINVAL;
@@ -538,6 +728,22 @@ static bool valid_node(const Tessera__Admin__Node *n)
 	       valid_strings(n->nbd_listeners, n->n_nbd_listeners);
 }
 
+static bool valid_site(const Tessera__Admin__Site *s)
+{
+	return s && tsr_valid_name(s->name) && valid_text(s->address, MAX_STRING, false) &&
+	       valid_text(s->ca, MAX_STRING, true) && valid_text(s->cert, MAX_STRING, true) &&
+	       valid_text(s->key, MAX_STRING, true) && valid_text(s->peer_name, MAX_STRING, true);
+}
+
+static bool valid_replication(const Tessera__Admin__Replication *r)
+{
+	return r && tsr_valid_name(r->volume) && valid_text(r->role, 16, false) &&
+	       valid_text(r->site, 64, true) && valid_text(r->state, 32, true) &&
+	       valid_text(r->target_volume, 64, true) && valid_text(r->target_layout, 32, true) &&
+	       valid_text(r->group, 64, true) && valid_text(r->last_error, MAX_STRING, true) &&
+	       valid_text(r->node, 64, true);
+}
+
 static int check_response(const Tessera__Admin__Response *resp, const char **why)
 {
 	if (resp->error > 0 || resp->error < -4095) {
@@ -588,6 +794,22 @@ static int check_response(const Tessera__Admin__Response *resp, const char **why
 		if (e == NULL || e->length == 0 || e->offset % TSR_BLOCK_SIZE ||
 		    e->length % TSR_BLOCK_SIZE || e->offset + e->length < e->offset) {
 			*why = "malformed extent";
+			return -EINVAL;
+		}
+	}
+	if (resp->n_sites > MAX_VOLUMES || resp->n_replications > MAX_VOLUMES) {
+		*why = "too many sites or replications";
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < resp->n_sites; i++) {
+		if (!valid_site(resp->sites[i])) {
+			*why = "malformed site";
+			return -EINVAL;
+		}
+	}
+	for (size_t i = 0; i < resp->n_replications; i++) {
+		if (!valid_replication(resp->replications[i])) {
+			*why = "malformed replication";
 			return -EINVAL;
 		}
 	}

@@ -835,6 +835,17 @@ void admin_handle(struct tsr_admin_server *srv, const Tessera__Admin__Request *r
 			   "cluster (start tesserad with --listen and --meta or --join; tesserad "
 			   "--help)");
 		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_ADD:
+	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_REMOVE:
+	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_LIST:
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_ENABLE:
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_DISABLE:
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_STATUS:
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_PROMOTE:
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_RESYNC:
+		admin_fail(resp, -EOPNOTSUPP, "replication needs cluster mode: start tesserad with "
+			   "--listen (and --meta or --join; tesserad --help)");
+		break;
 	default:
 		/* tsr_admin_request_parse lets no other case through */
 		admin_fail(resp, -EINVAL, "unknown command");

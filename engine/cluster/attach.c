@@ -209,8 +209,7 @@ static int layout_open(struct tsr_cluster *c, const Tessera__Cluster__VolumeReco
 	}
 }
 
-/* Attach name here.  0, or -errno with msg. */
-static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len)
+int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len)
 {
 	Tessera__Cluster__AttachRecord arec = TESSERA__CLUSTER__ATTACH_RECORD__INIT;
 	Tessera__Cluster__VolumeRecord *rec = NULL;
@@ -363,6 +362,8 @@ static int attach_local(struct tsr_cluster *c, const char *name, char *msg, size
 	pthread_mutex_unlock(&c->lock);
 	tsr_info("cluster: attach %s epoch %llu on %s", name, (unsigned long long)epoch,
 		 c->node_id);
+	/* geo-replication: ship it (a source from here on), or fence it (demoted, target) */
+	repl_on_attach(c, name);
 	snprintf(msg, msg_len, "attached '%s' on %s (epoch %llu)", name, c->node_id,
 		 (unsigned long long)epoch);
 	tessera__cluster__volume_record__free_unpacked(rec, NULL);
@@ -388,7 +389,7 @@ void cluster_attach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 
 	if (r->node[0] && forward_to(c, r->node, req, resp))
 		return;
-	ret = attach_local(c, r->name, msg, sizeof(msg));
+	ret = cluster_attach_local(c, r->name, msg, sizeof(msg));
 	if (ret)
 		admin_fail(resp, ret, "%s", msg);
 	else
@@ -410,6 +411,7 @@ int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg,
 	}
 	pthread_mutex_unlock(&c->lock);
 	attachment_unlink(c, a);
+	repl_on_detach(c, a->name); /* its source goes before the volume */
 	if (a->layout) {
 		ret = tsr_volset_detach(c->o.vols, a->name);
 		if (ret)

@@ -338,11 +338,19 @@ bool tsr_cluster_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Reque
 		else
 			cluster_volume_create(c, req->volume_create, resp);
 		return true;
-	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE:
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE: {
+		char msg[512];
+		int ret;
+
 		if (req->volume_delete->local_copy)
 			return false;
-		cluster_volume_delete(c, req->volume_delete->name, resp);
+		ret = repl_volume_busy(c, req->volume_delete->name, msg, sizeof(msg));
+		if (ret)
+			admin_fail(resp, ret, "%s", msg);
+		else
+			cluster_volume_delete(c, req->volume_delete->name, resp);
 		return true;
+	}
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE:
 		if (req->volume_resize->local_copy)
 			return false;
@@ -434,6 +442,15 @@ bool tsr_cluster_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Reque
 	case TESSERA__ADMIN__REQUEST__COMMAND_CLUSTER_STATUS:
 		cluster_status(c, resp);
 		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_ADD:
+	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_REMOVE:
+	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_LIST:
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_ENABLE:
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_DISABLE:
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_STATUS:
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_PROMOTE:
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_RESYNC:
+		return repl_admin_handle(c, req, resp);
 	default:
 		return false;
 	}
@@ -553,6 +570,9 @@ int tsr_cluster_start(const struct tsr_cluster_opts *opts, struct tsr_cluster **
 	ret = register_node(c, c->meta, lease);
 	if (ret)
 		goto err;
+	ret = repl_start(c);
+	if (ret)
+		goto err;
 	ret = -pthread_create(&c->thread, NULL, bg_thread, c);
 	if (ret) {
 		tsr_error("cluster: thread: %s", strerror(-ret));
@@ -586,6 +606,7 @@ void tsr_cluster_stop(struct tsr_cluster *c)
 		if (cluster_detach_local(c, c->attached, msg, sizeof(msg)))
 			tsr_warn("cluster: %s", msg);
 	}
+	repl_stop(c); /* demotions still queued are recorded: the meta store is open */
 	if (c->thread_started) {
 		pthread_mutex_lock(&c->lock);
 		c->stopping = true;

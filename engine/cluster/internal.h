@@ -70,6 +70,16 @@ struct tsr_cluster {
 	bool thread_started, stopping; /* stopping: lock */
 	struct state_req *queue, *queue_tail; /* lock */
 	struct attachment *attached;   /* lock (list links); see struct attachment */
+	/* geo-replication (replication.c): main thread unless marked */
+	char repl_site[64];            /* our site name in HELLO */
+	char cluster_id[64];           /* cluster/id: our cluster in HELLO */
+	struct repl_source *sources;   /* one per attached volume with repl/<name> shipping */
+	struct repl_tls *site_tls;     /* client TLS contexts, one per site (cached) */
+	struct tsr_site_server *site_server; /* tesserad --site-listen, else NULL */
+	bool in_open_volume;           /* inside the site server's open_volume (no re-entry) */
+	ev_async repl_async;           /* a worker queued a demotion */
+	bool repl_async_started;
+	struct repl_demote *demotes;   /* lock; demotions queued by sources' workers */
 };
 
 /* ---- cluster.c: start/stop, lease, background thread, tick ----------- */
@@ -189,6 +199,27 @@ void cluster_volume_scrub(struct tsr_cluster *c, const Tessera__Admin__Request *
 			  Tessera__Admin__Response *resp);
 /* The 500 ms pass over the attachments: returning copies, fencing, rebuilds. */
 void cluster_attach_tick(struct tsr_cluster *c);
+
+/* Attach name here (the body of volume attach; also the site server's
+ * open_volume).  0 (also when attached here already), or -errno with msg. */
+int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len);
+
+/* ---- replication.c: geo-replication records, sources, admin ----------- */
+
+/* At start (after the metadata store is open): cluster/id, the async watcher. */
+int repl_start(struct tsr_cluster *c);
+/* At stop, after every detach: stop what is left, free the TLS contexts. */
+void repl_stop(struct tsr_cluster *c);
+/* name was just registered in the volume set here: start its source, or
+ * fence it (demoted, or a replication target of this node). */
+void repl_on_attach(struct tsr_cluster *c, const char *name);
+/* name is about to be unregistered here: stop its source. */
+void repl_on_detach(struct tsr_cluster *c, const char *name);
+/* Site and replication commands (true: resp filled). */
+bool repl_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req,
+		       Tessera__Admin__Response *resp);
+/* volume delete: -EBUSY with msg while repl/<name> exists, else 0. */
+int repl_volume_busy(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len);
 
 /* ---- nodes.c: node list, cluster status ------------------------------ */
 

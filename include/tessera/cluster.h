@@ -64,6 +64,9 @@ struct tsr_cluster_opts {
 	uint64_t resync_rate;          /* bytes/s, 0: unlimited */
 	const char *const *nbd_listeners;
 	size_t n_nbd_listeners;
+	/* geo-replication (engine/cluster/replication.c): this cluster's name in
+	 * site links (HELLO); NULL: "site-<node id>" */
+	const char *repl_site;
 };
 
 /*
@@ -98,6 +101,25 @@ struct tsr_meta_server *tsr_cluster_meta_server(struct tsr_cluster *c);
  */
 bool tsr_cluster_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			      Tessera__Admin__Response *resp);
+
+/* ---- geo-replication (replication.c, include/tessera/site.h) ----------
+ *
+ * A volume with a repl/<name> record ships to a remote site from the node
+ * that coordinates it: attach starts its tsr_site_source, detach stops it.
+ * A node with a site listener (tesserad --site-listen) is a target: its
+ * tsr_site_server creates, attaches here and fences the target volumes
+ * through the ops below, and answers promote and status.
+ */
+struct tsr_site_server;
+struct tsr_site_server_ops;
+
+/* The site server's ops (open_volume) backed by this cluster. */
+void tsr_cluster_site_ops(struct tsr_cluster *c, struct tsr_site_server_ops *ops);
+/* Tell the cluster about the node's site server (NULL before stopping it). */
+void tsr_cluster_set_site_server(struct tsr_cluster *c, struct tsr_site_server *srv);
+/* This cluster's site name and id as sent in HELLO (valid names). */
+const char *tsr_cluster_repl_site(const struct tsr_cluster *c);
+const char *tsr_cluster_id(const struct tsr_cluster *c);
 
 /* ---- placement (placement.c): a pure function, unit tested ------------- */
 

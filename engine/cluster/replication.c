@@ -1,0 +1,1466 @@
+/*
+ * Geo-replication in the cluster (include/tessera/site.h, DESIGN.md
+ * "Geo-replication"): the records, who ships what, and the admin commands.
+ *
+ * Records (proto/cluster.proto):
+ *   site/<name>   SiteRecord: a remote site's listener and the TLS files this
+ *                 cluster's nodes use to reach it (site add / remove / list);
+ *   repl/<vol>    ReplicationRecord: vol ships to a site (replication enable /
+ *                 disable), or, demoted = true, must take no host write;
+ *   cluster/id    this cluster's id in HELLO (random, made by the first node).
+ *
+ * Source side: the node coordinating a volume with repl/<vol> runs its
+ * tsr_site_source (started by attach once the layout is registered, stopped
+ * before detach; the in-memory log does not survive, so every start is an
+ * initial copy).  TLS client contexts are cached per site.  A source that
+ * the target refuses as stale calls on_demoted on its worker: the call is
+ * queued under c->lock and an ev_async brings it to the main thread, which
+ * records demoted = true in repl/<vol> (a CAS loop); every later attach of
+ * the volume fences it (-EROFS) instead of shipping.
+ *
+ * Target side: tesserad's site server (--site-listen) calls open_volume
+ * (site_open_volume below) on the main thread: the target volume is created
+ * in this cluster with the requested layout, attached on this node and
+ * fenced against host writes.  Promote and the target half of status ask
+ * the server.  A consistency group is known only at the source: promote by
+ * group is refused at the target.
+ *
+ * Everything here runs on the main thread, except source_demoted (a worker).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "admin/admin_internal.h"
+#include "cluster/internal.h"
+#include "tessera/site.h"
+
+#define REPL_TEXT_MAX 4096 /* a path or address in a record */
+
+/* One running source: an attached volume shipping to its site. */
+struct repl_source {
+	struct tsr_cluster *c;
+	char volume[64];               /* source volume (immutable) */
+	char site[64];                 /* SiteRecord name */
+	char target_volume[64];
+	char target_layout[32];
+	char group[64];
+	uint64_t stream;               /* repl/<volume>'s stream when started */
+	uint64_t epoch;
+	struct tsr_site_source *src;   /* owned; stopped before detach */
+	struct repl_source *next;      /* c->sources */
+};
+
+/* A cached client TLS context for one site. */
+struct repl_tls {
+	char site[64];
+	char *ca, *cert, *key;         /* the files it was built from (malloc'd) */
+	struct tsr_site_tls_ctx *ctx;  /* owned; outlives the sources using it */
+	struct repl_tls *next;         /* c->site_tls */
+};
+
+/* A demotion reported by a source on its worker, for the main thread. */
+struct repl_demote {
+	char volume[64];
+	uint64_t stream;
+	char why[256];
+	struct repl_demote *next;      /* c->demotes, under c->lock */
+};
+
+/* ---- records ------------------------------------------------------------ */
+
+static bool rtext_ok(const char *s, bool allow_empty)
+{
+	size_t n;
+
+	if (s == NULL)
+		return false;
+	for (n = 0; s[n]; n++)
+		if (n >= REPL_TEXT_MAX || (unsigned char)s[n] < 0x20 || s[n] == 0x7f)
+			return false;
+	return n > 0 || allow_empty;
+}
+
+static Tessera__Cluster__SiteRecord *site_decode(const struct tsr_meta_kv *kv)
+{
+	Tessera__Cluster__SiteRecord *r;
+
+	r = tessera__cluster__site_record__unpack(NULL, kv->value_len, kv->value);
+	if (r && tsr_valid_name(r->name) && rtext_ok(r->address, false) && rtext_ok(r->ca, false) &&
+	    rtext_ok(r->cert, false) && rtext_ok(r->key, false) && rtext_ok(r->peer_name, false))
+		return r;
+	tsr_warn("cluster: malformed record %s: ignored", kv->key);
+	if (r)
+		tessera__cluster__site_record__free_unpacked(r, NULL);
+	return NULL;
+}
+
+static Tessera__Cluster__ReplicationRecord *repl_decode(const struct tsr_meta_kv *kv)
+{
+	Tessera__Cluster__ReplicationRecord *r;
+	struct tsr_site_layout lay;
+
+	r = tessera__cluster__replication_record__unpack(NULL, kv->value_len, kv->value);
+	if (r && tsr_valid_name(r->volume) && tsr_valid_name(r->site) &&
+	    tsr_valid_name(r->target_volume) && strlen(r->target_layout) <= TSR_SITE_LAYOUT_MAX &&
+	    tsr_site_layout_parse(r->target_layout, &lay) == 0 &&
+	    (r->group[0] == '\0' || tsr_valid_name(r->group)) && r->stream != 0 &&
+	    rtext_ok(r->demoted_why, true))
+		return r;
+	tsr_warn("cluster: malformed record %s: ignored", kv->key);
+	if (r)
+		tessera__cluster__replication_record__free_unpacked(r, NULL);
+	return NULL;
+}
+
+/* -ENOENT absent, -EUCLEAN malformed. */
+static int site_get(struct tsr_cluster *c, const char *name, Tessera__Cluster__SiteRecord **out)
+{
+	struct tsr_meta_kv kv = { 0 };
+	char key[80];
+	int ret;
+
+	snprintf(key, sizeof(key), "site/%s", name);
+	ret = tsr_meta_get(c->meta, key, &kv);
+	if (ret)
+		return ret;
+	*out = site_decode(&kv);
+	tsr_meta_kv_clear(&kv);
+	return *out ? 0 : -EUCLEAN;
+}
+
+static int repl_get(struct tsr_cluster *c, const char *vol,
+		    Tessera__Cluster__ReplicationRecord **out, uint64_t *rev)
+{
+	struct tsr_meta_kv kv = { 0 };
+	char key[80];
+	int ret;
+
+	snprintf(key, sizeof(key), "repl/%s", vol);
+	ret = tsr_meta_get(c->meta, key, &kv);
+	if (ret)
+		return ret;
+	if (rev)
+		*rev = kv.mod_rev;
+	*out = repl_decode(&kv);
+	tsr_meta_kv_clear(&kv);
+	return *out ? 0 : -EUCLEAN;
+}
+
+/* Every valid repl/ record; *n of them in *out (free with repl_free_all). */
+static int repl_list(struct tsr_cluster *c, Tessera__Cluster__ReplicationRecord ***out,
+		     size_t *n)
+{
+	struct tsr_meta_kv *kvs = NULL;
+	size_t nkv = 0;
+	int ret;
+
+	*out = NULL;
+	*n = 0;
+	ret = tsr_meta_range(c->meta, "repl/", &kvs, &nkv, NULL);
+	if (ret)
+		return ret;
+	*out = calloc(nkv + 1, sizeof(**out));
+	if (*out == NULL) {
+		tsr_meta_kv_free_array(kvs, nkv);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < nkv; i++)
+		if (((*out)[*n] = repl_decode(&kvs[i])) != NULL)
+			(*n)++;
+	tsr_meta_kv_free_array(kvs, nkv);
+	return 0;
+}
+
+static void repl_free_all(Tessera__Cluster__ReplicationRecord **r, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		tessera__cluster__replication_record__free_unpacked(r[i], NULL);
+	free(r);
+}
+
+/* The node id holding attach/<vol> into holder; -ENOENT when detached. */
+static int attach_holder(struct tsr_cluster *c, const char *vol, char holder[64])
+{
+	Tessera__Cluster__AttachRecord *a;
+	struct tsr_meta_kv kv = { 0 };
+	char key[80];
+	int ret;
+
+	snprintf(key, sizeof(key), "attach/%s", vol);
+	ret = tsr_meta_get(c->meta, key, &kv);
+	if (ret)
+		return ret;
+	a = rec_attach_decode(&kv);
+	tsr_meta_kv_clear(&kv);
+	if (a == NULL)
+		return -EUCLEAN;
+	snprintf(holder, 64, "%s", a->node_id);
+	tessera__cluster__attach_record__free_unpacked(a, NULL);
+	return 0;
+}
+
+/* ---- replies -------------------------------------------------------------- */
+
+static int resp_add(void ***arr, size_t *n, void *item)
+{
+	void **grown = realloc(*arr, (*n + 1) * sizeof(**arr));
+
+	if (grown == NULL)
+		return -ENOMEM;
+	grown[(*n)++] = item;
+	*arr = grown;
+	return 0;
+}
+
+static int add_repl(Tessera__Admin__Response *resp, Tessera__Admin__Replication *m)
+{
+	if (resp_add((void ***)&resp->replications, &resp->n_replications, m)) {
+		admin_replication_free_built(m);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* A Replication with every string set (""), or NULL. */
+static Tessera__Admin__Replication *repl_msg(const char *volume, const char *role,
+					     const char *state, const char *node)
+{
+	Tessera__Admin__Replication *m = malloc(sizeof(*m));
+
+	if (m == NULL)
+		return NULL;
+	tessera__admin__replication__init(m);
+	m->volume = admin_strdup(volume);
+	m->role = admin_strdup(role);
+	m->state = admin_strdup(state);
+	m->node = admin_strdup(node);
+	m->site = admin_strdup("");
+	m->target_volume = admin_strdup("");
+	m->target_layout = admin_strdup("");
+	m->group = admin_strdup("");
+	m->last_error = admin_strdup("");
+	if (!m->volume || !m->role || !m->state || !m->node || !m->site || !m->target_volume ||
+	    !m->target_layout || !m->group || !m->last_error) {
+		admin_replication_free_built(m);
+		return NULL;
+	}
+	return m;
+}
+
+/* Replace a string field of a built message (kept on ENOMEM). */
+static void set_text(char **field, const char *v)
+{
+	char *d = admin_strdup(v);
+
+	if (d == NULL)
+		return;
+	if (*field != protobuf_c_empty_string)
+		free(*field);
+	*field = d;
+}
+
+/* A source's message from its record and, when running here, its counters. */
+static Tessera__Admin__Replication *source_msg(struct tsr_cluster *c,
+					       const Tessera__Cluster__ReplicationRecord *r,
+					       struct repl_source *s, const char *state)
+{
+	Tessera__Admin__Replication *m;
+	struct tsr_site_source_stats st;
+
+	if (s) {
+		tsr_site_source_stats(s->src, &st);
+		state = tsr_site_state_name(st.state);
+	}
+	m = repl_msg(r->volume, "source", state, s ? c->node_id : "");
+	if (m == NULL)
+		return NULL;
+	set_text(&m->site, r->site);
+	set_text(&m->target_volume, r->target_volume);
+	set_text(&m->target_layout, r->target_layout);
+	set_text(&m->group, r->group);
+	m->stream = r->stream;
+	m->epoch = r->epoch;
+	m->demoted = r->demoted;
+	if (r->demoted)
+		set_text(&m->last_error, r->demoted_why);
+	if (s == NULL)
+		return m;
+	m->acked_seq = st.acked_seq;
+	m->next_seq = st.next_seq;
+	m->lag_sec = st.lag_sec;
+	m->lag_bytes = st.lag_bytes;
+	m->dirty_bytes = st.dirty_bytes;
+	m->sync_total_bytes = st.sync_total_bytes;
+	m->sync_done_bytes = st.sync_done_bytes;
+	m->bytes_shipped = st.bytes_shipped;
+	m->region_bytes_shipped = st.region_bytes_shipped;
+	m->overflows = st.overflows;
+	m->reconnects = st.reconnects;
+	m->rate_bps = st.rate_bps;
+	m->eta_sec = st.eta_sec;
+	if (st.state == TSR_SITE_SPLIT)
+		m->demoted = true;
+	if (!r->demoted)
+		set_text(&m->last_error, st.last_error);
+	return m;
+}
+
+static Tessera__Admin__Site *site_msg(const Tessera__Cluster__SiteRecord *r, uint32_t volumes)
+{
+	Tessera__Admin__Site *m = malloc(sizeof(*m));
+
+	if (m == NULL)
+		return NULL;
+	tessera__admin__site__init(m);
+	m->name = admin_strdup(r->name);
+	m->address = admin_strdup(r->address);
+	m->ca = admin_strdup(r->ca);
+	m->cert = admin_strdup(r->cert);
+	m->key = admin_strdup(r->key);
+	m->peer_name = admin_strdup(r->peer_name);
+	m->volumes = volumes;
+	if (!m->name || !m->address || !m->ca || !m->cert || !m->key || !m->peer_name) {
+		admin_site_free_built(m);
+		return NULL;
+	}
+	return m;
+}
+
+/* Send req to node_id and move its answer (message, replications) into resp. */
+static void repl_forward(struct tsr_cluster *c, const char *node_id,
+			 const Tessera__Admin__Request *req, Tessera__Admin__Response *resp)
+{
+	Tessera__Cluster__NodeRecord *n = NULL;
+	Tessera__Admin__Response *r = NULL;
+	int ret;
+
+	ret = rec_node_get(c->meta, node_id, &n);
+	if (ret) {
+		admin_fail(resp, ret, "node %s cannot be looked up: %s (tessera node list)", node_id,
+			   strerror(-ret));
+		return;
+	}
+	ret = cluster_call_node(c, n->address, (Tessera__Admin__Request *)req,
+				CLUSTER_FORWARD_TIMEOUT_MS, &r);
+	if (ret) {
+		admin_fail(resp, ret, "cannot reach node %s at %s: %s (is it alive? tessera node "
+			   "list)", node_id, n->address, strerror(-ret));
+		tessera__cluster__node_record__free_unpacked(n, NULL);
+		return;
+	}
+	tessera__cluster__node_record__free_unpacked(n, NULL);
+	resp->error = r->error;
+	if (r->message && r->message[0])
+		admin_fail(resp, r->error, "%s", r->message);
+	/* protobuf-c's default allocator is malloc, as ours: move the arrays over */
+	for (size_t i = 0; i < r->n_replications; i++) {
+		if (add_repl(resp, r->replications[i]) == 0)
+			r->replications[i] = NULL;
+	}
+	free(r->replications);
+	r->replications = NULL;
+	r->n_replications = 0;
+	tessera__admin__response__free_unpacked(r, NULL);
+}
+
+/* ---- TLS contexts per site ----------------------------------------------- */
+
+static bool same(const char *a, const char *b)
+{
+	return a && b && strcmp(a, b) == 0;
+}
+
+static bool tls_in_use(struct tsr_cluster *c, const char *site)
+{
+	for (struct repl_source *s = c->sources; s; s = s->next)
+		if (strcmp(s->site, site) == 0)
+			return true;
+	return false;
+}
+
+static void tls_free(struct repl_tls *t)
+{
+	if (t == NULL)
+		return;
+	tsr_site_tls_ctx_destroy(t->ctx);
+	free(t->ca);
+	free(t->cert);
+	free(t->key);
+	free(t);
+}
+
+/* Forget site's context (no source may use it). */
+static void tls_drop(struct tsr_cluster *c, const char *site)
+{
+	for (struct repl_tls **pp = &c->site_tls; *pp; pp = &(*pp)->next) {
+		if (strcmp((*pp)->site, site) == 0) {
+			struct repl_tls *t = *pp;
+
+			*pp = t->next;
+			tls_free(t);
+			return;
+		}
+	}
+}
+
+/* Build a client context from the files (errors as tsr_site_tls_ctx_create). */
+static int tls_build(const char *site, const char *ca, const char *cert, const char *key,
+		     struct repl_tls **out)
+{
+	struct tsr_site_tls_opts o = { .ca_file = ca, .cert_file = cert, .key_file = key };
+	struct repl_tls *t = calloc(1, sizeof(*t));
+	int ret;
+
+	if (t == NULL)
+		return -ENOMEM;
+	snprintf(t->site, sizeof(t->site), "%s", site);
+	t->ca = strdup(ca);
+	t->cert = strdup(cert);
+	t->key = strdup(key);
+	if (!t->ca || !t->cert || !t->key) {
+		tls_free(t);
+		return -ENOMEM;
+	}
+	ret = tsr_site_tls_ctx_create(&o, &t->ctx);
+	if (ret) {
+		tls_free(t);
+		return ret;
+	}
+	*out = t;
+	return 0;
+}
+
+/* The cached context of site r, (re)built when its files changed. */
+static int tls_for_site(struct tsr_cluster *c, const Tessera__Cluster__SiteRecord *r,
+			struct tsr_site_tls_ctx **out)
+{
+	struct repl_tls *t;
+	int ret;
+
+	for (t = c->site_tls; t; t = t->next)
+		if (strcmp(t->site, r->name) == 0)
+			break;
+	if (t && (same(t->ca, r->ca) && same(t->cert, r->cert) && same(t->key, r->key))) {
+		*out = t->ctx;
+		return 0;
+	}
+	if (t && tls_in_use(c, r->name)) { /* cannot happen: site remove waits for no user */
+		*out = t->ctx;
+		return 0;
+	}
+	if (t)
+		tls_drop(c, r->name);
+	ret = tls_build(r->name, r->ca, r->cert, r->key, &t);
+	if (ret)
+		return ret;
+	t->next = c->site_tls;
+	c->site_tls = t;
+	*out = t->ctx;
+	return 0;
+}
+
+/* ---- sources --------------------------------------------------------------- */
+
+static struct repl_source *source_find(struct tsr_cluster *c, const char *vol)
+{
+	for (struct repl_source *s = c->sources; s; s = s->next)
+		if (strcmp(s->volume, vol) == 0)
+			return s;
+	return NULL;
+}
+
+/* On the source's worker: hand the demotion to the main thread. */
+static void source_demoted(void *arg, const char *why)
+{
+	struct repl_source *s = arg;
+	struct tsr_cluster *c = s->c;
+	struct repl_demote *d = calloc(1, sizeof(*d));
+
+	if (d == NULL) {
+		tsr_error("cluster: volume %s demoted (%s) but out of memory to record it: the "
+			  "volume stays fenced until tesserad restarts", s->volume, why);
+		return;
+	}
+	snprintf(d->volume, sizeof(d->volume), "%s", s->volume);
+	snprintf(d->why, sizeof(d->why), "%s", why ? why : "the target site was promoted");
+	d->stream = s->stream;
+	pthread_mutex_lock(&c->lock);
+	d->next = c->demotes;
+	c->demotes = d;
+	pthread_mutex_unlock(&c->lock);
+	ev_async_send(c->o.loop, &c->repl_async);
+}
+
+/* repl/<vol>.demoted = true (when the record is still this stream's). */
+static void record_demoted(struct tsr_cluster *c, const struct repl_demote *d)
+{
+	Tessera__Cluster__ReplicationRecord *r = NULL;
+	char key[80];
+	uint64_t rev;
+	int ret = -ECANCELED;
+
+	snprintf(key, sizeof(key), "repl/%s", d->volume);
+	for (int tries = 0; tries < 50 && ret == -ECANCELED; tries++) {
+		ret = repl_get(c, d->volume, &r, &rev);
+		if (ret)
+			break;
+		if (r->stream != d->stream) { /* disabled and enabled again since */
+			ret = 0;
+		} else {
+			r->demoted = true;
+			if (r->demoted_why != protobuf_c_empty_string)
+				free(r->demoted_why);
+			r->demoted_why = strdup(d->why);
+			if (r->demoted_why == NULL)
+				r->demoted_why = (char *)protobuf_c_empty_string;
+			ret = rec_put(c->meta, key, &r->base, rev, 0, NULL);
+		}
+		tessera__cluster__replication_record__free_unpacked(r, NULL);
+		r = NULL;
+	}
+	if (ret)
+		tsr_error("cluster: volume %s was demoted (%s) but %s cannot record it: %s (its "
+			  "writes stay fenced while attached here; a later attach may take writes "
+			  "again)", d->volume, d->why, key, strerror(-ret));
+	else
+		tsr_warn("cluster: volume %s demoted: %s; host writes are refused (-EROFS) from "
+			 "now on, at every attach", d->volume, d->why);
+}
+
+static void drain_demotes(struct tsr_cluster *c)
+{
+	struct repl_demote *d;
+
+	pthread_mutex_lock(&c->lock);
+	d = c->demotes;
+	c->demotes = NULL;
+	pthread_mutex_unlock(&c->lock);
+	while (d) {
+		struct repl_demote *next = d->next;
+
+		record_demoted(c, d);
+		free(d);
+		d = next;
+	}
+}
+
+static void demote_async_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	drain_demotes(w->data);
+}
+
+/* Fence (err -EROFS) or open (0) host writes of vol attached here. */
+static int fence_volume(struct tsr_cluster *c, const char *vol, int err)
+{
+	struct tsr_vol *v;
+	int ret = tsr_vol_get(c->o.vols, vol, &v);
+
+	if (ret)
+		return ret;
+	tsr_vol_set_write_fence(v, err);
+	tsr_vol_put(v);
+	return 0;
+}
+
+/* Start r's source (vol attached here).  0 or -errno with msg. */
+static int source_start(struct tsr_cluster *c, const Tessera__Cluster__ReplicationRecord *r,
+			char *msg, size_t msg_len)
+{
+	struct tsr_site_source_opts o;
+	Tessera__Cluster__SiteRecord *site = NULL;
+	struct tsr_site_tls_ctx *tls;
+	struct repl_source *s = NULL;
+	struct tsr_vol *vol = NULL;
+	int ret;
+
+	if (source_find(c, r->volume))
+		return 0;
+	ret = site_get(c, r->site, &site);
+	if (ret) {
+		snprintf(msg, msg_len, "volume %s replicates to site '%s', which %s", r->volume,
+			 r->site, ret == -ENOENT ? "does not exist (tessera site add)" :
+			 "cannot be read from the metadata store");
+		return ret;
+	}
+	ret = tls_for_site(c, site, &tls);
+	if (ret) {
+		snprintf(msg, msg_len, "site '%s': the TLS files (%s, %s, %s) do not load on node "
+			 "%s: %s", site->name, site->ca, site->cert, site->key, c->node_id,
+			 strerror(-ret));
+		goto out;
+	}
+	ret = tsr_vol_get(c->o.vols, r->volume, &vol);
+	if (ret) {
+		snprintf(msg, msg_len, "volume %s is not attached here: %s", r->volume,
+			 strerror(-ret));
+		goto out;
+	}
+	s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		ret = -ENOMEM;
+		snprintf(msg, msg_len, "out of memory in tesserad");
+		goto out;
+	}
+	s->c = c;
+	snprintf(s->volume, sizeof(s->volume), "%s", r->volume);
+	snprintf(s->site, sizeof(s->site), "%s", r->site);
+	snprintf(s->target_volume, sizeof(s->target_volume), "%s", r->target_volume);
+	snprintf(s->target_layout, sizeof(s->target_layout), "%s", r->target_layout);
+	snprintf(s->group, sizeof(s->group), "%s", r->group);
+	s->stream = r->stream;
+	s->epoch = r->epoch;
+	memset(&o, 0, sizeof(o));
+	o.vol = vol;
+	o.worker = tsr_vol_home(vol);
+	o.tls = tls;
+	o.address = site->address;
+	o.peer_name = site->peer_name;
+	o.site = c->repl_site;
+	o.cluster = c->cluster_id;
+	o.target_volume = s->target_volume;
+	o.target_layout = s->target_layout;
+	o.stream = s->stream;
+	o.epoch = s->epoch ? s->epoch : 1;
+	o.initial_copy = true; /* the log does not survive a detach or a restart */
+	o.log_max_bytes = r->log_max_bytes;
+	o.max_bps = r->max_bps;
+	o.on_demoted = source_demoted;
+	o.cb_arg = s;
+	if (o.worker == NULL) {
+		ret = -EINVAL;
+		snprintf(msg, msg_len, "volume %s has no home worker", r->volume);
+		goto out;
+	}
+	ret = tsr_site_source_start(&o, &s->src);
+	if (ret) {
+		snprintf(msg, msg_len, "volume %s: cannot start shipping to site %s: %s%s", r->volume,
+			 r->site, strerror(-ret), ret == -EBUSY ? " (the volume has replication "
+			 "hooks already)" : "");
+		goto out;
+	}
+	s->next = c->sources;
+	c->sources = s;
+	tsr_info("cluster: volume %s ships to site %s (%s) as %s (%s), stream %016llx, initial "
+		 "copy", r->volume, r->site, site->address, r->target_volume, r->target_layout,
+		 (unsigned long long)r->stream);
+	s = NULL;
+out:
+	free(s);
+	tsr_vol_put(vol);
+	tessera__cluster__site_record__free_unpacked(site, NULL);
+	return ret;
+}
+
+static void source_stop(struct tsr_cluster *c, const char *vol)
+{
+	for (struct repl_source **pp = &c->sources; *pp; pp = &(*pp)->next) {
+		struct repl_source *s = *pp;
+
+		if (strcmp(s->volume, vol) == 0) {
+			*pp = s->next;
+			tsr_site_source_stop(s->src); /* waits for the worker: no callback after */
+			tsr_info("cluster: volume %s stopped shipping to site %s", s->volume, s->site);
+			free(s);
+			return;
+		}
+	}
+}
+
+/* A replication target of this node's site server (not promoted)? */
+static bool is_target_here(struct tsr_cluster *c, const char *vol)
+{
+	struct tsr_site_target_info *infos;
+	size_t n, got;
+	bool found = false;
+
+	if (c->site_server == NULL || c->in_open_volume)
+		return false;
+	n = tsr_site_server_list(c->site_server, NULL, 0);
+	if (n == 0)
+		return false;
+	infos = calloc(n, sizeof(*infos));
+	if (infos == NULL)
+		return false;
+	got = tsr_site_server_list(c->site_server, infos, n);
+	for (size_t i = 0; i < got && i < n; i++)
+		if (strcmp(infos[i].volume, vol) == 0 && !infos[i].promoted)
+			found = true;
+	free(infos);
+	return found;
+}
+
+void repl_on_attach(struct tsr_cluster *c, const char *name)
+{
+	Tessera__Cluster__ReplicationRecord *r = NULL;
+	char msg[1024];
+	int ret;
+
+	ret = repl_get(c, name, &r, NULL);
+	if (ret == -ENOENT) {
+		if (is_target_here(c, name) && fence_volume(c, name, -EROFS) == 0)
+			tsr_info("cluster: volume %s is a replication target here: host writes "
+				 "fenced until it is promoted", name);
+		return;
+	}
+	if (ret) {
+		tsr_error("cluster: volume %s: cannot read repl/%s: %s; it does NOT ship to its "
+			  "site until it is attached again", name, name, strerror(-ret));
+		return;
+	}
+	if (r->demoted) {
+		ret = fence_volume(c, name, -EROFS);
+		tsr_warn("cluster: volume %s is demoted (%s): host writes are refused%s", name,
+			 r->demoted_why, ret ? " (fence failed!)" : "");
+	} else if (source_start(c, r, msg, sizeof(msg))) {
+		tsr_error("cluster: %s; it does NOT ship until attached again", msg);
+	}
+	tessera__cluster__replication_record__free_unpacked(r, NULL);
+}
+
+void repl_on_detach(struct tsr_cluster *c, const char *name)
+{
+	source_stop(c, name);
+}
+
+int repl_volume_busy(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len)
+{
+	Tessera__Cluster__ReplicationRecord *r = NULL;
+
+	if (repl_get(c, name, &r, NULL))
+		return 0;
+	snprintf(msg, msg_len, "volume '%s' replicates to site '%s': tessera replication disable "
+		 "%s first", name, r->site, name);
+	tessera__cluster__replication_record__free_unpacked(r, NULL);
+	return -EBUSY;
+}
+
+/* ---- site add / remove / list ----------------------------------------------- */
+
+static void site_add(struct tsr_cluster *c, const Tessera__Admin__SiteAdd *a,
+		     Tessera__Admin__Response *resp)
+{
+	Tessera__Cluster__SiteRecord rec = TESSERA__CLUSTER__SITE_RECORD__INIT;
+	const char *files[3] = { a->ca, a->cert, a->key };
+	static const char *const what[3] = { "CA", "certificate", "key" };
+	struct repl_tls *t = NULL;
+	Tessera__Admin__Site *m;
+	char host[260], port[16], key[80];
+	int ret;
+
+	for (int i = 0; i < 3; i++) {
+		if (access(files[i], R_OK) != 0) {
+			ret = -errno;
+			admin_fail(resp, ret, "site '%s': cannot read the %s file %s on node %s: %s "
+				   "(the files must be readable by tesserad on every node that "
+				   "coordinates a replicated volume)", a->name, what[i], files[i],
+				   c->node_id, strerror(-ret));
+			return;
+		}
+	}
+	ret = tls_build(a->name, a->ca, a->cert, a->key, &t);
+	if (ret) {
+		admin_fail(resp, ret, "site '%s': the TLS files do not load on node %s: %s%s",
+			   a->name, c->node_id, strerror(-ret), ret == -EKEYREJECTED ?
+			   " (is each file PEM, and is the key the certificate's?)" : "");
+		return;
+	}
+	if (tsr_admin_split_hostport(a->address, host, sizeof(host), port, sizeof(port))) {
+		tls_free(t);
+		admin_fail(resp, -EINVAL, "site '%s': address %s is not HOST:PORT", a->name,
+			   a->address);
+		return;
+	}
+	rec.name = a->name;
+	rec.address = a->address;
+	rec.ca = a->ca;
+	rec.cert = a->cert;
+	rec.key = a->key;
+	rec.peer_name = a->peer_name[0] ? a->peer_name : host;
+	snprintf(key, sizeof(key), "site/%s", a->name);
+	ret = rec_put(c->meta, key, &rec.base, 0, 0, NULL);
+	if (ret) {
+		tls_free(t);
+		if (ret == -ECANCELED)
+			admin_fail(resp, -EEXIST, "site '%s' exists already (tessera site list; remove "
+				   "it first to change it)", a->name);
+		else
+			admin_fail(resp, ret, "cannot record site '%s': %s", a->name, strerror(-ret));
+		return;
+	}
+	tls_drop(c, a->name); /* a stale context of a removed site of that name */
+	t->next = c->site_tls;
+	c->site_tls = t;
+	tsr_info("cluster: site %s added (%s, peer name %s)", a->name, a->address, rec.peer_name);
+	m = site_msg(&rec, 0);
+	if (m == NULL || resp_add((void ***)&resp->sites, &resp->n_sites, m)) {
+		admin_site_free_built(m);
+		admin_fail(resp, -ENOMEM, "out of memory in tesserad (site %s was added)", a->name);
+	}
+}
+
+static void site_remove(struct tsr_cluster *c, const char *name, Tessera__Admin__Response *resp)
+{
+	Tessera__Cluster__ReplicationRecord **rs;
+	char key[80], users[512] = "";
+	size_t n, pos = 0;
+	int ret;
+
+	ret = repl_list(c, &rs, &n);
+	if (ret) {
+		admin_fail(resp, ret, "cannot read the metadata store: %s", strerror(-ret));
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(rs[i]->site, name) == 0 && pos < sizeof(users))
+			pos += (size_t)snprintf(users + pos, sizeof(users) - pos, "%s%s",
+						pos ? ", " : "", rs[i]->volume);
+	repl_free_all(rs, n);
+	if (pos) {
+		admin_fail(resp, -EBUSY, "site '%s' is in use by %s: tessera replication disable "
+			   "those volumes first", name, users);
+		return;
+	}
+	snprintf(key, sizeof(key), "site/%s", name);
+	ret = tsr_meta_delete(c->meta, key, TSR_META_ANY_REV);
+	if (ret) {
+		admin_fail(resp, ret, ret == -ENOENT ? "site '%s' not found (tessera site list)" :
+			   "cannot delete site '%s' from the metadata store", name);
+		return;
+	}
+	if (!tls_in_use(c, name))
+		tls_drop(c, name);
+	tsr_info("cluster: site %s removed", name);
+}
+
+static void site_list(struct tsr_cluster *c, Tessera__Admin__Response *resp)
+{
+	Tessera__Cluster__ReplicationRecord **rs = NULL;
+	struct tsr_meta_kv *kvs = NULL;
+	size_t nkv = 0, nr = 0;
+	int ret;
+
+	ret = tsr_meta_range(c->meta, "site/", &kvs, &nkv, NULL);
+	if (ret == 0)
+		ret = repl_list(c, &rs, &nr);
+	if (ret) {
+		admin_fail(resp, ret, "cannot read the metadata store: %s", strerror(-ret));
+		goto out;
+	}
+	for (size_t i = 0; i < nkv; i++) {
+		Tessera__Cluster__SiteRecord *r = site_decode(&kvs[i]);
+		Tessera__Admin__Site *m;
+		uint32_t users = 0;
+
+		if (r == NULL)
+			continue;
+		for (size_t k = 0; k < nr; k++)
+			users += strcmp(rs[k]->site, r->name) == 0;
+		m = site_msg(r, users);
+		tessera__cluster__site_record__free_unpacked(r, NULL);
+		if (m == NULL || resp_add((void ***)&resp->sites, &resp->n_sites, m)) {
+			admin_site_free_built(m);
+			admin_fail(resp, -ENOMEM, "out of memory in tesserad");
+			goto out;
+		}
+	}
+out:
+	repl_free_all(rs, nr);
+	tsr_meta_kv_free_array(kvs, nkv);
+}
+
+/* ---- replication enable / disable ------------------------------------------ */
+
+static uint64_t random_stream(void)
+{
+	uint64_t v = 0;
+
+	while (v == 0)
+		if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v))
+			v = ((uint64_t)rand() << 32) ^ (uint64_t)rand() ^ (uint64_t)time(NULL);
+	return v;
+}
+
+/*
+ * The volume's coordinator is another node: forward req there (true).
+ * False: attached here, or detached (*attached_here says which).
+ */
+static bool route_to_coordinator(struct tsr_cluster *c, const char *vol,
+				 const Tessera__Admin__Request *req, Tessera__Admin__Response *resp,
+				 bool *attached_here)
+{
+	struct attachment *a = cluster_find_attachment(c, vol);
+	char holder[64];
+
+	*attached_here = a && a->layout && !a->fenced;
+	if (*attached_here)
+		return false;
+	if (attach_holder(c, vol, holder) == 0 && strcmp(holder, c->node_id) != 0) {
+		repl_forward(c, holder, req, resp);
+		return true;
+	}
+	return false;
+}
+
+static void repl_enable(struct tsr_cluster *c, const Tessera__Admin__Request *req,
+			Tessera__Admin__Response *resp)
+{
+	const Tessera__Admin__ReplicationEnable *e = req->replication_enable;
+	Tessera__Cluster__ReplicationRecord rec = TESSERA__CLUSTER__REPLICATION_RECORD__INIT;
+	Tessera__Cluster__ReplicationRecord *old = NULL;
+	Tessera__Cluster__VolumeRecord *vol = NULL;
+	Tessera__Cluster__SiteRecord *site = NULL;
+	Tessera__Admin__Replication *m;
+	struct tsr_site_layout lay;
+	char layout[40], key[80], msg[1024];
+	bool here;
+	int ret;
+
+	if (route_to_coordinator(c, e->volume, req, resp, &here))
+		return;
+	ret = rec_volume_get(c->meta, e->volume, &vol, NULL);
+	if (ret) {
+		admin_fail(resp, ret, ret == -ENOENT ? "volume '%s' not found (tessera volume list)"
+			   : "cannot read volume '%s' from the metadata store", e->volume);
+		goto out;
+	}
+	ret = site_get(c, e->site, &site);
+	if (ret) {
+		admin_fail(resp, ret, ret == -ENOENT ? "site '%s' not found (tessera site add %s "
+			   "--address HOST:PORT --ca F --cert F --key F first)" : "cannot read site "
+			   "'%s' from the metadata store", e->site, e->site);
+		goto out;
+	}
+	if (repl_get(c, e->volume, &old, NULL) == 0) {
+		admin_fail(resp, -EEXIST, "volume '%s' replicates to site '%s' already (tessera "
+			   "replication status %s; disable it first to change it)", e->volume,
+			   old->site, e->volume);
+		goto out;
+	}
+	if (e->target_layout[0])
+		snprintf(layout, sizeof(layout), "%s", e->target_layout);
+	else if (vol->ec_k)
+		snprintf(layout, sizeof(layout), "ec:%u+%u", vol->ec_k, vol->ec_m);
+	else
+		snprintf(layout, sizeof(layout), "replicas:%u", (unsigned)vol->n_copies);
+	if (tsr_site_layout_parse(layout, &lay)) {
+		admin_fail(resp, -EINVAL, "target layout '%s' is not replicas:R (1..8) or ec:K+M "
+			   "(K 1..16, M 1..4)", layout);
+		goto out;
+	}
+	rec.volume = e->volume;
+	rec.site = e->site;
+	rec.target_volume = e->target_volume[0] ? e->target_volume : e->volume;
+	rec.target_layout = layout;
+	rec.group = e->group;
+	rec.stream = random_stream();
+	rec.epoch = 1;
+	rec.max_bps = e->max_bps;
+	rec.log_max_bytes = e->log_max_bytes;
+	rec.created = cluster_now();
+	snprintf(key, sizeof(key), "repl/%s", e->volume);
+	ret = rec_put(c->meta, key, &rec.base, 0, 0, NULL);
+	if (ret) {
+		admin_fail(resp, ret == -ECANCELED ? -EEXIST : ret, ret == -ECANCELED ?
+			   "volume '%s' was just set to replicate by someone else (tessera "
+			   "replication status %s)" : "cannot record the replication of '%s'",
+			   e->volume, e->volume);
+		goto out;
+	}
+	tsr_info("cluster: volume %s replication to site %s enabled (target %s, %s, stream "
+		 "%016llx%s%s)", e->volume, e->site, rec.target_volume, layout,
+		 (unsigned long long)rec.stream, rec.group[0] ? ", group " : "", rec.group);
+	if (here) {
+		ret = source_start(c, &rec, msg, sizeof(msg));
+		if (ret) {
+			tsr_meta_delete(c->meta, key, TSR_META_ANY_REV);
+			admin_fail(resp, ret, "%s (replication not enabled)", msg);
+			goto out;
+		}
+	}
+	m = source_msg(c, &rec, source_find(c, e->volume), "detached");
+	if (m == NULL || add_repl(resp, m))
+		admin_fail(resp, -ENOMEM, "out of memory in tesserad (replication enabled)");
+out:
+	if (vol)
+		tessera__cluster__volume_record__free_unpacked(vol, NULL);
+	if (site)
+		tessera__cluster__site_record__free_unpacked(site, NULL);
+	if (old)
+		tessera__cluster__replication_record__free_unpacked(old, NULL);
+}
+
+static void repl_disable(struct tsr_cluster *c, const Tessera__Admin__Request *req,
+			 Tessera__Admin__Response *resp)
+{
+	const char *name = req->replication_disable->volume;
+	Tessera__Cluster__ReplicationRecord *r = NULL;
+	Tessera__Admin__Replication *m;
+	char key[80];
+	bool here;
+	int ret;
+
+	if (route_to_coordinator(c, name, req, resp, &here))
+		return;
+	ret = repl_get(c, name, &r, NULL);
+	if (ret) {
+		admin_fail(resp, ret, ret == -ENOENT ? "volume '%s' does not replicate (tessera "
+			   "replication status)" : "cannot read repl/%s", name);
+		return;
+	}
+	source_stop(c, name);
+	snprintf(key, sizeof(key), "repl/%s", name);
+	ret = tsr_meta_delete(c->meta, key, TSR_META_ANY_REV);
+	if (ret && ret != -ENOENT) {
+		admin_fail(resp, ret, "cannot delete %s: %s (shipping is stopped until the next "
+			   "attach)", key, strerror(-ret));
+		goto out;
+	}
+	if (here && r->demoted && fence_volume(c, name, 0) == 0)
+		tsr_warn("cluster: volume %s: demotion cleared by replication disable: host writes "
+			 "allowed again", name);
+	tsr_info("cluster: volume %s replication to site %s disabled", name, r->site);
+	m = source_msg(c, r, NULL, "disabled");
+	if (m == NULL || add_repl(resp, m))
+		admin_fail(resp, -ENOMEM, "out of memory in tesserad (replication disabled)");
+out:
+	tessera__cluster__replication_record__free_unpacked(r, NULL);
+}
+
+/* ---- status, promote, resync ------------------------------------------------- */
+
+static const char *target_state(const struct tsr_site_target_info *t)
+{
+	return t->promoted ? "promoted" : t->connected ? "receiving" : "idle";
+}
+
+static Tessera__Admin__Replication *target_msg(struct tsr_cluster *c,
+					       const struct tsr_site_target_info *t)
+{
+	Tessera__Admin__Replication *m = repl_msg(t->volume, "target", target_state(t),
+						  c->node_id);
+
+	if (m == NULL)
+		return NULL;
+	set_text(&m->site, t->source_site);
+	set_text(&m->target_volume, t->volume);
+	m->stream = t->stream;
+	m->epoch = t->epoch;
+	m->applied_seq = t->applied;
+	m->consistent = t->consistent;
+	m->bytes_shipped = t->bytes_applied;
+	return m;
+}
+
+/* This node's target volumes (all, or the one named). */
+static int targets_add(struct tsr_cluster *c, const char *only, Tessera__Admin__Response *resp,
+		       bool *found)
+{
+	struct tsr_site_target_info *infos;
+	size_t n, got;
+	int ret = 0;
+
+	if (c->site_server == NULL)
+		return 0;
+	n = tsr_site_server_list(c->site_server, NULL, 0);
+	if (n == 0)
+		return 0;
+	infos = calloc(n, sizeof(*infos));
+	if (infos == NULL)
+		return -ENOMEM;
+	got = tsr_site_server_list(c->site_server, infos, n);
+	for (size_t i = 0; i < got && i < n && ret == 0; i++) {
+		Tessera__Admin__Replication *m;
+
+		if (only && strcmp(only, infos[i].volume))
+			continue;
+		*found = true;
+		m = target_msg(c, &infos[i]);
+		ret = m ? add_repl(resp, m) : -ENOMEM;
+	}
+	free(infos);
+	return ret;
+}
+
+/* A source attached on another node: ask it for this one volume. */
+static void status_remote(struct tsr_cluster *c, const char *holder,
+			  const Tessera__Cluster__ReplicationRecord *r,
+			  Tessera__Admin__Response *resp)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__ReplicationStatusGet get = TESSERA__ADMIN__REPLICATION_STATUS_GET__INIT;
+	Tessera__Admin__Response sub = TESSERA__ADMIN__RESPONSE__INIT;
+	Tessera__Admin__Replication *m;
+	bool got = false;
+
+	get.volume = r->volume;
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_STATUS;
+	req.replication_status = &get;
+	repl_forward(c, holder, &req, &sub);
+	for (size_t i = 0; i < sub.n_replications; i++) {
+		if (strcmp(sub.replications[i]->role, "source") == 0 &&
+		    strcmp(sub.replications[i]->volume, r->volume) == 0 &&
+		    add_repl(resp, sub.replications[i]) == 0) {
+			sub.replications[i] = NULL;
+			got = true;
+		}
+	}
+	if (!got) { /* what the record says, and why there is no more */
+		m = source_msg(c, r, NULL, r->demoted ? "split" : "unknown");
+		if (m) {
+			char why[300];
+
+			snprintf(why, sizeof(why), "coordinator %s did not answer: %s", holder,
+				 sub.message ? sub.message : "");
+			set_text(&m->node, holder);
+			if (!r->demoted)
+				set_text(&m->last_error, why);
+			add_repl(resp, m);
+		}
+	}
+	admin_response_free_built(&sub);
+}
+
+static void repl_status(struct tsr_cluster *c, const Tessera__Admin__ReplicationStatusGet *g,
+			Tessera__Admin__Response *resp)
+{
+	Tessera__Cluster__ReplicationRecord **rs;
+	const char *only = g->volume[0] ? g->volume : NULL;
+	bool found = false;
+	size_t n;
+	int ret;
+
+	ret = repl_list(c, &rs, &n);
+	if (ret) {
+		admin_fail(resp, ret, "cannot read the metadata store: %s", strerror(-ret));
+		return;
+	}
+	for (size_t i = 0; i < n && ret == 0; i++) {
+		const Tessera__Cluster__ReplicationRecord *r = rs[i];
+		struct repl_source *s = source_find(c, r->volume);
+		struct attachment *a;
+		Tessera__Admin__Replication *m;
+		char holder[64];
+
+		if ((only && strcmp(only, r->volume)) || (g->group[0] && strcmp(g->group, r->group)))
+			continue;
+		found = true;
+		if (s) {
+			m = source_msg(c, r, s, NULL);
+		} else if ((a = cluster_find_attachment(c, r->volume)) != NULL && a->layout) {
+			/* attached here and not shipping: demoted, or its start failed (logged) */
+			m = source_msg(c, r, NULL, r->demoted ? "split" : "stopped");
+			if (m)
+				set_text(&m->node, c->node_id);
+			if (m && !r->demoted)
+				set_text(&m->last_error, "not shipping: see tesserad's log on this node "
+					 "(attach it again to retry)");
+		} else if (attach_holder(c, r->volume, holder) == 0 &&
+			   strcmp(holder, c->node_id) != 0) {
+			status_remote(c, holder, r, resp);
+			continue;
+		} else {
+			m = source_msg(c, r, NULL, r->demoted ? "split" : "detached");
+		}
+		ret = m ? add_repl(resp, m) : -ENOMEM;
+	}
+	repl_free_all(rs, n);
+	/* targets carry no group: a group asks for sources only */
+	if (ret == 0 && g->group[0] == '\0')
+		ret = targets_add(c, only, resp, &found);
+	if (ret)
+		admin_fail(resp, ret, "out of memory in tesserad");
+	else if (only && !found)
+		admin_fail(resp, -ENOENT, "volume '%s' is not replicated: no repl/%s record in this "
+			   "cluster and no target state on node %s%s", only, only, c->node_id,
+			   c->site_server ? "" : " (it has no site listener)");
+}
+
+static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__ReplicationPromote *p,
+			 Tessera__Admin__Response *resp)
+{
+	bool found = false;
+	int ret;
+
+	if (p->volume[0] == '\0') {
+		admin_fail(resp, -EOPNOTSUPP, "promote by group is not built: consistency groups are "
+			   "known at the source site only; promote each volume (tessera "
+			   "replication promote VOL)");
+		return;
+	}
+	if (c->site_server == NULL) {
+		admin_fail(resp, -EOPNOTSUPP, "node %s runs no site listener (tesserad "
+			   "--site-listen): promote on the node that receives the volume", c->node_id);
+		return;
+	}
+	ret = tsr_site_server_promote(c->site_server, p->volume, p->force);
+	switch (ret) {
+	case 0:
+		break;
+	case -ENOENT:
+		admin_fail(resp, ret, "volume '%s' is not a replication target on node %s "
+			   "(tessera replication status)", p->volume, c->node_id);
+		return;
+	case -EBUSY:
+		admin_fail(resp, ret, "volume '%s' is not consistent (a sync from the source was "
+			   "open): promote with --force to take it as the sync left it", p->volume);
+		return;
+	case -EALREADY:
+		admin_fail(resp, ret, "volume '%s' is promoted already", p->volume);
+		return;
+	default:
+		admin_fail(resp, ret, "cannot promote '%s': %s", p->volume, strerror(-ret));
+		return;
+	}
+	tsr_warn("cluster: volume %s promoted%s: it takes host writes here; its source site is "
+		 "demoted when it connects again", p->volume, p->force ? " (forced)" : "");
+	if (targets_add(c, p->volume, resp, &found))
+		admin_fail(resp, -ENOMEM, "out of memory in tesserad (volume %s was promoted)",
+			   p->volume);
+}
+
+bool repl_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req,
+		       Tessera__Admin__Response *resp)
+{
+	switch (req->command_case) {
+	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_ADD:
+		site_add(c, req->site_add, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_REMOVE:
+		site_remove(c, req->site_remove->name, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_LIST:
+		site_list(c, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_ENABLE:
+		repl_enable(c, req, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_DISABLE:
+		repl_disable(c, req, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_STATUS:
+		repl_status(c, req->replication_status, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_PROMOTE:
+		repl_promote(c, req->replication_promote, resp);
+		return true;
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_RESYNC:
+		admin_fail(resp, -ENOSYS, "failback resync is not built yet: to fail back, disable "
+			   "replication at the promoted site, recreate the volume here and enable "
+			   "replication from there (a full copy)");
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* ---- the site server's open_volume ------------------------------------------ */
+
+/*
+ * Find or create the target volume, attach it here, fence host writes.
+ * A volume that exists already must be one the site server has a state
+ * file for (DIR/site/<name>.state: it was a target before), and must not be
+ * attached elsewhere or serving hosts here.
+ */
+static int site_open_volume(void *arg, const struct tsr_site_hello *from,
+			    const struct tsr_site_open *o, uint64_t size, uint64_t stream,
+			    struct tsr_vol **out)
+{
+	struct tsr_cluster *c = arg;
+	Tessera__Cluster__ReplicationRecord *src = NULL;
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	struct attachment *a;
+	struct tsr_vol *vol = NULL;
+	char holder[64], msg[1024], ec[16], path[4200];
+	const char *name = o->volume;
+	int ret;
+
+	if (repl_get(c, name, &src, NULL) == 0) {
+		tessera__cluster__replication_record__free_unpacked(src, NULL);
+		tsr_warn("site: %s/%s asks for volume %s, which is a replication source in this "
+			 "cluster: refused", from->site, from->cluster, name);
+		return -EEXIST;
+	}
+	ret = rec_volume_get(c->meta, name, &rec, NULL);
+	if (ret == -ENOENT) {
+		Tessera__Admin__VolumeCreate vc = TESSERA__ADMIN__VOLUME_CREATE__INIT;
+		Tessera__Admin__Response resp = TESSERA__ADMIN__RESPONSE__INIT;
+
+		vc.name = (char *)name;
+		vc.size = size;
+		if (o->parsed.ec_k) {
+			snprintf(ec, sizeof(ec), "%u+%u", o->parsed.ec_k, o->parsed.ec_m);
+			vc.ec = ec;
+		} else {
+			vc.replicas = o->parsed.replicas;
+		}
+		cluster_volume_create(c, &vc, &resp);
+		ret = resp.error;
+		if (ret)
+			tsr_warn("site: target volume %s (%s, from %s/%s): %s", name, o->layout,
+				 from->site, from->cluster, resp.message);
+		else
+			tsr_info("site: target volume %s created (%s) for %s/%s stream %016llx", name,
+				 o->layout, from->site, from->cluster, (unsigned long long)stream);
+		admin_response_free_built(&resp);
+		if (ret)
+			return ret;
+	} else if (ret) {
+		tsr_warn("site: target volume %s: cannot read vol/%s: %s", name, name, strerror(-ret));
+		return ret;
+	} else {
+		uint64_t have = rec->size;
+
+		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+		if (have < size) {
+			tsr_warn("site: target volume %s is smaller (%llu bytes) than its source "
+				 "(%llu): refused (resize it, tessera volume resize)", name,
+				 (unsigned long long)have, (unsigned long long)size);
+			return -ENOSPC;
+		}
+		snprintf(path, sizeof(path), "%s/site/%s.state", c->dir, name);
+		if (access(path, F_OK) != 0) {
+			tsr_warn("site: %s/%s asks for volume %s, which exists here and is no "
+				 "replication target (no %s): refused", from->site, from->cluster,
+				 name, path);
+			return -EEXIST;
+		}
+	}
+	a = cluster_find_attachment(c, name);
+	if (a == NULL || a->layout == NULL || a->fenced) {
+		if (attach_holder(c, name, holder) == 0 && strcmp(holder, c->node_id) != 0) {
+			tsr_warn("site: target volume %s is attached on node %s: refused (detach it "
+				 "there; a target is attached on the node with the site listener)",
+				 name, holder);
+			return -EEXIST;
+		}
+		c->in_open_volume = true;
+		ret = cluster_attach_local(c, name, msg, sizeof(msg));
+		c->in_open_volume = false;
+		if (ret) {
+			tsr_warn("site: target volume %s: %s", name, msg);
+			return ret;
+		}
+		ret = tsr_vol_get(c->o.vols, name, &vol);
+		if (ret)
+			return ret;
+		tsr_vol_set_write_fence(vol, -EROFS);
+	} else {
+		ret = tsr_vol_get(c->o.vols, name, &vol);
+		if (ret)
+			return ret;
+		if (tsr_vol_write_fence(vol) != -EROFS) {
+			tsr_vol_put(vol);
+			tsr_warn("site: target volume %s is attached here for hosts (not fenced): "
+				 "refused", name);
+			return -EEXIST;
+		}
+	}
+	*out = vol;
+	return 0;
+}
+
+/* ---- public, start and stop ---------------------------------------------------- */
+
+void tsr_cluster_site_ops(struct tsr_cluster *c, struct tsr_site_server_ops *ops)
+{
+	ops->open_volume = site_open_volume;
+	ops->arg = c;
+}
+
+void tsr_cluster_set_site_server(struct tsr_cluster *c, struct tsr_site_server *srv)
+{
+	c->site_server = srv;
+}
+
+const char *tsr_cluster_repl_site(const struct tsr_cluster *c)
+{
+	return c->repl_site;
+}
+
+const char *tsr_cluster_id(const struct tsr_cluster *c)
+{
+	return c->cluster_id;
+}
+
+/* cluster/id: read it, or make it (the first node of the cluster). */
+static int load_cluster_id(struct tsr_cluster *c)
+{
+	struct tsr_meta_kv kv = { 0 };
+	char fresh[32];
+	int ret;
+
+	for (int tries = 0; tries < 5; tries++) {
+		ret = tsr_meta_get(c->meta, "cluster/id", &kv);
+		if (ret == 0) {
+			if (kv.value_len == 0 || kv.value_len >= sizeof(c->cluster_id)) {
+				ret = -EUCLEAN;
+			} else {
+				memcpy(c->cluster_id, kv.value, kv.value_len);
+				c->cluster_id[kv.value_len] = '\0';
+				ret = tsr_valid_name(c->cluster_id) ? 0 : -EUCLEAN;
+			}
+			tsr_meta_kv_clear(&kv);
+			return ret;
+		}
+		if (ret != -ENOENT)
+			return ret;
+		snprintf(fresh, sizeof(fresh), "c%016llx", (unsigned long long)random_stream());
+		ret = tsr_meta_cas(c->meta, "cluster/id", 0, fresh, strlen(fresh), 0, NULL);
+		if (ret == 0) {
+			snprintf(c->cluster_id, sizeof(c->cluster_id), "%s", fresh);
+			return 0;
+		}
+		if (ret != -ECANCELED)
+			return ret;
+	}
+	return -EAGAIN;
+}
+
+int repl_start(struct tsr_cluster *c)
+{
+	int ret;
+
+	if (c->o.repl_site)
+		snprintf(c->repl_site, sizeof(c->repl_site), "%s", c->o.repl_site);
+	else
+		snprintf(c->repl_site, sizeof(c->repl_site), "site-%.58s", c->node_id);
+	if (!tsr_valid_name(c->repl_site)) {
+		tsr_error("cluster: site name '%s' is not valid (use 1 to 63 of A-Z a-z 0-9 . _ -)",
+			  c->repl_site);
+		return -EINVAL;
+	}
+	ret = load_cluster_id(c);
+	if (ret) {
+		tsr_error("cluster: cannot read or make cluster/id: %s", strerror(-ret));
+		return ret;
+	}
+	ev_async_init(&c->repl_async, demote_async_cb);
+	c->repl_async.data = c;
+	ev_async_start(c->o.loop, &c->repl_async);
+	c->repl_async_started = true;
+	return 0;
+}
+
+void repl_stop(struct tsr_cluster *c)
+{
+	while (c->sources)
+		source_stop(c, c->sources->volume);
+	if (c->repl_async_started) {
+		drain_demotes(c); /* the sources are stopped: nothing queues any more */
+		ev_async_stop(c->o.loop, &c->repl_async);
+		c->repl_async_started = false;
+	}
+	while (c->site_tls) {
+		struct repl_tls *t = c->site_tls;
+
+		c->site_tls = t->next;
+		tls_free(t);
+	}
+}
