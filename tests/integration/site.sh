@@ -1,0 +1,170 @@
+# shellcheck shell=bash
+# Helpers for the geo-replication tests (tests/integration/test-site-*.sh).
+# Sourced after functions.sh:
+#   . "$(dirname "$0")/functions.sh"; . "$(dirname "$0")/site.sh"
+#
+# Two single-node clusters on 127.0.0.1, each its own site: "primary" (the
+# source) and "dr" (the target).  Each runs tesserad --meta with its own
+# --listen port and a site listener (--site-listen) with its own
+# certificate (site_certs.sh); the primary reaches the DR listener through
+# site_proxy.py, which the test drives (pass, pause, cut, throttle, delay).
+# The CLI talks to each through its data directory.
+
+. "$(dirname "${BASH_SOURCE[0]}")/site_certs.sh"
+
+SITE_ROOT=
+CERTS=
+PROXY_PORT=
+declare -A SITE_PORT=() SITE_LISTEN=() SITE_PID=() SITE_ARGS=()
+SITE_PROXY="$PY $TSR_SRC/tests/integration/site_proxy.py"
+SITE_HISTORY="$PY $TSR_SRC/tests/integration/site_history.py"
+
+# sites_setup: the temp root, the certificates, the ports.
+sites_setup() {
+	require_cmd openssl nbdcopy qemu-io
+	make_tmpdir SITE_ROOT
+	CERTS=$SITE_ROOT/certs
+	site_certs_make "$CERTS"
+	SITE_PORT[primary]=$(free_port)
+	SITE_PORT[dr]=$(free_port)
+	SITE_LISTEN[primary]=$(free_port)
+	SITE_LISTEN[dr]=$(free_port)
+	PROXY_PORT=$(free_port)
+}
+
+sdir() { echo "$SITE_ROOT/$1"; }
+
+# site_start KEY [EXTRA ARGS...]: start (or restart, with the same args) the
+# one node of site KEY (primary or dr), its site listener on 127.0.0.1 with
+# KEY's certificate, and wait until the node is alive in its cluster.
+site_start() {
+	local key=$1 i got=
+	shift
+	if [ -z "${SITE_ARGS[$key]:-}" ]; then
+		SITE_ARGS[$key]="--listen 127.0.0.1:${SITE_PORT[$key]} --node-id $key-n1 --zone z1
+			--meta --peer-timeout 2000 --site $key
+			--site-listen 127.0.0.1:${SITE_LISTEN[$key]} --site-ca $CERTS/ca.crt
+			--site-cert $CERTS/$key.crt --site-key $CERTS/$key.key $*"
+	fi
+	# shellcheck disable=SC2086
+	start_tesserad "$(sdir "$key")" ${SITE_ARGS[$key]}
+	SITE_PID[$key]=$TSRD_PID
+	for (( i=0; i<300; i++ )); do
+		got=$(stsr "$key" --json node list 2>/dev/null |
+		      json_get 'sum(1 for n in j["nodes"] if n.get("alive"))' 2>/dev/null)
+		[ "$got" = 1 ] && return 0
+		sleep 0.1
+	done
+	fail "site $key: its node is not alive after 30 s"
+}
+
+site_kill() { kill9_tesserad "${SITE_PID[$1]}"; SITE_PID[$1]=; log "site $1: tesserad killed (SIGKILL)"; }
+site_stop() { stop_tesserad "${SITE_PID[$1]}"; SITE_PID[$1]=; }
+
+# stsr KEY ARGS...: the CLI against site KEY.
+stsr() {
+	local key=$1
+	shift
+	"$TESSERA" --data "$(sdir "$key")" "$@"
+}
+
+# site_uri KEY VOL: the NBD URI of VOL at site KEY.
+site_uri() { nbd_uri "$(sdir "$1")" "$2"; }
+
+# site_sha KEY VOL: sha256 of VOL read whole through site KEY's NBD socket.
+site_sha() { nbdcopy "$(site_uri "$1" "$2")" - | sha256sum | cut -d' ' -f1; }
+
+# site_qemu_io KEY VOL CMD...: qemu-io commands on VOL at site KEY.
+site_qemu_io() {
+	local key=$1 vol=$2 args=() c
+	shift 2
+	for c in "$@"; do args+=(-c "$c"); done
+	qemu-io --image-opts \
+		"driver=nbd,export=$vol,server.type=unix,server.path=$(sdir "$key")/nbd.sock" \
+		"${args[@]}"
+}
+
+# site_vol_create KEY VOL SIZE: a 1-copy volume attached on the site's node.
+site_vol_create() {
+	stsr "$1" volume create "$2" --size "$3" --replicas 1 >/dev/null ||
+		fail "site $1: volume create $2 --size $3"
+	stsr "$1" volume attach "$2" >/dev/null || fail "site $1: volume attach $2"
+}
+
+# ---- the proxy ----------------------------------------------------------
+# proxy_start: forward 127.0.0.1:$PROXY_PORT to the DR site listener.
+proxy_start() {
+	local i
+	bg $SITE_PROXY serve --listen "127.0.0.1:$PROXY_PORT" --to "127.0.0.1:${SITE_LISTEN[dr]}" \
+		--ctl "$SITE_ROOT/proxy.sock"
+	PROXY_PID=$BG_PID
+	for (( i=0; i<100; i++ )); do
+		[ -S "$SITE_ROOT/proxy.sock" ] && return 0
+		sleep 0.05
+	done
+	fail "site_proxy.py did not start"
+}
+
+# px COMMAND [ARG]: drive the link (site_proxy.py's commands); prints nothing.
+px() {
+	local out
+	out=$($SITE_PROXY ctl "$SITE_ROOT/proxy.sock" "$@") || fail "proxy $*: $out"
+	log "link: $*"
+}
+
+# site_add_dr [CERT_TAG [PEER_NAME [SITE_NAME [ADDRESS]]]]: at the primary,
+# add the DR site (through the proxy unless ADDRESS), with CERT_TAG's
+# certificate (default primary) and the name its certificate must carry
+# (default dr).
+site_add_dr() {
+	local tag=${1:-primary} peer=${2:-dr} name=${3:-dr} addr=${4:-127.0.0.1:$PROXY_PORT} out
+	out=$(stsr primary site add "$name" --address "$addr" --ca "$CERTS/ca.crt" \
+		--cert "$CERTS/$tag.crt" --key "$CERTS/$tag.key" --peer-name "$peer" 2>&1) ||
+		fail "site add $name: $out"
+}
+
+# ---- replication status ---------------------------------------------------
+# rstat KEY VOL EXPR: EXPR (python, on the Replication object j) from
+# `replication status VOL --json` at site KEY.
+rstat() { stsr "$1" --json replication status "$2" | json_get "$3"; }
+
+# rwait KEY VOL PYCOND WHAT [TIMEOUT_S]: until PYCOND holds on the status
+# object j; fails with the last status otherwise.
+rwait() {
+	local key=$1 vol=$2 cond=$3 what=$4 t=${5:-60} i last=
+	for (( i=0; i<t*5; i++ )); do
+		last=$(stsr "$key" --json replication status "$vol" 2>&1)
+		if [ "$(printf '%s' "$last" | json_get "bool($cond)" 2>/dev/null)" = true ]; then
+			return 0
+		fi
+		sleep 0.2
+	done
+	fail "site $key, $vol: not $what after ${t}s: $last"
+}
+
+# repl_caught_up VOL [TIMEOUT_S]: the source has nothing left to ship, every
+# write is ACKed, and the DR applied them and is consistent.
+repl_caught_up() {
+	local vol=$1 t=${2:-60} acked
+	rwait primary "$vol" 'j["state"] == "streaming" and j["lag_bytes"] == 0 and j["dirty_bytes"] == 0 and j["acked_seq"] + 1 == j["next_seq"]' "caught up" "$t"
+	acked=$(rstat primary "$vol" 'j["acked_seq"]')
+	rwait dr "$vol" "j['applied_seq'] >= $acked and j['consistent']" "applied through $acked" "$t"
+}
+
+# dr_settled VOL: wait until the DR's applied_seq stops moving (the link is
+# paused or cut: what it received is applied); prints it.
+dr_settled() {
+	local vol=$1 i a b=-1 same=0
+	for (( i=0; i<100; i++ )); do
+		a=$(rstat dr "$vol" 'j["applied_seq"]' 2>/dev/null) || a=-2
+		if [ "$a" = "$b" ]; then
+			same=$((same + 1))
+			[ "$same" -ge 3 ] && { echo "$a"; return 0; }
+		else
+			same=0
+		fi
+		b=$a
+		sleep 0.2
+	done
+	fail "the DR's applied_seq of $vol keeps moving with the link stopped"
+}
