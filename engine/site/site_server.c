@@ -1,0 +1,1530 @@
+/*
+ * The target side of async geo-replication (include/tessera/site.h, "target
+ * side: the site listener's sessions"): one session per TLS connection from
+ * a source site, one stream per session.
+ *
+ * A session's life:
+ *   1. accept (control thread): a worker is picked round robin and handed fd;
+ *   2. on that worker: TLS handshake (any certificate chaining to the CA),
+ *      HELLO both ways, the VOLUME_OPEN request parsed;
+ *   3. control thread (an ev_async on opts.loop; the queue below): the state
+ *      file is read and checked (stream, promoted, epoch), ops.open_volume
+ *      gives the volume, the state is written "not clean" before anything
+ *      is applied;
+ *   4. back on the worker, the session moves to the volume's home worker
+ *      (tsr_vol_home), which from then on reads, applies through
+ *      tsr_site_target, flushes, writes the state file (O_DIRECT + FUA
+ *      through its own tsr_io) and sends ACKs: after each BARRIER,
+ *      SYNC_BEGIN and SYNC_END, and at least every SYNC_MS while applying;
+ *   5. the end (peer's close_notify, a refused frame, server stop, promote):
+ *      the last frame completes, the volume is flushed and the state written
+ *      with the clean flag; the control thread forgets the session.
+ * One frame is read at a time: the next is read only once the previous one
+ * is applied (rx reuses its payload buffer), which is also the flow control.
+ * Sockets are watched edge triggered for in and out; every change of state
+ * runs pump(), which does whatever can be done and stops at -EAGAIN.
+ *
+ * Locking policy (the only lock of this file): srv->lock guards the control
+ * queue, the session list and each session's refs, w and worker_done, and
+ * srv->live.  Taken on session events (accept, open, move, end), never per
+ * frame.  Per-volume counters that list() reads while a worker applies are
+ * C11 atomics in struct tvol.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "tessera/site.h"
+#include "tessera/vol.h"
+#include "tessera/worker.h"
+#include "site/server_internal.h"
+
+#define SYNC_MS 100 /* the longest a session applies without a durable ACK */
+
+/* ---- the state file block ---- */
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+void site_state_pack(const struct site_state *st, uint8_t buf[SITE_STATE_SIZE])
+{
+	memset(buf, 0, SITE_STATE_SIZE);
+	put32(buf, SITE_STATE_MAGIC);
+	put32(buf + 4, SITE_STATE_VERSION);
+	put64(buf + 8, st->stream);
+	put64(buf + 16, st->epoch);
+	put64(buf + 24, st->applied);
+	put32(buf + 32, st->flags);
+	strncpy((char *)buf + 36, st->site, 64);
+	strncpy((char *)buf + 100, st->cluster, 64);
+	strncpy((char *)buf + 164, st->volume, 64);
+	put32(buf + SITE_STATE_SIZE - 4, tsr_crc32c(0, buf, SITE_STATE_SIZE - 4));
+}
+
+/* A 64-byte NUL-padded name field: a valid name, then only NULs. */
+static int name_field(const uint8_t *p, char out[TSR_SITE_NAME_MAX + 1])
+{
+	size_t n = strnlen((const char *)p, 64);
+
+	if (n == 64)
+		return -EPROTO;
+	for (size_t i = n; i < 64; i++)
+		if (p[i])
+			return -EPROTO;
+	memcpy(out, p, n + 1);
+	return tsr_valid_name(out) ? 0 : -EPROTO;
+}
+
+int site_state_parse(const uint8_t buf[SITE_STATE_SIZE], struct site_state *out)
+{
+	struct site_state st = {0};
+
+	if (get32(buf) != SITE_STATE_MAGIC ||
+	    get32(buf + SITE_STATE_SIZE - 4) != tsr_crc32c(0, buf, SITE_STATE_SIZE - 4))
+		return -EBADMSG;
+	if (get32(buf + 4) != SITE_STATE_VERSION)
+		return -EPROTONOSUPPORT;
+	st.stream = get64(buf + 8);
+	st.epoch = get64(buf + 16);
+	st.applied = get64(buf + 24);
+	st.flags = get32(buf + 32);
+	if (st.stream == 0 || (st.flags & ~SITE_STATE_FLAGS))
+		return -EPROTO;
+	if (name_field(buf + 36, st.site) || name_field(buf + 100, st.cluster) ||
+	    name_field(buf + 164, st.volume))
+		return -EPROTO;
+	for (size_t i = 228; i < SITE_STATE_SIZE - 4; i++)
+		if (buf[i])
+			return -EPROTO;
+	*out = st;
+	return 0;
+}
+
+static const char *state_err(int err)
+{
+	switch (err) {
+	case -EBADMSG: return "bad magic or checksum (damaged or not a state file)";
+	case -EPROTONOSUPPORT: return "unknown version";
+	case -EPROTO: return "a field breaks its rule";
+	case -ENODATA: return "shorter than its 4 KiB block";
+	default: return strerror(-err);
+	}
+}
+
+/* ---- structures ---- */
+
+/* One target volume known since start (control thread, except the atomics). */
+struct tvol {
+	char name[TSR_SITE_NAME_MAX + 1]; /* immutable */
+	int state_fd;          /* its state file (O_DIRECT when the fs allows), -1: not open */
+	struct tsr_vol *vol;   /* handle from ops.open_volume, put at stop; NULL before */
+	struct sess *sess;     /* the session that owns the stream now, or NULL */
+	struct site_state st;  /* as written at the last open (names, stream) */
+	/* written by the applying worker, read by list(): */
+	_Atomic bool connected;          /* a session is in SESS_STREAM */
+	_Atomic bool consistent;
+	_Atomic uint64_t applied;
+	_Atomic uint64_t epoch;
+	_Atomic uint64_t bytes_applied;  /* WRITE payload bytes since start */
+	_Atomic int64_t last_frame_ns;   /* CLOCK_MONOTONIC of the last applied frame, 0: none */
+	struct tvol *next;
+};
+
+enum sess_phase {
+	SESS_HANDSHAKE, /* TLS handshake on the accepting worker */
+	SESS_HELLO,     /* waiting for the source's HELLO */
+	SESS_OPEN,      /* waiting for VOLUME_OPEN */
+	SESS_AT_CONTROL,/* VOLUME_OPEN served by the control thread (or moving) */
+	SESS_STREAM,    /* applying on the volume's home worker */
+	SESS_CLOSING,   /* ending: last apply, final state write, last sends */
+	SESS_DONE,      /* torn down on its worker; the memory waits for refs */
+};
+
+enum ctl_kind { CTL_OPEN = 1, CTL_ENDED };
+
+struct sess {
+	struct tsr_site_server *srv;
+	int fd;                    /* owned; closed at teardown */
+	/* srv->lock */
+	struct tsr_worker *w;      /* the worker owning the session now */
+	int refs;                  /* 1 worker side + 1 control side + messages in flight */
+	bool worker_done;          /* teardown ran (srv->live counted it) */
+	bool end_sent;             /* stop asked it to end */
+	enum ctl_kind ctl;         /* what it asks while on the control queue */
+	struct sess *next_ctl;     /* control queue link */
+	struct sess *next_all;     /* srv->sessions link */
+	/* the owning worker's (or the control thread's while SESS_AT_CONTROL) */
+	enum sess_phase phase;
+	bool watched;              /* fd watched on w */
+	bool dead;                 /* the connection failed: send nothing more */
+	bool end_requested;        /* stop / promote / a newer session asked us to end */
+	struct tsr_site_tls *tls;
+	struct tsr_site_rx rx;
+	bool rx_init;              /* rx holds its buffer */
+	struct tsr_site_tx tx;
+	bool tx_busy;              /* tx holds a frame being sent */
+	uint8_t tx_payload[TSR_SITE_ERROR_MAX + TSR_SITE_HELLO_MAX];
+	bool err_pending;          /* err_hdr/err_msg go out next, then the session ends */
+	struct tsr_site_hdr err_hdr;
+	struct tsr_site_error err;
+	bool ack_due;              /* an ACK of durable goes out when tx is free */
+	struct tsr_site_hello from;        /* the source's HELLO */
+	struct tsr_site_open open;         /* its VOLUME_OPEN */
+	struct tsr_site_hdr open_hdr;
+	/* set by the control thread at open */
+	int open_err;              /* 0, or the ERROR to send */
+	char open_msg[TSR_SITE_ERRMSG_MAX + 1];
+	struct tvol *tv;           /* the volume; its state_fd and vol outlive the session */
+	struct site_state st;      /* what the state file holds (updated at each write) */
+	bool replay;               /* reply with TSR_SITE_F_REPLAY */
+	/* stream phase (home worker) */
+	struct tsr_site_target *target;
+	uint8_t *state_buf;        /* SITE_STATE_SIZE, aligned */
+	struct iovec state_iov;
+	int timer_fd;              /* SYNC_MS ticks, -1 when none */
+	bool applying;             /* a frame is in the target */
+	uint8_t applying_op;
+	uint32_t applying_bytes;   /* WRITE payload bytes of that frame */
+	bool broken;               /* a store error: frames past applied may be partial */
+	bool syncing;              /* a flush / state write is in flight */
+	bool sync_final;           /* that write carries the clean flag: the session ends */
+	bool final_done;           /* the final state write was tried */
+	bool sync_ack;             /* ACK once the write is done even if nothing moved */
+	uint64_t sync_seq;         /* applied when the sync began */
+	uint64_t durable;          /* applied-through seq the state file holds */
+	uint64_t acked;            /* the last ACK's seq */
+	int64_t last_sync_ns;
+	char label[2 * TSR_SITE_NAME_MAX + 32]; /* "volume V from site S", for logs */
+};
+
+struct tsr_site_server {
+	struct tsr_site_tls_ctx *tls;
+	struct tsr_worker **workers;     /* copy of the array */
+	unsigned n_workers;
+	unsigned next_worker;            /* round robin (control thread) */
+	char *state_dir;
+	char site[TSR_SITE_NAME_MAX + 1];
+	char cluster[TSR_SITE_NAME_MAX + 1];
+	struct tsr_site_server_ops ops;
+	struct ev_loop *loop;
+	ev_async wake;                   /* workers -> control thread */
+	bool stopping;                   /* control thread */
+	struct tvol *vols;               /* control thread */
+	pthread_mutex_t lock;            /* see the locking policy */
+	pthread_cond_t cond;             /* signalled when a session's worker side ends */
+	struct sess *ctl_head, *ctl_tail;
+	struct sess *sessions;
+	unsigned live;                   /* sessions whose worker side has not ended */
+};
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void state_path(const struct tsr_site_server *srv, const char *volume, char *out,
+		       size_t len)
+{
+	snprintf(out, len, "%s/%s.state", srv->state_dir, volume);
+}
+
+/* ---- session references and the control queue ---- */
+
+static void sess_free(struct sess *s)
+{
+	if (s->rx_init)
+		tsr_site_rx_fini(&s->rx);
+	tsr_free_aligned(s->state_buf);
+	free(s);
+}
+
+static void sess_unref(struct sess *s)
+{
+	struct tsr_site_server *srv = s->srv;
+	bool last;
+
+	pthread_mutex_lock(&srv->lock);
+	last = --s->refs == 0;
+	if (last) {
+		struct sess **pp = &srv->sessions;
+
+		while (*pp != s)
+			pp = &(*pp)->next_all;
+		*pp = s->next_all;
+		pthread_cond_broadcast(&srv->cond);
+	}
+	pthread_mutex_unlock(&srv->lock);
+	if (last)
+		sess_free(s);
+}
+
+/* Worker -> control thread.  Caller holds srv->lock. */
+static void ctl_post_locked(struct sess *s, enum ctl_kind kind)
+{
+	struct tsr_site_server *srv = s->srv;
+
+	s->ctl = kind;
+	s->next_ctl = NULL;
+	if (srv->ctl_tail)
+		srv->ctl_tail->next_ctl = s;
+	else
+		srv->ctl_head = s;
+	srv->ctl_tail = s;
+	ev_async_send(srv->loop, &srv->wake);
+}
+
+/* Send fn(s) to the session's current worker, holding a reference. */
+static int sess_send(struct sess *s, tsr_worker_msg_fn fn)
+{
+	struct tsr_site_server *srv = s->srv;
+	int ret;
+
+	pthread_mutex_lock(&srv->lock);
+	s->refs++;
+	ret = tsr_worker_send(s->w, fn, s);
+	if (ret)
+		s->refs--;
+	pthread_mutex_unlock(&srv->lock);
+	return ret;
+}
+
+/* ---- sending (session's worker) ---- */
+
+static void pump(struct sess *s);
+static void sess_begin_close(struct sess *s);
+
+/* Refuse: log, send ERROR code about (stream, seq), then end the session. */
+static void sess_error(struct sess *s, int code, uint64_t stream, uint64_t seq,
+		       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void sess_error(struct sess *s, int code, uint64_t stream, uint64_t seq,
+		       const char *fmt, ...)
+{
+	va_list ap;
+	size_t i;
+
+	if (code < 0)
+		code = -code;
+	if (code < 1 || code > 4095)
+		code = EPROTO;
+	va_start(ap, fmt);
+	vsnprintf(s->err.msg, sizeof(s->err.msg), fmt, ap);
+	va_end(ap);
+	for (i = 0; s->err.msg[i]; i++) /* names are printable; strerror is ASCII */
+		if (s->err.msg[i] < 0x20 || s->err.msg[i] > 0x7e)
+			s->err.msg[i] = '?';
+	s->err.code = code;
+	tsr_warn("site server: %s: refused (%s): %s", s->label, strerror(code), s->err.msg);
+	s->err_hdr = (struct tsr_site_hdr){.opcode = TSR_SITE_ERROR, .stream = stream, .seq = seq};
+	s->err_pending = true;
+	sess_begin_close(s);
+}
+
+static int tx_start(struct sess *s, const struct tsr_site_hdr *h, const void *payload)
+{
+	int ret = tsr_site_tx_start(&s->tx, h, payload);
+
+	if (ret) {
+		tsr_error("site server: %s: cannot send %s: %s", s->label,
+			  tsr_site_op_name(h->opcode), strerror(-ret));
+		return ret;
+	}
+	s->tx_busy = true;
+	return 0;
+}
+
+/* ---- the stream: apply, sync, ACK (home worker) ---- */
+
+/* The sync ended (no pump: the caller's caller pumps). */
+static void sync_ended(struct sess *s, int res)
+{
+	s->syncing = false;
+	if (s->sync_final)
+		s->final_done = true;
+	if (res < 0) {
+		tsr_error("site server: %s: flush or state file write: %s; the stream stops here",
+			  s->label, strerror(-res));
+		s->broken = true;
+		if (s->phase != SESS_CLOSING)
+			sess_error(s, EIO, s->open_hdr.stream, 0,
+				   "volume %s: the target cannot make the stream durable: %s",
+				   s->tv->name, strerror(-res));
+	} else {
+		s->durable = s->sync_seq;
+		s->last_sync_ns = now_ns();
+		if (s->sync_ack || s->durable > s->acked)
+			s->ack_due = true;
+	}
+	s->sync_ack = false;
+}
+
+static void sync_written(void *arg, int res)
+{
+	struct sess *s = arg;
+
+	sync_ended(s, res);
+	pump(s);
+}
+
+/* The state as of now into the file (the volume was just flushed). */
+static void sync_write(struct sess *s)
+{
+	struct tsr_site_hdr ack;
+	int ret;
+
+	tsr_site_target_ack(s->target, &ack);
+	s->st.applied = s->sync_seq;
+	s->st.epoch = ack.epoch;
+	s->st.flags = tsr_site_target_consistent(s->target) ? SITE_STATE_CONSISTENT : 0;
+	if (s->sync_final && !s->broken)
+		s->st.flags |= SITE_STATE_CLEAN;
+	site_state_pack(&s->st, s->state_buf);
+	s->state_iov = (struct iovec){.iov_base = s->state_buf, .iov_len = SITE_STATE_SIZE};
+	ret = tsr_io_writev(tsr_worker_io(s->w), s->tv->state_fd, &s->state_iov, 1, 0,
+			    TSR_IO_FUA, sync_written, s);
+	if (ret)
+		sync_ended(s, ret);
+}
+
+static void sync_flushed(void *arg, int status)
+{
+	struct sess *s = arg;
+
+	if (status < 0) {
+		tsr_error("site server: %s: flush: %s", s->label, strerror(-status));
+		sync_ended(s, status);
+	} else {
+		sync_write(s);
+	}
+	pump(s);
+}
+
+/* Make applied durable and say so: flush (unless flushed), state, ACK. */
+static void sync_start(struct sess *s, bool flushed)
+{
+	int ret;
+
+	s->syncing = true;
+	s->sync_seq = tsr_site_target_applied(s->target);
+	if (flushed) {
+		sync_write(s);
+		return;
+	}
+	ret = tsr_vol_flush(s->tv->vol, tsr_worker_io(s->w), sync_flushed, s);
+	if (ret) {
+		tsr_error("site server: %s: flush: %s", s->label, strerror(-ret));
+		sync_ended(s, ret);
+	}
+}
+
+static void apply_done(void *arg, int status)
+{
+	struct sess *s = arg;
+	struct tvol *tv = s->tv;
+	uint8_t op = s->applying_op;
+
+	s->applying = false;
+	if (status < 0) {
+		s->broken = true;
+		if (s->phase != SESS_CLOSING)
+			sess_error(s, -status, s->open_hdr.stream,
+				   tsr_site_target_applied(s->target) + 1,
+				   "volume %s: the target's store failed applying %s: %s", tv->name,
+				   tsr_site_op_name(op), strerror(-status));
+		pump(s);
+		return;
+	}
+	atomic_store(&tv->applied, tsr_site_target_applied(s->target));
+	atomic_store(&tv->consistent, tsr_site_target_consistent(s->target));
+	atomic_fetch_add(&tv->bytes_applied, s->applying_bytes);
+	atomic_store(&tv->last_frame_ns, now_ns());
+	if (op == TSR_SITE_BARRIER || op == TSR_SITE_SYNC_BEGIN || op == TSR_SITE_SYNC_END) {
+		s->sync_ack = op == TSR_SITE_BARRIER;
+		sync_start(s, true); /* the target flushed */
+	} else if (now_ns() - s->last_sync_ns >= (int64_t)SYNC_MS * 1000000) {
+		sync_start(s, false);
+	}
+	pump(s);
+}
+
+static void handle_stream_frame(struct sess *s)
+{
+	const struct tsr_site_hdr *h = &s->rx.hdr;
+	int ret;
+
+	switch (h->opcode) {
+	case TSR_SITE_WRITE:
+	case TSR_SITE_ZERO:
+	case TSR_SITE_SNAPSHOT:
+	case TSR_SITE_BARRIER:
+	case TSR_SITE_SYNC_BEGIN:
+	case TSR_SITE_SYNC_END:
+		break;
+	case TSR_SITE_ERROR: {
+		struct tsr_site_error e;
+
+		if (tsr_site_error_parse(s->rx.payload, h->payload_len, &e) == 0)
+			tsr_warn("site server: %s: the source ended the stream: %s (%s)", s->label,
+				 e.msg, strerror(e.code));
+		else
+			tsr_warn("site server: %s: the source sent a malformed ERROR", s->label);
+		sess_begin_close(s);
+		return;
+	}
+	default:
+		sess_error(s, EPROTO, h->stream, h->seq, "unexpected %s frame in a stream",
+			   tsr_site_op_name(h->opcode));
+		return;
+	}
+	ret = tsr_site_target_apply(s->target, h, s->rx.payload, apply_done, s);
+	if (ret) {
+		uint64_t applied = tsr_site_target_applied(s->target);
+
+		switch (ret) {
+		case -EILSEQ:
+			sess_error(s, ret, h->stream, h->seq, "volume %s: %s seq %llu out of order: "
+				   "applied through %llu, expected %llu", s->tv->name,
+				   tsr_site_op_name(h->opcode), (unsigned long long)h->seq,
+				   (unsigned long long)applied, (unsigned long long)applied + 1);
+			break;
+		case -ESTALE:
+			sess_error(s, ret, h->stream, h->seq, "volume %s: %s seq %llu has epoch %llu, "
+				   "below the stream's", s->tv->name, tsr_site_op_name(h->opcode),
+				   (unsigned long long)h->seq, (unsigned long long)h->epoch);
+			break;
+		case -EBADMSG:
+			sess_error(s, ret, h->stream, h->seq, "volume %s: WRITE seq %llu: payload "
+				   "checksum mismatch", s->tv->name, (unsigned long long)h->seq);
+			break;
+		case -ENOSPC:
+			sess_error(s, ret, h->stream, h->seq, "volume %s: %s seq %llu past the "
+				   "volume's end (%llu bytes)", s->tv->name,
+				   tsr_site_op_name(h->opcode), (unsigned long long)h->seq,
+				   (unsigned long long)tsr_vol_size(s->tv->vol));
+			break;
+		case -EOPNOTSUPP:
+			sess_error(s, ret, h->stream, h->seq, "volume %s: %s seq %llu is not supported "
+				   "by this target", s->tv->name, tsr_site_op_name(h->opcode),
+				   (unsigned long long)h->seq);
+			break;
+		default:
+			sess_error(s, ret, h->stream, h->seq, "volume %s: %s seq %llu refused: %s",
+				   s->tv->name, tsr_site_op_name(h->opcode),
+				   (unsigned long long)h->seq, strerror(-ret));
+			break;
+		}
+		return;
+	}
+	s->applying = true;
+	s->applying_op = h->opcode;
+	s->applying_bytes = h->opcode == TSR_SITE_WRITE ? h->payload_len : 0;
+}
+
+static void timer_cb(void *arg, uint32_t events)
+{
+	struct sess *s = arg;
+	uint64_t ticks;
+
+	(void)events;
+	if (read(s->timer_fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+		return;
+	if (s->phase == SESS_STREAM && !s->applying && !s->syncing && !s->err_pending &&
+	    tsr_site_target_applied(s->target) > s->durable)
+		sync_start(s, false);
+	pump(s);
+}
+
+/* ---- handshake phase frames (accepting worker) ---- */
+
+static void sess_at_control(struct sess *s);
+
+static void handle_early_frame(struct sess *s)
+{
+	const struct tsr_site_hdr *h = &s->rx.hdr;
+	int ret;
+
+	if (s->phase == SESS_HELLO) {
+		struct tsr_site_hello ours = {0};
+		struct tsr_site_hdr r = {.opcode = TSR_SITE_HELLO, .flags = TSR_SITE_F_REPLY};
+
+		if (h->opcode != TSR_SITE_HELLO || h->flags) {
+			sess_error(s, EPROTO, 0, 0, "expected HELLO, got %s",
+				   tsr_site_op_name(h->opcode));
+			return;
+		}
+		ret = tsr_site_hello_parse(s->rx.payload, h->payload_len, &s->from);
+		if (ret) {
+			sess_error(s, ret, 0, 0, "malformed HELLO");
+			return;
+		}
+		snprintf(s->label, sizeof(s->label), "site %s (cluster %s)", s->from.site,
+			 s->from.cluster);
+		snprintf(ours.site, sizeof(ours.site), "%s", s->srv->site);
+		snprintf(ours.cluster, sizeof(ours.cluster), "%s", s->srv->cluster);
+		ret = tsr_site_hello_pack(&ours, s->tx_payload);
+		r.length = ret > 0 ? (uint32_t)ret : 0;
+		if (ret < 0 || tx_start(s, &r, s->tx_payload)) {
+			s->dead = true;
+			sess_begin_close(s);
+			return;
+		}
+		s->phase = SESS_OPEN;
+		return;
+	}
+	/* SESS_OPEN */
+	if (h->opcode != TSR_SITE_VOLUME_OPEN || h->flags) {
+		sess_error(s, EPROTO, h->stream, h->seq, "expected VOLUME_OPEN, got %s",
+			   tsr_site_op_name(h->opcode));
+		return;
+	}
+	ret = tsr_site_open_parse(s->rx.payload, h->payload_len, &s->open);
+	if (ret) {
+		sess_error(s, ret, h->stream, 0, "malformed VOLUME_OPEN (volume name or layout)");
+		return;
+	}
+	s->open_hdr = *h;
+	snprintf(s->label, sizeof(s->label), "volume %s from site %s", s->open.volume,
+		 s->from.site);
+	s->phase = SESS_AT_CONTROL;
+	sess_at_control(s);
+}
+
+/* ---- the pump: everything a session can do now ---- */
+
+static bool can_read(const struct sess *s)
+{
+	switch (s->phase) {
+	case SESS_HELLO:
+	case SESS_OPEN:
+		return true;
+	case SESS_STREAM:
+		return !s->applying && !s->syncing;
+	default:
+		return false;
+	}
+}
+
+static void sess_teardown(struct sess *s);
+
+/* Closing: wait for the frame in flight, write the final state, then end. */
+static bool close_step(struct sess *s)
+{
+	if (s->applying || s->syncing)
+		return false;
+	if (s->target && !s->final_done) {
+		s->sync_final = true;
+		sync_start(s, false);
+		if (s->syncing)
+			return false;
+	}
+	if (!s->dead)
+		(void)tsr_site_tls_shutdown(s->tls); /* best effort: close_notify */
+	sess_teardown(s);
+	return true;
+}
+
+static void pump(struct sess *s)
+{
+	int ret;
+
+	if (s->phase == SESS_DONE || s->phase == SESS_AT_CONTROL)
+		return;
+	for (;;) {
+		if (s->phase == SESS_HANDSHAKE) {
+			ret = tsr_site_tls_handshake(s->tls);
+			if (ret == -EAGAIN)
+				return;
+			if (ret < 0) { /* site_tls logged the cause */
+				s->dead = true;
+				sess_begin_close(s);
+				continue;
+			}
+			s->phase = SESS_HELLO;
+		}
+		if (s->tx_busy) {
+			ret = tsr_site_tx_poll(&s->tx, s->tls);
+			if (ret == -EAGAIN && !(s->phase == SESS_CLOSING && s->end_requested))
+				return;
+			s->tx_busy = false;
+			if (ret < 0) {
+				s->dead = true;
+				if (s->phase != SESS_CLOSING)
+					sess_begin_close(s);
+			}
+			continue;
+		}
+		if (!s->dead && s->err_pending) {
+			uint8_t *p = s->tx_payload;
+			int n = tsr_site_error_pack(&s->err, p);
+
+			s->err_pending = false;
+			s->err_hdr.length = n > 0 ? (uint32_t)n : 0;
+			if (n < 0 || tx_start(s, &s->err_hdr, p))
+				s->dead = true;
+			continue;
+		}
+		if (!s->dead && s->ack_due && s->target) {
+			struct tsr_site_hdr ack;
+
+			tsr_site_target_ack(s->target, &ack);
+			ack.seq = s->durable;
+			s->ack_due = false;
+			s->acked = s->durable;
+			if (tx_start(s, &ack, NULL))
+				s->dead = true;
+			continue;
+		}
+		if (s->phase == SESS_CLOSING) {
+			close_step(s);
+			return;
+		}
+		if (!can_read(s))
+			return;
+		ret = tsr_site_rx_poll(&s->rx, s->tls);
+		if (ret == -EAGAIN)
+			return;
+		if (ret == 0) {
+			tsr_info("site server: %s: closed by the source", s->label);
+			sess_begin_close(s);
+			continue;
+		}
+		if (ret < 0) {
+			if (ret != -ECONNRESET)
+				tsr_warn("site server: %s: bad frame from the source: %s; closing",
+					 s->label, strerror(-ret));
+			s->dead = ret == -ECONNRESET || ret == -EPROTO;
+			sess_begin_close(s);
+			continue;
+		}
+		if (s->phase == SESS_STREAM)
+			handle_stream_frame(s);
+		else
+			handle_early_frame(s);
+	}
+}
+
+static void fd_cb(void *arg, uint32_t events)
+{
+	(void)events;
+	pump(arg);
+}
+
+static void sess_begin_close(struct sess *s)
+{
+	if (s->phase == SESS_CLOSING || s->phase == SESS_DONE)
+		return;
+	s->phase = SESS_CLOSING;
+	if (s->tv)
+		atomic_store(&s->tv->connected, false);
+}
+
+static void sess_teardown(struct sess *s)
+{
+	struct tsr_site_server *srv = s->srv;
+
+	if (s->watched)
+		tsr_worker_unwatch(s->w, s->fd);
+	s->watched = false;
+	if (s->timer_fd >= 0) {
+		tsr_worker_unwatch(s->w, s->timer_fd);
+		close(s->timer_fd);
+		s->timer_fd = -1;
+	}
+	tsr_site_tls_free(s->tls);
+	s->tls = NULL;
+	tsr_site_target_destroy(s->target);
+	s->target = NULL;
+	close(s->fd);
+	s->fd = -1;
+	s->phase = SESS_DONE;
+	if (s->tv) {
+		atomic_store(&s->tv->connected, false);
+		tsr_info("site server: %s: session ended at seq %llu (%s)", s->label,
+			 (unsigned long long)s->durable,
+			 s->final_done && !s->broken ? "clean" : "not clean");
+	}
+	pthread_mutex_lock(&srv->lock);
+	s->worker_done = true;
+	srv->live--;
+	ctl_post_locked(s, CTL_ENDED);
+	pthread_cond_broadcast(&srv->cond);
+	s->refs--; /* the worker side's */
+	pthread_mutex_unlock(&srv->lock);
+	/* s may be freed by the control thread from here on */
+}
+
+/* ---- messages to workers ---- */
+
+static void msg_start(struct tsr_worker *w, void *arg)
+{
+	struct sess *s = arg;
+	int ret;
+
+	ret = tsr_site_tls_new(s->srv->tls, s->fd, NULL, &s->tls);
+	if (ret == 0) {
+		ret = tsr_worker_watch(w, s->fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, fd_cb, s);
+		s->watched = ret == 0;
+	}
+	if (ret) {
+		tsr_error("site server: accepted connection: %s", strerror(-ret));
+		s->dead = true;
+		s->phase = SESS_CLOSING;
+	}
+	pump(s);
+	sess_unref(s);
+}
+
+static void msg_end(struct tsr_worker *w, void *arg)
+{
+	struct sess *s = arg;
+	struct tsr_worker *owner;
+
+	pthread_mutex_lock(&s->srv->lock);
+	owner = s->w;
+	pthread_mutex_unlock(&s->srv->lock);
+	if (owner != w) { /* moved meanwhile: follow it (after its arrival message) */
+		if (sess_send(s, msg_end) == 0) {
+			sess_unref(s);
+			return;
+		}
+	}
+	s->end_requested = true;
+	if (s->phase != SESS_DONE && s->phase != SESS_AT_CONTROL) {
+		sess_begin_close(s);
+		pump(s);
+	}
+	sess_unref(s);
+}
+
+static void msg_arrive(struct tsr_worker *w, void *arg)
+{
+	struct sess *s = arg;
+	struct tsr_site_target_opts o = {.vol = s->tv->vol, .io = tsr_worker_io(w),
+					 .stream = s->st.stream, .epoch = s->st.epoch,
+					 .applied = s->st.applied,
+					 .consistent = (s->st.flags & SITE_STATE_CONSISTENT) != 0};
+	struct itimerspec its = {.it_interval = {0, SYNC_MS * 1000000L},
+				 .it_value = {0, SYNC_MS * 1000000L}};
+	struct tsr_site_hdr r = {.opcode = TSR_SITE_VOLUME_OPEN, .flags = TSR_SITE_F_REPLY,
+				 .stream = s->st.stream, .seq = s->st.applied,
+				 .epoch = s->st.epoch};
+	int ret;
+
+	s->state_buf = tsr_alloc_aligned(SITE_STATE_SIZE);
+	ret = s->state_buf ? tsr_site_target_create(&o, &s->target) : -ENOMEM;
+	if (ret == 0) {
+		s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+		if (s->timer_fd < 0 || timerfd_settime(s->timer_fd, 0, &its, NULL) < 0)
+			ret = -errno;
+	}
+	if (ret == 0)
+		ret = tsr_worker_watch(w, s->timer_fd, EPOLLIN, timer_cb, s);
+	if (ret == 0) {
+		ret = tsr_worker_watch(w, s->fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, fd_cb,
+				       s);
+		s->watched = ret == 0;
+	}
+	if (ret) {
+		if (s->timer_fd >= 0) {
+			tsr_worker_unwatch(w, s->timer_fd); /* -ENOENT when not watched: fine */
+			close(s->timer_fd);
+			s->timer_fd = -1;
+		}
+		tsr_site_target_destroy(s->target);
+		s->target = NULL;
+		s->phase = SESS_OPEN; /* so that the error below is sent */
+		sess_error(s, ENOMEM, s->st.stream, 0, "volume %s: the target is out of resources",
+			   s->tv->name);
+		pump(s);
+		sess_unref(s);
+		return;
+	}
+	if (s->replay)
+		tsr_site_target_set_inconsistent(s->target);
+	s->durable = s->acked = s->st.applied;
+	s->last_sync_ns = now_ns();
+	atomic_store(&s->tv->applied, s->st.applied);
+	atomic_store(&s->tv->epoch, s->st.epoch);
+	atomic_store(&s->tv->consistent, tsr_site_target_consistent(s->target));
+	atomic_store(&s->tv->connected, true);
+	if (s->replay)
+		r.flags |= TSR_SITE_F_REPLAY;
+	s->phase = SESS_STREAM;
+	tsr_info("site server: %s: stream %llu resumes after seq %llu%s", s->label,
+		 (unsigned long long)s->st.stream, (unsigned long long)s->st.applied,
+		 s->replay ? " (replay: the last session did not end cleanly)" : "");
+	if (tx_start(s, &r, NULL)) {
+		s->dead = true;
+		sess_begin_close(s);
+	}
+	pump(s);
+	sess_unref(s);
+}
+
+static int open_fail(struct sess *s, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* The control thread answered VOLUME_OPEN (on the accepting worker). */
+static void msg_opened(struct tsr_worker *w, void *arg)
+{
+	struct sess *s = arg;
+	struct tsr_worker *home;
+
+	if (s->phase != SESS_AT_CONTROL) { /* ended meanwhile */
+		sess_unref(s);
+		return;
+	}
+	if (s->open_err == 0 && s->end_requested)
+		open_fail(s, -ESHUTDOWN, "the target site is shutting down; retry later");
+	if (s->open_err) {
+		s->phase = SESS_OPEN;
+		sess_error(s, s->open_err, s->open_hdr.stream, 0, "%s", s->open_msg);
+		pump(s);
+		sess_unref(s);
+		return;
+	}
+	home = tsr_vol_home(s->tv->vol);
+	if (home == NULL || home == w) {
+		msg_arrive(w, s); /* drops the message's reference */
+		return;
+	}
+	/* Move: the apply must run on the volume's home worker. */
+	if (s->watched)
+		tsr_worker_unwatch(w, s->fd);
+	s->watched = false;
+	pthread_mutex_lock(&s->srv->lock);
+	s->w = home;
+	if (tsr_worker_send(home, msg_arrive, s)) { /* home stopping: end here */
+		s->w = w;
+		pthread_mutex_unlock(&s->srv->lock);
+		s->phase = SESS_OPEN;
+		s->dead = true;
+		sess_begin_close(s);
+		pump(s);
+		sess_unref(s);
+		return;
+	}
+	pthread_mutex_unlock(&s->srv->lock); /* the message's reference goes to msg_arrive */
+}
+
+/* ---- control thread: VOLUME_OPEN ---- */
+
+static struct tvol *tvol_find(struct tsr_site_server *srv, const char *name)
+{
+	struct tvol *tv;
+
+	for (tv = srv->vols; tv; tv = tv->next)
+		if (strcmp(tv->name, name) == 0)
+			return tv;
+	return NULL;
+}
+
+static struct tvol *tvol_get(struct tsr_site_server *srv, const char *name)
+{
+	struct tvol *tv = tvol_find(srv, name);
+
+	if (tv)
+		return tv;
+	tv = calloc(1, sizeof(*tv));
+	if (tv == NULL)
+		return NULL;
+	snprintf(tv->name, sizeof(tv->name), "%s", name);
+	tv->state_fd = -1;
+	tv->next = srv->vols;
+	srv->vols = tv;
+	return tv;
+}
+
+/* Open volume's state file (O_DIRECT when the file system takes it).
+ * -ENOENT when absent and !create. */
+static int state_open(struct tsr_site_server *srv, const char *volume, bool create)
+{
+	char path[PATH_MAX];
+	int flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0);
+	int fd;
+
+	state_path(srv, volume, path, sizeof(path));
+	fd = open(path, flags | O_DIRECT, 0644);
+	if (fd < 0 && errno == EINVAL) /* no O_DIRECT here (tmpfs): FUA writes still hold */
+		fd = open(path, flags, 0644);
+	if (fd < 0) {
+		int ret = -errno;
+
+		if (ret != -ENOENT || create)
+			tsr_error("site server: state file %s: %s", path, strerror(-ret));
+		return ret;
+	}
+	return fd;
+}
+
+/* Read and check the block of fd.  Logs a refusal. */
+static int state_read(struct tsr_site_server *srv, int fd, const char *volume,
+		      struct site_state *out)
+{
+	uint8_t *buf = tsr_alloc_aligned(SITE_STATE_SIZE);
+	char path[PATH_MAX];
+	ssize_t n;
+	int ret;
+
+	if (buf == NULL)
+		return -ENOMEM;
+	n = pread(fd, buf, SITE_STATE_SIZE, 0);
+	if (n < 0)
+		ret = -errno;
+	else if (n != SITE_STATE_SIZE)
+		ret = -ENODATA;
+	else
+		ret = site_state_parse(buf, out);
+	if (ret == 0 && strcmp(out->volume, volume) != 0)
+		ret = -EPROTO;
+	tsr_free_aligned(buf);
+	if (ret) {
+		state_path(srv, volume, path, sizeof(path));
+		tsr_error("site server: state file %s: %s; volume %s is not served as a "
+			  "replication target until an operator checks it", path, state_err(ret),
+			  volume);
+	}
+	return ret;
+}
+
+/* Write st durably from the control thread (blocking is fine here). */
+static int state_write_sync(struct tsr_site_server *srv, int fd, const struct site_state *st)
+{
+	uint8_t *buf = tsr_alloc_aligned(SITE_STATE_SIZE);
+	ssize_t n;
+	int ret = 0;
+
+	if (buf == NULL)
+		return -ENOMEM;
+	site_state_pack(st, buf);
+	n = pwrite(fd, buf, SITE_STATE_SIZE, 0);
+	if (n < 0)
+		ret = -errno;
+	else if (n != SITE_STATE_SIZE)
+		ret = -EIO;
+	else if (fdatasync(fd) < 0)
+		ret = -errno;
+	tsr_free_aligned(buf);
+	if (ret)
+		tsr_error("site server: writing the state of volume %s in %s: %s", st->volume,
+			  srv->state_dir, strerror(-ret));
+	return ret;
+}
+
+static int sync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+static int open_fail(struct sess *s, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(s->open_msg, sizeof(s->open_msg), fmt, ap);
+	va_end(ap);
+	s->open_err = err < 0 ? -err : err;
+	return err;
+}
+
+static void request_end(struct sess *s)
+{
+	if (sess_send(s, msg_end))
+		tsr_warn("site server: %s: cannot reach its worker to end it", s->label);
+}
+
+/* Everything VOLUME_OPEN decides (control thread); s->open_err on refusal. */
+static int ctl_open_volume(struct sess *s)
+{
+	struct tsr_site_server *srv = s->srv;
+	const struct tsr_site_hdr *h = &s->open_hdr;
+	const char *name = s->open.volume;
+	struct site_state st = {0};
+	struct tsr_vol *vol = NULL;
+	struct tvol *tv;
+	bool created = false;
+	int ret;
+
+	if (srv->stopping)
+		return open_fail(s, -ESHUTDOWN, "the target site is shutting down; retry later");
+	tv = tvol_get(srv, name);
+	if (tv == NULL)
+		return open_fail(s, -ENOMEM, "the target is out of memory");
+	if (tv->sess) {
+		request_end(tv->sess);
+		return open_fail(s, -EBUSY, "volume %s: an older session of this stream is still "
+				 "open at the target; it is being closed, retry", name);
+	}
+	if (tv->state_fd < 0) {
+		tv->state_fd = state_open(srv, name, false);
+		if (tv->state_fd == -ENOENT)
+			tv->state_fd = -1;
+		else if (tv->state_fd < 0)
+			return open_fail(s, tv->state_fd, "volume %s: cannot open its state file at "
+					 "the target: %s", name, strerror(-tv->state_fd));
+	}
+	if (tv->state_fd >= 0) {
+		ret = state_read(srv, tv->state_fd, name, &st);
+		if (ret)
+			return open_fail(s, -EUCLEAN, "volume %s: its replication state at the target "
+					 "is damaged (%s); an operator must check it", name,
+					 state_err(ret));
+		if (st.flags & SITE_STATE_PROMOTED)
+			return open_fail(s, -ESTALE, "volume %s was promoted at the target site %s: "
+					 "this stream has ended; the source is demoted", name, srv->site);
+		if (st.stream != h->stream)
+			return open_fail(s, -EEXIST, "volume %s is the target of another stream "
+					 "(from site %s)", name, st.site);
+		if (h->epoch < st.epoch)
+			return open_fail(s, -ESTALE, "volume %s: source epoch %llu is older than the "
+					 "stream's %llu", name, (unsigned long long)h->epoch,
+					 (unsigned long long)st.epoch);
+		s->replay = !(st.flags & SITE_STATE_CLEAN);
+	} else {
+		st.stream = h->stream;
+		st.applied = 0;
+		st.flags = 0; /* a new stream is no prefix of the history until its SYNC_END */
+	}
+	ret = srv->ops.open_volume(srv->ops.arg, &s->from, &s->open, h->offset, h->stream, &vol);
+	if (ret || vol == NULL)
+		return open_fail(s, ret ? ret : -EIO, "volume %s: the target cannot open it: %s",
+				 name, strerror(ret ? -ret : EIO));
+	if (tv->vol)
+		tsr_vol_put(tv->vol);
+	tv->vol = vol;
+	if (tv->state_fd < 0) {
+		tv->state_fd = state_open(srv, name, true);
+		if (tv->state_fd < 0) {
+			ret = tv->state_fd;
+			tv->state_fd = -1;
+			return open_fail(s, ret, "volume %s: cannot create its state file at the "
+					 "target: %s", name, strerror(-ret));
+		}
+		created = true;
+	}
+	st.epoch = h->epoch;
+	if (s->replay)
+		st.flags &= ~SITE_STATE_CONSISTENT;
+	st.flags &= ~SITE_STATE_CLEAN; /* from here frames may land past applied */
+	snprintf(st.site, sizeof(st.site), "%s", s->from.site);
+	snprintf(st.cluster, sizeof(st.cluster), "%s", s->from.cluster);
+	snprintf(st.volume, sizeof(st.volume), "%s", name);
+	ret = state_write_sync(srv, tv->state_fd, &st);
+	if (ret == 0 && created)
+		ret = sync_dir(srv->state_dir);
+	if (ret) {
+		if (created) { /* leave no half-made binding behind */
+			char path[PATH_MAX];
+
+			state_path(srv, name, path, sizeof(path));
+			unlink(path);
+			close(tv->state_fd);
+			tv->state_fd = -1;
+		}
+		return open_fail(s, ret, "volume %s: cannot write its state file at the target: %s",
+				 name, strerror(-ret));
+	}
+	tv->st = st;
+	tv->sess = s;
+	s->tv = tv;
+	s->st = st;
+	return 0;
+}
+
+static void ctl_open(struct sess *s)
+{
+	if (ctl_open_volume(s) == 0)
+		tsr_info("site server: %s: stream %llu opened", s->label,
+			 (unsigned long long)s->open_hdr.stream);
+	if (sess_send(s, msg_opened))
+		tsr_error("site server: %s: its worker is gone", s->label);
+}
+
+static void ctl_drain(struct tsr_site_server *srv)
+{
+	for (;;) {
+		struct sess *s;
+
+		pthread_mutex_lock(&srv->lock);
+		s = srv->ctl_head;
+		if (s) {
+			srv->ctl_head = s->next_ctl;
+			if (srv->ctl_head == NULL)
+				srv->ctl_tail = NULL;
+		}
+		pthread_mutex_unlock(&srv->lock);
+		if (s == NULL)
+			return;
+		if (s->ctl == CTL_OPEN) {
+			ctl_open(s);
+			sess_unref(s); /* the queue's */
+		} else {
+			if (s->tv && s->tv->sess == s)
+				s->tv->sess = NULL;
+			sess_unref(s); /* the control side's */
+		}
+	}
+}
+
+static void wake_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	ctl_drain(w->data);
+}
+
+/* Worker: hand VOLUME_OPEN to the control thread. */
+static void sess_at_control(struct sess *s)
+{
+	pthread_mutex_lock(&s->srv->lock);
+	s->refs++; /* the queue's */
+	ctl_post_locked(s, CTL_OPEN);
+	pthread_mutex_unlock(&s->srv->lock);
+}
+
+/* ---- public API (control thread) ---- */
+
+static int mkdir_p(const char *dir)
+{
+	char path[PATH_MAX];
+	size_t n = strlen(dir);
+
+	if (n == 0 || n >= sizeof(path))
+		return -EINVAL;
+	memcpy(path, dir, n + 1);
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int tsr_site_server_start(const struct tsr_site_server_opts *opts,
+			  struct tsr_site_server **out)
+{
+	struct tsr_site_server *srv;
+	int ret;
+
+	if (opts == NULL || out == NULL || opts->tls == NULL || opts->workers == NULL ||
+	    opts->n_workers == 0 || opts->state_dir == NULL || opts->loop == NULL ||
+	    opts->ops.open_volume == NULL || !tsr_valid_name(opts->site) ||
+	    !tsr_valid_name(opts->cluster))
+		return -EINVAL;
+	for (unsigned i = 0; i < opts->n_workers; i++)
+		if (opts->workers[i] == NULL)
+			return -EINVAL;
+	ret = mkdir_p(opts->state_dir);
+	if (ret) {
+		tsr_error("site server: state directory %s: %s", opts->state_dir, strerror(-ret));
+		return ret;
+	}
+	srv = calloc(1, sizeof(*srv));
+	if (srv == NULL)
+		return -ENOMEM;
+	srv->workers = calloc(opts->n_workers, sizeof(*srv->workers));
+	srv->state_dir = strdup(opts->state_dir);
+	if (srv->workers == NULL || srv->state_dir == NULL) {
+		free(srv->workers);
+		free(srv->state_dir);
+		free(srv);
+		return -ENOMEM;
+	}
+	memcpy(srv->workers, opts->workers, opts->n_workers * sizeof(*srv->workers));
+	srv->n_workers = opts->n_workers;
+	srv->tls = opts->tls;
+	snprintf(srv->site, sizeof(srv->site), "%s", opts->site);
+	snprintf(srv->cluster, sizeof(srv->cluster), "%s", opts->cluster);
+	srv->ops = opts->ops;
+	srv->loop = opts->loop;
+	pthread_mutex_init(&srv->lock, NULL);
+	pthread_cond_init(&srv->cond, NULL);
+	ev_async_init(&srv->wake, wake_cb);
+	srv->wake.data = srv;
+	ev_async_start(srv->loop, &srv->wake);
+	*out = srv;
+	return 0;
+}
+
+int tsr_site_server_accept(struct tsr_site_server *srv, int fd)
+{
+	struct tsr_worker *w;
+	struct sess *s;
+	int ret;
+
+	if (srv->stopping) {
+		close(fd);
+		return -ESHUTDOWN;
+	}
+	s = calloc(1, sizeof(*s));
+	if (s == NULL || tsr_site_rx_init(&s->rx)) {
+		free(s);
+		close(fd);
+		return -ENOMEM;
+	}
+	s->rx_init = true;
+	s->srv = srv;
+	s->fd = fd;
+	s->timer_fd = -1;
+	s->phase = SESS_HANDSHAKE;
+	snprintf(s->label, sizeof(s->label), "a connection (fd %d)", fd);
+	w = srv->workers[srv->next_worker++ % srv->n_workers];
+	pthread_mutex_lock(&srv->lock);
+	s->w = w;
+	s->refs = 3; /* worker side, control side, the start message */
+	s->next_all = srv->sessions;
+	srv->sessions = s;
+	srv->live++;
+	ret = tsr_worker_send(w, msg_start, s);
+	if (ret) {
+		srv->sessions = s->next_all;
+		srv->live--;
+	}
+	pthread_mutex_unlock(&srv->lock);
+	if (ret) {
+		close(fd);
+		sess_free(s);
+		return ret;
+	}
+	return 0;
+}
+
+/* Wait (control thread, blocking) until s's worker side ended. */
+static void wait_worker_done(struct sess *s)
+{
+	struct tsr_site_server *srv = s->srv;
+
+	pthread_mutex_lock(&srv->lock);
+	while (!s->worker_done)
+		pthread_cond_wait(&srv->cond, &srv->lock);
+	pthread_mutex_unlock(&srv->lock);
+}
+
+void tsr_site_server_stop(struct tsr_site_server *srv)
+{
+	if (srv == NULL)
+		return;
+	srv->stopping = true;
+	ctl_drain(srv); /* pending VOLUME_OPENs are refused */
+	for (;;) {
+		struct sess *s, *todo = NULL;
+
+		pthread_mutex_lock(&srv->lock);
+		for (s = srv->sessions; s; s = s->next_all)
+			if (!s->worker_done && !s->end_sent) {
+				todo = s;
+				s->end_sent = true;
+				break;
+			}
+		pthread_mutex_unlock(&srv->lock);
+		if (todo == NULL)
+			break;
+		request_end(todo);
+	}
+	pthread_mutex_lock(&srv->lock);
+	while (srv->live > 0 || srv->sessions) {
+		pthread_mutex_unlock(&srv->lock);
+		ctl_drain(srv); /* sessions that were at the control thread meanwhile */
+		pthread_mutex_lock(&srv->lock);
+		if (srv->live > 0 || srv->sessions) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 50000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&srv->cond, &srv->lock, &ts);
+		}
+	}
+	pthread_mutex_unlock(&srv->lock);
+	ctl_drain(srv);
+	ev_async_stop(srv->loop, &srv->wake);
+	while (srv->vols) {
+		struct tvol *tv = srv->vols;
+
+		srv->vols = tv->next;
+		tsr_vol_put(tv->vol);
+		if (tv->state_fd >= 0)
+			close(tv->state_fd);
+		free(tv);
+	}
+	pthread_cond_destroy(&srv->cond);
+	pthread_mutex_destroy(&srv->lock);
+	free(srv->workers);
+	free(srv->state_dir);
+	free(srv);
+}
+
+/* A state file's info, or the live session's (list). */
+static int info_of(struct tsr_site_server *srv, const char *name,
+		   struct tsr_site_target_info *out)
+{
+	struct tvol *tv = tvol_find(srv, name);
+	struct site_state st;
+	int64_t last;
+	int fd, ret;
+
+	memset(out, 0, sizeof(*out));
+	snprintf(out->volume, sizeof(out->volume), "%s", name);
+	out->last_frame_age_sec = -1;
+	if (tv && tv->sess) { /* its worker owns the file now: the counters say it */
+		st = tv->st;
+		out->connected = atomic_load(&tv->connected);
+		out->applied = atomic_load(&tv->applied);
+		out->epoch = atomic_load(&tv->epoch);
+		out->consistent = atomic_load(&tv->consistent);
+	} else {
+		fd = tv && tv->state_fd >= 0 ? tv->state_fd : state_open(srv, name, false);
+		if (fd < 0)
+			return fd;
+		ret = state_read(srv, fd, name, &st);
+		if (!(tv && tv->state_fd == fd))
+			close(fd);
+		if (ret)
+			return ret;
+		out->applied = st.applied;
+		out->epoch = st.epoch;
+		out->consistent = (st.flags & SITE_STATE_CONSISTENT) != 0;
+		out->promoted = (st.flags & SITE_STATE_PROMOTED) != 0;
+	}
+	snprintf(out->source_site, sizeof(out->source_site), "%s", st.site);
+	snprintf(out->source_cluster, sizeof(out->source_cluster), "%s", st.cluster);
+	out->stream = st.stream;
+	if (tv) {
+		out->bytes_applied = atomic_load(&tv->bytes_applied);
+		last = atomic_load(&tv->last_frame_ns);
+		if (last)
+			out->last_frame_age_sec = (double)(now_ns() - last) / 1e9;
+	}
+	return 0;
+}
+
+size_t tsr_site_server_list(struct tsr_site_server *srv, struct tsr_site_target_info *out,
+			    size_t max)
+{
+	DIR *d = opendir(srv->state_dir);
+	struct dirent *e;
+	size_t n = 0;
+
+	if (d == NULL) {
+		tsr_error("site server: state directory %s: %s", srv->state_dir, strerror(errno));
+		return 0;
+	}
+	while ((e = readdir(d)) != NULL) {
+		char name[TSR_SITE_NAME_MAX + 1];
+		struct tsr_site_target_info info;
+		size_t len = strlen(e->d_name);
+
+		if (len <= 6 || len - 6 > TSR_SITE_NAME_MAX ||
+		    strcmp(e->d_name + len - 6, ".state") != 0)
+			continue;
+		memcpy(name, e->d_name, len - 6);
+		name[len - 6] = '\0';
+		if (!tsr_valid_name(name) || info_of(srv, name, &info))
+			continue;
+		if (n < max)
+			out[n] = info;
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+int tsr_site_server_promote(struct tsr_site_server *srv, const char *volume, bool force)
+{
+	struct tvol *tv;
+	struct site_state st;
+	int fd, ret;
+
+	if (srv == NULL || volume == NULL || !tsr_valid_name(volume))
+		return -EINVAL;
+	tv = tvol_find(srv, volume);
+	if (tv && tv->sess) {
+		struct sess *s = tv->sess;
+
+		if (!force && atomic_load(&tv->connected) && !atomic_load(&tv->consistent)) {
+			tsr_warn("site server: promote %s: not consistent (a resync is open); "
+				 "force it to take the volume as it is", volume);
+			return -EBUSY;
+		}
+		request_end(s);
+		wait_worker_done(s);
+		tv->sess = NULL; /* its CTL_ENDED finds it gone */
+	}
+	fd = tv && tv->state_fd >= 0 ? tv->state_fd : state_open(srv, volume, false);
+	if (fd < 0)
+		return fd == -ENOENT ? -ENOENT : fd;
+	ret = state_read(srv, fd, volume, &st);
+	if (ret == 0 && (st.flags & SITE_STATE_PROMOTED))
+		ret = -EALREADY;
+	if (ret == 0 && !(st.flags & SITE_STATE_CONSISTENT) && !force) {
+		tsr_warn("site server: promote %s: not consistent (a resync was open or a replay "
+			 "is pending); force it to take the volume as it is", volume);
+		ret = -EBUSY;
+	}
+	if (ret == 0) {
+		st.flags |= SITE_STATE_PROMOTED;
+		ret = state_write_sync(srv, fd, &st);
+	}
+	if (!(tv && tv->state_fd == fd))
+		close(fd);
+	if (ret == -EBADMSG || ret == -EPROTO || ret == -EPROTONOSUPPORT || ret == -ENODATA)
+		ret = -EUCLEAN;
+	if (ret)
+		return ret;
+	if (tv && tv->vol)
+		tsr_vol_set_write_fence(tv->vol, 0);
+	tsr_info("site server: volume %s promoted at seq %llu%s: its stream from site %s has "
+		 "ended, host writes are allowed", volume, (unsigned long long)st.applied,
+		 (st.flags & SITE_STATE_CONSISTENT) ? "" : " (forced: not consistent)", st.site);
+	return 0;
+}
