@@ -349,6 +349,8 @@ bool tsr_cluster_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Reque
 			admin_fail(resp, ret, "%s", msg);
 		else
 			cluster_volume_delete(c, req->volume_delete->name, resp);
+		if (resp->error == 0)
+			repl_volume_deleted(c, req->volume_delete->name);
 		return true;
 	}
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE:

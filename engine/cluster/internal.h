@@ -76,7 +76,6 @@ struct tsr_cluster {
 	struct repl_source *sources;   /* one per attached volume with repl/<name> shipping */
 	struct repl_tls *site_tls;     /* client TLS contexts, one per site (cached) */
 	struct tsr_site_server *site_server; /* tesserad --site-listen, else NULL */
-	bool in_open_volume;           /* inside the site server's open_volume (no re-entry) */
 	ev_async repl_async;           /* a worker queued a demotion */
 	bool repl_async_started;
 	struct repl_demote *demotes;   /* lock; demotions queued by sources' workers */
@@ -220,6 +219,8 @@ bool repl_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req
 		       Tessera__Admin__Response *resp);
 /* volume delete: -EBUSY with msg while repl/<name> exists, else 0. */
 int repl_volume_busy(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len);
+/* volume delete succeeded: forget target/<name>. */
+void repl_volume_deleted(struct tsr_cluster *c, const char *name);
 
 /* ---- nodes.c: node list, cluster status ------------------------------ */
 

@@ -7,7 +7,10 @@
  *                 cluster's nodes use to reach it (site add / remove / list);
  *   repl/<vol>    ReplicationRecord: vol ships to a site (replication enable /
  *                 disable), or, demoted = true, must take no host write;
- *   cluster/id    this cluster's id in HELLO (random, made by the first node).
+ *   cluster/id    this cluster's id in HELLO (random, made by the first node);
+ *   target/<vol>  vol was created here as a replication target: the stream
+ *                 (16 hex digits); every attach fences it until promote
+ *                 deletes the key.
  *
  * Source side: the node coordinating a volume with repl/<vol> runs its
  * tsr_site_source (started by attach once the layout is registered, stopped
@@ -673,27 +676,23 @@ static void source_stop(struct tsr_cluster *c, const char *vol)
 	}
 }
 
-/* A replication target of this node's site server (not promoted)? */
-static bool is_target_here(struct tsr_cluster *c, const char *vol)
+/* target/<vol>: the stream vol receives (0 when it is no target, or on error). */
+static uint64_t target_stream(struct tsr_cluster *c, const char *vol)
 {
-	struct tsr_site_target_info *infos;
-	size_t n, got;
-	bool found = false;
+	struct tsr_meta_kv kv = { 0 };
+	char key[80], text[20];
+	uint64_t stream = 0;
 
-	if (c->site_server == NULL || c->in_open_volume)
-		return false;
-	n = tsr_site_server_list(c->site_server, NULL, 0);
-	if (n == 0)
-		return false;
-	infos = calloc(n, sizeof(*infos));
-	if (infos == NULL)
-		return false;
-	got = tsr_site_server_list(c->site_server, infos, n);
-	for (size_t i = 0; i < got && i < n; i++)
-		if (strcmp(infos[i].volume, vol) == 0 && !infos[i].promoted)
-			found = true;
-	free(infos);
-	return found;
+	snprintf(key, sizeof(key), "target/%s", vol);
+	if (tsr_meta_get(c->meta, key, &kv))
+		return 0;
+	if (kv.value_len == 16) {
+		memcpy(text, kv.value, 16);
+		text[16] = '\0';
+		stream = strtoull(text, NULL, 16);
+	}
+	tsr_meta_kv_clear(&kv);
+	return stream;
 }
 
 void repl_on_attach(struct tsr_cluster *c, const char *name)
@@ -704,7 +703,7 @@ void repl_on_attach(struct tsr_cluster *c, const char *name)
 
 	ret = repl_get(c, name, &r, NULL);
 	if (ret == -ENOENT) {
-		if (is_target_here(c, name) && fence_volume(c, name, -EROFS) == 0)
+		if (target_stream(c, name) && fence_volume(c, name, -EROFS) == 0)
 			tsr_info("cluster: volume %s is a replication target here: host writes "
 				 "fenced until it is promoted", name);
 		return;
@@ -739,6 +738,14 @@ int repl_volume_busy(struct tsr_cluster *c, const char *name, char *msg, size_t 
 		 "%s first", name, r->site, name);
 	tessera__cluster__replication_record__free_unpacked(r, NULL);
 	return -EBUSY;
+}
+
+void repl_volume_deleted(struct tsr_cluster *c, const char *name)
+{
+	char key[80];
+
+	snprintf(key, sizeof(key), "target/%s", name);
+	tsr_meta_delete(c->meta, key, TSR_META_ANY_REV); /* -ENOENT: it was no target */
 }
 
 /* ---- site add / remove / list ----------------------------------------------- */
@@ -1185,6 +1192,7 @@ static void repl_status(struct tsr_cluster *c, const Tessera__Admin__Replication
 static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__ReplicationPromote *p,
 			 Tessera__Admin__Response *resp)
 {
+	char key[80];
 	bool found = false;
 	int ret;
 
@@ -1220,6 +1228,11 @@ static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Replicatio
 	}
 	tsr_warn("cluster: volume %s promoted%s: it takes host writes here; its source site is "
 		 "demoted when it connects again", p->volume, p->force ? " (forced)" : "");
+	snprintf(key, sizeof(key), "target/%s", p->volume);
+	ret = tsr_meta_delete(c->meta, key, TSR_META_ANY_REV);
+	if (ret && ret != -ENOENT)
+		tsr_warn("cluster: volume %s: cannot delete %s: %s (a later attach fences it "
+			 "again)", p->volume, key, strerror(-ret));
 	if (targets_add(c, p->volume, resp, &found))
 		admin_fail(resp, -ENOMEM, "out of memory in tesserad (volume %s was promoted)",
 			   p->volume);
@@ -1264,9 +1277,9 @@ bool repl_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req
 
 /*
  * Find or create the target volume, attach it here, fence host writes.
- * A volume that exists already must be one the site server has a state
- * file for (DIR/site/<name>.state: it was a target before), and must not be
- * attached elsewhere or serving hosts here.
+ * A volume that exists already must be this stream's target (target/<vol>)
+ * or one the site server has a state file for (DIR/site/<name>.state), and
+ * must not be attached elsewhere or serving hosts here.
  */
 static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 			    const struct tsr_site_open *o, uint64_t size, uint64_t stream,
@@ -1277,7 +1290,7 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 	Tessera__Cluster__VolumeRecord *rec = NULL;
 	struct attachment *a;
 	struct tsr_vol *vol = NULL;
-	char holder[64], msg[1024], ec[16], path[4200];
+	char holder[64], msg[1024], ec[16], path[4200], key[80], text[20];
 	const char *name = o->volume;
 	int ret;
 
@@ -1311,6 +1324,14 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 		admin_response_free_built(&resp);
 		if (ret)
 			return ret;
+		snprintf(key, sizeof(key), "target/%s", name);
+		snprintf(text, sizeof(text), "%016llx", (unsigned long long)stream);
+		ret = tsr_meta_cas(c->meta, key, TSR_META_ANY_REV, text, 16, 0, NULL);
+		if (ret) {
+			tsr_warn("site: target volume %s: cannot record %s: %s", name, key,
+				 strerror(-ret));
+			return ret;
+		}
 	} else if (ret) {
 		tsr_warn("site: target volume %s: cannot read vol/%s: %s", name, name, strerror(-ret));
 		return ret;
@@ -1325,7 +1346,7 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 			return -ENOSPC;
 		}
 		snprintf(path, sizeof(path), "%s/site/%s.state", c->dir, name);
-		if (access(path, F_OK) != 0) {
+		if (target_stream(c, name) != stream && access(path, F_OK) != 0) {
 			tsr_warn("site: %s/%s asks for volume %s, which exists here and is no "
 				 "replication target (no %s): refused", from->site, from->cluster,
 				 name, path);
@@ -1340,9 +1361,7 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 				 name, holder);
 			return -EEXIST;
 		}
-		c->in_open_volume = true;
 		ret = cluster_attach_local(c, name, msg, sizeof(msg));
-		c->in_open_volume = false;
 		if (ret) {
 			tsr_warn("site: target volume %s: %s", name, msg);
 			return ret;

@@ -7,9 +7,13 @@
  * tsr_nbd_conn_start), serves the admin API (engine/admin) and catches
  * SIGTERM/SIGINT through a signalfd; N workers (engine/worker) run the data
  * path.  Start-up order: store (its lock makes DIR ours), token, volume set,
- * workers, NBD server, listeners, admin server, then DIR/tesserad.pid and the
- * "tesserad ready" log line.  Shutdown undoes it in reverse; the store is
- * closed cleanly, so the next start needs no recovery.
+ * workers, NBD server, listeners, cluster (cluster mode), admin server, the
+ * cluster port, the site listener (--site-listen: a geo-replication target,
+ * its accepted connections handed to the site server), then
+ * DIR/tesserad.pid and the "tesserad ready" log line.  Shutdown undoes it in
+ * reverse (the site server before the cluster, which detaches its target
+ * volumes, and both before the workers); the store is closed cleanly, so the
+ * next start needs no recovery.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +43,7 @@
 #include "tessera/common.h"
 #include "tessera/meta.h"
 #include "tessera/peer.h"
+#include "tessera/site.h"
 #include "tessera/io.h"
 #include "tessera/nbd.h"
 #include "tessera/store.h"
@@ -56,6 +61,15 @@ struct nbd_listener {
 	bool tcp;
 	char *unix_path;     /* unlinked at shutdown; NULL for TCP */
 	char name[320];      /* "unix:PATH" or "tcp:HOST:PORT" (actual port) */
+};
+
+/* --site-listen: TLS connections from source sites, handed to the site server. */
+struct site_listener {
+	struct tesserad *d;
+	ev_io watcher;
+	ev_timer pause;      /* out of file descriptors: accept again a little later */
+	int fd;              /* -1 when closed */
+	char name[320];      /* "tcp:HOST:PORT" (actual port) */
 };
 
 struct tesserad {
@@ -78,6 +92,9 @@ struct tesserad {
 	unsigned write_wait_ms;
 	unsigned rebuild_after_sec;
 	uint64_t resync_rate;
+	/* geo-replication target (cluster mode): all four or none */
+	const char *site_listen;    /* --site-listen HOST:PORT */
+	const char *site_ca, *site_cert, *site_key;
 	/* state, in start-up order */
 	struct tsr_store *store;
 	char token[TSR_ADMIN_TOKEN_LEN + 1];
@@ -97,6 +114,10 @@ struct tesserad {
 	struct tsr_peer_server *peer;
 	struct tsr_cluster *cluster;
 	struct tsr_admin_cluster admin_hooks;
+	/* site listener (--site-listen) */
+	struct tsr_site_tls_ctx *site_tls;
+	struct tsr_site_server *site_srv;
+	struct site_listener sl;
 	struct ev_loop *loop;
 	int sig_fd;
 	ev_io sig_watcher;
@@ -134,7 +155,9 @@ static void usage(FILE *f)
 "  --token-file F         cluster token (the meta node's DIR/admin.token): needed\n"
 "                         on the first join, then kept in DIR/admin.token\n"
 "  --node-id ID           default: kept in DIR/node.id, first \"<hostname>-<port>\"\n"
-"  --zone Z, --site S     failure-domain labels (default: zone = node id, site1)\n"
+"  --zone Z, --site S     failure-domain labels (default: zone = node id, site1);\n"
+"                         S is also this cluster's name on geo-replication links\n"
+"                         (default there: site-<node id>)\n"
 "  --capacity SIZE        space offered for copies (default: DIR's filesystem)\n"
 "  --peer-timeout MS      a copy that does not answer this long is out of sync\n"
 "                         (default 5000)\n"
@@ -144,6 +167,15 @@ static void usage(FILE *f)
 "                         long (default 600, 0 = never)\n"
 "  --resync-rate SIZE     resync/rebuild bandwidth per volume, per second\n"
 "                         (default 0 = unlimited)\n"
+"\n"
+"Geo-replication target (cluster mode; tessera replication --help):\n"
+"  --site-listen HOST:PORT  accept replication streams from other sites here\n"
+"                         (mutual TLS 1.3; target volumes are created, attached\n"
+"                         on this node and read-only until promoted; stream\n"
+"                         state in DIR/site)\n"
+"  --site-ca F            PEM: the CA the source sites' certificates chain to\n"
+"  --site-cert F, --site-key F\n"
+"                         PEM: this site's certificate and its key\n"
 "\n"
 "The admin API is always on DIR/admin.sock (mode 0600).  SIGTERM or SIGINT\n"
 "shuts down cleanly.\n"
@@ -174,11 +206,41 @@ static void die_usage(const char *fmt, const char *arg)
 	exit(2);
 }
 
+/* --site-listen and its three files: all or none, cluster mode, files readable. */
+static void check_site_args(const struct tesserad *d)
+{
+	const char *names[3] = { "--site-ca", "--site-cert", "--site-key" };
+	const char *files[3] = { d->site_ca, d->site_cert, d->site_key };
+	char buf[600];
+
+	if (d->site_listen == NULL) {
+		for (int i = 0; i < 3; i++)
+			if (files[i])
+				die_usage("%s goes with --site-listen HOST:PORT (the site listener's "
+					  "certificate)", names[i]);
+		return;
+	}
+	if (!d->meta && !d->join)
+		die_usage("--site-listen is for cluster mode: add --listen HOST:PORT and --meta or "
+			  "--join HOST:PORT%s", "");
+	for (int i = 0; i < 3; i++) {
+		if (files[i] == NULL)
+			die_usage("--site-listen needs --site-ca F, --site-cert F and --site-key F "
+				  "(missing: %s)", names[i]);
+		if (access(files[i], R_OK) != 0) {
+			snprintf(buf, sizeof(buf), "%s %s: cannot read it: %s", names[i], files[i],
+				 strerror(errno));
+			die_usage("%s", buf);
+		}
+	}
+}
+
 static void parse_args(struct tesserad *d, int argc, char **argv)
 {
 	enum { O_DATA = 256, O_DEVICE, O_NBD, O_ADMIN, O_WORKERS, O_IO, O_FAULT, O_LOG,
 	       O_HELP, O_VERSION, O_LISTEN, O_META, O_JOIN, O_TOKEN, O_NODE, O_ZONE, O_SITE,
-	       O_CAPACITY, O_PEER_TIMEOUT, O_REBUILD, O_RESYNC, O_WRITE_WAIT };
+	       O_CAPACITY, O_PEER_TIMEOUT, O_REBUILD, O_RESYNC, O_WRITE_WAIT, O_SITE_LISTEN,
+	       O_SITE_CA, O_SITE_CERT, O_SITE_KEY };
 	static const struct option opts[] = {
 		{ "data", required_argument, NULL, O_DATA },
 		{ "device", required_argument, NULL, O_DEVICE },
@@ -200,6 +262,10 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 		{ "rebuild-after", required_argument, NULL, O_REBUILD },
 		{ "write-wait", required_argument, NULL, O_WRITE_WAIT },
 		{ "resync-rate", required_argument, NULL, O_RESYNC },
+		{ "site-listen", required_argument, NULL, O_SITE_LISTEN },
+		{ "site-ca", required_argument, NULL, O_SITE_CA },
+		{ "site-cert", required_argument, NULL, O_SITE_CERT },
+		{ "site-key", required_argument, NULL, O_SITE_KEY },
 		{ "help", no_argument, NULL, O_HELP },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
@@ -322,6 +388,22 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 			else
 				d->peer_timeout_ms = (unsigned)n;
 			break;
+		case O_SITE_LISTEN:
+			if (strncmp(optarg, "tcp:", 4) == 0)
+				optarg += 4;
+			if (strchr(optarg, ':') == NULL)
+				die_usage("--site-listen %s: use HOST:PORT", optarg);
+			d->site_listen = optarg;
+			break;
+		case O_SITE_CA:
+			d->site_ca = optarg;
+			break;
+		case O_SITE_CERT:
+			d->site_cert = optarg;
+			break;
+		case O_SITE_KEY:
+			d->site_key = optarg;
+			break;
 		case O_HELP:
 			usage(stdout);
 			exit(0);
@@ -347,6 +429,7 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 	if (!d->meta && !d->join && (d->listen || d->token_file || d->node_id_opt))
 		die_usage("--listen, --token-file and --node-id are for cluster mode: add --meta "
 			  "or --join HOST:PORT%s", "");
+	check_site_args(d);
 	d->dir = (char *)data;
 }
 
@@ -773,6 +856,7 @@ static int start_cluster(struct tesserad *d, const char *const *nbd_names)
 	co.resync_rate = d->resync_rate;
 	co.nbd_listeners = nbd_names;
 	co.n_nbd_listeners = d->n_listeners;
+	co.repl_site = d->site; /* NULL: site-<node id> */
 	ret = tsr_cluster_start(&co, &d->cluster);
 	if (ret)
 		return ret;
@@ -781,6 +865,118 @@ static int start_cluster(struct tesserad *d, const char *const *nbd_names)
 	d->admin_hooks.node_id = d->node_id;
 	d->admin_hooks.address = d->cl.name + 4;
 	return 0;
+}
+
+/* ---- the site listener (--site-listen) --------------------------------- */
+
+static void site_resume_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct site_listener *l = t->data;
+
+	ev_io_start(loop, &l->watcher);
+}
+
+static void site_accept_cb(struct ev_loop *loop, ev_io *watcher, int revents)
+{
+	struct site_listener *l = watcher->data;
+	int fd, one = 1, ret;
+
+	for (;;) {
+		fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			       errno == ENOMEM)) {
+			tsr_warn("site: accept on %s: %s; pausing for a second", l->name,
+				 strerror(errno));
+			ev_io_stop(loop, &l->watcher);
+			ev_timer_set(&l->pause, 1.0, 0.0);
+			ev_timer_start(loop, &l->pause);
+			return;
+		}
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			    errno != ECONNABORTED)
+				tsr_warn("site: accept on %s: %s", l->name, strerror(errno));
+			return;
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		ret = tsr_site_server_accept(l->d->site_srv, fd); /* owns fd, also on error */
+		if (ret)
+			tsr_warn("site: connection on %s: %s", l->name, strerror(-ret));
+	}
+}
+
+/*
+ * The geo-replication target: TLS context, site server (state in DIR/site,
+ * open_volume by the cluster), then the listening socket on the main loop.
+ */
+static int start_site(struct tesserad *d)
+{
+	struct tsr_site_tls_opts to = { 0 };
+	struct tsr_site_server_opts so = { 0 };
+	char *state_dir = dir_file(d, "site");
+	int ret;
+
+	to.ca_file = d->site_ca;
+	to.cert_file = d->site_cert;
+	to.key_file = d->site_key;
+	to.server = true;
+	ret = tsr_site_tls_ctx_create(&to, &d->site_tls);
+	if (ret) {
+		tsr_error("site: --site-ca/--site-cert/--site-key do not load: %s%s", strerror(-ret),
+			  ret == -EKEYREJECTED ? " (is each file PEM, and is the key the "
+			  "certificate's?)" : "");
+		goto out;
+	}
+	so.tls = d->site_tls;
+	so.workers = d->workers;
+	so.n_workers = d->workers_started;
+	so.state_dir = state_dir;
+	so.site = tsr_cluster_repl_site(d->cluster);
+	so.cluster = tsr_cluster_id(d->cluster);
+	tsr_cluster_site_ops(d->cluster, &so.ops);
+	so.loop = d->loop;
+	ret = tsr_site_server_start(&so, &d->site_srv);
+	if (ret) {
+		tsr_error("site: cannot start the site server (state in %s): %s", state_dir,
+			  strerror(-ret));
+		goto out;
+	}
+	tsr_cluster_set_site_server(d->cluster, d->site_srv);
+	d->sl.d = d;
+	ret = tsr_admin_listen_tcp(d->site_listen, &d->sl.fd, d->sl.name, sizeof(d->sl.name));
+	if (ret) {
+		d->sl.fd = -1;
+		tsr_error("site: cannot listen on %s: %s", d->site_listen, strerror(-ret));
+		goto out;
+	}
+	ev_io_init(&d->sl.watcher, site_accept_cb, d->sl.fd, EV_READ);
+	d->sl.watcher.data = &d->sl;
+	ev_timer_init(&d->sl.pause, site_resume_cb, 1.0, 0.0);
+	d->sl.pause.data = &d->sl;
+	ev_io_start(d->loop, &d->sl.watcher);
+	tsr_info("site: %s listening on %s for cluster %s (state in %s)", so.site, d->sl.name,
+		 so.cluster, state_dir);
+out:
+	free(state_dir);
+	return ret;
+}
+
+/* Before the cluster stops (sessions hold target volumes) and the workers. */
+static void stop_site(struct tesserad *d)
+{
+	if (d->sl.fd >= 0) {
+		ev_io_stop(d->loop, &d->sl.watcher);
+		ev_timer_stop(d->loop, &d->sl.pause);
+		close(d->sl.fd);
+		d->sl.fd = -1;
+	}
+	if (d->cluster)
+		tsr_cluster_set_site_server(d->cluster, NULL);
+	if (d->site_srv)
+		tsr_site_server_stop(d->site_srv);
+	d->site_srv = NULL;
+	tsr_site_tls_ctx_destroy(d->site_tls);
+	d->site_tls = NULL;
 }
 
 /* ---- worker 0's backend name, for status ------------------------------ */
@@ -877,6 +1073,7 @@ static void shutdown_daemon(struct tesserad *d)
 
 	stop_nbd_listeners(d);
 	cluster_listener_stop(&d->cl);
+	stop_site(d);
 	/* detaches what this node coordinates (workers still run their I/O) */
 	tsr_cluster_stop(d->cluster);
 	d->cluster = NULL;
@@ -1009,6 +1206,11 @@ static int start_daemon(struct tesserad *d)
 			return ret;
 		}
 	}
+	if (d->site_listen) {
+		ret = start_site(d);
+		if (ret)
+			return ret;
+	}
 
 	ret = write_pid_file(d);
 	if (ret)
@@ -1026,6 +1228,8 @@ static int start_daemon(struct tesserad *d)
 	if (d->cluster && n < sizeof(ready))
 		n += (size_t)snprintf(ready + n, sizeof(ready) - n, " cluster %s node %s",
 				      d->cl.name, d->node_id);
+	if (d->sl.fd >= 0 && n < sizeof(ready))
+		n += (size_t)snprintf(ready + n, sizeof(ready) - n, " site %s", d->sl.name);
 	tsr_info("%s (workers %u, io %s, version %s, pid %d)", ready, d->workers_started,
 		 d->io_name, TSR_VERSION, (int)getpid());
 	return 0;
@@ -1033,7 +1237,7 @@ static int start_daemon(struct tesserad *d)
 
 int main(int argc, char **argv)
 {
-	struct tesserad d = { .sig_fd = -1, .cl = { .fd = -1 } };
+	struct tesserad d = { .sig_fd = -1, .cl = { .fd = -1 }, .sl = { .fd = -1 } };
 	char *abs;
 	int ret;
 
