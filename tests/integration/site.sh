@@ -6,7 +6,8 @@
 # Two single-node clusters on 127.0.0.1, each its own site: "primary" (the
 # source) and "dr" (the target).  Each runs tesserad --meta with its own
 # --listen port and a site listener (--site-listen) with its own
-# certificate (site_certs.sh); the primary reaches the DR listener through
+# certificate (site_certs.sh) (the primary only with SITE_PRIMARY_LISTENS=1,
+# for a failback); the primary reaches the DR listener through
 # site_proxy.py, which the test drives (pass, pause, cut, throttle, delay).
 # The CLI talks to each through its data directory.
 
@@ -35,16 +36,21 @@ sites_setup() {
 sdir() { echo "$SITE_ROOT/$1"; }
 
 # site_start KEY [EXTRA ARGS...]: start (or restart, with the same args) the
-# one node of site KEY (primary or dr), its site listener on 127.0.0.1 with
-# KEY's certificate, and wait until the node is alive in its cluster.
+# one node of site KEY (primary or dr), with a site listener on 127.0.0.1 and
+# KEY's certificate (see above), and wait until the node is alive in its
+# cluster.
 site_start() {
 	local key=$1 i got=
 	shift
 	if [ -z "${SITE_ARGS[$key]:-}" ]; then
 		SITE_ARGS[$key]="--listen 127.0.0.1:${SITE_PORT[$key]} --node-id $key-n1 --zone z1
-			--meta --peer-timeout 2000 --site $key
-			--site-listen 127.0.0.1:${SITE_LISTEN[$key]} --site-ca $CERTS/ca.crt
-			--site-cert $CERTS/$key.crt --site-key $CERTS/$key.key $*"
+			--meta --peer-timeout 2000 --site $key"
+		# the DR always listens; the primary when a test fails back to it
+		[ "$key" = dr ] || [ "${SITE_PRIMARY_LISTENS:-0}" = 1 ] &&
+			SITE_ARGS[$key]+=" --site-listen 127.0.0.1:${SITE_LISTEN[$key]}
+				--site-ca $CERTS/ca.crt --site-cert $CERTS/$key.crt
+				--site-key $CERTS/$key.key"
+		SITE_ARGS[$key]+=" $*"
 	fi
 	# shellcheck disable=SC2086
 	start_tesserad "$(sdir "$key")" ${SITE_ARGS[$key]}
