@@ -175,7 +175,8 @@ struct tsr_site_source {
 	bool rbuf_in_tx;                /* tx is sending rbuf */
 	uint64_t r_off;
 	uint32_t r_len;
-	bool r_zero;
+	uint32_t r_pos;                 /* bytes of rbuf sent (frames per run of zero/data regions) */
+	uint32_t tx_len;                /* bytes the region frame in tx covers */
 	bool r_last;                    /* the sync's last read */
 
 	enum sess_state sess;
@@ -677,11 +678,14 @@ static void tx_finished(struct tsr_site_source *s)
 		s->tokens -= s->tx_payload;
 	if (k == TX_REGION) {
 		s->rbuf_in_tx = false;
-		s->rbuf_ready = false;
 		s->region_bytes_shipped += s->tx_payload;
-		s->sync_done += s->r_len;
-		if (s->r_last && s->sync_active) /* the log (and SYNC_END) goes next */
-			s->sync_active = false;
+		s->sync_done += s->tx_len;
+		s->r_pos += s->tx_len;
+		if (s->r_pos >= s->r_len) {
+			s->rbuf_ready = false;
+			if (s->r_last && s->sync_active) /* the log (and SYNC_END) goes next */
+				s->sync_active = false;
+		}
 	} else if (k == TX_ENTRY) {
 		if (s->tx_orphan == s->tx_entry) {
 			free(s->tx_orphan);
@@ -777,7 +781,7 @@ static void region_read_done(void *arg, int status)
 		return;
 	}
 	s->rbuf_ready = true;
-	s->r_zero = all_zero(s->rbuf, s->r_len);
+	s->r_pos = 0;
 	for (i = s->sync_next; i < s->n_regions && !bit_test(s->sync_bits, i); i++)
 		;
 	s->r_last = i >= s->n_regions;
@@ -829,12 +833,24 @@ static void start_sync(struct tsr_site_source *s)
 
 static void send_region(struct tsr_site_source *s)
 {
-	struct tsr_site_hdr h = frame_hdr(s, s->r_zero ? TSR_SITE_ZERO : TSR_SITE_WRITE,
-					  s->next_seq);
+	uint32_t pos = s->r_pos, end = pos, n;
+	bool zero = false;
+	struct tsr_site_hdr h;
 
-	h.offset = s->r_off;
-	h.length = s->r_len;
-	if (tx_begin(s, &h, s->r_zero ? NULL : s->rbuf, TX_REGION) < 0) {
+	/* one frame per run of all-zero (ZERO) or data (WRITE) regions */
+	while (end < s->r_len) {
+		n = s->r_len - end < s->region_size ? s->r_len - end : s->region_size;
+		if (end == pos)
+			zero = all_zero(s->rbuf + end, n);
+		else if (all_zero(s->rbuf + end, n) != zero)
+			break;
+		end += n;
+	}
+	h = frame_hdr(s, zero ? TSR_SITE_ZERO : TSR_SITE_WRITE, s->next_seq);
+	h.offset = s->r_off + pos;
+	h.length = end - pos;
+	s->tx_len = end - pos;
+	if (tx_begin(s, &h, zero ? NULL : s->rbuf + pos, TX_REGION) < 0) {
 		session_fail(s, "cannot frame a region");
 		return;
 	}

@@ -1,0 +1,983 @@
+/*
+ * Unit tests of the geo-replication source (engine/site/site_source.c) on
+ * real components: a local store volume served by a real worker thread
+ * (its home), host writes issued on that worker through tsr_vol_write, the
+ * source's TLS connection over loopback TCP to a fake TARGET in a test
+ * thread: a TLS 1.3 server (site_certs.h certificates) answering HELLO and
+ * VOLUME_OPEN, applying frames with tsr_site_target to a second store's
+ * volume and ACKing barriers; it can be told to stop reading, to drop the
+ * connection (keeping what it applied), or to refuse VOLUME_OPEN with
+ * ERROR -ESTALE.  Checked by reading both volumes back byte for byte and on
+ * the source's counters: streaming equality; an initial copy ships only the
+ * allocated bytes; an overflow to the bitmap and its catch-up ship regions,
+ * not the volume; a reconnect resumes from the log without a gap (no
+ * EILSEQ, no region copy); a demote fences host writes with -EROFS; at
+ * every pause the target equals the history's state after some prefix.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+
+#include <cmocka.h>
+
+#include "tessera/site.h"
+#include "tessera/vol.h"
+#include "tessera/worker.h"
+#include "../store/store_test.h"
+#include "site_certs.h"
+
+#define STREAM 77u
+#define EPOCH 3u
+#define MIB (1ull << 20)
+
+static char g_certs[SITE_CERTS_DIR_MAX];
+
+/* ---- the fake target ---- */
+
+struct target {
+	int lfd;
+	uint16_t port;
+	struct tsr_site_tls_ctx *ctx;
+	struct tsr_vol *vol;          /* the DR volume */
+	pthread_t thread;
+	atomic_bool quit;
+	atomic_bool stop_reading;     /* stop reading the socket (the source's sends block) */
+	atomic_bool drop;             /* close the connection now (applied is kept) */
+	atomic_bool estale;           /* answer VOLUME_OPEN with ERROR -ESTALE */
+	atomic_int connections;       /* VOLUME_OPENs answered */
+	atomic_int errors_sent;       /* refused frames */
+	atomic_int bad;               /* protocol surprises (the test fails on any) */
+	atomic_uint_fast64_t applied; /* tsr_site_target_applied, after each frame */
+	atomic_bool consistent;
+	struct tsr_site_target *t;    /* kept across connections */
+	struct tsr_io *io;            /* the thread's */
+};
+
+static int wait_fd(int fd, short ev, int ms)
+{
+	struct pollfd p = {.fd = fd, .events = ev};
+
+	return poll(&p, 1, ms);
+}
+
+/* Blocking send over the non-blocking socket; 0 or -errno. */
+static int t_send(struct target *tg, struct tsr_site_tls *t, int fd, const struct tsr_site_hdr *h,
+		  const void *payload)
+{
+	struct tsr_site_tx tx;
+	int ret, spins = 0;
+
+	if (tsr_site_tx_start(&tx, h, payload) < 0)
+		return -EINVAL;
+	while ((ret = tsr_site_tx_poll(&tx, t)) == -EAGAIN) {
+		if (atomic_load(&tg->quit) || ++spins > 1000)
+			return -ETIMEDOUT;
+		wait_fd(fd, tsr_site_tls_want(t), 10);
+	}
+	return ret == 1 ? 0 : ret;
+}
+
+/* Blocking receive; 1 with a frame, 0 closed, -errno. */
+static int t_recv(struct target *tg, struct tsr_site_rx *rx, struct tsr_site_tls *t, int fd)
+{
+	int ret, spins = 0;
+
+	while ((ret = tsr_site_rx_poll(rx, t)) == -EAGAIN) {
+		if (atomic_load(&tg->quit) || ++spins > 1000)
+			return -ETIMEDOUT;
+		wait_fd(fd, tsr_site_tls_want(t), 10);
+	}
+	return ret;
+}
+
+static void t_error(struct target *tg, struct tsr_site_tls *t, int fd, uint64_t stream,
+		    uint64_t seq, int code, const char *msg)
+{
+	struct tsr_site_error err = {.code = code};
+	struct tsr_site_hdr h = {.opcode = TSR_SITE_ERROR, .stream = stream, .seq = seq};
+	uint8_t pl[TSR_SITE_ERROR_MAX];
+
+	snprintf(err.msg, sizeof(err.msg), "%s", msg);
+	h.length = (uint32_t)tsr_site_error_pack(&err, pl);
+	t_send(tg, t, fd, &h, pl);
+}
+
+static void serve(struct target *tg, int fd, struct tsr_site_rx *rx)
+{
+	struct tsr_site_hello hello = {.site = "dr", .cluster = "c-dr"}, got;
+	struct tsr_site_open open;
+	struct tsr_site_tls *t = NULL;
+	struct tsr_site_hdr h;
+	uint8_t pl[TSR_SITE_OPEN_MAX + TSR_SITE_HELLO_MAX];
+	int ret, spins = 0;
+
+	if (tsr_site_tls_new(tg->ctx, fd, "primary.site.test", &t) < 0)
+		goto out;
+	while ((ret = tsr_site_tls_handshake(t)) == -EAGAIN) {
+		if (atomic_load(&tg->quit) || ++spins > 1000)
+			goto out;
+		wait_fd(fd, tsr_site_tls_want(t), 10);
+	}
+	if (ret < 0)
+		goto out;
+	rx->got = 0;
+	rx->hdr.payload_len = 0;
+	if (t_recv(tg, rx, t, fd) != 1 || rx->hdr.opcode != TSR_SITE_HELLO ||
+	    tsr_site_hello_parse(rx->payload, rx->hdr.payload_len, &got) < 0 ||
+	    strcmp(got.site, "primary") != 0) {
+		atomic_fetch_add(&tg->bad, 1);
+		goto out;
+	}
+	h = (struct tsr_site_hdr){.opcode = TSR_SITE_HELLO, .flags = TSR_SITE_F_REPLY};
+	h.length = (uint32_t)tsr_site_hello_pack(&hello, pl);
+	if (t_send(tg, t, fd, &h, pl) < 0)
+		goto out;
+	if (t_recv(tg, rx, t, fd) != 1 || rx->hdr.opcode != TSR_SITE_VOLUME_OPEN ||
+	    tsr_site_open_parse(rx->payload, rx->hdr.payload_len, &open) < 0 ||
+	    strcmp(open.volume, "dr-vol") != 0 || rx->hdr.stream != STREAM ||
+	    rx->hdr.offset != tsr_vol_size(tg->vol)) {
+		atomic_fetch_add(&tg->bad, 1);
+		goto out;
+	}
+	if (atomic_load(&tg->estale)) {
+		t_error(tg, t, fd, STREAM, 0, ESTALE, "dr-vol was promoted at dr");
+		while (t_recv(tg, rx, t, fd) == 1) /* until the source closes */
+			;
+		goto out;
+	}
+	if (tg->t == NULL &&
+	    tsr_site_target_create(&(struct tsr_site_target_opts){.vol = tg->vol, .io = tg->io,
+			.stream = STREAM, .epoch = rx->hdr.epoch, .consistent = true}, &tg->t) < 0) {
+		atomic_fetch_add(&tg->bad, 1);
+		goto out;
+	}
+	h = (struct tsr_site_hdr){.opcode = TSR_SITE_VOLUME_OPEN, .flags = TSR_SITE_F_REPLY,
+				  .stream = STREAM, .epoch = rx->hdr.epoch,
+				  .seq = tsr_site_target_applied(tg->t)};
+	if (t_send(tg, t, fd, &h, NULL) < 0)
+		goto out;
+	atomic_fetch_add(&tg->connections, 1);
+	for (;;) {
+		struct done d = {0};
+
+		if (atomic_load(&tg->quit))
+			break;
+		if (atomic_load(&tg->drop)) {
+			atomic_store(&tg->drop, false);
+			break;
+		}
+		if (atomic_load(&tg->stop_reading)) {
+			usleep(2000);
+			continue;
+		}
+		ret = tsr_site_rx_poll(rx, t);
+		if (ret == -EAGAIN) {
+			wait_fd(fd, tsr_site_tls_want(t), 10);
+			continue;
+		}
+		if (ret != 1)
+			break;
+		ret = tsr_site_target_apply(tg->t, &rx->hdr, rx->payload, done_cb, &d);
+		if (ret == 0)
+			ret = wait_done(tg->io, &d);
+		atomic_store(&tg->applied, tsr_site_target_applied(tg->t));
+		atomic_store(&tg->consistent, tsr_site_target_consistent(tg->t));
+		if (ret < 0) {
+			char msg[96];
+
+			snprintf(msg, sizeof(msg), "%s seq %llu: expected %llu",
+				 tsr_site_op_name(rx->hdr.opcode), (unsigned long long)rx->hdr.seq,
+				 (unsigned long long)tsr_site_target_applied(tg->t) + 1);
+			fprintf(stderr, "fake target: refusing %s (%s)\n", msg, strerror(-ret));
+			atomic_fetch_add(&tg->errors_sent, 1);
+			t_error(tg, t, fd, STREAM, rx->hdr.seq, -ret, msg);
+			break;
+		}
+		if (rx->hdr.opcode == TSR_SITE_BARRIER) {
+			tsr_site_target_ack(tg->t, &h);
+			if (t_send(tg, t, fd, &h, NULL) < 0)
+				break;
+		}
+	}
+out:
+	tsr_site_tls_free(t);
+	close(fd);
+}
+
+static void *target_main(void *arg)
+{
+	struct target *tg = arg;
+	struct tsr_site_rx rx;
+
+	tg->io = make_io(TSR_IO_AUTO, NULL);
+	if (tg->io == NULL || tsr_site_rx_init(&rx) < 0) {
+		atomic_fetch_add(&tg->bad, 1);
+		return NULL;
+	}
+	while (!atomic_load(&tg->quit)) {
+		int fd;
+
+		if (wait_fd(tg->lfd, POLLIN, 20) != 1)
+			continue;
+		fd = accept4(tg->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0)
+			serve(tg, fd, &rx);
+	}
+	tsr_site_rx_fini(&rx);
+	tsr_site_target_destroy(tg->t);
+	tg->t = NULL;
+	tsr_io_destroy(tg->io);
+	return NULL;
+}
+
+/* ---- the environment: two stores, a worker, the target thread ---- */
+
+struct env {
+	char src_dir[512], dst_dir[512];
+	struct tsr_store *src_store, *dst_store;
+	struct tsr_volset *src_set, *dst_set;
+	struct tsr_vol *src, *dst;
+	struct tsr_svol *src_sv, *dst_sv; /* the main thread reads through these */
+	struct tsr_worker *w;
+	struct tsr_io *io;                /* the main thread's */
+	struct tsr_site_tls_ctx *client;
+	struct target tg;
+	bool tg_running;
+	struct tsr_site_source *s;
+	uint64_t size;
+	atomic_int demoted_calls;
+	char demoted_why[128];
+};
+
+static struct env *g_env;
+
+static int group_setup(void **state)
+{
+	(void)state;
+	if (site_certs_init(g_certs) ||
+	    site_certs_leaf(g_certs, "dr", "dr.site.test", SITE_CERT_GOOD) ||
+	    site_certs_leaf(g_certs, "primary", "primary.site.test", SITE_CERT_GOOD))
+		return -1;
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	return site_certs_cleanup(g_certs);
+}
+
+static struct env *env_open(uint64_t size)
+{
+	struct env *e = calloc(1, sizeof(*e));
+	struct tsr_io_opts wo = {.kind = TSR_IO_AUTO, .queue_depth = 256};
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t slen = sizeof(sa);
+
+	assert_non_null(e);
+	g_env = e;
+	e->size = size;
+	e->tg.lfd = -1;
+	assert_int_equal(scratch_dir(e->src_dir, sizeof(e->src_dir)), 0);
+	assert_int_equal(scratch_dir(e->dst_dir, sizeof(e->dst_dir)), 0);
+	assert_int_equal(tsr_store_open(e->src_dir, NULL, &e->src_store), 0);
+	assert_int_equal(tsr_store_open(e->dst_dir, NULL, &e->dst_store), 0);
+	assert_int_equal(tsr_store_vol_create(e->src_store, "src-vol", size, NULL), 0);
+	assert_int_equal(tsr_store_vol_create(e->dst_store, "dr-vol", size, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->src_store, "src-vol", &e->src_sv), 0);
+	assert_int_equal(tsr_store_vol_open(e->dst_store, "dr-vol", &e->dst_sv), 0);
+	assert_int_equal(tsr_worker_start(0, &wo, &e->w), 0);
+	assert_int_equal(tsr_volset_create(e->src_store, &e->src_set), 0);
+	tsr_volset_set_workers(e->src_set, &e->w, 1);
+	assert_int_equal(tsr_vol_get(e->src_set, "src-vol", &e->src), 0);
+	assert_ptr_equal(tsr_vol_home(e->src), e->w);
+	assert_int_equal(tsr_volset_create(e->dst_store, &e->dst_set), 0);
+	assert_int_equal(tsr_vol_get(e->dst_set, "dr-vol", &e->dst), 0);
+	assert_non_null(e->io = make_io(TSR_IO_AUTO, NULL));
+	assert_non_null(e->client = site_certs_ctx(g_certs, "primary", false));
+	/* the target */
+	assert_non_null(e->tg.ctx = site_certs_ctx(g_certs, "dr", true));
+	e->tg.vol = e->dst;
+	e->tg.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(e->tg.lfd >= 0);
+	assert_int_equal(bind(e->tg.lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(e->tg.lfd, 8), 0);
+	assert_int_equal(getsockname(e->tg.lfd, (struct sockaddr *)&sa, &slen), 0);
+	e->tg.port = ntohs(sa.sin_port);
+	assert_int_equal(pthread_create(&e->tg.thread, NULL, target_main, &e->tg), 0);
+	e->tg_running = true;
+	return e;
+}
+
+static void target_stop(struct env *e)
+{
+	if (!e->tg_running)
+		return;
+	atomic_store(&e->tg.quit, true);
+	pthread_join(e->tg.thread, NULL);
+	e->tg_running = false;
+}
+
+static int env_teardown(void **state)
+{
+	struct env *e = g_env;
+
+	(void)state;
+	if (e == NULL)
+		return 0;
+	tsr_site_source_stop(e->s);
+	target_stop(e);
+	if (e->tg.lfd >= 0)
+		close(e->tg.lfd);
+	tsr_site_tls_ctx_destroy(e->tg.ctx);
+	tsr_site_tls_ctx_destroy(e->client);
+	if (e->src)
+		tsr_vol_put(e->src);
+	if (e->dst)
+		tsr_vol_put(e->dst);
+	tsr_volset_destroy(e->src_set);
+	tsr_volset_destroy(e->dst_set);
+	tsr_worker_stop(e->w);
+	if (e->src_sv)
+		tsr_svol_put(e->src_sv);
+	if (e->dst_sv)
+		tsr_svol_put(e->dst_sv);
+	if (e->io)
+		tsr_io_destroy(e->io);
+	if (e->src_store)
+		tsr_store_close(e->src_store);
+	if (e->dst_store)
+		tsr_store_close(e->dst_store);
+	if (e->src_dir[0])
+		rm_rf(e->src_dir);
+	if (e->dst_dir[0])
+		rm_rf(e->dst_dir);
+	free(e);
+	g_env = NULL;
+	return 0;
+}
+
+static void on_demoted(void *arg, const char *why)
+{
+	struct env *e = arg;
+
+	atomic_fetch_add(&e->demoted_calls, 1);
+	snprintf(e->demoted_why, sizeof(e->demoted_why), "%s", why);
+}
+
+static struct tsr_site_source_opts source_opts(struct env *e, char *addr, size_t addr_len)
+{
+	snprintf(addr, addr_len, "127.0.0.1:%u", e->tg.port);
+	return (struct tsr_site_source_opts){
+		.vol = e->src, .worker = e->w, .tls = e->client, .address = addr,
+		.peer_name = "dr.site.test", .site = "primary", .cluster = "c-primary",
+		.target_volume = "dr-vol", .target_layout = "replicas:2", .stream = STREAM,
+		.epoch = EPOCH, .barrier_ms = 20, .retry_ms = 50,
+		.on_demoted = on_demoted, .cb_arg = e};
+}
+
+/* ---- host writes on the home worker ---- */
+
+struct wreq {
+	struct wbatch *b;
+	uint64_t off;
+	uint32_t len;
+	bool zero;
+	uint64_t id;     /* history id (prefix test) */
+	uint8_t *buf;    /* aligned, len bytes (writes) */
+	int status;
+};
+
+struct wbatch {
+	struct env *e;
+	struct wreq *r;
+	unsigned n;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned done;
+	uint64_t *hist;   /* completion order of ids, or NULL */
+	unsigned *nhist;
+};
+
+static void wdone(void *arg, int status)
+{
+	struct wreq *r = arg;
+	struct wbatch *b = r->b;
+
+	pthread_mutex_lock(&b->lock);
+	r->status = status;
+	if (b->hist != NULL && status == 0)
+		b->hist[(*b->nhist)++] = r->id;
+	b->done++;
+	pthread_cond_signal(&b->cond);
+	pthread_mutex_unlock(&b->lock);
+}
+
+static void wissue(struct tsr_worker *w, void *arg)
+{
+	struct wbatch *b = arg;
+	struct tsr_io *io = tsr_worker_io(w);
+	unsigned i;
+	int ret;
+
+	for (i = 0; i < b->n; i++) {
+		struct wreq *r = &b->r[i];
+
+		r->b = b;
+		if (r->zero)
+			ret = tsr_vol_write_zeroes(b->e->src, io, r->off, r->len, 0, wdone, r);
+		else
+			ret = tsr_vol_write(b->e->src, io, r->off, r->len, r->buf, 0, wdone, r);
+		if (ret < 0)
+			wdone(r, ret);
+	}
+}
+
+/* Issue r[0..n) at once on the worker, wait for all; the first error. */
+static int run_writes(struct env *e, struct wreq *r, unsigned n, uint64_t *hist,
+		      unsigned *nhist)
+{
+	struct wbatch b = {.e = e, .r = r, .n = n, .hist = hist, .nhist = nhist};
+	unsigned i;
+	int err = 0;
+
+	pthread_mutex_init(&b.lock, NULL);
+	pthread_cond_init(&b.cond, NULL);
+	assert_int_equal(tsr_worker_send(e->w, wissue, &b), 0);
+	pthread_mutex_lock(&b.lock);
+	while (b.done < n)
+		pthread_cond_wait(&b.cond, &b.lock);
+	pthread_mutex_unlock(&b.lock);
+	pthread_mutex_destroy(&b.lock);
+	pthread_cond_destroy(&b.cond);
+	for (i = 0; i < n; i++)
+		if (r[i].status && !err)
+			err = r[i].status;
+	return err;
+}
+
+/* n random writes (and some zeroes) of 1..max_blocks blocks inside
+ * [base, base+span), in batches of 32 with distinct blocks per batch not
+ * guaranteed (contents are compared after the fact only). */
+static uint64_t random_writes(struct env *e, unsigned n, uint64_t base, uint64_t span,
+			      unsigned max_blocks, unsigned *seed)
+{
+	struct wreq r[32];
+	uint64_t bytes = 0;
+	unsigned done = 0, i, k;
+
+	while (done < n) {
+		k = n - done < 32 ? n - done : 32;
+		for (i = 0; i < k; i++) {
+			uint32_t blocks = 1 + rand_r(seed) % max_blocks;
+			uint64_t off = base + (uint64_t)(rand_r(seed) % (span / BS - blocks)) * BS;
+
+			r[i] = (struct wreq){.off = off, .len = blocks * BS,
+					     .zero = rand_r(seed) % 8 == 0};
+			if (!r[i].zero) {
+				assert_non_null(r[i].buf = tsr_alloc_aligned(r[i].len));
+				fill(r[i].buf, r[i].len, rand_r(seed), off);
+			}
+		}
+		/* one batch may overlap itself: the store's order is then the
+		 * host's problem, so keep each batch's extents disjoint */
+		for (i = 1; i < k; i++) {
+			unsigned j;
+
+			for (j = 0; j < i; j++)
+				if (r[i].off < r[j].off + r[j].len && r[j].off < r[i].off + r[i].len)
+					break;
+			if (j < i) {
+				tsr_free_aligned(r[i].buf);
+				r[i] = r[--k];
+				i--;
+			}
+		}
+		assert_int_equal(run_writes(e, r, k, NULL, NULL), 0);
+		for (i = 0; i < k; i++) {
+			if (!r[i].zero)
+				bytes += r[i].len;
+			tsr_free_aligned(r[i].buf);
+		}
+		done += k;
+	}
+	return bytes;
+}
+
+/* ---- waiting and comparing ---- */
+
+static uint64_t ms_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void stats(struct env *e, struct tsr_site_source_stats *st)
+{
+	tsr_site_source_stats(e->s, st);
+}
+
+/* Everything acknowledged here is applied and ACKed there. */
+static bool caught_up(struct env *e, struct tsr_site_source_stats *st)
+{
+	stats(e, st);
+	return st->state == TSR_SITE_STREAMING && st->log_entries == 0 && st->dirty_bytes == 0 &&
+	       st->next_seq > 1 && st->acked_seq == st->next_seq - 1;
+}
+
+static void wait_caught_up(struct env *e, struct tsr_site_source_stats *st)
+{
+	uint64_t t0 = ms_now();
+
+	while (!caught_up(e, st)) {
+		if (ms_now() - t0 > 60000) {
+			fprintf(stderr, "not caught up: state %s next %llu sent %llu acked %llu "
+				"log %llu dirty %llu error '%s'\n", tsr_site_state_name(st->state),
+				(unsigned long long)st->next_seq, (unsigned long long)st->sent_seq,
+				(unsigned long long)st->acked_seq, (unsigned long long)st->log_entries,
+				(unsigned long long)st->dirty_bytes, st->last_error);
+			fail();
+		}
+		usleep(5000);
+	}
+}
+
+static void assert_volumes_equal(struct env *e)
+{
+	uint8_t *a = tsr_alloc_aligned(4 * MIB), *b = tsr_alloc_aligned(4 * MIB);
+	uint64_t off;
+
+	assert_non_null(a);
+	assert_non_null(b);
+	for (off = 0; off < e->size; off += 4 * MIB) {
+		uint32_t len = (uint32_t)(e->size - off < 4 * MIB ? e->size - off : 4 * MIB);
+
+		assert_int_equal(sread(e->src_sv, e->io, off, len, a), 0);
+		assert_int_equal(sread(e->dst_sv, e->io, off, len, b), 0);
+		if (memcmp(a, b, len) != 0) {
+			uint32_t i;
+
+			for (i = 0; i < len && a[i] == b[i]; i++)
+				;
+			fprintf(stderr, "volumes differ at byte %llu\n",
+				(unsigned long long)(off + i));
+			fail();
+		}
+	}
+	tsr_free_aligned(a);
+	tsr_free_aligned(b);
+}
+
+static void assert_target_clean(struct env *e)
+{
+	assert_int_equal(atomic_load(&e->tg.errors_sent), 0);
+	assert_int_equal(atomic_load(&e->tg.bad), 0);
+}
+
+/* ---- the tests ---- */
+
+static void test_stream(void **state)
+{
+	struct env *e = env_open(16 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	char addr[64];
+	unsigned seed = 1;
+	uint64_t bytes;
+
+	(void)state;
+	o = source_opts(e, addr, sizeof(addr));
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	bytes = random_writes(e, 1500, 0, e->size, 16, &seed);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	assert_target_clean(e);
+	assert_int_equal(st.bytes_shipped, bytes);
+	assert_int_equal(st.region_bytes_shipped, 0);
+	assert_int_equal(st.overflows, 0);
+	assert_int_equal(st.reconnects, 0);
+	assert_true(st.frames_shipped >= 1400);
+	assert_int_equal(st.lag_bytes, 0);
+	assert_string_equal(st.last_error, "");
+	assert_int_equal(atomic_load(&e->tg.connections), 1);
+	assert_true(atomic_load(&e->tg.consistent));
+	/* a second source on the same volume: its hooks are taken */
+	{
+		struct tsr_site_source *s2 = NULL;
+
+		assert_int_equal(tsr_site_source_start(&o, &s2), -EBUSY);
+		assert_null(s2);
+	}
+	/* bad options */
+	{
+		struct tsr_site_source *s2 = NULL;
+		struct tsr_site_source_opts bad = o;
+
+		bad.stream = 0;
+		assert_int_equal(tsr_site_source_start(&bad, &s2), -EINVAL);
+		bad = o;
+		bad.target_layout = "raid5";
+		assert_int_equal(tsr_site_source_start(&bad, &s2), -EINVAL);
+		bad = o;
+		bad.address = "no-port";
+		assert_int_equal(tsr_site_source_start(&bad, &s2), -EINVAL);
+		bad = o;
+		bad.region_size = 3000;
+		assert_int_equal(tsr_site_source_start(&bad, &s2), -EINVAL);
+	}
+	assert_string_equal(tsr_site_state_name(TSR_SITE_BEHIND), "behind");
+}
+
+/* Bytes of the 64 KiB regions that hold allocated blocks of the source. */
+static uint64_t allocated_regions(struct env *e, uint64_t *allocated)
+{
+	struct tsr_extent ext[256];
+	uint64_t off = 0, last_region = UINT64_MAX, bytes = 0, r;
+	size_t n, i;
+
+	*allocated = 0;
+	while (off < e->size) {
+		assert_int_equal(tsr_svol_block_status(e->src_sv, off, e->size - off, ext, 256, &n),
+				 0);
+		if (n == 0)
+			break;
+		for (i = 0; i < n; i++) {
+			off = ext[i].offset + ext[i].length;
+			if (ext[i].flags & TSR_EXTENT_HOLE)
+				continue;
+			*allocated += ext[i].length;
+			for (r = ext[i].offset >> 16; r <= (off - 1) >> 16; r++)
+				if (r != last_region) {
+					bytes += 64 * 1024;
+					last_region = r;
+				}
+		}
+	}
+	return bytes;
+}
+
+/* Only the allocated extents are copied at first; then a source restart
+ * (its log is gone) copies them again while host writes go on. */
+static void test_initial_copy(void **state)
+{
+	struct env *e = env_open(256 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	struct wreq r[16];
+	uint64_t allocated, bound;
+	char addr[64];
+	unsigned seed = 7, i;
+
+	(void)state;
+	/* 16 x 512 KiB spread over the volume, written before replication */
+	for (i = 0; i < 16; i++) {
+		r[i] = (struct wreq){.off = i * 16 * MIB + (i % 3) * MIB, .len = 512 * 1024};
+		assert_non_null(r[i].buf = tsr_alloc_aligned(r[i].len));
+		fill(r[i].buf, r[i].len, 100 + i, r[i].off);
+	}
+	assert_int_equal(run_writes(e, r, 16, NULL, NULL), 0);
+	for (i = 0; i < 16; i++)
+		tsr_free_aligned(r[i].buf);
+	bound = allocated_regions(e, &allocated);
+	assert_int_equal(allocated, 8 * MIB);
+	o = source_opts(e, addr, sizeof(addr));
+	o.initial_copy = true;
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	fprintf(stderr, "initial copy: allocated %llu, region bytes shipped %llu, volume %llu\n",
+		(unsigned long long)allocated, (unsigned long long)st.region_bytes_shipped,
+		(unsigned long long)e->size);
+	assert_int_equal(st.region_bytes_shipped, bound); /* the allocated bytes, not the volume */
+	assert_int_equal(st.bytes_shipped, bound);
+	assert_int_equal(st.sync_total_bytes, 0);
+
+	/* restart: the log is gone, copy again; writes during the copy */
+	tsr_site_source_stop(e->s);
+	e->s = NULL;
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	random_writes(e, 200, 0, 32 * MIB, 8, &seed);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	assert_target_clean(e);
+	assert_true(atomic_load(&e->tg.consistent));
+	bound = allocated_regions(e, &allocated);
+	fprintf(stderr, "restart copy: allocated %llu, region bytes shipped %llu\n",
+		(unsigned long long)allocated, (unsigned long long)st.region_bytes_shipped);
+	assert_true(st.region_bytes_shipped >= 8 * MIB);
+	assert_true(st.region_bytes_shipped <= bound);
+	assert_true(st.region_bytes_shipped * 8 < e->size);
+	assert_int_equal(atomic_load(&e->tg.connections), 2);
+}
+
+/* The log overflows while the target does not read: regions, then equal. */
+static void test_overflow(void **state)
+{
+	struct env *e = env_open(64 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	char addr[64];
+	unsigned seed = 3;
+	uint64_t t0;
+
+	(void)state;
+	o = source_opts(e, addr, sizeof(addr));
+	o.log_max_bytes = 1 * MIB;
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	random_writes(e, 100, 0, e->size, 4, &seed);
+	wait_caught_up(e, &st);
+	atomic_store(&e->tg.stop_reading, true);
+	/* far more than the log bound and the socket buffers, in the first 8 MiB */
+	random_writes(e, 3000, 0, 8 * MIB, 8, &seed);
+	t0 = ms_now();
+	do {
+		stats(e, &st);
+		if (st.overflows >= 1 && st.state == TSR_SITE_BEHIND)
+			break;
+		usleep(5000);
+	} while (ms_now() - t0 < 20000);
+	assert_true(st.overflows >= 1);
+	assert_int_equal(st.state, TSR_SITE_BEHIND);
+	assert_true(st.dirty_bytes > 0);
+	assert_true(st.log_bytes <= 1 * MIB);
+	/* writes go on while behind */
+	random_writes(e, 200, 0, 8 * MIB, 8, &seed);
+	atomic_store(&e->tg.stop_reading, false);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	assert_target_clean(e);
+	assert_true(atomic_load(&e->tg.consistent));
+	fprintf(stderr, "overflow: %llu overflows, region bytes shipped %llu of a %llu volume\n",
+		(unsigned long long)st.overflows, (unsigned long long)st.region_bytes_shipped,
+		(unsigned long long)e->size);
+	assert_true(st.region_bytes_shipped > 0);
+	assert_true(st.region_bytes_shipped <= 8 * MIB * 3); /* each sync at most the 8 MiB */
+	assert_true(st.region_bytes_shipped < e->size / 2);
+}
+
+/* The connection drops mid-stream: the source resends from the target's
+ * applied seq, no gap, no region copy. */
+static void test_reconnect(void **state)
+{
+	struct env *e = env_open(16 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	char addr[64];
+	unsigned seed = 11, i;
+	uint64_t t0;
+
+	(void)state;
+	o = source_opts(e, addr, sizeof(addr));
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	for (i = 0; i < 6; i++) {
+		random_writes(e, 150, 0, e->size, 16, &seed);
+		if (i == 1 || i == 3) {
+			atomic_store(&e->tg.drop, true);
+			t0 = ms_now();
+			while (atomic_load(&e->tg.drop) && ms_now() - t0 < 10000)
+				usleep(1000);
+		}
+	}
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	assert_target_clean(e);
+	assert_true(st.reconnects >= 2);
+	assert_true(atomic_load(&e->tg.connections) >= 3);
+	assert_int_equal(st.region_bytes_shipped, 0); /* resumed from the log */
+	assert_int_equal(st.overflows, 0);
+	assert_true(atomic_load(&e->tg.consistent));
+}
+
+/* The target was promoted: the source is demoted and fences host writes. */
+static void test_demote(void **state)
+{
+	struct env *e = env_open(4 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	struct wreq r[1];
+	char addr[64];
+	uint64_t t0;
+
+	(void)state;
+	atomic_store(&e->tg.estale, true);
+	r[0] = (struct wreq){.off = 0, .len = BS};
+	assert_non_null(r[0].buf = tsr_alloc_aligned(BS));
+	fill(r[0].buf, BS, 5, 0);
+	o = source_opts(e, addr, sizeof(addr));
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	t0 = ms_now();
+	do {
+		stats(e, &st);
+		usleep(5000);
+	} while (st.state != TSR_SITE_SPLIT && ms_now() - t0 < 20000);
+	assert_int_equal(st.state, TSR_SITE_SPLIT);
+	assert_int_equal(atomic_load(&e->demoted_calls), 1);
+	assert_non_null(strstr(e->demoted_why, "promoted"));
+	assert_non_null(strstr(st.last_error, "demoted"));
+	assert_int_equal(tsr_vol_write_fence(e->src), -EROFS);
+	assert_int_equal(run_writes(e, r, 1, NULL, NULL), -EROFS);
+	usleep(200 * 1000); /* several retry periods: nothing more happens */
+	stats(e, &st);
+	assert_int_equal(st.state, TSR_SITE_SPLIT);
+	assert_int_equal(st.bytes_shipped, 0);
+	assert_int_equal(st.frames_shipped, 0);
+	assert_int_equal(atomic_load(&e->demoted_calls), 1);
+	tsr_free_aligned(r[0].buf);
+}
+
+/* At each pause the target is the state after some prefix of the ack
+ * history: each write fills one block with its id; ids are issued in order
+ * and acknowledged in the order recorded. */
+#define PFX_BLOCKS 256u
+#define PFX_WRITES 2400u
+static void check_prefix(struct env *e, const uint64_t *hist, unsigned nhist,
+			 const uint32_t *block_of)
+{
+	uint8_t *img = tsr_alloc_aligned(PFX_BLOCKS * BS);
+	uint64_t v[PFX_BLOCKS], last[PFX_BLOCKS] = {0};
+	unsigned *pos = calloc(PFX_WRITES + 1, sizeof(*pos)), b, i, m = 0;
+
+	assert_non_null(img);
+	assert_non_null(pos);
+	assert_int_equal(sread(e->dst_sv, e->io, 0, PFX_BLOCKS * BS, img), 0);
+	for (i = 0; i < nhist; i++)
+		pos[hist[i]] = i + 1;
+	for (b = 0; b < PFX_BLOCKS; b++) {
+		const uint64_t *w = (const uint64_t *)(img + (size_t)b * BS);
+
+		v[b] = w[0];
+		for (i = 1; i < BS / 8; i++)
+			assert_int_equal(w[i], v[b]); /* no torn block */
+		if (v[b] != 0) {
+			assert_true(v[b] <= PFX_WRITES);
+			assert_int_equal(block_of[v[b]], b);
+			assert_true(pos[v[b]] != 0); /* acknowledged */
+			if (pos[v[b]] > m)
+				m = pos[v[b]];
+		}
+	}
+	/* the prefix of length m explains every block */
+	for (i = 0; i < m; i++)
+		last[block_of[hist[i]]] = hist[i];
+	for (b = 0; b < PFX_BLOCKS; b++)
+		assert_int_equal(last[b], v[b]);
+	free(pos);
+	tsr_free_aligned(img);
+}
+
+static void test_prefix_at_pause(void **state)
+{
+	struct env *e = env_open(PFX_BLOCKS * BS);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	uint64_t *hist = calloc(PFX_WRITES, sizeof(*hist));
+	uint32_t *block_of = calloc(PFX_WRITES + 1, sizeof(*block_of));
+	struct wreq r[32];
+	char addr[64];
+	unsigned seed = 99, nhist = 0, next_id = 1, round = 0, pauses = 0, i;
+
+	(void)state;
+	assert_non_null(hist);
+	assert_non_null(block_of);
+	for (i = 0; i < 32; i++)
+		assert_non_null(r[i].buf = tsr_alloc_aligned(BS));
+	o = source_opts(e, addr, sizeof(addr));
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	while (next_id + 32 <= PFX_WRITES) {
+		bool used[PFX_BLOCKS] = {false};
+
+		for (i = 0; i < 32; i++) {
+			uint8_t *buf = r[i].buf;
+			uint32_t b;
+			uint64_t *w;
+			unsigned k;
+
+			do
+				b = (uint32_t)(rand_r(&seed) % PFX_BLOCKS);
+			while (used[b]);
+			used[b] = true;
+			r[i] = (struct wreq){.off = (uint64_t)b * BS, .len = BS, .id = next_id,
+					     .buf = buf};
+			w = (uint64_t *)buf;
+			for (k = 0; k < BS / 8; k++)
+				w[k] = next_id;
+			block_of[next_id++] = b;
+		}
+		assert_int_equal(run_writes(e, r, 32, hist, &nhist), 0);
+		if (++round % 12 == 0 && pauses < 5) {
+			uint64_t t0 = ms_now(), stable = 0;
+
+			tsr_site_source_pause(e->s, true);
+			/* writes go on locally while paused */
+			for (i = 0; i < 32; i++) {
+				uint64_t *w = (uint64_t *)r[i].buf;
+				unsigned k;
+				uint32_t b;
+
+				do
+					b = (uint32_t)(rand_r(&seed) % PFX_BLOCKS);
+				while (!used[b] ? (used[b] = true, false) : true);
+				r[i].off = (uint64_t)b * BS;
+				r[i].id = next_id;
+				for (k = 0; k < BS / 8; k++)
+					w[k] = next_id;
+				block_of[next_id++] = b;
+			}
+			assert_int_equal(run_writes(e, r, 32, hist, &nhist), 0);
+			/* wait until what was sent is ACKed, twice the same */
+			for (;;) {
+				stats(e, &st);
+				if (st.state == TSR_SITE_PAUSED && st.acked_seq == st.sent_seq) {
+					if (stable == st.sent_seq + 1)
+						break;
+					stable = st.sent_seq + 1;
+				}
+				assert_true(ms_now() - t0 < 20000);
+				usleep(30000);
+			}
+			assert_true(st.log_entries > 0); /* the paused writes wait */
+			check_prefix(e, hist, nhist, block_of);
+			pauses++;
+			tsr_site_source_pause(e->s, false);
+		}
+	}
+	assert_true(pauses >= 3);
+	wait_caught_up(e, &st);
+	check_prefix(e, hist, nhist, block_of);
+	assert_volumes_equal(e);
+	assert_target_clean(e);
+	for (i = 0; i < 32; i++)
+		tsr_free_aligned(r[i].buf);
+	free(hist);
+	free(block_of);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(test_stream, env_teardown),
+		cmocka_unit_test_teardown(test_initial_copy, env_teardown),
+		cmocka_unit_test_teardown(test_overflow, env_teardown),
+		cmocka_unit_test_teardown(test_reconnect, env_teardown),
+		cmocka_unit_test_teardown(test_demote, env_teardown),
+		cmocka_unit_test_teardown(test_prefix_at_pause, env_teardown),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
