@@ -143,6 +143,27 @@ static const char *state_err(int err)
 	}
 }
 
+/* The errno's name for logs ("EILSEQ" says more than its strerror). */
+static const char *err_name(int code)
+{
+	switch (code) {
+	case EILSEQ: return "EILSEQ";
+	case ESTALE: return "ESTALE";
+	case EBADMSG: return "EBADMSG";
+	case EEXIST: return "EEXIST";
+	case EUCLEAN: return "EUCLEAN";
+	case EPROTO: return "EPROTO";
+	case EINVAL: return "EINVAL";
+	case ENOSPC: return "ENOSPC";
+	case EBUSY: return "EBUSY";
+	case ESHUTDOWN: return "ESHUTDOWN";
+	case EOPNOTSUPP: return "EOPNOTSUPP";
+	case EIO: return "EIO";
+	case ENOMEM: return "ENOMEM";
+	default: return strerror(code);
+	}
+}
+
 /* ---- structures ---- */
 
 /* One target volume known since start (control thread, except the atomics). */
@@ -153,7 +174,7 @@ struct tvol {
 	struct sess *sess;     /* the session that owns the stream now, or NULL */
 	struct site_state st;  /* as written at the last open (names, stream) */
 	/* written by the applying worker, read by list(): */
-	_Atomic bool connected;          /* a session is in SESS_STREAM */
+	_Atomic bool connected;          /* a session streams (from its arrival to its end) */
 	_Atomic bool consistent;
 	_Atomic uint64_t applied;
 	_Atomic uint64_t epoch;
@@ -348,7 +369,7 @@ static void sess_error(struct sess *s, int code, uint64_t stream, uint64_t seq,
 		if (s->err.msg[i] < 0x20 || s->err.msg[i] > 0x7e)
 			s->err.msg[i] = '?';
 	s->err.code = code;
-	tsr_warn("site server: %s: refused (%s): %s", s->label, strerror(code), s->err.msg);
+	tsr_warn("site server: %s: refused with %s: %s", s->label, err_name(code), s->err.msg);
 	s->err_hdr = (struct tsr_site_hdr){.opcode = TSR_SITE_ERROR, .stream = stream, .seq = seq};
 	s->err_pending = true;
 	sess_begin_close(s);
@@ -747,9 +768,7 @@ static void sess_begin_close(struct sess *s)
 {
 	if (s->phase == SESS_CLOSING || s->phase == SESS_DONE)
 		return;
-	s->phase = SESS_CLOSING;
-	if (s->tv)
-		atomic_store(&s->tv->connected, false);
+	s->phase = SESS_CLOSING; /* tv->connected stays until the final state is written */
 }
 
 static void sess_teardown(struct sess *s)
@@ -853,12 +872,13 @@ static void msg_arrive(struct tsr_worker *w, void *arg)
 	}
 	if (ret == 0)
 		ret = tsr_worker_watch(w, s->timer_fd, EPOLLIN, timer_cb, s);
-	if (ret == 0) {
+	if (ret == 0 && !s->watched) { /* moved here from the accepting worker */
 		ret = tsr_worker_watch(w, s->fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, fd_cb,
 				       s);
 		s->watched = ret == 0;
 	}
 	if (ret) {
+		tsr_error("site server: %s: cannot start the stream: %s", s->label, strerror(-ret));
 		if (s->timer_fd >= 0) {
 			tsr_worker_unwatch(w, s->timer_fd); /* -ENOENT when not watched: fine */
 			close(s->timer_fd);
@@ -867,8 +887,8 @@ static void msg_arrive(struct tsr_worker *w, void *arg)
 		tsr_site_target_destroy(s->target);
 		s->target = NULL;
 		s->phase = SESS_OPEN; /* so that the error below is sent */
-		sess_error(s, ENOMEM, s->st.stream, 0, "volume %s: the target is out of resources",
-			   s->tv->name);
+		sess_error(s, -ret, s->st.stream, 0, "volume %s: the target cannot start the "
+			   "stream: %s", s->tv->name, strerror(-ret));
 		pump(s);
 		sess_unref(s);
 		return;
@@ -923,6 +943,8 @@ static void msg_opened(struct tsr_worker *w, void *arg)
 		return;
 	}
 	/* Move: the apply must run on the volume's home worker. */
+	tsr_debug("site server: %s: moving from worker%u to its home worker%u", s->label,
+		  tsr_worker_index(w), tsr_worker_index(home));
 	if (s->watched)
 		tsr_worker_unwatch(w, s->fd);
 	s->watched = false;
@@ -991,9 +1013,9 @@ static int state_open(struct tsr_site_server *srv, const char *volume, bool crea
 	return fd;
 }
 
-/* Read and check the block of fd.  Logs a refusal. */
+/* Read and check the block of fd.  Logs a refusal unless quiet. */
 static int state_read(struct tsr_site_server *srv, int fd, const char *volume,
-		      struct site_state *out)
+		      struct site_state *out, bool quiet)
 {
 	uint8_t *buf = tsr_alloc_aligned(SITE_STATE_SIZE);
 	char path[PATH_MAX];
@@ -1012,7 +1034,7 @@ static int state_read(struct tsr_site_server *srv, int fd, const char *volume,
 	if (ret == 0 && strcmp(out->volume, volume) != 0)
 		ret = -EPROTO;
 	tsr_free_aligned(buf);
-	if (ret) {
+	if (ret && !quiet) {
 		state_path(srv, volume, path, sizeof(path));
 		tsr_error("site server: state file %s: %s; volume %s is not served as a "
 			  "replication target until an operator checks it", path, state_err(ret),
@@ -1106,7 +1128,7 @@ static int ctl_open_volume(struct sess *s)
 					 "the target: %s", name, strerror(-tv->state_fd));
 	}
 	if (tv->state_fd >= 0) {
-		ret = state_read(srv, tv->state_fd, name, &st);
+		ret = state_read(srv, tv->state_fd, name, &st, false);
 		if (ret)
 			return open_fail(s, -EUCLEAN, "volume %s: its replication state at the target "
 					 "is damaged (%s); an operator must check it", name,
@@ -1426,7 +1448,7 @@ static int info_of(struct tsr_site_server *srv, const char *name,
 		fd = tv && tv->state_fd >= 0 ? tv->state_fd : state_open(srv, name, false);
 		if (fd < 0)
 			return fd;
-		ret = state_read(srv, fd, name, &st);
+		ret = state_read(srv, fd, name, &st, true); /* list() is polled: no log flood */
 		if (!(tv && tv->state_fd == fd))
 			close(fd);
 		if (ret)
@@ -1503,7 +1525,7 @@ int tsr_site_server_promote(struct tsr_site_server *srv, const char *volume, boo
 	fd = tv && tv->state_fd >= 0 ? tv->state_fd : state_open(srv, volume, false);
 	if (fd < 0)
 		return fd == -ENOENT ? -ENOENT : fd;
-	ret = state_read(srv, fd, volume, &st);
+	ret = state_read(srv, fd, volume, &st, false);
 	if (ret == 0 && (st.flags & SITE_STATE_PROMOTED))
 		ret = -EALREADY;
 	if (ret == 0 && !(st.flags & SITE_STATE_CONSISTENT) && !force) {

@@ -1,0 +1,1045 @@
+/*
+ * Unit tests of the site listener's sessions (engine/site/site_server.c):
+ * a control thread running a libev loop (the server's opts.loop, with a
+ * TCP listener on 127.0.0.1 handing accepted fds to tsr_site_server_accept),
+ * two workers, a real local store whose volumes open_volume creates and
+ * fences, and a fake SOURCE in the test's main thread speaking the site
+ * protocol over mutual TLS 1.3 (tests/unit/engine/site/site_certs.h).
+ * Control-thread calls (start, stop, list, promote) are run on the loop's
+ * thread through an ev_async and waited for.
+ *
+ * Checked: frames applied in order, ACKed after each BARRIER, the volume
+ * read back equal to a model; the state file (applied, clean flag) on disk;
+ * a restarted server resumes at applied, with the replay flag after an
+ * unclean end; duplicates and gaps refused with ERROR EILSEQ and nothing
+ * changed; another stream refused with EEXIST; SYNC_BEGIN / SYNC_END seen
+ * in list(); promote (EBUSY when not consistent, then forced), host writes
+ * -EROFS before and allowed after, later VOLUME_OPENs refused with ESTALE;
+ * a damaged state file refused with EUCLEAN; a certificate from another CA
+ * refused at the handshake with nothing applied; a bad header closes.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <ev.h>
+
+#include "tessera/site.h"
+#include "tessera/vol.h"
+#include "tessera/worker.h"
+#include "site/server_internal.h"
+#include "../store/store_test.h"
+#include "site_certs.h"
+
+#define VOL_SIZE (4u << 20)
+#define EPOCH 3u
+
+static char g_certs[SITE_CERTS_DIR_MAX];
+
+struct env {
+	char dir[512];        /* the store */
+	char state_dir[600];
+	struct tsr_store *store;
+	struct tsr_volset *set;
+	struct tsr_worker *workers[2];
+	struct tsr_site_tls_ctx *server_tls, *client_tls;
+	/* the control thread */
+	struct ev_loop *loop;
+	pthread_t loop_thread;
+	ev_async call_w;
+	ev_io accept_w;
+	int listen_fd;
+	uint16_t port;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct call *req;     /* mu */
+	struct tsr_site_server *srv; /* control thread (main reads it between calls) */
+	int opens;            /* open_volume calls (control thread) */
+	uint8_t *model;       /* what the volume must hold */
+	uint8_t *buf;
+};
+
+struct call {
+	void (*fn)(struct env *e, void *arg);
+	void *arg;
+	bool done;
+};
+
+/* ---- the control thread ---- */
+
+static void call_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	struct env *e = w->data;
+	struct call *c;
+
+	(void)loop;
+	(void)revents;
+	pthread_mutex_lock(&e->mu);
+	c = e->req;
+	pthread_mutex_unlock(&e->mu);
+	if (c == NULL)
+		return;
+	c->fn(e, c->arg);
+	pthread_mutex_lock(&e->mu);
+	c->done = true;
+	e->req = NULL;
+	pthread_cond_broadcast(&e->cv);
+	pthread_mutex_unlock(&e->mu);
+}
+
+/* Run fn(e, arg) on the control thread and wait for it. */
+static void ctl_call(struct env *e, void (*fn)(struct env *, void *), void *arg)
+{
+	struct call c = {.fn = fn, .arg = arg};
+
+	pthread_mutex_lock(&e->mu);
+	e->req = &c;
+	pthread_mutex_unlock(&e->mu);
+	ev_async_send(e->loop, &e->call_w);
+	pthread_mutex_lock(&e->mu);
+	while (!c.done)
+		pthread_cond_wait(&e->cv, &e->mu);
+	pthread_mutex_unlock(&e->mu);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct env *e = w->data;
+	int fd;
+
+	(void)loop;
+	(void)revents;
+	fd = accept4(e->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd >= 0 && e->srv)
+		tsr_site_server_accept(e->srv, fd);
+	else if (fd >= 0)
+		close(fd);
+}
+
+static void *loop_main(void *arg)
+{
+	struct env *e = arg;
+
+	ev_run(e->loop, 0);
+	return NULL;
+}
+
+static int open_volume(void *arg, const struct tsr_site_hello *from, const struct tsr_site_open *o,
+		       uint64_t size, uint64_t stream, struct tsr_vol **out)
+{
+	struct env *e = arg;
+	int ret;
+
+	(void)from;
+	(void)stream;
+	e->opens++;
+	ret = tsr_store_vol_create(e->store, o->volume, size, NULL);
+	if (ret && ret != -EEXIST)
+		return ret;
+	ret = tsr_vol_get(e->set, o->volume, out);
+	if (ret == 0)
+		tsr_vol_set_write_fence(*out, -EROFS);
+	return ret;
+}
+
+static void do_start(struct env *e, void *arg)
+{
+	struct tsr_site_server_opts o = {
+		.tls = e->server_tls, .workers = e->workers, .n_workers = 2,
+		.state_dir = e->state_dir, .site = "dr", .cluster = "c-dr",
+		.ops = {.open_volume = open_volume, .arg = e}, .loop = e->loop};
+
+	*(int *)arg = tsr_site_server_start(&o, &e->srv);
+}
+
+static void do_stop(struct env *e, void *arg)
+{
+	(void)arg;
+	tsr_site_server_stop(e->srv);
+	e->srv = NULL;
+}
+
+static void do_break(struct env *e, void *arg)
+{
+	(void)arg;
+	ev_break(e->loop, EVBREAK_ALL);
+}
+
+static void server_start(struct env *e)
+{
+	int ret = -1;
+
+	ctl_call(e, do_start, &ret);
+	assert_int_equal(ret, 0);
+}
+
+static void server_stop(struct env *e)
+{
+	ctl_call(e, do_stop, NULL);
+}
+
+struct list_call {
+	struct tsr_site_target_info info[8];
+	size_t n;
+};
+
+static void do_list(struct env *e, void *arg)
+{
+	struct list_call *l = arg;
+
+	l->n = tsr_site_server_list(e->srv, l->info, 8);
+}
+
+/* The info of volume (asserted present). */
+static struct tsr_site_target_info info_of(struct env *e, const char *volume)
+{
+	struct list_call l;
+
+	ctl_call(e, do_list, &l);
+	for (size_t i = 0; i < l.n && i < 8; i++)
+		if (strcmp(l.info[i].volume, volume) == 0)
+			return l.info[i];
+	fail_msg("volume %s not listed", volume);
+	return l.info[0];
+}
+
+static size_t list_count(struct env *e)
+{
+	struct list_call l;
+
+	ctl_call(e, do_list, &l);
+	return l.n;
+}
+
+struct promote_call {
+	const char *volume;
+	bool force;
+	int ret;
+};
+
+static void do_promote(struct env *e, void *arg)
+{
+	struct promote_call *p = arg;
+
+	p->ret = tsr_site_server_promote(e->srv, p->volume, p->force);
+}
+
+static int promote(struct env *e, const char *volume, bool force)
+{
+	struct promote_call p = {.volume = volume, .force = force};
+
+	ctl_call(e, do_promote, &p);
+	return p.ret;
+}
+
+/* ---- volume I/O on the volume's home worker (as a host would) ---- */
+
+struct vol_io {
+	struct tsr_vol *vol;
+	bool write;
+	uint64_t off;
+	uint32_t len;
+	void *buf;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	int status;
+};
+
+static void vol_io_done(void *arg, int status)
+{
+	struct vol_io *v = arg;
+
+	pthread_mutex_lock(&v->mu);
+	v->status = status;
+	v->done = true;
+	pthread_cond_signal(&v->cv);
+	pthread_mutex_unlock(&v->mu);
+}
+
+static void vol_io_msg(struct tsr_worker *w, void *arg)
+{
+	struct vol_io *v = arg;
+	int ret = v->write ? tsr_vol_write(v->vol, tsr_worker_io(w), v->off, v->len, v->buf, 0,
+					   vol_io_done, v)
+			   : tsr_vol_read(v->vol, tsr_worker_io(w), v->off, v->len, v->buf,
+					  vol_io_done, v);
+
+	if (ret)
+		vol_io_done(v, ret);
+}
+
+/* A host read or write of volume name, on its home worker; its status. */
+static int host_io(struct env *e, const char *name, bool write, uint64_t off, uint32_t len,
+		   void *buf)
+{
+	struct vol_io v = {.write = write, .off = off, .len = len, .buf = buf};
+	struct tsr_worker *home;
+
+	assert_int_equal(tsr_vol_get(e->set, name, &v.vol), 0);
+	home = tsr_vol_home(v.vol);
+	assert_non_null(home);
+	pthread_mutex_init(&v.mu, NULL);
+	pthread_cond_init(&v.cv, NULL);
+	assert_int_equal(tsr_worker_send(home, vol_io_msg, &v), 0);
+	pthread_mutex_lock(&v.mu);
+	while (!v.done)
+		pthread_cond_wait(&v.cv, &v.mu);
+	pthread_mutex_unlock(&v.mu);
+	pthread_mutex_destroy(&v.mu);
+	pthread_cond_destroy(&v.cv);
+	tsr_vol_put(v.vol);
+	return v.status;
+}
+
+static void assert_volume_is_model(struct env *e, const char *name)
+{
+	assert_int_equal(host_io(e, name, false, 0, VOL_SIZE, e->buf), 0);
+	assert_memory_equal(e->buf, e->model, VOL_SIZE);
+}
+
+/* ---- the fake source (main thread, blocking with poll) ---- */
+
+struct client {
+	int fd;
+	struct tsr_site_tls *t;
+	struct tsr_site_rx rx;
+	uint8_t *data;      /* aligned payload buffer */
+	struct tsr_site_error err; /* the last ERROR received */
+	uint64_t err_seq;
+};
+
+static void wait_for(struct client *c)
+{
+	struct pollfd p = {.fd = c->fd, .events = tsr_site_tls_want(c->t)};
+
+	assert_int_equal(poll(&p, 1, 20000), 1);
+}
+
+/* TCP connect + TLS handshake with ctx; the handshake's result. */
+static int client_connect(struct env *e, struct client *c, struct tsr_site_tls_ctx *ctx)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(e->port)};
+	int ret;
+
+	memset(c, 0, sizeof(*c));
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(c->fd >= 0);
+	assert_int_equal(connect(c->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(fcntl(c->fd, F_SETFL, O_NONBLOCK), 0);
+	assert_int_equal(tsr_site_rx_init(&c->rx), 0);
+	c->data = tsr_alloc_aligned(256 * 1024);
+	assert_non_null(c->data);
+	assert_int_equal(tsr_site_tls_new(ctx, c->fd, "dr.site.test", &c->t), 0);
+	while ((ret = tsr_site_tls_handshake(c->t)) == -EAGAIN)
+		wait_for(c);
+	return ret;
+}
+
+static void client_close(struct client *c, bool notify)
+{
+	if (notify) {
+		int ret;
+
+		while ((ret = tsr_site_tls_shutdown(c->t)) == -EAGAIN)
+			wait_for(c);
+	}
+	tsr_site_tls_free(c->t);
+	close(c->fd);
+	tsr_site_rx_fini(&c->rx);
+	tsr_free_aligned(c->data);
+}
+
+static void send_frame(struct client *c, const struct tsr_site_hdr *h, const void *payload)
+{
+	struct tsr_site_tx tx;
+	int ret;
+
+	assert_int_equal(tsr_site_tx_start(&tx, h, payload), 0);
+	while ((ret = tsr_site_tx_poll(&tx, c->t)) == -EAGAIN)
+		wait_for(c);
+	assert_int_equal(ret, 1);
+}
+
+/* 1 with a frame in c->rx, 0 at a clean close, or the error. */
+static int recv_frame(struct client *c)
+{
+	int ret;
+
+	while ((ret = tsr_site_rx_poll(&c->rx, c->t)) == -EAGAIN)
+		wait_for(c);
+	return ret;
+}
+
+static void client_hello(struct client *c)
+{
+	struct tsr_site_hello hello = {.site = "primary", .cluster = "c-primary"}, back;
+	struct tsr_site_hdr h = {.opcode = TSR_SITE_HELLO};
+	uint8_t pl[TSR_SITE_HELLO_MAX];
+
+	h.length = (uint32_t)tsr_site_hello_pack(&hello, pl);
+	send_frame(c, &h, pl);
+	assert_int_equal(recv_frame(c), 1);
+	assert_int_equal(c->rx.hdr.opcode, TSR_SITE_HELLO);
+	assert_int_equal(c->rx.hdr.flags, TSR_SITE_F_REPLY);
+	assert_int_equal(tsr_site_hello_parse(c->rx.payload, c->rx.hdr.payload_len, &back), 0);
+	assert_string_equal(back.site, "dr");
+	assert_string_equal(back.cluster, "c-dr");
+}
+
+/* VOLUME_OPEN; returns the reply's header (an ERROR is parsed into c->err). */
+static struct tsr_site_hdr client_open(struct client *c, const char *volume, uint64_t stream)
+{
+	struct tsr_site_open o = {.layout = "replicas:1"};
+	struct tsr_site_hdr h = {.opcode = TSR_SITE_VOLUME_OPEN, .stream = stream,
+				 .offset = VOL_SIZE, .epoch = EPOCH};
+	uint8_t pl[TSR_SITE_OPEN_MAX];
+
+	snprintf(o.volume, sizeof(o.volume), "%s", volume);
+	h.length = (uint32_t)tsr_site_open_pack(&o, pl);
+	send_frame(c, &h, pl);
+	assert_int_equal(recv_frame(c), 1);
+	if (c->rx.hdr.opcode == TSR_SITE_ERROR) {
+		assert_int_equal(tsr_site_error_parse(c->rx.payload, c->rx.hdr.payload_len, &c->err),
+				 0);
+		c->err_seq = c->rx.hdr.seq;
+	} else {
+		assert_int_equal(c->rx.hdr.opcode, TSR_SITE_VOLUME_OPEN);
+		assert_true(c->rx.hdr.flags & TSR_SITE_F_REPLY);
+		assert_int_equal(c->rx.hdr.stream, stream);
+	}
+	return c->rx.hdr;
+}
+
+/* Connect, HELLO and VOLUME_OPEN accepted: the reply's header. */
+static struct tsr_site_hdr client_start(struct env *e, struct client *c, const char *volume,
+					uint64_t stream)
+{
+	struct tsr_site_hdr r;
+
+	assert_int_equal(client_connect(e, c, e->client_tls), 0);
+	client_hello(c);
+	r = client_open(c, volume, stream);
+	assert_int_equal(r.opcode, TSR_SITE_VOLUME_OPEN);
+	return r;
+}
+
+/* WRITE of len bytes at off (model updated when model != NULL). */
+static void send_write(struct client *c, uint8_t *model, uint64_t stream, uint64_t seq,
+		       uint64_t off, uint32_t len, uint64_t seed)
+{
+	struct tsr_site_hdr h = {.opcode = TSR_SITE_WRITE, .stream = stream, .seq = seq,
+				 .offset = off, .epoch = EPOCH, .length = len};
+
+	fill(c->data, len, seed, off);
+	if (model)
+		memcpy(model + off, c->data, len);
+	send_frame(c, &h, c->data);
+}
+
+static void send_zero(struct client *c, uint8_t *model, uint64_t stream, uint64_t seq,
+		      uint64_t off, uint32_t len)
+{
+	struct tsr_site_hdr h = {.opcode = TSR_SITE_ZERO, .stream = stream, .seq = seq,
+				 .offset = off, .epoch = EPOCH, .length = len};
+
+	if (model)
+		memset(model + off, 0, len);
+	send_frame(c, &h, NULL);
+}
+
+static void send_op(struct client *c, uint8_t op, uint64_t stream, uint64_t seq)
+{
+	struct tsr_site_hdr h = {.opcode = op, .stream = stream, .seq = seq, .epoch = EPOCH};
+
+	send_frame(c, &h, NULL);
+}
+
+/* Read frames until an ACK of at least seq (unasked ACKs may come first). */
+static void wait_ack(struct client *c, uint64_t seq)
+{
+	for (;;) {
+		assert_int_equal(recv_frame(c), 1);
+		if (c->rx.hdr.opcode == TSR_SITE_ERROR) {
+			tsr_site_error_parse(c->rx.payload, c->rx.hdr.payload_len, &c->err);
+			fail_msg("ERROR %d instead of ACK %llu: %s", c->err.code,
+				 (unsigned long long)seq, c->err.msg);
+		}
+		assert_int_equal(c->rx.hdr.opcode, TSR_SITE_ACK);
+		assert_true(c->rx.hdr.seq <= seq);
+		if (c->rx.hdr.seq == seq)
+			return;
+	}
+}
+
+/* BARRIER seq and its ACK. */
+static void barrier(struct client *c, uint64_t stream, uint64_t seq)
+{
+	send_op(c, TSR_SITE_BARRIER, stream, seq);
+	wait_ack(c, seq);
+}
+
+/* Read until an ERROR (ACKs skipped), then the server closes: c->err. */
+static void wait_error(struct client *c, int code)
+{
+	int ret;
+
+	for (;;) {
+		assert_int_equal(recv_frame(c), 1);
+		if (c->rx.hdr.opcode != TSR_SITE_ACK)
+			break;
+	}
+	assert_int_equal(c->rx.hdr.opcode, TSR_SITE_ERROR);
+	assert_int_equal(tsr_site_error_parse(c->rx.payload, c->rx.hdr.payload_len, &c->err), 0);
+	c->err_seq = c->rx.hdr.seq;
+	assert_int_equal(c->err.code, code);
+	ret = recv_frame(c); /* the session ends */
+	assert_true(ret == 0 || ret == -ECONNRESET || ret == -EPROTO);
+}
+
+/* The server ended the session: close_notify (or a reset), maybe after ACKs. */
+static void wait_closed(struct client *c)
+{
+	int ret;
+
+	while ((ret = recv_frame(c)) == 1)
+		assert_int_equal(c->rx.hdr.opcode, TSR_SITE_ACK);
+	assert_true(ret == 0 || ret == -ECONNRESET);
+}
+
+/* Until list() says volume has no live session (the session ended). */
+static void wait_disconnected(struct env *e, const char *volume)
+{
+	for (int i = 0; i < 2000; i++) {
+		if (!info_of(e, volume).connected)
+			return;
+		usleep(5000);
+	}
+	fail_msg("volume %s still connected", volume);
+}
+
+/* ---- the state file ---- */
+
+static void state_file(struct env *e, const char *volume, char *out, size_t len)
+{
+	snprintf(out, len, "%s/%s.state", e->state_dir, volume);
+}
+
+static int read_state(struct env *e, const char *volume, struct site_state *st)
+{
+	uint8_t buf[SITE_STATE_SIZE];
+	char path[700];
+	FILE *f;
+	size_t n;
+
+	state_file(e, volume, path, sizeof(path));
+	f = fopen(path, "r");
+	if (f == NULL)
+		return -errno;
+	n = fread(buf, 1, sizeof(buf), f);
+	fclose(f);
+	if (n != sizeof(buf))
+		return -ENODATA;
+	return site_state_parse(buf, st);
+}
+
+static void write_raw_state(struct env *e, const char *volume, const void *buf, size_t len)
+{
+	char path[700];
+	FILE *f;
+
+	state_file(e, volume, path, sizeof(path));
+	f = fopen(path, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(buf, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void write_state(struct env *e, const struct site_state *st)
+{
+	uint8_t buf[SITE_STATE_SIZE];
+
+	site_state_pack(st, buf);
+	write_raw_state(e, st->volume, buf, sizeof(buf));
+}
+
+/* ---- setup ---- */
+
+static int group_setup(void **state)
+{
+	(void)state;
+	if (site_certs_init(g_certs) || site_certs_leaf(g_certs, "dr", "dr.site.test",
+							 SITE_CERT_GOOD) ||
+	    site_certs_leaf(g_certs, "primary", "primary.site.test", SITE_CERT_GOOD) ||
+	    site_certs_leaf(g_certs, "rogue", "primary.site.test", SITE_CERT_OTHER_CA))
+		return -1;
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	return site_certs_cleanup(g_certs);
+}
+
+static int setup(void **state)
+{
+	struct env *e = calloc(1, sizeof(*e));
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t alen = sizeof(a);
+
+	if (e == NULL || scratch_dir(e->dir, sizeof(e->dir)))
+		return -1;
+	snprintf(e->state_dir, sizeof(e->state_dir), "%s/site/state", e->dir);
+	if (tsr_store_open(e->dir, NULL, &e->store) || tsr_volset_create(e->store, &e->set))
+		return -1;
+	for (unsigned i = 0; i < 2; i++)
+		if (tsr_worker_start(i, NULL, &e->workers[i]))
+			return -1;
+	tsr_volset_set_workers(e->set, e->workers, 2);
+	e->server_tls = site_certs_ctx(g_certs, "dr", true);
+	e->client_tls = site_certs_ctx(g_certs, "primary", false);
+	e->model = calloc(1, VOL_SIZE);
+	e->buf = tsr_alloc_aligned(VOL_SIZE);
+	if (e->server_tls == NULL || e->client_tls == NULL || e->model == NULL || e->buf == NULL)
+		return -1;
+	pthread_mutex_init(&e->mu, NULL);
+	pthread_cond_init(&e->cv, NULL);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	e->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (e->listen_fd < 0 || bind(e->listen_fd, (struct sockaddr *)&a, sizeof(a)) ||
+	    listen(e->listen_fd, 16) || getsockname(e->listen_fd, (struct sockaddr *)&a, &alen))
+		return -1;
+	e->port = ntohs(a.sin_port);
+	e->loop = ev_loop_new(EVFLAG_AUTO);
+	if (e->loop == NULL)
+		return -1;
+	ev_async_init(&e->call_w, call_cb);
+	e->call_w.data = e;
+	ev_async_start(e->loop, &e->call_w);
+	ev_io_init(&e->accept_w, accept_cb, e->listen_fd, EV_READ);
+	e->accept_w.data = e;
+	ev_io_start(e->loop, &e->accept_w);
+	if (pthread_create(&e->loop_thread, NULL, loop_main, e))
+		return -1;
+	server_start(e);
+	*state = e;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+
+	if (e->srv)
+		server_stop(e);
+	ctl_call(e, do_break, NULL);
+	pthread_join(e->loop_thread, NULL);
+	ev_loop_destroy(e->loop);
+	close(e->listen_fd);
+	tsr_volset_destroy(e->set);
+	for (unsigned i = 0; i < 2; i++)
+		tsr_worker_stop(e->workers[i]);
+	tsr_store_close(e->store);
+	tsr_site_tls_ctx_destroy(e->server_tls);
+	tsr_site_tls_ctx_destroy(e->client_tls);
+	rm_rf(e->dir);
+	pthread_mutex_destroy(&e->mu);
+	pthread_cond_destroy(&e->cv);
+	free(e->model);
+	tsr_free_aligned(e->buf);
+	free(e);
+	return 0;
+}
+
+/* ---- tests ---- */
+
+/* Frames applied in order, ACKed after each BARRIER, read back equal. */
+static void test_stream(void **state)
+{
+	struct env *e = *state;
+	struct tsr_site_target_info info;
+	struct site_state st;
+	struct client c;
+	struct tsr_site_hdr r;
+	uint64_t bytes = 0, seq;
+	unsigned rnd = 4242;
+
+	r = client_start(e, &c, "dr1", 11);
+	assert_int_equal(r.seq, 0);
+	assert_int_equal(r.flags, TSR_SITE_F_REPLY); /* no replay: a new stream */
+	assert_int_equal(e->opens, 1);
+	for (seq = 1; seq <= 200; seq++) {
+		uint32_t blocks = 1 + (rand_r(&rnd) % 32);
+		uint64_t off = (uint64_t)(rand_r(&rnd) % (VOL_SIZE / BS - blocks)) * BS;
+
+		if (rand_r(&rnd) % 5 == 0) {
+			send_zero(&c, e->model, 11, seq, off, blocks * BS);
+		} else {
+			send_write(&c, e->model, 11, seq, off, blocks * BS, seq);
+			bytes += blocks * BS;
+		}
+		if (seq % 100 == 0)
+			barrier(&c, 11, seq);
+	}
+	info = info_of(e, "dr1");
+	assert_true(info.connected);
+	assert_int_equal(info.applied, 200);
+	assert_int_equal(info.stream, 11);
+	assert_int_equal(info.epoch, EPOCH);
+	assert_int_equal(info.bytes_applied, bytes);
+	assert_false(info.consistent); /* a new stream before its first SYNC_END */
+	assert_false(info.promoted);
+	assert_string_equal(info.source_site, "primary");
+	assert_string_equal(info.source_cluster, "c-primary");
+	assert_true(info.last_frame_age_sec >= 0 && info.last_frame_age_sec < 60);
+	/* durable and said so: the state file holds 200, not clean while open */
+	assert_int_equal(read_state(e, "dr1", &st), 0);
+	assert_int_equal(st.applied, 200);
+	assert_int_equal(st.stream, 11);
+	assert_false(st.flags & SITE_STATE_CLEAN);
+	/* host writes are fenced on a target */
+	memset(e->buf, 0x5a, BS);
+	assert_int_equal(host_io(e, "dr1", true, 0, BS, e->buf), -EROFS);
+	client_close(&c, true);
+	wait_disconnected(e, "dr1");
+	assert_int_equal(read_state(e, "dr1", &st), 0);
+	assert_int_equal(st.applied, 200);
+	assert_true(st.flags & SITE_STATE_CLEAN);
+	assert_string_equal(st.site, "primary");
+	assert_string_equal(st.volume, "dr1");
+	assert_volume_is_model(e, "dr1");
+	assert_int_equal(list_count(e), 1);
+}
+
+/* ACKs come unasked at least every 100 ms while frames are applied. */
+static void test_periodic_ack(void **state)
+{
+	struct env *e = *state;
+	struct client c;
+
+	client_start(e, &c, "dr2", 12);
+	send_write(&c, e->model, 12, 1, 0, 8 * BS, 1);
+	send_write(&c, e->model, 12, 2, 64 * BS, 8 * BS, 2);
+	wait_ack(&c, 2); /* no BARRIER sent */
+	client_close(&c, true);
+}
+
+/* A restart resumes at applied; after an unclean end the reply says replay
+ * and the volume is not consistent until SYNC_END.  SYNC_BEGIN / SYNC_END
+ * show in list(). */
+static void test_restart_and_sync(void **state)
+{
+	struct env *e = *state;
+	struct tsr_site_target_info info;
+	struct site_state st;
+	struct client c;
+	struct tsr_site_hdr r;
+	uint64_t seq;
+
+	client_start(e, &c, "dr3", 21);
+	send_op(&c, TSR_SITE_SYNC_BEGIN, 21, 1);
+	for (seq = 2; seq <= 40; seq++)
+		send_write(&c, e->model, 21, seq, (seq % 64) * 16 * BS, 16 * BS, seq);
+	barrier(&c, 21, 40);
+	info = info_of(e, "dr3");
+	assert_true(info.connected);
+	assert_false(info.consistent);
+	send_op(&c, TSR_SITE_SYNC_END, 21, 41);
+	wait_ack(&c, 41); /* SYNC_END is persisted and acknowledged */
+	info = info_of(e, "dr3");
+	assert_true(info.consistent);
+	assert_int_equal(info.applied, 41);
+	/* a server stop ends the session cleanly */
+	server_stop(e);
+	wait_closed(&c);
+	client_close(&c, false);
+	assert_int_equal(read_state(e, "dr3", &st), 0);
+	assert_int_equal(st.applied, 41);
+	assert_int_equal(st.flags, SITE_STATE_CONSISTENT | SITE_STATE_CLEAN);
+	server_start(e);
+	info = info_of(e, "dr3");
+	assert_false(info.connected);
+	assert_true(info.consistent);
+	assert_int_equal(info.applied, 41);
+	r = client_start(e, &c, "dr3", 21);
+	assert_int_equal(r.seq, 41);
+	assert_int_equal(r.flags, TSR_SITE_F_REPLY);
+	send_write(&c, e->model, 21, 42, 0, BS, 42);
+	barrier(&c, 21, 42);
+	client_close(&c, true);
+	wait_disconnected(e, "dr3");
+	/* as a crash would leave it: not clean, frames past 42 maybe on disk */
+	server_stop(e);
+	assert_int_equal(read_state(e, "dr3", &st), 0);
+	assert_int_equal(st.applied, 42);
+	st.flags &= ~SITE_STATE_CLEAN;
+	write_state(e, &st);
+	server_start(e);
+	r = client_start(e, &c, "dr3", 21);
+	assert_int_equal(r.seq, 42);
+	assert_int_equal(r.flags, TSR_SITE_F_REPLY | TSR_SITE_F_REPLAY);
+	info = info_of(e, "dr3");
+	assert_false(info.consistent);
+	assert_int_equal(read_state(e, "dr3", &st), 0);
+	assert_false(st.flags & SITE_STATE_CONSISTENT); /* persisted before any frame */
+	send_write(&c, e->model, 21, 43, BS, BS, 43);
+	barrier(&c, 21, 43);
+	assert_false(info_of(e, "dr3").consistent);
+	send_op(&c, TSR_SITE_SYNC_END, 21, 44);
+	wait_ack(&c, 44);
+	assert_true(info_of(e, "dr3").consistent);
+	client_close(&c, true);
+	wait_disconnected(e, "dr3");
+	assert_volume_is_model(e, "dr3");
+}
+
+/* A duplicate or a gap: ERROR EILSEQ, the session ends, nothing changes. */
+static void test_bad_seq(void **state)
+{
+	struct env *e = *state;
+	struct client c;
+	struct tsr_site_hdr r;
+
+	client_start(e, &c, "dr4", 31);
+	send_write(&c, e->model, 31, 1, 0, 4 * BS, 1);
+	send_write(&c, e->model, 31, 2, 4 * BS, 4 * BS, 2);
+	send_zero(&c, e->model, 31, 3, 2 * BS, BS);
+	barrier(&c, 31, 3);
+	send_write(&c, NULL, 31, 3, 0, 4 * BS, 99); /* duplicate with other data */
+	wait_error(&c, EILSEQ);
+	assert_int_equal(c.err_seq, 3);
+	assert_non_null(strstr(c.err.msg, "out of order"));
+	assert_non_null(strstr(c.err.msg, "expected 4"));
+	client_close(&c, false);
+	wait_disconnected(e, "dr4");
+	assert_volume_is_model(e, "dr4");
+	r = client_start(e, &c, "dr4", 31);
+	assert_int_equal(r.seq, 3);
+	assert_int_equal(r.flags, TSR_SITE_F_REPLY); /* the refusal ended it cleanly */
+	send_write(&c, NULL, 31, 5, 0, 4 * BS, 98); /* a gap */
+	wait_error(&c, EILSEQ);
+	assert_int_equal(c.err_seq, 5);
+	client_close(&c, false);
+	wait_disconnected(e, "dr4");
+	assert_volume_is_model(e, "dr4");
+	assert_int_equal(info_of(e, "dr4").applied, 3);
+}
+
+/* A volume that is the target of one stream refuses another. */
+static void test_other_stream(void **state)
+{
+	struct env *e = *state;
+	struct client c;
+	struct tsr_site_hdr r;
+	int opens;
+
+	client_start(e, &c, "dr5", 41);
+	send_write(&c, e->model, 41, 1, 0, BS, 1);
+	barrier(&c, 41, 1);
+	client_close(&c, true);
+	wait_disconnected(e, "dr5");
+	opens = e->opens;
+	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
+	client_hello(&c);
+	r = client_open(&c, "dr5", 42);
+	assert_int_equal(r.opcode, TSR_SITE_ERROR);
+	assert_int_equal(c.err.code, EEXIST);
+	assert_non_null(strstr(c.err.msg, "volume dr5 is the target of another stream"));
+	client_close(&c, false);
+	assert_int_equal(e->opens, opens); /* refused before open_volume */
+	assert_int_equal(info_of(e, "dr5").stream, 41);
+	assert_volume_is_model(e, "dr5");
+}
+
+/* Promote: EBUSY while not consistent (unless forced); ends the session,
+ * lifts the fence, and later VOLUME_OPENs get ESTALE. */
+static void test_promote(void **state)
+{
+	struct env *e = *state;
+	struct tsr_site_target_info info;
+	struct site_state st;
+	struct client c, c2;
+	struct tsr_site_hdr r;
+
+	client_start(e, &c, "dr6", 51);
+	send_op(&c, TSR_SITE_SYNC_BEGIN, 51, 1);
+	send_write(&c, e->model, 51, 2, 0, 8 * BS, 2);
+	barrier(&c, 51, 2);
+	assert_int_equal(promote(e, "dr6", false), -EBUSY);
+	assert_true(info_of(e, "dr6").connected); /* untouched */
+	send_op(&c, TSR_SITE_SYNC_END, 51, 3);
+	wait_ack(&c, 3);
+	memset(e->buf, 0x77, BS);
+	assert_int_equal(host_io(e, "dr6", true, 16 * BS, BS, e->buf), -EROFS);
+	assert_int_equal(promote(e, "dr6", false), 0);
+	wait_closed(&c);
+	client_close(&c, false);
+	info = info_of(e, "dr6");
+	assert_false(info.connected);
+	assert_true(info.promoted);
+	assert_true(info.consistent);
+	assert_int_equal(info.applied, 3);
+	assert_int_equal(read_state(e, "dr6", &st), 0);
+	assert_true(st.flags & SITE_STATE_PROMOTED);
+	/* host writes go through now */
+	assert_int_equal(host_io(e, "dr6", true, 16 * BS, BS, e->buf), 0);
+	memset(e->model + 16 * BS, 0x77, BS);
+	assert_volume_is_model(e, "dr6");
+	/* the old source is told it is stale */
+	assert_int_equal(client_connect(e, &c2, e->client_tls), 0);
+	client_hello(&c2);
+	r = client_open(&c2, "dr6", 51);
+	assert_int_equal(r.opcode, TSR_SITE_ERROR);
+	assert_int_equal(c2.err.code, ESTALE);
+	assert_non_null(strstr(c2.err.msg, "promoted"));
+	client_close(&c2, false);
+	assert_int_equal(promote(e, "dr6", false), -EALREADY);
+	assert_int_equal(promote(e, "nope", false), -ENOENT);
+	/* forced: a target in the middle of a resync */
+	client_start(e, &c, "dr7", 52);
+	send_op(&c, TSR_SITE_SYNC_BEGIN, 52, 1);
+	barrier(&c, 52, 1);
+	assert_int_equal(promote(e, "dr7", false), -EBUSY);
+	assert_int_equal(promote(e, "dr7", true), 0);
+	wait_closed(&c);
+	client_close(&c, false);
+	info = info_of(e, "dr7");
+	assert_true(info.promoted);
+	assert_false(info.consistent);
+}
+
+/* A damaged state file: refused with a clear error, nothing served. */
+static void test_corrupt_state(void **state)
+{
+	struct env *e = *state;
+	struct site_state st = {.stream = 61, .epoch = EPOCH, .applied = 5,
+				.flags = SITE_STATE_CLEAN, .site = "primary",
+				.cluster = "c-primary", .volume = "dr8"};
+	uint8_t buf[SITE_STATE_SIZE];
+	struct client c;
+	struct tsr_site_hdr r;
+	char path[700];
+
+	assert_int_equal(mkdir(e->state_dir, 0755) == 0 || errno == EEXIST, 1);
+	site_state_pack(&st, buf);
+	buf[200] ^= 1; /* one bit off: the checksum catches it */
+	write_raw_state(e, "dr8", buf, sizeof(buf));
+	write_raw_state(e, "dr9", "TSST", 4); /* short */
+	assert_int_equal(list_count(e), 0);
+	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
+	client_hello(&c);
+	r = client_open(&c, "dr8", 61);
+	assert_int_equal(r.opcode, TSR_SITE_ERROR);
+	assert_int_equal(c.err.code, EUCLEAN);
+	assert_non_null(strstr(c.err.msg, "damaged"));
+	client_close(&c, false);
+	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
+	client_hello(&c);
+	r = client_open(&c, "dr9", 61);
+	assert_int_equal(r.opcode, TSR_SITE_ERROR);
+	assert_int_equal(c.err.code, EUCLEAN);
+	client_close(&c, false);
+	assert_int_equal(e->opens, 0);
+	assert_int_equal(promote(e, "dr8", true), -EUCLEAN);
+	/* the file is left as it was for the operator */
+	state_file(e, "dr8", path, sizeof(path));
+	assert_int_equal(read_state(e, "dr8", &st), -EBADMSG);
+	/* a good one next to them is served */
+	client_start(e, &c, "dr10", 62);
+	send_write(&c, NULL, 62, 1, 0, BS, 1);
+	barrier(&c, 62, 1);
+	client_close(&c, true);
+	wait_disconnected(e, "dr10");
+	assert_int_equal(list_count(e), 1);
+}
+
+/* A certificate from another CA: the handshake fails, nothing happens. */
+static void test_other_ca(void **state)
+{
+	struct env *e = *state;
+	struct tsr_site_tls_ctx *rogue = site_certs_ctx(g_certs, "rogue", false);
+	struct client c;
+	int ret;
+
+	assert_non_null(rogue);
+	ret = client_connect(e, &c, rogue);
+	if (ret == 0) { /* TLS 1.3: the client may finish before the server's verdict */
+		struct tsr_site_hello hello = {.site = "primary", .cluster = "c-primary"};
+		struct tsr_site_hdr h = {.opcode = TSR_SITE_HELLO};
+		uint8_t pl[TSR_SITE_HELLO_MAX];
+		struct tsr_site_tx tx;
+
+		h.length = (uint32_t)tsr_site_hello_pack(&hello, pl);
+		assert_int_equal(tsr_site_tx_start(&tx, &h, pl), 0);
+		while ((ret = tsr_site_tx_poll(&tx, c.t)) == -EAGAIN)
+			wait_for(&c);
+		ret = recv_frame(&c);
+	}
+	assert_true(ret < 0);
+	client_close(&c, false);
+	tsr_site_tls_ctx_destroy(rogue);
+	assert_int_equal(e->opens, 0);
+	assert_int_equal(list_count(e), 0);
+	/* and the listener still serves good sources */
+	client_start(e, &c, "dr11", 71);
+	client_close(&c, true);
+	assert_int_equal(e->opens, 1);
+}
+
+/* A header that fails its checks closes the session without applying it. */
+static void test_bad_header(void **state)
+{
+	struct env *e = *state;
+	struct client c;
+	uint8_t junk[TSR_SITE_HDR_SIZE];
+	struct tsr_site_hdr h = {.opcode = TSR_SITE_WRITE, .stream = 81, .seq = 2,
+				 .epoch = EPOCH, .length = BS};
+	ssize_t n;
+
+	client_start(e, &c, "dr12", 81);
+	send_write(&c, e->model, 81, 1, 0, BS, 1);
+	barrier(&c, 81, 1);
+	tsr_site_hdr_pack(&h, junk);
+	junk[30] ^= 0x10; /* the header checksum no longer matches */
+	while ((n = tsr_site_tls_write(c.t, junk, sizeof(junk))) == -EAGAIN)
+		wait_for(&c);
+	assert_int_equal(n, sizeof(junk));
+	wait_closed(&c);
+	client_close(&c, false);
+	wait_disconnected(e, "dr12");
+	assert_int_equal(info_of(e, "dr12").applied, 1);
+	assert_volume_is_model(e, "dr12");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_stream, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_periodic_ack, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restart_and_sync, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_seq, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_other_stream, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_promote, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt_state, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_other_ca, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_header, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
