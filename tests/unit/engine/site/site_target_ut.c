@@ -6,7 +6,8 @@
  * stream, past the end, a second frame while one is in flight: each refused
  * with its errno, its callback never called, and every byte of the volume
  * unchanged; BARRIER and the ACK it yields; resuming at a given seq; a store
- * write error breaks the stream.
+ * write error breaks the stream; SYNC_BEGIN / SYNC_END (in sequence) clear
+ * and set consistent, and set_inconsistent holds until a SYNC_END.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -20,7 +21,6 @@
 #include <cmocka.h>
 
 #include "tessera/site.h"
-#include "tessera/vol.h"
 #include "tessera/vol.h"
 #include "../store/store_test.h"
 
@@ -316,6 +316,59 @@ static void test_io_error(void **state)
 	tsr_io_destroy(bad);
 }
 
+/* SYNC_BEGIN clears consistent and SYNC_END sets it, each in sequence and
+ * after a flush; set_inconsistent holds until the next SYNC_END. */
+static void test_sync(void **state)
+{
+	struct env *e = *state;
+	struct tsr_site_target_opts o = {.vol = e->vol, .io = e->io, .stream = STREAM,
+					 .epoch = 5, .consistent = true};
+	struct tsr_site_hdr h, ack;
+	struct tsr_svol_stats s0, s1;
+
+	tsr_site_target_destroy(e->t);
+	assert_int_equal(tsr_site_target_create(&o, &e->t), 0);
+	assert_true(tsr_site_target_consistent(e->t));
+	h = frame(TSR_SITE_SYNC_BEGIN, 2, 5, 0, 0); /* a gap */
+	refused(e, &h, NULL, -EILSEQ);
+	assert_true(tsr_site_target_consistent(e->t));
+	h = frame(TSR_SITE_SYNC_BEGIN, 1, 4, 0, 0); /* stale */
+	refused(e, &h, NULL, -ESTALE);
+	tsr_svol_get_stats(e->v, &s0);
+	h = frame(TSR_SITE_SYNC_BEGIN, 1, 5, 0, 0);
+	assert_int_equal(apply(e, &h, NULL), 0);
+	tsr_svol_get_stats(e->v, &s1);
+	assert_false(tsr_site_target_consistent(e->t));
+	assert_int_equal(tsr_site_target_applied(e->t), 1);
+	assert_int_equal(s1.writes, s0.writes); /* a marker: no data written */
+	h = write_frame(e, 2, 5, 0, 4 * BS, 2);
+	assert_int_equal(apply(e, &h, e->data), 0);
+	assert_false(tsr_site_target_consistent(e->t));
+	h = frame(TSR_SITE_SYNC_END, 2, 5, 0, 0); /* a duplicate seq */
+	refused(e, &h, NULL, -EILSEQ);
+	assert_false(tsr_site_target_consistent(e->t));
+	h = frame(TSR_SITE_SYNC_END, 3, 5, 0, 0);
+	assert_int_equal(apply(e, &h, NULL), 0);
+	assert_true(tsr_site_target_consistent(e->t));
+	assert_int_equal(tsr_site_target_applied(e->t), 3);
+	tsr_site_target_ack(e->t, &ack);
+	assert_int_equal(ack.seq, 3);
+	/* a replay pending: not consistent until the next SYNC_END */
+	tsr_site_target_set_inconsistent(e->t);
+	assert_false(tsr_site_target_consistent(e->t));
+	h = write_frame(e, 4, 5, 4 * BS, BS, 4);
+	assert_int_equal(apply(e, &h, e->data), 0);
+	h = frame(TSR_SITE_BARRIER, 4, 5, 0, 0);
+	assert_int_equal(apply(e, &h, NULL), 0);
+	assert_false(tsr_site_target_consistent(e->t));
+	h = frame(TSR_SITE_SYNC_END, 5, 5, 0, 0);
+	assert_int_equal(apply(e, &h, NULL), 0);
+	assert_true(tsr_site_target_consistent(e->t));
+	assert_int_equal(sread(e->v, e->io, 0, 8 * BS, e->after), 0);
+	assert_true(is_filled(e->after, 4 * BS, 2, 0));
+	assert_true(is_filled(e->after + 4 * BS, BS, 4, 4 * BS));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -325,6 +378,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_busy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resume, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_io_error, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sync, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
