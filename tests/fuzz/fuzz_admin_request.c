@@ -11,8 +11,15 @@
 
 #include "admin/admin_internal.h"
 #include "tessera/ec.h"
+#include "tessera/site.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* "" or a valid name */
+static int opt_name_ok(const char *s)
+{
+	return s[0] == '\0' || tsr_valid_name(s);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -121,6 +128,62 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ROLLBACK:
 		if (req->volume_rollback == NULL)
+			abort();
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_ADD: {
+		const Tessera__Admin__SiteAdd *a = req->site_add;
+
+		/* a name, HOST:PORT, three PEM paths, a peer name without spaces */
+		if (!tsr_valid_name(a->name) || strchr(a->address, ':') == NULL ||
+		    a->address[0] == ':' || a->ca[0] == '\0' || a->cert[0] == '\0' ||
+		    a->key[0] == '\0' || strchr(a->peer_name, ' ') != NULL)
+			abort();
+		break;
+	}
+	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_REMOVE:
+		if (!tsr_valid_name(req->site_remove->name))
+			abort();
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_LIST:
+		if (req->site_list == NULL)
+			abort();
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_ENABLE: {
+		const Tessera__Admin__ReplicationEnable *e = req->replication_enable;
+		struct tsr_site_layout lay;
+
+		name = e->volume;
+		if (!tsr_valid_name(e->site) || !opt_name_ok(e->target_volume) ||
+		    !opt_name_ok(e->group) ||
+		    (e->target_layout[0] && tsr_site_layout_parse(e->target_layout, &lay)) ||
+		    (e->log_max_bytes != 0 && e->log_max_bytes < (1u << 20)))
+			abort();
+		break;
+	}
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_DISABLE:
+		name = req->replication_disable->volume;
+		break;
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_STATUS: {
+		const Tessera__Admin__ReplicationStatusGet *g = req->replication_status;
+
+		/* at most one of volume and group, each "" or valid */
+		if (!opt_name_ok(g->volume) || !opt_name_ok(g->group) ||
+		    (g->volume[0] && g->group[0]))
+			abort();
+		break;
+	}
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_PROMOTE: {
+		const Tessera__Admin__ReplicationPromote *p = req->replication_promote;
+
+		/* exactly one of volume and group */
+		if (!opt_name_ok(p->volume) || !opt_name_ok(p->group) ||
+		    !p->volume[0] == !p->group[0])
+			abort();
+		break;
+	}
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_RESYNC:
+		name = req->replication_resync->volume;
+		if (!tsr_valid_name(req->replication_resync->from_site))
 			abort();
 		break;
 	default:
