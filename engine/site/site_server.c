@@ -1192,6 +1192,7 @@ static int ctl_open_volume(struct sess *s)
 	tv->sess = s;
 	s->tv = tv;
 	s->st = st;
+	s->durable = st.applied;
 	return 0;
 }
 

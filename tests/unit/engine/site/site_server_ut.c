@@ -16,7 +16,8 @@
  * in list(); promote (EBUSY when not consistent, then forced), host writes
  * -EROFS before and allowed after, later VOLUME_OPENs refused with ESTALE;
  * a damaged state file refused with EUCLEAN; a certificate from another CA
- * refused at the handshake with nothing applied; a bad header closes.
+ * refused at the handshake with nothing applied; a bad header closes; a
+ * second connection of a stream ends the older session (EBUSY, then resume).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1027,6 +1028,38 @@ static void test_bad_header(void **state)
 	assert_volume_is_model(e, "dr12");
 }
 
+/* A new connection of a stream whose older session is still open (a source
+ * that reconnected after a silent link loss) ends the old one: EBUSY, then
+ * the retry resumes where the old one stopped. */
+static void test_takeover(void **state)
+{
+	struct env *e = *state;
+	struct client c, c2;
+	struct tsr_site_hdr r;
+
+	client_start(e, &c, "dr13", 91);
+	send_write(&c, e->model, 91, 1, 0, 2 * BS, 1);
+	send_write(&c, e->model, 91, 2, 8 * BS, 2 * BS, 2);
+	barrier(&c, 91, 2);
+	assert_int_equal(client_connect(e, &c2, e->client_tls), 0);
+	client_hello(&c2);
+	r = client_open(&c2, "dr13", 91);
+	assert_int_equal(r.opcode, TSR_SITE_ERROR);
+	assert_int_equal(c2.err.code, EBUSY);
+	client_close(&c2, false);
+	wait_closed(&c); /* the old session was ended */
+	client_close(&c, false);
+	wait_disconnected(e, "dr13");
+	r = client_start(e, &c2, "dr13", 91);
+	assert_int_equal(r.seq, 2);
+	assert_int_equal(r.flags, TSR_SITE_F_REPLY);
+	send_write(&c2, e->model, 91, 3, 4 * BS, BS, 3);
+	barrier(&c2, 91, 3);
+	client_close(&c2, true);
+	wait_disconnected(e, "dr13");
+	assert_volume_is_model(e, "dr13");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1039,6 +1072,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_corrupt_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_ca, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_header, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_takeover, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
