@@ -33,6 +33,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -40,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -1320,7 +1323,7 @@ int tsr_site_server_accept(struct tsr_site_server *srv, int fd)
 {
 	struct tsr_worker *w;
 	struct sess *s;
-	int ret;
+	int ret, fl, one = 1;
 
 	if (srv->stopping) {
 		close(fd);
@@ -1335,6 +1338,12 @@ int tsr_site_server_accept(struct tsr_site_server *srv, int fd)
 	s->rx_init = true;
 	s->srv = srv;
 	s->fd = fd;
+	/* Whatever the caller did: non-blocking, and ACKs not held back by Nagle
+	 * (setsockopt fails harmlessly on a socket that is not TCP). */
+	fl = fcntl(fd, F_GETFL);
+	if (fl >= 0 && !(fl & O_NONBLOCK))
+		(void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	s->timer_fd = -1;
 	s->phase = SESS_HANDSHAKE;
 	snprintf(s->label, sizeof(s->label), "a connection (fd %d)", fd);
