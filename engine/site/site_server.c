@@ -1142,10 +1142,6 @@ static int ctl_open_volume(struct sess *s)
 		if (st.stream != h->stream)
 			return open_fail(s, -EEXIST, "volume %s is the target of another stream "
 					 "(from site %s)", name, st.site);
-		if (h->epoch < st.epoch)
-			return open_fail(s, -ESTALE, "volume %s: source epoch %llu is older than the "
-					 "stream's %llu", name, (unsigned long long)h->epoch,
-					 (unsigned long long)st.epoch);
 		s->replay = !(st.flags & SITE_STATE_CLEAN);
 	} else {
 		st.stream = h->stream;
@@ -1169,7 +1165,10 @@ static int ctl_open_volume(struct sess *s)
 		}
 		created = true;
 	}
-	st.epoch = h->epoch;
+	/* An older source epoch is not refused here (ESTALE to VOLUME_OPEN means
+	 * "promoted" to the source): its frames are, by the target (ESTALE). */
+	if (h->epoch > st.epoch)
+		st.epoch = h->epoch;
 	if (s->replay)
 		st.flags &= ~SITE_STATE_CONSISTENT;
 	st.flags &= ~SITE_STATE_CLEAN; /* from here frames may land past applied */

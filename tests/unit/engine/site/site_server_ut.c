@@ -17,7 +17,8 @@
  * -EROFS before and allowed after, later VOLUME_OPENs refused with ESTALE;
  * a damaged state file refused with EUCLEAN; a certificate from another CA
  * refused at the handshake with nothing applied; a bad header closes; a
- * second connection of a stream ends the older session (EBUSY, then resume).
+ * second connection of a stream ends the older session (EBUSY, then resume);
+ * frames of an older source epoch refused with ESTALE.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1060,6 +1061,33 @@ static void test_takeover(void **state)
 	assert_volume_is_model(e, "dr13");
 }
 
+/* Frames of a source epoch older than the stream's are refused (ESTALE),
+ * the open itself is not (ESTALE there would mean "promoted"). */
+static void test_stale_epoch(void **state)
+{
+	struct env *e = *state;
+	struct site_state st = {.stream = 95, .epoch = EPOCH + 7, .applied = 4,
+				.flags = SITE_STATE_CLEAN | SITE_STATE_CONSISTENT,
+				.site = "primary", .cluster = "c-primary", .volume = "dr14"};
+	struct client c;
+	struct tsr_site_hdr r;
+
+	write_state(e, &st);
+	r = client_start(e, &c, "dr14", 95);
+	assert_int_equal(r.seq, 4);
+	assert_int_equal(r.epoch, EPOCH + 7);
+	send_write(&c, NULL, 95, 5, 0, BS, 5); /* epoch EPOCH */
+	wait_error(&c, ESTALE);
+	assert_int_equal(c.err_seq, 5);
+	client_close(&c, false);
+	wait_disconnected(e, "dr14");
+	assert_int_equal(read_state(e, "dr14", &st), 0);
+	assert_int_equal(st.applied, 4);
+	assert_int_equal(st.epoch, EPOCH + 7); /* never lowered */
+	assert_int_equal(host_io(e, "dr14", false, 0, BS, e->buf), 0);
+	assert_true(is_zero(e->buf, BS));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1073,6 +1101,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_other_ca, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_takeover, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stale_epoch, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
