@@ -697,15 +697,19 @@ json_t *cli_site_json(const Tessera__Admin__Site *s)
 			 "peer_name", s->peer_name, "volumes", (int)s->volumes);
 }
 
-/* Flat, every field of the proto's Replication under its own name. */
+/* Flat, every field of the proto's Replication under its own name; stream
+ * as 16 hex digits. */
 json_t *cli_replication_json(const Tessera__Admin__Replication *r)
 {
+	char stream[24];
 	json_t *j;
 
-	j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I}",
+	/* a random 64-bit id: hex, as in the logs (a JSON integer would be signed) */
+	snprintf(stream, sizeof(stream), "%016" PRIx64, r->stream);
+	j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}",
 		      "volume", r->volume, "role", r->role, "site", r->site, "state", r->state,
 		      "target_volume", r->target_volume, "target_layout", r->target_layout,
-		      "group", r->group, "stream", (json_int_t)r->stream,
+		      "group", r->group, "stream", stream,
 		      "epoch", (json_int_t)r->epoch, "acked_seq", (json_int_t)r->acked_seq,
 		      "next_seq", (json_int_t)r->next_seq,
 		      "applied_seq", (json_int_t)r->applied_seq);
