@@ -495,7 +495,9 @@ struct tsr_site_server_opts {
 /* Errors: -EINVAL, -ENOMEM, mkdir's. */
 int tsr_site_server_start(const struct tsr_site_server_opts *opts,
 			  struct tsr_site_server **out);
-/* Close every session (cleanly: the state files say so) and free.  Control thread. */
+/* Close every session (cleanly: the state files say so), put the volume
+ * handles open_volume gave (held until here), and free.  Control thread;
+ * before the workers stop. */
 void tsr_site_server_stop(struct tsr_site_server *s);
 /* A connection accepted by the caller (non-blocking; the server owns fd
  * from here, also on error).  Control thread.  Errors: -ENOMEM, -ESHUTDOWN. */
@@ -519,8 +521,12 @@ size_t tsr_site_server_list(struct tsr_site_server *s, struct tsr_site_target_in
 /*
  * Failover: end volume's stream for good (its session is closed, later
  * VOLUME_OPENs get ERROR -ESTALE), write the state promoted, and lift the
- * volume's write fence.  Control thread.  Errors: -ENOENT not a target here,
- * -EBUSY not consistent (a SYNC was open) unless force, -EALREADY promoted.
+ * volume's write fence (on the handle open_volume gave since start: with no
+ * session since then the server holds none, and the caller lifts it).
+ * Control thread; blocks until the session's last frame and state write are
+ * done.  Errors: -ENOENT not a target here, -EBUSY not consistent (a SYNC was
+ * open, or a replay pending) unless force, -EALREADY promoted, -EUCLEAN a
+ * damaged state file (logged), the file's I/O errors.
  */
 int tsr_site_server_promote(struct tsr_site_server *s, const char *volume, bool force);
 
