@@ -209,23 +209,32 @@ static int attach_holder(struct tsr_cluster *c, const char *vol, char holder[64]
 
 /* ---- replies -------------------------------------------------------------- */
 
-static int resp_add(void ***arr, size_t *n, void *item)
-{
-	void **grown = realloc(*arr, (*n + 1) * sizeof(**arr));
-
-	if (grown == NULL)
-		return -ENOMEM;
-	grown[(*n)++] = item;
-	*arr = grown;
-	return 0;
-}
-
+/* Append m to resp (freed on ENOMEM).  0 or -ENOMEM. */
 static int add_repl(Tessera__Admin__Response *resp, Tessera__Admin__Replication *m)
 {
-	if (resp_add((void ***)&resp->replications, &resp->n_replications, m)) {
+	Tessera__Admin__Replication **grown;
+
+	grown = realloc(resp->replications, (resp->n_replications + 1) * sizeof(*grown));
+	if (grown == NULL) {
 		admin_replication_free_built(m);
 		return -ENOMEM;
 	}
+	grown[resp->n_replications++] = m;
+	resp->replications = grown;
+	return 0;
+}
+
+static int add_site(Tessera__Admin__Response *resp, Tessera__Admin__Site *m)
+{
+	Tessera__Admin__Site **grown;
+
+	grown = realloc(resp->sites, (resp->n_sites + 1) * sizeof(*grown));
+	if (grown == NULL) {
+		admin_site_free_built(m);
+		return -ENOMEM;
+	}
+	grown[resp->n_sites++] = m;
+	resp->sites = grown;
 	return 0;
 }
 
@@ -806,10 +815,8 @@ static void site_add(struct tsr_cluster *c, const Tessera__Admin__SiteAdd *a,
 	c->site_tls = t;
 	tsr_info("cluster: site %s added (%s, peer name %s)", a->name, a->address, rec.peer_name);
 	m = site_msg(&rec, 0);
-	if (m == NULL || resp_add((void ***)&resp->sites, &resp->n_sites, m)) {
-		admin_site_free_built(m);
+	if (m == NULL || add_site(resp, m))
 		admin_fail(resp, -ENOMEM, "out of memory in tesserad (site %s was added)", a->name);
-	}
 }
 
 static void site_remove(struct tsr_cluster *c, const char *name, Tessera__Admin__Response *resp)
@@ -871,8 +878,7 @@ static void site_list(struct tsr_cluster *c, Tessera__Admin__Response *resp)
 			users += strcmp(rs[k]->site, r->name) == 0;
 		m = site_msg(r, users);
 		tessera__cluster__site_record__free_unpacked(r, NULL);
-		if (m == NULL || resp_add((void ***)&resp->sites, &resp->n_sites, m)) {
-			admin_site_free_built(m);
+		if (m == NULL || add_site(resp, m)) {
 			admin_fail(resp, -ENOMEM, "out of memory in tesserad");
 			goto out;
 		}
