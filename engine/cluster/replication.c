@@ -1228,10 +1228,18 @@ static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Replicatio
 	case -EALREADY:
 		admin_fail(resp, ret, "volume '%s' is promoted already", p->volume);
 		return;
+	case -EUCLEAN:
+		admin_fail(resp, ret, "volume '%s': its replication state file at this node is "
+			   "damaged (see tesserad's log); nothing was promoted", p->volume);
+		return;
 	default:
 		admin_fail(resp, ret, "cannot promote '%s': %s", p->volume, strerror(-ret));
 		return;
 	}
+	/* the server lifts the fence of the handle it holds; with no session since
+	 * start the volume may be attached here fenced by target/<vol>: lift it */
+	if (cluster_find_attachment(c, p->volume))
+		fence_volume(c, p->volume, 0);
 	tsr_warn("cluster: volume %s promoted%s: it takes host writes here; its source site is "
 		 "demoted when it connects again", p->volume, p->force ? " (forced)" : "");
 	snprintf(key, sizeof(key), "target/%s", p->volume);
