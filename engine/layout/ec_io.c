@@ -29,8 +29,9 @@
  *      fewer than min_in_sync copies are IN_SYNC any more (then -EIO, the
  *      staged bytes are released later and never reach disk);
  *   6. once every COMMIT answered: the host write part is done (staged and
- *      committed bytes are durable by the store contract, so FUA needs
- *      nothing more).
+ *      committed bytes are durable by the store contract -- in the stage
+ *      journal, replayed at an unclean open, until a release that flushes
+ *      the chunk volume first -- so FUA needs nothing more).
  * txn ids are (epoch << 32) | counter.  Finished txns are released on
  * every writable copy in batches (EC_RELEASE_BATCH, or EC_RELEASE_MS after
  * the last batch) up to the lowest unfinished txn - 1.

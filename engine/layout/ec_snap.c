@@ -132,6 +132,27 @@ static void esnap_sub_done(void *arg, int status)
 	esnap_dec(s);
 }
 
+/* A CREATE's copy is flushed first: commits write in place without FUA
+ * (their bytes are durable in the stage journal until a release), and a
+ * cut of bytes that a crash could still take back would leave the
+ * snapshot with the old chunk once the journal replays the commit into
+ * the head (copy-on-write of what the disk then holds). */
+static void esnap_sub_flushed(void *arg, int status)
+{
+	struct esnap_sub *sub = arg;
+	int ret;
+
+	if (status == 0 && sub->s->e->fenced)
+		status = -EIO;
+	if (status == 0) {
+		ret = ecopy_snap(sub->c, &sub->s->req, esnap_sub_done, sub);
+		if (ret == 0)
+			return;
+		status = ret;
+	}
+	esnap_sub_done(sub, status);
+}
+
 /* Cut on every IN_SYNC copy (resync and scrub are quiet). */
 static void esnap_go(struct tsr_worker *w, void *arg)
 {
@@ -155,6 +176,12 @@ static void esnap_go(struct tsr_worker *w, void *arg)
 		sub->gen = c->gen;
 		s->asked++;
 		s->pending++;
+		if (s->req.op == TSR_SNAP_CREATE) {
+			ret = ecopy_flush(c, esnap_sub_flushed, sub);
+			if (ret < 0)
+				esnap_sub_done(sub, ret);
+			continue;
+		}
 		ret = ecopy_snap(c, &s->req, esnap_sub_done, sub);
 		if (ret < 0)
 			esnap_sub_done(sub, ret);

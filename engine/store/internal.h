@@ -443,10 +443,15 @@ struct stage_ent {
 	struct tsr_stage_entry e; /* as staged; state STAGED or COMMITTED */
 	uint64_t jpos;            /* journal offset of its data (current generation) */
 	uint32_t dcrc;            /* CRC32C of its data */
+	uint64_t cseq;            /* open-time scan only: seq of its last COMMIT record
+				   * (the replay order), 0 while STAGED */
 };
+
+struct stage_lane; /* stage.c: one io's batch of records being gathered or written */
 
 struct stage_journal {
 	int fd;                 /* volumes/<uuid>.stage, O_RDWR|O_DIRECT */
+	struct stage_lane *lanes; /* STAGE_LANES, owned (group commit, stage.c) */
 	pthread_mutex_t lock;   /* every field below */
 	uint64_t gen, salt;     /* current generation (header at offset 0) */
 	uint64_t seq;           /* last record sequence number handed out */
@@ -454,12 +459,19 @@ struct stage_journal {
 	struct stage_ent *ents; /* live entries, unordered, TSR_STAGE_MAX_ENTRIES room */
 	size_t n;               /* live entries */
 	unsigned appends;       /* record writes in flight */
-	unsigned readers;       /* commits reading staged data back */
+	unsigned readers;       /* commits from their record's reservation to the end
+				 * of their in-place write (no new generation while
+				 * one runs: its bytes are not durable yet) */
+	uint64_t commits_done;  /* in-place writes of commits ended so far: a release
+				 * starts a new generation only when none ended after
+				 * its data flush was issued */
 	bool rolling;           /* a new generation header is in flight: appends wait */
 	bool need_roll;         /* no valid header on disk: write one before any record */
 	bool dir_unsynced;      /* the file's name may not be durable: sync volumes/ with
 				 * the next generation header */
 	bool failed;            /* a journal write failed: every call -EIO until reopen */
+	uint64_t writes;        /* journal writes issued (a batch counts once) */
+	uint64_t records;       /* records in them (STAGE, COMMIT, RELEASE, GEN) */
 };
 
 /* Open the journal of a head just loaded with its snapshots and scan it;
@@ -475,6 +487,9 @@ int stage_drop(struct tsr_svol *svol);
 /* File size past which a release leaving no live entry starts a new
  * generation (tests lower it). */
 extern uint64_t store_stage_roll_bytes;
+/* Test hook: journal writes issued and records written in them since the
+ * volume was loaded (0s without a journal). */
+void stage_counters(struct tsr_svol *svol, uint64_t *writes, uint64_t *records);
 
 /* ---- recovery.c: crash recovery at open ---- */
 

@@ -25,20 +25,29 @@
  * 4092    4    hdr_crc      CRC32C of bytes 0..4091
  * A record counts only with a valid hdr_crc, the generation's number and
  * salt, and (STAGE) a valid data_crc.  Records are written concurrently
- * (each its own FUA write at a reserved offset), so a torn record may sit
- * before a good one: the scan at open steps over an invalid 4 KiB header and
- * goes on to the end of the file; a record with a good header but bad data
- * is skipped whole.  Valid records are replayed in seq order:
+ * (FUA writes at reserved offsets; the records of one io batched into one
+ * write, see "group commit"), so a torn record may sit before a good one:
+ * the scan at open steps over an invalid 4 KiB header and goes on to the
+ * end of the file; a record with a good header but bad data is skipped
+ * whole.  Valid records are replayed in seq order:
  *   STAGE   the stripe's (and the txn's) older entry is forgotten, the new
- *           one is STAGED;
+ *           one is STAGED (a forgotten COMMITTED one stays due for replay);
  *   COMMIT  the txn's entry becomes COMMITTED;
- *   RELEASE every entry with txn <= txn_upto is forgotten.
- * At the first load of the volume after an unclean store open (a crash),
- * every COMMITTED entry's bytes are written in place again through
- * tsr_svol_write (FUA; copy-on-write as any write), since the in-place write
- * may have been torn.  After a clean shutdown they are not: every commit's
- * in-place write had completed, and a replay would undo plain writes made
- * since over a committed range that was not released yet.
+ *   RELEASE every entry with txn <= txn_upto is forgotten, superseded
+ *           committed ones too.
+ * A commit's in-place write is not FUA: until a release covers it, its
+ * bytes are durable only in the journal.  So at the first load of the
+ * volume after an unclean store open (a crash), every committed record no
+ * release covered -- live, or superseded by a newer STAGE of its stripe --
+ * is written in place again through tsr_svol_write (copy-on-write as any
+ * write), in the order of their COMMIT records, so for the same blocks the
+ * newer bytes end up in place.  After a clean shutdown they are not: close
+ * synced every in-place write, and a replay would undo plain writes made
+ * since over a committed range that was not released yet.  A release
+ * flushes the volume's data (tsr_svol_flush) before its record is written,
+ * so no record stops counting before the bytes it covered are durable;
+ * a new generation likewise, and only when no in-place write is running
+ * or ended after that flush was issued.
  *
  * New generation: a release that leaves no live entry, with no record write
  * or commit read in flight and the file past STAGE_ROLL_BYTES, writes a new
@@ -53,8 +62,12 @@
  *
  * Durability order: STAGE's cb fires once its record is durable; COMMIT's
  * record is durable before the in-place write is issued (its data is read
- * back from the journal meanwhile, checked against data_crc); RELEASE's
- * record (or new header) is durable before its cb.
+ * back from the journal meanwhile, checked against data_crc), and its cb
+ * fires once that write completed (visible, not yet durable in place);
+ * RELEASE: data flush, then its record (or new header) durable, then cb.
+ * A caller must not release a txn whose commit has not called back: the
+ * release's flush would not cover its in-place write (the EC layout
+ * releases finished txns only).
  *
  * Concurrency: the in-memory index (live entries, tail, seq) is guarded by
  * svol->stage->lock, held for a few microseconds per call (the record's
@@ -208,10 +221,15 @@ struct stage_op {
 	struct iovec iov[2];
 	struct iovec tramp; /* waiting for a new generation header */
 	bool async;         /* a completion may have run: errors go to cb */
-	bool pinned;        /* COMMIT: counted in j->readers */
+	bool pinned;        /* COMMIT: counted in j->readers until its in-place write ends */
+	bool flushed;       /* RELEASE: the data flush before its record is done */
+	uint64_t commits_seen; /* RELEASE: j->commits_done when its flush was issued */
 	int dirfd;          /* generation header of a new file: volumes/, else -1 */
 	bool read_later;    /* COMMIT: the read waits for the record's completion */
 	int pending;        /* COMMIT: record write and data read in flight */
+	uint64_t pos, size;  /* STAGE/COMMIT: the record's reserved place in the file */
+	tsr_io_cb rec_done;  /* STAGE/COMMIT: the record's completion */
+	struct stage_op *next; /* a lane's queue or batch in flight */
 	int status;
 	tsr_cb cb_fn;
 	void *cb_arg;
@@ -380,6 +398,10 @@ static int roll_start(struct stage_journal *j, struct stage_op *op)
 	op->iov[0].iov_base = op->hdr;
 	op->iov[0].iov_len = STAGE_HDR;
 	ret = tsr_io_writev(op->io, j->fd, op->iov, 1, 0, TSR_IO_FUA, roll_done, op);
+	if (ret == 0) {
+		j->writes++;
+		j->records++;
+	}
 	if (ret) {
 		j->gen = gen;
 		j->salt = salt;
@@ -415,6 +437,191 @@ static int wait_roll(struct stage_op *op)
 	int ret = data_trampoline(op->svol->store, op->io, &op->tramp, stage_retry, op);
 
 	return ret ? op_end(op, ret) : 0;
+}
+
+/* ---- group commit ----
+ *
+ * STAGE and COMMIT records of one io are written in batches: the first
+ * record reserved while the io's lane is idle arms a no-op read on that io
+ * (it completes in the loop pass after the submit that carried it); every
+ * record reserved on the same io meanwhile joins the lane's queue; at the
+ * read's completion the queue goes out as one FUA write (one writev per
+ * contiguous run of reservations, STAGE_BATCH_MAX records at most).
+ * Records reserved while that write is in flight go out as the next batch
+ * the moment it completes, so under load a batch holds what arrived during
+ * one journal write (classic group commit), and an idle lane costs one
+ * no-op read.  Each record's completion (and its caller's callback) runs
+ * on its own io, as before.  A lane belongs to one io while it has work;
+ * with every lane busy on other ios a record is written alone. */
+#define STAGE_LANES       8
+#define STAGE_BATCH_MAX   32
+#define STAGE_BATCH_BYTES (8u << 20)
+
+struct stage_lane {
+	struct stage_journal *j;
+	struct tsr_svol *svol;
+	struct tsr_io *io;             /* owner while busy (queued, armed, writing); NULL: free */
+	struct stage_op *head, *tail;  /* reserved, not yet written, in reservation order */
+	struct stage_op *batch;        /* the batch in flight (list by next) */
+	bool armed;                    /* the no-op read is in flight */
+	bool writing;                  /* a batch write is in flight */
+	struct iovec tramp;            /* the no-op read's buffer */
+	struct iovec iov[2 * STAGE_BATCH_MAX]; /* the batch write's, live until it completes */
+};
+
+static void lane_written(void *cb_arg, int res);
+
+/* Ops' record completions, outside the lock. */
+static void lane_finish(struct stage_op *list, int res)
+{
+	while (list) {
+		struct stage_op *op = list;
+
+		list = op->next;
+		op->next = NULL;
+		op->rec_done(op, res);
+	}
+}
+
+static void lane_armed(void *cb_arg, int res);
+
+/* Issue the queued head run as one write (lock held).  Returns the ops to
+ * fail (the write could not be queued; *err why), else NULL. */
+static struct stage_op *lane_issue(struct stage_lane *l, int *err)
+{
+	struct stage_journal *j = l->j;
+	struct stage_op *op, *last = NULL, *list;
+	uint64_t pos, end, bytes = 0;
+	int n = 0, recs = 0, ret;
+
+	if (l->writing || l->armed)
+		return NULL;
+	if (l->head == NULL) {
+		l->io = NULL; /* idle: free for any io */
+		return NULL;
+	}
+	pos = end = l->head->pos;
+	for (op = l->head; op && recs < STAGE_BATCH_MAX && op->pos == end &&
+			   (recs == 0 || bytes + op->size <= STAGE_BATCH_BYTES);
+	     op = op->next) {
+		l->iov[n].iov_base = op->hdr;
+		l->iov[n++].iov_len = STAGE_HDR;
+		if (op->kind == OP_STAGE) {
+			l->iov[n].iov_base = (void *)op->buf;
+			l->iov[n++].iov_len = op->ent.e.length;
+		}
+		end += op->size;
+		bytes += op->size;
+		recs++;
+		last = op;
+	}
+	ret = tsr_io_writev(l->io, j->fd, l->iov, n, pos, TSR_IO_FUA, lane_written, l);
+	if (ret) {
+		/* a completion just ran, so a slot was free: rare; go again
+		 * from the next completion, else fail the lot */
+		if (data_trampoline(l->svol->store, l->io, &l->tramp, lane_armed, l) == 0) {
+			l->armed = true;
+			return NULL;
+		}
+		list = l->head;
+		l->head = l->tail = NULL;
+		l->io = NULL;
+		*err = ret;
+		return list;
+	}
+	list = l->head;
+	l->head = last->next;
+	if (l->head == NULL)
+		l->tail = NULL;
+	last->next = NULL;
+	l->batch = list;
+	l->writing = true;
+	j->writes++;
+	j->records += (uint64_t)recs;
+	return NULL;
+}
+
+static void lane_armed(void *cb_arg, int res)
+{
+	struct stage_lane *l = cb_arg;
+	struct stage_journal *j = l->j;
+	struct stage_op *failed;
+	int err = 0;
+
+	(void)res;
+	pthread_mutex_lock(&j->lock);
+	l->armed = false;
+	failed = lane_issue(l, &err);
+	pthread_mutex_unlock(&j->lock);
+	lane_finish(failed, err);
+}
+
+static void lane_written(void *cb_arg, int res)
+{
+	struct stage_lane *l = cb_arg;
+	struct stage_journal *j = l->j;
+	struct stage_op *done, *failed;
+	int err = 0;
+
+	pthread_mutex_lock(&j->lock);
+	done = l->batch;
+	l->batch = NULL;
+	l->writing = false;
+	failed = lane_issue(l, &err); /* what arrived meanwhile goes now */
+	pthread_mutex_unlock(&j->lock);
+	lane_finish(done, res < 0 ? res : 0);
+	lane_finish(failed, err);
+}
+
+/* Queue op's record (op->hdr, for STAGE op->buf; reserved at op->pos,
+ * op->size bytes) on its io's lane, or write it alone when every lane is
+ * busy elsewhere.  Lock held; 0, or -errno with nothing queued. */
+static int record_queue(struct stage_journal *j, struct stage_op *op)
+{
+	struct stage_lane *l = NULL, *spare = NULL;
+	unsigned i;
+	int ret;
+
+	for (i = 0; i < STAGE_LANES && l == NULL; i++) {
+		if (j->lanes[i].io == op->io)
+			l = &j->lanes[i];
+		else if (j->lanes[i].io == NULL && spare == NULL)
+			spare = &j->lanes[i];
+	}
+	if (l == NULL && spare == NULL) {
+		op->iov[0].iov_base = op->hdr;
+		op->iov[0].iov_len = STAGE_HDR;
+		op->iov[1].iov_base = (void *)op->buf;
+		op->iov[1].iov_len = op->kind == OP_STAGE ? op->ent.e.length : 0;
+		ret = tsr_io_writev(op->io, j->fd, op->iov, op->kind == OP_STAGE ? 2 : 1, op->pos,
+				    TSR_IO_FUA, op->rec_done, op);
+		if (ret == 0) {
+			j->writes++;
+			j->records++;
+		}
+		return ret;
+	}
+	if (l == NULL) {
+		l = spare;
+		l->j = j;
+		l->svol = op->svol;
+		l->io = op->io;
+	}
+	if (!l->armed && !l->writing && l->head == NULL) {
+		ret = data_trampoline(op->svol->store, op->io, &l->tramp, lane_armed, l);
+		if (ret) {
+			l->io = NULL;
+			return ret;
+		}
+		l->armed = true;
+	}
+	op->next = NULL;
+	if (l->tail)
+		l->tail->next = op;
+	else
+		l->head = op;
+	l->tail = op;
+	return 0;
 }
 
 static void append_done(void *cb_arg, int res)
@@ -482,11 +689,10 @@ static int stage_try(struct stage_op *op)
 	op->hdr->participants = op->ent.e.participants;
 	op->hdr->data_crc = op->ent.dcrc;
 	hdr_seal(op->hdr);
-	op->iov[0].iov_base = op->hdr;
-	op->iov[0].iov_len = STAGE_HDR;
-	op->iov[1].iov_base = (void *)op->buf;
-	op->iov[1].iov_len = op->ent.e.length;
-	ret = tsr_io_writev(op->io, j->fd, op->iov, 2, pos, TSR_IO_FUA, append_done, op);
+	op->pos = pos;
+	op->size = STAGE_HDR + op->ent.e.length;
+	op->rec_done = append_done;
+	ret = record_queue(j, op);
 	if (ret) {
 		pthread_mutex_unlock(&j->lock);
 		return op_end(op, ret);
@@ -524,10 +730,13 @@ int tsr_svol_stage(struct tsr_svol *svol, struct tsr_io *io, const struct tsr_st
 
 /* ---- commit ---- */
 
+static void commit_unpin(struct stage_op *op);
+
 static void commit_written(void *cb_arg, int status)
 {
 	struct stage_op *op = cb_arg;
 
+	commit_unpin(op);
 	if (status)
 		tsr_error("stage commit: volume %s txn %llu: write in place: %s", op->svol->name,
 			  (unsigned long long)op->ent.e.txn, strerror(-status));
@@ -544,6 +753,7 @@ static void commit_unpin(struct stage_op *op)
 	op->pinned = false;
 	pthread_mutex_lock(&j->lock);
 	j->readers--;
+	j->commits_done++;
 	pthread_mutex_unlock(&j->lock);
 }
 
@@ -555,13 +765,15 @@ static void commit_write_retry(void *cb_arg, int res)
 	commit_write(cb_arg);
 }
 
-/* The bytes in place through the normal write path.  A full io queue is
- * waited out through a no-op read (it takes one slot; a completion that
- * just ran freed one). */
+/* The bytes in place through the normal write path, without FUA: the
+ * journal keeps them durable (STAGE data + COMMIT record) until a release,
+ * which flushes the data files first, and an unclean open replays every
+ * committed, unreleased record.  A full io queue is waited out through a
+ * no-op read (it takes one slot; a completion that just ran freed one). */
 static void commit_write(struct stage_op *op)
 {
 	int ret = tsr_svol_write(op->svol, op->io, op->ent.e.offset, op->ent.e.length, op->data,
-				 TSR_WRITE_FUA, commit_written, op);
+				 0, commit_written, op);
 
 	if (ret == -EAGAIN)
 		ret = data_trampoline(op->svol->store, op->io, &op->tramp, commit_write_retry, op);
@@ -587,7 +799,6 @@ static void commit_step(struct stage_op *op)
 		op->pending = 0;
 		op->status = ret;
 	}
-	commit_unpin(op);
 	op->async = true;
 	if (op->status == 0 && tsr_crc32c(0, op->data, op->ent.e.length) != op->ent.dcrc) {
 		tsr_error("stage commit: volume %s txn %llu: staged bytes fail their CRC32C",
@@ -595,10 +806,11 @@ static void commit_step(struct stage_op *op)
 		op->status = -EIO;
 	}
 	if (op->status) {
+		commit_unpin(op);
 		op_end(op, op->status);
 		return;
 	}
-	commit_write(op);
+	commit_write(op); /* still pinned: no new generation until it ends */
 }
 
 static void commit_record_done(void *cb_arg, int res)
@@ -659,11 +871,10 @@ int tsr_svol_stage_commit(struct tsr_svol *svol, struct tsr_io *io, uint64_t txn
 	op->hdr->txn = txn;
 	op->hdr->stripe = x->e.stripe;
 	hdr_seal(op->hdr);
-	op->iov[0].iov_base = op->hdr;
-	op->iov[0].iov_len = STAGE_HDR;
-	op->iov[1].iov_base = op->data;
-	op->iov[1].iov_len = x->e.length;
-	ret = tsr_io_writev(io, j->fd, &op->iov[0], 1, j->tail, TSR_IO_FUA, commit_record_done, op);
+	op->pos = j->tail;
+	op->size = STAGE_HDR;
+	op->rec_done = commit_record_done;
+	ret = record_queue(j, op);
 	if (ret) {
 		pthread_mutex_unlock(&j->lock);
 		op_free(op);
@@ -677,6 +888,8 @@ int tsr_svol_stage_commit(struct tsr_svol *svol, struct tsr_io *io, uint64_t txn
 	op->pinned = true;
 	op->pending = 2;
 	/* the record and the read of the staged bytes go in parallel */
+	op->iov[1].iov_base = op->data;
+	op->iov[1].iov_len = x->e.length;
 	if (tsr_io_readv(io, j->fd, &op->iov[1], 1, op->ent.jpos, commit_read_done, op)) {
 		op->read_later = true;
 		op->pending = 1;
@@ -696,8 +909,26 @@ static void release_noop(void *cb_arg, int res)
 	op_end(op, 0);
 }
 
-/* RELEASE: a record (or a new generation header), queued under the lock,
- * then the index forgets.  Retried after a generation header. */
+static void release_flushed(void *cb_arg, int status)
+{
+	struct stage_op *op = cb_arg;
+
+	op->async = true;
+	if (status) {
+		tsr_error("stage release: volume %s: flush data before the release: %s",
+			  op->svol->name, strerror(-status));
+		op_end(op, status);
+		return;
+	}
+	op->flushed = true;
+	release_try(op);
+}
+
+/* RELEASE: first the volume's data flushed (commits write in place without
+ * FUA: a released record is never replayed, so the bytes it covered must be
+ * durable before it is), then a record (or a new generation header),
+ * queued under the lock, then the index forgets.  Retried after a
+ * generation header. */
 static int release_try(struct stage_op *op)
 {
 	struct stage_journal *j = op->svol->stage;
@@ -720,9 +951,20 @@ static int release_try(struct stage_op *op)
 		ret = data_trampoline(op->svol->store, op->io, &op->tramp, release_noop, op);
 		return ret ? op_end(op, ret) : 0;
 	}
+	if (!op->flushed) {
+		/* every in-place write ended so far is covered by this flush */
+		op->commits_seen = j->commits_done;
+		pthread_mutex_unlock(&j->lock);
+		ret = tsr_svol_flush(op->svol, op->io, release_flushed, op);
+		return ret ? op_end(op, ret) : 0;
+	}
 	for (i = 0; i < j->n; i++)
 		left += j->ents[i].e.txn > op->upto;
-	if (left == 0 && j->appends == 0 && j->readers == 0 && j->tail > store_stage_roll_bytes) {
+	/* a new generation forgets every record, superseded committed ones
+	 * too: only when no in-place write ended after the flush was issued
+	 * (and none runs: readers) */
+	if (left == 0 && j->appends == 0 && j->readers == 0 &&
+	    j->commits_done == op->commits_seen && j->tail > store_stage_roll_bytes) {
 		ret = roll_start(j, op);
 		if (ret == 0)
 			release_upto(j, op->upto);
@@ -739,6 +981,8 @@ static int release_try(struct stage_op *op)
 		pthread_mutex_unlock(&j->lock);
 		return op_end(op, ret);
 	}
+	j->writes++;
+	j->records++;
 	j->tail += STAGE_HDR;
 	j->seq++;
 	j->appends++;
@@ -841,8 +1085,17 @@ static void sync_done(void *cb_arg, int status)
 	*st = status;
 }
 
-/* Write the COMMITTED entries' bytes in place again (blocking: volume open). */
-static int roll_forward(struct tsr_svol *svol, uint8_t *data)
+static int cmp_cseq(const void *a, const void *b)
+{
+	const struct stage_ent *x = a, *y = b;
+
+	return x->cseq < y->cseq ? -1 : x->cseq > y->cseq;
+}
+
+/* Write the committed, unreleased records' bytes in place again, rep[0..n)
+ * sorted by commit order (blocking: volume open). */
+static int roll_forward(struct tsr_svol *svol, uint8_t *data, const struct stage_ent *rep,
+			size_t n)
 {
 	struct tsr_io_opts o = {.kind = TSR_IO_AUTO, .queue_depth = 8};
 	struct stage_journal *j = svol->stage;
@@ -850,12 +1103,10 @@ static int roll_forward(struct tsr_svol *svol, uint8_t *data)
 	size_t i;
 	int ret = 0;
 
-	for (i = 0; i < j->n && ret == 0; i++) {
-		struct stage_ent *x = &j->ents[i];
+	for (i = 0; i < n && ret == 0; i++) {
+		const struct stage_ent *x = &rep[i];
 		int st = 1;
 
-		if (x->e.state != TSR_STAGE_COMMITTED)
-			continue;
 		if (io == NULL && (ret = tsr_io_create(&o, &io)) != 0)
 			break;
 		ret = pread_full(j->fd, data, x->e.length, x->jpos);
@@ -884,12 +1135,32 @@ static int roll_forward(struct tsr_svol *svol, uint8_t *data)
 	return ret;
 }
 
-/* Scan the current generation's records into the index. */
-static int scan(struct tsr_svol *svol, struct stage_hdr *h, uint8_t *data, uint64_t size)
+/* Add a copy of x to the replay list *v (n used, cap room). */
+static int rep_push(struct stage_ent **v, size_t *n, size_t *cap, const struct stage_ent *x)
+{
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 16;
+		struct stage_ent *nv = realloc(*v, c * sizeof(**v));
+
+		if (nv == NULL)
+			return -ENOMEM;
+		*v = nv;
+		*cap = c;
+	}
+	(*v)[(*n)++] = *x;
+	return 0;
+}
+
+/* Scan the current generation's records into the index.  *sup (malloc'd,
+ * *nsup entries) gets the committed records that a newer STAGE superseded
+ * and no RELEASE covered: their in-place write may be lost (it is not FUA),
+ * so an unclean open replays them too, in commit order with the live ones. */
+static int scan(struct tsr_svol *svol, struct stage_hdr *h, uint8_t *data, uint64_t size,
+		struct stage_ent **sup, size_t *nsup, size_t *scap)
 {
 	struct stage_journal *j = svol->stage;
 	struct scan_rec *recs = NULL, *r;
-	size_t n = 0, cap = 0, i;
+	size_t n = 0, cap = 0, i, k;
 	uint64_t p;
 	int ret;
 
@@ -952,24 +1223,42 @@ static int scan(struct tsr_svol *svol, struct stage_hdr *h, uint8_t *data, uint6
 	for (i = 0; i < n; i++) {
 		struct stage_ent *x;
 
+		struct stage_ent *y;
+
 		r = &recs[i];
 		switch (r->type) {
 		case REC_STAGE:
 			if (r->ent.e.offset + r->ent.e.length > tsr_svol_size(svol))
 				break; /* cannot be: checked when staged */
 			x = find_txn(j, r->ent.e.txn);
-			if (x == NULL && find_stripe(j, r->ent.e.stripe) == NULL &&
-			    j->n >= TSR_STAGE_MAX_ENTRIES)
+			y = find_stripe(j, r->ent.e.stripe);
+			if (x == NULL && y == NULL && j->n >= TSR_STAGE_MAX_ENTRIES)
 				break;
+			/* committed entries this one supersedes stay due for replay */
+			ret = 0;
+			if (x && x->e.state == TSR_STAGE_COMMITTED)
+				ret = rep_push(sup, nsup, scap, x);
+			if (ret == 0 && y && y != x && y->e.state == TSR_STAGE_COMMITTED)
+				ret = rep_push(sup, nsup, scap, y);
+			if (ret)
+				goto out;
 			index_stage(j, &r->ent);
 			break;
 		case REC_COMMIT:
 			x = find_txn(j, r->ent.e.txn);
-			if (x)
+			if (x) {
 				x->e.state = TSR_STAGE_COMMITTED;
+				x->cseq = r->seq;
+			}
 			break;
 		default:
 			release_upto(j, r->ent.e.txn);
+			for (k = 0; k < *nsup;) {
+				if ((*sup)[k].e.txn <= r->ent.e.txn)
+					(*sup)[k] = (*sup)[--*nsup];
+				else
+					k++;
+			}
 			break;
 		}
 	}
@@ -1023,9 +1312,10 @@ int stage_open(struct tsr_svol *svol)
 	char path[PATH_MAX];
 	struct stage_journal *j;
 	struct stage_hdr *h = NULL;
+	struct stage_ent *rep = NULL;
 	uint8_t *data = NULL;
 	struct stat st;
-	size_t i, committed = 0;
+	size_t i, committed = 0, nrep = 0, nsup = 0, rcap = 0;
 	bool replay;
 	int ret;
 
@@ -1040,9 +1330,10 @@ int stage_open(struct tsr_svol *svol)
 	j->fd = -1;
 	svol->stage = j;
 	j->ents = malloc(TSR_STAGE_MAX_ENTRIES * sizeof(*j->ents));
+	j->lanes = calloc(STAGE_LANES, sizeof(*j->lanes));
 	h = tsr_alloc_aligned(STAGE_HDR);
 	data = tsr_alloc_aligned(STAGE_MAX_LEN);
-	if (j->ents == NULL || h == NULL || data == NULL) {
+	if (j->ents == NULL || j->lanes == NULL || h == NULL || data == NULL) {
 		ret = -ENOMEM;
 		goto err;
 	}
@@ -1071,28 +1362,39 @@ int stage_open(struct tsr_svol *svol)
 			j->salt = h->salt;
 			j->need_roll = false;
 			j->dir_unsynced = false;
-			ret = scan(svol, h, data, (uint64_t)st.st_size);
+			ret = scan(svol, h, data, (uint64_t)st.st_size, &rep, &nrep, &rcap);
 			if (ret)
 				goto err_log;
 		}
 	}
-	for (i = 0; i < j->n; i++)
-		committed += j->ents[i].e.state == TSR_STAGE_COMMITTED;
-	if (j->n)
-		tsr_info("open: volume %s: stage journal has %zu live entries (%zu committed)",
-			 svol->name, j->n, committed);
-	if (committed && replay) {
-		ret = roll_forward(svol, data);
+	nsup = nrep;
+	for (i = 0; i < j->n; i++) {
+		if (j->ents[i].e.state != TSR_STAGE_COMMITTED)
+			continue;
+		committed++;
+		if (replay && (ret = rep_push(&rep, &nrep, &rcap, &j->ents[i])) != 0)
+			goto err_log;
+	}
+	if (j->n || nsup)
+		tsr_info("open: volume %s: stage journal has %zu live entries (%zu committed), "
+			 "%zu superseded committed",
+			 svol->name, j->n, committed, nsup);
+	if (nrep && replay) {
+		/* in commit order: for the same blocks the newer record wins */
+		qsort(rep, nrep, sizeof(*rep), cmp_cseq);
+		ret = roll_forward(svol, data, rep, nrep);
 		if (ret)
 			goto err;
 	}
 done:
+	free(rep);
 	tsr_free_aligned(h);
 	tsr_free_aligned(data);
 	return 0;
 err_log:
 	tsr_error("open: volume %s: stage journal %s: %s", svol->name, path, strerror(-ret));
 err:
+	free(rep);
 	tsr_free_aligned(h);
 	tsr_free_aligned(data);
 	stage_close(svol);
@@ -1110,6 +1412,7 @@ void stage_close(struct tsr_svol *svol)
 		close(j->fd);
 	pthread_mutex_destroy(&j->lock);
 	free(j->ents);
+	free(j->lanes);
 	free(j);
 }
 
@@ -1132,4 +1435,17 @@ int stage_drop(struct tsr_svol *svol)
 	if (ret)
 		tsr_error("stage journal: volume %s: drop: %s", svol->name, strerror(-ret));
 	return ret;
+}
+
+void stage_counters(struct tsr_svol *svol, uint64_t *writes, uint64_t *records)
+{
+	struct stage_journal *j = svol->stage;
+
+	*writes = *records = 0;
+	if (j == NULL)
+		return;
+	pthread_mutex_lock(&j->lock);
+	*writes = j->writes;
+	*records = j->records;
+	pthread_mutex_unlock(&j->lock);
 }

@@ -19,6 +19,7 @@
 
 /* test hook of engine/store/stage.c */
 extern uint64_t store_stage_roll_bytes;
+void stage_counters(struct tsr_svol *svol, uint64_t *writes, uint64_t *records);
 
 #define NB    256u /* blocks of the test volume: 1 MiB */
 #define VSIZE ((uint64_t)NB * BS)
@@ -551,45 +552,214 @@ static void test_write_fault(void **state)
 }
 
 /* A full io queue refuses the call and changes nothing (the caller
- * retries); a commit whose read or in-place write finds it full waits. */
+ * retries); records of one io wait in its lane for the batch write, so a
+ * commit whose read finds the queue full waits for a completion. */
 static void test_queue_full(void **state)
 {
 	struct env *e = *state;
 	struct tsr_io_opts o = {.kind = TSR_IO_AUTO, .queue_depth = 2};
 	struct tsr_stage_entry x = ent(1, 0, 0, 1), y = ent(2, 1, 1, 1), z = ent(3, 2, 2, 1),
 			       w = ent(4, 3, 3, 1), l[4];
-	struct done d1 = {0}, d2 = {0}, d3 = {0};
+	struct done d1 = {0}, d2 = {0}, d3 = {0}, r1 = {0}, r2 = {0};
 	struct tsr_io *io = NULL;
-	uint8_t *b2 = e->buf + BS, *b3 = e->buf + 2 * BS;
+	uint8_t *b2 = e->buf + BS, *b3 = e->buf + 2 * BS, *rb = e->buf + 8 * BS;
 
 	assert_int_equal(tsr_io_create(&o, &io), 0);
 	assert_int_equal(sstage(e, &x, 1), 0); /* the journal file and header exist */
 	fill(b2, BS, 2, BS);
 	fill(b3, BS, 3, 2 * BS);
-	assert_int_equal(tsr_svol_stage(e->v, io, &y, b2, done_cb, &d1), 0);
-	assert_int_equal(tsr_svol_stage(e->v, io, &z, b3, done_cb, &d2), 0);
+	/* both slots taken: stage, commit and release are refused */
+	assert_int_equal(tsr_svol_read(e->v, io, 0, BS, rb, done_cb, &r1), 0);
+	assert_int_equal(tsr_svol_read(e->v, io, BS, BS, rb + BS, done_cb, &r2), 0);
+	assert_int_equal(tsr_svol_stage(e->v, io, &y, b2, done_cb, &d1), -EAGAIN);
 	assert_int_equal(tsr_svol_stage_commit(e->v, io, 1, done_cb, &d3), -EAGAIN);
-	assert_int_equal(wait_done(io, &d1), 0);
-	assert_int_equal(wait_done(io, &d2), 0);
-	assert_int_equal(d3.calls, 0);
-	assert_int_equal(list(e, l, 4), 3);
+	assert_int_equal(tsr_svol_stage_release(e->v, io, 1, done_cb, &d2), -EAGAIN);
+	assert_int_equal(wait_done(io, &r1), 0);
+	assert_int_equal(wait_done(io, &r2), 0);
+	assert_int_equal(d1.calls + d2.calls + d3.calls, 0);
+	assert_int_equal(list(e, l, 4), 1);
 	assert_int_equal(l[0].state, TSR_STAGE_STAGED); /* the refused commit changed nothing */
 
-	/* one slot taken: the commit's record gets the other, its read waits */
+	/* one slot taken by a read, the other by the lane's no-op read: y and
+	 * z and the commit's record join the lane, the commit's read of the
+	 * staged bytes finds the queue full and goes once the record is done */
+	memset(&r1, 0, sizeof(r1));
+	assert_int_equal(tsr_svol_read(e->v, io, 0, BS, rb, done_cb, &r1), 0);
+	assert_int_equal(tsr_svol_stage(e->v, io, &y, b2, done_cb, &d1), 0);
+	assert_int_equal(tsr_svol_stage(e->v, io, &z, b3, done_cb, &d2), 0);
+	assert_int_equal(tsr_svol_stage_commit(e->v, io, 1, done_cb, &d3), 0);
+	assert_int_equal(wait_done(io, &d1), 0);
+	assert_int_equal(wait_done(io, &d2), 0);
+	assert_int_equal(wait_done(io, &d3), 0);
+	assert_int_equal(wait_done(io, &r1), 0);
+	assert_true(reads_as(e, e->v, 0, 1, 1));
 	memset(&d1, 0, sizeof(d1));
 	fill(b2, BS, 4, 3 * BS);
 	assert_int_equal(tsr_svol_stage(e->v, io, &w, b2, done_cb, &d1), 0);
-	assert_int_equal(tsr_svol_stage_commit(e->v, io, 1, done_cb, &d3), 0);
 	assert_int_equal(wait_done(io, &d1), 0);
-	assert_int_equal(wait_done(io, &d3), 0);
 	tsr_io_destroy(io);
-	assert_true(reads_as(e, e->v, 0, 1, 1));
 	reopen(e);
 	assert_int_equal(list(e, l, 4), 4);
 	assert_int_equal(l[0].state, TSR_STAGE_COMMITTED);
 	assert_int_equal(l[1].state, TSR_STAGE_STAGED);
+	assert_int_equal(l[2].state, TSR_STAGE_STAGED);
+	assert_int_equal(scommit(e, 3), 0);
 	assert_int_equal(scommit(e, 4), 0);
+	assert_true(reads_as(e, e->v, 2, 1, 3));
 	assert_true(reads_as(e, e->v, 3, 1, 4));
+}
+
+/* The in-place write of a commit is not FUA: a crash may lose it, and the
+ * journal redoes it.  Here "lost" is a plain write of other bytes over the
+ * range (what the disk holds when the in-place write never got there).
+ * Every committed, unreleased record is replayed in commit order, those a
+ * newer STAGE of the same stripe superseded too: */
+static void test_replay_lost_inplace(void **state)
+{
+	struct env *e = *state;
+	struct tsr_stage_entry t1 = ent(1, 3, 24, 2), t2 = ent(2, 3, 24, 1), t3 = ent(3, 0, 0, 4),
+			       t4 = ent(4, 0, 2, 2), t5 = ent(5, 1, 8, 4), t6 = ent(6, 1, 8, 4),
+			       t7 = ent(7, 2, 16, 2), t8 = ent(8, 2, 16, 1), l[8];
+
+	/* stripe 3: t1 committed, superseded by t2 (staged), then released up
+	 * to 1: the release flushed t1's in-place bytes; never replayed */
+	assert_int_equal(sstage(e, &t1, 1), 0);
+	assert_int_equal(scommit(e, 1), 0);
+	assert_int_equal(sstage(e, &t2, 2), 0);
+	assert_int_equal(srelease(e, 1), 0);
+	/* stripe 0: t3 committed, then t4 (blocks 2-3) staged only: t3's
+	 * record is superseded in the index but its bytes must come back */
+	assert_int_equal(sstage(e, &t3, 3), 0);
+	assert_int_equal(scommit(e, 3), 0);
+	assert_int_equal(sstage(e, &t4, 4), 0);
+	/* stripe 1: two committed txns for the same blocks: the newer wins */
+	assert_int_equal(sstage(e, &t5, 5), 0);
+	assert_int_equal(scommit(e, 5), 0);
+	assert_int_equal(sstage(e, &t6, 6), 0);
+	assert_int_equal(scommit(e, 6), 0);
+	/* stripe 2: t7 committed, superseded by t8 (committed, block 16 only):
+	 * block 17 stays t7's, block 16 is t8's */
+	assert_int_equal(sstage(e, &t7, 7), 0);
+	assert_int_equal(scommit(e, 7), 0);
+	assert_int_equal(sstage(e, &t8, 8), 0);
+	assert_int_equal(scommit(e, 8), 0);
+	assert_true(reads_as(e, e->v, 0, 4, 3));
+	assert_true(reads_as(e, e->v, 8, 4, 6));
+	assert_int_equal(list(e, l, 8), 4); /* t2, t4, t6, t8 */
+	/* the in-place writes "lost" */
+	clobber(e, 0, 4, 90);
+	clobber(e, 8, 4, 91);
+	clobber(e, 16, 2, 92);
+	clobber(e, 24, 2, 93); /* written since the release: stays */
+
+	crash_reopen(e);
+	assert_int_equal(list(e, l, 8), 4);
+	assert_int_equal(l[0].txn, 2);
+	assert_int_equal(l[0].state, TSR_STAGE_STAGED);
+	assert_int_equal(l[1].txn, 4);
+	assert_int_equal(l[1].state, TSR_STAGE_STAGED);
+	assert_int_equal(l[2].txn, 6);
+	assert_int_equal(l[2].state, TSR_STAGE_COMMITTED);
+	assert_int_equal(l[3].txn, 8);
+	assert_int_equal(l[3].state, TSR_STAGE_COMMITTED);
+	assert_true(reads_as(e, e->v, 0, 4, 3));   /* t3 redone; t4 not in place */
+	assert_true(reads_as(e, e->v, 8, 4, 6));   /* t5 then t6: the newer data */
+	assert_true(reads_as(e, e->v, 16, 1, 8));  /* t7 then t8 */
+	assert_true(reads_as(e, e->v, 17, 1, 7));  /* t7's, t8 did not cover it */
+	assert_true(reads_as(e, e->v, 24, 2, 93)); /* released: not replayed */
+
+	/* releasing everything ends the replays */
+	assert_int_equal(srelease(e, 8), 0);
+	clobber(e, 0, 4, 94);
+	crash_reopen(e);
+	assert_int_equal(list(e, l, 8), 0);
+	assert_true(reads_as(e, e->v, 0, 4, 94));
+}
+
+/* A release flushes the volume's data before its record: when the flush
+ * fails, nothing is released (the entries stay, a later release works). */
+static void test_release_flushes(void **state)
+{
+	struct env *e = *state;
+	struct tsr_stage_entry x = ent(1, 0, 0, 2), l[2];
+	struct tsr_io *bad = make_io(TSR_IO_AUTO, "fsync:1+:fail=EIO");
+	struct done d = {0};
+	int ret;
+
+	assert_non_null(bad);
+	assert_int_equal(sstage(e, &x, 1), 0);
+	assert_int_equal(scommit(e, 1), 0);
+	ret = tsr_svol_stage_release(e->v, bad, 1, done_cb, &d);
+	if (ret == 0)
+		ret = wait_done(bad, &d);
+	assert_int_equal(ret, -EIO);
+	assert_true(tsr_io_fault_count(bad) >= 1);
+	tsr_io_destroy(bad);
+	assert_int_equal(list(e, l, 2), 1);
+	assert_int_equal(l[0].state, TSR_STAGE_COMMITTED);
+	assert_int_equal(srelease(e, 1), 0);
+	assert_int_equal(list(e, l, 2), 0);
+	crash_reopen(e);
+	assert_int_equal(list(e, l, 2), 0);
+	assert_true(reads_as(e, e->v, 0, 2, 1));
+}
+
+/* Group commit: stages (and commits) of many transactions issued on one io
+ * in one loop pass go out in one journal write; a reopen finds them all. */
+static void test_group_commit(void **state)
+{
+	struct env *e = *state;
+	enum { N = 24 };
+	struct tsr_stage_entry x[N], l[N + 1];
+	struct done d[N];
+	uint64_t w0, r0, w1, r1;
+	int i;
+
+	assert_int_equal(sstage(e, &(struct tsr_stage_entry){.txn = 1000, .stripe = 1000,
+							     .offset = 200 * BS, .length = BS,
+							     .participants = 1},
+				 1000),
+			 0); /* file and header exist */
+	memset(d, 0, sizeof(d));
+	stage_counters(e->v, &w0, &r0);
+	for (i = 0; i < N; i++) {
+		x[i] = ent((uint64_t)i + 1, (uint64_t)i, (uint64_t)i * 4, 2);
+		fill(e->buf + (size_t)i * 2 * BS, 2 * BS, (uint64_t)i + 1, x[i].offset);
+		assert_int_equal(tsr_svol_stage(e->v, e->io, &x[i], e->buf + (size_t)i * 2 * BS,
+						done_cb, &d[i]),
+				 0);
+	}
+	for (i = 0; i < N; i++)
+		assert_int_equal(wait_done(e->io, &d[i]), 0);
+	stage_counters(e->v, &w1, &r1);
+	assert_int_equal(r1 - r0, N);
+	assert_true(w1 - w0 >= 1);
+	assert_true(w1 - w0 <= 2); /* one batch (STAGE_BATCH_MAX 32) */
+
+	/* the commits' records likewise */
+	memset(d, 0, sizeof(d));
+	for (i = 0; i < N; i++)
+		assert_int_equal(tsr_svol_stage_commit(e->v, e->io, (uint64_t)i + 1, done_cb, &d[i]),
+				 0);
+	for (i = 0; i < N; i++)
+		assert_int_equal(wait_done(e->io, &d[i]), 0);
+	stage_counters(e->v, &w0, &r0);
+	assert_int_equal(r0 - r1, N);
+	assert_true(w0 - w1 <= 2);
+	for (i = 0; i < N; i++)
+		assert_true(reads_as(e, e->v, (uint64_t)i * 4, 2, (uint64_t)i + 1));
+
+	/* every record of the batches counts after a crash */
+	for (i = 0; i < N; i++)
+		clobber(e, (uint64_t)i * 4, 2, 500);
+	crash_reopen(e);
+	assert_int_equal(list(e, l, N + 1), N + 1);
+	for (i = 0; i < N; i++) {
+		assert_int_equal(l[i].txn, (uint64_t)i + 1);
+		assert_int_equal(l[i].state, TSR_STAGE_COMMITTED);
+		assert_true(reads_as(e, e->v, (uint64_t)i * 4, 2, (uint64_t)i + 1));
+	}
+	assert_int_equal(l[N].state, TSR_STAGE_STAGED);
 }
 
 /* Two threads, each with its own io, on one volume: appends, commits and
@@ -757,6 +927,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_generations, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_fault, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_replay_lost_inplace, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_release_flushes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_device_mode, setup, teardown),
 	};
