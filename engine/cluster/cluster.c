@@ -107,6 +107,8 @@ static int register_node(struct tsr_cluster *c, struct tsr_meta *m, uint64_t lea
 		if (tries == 0)
 			tsr_info("cluster: %s still held (a previous run of this node?): waiting up "
 				 "to %u ms for its lease to lapse", key, TSR_CLUSTER_LEASE_TTL_MS);
+		/* our fresh lease has the same TTL as the old one: keep it while we wait */
+		tsr_meta_lease_keepalive(m, lease);
 		usleep(250 * 1000);
 	}
 	if (ret == -ECANCELED) {
