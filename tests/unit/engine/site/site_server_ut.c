@@ -18,7 +18,8 @@
  * a damaged state file refused with EUCLEAN; a certificate from another CA
  * refused at the handshake with nothing applied; a bad header closes; a
  * second connection of a stream ends the older session (EBUSY, then resume);
- * frames of an older source epoch refused with ESTALE.
+ * frames of an older source epoch refused with ESTALE; open_volume's error
+ * passed on; a stop ends idle connections in every phase.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -149,6 +150,8 @@ static int open_volume(void *arg, const struct tsr_site_hello *from, const struc
 	(void)from;
 	(void)stream;
 	e->opens++;
+	if (strcmp(o->volume, "full") == 0)
+		return -ENOSPC;
 	ret = tsr_store_vol_create(e->store, o->volume, size, NULL);
 	if (ret && ret != -EEXIST)
 		return ret;
@@ -1088,6 +1091,42 @@ static void test_stale_epoch(void **state)
 	assert_true(is_zero(e->buf, BS));
 }
 
+/* open_volume's refusal reaches the source; a stop ends idle connections
+ * in every phase (TCP only, TLS only, after HELLO) without waiting on them. */
+static void test_open_error_and_idle_stop(void **state)
+{
+	struct env *e = *state;
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(e->port)};
+	struct client c, c2;
+	struct tsr_site_hdr r;
+	char byte;
+	int raw;
+
+	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
+	client_hello(&c);
+	r = client_open(&c, "full", 101);
+	assert_int_equal(r.opcode, TSR_SITE_ERROR);
+	assert_int_equal(c.err.code, ENOSPC);
+	assert_non_null(strstr(c.err.msg, "volume full"));
+	client_close(&c, false);
+	assert_int_equal(list_count(e), 0); /* no state file for a refused open */
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	raw = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(raw >= 0);
+	assert_int_equal(connect(raw, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
+	assert_int_equal(client_connect(e, &c2, e->client_tls), 0);
+	client_hello(&c2);
+	usleep(50000); /* let the listener hand them over */
+	server_stop(e);
+	assert_int_equal(read(raw, &byte, 1), 0); /* closed */
+	close(raw);
+	assert_true(recv_frame(&c) <= 0);
+	assert_true(recv_frame(&c2) <= 0);
+	client_close(&c, false);
+	client_close(&c2, false);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1102,6 +1141,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_takeover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stale_epoch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_error_and_idle_stop, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
