@@ -145,6 +145,8 @@ struct tsr_site_source {
 	bool paused;
 	bool demoted;
 	bool first_session_done;        /* a session reached READY once */
+	bool running;                   /* go_fn ran: sessions may start (not before: the
+					 * initial copy's regions are merged first) */
 	int tfd;                        /* timerfd, watched */
 
 	bool log_on;                    /* hooks append to the log (false: mark dirty only;
@@ -599,6 +601,8 @@ static void session_connect(struct tsr_site_source *s)
 {
 	int fd, one = 1;
 
+	if (s->fd >= 0 || s->sess != SESS_IDLE)
+		return;
 	fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		session_fail(s, "socket: %s", strerror(errno));
@@ -1197,7 +1201,7 @@ static void tick_cb(void *arg, uint32_t events)
 		s->rate_mark_bytes = s->bytes_shipped;
 		s->rate_mark_ns = t;
 	}
-	if (s->sess == SESS_IDLE && !s->demoted && t >= s->retry_at_ns)
+	if (s->running && s->sess == SESS_IDLE && !s->demoted && t >= s->retry_at_ns)
 		session_connect(s);
 	pump(s);
 	publish(s);
@@ -1272,6 +1276,7 @@ static void go_fn(struct tsr_site_source *s, struct sync_call *c)
 	if (c->scan != NULL)
 		dirty_merge(s, c->scan);
 	s->retry_at_ns = 0;
+	s->running = true;
 	session_connect(s);
 	publish(s);
 	sync_call_done(c, 0);

@@ -46,6 +46,14 @@
 
 static char g_certs[SITE_CERTS_DIR_MAX];
 
+static uint64_t ms_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 /* ---- the fake target ---- */
 
 struct target {
@@ -58,6 +66,8 @@ struct target {
 	atomic_bool stop_reading;     /* stop reading the socket (the source's sends block) */
 	atomic_bool drop;             /* close the connection now (applied is kept) */
 	atomic_bool estale;           /* answer VOLUME_OPEN with ERROR -ESTALE */
+	atomic_bool replay;           /* answer the next VOLUME_OPEN with TSR_SITE_F_REPLAY */
+	atomic_int replays;           /* such answers given */
 	atomic_int connections;       /* VOLUME_OPENs answered */
 	atomic_int errors_sent;       /* refused frames */
 	atomic_int bad;               /* protocol surprises (the test fails on any) */
@@ -132,13 +142,16 @@ static void serve(struct target *tg, int fd, struct tsr_site_rx *rx)
 			goto out;
 		wait_fd(fd, tsr_site_tls_want(t), 10);
 	}
-	if (ret < 0)
+	if (ret < 0) {
+		fprintf(stderr, "fake target: handshake: %s\n", strerror(-ret));
 		goto out;
+	}
 	rx->got = 0;
 	rx->hdr.payload_len = 0;
-	if (t_recv(tg, rx, t, fd) != 1 || rx->hdr.opcode != TSR_SITE_HELLO ||
+	if ((ret = t_recv(tg, rx, t, fd)) != 1 || rx->hdr.opcode != TSR_SITE_HELLO ||
 	    tsr_site_hello_parse(rx->payload, rx->hdr.payload_len, &got) < 0 ||
 	    strcmp(got.site, "primary") != 0) {
+		fprintf(stderr, "fake target: no HELLO (%d)\n", ret);
 		atomic_fetch_add(&tg->bad, 1);
 		goto out;
 	}
@@ -150,6 +163,7 @@ static void serve(struct target *tg, int fd, struct tsr_site_rx *rx)
 	    tsr_site_open_parse(rx->payload, rx->hdr.payload_len, &open) < 0 ||
 	    strcmp(open.volume, "dr-vol") != 0 || rx->hdr.stream != STREAM ||
 	    rx->hdr.offset != tsr_vol_size(tg->vol)) {
+		fprintf(stderr, "fake target: no VOLUME_OPEN\n");
 		atomic_fetch_add(&tg->bad, 1);
 		goto out;
 	}
@@ -168,6 +182,12 @@ static void serve(struct target *tg, int fd, struct tsr_site_rx *rx)
 	h = (struct tsr_site_hdr){.opcode = TSR_SITE_VOLUME_OPEN, .flags = TSR_SITE_F_REPLY,
 				  .stream = STREAM, .epoch = rx->hdr.epoch,
 				  .seq = tsr_site_target_applied(tg->t)};
+	if (atomic_exchange(&tg->replay, false)) { /* as after an unclean restart */
+		h.flags |= TSR_SITE_F_REPLAY;
+		tsr_site_target_set_inconsistent(tg->t);
+		atomic_store(&tg->consistent, false);
+		atomic_fetch_add(&tg->replays, 1);
+	}
 	if (t_send(tg, t, fd, &h, NULL) < 0)
 		goto out;
 	atomic_fetch_add(&tg->connections, 1);
@@ -234,8 +254,14 @@ static void *target_main(void *arg)
 		if (wait_fd(tg->lfd, POLLIN, 20) != 1)
 			continue;
 		fd = accept4(tg->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd >= 0)
+		if (fd >= 0) {
+			uint64_t t0 = ms_now();
+
 			serve(tg, fd, &rx);
+			if (getenv("SITE_UT_TRACE"))
+				fprintf(stderr, "fake target: connection served %llu ms\n",
+					(unsigned long long)(ms_now() - t0));
+		}
 	}
 	tsr_site_rx_fini(&rx);
 	tsr_site_target_destroy(tg->t);
@@ -520,13 +546,6 @@ static uint64_t random_writes(struct env *e, unsigned n, uint64_t base, uint64_t
 
 /* ---- waiting and comparing ---- */
 
-static uint64_t ms_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void stats(struct env *e, struct tsr_site_source_stats *st)
 {
@@ -788,6 +807,8 @@ static void test_reconnect(void **state)
 	for (i = 0; i < 6; i++) {
 		random_writes(e, 150, 0, e->size, 16, &seed);
 		if (i == 1 || i == 3) {
+			if (i == 3) /* the second time the target says it restarted uncleanly */
+				atomic_store(&e->tg.replay, true);
 			atomic_store(&e->tg.drop, true);
 			t0 = ms_now();
 			while (atomic_load(&e->tg.drop) && ms_now() - t0 < 10000)
@@ -800,6 +821,7 @@ static void test_reconnect(void **state)
 	assert_true(st.reconnects >= 2);
 	assert_true(atomic_load(&e->tg.connections) >= 3);
 	assert_int_equal(st.region_bytes_shipped, 0); /* resumed from the log */
+	assert_int_equal(atomic_load(&e->tg.replays), 1); /* and a SYNC_END ended the replay: */
 	assert_int_equal(st.overflows, 0);
 	assert_true(atomic_load(&e->tg.consistent));
 }
@@ -968,6 +990,64 @@ static void test_prefix_at_pause(void **state)
 	free(block_of);
 }
 
+/* The cap holds: at max_bps 4 MiB/s, with a full bucket (0.4 MiB) at the
+ * start and one frame (256 KiB) sent on credit, 4 MiB cannot ship in less
+ * than (4 - 0.65) / 4 = 0.84 s (a lower bound: load only makes it slower). */
+static void test_bandwidth_cap(void **state)
+{
+	struct env *e = env_open(16 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	struct wreq r[16];
+	char addr[64];
+	uint64_t t0;
+	unsigned i;
+
+	(void)state;
+	o = source_opts(e, addr, sizeof(addr));
+	o.max_bps = 4 * MIB;
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	for (i = 0; i < 16; i++) {
+		r[i] = (struct wreq){.off = i * 256 * 1024, .len = 256 * 1024};
+		assert_non_null(r[i].buf = tsr_alloc_aligned(r[i].len));
+		fill(r[i].buf, r[i].len, 40 + i, r[i].off);
+	}
+	t0 = ms_now();
+	assert_int_equal(run_writes(e, r, 16, NULL, NULL), 0);
+	wait_caught_up(e, &st);
+	fprintf(stderr, "4 MiB at a 4 MiB/s cap: %llu ms\n", (unsigned long long)(ms_now() - t0));
+	assert_true(ms_now() - t0 >= 800);
+	assert_int_equal(st.bytes_shipped, 4 * MIB);
+	assert_volumes_equal(e);
+	for (i = 0; i < 16; i++)
+		tsr_free_aligned(r[i].buf);
+}
+
+/* The target's certificate does not carry the name asked for: refused,
+ * nothing shipped, the cause in last_error, retried. */
+static void test_wrong_peer_name(void **state)
+{
+	struct env *e = env_open(4 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	char addr[64];
+	uint64_t t0;
+
+	(void)state;
+	o = source_opts(e, addr, sizeof(addr));
+	o.peer_name = "mallory.site.test";
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	t0 = ms_now();
+	do {
+		usleep(10000);
+		stats(e, &st);
+	} while (strstr(st.last_error, "TLS") == NULL && ms_now() - t0 < 20000);
+	assert_non_null(strstr(st.last_error, "TLS handshake"));
+	assert_int_equal(st.state, TSR_SITE_CONNECTING);
+	assert_int_equal(st.bytes_shipped, 0);
+	assert_int_equal(atomic_load(&e->tg.connections), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -977,7 +1057,11 @@ int main(void)
 		cmocka_unit_test_teardown(test_reconnect, env_teardown),
 		cmocka_unit_test_teardown(test_demote, env_teardown),
 		cmocka_unit_test_teardown(test_prefix_at_pause, env_teardown),
+		cmocka_unit_test_teardown(test_bandwidth_cap, env_teardown),
+		cmocka_unit_test_teardown(test_wrong_peer_name, env_teardown),
 	};
 
+	if (getenv("SITE_UT_FILTER"))
+		cmocka_set_test_filter(getenv("SITE_UT_FILTER"));
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
