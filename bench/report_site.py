@@ -1,0 +1,116 @@
+#!/usr/bin/python3
+"""Summarise bench/site.sh's raw results: report_site.py DIR REPEATS OUT_PREFIX.
+
+DIR holds fio JSON files {on,off}.{qd32,qd1}.R.json, lag.txt (one lag_sec per
+line, sampled during the QD32 runs of "on"), catchup.json and initial.json.
+Writes OUT_PREFIX.json and OUT_PREFIX.md.
+"""
+import json
+import statistics
+import sys
+
+
+def fio_write(path):
+    with open(path) as f:
+        j = json.load(f)
+    w = j["jobs"][0]["write"]
+    pct = w.get("clat_ns", {}).get("percentile", {})
+    return {"iops": w["iops"], "p50_us": pct.get("50.000000", 0) / 1000.0,
+            "p99_us": pct.get("99.000000", 0) / 1000.0}
+
+
+def quantile(xs, q):
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def main():
+    d, repeats, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    res = {"repeats": repeats}
+    for v in ("on", "off"):
+        for job in ("qd32", "qd1"):
+            runs = [fio_write(f"{d}/{v}.{job}.{r}.json") for r in range(1, repeats + 1)]
+            res[f"{v}_{job}"] = {
+                "iops": statistics.median(r["iops"] for r in runs),
+                "p50_us": statistics.median(r["p50_us"] for r in runs),
+                "p99_us": statistics.median(r["p99_us"] for r in runs),
+                "runs": runs,
+            }
+    lags = []
+    try:
+        with open(f"{d}/lag.txt") as f:
+            lags = [float(x) for x in f.read().split() if x]
+    except FileNotFoundError:
+        pass
+    res["rpo"] = {"samples": len(lags), "p50_s": quantile(lags, 0.50),
+                  "p99_s": quantile(lags, 0.99), "max_s": max(lags) if lags else None}
+    with open(f"{d}/catchup.json") as f:
+        res["catchup"] = json.load(f)
+    c = res["catchup"]
+    c["rate_bps"] = c["shipped"] / c["seconds"] if c["seconds"] > 0 else 0
+    c["ratio_of_cap"] = c["rate_bps"] / c["cap_bps"] if c["cap_bps"] else 0
+    with open(f"{d}/initial.json") as f:
+        res["initial"] = json.load(f)
+    i = res["initial"]
+    i["shipped_over_allocated"] = i["shipped"] / i["allocated"] if i["allocated"] else 0
+    iops_ratio = res["on_qd32"]["iops"] / res["off_qd32"]["iops"]
+    lat_ratio = res["on_qd1"]["p50_us"] / res["off_qd1"]["p50_us"] if res["off_qd1"]["p50_us"] else 0
+    res["ratios"] = {"qd32_iops_on_over_off": iops_ratio, "qd1_p50_on_over_off": lat_ratio}
+    with open(out + ".json", "w") as f:
+        json.dump(res, f, indent=1)
+
+    def verdict(ok):
+        return "met" if ok else "MISSED"
+
+    rpo = res["rpo"]
+    lines = [
+        "# Geo-replication benchmark (bench/site.sh)",
+        "",
+        f"Two single-node clusters on loopback, one disk, 2 cores; medians of {repeats} runs.",
+        "",
+        "| measurement | replication on | replication off | ratio | target |",
+        "| --- | --- | --- | --- | --- |",
+        f"| 4k randwrite QD32 IOPS | {res['on_qd32']['iops']:.0f} | {res['off_qd32']['iops']:.0f} | "
+        f"{iops_ratio:.2f}x | >= 0.9x: {verdict(iops_ratio >= 0.9)} |",
+        f"| 4k randwrite QD1 p50 latency (us) | {res['on_qd1']['p50_us']:.0f} | "
+        f"{res['off_qd1']['p50_us']:.0f} | {lat_ratio:.2f}x | <= 1.1x: {verdict(lat_ratio <= 1.1)} |",
+        "",
+        "| RPO during QD32 | value | target |",
+        "| --- | --- | --- |",
+    ]
+    if rpo["samples"]:
+        lines += [
+            f"| lag p50 | {rpo['p50_s']:.3f} s | |",
+            f"| lag p99 | {rpo['p99_s']:.3f} s | < 1 s: {verdict(rpo['p99_s'] < 1)} |",
+            f"| lag max | {rpo['max_s']:.3f} s | |",
+            f"| samples | {rpo['samples']} | |",
+        ]
+    else:
+        lines.append("| lag | no samples | MISSED |")
+    lines += [
+        "",
+        "| catch-up after the outage | value |",
+        "| --- | --- |",
+        f"| link cap | {c['cap_bps'] / 1e6:.1f} MB/s ({'tc htb' if c['tc'] else 'proxy throttle'}) |",
+        f"| state when the link returned | {c['state_before']} |",
+        f"| behind (log + dirty regions) | {c['behind_bytes'] / 1e6:.1f} MB |",
+        f"| shipped to catch up | {c['shipped'] / 1e6:.1f} MB in {c['seconds']:.1f} s |",
+        f"| rate | {c['rate_bps'] / 1e6:.1f} MB/s = {c['ratio_of_cap']:.2f}x the cap "
+        f"(target >= 0.7x: {verdict(c['ratio_of_cap'] >= 0.7)}) |",
+        "",
+        "| initial copy | value |",
+        "| --- | --- |",
+        f"| volume | {i['volume_size']} |",
+        f"| allocated | {i['allocated'] / 2**30:.2f} GiB |",
+        f"| shipped | {i['shipped'] / 2**30:.2f} GiB ({i['shipped_over_allocated']:.2f}x allocated) |",
+        f"| time | {i['seconds']:.1f} s |",
+        "",
+    ]
+    with open(out + ".md", "w") as f:
+        f.write("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

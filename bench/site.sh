@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Geo-replication benchmark (issue 7), one go, same machine, side by side.
+#
+#   ./bench/site.sh
+#
+# Two single-node Tessera clusters on loopback, each its own site ("primary"
+# and "dr"), started with the integration tests' helpers
+# (tests/integration/site.sh: certificates, site listeners, the link proxy).
+# Measured in the same run:
+#   overhead   4k randwrite QD32 IOPS and QD1 p50 latency (fio's nbd engine)
+#              on two identical volumes of the primary, "on" replicated to dr
+#              and "off" not, interleaved, median of BENCH_REPEATS runs of
+#              BENCH_RUNTIME s; ratio on/off.  (On this one machine the DR
+#              applies the stream on the same disk and CPUs, so the ratio
+#              includes the target's load too.)
+#   rpo        the source's lag (replication status lag_sec, sampled every
+#              0.2 s) during the QD32 runs of "on": p50, p99, max.
+#   catch-up   the link capped at BENCH_LINK_BPS (tc htb on the proxy's port
+#              when tc is there, else the proxy's own throttle), cut for
+#              BENCH_OUTAGE s while fio writes BENCH_OUTAGE_RATE 4k IOPS;
+#              after the link returns, payload bytes shipped / seconds to
+#              catch up, as a ratio of the cap.
+#   initial    a BENCH_INIT_SIZE (10G) volume with BENCH_INIT_ALLOC (1G)
+#              written, replication enabled: bytes shipped by the initial
+#              copy (region_bytes_shipped) and its duration.
+# Results: bench/results/site-<timestamp>.json and .md.
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+export TSR_SRC=${TSR_SRC:-$(cd "$HERE/.." && pwd)}
+RUNTIME=${BENCH_RUNTIME:-10}
+REPEATS=${BENCH_REPEATS:-3}
+SIZE=${BENCH_SIZE:-1G}
+OUTAGE=${BENCH_OUTAGE:-60}
+OUTAGE_RATE=${BENCH_OUTAGE_RATE:-1000}
+LINK_BPS=${BENCH_LINK_BPS:-20000000}
+INIT_SIZE=${BENCH_INIT_SIZE:-10G}
+INIT_ALLOC=${BENCH_INIT_ALLOC:-1G}
+
+# the integration helpers: cleanup of every process on exit, sites, proxy
+# shellcheck source=../tests/integration/functions.sh
+. "$TSR_SRC/tests/integration/functions.sh"
+# shellcheck source=../tests/integration/site.sh
+. "$TSR_SRC/tests/integration/site.sh"
+TEST_NAME=bench-site
+require_tessera
+require_cmd fio openssl nbdcopy
+OUT=$(mktemp -d /var/tmp/tessera-bench-site.XXXXXX)
+[ "${BENCH_KEEP:-0}" = 1 ] || on_exit "rm -rf '$OUT'"
+
+sites_setup
+site_start dr
+site_start primary
+proxy_start
+site_add_dr
+
+uri() { echo "nbd+unix:///$1?socket=$(sdir primary)/nbd.sock"; }
+fio_json() { # NAME ARGS...
+	local name=$1
+	shift
+	fio --output-format=json --output="$OUT/$name.json" "$@" >/dev/null 2>"$OUT/$name.err" ||
+		fail "fio $name: $(tail -3 "$OUT/$name.err")"
+}
+COMMON=(--direct=1 --time_based "--runtime=$RUNTIME" --ramp_time=1 "--size=$SIZE"
+	--group_reporting)
+
+# ---- overhead and RPO -------------------------------------------------------
+for v in on off; do
+	site_vol_create primary "$v" "$SIZE"
+	fio --name=prefill --ioengine=nbd "--uri=$(uri "$v")" --rw=write --bs=1M --iodepth=8 \
+		"--size=$SIZE" >/dev/null 2>&1 || fail "prefill $v"
+done
+stsr primary replication enable on --to dr --target-layout replicas:1 >/dev/null ||
+	fail "replication enable on"
+log "initial copy of 'on' ($SIZE)"
+repl_caught_up on 600
+
+# lag_sampler FILE: lag_sec of "on" every 0.2 s until killed
+lag_sampler() {
+	while :; do
+		stsr primary --json replication status on 2>/dev/null | json_get 'j["lag_sec"]' >>"$1" 2>/dev/null
+		sleep 0.2
+	done
+}
+for (( r=1; r<=REPEATS; r++ )); do
+	for v in off on; do
+		log "repeat $r/$REPEATS: 4k randwrite QD32 on '$v'"
+		if [ "$v" = on ]; then
+			lag_sampler "$OUT/lag.txt" &
+			SAMPLER=$!
+		fi
+		fio_json "$v.qd32.$r" --name=a --ioengine=nbd "--uri=$(uri "$v")" --rw=randwrite --bs=4k --iodepth=32 "${COMMON[@]}"
+		if [ "$v" = on ]; then kill "$SAMPLER"; wait "$SAMPLER" 2>/dev/null; fi
+		log "repeat $r/$REPEATS: 4k randwrite QD1 on '$v'"
+		fio_json "$v.qd1.$r" --name=a --ioengine=nbd "--uri=$(uri "$v")" --rw=randwrite --bs=4k --iodepth=1 "${COMMON[@]}"
+	done
+	repl_caught_up on 600
+done
+
+# ---- catch-up after an outage, link capped -----------------------------------
+TC=0
+if command -v tc >/dev/null 2>&1 && [ "$(id -u)" = 0 ] &&
+   tc qdisc add dev lo root handle 1: htb default 1 2>/dev/null; then
+	on_exit "tc qdisc del dev lo root"
+	rate_kbit=$(( LINK_BPS * 8 / 1000 ))
+	tc class add dev lo parent 1: classid 1:1 htb rate 100gbit &&
+	tc class add dev lo parent 1: classid 1:2 htb rate "${rate_kbit}kbit" ceil "${rate_kbit}kbit" &&
+	tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip dport "$PROXY_PORT" 0xffff flowid 1:2 &&
+	tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip sport "$PROXY_PORT" 0xffff flowid 1:2 &&
+	TC=1
+	[ "$TC" = 1 ] || fail "tc htb set-up failed"
+	log "link capped with tc htb at $LINK_BPS B/s on port $PROXY_PORT"
+else
+	px throttle "$LINK_BPS"
+	log "link capped by the proxy at $LINK_BPS B/s (no tc)"
+fi
+px cut
+log "outage: link cut for ${OUTAGE}s while writing ${OUTAGE_RATE} 4k IOPS"
+fio --name=outage --ioengine=nbd "--uri=$(uri on)" --rw=randwrite --bs=4k --iodepth=4 \
+	"--rate_iops=$OUTAGE_RATE" --time_based "--runtime=$OUTAGE" "--size=$SIZE" >/dev/null 2>&1 ||
+	fail "outage writes"
+before=$(rstat primary on 'j["bytes_shipped"]')
+behind=$(rstat primary on 'j["lag_bytes"] + j["dirty_bytes"]')
+state=$(rstat primary on 'j["state"]')
+t0=$(date +%s.%N)
+if [ "$TC" = 1 ]; then px pass; else px throttle "$LINK_BPS"; fi
+repl_caught_up on 1200
+t1=$(date +%s.%N)
+after=$(rstat primary on 'j["bytes_shipped"]')
+"$PY" -c 'import json,sys
+b, a, t0, t1, cap, behind = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+print(json.dumps({"shipped": a - b, "seconds": t1 - t0, "cap_bps": cap, "behind_bytes": behind,
+                  "state_before": sys.argv[7], "tc": sys.argv[8] == "1"}))' \
+	"$before" "$after" "$t0" "$t1" "$LINK_BPS" "$behind" "$state" "$TC" >"$OUT/catchup.json"
+if [ "$TC" = 1 ]; then tc qdisc del dev lo root; else px pass; fi
+
+# ---- initial copy: only the allocated bytes ------------------------------------
+site_vol_create primary big "$INIT_SIZE"
+fio --name=alloc --ioengine=nbd "--uri=$(uri big)" --rw=randwrite --bs=1M --iodepth=8 \
+	"--size=$INIT_SIZE" "--io_size=$INIT_ALLOC" --randrepeat=0 --norandommap=0 >/dev/null 2>&1 ||
+	fail "allocating $INIT_ALLOC of big"
+alloc=$(stsr primary --json volume show big | json_get 'j["allocated"] if "allocated" in j else j["volume"]["allocated"]')
+t0=$(date +%s.%N)
+stsr primary replication enable big --to dr --target-layout replicas:1 >/dev/null ||
+	fail "replication enable big"
+repl_caught_up big 1200
+t1=$(date +%s.%N)
+shipped=$(rstat primary big 'j["region_bytes_shipped"]')
+"$PY" -c 'import json,sys
+print(json.dumps({"volume_size": sys.argv[1], "allocated": int(sys.argv[2]), "shipped": int(sys.argv[3]),
+                  "seconds": float(sys.argv[5]) - float(sys.argv[4])}))' \
+	"$INIT_SIZE" "$alloc" "$shipped" "$t0" "$t1" >"$OUT/initial.json"
+
+mkdir -p "$TSR_SRC/bench/results"
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+"$PY" "$HERE/report_site.py" "$OUT" "$REPEATS" "$TSR_SRC/bench/results/site-$stamp" ||
+	fail "report"
+log "wrote bench/results/site-$stamp.{json,md}"
+cat "$TSR_SRC/bench/results/site-$stamp.md"
