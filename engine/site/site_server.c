@@ -33,6 +33,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -56,6 +57,9 @@
 #include "site/server_internal.h"
 
 #define SYNC_MS 100 /* the longest a session applies without a durable ACK */
+/* Handshake + HELLO + VOLUME_OPEN must be done within this many ticks (10 s):
+ * an idle or stuck connection holds no session for ever. */
+#define EARLY_TICKS 100
 
 /* ---- the state file block ---- */
 
@@ -216,7 +220,7 @@ struct sess {
 	bool end_requested;        /* stop / promote / a newer session asked us to end */
 	struct tsr_site_tls *tls;
 	struct tsr_site_rx rx;
-	bool rx_init;              /* rx holds its buffer */
+	bool rx_init;              /* rx holds its buffer (allocated after the handshake) */
 	struct tsr_site_tx tx;
 	bool tx_busy;              /* tx holds a frame being sent */
 	uint8_t tx_payload[TSR_SITE_ERROR_MAX + TSR_SITE_HELLO_MAX];
@@ -237,7 +241,9 @@ struct sess {
 	struct tsr_site_target *target;
 	uint8_t *state_buf;        /* SITE_STATE_SIZE, aligned */
 	struct iovec state_iov;
-	int timer_fd;              /* SYNC_MS ticks, -1 when none */
+	int timer_fd;              /* SYNC_MS ticks from the start, -1 when none */
+	bool timer_watched;        /* timer_fd watched on w */
+	unsigned early_ticks;      /* ticks before the stream began (EARLY_TICKS) */
 	bool applying;             /* a frame is in the target */
 	uint8_t applying_op;
 	uint32_t applying_bytes;   /* WRITE payload bytes of that frame */
@@ -586,6 +592,15 @@ static void timer_cb(void *arg, uint32_t events)
 	(void)events;
 	if (read(s->timer_fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
 		return;
+	if ((s->phase == SESS_HANDSHAKE || s->phase == SESS_HELLO || s->phase == SESS_OPEN) &&
+	    ++s->early_ticks > EARLY_TICKS) {
+		tsr_warn("site server: %s: no %s within %d s: closing", s->label,
+			 s->phase == SESS_HANDSHAKE ? "TLS handshake" :
+			 s->phase == SESS_HELLO ? "HELLO" : "VOLUME_OPEN",
+			 EARLY_TICKS * SYNC_MS / 1000);
+		s->dead = true;
+		sess_begin_close(s);
+	}
 	if (s->phase == SESS_STREAM && !s->applying && !s->syncing && !s->err_pending &&
 	    tsr_site_target_applied(s->target) > s->durable)
 		sync_start(s, false);
@@ -692,6 +707,12 @@ static void pump(struct sess *s)
 			ret = tsr_site_tls_handshake(s->tls);
 			if (ret == -EAGAIN)
 				return;
+			if (ret == 0 && !s->rx_init) { /* an authenticated peer: its buffer now */
+				ret = tsr_site_rx_init(&s->rx);
+				s->rx_init = ret == 0;
+				if (ret)
+					tsr_error("site server: %s: %s", s->label, strerror(-ret));
+			}
 			if (ret < 0) { /* site_tls logged the cause */
 				s->dead = true;
 				sess_begin_close(s);
@@ -781,11 +802,12 @@ static void sess_teardown(struct sess *s)
 	if (s->watched)
 		tsr_worker_unwatch(s->w, s->fd);
 	s->watched = false;
-	if (s->timer_fd >= 0) {
+	if (s->timer_watched)
 		tsr_worker_unwatch(s->w, s->timer_fd);
+	s->timer_watched = false;
+	if (s->timer_fd >= 0)
 		close(s->timer_fd);
-		s->timer_fd = -1;
-	}
+	s->timer_fd = -1;
 	tsr_site_tls_free(s->tls);
 	s->tls = NULL;
 	tsr_site_target_destroy(s->target);
@@ -816,7 +838,19 @@ static void msg_start(struct tsr_worker *w, void *arg)
 	struct sess *s = arg;
 	int ret;
 
+	struct itimerspec its = {.it_interval = {0, SYNC_MS * 1000000L},
+				 .it_value = {0, SYNC_MS * 1000000L}};
+
 	ret = tsr_site_tls_new(s->srv->tls, s->fd, NULL, &s->tls);
+	if (ret == 0) {
+		s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+		if (s->timer_fd < 0 || timerfd_settime(s->timer_fd, 0, &its, NULL) < 0)
+			ret = -errno;
+	}
+	if (ret == 0) {
+		ret = tsr_worker_watch(w, s->timer_fd, EPOLLIN, timer_cb, s);
+		s->timer_watched = ret == 0;
+	}
 	if (ret == 0) {
 		ret = tsr_worker_watch(w, s->fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, fd_cb, s);
 		s->watched = ret == 0;
@@ -859,8 +893,6 @@ static void msg_arrive(struct tsr_worker *w, void *arg)
 					 .stream = s->st.stream, .epoch = s->st.epoch,
 					 .applied = s->st.applied,
 					 .consistent = (s->st.flags & SITE_STATE_CONSISTENT) != 0};
-	struct itimerspec its = {.it_interval = {0, SYNC_MS * 1000000L},
-				 .it_value = {0, SYNC_MS * 1000000L}};
 	struct tsr_site_hdr r = {.opcode = TSR_SITE_VOLUME_OPEN, .flags = TSR_SITE_F_REPLY,
 				 .stream = s->st.stream, .seq = s->st.applied,
 				 .epoch = s->st.epoch};
@@ -868,13 +900,10 @@ static void msg_arrive(struct tsr_worker *w, void *arg)
 
 	s->state_buf = tsr_alloc_aligned(SITE_STATE_SIZE);
 	ret = s->state_buf ? tsr_site_target_create(&o, &s->target) : -ENOMEM;
-	if (ret == 0) {
-		s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-		if (s->timer_fd < 0 || timerfd_settime(s->timer_fd, 0, &its, NULL) < 0)
-			ret = -errno;
-	}
-	if (ret == 0)
+	if (ret == 0 && !s->timer_watched) { /* moved here from the accepting worker */
 		ret = tsr_worker_watch(w, s->timer_fd, EPOLLIN, timer_cb, s);
+		s->timer_watched = ret == 0;
+	}
 	if (ret == 0 && !s->watched) { /* moved here from the accepting worker */
 		ret = tsr_worker_watch(w, s->fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, fd_cb,
 				       s);
@@ -882,11 +911,6 @@ static void msg_arrive(struct tsr_worker *w, void *arg)
 	}
 	if (ret) {
 		tsr_error("site server: %s: cannot start the stream: %s", s->label, strerror(-ret));
-		if (s->timer_fd >= 0) {
-			tsr_worker_unwatch(w, s->timer_fd); /* -ENOENT when not watched: fine */
-			close(s->timer_fd);
-			s->timer_fd = -1;
-		}
 		tsr_site_target_destroy(s->target);
 		s->target = NULL;
 		s->phase = SESS_OPEN; /* so that the error below is sent */
@@ -951,6 +975,9 @@ static void msg_opened(struct tsr_worker *w, void *arg)
 	if (s->watched)
 		tsr_worker_unwatch(w, s->fd);
 	s->watched = false;
+	if (s->timer_watched)
+		tsr_worker_unwatch(w, s->timer_fd);
+	s->timer_watched = false;
 	pthread_mutex_lock(&s->srv->lock);
 	s->w = home;
 	if (tsr_worker_send(home, msg_arrive, s)) { /* home stopping: end here */
@@ -1329,12 +1356,10 @@ int tsr_site_server_accept(struct tsr_site_server *srv, int fd)
 		return -ESHUTDOWN;
 	}
 	s = calloc(1, sizeof(*s));
-	if (s == NULL || tsr_site_rx_init(&s->rx)) {
-		free(s);
+	if (s == NULL) {
 		close(fd);
 		return -ENOMEM;
 	}
-	s->rx_init = true;
 	s->srv = srv;
 	s->fd = fd;
 	/* Whatever the caller did: non-blocking, and ACKs not held back by Nagle
@@ -1345,7 +1370,19 @@ int tsr_site_server_accept(struct tsr_site_server *srv, int fd)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	s->timer_fd = -1;
 	s->phase = SESS_HANDSHAKE;
-	snprintf(s->label, sizeof(s->label), "a connection (fd %d)", fd);
+	{ /* for logs until HELLO names the site */
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		char host[64] = "";
+
+		if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
+		if (host[0])
+			snprintf(s->label, sizeof(s->label), "a connection from %s:%u", host,
+				 ntohs(((struct sockaddr_in *)&ss)->sin_port));
+		else
+			snprintf(s->label, sizeof(s->label), "a connection (fd %d)", fd);
+	}
 	w = srv->workers[srv->next_worker++ % srv->n_workers];
 	pthread_mutex_lock(&srv->lock);
 	s->w = w;

@@ -19,7 +19,8 @@
  * refused at the handshake with nothing applied; a bad header closes; a
  * second connection of a stream ends the older session (EBUSY, then resume);
  * frames of an older source epoch refused with ESTALE; open_volume's error
- * passed on; a stop ends idle connections in every phase.
+ * passed on; a stop ends idle connections in every phase, and connections
+ * that do not reach their stream within 10 s are closed.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1127,6 +1128,31 @@ static void test_open_error_and_idle_stop(void **state)
 	client_close(&c2, false);
 }
 
+/* A connection that does not get to its stream within 10 s is closed:
+ * plain TCP that never starts TLS, and TLS without HELLO. */
+static void test_early_timeout(void **state)
+{
+	struct env *e = *state;
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(e->port)};
+	struct pollfd p;
+	struct client c;
+	char byte;
+	int raw;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	raw = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(raw >= 0);
+	assert_int_equal(connect(raw, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
+	p = (struct pollfd){.fd = raw, .events = POLLIN};
+	assert_int_equal(poll(&p, 1, 30000), 1); /* not before the server gives up */
+	assert_int_equal(read(raw, &byte, 1), 0);
+	close(raw);
+	assert_true(recv_frame(&c) <= 0);
+	client_close(&c, false);
+	assert_int_equal(e->opens, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1142,6 +1168,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_takeover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stale_epoch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_error_and_idle_stop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_early_timeout, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
