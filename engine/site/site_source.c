@@ -1436,7 +1436,7 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 		ret = -errno;
 		goto err;
 	}
-	s->pub.state = opts->initial_copy ? TSR_SITE_SYNCING : TSR_SITE_CONNECTING;
+	s->pub.state = TSR_SITE_CONNECTING;
 	s->pub.next_seq = 1;
 	c.fn = install_fn;
 	ret = run_on_worker(s, &c);
@@ -1512,8 +1512,17 @@ void tsr_site_source_stop(struct tsr_site_source *s)
 
 	if (s == NULL)
 		return;
-	if (run_on_worker(s, &c) < 0)
-		tsr_error("site source %s: its worker is gone; freeing anyway", tsr_vol_name(s->vol));
+	if (run_on_worker(s, &c) < 0) {
+		/* the worker is gone (stopped first): nothing runs s any more, so
+		 * close here; the hooks stay on a volume nobody serves */
+		tsr_error("site source %s: its worker is gone; closing from this thread",
+			  tsr_vol_name(s->vol));
+		tsr_site_tls_free(s->t);
+		if (s->fd >= 0)
+			close(s->fd);
+		if (s->read_inflight)
+			return; /* its callback may still name s: leak rather than crash */
+	}
 	tsr_info("site source %s -> %s: stopped", tsr_vol_name(s->vol), s->address);
 	source_free(s);
 }

@@ -775,6 +775,8 @@ static void test_overflow(void **state)
 	assert_int_equal(st.state, TSR_SITE_BEHIND);
 	assert_true(st.dirty_bytes > 0);
 	assert_true(st.log_bytes <= 1 * MIB);
+	assert_true(st.lag_bytes >= st.dirty_bytes);
+	assert_true(st.lag_sec > 0);
 	/* writes go on while behind */
 	random_writes(e, 200, 0, 8 * MIB, 8, &seed);
 	atomic_store(&e->tg.stop_reading, false);
