@@ -992,6 +992,49 @@ static void test_prefix_at_pause(void **state)
 	free(block_of);
 }
 
+/* The link drops in the middle of an initial copy (the target holds half
+ * the regions and an open SYNC_BEGIN): the next session syncs again from
+ * the target's applied seq and ends consistent and equal. */
+static void test_drop_during_sync(void **state)
+{
+	struct env *e = env_open(64 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	struct wreq r[16];
+	char addr[64];
+	unsigned seed = 5, i;
+	uint64_t t0;
+
+	(void)state;
+	for (i = 0; i < 16; i++) {
+		r[i] = (struct wreq){.off = i * 4 * MIB, .len = 1 * MIB};
+		assert_non_null(r[i].buf = tsr_alloc_aligned(r[i].len));
+		fill(r[i].buf, r[i].len, 60 + i, r[i].off);
+	}
+	assert_int_equal(run_writes(e, r, 16, NULL, NULL), 0);
+	o = source_opts(e, addr, sizeof(addr));
+	o.initial_copy = true;
+	o.max_bps = 16 * MIB; /* about a second for the copy */
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	t0 = ms_now();
+	do {
+		usleep(2000);
+		stats(e, &st);
+	} while (!(st.state == TSR_SITE_SYNCING && st.sync_done_bytes >= 3 * MIB) &&
+		 ms_now() - t0 < 20000);
+	assert_int_equal(st.state, TSR_SITE_SYNCING);
+	random_writes(e, 100, 0, e->size, 8, &seed); /* logged during the sync */
+	atomic_store(&e->tg.drop, true);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	assert_target_clean(e);
+	assert_true(atomic_load(&e->tg.consistent));
+	assert_true(st.reconnects >= 1);
+	assert_true(st.region_bytes_shipped >= 16 * MIB + 3 * MIB);
+	for (i = 0; i < 16; i++)
+		tsr_free_aligned(r[i].buf);
+}
+
 /* The cap holds: at max_bps 4 MiB/s, with a full bucket (0.4 MiB) at the
  * start and one frame (256 KiB) sent on credit, 4 MiB cannot ship in less
  * than (4 - 0.65) / 4 = 0.84 s (a lower bound: load only makes it slower). */
@@ -1059,6 +1102,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_reconnect, env_teardown),
 		cmocka_unit_test_teardown(test_demote, env_teardown),
 		cmocka_unit_test_teardown(test_prefix_at_pause, env_teardown),
+		cmocka_unit_test_teardown(test_drop_during_sync, env_teardown),
 		cmocka_unit_test_teardown(test_bandwidth_cap, env_teardown),
 		cmocka_unit_test_teardown(test_wrong_peer_name, env_teardown),
 	};
