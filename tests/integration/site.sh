@@ -17,8 +17,11 @@ SITE_ROOT=
 CERTS=
 PROXY_PORT=
 declare -A SITE_PORT=() SITE_LISTEN=() SITE_PID=() SITE_ARGS=()
-SITE_PROXY="$PY $TSR_SRC/tests/integration/site_proxy.py"
-SITE_HISTORY="$PY $TSR_SRC/tests/integration/site_history.py"
+SITE_PROXY=$TSR_SRC/tests/integration/site_proxy.py
+SITE_HISTORY=$TSR_SRC/tests/integration/site_history.py
+
+# site_history ARGS...: the history checker (site_history.py check ...).
+site_history() { "$PY" "$SITE_HISTORY" "$@"; }
 
 # sites_setup: the temp root, the certificates, the ports.
 sites_setup() {
@@ -101,9 +104,8 @@ site_vol_create() {
 # proxy_start: forward 127.0.0.1:$PROXY_PORT to the DR site listener.
 proxy_start() {
 	local i
-	bg $SITE_PROXY serve --listen "127.0.0.1:$PROXY_PORT" --to "127.0.0.1:${SITE_LISTEN[dr]}" \
-		--ctl "$SITE_ROOT/proxy.sock"
-	PROXY_PID=$BG_PID
+	bg "$PY" "$SITE_PROXY" serve --listen "127.0.0.1:$PROXY_PORT" \
+		--to "127.0.0.1:${SITE_LISTEN[dr]}" --ctl "$SITE_ROOT/proxy.sock"
 	for (( i=0; i<100; i++ )); do
 		[ -S "$SITE_ROOT/proxy.sock" ] && return 0
 		sleep 0.05
@@ -114,7 +116,7 @@ proxy_start() {
 # px COMMAND [ARG]: drive the link (site_proxy.py's commands); prints nothing.
 px() {
 	local out
-	out=$($SITE_PROXY ctl "$SITE_ROOT/proxy.sock" "$@") || fail "proxy $*: $out"
+	out=$("$PY" "$SITE_PROXY" ctl "$SITE_ROOT/proxy.sock" "$@") || fail "proxy $*: $out"
 	log "link: $*"
 }
 

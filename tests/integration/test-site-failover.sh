@@ -26,7 +26,7 @@ sites_setup
 site_start dr
 site_start primary
 proxy_start
-site_add_dr
+site_add_dr primary dr
 
 VOL=fv
 site_vol_create primary $VOL 64M
@@ -70,7 +70,7 @@ rwait dr $VOL 'j["state"] == "promoted"' "promoted" 10
 if [ "$forced" = no ]; then
 	"$CRASH_WRITER" seqs "$(site_uri dr $VOL)" "$SITE_ROOT/seqs-dr" >"$SITE_ROOT/seqs.out" 2>&1 ||
 		{ cat "$SITE_ROOT/seqs.out" >&2; fail "the promoted volume holds a block that is no whole write"; }
-	out=$($SITE_HISTORY check "$SITE_ROOT/seqs-dr" "$LOG" --allow-unlogged) ||
+	out=$(site_history check "$SITE_ROOT/seqs-dr" "$LOG" --allow-unlogged) ||
 		{ printf '%s\n' "$out" >&2; fail "the promoted volume is not a prefix of the history"; }
 	log "promoted volume: ${out#site_history: }"
 fi

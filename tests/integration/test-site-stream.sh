@@ -28,7 +28,7 @@ sites_setup
 site_start dr
 site_start primary
 proxy_start
-site_add_dr
+site_add_dr primary dr
 
 seed=${TSR_SEED:-$(( $(date +%s) % 100000 ))}
 RANDOM=$seed
@@ -86,7 +86,7 @@ dr_snapshot() {
 events=(pause cut throttle delay pause cut)
 for (( k=${#events[@]}-1; k>0; k-- )); do
 	j=$(( RANDOM % (k + 1) ))
-	e=${events[$k]}; events[$k]=${events[$j]}; events[$j]=$e
+	e=${events[k]}; events[k]=${events[j]}; events[j]=$e
 done
 k=0
 for e in "${events[@]}"; do
@@ -110,12 +110,12 @@ px pass
 repl_caught_up sv 90
 [ "${#checks[@]}" -ge 3 ] || fail "only ${#checks[@]} pause points were consistent (want >= 3)"
 for tag in "${checks[@]}"; do
-	out=$($SITE_HISTORY check "$SITE_ROOT/seqs-$tag" "$LOG") ||
+	out=$(site_history check "$SITE_ROOT/seqs-$tag" "$LOG") ||
 		{ printf '%s\n' "$out" >&2; fail "$tag: the DR image is not a prefix of the history"; }
 	log "$tag: ${out#site_history: }"
 done
 "$CRASH_WRITER" seqs "$(site_uri dr sv)" "$SITE_ROOT/seqs-end" >/dev/null 2>&1 || fail "final DR read"
-$SITE_HISTORY check "$SITE_ROOT/seqs-end" "$LOG" >/dev/null || fail "final DR image not a prefix"
+site_history check "$SITE_ROOT/seqs-end" "$LOG" >/dev/null || fail "final DR image not a prefix"
 src=$(site_sha primary sv) || fail "read the source"
 dst=$(site_sha dr sv) || fail "read the DR volume"
 assert_eq "$dst" "$src" "sha256 of the DR volume vs the source"

@@ -66,7 +66,10 @@ static const char HELP_DISABLE[] =
 "there when it is no longer needed.  Enabling again starts a new initial copy.\n"
 "\n"
 "Example:\n"
-"  tessera replication disable db\n";
+"  tessera replication disable db\n"
+"\n"
+"Usual errors: 'does not replicate': nothing to stop here (tessera replication\n"
+"status lists what does; at the target site, promote or delete the volume).\n";
 
 static const char HELP_STATUS[] =
 "Usage: tessera replication status [VOL | --group G] [--watch]\n"
@@ -92,7 +95,12 @@ static const char HELP_STATUS[] =
 "Example:\n"
 "  tessera replication status\n"
 "  tessera replication status db --watch\n"
-"  tessera --json replication status db | jq .lag_sec\n";
+"  tessera --json replication status db | jq .lag_sec\n"
+"\n"
+"Usual errors: 'not replicated': no replication of VOL here (at the source,\n"
+"tessera replication enable; at the target, it appears with the source's\n"
+"first connection).  A source that stays 'connecting' shows why in its last\n"
+"error: a TLS refusal is explained in the log of the side that refused.\n";
 
 static const char HELP_PROMOTE[] =
 "Usage: tessera replication promote VOL | --group G [--force]\n"
@@ -128,7 +136,11 @@ static const char HELP_RESYNC[] =
 "Example:\n"
 "  tessera replication resync db --from dr\n"
 "  tessera replication status db --watch\n"
-"  tessera replication promote db      # once it is consistent\n";
+"  tessera replication promote db      # once it is consistent\n"
+"\n"
+"Usual errors: 'not built yet': this build cannot fail back by resync; disable\n"
+"replication at the promoted site, recreate the volume here and replicate it\n"
+"back from there (a full copy).\n";
 
 /* ---- printers --------------------------------------------------------- */
 
