@@ -384,7 +384,9 @@ static void hook_write(void *arg, uint64_t offset, uint32_t len, const void *buf
 	if (s->stopping || s->demoted || len == 0)
 		return;
 	schedule_pass(s);
-	if (!s->log_on || offset % TSR_BLOCK_SIZE || len % TSR_BLOCK_SIZE) {
+	if (s->log_on && (offset % TSR_BLOCK_SIZE || len % TSR_BLOCK_SIZE))
+		log_to_dirty(s); /* no frame carries it: a region sync will */
+	if (!s->log_on) {
 		dirty_mark(s, offset, len, t);
 		return;
 	}
@@ -413,7 +415,9 @@ static void hook_zero(void *arg, uint64_t offset, uint64_t len)
 	if (s->stopping || s->demoted || len == 0)
 		return;
 	schedule_pass(s);
-	if (!s->log_on || offset % TSR_BLOCK_SIZE || len % TSR_BLOCK_SIZE) {
+	if (s->log_on && (offset % TSR_BLOCK_SIZE || len % TSR_BLOCK_SIZE))
+		log_to_dirty(s); /* no frame carries it: a region sync will */
+	if (!s->log_on) {
 		dirty_mark(s, offset, len, t);
 		return;
 	}
