@@ -767,6 +767,15 @@ static void pump(struct sess *s)
 			sess_begin_close(s);
 			continue;
 		}
+		if (ret == -EBADMSG && s->rx.got > TSR_SITE_HDR_SIZE &&
+		    s->rx.got == TSR_SITE_HDR_SIZE + s->rx.hdr.payload_len) {
+			/* a whole frame whose payload fails its CRC: still in step, say why */
+			sess_error(s, EBADMSG, s->rx.hdr.stream, s->rx.hdr.seq, "%s seq %llu: payload "
+				   "checksum mismatch; nothing applied",
+				   tsr_site_op_name(s->rx.hdr.opcode),
+				   (unsigned long long)s->rx.hdr.seq);
+			continue;
+		}
 		if (ret < 0) {
 			if (ret != -ECONNRESET)
 				tsr_warn("site server: %s: bad frame from the source: %s; closing",

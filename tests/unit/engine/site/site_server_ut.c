@@ -1008,7 +1008,8 @@ static void test_other_ca(void **state)
 	assert_int_equal(e->opens, 1);
 }
 
-/* A header that fails its checks closes the session without applying it. */
+/* A header that fails its checks closes the session without applying it; a
+ * payload that fails its CRC is refused with ERROR EBADMSG. */
 static void test_bad_header(void **state)
 {
 	struct env *e = *state;
@@ -1027,6 +1028,28 @@ static void test_bad_header(void **state)
 		wait_for(&c);
 	assert_int_equal(n, sizeof(junk));
 	wait_closed(&c);
+	client_close(&c, false);
+	wait_disconnected(e, "dr12");
+	assert_int_equal(info_of(e, "dr12").applied, 1);
+	assert_volume_is_model(e, "dr12");
+	/* a payload changed after its CRC was taken: ERROR EBADMSG, nothing applied */
+	client_start(e, &c, "dr12", 81);
+	{
+		struct tsr_site_tx tx;
+		int ret;
+
+		h = (struct tsr_site_hdr){.opcode = TSR_SITE_WRITE, .stream = 81, .seq = 2,
+					  .epoch = EPOCH, .length = BS};
+		fill(c.data, BS, 2, 0);
+		assert_int_equal(tsr_site_tx_start(&tx, &h, c.data), 0);
+		c.data[99] ^= 4;
+		while ((ret = tsr_site_tx_poll(&tx, c.t)) == -EAGAIN)
+			wait_for(&c);
+		assert_int_equal(ret, 1);
+	}
+	wait_error(&c, EBADMSG);
+	assert_int_equal(c.err_seq, 2);
+	assert_non_null(strstr(c.err.msg, "checksum"));
 	client_close(&c, false);
 	wait_disconnected(e, "dr12");
 	assert_int_equal(info_of(e, "dr12").applied, 1);
