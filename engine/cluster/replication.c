@@ -46,13 +46,16 @@
 
 /* One running source: an attached volume shipping to its site. */
 struct repl_source {
-	struct tsr_cluster *c;
-	char volume[64];               /* source volume (immutable) */
+	struct tsr_cluster *c;         /* owner (read by source_demoted on the worker) */
+	/* copied from repl/<volume> at start; immutable afterwards (the
+	 * worker reads volume and stream; the source keeps pointers to the
+	 * target strings for its life) */
+	char volume[64];               /* source volume */
 	char site[64];                 /* SiteRecord name */
 	char target_volume[64];
 	char target_layout[32];
-	char group[64];
-	uint64_t stream;               /* repl/<volume>'s stream when started */
+	char group[64];                /* "" = none */
+	uint64_t stream;
 	uint64_t epoch;
 	struct tsr_site_source *src;   /* owned; stopped before detach */
 	struct repl_source *next;      /* c->sources */
