@@ -20,6 +20,9 @@
 #              BENCH_OUTAGE s while fio writes BENCH_OUTAGE_RATE 4k IOPS;
 #              after the link returns, payload bytes shipped / seconds to
 #              catch up, as a ratio of the cap.
+# The DR store sits on a RAM-backed loop device (BENCH_DR_RAM=1, the
+# default as root), so that the two sites do not share the one disk; they
+# still share the 2 CPUs.
 #   initial    a BENCH_INIT_SIZE (10G) volume with BENCH_INIT_ALLOC (1G)
 #              written, replication enabled: bytes shipped by the initial
 #              copy (region_bytes_shipped) and its duration.
@@ -48,7 +51,20 @@ OUT=$(mktemp -d /var/tmp/tessera-bench-site.XXXXXX)
 [ "${BENCH_KEEP:-0}" = 1 ] || on_exit "rm -rf '$OUT'"
 
 sites_setup
-site_start dr
+# The DR site's volumes on a RAM-backed loop device (BENCH_DR_RAM=1, root):
+# a DR site has its own disks, and on this one machine a DR store on the
+# same disk would measure the disk's sharing, not the replication.
+DR_ARGS=()
+if [ "${BENCH_DR_RAM:-1}" = 1 ] && [ "$(id -u)" = 0 ] && command -v losetup >/dev/null; then
+	img=/dev/shm/tessera-bench-dr.$$.img
+	truncate -s "${BENCH_DR_RAM_SIZE:-12G}" "$img" || fail "truncate $img"
+	on_exit "rm -f '$img'"
+	LOOP=$(losetup -f --show "$img") || fail "losetup $img"
+	on_exit "losetup -d '$LOOP'"
+	DR_ARGS=(--device "$LOOP")
+	log "DR store on $LOOP (RAM-backed)"
+fi
+site_start dr "${DR_ARGS[@]}"
 site_start primary
 proxy_start
 site_add_dr
