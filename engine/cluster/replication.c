@@ -48,8 +48,7 @@
 struct repl_source {
 	struct tsr_cluster *c;         /* owner (read by source_demoted on the worker) */
 	/* copied from repl/<volume> at start; immutable afterwards (the
-	 * worker reads volume and stream; the source keeps pointers to the
-	 * target strings for its life) */
+	 * worker reads volume and stream in source_demoted) */
 	char volume[64];               /* source volume */
 	char site[64];                 /* SiteRecord name */
 	char target_volume[64];
