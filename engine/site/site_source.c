@@ -72,25 +72,25 @@
 #include "tessera/vol.h"
 #include "tessera/worker.h"
 
-#define SRC_WINDOW (8u << 20)          /* frame bytes sent and not ACKed */
-#define SRC_TICK_MS 10u                /* timer period */
-#define SRC_READ_MAX (1u << 20)        /* one region read / region frame */
-#define SRC_ZERO_MAX (1u << 30)        /* bytes one ZERO frame covers */
-#define SRC_ENTRY_COST 64u             /* log bound: per-entry overhead counted */
-#define SRC_CHECKPOINTS 64u            /* barrier checkpoints kept for the window */
-#define NS_PER_MS 1000000ull
-#define NS_PER_SEC 1000000000ull
+#define SRC_WINDOW      (8u << 20) /* frame bytes sent and not ACKed */
+#define SRC_TICK_MS     10u        /* timer period */
+#define SRC_READ_MAX    (1u << 20) /* one region read / region frame */
+#define SRC_ZERO_MAX    (1u << 30) /* bytes one ZERO frame covers */
+#define SRC_ENTRY_COST  64u        /* log bound: per-entry overhead counted */
+#define SRC_CHECKPOINTS 64u        /* barrier checkpoints kept for the window */
+#define NS_PER_MS       1000000ull
+#define NS_PER_SEC      1000000000ull
 
 enum ent_kind { ENT_WRITE, ENT_ZERO, ENT_SYNC_END };
 
 struct log_entry {
-	struct log_entry *next;  /* later in ack order */
-	uint64_t seq;            /* wire seq from its first send on (kept), 0 before */
-	uint64_t offset;         /* WRITE/ZERO: bytes, 4 KiB aligned */
-	uint32_t len;            /* WRITE: data bytes (<= TSR_SITE_MAX_DATA); ZERO: bytes covered */
-	uint8_t kind;            /* enum ent_kind */
-	uint64_t acked_ns;       /* monotonic time the host got its ack */
-	uint8_t data[];          /* WRITE: len bytes */
+	struct log_entry *next; /* later in ack order */
+	uint64_t seq;           /* wire seq from its first send on (kept), 0 before */
+	uint64_t offset;        /* WRITE/ZERO: bytes, 4 KiB aligned */
+	uint32_t len;           /* WRITE: data bytes (<= TSR_SITE_MAX_DATA); ZERO: bytes covered */
+	uint8_t kind;           /* enum ent_kind */
+	uint64_t acked_ns;      /* monotonic time the host got its ack */
+	uint8_t data[];         /* WRITE: len bytes */
 };
 
 enum sess_state {
@@ -112,54 +112,55 @@ struct checkpoint {
 
 struct tsr_site_source {
 	/* ---- immutable after start ---- */
-	struct tsr_vol *vol;            /* the caller's handle (held until stop returns) */
-	struct tsr_worker *worker;      /* vol's home; everything below "worker only" runs there */
+	struct tsr_vol *vol;       /* the caller's handle (held until stop returns) */
+	struct tsr_worker *worker; /* vol's home; everything below "worker only" runs there */
 	struct tsr_site_tls_ctx *tls;
-	struct sockaddr_storage addr;   /* resolved at start */
+	struct sockaddr_storage addr; /* resolved at start */
 	socklen_t addrlen;
 	char address[256];
 	char peer_name[256];
-	struct tsr_site_hello hello;    /* ours */
-	struct tsr_site_open open;      /* target volume + layout */
+	struct tsr_site_hello hello; /* ours */
+	struct tsr_site_open open;   /* target volume + layout */
 	uint64_t stream, epoch;
 	uint64_t vol_size;
-	uint64_t log_max;               /* bound on data bytes + SRC_ENTRY_COST per entry */
-	uint32_t region_size;           /* power of 2 >= 4 KiB */
+	uint64_t log_max;     /* bound on data bytes + SRC_ENTRY_COST per entry */
+	uint32_t region_size; /* power of 2 >= 4 KiB */
 	unsigned region_shift;
 	uint64_t n_regions;
-	uint64_t max_bps;               /* 0: no cap */
+	uint64_t max_bps; /* 0: no cap */
 	uint64_t barrier_ns, retry_ns;
 	void (*on_demoted)(void *arg, const char *why);
 	void *cb_arg;
 
 	/* ---- any thread ---- */
-	pthread_mutex_t stats_lock;     /* guards pub only */
+	pthread_mutex_t stats_lock; /* guards pub only */
 	struct tsr_site_source_stats pub;
-	atomic_bool pause_req;          /* tsr_site_source_pause's wish; the worker adopts it */
+	atomic_bool pause_req; /* tsr_site_source_pause's wish; the worker adopts it */
 
 	/* ---- worker only ---- */
-	bool stopping;                  /* stop began: hooks gone, no session, no new work */
-	bool stop_wait_read;            /* stop waits for the region read in flight */
-	struct sync_call *stop_call;    /* stop's waiter, signalled by stop_finish */
-	bool pass_deferred;             /* pass_end queued for this loop pass */
+	bool stopping;               /* stop began: hooks gone, no session, no new work */
+	bool stop_wait_read;         /* stop waits for the region read in flight */
+	struct sync_call *stop_call; /* stop's waiter, signalled by stop_finish */
+	bool pass_deferred;          /* pass_end queued for this loop pass */
 	bool paused;
 	bool demoted;
-	bool first_session_done;        /* a session reached READY once */
-	bool running;                   /* go_fn ran: sessions may start (not before: the
-					 * initial copy's regions are merged first) */
-	int tfd;                        /* timerfd, watched */
+	bool first_session_done; /* a session reached READY once */
+	bool running;            /* go_fn ran: sessions may start (not before: the
+				  * initial copy's regions are merged first) */
+	int tfd;                 /* timerfd, watched */
 
-	bool log_on;                    /* hooks append to the log (false: mark dirty only;
-					 * then the log is empty) */
-	bool behind;                    /* an overflow's regions are not all re-read yet */
-	struct log_entry *head, *tail;  /* the log, ack order; sent entries first */
-	struct log_entry *cursor;       /* next entry to send this session, NULL: none */
-	struct log_entry *tx_orphan;    /* entry being sent after its log was dropped; freed at tx end */
+	bool log_on;                   /* hooks append to the log (false: mark dirty only;
+					* then the log is empty) */
+	bool behind;                   /* an overflow's regions are not all re-read yet */
+	struct log_entry *head, *tail; /* the log, ack order; sent entries first */
+	struct log_entry *cursor;      /* next entry to send this session, NULL: none */
+	struct log_entry
+	    *tx_orphan; /* entry being sent after its log was dropped; freed at tx end */
 	uint64_t log_entries, log_bytes, log_cost;
 
-	uint64_t *dirty;                /* n_regions bits */
-	uint64_t dirty_count;           /* bits set in dirty */
-	uint64_t dirty_since_ns;        /* ack time of the oldest change only in dirty (0: none) */
+	uint64_t *dirty;         /* n_regions bits */
+	uint64_t dirty_count;    /* bits set in dirty */
+	uint64_t dirty_since_ns; /* ack time of the oldest change only in dirty (0: none) */
 
 	bool sync_active;               /* between SYNC_BEGIN sent and the last region frame */
 	uint64_t *sync_bits;            /* the regions of the last sync; NULL: none open */
@@ -169,43 +170,43 @@ struct tsr_site_source {
 	bool sync_end_logged;           /* the SYNC_END entry is in the log */
 	uint64_t sync_total, sync_done; /* bytes */
 
-	uint8_t *rbuf;                  /* SRC_READ_MAX, aligned: one region read */
+	uint8_t *rbuf; /* SRC_READ_MAX, aligned: one region read */
 	bool read_inflight;
-	unsigned read_gen;              /* bumped to drop a read's result */
+	unsigned read_gen; /* bumped to drop a read's result */
 	unsigned read_gen_issued;
-	bool rbuf_ready;                /* rbuf holds a read to send */
-	bool rbuf_in_tx;                /* tx is sending rbuf */
+	bool rbuf_ready; /* rbuf holds a read to send */
+	bool rbuf_in_tx; /* tx is sending rbuf */
 	uint64_t r_off;
 	uint32_t r_len;
-	uint32_t r_pos;                 /* bytes of rbuf sent (frames per run of zero/data regions) */
-	uint32_t tx_len;                /* bytes the region frame in tx covers */
-	bool r_last;                    /* the sync's last read */
+	uint32_t r_pos;  /* bytes of rbuf sent (frames per run of zero/data regions) */
+	uint32_t tx_len; /* bytes the region frame in tx covers */
+	bool r_last;     /* the sync's last read */
 
 	enum sess_state sess;
-	int fd;                         /* -1 when none */
+	int fd; /* -1 when none */
 	struct tsr_site_tls *t;
-	uint32_t events;                /* watched epoll events on fd (0: not watched) */
+	uint32_t events; /* watched epoll events on fd (0: not watched) */
 	struct tsr_site_rx rx;
 	struct tsr_site_tx tx;
-	enum tx_kind txk;               /* what tx carries (TX_NONE: idle) */
-	struct log_entry *tx_entry;     /* TX_ENTRY */
-	uint64_t tx_seq;                /* its wire seq (0: BARRIER / control) */
-	uint32_t tx_payload;            /* payload bytes */
-	bool tx_barrier;                /* the frame is a BARRIER */
-	bool tx_region;                 /* a region re-copy frame */
-	short tx_want;                  /* POLLIN/POLLOUT after tx's last -EAGAIN */
+	enum tx_kind txk;           /* what tx carries (TX_NONE: idle) */
+	struct log_entry *tx_entry; /* TX_ENTRY */
+	uint64_t tx_seq;            /* its wire seq (0: BARRIER / control) */
+	uint32_t tx_payload;        /* payload bytes */
+	bool tx_barrier;            /* the frame is a BARRIER */
+	bool tx_region;             /* a region re-copy frame */
+	short tx_want;              /* POLLIN/POLLOUT after tx's last -EAGAIN */
 	uint8_t ctl_buf[TSR_SITE_OPEN_MAX + TSR_SITE_HELLO_MAX];
 	uint64_t retry_at_ns;
-	bool replay;                    /* the open reply had TSR_SITE_F_REPLAY */
+	bool replay; /* the open reply had TSR_SITE_F_REPLAY */
 
 	uint64_t next_seq, sent_seq, acked_seq, barrier_seq;
 	uint64_t last_barrier_ns;
-	bool barrier_now;               /* send a BARRIER at the next chance */
-	uint64_t cum_sent, cum_acked;   /* frame bytes this session */
+	bool barrier_now;             /* send a BARRIER at the next chance */
+	uint64_t cum_sent, cum_acked; /* frame bytes this session */
 	struct checkpoint ckpt[SRC_CHECKPOINTS];
 	unsigned n_ckpt;
 
-	double tokens;                  /* token bucket (bytes), max_bps only */
+	double tokens; /* token bucket (bytes), max_bps only */
 	uint64_t tokens_ns;
 
 	uint64_t bytes_shipped, region_bytes_shipped, frames_shipped, overflows, reconnects;
@@ -218,17 +219,23 @@ struct sync_call;
 static void pump(struct tsr_site_source *s);
 static void schedule_pass(struct tsr_site_source *s);
 static void session_fail(struct tsr_site_source *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 const char *tsr_site_state_name(enum tsr_site_state st)
 {
 	switch (st) {
-	case TSR_SITE_CONNECTING: return "connecting";
-	case TSR_SITE_SYNCING: return "syncing";
-	case TSR_SITE_STREAMING: return "streaming";
-	case TSR_SITE_BEHIND: return "behind";
-	case TSR_SITE_PAUSED: return "paused";
-	case TSR_SITE_SPLIT: return "split";
+	case TSR_SITE_CONNECTING:
+		return "connecting";
+	case TSR_SITE_SYNCING:
+		return "syncing";
+	case TSR_SITE_STREAMING:
+		return "streaming";
+	case TSR_SITE_BEHIND:
+		return "behind";
+	case TSR_SITE_PAUSED:
+		return "paused";
+	case TSR_SITE_SPLIT:
+		return "split";
 	}
 	return "unknown";
 }
@@ -592,8 +599,8 @@ static void session_fail(struct tsr_site_source *s, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(s->last_error, sizeof(s->last_error), fmt, ap);
 	va_end(ap);
-	tsr_warn("site source %s -> %s: %s; retrying in %llu ms", tsr_vol_name(s->vol),
-		 s->address, s->last_error, (unsigned long long)(s->retry_ns / NS_PER_MS));
+	tsr_warn("site source %s -> %s: %s; retrying in %llu ms", tsr_vol_name(s->vol), s->address,
+		 s->last_error, (unsigned long long)(s->retry_ns / NS_PER_MS));
 	session_close(s);
 	if (s->sess != SESS_DEAD)
 		s->sess = SESS_IDLE;
@@ -651,8 +658,8 @@ static int tx_begin(struct tsr_site_source *s, const struct tsr_site_hdr *h, con
 
 static struct tsr_site_hdr frame_hdr(const struct tsr_site_source *s, uint8_t op, uint64_t seq)
 {
-	return (struct tsr_site_hdr){.opcode = op, .stream = s->stream, .seq = seq,
-				     .epoch = s->epoch};
+	return (struct tsr_site_hdr){
+	    .opcode = op, .stream = s->stream, .seq = seq, .epoch = s->epoch};
 }
 
 static void send_barrier(struct tsr_site_source *s)
@@ -1033,10 +1040,9 @@ static void on_open(struct tsr_site_source *s, uint64_t a, bool replay)
 	s->first_session_done = true;
 	s->last_error[0] = '\0';
 	s->sess = SESS_READY;
-	tsr_info("site source %s -> %s: stream %llu open at seq %llu%s: %s",
-		 tsr_vol_name(s->vol), s->address, (unsigned long long)s->stream,
-		 (unsigned long long)a, replay ? " (replay)" : "",
-		 ok ? "resending the log" : "syncing changed regions");
+	tsr_info("site source %s -> %s: stream %llu open at seq %llu%s: %s", tsr_vol_name(s->vol),
+		 s->address, (unsigned long long)s->stream, (unsigned long long)a,
+		 replay ? " (replay)" : "", ok ? "resending the log" : "syncing changed regions");
 }
 
 static void demote(struct tsr_site_source *s, const char *why)
@@ -1306,8 +1312,8 @@ static int scan_allocated(struct tsr_site_source *s, uint64_t *bits)
 			off = ext[i].offset + ext[i].length;
 		}
 	}
-	tsr_info("site source %s: initial copy of %llu regions of %u bytes",
-		 tsr_vol_name(s->vol), (unsigned long long)marked, s->region_size);
+	tsr_info("site source %s: initial copy of %llu regions of %u bytes", tsr_vol_name(s->vol),
+		 (unsigned long long)marked, s->region_size);
 	return 0;
 }
 
@@ -1383,8 +1389,8 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 	    !str_ok(opts->target_volume, TSR_SITE_NAME_MAX) ||
 	    !str_ok(opts->target_layout, TSR_SITE_LAYOUT_MAX) || opts->stream == 0 ||
 	    tsr_site_layout_parse(opts->target_layout, &lay) < 0 ||
-	    (opts->region_size && (opts->region_size < TSR_BLOCK_SIZE ||
-				   (opts->region_size & (opts->region_size - 1)))))
+	    (opts->region_size &&
+	     (opts->region_size < TSR_BLOCK_SIZE || (opts->region_size & (opts->region_size - 1)))))
 		return -EINVAL;
 	home = tsr_vol_home(opts->vol);
 	if (home != NULL && home != opts->worker)

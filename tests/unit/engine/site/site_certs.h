@@ -32,7 +32,7 @@
 
 #include "tessera/site.h"
 
-#define SITE_CERTS_DAY (24 * 3600L)
+#define SITE_CERTS_DAY     (24 * 3600L)
 #define SITE_CERTS_DIR_MAX 64
 
 enum site_cert_kind {
@@ -71,8 +71,8 @@ static inline int site_certs_ext(X509 *cert, X509 *issuer, int nid, const char *
 
 /* A certificate for cn valid [from, to] seconds from now, signed by issuer
  * (NULL: a self-signed CA).  0 or -1 (id freed). */
-static inline int site_certs_make_id(struct site_certs_id *id, const char *cn, long from,
-				     long to, const struct site_certs_id *issuer)
+static inline int site_certs_make_id(struct site_certs_id *id, const char *cn, long from, long to,
+				     const struct site_certs_id *issuer)
 {
 	static long serial = 1000;
 	X509_NAME *name;
@@ -89,12 +89,11 @@ static inline int site_certs_make_id(struct site_certs_id *id, const char *cn, l
 	X509_gmtime_adj(X509_getm_notAfter(id->cert), to);
 	X509_set_pubkey(id->cert, id->key);
 	name = X509_get_subject_name(id->cert);
-	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1,
-				   0);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
 	X509_set_issuer_name(id->cert, issuer ? X509_get_subject_name(issuer->cert) : name);
 	if (issuer == NULL) {
-		bad |= site_certs_ext(id->cert, id->cert, NID_basic_constraints,
-				      "critical,CA:TRUE");
+		bad |=
+		    site_certs_ext(id->cert, id->cert, NID_basic_constraints, "critical,CA:TRUE");
 		bad |= site_certs_ext(id->cert, id->cert, NID_key_usage,
 				      "critical,keyCertSign,cRLSign");
 		bad |= site_certs_ext(id->cert, id->cert, NID_subject_key_identifier, "hash");
@@ -120,8 +119,7 @@ static inline void site_certs_path(char *out, size_t size, const char *dir, cons
 }
 
 /* Write id as <dir>/<tag>.crt and <dir>/<tag>.key.  0 or -1. */
-static inline int site_certs_save(const char *dir, const struct site_certs_id *id,
-				  const char *tag)
+static inline int site_certs_save(const char *dir, const struct site_certs_id *id, const char *tag)
 {
 	char path[SITE_CERTS_DIR_MAX + 96];
 	FILE *f;
@@ -177,11 +175,11 @@ static inline int site_certs_init(char dir[SITE_CERTS_DIR_MAX])
 	snprintf(dir, SITE_CERTS_DIR_MAX, "/tmp/tsr-site-certs-XXXXXX");
 	if (mkdtemp(dir) == NULL)
 		return -1;
-	if (site_certs_make_id(&ca, "Tessera site test CA", -SITE_CERTS_DAY,
-			       30 * SITE_CERTS_DAY, NULL))
+	if (site_certs_make_id(&ca, "Tessera site test CA", -SITE_CERTS_DAY, 30 * SITE_CERTS_DAY,
+			       NULL))
 		return -1;
-	if (site_certs_make_id(&other, "Somebody else's CA", -SITE_CERTS_DAY,
-			       30 * SITE_CERTS_DAY, NULL)) {
+	if (site_certs_make_id(&other, "Somebody else's CA", -SITE_CERTS_DAY, 30 * SITE_CERTS_DAY,
+			       NULL)) {
 		site_certs_free_id(&ca);
 		return -1;
 	}
@@ -217,13 +215,12 @@ static inline int site_certs_leaf(const char *dir, const char *tag, const char *
 
 /* A TLS context presenting tag's certificate and trusting "ca" (server: an
  * accepting context).  NULL on failure (tsr_site_tls_ctx_create logged why). */
-static inline struct tsr_site_tls_ctx *site_certs_ctx(const char *dir, const char *tag,
-						      bool server)
+static inline struct tsr_site_tls_ctx *site_certs_ctx(const char *dir, const char *tag, bool server)
 {
 	char ca[SITE_CERTS_DIR_MAX + 96], crt[SITE_CERTS_DIR_MAX + 96],
-		key[SITE_CERTS_DIR_MAX + 96];
-	struct tsr_site_tls_opts o = {.ca_file = ca, .cert_file = crt, .key_file = key,
-				      .server = server};
+	    key[SITE_CERTS_DIR_MAX + 96];
+	struct tsr_site_tls_opts o = {
+	    .ca_file = ca, .cert_file = crt, .key_file = key, .server = server};
 	struct tsr_site_tls_ctx *ctx = NULL;
 
 	site_certs_path(ca, sizeof(ca), dir, "ca", "crt");

@@ -41,8 +41,8 @@
 #include "site_certs.h"
 
 #define STREAM 77u
-#define EPOCH 3u
-#define MIB (1ull << 20)
+#define EPOCH  3u
+#define MIB    (1ull << 20)
 
 static char g_certs[SITE_CERTS_DIR_MAX];
 
@@ -60,7 +60,7 @@ struct target {
 	int lfd;
 	uint16_t port;
 	struct tsr_site_tls_ctx *ctx;
-	struct tsr_vol *vol;          /* the DR volume */
+	struct tsr_vol *vol; /* the DR volume */
 	pthread_t thread;
 	atomic_bool quit;
 	atomic_bool stop_reading;     /* stop reading the socket (the source's sends block) */
@@ -73,8 +73,8 @@ struct target {
 	atomic_int bad;               /* protocol surprises (the test fails on any) */
 	atomic_uint_fast64_t applied; /* tsr_site_target_applied, after each frame */
 	atomic_bool consistent;
-	struct tsr_site_target *t;    /* kept across connections */
-	struct tsr_io *io;            /* the thread's */
+	struct tsr_site_target *t; /* kept across connections */
+	struct tsr_io *io;         /* the thread's */
 };
 
 static int wait_fd(int fd, short ev, int ms)
@@ -174,13 +174,19 @@ static void serve(struct target *tg, int fd, struct tsr_site_rx *rx)
 		goto out;
 	}
 	if (tg->t == NULL &&
-	    tsr_site_target_create(&(struct tsr_site_target_opts){.vol = tg->vol, .io = tg->io,
-			.stream = STREAM, .epoch = rx->hdr.epoch, .consistent = true}, &tg->t) < 0) {
+	    tsr_site_target_create(&(struct tsr_site_target_opts){.vol = tg->vol,
+								  .io = tg->io,
+								  .stream = STREAM,
+								  .epoch = rx->hdr.epoch,
+								  .consistent = true},
+				   &tg->t) < 0) {
 		atomic_fetch_add(&tg->bad, 1);
 		goto out;
 	}
-	h = (struct tsr_site_hdr){.opcode = TSR_SITE_VOLUME_OPEN, .flags = TSR_SITE_F_REPLY,
-				  .stream = STREAM, .epoch = rx->hdr.epoch,
+	h = (struct tsr_site_hdr){.opcode = TSR_SITE_VOLUME_OPEN,
+				  .flags = TSR_SITE_F_REPLY,
+				  .stream = STREAM,
+				  .epoch = rx->hdr.epoch,
 				  .seq = tsr_site_target_applied(tg->t)};
 	if (atomic_exchange(&tg->replay, false)) { /* as after an unclean restart */
 		h.flags |= TSR_SITE_F_REPLAY;
@@ -279,7 +285,7 @@ struct env {
 	struct tsr_vol *src, *dst;
 	struct tsr_svol *src_sv, *dst_sv; /* the main thread reads through these */
 	struct tsr_worker *w;
-	struct tsr_io *io;                /* the main thread's */
+	struct tsr_io *io; /* the main thread's */
 	struct tsr_site_tls_ctx *client;
 	struct target tg;
 	bool tg_running;
@@ -408,12 +414,21 @@ static void on_demoted(void *arg, const char *why)
 static struct tsr_site_source_opts source_opts(struct env *e, char *addr, size_t addr_len)
 {
 	snprintf(addr, addr_len, "127.0.0.1:%u", e->tg.port);
-	return (struct tsr_site_source_opts){
-		.vol = e->src, .worker = e->w, .tls = e->client, .address = addr,
-		.peer_name = "dr.site.test", .site = "primary", .cluster = "c-primary",
-		.target_volume = "dr-vol", .target_layout = "replicas:2", .stream = STREAM,
-		.epoch = EPOCH, .barrier_ms = 20, .retry_ms = 50,
-		.on_demoted = on_demoted, .cb_arg = e};
+	return (struct tsr_site_source_opts){.vol = e->src,
+					     .worker = e->w,
+					     .tls = e->client,
+					     .address = addr,
+					     .peer_name = "dr.site.test",
+					     .site = "primary",
+					     .cluster = "c-primary",
+					     .target_volume = "dr-vol",
+					     .target_layout = "replicas:2",
+					     .stream = STREAM,
+					     .epoch = EPOCH,
+					     .barrier_ms = 20,
+					     .retry_ms = 50,
+					     .on_demoted = on_demoted,
+					     .cb_arg = e};
 }
 
 /* ---- host writes on the home worker ---- */
@@ -423,8 +438,8 @@ struct wreq {
 	uint64_t off;
 	uint32_t len;
 	bool zero;
-	uint64_t id;     /* history id (prefix test) */
-	uint8_t *buf;    /* aligned, len bytes (writes) */
+	uint64_t id;  /* history id (prefix test) */
+	uint8_t *buf; /* aligned, len bytes (writes) */
 	int status;
 };
 
@@ -435,7 +450,7 @@ struct wbatch {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	unsigned done;
-	uint64_t *hist;   /* completion order of ids, or NULL */
+	uint64_t *hist; /* completion order of ids, or NULL */
 	unsigned *nhist;
 };
 
@@ -474,8 +489,7 @@ static void wissue(struct tsr_worker *w, void *arg)
 }
 
 /* Issue r[0..n) at once on the worker, wait for all; the first error. */
-static int run_writes(struct env *e, struct wreq *r, unsigned n, uint64_t *hist,
-		      unsigned *nhist)
+static int run_writes(struct env *e, struct wreq *r, unsigned n, uint64_t *hist, unsigned *nhist)
 {
 	struct wbatch b = {.e = e, .r = r, .n = n, .hist = hist, .nhist = nhist};
 	unsigned i;
@@ -512,8 +526,8 @@ static uint64_t random_writes(struct env *e, unsigned n, uint64_t base, uint64_t
 			uint32_t blocks = 1 + rand_r(seed) % max_blocks;
 			uint64_t off = base + (uint64_t)(rand_r(seed) % (span / BS - blocks)) * BS;
 
-			r[i] = (struct wreq){.off = off, .len = blocks * BS,
-					     .zero = rand_r(seed) % 8 == 0};
+			r[i] = (struct wreq){
+			    .off = off, .len = blocks * BS, .zero = rand_r(seed) % 8 == 0};
 			if (!r[i].zero) {
 				assert_non_null(r[i].buf = tsr_alloc_aligned(r[i].len));
 				fill(r[i].buf, r[i].len, rand_r(seed), off);
@@ -525,7 +539,8 @@ static uint64_t random_writes(struct env *e, unsigned n, uint64_t base, uint64_t
 			unsigned j;
 
 			for (j = 0; j < i; j++)
-				if (r[i].off < r[j].off + r[j].len && r[j].off < r[i].off + r[i].len)
+				if (r[i].off < r[j].off + r[j].len &&
+				    r[j].off < r[i].off + r[i].len)
 					break;
 			if (j < i) {
 				tsr_free_aligned(r[i].buf);
@@ -546,7 +561,6 @@ static uint64_t random_writes(struct env *e, unsigned n, uint64_t base, uint64_t
 
 /* ---- waiting and comparing ---- */
 
-
 static void stats(struct env *e, struct tsr_site_source_stats *st)
 {
 	tsr_site_source_stats(e->s, st);
@@ -566,10 +580,12 @@ static void wait_caught_up(struct env *e, struct tsr_site_source_stats *st)
 
 	while (!caught_up(e, st)) {
 		if (ms_now() - t0 > 60000) {
-			fprintf(stderr, "not caught up: state %s next %llu sent %llu acked %llu "
-				"log %llu dirty %llu error '%s'\n", tsr_site_state_name(st->state),
-				(unsigned long long)st->next_seq, (unsigned long long)st->sent_seq,
-				(unsigned long long)st->acked_seq, (unsigned long long)st->log_entries,
+			fprintf(stderr,
+				"not caught up: state %s next %llu sent %llu acked %llu "
+				"log %llu dirty %llu error '%s'\n",
+				tsr_site_state_name(st->state), (unsigned long long)st->next_seq,
+				(unsigned long long)st->sent_seq, (unsigned long long)st->acked_seq,
+				(unsigned long long)st->log_entries,
 				(unsigned long long)st->dirty_bytes, st->last_error);
 			fail();
 		}
@@ -823,7 +839,7 @@ static void test_reconnect(void **state)
 	assert_target_clean(e);
 	assert_true(st.reconnects >= 2);
 	assert_true(atomic_load(&e->tg.connections) >= 3);
-	assert_int_equal(st.region_bytes_shipped, 0); /* resumed from the log */
+	assert_int_equal(st.region_bytes_shipped, 0);     /* resumed from the log */
 	assert_int_equal(atomic_load(&e->tg.replays), 1); /* and a SYNC_END ended the replay: */
 	assert_int_equal(st.overflows, 0);
 	assert_true(atomic_load(&e->tg.consistent));
@@ -937,8 +953,8 @@ static void test_prefix_at_pause(void **state)
 				b = (uint32_t)(rand_r(&seed) % PFX_BLOCKS);
 			while (used[b]);
 			used[b] = true;
-			r[i] = (struct wreq){.off = (uint64_t)b * BS, .len = BS, .id = next_id,
-					     .buf = buf};
+			r[i] = (struct wreq){
+			    .off = (uint64_t)b * BS, .len = BS, .id = next_id, .buf = buf};
 			w = (uint64_t *)buf;
 			for (k = 0; k < BS / 8; k++)
 				w[k] = next_id;
@@ -1097,15 +1113,15 @@ static void test_wrong_peer_name(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_stream, env_teardown),
-		cmocka_unit_test_teardown(test_initial_copy, env_teardown),
-		cmocka_unit_test_teardown(test_overflow, env_teardown),
-		cmocka_unit_test_teardown(test_reconnect, env_teardown),
-		cmocka_unit_test_teardown(test_demote, env_teardown),
-		cmocka_unit_test_teardown(test_prefix_at_pause, env_teardown),
-		cmocka_unit_test_teardown(test_drop_during_sync, env_teardown),
-		cmocka_unit_test_teardown(test_bandwidth_cap, env_teardown),
-		cmocka_unit_test_teardown(test_wrong_peer_name, env_teardown),
+	    cmocka_unit_test_teardown(test_stream, env_teardown),
+	    cmocka_unit_test_teardown(test_initial_copy, env_teardown),
+	    cmocka_unit_test_teardown(test_overflow, env_teardown),
+	    cmocka_unit_test_teardown(test_reconnect, env_teardown),
+	    cmocka_unit_test_teardown(test_demote, env_teardown),
+	    cmocka_unit_test_teardown(test_prefix_at_pause, env_teardown),
+	    cmocka_unit_test_teardown(test_drop_during_sync, env_teardown),
+	    cmocka_unit_test_teardown(test_bandwidth_cap, env_teardown),
+	    cmocka_unit_test_teardown(test_wrong_peer_name, env_teardown),
 	};
 
 	if (getenv("SITE_UT_FILTER"))
