@@ -19,19 +19,20 @@
 
 static const char HELP_REPL[] =
 "Usage: tessera replication VERB ...\n"
-"  enable VOL --to SITE [--target-layout ec:K+M|replicas:R] [--target-volume NAME]\n"
-"         [--group APP] [--max-rate RATE] [--log-size SIZE]\n"
-"                                 ship VOL's writes to SITE, in order, seconds behind\n"
+"  enable VOL --to SITE [--target-layout ec:K+M|replicas:R]\n"
+"         [--target-volume NAME] [--group APP] [--max-rate RATE] [--log-size S]\n"
+"                                 ship VOL's writes to SITE in order, seconds behind\n"
 "  disable VOL                    stop shipping (the target keeps what it has)\n"
 "  status [VOL | --group G] [--watch]   state, lag (RPO), throughput, ETA\n"
-"  promote VOL | --group G [--force]    failover: make the target(s) writable here\n"
+"  promote VOL | --group G [--force]    failover: the target(s) writable here\n"
 "  resync VOL --from SITE         failback: receive what changed back from SITE\n"
 "A site is added first: tessera site add (tessera site --help).\n"
 "Run 'tessera replication VERB --help' for one of them.\n";
 
 static const char HELP_ENABLE[] =
 "Usage: tessera replication enable VOL --to SITE [--target-layout LAYOUT]\n"
-"           [--target-volume NAME] [--group APP] [--max-rate RATE] [--log-size SIZE]\n"
+"           [--target-volume NAME] [--group APP] [--max-rate RATE]\n"
+"           [--log-size SIZE]\n"
 "Start async geo-replication of VOL to SITE (added with tessera site add).\n"
 "The remote cluster creates the target volume with its own layout and\n"
 "receives an initial copy of VOL's allocated extents only, while VOL keeps\n"
