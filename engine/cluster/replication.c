@@ -9,8 +9,8 @@
  *                 disable), or, demoted = true, must take no host write;
  *   cluster/id    this cluster's id in HELLO (random, made by the first node);
  *   target/<vol>  vol was created here as a replication target: the stream
- *                 (16 hex digits); every attach fences it until promote
- *                 deletes the key.
+ *                 (16 hex digits), and every attach fences it; "promoted"
+ *                 once promoted (no fence; status still finds it).
  *
  * Source side: the node coordinating a volume with repl/<vol> runs its
  * tsr_site_source (started by attach once the layout is registered, stopped
@@ -687,7 +687,7 @@ static void source_stop(struct tsr_cluster *c, const char *vol)
 	}
 }
 
-/* target/<vol>: the stream vol receives (0 when it is no target, or on error). */
+/* target/<vol>: the stream vol receives (0 when it is no target, promoted, or on error). */
 static uint64_t target_stream(struct tsr_cluster *c, const char *vol)
 {
 	struct tsr_meta_kv kv = { 0 };
@@ -1103,6 +1103,58 @@ static int targets_add(struct tsr_cluster *c, const char *only, Tessera__Admin__
 	return ret;
 }
 
+/* resp holds a target entry for vol already. */
+static bool has_target(const Tessera__Admin__Response *resp, const char *vol)
+{
+	for (size_t i = 0; i < resp->n_replications; i++)
+		if (strcmp(resp->replications[i]->role, "target") == 0 &&
+		    strcmp(resp->replications[i]->volume, vol) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Target volumes of this cluster (target/<vol>) attached on another node (the
+ * one with the site listener that receives them): ask that node.  Not
+ * attached anywhere: nothing to say (the state file is on the listener node).
+ */
+static int targets_remote(struct tsr_cluster *c, const char *only,
+			  Tessera__Admin__Response *resp, bool *found)
+{
+	struct tsr_meta_kv *kvs = NULL;
+	size_t nkv = 0;
+	int ret;
+
+	ret = tsr_meta_range(c->meta, "target/", &kvs, &nkv, NULL);
+	if (ret)
+		return 0; /* the local part stands; sources read the store already */
+	for (size_t i = 0; i < nkv && ret == 0; i++) {
+		Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+		Tessera__Admin__ReplicationStatusGet get = TESSERA__ADMIN__REPLICATION_STATUS_GET__INIT;
+		Tessera__Admin__Response sub = TESSERA__ADMIN__RESPONSE__INIT;
+		char *vol = kvs[i].key + strlen("target/"), holder[64];
+
+		if (!tsr_valid_name(vol) || (only && strcmp(only, vol)) || has_target(resp, vol) ||
+		    attach_holder(c, vol, holder) || strcmp(holder, c->node_id) == 0)
+			continue;
+		get.volume = vol;
+		req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_STATUS;
+		req.replication_status = &get;
+		repl_forward(c, holder, &req, &sub);
+		for (size_t k = 0; k < sub.n_replications && ret == 0; k++) {
+			if (strcmp(sub.replications[k]->role, "target") ||
+			    strcmp(sub.replications[k]->volume, vol))
+				continue;
+			ret = add_repl(resp, sub.replications[k]);
+			sub.replications[k] = NULL;
+			*found = true;
+		}
+		admin_response_free_built(&sub);
+	}
+	tsr_meta_kv_free_array(kvs, nkv);
+	return ret;
+}
+
 /* A source attached on another node: ask it for this one volume. */
 static void status_remote(struct tsr_cluster *c, const char *holder,
 			  const Tessera__Cluster__ReplicationRecord *r,
@@ -1189,6 +1241,8 @@ static void repl_status(struct tsr_cluster *c, const Tessera__Admin__Replication
 	/* targets carry no group: a group asks for sources only */
 	if (ret == 0 && g->group[0] == '\0')
 		ret = targets_add(c, only, resp, &found);
+	if (ret == 0 && g->group[0] == '\0')
+		ret = targets_remote(c, only, resp, &found);
 	if (ret)
 		admin_fail(resp, ret, "out of memory in tesserad");
 	else if (only && !found)
@@ -1197,10 +1251,11 @@ static void repl_status(struct tsr_cluster *c, const Tessera__Admin__Replication
 			   c->site_server ? "" : " (it has no site listener)");
 }
 
-static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__ReplicationPromote *p,
+static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			 Tessera__Admin__Response *resp)
 {
-	char key[80];
+	const Tessera__Admin__ReplicationPromote *p = req->replication_promote;
+	char key[80], holder[64];
 	bool found = false;
 	int ret;
 
@@ -1208,6 +1263,12 @@ static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Replicatio
 		admin_fail(resp, -EOPNOTSUPP, "promote by group is not built: consistency groups are "
 			   "known at the source site only; promote each volume (tessera "
 			   "replication promote VOL)");
+		return;
+	}
+	/* a target attached on another node is received there: promote there */
+	if (target_stream(c, p->volume) && attach_holder(c, p->volume, holder) == 0 &&
+	    strcmp(holder, c->node_id) != 0) {
+		repl_forward(c, holder, req, resp);
 		return;
 	}
 	if (c->site_server == NULL) {
@@ -1245,10 +1306,10 @@ static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Replicatio
 	tsr_warn("cluster: volume %s promoted%s: it takes host writes here; its source site is "
 		 "demoted when it connects again", p->volume, p->force ? " (forced)" : "");
 	snprintf(key, sizeof(key), "target/%s", p->volume);
-	ret = tsr_meta_delete(c->meta, key, TSR_META_ANY_REV);
-	if (ret && ret != -ENOENT)
-		tsr_warn("cluster: volume %s: cannot delete %s: %s (a later attach fences it "
-			 "again)", p->volume, key, strerror(-ret));
+	ret = tsr_meta_cas(c->meta, key, TSR_META_ANY_REV, "promoted", 8, 0, NULL);
+	if (ret)
+		tsr_warn("cluster: volume %s: cannot mark %s promoted: %s (a later attach fences "
+			 "it again)", p->volume, key, strerror(-ret));
 	if (targets_add(c, p->volume, resp, &found))
 		admin_fail(resp, -ENOMEM, "out of memory in tesserad (volume %s was promoted)",
 			   p->volume);
@@ -1277,7 +1338,7 @@ bool repl_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req
 		repl_status(c, req->replication_status, resp);
 		return true;
 	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_PROMOTE:
-		repl_promote(c, req->replication_promote, resp);
+		repl_promote(c, req, resp);
 		return true;
 	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_RESYNC:
 		admin_fail(resp, -ENOSYS, "failback resync is not built yet: to fail back, disable "
