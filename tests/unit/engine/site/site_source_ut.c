@@ -13,6 +13,8 @@
  * not the volume; a reconnect resumes from the log without a gap (no
  * EILSEQ, no region copy); a demote fences host writes with -EROFS; at
  * every pause the target equals the history's state after some prefix.
+ * Debugging: SITE_UT_FILTER=test_name runs one case, SITE_UT_TRACE=1 says
+ * how long the fake target served each connection.
  */
 #include <errno.h>
 #include <netinet/in.h>
