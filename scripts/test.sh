@@ -4,12 +4,14 @@
 #   sudo ./scripts/test.sh [--long]
 #
 # 1. set-up: Debian packages if missing (scripts/setup.sh)
-# 2. gcc build with -Werror in build/: every unit and integration test (ctest)
+# 2. gcc build with -Werror in build/: every unit and integration test (ctest,
+#    two at a time; the timing-sensitive ones alone: RUN_SERIAL in
+#    tests/CMakeLists.txt)
 # 3. ASan+UBSan build in build-asan/: the unit tests and a subset of the
 #    integration tests (all of them with --long)
-# 4. clang-14 build with libFuzzer in build-fuzz/: each tests/fuzz/fuzz_*
-#    harness for FUZZ_SECONDS (30; 300 with --long)
-# --long also runs the crash loop for 300 rounds instead of 50.
+# 4. clang-14 build with libFuzzer in build-fuzz/ (the harnesses only): each
+#    tests/fuzz/fuzz_* harness for FUZZ_SECONDS (10; 300 with --long)
+# --long also runs the crash loop for more rounds.
 # BUILD_PREFIX=build names the three build trees (PREFIX, PREFIX-asan, PREFIX-fuzz).
 # Ends with "N passed, N failed"; exits non-zero if anything failed.
 set -uo pipefail
@@ -20,7 +22,7 @@ LONG=0
 for a in "$@"; do
 	case $a in
 	--long) LONG=1 ;;
-	-h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,16p' "$0"; exit 0 ;;
 	*) echo "test.sh: unknown option $a" >&2; exit 2 ;;
 	esac
 done
@@ -28,12 +30,12 @@ if (( LONG )); then
 	export TSR_LONG=1
 	FUZZ_SECONDS=${FUZZ_SECONDS:-300}
 else
-	FUZZ_SECONDS=${FUZZ_SECONDS:-15}
+	FUZZ_SECONDS=${FUZZ_SECONDS:-10}
 fi
 JOBS=$(nproc)
 B=${BUILD_PREFIX:-build}
 # Integration tests run under the sanitizers (the rest run in the gcc build).
-ASAN_INTEGRATION=${ASAN_INTEGRATION:-"test-cli test-bad-input test-corruption test-io-fault test-nbd-clients test-crash-loop test-cluster-coordinator test-cluster-peer-bad-input test-cluster-replica-loss test-cluster-rebuild-scrub test-cluster-snapshot test-ec-history test-ec-lifecycle test-csi-bad-input"}
+ASAN_INTEGRATION=${ASAN_INTEGRATION:-"test-cli test-bad-input test-corruption test-io-fault test-nbd-clients test-crash-loop test-cluster-coordinator test-cluster-peer-bad-input test-ec-history test-csi-bad-input test-site-stream test-site-bad-input test-site-failover"}
 
 passed=0 failed=0 skipped=0
 failures=()
@@ -61,12 +63,14 @@ run_ctest() {
 }
 
 # build DIR LABEL CMAKE_ARGS...: configure + build; counts as one test.
+# BUILD_TARGETS (optional): build only these targets.
 build() {
-	local dir=$1 label=$2
+	local dir=$1 label=$2 targets=()
 	shift 2
 	mkdir -p "$dir"
+	[ -n "${BUILD_TARGETS:-}" ] && read -r -a targets <<<"--target $BUILD_TARGETS"
 	if cmake -S "$SRC" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >"$dir/configure.log" 2>&1 &&
-	   cmake --build "$dir" -j"$JOBS" >"$dir/build.log" 2>&1; then
+	   cmake --build "$dir" -j"$JOBS" "${targets[@]}" >"$dir/build.log" 2>&1; then
 		ok
 		echo "built $dir"
 		return 0
@@ -84,7 +88,8 @@ if build "$B" gcc -DCMAKE_C_COMPILER=gcc -DTSR_WERROR=ON -DTSR_SANITIZE=OFF -DTS
 	step "unit tests (gcc)"
 	run_ctest "$B" gcc -L unit -j"$JOBS"
 	step "integration tests (gcc)"
-	run_ctest "$B" gcc -L integration
+	# side by side, but the timing-sensitive ones alone (RUN_SERIAL in tests/CMakeLists.txt)
+	run_ctest "$B" gcc -L integration -j"$JOBS"
 fi
 
 step "ASan+UBSan build in $B-asan/"
@@ -103,7 +108,8 @@ if build "$B-asan" asan -DCMAKE_C_COMPILER=gcc -DTSR_WERROR=ON -DTSR_SANITIZE=ON
 fi
 
 step "clang-14 + libFuzzer build in $B-fuzz/"
-if build "$B-fuzz" fuzz -DCMAKE_C_COMPILER=clang-14 -DTSR_WERROR=ON -DTSR_FUZZ=ON; then
+fuzzers=$(cd tests/fuzz && ls fuzz_*.c | sed 's/\.c$//' | tr '\n' ' ')
+if BUILD_TARGETS=$fuzzers build "$B-fuzz" fuzz -DCMAKE_C_COMPILER=clang-14 -DTSR_WERROR=ON -DTSR_FUZZ=ON; then
 	shopt -s nullglob
 	for f in "$B"-fuzz/tests/fuzz_*; do
 		[ -x "$f" ] || continue
