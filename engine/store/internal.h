@@ -459,12 +459,7 @@ struct stage_journal {
 	struct stage_ent *ents; /* live entries, unordered, TSR_STAGE_MAX_ENTRIES room */
 	size_t n;               /* live entries */
 	unsigned appends;       /* record writes in flight */
-	unsigned readers;       /* commits from their record's reservation to the end
-				 * of their in-place write (no new generation while
-				 * one runs: its bytes are not durable yet) */
-	uint64_t commits_done;  /* in-place writes of commits ended so far: a release
-				 * starts a new generation only when none ended after
-				 * its data flush was issued */
+	unsigned readers;       /* commits reading staged data back */
 	bool rolling;           /* a new generation header is in flight: appends wait */
 	bool need_roll;         /* no valid header on disk: write one before any record */
 	bool dir_unsynced;      /* the file's name may not be durable: sync volumes/ with

@@ -45,9 +45,10 @@
  * synced every in-place write, and a replay would undo plain writes made
  * since over a committed range that was not released yet.  A release
  * flushes the volume's data (tsr_svol_flush) before its record is written,
- * so no record stops counting before the bytes it covered are durable;
- * a new generation likewise, and only when no in-place write is running
- * or ended after that flush was issued.
+ * so no record stops counting before the bytes it covered are durable
+ * (a new generation likewise).  The flush covers the commits that called
+ * back before the release was called: a caller must not release a txn
+ * whose commit is still running.
  *
  * New generation: a release that leaves no live entry, with no record write
  * or commit read in flight and the file past STAGE_ROLL_BYTES, writes a new
@@ -221,9 +222,8 @@ struct stage_op {
 	struct iovec iov[2];
 	struct iovec tramp; /* waiting for a new generation header */
 	bool async;         /* a completion may have run: errors go to cb */
-	bool pinned;        /* COMMIT: counted in j->readers until its in-place write ends */
+	bool pinned;        /* COMMIT: counted in j->readers while it reads the journal */
 	bool flushed;       /* RELEASE: the data flush before its record is done */
-	uint64_t commits_seen; /* RELEASE: j->commits_done when its flush was issued */
 	int dirfd;          /* generation header of a new file: volumes/, else -1 */
 	bool read_later;    /* COMMIT: the read waits for the record's completion */
 	int pending;        /* COMMIT: record write and data read in flight */
@@ -730,13 +730,10 @@ int tsr_svol_stage(struct tsr_svol *svol, struct tsr_io *io, const struct tsr_st
 
 /* ---- commit ---- */
 
-static void commit_unpin(struct stage_op *op);
-
 static void commit_written(void *cb_arg, int status)
 {
 	struct stage_op *op = cb_arg;
 
-	commit_unpin(op);
 	if (status)
 		tsr_error("stage commit: volume %s txn %llu: write in place: %s", op->svol->name,
 			  (unsigned long long)op->ent.e.txn, strerror(-status));
@@ -753,7 +750,6 @@ static void commit_unpin(struct stage_op *op)
 	op->pinned = false;
 	pthread_mutex_lock(&j->lock);
 	j->readers--;
-	j->commits_done++;
 	pthread_mutex_unlock(&j->lock);
 }
 
@@ -799,6 +795,7 @@ static void commit_step(struct stage_op *op)
 		op->pending = 0;
 		op->status = ret;
 	}
+	commit_unpin(op); /* the journal is not read any more */
 	op->async = true;
 	if (op->status == 0 && tsr_crc32c(0, op->data, op->ent.e.length) != op->ent.dcrc) {
 		tsr_error("stage commit: volume %s txn %llu: staged bytes fail their CRC32C",
@@ -806,11 +803,10 @@ static void commit_step(struct stage_op *op)
 		op->status = -EIO;
 	}
 	if (op->status) {
-		commit_unpin(op);
 		op_end(op, op->status);
 		return;
 	}
-	commit_write(op); /* still pinned: no new generation until it ends */
+	commit_write(op);
 }
 
 static void commit_record_done(void *cb_arg, int res)
@@ -847,6 +843,7 @@ int tsr_svol_stage_commit(struct tsr_svol *svol, struct tsr_io *io, uint64_t txn
 	struct stage_journal *j;
 	struct stage_ent *x;
 	struct stage_op *op;
+	uint32_t len;
 	int ret = check_journal(svol);
 
 	if (ret)
@@ -854,14 +851,20 @@ int tsr_svol_stage_commit(struct tsr_svol *svol, struct tsr_io *io, uint64_t txn
 	if (cb_fn == NULL)
 		return -EINVAL;
 	j = svol->stage;
-	op = op_new(svol, io, OP_COMMIT, STAGE_MAX_LEN, cb_fn, cb_arg);
+	/* the read-back buffer sized to the entry (a 1 MiB one per commit was
+	 * an mmap + munmap each): peek its length, allocate unlocked */
+	pthread_mutex_lock(&j->lock);
+	x = find_txn(j, txn);
+	len = x ? x->e.length : TSR_BLOCK_SIZE;
+	pthread_mutex_unlock(&j->lock);
+	op = op_new(svol, io, OP_COMMIT, len, cb_fn, cb_arg);
 	if (op == NULL)
 		return -ENOMEM;
 	pthread_mutex_lock(&j->lock);
 	/* rolling or need_roll only with no live entry: txn is unknown */
 	x = j->failed || j->rolling || j->need_roll ? NULL : find_txn(j, txn);
-	if (x == NULL) {
-		ret = j->failed ? -EIO : -ENOENT;
+	if (x == NULL || x->e.length > len) { /* released, or restaged meanwhile */
+		ret = j->failed ? -EIO : x ? -EAGAIN : -ENOENT;
 		pthread_mutex_unlock(&j->lock);
 		op_free(op);
 		return ret;
@@ -952,8 +955,8 @@ static int release_try(struct stage_op *op)
 		return ret ? op_end(op, ret) : 0;
 	}
 	if (!op->flushed) {
-		/* every in-place write ended so far is covered by this flush */
-		op->commits_seen = j->commits_done;
+		/* covers every in-place write ended so far: every commit that
+		 * called back before this release was called */
 		pthread_mutex_unlock(&j->lock);
 		ret = tsr_svol_flush(op->svol, op->io, release_flushed, op);
 		return ret ? op_end(op, ret) : 0;
@@ -961,10 +964,11 @@ static int release_try(struct stage_op *op)
 	for (i = 0; i < j->n; i++)
 		left += j->ents[i].e.txn > op->upto;
 	/* a new generation forgets every record, superseded committed ones
-	 * too: only when no in-place write ended after the flush was issued
-	 * (and none runs: readers) */
-	if (left == 0 && j->appends == 0 && j->readers == 0 &&
-	    j->commits_done == op->commits_seen && j->tail > store_stage_roll_bytes) {
+	 * too; left == 0 after the flush makes that safe: a commit whose
+	 * in-place write the flush may have missed was still running when
+	 * this release was called, so its txn is > upto (a caller never
+	 * releases a running commit) and live, or superseded by a live one */
+	if (left == 0 && j->appends == 0 && j->readers == 0 && j->tail > store_stage_roll_bytes) {
 		ret = roll_start(j, op);
 		if (ret == 0)
 			release_upto(j, op->upto);

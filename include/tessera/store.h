@@ -245,12 +245,14 @@ int tsr_store_vol_space(struct tsr_store *store, const char *vol, uint64_t *allo
  *
  * Entry life: STAGED (bytes durable in the journal, not in place) ->
  * COMMITTED (marker durable, then the bytes written in place through the
- * normal write path, durable) -> forgotten (released, or superseded by a
+ * normal write path, not FUA: durable through the journal until a release,
+ * which flushes the volume first) -> forgotten (released, or superseded by a
  * newer txn staged for the same stripe on this volume).  Rules:
  *  - at most one live entry per stripe: staging txn T2 for stripe S forgets
  *    the older entry for S (the coordinator only stages T2 once T finished);
- *  - at open, the newest record per stripe decides: COMMITTED -> its bytes
- *    are written in place again (the in-place write may have been torn),
+ *  - at an unclean open every committed, unreleased record (superseded ones
+ *    too) is written in place again, in commit order (the in-place write
+ *    may have been lost); the newest record per stripe decides the entry:
  *    STAGED -> kept STAGED for the coordinator to resolve, released -> gone;
  *  - release is durable before it returns; a released entry never comes back;
  *  - rollback, delete and snapshot restore of the volume drop its journal;
@@ -284,7 +286,8 @@ int tsr_svol_stage(struct tsr_svol *svol, struct tsr_io *io, const struct tsr_st
 		   const void *buf, tsr_cb cb_fn, void *cb_arg);
 /*
  * Commit txn: COMMITTED marker durable, then its bytes written in place
- * (FUA; copy-on-write into the newest snapshot as for any write), then cb.
+ * (not FUA: the journal keeps them durable until a release; copy-on-write
+ * into the newest snapshot as for any write), then cb.
  * Committing a COMMITTED txn writes its bytes again (idempotent roll
  * forward).  Errors: -ENOENT txn unknown (never staged, released or
  * superseded), -EIO.
@@ -295,8 +298,11 @@ int tsr_svol_stage_commit(struct tsr_svol *svol, struct tsr_io *io, uint64_t txn
 int tsr_svol_stage_list(struct tsr_svol *svol, struct tsr_stage_entry **out, size_t *count);
 /*
  * Forget every live entry with txn <= txn_upto (STAGED ones are thereby
- * rolled back: their bytes were never in place); durable (one small journal
- * write, FUA) when cb fires with 0.  The EC coordinator calls it in batches.
+ * rolled back: their bytes were never in place); the volume's data is
+ * flushed first (committed bytes durable in place), then one small journal
+ * write, FUA; durable when cb fires with 0.  Never release a txn whose
+ * commit has not called back (the flush would not cover its in-place
+ * write).  The EC coordinator calls it in batches.
  * Async contract as tsr_svol_write.  Errors: -EIO.
  */
 int tsr_svol_stage_release(struct tsr_svol *svol, struct tsr_io *io, uint64_t txn_upto,
