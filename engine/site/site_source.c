@@ -159,6 +159,13 @@ struct tsr_site_source {
 	uint64_t log_entries, log_bytes, log_cost;
 
 	uint64_t *dirty;         /* n_regions bits */
+	/* initial copy: the regions holding holes (n_regions bits), or NULL.
+	 * A target that already has history (applied > 0 at the first
+	 * VOLUME_OPEN: a restart of this source) may hold data where the
+	 * volume now has a hole (a trim acked and never shipped before the
+	 * crash), so these regions are re-copied too (as ZERO frames where
+	 * they read as zeros); a new target reads holes as zeros already. */
+	uint64_t *holes;
 	uint64_t dirty_count;    /* bits set in dirty */
 	uint64_t dirty_since_ns; /* ack time of the oldest change only in dirty (0: none) */
 
@@ -991,6 +998,12 @@ static void on_open(struct tsr_site_source *s, uint64_t a, bool replay)
 	bool ok;
 
 	s->replay = replay;
+	if (!s->first_session_done && s->holes != NULL) {
+		if (a > 0) /* the target has history: zero what is a hole here */
+			dirty_merge(s, s->holes);
+		free(s->holes);
+		s->holes = NULL;
+	}
 	s->cursor = NULL; /* everything the target applied goes */
 	on_ack(s, a);
 	s->acked_seq = a;
@@ -1292,8 +1305,9 @@ static void go_fn(struct tsr_site_source *s, struct sync_call *c)
 	sync_call_done(c, 0);
 }
 
-/* The initial copy's regions: every allocated extent (holes are skipped). */
-static int scan_allocated(struct tsr_site_source *s, uint64_t *bits)
+/* The initial copy's regions: every allocated extent into bits, the holes
+ * into holes (when not NULL; see struct tsr_site_source). */
+static int scan_allocated(struct tsr_site_source *s, uint64_t *bits, uint64_t *holes)
 {
 	struct tsr_extent ext[256];
 	uint64_t off = 0, marked = 0;
@@ -1309,6 +1323,8 @@ static int scan_allocated(struct tsr_site_source *s, uint64_t *bits)
 		for (i = 0; i < n; i++) {
 			if (!(ext[i].flags & TSR_EXTENT_HOLE))
 				marked += bits_mark(s, bits, ext[i].offset, ext[i].length);
+			else if (holes != NULL)
+				bits_mark(s, holes, ext[i].offset, ext[i].length);
 			off = ext[i].offset + ext[i].length;
 		}
 	}
@@ -1359,6 +1375,7 @@ static void source_free(struct tsr_site_source *s)
 	}
 	free(s->tx_orphan);
 	free(s->dirty);
+	free(s->holes);
 	free(s->sync_bits);
 	tsr_free_aligned(s->rbuf);
 	tsr_site_rx_fini(&s->rx);
@@ -1456,7 +1473,12 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 	 * was written before is on the volume, allocated */
 	if (opts->initial_copy) {
 		c.scan = calloc(1, bitmap_bytes(s));
-		if (c.scan == NULL || scan_allocated(s, c.scan) < 0) {
+		s->holes = calloc(1, bitmap_bytes(s));
+		if (s->holes == NULL)
+			tsr_warn("site source %s: no memory for the hole map: a restarted source "
+				 "will not zero the target where the volume was trimmed",
+				 tsr_vol_name(s->vol));
+		if (c.scan == NULL || scan_allocated(s, c.scan, s->holes) < 0) {
 			tsr_warn("site source %s: no allocation map: copying the whole volume",
 				 tsr_vol_name(s->vol));
 			if (c.scan != NULL)

@@ -1112,11 +1112,44 @@ static void test_wrong_peer_name(void **state)
 	assert_int_equal(atomic_load(&e->tg.connections), 0);
 }
 
+/* A restarted source zeroes at the target what became a hole while nothing
+ * shipped (a trim acked just before a crash): when the target already has
+ * history, the initial copy re-sends the hole regions too (as ZERO). */
+static void test_restart_zeroes_holes(void **state)
+{
+	struct env *e = env_open(64 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	struct wreq r[2];
+	char addr[64];
+
+	(void)state;
+	r[0] = (struct wreq){.off = 4 * MIB, .len = 1024 * 1024};
+	assert_non_null(r[0].buf = tsr_alloc_aligned(r[0].len));
+	fill(r[0].buf, r[0].len, 42, r[0].off);
+	o = source_opts(e, addr, sizeof(addr));
+	o.initial_copy = true;
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	assert_int_equal(run_writes(e, r, 1, NULL, NULL), 0);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	tsr_site_source_stop(e->s);
+	e->s = NULL;
+	/* no source runs: the data becomes a hole on the source only */
+	r[1] = (struct wreq){.off = 4 * MIB, .len = 1024 * 1024, .zero = true};
+	assert_int_equal(run_writes(e, &r[1], 1, NULL, NULL), 0);
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e); /* the target's copy of the old data is gone */
+	tsr_free_aligned(r[0].buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_stream, env_teardown),
 	    cmocka_unit_test_teardown(test_initial_copy, env_teardown),
+	    cmocka_unit_test_teardown(test_restart_zeroes_holes, env_teardown),
 	    cmocka_unit_test_teardown(test_overflow, env_teardown),
 	    cmocka_unit_test_teardown(test_reconnect, env_teardown),
 	    cmocka_unit_test_teardown(test_demote, env_teardown),
