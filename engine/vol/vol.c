@@ -503,24 +503,50 @@ static int fence_check(const struct tsr_vol *vol, unsigned flags)
 	return atomic_load_explicit(&vol->write_fence, memory_order_relaxed);
 }
 
-int tsr_vol_write(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint32_t len,
-		  const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
+enum modify_kind { MODIFY_WRITE, MODIFY_TRIM, MODIFY_ZEROES };
+
+static int layout_modify(struct tsr_vol *vol, enum modify_kind kind, struct tsr_io *io,
+			 uint64_t offset, uint64_t len, const void *buf, unsigned flags,
+			 tsr_cb cb_fn, void *cb_arg)
+{
+	switch (kind) {
+	case MODIFY_WRITE:
+		return tsr_layout_write(vol->layout, io, offset, (uint32_t)len, buf, flags, cb_fn,
+					cb_arg);
+	case MODIFY_TRIM:
+		return tsr_layout_trim(vol->layout, io, offset, len, cb_fn, cb_arg);
+	default:
+		return tsr_layout_write_zeroes(vol->layout, io, offset, len, flags, cb_fn, cb_arg);
+	}
+}
+
+/* A host (or replication) change of the volume: the fence, then the layout,
+ * through a tap context when hooks are installed. */
+static int vol_modify(struct tsr_vol *vol, enum modify_kind kind, struct tsr_io *io,
+		      uint64_t offset, uint64_t len, const void *buf, unsigned flags,
+		      tsr_cb cb_fn, void *cb_arg)
 {
 	struct tap_req *t;
 	int ret = fence_check(vol, flags);
 
 	if (ret)
 		return ret;
-	t = tap_get(vol, flags, false, offset, len, buf, cb_fn, cb_arg, &ret);
+	t = tap_get(vol, flags, kind != MODIFY_WRITE, offset, len, buf, cb_fn, cb_arg, &ret);
 	if (ret)
 		return ret;
 	flags &= ~TSR_WRITE_REPL;
 	if (t == NULL)
-		return tsr_layout_write(vol->layout, io, offset, len, buf, flags, cb_fn, cb_arg);
-	ret = tsr_layout_write(vol->layout, io, offset, len, buf, flags, tap_done, t);
+		return layout_modify(vol, kind, io, offset, len, buf, flags, cb_fn, cb_arg);
+	ret = layout_modify(vol, kind, io, offset, len, buf, flags, tap_done, t);
 	if (ret)
 		tap_put_back(t);
 	return ret;
+}
+
+int tsr_vol_write(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint32_t len,
+		  const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
+{
+	return vol_modify(vol, MODIFY_WRITE, io, offset, len, buf, flags, cb_fn, cb_arg);
 }
 
 int tsr_vol_flush(struct tsr_vol *vol, struct tsr_io *io, tsr_cb cb_fn, void *cb_arg)
@@ -531,20 +557,7 @@ int tsr_vol_flush(struct tsr_vol *vol, struct tsr_io *io, tsr_cb cb_fn, void *cb
 int tsr_vol_trim_flags(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint64_t len,
 		       unsigned flags, tsr_cb cb_fn, void *cb_arg)
 {
-	struct tap_req *t;
-	int ret = fence_check(vol, flags);
-
-	if (ret)
-		return ret;
-	t = tap_get(vol, flags, true, offset, len, NULL, cb_fn, cb_arg, &ret);
-	if (ret)
-		return ret;
-	if (t == NULL)
-		return tsr_layout_trim(vol->layout, io, offset, len, cb_fn, cb_arg);
-	ret = tsr_layout_trim(vol->layout, io, offset, len, tap_done, t);
-	if (ret)
-		tap_put_back(t);
-	return ret;
+	return vol_modify(vol, MODIFY_TRIM, io, offset, len, NULL, flags, cb_fn, cb_arg);
 }
 
 int tsr_vol_trim(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint64_t len,
@@ -556,21 +569,7 @@ int tsr_vol_trim(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint64
 int tsr_vol_write_zeroes(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset,
 			 uint64_t len, unsigned flags, tsr_cb cb_fn, void *cb_arg)
 {
-	struct tap_req *t;
-	int ret = fence_check(vol, flags);
-
-	if (ret)
-		return ret;
-	t = tap_get(vol, flags, true, offset, len, NULL, cb_fn, cb_arg, &ret);
-	if (ret)
-		return ret;
-	flags &= ~TSR_WRITE_REPL;
-	if (t == NULL)
-		return tsr_layout_write_zeroes(vol->layout, io, offset, len, flags, cb_fn, cb_arg);
-	ret = tsr_layout_write_zeroes(vol->layout, io, offset, len, flags, tap_done, t);
-	if (ret)
-		tap_put_back(t);
-	return ret;
+	return vol_modify(vol, MODIFY_ZEROES, io, offset, len, NULL, flags, cb_fn, cb_arg);
 }
 
 int tsr_vol_block_status(struct tsr_vol *vol, uint64_t offset, uint64_t len,
