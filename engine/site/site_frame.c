@@ -1,9 +1,12 @@
 /*
  * Whole site-protocol frames over a site TLS connection (site.h, "framing"):
  * a resumable receiver that parses the header as soon as it is in and
- * checks the payload's CRC32C before handing the frame out, and a resumable
- * sender.  Both suit a non-blocking event loop: -EAGAIN means "wait for
- * tsr_site_tls_want and call again".
+ * checks the payload's CRC32C before handing the frame out (its payload into
+ * rx's own buffer, or, with tsr_site_rx_hold, into one the caller names once
+ * it has seen the header: a pipelined target receives each WRITE straight
+ * into the buffer that stays with the frame until the store wrote it), and a
+ * resumable sender.  Both suit a non-blocking event loop: -EAGAIN means
+ * "wait for tsr_site_tls_want and call again".
  */
 #include <errno.h>
 #include <string.h>
@@ -13,14 +16,27 @@
 int tsr_site_rx_init(struct tsr_site_rx *rx)
 {
 	memset(rx, 0, sizeof(*rx));
-	rx->payload = tsr_alloc_aligned(TSR_SITE_MAX_DATA);
-	return rx->payload ? 0 : -ENOMEM;
+	rx->own = tsr_alloc_aligned(TSR_SITE_MAX_DATA);
+	rx->payload = rx->own;
+	return rx->own ? 0 : -ENOMEM;
 }
 
 void tsr_site_rx_fini(struct tsr_site_rx *rx)
 {
-	tsr_free_aligned(rx->payload);
+	tsr_free_aligned(rx->own);
+	rx->own = NULL;
 	rx->payload = NULL;
+}
+
+void tsr_site_rx_hold(struct tsr_site_rx *rx, bool on)
+{
+	rx->hold = on;
+}
+
+void tsr_site_rx_set_payload(struct tsr_site_rx *rx, uint8_t *buf)
+{
+	rx->payload = buf ? buf : rx->own;
+	rx->need_buf = false;
 }
 
 int tsr_site_rx_poll(struct tsr_site_rx *rx, struct tsr_site_tls *t)
@@ -28,8 +44,12 @@ int tsr_site_rx_poll(struct tsr_site_rx *rx, struct tsr_site_tls *t)
 	ssize_t n;
 	int ret;
 
-	if (rx->got >= TSR_SITE_HDR_SIZE + rx->hdr.payload_len) /* the last frame was handed out */
+	if (rx->need_buf) /* the caller has not said where the payload goes yet */
+		return 2;
+	if (rx->got >= TSR_SITE_HDR_SIZE + rx->hdr.payload_len) { /* the last one was handed out */
 		rx->got = 0;
+		rx->payload = rx->own;
+	}
 	while (rx->got < TSR_SITE_HDR_SIZE) {
 		n = tsr_site_tls_read(t, rx->hdr_buf + rx->got, TSR_SITE_HDR_SIZE - rx->got);
 		if (n == 0)
@@ -42,6 +62,10 @@ int tsr_site_rx_poll(struct tsr_site_rx *rx, struct tsr_site_tls *t)
 			if (ret < 0) {
 				tsr_error("site: received a bad frame header: %s", strerror(-ret));
 				return ret;
+			}
+			if (rx->hold && rx->hdr.payload_len > 0) {
+				rx->need_buf = true;
+				return 2;
 			}
 		}
 	}

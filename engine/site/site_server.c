@@ -19,8 +19,20 @@
  *   5. the end (peer's close_notify, a refused frame, server stop, promote):
  *      the last frame completes, the volume is flushed and the state written
  *      with the clean flag; the control thread forgets the session.
- * One frame is read at a time: the next is read only once the previous one
- * is applied (rx reuses its payload buffer), which is also the flow control.
+ * Pipelined apply: frames are read while tsr_site_target has room in its
+ * window (32 frames, 16 MiB of payload by default) and go to the store at
+ * once; the target keeps write order per block and moves applied only
+ * through the contiguous prefix of completed frames.  Each WRITE is received
+ * straight into its own block-aligned buffer from a small per-session pool
+ * (tsr_site_rx_hold: the header first, then the payload into the buffer),
+ * which stays with the frame until its callback.  When the window is full
+ * the socket is not read (backpressure: TCP then holds the source back).
+ * The state file records the contiguous applied seq, made durable by a
+ * flush while later frames may be in the store; after a crash, frames past
+ * it may be partly on disk, which the "not clean" flag (written before the
+ * first frame of a session) covers: the next session replies with
+ * TSR_SITE_F_REPLAY and the volume stays inconsistent until the source's
+ * replay ends with SYNC_END.
  * Sockets are watched edge triggered for in and out; every change of state
  * runs pump(), which does whatever can be done and stops at -EAGAIN.
  *
@@ -202,6 +214,85 @@ enum sess_phase {
 
 enum ctl_kind { CTL_OPEN = 1, CTL_ENDED };
 
+/* ---- WRITE payload buffers (session's worker) ---- */
+
+#define FRAME_SLOTS TSR_SITE_TARGET_WINDOW   /* the target's window (default) */
+#define POOL_CLASSES 11u                      /* 4 KiB << 0..10 = 4 MiB */
+#define POOL_CACHE_BYTES TSR_SITE_TARGET_WINDOW_BYTES /* free buffers kept, at most */
+
+/* A free pool buffer: the link lives in the buffer itself while it is free. */
+struct pool_free {
+	struct pool_free *next;
+};
+
+/* Block-aligned buffers in power-of-two sizes, 4 KiB .. TSR_SITE_MAX_DATA. */
+struct pool {
+	struct pool_free *free[POOL_CLASSES]; /* free buffers of 4 KiB << class */
+	uint64_t cached;                      /* bytes on the free lists */
+};
+
+/* One frame in the target: the argument of its callback. */
+struct pframe {
+	struct sess *s;
+	uint8_t *buf;           /* its pool buffer (WRITE), or NULL */
+	uint32_t cap;           /* that buffer's capacity */
+	uint32_t bytes;         /* WRITE payload bytes */
+	uint8_t op;
+	struct pframe *next;    /* free list */
+};
+
+static unsigned pool_class(uint32_t len)
+{
+	unsigned c = 0;
+
+	while (((uint32_t)TSR_BLOCK_SIZE << c) < len)
+		c++;
+	return c;
+}
+
+/* A buffer of at least len bytes (len <= TSR_SITE_MAX_DATA); NULL: no memory. */
+static uint8_t *pool_get(struct pool *p, uint32_t len, uint32_t *cap)
+{
+	unsigned c = pool_class(len);
+	struct pool_free *f = p->free[c];
+
+	*cap = (uint32_t)TSR_BLOCK_SIZE << c;
+	if (f) {
+		p->free[c] = f->next;
+		p->cached -= *cap;
+		return (uint8_t *)f;
+	}
+	return tsr_alloc_aligned(*cap);
+}
+
+static void pool_put(struct pool *p, uint8_t *buf, uint32_t cap)
+{
+	unsigned c = pool_class(cap);
+	struct pool_free *f = (struct pool_free *)(void *)buf;
+
+	if (buf == NULL)
+		return;
+	if (p->cached + cap > POOL_CACHE_BYTES) {
+		tsr_free_aligned(buf);
+		return;
+	}
+	f->next = p->free[c];
+	p->free[c] = f;
+	p->cached += cap;
+}
+
+static void pool_fini(struct pool *p)
+{
+	for (unsigned c = 0; c < POOL_CLASSES; c++)
+		while (p->free[c]) {
+			struct pool_free *f = p->free[c];
+
+			p->free[c] = f->next;
+			tsr_free_aligned(f);
+		}
+	p->cached = 0;
+}
+
 struct sess {
 	struct tsr_site_server *srv;
 	int fd;                    /* owned; closed at teardown */
@@ -244,15 +335,20 @@ struct sess {
 	int timer_fd;              /* SYNC_MS ticks from the start, -1 when none */
 	bool timer_watched;        /* timer_fd watched on w */
 	unsigned early_ticks;      /* ticks before the stream began (EARLY_TICKS) */
-	bool applying;             /* a frame is in the target */
-	uint8_t applying_op;
-	uint32_t applying_bytes;   /* WRITE payload bytes of that frame */
+	unsigned inflight;         /* frames given to the target whose cb has not fired */
+	struct pframe *frames;     /* FRAME_SLOTS cb arguments, allocated at arrival */
+	struct pframe *free_frames;/* unused entries of frames */
+	struct pool pool;          /* payload buffers of WRITEs */
+	uint8_t *rx_buf;           /* pool buffer the frame being received goes into, or NULL */
+	uint32_t rx_cap;           /* its capacity */
 	bool broken;               /* a store error: frames past applied may be partial */
 	bool syncing;              /* a flush / state write is in flight */
 	bool sync_final;           /* that write carries the clean flag: the session ends */
 	bool final_done;           /* the final state write was tried */
 	bool sync_ack;             /* ACK once the write is done even if nothing moved */
 	uint64_t sync_seq;         /* applied when the sync began */
+	bool sync_consistent;      /* the target's consistent flag then (written with sync_seq) */
+	bool sync_again;           /* an ordering point completed while a sync ran: sync again */
 	uint64_t durable;          /* applied-through seq the state file holds */
 	uint64_t acked;            /* the last ACK's seq */
 	int64_t last_sync_ns;
@@ -299,6 +395,9 @@ static void sess_free(struct sess *s)
 {
 	if (s->rx_init)
 		tsr_site_rx_fini(&s->rx);
+	tsr_free_aligned(s->rx_buf);
+	pool_fini(&s->pool);
+	free(s->frames);
 	tsr_free_aligned(s->state_buf);
 	free(s);
 }
@@ -439,7 +538,7 @@ static void sync_write(struct sess *s)
 	tsr_site_target_ack(s->target, &ack);
 	s->st.applied = s->sync_seq;
 	s->st.epoch = ack.epoch;
-	s->st.flags = tsr_site_target_consistent(s->target) ? SITE_STATE_CONSISTENT : 0;
+	s->st.flags = s->sync_consistent ? SITE_STATE_CONSISTENT : 0;
 	if (s->sync_final && !s->broken)
 		s->st.flags |= SITE_STATE_CLEAN;
 	site_state_pack(&s->st, s->state_buf);
@@ -463,13 +562,17 @@ static void sync_flushed(void *arg, int status)
 	pump(s);
 }
 
-/* Make applied durable and say so: flush (unless flushed), state, ACK. */
+/* Make applied durable and say so: flush (unless flushed), state, ACK.
+ * Later frames may be in the store meanwhile: the flush covers every frame
+ * through applied (all completed before it was issued), and the state
+ * file names only those. */
 static void sync_start(struct sess *s, bool flushed)
 {
 	int ret;
 
 	s->syncing = true;
 	s->sync_seq = tsr_site_target_applied(s->target);
+	s->sync_consistent = tsr_site_target_consistent(s->target);
 	if (flushed) {
 		sync_write(s);
 		return;
@@ -481,16 +584,40 @@ static void sync_start(struct sess *s, bool flushed)
 	}
 }
 
+static struct pframe *pframe_get(struct sess *s)
+{
+	struct pframe *pf = s->free_frames;
+
+	if (pf)
+		s->free_frames = pf->next;
+	return pf;
+}
+
+static void pframe_put(struct sess *s, struct pframe *pf)
+{
+	pool_put(&s->pool, pf->buf, pf->cap);
+	pf->buf = NULL;
+	pf->next = s->free_frames;
+	s->free_frames = pf;
+}
+
+/* A frame's callback: the target fires them in seq order, each once
+ * applied includes it (0) or with the error that broke the stream. */
 static void apply_done(void *arg, int status)
 {
-	struct sess *s = arg;
+	struct pframe *pf = arg;
+	struct sess *s = pf->s;
 	struct tvol *tv = s->tv;
-	uint8_t op = s->applying_op;
+	uint8_t op = pf->op;
+	uint32_t bytes = pf->bytes;
 
-	s->applying = false;
+	pframe_put(s, pf);
+	s->inflight--;
 	if (status < 0) {
+		bool first = !s->broken;
+
 		s->broken = true;
-		if (s->phase != SESS_CLOSING)
+		if (first && s->phase != SESS_CLOSING)
 			sess_error(s, -status, s->open_hdr.stream,
 				   tsr_site_target_applied(s->target) + 1,
 				   "volume %s: the target's store failed applying %s: %s", tv->name,
@@ -500,12 +627,16 @@ static void apply_done(void *arg, int status)
 	}
 	atomic_store(&tv->applied, tsr_site_target_applied(s->target));
 	atomic_store(&tv->consistent, tsr_site_target_consistent(s->target));
-	atomic_fetch_add(&tv->bytes_applied, s->applying_bytes);
+	atomic_fetch_add(&tv->bytes_applied, bytes);
 	atomic_store(&tv->last_frame_ns, now_ns());
 	if (op == TSR_SITE_BARRIER || op == TSR_SITE_SYNC_BEGIN || op == TSR_SITE_SYNC_END) {
-		s->sync_ack = op == TSR_SITE_BARRIER;
-		sync_start(s, true); /* the target flushed */
-	} else if (now_ns() - s->last_sync_ns >= (int64_t)SYNC_MS * 1000000) {
+		if (op == TSR_SITE_BARRIER)
+			s->sync_ack = true;
+		if (s->syncing)
+			s->sync_again = true; /* after the one running, with a flush of its own */
+		else
+			sync_start(s, true); /* the target flushed: applied is durable */
+	} else if (!s->syncing && now_ns() - s->last_sync_ns >= (int64_t)SYNC_MS * 1000000) {
 		sync_start(s, false);
 	}
 	pump(s);
@@ -514,6 +645,7 @@ static void apply_done(void *arg, int status)
 static void handle_stream_frame(struct sess *s)
 {
 	const struct tsr_site_hdr *h = &s->rx.hdr;
+	struct pframe *pf;
 	int ret;
 
 	switch (h->opcode) {
@@ -540,9 +672,25 @@ static void handle_stream_frame(struct sess *s)
 			   tsr_site_op_name(h->opcode));
 		return;
 	}
-	ret = tsr_site_target_apply(s->target, h, s->rx.payload, apply_done, s);
+	pf = pframe_get(s);
+	if (pf == NULL) { /* cannot be: the window has as many slots */
+		sess_error(s, EBUSY, h->stream, h->seq, "volume %s: no frame slot", s->tv->name);
+		return;
+	}
+	*pf = (struct pframe){.s = s, .op = h->opcode};
+	if (h->opcode == TSR_SITE_WRITE && s->rx_buf && s->rx.payload == s->rx_buf) {
+		pf->buf = s->rx_buf; /* the frame's own buffer until its cb */
+		pf->cap = s->rx_cap;
+		pf->bytes = h->payload_len;
+		s->rx_buf = NULL;
+	} else if (h->opcode == TSR_SITE_WRITE) {
+		pf->bytes = h->payload_len;
+	}
+	ret = tsr_site_target_apply(s->target, h, s->rx.payload, apply_done, pf);
 	if (ret) {
 		uint64_t applied = tsr_site_target_applied(s->target);
+
+		pframe_put(s, pf);
 
 		switch (ret) {
 		case -EILSEQ:
@@ -579,9 +727,32 @@ static void handle_stream_frame(struct sess *s)
 		}
 		return;
 	}
-	s->applying = true;
-	s->applying_op = h->opcode;
-	s->applying_bytes = h->opcode == TSR_SITE_WRITE ? h->payload_len : 0;
+	s->inflight++;
+}
+
+/* rx handed out a header (hold): name where its payload goes, once it fits
+ * in the window (a WRITE into its own pool buffer).  false: wait. */
+static bool give_payload_buf(struct sess *s)
+{
+	const struct tsr_site_hdr *h = &s->rx.hdr;
+
+	if (s->phase != SESS_STREAM || h->opcode != TSR_SITE_WRITE) {
+		tsr_site_rx_set_payload(&s->rx, NULL); /* small payloads: rx's own buffer */
+		return true;
+	}
+	if (!tsr_site_target_room(s->target, h->payload_len))
+		return false;
+	if (s->rx_buf == NULL || s->rx_cap < h->payload_len) {
+		pool_put(&s->pool, s->rx_buf, s->rx_cap);
+		s->rx_buf = pool_get(&s->pool, h->payload_len, &s->rx_cap);
+	}
+	if (s->rx_buf == NULL) {
+		sess_error(s, ENOMEM, h->stream, h->seq, "volume %s: the target is out of memory",
+			   s->tv->name);
+		return false;
+	}
+	tsr_site_rx_set_payload(&s->rx, s->rx_buf);
+	return true;
 }
 
 static void timer_cb(void *arg, uint32_t events)
@@ -601,7 +772,7 @@ static void timer_cb(void *arg, uint32_t events)
 		s->dead = true;
 		sess_begin_close(s);
 	}
-	if (s->phase == SESS_STREAM && !s->applying && !s->syncing && !s->err_pending &&
+	if (s->phase == SESS_STREAM && !s->syncing && !s->err_pending &&
 	    tsr_site_target_applied(s->target) > s->durable)
 		sync_start(s, false);
 	pump(s);
@@ -670,8 +841,8 @@ static bool can_read(const struct sess *s)
 	case SESS_HELLO:
 	case SESS_OPEN:
 		return true;
-	case SESS_STREAM:
-		return !s->applying && !s->syncing;
+	case SESS_STREAM: /* room for one more frame (rx holds a header until it fits) */
+		return s->rx.need_buf || tsr_site_target_room(s->target, 0);
 	default:
 		return false;
 	}
@@ -679,10 +850,18 @@ static bool can_read(const struct sess *s)
 
 static void sess_teardown(struct sess *s);
 
-/* Closing: wait for the frame in flight, write the final state, then end. */
+/* Let the target issue what waited for io queue room and complete what it
+ * can.  Callbacks may run (and end the session): the caller's last act. */
+static void target_kick(struct sess *s)
+{
+	if (s->target)
+		tsr_site_target_kick(s->target);
+}
+
+/* Closing: wait for the frames in flight, write the final state, then end. */
 static bool close_step(struct sess *s)
 {
-	if (s->applying || s->syncing)
+	if (s->inflight || s->syncing)
 		return false;
 	if (s->target && !s->final_done) {
 		s->sync_final = true;
@@ -754,14 +933,30 @@ static void pump(struct sess *s)
 			continue;
 		}
 		if (s->phase == SESS_CLOSING) {
-			close_step(s);
+			if (!close_step(s))
+				target_kick(s); /* last: s may be gone after it */
 			return;
 		}
-		if (!can_read(s))
+		if (s->phase == SESS_STREAM && s->sync_again && !s->syncing) {
+			s->sync_again = false;
+			sync_start(s, false);
+			continue;
+		}
+		if (!can_read(s)) {
+			target_kick(s);
 			return;
+		}
 		ret = tsr_site_rx_poll(&s->rx, s->tls);
-		if (ret == -EAGAIN)
+		if (ret == -EAGAIN) {
+			target_kick(s);
 			return;
+		}
+		if (ret == 2) { /* a header: its payload's buffer first */
+			if (give_payload_buf(s) || s->phase != SESS_STREAM)
+				continue; /* read on, or refused (closing) */
+			target_kick(s); /* no room: a completion pumps again; s may be gone */
+			return;
+		}
 		if (ret == 0) {
 			tsr_info("site server: %s: closed by the source", s->label);
 			sess_begin_close(s);
@@ -901,14 +1096,18 @@ static void msg_arrive(struct tsr_worker *w, void *arg)
 	struct tsr_site_target_opts o = {.vol = s->tv->vol, .io = tsr_worker_io(w),
 					 .stream = s->st.stream, .epoch = s->st.epoch,
 					 .applied = s->st.applied,
-					 .consistent = (s->st.flags & SITE_STATE_CONSISTENT) != 0};
+					 .consistent = (s->st.flags & SITE_STATE_CONSISTENT) != 0,
+					 .window = FRAME_SLOTS};
 	struct tsr_site_hdr r = {.opcode = TSR_SITE_VOLUME_OPEN, .flags = TSR_SITE_F_REPLY,
 				 .stream = s->st.stream, .seq = s->st.applied,
 				 .epoch = s->st.epoch};
 	int ret;
 
 	s->state_buf = tsr_alloc_aligned(SITE_STATE_SIZE);
-	ret = s->state_buf ? tsr_site_target_create(&o, &s->target) : -ENOMEM;
+	s->frames = calloc(FRAME_SLOTS, sizeof(*s->frames));
+	for (unsigned i = 0; s->frames && i < FRAME_SLOTS; i++)
+		pframe_put(s, &s->frames[i]);
+	ret = s->state_buf && s->frames ? tsr_site_target_create(&o, &s->target) : -ENOMEM;
 	if (ret == 0 && !s->timer_watched) { /* moved here from the accepting worker */
 		ret = tsr_worker_watch(w, s->timer_fd, EPOLLIN, timer_cb, s);
 		s->timer_watched = ret == 0;
@@ -940,6 +1139,7 @@ static void msg_arrive(struct tsr_worker *w, void *arg)
 	if (s->replay)
 		r.flags |= TSR_SITE_F_REPLAY;
 	s->phase = SESS_STREAM;
+	tsr_site_rx_hold(&s->rx, true); /* each WRITE into its own buffer */
 	tsr_info("site server: %s: stream %llu resumes after seq %llu%s", s->label,
 		 (unsigned long long)s->st.stream, (unsigned long long)s->st.applied,
 		 s->replay ? " (replay: the last session did not end cleanly)" : "");

@@ -245,14 +245,31 @@ long tsr_site_tls_verify_error(const struct tsr_site_tls *t);
 /* ---- target side: ordered apply of one stream (engine/site/site_target.c) ----
  *
  * One struct per (stream, target volume), owned by one thread (the one whose
- * io it uses).  Frames are applied strictly in sequence order, one at a time:
- * a frame whose seq is not applied+1 (a duplicate, a replay, a gap) is
- * refused before any I/O, so nothing on the volume changes.  applied moves
- * only when the store completed the frame.  This slice keeps applied in
- * memory (the caller gives the resume point); a store I/O error breaks the
- * stream (every later call -EIO) since the extent may be half written.
+ * io it uses).  Pipelined: up to a window of frames (opts.window frames and
+ * opts.window_bytes of WRITE payload) are in the store at once, checked at
+ * submit time against the next expected seq (received + 1, not applied + 1):
+ * a duplicate, a replay or a gap is refused before any I/O, so nothing on
+ * the volume changes.  Frames go to the store in seq order; a WRITE or ZERO
+ * whose byte range overlaps a frame still in the store waits until that one
+ * completed (the last write of a block lands last), others do not wait.
+ * BARRIER, SYNC_BEGIN, SYNC_END (and SNAPSHOT) are ordering points: they
+ * wait until every earlier frame completed, then flush.  applied moves only
+ * through the contiguous prefix of completed frames, and callbacks fire in
+ * seq order as applied passes their frame: a completion out of order waits
+ * for the gap to fill.  After a crash, frames past applied may be partly on
+ * the volume (several were in flight): the caller's state file therefore
+ * says "not clean" while a stream is open, and after an unclean end the
+ * volume counts as inconsistent until the source's replay (everything it had
+ * sent past applied, then SYNC_END) is applied (TSR_SITE_F_REPLAY).  This
+ * slice keeps applied in memory (the caller gives the resume point); a store
+ * I/O error breaks the stream (every later call -EIO; the frames accepted
+ * after it complete with -EIO once the ones in the store drained) since the
+ * extent may be half written.
  */
 struct tsr_site_target;
+
+#define TSR_SITE_TARGET_WINDOW 32u              /* default opts.window */
+#define TSR_SITE_TARGET_WINDOW_BYTES (16u << 20) /* default opts.window_bytes */
 
 struct tsr_site_target_opts {
 	struct tsr_vol *vol;   /* the target volume (written with TSR_WRITE_REPL); the caller's handle */
@@ -261,11 +278,16 @@ struct tsr_site_target_opts {
 	uint64_t epoch;        /* lowest source epoch accepted (raised by newer frames) */
 	uint64_t applied;      /* applied-through seq to resume from (0: a new stream) */
 	bool consistent;       /* the volume equals a prefix of the history now */
+	unsigned window;       /* frames accepted whose cb has not fired, at most;
+				* 0: TSR_SITE_TARGET_WINDOW; 1..1024 */
+	uint64_t window_bytes; /* WRITE payload bytes those frames hold, at most; 0: the
+				* default; at least TSR_SITE_MAX_DATA (raised to it) */
 };
-/* Errors: -EINVAL missing vol/io or stream 0, -ENOMEM. */
+/* Errors: -EINVAL missing vol/io, stream 0, window over 1024; -ENOMEM. */
 int tsr_site_target_create(const struct tsr_site_target_opts *opts,
 			   struct tsr_site_target **out);
-/* No apply may be in flight.  NULL ok. */
+/* No frame may be held (tsr_site_target_inflight 0).  NULL ok.  From inside
+ * a cb the memory is freed once the callback returns. */
 void tsr_site_target_destroy(struct tsr_site_target *t);
 
 /*
@@ -275,20 +297,32 @@ void tsr_site_target_destroy(struct tsr_site_target *t);
  * (then the caller sends the ACK of tsr_site_target_ack); SYNC_BEGIN clears
  * consistent and SYNC_END sets it (both after a flush, so that the caller
  * may persist the state once cb fired).
- * Async contract: returns 0 and cb_fn fires exactly once (from io's poll)
- * with 0 or -errno (-EIO, -ENOSPC from the store), or returns -errno and
+ * Async contract: returns 0 and cb_fn fires exactly once (from io's poll,
+ * or from tsr_site_target_kick; never from inside this call), in seq order,
+ * once applied includes the frame (0), or with -errno (-EIO, -ENOSPC from
+ * the store; -EIO for a frame after one that failed), or returns -errno and
  * cb_fn never fires and nothing changed:
- *   -EILSEQ   WRITE/ZERO/SNAPSHOT/SYNC_* seq != applied+1, or BARRIER seq > applied
+ *   -EILSEQ   WRITE/ZERO/SNAPSHOT/SYNC_* seq != received+1, or BARRIER seq >
+ *             received (received: the last seq accepted)
  *   -ESTALE   epoch below the stream's
  *   -EBADMSG  WRITE payload does not match data_crc
  *   -EPROTO   another stream, or an opcode that is not applied (HELLO, ...)
  *   -EINVAL   WRITE payload not block aligned; -ENOSPC past the volume's end
- *   -EBUSY    a frame is still being applied (one at a time)
+ *   -EBUSY    the window is full (tsr_site_target_room)
  *   -EOPNOTSUPP SNAPSHOT (not built in this slice: the stream stops there)
  *   -EIO      the stream broke earlier
  */
 int tsr_site_target_apply(struct tsr_site_target *t, const struct tsr_site_hdr *hdr,
 			  const void *payload, tsr_cb cb_fn, void *cb_arg);
+/* A frame with payload_len bytes of WRITE payload (0: any other) fits in
+ * the window now (the caller reads the next frame only then). */
+bool tsr_site_target_room(const struct tsr_site_target *t, uint32_t payload_len);
+/* Frames accepted whose cb has not fired yet. */
+unsigned tsr_site_target_inflight(const struct tsr_site_target *t);
+/* Issue again the frames the store had no queue room for (-EAGAIN from the
+ * io), and complete what can be: callbacks may fire from inside.  Cheap
+ * when nothing waits; call it whenever the owning thread is idle. */
+void tsr_site_target_kick(struct tsr_site_target *t);
 /* Applied-through seq (every frame up to it completed on the store). */
 uint64_t tsr_site_target_applied(const struct tsr_site_target *t);
 /* The volume equals a prefix of the source's history (no SYNC_BEGIN open,
@@ -312,7 +346,11 @@ struct tsr_site_rx {
 	uint8_t hdr_buf[TSR_SITE_HDR_SIZE]; /* the header's bytes as received */
 	struct tsr_site_hdr hdr;  /* valid once got >= TSR_SITE_HDR_SIZE */
 	size_t got;               /* bytes of the current frame received, header first */
-	uint8_t *payload;         /* TSR_SITE_MAX_DATA bytes, block aligned, owned */
+	uint8_t *payload;         /* where the current frame's payload goes: own, or the
+				   * caller's buffer given by tsr_site_rx_set_payload */
+	uint8_t *own;             /* TSR_SITE_MAX_DATA bytes, block aligned, owned */
+	bool hold;                /* tsr_site_rx_hold: hand the header out first */
+	bool need_buf;            /* hold: the header was handed out (2), no buffer given yet */
 };
 /* Errors: -ENOMEM. */
 int tsr_site_rx_init(struct tsr_site_rx *rx);
@@ -323,8 +361,21 @@ void tsr_site_rx_fini(struct tsr_site_rx *rx);
  * -EAGAIN; -EBADMSG / -EPROTO / -EMSGSIZE / -EPROTONOSUPPORT: a bad header
  * or payload checksum (the connection is then unusable: the stream has no
  * resync point); -ECONNRESET: closed mid-frame; the transport's errors.
+ * With hold on: 2 once a frame's header is in (checked) and it has a
+ * payload; the caller then names where the payload goes
+ * (tsr_site_rx_set_payload) and polls on.  Until it does, poll reads
+ * nothing and returns 2 again (the caller may wait, e.g. for room).
  */
 int tsr_site_rx_poll(struct tsr_site_rx *rx, struct tsr_site_tls *t);
+/* Hand headers out before their payload (2 above), on or off; between frames. */
+void tsr_site_rx_hold(struct tsr_site_rx *rx, bool on);
+/*
+ * After poll returned 2: the payload of the frame in rx->hdr goes into buf
+ * (hdr.payload_len bytes at least, block aligned for a WRITE; the caller's
+ * until it is done with the frame: rx keeps no pointer after the next
+ * frame starts), or into rx's own buffer when buf is NULL.
+ */
+void tsr_site_rx_set_payload(struct tsr_site_rx *rx, uint8_t *buf);
 
 struct tsr_site_tx {
 	uint8_t hdr_buf[TSR_SITE_HDR_SIZE]; /* the packed header */

@@ -3,11 +3,17 @@
  * on a real local store (scratch directory, O_DIRECT, the io backend the
  * machine has): WRITE and ZERO frames applied in order and read back; a
  * duplicate, a replay, a gap, a bad checksum, a stale epoch, another
- * stream, past the end, a second frame while one is in flight: each refused
- * with its errno, its callback never called, and every byte of the volume
+ * stream, past the end, a frame past the window: each refused with its
+ * errno, its callback never called, and every byte of the volume
  * unchanged; BARRIER and the ACK it yields; resuming at a given seq; a store
  * write error breaks the stream; SYNC_BEGIN / SYNC_END (in sequence) clear
  * and set consistent, and set_inconsistent holds until a SYNC_END.
+ * Pipelining (the io fault injector delays or fails chosen writes): many
+ * frames in the store at once with callbacks in seq order; a frame done
+ * before an earlier slow one keeps applied at the contiguous prefix;
+ * overlapping frames land in seq order (read back); a BARRIER / SYNC_END
+ * waits for every earlier frame; a store error mid-window: the frames
+ * before it applied, it and all later ones -EIO, every callback once.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -17,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -251,22 +259,362 @@ static void test_epoch_raise(void **state)
 	assert_int_equal(apply(e, &h, e->data), 0);
 }
 
-/* One frame at a time: a second one while the first is in the store. */
-static void test_busy(void **state)
+/* ---- pipelined apply ---- */
+
+/* Callbacks recorded in firing order, with applied as each one saw it. */
+struct rec {
+	struct tsr_site_target **t;
+	int n;                  /* callbacks so far */
+	int id[64];             /* the frame's index, in firing order */
+	int status[64];
+	uint64_t applied_at[64];
+	int calls[64];          /* per frame index */
+};
+
+struct rcb {
+	struct rec *r;
+	int id;
+};
+
+static void rec_cb(void *arg, int status)
+{
+	struct rcb *c = arg;
+	struct rec *r = c->r;
+
+	assert_true(r->n < 64);
+	r->id[r->n] = c->id;
+	r->status[r->n] = status;
+	r->applied_at[r->n] = tsr_site_target_applied(*r->t);
+	r->n++;
+	r->calls[c->id]++;
+}
+
+/* Run io until r has n callbacks (30 s at most), then a little more:
+ * no callback may fire twice. */
+static void rec_wait(struct tsr_io *io, struct rec *r, int n)
+{
+	for (long spins = 0; r->n < n; spins++) {
+		assert_true(spins < 3000000);
+		assert_true(tsr_io_submit(io) >= 0);
+		assert_true(tsr_io_poll(io, 0, tsr_io_inflight(io) > 0) >= 0);
+	}
+	for (int i = 0; i < 100; i++) {
+		tsr_io_submit(io);
+		tsr_io_poll(io, 0, false);
+	}
+	assert_int_equal(r->n, n);
+}
+
+/* Poll io for ms milliseconds without waiting for anything in particular. */
+static void spin_ms(struct tsr_io *io, unsigned ms)
+{
+	struct timespec t0, t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		tsr_io_submit(io);
+		tsr_io_poll(io, 0, false);
+		usleep(1000);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+	} while ((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+}
+
+/* A target on its own io (fault spec or NULL) with the given window. */
+static struct tsr_site_target *target_on(struct env *e, struct tsr_io *io, unsigned window,
+					 uint64_t window_bytes)
+{
+	struct tsr_site_target_opts o = {.vol = e->vol, .io = io, .stream = STREAM, .epoch = 5,
+					 .window = window, .window_bytes = window_bytes};
+	struct tsr_site_target *t = NULL;
+
+	assert_int_equal(tsr_site_target_create(&o, &t), 0);
+	return t;
+}
+
+/* Payload buffers of their own: several frames are in flight at once. */
+static uint8_t *payload(struct env *e, uint8_t *bufs, int i, struct tsr_site_hdr *h, uint64_t seq,
+			uint64_t off, uint32_t len, uint64_t seed)
+{
+	uint8_t *p = bufs + (size_t)i * 64 * 1024;
+
+	*h = write_frame(e, seq, 5, off, len, seed);
+	memcpy(p, e->data, len);
+	return p;
+}
+
+/* Many frames in the store at once; callbacks in seq order, each once;
+ * the window refuses (EBUSY) a frame past its count or its bytes. */
+static void test_window(void **state)
 {
 	struct env *e = *state;
-	struct tsr_site_hdr h1, h2;
-	struct done d = {0}, d2 = {0};
+	uint8_t *bufs = tsr_alloc_aligned(16 * 64 * 1024);
+	struct tsr_site_target *t = target_on(e, e->io, 16, 0);
+	struct rec r = {.t = &t};
+	struct rcb c[20];
+	struct tsr_site_hdr h;
+	struct done d = {0};
 
-	h1 = write_frame(e, 1, 5, 0, 4 * BS, 1);
-	assert_int_equal(tsr_site_target_apply(e->t, &h1, e->data, done_cb, &d), 0);
-	h2 = frame(TSR_SITE_ZERO, 2, 5, 0, BS);
-	assert_int_equal(tsr_site_target_apply(e->t, &h2, NULL, done_cb, &d2), -EBUSY);
+	assert_non_null(bufs);
+	for (int i = 0; i < 16; i++) {
+		uint8_t *p = payload(e, bufs, i, &h, (uint64_t)i + 1, (uint64_t)i * 16 * BS,
+				     16 * BS, (uint64_t)i + 1);
+
+		c[i] = (struct rcb){.r = &r, .id = i};
+		assert_true(tsr_site_target_room(t, 16 * BS));
+		assert_int_equal(tsr_site_target_apply(t, &h, p, rec_cb, &c[i]), 0);
+		assert_int_equal(tsr_site_target_inflight(t), (unsigned)i + 1);
+	}
+	/* the window is full: refused, no callback, nothing accepted */
+	assert_false(tsr_site_target_room(t, 0));
+	h = frame(TSR_SITE_ZERO, 17, 5, 0, BS);
+	assert_int_equal(tsr_site_target_apply(t, &h, NULL, done_cb, &d), -EBUSY);
+	assert_int_equal(r.n, 0); /* never from inside apply */
+	assert_true(tsr_io_inflight(e->io) >= 16); /* all of them in the store */
+	rec_wait(e->io, &r, 16);
+	for (int i = 0; i < 16; i++) {
+		assert_int_equal(r.id[i], i);
+		assert_int_equal(r.status[i], 0);
+		assert_int_equal(r.calls[i], 1);
+		assert_int_equal(r.applied_at[i], (uint64_t)i + 1);
+	}
+	assert_int_equal(d.calls, 0);
+	assert_int_equal(tsr_site_target_inflight(t), 0);
+	assert_int_equal(tsr_site_target_applied(t), 16);
+	assert_int_equal(sread(e->v, e->io, 0, VOL_SIZE, e->after), 0);
+	for (int i = 0; i < 16; i++)
+		assert_true(is_filled(e->after + (size_t)i * 16 * BS, 16 * BS, (uint64_t)i + 1,
+				      (uint64_t)i * 16 * BS));
+	/* the ZERO refused above goes now */
+	assert_int_equal(tsr_site_target_apply(t, &h, NULL, done_cb, &d), 0);
 	assert_int_equal(wait_done(e->io, &d), 0);
-	assert_int_equal(d2.calls, 0);
-	assert_int_equal(tsr_site_target_applied(e->t), 1);
-	assert_int_equal(apply(e, &h2, NULL), 0);
-	assert_int_equal(tsr_site_target_applied(e->t), 2);
+	tsr_site_target_destroy(t);
+
+	/* bytes: window_bytes is at least TSR_SITE_MAX_DATA (4 MiB): four 1 MiB
+	 * WRITEs fit, a fifth does not, a ZERO (no payload) does */
+	t = target_on(e, e->io, 8, 1);
+	r = (struct rec){.t = &t};
+	{
+		uint8_t *big = tsr_alloc_aligned(VOL_SIZE);
+		struct tsr_site_hdr b = {.opcode = TSR_SITE_WRITE, .stream = STREAM, .epoch = 5,
+					 .length = VOL_SIZE};
+		uint8_t raw[TSR_SITE_HDR_SIZE];
+
+		assert_non_null(big);
+		fill(big, VOL_SIZE, 7, 0);
+		b.data_crc = tsr_crc32c(0, big, VOL_SIZE);
+		for (int i = 0; i < 5; i++) {
+			struct tsr_site_hdr hb = b;
+
+			hb.seq = (uint64_t)i + 1;
+			tsr_site_hdr_pack(&hb, raw);
+			assert_int_equal(tsr_site_hdr_parse(raw, &hb), 0);
+			c[i] = (struct rcb){.r = &r, .id = i};
+			assert_int_equal(tsr_site_target_apply(t, &hb, big, rec_cb, &c[i]),
+					 i < 4 ? 0 : -EBUSY);
+		}
+		assert_false(tsr_site_target_room(t, BS));
+		assert_true(tsr_site_target_room(t, 0));
+		h = frame(TSR_SITE_ZERO, 5, 5, 0, BS);
+		c[5] = (struct rcb){.r = &r, .id = 5};
+		assert_int_equal(tsr_site_target_apply(t, &h, NULL, rec_cb, &c[5]), 0);
+		rec_wait(e->io, &r, 5);
+		assert_int_equal(r.id[4], 5);
+		assert_int_equal(tsr_site_target_applied(t), 5);
+		tsr_free_aligned(big);
+	}
+	tsr_site_target_destroy(t);
+	tsr_free_aligned(bufs);
+}
+
+/* A frame that completes before an earlier one waits: applied stays the
+ * contiguous prefix and the callbacks fire in seq order. */
+static void test_out_of_order(void **state)
+{
+	struct env *e = *state;
+	uint8_t *bufs = tsr_alloc_aligned(4 * 64 * 1024);
+	struct tsr_io *slow = make_io(TSR_IO_AUTO, "write:1:delay=400");
+	struct tsr_site_target *t;
+	struct rec r = {.t = &t};
+	struct rcb c[4];
+	struct tsr_site_hdr h;
+
+	assert_non_null(bufs);
+	assert_non_null(slow);
+	t = target_on(e, slow, 0, 0);
+	for (int i = 0; i < 4; i++) {
+		uint8_t *p = payload(e, bufs, i, &h, (uint64_t)i + 1, (uint64_t)i * 32 * BS,
+				     4 * BS, (uint64_t)i + 1);
+
+		c[i] = (struct rcb){.r = &r, .id = i};
+		assert_int_equal(tsr_site_target_apply(t, &h, p, rec_cb, &c[i]), 0);
+	}
+	/* seq 2..4 reach the disk while seq 1 is held by the injector */
+	spin_ms(slow, 150);
+	assert_int_equal(sread(e->v, e->io, 0, VOL_SIZE, e->after), 0);
+	for (int i = 1; i < 4; i++)
+		assert_true(is_filled(e->after + (size_t)i * 32 * BS, 4 * BS, (uint64_t)i + 1,
+				      (uint64_t)i * 32 * BS));
+	assert_int_equal(r.n, 0);
+	assert_int_equal(tsr_site_target_applied(t), 0);
+	assert_int_equal(tsr_site_target_inflight(t), 4);
+	rec_wait(slow, &r, 4);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(r.id[i], i);
+		assert_int_equal(r.status[i], 0);
+		assert_int_equal(r.applied_at[i], (uint64_t)i + 1);
+	}
+	assert_int_equal(tsr_site_target_applied(t), 4);
+	tsr_site_target_destroy(t);
+	tsr_io_destroy(slow);
+	tsr_free_aligned(bufs);
+}
+
+/* Frames that overlap go to the store one after the other: the later
+ * write of a block lands last even when the earlier one is slow. */
+static void test_overlap(void **state)
+{
+	struct env *e = *state;
+	uint8_t *bufs = tsr_alloc_aligned(4 * 64 * 1024);
+	struct tsr_io *slow = make_io(TSR_IO_AUTO, "write:1:delay=300");
+	struct tsr_site_target *t;
+	struct rec r = {.t = &t};
+	struct rcb c[4];
+	struct tsr_site_hdr h;
+	uint8_t *p;
+
+	assert_non_null(bufs);
+	assert_non_null(slow);
+	t = target_on(e, slow, 0, 0);
+	/* 1: blocks 0-3 (slow), 2: block 2 again, 3: a ZERO over block 3, 4: block 40 */
+	p = payload(e, bufs, 0, &h, 1, 0, 4 * BS, 1);
+	c[0] = (struct rcb){.r = &r, .id = 0};
+	assert_int_equal(tsr_site_target_apply(t, &h, p, rec_cb, &c[0]), 0);
+	p = payload(e, bufs, 1, &h, 2, 2 * BS, BS, 2);
+	c[1] = (struct rcb){.r = &r, .id = 1};
+	assert_int_equal(tsr_site_target_apply(t, &h, p, rec_cb, &c[1]), 0);
+	h = frame(TSR_SITE_ZERO, 3, 5, 3 * BS, BS);
+	c[2] = (struct rcb){.r = &r, .id = 2};
+	assert_int_equal(tsr_site_target_apply(t, &h, NULL, rec_cb, &c[2]), 0);
+	p = payload(e, bufs, 3, &h, 4, 40 * BS, BS, 4);
+	c[3] = (struct rcb){.r = &r, .id = 3};
+	assert_int_equal(tsr_site_target_apply(t, &h, p, rec_cb, &c[3]), 0);
+	rec_wait(slow, &r, 4);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(r.id[i], i);
+		assert_int_equal(r.status[i], 0);
+	}
+	assert_int_equal(sread(e->v, e->io, 0, VOL_SIZE, e->after), 0);
+	assert_true(is_filled(e->after, 2 * BS, 1, 0));
+	assert_true(is_filled(e->after + 2 * BS, BS, 2, 2 * BS)); /* seq 2 over seq 1 */
+	assert_true(is_zero(e->after + 3 * BS, BS));              /* seq 3 over seq 1 */
+	assert_true(is_filled(e->after + 40 * BS, BS, 4, 40 * BS));
+	tsr_site_target_destroy(t);
+	tsr_io_destroy(slow);
+	tsr_free_aligned(bufs);
+}
+
+/* A BARRIER (and a SYNC_END) waits for every earlier frame, even one
+ * that is slow: its callback comes after theirs, applied covers them. */
+static void test_barrier_waits(void **state)
+{
+	struct env *e = *state;
+	uint8_t *bufs = tsr_alloc_aligned(4 * 64 * 1024);
+	struct tsr_io *slow = make_io(TSR_IO_AUTO, "write:1:delay=300");
+	struct tsr_site_target *t;
+	struct rec r = {.t = &t};
+	struct rcb c[6];
+	struct tsr_site_hdr h;
+	uint8_t *p;
+
+	assert_non_null(bufs);
+	assert_non_null(slow);
+	t = target_on(e, slow, 0, 0);
+	p = payload(e, bufs, 0, &h, 1, 0, BS, 1);
+	c[0] = (struct rcb){.r = &r, .id = 0};
+	assert_int_equal(tsr_site_target_apply(t, &h, p, rec_cb, &c[0]), 0);
+	p = payload(e, bufs, 1, &h, 2, 8 * BS, BS, 2);
+	c[1] = (struct rcb){.r = &r, .id = 1};
+	assert_int_equal(tsr_site_target_apply(t, &h, p, rec_cb, &c[1]), 0);
+	h = frame(TSR_SITE_BARRIER, 2, 5, 0, 0); /* seq 2: received, not applied */
+	c[2] = (struct rcb){.r = &r, .id = 2};
+	assert_int_equal(tsr_site_target_apply(t, &h, NULL, rec_cb, &c[2]), 0);
+	h = frame(TSR_SITE_BARRIER, 3, 5, 0, 0); /* past what was received */
+	assert_int_equal(tsr_site_target_apply(t, &h, NULL, rec_cb, &c[5]), -EILSEQ);
+	p = payload(e, bufs, 2, &h, 3, 16 * BS, BS, 3);
+	c[3] = (struct rcb){.r = &r, .id = 3};
+	assert_int_equal(tsr_site_target_apply(t, &h, p, rec_cb, &c[3]), 0);
+	h = frame(TSR_SITE_SYNC_END, 4, 5, 0, 0);
+	c[4] = (struct rcb){.r = &r, .id = 4};
+	assert_int_equal(tsr_site_target_apply(t, &h, NULL, rec_cb, &c[4]), 0);
+	spin_ms(slow, 100);
+	assert_int_equal(r.n, 0); /* seq 1 is still held: nothing retires */
+	rec_wait(slow, &r, 5);
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(r.id[i], i);
+		assert_int_equal(r.status[i], 0);
+	}
+	assert_int_equal(r.applied_at[2], 2); /* the barrier saw 1 and 2 applied */
+	assert_int_equal(r.applied_at[4], 4);
+	assert_true(tsr_site_target_consistent(t));
+	tsr_site_target_destroy(t);
+	tsr_io_destroy(slow);
+	tsr_free_aligned(bufs);
+}
+
+/* A store error in the middle of a window: frames before it are applied,
+ * it and every later one complete with an error, each callback once, and
+ * the stream is broken (-EIO) afterwards. */
+static void test_error_mid_window(void **state)
+{
+	struct env *e = *state;
+	uint8_t *bufs = tsr_alloc_aligned(8 * 64 * 1024);
+	struct tsr_io *bad = make_io(TSR_IO_AUTO, "write:3:fail=EIO,write:1:delay=200");
+	struct tsr_site_target *t;
+	struct rec r = {.t = &t};
+	struct rcb c[8];
+	struct tsr_site_hdr h;
+	struct done d = {0};
+	uint8_t *p;
+	int first_err = -1;
+
+	assert_non_null(bufs);
+	assert_non_null(bad);
+	t = target_on(e, bad, 0, 0);
+	for (int i = 0; i < 6; i++) {
+		p = payload(e, bufs, i, &h, (uint64_t)i + 1, (uint64_t)i * 16 * BS, BS,
+			    (uint64_t)i + 1);
+		c[i] = (struct rcb){.r = &r, .id = i};
+		assert_int_equal(tsr_site_target_apply(t, &h, p, rec_cb, &c[i]), 0);
+	}
+	/* queued behind the writes, never issued once the stream broke */
+	h = frame(TSR_SITE_BARRIER, 6, 5, 0, 0);
+	c[6] = (struct rcb){.r = &r, .id = 6};
+	assert_int_equal(tsr_site_target_apply(t, &h, NULL, rec_cb, &c[6]), 0);
+	h = frame(TSR_SITE_ZERO, 7, 5, 0, BS);
+	c[7] = (struct rcb){.r = &r, .id = 7};
+	assert_int_equal(tsr_site_target_apply(t, &h, NULL, rec_cb, &c[7]), 0);
+	rec_wait(bad, &r, 8);
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(r.id[i], i);
+		assert_int_equal(r.calls[i], 1);
+		if (first_err < 0 && r.status[i] != 0)
+			first_err = i;
+		if (first_err >= 0)
+			assert_int_equal(r.status[i], -EIO);
+	}
+	assert_int_equal(first_err, 2); /* the third write failed */
+	assert_int_equal(tsr_site_target_applied(t), 2);
+	assert_int_equal(tsr_site_target_inflight(t), 0);
+	h = write_frame(e, 9, 5, 0, BS, 9);
+	assert_int_equal(tsr_site_target_apply(t, &h, e->data, done_cb, &d), -EIO);
+	assert_int_equal(d.calls, 0);
+	/* seq 1 (slow) and 2 landed; the ZERO was never issued */
+	assert_int_equal(sread(e->v, e->io, 0, 32 * BS, e->after), 0);
+	assert_true(is_filled(e->after, BS, 1, 0));
+	assert_true(is_filled(e->after + 16 * BS, BS, 2, 16 * BS));
+	tsr_site_target_destroy(t);
+	tsr_io_destroy(bad);
+	tsr_free_aligned(bufs);
 }
 
 /* A target resumed at seq 10 takes 11 and nothing before it. */
@@ -375,7 +723,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_in_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_epoch_raise, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_busy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_window, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_out_of_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_overlap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_barrier_waits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_error_mid_window, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resume, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_io_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync, setup, teardown),
