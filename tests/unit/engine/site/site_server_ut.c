@@ -9,7 +9,8 @@
  * thread through an ev_async and waited for.
  *
  * Checked: frames applied in order, ACKed after each BARRIER, the volume
- * read back equal to a model; the state file (applied, clean flag) on disk;
+ * read back equal to a model; a burst of 1000 4 KiB WRITEs (pipelined at
+ * the target) applied, ACKed and equal; the state file (applied, clean flag) on disk;
  * a restarted server resumes at applied, with the replay flag after an
  * unclean end; duplicates and gaps refused with ERROR EILSEQ and nothing
  * changed; another stream refused with EEXIST; SYNC_BEGIN / SYNC_END seen
@@ -733,6 +734,42 @@ static void test_stream(void **state)
 	assert_int_equal(list_count(e), 1);
 }
 
+/* A burst of 1000 4 KiB WRITEs sent back to back (the target keeps a
+ * window of them in its store; some hit the same block, their order must
+ * hold), BARRIERs sent along without waiting: every frame applied and
+ * ACKed, the counters and the state file say 1000, the volume equals the
+ * model. */
+static void test_burst(void **state)
+{
+	struct env *e = *state;
+	struct tsr_site_target_info info;
+	struct site_state st;
+	struct client c;
+	unsigned rnd = 777;
+	uint64_t seq;
+
+	client_start(e, &c, "dr14", 14);
+	for (seq = 1; seq <= 1000; seq++) {
+		uint64_t off = (uint64_t)(rand_r(&rnd) % (VOL_SIZE / BS)) * BS;
+
+		send_write(&c, e->model, 14, seq, off, BS, seq);
+		if (seq % 250 == 0 && seq < 1000)
+			send_op(&c, TSR_SITE_BARRIER, 14, seq);
+	}
+	barrier(&c, 14, 1000);
+	info = info_of(e, "dr14");
+	assert_int_equal(info.applied, 1000);
+	assert_int_equal(info.bytes_applied, 1000 * BS);
+	assert_int_equal(read_state(e, "dr14", &st), 0);
+	assert_int_equal(st.applied, 1000);
+	client_close(&c, true);
+	wait_disconnected(e, "dr14");
+	assert_int_equal(read_state(e, "dr14", &st), 0);
+	assert_int_equal(st.applied, 1000);
+	assert_true(st.flags & SITE_STATE_CLEAN);
+	assert_volume_is_model(e, "dr14");
+}
+
 /* ACKs come unasked at least every 100 ms while frames are applied. */
 static void test_periodic_ack(void **state)
 {
@@ -1181,6 +1218,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_stream, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_periodic_ack, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_burst, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_and_sync, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_seq, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_stream, setup, teardown),
