@@ -388,11 +388,17 @@ static struct log_entry *entry_new(uint8_t kind, uint64_t offset, uint32_t len, 
 	return e;
 }
 
-static void hook_write(void *arg, uint64_t offset, uint32_t len, const void *buf)
+/*
+ * A change the volume acked: host data (buf) or zeroes (buf NULL), one log
+ * entry per frame's worth; the dirty bitmap instead while the log is off,
+ * when it is full or out of memory, and for a range no frame carries (not
+ * block-aligned).
+ */
+static void log_change(struct tsr_site_source *s, uint64_t offset, uint64_t len,
+		       const void *buf)
 {
-	struct tsr_site_source *s = arg;
-	uint64_t t = now_ns();
-	uint32_t done = 0, n;
+	uint64_t t = now_ns(), done = 0, max = buf ? TSR_SITE_MAX_DATA : SRC_ZERO_MAX;
+	uint32_t n, data;
 	struct log_entry *e;
 
 	if (s->stopping || s->demoted || len == 0)
@@ -405,48 +411,30 @@ static void hook_write(void *arg, uint64_t offset, uint32_t len, const void *buf
 		return;
 	}
 	while (done < len) {
-		n = len - done < TSR_SITE_MAX_DATA ? len - done : TSR_SITE_MAX_DATA;
-		if (!log_room(s, (uint64_t)n + SRC_ENTRY_COST) ||
-		    (e = entry_new(ENT_WRITE, offset + done, n, n, t)) == NULL) {
+		n = (uint32_t)(len - done < max ? len - done : max);
+		data = buf ? n : 0;
+		if (!log_room(s, (uint64_t)data + SRC_ENTRY_COST) ||
+		    (e = entry_new(buf ? ENT_WRITE : ENT_ZERO, offset + done, n, data, t)) == NULL) {
 			if (s->log_on) /* out of memory: the bitmap holds it instead */
 				log_to_dirty(s);
 			dirty_mark(s, offset, len, t);
 			return;
 		}
-		memcpy(e->data, (const uint8_t *)buf + done, n);
+		if (buf)
+			memcpy(e->data, (const uint8_t *)buf + done, n);
 		log_append(s, e);
 		done += n;
 	}
 }
 
+static void hook_write(void *arg, uint64_t offset, uint32_t len, const void *buf)
+{
+	log_change(arg, offset, len, buf);
+}
+
 static void hook_zero(void *arg, uint64_t offset, uint64_t len)
 {
-	struct tsr_site_source *s = arg;
-	uint64_t t = now_ns(), done = 0;
-	uint32_t n;
-	struct log_entry *e;
-
-	if (s->stopping || s->demoted || len == 0)
-		return;
-	schedule_pass(s);
-	if (s->log_on && (offset % TSR_BLOCK_SIZE || len % TSR_BLOCK_SIZE))
-		log_to_dirty(s); /* no frame carries it: a region sync will */
-	if (!s->log_on) {
-		dirty_mark(s, offset, len, t);
-		return;
-	}
-	while (done < len) {
-		n = (uint32_t)(len - done < SRC_ZERO_MAX ? len - done : SRC_ZERO_MAX);
-		if (!log_room(s, SRC_ENTRY_COST) ||
-		    (e = entry_new(ENT_ZERO, offset + done, n, 0, t)) == NULL) {
-			if (s->log_on)
-				log_to_dirty(s);
-			dirty_mark(s, offset, len, t);
-			return;
-		}
-		log_append(s, e);
-		done += n;
-	}
+	log_change(arg, offset, len, NULL);
 }
 
 /* ACK through seq: free what it covers. */
@@ -1062,7 +1050,7 @@ static void demote(struct tsr_site_source *s, const char *why)
 {
 	tsr_vol_set_write_fence(s->vol, -EROFS);
 	s->demoted = true;
-	snprintf(s->last_error, sizeof(s->last_error), "demoted: %s", why);
+	snprintf(s->last_error, sizeof(s->last_error), "demoted: %.140s", why);
 	tsr_error("site source %s: the target refused us as stale (%s): demoted, host writes "
 		  "fenced (read-only); promote or resync to replicate again",
 		  tsr_vol_name(s->vol), why);
