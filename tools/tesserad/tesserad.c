@@ -53,23 +53,21 @@
 #define MAX_LISTENERS 16
 #define MAX_WORKERS 256
 
-struct nbd_listener {
+/*
+ * A listening socket on the main loop (--nbd-listen, --site-listen): accepts
+ * until EAGAIN and hands each connection to on_accept.
+ */
+struct listener {
 	struct tesserad *d;
 	ev_io watcher;
 	ev_timer pause;      /* out of file descriptors: accept again a little later */
 	int fd;              /* -1 when closed */
-	bool tcp;
+	bool tcp;            /* TCP_NODELAY on each accepted socket */
+	const char *what;    /* "nbd" or "site": the prefix of its log lines */
+	/* owns fd (closes it also on failure); runs on the main loop */
+	void (*on_accept)(struct listener *l, int fd);
 	char *unix_path;     /* unlinked at shutdown; NULL for TCP */
 	char name[320];      /* "unix:PATH" or "tcp:HOST:PORT" (actual port) */
-};
-
-/* --site-listen: TLS connections from source sites, handed to the site server. */
-struct site_listener {
-	struct tesserad *d;
-	ev_io watcher;
-	ev_timer pause;      /* out of file descriptors: accept again a little later */
-	int fd;              /* -1 when closed */
-	char name[320];      /* "tcp:HOST:PORT" (actual port) */
 };
 
 struct tesserad {
@@ -103,7 +101,7 @@ struct tesserad {
 	unsigned workers_started;
 	char io_name[64];
 	struct tsr_nbd_server *nbd;
-	struct nbd_listener listeners[MAX_LISTENERS];
+	struct listener listeners[MAX_LISTENERS]; /* --nbd-listen */
 	unsigned n_listeners;
 	unsigned next_worker;       /* round-robin cursor (main thread) */
 	unsigned next_peer_worker;  /* the same for peer connections (listen thread) */
@@ -117,7 +115,7 @@ struct tesserad {
 	/* site listener (--site-listen) */
 	struct tsr_site_tls_ctx *site_tls;
 	struct tsr_site_server *site_srv;
-	struct site_listener sl;
+	struct listener sl;        /* TLS connections from source sites */
 	struct ev_loop *loop;
 	int sig_fd;
 	ev_io sig_watcher;
@@ -629,6 +627,69 @@ static int write_pid_file(struct tesserad *d)
 	return ret;
 }
 
+/* ---- listening sockets ------------------------------------------------ */
+
+static void resume_accept_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct listener *l = t->data;
+
+	ev_io_start(loop, &l->watcher);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *watcher, int revents)
+{
+	struct listener *l = watcher->data;
+	int fd, one = 1;
+
+	for (;;) {
+		fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			       errno == ENOMEM)) {
+			/* the pending client stays queued; a level-triggered retry would spin */
+			tsr_warn("%s: accept on %s: %s; pausing for a second", l->what, l->name,
+				 strerror(errno));
+			ev_io_stop(loop, &l->watcher);
+			ev_timer_set(&l->pause, 1.0, 0.0);
+			ev_timer_start(loop, &l->pause);
+			return;
+		}
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			    errno != ECONNABORTED)
+				tsr_warn("%s: accept on %s: %s", l->what, l->name, strerror(errno));
+			return;
+		}
+		if (l->tcp)
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		l->on_accept(l, fd);
+	}
+}
+
+/* l->fd is listening: watch it on the main loop. */
+static void listener_watch(struct listener *l)
+{
+	ev_io_init(&l->watcher, accept_cb, l->fd, EV_READ);
+	l->watcher.data = l;
+	ev_timer_init(&l->pause, resume_accept_cb, 1.0, 0.0);
+	l->pause.data = l;
+	ev_io_start(l->d->loop, &l->watcher);
+}
+
+/* Stops watching, closes the socket and removes a UNIX socket's path. */
+static void listener_close(struct listener *l)
+{
+	if (l->fd >= 0) {
+		ev_io_stop(l->d->loop, &l->watcher);
+		ev_timer_stop(l->d->loop, &l->pause);
+		close(l->fd);
+		l->fd = -1;
+		if (l->unix_path)
+			unlink(l->unix_path);
+	}
+	free(l->unix_path);
+	l->unix_path = NULL;
+}
+
 /* ---- NBD accept and hand-off ------------------------------------------ */
 
 struct conn_handoff {
@@ -644,66 +705,39 @@ static void handoff_on_worker(struct tsr_worker *w, void *arg)
 	free(h);
 }
 
-static void resume_accept_cb(struct ev_loop *loop, ev_timer *t, int revents)
+static void nbd_on_accept(struct listener *l, int fd)
 {
-	struct nbd_listener *l = t->data;
-
-	ev_io_start(loop, &l->watcher);
-}
-
-static void nbd_accept_cb(struct ev_loop *loop, ev_io *watcher, int revents)
-{
-	struct nbd_listener *l = watcher->data;
 	struct tesserad *d = l->d;
 	struct conn_handoff *h;
 	struct tsr_worker *w;
-	int fd, one = 1, ret;
+	int ret;
 
-	for (;;) {
-		fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-			       errno == ENOMEM)) {
-			/* the pending client stays queued; a level-triggered retry would spin */
-			tsr_warn("nbd: accept on %s: %s; pausing for a second", l->name,
-				 strerror(errno));
-			ev_io_stop(loop, &l->watcher);
-			ev_timer_set(&l->pause, 1.0, 0.0);
-			ev_timer_start(loop, &l->pause);
-			return;
-		}
-		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
-				tsr_warn("nbd: accept on %s: %s", l->name, strerror(errno));
-			return;
-		}
-		if (l->tcp)
-			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		h = malloc(sizeof(*h));
-		if (h == NULL) {
-			close(fd);
-			continue;
-		}
-		h->nbd = d->nbd;
-		h->fd = fd;
-		w = d->workers[d->next_worker++ % d->workers_started];
-		ret = tsr_worker_send(w, handoff_on_worker, h);
-		if (ret) {
-			tsr_warn("nbd: hand connection to worker%u: %s", tsr_worker_index(w),
-				 strerror(-ret));
-			close(fd);
-			free(h);
-		}
+	h = malloc(sizeof(*h));
+	if (h == NULL) {
+		close(fd);
+		return;
+	}
+	h->nbd = d->nbd;
+	h->fd = fd;
+	w = d->workers[d->next_worker++ % d->workers_started];
+	ret = tsr_worker_send(w, handoff_on_worker, h);
+	if (ret) {
+		tsr_warn("nbd: hand connection to worker%u: %s", tsr_worker_index(w),
+			 strerror(-ret));
+		close(fd);
+		free(h);
 	}
 }
 
 static int start_nbd_listener(struct tesserad *d, const char *spec)
 {
-	struct nbd_listener *l = &d->listeners[d->n_listeners];
+	struct listener *l = &d->listeners[d->n_listeners];
 	int ret;
 
 	l->d = d;
 	l->fd = -1;
+	l->what = "nbd";
+	l->on_accept = nbd_on_accept;
 	if (strncmp(spec, "unix:", 5) == 0) {
 		char cwd[PATH_MAX];
 
@@ -726,11 +760,7 @@ static int start_nbd_listener(struct tesserad *d, const char *spec)
 	}
 	if (ret)
 		return ret;
-	ev_io_init(&l->watcher, nbd_accept_cb, l->fd, EV_READ);
-	l->watcher.data = l;
-	ev_timer_init(&l->pause, resume_accept_cb, 1.0, 0.0);
-	l->pause.data = l;
-	ev_io_start(d->loop, &l->watcher);
+	listener_watch(l);
 	return 0;
 }
 
@@ -738,20 +768,8 @@ static void stop_nbd_listeners(struct tesserad *d)
 {
 	unsigned i;
 
-	for (i = 0; i < d->n_listeners; i++) {
-		struct nbd_listener *l = &d->listeners[i];
-
-		if (l->fd >= 0) {
-			ev_io_stop(d->loop, &l->watcher);
-			ev_timer_stop(d->loop, &l->pause);
-			close(l->fd);
-			l->fd = -1;
-			if (l->unix_path)
-				unlink(l->unix_path);
-		}
-		free(l->unix_path);
-		l->unix_path = NULL;
-	}
+	for (i = 0; i < d->n_listeners; i++)
+		listener_close(&d->listeners[i]);
 	d->n_listeners = 0;
 }
 
@@ -869,40 +887,13 @@ static int start_cluster(struct tesserad *d, const char *const *nbd_names)
 
 /* ---- the site listener (--site-listen) --------------------------------- */
 
-static void site_resume_cb(struct ev_loop *loop, ev_timer *t, int revents)
+static void site_on_accept(struct listener *l, int fd)
 {
-	struct site_listener *l = t->data;
+	int ret;
 
-	ev_io_start(loop, &l->watcher);
-}
-
-static void site_accept_cb(struct ev_loop *loop, ev_io *watcher, int revents)
-{
-	struct site_listener *l = watcher->data;
-	int fd, one = 1, ret;
-
-	for (;;) {
-		fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-			       errno == ENOMEM)) {
-			tsr_warn("site: accept on %s: %s; pausing for a second", l->name,
-				 strerror(errno));
-			ev_io_stop(loop, &l->watcher);
-			ev_timer_set(&l->pause, 1.0, 0.0);
-			ev_timer_start(loop, &l->pause);
-			return;
-		}
-		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
-				tsr_warn("site: accept on %s: %s", l->name, strerror(errno));
-			return;
-		}
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		ret = tsr_site_server_accept(l->d->site_srv, fd); /* owns fd, also on error */
-		if (ret)
-			tsr_warn("site: connection on %s: %s", l->name, strerror(-ret));
-	}
+	ret = tsr_site_server_accept(l->d->site_srv, fd); /* owns fd, also on error */
+	if (ret)
+		tsr_warn("site: connection on %s: %s", l->name, strerror(-ret));
 }
 
 /*
@@ -943,17 +934,16 @@ static int start_site(struct tesserad *d)
 	}
 	tsr_cluster_set_site_server(d->cluster, d->site_srv);
 	d->sl.d = d;
+	d->sl.tcp = true;
+	d->sl.what = "site";
+	d->sl.on_accept = site_on_accept;
 	ret = tsr_admin_listen_tcp(d->site_listen, &d->sl.fd, d->sl.name, sizeof(d->sl.name));
 	if (ret) {
 		d->sl.fd = -1;
 		tsr_error("site: cannot listen on %s: %s", d->site_listen, strerror(-ret));
 		goto out;
 	}
-	ev_io_init(&d->sl.watcher, site_accept_cb, d->sl.fd, EV_READ);
-	d->sl.watcher.data = &d->sl;
-	ev_timer_init(&d->sl.pause, site_resume_cb, 1.0, 0.0);
-	d->sl.pause.data = &d->sl;
-	ev_io_start(d->loop, &d->sl.watcher);
+	listener_watch(&d->sl);
 	tsr_info("site: %s listening on %s for cluster %s (state in %s)", so.site, d->sl.name,
 		 so.cluster, state_dir);
 out:
@@ -964,12 +954,7 @@ out:
 /* Before the cluster stops (sessions hold target volumes) and the workers. */
 static void stop_site(struct tesserad *d)
 {
-	if (d->sl.fd >= 0) {
-		ev_io_stop(d->loop, &d->sl.watcher);
-		ev_timer_stop(d->loop, &d->sl.pause);
-		close(d->sl.fd);
-		d->sl.fd = -1;
-	}
+	listener_close(&d->sl);
 	if (d->cluster)
 		tsr_cluster_set_site_server(d->cluster, NULL);
 	if (d->site_srv)
