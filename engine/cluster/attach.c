@@ -46,9 +46,8 @@ static bool forward_to(struct tsr_cluster *c, const char *node_id,
 	return true;
 }
 
-/* The attach/<name> key: node id (into node) and epoch; -ENOENT when detached. */
-static int get_attach(struct tsr_cluster *c, const char *name, char *node, size_t node_len,
-		      uint64_t *epoch, uint64_t *lease)
+int cluster_get_attach(struct tsr_cluster *c, const char *name, char *node, size_t node_len,
+		       uint64_t *epoch, uint64_t *lease)
 {
 	Tessera__Cluster__AttachRecord *a;
 	struct tsr_meta_kv kv = { 0 };
@@ -65,7 +64,8 @@ static int get_attach(struct tsr_cluster *c, const char *name, char *node, size_
 		return -EUCLEAN;
 	}
 	snprintf(node, node_len, "%s", a->node_id);
-	*epoch = kv.mod_rev;
+	if (epoch)
+		*epoch = kv.mod_rev;
 	if (lease)
 		*lease = kv.lease;
 	tessera__cluster__attach_record__free_unpacked(a, NULL);
@@ -239,7 +239,7 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 		return ret;
 	}
 	snprintf(prev_coord, sizeof(prev_coord), "%s", rec->coordinator);
-	ret = get_attach(c, name, holder, sizeof(holder), &epoch, &held_lease);
+	ret = cluster_get_attach(c, name, holder, sizeof(holder), &epoch, &held_lease);
 	if (ret == 0 && strcmp(holder, c->node_id) == 0 && held_lease == lease) {
 		/* ours from an attach that failed half-way: take it over */
 		delete_attach_key(c, name, epoch);
@@ -453,7 +453,7 @@ void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 	int ret;
 
 	if (a == NULL) {
-		ret = get_attach(c, name, holder, sizeof(holder), &epoch, NULL);
+		ret = cluster_get_attach(c, name, holder, sizeof(holder), &epoch, NULL);
 		if (ret == -ENOENT) {
 			admin_fail(resp, -ENOENT, "volume '%s' is not attached", name);
 			return;
@@ -548,7 +548,7 @@ static struct attachment *route(struct tsr_cluster *c, const char *name,
 	*done = false;
 	if (a && a->layout)
 		return a;
-	ret = get_attach(c, name, holder, sizeof(holder), &epoch, NULL);
+	ret = cluster_get_attach(c, name, holder, sizeof(holder), &epoch, NULL);
 	if (ret == 0 && forward_to(c, holder, req, resp)) {
 		*done = true;
 		return NULL;

@@ -202,6 +202,11 @@ void cluster_attach_tick(struct tsr_cluster *c);
 /* Attach name here (the body of volume attach; also the site server's
  * open_volume).  0 (also when attached here already), or -errno with msg. */
 int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len);
+/* The attach/<name> key: the holder's node id into node, its epoch (mod_rev)
+ * and lease (each may be NULL).  0, -ENOENT when detached, -EUCLEAN on a
+ * record that does not decode, or the metadata store's -errno. */
+int cluster_get_attach(struct tsr_cluster *c, const char *name, char *node, size_t node_len,
+		       uint64_t *epoch, uint64_t *lease);
 
 /* ---- replication.c: geo-replication records, sources, admin ----------- */
 

@@ -188,27 +188,6 @@ static void repl_free_all(Tessera__Cluster__ReplicationRecord **r, size_t n)
 	free(r);
 }
 
-/* The node id holding attach/<vol> into holder; -ENOENT when detached. */
-static int attach_holder(struct tsr_cluster *c, const char *vol, char holder[64])
-{
-	Tessera__Cluster__AttachRecord *a;
-	struct tsr_meta_kv kv = { 0 };
-	char key[80];
-	int ret;
-
-	snprintf(key, sizeof(key), "attach/%s", vol);
-	ret = tsr_meta_get(c->meta, key, &kv);
-	if (ret)
-		return ret;
-	a = rec_attach_decode(&kv);
-	tsr_meta_kv_clear(&kv);
-	if (a == NULL)
-		return -EUCLEAN;
-	snprintf(holder, 64, "%s", a->node_id);
-	tessera__cluster__attach_record__free_unpacked(a, NULL);
-	return 0;
-}
-
 /* ---- replies -------------------------------------------------------------- */
 
 /* Append m to resp (freed on ENOMEM).  0 or -ENOMEM. */
@@ -916,7 +895,8 @@ static bool route_to_coordinator(struct tsr_cluster *c, const char *vol,
 	*attached_here = a && a->layout && !a->fenced;
 	if (*attached_here)
 		return false;
-	if (attach_holder(c, vol, holder) == 0 && strcmp(holder, c->node_id) != 0) {
+	if (cluster_get_attach(c, vol, holder, sizeof(holder), NULL, NULL) == 0 &&
+	    strcmp(holder, c->node_id) != 0) {
 		repl_forward(c, holder, req, resp);
 		return true;
 	}
@@ -1135,7 +1115,8 @@ static int targets_remote(struct tsr_cluster *c, const char *only,
 		char *vol = kvs[i].key + strlen("target/"), holder[64];
 
 		if (!tsr_valid_name(vol) || (only && strcmp(only, vol)) || has_target(resp, vol) ||
-		    attach_holder(c, vol, holder) || strcmp(holder, c->node_id) == 0)
+		    cluster_get_attach(c, vol, holder, sizeof(holder), NULL, NULL) ||
+		    strcmp(holder, c->node_id) == 0)
 			continue;
 		get.volume = vol;
 		req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_STATUS;
@@ -1228,7 +1209,8 @@ static void repl_status(struct tsr_cluster *c, const Tessera__Admin__Replication
 			if (m && !r->demoted)
 				set_text(&m->last_error, "not shipping: see tesserad's log on this node "
 					 "(attach it again to retry)");
-		} else if (attach_holder(c, r->volume, holder) == 0 &&
+		} else if (cluster_get_attach(c, r->volume, holder, sizeof(holder), NULL,
+					      NULL) == 0 &&
 			   strcmp(holder, c->node_id) != 0) {
 			status_remote(c, holder, r, resp);
 			continue;
@@ -1266,7 +1248,8 @@ static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Request *r
 		return;
 	}
 	/* a target attached on another node is received there: promote there */
-	if (target_stream(c, p->volume) && attach_holder(c, p->volume, holder) == 0 &&
+	if (target_stream(c, p->volume) &&
+	    cluster_get_attach(c, p->volume, holder, sizeof(holder), NULL, NULL) == 0 &&
 	    strcmp(holder, c->node_id) != 0) {
 		repl_forward(c, holder, req, resp);
 		return;
@@ -1432,7 +1415,8 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 	}
 	a = cluster_find_attachment(c, name);
 	if (a == NULL || a->layout == NULL || a->fenced) {
-		if (attach_holder(c, name, holder) == 0 && strcmp(holder, c->node_id) != 0) {
+		if (cluster_get_attach(c, name, holder, sizeof(holder), NULL, NULL) == 0 &&
+		    strcmp(holder, c->node_id) != 0) {
 			tsr_warn("site: target volume %s is attached on node %s: refused (detach it "
 				 "there; a target is attached on the node with the site listener)",
 				 name, holder);
