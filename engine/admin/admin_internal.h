@@ -42,6 +42,10 @@ void admin_fail(Tessera__Admin__Response *resp, int err, const char *fmt, ...)
 
 /* ---- admin_ops.c: the commands ---------------------------------------- */
 
+/* Whether cmd is a site or replication command (cluster mode only; the
+ * cluster hands them to engine/cluster/replication.c). */
+bool admin_is_replication(Tessera__Admin__Request__CommandCase cmd);
+
 /*
  * Run one validated request against the store and fill resp (initialised by
  * the caller, freed with admin_response_free_built).  Blocking store calls:

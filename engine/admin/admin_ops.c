@@ -781,12 +781,34 @@ nomem:
 	admin_fail(resp, -ENOMEM, "out of memory in tesserad");
 }
 
+bool admin_is_replication(Tessera__Admin__Request__CommandCase cmd)
+{
+	switch (cmd) {
+	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_ADD:
+	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_REMOVE:
+	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_LIST:
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_ENABLE:
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_DISABLE:
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_STATUS:
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_PROMOTE:
+	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_RESYNC:
+		return true;
+	default:
+		return false;
+	}
+}
+
 void admin_handle(struct tsr_admin_server *srv, const Tessera__Admin__Request *req,
 		  Tessera__Admin__Response *resp)
 {
 	/* cluster mode: the control plane answers what is not this node's own business */
 	if (srv->cluster.handle && srv->cluster.handle(srv->cluster.arg, req, resp))
 		return;
+	if (admin_is_replication(req->command_case)) {
+		admin_fail(resp, -EOPNOTSUPP, "replication needs cluster mode: start tesserad with "
+			   "--listen (and --meta or --join; tesserad --help)");
+		return;
+	}
 	switch (req->command_case) {
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE:
 		op_volume_create(srv, req->volume_create, resp);
@@ -834,17 +856,6 @@ void admin_handle(struct tsr_admin_server *srv, const Tessera__Admin__Request *r
 		admin_fail(resp, -EOPNOTSUPP, "this tesserad is standalone: that command needs a "
 			   "cluster (start tesserad with --listen and --meta or --join; tesserad "
 			   "--help)");
-		break;
-	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_ADD:
-	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_REMOVE:
-	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_LIST:
-	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_ENABLE:
-	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_DISABLE:
-	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_STATUS:
-	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_PROMOTE:
-	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_RESYNC:
-		admin_fail(resp, -EOPNOTSUPP, "replication needs cluster mode: start tesserad with "
-			   "--listen (and --meta or --join; tesserad --help)");
 		break;
 	default:
 		/* tsr_admin_request_parse lets no other case through */

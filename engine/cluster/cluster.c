@@ -331,6 +331,8 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 bool tsr_cluster_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			      Tessera__Admin__Response *resp)
 {
+	if (admin_is_replication(req->command_case))
+		return repl_admin_handle(c, req, resp);
 	switch (req->command_case) {
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE:
 		if (req->volume_create->local_copy)
@@ -446,15 +448,6 @@ bool tsr_cluster_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Reque
 	case TESSERA__ADMIN__REQUEST__COMMAND_CLUSTER_STATUS:
 		cluster_status(c, resp);
 		return true;
-	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_ADD:
-	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_REMOVE:
-	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_LIST:
-	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_ENABLE:
-	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_DISABLE:
-	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_STATUS:
-	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_PROMOTE:
-	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_RESYNC:
-		return repl_admin_handle(c, req, resp);
 	default:
 		return false;
 	}
