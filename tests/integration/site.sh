@@ -131,6 +131,17 @@ site_add_dr() {
 		fail "site add $name: $out"
 }
 
+# sites_start_linked: the set-up most stream tests share: both sites
+# started, the proxy between them, and the DR added at the primary with the
+# default certificate and names.
+sites_start_linked() {
+	sites_setup
+	site_start dr
+	site_start primary
+	proxy_start
+	site_add_dr primary dr
+}
+
 # ---- replication status ---------------------------------------------------
 # rstat KEY VOL EXPR: EXPR (python, on the Replication object j) from
 # `replication status VOL --json` at site KEY.

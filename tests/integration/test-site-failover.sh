@@ -22,11 +22,7 @@
 . "$(dirname "$0")/site.sh"
 
 require_tessera "$CRASH_WRITER"
-sites_setup
-site_start dr
-site_start primary
-proxy_start
-site_add_dr primary dr
+sites_start_linked
 
 VOL=fv
 site_vol_create primary $VOL 64M

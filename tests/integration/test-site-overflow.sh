@@ -19,11 +19,7 @@
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/site.sh"
 
-sites_setup
-site_start dr
-site_start primary
-proxy_start
-site_add_dr primary dr
+sites_start_linked
 
 VOL=ov
 SIZE=$(( 512 << 20 ))

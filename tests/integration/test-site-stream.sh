@@ -24,11 +24,7 @@
 . "$(dirname "$0")/site.sh"
 
 require_tessera "$CRASH_WRITER"
-sites_setup
-site_start dr
-site_start primary
-proxy_start
-site_add_dr primary dr
+sites_start_linked
 
 seed=${TSR_SEED:-$(( $(date +%s) % 100000 ))}
 RANDOM=$seed
