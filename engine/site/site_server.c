@@ -17,8 +17,8 @@
  *      through its own tsr_io) and sends ACKs: after each BARRIER,
  *      SYNC_BEGIN and SYNC_END, and at least every SYNC_MS while applying;
  *   5. the end (peer's close_notify, a refused frame, server stop, promote):
- *      the last frame completes, the volume is flushed and the state written
- *      with the clean flag; the control thread forgets the session.
+ *      the frames in flight complete, the volume is flushed and the state
+ *      written with the clean flag; the control thread forgets the session.
  * Pipelined apply: frames are read while tsr_site_target has room in its
  * window (32 frames, 16 MiB of payload by default) and go to the store at
  * once; the target keeps write order per block and moves applied only
