@@ -710,6 +710,25 @@ static void tx_finished(struct tsr_site_source *s)
 
 static void region_read_done(void *arg, int status);
 
+/*
+ * Every marked region has been read: SYNC_END into the log (the target is
+ * consistent once it applies it).  false when out of memory: the session
+ * has failed.
+ */
+static bool log_sync_end(struct tsr_site_source *s)
+{
+	struct log_entry *e = entry_new(ENT_SYNC_END, 0, 0, 0, now_ns());
+
+	if (e == NULL) {
+		session_fail(s, "out of memory");
+		return false;
+	}
+	log_append(s, e);
+	s->sync_end_logged = true;
+	s->behind = false;
+	return true;
+}
+
 static void issue_region_read(struct tsr_site_source *s)
 {
 	uint64_t i = s->sync_next, first, n = 0, max_regions = SRC_READ_MAX >> s->region_shift;
@@ -721,16 +740,9 @@ static void issue_region_read(struct tsr_site_source *s)
 	while (i < s->n_regions && !bit_test(s->sync_bits, i))
 		i++;
 	if (i >= s->n_regions) { /* no region left: the sync ends here */
-		struct log_entry *e = entry_new(ENT_SYNC_END, 0, 0, 0, now_ns());
-
-		if (e == NULL) {
-			session_fail(s, "out of memory");
+		if (!log_sync_end(s))
 			return;
-		}
-		log_append(s, e);
-		s->sync_end_logged = true;
 		s->sync_active = false;
-		s->behind = false;
 		s->sync_next = i;
 		return;
 	}
@@ -795,18 +807,8 @@ static void region_read_done(void *arg, int status)
 	for (i = s->sync_next; i < s->n_regions && !bit_test(s->sync_bits, i); i++)
 		;
 	s->r_last = i >= s->n_regions;
-	if (s->r_last) {
-		/* the last read completed: SYNC_END's place in the ack order */
-		struct log_entry *e = entry_new(ENT_SYNC_END, 0, 0, 0, now_ns());
-
-		if (e == NULL) {
-			session_fail(s, "out of memory");
-			return;
-		}
-		log_append(s, e);
-		s->sync_end_logged = true;
-		s->behind = false;
-	}
+	if (s->r_last) /* the last read completed: SYNC_END's place in the ack order */
+		log_sync_end(s);
 }
 
 static void start_sync(struct tsr_site_source *s)
