@@ -15,8 +15,10 @@
 #              includes the target's load too.)
 #   rpo        the source's lag (replication status lag_sec, sampled every
 #              0.2 s) during the QD32 runs of "on": p50, p99, max.
-#   catch-up   the link capped at BENCH_LINK_BPS (tc htb on the proxy's port
-#              when tc is there, else the proxy's own throttle), cut for
+#   catch-up   a third volume, replicated through the link proxy (the other
+#              two go direct), the link capped at BENCH_LINK_BPS (tc htb on
+#              the proxy's port when tc is there, else the proxy's own
+#              throttle), cut for
 #              BENCH_OUTAGE s while fio writes BENCH_OUTAGE_RATE 4k IOPS;
 #              after the link returns, payload bytes shipped / seconds to
 #              catch up, as a ratio of the cap.
@@ -67,7 +69,11 @@ fi
 site_start dr "${DR_ARGS[@]}"
 site_start primary
 proxy_start
-site_add_dr
+# two names for the one DR listener: "dr" direct (overhead, RPO, initial
+# copy: no proxy process taking CPU from the sites), "drp" through the proxy
+# (the outage: the proxy cuts the link)
+site_add_dr primary dr dr "127.0.0.1:${SITE_LISTEN[dr]}"
+site_add_dr primary dr drp
 
 uri() { echo "nbd+unix:///$1?socket=$(sdir primary)/nbd.sock"; }
 fio_json() { # NAME ARGS...
@@ -113,6 +119,12 @@ for (( r=1; r<=REPEATS; r++ )); do
 done
 
 # ---- catch-up after an outage, link capped -----------------------------------
+site_vol_create primary cu "$SIZE"
+fio --name=prefill --ioengine=nbd "--uri=$(uri cu)" --rw=write --bs=1M --iodepth=8 \
+	"--size=$SIZE" >/dev/null 2>&1 || fail "prefill cu"
+stsr primary replication enable cu --to drp --target-volume cu --target-layout replicas:1 >/dev/null ||
+	fail "replication enable cu"
+repl_caught_up cu 600
 TC=0
 if command -v tc >/dev/null 2>&1 && [ "$(id -u)" = 0 ] &&
    tc qdisc add dev lo root handle 1: htb default 1 2>/dev/null; then
@@ -131,17 +143,17 @@ else
 fi
 px cut
 log "outage: link cut for ${OUTAGE}s while writing ${OUTAGE_RATE} 4k IOPS"
-fio --name=outage --ioengine=nbd "--uri=$(uri on)" --rw=randwrite --bs=4k --iodepth=4 \
+fio --name=outage --ioengine=nbd "--uri=$(uri cu)" --rw=randwrite --bs=4k --iodepth=4 \
 	"--rate_iops=$OUTAGE_RATE" --time_based "--runtime=$OUTAGE" "--size=$SIZE" >/dev/null 2>&1 ||
 	fail "outage writes"
-before=$(rstat primary on 'j["bytes_shipped"]')
-behind=$(rstat primary on 'j["lag_bytes"] + j["dirty_bytes"]')
-state=$(rstat primary on 'j["state"]')
+before=$(rstat primary cu 'j["bytes_shipped"]')
+behind=$(rstat primary cu 'j["lag_bytes"] + j["dirty_bytes"]')
+state=$(rstat primary cu 'j["state"]')
 t0=$(date +%s.%N)
 if [ "$TC" = 1 ]; then px pass; else px throttle "$LINK_BPS"; fi
-repl_caught_up on 1200
+repl_caught_up cu 1200
 t1=$(date +%s.%N)
-after=$(rstat primary on 'j["bytes_shipped"]')
+after=$(rstat primary cu 'j["bytes_shipped"]')
 "$PY" -c 'import json,sys
 b, a, t0, t1, cap, behind = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 print(json.dumps({"shipped": a - b, "seconds": t1 - t0, "cap_bps": cap, "behind_bytes": behind,
