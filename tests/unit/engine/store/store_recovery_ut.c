@@ -127,6 +127,12 @@ static void child_write(struct env *e, uint64_t off, uint32_t len, uint64_t seed
 			_exit(4);
 		if (wait && wait_done(io, &d))
 			_exit(5);
+		/* not waiting: the completion is held by the fault, but the write
+		 * itself must have reached the disk before the crash, or it could
+		 * land after the parent's recovery (the kernel finishes a dead
+		 * process's io_uring writes on its own) and desync the block's CRC */
+		if (!wait)
+			usleep(300 * 1000);
 		_exit(0); /* crash: no put, no close */
 	}
 	assert_int_equal(waitpid(pid, &status, 0), pid);
