@@ -96,7 +96,7 @@ static int check(const uint8_t *buf, struct tsr_site_hdr *h)
 	tsr_site_hdr_pack(h, again);
 	if (memcmp(again, buf, TSR_SITE_HDR_SIZE) != 0)
 		abort();
-	if (h->opcode < TSR_SITE_HELLO || h->opcode > TSR_SITE_ERROR)
+	if (h->opcode < TSR_SITE_HELLO || h->opcode > TSR_SITE_SYNC_END)
 		abort();
 	if (h->payload_len > TSR_SITE_MAX_DATA || (h->payload_len == 0 && h->data_crc != 0))
 		abort();
@@ -108,6 +108,13 @@ static int check(const uint8_t *buf, struct tsr_site_hdr *h)
 		abort();
 	if ((h->flags & TSR_SITE_F_REPLY) && h->opcode != TSR_SITE_HELLO &&
 	    h->opcode != TSR_SITE_VOLUME_OPEN)
+		abort();
+	if ((h->flags & TSR_SITE_F_REPLAY) &&
+	    (h->opcode != TSR_SITE_VOLUME_OPEN || !(h->flags & TSR_SITE_F_REPLY)))
+		abort();
+	if ((h->opcode == TSR_SITE_SYNC_BEGIN || h->opcode == TSR_SITE_SYNC_END) &&
+	    (h->seq == 0 || h->stream == 0 || h->offset != 0 || h->length != 0 ||
+	     h->payload_len != 0))
 		abort();
 	return 0;
 }
