@@ -22,7 +22,9 @@
 # Writes bench/results/snapshot-<timestamp>.md and .json.
 #
 # Knobs: BENCH_RUNTIME=10, BENCH_REPEATS=3, BENCH_SIZE=1G, BENCH_SNAPS=20,
-# BENCH_DIFF_SIZE=1T, TSR_BUILD (default build/), BENCH_KEEP=1.
+# BENCH_DIFF_SIZE=1T, TSR_BUILD (default build/), BENCH_KEEP=1,
+# BENCH_PARTS=steady,latency,diff (the parts to run: steady = 1 and 2; a part
+# left out reports 0).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/.." && pwd)
@@ -33,6 +35,8 @@ SIZE=${BENCH_SIZE:-1G}
 NSNAPS=${BENCH_SNAPS:-20}
 DIFF_SIZE=${BENCH_DIFF_SIZE:-1T}
 PY=/usr/bin/python3
+PARTS=,${BENCH_PARTS:-steady,latency,diff},
+part() { [[ $PARTS == *,$1,* ]]; }
 
 T0=$(date +%s)
 log() { printf '[%s +%4ss] %s\n' "$(date +%T)" "$(( $(date +%s) - T0 ))" "$*" >&2; }
@@ -60,7 +64,9 @@ uri() { echo "nbd+unix:///$1?socket=$W/tsr/nbd.sock"; }
 "$TESSERAD" --data "$W/tsr" >"$W/log/tesserad.log" 2>&1 &
 PID=$!
 for (( i=0; i<300; i++ )); do [ -S "$W/tsr/admin.sock" ] && [ -f "$W/tsr/tesserad.pid" ] && break; sleep 0.1; done
-for v in nosnap snap10; do
+VOLS=nosnap
+part steady && VOLS="nosnap snap10"
+for v in $VOLS; do
 	tsr volume create "$v" --size "$SIZE" >/dev/null || die "volume create $v"
 	log "prefill $v ($SIZE, sequential 1M writes)"
 	fio --name=prefill --rw=write --bs=1M --iodepth=16 --ioengine=nbd --uri="$(uri "$v")" \
@@ -77,6 +83,8 @@ randwrite() { # VOLUME OUT.json [extra fio args]
 iops() { "$PY" -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["jobs"][0]["write"]["iops"]))' "$1"; }
 writes() { "$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["jobs"][0]["write"]["total_ios"])' "$1"; }
 
+declare -a A B C F L D S
+if part steady; then
 log "snap10: 10 snapshots, 2 s of random writes between cuts, then one full rewrite"
 for (( s=1; s<=10; s++ )); do
 	tsr snapshot create snap10 "s$s" >/dev/null || die "snapshot create snap10 s$s"
@@ -86,7 +94,6 @@ done
 fio --name=rewrite --rw=write --bs=1M --iodepth=16 --ioengine=nbd --uri="$(uri snap10)" \
 	--size="$SIZE" >/dev/null 2>&1 || die "rewrite of snap10"
 
-declare -a A B C F
 for (( r=1; r<=REPEATS; r++ )); do
 	randwrite nosnap "$W/fio/nosnap-$r.json"
 	A+=("$(iops "$W/fio/nosnap-$r.json")")
@@ -101,18 +108,26 @@ for (( r=1; r<=REPEATS; r++ )); do
 	# Back to 10 snapshots; the copies made since the cut merge into s10.
 	tsr snapshot delete snap10 "cow$r" >/dev/null || die "snapshot delete cow$r"
 done
+else
+	A=(0) B=(0) C=(0) F=(0)
+fi
 
+LOAD_IOPS=0 H=
+if part latency; then
 log "create latency: $NSNAPS cuts under 4k randwrite QD32"
 fio --name=load --rw=randwrite --bs=4k --iodepth=32 --ioengine=nbd --uri="$(uri nosnap)" \
 	--size="$SIZE" --time_based --runtime=$(( NSNAPS + 5 )) --output-format=json \
 	--output="$W/fio/load.json" >/dev/null 2>&1 &
 FIO=$!
 sleep 2
-declare -a L
 for (( s=1; s<=NSNAPS; s++ )); do
 	t0=$(date +%s%N)
 	tsr snapshot create nosnap "l$s" >/dev/null || die "snapshot create under load"
 	L+=("$(( ($(date +%s%N) - t0) / 1000 ))")
+	# the CLI's own floor under the same load: a command that cuts nothing
+	t0=$(date +%s%N)
+	tsr status >/dev/null || die "status under load"
+	S+=("$(( ($(date +%s%N) - t0) / 1000 ))")
 	sleep 1
 done
 wait "$FIO" || die "fio load"
@@ -120,7 +135,12 @@ LOAD_IOPS=$(iops "$W/fio/load.json")
 # The server's side of each cut: how long host writes were held (layout gate).
 H=$(grep -o "snapshot gate: create 'l[0-9]*': writes held [0-9.]*" "$W/log/tesserad.log" |
 	awk '{printf "%d ", $NF * 1000}')
+else
+	L=(0) S=(0)
+fi
 
+DIFF_BYTES=0 DIFF_EXT=0
+if part diff; then
 log "diff: $DIFF_SIZE thin volume, 1% changed"
 tsr volume create thin --size "$DIFF_SIZE" >/dev/null || die "volume create thin"
 tsr snapshot create thin base >/dev/null || die "snapshot create thin base"
@@ -129,7 +149,6 @@ cmds=()
 for (( o=0; o<mib; o+=100 )); do cmds+=(-c "write -P 7 ${o}M 1M"); done
 qemu-io -f raw "json:{\"driver\":\"raw\",\"file\":{\"driver\":\"nbd\",\"export\":\"thin\",\"server\":{\"type\":\"unix\",\"path\":\"$W/tsr/nbd.sock\"}}}" \
 	"${cmds[@]}" >/dev/null || die "writes to thin"
-declare -a D
 for (( r=1; r<=5; r++ )); do
 	t0=$(date +%s%N)
 	tsr --json snapshot diff thin base --head >"$W/diff.json" || die "snapshot diff"
@@ -137,15 +156,18 @@ for (( r=1; r<=5; r++ )); do
 done
 DIFF_BYTES=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["changed_bytes"])' "$W/diff.json")
 DIFF_EXT=$("$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["extents"]))' "$W/diff.json")
+else
+	D=(0)
+fi
 
 mkdir -p "$HERE/results"
 ts=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$HERE/results/snapshot-$ts
 "$PY" - "$OUT" "$SIZE" "$RUNTIME" "$DIFF_SIZE" "$LOAD_IOPS" "$DIFF_BYTES" "$DIFF_EXT" \
-	"${A[*]}" "${B[*]}" "${C[*]}" "${F[*]}" "${L[*]}" "${D[*]}" "$H" <<'EOF'
+	"${A[*]}" "${B[*]}" "${C[*]}" "${F[*]}" "${L[*]}" "${D[*]}" "$H" "${S[*]}" <<'EOF'
 import json, statistics, subprocess, sys
 out, size, runtime, dsize, load_iops, dbytes, dext = sys.argv[1:8]
-A, B, C, F, L, D, H = ([int(x) for x in a.split()] for a in sys.argv[8:15])
+A, B, C, F, L, D, H, S = ([int(x) for x in a.split()] for a in sys.argv[8:16])
 med = statistics.median
 def pct(v, p):
     v = sorted(v)
@@ -154,10 +176,11 @@ r = {
     "size": size, "runtime_s": int(runtime),
     "randwrite_qd32_iops": {"nosnap": A, "snap10": B, "after_cut": C, "after_cut_first_write_pct": F},
     "median": {"nosnap": med(A), "snap10": med(B), "after_cut": med(C)},
-    "ratio_snap10_nosnap": round(med(B) / med(A), 3),
-    "ratio_after_cut_nosnap": round(med(C) / med(A), 3),
+    "ratio_snap10_nosnap": round(med(B) / med(A), 3) if med(A) else 0,
+    "ratio_after_cut_nosnap": round(med(C) / med(A), 3) if med(A) else 0,
     "create_latency_us": L, "create_p50_ms": pct(L, 50) / 1000, "create_p99_ms": pct(L, 99) / 1000,
     "create_max_ms": max(L) / 1000, "load_iops": int(load_iops),
+    "status_us": S, "status_p50_ms": pct(S, 50) / 1000, "status_p99_ms": pct(S, 99) / 1000,
     "writes_held_us": H, "held_p50_ms": pct(H, 50) / 1000 if H else None,
     "held_p99_ms": pct(H, 99) / 1000 if H else None,
     "diff_volume": dsize, "diff_bytes": int(dbytes), "diff_extents": int(dext),
@@ -173,6 +196,7 @@ md = f"""# Snapshot benchmark ({size} volumes, {runtime} s runs, medians of {len
 | 4k randwrite QD32, 10 snapshots (steady) | {med(B):.0f} IOPS = **{r['ratio_snap10_nosnap']:.2f}x** | >= 0.8x |
 | same, right after a cut (copy on write; {med(F):.0f}% first writes) | {med(C):.0f} IOPS = {r['ratio_after_cut_nosnap']:.2f}x | reported |
 | snapshot create under load (CLI round trip incl. process start, {len(L)} cuts, fio {int(load_iops)} IOPS) | p50 {r['create_p50_ms']:.1f} ms, p99 {r['create_p99_ms']:.1f} ms, max {r['create_max_ms']:.1f} ms | p99 < 50 ms |
+| `tessera status` round trip, same load (the CLI's own floor) | p50 {r['status_p50_ms']:.1f} ms, p99 {r['status_p99_ms']:.1f} ms | |
 | host writes held by the cut (server side, tesserad log) | p50 {r['held_p50_ms'] or 0:.1f} ms, p99 {r['held_p99_ms'] or 0:.1f} ms | "a few ms" |
 | diff of a {dsize} thin volume, 1% changed ({int(dbytes) >> 20} MiB in {dext} extents) | {r['diff_median_s']:.3f} s (median of {len(D)}) | < 1 s |
 """

@@ -7,6 +7,7 @@
 #ifndef TESSERA_ADMIN_INTERNAL_H
 #define TESSERA_ADMIN_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <ev.h>
@@ -56,6 +57,28 @@ void admin_handle(struct tsr_admin_server *srv, const Tessera__Admin__Request *r
 
 /* ---- admin_server.c: sockets on the libev loop ------------------------ */
 
+/*
+ * A reply that comes later (a command waiting for a worker, e.g. a snapshot
+ * cut through a volume's gate, without blocking the loop).  A command calls
+ * admin_later_begin while admin_handle runs for a connection's request; the
+ * connection then reads nothing more until the reply is out.  Later,
+ * admin_later_done (any thread, exactly once) makes fn(srv, arg, resp) run
+ * on the loop; resp (initialised) is sent to the connection, or dropped when
+ * it closed meanwhile: fn always runs, so it frees arg.
+ */
+struct admin_later;
+typedef void (*admin_later_fn)(struct tsr_admin_server *srv, void *arg,
+			       Tessera__Admin__Response *resp);
+/* The handle, or NULL (out of memory, or not inside a connection's
+ * admin_handle): then the command replies at once, as usual. */
+struct admin_later *admin_later_begin(struct tsr_admin_server *srv, admin_later_fn fn,
+				      void *arg);
+/* From any thread, once: fn runs on the loop soon. */
+void admin_later_done(struct admin_later *l);
+/* Inside the same admin_handle, instead of admin_later_done: the reply is
+ * given at once after all; fn never runs. */
+void admin_later_cancel(struct admin_later *l);
+
 #define ADMIN_MAX_CONNS 64
 #define ADMIN_IDLE_TIMEOUT 300.0  /* seconds without a request: close */
 #define ADMIN_AUTH_TIMEOUT 10.0   /* TCP: seconds to send the first request */
@@ -84,6 +107,7 @@ struct admin_conn {
 	size_t in_got;
 	uint8_t *out;         /* frame being sent */
 	size_t out_len, out_sent;
+	struct admin_later *later; /* its reply comes later (admin_later_begin), else NULL */
 	struct admin_conn *prev, *next;
 };
 
@@ -107,6 +131,14 @@ struct tsr_admin_server {
 	size_t n_listeners;
 	struct admin_conn *conns;
 	unsigned n_conns;
+	struct admin_conn *handling; /* the connection whose request admin_handle runs, or NULL */
+	/* replies that come later (admin_later_*) */
+	ev_async later_wake;         /* a handle was done: run later_wake_cb on the loop */
+	bool later_ready;            /* later_wake and the lock/cond are initialised */
+	pthread_mutex_t later_lock;  /* guards later_done and later_out */
+	pthread_cond_t later_cond;   /* signalled when later_out drops (destroy waits) */
+	struct admin_later *later_done; /* done, fn not run yet (newest first) */
+	unsigned later_out;          /* begun and not done yet */
 };
 
 #endif

@@ -3,7 +3,9 @@
  * validated request into store calls and a Response.  They run on the
  * control thread (tesserad's libev loop), where blocking store calls are
  * allowed.  Error replies carry a message for a person: what failed and what
- * to do; the CLI prints it as is.
+ * to do; the CLI prints it as is.  Snapshot create of a volume open on this
+ * node does not block the loop: the cut goes through the volume's gate on
+ * its home worker and the reply is sent when it is made (admin_later_*).
  * The store logs its own failures; nothing is logged twice here.
  */
 #include <errno.h>
@@ -315,6 +317,87 @@ static void reply_snapshot(struct tsr_admin_server *srv, const char *vol, const 
 	resp->n_snapshots = 1;
 }
 
+/* Reply with snapshot vol@snap just cut: the catalogue's fields, no space
+ * scan of its layers (it holds no block yet; snapshot show counts them). */
+static void reply_created(struct tsr_admin_server *srv, const char *vol, const char *snap,
+			  Tessera__Admin__Response *resp)
+{
+	struct tsr_snap_info info;
+	int ret = tsr_store_snap_row_info(srv->store, vol, snap, &info);
+
+	if (ret) {
+		snap_fail(srv, resp, ret, "show snapshot", vol, snap);
+		return;
+	}
+	resp->snapshots = malloc(sizeof(*resp->snapshots));
+	if (resp->snapshots == NULL ||
+	    (resp->snapshots[0] = build_snapshot(srv, vol, &info)) == NULL) {
+		admin_fail(resp, -ENOMEM, "out of memory in tesserad");
+		return;
+	}
+	resp->n_snapshots = 1;
+}
+
+/* A snapshot create waiting for its volume's gate: the loop goes on, the
+ * reply is sent when the cut is made (admin_later_*). */
+struct create_later {
+	char vol[64];
+	struct tsr_snap_req req;
+	int status;                /* the gate's result, set on the home worker */
+	struct admin_later *later; /* done by create_cut_done */
+};
+
+/* On the volume's home worker: the cut is made (or failed). */
+static void create_cut_done(void *arg, int status)
+{
+	struct create_later *cl = arg;
+
+	cl->status = status;
+	admin_later_done(cl->later);
+}
+
+/* Back on the loop: the reply. */
+static void create_reply(struct tsr_admin_server *srv, void *arg,
+			 Tessera__Admin__Response *resp)
+{
+	struct create_later *cl = arg;
+	int ret = cl->status;
+
+	if (ret == -ENOENT) /* its last client left meanwhile: cut it on the store */
+		ret = snap_run(srv, cl->vol, &cl->req, false);
+	if (ret)
+		snap_fail(srv, resp, ret, "create a snapshot", cl->vol, cl->req.snap);
+	else
+		reply_created(srv, cl->vol, cl->req.snap, resp);
+	free(cl);
+}
+
+/* Start the cut of an open volume without waiting for it.  True when the
+ * reply comes later; false when the volume has no gate here (or out of
+ * memory): the caller goes on synchronously. */
+static bool create_through_gate(struct tsr_admin_server *srv, const char *vol,
+				const struct tsr_snap_req *req)
+{
+	struct create_later *cl = calloc(1, sizeof(*cl));
+	int ret;
+
+	if (cl == NULL)
+		return false;
+	snprintf(cl->vol, sizeof(cl->vol), "%s", vol);
+	cl->req = *req;
+	cl->later = admin_later_begin(srv, create_reply, cl);
+	if (cl->later == NULL) {
+		free(cl);
+		return false;
+	}
+	ret = tsr_volset_snap_async(srv->vols, vol, &cl->req, create_cut_done, cl);
+	if (ret == 0)
+		return true;
+	admin_later_cancel(cl->later);
+	free(cl);
+	return false;
+}
+
 static void op_snapshot_create(struct tsr_admin_server *srv,
 			       const Tessera__Admin__SnapshotCreate *c,
 			       Tessera__Admin__Response *resp)
@@ -324,12 +407,15 @@ static void op_snapshot_create(struct tsr_admin_server *srv,
 	int ret;
 
 	split_ref(c->volume, c->name, vol, req.snap);
+	/* an open volume: its gate cuts it, the reply comes when it is done */
+	if (!c->local_copy && create_through_gate(srv, vol, &req))
+		return;
 	ret = snap_run(srv, vol, &req, c->local_copy);
 	if (ret) {
 		snap_fail(srv, resp, ret, "create a snapshot", vol, req.snap);
 		return;
 	}
-	reply_snapshot(srv, vol, req.snap, resp);
+	reply_created(srv, vol, req.snap, resp);
 }
 
 /* True when an NBD client reads snapshot vol@snap. */

@@ -3,7 +3,9 @@
  * (tesserad's main thread).  A connection reads one frame (proto/admin.proto),
  * parses it with tsr_admin_request_parse, runs it (admin_ops.c, blocking store
  * calls are allowed on this thread), then writes the reply before reading the
- * next frame.  TCP connections must present the token in their first request;
+ * next frame.  A command may reply later (admin_later_begin): the connection
+ * then waits, reading nothing, until the command's work is done elsewhere
+ * (an ev_async wakes the loop) and its reply is sent.  TCP connections must present the token in their first request;
  * a wrong one gets "authentication failed" and the connection is closed.
  * Frames over 1 MiB, malformed protobuf framing or stalled peers close the
  * connection; nothing a client sends can take the daemon down.
@@ -19,10 +21,20 @@
 
 #include "admin/admin_internal.h"
 
+struct admin_later {
+	struct tsr_admin_server *srv;
+	struct admin_conn *conn;   /* waiting for the reply; NULL once it closed (loop only) */
+	admin_later_fn fn;         /* fills the reply on the loop */
+	void *arg;
+	struct admin_later *next;  /* srv->later_done (later_lock) */
+};
+
 static void conn_close(struct admin_conn *c)
 {
 	struct tsr_admin_server *srv = c->srv;
 
+	if (c->later)
+		c->later->conn = NULL; /* its fn still runs, the reply is dropped */
 	ev_io_stop(srv->loop, &c->watcher);
 	ev_timer_stop(srv->loop, &c->idle);
 	close(c->fd);
@@ -53,7 +65,10 @@ static bool token_ok(const struct tsr_admin_server *srv, const char *token)
 	return token && strlen(token) == want && CRYPTO_memcmp(token, srv->token, want) == 0;
 }
 
-/* Build the reply for the frame in c->in; sets c->out.  0 or -errno (close). */
+static int conn_pack(struct admin_conn *c, Tessera__Admin__Response *resp);
+
+/* Build the reply for the frame in c->in; sets c->out.  0, 1 when the reply
+ * comes later (c->later), or -errno (close). */
 static int conn_process(struct admin_conn *c)
 {
 	struct tsr_admin_server *srv = c->srv;
@@ -79,19 +94,36 @@ static int conn_process(struct admin_conn *c)
 		admin_fail(&resp, ret, "bad request: %s", why);
 		goto reply;
 	}
+	srv->handling = c;
 	admin_handle(srv, req, &resp);
+	srv->handling = NULL;
+	if (c->later) { /* the command replies later (admin_later_begin) */
+		admin_response_free_built(&resp);
+		tessera__admin__request__free_unpacked(req, NULL);
+		free(c->in);
+		c->in = NULL;
+		return 1;
+	}
 reply:
 	tessera__admin__request__free_unpacked(req, NULL);
 	free(c->in);
 	c->in = NULL;
-	ret = admin_frame_pack(&resp.base, &c->out, &c->out_len);
+	return conn_pack(c, &resp);
+}
+
+/* Pack resp (then freed) into c->out.  0 or -errno (close). */
+static int conn_pack(struct admin_conn *c, Tessera__Admin__Response *resp)
+{
+	int ret;
+
+	ret = admin_frame_pack(&resp->base, &c->out, &c->out_len);
 	if (ret == -EMSGSIZE) {
 		/* e.g. a list of too many volumes: say so instead of going silent */
-		admin_response_free_built(&resp);
-		admin_fail(&resp, -EMSGSIZE, "reply larger than 1 MiB");
-		ret = admin_frame_pack(&resp.base, &c->out, &c->out_len);
+		admin_response_free_built(resp);
+		admin_fail(resp, -EMSGSIZE, "reply larger than 1 MiB");
+		ret = admin_frame_pack(&resp->base, &c->out, &c->out_len);
 	}
-	admin_response_free_built(&resp);
+	admin_response_free_built(resp);
 	c->out_sent = 0;
 	return ret;
 }
@@ -130,6 +162,8 @@ static bool conn_write(struct admin_conn *c)
 /* Read what is available; on a complete frame, process it and start the reply. */
 static void conn_read(struct admin_conn *c)
 {
+	int ret;
+
 	for (;;) {
 		uint8_t *dst;
 		size_t want;
@@ -176,13 +210,118 @@ static void conn_read(struct admin_conn *c)
 		}
 		/* a complete frame */
 		ev_timer_again(c->srv->loop, &c->idle);
-		if (conn_process(c)) {
+		ret = conn_process(c);
+		if (ret < 0) {
 			conn_close(c);
+			return;
+		}
+		if (ret > 0) { /* nothing to read or send until the reply is done */
+			ev_io_stop(c->srv->loop, &c->watcher);
+			ev_timer_stop(c->srv->loop, &c->idle);
 			return;
 		}
 		conn_write(c);
 		return; /* the next frame is read once the reply is out */
 	}
+}
+
+/* ---- replies that come later ---- */
+
+struct admin_later *admin_later_begin(struct tsr_admin_server *srv, admin_later_fn fn,
+				      void *arg)
+{
+	struct admin_conn *c = srv->handling;
+	struct admin_later *l;
+
+	if (c == NULL || c->later != NULL || !srv->later_ready)
+		return NULL;
+	l = calloc(1, sizeof(*l));
+	if (l == NULL)
+		return NULL;
+	l->srv = srv;
+	l->conn = c;
+	l->fn = fn;
+	l->arg = arg;
+	c->later = l;
+	pthread_mutex_lock(&srv->later_lock);
+	srv->later_out++;
+	pthread_mutex_unlock(&srv->later_lock);
+	return l;
+}
+
+void admin_later_cancel(struct admin_later *l)
+{
+	struct tsr_admin_server *srv = l->srv;
+
+	if (l->conn)
+		l->conn->later = NULL;
+	pthread_mutex_lock(&srv->later_lock);
+	srv->later_out--;
+	pthread_cond_broadcast(&srv->later_cond);
+	pthread_mutex_unlock(&srv->later_lock);
+	free(l);
+}
+
+void admin_later_done(struct admin_later *l)
+{
+	struct tsr_admin_server *srv = l->srv;
+
+	pthread_mutex_lock(&srv->later_lock);
+	l->next = srv->later_done;
+	srv->later_done = l;
+	srv->later_out--;
+	pthread_cond_broadcast(&srv->later_cond);
+	pthread_mutex_unlock(&srv->later_lock);
+	ev_async_send(srv->loop, &srv->later_wake);
+}
+
+/* On the loop: run l's fn and send its reply (if the connection is still there). */
+static void later_finish(struct admin_later *l)
+{
+	Tessera__Admin__Response resp = TESSERA__ADMIN__RESPONSE__INIT;
+	struct admin_conn *c = l->conn;
+
+	l->fn(l->srv, l->arg, &resp);
+	if (c == NULL) {
+		admin_response_free_built(&resp);
+		free(l);
+		return;
+	}
+	c->later = NULL;
+	free(l);
+	if (conn_pack(c, &resp)) {
+		conn_close(c);
+		return;
+	}
+	ev_timer_again(c->srv->loop, &c->idle);
+	conn_write(c);
+}
+
+/* Run every done handle's fn, oldest first. */
+static void later_run(struct tsr_admin_server *srv)
+{
+	struct admin_later *l, *next, *oldest = NULL;
+
+	pthread_mutex_lock(&srv->later_lock);
+	l = srv->later_done;
+	srv->later_done = NULL;
+	pthread_mutex_unlock(&srv->later_lock);
+	for (; l; l = next) { /* reverse: the list is newest first */
+		next = l->next;
+		l->next = oldest;
+		oldest = l;
+	}
+	for (l = oldest; l; l = next) {
+		next = l->next;
+		later_finish(l);
+	}
+}
+
+static void later_wake_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	later_run(w->data);
 }
 
 static void conn_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -332,6 +471,12 @@ int tsr_admin_server_create(const struct tsr_admin_server_opts *opts,
 	for (i = 0; i < 2; i++)
 		srv->listeners[i].fd = -1;
 	srv->loop = opts->loop;
+	pthread_mutex_init(&srv->later_lock, NULL);
+	pthread_cond_init(&srv->later_cond, NULL);
+	ev_async_init(&srv->later_wake, later_wake_cb);
+	srv->later_wake.data = srv;
+	ev_async_start(srv->loop, &srv->later_wake);
+	srv->later_ready = true;
 	srv->store = opts->store;
 	srv->vols = opts->vols;
 	srv->nbd = opts->nbd;
@@ -405,6 +550,18 @@ void tsr_admin_server_destroy(struct tsr_admin_server *srv)
 		return;
 	while (srv->conns)
 		conn_close(srv->conns);
+	if (srv->later_ready) {
+		/* commands still waiting for a worker: their fn frees their state
+		 * (the workers still run; the wait is the rest of a snapshot cut) */
+		pthread_mutex_lock(&srv->later_lock);
+		while (srv->later_out > 0)
+			pthread_cond_wait(&srv->later_cond, &srv->later_lock);
+		pthread_mutex_unlock(&srv->later_lock);
+		later_run(srv);
+		ev_async_stop(srv->loop, &srv->later_wake);
+		pthread_cond_destroy(&srv->later_cond);
+		pthread_mutex_destroy(&srv->later_lock);
+	}
 	for (i = 0; i < 2; i++) {
 		struct admin_listener *l = &srv->listeners[i];
 

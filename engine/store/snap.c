@@ -840,6 +840,40 @@ int tsr_store_snap_info(struct tsr_store *store, const char *vol, const char *sn
 	return ret;
 }
 
+int tsr_store_snap_row_info(struct tsr_store *store, const char *vol, const char *snap,
+			    struct tsr_snap_info *out)
+{
+	struct snap_row *rows = NULL;
+	struct vol_row v;
+	size_t n = 0, i;
+	int ret;
+
+	pthread_mutex_lock(&store->lock);
+	ret = get_vol(store, "snapshot info", vol, &v);
+	if (ret == 0 && (snap == NULL || !tsr_valid_name(snap)))
+		ret = -ENOENT;
+	if (ret == 0)
+		ret = catalog_snap_list(store->db, v.uuid, &rows, &n);
+	pthread_mutex_unlock(&store->lock);
+	if (ret)
+		return ret;
+	ret = -ENOENT;
+	for (i = 0; i < n; i++) {
+		if (!visible(&rows[i]) || strcmp(rows[i].name, snap) != 0)
+			continue;
+		memset(out, 0, sizeof(*out));
+		snprintf(out->name, sizeof(out->name), "%s", rows[i].name);
+		snprintf(out->uuid, sizeof(out->uuid), "%s", rows[i].uuid);
+		out->created = rows[i].created;
+		out->seq = rows[i].seq;
+		out->size = rows[i].size;
+		ret = 0;
+		break;
+	}
+	free(rows);
+	return ret;
+}
+
 int tsr_store_vol_space(struct tsr_store *store, const char *vol, uint64_t *allocated,
 			uint64_t *exclusive)
 {

@@ -21,9 +21,11 @@
  * too: a snapshot never changes, so any store holding it may serve it.  It
  * has no home (any worker may read it).
  *
- * tsr_volset_snap runs a snapshot request through the gate of a volume's
- * layout (layout.c) on its home worker and waits on a condition variable:
- * the control thread blocks for the few ms of the cut.
+ * tsr_volset_snap_async runs a snapshot request through the gate of a
+ * volume's layout (layout.c) on its home worker and reports on that worker's
+ * thread once the cut is made (the admin server hands it back to its loop);
+ * tsr_volset_snap is the blocking form (a condition variable), for callers
+ * that may block (the cluster layer's forwarded requests, tests).
  *
  * Geo-replication taps (tsr_vol_set_hooks): while hooks are installed, each
  * host write, zero and trim carries a small context (recycled on the home
@@ -324,32 +326,28 @@ bool tsr_volset_in_use(struct tsr_volset *set, const char *name)
 
 /* ---- snapshot requests through a volume's gate ---- */
 
+/* One snapshot request on its way through a volume's gate. */
 struct snap_call {
 	struct tsr_vol *vol;        /* our reference, put on the home worker */
-	struct tsr_snap_req req;
-	pthread_mutex_t lock;       /* guards done and status */
-	pthread_cond_t cond;
-	bool done;
-	int status;
+	struct tsr_snap_req req;    /* copied at the start: the caller's may go */
+	int status;                 /* the gate's result, set before snap_put_msg */
+	tsr_cb cb_fn;               /* the caller's, fired once after the put */
+	void *cb_arg;
 };
 
-static void snap_call_finish(struct snap_call *call, int status)
-{
-	pthread_mutex_lock(&call->lock);
-	call->status = status;
-	call->done = true;
-	pthread_cond_signal(&call->cond);
-	pthread_mutex_unlock(&call->lock);
-}
-
 /* On the home worker, after the gate's callback returned: drop our handle
- * (the layout may be destroyed here, on its own thread), then wake the caller. */
+ * (the layout may be destroyed here, on its own thread), then report. */
 static void snap_put_msg(struct tsr_worker *w, void *arg)
 {
 	struct snap_call *call = arg;
+	tsr_cb cb_fn = call->cb_fn;
+	void *cb_arg = call->cb_arg;
+	int status = call->status;
 
+	(void)w;
 	tsr_vol_put(call->vol);
-	snap_call_finish(call, call->status);
+	free(call);
+	cb_fn(cb_arg, status);
 }
 
 static void snap_cb(void *arg, int status)
@@ -367,16 +365,23 @@ static void snap_msg(struct tsr_worker *w, void *arg)
 	struct snap_call *call = arg;
 	int ret = tsr_layout_snap(call->vol->layout, &call->req, snap_cb, call);
 
+	(void)w;
 	if (ret < 0)
 		snap_cb(call, ret);
 }
 
-int tsr_volset_snap(struct tsr_volset *set, const char *name, const struct tsr_snap_req *req)
+int tsr_volset_snap_async(struct tsr_volset *set, const char *name,
+			  const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg)
 {
-	struct snap_call call = { .req = *req };
+	struct snap_call *call;
 	struct tsr_vol *v;
 	int ret;
 
+	if (req == NULL || cb_fn == NULL)
+		return -EINVAL;
+	call = calloc(1, sizeof(*call));
+	if (call == NULL)
+		return -ENOMEM;
 	pthread_mutex_lock(&set->lock);
 	v = find_locked(set, name);
 	if (v != NULL && !v->snapshot)
@@ -384,29 +389,63 @@ int tsr_volset_snap(struct tsr_volset *set, const char *name, const struct tsr_s
 	else
 		v = NULL;
 	pthread_mutex_unlock(&set->lock);
-	if (v == NULL)
+	if (v == NULL) {
+		free(call);
 		return -ENOENT;
-	call.vol = v;
-	pthread_mutex_init(&call.lock, NULL);
-	pthread_cond_init(&call.cond, NULL);
+	}
+	call->vol = v;
+	call->req = *req;
+	call->cb_fn = cb_fn;
+	call->cb_arg = cb_arg;
 	if (v->home == NULL) {
 		/* no workers configured (unit tests): the caller's thread is the only user */
-		snap_msg(NULL, &call);
-	} else {
-		ret = tsr_worker_send(v->home, snap_msg, &call);
-		if (ret < 0) {
-			tsr_vol_put(v);
-			call.done = true;
-			call.status = ret;
-		}
+		snap_msg(NULL, call);
+		return 0;
 	}
-	pthread_mutex_lock(&call.lock);
-	while (!call.done)
-		pthread_cond_wait(&call.cond, &call.lock);
-	ret = call.status;
-	pthread_mutex_unlock(&call.lock);
-	pthread_cond_destroy(&call.cond);
-	pthread_mutex_destroy(&call.lock);
+	ret = tsr_worker_send(v->home, snap_msg, call);
+	if (ret < 0) {
+		tsr_vol_put(v);
+		free(call);
+	}
+	return ret;
+}
+
+/* The blocking form: a condition variable the callback signals. */
+struct snap_wait {
+	pthread_mutex_t lock;       /* guards done and status */
+	pthread_cond_t cond;
+	bool done;
+	int status;
+};
+
+static void snap_wait_cb(void *arg, int status)
+{
+	struct snap_wait *sw = arg;
+
+	pthread_mutex_lock(&sw->lock);
+	sw->status = status;
+	sw->done = true;
+	pthread_cond_signal(&sw->cond);
+	pthread_mutex_unlock(&sw->lock);
+}
+
+int tsr_volset_snap(struct tsr_volset *set, const char *name, const struct tsr_snap_req *req)
+{
+	struct snap_wait sw = { .done = false };
+	int ret;
+
+	pthread_mutex_init(&sw.lock, NULL);
+	pthread_cond_init(&sw.cond, NULL);
+	ret = tsr_volset_snap_async(set, name, req, snap_wait_cb, &sw);
+	if (ret == 0) {
+		pthread_mutex_lock(&sw.lock);
+		while (!sw.done)
+			pthread_cond_wait(&sw.cond, &sw.lock);
+		ret = sw.status;
+		pthread_mutex_unlock(&sw.lock);
+	}
+	pthread_cond_destroy(&sw.cond);
+	pthread_mutex_destroy(&sw.lock);
 	return ret;
 }
 

@@ -185,6 +185,12 @@ int tsr_store_snap_list(struct tsr_store *store, const char *vol, struct tsr_sna
 			size_t *count);
 int tsr_store_snap_info(struct tsr_store *store, const char *vol, const char *snap,
 			struct tsr_snap_info *out);
+/* tsr_store_snap_info without the space figures (allocated, exclusive and
+ * clones left 0): the catalogue's row only, no layer is opened or scanned
+ * (the reply to a create: a snapshot just cut holds no block yet).
+ * Errors: -ENOENT vol or snap, -EOPNOTSUPP device mode, -EIO. */
+int tsr_store_snap_row_info(struct tsr_store *store, const char *vol, const char *snap,
+			    struct tsr_snap_info *out);
 
 /*
  * Clone: a new volume name whose content is vol@snap (snap NULL: vol's head

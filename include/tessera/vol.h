@@ -73,6 +73,16 @@ void tsr_volset_set_workers(struct tsr_volset *set, struct tsr_worker *const *wo
  * writes it), the layout's errors otherwise.
  */
 int tsr_volset_snap(struct tsr_volset *set, const char *name, const struct tsr_snap_req *req);
+/*
+ * The same without waiting: returns 0 and cb_fn(cb_arg, status) fires
+ * exactly once, with the layout's result, on the volume's home worker's
+ * thread (the caller's own when the volume has no home, possibly before
+ * this returns), once the gate released the volume; or returns -errno and
+ * cb_fn never fires: -ENOENT as above, -EINVAL (req or cb_fn NULL),
+ * -ENOMEM, -ESHUTDOWN (the home worker is stopping).
+ */
+int tsr_volset_snap_async(struct tsr_volset *set, const char *name,
+			  const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg);
 
 /* The worker that must run vol's I/O, or NULL when any worker may. */
 struct tsr_worker *tsr_vol_home(const struct tsr_vol *vol);
