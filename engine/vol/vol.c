@@ -19,7 +19,10 @@
  * A name "VOL@SNAP" is snapshot SNAP of VOL, served read-only from this
  * node's store (a local layout over tsr_store_snap_open), on a cluster node
  * too: a snapshot never changes, so any store holding it may serve it.  It
- * has no home (any worker may read it).
+ * has no home (any worker may read it).  Exception: on the node where an
+ * erasure-coded VOL is attached, "VOL@SNAP" is the ec snapshot layout
+ * (tsr_layout_ec_snap_create: chunks read from every copy's snapshot and
+ * decoded), with the coordinator's home worker as its home.
  *
  * tsr_volset_snap_async runs a snapshot request through the gate of a
  * volume's layout (layout.c) on its home worker and reports on that worker's
@@ -39,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tessera/ec.h"
 #include "tessera/layout.h"
 #include "tessera/vol.h"
 
@@ -241,7 +245,7 @@ struct tsr_worker *tsr_vol_home(const struct tsr_vol *vol)
 
 int tsr_vol_get(struct tsr_volset *set, const char *name, struct tsr_vol **out)
 {
-	struct tsr_vol *v;
+	struct tsr_vol *v, *coord;
 	char vol[64];
 	int snapshot = split_name(name, vol);
 	int ret = 0;
@@ -264,7 +268,14 @@ int tsr_vol_get(struct tsr_volset *set, const char *name, struct tsr_vol **out)
 		ret = -ENOMEM;
 		goto out;
 	}
-	ret = tsr_layout_local_create(set->store, name, &v->layout);
+	coord = snapshot && set->cluster_mode ? find_locked(set, vol) : NULL;
+	if (coord != NULL && coord->registered && tsr_layout_is_ec(coord->layout))
+		/* an ec volume's snapshot: the image is decoded from its chunk
+		 * copies' snapshots on the coordinator's home worker */
+		ret = tsr_layout_ec_snap_create(coord->layout, strchr(name, '@') + 1, &v->layout,
+						&v->home);
+	else
+		ret = tsr_layout_local_create(set->store, name, &v->layout);
 	if (ret) {
 		free(v);
 		v = NULL;

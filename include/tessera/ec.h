@@ -189,4 +189,45 @@ struct tsr_ec_opts {
 int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out);
 bool tsr_layout_is_ec(const struct tsr_layout *l);
 
+/* ---- snapshots (engine/layout/ec_snapread.c) ------------------------------ */
+
+/*
+ * Read-only layout over snapshot snap of the ec volume whose coordinator
+ * layout is coord (attached on this node): data chunks read from each chunk
+ * copy's snapshot (this node's store, or a peer session on "VOL@SNAP"),
+ * decoded from any k copies when one cannot be read.  It runs on coord's
+ * home worker (*home): every read must be issued there (else -EXDEV).
+ * Writes, trims, write-zeroes and the snap op fail with -EROFS; flush is a
+ * no-op; block status reports everything allocated.  Size: the volume's at
+ * the cut (from this node's chunk copy when it holds one, else the current
+ * size).  It holds no reference on coord once started and may outlive it.
+ * A chunk copy without the snapshot (away at the cut) is decoded around; a
+ * snapshot no copy holds fails its reads with -EIO.  Any thread.
+ * Errors: -EINVAL coord not ec or bad name; -ENOMEM; the store's errors
+ * opening this node's chunk snapshot other than -ENOENT.
+ */
+int tsr_layout_ec_snap_create(struct tsr_layout *coord, const char *snap,
+			      struct tsr_layout **out, struct tsr_worker **home);
+bool tsr_layout_is_ec_snapshot(const struct tsr_layout *l);
+
+/* One chunk copy's diff (chunk-volume offsets, as tsr_store_snap_diff gives
+ * them); have = false when that copy could not give it. */
+struct tsr_ec_chunk_diff {
+	const struct tsr_extent *ext;
+	size_t n;
+	bool have;
+};
+
+/*
+ * The volume's changed extents from its k+m copies' chunk diffs (diffs[c]
+ * is copy c's): each data chunk's extents mapped to volume offsets by the
+ * geometry above; for a copy without a diff, its data chunks count as
+ * changed wherever a parity chunk of the same stripe column changed (a
+ * superset, flags 0).  Clipped to size, sorted, merged where adjacent with
+ * the same flags.  *out malloc'd (free()).  Errors: -EINVAL geometry,
+ * -EHOSTUNREACH more than m copies without a diff, -ENOMEM.
+ */
+int tsr_ec_diff_map(unsigned k, unsigned m, uint32_t unit, uint64_t size,
+		    const struct tsr_ec_chunk_diff *diffs, struct tsr_extent **out, size_t *count);
+
 #endif
