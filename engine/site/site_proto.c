@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "tessera/site.h"
 
 #define HDR_CRC_OFF 60u
@@ -69,6 +71,7 @@ const char *tsr_site_op_name(uint8_t op)
 	case TSR_SITE_ERROR: return "error";
 	case TSR_SITE_SYNC_BEGIN: return "sync-begin";
 	case TSR_SITE_SYNC_END: return "sync-end";
+	case TSR_SITE_DIGEST: return "digest";
 	default: return "unknown";
 	}
 }
@@ -81,6 +84,8 @@ static int check_fields(struct tsr_site_hdr *h)
 	if (reply && h->opcode != TSR_SITE_HELLO && h->opcode != TSR_SITE_VOLUME_OPEN)
 		return -EPROTO;
 	if ((h->flags & TSR_SITE_F_REPLAY) && !(reply && h->opcode == TSR_SITE_VOLUME_OPEN))
+		return -EPROTO;
+	if ((h->flags & TSR_SITE_F_DIGEST) && (reply || h->opcode != TSR_SITE_VOLUME_OPEN))
 		return -EPROTO;
 	if (h->opcode != TSR_SITE_HELLO && h->opcode != TSR_SITE_ERROR && h->stream == 0)
 		return -EPROTO;
@@ -139,6 +144,17 @@ static int check_fields(struct tsr_site_hdr *h)
 		if (h->offset || h->length)
 			return -EPROTO;
 		break;
+	case TSR_SITE_DIGEST:
+		if (h->seq || h->offset % TSR_SITE_DIGEST_REGION)
+			return -EPROTO;
+		if (h->length > TSR_SITE_MAX_DATA)
+			return -EMSGSIZE;
+		if (h->length % TSR_SITE_DIGEST_LEN ||
+		    h->offset > UINT64_MAX - (uint64_t)(h->length / TSR_SITE_DIGEST_LEN) *
+						 TSR_SITE_DIGEST_REGION)
+			return -EPROTO;
+		h->payload_len = h->length;
+		break;
 	case TSR_SITE_ERROR:
 		if (h->offset)
 			return -EPROTO;
@@ -182,7 +198,7 @@ int tsr_site_hdr_parse(const uint8_t buf[TSR_SITE_HDR_SIZE], struct tsr_site_hdr
 	h.epoch = get64(buf + 32);
 	h.length = get32(buf + 40);
 	h.data_crc = get32(buf + 44);
-	if (h.flags & ~(TSR_SITE_F_REPLY | TSR_SITE_F_REPLAY))
+	if (h.flags & ~(TSR_SITE_F_REPLY | TSR_SITE_F_REPLAY | TSR_SITE_F_DIGEST))
 		return -EPROTO;
 	ret = check_fields(&h);
 	if (ret)
@@ -423,4 +439,14 @@ int tsr_site_error_pack(const struct tsr_site_error *e, uint8_t buf[TSR_SITE_ERR
 	put16(buf + 6, 0);
 	memcpy(buf + 8, e->msg, m);
 	return tsr_site_error_parse(buf, 8u + (uint32_t)m, &check) == 0 ? (int)(8 + m) : -EINVAL;
+}
+
+void tsr_site_digest(const void *buf, size_t len, uint8_t out[TSR_SITE_DIGEST_LEN])
+{
+	uint8_t md[EVP_MAX_MD_SIZE];
+	unsigned int md_len = 0;
+
+	if (!EVP_Digest(buf, len, md, &md_len, EVP_sha256(), NULL) || md_len < TSR_SITE_DIGEST_LEN)
+		memset(md, 0xff, TSR_SITE_DIGEST_LEN); /* never equal to a real one by chance */
+	memcpy(out, md, TSR_SITE_DIGEST_LEN);
 }

@@ -217,6 +217,7 @@ enum ctl_kind { CTL_OPEN = 1, CTL_ENDED };
 /* ---- WRITE payload buffers (session's worker) ---- */
 
 #define FRAME_SLOTS TSR_SITE_TARGET_WINDOW   /* the target's window (default) */
+#define DIG_READ (4u << 20)                  /* one digest-phase read (64 regions) */
 #define POOL_CLASSES 11u                      /* 4 KiB << 0..10 = 4 MiB */
 #define POOL_CACHE_BYTES TSR_SITE_TARGET_WINDOW_BYTES /* free buffers kept, at most */
 
@@ -352,6 +353,18 @@ struct sess {
 	uint64_t durable;          /* applied-through seq the state file holds */
 	uint64_t acked;            /* the last ACK's seq */
 	int64_t last_sync_ns;
+	/* digest phase (a VOLUME_OPEN with TSR_SITE_F_DIGEST): right after the
+	 * reply, before any frame is read, the volume is read DIG_READ bytes at
+	 * a time (one read, then its DIGEST frame, then the next read) */
+	bool digesting;            /* asked for, end marker not sent yet */
+	bool dig_inflight;         /* a read is in the store (close waits for it) */
+	bool dig_ready;            /* dig_out holds the digests of the last read, unsent */
+	uint64_t dig_limit;        /* bytes to cover: the source's size (VOLUME_OPEN) */
+	uint64_t dig_next;         /* next byte offset to read */
+	uint64_t dig_out_off;      /* offset of dig_out's first region */
+	uint32_t dig_out_len;      /* bytes in dig_out */
+	uint8_t *dig_rbuf;         /* DIG_READ bytes, block aligned, or NULL */
+	uint8_t *dig_out;          /* DIG_READ / TSR_SITE_DIGEST_REGION digests, or NULL */
 	char label[2 * TSR_SITE_NAME_MAX + 32]; /* "volume V from site S", for logs */
 };
 
@@ -399,6 +412,8 @@ static void sess_free(struct sess *s)
 	pool_fini(&s->pool);
 	free(s->frames);
 	tsr_free_aligned(s->state_buf);
+	tsr_free_aligned(s->dig_rbuf);
+	free(s->dig_out);
 	free(s);
 }
 
@@ -816,7 +831,7 @@ static void handle_early_frame(struct sess *s)
 		return;
 	}
 	/* SESS_OPEN */
-	if (h->opcode != TSR_SITE_VOLUME_OPEN || h->flags) {
+	if (h->opcode != TSR_SITE_VOLUME_OPEN || (h->flags & ~TSR_SITE_F_DIGEST)) {
 		sess_error(s, EPROTO, h->stream, h->seq, "expected VOLUME_OPEN, got %s",
 			   tsr_site_op_name(h->opcode));
 		return;
@@ -861,7 +876,7 @@ static void target_kick(struct sess *s)
 /* Closing: wait for the frames in flight, write the final state, then end. */
 static bool close_step(struct sess *s)
 {
-	if (s->inflight || s->syncing)
+	if (s->inflight || s->syncing || s->dig_inflight)
 		return false;
 	if (s->target && !s->final_done) {
 		s->sync_final = true;
@@ -873,6 +888,79 @@ static bool close_step(struct sess *s)
 		(void)tsr_site_tls_shutdown(s->tls); /* best effort: close_notify */
 	sess_teardown(s);
 	return true;
+}
+
+/* ---- digest phase (failback resync, a source restart) ---- */
+
+static void dig_read_done(void *arg, int status)
+{
+	struct sess *s = arg;
+	uint32_t len = (uint32_t)(s->dig_limit - s->dig_next < DIG_READ ?
+				  s->dig_limit - s->dig_next : DIG_READ);
+	uint32_t n = 0;
+
+	s->dig_inflight = false;
+	if (s->phase == SESS_STREAM && s->digesting) {
+		if (status < 0) {
+			sess_error(s, EIO, s->open_hdr.stream, 0, "volume %s: cannot read it for "
+				   "the region digests at %llu: %s", s->tv->name,
+				   (unsigned long long)s->dig_next, strerror(-status));
+		} else {
+			for (uint32_t pos = 0; pos < len; pos += TSR_SITE_DIGEST_REGION, n++)
+				tsr_site_digest(s->dig_rbuf + pos, len - pos < TSR_SITE_DIGEST_REGION ?
+						len - pos : TSR_SITE_DIGEST_REGION,
+						s->dig_out + (size_t)n * TSR_SITE_DIGEST_LEN);
+			s->dig_out_off = s->dig_next;
+			s->dig_out_len = n * TSR_SITE_DIGEST_LEN;
+			s->dig_ready = true;
+			s->dig_next += len;
+		}
+	}
+	pump(s);
+}
+
+/* One step of the digest phase with tx free: send what is ready, or read
+ * the next piece.  true: a frame went to tx (or an error is pending). */
+static bool dig_step(struct sess *s)
+{
+	struct tsr_site_hdr h = {.opcode = TSR_SITE_DIGEST, .stream = s->st.stream,
+				 .epoch = s->st.epoch};
+	uint32_t len;
+	int ret;
+
+	if (s->dig_ready) {
+		h.offset = s->dig_out_off;
+		h.length = s->dig_out_len;
+		s->dig_ready = false;
+		if (tx_start(s, &h, s->dig_out))
+			s->dead = true;
+		return true;
+	}
+	if (s->dig_inflight)
+		return false;
+	if (s->dig_next >= s->dig_limit) { /* the end marker: offset = bytes covered */
+		h.offset = (s->dig_limit + TSR_SITE_DIGEST_REGION - 1) /
+			   TSR_SITE_DIGEST_REGION * TSR_SITE_DIGEST_REGION;
+		s->digesting = false;
+		tsr_info("site server: %s: region digests of %llu bytes sent", s->label,
+			 (unsigned long long)s->dig_limit);
+		if (tx_start(s, &h, NULL))
+			s->dead = true;
+		return true;
+	}
+	len = (uint32_t)(s->dig_limit - s->dig_next < DIG_READ ? s->dig_limit - s->dig_next :
+			 DIG_READ);
+	ret = tsr_vol_read(s->tv->vol, tsr_worker_io(s->w), s->dig_next, len, s->dig_rbuf,
+			   dig_read_done, s);
+	if (ret == -EAGAIN) /* the io queue is full: again at the next tick */
+		return false;
+	if (ret < 0) {
+		sess_error(s, EIO, s->open_hdr.stream, 0, "volume %s: cannot read it for the "
+			   "region digests: %s", s->tv->name, strerror(-ret));
+		return true;
+	}
+	s->dig_inflight = true;
+	return false;
 }
 
 static void pump(struct sess *s)
@@ -936,6 +1024,11 @@ static void pump(struct sess *s)
 			if (!close_step(s))
 				target_kick(s); /* last: s may be gone after it */
 			return;
+		}
+		if (s->phase == SESS_STREAM && s->digesting && !s->dead && !s->err_pending) {
+			if (dig_step(s))
+				continue;
+			return; /* the read's completion pumps again */
 		}
 		if (s->phase == SESS_STREAM && s->sync_again && !s->syncing) {
 			s->sync_again = false;
@@ -1138,6 +1231,21 @@ static void msg_arrive(struct tsr_worker *w, void *arg)
 	atomic_store(&s->tv->connected, true);
 	if (s->replay)
 		r.flags |= TSR_SITE_F_REPLAY;
+	if (s->open_hdr.flags & TSR_SITE_F_DIGEST) {
+		s->dig_rbuf = tsr_alloc_aligned(DIG_READ);
+		s->dig_out = malloc(DIG_READ / TSR_SITE_DIGEST_REGION * TSR_SITE_DIGEST_LEN);
+		if (s->dig_rbuf == NULL || s->dig_out == NULL) {
+			s->phase = SESS_STREAM;
+			sess_error(s, ENOMEM, s->st.stream, 0, "volume %s: the target is out of "
+				   "memory for the region digests", s->tv->name);
+			pump(s);
+			sess_unref(s);
+			return;
+		}
+		s->digesting = true;
+		s->dig_limit = s->open_hdr.offset; /* the source's size (<= ours) */
+		s->dig_next = 0;
+	}
 	s->phase = SESS_STREAM;
 	tsr_site_rx_hold(&s->rx, true); /* each WRITE into its own buffer */
 	tsr_info("site server: %s: stream %llu resumes after seq %llu%s", s->label,

@@ -99,6 +99,7 @@ enum sess_state {
 	SESS_TLS,     /* TLS handshake */
 	SESS_HELLO,   /* HELLO sent, waiting for the reply */
 	SESS_OPEN,    /* VOLUME_OPEN sent, waiting for the reply */
+	SESS_DIGEST,  /* the reply came; receiving the target's region digests */
 	SESS_READY,   /* streaming */
 	SESS_DEAD,    /* demoted or stopping: never again */
 };
@@ -215,6 +216,19 @@ struct tsr_site_source {
 
 	double tokens; /* token bucket (bytes), max_bps only */
 	uint64_t tokens_ns;
+
+	/* region digests (opts.compare_digests, region_size = TSR_SITE_DIGEST_REGION):
+	 * a session that will sync asks the target for them in VOLUME_OPEN;
+	 * the sync then skips every region whose content equals the target's */
+	bool compare;            /* opts.compare_digests and the region size fits */
+	bool dig_asked;          /* this session's VOLUME_OPEN carried TSR_SITE_F_DIGEST */
+	bool dig_valid;          /* the list ended: this session's sync may skip */
+	bool last_sync_compared; /* the last sync began with dig_valid */
+	uint8_t *dig;            /* n_regions * TSR_SITE_DIGEST_LEN, when compare */
+	uint64_t *dig_have;      /* n_regions bits: a digest arrived this session */
+	uint64_t open_a;         /* the VOLUME_OPEN reply, held through SESS_DIGEST */
+	bool open_replay;
+	uint64_t region_bytes_same; /* region bytes found equal at the target, not sent */
 
 	uint64_t bytes_shipped, region_bytes_shipped, frames_shipped, overflows, reconnects;
 	uint64_t rate_mark_bytes, rate_mark_ns;
@@ -513,6 +527,8 @@ static void publish(struct tsr_site_source *s)
 	p.sync_done_bytes = s->sync_done;
 	p.bytes_shipped = s->bytes_shipped;
 	p.region_bytes_shipped = s->region_bytes_shipped;
+	p.region_bytes_same = s->region_bytes_same;
+	p.last_sync_compared = s->last_sync_compared;
 	p.frames_shipped = s->frames_shipped;
 	p.overflows = s->overflows;
 	p.reconnects = s->reconnects;
@@ -581,6 +597,7 @@ static void session_close(struct tsr_site_source *s)
 	s->rbuf_in_tx = false;
 	s->rx.got = 0;
 	s->rx.hdr.payload_len = 0;
+	s->dig_asked = s->dig_valid = false; /* digests hold for one session only */
 	/* a cut sync: its regions and the log become dirty; the next session
 	 * resyncs them (the target is past SYNC_BEGIN without SYNC_END) */
 	if (s->sync_active)
@@ -838,20 +855,54 @@ static void start_sync(struct tsr_site_source *s)
 	s->sync_active = true;
 	s->rbuf_ready = false;
 	s->log_on = true; /* writes acked from here on are in the log */
-	tsr_info("site source %s: sync of %llu regions (%llu bytes) begins at seq %llu",
+	s->last_sync_compared = s->dig_valid;
+	tsr_info("site source %s: sync of %llu regions (%llu bytes) begins at seq %llu%s",
 		 tsr_vol_name(s->vol), (unsigned long long)s->sync_count,
-		 (unsigned long long)s->sync_total, (unsigned long long)s->tx_seq);
+		 (unsigned long long)s->sync_total, (unsigned long long)s->tx_seq,
+		 s->dig_valid ? ", regions equal at the target (digests) are skipped" :
+		 s->compare ? ", a full re-copy (the target sent no digests)" : "");
+}
+
+/* The region at off (n bytes of buf, read now) equals the target's. */
+static bool region_same(const struct tsr_site_source *s, uint64_t off, const uint8_t *buf,
+			uint32_t n)
+{
+	uint8_t d[TSR_SITE_DIGEST_LEN];
+	uint64_t i = off >> s->region_shift;
+
+	if (!s->dig_valid || i >= s->n_regions || !bit_test(s->dig_have, i))
+		return false;
+	tsr_site_digest(buf, n, d);
+	return memcmp(d, s->dig + i * TSR_SITE_DIGEST_LEN, TSR_SITE_DIGEST_LEN) == 0;
 }
 
 static void send_region(struct tsr_site_source *s)
 {
-	uint32_t pos = s->r_pos, end = pos, n;
+	uint32_t pos, end, n;
 	bool zero = false;
 	struct tsr_site_hdr h;
 
+	/* regions the target holds already (equal digests) are not sent */
+	while (s->r_pos < s->r_len) {
+		n = s->r_len - s->r_pos < s->region_size ? s->r_len - s->r_pos : s->region_size;
+		if (!region_same(s, s->r_off + s->r_pos, s->rbuf + s->r_pos, n))
+			break;
+		s->r_pos += n;
+		s->sync_done += n;
+		s->region_bytes_same += n;
+	}
+	if (s->r_pos >= s->r_len) { /* the whole read was there already */
+		s->rbuf_ready = false;
+		if (s->r_last && s->sync_active) /* the log (and SYNC_END) goes next */
+			s->sync_active = false;
+		return;
+	}
+	pos = end = s->r_pos;
 	/* one frame per run of all-zero (ZERO) or data (WRITE) regions */
 	while (end < s->r_len) {
 		n = s->r_len - end < s->region_size ? s->r_len - end : s->region_size;
+		if (end != pos && region_same(s, s->r_off + end, s->rbuf + end, n))
+			break;
 		if (end == pos)
 			zero = all_zero(s->rbuf + end, n);
 		else if (all_zero(s->rbuf + end, n) != zero)
@@ -989,7 +1040,9 @@ static void on_open(struct tsr_site_source *s, uint64_t a, bool replay)
 
 	s->replay = replay;
 	if (!s->first_session_done && s->holes != NULL) {
-		if (a > 0) /* the target has history: zero what is a hole here */
+		/* the target has history, or its digests say what it holds (a
+		 * failback): zero what is a hole here; equal regions are skipped */
+		if (a > 0 || s->dig_valid)
 			dirty_merge(s, s->holes);
 		free(s->holes);
 		s->holes = NULL;
@@ -1063,6 +1116,32 @@ static void demote(struct tsr_site_source *s, const char *why)
 		s->on_demoted(s->cb_arg, why);
 }
 
+/* A DIGEST frame (SESS_DIGEST): store the target's digests; the end marker
+ * (length 0) completes the open. */
+static void on_digest(struct tsr_site_source *s, const struct tsr_site_hdr *h,
+		      const uint8_t *payload)
+{
+	uint64_t first = h->offset / TSR_SITE_DIGEST_REGION, n = h->length / TSR_SITE_DIGEST_LEN;
+
+	if (h->opcode != TSR_SITE_DIGEST || h->stream != s->stream) {
+		session_fail(s, "expected DIGEST, got %s", tsr_site_op_name(h->opcode));
+		return;
+	}
+	if (n == 0) {
+		s->dig_valid = true;
+		on_open(s, s->open_a, s->open_replay);
+		return;
+	}
+	if (first >= s->n_regions || n > s->n_regions - first) {
+		session_fail(s, "target sent digests past the volume's end (offset %llu, %llu "
+			     "regions)", (unsigned long long)h->offset, (unsigned long long)n);
+		return;
+	}
+	memcpy(s->dig + first * TSR_SITE_DIGEST_LEN, payload, n * TSR_SITE_DIGEST_LEN);
+	for (uint64_t i = first; i < first + n; i++)
+		s->dig_have[i / 64] |= 1ull << (i % 64);
+}
+
 /* One whole received frame. */
 static void on_frame(struct tsr_site_source *s, const struct tsr_site_hdr *h,
 		     const uint8_t *payload)
@@ -1096,6 +1175,13 @@ static void on_frame(struct tsr_site_source *s, const struct tsr_site_hdr *h,
 			struct tsr_site_hdr o = frame_hdr(s, TSR_SITE_VOLUME_OPEN, 0);
 			int n = tsr_site_open_pack(&s->open, s->ctl_buf);
 
+			/* a sync is due (initial copy, overflow, a cut sync): ask
+			 * what the target holds, to send only what differs */
+			s->dig_asked = s->compare && (!s->log_on || s->sync_active);
+			if (s->dig_asked) {
+				o.flags = TSR_SITE_F_DIGEST;
+				memset(s->dig_have, 0, bitmap_bytes(s));
+			}
 			o.offset = s->vol_size;
 			o.length = (uint32_t)n;
 			if (n < 0 || tx_begin(s, &o, s->ctl_buf, TX_CTL) < 0) {
@@ -1111,7 +1197,16 @@ static void on_frame(struct tsr_site_source *s, const struct tsr_site_hdr *h,
 			session_fail(s, "bad VOLUME_OPEN reply (%s)", tsr_site_op_name(h->opcode));
 			return;
 		}
+		if (s->dig_asked) { /* the digests come first */
+			s->open_a = h->seq;
+			s->open_replay = h->flags & TSR_SITE_F_REPLAY;
+			s->sess = SESS_DIGEST;
+			return;
+		}
 		on_open(s, h->seq, h->flags & TSR_SITE_F_REPLAY);
+		return;
+	case SESS_DIGEST:
+		on_digest(s, h, payload);
 		return;
 	case SESS_READY:
 		if (h->opcode == TSR_SITE_ACK && h->stream == s->stream) {
@@ -1367,6 +1462,8 @@ static void source_free(struct tsr_site_source *s)
 	free(s->dirty);
 	free(s->holes);
 	free(s->sync_bits);
+	free(s->dig);
+	free(s->dig_have);
 	tsr_free_aligned(s->rbuf);
 	tsr_site_rx_fini(&s->rx);
 	if (s->tfd >= 0)
@@ -1436,6 +1533,7 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 	s->cb_arg = opts->cb_arg;
 	s->next_seq = 1;
 	s->log_on = !opts->initial_copy;
+	s->compare = opts->compare_digests && s->region_size == TSR_SITE_DIGEST_REGION;
 	if (s->vol_size == 0 || s->vol_size % TSR_BLOCK_SIZE) {
 		ret = -EINVAL;
 		goto err;
@@ -1446,6 +1544,12 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 	ret = -ENOMEM;
 	s->dirty = calloc(1, bitmap_bytes(s));
 	s->rbuf = tsr_alloc_aligned(SRC_READ_MAX);
+	if (s->compare) {
+		s->dig = malloc(s->n_regions * TSR_SITE_DIGEST_LEN);
+		s->dig_have = calloc(1, bitmap_bytes(s));
+		if (s->dig == NULL || s->dig_have == NULL)
+			goto err;
+	}
 	if (s->dirty == NULL || s->rbuf == NULL || tsr_site_rx_init(&s->rx) < 0)
 		goto err;
 	s->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);

@@ -11,7 +11,8 @@
  *    0    4    magic       TSR_SITE_MAGIC ("TSRS")
  *    4    1    version     TSR_SITE_VERSION (1); another: -EPROTONOSUPPORT
  *    5    1    opcode      enum tsr_site_op
- *    6    1    flags       TSR_SITE_F_REPLY (HELLO and VOLUME_OPEN only)
+ *    6    1    flags       TSR_SITE_F_REPLY (HELLO and VOLUME_OPEN only),
+ *                          TSR_SITE_F_REPLAY, TSR_SITE_F_DIGEST (below)
  *    7    1    reserved    0
  *    8    8    stream      the volume stream, chosen by the source in
  *                          VOLUME_OPEN (non-zero); 0 for HELLO
@@ -57,6 +58,17 @@
  *   SYNC_END     source: stream, seq (next number), offset 0, length 0:
  *                once applied the target equals a prefix of the history
  *                again (consistent = true).  Also ends a replay (below).
+ *   DIGEST       target, only after a VOLUME_OPEN reply whose request carried
+ *                TSR_SITE_F_DIGEST (0x04): stream, seq 0, offset = byte
+ *                offset of the first region (a multiple of
+ *                TSR_SITE_DIGEST_REGION), length = 16 * n (n >= 1, at most
+ *                TSR_SITE_MAX_DATA), payload = n digests of consecutive
+ *                regions of the target volume as it is now, each the first
+ *                16 bytes of SHA-256 over the region's bytes (the last one up
+ *                to the source's size); regions in increasing order.  A DIGEST
+ *                with length 0 ends the list (offset = bytes covered).  The
+ *                source re-sends only the regions whose content differs
+ *                (failback resync, a source restart): ARCHITECTURE.md.
  *   ERROR        either side: stream and seq of the refused frame (0 when
  *                none), offset 0; payload 8+M: u32 code (an errno, 1..4095),
  *                u16 M (0..TSR_SITE_ERRMSG_MAX), u16 reserved 0, message (M
@@ -100,15 +112,24 @@ enum tsr_site_op {
 	TSR_SITE_ERROR = 8,
 	TSR_SITE_SYNC_BEGIN = 9,
 	TSR_SITE_SYNC_END = 10,
+	TSR_SITE_DIGEST = 11,
 };
 
 #define TSR_SITE_F_REPLY 0x01u
 #define TSR_SITE_F_REPLAY 0x02u /* VOLUME_OPEN reply only: see above */
+#define TSR_SITE_F_DIGEST 0x04u /* VOLUME_OPEN request only: send DIGEST frames first */
+
+/* DIGEST granularity and entry size: one TSR_SITE_DIGEST_LEN-byte digest
+ * (the first bytes of SHA-256) per TSR_SITE_DIGEST_REGION bytes of volume;
+ * the last region of a volume is hashed over the bytes up to its end. */
+#define TSR_SITE_DIGEST_REGION (64u * 1024)
+#define TSR_SITE_DIGEST_LEN 16u
 
 struct tsr_site_hdr {
 	uint8_t opcode;       /* enum tsr_site_op */
 	uint8_t flags;        /* TSR_SITE_F_REPLY only on HELLO / VOLUME_OPEN;
-			       * TSR_SITE_F_REPLAY only on a VOLUME_OPEN reply */
+			       * TSR_SITE_F_REPLAY only on a VOLUME_OPEN reply;
+			       * TSR_SITE_F_DIGEST only on a VOLUME_OPEN request */
 	uint64_t stream;      /* 0 only for HELLO (and ERROR about no stream) */
 	uint64_t seq;         /* see the sequence rule above */
 	uint64_t offset;      /* 4 KiB aligned for WRITE / ZERO / VOLUME_OPEN size */
@@ -180,6 +201,10 @@ int tsr_site_error_parse(const uint8_t *p, uint32_t len, struct tsr_site_error *
 int tsr_site_error_pack(const struct tsr_site_error *e, uint8_t buf[TSR_SITE_ERROR_MAX]);
 
 const char *tsr_site_op_name(uint8_t op);
+
+/* The DIGEST of one region's bytes (len <= TSR_SITE_DIGEST_REGION): the first
+ * TSR_SITE_DIGEST_LEN bytes of its SHA-256 (OpenSSL).  Any thread. */
+void tsr_site_digest(const void *buf, size_t len, uint8_t out[TSR_SITE_DIGEST_LEN]);
 
 /* ---- transport: mutual TLS 1.3 between sites (engine/site/site_tls.c) ----
  *
@@ -448,6 +473,10 @@ struct tsr_site_source_opts {
 	uint64_t log_max_bytes;       /* data bytes the log may hold; 0: 256 MiB */
 	uint32_t region_size;         /* dirty bitmap granularity, power of 2 >= 4 KiB; 0: 64 KiB */
 	uint64_t max_bps;             /* bandwidth cap in bytes/s of payload; 0: none */
+	bool compare_digests;         /* when a sync is due, ask the target for its region
+				       * digests (VOLUME_OPEN TSR_SITE_F_DIGEST) and send only
+				       * the regions that differ; needs region_size 64 KiB
+				       * (TSR_SITE_DIGEST_REGION), else ignored */
 	unsigned barrier_ms;          /* 0: 100 */
 	unsigned retry_ms;            /* 0: 1000 */
 	/* Called once on the worker when the target refused us as stale
@@ -482,6 +511,9 @@ struct tsr_site_source_stats {
 	uint64_t sync_total_bytes, sync_done_bytes; /* current SYNC (0 when none) */
 	uint64_t bytes_shipped;   /* payload bytes sent since start (all frames) */
 	uint64_t region_bytes_shipped; /* of which region re-copies (initial + delta) */
+	uint64_t region_bytes_same; /* region bytes not sent: equal at the target (digests) */
+	bool last_sync_compared;  /* the last sync skipped equal regions (false: every marked
+				   * region was sent: a full copy of them) */
 	uint64_t frames_shipped;
 	uint64_t overflows;       /* times the log turned into the bitmap */
 	uint64_t reconnects;      /* sessions started after the first */

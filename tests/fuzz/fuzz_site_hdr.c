@@ -1,7 +1,9 @@
 /*
  * libFuzzer harness: site protocol frames (include/tessera/site.h):
  * tsr_site_hdr_parse and, behind an accepted header, the parser of its
- * payload (HELLO, VOLUME_OPEN, SNAPSHOT, ERROR) and tsr_site_data_check.
+ * payload (HELLO, VOLUME_OPEN, SNAPSHOT, ERROR) and tsr_site_data_check;
+ * DIGEST (opcode 11) and the VOLUME_OPEN request's DIGEST flag are held to
+ * their field rules.
  * Each 64-byte piece of the input is parsed twice: as it is (the checksum
  * almost always rejects it), and with its hdr_crc recomputed so the fuzzer
  * reaches the field checks.  When the bytes after an accepted header hold
@@ -96,11 +98,12 @@ static int check(const uint8_t *buf, struct tsr_site_hdr *h)
 	tsr_site_hdr_pack(h, again);
 	if (memcmp(again, buf, TSR_SITE_HDR_SIZE) != 0)
 		abort();
-	if (h->opcode < TSR_SITE_HELLO || h->opcode > TSR_SITE_SYNC_END)
+	if (h->opcode < TSR_SITE_HELLO || h->opcode > TSR_SITE_DIGEST)
 		abort();
 	if (h->payload_len > TSR_SITE_MAX_DATA || (h->payload_len == 0 && h->data_crc != 0))
 		abort();
-	if (h->opcode != TSR_SITE_WRITE && h->payload_len > TSR_SITE_ERROR_MAX)
+	if (h->opcode != TSR_SITE_WRITE && h->opcode != TSR_SITE_DIGEST &&
+	    h->payload_len > TSR_SITE_ERROR_MAX)
 		abort();
 	if ((h->opcode == TSR_SITE_WRITE || h->opcode == TSR_SITE_ZERO) &&
 	    (h->seq == 0 || h->stream == 0 || h->length == 0 || h->length % TSR_BLOCK_SIZE ||
@@ -111,6 +114,13 @@ static int check(const uint8_t *buf, struct tsr_site_hdr *h)
 		abort();
 	if ((h->flags & TSR_SITE_F_REPLAY) &&
 	    (h->opcode != TSR_SITE_VOLUME_OPEN || !(h->flags & TSR_SITE_F_REPLY)))
+		abort();
+	if ((h->flags & TSR_SITE_F_DIGEST) &&
+	    (h->opcode != TSR_SITE_VOLUME_OPEN || (h->flags & TSR_SITE_F_REPLY)))
+		abort();
+	if (h->opcode == TSR_SITE_DIGEST &&
+	    (h->stream == 0 || h->seq != 0 || h->offset % TSR_SITE_DIGEST_REGION ||
+	     h->length % TSR_SITE_DIGEST_LEN || h->payload_len != h->length || h->flags))
 		abort();
 	if ((h->opcode == TSR_SITE_SYNC_BEGIN || h->opcode == TSR_SITE_SYNC_END) &&
 	    (h->seq == 0 || h->stream == 0 || h->offset != 0 || h->length != 0 ||

@@ -52,6 +52,12 @@ static struct tsr_site_hdr valid_hdr(uint8_t op)
 		h.length = 8 + 4;
 		h.data_crc = 0x01020304;
 		break;
+	case TSR_SITE_DIGEST:
+		h.seq = 0;
+		h.offset = 3ull * TSR_SITE_DIGEST_REGION;
+		h.length = 2 * TSR_SITE_DIGEST_LEN;
+		h.data_crc = 0x0badf00d;
+		break;
 	default: /* BARRIER, ACK, SYNC_BEGIN, SYNC_END */
 		break;
 	}
@@ -72,7 +78,7 @@ static void test_hdr_roundtrip(void **state)
 	uint8_t op;
 
 	(void)state;
-	for (op = TSR_SITE_HELLO; op <= TSR_SITE_SYNC_END; op++) {
+	for (op = TSR_SITE_HELLO; op <= TSR_SITE_DIGEST; op++) {
 		struct tsr_site_hdr h = valid_hdr(op), out;
 		uint32_t want_payload = (op == TSR_SITE_ZERO || op == TSR_SITE_BARRIER ||
 					 op == TSR_SITE_ACK) ? 0 : h.length;
@@ -102,6 +108,51 @@ static void test_hdr_roundtrip(void **state)
 		assert_int_equal(out.seq, 99);
 		assert_int_equal(out.payload_len, 0);
 	}
+}
+
+/* DIGEST (target -> source, failback / restart resync) and the DIGEST flag
+ * of a VOLUME_OPEN request: accepted only where site.h allows them. */
+static void test_digest_fields(void **state)
+{
+	struct tsr_site_hdr h, out;
+
+	(void)state;
+	h = valid_hdr(TSR_SITE_DIGEST); /* the end marker: length 0 */
+	h.length = h.data_crc = 0;
+	assert_int_equal(roundtrip(&h, &out), 0);
+	assert_int_equal(out.payload_len, 0);
+	h = valid_hdr(TSR_SITE_DIGEST);
+	h.seq = 1;
+	assert_int_equal(roundtrip(&h, &out), -EPROTO);
+	h = valid_hdr(TSR_SITE_DIGEST);
+	h.offset = BS; /* not a region boundary */
+	assert_int_equal(roundtrip(&h, &out), -EPROTO);
+	h = valid_hdr(TSR_SITE_DIGEST);
+	h.length = TSR_SITE_DIGEST_LEN + 1;
+	assert_int_equal(roundtrip(&h, &out), -EPROTO);
+	h = valid_hdr(TSR_SITE_DIGEST);
+	h.length = TSR_SITE_MAX_DATA + TSR_SITE_DIGEST_LEN;
+	assert_int_equal(roundtrip(&h, &out), -EMSGSIZE);
+	h = valid_hdr(TSR_SITE_DIGEST);
+	h.stream = 0;
+	assert_int_equal(roundtrip(&h, &out), -EPROTO);
+	h = valid_hdr(TSR_SITE_DIGEST);
+	h.offset = UINT64_MAX - TSR_SITE_DIGEST_REGION + 1; /* region-aligned, wraps */
+	assert_int_equal(roundtrip(&h, &out), -EPROTO);
+	h = valid_hdr(TSR_SITE_DIGEST);
+	h.flags = TSR_SITE_F_DIGEST;
+	assert_int_equal(roundtrip(&h, &out), -EPROTO);
+	/* the flag: a VOLUME_OPEN request only */
+	h = valid_hdr(TSR_SITE_VOLUME_OPEN);
+	h.flags = TSR_SITE_F_DIGEST;
+	assert_int_equal(roundtrip(&h, &out), 0);
+	assert_int_equal(out.flags, TSR_SITE_F_DIGEST);
+	h.flags = TSR_SITE_F_DIGEST | TSR_SITE_F_REPLY;
+	h.offset = h.length = h.data_crc = 0;
+	assert_int_equal(roundtrip(&h, &out), -EPROTO);
+	h = valid_hdr(TSR_SITE_WRITE);
+	h.flags = TSR_SITE_F_DIGEST;
+	assert_int_equal(roundtrip(&h, &out), -EPROTO);
 }
 
 /* The documented byte offsets, checked against a hand-built frame. */
@@ -180,7 +231,7 @@ static void test_hdr_bad_bytes(void **state)
 	}
 	/* unknown opcodes */
 	for (i = 0; i < 256; i++) {
-		if (i >= TSR_SITE_HELLO && i <= TSR_SITE_SYNC_END)
+		if (i >= TSR_SITE_HELLO && i <= TSR_SITE_DIGEST)
 			continue;
 		memcpy(buf, good, sizeof(buf));
 		buf[5] = (uint8_t)i;
@@ -493,6 +544,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hdr_roundtrip),
 		cmocka_unit_test(test_hdr_layout),
+		cmocka_unit_test(test_digest_fields),
 		cmocka_unit_test(test_hdr_bad_bytes),
 		cmocka_unit_test(test_hdr_bad_fields),
 		cmocka_unit_test(test_data_check),

@@ -71,6 +71,7 @@ struct target {
 	atomic_bool replay;           /* answer the next VOLUME_OPEN with TSR_SITE_F_REPLAY */
 	atomic_int replays;           /* such answers given */
 	atomic_int connections;       /* VOLUME_OPENs answered */
+	atomic_int digest_opens;      /* of which asked for region digests (sent) */
 	atomic_int errors_sent;       /* refused frames */
 	atomic_int bad;               /* protocol surprises (the test fails on any) */
 	atomic_uint_fast64_t applied; /* tsr_site_target_applied, after each frame */
@@ -126,6 +127,40 @@ static void t_error(struct target *tg, struct tsr_site_tls *t, int fd, uint64_t 
 	snprintf(err.msg, sizeof(err.msg), "%s", msg);
 	h.length = (uint32_t)tsr_site_error_pack(&err, pl);
 	t_send(tg, t, fd, &h, pl);
+}
+
+/* The DIGEST list of the volume's first size bytes, as site_server.c sends it. */
+static int send_digests(struct target *tg, struct tsr_site_tls *t, int fd, uint64_t size)
+{
+	const uint32_t piece = 1024 * 1024;
+	uint8_t *buf = tsr_alloc_aligned(piece);
+	uint8_t dig[(1024 * 1024 / TSR_SITE_DIGEST_REGION) * TSR_SITE_DIGEST_LEN];
+	struct tsr_site_hdr h = {.opcode = TSR_SITE_DIGEST, .stream = STREAM};
+	int ret = buf ? 0 : -ENOMEM;
+
+	for (uint64_t off = 0; ret == 0 && off < size; off += piece) {
+		uint32_t len = size - off < piece ? (uint32_t)(size - off) : piece, n = 0;
+		struct done d = {0};
+
+		ret = tsr_vol_read(tg->vol, tg->io, off, len, buf, done_cb, &d);
+		if (ret == 0)
+			ret = wait_done(tg->io, &d);
+		for (uint32_t pos = 0; ret == 0 && pos < len; pos += TSR_SITE_DIGEST_REGION, n++)
+			tsr_site_digest(buf + pos, len - pos < TSR_SITE_DIGEST_REGION ? len - pos :
+					TSR_SITE_DIGEST_REGION, dig + n * TSR_SITE_DIGEST_LEN);
+		h.offset = off;
+		h.length = n * TSR_SITE_DIGEST_LEN;
+		if (ret == 0)
+			ret = t_send(tg, t, fd, &h, dig);
+	}
+	h.offset = size;
+	h.length = 0;
+	if (ret == 0)
+		ret = t_send(tg, t, fd, &h, NULL);
+	if (ret == 0)
+		atomic_fetch_add(&tg->digest_opens, 1);
+	tsr_free_aligned(buf);
+	return ret;
 }
 
 static void serve(struct target *tg, int fd, struct tsr_site_rx *rx)
@@ -197,6 +232,8 @@ static void serve(struct target *tg, int fd, struct tsr_site_rx *rx)
 		atomic_fetch_add(&tg->replays, 1);
 	}
 	if (t_send(tg, t, fd, &h, NULL) < 0)
+		goto out;
+	if ((rx->hdr.flags & TSR_SITE_F_DIGEST) && send_digests(tg, t, fd, rx->hdr.offset) < 0)
 		goto out;
 	atomic_fetch_add(&tg->connections, 1);
 	for (;;) {
@@ -1144,12 +1181,94 @@ static void test_restart_zeroes_holes(void **state)
 	tsr_free_aligned(r[0].buf);
 }
 
+/*
+ * Failback / restart resync by region digests: the target diverged on both
+ * sides (the source changed 2 regions and trimmed 1 while no source ran,
+ * the target took 3 writes of its own, as an old primary does); a source
+ * started with compare_digests gets the target's digests and sends only the
+ * regions that differ, and the volumes end equal.  Without the digests the
+ * restart re-copies all 8 MiB (checked too, so the counter means something).
+ */
+static void test_digest_resync(void **state)
+{
+	struct env *e = env_open(64 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	struct wreq r[3];
+	uint8_t *other = tsr_alloc_aligned(64 * 1024);
+	char addr[64];
+
+	(void)state;
+	assert_non_null(other);
+	r[0] = (struct wreq){.off = 8 * MIB, .len = 4 * MIB};
+	r[1] = (struct wreq){.off = 20 * MIB, .len = 4 * MIB};
+	for (int i = 0; i < 2; i++) {
+		assert_non_null(r[i].buf = tsr_alloc_aligned(r[i].len));
+		fill(r[i].buf, r[i].len, 50 + i, r[i].off);
+	}
+	o = source_opts(e, addr, sizeof(addr));
+	o.initial_copy = true;
+	o.compare_digests = true;
+	assert_int_equal(run_writes(e, r, 2, NULL, NULL), 0);
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	assert_true(st.last_sync_compared);
+	assert_true(st.region_bytes_shipped == 8 * MIB); /* the target was empty */
+	tsr_site_source_stop(e->s);
+	e->s = NULL;
+	for (int i = 0; i < 2; i++)
+		tsr_free_aligned(r[i].buf);
+
+	/* diverge: 2 regions written and 1 trimmed at the source ... */
+	r[0] = (struct wreq){.off = 8 * MIB + 64 * 1024, .len = 64 * 1024};
+	r[1] = (struct wreq){.off = 22 * MIB, .len = 64 * 1024};
+	r[2] = (struct wreq){.off = 23 * MIB, .len = 64 * 1024, .zero = true};
+	for (int i = 0; i < 2; i++) {
+		assert_non_null(r[i].buf = tsr_alloc_aligned(r[i].len));
+		fill(r[i].buf, r[i].len, 60 + i, r[i].off);
+	}
+	assert_int_equal(run_writes(e, r, 3, NULL, NULL), 0);
+	/* ... and 3 regions at the target only (one of them a hole at the source) */
+	fill(other, 64 * 1024, 70, 0);
+	assert_int_equal(swrite(e->dst_sv, e->io, 9 * MIB, 64 * 1024, other, 0), 0);
+	assert_int_equal(swrite(e->dst_sv, e->io, 22 * MIB, 64 * 1024, other, 0), 0);
+	assert_int_equal(swrite(e->dst_sv, e->io, 40 * MIB, 64 * 1024, other, 0), 0);
+	assert_int_equal(sflush(e->dst_sv, e->io), 0);
+
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	assert_int_equal(atomic_load(&e->tg.bad), 0);
+	assert_true(atomic_load(&e->tg.digest_opens) >= 2);
+	assert_true(st.last_sync_compared);
+	/* 8 MIB+64K, 9M and 22M carry data here (40M and 23M are holes: ZERO frames) */
+	assert_true(st.region_bytes_shipped == 3 * 64 * 1024);
+	assert_true(st.region_bytes_same >= 8 * MIB - 3 * 64 * 1024);
+	tsr_site_source_stop(e->s);
+	e->s = NULL;
+
+	/* the same divergence without digests: every allocated region goes again */
+	assert_int_equal(swrite(e->dst_sv, e->io, 9 * MIB, 64 * 1024, other, 0), 0);
+	assert_int_equal(sflush(e->dst_sv, e->io), 0);
+	o.compare_digests = false;
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	assert_false(st.last_sync_compared);
+	assert_true(st.region_bytes_shipped >= 8 * MIB - 64 * 1024);
+	for (int i = 0; i < 2; i++)
+		tsr_free_aligned(r[i].buf);
+	tsr_free_aligned(other);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_stream, env_teardown),
 	    cmocka_unit_test_teardown(test_initial_copy, env_teardown),
 	    cmocka_unit_test_teardown(test_restart_zeroes_holes, env_teardown),
+	    cmocka_unit_test_teardown(test_digest_resync, env_teardown),
 	    cmocka_unit_test_teardown(test_overflow, env_teardown),
 	    cmocka_unit_test_teardown(test_reconnect, env_teardown),
 	    cmocka_unit_test_teardown(test_demote, env_teardown),
