@@ -14,6 +14,9 @@
 # file's sequential write bandwidth (1M QD8), and the RSS of one tesserad
 # with BENCH_MEMVOLS (default 100) attached 10 GiB volumes.
 # Median of BENCH_REPEATS (3) runs of BENCH_RUNTIME (10) s, interleaved.
+# BENCH_PHASES (default "jobs resync memory") picks the parts to run, e.g.
+# BENCH_PHASES=resync for the resync measurement alone (the cluster, the
+# prefill and the raw file are set up either way).
 # BENCH_CEPH=1 first runs ../shared/peers/ceph-rbd.sh (PHASES=rep: a throw-away
 # 3-OSD Ceph cluster, a size=3 RBD image, the same fio jobs; about 7 minutes)
 # and puts its figures beside Tessera's.
@@ -27,6 +30,7 @@ REPEATS=${BENCH_REPEATS:-3}
 SIZE=${BENCH_SIZE:-1G}
 RESYNC=${BENCH_RESYNC:-1G}
 MEMVOLS=${BENCH_MEMVOLS:-100}
+PHASES=" ${BENCH_PHASES:-jobs resync memory} "
 PY=/usr/bin/python3
 TESSERAD=$TSR_BUILD/tools/tesserad/tesserad
 TESSERA=$TSR_BUILD/tools/tessera/tessera
@@ -80,10 +84,12 @@ declare -A JOB_ARGS=(
 	[1m_write_qd8]="--rw=write --bs=1M --iodepth=8"
 )
 JOBS="4k_randwrite_qd32 4k_randwrite_qd1 1m_write_qd8"
+phase() { [[ "$PHASES" == *" $1 "* ]]; }
+phase jobs || JOBS=
 COMMON=(--direct=1 --time_based "--runtime=$RUNTIME" --ramp_time=1 "--size=$SIZE" --group_reporting)
 
 # ---- Ceph RBD, 3 replicas (optional), alone on the machine before ours
-if [ "${BENCH_CEPH:-0}" = 1 ]; then
+if [ "${BENCH_CEPH:-0}" = 1 ] && phase jobs; then
 	CEPH_SH=$SRC/../shared/peers/ceph-rbd.sh
 	[ -f "$CEPH_SH" ] || die "BENCH_CEPH=1 but $CEPH_SH is missing"
 	log "ceph: running $CEPH_SH (PHASES=rep, about 7 minutes)"
@@ -115,7 +121,9 @@ URI="nbd+unix:///benchvol?socket=$W/n1/nbd.sock"
 log "3-node cluster up; prefilling"
 fio --name=prefill --ioengine=nbd "--uri=$URI" --rw=write --bs=1M --iodepth=8 "--size=$SIZE" >/dev/null
 mkdir -p "$W/raw"
-for f in 1 2 3; do
+raw_files="1 2 3"
+phase jobs || raw_files=1
+for f in $raw_files; do
 	fio --name=prefill --ioengine=io_uring --direct=1 --filename="$W/raw/f$f" --rw=write --bs=1M \
 		--iodepth=8 "--size=$SIZE" >/dev/null
 done
@@ -133,30 +141,65 @@ for (( r=1; r<=REPEATS; r++ )); do
 done
 
 # ---- resync bandwidth: n3 away while RESYNC bytes are written, then back
+if phase resync; then
 log "resync: stopping n3, writing $RESYNC, restarting n3"
 kill -TERM "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
 fio --name=dirty --ioengine=nbd "--uri=$URI" --rw=write --bs=1M --iodepth=8 "--size=$RESYNC" >/dev/null
 before=$(ctsr --json volume status benchvol | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["resync_bytes_copied"])')
+lines_before=$(wc -l <"$W/n1/tesserad.log")
+# Disk counters around the resync (the device holding $W; other processes on
+# the machine count too): reads, sectors read, writes, sectors written, flushes.
+DEV=$(basename "$(df --output=source "$W" | tail -1)")
+disk_counters() { awk -v d="$DEV" '$3 == d { print $4, $6, $8, $10, ($20 == "" ? 0 : $20); f = 1 } END { if (!f) print "0 0 0 0 0" }' /proc/diskstats; }
+disk_before=$(disk_counters)
 t_start=$(date +%s.%N)
 start_node 3 --join "127.0.0.1:${PORT[1]}" --token-file "$W/n1/admin.token"
-t_copy=
-for k in $(seq 3000); do
-	st=$(ctsr --json volume status benchvol 2>/dev/null | "$PY" -c 'import json,sys; j=json.load(sys.stdin); print(",".join(c["state"] for c in j["volume"]["copies"]), j["resync_bytes_copied"])' 2>/dev/null || true)
-	case "$st" in
-	"in-sync,in-sync,in-sync "*) break ;;
-	*resyncing*) [ -n "$t_copy" ] || t_copy=$(date +%s.%N) ;;
-	esac
-	sleep 0.05
+perf_pid=
+if [ "${BENCH_PERF:-0}" = 1 ]; then # call graphs of the coordinator and n3 during the resync
+	perf record -q -g -p "${PIDS[0]},${PIDS[-1]}" -o "$W/perf.data" >/dev/null 2>&1 &
+	perf_pid=$!
+fi
+# The coordinator logs the start of the copy ("resync of copy I (n3): N bytes
+# to copy") and its end ("copy I (n3) in sync again"), with ms timestamps: the
+# copy phase is timed from those, and the wait polls the log with grep only
+# (a CLI + python status poll every 50 ms took a good part of a core from the
+# copy it was timing).
+for (( k=0; k<6000; k++ )); do
+	tail -n "+$((lines_before + 1))" "$W/n1/tesserad.log" | grep -q "(n3) in sync again" && break
+	sleep 0.1
 done
 t_end=$(date +%s.%N)
-[ -n "$t_copy" ] || t_copy=$t_start
-copied=${st##* }
-"$PY" -c 'import json,sys; print(json.dumps({"copied": int(sys.argv[1]) - int(sys.argv[2]), "seconds": float(sys.argv[4]) - float(sys.argv[3]), "copy_seconds": float(sys.argv[4]) - float(sys.argv[5])}))' \
-	"$copied" "$before" "$t_start" "$t_end" "$t_copy" >"$W/fio/resync.json"
+disk_after=$(disk_counters)
+if [ -n "$perf_pid" ]; then
+	kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+	log "perf data in $W/perf.data (BENCH_KEEP=1 keeps it)"
+fi
+tail -n "+$((lines_before + 1))" "$W/n1/tesserad.log" | grep -q "(n3) in sync again" ||
+	die "n3 not in sync after 600 s: $(tail -3 "$W/n1/tesserad.log")"
+after=$(ctsr --json volume status benchvol | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["resync_bytes_copied"])')
+tail -n "+$((lines_before + 1))" "$W/n1/tesserad.log" >"$W/fio/resync.log"
+"$PY" - "$after" "$before" "$t_start" "$t_end" "$W/fio/resync.log" "$disk_before" "$disk_after" \
+	>"$W/fio/resync.json" <<'PYEOF'
+import datetime, json, re, sys
+after, before, t_start, t_end, log = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+d0, d1 = [int(x) for x in sys.argv[6].split()], [int(x) for x in sys.argv[7].split()]
+disk = dict(zip(("reads", "read_sectors", "writes", "write_sectors", "flushes"), (b - a for a, b in zip(d0, d1))))
+def ts(pat):
+    for line in open(log):
+        if re.search(pat, line):
+            return datetime.datetime.strptime(line.split()[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                tzinfo=datetime.timezone.utc).timestamp()
+    return None
+t0, t1 = ts(r"resync of copy \d+ \(n3\): \d+ bytes to copy"), ts(r"\(n3\) in sync again")
+print(json.dumps({"copied": after - before, "seconds": (t1 or t_end) - t_start,
+                  "copy_seconds": (t1 - t0) if t0 and t1 else None, "disk": disk}))
+PYEOF
 fio_json "raw-seqwrite" --ioengine=io_uring --direct=1 --rw=write --bs=1M --iodepth=8 "--size=$RESYNC" \
 	--name=a --filename="$W/raw/f1"
+fi
 
 # ---- memory: one node with MEMVOLS attached 10 GiB volumes (3 replicas each)
+if phase memory; then
 log "memory: $MEMVOLS attached 10 GiB volumes"
 for (( v=1; v<=MEMVOLS; v++ )); do
 	ctsr volume create "mem$v" --size 10G --replicas 3 >/dev/null || die "create mem$v"
@@ -164,6 +207,7 @@ for (( v=1; v<=MEMVOLS; v++ )); do
 done
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/${PIDS[1]}/status")
 echo "{\"volumes\": $MEMVOLS, \"rss_kb\": $rss_kb}" >"$W/fio/memory.json"
+fi
 
 mkdir -p "$SRC/bench/results"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)

@@ -64,11 +64,12 @@ def main():
     with open(out + ".json", "w") as f:
         json.dump(res, f, indent=2)
 
-    lines = ["# Replication benchmark (bench/cluster.sh)", "",
-             f"Median of {repeats} runs. raw-limit = fio 3 jobs on 3 files / 3 "
-             "(three copies share one disk); raw-1 = fio on one file.", "",
-             "| job | raw-limit IOPS | raw-1 IOPS | tessera-r3 IOPS | r3 / limit | raw-1 p50 us | r3 p50 us | r3 p99 us | r3 p50 / raw p50 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["# Replication benchmark (bench/cluster.sh)", ""]
+    if jobs:
+        lines += [f"Median of {repeats} runs. raw-limit = fio 3 jobs on 3 files / 3 "
+                  "(three copies share one disk); raw-1 = fio on one file.", "",
+                  "| job | raw-limit IOPS | raw-1 IOPS | tessera-r3 IOPS | r3 / limit | raw-1 p50 us | r3 p50 us | r3 p99 us | r3 p50 / raw p50 |",
+                  "|---|---|---|---|---|---|---|---|---|"]
     for job in jobs:
         j = res["jobs"][job]
         lim, r1, t = j["raw-limit"], j["raw-1"], j["tessera-r3"]
@@ -89,6 +90,12 @@ def main():
             line += (f"; the copy phase alone (resyncing to in-sync) {rs['copy_seconds']:.1f} s = "
                      f"{cbw / 2**20:.0f} MiB/s ({cbw / raw:.2f}x). The copy reads the source copy and "
                      "writes the target on the same disk.")
+        d = rs.get("disk")
+        if d:
+            kib = lambda sec, n: f"{sec * 512 / n / 1024:.0f} KiB" if n else "-"
+            line += (f" Disk during the resync (whole machine): {d['reads']} reads of {kib(d['read_sectors'], d['reads'])} "
+                     f"on average, {d['writes']} writes of {kib(d['write_sectors'], d['writes'])}, "
+                     f"{d['flushes']} flushes.")
         lines += ["", line]
     if "memory" in res:
         m = res["memory"]

@@ -146,6 +146,9 @@ void mirror_publish(struct mirror *m)
 		    (uint64_t)((double)(m->resync_total - m->resync_done) / m->resync_rate_bps);
 	s.resync_bytes_copied = m->resync_bytes_copied;
 	s.resync_regions_copied = m->resync_regions_copied;
+	s.resync_copies = m->resync_copies;
+	s.resync_flushes = m->resync_flushes;
+	s.resync_max_inflight = m->resync_max_inflight;
 	s.writes = m->n_writes;
 	s.reads = m->n_reads;
 	s.write_errors = m->write_errors;

@@ -382,6 +382,28 @@ void mbm_clear_region(struct mbitmap *bm, uint64_t region)
 	page_write(bm, p);
 }
 
+void mbm_clear_regions(struct mbitmap *bm, uint64_t first, uint64_t n)
+{
+	size_t last_page = SIZE_MAX;
+
+	for (uint64_t r = first; r < first + n && r < bm->nregions; r++) {
+		size_t p = r / BITS_PER_PAGE;
+
+		if (!mbm_test(bm, r))
+			continue;
+		bm->bits[r >> 3] &= (uint8_t) ~(1u << (r & 7));
+		bm->nset--;
+		bm->pages[p].mv++;
+		/* one page write per page touched, queued once its bits are all
+		 * cleared (a write already in flight rewrites it when it is done) */
+		if (last_page != SIZE_MAX && last_page != p)
+			page_write(bm, last_page);
+		last_page = p;
+	}
+	if (last_page != SIZE_MAX)
+		page_write(bm, last_page);
+}
+
 void mbm_clear_all(struct mbitmap *bm)
 {
 	for (size_t p = 0; p < bm->npages; p++) {

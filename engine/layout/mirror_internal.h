@@ -31,8 +31,11 @@
 #include "tessera/peer.h"
 
 #define MIRROR_TICK_MS        20                  /* timer: stalls, throttle, status */
-#define MIRROR_RESYNC_DEPTH   8                   /* regions copied at once */
-#define MIRROR_XBUF_CACHE     8                   /* region-sized copy buffers kept for reuse */
+#define MIRROR_RESYNC_DEPTH   8                   /* resync copies in flight at once */
+#define MIRROR_RESYNC_IO      (4u << 20)          /* largest resync copy: dirty regions merged */
+#define MIRROR_RESYNC_FLUSH_BYTES (64ull << 20)   /* bytes copied per flush of the target */
+#define MIRROR_RESYNC_FLUSH_NS (500ull * 1000000) /* a smaller batch waits no longer (throttled) */
+#define MIRROR_XBUF_CACHE     8                   /* copy buffers kept for reuse */
 #define MIRROR_SCRUB_CHUNK    (4u << 20)          /* bytes compared per step */
 #define MIRROR_PEER_SPLIT     (1u << 30)          /* trim/zeroes pieces for the peer protocol */
 #define MIRROR_LOCAL_RETRY_NS (5ull * 1000000000) /* an out-of-sync local copy: resync again */
@@ -122,6 +125,8 @@ void mbm_mark_all(struct mbitmap *bm);
 /* Wait for every page not yet persisted; returns waiters queued. */
 int mbm_wait_all(struct mbitmap *bm, void (*fn)(void *, int), void *arg);
 void mbm_clear_region(struct mbitmap *bm, uint64_t region);
+/* Clear regions [first, first+n), one page write per page touched. */
+void mbm_clear_regions(struct mbitmap *bm, uint64_t first, uint64_t n);
 void mbm_clear_all(struct mbitmap *bm);
 bool mbm_test(const struct mbitmap *bm, uint64_t region);
 /* The first set region >= from, or nregions. */
@@ -262,12 +267,17 @@ struct mirror {
 	/* counters (home worker) */
 	uint64_t n_writes, n_reads, write_errors, copy_failures;
 	uint64_t resync_bytes_copied, resync_regions_copied;
+	uint64_t resync_copies;       /* resync copy I/Os (each one or more regions) */
+	uint64_t resync_flushes;      /* target flushes, each making a batch of copies durable */
+	unsigned resync_max_inflight; /* most resync copies in flight at once */
 	/*
-	 * Region-sized buffers of finished copies, reused by the next ones: a
-	 * fresh 1 MiB buffer is an mmap whose pages fault in on first touch and
-	 * whose munmap flushes TLBs (measured: more than half of a resync's CPU).
+	 * Buffers of finished copies, reused by the next ones: a fresh 1 MiB
+	 * buffer is an mmap whose pages fault in on first touch and whose munmap
+	 * flushes TLBs (measured: more than half of a resync's CPU).  Each is
+	 * region_size or mirror_xbuf_size() bytes (xbuf_len[i]).
 	 */
 	void *xbuf_cache[MIRROR_XBUF_CACHE];
+	uint32_t xbuf_len[MIRROR_XBUF_CACHE];
 	unsigned n_xbuf;
 	uint64_t resync_total, resync_done;
 	bool resync_running;
@@ -301,12 +311,14 @@ void mirror_kick_stalled(struct mirror *m);
 int mirror_read_source(struct mirror *m, uint32_t exclude);
 
 /* mirror_resync.c */
+/* Free the cached copy buffers (teardown, end of a resync). */
+void mirror_xbuf_drop(struct mirror *m);
 /*
  * Copy [off, off+len) from an IN_SYNC copy to the copies in dst (bitmask),
- * holding the range lock unless nolock; done(arg, status).
+ * holding the range lock unless nolock; written with FUA (durable when done
+ * fires); done(arg, status, bytes written).  Read repair and scrub use it;
+ * the resync writes without FUA and flushes each batch (mirror_resync.c).
  */
-/* Free the cached copy buffers (teardown). */
-void mirror_xbuf_drop(struct mirror *m);
 int mirror_xfer(struct mirror *m, uint64_t off, uint32_t len, uint32_t dst, bool nolock,
 		int src_hint, void (*done)(void *arg, int status, uint64_t bytes), void *arg);
 void mirror_resync_start(struct mcopy *c);

@@ -3,20 +3,34 @@
  *
  * mirror_xfer() copies a range from an IN_SYNC copy to some others, holding
  * the range lock so that no host write lands between the read and the
- * write (a write to the range waits, then reaches the target too).  Resync,
- * rebuild (replace) and read repair use it; scrub holds its chunk's lock
- * already and passes nolock.
+ * write (a write to the range waits, then reaches the target too), and
+ * writes with FUA.  Read repair and scrub use it; scrub holds its chunk's
+ * lock already and passes nolock.
  *
  * Resync of one copy (DESIGN.md invariant 7): the copy is opened, recorded
- * RESYNCING (hooks; from then on it receives host writes), then each region
- * set in its dirty bitmap is copied, MIRROR_RESYNC_DEPTH at a time, paced by
- * a token bucket refilled on the layout's tick when resync_rate is set; a
- * region copied is cleared in the bitmap.  When none is left the copy is
- * recorded IN_SYNC and counts for acknowledgements.  Any failure of the
- * copy on the way makes it OUT_OF_SYNC again (mirror_copy_failed), with the
- * bits not yet cleared kept for the next attempt.  Before all this, the
- * snapshot operations the copy missed are replayed on it (mirror_snap.c),
- * while it is still OUT_OF_SYNC.
+ * RESYNCING (hooks; from then on it receives host writes), then its dirty
+ * bitmap is walked as a pipeline:
+ *  - a copy covers a run of contiguous dirty regions, up to
+ *    MIRROR_RESYNC_IO bytes (a run never mixes regions the local source
+ *    holds as holes with regions it holds data in: holes are trimmed);
+ *  - MIRROR_RESYNC_DEPTH copies are in flight at once, each reading the
+ *    source under the run's range lock and writing the target WITHOUT FUA,
+ *    so the reads of the next runs overlap the writes of the previous ones;
+ *  - copies done are batched; a batch is made durable by one FLUSH of the
+ *    target when it reaches MIRROR_RESYNC_FLUSH_BYTES, when nothing is left
+ *    to copy, or (throttled) when it is MIRROR_RESYNC_FLUSH_NS old; only
+ *    when that flush succeeds are the batch's regions cleared in the bitmap
+ *    (one bitmap page write per page, not per region).
+ * So a region is clean only once its copy is durable on the target: a crash
+ * of the target before the flush leaves its bit set and it is copied again.
+ * Copies keep going while a flush is in flight.  A token bucket refilled on
+ * the layout's tick paces the copies when resync_rate is set.  When no bit
+ * is left (every batch flushed) the copy is recorded IN_SYNC and counts for
+ * acknowledgements.  Any failure of the copy on the way (a write, a flush)
+ * makes it OUT_OF_SYNC again (mirror_copy_failed), with the bits not yet
+ * cleared kept for the next attempt.  Before all this, the snapshot
+ * operations the copy missed are replayed on it (mirror_snap.c), while it is
+ * still OUT_OF_SYNC.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -37,7 +51,9 @@ struct xfer {
 	int hint; /* preferred source, -1 none */
 	uint32_t tried;
 	bool hole; /* the source has a hole there: trim the targets */
+	unsigned wflags; /* TSR_WRITE_FUA, or 0: the caller flushes the targets */
 	uint8_t *buf;
+	uint32_t buf_len; /* allocated size of buf */
 	int pending;
 	int status;
 	uint64_t bytes; /* written, summed over the targets */
@@ -53,22 +69,51 @@ struct xsub {
 
 static void xfer_read(struct xfer *x);
 
-/* A buffer of at least len bytes: a cached region-sized one when it fits. */
-static void *xbuf_get(struct mirror *m, uint32_t len)
+/* The larger copy buffers: a resync copy of merged regions. */
+static uint32_t xbuf_big(const struct mirror *m)
 {
-	if (len > m->region_size)
-		return tsr_alloc_aligned(len);
-	if (m->n_xbuf > 0)
-		return m->xbuf_cache[--m->n_xbuf];
-	return tsr_alloc_aligned(m->region_size);
+	return m->region_size > MIRROR_RESYNC_IO ? m->region_size : MIRROR_RESYNC_IO;
 }
 
-static void xbuf_put(struct mirror *m, void *buf, uint32_t len)
+/*
+ * A buffer of at least len bytes, *alloc_len its size: the smallest cached
+ * one that fits, else a new one of len rounded up to the region size (big:
+ * to xbuf_big, so that the resync's buffers serve any of its copies).
+ */
+static void *xbuf_get(struct mirror *m, uint32_t len, bool big, uint32_t *alloc_len)
 {
-	if (len <= m->region_size && m->n_xbuf < MIRROR_XBUF_CACHE)
-		m->xbuf_cache[m->n_xbuf++] = buf;
+	unsigned best = MIRROR_XBUF_CACHE;
+	void *buf;
+
+	for (unsigned i = 0; i < m->n_xbuf; i++)
+		if (m->xbuf_len[i] >= len &&
+		    (best == MIRROR_XBUF_CACHE || m->xbuf_len[i] < m->xbuf_len[best]))
+			best = i;
+	if (best < MIRROR_XBUF_CACHE) {
+		buf = m->xbuf_cache[best];
+		*alloc_len = m->xbuf_len[best];
+		m->n_xbuf--;
+		m->xbuf_cache[best] = m->xbuf_cache[m->n_xbuf];
+		m->xbuf_len[best] = m->xbuf_len[m->n_xbuf];
+		return buf;
+	}
+	if (len <= m->region_size && !big)
+		*alloc_len = m->region_size;
+	else if (len <= xbuf_big(m))
+		*alloc_len = xbuf_big(m);
 	else
+		*alloc_len = len;
+	return tsr_alloc_aligned(*alloc_len);
+}
+
+static void xbuf_put(struct mirror *m, void *buf, uint32_t alloc_len)
+{
+	if (alloc_len <= xbuf_big(m) && m->n_xbuf < MIRROR_XBUF_CACHE) {
+		m->xbuf_cache[m->n_xbuf] = buf;
+		m->xbuf_len[m->n_xbuf++] = alloc_len;
+	} else {
 		tsr_free_aligned(buf);
+	}
 }
 
 void mirror_xbuf_drop(struct mirror *m)
@@ -83,7 +128,7 @@ static void xfer_finish(struct xfer *x, int status)
 
 	if (!x->nolock)
 		rl_release(m, &x->rl);
-	xbuf_put(m, x->buf, x->len);
+	xbuf_put(m, x->buf, x->buf_len);
 	x->done(x->arg, status, x->bytes);
 	free(x);
 	m_put(m);
@@ -140,13 +185,14 @@ static void xfer_read_done(void *arg, int status)
 		s->c = c;
 		s->gen = c->gen;
 		x->pending++;
-		/* FUA: a region copied is durable before its bit is cleared (a
-		 * trim is: the store punches and syncs before completing) */
+		/* FUA unless the caller flushes the targets before it relies on
+		 * the copy (the resync's batches); a trim is durable either way
+		 * (the store punches and syncs before completing) */
 		if (x->hole)
 			ret =
 			    mcopy_submit(c, MCOP_TRIM, x->off, x->len, NULL, 0, xfer_write_done, s);
 		else
-			ret = mcopy_submit(c, MCOP_WRITE, x->off, x->len, x->buf, TSR_WRITE_FUA,
+			ret = mcopy_submit(c, MCOP_WRITE, x->off, x->len, x->buf, x->wflags,
 					   xfer_write_done, s);
 		if (ret < 0)
 			xfer_write_done(s, ret);
@@ -208,8 +254,10 @@ static void xfer_granted(struct rlock *rl)
 	xfer_read((struct xfer *)((char *)rl - offsetof(struct xfer, rl)));
 }
 
-int mirror_xfer(struct mirror *m, uint64_t off, uint32_t len, uint32_t dst, bool nolock,
-		int src_hint, void (*done)(void *arg, int status, uint64_t bytes), void *arg)
+/* mirror_xfer with the write flags and buffer size class chosen. */
+static int xfer_start(struct mirror *m, uint64_t off, uint32_t len, uint32_t dst, bool nolock,
+		      int src_hint, unsigned wflags, bool big,
+		      void (*done)(void *arg, int status, uint64_t bytes), void *arg)
 {
 	struct xfer *x;
 
@@ -218,7 +266,7 @@ int mirror_xfer(struct mirror *m, uint64_t off, uint32_t len, uint32_t dst, bool
 	x = calloc(1, sizeof(*x));
 	if (x == NULL)
 		return -ENOMEM;
-	x->buf = xbuf_get(m, len);
+	x->buf = xbuf_get(m, len, big, &x->buf_len);
 	if (x->buf == NULL) {
 		free(x);
 		return -ENOMEM;
@@ -229,6 +277,7 @@ int mirror_xfer(struct mirror *m, uint64_t off, uint32_t len, uint32_t dst, bool
 	x->dst = dst;
 	x->nolock = nolock;
 	x->hint = src_hint;
+	x->wflags = wflags;
 	x->done = done;
 	x->arg = arg;
 	m_get(m);
@@ -237,13 +286,20 @@ int mirror_xfer(struct mirror *m, uint64_t off, uint32_t len, uint32_t dst, bool
 	return 0;
 }
 
+int mirror_xfer(struct mirror *m, uint64_t off, uint32_t len, uint32_t dst, bool nolock,
+		int src_hint, void (*done)(void *arg, int status, uint64_t bytes), void *arg)
+{
+	return xfer_start(m, off, len, dst, nolock, src_hint, TSR_WRITE_FUA, false, done, arg);
+}
+
 /* ---- one region compared, differing blocks copied ------------------------ */
 
 /*
  * For a full resync of a copy that exists already (lost bitmap, or its node
  * was the last coordinator and may hold writes nobody acknowledged): under
- * the region's lock, the block CRCs of an IN_SYNC source and of the target
- * are compared and only the runs of differing blocks are copied.
+ * the range's lock, the block CRCs of an IN_SYNC source and of the target
+ * are compared and only the runs of differing blocks are copied (without
+ * FUA: the resync flushes the target before it clears the regions).
  */
 struct rcmp {
 	struct mirror *m;
@@ -310,8 +366,8 @@ static void rcmp_next(struct rcmp *rc)
 		;
 	rc->b = b;
 	rc->run_end = e;
-	ret = mirror_xfer(m, rc->off + (uint64_t)b * TSR_BLOCK_SIZE, (e - b) * TSR_BLOCK_SIZE,
-			  1u << rc->target, true, rc->src, rcmp_run_done, rc);
+	ret = xfer_start(m, rc->off + (uint64_t)b * TSR_BLOCK_SIZE, (e - b) * TSR_BLOCK_SIZE,
+			 1u << rc->target, true, rc->src, 0, true, rcmp_run_done, rc);
 	if (ret < 0)
 		rcmp_finish(rc, ret);
 }
@@ -403,28 +459,61 @@ static int mirror_region_compare(struct mirror *m, uint64_t off, uint32_t len, u
 
 /* ---- resync of one copy -------------------------------------------------- */
 
+/* One copy of the pipeline: regions [first, first + n), len bytes. */
+struct rcopy {
+	struct mresync *rs;
+	uint64_t first;
+	uint32_t n;
+	uint32_t len;
+	struct rcopy *next; /* the batch waiting for a flush */
+};
+
+/* A flush of the target making a batch of copies durable. */
+struct rflush {
+	struct mresync *rs;
+	struct rcopy *batch; /* cleared in the bitmap when the flush succeeds */
+	unsigned gen;        /* the copy's session when it was sent */
+};
+
 struct mresync {
 	struct mcopy *c;
 	uint64_t next;     /* next region to look at */
-	unsigned inflight; /* region copies in flight */
-	bool aborted;
+	unsigned inflight; /* copies in flight */
+	unsigned flushing; /* flushes of the target in flight */
+	struct rcopy *copied;  /* written without FUA, waiting for the next flush */
+	uint64_t copied_bytes; /* their length */
+	uint64_t copied_ns;    /* when the first of them completed */
+	bool aborted;      /* c->resync no longer points here: free when idle */
+	bool finished;     /* IN_SYNC recorded: free when idle */
+	bool pumping;      /* inside resync_pump (a callback it causes may not free us) */
+	bool repump;       /* resync_pump was called from inside itself: run again */
 	bool waiting_hook; /* a hook waiter refers to us */
 	bool copying;      /* recorded RESYNCING: walking the bitmap */
 	bool hook_failed;  /* IN_SYNC could not be recorded: retry on the tick */
 	uint64_t total, done;
+	uint64_t copies, flushes; /* this resync's, for the log */
+	unsigned max_inflight;
 	double tokens;
 	uint64_t last_ns;
 };
 
-struct region_ctx {
-	struct mresync *rs;
-	uint64_t region;
-};
+static void batch_free(struct rcopy *rc)
+{
+	struct rcopy *next;
+
+	for (; rc != NULL; rc = next) {
+		next = rc->next;
+		free(rc);
+	}
+}
 
 static void resync_free_if_idle(struct mresync *rs)
 {
-	if (rs->aborted && rs->inflight == 0 && !rs->waiting_hook)
+	if ((rs->aborted || rs->finished) && rs->inflight == 0 && rs->flushing == 0 &&
+	    !rs->waiting_hook && !rs->pumping) {
+		batch_free(rs->copied);
 		free(rs);
+	}
 }
 
 static void update_running(struct mirror *m)
@@ -459,9 +548,12 @@ static void resync_in_sync(void *arg, int status)
 	c->resync = NULL;
 	if (m->replace_running && m->replace_idx == c->idx)
 		m->replace_running = false;
-	tsr_info("mirror %s: copy %u (%s) in sync again (%llu bytes copied)", m->name, c->idx,
-		 c->node_id, (unsigned long long)rs->done);
-	free(rs);
+	tsr_info("mirror %s: copy %u (%s) in sync again (%llu bytes copied; %llu copies, "
+		 "up to %u in flight; %llu flushes)",
+		 m->name, c->idx, c->node_id, (unsigned long long)rs->done,
+		 (unsigned long long)rs->copies, rs->max_inflight, (unsigned long long)rs->flushes);
+	rs->finished = true;
+	resync_free_if_idle(rs);
 	mirror_xbuf_drop(m); /* idle volumes keep no copy buffers */
 	update_running(m);
 	mirror_publish(m);
@@ -483,91 +575,262 @@ static void request_in_sync(struct mresync *rs)
 	mirror_hook_request(rs->c, TSR_COPY_IN_SYNC, w);
 }
 
-static void region_done(void *arg, int status, uint64_t bytes)
+/* A copy is written (not yet durable): it joins the batch for the next flush. */
+static void copy_done(void *arg, int status, uint64_t bytes)
 {
-	struct region_ctx *rc = arg;
+	struct rcopy *rc = arg;
 	struct mresync *rs = rc->rs;
 	struct mcopy *c = rs->c;
 	struct mirror *m = c->m;
-	uint64_t region = rc->region;
 
-	free(rc);
 	rs->inflight--;
 	if (rs->aborted) {
+		free(rc);
 		resync_free_if_idle(rs);
 		return;
 	}
 	if (status < 0) {
 		/* the target failed (already OUT_OF_SYNC) or no source could be read */
-		tsr_warn("mirror %s: resync of copy %u (%s), region %llu: %s", m->name, c->idx,
-			 c->node_id, (unsigned long long)region, strerror(-status));
+		tsr_warn("mirror %s: resync of copy %u (%s), regions %llu-%llu: %s", m->name,
+			 c->idx, c->node_id, (unsigned long long)rc->first,
+			 (unsigned long long)(rc->first + rc->n - 1), strerror(-status));
+		free(rc);
 		mirror_copy_failed(c, status == -ESTALE ? -ESTALE : -EIO);
 		return;
 	}
-	mbm_clear_region(&c->bm, region);
 	m->resync_bytes_copied += bytes;
-	m->resync_regions_copied++;
+	m->resync_regions_copied += rc->n;
+	m->resync_copies++;
+	rs->copies++;
 	rs->done += bytes;
 	m->resync_done = rs->done;
+	if (rs->copied == NULL)
+		rs->copied_ns = mirror_now_ns();
+	rc->next = rs->copied;
+	rs->copied = rc;
+	rs->copied_bytes += rc->len;
 	resync_pump(rs);
 }
 
-/*
- * A region of the bitmap: copied whole, or (full resync of a copy that
- * exists already, mirror.h) compared block by block.  A brand-new copy
- * (replace) has nothing worth comparing: copied whole, holes trimmed.
- */
-static int region_start(struct mresync *rs, uint64_t off, uint32_t len, struct region_ctx *rc)
+static void flush_done(void *arg, int status)
 {
+	struct rflush *f = arg;
+	struct mresync *rs = f->rs;
 	struct mcopy *c = rs->c;
 	struct mirror *m = c->m;
 
-	if (c->full_resync && !(m->replace_running && m->replace_idx == c->idx))
-		return mirror_region_compare(m, off, len, c->idx, region_done, rc);
-	return mirror_xfer(m, off, len, 1u << c->idx, false, -1, region_done, rc);
+	rs->flushing--;
+	if (!rs->aborted && status == 0) {
+		/* durable on the target: these regions are clean now */
+		for (struct rcopy *rc = f->batch; rc != NULL; rc = rc->next)
+			mbm_clear_regions(&c->bm, rc->first, rc->n);
+	}
+	batch_free(f->batch);
+	if (rs->aborted) {
+		free(f);
+		resync_free_if_idle(rs);
+		return;
+	}
+	if (status < 0) {
+		tsr_warn("mirror %s: resync of copy %u (%s): flush: %s", m->name, c->idx,
+			 c->node_id, strerror(-status));
+		if (f->gen == c->gen)
+			mirror_copy_failed(c, status == -ESTALE ? -ESTALE : -EIO);
+		free(f);
+		return;
+	}
+	free(f);
+	resync_pump(rs);
 }
 
-static void resync_pump(struct mresync *rs)
+/* One FLUSH of the target for every copy in the batch. */
+static void flush_batch(struct mresync *rs)
 {
 	struct mcopy *c = rs->c;
 	struct mirror *m = c->m;
+	struct rflush *f = malloc(sizeof(*f));
+	int ret;
 
-	if (rs->aborted || !rs->copying || m->fenced || m->closing)
-		return;
-	while (rs->inflight < MIRROR_RESYNC_DEPTH) {
-		uint64_t r = mbm_next(&c->bm, rs->next), off, len;
-		struct region_ctx *rc;
+	if (f == NULL)
+		return; /* the next pump or tick tries again */
+	f->rs = rs;
+	f->batch = rs->copied;
+	f->gen = c->gen;
+	rs->copied = NULL;
+	rs->copied_bytes = 0;
+	rs->flushing++;
+	rs->flushes++;
+	m->resync_flushes++;
+	ret = mcopy_submit(c, MCOP_FLUSH, 0, 0, NULL, 0, flush_done, f);
+	if (ret < 0)
+		flush_done(f, ret);
+}
 
-		if (r >= m->nregions)
+/* Throttled: a copy is at most what the token bucket holds. */
+static double token_cap(const struct mirror *m)
+{
+	double cap = (double)m->resync_rate / 10;
+
+	return cap < (double)m->region_size ? (double)m->region_size : cap;
+}
+
+/* The local copy, when it is an IN_SYNC source other than target, or NULL. */
+static struct mcopy *local_source(struct mirror *m, unsigned target)
+{
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		struct mcopy *c = &m->copies[i];
+
+		if (i != target && c->present && c->local && c->open &&
+		    c->state == TSR_COPY_IN_SYNC)
+			return c;
+	}
+	return NULL;
+}
+
+static uint32_t region_len(const struct mirror *m, uint64_t r)
+{
+	uint64_t off = r << m->region_shift;
+
+	return m->size - off < m->region_size ? (uint32_t)(m->size - off) : m->region_size;
+}
+
+/*
+ * The run of dirty regions starting at r to copy in one go: contiguous, at
+ * most max_len bytes, and (a whole copy read from the local copy) all holes
+ * or all data there, so holes stay holes on the target.  Returns its region
+ * count; *len its bytes.
+ */
+static uint32_t run_at(struct mresync *rs, uint64_t r, bool compare, uint64_t max_len,
+		       uint32_t *len)
+{
+	struct mcopy *c = rs->c;
+	struct mirror *m = c->m;
+	struct mcopy *src = compare ? NULL : local_source(m, c->idx);
+	uint64_t bytes = region_len(m, r);
+	uint32_t n = 1;
+	bool hole = src != NULL && source_is_hole(src, r << m->region_shift, (uint32_t)bytes);
+
+	while (r + n < m->nregions && mbm_test(&c->bm, r + n) &&
+	       bytes + region_len(m, r + n) <= max_len) {
+		uint32_t l = region_len(m, r + n);
+
+		if (src != NULL && source_is_hole(src, (r + n) << m->region_shift, l) != hole)
 			break;
-		off = r << m->region_shift;
-		len = m->size - off < m->region_size ? m->size - off : m->region_size;
+		bytes += l;
+		n++;
+	}
+	*len = (uint32_t)bytes;
+	return n;
+}
+
+/*
+ * A run of the bitmap: copied whole, or (full resync of a copy that exists
+ * already, mirror.h) compared block by block.  A brand-new copy (replace)
+ * has nothing worth comparing: copied whole, holes trimmed.
+ */
+static bool compares(const struct mresync *rs)
+{
+	const struct mcopy *c = rs->c;
+	const struct mirror *m = c->m;
+
+	return c->full_resync && !(m->replace_running && m->replace_idx == c->idx);
+}
+
+static int copy_start(struct mresync *rs, struct rcopy *rc)
+{
+	struct mcopy *c = rs->c;
+	struct mirror *m = c->m;
+	uint64_t off = rc->first << m->region_shift;
+
+	if (compares(rs))
+		return mirror_region_compare(m, off, rc->len, c->idx, copy_done, rc);
+	return xfer_start(m, off, rc->len, 1u << c->idx, false, -1, 0, true, copy_done, rc);
+}
+
+static void pump_once(struct mresync *rs)
+{
+	struct mcopy *c = rs->c;
+	struct mirror *m = c->m;
+	uint64_t max_len = xbuf_big(m);
+	bool at_end = false;
+
+	if (rs->aborted || rs->finished || !rs->copying || m->fenced || m->closing)
+		return;
+	if (m->resync_rate != 0 && token_cap(m) < (double)max_len)
+		max_len = (uint64_t)token_cap(m);
+	while (rs->inflight < MIRROR_RESYNC_DEPTH) {
+		uint64_t r = mbm_next(&c->bm, rs->next);
+		struct rcopy *rc;
+		uint32_t len, n;
+
+		if (r >= m->nregions) {
+			at_end = true;
+			break;
+		}
+		n = run_at(rs, r, compares(rs), max_len, &len);
 		if (m->resync_rate != 0) {
 			if (rs->tokens < (double)len)
-				return; /* the tick refills */
+				break; /* the tick refills */
 			rs->tokens -= (double)len;
 		}
 		rc = malloc(sizeof(*rc));
 		if (rc == NULL)
-			return;
+			break;
 		rc->rs = rs;
-		rc->region = r;
-		rs->next = r + 1;
+		rc->first = r;
+		rc->n = n;
+		rc->len = len;
+		rc->next = NULL;
+		rs->next = r + n;
 		rs->inflight++;
-		if (region_start(rs, off, (uint32_t)len, rc) < 0) {
+		if (rs->inflight > rs->max_inflight)
+			rs->max_inflight = rs->inflight;
+		if (rs->inflight > m->resync_max_inflight)
+			m->resync_max_inflight = rs->inflight;
+		if (copy_start(rs, rc) < 0) {
 			rs->inflight--;
+			rs->next = r; /* again on the next pump or tick */
 			free(rc);
-			return;
+			break;
 		}
+		if (rs->aborted)
+			return; /* it failed at once */
 	}
-	if (rs->inflight > 0 || rs->waiting_hook || rs->hook_failed)
+	/*
+	 * Flush a batch when it is large, or when the copies in flight are done
+	 * and nothing follows soon (the bitmap walked, or the throttle holding
+	 * the next copy back for a while).
+	 */
+	if (rs->copied != NULL &&
+	    (rs->copied_bytes >= MIRROR_RESYNC_FLUSH_BYTES ||
+	     (rs->inflight == 0 &&
+	      (at_end || mirror_now_ns() - rs->copied_ns >= MIRROR_RESYNC_FLUSH_NS))))
+		flush_batch(rs);
+	if (rs->aborted || rs->inflight > 0 || rs->flushing > 0 || rs->copied != NULL ||
+	    rs->waiting_hook || rs->hook_failed || !at_end)
 		return;
 	if (mbm_next(&c->bm, 0) < m->nregions) {
 		rs->next = 0; /* bits set behind the cursor (should not happen): again */
-		resync_pump(rs);
+		rs->repump = true;
 		return;
 	}
 	request_in_sync(rs);
+}
+
+/* Start what may start; the callbacks this causes never free rs under us. */
+static void resync_pump(struct mresync *rs)
+{
+	if (rs->pumping) {
+		rs->repump = true;
+		return;
+	}
+	rs->pumping = true;
+	do {
+		rs->repump = false;
+		pump_once(rs);
+	} while (rs->repump && !rs->aborted && !rs->finished);
+	rs->pumping = false;
+	resync_free_if_idle(rs);
 }
 
 static void resync_recorded(void *arg, int status)
@@ -681,9 +944,7 @@ void mirror_resync_tick(struct mirror *m, uint64_t now_ns)
 		if (rs == NULL || !rs->copying)
 			continue;
 		if (m->resync_rate != 0) {
-			cap = (double)m->resync_rate / 10;
-			if (cap < (double)m->region_size)
-				cap = (double)m->region_size;
+			cap = token_cap(m);
 			rs->tokens += (double)m->resync_rate * (double)(now_ns - rs->last_ns) / 1e9;
 			if (rs->tokens > cap)
 				rs->tokens = cap;

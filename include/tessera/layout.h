@@ -129,6 +129,9 @@ struct tsr_layout_status {
 	/* counters since attach */
 	uint64_t resync_bytes_copied;  /* every byte written to a copy by resync or rebuild */
 	uint64_t resync_regions_copied;
+	uint64_t resync_copies;        /* mirror: copy I/Os (a run of regions each) */
+	uint64_t resync_flushes;       /* mirror: target flushes (one per batch of copies) */
+	unsigned resync_max_inflight;  /* mirror: most copies in flight at once */
 	uint64_t writes, reads, write_errors, copy_failures;
 	/* scrub, the one running or the last one */
 	bool scrub_running, scrub_done;
