@@ -10,21 +10,30 @@
  *      no-op read on its own io, so no thread ever blocks and no other
  *      thread's io is touched);
  *   2. read the head's blocks that are not zeros;
- *   3. store their crc entries {c, c} (0 for zero blocks: entries of blocks
- *      whose bit is clear mean nothing), then, in parallel, write them into
- *      Sn's data file (FUA) and wait for an fdatasync of Sn's .crc that
- *      started after the entries were stored (skipped when no entry changed);
- *   4. when both are done, set their present bits, then wait for an
- *      fdatasync of Sn's .present that started after the bits were set;
- *   5. release the claim, then issue the head operation (data.c *_go).
- * Steps 3 and 4 are ordered because the kernel may write back a mapped page
- * at any time: a durable bit always has a durable entry and data behind it.
+ *   3. store their crc entries {c, c} ({0, LAYER_ZERO_MARK} for zero
+ *      blocks), then, in parallel, write them into Sn's data file (FUA) and
+ *      wait for an fdatasync of Sn's .crc that started after the entries were
+ *      stored;
+ *   4. when both are done, set their present bits (not synced here: the layer
+ *      is flagged present_unsynced), release the claim and issue the head
+ *      operation (data.c *_go), which marks its dirty region durably before
+ *      it writes.
+ * The bit reaches the disk lazily: the head's dirty-region bitmap is the
+ * intent record.  A crash that loses the bit finds the head's region dirty
+ * (the head write cannot land before its region is marked) and Sn's entry
+ * set: recovery (layer_recover_present) sets the bit again when Sn's data
+ * matches the entry (or it is a zero mark), else clears the entry (the copy
+ * did not finish, so the head write after it was never issued).  Before the
+ * dirty bitmap is cleared (quiet flush, clean close) the layers' .present
+ * are synced (chain_sync_present).  Step 3's order still holds because the
+ * kernel may write back a mapped page at any time: a bit on disk always has
+ * its entry and data behind it.
  * One copy handles up to COW_CHUNK blocks of a request with one set of syncs
- * (a 1 MiB write after a snapshot costs one read, one write, two fdatasyncs).
+ * (a 1 MiB write after a snapshot costs one read, one write, one fdatasync:
+ * one journal commit before the head write instead of two).
  *
- * Group commit of the syncs of steps 3 and 4 (struct sync_batch, one per file
- * of the layer): a copy joins the batch with a ticket once its entries (or
- * bits) are stored; if no fdatasync of the file is in flight it issues one on
+ * Group commit of the .crc syncs of step 3 (struct sync_batch, one per
+ * layer): a copy joins the batch with a ticket once its entries are stored; if no fdatasync of the file is in flight it issues one on
  * its own io, covering every ticket handed out so far; otherwise it waits, and
  * when the sync in flight completes, its completion wakes the copies it
  * covered and issues the next one (same io) for the copies that joined
@@ -33,13 +42,14 @@
  * after its own stores.  A copy is woken on its own thread only: directly when
  * the syncs run on its io, else it polls its "synced" flag through no-op reads
  * on its own io (the same way it waits for a claimed block).
- * Zero blocks cost no read or write (entry 0 and the bit); a trim or zeroing
- * of a block that reads zeros already needs no copy at all.
+ * Zero blocks cost no read or write (the zero mark and the bit); a trim or
+ * zeroing of a block that reads zeros already needs no copy at all.
  *
  * Fast path (cow_needed): the volume has no snapshot, or Sn holds every block
  * of the range and no copy is in flight: bits are loaded before cow_inflight,
  * and a copy raises cow_inflight before it sets a bit, so a set bit seen with
- * no copy in flight is a durable one.
+ * no copy in flight has its data and entry durable (the bit itself is
+ * rebuilt from them should it be lost: the head write marks the region).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -338,21 +348,8 @@ static void cow_retry(void *cb_arg, int res)
 	cow_step(op);
 }
 
-static void present_synced(void *cb_arg, int res)
-{
-	struct cow_op *op = cb_arg;
-
-	if (res < 0) {
-		cow_fail(op, res);
-		return;
-	}
-	release_claim(op);
-	op->pos = op->cfirst + op->cn;
-	cow_step(op);
-}
-
-/* Data and entries are durable: the bits, then a .present sync issued
- * after them (batch_join takes the ticket after the bits are set). */
+/* Data and entries are durable: the bits, then the next chunk (or the head
+ * operation).  The bits reach the disk lazily (see the header). */
 static void cow_bits(struct cow_op *op)
 {
 	uint64_t i;
@@ -360,18 +357,20 @@ static void cow_bits(struct cow_op *op)
 	for (i = 0; i < op->cn; i++)
 		if (op->need[i])
 			bit_set(op->target->present, op->cfirst + i);
-	batch_join(op, &op->target->present_sync, present_synced);
+	atomic_store(&op->target->present_unsynced, true);
+	release_claim(op);
+	op->pos = op->cfirst + op->cn;
+	cow_step(op);
 }
 
-/* Store the entries of the chunk ({c, c}, 0 for zeros); true when one changed. */
-static bool cow_entries(struct cow_op *op)
+/* Store the entries of the chunk ({c, c}, the zero mark for zeros). */
+static void cow_entries(struct cow_op *op)
 {
-	bool changed = false;
 	uint64_t i;
 
 	for (i = 0; i < op->cn; i++) {
 		uint64_t b = op->cfirst + i;
-		uint64_t e = 0;
+		uint64_t e = entry_make(0, LAYER_ZERO_MARK);
 
 		if (op->need[i] == 0)
 			continue;
@@ -381,12 +380,9 @@ static bool cow_entries(struct cow_op *op)
 
 			e = entry_make(c, c);
 		}
-		if (entry_load(&op->target->crc[b]) != e) {
+		if (entry_load(&op->target->crc[b]) != e)
 			entry_store(&op->target->crc[b], e);
-			changed = true;
-		}
 	}
-	return changed;
 }
 
 static void write_done(void *cb_arg, int res);
@@ -446,19 +442,21 @@ static void write_done(void *cb_arg, int res)
 	cow_bits(op);
 }
 
-/* Entries stored, then data writes and the .crc sync queued together. */
+/* Entries stored, then data writes and the .crc sync queued together.  The
+ * sync is joined even when no entry changed: an equal entry left by an
+ * earlier, failed copy may not be on disk yet, and recovery relies on it. */
 static void cow_copy(struct cow_op *op)
 {
-	bool changed = cow_entries(op);
 	int ret;
 
+	cow_entries(op);
 	op->wcursor = 0;
 	op->status = 0;
 	op->pending = 1; /* guard */
 	ret = write_runs(op);
 	if (ret && op->status == 0)
 		op->status = ret;
-	if (ret == 0 && changed) {
+	if (ret == 0) {
 		/* entries stored: a .crc sync issued from now on covers them */
 		op->pending++;
 		batch_join(op, &op->target->crc_sync, write_done);

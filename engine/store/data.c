@@ -534,6 +534,9 @@ static void maybe_clear_dirty(struct tsr_svol *svol, uint64_t seen)
 	if (now - last < svol->store->dirty_clear_ns ||
 	    !atomic_compare_exchange_strong(&svol->last_clear_ns, &last, now))
 		return;
+	/* copies' snapshot bits are rebuilt from dirty regions: durable first */
+	if (chain_sync_present_try(svol))
+		return;
 	blockmeta_clear_if_quiet(&svol->meta, tsr_svol_size(svol), &svol->writes_started, seen);
 }
 

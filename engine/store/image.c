@@ -130,7 +130,8 @@ static void img_resolve_block(struct img_op *op, uint64_t i)
 	uint64_t b = (op->offset >> STORE_BLOCK_SHIFT) + i;
 
 	image_resolve(op->h, op->from, b, &op->src[i]);
-	if (op->src[i].kind == SRC_ZERO || src_entry(&op->src[i], b) == 0) {
+	if (op->src[i].kind == SRC_ZERO || src_entry(&op->src[i], b) == 0 ||
+	    (op->src[i].kind == SRC_LAYER && entry_cur(src_entry(&op->src[i], b)) == 0)) {
 		op->src[i].kind = SRC_ZERO;
 		memset(op->buf + (i << STORE_BLOCK_SHIFT), 0, TSR_BLOCK_SIZE);
 		op->state[i] = 0;

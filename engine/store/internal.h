@@ -8,8 +8,8 @@
  * - svol->meta.dirty_lock guards the 0->1 transition of dirty-region bits
  *   (set the bit in the mmap'd bitmap, msync it, then publish it as durable)
  *   and the clearing of the bitmap after a quiet flush.
- * - layer->crc_sync.lock and layer->present_sync.lock guard the group commit
- *   of a snapshot layer's syncs by copy-on-write (cow.c, slow path only);
+ * - layer->crc_sync.lock guards the group commit of a snapshot layer's .crc
+ *   syncs by copy-on-write (cow.c, slow path only);
  *   svol->cow_lock is never held while taking them.
  * - svol->stage->lock guards the staging journal's index, tail and counters
  *   (stage.c), held briefly per staged-write call, never across I/O.
@@ -217,9 +217,17 @@ struct layer {
 	uint64_t *present;    /* MAP_SHARED bitmap, 64-bit little-endian words */
 	size_t present_len;
 	struct sync_batch crc_sync;     /* copies waiting for .crc durable */
-	struct sync_batch present_sync; /* copies waiting for .present durable */
+	_Atomic bool present_unsynced;  /* a copy set a bit since the last .present sync
+					 * (set after the bit; layer_sync_present
+					 * clears it before its fdatasync) */
 	struct layer *next_retired;     /* svol->retired_layers */
 };
+
+/* A copied zero block's entry in a layer: {0, LAYER_ZERO_MARK}, so that
+ * recovery tells it from "not copied" (0) when its bit did not reach the
+ * disk.  A held data block's entry is {c, c}, so the two never meet; reads
+ * check a layer block against cur only. */
+#define LAYER_ZERO_MARK 0x5a45524fu /* "ZERO" */
 
 /* Layers of one volume, oldest first; replaced whole (copy, publish) under
  * store->lock, old arrays kept until the svol is freed. */
@@ -240,6 +248,31 @@ void layer_close(struct layer *l);
 int layer_fd(const struct layer *l, uint64_t off, uint64_t *fd_off, uint64_t *max);
 /* Sum of st_blocks*512 of the data files of a layer or volume uuid. */
 uint64_t layer_allocated(struct tsr_store *store, const char *uuid, uint64_t size);
+/* Make l's present bits durable if a copy set one since the last time
+ * (fdatasync of .present, blocking).  0 or -errno. */
+int layer_sync_present(struct layer *l);
+/* The same for every layer of svol's chain: called before the head's dirty
+ * bitmap is cleared (quiet flush, clean close), since the bits of copies
+ * are rebuilt from the dirty regions only (layer_recover_present). */
+int chain_sync_present(struct tsr_svol *svol);
+/* chain_sync_present from an I/O thread (a quiet flush): under store->lock,
+ * which keeps a snapshot delete from closing a layer meanwhile; -EBUSY
+ * without waiting when the lock is taken (the bitmap is cleared later). */
+int chain_sync_present_try(struct tsr_svol *svol);
+/*
+ * Open-time rebuild of the bits of copies whose .present page did not reach
+ * the disk: for each block of a dirty region of the head (dirty_map, the
+ * head's bitmap before its recovery clears it) below l's size whose bit is
+ * clear but whose entry is set: a zero mark ({0, LAYER_ZERO_MARK}) or data
+ * matching its entry is a finished copy (the bit is set), anything else an
+ * unfinished one (the entry is cleared; the head write after it was never
+ * issued).  Counts into *fixed and *dropped; syncs what it changed.
+ * 0 or -errno.
+ */
+int layer_recover_present(struct layer *l, const uint8_t *dirty_map, uint64_t vol_size,
+			  uint64_t *fixed, uint64_t *dropped);
+/* test hook: counts the .present fdatasyncs of layer_sync_present */
+extern _Atomic unsigned store_test_present_syncs;
 
 static inline bool bit_test(const uint64_t *map, uint64_t b)
 {
@@ -323,7 +356,7 @@ struct tsr_svol {
 	struct layer *ro_layer;            /* read-only snapshot handle: its layer */
 	pthread_mutex_t cow_lock;          /* the set of blocks being copied */
 	struct cow_busy *cow_busy;         /* cow_lock */
-	_Atomic uint32_t cow_inflight;     /* copies between claim and durable bits */
+	_Atomic uint32_t cow_inflight;     /* copies between claim and bits set */
 
 	/* staged chunk writes (stage.c): set at load for heads in file mode */
 	struct stage_journal *stage;
@@ -429,6 +462,10 @@ void snap_detach(struct tsr_svol *svol);
 /* Delete a volume row and files, with its snapshots; hidden instead while
  * clones depend on its layers (store->lock held, no user handle open). */
 int snap_volume_delete(struct tsr_store *store, const struct vol_row *row);
+/* Open-time: rebuild the present bits of svol's layers from its dirty regions
+ * (layer_recover_present), before recovery_run clears them.  Logs; errors
+ * leave the volume's layers as they are. */
+void snap_recover_present(struct tsr_store *store, struct tsr_svol *svol);
 /* Finish interrupted deletes and collect unneeded hidden layers (store open). */
 void snap_recover(struct tsr_store *store);
 /* Test hook: when non-zero, counts down at each step of snapshot create and

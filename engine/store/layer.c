@@ -10,11 +10,15 @@
  *                                size rounded up to 4096 bytes, mmap'd MAP_SHARED
  *                                and read/set as 64-bit little-endian words
  *
- * A bit is set only after the block's data and crc entry are on disk, and is
- * itself made durable (fdatasync of .crc and .present) before anything that
- * relies on it (the head write that follows a copy, the drop of a merged layer).
- * Entries of blocks whose bit is clear mean nothing (an interrupted merge may
- * leave some); they are rewritten before the bit is set.
+ * A bit is set only after the block's data and crc entry are on disk.  A
+ * merge makes its bits durable before it drops the merged layer; a copy on
+ * write does not wait for its bit (cow.c): the head's dirty-region bitmap is
+ * the intent record, and layer_recover_present rebuilds the bits of copies
+ * in dirty regions at open from their entries (a copied zero block's entry
+ * is {0, LAYER_ZERO_MARK}); the bits are made durable before that bitmap is
+ * cleared (chain_sync_present: quiet flush, clean close).  Entries of blocks
+ * whose bit is clear outside dirty regions mean nothing (an interrupted merge
+ * or copy may leave some); they are rewritten before the bit is set.
  *
  * A clone's head has a .present of its own (volumes/<uuid>.present): bit b set
  * = the clone has written block b since it was made (read its own data), else
@@ -100,7 +104,6 @@ void layer_close(struct layer *l)
 	if (l == NULL)
 		return;
 	pthread_mutex_destroy(&l->crc_sync.lock);
-	pthread_mutex_destroy(&l->present_sync.lock);
 	if (l->crc)
 		munmap(l->crc, l->crc_len);
 	if (l->present)
@@ -137,7 +140,6 @@ int layer_open(struct tsr_store *store, const struct snap_row *row, struct layer
 	if (l == NULL)
 		return -ENOMEM;
 	pthread_mutex_init(&l->crc_sync.lock, NULL);
-	pthread_mutex_init(&l->present_sync.lock, NULL);
 	l->crc_fd = l->present_fd = -1;
 	snprintf(l->uuid, sizeof(l->uuid), "%s", row->uuid);
 	l->seq = row->seq;
@@ -185,7 +187,6 @@ int layer_open(struct tsr_store *store, const struct snap_row *row, struct layer
 	if (ret)
 		goto err_ret;
 	l->crc_sync.fd = l->crc_fd;
-	l->present_sync.fd = l->present_fd;
 	*out = l;
 	return 0;
 err_errno:
@@ -310,4 +311,118 @@ void own_bits_close(struct own_bits *ob)
 		close(ob->fd);
 	memset(ob, 0, sizeof(*ob));
 	ob->fd = -1;
+}
+
+_Atomic unsigned store_test_present_syncs;
+
+int layer_sync_present(struct layer *l)
+{
+	if (!atomic_exchange(&l->present_unsynced, false))
+		return 0;
+	atomic_fetch_add(&store_test_present_syncs, 1);
+	if (fdatasync(l->present_fd) < 0) {
+		int ret = -errno;
+
+		atomic_store(&l->present_unsynced, true);
+		tsr_error("snapshot %s: sync present bitmap: %s", l->uuid, strerror(-ret));
+		return ret;
+	}
+	return 0;
+}
+
+int chain_sync_present(struct tsr_svol *svol)
+{
+	struct layer_chain *c = chain_load(svol);
+	unsigned i;
+	int ret = 0, r;
+
+	for (i = 0; c != NULL && i < c->n; i++) {
+		r = layer_sync_present(c->l[i]);
+		if (r && ret == 0)
+			ret = r;
+	}
+	return ret;
+}
+
+int chain_sync_present_try(struct tsr_svol *svol)
+{
+	int ret;
+
+	if (pthread_mutex_trylock(&svol->store->lock))
+		return -EBUSY;
+	ret = chain_sync_present(svol);
+	pthread_mutex_unlock(&svol->store->lock);
+	return ret;
+}
+
+/* Does the layer's data of block b match crc c?  1 yes, 0 no, -errno. */
+static int layer_block_matches(struct layer *l, uint64_t b, uint32_t c, uint8_t *buf)
+{
+	uint64_t fd_off, max;
+	int fd = layer_fd(l, b << STORE_BLOCK_SHIFT, &fd_off, &max);
+	ssize_t n;
+
+	if (fd < 0)
+		return fd;
+	n = pread(fd, buf, TSR_BLOCK_SIZE, (off_t)fd_off);
+	if (n < 0)
+		return -errno;
+	if (n < (ssize_t)TSR_BLOCK_SIZE) /* past the end of a short file: zeros */
+		memset(buf + (n > 0 ? n : 0), 0, TSR_BLOCK_SIZE - (size_t)(n > 0 ? n : 0));
+	return blockmeta_block_crc(buf) == c;
+}
+
+int layer_recover_present(struct layer *l, const uint8_t *dirty_map, uint64_t vol_size,
+			  uint64_t *fixed, uint64_t *dropped)
+{
+	uint64_t size = l->size < vol_size ? l->size : vol_size;
+	uint64_t nblk = size >> STORE_BLOCK_SHIFT;
+	uint64_t per = (uint64_t)1 << (STORE_REGION_SHIFT - STORE_BLOCK_SHIFT);
+	uint64_t regions = (nblk + per - 1) / per, r, b, end;
+	bool bits = false, entries = false;
+	uint8_t *buf = NULL;
+	int ret = 0;
+
+	for (r = 0; r < regions && ret == 0; r++) {
+		if (!(dirty_map[r / 8] & (1u << (r % 8))))
+			continue;
+		end = (r + 1) * per < nblk ? (r + 1) * per : nblk;
+		for (b = r * per; b < end; b++) {
+			uint64_t e = entry_load(&l->crc[b]);
+			int m;
+
+			if (e == 0 || bit_test(l->present, b))
+				continue;
+			if (entry_cur(e) == 0) {
+				m = entry_prev(e) == LAYER_ZERO_MARK;
+			} else {
+				if (buf == NULL && (buf = tsr_alloc_aligned(TSR_BLOCK_SIZE)) == NULL) {
+					ret = -ENOMEM;
+					break;
+				}
+				m = entry_cur(e) == entry_prev(e)
+					? layer_block_matches(l, b, entry_cur(e), buf)
+					: 0;
+				if (m < 0) {
+					ret = m;
+					break;
+				}
+			}
+			if (m) {
+				bit_set(l->present, b);
+				bits = true;
+				(*fixed)++;
+			} else {
+				entry_store(&l->crc[b], 0);
+				entries = true;
+				(*dropped)++;
+			}
+		}
+	}
+	tsr_free_aligned(buf);
+	if (entries && fdatasync(l->crc_fd) < 0 && ret == 0)
+		ret = -errno;
+	if (bits && fdatasync(l->present_fd) < 0 && ret == 0)
+		ret = -errno;
+	return ret;
 }

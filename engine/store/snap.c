@@ -421,7 +421,7 @@ static int merge_into(struct layer *src, struct layer *dst)
 			uint64_t e = entry_load(&src->crc[b]);
 
 			entry_store(&dst->crc[b], e);
-			if (e == 0) /* a zero block: the entry says it all */
+			if (entry_cur(e) == 0) /* a zero block: the entry says it all */
 				continue;
 			/* extend the run while contiguous, in one segment, under 1 MiB */
 			if (run_n && run_b + run_n == b && run_n < MERGE_RUN &&
@@ -690,6 +690,44 @@ int snap_volume_delete(struct tsr_store *store, const struct vol_row *v)
 	return 0;
 }
 
+void snap_recover_present(struct tsr_store *store, struct tsr_svol *svol)
+{
+	uint64_t regions = (atomic_load(&svol->size) + ((uint64_t)1 << STORE_REGION_SHIFT) - 1) >>
+			   STORE_REGION_SHIFT;
+	uint64_t fixed = 0, dropped = 0, k;
+	struct snap_row *rows;
+	size_t n, i;
+	int ret;
+
+	if (store->dev_fd >= 0)
+		return;
+	for (k = 0; k < (regions + 7) / 8 && svol->meta.dirty_map[k] == 0; k++)
+		;
+	if (k == (regions + 7) / 8) /* no dirty region: nothing to look at */
+		return;
+	pthread_mutex_lock(&store->lock);
+	if (catalog_snap_list(store->db, svol->uuid, &rows, &n) == 0) {
+		for (i = 0; i < n; i++) {
+			struct layer *l;
+
+			if (layer_open(store, &rows[i], &l))
+				continue; /* logged; its own open fails the same way later */
+			ret = layer_recover_present(l, svol->meta.dirty_map,
+						    atomic_load(&svol->size), &fixed, &dropped);
+			if (ret)
+				tsr_error("recovery: volume %s: snapshot %s: %s", svol->name,
+					  rows[i].name, strerror(-ret));
+			layer_close(l);
+		}
+		free(rows);
+	}
+	pthread_mutex_unlock(&store->lock);
+	if (fixed || dropped)
+		tsr_info("recovery: volume %s: %llu snapshot blocks copied before the crash "
+			 "marked present again, %llu unfinished copies dropped",
+			 svol->name, (unsigned long long)fixed, (unsigned long long)dropped);
+}
+
 void snap_recover(struct tsr_store *store)
 {
 	struct snap_row *rows;
@@ -748,7 +786,7 @@ static uint64_t exclusive_bytes(struct tsr_store *store, const struct snap_row *
 		for (; m; m &= m - 1) {
 			uint64_t b = w * 64 + (uint64_t)__builtin_ctzll(m);
 
-			if (b < nblk && me->crc[b])
+			if (b < nblk && entry_cur(me->crc[b]))
 				count++;
 		}
 	}

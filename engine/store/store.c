@@ -241,6 +241,8 @@ static void svol_close(struct tsr_svol *svol)
 		tsr_error("close: volume %s: sync clone bitmap: %s", svol->name, strerror(errno));
 		ok = false;
 	}
+	if (chain_sync_present(svol)) /* the bits of copies: rebuilt from the bitmap else */
+		ok = false;
 	/* the bitmap may only be cleared once data and entries are durable, and
 	 * not after a failed write: the next open normalizes those entries */
 	if (ok && atomic_load(&svol->write_failed))
@@ -905,6 +907,7 @@ static void recover_all(struct tsr_store *store, bool clean)
 			continue;
 		}
 		memset(&st, 0, sizeof(st));
+		snap_recover_present(store, svol); /* before recovery_run clears the bitmap */
 		recovery_run(svol, &st);
 		total.regions += st.regions;
 		total.fixed += st.fixed;
