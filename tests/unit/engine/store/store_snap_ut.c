@@ -4,12 +4,14 @@
  * in-memory model, copy-on-write racing a snapshot read, clones of clones
  * with their sources deleted in every order, diff against the model's
  * changed set, rollback (also interrupted), space after deletes, crashes at
- * every step of snapshot create and delete, and bad input.
+ * every step of snapshot create and delete, crashes at every point of a
+ * copy on write (the present bit lost, the copy unfinished), and bad input.
  */
 #include <dirent.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -18,8 +20,9 @@
 
 #include "store_test.h"
 
-/* test hook of engine/store/snap.c */
+/* test hooks of engine/store/snap.c and layer.c */
 extern int store_test_crash_at;
+extern _Atomic unsigned store_test_present_syncs;
 
 #define NB    256u /* blocks of the test volumes: 1 MiB */
 #define VSIZE ((uint64_t)NB * BS)
@@ -967,6 +970,203 @@ static void test_crash_create_delete(void **state)
 
 /* ---- bad input ---- */
 
+/* ---- crash points of a copy on write (cow.c, layer_recover_present) ---- */
+
+#define ZERO_MARK 0x5a45524fu /* LAYER_ZERO_MARK */
+
+/* Bit b of a snapshot layer's .present file, as on disk (-1 on error). */
+static int disk_present_bit(const char *dir, const char *uuid, uint64_t b)
+{
+	char path[PATH_MAX];
+	uint8_t byte;
+	int fd, ret = -1;
+
+	vol_file(dir, uuid, "present", path);
+	fd = open(path, O_RDONLY);
+	if (fd >= 0) {
+		if (pread(fd, &byte, 1, (off_t)(b / 8)) == 1)
+			ret = (byte >> (b % 8)) & 1;
+		close(fd);
+	}
+	return ret;
+}
+
+/* The .present page never reached the disk: every bit of the layer lost. */
+static void lose_present(const char *dir, const char *uuid)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int fd;
+
+	vol_file(dir, uuid, "present", path);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(ftruncate(fd, 0), 0);
+	assert_int_equal(ftruncate(fd, st.st_size), 0);
+	close(fd);
+}
+
+/*
+ * In a child: open the store, write blocks [b, b+n) of v with seed s through
+ * an io with fault spec fault (NULL: none), after a one-block write of block
+ * pre (seed s + 1; UINT64_MAX: none) that marks the region dirty, then die
+ * without closing: what a crash of the process leaves (the page cache).
+ * Returns the child's status: 0 both writes succeeded, 2 the second failed.
+ */
+static int cow_crash_child(struct env *e, uint64_t pre, uint64_t b, uint64_t n, uint16_t s,
+			   const char *fault)
+{
+	pid_t pid;
+	int st;
+
+	tsr_store_close(e->store);
+	e->store = NULL;
+	pid = fork();
+	if (pid == 0) {
+		struct tsr_store *store;
+		struct tsr_svol *v;
+		struct tsr_io *io = make_io(TSR_IO_AUTO, fault);
+
+		if (io == NULL || tsr_store_open(e->dir, NULL, &store) ||
+		    tsr_store_vol_open(store, "v", &v))
+			_exit(1);
+		if (pre != UINT64_MAX) {
+			fill(e->buf, BS, s + 1, pre * BS);
+			if (swrite(v, io, pre * BS, BS, e->buf, 0))
+				_exit(1);
+		}
+		fill(e->buf, n * BS, s, b * BS);
+		_exit(swrite(v, io, b * BS, (uint32_t)(n * BS), e->buf, 0) ? 2 : 0);
+	}
+	assert_true(pid > 0);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+static void cow_reopen(struct env *e)
+{
+	if (e->store == NULL)
+		assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	else
+		reopen(e);
+}
+
+/*
+ * Each crash point of a copy, then the open's recovery:
+ *  1. data and entries durable, bit set but its page lost, head written:
+ *     the bit is rebuilt (the head's region is dirty), the snapshot keeps the
+ *     cut;
+ *  2. the same for zero blocks (entry {0, zero mark}): the snapshot reads
+ *     zeros, not the head's new data;
+ *  3. entries stored, the copy's data write failed (head write never
+ *     issued), region dirty: the entry is dropped, both images unchanged;
+ *  4. copy done, bit lost, the head write itself failed: the bit is rebuilt,
+ *     the head keeps its old block (its own recovery rule);
+ *  5. a quiet flush that clears the dirty bitmap syncs the layer's .present
+ *     first, and so does a clean close.
+ */
+static void test_cow_crash_points(void **state)
+{
+	struct env *e = *state;
+	struct tsr_snap_info info;
+	struct tsr_vol_info vi;
+	struct model head = {{0}}, cut;
+	struct tsr_svol *v;
+	uint32_t cur, prev;
+	unsigned syncs;
+	uint64_t b;
+
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	mwrite(e, v, &head, 0, 64, 1); /* blocks 64.. stay zeros */
+	tsr_svol_put(v);
+	cut = head;
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s", &info), 0);
+
+	/* 1: data blocks 8..15 */
+	assert_int_equal(cow_crash_child(e, UINT64_MAX, 8, 8, 2, NULL), 0);
+	for (b = 8; b < 16; b++) {
+		head.seed[b] = 2;
+		assert_int_equal(disk_present_bit(e->dir, info.uuid, b), 1);
+	}
+	lose_present(e->dir, info.uuid);
+	assert_int_equal(disk_present_bit(e->dir, info.uuid, 8), 0);
+	cow_reopen(e);
+	for (b = 8; b < 16; b++)
+		assert_int_equal(disk_present_bit(e->dir, info.uuid, b), 1);
+	check_snap(e, "v", "s", &cut);
+	check_vol(e, "v", &head);
+
+	/* 2: zero blocks 100..107 */
+	assert_int_equal(cow_crash_child(e, UINT64_MAX, 100, 8, 3, NULL), 0);
+	for (b = 100; b < 108; b++)
+		head.seed[b] = 3;
+	read_entry(e->dir, info.uuid, 100, &cur, &prev);
+	assert_int_equal(cur, 0);
+	assert_int_equal(prev, ZERO_MARK);
+	lose_present(e->dir, info.uuid);
+	cow_reopen(e);
+	for (b = 100; b < 108; b++)
+		assert_int_equal(disk_present_bit(e->dir, info.uuid, b), 1);
+	assert_int_equal(disk_present_bit(e->dir, info.uuid, 8), 1); /* still dirty: again */
+	check_snap(e, "v", "s", &cut);
+	check_vol(e, "v", &head);
+
+	/* 3: block 20's copy fails at its data write (the io's 2nd write; the
+	 * 1st is the head write of block 8, already copied, marking the region) */
+	assert_int_equal(cow_crash_child(e, 8, 20, 1, 4, "write:2:fail=EIO"), 2);
+	head.seed[8] = 5;
+	read_entry(e->dir, info.uuid, 20, &cur, &prev);
+	assert_true(cur != 0 && cur == prev); /* stored before the data write */
+	assert_int_equal(disk_present_bit(e->dir, info.uuid, 20), 0);
+	cow_reopen(e);
+	read_entry(e->dir, info.uuid, 20, &cur, &prev);
+	assert_int_equal(cur, 0);
+	assert_int_equal(prev, 0);
+	assert_int_equal(disk_present_bit(e->dir, info.uuid, 20), 0);
+	check_snap(e, "v", "s", &cut);
+	check_vol(e, "v", &head);
+
+	/* 4: block 30's copy lands (write 1), its head write fails (write 2) */
+	assert_int_equal(cow_crash_child(e, UINT64_MAX, 30, 1, 6, "write:2:fail=EIO"), 2);
+	assert_int_equal(disk_present_bit(e->dir, info.uuid, 30), 1);
+	lose_present(e->dir, info.uuid);
+	cow_reopen(e);
+	assert_int_equal(disk_present_bit(e->dir, info.uuid, 30), 1);
+	check_snap(e, "v", "s", &cut);
+	check_vol(e, "v", &head);
+
+	/* 5: a quiet flush clearing the bitmap syncs .present first */
+	tsr_store_close(e->store);
+	setenv("TSR_STORE_DIRTY_CLEAR_MS", "0", 1);
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	unsetenv("TSR_STORE_DIRTY_CLEAR_MS");
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	mwrite(e, v, &head, 40, 4, 7); /* copies into s */
+	syncs = atomic_load(&store_test_present_syncs);
+	assert_int_equal(sflush(v, e->io), 0);
+	assert_true(atomic_load(&store_test_present_syncs) > syncs);
+	assert_int_equal(tsr_store_vol_info(e->store, "v", &vi), 0);
+	assert_int_equal(count_dirty_bits(e->dir, vi.uuid), 0); /* it was cleared */
+	syncs = atomic_load(&store_test_present_syncs);
+	assert_int_equal(sflush(v, e->io), 0); /* nothing copied since: no sync */
+	assert_int_equal(atomic_load(&store_test_present_syncs), syncs);
+	mwrite(e, v, &head, 50, 1, 8);
+	syncs = atomic_load(&store_test_present_syncs);
+	tsr_svol_put(v); /* the last handle: synced before the bitmap is cleared */
+	assert_true(atomic_load(&store_test_present_syncs) > syncs);
+	tsr_store_close(e->store);
+	e->store = NULL;
+	cow_reopen(e);
+	for (b = 40; b < 44; b++)
+		assert_int_equal(disk_present_bit(e->dir, info.uuid, b), 1);
+	assert_int_equal(disk_present_bit(e->dir, info.uuid, 50), 1);
+	check_snap(e, "v", "s", &cut);
+	check_vol(e, "v", &head);
+}
+
 static void test_bad_input(void **state)
 {
 	struct env *e = *state;
@@ -1162,6 +1362,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_delete_space, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_create_delete, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cow_crash_points, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_diff_large, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resize, setup, teardown),
