@@ -15,6 +15,10 @@
  *    the last coordinator must have detached cleanly (else the copies may
  *    differ).  A CREATE that fails on one copy is deleted again on the
  *    others;
+ *  - SnapshotDiff of an ec volume: computed on a node holding an IN_SYNC
+ *    chunk copy (forwarded there as below) from every chunk copy's diff
+ *    (its store, or SnapshotDiff with local_copy to the copy's node),
+ *    mapped back to volume extents by tsr_ec_diff_map;
  *  - SnapshotList/Show/Diff: answered from the store of a node holding an
  *    IN_SYNC copy: this node when it holds one (the admin layer answers from
  *    the store: tsr_cluster_admin_handle returns false), else the plain
@@ -558,8 +562,183 @@ static void ec_snapshot_fix(const Tessera__Cluster__VolumeRecord *rec, Tessera__
 	s->n_nbd_uris = 0;
 }
 
+/* Extents in one reply (as the admin layer's store diff): ~20 bytes each of
+ * the 1 MiB frame. */
+#define EC_DIFF_MAX_EXTENTS 50000
+
+/*
+ * Copy i's chunk-volume diff: our store, or the node's admin API
+ * (SnapshotDiff with local_copy).  0 with ext/n; -errno with msg when the
+ * copy cannot give it (store errors: its own sentence).
+ */
+static int ec_copy_diff(struct tsr_cluster *c, const struct cluster_view *v,
+			const Tessera__Cluster__VolumeRecord *rec, size_t i, const char *from,
+			const char *to, struct tsr_extent **ext, size_t *n, char *msg, size_t msg_len)
+{
+	const Tessera__Cluster__CopyRecord *cr = rec->copies[i];
+	const Tessera__Cluster__NodeRecord *node;
+	struct tsr_snap_info info;
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__SnapshotDiff d = TESSERA__ADMIN__SNAPSHOT_DIFF__INIT;
+	Tessera__Admin__Response *resp = NULL;
+	int ret;
+
+	*ext = NULL;
+	*n = 0;
+	if (cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC) {
+		snprintf(msg, msg_len, "chunk copy on %s is not in sync", cr->node_id);
+		return -EAGAIN;
+	}
+	if (strcmp(cr->node_id, c->node_id) == 0) {
+		ret = tsr_store_snap_diff(c->o.store, rec->name, from, to[0] ? to : NULL, ext, n);
+		if (ret == -ENOENT)
+			/* the one missing: to when from exists */
+			snprintf(msg, msg_len, "snapshot '%s' of '%s' not found (tessera snapshot "
+				 "list %s)", tsr_store_snap_info(c->o.store, rec->name, from,
+				 &info) == 0 ? to : from, rec->name, rec->name);
+		else if (ret == -EINVAL)
+			snprintf(msg, msg_len, "snapshot '%s@%s' is older than '%s@%s': give the "
+				 "older one first (tessera snapshot list %s shows their order)",
+				 rec->name, to, rec->name, from, rec->name);
+		else if (ret)
+			snprintf(msg, msg_len, "node %s (this node): diff of its chunk copy: %s",
+				 c->node_id, strerror(-ret));
+		return ret;
+	}
+	if (!view_alive(v, cr->node_id) || (node = view_node(v, cr->node_id)) == NULL) {
+		snprintf(msg, msg_len, "node %s is not alive", cr->node_id);
+		return -EHOSTUNREACH;
+	}
+	d.volume = rec->name;
+	d.from = (char *)from;
+	d.to = (char *)to;
+	d.local_copy = true;
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DIFF;
+	req.snapshot_diff = &d;
+	ret = cluster_call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
+	if (ret) {
+		snprintf(msg, msg_len, "cannot reach node %s at %s: %s", node->id, node->address,
+			 strerror(-ret));
+		return ret;
+	}
+	ret = resp->error;
+	if (ret) {
+		snprintf(msg, msg_len, "%s", resp->message && resp->message[0] ? resp->message :
+			 strerror(-ret));
+	} else if ((*ext = calloc(resp->n_extents ? resp->n_extents : 1, sizeof(**ext))) == NULL) {
+		ret = -ENOMEM;
+		snprintf(msg, msg_len, "out of memory in tesserad");
+	} else {
+		for (size_t j = 0; j < resp->n_extents; j++)
+			(*ext)[j] = (struct tsr_extent){
+				.offset = resp->extents[j]->offset,
+				.length = resp->extents[j]->length,
+				.flags = resp->extents[j]->zero ? TSR_EXTENT_HOLE | TSR_EXTENT_ZERO : 0,
+			};
+		*n = resp->n_extents;
+	}
+	tessera__admin__response__free_unpacked(resp, NULL);
+	return ret;
+}
+
+/*
+ * SnapshotDiff of an ec volume: every chunk copy's diff (metadata only, no
+ * data read), mapped back to volume extents (tsr_ec_diff_map: a copy that
+ * cannot answer is covered by the parity chunks' diffs, up to m of them).
+ */
+static void ec_snapshot_diff(struct tsr_cluster *c, const struct cluster_view *v,
+			     const Tessera__Cluster__VolumeRecord *rec,
+			     const Tessera__Admin__SnapshotDiff *d, Tessera__Admin__Response *resp)
+{
+	struct tsr_ec_chunk_diff diffs[TSR_LAYOUT_MAX_COPIES];
+	struct tsr_extent *exts[TSR_LAYOUT_MAX_COPIES] = { 0 };
+	struct tsr_extent *out = NULL;
+	const char *to = d->to ? d->to : "";
+	char msg[TSR_LAYOUT_MAX_COPIES][512], from[64];
+	int rets[TSR_LAYOUT_MAX_COPIES];
+	size_t n = rec->n_copies, count = 0, missing = 0;
+	int ret;
+
+	/* "VOL@SNAP" with no from (as the admin layer accepts it) */
+	snprintf(from, sizeof(from), "%s", d->from && d->from[0] ? d->from :
+		 strchr(d->volume, '@') ? strchr(d->volume, '@') + 1 : "");
+	if (n > TSR_LAYOUT_MAX_COPIES)
+		n = TSR_LAYOUT_MAX_COPIES;
+	for (size_t i = 0; i < n; i++) {
+		size_t cnt = 0;
+
+		rets[i] = ec_copy_diff(c, v, rec, i, from, to, &exts[i], &cnt, msg[i],
+				       sizeof(msg[i]));
+		diffs[i] = (struct tsr_ec_chunk_diff){ .ext = exts[i], .n = cnt,
+						       .have = rets[i] == 0 };
+		if (rets[i])
+			missing++;
+	}
+	if (missing > rec->ec_m) {
+		/* a store's answer (no such snapshot, wrong order, too many
+		 * extents) is the user's error; else say what is missing */
+		size_t pick = n, first = n;
+
+		for (size_t i = 0; i < n && pick == n; i++)
+			if (rets[i] == -ENOENT || rets[i] == -EINVAL || rets[i] == -E2BIG)
+				pick = i;
+		for (size_t i = 0; i < n && first == n; i++)
+			if (rets[i])
+				first = i;
+		if (pick < n)
+			admin_fail(resp, rets[pick], "%s", msg[pick]);
+		else
+			admin_fail(resp, -EHOSTUNREACH, "volume '%s' (ec %u+%u): only %zu of its %zu "
+				   "chunk copies could give their diff, %u needed (%s); bring the "
+				   "chunk nodes back and retry", rec->name, rec->ec_k, rec->ec_m,
+				   n - missing, n, rec->ec_k, first < n ? msg[first] : "?");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (rets[i])
+			tsr_warn("snapshot diff %s: %s; its chunks' changes are taken from the "
+				 "parity chunks (a superset)", rec->name, msg[i]);
+	ret = tsr_ec_diff_map(rec->ec_k, rec->ec_m, rec->stripe_unit, rec->size, diffs, &out,
+			      &count);
+	if (ret) {
+		admin_fail(resp, ret, "volume '%s': cannot map the chunk diffs: %s", rec->name,
+			   strerror(-ret));
+		goto out;
+	}
+	if (count > EC_DIFF_MAX_EXTENTS) {
+		admin_fail(resp, -E2BIG, "the diff of '%s' from '%s' to %s%s has %zu extents, more "
+			   "than one reply holds (%u): diff a shorter span (a snapshot in between)",
+			   rec->name, from, to[0] ? "" : "the head", to, count,
+			   EC_DIFF_MAX_EXTENTS);
+		goto out;
+	}
+	resp->extents = calloc(count ? count : 1, sizeof(*resp->extents));
+	if (resp->extents == NULL)
+		goto nomem;
+	for (size_t i = 0; i < count; i++) {
+		Tessera__Admin__Extent *e = malloc(sizeof(*e));
+
+		if (e == NULL)
+			goto nomem;
+		tessera__admin__extent__init(e);
+		e->offset = out[i].offset;
+		e->length = out[i].length;
+		e->zero = (out[i].flags & TSR_EXTENT_ZERO) != 0;
+		resp->extents[resp->n_extents++] = e;
+		resp->diff_bytes += out[i].length;
+	}
+	goto out;
+nomem:
+	admin_fail(resp, -ENOMEM, "out of memory in tesserad");
+out:
+	free(out);
+	for (size_t i = 0; i < n; i++)
+		free(exts[i]);
+}
+
 /* SnapshotList/Show/Diff of an ec volume from our IN_SYNC chunk copy. */
-static void ec_snapshot_read_local(struct tsr_cluster *c, const Tessera__Cluster__VolumeRecord *rec,
+static void ec_snapshot_read_local(struct tsr_cluster *c, const struct cluster_view *v,
+				   const Tessera__Cluster__VolumeRecord *rec,
 				   const Tessera__Admin__Request *req, Tessera__Admin__Response *resp)
 {
 	struct tsr_snap_info *list = NULL, info;
@@ -606,9 +785,7 @@ static void ec_snapshot_read_local(struct tsr_cluster *c, const Tessera__Cluster
 		resp->n_snapshots = 1;
 		return;
 	default:
-		admin_fail(resp, -EOPNOTSUPP, "volume '%s' is erasure-coded: snapshot diff is not "
-			   "supported for ec volumes yet (each node holds chunks, not the image)",
-			   rec->name);
+		ec_snapshot_diff(c, v, rec, req->snapshot_diff, resp);
 		return;
 	}
 }
@@ -624,6 +801,10 @@ bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
 	bool handled = true;
 	int ret;
 
+	/* a chunk copy's own diff, asked by the node computing an ec diff */
+	if (req->command_case == TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DIFF &&
+	    req->snapshot_diff->local_copy)
+		return false;
 	ret = load_volume(c, volume, &v, &rec, &rev, msg, sizeof(msg));
 	if (ret) {
 		admin_fail(resp, ret, "%s", msg);
@@ -633,7 +814,7 @@ bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
 		if (rec->copies[i]->state == TESSERA__CLUSTER__COPY_STATE__IN_SYNC &&
 		    strcmp(rec->copies[i]->node_id, c->node_id) == 0) {
 			if (rec->ec_k) /* a chunk copy: its answer needs the volume's geometry */
-				ec_snapshot_read_local(c, rec, req, resp);
+				ec_snapshot_read_local(c, &v, rec, req, resp);
 			else
 				handled = false; /* our store answers */
 			goto out;
