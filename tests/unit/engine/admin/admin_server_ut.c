@@ -3,7 +3,8 @@
  * through the client library: a real store in a temporary directory under
  * /var/tmp, the server's libev loop on a thread of its own, the blocking
  * client on the test's thread.  Covers every command and its error replies,
- * TCP authentication, and connections that send garbage or oversized frames.
+ * TCP authentication, connections that send garbage or oversized frames, and
+ * a snapshot create whose reply comes later (the cut waits for a worker).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -20,6 +21,8 @@
 #include <cmocka.h>
 
 #include "admin/admin_internal.h"
+#include "tessera/vol.h"
+#include "tessera/worker.h"
 
 #define TOKEN "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
@@ -444,6 +447,138 @@ static void test_snapshots(void **state)
 	tsr_admin_close(c);
 }
 
+/* ---- snapshot create of an open volume: the reply comes later ---- */
+
+/* A worker message that keeps its worker busy until released. */
+struct hold {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool held, released;
+};
+
+static void hold_msg(struct tsr_worker *w, void *arg)
+{
+	struct hold *h = arg;
+
+	(void)w;
+	pthread_mutex_lock(&h->lock);
+	h->held = true;
+	pthread_cond_broadcast(&h->cond);
+	while (!h->released)
+		pthread_cond_wait(&h->cond, &h->lock);
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* A create sent from a thread of its own (no cmocka asserts there). */
+struct create_call {
+	struct tsr_admin_client *c;
+	int ret;
+	Tessera__Admin__Response *r;
+};
+
+static void *create_thread(void *arg)
+{
+	struct create_call *cc = arg;
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__SnapshotCreate create = TESSERA__ADMIN__SNAPSHOT_CREATE__INIT;
+
+	create.volume = "lv";
+	create.name = "l1";
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE;
+	req.snapshot_create = &create;
+	cc->ret = tsr_admin_call(cc->c, &req, 10000, &cc->r);
+	return NULL;
+}
+
+static unsigned later_out(struct fixture *f)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&f->srv->later_lock);
+	n = f->srv->later_out;
+	pthread_mutex_unlock(&f->srv->later_lock);
+	return n;
+}
+
+/*
+ * The volume's home worker is busy, so its cut waits: the create's reply
+ * waits too, while the loop answers other clients (it does not block on the
+ * cut).  Once the worker is free the cut is made and the reply sent.
+ */
+static void test_snapshot_create_later(void **state)
+{
+	struct fixture *f = *state;
+	struct tsr_io_opts o = { .kind = TSR_IO_AUTO };
+	struct hold h = { .held = false };
+	struct create_call cc = { 0 };
+	struct tsr_admin_client *c2;
+	struct tsr_worker *w = NULL;
+	struct tsr_vol *vol = NULL;
+	Tessera__Admin__Response *r;
+	pthread_t t;
+	int i;
+
+	assert_int_equal(tsr_worker_start(0, &o, &w), 0);
+	tsr_volset_set_workers(f->vols, &w, 1);
+	cc.c = connect_unix(f);
+	c2 = connect_unix(f);
+	r = create(c2, "lv", 1 << 20);
+	assert_int_equal(r->error, 0);
+	tessera__admin__response__free_unpacked(r, NULL);
+	assert_int_equal(tsr_vol_get(f->vols, "lv", &vol), 0);
+	assert_ptr_equal(tsr_vol_home(vol), w);
+
+	pthread_mutex_init(&h.lock, NULL);
+	pthread_cond_init(&h.cond, NULL);
+	assert_int_equal(tsr_worker_send(w, hold_msg, &h), 0);
+	pthread_mutex_lock(&h.lock);
+	while (!h.held)
+		pthread_cond_wait(&h.cond, &h.lock);
+	pthread_mutex_unlock(&h.lock);
+
+	assert_int_equal(pthread_create(&t, NULL, create_thread, &cc), 0);
+	for (i = 0; i < 10000 && later_out(f) == 0; i++)
+		usleep(1000);
+	assert_int_equal(later_out(f), 1); /* the create waits for the worker */
+	/* meanwhile the loop serves another client: no snapshot cut yet */
+	r = snap_call(c2, TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST, "lv", "");
+	assert_int_equal(r->error, 0);
+	assert_int_equal(r->n_snapshots, 0);
+	tessera__admin__response__free_unpacked(r, NULL);
+	assert_null(cc.r);
+
+	pthread_mutex_lock(&h.lock);
+	h.released = true;
+	pthread_cond_broadcast(&h.cond);
+	pthread_mutex_unlock(&h.lock);
+	pthread_join(t, NULL);
+	assert_int_equal(cc.ret, 0);
+	assert_non_null(cc.r);
+	assert_int_equal(cc.r->error, 0);
+	assert_int_equal(cc.r->n_snapshots, 1);
+	assert_string_equal(cc.r->snapshots[0]->name, "l1");
+	assert_int_equal(cc.r->snapshots[0]->size, 1 << 20);
+	tessera__admin__response__free_unpacked(cc.r, NULL);
+	assert_int_equal(later_out(f), 0);
+
+	/* the same connection goes on; a duplicate name through the gate fails */
+	r = snap_call(cc.c, TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE, "lv", "l1");
+	assert_int_equal(r->error, -EEXIST);
+	assert_non_null(strstr(r->message, "already exists"));
+	tessera__admin__response__free_unpacked(r, NULL);
+	r = snap_call(c2, TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST, "lv", "");
+	assert_int_equal(r->n_snapshots, 1);
+	tessera__admin__response__free_unpacked(r, NULL);
+
+	tsr_vol_put(vol);
+	tsr_admin_close(cc.c);
+	tsr_admin_close(c2);
+	tsr_worker_stop(w);
+	tsr_volset_set_workers(f->vols, NULL, 0);
+	pthread_cond_destroy(&h.cond);
+	pthread_mutex_destroy(&h.lock);
+}
+
 static void test_tcp_token(void **state)
 {
 	struct fixture *f = *state;
@@ -528,6 +663,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_volume_lifecycle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete_in_use, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_create_later, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tcp_token, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_frames, setup, teardown),
 	};
