@@ -18,7 +18,10 @@
  *  - ec_resync.c  resync of a returning copy and rebuild of a replacing
  *                 one (chunks recomputed from k others);
  *  - ec_scrub.c   parity checked against data, repair;
- *  - ec_snap.c    the snap op: a cut on every IN_SYNC copy.
+ *  - ec_snap.c    the snap op: a cut on every IN_SYNC copy;
+ *  - ec_snapread.c a snapshot read back (ec.h tsr_layout_ec_snap_create:
+ *                 its own read-only layout; it reads struct ec only at
+ *                 create and start) and the diff mapping (tsr_ec_diff_map).
  *
  * The dirty bitmaps are the mirror's (mirror_bitmap.c): each copy's struct
  * mbitmap is opened against bmhost, a struct mirror used only for the
