@@ -26,7 +26,6 @@
  */
 #include <errno.h>
 #include <pthread.h>
-#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,9 +65,10 @@ struct ecsnap {
 	struct tsr_worker *home;
 	pthread_t home_thread;
 	struct tsr_ec_codec *codec;
-	sem_t sem;           /* destroy from another thread waits for the teardown */
 
 	/* home worker */
+	unsigned refs;       /* the layout's + 1 while the start message is queued */
+	bool dead;           /* destroyed: a late start message does nothing */
 	struct ec *src;      /* the coordinator's layout until started (our reference) */
 	bool started;
 	unsigned opening;    /* sessions whose OPEN has not answered */
@@ -193,10 +193,16 @@ static void start(struct ecsnap *s)
 		run_waiting(s);
 }
 
+static void snap_unref(struct ecsnap *s);
+
 static void start_msg(struct tsr_worker *w, void *arg)
 {
+	struct ecsnap *s = arg;
+
 	(void)w;
-	start(arg);
+	if (!s->dead)
+		start(s);
+	snap_unref(s);
 }
 
 /* ---- reads ------------------------------------------------------------------ */
@@ -467,14 +473,20 @@ static void snap_free(struct ecsnap *s)
 	for (unsigned i = 0; i < s->n; i++)
 		tsr_svol_put(s->copies[i].svol);
 	tsr_ec_codec_destroy(s->codec);
-	sem_destroy(&s->sem);
 	free(s);
 }
 
-/* On the home worker: clients (their requests in flight end -ECANCELED),
- * the reference on the coordinator's layout if never started. */
-static void teardown(struct ecsnap *s)
+static void snap_unref(struct ecsnap *s)
 {
+	if (--s->refs == 0)
+		snap_free(s);
+}
+
+/* On the home worker: clients (their requests in flight end -ECANCELED),
+ * the reference on the coordinator's layout if never started, then ours. */
+static void destroy_on_home(struct ecsnap *s)
+{
+	s->dead = true;
 	if (s->src != NULL) {
 		ec_put(s->src);
 		s->src = NULL;
@@ -483,33 +495,28 @@ static void teardown(struct ecsnap *s)
 		tsr_peer_client_destroy(s->copies[i].client);
 		s->copies[i].client = NULL;
 	}
+	snap_unref(s);
 }
 
-static void teardown_msg(struct tsr_worker *w, void *arg)
+static void destroy_msg(struct tsr_worker *w, void *arg)
 {
-	struct ecsnap *s = arg;
-
 	(void)w;
-	teardown(s);
-	sem_post(&s->sem);
+	destroy_on_home(arg);
 }
 
+/* Any thread; the clients go on the home worker (now, or by a message:
+ * nothing waits for it, the layout is already unreachable). */
 static void snap_destroy(void *ctx)
 {
 	struct ecsnap *s = ctx;
 
 	if (s == NULL)
 		return;
-	if (on_home(s)) {
-		teardown(s);
-	} else if (tsr_worker_send(s->home, teardown_msg, s) < 0) {
+	if (on_home(s))
+		destroy_on_home(s);
+	else if (tsr_worker_send(s->home, destroy_msg, s) < 0)
 		tsr_error("ec snapshot %s@%s: home worker stopped first: leaking its sessions",
 			  s->vol, s->snap);
-		return;
-	} else {
-		sem_wait(&s->sem);
-	}
-	snap_free(s);
 }
 
 static const struct tsr_layout_ops ec_snap_layout_ops = {
@@ -544,10 +551,7 @@ int tsr_layout_ec_snap_create(struct tsr_layout *coord, const char *snap,
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return -ENOMEM;
-	if (sem_init(&s->sem, 0, 0) != 0) {
-		free(s);
-		return -ENOMEM;
-	}
+	s->refs = 1;
 	memcpy(s->vol, e->name, sizeof(s->vol));
 	snprintf(s->snap, sizeof(s->snap), "%s", snap);
 	s->k = e->k;
@@ -591,8 +595,12 @@ int tsr_layout_ec_snap_create(struct tsr_layout *coord, const char *snap,
 		goto err;
 	ec_get(e);
 	s->src = e;
-	if (tsr_worker_send(s->home, start_msg, s) < 0)
+	/* the message holds a reference: the layout may be destroyed first */
+	s->refs++;
+	if (tsr_worker_send(s->home, start_msg, s) < 0) {
+		s->refs--;
 		tsr_warn("ec snapshot %s@%s: start deferred to the first read", s->vol, snap);
+	}
 	*home = s->home;
 	return 0;
 err:
