@@ -112,7 +112,7 @@ else
 	A=(0) B=(0) C=(0) F=(0)
 fi
 
-LOAD_IOPS=0 H=
+LOAD_IOPS=0 H= R=
 if part latency; then
 log "create latency: $NSNAPS cuts under 4k randwrite QD32"
 fio --name=load --rw=randwrite --bs=4k --iodepth=32 --ioengine=nbd --uri="$(uri nosnap)" \
@@ -134,6 +134,9 @@ wait "$FIO" || die "fio load"
 LOAD_IOPS=$(iops "$W/fio/load.json")
 # The server's side of each cut: how long host writes were held (layout gate).
 H=$(grep -o "snapshot gate: create 'l[0-9]*': writes held [0-9.]*" "$W/log/tesserad.log" |
+	awk '{printf "%d ", $NF * 1000}')
+# ... and from the request to the reply (admin API; builds after 94a6352)
+R=$(grep -o "snapshot create 'nosnap@l[0-9]*': replied after [0-9.]*" "$W/log/tesserad.log" |
 	awk '{printf "%d ", $NF * 1000}')
 else
 	L=(0) S=(0)
@@ -164,10 +167,10 @@ mkdir -p "$HERE/results"
 ts=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$HERE/results/snapshot-$ts
 "$PY" - "$OUT" "$SIZE" "$RUNTIME" "$DIFF_SIZE" "$LOAD_IOPS" "$DIFF_BYTES" "$DIFF_EXT" \
-	"${A[*]}" "${B[*]}" "${C[*]}" "${F[*]}" "${L[*]}" "${D[*]}" "$H" "${S[*]}" <<'EOF'
+	"${A[*]}" "${B[*]}" "${C[*]}" "${F[*]}" "${L[*]}" "${D[*]}" "$H" "${S[*]}" "$R" <<'EOF'
 import json, statistics, subprocess, sys
 out, size, runtime, dsize, load_iops, dbytes, dext = sys.argv[1:8]
-A, B, C, F, L, D, H, S = ([int(x) for x in a.split()] for a in sys.argv[8:16])
+A, B, C, F, L, D, H, S, R = ([int(x) for x in a.split()] for a in sys.argv[8:17])
 med = statistics.median
 def pct(v, p):
     v = sorted(v)
@@ -183,6 +186,8 @@ r = {
     "status_us": S, "status_p50_ms": pct(S, 50) / 1000, "status_p99_ms": pct(S, 99) / 1000,
     "writes_held_us": H, "held_p50_ms": pct(H, 50) / 1000 if H else None,
     "held_p99_ms": pct(H, 99) / 1000 if H else None,
+    "replied_us": R, "replied_p50_ms": pct(R, 50) / 1000 if R else None,
+    "replied_p99_ms": pct(R, 99) / 1000 if R else None,
     "diff_volume": dsize, "diff_bytes": int(dbytes), "diff_extents": int(dext),
     "diff_us": D, "diff_median_s": med(D) / 1e6,
     "kernel": subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip(),
@@ -198,6 +203,7 @@ md = f"""# Snapshot benchmark ({size} volumes, {runtime} s runs, medians of {len
 | snapshot create under load (CLI round trip incl. process start, {len(L)} cuts, fio {int(load_iops)} IOPS) | p50 {r['create_p50_ms']:.1f} ms, p99 {r['create_p99_ms']:.1f} ms, max {r['create_max_ms']:.1f} ms | p99 < 50 ms |
 | `tessera status` round trip, same load (the CLI's own floor) | p50 {r['status_p50_ms']:.1f} ms, p99 {r['status_p99_ms']:.1f} ms | |
 | host writes held by the cut (server side, tesserad log) | p50 {r['held_p50_ms'] or 0:.1f} ms, p99 {r['held_p99_ms'] or 0:.1f} ms | "a few ms" |
+| create, request to reply in tesserad (admin log; no CLI start) | p50 {r['replied_p50_ms'] or 0:.1f} ms, p99 {r['replied_p99_ms'] or 0:.1f} ms | |
 | diff of a {dsize} thin volume, 1% changed ({int(dbytes) >> 20} MiB in {dext} extents) | {r['diff_median_s']:.3f} s (median of {len(D)}) | < 1 s |
 """
 open(out + ".md", "w").write(md)
