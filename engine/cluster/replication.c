@@ -281,6 +281,7 @@ static Tessera__Admin__Replication *source_msg(struct tsr_cluster *c,
 	m->demoted = r->demoted;
 	if (r->demoted)
 		set_text(&m->last_error, r->demoted_why);
+	set_text(&m->resync_from, r->resync_from);
 	if (s == NULL)
 		return m;
 	m->acked_seq = st.acked_seq;
@@ -292,6 +293,8 @@ static Tessera__Admin__Replication *source_msg(struct tsr_cluster *c,
 	m->sync_done_bytes = st.sync_done_bytes;
 	m->bytes_shipped = st.bytes_shipped;
 	m->region_bytes_shipped = st.region_bytes_shipped;
+	m->region_bytes_same = st.region_bytes_same;
+	m->regions_compared = st.last_sync_compared;
 	m->overflows = st.overflows;
 	m->reconnects = st.reconnects;
 	m->rate_bps = st.rate_bps;
@@ -489,6 +492,27 @@ static void source_demoted(void *arg, const char *why)
 	ev_async_send(c->o.loop, &c->repl_async);
 }
 
+/* target/<vol> says "promoted": vol was a DR copy promoted here. */
+static bool target_promoted(struct tsr_cluster *c, const char *vol)
+{
+	struct tsr_meta_kv kv = { 0 };
+	char key[80];
+	bool yes;
+
+	snprintf(key, sizeof(key), "target/%s", vol);
+	if (tsr_meta_get(c->meta, key, &kv))
+		return false;
+	yes = kv.value_len == 8 && memcmp(kv.value, "promoted", 8) == 0;
+	tsr_meta_kv_clear(&kv);
+	return yes;
+}
+
+/* r is demoted and takes the stream of site (failback). */
+static bool failback_from(const Tessera__Cluster__ReplicationRecord *r, const char *site)
+{
+	return r->demoted && r->resync_from[0] && strcmp(r->resync_from, site) == 0;
+}
+
 /* repl/<vol>.demoted = true (when the record is still this stream's). */
 static void record_demoted(struct tsr_cluster *c, const struct repl_demote *d)
 {
@@ -506,6 +530,16 @@ static void record_demoted(struct tsr_cluster *c, const struct repl_demote *d)
 			ret = 0;
 		} else {
 			r->demoted = true;
+			/* a promoted copy (target/<vol> "promoted") that the original
+			 * site demoted back: the original is the primary again and its
+			 * stream may come in (failback's second half) */
+			if (target_promoted(c, d->volume) && r->resync_from[0] == '\0') {
+				if (r->resync_from != protobuf_c_empty_string)
+					free(r->resync_from);
+				r->resync_from = strdup(r->site);
+				if (r->resync_from == NULL)
+					r->resync_from = (char *)protobuf_c_empty_string;
+			}
 			if (r->demoted_why != protobuf_c_empty_string)
 				free(r->demoted_why);
 			r->demoted_why = strdup(d->why);
@@ -622,6 +656,7 @@ static int source_start(struct tsr_cluster *c, const Tessera__Cluster__Replicati
 	o.stream = s->stream;
 	o.epoch = s->epoch ? s->epoch : 1;
 	o.initial_copy = true; /* the log does not survive a detach or a restart */
+	o.compare_digests = true; /* ...but only regions that differ at the target go */
 	o.log_max_bytes = r->log_max_bytes;
 	o.max_bps = r->max_bps;
 	o.on_demoted = source_demoted;
@@ -641,7 +676,7 @@ static int source_start(struct tsr_cluster *c, const Tessera__Cluster__Replicati
 	s->next = c->sources;
 	c->sources = s;
 	tsr_info("cluster: volume %s ships to site %s (%s) as %s (%s), stream %016llx, initial "
-		 "copy", r->volume, r->site, site->address, r->target_volume, r->target_layout,
+		 "copy of the regions that differ there", r->volume, r->site, site->address, r->target_volume, r->target_layout,
 		 (unsigned long long)r->stream);
 	s = NULL;
 out:
@@ -1233,6 +1268,141 @@ static void repl_status(struct tsr_cluster *c, const Tessera__Admin__Replication
 			   c->site_server ? "" : " (it has no site listener)");
 }
 
+static void text_clear(char **field)
+{
+	if (*field != protobuf_c_empty_string)
+		free(*field);
+	*field = (char *)protobuf_c_empty_string;
+}
+
+/*
+ * After promote: when vol is an original primary that took its promoted
+ * copy's stream back (repl/<vol> demoted with resync_from), it is the
+ * primary again: repl/<vol> loses demoted and resync_from and gets a new
+ * stream (the copy's state file names the old one, promoted), target/<vol>
+ * goes, and the source starts (its initial copy sends only the regions
+ * whose digests differ there: none when nobody wrote since).  The copy's
+ * stream back is refused ESTALE at its next VOLUME_OPEN, which demotes it;
+ * it then takes the new stream (site_may_replace).  true when handled
+ * (resp filled).
+ */
+static bool failback_done(struct tsr_cluster *c, const char *vol, Tessera__Admin__Response *resp)
+{
+	Tessera__Cluster__ReplicationRecord *r = NULL;
+	Tessera__Admin__Replication *m;
+	char key[80], msg[1024];
+	uint64_t rev;
+	int ret = -ECANCELED;
+
+	snprintf(key, sizeof(key), "repl/%s", vol);
+	for (int tries = 0; tries < 20 && ret == -ECANCELED; tries++) {
+		if (r)
+			tessera__cluster__replication_record__free_unpacked(r, NULL);
+		r = NULL;
+		if (repl_get(c, vol, &r, &rev) || !r->demoted || r->resync_from[0] == '\0') {
+			if (r)
+				tessera__cluster__replication_record__free_unpacked(r, NULL);
+			return false;
+		}
+		r->demoted = false;
+		text_clear(&r->demoted_why);
+		text_clear(&r->resync_from);
+		r->stream = random_stream();
+		r->epoch++;
+		ret = rec_put(c->meta, key, &r->base, rev, 0, NULL);
+	}
+	if (ret) {
+		admin_fail(resp, ret, "volume '%s' was promoted but %s cannot be updated: %s; it "
+			   "takes host writes here and does not ship (tessera replication disable "
+			   "%s, then enable)", vol, key, strerror(-ret), vol);
+		goto out;
+	}
+	snprintf(key, sizeof(key), "target/%s", vol);
+	tsr_meta_delete(c->meta, key, TSR_META_ANY_REV); /* the primary again, no target */
+	tsr_warn("cluster: volume %s failed back: the primary again, shipping to site %s as "
+		 "stream %016llx", vol, r->site, (unsigned long long)r->stream);
+	source_stop(c, vol); /* the one demoted at its last attach, if any (dead) */
+	if (cluster_find_attachment(c, vol) && source_start(c, r, msg, sizeof(msg)))
+		tsr_error("cluster: %s; it does NOT ship until attached again", msg);
+	m = source_msg(c, r, source_find(c, vol), "detached");
+	if (m == NULL || add_repl(resp, m))
+		admin_fail(resp, -ENOMEM, "out of memory in tesserad (volume %s failed back)", vol);
+out:
+	tessera__cluster__replication_record__free_unpacked(r, NULL);
+	return true;
+}
+
+/* Failback, first half, at the original site: the demoted vol accepts the
+ * stream of its promoted copy at from_site (site_open_volume). */
+static void repl_resync(struct tsr_cluster *c, const Tessera__Admin__ReplicationResync *rs,
+			Tessera__Admin__Response *resp)
+{
+	Tessera__Cluster__ReplicationRecord *r = NULL;
+	Tessera__Admin__Replication *m;
+	char key[80];
+	uint64_t rev;
+	bool found = false;
+	int ret = -ECANCELED;
+
+	snprintf(key, sizeof(key), "repl/%s", rs->volume);
+	if (c->site_server == NULL) {
+		admin_fail(resp, -EOPNOTSUPP, "node %s runs no site listener (tesserad --site-listen "
+			   "...): site %s ships the volume back to a listener; run resync on the "
+			   "node that has one", c->node_id, rs->from_site);
+		return;
+	}
+	for (int tries = 0; tries < 20 && ret == -ECANCELED; tries++) {
+		if (r)
+			tessera__cluster__replication_record__free_unpacked(r, NULL);
+		r = NULL;
+		ret = repl_get(c, rs->volume, &r, &rev);
+		if (ret == -ENOENT) {
+			admin_fail(resp, ret, "volume '%s' is no replication source here: resync runs "
+				   "at the original site of a volume that failed over", rs->volume);
+			goto out;
+		}
+		if (ret) {
+			admin_fail(resp, ret, "cannot read %s: %s", key, strerror(-ret));
+			goto out;
+		}
+		if (!r->demoted) {
+			admin_fail(resp, -EINVAL, "volume '%s' is not demoted: it is the primary "
+				   "(tessera replication status %s); nothing to fail back",
+				   rs->volume, rs->volume);
+			goto out;
+		}
+		if (strcmp(r->site, rs->from_site) != 0) {
+			admin_fail(resp, -EINVAL, "volume '%s' replicated to site '%s', not '%s'",
+				   rs->volume, r->site, rs->from_site);
+			goto out;
+		}
+		if (strcmp(r->resync_from, rs->from_site) == 0)
+			break; /* again: nothing to change */
+		text_clear(&r->resync_from);
+		r->resync_from = strdup(rs->from_site);
+		if (r->resync_from == NULL) {
+			r->resync_from = (char *)protobuf_c_empty_string;
+			ret = -ENOMEM;
+			break;
+		}
+		ret = rec_put(c->meta, key, &r->base, rev, 0, NULL);
+	}
+	if (ret) {
+		admin_fail(resp, ret, "cannot record the resync of '%s': %s", rs->volume,
+			   strerror(-ret));
+		goto out;
+	}
+	tsr_warn("cluster: volume %s takes the stream of site %s (failback): its regions that "
+		 "differ there will be overwritten; then promote it here", rs->volume,
+		 rs->from_site);
+	m = source_msg(c, r, NULL, "resync");
+	if (m == NULL || add_repl(resp, m) || targets_add(c, rs->volume, resp, &found))
+		admin_fail(resp, -ENOMEM, "out of memory in tesserad");
+out:
+	if (r)
+		tessera__cluster__replication_record__free_unpacked(r, NULL);
+}
+
 static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			 Tessera__Admin__Response *resp)
 {
@@ -1286,6 +1456,8 @@ static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Request *r
 	 * start the volume may be attached here fenced by target/<vol>: lift it */
 	if (cluster_find_attachment(c, p->volume))
 		fence_volume(c, p->volume, 0);
+	if (failback_done(c, p->volume, resp))
+		return;
 	tsr_warn("cluster: volume %s promoted%s: it takes host writes here; its source site is "
 		 "demoted when it connects again", p->volume, p->force ? " (forced)" : "");
 	snprintf(key, sizeof(key), "target/%s", p->volume);
@@ -1324,9 +1496,7 @@ bool repl_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req
 		repl_promote(c, req, resp);
 		return true;
 	case TESSERA__ADMIN__REQUEST__COMMAND_REPLICATION_RESYNC:
-		admin_fail(resp, -ENOSYS, "failback resync is not built yet: to fail back, disable "
-			   "replication at the promoted site, recreate the volume here and enable "
-			   "replication from there (a full copy)");
+		repl_resync(c, req->replication_resync, resp);
 		return true;
 	default:
 		return false;
@@ -1352,13 +1522,24 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 	struct tsr_vol *vol = NULL;
 	char holder[64], msg[1024], ec[16], path[4200], key[80], text[20];
 	const char *name = o->volume;
+	bool failback = false, drop_repl = false;
 	int ret;
 
 	if (repl_get(c, name, &src, NULL) == 0) {
+		failback = failback_from(src, from->site);
+		/* the original primary keeps repl/<vol> for promote; a promoted copy
+		 * taken back as a target drops its stream back */
+		drop_repl = failback && target_promoted(c, name);
 		tessera__cluster__replication_record__free_unpacked(src, NULL);
-		tsr_warn("site: %s/%s asks for volume %s, which is a replication source in this "
-			 "cluster: refused", from->site, from->cluster, name);
-		return -EEXIST;
+		if (!failback) {
+			tsr_warn("site: %s/%s asks for volume %s, which is a replication source in "
+				 "this cluster: refused (after a failover: tessera replication "
+				 "resync %s --from %s)", from->site, from->cluster, name, name,
+				 from->site);
+			return -EEXIST;
+		}
+		tsr_info("site: volume %s: failback from site %s, stream %016llx: it becomes a "
+			 "target", name, from->site, (unsigned long long)stream);
 	}
 	ret = rec_volume_get(c->meta, name, &rec, NULL);
 	if (ret == -ENOENT) {
@@ -1406,7 +1587,7 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 			return -ENOSPC;
 		}
 		snprintf(path, sizeof(path), "%s/site/%s.state", c->dir, name);
-		if (target_stream(c, name) != stream && access(path, F_OK) != 0) {
+		if (!failback && target_stream(c, name) != stream && access(path, F_OK) != 0) {
 			tsr_warn("site: %s/%s asks for volume %s, which exists here and is no "
 				 "replication target (no %s): refused", from->site, from->cluster,
 				 name, path);
@@ -1442,8 +1623,50 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 			return -EEXIST;
 		}
 	}
+	if (failback) {
+		snprintf(key, sizeof(key), "target/%s", name);
+		snprintf(text, sizeof(text), "%016llx", (unsigned long long)stream);
+		ret = tsr_meta_cas(c->meta, key, TSR_META_ANY_REV, text, 16, 0, NULL);
+		if (ret) {
+			tsr_warn("site: volume %s: cannot record %s: %s", name, key, strerror(-ret));
+			tsr_vol_put(vol);
+			return ret;
+		}
+	}
+	if (drop_repl) {
+		source_stop(c, name);
+		snprintf(key, sizeof(key), "repl/%s", name);
+		ret = tsr_meta_delete(c->meta, key, TSR_META_ANY_REV);
+		if (ret && ret != -ENOENT)
+			tsr_warn("site: volume %s: cannot delete %s: %s (its stream back stays "
+				 "recorded, demoted)", name, key, strerror(-ret));
+		else
+			tsr_info("site: volume %s: its stream back to site %s ended; it is a target "
+				 "of site %s again", name, from->site, from->site);
+	}
 	*out = vol;
 	return 0;
+}
+
+/* The site server's may_replace: 1 when vol's demoted source accepts from
+ * (failback), -EAGAIN when vol is a promoted copy still shipping back to
+ * from (its source learns of the promote at from within a retry), else 0. */
+static int site_may_replace(void *arg, const struct tsr_site_hello *from, const char *vol,
+			    uint64_t stream)
+{
+	struct tsr_cluster *c = arg;
+	Tessera__Cluster__ReplicationRecord *r = NULL;
+	int ret = 0;
+
+	(void)stream;
+	if (repl_get(c, vol, &r, NULL))
+		return 0;
+	if (failback_from(r, from->site))
+		ret = 1;
+	else if (!r->demoted && strcmp(r->site, from->site) == 0 && target_promoted(c, vol))
+		ret = -EAGAIN;
+	tessera__cluster__replication_record__free_unpacked(r, NULL);
+	return ret;
 }
 
 /* ---- public, start and stop ---------------------------------------------------- */
@@ -1451,6 +1674,7 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 void tsr_cluster_site_ops(struct tsr_cluster *c, struct tsr_site_server_ops *ops)
 {
 	ops->open_volume = site_open_volume;
+	ops->may_replace = site_may_replace;
 	ops->arg = c;
 }
 

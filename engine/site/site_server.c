@@ -1480,9 +1480,24 @@ static int ctl_open_volume(struct sess *s)
 			return open_fail(s, -EUCLEAN, "volume %s: its replication state at the target "
 					 "is damaged (%s); an operator must check it", name,
 					 state_err(ret));
-		if (st.flags & SITE_STATE_PROMOTED)
+		int take = st.stream != h->stream && srv->ops.may_replace != NULL ?
+			   srv->ops.may_replace(srv->ops.arg, &s->from, name, h->stream) : 0;
+
+		if (take < 0)
+			return open_fail(s, -EBUSY, "volume %s is being failed back to site %s; "
+					 "retry", name, s->from.site);
+		if (take > 0) {
+			/* failback: the cluster took this volume back as a target of
+			 * the stream of the site that holds the primary role now */
+			tsr_info("site server: volume %s: stream %016llx (%s) replaces stream %016llx "
+				 "(%s%s)", name, (unsigned long long)h->stream, s->from.site,
+				 (unsigned long long)st.stream, st.site,
+				 (st.flags & SITE_STATE_PROMOTED) ? ", promoted" : "");
+			st = (struct site_state){.stream = h->stream, .flags = SITE_STATE_CLEAN};
+		} else if (st.flags & SITE_STATE_PROMOTED) {
 			return open_fail(s, -ESTALE, "volume %s was promoted at the target site %s: "
 					 "this stream has ended; the source is demoted", name, srv->site);
+		}
 		if (st.stream != h->stream)
 			return open_fail(s, -EEXIST, "volume %s is the target of another stream "
 					 "(from site %s)", name, st.site);

@@ -561,6 +561,16 @@ struct tsr_site_server_ops {
 	int (*open_volume)(void *arg, const struct tsr_site_hello *from,
 			   const struct tsr_site_open *o, uint64_t size, uint64_t stream,
 			   struct tsr_vol **out);
+	/*
+	 * May be NULL (never).  Failback: volume has a state file of another
+	 * stream (or of one since promoted here) and stream, from the site in
+	 * from, asks for it.  1: stream replaces it (a fresh state: applied 0,
+	 * not consistent), then open_volume as for a new stream; 0: refused as
+	 * before (EEXIST, or ESTALE when promoted); -EAGAIN: not yet (the
+	 * source is told EBUSY and retries).  Control thread.
+	 */
+	int (*may_replace)(void *arg, const struct tsr_site_hello *from, const char *volume,
+			   uint64_t stream);
 	void *arg;
 };
 

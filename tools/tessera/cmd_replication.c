@@ -139,9 +139,15 @@ static const char HELP_RESYNC[] =
 "  tessera replication status db --watch\n"
 "  tessera replication promote db      # once it is consistent\n"
 "\n"
-"Usual errors: 'not built yet': this build cannot fail back by resync; disable\n"
-"replication at the promoted site, recreate the volume here and replicate it\n"
-"back from there (a full copy).\n";
+"How: this node needs a site listener (tesserad --site-listen) and SITE must\n"
+"ship the volume here: at SITE, tessera site add <this site> ... and\n"
+"tessera replication enable VOL --to <this site>.  Before each region is sent\n"
+"this site sends a digest of every 64 KiB region; only regions that differ\n"
+"are sent (status: region_bytes_shipped, region_bytes_same).  Stop writes at\n"
+"SITE before the promote here: what SITE acknowledged after that is lost.\n"
+"\n"
+"Usual errors: 'not demoted' (invalid): the volume is the primary here;\n"
+"'no site listener' (not supported): run it on the node with --site-listen.\n";
 
 /* ---- printers --------------------------------------------------------- */
 

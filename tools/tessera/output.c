@@ -727,6 +727,11 @@ json_t *cli_replication_json(const Tessera__Admin__Replication *r)
 			"eta_sec", r->eta_sec, "last_error", r->last_error,
 			"consistent", (int)r->consistent, "demoted", (int)r->demoted,
 			"node", r->node));
+	if (j) /* failback (issue 7): region digests */
+		json_object_update_new(j, json_pack("{s:I, s:b, s:s}", "region_bytes_same",
+						    (json_int_t)r->region_bytes_same,
+						    "regions_compared", (int)r->regions_compared,
+						    "resync_from", r->resync_from));
 	return j;
 }
 
@@ -849,6 +854,9 @@ void cli_print_replication(const Tessera__Admin__Replication *r)
 		printf("shipped:     %s since start, of which %s region copies\n",
 		       cli_fmt_size(r->bytes_shipped, a, sizeof(a)),
 		       cli_fmt_size(r->region_bytes_shipped, b, sizeof(b)));
+		if (r->region_bytes_same)
+			printf("same:        %s of regions equal at the target, not shipped\n",
+			       cli_fmt_size(r->region_bytes_same, a, sizeof(a)));
 		printf("seq:         acked through %" PRIu64 ", next %" PRIu64 "\n", r->acked_seq,
 		       r->next_seq);
 		printf("link:        %" PRIu64 " reconnect%s, %" PRIu64 " log overflow%s\n",
