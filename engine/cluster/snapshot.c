@@ -548,18 +548,37 @@ void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Reques
 /*
  * An ec volume's snapshot as a chunk copy's store describes it, turned into
  * the volume's: the size of the volume at the cut (the chunk volume holds
- * whole stripes); no NBD URIs (a node's VOL@SNAP export would be its chunk
- * column, not the image: reading an ec snapshot needs the layout).
+ * whole stripes); NBD URIs: the node where the volume is attached, whose
+ * VOL@SNAP export decodes the image from the chunk copies (ec_snapread.c),
+ * none when detached (a node's own store export would be its chunk column).
  * allocated/exclusive stay this copy's, as for a mirror.
  */
-static void ec_snapshot_fix(const Tessera__Cluster__VolumeRecord *rec, Tessera__Admin__Snapshot *s)
+static void ec_snapshot_fix(const struct cluster_view *v, const Tessera__Cluster__VolumeRecord *rec,
+			    Tessera__Admin__Snapshot *s)
 {
 	uint64_t width = (uint64_t)rec->ec_k * rec->stripe_unit;
+	const char *attached = view_attached(v, rec->name, NULL);
+	const Tessera__Cluster__NodeRecord *coord = attached ? view_node(v, attached) : NULL;
+	char export[2 * 64 + 2];
 
 	s->size = s->size == rec_copy_size(rec) ? rec->size : s->size / rec->stripe_unit * width;
 	for (size_t i = 0; i < s->n_nbd_uris; i++)
 		free(s->nbd_uris[i]);
 	s->n_nbd_uris = 0;
+	if (coord == NULL)
+		return;
+	snprintf(export, sizeof(export), "%s@%s", rec->name, s->name);
+	for (size_t i = 0; i < coord->n_nbd_listeners; i++) {
+		char **uris = realloc(s->nbd_uris, (s->n_nbd_uris + 2) * sizeof(char *));
+		char *uri;
+
+		if (uris == NULL)
+			return;
+		s->nbd_uris = uris;
+		uri = cluster_nbd_uri(coord->nbd_listeners[i], export);
+		if (uri)
+			s->nbd_uris[s->n_nbd_uris++] = uri;
+	}
 }
 
 /* Extents in one reply (as the admin layer's store diff): ~20 bytes each of
@@ -759,7 +778,7 @@ static void ec_snapshot_read_local(struct tsr_cluster *c, const struct cluster_v
 
 			if (sn == NULL)
 				break;
-			ec_snapshot_fix(rec, sn);
+			ec_snapshot_fix(v, rec, sn);
 			resp->snapshots[resp->n_snapshots++] = sn;
 		}
 		free(list);
@@ -781,7 +800,7 @@ static void ec_snapshot_read_local(struct tsr_cluster *c, const struct cluster_v
 			admin_fail(resp, -ENOMEM, "out of memory in tesserad");
 			return;
 		}
-		ec_snapshot_fix(rec, resp->snapshots[0]);
+		ec_snapshot_fix(v, rec, resp->snapshots[0]);
 		resp->n_snapshots = 1;
 		return;
 	default:

@@ -13,7 +13,8 @@
 #     plus the next stripe's first chunk at 1 MiB, the last 4 KiB block;
 #     snapshot s2.
 #  2. v@s1 read whole through the coordinator's NBD socket equals A (not
-#     the head); v@s2 and v equal B; a write to v@s1 is refused.
+#     the head, nbdcopy and qemu-img compare); v@s2 and v equal B; `snapshot
+#     show` gives the coordinator's URI; a write to v@s1 is refused.
 #  3. diff s1 --head and s1 s2 are exactly the three written ranges (offsets,
 #     lengths, data); s2 --head is empty; bad input: an unknown snapshot,
 #     snapshots in the wrong order.
@@ -82,6 +83,10 @@ cmp -s "$A" "$B" && fail "the test's own images are equal"
 assert_image "$coord" v@s1 "$A" "snapshot s1 (the cut, not the head)"
 assert_image "$coord" v@s2 "$B" "snapshot s2"
 assert_image "$coord" v "$B" "the head"
+# `snapshot show` names the coordinator's export; read through that URI
+uri=$(ctsr --json snapshot show v s1 | json_get 'j["nbd_uris"][0]') || fail "snapshot show v s1"
+assert_eq "$uri" "$(cl_nbd_uri "$coord" v@s1)" "snapshot show v s1: NBD URI"
+assert_eq "$(nbdcopy "$uri" - | sha256sum | cut -d' ' -f1)" "$(sha256 "$A")" "v@s1 through its URI"
 qemu-img compare -f raw -F raw "$A" "$(qemu_nbd_spec "$(cl_dir "$coord")" v@s1)" >/dev/null ||
 	fail "qemu-img compare: v@s1 differs from the data at the cut"
 info=$(nbdinfo --json "$(cl_nbd_uri "$coord" v@s1)") || fail "nbdinfo v@s1"
@@ -145,4 +150,8 @@ cl_kill "${OTHERS[2]#n}"
 log "chunk node ${OTHERS[2]} killed (fewer than k left)"
 nbdcopy "$(cl_nbd_uri "$coord" v@s1)" - >/dev/null 2>&1 && fail "v@s1 read with 3 of 6 chunk copies"
 expect_fail 1 'chunk copies could give their diff' ctsr snapshot diff v s1 --head
+# detached: no node exports the image (a store's own v@s1 is a chunk column)
+ctsr volume detach v >/dev/null || fail "detach"
+assert_eq "$(ctsr --json snapshot show v s1 | json_get 'len(j["nbd_uris"])')" 0 \
+	"snapshot show of a detached ec volume: no NBD URI"
 log "ok"
