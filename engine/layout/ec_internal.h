@@ -184,6 +184,7 @@ struct ec {
 	uint64_t released_upto;               /* last RELEASE sent to the copies */
 	/* admission (ec_io.c): txns past their lock, <= EC_TXN_ACTIVE */
 	unsigned txn_active;
+	uint64_t active_bytes; /* sum of the active txns' weights (ec_io.c txn_weight) */
 	struct etxn *admit_wait, *admit_wait_tail; /* lock held, waiting, FIFO */
 	/* journal drain (ec_io.c): admission stopped until every copy released
 	 * everything up to the newest txn */
