@@ -1442,6 +1442,12 @@ static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Request *r
 			   "open): promote with --force to take it as the sync left it", p->volume);
 		return;
 	case -EALREADY:
+		/* a crash between the state write and failback_done: finish it */
+		if (failback_done(c, p->volume, resp)) {
+			if (cluster_find_attachment(c, p->volume))
+				fence_volume(c, p->volume, 0);
+			return;
+		}
 		admin_fail(resp, ret, "volume '%s' is promoted already", p->volume);
 		return;
 	case -EUCLEAN:

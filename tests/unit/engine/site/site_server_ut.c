@@ -33,6 +33,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,8 @@ struct env {
 	struct call *req;     /* mu */
 	struct tsr_site_server *srv; /* control thread (main reads it between calls) */
 	int opens;            /* open_volume calls (control thread) */
+	atomic_int replace_answer; /* what may_replace says (set by the test between opens) */
+	atomic_int replace_asks;   /* may_replace calls */
 	uint8_t *model;       /* what the volume must hold */
 	uint8_t *buf;
 };
@@ -163,12 +166,25 @@ static int open_volume(void *arg, const struct tsr_site_hello *from, const struc
 	return ret;
 }
 
+static int may_replace(void *arg, const struct tsr_site_hello *from, const char *volume,
+		       uint64_t stream)
+{
+	struct env *e = arg;
+
+	(void)from;
+	(void)volume;
+	(void)stream;
+	atomic_fetch_add(&e->replace_asks, 1);
+	return atomic_load(&e->replace_answer);
+}
+
 static void do_start(struct env *e, void *arg)
 {
 	struct tsr_site_server_opts o = {
 		.tls = e->server_tls, .workers = e->workers, .n_workers = 2,
 		.state_dir = e->state_dir, .site = "dr", .cluster = "c-dr",
-		.ops = {.open_volume = open_volume, .arg = e}, .loop = e->loop};
+		.ops = {.open_volume = open_volume, .may_replace = may_replace, .arg = e},
+		.loop = e->loop};
 
 	*(int *)arg = tsr_site_server_start(&o, &e->srv);
 }
@@ -410,11 +426,12 @@ static void client_hello(struct client *c)
 }
 
 /* VOLUME_OPEN; returns the reply's header (an ERROR is parsed into c->err). */
-static struct tsr_site_hdr client_open(struct client *c, const char *volume, uint64_t stream)
+static struct tsr_site_hdr client_open_flags(struct client *c, const char *volume,
+					     uint64_t stream, uint8_t flags)
 {
 	struct tsr_site_open o = {.layout = "replicas:1"};
 	struct tsr_site_hdr h = {.opcode = TSR_SITE_VOLUME_OPEN, .stream = stream,
-				 .offset = VOL_SIZE, .epoch = EPOCH};
+				 .offset = VOL_SIZE, .epoch = EPOCH, .flags = flags};
 	uint8_t pl[TSR_SITE_OPEN_MAX];
 
 	snprintf(o.volume, sizeof(o.volume), "%s", volume);
@@ -431,6 +448,11 @@ static struct tsr_site_hdr client_open(struct client *c, const char *volume, uin
 		assert_int_equal(c->rx.hdr.stream, stream);
 	}
 	return c->rx.hdr;
+}
+
+static struct tsr_site_hdr client_open(struct client *c, const char *volume, uint64_t stream)
+{
+	return client_open_flags(c, volume, stream, 0);
 }
 
 /* Connect, HELLO and VOLUME_OPEN accepted: the reply's header. */
@@ -967,6 +989,98 @@ static void test_promote(void **state)
 	assert_false(info.consistent);
 }
 
+/*
+ * Failback at the server: a promoted volume refuses a new stream as stale
+ * while may_replace says 0, as busy (retry) while it says -EAGAIN, and takes
+ * it with a fresh state when it says 1.  A VOLUME_OPEN with
+ * TSR_SITE_F_DIGEST gets, after the reply, the DIGEST frames of every
+ * 64 KiB region (each equal to tsr_site_digest of what the volume holds)
+ * and the end marker, then the stream goes on as usual.
+ */
+static void test_failback_replace(void **state)
+{
+	struct env *e = *state;
+	struct site_state st;
+	struct client c;
+	struct tsr_site_hdr r;
+	uint64_t covered = 0;
+
+	client_start(e, &c, "fb1", 61);
+	send_op(&c, TSR_SITE_SYNC_BEGIN, 61, 1);
+	send_write(&c, e->model, 61, 2, 3 * 65536, 8 * BS, 9);
+	send_write(&c, e->model, 61, 3, VOL_SIZE - 2 * BS, 2 * BS, 10);
+	send_op(&c, TSR_SITE_SYNC_END, 61, 4);
+	wait_ack(&c, 4);
+	assert_int_equal(promote(e, "fb1", false), 0);
+	wait_closed(&c);
+	client_close(&c, false);
+
+	atomic_store(&e->replace_answer, 0);
+	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
+	client_hello(&c);
+	r = client_open(&c, "fb1", 62);
+	assert_int_equal(r.opcode, TSR_SITE_ERROR);
+	assert_int_equal(c.err.code, ESTALE);
+	client_close(&c, false);
+	atomic_store(&e->replace_answer, -EAGAIN);
+	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
+	client_hello(&c);
+	r = client_open(&c, "fb1", 62);
+	assert_int_equal(r.opcode, TSR_SITE_ERROR);
+	assert_int_equal(c.err.code, EBUSY);
+	client_close(&c, false);
+	/* the same stream as the promoted one is never offered to may_replace */
+	atomic_store(&e->replace_answer, 1);
+	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
+	client_hello(&c);
+	atomic_store(&e->replace_asks, 0);
+	r = client_open(&c, "fb1", 61);
+	assert_int_equal(r.opcode, TSR_SITE_ERROR);
+	assert_int_equal(c.err.code, ESTALE);
+	assert_int_equal(atomic_load(&e->replace_asks), 0);
+	client_close(&c, false);
+
+	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
+	client_hello(&c);
+	r = client_open_flags(&c, "fb1", 62, TSR_SITE_F_DIGEST);
+	assert_int_equal(r.opcode, TSR_SITE_VOLUME_OPEN);
+	assert_int_equal(r.seq, 0); /* a fresh state */
+	assert_false(r.flags & TSR_SITE_F_REPLAY);
+	for (;;) {
+		const struct tsr_site_hdr *h = &c.rx.hdr;
+
+		assert_int_equal(recv_frame(&c), 1);
+		assert_int_equal(h->opcode, TSR_SITE_DIGEST);
+		assert_int_equal(h->stream, 62);
+		if (h->length == 0) {
+			assert_int_equal(h->offset, VOL_SIZE);
+			break;
+		}
+		assert_int_equal(h->offset, covered);
+		for (uint32_t i = 0; i < h->length / TSR_SITE_DIGEST_LEN; i++) {
+			uint8_t d[TSR_SITE_DIGEST_LEN];
+
+			tsr_site_digest(e->model + covered, TSR_SITE_DIGEST_REGION, d);
+			assert_memory_equal(d, c.rx.payload + i * TSR_SITE_DIGEST_LEN,
+					    TSR_SITE_DIGEST_LEN);
+			covered += TSR_SITE_DIGEST_REGION;
+		}
+	}
+	assert_int_equal(covered, VOL_SIZE);
+	send_op(&c, TSR_SITE_SYNC_BEGIN, 62, 1);
+	send_write(&c, e->model, 62, 2, 0, 4 * BS, 11);
+	send_op(&c, TSR_SITE_SYNC_END, 62, 3);
+	wait_ack(&c, 3);
+	client_close(&c, true);
+	wait_disconnected(e, "fb1");
+	assert_int_equal(read_state(e, "fb1", &st), 0);
+	assert_int_equal(st.stream, 62);
+	assert_int_equal(st.applied, 3);
+	assert_false(st.flags & SITE_STATE_PROMOTED);
+	assert_true(st.flags & SITE_STATE_CONSISTENT);
+	assert_volume_is_model(e, "fb1");
+}
+
 /* A damaged state file: refused with a clear error, nothing served. */
 static void test_corrupt_state(void **state)
 {
@@ -1223,6 +1337,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_seq, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_stream, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_promote, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failback_replace, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_ca, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_header, setup, teardown),
