@@ -116,7 +116,7 @@ LOAD_IOPS=0 H= R=
 if part latency; then
 log "create latency: $NSNAPS cuts under 4k randwrite QD32"
 fio --name=load --rw=randwrite --bs=4k --iodepth=32 --ioengine=nbd --uri="$(uri nosnap)" \
-	--size="$SIZE" --time_based --runtime=$(( NSNAPS + 5 )) --output-format=json \
+	--size="$SIZE" --time_based --runtime=$(( 2 * NSNAPS + 5 )) --output-format=json \
 	--output="$W/fio/load.json" >/dev/null 2>&1 &
 FIO=$!
 sleep 2
@@ -133,11 +133,11 @@ done
 wait "$FIO" || die "fio load"
 LOAD_IOPS=$(iops "$W/fio/load.json")
 # The server's side of each cut: how long host writes were held (layout gate).
-H=$(grep -o "snapshot gate: create 'l[0-9]*': writes held [0-9.]*" "$W/log/tesserad.log" |
-	awk '{printf "%d ", $NF * 1000}')
+H=$({ grep -o "snapshot gate: create 'l[0-9]*': writes held [0-9.]*" "$W/log/tesserad.log" ||
+	true; } | awk '{printf "%d ", $NF * 1000}')
 # ... and from the request to the reply (admin API; builds after 94a6352)
-R=$(grep -o "snapshot create 'nosnap@l[0-9]*': replied after [0-9.]*" "$W/log/tesserad.log" |
-	awk '{printf "%d ", $NF * 1000}')
+R=$({ grep -o "snapshot create 'nosnap@l[0-9]*': replied after [0-9.]*" "$W/log/tesserad.log" ||
+	true; } | awk '{printf "%d ", $NF * 1000}')
 else
 	L=(0) S=(0)
 fi
