@@ -701,7 +701,8 @@ int tsr_ec_diff_map(unsigned k, unsigned m, uint32_t unit, uint64_t size,
 		free(v);
 		return ret;
 	}
-	qsort(v, nv, sizeof(*v), ext_cmp);
+	if (nv > 1)
+		qsort(v, nv, sizeof(*v), ext_cmp);
 	/* merge overlapping or adjacent extents; overlapping ones of different
 	 * kinds become data (only a parity-implied extent can overlap another) */
 	w = 0;
