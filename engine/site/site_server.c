@@ -365,6 +365,7 @@ struct sess {
 	uint32_t dig_out_len;      /* bytes in dig_out */
 	uint8_t *dig_rbuf;         /* DIG_READ bytes, block aligned, or NULL */
 	uint8_t *dig_out;          /* DIG_READ / TSR_SITE_DIGEST_REGION digests, or NULL */
+	uint8_t dig_zero[TSR_SITE_DIGEST_LEN]; /* digest of a whole region of zeros */
 	char label[2 * TSR_SITE_NAME_MAX + 32]; /* "volume V from site S", for logs */
 };
 
@@ -919,6 +920,18 @@ static void dig_read_done(void *arg, int status)
 	pump(s);
 }
 
+/* [dig_next, +len) is one hole of the volume: its digests need no read. */
+static bool dig_hole(struct sess *s, uint32_t len)
+{
+	struct tsr_extent ext[4];
+	size_t n = 0;
+
+	if (tsr_vol_block_status(s->tv->vol, s->dig_next, len, ext, 4, &n) < 0 || n == 0)
+		return false;
+	return (ext[0].flags & TSR_EXTENT_HOLE) && ext[0].offset <= s->dig_next &&
+	       ext[0].offset + ext[0].length >= s->dig_next + len;
+}
+
 /* One step of the digest phase with tx free: send what is ready, or read
  * the next piece.  true: a frame went to tx (or an error is pending). */
 static bool dig_step(struct sess *s)
@@ -928,6 +941,26 @@ static bool dig_step(struct sess *s)
 	uint32_t len;
 	int ret;
 
+	len = (uint32_t)(s->dig_limit - s->dig_next < DIG_READ ? s->dig_limit - s->dig_next :
+			 DIG_READ);
+	if (!s->dig_ready && !s->dig_inflight && len && dig_hole(s, len)) {
+		uint32_t n = 0;
+
+		for (uint32_t pos = 0; pos < len; pos += TSR_SITE_DIGEST_REGION, n++) {
+			uint8_t *d = s->dig_out + (size_t)n * TSR_SITE_DIGEST_LEN;
+
+			if (len - pos >= TSR_SITE_DIGEST_REGION) {
+				memcpy(d, s->dig_zero, TSR_SITE_DIGEST_LEN);
+			} else { /* the volume's last, shorter region */
+				memset(s->dig_rbuf, 0, len - pos);
+				tsr_site_digest(s->dig_rbuf, len - pos, d);
+			}
+		}
+		s->dig_out_off = s->dig_next;
+		s->dig_out_len = n * TSR_SITE_DIGEST_LEN;
+		s->dig_ready = true;
+		s->dig_next += len;
+	}
 	if (s->dig_ready) {
 		h.offset = s->dig_out_off;
 		h.length = s->dig_out_len;
@@ -948,8 +981,6 @@ static bool dig_step(struct sess *s)
 			s->dead = true;
 		return true;
 	}
-	len = (uint32_t)(s->dig_limit - s->dig_next < DIG_READ ? s->dig_limit - s->dig_next :
-			 DIG_READ);
 	ret = tsr_vol_read(s->tv->vol, tsr_worker_io(s->w), s->dig_next, len, s->dig_rbuf,
 			   dig_read_done, s);
 	if (ret == -EAGAIN) /* the io queue is full: again at the next tick */
@@ -1243,6 +1274,8 @@ static void msg_arrive(struct tsr_worker *w, void *arg)
 			return;
 		}
 		s->digesting = true;
+		memset(s->dig_rbuf, 0, TSR_SITE_DIGEST_REGION);
+		tsr_site_digest(s->dig_rbuf, TSR_SITE_DIGEST_REGION, s->dig_zero);
 		s->dig_limit = s->open_hdr.offset; /* the source's size (<= ours) */
 		s->dig_next = 0;
 	}
