@@ -270,9 +270,10 @@ void admin_later_done(struct admin_later *l)
 	l->next = srv->later_done;
 	srv->later_done = l;
 	srv->later_out--;
+	/* under the lock: once destroy sees later_out 0, nobody touches srv */
+	ev_async_send(srv->loop, &srv->later_wake);
 	pthread_cond_broadcast(&srv->later_cond);
 	pthread_mutex_unlock(&srv->later_lock);
-	ev_async_send(srv->loop, &srv->later_wake);
 }
 
 /* On the loop: run l's fn and send its reply (if the connection is still there). */
