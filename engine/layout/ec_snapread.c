@@ -29,6 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
 #include "layout/ec_internal.h"
 #include "tessera/layout_module.h"
@@ -73,6 +76,13 @@ struct ecsnap {
 	bool started;
 	unsigned opening;    /* sessions whose OPEN has not answered */
 	struct snread *waiting, *waiting_tail; /* reads waiting for the opens */
+	/* pieces whose local read met a full io queue (-EAGAIN): issued again at
+	 * the next completion of one of our reads, or by the timer when none is
+	 * in flight (retrying from tsr_worker_defer would spin: see ec.h) */
+	struct snpiece *retry, *retry_tail;
+	unsigned inflight; /* our reads in flight */
+	int timer_fd;      /* one-shot retry timer, -1 until the start */
+	bool timer_armed;
 	struct sncopy copies[TSR_LAYOUT_MAX_COPIES];
 	uint64_t degraded_reads;
 };
@@ -88,6 +98,8 @@ struct snpiece {
 	uint8_t *bufs;
 	uint32_t tried, present;
 	unsigned inflight;
+	bool degraded;     /* retry: degraded_issue, else the direct read */
+	struct snpiece *next_retry;
 };
 
 struct snread {
@@ -112,6 +124,7 @@ static bool on_home(const struct ecsnap *s)
 /* ---- sessions ------------------------------------------------------------- */
 
 static void run_waiting(struct ecsnap *s);
+static void timer_cb(void *arg, uint32_t events);
 
 static void copy_fail(struct sncopy *c, int err, const char *what)
 {
@@ -164,6 +177,13 @@ static void start(struct ecsnap *s)
 	}
 	s->src = NULL;
 	ec_put(e);
+	s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (s->timer_fd >= 0 && tsr_worker_watch(s->home, s->timer_fd, EPOLLIN, timer_cb, s) < 0) {
+		close(s->timer_fd);
+		s->timer_fd = -1;
+	}
+	if (s->timer_fd < 0) /* still correct: retries wait for a completion */
+		tsr_warn("ec snapshot %s@%s: no retry timer", s->vol, s->snap);
 	s->opening = 1; /* held while the opens are sent */
 	for (unsigned i = 0; i < s->n; i++) {
 		struct sncopy *c = &s->copies[i];
@@ -217,6 +237,62 @@ static int copy_read(struct sncopy *c, uint64_t off, uint32_t len, void *buf, ts
 	return tsr_peer_read(c->client, c->handle, c->s->epoch, off, len, buf, cb, arg);
 }
 
+static void retry_push(struct ecsnap *s, struct snpiece *p, bool degraded)
+{
+	p->degraded = degraded;
+	p->next_retry = NULL;
+	if (s->retry_tail)
+		s->retry_tail->next_retry = p;
+	else
+		s->retry = p;
+	s->retry_tail = p;
+	if (s->inflight == 0 && !s->timer_armed && s->timer_fd >= 0) {
+		struct itimerspec its = { .it_value = { .tv_nsec = 2 * 1000 * 1000 } };
+
+		s->timer_armed = timerfd_settime(s->timer_fd, 0, &its, NULL) == 0;
+	}
+}
+
+static void direct_issue(struct snpiece *p);
+static void degraded_issue(struct snpiece *p);
+
+/* Issue the pieces that waited for io queue room (each may queue again). */
+static void retry_run(struct ecsnap *s)
+{
+	struct snpiece *p = s->retry;
+
+	s->retry = s->retry_tail = NULL;
+	while (p != NULL) {
+		struct snpiece *next = p->next_retry;
+
+		if (p->degraded)
+			degraded_issue(p);
+		else
+			direct_issue(p);
+		p = next;
+	}
+}
+
+static void timer_cb(void *arg, uint32_t events)
+{
+	struct ecsnap *s = arg;
+	uint64_t v;
+
+	(void)events;
+	if (read(s->timer_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		tsr_warn("ec snapshot %s@%s: retry timer: %s", s->vol, s->snap, strerror(errno));
+	s->timer_armed = false;
+	retry_run(s);
+}
+
+/* One of our reads completed: room in the io queue, maybe. */
+static void read_completed(struct ecsnap *s)
+{
+	s->inflight--;
+	if (s->retry != NULL)
+		retry_run(s);
+}
+
 static void piece_finish(struct snpiece *p, int status)
 {
 	struct snread *r = p->r;
@@ -230,8 +306,6 @@ static void piece_finish(struct snpiece *p, int status)
 	r->cb_fn(r->cb_arg, r->status);
 	free(r);
 }
-
-static void degraded_issue(struct snpiece *p);
 
 static void degraded_read_done(struct snpiece *p, unsigned pos, int status)
 {
@@ -260,9 +334,11 @@ static void sub_done(void *arg, int status)
 	struct snsub *sub = arg;
 	struct snpiece *p = sub->p;
 	unsigned pos = sub->pos;
+	struct ecsnap *s = p->r->s;
 
 	free(sub);
 	degraded_read_done(p, pos, status);
+	read_completed(s);
 }
 
 /* Read more positions until k are present (or none is left), then decode. */
@@ -270,6 +346,7 @@ static void degraded_issue(struct snpiece *p)
 {
 	struct ecsnap *s = p->r->s;
 	unsigned have = (unsigned)__builtin_popcount(p->present);
+	bool full = false;
 
 	for (unsigned pos = 0; pos < s->n && have + p->inflight < s->k; pos++) {
 		struct sncopy *c = &s->copies[tsr_ec_copy_of(p->stripe, pos, s->k, s->m)];
@@ -287,11 +364,22 @@ static void degraded_issue(struct snpiece *p)
 				p->bufs + (size_t)pos * p->len, sub_done, sub);
 		if (ret) {
 			free(sub);
-			if (ret != -EAGAIN && ret != -ENOMEM)
+			if (ret == -EAGAIN) {
+				/* the io queue is full: this position again later */
+				p->tried &= ~(1u << pos);
+				full = true;
+				break;
+			}
+			if (ret != -ENOMEM)
 				copy_fail(c, ret, "refused a read");
 			continue;
 		}
 		p->inflight++;
+		s->inflight++;
+	}
+	if (full && p->inflight == 0) {
+		retry_push(s, p, true);
+		return;
 	}
 	if (p->inflight > 0)
 		return;
@@ -338,28 +426,37 @@ static void direct_done(void *arg, int status)
 
 	if (status == 0) {
 		piece_finish(p, 0);
-		return;
+	} else {
+		if (status != -EIO)
+			copy_fail(&s->copies[tsr_ec_copy_of(p->stripe, p->pos, s->k, s->m)],
+				  status, "failed a read");
+		degraded_start(p);
 	}
-	if (status != -EIO)
-		copy_fail(&s->copies[tsr_ec_copy_of(p->stripe, p->pos, s->k, s->m)], status,
-			  "failed a read");
-	degraded_start(p);
+	read_completed(s);
+}
+
+/* The piece from its own copy; decoded from others when that cannot be. */
+static void direct_issue(struct snpiece *p)
+{
+	struct ecsnap *s = p->r->s;
+	struct sncopy *c = &s->copies[tsr_ec_copy_of(p->stripe, p->pos, s->k, s->m)];
+	int ret = copy_read(c, p->stripe * s->unit + p->col, p->len, p->dst, direct_done, p);
+
+	if (ret == 0)
+		s->inflight++;
+	else if (ret == -EAGAIN)
+		retry_push(s, p, false);
+	else
+		degraded_start(p);
 }
 
 static void read_issue(struct snread *r)
 {
-	struct ecsnap *s = r->s;
-
 	/* pending counts an extra reference while issuing: no piece can
 	 * complete the read before every piece was issued */
 	r->pending = (unsigned)r->npieces + 1;
-	for (size_t i = 0; i < r->npieces; i++) {
-		struct snpiece *p = &r->pieces[i];
-		struct sncopy *c = &s->copies[tsr_ec_copy_of(p->stripe, p->pos, s->k, s->m)];
-
-		if (copy_read(c, p->stripe * s->unit + p->col, p->len, p->dst, direct_done, p))
-			degraded_start(p);
-	}
+	for (size_t i = 0; i < r->npieces; i++)
+		direct_issue(&r->pieces[i]);
 	if (--r->pending == 0) {
 		r->cb_fn(r->cb_arg, r->status);
 		free(r);
@@ -491,6 +588,11 @@ static void destroy_on_home(struct ecsnap *s)
 		ec_put(s->src);
 		s->src = NULL;
 	}
+	if (s->timer_fd >= 0) {
+		tsr_worker_unwatch(s->home, s->timer_fd);
+		close(s->timer_fd);
+		s->timer_fd = -1;
+	}
 	for (unsigned i = 0; i < s->n; i++) {
 		tsr_peer_client_destroy(s->copies[i].client);
 		s->copies[i].client = NULL;
@@ -552,6 +654,7 @@ int tsr_layout_ec_snap_create(struct tsr_layout *coord, const char *snap,
 	if (s == NULL)
 		return -ENOMEM;
 	s->refs = 1;
+	s->timer_fd = -1;
 	memcpy(s->vol, e->name, sizeof(s->vol));
 	snprintf(s->snap, sizeof(s->snap), "%s", snap);
 	s->k = e->k;

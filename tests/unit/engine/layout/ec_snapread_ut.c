@@ -11,6 +11,14 @@
  *    parity chunk of that stripe changed (flags 0);
  * more than m missing is -EHOSTUNREACH; bad geometry -EINVAL; extents past
  * the volume's size (a last, partial stripe) are clipped.
+ *
+ * And the read-only layout over a snapshot (tsr_layout_ec_snap_create), on
+ * six in-process nodes (store + peer server each; copy 0 in the
+ * coordinator's own store): the image read back equals the volume at the
+ * cut, not the head; on a home worker whose io queue holds 4 operations, so
+ * local chunk reads meet -EAGAIN and wait; with two chunk nodes stopped the
+ * same bytes come back decoded; writes are -EROFS; a snapshot no copy holds
+ * reads -EIO; bad arguments are -EINVAL.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mirror_test.h"
 #include "tessera/ec.h"
 
 #define BLK  4096u
@@ -291,6 +300,214 @@ static void test_map_errors(void **state)
 	assert_int_equal(tsr_ec_diff_map(4, 2, 16384, 1 << 20, diffs, NULL, &count), -EINVAL);
 }
 
+
+/* ---- the read-only layout over a snapshot ---------------------------------- */
+
+#define RK    4u
+#define RM    2u
+#define RN    (RK + RM)
+#define RUNIT (16u * 1024)
+#define RVOL  (4ull * 1024 * 1024)
+
+struct renv {
+	struct node nodes[RN];
+	struct tsr_worker *home;
+	char state_dir[512];
+	struct tsr_layout *l;
+	uint8_t *at_cut, *head, *buf;
+};
+
+static int renv_setup(void **state)
+{
+	struct renv *e = calloc(1, sizeof(*e));
+	struct tsr_io_opts io = {.kind = TSR_IO_AUTO, .queue_depth = 4};
+	uint64_t chunk_size = tsr_ec_chunk_volume_size(RVOL, RK, RUNIT);
+	int ret;
+
+	for (unsigned i = 0; i < RN; i++)
+		if (node_init(&e->nodes[i], i, chunk_size) < 0)
+			return -1;
+	ret = tsr_worker_start(1, &io, &e->home);
+	if (ret == -ENOSYS || ret == -EPERM)
+		exit(77);
+	if (ret != 0 || scratch_dir(e->state_dir, sizeof(e->state_dir)) < 0)
+		return -1;
+	e->at_cut = malloc(RVOL);
+	e->head = malloc(RVOL);
+	e->buf = tsr_alloc_aligned(RVOL);
+	*state = e;
+	return 0;
+}
+
+static int renv_teardown(void **state)
+{
+	struct renv *e = *state;
+
+	tsr_layout_destroy(e->l);
+	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
+		usleep(1000);
+	tsr_worker_stop(e->home);
+	for (unsigned i = 0; i < RN; i++)
+		node_fini(&e->nodes[i]);
+	rm_rf(e->state_dir);
+	free(e->at_cut);
+	free(e->head);
+	tsr_free_aligned(e->buf);
+	free(e);
+	return 0;
+}
+
+static int rcreate(struct renv *e)
+{
+	struct tsr_ec_opts o;
+
+	memset(&o, 0, sizeof(o));
+	o.name = VOLNAME;
+	o.size = RVOL;
+	o.k = RK;
+	o.m = RM;
+	o.stripe_unit = RUNIT;
+	o.epoch = 1;
+	o.store = e->nodes[0].store;
+	o.state_dir = e->state_dir;
+	o.home = e->home;
+	o.node_id = "node0";
+	o.token = TOKEN;
+	o.n_copies = RN;
+	o.peer_timeout_ms = 60000; /* a stopped node resets its connections at once */
+	o.hooks.set_copy_state = test_set_copy_state;
+	for (unsigned i = 0; i < RN; i++) {
+		struct tsr_layout_copy *c = &o.copies[i];
+
+		snprintf(c->node_id, sizeof(c->node_id), "%s", e->nodes[i].node_id);
+		snprintf(c->address, sizeof(c->address), "%s", e->nodes[i].address);
+		c->local = i == 0;
+		c->state = TSR_COPY_IN_SYNC;
+	}
+	return tsr_layout_ec_create(&o, &e->l);
+}
+
+struct rsnap {
+	struct tsr_layout *l;
+	struct tsr_snap_req req;
+	int ret, status;
+	sem_t done;
+};
+
+static void rsnap_cb(void *arg, int status)
+{
+	struct rsnap *c = arg;
+
+	c->status = status;
+	sem_post(&c->done);
+}
+
+static void rsnap_msg(struct tsr_worker *w, void *arg)
+{
+	struct rsnap *c = arg;
+
+	(void)w;
+	c->ret = tsr_layout_snap(c->l, &c->req, rsnap_cb, c);
+	if (c->ret != 0)
+		sem_post(&c->done);
+}
+
+static int rsnap_create(struct renv *e, const char *name)
+{
+	struct rsnap c = {.l = e->l, .req = {.op = TSR_SNAP_CREATE}};
+
+	snprintf(c.req.snap, sizeof(c.req.snap), "%s", name);
+	sem_init(&c.done, 0, 0);
+	if (tsr_worker_send(e->home, rsnap_msg, &c) != 0)
+		abort();
+	if (sem_wait_ms(&c.done, 20000) != 0)
+		return -ETIMEDOUT;
+	sem_destroy(&c.done);
+	return c.ret != 0 ? c.ret : c.status;
+}
+
+/* The snapshot layout of name; its image read whole into e->buf. */
+static int read_snapshot(struct renv *e, const char *name, struct tsr_layout **out)
+{
+	struct tsr_worker *home = NULL;
+	struct tsr_layout *sl = NULL;
+	int ret = tsr_layout_ec_snap_create(e->l, name, &sl, &home);
+
+	if (ret)
+		return ret;
+	assert_ptr_equal(home, e->home);
+	assert_true(tsr_layout_is_ec_snapshot(sl));
+	assert_int_equal(tsr_layout_size(sl), RVOL);
+	memset(e->buf, 0xee, RVOL);
+	ret = ldo(e->home, sl, D_READ, 0, RVOL, e->buf, 0);
+	if (out)
+		*out = sl;
+	else
+		tsr_layout_destroy(sl);
+	return ret;
+}
+
+static void test_snapshot_read(void **state)
+{
+	struct renv *e = *state;
+	struct tsr_layout *sl = NULL;
+	struct tsr_worker *home = NULL;
+
+	assert_int_equal(rcreate(e), 0);
+	/* the image at the cut: the whole volume written */
+	fill(e->at_cut, RVOL, 11, 0);
+	memcpy(e->buf, e->at_cut, RVOL);
+	assert_int_equal(ldo(e->home, e->l, D_WRITE, 0, RVOL, e->buf, 0), 0);
+	assert_int_equal(rsnap_create(e, "s1"), 0);
+	/* the head moves on: partial and full stripes */
+	memcpy(e->head, e->at_cut, RVOL);
+	fill(e->head + 100 * 1024, 8 * 1024, 12, 100 * 1024);
+	fill(e->head + 1024 * 1024, 80 * 1024, 13, 1024 * 1024);
+	memcpy(e->buf, e->head + 100 * 1024, 8 * 1024);
+	assert_int_equal(ldo(e->home, e->l, D_WRITE, 100 * 1024, 8 * 1024, e->buf, 0), 0);
+	memcpy(e->buf, e->head + 1024 * 1024, 80 * 1024);
+	assert_int_equal(ldo(e->home, e->l, D_WRITE, 1024 * 1024, 80 * 1024, e->buf, 0), 0);
+
+	/* every copy there: the cut, read in one request (a piece per chunk,
+	 * more local reads than the io queue holds) */
+	assert_int_equal(read_snapshot(e, "s1", &sl), 0);
+	assert_memory_equal(e->buf, e->at_cut, RVOL);
+	/* small reads at odd places: inside a chunk, across chunks and stripes */
+	{
+		static const uint64_t offs[] = {0, 4096, 12 * 1024, 60 * 1024, 100 * 1024, RVOL - 4096};
+		static const uint32_t lens[] = {4096, 8192, 8192, 12 * 1024, 64 * 1024 + 4096, 4096};
+
+		for (unsigned i = 0; i < 6; i++) {
+			assert_int_equal(ldo(e->home, sl, D_READ, offs[i], lens[i], e->buf, 0), 0);
+			assert_memory_equal(e->buf, e->at_cut + offs[i], lens[i]);
+		}
+	}
+	/* read-only */
+	assert_int_equal(ldo(e->home, sl, D_WRITE, 0, 4096, e->buf, 0), -EROFS);
+	assert_int_equal(ldo(e->home, sl, D_TRIM, 0, 4096, NULL, 0), -EROFS);
+	assert_int_equal(ldo(e->home, sl, D_ZEROES, 0, 4096, NULL, 0), -EROFS);
+	assert_int_equal(ldo(e->home, sl, D_FLUSH, 0, 0, NULL, 0), 0);
+	tsr_layout_destroy(sl); /* from this thread: the home worker tears it down */
+	sl = NULL;
+	/* the head is the head */
+	assert_int_equal(ldo(e->home, e->l, D_READ, 0, RVOL, e->buf, 0), 0);
+	assert_memory_equal(e->buf, e->head, RVOL);
+
+	/* two chunk nodes gone (m = 2): decoded */
+	node_stop(&e->nodes[2]);
+	node_stop(&e->nodes[4]);
+	assert_int_equal(read_snapshot(e, "s1", NULL), 0);
+	assert_memory_equal(e->buf, e->at_cut, RVOL);
+
+	/* a snapshot no copy holds, bad arguments */
+	assert_int_equal(read_snapshot(e, "nosuch", NULL), -EIO);
+	assert_int_equal(tsr_layout_ec_snap_create(e->l, "bad name", &sl, &home), -EINVAL);
+	assert_int_equal(tsr_layout_ec_snap_create(NULL, "s1", &sl, &home), -EINVAL);
+	/* created and destroyed before its start ran */
+	assert_int_equal(tsr_layout_ec_snap_create(e->l, "s1", &sl, &home), 0);
+	tsr_layout_destroy(sl);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -300,6 +517,7 @@ int main(void)
 	    cmocka_unit_test(test_map_empty),
 	    cmocka_unit_test(test_map_crossing_and_clip),
 	    cmocka_unit_test(test_map_errors),
+	    cmocka_unit_test_setup_teardown(test_snapshot_read, renv_setup, renv_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
