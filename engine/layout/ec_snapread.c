@@ -130,9 +130,11 @@ static void copy_fail(struct sncopy *c, int err, const char *what)
 {
 	if (c->state == SNC_FAILED)
 		return;
+	c->state = SNC_FAILED;
+	if (c->s->dead) /* our own teardown cancelled it */
+		return;
 	tsr_warn("ec snapshot %s@%s: copy %u (%s) %s: %s; its chunks are decoded from the others",
 		 c->s->vol, c->s->snap, c->idx, c->node_id, what, strerror(-err));
-	c->state = SNC_FAILED;
 }
 
 static void open_done(void *arg, int status, uint64_t handle, uint64_t size)
@@ -384,8 +386,10 @@ static void degraded_issue(struct snpiece *p)
 	if (p->inflight > 0)
 		return;
 	if (have < s->k) {
-		tsr_warn("ec snapshot %s@%s: stripe %llu: only %u of the %u chunks needed could "
-			 "be read", s->vol, s->snap, (unsigned long long)p->stripe, have, s->k);
+		if (p->r->status == 0) /* once per host read */
+			tsr_warn("ec snapshot %s@%s: stripe %llu: only %u of the %u chunks needed could "
+				 "be read", s->vol, s->snap, (unsigned long long)p->stripe, have,
+				 s->k);
 		piece_finish(p, -EIO);
 		return;
 	}
