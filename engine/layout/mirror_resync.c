@@ -13,9 +13,10 @@
  *  - a copy covers a run of contiguous dirty regions, up to
  *    MIRROR_RESYNC_IO bytes (a run never mixes regions the local source
  *    holds as holes with regions it holds data in: holes are trimmed);
- *  - MIRROR_RESYNC_DEPTH copies are in flight at once, each reading the
- *    source under the run's range lock and writing the target WITHOUT FUA,
- *    so the reads of the next runs overlap the writes of the previous ones;
+ *  - up to MIRROR_RESYNC_DEPTH copies and MIRROR_RESYNC_INFLIGHT_BYTES are
+ *    in flight at once, each reading the source under the run's range lock
+ *    and writing the target WITHOUT FUA, so the reads of the next runs
+ *    overlap the writes of the previous ones;
  *  - copies done are batched; a batch is made durable by one FLUSH of the
  *    target when it reaches MIRROR_RESYNC_FLUSH_BYTES, when nothing is left
  *    to copy, or (throttled) when it is MIRROR_RESYNC_FLUSH_NS old; only
@@ -479,6 +480,7 @@ struct mresync {
 	struct mcopy *c;
 	uint64_t next;     /* next region to look at */
 	unsigned inflight; /* copies in flight */
+	uint64_t inflight_bytes; /* their length */
 	unsigned flushing; /* flushes of the target in flight */
 	struct rcopy *copied;  /* written without FUA, waiting for the next flush */
 	uint64_t copied_bytes; /* their length */
@@ -584,6 +586,7 @@ static void copy_done(void *arg, int status, uint64_t bytes)
 	struct mirror *m = c->m;
 
 	rs->inflight--;
+	rs->inflight_bytes -= rc->len;
 	if (rs->aborted) {
 		free(rc);
 		resync_free_if_idle(rs);
@@ -768,6 +771,8 @@ static void pump_once(struct mresync *rs)
 			break;
 		}
 		n = run_at(rs, r, compares(rs), max_len, &len);
+		if (rs->inflight > 0 && rs->inflight_bytes + len > MIRROR_RESYNC_INFLIGHT_BYTES)
+			break; /* a completion pumps again */
 		if (m->resync_rate != 0) {
 			if (rs->tokens < (double)len)
 				break; /* the tick refills */
@@ -783,12 +788,14 @@ static void pump_once(struct mresync *rs)
 		rc->next = NULL;
 		rs->next = r + n;
 		rs->inflight++;
+		rs->inflight_bytes += len;
 		if (rs->inflight > rs->max_inflight)
 			rs->max_inflight = rs->inflight;
 		if (rs->inflight > m->resync_max_inflight)
 			m->resync_max_inflight = rs->inflight;
 		if (copy_start(rs, rc) < 0) {
 			rs->inflight--;
+			rs->inflight_bytes -= len;
 			rs->next = r; /* again on the next pump or tick */
 			free(rc);
 			break;

@@ -9,7 +9,8 @@
 #  2. while n3 is away, a second fio writes [512M, 544M).
 #  3. n3 restarts; the volume returns to all in-sync; the resync counter is
 #     > 0 and <= the 160 MiB written while away (+ one region of slack),
-#     far below the 1 GiB volume.
+#     far below the 1 GiB volume; n1's log shows the copy pipelined (runs
+#     of regions merged, several in flight, a flush per batch).
 #  4. n2 is stopped with SIGSTOP during writes: within the peer timeout it is
 #     recorded out-of-sync and writes go on; SIGCONT; resynced.
 #  5. fio --verify_only re-reads phase 1's data; scrub reports 0 mismatches;
@@ -56,6 +57,19 @@ limit=$(( (128 + 32 + 1) << 20 ))
 log "resync of n3 copied $moved bytes (limit $limit, volume $((1 << 30)))"
 [ "$moved" -gt 0 ] || fail "resync copied nothing"
 [ "$moved" -le "$limit" ] || fail "resync copied $moved bytes, more than the $limit written while n3 was away"
+# the copy was a pipeline (mirror_resync.c): contiguous dirty regions merged
+# into fewer, larger copies, several in flight at once, a few flushes of n3
+# for all of them instead of a FUA write per region
+line=$(grep -Eo '\(n3\) in sync again \([0-9]+ bytes copied; [0-9]+ copies, up to [0-9]+ in flight; [0-9]+ flushes\)' \
+	"$(cl_dir 1)/tesserad.log" | tail -1)
+[ -n "$line" ] || fail "no resync summary for n3 in n1's log"
+read -r copies depth flushes < <(printf '%s\n' "$line" | sed -E 's/.*; ([0-9]+) copies, up to ([0-9]+) in flight; ([0-9]+) flushes.*/\1 \2 \3/')
+log "resync of n3: $copies copies, up to $depth in flight, $flushes flushes"
+[ "$copies" -gt 0 ] && [ "$copies" -lt $(( moved >> 20 )) ] ||
+	fail "resync of n3: $copies copies for $((moved >> 20)) regions (expected merged runs)"
+[ "$depth" -gt 1 ] || fail "resync of n3: at most $depth copy in flight"
+[ "$flushes" -ge 1 ] && [ "$flushes" -lt "$copies" ] ||
+	fail "resync of n3: $flushes flushes for $copies copies (expected one per batch)"
 
 # ---- 4. n2 hangs
 fio --name=phase4 --ioengine=nbd "--uri=$URI" --bs=4k --rw=randwrite --offset=256M --size=64M \

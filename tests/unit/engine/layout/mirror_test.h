@@ -129,6 +129,28 @@ static UNUSED void node_run(struct node *n, unsigned index)
 	n->running = true;
 }
 
+/* node_run with a fault-injecting I/O backend (grammar: tsr_io_opts) under
+ * the node's store operations. */
+static UNUSED void node_run_faulty(struct node *n, const char *fault_spec)
+{
+	static unsigned next_index = 251; /* above node_run's 20..250 */
+	struct tsr_io_opts o = {.kind = TSR_IO_AUTO, .fault_spec = fault_spec};
+
+	int ret = tsr_worker_start(next_index, &o, &n->w);
+
+	if (ret == -ENOSYS || ret == -EPERM) {
+		fprintf(stderr, "no I/O backend available: %s\n", strerror(-ret));
+		exit(77);
+	}
+	if (ret != 0)
+		abort();
+	next_index = next_index >= 255 ? 251 : next_index + 1;
+	if (node_listen(n) < 0)
+		abort();
+	pthread_create(&n->acceptor, NULL, node_acceptor, n);
+	n->running = true;
+}
+
 /* The node goes away: no listener, every connection dropped. */
 static UNUSED void node_stop(struct node *n)
 {

@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "layout/mirror_internal.h" /* MIRROR_RESYNC_IO, _INFLIGHT_BYTES, _DEPTH */
 #include "mirror_test.h"
 
 #define MiB    (1024ull * 1024)
@@ -651,6 +652,124 @@ static void test_replica_down_resync(void **state)
 
 	/* and it takes writes again */
 	assert_int_equal(lwrite(e, 11 * MiB, 64 * 1024, 30, TSR_WRITE_FUA), 0);
+	assert_copies_equal_model(e);
+}
+
+/*
+ * Node2 away while 12 regions are written: 0-9 (contiguous) and 12, 14.
+ * Flushed before it goes, so no region is dirty for want of a flush.
+ */
+static void write_twelve_regions_away(struct env *e)
+{
+	uint64_t regions[32];
+
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	node_stop(&e->nodes[2]);
+	for (unsigned r = 0; r < 10; r++)
+		assert_int_equal(lwrite(e, r * MiB, REGION, 50 + r, 0), 0);
+	assert_int_equal(lwrite(e, 12 * MiB, REGION, 62, 0), 0);
+	assert_int_equal(lwrite(e, 14 * MiB + 8192, 64 * 1024, 64, 0), 0);
+	assert_int_equal(bitmap_regions(e, "node2", regions, 32), 12);
+}
+
+/*
+ * The resync is a pipeline: contiguous dirty regions go as one copy of up
+ * to MIRROR_RESYNC_IO, the copies are in flight together (within
+ * MIRROR_RESYNC_DEPTH and _INFLIGHT_BYTES), written without FUA, and one
+ * flush of the target makes them durable before their regions are cleared.
+ * Per-region copies one at a time, or a FUA write per region, fail the
+ * counts here.
+ */
+static void test_resync_pipelined(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_layout_status s;
+	uint64_t regions[32];
+	/* the runs: 0-9 cut into copies of per_copy regions, then 12 and 14 */
+	unsigned per_copy = MIRROR_RESYNC_IO / REGION, copies = (10 + per_copy - 1) / per_copy + 2;
+	unsigned at_once = 0;
+	uint64_t bytes = 0;
+
+	/* started at once: in order while the byte and count limits allow */
+	for (unsigned i = 0; i < copies && at_once < MIRROR_RESYNC_DEPTH; i++) {
+		uint64_t len = i < copies - 2 ? (i + 1 < copies - 2 ? per_copy : 10 - i * per_copy) * REGION
+					      : REGION;
+
+		if (at_once > 0 && bytes + len > MIRROR_RESYNC_INFLIGHT_BYTES)
+			break;
+		bytes += len;
+		at_once++;
+	}
+	assert_true(copies < 12);
+	assert_true(at_once > 1);
+
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	write_twelve_regions_away(e);
+
+	node_run(&e->nodes[2], 13);
+	tsr_layout_copy_returned(e->l, 2, e->nodes[2].address);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.resync_regions_copied, 12);
+	assert_int_equal(s.resync_bytes_copied, 12 * REGION); /* whole regions */
+	/* with 2 MiB copies: 0-1, 2-3, 4-5, 6-7, 8-9, 12, 14, all started at once */
+	assert_int_equal(s.resync_copies, copies);
+	assert_int_equal(s.resync_max_inflight, at_once);
+	/* one flush of node2 for the whole batch, no FUA per copy */
+	assert_int_equal(s.resync_flushes, 1);
+	assert_int_equal(bitmap_regions(e, "node2", regions, 32), 0);
+	assert_int_equal(s.copies[2].dirty_bytes, 0);
+	assert_copies_equal_model(e);
+}
+
+/*
+ * A region is clean only once its copy is durable on the target: the
+ * returning node's first fsync (the resync's flush) fails, so the copies it
+ * covered were written but may not be durable.  The copy goes out of sync
+ * again with all 12 regions still dirty, in memory and in the bitmap file,
+ * and the next return copies all 12 again.
+ */
+static void test_resync_flush_fails(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_layout_status s;
+	uint64_t regions[32];
+
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	write_twelve_regions_away(e);
+
+	node_run_faulty(&e->nodes[2], "fsync:1:fail=EIO");
+	tsr_layout_copy_returned(e->l, 2, e->nodes[2].address);
+	/* out of sync again (the metadata hook answers from a helper thread a
+	 * little later): its failure is counted, the first was going away */
+	for (unsigned i = 0; i < 500; i++) {
+		get_status(e, &s);
+		if (s.copy_failures == 2 && s.copies[2].state == TSR_COPY_OUT_OF_SYNC &&
+		    !s.resync_running &&
+		    __atomic_load_n(&g_log.state[2], __ATOMIC_SEQ_CST) == TSR_COPY_OUT_OF_SYNC)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(s.copy_failures, 2);
+	assert_int_equal(s.copies[2].state, TSR_COPY_OUT_OF_SYNC);
+	assert_int_equal(s.resync_regions_copied, 12); /* written... */
+	assert_int_equal(s.resync_flushes, 1);         /* ...the flush failed */
+	assert_int_equal(s.copies[2].dirty_bytes, 12 * REGION);
+	usleep(100 * 1000); /* any bitmap page write in flight lands */
+	assert_int_equal(bitmap_regions(e, "node2", regions, 32), 12);
+	assert_int_equal(g_log.state[2], TSR_COPY_OUT_OF_SYNC);
+
+	/* the next return (its fsyncs succeed now) copies all 12 again */
+	tsr_layout_copy_returned(e->l, 2, e->nodes[2].address);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.resync_regions_copied, 24);
+	assert_int_equal(s.resync_flushes, 2);
+	assert_int_equal(bitmap_regions(e, "node2", regions, 32), 0);
 	assert_copies_equal_model(e);
 }
 
@@ -1309,6 +1428,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_snap_missed_replay_remote, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snap_during_resync, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replica_down_resync, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_resync_pipelined, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_resync_flush_fails, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_below_min_replicas, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fencing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fence_call, setup, teardown),
