@@ -226,6 +226,7 @@ struct tsr_site_source {
 	bool last_sync_compared; /* the last sync began with dig_valid */
 	uint8_t *dig;            /* n_regions * TSR_SITE_DIGEST_LEN, when compare */
 	uint64_t *dig_have;      /* n_regions bits: a digest arrived this session */
+	uint8_t dig_zero[TSR_SITE_DIGEST_LEN]; /* digest of a whole zero region (compare) */
 	uint64_t open_a;         /* the VOLUME_OPEN reply, held through SESS_DIGEST */
 	bool open_replay;
 	uint64_t region_bytes_same; /* region bytes found equal at the target, not sent */
@@ -1032,6 +1033,19 @@ static void pump(struct tsr_site_source *s)
 	update_events(s);
 }
 
+/* Keep in s->holes only the regions whose target digest is not that of a
+ * zero region (or is missing, or the region is the volume's shorter last). */
+static void holes_not_zero_there(struct tsr_site_source *s)
+{
+	for (uint64_t i = 0; i < s->n_regions; i++) {
+		bool partial = i == s->n_regions - 1 && (s->vol_size & (s->region_size - 1));
+
+		if (bit_test(s->holes, i) && !partial && bit_test(s->dig_have, i) &&
+		    memcmp(s->dig + i * TSR_SITE_DIGEST_LEN, s->dig_zero, TSR_SITE_DIGEST_LEN) == 0)
+			s->holes[i / 64] &= ~(1ull << (i % 64));
+	}
+}
+
 /* VOLUME_OPEN's reply: the target applied through a. */
 static void on_open(struct tsr_site_source *s, uint64_t a, bool replay)
 {
@@ -1040,8 +1054,11 @@ static void on_open(struct tsr_site_source *s, uint64_t a, bool replay)
 
 	s->replay = replay;
 	if (!s->first_session_done && s->holes != NULL) {
-		/* the target has history, or its digests say what it holds (a
-		 * failback): zero what is a hole here; equal regions are skipped */
+		/* the target has history: zero what is a hole here; with its
+		 * digests, only the holes where it holds something else than
+		 * zeros (a failback: what the old primary wrote) */
+		if (s->dig_valid)
+			holes_not_zero_there(s);
 		if (a > 0 || s->dig_valid)
 			dirty_merge(s, s->holes);
 		free(s->holes);
@@ -1552,6 +1569,10 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 	}
 	if (s->dirty == NULL || s->rbuf == NULL || tsr_site_rx_init(&s->rx) < 0)
 		goto err;
+	if (s->compare) {
+		memset(s->rbuf, 0, TSR_SITE_DIGEST_REGION);
+		tsr_site_digest(s->rbuf, TSR_SITE_DIGEST_REGION, s->dig_zero);
+	}
 	s->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 	if (s->tfd < 0 || timerfd_settime(s->tfd, 0, &its, NULL) < 0) {
 		ret = -errno;

@@ -1244,7 +1244,8 @@ static void test_digest_resync(void **state)
 	assert_true(st.last_sync_compared);
 	/* 8 MIB+64K, 9M and 22M carry data here (40M and 23M are holes: ZERO frames) */
 	assert_true(st.region_bytes_shipped == 3 * 64 * 1024);
-	assert_true(st.region_bytes_same >= 8 * MIB - 3 * 64 * 1024);
+	/* every other region of the 8 MiB was the same (2 more went as ZERO frames) */
+	assert_true(st.region_bytes_same >= 8 * MIB - 5 * 64 * 1024);
 	tsr_site_source_stop(e->s);
 	e->s = NULL;
 
