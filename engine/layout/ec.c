@@ -11,9 +11,16 @@
  *   1. STAGE_LIST on every open copy;
  *   2. per txn, looking at the copies recorded IN_SYNC only (an out-of-sync
  *      copy's chunk is rebuilt anyway): COMMITTED on one of them, or STAGED
- *      on the copy of every participant position -> roll forward (COMMIT on
- *      each IN_SYNC copy holding it; committing twice rewrites the same
- *      bytes); otherwise roll back (nothing: step 4 forgets it);
+ *      on the copy of every participant position that is open (listed) ->
+ *      roll forward (COMMIT on each IN_SYNC copy holding it; committing
+ *      twice rewrites the same bytes); otherwise roll back (nothing: step 4
+ *      forgets it).  A host write is acknowledged once every participant
+ *      staged, so an acknowledged txn always rolls forward, even with a
+ *      participant unreachable now; rolling forward a txn that was not
+ *      acknowledged is also sound: every open IN_SYNC chunk then holds the
+ *      new stripe (participants: committed; the others: untouched), and
+ *      there are at least k of them, so the stripe decodes to its new
+ *      content and the absent copies rebuild their chunk from it (step 3);
  *   3. the stripe of every listed txn is marked dirty on every copy that is
  *      not open and IN_SYNC (so its chunk is recomputed when it returns);
  *   4. RELEASE up to (epoch << 32) - 1 on every open copy: every txn of an
@@ -510,8 +517,15 @@ static void rec_decide(struct recovery *r)
 	e->start_pending = 1;
 	while (i < r->n) {
 		uint64_t txn = r->ents[i].en.txn, stripe = r->ents[i].en.stripe;
-		uint32_t parts = r->ents[i].en.participants, have = 0;
+		uint32_t parts = r->ents[i].en.participants, have = 0, reach = 0;
 		bool committed = false, forward;
+
+		for (unsigned ci = 0; ci < e->n_copies; ci++) {
+			const struct ecopy *c = &e->copies[ci];
+
+			if (c->open && c->state == TSR_COPY_IN_SYNC && !c->full_resync)
+				reach |= 1u << tsr_ec_position_of(stripe, c->idx, e->k, e->m);
+		}
 
 		for (j = i; j < r->n && r->ents[j].en.txn == txn; j++) {
 			struct ecopy *c = &e->copies[r->ents[j].copy];
@@ -522,14 +536,15 @@ static void rec_decide(struct recovery *r)
 			if (r->ents[j].en.state == TSR_STAGE_COMMITTED)
 				committed = true;
 		}
-		forward = committed || (parts & ~have) == 0;
+		forward = committed || (parts & reach & ~have) == 0;
 		if (forward)
 			e->txn_rolled_forward++;
 		else
 			e->txn_rolled_back++;
-		tsr_info("ec %s: txn %llx (stripe %llu, participants %#x, staged on %#x%s): %s",
-			 e->name, (unsigned long long)txn, (unsigned long long)stripe, parts, have,
-			 committed ? ", committed" : "", forward ? "roll forward" : "roll back");
+		tsr_info("ec %s: txn %llx (stripe %llu, participants %#x, reachable %#x, staged on "
+			 "%#x%s): %s",
+			 e->name, (unsigned long long)txn, (unsigned long long)stripe, parts, reach,
+			 have, committed ? ", committed" : "", forward ? "roll forward" : "roll back");
 		for (; i < j; i++) {
 			struct ecopy *c = &e->copies[r->ents[i].copy];
 			int ret;
@@ -1140,8 +1155,11 @@ static void crash_point_parse(struct ec *e)
 	} else if (strncmp(s, "committed:", 10) == 0) {
 		e->crash_kind = EC_CRASH_COMMITTED;
 		num = s + 10;
+	} else if (strcmp(s, "acked:0") == 0) {
+		e->crash_kind = EC_CRASH_ACKED;
+		num = s + 6;
 	} else {
-		tsr_warn("ec %s: TESSERA_EC_CRASH_POINT=%s: not staged:N or committed:N, ignored",
+		tsr_warn("ec %s: TESSERA_EC_CRASH_POINT=%s: not staged:N, committed:N or acked:0, ignored",
 			 e->name, s);
 		return;
 	}

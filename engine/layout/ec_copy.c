@@ -29,11 +29,21 @@ static bool sl_blocked(struct ec *e, struct slock *sl)
 	return false;
 }
 
+bool sl_acked(const struct ec *e, uint64_t stripe)
+{
+	const struct slock *o;
+
+	for (o = e->locks_held; o != NULL; o = o->next)
+		if (o->stripe == stripe)
+			return o->acked;
+	return false;
+}
+
 bool sl_acquire(struct ec *e, struct slock *sl, uint64_t stripe, void (*granted)(struct slock *sl))
 {
 	sl->stripe = stripe;
 	sl->granted = granted;
-	sl->held = sl->queued = false;
+	sl->held = sl->queued = sl->acked = false;
 	sl->next = NULL;
 	if (!sl_blocked(e, sl)) {
 		sl->held = true;

@@ -62,12 +62,15 @@ struct ecop;
 struct slock {
 	uint64_t stripe;
 	bool held, queued;
+	bool acked; /* held by a txn whose host write was acknowledged before its commits */
 	void (*granted)(struct slock *sl); /* a queued lock was granted */
 	struct slock *next;
 };
 /* true: held now (granted not called); false: queued, granted() later. */
 bool sl_acquire(struct ec *e, struct slock *sl, uint64_t stripe, void (*granted)(struct slock *sl));
 void sl_release(struct ec *e, struct slock *sl);
+/* Is stripe's lock held by an acknowledged, not yet committed txn? */
+bool sl_acked(const struct ec *e, uint64_t stripe);
 
 /* ---- copies --------------------------------------------------------------- */
 
@@ -133,7 +136,7 @@ struct ehost;
 struct escrub;
 struct esnap;
 
-enum ec_crash { EC_CRASH_NONE = 0, EC_CRASH_STAGED, EC_CRASH_COMMITTED };
+enum ec_crash { EC_CRASH_NONE = 0, EC_CRASH_STAGED, EC_CRASH_COMMITTED, EC_CRASH_ACKED };
 
 struct ec {
 	/* immutable after create */
@@ -167,6 +170,7 @@ struct ec {
 	enum ec_crash crash_kind;
 	unsigned crash_n;
 	bool crash_armed;
+	uint64_t crash_at_ns; /* EC_CRASH_ACKED: kill at this time (ec_release_tick), 0: not due */
 
 	struct ecopy copies[TSR_LAYOUT_MAX_COPIES];
 	unsigned n_copies;
@@ -185,6 +189,7 @@ struct ec {
 	/* admission (ec_io.c): txns past their lock, <= EC_TXN_ACTIVE */
 	unsigned txn_active;
 	uint64_t active_bytes; /* sum of the active txns' weights (ec_io.c txn_weight) */
+	unsigned acked_txns;   /* txns acknowledged, commits not all answered (ec_io.c txn_ack) */
 	struct etxn *admit_wait, *admit_wait_tail; /* lock held, waiting, FIFO */
 	/* journal drain (ec_io.c): admission stopped until every copy released
 	 * everything up to the newest txn */

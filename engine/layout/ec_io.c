@@ -24,14 +24,21 @@
  *      copy is away is "missed": its stripe goes into that copy's dirty
  *      bitmap (durably) and the copy is recorded OUT_OF_SYNC (hooks) before
  *      the host hears back -- its content is implied by the others;
- *   5. once every participant answered STAGE: COMMIT on the ones that
- *      staged (a participant failing meanwhile is missed as above), unless
- *      fewer than min_in_sync copies are IN_SYNC any more (then -EIO, the
- *      staged bytes are released later and never reach disk);
- *   6. once every COMMIT answered: the host write part is done (staged and
- *      committed bytes are durable by the store contract -- in the stage
- *      journal, replayed at an unclean open, until a release that flushes
- *      the chunk volume first -- so FUA needs nothing more).
+ *   5. once every participant answered STAGE: unless fewer than
+ *      min_in_sync copies are IN_SYNC any more (then -EIO, the staged bytes
+ *      are released later and never reach disk), the stripe's part of the
+ *      host write is acknowledged (txn_ack) and COMMIT goes to the ones that
+ *      staged (a participant failing meanwhile is missed as above).  An
+ *      acknowledged write is safe before its commits: every participant
+ *      that can be reached at a recovery holds it staged, and recovery rolls
+ *      such a txn forward (ec.c).  Until the commits are done the stripe
+ *      lock stays held and marked acked: a read of the stripe waits for it
+ *      (no stale read after the acknowledgment), and so does a snapshot cut
+ *      (the txn counts in bg_ops);
+ *   6. once every COMMIT answered the txn ends and the lock is released
+ *      (staged and committed bytes are durable by the store contract -- in
+ *      the stage journal, replayed at an unclean open, until a release that
+ *      flushes the chunk volume first -- so FUA needs nothing more).
  * txn ids are (epoch << 32) | counter.  Finished txns are released on
  * every writable copy in batches (EC_RELEASE_BATCH, or EC_RELEASE_MS after
  * the last batch) up to the lowest unfinished txn - 1.
@@ -343,6 +350,34 @@ static void piece_read_done(void *arg, int status)
 	piece_degraded(pc);
 }
 
+/* Read pc from its chunk's copy, or decode it when that copy cannot. */
+static void piece_direct(struct erpiece *pc)
+{
+	struct ec *e = pc->op->e;
+	struct ecopy *c = &e->copies[tsr_ec_copy_of(pc->stripe, pc->d, e->k, e->m)];
+	int ret = -ENOTCONN;
+
+	pc->gen = c->gen;
+	if (ecopy_readable(c))
+		ret = ecopy_read(c, ec_chunk_off(e, pc->stripe) + pc->col, pc->len, pc->dst,
+				 piece_read_done, pc);
+	if (ret < 0)
+		piece_degraded(pc);
+}
+
+/* The acknowledged txn that held pc's stripe has committed everywhere. */
+static void piece_unblocked(struct slock *sl)
+{
+	struct erpiece *pc = (struct erpiece *)((char *)sl - offsetof(struct erpiece, sl));
+
+	sl_release(pc->op->e, &pc->sl);
+	if (pc->op->e->fenced || pc->op->e->closing) {
+		piece_end(pc, -EIO);
+		return;
+	}
+	piece_direct(pc);
+}
+
 int ec_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf, tsr_cb cb_fn,
 	    void *cb_arg)
 {
@@ -369,8 +404,6 @@ int ec_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *b
 		uint32_t col = (uint32_t)(in % e->unit);
 		uint32_t n = e->unit - col;
 		struct erpiece *pc = calloc(1, sizeof(*pc));
-		struct ecopy *c = &e->copies[tsr_ec_copy_of(stripe, d, e->k, e->m)];
-		int ret = -ENOTCONN;
 
 		if (n > end - pos)
 			n = (uint32_t)(end - pos);
@@ -384,13 +417,14 @@ int ec_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *b
 		pc->col = col;
 		pc->len = n;
 		pc->dst = (uint8_t *)buf + (pos - offset);
-		pc->gen = c->gen;
 		op->pending++;
-		if (ecopy_readable(c))
-			ret = ecopy_read(c, ec_chunk_off(e, stripe) + col, n, pc->dst,
-					 piece_read_done, pc);
-		if (ret < 0)
-			piece_degraded(pc);
+		/* a txn acknowledged but not committed everywhere: wait for it */
+		if (e->acked_txns > 0 && sl_acked(e, stripe)) {
+			if (sl_acquire(e, &pc->sl, stripe, piece_unblocked))
+				piece_unblocked(&pc->sl); /* not reached: the acked lock is held */
+		} else {
+			piece_direct(pc);
+		}
 		pos += n;
 	}
 	erop_dec(op);
@@ -438,6 +472,7 @@ struct etxn {
 	int pending;
 	int status;
 	bool admitted;            /* counted in e->txn_active and e->active_bytes */
+	bool acked;               /* host told (txn_ack): counted in e->acked_txns and bg_ops */
 	uint32_t weight;          /* bytes it stages on all participants (txn_weight) */
 	struct etxn *next_unfinished;
 	struct etxn *next_admit; /* e->admit_wait link */
@@ -608,6 +643,8 @@ static void drain_account(struct ec *e, struct ecopy *c, uint32_t len)
 
 void ec_release_tick(struct ec *e, uint64_t now_ns)
 {
+	if (e->crash_at_ns != 0 && now_ns >= e->crash_at_ns)
+		crash_now(e, "acked", 0);
 	if (e->finished_since_release > 0 && !e->fenced &&
 	    now_ns - e->last_release_ns >= EC_RELEASE_MS * 1000000ull)
 		release_now(e);
@@ -632,8 +669,13 @@ static void txn_end(struct etxn *t, int status)
 		if (e->finished_since_release >= EC_RELEASE_BATCH && !e->fenced)
 			release_now(e);
 	}
-	if (status < 0)
+	if (status < 0 && h != NULL)
 		h->status = -EIO;
+	if (status < 0 && t->acked)
+		tsr_error("ec %s: txn %llx (stripe %llu) failed after its acknowledgment: %s; its "
+			  "participants hold it staged, the next attach rolls it forward",
+			  e->name, (unsigned long long)t->txn, (unsigned long long)t->stripe,
+			  strerror(-status));
 	tsr_free_aligned(t->bufs);
 	sl_release(e, &t->sl);
 	if (t->admitted) {
@@ -641,6 +683,13 @@ static void txn_end(struct etxn *t, int status)
 		e->active_bytes -= t->weight;
 		drain_step(e);
 		admit_kick(e);
+	}
+	if (t->acked) {
+		free(t);
+		e->acked_txns--;
+		ec_bg_done(e);
+		ec_put(e);
+		return;
 	}
 	free(t);
 	ehost_dec(h);
@@ -677,6 +726,26 @@ static void txn_missed(struct etxn *t, struct ecopy *c)
 
 static void txn_commit(struct etxn *t);
 
+/*
+ * Every participant staged: acknowledge the stripe's part of the host write
+ * now (step 5).  The txn keeps its own reference on the layout, holds its
+ * lock marked acked (reads of the stripe wait) and counts in bg_ops (a
+ * snapshot cut waits) until its commits are done.
+ */
+static void txn_ack(struct etxn *t)
+{
+	struct ec *e = t->e;
+	struct ehost *h = t->h;
+
+	t->acked = true;
+	t->sl.acked = true;
+	e->acked_txns++;
+	e->bg_ops++;
+	ec_get(e);
+	t->h = NULL;
+	ehost_dec(h);
+}
+
 static void txn_phase_done(struct etxn *t)
 {
 	struct ec *e = t->e;
@@ -692,6 +761,7 @@ static void txn_phase_done(struct etxn *t)
 		return;
 	}
 	if (t->phase == 1) {
+		txn_ack(t);
 		txn_commit(t);
 		return;
 	}
@@ -790,6 +860,13 @@ static void txn_commit(struct etxn *t)
 	t->pending = 1;
 	if (t->crash && e->crash_kind == EC_CRASH_COMMITTED && e->crash_n == 0)
 		crash_now(e, "committed", 0);
+	if (t->crash && e->crash_kind == EC_CRASH_ACKED) {
+		/* no COMMIT; the txn never ends; the tick kills once the reply is out */
+		tsr_error("ec fault switch: %s: acked:0: acknowledged, commits withheld; SIGKILL "
+			  "in 300 ms", e->name);
+		e->crash_at_ns = ec_now_ns() + 300000000ull;
+		return;
+	}
 	for (unsigned p = 0; p < e->n; p++)
 		if (t->staged & (1u << p))
 			tsub_start(t, p);

@@ -118,15 +118,17 @@ void tsr_ec_update(struct tsr_ec_codec *c, size_t len, unsigned d, const uint8_t
  *    stages each participant's new bytes on its copy (tsr_svol_stage /
  *    TSR_PEER_STAGE, durable there), and once every participant staged,
  *    commits them (tsr_svol_stage_commit / TSR_PEER_COMMIT); the host is
- *    acknowledged when every participant committed.  Writes to one stripe
- *    run one at a time in arrival order;
+ *    acknowledged once every participant staged, before the commits (reads
+ *    of the stripe and snapshot cuts wait for the commits).  Writes to one
+ *    stripe run one at a time in arrival order;
  *  - txn ids: (epoch << 32) | counter, so a newer coordinator's ids are
  *    higher; the coordinator releases committed txns (TSR_PEER_RELEASE) in
  *    batches;
  *  - at create, on every reachable copy: list staged/committed entries
  *    (tsr_svol_stage_list / TSR_PEER_STAGE_LIST); per txn: committed
- *    anywhere, or staged on every participant -> roll forward (commit on all
- *    reachable participants); otherwise roll back (release).  Then release
+ *    anywhere, or staged on every participant whose copy is reachable and
+ *    IN_SYNC -> roll forward (commit on all of them); otherwise roll back
+ *    (release).  Then release
  *    everything older than this epoch.  A copy unreachable then is OUT_OF_SYNC
  *    and, when it returns, its entries are listed, the stripes they name
  *    rebuilt on it (with the dirty regions), and released;
@@ -153,7 +155,10 @@ void tsr_ec_update(struct tsr_ec_codec *c, size_t len, unsigned d, const uint8_t
  * "committed:N", the coordinator process kills itself (SIGKILL) in the
  * first partial-stripe write once N participants have acknowledged that
  * step (stage or commit; N = 0 for "staged:0": after the old data was read,
- * before any stage is sent).  It logs "ec fault switch: ..." first.
+ * before any stage is sent).  "acked:0": every participant staged, the host
+ * write was acknowledged, no COMMIT is sent, and the process kills itself
+ * 300 ms later (the NBD reply has gone out).  It logs "ec fault switch: ..."
+ * first.
  */
 struct tsr_ec_opts {
 	const char *name;

@@ -641,6 +641,7 @@ static void test_degraded_writes_resync(void **state)
 
 	assert_int_equal(create(e, true, 1), 0);
 	random_writes(e, 30, 300);
+	settle(); /* acknowledged at stage: let the last commits land before the copies go */
 	node_stop(&e->nodes[2]);
 	node_stop(&e->nodes[5]);
 	/* writes go on with k+m-2 = k copies: partial and full stripes (7 stripes) */
@@ -956,6 +957,48 @@ static void test_recovery_copy_away(void **state)
 	free(newstripe);
 }
 
+/*
+ * Staged on every participant, committed nowhere (the host was acknowledged:
+ * the coordinator acks once all staged), and a participant's node is away at
+ * the recovery: the txn must roll forward over the reachable participants
+ * (else an acknowledged write would be lost), and the returning node gets
+ * the stripe rebuilt to the new content.
+ */
+static void test_recovery_acked_copy_away(void **state)
+{
+	struct env *e = *state;
+	uint64_t width = (uint64_t)e->k * e->unit;
+	uint8_t *newstripe = malloc(width);
+	uint64_t stripe = 6;
+	unsigned away;
+	struct tsr_layout_status s;
+
+	assert_int_equal(create(e, true, 1), 0);
+	for (uint64_t off = 0; off < VOL; off += width)
+		assert_int_equal(lwrite(e, off, (uint32_t)width, 60 + off / width), 0);
+	settle();
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	crashed_txn(e, 1, 0x10000000u, stripe, 2, BS, 2 * BS, 1 + e->m, 0, newstripe);
+	memcpy(e->model + stripe * width, newstripe, width);
+	away = tsr_ec_copy_of(stripe, e->k + e->m - 1, e->k, e->m); /* the last parity's copy */
+	if (away == 0)
+		away = tsr_ec_copy_of(stripe, e->k, e->k, e->m);
+	node_stop(&e->nodes[away]);
+	assert_int_equal(create(e, true, 2), 0);
+	get_status(e, &s);
+	assert_int_equal(s.txn_rolled_forward, 1);
+	assert_int_equal(s.txn_rolled_back, 0);
+	assert_reads_equal_model(e);
+	node_run(&e->nodes[away], 0);
+	tsr_layout_copy_returned(e->l, away, e->nodes[away].address);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	assert_int_equal(node_stage_count(&e->nodes[away]), 0);
+	assert_reads_equal_model(e);
+	assert_stripes_consistent(e, true);
+	free(newstripe);
+}
+
 /* ---- epochs ---- */
 
 static void test_stale_epoch_fences(void **state)
@@ -1233,6 +1276,7 @@ static void test_snapshot(void **state)
 
 	assert_int_equal(create(e, true, 1), 0);
 	random_writes(e, 30, 80);
+	settle(); /* acknowledged at stage: the last commits land in place */
 	load_chunkvols(e);
 	for (unsigned i = 0; i < e->n; i++)
 		memcpy(before + i * e->chunk_size, e->chunkvols[i], e->chunk_size);
@@ -1358,6 +1402,7 @@ static int crash_child(const char *dirs)
 	usleep(300 * 1000); /* the batched release goes out */
 	fill(e->buf, CRASH_LEN, 999, CRASH_OFF);
 	ldo(e->home, e->l, D_WRITE, CRASH_OFF, CRASH_LEN, e->buf, 0);
+	usleep(3000 * 1000); /* acknowledged at stage: committed:N fires after the ack */
 	return 7; /* the switch did not fire */
 }
 
@@ -1472,6 +1517,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_write_hole_recovery, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_hole_recovery, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_copy_away, setup_4p2, teardown),
+	    cmocka_unit_test_setup_teardown(test_recovery_acked_copy_away, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_stale_epoch_fences, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_opts, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_scrub_repairs, setup_4p2, teardown),
