@@ -24,7 +24,8 @@
 # Knobs: BENCH_RUNTIME=10, BENCH_REPEATS=3, BENCH_SIZE=1G, BENCH_SNAPS=20,
 # BENCH_DIFF_SIZE=1T, TSR_BUILD (default build/), BENCH_KEEP=1,
 # BENCH_PARTS=steady,latency,diff (the parts to run: steady = 1 and 2; a part
-# left out reports 0).
+# left out reports 0; "cow" alone is a quick form of 2: BENCH_REPEATS pairs of
+# a run on a volume with no snapshot and a run on one just cut, no snap10).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/.." && pwd)
@@ -66,6 +67,7 @@ PID=$!
 for (( i=0; i<300; i++ )); do [ -S "$W/tsr/admin.sock" ] && [ -f "$W/tsr/tesserad.pid" ] && break; sleep 0.1; done
 VOLS=nosnap
 part steady && VOLS="nosnap snap10"
+part cow && VOLS="nosnap cowv"
 for v in $VOLS; do
 	tsr volume create "$v" --size "$SIZE" >/dev/null || die "volume create $v"
 	log "prefill $v ($SIZE, sequential 1M writes)"
@@ -108,11 +110,23 @@ for (( r=1; r<=REPEATS; r++ )); do
 	# Back to 10 snapshots; the copies made since the cut merge into s10.
 	tsr snapshot delete snap10 "cow$r" >/dev/null || die "snapshot delete cow$r"
 done
+elif part cow; then
+	B=(0)
+	for (( r=1; r<=REPEATS; r++ )); do
+		randwrite nosnap "$W/fio/nosnap-$r.json"
+		A+=("$(iops "$W/fio/nosnap-$r.json")")
+		tsr snapshot create cowv "cow$r" >/dev/null || die "snapshot create cowv cow$r"
+		randwrite cowv "$W/fio/cow-$r.json"
+		C+=("$(iops "$W/fio/cow-$r.json")")
+		first=$(tsr --json snapshot diff cowv "cow$r" --head | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["changed_bytes"] // 4096)')
+		F+=("$(( 100 * first / $(writes "$W/fio/cow-$r.json") ))")
+		log "run $r/$REPEATS: nosnap ${A[-1]} IOPS, right after a cut ${C[-1]} IOPS (${F[-1]}% first writes)"
+	done
 else
 	A=(0) B=(0) C=(0) F=(0)
 fi
 
-LOAD_IOPS=0 H= R=
+LOAD_IOPS=0 H= R= G=
 if part latency; then
 log "create latency: $NSNAPS cuts under 4k randwrite QD32"
 fio --name=load --rw=randwrite --bs=4k --iodepth=32 --ioengine=nbd --uri="$(uri nosnap)" \
@@ -135,6 +149,9 @@ LOAD_IOPS=$(iops "$W/fio/load.json")
 # The server's side of each cut: how long host writes were held (layout gate).
 H=$({ grep -o "snapshot gate: create 'l[0-9]*': writes held [0-9.]*" "$W/log/tesserad.log" ||
 	true; } | awk '{printf "%d ", $NF * 1000}')
+# ... split into the drain of the writes in flight and the layout's snap op
+G=$({ grep -o "snapshot gate: create 'l[0-9]*': writes held [0-9.]* ms (drain [0-9.]* ms, [a-z]* op [0-9.]*" \
+	"$W/log/tesserad.log" || true; } | awk '{printf "%d:%d ", $10 * 1000, $NF * 1000}')
 # ... and from the request to the reply (admin API; builds after 94a6352)
 R=$({ grep -o "snapshot create 'nosnap@l[0-9]*': replied after [0-9.]*" "$W/log/tesserad.log" ||
 	true; } | awk '{printf "%d ", $NF * 1000}')
@@ -167,10 +184,12 @@ mkdir -p "$HERE/results"
 ts=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$HERE/results/snapshot-$ts
 "$PY" - "$OUT" "$SIZE" "$RUNTIME" "$DIFF_SIZE" "$LOAD_IOPS" "$DIFF_BYTES" "$DIFF_EXT" \
-	"${A[*]}" "${B[*]}" "${C[*]}" "${F[*]}" "${L[*]}" "${D[*]}" "$H" "${S[*]}" "$R" <<'EOF'
+	"${A[*]}" "${B[*]}" "${C[*]}" "${F[*]}" "${L[*]}" "${D[*]}" "$H" "${S[*]}" "$R" "$G" <<'EOF'
 import json, statistics, subprocess, sys
 out, size, runtime, dsize, load_iops, dbytes, dext = sys.argv[1:8]
 A, B, C, F, L, D, H, S, R = ([int(x) for x in a.split()] for a in sys.argv[8:17])
+G = [tuple(int(y) for y in x.split(":")) for x in sys.argv[17].split()]
+GD, GO = [g[0] for g in G], [g[1] for g in G]
 med = statistics.median
 def pct(v, p):
     v = sorted(v)
@@ -186,6 +205,9 @@ r = {
     "status_us": S, "status_p50_ms": pct(S, 50) / 1000, "status_p99_ms": pct(S, 99) / 1000,
     "writes_held_us": H, "held_p50_ms": pct(H, 50) / 1000 if H else None,
     "held_p99_ms": pct(H, 99) / 1000 if H else None,
+    "drain_us": GD, "op_us": GO,
+    "drain_p50_ms": pct(GD, 50) / 1000 if GD else None, "drain_p99_ms": pct(GD, 99) / 1000 if GD else None,
+    "op_p50_ms": pct(GO, 50) / 1000 if GO else None, "op_p99_ms": pct(GO, 99) / 1000 if GO else None,
     "replied_us": R, "replied_p50_ms": pct(R, 50) / 1000 if R else None,
     "replied_p99_ms": pct(R, 99) / 1000 if R else None,
     "diff_volume": dsize, "diff_bytes": int(dbytes), "diff_extents": int(dext),
@@ -203,6 +225,7 @@ md = f"""# Snapshot benchmark ({size} volumes, {runtime} s runs, medians of {len
 | snapshot create under load (CLI round trip incl. process start, {len(L)} cuts, fio {int(load_iops)} IOPS) | p50 {r['create_p50_ms']:.1f} ms, p99 {r['create_p99_ms']:.1f} ms, max {r['create_max_ms']:.1f} ms | p99 < 50 ms |
 | `tessera status` round trip, same load (the CLI's own floor) | p50 {r['status_p50_ms']:.1f} ms, p99 {r['status_p99_ms']:.1f} ms | |
 | host writes held by the cut (server side, tesserad log) | p50 {r['held_p50_ms'] or 0:.1f} ms, p99 {r['held_p99_ms'] or 0:.1f} ms | "a few ms" |
+| ... of which the drain of writes in flight / the snap op | p50 {r['drain_p50_ms'] or 0:.1f} / {r['op_p50_ms'] or 0:.1f} ms, p99 {r['drain_p99_ms'] or 0:.1f} / {r['op_p99_ms'] or 0:.1f} ms | |
 | create, request to reply in tesserad (admin log; no CLI start) | p50 {r['replied_p50_ms'] or 0:.1f} ms, p99 {r['replied_p99_ms'] or 0:.1f} ms | |
 | diff of a {dsize} thin volume, 1% changed ({int(dbytes) >> 20} MiB in {dext} extents) | {r['diff_median_s']:.3f} s (median of {len(D)}) | < 1 s |
 """
