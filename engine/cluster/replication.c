@@ -676,7 +676,8 @@ static int source_start(struct tsr_cluster *c, const Tessera__Cluster__Replicati
 	s->next = c->sources;
 	c->sources = s;
 	tsr_info("cluster: volume %s ships to site %s (%s) as %s (%s), stream %016llx, initial "
-		 "copy of the regions that differ there", r->volume, r->site, site->address, r->target_volume, r->target_layout,
+		 "copy of the regions that differ there", r->volume, r->site, site->address,
+		 r->target_volume, r->target_layout,
 		 (unsigned long long)r->stream);
 	s = NULL;
 out:
