@@ -266,12 +266,15 @@ int chain_sync_present_try(struct tsr_svol *svol);
  * clear but whose entry is set: a zero mark ({0, LAYER_ZERO_MARK}) or data
  * matching its entry is a finished copy (the bit is set), anything else an
  * unfinished one (the entry is cleared; the head write after it was never
- * issued).  Counts into *fixed and *dropped; syncs what it changed.
+ * issued).  Counts into *fixed and *dropped; syncs the entries it cleared
+ * and always the bitmap (bits set before a process crash may be in the page
+ * cache only, and the head's recovery then clears the regions behind them).
  * 0 or -errno.
  */
 int layer_recover_present(struct layer *l, const uint8_t *dirty_map, uint64_t vol_size,
 			  uint64_t *fixed, uint64_t *dropped);
-/* test hook: counts the .present fdatasyncs of layer_sync_present */
+/* test hook: counts the .present fdatasyncs of layer_sync_present and
+ * layer_recover_present */
 extern _Atomic unsigned store_test_present_syncs;
 
 static inline bool bit_test(const uint64_t *map, uint64_t b)

@@ -379,7 +379,7 @@ int layer_recover_present(struct layer *l, const uint8_t *dirty_map, uint64_t vo
 	uint64_t nblk = size >> STORE_BLOCK_SHIFT;
 	uint64_t per = (uint64_t)1 << (STORE_REGION_SHIFT - STORE_BLOCK_SHIFT);
 	uint64_t regions = (nblk + per - 1) / per, r, b, end;
-	bool bits = false, entries = false;
+	bool entries = false;
 	uint8_t *buf = NULL;
 	int ret = 0;
 
@@ -410,7 +410,6 @@ int layer_recover_present(struct layer *l, const uint8_t *dirty_map, uint64_t vo
 			}
 			if (m) {
 				bit_set(l->present, b);
-				bits = true;
 				(*fixed)++;
 			} else {
 				entry_store(&l->crc[b], 0);
@@ -422,7 +421,11 @@ int layer_recover_present(struct layer *l, const uint8_t *dirty_map, uint64_t vo
 	tsr_free_aligned(buf);
 	if (entries && fdatasync(l->crc_fd) < 0 && ret == 0)
 		ret = -errno;
-	if (bits && fdatasync(l->present_fd) < 0 && ret == 0)
+	/* always, not only when a bit was rebuilt: after a process crash the
+	 * bits set before it may still be in the page cache only, and the
+	 * head's recovery is about to clear the regions that vouch for them */
+	atomic_fetch_add(&store_test_present_syncs, 1);
+	if (fdatasync(l->present_fd) < 0 && ret == 0)
 		ret = -errno;
 	return ret;
 }

@@ -1062,8 +1062,10 @@ static void cow_reopen(struct env *e)
  *     zeros, not the head's new data;
  *  3. entries stored, the copy's data write failed (head write never
  *     issued), region dirty: the entry is dropped, both images unchanged;
- *  4. copy done, bit lost, the head write itself failed: the bit is rebuilt,
- *     the head keeps its old block (its own recovery rule);
+ *  4. copy done, the head write itself failed: with the page intact (a
+ *     process crash) the open syncs the bits before the regions are cleared;
+ *     with the page lost the bit is rebuilt; the head keeps its old block
+ *     (its own recovery rule);
  *  5. a quiet flush that clears the dirty bitmap syncs the layer's .present
  *     first, and so does a clean close.
  */
@@ -1132,8 +1134,20 @@ static void test_cow_crash_points(void **state)
 	/* 4: block 30's copy lands (write 1), its head write fails (write 2) */
 	assert_int_equal(cow_crash_child(e, UINT64_MAX, 30, 1, 6, "write:2:fail=EIO"), 2);
 	assert_int_equal(disk_present_bit(e->dir, info.uuid, 30), 1);
+	/* first a reopen with the page intact (a process crash): the bits it
+	 * holds are made durable before the head's recovery clears the regions */
+	syncs = atomic_load(&store_test_present_syncs);
+	cow_reopen(e);
+	assert_true(atomic_load(&store_test_present_syncs) > syncs);
+	assert_int_equal(disk_present_bit(e->dir, info.uuid, 30), 1);
+	check_snap(e, "v", "s", &cut);
+	check_vol(e, "v", &head);
+	/* then the same crash with the page lost */
+	assert_int_equal(cow_crash_child(e, UINT64_MAX, 31, 1, 6, "write:2:fail=EIO"), 2);
+	assert_int_equal(disk_present_bit(e->dir, info.uuid, 31), 1);
 	lose_present(e->dir, info.uuid);
 	cow_reopen(e);
+	assert_int_equal(disk_present_bit(e->dir, info.uuid, 31), 1);
 	assert_int_equal(disk_present_bit(e->dir, info.uuid, 30), 1);
 	check_snap(e, "v", "s", &cut);
 	check_vol(e, "v", &head);
