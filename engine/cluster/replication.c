@@ -28,6 +28,16 @@
  * the server.  A consistency group is known only at the source: promote by
  * group is refused at the target.
  *
+ * Failback (repl_resync, failback_done, site_may_replace): at the demoted
+ * original site `replication resync VOL --from SITE` sets resync_from in
+ * repl/<vol>; the promoted copy's stream back (enabled at SITE) is then
+ * accepted into the fenced volume and ships only regions whose digests
+ * differ; `promote` there clears demoted and resync_from, picks a new stream
+ * and starts the source.  The copy's stream back is refused stale, which
+ * demotes it; a demoted copy whose target/<vol> says "promoted" accepts the
+ * new primary's stream on its own (resync_from set at demotion) and drops
+ * its repl/<vol>.
+ *
  * Everything here runs on the main thread, except source_demoted (a worker).
  */
 #include <errno.h>

@@ -16,6 +16,10 @@
  *      tsr_site_target, flushes, writes the state file (O_DIRECT + FUA
  *      through its own tsr_io) and sends ACKs: after each BARRIER,
  *      SYNC_BEGIN and SYNC_END, and at least every SYNC_MS while applying;
+ *      When the VOLUME_OPEN carried TSR_SITE_F_DIGEST, the volume is first
+ *      read (DIG_READ at a time; a piece that block_status calls one hole
+ *      is not read) and its region digests go out as DIGEST frames, then
+ *      the end marker; no frame is read meanwhile;
  *   5. the end (peer's close_notify, a refused frame, server stop, promote):
  *      the frames in flight complete, the volume is flushed and the state
  *      written with the clean flag; the control thread forgets the session.

@@ -33,6 +33,16 @@
  *            otherwise (overflowed, a sync was cut, an initial copy) the
  *            log and the cut sync's regions become dirty bits, numbering
  *            restarts at A+1 and a sync runs.
+ *   digests  (opts.compare_digests, 64 KiB regions) a session that will
+ *            sync sets TSR_SITE_F_DIGEST in VOLUME_OPEN; after the reply the
+ *            target sends the SHA-256/16 digest of each of its regions
+ *            (state SESS_DIGEST) and the open completes at their end.  The
+ *            sync then skips every region whose live read hashes to the
+ *            target's digest (region_bytes_same): the target holds those
+ *            bytes already, as sending them would have made it.  Holes here
+ *            join the sync only where the target's digest is not that of
+ *            zeros.  Digests hold for one session.  This is what makes a
+ *            failback or a source restart ship only the regions that differ.
  *
  * Flow control: at most SRC_WINDOW bytes of frames sent and not ACKed (a
  * BARRIER goes out as soon as the window is full; ACK frees it, credited at
