@@ -654,10 +654,17 @@ static void op_volume_create(struct tsr_admin_server *srv, const Tessera__Admin_
 			     Tessera__Admin__Response *resp)
 {
 	struct tsr_vol_info info;
+	unsigned flags = 0;
 	char sz[32];
 	int ret;
 
-	if (c->ec != NULL && c->ec[0] != '\0') {
+	if (c->ec != NULL && c->ec[0] != '\0' && c->local_copy && srv->cluster.handle != NULL &&
+	    (c->from_volume == NULL || c->from_volume[0] == '\0')) {
+		/* a cluster node's chunk copy of an ec volume (cluster/volume.c sends
+		 * the geometry with local_copy): marked in the store so that its
+		 * snapshots are never served as images (vol.c) */
+		flags = TSR_VOL_EC_CHUNK;
+	} else if (c->ec != NULL && c->ec[0] != '\0') {
 		/* a standalone node has one store: nowhere to put k+m chunks */
 		admin_fail(resp, -EINVAL, "volume '%s': erasure coding (ec %s) needs a cluster of "
 			   "at least K+M nodes (start tesserad with --meta / --join); a standalone "
@@ -670,7 +677,7 @@ static void op_volume_create(struct tsr_admin_server *srv, const Tessera__Admin_
 	}
 
 	tsr_format_size(c->size, sz, sizeof(sz));
-	ret = tsr_store_vol_create(srv->store, c->name, c->size, &info);
+	ret = tsr_store_vol_create_flags(srv->store, c->name, c->size, flags, &info);
 	switch (ret) {
 	case 0:
 		reply_volume(srv, c->name, resp);

@@ -69,17 +69,29 @@ void cluster_forward(struct tsr_cluster *c, const char *node_id, const char *add
 	tessera__admin__response__free_unpacked(r, NULL);
 }
 
-int cluster_copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
-			const char *name, uint64_t size, char *msg, size_t msg_len)
+/*
+ * Create the store copy of volume name on node.  ec_k > 0: an ec volume's
+ * chunk copy, created with TSR_VOL_EC_CHUNK (a remote node gets the geometry
+ * in VolumeCreate.ec / stripe_unit with local_copy) so that no node serves
+ * its snapshots as images (vol.c).  A node older than the flag ignores it
+ * and serves them as before.
+ */
+static int copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+		       const char *name, uint64_t size, uint32_t ec_k, uint32_t ec_m,
+		       uint32_t unit, char *msg, size_t msg_len)
 {
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__VolumeCreate vc = TESSERA__ADMIN__VOLUME_CREATE__INIT;
 	Tessera__Admin__Response *resp = NULL;
 	struct tsr_vol_info info;
+	char ec[16] = "";
 	int ret;
 
+	if (ec_k)
+		snprintf(ec, sizeof(ec), "%u+%u", ec_k, ec_m);
 	if (strcmp(node->id, c->node_id) == 0) {
-		ret = tsr_store_vol_create(c->o.store, name, size, &info);
+		ret = tsr_store_vol_create_flags(c->o.store, name, size,
+						 ec_k ? TSR_VOL_EC_CHUNK : 0, &info);
 		if (ret)
 			snprintf(msg, msg_len, "cannot create the copy of '%s' on %s (this node): %s%s",
 				 name, node->id, strerror(-ret), ret == -EEXIST ?
@@ -90,6 +102,8 @@ int cluster_copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecor
 	vc.name = (char *)name;
 	vc.size = size;
 	vc.local_copy = true;
+	vc.ec = ec;
+	vc.stripe_unit = unit;
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE;
 	req.volume_create = &vc;
 	ret = cluster_call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
@@ -103,6 +117,12 @@ int cluster_copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecor
 		snprintf(msg, msg_len, "node %s: %s", node->id, resp->message);
 	tessera__admin__response__free_unpacked(resp, NULL);
 	return ret;
+}
+
+int cluster_copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+			const char *name, uint64_t size, char *msg, size_t msg_len)
+{
+	return copy_create(c, node, name, size, 0, 0, 0, msg, msg_len);
 }
 
 int cluster_copy_delete(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
@@ -436,8 +456,8 @@ void cluster_volume_create(struct tsr_cluster *c, const Tessera__Admin__VolumeCr
 		goto out;
 	}
 	for (made = 0; made < replicas; made++) {
-		ret = cluster_copy_create(c, view_node(&v, pn[chosen[made]].id), r->name, copy_size,
-					  why, sizeof(why));
+		ret = copy_create(c, view_node(&v, pn[chosen[made]].id), r->name, copy_size, k, m,
+				  unit, why, sizeof(why));
 		if (ret) {
 			admin_fail(resp, ret, "%s; nothing was created", why);
 			goto undo;
@@ -690,7 +710,9 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 		goto out;
 	}
 	new_node = view_node(&v, pn[chosen[0]].id);
-	ret = cluster_copy_create(c, new_node, name, rec_copy_size(rec), msg, msg_len);
+	/* a new chunk copy of an ec volume is marked as such, as at create */
+	ret = copy_create(c, new_node, name, rec_copy_size(rec), rec->ec_k, rec->ec_m,
+			  rec->stripe_unit, msg, msg_len);
 	if (ret)
 		goto out;
 	free(rec->copies[idx]->node_id);

@@ -24,7 +24,11 @@
  *     their rows' checksums valid unchanged.
  *   volumes, columns added for snapshots (ALTER TABLE on older stores):
  *     parent TEXT NOT NULL DEFAULT ''   clone: uuid of the snapshot layer it reads through
- *     flags INTEGER NOT NULL DEFAULT 0  1 hidden (deleted, kept for clones), 2 rollback running
+ *     flags INTEGER NOT NULL DEFAULT 0  1 hidden (deleted, kept for clones), 2 rollback running,
+ *                                       4 ec chunk (one chunk column of an erasure-coded
+ *                                       cluster volume, set at create; stores made before
+ *                                       it have no such rows: their snapshots are served
+ *                                       as images as before)
  *     orig TEXT NOT NULL DEFAULT ''     hidden: the name before delete (name is ".h-<uuid>")
  *     When any of them is set the CRC covers the "extended" string instead:
  *       +0 .. +n+61   as above (epoch always included, even 0)

@@ -50,11 +50,12 @@ struct vol_row {
 	int64_t dev_offset; /* byte offset of the extent on the raw device; -1 = files */
 	uint64_t epoch;     /* highest coordinator epoch accepted (0: none yet) */
 	char parent[37];    /* clone: uuid of the snapshot layer it reads through, "" */
-	uint32_t flags;     /* VOL_HIDDEN | VOL_ROLLBACK */
+	uint32_t flags;     /* VOL_HIDDEN | VOL_ROLLBACK | VOL_EC_CHUNK */
 	char orig[64];      /* hidden: the name it had before delete, else "" */
 };
 #define VOL_HIDDEN   0x1u /* deleted, kept for clones: name ".h-<uuid>", orig = old name */
 #define VOL_ROLLBACK 0x2u /* a rollback is running or was interrupted: opens refused */
+#define VOL_EC_CHUNK 0x4u /* a chunk column of an ec volume (TSR_VOL_EC_CHUNK), set at create */
 
 /* One row of table snapshots (format: see catalog.c). */
 struct snap_row {

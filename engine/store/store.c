@@ -548,11 +548,21 @@ static int device_first_fit(struct tsr_store *store, uint64_t size, int64_t *off
 int tsr_store_vol_create(struct tsr_store *store, const char *name, uint64_t size,
 			 struct tsr_vol_info *info_out)
 {
+	return tsr_store_vol_create_flags(store, name, size, 0, info_out);
+}
+
+int tsr_store_vol_create_flags(struct tsr_store *store, const char *name, uint64_t size,
+			       unsigned flags, struct tsr_vol_info *info_out)
+{
 	char crc_path[PATH_MAX], dirty_path[PATH_MAX];
 	struct vol_row row;
 	unsigned i;
 	int ret, fd;
 
+	if (flags & ~TSR_VOL_EC_CHUNK) {
+		tsr_error("create: volume %s: unknown flags 0x%x", name ? name : "(null)", flags);
+		return -EINVAL;
+	}
 	if (!tsr_valid_name(name)) {
 		tsr_error("create: invalid volume name '%s': use 1-63 of [A-Za-z0-9._-], "
 			  "starting with a letter or digit",
@@ -568,6 +578,8 @@ int tsr_store_vol_create(struct tsr_store *store, const char *name, uint64_t siz
 	row.size = size;
 	row.created = (int64_t)time(NULL);
 	row.dev_offset = -1;
+	if (flags & TSR_VOL_EC_CHUNK)
+		row.flags |= VOL_EC_CHUNK;
 
 	pthread_mutex_lock(&store->lock);
 	ret = catalog_get(store->db, name, &(struct vol_row){0});
@@ -615,8 +627,9 @@ int tsr_store_vol_create(struct tsr_store *store, const char *name, uint64_t siz
 		goto err_files;
 	if (info_out)
 		row_to_info(store, &row, info_out);
-	tsr_info("create: volume %s (%s), %llu bytes%s", name, row.uuid, (unsigned long long)size,
-		 store->dev_fd >= 0 ? " on device" : "");
+	tsr_info("create: volume %s (%s), %llu bytes%s%s", name, row.uuid,
+		 (unsigned long long)size, store->dev_fd >= 0 ? " on device" : "",
+		 (row.flags & VOL_EC_CHUNK) ? ", ec chunk copy" : "");
 	goto out;
 err_files:
 	remove_files(store, row.uuid, size);
@@ -810,6 +823,43 @@ int tsr_store_vol_info(struct tsr_store *store, const char *name, struct tsr_vol
 	ret = catalog_get(store->db, name, &row);
 	if (ret == 0)
 		row_to_info(store, &row, out);
+	pthread_mutex_unlock(&store->lock);
+	return ret;
+}
+
+/* A clone's chain of parents is short (one level per clone of a clone); the
+ * bound only stops a corrupt catalogue's loop. */
+#define EC_CHUNK_MAX_DEPTH 64
+
+int tsr_store_vol_ec_chunk(struct tsr_store *store, const char *name, bool *out)
+{
+	struct snap_row snap;
+	struct vol_row row;
+	char parent[37];
+	int ret, depth;
+
+	*out = false;
+	pthread_mutex_lock(&store->lock);
+	ret = catalog_get(store->db, name, &row);
+	for (depth = 0; ret == 0 && depth < EC_CHUNK_MAX_DEPTH; depth++) {
+		if (row.flags & VOL_EC_CHUNK) {
+			*out = true;
+			break;
+		}
+		if (row.parent[0] == '\0')
+			break;
+		/* a clone: the volume its parent snapshot was cut from decides */
+		memcpy(parent, row.parent, sizeof(parent));
+		ret = catalog_snap_get(store->db, parent, &snap);
+		if (ret == 0)
+			ret = catalog_get_uuid(store->db, snap.vol_uuid, &row);
+		if (ret == -ENOENT) {
+			tsr_warn("store: volume %s: parent layer %s or its volume is missing from "
+				 "the catalogue; taken as not an ec chunk copy", name, parent);
+			ret = 0;
+			break;
+		}
+	}
 	pthread_mutex_unlock(&store->lock);
 	return ret;
 }

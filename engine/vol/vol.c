@@ -22,7 +22,9 @@
  * has no home (any worker may read it).  Exception: on the node where an
  * erasure-coded VOL is attached, "VOL@SNAP" is the ec snapshot layout
  * (tsr_layout_ec_snap_create: chunks read from every copy's snapshot and
- * decoded), with the coordinator's home worker as its home.
+ * decoded), with the coordinator's home worker as its home.  Everywhere
+ * else an ec volume's "VOL@SNAP" is refused (-ENOENT): the store copy is one
+ * chunk column (its catalogue row says so, TSR_VOL_EC_CHUNK), not the image.
  *
  * tsr_volset_snap_async runs a snapshot request through the gate of a
  * volume's layout (layout.c) on its home worker and reports on that worker's
@@ -243,6 +245,31 @@ struct tsr_worker *tsr_vol_home(const struct tsr_vol *vol)
 	return vol->home;
 }
 
+/*
+ * A cluster node's store copy of an ec volume is one chunk column, not the
+ * image: its snapshot is never served as "VOL@SNAP" here (only the node
+ * where VOL is attached decodes it).  The store's catalogue says so
+ * (TSR_VOL_EC_CHUNK, set when the cluster created the copy); copies made
+ * before the flag existed are served as before.  -ENOENT or 0.
+ */
+static int refuse_ec_chunk(struct tsr_volset *set, const char *vol, const char *name)
+{
+	bool chunk = false;
+	int ret = tsr_store_vol_ec_chunk(set->store, vol, &chunk);
+
+	if (ret == 0 && !chunk)
+		return 0;
+	if (ret == 0)
+		tsr_warn("vol: export %s refused: this node holds one chunk of erasure-coded "
+			 "volume %s, not its image; connect to the node where %s is attached "
+			 "(tessera snapshot show gives the URI), or attach %s first", name, vol,
+			 vol, vol);
+	else if (ret != -ENOENT)
+		tsr_warn("vol: export %s refused: cannot read volume %s in the store: %s", name,
+			 vol, strerror(-ret));
+	return -ENOENT;
+}
+
 int tsr_vol_get(struct tsr_volset *set, const char *name, struct tsr_vol **out)
 {
 	struct tsr_vol *v, *coord;
@@ -269,13 +296,16 @@ int tsr_vol_get(struct tsr_volset *set, const char *name, struct tsr_vol **out)
 		goto out;
 	}
 	coord = snapshot && set->cluster_mode ? find_locked(set, vol) : NULL;
-	if (coord != NULL && coord->registered && tsr_layout_is_ec(coord->layout))
+	if (coord != NULL && coord->registered && tsr_layout_is_ec(coord->layout)) {
 		/* an ec volume's snapshot: the image is decoded from its chunk
 		 * copies' snapshots on the coordinator's home worker */
 		ret = tsr_layout_ec_snap_create(coord->layout, strchr(name, '@') + 1, &v->layout,
 						&v->home);
-	else
-		ret = tsr_layout_local_create(set->store, name, &v->layout);
+	} else {
+		ret = set->cluster_mode ? refuse_ec_chunk(set, vol, name) : 0;
+		if (ret == 0)
+			ret = tsr_layout_local_create(set->store, name, &v->layout);
+	}
 	if (ret) {
 		free(v);
 		v = NULL;

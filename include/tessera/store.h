@@ -50,6 +50,24 @@ void tsr_store_close(struct tsr_store *store);
 /* Errors: -EINVAL bad name or size, -EEXIST, -ENOSPC (device mode). */
 int tsr_store_vol_create(struct tsr_store *store, const char *name, uint64_t size,
 			 struct tsr_vol_info *info_out);
+/*
+ * tsr_store_vol_create with flags: TSR_VOL_EC_CHUNK marks the volume as one
+ * chunk column of an erasure-coded cluster volume (not an image: its
+ * snapshots must not be served as images), kept durably in the catalogue row
+ * (and its CRC).  Clones inherit it through their parent snapshot's volume.
+ * Errors: as tsr_store_vol_create, -EINVAL unknown flags.
+ */
+#define TSR_VOL_EC_CHUNK 0x1u
+int tsr_store_vol_create_flags(struct tsr_store *store, const char *name, uint64_t size,
+			       unsigned flags, struct tsr_vol_info *info_out);
+/*
+ * Whether volume name (or, for a clone, the volume its parent snapshot
+ * belongs to, recursively, hidden ones included) was created with
+ * TSR_VOL_EC_CHUNK.  Reads the catalogue (one row per level, as
+ * tsr_store_snap_open does).  Stores made before the flag existed say false.
+ * Errors: -ENOENT, -EUCLEAN, -EIO.
+ */
+int tsr_store_vol_ec_chunk(struct tsr_store *store, const char *name, bool *out);
 /* Errors: -ENOENT, -EBUSY (open handles, read-only snapshot handles included).
  * With clones depending on its snapshots the volume is hidden instead (see below). */
 int tsr_store_vol_delete(struct tsr_store *store, const char *name);
