@@ -14,7 +14,9 @@
 #     snapshot s2.
 #  2. v@s1 read whole through the coordinator's NBD socket equals A (not
 #     the head, nbdcopy and qemu-img compare); v@s2 and v equal B; `snapshot
-#     show` gives the coordinator's URI; a write to v@s1 is refused.
+#     show` gives the coordinator's URI; a write to v@s1 is refused; a
+#     chunk node's own v@s1 is refused (nbdinfo, nbdcopy), and so is a
+#     snapshot of a clone of v on a chunk node.
 #  3. diff s1 --head and s1 s2 are exactly the three written ranges (offsets,
 #     lengths, data); s2 --head is empty; bad input: an unknown snapshot,
 #     snapshots in the wrong order.
@@ -22,7 +24,8 @@
 #     (decoded); the diff still covers every written range and reports
 #     nothing outside the stripes written (the dead copy's chunks counted
 #     from the parity chunks' diffs).  A second chunk node killed (m = 2):
-#     v@s1 still equals A; a third would leave fewer than k.
+#     v@s1 still equals A; a third would leave fewer than k.  Once v is
+#     detached, the former coordinator refuses v@s1 too.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -96,6 +99,23 @@ qemu-io -f raw -c 'write -P 0x66 0 4k' "$(cl_nbd_uri "$coord" v@s1)" >"$CL_ROOT/
 	fail "qemu-io write to v@s1 succeeded: $(cat "$CL_ROOT/ro.out")"
 log "write to v@s1 refused: $(head -n1 "$CL_ROOT/ro.out")"
 assert_image "$coord" v@s1 "$A" "snapshot s1 after the refused write"
+# another node's store holds one chunk column of v, not the image: its
+# v@s1 export is refused (the store copy is flagged an ec chunk at create)
+other=${OTHERS[0]#n}
+nbdinfo "$(cl_nbd_uri "$other" v@s1)" >"$CL_ROOT/other.out" 2>&1 &&
+	fail "nbdinfo of v@s1 on chunk node n$other succeeded: $(cat "$CL_ROOT/other.out")"
+nbdcopy "$(cl_nbd_uri "$other" v@s1)" - >/dev/null 2>&1 &&
+	fail "nbdcopy of v@s1 on chunk node n$other succeeded"
+wait_log "$other" "export v@s1 refused: this node holds one chunk of erasure-coded volume v.*attached" 5
+log "v@s1 on chunk node n$other refused"
+# a clone of an ec volume is ec too: its copies' snapshots are chunk columns
+ctsr volume create vc --from-snapshot v@s1 >/dev/null || fail "clone vc of v@s1"
+ctsr snapshot create vc cs >/dev/null || fail "snapshot create vc cs"
+nbdinfo "$(cl_nbd_uri "$other" vc@cs)" >/dev/null 2>&1 &&
+	fail "nbdinfo of vc@cs (clone of an ec volume) on n$other succeeded"
+wait_log "$other" "export vc@cs refused: this node holds one chunk of erasure-coded volume vc" 5
+log "vc@cs (an ec clone's snapshot) on n$other refused"
+ctsr volume delete vc >/dev/null || fail "delete vc"
 
 # ---- 3. diffs
 WANT="$W1_OFF:$W1_LEN:d $W2_OFF:$W2_LEN:d $W3_OFF:$W3_LEN:d"
@@ -154,4 +174,9 @@ expect_fail 1 'chunk copies could give their diff' ctsr snapshot diff v s1 --hea
 ctsr volume detach v >/dev/null || fail "detach"
 assert_eq "$(ctsr --json snapshot show v s1 | json_get 'len(j["nbd_uris"])')" 0 \
 	"snapshot show of a detached ec volume: no NBD URI"
+# ... and the former coordinator's own v@s1 is a chunk column too: refused
+nbdinfo "$(cl_nbd_uri "$coord" v@s1)" >"$CL_ROOT/coord.out" 2>&1 &&
+	fail "nbdinfo of v@s1 on n$coord after detach succeeded: $(cat "$CL_ROOT/coord.out")"
+wait_log "$coord" "export v@s1 refused: this node holds one chunk of erasure-coded volume v.*attached" 5
+log "v@s1 on n$coord after detach refused"
 log "ok"
