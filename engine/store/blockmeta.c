@@ -367,8 +367,29 @@ out:
 	return ret;
 }
 
+static int64_t coarse_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void blockmeta_note_sync(struct blockmeta *bm)
+{
+	atomic_store_explicit(&bm->crc_sync_ns, coarse_ns(), memory_order_relaxed);
+}
+
+bool blockmeta_recently_synced(const struct blockmeta *bm)
+{
+	int64_t t = atomic_load_explicit(&bm->crc_sync_ns, memory_order_relaxed);
+
+	return t != 0 && coarse_ns() - t < 2000000000;
+}
+
 int blockmeta_sync(struct blockmeta *bm)
 {
+	blockmeta_note_sync(bm);
 	if (fdatasync(bm->crc_fd) < 0) {
 		int ret = -errno;
 

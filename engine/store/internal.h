@@ -128,6 +128,12 @@ struct blockmeta {
 	size_t durable_len;
 	pthread_mutex_t dirty_lock; /* 0->1 transitions of dirty bits */
 	_Atomic bool any_dirty;     /* a bit was set since the bitmap was last cleared */
+	/* CLOCK_MONOTONIC_COARSE ns of the last fdatasync of crc_fd issued
+	 * (blockmeta_note_sync).  Writeback write-protects the pages it wrote, so
+	 * the next store into one through crc_map takes a page_mkwrite fault
+	 * (~100 us on our VM); while syncs are recent, entries of host writes go
+	 * in with pwrite (~7-11 us) instead (data.c entries_put). */
+	_Atomic int64_t crc_sync_ns;
 };
 
 /* Z = crc32c of a zero block; entries are stored as crc ^ Z. */
@@ -137,6 +143,12 @@ uint32_t blockmeta_block_crc(const void *block);
 /* Sizes of the files for a volume of size bytes. */
 uint64_t blockmeta_crc_file_size(uint64_t size);
 uint64_t blockmeta_dirty_file_size(uint64_t size);
+/* Record that an fdatasync of bm->crc_fd is being issued (see crc_sync_ns). */
+void blockmeta_note_sync(struct blockmeta *bm);
+/* Whether a crc_fd sync was issued within the last 2 s. */
+bool blockmeta_recently_synced(const struct blockmeta *bm);
+/* test hook: runs of entries data.c wrote with pwrite (entries_put) */
+extern _Atomic unsigned store_test_entry_pwrites;
 /* Create (O_EXCL) the two files sized for size; 0 or -errno. */
 int blockmeta_create_files(const char *crc_path, const char *dirty_path, uint64_t size);
 /* Open and map the files of a volume of size bytes; bm is zeroed first. */

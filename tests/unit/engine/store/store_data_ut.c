@@ -7,11 +7,14 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 
 #include <cmocka.h>
 
 #include "store_test.h"
+
+extern _Atomic unsigned store_test_entry_pwrites; /* engine/store/data.c */
 
 #define MiB (1ull << 20)
 #define TiB (1ull << 40)
@@ -530,6 +533,50 @@ static void test_quiet_flush_clears_dirty(void **state)
 	assert_true(is_filled(e->buf, BS, 42, 5 * MiB));
 }
 
+/*
+ * After a flush the crc table's pages are write-protected by the writeback,
+ * so entries of the next writes go in with pwrite (entries_put): they must
+ * land exactly as the stores would ({new, old} per block, runs longer than
+ * one pwrite batch of 64 entries included), read back, and survive a reopen.
+ */
+static void test_entries_after_flush(void **state)
+{
+	struct env *e = *state;
+	unsigned before;
+	uint32_t cur, prev;
+	uint8_t old[BS];
+
+	vol(e, 8 * MiB);
+	before = atomic_load(&store_test_entry_pwrites);
+	fill(e->buf, 80 * BS, 50, 0);
+	assert_int_equal(swrite(e->v, e->io, 0, 80 * BS, e->buf, 0), 0);
+	assert_int_equal(atomic_load(&store_test_entry_pwrites), before); /* no sync yet: stores */
+	assert_int_equal(sflush(e->v, e->io), 0);
+	fill(e->buf, 80 * BS, 51, 0);
+	assert_int_equal(swrite(e->v, e->io, 0, 80 * BS, e->buf, 0), 0); /* 64 + 16 entries */
+	assert_int_equal(atomic_load(&store_test_entry_pwrites), before + 2);
+	fill(e->buf2, BS, 52, 6 * MiB);
+	assert_int_equal(swrite(e->v, e->io, 6 * MiB, BS, e->buf2, 0), 0);
+	assert_int_equal(atomic_load(&store_test_entry_pwrites), before + 3);
+	for (uint64_t b = 0; b < 80; b += 79) {
+		fill(old, BS, 50, b * BS);
+		read_entry(e->dir, e->uuid, b, &cur, &prev);
+		assert_int_equal(cur, stored_crc(e->buf + b * BS));
+		assert_int_equal(prev, stored_crc(old));
+	}
+	assert_int_equal(sread(e->v, e->io, 0, 80 * BS, e->buf2), 0);
+	assert_true(is_filled(e->buf2, 80 * BS, 51, 0));
+	tsr_svol_put(e->v);
+	e->v = NULL;
+	tsr_store_close(e->store);
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &e->v), 0);
+	assert_int_equal(sread(e->v, e->io, 0, 80 * BS, e->buf2), 0);
+	assert_true(is_filled(e->buf2, 80 * BS, 51, 0));
+	assert_int_equal(sread(e->v, e->io, 6 * MiB, BS, e->buf2), 0);
+	assert_true(is_filled(e->buf2, BS, 52, 6 * MiB));
+}
+
 #define BOTH(t)                                                                                    \
 	cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)&g_uring),            \
 	    cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)&g_aio)
@@ -547,6 +594,7 @@ int main(void)
 	    BOTH(test_threads_share_a_handle),
 	    BOTH(test_queue_full),
 	    BOTH(test_quiet_flush_clears_dirty),
+	    BOTH(test_entries_after_flush),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
