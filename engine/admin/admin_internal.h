@@ -78,6 +78,10 @@ void admin_later_done(struct admin_later *l);
 /* Inside the same admin_handle, instead of admin_later_done: the reply is
  * given at once after all; fn never runs. */
 void admin_later_cancel(struct admin_later *l);
+/* The server whose admin_handle runs on this thread now (its loop), else
+ * NULL: how a command of the cluster layer, whose hook is not given the
+ * server, calls admin_later_begin. */
+struct tsr_admin_server *admin_handling_server(void);
 
 #define ADMIN_MAX_CONNS 64
 #define ADMIN_IDLE_TIMEOUT 300.0  /* seconds without a request: close */

@@ -29,6 +29,10 @@ struct admin_later {
 	struct admin_later *next;  /* srv->later_done (later_lock) */
 };
 
+/* The server whose admin_handle runs on this thread right now, or NULL
+ * (admin_handling_server: the cluster layer's hook is not given it). */
+static __thread struct tsr_admin_server *handling_srv;
+
 static void conn_close(struct admin_conn *c)
 {
 	struct tsr_admin_server *srv = c->srv;
@@ -95,7 +99,9 @@ static int conn_process(struct admin_conn *c)
 		goto reply;
 	}
 	srv->handling = c;
+	handling_srv = srv;
 	admin_handle(srv, req, &resp);
+	handling_srv = NULL;
 	srv->handling = NULL;
 	if (c->later) { /* the command replies later (admin_later_begin) */
 		admin_response_free_built(&resp);
@@ -226,6 +232,11 @@ static void conn_read(struct admin_conn *c)
 }
 
 /* ---- replies that come later ---- */
+
+struct tsr_admin_server *admin_handling_server(void)
+{
+	return handling_srv;
+}
 
 struct admin_later *admin_later_begin(struct tsr_admin_server *srv, admin_later_fn fn,
 				      void *arg)

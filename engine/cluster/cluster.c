@@ -604,6 +604,7 @@ void tsr_cluster_stop(struct tsr_cluster *c)
 			tsr_warn("cluster: %s", msg);
 	}
 	repl_stop(c); /* demotions still queued are recorded: the meta store is open */
+	cluster_snapshot_stop(c); /* cuts answered later must not touch c */
 	if (c->thread_started) {
 		pthread_mutex_lock(&c->lock);
 		c->stopping = true;

@@ -167,6 +167,9 @@ void cluster_forward(struct tsr_cluster *c, const char *node_id, const char *add
  * attached (here or forwarded), on every copy's store when detached. */
 void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			     Tessera__Admin__Response *resp);
+/* tsr_cluster_stop, before freeing c: the cuts still pending (answered
+ * later) reply without c. */
+void cluster_snapshot_stop(struct tsr_cluster *c);
 /*
  * SnapshotList/Show/Diff of volume: false when this node holds an IN_SYNC
  * copy (the admin layer answers from the store), else forwarded to an

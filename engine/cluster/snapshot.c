@@ -5,10 +5,14 @@
  *
  * Where a command runs:
  *  - SnapshotCreate/Delete of an attached volume: on its coordinator node,
- *    through the volume's layout gate (tsr_volset_snap: writes held back and
- *    drained, the mirror cuts every IN_SYNC copy at that point, see
- *    engine/layout/mirror_snap.c); a node that is not the coordinator
- *    forwards the request there;
+ *    through the volume's layout gate (writes held back and drained, the
+ *    mirror cuts every IN_SYNC copy at that point, see
+ *    engine/layout/mirror_snap.c).  A request from a client is cut with
+ *    tsr_volset_snap_async on the volume's home worker and answered later
+ *    (admin_later_*, "pending cuts" below): the loop serves other requests
+ *    meanwhile.  A node that is not the coordinator forwards the request
+ *    there with a blocking admin call (the admin client has no async form):
+ *    its loop waits for the coordinator's reply;
  *  - SnapshotCreate/Delete of a detached volume: nothing writes it, so the
  *    cut is the same on every copy without a gate: the local_copy form goes
  *    to every copy's node (ours: the store); every copy must be IN_SYNC and
@@ -45,13 +49,15 @@
  * in the same order (copy c holds the same stripe positions as the source's
  * copy c).
  *
- * Main thread; blocking calls (include/tessera/cluster.h).
+ * Main thread; blocking calls (include/tessera/cluster.h), except the
+ * coordinator's cut of a client's SnapshotCreate/Delete (above).
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/rand.h>
 
@@ -313,13 +319,160 @@ static void snap_error(int err, enum tsr_snap_op op, const char *vol, const char
 	}
 }
 
+/* The coordinator's result of a cut (or delete): msg for an error. */
+static int coord_result(int ret, enum tsr_snap_op op, const char *vol, const char *snap,
+			char *msg, size_t msg_len)
+{
+	if (ret == -ENOENT && op == TSR_SNAP_CREATE)
+		snprintf(msg, msg_len, "volume '%s' is attached here but its coordinator is "
+			 "not running (attaching or detaching right now?): retry", vol);
+	else if (ret)
+		snap_error(ret, op, vol, snap, msg, msg_len);
+	return ret;
+}
+
+/* ---- pending cuts: the coordinator's cut without blocking the loop ------ */
+
+/*
+ * A client's SnapshotCreate/Delete of a volume coordinated here: the cut runs
+ * on the volume's home worker (tsr_volset_snap_async) and the admin server
+ * sends the reply when it is made (snap_later_reply on the loop).  Pending
+ * ones are listed so that tsr_cluster_stop can let go of them
+ * (cluster_snapshot_stop): their reply then says tesserad is shutting down,
+ * without touching the freed cluster.
+ */
+struct snap_later {
+	struct tsr_cluster *c;         /* NULL once that cluster stopped (pending_lock) */
+	char vol[64];
+	struct tsr_snap_req req;       /* op and snap; the worker reads it until its cb */
+	int status;                    /* the gate's result: set on the home worker
+					* before admin_later_done, read on the loop after */
+	struct admin_later *later;     /* done by snap_later_cut, exactly once */
+	struct timespec started;       /* CLOCK_MONOTONIC at the request (the log line) */
+	struct snap_later *prev, *next; /* the pending list (pending_lock) */
+};
+
+static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER; /* guards pending */
+static struct snap_later *pending;   /* begun, reply not built yet */
+
+static void pending_unlink(struct snap_later *sl)
+{
+	pthread_mutex_lock(&pending_lock);
+	if (sl->prev)
+		sl->prev->next = sl->next;
+	else
+		pending = sl->next;
+	if (sl->next)
+		sl->next->prev = sl->prev;
+	pthread_mutex_unlock(&pending_lock);
+}
+
+void cluster_snapshot_stop(struct tsr_cluster *c)
+{
+	pthread_mutex_lock(&pending_lock);
+	for (struct snap_later *sl = pending; sl; sl = sl->next)
+		if (sl->c == c)
+			sl->c = NULL;
+	pthread_mutex_unlock(&pending_lock);
+}
+
+/* On the volume's home worker: the cut is made (or failed). */
+static void snap_later_cut(void *arg, int status)
+{
+	struct snap_later *sl = arg;
+
+	sl->status = status;
+	admin_later_done(sl->later);
+}
+
+static void snapshot_reply(struct tsr_cluster *c, const char *vol, const char *snap,
+			   Tessera__Admin__Response *resp);
+
+/* Back on the loop (admin_later fn): the reply, as snap_change's caller gives it. */
+static void snap_later_reply(struct tsr_admin_server *srv, void *arg,
+			     Tessera__Admin__Response *resp)
+{
+	struct snap_later *sl = arg;
+	bool create = sl->req.op == TSR_SNAP_CREATE;
+	struct tsr_cluster *c;
+	struct timespec now;
+	char msg[1024];
+	int ret;
+
+	(void)srv;
+	pthread_mutex_lock(&pending_lock);
+	c = sl->c;
+	pthread_mutex_unlock(&pending_lock);
+	pending_unlink(sl);
+	ret = coord_result(sl->status, sl->req.op, sl->vol, sl->req.snap, msg, sizeof(msg));
+	if (ret) {
+		admin_fail(resp, ret, "%s", msg);
+	} else if (c == NULL) {
+		admin_fail(resp, -ESHUTDOWN, "snapshot '%s' of '%s' was %s, but tesserad is "
+			   "shutting down (tessera snapshot list %s through another node)",
+			   sl->req.snap, sl->vol, create ? "cut" : "deleted", sl->vol);
+	} else {
+		tsr_info("cluster: snapshot %s@%s %s", sl->vol, sl->req.snap,
+			 create ? "created" : "deleted");
+		if (create)
+			snapshot_reply(c, sl->vol, sl->req.snap, resp);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	tsr_info("cluster: snapshot %s '%s@%s': replied after %.1f ms%s",
+		 create ? "create" : "delete", sl->vol, sl->req.snap,
+		 (double)(now.tv_sec - sl->started.tv_sec) * 1e3 +
+			 (double)(now.tv_nsec - sl->started.tv_nsec) / 1e6,
+		 resp->error ? " (failed)" : "");
+	free(sl);
+}
+
+/*
+ * Start sr on vol's gate here and let the admin server reply when it is done.
+ * True when the reply comes later; false (not inside an admin request, out
+ * of memory, the volume not open here) when the caller must go on
+ * synchronously.
+ */
+static bool snap_later_start(struct tsr_cluster *c, const char *vol,
+			     const struct tsr_snap_req *sr)
+{
+	struct tsr_admin_server *srv = admin_handling_server();
+	struct snap_later *sl;
+
+	if (srv == NULL || (sl = calloc(1, sizeof(*sl))) == NULL)
+		return false;
+	clock_gettime(CLOCK_MONOTONIC, &sl->started);
+	sl->c = c;
+	snprintf(sl->vol, sizeof(sl->vol), "%s", vol);
+	sl->req = *sr;
+	sl->later = admin_later_begin(srv, snap_later_reply, sl);
+	if (sl->later == NULL) {
+		free(sl);
+		return false;
+	}
+	pthread_mutex_lock(&pending_lock);
+	sl->next = pending;
+	if (pending)
+		pending->prev = sl;
+	pending = sl;
+	pthread_mutex_unlock(&pending_lock);
+	if (tsr_volset_snap_async(c->o.vols, vol, &sl->req, snap_later_cut, sl) == 0)
+		return true;
+	pending_unlink(sl);
+	admin_later_cancel(sl->later);
+	free(sl);
+	return false;
+}
+
 /*
  * Cut (CREATE) or delete snapshot snap of vol on all its copies at one
  * point of its write order, wherever it must run (file header).  0 or
- * -errno with msg.
+ * -errno with msg.  later non-NULL: a client's request, whose cut on this
+ * node (the coordinator) may be answered later: then *later is set and 0
+ * returned, and the admin server replies once the cut is made
+ * (snap_later_reply).
  */
 static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op op,
-		       const char *snap, char *msg, size_t msg_len)
+		       const char *snap, bool *later, char *msg, size_t msg_len)
 {
 	const Tessera__Cluster__NodeRecord *nodes[TSR_LAYOUT_MAX_COPIES];
 	Tessera__Cluster__VolumeRecord *rec = NULL;
@@ -341,12 +494,15 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 	snprintf(sr.snap, sizeof(sr.snap), "%s", snap);
 	attached = view_attached(&v, vol, NULL);
 	if (attached && strcmp(attached, c->node_id) == 0) {
-		ret = tsr_volset_snap(c->o.vols, vol, &sr);
-		if (ret == -ENOENT && op == TSR_SNAP_CREATE)
-			snprintf(msg, msg_len, "volume '%s' is attached here but its coordinator is "
-				 "not running (attaching or detaching right now?): retry", vol);
-		else if (ret)
-			snap_error(ret, op, vol, snap, msg, msg_len);
+		if (later != NULL && snap_later_start(c, vol, &sr)) {
+			*later = true; /* snap_later_reply logs and replies */
+			ret = 0;
+			goto out;
+		}
+		/* blocking: a clone's temporary snapshot, or the async start failed
+		 * (the volume not open here: the same error at once) */
+		ret = coord_result(tsr_volset_snap(c->o.vols, vol, &sr), op, vol, snap, msg,
+				   msg_len);
 		goto out;
 	}
 	if (attached) {
@@ -410,7 +566,7 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 			 vol, snap, done, rec->n_copies);
 	}
 out:
-	if (ret == 0)
+	if (ret == 0 && !(later != NULL && *later))
 		tsr_info("cluster: snapshot %s@%s %s", vol, snap,
 			 op == TSR_SNAP_CREATE ? "created" : "deleted");
 	tessera__cluster__volume_record__free_unpacked(rec, NULL);
@@ -514,33 +670,41 @@ static void snapshot_show_local(struct tsr_cluster *c, const char *vol, const ch
 	resp->n_snapshots = 1;
 }
 
+/* The reply of a create: the new snapshot as a copy's store describes it. */
+static void snapshot_reply(struct tsr_cluster *c, const char *vol, const char *snap,
+			   Tessera__Admin__Response *resp)
+{
+	Tessera__Admin__Request show = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__SnapshotShow ss = TESSERA__ADMIN__SNAPSHOT_SHOW__INIT;
+
+	ss.volume = (char *)vol;
+	ss.name = (char *)snap;
+	show.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_SHOW;
+	show.snapshot_show = &ss;
+	if (!cluster_snapshot_read(c, vol, &show, resp))
+		snapshot_show_local(c, vol, snap, resp);
+}
+
 void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			     Tessera__Admin__Response *resp)
 {
 	bool create = req->command_case == TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE;
 	const char *vol = create ? req->snapshot_create->volume : req->snapshot_delete->volume;
 	const char *snap = create ? req->snapshot_create->name : req->snapshot_delete->name;
+	bool later = false;
 	char msg[1024];
 	int ret;
 
-	ret = snap_change(c, vol, create ? TSR_SNAP_CREATE : TSR_SNAP_DELETE, snap, msg,
+	ret = snap_change(c, vol, create ? TSR_SNAP_CREATE : TSR_SNAP_DELETE, snap, &later, msg,
 			  sizeof(msg));
+	if (later) /* the cut runs on the home worker: snap_later_reply answers */
+		return;
 	if (ret) {
 		admin_fail(resp, ret, "%s", msg);
 		return;
 	}
-	if (create) {
-		/* the reply: the new snapshot as a copy's store describes it */
-		Tessera__Admin__Request show = TESSERA__ADMIN__REQUEST__INIT;
-		Tessera__Admin__SnapshotShow ss = TESSERA__ADMIN__SNAPSHOT_SHOW__INIT;
-
-		ss.volume = (char *)vol;
-		ss.name = (char *)snap;
-		show.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_SHOW;
-		show.snapshot_show = &ss;
-		if (!cluster_snapshot_read(c, vol, &show, resp))
-			snapshot_show_local(c, vol, snap, resp);
-	}
+	if (create)
+		snapshot_reply(c, vol, snap, resp);
 }
 
 /* ---- list, show, diff --------------------------------------------------- */
@@ -999,7 +1163,7 @@ void cluster_volume_clone(struct tsr_cluster *c, const Tessera__Admin__VolumeCre
 			memset(rnd, 0x42, sizeof(rnd));
 		snprintf(snap, sizeof(snap), "clone-src.%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
 			 rnd[3]);
-		ret = snap_change(c, from, TSR_SNAP_CREATE, snap, msg, sizeof(msg));
+		ret = snap_change(c, from, TSR_SNAP_CREATE, snap, NULL, msg, sizeof(msg));
 		if (ret) {
 			admin_fail(resp, ret, "cannot clone '%s': %s", from, msg);
 			goto out;
@@ -1063,7 +1227,7 @@ void cluster_volume_clone(struct tsr_cluster *c, const Tessera__Admin__VolumeCre
 	}
 	tsr_info("cluster: volume %s cloned from %s%s%s (%zu copies)", r->name, from,
 		 tmp_snap ? "" : "@", tmp_snap ? "" : snap, src->n_copies);
-	if (tmp_snap && snap_change(c, from, TSR_SNAP_DELETE, snap, msg, sizeof(msg)))
+	if (tmp_snap && snap_change(c, from, TSR_SNAP_DELETE, snap, NULL, msg, sizeof(msg)))
 		tsr_warn("cluster: clone %s: the temporary snapshot %s@%s stays: %s", r->name, from,
 			 snap, msg);
 	tessera__cluster__volume_record__free_unpacked(src, NULL);
@@ -1077,7 +1241,7 @@ undo:
 		if (made[i] && cluster_copy_delete(c, nodes[i], r->name, m2, sizeof(m2)))
 			tsr_warn("cluster: undo clone %s: %s", r->name, m2);
 	}
-	if (tmp_snap && snap_change(c, from, TSR_SNAP_DELETE, snap, msg, sizeof(msg)))
+	if (tmp_snap && snap_change(c, from, TSR_SNAP_DELETE, snap, NULL, msg, sizeof(msg)))
 		tsr_warn("cluster: clone %s: the temporary snapshot %s@%s stays: %s", r->name, from,
 			 snap, msg);
 out:
