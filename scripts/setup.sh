@@ -14,7 +14,7 @@ PKGS=(
 	build-essential cmake pkg-config clang-14 libclang-rt-14-dev
 	liburing-dev libaio-dev libisal-dev libprotobuf-c-dev protobuf-c-compiler libev-dev
 	libssl-dev libcmocka-dev libnghttp2-dev libsqlite3-dev libjansson-dev
-	libnbd-dev libnbd-bin nbdkit qemu-utils fio fuse3 e2fsprogs iproute2 jq python3
+	liblz4-dev libzstd-dev libnbd-dev libnbd-bin nbdkit qemu-utils fio fuse3 e2fsprogs iproute2 jq python3
 	python3-grpcio python3-grpc-tools xfsprogs util-linux mount
 )
 

@@ -292,6 +292,7 @@ static Tessera__Admin__Replication *source_msg(struct tsr_cluster *c,
 	if (r->demoted)
 		set_text(&m->last_error, r->demoted_why);
 	set_text(&m->resync_from, r->resync_from);
+	set_text(&m->compression, r->compress[0] ? r->compress : "none");
 	if (s == NULL)
 		return m;
 	m->acked_seq = st.acked_seq;
@@ -305,6 +306,9 @@ static Tessera__Admin__Replication *source_msg(struct tsr_cluster *c,
 	m->region_bytes_shipped = st.region_bytes_shipped;
 	m->region_bytes_same = st.region_bytes_same;
 	m->regions_compared = st.last_sync_compared;
+	m->compress_in_bytes = st.compress_in_bytes;
+	m->compress_out_bytes = st.compress_out_bytes;
+	m->frames_compressed = st.frames_compressed;
 	m->overflows = st.overflows;
 	m->reconnects = st.reconnects;
 	m->rate_bps = st.rate_bps;
@@ -669,6 +673,12 @@ static int source_start(struct tsr_cluster *c, const Tessera__Cluster__Replicati
 	o.compare_digests = true; /* ...but only regions that differ at the target go */
 	o.log_max_bytes = r->log_max_bytes;
 	o.max_bps = r->max_bps;
+	if (tsr_site_compress_parse(r->compress[0] ? r->compress : "none", &o.compress)) {
+		ret = -EINVAL;
+		snprintf(msg, msg_len, "volume %s: replication record names compression '%s', "
+			 "which this build does not know (none, lz4, zstd)", r->volume, r->compress);
+		goto out;
+	}
 	o.on_demoted = source_demoted;
 	o.cb_arg = s;
 	if (o.worker == NULL) {
@@ -685,10 +695,10 @@ static int source_start(struct tsr_cluster *c, const Tessera__Cluster__Replicati
 	}
 	s->next = c->sources;
 	c->sources = s;
-	tsr_info("cluster: volume %s ships to site %s (%s) as %s (%s), stream %016llx, initial "
-		 "copy of the regions that differ there", r->volume, r->site, site->address,
-		 r->target_volume, r->target_layout,
-		 (unsigned long long)r->stream);
+	tsr_info("cluster: volume %s ships to site %s (%s) as %s (%s), stream %016llx, "
+		 "compression %s, initial copy of the regions that differ there", r->volume,
+		 r->site, site->address, r->target_volume, r->target_layout,
+		 (unsigned long long)r->stream, tsr_site_compress_name(o.compress));
 	s = NULL;
 out:
 	free(s);
@@ -960,6 +970,7 @@ static void repl_enable(struct tsr_cluster *c, const Tessera__Admin__Request *re
 	Tessera__Admin__Replication *m;
 	struct tsr_site_layout lay;
 	char layout[40], key[80], msg[1024];
+	uint8_t algo;
 	bool here;
 	int ret;
 
@@ -984,6 +995,11 @@ static void repl_enable(struct tsr_cluster *c, const Tessera__Admin__Request *re
 			   old->site, e->volume);
 		goto out;
 	}
+	if (e->compress[0] && tsr_site_compress_parse(e->compress, &algo)) {
+		admin_fail(resp, -EINVAL, "compression '%s' is not one of none, lz4, zstd",
+			   e->compress);
+		goto out;
+	}
 	if (e->target_layout[0])
 		snprintf(layout, sizeof(layout), "%s", e->target_layout);
 	else if (vol->ec_k)
@@ -1004,6 +1020,7 @@ static void repl_enable(struct tsr_cluster *c, const Tessera__Admin__Request *re
 	rec.epoch = 1;
 	rec.max_bps = e->max_bps;
 	rec.log_max_bytes = e->log_max_bytes;
+	rec.compress = e->compress[0] ? e->compress : "none";
 	rec.created = cluster_now();
 	snprintf(key, sizeof(key), "repl/%s", e->volume);
 	ret = rec_put(c->meta, key, &rec.base, 0, 0, NULL);

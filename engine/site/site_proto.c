@@ -13,7 +13,8 @@
 #include "tessera/site.h"
 
 #define HDR_CRC_OFF 60u
-#define RESERVED_OFF 48u
+#define WIRE_LEN_OFF 48u
+#define RESERVED_OFF 52u
 #define MAX_ERRNO 4095u
 
 static uint16_t get16(const uint8_t *p)
@@ -87,6 +88,10 @@ static int check_fields(struct tsr_site_hdr *h)
 		return -EPROTO;
 	if ((h->flags & TSR_SITE_F_DIGEST) && (reply || h->opcode != TSR_SITE_VOLUME_OPEN))
 		return -EPROTO;
+	if (!(h->flags & TSR_SITE_F_COMPRESSED) && h->wire_len != 0)
+		return -EPROTO;
+	if ((h->flags & TSR_SITE_F_COMPRESSED) && h->opcode != TSR_SITE_WRITE)
+		return -EPROTO;
 	if (h->opcode != TSR_SITE_HELLO && h->opcode != TSR_SITE_ERROR && h->stream == 0)
 		return -EPROTO;
 	h->payload_len = 0;
@@ -122,8 +127,14 @@ static int check_fields(struct tsr_site_hdr *h)
 		if (h->seq == 0 || h->length == 0 || h->length % TSR_BLOCK_SIZE ||
 		    h->offset % TSR_BLOCK_SIZE || h->offset > UINT64_MAX - h->length)
 			return -EPROTO;
-		if (h->opcode == TSR_SITE_WRITE)
-			h->payload_len = h->length;
+		if (h->opcode != TSR_SITE_WRITE)
+			break;
+		h->payload_len = h->length;
+		if (h->flags & TSR_SITE_F_COMPRESSED) { /* only when it is smaller */
+			if (h->wire_len == 0 || h->wire_len >= h->length)
+				return -EPROTO;
+			h->payload_len = h->wire_len;
+		}
 		break;
 	case TSR_SITE_SNAPSHOT:
 		if (h->seq == 0 || h->offset)
@@ -198,7 +209,9 @@ int tsr_site_hdr_parse(const uint8_t buf[TSR_SITE_HDR_SIZE], struct tsr_site_hdr
 	h.epoch = get64(buf + 32);
 	h.length = get32(buf + 40);
 	h.data_crc = get32(buf + 44);
-	if (h.flags & ~(TSR_SITE_F_REPLY | TSR_SITE_F_REPLAY | TSR_SITE_F_DIGEST))
+	h.wire_len = get32(buf + WIRE_LEN_OFF);
+	if (h.flags & ~(TSR_SITE_F_REPLY | TSR_SITE_F_REPLAY | TSR_SITE_F_DIGEST |
+			TSR_SITE_F_COMPRESSED))
 		return -EPROTO;
 	ret = check_fields(&h);
 	if (ret)
@@ -220,6 +233,7 @@ void tsr_site_hdr_pack(const struct tsr_site_hdr *h, uint8_t buf[TSR_SITE_HDR_SI
 	put64(buf + 32, h->epoch);
 	put32(buf + 40, h->length);
 	put32(buf + 44, h->data_crc);
+	put32(buf + WIRE_LEN_OFF, h->wire_len);
 	put32(buf + HDR_CRC_OFF, tsr_crc32c(0, buf, HDR_CRC_OFF));
 }
 
@@ -345,9 +359,12 @@ int tsr_site_open_parse(const uint8_t *p, uint32_t len, struct tsr_site_open *ou
 		return -EPROTO;
 	n = p[0];
 	l = p[1];
-	if (get16(p + 2) != 0 || n == 0 || l == 0 || n > TSR_SITE_NAME_MAX ||
+	if (p[3] != 0 || n == 0 || l == 0 || n > TSR_SITE_NAME_MAX ||
 	    l > TSR_SITE_LAYOUT_MAX || len != 4 + n + l)
 		return -EPROTO;
+	if (p[2] > TSR_SITE_COMPRESS_MAX)
+		return -EPROTONOSUPPORT;
+	o.compress = p[2];
 	ret = get_name(p + 4, n, o.volume);
 	if (ret)
 		return ret;
@@ -370,7 +387,8 @@ int tsr_site_open_pack(const struct tsr_site_open *o, uint8_t buf[TSR_SITE_OPEN_
 		return -EINVAL;
 	buf[0] = (uint8_t)n;
 	buf[1] = (uint8_t)l;
-	put16(buf + 2, 0);
+	buf[2] = o->compress;
+	buf[3] = 0;
 	memcpy(buf + 4, o->volume, (size_t)n);
 	memcpy(buf + 4 + n, o->layout, (size_t)l);
 	len = 4u + (uint32_t)n + (uint32_t)l;

@@ -183,6 +183,7 @@ static const char *err_name(int code)
 	case EOPNOTSUPP: return "EOPNOTSUPP";
 	case EIO: return "EIO";
 	case ENOMEM: return "ENOMEM";
+	case EPROTONOSUPPORT: return "EPROTONOSUPPORT";
 	default: return strerror(code);
 	}
 }
@@ -326,6 +327,7 @@ struct sess {
 	bool ack_due;              /* an ACK of durable goes out when tx is free */
 	struct tsr_site_hello from;        /* the source's HELLO */
 	struct tsr_site_open open;         /* its VOLUME_OPEN */
+	struct tsr_site_codec *codec;      /* open.compress's decompressor; NULL: none */
 	struct tsr_site_hdr open_hdr;
 	/* set by the control thread at open */
 	int open_err;              /* 0, or the ERROR to send */
@@ -419,6 +421,7 @@ static void sess_free(struct sess *s)
 	tsr_free_aligned(s->state_buf);
 	tsr_free_aligned(s->dig_rbuf);
 	free(s->dig_out);
+	tsr_site_codec_destroy(s->codec);
 	free(s);
 }
 
@@ -662,9 +665,50 @@ static void apply_done(void *arg, int status)
 	pump(s);
 }
 
+/*
+ * A compressed WRITE (its wire bytes in rx's own buffer, CRC checked by rx):
+ * decompress into s->rx_buf, which must fill exactly the header's length,
+ * and describe the plain frame in *plain (flag clear, data_crc of the plain
+ * bytes, which tsr_site_target_apply checks as for any WRITE).  false: the
+ * session was refused (EBADMSG), nothing reached the volume.
+ */
+static bool decompress_write(struct sess *s, const struct tsr_site_hdr *h,
+			     struct tsr_site_hdr *plain)
+{
+	int ret;
+
+	if (s->codec == NULL) {
+		sess_error(s, EBADMSG, h->stream, h->seq, "volume %s: WRITE seq %llu is compressed "
+			   "but the stream's VOLUME_OPEN announced no compression", s->tv->name,
+			   (unsigned long long)h->seq);
+		return false;
+	}
+	if (s->rx_buf == NULL || s->rx_cap < h->length) { /* give_payload_buf got one */
+		sess_error(s, ENOMEM, h->stream, h->seq, "volume %s: no buffer for WRITE seq %llu",
+			   s->tv->name, (unsigned long long)h->seq);
+		return false;
+	}
+	ret = tsr_site_decompress(s->codec, s->rx.payload, h->wire_len, s->rx_buf, h->length);
+	if (ret) {
+		sess_error(s, ret, h->stream, h->seq, "volume %s: WRITE seq %llu: its %s payload "
+			   "(%u bytes) does not decompress to its length of %u bytes",
+			   s->tv->name, (unsigned long long)h->seq,
+			   tsr_site_compress_name(s->open.compress), h->wire_len, h->length);
+		return false;
+	}
+	*plain = *h;
+	plain->flags &= (uint8_t)~TSR_SITE_F_COMPRESSED;
+	plain->wire_len = 0;
+	plain->payload_len = h->length;
+	plain->data_crc = tsr_crc32c(0, s->rx_buf, h->length);
+	return true;
+}
+
 static void handle_stream_frame(struct sess *s)
 {
 	const struct tsr_site_hdr *h = &s->rx.hdr;
+	const uint8_t *payload = s->rx.payload;
+	struct tsr_site_hdr plain;
 	struct pframe *pf;
 	int ret;
 
@@ -692,13 +736,19 @@ static void handle_stream_frame(struct sess *s)
 			   tsr_site_op_name(h->opcode));
 		return;
 	}
+	if (h->opcode == TSR_SITE_WRITE && (h->flags & TSR_SITE_F_COMPRESSED)) {
+		if (!decompress_write(s, h, &plain))
+			return;
+		h = &plain;
+		payload = s->rx_buf;
+	}
 	pf = pframe_get(s);
 	if (pf == NULL) { /* cannot be: the window has as many slots */
 		sess_error(s, EBUSY, h->stream, h->seq, "volume %s: no frame slot", s->tv->name);
 		return;
 	}
 	*pf = (struct pframe){.s = s, .op = h->opcode};
-	if (h->opcode == TSR_SITE_WRITE && s->rx_buf && s->rx.payload == s->rx_buf) {
+	if (h->opcode == TSR_SITE_WRITE && s->rx_buf && payload == s->rx_buf) {
 		pf->buf = s->rx_buf; /* the frame's own buffer until its cb */
 		pf->cap = s->rx_cap;
 		pf->bytes = h->payload_len;
@@ -706,7 +756,7 @@ static void handle_stream_frame(struct sess *s)
 	} else if (h->opcode == TSR_SITE_WRITE) {
 		pf->bytes = h->payload_len;
 	}
-	ret = tsr_site_target_apply(s->target, h, s->rx.payload, apply_done, pf);
+	ret = tsr_site_target_apply(s->target, h, payload, apply_done, pf);
 	if (ret) {
 		uint64_t applied = tsr_site_target_applied(s->target);
 
@@ -760,18 +810,20 @@ static bool give_payload_buf(struct sess *s)
 		tsr_site_rx_set_payload(&s->rx, NULL); /* small payloads: rx's own buffer */
 		return true;
 	}
-	if (!tsr_site_target_room(s->target, h->payload_len))
+	/* a compressed WRITE: its wire bytes go to rx's own buffer and are
+	 * decompressed into the pool buffer (length bytes) once checked */
+	if (!tsr_site_target_room(s->target, h->length))
 		return false;
-	if (s->rx_buf == NULL || s->rx_cap < h->payload_len) {
+	if (s->rx_buf == NULL || s->rx_cap < h->length) {
 		pool_put(&s->pool, s->rx_buf, s->rx_cap);
-		s->rx_buf = pool_get(&s->pool, h->payload_len, &s->rx_cap);
+		s->rx_buf = pool_get(&s->pool, h->length, &s->rx_cap);
 	}
 	if (s->rx_buf == NULL) {
 		sess_error(s, ENOMEM, h->stream, h->seq, "volume %s: the target is out of memory",
 			   s->tv->name);
 		return false;
 	}
-	tsr_site_rx_set_payload(&s->rx, s->rx_buf);
+	tsr_site_rx_set_payload(&s->rx, (h->flags & TSR_SITE_F_COMPRESSED) ? NULL : s->rx_buf);
 	return true;
 }
 
@@ -842,9 +894,23 @@ static void handle_early_frame(struct sess *s)
 		return;
 	}
 	ret = tsr_site_open_parse(s->rx.payload, h->payload_len, &s->open);
+	if (ret == -EPROTONOSUPPORT) {
+		sess_error(s, ret, h->stream, 0, "VOLUME_OPEN asks for compression algorithm %u, "
+			   "which this target does not support (known: none, lz4, zstd)",
+			   (unsigned)s->rx.payload[2]);
+		return;
+	}
 	if (ret) {
 		sess_error(s, ret, h->stream, 0, "malformed VOLUME_OPEN (volume name or layout)");
 		return;
+	}
+	if (s->open.compress != TSR_SITE_COMPRESS_NONE) {
+		ret = tsr_site_codec_create(s->open.compress, &s->codec);
+		if (ret) {
+			sess_error(s, ret, h->stream, 0, "cannot set up %s decompression: %s",
+				   tsr_site_compress_name(s->open.compress), strerror(-ret));
+			return;
+		}
 	}
 	s->open_hdr = *h;
 	snprintf(s->label, sizeof(s->label), "volume %s from site %s", s->open.volume,

@@ -50,7 +50,12 @@
  * periodic timerfd (SRC_TICK_MS) that also drives barriers (barrier_ms),
  * retries (retry_ms) and the throughput estimate.  Counters are copied to
  * s->pub under stats_lock at most once per loop pass (a deferred call) and
- * at each tick.
+ * at each tick.  Window and token bucket count bytes on the wire.
+ *
+ * Compression (opts.compress, announced in VOLUME_OPEN): tx_begin compresses
+ * every WRITE payload (log entry or region) into cbuf and sends that with
+ * flag COMPRESSED when it is smaller, else the raw payload; the CRC covers
+ * what is sent.  compress_in/out count both kinds (the ratio shown).
  *
  * An ERROR -ESTALE to VOLUME_OPEN (the target was promoted) demotes the
  * source: host writes fenced with -EROFS, state "split", on_demoted once,
@@ -209,7 +214,7 @@ struct tsr_site_source {
 	enum tx_kind txk;           /* what tx carries (TX_NONE: idle) */
 	struct log_entry *tx_entry; /* TX_ENTRY */
 	uint64_t tx_seq;            /* its wire seq (0: BARRIER / control) */
-	uint32_t tx_payload;        /* payload bytes */
+	uint32_t tx_payload;        /* payload bytes on the wire (compressed or raw) */
 	bool tx_barrier;            /* the frame is a BARRIER */
 	bool tx_region;             /* a region re-copy frame */
 	short tx_want;              /* POLLIN/POLLOUT after tx's last -EAGAIN */
@@ -242,6 +247,15 @@ struct tsr_site_source {
 	uint64_t region_bytes_same; /* region bytes found equal at the target, not sent */
 
 	uint64_t bytes_shipped, region_bytes_shipped, frames_shipped, overflows, reconnects;
+
+	/* compression (opts.compress): tx_begin compresses each WRITE payload
+	 * into cbuf and sends that instead when it is smaller */
+	struct tsr_site_codec *codec; /* NULL: compression off */
+	uint8_t *cbuf;                /* TSR_SITE_MAX_DATA bytes, with codec; tx's payload
+				       * while tx_compressed */
+	bool tx_compressed;           /* the frame in tx carries cbuf (flag COMPRESSED) */
+	uint32_t tx_logical;          /* the frame in tx: payload bytes before compression */
+	uint64_t compress_in, compress_out, frames_compressed; /* the stats' counters */
 	uint64_t rate_mark_bytes, rate_mark_ns;
 	double rate_bps;
 	char last_error[160];
@@ -541,6 +555,9 @@ static void publish(struct tsr_site_source *s)
 	p.region_bytes_same = s->region_bytes_same;
 	p.last_sync_compared = s->last_sync_compared;
 	p.frames_shipped = s->frames_shipped;
+	p.compress_in_bytes = s->compress_in;
+	p.compress_out_bytes = s->compress_out;
+	p.frames_compressed = s->frames_compressed;
 	p.overflows = s->overflows;
 	p.reconnects = s->reconnects;
 	p.rate_bps = s->rate_bps;
@@ -659,12 +676,25 @@ static void session_connect(struct tsr_site_source *s)
 	s->sess = SESS_CONNECT;
 }
 
-/* Queue a control or data frame on the idle tx. */
+/* Queue a control or data frame on the idle tx; a WRITE payload goes
+ * compressed (from cbuf) when compression is on and it gets smaller. */
 static int tx_begin(struct tsr_site_source *s, const struct tsr_site_hdr *h, const void *payload,
 		    enum tx_kind k)
 {
-	int ret = tsr_site_tx_start(&s->tx, h, payload);
+	struct tsr_site_hdr ch;
+	uint32_t n = 0;
+	int ret;
 
+	if (s->codec != NULL && h->opcode == TSR_SITE_WRITE && payload != NULL)
+		n = tsr_site_compress(s->codec, payload, h->length, s->cbuf, TSR_SITE_MAX_DATA);
+	if (n > 0) {
+		ch = *h;
+		ch.flags |= TSR_SITE_F_COMPRESSED;
+		ch.wire_len = n;
+		ret = tsr_site_tx_start(&s->tx, &ch, s->cbuf);
+	} else {
+		ret = tsr_site_tx_start(&s->tx, h, payload);
+	}
 	if (ret < 0) {
 		tsr_error("site source %s: cannot frame %s seq %llu: %s", tsr_vol_name(s->vol),
 			  tsr_site_op_name(h->opcode), (unsigned long long)h->seq, strerror(-ret));
@@ -673,6 +703,8 @@ static int tx_begin(struct tsr_site_source *s, const struct tsr_site_hdr *h, con
 	s->txk = k;
 	s->tx_seq = h->opcode == TSR_SITE_BARRIER ? 0 : h->seq;
 	s->tx_payload = (uint32_t)s->tx.payload_len;
+	s->tx_compressed = n > 0;
+	s->tx_logical = n > 0 ? h->length : s->tx_payload;
 	s->tx_barrier = h->opcode == TSR_SITE_BARRIER;
 	s->tx_region = false;
 	s->tx_want = POLLOUT;
@@ -711,12 +743,18 @@ static void tx_finished(struct tsr_site_source *s)
 	if (k == TX_CTL) /* HELLO, VOLUME_OPEN, BARRIER, SYNC_BEGIN */
 		return;
 	s->frames_shipped++;
-	s->bytes_shipped += s->tx_payload;
-	if (s->max_bps)
+	s->bytes_shipped += s->tx_logical;
+	if (s->max_bps) /* the cap is on what crosses the link */
 		s->tokens -= s->tx_payload;
+	if (s->codec != NULL && s->tx_logical > 0) { /* a WRITE: the only payload here */
+		s->compress_in += s->tx_logical;
+		s->compress_out += s->tx_payload;
+		s->frames_compressed += s->tx_compressed;
+	}
+	s->tx_compressed = false;
 	if (k == TX_REGION) {
 		s->rbuf_in_tx = false;
-		s->region_bytes_shipped += s->tx_payload;
+		s->region_bytes_shipped += s->tx_logical;
 		s->sync_done += s->tx_len;
 		s->r_pos += s->tx_len;
 		if (s->r_pos >= s->r_len) {
@@ -1491,6 +1529,8 @@ static void source_free(struct tsr_site_source *s)
 	free(s->sync_bits);
 	free(s->dig);
 	free(s->dig_have);
+	free(s->cbuf);
+	tsr_site_codec_destroy(s->codec);
 	tsr_free_aligned(s->rbuf);
 	tsr_site_rx_fini(&s->rx);
 	if (s->tfd >= 0)
@@ -1541,6 +1581,7 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 	snprintf(s->hello.cluster, sizeof(s->hello.cluster), "%s", opts->cluster);
 	snprintf(s->open.volume, sizeof(s->open.volume), "%s", opts->target_volume);
 	snprintf(s->open.layout, sizeof(s->open.layout), "%s", opts->target_layout);
+	s->open.compress = opts->compress;
 	if (tsr_valid_name(s->hello.site) < 0 || tsr_valid_name(s->hello.cluster) < 0 ||
 	    tsr_valid_name(s->open.volume) < 0) {
 		ret = -EINVAL;
@@ -1579,6 +1620,18 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 	}
 	if (s->dirty == NULL || s->rbuf == NULL || tsr_site_rx_init(&s->rx) < 0)
 		goto err;
+	if (opts->compress != TSR_SITE_COMPRESS_NONE) {
+		ret = tsr_site_codec_create(opts->compress, &s->codec);
+		if (ret < 0) {
+			if (ret == -EPROTONOSUPPORT)
+				ret = -EINVAL;
+			goto err;
+		}
+		ret = -ENOMEM;
+		s->cbuf = malloc(TSR_SITE_MAX_DATA);
+		if (s->cbuf == NULL)
+			goto err;
+	}
 	if (s->compare) {
 		memset(s->rbuf, 0, TSR_SITE_DIGEST_REGION);
 		tsr_site_digest(s->rbuf, TSR_SITE_DIGEST_REGION, s->dig_zero);

@@ -12,7 +12,8 @@
  *    4    1    version     TSR_SITE_VERSION (1); another: -EPROTONOSUPPORT
  *    5    1    opcode      enum tsr_site_op
  *    6    1    flags       TSR_SITE_F_REPLY (HELLO and VOLUME_OPEN only),
- *                          TSR_SITE_F_REPLAY, TSR_SITE_F_DIGEST (below)
+ *                          TSR_SITE_F_REPLAY, TSR_SITE_F_DIGEST (below),
+ *                          TSR_SITE_F_COMPRESSED 0x08 (WRITE only, below)
  *    7    1    reserved    0
  *    8    8    stream      the volume stream, chosen by the source in
  *                          VOLUME_OPEN (non-zero); 0 for HELLO
@@ -20,8 +21,13 @@
  *   24    8    offset      bytes (VOLUME_OPEN request: the volume's size)
  *   32    8    epoch       the source volume's epoch (0 in HELLO)
  *   40    4    length      payload bytes, or for ZERO the bytes covered
- *   44    4    data_crc    CRC32C of the payload (0 when there is none)
- *   48   12    reserved    0
+ *                          (a compressed WRITE: the data bytes it carries
+ *                          once decompressed, the logical length)
+ *   44    4    data_crc    CRC32C of the payload as on the wire (0 when
+ *                          there is none; compressed: of the compressed bytes)
+ *   48    4    wire_len    with TSR_SITE_F_COMPRESSED: the payload bytes on
+ *                          the wire, 1..length-1; else 0
+ *   52    8    reserved    0
  *   60    4    hdr_crc     CRC32C of bytes 0..59
  *   64         payload     payload_len bytes (below)
  *
@@ -30,7 +36,10 @@
  *                payload 4+S+C: u8 S, u8 C, u16 reserved 0, site name (S,
  *                1..63), cluster id (C, 1..63); both tsr_valid_name().
  *   VOLUME_OPEN  source: stream != 0, seq 0, offset = volume size (4 KiB
- *                multiple, > 0), payload 4+N+L: u8 N, u8 L, u16 reserved 0,
+ *                multiple, > 0), payload 4+N+L: u8 N, u8 L, u8 compression
+ *                (enum tsr_site_compress: the algorithm of this stream's
+ *                compressed WRITEs; another value is refused with ERROR
+ *                -EPROTONOSUPPORT), u8 reserved 0,
  *                target volume name (N, 1..63, tsr_valid_name), target
  *                layout (L, 1..31: "replicas:R" R 1..8, or "ec:K+M" K 1..16,
  *                M 1..4).  R: same stream, offset 0, length 0, seq = the
@@ -42,7 +51,16 @@
  *                A volume promoted at the target refuses VOLUME_OPEN with
  *                ERROR -ESTALE: the source is demoted.
  *   WRITE        stream, seq, offset (4 KiB aligned), length (4 KiB multiple,
- *                1..TSR_SITE_MAX_DATA), payload = length data bytes.
+ *                1..TSR_SITE_MAX_DATA), payload = length data bytes; or, with
+ *                flag TSR_SITE_F_COMPRESSED (0x08), payload = wire_len bytes,
+ *                the length data bytes compressed with the stream's algorithm
+ *                (VOLUME_OPEN byte 2): one LZ4 block (LZ4_compress_default) or
+ *                one zstd frame (level 1).  The source sends a WRITE raw
+ *                (flag clear) when compressing does not make it smaller.  The
+ *                target refuses with ERROR -EBADMSG a compressed WRITE of a
+ *                stream without an algorithm, one that does not decompress,
+ *                or one that does not decompress to exactly length bytes,
+ *                before the volume sees it.
  *   ZERO         stream, seq, offset, length (4 KiB aligned, > 0); no payload.
  *   SNAPSHOT     stream, seq: a named consistent point.  payload 1+N: u8 N,
  *                snapshot name (N, 1..63, tsr_valid_name).
@@ -118,6 +136,15 @@ enum tsr_site_op {
 #define TSR_SITE_F_REPLY 0x01u
 #define TSR_SITE_F_REPLAY 0x02u /* VOLUME_OPEN reply only: see above */
 #define TSR_SITE_F_DIGEST 0x04u /* VOLUME_OPEN request only: send DIGEST frames first */
+#define TSR_SITE_F_COMPRESSED 0x08u /* WRITE only: the payload is compressed (wire_len) */
+
+/* Stream compression (VOLUME_OPEN payload byte 2). */
+enum tsr_site_compress {
+	TSR_SITE_COMPRESS_NONE = 0,
+	TSR_SITE_COMPRESS_LZ4 = 1,  /* liblz4 block: LZ4_compress_default */
+	TSR_SITE_COMPRESS_ZSTD = 2, /* libzstd frame, level 1 */
+};
+#define TSR_SITE_COMPRESS_MAX TSR_SITE_COMPRESS_ZSTD
 
 /* DIGEST granularity and entry size: one TSR_SITE_DIGEST_LEN-byte digest
  * (the first bytes of SHA-256) per TSR_SITE_DIGEST_REGION bytes of volume;
@@ -129,14 +156,18 @@ struct tsr_site_hdr {
 	uint8_t opcode;       /* enum tsr_site_op */
 	uint8_t flags;        /* TSR_SITE_F_REPLY only on HELLO / VOLUME_OPEN;
 			       * TSR_SITE_F_REPLAY only on a VOLUME_OPEN reply;
-			       * TSR_SITE_F_DIGEST only on a VOLUME_OPEN request */
+			       * TSR_SITE_F_DIGEST only on a VOLUME_OPEN request;
+			       * TSR_SITE_F_COMPRESSED only on a WRITE */
 	uint64_t stream;      /* 0 only for HELLO (and ERROR about no stream) */
 	uint64_t seq;         /* see the sequence rule above */
 	uint64_t offset;      /* 4 KiB aligned for WRITE / ZERO / VOLUME_OPEN size */
 	uint64_t epoch;       /* source volume epoch; 0 in HELLO */
 	uint32_t length;      /* on the wire; ZERO: bytes covered, else payload bytes */
-	uint32_t data_crc;    /* CRC32C of the payload; 0 when payload_len is 0 */
-	uint32_t payload_len; /* derived (bytes after the header), not on the wire */
+	uint32_t data_crc;    /* CRC32C of the payload as on the wire; 0 when payload_len is 0 */
+	uint32_t wire_len;    /* TSR_SITE_F_COMPRESSED: payload bytes on the wire,
+			       * 1..length-1; else 0 */
+	uint32_t payload_len; /* derived (bytes after the header: wire_len when
+			       * compressed), not on the wire */
 };
 
 /*
@@ -177,10 +208,12 @@ int tsr_site_layout_parse(const char *s, struct tsr_site_layout *out);
 struct tsr_site_open {
 	char volume[TSR_SITE_NAME_MAX + 1];   /* target volume, tsr_valid_name */
 	char layout[TSR_SITE_LAYOUT_MAX + 1]; /* as sent; parses with tsr_site_layout_parse */
+	uint8_t compress;                     /* enum tsr_site_compress, <= TSR_SITE_COMPRESS_MAX */
 	struct tsr_site_layout parsed;        /* filled by parse; ignored by pack */
 };
 #define TSR_SITE_OPEN_MAX (4u + TSR_SITE_NAME_MAX + TSR_SITE_LAYOUT_MAX)
-/* Errors: -EPROTO lengths or reserved, -EINVAL bad name or layout. */
+/* Errors: -EPROTO lengths or reserved, -EINVAL bad name or layout,
+ * -EPROTONOSUPPORT a compression algorithm this build does not know. */
 int tsr_site_open_parse(const uint8_t *p, uint32_t len, struct tsr_site_open *out);
 int tsr_site_open_pack(const struct tsr_site_open *o, uint8_t buf[TSR_SITE_OPEN_MAX]);
 
@@ -201,6 +234,35 @@ int tsr_site_error_parse(const uint8_t *p, uint32_t len, struct tsr_site_error *
 int tsr_site_error_pack(const struct tsr_site_error *e, uint8_t buf[TSR_SITE_ERROR_MAX]);
 
 const char *tsr_site_op_name(uint8_t op);
+
+/* ---- payload compression (engine/site/site_compress.c; liblz4, libzstd) ---- */
+
+/* "none", "lz4", "zstd"; "unknown" for another value. */
+const char *tsr_site_compress_name(unsigned algo);
+/* The algorithm named s ("none", "lz4", "zstd").  Errors: -EINVAL. */
+int tsr_site_compress_parse(const char *s, uint8_t *out);
+
+/* One thread's (de)compression state for one algorithm (zstd contexts are
+ * reused across frames).  Owned by one thread at a time. */
+struct tsr_site_codec;
+/* Errors: -EPROTONOSUPPORT algo unknown or NONE, -ENOMEM. */
+int tsr_site_codec_create(unsigned algo, struct tsr_site_codec **out);
+void tsr_site_codec_destroy(struct tsr_site_codec *c); /* NULL ok */
+/*
+ * Compress len bytes (1..TSR_SITE_MAX_DATA) of src into dst (cap bytes).
+ * Returns the compressed size when it is below len and fits in cap, 0 when
+ * the data does not get smaller (send it raw), never an error for data.
+ */
+uint32_t tsr_site_compress(struct tsr_site_codec *c, const void *src, uint32_t len, void *dst,
+			   uint32_t cap);
+/*
+ * Decompress wire_len bytes of src into dst, which must become exactly
+ * length bytes (the header's length; dst holds length).  Never writes past
+ * dst + length.  Errors: -EBADMSG a corrupt stream or another size,
+ * -ENOMEM (a zstd context).
+ */
+int tsr_site_decompress(struct tsr_site_codec *c, const void *src, uint32_t wire_len,
+			void *dst, uint32_t length);
 
 /* The DIGEST of one region's bytes (len <= TSR_SITE_DIGEST_REGION): the first
  * TSR_SITE_DIGEST_LEN bytes of its SHA-256 (OpenSSL).  Any thread. */
@@ -473,6 +535,8 @@ struct tsr_site_source_opts {
 	uint64_t log_max_bytes;       /* data bytes the log may hold; 0: 256 MiB */
 	uint32_t region_size;         /* dirty bitmap granularity, power of 2 >= 4 KiB; 0: 64 KiB */
 	uint64_t max_bps;             /* bandwidth cap in bytes/s of payload; 0: none */
+	uint8_t compress;             /* enum tsr_site_compress for WRITE payloads
+				       * (announced in VOLUME_OPEN); 0: none */
 	bool compare_digests;         /* when a sync is due, ask the target for its region
 				       * digests (VOLUME_OPEN TSR_SITE_F_DIGEST) and send only
 				       * the regions that differ; needs region_size 64 KiB
@@ -509,12 +573,18 @@ struct tsr_site_source_stats {
 	double lag_sec;           /* age of the oldest entry not ACKed (0 when none) */
 	uint64_t dirty_bytes;     /* bytes of marked regions still to ship */
 	uint64_t sync_total_bytes, sync_done_bytes; /* current SYNC (0 when none) */
-	uint64_t bytes_shipped;   /* payload bytes sent since start (all frames) */
+	uint64_t bytes_shipped;   /* payload bytes sent since start (all frames; a
+				   * compressed WRITE counts its logical length) */
 	uint64_t region_bytes_shipped; /* of which region re-copies (initial + delta) */
 	uint64_t region_bytes_same; /* region bytes not sent: equal at the target (digests) */
 	bool last_sync_compared;  /* the last sync skipped equal regions (false: every marked
 				   * region was sent: a full copy of them) */
 	uint64_t frames_shipped;
+	uint64_t compress_in_bytes;  /* WRITE payload bytes offered to the compressor
+				      * (0 when compression is off) */
+	uint64_t compress_out_bytes; /* what those took on the wire (raw when it did
+				      * not make a frame smaller); ratio = in / out */
+	uint64_t frames_compressed;  /* WRITE frames sent with TSR_SITE_F_COMPRESSED */
 	uint64_t overflows;       /* times the log turned into the bitmap */
 	uint64_t reconnects;      /* sessions started after the first */
 	double rate_bps;          /* payload bytes/s over the last few seconds */

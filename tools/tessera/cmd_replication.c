@@ -21,6 +21,7 @@ static const char HELP_REPL[] =
 "Usage: tessera replication VERB ...\n"
 "  enable VOL --to SITE [--target-layout ec:K+M|replicas:R]\n"
 "         [--target-volume NAME] [--group APP] [--max-rate RATE] [--log-size S]\n"
+"         [--compress lz4|zstd|none]\n"
 "                                 ship VOL's writes to SITE in order, seconds behind\n"
 "  disable VOL                    stop shipping (the target keeps what it has)\n"
 "  status [VOL | --group G] [--watch]   state, lag (RPO), throughput, ETA\n"
@@ -32,7 +33,7 @@ static const char HELP_REPL[] =
 static const char HELP_ENABLE[] =
 "Usage: tessera replication enable VOL --to SITE [--target-layout LAYOUT]\n"
 "           [--target-volume NAME] [--group APP] [--max-rate RATE]\n"
-"           [--log-size SIZE]\n"
+"           [--log-size SIZE] [--compress lz4|zstd|none]\n"
 "Start async geo-replication of VOL to SITE (added with tessera site add).\n"
 "The remote cluster creates the target volume with its own layout and\n"
 "receives an initial copy of VOL's allocated extents only, while VOL keeps\n"
@@ -51,6 +52,11 @@ static const char HELP_ENABLE[] =
 "  --log-size SIZE        memory for the ordered log of writes not yet ACKed,\n"
 "                         e.g. 64M (default 256M); past it writes mark dirty\n"
 "                         regions instead, shipped when the link keeps up\n"
+"  --compress ALGO        compress each write on the link: lz4 (fast), zstd\n"
+"                         (level 1, smaller) or none (default); a write that\n"
+"                         does not get smaller goes as it is.  status shows\n"
+"                         the bytes before and after (ratio).  The target\n"
+"                         site must run a Tessera that knows ALGO\n"
 "\n"
 "Example:\n"
 "  tessera replication enable db --to dr --target-layout ec:4+2 --group shop\n"
@@ -278,7 +284,7 @@ static int repl_enable(struct cli *cli, int argc, char **argv)
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__ReplicationEnable en = TESSERA__ADMIN__REPLICATION_ENABLE__INIT;
 	const char *volume = NULL, *to = NULL, *layout = NULL, *tvol = NULL, *group = NULL;
-	const char *rate = NULL, *log_size = NULL;
+	const char *rate = NULL, *log_size = NULL, *compress = NULL;
 	const struct cli_opt opts[] = {
 		{ "--to", &to, NULL },
 		{ "--target-layout", &layout, NULL },
@@ -286,6 +292,7 @@ static int repl_enable(struct cli *cli, int argc, char **argv)
 		{ "--group", &group, NULL },
 		{ "--max-rate", &rate, NULL },
 		{ "--log-size", &log_size, NULL },
+		{ "--compress", &compress, NULL },
 		{ NULL, NULL, NULL },
 	};
 	uint64_t max_bps = 0, log_max = 0;
@@ -324,6 +331,13 @@ static int repl_enable(struct cli *cli, int argc, char **argv)
 			return cli_usage_error("--log-size %s: give a size of at least 4k with a "
 					       "binary unit, e.g. 64M", log_size);
 	}
+	if (compress) {
+		uint8_t algo;
+
+		if (tsr_site_compress_parse(compress, &algo))
+			return cli_usage_error("--compress %s: give lz4, zstd or none", compress);
+	}
+	en.compress = (char *)(compress ? compress : "none");
 	en.volume = (char *)volume;
 	en.site = (char *)to;
 	en.target_layout = (char *)(layout ? layout : "");

@@ -732,6 +732,14 @@ json_t *cli_replication_json(const Tessera__Admin__Replication *r)
 						    (json_int_t)r->region_bytes_same,
 						    "regions_compared", (int)r->regions_compared,
 						    "resync_from", r->resync_from));
+	if (j) /* stream compression (issue 7): ratio = bytes before / bytes on the wire */
+		json_object_update_new(j, json_pack("{s:s, s:I, s:I, s:I, s:f}", "compression",
+			r->compression[0] ? r->compression : "none",
+			"compress_in_bytes", (json_int_t)r->compress_in_bytes,
+			"compress_out_bytes", (json_int_t)r->compress_out_bytes,
+			"frames_compressed", (json_int_t)r->frames_compressed,
+			"compress_ratio", r->compress_out_bytes ?
+			(double)r->compress_in_bytes / (double)r->compress_out_bytes : 0.0));
 	return j;
 }
 
@@ -857,6 +865,16 @@ void cli_print_replication(const Tessera__Admin__Replication *r)
 		if (r->region_bytes_same)
 			printf("same:        %s of regions equal at the target, not shipped\n",
 			       cli_fmt_size(r->region_bytes_same, a, sizeof(a)));
+		if (r->compression[0] && strcmp(r->compression, "none") != 0) {
+			printf("compression: %s, %s of writes took %s on the wire", r->compression,
+			       cli_fmt_size(r->compress_in_bytes, a, sizeof(a)),
+			       cli_fmt_size(r->compress_out_bytes, b, sizeof(b)));
+			if (r->compress_out_bytes)
+				printf(" (ratio %.2f, %" PRIu64 " frames compressed)",
+				       (double)r->compress_in_bytes / (double)r->compress_out_bytes,
+				       r->frames_compressed);
+			printf("\n");
+		}
 		printf("seq:         acked through %" PRIu64 ", next %" PRIu64 "\n", r->acked_seq,
 		       r->next_seq);
 		printf("link:        %" PRIu64 " reconnect%s, %" PRIu64 " log overflow%s\n",
