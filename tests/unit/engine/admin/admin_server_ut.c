@@ -4,7 +4,9 @@
  * /var/tmp, the server's libev loop on a thread of its own, the blocking
  * client on the test's thread.  Covers every command and its error replies,
  * TCP authentication, connections that send garbage or oversized frames, and
- * a snapshot create whose reply comes later (the cut waits for a worker).
+ * a snapshot create whose reply comes later (the cut waits for a worker),
+ * also when a cluster hook answers it (as engine/cluster/snapshot.c does on
+ * the coordinator: admin_handling_server, admin_later_*).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -51,6 +53,9 @@ static void *loop_thread(void *arg)
 	return NULL;
 }
 
+/* setup_cluster: the cluster hooks the next setup gives the server */
+static const struct tsr_admin_cluster *setup_hooks;
+
 static int setup(void **state)
 {
 	static const char *const nbd[] = { "unix:/x/nbd.sock", "tcp:127.0.0.1:10809" };
@@ -81,6 +86,7 @@ static int setup(void **state)
 	opts.node.nbd_listeners = nbd;
 	opts.node.n_nbd_listeners = 2;
 	opts.node.started = time(NULL) - 5;
+	opts.cluster = setup_hooks;
 	assert_int_equal(tsr_admin_server_create(&opts, &f->srv), 0);
 	snprintf(f->tcp_name, sizeof(f->tcp_name), "unix:%s", f->sock);
 	assert_string_equal(tsr_admin_server_listener(f->srv, 0), f->tcp_name);
@@ -579,6 +585,185 @@ static void test_snapshot_create_later(void **state)
 	pthread_mutex_destroy(&h.lock);
 }
 
+/* ---- the same through a cluster hook (engine/cluster/snapshot.c's way) ---- */
+
+/* A stand-in for the cluster layer: SnapshotCreate through the gate, the
+ * reply later; everything else answered by the node. */
+struct fake_cluster {
+	struct tsr_volset *vols;   /* set by the test before the request */
+	bool had_server;           /* admin_handling_server() inside the hook */
+	char vol[64];
+	struct tsr_snap_req req;
+	int status;                /* the cut's result (home worker) */
+	struct admin_later *later;
+	unsigned replies;          /* fake_reply runs (loop) */
+};
+
+static struct fake_cluster fake;
+
+static void fake_cut(void *arg, int status)
+{
+	struct fake_cluster *fc = arg;
+
+	fc->status = status;
+	admin_later_done(fc->later);
+}
+
+static void fake_reply(struct tsr_admin_server *srv, void *arg, Tessera__Admin__Response *resp)
+{
+	struct fake_cluster *fc = arg;
+	Tessera__Admin__Snapshot *sn;
+
+	(void)srv;
+	fc->replies++;
+	if (fc->status) {
+		admin_fail(resp, fc->status, "cut failed");
+		return;
+	}
+	resp->snapshots = calloc(1, sizeof(*resp->snapshots));
+	sn = calloc(1, sizeof(*sn));
+	if (resp->snapshots == NULL || sn == NULL) {
+		free(sn);
+		admin_fail(resp, -ENOMEM, "out of memory");
+		return;
+	}
+	tessera__admin__snapshot__init(sn);
+	sn->volume = admin_strdup(fc->vol);
+	sn->name = admin_strdup(fc->req.snap);
+	resp->snapshots[0] = sn;
+	resp->n_snapshots = 1;
+}
+
+static bool fake_handle(void *arg, const Tessera__Admin__Request *req,
+			Tessera__Admin__Response *resp)
+{
+	struct fake_cluster *fc = arg;
+	struct tsr_admin_server *srv = admin_handling_server();
+	int ret;
+
+	if (req->command_case != TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE)
+		return false;
+	fc->had_server = srv != NULL;
+	snprintf(fc->vol, sizeof(fc->vol), "%s", req->snapshot_create->volume);
+	fc->req = (struct tsr_snap_req){ .op = TSR_SNAP_CREATE };
+	snprintf(fc->req.snap, sizeof(fc->req.snap), "%s", req->snapshot_create->name);
+	fc->later = srv ? admin_later_begin(srv, fake_reply, fc) : NULL;
+	if (fc->later == NULL) {
+		admin_fail(resp, -EPROTO, "no later reply");
+		return true;
+	}
+	ret = tsr_volset_snap_async(fc->vols, fc->vol, &fc->req, fake_cut, fc);
+	if (ret) {
+		admin_later_cancel(fc->later);
+		admin_fail(resp, ret, "not open");
+	}
+	return true;
+}
+
+static const struct tsr_admin_cluster fake_hooks = {
+	.handle = fake_handle, .arg = &fake, .node_id = "n1", .address = "127.0.0.1:1",
+};
+
+static int setup_cluster(void **state)
+{
+	int ret;
+
+	memset(&fake, 0, sizeof(fake));
+	setup_hooks = &fake_hooks;
+	ret = setup(state);
+	setup_hooks = NULL;
+	return ret;
+}
+
+/*
+ * A cluster hook's SnapshotCreate of a volume whose home worker is busy: the
+ * hook finds the server (admin_handling_server, NULL outside a request),
+ * replies later, and the loop answers status meanwhile; a volume not open
+ * here: the hook's error at once, nothing left pending.
+ */
+static void test_cluster_hook_create_later(void **state)
+{
+	struct fixture *f = *state;
+	struct tsr_io_opts o = { .kind = TSR_IO_AUTO };
+	struct hold h = { .held = false };
+	struct create_call cc = { 0 };
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__StatusGet get = TESSERA__ADMIN__STATUS_GET__INIT;
+	struct tsr_admin_client *c2;
+	struct tsr_worker *w = NULL;
+	struct tsr_vol *vol = NULL;
+	Tessera__Admin__Response *r;
+	pthread_t t;
+	int i;
+
+	assert_null(admin_handling_server()); /* not inside a request */
+	fake.vols = f->vols;
+	assert_int_equal(tsr_worker_start(0, &o, &w), 0);
+	tsr_volset_set_workers(f->vols, &w, 1);
+	assert_int_equal(tsr_store_vol_create(f->store, "lv", 1 << 20, NULL), 0);
+	assert_int_equal(tsr_vol_get(f->vols, "lv", &vol), 0);
+	cc.c = connect_unix(f);
+	c2 = connect_unix(f);
+
+	pthread_mutex_init(&h.lock, NULL);
+	pthread_cond_init(&h.cond, NULL);
+	assert_int_equal(tsr_worker_send(w, hold_msg, &h), 0);
+	pthread_mutex_lock(&h.lock);
+	while (!h.held)
+		pthread_cond_wait(&h.cond, &h.lock);
+	pthread_mutex_unlock(&h.lock);
+
+	assert_int_equal(pthread_create(&t, NULL, create_thread, &cc), 0);
+	for (i = 0; i < 10000 && later_out(f) == 0; i++)
+		usleep(1000);
+	assert_int_equal(later_out(f), 1);
+	assert_true(fake.had_server);
+	req.command_case = STATUS; /* the loop answers while the cut waits */
+	req.status = &get;
+	r = call(c2, &req);
+	assert_int_equal(r->error, 0);
+	assert_non_null(r->status);
+	assert_string_equal(r->status->node_id, "n1");
+	tessera__admin__response__free_unpacked(r, NULL);
+	assert_null(cc.r);
+	assert_int_equal(fake.replies, 0);
+
+	pthread_mutex_lock(&h.lock);
+	h.released = true;
+	pthread_cond_broadcast(&h.cond);
+	pthread_mutex_unlock(&h.lock);
+	pthread_join(t, NULL);
+	assert_int_equal(cc.ret, 0);
+	assert_non_null(cc.r);
+	assert_int_equal(cc.r->error, 0);
+	assert_int_equal(cc.r->n_snapshots, 1);
+	assert_string_equal(cc.r->snapshots[0]->volume, "lv");
+	assert_string_equal(cc.r->snapshots[0]->name, "l1");
+	tessera__admin__response__free_unpacked(cc.r, NULL);
+	assert_int_equal(fake.replies, 1);
+	assert_int_equal(later_out(f), 0);
+	r = snap_call(c2, TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST, "lv", "");
+	assert_int_equal(r->error, 0);
+	assert_int_equal(r->n_snapshots, 1); /* the cut was made */
+	tessera__admin__response__free_unpacked(r, NULL);
+
+	/* not open here: the hook cancels, the error comes at once */
+	r = snap_call(cc.c, TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE, "nosuch", "x");
+	assert_int_equal(r->error, -ENOENT);
+	assert_string_equal(r->message, "not open");
+	tessera__admin__response__free_unpacked(r, NULL);
+	assert_int_equal(later_out(f), 0);
+	assert_int_equal(fake.replies, 1);
+
+	tsr_vol_put(vol);
+	tsr_admin_close(cc.c);
+	tsr_admin_close(c2);
+	tsr_worker_stop(w);
+	tsr_volset_set_workers(f->vols, NULL, 0);
+	pthread_cond_destroy(&h.cond);
+	pthread_mutex_destroy(&h.lock);
+}
+
 static void test_tcp_token(void **state)
 {
 	struct fixture *f = *state;
@@ -664,6 +849,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_delete_in_use, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_create_later, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cluster_hook_create_later, setup_cluster,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_tcp_token, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_frames, setup, teardown),
 	};
