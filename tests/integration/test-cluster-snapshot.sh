@@ -9,6 +9,11 @@
 #     export VOL@SNAP of every node (that node's copy): byte-identical, and a
 #     consistent cut of the write history; every node lists the same ones;
 #     a fourth node (no copy) lists, shows and cuts them by asking others;
+#  1b. a slow cut (the coordinator's home worker held while a hold file
+#     exists, TSR_TEST_SNAP_HOLD_FILE): while a create asked of n1 and one
+#     forwarded by n2 wait, n1 still answers status and node list at once;
+#     released, each create's reply carries its snapshot (identical on every
+#     copy); a delete waits the same way;
 #  2. refused: a duplicate name, rollback of an attached volume (the message
 #     says where it is attached and what to do);
 #  3. a clone of a snapshot: its copies on the source's nodes, parent noted,
@@ -28,6 +33,11 @@
 require_tessera "$CRASH_WRITER"
 require_cmd nbdcopy qemu-io
 
+# tesserad's test hold of snapshot cuts (engine/vol/vol.c): absent, no effect
+export TSR_TEST_SNAP_HOLD_FILE=/var/tmp/tessera-snaphold.$$
+HOLD=$TSR_TEST_SNAP_HOLD_FILE
+rm -f "$HOLD"
+on_exit "rm -f $HOLD"
 cl_start 3
 ctsr volume create db --size 64M --replicas 3 >/dev/null || fail "volume create"
 ctsr volume attach db --node n1 >/dev/null || fail "volume attach"
@@ -82,6 +92,61 @@ ctsr_via 4 snapshot create db via4 >/dev/null || fail "snapshot create through n
 cl_assert_snap_identical db via4 1 2 3 >/dev/null
 ctsr_via 4 snapshot delete db via4 >/dev/null || fail "snapshot delete through n4"
 assert_eq "$(snaps 2 db)" "s1 s2 s3 s4 s5 s6" "snapshots after via4 came and went"
+
+# ---- 1b. a slow cut does not block the coordinator's loop
+# held_answers WHAT: n1 answers status and node list within 3 s while the
+# hold file exists and every pid in $held_pids still waits
+held_answers() {
+	local t0 t1 p
+	t0=$(date +%s%N)
+	timeout 10 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
+		status >/dev/null || fail "$1: n1 did not answer status while the cut waits"
+	timeout 10 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
+		--json node list >"$CL_ROOT/held-nodes.json" ||
+		fail "$1: n1 did not answer node list while the cut waits"
+	t1=$(date +%s%N)
+	(( (t1 - t0) / 1000000 < 3000 )) ||
+		fail "$1: status + node list took $(( (t1 - t0) / 1000000 )) ms while the cut waits"
+	assert_eq "$(json_get 'len(j["nodes"])' <"$CL_ROOT/held-nodes.json")" 4 "$1: node list"
+	[ -e "$HOLD" ] || fail "$1: the hold ended early"
+	for p in $held_pids; do
+		kill -0 "$p" 2>/dev/null || fail "$1: a request returned while its cut was held"
+	done
+	log "$1: n1 answered status and node list in $(( (t1 - t0) / 1000000 )) ms while the cut waited"
+}
+# snapname FILE: the name in a snapshot create's JSON reply
+snapname() { json_get 'j["snapshots"][0]["name"] if "snapshots" in j else j["name"]' <"$1"; }
+: >"$HOLD"
+ctsr --json snapshot create db held1 >"$CL_ROOT/held1.json" 2>&1 &
+p1=$!
+track_pid "$p1"
+ctsr_via 2 --json snapshot create db held2 >"$CL_ROOT/held2.json" 2>&1 &
+p2=$!
+track_pid "$p2"
+held_pids="$p1 $p2"
+sleep 1
+held_answers "create held"
+rm -f "$HOLD"
+reap "$p1" || { cat "$CL_ROOT/held1.json" >&2; fail "snapshot create db held1 (held)"; }
+reap "$p2" || { cat "$CL_ROOT/held2.json" >&2; fail "snapshot create db held2 (held, via n2)"; }
+assert_eq "$(snapname "$CL_ROOT/held1.json")" held1 "the held create's reply (n1)"
+assert_eq "$(snapname "$CL_ROOT/held2.json")" held2 "the held create's reply (via n2)"
+grep -q "cluster: snapshot create 'db@held1': replied after" "$(cl_dir 1)/tesserad.log" ||
+	fail "n1 did not answer the create of held1 after its cut (no 'replied after' line)"
+cl_assert_snap_identical db held1 1 2 3 >/dev/null
+cl_assert_snap_identical db held2 1 2 3 >/dev/null
+assert_eq "$(snaps 3 db)" "s1 s2 s3 s4 s5 s6 held1 held2" "snapshots after the held creates"
+: >"$HOLD"
+ctsr snapshot delete db held1 >"$CL_ROOT/held-del.out" 2>&1 &
+p1=$!
+track_pid "$p1"
+held_pids=$p1
+sleep 1
+held_answers "delete held"
+rm -f "$HOLD"
+reap "$p1" || { cat "$CL_ROOT/held-del.out" >&2; fail "snapshot delete db held1 (held)"; }
+ctsr_via 2 snapshot delete db held2 >/dev/null || fail "snapshot delete db held2"
+assert_eq "$(snaps 3 db)" "s1 s2 s3 s4 s5 s6" "snapshots after the held deletes"
 
 # ---- 2. refused requests change nothing
 expect_fail 1 'already exists' ctsr snapshot create db s3
