@@ -21,7 +21,13 @@
  * second connection of a stream ends the older session (EBUSY, then resume);
  * frames of an older source epoch refused with ESTALE; open_volume's error
  * passed on; a stop ends idle connections in every phase, and connections
- * that do not reach their stream within 10 s are closed.
+ * that do not reach their stream within 10 s are closed.  Compression: a
+ * real tsr_site_source compressing with lz4 and with zstd (initial copy
+ * and log) reads back equal at the target with fewer bytes on the wire,
+ * random data goes raw; an unknown algorithm in VOLUME_OPEN is refused
+ * with EPROTONOSUPPORT, a compressed WRITE on a stream without one, a
+ * corrupt zstd payload and an lz4 payload short of its length with
+ * EBADMSG, the volume unchanged.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1327,6 +1333,264 @@ static void test_early_timeout(void **state)
 	assert_int_equal(e->opens, 0);
 }
 
+/* ---- compression (WRITE payloads, TSR_SITE_F_COMPRESSED) ---- */
+
+/* Text-like, compressible data: every 4 KiB block different. */
+static void text_fill(uint8_t *p, uint32_t len, uint64_t off)
+{
+	char line[65];
+
+	for (uint32_t i = 0; i + 64 <= len; i += 64) {
+		memset(line, '.', sizeof(line));
+		snprintf(line, sizeof(line), "block %010llu line %04u: replicated to site dr",
+			 (unsigned long long)(off + i) / BS, (i % BS) / 64);
+		line[strlen(line)] = ' ';
+		line[63] = '\n';
+		memcpy(p + i, line, 64);
+	}
+}
+
+/* Incompressible data (xorshift). */
+static void random_fill(uint8_t *p, uint32_t len, uint64_t seed)
+{
+	uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+
+	for (uint32_t i = 0; i + 8 <= len; i += 8) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		memcpy(p + i, &x, 8);
+	}
+}
+
+/* The source has shipped everything, the target ACKed it, and that is at
+ * least min_acked (the counters are published once per pass of the source's
+ * loop: a write just acked may not show yet).  20 s at most. */
+static void wait_caught_up(struct tsr_site_source *src, uint64_t min_acked,
+			   struct tsr_site_source_stats *st)
+{
+	for (int i = 0; i < 2000; i++) {
+		tsr_site_source_stats(src, st);
+		if (st->state == TSR_SITE_STREAMING && st->lag_bytes == 0 &&
+		    st->acked_seq >= min_acked && st->acked_seq + 1 == st->next_seq)
+			return;
+		usleep(10000);
+	}
+	fail_msg("source not caught up: state %s, acked %llu, next %llu, lag %llu, error '%s'",
+		 tsr_site_state_name(st->state), (unsigned long long)st->acked_seq,
+		 (unsigned long long)st->next_seq, (unsigned long long)st->lag_bytes,
+		 st->last_error);
+}
+
+/*
+ * A real tsr_site_source (on the volume's home worker) to this server over
+ * TLS on loopback, compressing with algo: 1 MiB written before the start
+ * goes as the initial copy (region frames), 1 MiB after as log entries,
+ * all compressible; the wire carries less than half of it, every byte
+ * counted.  Then 256 KiB of random data: offered to the compressor and
+ * sent raw (no frame flagged, bytes on the wire = bytes written).  The
+ * target reads back equal to the source.
+ */
+static void compress_round_trip(struct env *e, uint8_t algo, const char *src_name,
+				const char *dst_name)
+{
+	struct tsr_site_source_stats st, st1, st2;
+	struct tsr_site_target_info info;
+	struct tsr_site_source_opts o;
+	struct tsr_site_source *src;
+	struct tsr_vol *vol;
+	uint8_t *data = tsr_alloc_aligned(1u << 20);
+	char addr[64];
+
+	assert_non_null(data);
+	assert_int_equal(tsr_store_vol_create(e->store, src_name, VOL_SIZE, NULL), 0);
+	text_fill(data, 1u << 20, 0);
+	assert_int_equal(host_io(e, src_name, true, 0, 1u << 20, data), 0);
+	assert_int_equal(tsr_vol_get(e->set, src_name, &vol), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", e->port);
+	o = (struct tsr_site_source_opts){.vol = vol, .worker = tsr_vol_home(vol),
+					 .tls = e->client_tls, .address = addr,
+					 .peer_name = "dr.site.test", .site = "primary",
+					 .cluster = "c-primary", .target_volume = dst_name,
+					 .target_layout = "replicas:1", .stream = 31 + algo,
+					 .epoch = EPOCH, .initial_copy = true, .compress = algo,
+					 .barrier_ms = 20, .retry_ms = 50};
+	assert_int_equal(tsr_site_source_start(&o, &src), 0);
+	wait_caught_up(src, 1, &st1); /* the initial copy: region frames */
+	assert_int_equal(st1.region_bytes_shipped, 1u << 20);
+	assert_int_equal(st1.compress_in_bytes, 1u << 20);
+	assert_true(st1.frames_compressed >= 1);
+	assert_true(st1.compress_out_bytes > 0 && st1.compress_out_bytes * 2 < 1u << 20);
+	for (uint32_t i = 0; i < 16; i++) { /* the log: 64 KiB writes, one frame each */
+		uint64_t off = (1u << 20) + (uint64_t)i * (64u << 10);
+
+		text_fill(data, 64u << 10, off);
+		assert_int_equal(host_io(e, src_name, true, off, 64u << 10, data), 0);
+	}
+	wait_caught_up(src, st1.acked_seq + 16, &st);
+	assert_int_equal(st.bytes_shipped, 2u << 20);
+	assert_int_equal(st.compress_in_bytes, 2u << 20); /* every WRITE went through it */
+	assert_int_equal(st.frames_compressed - st1.frames_compressed, 16);
+	assert_true((st.compress_out_bytes - st1.compress_out_bytes) * 2 < 1u << 20);
+
+	random_fill(data, 256u << 10, algo);
+	assert_int_equal(host_io(e, src_name, true, 3u << 20, 256u << 10, data), 0);
+	wait_caught_up(src, st.acked_seq + 1, &st2);
+	assert_int_equal(st2.compress_in_bytes - st.compress_in_bytes, 256u << 10);
+	assert_int_equal(st2.compress_out_bytes - st.compress_out_bytes, 256u << 10); /* raw */
+	assert_int_equal(st2.frames_compressed, st.frames_compressed);
+	assert_int_equal(st2.bytes_shipped - st.bytes_shipped, 256u << 10);
+
+	info = info_of(e, dst_name);
+	assert_int_equal(info.applied, st2.acked_seq);
+	assert_int_equal(info.bytes_applied, st2.bytes_shipped); /* logical bytes there */
+	tsr_site_source_stop(src);
+	tsr_vol_put(vol);
+	tsr_free_aligned(data);
+	assert_int_equal(host_io(e, src_name, false, 0, VOL_SIZE, e->buf), 0);
+	memcpy(e->model, e->buf, VOL_SIZE);
+	assert_volume_is_model(e, dst_name);
+}
+
+static void test_compress_lz4(void **state)
+{
+	compress_round_trip(*state, TSR_SITE_COMPRESS_LZ4, "src-lz4", "dr-lz4");
+}
+
+static void test_compress_zstd(void **state)
+{
+	compress_round_trip(*state, TSR_SITE_COMPRESS_ZSTD, "src-zstd", "dr-zstd");
+}
+
+/* VOLUME_OPEN naming compression byte algo (raw, unchecked): the reply. */
+static struct tsr_site_hdr client_open_algo(struct client *c, const char *volume,
+					    uint64_t stream, uint8_t algo)
+{
+	struct tsr_site_open o = {.layout = "replicas:1"};
+	struct tsr_site_hdr h = {.opcode = TSR_SITE_VOLUME_OPEN, .stream = stream,
+				 .offset = VOL_SIZE, .epoch = EPOCH};
+	uint8_t pl[TSR_SITE_OPEN_MAX];
+
+	snprintf(o.volume, sizeof(o.volume), "%s", volume);
+	h.length = (uint32_t)tsr_site_open_pack(&o, pl);
+	pl[2] = algo;
+	send_frame(c, &h, pl);
+	assert_int_equal(recv_frame(c), 1);
+	if (c->rx.hdr.opcode == TSR_SITE_ERROR) {
+		assert_int_equal(tsr_site_error_parse(c->rx.payload, c->rx.hdr.payload_len, &c->err),
+				 0);
+		c->err_seq = c->rx.hdr.seq;
+	}
+	return c->rx.hdr;
+}
+
+/* A WRITE flagged compressed whose payload is wire (wire_len bytes). */
+static void send_cwrite(struct client *c, uint64_t stream, uint64_t seq, uint64_t off,
+			uint32_t len, const void *wire, uint32_t wire_len)
+{
+	struct tsr_site_hdr h = {.opcode = TSR_SITE_WRITE, .flags = TSR_SITE_F_COMPRESSED,
+				 .stream = stream, .seq = seq, .offset = off, .epoch = EPOCH,
+				 .length = len, .wire_len = wire_len};
+
+	send_frame(c, &h, wire);
+}
+
+/*
+ * Refusals, each ending the session with nothing of the refused frame on
+ * the volume: an unknown algorithm in VOLUME_OPEN (EPROTONOSUPPORT, no
+ * volume opened); a compressed WRITE on a stream that announced none, a
+ * corrupt zstd payload (its CRC right: rx passes it), an lz4 payload that
+ * decompresses to fewer bytes than length (all EBADMSG).  Valid compressed
+ * WRITEs before them are applied.
+ */
+static void test_compress_refused(void **state)
+{
+	struct env *e = *state;
+	struct tsr_site_codec *zc, *lc;
+	uint8_t *wire = malloc(TSR_SITE_MAX_DATA);
+	struct client c;
+	uint32_t n;
+
+	assert_non_null(wire);
+	assert_int_equal(tsr_site_codec_create(TSR_SITE_COMPRESS_ZSTD, &zc), 0);
+	assert_int_equal(tsr_site_codec_create(TSR_SITE_COMPRESS_LZ4, &lc), 0);
+
+	/* unknown algorithm: refused before any volume is opened */
+	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
+	client_hello(&c);
+	assert_int_equal(client_open_algo(&c, "cz0", 40, 9).opcode, TSR_SITE_ERROR);
+	assert_int_equal(c.err.code, EPROTONOSUPPORT);
+	assert_non_null(strstr(c.err.msg, "compression algorithm 9"));
+	client_close(&c, false);
+	assert_int_equal(e->opens, 0);
+
+	/* no compression announced: a compressed WRITE is EBADMSG */
+	memset(e->model, 0, VOL_SIZE);
+	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
+	client_hello(&c);
+	assert_int_equal(client_open_algo(&c, "cz1", 41, TSR_SITE_COMPRESS_NONE).opcode,
+			 TSR_SITE_VOLUME_OPEN);
+	send_write(&c, e->model, 41, 1, 0, 8 * BS, 7);
+	barrier(&c, 41, 1);
+	text_fill(c.data, 8 * BS, 0);
+	n = tsr_site_compress(lc, c.data, 8 * BS, wire, TSR_SITE_MAX_DATA);
+	assert_true(n > 0 && n < 8 * BS);
+	send_cwrite(&c, 41, 2, 16 * BS, 8 * BS, wire, n);
+	wait_error(&c, EBADMSG);
+	assert_int_equal(c.err_seq, 2);
+	assert_non_null(strstr(c.err.msg, "announced no compression"));
+	client_close(&c, false);
+	wait_disconnected(e, "cz1");
+	assert_volume_is_model(e, "cz1");
+	assert_int_equal(info_of(e, "cz1").applied, 1);
+
+	/* zstd: a good compressed WRITE applied, then a corrupt one refused */
+	memset(e->model, 0, VOL_SIZE);
+	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
+	client_hello(&c);
+	assert_int_equal(client_open_algo(&c, "cz2", 42, TSR_SITE_COMPRESS_ZSTD).opcode,
+			 TSR_SITE_VOLUME_OPEN);
+	text_fill(c.data, 16 * BS, 4 * BS);
+	memcpy(e->model + 4 * BS, c.data, 16 * BS);
+	n = tsr_site_compress(zc, c.data, 16 * BS, wire, TSR_SITE_MAX_DATA);
+	assert_true(n > 0 && n < 16 * BS);
+	send_cwrite(&c, 42, 1, 4 * BS, 16 * BS, wire, n);
+	barrier(&c, 42, 1);
+	text_fill(c.data, 16 * BS, 64 * BS);
+	n = tsr_site_compress(zc, c.data, 16 * BS, wire, TSR_SITE_MAX_DATA);
+	assert_true(n > 16);
+	for (uint32_t i = n / 2; i < n; i++) /* the frame's CRC covers the damage */
+		wire[i] ^= 0x5a;
+	send_cwrite(&c, 42, 2, 64 * BS, 16 * BS, wire, n);
+	wait_error(&c, EBADMSG);
+	assert_int_equal(c.err_seq, 2);
+	assert_non_null(strstr(c.err.msg, "does not decompress"));
+	client_close(&c, false);
+	wait_disconnected(e, "cz2");
+	assert_volume_is_model(e, "cz2");
+	assert_int_equal(info_of(e, "cz2").applied, 1);
+
+	/* lz4: 8 KiB compressed, announced as 12 KiB */
+	memset(e->model, 0, VOL_SIZE);
+	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
+	client_hello(&c);
+	assert_int_equal(client_open_algo(&c, "cz3", 43, TSR_SITE_COMPRESS_LZ4).opcode,
+			 TSR_SITE_VOLUME_OPEN);
+	text_fill(c.data, 2 * BS, 0);
+	n = tsr_site_compress(lc, c.data, 2 * BS, wire, TSR_SITE_MAX_DATA);
+	assert_true(n > 0 && n < 2 * BS);
+	send_cwrite(&c, 43, 1, 0, 3 * BS, wire, n);
+	wait_error(&c, EBADMSG);
+	client_close(&c, false);
+	wait_disconnected(e, "cz3");
+	assert_volume_is_model(e, "cz3");
+	assert_int_equal(info_of(e, "cz3").applied, 0);
+
+	tsr_site_codec_destroy(zc);
+	tsr_site_codec_destroy(lc);
+	free(wire);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1345,6 +1609,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stale_epoch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_error_and_idle_stop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_early_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_compress_lz4, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_compress_zstd, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_compress_refused, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
