@@ -3,7 +3,12 @@
  * tsr_site_hdr_parse and, behind an accepted header, the parser of its
  * payload (HELLO, VOLUME_OPEN, SNAPSHOT, ERROR) and tsr_site_data_check;
  * DIGEST (opcode 11) and the VOLUME_OPEN request's DIGEST flag are held to
- * their field rules.
+ * their field rules.  A WRITE with flag COMPRESSED (0x08) must have
+ * 1 <= wire_len < length and payload_len = wire_len (the flag and wire_len
+ * nowhere else); its payload goes through both decompressors (lz4, zstd)
+ * into a buffer of exactly length bytes: 0 or -EBADMSG, never a byte past
+ * it (ASan).  VOLUME_OPEN's compression byte: a known algorithm or
+ * -EPROTONOSUPPORT.
  * Each 64-byte piece of the input is parsed twice: as it is (the checksum
  * almost always rejects it), and with its hdr_crc recomputed so the fuzzer
  * reaches the field checks.  When the bytes after an accepted header hold
@@ -28,6 +33,27 @@ static void check_err(int ret, int a, int b)
 		abort();
 }
 
+/* A compressed WRITE's payload through each decompressor. */
+static void check_decompress(const struct tsr_site_hdr *h, const uint8_t *p)
+{
+	static struct tsr_site_codec *codecs[2];
+	uint8_t *out = malloc(h->length);
+
+	if (out == NULL)
+		abort();
+	for (unsigned i = 0; i < 2; i++) {
+		int ret;
+
+		if (codecs[i] == NULL &&
+		    tsr_site_codec_create(i == 0 ? TSR_SITE_COMPRESS_LZ4 : TSR_SITE_COMPRESS_ZSTD,
+					  &codecs[i]) < 0)
+			abort();
+		ret = tsr_site_decompress(codecs[i], p, h->wire_len, out, h->length);
+		check_err(ret, -EBADMSG, -ENOMEM);
+	}
+	free(out);
+}
+
 static void check_payload(const struct tsr_site_hdr *h, const uint8_t *p)
 {
 	uint8_t again[TSR_SITE_ERROR_MAX + TSR_SITE_HELLO_MAX]; /* the largest of them */
@@ -50,8 +76,12 @@ static void check_payload(const struct tsr_site_hdr *h, const uint8_t *p)
 		struct tsr_site_open m;
 
 		ret = tsr_site_open_parse(p, len, &m);
-		check_err(ret, -EPROTO, -EINVAL);
+		if (ret == -EPROTONOSUPPORT && p[2] <= TSR_SITE_COMPRESS_MAX)
+			abort();
+		if (ret != -EPROTONOSUPPORT)
+			check_err(ret, -EPROTO, -EINVAL);
 		if (ret == 0 && ((m.parsed.replicas == 0) == (m.parsed.ec_k == 0) ||
+				 m.compress > TSR_SITE_COMPRESS_MAX ||
 				 tsr_site_open_pack(&m, again) != (int)len ||
 				 memcmp(again, p, len) != 0))
 			abort();
@@ -78,6 +108,10 @@ static void check_payload(const struct tsr_site_hdr *h, const uint8_t *p)
 			abort();
 		break;
 	}
+	case TSR_SITE_WRITE:
+		if (h->flags & TSR_SITE_F_COMPRESSED)
+			check_decompress(h, p);
+		break;
 	default:
 		break;
 	}
@@ -121,6 +155,15 @@ static int check(const uint8_t *buf, struct tsr_site_hdr *h)
 	if (h->opcode == TSR_SITE_DIGEST &&
 	    (h->stream == 0 || h->seq != 0 || h->offset % TSR_SITE_DIGEST_REGION ||
 	     h->length % TSR_SITE_DIGEST_LEN || h->payload_len != h->length || h->flags))
+		abort();
+	if ((h->flags & TSR_SITE_F_COMPRESSED) && h->opcode != TSR_SITE_WRITE)
+		abort();
+	if (!(h->flags & TSR_SITE_F_COMPRESSED) && h->wire_len != 0)
+		abort();
+	if (h->opcode == TSR_SITE_WRITE &&
+	    ((h->flags & TSR_SITE_F_COMPRESSED) ?
+	     h->wire_len == 0 || h->wire_len >= h->length || h->payload_len != h->wire_len :
+	     h->payload_len != h->length))
 		abort();
 	if ((h->opcode == TSR_SITE_SYNC_BEGIN || h->opcode == TSR_SITE_SYNC_END) &&
 	    (h->seq == 0 || h->stream == 0 || h->offset != 0 || h->length != 0 ||

@@ -4,7 +4,12 @@
  * site.h documents them, every malformed header rejected with its errno;
  * each payload (HELLO, VOLUME_OPEN with its layout string, SNAPSHOT,
  * ERROR) round trip, byte layout and every malformed variant; data_crc.
+ * Compression: the COMPRESSED flag's byte (6) and wire_len's offset (48),
+ * its field rules, VOLUME_OPEN's algorithm byte, and both codecs: round
+ * trip, incompressible data refused (0), and damaged, truncated or
+ * wrongly sized input refused with -EBADMSG without writing past length.
  */
+#include <stdlib.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -539,6 +544,147 @@ static void test_error(void **state)
 	assert_int_equal(tsr_site_error_pack(&e, buf), TSR_SITE_ERROR_MAX);
 }
 
+/* A compressed WRITE: flag at byte 6, wire_len at 48..51, payload_len =
+ * wire_len; each rule broken is refused. */
+static void test_compressed_hdr(void **state)
+{
+	struct tsr_site_hdr h = valid_hdr(TSR_SITE_WRITE), out;
+	uint8_t buf[TSR_SITE_HDR_SIZE];
+
+	(void)state;
+	h.flags = TSR_SITE_F_COMPRESSED;
+	h.wire_len = 0x1234; /* below length 0x2000 */
+	tsr_site_hdr_pack(&h, buf);
+	assert_int_equal(buf[6], 0x08);
+	assert_int_equal(buf[48], 0x34);
+	assert_int_equal(buf[49], 0x12);
+	assert_int_equal(buf[50] | buf[51] | buf[52], 0);
+	assert_int_equal(tsr_site_hdr_parse(buf, &out), 0);
+	assert_int_equal(out.flags, TSR_SITE_F_COMPRESSED);
+	assert_int_equal(out.wire_len, 0x1234);
+	assert_int_equal(out.length, 2 * BS);
+	assert_int_equal(out.payload_len, 0x1234);
+	/* wire_len 0, equal to or above length */
+	h.wire_len = 0;
+	tsr_site_hdr_pack(&h, buf);
+	assert_int_equal(tsr_site_hdr_parse(buf, &out), -EPROTO);
+	h.wire_len = h.length;
+	tsr_site_hdr_pack(&h, buf);
+	assert_int_equal(tsr_site_hdr_parse(buf, &out), -EPROTO);
+	h.wire_len = h.length + 1;
+	tsr_site_hdr_pack(&h, buf);
+	assert_int_equal(tsr_site_hdr_parse(buf, &out), -EPROTO);
+	/* wire_len without the flag */
+	h.flags = 0;
+	h.wire_len = 100;
+	tsr_site_hdr_pack(&h, buf);
+	assert_int_equal(tsr_site_hdr_parse(buf, &out), -EPROTO);
+	/* the flag on anything but a WRITE */
+	for (uint8_t op = TSR_SITE_HELLO; op <= TSR_SITE_DIGEST; op++) {
+		if (op == TSR_SITE_WRITE)
+			continue;
+		h = valid_hdr(op);
+		h.flags |= TSR_SITE_F_COMPRESSED;
+		h.wire_len = h.length > 1 ? h.length - 1 : 0;
+		tsr_site_hdr_pack(&h, buf);
+		assert_int_equal(tsr_site_hdr_parse(buf, &out), -EPROTO);
+	}
+	/* bytes 52..59 stay reserved */
+	h = valid_hdr(TSR_SITE_WRITE);
+	tsr_site_hdr_pack(&h, buf);
+	buf[52] = 1;
+	reseal(buf);
+	assert_int_equal(tsr_site_hdr_parse(buf, &out), -EPROTO);
+}
+
+static void test_open_compress(void **state)
+{
+	struct tsr_site_open o = {.volume = "db1", .layout = "replicas:2",
+				  .compress = TSR_SITE_COMPRESS_ZSTD}, out;
+	uint8_t buf[TSR_SITE_OPEN_MAX];
+	int len;
+
+	(void)state;
+	len = tsr_site_open_pack(&o, buf);
+	assert_true(len > 4);
+	assert_int_equal(buf[2], 2);
+	assert_int_equal(buf[3], 0);
+	assert_int_equal(tsr_site_open_parse(buf, (uint32_t)len, &out), 0);
+	assert_int_equal(out.compress, TSR_SITE_COMPRESS_ZSTD);
+	buf[2] = TSR_SITE_COMPRESS_MAX + 1;
+	assert_int_equal(tsr_site_open_parse(buf, (uint32_t)len, &out), -EPROTONOSUPPORT);
+	o.compress = TSR_SITE_COMPRESS_MAX + 1;
+	assert_int_equal(tsr_site_open_pack(&o, buf), -EINVAL);
+}
+
+static void codec_round_trip(unsigned algo)
+{
+	const uint32_t len = 64 * 1024;
+	uint8_t *data = malloc(len), *wire = malloc(len), *out = malloc(len + 16);
+	struct tsr_site_codec *c;
+	uint64_t x = 88172645463325252ull;
+	uint32_t n;
+
+	assert_true(data && wire && out);
+	assert_int_equal(tsr_site_codec_create(algo, &c), 0);
+	for (uint32_t i = 0; i < len; i++)
+		data[i] = (uint8_t)("site stream "[i % 12] + (i / 4096));
+	n = tsr_site_compress(c, data, len, wire, len);
+	assert_true(n > 0 && n < len / 4);
+	memset(out, 0xee, len + 16);
+	assert_int_equal(tsr_site_decompress(c, wire, n, out, len), 0);
+	assert_memory_equal(out, data, len);
+	/* another length than the data's: refused */
+	assert_int_equal(tsr_site_decompress(c, wire, n, out, len - BS), -EBADMSG);
+	/* truncated, damaged */
+	assert_int_equal(tsr_site_decompress(c, wire, n - 1, out, len), -EBADMSG);
+	assert_int_equal(tsr_site_decompress(c, wire, n / 2, out, len), -EBADMSG);
+	for (uint32_t i = 0; i < n; i++)
+		wire[i] ^= 0xa5;
+	memset(out + len, 0xee, 16);
+	assert_int_equal(tsr_site_decompress(c, wire, n, out, len), -EBADMSG);
+	for (uint32_t i = 0; i < 16; i++)
+		assert_int_equal(out[len + i], 0xee); /* nothing past length */
+	/* incompressible: not sent compressed */
+	for (uint32_t i = 0; i + 8 <= len; i += 8) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		memcpy(data + i, &x, 8);
+	}
+	assert_int_equal(tsr_site_compress(c, data, len, wire, len), 0);
+	/* a small cap: not smaller than that, 0 */
+	for (uint32_t i = 0; i < len; i++)
+		data[i] = (uint8_t)i;
+	assert_int_equal(tsr_site_compress(c, data, len, wire, 8), 0);
+	tsr_site_codec_destroy(c);
+	free(data);
+	free(wire);
+	free(out);
+}
+
+static void test_codecs(void **state)
+{
+	struct tsr_site_codec *c = NULL;
+	uint8_t a = 99;
+
+	(void)state;
+	codec_round_trip(TSR_SITE_COMPRESS_LZ4);
+	codec_round_trip(TSR_SITE_COMPRESS_ZSTD);
+	assert_int_equal(tsr_site_codec_create(TSR_SITE_COMPRESS_NONE, &c), -EPROTONOSUPPORT);
+	assert_int_equal(tsr_site_codec_create(7, &c), -EPROTONOSUPPORT);
+	assert_null(c);
+	assert_int_equal(tsr_site_compress_parse("lz4", &a), 0);
+	assert_int_equal(a, TSR_SITE_COMPRESS_LZ4);
+	assert_int_equal(tsr_site_compress_parse("zstd", &a), 0);
+	assert_int_equal(a, TSR_SITE_COMPRESS_ZSTD);
+	assert_int_equal(tsr_site_compress_parse("none", &a), 0);
+	assert_int_equal(a, TSR_SITE_COMPRESS_NONE);
+	assert_int_equal(tsr_site_compress_parse("gzip", &a), -EINVAL);
+	assert_int_equal(tsr_site_compress_parse("", &a), -EINVAL);
+	assert_string_equal(tsr_site_compress_name(TSR_SITE_COMPRESS_ZSTD), "zstd");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -553,6 +699,9 @@ int main(void)
 		cmocka_unit_test(test_open),
 		cmocka_unit_test(test_snap),
 		cmocka_unit_test(test_error),
+		cmocka_unit_test(test_compressed_hdr),
+		cmocka_unit_test(test_open_compress),
+		cmocka_unit_test(test_codecs),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
