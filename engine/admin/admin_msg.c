@@ -128,6 +128,8 @@ void admin_replication_free_built(Tessera__Admin__Replication *r)
 	free_string(r->group);
 	free_string(r->last_error);
 	free_string(r->node);
+	free_string(r->resync_from);
+	free_string(r->compression);
 	free(r);
 }
 

@@ -407,9 +407,14 @@ static void rsnap_msg(struct tsr_worker *w, void *arg)
 	struct rsnap *c = arg;
 
 	(void)w;
-	c->ret = tsr_layout_snap(c->l, &c->req, rsnap_cb, c);
-	if (c->ret != 0)
+	int ret = tsr_layout_snap(c->l, &c->req, rsnap_cb, c);
+
+	/* with 0, c belongs to rsnap_cb now: it may have run already and the
+	 * waiting thread returned (c is on its stack) */
+	if (ret != 0) {
+		c->ret = ret;
 		sem_post(&c->done);
+	}
 }
 
 static int rsnap_create(struct renv *e, const char *name)

@@ -1248,9 +1248,14 @@ static void scall_msg(struct tsr_worker *w, void *arg)
 	struct scall *c = arg;
 
 	(void)w;
-	c->ret = tsr_layout_snap(c->l, &c->req, scall_cb, c);
-	if (c->ret != 0)
+	int ret = tsr_layout_snap(c->l, &c->req, scall_cb, c);
+
+	/* with 0, c belongs to scall_cb now: it may have run already and the
+	 * waiting thread returned (c is on its stack) */
+	if (ret != 0) {
+		c->ret = ret;
 		sem_post(&c->done);
+	}
 }
 
 static int lsnap(struct env *e, enum tsr_snap_op op, const char *snap)

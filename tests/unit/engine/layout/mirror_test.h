@@ -402,27 +402,32 @@ static void dcall_msg(struct tsr_worker *w, void *arg)
 {
 	struct dcall *d = arg;
 	struct tsr_io *io = tsr_worker_io(w);
+	int ret = 0;
 
 	switch (d->kind) {
 	case D_READ:
-		d->ret = tsr_layout_read(d->l, io, d->off, (uint32_t)d->len, d->buf, dcall_cb, d);
+		ret = tsr_layout_read(d->l, io, d->off, (uint32_t)d->len, d->buf, dcall_cb, d);
 		break;
 	case D_WRITE:
-		d->ret = tsr_layout_write(d->l, io, d->off, (uint32_t)d->len, d->buf, d->flags,
-					  dcall_cb, d);
+		ret = tsr_layout_write(d->l, io, d->off, (uint32_t)d->len, d->buf, d->flags,
+				       dcall_cb, d);
 		break;
 	case D_FLUSH:
-		d->ret = tsr_layout_flush(d->l, io, dcall_cb, d);
+		ret = tsr_layout_flush(d->l, io, dcall_cb, d);
 		break;
 	case D_TRIM:
-		d->ret = tsr_layout_trim(d->l, io, d->off, d->len, dcall_cb, d);
+		ret = tsr_layout_trim(d->l, io, d->off, d->len, dcall_cb, d);
 		break;
 	case D_ZEROES:
-		d->ret = tsr_layout_write_zeroes(d->l, io, d->off, d->len, d->flags, dcall_cb, d);
+		ret = tsr_layout_write_zeroes(d->l, io, d->off, d->len, d->flags, dcall_cb, d);
 		break;
 	}
-	if (d->ret != 0)
+	/* with 0, d belongs to dcall_cb now: it may have run already and the
+	 * waiting thread returned (d is on its stack) */
+	if (ret != 0) {
+		d->ret = ret;
 		sem_post(&d->done);
+	}
 }
 
 /* Start a call on home; dcall_wait finishes it. */
@@ -430,6 +435,7 @@ static UNUSED void dcall_start(struct tsr_worker *home, struct dcall *d)
 {
 	sem_init(&d->done, 0, 0);
 	d->calls = 0;
+	d->ret = 0;
 	d->status = 1;
 	if (tsr_worker_send(home, dcall_msg, d) != 0)
 		abort();
