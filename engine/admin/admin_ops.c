@@ -298,33 +298,15 @@ static void snap_fail(struct tsr_admin_server *srv, Tessera__Admin__Response *re
 	}
 }
 
-/* Reply with snapshot vol@snap (after create, for show). */
-static void reply_snapshot(struct tsr_admin_server *srv, const char *vol, const char *snap,
-			   Tessera__Admin__Response *resp)
+/* Reply with snapshot vol@snap: for show with its space figures; just cut
+ * (created) from the catalogue's fields only, no space scan of its layers
+ * (it holds no block yet; snapshot show counts them). */
+static void reply_snap_info(struct tsr_admin_server *srv, const char *vol, const char *snap,
+			    bool created, Tessera__Admin__Response *resp)
 {
 	struct tsr_snap_info info;
-	int ret = tsr_store_snap_info(srv->store, vol, snap, &info);
-
-	if (ret) {
-		snap_fail(srv, resp, ret, "show snapshot", vol, snap);
-		return;
-	}
-	resp->snapshots = malloc(sizeof(*resp->snapshots));
-	if (resp->snapshots == NULL ||
-	    (resp->snapshots[0] = build_snapshot(srv, vol, &info)) == NULL) {
-		admin_fail(resp, -ENOMEM, "out of memory in tesserad");
-		return;
-	}
-	resp->n_snapshots = 1;
-}
-
-/* Reply with snapshot vol@snap just cut: the catalogue's fields, no space
- * scan of its layers (it holds no block yet; snapshot show counts them). */
-static void reply_created(struct tsr_admin_server *srv, const char *vol, const char *snap,
-			  Tessera__Admin__Response *resp)
-{
-	struct tsr_snap_info info;
-	int ret = tsr_store_snap_row_info(srv->store, vol, snap, &info);
+	int ret = created ? tsr_store_snap_row_info(srv->store, vol, snap, &info)
+			  : tsr_store_snap_info(srv->store, vol, snap, &info);
 
 	if (ret) {
 		snap_fail(srv, resp, ret, "show snapshot", vol, snap);
@@ -371,7 +353,7 @@ static void create_reply(struct tsr_admin_server *srv, void *arg,
 	if (ret)
 		snap_fail(srv, resp, ret, "create a snapshot", cl->vol, cl->req.snap);
 	else
-		reply_created(srv, cl->vol, cl->req.snap, resp);
+		reply_snap_info(srv, cl->vol, cl->req.snap, true, resp);
 	/* the server's side of the round trip (bench/snapshot.sh reads it) */
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	tsr_info("admin: snapshot create '%s@%s': replied after %.1f ms%s", cl->vol, cl->req.snap,
@@ -425,7 +407,7 @@ static void op_snapshot_create(struct tsr_admin_server *srv,
 		snap_fail(srv, resp, ret, "create a snapshot", vol, req.snap);
 		return;
 	}
-	reply_created(srv, vol, req.snap, resp);
+	reply_snap_info(srv, vol, req.snap, true, resp);
 }
 
 /* True when an NBD client reads snapshot vol@snap. */
@@ -490,7 +472,7 @@ static void op_snapshot_show(struct tsr_admin_server *srv, const Tessera__Admin_
 	char vol[64], snap[64];
 
 	split_ref(sh->volume, sh->name, vol, snap);
-	reply_snapshot(srv, vol, snap, resp);
+	reply_snap_info(srv, vol, snap, false, resp);
 }
 
 /* Extents in one reply: each takes up to ~20 bytes of the 1 MiB frame. */
