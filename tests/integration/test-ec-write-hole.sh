@@ -75,6 +75,18 @@ attach_retry() {
 	fail "cannot attach wh on $1: $out"
 }
 
+# wait_switch_kill PID LABEL: n7 (PID) must die by the fault switch within 30 s.
+wait_switch_kill() {
+	local t
+	for (( t=0; t<300; t++ )); do
+		kill -0 "$1" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 "$1" 2>/dev/null && fail "$2: the fault switch did not kill n7 within 30 s"
+	reap "$1" || true
+	CL_PID[7]=
+}
+
 # check_image GOT EXPECTED OFF LEN BYTE: GOT equals EXPECTED outside
 # [OFF, OFF+LEN); inside, wholly EXPECTED's (prints "old") or wholly BYTE
 # (prints "new").  EXPECTED is updated to GOT.
@@ -129,13 +141,7 @@ for cp in "${POINTS[@]}"; do
 	cl_qemu_io 7 wh "write -P $byte $off $len" >"$CL_ROOT/qemu-$i.txt" 2>&1 &
 	qpid=$!
 	track_pid "$qpid"
-	for (( t=0; t<300; t++ )); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -0 "$pid" 2>/dev/null && fail "$cp: the fault switch did not kill n7 within 30 s"
-	reap "$pid" || true
-	CL_PID[7]=
+	wait_switch_kill "$pid" "$cp"
 	[ "$(grep -c "ec fault switch" "$(cl_dir 7)/tesserad.log")" -gt "${switched:-0}" ] ||
 		fail "$cp: n7 died without the fault switch's log line"
 	# acknowledged once every participant staged: from committed:1 on, the
@@ -213,13 +219,7 @@ on_exit "kill -CONT ${CL_PID[5]} ${CL_PID[6]}"
 cl_qemu_io 7 wh "write -P $byte $off $len" >"$CL_ROOT/qemu-frozen.txt" 2>&1 &
 qpid=$!
 track_pid "$qpid"
-for (( t=0; t<300; t++ )); do
-	kill -0 "$pid" 2>/dev/null || break
-	sleep 0.1
-done
-kill -0 "$pid" 2>/dev/null && fail "frozen: the fault switch did not kill n7 within 30 s"
-reap "$pid" || true
-CL_PID[7]=
+wait_switch_kill "$pid" "frozen"
 reap "$qpid" && fail "frozen: the write was acknowledged although the coordinator died"
 cl_kill 5
 cl_kill 6
@@ -273,13 +273,7 @@ attach_retry n7 # n5, n6 came back just before: their copies may still be settli
 pid=${CL_PID[7]}
 cl_qemu_io 7 wh "write -P $byte $off $len" >"$CL_ROOT/qemu-acked.txt" 2>&1 ||
 	fail "acked: the write was not acknowledged: $(cat "$CL_ROOT/qemu-acked.txt")"
-for (( t=0; t<300; t++ )); do
-	kill -0 "$pid" 2>/dev/null || break
-	sleep 0.1
-done
-kill -0 "$pid" 2>/dev/null && fail "acked: the fault switch did not kill n7 within 30 s"
-reap "$pid" || true
-CL_PID[7]=
+wait_switch_kill "$pid" "acked"
 grep -q "acked:0: acknowledged, commits withheld" "$(cl_dir 7)/tesserad.log" ||
 	fail "acked: n7 died without the fault switch's log line"
 # the stripe's parity chunks: positions k..k+m-1; kill the node of one
