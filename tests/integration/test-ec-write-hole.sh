@@ -47,8 +47,12 @@ require_cmd nbdcopy qemu-io
 
 STRIPE=$(( 4 * 65536 ))
 SIZE=$(( 16 << 20 ))
-# EC_POINTS: a subset, for a quick run by hand
-read -r -a POINTS <<<"${EC_POINTS:-staged:0 staged:1 staged:2 staged:3 staged:4 staged:5 staged:6 committed:1 committed:3}"
+# EC_POINTS: a subset, for a quick run by hand. Outside --long, staged:2 and
+# staged:4 are left out: they are the same case as staged:1/3/5 (some but not
+# all participants staged), and the suite must stay within its time budget.
+ALL_POINTS="staged:0 staged:1 staged:2 staged:3 staged:4 staged:5 staged:6 committed:1 committed:3"
+[ -n "${TSR_LONG:-}" ] || ALL_POINTS="staged:0 staged:1 staged:3 staged:5 staged:6 committed:1 committed:3"
+read -r -a POINTS <<<"${EC_POINTS:-$ALL_POINTS}"
 PARTICIPANTS=6
 
 cl_start 6
