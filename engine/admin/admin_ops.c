@@ -3,9 +3,10 @@
  * validated request into store calls and a Response.  They run on the
  * control thread (tesserad's libev loop), where blocking store calls are
  * allowed.  Error replies carry a message for a person: what failed and what
- * to do; the CLI prints it as is.  Snapshot create of a volume open on this
- * node does not block the loop: the cut goes through the volume's gate on
- * its home worker and the reply is sent when it is made (admin_later_*).
+ * to do; the CLI prints it as is.  Snapshot create, snapshot delete and a
+ * clone of a volume open on this node do not block the loop: the request
+ * goes through the volume's gate on its home worker and the reply is sent
+ * when the gate is done (admin_later_*, gate_start).
  * The store logs its own failures; nothing is logged twice here.
  */
 #include <errno.h>
@@ -212,33 +213,118 @@ static int store_snap(struct tsr_admin_server *srv, const char *vol,
 	}
 }
 
+/* A snapshot operation (create, delete, clone) of an open volume waiting
+ * for its gate: the loop goes on, the reply is sent when the gate is done
+ * (admin_later_*).  Built on the loop, read by the worker until gate_done,
+ * then by the loop in gate_reply, which frees it. */
+struct gate_later {
+	char vol[64];              /* the volume (a clone's source) */
+	struct tsr_snap_req req;   /* the worker reads it until gate_done */
+	uint64_t size;             /* clone: the size asked (0: the source's) */
+	uint64_t src_size;         /* clone: the source's size (grown after when less) */
+	int status;                /* the gate's result, set on the home worker */
+	struct admin_later *later; /* done by gate_done, exactly once */
+	struct timespec started;   /* CLOCK_MONOTONIC at the request (the log line) */
+};
+
+static void snap_finish(struct tsr_admin_server *srv, const struct gate_later *g, int ret,
+			Tessera__Admin__Response *resp);
+
+/* On the volume's home worker: the gate let the volume go (or failed). */
+static void gate_done(void *arg, int status)
+{
+	struct gate_later *g = arg;
+
+	g->status = status;
+	admin_later_done(g->later);
+}
+
+static const char *snap_op_name(enum tsr_snap_op op)
+{
+	return op == TSR_SNAP_CREATE ? "snapshot create" : op == TSR_SNAP_DELETE ?
+	       "snapshot delete" : "clone";
+}
+
+/* Back on the loop (admin_later fn): the reply. */
+static void gate_reply(struct tsr_admin_server *srv, void *arg, Tessera__Admin__Response *resp)
+{
+	struct gate_later *g = arg;
+	struct timespec now;
+	int ret = g->status;
+
+	/* its last client left meanwhile: the store directly (nothing writes
+	 * it; -EBUSY if one came back, the message says to retry) */
+	if (ret == -ENOENT)
+		ret = store_snap(srv, g->vol, &g->req);
+	snap_finish(srv, g, ret, resp);
+	/* the server's side of the round trip (bench/snapshot.sh reads it) */
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	tsr_info("admin: %s '%s@%s': replied after %.1f ms%s", snap_op_name(g->req.op), g->vol,
+		 g->req.op == TSR_SNAP_CLONE ? g->req.clone : g->req.snap,
+		 (double)(now.tv_sec - g->started.tv_sec) * 1e3 +
+			 (double)(now.tv_nsec - g->started.tv_nsec) / 1e6,
+		 resp->error ? " (failed)" : "");
+	free(g);
+}
+
 /*
- * Run req on volume vol at one point of its write order: through the gate
- * of its layout when it is open on this node (a local volume with NBD
- * clients, or the coordinator the cluster layer registered: the mirror cuts
- * every copy), else on the store directly, where nothing writes it.
- * local_copy (node to node): this store's copy only, never the gate.
- * In cluster mode a volume not attached here is the cluster layer's
- * business: -ENOTCONN.
+ * Start g->req on g->vol's gate without waiting.  1: the reply comes later
+ * (g is the later handle's now, a copy of tmpl); 0: no later reply is
+ * possible (not inside a connection's request, out of memory): the caller
+ * waits; -ENOENT: no open handle here (the store acts, nothing writes it);
+ * other -errno from tsr_volset_snap_async (-ESHUTDOWN).
  */
-static int snap_run(struct tsr_admin_server *srv, const char *vol,
-		    const struct tsr_snap_req *req, bool local_copy)
+static int gate_start(struct tsr_admin_server *srv, const struct gate_later *tmpl)
+{
+	struct gate_later *g = malloc(sizeof(*g));
+	int ret;
+
+	if (g == NULL)
+		return 0;
+	*g = *tmpl;
+	clock_gettime(CLOCK_MONOTONIC, &g->started);
+	g->later = admin_later_begin(srv, gate_reply, g);
+	if (g->later == NULL) {
+		free(g);
+		return 0;
+	}
+	ret = tsr_volset_snap_async(srv->vols, g->vol, &g->req, gate_done, g);
+	if (ret == 0)
+		return 1;
+	admin_later_cancel(g->later);
+	free(g);
+	return ret;
+}
+
+/*
+ * Run g->req on volume g->vol at one point of its write order: through the
+ * gate of its layout when it is open on this node (a local volume with NBD
+ * clients, or the coordinator the cluster layer registered: the mirror cuts
+ * every copy), answered later (1 returned; the loop is not blocked), else
+ * on the store directly, where nothing writes it.  local_copy (node to
+ * node): this store's copy only, never the gate.  In cluster mode a volume
+ * not attached here is the cluster layer's business: -ENOTCONN.  Waits for
+ * the gate (tsr_volset_snap) only when no later reply can be taken.
+ */
+static int snap_run(struct tsr_admin_server *srv, const struct gate_later *g, bool local_copy)
 {
 	int ret = -ENOENT;
 
 	if (local_copy)
-		return store_snap(srv, vol, req);
+		return store_snap(srv, g->vol, &g->req);
 	for (int tries = 0; tries < 2; tries++) {
-		ret = tsr_volset_snap(srv->vols, vol, req);
+		ret = gate_start(srv, g);
+		if (ret == 0)
+			ret = tsr_volset_snap(srv->vols, g->vol, &g->req);
 		if (ret != -ENOENT)
 			return ret;
 		if (srv->cluster.handle != NULL) {
 			struct tsr_vol_info info;
 
 			/* -ENOENT for a volume the store lacks, else not attached here */
-			return tsr_store_vol_info(srv->store, vol, &info) ?: -ENOTCONN;
+			return tsr_store_vol_info(srv->store, g->vol, &info) ?: -ENOTCONN;
 		}
-		ret = store_snap(srv, vol, req);
+		ret = store_snap(srv, g->vol, &g->req);
 		/* -EBUSY: a client opened the volume meanwhile; its gate cuts it */
 		if (ret != -EBUSY)
 			return ret;
@@ -321,93 +407,17 @@ static void reply_snap_info(struct tsr_admin_server *srv, const char *vol, const
 	resp->n_snapshots = 1;
 }
 
-/* A snapshot create waiting for its volume's gate: the loop goes on, the
- * reply is sent when the cut is made (admin_later_*). */
-struct create_later {
-	char vol[64];
-	struct tsr_snap_req req;
-	int status;                /* the gate's result, set on the home worker */
-	struct admin_later *later; /* done by create_cut_done */
-	struct timespec started;   /* CLOCK_MONOTONIC at the request (the log line) */
-};
-
-/* On the volume's home worker: the cut is made (or failed). */
-static void create_cut_done(void *arg, int status)
-{
-	struct create_later *cl = arg;
-
-	cl->status = status;
-	admin_later_done(cl->later);
-}
-
-/* Back on the loop: the reply. */
-static void create_reply(struct tsr_admin_server *srv, void *arg,
-			 Tessera__Admin__Response *resp)
-{
-	struct create_later *cl = arg;
-	struct timespec now;
-	int ret = cl->status;
-
-	if (ret == -ENOENT) /* its last client left meanwhile: cut it on the store */
-		ret = snap_run(srv, cl->vol, &cl->req, false);
-	if (ret)
-		snap_fail(srv, resp, ret, "create a snapshot", cl->vol, cl->req.snap);
-	else
-		reply_snap_info(srv, cl->vol, cl->req.snap, true, resp);
-	/* the server's side of the round trip (bench/snapshot.sh reads it) */
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	tsr_info("admin: snapshot create '%s@%s': replied after %.1f ms%s", cl->vol, cl->req.snap,
-		 (double)(now.tv_sec - cl->started.tv_sec) * 1e3 +
-			 (double)(now.tv_nsec - cl->started.tv_nsec) / 1e6,
-		 ret ? " (failed)" : "");
-	free(cl);
-}
-
-/* Start the cut of an open volume without waiting for it.  True when the
- * reply comes later; false when the volume has no gate here (or out of
- * memory): the caller goes on synchronously. */
-static bool create_through_gate(struct tsr_admin_server *srv, const char *vol,
-				const struct tsr_snap_req *req)
-{
-	struct create_later *cl = calloc(1, sizeof(*cl));
-	int ret;
-
-	if (cl == NULL)
-		return false;
-	clock_gettime(CLOCK_MONOTONIC, &cl->started);
-	snprintf(cl->vol, sizeof(cl->vol), "%s", vol);
-	cl->req = *req;
-	cl->later = admin_later_begin(srv, create_reply, cl);
-	if (cl->later == NULL) {
-		free(cl);
-		return false;
-	}
-	ret = tsr_volset_snap_async(srv->vols, vol, &cl->req, create_cut_done, cl);
-	if (ret == 0)
-		return true;
-	admin_later_cancel(cl->later);
-	free(cl);
-	return false;
-}
-
 static void op_snapshot_create(struct tsr_admin_server *srv,
 			       const Tessera__Admin__SnapshotCreate *c,
 			       Tessera__Admin__Response *resp)
 {
-	struct tsr_snap_req req = { .op = TSR_SNAP_CREATE };
-	char vol[64];
+	struct gate_later g = { .req = { .op = TSR_SNAP_CREATE } };
 	int ret;
 
-	split_ref(c->volume, c->name, vol, req.snap);
-	/* an open volume: its gate cuts it, the reply comes when it is done */
-	if (!c->local_copy && create_through_gate(srv, vol, &req))
-		return;
-	ret = snap_run(srv, vol, &req, c->local_copy);
-	if (ret) {
-		snap_fail(srv, resp, ret, "create a snapshot", vol, req.snap);
-		return;
-	}
-	reply_snap_info(srv, vol, req.snap, true, resp);
+	split_ref(c->volume, c->name, g.vol, g.req.snap);
+	ret = snap_run(srv, &g, c->local_copy);
+	if (ret != 1) /* 1: an open volume's gate cuts it, the reply comes then */
+		snap_finish(srv, &g, ret, resp);
 }
 
 /* True when an NBD client reads snapshot vol@snap. */
@@ -423,19 +433,18 @@ static void op_snapshot_delete(struct tsr_admin_server *srv,
 			       const Tessera__Admin__SnapshotDelete *d,
 			       Tessera__Admin__Response *resp)
 {
-	struct tsr_snap_req req = { .op = TSR_SNAP_DELETE };
-	char vol[64];
+	struct gate_later g = { .req = { .op = TSR_SNAP_DELETE } };
 	int ret;
 
-	split_ref(d->volume, d->name, vol, req.snap);
-	if (snapshot_exported(srv, vol, req.snap)) {
+	split_ref(d->volume, d->name, g.vol, g.req.snap);
+	if (snapshot_exported(srv, g.vol, g.req.snap)) {
 		admin_fail(resp, -EBUSY, "snapshot '%s@%s' is exported to an NBD client; "
-			   "disconnect it first", vol, req.snap);
+			   "disconnect it first", g.vol, g.req.snap);
 		return;
 	}
-	ret = snap_run(srv, vol, &req, d->local_copy);
-	if (ret)
-		snap_fail(srv, resp, ret, "delete snapshot", vol, req.snap);
+	ret = snap_run(srv, &g, d->local_copy);
+	if (ret != 1) /* 1: the gate of the open volume deletes it, the reply comes then */
+		snap_finish(srv, &g, ret, resp);
 }
 
 static void op_snapshot_list(struct tsr_admin_server *srv, const Tessera__Admin__SnapshotList *l,
@@ -577,59 +586,93 @@ static void op_volume_rollback(struct tsr_admin_server *srv,
 static void op_volume_clone(struct tsr_admin_server *srv, const Tessera__Admin__VolumeCreate *c,
 			    Tessera__Admin__Response *resp)
 {
-	struct tsr_snap_req req = { .op = TSR_SNAP_CLONE };
+	struct gate_later g = { .req = { .op = TSR_SNAP_CLONE }, .size = c->size };
 	struct tsr_snap_info snap_info;
 	struct tsr_vol_info vol_info;
-	char src[64], src_sz[32], sz[32];
-	uint64_t src_size;
+	char src_sz[32];
 	int ret;
 
-	split_ref(c->from_volume, c->from_snapshot, src, req.snap);
-	snprintf(req.clone, sizeof(req.clone), "%s", c->name);
-	if (req.snap[0]) {
-		ret = tsr_store_snap_info(srv->store, src, req.snap, &snap_info);
-		src_size = snap_info.size;
+	split_ref(c->from_volume, c->from_snapshot, g.vol, g.req.snap);
+	snprintf(g.req.clone, sizeof(g.req.clone), "%s", c->name);
+	if (g.req.snap[0]) {
+		ret = tsr_store_snap_info(srv->store, g.vol, g.req.snap, &snap_info);
+		g.src_size = snap_info.size;
 	} else {
-		ret = tsr_store_vol_info(srv->store, src, &vol_info);
-		src_size = vol_info.size;
+		ret = tsr_store_vol_info(srv->store, g.vol, &vol_info);
+		g.src_size = vol_info.size;
 	}
 	if (ret) {
-		snap_fail(srv, resp, ret, "clone", src, req.snap);
+		snap_fail(srv, resp, ret, "clone", g.vol, g.req.snap);
 		return;
 	}
-	tsr_format_size(src_size, src_sz, sizeof(src_sz));
-	tsr_format_size(c->size, sz, sizeof(sz));
-	if (c->size != 0 && c->size < src_size) {
+	tsr_format_size(g.src_size, src_sz, sizeof(src_sz));
+	if (c->size != 0 && c->size < g.src_size) {
 		admin_fail(resp, -EINVAL, "a clone starts as large as its source '%s%s%s' (%s): "
-			   "give no size, or %s or more", src, req.snap[0] ? "@" : "", req.snap,
-			   src_sz, src_sz);
+			   "give no size, or %s or more", g.vol, g.req.snap[0] ? "@" : "",
+			   g.req.snap, src_sz, src_sz);
 		return;
 	}
-	ret = snap_run(srv, src, &req, c->local_copy);
+	ret = snap_run(srv, &g, c->local_copy);
+	if (ret != 1) /* 1: the source is open: its gate clones it, the reply comes then */
+		snap_finish(srv, &g, ret, resp);
+}
+
+/* The clone g->req.clone was made (ret 0) or not: grow it to the size asked,
+ * and the reply. */
+static void clone_finish(struct tsr_admin_server *srv, const struct gate_later *g, int ret,
+			 Tessera__Admin__Response *resp)
+{
+	struct tsr_vol_info vol_info;
+	char src_sz[32], sz[32];
+
 	switch (ret) {
 	case 0:
 		break;
 	case -EEXIST:
-		if (tsr_store_vol_info(srv->store, c->name, &vol_info) == 0) {
+		if (tsr_store_vol_info(srv->store, g->req.clone, &vol_info) == 0) {
 			admin_fail(resp, ret, "volume '%s' already exists (tessera volume show %s "
-				   "describes it; pick another name)", c->name, c->name);
+				   "describes it; pick another name)", g->req.clone, g->req.clone);
 			return;
 		}
 		/* fall through */
 	default:
-		snap_fail(srv, resp, ret, "clone", src, req.snap);
+		snap_fail(srv, resp, ret, "clone", g->vol, g->req.snap);
 		return;
 	}
-	if (c->size > src_size) {
-		ret = tsr_store_vol_resize(srv->store, c->name, c->size);
+	if (g->size > g->src_size) {
+		tsr_format_size(g->src_size, src_sz, sizeof(src_sz));
+		tsr_format_size(g->size, sz, sizeof(sz));
+		ret = tsr_store_vol_resize(srv->store, g->req.clone, g->size);
 		if (ret) {
 			admin_fail(resp, ret, "clone '%s' was created at %s but could not grow to %s: "
-				   "%s (tessera volume resize %s --size %s)", c->name, src_sz, sz,
-				   strerror(-ret), c->name, sz);
+				   "%s (tessera volume resize %s --size %s)", g->req.clone, src_sz, sz,
+				   strerror(-ret), g->req.clone, sz);
 			return;
 		}
 	}
-	reply_volume(srv, c->name, resp);
+	reply_volume(srv, g->req.clone, resp);
+}
+
+/* The reply of a snapshot create, delete or clone whose result is ret
+ * (at once, or later from gate_reply). */
+static void snap_finish(struct tsr_admin_server *srv, const struct gate_later *g, int ret,
+			Tessera__Admin__Response *resp)
+{
+	switch (g->req.op) {
+	case TSR_SNAP_CREATE:
+		if (ret)
+			snap_fail(srv, resp, ret, "create a snapshot", g->vol, g->req.snap);
+		else
+			reply_snap_info(srv, g->vol, g->req.snap, true, resp);
+		return;
+	case TSR_SNAP_DELETE:
+		if (ret)
+			snap_fail(srv, resp, ret, "delete snapshot", g->vol, g->req.snap);
+		return;
+	default:
+		clone_finish(srv, g, ret, resp);
+		return;
+	}
 }
 
 static void op_volume_create(struct tsr_admin_server *srv, const Tessera__Admin__VolumeCreate *c,

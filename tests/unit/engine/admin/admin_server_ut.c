@@ -585,6 +585,158 @@ static void test_snapshot_create_later(void **state)
 	pthread_mutex_destroy(&h.lock);
 }
 
+/* A request sent from a thread of its own (no cmocka asserts there). */
+struct req_call {
+	struct tsr_admin_client *c;
+	Tessera__Admin__Request *req;
+	int ret;
+	Tessera__Admin__Response *r;
+};
+
+static void *req_thread(void *arg)
+{
+	struct req_call *rc = arg;
+
+	rc->ret = tsr_admin_call(rc->c, rc->req, 10000, &rc->r);
+	return NULL;
+}
+
+static void hold_start(struct hold *h, struct tsr_worker *w)
+{
+	h->held = h->released = false;
+	assert_int_equal(tsr_worker_send(w, hold_msg, h), 0);
+	pthread_mutex_lock(&h->lock);
+	while (!h->held)
+		pthread_cond_wait(&h->cond, &h->lock);
+	pthread_mutex_unlock(&h->lock);
+}
+
+static void hold_release(struct hold *h)
+{
+	pthread_mutex_lock(&h->lock);
+	h->released = true;
+	pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* Send rc->req from a thread while the worker is held; returns once the
+ * server has taken a later handle for it (the request waits for the gate). */
+static void req_held(struct fixture *f, struct req_call *rc, pthread_t *t)
+{
+	int i;
+
+	assert_int_equal(pthread_create(t, NULL, req_thread, rc), 0);
+	for (i = 0; i < 10000 && later_out(f) == 0; i++)
+		usleep(1000);
+	assert_int_equal(later_out(f), 1);
+}
+
+/*
+ * A standalone node's snapshot delete and clone of an open volume wait for
+ * its gate without blocking the loop: while the home worker is held, the
+ * loop answers other clients (the snapshot still listed, the clone not there
+ * yet); released, the replies come (nothing listed; the clone, grown to the
+ * size asked).  A delete of a missing snapshot through the gate: -ENOENT
+ * with the message, nothing pending.
+ */
+static void test_snapshot_delete_clone_later(void **state)
+{
+	struct fixture *f = *state;
+	struct tsr_io_opts o = { .kind = TSR_IO_AUTO };
+	struct hold h = { .held = false };
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__SnapshotDelete del = TESSERA__ADMIN__SNAPSHOT_DELETE__INIT;
+	Tessera__Admin__VolumeCreate cr = TESSERA__ADMIN__VOLUME_CREATE__INIT;
+	struct req_call rc = { 0 };
+	struct tsr_admin_client *c2;
+	struct tsr_worker *w = NULL;
+	struct tsr_vol *vol = NULL;
+	Tessera__Admin__Response *r;
+	pthread_t t;
+
+	assert_int_equal(tsr_worker_start(0, &o, &w), 0);
+	tsr_volset_set_workers(f->vols, &w, 1);
+	rc.c = connect_unix(f);
+	c2 = connect_unix(f);
+	r = create(c2, "lv", 1 << 20);
+	assert_int_equal(r->error, 0);
+	tessera__admin__response__free_unpacked(r, NULL);
+	assert_int_equal(tsr_store_snap_create(f->store, "lv", "d1", NULL), 0);
+	assert_int_equal(tsr_vol_get(f->vols, "lv", &vol), 0);
+	assert_ptr_equal(tsr_vol_home(vol), w);
+	pthread_mutex_init(&h.lock, NULL);
+	pthread_cond_init(&h.cond, NULL);
+
+	/* delete through the held gate */
+	del.volume = "lv";
+	del.name = "d1";
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE;
+	req.snapshot_delete = &del;
+	rc.req = &req;
+	hold_start(&h, w);
+	req_held(f, &rc, &t);
+	r = snap_call(c2, TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST, "lv", "");
+	assert_int_equal(r->error, 0);
+	assert_int_equal(r->n_snapshots, 1); /* not deleted yet */
+	tessera__admin__response__free_unpacked(r, NULL);
+	assert_null(rc.r);
+	hold_release(&h);
+	pthread_join(t, NULL);
+	assert_int_equal(rc.ret, 0);
+	assert_non_null(rc.r);
+	assert_int_equal(rc.r->error, 0);
+	tessera__admin__response__free_unpacked(rc.r, NULL);
+	rc.r = NULL;
+	assert_int_equal(later_out(f), 0);
+	r = snap_call(c2, TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST, "lv", "");
+	assert_int_equal(r->n_snapshots, 0);
+	tessera__admin__response__free_unpacked(r, NULL);
+
+	/* a clone of the open volume's content, grown: through the held gate */
+	cr.name = "cl";
+	cr.size = 2 << 20;
+	cr.from_volume = "lv";
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE;
+	req.volume_create = &cr;
+	hold_start(&h, w);
+	req_held(f, &rc, &t);
+	r = simple(c2, SHOW, "cl", 0);
+	assert_int_equal(r->error, -ENOENT); /* not made yet, and the loop answers */
+	tessera__admin__response__free_unpacked(r, NULL);
+	hold_release(&h);
+	pthread_join(t, NULL);
+	assert_int_equal(rc.ret, 0);
+	assert_non_null(rc.r);
+	assert_int_equal(rc.r->error, 0);
+	assert_int_equal(rc.r->n_volumes, 1);
+	assert_string_equal(rc.r->volumes[0]->name, "cl");
+	assert_int_equal(rc.r->volumes[0]->size, 2 << 20);
+	assert_string_equal(rc.r->volumes[0]->parent_volume, "lv");
+	tessera__admin__response__free_unpacked(rc.r, NULL);
+	rc.r = NULL;
+	assert_int_equal(later_out(f), 0);
+
+	/* the same clone name again, through the gate: -EEXIST, said */
+	r = call(c2, &req);
+	assert_int_equal(r->error, -EEXIST);
+	assert_non_null(strstr(r->message, "already exists"));
+	tessera__admin__response__free_unpacked(r, NULL);
+	/* a missing snapshot through the gate: -ENOENT, nothing pending */
+	r = snap_call(c2, TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE, "lv", "nosuch");
+	assert_int_equal(r->error, -ENOENT);
+	assert_non_null(strstr(r->message, "not found"));
+	tessera__admin__response__free_unpacked(r, NULL);
+	assert_int_equal(later_out(f), 0);
+
+	tsr_vol_put(vol);
+	tsr_admin_close(rc.c);
+	tsr_admin_close(c2);
+	tsr_worker_stop(w);
+	tsr_volset_set_workers(f->vols, NULL, 0);
+	pthread_cond_destroy(&h.cond);
+	pthread_mutex_destroy(&h.lock);
+}
+
 /* ---- the same through a cluster hook (engine/cluster/snapshot.c's way) ---- */
 
 /* A stand-in for the cluster layer: SnapshotCreate through the gate, the
@@ -849,6 +1001,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_delete_in_use, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_create_later, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_delete_clone_later, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cluster_hook_create_later, setup_cluster,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_tcp_token, setup, teardown),
