@@ -498,6 +498,10 @@ struct stage_ent {
 	uint32_t dcrc;            /* CRC32C of its data */
 	uint64_t cseq;            /* open-time scan only: seq of its last COMMIT record
 				   * (the replay order), 0 while STAGED */
+	uint8_t *held;            /* a copy of its data kept in memory since the stage
+				   * (aligned, e.length bytes; counted in j->held_bytes),
+				   * or NULL: over the cap, replayed at open, or taken by a
+				   * commit; freed when the entry is forgotten */
 };
 
 struct stage_lane; /* stage.c: one io's batch of records being gathered or written */
@@ -520,6 +524,9 @@ struct stage_journal {
 	bool failed;            /* a journal write failed: every call -EIO until reopen */
 	uint64_t writes;        /* journal writes issued (a batch counts once) */
 	uint64_t records;       /* records in them (STAGE, COMMIT, RELEASE, GEN) */
+	uint64_t held_bytes;    /* sum of the live entries' held copies, <= store_stage_hold_bytes */
+	uint64_t commits_held;  /* commits whose in-place write used the held copy */
+	uint64_t commits_read;  /* commits that read the staged bytes back from the file */
 };
 
 /* Open the journal of a head just loaded with its snapshots and scan it;
@@ -538,6 +545,12 @@ extern uint64_t store_stage_roll_bytes;
 /* Test hook: journal writes issued and records written in them since the
  * volume was loaded (0s without a journal). */
 void stage_counters(struct tsr_svol *svol, uint64_t *writes, uint64_t *records);
+/* Per journal cap on the staged bytes kept in memory for their commit (a
+ * stage past it is read back from the file at commit; tests lower it). */
+extern uint64_t store_stage_hold_bytes;
+/* Test hook: commits served from the held copy and commits that read the
+ * staged bytes back from the journal since the volume was loaded. */
+void stage_commit_counters(struct tsr_svol *svol, uint64_t *from_memory, uint64_t *read_back);
 
 /* ---- recovery.c: crash recovery at open ---- */
 

@@ -62,9 +62,13 @@
  * that never stage have none.
  *
  * Durability order: STAGE's cb fires once its record is durable; COMMIT's
- * record is durable before the in-place write is issued (its data is read
- * back from the journal meanwhile, checked against data_crc), and its cb
- * fires once that write completed (visible, not yet durable in place);
+ * record is durable before the in-place write is issued, and its cb fires
+ * once that write completed (visible, not yet durable in place).  The bytes
+ * written in place are a copy made at the stage and kept with the entry
+ * (store_stage_hold_bytes per journal; a stage past the cap keeps none), or,
+ * without one (over the cap, after a reopen, a second commit of the txn),
+ * read back from the journal in parallel with the record and checked
+ * against data_crc.  Recovery never uses a copy: it reads the file.
  * RELEASE: data flush, then its record (or new header) durable, then cb.
  * A caller must not release a txn whose commit has not called back: the
  * release's flush would not cover its in-place write (the EC layout
@@ -122,6 +126,10 @@ struct stage_hdr {
 _Static_assert(sizeof(struct stage_hdr) == STAGE_HDR, "stage header is 4 KiB");
 
 uint64_t store_stage_roll_bytes = 4ull << 20;
+/* Staged bytes kept in memory per journal for their commit: the EC layout
+ * admits at most 6 MiB of stripe bytes across all its copies at a time, so a
+ * chunk volume rarely has more than one or two MiB staged and uncommitted. */
+uint64_t store_stage_hold_bytes = 8ull << 20;
 
 /* ---- index (j->lock held) ---- */
 
@@ -145,8 +153,19 @@ static struct stage_ent *find_stripe(struct stage_journal *j, uint64_t stripe)
 	return NULL;
 }
 
+/* Drop the entry's held copy (superseded, released, or over the cap). */
+static void held_free(struct stage_journal *j, struct stage_ent *x)
+{
+	if (x->held == NULL)
+		return;
+	j->held_bytes -= x->e.length;
+	tsr_free_aligned(x->held);
+	x->held = NULL;
+}
+
 static void forget(struct stage_journal *j, struct stage_ent *x)
 {
+	held_free(j, x);
 	*x = j->ents[--j->n];
 }
 
@@ -217,7 +236,8 @@ struct stage_op {
 	struct stage_ent ent;  /* STAGE: the entry; COMMIT: the txn's, as found */
 	uint64_t upto;         /* RELEASE */
 	const void *buf;       /* STAGE: the caller's data */
-	uint8_t *data;         /* COMMIT: its bytes read back from the journal */
+	uint8_t *data;         /* COMMIT: its bytes, the entry's held copy or read back
+				* from the journal; owned */
 	struct stage_hdr *hdr; /* the record (aligned) */
 	struct iovec iov[2];
 	struct iovec tramp; /* waiting for a new generation header */
@@ -226,6 +246,7 @@ struct stage_op {
 	bool flushed;       /* RELEASE: the data flush before its record is done */
 	int dirfd;          /* generation header of a new file: volumes/, else -1 */
 	bool read_later;    /* COMMIT: the read waits for the record's completion */
+	bool from_memory;   /* COMMIT: data is the entry's held copy (no read, no CRC check) */
 	int pending;        /* COMMIT: record write and data read in flight */
 	uint64_t pos, size;  /* STAGE/COMMIT: the record's reserved place in the file */
 	tsr_io_cb rec_done;  /* STAGE/COMMIT: the record's completion */
@@ -237,6 +258,7 @@ struct stage_op {
 
 static void op_free(struct stage_op *op)
 {
+	tsr_free_aligned(op->ent.held); /* STAGE: a copy the index did not take */
 	tsr_free_aligned(op->hdr);
 	tsr_free_aligned(op->data);
 	free(op);
@@ -646,6 +668,7 @@ static int stage_try(struct stage_op *op)
 	struct stage_journal *j = op->svol->stage;
 	struct stage_ent *o;
 	struct stage_op *roll;
+	uint8_t *over = NULL;
 	uint64_t pos;
 	int ret;
 
@@ -700,8 +723,17 @@ static int stage_try(struct stage_op *op)
 	j->tail += STAGE_HDR + op->ent.e.length;
 	j->seq++;
 	index_stage(j, &op->ent);
+	op->ent.held = NULL; /* the index owns the copy now */
+	o = &j->ents[j->n - 1];
+	if (o->held && j->held_bytes + o->e.length > store_stage_hold_bytes) {
+		over = o->held; /* the cap: this one's commit reads the file */
+		o->held = NULL;
+	} else if (o->held) {
+		j->held_bytes += o->e.length;
+	}
 	j->appends++;
 	pthread_mutex_unlock(&j->lock);
+	tsr_free_aligned(over);
 	return 0;
 }
 
@@ -709,6 +741,7 @@ int tsr_svol_stage(struct tsr_svol *svol, struct tsr_io *io, const struct tsr_st
 		   const void *buf, tsr_cb cb_fn, void *cb_arg)
 {
 	struct stage_op *op;
+	bool hold;
 	int ret = check_journal(svol);
 
 	if (ret)
@@ -725,6 +758,13 @@ int tsr_svol_stage(struct tsr_svol *svol, struct tsr_io *io, const struct tsr_st
 	op->ent.e.state = TSR_STAGE_STAGED;
 	op->ent.dcrc = tsr_crc32c(0, buf, e->length);
 	op->buf = buf;
+	/* a copy for the commit, so it need not read the bytes back from the
+	 * file; the cap is checked again when the entry is indexed */
+	pthread_mutex_lock(&svol->stage->lock);
+	hold = svol->stage->held_bytes + e->length <= store_stage_hold_bytes;
+	pthread_mutex_unlock(&svol->stage->lock);
+	if (hold && (op->ent.held = tsr_alloc_aligned(e->length)) != NULL)
+		memcpy(op->ent.held, buf, e->length);
 	return stage_try(op);
 }
 
@@ -797,7 +837,8 @@ static void commit_step(struct stage_op *op)
 	}
 	commit_unpin(op); /* the journal is not read any more */
 	op->async = true;
-	if (op->status == 0 && tsr_crc32c(0, op->data, op->ent.e.length) != op->ent.dcrc) {
+	if (op->status == 0 && !op->from_memory &&
+	    tsr_crc32c(0, op->data, op->ent.e.length) != op->ent.dcrc) {
 		tsr_error("stage commit: volume %s txn %llu: staged bytes fail their CRC32C",
 			  op->svol->name, (unsigned long long)op->ent.e.txn);
 		op->status = -EIO;
@@ -843,7 +884,9 @@ int tsr_svol_stage_commit(struct tsr_svol *svol, struct tsr_io *io, uint64_t txn
 	struct stage_journal *j;
 	struct stage_ent *x;
 	struct stage_op *op;
+	uint8_t *unused = NULL;
 	uint32_t len;
+	bool held;
 	int ret = check_journal(svol);
 
 	if (ret)
@@ -851,25 +894,29 @@ int tsr_svol_stage_commit(struct tsr_svol *svol, struct tsr_io *io, uint64_t txn
 	if (cb_fn == NULL)
 		return -EINVAL;
 	j = svol->stage;
-	/* the read-back buffer sized to the entry (a 1 MiB one per commit was
-	 * an mmap + munmap each): peek its length, allocate unlocked */
+	/* the bytes come from the entry's held copy when it has one; else a
+	 * read-back buffer sized to the entry (a 1 MiB one per commit was an
+	 * mmap + munmap each): peek, allocate unlocked */
 	pthread_mutex_lock(&j->lock);
 	x = find_txn(j, txn);
 	len = x ? x->e.length : TSR_BLOCK_SIZE;
+	held = x && x->held;
 	pthread_mutex_unlock(&j->lock);
-	op = op_new(svol, io, OP_COMMIT, len, cb_fn, cb_arg);
+	op = op_new(svol, io, OP_COMMIT, held ? 0 : len, cb_fn, cb_arg);
 	if (op == NULL)
 		return -ENOMEM;
 	pthread_mutex_lock(&j->lock);
 	/* rolling or need_roll only with no live entry: txn is unknown */
 	x = j->failed || j->rolling || j->need_roll ? NULL : find_txn(j, txn);
-	if (x == NULL || x->e.length > len) { /* released, or restaged meanwhile */
+	if (x == NULL || (x->held == NULL && (op->data == NULL || x->e.length > len))) {
+		/* released, or restaged meanwhile (bigger, or without a copy) */
 		ret = j->failed ? -EIO : x ? -EAGAIN : -ENOENT;
 		pthread_mutex_unlock(&j->lock);
 		op_free(op);
 		return ret;
 	}
 	op->ent = *x;
+	op->ent.held = NULL;
 	hdr_fill(j, op->hdr, REC_COMMIT, j->seq + 1);
 	op->hdr->txn = txn;
 	op->hdr->stripe = x->e.stripe;
@@ -887,6 +934,21 @@ int tsr_svol_stage_commit(struct tsr_svol *svol, struct tsr_io *io, uint64_t txn
 	j->seq++;
 	x->e.state = TSR_STAGE_COMMITTED;
 	j->appends++;
+	if (x->held) {
+		/* the bytes that came with the stage: the commit takes them, no
+		 * read; the in-place write still waits for the record */
+		unused = op->data;
+		op->data = x->held;
+		x->held = NULL;
+		j->held_bytes -= x->e.length;
+		j->commits_held++;
+		op->from_memory = true;
+		op->pending = 1;
+		pthread_mutex_unlock(&j->lock);
+		tsr_free_aligned(unused);
+		return 0;
+	}
+	j->commits_read++;
 	j->readers++;
 	op->pinned = true;
 	op->pending = 2;
@@ -1408,12 +1470,15 @@ err:
 void stage_close(struct tsr_svol *svol)
 {
 	struct stage_journal *j = svol->stage;
+	size_t i;
 
 	if (j == NULL)
 		return;
 	svol->stage = NULL;
 	if (j->fd >= 0)
 		close(j->fd);
+	for (i = 0; j->ents && i < j->n; i++)
+		held_free(j, &j->ents[i]);
 	pthread_mutex_destroy(&j->lock);
 	free(j->ents);
 	free(j->lanes);
@@ -1423,11 +1488,14 @@ void stage_close(struct tsr_svol *svol)
 int stage_drop(struct tsr_svol *svol)
 {
 	struct stage_journal *j = svol->stage;
+	size_t i;
 	int ret = 0;
 
 	if (j == NULL)
 		return 0;
 	pthread_mutex_lock(&j->lock);
+	for (i = 0; i < j->n; i++)
+		held_free(j, &j->ents[i]);
 	j->n = 0;
 	j->tail = STAGE_HDR;
 	j->need_roll = true;
@@ -1451,5 +1519,18 @@ void stage_counters(struct tsr_svol *svol, uint64_t *writes, uint64_t *records)
 	pthread_mutex_lock(&j->lock);
 	*writes = j->writes;
 	*records = j->records;
+	pthread_mutex_unlock(&j->lock);
+}
+
+void stage_commit_counters(struct tsr_svol *svol, uint64_t *from_memory, uint64_t *read_back)
+{
+	struct stage_journal *j = svol->stage;
+
+	*from_memory = *read_back = 0;
+	if (j == NULL)
+		return;
+	pthread_mutex_lock(&j->lock);
+	*from_memory = j->commits_held;
+	*read_back = j->commits_read;
 	pthread_mutex_unlock(&j->lock);
 }

@@ -5,7 +5,9 @@
  * crash recovery at reopen (committed entries written in place again after a
  * torn in-place write, staged ones kept, released ones gone, torn records
  * ignored), copy-on-write into a snapshot, rollback and delete dropping the
- * journal, generations keeping the file small, and journal write faults.
+ * journal, generations keeping the file small, journal write faults, and
+ * commits served from the copy kept since the stage (or, past the cap and
+ * after a reopen, read back from the file).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -17,9 +19,11 @@
 
 #include "store_test.h"
 
-/* test hook of engine/store/stage.c */
+/* test hooks of engine/store/stage.c */
 extern uint64_t store_stage_roll_bytes;
+extern uint64_t store_stage_hold_bytes;
 void stage_counters(struct tsr_svol *svol, uint64_t *writes, uint64_t *records);
+void stage_commit_counters(struct tsr_svol *svol, uint64_t *from_memory, uint64_t *read_back);
 
 #define NB    256u /* blocks of the test volume: 1 MiB */
 #define VSIZE ((uint64_t)NB * BS)
@@ -861,6 +865,99 @@ static void test_threads(void **state)
 		assert_true(reads_as(e, e->v, 128 + k * 4, 4, b.last_seed[k]));
 }
 
+/* Commits served from memory / read back since the volume was loaded. */
+static void commit_counts(struct env *e, uint64_t *mem, uint64_t *rd)
+{
+	stage_commit_counters(e->v, mem, rd);
+}
+
+/* A commit writes the copy kept since the stage: not the caller's buffer
+ * (reused at once), not the journal file (its data is damaged here, which a
+ * read-back would refuse with -EIO). */
+static void test_commit_from_memory(void **state)
+{
+	struct env *e = *state;
+	struct tsr_stage_entry x = ent(100, 3, 8, 4), a = ent(1, 5, 0, 2), b = ent(2, 5, 0, 2);
+	uint64_t mem, rd;
+
+	/* the volume's first stage: GEN header at 0, its header at 4096,
+	 * its data at 8192 */
+	assert_int_equal(sstage(e, &x, 11), 0);
+	memset(e->buf, 0x77, 4 * BS); /* the caller's buffer reused */
+	corrupt(e, 2 * 4096 + 100);
+	assert_int_equal(scommit(e, 100), 0);
+	assert_true(reads_as(e, e->v, 8, 4, 11));
+	assert_true(reads_as(e, e->v, 0, 8, 0));
+	commit_counts(e, &mem, &rd);
+	assert_int_equal(mem, 1);
+	assert_int_equal(rd, 0);
+	/* the copy went with that commit: a second commit of the txn reads
+	 * the file, whose damaged data fails its CRC32C */
+	assert_int_equal(scommit(e, 100), -EIO);
+	commit_counts(e, &mem, &rd);
+	assert_int_equal(mem, 1);
+	assert_int_equal(rd, 1);
+	reopen(e); /* a failed commit leaves the journal usable; a reopen anyway */
+	assert_int_equal(srelease(e, 100), 0);
+
+	/* staged again with new bytes / superseded: the newest copy is used */
+	assert_int_equal(sstage(e, &a, 1), 0);
+	assert_int_equal(sstage(e, &a, 2), 0);
+	assert_int_equal(sstage(e, &b, 3), 0);
+	assert_int_equal(scommit(e, 2), 0);
+	assert_true(reads_as(e, e->v, 0, 2, 3));
+	commit_counts(e, &mem, &rd);
+	assert_int_equal(mem, 1);
+	assert_int_equal(rd, 0);
+}
+
+/* Past the per-journal cap a stage keeps no copy and its commit reads the
+ * bytes back from the file; copies are given back to the cap when their
+ * entry is committed, released or superseded; after a reopen every commit
+ * reads the file. */
+static void test_commit_fallback(void **state)
+{
+	struct env *e = *state;
+	struct tsr_stage_entry x1 = ent(1, 0, 0, 4), x2 = ent(2, 1, 8, 2), x3 = ent(3, 2, 16, 4),
+			       x4 = ent(4, 3, 24, 4), x5 = ent(5, 4, 32, 1);
+	uint64_t saved = store_stage_hold_bytes, mem, rd;
+
+	store_stage_hold_bytes = 4 * BS;
+	assert_int_equal(sstage(e, &x1, 1), 0); /* 16 KiB held: the cap */
+	assert_int_equal(sstage(e, &x2, 2), 0); /* over: no copy */
+	assert_int_equal(scommit(e, 2), 0);
+	commit_counts(e, &mem, &rd);
+	assert_int_equal(mem, 0);
+	assert_int_equal(rd, 1);
+	assert_true(reads_as(e, e->v, 8, 2, 2));
+	assert_int_equal(scommit(e, 1), 0); /* its copy goes back to the cap */
+	commit_counts(e, &mem, &rd);
+	assert_int_equal(mem, 1);
+	assert_int_equal(rd, 1);
+	assert_true(reads_as(e, e->v, 0, 4, 1));
+
+	/* a released (never committed) entry gives its copy back */
+	assert_int_equal(sstage(e, &x3, 3), 0);
+	assert_int_equal(srelease(e, 3), 0);
+	assert_int_equal(sstage(e, &x4, 4), 0);
+	assert_int_equal(scommit(e, 4), 0);
+	commit_counts(e, &mem, &rd);
+	assert_int_equal(mem, 2);
+	assert_int_equal(rd, 1);
+	assert_true(reads_as(e, e->v, 16, 4, 0));
+	assert_true(reads_as(e, e->v, 24, 4, 4));
+
+	/* no copy survives a reopen: the commit reads the file */
+	store_stage_hold_bytes = saved;
+	assert_int_equal(sstage(e, &x5, 5), 0);
+	reopen(e);
+	assert_int_equal(scommit(e, 5), 0);
+	commit_counts(e, &mem, &rd);
+	assert_int_equal(mem, 0);
+	assert_int_equal(rd, 1);
+	assert_true(reads_as(e, e->v, 32, 1, 5));
+}
+
 /* Device mode: no journal, every call -EOPNOTSUPP (needs root and a loop device). */
 static void test_device_mode(void **state)
 {
@@ -932,6 +1029,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_device_mode, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_commit_from_memory, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_commit_fallback, setup, teardown),
 	};
 
 	tsr_log_set_level(TSR_LOG_ERROR);
