@@ -83,6 +83,36 @@ void admin_later_cancel(struct admin_later *l);
  * server, calls admin_later_begin. */
 struct tsr_admin_server *admin_handling_server(void);
 
+/* ---- admin_async.c: a client on a libev loop --------------------------- */
+
+/*
+ * One request to another tesserad's admin API without blocking the loop
+ * (tesserad's main thread: a command forwarded to another node).  resp is
+ * the validated reply, the callback's to free with
+ * tessera__admin__response__free_unpacked; a non-zero resp->error is the
+ * server's answer.  status: 0 with resp, or -errno with resp NULL:
+ * -ECONNREFUSED (nobody listens), -ECONNRESET/-EPIPE (connection lost
+ * before the reply), -ETIMEDOUT, -EPROTO (invalid reply), -ENOMEM,
+ * -ECANCELED (admin_async_cancel), and others from connect.
+ */
+struct admin_async;
+typedef void (*admin_async_fn)(void *cb_arg, int status, Tessera__Admin__Response *resp);
+/*
+ * Send req (token, when not NULL, replaces req->token in the frame; req is
+ * not written to) to TCP "HOST:PORT", one connection per request.  Returns 0
+ * and cb_fn fires exactly once, on loop's thread, never before this returns,
+ * at the latest timeout_ms after the call; or returns -errno and cb_fn never
+ * fires: -EINVAL (bad arguments or address), -EHOSTUNREACH (name not
+ * resolved), -EMSGSIZE, -ENOMEM, and others from socket/connect.  *out (may
+ * be NULL) is the call's handle for admin_async_cancel, valid until cb_fn
+ * fires.  A numeric host is not resolved; a name is, blocking (getaddrinfo).
+ */
+int admin_async_call(struct ev_loop *loop, const char *hostport, const char *token,
+		     const Tessera__Admin__Request *req, int timeout_ms, admin_async_fn cb_fn,
+		     void *cb_arg, struct admin_async **out);
+/* On loop's thread, before its callback fired: it fires now with -ECANCELED. */
+void admin_async_cancel(struct admin_async *a);
+
 #define ADMIN_MAX_CONNS 64
 #define ADMIN_IDLE_TIMEOUT 300.0  /* seconds without a request: close */
 #define ADMIN_AUTH_TIMEOUT 10.0   /* TCP: seconds to send the first request */
