@@ -34,7 +34,11 @@
 # Knobs: BENCH_RUNTIME=10 (s per fio run), BENCH_REPEATS=3, BENCH_SIZE=1G (per
 # volume), BENCH_UNIT (stripe unit, default the CLI's), BENCH_EC_SECONDS=1
 # (per tessera-ecbench measurement), BENCH_PARTS="codec volumes",
-# TSR_BUILD (default build/), BENCH_KEEP=1 (keep the work directory).
+# TSR_BUILD (default build/), BENCH_KEEP=1 (keep the work directory),
+# BENCH_JOBS (default all: "raw-seq ec42-seq ec42-rw r3-rw ec21-rw ec42-rr
+# ec42-rr-deg"; a subset runs only those, e.g. for a short A/B of two builds;
+# without ec42-rr-deg no node is killed), BENCH_LABEL (names the build in the
+# report instead of the source tree's git HEAD, for a TSR_BUILD built elsewhere).
 # Do not run it while other heavy processes load the machine (see uptime).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -46,6 +50,13 @@ SIZE=${BENCH_SIZE:-1G}
 UNIT=${BENCH_UNIT:-}
 EC_SECONDS=${BENCH_EC_SECONDS:-1}
 PARTS=${BENCH_PARTS:-codec volumes}
+JOBS=${BENCH_JOBS:-raw-seq ec42-seq ec42-rw r3-rw ec21-rw ec42-rr ec42-rr-deg}
+for j in $JOBS; do
+	case " raw-seq ec42-seq ec42-rw r3-rw ec21-rw ec42-rr ec42-rr-deg " in
+	*" $j "*) ;;
+	*) echo "bench/ec.sh: unknown job '$j' in BENCH_JOBS" >&2; exit 2 ;;
+	esac
+done
 PY=/usr/bin/python3
 TESSERAD=$TSR_BUILD/tools/tesserad/tesserad
 TESSERA=$TSR_BUILD/tools/tessera/tessera
@@ -56,6 +67,7 @@ T0=$(date +%s)
 log() { printf '[%s +%4ss] %s\n' "$(date +%T)" "$(( $(date +%s) - T0 ))" "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
 want_part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
+want_job() { case " $JOBS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 for c in "$PY" "$ECBENCH"; do command -v "$c" >/dev/null || [ -x "$c" ] || die "$c not found (build first: ./scripts/setup.sh, or set TSR_BUILD)"; done
 if want_part volumes; then
@@ -74,7 +86,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$W/ecbench" "$W/fio"
 uptime >"$W/load-before.txt"
-echo "BENCH_SIZE=$SIZE BENCH_RUNTIME=$RUNTIME BENCH_REPEATS=$REPEATS BENCH_UNIT=${UNIT:-default} BENCH_EC_SECONDS=$EC_SECONDS build $(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo ?)" >"$W/params.txt"
+echo "BENCH_SIZE=$SIZE BENCH_RUNTIME=$RUNTIME BENCH_REPEATS=$REPEATS BENCH_UNIT=${UNIT:-default} BENCH_EC_SECONDS=$EC_SECONDS BENCH_JOBS=\"$JOBS\" build ${BENCH_LABEL:-$(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo ?)}" >"$W/params.txt"
 
 # ---- part 1: the codec -----------------------------------------------------
 CODES="2+1 4+2 8+3"
@@ -168,14 +180,15 @@ run_volumes() {
 
 	for (( r=1; r<=REPEATS; r++ )); do
 		log "volumes repeat $r/$REPEATS"
-		fio_json "raw-seq.$r" --ioengine=io_uring "${COMMON[@]}" "${SEQ[@]}" --name=a --filename="$W/raw/f1"
-		fio_json "ec42-seq.$r" --ioengine=nbd "--uri=$(uri ec42)" "${COMMON[@]}" "${SEQ[@]}" --name=a
-		fio_json "ec42-rw.$r" --ioengine=nbd "--uri=$(uri ec42)" "${COMMON[@]}" "${RANDW[@]}" --name=a
-		fio_json "r3-rw.$r" --ioengine=nbd "--uri=$(uri r3)" "${COMMON[@]}" "${RANDW[@]}" --name=a
-		fio_json "ec21-rw.$r" --ioengine=nbd "--uri=$(uri ec21)" "${COMMON[@]}" "${RANDW[@]}" --name=a
-		fio_json "ec42-rr.$r" --ioengine=nbd "--uri=$(uri ec42)" "${COMMON[@]}" "${RANDR[@]}" --name=a
+		! want_job raw-seq || fio_json "raw-seq.$r" --ioengine=io_uring "${COMMON[@]}" "${SEQ[@]}" --name=a --filename="$W/raw/f1"
+		! want_job ec42-seq || fio_json "ec42-seq.$r" --ioengine=nbd "--uri=$(uri ec42)" "${COMMON[@]}" "${SEQ[@]}" --name=a
+		! want_job ec42-rw || fio_json "ec42-rw.$r" --ioengine=nbd "--uri=$(uri ec42)" "${COMMON[@]}" "${RANDW[@]}" --name=a
+		! want_job r3-rw || fio_json "r3-rw.$r" --ioengine=nbd "--uri=$(uri r3)" "${COMMON[@]}" "${RANDW[@]}" --name=a
+		! want_job ec21-rw || fio_json "ec21-rw.$r" --ioengine=nbd "--uri=$(uri ec21)" "${COMMON[@]}" "${RANDW[@]}" --name=a
+		! want_job ec42-rr || fio_json "ec42-rr.$r" --ioengine=nbd "--uri=$(uri ec42)" "${COMMON[@]}" "${RANDR[@]}" --name=a
 	done
 	ctsr --json volume status ec42 >"$W/fio/status-healthy.json" 2>&1 || true
+	want_job ec42-rr-deg || return 0
 
 	# a chunk node of ec42 that is not the attach node
 	victim=$(ctsr --json volume show ec42 | "$PY" -c 'import json,sys
