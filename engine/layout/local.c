@@ -9,8 +9,12 @@
  * answer), and the snap op is refused.  That is how a snapshot is exported.
  *
  * The snap op runs the store's snapshot call on the calling thread (the
- * volume's home worker, with the layout.c gate holding writes back): a
- * blocking catalogue transaction of a few ms, as the store documents.
+ * volume's home worker, with the layout.c gate holding writes back).  For a
+ * create that is one catalogue transaction (the row: SQLite, one WAL sync)
+ * and the in-memory publish of the layer: the layer's files are made ahead
+ * by the store's spare thread, which the layout asks for when it opens the
+ * volume (tsr_store_snap_spare) and the store asks again after each create;
+ * the layout lets the spare go when it closes the volume.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -112,6 +116,8 @@ static void local_destroy(void *ctx)
 
 	if (ll == NULL)
 		return;
+	if (!ll->snapshot)
+		tsr_store_snap_spare(ll->store, ll->vol, false);
 	tsr_svol_put(ll->svol);
 	free(ll);
 }
@@ -156,6 +162,10 @@ int tsr_layout_local_create(struct tsr_store *store, const char *name, struct ts
 	ret = tsr_layout_new(&local_layout_ops, ll, out);
 	if (ret)
 		goto err;
+	/* the next snapshot's files, made in the background; without them a
+	 * create makes them itself (device mode: no snapshots) */
+	if (!ll->snapshot)
+		tsr_store_snap_spare(store, ll->vol, true);
 	return 0;
 err:
 	if (ll->svol)

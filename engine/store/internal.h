@@ -329,6 +329,8 @@ struct tsr_store {
 	int64_t dirty_clear_ns;     /* least interval between bitmap clears at flush */
 	bool unclean;               /* opened after a crash: journals are rolled forward */
 	struct stage_replayed *stage_replayed; /* volumes rolled forward since (store->lock) */
+	struct spare_set *spares;   /* spare.c: set under store->lock at first use, freed
+				     * by spare_stop at close; NULL when no volume asked */
 };
 
 struct svol_stats {
@@ -488,6 +490,24 @@ void snap_recover(struct tsr_store *store);
  * delete and _exit(99)s the process at zero (crash tests). */
 extern int store_test_crash_at;
 void store_crash_point(void);
+
+/* ---- spare.c: snapshot layers made ahead of their create ---- */
+
+struct spare_set;
+/* Ask the background thread for a spare of volume vol_uuid sized size, if
+ * the volume wants spares (tsr_store_snap_spare) and has none parked. */
+void spare_request(struct tsr_store *store, const char *vol_uuid, uint64_t size);
+/* The parked spare of vol_uuid (store->lock held): its layer, mapped, files
+ * durable and without a row, its uuid in uuid_out; NULL when there is none
+ * or it was made for another size (then dropped). */
+struct layer *spare_take(struct tsr_store *store, const char *vol_uuid, uint64_t size,
+			 char uuid_out[37]);
+/* Volume vol_uuid wants no spare any more (deleted, closed): drop its spare. */
+void spare_forget(struct tsr_store *store, const char *vol_uuid);
+/* Stop the thread and remove every parked spare's files (store close). */
+void spare_stop(struct tsr_store *store);
+/* Test hook: wait until no spare is queued or being made; spares parked so far. */
+unsigned store_test_spares_idle(struct tsr_store *store);
 
 /* ---- stage.c: the staging journal of EC transactions (volumes/<uuid>.stage) ---- */
 

@@ -234,9 +234,10 @@ static bool writes_in_flight(struct tsr_svol *svol)
  * the caller after the commit).
  */
 static int snap_cut(struct tsr_store *store, const struct vol_row *v, const char *name,
-		    uint32_t flags, struct snap_row *out, struct layer **lout)
+		    uint32_t flags, struct snap_row *out, struct layer **lout, bool *used_spare)
 {
 	struct tsr_svol *svol = store_find_open_uuid(store, v->uuid);
+	struct layer *spare;
 	struct snap_row *rows, row;
 	size_t n, i;
 	int ret;
@@ -261,26 +262,39 @@ static int snap_cut(struct tsr_store *store, const struct vol_row *v, const char
 		tsr_error("snapshot: volume %s already has a snapshot %s", v->name, name);
 		return ret;
 	}
-	store_make_uuid(row.uuid);
 	snprintf(row.vol_uuid, sizeof(row.vol_uuid), "%s", v->uuid);
 	snprintf(row.name, sizeof(row.name), "%s", name);
 	row.seq++;
 	row.created = (int64_t)time(NULL);
 	row.size = v->size;
 	row.flags = flags;
-	store_crash_point();
-	ret = layer_create_files(store, row.uuid, row.size);
-	if (ret)
-		goto err;
-	store_crash_point();
-	ret = store_fsync_voldir(store);
-	if (ret)
-		goto err;
-	store_crash_point();
-	if (svol) {
-		ret = layer_open(store, &row, lout);
+	/* a layer made ahead (spare.c): its files are durable, without a row */
+	spare = flags == 0 ? spare_take(store, v->uuid, v->size, row.uuid) : NULL;
+	if (spare != NULL) {
+		spare->seq = row.seq;
+		store_crash_point();
+		if (svol)
+			*lout = spare;
+		else
+			layer_close(spare);
+		if (used_spare)
+			*used_spare = true;
+	} else {
+		store_make_uuid(row.uuid);
+		store_crash_point();
+		ret = layer_create_files(store, row.uuid, row.size);
 		if (ret)
 			goto err;
+		store_crash_point();
+		ret = store_fsync_voldir(store);
+		if (ret)
+			goto err;
+		store_crash_point();
+		if (svol) {
+			ret = layer_open(store, &row, lout);
+			if (ret)
+				goto err;
+		}
 	}
 	ret = catalog_snap_insert(store->db, &row);
 	if (ret)
@@ -303,6 +317,7 @@ int tsr_store_snap_create(struct tsr_store *store, const char *vol, const char *
 	struct snap_row row;
 	struct vol_row v;
 	struct layer *l;
+	bool used_spare = false;
 	int ret;
 
 	if (snap == NULL || !tsr_valid_name(snap)) {
@@ -315,7 +330,10 @@ int tsr_store_snap_create(struct tsr_store *store, const char *vol, const char *
 	ret = get_vol(store, "snapshot", vol, &v);
 	if (ret)
 		goto out;
-	ret = snap_cut(store, &v, snap, 0, &row, &l);
+	ret = snap_cut(store, &v, snap, 0, &row, &l, &used_spare);
+	/* the next create's files, made in the background (when the volume
+	 * wants spares), also after a failed one that used this spare */
+	spare_request(store, v.uuid, v.size);
 	if (ret)
 		goto out;
 	store_crash_point();
@@ -333,8 +351,8 @@ int tsr_store_snap_create(struct tsr_store *store, const char *vol, const char *
 	}
 	if (info_out)
 		fill_info(store, &row, NULL, info_out);
-	tsr_info("snapshot: volume %s: created %s (%s), seq %llu", vol, snap, row.uuid,
-		 (unsigned long long)row.seq);
+	tsr_info("snapshot: volume %s: created %s (%s), seq %llu%s", vol, snap, row.uuid,
+		 (unsigned long long)row.seq, used_spare ? ", on a spare layer" : "");
 out:
 	pthread_mutex_unlock(&store->lock);
 	return ret;
@@ -648,6 +666,7 @@ int snap_volume_delete(struct tsr_store *store, const struct vol_row *v)
 	size_t n, i;
 	int ret;
 
+	spare_forget(store, v->uuid);
 	ret = catalog_snap_list(store->db, v->uuid, &rows, &n);
 	if (ret)
 		return ret;
@@ -1007,7 +1026,7 @@ int tsr_store_vol_clone(struct tsr_store *store, const char *name, const char *v
 		goto out;
 	txn = true;
 	if (snap == NULL) { /* the source's content now: a hidden snapshot of it */
-		ret = snap_cut(store, &v, "", SNAP_HIDDEN | SNAP_AUTO, &srow, &auto_layer);
+		ret = snap_cut(store, &v, "", SNAP_HIDDEN | SNAP_AUTO, &srow, &auto_layer, NULL);
 		if (ret)
 			goto out; /* snap_cut removed its files */
 		cut = true;

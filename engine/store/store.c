@@ -1111,6 +1111,7 @@ void tsr_store_close(struct tsr_store *store)
 		clean = false;
 	}
 	pthread_mutex_unlock(&store->lock);
+	spare_stop(store); /* spare.c: the thread, parked layers' files */
 	catalog_close(store->db);
 	store->db = NULL;
 	if (clean) {

@@ -195,6 +195,17 @@ struct tsr_snap_info {
  * -EINVAL bad name, -EBUSY writes in flight, -EOPNOTSUPP device mode, -EIO. */
 int tsr_store_snap_create(struct tsr_store *store, const char *vol, const char *snap,
 			  struct tsr_snap_info *info_out);
+/*
+ * Keep (keep true) a spare layer ready for the next snapshot of vol: a
+ * background thread of the store makes its files (created, sized, fsynced,
+ * the directory fsynced) and maps them, so that tsr_store_snap_create only
+ * commits the catalogue row and publishes the layer; each create asks for
+ * the next spare.  keep false drops the spare (the volume is closed).  A
+ * spare has no row: a crash leaves files the next open removes.  Without a
+ * spare a create makes the files itself, as before.
+ * Errors: -ENOENT vol, -EOPNOTSUPP device mode, -ENOMEM, -EAGAIN (thread).
+ */
+int tsr_store_snap_spare(struct tsr_store *store, const char *vol, bool keep);
 /* Delete (hide, when clones depend on it).  Errors: -ENOENT, -EBUSY writes in
  * flight or read-only handles (tsr_store_snap_open) on the volume's snapshots. */
 int tsr_store_snap_delete(struct tsr_store *store, const char *vol, const char *snap);
