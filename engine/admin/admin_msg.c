@@ -130,6 +130,7 @@ void admin_replication_free_built(Tessera__Admin__Replication *r)
 	free_string(r->node);
 	free_string(r->resync_from);
 	free_string(r->compression);
+	free_string(r->group_held_by);
 	free(r);
 }
 
@@ -743,7 +744,7 @@ static bool valid_replication(const Tessera__Admin__Replication *r)
 	       valid_text(r->site, 64, true) && valid_text(r->state, 32, true) &&
 	       valid_text(r->target_volume, 64, true) && valid_text(r->target_layout, 32, true) &&
 	       valid_text(r->group, 64, true) && valid_text(r->last_error, MAX_STRING, true) &&
-	       valid_text(r->node, 64, true);
+	       valid_text(r->node, 64, true) && valid_text(r->group_held_by, 256, true);
 }
 
 static int check_response(const Tessera__Admin__Response *resp, const char **why)

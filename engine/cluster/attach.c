@@ -285,7 +285,9 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 
 	memset(&lo, 0, sizeof(lo));
 	lo.epoch = epoch;
-	lo.home = c->o.workers[c->next_home++ % c->o.n_workers];
+	lo.home = repl_home_hint(c, name); /* consistency group: one worker */
+	if (lo.home == NULL)
+		lo.home = c->o.workers[c->next_home++ % c->o.n_workers];
 	lo.converge = !old_clean;
 	home = lo.home;
 	a = calloc(1, sizeof(*a));

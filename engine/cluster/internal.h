@@ -219,6 +219,9 @@ int repl_start(struct tsr_cluster *c);
 void repl_stop(struct tsr_cluster *c);
 /* name was just registered in the volume set here: start its source, or
  * fence it (demoted, or a replication target of this node). */
+/* The home worker a consistency group's member must run on (its group
+ * hashed over the workers), or NULL: any (round robin).  Control thread. */
+struct tsr_worker *repl_home_hint(struct tsr_cluster *c, const char *name);
 void repl_on_attach(struct tsr_cluster *c, const char *name);
 /* name is about to be unregistered here: stop its source. */
 void repl_on_detach(struct tsr_cluster *c, const char *name);

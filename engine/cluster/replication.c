@@ -25,8 +25,12 @@
  * (site_open_volume below) on the main thread: the target volume is created
  * in this cluster with the requested layout, attached on this node and
  * fenced against host writes.  Promote and the target half of status ask
- * the server.  A consistency group is known only at the source: promote by
- * group is refused at the target.
+ * the server.  Consistency groups: every member of a group is given one
+ * home worker when it is attached (repl_home_hint: the group name hashed
+ * over the workers), at the source (repl/<vol>.group) and at the target
+ * (the group VOLUME_OPEN names, held in target_hint while site_open_volume
+ * attaches the volume); the site server holds the members to one marker and
+ * promote --group promotes them at it.
  *
  * Failback (repl_resync, failback_done, site_may_replace): at the demoted
  * original site `replication resync VOL --from SITE` sets resync_from in
@@ -309,6 +313,7 @@ static Tessera__Admin__Replication *source_msg(struct tsr_cluster *c,
 	m->compress_in_bytes = st.compress_in_bytes;
 	m->compress_out_bytes = st.compress_out_bytes;
 	m->frames_compressed = st.frames_compressed;
+	m->group_marker = st.last_marker;
 	m->overflows = st.overflows;
 	m->reconnects = st.reconnects;
 	m->rate_bps = st.rate_bps;
@@ -610,6 +615,55 @@ static int fence_volume(struct tsr_cluster *c, const char *vol, int err)
 	return 0;
 }
 
+/* Members of group (repl/ records naming it), or -errno. */
+static int group_members(struct tsr_cluster *c, const char *group)
+{
+	Tessera__Cluster__ReplicationRecord **rs;
+	size_t n;
+	int ret = repl_list(c, &rs, &n), count = 0;
+
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < n; i++)
+		count += strcmp(rs[i]->group, group) == 0;
+	repl_free_all(rs, n);
+	return count;
+}
+
+/* The group of the target volume site_open_volume is attaching (control
+ * thread only; set and cleared around its cluster_attach_local). */
+static struct {
+	struct tsr_cluster *c;
+	char volume[TSR_SITE_NAME_MAX + 1];
+	char group[TSR_SITE_NAME_MAX + 1];
+} target_hint;
+
+static struct tsr_worker *group_worker(struct tsr_cluster *c, const char *group)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+
+	for (const char *p = group; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	return c->o.workers[h % c->o.n_workers];
+}
+
+struct tsr_worker *repl_home_hint(struct tsr_cluster *c, const char *name)
+{
+	Tessera__Cluster__ReplicationRecord *r = NULL;
+	struct tsr_worker *w = NULL;
+
+	if (c->o.n_workers == 0)
+		return NULL;
+	if (target_hint.c == c && strcmp(target_hint.volume, name) == 0)
+		return target_hint.group[0] ? group_worker(c, target_hint.group) : NULL;
+	if (repl_get(c, name, &r, NULL))
+		return NULL;
+	if (r->group[0])
+		w = group_worker(c, r->group);
+	tessera__cluster__replication_record__free_unpacked(r, NULL);
+	return w;
+}
+
 /* Start r's source (vol attached here).  0 or -errno with msg. */
 static int source_start(struct tsr_cluster *c, const Tessera__Cluster__ReplicationRecord *r,
 			char *msg, size_t msg_len)
@@ -679,6 +733,18 @@ static int source_start(struct tsr_cluster *c, const Tessera__Cluster__Replicati
 			 "which this build does not know (none, lz4, zstd)", r->volume, r->compress);
 		goto out;
 	}
+	if (r->group[0]) {
+		int members = group_members(c, r->group);
+
+		if (members < 0) {
+			ret = members;
+			snprintf(msg, msg_len, "volume %s: cannot count the members of group %s: %s",
+				 r->volume, r->group, strerror(-ret));
+			goto out;
+		}
+		o.group = r->group;
+		o.group_members = members ? (unsigned)members : 1;
+	}
 	o.on_demoted = source_demoted;
 	o.cb_arg = s;
 	if (o.worker == NULL) {
@@ -690,7 +756,11 @@ static int source_start(struct tsr_cluster *c, const Tessera__Cluster__Replicati
 	if (ret) {
 		snprintf(msg, msg_len, "volume %s: cannot start shipping to site %s: %s%s", r->volume,
 			 r->site, strerror(-ret), ret == -EBUSY ? " (the volume has replication "
-			 "hooks already)" : "");
+			 "hooks already)" : ret == -EXDEV ? " (consistency group members must run "
+			 "on one worker of one node: attach every member of the group on this "
+			 "node, after replication enable --group; detach and attach this one)" :
+			 ret == -EINVAL && r->group[0] ? " (the group's other members were started "
+			 "with another member count: detach and attach every member)" : "");
 		goto out;
 	}
 	s->next = c->sources;
@@ -1113,12 +1183,17 @@ static Tessera__Admin__Replication *target_msg(struct tsr_cluster *c,
 	m->applied_seq = t->applied;
 	m->consistent = t->consistent;
 	m->bytes_shipped = t->bytes_applied;
+	set_text(&m->group, t->group);
+	m->group_marker = t->marker;
+	m->group_members = t->group_members;
+	if (t->group[0] && t->connected && t->group_blocker[0])
+		set_text(&m->group_held_by, t->group_blocker);
 	return m;
 }
 
 /* This node's target volumes (all, or the one named). */
-static int targets_add(struct tsr_cluster *c, const char *only, Tessera__Admin__Response *resp,
-		       bool *found)
+static int targets_add(struct tsr_cluster *c, const char *only, const char *group,
+		       Tessera__Admin__Response *resp, bool *found)
 {
 	struct tsr_site_target_info *infos;
 	size_t n, got;
@@ -1136,7 +1211,8 @@ static int targets_add(struct tsr_cluster *c, const char *only, Tessera__Admin__
 	for (size_t i = 0; i < got && i < n && ret == 0; i++) {
 		Tessera__Admin__Replication *m;
 
-		if (only && strcmp(only, infos[i].volume))
+		if ((only && strcmp(only, infos[i].volume)) ||
+		    (group && strcmp(group, infos[i].group)))
 			continue;
 		*found = true;
 		m = target_msg(c, &infos[i]);
@@ -1283,9 +1359,9 @@ static void repl_status(struct tsr_cluster *c, const Tessera__Admin__Replication
 		ret = m ? add_repl(resp, m) : -ENOMEM;
 	}
 	repl_free_all(rs, n);
-	/* targets carry no group: a group asks for sources only */
-	if (ret == 0 && g->group[0] == '\0')
-		ret = targets_add(c, only, resp, &found);
+	/* a group's targets: the ones this node's site server receives */
+	if (ret == 0)
+		ret = targets_add(c, only, g->group[0] ? g->group : NULL, resp, &found);
 	if (ret == 0 && g->group[0] == '\0')
 		ret = targets_remote(c, only, resp, &found);
 	if (ret)
@@ -1424,11 +1500,63 @@ static void repl_resync(struct tsr_cluster *c, const Tessera__Admin__Replication
 		 "differ there will be overwritten; then promote it here", rs->volume,
 		 rs->from_site);
 	m = source_msg(c, r, NULL, "resync");
-	if (m == NULL || add_repl(resp, m) || targets_add(c, rs->volume, resp, &found))
+	if (m == NULL || add_repl(resp, m) || targets_add(c, rs->volume, NULL, resp, &found))
 		admin_fail(resp, -ENOMEM, "out of memory in tesserad");
 out:
 	if (r)
 		tessera__cluster__replication_record__free_unpacked(r, NULL);
+}
+
+/*
+ * promote --group G at the target site: the site server ends every member's
+ * session, checks they all sit at one marker (consistent), and promotes
+ * each; then, as for one volume, the fences go and target/<vol> says
+ * promoted.  The reply lists the members (their group_marker is that
+ * marker).  A group failback (resync) is not built: one volume at a time.
+ */
+static void repl_promote_group(struct tsr_cluster *c, const Tessera__Admin__ReplicationPromote *p,
+			       Tessera__Admin__Response *resp)
+{
+	struct tsr_site_target_info *infos = NULL;
+	char msg[512], key[80];
+	uint64_t marker = 0;
+	bool found = false;
+	size_t n, got;
+	int ret;
+
+	if (c->site_server == NULL) {
+		admin_fail(resp, -EOPNOTSUPP, "node %s runs no site listener (tesserad "
+			   "--site-listen): promote a group on the node that receives it",
+			   c->node_id);
+		return;
+	}
+	ret = tsr_site_server_promote_group(c->site_server, p->group, p->force, &marker, msg,
+					    sizeof(msg));
+	if (ret) {
+		admin_fail(resp, ret, "%s", msg);
+		return;
+	}
+	n = tsr_site_server_list(c->site_server, NULL, 0);
+	infos = n ? calloc(n, sizeof(*infos)) : NULL;
+	got = infos ? tsr_site_server_list(c->site_server, infos, n) : 0;
+	for (size_t i = 0; i < got && i < n; i++) {
+		const char *vol = infos[i].volume;
+
+		if (strcmp(infos[i].group, p->group) != 0)
+			continue;
+		if (cluster_find_attachment(c, vol))
+			fence_volume(c, vol, 0);
+		snprintf(key, sizeof(key), "target/%s", vol);
+		ret = tsr_meta_cas(c->meta, key, TSR_META_ANY_REV, "promoted", 8, 0, NULL);
+		if (ret)
+			tsr_warn("cluster: volume %s: cannot mark %s promoted: %s (a later attach "
+				 "fences it again)", vol, key, strerror(-ret));
+	}
+	free(infos);
+	tsr_warn("cluster: %s: they take host writes here; their source site is demoted when "
+		 "it connects again", msg);
+	if (targets_add(c, NULL, p->group, resp, &found))
+		admin_fail(resp, -ENOMEM, "out of memory in tesserad (%s)", msg);
 }
 
 static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Request *req,
@@ -1440,9 +1568,7 @@ static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Request *r
 	int ret;
 
 	if (p->volume[0] == '\0') {
-		admin_fail(resp, -EOPNOTSUPP, "promote by group is not built: consistency groups are "
-			   "known at the source site only; promote each volume (tessera "
-			   "replication promote VOL)");
+		repl_promote_group(c, p, resp);
 		return;
 	}
 	/* a target attached on another node is received there: promote there */
@@ -1499,7 +1625,7 @@ static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Request *r
 	if (ret)
 		tsr_warn("cluster: volume %s: cannot mark %s promoted: %s (a later attach fences "
 			 "it again)", p->volume, key, strerror(-ret));
-	if (targets_add(c, p->volume, resp, &found))
+	if (targets_add(c, p->volume, NULL, resp, &found))
 		admin_fail(resp, -ENOMEM, "out of memory in tesserad (volume %s was promoted)",
 			   p->volume);
 }
@@ -1637,7 +1763,11 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 				 name, holder);
 			return -EEXIST;
 		}
+		target_hint.c = c; /* a group's members share one home worker */
+		snprintf(target_hint.volume, sizeof(target_hint.volume), "%s", name);
+		snprintf(target_hint.group, sizeof(target_hint.group), "%s", o->group);
 		ret = cluster_attach_local(c, name, msg, sizeof(msg));
+		target_hint.c = NULL;
 		if (ret) {
 			tsr_warn("site: target volume %s: %s", name, msg);
 			return ret;

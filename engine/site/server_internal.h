@@ -5,10 +5,15 @@
  * site_server.c: the target's per-volume stream state file, one 4 KiB block
  * (byte layout in include/tessera/site.h, "target side: the site listener's
  * sessions"), packed and parsed here and nowhere else.
+ *
+ * site_group.c: the release rule of one consistency group at the target
+ * (struct site_grp below): which frames of each member may reach its volume.
  */
 #ifndef TSR_SITE_SERVER_INTERNAL_H
 #define TSR_SITE_SERVER_INTERNAL_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "tessera/site.h"
@@ -30,9 +35,16 @@ struct site_state {
 	char site[TSR_SITE_NAME_MAX + 1];    /* source site, tsr_valid_name */
 	char cluster[TSR_SITE_NAME_MAX + 1]; /* source cluster id, tsr_valid_name */
 	char volume[TSR_SITE_NAME_MAX + 1];  /* target volume, tsr_valid_name */
+	uint64_t marker;  /* consistency group: the newest MARKER applied through applied
+			   * (0: none); 0 when group is "" */
+	char group[TSR_SITE_NAME_MAX + 1];   /* consistency group, tsr_valid_name or "" */
 };
 
 /*
+ * State block layout past the names (site.h has the rest): 228 u32 reserved
+ * 0, 232 u64 marker, 240 64-byte group name (NUL padded, may be empty: then
+ * marker is 0), 304..4091 zero.
+ *
  * Check and decode one state block.  Errors: -EBADMSG bad magic or CRC32C,
  * -EPROTONOSUPPORT another version, -EPROTO a field breaks its rule (stream
  * 0, unknown flag, a name not NUL padded or not a valid name, a reserved or
@@ -41,5 +53,60 @@ struct site_state {
 int site_state_parse(const uint8_t buf[SITE_STATE_SIZE], struct site_state *out);
 /* Encode st (not validated) with its CRC32C into the whole block. */
 void site_state_pack(const struct site_state *st, uint8_t buf[SITE_STATE_SIZE]);
+
+/* ---- site_group.c ---- */
+
+/* A marker a held member received and has not released yet. */
+struct site_grp_mark {
+	uint64_t n;   /* marker number */
+	uint64_t seq; /* its stream seq: the member's release point once released */
+};
+
+struct site_grp_member {
+	char volume[TSR_SITE_NAME_MAX + 1]; /* the member's target volume */
+	bool connected;          /* a session streams it now */
+	bool free_run;           /* inside a sync or a replay: released as received,
+				  * not counted in the group's reach */
+	uint64_t high;           /* newest marker received whole (or released) */
+	uint64_t released_marker;/* newest marker at or before release_seq */
+	uint64_t release_seq;    /* frames through this seq may reach the volume */
+	uint64_t received_seq;   /* the last seq received */
+	struct site_grp_mark *pend; /* markers received past release_seq, oldest first */
+	unsigned npend, cap;
+};
+
+struct site_grp {
+	char name[TSR_SITE_NAME_MAX + 1];
+	unsigned members;        /* member count the sources announced (VOLUME_OPEN) */
+	unsigned n;              /* members seen so far (m[0..n-1]) */
+	uint64_t reach;          /* the last R computed: every held member's newest marker */
+	struct site_grp_member m[TSR_SITE_GROUP_MAX];
+};
+
+void site_grp_init(struct site_grp *g, const char *name, unsigned members);
+void site_grp_fini(struct site_grp *g);
+/*
+ * A member's session starts: its durable marker and applied seq (state
+ * file), free_run when it is not consistent (a replay or sync pending).
+ * Returns its index.  Errors: -ENOSPC more members than announced, -EBUSY
+ * it has a session already.
+ */
+int site_grp_join(struct site_grp *g, const char *volume, uint64_t marker, uint64_t applied,
+		  bool free_run);
+/* Its session ended: what it held is dropped; it holds the group where it is. */
+void site_grp_leave(struct site_grp *g, unsigned i);
+/* Member i received (whole) a frame taking seq (free runs release it at once). */
+void site_grp_received(struct site_grp *g, unsigned i, uint64_t seq);
+/* Member i enters (SYNC_BEGIN received) or leaves (SYNC_END received) a free run. */
+void site_grp_set_free(struct site_grp *g, unsigned i, bool on);
+/* Member i received marker n whole at stream seq.  Errors: -EILSEQ n not
+ * after its newest or seq not past its release point, -ENOMEM. */
+int site_grp_marker(struct site_grp *g, unsigned i, uint64_t n, uint64_t seq);
+/* Recompute the release points; true when one moved (pump the members). */
+bool site_grp_release(struct site_grp *g);
+/* Frames of member i through this seq may reach the volume (UINT64_MAX: all). */
+uint64_t site_grp_release_seq(const struct site_grp *g, unsigned i);
+/* Which member holds the group back, as a sentence in buf. */
+const char *site_grp_blocker(const struct site_grp *g, char *buf, size_t len);
 
 #endif

@@ -73,6 +73,7 @@ const char *tsr_site_op_name(uint8_t op)
 	case TSR_SITE_SYNC_BEGIN: return "sync-begin";
 	case TSR_SITE_SYNC_END: return "sync-end";
 	case TSR_SITE_DIGEST: return "digest";
+	case TSR_SITE_MARKER: return "marker";
 	default: return "unknown";
 	}
 }
@@ -142,6 +143,15 @@ static int check_fields(struct tsr_site_hdr *h)
 		if (h->length > TSR_SITE_SNAP_MAX)
 			return -EMSGSIZE;
 		if (h->length < 2)
+			return -EPROTO;
+		h->payload_len = h->length;
+		break;
+	case TSR_SITE_MARKER:
+		if (h->seq == 0 || h->offset == 0)
+			return -EPROTO;
+		if (h->length > TSR_SITE_MARKER_MAX)
+			return -EMSGSIZE;
+		if (h->length < 4 + 1)
 			return -EPROTO;
 		h->payload_len = h->length;
 		break;
@@ -352,22 +362,32 @@ int tsr_site_layout_parse(const char *s, struct tsr_site_layout *out)
 int tsr_site_open_parse(const uint8_t *p, uint32_t len, struct tsr_site_open *out)
 {
 	struct tsr_site_open o;
-	uint32_t n, l;
+	uint32_t n, l, g;
 	int ret;
 
 	if (len < 4 || len > TSR_SITE_OPEN_MAX)
 		return -EPROTO;
 	n = p[0];
 	l = p[1];
-	if (p[3] != 0 || n == 0 || l == 0 || n > TSR_SITE_NAME_MAX ||
-	    l > TSR_SITE_LAYOUT_MAX || len != 4 + n + l)
+	g = p[3];
+	if (n == 0 || l == 0 || n > TSR_SITE_NAME_MAX || l > TSR_SITE_LAYOUT_MAX ||
+	    g > TSR_SITE_NAME_MAX || len != 4 + n + l + (g ? 2 + g : 0))
 		return -EPROTO;
 	if (p[2] > TSR_SITE_COMPRESS_MAX)
 		return -EPROTONOSUPPORT;
+	memset(&o, 0, sizeof(o));
 	o.compress = p[2];
 	ret = get_name(p + 4, n, o.volume);
 	if (ret)
 		return ret;
+	if (g) {
+		o.members = get16(p + 4 + n + l);
+		if (o.members == 0 || o.members > TSR_SITE_GROUP_MAX)
+			return -EINVAL;
+		ret = get_name(p + 4 + n + l + 2, g, o.group);
+		if (ret)
+			return ret;
+	}
 	memcpy(o.layout, p + 4 + n, l);
 	o.layout[l] = '\0';
 	if (strlen(o.layout) != l || tsr_site_layout_parse(o.layout, &o.parsed) < 0)
@@ -380,19 +400,57 @@ int tsr_site_open_pack(const struct tsr_site_open *o, uint8_t buf[TSR_SITE_OPEN_
 {
 	int n = name_len(o->volume, TSR_SITE_NAME_MAX);
 	int l = name_len(o->layout, TSR_SITE_LAYOUT_MAX);
+	int g = o->group[0] ? name_len(o->group, TSR_SITE_NAME_MAX) : 0;
 	struct tsr_site_open check;
 	uint32_t len;
 
-	if (n < 0 || l < 0)
+	if (n < 0 || l < 0 || g < 0 || o->members > 0xffff)
 		return -EINVAL;
 	buf[0] = (uint8_t)n;
 	buf[1] = (uint8_t)l;
 	buf[2] = o->compress;
-	buf[3] = 0;
+	buf[3] = (uint8_t)g;
 	memcpy(buf + 4, o->volume, (size_t)n);
 	memcpy(buf + 4 + n, o->layout, (size_t)l);
 	len = 4u + (uint32_t)n + (uint32_t)l;
+	if (g) {
+		put16(buf + len, (uint16_t)o->members);
+		memcpy(buf + len + 2, o->group, (size_t)g);
+		len += 2u + (uint32_t)g;
+	}
 	return tsr_site_open_parse(buf, len, &check) == 0 ? (int)len : -EINVAL;
+}
+
+int tsr_site_marker_parse(const uint8_t *p, uint32_t len, struct tsr_site_marker *out)
+{
+	struct tsr_site_marker m;
+	int ret;
+
+	if (len < 5 || len > TSR_SITE_MARKER_MAX || p[0] != len - 4 || p[1] != 0)
+		return -EPROTO;
+	memset(&m, 0, sizeof(m));
+	m.members = get16(p + 2);
+	if (m.members == 0 || m.members > TSR_SITE_GROUP_MAX)
+		return -EINVAL;
+	ret = get_name(p + 4, p[0], m.group);
+	if (ret)
+		return ret;
+	*out = m;
+	return 0;
+}
+
+int tsr_site_marker_pack(const struct tsr_site_marker *m, uint8_t buf[TSR_SITE_MARKER_MAX])
+{
+	int n = name_len(m->group, TSR_SITE_NAME_MAX);
+	struct tsr_site_marker check;
+
+	if (n < 0 || m->members > 0xffff)
+		return -EINVAL;
+	buf[0] = (uint8_t)n;
+	buf[1] = 0;
+	put16(buf + 2, (uint16_t)m->members);
+	memcpy(buf + 4, m->group, (size_t)n);
+	return tsr_site_marker_parse(buf, 4u + (uint32_t)n, &check) == 0 ? 4 + n : -EINVAL;
 }
 
 int tsr_site_snap_parse(const uint8_t *p, uint32_t len, char name[TSR_SITE_NAME_MAX + 1])

@@ -113,6 +113,8 @@ void site_state_pack(const struct site_state *st, uint8_t buf[SITE_STATE_SIZE])
 	strncpy((char *)buf + 36, st->site, 64);
 	strncpy((char *)buf + 100, st->cluster, 64);
 	strncpy((char *)buf + 164, st->volume, 64);
+	put64(buf + 232, st->marker);
+	strncpy((char *)buf + 240, st->group, 64);
 	put32(buf + SITE_STATE_SIZE - 4, tsr_crc32c(0, buf, SITE_STATE_SIZE - 4));
 }
 
@@ -148,7 +150,19 @@ int site_state_parse(const uint8_t buf[SITE_STATE_SIZE], struct site_state *out)
 	if (name_field(buf + 36, st.site) || name_field(buf + 100, st.cluster) ||
 	    name_field(buf + 164, st.volume))
 		return -EPROTO;
-	for (size_t i = 228; i < SITE_STATE_SIZE - 4; i++)
+	if (get32(buf + 228) != 0)
+		return -EPROTO;
+	st.marker = get64(buf + 232);
+	if (buf[240] != 0 && name_field(buf + 240, st.group))
+		return -EPROTO;
+	if (buf[240] == 0) { /* no group: no marker, and the field all zero */
+		for (size_t i = 240; i < 304; i++)
+			if (buf[i])
+				return -EPROTO;
+		if (st.marker)
+			return -EPROTO;
+	}
+	for (size_t i = 304; i < SITE_STATE_SIZE - 4; i++)
 		if (buf[i])
 			return -EPROTO;
 	*out = st;
@@ -204,7 +218,35 @@ struct tvol {
 	_Atomic uint64_t epoch;
 	_Atomic uint64_t bytes_applied;  /* WRITE payload bytes since start */
 	_Atomic int64_t last_frame_ns;   /* CLOCK_MONOTONIC of the last applied frame, 0: none */
+	_Atomic uint64_t marker;         /* consistency group: the durable marker */
+	struct tgroup *grp;              /* its group since its first grouped session, or NULL */
 	struct tvol *next;
+};
+
+/*
+ * A consistency group at the target (site_group.c has the rule).  Its
+ * member sessions all run on one worker (w: the cluster pins the group's
+ * volumes to one home worker), so a release moves every member at once
+ * without a message.  lock guards g and sess for the control thread's
+ * readers (status, promote); the worker takes it on group events only
+ * (arrival, end, SYNC_BEGIN / SYNC_END, MARKER), never per frame.
+ */
+struct tgroup {
+	pthread_mutex_t lock;
+	struct site_grp g;
+	struct tsr_worker *w;                 /* the members' worker; NULL while none runs */
+	struct sess *sess[TSR_SITE_GROUP_MAX]; /* member i's live session, or NULL */
+	struct tgroup *next;                   /* srv->groups (control thread) */
+};
+
+/* A frame a grouped member received and may not apply yet (held queue). */
+struct held {
+	struct held *next;
+	struct tsr_site_hdr h;  /* as received (a compressed WRITE already plain) */
+	uint8_t *buf;           /* WRITE: its pool buffer, else NULL */
+	uint32_t cap;
+	uint64_t pos;           /* the seq it follows or takes: released when pos <= release */
+	uint64_t marker;        /* MARKER: its number */
 };
 
 enum sess_phase {
@@ -244,6 +286,7 @@ struct pframe {
 	uint32_t cap;           /* that buffer's capacity */
 	uint32_t bytes;         /* WRITE payload bytes */
 	uint8_t op;
+	uint64_t marker;        /* MARKER: its number */
 	struct pframe *next;    /* free list */
 };
 
@@ -372,8 +415,27 @@ struct sess {
 	uint8_t *dig_rbuf;         /* DIG_READ bytes, block aligned, or NULL */
 	uint8_t *dig_out;          /* DIG_READ / TSR_SITE_DIGEST_REGION digests, or NULL */
 	uint8_t dig_zero[TSR_SITE_DIGEST_LEN]; /* digest of a whole region of zeros */
+	/* consistency group (a VOLUME_OPEN naming one): frames are held in
+	 * arrival order and reach the target only through release_seq */
+	struct tgroup *grp;        /* NULL: not grouped, every frame applies at once */
+	unsigned gi;               /* our member index in grp->g */
+	bool grp_free;             /* in a sync / replay: no hold (site_group.c) */
+	bool grp_pump_queued;      /* a deferred pump (another member's release) is queued */
+	uint64_t release_seq;      /* cache of site_grp_release_seq (worker only) */
+	uint64_t grp_rx_seq;       /* the last seq received (a BARRIER's place) */
+	struct held *held_head, *held_tail;
+	uint64_t held_bytes;       /* WRITE payload bytes in the held queue */
+	unsigned held_count;
+	uint64_t applied_marker;   /* newest MARKER the target applied */
+	uint64_t sync_marker;      /* applied_marker when the running sync began */
 	char label[2 * TSR_SITE_NAME_MAX + 32]; /* "volume V from site S", for logs */
 };
+
+/* Held frames past this (bytes or count) stop the reads: TCP backpressure.
+ * The source's own 8 MiB window and its marker every 2 MiB keep a healthy
+ * member well below it. */
+#define HOLD_MAX_BYTES (24u << 20)
+#define HOLD_MAX_FRAMES 8192u
 
 struct tsr_site_server {
 	struct tsr_site_tls_ctx *tls;
@@ -393,6 +455,8 @@ struct tsr_site_server {
 	struct sess *ctl_head, *ctl_tail;
 	struct sess *sessions;
 	unsigned live;                   /* sessions whose worker side has not ended */
+	struct tgroup *groups;           /* consistency groups seen (srv->lock) */
+	bool no_release_rule;            /* TSR_TEST_SITE_NO_GROUP_RULE: test only, holds nothing */
 };
 
 static int64_t now_ns(void)
@@ -537,6 +601,8 @@ static void sync_ended(struct sess *s, int res)
 				   s->tv->name, strerror(-res));
 	} else {
 		s->durable = s->sync_seq;
+		if (s->tv)
+			atomic_store(&s->tv->marker, s->sync_marker);
 		s->last_sync_ns = now_ns();
 		if (s->sync_ack || s->durable > s->acked)
 			s->ack_due = true;
@@ -562,6 +628,7 @@ static void sync_write(struct sess *s)
 	s->st.applied = s->sync_seq;
 	s->st.epoch = ack.epoch;
 	s->st.flags = s->sync_consistent ? SITE_STATE_CONSISTENT : 0;
+	s->st.marker = s->grp ? s->sync_marker : 0;
 	if (s->sync_final && !s->broken)
 		s->st.flags |= SITE_STATE_CLEAN;
 	site_state_pack(&s->st, s->state_buf);
@@ -596,6 +663,7 @@ static void sync_start(struct sess *s, bool flushed)
 	s->syncing = true;
 	s->sync_seq = tsr_site_target_applied(s->target);
 	s->sync_consistent = tsr_site_target_consistent(s->target);
+	s->sync_marker = s->applied_marker; /* every marker through sync_seq was applied */
 	if (flushed) {
 		sync_write(s);
 		return;
@@ -633,6 +701,7 @@ static void apply_done(void *arg, int status)
 	struct tvol *tv = s->tv;
 	uint8_t op = pf->op;
 	uint32_t bytes = pf->bytes;
+	uint64_t marker = pf->marker;
 
 	pframe_put(s, pf);
 	s->inflight--;
@@ -648,6 +717,8 @@ static void apply_done(void *arg, int status)
 		pump(s);
 		return;
 	}
+	if (op == TSR_SITE_MARKER && marker > s->applied_marker)
+		s->applied_marker = marker;
 	atomic_store(&tv->applied, tsr_site_target_applied(s->target));
 	atomic_store(&tv->consistent, tsr_site_target_consistent(s->target));
 	atomic_fetch_add(&tv->bytes_applied, bytes);
@@ -704,58 +775,22 @@ static bool decompress_write(struct sess *s, const struct tsr_site_hdr *h,
 	return true;
 }
 
-static void handle_stream_frame(struct sess *s)
+/* Hand one frame to the target; buf (a pool buffer, or NULL) travels with
+ * it until its callback. */
+static void apply_frame(struct sess *s, const struct tsr_site_hdr *h, const uint8_t *payload,
+			uint8_t *buf, uint32_t cap, uint64_t marker)
 {
-	const struct tsr_site_hdr *h = &s->rx.hdr;
-	const uint8_t *payload = s->rx.payload;
-	struct tsr_site_hdr plain;
-	struct pframe *pf;
+	struct pframe *pf = pframe_get(s);
 	int ret;
 
-	switch (h->opcode) {
-	case TSR_SITE_WRITE:
-	case TSR_SITE_ZERO:
-	case TSR_SITE_SNAPSHOT:
-	case TSR_SITE_BARRIER:
-	case TSR_SITE_SYNC_BEGIN:
-	case TSR_SITE_SYNC_END:
-		break;
-	case TSR_SITE_ERROR: {
-		struct tsr_site_error e;
-
-		if (tsr_site_error_parse(s->rx.payload, h->payload_len, &e) == 0)
-			tsr_warn("site server: %s: the source ended the stream: %s (%s)", s->label,
-				 e.msg, strerror(e.code));
-		else
-			tsr_warn("site server: %s: the source sent a malformed ERROR", s->label);
-		sess_begin_close(s);
-		return;
-	}
-	default:
-		sess_error(s, EPROTO, h->stream, h->seq, "unexpected %s frame in a stream",
-			   tsr_site_op_name(h->opcode));
-		return;
-	}
-	if (h->opcode == TSR_SITE_WRITE && (h->flags & TSR_SITE_F_COMPRESSED)) {
-		if (!decompress_write(s, h, &plain))
-			return;
-		h = &plain;
-		payload = s->rx_buf;
-	}
-	pf = pframe_get(s);
 	if (pf == NULL) { /* cannot be: the window has as many slots */
+		pool_put(&s->pool, buf, cap);
 		sess_error(s, EBUSY, h->stream, h->seq, "volume %s: no frame slot", s->tv->name);
 		return;
 	}
-	*pf = (struct pframe){.s = s, .op = h->opcode};
-	if (h->opcode == TSR_SITE_WRITE && s->rx_buf && payload == s->rx_buf) {
-		pf->buf = s->rx_buf; /* the frame's own buffer until its cb */
-		pf->cap = s->rx_cap;
+	*pf = (struct pframe){.s = s, .op = h->opcode, .buf = buf, .cap = cap, .marker = marker};
+	if (h->opcode == TSR_SITE_WRITE)
 		pf->bytes = h->payload_len;
-		s->rx_buf = NULL;
-	} else if (h->opcode == TSR_SITE_WRITE) {
-		pf->bytes = h->payload_len;
-	}
 	ret = tsr_site_target_apply(s->target, h, payload, apply_done, pf);
 	if (ret) {
 		uint64_t applied = tsr_site_target_applied(s->target);
@@ -800,6 +835,240 @@ static void handle_stream_frame(struct sess *s)
 	s->inflight++;
 }
 
+/* ---- consistency groups: the held queue (home worker) ---- */
+
+static void msg_grp_pump(struct tsr_worker *w, void *arg)
+{
+	struct sess *s = arg;
+
+	(void)w;
+	s->grp_pump_queued = false;
+	if (s->phase == SESS_STREAM)
+		pump(s);
+	sess_unref(s);
+}
+
+/* Another member's release point moved: pump it once this loop pass ends
+ * (not from inside our own pump). */
+static void grp_wake(struct sess *o)
+{
+	if (o->grp_pump_queued || o->held_head == NULL)
+		return;
+	pthread_mutex_lock(&o->srv->lock);
+	o->refs++;
+	pthread_mutex_unlock(&o->srv->lock);
+	if (tsr_worker_defer(o->w, msg_grp_pump, o) == 0)
+		o->grp_pump_queued = true;
+	else
+		sess_unref(o);
+}
+
+/* After a group event (grp->lock held): every member's cached release
+ * point; the others to wake go into wake[]. */
+static unsigned grp_refresh_locked(struct sess *s, struct sess **wake)
+{
+	struct tgroup *grp = s->grp;
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < grp->g.n; i++) {
+		struct sess *o = grp->sess[i];
+		uint64_t r = site_grp_release_seq(&grp->g, i);
+
+		if (o == NULL)
+			continue;
+		if (r != o->release_seq && o != s)
+			wake[n++] = o;
+		o->release_seq = r;
+	}
+	return n;
+}
+
+/* Apply what the release rule lets through, while the window has room. */
+static void drain_held(struct sess *s)
+{
+	struct held *e;
+
+	while ((e = s->held_head) != NULL && s->phase == SESS_STREAM && !s->dead &&
+	       !s->err_pending && !s->broken) {
+		uint32_t bytes = e->h.opcode == TSR_SITE_WRITE ? e->h.payload_len : 0;
+
+		if (!s->srv->no_release_rule && e->pos > s->release_seq)
+			return;
+		if (!tsr_site_target_room(s->target, bytes))
+			return;
+		s->held_head = e->next;
+		if (s->held_head == NULL)
+			s->held_tail = NULL;
+		s->held_bytes -= bytes;
+		s->held_count--;
+		apply_frame(s, &e->h, e->buf, e->buf, e->cap, e->marker);
+		free(e);
+	}
+}
+
+static void held_drop(struct sess *s)
+{
+	while (s->held_head) {
+		struct held *e = s->held_head;
+
+		s->held_head = e->next;
+		pool_put(&s->pool, e->buf, e->cap);
+		free(e);
+	}
+	s->held_tail = NULL;
+	s->held_bytes = 0;
+	s->held_count = 0;
+}
+
+/* A grouped member received a frame: into the held queue, the group's
+ * bookkeeping on MARKER / SYNC_BEGIN / SYNC_END, then apply what may go. */
+static void grp_take(struct sess *s, const struct tsr_site_hdr *h, const uint8_t *payload,
+		     uint8_t *own, uint32_t cap)
+{
+	struct tgroup *grp = s->grp;
+	struct sess *wake[TSR_SITE_GROUP_MAX];
+	unsigned nwake = 0;
+	struct held *e;
+	int ret = 0;
+
+	e = calloc(1, sizeof(*e));
+	if (e == NULL) {
+		pool_put(&s->pool, own, cap);
+		sess_error(s, ENOMEM, h->stream, h->seq, "volume %s: the target is out of memory",
+			   s->tv->name);
+		return;
+	}
+	e->h = *h;
+	if (h->opcode == TSR_SITE_WRITE) {
+		if (own == NULL) { /* not in a pool buffer: one that outlives rx's */
+			own = pool_get(&s->pool, h->payload_len, &cap);
+			if (own)
+				memcpy(own, payload, h->payload_len);
+		}
+		if (own == NULL) {
+			free(e);
+			sess_error(s, ENOMEM, h->stream, h->seq, "volume %s: the target is out of "
+				   "memory", s->tv->name);
+			return;
+		}
+		e->buf = own;
+		e->cap = cap;
+		s->held_bytes += h->payload_len;
+	} else {
+		pool_put(&s->pool, own, cap);
+	}
+	if (h->opcode == TSR_SITE_MARKER) {
+		struct tsr_site_marker m;
+
+		ret = tsr_site_marker_parse(payload, h->payload_len, &m);
+		if (ret == 0 && (strcmp(m.group, s->open.group) != 0 ||
+				 m.members != s->open.members))
+			ret = -EPROTO;
+		if (ret) {
+			free(e);
+			sess_error(s, ret < 0 ? -ret : ret, h->stream, h->seq, "volume %s: MARKER seq "
+				   "%llu does not name this stream's group %s of %u members",
+				   s->tv->name, (unsigned long long)h->seq, s->open.group,
+				   s->open.members);
+			return;
+		}
+		e->marker = h->offset;
+	}
+	e->pos = h->opcode == TSR_SITE_BARRIER ? s->grp_rx_seq : h->seq;
+	if (h->opcode != TSR_SITE_BARRIER)
+		s->grp_rx_seq = h->seq;
+	if (s->held_tail)
+		s->held_tail->next = e;
+	else
+		s->held_head = e;
+	s->held_tail = e;
+	s->held_count++;
+
+	if (h->opcode == TSR_SITE_MARKER || h->opcode == TSR_SITE_SYNC_BEGIN ||
+	    (h->opcode == TSR_SITE_SYNC_END && s->grp_free)) {
+		pthread_mutex_lock(&grp->lock);
+		if (h->opcode == TSR_SITE_MARKER) {
+			ret = site_grp_marker(&grp->g, s->gi, h->offset, h->seq);
+		} else {
+			site_grp_received(&grp->g, s->gi, h->seq);
+			site_grp_set_free(&grp->g, s->gi, h->opcode == TSR_SITE_SYNC_BEGIN);
+			s->grp_free = h->opcode == TSR_SITE_SYNC_BEGIN;
+		}
+		if (ret == 0) {
+			site_grp_release(&grp->g);
+			nwake = grp_refresh_locked(s, wake);
+		}
+		pthread_mutex_unlock(&grp->lock);
+		if (ret) {
+			sess_error(s, ret == -EILSEQ ? EILSEQ : ENOMEM, h->stream, h->seq,
+				   "volume %s: MARKER %llu at seq %llu is not after the group's "
+				   "last marker of this stream", s->tv->name,
+				   (unsigned long long)h->offset, (unsigned long long)h->seq);
+			return;
+		}
+		for (unsigned i = 0; i < nwake; i++)
+			grp_wake(wake[i]);
+	}
+	drain_held(s);
+}
+
+static void handle_stream_frame(struct sess *s)
+{
+	const struct tsr_site_hdr *h = &s->rx.hdr;
+	const uint8_t *payload = s->rx.payload;
+	struct tsr_site_hdr plain;
+	uint8_t *own = NULL;
+	uint32_t cap = 0;
+
+	switch (h->opcode) {
+	case TSR_SITE_WRITE:
+	case TSR_SITE_ZERO:
+	case TSR_SITE_SNAPSHOT:
+	case TSR_SITE_MARKER:
+	case TSR_SITE_BARRIER:
+	case TSR_SITE_SYNC_BEGIN:
+	case TSR_SITE_SYNC_END:
+		break;
+	case TSR_SITE_ERROR: {
+		struct tsr_site_error e;
+
+		if (tsr_site_error_parse(s->rx.payload, h->payload_len, &e) == 0)
+			tsr_warn("site server: %s: the source ended the stream: %s (%s)", s->label,
+				 e.msg, strerror(e.code));
+		else
+			tsr_warn("site server: %s: the source sent a malformed ERROR", s->label);
+		sess_begin_close(s);
+		return;
+	}
+	default:
+		sess_error(s, EPROTO, h->stream, h->seq, "unexpected %s frame in a stream",
+			   tsr_site_op_name(h->opcode));
+		return;
+	}
+	if (h->opcode == TSR_SITE_MARKER && s->grp == NULL) {
+		sess_error(s, EPROTO, h->stream, h->seq, "volume %s: MARKER seq %llu on a stream "
+			   "whose VOLUME_OPEN named no consistency group", s->tv->name,
+			   (unsigned long long)h->seq);
+		return;
+	}
+	if (h->opcode == TSR_SITE_WRITE && (h->flags & TSR_SITE_F_COMPRESSED)) {
+		if (!decompress_write(s, h, &plain))
+			return;
+		h = &plain;
+		payload = s->rx_buf;
+	}
+	if (h->opcode == TSR_SITE_WRITE && s->rx_buf && payload == s->rx_buf) {
+		own = s->rx_buf; /* the frame's own buffer until its cb */
+		cap = s->rx_cap;
+		s->rx_buf = NULL;
+	}
+	if (s->grp) {
+		grp_take(s, h, payload, own, cap);
+		return;
+	}
+	apply_frame(s, h, payload, own, cap, 0);
+}
+
 /* rx handed out a header (hold): name where its payload goes, once it fits
  * in the window (a WRITE into its own pool buffer).  false: wait. */
 static bool give_payload_buf(struct sess *s)
@@ -812,7 +1081,8 @@ static bool give_payload_buf(struct sess *s)
 	}
 	/* a compressed WRITE: its wire bytes go to rx's own buffer and are
 	 * decompressed into the pool buffer (length bytes) once checked */
-	if (!tsr_site_target_room(s->target, h->length))
+	if (s->grp ? s->held_bytes + h->length > HOLD_MAX_BYTES :
+		     !tsr_site_target_room(s->target, h->length))
 		return false;
 	if (s->rx_buf == NULL || s->rx_cap < h->length) {
 		pool_put(&s->pool, s->rx_buf, s->rx_cap);
@@ -928,6 +1198,9 @@ static bool can_read(const struct sess *s)
 	case SESS_OPEN:
 		return true;
 	case SESS_STREAM: /* room for one more frame (rx holds a header until it fits) */
+		if (s->grp) /* held frames wait for the release rule, not the window */
+			return s->rx.need_buf || (s->held_bytes < HOLD_MAX_BYTES &&
+						  s->held_count < HOLD_MAX_FRAMES);
 		return s->rx.need_buf || tsr_site_target_room(s->target, 0);
 	default:
 		return false;
@@ -1136,6 +1409,8 @@ static void pump(struct sess *s)
 			sync_start(s, false);
 			continue;
 		}
+		if (s->phase == SESS_STREAM && s->held_head && !s->dead && !s->err_pending)
+			drain_held(s);
 		if (!can_read(s)) {
 			target_kick(s);
 			return;
@@ -1210,6 +1485,21 @@ static void sess_teardown(struct sess *s)
 	s->tls = NULL;
 	tsr_site_target_destroy(s->target);
 	s->target = NULL;
+	held_drop(s);
+	if (s->grp) {
+		struct tgroup *grp = s->grp;
+		bool left = true;
+
+		pthread_mutex_lock(&grp->lock);
+		site_grp_leave(&grp->g, s->gi);
+		grp->sess[s->gi] = NULL;
+		for (unsigned i = 0; i < grp->g.n; i++)
+			left = left && grp->sess[i] == NULL;
+		if (left)
+			grp->w = NULL;
+		pthread_mutex_unlock(&grp->lock);
+		s->grp = NULL;
+	}
 	close(s->fd);
 	s->fd = -1;
 	s->phase = SESS_DONE;
@@ -1230,6 +1520,8 @@ static void sess_teardown(struct sess *s)
 }
 
 /* ---- messages to workers ---- */
+
+static int grp_arrive(struct sess *s, struct tsr_worker *w);
 
 static void msg_start(struct tsr_worker *w, void *arg)
 {
@@ -1324,6 +1616,16 @@ static void msg_arrive(struct tsr_worker *w, void *arg)
 	}
 	if (s->replay)
 		tsr_site_target_set_inconsistent(s->target);
+	if (s->open.group[0] && grp_arrive(s, w)) {
+		tsr_warn("site server: %s: %s", s->label, s->open_msg);
+		tsr_site_target_destroy(s->target);
+		s->target = NULL;
+		s->phase = SESS_OPEN; /* so that the error below is sent */
+		sess_error(s, s->open_err, s->st.stream, 0, "%s", s->open_msg);
+		pump(s);
+		sess_unref(s);
+		return;
+	}
 	s->durable = s->acked = s->st.applied;
 	s->last_sync_ns = now_ns();
 	atomic_store(&s->tv->applied, s->st.applied);
@@ -1364,6 +1666,85 @@ static void msg_arrive(struct tsr_worker *w, void *arg)
 
 static int open_fail(struct sess *s, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* The group named in VOLUME_OPEN, found or made (any thread). */
+static struct tgroup *grp_get(struct tsr_site_server *srv, const char *name, unsigned members)
+{
+	struct tgroup *grp;
+
+	pthread_mutex_lock(&srv->lock);
+	for (grp = srv->groups; grp; grp = grp->next)
+		if (strcmp(grp->g.name, name) == 0)
+			break;
+	if (grp == NULL && (grp = calloc(1, sizeof(*grp))) != NULL) {
+		pthread_mutex_init(&grp->lock, NULL);
+		site_grp_init(&grp->g, name, members);
+		grp->next = srv->groups;
+		srv->groups = grp;
+	}
+	pthread_mutex_unlock(&srv->lock);
+	return grp;
+}
+
+/*
+ * The session joins its consistency group on worker w (its home).  0, or
+ * an errno for ERROR with the sentence in s->open_msg.
+ */
+static int grp_arrive(struct sess *s, struct tsr_worker *w)
+{
+	struct tgroup *grp = grp_get(s->srv, s->open.group, s->open.members);
+	uint64_t marker = strcmp(s->st.group, s->open.group) == 0 ? s->st.marker : 0;
+	bool free_run = !tsr_site_target_consistent(s->target);
+	int ret = 0, idx;
+	bool idle;
+
+	if (grp == NULL)
+		return open_fail(s, ENOMEM, "the target is out of memory");
+	pthread_mutex_lock(&grp->lock);
+	idle = grp->w == NULL;
+	if (grp->g.members != s->open.members) {
+		if (idle) { /* the group changed while none of it streamed: start it over */
+			char name[TSR_SITE_NAME_MAX + 1];
+
+			snprintf(name, sizeof(name), "%s", grp->g.name);
+			site_grp_fini(&grp->g);
+			site_grp_init(&grp->g, name, s->open.members);
+		} else {
+			ret = open_fail(s, EINVAL, "volume %s: group %s has %u members at the "
+					"target's live sessions, this VOLUME_OPEN says %u; restart "
+					"the group's sources together", s->tv->name, grp->g.name,
+					grp->g.members, s->open.members);
+			goto out;
+		}
+	}
+	if (!idle && grp->w != w) {
+		ret = open_fail(s, EXDEV, "volume %s runs on worker%u at the target, group %s's "
+				"other members on worker%u: a group's volumes must share one "
+				"home worker (detach and attach it at the target)", s->tv->name,
+				tsr_worker_index(w), grp->g.name, tsr_worker_index(grp->w));
+		goto out;
+	}
+	idx = site_grp_join(&grp->g, s->tv->name, marker, s->st.applied, free_run);
+	if (idx < 0) {
+		ret = open_fail(s, -idx, "volume %s: group %s %s", s->tv->name, grp->g.name,
+				idx == -ENOSPC ? "has all its announced members already" :
+				"member has a session already");
+		goto out;
+	}
+	grp->w = w;
+	grp->sess[idx] = s;
+	s->grp = grp;
+	s->gi = (unsigned)idx;
+	s->grp_free = free_run;
+	s->release_seq = site_grp_release_seq(&grp->g, s->gi);
+	s->grp_rx_seq = s->st.applied;
+	s->applied_marker = s->sync_marker = marker;
+	s->tv->grp = grp;
+	atomic_store(&s->tv->marker, marker);
+out:
+	pthread_mutex_unlock(&grp->lock);
+	return ret;
+}
 
 /* The control thread answered VOLUME_OPEN (on the accepting worker). */
 static void msg_opened(struct tsr_worker *w, void *arg)
@@ -1637,6 +2018,10 @@ static int ctl_open_volume(struct sess *s)
 	snprintf(st.site, sizeof(st.site), "%s", s->from.site);
 	snprintf(st.cluster, sizeof(st.cluster), "%s", s->from.cluster);
 	snprintf(st.volume, sizeof(st.volume), "%s", name);
+	if (strcmp(st.group, s->open.group) != 0) { /* joined, left or changed its group */
+		snprintf(st.group, sizeof(st.group), "%s", s->open.group);
+		st.marker = 0;
+	}
 	ret = state_write_sync(srv, tv->state_fd, &st);
 	if (ret == 0 && created)
 		ret = sync_dir(srv->state_dir);
@@ -1771,6 +2156,14 @@ int tsr_site_server_start(const struct tsr_site_server_opts *opts,
 	snprintf(srv->cluster, sizeof(srv->cluster), "%s", opts->cluster);
 	srv->ops = opts->ops;
 	srv->loop = opts->loop;
+	{ /* test only: groups are tracked but nothing is held (shows the checker fails) */
+		const char *e = getenv("TSR_TEST_SITE_NO_GROUP_RULE");
+
+		srv->no_release_rule = e && *e && strcmp(e, "0") != 0;
+		if (srv->no_release_rule)
+			tsr_warn("site server: TSR_TEST_SITE_NO_GROUP_RULE is set: consistency "
+				 "groups are NOT held to one marker (test only)");
+	}
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->cond, NULL);
 	ev_async_init(&srv->wake, wake_cb);
@@ -1891,6 +2284,14 @@ void tsr_site_server_stop(struct tsr_site_server *srv)
 	pthread_mutex_unlock(&srv->lock);
 	ctl_drain(srv);
 	ev_async_stop(srv->loop, &srv->wake);
+	while (srv->groups) {
+		struct tgroup *grp = srv->groups;
+
+		srv->groups = grp->next;
+		site_grp_fini(&grp->g);
+		pthread_mutex_destroy(&grp->lock);
+		free(grp);
+	}
 	while (srv->vols) {
 		struct tvol *tv = srv->vols;
 
@@ -1942,6 +2343,17 @@ static int info_of(struct tsr_site_server *srv, const char *name,
 	snprintf(out->source_site, sizeof(out->source_site), "%s", st.site);
 	snprintf(out->source_cluster, sizeof(out->source_cluster), "%s", st.cluster);
 	out->stream = st.stream;
+	snprintf(out->group, sizeof(out->group), "%s", st.group);
+	out->marker = tv && tv->sess ? atomic_load(&tv->marker) : st.marker;
+	if (tv && tv->grp && st.group[0]) {
+		struct tgroup *grp = tv->grp;
+
+		pthread_mutex_lock(&grp->lock);
+		out->group_members = grp->g.members;
+		out->group_reach = grp->g.reach;
+		site_grp_blocker(&grp->g, out->group_blocker, sizeof(out->group_blocker));
+		pthread_mutex_unlock(&grp->lock);
+	}
 	if (tv) {
 		out->bytes_applied = atomic_load(&tv->bytes_applied);
 		last = atomic_load(&tv->last_frame_ns);
@@ -2030,4 +2442,134 @@ int tsr_site_server_promote(struct tsr_site_server *srv, const char *volume, boo
 		 "ended, host writes are allowed", volume, (unsigned long long)st.applied,
 		 (st.flags & SITE_STATE_CONSISTENT) ? "" : " (forced: not consistent)", st.site);
 	return 0;
+}
+
+/* A member of a group being promoted (promote_group). */
+struct grp_member {
+	char name[TSR_SITE_NAME_MAX + 1];
+	struct site_state st;
+};
+
+int tsr_site_server_promote_group(struct tsr_site_server *srv, const char *group, bool force,
+				  uint64_t *marker, char *msg, size_t msg_len)
+{
+	struct grp_member *mem = NULL;
+	struct tgroup *grp = NULL;
+	unsigned n = 0, announced = 0, promoted = 0, i;
+	struct dirent *e;
+	DIR *d;
+	int ret = 0;
+
+	msg[0] = '\0';
+	if (srv == NULL || group == NULL || !tsr_valid_name(group))
+		return -EINVAL;
+	/* 1. end every live member session: no member moves from here on */
+	for (struct tvol *tv = srv->vols; tv; tv = tv->next) {
+		if (tv->sess == NULL || strcmp(tv->st.group, group) != 0)
+			continue;
+		request_end(tv->sess);
+		wait_worker_done(tv->sess);
+		tv->sess = NULL; /* its CTL_ENDED finds it gone */
+	}
+	pthread_mutex_lock(&srv->lock);
+	for (grp = srv->groups; grp; grp = grp->next)
+		if (strcmp(grp->g.name, group) == 0)
+			break;
+	pthread_mutex_unlock(&srv->lock);
+	if (grp) {
+		pthread_mutex_lock(&grp->lock);
+		announced = grp->g.members;
+		pthread_mutex_unlock(&grp->lock);
+	}
+	/* 2. every member's durable state */
+	mem = calloc(TSR_SITE_GROUP_MAX, sizeof(*mem));
+	d = mem ? opendir(srv->state_dir) : NULL;
+	if (d == NULL) {
+		free(mem);
+		return mem ? -errno : -ENOMEM;
+	}
+	while ((e = readdir(d)) != NULL && ret == 0) {
+		char name[TSR_SITE_NAME_MAX + 1];
+		struct site_state st;
+		size_t len = strlen(e->d_name);
+		int fd;
+
+		if (len <= 6 || len - 6 > TSR_SITE_NAME_MAX ||
+		    strcmp(e->d_name + len - 6, ".state") != 0)
+			continue;
+		memcpy(name, e->d_name, len - 6);
+		name[len - 6] = '\0';
+		if (!tsr_valid_name(name))
+			continue;
+		fd = state_open(srv, name, false);
+		if (fd < 0)
+			continue;
+		if (state_read(srv, fd, name, &st, true) == 0 && strcmp(st.group, group) == 0) {
+			if (n == TSR_SITE_GROUP_MAX)
+				ret = -E2BIG;
+			else
+				mem[n++] = (struct grp_member){.st = st};
+			if (ret == 0)
+				snprintf(mem[n - 1].name, sizeof(mem[n - 1].name), "%s", name);
+		}
+		close(fd);
+	}
+	closedir(d);
+	if (ret == 0 && n == 0)
+		ret = -ENOENT;
+	if (ret) {
+		snprintf(msg, msg_len, "group %s: %s", group,
+			 ret == -ENOENT ? "no volume of this group is a target here" :
+			 strerror(-ret));
+		free(mem);
+		return ret;
+	}
+	/* 3. one marker, every member consistent, none missing */
+	*marker = mem[0].st.marker;
+	for (i = 0; i < n; i++)
+		promoted += (mem[i].st.flags & SITE_STATE_PROMOTED) != 0;
+	if (promoted == n) {
+		snprintf(msg, msg_len, "group %s: every member is promoted already", group);
+		free(mem);
+		return -EALREADY;
+	}
+	for (i = 0; i < n && !force; i++) {
+		const struct site_state *st = &mem[i].st;
+
+		if (!(st->flags & SITE_STATE_CONSISTENT))
+			snprintf(msg, msg_len, "group %s: member %s is not consistent (a resync or "
+				 "replay is open); --force promotes every member as it is", group,
+				 mem[i].name);
+		else if (st->marker != *marker || st->marker == 0)
+			snprintf(msg, msg_len, "group %s: member %s is at marker %llu, member %s at "
+				 "%llu: not one point of the group's history; --force promotes every "
+				 "member as it is", group, mem[i].name,
+				 (unsigned long long)st->marker, mem[0].name,
+				 (unsigned long long)*marker);
+		else if (announced && n < announced)
+			snprintf(msg, msg_len, "group %s: %u of its %u members are targets here; "
+				 "--force promotes those", group, n, announced);
+		else
+			continue;
+		ret = -EBUSY;
+		break;
+	}
+	/* 4. promote each */
+	for (i = 0; i < n && ret == 0; i++) {
+		if (mem[i].st.flags & SITE_STATE_PROMOTED)
+			continue;
+		ret = tsr_site_server_promote(srv, mem[i].name, force);
+		if (ret)
+			snprintf(msg, msg_len, "group %s: promote %s: %s (%u of %u promoted before it)",
+				 group, mem[i].name, strerror(-ret), i, n);
+	}
+	if (ret == 0) {
+		snprintf(msg, msg_len, "group %s: %u members promoted at marker %llu%s", group, n,
+			 (unsigned long long)*marker, force ? " (forced)" : "");
+		tsr_info("site server: %s", msg);
+	} else {
+		tsr_warn("site server: promote %s", msg);
+	}
+	free(mem);
+	return ret;
 }

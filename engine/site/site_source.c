@@ -57,6 +57,20 @@
  * flag COMPRESSED when it is smaller, else the raw payload; the CRC covers
  * what is sent.  compress_in/out count both kinds (the ratio shown).
  *
+ * Consistency groups (opts.group): every source of a group runs on the
+ * group's one worker (the cluster pins the members' volumes there; another
+ * worker is -EXDEV at start).  On that thread the taps of all members run
+ * in their ack order, so a MARKER entry appended to every member's log in
+ * one call (group_mark) is a cut of the group's merged ack history: every
+ * write acked before it is before it in every log, every later one after.
+ * A marker goes in every group_interval_ms (200) and as soon as one member
+ * logged more than SRC_WINDOW / 4 bytes since the last one, so a whole
+ * interval always fits in the flow-control window (the target holds an
+ * interval until every member has its end).  Marker numbers are the wall
+ * clock in microseconds, forced strictly increasing, so they keep growing
+ * across a restart of the source.  A member whose log is off (overflowed,
+ * initial copy) gets no markers until its sync starts logging again.
+ *
  * An ERROR -ESTALE to VOLUME_OPEN (the target was promoted) demotes the
  * source: host writes fenced with -EROFS, state "split", on_demoted once,
  * no more sessions.  Other ERRORs and link loss close the session (logged,
@@ -96,12 +110,12 @@
 #define NS_PER_MS       1000000ull
 #define NS_PER_SEC      1000000000ull
 
-enum ent_kind { ENT_WRITE, ENT_ZERO, ENT_SYNC_END };
+enum ent_kind { ENT_WRITE, ENT_ZERO, ENT_SYNC_END, ENT_MARKER };
 
 struct log_entry {
 	struct log_entry *next; /* later in ack order */
 	uint64_t seq;           /* wire seq from its first send on (kept), 0 before */
-	uint64_t offset;        /* WRITE/ZERO: bytes, 4 KiB aligned */
+	uint64_t offset;        /* WRITE/ZERO: bytes, 4 KiB aligned; MARKER: its number */
 	uint32_t len;           /* WRITE: data bytes (<= TSR_SITE_MAX_DATA); ZERO: bytes covered */
 	uint8_t kind;           /* enum ent_kind */
 	uint64_t acked_ns;      /* monotonic time the host got its ack */
@@ -125,6 +139,27 @@ struct checkpoint {
 	uint64_t seq; /* a BARRIER's seq */
 	uint64_t cum; /* cum_sent when it went */
 };
+
+/*
+ * A consistency group's sources in this process.  name, members, worker
+ * and refs under g_groups_lock (start / stop, control thread); mem, n,
+ * last_marker and next_ns on worker only.
+ */
+struct src_group {
+	char name[TSR_SITE_NAME_MAX + 1];
+	unsigned members;          /* the member count announced (VOLUME_OPEN, MARKER) */
+	struct tsr_worker *worker; /* every member's home */
+	unsigned refs;             /* sources started with this group */
+	struct tsr_site_source *mem[TSR_SITE_GROUP_MAX]; /* hooked members (worker) */
+	unsigned n;
+	uint64_t interval_ns;      /* period of the markers */
+	uint64_t last_marker;      /* number of the last marker appended */
+	uint64_t next_ns;          /* when the next one is due (monotonic) */
+	struct src_group *next;
+};
+
+static pthread_mutex_t g_groups_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct src_group *g_groups;
 
 struct tsr_site_source {
 	/* ---- immutable after start ---- */
@@ -259,6 +294,13 @@ struct tsr_site_source {
 	uint64_t rate_mark_bytes, rate_mark_ns;
 	double rate_bps;
 	char last_error[160];
+
+	/* consistency group (opts.group), or NULL */
+	struct src_group *group;
+	uint8_t mk_buf[TSR_SITE_MARKER_MAX]; /* the MARKER payload (one frame in tx) */
+	uint64_t bytes_since_marker;         /* logged since the last marker (worker) */
+	uint64_t markers_sent;               /* MARKER frames sent */
+	uint64_t last_marker_sent;           /* number of the last one sent */
 };
 
 struct sync_call;
@@ -367,7 +409,7 @@ static void log_to_dirty(struct tsr_site_source *s)
 
 	for (e = s->head; e != NULL; e = next) {
 		next = e->next;
-		if (e->kind != ENT_SYNC_END)
+		if (e->kind == ENT_WRITE || e->kind == ENT_ZERO)
 			dirty_mark(s, e->offset, e->len, e->acked_ns);
 		entry_free(s, e);
 	}
@@ -466,9 +508,54 @@ static void log_change(struct tsr_site_source *s, uint64_t offset, uint64_t len,
 	}
 }
 
+/* ---- consistency group markers (worker) ---- */
+
+static uint64_t realtime_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Marker n into s's log (nothing while the log is off: s is not a prefix
+ * until its next SYNC_END anyway). */
+static void marker_append(struct tsr_site_source *s, uint64_t n)
+{
+	struct log_entry *e;
+
+	s->bytes_since_marker = 0;
+	if (s->stopping || s->demoted || !s->log_on || !log_room(s, SRC_ENTRY_COST))
+		return;
+	e = entry_new(ENT_MARKER, n, 0, 0, now_ns());
+	if (e == NULL) {
+		log_to_dirty(s); /* the group cannot be cut here: s resyncs instead */
+		return;
+	}
+	log_append(s, e);
+	schedule_pass(s);
+}
+
+/* One marker into every member's log, in one go on the group's worker. */
+static void group_mark(struct src_group *g)
+{
+	uint64_t n = realtime_us();
+
+	if (n <= g->last_marker)
+		n = g->last_marker + 1;
+	g->last_marker = n;
+	g->next_ns = now_ns() + g->interval_ns;
+	for (unsigned i = 0; i < g->n; i++)
+		marker_append(g->mem[i], n);
+}
+
 static void hook_write(void *arg, uint64_t offset, uint32_t len, const void *buf)
 {
-	log_change(arg, offset, len, buf);
+	struct tsr_site_source *s = arg;
+
+	log_change(s, offset, len, buf);
+	if (s->group && (s->bytes_since_marker += len) > SRC_WINDOW / 4)
+		group_mark(s->group); /* a whole interval fits in the window */
 }
 
 static void hook_zero(void *arg, uint64_t offset, uint64_t len)
@@ -560,6 +647,8 @@ static void publish(struct tsr_site_source *s)
 	p.frames_compressed = s->frames_compressed;
 	p.overflows = s->overflows;
 	p.reconnects = s->reconnects;
+	p.markers_sent = s->markers_sent;
+	p.last_marker = s->last_marker_sent;
 	p.rate_bps = s->rate_bps;
 	p.eta_sec = p.lag_bytes && s->rate_bps > 1 ? (double)p.lag_bytes / s->rate_bps : 0;
 	memcpy(p.last_error, s->last_error, sizeof(p.last_error));
@@ -979,6 +1068,26 @@ static void send_entry(struct tsr_site_source *s)
 
 	if (e->kind == ENT_SYNC_END) {
 		h = frame_hdr(s, TSR_SITE_SYNC_END, seq);
+	} else if (e->kind == ENT_MARKER) {
+		struct tsr_site_marker m = {.members = s->group ? s->group->members : 1};
+		int n;
+
+		snprintf(m.group, sizeof(m.group), "%s", s->open.group);
+		n = tsr_site_marker_pack(&m, s->mk_buf);
+		if (n < 0) {
+			session_fail(s, "cannot frame a marker");
+			return;
+		}
+		h = frame_hdr(s, TSR_SITE_MARKER, seq);
+		h.offset = e->offset;
+		h.length = (uint32_t)n;
+		if (tx_begin(s, &h, s->mk_buf, TX_ENTRY) < 0) {
+			session_fail(s, "cannot frame a marker");
+			return;
+		}
+		s->markers_sent++;
+		s->last_marker_sent = e->offset;
+		goto sent;
 	} else {
 		h = frame_hdr(s, e->kind == ENT_WRITE ? TSR_SITE_WRITE : TSR_SITE_ZERO, seq);
 		h.offset = e->offset;
@@ -988,6 +1097,7 @@ static void send_entry(struct tsr_site_source *s)
 		session_fail(s, "cannot frame a log entry");
 		return;
 	}
+sent:
 	if (e->seq == 0) {
 		e->seq = seq;
 		s->next_seq++;
@@ -1376,6 +1486,8 @@ static void tick_cb(void *arg, uint32_t events)
 	}
 	if (s->running && s->sess == SESS_IDLE && !s->demoted && t >= s->retry_at_ns)
 		session_connect(s);
+	if (s->group && t >= s->group->next_ns) /* any member's tick ticks the group */
+		group_mark(s->group);
 	pump(s);
 	publish(s);
 }
@@ -1440,6 +1552,11 @@ static void install_fn(struct tsr_site_source *s, struct sync_call *c)
 		ret = tsr_vol_set_hooks(s->vol, &h);
 		if (ret < 0)
 			tsr_worker_unwatch(s->worker, s->tfd);
+	}
+	if (ret == 0 && s->group) {
+		s->group->mem[s->group->n++] = s;
+		if (s->group->next_ns == 0)
+			s->group->next_ns = now_ns() + s->group->interval_ns;
 	}
 	sync_call_done(c, ret);
 }
@@ -1513,12 +1630,79 @@ static int resolve(struct tsr_site_source *s, const char *address)
 	return 0;
 }
 
+/* Join group name on worker (control thread).  Errors: -EXDEV the group
+ * runs on another worker, -EINVAL another member count, -ENOSPC full, -ENOMEM. */
+static int group_join(struct tsr_site_source *s, const char *name, unsigned members,
+		      unsigned interval_ms)
+{
+	struct src_group *g;
+	int ret = 0;
+
+	pthread_mutex_lock(&g_groups_lock);
+	for (g = g_groups; g; g = g->next)
+		if (strcmp(g->name, name) == 0)
+			break;
+	if (g == NULL) {
+		g = calloc(1, sizeof(*g));
+		if (g == NULL) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		snprintf(g->name, sizeof(g->name), "%s", name);
+		g->members = members;
+		g->worker = s->worker;
+		g->interval_ns = (uint64_t)(interval_ms ? interval_ms : 200) * NS_PER_MS;
+		g->next = g_groups;
+		g_groups = g;
+	}
+	if (g->worker != s->worker)
+		ret = -EXDEV;
+	else if (g->members != members)
+		ret = -EINVAL;
+	else if (g->refs >= members || g->refs >= TSR_SITE_GROUP_MAX)
+		ret = -ENOSPC;
+	if (ret == 0) {
+		g->refs++;
+		s->group = g;
+	} else if (g->refs == 0) { /* made for us: forget it */
+		struct src_group **pp = &g_groups;
+
+		while (*pp != g)
+			pp = &(*pp)->next;
+		*pp = g->next;
+		free(g);
+	}
+out:
+	pthread_mutex_unlock(&g_groups_lock);
+	return ret;
+}
+
+static void group_leave(struct tsr_site_source *s)
+{
+	struct src_group *g = s->group;
+
+	if (g == NULL)
+		return;
+	s->group = NULL;
+	pthread_mutex_lock(&g_groups_lock);
+	if (--g->refs == 0) {
+		struct src_group **pp = &g_groups;
+
+		while (*pp != g)
+			pp = &(*pp)->next;
+		*pp = g->next;
+		free(g);
+	}
+	pthread_mutex_unlock(&g_groups_lock);
+}
+
 static void source_free(struct tsr_site_source *s)
 {
 	struct log_entry *e, *next;
 
 	if (s == NULL)
 		return;
+	group_leave(s);
 	for (e = s->head; e != NULL; e = next) {
 		next = e->next;
 		free(e);
@@ -1586,6 +1770,24 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 	    tsr_valid_name(s->open.volume) < 0) {
 		ret = -EINVAL;
 		goto err;
+	}
+	if (opts->group != NULL && opts->group[0] != '\0') {
+		if (!str_ok(opts->group, TSR_SITE_NAME_MAX) || !tsr_valid_name(opts->group) ||
+		    opts->group_members == 0 || opts->group_members > TSR_SITE_GROUP_MAX) {
+			ret = -EINVAL;
+			goto err;
+		}
+		snprintf(s->open.group, sizeof(s->open.group), "%s", opts->group);
+		s->open.members = opts->group_members;
+		ret = group_join(s, opts->group, opts->group_members, opts->group_interval_ms);
+		if (ret < 0) {
+			tsr_warn("site source %s: consistency group %s: %s", tsr_vol_name(opts->vol),
+				 opts->group, ret == -EXDEV ? "its volumes run on another worker "
+				 "(attach every member on one node, after the group was set)" :
+				 ret == -EINVAL ? "another member count than its other members" :
+				 ret == -ENOSPC ? "more members than announced" : strerror(-ret));
+			goto err;
+		}
 	}
 	s->stream = opts->stream;
 	s->epoch = opts->epoch;
@@ -1702,6 +1904,15 @@ static void stop_fn(struct tsr_site_source *s, struct sync_call *c)
 {
 	s->stop_call = c;
 	tsr_vol_set_hooks(s->vol, NULL);
+	if (s->group) {
+		struct src_group *g = s->group;
+
+		for (unsigned i = 0; i < g->n; i++)
+			if (g->mem[i] == s) {
+				g->mem[i] = g->mem[--g->n];
+				break;
+			}
+	}
 	tsr_worker_unwatch(s->worker, s->tfd);
 	/* a clean close when no frame is half sent (one try: never wait) */
 	if (s->t != NULL && s->sess >= SESS_HELLO && s->sess != SESS_DEAD && s->txk == TX_NONE)

@@ -224,6 +224,14 @@ static int issue_ready(struct tsr_site_target *t, bool first_only)
 			t->issue++;
 			continue;
 		}
+		if (f->op == TSR_SITE_MARKER) { /* a point in the seq order, nothing to store */
+			t->stalled = false;
+			slot_done(t, f, 0);
+			t->issue++;
+			if (first_only)
+				return 0;
+			continue;
+		}
 		if (is_ordering(f->op) ? t->in_store > 0 : overlaps_store(t, f))
 			return 0;
 		ret = issue_one(t, f);
@@ -291,6 +299,7 @@ static int check(const struct tsr_site_target *t, const struct tsr_site_hdr *h,
 	case TSR_SITE_WRITE:
 	case TSR_SITE_ZERO:
 	case TSR_SITE_SNAPSHOT:
+	case TSR_SITE_MARKER:
 	case TSR_SITE_SYNC_BEGIN:
 	case TSR_SITE_SYNC_END:
 		if (h->seq != t->received + 1)

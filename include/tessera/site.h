@@ -36,13 +36,16 @@
  *                payload 4+S+C: u8 S, u8 C, u16 reserved 0, site name (S,
  *                1..63), cluster id (C, 1..63); both tsr_valid_name().
  *   VOLUME_OPEN  source: stream != 0, seq 0, offset = volume size (4 KiB
- *                multiple, > 0), payload 4+N+L: u8 N, u8 L, u8 compression
- *                (enum tsr_site_compress: the algorithm of this stream's
- *                compressed WRITEs; another value is refused with ERROR
- *                -EPROTONOSUPPORT), u8 reserved 0,
+ *                multiple, > 0), payload 4+N+L[+2+G]: u8 N, u8 L, u8
+ *                compression (enum tsr_site_compress: the algorithm of this
+ *                stream's compressed WRITEs; another value is refused with
+ *                ERROR -EPROTONOSUPPORT), u8 G (consistency group name
+ *                length, 0: no group; a target built before groups refuses
+ *                a non-zero byte 3 as malformed),
  *                target volume name (N, 1..63, tsr_valid_name), target
  *                layout (L, 1..31: "replicas:R" R 1..8, or "ec:K+M" K 1..16,
- *                M 1..4).  R: same stream, offset 0, length 0, seq = the
+ *                M 1..4); with G > 0: u16 member count (1..64), group name
+ *                (G, 1..63, tsr_valid_name).  R: same stream, offset 0, length 0, seq = the
  *                applied-through seq the target holds for the stream (where
  *                the source resumes); flag TSR_SITE_F_REPLAY when the target
  *                restarted without a clean close: frames after seq may be
@@ -87,11 +90,19 @@
  *                with length 0 ends the list (offset = bytes covered).  The
  *                source re-sends only the regions whose content differs
  *                (failback resync, a source restart): ARCHITECTURE.md.
+ *   MARKER       source, consistency groups only: stream, seq (next number),
+ *                offset = marker number n (> 0; the same n goes into every
+ *                member's stream at one moment of the group's worker: a cut
+ *                of the group's merged ack history), payload 4+G: u8 G, u8
+ *                reserved 0, u16 member count (1..64), group name (G,
+ *                1..63).  The target hands a member's frames past its last
+ *                released marker to the volume only once every member of
+ *                the group has received a marker at least as new.
  *   ERROR        either side: stream and seq of the refused frame (0 when
  *                none), offset 0; payload 8+M: u32 code (an errno, 1..4095),
  *                u16 M (0..TSR_SITE_ERRMSG_MAX), u16 reserved 0, message (M
  *                printable ASCII bytes, no NUL).
- * Sequence rule: WRITE, ZERO, SNAPSHOT, SYNC_BEGIN and SYNC_END each take the next number of their
+ * Sequence rule: WRITE, ZERO, SNAPSHOT, MARKER, SYNC_BEGIN and SYNC_END each take the next number of their
  * stream, starting at 1 (0 is never used); the target applies them only in
  * order, refuses a duplicate or a gap (ERROR -EILSEQ) and changes nothing.
  * Every received header goes through tsr_site_hdr_parse(), every payload
@@ -131,6 +142,7 @@ enum tsr_site_op {
 	TSR_SITE_SYNC_BEGIN = 9,
 	TSR_SITE_SYNC_END = 10,
 	TSR_SITE_DIGEST = 11,
+	TSR_SITE_MARKER = 12,
 };
 
 #define TSR_SITE_F_REPLY 0x01u
@@ -205,17 +217,34 @@ struct tsr_site_layout {
  * Errors: -EINVAL anything else (out of range, trailing bytes). */
 int tsr_site_layout_parse(const char *s, struct tsr_site_layout *out);
 
+/* Members of one consistency group, at most (VOLUME_OPEN, MARKER). */
+#define TSR_SITE_GROUP_MAX 64u
+
 struct tsr_site_open {
 	char volume[TSR_SITE_NAME_MAX + 1];   /* target volume, tsr_valid_name */
 	char layout[TSR_SITE_LAYOUT_MAX + 1]; /* as sent; parses with tsr_site_layout_parse */
 	uint8_t compress;                     /* enum tsr_site_compress, <= TSR_SITE_COMPRESS_MAX */
+	char group[TSR_SITE_NAME_MAX + 1];    /* consistency group (tsr_valid_name), "" none */
+	unsigned members;                     /* with a group: its member count, 1..
+					       * TSR_SITE_GROUP_MAX; 0 without one */
 	struct tsr_site_layout parsed;        /* filled by parse; ignored by pack */
 };
-#define TSR_SITE_OPEN_MAX (4u + TSR_SITE_NAME_MAX + TSR_SITE_LAYOUT_MAX)
+#define TSR_SITE_OPEN_MAX (4u + TSR_SITE_NAME_MAX + TSR_SITE_LAYOUT_MAX + 2u + TSR_SITE_NAME_MAX)
 /* Errors: -EPROTO lengths or reserved, -EINVAL bad name or layout,
  * -EPROTONOSUPPORT a compression algorithm this build does not know. */
 int tsr_site_open_parse(const uint8_t *p, uint32_t len, struct tsr_site_open *out);
 int tsr_site_open_pack(const struct tsr_site_open *o, uint8_t buf[TSR_SITE_OPEN_MAX]);
+
+/* A consistency group's marker (MARKER frame payload; the number n is the
+ * header's offset). */
+struct tsr_site_marker {
+	char group[TSR_SITE_NAME_MAX + 1]; /* tsr_valid_name */
+	unsigned members;                  /* 1..TSR_SITE_GROUP_MAX */
+};
+#define TSR_SITE_MARKER_MAX (4u + TSR_SITE_NAME_MAX)
+/* Errors: -EPROTO lengths or reserved, -EINVAL bad name or member count. */
+int tsr_site_marker_parse(const uint8_t *p, uint32_t len, struct tsr_site_marker *out);
+int tsr_site_marker_pack(const struct tsr_site_marker *m, uint8_t buf[TSR_SITE_MARKER_MAX]);
 
 #define TSR_SITE_SNAP_MAX (1u + TSR_SITE_NAME_MAX)
 /* name: NUL-terminated, tsr_valid_name.  Errors: -EPROTO, -EINVAL. */
@@ -340,7 +369,8 @@ long tsr_site_tls_verify_error(const struct tsr_site_tls *t);
  * whose byte range overlaps a frame still in the store waits until that one
  * completed (the last write of a block lands last), others do not wait.
  * BARRIER, SYNC_BEGIN, SYNC_END (and SNAPSHOT) are ordering points: they
- * wait until every earlier frame completed, then flush.  applied moves only
+ * wait until every earlier frame completed, then flush.  A MARKER only
+ * takes its seq (no I/O): applied passes it once every earlier frame did.  applied moves only
  * through the contiguous prefix of completed frames, and callbacks fire in
  * seq order as applied passes their frame: a completion out of order waits
  * for the gap to fill.  After a crash, frames past applied may be partly on
@@ -389,7 +419,7 @@ void tsr_site_target_destroy(struct tsr_site_target *t);
  * once applied includes the frame (0), or with -errno (-EIO, -ENOSPC from
  * the store; -EIO for a frame after one that failed), or returns -errno and
  * cb_fn never fires and nothing changed:
- *   -EILSEQ   WRITE/ZERO/SNAPSHOT/SYNC_* seq != received+1, or BARRIER seq >
+ *   -EILSEQ   WRITE/ZERO/SNAPSHOT/MARKER/SYNC_* seq != received+1, or BARRIER seq >
  *             received (received: the last seq accepted)
  *   -ESTALE   epoch below the stream's
  *   -EBADMSG  WRITE payload does not match data_crc
@@ -541,6 +571,13 @@ struct tsr_site_source_opts {
 				       * digests (VOLUME_OPEN TSR_SITE_F_DIGEST) and send only
 				       * the regions that differ; needs region_size 64 KiB
 				       * (TSR_SITE_DIGEST_REGION), else ignored */
+	const char *group;            /* consistency group (tsr_valid_name), NULL or "": none.
+				       * Every member's volume must have the same home worker
+				       * (else start is -EXDEV); the sources append a MARKER to
+				       * every member's log at one moment (ARCHITECTURE.md) */
+	unsigned group_members;       /* with group: members the group has, 1..
+				       * TSR_SITE_GROUP_MAX (announced to the target) */
+	unsigned group_interval_ms;   /* with group: marker period; 0: 200 */
 	unsigned barrier_ms;          /* 0: 100 */
 	unsigned retry_ms;            /* 0: 1000 */
 	/* Called once on the worker when the target refused us as stale
@@ -552,7 +589,8 @@ struct tsr_site_source_opts {
  * Start replicating: installs the volume's hooks on the worker and begins
  * connecting.  Any thread (control); returns when the hooks are installed,
  * so every write acknowledged after the return is in the log.  Errors:
- * -EINVAL a missing option, -EBUSY the volume already has hooks, -ENOMEM.
+ * -EINVAL a missing option, -EBUSY the volume already has hooks, -ENOMEM,
+ * -EXDEV opts.group's other members run on another worker.
  */
 int tsr_site_source_start(const struct tsr_site_source_opts *opts,
 			  struct tsr_site_source **out);
@@ -587,6 +625,8 @@ struct tsr_site_source_stats {
 	uint64_t frames_compressed;  /* WRITE frames sent with TSR_SITE_F_COMPRESSED */
 	uint64_t overflows;       /* times the log turned into the bitmap */
 	uint64_t reconnects;      /* sessions started after the first */
+	uint64_t markers_sent;    /* consistency group: MARKER frames sent */
+	uint64_t last_marker;     /* number of the last MARKER sent (0: none) */
 	double rate_bps;          /* payload bytes/s over the last few seconds */
 	double eta_sec;           /* to ship what is behind at rate_bps; 0 when none */
 	char last_error[160];     /* the last session's failure, "" when none */
@@ -676,6 +716,11 @@ struct tsr_site_target_info {
 	bool promoted;
 	uint64_t bytes_applied;  /* payload bytes since start */
 	double last_frame_age_sec; /* since the last frame applied (-1: none) */
+	char group[TSR_SITE_NAME_MAX + 1]; /* consistency group, "" none */
+	uint64_t marker;         /* group: the newest marker applied and durable (0: none) */
+	unsigned group_members;  /* group: members announced (0: unknown since start) */
+	uint64_t group_reach;    /* group: the marker every held member has received */
+	char group_blocker[160]; /* group: which member holds the group back, a sentence */
 };
 /* The target volumes this node has state files for (control thread).
  * Returns how many exist (may exceed max; fills min(max, that)). */
@@ -692,5 +737,17 @@ size_t tsr_site_server_list(struct tsr_site_server *s, struct tsr_site_target_in
  * damaged state file (logged), the file's I/O errors.
  */
 int tsr_site_server_promote(struct tsr_site_server *s, const char *volume, bool force);
+/*
+ * Failover of a consistency group: end every member's session (the frames
+ * in flight drain, the states are written), check that every member the
+ * group announced has a state here, is consistent and sits at the same
+ * marker, then promote each (as above).  *marker: that marker.  Control
+ * thread, blocking.  Errors: -EINVAL bad name, -ENOENT no member here,
+ * -EBUSY members not consistent or at different markers (unless force:
+ * each member is then promoted as it is), -EALREADY all promoted, others
+ * as tsr_site_server_promote (msg says which member).
+ */
+int tsr_site_server_promote_group(struct tsr_site_server *s, const char *group, bool force,
+				  uint64_t *marker, char *msg, size_t msg_len);
 
 #endif

@@ -8,7 +8,10 @@
  * nowhere else); its payload goes through both decompressors (lz4, zstd)
  * into a buffer of exactly length bytes: 0 or -EBADMSG, never a byte past
  * it (ASan).  VOLUME_OPEN's compression byte: a known algorithm or
- * -EPROTONOSUPPORT.
+ * -EPROTONOSUPPORT.  MARKER (opcode 12, consistency groups): seq, offset
+ * (the marker number) and stream non-zero, payload through
+ * tsr_site_marker_parse (member count 1..64); a VOLUME_OPEN with a group
+ * carries a member count 1..64, one without a group 0.
  * Each 64-byte piece of the input is parsed twice: as it is (the checksum
  * almost always rejects it), and with its hdr_crc recomputed so the fuzzer
  * reaches the field checks.  When the bytes after an accepted header hold
@@ -82,7 +85,20 @@ static void check_payload(const struct tsr_site_hdr *h, const uint8_t *p)
 			check_err(ret, -EPROTO, -EINVAL);
 		if (ret == 0 && ((m.parsed.replicas == 0) == (m.parsed.ec_k == 0) ||
 				 m.compress > TSR_SITE_COMPRESS_MAX ||
+				 (m.group[0] != '\0') != (m.members != 0) ||
+				 m.members > TSR_SITE_GROUP_MAX ||
 				 tsr_site_open_pack(&m, again) != (int)len ||
+				 memcmp(again, p, len) != 0))
+			abort();
+		break;
+	}
+	case TSR_SITE_MARKER: {
+		struct tsr_site_marker m;
+
+		ret = tsr_site_marker_parse(p, len, &m);
+		check_err(ret, -EPROTO, -EINVAL);
+		if (ret == 0 && (m.members == 0 || m.members > TSR_SITE_GROUP_MAX ||
+				 tsr_site_marker_pack(&m, again) != (int)len ||
 				 memcmp(again, p, len) != 0))
 			abort();
 		break;
@@ -132,7 +148,7 @@ static int check(const uint8_t *buf, struct tsr_site_hdr *h)
 	tsr_site_hdr_pack(h, again);
 	if (memcmp(again, buf, TSR_SITE_HDR_SIZE) != 0)
 		abort();
-	if (h->opcode < TSR_SITE_HELLO || h->opcode > TSR_SITE_DIGEST)
+	if (h->opcode < TSR_SITE_HELLO || h->opcode > TSR_SITE_MARKER)
 		abort();
 	if (h->payload_len > TSR_SITE_MAX_DATA || (h->payload_len == 0 && h->data_crc != 0))
 		abort();
@@ -164,6 +180,10 @@ static int check(const uint8_t *buf, struct tsr_site_hdr *h)
 	    ((h->flags & TSR_SITE_F_COMPRESSED) ?
 	     h->wire_len == 0 || h->wire_len >= h->length || h->payload_len != h->wire_len :
 	     h->payload_len != h->length))
+		abort();
+	if (h->opcode == TSR_SITE_MARKER &&
+	    (h->seq == 0 || h->stream == 0 || h->offset == 0 || h->flags ||
+	     h->payload_len != h->length || h->length < 5 || h->length > TSR_SITE_MARKER_MAX))
 		abort();
 	if ((h->opcode == TSR_SITE_SYNC_BEGIN || h->opcode == TSR_SITE_SYNC_END) &&
 	    (h->seq == 0 || h->stream == 0 || h->offset != 0 || h->length != 0 ||

@@ -6,7 +6,8 @@
  * (the checksum almost always rejects it), and with its CRC32C recomputed so
  * the fuzzer reaches the field checks.
  * Checks: no crash; only the documented errnos; an accepted block keeps
- * its rules (stream non-zero, known flags, valid NUL-terminated names) and
+ * its rules (stream non-zero, known flags, valid NUL-terminated names; a
+ * consistency group name valid or empty, and no marker without a group) and
  * packs back to the same bytes.
  */
 #include <errno.h>
@@ -30,7 +31,9 @@ static void check(const uint8_t *block)
 		return;
 	}
 	if (st.stream == 0 || (st.flags & ~SITE_STATE_FLAGS) || !tsr_valid_name(st.site) ||
-	    !tsr_valid_name(st.cluster) || !tsr_valid_name(st.volume))
+	    !tsr_valid_name(st.cluster) || !tsr_valid_name(st.volume) ||
+	    (st.group[0] != '\0' && !tsr_valid_name(st.group)) ||
+	    (st.group[0] == '\0' && st.marker != 0))
 		abort();
 	again = malloc(SITE_STATE_SIZE);
 	if (again == NULL)

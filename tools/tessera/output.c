@@ -727,6 +727,11 @@ json_t *cli_replication_json(const Tessera__Admin__Replication *r)
 			"eta_sec", r->eta_sec, "last_error", r->last_error,
 			"consistent", (int)r->consistent, "demoted", (int)r->demoted,
 			"node", r->node));
+	if (j) /* consistency groups (issue 7): the group's marker */
+		json_object_update_new(j, json_pack("{s:I, s:i, s:s}", "group_marker",
+						    (json_int_t)r->group_marker, "group_members",
+						    (int)r->group_members, "group_held_by",
+						    r->group_held_by ? r->group_held_by : ""));
 	if (j) /* failback (issue 7): region digests */
 		json_object_update_new(j, json_pack("{s:I, s:b, s:s}", "region_bytes_same",
 						    (json_int_t)r->region_bytes_same,
@@ -830,13 +835,18 @@ void cli_print_replication(const Tessera__Admin__Replication *r)
 		       r->applied_seq, cli_fmt_size(r->bytes_shipped, a, sizeof(a)));
 		if (r->target_layout[0])
 			printf("layout:      %s\n", r->target_layout);
+		if (r->group[0])
+			printf("group:       %s, at marker %" PRIu64 "%s%s\n", r->group,
+			       r->group_marker, r->group_held_by[0] ? "; held back by " : "",
+			       r->group_held_by);
 	} else {
 		printf("volume:      %s (source), to site %s as %s%s%s%s\n", r->volume, r->site,
 		       r->target_volume[0] ? r->target_volume : r->volume,
 		       r->target_layout[0] ? " (" : "", r->target_layout,
 		       r->target_layout[0] ? ")" : "");
 		if (r->group[0])
-			printf("group:       %s\n", r->group);
+			printf("group:       %s, last marker sent %" PRIu64 "\n", r->group,
+			       r->group_marker);
 		if (r->demoted)
 			printf("state:       DEMOTED (%s): the target site promoted its copy; host "
 			       "writes here are refused (failback: tessera replication resync %s "

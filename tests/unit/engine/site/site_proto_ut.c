@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -236,7 +237,7 @@ static void test_hdr_bad_bytes(void **state)
 	}
 	/* unknown opcodes */
 	for (i = 0; i < 256; i++) {
-		if (i >= TSR_SITE_HELLO && i <= TSR_SITE_DIGEST)
+		if (i >= TSR_SITE_HELLO && i <= TSR_SITE_MARKER)
 			continue;
 		memcpy(buf, good, sizeof(buf));
 		buf[5] = (uint8_t)i;
@@ -617,6 +618,107 @@ static void test_open_compress(void **state)
 	assert_int_equal(tsr_site_open_pack(&o, buf), -EINVAL);
 }
 
+/* Consistency groups: VOLUME_OPEN's group (byte 3 = its length, then u16
+ * members and the name after the layout) and the MARKER frame. */
+static void test_open_group(void **state)
+{
+	struct tsr_site_open o = {.volume = "db1", .layout = "replicas:2", .group = "app",
+				  .members = 3}, out;
+	uint8_t buf[TSR_SITE_OPEN_MAX];
+	int len;
+
+	(void)state;
+	len = tsr_site_open_pack(&o, buf);
+	assert_int_equal(len, 4 + 3 + 10 + 2 + 3);
+	assert_int_equal(buf[3], 3);
+	assert_int_equal(buf[4 + 3 + 10], 3); /* u16 members, little endian */
+	assert_int_equal(buf[4 + 3 + 10 + 1], 0);
+	assert_memory_equal(buf + 4 + 3 + 10 + 2, "app", 3);
+	assert_int_equal(tsr_site_open_parse(buf, (uint32_t)len, &out), 0);
+	assert_string_equal(out.group, "app");
+	assert_int_equal(out.members, 3);
+	/* without a group: byte 3 is 0 and the payload as before */
+	o.group[0] = '\0';
+	o.members = 0;
+	len = tsr_site_open_pack(&o, buf);
+	assert_int_equal(len, 4 + 3 + 10);
+	assert_int_equal(buf[3], 0);
+	assert_int_equal(tsr_site_open_parse(buf, (uint32_t)len, &out), 0);
+	assert_string_equal(out.group, "");
+	assert_int_equal(out.members, 0);
+	/* refusals: member count 0 or over 64, length off, a bad name */
+	snprintf(o.group, sizeof(o.group), "app");
+	o.members = 0;
+	assert_int_equal(tsr_site_open_pack(&o, buf), -EINVAL);
+	o.members = TSR_SITE_GROUP_MAX + 1;
+	assert_int_equal(tsr_site_open_pack(&o, buf), -EINVAL);
+	o.members = 2;
+	len = tsr_site_open_pack(&o, buf);
+	assert_true(len > 0);
+	assert_int_equal(tsr_site_open_parse(buf, (uint32_t)len - 1, &out), -EPROTO);
+	buf[3] = 4; /* the name's length past the payload */
+	assert_int_equal(tsr_site_open_parse(buf, (uint32_t)len, &out), -EPROTO);
+	buf[3] = 3;
+	buf[len - 1] = '/';
+	assert_int_equal(tsr_site_open_parse(buf, (uint32_t)len, &out), -EINVAL);
+}
+
+static void test_marker(void **state)
+{
+	struct tsr_site_marker m = {.group = "app", .members = 2}, out;
+	struct tsr_site_hdr h = {.opcode = TSR_SITE_MARKER, .stream = 7, .seq = 9,
+				 .offset = 1700000000123456ull, .epoch = 1}, got;
+	uint8_t buf[TSR_SITE_MARKER_MAX];
+	int len;
+
+	(void)state;
+	len = tsr_site_marker_pack(&m, buf);
+	assert_int_equal(len, 4 + 3);
+	assert_int_equal(buf[0], 3);
+	assert_int_equal(buf[1], 0);
+	assert_int_equal(buf[2], 2);
+	assert_int_equal(tsr_site_marker_parse(buf, (uint32_t)len, &out), 0);
+	assert_string_equal(out.group, "app");
+	assert_int_equal(out.members, 2);
+	h.length = (uint32_t)len;
+	h.data_crc = tsr_crc32c(0, buf, (size_t)len);
+	assert_int_equal(roundtrip(&h, &got), 0);
+	assert_int_equal(got.payload_len, (uint32_t)len);
+	assert_int_equal(got.offset, h.offset);
+	assert_string_equal(tsr_site_op_name(TSR_SITE_MARKER), "marker");
+	/* header rules: seq, number (offset), stream, payload bounds, flags */
+	got = h;
+	got.seq = 0;
+	assert_int_equal(roundtrip(&got, &got), -EPROTO);
+	got = h;
+	got.offset = 0;
+	assert_int_equal(roundtrip(&got, &got), -EPROTO);
+	got = h;
+	got.stream = 0;
+	assert_int_equal(roundtrip(&got, &got), -EPROTO);
+	got = h;
+	got.length = 4;
+	assert_int_equal(roundtrip(&got, &got), -EPROTO);
+	got = h;
+	got.length = TSR_SITE_MARKER_MAX + 1;
+	assert_int_equal(roundtrip(&got, &got), -EMSGSIZE);
+	got = h;
+	got.flags = TSR_SITE_F_COMPRESSED;
+	assert_int_equal(roundtrip(&got, &got), -EPROTO);
+	/* payload rules */
+	buf[1] = 1;
+	assert_int_equal(tsr_site_marker_parse(buf, (uint32_t)len, &out), -EPROTO);
+	buf[1] = 0;
+	buf[2] = 0;
+	assert_int_equal(tsr_site_marker_parse(buf, (uint32_t)len, &out), -EINVAL);
+	buf[2] = TSR_SITE_GROUP_MAX + 1;
+	assert_int_equal(tsr_site_marker_parse(buf, (uint32_t)len, &out), -EINVAL);
+	buf[2] = 2;
+	assert_int_equal(tsr_site_marker_parse(buf, (uint32_t)len + 1, &out), -EPROTO);
+	m.group[0] = '\0';
+	assert_int_equal(tsr_site_marker_pack(&m, buf), -EINVAL);
+}
+
 static void codec_round_trip(unsigned algo)
 {
 	const uint32_t len = 64 * 1024;
@@ -702,6 +804,8 @@ int main(void)
 		cmocka_unit_test(test_compressed_hdr),
 		cmocka_unit_test(test_open_compress),
 		cmocka_unit_test(test_codecs),
+		cmocka_unit_test(test_open_group),
+		cmocka_unit_test(test_marker),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
