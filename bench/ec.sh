@@ -38,7 +38,8 @@
 # BENCH_JOBS (default all: "raw-seq ec42-seq ec42-rw r3-rw ec21-rw ec42-rr
 # ec42-rr-deg"; a subset runs only those, e.g. for a short A/B of two builds;
 # without ec42-rr-deg no node is killed), BENCH_LABEL (names the build in the
-# report instead of the source tree's git HEAD, for a TSR_BUILD built elsewhere).
+# report instead of the source tree's git HEAD, for a TSR_BUILD built elsewhere),
+# BENCH_OUT (directory of the results, default bench/results).
 # Do not run it while other heavy processes load the machine (see uptime).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -130,6 +131,28 @@ fio_json() { # NAME ARGS...: run fio, JSON into $W/fio/NAME.json
 		die "fio $name failed: $(tail -3 "$W/fio/$name.err")"
 }
 uri() { echo "nbd+unix:///$1?socket=$W/n1/nbd.sock"; }
+# Bytes the cluster's tesserad processes read from / wrote to storage so far
+# (/proc/PID/io read_bytes, write_bytes; O_DIRECT I/O counts): "R W".
+nodes_io() {
+	local p r=0 w=0 a b
+	for p in "${PIDS[@]}"; do
+		[ -n "$p" ] && [ -r "/proc/$p/io" ] || continue
+		a=$(awk '/^read_bytes/ {print $2}' "/proc/$p/io")
+		b=$(awk '/^write_bytes/ {print $2}' "/proc/$p/io")
+		r=$(( r + ${a:-0} )) w=$(( w + ${b:-0} ))
+	done
+	echo "$r $w"
+}
+# fio_nodes NAME ARGS...: fio_json, and the nodes' storage bytes read and
+# written during it appended to $W/fio/nodeio.txt as "NAME READ WRITTEN".
+fio_nodes() {
+	local name=$1 before after
+	before=$(nodes_io)
+	fio_json "$@"
+	after=$(nodes_io)
+	set -- $before $after
+	echo "$name $(( $3 - $1 )) $(( $4 - $2 ))" >>"$W/fio/nodeio.txt"
+}
 COMMON=(--direct=1 --time_based "--runtime=$RUNTIME" --ramp_time=1 "--size=$SIZE" --group_reporting)
 SEQ=(--rw=write --bs=1M --iodepth=8)
 RANDW=(--rw=randwrite --bs=4k --iodepth=32)
@@ -181,10 +204,10 @@ run_volumes() {
 	for (( r=1; r<=REPEATS; r++ )); do
 		log "volumes repeat $r/$REPEATS"
 		! want_job raw-seq || fio_json "raw-seq.$r" --ioengine=io_uring "${COMMON[@]}" "${SEQ[@]}" --name=a --filename="$W/raw/f1"
-		! want_job ec42-seq || fio_json "ec42-seq.$r" --ioengine=nbd "--uri=$(uri ec42)" "${COMMON[@]}" "${SEQ[@]}" --name=a
-		! want_job ec42-rw || fio_json "ec42-rw.$r" --ioengine=nbd "--uri=$(uri ec42)" "${COMMON[@]}" "${RANDW[@]}" --name=a
+		! want_job ec42-seq || fio_nodes "ec42-seq.$r" --ioengine=nbd "--uri=$(uri ec42)" "${COMMON[@]}" "${SEQ[@]}" --name=a
+		! want_job ec42-rw || fio_nodes "ec42-rw.$r" --ioengine=nbd "--uri=$(uri ec42)" "${COMMON[@]}" "${RANDW[@]}" --name=a
 		! want_job r3-rw || fio_json "r3-rw.$r" --ioengine=nbd "--uri=$(uri r3)" "${COMMON[@]}" "${RANDW[@]}" --name=a
-		! want_job ec21-rw || fio_json "ec21-rw.$r" --ioengine=nbd "--uri=$(uri ec21)" "${COMMON[@]}" "${RANDW[@]}" --name=a
+		! want_job ec21-rw || fio_nodes "ec21-rw.$r" --ioengine=nbd "--uri=$(uri ec21)" "${COMMON[@]}" "${RANDW[@]}" --name=a
 		! want_job ec42-rr || fio_json "ec42-rr.$r" --ioengine=nbd "--uri=$(uri ec42)" "${COMMON[@]}" "${RANDR[@]}" --name=a
 	done
 	ctsr --json volume status ec42 >"$W/fio/status-healthy.json" 2>&1 || true
@@ -216,8 +239,29 @@ if want_part volumes; then
 fi
 uptime >"$W/load-after.txt"
 
-mkdir -p "$SRC/bench/results"
+OUT=${BENCH_OUT:-$SRC/bench/results}
+mkdir -p "$OUT"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-"$PY" "$HERE/report_ec.py" "$W" "$REPEATS" "$SRC/bench/results/ec-$stamp" "$CODES" "$CHUNKS" "$PARTS"
-log "wrote bench/results/ec-$stamp.{json,md}"
-cat "$SRC/bench/results/ec-$stamp.md"
+"$PY" "$HERE/report_ec.py" "$W" "$REPEATS" "$OUT/ec-$stamp" "$CODES" "$CHUNKS" "$PARTS"
+if [ -s "$W/fio/nodeio.txt" ]; then
+	"$PY" - "$W/fio/nodeio.txt" >>"$OUT/ec-$stamp.md" <<'PYEOF'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, rd, wr = line.split()
+    rows.setdefault(name.rsplit(".", 1)[0], []).append((int(rd), int(wr)))
+print("\n## Storage I/O of the tesserad processes during the write jobs (/proc/PID/io)\n")
+print("Read and written by all nodes from the job's start to its end (ramp included); "
+      "median of the runs. Reads while writing are old-data reads of partial stripes and "
+      "anything read back from a stage journal.\n")
+print("| job | MiB read | MiB written | read / written |")
+print("|---|---|---|---|")
+for name, v in rows.items():
+    rd = statistics.median(x[0] for x in v) / 2**20
+    wr = statistics.median(x[1] for x in v) / 2**20
+    ratio = statistics.median(x[0] / x[1] for x in v if x[1]) if any(x[1] for x in v) else 0
+    print(f"| {name} | {rd:.1f} | {wr:.1f} | {ratio:.3f} |")
+PYEOF
+fi
+log "wrote $OUT/ec-$stamp.{json,md}"
+cat "$OUT/ec-$stamp.md"
