@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -916,6 +918,156 @@ static void test_cluster_hook_create_later(void **state)
 	pthread_mutex_destroy(&h.lock);
 }
 
+/* ---- the client on a libev loop (admin_async.c) ---- */
+
+/* One async call's outcome, filled by its callback. */
+struct async_res {
+	unsigned fired;            /* callback runs: must end at exactly 1 */
+	int status;
+	Tessera__Admin__Response *resp;
+};
+
+static void async_res_cb(void *arg, int status, Tessera__Admin__Response *resp)
+{
+	struct async_res *ar = arg;
+
+	ar->fired++;
+	ar->status = status;
+	ar->resp = resp;
+}
+
+/* Run loop until ar's callback fired (or 20 s). */
+static void async_wait(struct ev_loop *loop, struct async_res *ar)
+{
+	for (int i = 0; i < 20000 && ar->fired == 0; i++)
+		ev_run(loop, EVRUN_NOWAIT | EVRUN_ONCE), usleep(1000);
+	assert_int_equal(ar->fired, 1);
+}
+
+/* A TCP listener on 127.0.0.1 that nobody accepts from: "127.0.0.1:PORT". */
+static int silent_listener(char *hostport, size_t len)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sin);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(fd, 4), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+	snprintf(hostport, len, "127.0.0.1:%u", ntohs(sin.sin_port));
+	return fd;
+}
+
+/*
+ * admin_async_call from a loop of the test's own: a status through the
+ * server's TCP listener with the token (and a wrong one: the server's
+ * refusal); nobody listening: -ECONNREFUSED (at once or through the
+ * callback); a peer that never answers: -ETIMEDOUT; a cancel: -ECANCELED;
+ * a reply frame over 1 MiB: -EPROTO; a bad address: -EINVAL and the
+ * callback never fires.  Each callback fires exactly once.
+ */
+static void test_async_client(void **state)
+{
+	struct fixture *f = *state;
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__StatusGet get = TESSERA__ADMIN__STATUS_GET__INIT;
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	struct async_res ar = { 0 };
+	struct admin_async *a = NULL;
+	char hostport[64];
+	int lfd, cfd, ret;
+
+	assert_non_null(loop);
+	req.command_case = STATUS;
+	req.status = &get;
+
+	/* through the server's TCP listener */
+	assert_int_equal(admin_async_call(loop, f->tcp_name + 4, TOKEN, &req, 10000,
+					  async_res_cb, &ar, &a), 0);
+	assert_int_equal(ar.fired, 0); /* never before the call returns */
+	async_wait(loop, &ar);
+	assert_int_equal(ar.status, 0);
+	assert_non_null(ar.resp);
+	assert_int_equal(ar.resp->error, 0);
+	assert_non_null(ar.resp->status);
+	tessera__admin__response__free_unpacked(ar.resp, NULL);
+	assert_string_equal(req.token, ""); /* the caller's request is not written to */
+
+	memset(&ar, 0, sizeof(ar));
+	assert_int_equal(admin_async_call(loop, f->tcp_name + 4, "00", &req, 10000,
+					  async_res_cb, &ar, NULL), 0);
+	async_wait(loop, &ar);
+	assert_int_equal(ar.status, 0);
+	assert_int_equal(ar.resp->error, -EACCES);
+	assert_non_null(strstr(ar.resp->message, "authentication failed"));
+	tessera__admin__response__free_unpacked(ar.resp, NULL);
+
+	/* nobody listens there any more */
+	lfd = silent_listener(hostport, sizeof(hostport));
+	close(lfd);
+	memset(&ar, 0, sizeof(ar));
+	ret = admin_async_call(loop, hostport, TOKEN, &req, 10000, async_res_cb, &ar, NULL);
+	if (ret == 0) {
+		async_wait(loop, &ar);
+		assert_int_equal(ar.status, -ECONNREFUSED);
+		assert_null(ar.resp);
+	} else {
+		assert_int_equal(ret, -ECONNREFUSED);
+		assert_int_equal(ar.fired, 0);
+	}
+
+	/* a peer that takes the connection and never answers */
+	lfd = silent_listener(hostport, sizeof(hostport));
+	memset(&ar, 0, sizeof(ar));
+	assert_int_equal(admin_async_call(loop, hostport, TOKEN, &req, 300, async_res_cb, &ar,
+					  NULL), 0);
+	async_wait(loop, &ar);
+	assert_int_equal(ar.status, -ETIMEDOUT);
+	assert_null(ar.resp);
+
+	/* cancelled while it waits */
+	memset(&ar, 0, sizeof(ar));
+	assert_int_equal(admin_async_call(loop, hostport, TOKEN, &req, 10000, async_res_cb, &ar,
+					  &a), 0);
+	ev_run(loop, EVRUN_NOWAIT);
+	assert_int_equal(ar.fired, 0);
+	admin_async_cancel(a);
+	assert_int_equal(ar.fired, 1);
+	assert_int_equal(ar.status, -ECANCELED);
+	for (int i = 0; i < 20; i++)
+		ev_run(loop, EVRUN_NOWAIT);
+	assert_int_equal(ar.fired, 1);
+
+	/* a reply announcing more than 1 MiB */
+	memset(&ar, 0, sizeof(ar));
+	assert_int_equal(admin_async_call(loop, hostport, TOKEN, &req, 10000, async_res_cb, &ar,
+					  NULL), 0);
+	for (int i = 0; i < 100; i++) /* connected (the listener's backlog took it) */
+		ev_run(loop, EVRUN_NOWAIT);
+	/* the backlog holds the earlier, closed connections first: answer each */
+	while ((cfd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
+		static const uint8_t big[4] = { 0x7f, 0xff, 0xff, 0xff };
+
+		(void)!send(cfd, big, sizeof(big), MSG_NOSIGNAL);
+		close(cfd);
+	}
+	async_wait(loop, &ar);
+	assert_int_equal(ar.status, -EPROTO);
+	assert_null(ar.resp);
+	close(lfd);
+
+	/* bad input: no callback */
+	memset(&ar, 0, sizeof(ar));
+	assert_int_equal(admin_async_call(loop, "no-port", TOKEN, &req, 1000, async_res_cb, &ar,
+					  NULL), -EINVAL);
+	assert_int_equal(admin_async_call(loop, hostport, TOKEN, &req, 0, async_res_cb, &ar,
+					  NULL), -EINVAL);
+	ev_run(loop, EVRUN_NOWAIT);
+	assert_int_equal(ar.fired, 0);
+	ev_loop_destroy(loop);
+}
+
 static void test_tcp_token(void **state)
 {
 	struct fixture *f = *state;
@@ -1004,6 +1156,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot_delete_clone_later, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cluster_hook_create_later, setup_cluster,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_async_client, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tcp_token, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_frames, setup, teardown),
 	};
