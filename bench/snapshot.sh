@@ -15,7 +15,7 @@
 #     BENCH_SNAPS snapshots are cut one per second; the CLI round trip is
 #     measured (p50, p99, max), and the time host writes were held by the
 #     volume's gate (from tesserad's log: drain of the writes in flight + the
-#     cut itself).
+#     cut itself), and how many cuts found their layer made ahead (a spare).
 #  4. diff of a 1 TiB thin volume with 1% changed: a snapshot, then 1 MiB
 #     written at every 100th MiB (10 GiB), then `tessera snapshot diff --head`
 #     timed (median of 5).
@@ -126,7 +126,7 @@ else
 	A=(0) B=(0) C=(0) F=(0)
 fi
 
-LOAD_IOPS=0 H= R= G=
+LOAD_IOPS=0 H= R= G= SPARE=0
 if part latency; then
 log "create latency: $NSNAPS cuts under 4k randwrite QD32"
 fio --name=load --rw=randwrite --bs=4k --iodepth=32 --ioengine=nbd --uri="$(uri nosnap)" \
@@ -155,6 +155,9 @@ G=$({ grep -o "snapshot gate: create 'l[0-9]*': writes held [0-9.]* ms (drain [0
 # ... and from the request to the reply (admin API; builds after 94a6352)
 R=$({ grep -o "snapshot create 'nosnap@l[0-9]*': replied after [0-9.]*" "$W/log/tesserad.log" ||
 	true; } | awk '{printf "%d ", $NF * 1000}')
+# ... and how many of the cuts found their layer's files made ahead (spare.c)
+SPARE=$({ grep -c "snapshot: volume nosnap: created l[0-9]* .*on a spare layer" \
+	"$W/log/tesserad.log" || true; } | head -1)
 else
 	L=(0) S=(0)
 fi
@@ -184,11 +187,12 @@ mkdir -p "$HERE/results"
 ts=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$HERE/results/snapshot-$ts
 "$PY" - "$OUT" "$SIZE" "$RUNTIME" "$DIFF_SIZE" "$LOAD_IOPS" "$DIFF_BYTES" "$DIFF_EXT" \
-	"${A[*]}" "${B[*]}" "${C[*]}" "${F[*]}" "${L[*]}" "${D[*]}" "$H" "${S[*]}" "$R" "$G" <<'EOF'
+	"${A[*]}" "${B[*]}" "${C[*]}" "${F[*]}" "${L[*]}" "${D[*]}" "$H" "${S[*]}" "$R" "$G" "${SPARE:-0}" <<'EOF'
 import json, statistics, subprocess, sys
 out, size, runtime, dsize, load_iops, dbytes, dext = sys.argv[1:8]
 A, B, C, F, L, D, H, S, R = ([int(x) for x in a.split()] for a in sys.argv[8:17])
 G = [tuple(int(y) for y in x.split(":")) for x in sys.argv[17].split()]
+spare = int(sys.argv[18] or 0)
 GD, GO = [g[0] for g in G], [g[1] for g in G]
 med = statistics.median
 def pct(v, p):
@@ -208,6 +212,7 @@ r = {
     "drain_us": GD, "op_us": GO,
     "drain_p50_ms": pct(GD, 50) / 1000 if GD else None, "drain_p99_ms": pct(GD, 99) / 1000 if GD else None,
     "op_p50_ms": pct(GO, 50) / 1000 if GO else None, "op_p99_ms": pct(GO, 99) / 1000 if GO else None,
+    "cuts_on_spare": spare,
     "replied_us": R, "replied_p50_ms": pct(R, 50) / 1000 if R else None,
     "replied_p99_ms": pct(R, 99) / 1000 if R else None,
     "diff_volume": dsize, "diff_bytes": int(dbytes), "diff_extents": int(dext),
@@ -226,7 +231,7 @@ md = f"""# Snapshot benchmark ({size} volumes, {runtime} s runs, medians of {len
 | `tessera status` round trip, same load (the CLI's own floor) | p50 {r['status_p50_ms']:.1f} ms, p99 {r['status_p99_ms']:.1f} ms | |
 | host writes held by the cut (server side, tesserad log) | p50 {r['held_p50_ms'] or 0:.1f} ms, p99 {r['held_p99_ms'] or 0:.1f} ms | "a few ms" |
 | ... of which the drain of writes in flight / the snap op | p50 {r['drain_p50_ms'] or 0:.1f} / {r['op_p50_ms'] or 0:.1f} ms, p99 {r['drain_p99_ms'] or 0:.1f} / {r['op_p99_ms'] or 0:.1f} ms | |
-| create, request to reply in tesserad (admin log; no CLI start) | p50 {r['replied_p50_ms'] or 0:.1f} ms, p99 {r['replied_p99_ms'] or 0:.1f} ms | |
+| create, request to reply in tesserad (admin log; no CLI start; {spare} of {len(L) if H else 0} cuts on a spare layer) | p50 {r['replied_p50_ms'] or 0:.1f} ms, p99 {r['replied_p99_ms'] or 0:.1f} ms | |
 | diff of a {dsize} thin volume, 1% changed ({int(dbytes) >> 20} MiB in {dext} extents) | {r['diff_median_s']:.3f} s (median of {len(D)}) | < 1 s |
 """
 open(out + ".md", "w").write(md)
