@@ -7,7 +7,11 @@
  * (layer.c), fsync the directory, open the layer when the volume is open,
  * commit its row, then publish the new chain: writes from then on copy into
  * it (cow.c).  A crash before the commit leaves files without a row, removed
- * at the next open; after it, the snapshot is whole.
+ * at the next open; after it, the snapshot is whole.  A volume that keeps a
+ * spare (spare.c, tsr_store_snap_spare: the local layout's volumes) has the
+ * first three steps done ahead by the store's thread, so a create inside the
+ * layout's gate is the name check, the row's commit and the publish; the
+ * spare's files have no row until that commit, so the crash rule is the same.
  *
  * Delete of Si: with clones made from it, it is only marked hidden (its name
  * is free; it goes when its last clone does).  Otherwise the row is marked
@@ -229,9 +233,10 @@ static bool writes_in_flight(struct tsr_svol *svol)
 /* ---- create ---- */
 
 /*
- * Cut a layer of volume v now: files, row (in the caller's transaction when
- * it has one), and, when v is open, the layer opened in *lout (published by
- * the caller after the commit).
+ * Cut a layer of volume v now: files (or the volume's spare, for a named
+ * snapshot: *used_spare set), row (in the caller's transaction when it has
+ * one), and, when v is open, the layer opened in *lout (published by the
+ * caller after the commit).
  */
 static int snap_cut(struct tsr_store *store, const struct vol_row *v, const char *name,
 		    uint32_t flags, struct snap_row *out, struct layer **lout, bool *used_spare)
