@@ -67,6 +67,18 @@
 
 enum copy_op { COP_SNAP_CREATE, COP_SNAP_DELETE, COP_ROLLBACK, COP_CLONE };
 
+/* What a clone request asks, copied: the clone of a volume's current
+ * content is made after its temporary snapshot's cut, answered later,
+ * once the request itself is gone. */
+struct clone_args {
+	char name[64];                 /* the clone */
+	char from[64];                 /* its source volume */
+	char from_snapshot[64];        /* "": the current content */
+	char ec[32];                   /* "" or the layout asked ("K+M": must be the source's) */
+	uint64_t size;                 /* 0: the source's */
+	uint32_t replicas, min_replicas, stripe_unit; /* 0: the source's */
+};
+
 static const char *cop_name(enum copy_op op)
 {
 	switch (op) {
@@ -341,14 +353,35 @@ static int coord_result(int ret, enum tsr_snap_op op, const char *vol, const cha
  * (cluster_snapshot_stop): their reply then says tesserad is shutting down,
  * without touching the freed cluster.
  */
+struct snap_later;
+
+/* One node-to-node call of a pending request (a forward to the coordinator,
+ * or a detached volume's local_copy form on one copy's node). */
+struct snap_slot {
+	struct snap_later *sl;         /* its request */
+	struct admin_async *call;      /* in flight (loop); NULL once its callback ran */
+	char node_id[64];
+	char address[256];
+	int ret;                       /* its result (loop), 0 until then */
+	char msg[512];                 /* what went wrong, for ret */
+};
+
 struct snap_later {
 	struct tsr_cluster *c;         /* NULL once that cluster stopped (pending_lock) */
 	char vol[64];
 	struct tsr_snap_req req;       /* op and snap; the worker reads it until its cb */
-	int status;                    /* the gate's result: set on the home worker
-					* before admin_later_done, read on the loop after */
-	struct admin_later *later;     /* done by snap_later_cut, exactly once */
+	int status;                    /* the result: set on the home worker (a cut) or
+					* the loop (calls) before admin_later_done, read on
+					* the loop after */
+	char msg[1024];                /* a call's message for status ("": coord_result's) */
+	struct admin_later *later;     /* done exactly once: snap_later_cut or the last call */
 	struct timespec started;       /* CLOCK_MONOTONIC at the request (the log line) */
+	size_t n_slots;                /* node-to-node calls (0: a cut on our home worker) */
+	size_t outstanding;            /* calls whose callback has not run yet (loop) */
+	bool forward;                  /* slots[0] is the coordinator's answer */
+	struct clone_args *clone;      /* a clone's temporary snapshot: the clone is made
+					* after the cut (clone_after_cut), freed with this */
+	struct snap_slot slots[TSR_LAYOUT_MAX_COPIES];
 	struct snap_later *prev, *next; /* the pending list (pending_lock) */
 };
 
@@ -369,11 +402,27 @@ static void pending_unlink(struct snap_later *sl)
 
 void cluster_snapshot_stop(struct tsr_cluster *c)
 {
+	struct admin_async *a;
+
 	pthread_mutex_lock(&pending_lock);
 	for (struct snap_later *sl = pending; sl; sl = sl->next)
 		if (sl->c == c)
 			sl->c = NULL;
 	pthread_mutex_unlock(&pending_lock);
+	/* calls in flight (the loop may not run again): their callbacks fire now
+	 * (-ECANCELED), outside the lock (the last one hands the reply over) */
+	do {
+		a = NULL;
+		pthread_mutex_lock(&pending_lock);
+		for (struct snap_later *sl = pending; sl && a == NULL; sl = sl->next)
+			for (size_t i = 0; sl->c == NULL && i < sl->n_slots && a == NULL; i++) {
+				a = sl->slots[i].call;
+				sl->slots[i].call = NULL;
+			}
+		pthread_mutex_unlock(&pending_lock);
+		if (a)
+			admin_async_cancel(a);
+	} while (a);
 }
 
 /* On the volume's home worker: the cut is made (or failed). */
@@ -387,6 +436,8 @@ static void snap_later_cut(void *arg, int status)
 
 static void snapshot_reply(struct tsr_cluster *c, const char *vol, const char *snap,
 			   Tessera__Admin__Response *resp);
+static void clone_after_cut(struct tsr_cluster *c, const struct clone_args *a, const char *snap,
+			    int ret, const char *msg, Tessera__Admin__Response *resp);
 
 /* Back on the loop (admin_later fn): the reply, as snap_change's caller gives it. */
 static void snap_later_reply(struct tsr_admin_server *srv, void *arg,
@@ -404,9 +455,27 @@ static void snap_later_reply(struct tsr_admin_server *srv, void *arg,
 	c = sl->c;
 	pthread_mutex_unlock(&pending_lock);
 	pending_unlink(sl);
-	ret = coord_result(sl->status, sl->req.op, sl->vol, sl->req.snap, msg, sizeof(msg));
+	if (sl->status && sl->msg[0])
+		ret = sl->status;
+	else
+		ret = coord_result(sl->status, sl->req.op, sl->vol, sl->req.snap, msg, sizeof(msg));
+	if (sl->clone) {
+		/* a clone's temporary snapshot: the clone now */
+		if (ret == 0)
+			tsr_info("cluster: snapshot %s@%s created", sl->vol, sl->req.snap);
+		clone_after_cut(c, sl->clone, sl->req.snap, ret, sl->status && sl->msg[0] ?
+				sl->msg : msg, resp);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		tsr_info("cluster: clone '%s' of '%s': replied after %.1f ms%s", sl->clone->name,
+			 sl->vol, (double)(now.tv_sec - sl->started.tv_sec) * 1e3 +
+				 (double)(now.tv_nsec - sl->started.tv_nsec) / 1e6,
+			 resp->error ? " (failed)" : "");
+		free(sl->clone);
+		free(sl);
+		return;
+	}
 	if (ret) {
-		admin_fail(resp, ret, "%s", msg);
+		admin_fail(resp, ret, "%s", sl->status && sl->msg[0] ? sl->msg : msg);
 	} else if (c == NULL) {
 		admin_fail(resp, -ESHUTDOWN, "snapshot '%s' of '%s' was %s, but tesserad is "
 			   "shutting down (tessera snapshot list %s through another node)",
@@ -426,28 +495,26 @@ static void snap_later_reply(struct tsr_admin_server *srv, void *arg,
 	free(sl);
 }
 
-/*
- * Start sr on vol's gate here and let the admin server reply when it is done.
- * True when the reply comes later; false (not inside an admin request, out
- * of memory, the volume not open here) when the caller must go on
- * synchronously.
- */
-static bool snap_later_start(struct tsr_cluster *c, const char *vol,
-			     const struct tsr_snap_req *sr)
+/* A pending request of the admin request running now (its reply comes
+ * later), listed; NULL when none can be (not inside an admin request, out
+ * of memory): the caller goes on synchronously. */
+static struct snap_later *snap_later_new(struct tsr_cluster *c, const char *vol,
+					 const struct tsr_snap_req *sr, struct clone_args *clone)
 {
 	struct tsr_admin_server *srv = admin_handling_server();
 	struct snap_later *sl;
 
 	if (srv == NULL || (sl = calloc(1, sizeof(*sl))) == NULL)
-		return false;
+		return NULL;
 	clock_gettime(CLOCK_MONOTONIC, &sl->started);
 	sl->c = c;
 	snprintf(sl->vol, sizeof(sl->vol), "%s", vol);
 	sl->req = *sr;
+	sl->clone = clone;
 	sl->later = admin_later_begin(srv, snap_later_reply, sl);
 	if (sl->later == NULL) {
 		free(sl);
-		return false;
+		return NULL;
 	}
 	pthread_mutex_lock(&pending_lock);
 	sl->next = pending;
@@ -455,12 +522,231 @@ static bool snap_later_start(struct tsr_cluster *c, const char *vol,
 		pending->prev = sl;
 	pending = sl;
 	pthread_mutex_unlock(&pending_lock);
-	if (tsr_volset_snap_async(c->o.vols, vol, &sl->req, snap_later_cut, sl) == 0)
-		return true;
+	return sl;
+}
+
+/* Undo snap_later_new: the reply is given at once after all (sl->clone
+ * stays the caller's). */
+static void snap_later_drop(struct snap_later *sl)
+{
 	pending_unlink(sl);
 	admin_later_cancel(sl->later);
 	free(sl);
+}
+
+/*
+ * Start sr on vol's gate here and let the admin server reply when it is done.
+ * True when the reply comes later; false (not inside an admin request, out
+ * of memory, the volume not open here) when the caller must go on
+ * synchronously.
+ */
+static bool snap_later_start(struct tsr_cluster *c, const char *vol,
+			     const struct tsr_snap_req *sr, struct clone_args *clone)
+{
+	struct snap_later *sl = snap_later_new(c, vol, sr, clone);
+
+	if (sl == NULL)
+		return false;
+	if (tsr_volset_snap_async(c->o.vols, vol, &sl->req, snap_later_cut, sl) == 0)
+		return true;
+	snap_later_drop(sl);
 	return false;
+}
+
+/* The request of op on vol@snap; local_copy for one copy's own store. */
+static void snap_request(Tessera__Admin__Request *req, Tessera__Admin__SnapshotCreate *sc,
+			 Tessera__Admin__SnapshotDelete *sd, enum tsr_snap_op op, const char *vol,
+			 const char *snap, bool local_copy)
+{
+	if (op == TSR_SNAP_CREATE) {
+		sc->volume = (char *)vol;
+		sc->name = (char *)snap;
+		sc->local_copy = local_copy;
+		req->command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE;
+		req->snapshot_create = sc;
+	} else {
+		sd->volume = (char *)vol;
+		sd->name = (char *)snap;
+		sd->local_copy = local_copy;
+		req->command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE;
+		req->snapshot_delete = sd;
+	}
+}
+
+/* A fire-and-forget local_copy delete (the undo of a detached create that
+ * failed elsewhere): its callback logs a failure and frees this. */
+struct snap_undo {
+	char what[200];                /* "VOL@SNAP on node N" */
+};
+
+static void snap_undo_done(void *arg, int status, Tessera__Admin__Response *resp)
+{
+	struct snap_undo *u = arg;
+
+	if (status || resp->error)
+		tsr_warn("cluster: undo of snapshot %s: %s", u->what, status ? strerror(-status) :
+			 resp->message && resp->message[0] ? resp->message : strerror(-resp->error));
+	tessera__admin__response__free_unpacked(resp, NULL);
+	free(u);
+}
+
+/* The last call of sl answered (loop): its result, and the reply. */
+static void snap_calls_done(struct snap_later *sl)
+{
+	struct tsr_cluster *c;
+	size_t done = 0, first = sl->n_slots;
+
+	for (size_t i = 0; i < sl->n_slots; i++) {
+		if (sl->slots[i].ret == 0)
+			done++;
+		else if (first == sl->n_slots)
+			first = i;
+	}
+	if (first == sl->n_slots) {
+		sl->status = 0;
+		admin_later_done(sl->later);
+		return;
+	}
+	sl->status = sl->slots[first].ret;
+	snprintf(sl->msg, sizeof(sl->msg), "%s", sl->slots[first].msg);
+	pthread_mutex_lock(&pending_lock);
+	c = sl->c;
+	pthread_mutex_unlock(&pending_lock);
+	if (!sl->forward && sl->req.op == TSR_SNAP_CREATE) {
+		/* delete it where it was cut (without waiting: a failure is logged) */
+		for (size_t i = 0; i < sl->n_slots; i++) {
+			Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+			Tessera__Admin__SnapshotCreate sc = TESSERA__ADMIN__SNAPSHOT_CREATE__INIT;
+			Tessera__Admin__SnapshotDelete sd = TESSERA__ADMIN__SNAPSHOT_DELETE__INIT;
+			struct snap_undo *u;
+			int ret;
+
+			if (sl->slots[i].ret != 0 || c == NULL)
+				continue;
+			if (strcmp(sl->slots[i].node_id, c->node_id) == 0) {
+				ret = tsr_store_snap_delete(c->o.store, sl->vol, sl->req.snap);
+				if (ret)
+					tsr_warn("cluster: undo of snapshot %s@%s on this node: %s",
+						 sl->vol, sl->req.snap, strerror(-ret));
+				continue;
+			}
+			u = malloc(sizeof(*u));
+			if (u == NULL)
+				continue;
+			snprintf(u->what, sizeof(u->what), "%s@%s on %s", sl->vol, sl->req.snap,
+				 sl->slots[i].node_id);
+			snap_request(&req, &sc, &sd, TSR_SNAP_DELETE, sl->vol, sl->req.snap, true);
+			ret = admin_async_call(c->o.loop, sl->slots[i].address, c->token, &req,
+					       CLUSTER_COPY_TIMEOUT_MS, snap_undo_done, u, NULL);
+			if (ret) {
+				tsr_warn("cluster: undo of snapshot %s: %s", u->what, strerror(-ret));
+				free(u);
+			}
+		}
+	} else if (!sl->forward && done > 0) {
+		tsr_warn("cluster: snapshot %s@%s deleted on %zu of %zu copies: delete it again",
+			 sl->vol, sl->req.snap, done, sl->n_slots);
+	}
+	admin_later_done(sl->later);
+}
+
+/* A node-to-node call of a pending request answered (loop). */
+static void snap_slot_done(void *arg, int status, Tessera__Admin__Response *resp)
+{
+	struct snap_slot *slot = arg;
+	struct snap_later *sl = slot->sl;
+	const char *what = sl->req.op == TSR_SNAP_CREATE ? "create the snapshot" :
+			   "delete the snapshot";
+
+	slot->call = NULL;
+	if (status == -ECANCELED) {
+		slot->ret = -ESHUTDOWN;
+		snprintf(slot->msg, sizeof(slot->msg), "tesserad is shutting down: snapshot '%s' of "
+			 "'%s' may or may not be %s (tessera snapshot list %s through another node)",
+			 sl->req.snap, sl->vol, sl->req.op == TSR_SNAP_CREATE ? "cut" : "deleted",
+			 sl->vol);
+	} else if (status && sl->forward) {
+		slot->ret = status;
+		snprintf(slot->msg, sizeof(slot->msg), "cannot reach %s, the coordinator of '%s', at "
+			 "%s: %s (is it alive? tessera node list)", slot->node_id, sl->vol,
+			 slot->address, strerror(-status));
+	} else if (status) {
+		slot->ret = status;
+		snprintf(slot->msg, sizeof(slot->msg), "cannot reach node %s at %s to %s of '%s': %s",
+			 slot->node_id, slot->address, what, sl->vol, strerror(-status));
+	} else {
+		slot->ret = resp->error;
+		if (resp->error && sl->forward)
+			snprintf(slot->msg, sizeof(slot->msg), "%s", resp->message &&
+				 resp->message[0] ? resp->message : strerror(-resp->error));
+		else if (resp->error)
+			snprintf(slot->msg, sizeof(slot->msg), "node %s: %s", slot->node_id,
+				 resp->message && resp->message[0] ? resp->message :
+				 strerror(-resp->error));
+		tessera__admin__response__free_unpacked(resp, NULL);
+	}
+	if (--sl->outstanding == 0)
+		snap_calls_done(sl);
+}
+
+/*
+ * Start sl's calls: op on every node of nodes[0..n) (forward: the plain
+ * request to the coordinator, n 1; else the local_copy form, ours on our
+ * store at once).  True when the reply comes later (at least one call
+ * started, or every copy ours); false: sl dropped, msg says why.
+ */
+static bool snap_calls_start(struct tsr_cluster *c, struct snap_later *sl,
+			     const Tessera__Cluster__NodeRecord *const *nodes, size_t n, bool forward,
+			     int *err, char *msg, size_t msg_len)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__SnapshotCreate sc = TESSERA__ADMIN__SNAPSHOT_CREATE__INIT;
+	Tessera__Admin__SnapshotDelete sd = TESSERA__ADMIN__SNAPSHOT_DELETE__INIT;
+	size_t started = 0;
+
+	sl->forward = forward;
+	sl->n_slots = n;
+	sl->outstanding = n + 1; /* one for this function: nothing finishes before the end */
+	snap_request(&req, &sc, &sd, sl->req.op, sl->vol, sl->req.snap, !forward);
+	for (size_t i = 0; i < n; i++) {
+		struct snap_slot *slot = &sl->slots[i];
+		int ret;
+
+		slot->sl = sl;
+		snprintf(slot->node_id, sizeof(slot->node_id), "%s", nodes[i]->id);
+		snprintf(slot->address, sizeof(slot->address), "%s", nodes[i]->address);
+		if (!forward && strcmp(nodes[i]->id, c->node_id) == 0) {
+			slot->ret = local_op(c, sl->req.op == TSR_SNAP_CREATE ? COP_SNAP_CREATE :
+					     COP_SNAP_DELETE, sl->vol, sl->req.snap, "", 0);
+			if (slot->ret)
+				snprintf(slot->msg, sizeof(slot->msg), "cannot %s on %s (this node): %s",
+					 sl->req.op == TSR_SNAP_CREATE ? "create the snapshot" :
+					 "delete the snapshot", nodes[i]->id, strerror(-slot->ret));
+			sl->outstanding--;
+			started++;
+			continue;
+		}
+		ret = admin_async_call(c->o.loop, nodes[i]->address, c->token, &req,
+				       forward ? CLUSTER_FORWARD_TIMEOUT_MS : CLUSTER_COPY_TIMEOUT_MS,
+				       snap_slot_done, slot, &slot->call);
+		if (ret == 0) {
+			started++;
+			continue;
+		}
+		/* not started: its result now */
+		slot->call = NULL;
+		snap_slot_done(slot, ret, NULL);
+	}
+	if (forward && started == 0) {
+		/* nothing went out: the error at once (the same words) */
+		*err = sl->slots[0].ret;
+		snprintf(msg, msg_len, "%s", sl->slots[0].msg);
+		snap_later_drop(sl);
+		return false;
+	}
+	if (--sl->outstanding == 0)
+		snap_calls_done(sl);
+	return true;
 }
 
 /*
@@ -472,7 +758,8 @@ static bool snap_later_start(struct tsr_cluster *c, const char *vol,
  * (snap_later_reply).
  */
 static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op op,
-		       const char *snap, bool *later, char *msg, size_t msg_len)
+		       const char *snap, bool *later, struct clone_args *clone, char *msg,
+		       size_t msg_len)
 {
 	const Tessera__Cluster__NodeRecord *nodes[TSR_LAYOUT_MAX_COPIES];
 	Tessera__Cluster__VolumeRecord *rec = NULL;
@@ -494,7 +781,7 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 	snprintf(sr.snap, sizeof(sr.snap), "%s", snap);
 	attached = view_attached(&v, vol, NULL);
 	if (attached && strcmp(attached, c->node_id) == 0) {
-		if (later != NULL && snap_later_start(c, vol, &sr)) {
+		if (later != NULL && snap_later_start(c, vol, &sr, clone)) {
 			*later = true; /* snap_later_reply logs and replies */
 			ret = 0;
 			goto out;
@@ -511,6 +798,7 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 		Tessera__Admin__SnapshotDelete sd = TESSERA__ADMIN__SNAPSHOT_DELETE__INIT;
 		const Tessera__Cluster__NodeRecord *coord = view_node(&v, attached);
 		Tessera__Admin__Response *resp = NULL;
+		struct snap_later *sl;
 
 		if (coord == NULL) {
 			ret = -EHOSTUNREACH;
@@ -518,17 +806,15 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 				 "unknown", vol, attached);
 			goto out;
 		}
-		if (op == TSR_SNAP_CREATE) {
-			sc.volume = (char *)vol;
-			sc.name = (char *)snap;
-			req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE;
-			req.snapshot_create = &sc;
-		} else {
-			sd.volume = (char *)vol;
-			sd.name = (char *)snap;
-			req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE;
-			req.snapshot_delete = &sd;
+		/* a client's request: forwarded without waiting, answered later */
+		if (later != NULL && (sl = snap_later_new(c, vol, &sr, clone)) != NULL) {
+			if (snap_calls_start(c, sl, &coord, 1, true, &ret, msg, msg_len)) {
+				*later = true;
+				ret = 0;
+			}
+			goto out;
 		}
+		snap_request(&req, &sc, &sd, op, vol, snap, false);
 		ret = cluster_call_node(c, coord->address, &req, CLUSTER_FORWARD_TIMEOUT_MS, &resp);
 		if (ret) {
 			snprintf(msg, msg_len, "cannot reach %s, the coordinator of '%s', at %s: %s",
@@ -547,6 +833,17 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 			       "delete the snapshot", nodes, msg, msg_len);
 	if (ret)
 		goto out;
+	if (later != NULL && rec->n_copies <= TSR_LAYOUT_MAX_COPIES) {
+		struct snap_later *sl = snap_later_new(c, vol, &sr, clone);
+
+		/* a client's request: every copy's node asked at once, answered later */
+		if (sl != NULL && snap_calls_start(c, sl, nodes, rec->n_copies, false, &ret, msg,
+						   msg_len)) {
+			*later = true;
+			ret = 0;
+			goto out;
+		}
+	}
 	ret = copy_op_all(c, nodes, rec->n_copies, op == TSR_SNAP_CREATE ? COP_SNAP_CREATE :
 			  COP_SNAP_DELETE, vol, snap, "", 0, ok, msg, msg_len);
 	if (ret == 0)
@@ -695,8 +992,8 @@ void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Reques
 	char msg[1024];
 	int ret;
 
-	ret = snap_change(c, vol, create ? TSR_SNAP_CREATE : TSR_SNAP_DELETE, snap, &later, msg,
-			  sizeof(msg));
+	ret = snap_change(c, vol, create ? TSR_SNAP_CREATE : TSR_SNAP_DELETE, snap, &later, NULL,
+			  msg, sizeof(msg));
 	if (later) /* the cut runs on the home worker: snap_later_reply answers */
 		return;
 	if (ret) {
@@ -1075,104 +1372,203 @@ out:
 
 /* ---- clones ------------------------------------------------------------- */
 
-/* A clone keeps its source's layout: r may repeat it, not change it. */
-static bool same_ec(const Tessera__Admin__VolumeCreate *r, const Tessera__Cluster__VolumeRecord *src)
+/* A clone keeps its source's layout: a may repeat it, not change it. */
+static bool same_ec(const struct clone_args *a, const Tessera__Cluster__VolumeRecord *src)
 {
 	unsigned k, m;
 
-	if (r->ec == NULL || r->ec[0] == '\0')
-		return r->stripe_unit == 0 || r->stripe_unit == src->stripe_unit;
-	if (tsr_ec_parse(r->ec, &k, &m) || k != src->ec_k || m != src->ec_m)
+	if (a->ec[0] == '\0')
+		return a->stripe_unit == 0 || a->stripe_unit == src->stripe_unit;
+	if (tsr_ec_parse(a->ec, &k, &m) || k != src->ec_k || m != src->ec_m)
 		return false;
-	return r->stripe_unit == 0 || r->stripe_unit == src->stripe_unit;
+	return a->stripe_unit == 0 || a->stripe_unit == src->stripe_unit;
 }
 
-void cluster_volume_clone(struct tsr_cluster *c, const Tessera__Admin__VolumeCreate *r,
-			  Tessera__Admin__Response *resp)
+/* Load a's source and check that the clone can be made from it: 0 with v,
+ * *src (to free) and nodes[i] (the source copies' nodes); or -errno with
+ * resp failed and nothing to free. */
+static int clone_check(struct tsr_cluster *c, const struct clone_args *a, struct cluster_view *v,
+		       Tessera__Cluster__VolumeRecord **src,
+		       const Tessera__Cluster__NodeRecord **nodes, Tessera__Admin__Response *resp)
+{
+	Tessera__Cluster__VolumeRecord *s;
+	char msg[1024];
+	uint64_t rev;
+	int ret;
+
+	ret = load_volume(c, a->from, v, src, &rev, msg, sizeof(msg));
+	if (ret) {
+		admin_fail(resp, ret, "source of the clone: %s", msg);
+		return ret;
+	}
+	s = *src;
+	if ((a->size ? a->size : s->size) < s->size || (a->replicas && a->replicas != s->n_copies) ||
+	    a->min_replicas > s->n_copies || (s->ec_k && a->min_replicas &&
+	    a->min_replicas < s->ec_k) || !same_ec(a, s) || s->n_copies > TSR_LAYOUT_MAX_COPIES) {
+		char lay[64];
+
+		if (s->ec_k)
+			snprintf(lay, sizeof(lay), "ec %u+%u layout (%u KiB unit)", s->ec_k,
+				 s->ec_m, s->stripe_unit >> 10);
+		else
+			snprintf(lay, sizeof(lay), "%zu replicas", s->n_copies);
+		admin_fail(resp, -EINVAL, "a clone of '%s' has its %s (its copies share the "
+			   "source's blocks on the same nodes) and at least its size", a->from, lay);
+		ret = -EINVAL;
+		goto err;
+	}
+	/* every copy of the source is needed: each makes one copy of the clone */
+	for (size_t i = 0; i < s->n_copies; i++) {
+		const Tessera__Cluster__CopyRecord *cr = s->copies[i];
+
+		nodes[i] = view_node(v, cr->node_id);
+		if (nodes[i] == NULL || !view_alive(v, cr->node_id) ||
+		    cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC) {
+			admin_fail(resp, -EAGAIN, "cannot clone '%s': its copy on %s is %s (a clone "
+				   "is made on every copy's node: bring the node back or let the "
+				   "copy resync, then retry)", a->from, cr->node_id,
+				   !view_alive(v, cr->node_id) ? "on a node that is not alive" :
+				   rec_state_name(cr->state));
+			ret = -EAGAIN;
+			goto err;
+		}
+	}
+	return 0;
+err:
+	tessera__cluster__volume_record__free_unpacked(*src, NULL);
+	*src = NULL;
+	view_free(v);
+	return ret;
+}
+
+/* A temporary snapshot's delete on a worker, not waited for. */
+struct snap_bg {
+	char what[200];                /* "VOL@SNAP" */
+};
+
+static void snap_bg_done(void *arg, int status)
+{
+	struct snap_bg *b = arg;
+
+	if (status)
+		tsr_warn("cluster: the temporary snapshot %s stays: %s", b->what, strerror(-status));
+	free(b);
+}
+
+/* Delete snapshot snap of vol (a clone's temporary one) wherever it must
+ * run, without waiting: failures are logged (the snapshot then stays, and
+ * tessera snapshot delete removes it). */
+static void snap_delete_nowait(struct tsr_cluster *c, const char *vol, const char *snap)
+{
+	const Tessera__Cluster__NodeRecord *nodes[TSR_LAYOUT_MAX_COPIES];
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__SnapshotCreate sc = TESSERA__ADMIN__SNAPSHOT_CREATE__INIT;
+	Tessera__Admin__SnapshotDelete sd = TESSERA__ADMIN__SNAPSHOT_DELETE__INIT;
+	struct tsr_snap_req sr = { .op = TSR_SNAP_DELETE };
+	const Tessera__Cluster__NodeRecord *coord = NULL;
+	struct cluster_view v;
+	const char *attached;
+	size_t n = 0;
+	char msg[1024];
+	uint64_t rev;
+	int ret;
+
+	snprintf(sr.snap, sizeof(sr.snap), "%s", snap);
+	ret = load_volume(c, vol, &v, &rec, &rev, msg, sizeof(msg));
+	if (ret) {
+		tsr_warn("cluster: the temporary snapshot %s@%s stays: %s", vol, snap, msg);
+		return;
+	}
+	attached = view_attached(&v, vol, NULL);
+	if (attached && strcmp(attached, c->node_id) == 0) {
+		struct snap_bg *b = malloc(sizeof(*b));
+
+		if (b != NULL) {
+			snprintf(b->what, sizeof(b->what), "%s@%s", vol, snap);
+			ret = tsr_volset_snap_async(c->o.vols, vol, &sr, snap_bg_done, b);
+			if (ret)
+				free(b);
+		} else {
+			ret = -ENOMEM;
+		}
+		if (ret)
+			tsr_warn("cluster: the temporary snapshot %s@%s stays: %s", vol, snap,
+				 strerror(-ret));
+		goto out;
+	}
+	if (attached) {
+		coord = view_node(&v, attached);
+		if (coord == NULL) {
+			tsr_warn("cluster: the temporary snapshot %s@%s stays: %s's address is "
+				 "unknown", vol, snap, attached);
+			goto out;
+		}
+		nodes[n++] = coord;
+	} else {
+		ret = all_copies_ready(&v, rec, "delete the snapshot", nodes, msg, sizeof(msg));
+		if (ret) {
+			tsr_warn("cluster: the temporary snapshot %s@%s stays: %s", vol, snap, msg);
+			goto out;
+		}
+		n = rec->n_copies;
+	}
+	snap_request(&req, &sc, &sd, TSR_SNAP_DELETE, vol, snap, coord == NULL);
+	for (size_t i = 0; i < n; i++) {
+		struct snap_undo *u;
+
+		if (coord == NULL && strcmp(nodes[i]->id, c->node_id) == 0) {
+			ret = tsr_store_snap_delete(c->o.store, vol, snap);
+			if (ret)
+				tsr_warn("cluster: the temporary snapshot %s@%s stays on this node: %s",
+					 vol, snap, strerror(-ret));
+			continue;
+		}
+		u = malloc(sizeof(*u));
+		if (u == NULL)
+			continue;
+		snprintf(u->what, sizeof(u->what), "%s@%s on %s", vol, snap, nodes[i]->id);
+		ret = admin_async_call(c->o.loop, nodes[i]->address, c->token, &req,
+				       CLUSTER_FORWARD_TIMEOUT_MS, snap_undo_done, u, NULL);
+		if (ret) {
+			tsr_warn("cluster: undo of snapshot %s: %s", u->what, strerror(-ret));
+			free(u);
+		}
+	}
+out:
+	tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	view_free(&v);
+}
+
+/*
+ * Make the clone a->name from snapshot snap of a->from on every copy's node
+ * (the source checked again: time may have passed since the request); tmp:
+ * snap is the temporary snapshot of the current content, deleted afterwards
+ * without waiting.
+ */
+static void clone_make(struct tsr_cluster *c, const struct clone_args *a, const char *snap,
+		       bool tmp_snap, Tessera__Admin__Response *resp)
 {
 	const Tessera__Cluster__NodeRecord *nodes[TSR_LAYOUT_MAX_COPIES];
 	Tessera__Cluster__CopyRecord copies[TSR_LAYOUT_MAX_COPIES];
 	Tessera__Cluster__CopyRecord *copy_ptrs[TSR_LAYOUT_MAX_COPIES];
 	Tessera__Cluster__VolumeRecord rec = TESSERA__CLUSTER__VOLUME_RECORD__INIT;
-	Tessera__Cluster__VolumeRecord *src = NULL, *exists = NULL;
-	char msg[1024], snap[64], key[80], uuid[37];
-	const char *from = r->from_volume;
-	bool tmp_snap = false;
-	struct cluster_view v;
+	Tessera__Cluster__VolumeRecord *src = NULL;
 	bool made[TSR_LAYOUT_MAX_COPIES] = { false };
-	uint64_t rev, size, copy_size;
+	char msg[1024], key[80], uuid[37];
+	struct cluster_view v;
+	uint64_t size, copy_size;
 	int ret;
 
-	if (!from[0]) {
-		admin_fail(resp, -EINVAL, "a clone of a snapshot needs its volume too "
-			   "(--from-volume VOL --from-snapshot SNAP)");
+	if (clone_check(c, a, &v, &src, nodes, resp)) {
+		if (tmp_snap)
+			snap_delete_nowait(c, a->from, snap);
 		return;
 	}
-	if (!tsr_valid_name(r->name)) {
-		admin_fail(resp, -EINVAL, "invalid volume name '%s'", r->name);
-		return;
-	}
-	if (rec_volume_get(c->meta, r->name, &exists, NULL) == 0) {
-		tessera__cluster__volume_record__free_unpacked(exists, NULL);
-		admin_fail(resp, -EEXIST, "volume '%s' already exists (tessera volume show %s "
-			   "describes it; pick another name)", r->name, r->name);
-		return;
-	}
-	ret = load_volume(c, from, &v, &src, &rev, msg, sizeof(msg));
-	if (ret) {
-		admin_fail(resp, ret, "source of the clone: %s", msg);
-		return;
-	}
-	size = r->size ? r->size : src->size;
-	if (size < src->size || (r->replicas && r->replicas != src->n_copies) ||
-	    r->min_replicas > src->n_copies || (src->ec_k && r->min_replicas &&
-	    r->min_replicas < src->ec_k) || !same_ec(r, src)) {
-		char lay[64];
-
-		if (src->ec_k)
-			snprintf(lay, sizeof(lay), "ec %u+%u layout (%u KiB unit)", src->ec_k,
-				 src->ec_m, src->stripe_unit >> 10);
-		else
-			snprintf(lay, sizeof(lay), "%zu replicas", src->n_copies);
-		admin_fail(resp, -EINVAL, "a clone of '%s' has its %s (its copies share the "
-			   "source's blocks on the same nodes) and at least its size", from, lay);
-		goto out;
-	}
-	/* every copy of the source is needed: each makes one copy of the clone */
-	for (size_t i = 0; i < src->n_copies; i++) {
-		const Tessera__Cluster__CopyRecord *cr = src->copies[i];
-
-		nodes[i] = view_node(&v, cr->node_id);
-		if (nodes[i] == NULL || !view_alive(&v, cr->node_id) ||
-		    cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC) {
-			admin_fail(resp, -EAGAIN, "cannot clone '%s': its copy on %s is %s (a clone "
-				   "is made on every copy's node: bring the node back or let the "
-				   "copy resync, then retry)", from, cr->node_id,
-				   !view_alive(&v, cr->node_id) ? "on a node that is not alive" :
-				   rec_state_name(cr->state));
-			goto out;
-		}
-	}
-	if (r->from_snapshot[0]) {
-		snprintf(snap, sizeof(snap), "%s", r->from_snapshot);
-	} else {
-		/* the current content: a cut consistent across copies, even under writes */
-		unsigned char rnd[4];
-
-		if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-			memset(rnd, 0x42, sizeof(rnd));
-		snprintf(snap, sizeof(snap), "clone-src.%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
-			 rnd[3]);
-		ret = snap_change(c, from, TSR_SNAP_CREATE, snap, NULL, msg, sizeof(msg));
-		if (ret) {
-			admin_fail(resp, ret, "cannot clone '%s': %s", from, msg);
-			goto out;
-		}
-		tmp_snap = true;
-	}
+	size = a->size ? a->size : src->size;
 	/* each copy's store clones its own copy: for ec, the chunk volume */
 	copy_size = src->ec_k ? tsr_ec_chunk_volume_size(size, src->ec_k, src->stripe_unit) : size;
-	ret = copy_op_all(c, nodes, src->n_copies, COP_CLONE, from, snap, r->name, copy_size,
+	ret = copy_op_all(c, nodes, src->n_copies, COP_CLONE, a->from, snap, a->name, copy_size,
 			  made, msg, sizeof(msg));
 	if (ret) {
 		admin_fail(resp, ret, "%s; nothing was created", msg);
@@ -1190,16 +1586,16 @@ void cluster_volume_clone(struct tsr_cluster *c, const Tessera__Admin__VolumeCre
 			 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
 			 b[12], b[13], b[14], b[15]);
 	}
-	rec.name = r->name;
+	rec.name = (char *)a->name;
 	rec.uuid = uuid;
 	rec.size = size;
 	rec.replicas = (uint32_t)src->n_copies;
-	rec.min_replicas = r->min_replicas ? r->min_replicas : src->min_replicas;
+	rec.min_replicas = a->min_replicas ? a->min_replicas : src->min_replicas;
 	rec.failure_domain = src->failure_domain;
 	rec.created = cluster_now();
 	rec.clean_detach = true; /* every copy is the same image */
-	rec.parent_volume = (char *)from;
-	rec.parent_snapshot = tmp_snap ? (char *)"" : snap;
+	rec.parent_volume = (char *)a->from;
+	rec.parent_snapshot = tmp_snap ? (char *)"" : (char *)snap;
 	rec.ec_k = src->ec_k; /* the same geometry, chunk copies in the same order */
 	rec.ec_m = src->ec_m;
 	rec.stripe_unit = src->stripe_unit;
@@ -1212,39 +1608,117 @@ void cluster_volume_clone(struct tsr_cluster *c, const Tessera__Admin__VolumeCre
 		copies[i].since = rec.created;
 		copy_ptrs[i] = &copies[i];
 	}
-	snprintf(key, sizeof(key), "vol/%s", r->name);
+	snprintf(key, sizeof(key), "vol/%s", a->name);
 	ret = rec_put(c->meta, key, &rec.base, 0, 0, NULL);
 	if (ret == -ECANCELED) {
 		admin_fail(resp, -EEXIST, "volume '%s' was just created by someone else (tessera "
-			   "volume show %s)", r->name, r->name);
+			   "volume show %s)", a->name, a->name);
 		memset(made, 0, sizeof(made)); /* its copies are that volume's now */
 		goto undo;
 	}
 	if (ret) {
 		admin_fail(resp, ret, "cannot record volume '%s' in the metadata store: %s",
-			   r->name, strerror(-ret));
+			   a->name, strerror(-ret));
 		goto undo;
 	}
-	tsr_info("cluster: volume %s cloned from %s%s%s (%zu copies)", r->name, from,
+	tsr_info("cluster: volume %s cloned from %s%s%s (%zu copies)", a->name, a->from,
 		 tmp_snap ? "" : "@", tmp_snap ? "" : snap, src->n_copies);
-	if (tmp_snap && snap_change(c, from, TSR_SNAP_DELETE, snap, NULL, msg, sizeof(msg)))
-		tsr_warn("cluster: clone %s: the temporary snapshot %s@%s stays: %s", r->name, from,
-			 snap, msg);
 	tessera__cluster__volume_record__free_unpacked(src, NULL);
 	view_free(&v);
-	cluster_volume_list(c, r->name, resp);
+	if (tmp_snap)
+		snap_delete_nowait(c, a->from, snap);
+	cluster_volume_list(c, a->name, resp);
 	return;
 undo:
 	for (size_t i = 0; i < src->n_copies; i++) {
 		char m2[512];
 
-		if (made[i] && cluster_copy_delete(c, nodes[i], r->name, m2, sizeof(m2)))
-			tsr_warn("cluster: undo clone %s: %s", r->name, m2);
+		if (made[i] && cluster_copy_delete(c, nodes[i], a->name, m2, sizeof(m2)))
+			tsr_warn("cluster: undo clone %s: %s", a->name, m2);
 	}
-	if (tmp_snap && snap_change(c, from, TSR_SNAP_DELETE, snap, NULL, msg, sizeof(msg)))
-		tsr_warn("cluster: clone %s: the temporary snapshot %s@%s stays: %s", r->name, from,
-			 snap, msg);
-out:
 	tessera__cluster__volume_record__free_unpacked(src, NULL);
 	view_free(&v);
+	if (tmp_snap)
+		snap_delete_nowait(c, a->from, snap);
+}
+
+/* The clone a after its temporary snapshot's cut (snap_later_reply): ret
+ * and msg the cut's result; c NULL when the cluster stopped meanwhile. */
+static void clone_after_cut(struct tsr_cluster *c, const struct clone_args *a, const char *snap,
+			    int ret, const char *msg, Tessera__Admin__Response *resp)
+{
+	if (ret)
+		admin_fail(resp, ret, "cannot clone '%s': %s", a->from, msg);
+	else if (c == NULL)
+		admin_fail(resp, -ESHUTDOWN, "clone '%s' was not made: tesserad is shutting down "
+			   "(the temporary snapshot %s@%s stays: tessera snapshot delete %s %s)",
+			   a->name, a->from, snap, a->from, snap);
+	else
+		clone_make(c, a, snap, true, resp);
+}
+
+void cluster_volume_clone(struct tsr_cluster *c, const Tessera__Admin__VolumeCreate *r,
+			  Tessera__Admin__Response *resp)
+{
+	const Tessera__Cluster__NodeRecord *nodes[TSR_LAYOUT_MAX_COPIES];
+	Tessera__Cluster__VolumeRecord *src = NULL, *exists = NULL;
+	struct clone_args a = { .size = r->size, .replicas = r->replicas,
+				.min_replicas = r->min_replicas, .stripe_unit = r->stripe_unit };
+	struct clone_args *later_args;
+	struct cluster_view v;
+	bool later = false;
+	char msg[1024], snap[64];
+	int ret;
+
+	if (!r->from_volume[0]) {
+		admin_fail(resp, -EINVAL, "a clone of a snapshot needs its volume too "
+			   "(--from-volume VOL --from-snapshot SNAP)");
+		return;
+	}
+	if (!tsr_valid_name(r->name)) {
+		admin_fail(resp, -EINVAL, "invalid volume name '%s'", r->name);
+		return;
+	}
+	if (strlen(r->from_volume) >= sizeof(a.from) || strlen(r->from_snapshot) >=
+	    sizeof(a.from_snapshot) || (r->ec && strlen(r->ec) >= sizeof(a.ec))) {
+		admin_fail(resp, -EINVAL, "clone '%s': source or layout name too long", r->name);
+		return;
+	}
+	snprintf(a.name, sizeof(a.name), "%s", r->name);
+	snprintf(a.from, sizeof(a.from), "%s", r->from_volume);
+	snprintf(a.from_snapshot, sizeof(a.from_snapshot), "%s", r->from_snapshot);
+	snprintf(a.ec, sizeof(a.ec), "%s", r->ec ? r->ec : "");
+	if (rec_volume_get(c->meta, r->name, &exists, NULL) == 0) {
+		tessera__cluster__volume_record__free_unpacked(exists, NULL);
+		admin_fail(resp, -EEXIST, "volume '%s' already exists (tessera volume show %s "
+			   "describes it; pick another name)", r->name, r->name);
+		return;
+	}
+	if (clone_check(c, &a, &v, &src, nodes, resp))
+		return;
+	tessera__cluster__volume_record__free_unpacked(src, NULL);
+	view_free(&v);
+	if (a.from_snapshot[0]) {
+		clone_make(c, &a, a.from_snapshot, false, resp);
+		return;
+	}
+	/* the current content: a cut consistent across copies, even under writes,
+	 * made without waiting (the clone is made when it is: clone_after_cut) */
+	{
+		unsigned char rnd[4];
+
+		if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+			memset(rnd, 0x42, sizeof(rnd));
+		snprintf(snap, sizeof(snap), "clone-src.%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
+			 rnd[3]);
+	}
+	later_args = malloc(sizeof(*later_args));
+	if (later_args)
+		*later_args = a;
+	ret = snap_change(c, a.from, TSR_SNAP_CREATE, snap, later_args ? &later : NULL,
+			  later_args, msg, sizeof(msg));
+	if (later) /* later_args are the pending request's now */
+		return;
+	free(later_args);
+	clone_after_cut(c, &a, snap, ret, msg, resp);
 }
