@@ -95,6 +95,9 @@ int site_grp_join(struct site_grp *g, const char *volume, uint64_t marker, uint6
 		  bool free_run);
 /* Its session ended: what it held is dropped; it holds the group where it is. */
 void site_grp_leave(struct site_grp *g, unsigned i);
+/* After leave, the session's end made marker (applied through seq) durable:
+ * the member holds the group there until it joins again. */
+void site_grp_settle(struct site_grp *g, unsigned i, uint64_t marker, uint64_t seq);
 /* Member i received (whole) a frame taking seq (free runs release it at once). */
 void site_grp_received(struct site_grp *g, unsigned i, uint64_t seq);
 /* Member i enters (SYNC_BEGIN received) or leaves (SYNC_END received) a free run. */

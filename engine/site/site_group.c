@@ -86,6 +86,16 @@ void site_grp_leave(struct site_grp *g, unsigned i)
 		m->release_seq = m->received_seq;
 }
 
+void site_grp_settle(struct site_grp *g, unsigned i, uint64_t marker, uint64_t seq)
+{
+	struct site_grp_member *m = &g->m[i];
+
+	/* a member without a session is where its state file says */
+	m->released_marker = m->high = marker;
+	m->release_seq = m->received_seq = seq;
+	m->npend = 0;
+}
+
 void site_grp_received(struct site_grp *g, unsigned i, uint64_t seq)
 {
 	struct site_grp_member *m = &g->m[i];

@@ -421,6 +421,7 @@ struct sess {
 	unsigned gi;               /* our member index in grp->g */
 	bool grp_free;             /* in a sync / replay: no hold (site_group.c) */
 	bool grp_pump_queued;      /* a deferred pump (another member's release) is queued */
+	bool grp_left;             /* closing: left the group (no more releases) */
 	uint64_t release_seq;      /* cache of site_grp_release_seq (worker only) */
 	uint64_t grp_rx_seq;       /* the last seq received (a BARRIER's place) */
 	struct held *held_head, *held_tail;
@@ -432,10 +433,12 @@ struct sess {
 };
 
 /* Held frames past this (bytes or count) stop the reads: TCP backpressure.
- * The source's own 8 MiB window and its marker every 2 MiB keep a healthy
- * member well below it. */
-#define HOLD_MAX_BYTES (24u << 20)
-#define HOLD_MAX_FRAMES 8192u
+ * A member's source has at most its 8 MiB window plus one interval (2 MiB,
+ * or one host write of up to 32 MiB that crossed it) past its last released
+ * marker in flight (site_source.c window_open), which must fit here or the
+ * group would wait for a marker it does not read. */
+#define HOLD_MAX_BYTES (48u << 20)
+#define HOLD_MAX_FRAMES 16384u
 
 struct tsr_site_server {
 	struct tsr_site_tls_ctx *tls;
@@ -874,7 +877,7 @@ static unsigned grp_refresh_locked(struct sess *s, struct sess **wake)
 		struct sess *o = grp->sess[i];
 		uint64_t r = site_grp_release_seq(&grp->g, i);
 
-		if (o == NULL)
+		if (o == NULL || o->grp_left)
 			continue;
 		if (r != o->release_seq && o != s)
 			wake[n++] = o;
@@ -888,8 +891,9 @@ static void drain_held(struct sess *s)
 {
 	struct held *e;
 
-	while ((e = s->held_head) != NULL && s->phase == SESS_STREAM && !s->dead &&
-	       !s->err_pending && !s->broken) {
+	while ((e = s->held_head) != NULL &&
+	       (s->phase == SESS_STREAM || s->phase == SESS_CLOSING) && !s->err_pending &&
+	       !s->broken) {
 		uint32_t bytes = e->h.opcode == TSR_SITE_WRITE ? e->h.payload_len : 0;
 
 		if (!s->srv->no_release_rule && e->pos > s->release_seq)
@@ -1220,6 +1224,23 @@ static void target_kick(struct sess *s)
 /* Closing: wait for the frames in flight, write the final state, then end. */
 static bool close_step(struct sess *s)
 {
+	if (s->grp && !s->grp_left) {
+		/* leave the group now: from here it releases us nothing more,
+		 * and what it released is applied before the final state (the
+		 * other members may have applied their part of it already) */
+		struct tgroup *grp = s->grp;
+
+		pthread_mutex_lock(&grp->lock);
+		site_grp_leave(&grp->g, s->gi);
+		s->release_seq = site_grp_release_seq(&grp->g, s->gi);
+		pthread_mutex_unlock(&grp->lock);
+		s->grp_left = true;
+	}
+	if (s->held_head && !s->broken && !s->err_pending &&
+	    (s->srv->no_release_rule || s->held_head->pos <= s->release_seq)) {
+		drain_held(s);
+		return false; /* completions pump again */
+	}
 	if (s->inflight || s->syncing || s->dig_inflight)
 		return false;
 	if (s->target && !s->final_done) {
@@ -1491,7 +1512,11 @@ static void sess_teardown(struct sess *s)
 		bool left = true;
 
 		pthread_mutex_lock(&grp->lock);
-		site_grp_leave(&grp->g, s->gi);
+		if (!s->grp_left)
+			site_grp_leave(&grp->g, s->gi);
+		/* normally what it released was applied before the final state;
+		 * after a store error or a refusal it may be less */
+		site_grp_settle(&grp->g, s->gi, atomic_load(&s->tv->marker), s->durable);
 		grp->sess[s->gi] = NULL;
 		for (unsigned i = 0; i < grp->g.n; i++)
 			left = left && grp->sess[i] == NULL;
@@ -1731,6 +1756,10 @@ static int grp_arrive(struct sess *s, struct tsr_worker *w)
 				"member has a session already");
 		goto out;
 	}
+	tsr_info("site server: %s: joins group %s as member %d of %u at marker %llu, seq %llu%s",
+		 s->label, grp->g.name, idx, grp->g.members, (unsigned long long)marker,
+		 (unsigned long long)s->st.applied, free_run ? " (not consistent: runs free "
+		 "until its SYNC_END)" : "");
 	grp->w = w;
 	grp->sess[idx] = s;
 	s->grp = grp;

@@ -301,6 +301,7 @@ struct tsr_site_source {
 	uint64_t bytes_since_marker;         /* logged since the last marker (worker) */
 	uint64_t markers_sent;               /* MARKER frames sent */
 	uint64_t last_marker_sent;           /* number of the last one sent */
+	bool at_marker;                      /* the last log entry sent was a MARKER */
 };
 
 struct sync_call;
@@ -852,12 +853,15 @@ static void tx_finished(struct tsr_site_source *s)
 				s->sync_active = false;
 		}
 	} else if (k == TX_ENTRY) {
+		s->at_marker = s->tx_orphan != s->tx_entry && s->tx_entry->kind == ENT_MARKER;
 		if (s->tx_orphan == s->tx_entry) {
 			free(s->tx_orphan);
 			s->tx_orphan = NULL;
 		} else if (s->tx_entry->kind == ENT_SYNC_END) {
 			s->sync_end_seq = s->tx_seq;
 			s->barrier_now = true;
+		} else if (s->tx_entry->kind == ENT_MARKER) {
+			s->barrier_now = true; /* a window checkpoint at every marker */
 		}
 		s->tx_entry = NULL;
 	}
@@ -1131,6 +1135,21 @@ static void update_events(struct tsr_site_source *s)
 }
 
 /* Send what can go now: tx first, then a BARRIER, a sync step, the log. */
+/*
+ * A group member keeps sending past a full window until its next MARKER is
+ * out: the target releases a member's frames (and so ACKs them) only at
+ * markers, and the ACK that frees the window is the one of the BARRIER that
+ * follows each MARKER.  Stopping between two markers would wait for an ACK
+ * that needs the next marker: a deadlock.  So the bytes in flight of a
+ * member stay below the window plus one interval (2 MiB or the one host
+ * write, at most 32 MiB, that crossed it), which the target's held queue
+ * takes (HOLD_MAX_BYTES in site_server.c).
+ */
+static bool window_open(const struct tsr_site_source *s)
+{
+	return s->group != NULL && s->log_on && !s->sync_active && !s->at_marker;
+}
+
 static void pump(struct tsr_site_source *s)
 {
 	int ret;
@@ -1159,7 +1178,7 @@ static void pump(struct tsr_site_source *s)
 			send_barrier(s);
 			continue;
 		}
-		if (s->paused || s->cum_sent - s->cum_acked >= SRC_WINDOW)
+		if (s->paused || (s->cum_sent - s->cum_acked >= SRC_WINDOW && !window_open(s)))
 			break;
 		if (s->max_bps && s->tokens <= 0)
 			break;
@@ -1264,6 +1283,7 @@ static void on_open(struct tsr_site_source *s, uint64_t a, bool replay)
 	}
 	s->sent_seq = s->barrier_seq = a;
 	s->cum_sent = s->cum_acked = 0;
+	s->at_marker = false; /* resent from a released marker: on to the next one */
 	s->n_ckpt = 0;
 	s->last_barrier_ns = now_ns();
 	if (s->first_session_done)

@@ -928,4 +928,15 @@ void cli_print_replications(Tessera__Admin__Replication *const *r, size_t n)
 		       cli_fmt_rate(x->rate_bps, rate, sizeof(rate)), sync,
 		       target ? (x->consistent ? "yes" : "NO") : "-");
 	}
+	/* consistency groups: each member's marker (one number over a group
+	 * whose targets sit at one point of its history) */
+	for (i = 0; i < n; i++) {
+		const Tessera__Admin__Replication *x = r[i];
+
+		if (!x->group[0])
+			continue;
+		printf("%-*s  group %s, %s %" PRIu64 "%s%s\n", wv, x->volume, x->group,
+		       repl_is_target(x) ? "at marker" : "last marker sent", x->group_marker,
+		       x->group_held_by[0] ? "; held back by " : "", x->group_held_by);
+	}
 }
