@@ -9,16 +9,18 @@
  *    mirror cuts every IN_SYNC copy at that point, see
  *    engine/layout/mirror_snap.c).  A request from a client is cut with
  *    tsr_volset_snap_async on the volume's home worker and answered later
- *    (admin_later_*, "pending cuts" below): the loop serves other requests
+ *    (admin_later_*, "pending requests" below): the loop serves other requests
  *    meanwhile.  A node that is not the coordinator forwards the request
- *    there with a blocking admin call (the admin client has no async form):
- *    its loop waits for the coordinator's reply;
+ *    there with the async admin client (admin_async_call) and answers
+ *    later too: its loop does not wait for the coordinator;
  *  - SnapshotCreate/Delete of a detached volume: nothing writes it, so the
  *    cut is the same on every copy without a gate: the local_copy form goes
  *    to every copy's node (ours: the store); every copy must be IN_SYNC and
  *    the last coordinator must have detached cleanly (else the copies may
- *    differ).  A CREATE that fails on one copy is deleted again on the
- *    others;
+ *    differ).  A client's request asks every copy's node at once (async
+ *    calls, ours on the store) and is answered when the last one did.  A
+ *    CREATE that fails on one copy is deleted again on the others (without
+ *    waiting);
  *  - SnapshotDiff of an ec volume: computed on a node holding an IN_SYNC
  *    chunk copy (forwarded there as below) from every chunk copy's diff
  *    (its store, or SnapshotDiff with local_copy to the copy's node),
@@ -37,8 +39,10 @@
  *    the nodes of the source's copies, by the local_copy VolumeCreate with the
  *    from_* fields, so each store shares the unchanged blocks.  A clone of
  *    the source's current content is made from a temporary snapshot cut as
- *    above (consistent across copies even while the source is written), then
- *    deleted (the stores keep it hidden while the clone needs it).  The
+ *    above (consistent across copies even while the source is written, and
+ *    answered later: the clone is made once it is cut, clone_after_cut),
+ *    then deleted without waiting (the stores keep it hidden while the
+ *    clone needs it).  The
  *    clone's vol/ record notes its parent.
  *
  * Erasure-coded volumes work the same way: each copy is a chunk volume, cut,
@@ -49,8 +53,11 @@
  * in the same order (copy c holds the same stripe positions as the source's
  * copy c).
  *
- * Main thread; blocking calls (include/tessera/cluster.h), except the
- * coordinator's cut of a client's SnapshotCreate/Delete (above).
+ * Main thread; blocking calls (include/tessera/cluster.h), except a
+ * client's SnapshotCreate/Delete and a clone's temporary snapshot (above:
+ * "pending requests").  Still blocking: the clone's copies and rollback
+ * (copy_op_all: threads joined here), metadata reads, and the read-back of
+ * a new snapshot from another node when this one holds no copy.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -343,15 +350,18 @@ static int coord_result(int ret, enum tsr_snap_op op, const char *vol, const cha
 	return ret;
 }
 
-/* ---- pending cuts: the coordinator's cut without blocking the loop ------ */
+/* ---- pending requests: snapshot changes without blocking the loop ------- */
 
 /*
- * A client's SnapshotCreate/Delete of a volume coordinated here: the cut runs
- * on the volume's home worker (tsr_volset_snap_async) and the admin server
- * sends the reply when it is made (snap_later_reply on the loop).  Pending
- * ones are listed so that tsr_cluster_stop can let go of them
- * (cluster_snapshot_stop): their reply then says tesserad is shutting down,
- * without touching the freed cluster.
+ * A client's SnapshotCreate/Delete (or a clone's temporary snapshot): on the
+ * coordinator the cut runs on the volume's home worker
+ * (tsr_volset_snap_async); elsewhere the request is forwarded to the
+ * coordinator, or for a detached volume sent to every copy's node, with
+ * admin_async_call (slots).  The admin server sends the reply when it is
+ * done (snap_later_reply on the loop).  Pending ones are listed so that
+ * tsr_cluster_stop can let go of them (cluster_snapshot_stop, which also
+ * cancels calls in flight): their reply then says tesserad is shutting
+ * down, without touching the freed cluster.
  */
 struct snap_later;
 
