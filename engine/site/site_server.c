@@ -37,6 +37,13 @@
  * first frame of a session) covers: the next session replies with
  * TSR_SITE_F_REPLAY and the volume stays inconsistent until the source's
  * replay ends with SYNC_END.
+ * Consistency groups (a VOLUME_OPEN naming one): the members' sessions run
+ * on one worker (struct tgroup); each keeps reading but holds its frames
+ * (struct held) and hands one to the target only once its seq is at or
+ * before the member's release point, the newest marker every member of the
+ * group has received (site_group.c).  A closing member leaves the group
+ * first and applies what was released to it before its final state, so
+ * every member stops at the same marker.
  * Sockets are watched edge triggered for in and out; every change of state
  * runs pump(), which does whatever can be done and stops at -EAGAIN.
  *

@@ -653,6 +653,8 @@ void tsr_site_source_stats(struct tsr_site_source *s, struct tsr_site_source_sta
  *                                          4 promoted
  *   36  64   source site (NUL padded)   100 64 source cluster
  *  164  64   volume name        228  4  reserved 0
+ *  232   8   consistency group: newest MARKER applied through applied (0: none)
+ *  240  64   consistency group name (NUL padded; empty: none, then marker 0)
  *  ... zero ...                4092  4  CRC32C of bytes 0..4091
  * A file that fails its checks is refused with a log line (the volume is
  * then not served as a target until an operator acts).

@@ -110,6 +110,22 @@ static void test_session_down_blocks(void **state)
 		assert_int_equal(released_marker(&g, i), 20);
 	assert_int_equal(site_grp_release_seq(&g, 0), 10);
 	assert_int_equal(site_grp_release_seq(&g, 2), 8);
+	/* v1's session ends after a store error: released to 20, durable at 10
+	 * (seq 2): settled there, it holds the others at 10 until it rejoins */
+	site_grp_leave(&g, 1);
+	site_grp_settle(&g, 1, 10, 2);
+	assert_int_equal(site_grp_marker(&g, 0, 40, 30), 0);
+	assert_int_equal(site_grp_marker(&g, 2, 40, 30), 0);
+	assert_false(site_grp_release(&g));
+	assert_int_equal(g.reach, 10);
+	assert_string_equal(site_grp_blocker(&g, why, sizeof(why)),
+			    "v1 (no session, newest marker 10)");
+	assert_int_equal(site_grp_join(&g, "v1", 10, 2, false), 1);
+	assert_int_equal(site_grp_marker(&g, 1, 40, 12), 0);
+	assert_true(site_grp_release(&g));
+	for (unsigned i = 0; i < 3; i++)
+		assert_int_equal(released_marker(&g, i), 40);
+	assert_int_equal(site_grp_release_seq(&g, 1), 12);
 	/* a fourth member than announced */
 	assert_int_equal(site_grp_join(&g, "v3", 0, 0, false), -ENOSPC);
 	site_grp_fini(&g);
