@@ -30,7 +30,8 @@
  * volume's layout (layout.c) on its home worker and reports on that worker's
  * thread once the cut is made (the admin server hands it back to its loop);
  * tsr_volset_snap is the blocking form (a condition variable), for callers
- * that may block (the cluster layer's forwarded requests, tests).
+ * that may block: tests, and the admin and cluster layers only when no later
+ * reply can be taken (a command run outside a connection's request).
  *
  * Geo-replication taps (tsr_vol_set_hooks): while hooks are installed, each
  * host write, zero and trim carries a small context (recycled on the home
