@@ -49,7 +49,6 @@ struct tsr_io {
 	struct io_req *free_reqs;  /* free list through next_free */
 	unsigned inflight;         /* requests queued or in flight */
 	unsigned unsubmitted;      /* queued since the last submit (resumes included) */
-	bool resume_queued;        /* a short transfer's remainder is among them */
 	unsigned callbacks_run;    /* callbacks run by the current tsr_io_poll */
 	bool polling;              /* inside tsr_io_poll: forbids recursion */
 };
@@ -179,7 +178,6 @@ static void req_done(struct io_req_hook *hook, int res)
 		return;
 	}
 	io->unsubmitted++;
-	io->resume_queued = true;
 }
 
 void tsr_io_req_complete(struct tsr_io_req *req, int res)
@@ -275,10 +273,8 @@ int tsr_io_submit(struct tsr_io *io)
 	int ret;
 
 	ret = io->backend->submit(io->ctx);
-	if (ret >= 0) {
+	if (ret >= 0)
 		io->unsubmitted = 0;
-		io->resume_queued = false;
-	}
 	return ret;
 }
 
@@ -308,13 +304,8 @@ int tsr_io_poll(struct tsr_io *io, unsigned max, bool wait)
 					io->inflight > 0);
 		if (ret < 0)
 			break;
-		/*
-		 * Remainders of short transfers queued by req_done go out now.
-		 * New operations the callbacks queued wait for the owner's
-		 * submit (the worker's is at the end of its pass, or in its
-		 * next tsr_io_wait): one system call for the whole pass.
-		 */
-		if (io->resume_queued) {
+		/* Remainders of short transfers queued by req_done go out now. */
+		if (io->unsubmitted > 0) {
 			int sret = tsr_io_submit(io);
 
 			if (sret < 0)
@@ -335,27 +326,6 @@ out:
 unsigned tsr_io_inflight(const struct tsr_io *io)
 {
 	return io->inflight;
-}
-
-bool tsr_io_can_wait(const struct tsr_io *io)
-{
-	return io->backend->wait != NULL;
-}
-
-int tsr_io_wait(struct tsr_io *io, int fd, int timeout_ms)
-{
-	int ret;
-
-	if (io->backend->wait == NULL)
-		return -EOPNOTSUPP;
-	if (io->polling)
-		return -EBUSY; /* called from a callback */
-	ret = io->backend->wait(io->ctx, fd, timeout_ms);
-	if (ret >= 0) {
-		io->unsubmitted = 0; /* the wait submitted them */
-		io->resume_queued = false;
-	}
-	return ret;
 }
 
 int tsr_io_event_fd(const struct tsr_io *io)

@@ -6,16 +6,8 @@
  * single io_uring_submit(); reap() walks the CQ ring in user space and only
  * enters the kernel to wait.  An eventfd registered on the ring is signalled
  * on every completion, for the owner's epoll loop.
- *
- * wait(): the owner may instead sleep in the ring.  A one-shot POLL_ADD on
- * the owner's epoll fd (user data &g_poll_tag, armed again by the next
- * wait() once its completion was reaped) joins the two event sources, so one
- * io_uring_enter both submits the pass's SQEs and sleeps until a completion
- * or a ready fd.  A one-shot poll checks readiness when armed, so events the
- * owner left unread on a level-triggered fd wake it again at once.
  */
 #include <errno.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -31,11 +23,7 @@ struct uring_ctx {
 	bool ring_ready;     /* ring set up: io_uring_queue_exit() needed */
 	int event_fd;        /* registered eventfd, -1 until created */
 	unsigned inflight;   /* SQEs queued and not yet reaped */
-	bool poll_armed;     /* wait()'s POLL_ADD queued and its CQE not reaped */
 };
-
-/* user_data of wait()'s poll on the owner's fd: never a struct tsr_io_req */
-static char g_poll_tag;
 
 static void uring_destroy(void *ctx)
 {
@@ -168,12 +156,6 @@ static int uring_reap(void *ctx, unsigned max, bool wait)
 		}
 		if (ret < 0)
 			return n > 0 ? (int)n : ret;
-		if (io_uring_cqe_get_data(cqe) == &g_poll_tag) {
-			/* wait()'s poll fired (or was cancelled): not a request */
-			io_uring_cqe_seen(&c->ring, cqe);
-			c->poll_armed = false;
-			continue;
-		}
 		req = io_uring_cqe_get_data(cqe);
 		res = cqe->res;
 		/*
@@ -186,56 +168,6 @@ static int uring_reap(void *ctx, unsigned max, bool wait)
 		tsr_io_req_complete(req, res);
 	}
 	return (int)n;
-}
-
-/* Whether wait()'s poll completion is among the CQEs not yet reaped. */
-static bool poll_cqe_ready(struct uring_ctx *c)
-{
-	struct io_uring_cqe *cqe;
-	unsigned head;
-
-	io_uring_for_each_cqe(&c->ring, head, cqe) {
-		if (io_uring_cqe_get_data(cqe) == &g_poll_tag)
-			return true;
-	}
-	return false;
-}
-
-static int uring_wait(void *ctx, int fd, int timeout_ms)
-{
-	struct uring_ctx *c = ctx;
-	struct __kernel_timespec ts;
-	struct io_uring_cqe *cqe;
-	int ret;
-
-	if (!c->poll_armed) {
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
-
-		if (sqe == NULL) {
-			/* SQ full: send what is there, which frees the slots */
-			ret = io_uring_submit(&c->ring);
-			if (ret < 0)
-				return ret;
-			sqe = io_uring_get_sqe(&c->ring);
-			if (sqe == NULL)
-				return -EAGAIN;
-		}
-		io_uring_prep_poll_add(sqe, fd, POLLIN);
-		io_uring_sqe_set_data(sqe, &g_poll_tag);
-		c->poll_armed = true;
-	}
-	if (timeout_ms == 0) {
-		ret = io_uring_submit(&c->ring);
-	} else if (timeout_ms < 0) {
-		ret = io_uring_submit_and_wait(&c->ring, 1);
-	} else {
-		ts.tv_sec = timeout_ms / 1000;
-		ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
-		ret = io_uring_submit_and_wait_timeout(&c->ring, &cqe, 1, &ts, NULL);
-	}
-	if (ret < 0 && ret != -ETIME && ret != -EINTR)
-		return ret;
-	return poll_cqe_ready(c) ? 1 : 0;
 }
 
 static int uring_event_fd(void *ctx)
@@ -253,5 +185,4 @@ const struct tsr_io_backend tsr_io_uring_backend = {
 	.submit = uring_submit,
 	.reap = uring_reap,
 	.event_fd = uring_event_fd,
-	.wait = uring_wait,
 };

@@ -14,14 +14,6 @@
  *      one batched socket write per connection and pass);
  *   6. tsr_io_submit() once, for everything queued during the pass.
  *
- * On io_uring (tsr_io_can_wait) the loop sleeps in the ring instead: step 1
- * becomes tsr_io_wait(io, epfd), which submits the previous pass's SQEs and
- * sleeps until a completion or a ready fd (a poll of the epoll fd inside the
- * ring), followed by a zero-timeout epoll_wait only when the epoll fd was
- * ready; step 3 reaps without an eventfd (the io's eventfd is not watched),
- * and step 6 is left to the next pass's wait.  At QD1 that is one sleep and
- * two system calls fewer per request.
- *
  * Locking policy (the only lock of the worker): msg_lock guards the message
  * queue and the stopping flag.  It is taken by tsr_worker_send() and
  * tsr_worker_stop() from other threads and once per pass by the loop when the
@@ -95,7 +87,6 @@ struct tsr_worker {
 	struct call *defer_head, *defer_tail;
 	struct call *free_calls;   /* recycled deferred-call records */
 	bool stop_seen;            /* the loop noticed stopping */
-	bool ring_wait;            /* sleep in tsr_io_wait, not epoll (set up once) */
 };
 
 /* epoll tags for the two internal fds (compared by address). */
@@ -338,19 +329,11 @@ static bool loop_pass(struct tsr_worker *w)
 
 	if (w->defer_head != NULL)
 		timeout = 0;
-	else if (tsr_io_inflight(w->io) > 0 && !w->ring_wait)
+	else if (tsr_io_inflight(w->io) > 0)
 		timeout = WORKER_INFLIGHT_TIMEOUT_MS;
 	else
-		timeout = -1; /* in the ring, a completion itself wakes us */
-	if (w->ring_wait) {
-		ret = tsr_io_wait(w->io, w->epfd, timeout);
-		if (ret < 0)
-			tsr_error("worker%u: io wait: %s", w->index, strerror(-ret));
-		n = ret == 1 ? epoll_wait(w->epfd, events, WORKER_MAX_EVENTS, 0) : 0;
-		io_ready = true; /* reaping an empty ring costs no system call */
-	} else {
-		n = epoll_wait(w->epfd, events, WORKER_MAX_EVENTS, timeout);
-	}
+		timeout = -1;
+	n = epoll_wait(w->epfd, events, WORKER_MAX_EVENTS, timeout);
 	if (n < 0) {
 		if (errno != EINTR)
 			tsr_error("worker%u: epoll_wait: %s", w->index, strerror(errno));
@@ -377,8 +360,7 @@ static bool loop_pass(struct tsr_worker *w)
 	}
 
 	if (io_ready) {
-		if (!w->ring_wait)
-			drain_eventfd(tsr_io_event_fd(w->io));
+		drain_eventfd(tsr_io_event_fd(w->io));
 		ret = tsr_io_poll(w->io, 0, false);
 		if (ret < 0)
 			tsr_error("worker%u: io poll: %s", w->index, strerror(-ret));
@@ -388,11 +370,9 @@ static bool loop_pass(struct tsr_worker *w)
 		stopping = run_messages(w);
 	}
 	run_deferred(w);
-	if (!w->ring_wait) {
-		ret = tsr_io_submit(w->io);
-		if (ret < 0)
-			tsr_error("worker%u: io submit: %s", w->index, strerror(-ret));
-	}
+	ret = tsr_io_submit(w->io);
+	if (ret < 0)
+		tsr_error("worker%u: io submit: %s", w->index, strerror(-ret));
 	free_dead_watches(w);
 	return stopping;
 }
@@ -419,11 +399,8 @@ static int setup_thread(struct tsr_worker *w)
 			  strerror(-ret));
 		return ret;
 	}
-	/* TSR_WORKER_EPOLL=1: the epoll loop even on io_uring (A/B, debugging) */
-	w->ring_wait = tsr_io_can_wait(w->io) && getenv("TSR_WORKER_EPOLL") == NULL;
 	ev.data.ptr = &g_tag_io;
-	if (!w->ring_wait &&
-	    epoll_ctl(w->epfd, EPOLL_CTL_ADD, tsr_io_event_fd(w->io), &ev) < 0)
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, tsr_io_event_fd(w->io), &ev) < 0)
 		return -errno;
 	ev.data.ptr = &g_tag_wake;
 	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wake_fd, &ev) < 0)

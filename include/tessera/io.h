@@ -96,19 +96,6 @@ unsigned tsr_io_inflight(const struct tsr_io *io);
 int tsr_io_event_fd(const struct tsr_io *io);
 
 /*
- * Sleep in the I/O context instead of in epoll: submit everything queued,
- * then wait until a completion is ready, fd (the owner's epoll fd) is
- * readable, or timeout_ms passed (-1: no limit, 0: submit only).  One system
- * call per loop pass where epoll_wait + submit + an eventfd read took three.
- * Returns 1 when fd was seen readable (collect its events with a zero-timeout
- * epoll_wait), 0 when not, -EOPNOTSUPP when the backend cannot (libaio, the
- * fault injector: sleep in epoll on tsr_io_event_fd instead), other -errno.
- * Completions are not reaped: call tsr_io_poll(io, 0, false) after it.
- */
-int tsr_io_wait(struct tsr_io *io, int fd, int timeout_ms);
-bool tsr_io_can_wait(const struct tsr_io *io);
-
-/*
  * Number of faults the fault injector has injected so far (each failed,
  * shortened, delayed or torn operation counts once); 0 for a context created
  * without fault_spec.

@@ -41,13 +41,6 @@ struct tsr_io_backend {
 	int (*reap)(void *ctx, unsigned max, bool wait);
 	/* eventfd signalled on completion. */
 	int (*event_fd)(void *ctx);
-	/*
-	 * Optional (NULL: not offered).  Submit everything queued, then sleep
-	 * until a completion is ready, fd is readable or timeout_ms passed
-	 * (-1: no limit, 0: do not sleep).  1: fd is (or was) readable, 0: it
-	 * was not seen readable, -errno.  Completions are left for reap().
-	 */
-	int (*wait)(void *ctx, int fd, int timeout_ms);
 };
 
 /* Called by a backend from reap(): res is bytes transferred or -errno. */
