@@ -504,7 +504,10 @@ struct layer *spare_take(struct tsr_store *store, const char *vol_uuid, uint64_t
 			 char uuid_out[37]);
 /* Volume vol_uuid wants no spare any more (deleted, closed): drop its spare. */
 void spare_forget(struct tsr_store *store, const char *vol_uuid);
-/* Stop the thread and remove every parked spare's files (store close). */
+/* Hand the removal of a deleted layer's files (its row is gone) and the sync
+ * of volumes/ to the thread, when it runs: true; false: do it yourself. */
+bool spare_reap(struct tsr_store *store, const char *uuid, uint64_t size);
+/* Stop the thread, remove queued reaps and every parked spare's files (store close). */
 void spare_stop(struct tsr_store *store);
 /* Test hook: wait until no spare is queued or being made; spares parked so far. */
 unsigned store_test_spares_idle(struct tsr_store *store);

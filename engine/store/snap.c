@@ -523,8 +523,12 @@ static int finish_delete(struct tsr_store *store, const struct snap_row *row)
 	store_crash_point();
 	if (svol && (me = chain_find(svol, row->uuid)) != NULL)
 		chain_publish(svol, NULL, me);
-	layer_remove_files(store, row->uuid, row->size);
-	store_fsync_voldir(store);
+	/* files without a row: the spare thread removes them when it runs
+	 * (outside the layout's gate), else now; a crash first: the open does */
+	if (!spare_reap(store, row->uuid, row->size)) {
+		layer_remove_files(store, row->uuid, row->size);
+		store_fsync_voldir(store);
+	}
 	return 0;
 }
 

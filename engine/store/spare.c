@@ -19,6 +19,11 @@
  * when taken; one of a deleted volume when the volume goes; every spare at
  * store close.
  *
+ * The same thread removes the files of deleted layers (spare_reap) when it
+ * runs: a delete inside the layout's gate then ends with its row's commit.
+ * Files whose row is gone are files without a row: removed at open if a
+ * crash comes first, and at store close the queue is emptied.
+ *
  * Locks: spare_set.lock guards the list and the thread's state; it may be
  * taken under store->lock (snap_cut), never the other way round, and the
  * thread holds neither while it creates files.
@@ -43,15 +48,39 @@ struct spare {
 	struct spare *next;
 };
 
+/* Files of a deleted layer whose row is gone, to remove (spare_reap). */
+struct reap {
+	char uuid[37];
+	uint64_t size;
+	struct reap *next;
+};
+
 struct spare_set {
 	pthread_mutex_t lock; /* every field below and every struct spare */
 	pthread_cond_t cond;  /* work queued, stop, or the thread idle */
 	pthread_t thread;
 	bool stopping;        /* spare_stop: the thread ends */
-	bool busy;            /* the thread is making a spare */
+	bool busy;            /* the thread is making a spare or removing files */
 	unsigned made;        /* spares parked since the store opened (tests) */
 	struct spare *list;
+	struct reap *reaps;   /* files to remove, oldest last */
 };
+
+/* Remove the files of every queued reap, then sync volumes/ once. */
+static void reap_run(struct tsr_store *store, struct reap *r)
+{
+	struct reap *next;
+
+	if (r == NULL)
+		return;
+	store_crash_point();
+	for (; r != NULL; r = next) {
+		next = r->next;
+		layer_remove_files(store, r->uuid, r->size);
+		free(r);
+	}
+	store_fsync_voldir(store);
+}
 
 static void spare_discard(struct tsr_store *store, struct layer *l, const char *uuid,
 			  uint64_t size)
@@ -117,6 +146,16 @@ static void *spare_main(void *arg)
 		uint64_t size;
 		int ret;
 
+		if (ss->reaps != NULL) {
+			struct reap *r = ss->reaps;
+
+			ss->reaps = NULL;
+			ss->busy = true;
+			pthread_mutex_unlock(&ss->lock);
+			reap_run(store, r);
+			pthread_mutex_lock(&ss->lock);
+			continue;
+		}
 		for (sp = ss->list; sp != NULL && !sp->queued; sp = sp->next)
 			;
 		if (sp == NULL) {
@@ -260,6 +299,8 @@ void spare_stop(struct tsr_store *store)
 	pthread_cond_broadcast(&ss->cond);
 	pthread_mutex_unlock(&ss->lock);
 	pthread_join(ss->thread, NULL);
+	reap_run(store, ss->reaps);
+	ss->reaps = NULL;
 	while ((sp = ss->list) != NULL) {
 		ss->list = sp->next;
 		if (sp->layer != NULL)
@@ -270,6 +311,23 @@ void spare_stop(struct tsr_store *store)
 	pthread_mutex_destroy(&ss->lock);
 	free(ss);
 	store->spares = NULL;
+}
+
+bool spare_reap(struct tsr_store *store, const char *uuid, uint64_t size)
+{
+	struct spare_set *ss = store->spares;
+	struct reap *r;
+
+	if (ss == NULL || (r = calloc(1, sizeof(*r))) == NULL)
+		return false;
+	snprintf(r->uuid, sizeof(r->uuid), "%s", uuid);
+	r->size = size;
+	pthread_mutex_lock(&ss->lock);
+	r->next = ss->reaps;
+	ss->reaps = r;
+	pthread_cond_broadcast(&ss->cond);
+	pthread_mutex_unlock(&ss->lock);
+	return true;
 }
 
 unsigned store_test_spares_idle(struct tsr_store *store)
@@ -285,7 +343,7 @@ unsigned store_test_spares_idle(struct tsr_store *store)
 
 		for (sp = ss->list; sp != NULL && !sp->queued; sp = sp->next)
 			;
-		if (sp == NULL && !ss->busy)
+		if (sp == NULL && !ss->busy && ss->reaps == NULL)
 			break;
 		pthread_cond_wait(&ss->cond, &ss->lock);
 	}

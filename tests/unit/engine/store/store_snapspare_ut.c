@@ -233,6 +233,8 @@ static void test_spare_resized(void **state)
 	assert_int_equal(store_test_spares_idle(e->store), 2);
 	assert_int_equal(count_files(e->dir, NULL), 3 + 3 + 3);
 	assert_int_equal(tsr_store_snap_delete(e->store, "v", "big"), 0);
+	store_test_spares_idle(e->store); /* the thread removes the deleted layer's files */
+	assert_int_equal(count_files(e->dir, NULL), 3 + 3);
 	assert_int_equal(tsr_store_vol_delete(e->store, "v"), 0);
 	assert_int_equal(count_files(e->dir, NULL), 0);
 }
@@ -344,12 +346,81 @@ static void test_spare_crash_points(void **state)
 	assert_int_equal(whole, 3);
 }
 
+/*
+ * A delete while the spare thread runs: the row goes in the caller (inside
+ * the gate), the files are removed by the thread.  A child dies at each
+ * point: row marked, merge synced, row deleted, the thread about to remove
+ * the files; or goes through (waiting for the thread).  After the reopen the
+ * snapshot is whole or absent, the older one and the head unchanged, and
+ * only their files are left.
+ */
+static int reap_child(struct env *e, int step)
+{
+	pid_t pid;
+	int st;
+
+	tsr_store_close(e->store);
+	e->store = NULL;
+	pid = fork();
+	if (pid == 0) {
+		struct tsr_store *s;
+
+		if (tsr_store_open(e->dir, NULL, &s) || tsr_store_snap_spare(s, "v", true))
+			_exit(1);
+		store_test_spares_idle(s);
+		store_test_crash_at = step;
+		if (tsr_store_snap_delete(s, "v", "b"))
+			_exit(2);
+		store_test_spares_idle(s); /* the removal, which may be the crash point */
+		_exit(0);
+	}
+	assert_true(pid > 0);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	return WEXITSTATUS(st);
+}
+
+static void test_delete_reaped(void **state)
+{
+	struct env *e = *state;
+	struct tsr_svol *v;
+	int step, rc, absent = 0;
+
+	for (step = 1; step <= 5; step++) {
+		assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+		assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+		write_all(e, v, 1);
+		assert_int_equal(tsr_store_snap_create(e->store, "v", "a", NULL), 0);
+		write_all(e, v, 2);
+		assert_int_equal(tsr_store_snap_create(e->store, "v", "b", NULL), 0);
+		write_all(e, v, 3); /* copies into b */
+		tsr_svol_put(v);
+		rc = reap_child(e, step);
+		assert_int_equal(rc, step <= 4 ? 99 : 0);
+		check_snap(e, "a", 1);
+		check_head(e, 3);
+		if (tsr_store_snap_info(e->store, "v", "b", &(struct tsr_snap_info){0}) == 0) {
+			check_snap(e, "b", 2);
+			assert_int_equal(count_files(e->dir, NULL), 3 + 6);
+		} else {
+			absent++;
+			assert_int_equal(count_files(e->dir, NULL), 3 + 3);
+		}
+		assert_int_equal(tsr_store_vol_delete(e->store, "v"), 0);
+		assert_int_equal(count_files(e->dir, NULL), 0);
+	}
+	/* marked: the open finishes the delete; so from every point on */
+	assert_int_equal(absent, 5);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_spare_used, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_spare_resized, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_spare_crash_points, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_delete_reaped, setup, teardown),
 	};
 
 	tsr_log_set_level(TSR_LOG_ERROR);
