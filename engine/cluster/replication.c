@@ -68,6 +68,7 @@ struct repl_source {
 	char target_volume[64];
 	char target_layout[32];
 	char group[64];                /* "" = none */
+	char group_broken[256];        /* "" or why it ships outside its group (status) */
 	uint64_t stream;
 	uint64_t epoch;
 	struct tsr_site_source *src;   /* owned; stopped before detach */
@@ -321,7 +322,8 @@ static Tessera__Admin__Replication *source_msg(struct tsr_cluster *c,
 	if (st.state == TSR_SITE_SPLIT)
 		m->demoted = true;
 	if (!r->demoted)
-		set_text(&m->last_error, st.last_error);
+		set_text(&m->last_error, st.last_error[0] || !s->group_broken[0] ? st.last_error :
+			 s->group_broken);
 	return m;
 }
 
@@ -753,6 +755,20 @@ static int source_start(struct tsr_cluster *c, const Tessera__Cluster__Replicati
 		goto out;
 	}
 	ret = tsr_site_source_start(&o, &s->src);
+	if (ret == -EXDEV) {
+		/* its home is not the group's worker (attached before replication
+		 * enable --group, or the others are on another node): it ships on
+		 * its own, and says so; the group's target waits for it */
+		snprintf(s->group_broken, sizeof(s->group_broken), "group %s broken: this member "
+			 "runs on another worker than the group's other members, so it ships on "
+			 "its own (NOT consistent with the group, whose target waits for it); "
+			 "attach every member on one node after replication enable --group "
+			 "(detach and attach %s)", r->group, r->volume);
+		tsr_warn("cluster: volume %s: %s", r->volume, s->group_broken);
+		o.group = NULL;
+		o.group_members = 0;
+		ret = tsr_site_source_start(&o, &s->src);
+	}
 	if (ret) {
 		snprintf(msg, msg_len, "volume %s: cannot start shipping to site %s: %s%s", r->volume,
 			 r->site, strerror(-ret), ret == -EBUSY ? " (the volume has replication "

@@ -938,7 +938,7 @@ static void grp_take(struct sess *s, const struct tsr_site_hdr *h, const uint8_t
 {
 	struct tgroup *grp = s->grp;
 	struct sess *wake[TSR_SITE_GROUP_MAX];
-	unsigned nwake = 0;
+	unsigned nwake = 0, held_members = 0;
 	struct held *e;
 	int ret = 0;
 
@@ -972,18 +972,17 @@ static void grp_take(struct sess *s, const struct tsr_site_hdr *h, const uint8_t
 		struct tsr_site_marker m;
 
 		ret = tsr_site_marker_parse(payload, h->payload_len, &m);
-		if (ret == 0 && (strcmp(m.group, s->open.group) != 0 ||
-				 m.members != s->open.members))
+		if (ret == 0 && strcmp(m.group, s->open.group) != 0)
 			ret = -EPROTO;
 		if (ret) {
 			free(e);
 			sess_error(s, ret < 0 ? -ret : ret, h->stream, h->seq, "volume %s: MARKER seq "
-				   "%llu does not name this stream's group %s of %u members",
-				   s->tv->name, (unsigned long long)h->seq, s->open.group,
-				   s->open.members);
+				   "%llu does not name this stream's group %s", s->tv->name,
+				   (unsigned long long)h->seq, s->open.group);
 			return;
 		}
 		e->marker = h->offset;
+		held_members = m.members;
 	}
 	e->pos = h->opcode == TSR_SITE_BARRIER ? s->grp_rx_seq : h->seq;
 	if (h->opcode != TSR_SITE_BARRIER)
@@ -1000,6 +999,8 @@ static void grp_take(struct sess *s, const struct tsr_site_hdr *h, const uint8_t
 		pthread_mutex_lock(&grp->lock);
 		if (h->opcode == TSR_SITE_MARKER) {
 			ret = site_grp_marker(&grp->g, s->gi, h->offset, h->seq);
+			if (held_members > grp->g.members) /* a member enabled since */
+				grp->g.members = held_members;
 		} else {
 			site_grp_received(&grp->g, s->gi, h->seq);
 			site_grp_set_free(&grp->g, s->gi, h->opcode == TSR_SITE_SYNC_BEGIN);
@@ -1734,20 +1735,17 @@ static int grp_arrive(struct sess *s, struct tsr_worker *w)
 		return open_fail(s, ENOMEM, "the target is out of memory");
 	pthread_mutex_lock(&grp->lock);
 	idle = grp->w == NULL;
-	if (grp->g.members != s->open.members) {
-		if (idle) { /* the group changed while none of it streamed: start it over */
-			char name[TSR_SITE_NAME_MAX + 1];
+	/* A member enabled later announces more members: the group waits for
+	 * them all (it never holds less than announced).  Fewer (a member was
+	 * disabled) only while none of the group streams: it starts over. */
+	if (s->open.members > grp->g.members) {
+		grp->g.members = s->open.members;
+	} else if (s->open.members < grp->g.members && idle) {
+		char name[TSR_SITE_NAME_MAX + 1];
 
-			snprintf(name, sizeof(name), "%s", grp->g.name);
-			site_grp_fini(&grp->g);
-			site_grp_init(&grp->g, name, s->open.members);
-		} else {
-			ret = open_fail(s, EINVAL, "volume %s: group %s has %u members at the "
-					"target's live sessions, this VOLUME_OPEN says %u; restart "
-					"the group's sources together", s->tv->name, grp->g.name,
-					grp->g.members, s->open.members);
-			goto out;
-		}
+		snprintf(name, sizeof(name), "%s", grp->g.name);
+		site_grp_fini(&grp->g);
+		site_grp_init(&grp->g, name, s->open.members);
 	}
 	if (!idle && grp->w != w) {
 		ret = open_fail(s, EXDEV, "volume %s runs on worker%u at the target, group %s's "

@@ -1073,7 +1073,8 @@ static void send_entry(struct tsr_site_source *s)
 	if (e->kind == ENT_SYNC_END) {
 		h = frame_hdr(s, TSR_SITE_SYNC_END, seq);
 	} else if (e->kind == ENT_MARKER) {
-		struct tsr_site_marker m = {.members = s->group ? s->group->members : 1};
+		struct tsr_site_marker m = {
+		    .members = s->group ? __atomic_load_n(&s->group->members, __ATOMIC_RELAXED) : 1};
 		int n;
 
 		snprintf(m.group, sizeof(m.group), "%s", s->open.group);
@@ -1368,7 +1369,12 @@ static void on_frame(struct tsr_site_source *s, const struct tsr_site_hdr *h,
 		}
 		{
 			struct tsr_site_hdr o = frame_hdr(s, TSR_SITE_VOLUME_OPEN, 0);
-			int n = tsr_site_open_pack(&s->open, s->ctl_buf);
+			int n;
+
+			if (s->group) /* the count may have grown since start */
+				s->open.members = __atomic_load_n(&s->group->members,
+								  __ATOMIC_RELAXED);
+			n = tsr_site_open_pack(&s->open, s->ctl_buf);
 
 			/* a sync is due (initial copy, overflow, a cut sync): ask
 			 * what the target holds, to send only what differs */
@@ -1651,7 +1657,7 @@ static int resolve(struct tsr_site_source *s, const char *address)
 }
 
 /* Join group name on worker (control thread).  Errors: -EXDEV the group
- * runs on another worker, -EINVAL another member count, -ENOSPC full, -ENOMEM. */
+ * runs on another worker, -ENOSPC full, -ENOMEM. */
 static int group_join(struct tsr_site_source *s, const char *name, unsigned members,
 		      unsigned interval_ms)
 {
@@ -1677,11 +1683,13 @@ static int group_join(struct tsr_site_source *s, const char *name, unsigned memb
 	}
 	if (g->worker != s->worker)
 		ret = -EXDEV;
-	else if (g->members != members)
-		ret = -EINVAL;
-	else if (g->refs >= members || g->refs >= TSR_SITE_GROUP_MAX)
+	else if (g->refs >= TSR_SITE_GROUP_MAX)
 		ret = -ENOSPC;
 	if (ret == 0) {
+		/* a member enabled later counts more members: every marker and
+		 * VOLUME_OPEN announces the largest count from here on */
+		if (members > g->members)
+			__atomic_store_n(&g->members, members, __ATOMIC_RELAXED);
 		g->refs++;
 		s->group = g;
 	} else if (g->refs == 0) { /* made for us: forget it */
@@ -1804,7 +1812,6 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 			tsr_warn("site source %s: consistency group %s: %s", tsr_vol_name(opts->vol),
 				 opts->group, ret == -EXDEV ? "its volumes run on another worker "
 				 "(attach every member on one node, after the group was set)" :
-				 ret == -EINVAL ? "another member count than its other members" :
 				 ret == -ENOSPC ? "more members than announced" : strerror(-ret));
 			goto err;
 		}

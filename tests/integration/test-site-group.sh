@@ -103,7 +103,7 @@ events=(pause cut pause cut pause cut pause)
 k=0
 for e in "${events[@]}"; do
 	k=$((k + 1))
-	sleep "$(( RANDOM % 2 )).$(( RANDOM % 10 + 1 ))"
+	sleep "0.$(( RANDOM % 9 + 1 ))"
 	case $e in
 	pause) px pause; dr_images "pause$k"; px pass ;;
 	cut) px cut; dr_images "cut$k"; px pass ;;
@@ -140,9 +140,9 @@ fi
 st=$(stsr dr --json replication status --group app)
 assert_eq "$(printf '%s' "$st" | json_get 'sorted(r["volume"] for r in j["replications"] if r["role"] == "target")')" \
 	'["g0", "g1", "g2"]' "status --group app at the DR"
-stsr dr replication status --group app | grep -q "^g1 *group app, at marker" ||
+stsr dr replication status --group app | grep -q "^  group app: g1 (target) at marker" ||
 	fail "text status --group shows no marker"
-stsr primary replication status --group app | grep -q "^g1 *group app, last marker sent" ||
+stsr primary replication status --group app | grep -q "^  group app: g1 (source) last marker sent" ||
 	fail "source status --group shows no marker"
 
 # ---- 4. disaster: writes, the link cut for good, promote --group

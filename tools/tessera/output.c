@@ -935,7 +935,7 @@ void cli_print_replications(Tessera__Admin__Replication *const *r, size_t n)
 
 		if (!x->group[0])
 			continue;
-		printf("%-*s  group %s, %s %" PRIu64 "%s%s\n", wv, x->volume, x->group,
+		printf("  group %s: %s (%s) %s %" PRIu64 "%s%s\n", x->group, x->volume, x->role,
 		       repl_is_target(x) ? "at marker" : "last marker sent", x->group_marker,
 		       x->group_held_by[0] ? "; held back by " : "", x->group_held_by);
 	}
