@@ -77,12 +77,14 @@ for (( r=1; r<=rounds; r++ )); do
 			state+=", $victim deleted"
 		fi
 	fi
+	nwant=0 # counted here: ${#want[@]} of an emptied array trips set -u in bash 5.2
 	for s in "${!want[@]}"; do
 		[[ $have == *" $s "* ]] || fail "round $r: snapshot $s vanished"
 		[ "$(img_hash "cv@$s")" = "${want[$s]}" ] || fail "round $r: snapshot $s changed"
+		nwant=$((nwant + 1))
 	done
 	[ "$(img_hash cv)" = "$head_hash" ] || fail "round $r: the volume changed"
-	log "round $r/$rounds: $state; ${#want[@]} snapshots intact"
+	log "round $r/$rounds: $state; $nwant snapshots intact"
 done
 
 for s in "${!want[@]}"; do
