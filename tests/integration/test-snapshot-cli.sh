@@ -134,19 +134,24 @@ grep -q "73728 bytes" <<<"$text" || fail "diff text lacks the total: $text"
 # ---------------------------------------------------------------- refused input changes nothing
 list_before=$(tsr "$D" --json snapshot list db)
 vols_before=$(vol_names)
-# unchanged: db's data, its snapshots, the set of volumes
+# unchanged_meta: db's snapshots and the set of volumes, after every refusal;
+# unchanged: also db's data, read whole once at the end of the refusals (nothing
+# in between writes db, so a refusal that changed a byte is still seen there)
+unchanged_meta() {
+	assert_eq "$(tsr "$D" --json snapshot list db)" "$list_before" "snapshot list after: $*"
+	assert_eq "$(vol_names)" "$vols_before" "volumes after: $*"
+}
 unchanged() {
 	wait_idle db
 	assert_eq "$(vol_sum db)" "$sumC" "db's data after: $*"
-	assert_eq "$(tsr "$D" --json snapshot list db)" "$list_before" "snapshot list after: $*"
-	assert_eq "$(vol_names)" "$vols_before" "volumes after: $*"
+	unchanged_meta "$*"
 }
 NOTFOUND='not found|no such|unknown|does not exist'
 refused() { # refused RC PATTERN ARGS...: tessera ARGS fails so, and nothing changed
 	local rc=$1 pat=$2
 	shift 2
 	expect_fail "$rc" "$pat" tsr "$D" "$@"
-	unchanged "$*"
+	unchanged_meta "$*"
 }
 refused 1 "$NOTFOUND" snapshot create nosuch s9
 refused 1 "$NOTFOUND" snapshot list nosuch
@@ -196,7 +201,7 @@ expect_fail 1 'in use|busy|open|attached|client' tsr "$D" volume rollback db@s2
 assert_eq "$(tsr "$D" --json volume show db | json_get 'j["in_use"]')" true "db held"
 kill -TERM "$hold"
 reap "$hold" || fail "nbd_hold exited with an error"
-unchanged "rollback of a volume in use"
+unchanged "the refusals above and the rollback of a volume in use"
 log "every refused command left db's data and snapshots as they were"
 
 # ---------------------------------------------------------------- clones
