@@ -171,48 +171,6 @@ static void async_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	async_finish(w->data, -ETIMEDOUT, NULL);
 }
 
-/* A non-blocking socket connecting to hostport: 0 and *fd_out, or -errno. */
-static int async_connect(const char *hostport, int *fd_out)
-{
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_NUMERICSERV };
-	struct addrinfo *res = NULL, *ai;
-	char host[256], port[16];
-	int fd = -1, ret, one = 1;
-
-	ret = tsr_admin_split_hostport(hostport, host, sizeof(host), port, sizeof(port));
-	if (ret)
-		return ret;
-	/* cluster addresses are numeric: no resolver round trip then */
-	hints.ai_flags |= AI_NUMERICHOST;
-	if (getaddrinfo(host, port, &hints, &res)) {
-		hints.ai_flags &= ~AI_NUMERICHOST;
-		res = NULL;
-		if (getaddrinfo(host, port, &hints, &res))
-			return -EHOSTUNREACH;
-	}
-	ret = -ECONNREFUSED;
-	for (ai = res; ai; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-			    ai->ai_protocol);
-		if (fd < 0) {
-			ret = -errno;
-			continue;
-		}
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS)
-			break;
-		ret = -errno;
-		close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(res);
-	if (fd < 0)
-		return ret;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	*fd_out = fd;
-	return 0;
-}
-
 int admin_async_call(struct ev_loop *loop, const char *hostport, const char *token,
 		     const Tessera__Admin__Request *req, int timeout_ms, admin_async_fn cb_fn,
 		     void *cb_arg, struct admin_async **out)
@@ -235,7 +193,7 @@ int admin_async_call(struct ev_loop *loop, const char *hostport, const char *tok
 	ret = admin_frame_pack(&copy.base, &a->out, &a->out_len);
 	if (ret)
 		goto err;
-	ret = async_connect(hostport, &a->fd);
+	ret = admin_tcp_connect(hostport, true, &a->fd);
 	if (ret)
 		goto err;
 	ev_io_init(&a->io, async_io_cb, a->fd, EV_WRITE);

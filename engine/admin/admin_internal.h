@@ -22,6 +22,9 @@ uint32_t admin_frame_len(const uint8_t hdr[4]);
  * Pack msg into a malloc'd frame (4-byte length + bytes).
  * Errors: -EMSGSIZE larger than TSR_ADMIN_MAX_FRAME, -ENOMEM.
  */
+/* TCP connect to "HOST:PORT" with TCP_NODELAY; nonblock: may return while the
+ * connect is in progress (admin_sock.c).  0 and *fd_out, or -errno. */
+int admin_tcp_connect(const char *hostport, bool nonblock, int *fd_out);
 int admin_frame_pack(const ProtobufCMessage *msg, uint8_t **frame, size_t *len);
 
 /* strdup that keeps NULL as protobuf's empty string; NULL on ENOMEM. */

@@ -145,6 +145,53 @@ int tsr_admin_listen_unix(const char *path, int *fd_out)
 	return 0;
 }
 
+/*
+ * A TCP connection to "HOST:PORT" (numeric hosts are tried without a resolver
+ * round trip first), TCP_NODELAY set.  nonblock: the socket is non-blocking
+ * and the connect may still be in progress (EINPROGRESS) when this returns.
+ * 0 or -errno (-EHOSTUNREACH when the name does not resolve).
+ */
+int admin_tcp_connect(const char *hostport, bool nonblock, int *fd_out)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_NUMERICSERV | AI_NUMERICHOST };
+	struct addrinfo *res = NULL, *ai;
+	char host[256], port[16];
+	int fd = -1, ret, one = 1;
+
+	ret = tsr_admin_split_hostport(hostport, host, sizeof(host), port, sizeof(port));
+	if (ret)
+		return ret;
+	if (getaddrinfo(host, port, &hints, &res)) {
+		hints.ai_flags &= ~AI_NUMERICHOST;
+		res = NULL;
+		if (getaddrinfo(host, port, &hints, &res))
+			return -EHOSTUNREACH;
+	}
+	ret = -ECONNREFUSED;
+	for (ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family,
+			    ai->ai_socktype | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0),
+			    ai->ai_protocol);
+		if (fd < 0) {
+			ret = -errno;
+			continue;
+		}
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 ||
+		    (nonblock && errno == EINPROGRESS))
+			break;
+		ret = -errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0)
+		return ret;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	*fd_out = fd;
+	return 0;
+}
+
 int tsr_admin_connect_socket(const char *unix_path, const char *hostport, int *fd_out)
 {
 	int fd = -1, ret;
@@ -164,34 +211,9 @@ int tsr_admin_connect_socket(const char *unix_path, const char *hostport, int *f
 			return ret;
 		}
 	} else {
-		struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-					  .ai_flags = AI_NUMERICSERV };
-		struct addrinfo *res = NULL, *ai;
-		char host[256], port[16];
-		int one = 1;
-
-		ret = tsr_admin_split_hostport(hostport, host, sizeof(host), port, sizeof(port));
+		ret = admin_tcp_connect(hostport, false, &fd);
 		if (ret)
 			return ret;
-		if (getaddrinfo(host, port, &hints, &res))
-			return -EHOSTUNREACH;
-		ret = -ECONNREFUSED;
-		for (ai = res; ai; ai = ai->ai_next) {
-			fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-			if (fd < 0) {
-				ret = -errno;
-				continue;
-			}
-			if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-				break;
-			ret = -errno;
-			close(fd);
-			fd = -1;
-		}
-		freeaddrinfo(res);
-		if (fd < 0)
-			return ret;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	}
 	*fd_out = fd;
 	return 0;
