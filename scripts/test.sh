@@ -10,7 +10,8 @@
 # 3. ASan+UBSan build in build-asan/: the unit tests and a subset of the
 #    integration tests (all of them with --long)
 # 4. clang-14 build with libFuzzer in build-fuzz/ (the harnesses only): each
-#    tests/fuzz/fuzz_* harness for FUZZ_SECONDS (10; 300 with --long)
+#    tests/fuzz/fuzz_* harness for FUZZ_SECONDS (10; 300 with --long), as many
+#    at a time as there are cores
 # --long also runs the crash loop for more rounds.
 # BUILD_PREFIX=build names the three build trees (PREFIX, PREFIX-asan, PREFIX-fuzz).
 # Ends with "N passed, N failed"; exits non-zero if anything failed.
@@ -110,23 +111,37 @@ fi
 step "clang-14 + libFuzzer build in $B-fuzz/"
 fuzzers=$(cd tests/fuzz && ls fuzz_*.c | sed 's/\.c$//' | tr '\n' ' ')
 if BUILD_TARGETS=$fuzzers build "$B-fuzz" fuzz -DCMAKE_C_COMPILER=clang-14 -DTSR_WERROR=ON -DTSR_FUZZ=ON; then
+	# JOBS harnesses at a time (each libFuzzer process uses one core); the
+	# verdicts are read back in name order once all have ended.
 	shopt -s nullglob
+	names=()
 	for f in "$B"-fuzz/tests/fuzz_*; do
 		[ -x "$f" ] || continue
 		name=$(basename "$f")
-		step "fuzz $name for ${FUZZ_SECONDS}s"
-		corpus=$(mktemp -d /var/tmp/tessera-corpus.XXXXXX)
-		[ -d "tests/fuzz/corpus/$name" ] && cp -r "tests/fuzz/corpus/$name/." "$corpus/"
-		if "$f" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
-			-artifact_prefix="$B-fuzz/$name-" \
-			-print_final_stats=1 "$corpus" >"$B-fuzz/$name.log" 2>&1; then
+		names+=("$name")
+		while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n; done
+		step "fuzz $name for ${FUZZ_SECONDS}s (started)"
+		(
+			corpus=$(mktemp -d /var/tmp/tessera-corpus.XXXXXX)
+			[ -d "tests/fuzz/corpus/$name" ] && cp -r "tests/fuzz/corpus/$name/." "$corpus/"
+			"$f" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
+				-artifact_prefix="$B-fuzz/$name-" \
+				-print_final_stats=1 "$corpus" >"$B-fuzz/$name.log" 2>&1
+			echo $? >"$B-fuzz/$name.rc"
+			rm -rf "$corpus"
+		) &
+	done
+	wait
+	for name in "${names[@]}"; do
+		step "fuzz $name: verdict"
+		if [ "$(cat "$B-fuzz/$name.rc" 2>/dev/null)" = 0 ]; then
 			ok
 			grep -E 'stat::number_of_executed_units|cov:' "$B-fuzz/$name.log" | tail -n 2
 		else
 			tail -n 60 "$B-fuzz/$name.log"
 			ko "fuzz $name"
 		fi
-		rm -rf "$corpus"
+		rm -f "$B-fuzz/$name.rc"
 	done
 	shopt -u nullglob
 fi
