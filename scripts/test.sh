@@ -104,7 +104,8 @@ if build "$B-asan" asan -DCMAKE_C_COMPILER=gcc -DTSR_WERROR=ON -DTSR_SANITIZE=ON
 		run_ctest "$B-asan" asan -L integration
 	else
 		regex=$(printf 'integration/%s$|' $ASAN_INTEGRATION)
-		TSR_CRASH_ROUNDS=${TSR_CRASH_ROUNDS_ASAN:-10} run_ctest "$B-asan" asan -R "${regex%|}"
+		# two at a time too (RUN_SERIAL ones alone), as in the gcc run
+		TSR_CRASH_ROUNDS=${TSR_CRASH_ROUNDS_ASAN:-10} run_ctest "$B-asan" asan -R "${regex%|}" -j"$JOBS"
 	fi
 fi
 

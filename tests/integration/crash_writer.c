@@ -302,6 +302,8 @@ static int do_write(const char *uri, const char *logpath, unsigned qd, unsigned 
 	h = nbd_create();
 	if (!h || nbd_connect_uri(h, uri) < 0) {
 		fprintf(stderr, "crash_writer: connect %s: %s\n", uri, nbd_get_error());
+		if (h)
+			nbd_close(h);
 		return 2;
 	}
 	size = nbd_get_size(h);
@@ -366,6 +368,8 @@ static int do_verify(const char *uri, const char *logpath)
 	h = nbd_create();
 	if (!h || nbd_connect_uri(h, uri) < 0) {
 		fprintf(stderr, "verify: connect %s: %s\n", uri, nbd_get_error());
+		if (h)
+			nbd_close(h);
 		return 2;
 	}
 	size = nbd_get_size(h);
@@ -476,11 +480,14 @@ static int read_seqs(const char *uri, uint64_t **seqs_out, uint64_t *nblocks_out
 
 	if (!h || nbd_connect_uri(h, uri) < 0) {
 		fprintf(stderr, "connect %s: %s\n", uri, nbd_get_error());
+		if (h)
+			nbd_close(h);
 		return -1;
 	}
 	size = nbd_get_size(h);
 	if (size < (int64_t)BLK) {
 		fprintf(stderr, "bad export size %" PRId64 "\n", size);
+		nbd_close(h);
 		return -1;
 	}
 	seqs = calloc(size / BLK, sizeof(*seqs));

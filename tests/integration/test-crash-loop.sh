@@ -37,6 +37,13 @@ for (( r=1; r<=rounds; r++ )); do
 		--seed $(( RANDOM * 65536 + RANDOM + r )) >"$D/writer.out" 2>&1 &
 	wpid=$!
 	track_pid "$wpid"
+	# The kill must find the writer connected: wait for its start line
+	# (printed after its probe connection), not longer than 30 s.
+	for (( i=0; i<300; i++ )); do
+		grep -q '^crash_writer: [0-9]* blocks' "$D/writer.out" 2>/dev/null && break
+		kill -0 "$wpid" 2>/dev/null || break
+		sleep 0.1
+	done
 	# 0.2 .. 2.0 s
 	sleep "$(( 2 + RANDOM % 19 ))e-1"
 	kill9_tesserad
