@@ -126,7 +126,7 @@ else
 	A=(0) B=(0) C=(0) F=(0)
 fi
 
-LOAD_IOPS=0 H= R= G= SPARE=0
+LOAD_IOPS=0 H= R= G= P= SPARE=0
 if part latency; then
 log "create latency: $NSNAPS cuts under 4k randwrite QD32"
 fio --name=load --rw=randwrite --bs=4k --iodepth=32 --ioengine=nbd --uri="$(uri nosnap)" \
@@ -158,6 +158,11 @@ R=$({ grep -o "snapshot create 'nosnap@l[0-9]*': replied after [0-9.]*" "$W/log/
 # ... and how many of the cuts found their layer's files made ahead (spare.c)
 SPARE=$({ grep -c "snapshot: volume nosnap: created l[0-9]* .*on a spare layer" \
 	"$W/log/tesserad.log" || true; } | head -1)
+# ... and, for cuts whose catalogue row was made durable after the gate
+# reopened (the store's thread; builds with the row out of the gate), how long
+# after the cut the row was durable
+P=$({ grep -o "snapshot: volume nosnap: created l[0-9]* .*row durable [0-9.]*" \
+	"$W/log/tesserad.log" || true; } | awk '{printf "%d ", $NF * 1000}')
 else
 	L=(0) S=(0)
 fi
@@ -187,12 +192,13 @@ mkdir -p "$HERE/results"
 ts=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$HERE/results/snapshot-$ts
 "$PY" - "$OUT" "$SIZE" "$RUNTIME" "$DIFF_SIZE" "$LOAD_IOPS" "$DIFF_BYTES" "$DIFF_EXT" \
-	"${A[*]}" "${B[*]}" "${C[*]}" "${F[*]}" "${L[*]}" "${D[*]}" "$H" "${S[*]}" "$R" "$G" "${SPARE:-0}" <<'EOF'
+	"${A[*]}" "${B[*]}" "${C[*]}" "${F[*]}" "${L[*]}" "${D[*]}" "$H" "${S[*]}" "$R" "$G" "${SPARE:-0}" "$P" <<'EOF'
 import json, statistics, subprocess, sys
 out, size, runtime, dsize, load_iops, dbytes, dext = sys.argv[1:8]
 A, B, C, F, L, D, H, S, R = ([int(x) for x in a.split()] for a in sys.argv[8:17])
 G = [tuple(int(y) for y in x.split(":")) for x in sys.argv[17].split()]
 spare = int(sys.argv[18] or 0)
+P = [int(x) for x in sys.argv[19].split()]
 GD, GO = [g[0] for g in G], [g[1] for g in G]
 med = statistics.median
 def pct(v, p):
@@ -213,6 +219,9 @@ r = {
     "drain_p50_ms": pct(GD, 50) / 1000 if GD else None, "drain_p99_ms": pct(GD, 99) / 1000 if GD else None,
     "op_p50_ms": pct(GO, 50) / 1000 if GO else None, "op_p99_ms": pct(GO, 99) / 1000 if GO else None,
     "cuts_on_spare": spare,
+    "rows_after_gate": len(P), "row_durable_us": P,
+    "row_durable_p50_ms": pct(P, 50) / 1000 if P else None,
+    "row_durable_p99_ms": pct(P, 99) / 1000 if P else None,
     "replied_us": R, "replied_p50_ms": pct(R, 50) / 1000 if R else None,
     "replied_p99_ms": pct(R, 99) / 1000 if R else None,
     "diff_volume": dsize, "diff_bytes": int(dbytes), "diff_extents": int(dext),
@@ -232,6 +241,7 @@ md = f"""# Snapshot benchmark ({size} volumes, {runtime} s runs, medians of {len
 | host writes held by the cut (server side, tesserad log) | p50 {r['held_p50_ms'] or 0:.1f} ms, p99 {r['held_p99_ms'] or 0:.1f} ms | "a few ms" |
 | ... of which the drain of writes in flight / the snap op | p50 {r['drain_p50_ms'] or 0:.1f} / {r['op_p50_ms'] or 0:.1f} ms, p99 {r['drain_p99_ms'] or 0:.1f} / {r['op_p99_ms'] or 0:.1f} ms | |
 | create, request to reply in tesserad (admin log; no CLI start; {spare} of {len(L) if H else 0} cuts on a spare layer) | p50 {r['replied_p50_ms'] or 0:.1f} ms, p99 {r['replied_p99_ms'] or 0:.1f} ms | |
+| rows made durable after the gate reopened ({len(P)} of {len(L) if H else 0} cuts), cut to row durable | p50 {r['row_durable_p50_ms'] or 0:.1f} ms, p99 {r['row_durable_p99_ms'] or 0:.1f} ms | |
 | diff of a {dsize} thin volume, 1% changed ({int(dbytes) >> 20} MiB in {dext} extents) | {r['diff_median_s']:.3f} s (median of {len(D)}) | < 1 s |
 """
 open(out + ".md", "w").write(md)

@@ -14,7 +14,12 @@
  *    and write-zeroes are queued in arrival order (struct gate_item), reads,
  *    flushes and block status pass;
  *  - when inflight_writes reaches 0 the layout's snap op runs; when it calls
- *    back, the gate opens and the queue is replayed in order.  A snap request
+ *    back, the gate opens and the queue is replayed in order.  A layout may
+ *    open the gate before it calls back (tsr_layout_snap_opened: the cut is
+ *    in place, its durable record comes later, e.g. the local layout's
+ *    catalogue row); the request then waits in l->finishing until its
+ *    callback, and callers are called back in the order their requests
+ *    entered the gate (a later one that ends first waits there too).  A snap request
  *    that arrives while the gate is closed is queued like a write, so it is
  *    cut exactly after the writes that came before it and before the ones
  *    that came after.
@@ -46,6 +51,10 @@ struct gate_item {
 	unsigned flags;
 	struct tsr_snap_req snap; /* GATE_SNAP */
 	int64_t closed_ns, cut_ns; /* GATE_SNAP: gate closed for it, snap op called */
+	int64_t opened_ns;         /* GATE_SNAP: gate reopened early for it (0: not) */
+	bool finished;             /* GATE_SNAP in l->finishing: its status is known */
+	int status;                /* ... and is this */
+	struct tsr_layout *l;      /* GATE_SNAP: for the op's callback */
 	tsr_cb cb_fn;
 	void *cb_arg;
 	struct gate_item *next;
@@ -67,6 +76,11 @@ struct tsr_layout {
 	struct gate_item *held_tail;
 	bool running;                 /* gate_run is on the stack (no re-entry) */
 	struct gate_done *free_done;  /* reusable completion wrappers */
+	struct gate_item *finishing;  /* snap requests out of the gate whose callers wait
+				       * (opened early, or done behind one), in gate order */
+	struct gate_item *finishing_tail;
+	tsr_layout_post_fn post;      /* the home thread's post (tsr_layout_set_home), or NULL */
+	void *post_arg;
 };
 
 int tsr_layout_new(const struct tsr_layout_ops *ops, void *ctx, struct tsr_layout **out)
@@ -111,8 +125,35 @@ void tsr_layout_destroy(struct tsr_layout *l)
 		l->held_head = it->next;
 		free(it);
 	}
+	if (l->finishing != NULL)
+		tsr_error("layout %s: destroyed with a snapshot request not called back",
+			  l->ops->name);
+	while (l->finishing != NULL) {
+		struct gate_item *it = l->finishing;
+
+		l->finishing = it->next;
+		free(it);
+	}
 	free(l->current);
 	free(l);
+}
+
+void tsr_layout_set_home(struct tsr_layout *l, tsr_layout_post_fn post, void *post_arg)
+{
+	l->post = post;
+	l->post_arg = post_arg;
+}
+
+bool tsr_layout_has_home(const struct tsr_layout *l)
+{
+	return l->post != NULL;
+}
+
+int tsr_layout_post(struct tsr_layout *l, void (*fn)(void *arg), void *arg)
+{
+	if (l->post == NULL)
+		return -EOPNOTSUPP;
+	return l->post(l->post_arg, fn, arg);
 }
 
 const char *tsr_copy_state_name(enum tsr_copy_state st)
@@ -323,12 +364,67 @@ static const char *snap_op_name(enum tsr_snap_op op)
 	return op == TSR_SNAP_CREATE ? "create" : op == TSR_SNAP_DELETE ? "delete" : "clone";
 }
 
-static void gate_snap_done(void *arg, int status)
+static void finishing_push(struct tsr_layout *l, struct gate_item *it)
 {
-	struct tsr_layout *l = arg;
+	it->next = NULL;
+	if (l->finishing_tail != NULL)
+		l->finishing_tail->next = it;
+	else
+		l->finishing = it;
+	l->finishing_tail = it;
+}
+
+/* Call back the finished requests at the head of l->finishing, in order. */
+static void finishing_run(struct tsr_layout *l)
+{
+	while (l->finishing != NULL && l->finishing->finished) {
+		struct gate_item *it = l->finishing;
+
+		l->finishing = it->next;
+		if (l->finishing == NULL)
+			l->finishing_tail = NULL;
+		it->cb_fn(it->cb_arg, it->status);
+		free(it);
+	}
+}
+
+void tsr_layout_snap_opened(struct tsr_layout *l)
+{
 	struct gate_item *it = l->current;
 	int64_t now = mono_ns();
 
+	if (it == NULL || !l->snap_running || it->opened_ns)
+		return;
+	/* the same line as a cut that ends in the gate: what the gate held */
+	tsr_info("snapshot gate: %s '%s'%s%s: writes held %.1f ms (drain %.1f ms, %s op %.1f ms), "
+		 "gate reopened before the op is durable",
+		 snap_op_name(it->snap.op), it->snap.snap, it->snap.clone[0] ? " -> " : "",
+		 it->snap.clone, (now - it->closed_ns) / 1e6, (it->cut_ns - it->closed_ns) / 1e6,
+		 l->ops->name, (now - it->cut_ns) / 1e6);
+	it->opened_ns = now;
+	finishing_push(l, it);
+	l->current = NULL;
+	l->snap_running = false;
+	l->gated = l->held_head != NULL;
+	if (!l->running)
+		gate_run(l);
+}
+
+static void gate_snap_done(void *arg, int status)
+{
+	struct gate_item *it = arg;
+	struct tsr_layout *l = it->l;
+	int64_t now = mono_ns();
+
+	if (it->opened_ns) { /* out of the gate already: now durable */
+		tsr_info("snapshot gate: %s '%s': %s op done %.1f ms after the gate reopened%s",
+			 snap_op_name(it->snap.op), it->snap.snap, l->ops->name,
+			 (now - it->opened_ns) / 1e6, status ? " (failed)" : "");
+		it->finished = true;
+		it->status = status;
+		finishing_run(l);
+		return;
+	}
 	/* How long host writes were held: what "without stopping I/O for more
 	 * than a few ms" is measured by (bench/snapshot.sh reads this line). */
 	tsr_info("snapshot gate: %s '%s'%s%s: writes held %.1f ms (drain %.1f ms, %s op %.1f ms)%s",
@@ -340,10 +436,17 @@ static void gate_snap_done(void *arg, int status)
 	l->snap_running = false;
 	/* the held ones (if any) are replayed by gate_run, which keeps gated */
 	l->gated = l->held_head != NULL;
-	/* The caller's callback first (requests complete in order); it must
-	 * not destroy the layout (tsr_layout_snap). */
-	it->cb_fn(it->cb_arg, status);
-	free(it);
+	if (l->finishing != NULL) {
+		/* an earlier request is not called back yet: this one waits */
+		it->finished = true;
+		it->status = status;
+		finishing_push(l, it);
+	} else {
+		/* The caller's callback first (requests complete in order); it
+		 * must not destroy the layout (tsr_layout_snap). */
+		it->cb_fn(it->cb_arg, status);
+		free(it);
+	}
 	if (!l->running)
 		gate_run(l);
 }
@@ -368,9 +471,10 @@ static void gate_run(struct tsr_layout *l)
 				break;
 			l->snap_running = true;
 			l->current->cut_ns = mono_ns();
-			ret = l->ops->snap(l->ctx, &l->current->snap, gate_snap_done, l);
+			l->current->l = l;
+			ret = l->ops->snap(l->ctx, &l->current->snap, gate_snap_done, l->current);
 			if (ret)
-				gate_snap_done(l, ret);
+				gate_snap_done(l->current, ret);
 			continue;
 		}
 		it = l->held_head;

@@ -9,12 +9,17 @@
  * answer), and the snap op is refused.  That is how a snapshot is exported.
  *
  * The snap op runs the store's snapshot call on the calling thread (the
- * volume's home worker, with the layout.c gate holding writes back).  For a
- * create that is one catalogue transaction (the row: SQLite, one WAL sync)
- * and the in-memory publish of the layer: the layer's files are made ahead
- * by the store's spare thread, which the layout asks for when it opens the
- * volume (tsr_store_snap_spare) and the store asks again after each create;
- * the layout lets the spare go when it closes the volume.
+ * volume's home worker, with the layout.c gate holding writes back).  A
+ * create is tsr_store_snap_create_async: on the spare layer the store's
+ * thread made ahead (the layout asks for spares when it opens the volume,
+ * tsr_store_snap_spare, and lets them go when it closes it), the gate only
+ * sees the name and seq checks and the in-memory publish of the layer; the
+ * layout then reopens the gate (tsr_layout_snap_opened) and the store's
+ * thread makes the catalogue row final (SQLite, one WAL sync) and calls
+ * local_created, which posts the gate's callback back to the home worker
+ * (tsr_layout_post), so the reply goes out only once the row is durable.
+ * Without a home post (unit tests) or a spare, the create runs whole in the
+ * gate.  Delete and clone run whole in the gate.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -24,6 +29,7 @@
 
 struct local_layout {
 	struct tsr_store *store; /* borrowed: outlives the layout */
+	struct tsr_layout *layout; /* the wrapper around us (gate, home post) */
 	struct tsr_svol *svol;   /* our reference on the store volume (or snapshot image) */
 	char vol[64];            /* the volume's name in the store */
 	bool snapshot;           /* svol is a read-only snapshot image */
@@ -83,6 +89,66 @@ static int local_block_status(void *ctx, uint64_t offset, uint64_t len, struct t
 	return tsr_svol_block_status(ll->svol, offset, len, ext, max, count);
 }
 
+/* A create whose row the store makes durable after the gate reopened. */
+struct local_create {
+	struct local_layout *ll;
+	tsr_cb cb_fn; /* the gate's */
+	void *cb_arg;
+	int status;   /* set by local_created before the post */
+};
+
+/* On the home worker: the row is durable (or failed). */
+static void local_created_home(void *arg)
+{
+	struct local_create *lc = arg;
+	tsr_cb cb_fn = lc->cb_fn;
+	void *cb_arg = lc->cb_arg;
+	int status = lc->status;
+
+	free(lc);
+	cb_fn(cb_arg, status);
+}
+
+/* From the store's spare thread. */
+static void local_created(void *arg, int status)
+{
+	struct local_create *lc = arg;
+	int ret;
+
+	lc->status = status;
+	ret = tsr_layout_post(lc->ll->layout, local_created_home, lc);
+	if (ret) /* the home worker is gone (shutdown): nobody to call back */
+		tsr_error("snapshot: volume %s: cannot reach the home worker to report a "
+			  "create (%s); its reply is lost",
+			  lc->ll->vol, strerror(-ret));
+}
+
+static int local_create(struct local_layout *ll, const struct tsr_snap_req *req, tsr_cb cb_fn,
+			void *cb_arg)
+{
+	struct local_create *lc = calloc(1, sizeof(*lc));
+	int ret;
+
+	if (lc == NULL)
+		return -ENOMEM;
+	lc->ll = ll;
+	lc->cb_fn = cb_fn;
+	lc->cb_arg = cb_arg;
+	ret = tsr_store_snap_create_async(ll->store, ll->vol, req->snap, local_created, lc);
+	if (ret < 0) {
+		free(lc);
+		return ret;
+	}
+	if (ret == 1) { /* the whole create ran in the gate (no spare) */
+		free(lc);
+		cb_fn(cb_arg, 0);
+		return 0;
+	}
+	/* cut and published: writes may go on; local_created reports later */
+	tsr_layout_snap_opened(ll->layout);
+	return 0;
+}
+
 static int local_snap(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg)
 {
 	struct local_layout *ll = ctx;
@@ -94,6 +160,8 @@ static int local_snap(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, v
 		return -EROFS;
 	switch (req->op) {
 	case TSR_SNAP_CREATE:
+		if (tsr_layout_has_home(ll->layout))
+			return local_create(ll, req, cb_fn, cb_arg);
 		ret = tsr_store_snap_create(ll->store, ll->vol, req->snap, &snap_info);
 		break;
 	case TSR_SNAP_DELETE:
@@ -162,6 +230,7 @@ int tsr_layout_local_create(struct tsr_store *store, const char *name, struct ts
 	ret = tsr_layout_new(&local_layout_ops, ll, out);
 	if (ret)
 		goto err;
+	ll->layout = *out;
 	/* the next snapshot's files, made in the background; without them a
 	 * create makes them itself (device mode: no snapshots) */
 	if (!ll->snapshot)

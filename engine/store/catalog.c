@@ -672,6 +672,32 @@ int catalog_snap_update_flags(sqlite3 *db, const struct snap_row *row)
 	return sqlite3_changes(db) == 1 ? 0 : -ENOENT;
 }
 
+int catalog_snap_finalize(sqlite3 *db, const struct snap_row *row)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(db, "UPDATE snapshots SET name = ?, seq = ?, created = ?, "
+				   "flags = ?, crc = ? WHERE uuid = ? AND vol_uuid = ?",
+			       -1, &st, NULL))
+		return -EIO;
+	sqlite3_bind_text(st, 1, row->name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)row->seq);
+	sqlite3_bind_int64(st, 3, row->created);
+	sqlite3_bind_int64(st, 4, row->flags);
+	sqlite3_bind_int64(st, 5, catalog_snap_crc(row));
+	sqlite3_bind_text(st, 6, row->uuid, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 7, row->vol_uuid, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		tsr_error("catalogue: finish snapshot %s (%s): %s", row->name, row->uuid,
+			  sqlite3_errmsg(db));
+		return -EIO;
+	}
+	return sqlite3_changes(db) == 1 ? 0 : -ENOENT;
+}
+
 int catalog_snap_delete(sqlite3 *db, const char *uuid)
 {
 	sqlite3_stmt *st;

@@ -24,15 +24,36 @@
  * Files whose row is gone are files without a row: removed at open if a
  * crash comes first, and at store close the queue is emptied.
  *
+ * Pending rows and the row commit out of the gate.  Once a spare's files are
+ * durable the thread commits a *pending* row for it (SNAP_PENDING, no name,
+ * seq SNAP_PENDING_SEQ + the order the spares were made) on its own SQLite
+ * connection.  A pending row is not listed, is left out of the chain at
+ * attach unless its layer was cut (spare_is_cut), and is finished like a
+ * delete at the next open (snap_recover: merged into its older neighbour,
+ * which is a no-op for a layer nothing was copied into, then the row and the
+ * files go).  tsr_store_snap_create_async cuts on a spare without writing the
+ * catalogue: it checks the name and seq (against the rows and the creates
+ * still queued here), publishes the layer and queues the row's finish
+ * (spare_commit).  The thread makes the row final (catalog_snap_finalize, one
+ * transaction) in the order the cuts were queued, before any other work, and
+ * then calls the creator back.  Pending rows of one volume are cut in the
+ * order they were made (one spare parked at a time), so at an open their seq
+ * order is their cut order and the newest-first recovery merges each into the
+ * layer it was cut above.
+ *
  * Locks: spare_set.lock guards the list and the thread's state; it may be
  * taken under store->lock (snap_cut), never the other way round, and the
- * thread holds neither while it creates files.
+ * thread holds neither while it creates files or commits.  The thread never
+ * takes store->lock, so a caller holding it may wait for the thread
+ * (spare_commits_wait, spare_forget).
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "store/internal.h"
 
@@ -55,16 +76,53 @@ struct reap {
 	struct reap *next;
 };
 
+/* A spare nobody will cut (resized volume, volume closed or deleted): its
+ * pending row, then its files, go on the thread. */
+struct drop {
+	char uuid[37];
+	uint64_t size;
+	struct layer *layer; /* mapped, closed by the thread */
+	struct drop *next;
+};
+
+/* A cut on a spare whose row is still pending (spare_commit). */
+struct commit {
+	struct snap_row row; /* the final row: name, seq, created, flags 0 */
+	tsr_cb done;         /* fired once by the thread, no lock held */
+	void *arg;
+	struct commit *next;
+};
+
+/* The uuid of a cut layer whose row could not be made final: it stays in the
+ * chain of its volume (spare_is_cut) until the next open finishes it. */
+struct cut_failed {
+	char uuid[37];
+	struct cut_failed *next;
+};
+
 struct spare_set {
 	pthread_mutex_t lock; /* every field below and every struct spare */
-	pthread_cond_t cond;  /* work queued, stop, or the thread idle */
+	pthread_cond_t cond;  /* work queued, stop, work done, or the thread idle */
 	pthread_t thread;
-	bool stopping;        /* spare_stop: the thread ends */
+	sqlite3 *db;          /* the thread's own catalogue connection: the thread only,
+			       * and spare_stop after the join */
+	uint64_t next_seq;    /* seq of the next pending row (thread only) */
+	bool stopping;        /* spare_stop: the thread ends once commits and drops are done */
 	bool busy;            /* the thread is making a spare or removing files */
 	unsigned made;        /* spares parked since the store opened (tests) */
+	unsigned committed;   /* rows made final by the thread since the store opened (tests) */
 	struct spare *list;
 	struct reap *reaps;   /* files to remove, oldest last */
+	struct drop *drops;   /* spares to throw away, any order */
+	unsigned drops_left;  /* queued drops not yet done (spare_forget waits for 0) */
+	struct commit *commits, *commits_tail; /* queued row finishes, oldest first; an
+						* entry leaves the list once committed */
+	struct cut_failed *failed;
 };
+
+/* Tests: while non-zero the thread waits before it makes a queued row final
+ * (a commit held back while writes go through the reopened gate). */
+_Atomic int store_test_commit_hold;
 
 /* Remove the files of every queued reap, then sync volumes/ once. */
 static void reap_run(struct tsr_store *store, struct reap *r)
@@ -82,26 +140,54 @@ static void reap_run(struct tsr_store *store, struct reap *r)
 	store_fsync_voldir(store);
 }
 
+/* A spare's mapping, pending row and files (thread, or spare_stop after the
+ * join: ss->db is the thread's). */
 static void spare_discard(struct tsr_store *store, struct layer *l, const char *uuid,
 			  uint64_t size)
 {
 	layer_close(l);
+	catalog_snap_delete(store->spares->db, uuid);
 	layer_remove_files(store, uuid, size);
 }
 
-/* Files, directory sync and mapping of a new layer; the files are removed
- * again on failure.  0 or -errno (logged). */
+/* Queue a spare for the thread to throw away (ss->lock held). */
+static void drop_queue(struct spare_set *ss, struct layer *l, const char *uuid, uint64_t size)
+{
+	struct drop *d = calloc(1, sizeof(*d));
+
+	if (d == NULL) { /* its row stays pending: the next open finishes it */
+		tsr_error("snapshot: spare layer %s: out of memory; its files stay until the "
+			  "next open",
+			  uuid);
+		layer_close(l);
+		return;
+	}
+	snprintf(d->uuid, sizeof(d->uuid), "%s", uuid);
+	d->size = size;
+	d->layer = l;
+	d->next = ss->drops;
+	ss->drops = d;
+	ss->drops_left++;
+	pthread_cond_broadcast(&ss->cond);
+}
+
+/* Files, directory sync, pending row and mapping of a new layer; the row and
+ * files are removed again on failure.  0 or -errno (logged).  Thread only. */
 static int spare_make(struct tsr_store *store, const char *vol_uuid, uint64_t size,
 		      char uuid[37], struct layer **out)
 {
+	struct spare_set *ss = store->spares;
 	struct snap_row row;
+	bool inserted = false;
 	int ret;
 
 	memset(&row, 0, sizeof(row));
 	store_make_uuid(row.uuid);
 	snprintf(row.vol_uuid, sizeof(row.vol_uuid), "%s", vol_uuid);
-	snprintf(row.name, sizeof(row.name), "(spare)");
 	row.size = size;
+	row.seq = ss->next_seq;
+	row.created = (int64_t)time(NULL);
+	row.flags = SNAP_PENDING;
 	store_crash_point();
 	ret = layer_create_files(store, row.uuid, size);
 	if (ret == 0) {
@@ -110,17 +196,85 @@ static int spare_make(struct tsr_store *store, const char *vol_uuid, uint64_t si
 	}
 	if (ret == 0) {
 		store_crash_point();
+		ret = catalog_snap_insert(ss->db, &row);
+		inserted = ret == 0;
+	}
+	if (ret == 0) {
+		ss->next_seq++;
+		store_crash_point();
 		ret = layer_open(store, &row, out);
 	}
 	if (ret) {
 		tsr_error("snapshot: volume %s: spare layer: %s (the next create makes its "
 			  "files itself)",
 			  vol_uuid, strerror(-ret));
+		if (inserted)
+			catalog_snap_delete(ss->db, row.uuid);
 		layer_remove_files(store, row.uuid, size);
 		return ret;
 	}
 	memcpy(uuid, row.uuid, 37);
 	return 0;
+}
+
+/* Make the oldest queued row final, then call its creator back (ss->lock
+ * held on entry and return, dropped meanwhile). */
+static void commit_run(struct tsr_store *store, struct spare_set *ss)
+{
+	struct commit *c = ss->commits;
+	int ret;
+
+	ss->busy = true;
+	pthread_mutex_unlock(&ss->lock);
+	while (atomic_load(&store_test_commit_hold))
+		usleep(1000);
+	store_crash_point();
+	ret = catalog_snap_finalize(ss->db, &c->row);
+	if (ret == 0)
+		store_crash_point();
+	pthread_mutex_lock(&ss->lock);
+	ss->commits = c->next;
+	if (ss->commits == NULL)
+		ss->commits_tail = NULL;
+	if (ret == 0) {
+		ss->committed++;
+	} else {
+		struct cut_failed *f = calloc(1, sizeof(*f));
+
+		tsr_error("snapshot: volume %s: %s (%s): the row could not be made final: %s; "
+			  "the snapshot is not created (its layer goes at the next open)",
+			  c->row.vol_uuid, c->row.name, c->row.uuid, strerror(-ret));
+		if (f != NULL) {
+			memcpy(f->uuid, c->row.uuid, sizeof(f->uuid));
+			f->next = ss->failed;
+			ss->failed = f;
+		}
+	}
+	pthread_cond_broadcast(&ss->cond);
+	pthread_mutex_unlock(&ss->lock);
+	c->done(c->arg, ret);
+	free(c);
+	pthread_mutex_lock(&ss->lock);
+}
+
+/* Throw away every queued drop (ss->lock held on entry and return). */
+static void drops_run(struct tsr_store *store, struct spare_set *ss)
+{
+	struct drop *d = ss->drops, *next;
+	unsigned n = 0;
+
+	ss->drops = NULL;
+	ss->busy = true;
+	pthread_mutex_unlock(&ss->lock);
+	for (; d != NULL; d = next) {
+		next = d->next;
+		spare_discard(store, d->layer, d->uuid, d->size);
+		free(d);
+		n++;
+	}
+	pthread_mutex_lock(&ss->lock);
+	ss->drops_left -= n;
+	pthread_cond_broadcast(&ss->cond);
 }
 
 static struct spare *spare_find(struct spare_set *ss, const char *vol_uuid)
@@ -139,13 +293,23 @@ static void *spare_main(void *arg)
 	struct spare_set *ss = store->spares;
 
 	pthread_mutex_lock(&ss->lock);
-	while (!ss->stopping) {
+	while (!ss->stopping || ss->commits != NULL || ss->drops != NULL) {
 		char vol_uuid[37], uuid[37];
 		struct layer *l = NULL;
 		struct spare *sp;
 		uint64_t size;
 		int ret;
 
+		if (ss->commits != NULL) { /* first: a creator waits for it */
+			commit_run(store, ss);
+			continue;
+		}
+		if (ss->drops != NULL) {
+			drops_run(store, ss);
+			continue;
+		}
+		if (ss->stopping)
+			break;
 		if (ss->reaps != NULL) {
 			struct reap *r = ss->reaps;
 
@@ -178,6 +342,7 @@ static void *spare_main(void *arg)
 			pthread_mutex_unlock(&ss->lock);
 			spare_discard(store, l, uuid, size);
 			pthread_mutex_lock(&ss->lock);
+			pthread_cond_broadcast(&ss->cond);
 			continue;
 		}
 		sp->layer = l;
@@ -191,15 +356,39 @@ static void *spare_main(void *arg)
 	return NULL;
 }
 
+/* Highest seq of the pending rows left (a failed open-time finish), so that
+ * new pending rows sort above them. */
+static uint64_t pending_seq_start(sqlite3 *db)
+{
+	uint64_t seq = SNAP_PENDING_SEQ;
+	struct snap_row *rows;
+	size_t n, i;
+
+	if (catalog_snap_list(db, NULL, &rows, &n) == 0) {
+		for (i = 0; i < n; i++)
+			if ((rows[i].flags & SNAP_PENDING) && rows[i].seq >= seq)
+				seq = rows[i].seq + 1;
+		free(rows);
+	}
+	return seq;
+}
+
 /* The store's spare set, started on first use (store->lock held). */
 static int spare_set_get(struct tsr_store *store, struct spare_set **out)
 {
 	struct spare_set *ss = store->spares;
+	int ret;
 
 	if (ss == NULL) {
 		ss = calloc(1, sizeof(*ss));
 		if (ss == NULL)
 			return -ENOMEM;
+		ret = catalog_open(store->dir, store->device, &ss->db);
+		if (ret) {
+			free(ss);
+			return ret;
+		}
+		ss->next_seq = pending_seq_start(ss->db);
 		pthread_mutex_init(&ss->lock, NULL);
 		pthread_cond_init(&ss->cond, NULL);
 		store->spares = ss;
@@ -207,6 +396,7 @@ static int spare_set_get(struct tsr_store *store, struct spare_set **out)
 			store->spares = NULL;
 			pthread_cond_destroy(&ss->cond);
 			pthread_mutex_destroy(&ss->lock);
+			catalog_close(ss->db);
 			free(ss);
 			return -EAGAIN;
 		}
@@ -255,20 +445,21 @@ struct layer *spare_take(struct tsr_store *store, const char *vol_uuid, uint64_t
 	if (l == NULL)
 		return NULL;
 	if (made != size) { /* the volume grew since: useless */
-		spare_discard(store, l, uuid, made);
+		pthread_mutex_lock(&ss->lock);
+		drop_queue(ss, l, uuid, made);
+		pthread_mutex_unlock(&ss->lock);
 		return NULL;
 	}
 	memcpy(uuid_out, uuid, 37);
 	return l;
 }
 
-void spare_forget(struct tsr_store *store, const char *vol_uuid)
+/* Let vol_uuid's spare go (queued for the thread); wait: until every queued
+ * drop is done. */
+static void spare_let_go(struct tsr_store *store, const char *vol_uuid, bool wait)
 {
 	struct spare_set *ss = store->spares;
-	struct layer *l = NULL;
 	struct spare *sp;
-	char uuid[37];
-	uint64_t size = 0;
 
 	if (ss == NULL)
 		return;
@@ -277,25 +468,113 @@ void spare_forget(struct tsr_store *store, const char *vol_uuid)
 	if (sp != NULL) {
 		sp->wanted = false;
 		sp->queued = false;
-		l = sp->layer;
-		size = sp->layer_size;
-		memcpy(uuid, sp->uuid, sizeof(uuid));
+		if (sp->layer != NULL)
+			drop_queue(ss, sp->layer, sp->uuid, sp->layer_size);
 		sp->layer = NULL;
 	}
+	while (wait && ss->drops_left > 0)
+		pthread_cond_wait(&ss->cond, &ss->lock);
 	pthread_mutex_unlock(&ss->lock);
-	if (l != NULL)
-		spare_discard(store, l, uuid, size);
+}
+
+void spare_forget(struct tsr_store *store, const char *vol_uuid)
+{
+	spare_let_go(store, vol_uuid, true);
+}
+
+int spare_commit(struct tsr_store *store, const struct snap_row *row, tsr_cb done, void *arg)
+{
+	struct spare_set *ss = store->spares;
+	struct commit *c;
+
+	if (ss == NULL)
+		return -EINVAL;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return -ENOMEM;
+	c->row = *row;
+	c->done = done;
+	c->arg = arg;
+	pthread_mutex_lock(&ss->lock);
+	if (ss->commits_tail != NULL)
+		ss->commits_tail->next = c;
+	else
+		ss->commits = c;
+	ss->commits_tail = c;
+	pthread_cond_broadcast(&ss->cond);
+	pthread_mutex_unlock(&ss->lock);
+	return 0;
+}
+
+bool spare_inflight(struct tsr_store *store, const char *vol_uuid, const char *name,
+		    uint64_t *seq)
+{
+	struct spare_set *ss = store->spares;
+	struct commit *c;
+	bool found = false;
+
+	if (ss == NULL)
+		return false;
+	pthread_mutex_lock(&ss->lock);
+	for (c = ss->commits; c != NULL; c = c->next) {
+		if (strcmp(c->row.vol_uuid, vol_uuid) != 0)
+			continue;
+		if (name[0] && strcmp(c->row.name, name) == 0)
+			found = true;
+		if (c->row.seq > *seq)
+			*seq = c->row.seq;
+	}
+	pthread_mutex_unlock(&ss->lock);
+	return found;
+}
+
+void spare_commits_wait(struct tsr_store *store, const char *vol_uuid)
+{
+	struct spare_set *ss = store->spares;
+	struct commit *c;
+
+	if (ss == NULL)
+		return;
+	pthread_mutex_lock(&ss->lock);
+	for (;;) {
+		for (c = ss->commits; c != NULL; c = c->next)
+			if (strcmp(c->row.vol_uuid, vol_uuid) == 0)
+				break;
+		if (c == NULL)
+			break;
+		pthread_cond_wait(&ss->cond, &ss->lock);
+	}
+	pthread_mutex_unlock(&ss->lock);
+}
+
+bool spare_is_cut(struct tsr_store *store, const char *uuid)
+{
+	struct spare_set *ss = store->spares;
+	struct cut_failed *f;
+	struct commit *c;
+	bool cut = false;
+
+	if (ss == NULL)
+		return false;
+	pthread_mutex_lock(&ss->lock);
+	for (c = ss->commits; c != NULL && !cut; c = c->next)
+		cut = strcmp(c->row.uuid, uuid) == 0;
+	for (f = ss->failed; f != NULL && !cut; f = f->next)
+		cut = strcmp(f->uuid, uuid) == 0;
+	pthread_mutex_unlock(&ss->lock);
+	return cut;
 }
 
 void spare_stop(struct tsr_store *store)
 {
 	struct spare_set *ss = store->spares;
+	struct cut_failed *f;
 	struct spare *sp;
 
 	if (ss == NULL)
 		return;
 	pthread_mutex_lock(&ss->lock);
-	ss->stopping = true;
+	ss->stopping = true; /* the thread finishes the queued commits and drops first */
 	pthread_cond_broadcast(&ss->cond);
 	pthread_mutex_unlock(&ss->lock);
 	pthread_join(ss->thread, NULL);
@@ -307,6 +586,11 @@ void spare_stop(struct tsr_store *store)
 			spare_discard(store, sp->layer, sp->uuid, sp->layer_size);
 		free(sp);
 	}
+	while ((f = ss->failed) != NULL) {
+		ss->failed = f->next;
+		free(f);
+	}
+	catalog_close(ss->db);
 	pthread_cond_destroy(&ss->cond);
 	pthread_mutex_destroy(&ss->lock);
 	free(ss);
@@ -343,7 +627,8 @@ unsigned store_test_spares_idle(struct tsr_store *store)
 
 		for (sp = ss->list; sp != NULL && !sp->queued; sp = sp->next)
 			;
-		if (sp == NULL && !ss->busy && ss->reaps == NULL)
+		if (sp == NULL && !ss->busy && ss->reaps == NULL && ss->commits == NULL &&
+		    ss->drops == NULL)
 			break;
 		pthread_cond_wait(&ss->cond, &ss->lock);
 	}
@@ -366,7 +651,7 @@ int tsr_store_snap_spare(struct tsr_store *store, const char *vol, bool keep)
 	pthread_mutex_lock(&store->lock);
 	ret = catalog_get(store->db, vol, &v);
 	if (ret == 0 && !keep)
-		spare_forget(store, v.uuid);
+		spare_let_go(store, v.uuid, false); /* the thread drops it: no wait here */
 	if (ret == 0 && keep)
 		ret = spare_set_get(store, &ss);
 	if (ret || !keep)

@@ -272,6 +272,36 @@ static int refuse_ec_chunk(struct tsr_volset *set, const char *vol, const char *
 	return -ENOENT;
 }
 
+/* The layout's way back to its home worker (tsr_layout_set_home). */
+struct home_call {
+	void (*fn)(void *arg);
+	void *arg;
+};
+
+static void home_call_msg(struct tsr_worker *w, void *arg)
+{
+	struct home_call hc = *(struct home_call *)arg;
+
+	(void)w;
+	free(arg);
+	hc.fn(hc.arg);
+}
+
+static int home_post(void *post_arg, void (*fn)(void *arg), void *arg)
+{
+	struct home_call *hc = malloc(sizeof(*hc));
+	int ret;
+
+	if (hc == NULL)
+		return -ENOMEM;
+	hc->fn = fn;
+	hc->arg = arg;
+	ret = tsr_worker_send(post_arg, home_call_msg, hc);
+	if (ret < 0)
+		free(hc);
+	return ret < 0 ? ret : 0;
+}
+
 int tsr_vol_get(struct tsr_volset *set, const char *name, struct tsr_vol **out)
 {
 	struct tsr_vol *v, *coord;
@@ -319,8 +349,10 @@ int tsr_vol_get(struct tsr_volset *set, const char *name, struct tsr_vol **out)
 	v->local = true;
 	v->snapshot = snapshot;
 	/* a writable volume's layout (its snapshot gate) runs on one thread */
-	if (!snapshot && set->n_workers > 0)
+	if (!snapshot && set->n_workers > 0) {
 		v->home = set->workers[set->next_worker++ % set->n_workers];
+		tsr_layout_set_home(v->layout, home_post, v->home);
+	}
 	v->next = set->attached;
 	set->attached = v;
 out:

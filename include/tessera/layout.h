@@ -61,6 +61,19 @@ struct tsr_snap_req {
 int tsr_layout_snap(struct tsr_layout *l, const struct tsr_snap_req *req, tsr_cb cb_fn,
 		    void *cb_arg);
 
+/*
+ * Give the layout a way to run a function on its home thread from another
+ * thread: post(post_arg, fn, arg) must run fn(arg) on the home thread soon
+ * and return 0, or return -errno and never run it.  With it a layout may
+ * finish a snap request off the home thread (the local layout: a snapshot
+ * create's catalogue row, made durable by the store's thread after the gate
+ * reopened) and still call back there.  Without it (unit tests with no
+ * workers) such work runs inside the gate.  Call before the first request,
+ * on the home thread.
+ */
+typedef int (*tsr_layout_post_fn)(void *post_arg, void (*fn)(void *arg), void *arg);
+void tsr_layout_set_home(struct tsr_layout *l, tsr_layout_post_fn post, void *post_arg);
+
 
 /* ---- replicated layouts (mirror, ec): copies, states, control, status ---- */
 

@@ -28,7 +28,10 @@ struct tsr_layout_ops {
 	 * the layout's home thread once no write, trim or write-zeroes is in
 	 * flight; new ones are held back until cb_fn fires.  Cut req on every
 	 * copy (all at the same point of the write order) and call cb_fn(cb_arg,
-	 * 0 or -errno) exactly once when 0 is returned.
+	 * 0 or -errno) exactly once when 0 is returned.  A layout whose cut is
+	 * in place before it is durable may reopen the gate early with
+	 * tsr_layout_snap_opened (below); cb_fn still fires once, on the home
+	 * thread, when the operation is done.
 	 */
 	int (*snap)(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg);
 	/* Control of replicated layouts (layout.h); each may be NULL. */
@@ -42,6 +45,18 @@ struct tsr_layout_ops {
 
 /* For layouts' constructors: wrap ctx into a struct tsr_layout. */
 int tsr_layout_new(const struct tsr_layout_ops *ops, void *ctx, struct tsr_layout **out);
+/*
+ * For a snap op in progress (home thread, at most once per op, before its
+ * cb_fn): the cut is in place, held writes may go on.  The gate reopens now;
+ * the request's caller is called back when the op's cb_fn fires, and
+ * requests still complete in the order they entered the gate.
+ */
+void tsr_layout_snap_opened(struct tsr_layout *l);
+/* Run fn(arg) on the layout's home thread (tsr_layout_set_home's post).
+ * 0, or -EOPNOTSUPP (no home given) / the post's -errno: fn never runs. */
+int tsr_layout_post(struct tsr_layout *l, void (*fn)(void *arg), void *arg);
+/* A home post was given (tsr_layout_set_home). */
+bool tsr_layout_has_home(const struct tsr_layout *l);
 /* For a layout's own control functions: which ops table, and its ctx. */
 const struct tsr_layout_ops *tsr_layout_ops_of(const struct tsr_layout *l);
 void *tsr_layout_ctx(struct tsr_layout *l);

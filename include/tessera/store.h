@@ -196,13 +196,30 @@ struct tsr_snap_info {
 int tsr_store_snap_create(struct tsr_store *store, const char *vol, const char *snap,
 			  struct tsr_snap_info *info_out);
 /*
+ * A create in two steps, for a caller that holds vol's writes (the local
+ * layout's gate): the cut is made before this returns (name and seq checked,
+ * the layer published in memory: writes from then on copy on write into
+ * it), and done(arg, 0 or -errno) fires exactly once when the snapshot's row
+ * is durable.  On a spare layer (tsr_store_snap_spare) of an open volume the
+ * row is made final by the store's spare thread, which then calls done
+ * (from that thread, no store lock held), so the caller may reopen its gate
+ * at once; a crash before that leaves no snapshot and the head whole.
+ * Returns 0: done fires later; 1: the whole create ran in this call (no
+ * spare, or the volume is not open; the row is durable) and done never
+ * fires; or the errors of tsr_store_snap_create: done never fires, nothing
+ * was cut.  done with -EIO: the snapshot was not created (the cut layer goes
+ * at the next open).
+ */
+int tsr_store_snap_create_async(struct tsr_store *store, const char *vol, const char *snap,
+				tsr_cb done, void *arg);
+/*
  * Keep (keep true) a spare layer ready for the next snapshot of vol: a
  * background thread of the store makes its files (created, sized, fsynced,
  * the directory fsynced) and maps them, so that tsr_store_snap_create only
  * commits the catalogue row and publishes the layer; each create asks for
  * the next spare.  keep false drops the spare (the volume is closed).  A
- * spare has no row: a crash leaves files the next open removes.  Without a
- * spare a create makes the files itself, as before.
+ * spare's row is pending (not listed): a crash leaves a row and files the
+ * next open removes.  Without a spare a create makes the files itself.
  * Errors: -ENOENT vol, -EOPNOTSUPP device mode, -ENOMEM, -EAGAIN (thread).
  */
 int tsr_store_snap_spare(struct tsr_store *store, const char *vol, bool keep);

@@ -5,21 +5,31 @@
  * for an older size is dropped; closing, deleting and store close leave no
  * file; and a crash at each new point (while a spare is made, after a create
  * took it, after its row, after copies into it) leaves the snapshot whole or
- * absent with no file behind.
+ * absent with no file behind.  The create whose row is made final after the
+ * gate reopened (tsr_store_snap_create_async, the local layout with a home
+ * post): a write through the reopened gate completes while the row is held
+ * back; a crash at each of its points, and after a write acknowledged with
+ * the row still pending, leaves the snapshot whole or absent, the older
+ * snapshot and the head whole; two creates in a row; a delete racing it.
  */
 #include <dirent.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <sys/wait.h>
 
 #include <cmocka.h>
 
 #include "store_test.h"
+#include "tessera/layout.h"
 
 /* test hooks of engine/store/snap.c and spare.c */
 extern int store_test_crash_at;
 unsigned store_test_spares_idle(struct tsr_store *store);
+extern _Atomic int store_test_commit_hold;
+extern _Atomic unsigned store_test_rows_after_cut;
 
 #define NB    64u /* blocks of the test volume */
 #define VSIZE ((uint64_t)NB * BS)
@@ -194,8 +204,9 @@ static void test_spare_used(void **state)
 	store_test_spares_idle(e->store);
 	assert_int_equal(tsr_store_snap_create(e->store, "v", "s1", NULL), -EEXIST);
 	assert_int_equal(count_files(e->dir, NULL), 3 + 9 + 3);
-	/* let go (the layout closes the volume): its files go */
+	/* let go (the layout closes the volume): the thread removes its files */
 	assert_int_equal(tsr_store_snap_spare(e->store, "v", false), 0);
+	store_test_spares_idle(e->store);
 	assert_int_equal(count_files(e->dir, NULL), 3 + 9);
 	/* delete of the volume drops a spare too */
 	assert_int_equal(tsr_store_snap_spare(e->store, "v", true), 0);
@@ -307,8 +318,9 @@ static void test_spare_crash_points(void **state)
 	write_all(e, v, 2);
 	tsr_svol_put(v);
 
-	/* while the spare is made: nothing but files without a row, removed */
-	for (step = 1; step <= 4; step++) {
+	/* while the spare is made: files without a row, or with a pending row:
+	 * removed (the pending row too) */
+	for (step = 1; step <= 5; step++) {
 		rc = crash_child(e, 0, step);
 		assert_true(rc == 99 || rc == 0);
 		died += rc == 99;
@@ -317,7 +329,7 @@ static void test_spare_crash_points(void **state)
 		check_snap(e, "old", 1);
 		check_head(e, 2);
 	}
-	assert_int_equal(died, 3); /* files created, directory synced, mapped */
+	assert_int_equal(died, 4); /* files created, directory synced, row, mapped */
 
 	/* a create on a spare: absent (spare taken, row not committed) or whole
 	 * (row committed; copies into it after), never anything in between */
@@ -414,6 +426,351 @@ static void test_delete_reaped(void **state)
 	assert_int_equal(absent, 5);
 }
 
+/* Image of snapshot snap (head: NULL) is seed a over the first half, b over the second. */
+static void check_halves(struct env *e, const char *snap, uint16_t a, uint16_t b)
+{
+	struct tsr_svol *h;
+	uint64_t half = VSIZE / 2;
+
+	if (snap)
+		assert_int_equal(tsr_store_snap_open(e->store, "v", snap, &h), 0);
+	else
+		assert_int_equal(tsr_store_vol_open(e->store, "v", &h), 0);
+	memset(e->buf, 0xa5, VSIZE);
+	assert_int_equal(sread(h, e->io, 0, (uint32_t)VSIZE, e->buf), 0);
+	if (!is_filled(e->buf, half, a, 0))
+		fprintf(stderr, "check_halves %s: word0 %016llx want seed %u\n", snap ? snap : "head", (unsigned long long)*(uint64_t *)e->buf, a);
+	assert_true(is_filled(e->buf, half, a, 0));
+	assert_true(is_filled(e->buf + half, half, b, half));
+	tsr_svol_put(h);
+}
+
+/* v: seed 1 everywhere, snapshot "old", then seed 2 over the first half
+ * only (so "old" holds the first half; its second half is the head's). */
+static void make_old(struct env *e)
+{
+	struct tsr_svol *v;
+
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	write_all(e, v, 1);
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "old", NULL), 0);
+	fill(e->buf, VSIZE / 2, 2, 0);
+	assert_int_equal(swrite(v, e->io, 0, (uint32_t)(VSIZE / 2), e->buf, 0), 0);
+	tsr_svol_put(v);
+}
+
+struct async_done {
+	pthread_mutex_t lock;
+	int calls, status;
+};
+
+static void async_done_cb(void *arg, int status)
+{
+	struct async_done *d = arg;
+
+	pthread_mutex_lock(&d->lock);
+	d->calls++;
+	d->status = status;
+	pthread_mutex_unlock(&d->lock);
+}
+
+static int async_calls(struct async_done *d)
+{
+	int n;
+
+	pthread_mutex_lock(&d->lock);
+	n = d->calls;
+	pthread_mutex_unlock(&d->lock);
+	return n;
+}
+
+/* Wait (bounded by a count, not a time) for d's callback; its status. */
+static int async_wait(struct async_done *d)
+{
+	int i;
+
+	for (i = 0; i < 60000 && async_calls(d) == 0; i++)
+		usleep(500);
+	assert_int_equal(async_calls(d), 1);
+	return d->status;
+}
+
+/*
+ * A create whose row the thread makes final.  step > 0: the child dies at
+ * its step-th crash point from the create on (spare taken; published; the
+ * thread about to commit; committed, not yet reported; later points are the
+ * next spare's).  step 0: the row is held back, a write of seed 8 over the
+ * whole volume is acknowledged (it copies the cut into the new layer), and
+ * the child dies with the row still pending.  With step > 0 the same write
+ * runs while the row is held, then the row is let go.  99: died at a point;
+ * 98: died on purpose with the row pending; 0: went through.
+ */
+static int async_child(struct env *e, int step)
+{
+	pid_t pid;
+	int st;
+
+	tsr_store_close(e->store);
+	e->store = NULL;
+	pid = fork();
+	if (pid == 0) {
+		struct async_done d = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
+		struct tsr_store *s;
+		struct tsr_svol *v;
+		struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
+
+		if (io == NULL || tsr_store_open(e->dir, NULL, &s) ||
+		    tsr_store_vol_open(s, "v", &v))
+			_exit(1);
+		if (tsr_store_snap_spare(s, "v", true) || store_test_spares_idle(s) != 1)
+			_exit(3);
+		atomic_store(&store_test_commit_hold, 1);
+		store_test_crash_at = step;
+		if (tsr_store_snap_create_async(s, "v", "new", async_done_cb, &d) != 0)
+			_exit(4);
+		fill(e->buf, VSIZE, 8, 0);
+		if (swrite(v, io, 0, (uint32_t)VSIZE, e->buf, 0))
+			_exit(5);
+		if (async_calls(&d) != 0)
+			_exit(6); /* reported before the row could be durable */
+		if (step == 0)
+			_exit(98); /* the write is acknowledged, the row pending */
+		atomic_store(&store_test_commit_hold, 0);
+		if (async_wait(&d) != 0)
+			_exit(7);
+		store_test_spares_idle(s);
+		_exit(0);
+	}
+	assert_true(pid > 0);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	return WEXITSTATUS(st);
+}
+
+static void test_async_crash_points(void **state)
+{
+	struct env *e = *state;
+	struct tsr_snap_info info;
+	char vu[37];
+	int step, rc, whole = 0, absent = 0;
+
+	make_old(e);
+	vol_uuid(e, vu);
+	for (step = 0; step <= 6; step++) {
+		rc = async_child(e, step);
+		if (step == 0)
+			assert_int_equal(rc, 98);
+		else
+			assert_true(rc == 99 || rc == 0);
+		/* "old" keeps its cut: its second half came from the new layer,
+		 * which the open merged into it when it dropped the pending row */
+		check_halves(e, "old", 1, 1);
+		if (tsr_store_snap_info(e->store, "v", "new", &info) == 0) {
+			whole++;
+			check_halves(e, "new", 2, 1);
+			assert_int_equal(count_files(e->dir, NULL), 3 + 6);
+			assert_int_equal(tsr_store_snap_delete(e->store, "v", "new"), 0);
+		} else {
+			absent++;
+		}
+		/* the write after the cut was acknowledged before any crash
+		 * point of the create's own (steps 1, 2 die before it: seed 2/1) */
+		if (step == 1 || step == 2)
+			check_halves(e, NULL, 2, 1);
+		else
+			check_halves(e, NULL, 8, 8);
+		store_test_spares_idle(e->store);
+		assert_int_equal(count_files(e->dir, NULL), 3 + 3);
+		assert_int_equal(count_files(e->dir, vu), 3);
+		/* back to the start: head = seed 2 / 1 */
+		{
+			struct tsr_svol *v;
+
+			assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+			fill(e->buf, VSIZE, 2, 0);
+			assert_int_equal(swrite(v, e->io, 0, (uint32_t)(VSIZE / 2), e->buf, 0), 0);
+			fill(e->buf, VSIZE, 1, 0);
+			assert_int_equal(swrite(v, e->io, VSIZE / 2, (uint32_t)(VSIZE / 2),
+					        e->buf + VSIZE / 2, 0),
+					 0);
+			tsr_svol_put(v);
+		}
+	}
+	/* absent: died before the row (step 0 and points 1-3); whole: after */
+	assert_int_equal(absent, 4);
+	assert_int_equal(whole, 3);
+}
+
+/* Let the held row go a little later, from another thread (the test's own
+ * thread is then waiting inside the gate). */
+static void *release_later(void *arg)
+{
+	(void)arg;
+	usleep(200000);
+	atomic_store(&store_test_commit_hold, 0);
+	return NULL;
+}
+
+/* The local layout's home post for the test: one slot, run by the test. */
+struct post_box {
+	pthread_mutex_t lock;
+	void (*fn)(void *arg);
+	void *arg;
+	int posts;
+};
+
+static int test_post(void *post_arg, void (*fn)(void *arg), void *arg)
+{
+	struct post_box *b = post_arg;
+
+	pthread_mutex_lock(&b->lock);
+	b->fn = fn;
+	b->arg = arg;
+	b->posts++;
+	pthread_mutex_unlock(&b->lock);
+	return 0;
+}
+
+/* Run the posted function once it arrives (bounded by a count). */
+static void run_post(struct post_box *b)
+{
+	void (*fn)(void *arg) = NULL;
+	void *arg = NULL;
+	int i;
+
+	for (i = 0; i < 60000 && fn == NULL; i++) {
+		pthread_mutex_lock(&b->lock);
+		fn = b->fn;
+		arg = b->arg;
+		b->fn = NULL;
+		pthread_mutex_unlock(&b->lock);
+		if (fn == NULL)
+			usleep(500);
+	}
+	assert_non_null(fn);
+	fn(arg);
+}
+
+static void layout_write(struct env *e, struct tsr_layout *l, uint16_t s, struct done *d)
+{
+	fill(e->buf, VSIZE, s, 0);
+	d->calls = 0;
+	assert_int_equal(tsr_layout_write(l, e->io, 0, (uint32_t)VSIZE, e->buf, 0, done_cb, d), 0);
+}
+
+/*
+ * The row's commit is out of the gate: with the commit held back by the
+ * test hook, the create's request is not called back, yet a write through
+ * the same layout completes (a gate still closed would hold it, and
+ * wait_done would give up).  Then two creates in a row, and a delete of an
+ * older snapshot between a create and its row.
+ */
+static void test_commit_outside_gate(void **state)
+{
+	struct env *e = *state;
+	struct post_box box = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, 0};
+	struct tsr_snap_req req = {.op = TSR_SNAP_CREATE};
+	struct tsr_snap_info info;
+	struct tsr_layout *l;
+	struct done d, c1 = {0, 0}, c2 = {0, 0};
+	unsigned after = atomic_load(&store_test_rows_after_cut);
+
+	make_old(e);
+	assert_int_equal(tsr_layout_local_create(e->store, "v", &l), 0);
+	tsr_layout_set_home(l, test_post, &box);
+	assert_int_equal(store_test_spares_idle(e->store), 1);
+
+	atomic_store(&store_test_commit_hold, 1);
+	snprintf(req.snap, sizeof(req.snap), "g1");
+	assert_int_equal(tsr_layout_snap(l, &req, done_cb, &c1), 0);
+	layout_write(e, l, 8, &d);
+	assert_int_equal(wait_done(e->io, &d), 0); /* through the reopened gate */
+	assert_int_equal(c1.calls, 0);             /* not durable: no reply yet */
+	assert_int_equal(tsr_store_snap_info(e->store, "v", "g1", &info), -ENOENT);
+	/* the name is taken meanwhile: a second create of it is refused */
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "g1", NULL), -EEXIST);
+	atomic_store(&store_test_commit_hold, 0);
+	run_post(&box);
+	assert_int_equal(c1.calls, 1);
+	assert_int_equal(c1.status, 0);
+	assert_int_equal(atomic_load(&store_test_rows_after_cut), after + 1);
+	assert_int_equal(tsr_store_snap_info(e->store, "v", "g1", &info), 0);
+	check_halves(e, "g1", 2, 1);
+	check_halves(e, "old", 1, 1);
+
+	/* two creates in a row: the second one's cut comes while the first
+	 * one's row is held.  No spare is ready for it (the thread is held on
+	 * g2's row), so g3 is cut in the gate and waits there for g2's row
+	 * first: a thread lets the row go meanwhile.  Both are called back in
+	 * the order they came, g2's reply still waiting for its post. */
+	assert_int_equal(store_test_spares_idle(e->store), 2);
+	atomic_store(&store_test_commit_hold, 1);
+	snprintf(req.snap, sizeof(req.snap), "g2");
+	c1.calls = 0;
+	assert_int_equal(tsr_layout_snap(l, &req, done_cb, &c1), 0);
+	layout_write(e, l, 9, &d);
+	assert_int_equal(wait_done(e->io, &d), 0);
+	{
+		pthread_t t;
+
+		assert_int_equal(pthread_create(&t, NULL, release_later, NULL), 0);
+		snprintf(req.snap, sizeof(req.snap), "g3");
+		assert_int_equal(tsr_layout_snap(l, &req, done_cb, &c2), 0);
+		pthread_join(t, NULL);
+	}
+	assert_int_equal(c2.calls, 0); /* behind g2 */
+	run_post(&box);
+	assert_int_equal(c1.calls, 1);
+	assert_int_equal(c1.status, 0);
+	assert_int_equal(c2.calls, 1);
+	assert_int_equal(c2.status, 0);
+	check_halves(e, "g2", 8, 8);
+	check_halves(e, "g3", 9, 9);
+	{
+		struct tsr_snap_info *list;
+		size_t n;
+
+		assert_int_equal(tsr_store_snap_list(e->store, "v", &list, &n), 0);
+		assert_int_equal(n, 4);
+		assert_string_equal(list[2].name, "g2");
+		assert_string_equal(list[3].name, "g3");
+		free(list);
+	}
+
+	/* a delete racing a create: with g4's row held, g4 cannot be deleted
+	 * yet (not created), an older snapshot can; then g4's row is final */
+	assert_int_equal(store_test_spares_idle(e->store), 3);
+	atomic_store(&store_test_commit_hold, 1);
+	snprintf(req.snap, sizeof(req.snap), "g4");
+	c1.calls = 0;
+	assert_int_equal(tsr_layout_snap(l, &req, done_cb, &c1), 0);
+	layout_write(e, l, 10, &d);
+	assert_int_equal(wait_done(e->io, &d), 0);
+	assert_int_equal(tsr_store_snap_delete(e->store, "v", "g4"), -ENOENT);
+	assert_int_equal(tsr_store_snap_delete(e->store, "v", "g1"), 0);
+	atomic_store(&store_test_commit_hold, 0);
+	run_post(&box);
+	assert_int_equal(c1.calls, 1);
+	assert_int_equal(c1.status, 0);
+	assert_int_equal(atomic_load(&store_test_rows_after_cut), after + 3);
+	store_test_spares_idle(e->store);
+	check_halves(e, "old", 1, 1);
+	check_halves(e, "g2", 8, 8);
+	check_halves(e, "g3", 9, 9);
+	check_halves(e, "g4", 9, 9);
+	tsr_layout_destroy(l);
+	/* all of it survives a reopen; no file beyond the head's, the
+	 * snapshots' and (none: the layout let it go) the spare's */
+	tsr_store_close(e->store);
+	assert_int_equal(count_files(e->dir, NULL), 3 + 4 * 3);
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	check_halves(e, "g4", 9, 9);
+	check_halves(e, "old", 1, 1);
+	check_halves(e, NULL, 10, 10);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -421,6 +778,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_spare_resized, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_spare_crash_points, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_delete_reaped, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_async_crash_points, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_commit_outside_gate, setup, teardown),
 	};
 
 	tsr_log_set_level(TSR_LOG_ERROR);
