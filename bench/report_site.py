@@ -1,13 +1,32 @@
 #!/usr/bin/python3
 """Summarise bench/site.sh's raw results: report_site.py DIR REPEATS OUT_PREFIX.
 
-DIR holds fio JSON files {on,off}.{qd32,qd1}.R.json, lag.txt (one lag_sec per
-line, sampled during the QD32 runs of "on"), catchup.json and initial.json.
+DIR holds fio JSON files {on,off}.{qd32,qd1}.R.json with {...}.R.cpu beside
+them ("wall0 src0 dr0 wall1 src1 dr1 clk_tck": ns, clock ticks of the primary
+and DR tesserad), lag.txt (one lag_sec per line, sampled during the QD32 runs
+of "on"), dr_limit.txt, catchup.json and initial.json; a part that did not
+run (BENCH_PARTS) has no files and is left out.
 Writes OUT_PREFIX.json and OUT_PREFIX.md.
 """
 import json
+import os
 import statistics
 import sys
+
+
+def cpu_use(path, iops):
+    """CPU of the primary and DR tesserad during one fio run: cores busy and
+    microseconds per host write (fio's IOPS over the whole wall time)."""
+    try:
+        with open(path) as f:
+            w0, s0, d0, w1, s1, d1, tck = (float(x) for x in f.read().split())
+    except (FileNotFoundError, ValueError):
+        return None
+    wall = (w1 - w0) / 1e9
+    src, dr = (s1 - s0) / tck / wall, (d1 - d0) / tck / wall
+    per = 1e6 / iops if iops else 0
+    return {"src_cores": src, "dr_cores": dr, "src_us_per_write": src * per,
+            "dr_us_per_write": dr * per}
 
 
 def fio_write(path):
@@ -32,12 +51,18 @@ def main():
     for v in ("on", "off"):
         for job in ("qd32", "qd1"):
             runs = [fio_write(f"{d}/{v}.{job}.{r}.json") for r in range(1, repeats + 1)]
+            for r, run in enumerate(runs, 1):
+                run["cpu"] = cpu_use(f"{d}/{v}.{job}.{r}.cpu", run["iops"])
             res[f"{v}_{job}"] = {
                 "iops": statistics.median(r["iops"] for r in runs),
                 "p50_us": statistics.median(r["p50_us"] for r in runs),
                 "p99_us": statistics.median(r["p99_us"] for r in runs),
                 "runs": runs,
             }
+            cpus = [r["cpu"] for r in runs if r["cpu"]]
+            if cpus:
+                res[f"{v}_{job}"]["cpu"] = {k: statistics.median(c[k] for c in cpus)
+                                            for k in cpus[0]}
     lags = []
     try:
         with open(f"{d}/lag.txt") as f:
@@ -46,15 +71,21 @@ def main():
         pass
     res["rpo"] = {"samples": len(lags), "p50_s": quantile(lags, 0.50),
                   "p99_s": quantile(lags, 0.99), "max_s": max(lags) if lags else None}
-    with open(f"{d}/catchup.json") as f:
-        res["catchup"] = json.load(f)
-    c = res["catchup"]
-    c["rate_bps"] = c["shipped"] / c["seconds"] if c["seconds"] > 0 else 0
-    c["ratio_of_cap"] = c["rate_bps"] / c["cap_bps"] if c["cap_bps"] else 0
-    with open(f"{d}/initial.json") as f:
-        res["initial"] = json.load(f)
-    i = res["initial"]
-    i["shipped_over_allocated"] = i["shipped"] / i["allocated"] if i["allocated"] else 0
+    try:
+        with open(f"{d}/dr_limit.txt") as f:
+            res["dr_limit"] = f.read().strip()
+    except FileNotFoundError:
+        res["dr_limit"] = ""
+    c = i = None
+    if os.path.exists(f"{d}/catchup.json"):
+        with open(f"{d}/catchup.json") as f:
+            res["catchup"] = c = json.load(f)
+        c["rate_bps"] = c["shipped"] / c["seconds"] if c["seconds"] > 0 else 0
+        c["ratio_of_cap"] = c["rate_bps"] / c["cap_bps"] if c["cap_bps"] else 0
+    if os.path.exists(f"{d}/initial.json"):
+        with open(f"{d}/initial.json") as f:
+            res["initial"] = i = json.load(f)
+        i["shipped_over_allocated"] = i["shipped"] / i["allocated"] if i["allocated"] else 0
     iops_ratio = res["on_qd32"]["iops"] / res["off_qd32"]["iops"]
     lat_ratio = res["on_qd1"]["p50_us"] / res["off_qd1"]["p50_us"] if res["off_qd1"]["p50_us"] else 0
     res["ratios"] = {"qd32_iops_on_over_off": iops_ratio, "qd1_p50_on_over_off": lat_ratio}
@@ -69,6 +100,9 @@ def main():
         "# Geo-replication benchmark (bench/site.sh)",
         "",
         f"Two single-node clusters on loopback, one disk, 2 cores; medians of {repeats} runs.",
+        "DR CPU: " + {"": "shared (both sites and fio on both cores)",
+                      "pin": "pinned (primary on CPU 0; DR and fio on CPU 1)"}.get(
+            res["dr_limit"], f"cgroup cpu quota {res['dr_limit'].split(':')[-1]} % of one CPU"),
         "",
         "| measurement | replication on | replication off | ratio | target |",
         "| --- | --- | --- | --- | --- |",
@@ -89,7 +123,23 @@ def main():
         ]
     else:
         lines.append("| lag | no samples | MISSED |")
-    lines += [
+    lines += ["", "| CPU during the run (tesserad, all threads) | source cores | source us/write "
+              "| DR cores | DR us/write |", "| --- | --- | --- | --- | --- |"]
+    for v in ("on", "off"):
+        for job in ("qd32", "qd1"):
+            cu = res[f"{v}_{job}"].get("cpu")
+            if cu:
+                lines.append(f"| {v} {job} | {cu['src_cores']:.2f} | {cu['src_us_per_write']:.1f} "
+                             f"| {cu['dr_cores']:.2f} | {cu['dr_us_per_write']:.1f} |")
+    lines += ["", "| run | on QD32 IOPS | off QD32 IOPS | on QD1 p50 us | off QD1 p50 us |",
+              "| --- | --- | --- | --- | --- |"]
+    for r in range(repeats):
+        lines.append(f"| {r + 1} | {res['on_qd32']['runs'][r]['iops']:.0f} | "
+                     f"{res['off_qd32']['runs'][r]['iops']:.0f} | "
+                     f"{res['on_qd1']['runs'][r]['p50_us']:.0f} | "
+                     f"{res['off_qd1']['runs'][r]['p50_us']:.0f} |")
+    if c is not None:
+        lines += [
         "",
         "| catch-up after the outage | value |",
         "| --- | --- |",
@@ -99,6 +149,9 @@ def main():
         f"| shipped to catch up | {c['shipped'] / 1e6:.1f} MB in {c['seconds']:.1f} s |",
         f"| rate | {c['rate_bps'] / 1e6:.1f} MB/s = {c['ratio_of_cap']:.2f}x the cap "
         f"(target >= 0.7x: {verdict(c['ratio_of_cap'] >= 0.7)}) |",
+        ]
+    if i is not None:
+        lines += [
         "",
         "| initial copy | value |",
         "| --- | --- |",

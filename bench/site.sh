@@ -29,6 +29,26 @@
 #              written, replication enabled: bytes shipped by the initial
 #              copy (region_bytes_shipped) and its duration.
 # Results: bench/results/site-<timestamp>.json and .md.
+#
+# Knobs for short and split runs (defaults in brackets):
+#   BENCH_PARTS    which parts run ["overhead catchup initial"]; the report
+#                  leaves out what did not run
+#   BENCH_PROFILE  a directory: during repeat 1 "perf record" (flat, 3 s) of
+#                  each tesserad in the "on" QD32 run; during repeat 2 (with
+#                  BENCH_REPEATS >= 2) "strace -c -f" (3 s) of the primary in
+#                  the QD32 runs of both "on" and "off", then 1 s of its
+#                  send calls with their sizes (strace slows those
+#                  two runs: they are profiles, not figures)
+#   BENCH_DR_LIMIT where the DR's CPU comes from during the overhead part:
+#                  "" [shared: both sites and fio on both cores],
+#                  "quota:P" (the DR tesserad in a cgroup-v1 cpu group
+#                  capped at P % of one CPU, cfs_quota_us), or
+#                  "pin" (the primary tesserad on CPU 0; the DR tesserad and
+#                  fio both on CPU 1, so the DR takes its CPU from the client
+#                  and never from the source)
+# Each overhead run also records the CPU time (utime + stime, all threads,
+# /proc/PID/stat) the primary and the DR tesserad used during it, and the
+# wall time: the report gives CPU microseconds per host write for each.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 export TSR_SRC=${TSR_SRC:-$(cd "$HERE/.." && pwd)}
@@ -40,6 +60,9 @@ OUTAGE_RATE=${BENCH_OUTAGE_RATE:-1000}
 LINK_BPS=${BENCH_LINK_BPS:-20000000}
 INIT_SIZE=${BENCH_INIT_SIZE:-10G}
 INIT_ALLOC=${BENCH_INIT_ALLOC:-1G}
+PARTS=" ${BENCH_PARTS:-overhead catchup initial} "
+DR_LIMIT=${BENCH_DR_LIMIT:-}
+part() { [[ $PARTS == *" $1 "* ]]; }
 
 # the integration helpers: cleanup of every process on exit, sites, proxy
 # shellcheck source=../tests/integration/functions.sh
@@ -76,16 +99,44 @@ site_add_dr primary dr dr "127.0.0.1:${SITE_LISTEN[dr]}"
 site_add_dr primary dr drp
 
 uri() { echo "nbd+unix:///$1?socket=$(sdir primary)/nbd.sock"; }
-fio_json() { # NAME ARGS...
-	local name=$1
-	shift
-	fio --output-format=json --output="$OUT/$name.json" "$@" >/dev/null 2>"$OUT/$name.err" ||
-		fail "fio $name: $(tail -3 "$OUT/$name.err")"
-}
 COMMON=(--direct=1 --time_based "--runtime=$RUNTIME" --ramp_time=1 "--size=$SIZE"
 	--group_reporting)
+FIO_PIN=()
+
+# cpu_ticks PID: utime + stime of every thread of PID, in clock ticks
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# cpu_mark: "wall_ns primary_ticks dr_ticks" now
+cpu_mark() { echo "$(date +%s%N) $(cpu_ticks "${SITE_PID[primary]}") $(cpu_ticks "${SITE_PID[dr]}")"; }
+
+# the DR's CPU during the overhead part (BENCH_DR_LIMIT, above)
+dr_limit() {
+	local pid=${SITE_PID[dr]} cg
+	case "$DR_LIMIT" in
+	"") ;;
+	quota:*)
+		cg=/sys/fs/cgroup/cpu/tessera-bench-dr.$$
+		mkdir "$cg" || fail "cgroup $cg (BENCH_DR_LIMIT=$DR_LIMIT needs root and cgroup v1 cpu)"
+		on_exit "rmdir '$cg'"
+		echo 100000 >"$cg/cpu.cfs_period_us" &&
+		echo $(( ${DR_LIMIT#quota:} * 1000 )) >"$cg/cpu.cfs_quota_us" ||
+			fail "cgroup quota $DR_LIMIT"
+		local t
+		for t in /proc/"$pid"/task/*; do echo "${t##*/}" >"$cg/tasks"; done
+		on_exit "for t in \$(cat '$cg/tasks' 2>/dev/null); do echo \$t > /sys/fs/cgroup/cpu/tasks; done"
+		log "DR tesserad in $cg: ${DR_LIMIT#quota:} % of one CPU"
+		;;
+	pin)
+		taskset -a -p -c 0 "${SITE_PID[primary]}" >/dev/null || fail "taskset primary"
+		taskset -a -p -c 1 "$pid" >/dev/null || fail "taskset dr"
+		FIO_PIN=(taskset -c 1)
+		log "primary tesserad on CPU 0; DR tesserad and fio on CPU 1"
+		;;
+	*) fail "BENCH_DR_LIMIT=$DR_LIMIT: expected '', quota:P or pin" ;;
+	esac
+}
 
 # ---- overhead and RPO -------------------------------------------------------
+if part overhead; then
 for v in on off; do
 	site_vol_create primary "$v" "$SIZE"
 	fio --name=prefill --ioengine=nbd "--uri=$(uri "$v")" --rw=write --bs=1M --iodepth=8 \
@@ -95,30 +146,75 @@ stsr primary replication enable on --to dr --target-layout replicas:1 >/dev/null
 	fail "replication enable on"
 log "initial copy of 'on' ($SIZE)"
 repl_caught_up on 600
+dr_limit
 
-# lag_sampler FILE: lag_sec of "on" every 0.2 s until killed
+# profile V R: BENCH_PROFILE's recordings during the QD32 run of V, repeat R
+profile() {
+	local v=$1 r=$2 k
+	sleep 2
+	if [ "$r" = 1 ] && [ "$v" = on ]; then
+		for k in primary dr; do
+			perf record -F 999 -p "${SITE_PID[$k]}" -o "$BENCH_PROFILE/perf.$k.data" \
+				-- sleep 3 >/dev/null 2>&1 &
+		done
+		wait
+	elif [ "$r" = 2 ]; then
+		timeout -s INT 3 strace -c -f -p "${SITE_PID[primary]}" \
+			-o "$BENCH_PROFILE/strace.primary.$v.txt" >/dev/null 2>&1
+		# then 1 s of the sends themselves (their sizes)
+		timeout -s INT 1 strace -f -e trace=sendto,sendmsg,writev -p "${SITE_PID[primary]}" \
+			-o "$BENCH_PROFILE/strace.sends.$v.txt" >/dev/null 2>&1
+	fi
+}
+
+# lag_sampler FILE: lag_sec of "on" every 0.2 s until killed.  One python
+# process runs the CLI each time (a python start per sample cost the
+# machine about 0.1 core); it runs during the QD32 runs of "off" too (into
+# another file), so both sides carry the same sampling load.
 lag_sampler() {
-	while :; do
-		stsr primary --json replication status on 2>/dev/null | json_get 'j["lag_sec"]' >>"$1" 2>/dev/null
-		sleep 0.2
-	done
+	exec "$PY" -c 'import json, subprocess, sys, time
+out = open(sys.argv[1], "a")
+while True:
+    r = subprocess.run(sys.argv[2:], capture_output=True, text=True)
+    try:
+        out.write("%s\n" % json.loads(r.stdout)["lag_sec"])
+        out.flush()
+    except (ValueError, KeyError):
+        pass
+    time.sleep(0.2)' "$1" "$TESSERA" --data "$(sdir primary)" --json replication status on
 }
 for (( r=1; r<=REPEATS; r++ )); do
 	for v in off on; do
 		log "repeat $r/$REPEATS: 4k randwrite QD32 on '$v'"
-		if [ "$v" = on ]; then
-			lag_sampler "$OUT/lag.txt" &
-			SAMPLER=$!
-		fi
-		fio_json "$v.qd32.$r" --name=a --ioengine=nbd "--uri=$(uri "$v")" --rw=randwrite --bs=4k --iodepth=32 "${COMMON[@]}"
-		if [ "$v" = on ]; then kill "$SAMPLER"; wait "$SAMPLER" 2>/dev/null; fi
+		if [ "$v" = on ]; then lag_sampler "$OUT/lag.txt" & else lag_sampler "$OUT/lag.off.txt" & fi
+		SAMPLER=$!
+		[ -n "${BENCH_PROFILE:-}" ] && profile "$v" "$r" &
+		PROF=$!
+		m0=$(cpu_mark)
+		"${FIO_PIN[@]}" fio --output-format=json --output="$OUT/$v.qd32.$r.json" --name=a \
+			--ioengine=nbd "--uri=$(uri "$v")" --rw=randwrite --bs=4k --iodepth=32 \
+			"${COMMON[@]}" >/dev/null 2>"$OUT/$v.qd32.$r.err" ||
+			fail "fio $v.qd32.$r: $(tail -3 "$OUT/$v.qd32.$r.err")"
+		echo "$m0 $(cpu_mark) $(getconf CLK_TCK)" >"$OUT/$v.qd32.$r.cpu"
+		wait "$PROF" 2>/dev/null
+		kill "$SAMPLER"
+		wait "$SAMPLER" 2>/dev/null
 		log "repeat $r/$REPEATS: 4k randwrite QD1 on '$v'"
-		fio_json "$v.qd1.$r" --name=a --ioengine=nbd "--uri=$(uri "$v")" --rw=randwrite --bs=4k --iodepth=1 "${COMMON[@]}"
+		m0=$(cpu_mark)
+		"${FIO_PIN[@]}" fio --output-format=json --output="$OUT/$v.qd1.$r.json" --name=a \
+			--ioengine=nbd "--uri=$(uri "$v")" --rw=randwrite --bs=4k --iodepth=1 \
+			"${COMMON[@]}" >/dev/null 2>"$OUT/$v.qd1.$r.err" ||
+			fail "fio $v.qd1.$r: $(tail -3 "$OUT/$v.qd1.$r.err")"
+		echo "$m0 $(cpu_mark) $(getconf CLK_TCK)" >"$OUT/$v.qd1.$r.cpu"
 	done
 	repl_caught_up on 600
 done
+stsr primary --json replication status on >"$OUT/status.on.json" 2>/dev/null
+echo "$DR_LIMIT" >"$OUT/dr_limit.txt"
+fi
 
 # ---- catch-up after an outage, link capped -----------------------------------
+if part catchup; then
 site_vol_create primary cu "$SIZE"
 fio --name=prefill --ioengine=nbd "--uri=$(uri cu)" --rw=write --bs=1M --iodepth=8 \
 	"--size=$SIZE" >/dev/null 2>&1 || fail "prefill cu"
@@ -160,8 +256,10 @@ print(json.dumps({"shipped": a - b, "seconds": t1 - t0, "cap_bps": cap, "behind_
                   "state_before": sys.argv[7], "tc": sys.argv[8] == "1"}))' \
 	"$before" "$after" "$t0" "$t1" "$LINK_BPS" "$behind" "$state" "$TC" >"$OUT/catchup.json"
 if [ "$TC" = 1 ]; then tc qdisc del dev lo root; else px pass; fi
+fi
 
 # ---- initial copy: only the allocated bytes ------------------------------------
+if part initial; then
 site_vol_create primary big "$INIT_SIZE"
 fio --name=alloc --ioengine=nbd "--uri=$(uri big)" --rw=randwrite --bs=1M --iodepth=8 \
 	"--size=$INIT_SIZE" "--io_size=$INIT_ALLOC" --randrepeat=0 --norandommap=0 >/dev/null 2>&1 ||
@@ -177,6 +275,7 @@ shipped=$(rstat primary big 'j["region_bytes_shipped"]')
 print(json.dumps({"volume_size": sys.argv[1], "allocated": int(sys.argv[2]), "shipped": int(sys.argv[3]),
                   "seconds": float(sys.argv[5]) - float(sys.argv[4])}))' \
 	"$INIT_SIZE" "$alloc" "$shipped" "$t0" "$t1" >"$OUT/initial.json"
+fi
 
 mkdir -p "$TSR_SRC/bench/results"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)

@@ -107,6 +107,13 @@
 #define SRC_ZERO_MAX    (1u << 30) /* bytes one ZERO frame covers */
 #define SRC_ENTRY_COST  64u        /* log bound: per-entry overhead counted */
 #define SRC_CHECKPOINTS 64u        /* barrier checkpoints kept for the window */
+#define SRC_POOL_CLASSES 5u         /* recycled entry sizes: 4 KiB << 0..4 of data */
+#define SRC_POOL_BYTES  (8u << 20)   /* data capacity kept on the free lists at most */
+#define SRC_POOL_NONE   0xffu        /* log_entry.cls of an entry that is not recycled */
+#define SRC_BATCH       (256u << 10) /* staging buffer: frames packed for one TLS write */
+#define SRC_BATCH_COPY  (64u << 10)  /* a frame up to this size is copied into it whole;
+				      * a larger one: only its header, then its payload
+				      * goes to TLS from where it is */
 #define NS_PER_MS       1000000ull
 #define NS_PER_SEC      1000000000ull
 
@@ -118,6 +125,8 @@ struct log_entry {
 	uint64_t offset;        /* WRITE/ZERO: bytes, 4 KiB aligned; MARKER: its number */
 	uint32_t len;           /* WRITE: data bytes (<= TSR_SITE_MAX_DATA); ZERO: bytes covered */
 	uint8_t kind;           /* enum ent_kind */
+	uint8_t cls;            /* data capacity 4 KiB << cls (a recycled size), or
+				 * SRC_POOL_NONE: exactly len bytes, freed, not recycled */
 	uint64_t acked_ns;      /* monotonic time the host got its ack */
 	uint8_t data[];         /* WRITE: len bytes */
 };
@@ -208,6 +217,13 @@ struct tsr_site_source {
 	struct log_entry
 	    *tx_orphan; /* entry being sent after its log was dropped; freed at tx end */
 	uint64_t log_entries, log_bytes, log_cost;
+	/* freed WRITE entries of the recycled sizes, one list per class, kept
+	 * up to SRC_POOL_BYTES of data in all: a steady stream of small writes
+	 * takes its log entries from here instead of malloc (whose top-of-heap
+	 * trims and regrowths showed in the profile) */
+	struct log_entry *pool[SRC_POOL_CLASSES];
+	uint64_t pool_bytes; /* data capacity on the lists */
+	uint64_t log_allocs; /* WRITE entries taken from malloc (not the lists) */
 
 	uint64_t *dirty;         /* n_regions bits */
 	/* initial copy: the regions holding holes (n_regions bits), or NULL.
@@ -254,6 +270,19 @@ struct tsr_site_source {
 	bool tx_region;             /* a region re-copy frame */
 	short tx_want;              /* POLLIN/POLLOUT after tx's last -EAGAIN */
 	uint8_t ctl_buf[TSR_SITE_OPEN_MAX + TSR_SITE_HELLO_MAX];
+	/* the send batch: whole frames (or a large frame's header) packed back
+	 * to back in send order, handed to TLS in one write when the pump
+	 * stops or bb is full, so TLS cuts full 16 KiB records instead of two
+	 * records (header, payload) per frame.  A frame copied here counts as
+	 * sent (tx_finished): a session lost before the flush loses it as it
+	 * would lose bytes in the socket buffer, and the resume rules cover
+	 * both.  bb_sent < bb_len: a flush is under way (TLS wants the same
+	 * start again); bytes are only appended behind it. */
+	uint8_t *bb;        /* SRC_BATCH bytes */
+	size_t bb_len;      /* bytes packed */
+	size_t bb_sent;     /* of which handed to TLS */
+	short bb_want;      /* POLLIN/POLLOUT after the flush's last -EAGAIN */
+	uint64_t tls_writes; /* successful TLS writes (each one or more records) */
 	uint64_t retry_at_ns;
 	bool replay; /* the open reply had TSR_SITE_F_REPLAY */
 
@@ -393,13 +422,51 @@ static size_t bitmap_bytes(const struct tsr_site_source *s)
 
 /* ---- the log ---- */
 
+/* The size class (data capacity 4 KiB << class) of an entry for data bytes,
+ * or SRC_POOL_NONE: no data, or more than the largest class. */
+static uint8_t pool_class(size_t data)
+{
+	uint8_t cls = 0;
+
+	if (data == 0 || data > (size_t)TSR_BLOCK_SIZE << (SRC_POOL_CLASSES - 1))
+		return SRC_POOL_NONE;
+	while (((size_t)TSR_BLOCK_SIZE << cls) < data)
+		cls++;
+	return cls;
+}
+
+/* The data bytes e holds memory for (what the log bound counts). */
+static uint64_t entry_data_cap(const struct log_entry *e)
+{
+	if (e->cls < SRC_POOL_CLASSES)
+		return (uint64_t)TSR_BLOCK_SIZE << e->cls;
+	return e->kind == ENT_WRITE ? e->len : 0;
+}
+
+/* An entry no longer in the log: onto its free list, or freed. */
+static void entry_release(struct tsr_site_source *s, struct log_entry *e)
+{
+	uint64_t cap;
+
+	if (e == NULL)
+		return;
+	cap = e->cls < SRC_POOL_CLASSES ? entry_data_cap(e) : 0;
+	if (cap == 0 || s->pool_bytes + cap > SRC_POOL_BYTES) {
+		free(e);
+		return;
+	}
+	e->next = s->pool[e->cls];
+	s->pool[e->cls] = e;
+	s->pool_bytes += cap;
+}
+
 static void entry_free(struct tsr_site_source *s, struct log_entry *e)
 {
 	if (s->txk == TX_ENTRY && s->tx_entry == e) { /* tx still reads its data */
 		s->tx_orphan = e;
 		return;
 	}
-	free(e);
+	entry_release(s, e);
 }
 
 /* Drop the whole log into the dirty bitmap (and the regions of a sync whose
@@ -443,7 +510,7 @@ static void log_append(struct tsr_site_source *s, struct log_entry *e)
 	s->log_entries++;
 	if (e->kind == ENT_WRITE)
 		s->log_bytes += e->len;
-	s->log_cost += (e->kind == ENT_WRITE ? e->len : 0) + SRC_ENTRY_COST;
+	s->log_cost += entry_data_cap(e) + SRC_ENTRY_COST;
 }
 
 /* Room for cost more bytes, or the log overflows into the bitmap. */
@@ -459,14 +526,28 @@ static bool log_room(struct tsr_site_source *s, uint64_t cost)
 	return false;
 }
 
-static struct log_entry *entry_new(uint8_t kind, uint64_t offset, uint32_t len, size_t data,
-				   uint64_t t)
+/* A log entry with room for data bytes: a WRITE of a recycled size from its
+ * free list when one is there (log_allocs counts the others), else malloc. */
+static struct log_entry *entry_new(struct tsr_site_source *s, uint8_t kind, uint64_t offset,
+				   uint32_t len, size_t data, uint64_t t)
 {
-	struct log_entry *e = malloc(sizeof(*e) + data);
+	struct log_entry *e;
+	uint8_t cls = pool_class(data);
 
-	if (e == NULL)
-		return NULL;
-	*e = (struct log_entry){.kind = kind, .offset = offset, .len = len, .acked_ns = t};
+	if (cls != SRC_POOL_NONE)
+		data = (size_t)TSR_BLOCK_SIZE << cls;
+	if (cls != SRC_POOL_NONE && (e = s->pool[cls]) != NULL) {
+		s->pool[cls] = e->next;
+		s->pool_bytes -= data;
+	} else {
+		e = malloc(sizeof(*e) + data);
+		if (e == NULL)
+			return NULL;
+		if (data > 0)
+			s->log_allocs++;
+	}
+	*e = (struct log_entry){
+	    .kind = kind, .cls = cls, .offset = offset, .len = len, .acked_ns = t};
 	return e;
 }
 
@@ -479,7 +560,7 @@ static struct log_entry *entry_new(uint8_t kind, uint64_t offset, uint32_t len, 
 static void log_change(struct tsr_site_source *s, uint64_t offset, uint64_t len,
 		       const void *buf)
 {
-	uint64_t t = now_ns(), done = 0, max = buf ? TSR_SITE_MAX_DATA : SRC_ZERO_MAX;
+	uint64_t t = now_ns(), done = 0, max = buf ? TSR_SITE_MAX_DATA : SRC_ZERO_MAX, cost;
 	uint32_t n, data;
 	struct log_entry *e;
 
@@ -495,8 +576,10 @@ static void log_change(struct tsr_site_source *s, uint64_t offset, uint64_t len,
 	while (done < len) {
 		n = (uint32_t)(len - done < max ? len - done : max);
 		data = buf ? n : 0;
-		if (!log_room(s, (uint64_t)data + SRC_ENTRY_COST) ||
-		    (e = entry_new(buf ? ENT_WRITE : ENT_ZERO, offset + done, n, data, t)) == NULL) {
+		cost = pool_class(data) != SRC_POOL_NONE ?
+			   (uint64_t)TSR_BLOCK_SIZE << pool_class(data) : data;
+		if (!log_room(s, cost + SRC_ENTRY_COST) ||
+		    (e = entry_new(s, buf ? ENT_WRITE : ENT_ZERO, offset + done, n, data, t)) == NULL) {
 			if (s->log_on) /* out of memory: the bitmap holds it instead */
 				log_to_dirty(s);
 			dirty_mark(s, offset, len, t);
@@ -528,7 +611,7 @@ static void marker_append(struct tsr_site_source *s, uint64_t n)
 	s->bytes_since_marker = 0;
 	if (s->stopping || s->demoted || !s->log_on || !log_room(s, SRC_ENTRY_COST))
 		return;
-	e = entry_new(ENT_MARKER, n, 0, 0, now_ns());
+	e = entry_new(s, ENT_MARKER, n, 0, 0, now_ns());
 	if (e == NULL) {
 		log_to_dirty(s); /* the group cannot be cut here: s resyncs instead */
 		return;
@@ -579,7 +662,7 @@ static void on_ack(struct tsr_site_source *s, uint64_t seq)
 		s->log_entries--;
 		if (e->kind == ENT_WRITE)
 			s->log_bytes -= e->len;
-		s->log_cost -= (e->kind == ENT_WRITE ? e->len : 0) + SRC_ENTRY_COST;
+		s->log_cost -= entry_data_cap(e) + SRC_ENTRY_COST;
 		entry_free(s, e);
 	}
 	if (s->sync_bits != NULL && s->sync_end_seq != 0 && seq >= s->sync_end_seq) {
@@ -643,6 +726,8 @@ static void publish(struct tsr_site_source *s)
 	p.region_bytes_same = s->region_bytes_same;
 	p.last_sync_compared = s->last_sync_compared;
 	p.frames_shipped = s->frames_shipped;
+	p.tls_writes = s->tls_writes;
+	p.log_allocs = s->log_allocs;
 	p.compress_in_bytes = s->compress_in;
 	p.compress_out_bytes = s->compress_out;
 	p.frames_compressed = s->frames_compressed;
@@ -707,11 +792,12 @@ static void session_close(struct tsr_site_source *s)
 		close(s->fd);
 	s->fd = -1;
 	if (s->txk == TX_ENTRY && s->tx_orphan == s->tx_entry) {
-		free(s->tx_orphan);
+		entry_release(s, s->tx_orphan);
 		s->tx_orphan = NULL;
 	}
 	s->txk = TX_NONE;
 	s->tx_entry = NULL;
+	s->bb_len = s->bb_sent = 0; /* lost with the session, as the socket's buffer */
 	s->rbuf_in_tx = false;
 	s->rx.got = 0;
 	s->rx.hdr.payload_len = 0;
@@ -855,7 +941,7 @@ static void tx_finished(struct tsr_site_source *s)
 	} else if (k == TX_ENTRY) {
 		s->at_marker = s->tx_orphan != s->tx_entry && s->tx_entry->kind == ENT_MARKER;
 		if (s->tx_orphan == s->tx_entry) {
-			free(s->tx_orphan);
+			entry_release(s, s->tx_orphan);
 			s->tx_orphan = NULL;
 		} else if (s->tx_entry->kind == ENT_SYNC_END) {
 			s->sync_end_seq = s->tx_seq;
@@ -876,7 +962,7 @@ static void region_read_done(void *arg, int status);
  */
 static bool log_sync_end(struct tsr_site_source *s)
 {
-	struct log_entry *e = entry_new(ENT_SYNC_END, 0, 0, 0, now_ns());
+	struct log_entry *e = entry_new(s, ENT_SYNC_END, 0, 0, 0, now_ns());
 
 	if (e == NULL) {
 		session_fail(s, "out of memory");
@@ -1130,9 +1216,68 @@ static void update_events(struct tsr_site_source *s)
 
 	if (s->fd < 0 || s->sess == SESS_CONNECT || s->sess == SESS_TLS)
 		return;
-	if (s->txk != TX_NONE && s->tx_want == POLLOUT)
+	if ((s->txk != TX_NONE && s->tx_want == POLLOUT) ||
+	    (s->bb_sent < s->bb_len && s->bb_want == POLLOUT))
 		ev |= EPOLLOUT;
 	set_events(s, ev);
+}
+
+/* Hand the batch to TLS: 0 when all of it went (bb empty again), -EAGAIN
+ * (bb_want set; call again with bb unchanged before it), or the transport's
+ * error. */
+static int batch_flush(struct tsr_site_source *s)
+{
+	ssize_t n;
+
+	while (s->bb_sent < s->bb_len) {
+		n = tsr_site_tls_write(s->t, s->bb + s->bb_sent, s->bb_len - s->bb_sent);
+		if (n < 0) {
+			if (n == -EAGAIN)
+				s->bb_want = tsr_site_tls_want(s->t);
+			return (int)n;
+		}
+		s->tls_writes++;
+		s->bb_sent += (size_t)n;
+	}
+	s->bb_len = s->bb_sent = 0;
+	return 0;
+}
+
+/*
+ * Move the frame in tx on: into the batch when it fits (a frame up to
+ * SRC_BATCH_COPY whole, a larger one's header), else flush the batch first;
+ * a large payload then goes to TLS directly, after the batch that holds its
+ * header.  1: all of the frame is in the batch or sent; -EAGAIN; an error.
+ */
+static int tx_step(struct tsr_site_source *s)
+{
+	struct tsr_site_tx *tx = &s->tx;
+	size_t frame = TSR_SITE_HDR_SIZE + tx->payload_len, put;
+	ssize_t n;
+	int ret;
+
+	if (tx->sent == 0) {
+		put = frame <= SRC_BATCH_COPY ? frame : TSR_SITE_HDR_SIZE;
+		if (s->bb_len + put > SRC_BATCH && (ret = batch_flush(s)) < 0)
+			return ret;
+		memcpy(s->bb + s->bb_len, tx->hdr_buf, TSR_SITE_HDR_SIZE);
+		if (put == frame && tx->payload_len)
+			memcpy(s->bb + s->bb_len + TSR_SITE_HDR_SIZE, tx->payload,
+			       tx->payload_len);
+		s->bb_len += put;
+		tx->sent = put;
+	}
+	if (tx->sent < frame && (ret = batch_flush(s)) < 0)
+		return ret;
+	while (tx->sent < frame) {
+		n = tsr_site_tls_write(s->t, tx->payload + (tx->sent - TSR_SITE_HDR_SIZE),
+				       frame - tx->sent);
+		if (n < 0)
+			return (int)n;
+		s->tls_writes++;
+		tx->sent += (size_t)n;
+	}
+	return 1;
 }
 
 /* Send what can go now: tx first, then a BARRIER, a sync step, the log. */
@@ -1159,7 +1304,7 @@ static void pump(struct tsr_site_source *s)
 		return;
 	for (;;) {
 		if (s->txk != TX_NONE) {
-			ret = tsr_site_tx_poll(&s->tx, s->t);
+			ret = tx_step(s);
 			if (ret == -EAGAIN) {
 				s->tx_want = tsr_site_tls_want(s->t);
 				break;
@@ -1207,6 +1352,11 @@ static void pump(struct tsr_site_source *s)
 			continue;
 		}
 		break;
+	}
+	ret = batch_flush(s);
+	if (ret < 0 && ret != -EAGAIN) {
+		session_fail(s, "send: %s", strerror(-ret));
+		return;
 	}
 	update_events(s);
 }
@@ -1257,7 +1407,7 @@ static void on_open(struct tsr_site_source *s, uint64_t a, bool replay)
 		s->next_seq = last_sent ? last_sent->seq + 1 : a + 1;
 		s->cursor = s->head;
 		if (replay) { /* the resend, then SYNC_END */
-			e = entry_new(ENT_SYNC_END, 0, 0, 0, now_ns());
+			e = entry_new(s, ENT_SYNC_END, 0, 0, 0, now_ns());
 			if (e != NULL) {
 				if (last_sent == NULL) {
 					e->next = s->head;
@@ -1735,6 +1885,12 @@ static void source_free(struct tsr_site_source *s)
 		next = e->next;
 		free(e);
 	}
+	for (unsigned c = 0; c < SRC_POOL_CLASSES; c++) {
+		for (e = s->pool[c]; e != NULL; e = next) {
+			next = e->next;
+			free(e);
+		}
+	}
 	free(s->tx_orphan);
 	free(s->dirty);
 	free(s->holes);
@@ -1742,6 +1898,7 @@ static void source_free(struct tsr_site_source *s)
 	free(s->dig);
 	free(s->dig_have);
 	free(s->cbuf);
+	free(s->bb);
 	tsr_site_codec_destroy(s->codec);
 	tsr_free_aligned(s->rbuf);
 	tsr_site_rx_fini(&s->rx);
@@ -1841,13 +1998,14 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 	ret = -ENOMEM;
 	s->dirty = calloc(1, bitmap_bytes(s));
 	s->rbuf = tsr_alloc_aligned(SRC_READ_MAX);
+	s->bb = malloc(SRC_BATCH);
 	if (s->compare) {
 		s->dig = malloc(s->n_regions * TSR_SITE_DIGEST_LEN);
 		s->dig_have = calloc(1, bitmap_bytes(s));
 		if (s->dig == NULL || s->dig_have == NULL)
 			goto err;
 	}
-	if (s->dirty == NULL || s->rbuf == NULL || tsr_site_rx_init(&s->rx) < 0)
+	if (s->dirty == NULL || s->rbuf == NULL || s->bb == NULL || tsr_site_rx_init(&s->rx) < 0)
 		goto err;
 	if (opts->compress != TSR_SITE_COMPRESS_NONE) {
 		ret = tsr_site_codec_create(opts->compress, &s->codec);

@@ -618,6 +618,12 @@ struct tsr_site_source_stats {
 	bool last_sync_compared;  /* the last sync skipped equal regions (false: every marked
 				   * region was sent: a full copy of them) */
 	uint64_t frames_shipped;
+	uint64_t tls_writes;      /* TLS writes that sent bytes: small frames are packed into
+				   * one write (up to 256 KiB, full 16 KiB records), so at a
+				   * steady 4 KiB stream this is far below frames_shipped */
+	uint64_t log_allocs;      /* WRITE log entries taken from malloc: those of up to 64 KiB
+				   * are recycled (up to 8 MiB of them kept), so a steady
+				   * stream stops allocating */
 	uint64_t compress_in_bytes;  /* WRITE payload bytes offered to the compressor
 				      * (0 when compression is off) */
 	uint64_t compress_out_bytes; /* what those took on the wire (raw when it did
