@@ -97,16 +97,58 @@ struct cow_op {
 	struct cow_op *next_waiter; /* batch->waiters (batch lock) */
 };
 
-static bool range_all_present(const struct layer *l, uint64_t b, uint64_t end)
+/* Index in c of the copy target: the newest layer that is not deleting;
+ * -1 when every layer is (then no snapshot that stays can see the head). */
+static int chain_target(const struct layer_chain *c)
+{
+	unsigned i;
+
+	for (i = c ? c->n : 0; i-- > 0;)
+		if (!atomic_load(&c->l[i]->deleting))
+			return (int)i;
+	return -1;
+}
+
+/* Position of layer t in c (c->n when absent). */
+static unsigned chain_pos(const struct layer_chain *c, const struct layer *t)
+{
+	unsigned i;
+
+	for (i = 0; i < c->n; i++)
+		if (c->l[i] == t)
+			return i;
+	return c->n;
+}
+
+/* Word w of the bits of layers c->l[k..]: blocks held by the target or by a
+ * deleting layer after it.  The target's image of such a block is not the
+ * head's, so a head write of it needs no copy: a deleting layer's blocks
+ * reach the target by its merge (snap.c), and it stays in the chain until
+ * then. */
+static uint64_t held_word(const struct layer_chain *c, unsigned k, uint64_t w)
+{
+	uint64_t m = 0;
+
+	for (; k < c->n; k++)
+		m |= __atomic_load_n(&c->l[k]->present[w], __ATOMIC_SEQ_CST);
+	return m;
+}
+
+static bool held(const struct layer_chain *c, unsigned k, uint64_t b)
+{
+	return (held_word(c, k, b / 64) >> (b % 64)) & 1;
+}
+
+static bool range_held(const struct layer_chain *c, unsigned k, uint64_t b, uint64_t end)
 {
 	while (b < end) {
 		if (b % 64 == 0 && b + 64 <= end) {
-			if (__atomic_load_n(&l->present[b / 64], __ATOMIC_SEQ_CST) != UINT64_MAX)
+			if (held_word(c, k, b / 64) != UINT64_MAX)
 				return false;
 			b += 64;
 			continue;
 		}
-		if (!bit_test(l->present, b))
+		if (!held(c, k, b))
 			return false;
 		b++;
 	}
@@ -118,21 +160,27 @@ bool cow_needed(struct tsr_svol *svol, uint64_t offset, uint64_t len)
 	struct layer_chain *c = chain_load(svol);
 	struct layer *t;
 	uint64_t first, end;
+	int k;
 
 	if (c == NULL || c->n == 0)
 		return false;
-	t = c->l[c->n - 1];
+	k = chain_target(c);
+	if (k < 0)
+		return atomic_load(&svol->cow_inflight) != 0;
+	t = c->l[k];
 	first = offset >> STORE_BLOCK_SHIFT;
 	end = (offset + len) >> STORE_BLOCK_SHIFT;
 	if (end > t->size >> STORE_BLOCK_SHIFT)
 		end = t->size >> STORE_BLOCK_SHIFT;
-	if (first < end && !range_all_present(t, first, end))
+	if (first < end && !range_held(c, (unsigned)k, first, end))
 		return true;
 	return atomic_load(&svol->cow_inflight) != 0;
 }
 
 static void cow_free(struct cow_op *op)
 {
+	if (op->target)
+		atomic_fetch_sub(&op->target->cow_users, 1);
 	tsr_free_aligned(op->cbuf);
 	free(op);
 }
@@ -489,9 +537,14 @@ static int cow_step(struct cow_op *op)
 	while (op->pos < op->end) {
 		uint64_t first = op->pos;
 		uint64_t n = op->end - first < COW_CHUNK ? op->end - first : COW_CHUNK;
+		/* the chain may have changed since (a merged layer dropped, a
+		 * layer flagged deleting), never the target's place in it:
+		 * cow_users keeps it there */
+		struct layer_chain *ch = chain_load(svol);
+		unsigned k = chain_pos(ch, op->target);
 		bool any = false;
 
-		if (range_all_present(op->target, first, first + n) &&
+		if (range_held(ch, k, first, first + n) &&
 		    atomic_load(&svol->cow_inflight) == 0) {
 			op->pos += n;
 			continue;
@@ -513,7 +566,7 @@ static int cow_step(struct cow_op *op)
 			uint64_t b = first + i;
 
 			op->need[i] = 0;
-			if (bit_test(op->target->present, b))
+			if (held(ch, k, b))
 				continue;
 			if (image_zero(svol, NULL, b)) {
 				/* a trim of zeros changes nothing the snapshot could see */
@@ -570,12 +623,30 @@ static int cow_step(struct cow_op *op)
 int cow_start(struct tsr_svol *svol, struct tsr_io *io, enum cow_kind kind, uint64_t offset,
 	      uint64_t len, const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
 {
-	struct layer_chain *c = chain_load(svol);
 	struct cow_op *op = calloc(1, sizeof(*op));
+	struct layer_chain *c;
+	struct layer *t;
 	uint64_t end;
+	int k;
 
 	if (op == NULL)
 		return -ENOMEM;
+	/* the target, counted in its cow_users before deleting is checked
+	 * again (both sequentially consistent): a delete that flags it after
+	 * this check waits for the count to drop (snap_merge_job) */
+	for (;;) {
+		c = chain_load(svol);
+		k = chain_target(c);
+		if (k < 0) { /* every layer is being deleted: nothing to copy */
+			t = NULL;
+			break;
+		}
+		t = c->l[k];
+		atomic_fetch_add(&t->cow_users, 1);
+		if (!atomic_load(&t->deleting))
+			break;
+		atomic_fetch_sub(&t->cow_users, 1);
+	}
 	svol_write_begin(svol);
 	op->svol = svol;
 	op->io = io;
@@ -586,11 +657,12 @@ int cow_start(struct tsr_svol *svol, struct tsr_io *io, enum cow_kind kind, uint
 	op->flags = flags;
 	op->cb_fn = cb_fn;
 	op->cb_arg = cb_arg;
-	op->target = c->l[c->n - 1];
+	op->target = t;
 	op->pos = offset >> STORE_BLOCK_SHIFT;
 	end = (offset + len) >> STORE_BLOCK_SHIFT;
-	op->end = end < (op->target->size >> STORE_BLOCK_SHIFT)
-		      ? end
-		      : op->target->size >> STORE_BLOCK_SHIFT;
+	if (t == NULL)
+		op->end = op->pos;
+	else
+		op->end = end < (t->size >> STORE_BLOCK_SHIFT) ? end : t->size >> STORE_BLOCK_SHIFT;
 	return cow_step(op);
 }

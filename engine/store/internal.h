@@ -70,10 +70,6 @@ struct snap_row {
 #define SNAP_HIDDEN   0x1u /* deleted by name but clones depend on it; not listed */
 #define SNAP_DELETING 0x2u /* delete in progress: finished at the next open */
 #define SNAP_AUTO     0x4u /* made for a from-volume clone, lives as long as the clone */
-#define SNAP_PENDING  0x8u /* a spare layer's row (spare.c): not listed; attached only once
-			    * cut; finished like a delete at the next open */
-/* seq of pending rows: above every cut (2^62 + the order the spares were made) */
-#define SNAP_PENDING_SEQ (1ull << 62)
 
 /* Open or create DIR/store.db, check the format and every row's CRC.
  * device: the raw device path the store was created with must match ("" = files).
@@ -107,9 +103,6 @@ int catalog_snap_get(sqlite3 *db, const char *uuid, struct snap_row *row);
 int catalog_snap_insert(sqlite3 *db, const struct snap_row *row);
 int catalog_snap_update_flags(sqlite3 *db, const struct snap_row *row);
 int catalog_snap_delete(sqlite3 *db, const char *uuid);
-/* Make a pending row final: name, seq, created, flags (and CRC) of row, whose
- * uuid and vol_uuid must match.  Durable on return.  -ENOENT, -EIO. */
-int catalog_snap_finalize(sqlite3 *db, const struct snap_row *row);
 /* Volumes (hidden ones included) whose parent is snap_uuid. */
 int catalog_clone_count(sqlite3 *db, const char *snap_uuid, uint32_t *count);
 
@@ -241,6 +234,16 @@ struct layer {
 					 * (set after the bit; layer_sync_present
 					 * clears it before its fdatasync) */
 	struct layer *next_retired;     /* svol->retired_layers */
+	/* delete (snap.c, merge.c): set once its row is marked SNAP_DELETING
+	 * (at load for such rows); never cleared.  A deleting layer takes no
+	 * new copy on write (cow.c picks the newest layer that is not
+	 * deleting), so its bits stop changing once cow_users is 0; it stays
+	 * in the chain, read like any layer, until its merge is done. */
+	_Atomic bool deleting;
+	/* copies on write whose target is this layer (cow_start raises it,
+	 * then checks deleting again; cow_free lowers it): the merge waits for
+	 * 0 before it reads the bits */
+	_Atomic unsigned cow_users;
 };
 
 /* A copied zero block's entry in a layer: {0, LAYER_ZERO_MARK}, so that
@@ -338,6 +341,9 @@ struct tsr_store {
 	struct stage_replayed *stage_replayed; /* volumes rolled forward since (store->lock) */
 	struct spare_set *spares;   /* spare.c: set under store->lock at first use, freed
 				     * by spare_stop at close; NULL when no volume asked */
+	struct merge_set *merges;   /* merge.c: set under store->lock at the first delete
+				     * of an open volume's layer, freed by merge_stop at
+				     * close; NULL until then */
 };
 
 struct svol_stats {
@@ -498,6 +504,31 @@ void snap_recover(struct tsr_store *store);
 extern int store_test_crash_at;
 void store_crash_point(void);
 
+/* Finish the delete of snapshot row snap_uuid of open volume svol, whose
+ * layer is already deleting (the merge thread, store->lock NOT held: taken
+ * for the catalogue and the chain only).  Drops the reference on svol that
+ * merge_queue took. */
+void snap_merge_job(struct tsr_store *store, struct tsr_svol *svol, const char *snap_uuid);
+
+/* ---- merge.c: the thread that finishes snapshot deletes of open volumes ---- */
+
+struct merge_set;
+/* Queue the rest of the delete of layer snap_uuid of open volume svol for
+ * the thread (store->lock held): takes a reference on svol, started the
+ * thread at first use.  0, or -errno (no memory, no thread: the caller
+ * finishes the delete itself). */
+int merge_queue(struct tsr_store *store, struct tsr_svol *svol, const char *snap_uuid);
+/* Run every queued job, then stop the thread (store close, store->lock not held). */
+void merge_stop(struct tsr_store *store);
+/* Test hook: wait until no job is queued or running; jobs finished so far. */
+unsigned store_test_merges_idle(struct tsr_store *store);
+/* Test hook: called with store_test_merge_arg by a delete's merge once its
+ * data and entries are in the older layer and before it sets the bits (for
+ * the oldest layer, which has no merge, before the row goes): on the merge
+ * thread for an open volume, else in the caller. */
+extern void (*store_test_merge_hook)(void *arg);
+extern void *store_test_merge_arg;
+
 /* ---- spare.c: snapshot layers made ahead of their create ---- */
 
 struct spare_set;
@@ -509,34 +540,11 @@ void spare_request(struct tsr_store *store, const char *vol_uuid, uint64_t size)
  * or it was made for another size (then dropped). */
 struct layer *spare_take(struct tsr_store *store, const char *vol_uuid, uint64_t size,
 			 char uuid_out[37]);
-/* Volume vol_uuid wants no spare any more (deleted): drop its spare (its
- * pending row, then its files) and wait until the thread did. */
+/* Volume vol_uuid wants no spare any more (deleted, closed): drop its spare. */
 void spare_forget(struct tsr_store *store, const char *vol_uuid);
 /* Hand the removal of a deleted layer's files (its row is gone) and the sync
  * of volumes/ to the thread, when it runs: true; false: do it yourself. */
 bool spare_reap(struct tsr_store *store, const char *uuid, uint64_t size);
-/*
- * A cut on a spare, its row still pending: queue the row's finish (row: the
- * final name, seq, created, flags) for the thread, which commits it on its
- * own connection, in the order queued, then calls done(arg, 0 or -errno)
- * once, with no lock held.  0, or -ENOMEM / -EINVAL (no thread): done never
- * fires.
- */
-int spare_commit(struct tsr_store *store, const struct snap_row *row, tsr_cb done, void *arg);
-/* Rows of vol_uuid queued by spare_commit: true if one is named name (not
- * ""); *seq raised to the highest of their seqs. */
-bool spare_inflight(struct tsr_store *store, const char *vol_uuid, const char *name,
-		    uint64_t *seq);
-/* Wait until no row of vol_uuid is queued (store->lock may be held). */
-void spare_commits_wait(struct tsr_store *store, const char *vol_uuid);
-/* Pending row uuid belongs to a layer that was cut (its row queued, or its
- * finish failed): it is in its volume's chain.  Other pending rows are
- * spares nothing was cut on: left out of the chain at attach. */
-bool spare_is_cut(struct tsr_store *store, const char *uuid);
-/* Tests: while non-zero the thread holds queued rows back. */
-extern _Atomic int store_test_commit_hold;
-/* Tests: creates whose row was made final after the cut (snap.c). */
-extern _Atomic unsigned store_test_rows_after_cut;
 /* Stop the thread, remove queued reaps and every parked spare's files (store close). */
 void spare_stop(struct tsr_store *store);
 /* Test hook: wait until no spare is queued or being made; spares parked so far. */

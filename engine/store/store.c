@@ -1104,6 +1104,7 @@ void tsr_store_close(struct tsr_store *store)
 
 	if (store == NULL)
 		return;
+	merge_stop(store); /* merge.c: finishes queued deletes, drops their references */
 	pthread_mutex_lock(&store->lock);
 	if (store->open_vols) {
 		tsr_error("close: store %s still has open volumes (%s...); not marking it clean",

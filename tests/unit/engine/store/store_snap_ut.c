@@ -23,6 +23,10 @@
 /* test hooks of engine/store/snap.c and layer.c */
 extern int store_test_crash_at;
 extern _Atomic unsigned store_test_present_syncs;
+/* merge.c: the thread that finishes deletes of open volumes */
+unsigned store_test_merges_idle(struct tsr_store *store);
+extern void (*store_test_merge_hook)(void *arg);
+extern void *store_test_merge_arg;
 
 #define NB    256u /* blocks of the test volumes: 1 MiB */
 #define VSIZE ((uint64_t)NB * BS)
@@ -774,6 +778,7 @@ static void test_delete_space(void **state)
 	/* middle: its blocks s1 lacks (16..23, 40..47) move to s1 */
 	files = count_files(e->dir);
 	assert_int_equal(tsr_store_snap_delete(e->store, "v", "s2"), 0);
+	store_test_merges_idle(e->store); /* v is open: merged by the thread */
 	assert_int_equal(count_files(e->dir), files - 3);
 	assert_int_equal(snap_alloc(e, "s1"), 32 * BS);
 	check_snap(e, "v", "s1", &s1);
@@ -782,6 +787,7 @@ static void test_delete_space(void **state)
 
 	/* newest: its blocks s1 lacks (24..31) move to s1 */
 	assert_int_equal(tsr_store_snap_delete(e->store, "v", "s3"), 0);
+	store_test_merges_idle(e->store); /* v is open: merged by the thread */
 	assert_int_equal(snap_alloc(e, "s1"), 40 * BS);
 	check_snap(e, "v", "s1", &s1);
 
@@ -791,6 +797,7 @@ static void test_delete_space(void **state)
 
 	/* oldest */
 	assert_int_equal(tsr_store_snap_delete(e->store, "v", "s1"), 0);
+	store_test_merges_idle(e->store); /* v is open: merged by the thread */
 	assert_int_equal(count_files(e->dir), 3); /* the volume's data, crc, dirty */
 	check_image(e, v, &m, "head");
 	mwrite(e, v, &m, 0, 4, 6); /* no snapshot: the plain path */
