@@ -70,6 +70,10 @@ struct snap_row {
 #define SNAP_HIDDEN   0x1u /* deleted by name but clones depend on it; not listed */
 #define SNAP_DELETING 0x2u /* delete in progress: finished at the next open */
 #define SNAP_AUTO     0x4u /* made for a from-volume clone, lives as long as the clone */
+#define SNAP_PENDING  0x8u /* a spare layer's row (spare.c): not listed; attached only once
+			    * cut; finished like a delete at the next open */
+/* seq of pending rows: above every cut (2^62 + the order the spares were made) */
+#define SNAP_PENDING_SEQ (1ull << 62)
 
 /* Open or create DIR/store.db, check the format and every row's CRC.
  * device: the raw device path the store was created with must match ("" = files).
@@ -103,6 +107,9 @@ int catalog_snap_get(sqlite3 *db, const char *uuid, struct snap_row *row);
 int catalog_snap_insert(sqlite3 *db, const struct snap_row *row);
 int catalog_snap_update_flags(sqlite3 *db, const struct snap_row *row);
 int catalog_snap_delete(sqlite3 *db, const char *uuid);
+/* Make a pending row final: name, seq, created, flags (and CRC) of row, whose
+ * uuid and vol_uuid must match.  Durable on return.  -ENOENT, -EIO. */
+int catalog_snap_finalize(sqlite3 *db, const struct snap_row *row);
 /* Volumes (hidden ones included) whose parent is snap_uuid. */
 int catalog_clone_count(sqlite3 *db, const char *snap_uuid, uint32_t *count);
 
@@ -540,11 +547,34 @@ void spare_request(struct tsr_store *store, const char *vol_uuid, uint64_t size)
  * or it was made for another size (then dropped). */
 struct layer *spare_take(struct tsr_store *store, const char *vol_uuid, uint64_t size,
 			 char uuid_out[37]);
-/* Volume vol_uuid wants no spare any more (deleted, closed): drop its spare. */
+/* Volume vol_uuid wants no spare any more (deleted): drop its spare (its
+ * pending row, then its files) and wait until the thread did. */
 void spare_forget(struct tsr_store *store, const char *vol_uuid);
 /* Hand the removal of a deleted layer's files (its row is gone) and the sync
  * of volumes/ to the thread, when it runs: true; false: do it yourself. */
 bool spare_reap(struct tsr_store *store, const char *uuid, uint64_t size);
+/*
+ * A cut on a spare, its row still pending: queue the row's finish (row: the
+ * final name, seq, created, flags) for the thread, which commits it on its
+ * own connection, in the order queued, then calls done(arg, 0 or -errno)
+ * once, with no lock held.  0, or -ENOMEM / -EINVAL (no thread): done never
+ * fires.
+ */
+int spare_commit(struct tsr_store *store, const struct snap_row *row, tsr_cb done, void *arg);
+/* Rows of vol_uuid queued by spare_commit: true if one is named name (not
+ * ""); *seq raised to the highest of their seqs. */
+bool spare_inflight(struct tsr_store *store, const char *vol_uuid, const char *name,
+		    uint64_t *seq);
+/* Wait until no row of vol_uuid is queued (store->lock may be held). */
+void spare_commits_wait(struct tsr_store *store, const char *vol_uuid);
+/* Pending row uuid belongs to a layer that was cut (its row queued, or its
+ * finish failed): it is in its volume's chain.  Other pending rows are
+ * spares nothing was cut on: left out of the chain at attach. */
+bool spare_is_cut(struct tsr_store *store, const char *uuid);
+/* Tests: while non-zero the thread holds queued rows back. */
+extern _Atomic int store_test_commit_hold;
+/* Tests: creates whose row was made final after the cut (snap.c). */
+extern _Atomic unsigned store_test_rows_after_cut;
 /* Stop the thread, remove queued reaps and every parked spare's files (store close). */
 void spare_stop(struct tsr_store *store);
 /* Test hook: wait until no spare is queued or being made; spares parked so far. */

@@ -55,7 +55,7 @@ void store_crash_point(void)
 
 static bool visible(const struct snap_row *s)
 {
-	return !(s->flags & (SNAP_HIDDEN | SNAP_DELETING | SNAP_AUTO));
+	return !(s->flags & (SNAP_HIDDEN | SNAP_DELETING | SNAP_AUTO | SNAP_PENDING));
 }
 
 /* ---- the chain of an open volume (store->lock held) ---- */
@@ -117,6 +117,9 @@ int snap_attach(struct tsr_svol *svol, const struct vol_row *row)
 	if (ret)
 		return ret;
 	for (i = 0; i < n; i++) {
+		/* a spare's row (spare.c): in the chain only once cut */
+		if ((rows[i].flags & SNAP_PENDING) && !spare_is_cut(store, rows[i].uuid))
+			continue;
 		ret = layer_open(store, &rows[i], &l);
 		if (ret == 0) {
 			/* an interrupted delete: no copy on write goes there */
@@ -239,10 +242,15 @@ static bool writes_in_flight(struct tsr_svol *svol)
  * Cut a layer of volume v now: files (or the volume's spare, for a named
  * snapshot: *used_spare set), row (in the caller's transaction when it has
  * one), and, when v is open, the layer opened in *lout (published by the
- * caller after the commit).
+ * caller after the commit).  defer, with a spare taken: no catalogue write at
+ * all (the spare's pending row is made final later by spare_commit, which the
+ * caller queues); the cut's name and seq are checked against the creates
+ * still queued there too.  Every catalogue write here first waits for the
+ * rows of v still queued (their seqs are lower and must be final first).
  */
 static int snap_cut(struct tsr_store *store, const struct vol_row *v, const char *name,
-		    uint32_t flags, struct snap_row *out, struct layer **lout, bool *used_spare)
+		    uint32_t flags, struct snap_row *out, struct layer **lout, bool *used_spare,
+		    bool defer)
 {
 	struct tsr_svol *svol = store_find_open_uuid(store, v->uuid);
 	struct layer *spare;
@@ -262,10 +270,12 @@ static int snap_cut(struct tsr_store *store, const struct vol_row *v, const char
 	for (i = 0; i < n; i++) {
 		if (name[0] && visible(&rows[i]) && strcmp(rows[i].name, name) == 0)
 			ret = -EEXIST;
-		if (rows[i].seq >= row.seq)
+		if (!(rows[i].flags & SNAP_PENDING) && rows[i].seq >= row.seq)
 			row.seq = rows[i].seq;
 	}
 	free(rows);
+	if (spare_inflight(store, v->uuid, name, &row.seq)) /* cut, row not final yet */
+		ret = -EEXIST;
 	if (ret) {
 		tsr_error("snapshot: volume %s already has a snapshot %s", v->name, name);
 		return ret;
@@ -276,34 +286,46 @@ static int snap_cut(struct tsr_store *store, const struct vol_row *v, const char
 	row.created = (int64_t)time(NULL);
 	row.size = v->size;
 	row.flags = flags;
-	/* a layer made ahead (spare.c): its files are durable, without a row */
+	/* a layer made ahead (spare.c): its files are durable, its row pending */
 	spare = flags == 0 ? spare_take(store, v->uuid, v->size, row.uuid) : NULL;
 	if (spare != NULL) {
 		spare->seq = row.seq;
+		if (used_spare)
+			*used_spare = true;
 		store_crash_point();
+		if (!defer) {
+			spare_commits_wait(store, v->uuid);
+			ret = catalog_snap_finalize(store->db, &row);
+			if (ret) {
+				/* the row stays pending and the layer uncut: the
+				 * next open removes both */
+				layer_close(spare);
+				return ret;
+			}
+		}
 		if (svol)
 			*lout = spare;
 		else
 			layer_close(spare);
-		if (used_spare)
-			*used_spare = true;
-	} else {
-		store_make_uuid(row.uuid);
-		store_crash_point();
-		ret = layer_create_files(store, row.uuid, row.size);
-		if (ret)
-			goto err;
-		store_crash_point();
-		ret = store_fsync_voldir(store);
-		if (ret)
-			goto err;
-		store_crash_point();
-		if (svol) {
-			ret = layer_open(store, &row, lout);
-			if (ret)
-				goto err;
-		}
+		*out = row;
+		return 0;
 	}
+	store_make_uuid(row.uuid);
+	store_crash_point();
+	ret = layer_create_files(store, row.uuid, row.size);
+	if (ret)
+		goto err;
+	store_crash_point();
+	ret = store_fsync_voldir(store);
+	if (ret)
+		goto err;
+	store_crash_point();
+	if (svol) {
+		ret = layer_open(store, &row, lout);
+		if (ret)
+			goto err;
+	}
+	spare_commits_wait(store, v->uuid);
 	ret = catalog_snap_insert(store->db, &row);
 	if (ret)
 		goto err;
@@ -319,6 +341,17 @@ err:
 static void fill_info(struct tsr_store *store, const struct snap_row *row,
 		      const struct snap_row *older, struct tsr_snap_info *info);
 
+static int check_snap_name(struct tsr_store *store, const char *snap)
+{
+	if (snap == NULL || !tsr_valid_name(snap)) {
+		tsr_error("snapshot: invalid snapshot name '%s': use 1-63 of [A-Za-z0-9._-], "
+			  "starting with a letter or digit",
+			  snap ? snap : "(null)");
+		return store->dev_fd >= 0 ? -EOPNOTSUPP : -EINVAL;
+	}
+	return 0;
+}
+
 int tsr_store_snap_create(struct tsr_store *store, const char *vol, const char *snap,
 			  struct tsr_snap_info *info_out)
 {
@@ -328,17 +361,14 @@ int tsr_store_snap_create(struct tsr_store *store, const char *vol, const char *
 	bool used_spare = false;
 	int ret;
 
-	if (snap == NULL || !tsr_valid_name(snap)) {
-		tsr_error("snapshot: invalid snapshot name '%s': use 1-63 of [A-Za-z0-9._-], "
-			  "starting with a letter or digit",
-			  snap ? snap : "(null)");
-		return store->dev_fd >= 0 ? -EOPNOTSUPP : -EINVAL;
-	}
+	ret = check_snap_name(store, snap);
+	if (ret)
+		return ret;
 	pthread_mutex_lock(&store->lock);
 	ret = get_vol(store, "snapshot", vol, &v);
 	if (ret)
 		goto out;
-	ret = snap_cut(store, &v, snap, 0, &row, &l, &used_spare);
+	ret = snap_cut(store, &v, snap, 0, &row, &l, &used_spare, false);
 	/* the next create's files, made in the background (when the volume
 	 * wants spares), also after a failed one that used this spare */
 	spare_request(store, v.uuid, v.size);
@@ -363,6 +393,121 @@ int tsr_store_snap_create(struct tsr_store *store, const char *vol, const char *
 		 (unsigned long long)row.seq, used_spare ? ", on a spare layer" : "");
 out:
 	pthread_mutex_unlock(&store->lock);
+	return ret;
+}
+
+/* A create whose row the spare thread makes final (tsr_store_snap_create_async). */
+struct create_later {
+	char vol[64];
+	struct snap_row row;
+	struct timespec cut;    /* when the cut was published */
+	tsr_cb done;            /* the caller's */
+	void *arg;
+};
+
+/* Tests: creates whose row was made final after the cut returned. */
+_Atomic unsigned store_test_rows_after_cut;
+
+/* On the spare thread, once the row is final (or could not be made so). */
+static void create_later_done(void *arg, int status)
+{
+	struct create_later *cl = arg;
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (status == 0) {
+		atomic_fetch_add(&store_test_rows_after_cut, 1);
+		tsr_info("snapshot: volume %s: created %s (%s), seq %llu, on a spare layer; row "
+			 "durable %.1f ms after the cut",
+			 cl->vol, cl->row.name, cl->row.uuid, (unsigned long long)cl->row.seq,
+			 (double)(now.tv_sec - cl->cut.tv_sec) * 1e3 +
+			     (double)(now.tv_nsec - cl->cut.tv_nsec) / 1e6);
+	}
+	cl->done(cl->arg, status);
+	free(cl);
+}
+
+int tsr_store_snap_create_async(struct tsr_store *store, const char *vol, const char *snap,
+				tsr_cb done, void *arg)
+{
+	struct create_later *cl;
+	struct tsr_svol *svol;
+	struct snap_row row;
+	struct vol_row v;
+	struct layer *l;
+	bool used_spare = false;
+	int ret;
+
+	ret = check_snap_name(store, snap);
+	if (ret)
+		return ret;
+	if (done == NULL)
+		return -EINVAL;
+	cl = calloc(1, sizeof(*cl));
+	if (cl == NULL)
+		return -ENOMEM;
+	memset(&v, 0, sizeof(v));
+	pthread_mutex_lock(&store->lock);
+	ret = get_vol(store, "snapshot", vol, &v);
+	if (ret)
+		goto err;
+	svol = store_find_open_uuid(store, v.uuid);
+	/* a spare is cut only into an open volume's chain here; otherwise the
+	 * whole create runs now */
+	ret = snap_cut(store, &v, snap, 0, &row, &l, &used_spare, svol != NULL);
+	if (ret)
+		goto err;
+	if (l && chain_publish(svol, l, NULL)) {
+		/* used_spare: row pending, layer uncut, the next open removes both */
+		layer_close(l);
+		if (!used_spare)
+			tsr_error("snapshot: volume %s: %s: out of memory; the snapshot is "
+				  "incomplete, delete it",
+				  vol, snap);
+		ret = -ENOMEM;
+		goto err;
+	}
+	if (!used_spare || svol == NULL) { /* committed above, in this call */
+		tsr_info("snapshot: volume %s: created %s (%s), seq %llu%s", vol, snap, row.uuid,
+			 (unsigned long long)row.seq, used_spare ? ", on a spare layer" : "");
+		spare_request(store, v.uuid, v.size);
+		pthread_mutex_unlock(&store->lock);
+		free(cl);
+		return 1;
+	}
+	/* published: writes from now on copy into the layer; the row follows */
+	snprintf(cl->vol, sizeof(cl->vol), "%s", vol);
+	cl->row = row;
+	cl->done = done;
+	cl->arg = arg;
+	clock_gettime(CLOCK_MONOTONIC, &cl->cut);
+	store_crash_point();
+	ret = spare_commit(store, &row, create_later_done, cl);
+	if (ret) { /* no memory to queue it: make it final here */
+		spare_commits_wait(store, v.uuid);
+		ret = catalog_snap_finalize(store->db, &row);
+		if (ret) {
+			tsr_error("snapshot: volume %s: %s: %s; the snapshot is not created (its "
+				  "layer goes at the next open)",
+				  vol, snap, strerror(-ret));
+			/* the layer stays in the chain until the volume closes */
+		}
+		spare_request(store, v.uuid, v.size);
+		pthread_mutex_unlock(&store->lock);
+		free(cl);
+		return ret ? ret : 1;
+	}
+	/* the next spare after the row: the thread commits rows first, but a
+	 * spare it started before the row was queued would delay the row */
+	spare_request(store, v.uuid, v.size);
+	pthread_mutex_unlock(&store->lock);
+	return 0;
+err:
+	/* also after a failed create that took the spare */
+	if (v.uuid[0])
+		spare_request(store, v.uuid, v.size);
+	pthread_mutex_unlock(&store->lock);
+	free(cl);
 	return ret;
 }
 
@@ -899,10 +1044,15 @@ void snap_recover(struct tsr_store *store)
 	if (catalog_snap_list(store->db, NULL, &rows, &n) == 0) {
 		/* newest first: a merge target is never deleted before its source */
 		for (i = n; i-- > 0;) {
-			if (!(rows[i].flags & SNAP_DELETING))
+			if (!(rows[i].flags & (SNAP_DELETING | SNAP_PENDING)))
 				continue;
-			tsr_info("open: finishing the interrupted delete of snapshot %s (%s)",
-				 rows[i].name, rows[i].uuid);
+			if (rows[i].flags & SNAP_PENDING) /* spare.c: never made final */
+				tsr_info("open: dropping the layer %s of an unfinished snapshot "
+					 "create or an unused spare",
+					 rows[i].uuid);
+			else
+				tsr_info("open: finishing the interrupted delete of snapshot %s (%s)",
+					 rows[i].name, rows[i].uuid);
 			finish_delete(store, &rows[i]);
 		}
 		for (i = 0; i < n; i++)
@@ -1162,13 +1312,17 @@ int tsr_store_vol_clone(struct tsr_store *store, const char *name, const char *v
 	ret = store_create_head_files(store, c.uuid, c.size, true);
 	if (ret == 0)
 		ret = store_fsync_voldir(store);
+	/* rows of v still queued by spare.c go first (and not while our
+	 * transaction holds the catalogue's write lock) */
+	spare_commits_wait(store, v.uuid);
 	if (ret == 0)
 		ret = catalog_begin(store->db);
 	if (ret)
 		goto out;
 	txn = true;
 	if (snap == NULL) { /* the source's content now: a hidden snapshot of it */
-		ret = snap_cut(store, &v, "", SNAP_HIDDEN | SNAP_AUTO, &srow, &auto_layer, NULL);
+		ret = snap_cut(store, &v, "", SNAP_HIDDEN | SNAP_AUTO, &srow, &auto_layer, NULL,
+			       false);
 		if (ret)
 			goto out; /* snap_cut removed its files */
 		cut = true;
