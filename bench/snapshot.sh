@@ -19,13 +19,24 @@
 #  4. diff of a 1 TiB thin volume with 1% changed: a snapshot, then 1 MiB
 #     written at every 100th MiB (10 GiB), then `tessera snapshot diff --head`
 #     timed (median of 5).
+#  5. ("delete", not in the default parts) Snapshot delete under load: fio 4k
+#     randwrite QD32 on nosnap while BENCH_DEL_SNAPS (8) snapshots are cut 1 s
+#     apart, then deleted newest first, 1 s after the previous one's merge
+#     ended.  Per delete: the writes held by the gate (tesserad's gate line),
+#     the merge time (the store's "finished outside the gate" line; a build
+#     that merges in the gate: the gate's local op) and fio's largest write
+#     latency from the delete request to the merge's end (fio's clat log, max
+#     per 100 ms).  Written to bench/results/snapshot-delete-<timestamp>.md and
+#     .json (delete_part below).
 # Writes bench/results/snapshot-<timestamp>.md and .json.
 #
 # Knobs: BENCH_RUNTIME=10, BENCH_REPEATS=3, BENCH_SIZE=1G, BENCH_SNAPS=20,
 # BENCH_DIFF_SIZE=1T, TSR_BUILD (default build/), BENCH_KEEP=1,
 # BENCH_PARTS=steady,latency,diff (the parts to run: steady = 1 and 2; a part
 # left out reports 0; "cow" alone is a quick form of 2: BENCH_REPEATS pairs of
-# a run on a volume with no snapshot and a run on one just cut, no snap10).
+# a run on a volume with no snapshot and a run on one just cut, no snap10;
+# "delete" is 5), BENCH_DEL_SNAPS=8, BENCH_LABEL (names the build in part 5's
+# report; default: git describe of this tree).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/.." && pwd)
@@ -186,6 +197,103 @@ DIFF_BYTES=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["chan
 DIFF_EXT=$("$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["extents"]))' "$W/diff.json")
 else
 	D=(0)
+fi
+
+# Part 5 ("delete"): host writes held and fio's latency while snapshots are
+# deleted under load (see the header).
+delete_part() {
+	local v=nosnap n=${BENCH_DEL_SNAPS:-8} s k t0 t1 fstart fio_pid inside=1
+	local times=$W/del-times.txt
+	# a build whose merge runs on the store's thread logs this line
+	grep -qa "finished outside the gate" "$TESSERAD" && inside=0
+	log "delete: $n snapshots cut under 4k randwrite QD32, then deleted newest first" \
+		"(merge $([ $inside = 1 ] && echo 'in the gate' || echo 'on the store thread'))"
+	: >"$times"
+	fstart=$(date +%s%3N)
+	fio --name=del --rw=randwrite --bs=4k --iodepth=32 --ioengine=nbd --uri="$(uri "$v")" \
+		--size="$SIZE" --time_based --runtime=900 --write_lat_log="$W/fio/del" \
+		--log_avg_msec=100 --log_max_value=1 --output-format=json \
+		--output="$W/fio/del.json" >/dev/null 2>&1 &
+	fio_pid=$!
+	sleep 2
+	for (( s=1; s<=n; s++ )); do
+		tsr snapshot create "$v" "d$s" >/dev/null || die "snapshot create $v d$s"
+		sleep 1
+	done
+	for (( s=n; s>=1; s-- )); do
+		t0=$(date +%s%3N)
+		tsr snapshot delete "$v" "d$s" >/dev/null || die "snapshot delete $v d$s"
+		t1=$(date +%s%3N)
+		if [ $inside = 0 ]; then
+			for (( k=0; k<3000; k++ )); do
+				grep -q "delete of d$s (" "$W/log/tesserad.log" && break
+				sleep 0.1
+			done
+		fi
+		echo "d$s $t0 $t1" >>"$times"
+		log "deleted d$s (CLI $(( t1 - t0 )) ms)"
+		sleep 1
+	done
+	kill -INT "$fio_pid" 2>/dev/null || true
+	wait "$fio_pid" || true
+	mkdir -p "$HERE/results"
+	"$PY" - "$HERE/results/snapshot-delete-$(date -u +%Y%m%dT%H%M%SZ)" "$W/log/tesserad.log" \
+		"$times" "$W/fio/del_clat.1.log" "$fstart" "$inside" "$SIZE" \
+		"${BENCH_LABEL:-$(git -C "$SRC" describe --always --dirty 2>/dev/null || echo unknown)}" <<'PYDEL'
+import datetime, json, re, sys
+out, logf, timesf, clatf, fstart, inside, size, rev = sys.argv[1:9]
+fstart, inside = int(fstart), inside == "1"
+def ts_ms(line):
+    t = datetime.datetime.strptime(line[:23], "%Y-%m-%dT%H:%M:%S.%f")
+    return int(t.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
+gate, merge = {}, {}
+for line in open(logf, errors="replace"):
+    m = re.search(r"snapshot gate: delete '(d\d+)': writes held ([0-9.]+) ms "
+                  r"\(drain ([0-9.]+) ms, [a-z]+ op ([0-9.]+) ms\)", line)
+    if m:
+        gate[m[1]] = (float(m[2]), float(m[3]), float(m[4]))
+    m = re.search(r"delete of (d\d+) \(.*finished outside the gate: merge (\d+) ms "
+                  r"\((\d+) blocks", line)
+    if m:
+        merge[m[1]] = (ts_ms(line), int(m[2]), int(m[3]))
+clat = []
+for line in open(clatf):
+    f = line.split(",")
+    if len(f) >= 2:
+        clat.append((int(f[0]), int(f[1])))
+rows = []
+for line in open(timesf):
+    name, t0, t1 = line.split()
+    t0, t1 = int(t0), int(t1)
+    held, drain, op = gate.get(name, (None, None, None))
+    if inside:
+        end, mms, blocks = t1, op, None
+    else:
+        end, mms, blocks = merge.get(name, (t1, None, None))
+    # fio logs the max of each 100 ms at its end: the entries that overlap [t0, end]
+    lo, hi = t0 - fstart, end - fstart + 100
+    win = [v for t, v in clat if lo <= t <= hi]
+    rows.append({"snap": name, "held_ms": held, "drain_ms": drain, "gate_op_ms": op,
+                 "merge_ms": mms, "merge_blocks": blocks, "request_to_merge_end_ms": end - t0,
+                 "fio_max_clat_ms": round(max(win) / 1e6, 1) if win else None})
+r = {"size": size, "rev": rev, "merge_in_gate": inside, "deletes": rows}
+json.dump(r, open(out + ".json", "w"), indent=1)
+f = lambda x: "-" if x is None else (f"{x:.1f}" if isinstance(x, float) else str(x))
+md = [f"# Snapshot delete under 4k randwrite QD32 ({size} volume, {rev}, merge "
+      f"{'in the gate' if inside else 'on the store thread'})", "",
+      "| snapshot | writes held (gate) ms | drain ms | gate op ms | merge ms | blocks | request to merge end ms | fio max clat ms |",
+      "|---|---|---|---|---|---|---|---|"]
+for x in rows:
+    md.append(f"| {x['snap']} | {f(x['held_ms'])} | {f(x['drain_ms'])} | {f(x['gate_op_ms'])} | "
+              f"{f(x['merge_ms'])} | {f(x['merge_blocks'])} | {x['request_to_merge_end_ms']} | "
+              f"{f(x['fio_max_clat_ms'])} |")
+open(out + ".md", "w").write("\n".join(md) + "\n")
+print("\n".join(md))
+PYDEL
+	log "wrote $(ls -t "$HERE"/results/snapshot-delete-*.md | head -1)"
+}
+if part delete; then
+	delete_part
 fi
 
 mkdir -p "$HERE/results"
