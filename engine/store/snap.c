@@ -793,10 +793,11 @@ void snap_merge_job(struct tsr_store *store, struct tsr_svol *svol, const char *
 	store_crash_point();
 	chain_publish(svol, NULL, me);
 	reap_files(store, &row);
-	tsr_info("snapshot: volume %s: delete of %s finished: %llu blocks looked at, merged "
-		 "into %s in %lld ms, outside the gate",
-		 svol->name, row.uuid, (unsigned long long)blocks,
-		 older ? older->uuid : "(none: the oldest)", (long long)(now_ms() - t0));
+	/* bench/snapshot.sh (part "delete") reads this line */
+	tsr_info("snapshot: volume %s: delete of %s (%s) finished outside the gate: merge "
+		 "%lld ms (%llu blocks held, into %s)",
+		 svol->name, row.name, row.uuid, (long long)(now_ms() - t0),
+		 (unsigned long long)blocks, older ? older->uuid : "none: the oldest");
 out:
 	free(rows);
 	store_svol_unref(svol);
