@@ -33,6 +33,10 @@
 # Knobs for short and split runs (defaults in brackets):
 #   BENCH_PARTS    which parts run ["overhead catchup initial"]; the report
 #                  leaves out what did not run
+#   BENCH_DR_DIR_RAM=1  the DR's data directory (metadata, state files,
+#                  catalogue) on a tmpfs too, not only its volumes: then the
+#                  DR writes nothing to the primary's disk (its state-file FUA
+#                  writes and flushes went there)
 #   BENCH_PROFILE  a directory: during repeat 1 "perf record" (flat, 3 s) of
 #                  each tesserad in the "on" QD32 run; during repeat 2 (with
 #                  BENCH_REPEATS >= 2) "strace -c -f" (3 s) of the primary in
@@ -88,6 +92,12 @@ if [ "${BENCH_DR_RAM:-1}" = 1 ] && [ "$(id -u)" = 0 ] && command -v losetup >/de
 	on_exit "losetup -d '$LOOP'"
 	DR_ARGS=(--device "$LOOP")
 	log "DR store on $LOOP (RAM-backed)"
+fi
+if [ "${BENCH_DR_DIR_RAM:-0}" = 1 ]; then
+	mkdir -p "$(sdir dr)"
+	mount -t tmpfs -o size=2G tmpfs "$(sdir dr)" || fail "tmpfs on $(sdir dr) (BENCH_DR_DIR_RAM=1 needs root)"
+	on_exit "umount -l '$(sdir dr)'"
+	log "DR data directory on tmpfs"
 fi
 site_start dr "${DR_ARGS[@]}"
 site_start primary

@@ -755,12 +755,34 @@ static void pass_end(struct tsr_worker *w, void *arg)
 	publish(s);
 }
 
-/* Pump and publish once at the end of this loop pass. */
+/*
+ * The first hop of schedule_pass: queue pass_end again, behind every call
+ * deferred meanwhile.  A write's tap runs the hook (log_change, which
+ * schedules the pass) before the host's callback, whose NBD reply is
+ * deferred to the end of the pass too; in one hop the TLS send to the DR
+ * site ran first and every host ack waited for it.  With two, the replies
+ * of the pass go out first.  Nothing after stop began (stop_finish's
+ * signal is queued behind this call and must stay last).
+ */
+static void pass_late(struct tsr_worker *w, void *arg)
+{
+	struct tsr_site_source *s = arg;
+
+	if (s->stopping) {
+		s->pass_deferred = false;
+		return;
+	}
+	if (tsr_worker_defer(w, pass_end, s) != 0)
+		pass_end(w, s);
+}
+
+/* Pump and publish once at the end of this loop pass, after the host
+ * replies of the pass (pass_late). */
 static void schedule_pass(struct tsr_site_source *s)
 {
 	if (s->pass_deferred || s->stopping)
 		return;
-	if (tsr_worker_defer(s->worker, pass_end, s) == 0)
+	if (tsr_worker_defer(s->worker, pass_late, s) == 0)
 		s->pass_deferred = true;
 }
 
