@@ -294,6 +294,8 @@ PYDEL
 }
 if part delete; then
 	delete_part
+	# delete alone: its own report is the whole result
+	[ "$PARTS" = ",delete," ] && exit 0
 fi
 
 mkdir -p "$HERE/results"
