@@ -29,13 +29,22 @@ def cpu_use(path, iops):
             "dr_us_per_write": dr * per}
 
 
+def add_fio_cpu(run):
+    """fio's own CPU (its usr + sys over the measured time) per host write."""
+    if run["cpu"] is not None:
+        run["cpu"]["fio_cores"] = run["fio_cores"]
+        run["cpu"]["fio_us_per_write"] = run["fio_cores"] * 1e6 / run["iops"] if run["iops"] else 0
+
+
 def fio_write(path):
     with open(path) as f:
         j = json.load(f)
     w = j["jobs"][0]["write"]
     pct = w.get("clat_ns", {}).get("percentile", {})
+    job = j["jobs"][0]
     return {"iops": w["iops"], "p50_us": pct.get("50.000000", 0) / 1000.0,
-            "p99_us": pct.get("99.000000", 0) / 1000.0}
+            "p99_us": pct.get("99.000000", 0) / 1000.0,
+            "fio_cores": (job.get("usr_cpu", 0) + job.get("sys_cpu", 0)) / 100.0}
 
 
 def quantile(xs, q):
@@ -53,6 +62,7 @@ def main():
             runs = [fio_write(f"{d}/{v}.{job}.{r}.json") for r in range(1, repeats + 1)]
             for r, run in enumerate(runs, 1):
                 run["cpu"] = cpu_use(f"{d}/{v}.{job}.{r}.cpu", run["iops"])
+                add_fio_cpu(run)
             res[f"{v}_{job}"] = {
                 "iops": statistics.median(r["iops"] for r in runs),
                 "p50_us": statistics.median(r["p50_us"] for r in runs),
@@ -123,14 +133,16 @@ def main():
         ]
     else:
         lines.append("| lag | no samples | MISSED |")
-    lines += ["", "| CPU during the run (tesserad, all threads) | source cores | source us/write "
-              "| DR cores | DR us/write |", "| --- | --- | --- | --- | --- |"]
+    lines += ["", "| CPU during the run (tesserad, all threads; fio) | source cores | source us/write "
+              "| DR cores | DR us/write | fio cores | fio us/write |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for v in ("on", "off"):
         for job in ("qd32", "qd1"):
             cu = res[f"{v}_{job}"].get("cpu")
             if cu:
                 lines.append(f"| {v} {job} | {cu['src_cores']:.2f} | {cu['src_us_per_write']:.1f} "
-                             f"| {cu['dr_cores']:.2f} | {cu['dr_us_per_write']:.1f} |")
+                             f"| {cu['dr_cores']:.2f} | {cu['dr_us_per_write']:.1f} "
+                             f"| {cu.get('fio_cores', 0):.2f} | {cu.get('fio_us_per_write', 0):.1f} |")
     lines += ["", "| run | on QD32 IOPS | off QD32 IOPS | on QD1 p50 us | off QD1 p50 us |",
               "| --- | --- | --- | --- | --- |"]
     for r in range(repeats):

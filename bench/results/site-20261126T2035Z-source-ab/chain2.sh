@@ -1,0 +1,14 @@
+#!/bin/bash
+cd /work/main
+while ! grep -q ALLDONE /var/tmp/siteperf-ab/sum; do sleep 5; done
+run() { # LABEL BUILD LIMIT
+	local label=$1 build=$2 limit=$3 before after
+	before=$(ls bench/results/site-*.md | sort | tail -1)
+	nice -n -20 env TSR_BUILD=$build BENCH_PARTS=overhead BENCH_RUNTIME=5 BENCH_REPEATS=2 BENCH_SIZE=256M BENCH_DR_LIMIT=$limit bash bench/site.sh > /var/tmp/siteperf-ab/$label.log 2>&1
+	echo "$label rc=$?" >> /var/tmp/siteperf-ab/sum2
+	after=$(ls bench/results/site-*.md | sort | tail -1)
+	if [ "$after" != "$before" ]; then mv "$after" /var/tmp/siteperf-ab/$label.md; mv "${after%.md}.json" /var/tmp/siteperf-ab/$label.json; fi
+}
+B=/var/tmp/siteperf-base/build N=/var/tmp/siteperf-new/build L=/var/tmp/siteperf-new2/build
+for i in 4 5; do run base$i $B ""; run new$i $N ""; run late$i $L ""; done
+echo ALLDONE >> /var/tmp/siteperf-ab/sum2
