@@ -618,9 +618,10 @@ struct tsr_site_source_stats {
 	bool last_sync_compared;  /* the last sync skipped equal regions (false: every marked
 				   * region was sent: a full copy of them) */
 	uint64_t frames_shipped;
-	uint64_t tls_writes;      /* TLS writes that sent bytes: small frames are packed into
-				   * one write (up to 256 KiB, full 16 KiB records), so at a
-				   * steady 4 KiB stream this is far below frames_shipped */
+	uint64_t tls_writes;      /* TLS writes that sent bytes (one record of up to 16 KiB
+				   * each, partial-write mode): frames are packed into a
+				   * 256 KiB batch first, so 4 KiB frames that wait together
+				   * take about one write per four frames, not two per frame */
 	uint64_t log_allocs;      /* WRITE log entries taken from malloc: those of up to 64 KiB
 				   * are recycled (up to 8 MiB of them kept), so a steady
 				   * stream stops allocating */

@@ -12,7 +12,9 @@
  * allocated bytes; an overflow to the bitmap and its catch-up ship regions,
  * not the volume; a reconnect resumes from the log without a gap (no
  * EILSEQ, no region copy); a demote fences host writes with -EROFS; at
- * every pause the target equals the history's state after some prefix.
+ * every pause the target equals the history's state after some prefix;
+ * frames that wait together go out in full TLS records and a steady
+ * stream's log entries are recycled (tls_writes, log_allocs).
  * Debugging: SITE_UT_FILTER=test_name runs one case, SITE_UT_TRACE=1 says
  * how long the fake target served each connection.
  */
