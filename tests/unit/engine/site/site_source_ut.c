@@ -750,6 +750,93 @@ static uint64_t allocated_regions(struct env *e, uint64_t *allocated)
 
 /* Only the allocated extents are copied at first; then a source restart
  * (its log is gone) copies them again while host writes go on. */
+/* One host write whose completion looks at what the source has sent. */
+struct reply_probe {
+	struct env *e;
+	uint8_t *buf;
+	uint64_t at_ack;     /* tls_writes published when the host callback ran */
+	uint64_t at_reply;   /* ... when a call the callback deferred ran (the reply) */
+	uint64_t after;      /* ... once everything settled */
+	int status;
+	atomic_bool done;
+};
+
+static void probe_reply(struct tsr_worker *w, void *arg)
+{
+	struct reply_probe *p = arg;
+	struct tsr_site_source_stats st;
+
+	(void)w;
+	tsr_site_source_stats(p->e->s, &st);
+	p->at_reply = st.tls_writes;
+	atomic_store(&p->done, true);
+}
+
+static void probe_ack(void *arg, int status)
+{
+	struct reply_probe *p = arg;
+	struct tsr_site_source_stats st;
+
+	p->status = status;
+	tsr_site_source_stats(p->e->s, &st);
+	p->at_ack = st.tls_writes;
+	/* as the NBD server defers its reply to the end of the loop pass */
+	if (tsr_worker_defer(p->e->w, probe_reply, p) < 0)
+		probe_reply(p->e->w, p);
+}
+
+static void probe_issue(struct tsr_worker *w, void *arg)
+{
+	struct reply_probe *p = arg;
+	int ret = tsr_vol_write(p->e->src, tsr_worker_io(w), 0, BS, p->buf, 0, probe_ack, p);
+
+	if (ret < 0)
+		probe_ack(p, ret);
+}
+
+/*
+ * The host's reply goes before the replication send of the same loop
+ * pass: a call deferred by a write's completion callback (where the NBD
+ * server queues its reply) runs before the source's pump has sent that
+ * write (published tls_writes unchanged between the two), and the write is
+ * sent right after.
+ */
+static void test_reply_before_send(void **state)
+{
+	struct env *e = env_open(16 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	struct reply_probe p = {0};
+	char addr[64];
+	uint64_t t0;
+
+	(void)state;
+	o = source_opts(e, addr, sizeof(addr));
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	p.e = e;
+	assert_non_null(p.buf = tsr_alloc_aligned(BS));
+	fill(p.buf, BS, 7, 0);
+	for (t0 = ms_now();; usleep(5000)) { /* the session up */
+		stats(e, &st);
+		if (st.state == TSR_SITE_STREAMING)
+			break;
+		assert_true(ms_now() - t0 < 20000);
+	}
+	for (int round = 0; round < 3; round++) {
+		atomic_store(&p.done, false);
+		assert_int_equal(tsr_worker_send(e->w, probe_issue, &p), 0);
+		for (t0 = ms_now(); !atomic_load(&p.done); usleep(1000))
+			assert_true(ms_now() - t0 < 20000);
+		assert_int_equal(p.status, 0);
+		assert_int_equal(p.at_reply, p.at_ack); /* nothing sent before the reply */
+		wait_caught_up(e, &st);
+		assert_true(st.tls_writes > p.at_reply); /* and the write was sent after */
+	}
+	tsr_free_aligned(p.buf);
+	assert_volumes_equal(e);
+	assert_target_clean(e);
+}
+
 /* 256 4 KiB writes logged while paused, then shipped at once. */
 static void paused_round(struct env *e, uint64_t base_block, uint32_t fill_id)
 {
@@ -1351,6 +1438,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_stream, env_teardown),
 	    cmocka_unit_test_teardown(test_batched_sends_recycled_entries, env_teardown),
+	    cmocka_unit_test_teardown(test_reply_before_send, env_teardown),
 	    cmocka_unit_test_teardown(test_initial_copy, env_teardown),
 	    cmocka_unit_test_teardown(test_restart_zeroes_holes, env_teardown),
 	    cmocka_unit_test_teardown(test_digest_resync, env_teardown),
