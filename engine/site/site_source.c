@@ -1973,8 +1973,8 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 	snprintf(s->open.volume, sizeof(s->open.volume), "%s", opts->target_volume);
 	snprintf(s->open.layout, sizeof(s->open.layout), "%s", opts->target_layout);
 	s->open.compress = opts->compress;
-	if (tsr_valid_name(s->hello.site) < 0 || tsr_valid_name(s->hello.cluster) < 0 ||
-	    tsr_valid_name(s->open.volume) < 0) {
+	if (!tsr_valid_name(s->hello.site) || !tsr_valid_name(s->hello.cluster) ||
+	    !tsr_valid_name(s->open.volume)) { /* tsr_valid_name: 1 valid, 0 not */
 		ret = -EINVAL;
 		goto err;
 	}
