@@ -1,8 +1,9 @@
 /*
  * Spare snapshot layers: the slow half of a snapshot create, done ahead of
  * time by a background thread of the store, so that the cut itself (in the
- * layout's gate, on the volume's home worker) only commits the catalogue row
- * and publishes the layer.
+ * layout's gate, on the volume's home worker) only checks the name and seq and
+ * publishes the layer; the catalogue row is made final afterwards by the same
+ * thread (below).
  *
  * A volume asks for a spare with tsr_store_snap_spare(keep) (the local
  * layout does when it opens a volume).  The thread then creates the files of
