@@ -823,12 +823,25 @@ static void test_reply_before_send(void **state)
 		assert_true(ms_now() - t0 < 20000);
 	}
 	for (int round = 0; round < 3; round++) {
+		uint64_t seq_before;
+
+		stats(e, &st);
+		seq_before = st.next_seq;
 		atomic_store(&p.done, false);
 		assert_int_equal(tsr_worker_send(e->w, probe_issue, &p), 0);
 		for (t0 = ms_now(); !atomic_load(&p.done); usleep(1000))
 			assert_true(ms_now() - t0 < 20000);
 		assert_int_equal(p.status, 0);
 		assert_int_equal(p.at_reply, p.at_ack); /* nothing sent before the reply */
+		/* the published figures may still be those of before the write
+		 * (they are published at the end of the pass): wait for them to
+		 * show the write, then for it to be acknowledged */
+		for (t0 = ms_now();; usleep(1000)) {
+			stats(e, &st);
+			if (st.next_seq > seq_before)
+				break;
+			assert_true(ms_now() - t0 < 20000);
+		}
 		wait_caught_up(e, &st);
 		assert_true(st.tls_writes > p.at_reply); /* and the write was sent after */
 	}
