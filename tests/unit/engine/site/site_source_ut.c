@@ -615,11 +615,21 @@ static bool caught_up(struct env *e, struct tsr_site_source_stats *st)
 	       st->next_seq > 1 && st->acked_seq == st->next_seq - 1;
 }
 
+/*
+ * The figures are published at the end of a loop pass and by the 10 ms
+ * tick, so right after a write they may still be those of before it, and
+ * caught up.  Caught up counts only when it holds again after a few ticks.
+ */
 static void wait_caught_up(struct env *e, struct tsr_site_source_stats *st)
 {
 	uint64_t t0 = ms_now();
 
-	while (!caught_up(e, st)) {
+	for (;;) {
+		if (caught_up(e, st)) {
+			usleep(35000);
+			if (caught_up(e, st))
+				break;
+		}
 		if (ms_now() - t0 > 60000) {
 			fprintf(stderr,
 				"not caught up: state %s next %llu sent %llu acked %llu "
