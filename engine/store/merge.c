@@ -55,6 +55,7 @@ static void *merge_thread(void *arg)
 	struct merge_set *m = store->merges;
 	struct merge_job *j;
 
+	tsr_log_set_thread_name("merge");
 	pthread_mutex_lock(&m->lock);
 	for (;;) {
 		j = m->first;
