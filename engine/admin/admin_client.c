@@ -2,7 +2,9 @@
  * Admin API client: blocking request/reply calls for command-line tools (the
  * tessera CLI, tests, later the CSI plugin).  One connection, one request at
  * a time; replies are validated by tsr_admin_response_parse before use.
- * Nothing is logged here: the caller knows how to tell its user.
+ * Nothing is logged here: the caller knows how to tell its user.  Secrets are
+ * wiped with glibc's explicit_bzero, not OPENSSL_cleanse: this file needs no
+ * libcrypto, which costs the CLI milliseconds to load on every run.
  */
 #include <errno.h>
 #include <poll.h>
@@ -12,8 +14,6 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <openssl/crypto.h>
 
 #include "admin/admin_internal.h"
 
@@ -69,7 +69,7 @@ void tsr_admin_close(struct tsr_admin_client *c)
 		return;
 	close(c->fd);
 	if (c->token) {
-		OPENSSL_cleanse(c->token, strlen(c->token));
+		explicit_bzero(c->token, strlen(c->token));
 		free(c->token);
 	}
 	free(c);
@@ -187,7 +187,7 @@ int tsr_admin_call(struct tsr_admin_client *c, Tessera__Admin__Request *req,
 		ret = -EPROTO;
 out:
 	if (frame) {
-		OPENSSL_cleanse(frame, frame_len); /* it carried the token */
+		explicit_bzero(frame, frame_len); /* it carried the token */
 		free(frame);
 	}
 	free(body);

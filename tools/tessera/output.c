@@ -12,6 +12,7 @@
  */
 #include <inttypes.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -25,12 +26,45 @@ const char *cli_fmt_size(uint64_t bytes, char *buf, size_t len)
 	return tsr_format_size(bytes, buf, len);
 }
 
+/*
+ * The UTC calendar date and time of t, for 1970 to 9999 (false outside):
+ * days to year/month/day by the civil-from-days method (H. Hinnant, "chrono-
+ * compatible low-level date algorithms").  Not gmtime_r: glibc's first
+ * gmtime_r or strftime loads /etc/localtime (tzset), a file read on every CLI
+ * run for a zone these UTC renderings never use.  Outside that range the
+ * callers fall back to gmtime_r + strftime, so every output is unchanged.
+ */
+static bool utc_fields(int64_t t, int *year, int *mon, int *day, int *hour, int *min, int *sec)
+{
+	int64_t days, z, era, doe, yoe, doy, mp;
+
+	if (t < 0 || t >= INT64_C(253402300800)) /* 10000-01-01T00:00:00Z */
+		return false;
+	days = t / 86400;
+	*hour = (int)(t % 86400 / 3600);
+	*min = (int)(t % 3600 / 60);
+	*sec = (int)(t % 60);
+	z = days + 719468;             /* days since 0000-03-01 */
+	era = z / 146097;              /* 400-year eras */
+	doe = z - era * 146097;        /* day of the era, 0..146096 */
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100); /* from March 1st */
+	mp = (5 * doy + 2) / 153;      /* month from March, 0..11 */
+	*day = (int)(doy - (153 * mp + 2) / 5 + 1);
+	*mon = (int)(mp < 10 ? mp + 3 : mp - 9);
+	*year = (int)(yoe + era * 400 + (*mon <= 2));
+	return true;
+}
+
 const char *cli_fmt_time(int64_t t, char *buf, size_t len)
 {
 	time_t tt = (time_t)t;
 	struct tm tm;
+	int y, mo, d, h, mi, s;
 
-	if (t <= 0 || gmtime_r(&tt, &tm) == NULL)
+	if (t > 0 && utc_fields(t, &y, &mo, &d, &h, &mi, &s))
+		snprintf(buf, len, "%04d-%02d-%02d %02d:%02d:%02d UTC", y, mo, d, h, mi, s);
+	else if (t <= 0 || gmtime_r(&tt, &tm) == NULL)
 		snprintf(buf, len, "-");
 	else
 		strftime(buf, len, "%Y-%m-%d %H:%M:%S UTC", &tm);
@@ -41,8 +75,11 @@ const char *cli_fmt_iso(int64_t t, char *buf, size_t len)
 {
 	time_t tt = (time_t)t;
 	struct tm tm;
+	int y, mo, d, h, mi, s;
 
-	if (gmtime_r(&tt, &tm) == NULL)
+	if (utc_fields(t, &y, &mo, &d, &h, &mi, &s))
+		snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02dZ", y, mo, d, h, mi, s);
+	else if (gmtime_r(&tt, &tm) == NULL)
 		snprintf(buf, len, "%" PRId64, t);
 	else
 		strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);

@@ -21,8 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
-
 #include "tessera.h"
 
 static const char HELP_MAIN[] =
@@ -189,7 +187,7 @@ int cli_connect_quiet(const struct cli *cli, struct tsr_admin_client **out, char
 		return EXIT_FAIL;
 	}
 	ret = tsr_admin_connect_tcp(cli->cluster, tok, out);
-	OPENSSL_cleanse(token, sizeof(token));
+	explicit_bzero(token, sizeof(token));
 	if (ret == -EINVAL)
 		snprintf(why, why_len, "--cluster %s: give HOST:PORT, e.g. 127.0.0.1:7001",
 			 cli->cluster);
