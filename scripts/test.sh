@@ -4,14 +4,17 @@
 #   sudo ./scripts/test.sh [--long]
 #
 # 1. set-up: Debian packages if missing (scripts/setup.sh)
-# 2. gcc build with -Werror in build/: every unit and integration test (ctest,
-#    two at a time; the timing-sensitive ones alone: RUN_SERIAL in
-#    tests/CMakeLists.txt)
+# 2. gcc build with -Werror in build/: every unit and integration test in one
+#    ctest run (two at a time, longest first: COST in tests/CMakeLists.txt;
+#    the timing-sensitive ones alone: RUN_SERIAL there)
 # 3. ASan+UBSan build in build-asan/: the unit tests and a subset of the
-#    integration tests (all of them with --long)
+#    integration tests (all of them with --long), again in one ctest run
 # 4. clang-14 build with libFuzzer in build-fuzz/ (the harnesses only): each
 #    tests/fuzz/fuzz_* harness for FUZZ_SECONDS (10; 300 with --long), as many
 #    at a time as there are cores
+# The ASan and fuzz trees are built while the gcc tests run, at the lowest
+# CPU and I/O priority (nice 19, ionice idle: they only take what the tests
+# leave idle); BG_BUILDS=0 builds them in the foreground, one after the other.
 # --long also runs the crash loop for more rounds.
 # BUILD_PREFIX=build names the three build trees (PREFIX, PREFIX-asan, PREFIX-fuzz).
 # Ends with "N passed, N failed"; exits non-zero if anything failed.
@@ -23,7 +26,7 @@ LONG=0
 for a in "$@"; do
 	case $a in
 	--long) LONG=1 ;;
-	-h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,19p' "$0"; exit 0 ;;
 	*) echo "test.sh: unknown option $a" >&2; exit 2 ;;
 	esac
 done
@@ -81,37 +84,90 @@ build() {
 	return 1
 }
 
+# bg_builds: the ASan tree, then the fuzz harnesses, built in the background
+# at the lowest priority; each writes DIR/bg-build.out (what build() printed)
+# and then DIR/bg-build.rc.  bg_build_wait DIR LABEL waits for DIR's verdict
+# and counts it here.
+BG_BUILDS=${BG_BUILDS:-1}
+BG_PID=
+bg_builds() {
+	rm -f "$B-asan/bg-build.rc" "$B-fuzz/bg-build.rc"
+	mkdir -p "$B-asan" "$B-fuzz"
+	(
+		renice -n 19 -p "$BASHPID" >/dev/null 2>&1
+		command -v ionice >/dev/null && ionice -c 3 -p "$BASHPID" >/dev/null 2>&1
+		build "$B-asan" asan "${ASAN_CMAKE[@]}" >"$B-asan/bg-build.out" 2>&1
+		echo $? >"$B-asan/bg-build.rc"
+		BUILD_TARGETS=$fuzzers build "$B-fuzz" fuzz "${FUZZ_CMAKE[@]}" >"$B-fuzz/bg-build.out" 2>&1
+		echo $? >"$B-fuzz/bg-build.rc"
+	) &
+	BG_PID=$!
+}
+bg_build_wait() {
+	local dir=$1 label=$2
+	while [ ! -s "$dir/bg-build.rc" ] && kill -0 "$BG_PID" 2>/dev/null; do sleep 1; done
+	[ -s "$dir/bg-build.rc" ] || sleep 1   # the rc file is written just before the exit
+	grep -v "^FAILED: build" "$dir/bg-build.out" 2>/dev/null   # counted below
+	if [ "$(cat "$dir/bg-build.rc" 2>/dev/null)" = 0 ]; then
+		ok
+		return 0
+	fi
+	ko "build $label"
+	return 1
+}
+ASAN_CMAKE=(-DCMAKE_C_COMPILER=gcc -DTSR_WERROR=ON -DTSR_SANITIZE=ON -DTSR_FUZZ=OFF)
+FUZZ_CMAKE=(-DCMAKE_C_COMPILER=clang-14 -DTSR_WERROR=ON -DTSR_FUZZ=ON)
+fuzzers=$(cd tests/fuzz && ls fuzz_*.c | sed 's/\.c$//' | tr '\n' ' ')
+
 step "set-up (Debian packages)"
 if ./scripts/setup.sh --no-build; then ok; else ko "set-up"; fi
 
 step "gcc build (-Werror) in $B/"
-if build "$B" gcc -DCMAKE_C_COMPILER=gcc -DTSR_WERROR=ON -DTSR_SANITIZE=OFF -DTSR_FUZZ=OFF; then
-	step "unit tests (gcc)"
-	run_ctest "$B" gcc -L unit -j"$JOBS"
-	step "integration tests (gcc)"
-	# side by side, but the timing-sensitive ones alone (RUN_SERIAL in tests/CMakeLists.txt)
-	run_ctest "$B" gcc -L integration -j"$JOBS"
+gcc_built=0
+build "$B" gcc -DCMAKE_C_COMPILER=gcc -DTSR_WERROR=ON -DTSR_SANITIZE=OFF -DTSR_FUZZ=OFF && gcc_built=1
+if (( BG_BUILDS )); then
+	step "ASan+UBSan build in $B-asan/, then the fuzz harnesses in $B-fuzz/ (background, nice 19)"
+	bg_builds
+fi
+if (( gcc_built )); then
+	step "unit and integration tests (gcc)"
+	# side by side, longest first, the timing-sensitive ones alone (COST and
+	# RUN_SERIAL in tests/CMakeLists.txt); the unit tests fill the gaps
+	run_ctest "$B" gcc -L 'unit|integration' -j"$JOBS"
 fi
 
-step "ASan+UBSan build in $B-asan/"
+if (( BG_BUILDS )); then
+	step "ASan+UBSan build in $B-asan/ (verdict of the background build)"
+	bg_build_wait "$B-asan" asan && asan_built=1 || asan_built=0
+else
+	step "ASan+UBSan build in $B-asan/"
+	build "$B-asan" asan "${ASAN_CMAKE[@]}" && asan_built=1 || asan_built=0
+fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:halt_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-if build "$B-asan" asan -DCMAKE_C_COMPILER=gcc -DTSR_WERROR=ON -DTSR_SANITIZE=ON -DTSR_FUZZ=OFF; then
-	step "unit tests (ASan+UBSan)"
-	run_ctest "$B-asan" asan -L unit -j"$JOBS"
-	step "integration tests (ASan+UBSan)"
+if (( asan_built )); then
 	if (( LONG )); then
+		step "unit tests (ASan+UBSan)"
+		run_ctest "$B-asan" asan -L unit -j"$JOBS"
+		step "integration tests (ASan+UBSan)"
 		run_ctest "$B-asan" asan -L integration
 	else
+		step "unit tests and integration subset (ASan+UBSan)"
 		regex=$(printf 'integration/%s$|' $ASAN_INTEGRATION)
-		# two at a time too (RUN_SERIAL ones alone), as in the gcc run
-		TSR_CRASH_ROUNDS=${TSR_CRASH_ROUNDS_ASAN:-10} run_ctest "$B-asan" asan -R "${regex%|}" -j"$JOBS"
+		# one run, two at a time (RUN_SERIAL ones alone), as in the gcc run
+		TSR_CRASH_ROUNDS=${TSR_CRASH_ROUNDS_ASAN:-10} run_ctest "$B-asan" asan -R "^unit/|${regex%|}" -j"$JOBS"
 	fi
 fi
 
-step "clang-14 + libFuzzer build in $B-fuzz/"
-fuzzers=$(cd tests/fuzz && ls fuzz_*.c | sed 's/\.c$//' | tr '\n' ' ')
-if BUILD_TARGETS=$fuzzers build "$B-fuzz" fuzz -DCMAKE_C_COMPILER=clang-14 -DTSR_WERROR=ON -DTSR_FUZZ=ON; then
+if (( BG_BUILDS )); then
+	step "clang-14 + libFuzzer build in $B-fuzz/ (verdict of the background build)"
+	bg_build_wait "$B-fuzz" fuzz && fuzz_built=1 || fuzz_built=0
+	wait "$BG_PID" 2>/dev/null   # no job of ours left before the fuzzers' own
+else
+	step "clang-14 + libFuzzer build in $B-fuzz/"
+	BUILD_TARGETS=$fuzzers build "$B-fuzz" fuzz "${FUZZ_CMAKE[@]}" && fuzz_built=1 || fuzz_built=0
+fi
+if (( fuzz_built )); then
 	# JOBS harnesses at a time (each libFuzzer process uses one core); the
 	# verdicts are read back in name order once all have ended.
 	shopt -s nullglob
