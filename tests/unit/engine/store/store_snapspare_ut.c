@@ -30,6 +30,10 @@ extern int store_test_crash_at;
 unsigned store_test_spares_idle(struct tsr_store *store);
 extern _Atomic int store_test_commit_hold;
 extern _Atomic unsigned store_test_rows_after_cut;
+extern void (*store_test_reap_hook)(void *arg);
+extern void *store_test_reap_arg;
+extern _Atomic unsigned store_test_reaps_left_at_made;
+extern _Atomic unsigned store_test_reap_pieces_at_made;
 
 #define NB    64u /* blocks of the test volume */
 #define VSIZE ((uint64_t)NB * BS)
@@ -771,6 +775,154 @@ static void test_commit_outside_gate(void **state)
 	check_halves(e, NULL, 10, 10);
 }
 
+/* Volume w of the reap test: WN blocks, written in VSIZE pieces. */
+#define WN    1024u /* 4 MiB: many pieces of TSR_STORE_REAP_STEP below */
+#define WSIZE ((uint64_t)WN * BS)
+#define REAP_STEP 65536u
+
+static void write_w(struct env *e, struct tsr_svol *w, uint16_t s)
+{
+	uint64_t off;
+
+	for (off = 0; off < WSIZE; off += VSIZE) {
+		fill(e->buf, VSIZE, s, off);
+		assert_int_equal(swrite(w, e->io, off, (uint32_t)VSIZE, e->buf, 0), 0);
+	}
+}
+
+static void check_w(struct env *e, uint16_t s)
+{
+	struct tsr_svol *w;
+	uint64_t off;
+
+	assert_int_equal(tsr_store_vol_open(e->store, "w", &w), 0);
+	for (off = 0; off < WSIZE; off += VSIZE) {
+		memset(e->buf, 0xa5, VSIZE);
+		assert_int_equal(sread(w, e->io, off, (uint32_t)VSIZE, e->buf), 0);
+		assert_true(is_filled(e->buf, VSIZE, s, off));
+	}
+	tsr_svol_put(w);
+}
+
+/* The reap hook of test_spare_before_reaps (runs on the spare thread, which
+ * holds no lock there). */
+struct reap_probe {
+	struct tsr_store *store;
+	struct async_done d; /* c2's create */
+	int pieces;          /* hook calls: pieces of removal done */
+	int cut_rc;          /* tsr_store_snap_create_async of c2 */
+	unsigned left_first; /* store_test_reaps_left_at_made seen at the first piece */
+};
+
+static void reap_probe_hook(void *arg)
+{
+	struct reap_probe *p = arg;
+
+	if (p->pieces++ != 0)
+		return;
+	/* the spare c1's cut asked for, parked before any piece? */
+	p->left_first = atomic_load(&store_test_reaps_left_at_made);
+	/* a cut now, with the first layer partly removed: its spare is asked
+	 * for in the middle of the removals */
+	p->cut_rc = tsr_store_snap_create_async(p->store, "v", "c2", async_done_cb, &p->d);
+}
+
+/*
+ * Spares come before the removal of deleted layers' files, and a removal
+ * goes a piece at a time: the thread is held on c1's row while three
+ * snapshots of w (4 MiB each, every block copied on write) are deleted, so
+ * their removals are queued behind a spare request; let go, the thread makes
+ * the spare first (the removals all still queued when it is parked).  At the
+ * first piece of the first removal the hook cuts c2: its spare is parked with
+ * that removal not finished.  Then every removal finishes (in many pieces:
+ * a fixed 64 KiB step), no file of the deleted layers is left, and every
+ * image reads back.  With the thread's old order (reaps before spares, every
+ * queued layer in one go) both counts would be 0.
+ */
+static void test_spare_before_reaps(void **state)
+{
+	struct env *e = *state;
+	struct reap_probe p = {.d = {PTHREAD_MUTEX_INITIALIZER, 0, 0}, .cut_rc = -1};
+	struct async_done d1 = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
+	struct tsr_svol *v, *w;
+	char wu[37];
+	unsigned made;
+	int i;
+
+	assert_int_equal(setenv("TSR_STORE_REAP_STEP", "65536", 1), 0);
+	p.store = e->store;
+	assert_int_equal(tsr_store_vol_create(e->store, "w", WSIZE, NULL), 0);
+	{
+		struct tsr_vol_info info;
+
+		assert_int_equal(tsr_store_vol_info(e->store, "w", &info), 0);
+		memcpy(wu, info.uuid, 37);
+	}
+	assert_int_equal(tsr_store_vol_open(e->store, "w", &w), 0);
+	for (i = 1; i <= 3; i++) { /* s1..s3, each then rewritten: every block copied */
+		char name[8];
+
+		write_w(e, w, (uint16_t)i);
+		snprintf(name, sizeof(name), "s%d", i);
+		assert_int_equal(tsr_store_snap_create(e->store, "w", name, NULL), 0);
+	}
+	write_w(e, w, 4);
+	tsr_svol_put(w); /* closed: its deletes finish in the caller, files to the thread */
+	assert_int_equal(count_files(e->dir, wu), 3);
+	assert_int_equal(count_files(e->dir, NULL), 3 + 9);
+
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	write_all(e, v, 1);
+	assert_int_equal(tsr_store_snap_spare(e->store, "v", true), 0);
+	assert_int_equal(store_test_spares_idle(e->store), 1);
+
+	/* the thread held on c1's row; the next spare is asked for */
+	atomic_store(&store_test_commit_hold, 1);
+	assert_int_equal(tsr_store_snap_create_async(e->store, "v", "c1", async_done_cb, &d1), 0);
+	write_all(e, v, 2);
+	assert_int_equal(tsr_store_snap_delete(e->store, "w", "s3"), 0);
+	assert_int_equal(tsr_store_snap_delete(e->store, "w", "s2"), 0);
+	assert_int_equal(tsr_store_snap_delete(e->store, "w", "s1"), 0);
+	atomic_store(&store_test_reaps_left_at_made, 999);
+	store_test_reap_arg = &p;
+	store_test_reap_hook = reap_probe_hook;
+	atomic_store(&store_test_commit_hold, 0);
+	assert_int_equal(async_wait(&d1), 0);
+	made = store_test_spares_idle(e->store); /* every removal done too */
+	store_test_reap_hook = NULL;
+	unsetenv("TSR_STORE_REAP_STEP");
+
+	/* c1's spare: parked before the first piece, all three removals queued */
+	assert_int_equal(p.left_first, 3);
+	/* c2 was cut on it (1: no spare parked, the whole create in the call) */
+	assert_int_equal(p.cut_rc, 0);
+	assert_int_equal(async_wait(&p.d), 0);
+	assert_int_equal(made, 3);
+	/* c2's spare: asked for after the first piece, parked with that removal
+	 * (and the two behind it) not finished */
+	assert_int_equal(atomic_load(&store_test_reaps_left_at_made), 3);
+	assert_int_equal(atomic_load(&store_test_reap_pieces_at_made), 1);
+	/* each layer's 4 MiB of data went in 64 KiB pieces */
+	assert_true(p.pieces >= 3 * (int)(WSIZE / REAP_STEP));
+	/* only w's head, v's head, c1, c2 and the spare are left */
+	assert_int_equal(count_files(e->dir, wu), 3);
+	assert_int_equal(count_files(e->dir, NULL), 3 + 3 + 3 + 3 + 3);
+	check_w(e, 4);
+	check_snap(e, "c1", 1);
+	check_snap(e, "c2", 2);
+	write_all(e, v, 3);
+	check_filled(e, v, VSIZE, 3);
+	tsr_svol_put(v);
+	tsr_store_close(e->store);
+	assert_int_equal(count_files(e->dir, NULL), 3 + 3 + 3 + 3);
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	check_snap(e, "c1", 1);
+	check_snap(e, "c2", 2);
+	check_head(e, 3);
+	check_w(e, 4);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -780,6 +932,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_delete_reaped, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_async_crash_points, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_commit_outside_gate, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_spare_before_reaps, setup, teardown),
 	};
 
 	tsr_log_set_level(TSR_LOG_ERROR);
