@@ -59,8 +59,12 @@ assert_eq "$(victim_sum)" "$v0" "victim volume checksum after the abuse"
 assert_eq "$(other_sum)" "$o0" "other volume checksum after the abuse"
 qemu-io -f raw -c 'write -P 0x42 0 4096' -c 'read -P 0x42 0 4096' "$(nbd_uri "$D" other)" >/dev/null ||
 	fail "write + read by a new client"
-sleep 1
-fds1=$(ls /proc/"$TSRD_PID"/fd | wc -l)
+# the daemon closes what the clients left behind: wait for it (up to 10 s)
+for (( i=0; i<100; i++ )); do
+	fds1=$(ls /proc/"$TSRD_PID"/fd | wc -l)
+	(( fds1 <= fds0 + 2 )) && break
+	sleep 0.1
+done
 log "tesserad fds: $fds0 before, $fds1 after"
 (( fds1 <= fds0 + 2 )) || { ls -l /proc/"$TSRD_PID"/fd >&2; fail "fd leak: $fds0 -> $fds1"; }
 grep -iE 'AddressSanitizer|runtime error|segfault' "$D/tesserad.log" && fail "sanitizer report in the log"
