@@ -44,6 +44,7 @@ W=$(mktemp -d /var/tmp/tessera-bench-cluster.XXXXXX)
 declare -a PIDS=()
 cleanup() {
 	local p
+	if [ -n "${TRACE_DIR:-}" ]; then echo 0 >"$TRACE_DIR/tracing_on"; rmdir "$TRACE_DIR" || true; fi
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 	if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $W"; else rm -rf "$W"; fi
@@ -141,6 +142,98 @@ for (( r=1; r<=REPEATS; r++ )); do
 done
 
 # ---- resync bandwidth: n3 away while RESYNC bytes are written, then back
+# BENCH_TRACE=1 (root, tracefs): who caused the disk's cache flushes during
+# the resync.  A tracefs instance of our own records fsync/fdatasync/msync/
+# sync_file_range calls, io_uring FSYNC/SYNC_FILE_RANGE submissions, ext4
+# fsyncs, jbd2 commits and every bio carrying a PREFLUSH or FUA flag (this
+# disk has no FUA: each FUA write costs a flush), with the thread that issued
+# it; $W/fio/flush-trace.txt keeps the summary (per process and thread).
+TRACE_DIR=
+trace_start() {
+	[ "${BENCH_TRACE:-0}" = 1 ] || return 0
+	local t=/sys/kernel/tracing ev
+	[ -d "$t/instances" ] || { log "BENCH_TRACE=1: no tracefs at $t; not tracing"; return 0; }
+	TRACE_DIR=$t/instances/tsr-bench-$$
+	mkdir "$TRACE_DIR" || { TRACE_DIR=; log "BENCH_TRACE=1: cannot make a tracefs instance"; return 0; }
+	echo 16384 >"$TRACE_DIR/buffer_size_kb"
+	for ev in syscalls/sys_enter_fsync syscalls/sys_enter_fdatasync syscalls/sys_enter_msync \
+		syscalls/sys_exit_fsync syscalls/sys_exit_fdatasync syscalls/sys_exit_msync \
+		syscalls/sys_enter_sync_file_range ext4/ext4_sync_file_enter jbd2/jbd2_start_commit \
+		block/block_bio_queue block/block_rq_issue; do
+		echo 1 >"$TRACE_DIR/events/$ev/enable"
+	done
+	echo 'opcode == 3 || opcode == 8' >"$TRACE_DIR/events/io_uring/io_uring_submit_req/filter"
+	echo 1 >"$TRACE_DIR/events/io_uring/io_uring_submit_req/enable"
+	echo 1 >"$TRACE_DIR/tracing_on"
+}
+trace_stop() {
+	[ -n "$TRACE_DIR" ] || return 0
+	echo 0 >"$TRACE_DIR/tracing_on"
+	cat "$TRACE_DIR/trace" >"$W/trace.raw"
+	rmdir "$TRACE_DIR" 2>/dev/null || log "could not remove $TRACE_DIR"
+	TRACE_DIR=
+	find "$W" -xdev -printf '%i %P\n' >"$W/trace.inodes" 2>/dev/null || true
+	"$PY" - "$W/trace.raw" "$W/trace.inodes" "${PIDS[0]}" "${PIDS[-1]}" >"$W/fio/flush-trace.txt" <<'PYEOF'
+import collections, re, sys
+raw, inodes, n1, n3 = sys.argv[1:5]
+files = dict(l.rstrip("\n").split(" ", 1) for l in open(inodes) if " " in l)
+def owner(pid):
+    try:
+        tgid = [l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("Tgid:")][0]
+    except OSError:
+        return "gone"
+    return {n1: "n1", n3: "n3"}.get(tgid, "other")
+count, by_file, disk = collections.Counter(), collections.Counter(), collections.Counter()
+entered, blocked = {}, collections.defaultdict(list)
+for line in open(raw):
+    # "comm-tid [cpu] flags time: event: args", syscalls as "sys_NAME(args)"
+    # on entry and "sys_NAME -> ret" on exit
+    m = re.match(r"\s*(.+?)-(\d+)\s+\[\d+\]\s+\S+\s+([\d.]+):\s+([a-z0-9_]+)(: |\(| -> )(.*)", line)
+    if not m:
+        continue
+    comm, pid, t, ev, sep, rest = m.groups()
+    if sep == " -> ":
+        t0 = entered.pop((pid, ev), None)
+        if t0 is not None:
+            blocked[(owner(pid), re.sub(r"^(kworker|iou-wrk).*", r"\1", comm), ev[4:])].append(float(t) - t0)
+        continue
+    if sep == "(":
+        entered[(pid, ev)] = float(t)
+    comm = re.sub(r"^(kworker|iou-wrk).*", r"\1", comm)
+    if ev in ("block_bio_queue", "block_rq_issue"):
+        rwbs = rest.split()[1]
+        if ev == "block_rq_issue":
+            disk["flush requests issued to the disk" if rwbs.startswith("F") and "W" not in rwbs
+                 else "other requests issued to the disk"] += 1
+            continue
+        if "F" not in rwbs:
+            continue
+        ev = "bio " + "+".join(f for f, c in (("PREFLUSH", rwbs.startswith("F")), ("FUA", "F" in rwbs[1:])) if c)
+    elif ev == "io_uring_submit_req":
+        ev += " " + re.search(r"opcode (\S+),", rest).group(1)
+    elif ev == "ext4_sync_file_enter":
+        ino = re.search(r"ino (\d+)", rest).group(1)
+        by_file[(owner(pid), comm, files.get(ino, "ino " + ino))] += 1
+    count[(owner(pid), comm, ev)] += 1
+print("Disk requests during the resync (tracefs block_rq_issue):")
+for k, n in sorted(disk.items()):
+    print(f"{n:7d}  {k}")
+print("\nfsyncs reaching ext4 (each one costs the disk a cache flush), by file"
+      " (kworker: completion of an O_DIRECT write with RWF_DSYNC, which this"
+      " FUA-less disk turns into an fsync):")
+for (who, comm, f), n in sorted(by_file.items(), key=lambda kv: (-kv[1], kv[0])):
+    print(f"{n:7d}  {who:5s} {comm:10s} {f}")
+print("\nThreads blocked in sync calls (count, total, longest):")
+for (who, comm, call), ds in sorted(blocked.items(), key=lambda kv: -sum(kv[1])):
+    print(f"{len(ds):7d}  {who:5s} {comm:10s} {call:10s} {sum(ds) * 1000:8.1f} ms  max {max(ds) * 1000:6.1f} ms")
+print("\nEvents by process (n1 = coordinator, n3 = the resyncing node, other = the"
+      " rest of the machine) and thread:")
+for (who, comm, ev), n in sorted(count.items(), key=lambda kv: (-kv[1], kv[0])):
+    print(f"{n:7d}  {who:5s} {comm:10s} {ev}")
+PYEOF
+	log "flush sources during the resync (BENCH_TRACE=1):"
+	head -40 "$W/fio/flush-trace.txt" >&2
+}
 if phase resync; then
 log "resync: stopping n3, writing $RESYNC, restarting n3"
 kill -TERM "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
@@ -148,10 +241,14 @@ fio --name=dirty --ioengine=nbd "--uri=$URI" --rw=write --bs=1M --iodepth=8 "--s
 before=$(ctsr --json volume status benchvol | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["resync_bytes_copied"])')
 lines_before=$(wc -l <"$W/n1/tesserad.log")
 # Disk counters around the resync (the device holding $W; other processes on
-# the machine count too): reads, sectors read, writes, sectors written, flushes.
+# the machine count too): reads, sectors read, writes, sectors written,
+# flushes completed, ms spent flushing (/proc/diskstats fields 4, 6, 8, 10,
+# 19, 20 counting major, minor and name as 1-3; field 20 is a time, not a
+# count: it used to be reported as the flush count).
 DEV=$(basename "$(df --output=source "$W" | tail -1)")
-disk_counters() { awk -v d="$DEV" '$3 == d { print $4, $6, $8, $10, ($20 == "" ? 0 : $20); f = 1 } END { if (!f) print "0 0 0 0 0" }' /proc/diskstats; }
+disk_counters() { awk -v d="$DEV" '$3 == d { print $4, $6, $8, $10, ($19 == "" ? 0 : $19), ($20 == "" ? 0 : $20); f = 1 } END { if (!f) print "0 0 0 0 0 0" }' /proc/diskstats; }
 disk_before=$(disk_counters)
+trace_start
 t_start=$(date +%s.%N)
 start_node 3 --join "127.0.0.1:${PORT[1]}" --token-file "$W/n1/admin.token"
 perf_pid=
@@ -170,6 +267,7 @@ for (( k=0; k<6000; k++ )); do
 done
 t_end=$(date +%s.%N)
 disk_after=$(disk_counters)
+trace_stop
 if [ -n "$perf_pid" ]; then
 	kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
 	log "perf data in $W/perf.data (BENCH_KEEP=1 keeps it)"
@@ -183,7 +281,7 @@ tail -n "+$((lines_before + 1))" "$W/n1/tesserad.log" >"$W/fio/resync.log"
 import datetime, json, re, sys
 after, before, t_start, t_end, log = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 d0, d1 = [int(x) for x in sys.argv[6].split()], [int(x) for x in sys.argv[7].split()]
-disk = dict(zip(("reads", "read_sectors", "writes", "write_sectors", "flushes"), (b - a for a, b in zip(d0, d1))))
+disk = dict(zip(("reads", "read_sectors", "writes", "write_sectors", "flushes", "flush_ms"), (b - a for a, b in zip(d0, d1))))
 def ts(pat):
     for line in open(log):
         if re.search(pat, line):

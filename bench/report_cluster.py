@@ -95,7 +95,7 @@ def main():
             kib = lambda sec, n: f"{sec * 512 / n / 1024:.0f} KiB" if n else "-"
             line += (f" Disk during the resync (whole machine): {d['reads']} reads of {kib(d['read_sectors'], d['reads'])} "
                      f"on average, {d['writes']} writes of {kib(d['write_sectors'], d['writes'])}, "
-                     f"{d['flushes']} flushes.")
+                     f"{d['flushes']} flushes" + (f" ({d['flush_ms']} ms spent flushing)." if "flush_ms" in d else "."))
         lines += ["", line]
     if "memory" in res:
         m = res["memory"]
