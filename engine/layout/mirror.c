@@ -149,6 +149,7 @@ void mirror_publish(struct mirror *m)
 	s.resync_copies = m->resync_copies;
 	s.resync_flushes = m->resync_flushes;
 	s.resync_max_inflight = m->resync_max_inflight;
+	s.bitmap_writes = m->bitmap_writes;
 	s.writes = m->n_writes;
 	s.reads = m->n_reads;
 	s.write_errors = m->write_errors;

@@ -251,8 +251,10 @@ static void page_write(struct mbitmap *bm, size_t p)
 	pg->inflight = true;
 	bm_hold(bm, true);
 	ret = tsr_io_writev(m->io, bm->fd, &pg->iov, 1, (p + 1) * PAGE, TSR_IO_FUA, page_done, pc);
-	if (ret == 0)
+	if (ret == 0) {
+		m->bitmap_writes++;
 		return;
+	}
 	pg->inflight = false;
 	free(pc);
 	bm_hold(bm, false);
@@ -382,26 +384,39 @@ void mbm_clear_region(struct mbitmap *bm, uint64_t region)
 	page_write(bm, p);
 }
 
-void mbm_clear_regions(struct mbitmap *bm, uint64_t first, uint64_t n)
+void mbm_clear_bits(struct mbitmap *bm, uint64_t first, uint64_t n)
 {
-	size_t last_page = SIZE_MAX;
-
 	for (uint64_t r = first; r < first + n && r < bm->nregions; r++) {
-		size_t p = r / BITS_PER_PAGE;
-
 		if (!mbm_test(bm, r))
 			continue;
 		bm->bits[r >> 3] &= (uint8_t) ~(1u << (r & 7));
 		bm->nset--;
-		bm->pages[p].mv++;
-		/* one page write per page touched, queued once its bits are all
-		 * cleared (a write already in flight rewrites it when it is done) */
-		if (last_page != SIZE_MAX && last_page != p)
-			page_write(bm, last_page);
-		last_page = p;
+		bm->pages[r / BITS_PER_PAGE].mv++;
 	}
-	if (last_page != SIZE_MAX)
-		page_write(bm, last_page);
+}
+
+void mbm_write_changed(struct mbitmap *bm, uint64_t first, uint64_t last)
+{
+	if (bm->nregions == 0 || first >= bm->nregions)
+		return;
+	if (last >= bm->nregions)
+		last = bm->nregions - 1;
+	for (size_t p = first / BITS_PER_PAGE; p <= last / BITS_PER_PAGE; p++) {
+		struct mpage *pg = &bm->pages[p];
+
+		/* fv is the version of the last write queued; a write in flight
+		 * is followed by another when it completes (page_done: mv > pv) */
+		if (pg->mv != pg->fv && !pg->inflight)
+			page_write(bm, p);
+	}
+}
+
+void mbm_clear_regions(struct mbitmap *bm, uint64_t first, uint64_t n)
+{
+	if (n == 0)
+		return;
+	mbm_clear_bits(bm, first, n);
+	mbm_write_changed(bm, first, first + n - 1);
 }
 
 void mbm_clear_all(struct mbitmap *bm)

@@ -134,6 +134,13 @@ int mbm_wait_all(struct mbitmap *bm, void (*fn)(void *, int), void *arg);
 void mbm_clear_region(struct mbitmap *bm, uint64_t region);
 /* Clear regions [first, first+n), one page write per page touched. */
 void mbm_clear_regions(struct mbitmap *bm, uint64_t first, uint64_t n);
+/* Clear the bits of regions [first, first+n) in memory only: the caller
+ * then calls mbm_write_changed once for all it cleared (a resync batch of
+ * many runs costs one write per page, not one per run). */
+void mbm_clear_bits(struct mbitmap *bm, uint64_t first, uint64_t n);
+/* Queue one write of each page holding regions [first, last] (inclusive)
+ * changed since its last write was queued. */
+void mbm_write_changed(struct mbitmap *bm, uint64_t first, uint64_t last);
 void mbm_clear_all(struct mbitmap *bm);
 bool mbm_test(const struct mbitmap *bm, uint64_t region);
 /* The first set region >= from, or nregions. */
@@ -277,6 +284,7 @@ struct mirror {
 	uint64_t resync_copies;       /* resync copy I/Os (each one or more regions) */
 	uint64_t resync_flushes;      /* target flushes, each making a batch of copies durable */
 	unsigned resync_max_inflight; /* most resync copies in flight at once */
+	uint64_t bitmap_writes;       /* dirty-bitmap page writes queued (marks and clears) */
 	/*
 	 * Buffers of finished copies, reused by the next ones: a fresh 1 MiB
 	 * buffer is an mmap whose pages fault in on first touch and whose munmap

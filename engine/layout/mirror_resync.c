@@ -623,10 +623,24 @@ static void flush_done(void *arg, int status)
 	struct mirror *m = c->m;
 
 	rs->flushing--;
-	if (!rs->aborted && status == 0) {
-		/* durable on the target: these regions are clean now */
-		for (struct rcopy *rc = f->batch; rc != NULL; rc = rc->next)
-			mbm_clear_regions(&c->bm, rc->first, rc->n);
+	if (!rs->aborted && status == 0 && f->batch != NULL) {
+		/* durable on the target: these regions are clean now; the bits of
+		 * every run first, then one write per bitmap page touched (a write
+		 * per run made the page go out twice per batch: the first run's
+		 * write was in flight while the others cleared theirs) */
+		uint64_t lo = UINT64_MAX, hi = 0;
+
+		for (struct rcopy *rc = f->batch; rc != NULL; rc = rc->next) {
+			if (rc->n == 0)
+				continue;
+			mbm_clear_bits(&c->bm, rc->first, rc->n);
+			if (rc->first < lo)
+				lo = rc->first;
+			if (rc->first + rc->n - 1 > hi)
+				hi = rc->first + rc->n - 1;
+		}
+		if (lo <= hi)
+			mbm_write_changed(&c->bm, lo, hi);
 	}
 	batch_free(f->batch);
 	if (rs->aborted) {

@@ -145,6 +145,7 @@ struct tsr_layout_status {
 	uint64_t resync_copies;        /* mirror: copy I/Os (a run of regions each) */
 	uint64_t resync_flushes;       /* mirror: target flushes (one per batch of copies) */
 	unsigned resync_max_inflight;  /* mirror: most copies in flight at once */
+	uint64_t bitmap_writes;        /* mirror: dirty-bitmap page writes (FUA) on the coordinator */
 	uint64_t writes, reads, write_errors, copy_failures;
 	/* scrub, the one running or the last one */
 	bool scrub_running, scrub_done;

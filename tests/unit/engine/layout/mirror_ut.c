@@ -694,7 +694,7 @@ static void test_resync_pipelined(void **state)
 	/* the runs: 0-9 cut into copies of per_copy regions, then 12 and 14 */
 	unsigned per_copy = MIRROR_RESYNC_IO / REGION, copies = (10 + per_copy - 1) / per_copy + 2;
 	unsigned at_once = 0;
-	uint64_t bytes = 0;
+	uint64_t bytes = 0, bitmap_writes;
 
 	/* started at once: in order while the byte and count limits allow */
 	for (unsigned i = 0; i < copies && at_once < MIRROR_RESYNC_DEPTH; i++) {
@@ -712,10 +712,14 @@ static void test_resync_pipelined(void **state)
 	opts_init(e, &o, true, 2, 1);
 	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
 	write_twelve_regions_away(e);
+	usleep(100 * 1000); /* the status is refreshed every 20 ms */
+	get_status(e, &s);
+	bitmap_writes = s.bitmap_writes;
 
 	node_run(&e->nodes[2], 13);
 	tsr_layout_copy_returned(e->l, 2, e->nodes[2].address);
 	assert_true(wait_status(e, all_in_sync, 20000));
+	usleep(100 * 1000);
 	get_status(e, &s);
 	assert_int_equal(s.resync_regions_copied, 12);
 	assert_int_equal(s.resync_bytes_copied, 12 * REGION); /* whole regions */
@@ -724,6 +728,9 @@ static void test_resync_pipelined(void **state)
 	assert_int_equal(s.resync_max_inflight, at_once);
 	/* one flush of node2 for the whole batch, no FUA per copy */
 	assert_int_equal(s.resync_flushes, 1);
+	/* and one write of the bitmap page holding the 12 bits after it, not one
+	 * per copy of the batch (each one a FUA write: a disk cache flush) */
+	assert_int_equal(s.bitmap_writes - bitmap_writes, 1);
 	assert_int_equal(bitmap_regions(e, "node2", regions, 32), 0);
 	assert_int_equal(s.copies[2].dirty_bytes, 0);
 	assert_copies_equal_model(e);
