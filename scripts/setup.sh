@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(
-	build-essential cmake pkg-config clang-14 libclang-rt-14-dev
+	build-essential cmake pkg-config clang-14 libclang-rt-14-dev lld
 	liburing-dev libaio-dev libisal-dev libprotobuf-c-dev protobuf-c-compiler libev-dev
 	libssl-dev libcmocka-dev libnghttp2-dev libsqlite3-dev libjansson-dev
 	liblz4-dev libzstd-dev libnbd-dev libnbd-bin nbdkit qemu-utils fio fuse3 e2fsprogs iproute2 jq python3
