@@ -162,10 +162,16 @@ rwait() {
 }
 
 # repl_caught_up VOL [TIMEOUT_S]: the source has nothing left to ship, every
-# write is ACKed, and the DR applied them and is consistent.
+# write is ACKed, and the DR applied them and is consistent.  The source's
+# figures are published on a 10 ms tick, so the first status that reads
+# caught up may predate the last writes: it counts once a second status,
+# asked after it, reads caught up too.
 repl_caught_up() {
-	local vol=$1 t=${2:-60} acked
-	rwait primary "$vol" 'j["state"] == "streaming" and j["lag_bytes"] == 0 and j["dirty_bytes"] == 0 and j["acked_seq"] + 1 == j["next_seq"]' "caught up" "$t"
+	local vol=$1 t=${2:-60} acked cond
+	cond='j["state"] == "streaming" and j["lag_bytes"] == 0 and j["dirty_bytes"] == 0 and j["acked_seq"] + 1 == j["next_seq"]'
+	rwait primary "$vol" "$cond" "caught up" "$t"
+	sleep 0.05
+	rwait primary "$vol" "$cond" "caught up (asked again)" "$t"
 	acked=$(rstat primary "$vol" 'j["acked_seq"]')
 	rwait dr "$vol" "j['applied_seq'] >= $acked and j['consistent']" "applied through $acked" "$t"
 }

@@ -97,11 +97,16 @@ expect_fail 1 "not replicated" stsr primary replication status nosuch
 "$TESSERA" --data "$(sdir primary)" --json replication status v --watch >"$SITE_ROOT/watch.out" 2>&1 &
 wpid=$!
 track_pid "$wpid"
-sleep 2.5
+# until it printed two objects (at most 15 s: a loaded machine may be slow)
+for (( i=0; i<150; i++ )); do
+	[ "$(grep -c '"volume": *"v"' "$SITE_ROOT/watch.out")" -ge 2 ] && break
+	kill -0 "$wpid" 2>/dev/null || break
+	sleep 0.1
+done
 kill -TERM "$wpid"
 reap "$wpid" || fail "status --watch exited non-zero on SIGTERM"
 n=$(grep -c '"volume": *"v"' "$SITE_ROOT/watch.out")
-[ "$n" -ge 2 ] || fail "status --watch --json printed $n objects in 2.5 s: $(cat "$SITE_ROOT/watch.out")"
+[ "$n" -ge 2 ] || fail "status --watch --json printed $n objects in 15 s: $(cat "$SITE_ROOT/watch.out")"
 
 # ---- promote / resync here are refused with a reason
 expect_fail 1 "site listener|not a replication target" stsr primary replication promote v

@@ -98,7 +98,7 @@ site_start primary
 if [ -z "$(stsr primary --json volume show $VOL | json_get 'j.get("attached_node") or ""')" ]; then
 	stsr primary volume attach $VOL >/dev/null || fail "attach $VOL after the restart"
 fi
-assert_eq "$(rstat primary $VOL 'j["demoted"]')" true "demoted after a restart"
+rwait primary $VOL 'j["demoted"]' "demoted after a restart" 30
 out=$(site_qemu_io primary $VOL "write -P 0x67 0 4k" 2>&1)
 printf '%s' "$out" | grep -qi "failed\|error\|read-only" ||
 	fail "the demoted primary accepted a host write after a restart: $out"

@@ -80,9 +80,10 @@ EOF
 ) || fail "plaintext client: $out"
 log "plaintext HELLO: $out"
 
-# ---- the refused ones: each retried a few times by now
-sleep 3
+# ---- the refused ones: each has failed an attempt (waited for, not a fixed
+# sleep: a loaded machine may take longer)
 for i in 1 2 3; do
+	rwait primary "t$i" 'j["last_error"] != ""' "refused with an error" 30
 	st=$(stsr primary --json replication status "t$i")
 	state=$(printf '%s' "$st" | json_get 'j["state"]')
 	err=$(printf '%s' "$st" | json_get 'j["last_error"]')
