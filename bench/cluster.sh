@@ -294,6 +294,13 @@ print(json.dumps({"copied": after - before, "seconds": (t1 or t_end) - t_start,
 PYEOF
 fio_json "raw-seqwrite" --ioengine=io_uring --direct=1 --rw=write --bs=1M --iodepth=8 "--size=$RESYNC" \
 	--name=a --filename="$W/raw/f1"
+# The same disk work as the resync without Tessera: read one file and write
+# another at once, 2M blocks, 6 in flight each (the pipeline's shape).  All
+# three copies share one disk here, so a resync costs two transfers per byte.
+fio --name=prefill --ioengine=io_uring --direct=1 --filename="$W/raw/copy-dst" --rw=write --bs=1M \
+	--iodepth=8 "--size=$RESYNC" >/dev/null
+fio_json "raw-copy" --ioengine=io_uring --direct=1 --bs=2M --iodepth=6 "--size=$RESYNC" \
+	--name=src --rw=read --filename="$W/raw/f1" --name=dst --rw=write --filename="$W/raw/copy-dst"
 fi
 
 # ---- memory: one node with MEMVOLS attached 10 GiB volumes (3 replicas each)
