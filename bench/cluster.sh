@@ -248,6 +248,9 @@ lines_before=$(wc -l <"$W/n1/tesserad.log")
 DEV=$(basename "$(df --output=source "$W" | tail -1)")
 disk_counters() { awk -v d="$DEV" '$3 == d { print $4, $6, $8, $10, ($19 == "" ? 0 : $19), ($20 == "" ? 0 : $20); f = 1 } END { if (!f) print "0 0 0 0 0 0" }' /proc/diskstats; }
 disk_before=$(disk_counters)
+# CPU seconds (user + system, all threads) of a process so far.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+cpu_n1_before=$(cpu_s "${PIDS[0]}")
 trace_start
 t_start=$(date +%s.%N)
 start_node 3 --join "127.0.0.1:${PORT[1]}" --token-file "$W/n1/admin.token"
@@ -267,6 +270,8 @@ for (( k=0; k<6000; k++ )); do
 done
 t_end=$(date +%s.%N)
 disk_after=$(disk_counters)
+cpu_n1=$("$PY" -c "print(round($(cpu_s "${PIDS[0]}") - $cpu_n1_before, 2))")
+cpu_n3=$(cpu_s "${PIDS[-1]}") # started in the window: all of it
 trace_stop
 if [ -n "$perf_pid" ]; then
 	kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
@@ -276,7 +281,7 @@ tail -n "+$((lines_before + 1))" "$W/n1/tesserad.log" | grep -q "(n3) in sync ag
 	die "n3 not in sync after 600 s: $(tail -3 "$W/n1/tesserad.log")"
 after=$(ctsr --json volume status benchvol | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["resync_bytes_copied"])')
 tail -n "+$((lines_before + 1))" "$W/n1/tesserad.log" >"$W/fio/resync.log"
-"$PY" - "$after" "$before" "$t_start" "$t_end" "$W/fio/resync.log" "$disk_before" "$disk_after" \
+"$PY" - "$after" "$before" "$t_start" "$t_end" "$W/fio/resync.log" "$disk_before" "$disk_after" "$cpu_n1" "$cpu_n3" \
 	>"$W/fio/resync.json" <<'PYEOF'
 import datetime, json, re, sys
 after, before, t_start, t_end, log = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
@@ -290,6 +295,7 @@ def ts(pat):
     return None
 t0, t1 = ts(r"resync of copy \d+ \(n3\): \d+ bytes to copy"), ts(r"\(n3\) in sync again")
 print(json.dumps({"copied": after - before, "seconds": (t1 or t_end) - t_start,
+                  "cpu_s": {"n1": float(sys.argv[8]), "n3": float(sys.argv[9])},
                   "copy_seconds": (t1 - t0) if t0 and t1 else None, "disk": disk}))
 PYEOF
 fio_json "raw-seqwrite" --ioengine=io_uring --direct=1 --rw=write --bs=1M --iodepth=8 "--size=$RESYNC" \

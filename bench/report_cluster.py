@@ -107,6 +107,11 @@ def main():
             line += (f" Disk during the resync (whole machine): {d['reads']} reads of {kib(d['read_sectors'], d['reads'])} "
                      f"on average, {d['writes']} writes of {kib(d['write_sectors'], d['writes'])}, "
                      f"{d['flushes']} flushes" + (f" ({d['flush_ms']} ms spent flushing)." if "flush_ms" in d else "."))
+        cpu = rs.get("cpu_s")
+        if cpu:
+            line += (f" CPU from the node's restart to in-sync: coordinator n1 {cpu['n1']:.2f} s, "
+                     f"resyncing n3 {cpu['n3']:.2f} s (its start included), over {rs['seconds']:.1f} s "
+                     "on 2 vCPUs shared with the rest of the machine.")
         lines += ["", line]
     if "memory" in res:
         m = res["memory"]
