@@ -9,7 +9,8 @@
 # chunk copy is reachable when the volume is recovered elsewhere.  For each
 # crash point of the fault switch (include/tessera/ec.h,
 # TESSERA_EC_CRASH_POINT) "staged:0" .. "staged:6", "committed:1",
-# "committed:3":
+# "committed:3" (with --long; otherwise one point of each case, drawn at
+# random: staged:0, staged:1..5, staged:6, committed:1 or 3):
 #  1. n7 restarts with the switch in its environment and attaches the volume;
 #  2. one partial-stripe write through its NBD export: 192 KiB from 32 KiB
 #     into a stripe, so all 4 data chunks and both parity chunks take part
@@ -47,12 +48,21 @@ require_cmd nbdcopy qemu-io
 
 STRIPE=$(( 4 * 65536 ))
 SIZE=$(( 16 << 20 ))
-# EC_POINTS: a subset, for a quick run by hand. Outside --long, staged:2 and
-# staged:4 are left out: they are the same case as staged:1/3/5 (some but not
-# all participants staged), and the suite must stay within its time budget.
+# EC_POINTS: a subset, for a quick run by hand.  With --long (TSR_LONG=1)
+# every point.  Outside it, one point of each case, the varying ones drawn
+# at random (TSR_SEED reproduces the draw): staged:0 (nothing staged),
+# staged:N for one N in 1..5 (some but not all participants staged),
+# staged:6 (all staged, no commit), committed:N for N 1 or 3 (a commit out):
+# the staged:N and committed:N of one case differ only in how many stages or
+# commits were out, and the suite must stay within its time budget.
 ALL_POINTS="staged:0 staged:1 staged:2 staged:3 staged:4 staged:5 staged:6 committed:1 committed:3"
-[ -n "${TSR_LONG:-}" ] || ALL_POINTS="staged:0 staged:1 staged:3 staged:5 staged:6 committed:1 committed:3"
+seed=${TSR_SEED:-$(( $(date +%s) % 100000 ))}
+RANDOM=$seed
+if [ "${1:-}" != --long ] && [ "${TSR_LONG:-0}" != 1 ]; then
+	ALL_POINTS="staged:0 staged:$(( RANDOM % 5 + 1 )) staged:6 committed:$(( RANDOM % 2 * 2 + 1 ))"
+fi
 read -r -a POINTS <<<"${EC_POINTS:-$ALL_POINTS}"
+log "crash points: ${POINTS[*]} (random seed $seed: TSR_SEED=$seed draws them again)"
 PARTICIPANTS=6
 
 cl_start 6
@@ -69,11 +79,14 @@ cl_pattern "$EXP" "$SIZE" 7
 nbdcopy "$EXP" "$(cl_nbd_uri 1 wh)" || fail "write the pattern"
 ctsr volume detach wh >/dev/null || fail "detach"
 
-# attach_retry NODE: attach wh on NODE once the dead coordinator's lease is gone.
+# attach_retry NODE: attach wh on NODE once the dead coordinator's lease is
+# gone (or a node that has just joined reaches the chunk nodes: refused once
+# under a heavy load); logs the first refusal.
 attach_retry() {
 	local i out
 	for (( i=0; i<100; i++ )); do
 		out=$(ctsr volume attach wh --node "$1" 2>&1) && return 0
+		(( i == 0 )) && log "attach wh on $1 refused, retrying: $out"
 		sleep 0.2
 	done
 	fail "cannot attach wh on $1: $out"
@@ -140,7 +153,7 @@ for cp in "${POINTS[@]}"; do
 	TSRD_WRAP=(env "TESSERA_EC_CRASH_POINT=$cp")
 	cl_start_node 7
 	cl_wait_nodes_alive 7
-	ctsr volume attach wh --node n7 >/dev/null || fail "$cp: attach on n7"
+	attach_retry n7
 	pid=${CL_PID[7]}
 	cl_qemu_io 7 wh "write -P $byte $off $len" >"$CL_ROOT/qemu-$i.txt" 2>&1 &
 	qpid=$!
@@ -216,7 +229,7 @@ log "---- staged:2 with n5 and n6 frozen: write $len bytes at $off, expect the o
 TSRD_WRAP=(env "TESSERA_EC_CRASH_POINT=staged:2")
 cl_start_node 7
 cl_wait_nodes_alive 7
-ctsr volume attach wh --node n7 >/dev/null || fail "frozen: attach on n7"
+attach_retry n7
 pid=${CL_PID[7]}
 kill -STOP "${CL_PID[5]}" "${CL_PID[6]}"
 on_exit "kill -CONT ${CL_PID[5]} ${CL_PID[6]}"

@@ -303,10 +303,36 @@ static bool all_in_sync(const struct tsr_layout_status *s)
 	return s->in_sync == s->n_copies && !s->resync_running;
 }
 
-/* Let the layout's batched RELEASE go out (EC_RELEASE_MS after the last txn). */
-static void settle(void)
+static size_t node_stage_count(struct node *n);
+
+/*
+ * Let the layout's batched RELEASE go out (EC_RELEASE_MS after the last
+ * txn): 400 ms as before, but done as soon as no running node holds a
+ * staged txn any more (a write is acknowledged at stage, its commit and
+ * release follow).  With a copy away the others keep their stages (they
+ * rebuild it later): then the full 400 ms, as the tests' expectations of
+ * what the next create finds were written for.
+ */
+static bool wait_released(struct env *e, unsigned ms)
 {
-	usleep(400 * 1000);
+	uint64_t end = mono_ms() + ms;
+
+	do {
+		size_t staged = 0;
+
+		for (unsigned i = 0; i < e->n; i++)
+			if (e->nodes[i].running && e->nodes[i].store != NULL)
+				staged += node_stage_count(&e->nodes[i]);
+		if (staged == 0)
+			return true;
+		usleep(10000);
+	} while (mono_ms() < end);
+	return false;
+}
+
+static void settle(struct env *e)
+{
+	wait_released(e, 400);
 }
 
 static bool one_in_sync(const struct tsr_layout_status *s)
@@ -654,7 +680,7 @@ static void test_degraded_writes_resync(void **state)
 
 	assert_int_equal(create(e, true, 1), 0);
 	random_writes(e, 30, 300);
-	settle(); /* acknowledged at stage: let the last commits land before the copies go */
+	settle(e); /* acknowledged at stage: let the last commits land before the copies go */
 	node_stop(&e->nodes[2]);
 	node_stop(&e->nodes[5]);
 	/* writes go on with k+m-2 = k copies: partial and full stripes (7 stripes) */
@@ -713,11 +739,11 @@ static void test_resync_at_create(void **state)
 
 	assert_int_equal(create(e, true, 1), 0);
 	random_writes(e, 20, 110);
-	settle(); /* released everywhere: an older txn left on a copy is rebuilt */
+	settle(e); /* released everywhere: an older txn left on a copy is rebuilt */
 	node_stop(&e->nodes[4]);
 	for (unsigned i = 0; i < 3; i++)
 		assert_int_equal(lwrite(e, w_off[i], (uint32_t)w_len[i], 111 + i), 0);
-	settle();
+	settle(e);
 	tsr_layout_destroy(e->l);
 	e->l = NULL;
 	node_run(&e->nodes[4], 0);
@@ -899,7 +925,7 @@ static void test_write_hole_recovery(void **state)
 	random_writes(e, 30, 600);
 	for (uint64_t off = 0; off < VOL; off += width) /* every stripe written */
 		assert_int_equal(lwrite(e, off, (uint32_t)width, 700 + off / width), 0);
-	settle();
+	settle(e);
 	tsr_layout_destroy(e->l);
 	e->l = NULL;
 	for (unsigned c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
@@ -926,7 +952,7 @@ static void test_write_hole_recovery(void **state)
 		/* and the volume goes on */
 		assert_int_equal(lwrite(e, stripe * width + BS, 3 * BS, 800 + c), 0);
 		assert_reads_equal_model(e);
-		settle();
+		settle(e);
 		tsr_layout_destroy(e->l);
 		e->l = NULL;
 	}
@@ -947,7 +973,7 @@ static void test_recovery_copy_away(void **state)
 	assert_int_equal(create(e, true, 1), 0);
 	for (uint64_t off = 0; off < VOL; off += width)
 		assert_int_equal(lwrite(e, off, (uint32_t)width, 50 + off / width), 0);
-	settle();
+	settle(e);
 	tsr_layout_destroy(e->l);
 	e->l = NULL;
 	/* committed on the first participant only (data chunk 1), then its node goes */
@@ -989,7 +1015,7 @@ static void test_recovery_acked_copy_away(void **state)
 	assert_int_equal(create(e, true, 1), 0);
 	for (uint64_t off = 0; off < VOL; off += width)
 		assert_int_equal(lwrite(e, off, (uint32_t)width, 60 + off / width), 0);
-	settle();
+	settle(e);
 	tsr_layout_destroy(e->l);
 	e->l = NULL;
 	crashed_txn(e, 1, 0x10000000u, stripe, 2, BS, 2 * BS, 1 + e->m, 0, newstripe);
@@ -1146,7 +1172,7 @@ static void test_converge(void **state)
 	assert_int_equal(create(e, true, 1), 0);
 	for (uint64_t off = 0; off < VOL; off += (uint64_t)e->k * e->unit)
 		assert_int_equal(lwrite(e, off, (uint32_t)(e->k * e->unit), 90 + off), 0);
-	settle();
+	settle(e);
 	tsr_layout_destroy(e->l);
 	e->l = NULL;
 	corrupt_chunk(e, 9, e->k + 1, 0, BS);
@@ -1294,7 +1320,7 @@ static void test_snapshot(void **state)
 
 	assert_int_equal(create(e, true, 1), 0);
 	random_writes(e, 30, 80);
-	settle(); /* acknowledged at stage: the last commits land in place */
+	settle(e); /* acknowledged at stage: the last commits land in place */
 	load_chunkvols(e);
 	for (unsigned i = 0; i < e->n; i++)
 		memcpy(before + i * e->chunk_size, e->chunkvols[i], e->chunk_size);
@@ -1417,10 +1443,18 @@ static int crash_child(const char *dirs)
 	crash_model(e, false);
 	if (ldo(e->home, e->l, D_WRITE, 0, VOL, e->model, 0) != 0) /* full stripes only */
 		return 6;
-	usleep(300 * 1000); /* the batched release goes out */
+	/* the batched release goes out: else the recovery finds these txns
+	 * staged too and rolls them forward with the crashed one (a fixed
+	 * 300 ms sleep here was too short on a loaded machine: 33 rolled
+	 * forward instead of 1) */
+	if (!wait_released(e, 20000))
+		return 8;
 	fill(e->buf, CRASH_LEN, 999, CRASH_OFF);
 	ldo(e->home, e->l, D_WRITE, CRASH_OFF, CRASH_LEN, e->buf, 0);
-	usleep(3000 * 1000); /* acknowledged at stage: committed:N fires after the ack */
+	/* acknowledged at stage: committed:N fires after the ack; the switch
+	 * kills this process, so waiting long costs nothing when it fires */
+	for (int i = 0; i < 200; i++)
+		usleep(100 * 1000);
 	return 7; /* the switch did not fire */
 }
 
