@@ -8,14 +8,16 @@
 #    ctest run (two at a time, longest first: COST in tests/CMakeLists.txt;
 #    the timing-sensitive ones alone: RUN_SERIAL there)
 # 3. ASan+UBSan build in build-asan/: the unit tests and a subset of the
-#    integration tests (all of them with --long), again in one ctest run
+#    integration tests, again in one ctest run (with --long: the unit tests,
+#    then every integration test, one at a time)
 # 4. clang-14 build with libFuzzer in build-fuzz/ (the harnesses only): each
 #    tests/fuzz/fuzz_* harness for FUZZ_SECONDS (10; 300 with --long), as many
 #    at a time as there are cores
 # The ASan and fuzz trees are built while the gcc tests run, at the lowest
 # CPU and I/O priority (nice 19, ionice idle: they only take what the tests
 # leave idle); BG_BUILDS=0 builds them in the foreground, one after the other.
-# --long also runs the crash loop for more rounds.
+# --long also runs the crash loop for more rounds and every EC crash point
+# of test-ec-write-hole (TSR_LONG=1 in the tests' environment).
 # BUILD_PREFIX=build names the three build trees (PREFIX, PREFIX-asan, PREFIX-fuzz).
 # Ends with "N passed, N failed"; exits non-zero if anything failed.
 set -uo pipefail
@@ -26,7 +28,7 @@ LONG=0
 for a in "$@"; do
 	case $a in
 	--long) LONG=1 ;;
-	-h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,21p' "$0"; exit 0 ;;
 	*) echo "test.sh: unknown option $a" >&2; exit 2 ;;
 	esac
 done
