@@ -12,7 +12,7 @@
 #     sync and its dirty bytes are still all 256 MiB: no region was cleared
 #     for a copy that was written but never flushed.  (Clearing a region when
 #     its write completes, before the flush, fails here.)
-#  3. n3 restarts with slow writes (write:1+:delay=100) and is killed with
+#  3. n3 restarts with slow writes (write:1+:delay=200) and is killed with
 #     SIGKILL after some batches were flushed (dirty bytes below 256 MiB) and
 #     before it is in sync: its copy goes out of sync with what is left
 #     still dirty (> 0).
@@ -69,7 +69,7 @@ cl_wait_state rv n3 out-of-sync 15
 assert_eq "$(n3_dirty)" "$WRITTEN" "n3's dirty bytes after it was killed"
 
 # ---- 3. killed in the middle of a (slowed) resync
-CL_ARGS[3]="$base_args --io-fault write:1+:delay=100"
+CL_ARGS[3]="$base_args --io-fault write:1+:delay=200"
 cl_start_node 3
 left=$WRITTEN
 for (( i=0; i<600; i++ )); do
