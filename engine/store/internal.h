@@ -272,34 +272,6 @@ uint64_t present_file_size(uint64_t size);
 /* Create (O_EXCL) and fsync a snapshot layer's files (not the directory). */
 int layer_create_files(struct tsr_store *store, const char *uuid, uint64_t size);
 void layer_remove_files(struct tsr_store *store, const char *uuid, uint64_t size);
-/*
- * A deleted layer's files removed a piece at a time (layer_reap_step, on the
- * spare thread), so that other work of that thread (a spare a cut waits for)
- * is never behind more than one piece.  An unlink frees all of a file's
- * extents in one call: for a 1 GiB layer written by 4 KiB copies on write
- * that is seconds of ext4 work.  So the .crc and then the data segments, last
- * first, are cut down from their ends (truncate) step bytes at a time, then
- * every file is unlinked.  Only for files nothing maps or reads any more
- * (mapped = false); a retired layer's (snap.c: kept for readers until the
- * volume is freed) are unlinked in one go: their blocks go at the last close.
- * A crash midway leaves shorter files without a row: removed at open.
- */
-struct layer_reap {
-	char uuid[37];     /* the layer; its row is gone */
-	uint64_t size;     /* the volume's size at the cut: which segments exist */
-	bool mapped;       /* someone may still map or read the files: unlink only */
-	unsigned file;     /* the file being cut: nseg = .crc, then nseg-1 .. 0 */
-	uint64_t len;      /* its length left; UINT64_MAX = not looked at yet */
-	uint64_t step;     /* bytes cut per call (0 at queue time = the default) */
-	bool fixed_step;   /* step set by the caller (tests): not adapted */
-	unsigned pieces;   /* calls so far */
-	int64_t busy_us;   /* time spent in those calls (the log line) */
-	int64_t worst_us;  /* the longest call */
-	struct layer_reap *next; /* the spare thread's queue */
-};
-/* One piece of r's removal: 1 = more to do, 0 = every file is gone.  The
- * step adapts to ~1-4 ms per piece (1 MiB .. 1 GiB) unless fixed_step. */
-int layer_reap_step(struct tsr_store *store, struct layer_reap *r);
 int layer_open(struct tsr_store *store, const struct snap_row *row, struct layer **out);
 void layer_close(struct layer *l);
 /* Data fd and file offset of byte off of the layer; *max: bytes left in that segment. */
@@ -579,10 +551,9 @@ struct layer *spare_take(struct tsr_store *store, const char *vol_uuid, uint64_t
  * pending row, then its files) and wait until the thread did. */
 void spare_forget(struct tsr_store *store, const char *vol_uuid);
 /* Hand the removal of a deleted layer's files (its row is gone) and the sync
- * of volumes/ to the thread, when it runs: true; false: do it yourself.
- * mapped: a retired layer may still map or read them (unlinked in one go;
- * else cut down a piece at a time: layer_reap_step). */
-bool spare_reap(struct tsr_store *store, const char *uuid, uint64_t size, bool mapped);
+ * of volumes/ to the store's reaper thread (started with the spare thread),
+ * when it runs: true; false: do it yourself. */
+bool spare_reap(struct tsr_store *store, const char *uuid, uint64_t size);
 /*
  * A cut on a spare, its row still pending: queue the row's finish (row: the
  * final name, seq, created, flags) for the thread, which commits it on its
@@ -609,13 +580,13 @@ extern _Atomic unsigned store_test_rows_after_cut;
 void spare_stop(struct tsr_store *store);
 /* Test hook: wait until no spare is queued or being made; spares parked so far. */
 unsigned store_test_spares_idle(struct tsr_store *store);
-/* Test hooks: called on the thread after each piece of a layer's removal (no
- * lock held); the reaps queued and not finished, and the pieces done of the
- * first of them, when the thread last parked a spare. */
-extern void (*store_test_reap_hook)(void *arg);
-extern void *store_test_reap_arg;
+/* Test hooks: spares parked so far, without waiting; while
+ * store_test_reap_hold is non-zero the reaper thread waits before it removes
+ * a layer's files; the removals queued and not finished when the spare
+ * thread last parked a spare. */
+unsigned store_test_spares_made(struct tsr_store *store);
+extern _Atomic int store_test_reap_hold;
 extern _Atomic unsigned store_test_reaps_left_at_made;
-extern _Atomic unsigned store_test_reap_pieces_at_made;
 
 /* ---- stage.c: the staging journal of EC transactions (volumes/<uuid>.stage) ---- */
 

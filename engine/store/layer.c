@@ -34,7 +34,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "store/internal.h"
@@ -96,79 +95,6 @@ int layer_create_files(struct tsr_store *store, const char *uuid, uint64_t size)
 void layer_remove_files(struct tsr_store *store, const char *uuid, uint64_t size)
 {
 	store_remove_files(store, uuid, size);
-}
-
-#define REAP_STEP_MIN     (1ull << 20) /* bytes cut per piece: never less... */
-#define REAP_STEP_MAX     (1ull << 30) /* ...nor more */
-#define REAP_STEP_DEFAULT (16ull << 20)
-#define REAP_FAST_US      1000 /* a piece faster than this: double the step */
-#define REAP_SLOW_US      4000 /* slower: halve it */
-
-static int64_t mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/* Path of file number f of r (nseg = the .crc, else data segment f). */
-static void reap_path(struct tsr_store *store, const struct layer_reap *r, unsigned f,
-		      char *path)
-{
-	if (f == nsegs(r->size))
-		store_meta_path(store, r->uuid, "crc", path);
-	else
-		store_seg_path(store, r->uuid, f, path);
-}
-
-int layer_reap_step(struct tsr_store *store, struct layer_reap *r)
-{
-	char path[PATH_MAX];
-	int64_t t0 = mono_us(), dt;
-	bool done = r->mapped;
-
-	if (r->pieces++ == 0) {
-		r->file = nsegs(r->size);
-		r->len = UINT64_MAX;
-		if (r->step == 0)
-			r->step = REAP_STEP_DEFAULT;
-	}
-	while (!done) {
-		struct stat st;
-
-		if (r->len == UINT64_MAX) {
-			reap_path(store, r, r->file, path);
-			/* a file with no block allocated costs its unlink nothing */
-			r->len = stat(path, &st) == 0 && st.st_blocks > 0 ? (uint64_t)st.st_size : 0;
-		}
-		if (r->len > 0) {
-			r->len = r->len > r->step ? r->len - r->step : 0;
-			reap_path(store, r, r->file, path);
-			if (truncate(path, (off_t)r->len) < 0)
-				r->len = 0; /* gone, or not ours to cut: the unlink decides */
-			break;
-		}
-		if (r->file == 0) {
-			done = true; /* every file is cut down: unlink them */
-			break;
-		}
-		r->file--;
-		r->len = UINT64_MAX;
-	}
-	if (done)
-		layer_remove_files(store, r->uuid, r->size);
-	dt = mono_us() - t0;
-	r->busy_us += dt;
-	if (dt > r->worst_us)
-		r->worst_us = dt;
-	if (!done && !r->fixed_step) {
-		if (dt < REAP_FAST_US && r->step < REAP_STEP_MAX)
-			r->step *= 2;
-		else if (dt > REAP_SLOW_US && r->step > REAP_STEP_MIN)
-			r->step /= 2;
-	}
-	return done ? 0 : 1;
 }
 
 void layer_close(struct layer *l)

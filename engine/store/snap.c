@@ -635,17 +635,11 @@ static int merge_into(struct layer *src, struct layer *dst)
 	return ret;
 }
 
-/* Remove the files of a layer whose row is gone: the spare thread does it
- * when it runs, else now; a crash first: the open does (no row).  Called
- * right after the layer left svol's chain (svol NULL: the volume is not
- * open): chain_publish kept it mapped for readers when svol has clones or
- * read-only handles, and then its files may only be unlinked, not cut. */
-static void reap_files(struct tsr_store *store, struct tsr_svol *svol,
-		       const struct snap_row *row)
+/* Remove the files of a layer whose row is gone: the store's reaper thread
+ * does it when it runs, else now; a crash first: the open does (no row). */
+static void reap_files(struct tsr_store *store, const struct snap_row *row)
 {
-	bool mapped = svol != NULL && (svol->child_refs != 0 || svol->ro_handles != 0);
-
-	if (!spare_reap(store, row->uuid, row->size, mapped)) {
+	if (!spare_reap(store, row->uuid, row->size)) {
 		layer_remove_files(store, row->uuid, row->size);
 		store_fsync_voldir(store);
 	}
@@ -696,7 +690,7 @@ static int finish_now(struct tsr_store *store, const struct snap_row *row)
 	store_crash_point();
 	if (svol && (me = chain_find(svol, row->uuid)) != NULL)
 		chain_publish(svol, NULL, me);
-	reap_files(store, svol, row);
+	reap_files(store, row);
 	return 0;
 }
 
@@ -798,7 +792,7 @@ void snap_merge_job(struct tsr_store *store, struct tsr_svol *svol, const char *
 		goto out;
 	store_crash_point();
 	chain_publish(svol, NULL, me);
-	reap_files(store, svol, &row);
+	reap_files(store, &row);
 	/* bench/snapshot.sh (part "delete") reads this line */
 	tsr_info("snapshot: volume %s: delete of %s (%s) finished outside the gate: merge "
 		 "%lld ms (%llu blocks held, into %s)",

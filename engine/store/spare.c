@@ -20,10 +20,19 @@
  * when taken; one of a deleted volume when the volume goes; every spare at
  * store close.
  *
- * The same thread removes the files of deleted layers (spare_reap) when it
- * runs: a delete inside the layout's gate then ends with its row's commit.
- * Files whose row is gone are files without a row: removed at open if a
- * crash comes first, and at store close the queue is emptied.
+ * A second thread of the set, the reaper, removes the files of deleted
+ * layers (spare_reap), one layer at a time: a delete inside the layout's gate
+ * then ends with its row's commit.  Files whose row is gone are files without
+ * a row: removed at open if a crash comes first, and at store close the queue
+ * is emptied.  It is a thread of its own because an unlink frees all of a
+ * file's extents in one call: for a 1 GiB layer written by 4 KiB copies on
+ * write that is seconds of ext4 work, and a spare asked for meanwhile must
+ * not wait for it (bench/snapshot.sh: 9 of 20 cuts found no spare while the
+ * spare thread unlinked three such layers).  Cutting the files down in small
+ * truncate steps on the spare thread instead was tried: 3 GiB took 2876
+ * pieces and 50 s (each truncate waits for the journal that the writers'
+ * fdatasyncs keep busy), with pieces up to 1.4 s, and it loaded the disk
+ * through the whole latency run.
  *
  * Pending rows and the row commit out of the gate.  Once a spare's files are
  * durable the thread commits a *pending* row for it (SNAP_PENDING, no name,
@@ -70,6 +79,13 @@ struct spare {
 	struct spare *next;
 };
 
+/* Files of a deleted layer whose row is gone, to remove (spare_reap). */
+struct reap {
+	char uuid[37];
+	uint64_t size;     /* the volume's size at the cut: which segments exist */
+	struct reap *next; /* queue order */
+};
+
 /* A spare nobody will cut (resized volume, volume closed or deleted): its
  * pending row, then its files, go on the thread. */
 struct drop {
@@ -96,20 +112,21 @@ struct cut_failed {
 
 struct spare_set {
 	pthread_mutex_t lock; /* every field below and every struct spare */
-	pthread_cond_t cond;  /* work queued, stop, work done, or the thread idle */
+	pthread_cond_t cond;  /* work queued, stop, work done, or a thread idle */
 	pthread_t thread;
+	pthread_t reaper;     /* removes the files of deleted layers (reaper_main) */
 	sqlite3 *db;          /* the thread's own catalogue connection: the thread only,
 			       * and spare_stop after the join */
 	uint64_t next_seq;    /* seq of the next pending row (thread only) */
 	bool stopping;        /* spare_stop: the thread ends once commits and drops are done */
-	bool busy;            /* the thread is making a spare or removing files */
+	bool busy;            /* the spare thread is committing, making or dropping */
+	bool reaping;         /* the reaper is removing the first queued reap's files */
 	unsigned made;        /* spares parked since the store opened (tests) */
 	unsigned committed;   /* rows made final by the thread since the store opened (tests) */
 	struct spare *list;
-	struct layer_reap *reaps, *reaps_tail; /* layers whose files to remove, oldest
-						* first; the first may be partly removed
-						* (layer_reap_step); it leaves the list once
-						* its files are gone */
+	struct reap *reaps, *reaps_tail; /* layers whose files to remove, oldest first;
+					  * the first leaves the list once its files are
+					  * gone (the reaper's) */
 	struct drop *drops;   /* spares to throw away, any order */
 	unsigned drops_left;  /* queued drops not yet done (spare_forget waits for 0) */
 	struct commit *commits, *commits_tail; /* queued row finishes, oldest first; an
@@ -121,61 +138,63 @@ struct spare_set {
  * (a commit held back while writes go through the reopened gate). */
 _Atomic int store_test_commit_hold;
 
-/* Tests: called on the thread after each piece of a layer's removal, no
- * lock held. */
-void (*store_test_reap_hook)(void *arg);
-void *store_test_reap_arg;
-/* Tests: when the thread last parked a spare, the layer removals queued and
- * not finished, and the pieces already done of the first of them. */
+/* Tests: while non-zero the reaper waits before it removes a layer's files. */
+_Atomic int store_test_reap_hold;
+/* Tests: removals queued and not finished when the spare thread last parked a
+ * spare. */
 _Atomic unsigned store_test_reaps_left_at_made;
-_Atomic unsigned store_test_reap_pieces_at_made;
 
-/* Remove the files of every queued reap at once, then sync volumes/ once
- * (spare_stop, after the join). */
-static void reap_all(struct tsr_store *store, struct layer_reap *r)
+static int64_t mono_us(void)
 {
-	struct layer_reap *next;
+	struct timespec ts;
 
-	if (r == NULL)
-		return;
-	for (; r != NULL; r = next) {
-		next = r->next;
-		layer_remove_files(store, r->uuid, r->size);
-		free(r);
-	}
-	store_fsync_voldir(store);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* One piece of the oldest queued reap (ss->lock held on entry and return,
- * dropped meanwhile); once its files are gone, volumes/ is synced and it
- * leaves the queue.  One piece per pass of the thread's loop, so a spare or a
- * row asked for meanwhile waits for one piece at most. */
-static void reap_piece(struct tsr_store *store, struct spare_set *ss)
+/*
+ * The reaper: removes the files of the oldest queued reap, syncs volumes/,
+ * then takes the next, until stopping with the queue empty (store close
+ * waits for every removal).  It holds no lock while it removes files, and
+ * the spare thread never waits for it.
+ */
+static void *reaper_main(void *arg)
 {
-	struct layer_reap *r = ss->reaps;
-	int more;
+	struct tsr_store *store = arg;
+	struct spare_set *ss = store->spares;
 
-	ss->busy = true;
-	pthread_mutex_unlock(&ss->lock);
-	if (r->pieces == 0)
-		store_crash_point();
-	more = layer_reap_step(store, r);
-	if (!more) {
-		store_fsync_voldir(store);
-		tsr_info("snapshot: layer %s: files removed in %u pieces, %.1f ms (longest "
-			 "%.1f ms)",
-			 r->uuid, r->pieces, (double)r->busy_us / 1e3, (double)r->worst_us / 1e3);
-	}
-	if (store_test_reap_hook)
-		store_test_reap_hook(store_test_reap_arg);
+	tsr_log_set_thread_name("reap");
 	pthread_mutex_lock(&ss->lock);
-	if (!more) {
+	for (;;) {
+		struct reap *r = ss->reaps;
+		int64_t t0;
+
+		if (r == NULL) {
+			if (ss->stopping)
+				break;
+			pthread_cond_wait(&ss->cond, &ss->lock);
+			continue;
+		}
+		ss->reaping = true;
+		pthread_mutex_unlock(&ss->lock);
+		while (atomic_load(&store_test_reap_hold))
+			usleep(1000);
+		store_crash_point();
+		t0 = mono_us();
+		layer_remove_files(store, r->uuid, r->size);
+		store_fsync_voldir(store);
+		tsr_info("snapshot: layer %s: files removed in %.1f ms", r->uuid,
+			 (double)(mono_us() - t0) / 1e3);
+		pthread_mutex_lock(&ss->lock);
 		ss->reaps = r->next;
 		if (ss->reaps == NULL)
 			ss->reaps_tail = NULL;
 		free(r);
+		ss->reaping = false;
 		pthread_cond_broadcast(&ss->cond);
 	}
+	pthread_mutex_unlock(&ss->lock);
+	return NULL;
 }
 
 /* A spare's mapping, pending row and files (thread, or spare_stop after the
@@ -310,15 +329,15 @@ static void drop_one(struct tsr_store *store, struct spare_set *ss)
 	pthread_cond_broadcast(&ss->cond);
 }
 
-/* Queued reaps not finished, and pieces done of the first (ss->lock held). */
-static void reaps_left(const struct spare_set *ss, unsigned *left, unsigned *pieces)
+/* Queued reaps not finished (ss->lock held). */
+static unsigned reaps_left(const struct spare_set *ss)
 {
-	const struct layer_reap *r;
+	const struct reap *r;
+	unsigned n = 0;
 
-	*left = 0;
-	*pieces = ss->reaps ? ss->reaps->pieces : 0;
 	for (r = ss->reaps; r != NULL; r = r->next)
-		(*left)++;
+		n++;
+	return n;
 }
 
 static struct spare *spare_find(struct spare_set *ss, const char *vol_uuid)
@@ -332,18 +351,14 @@ static struct spare *spare_find(struct spare_set *ss, const char *vol_uuid)
 }
 
 /*
- * The thread's loop: one piece of work per pass, in this order, looking at
- * the queues again after each:
+ * The spare thread's loop: one piece of work per pass, in this order,
+ * looking at the queues again after each:
  *  1. a queued row (commit_run): a creator waits for its reply;
  *  2. a queued spare (spare_make): the next cut of that volume waits for it
  *     (a cut that finds none makes its files in the gate);
- *  3. one drop (a spare nobody will cut): its pending row and files;
- *  4. one piece of one deleted layer's removal (reap_piece).
- * Before 2 and 4 were taken in this order and a reap removed every queued
- * layer at once, the spares asked for after the deletes of three 1 GiB
- * copy-on-write layers waited ~10 s for their unlinks (bench/snapshot.sh).
- * Stopping: rows and drops are finished, no spare is made, reaps are left to
- * spare_stop.
+ *  3. one drop (a spare nobody will cut): its pending row and files.
+ * Removals of deleted layers' files are the reaper's (reaper_main).
+ * Stopping: rows and drops are finished, no spare is made.
  */
 static void *spare_main(void *arg)
 {
@@ -356,7 +371,6 @@ static void *spare_main(void *arg)
 		char vol_uuid[37], uuid[37];
 		struct layer *l = NULL;
 		struct spare *sp = NULL;
-		unsigned left, pieces;
 		uint64_t size;
 		int ret;
 
@@ -373,10 +387,6 @@ static void *spare_main(void *arg)
 		}
 		if (ss->stopping)
 			break;
-		if (sp == NULL && ss->reaps != NULL) {
-			reap_piece(store, ss);
-			continue;
-		}
 		if (sp == NULL) {
 			ss->busy = false;
 			pthread_cond_broadcast(&ss->cond);
@@ -404,9 +414,7 @@ static void *spare_main(void *arg)
 		sp->layer_size = size;
 		memcpy(sp->uuid, uuid, sizeof(sp->uuid));
 		ss->made++;
-		reaps_left(ss, &left, &pieces);
-		atomic_store(&store_test_reaps_left_at_made, left);
-		atomic_store(&store_test_reap_pieces_at_made, pieces);
+		atomic_store(&store_test_reaps_left_at_made, reaps_left(ss));
 	}
 	ss->busy = false;
 	pthread_cond_broadcast(&ss->cond);
@@ -451,12 +459,22 @@ static int spare_set_get(struct tsr_store *store, struct spare_set **out)
 		pthread_cond_init(&ss->cond, NULL);
 		store->spares = ss;
 		if (pthread_create(&ss->thread, NULL, spare_main, store) != 0) {
+			ret = -EAGAIN;
+		} else if (pthread_create(&ss->reaper, NULL, reaper_main, store) != 0) {
+			pthread_mutex_lock(&ss->lock);
+			ss->stopping = true;
+			pthread_cond_broadcast(&ss->cond);
+			pthread_mutex_unlock(&ss->lock);
+			pthread_join(ss->thread, NULL);
+			ret = -EAGAIN;
+		}
+		if (ret) {
 			store->spares = NULL;
 			pthread_cond_destroy(&ss->cond);
 			pthread_mutex_destroy(&ss->lock);
 			catalog_close(ss->db);
 			free(ss);
-			return -EAGAIN;
+			return ret;
 		}
 	}
 	*out = ss;
@@ -632,12 +650,11 @@ void spare_stop(struct tsr_store *store)
 	if (ss == NULL)
 		return;
 	pthread_mutex_lock(&ss->lock);
-	ss->stopping = true; /* the thread finishes the queued commits and drops first */
+	ss->stopping = true; /* the threads finish the queued commits, drops and reaps */
 	pthread_cond_broadcast(&ss->cond);
 	pthread_mutex_unlock(&ss->lock);
 	pthread_join(ss->thread, NULL);
-	reap_all(store, ss->reaps); /* a partly removed first one too */
-	ss->reaps = ss->reaps_tail = NULL;
+	pthread_join(ss->reaper, NULL);
 	while ((sp = ss->list) != NULL) {
 		ss->list = sp->next;
 		if (sp->layer != NULL)
@@ -655,23 +672,15 @@ void spare_stop(struct tsr_store *store)
 	store->spares = NULL;
 }
 
-bool spare_reap(struct tsr_store *store, const char *uuid, uint64_t size, bool mapped)
+bool spare_reap(struct tsr_store *store, const char *uuid, uint64_t size)
 {
 	struct spare_set *ss = store->spares;
-	struct layer_reap *r;
-	const char *step;
+	struct reap *r;
 
 	if (ss == NULL || (r = calloc(1, sizeof(*r))) == NULL)
 		return false;
 	snprintf(r->uuid, sizeof(r->uuid), "%s", uuid);
 	r->size = size;
-	r->mapped = mapped;
-	/* tests: a fixed piece size (bytes), so that a small layer takes several */
-	step = getenv("TSR_STORE_REAP_STEP");
-	if (step != NULL && strtoull(step, NULL, 10) > 0) {
-		r->step = strtoull(step, NULL, 10);
-		r->fixed_step = true;
-	}
 	pthread_mutex_lock(&ss->lock);
 	if (ss->reaps_tail != NULL)
 		ss->reaps_tail->next = r;
@@ -681,6 +690,19 @@ bool spare_reap(struct tsr_store *store, const char *uuid, uint64_t size, bool m
 	pthread_cond_broadcast(&ss->cond);
 	pthread_mutex_unlock(&ss->lock);
 	return true;
+}
+
+unsigned store_test_spares_made(struct tsr_store *store)
+{
+	struct spare_set *ss = store->spares;
+	unsigned made;
+
+	if (ss == NULL)
+		return 0;
+	pthread_mutex_lock(&ss->lock);
+	made = ss->made;
+	pthread_mutex_unlock(&ss->lock);
+	return made;
 }
 
 unsigned store_test_spares_idle(struct tsr_store *store)

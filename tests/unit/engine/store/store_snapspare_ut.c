@@ -30,10 +30,9 @@ extern int store_test_crash_at;
 unsigned store_test_spares_idle(struct tsr_store *store);
 extern _Atomic int store_test_commit_hold;
 extern _Atomic unsigned store_test_rows_after_cut;
-extern void (*store_test_reap_hook)(void *arg);
-extern void *store_test_reap_arg;
+unsigned store_test_spares_made(struct tsr_store *store);
+extern _Atomic int store_test_reap_hold;
 extern _Atomic unsigned store_test_reaps_left_at_made;
-extern _Atomic unsigned store_test_reap_pieces_at_made;
 
 #define NB    64u /* blocks of the test volume */
 #define VSIZE ((uint64_t)NB * BS)
@@ -776,9 +775,8 @@ static void test_commit_outside_gate(void **state)
 }
 
 /* Volume w of the reap test: WN blocks, written in VSIZE pieces. */
-#define WN    1024u /* 4 MiB: many pieces of TSR_STORE_REAP_STEP below */
+#define WN    1024u /* 4 MiB */
 #define WSIZE ((uint64_t)WN * BS)
-#define REAP_STEP 65536u
 
 static void write_w(struct env *e, struct tsr_svol *w, uint16_t s)
 {
@@ -804,53 +802,36 @@ static void check_w(struct env *e, uint16_t s)
 	tsr_svol_put(w);
 }
 
-/* The reap hook of test_spare_before_reaps (runs on the spare thread, which
- * holds no lock there). */
-struct reap_probe {
-	struct tsr_store *store;
-	struct async_done d; /* c2's create */
-	int pieces;          /* hook calls: pieces of removal done */
-	int cut_rc;          /* tsr_store_snap_create_async of c2 */
-	unsigned left_first; /* store_test_reaps_left_at_made seen at the first piece */
-};
-
-static void reap_probe_hook(void *arg)
+/* Wait (bounded by a count, not a time) until n spares were parked. */
+static unsigned wait_made(struct env *e, unsigned n)
 {
-	struct reap_probe *p = arg;
+	unsigned made = 0;
+	int i;
 
-	if (p->pieces++ != 0)
-		return;
-	/* the spare c1's cut asked for, parked before any piece? */
-	p->left_first = atomic_load(&store_test_reaps_left_at_made);
-	/* a cut now, with the first layer partly removed: its spare is asked
-	 * for in the middle of the removals */
-	p->cut_rc = tsr_store_snap_create_async(p->store, "v", "c2", async_done_cb, &p->d);
+	for (i = 0; i < 20000 && (made = store_test_spares_made(e->store)) < n; i++)
+		usleep(500);
+	return made;
 }
 
 /*
- * Spares come before the removal of deleted layers' files, and a removal
- * goes a piece at a time: the thread is held on c1's row while three
- * snapshots of w (4 MiB each, every block copied on write) are deleted, so
- * their removals are queued behind a spare request; let go, the thread makes
- * the spare first (the removals all still queued when it is parked).  At the
- * first piece of the first removal the hook cuts c2: its spare is parked with
- * that removal not finished.  Then every removal finishes (in many pieces:
- * a fixed 64 KiB step), no file of the deleted layers is left, and every
- * image reads back.  With the thread's old order (reaps before spares, every
- * queued layer in one go) both counts would be 0.
+ * A spare never waits for the removal of deleted layers' files: with the
+ * reaper held inside the removal of the first of three deleted snapshots of
+ * w (4 MiB each, every block copied on write), two creates on v each take
+ * the parked spare and the next spare is made, every time with all three
+ * removals still queued; an async create's row is made final meanwhile too.
+ * Let go, the removals finish, no file of the deleted layers is left, and
+ * every image reads back, also after a reopen.  With the removals on the
+ * spare thread (before 9d8532c), the second spare would never be parked
+ * while the removal is held.
  */
 static void test_spare_before_reaps(void **state)
 {
 	struct env *e = *state;
-	struct reap_probe p = {.d = {PTHREAD_MUTEX_INITIALIZER, 0, 0}, .cut_rc = -1};
-	struct async_done d1 = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
+	struct async_done d = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
 	struct tsr_svol *v, *w;
 	char wu[37];
-	unsigned made;
 	int i;
 
-	assert_int_equal(setenv("TSR_STORE_REAP_STEP", "65536", 1), 0);
-	p.store = e->store;
 	assert_int_equal(tsr_store_vol_create(e->store, "w", WSIZE, NULL), 0);
 	{
 		struct tsr_vol_info info;
@@ -867,8 +848,7 @@ static void test_spare_before_reaps(void **state)
 		assert_int_equal(tsr_store_snap_create(e->store, "w", name, NULL), 0);
 	}
 	write_w(e, w, 4);
-	tsr_svol_put(w); /* closed: its deletes finish in the caller, files to the thread */
-	assert_int_equal(count_files(e->dir, wu), 3);
+	tsr_svol_put(w); /* closed: its deletes finish in the caller, files to the reaper */
 	assert_int_equal(count_files(e->dir, NULL), 3 + 9);
 
 	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
@@ -877,34 +857,28 @@ static void test_spare_before_reaps(void **state)
 	assert_int_equal(tsr_store_snap_spare(e->store, "v", true), 0);
 	assert_int_equal(store_test_spares_idle(e->store), 1);
 
-	/* the thread held on c1's row; the next spare is asked for */
-	atomic_store(&store_test_commit_hold, 1);
-	assert_int_equal(tsr_store_snap_create_async(e->store, "v", "c1", async_done_cb, &d1), 0);
-	write_all(e, v, 2);
+	/* the reaper held in the first removal, the other two queued behind */
+	atomic_store(&store_test_reap_hold, 1);
 	assert_int_equal(tsr_store_snap_delete(e->store, "w", "s3"), 0);
 	assert_int_equal(tsr_store_snap_delete(e->store, "w", "s2"), 0);
 	assert_int_equal(tsr_store_snap_delete(e->store, "w", "s1"), 0);
 	atomic_store(&store_test_reaps_left_at_made, 999);
-	store_test_reap_arg = &p;
-	store_test_reap_hook = reap_probe_hook;
-	atomic_store(&store_test_commit_hold, 0);
-	assert_int_equal(async_wait(&d1), 0);
-	made = store_test_spares_idle(e->store); /* every removal done too */
-	store_test_reap_hook = NULL;
-	unsetenv("TSR_STORE_REAP_STEP");
 
-	/* c1's spare: parked before the first piece, all three removals queued */
-	assert_int_equal(p.left_first, 3);
-	/* c2 was cut on it (1: no spare parked, the whole create in the call) */
-	assert_int_equal(p.cut_rc, 0);
-	assert_int_equal(async_wait(&p.d), 0);
-	assert_int_equal(made, 3);
-	/* c2's spare: asked for after the first piece, parked with that removal
-	 * (and the two behind it) not finished */
+	/* a create takes the spare; the next one is made anyway */
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "c1", NULL), 0);
+	assert_int_equal(wait_made(e, 2), 2);
 	assert_int_equal(atomic_load(&store_test_reaps_left_at_made), 3);
-	assert_int_equal(atomic_load(&store_test_reap_pieces_at_made), 1);
-	/* each layer's 4 MiB of data went in 64 KiB pieces */
-	assert_true(p.pieces >= 3 * (int)(WSIZE / REAP_STEP));
+	/* a create whose row the thread makes final, then its next spare */
+	write_all(e, v, 2);
+	assert_int_equal(tsr_store_snap_create_async(e->store, "v", "c2", async_done_cb, &d), 0);
+	assert_int_equal(async_wait(&d), 0);
+	assert_int_equal(wait_made(e, 3), 3);
+	assert_int_equal(atomic_load(&store_test_reaps_left_at_made), 3);
+	/* the deleted layers' files are all still there */
+	assert_int_equal(count_files(e->dir, NULL), 3 + 9 + 3 + 3 + 3 + 3);
+
+	atomic_store(&store_test_reap_hold, 0);
+	assert_int_equal(store_test_spares_idle(e->store), 3);
 	/* only w's head, v's head, c1, c2 and the spare are left */
 	assert_int_equal(count_files(e->dir, wu), 3);
 	assert_int_equal(count_files(e->dir, NULL), 3 + 3 + 3 + 3 + 3);
