@@ -17,8 +17,9 @@
 #     latency (request to reply inside tesserad, the issue's figure: no CLI
 #     process start), the time host writes were held by the volume's gate
 #     (drain of the writes in flight + the cut itself), how many cuts found
-#     their layer made ahead (a spare), and how the spare thread removed the
-#     files of deleted layers meanwhile (pieces, longest piece).
+#     their layer made ahead (a spare), and how long the store's reaper thread
+#     took to remove the files of each deleted layer (the steady part deletes
+#     three 1 GiB copy-on-write layers just before).
 #  4. diff of a 1 TiB thin volume with 1% changed: a snapshot, then 1 MiB
 #     written at every 100th MiB (10 GiB), then `tessera snapshot diff --head`
 #     timed (median of 5).
@@ -177,10 +178,10 @@ SPARE=$({ grep -c "snapshot: volume nosnap: created l[0-9]* .*on a spare layer" 
 # after the cut the row was durable
 P=$({ grep -o "snapshot: volume nosnap: created l[0-9]* .*row durable [0-9.]*" \
 	"$W/log/tesserad.log" || true; } | awk '{printf "%d ", $NF * 1000}')
-# ... and the spare thread's removals of deleted layers' files over the whole
-# run (builds after 9d8532c: one line per layer, its longest piece)
-RP=$({ grep -o "files removed in [0-9]* pieces, [0-9.]* ms (longest [0-9.]*" \
-	"$W/log/tesserad.log" || true; } | awk '{printf "%d:%d:%d ", $4, $6 * 1000, $NF * 1000}')
+# ... and the reaper thread's removals of deleted layers' files over the whole
+# run (builds after aba5747: one line per layer)
+RP=$({ grep -o "files removed in [0-9.]* ms" "$W/log/tesserad.log" || true; } |
+	awk '{printf "%d ", $4 * 1000}')
 else
 	L=(0) S=(0)
 fi
@@ -317,7 +318,7 @@ A, B, C, F, L, D, H, S, R = ([int(x) for x in a.split()] for a in sys.argv[8:17]
 G = [tuple(int(y) for y in x.split(":")) for x in sys.argv[17].split()]
 spare = int(sys.argv[18] or 0)
 P = [int(x) for x in sys.argv[19].split()]
-RP = [tuple(int(y) for y in x.split(":")) for x in sys.argv[20].split()]
+RP = [int(x) for x in sys.argv[20].split()]
 GD, GO = [g[0] for g in G], [g[1] for g in G]
 med = statistics.median
 def pct(v, p):
@@ -345,9 +346,8 @@ r = {
     "replied_p99_ms": pct(R, 99) / 1000 if R else None,
     "replied_max_ms": max(R) / 1000 if R else None,
     "cuts": len(L) if H else 0,
-    "reaps": len(RP), "reap_pieces": sum(x[0] for x in RP),
-    "reap_total_ms": sum(x[1] for x in RP) / 1000,
-    "reap_longest_piece_ms": max(x[2] for x in RP) / 1000 if RP else None,
+    "reaps": len(RP), "reap_us": RP, "reap_total_ms": sum(RP) / 1000,
+    "reap_longest_ms": max(RP) / 1000 if RP else None,
     "diff_volume": dsize, "diff_bytes": int(dbytes), "diff_extents": int(dext),
     "diff_us": D, "diff_median_s": med(D) / 1e6,
     "kernel": subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip(),
@@ -366,7 +366,7 @@ md = f"""# Snapshot benchmark ({size} volumes, {runtime} s runs, medians of {len
 | host writes held by the cut (server side, tesserad log) | p50 {r['held_p50_ms'] or 0:.1f} ms, p99 {r['held_p99_ms'] or 0:.1f} ms | "a few ms" |
 | ... of which the drain of writes in flight / the snap op | p50 {r['drain_p50_ms'] or 0:.1f} / {r['op_p50_ms'] or 0:.1f} ms, p99 {r['drain_p99_ms'] or 0:.1f} / {r['op_p99_ms'] or 0:.1f} ms | |
 | rows made durable after the gate reopened ({len(P)} of {len(L) if H else 0} cuts), cut to row durable | p50 {r['row_durable_p50_ms'] or 0:.1f} ms, p99 {r['row_durable_p99_ms'] or 0:.1f} ms | |
-| files of deleted layers removed by the spare thread (whole run) | {len(RP)} layers, {r['reap_pieces']} pieces, {r['reap_total_ms']:.0f} ms in all, longest piece {r['reap_longest_piece_ms'] or 0:.1f} ms | |
+| files of deleted layers removed by the reaper thread (whole run; none logged before aba5747) | {len(RP)} layers, {r['reap_total_ms']:.0f} ms in all, longest {r['reap_longest_ms'] or 0:.1f} ms | |
 | diff of a {dsize} thin volume, 1% changed ({int(dbytes) >> 20} MiB in {dext} extents) | {r['diff_median_s']:.3f} s (median of {len(D)}) | < 1 s |
 """
 open(out + ".md", "w").write(md)
