@@ -21,7 +21,8 @@ require_root
 require_tessera "$CRASH_WRITER"
 
 cl_start 3
-ctsr volume create part --size 128M --replicas 3 >/dev/null || fail "volume create"
+# 64 MiB: both verifies read the whole volume, the end compares the copies whole
+ctsr volume create part --size 64M --replicas 3 >/dev/null || fail "volume create"
 ctsr volume attach part --node n2 >/dev/null || fail "attach on n2"
 WLOG=$CL_ROOT/acked.log
 : >"$WLOG"
