@@ -3,13 +3,13 @@
 # serving on the two others; the node returns and is resynced with only the
 # regions written while it was away; scrub finds nothing; copies identical.
 #
-# 3 nodes on loopback (zones z1..z3), a 1 GiB 3-replica volume attached on n1.
+# 3 nodes on loopback (zones z1..z3), a 512 MiB 3-replica volume attached on n1.
 #  1. fio --verify=crc32c random writes over [0, 128M) through n1's NBD
 #     export; n3 is killed in the middle; fio must finish without an error.
-#  2. while n3 is away, a second fio writes [512M, 544M).
+#  2. while n3 is away, a second fio writes [448M, 480M).
 #  3. n3 restarts; the volume returns to all in-sync; the resync counter is
 #     > 0 and <= the 160 MiB written while away (+ one region of slack),
-#     far below the 1 GiB volume; n1's log shows the copy pipelined (runs
+#     far below the 512 MiB volume; n1's log shows the copy pipelined (runs
 #     of regions merged, several in flight, a flush per batch).
 #  4. n2 is stopped with SIGSTOP during writes: within the peer timeout it is
 #     recorded out-of-sync and writes go on; SIGCONT; resynced.
@@ -22,7 +22,7 @@ require_tessera
 require_cmd fio
 
 cl_start 3
-ctsr volume create db --size 1G --replicas 3 --failure-domain zone >/dev/null ||
+ctsr volume create db --size 512M --replicas 3 --failure-domain zone >/dev/null ||
 	fail "volume create"
 ctsr volume attach db --node n1 >/dev/null || fail "volume attach"
 URI=$(cl_nbd_uri 1 db)
@@ -44,7 +44,7 @@ cl_wait_state db n3 out-of-sync 10
 wait_log 1 "n3.*out-of-sync|out-of-sync.*n3" 5
 
 # ---- 2. more writes while n3 is away, in a range of its own
-fio --name=phase2 --ioengine=nbd "--uri=$URI" --bs=64k --rw=write --offset=512M --size=32M \
+fio --name=phase2 --ioengine=nbd "--uri=$URI" --bs=64k --rw=write --offset=448M --size=32M \
 	--iodepth=8 --output="$CL_ROOT/fio2.txt" || fail "fio phase 2"
 copied_before=$(vstatus db 'j["resync_bytes_copied"]')
 
@@ -54,7 +54,7 @@ cl_wait_synced db 120
 copied=$(vstatus db 'j["resync_bytes_copied"]')
 moved=$(( copied - copied_before ))
 limit=$(( (128 + 32 + 1) << 20 ))
-log "resync of n3 copied $moved bytes (limit $limit, volume $((1 << 30)))"
+log "resync of n3 copied $moved bytes (limit $limit, volume $((512 << 20)))"
 [ "$moved" -gt 0 ] || fail "resync copied nothing"
 [ "$moved" -le "$limit" ] || fail "resync copied $moved bytes, more than the $limit written while n3 was away"
 # the copy was a pipeline (mirror_resync.c): contiguous dirty regions merged
