@@ -51,10 +51,10 @@
  * order is their cut order and the newest-first recovery merges each into the
  * layer it was cut above.
  *
- * Locks: spare_set.lock guards the list and the thread's state; it may be
- * taken under store->lock (snap_cut), never the other way round, and the
- * thread holds neither while it creates files or commits.  The thread never
- * takes store->lock, so a caller holding it may wait for the thread
+ * Locks: spare_set.lock guards the lists and both threads' state; it may be
+ * taken under store->lock (snap_cut), never the other way round, and neither
+ * thread holds either lock while it creates, removes files or commits.
+ * Neither takes store->lock, so a caller holding it may wait for them
  * (spare_commits_wait, spare_forget).
  */
 #include <errno.h>
@@ -120,7 +120,6 @@ struct spare_set {
 	uint64_t next_seq;    /* seq of the next pending row (thread only) */
 	bool stopping;        /* spare_stop: the thread ends once commits and drops are done */
 	bool busy;            /* the spare thread is committing, making or dropping */
-	bool reaping;         /* the reaper is removing the first queued reap's files */
 	unsigned made;        /* spares parked since the store opened (tests) */
 	unsigned committed;   /* rows made final by the thread since the store opened (tests) */
 	struct spare *list;
@@ -175,7 +174,6 @@ static void *reaper_main(void *arg)
 			pthread_cond_wait(&ss->cond, &ss->lock);
 			continue;
 		}
-		ss->reaping = true;
 		pthread_mutex_unlock(&ss->lock);
 		while (atomic_load(&store_test_reap_hold))
 			usleep(1000);
@@ -190,7 +188,6 @@ static void *reaper_main(void *arg)
 		if (ss->reaps == NULL)
 			ss->reaps_tail = NULL;
 		free(r);
-		ss->reaping = false;
 		pthread_cond_broadcast(&ss->cond);
 	}
 	pthread_mutex_unlock(&ss->lock);
