@@ -372,6 +372,7 @@ struct sess {
 	bool tx_busy;              /* tx holds a frame being sent */
 	uint8_t tx_payload[TSR_SITE_ERROR_MAX + TSR_SITE_HELLO_MAX];
 	bool err_pending;          /* err_hdr/err_msg go out next, then the session ends */
+	bool err_sent;             /* the ERROR went out: nothing follows it (no late ACK) */
 	struct tsr_site_hdr err_hdr;
 	struct tsr_site_error err;
 	bool ack_due;              /* an ACK of durable goes out when tx is free */
@@ -1407,12 +1408,15 @@ static void pump(struct sess *s)
 			int n = tsr_site_error_pack(&s->err, p);
 
 			s->err_pending = false;
+			s->err_sent = true;
 			s->err_hdr.length = n > 0 ? (uint32_t)n : 0;
 			if (n < 0 || tx_start(s, &s->err_hdr, p))
 				s->dead = true;
 			continue;
 		}
-		if (!s->dead && s->ack_due && s->target) {
+		/* an ERROR is the session's last frame: a sync that ends while
+		 * the session closes after it (the final sync) sends no ACK */
+		if (!s->dead && s->ack_due && s->target && !s->err_sent && !s->err_pending) {
 			struct tsr_site_hdr ack;
 
 			tsr_site_target_ack(s->target, &ack);
