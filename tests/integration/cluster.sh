@@ -269,3 +269,20 @@ cl_wait_scrub_idle() {
 	done
 	fail "a scrub of $vol still runs after ${t}s (scrub_running '$r')"
 }
+
+# cl_scrub_clean VOL [WHAT]: the copies of VOL agree (invariant 3): once no
+# scrub of VOL runs, `volume scrub VOL --no-repair` exits 0 and reports 0
+# mismatching, 0 repaired and 0 unrepairable blocks (a mirror counts a block
+# that fails its CRC on one copy as a mismatch; an ec volume, a stripe that
+# does not decode consistently).  --no-repair: the scrub changes nothing, so
+# what it checks is the state the test left.  WHAT names the step in a failure.
+cl_scrub_clean() {
+	local vol=$1 what=${2:-$1} out got
+	cl_wait_scrub_idle "$vol"
+	out=$(ctsr --json volume scrub "$vol" --no-repair) ||
+		fail "$what: scrub --no-repair of $vol exited non-zero: $out"
+	got=$(printf '%s' "$out" |
+		json_get '"%s %s %s" % (j["scrub_mismatches"], j["scrub_repaired"], j["scrub_unrepaired"])')
+	assert_eq "$got" "0 0 0" "$what: scrub of $vol (mismatches repaired unrepaired)"
+	log "$what: scrub of $vol clean ($(printf '%s' "$out" | json_get 'j["scrub_total_bytes"]') bytes checked)"
+}
