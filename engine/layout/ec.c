@@ -22,11 +22,28 @@
  *      there are at least k of them, so the stripe decodes to its new
  *      content and the absent copies rebuild their chunk from it (step 3);
  *   3. the stripe of every listed txn is marked dirty on every copy that is
- *      not open and IN_SYNC (so its chunk is recomputed when it returns);
+ *      not open and IN_SYNC (so its chunk is recomputed when it returns), and
+ *      of every copy whose roll-forward COMMIT failed;
+ *   3b. the guard: fewer than min_in_sync copies open and IN_SYNC -> the
+ *      start-up fails here, having recorded nothing and released nothing (a
+ *      COMMIT it did is redone by the next recovery: the txn is still listed
+ *      COMMITTED); else every copy recorded IN_SYNC that missed the COMMIT of
+ *      a txn rolled forward (not reachable, or its COMMIT failed) is recorded
+ *      OUT_OF_SYNC, and step 4 waits for those records: after it, only the
+ *      record says that the copy's chunk is old;
  *   4. RELEASE up to (epoch << 32) - 1 on every open copy: every txn of an
  *      older coordinator is forgotten (rolled-back ones never reach disk).
  * Then the in-sync count is checked against min_in_sync and the resyncs of
  * the open out-of-sync copies start.
+ *
+ * Copy states during the start-up.  A copy whose OPEN fails or times out, or
+ * that fails later before ready, is OUT_OF_SYNC in memory only
+ * (ec_copy_failed); the start-up records it OUT_OF_SYNC once it succeeds
+ * (start_finish), before any host write.  A failed start-up thus leaves the
+ * recorded in-sync set as it was (save the missed COMMITs of 3b, which it
+ * had to record before releasing): copies that were merely unreachable for
+ * one attach never count as having missed writes they could not have
+ * received, and the next attach, with them back, succeeds.
  */
 #include <errno.h>
 #include <signal.h>
@@ -328,6 +345,13 @@ void ec_copy_failed(struct ecopy *c, int err)
 		ec_resync_abort(c);
 	if (!c->local)
 		ecopy_disconnect(c);
+	if (!e->ready) {
+		/* start-up: recorded by start_finish if the attach goes on (see the
+		 * file comment); a failed attach records nothing */
+		c->start_failed = true;
+		ec_publish(e);
+		return;
+	}
 	ec_hook_request(c, TSR_COPY_OUT_OF_SYNC, NULL);
 	ec_publish(e);
 }
@@ -375,13 +399,19 @@ static void start_finish(struct ec *e, int status)
 		e->ready = true;
 		for (unsigned i = 0; i < e->n_copies; i++) {
 			struct ecopy *c = &e->copies[i];
+			/* away, or failed during the start-up: it misses this epoch's writes */
+			bool away = !c->open && c->recorded != TSR_COPY_OUT_OF_SYNC;
+			bool failed =
+			    (c->start_failed || c->start_missed) && c->recorded == TSR_COPY_IN_SYNC;
 
-			if (!c->open && c->recorded != TSR_COPY_OUT_OF_SYNC)
+			if (away || failed)
 				ec_hook_request(c, TSR_COPY_OUT_OF_SYNC, NULL);
 			else if (c->resync_queued)
 				ec_resync_start(c);
 		}
 	}
+	for (unsigned i = 0; i < e->n_copies; i++)
+		e->copies[i].start_failed = e->copies[i].start_missed = false;
 	ec_publish(e);
 	sem_post(&e->sem);
 }
@@ -480,9 +510,17 @@ static void rec_release(struct ec *e)
 		start_evaluate(e);
 }
 
+struct rec_commit {
+	struct ecopy *c;
+	uint64_t stripe;
+};
+
+static void rec_guard(struct ec *e);
+
 static void rec_commit_done(void *arg, int status)
 {
-	struct ecopy *c = arg;
+	struct rec_commit *rc = arg;
+	struct ecopy *c = rc->c;
 	struct ec *e = c->e;
 
 	if (status < 0 && status != -ENOENT) {
@@ -491,10 +529,87 @@ static void rec_commit_done(void *arg, int status)
 		if (status == -ESTALE)
 			e->start_status = -ESTALE;
 		c->state = TSR_COPY_OUT_OF_SYNC;
+		/* its chunk is old: rebuilt when it returns (3), recorded before
+		 * the others forget the txn (3b) */
+		c->start_missed = true;
+		mbm_mark(&c->bm, ec_chunk_off(e, rc->stripe), e->unit, NULL, NULL);
 		ecopy_disconnect(c);
 	}
+	free(rc);
 	if (--e->start_pending == 0)
+		rec_guard(e);
+}
+
+/* One record of step 3b answered (or the loop issuing them is done). */
+static void rec_guard_next(struct ec *e)
+{
+	if (--e->start_pending > 0)
+		return;
+	if (e->start_status < 0 || e->fenced)
+		start_evaluate(e); /* fails: no RELEASE */
+	else
 		rec_release(e);
+}
+
+static void rec_guard_recorded(void *arg, int status)
+{
+	struct ecopy *c = arg;
+	struct ec *e = c->e;
+
+	if (status < 0) {
+		tsr_error("ec %s: copy %u (%s) missed a rolled-forward txn and cannot be "
+			  "recorded out of sync: %s; the attach fails, nothing released",
+			  e->name, c->idx, c->node_id, strerror(-status));
+		if (e->start_status == 0)
+			e->start_status = -EIO;
+	}
+	rec_guard_next(e);
+}
+
+/*
+ * Step 3b: fail before any RELEASE when fewer than min_in_sync copies can
+ * be read (the state recorded stays as it was: see the file comment), else
+ * record the copies that missed a roll-forward COMMIT, then step 4.
+ */
+static void rec_guard(struct ec *e)
+{
+	unsigned readable = 0;
+
+	if (e->start_status < 0 || e->fenced) {
+		start_evaluate(e);
+		return;
+	}
+	for (unsigned i = 0; i < e->n_copies; i++) {
+		const struct ecopy *c = &e->copies[i];
+
+		if (ecopy_readable(c) && !c->full_resync)
+			readable++;
+	}
+	if (readable < e->min_in_sync) {
+		tsr_error("ec %s: %u copies in sync and reachable, %u needed: attach refused, "
+			  "no copy state changed",
+			  e->name, readable, e->min_in_sync);
+		start_finish(e, -EIO);
+		return;
+	}
+	e->start_pending = 1;
+	for (unsigned i = 0; i < e->n_copies; i++) {
+		struct ecopy *c = &e->copies[i];
+		struct waiter *w;
+
+		if (!c->start_missed || c->recorded != TSR_COPY_IN_SYNC)
+			continue;
+		w = calloc(1, sizeof(*w));
+		if (w == NULL) {
+			e->start_status = -ENOMEM;
+			break;
+		}
+		w->fn = rec_guard_recorded;
+		w->arg = c;
+		e->start_pending++;
+		ec_hook_request(c, TSR_COPY_OUT_OF_SYNC, w);
+	}
+	rec_guard_next(e);
 }
 
 static int rec_cmp(const void *a, const void *b)
@@ -547,26 +662,39 @@ static void rec_decide(struct recovery *r)
 			 have, committed ? ", committed" : "", forward ? "roll forward" : "roll back");
 		for (; i < j; i++) {
 			struct ecopy *c = &e->copies[r->ents[i].copy];
+			struct rec_commit *rc;
 			int ret;
 
 			if (!forward || c->state != TSR_COPY_IN_SYNC || c->full_resync)
 				continue;
+			rc = calloc(1, sizeof(*rc));
+			if (rc == NULL) {
+				e->start_status = -ENOMEM;
+				continue;
+			}
+			rc->c = c;
+			rc->stripe = stripe;
 			e->start_pending++;
-			ret = ecopy_commit(c, txn, rec_commit_done, c);
+			ret = ecopy_commit(c, txn, rec_commit_done, rc);
 			if (ret < 0)
-				rec_commit_done(c, ret);
+				rec_commit_done(rc, ret);
 		}
-		/* step 3: copies that cannot take part get the stripe rebuilt */
+		/* step 3: copies that cannot take part get the stripe rebuilt; a
+		 * participant among them missed the roll forward (3b) */
 		for (unsigned ci = 0; ci < e->n_copies; ci++) {
 			struct ecopy *c = &e->copies[ci];
 
-			if (!c->open || c->state != TSR_COPY_IN_SYNC || c->full_resync)
-				mbm_mark(&c->bm, ec_chunk_off(e, stripe), e->unit, NULL, NULL);
+			if (c->open && c->state == TSR_COPY_IN_SYNC && !c->full_resync)
+				continue;
+			mbm_mark(&c->bm, ec_chunk_off(e, stripe), e->unit, NULL, NULL);
+			if (forward &&
+			    (parts >> tsr_ec_position_of(stripe, c->idx, e->k, e->m)) & 1)
+				c->start_missed = true;
 		}
 	}
 	rec_free(r);
 	if (--e->start_pending == 0)
-		rec_release(e);
+		rec_guard(e);
 }
 
 struct rec_list_ctx {

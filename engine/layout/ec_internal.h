@@ -102,6 +102,15 @@ struct ecopy {
 	uint64_t journal_est;   /* stage journal bytes written since the last drain (estimate) */
 	struct eresync *resync; /* running resync / rebuild, or NULL */
 	bool resync_queued;     /* start one once ready */
+	/*
+	 * Start-up only (ec.c), cleared by start_finish.  start_failed: failed
+	 * before ready (ec_copy_failed then changes the state in memory only);
+	 * start_missed: holds a chunk of a txn the recovery rolled forward and
+	 * did not get its COMMIT.  Recorded OUT_OF_SYNC only by a start-up that
+	 * goes on (a missed one before the RELEASE that makes the others forget
+	 * the txn): a failed attach leaves the recorded in-sync set as it was.
+	 */
+	bool start_failed, start_missed;
 };
 
 /*
@@ -241,7 +250,8 @@ void ec_put(struct ec *e);
 uint64_t ec_now_ns(void);
 unsigned ec_in_sync(const struct ec *e);
 void ec_publish(struct ec *e);
-/* A copy failed (error, timeout, on_fail): OUT_OF_SYNC + hook.  -ESTALE fences. */
+/* A copy failed (error, timeout, on_fail): OUT_OF_SYNC + hook (before ready:
+ * no hook, the start-up records it if it succeeds).  -ESTALE fences. */
 void ec_copy_failed(struct ecopy *c, int err);
 void ec_fence_now(struct ec *e, const char *why);
 bool ec_fence_requested(struct ec *e);

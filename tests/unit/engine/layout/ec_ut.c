@@ -807,6 +807,121 @@ static void test_hook_failure(void **state)
 	assert_true(memcmp(e->buf, e->model, width) == 0 || is_filled(e->buf, width, 2, 0));
 }
 
+/* ---- an attach whose opens fail or time out ---- */
+
+/* A peer that never answers: a listening socket nobody accepts on (the
+ * kernel completes the handshake, HELLO waits forever): the client's
+ * request times out (peer_timeout_ms).  Returns the fd; address filled. */
+static int black_hole(char *address, size_t len)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t slen = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(fd, 16), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &slen), 0);
+	snprintf(address, len, "127.0.0.1:%d", ntohs(sa.sin_port));
+	return fd;
+}
+
+/* Hooks recorded since log_reset, OUT_OF_SYNC ones for copy idx (or any: -1). */
+static unsigned hooks_out_of_sync(int idx)
+{
+	unsigned n = 0;
+
+	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
+		usleep(1000);
+	pthread_mutex_lock(&g_log.lock);
+	for (unsigned i = 0; i < g_log.n; i++)
+		if (g_log.ev[i].kind == EV_HOOK && g_log.ev[i].st == TSR_COPY_OUT_OF_SYNC &&
+		    (idx < 0 || g_log.ev[i].idx == (unsigned)idx))
+			n++;
+	pthread_mutex_unlock(&g_log.lock);
+	return n;
+}
+
+/*
+ * An attach that cannot open k copies fails, and records nothing: copies
+ * whose OPEN timed out (or was refused) never took a write of this epoch,
+ * so marking them OUT_OF_SYNC would shrink the in-sync set for good (every
+ * later attach refused: fewer than k in sync).  Copies 3 and 4 never
+ * answer (timeout), copy 5's node is down (refused); once they are back,
+ * the next attach, with the states as recorded, succeeds with all six in
+ * sync and the data reads back.  An attach that does succeed with copies
+ * away records them OUT_OF_SYNC (they miss its writes).
+ */
+static void test_attach_timeout_records_nothing(void **state)
+{
+	struct env *e = *state;
+	struct tsr_ec_opts o;
+	struct tsr_layout_status s;
+	int holes[MAXN];
+	uint64_t t0;
+
+	pthread_mutex_lock(&g_log.lock);
+	memset(g_log.state, 0, sizeof(g_log.state)); /* every copy recorded IN_SYNC */
+	pthread_mutex_unlock(&g_log.lock);
+	assert_int_equal(create(e, true, 1), 0);
+	random_writes(e, 30, 700);
+	settle(e);
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	log_reset();
+
+	/* epoch 2: copies 3, 4 time out, copy 5 refused: 3 of 6 open, 4 needed */
+	opts_init(e, &o, true, 2);
+	o.peer_timeout_ms = 300;
+	for (unsigned i = 3; i <= 4; i++)
+		holes[i] = black_hole(o.copies[i].address, sizeof(o.copies[i].address));
+	node_stop(&e->nodes[5]);
+	t0 = mono_ms();
+	assert_int_equal(tsr_layout_ec_create(&o, &e->l), -EIO);
+	assert_null(e->l);
+	assert_true(mono_ms() - t0 >= 250); /* the timeout path was taken */
+	assert_int_equal(hooks_out_of_sync(-1), 0);
+	for (unsigned i = 0; i < e->n; i++)
+		assert_int_equal(g_log.state[i], TSR_COPY_IN_SYNC);
+	for (unsigned i = 3; i <= 4; i++)
+		close(holes[i]);
+	node_run(&e->nodes[5], 0);
+
+	/* epoch 3, states as recorded: everyone back, all in sync, data intact */
+	opts_init(e, &o, true, 3);
+	for (unsigned i = 0; i < e->n; i++)
+		o.copies[i].state = g_log.state[i];
+	assert_int_equal(tsr_layout_ec_create(&o, &e->l), 0);
+	get_status(e, &s);
+	assert_int_equal(s.in_sync, e->n);
+	assert_int_equal(s.copy_failures, 0);
+	assert_reads_equal_model(e);
+	random_writes(e, 10, 720);
+	settle(e);
+	assert_reads_equal_model(e);
+	assert_stripes_consistent(e, true);
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+
+	/* epoch 4: copy 4 times out, but 5 of 6 open: the attach succeeds and
+	 * records copy 4 OUT_OF_SYNC (it misses this epoch's writes) */
+	log_reset();
+	opts_init(e, &o, true, 4);
+	o.peer_timeout_ms = 300;
+	holes[4] = black_hole(o.copies[4].address, sizeof(o.copies[4].address));
+	assert_int_equal(tsr_layout_ec_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, 64 * KiB, 730), 0);
+	assert_int_equal(hooks_out_of_sync(4), 1);
+	assert_int_equal(hooks_out_of_sync(-1), 1);
+	assert_int_equal(g_log.state[4], TSR_COPY_OUT_OF_SYNC);
+	get_status(e, &s);
+	assert_int_equal(s.in_sync, e->n - 1);
+	assert_reads_equal_model(e);
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	close(holes[4]);
+}
+
 /* ---- the write hole: a coordinator that died at each step ---- */
 
 static int node_stage(struct node *n, const struct tsr_stage_entry *en, const void *buf)
@@ -1033,6 +1148,111 @@ static void test_recovery_acked_copy_away(void **state)
 	tsr_layout_copy_returned(e->l, away, e->nodes[away].address);
 	assert_true(wait_status(e, all_in_sync, 20000));
 	assert_int_equal(node_stage_count(&e->nodes[away]), 0);
+	assert_reads_equal_model(e);
+	assert_stripes_consistent(e, true);
+	free(newstripe);
+}
+
+/*
+ * A failed attach that rolled a txn forward releases nothing: stripe s's
+ * txn (data chunk 1 and both parities) is staged on its three participants
+ * and committed on the first; at epoch 2 the last parity's copy never
+ * answers and two other copies are away, so 3 of 6 open: the recovery
+ * commits the txn on the open participants, then the attach fails with
+ * their journals intact and nothing recorded.  At epoch 3, with everyone
+ * back, the txn is still listed COMMITTED, so it rolls forward on the copy
+ * that missed it too: every stripe decodes to the model.  (Releasing before
+ * the in-sync check would have left that copy's chunk old and listed only
+ * there, STAGED: rolled back, the stripe inconsistent.)  At epoch 4 the
+ * same copy is away again but 5 of 6 open: it is recorded OUT_OF_SYNC
+ * (before the release) and rebuilt when it returns.
+ */
+static void test_attach_fails_after_roll_forward(void **state)
+{
+	struct env *e = *state;
+	uint64_t width = (uint64_t)e->k * e->unit;
+	uint8_t *newstripe = malloc(width);
+	struct tsr_ec_opts o;
+	struct tsr_layout_status s;
+	unsigned missed, first, second, away[2], na = 0;
+	uint64_t stripe = 0;
+	int holes[MAXN];
+
+	pthread_mutex_lock(&g_log.lock);
+	memset(g_log.state, 0, sizeof(g_log.state));
+	pthread_mutex_unlock(&g_log.lock);
+	/* a stripe whose participants and two non-participants are all remote */
+	for (;; stripe++) {
+		na = 0;
+		missed = tsr_ec_copy_of(stripe, e->k + e->m - 1, e->k, e->m);
+		first = tsr_ec_copy_of(stripe, 1, e->k, e->m);
+		second = tsr_ec_copy_of(stripe, e->k, e->k, e->m);
+		for (unsigned p = 0; p < e->k && na < 2; p++)
+			if (p != 1 && tsr_ec_copy_of(stripe, p, e->k, e->m) != 0)
+				away[na++] = tsr_ec_copy_of(stripe, p, e->k, e->m);
+		if (missed != 0 && first != 0 && second != 0 && na == 2)
+			break;
+	}
+	assert_int_equal(create(e, true, 1), 0);
+	for (uint64_t off = 0; off < VOL; off += width)
+		assert_int_equal(lwrite(e, off, (uint32_t)width, 80 + off / width), 0);
+	settle(e);
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	crashed_txn(e, 1, 0x10000000u, stripe, 1, BS, 2 * BS, 1 + e->m, 1, newstripe);
+	memcpy(e->model + stripe * width, newstripe, width);
+	log_reset();
+
+	/* epoch 2: the missed copy times out, two others refused: 3 open */
+	opts_init(e, &o, true, 2);
+	o.peer_timeout_ms = 300;
+	holes[missed] = black_hole(o.copies[missed].address, sizeof(o.copies[missed].address));
+	node_stop(&e->nodes[away[0]]);
+	node_stop(&e->nodes[away[1]]);
+	assert_int_equal(tsr_layout_ec_create(&o, &e->l), -EIO);
+	assert_int_equal(hooks_out_of_sync(-1), 0);
+	/* rolled forward where it could, released nowhere */
+	assert_int_equal(node_stage_count(&e->nodes[first]), 1);
+	assert_int_equal(node_stage_count(&e->nodes[second]), 1);
+	assert_int_equal(node_stage_count(&e->nodes[missed]), 1);
+	close(holes[missed]);
+	node_run(&e->nodes[away[0]], 0);
+	node_run(&e->nodes[away[1]], 0);
+
+	/* epoch 3: all back, states as recorded */
+	opts_init(e, &o, true, 3);
+	for (unsigned i = 0; i < e->n; i++)
+		o.copies[i].state = g_log.state[i];
+	assert_int_equal(tsr_layout_ec_create(&o, &e->l), 0);
+	get_status(e, &s);
+	assert_int_equal(s.in_sync, e->n);
+	assert_int_equal(s.txn_rolled_forward, 1);
+	settle(e);
+	assert_int_equal(node_stage_count(&e->nodes[missed]), 0);
+	assert_reads_equal_model(e);
+	assert_stripes_consistent(e, true);
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+
+	/* epoch 4: the same txn again, its last parity's copy away, 5 open */
+	crashed_txn(e, 3, 0x10000000u, stripe, 1, 3 * BS, BS, 1 + e->m, 1, newstripe);
+	memcpy(e->model + stripe * width, newstripe, width);
+	log_reset();
+	opts_init(e, &o, true, 4);
+	o.peer_timeout_ms = 300;
+	holes[missed] = black_hole(o.copies[missed].address, sizeof(o.copies[missed].address));
+	assert_int_equal(tsr_layout_ec_create(&o, &e->l), 0);
+	assert_int_equal(hooks_out_of_sync(-1), 1);
+	assert_int_equal(g_log.state[missed], TSR_COPY_OUT_OF_SYNC);
+	get_status(e, &s);
+	assert_int_equal(s.txn_rolled_forward, 1);
+	assert_int_equal(s.in_sync, e->n - 1);
+	assert_reads_equal_model(e);
+	close(holes[missed]);
+	tsr_layout_copy_returned(e->l, missed, e->nodes[missed].address);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	assert_int_equal(g_log.state[missed], TSR_COPY_IN_SYNC);
+	settle(e);
 	assert_reads_equal_model(e);
 	assert_stripes_consistent(e, true);
 	free(newstripe);
@@ -1566,10 +1786,14 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_resync_at_create, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_below_min_in_sync, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_hook_failure, setup_2p1, teardown),
+	    cmocka_unit_test_setup_teardown(test_attach_timeout_records_nothing, setup_4p2,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_write_hole_recovery, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_hole_recovery, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_copy_away, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_acked_copy_away, setup_4p2, teardown),
+	    cmocka_unit_test_setup_teardown(test_attach_fails_after_roll_forward, setup_4p2,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_stale_epoch_fences, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_opts, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_scrub_repairs, setup_4p2, teardown),
