@@ -75,14 +75,6 @@ void tsr_admin_close(struct tsr_admin_client *c)
 	free(c);
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Wait for fd to be ready for events before deadline (-1: none). */
 static int wait_fd(int fd, short events, int64_t deadline)
 {
@@ -90,7 +82,7 @@ static int wait_fd(int fd, short events, int64_t deadline)
 	int timeout = -1, n;
 
 	if (deadline >= 0) {
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - tsr_mono_ms();
 
 		if (left <= 0)
 			return -ETIMEDOUT;
@@ -100,7 +92,7 @@ static int wait_fd(int fd, short events, int64_t deadline)
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
 	if (n == 0)
-		return deadline >= 0 && now_ms() >= deadline ? -ETIMEDOUT : 0;
+		return deadline >= 0 && tsr_mono_ms() >= deadline ? -ETIMEDOUT : 0;
 	return 0;
 }
 
@@ -149,7 +141,7 @@ static int recv_all(int fd, uint8_t *buf, size_t len, int64_t deadline)
 int tsr_admin_call(struct tsr_admin_client *c, Tessera__Admin__Request *req,
 		   int timeout_ms, Tessera__Admin__Response **resp)
 {
-	int64_t deadline = timeout_ms > 0 ? now_ms() + timeout_ms : -1;
+	int64_t deadline = timeout_ms > 0 ? tsr_mono_ms() + timeout_ms : -1;
 	char *saved_token = req->token;
 	uint8_t *frame = NULL, hdr[4], *body = NULL;
 	size_t frame_len;

@@ -37,14 +37,6 @@ int64_t cluster_now(void)
 	return (int64_t)time(NULL);
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 uint64_t cluster_lease(struct tsr_cluster *c)
 {
 	uint64_t l;
@@ -99,10 +91,10 @@ static int register_node(struct tsr_cluster *c, struct tsr_meta *m, uint64_t lea
 	}
 	snprintf(key, sizeof(key), "alive/%s", c->node_id);
 	/* a restart within the TTL finds its previous life's key: wait for it to lapse */
-	for (int64_t start = mono_ms(), tries = 0;; tries++) {
+	for (int64_t start = tsr_mono_ms(), tries = 0;; tries++) {
 		ret = tsr_meta_cas(m, key, 0, NULL, 0, lease, NULL);
 		if (ret != -ECANCELED ||
-		    mono_ms() - start > (int64_t)TSR_CLUSTER_LEASE_TTL_MS + 1500)
+		    tsr_mono_ms() - start > (int64_t)TSR_CLUSTER_LEASE_TTL_MS + 1500)
 			break;
 		if (tries == 0)
 			tsr_info("cluster: %s still held (a previous run of this node?): waiting up "
@@ -187,7 +179,7 @@ static int record_state(struct tsr_cluster *c, const struct state_req *r)
 
 static void keepalive(struct tsr_cluster *c, int64_t *last_ok, bool *fenced_for_lease)
 {
-	int64_t sent = mono_ms();
+	int64_t sent = tsr_mono_ms();
 	uint64_t lease = cluster_lease(c), fresh;
 	int ret;
 
@@ -232,7 +224,7 @@ static void keepalive(struct tsr_cluster *c, int64_t *last_ok, bool *fenced_for_
 static void *bg_thread(void *arg)
 {
 	struct tsr_cluster *c = arg;
-	int64_t last_ok = mono_ms(), next = last_ok + TSR_CLUSTER_KEEPALIVE_MS;
+	int64_t last_ok = tsr_mono_ms(), next = last_ok + TSR_CLUSTER_KEEPALIVE_MS;
 	bool fenced_for_lease = false;
 
 	tsr_log_set_thread_name("cluster");
@@ -253,16 +245,16 @@ static void *bg_thread(void *arg)
 			pthread_mutex_lock(&c->lock);
 			continue;
 		}
-		if (mono_ms() >= next) {
+		if (tsr_mono_ms() >= next) {
 			pthread_mutex_unlock(&c->lock);
 			keepalive(c, &last_ok, &fenced_for_lease);
-			next = mono_ms() + TSR_CLUSTER_KEEPALIVE_MS;
+			next = tsr_mono_ms() + TSR_CLUSTER_KEEPALIVE_MS;
 			pthread_mutex_lock(&c->lock);
 			continue;
 		}
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		int64_t wait = next - mono_ms();
+		int64_t wait = next - tsr_mono_ms();
 		if (wait < 1)
 			wait = 1;
 		ts.tv_sec += wait / 1000;
@@ -488,7 +480,7 @@ static int open_meta(struct tsr_cluster *c)
 			tsr_error("cluster: meta service: %s", strerror(-ret));
 		return ret;
 	}
-	for (int64_t start = mono_ms();;) {
+	for (int64_t start = tsr_mono_ms();;) {
 		ret = tsr_meta_open_remote(c->join, c->token, 0, &c->meta);
 		if (ret == 0)
 			ret = tsr_meta_open_remote(c->join, c->token, 0, &c->meta_bg);
@@ -500,7 +492,7 @@ static int open_meta(struct tsr_cluster *c)
 				  c->join);
 			return ret;
 		}
-		if (mono_ms() - start > JOIN_RETRY_SEC * 1000) {
+		if (tsr_mono_ms() - start > JOIN_RETRY_SEC * 1000) {
 			tsr_error("cluster: cannot reach the meta node at %s: %s (is the --meta "
 				  "tesserad running, and is --join its --listen address?)", c->join,
 				  strerror(-ret));

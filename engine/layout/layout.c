@@ -351,14 +351,6 @@ static inline int gate_write_op(struct tsr_layout *l, enum gate_kind kind, struc
 	return ret;
 }
 
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static const char *snap_op_name(enum tsr_snap_op op)
 {
 	return op == TSR_SNAP_CREATE ? "create" : op == TSR_SNAP_DELETE ? "delete" : "clone";
@@ -391,7 +383,7 @@ static void finishing_run(struct tsr_layout *l)
 void tsr_layout_snap_opened(struct tsr_layout *l)
 {
 	struct gate_item *it = l->current;
-	int64_t now = mono_ns();
+	int64_t now = tsr_mono_ns();
 
 	if (it == NULL || !l->snap_running || it->opened_ns)
 		return;
@@ -414,7 +406,7 @@ static void gate_snap_done(void *arg, int status)
 {
 	struct gate_item *it = arg;
 	struct tsr_layout *l = it->l;
-	int64_t now = mono_ns();
+	int64_t now = tsr_mono_ns();
 
 	if (it->opened_ns) { /* out of the gate already: now durable */
 		tsr_info("snapshot gate: %s '%s': %s op done %.1f ms after the gate reopened%s",
@@ -470,7 +462,7 @@ static void gate_run(struct tsr_layout *l)
 			if (l->snap_running || l->inflight_writes > 0)
 				break;
 			l->snap_running = true;
-			l->current->cut_ns = mono_ns();
+			l->current->cut_ns = tsr_mono_ns();
 			l->current->l = l;
 			ret = l->ops->snap(l->ctx, &l->current->snap, gate_snap_done, l->current);
 			if (ret)
@@ -487,7 +479,7 @@ static void gate_run(struct tsr_layout *l)
 			if (l->held_head == NULL)
 				l->held_tail = NULL;
 			l->current = it;
-			it->closed_ns = mono_ns();
+			it->closed_ns = tsr_mono_ns();
 			continue;
 		}
 		ret = gate_pass(l, it->kind, it->io, it->offset, it->len, it->buf, it->flags,
@@ -530,7 +522,7 @@ int tsr_layout_snap(struct tsr_layout *l, const struct tsr_snap_req *req, tsr_cb
 	}
 	l->gated = true;
 	l->current = it;
-	it->closed_ns = mono_ns();
+	it->closed_ns = tsr_mono_ns();
 	gate_run(l);
 	return 0;
 }

@@ -125,14 +125,6 @@ struct tsr_peer_client {
 static void cli_fail(struct tsr_peer_client *c, int err);
 static void cli_schedule(struct tsr_peer_client *c);
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* ---- lifetime ---- */
 
 static void cli_free(struct tsr_peer_client *c)
@@ -339,7 +331,7 @@ static void creq_queue2(struct tsr_peer_client *c, struct peer_creq *r,
 		r->iov[r->iovcnt++].iov_len = plen2;
 	}
 	r->in_sendq = true;
-	r->start_ms = now_ms();
+	r->start_ms = tsr_mono_ms();
 	r->next_send = NULL;
 	if (c->send_tail != NULL)
 		c->send_tail->next_send = r;
@@ -697,7 +689,7 @@ static void cli_on_event(void *arg, uint32_t events)
 static void cli_on_timer(void *arg, uint32_t events)
 {
 	struct tsr_peer_client *c = arg;
-	uint64_t ticks, now = now_ms();
+	uint64_t ticks, now = tsr_mono_ms();
 
 	(void)events;
 	if (read(c->tfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
@@ -833,7 +825,7 @@ int tsr_peer_client_create(struct tsr_worker *w, const struct tsr_peer_client_op
 	h.data_crc = tsr_crc32c(0, c->hello, c->hello_len);
 	creq_queue(c, &c->hello_req, &h, c->hello, c->hello_len);
 
-	c->connect_ms = now_ms();
+	c->connect_ms = tsr_mono_ms();
 	if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
 		/* fail from the loop: no callback may run inside create */
 		c->fail_err = -errno;

@@ -470,14 +470,6 @@ struct tsr_site_server {
 	bool no_release_rule;            /* TSR_TEST_SITE_NO_GROUP_RULE: test only, holds nothing */
 };
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void state_path(const struct tsr_site_server *srv, const char *volume, char *out,
 		       size_t len)
 {
@@ -614,7 +606,7 @@ static void sync_ended(struct sess *s, int res)
 		s->durable = s->sync_seq;
 		if (s->tv)
 			atomic_store(&s->tv->marker, s->sync_marker);
-		s->last_sync_ns = now_ns();
+		s->last_sync_ns = tsr_mono_ns();
 		if (s->sync_ack || s->durable > s->acked)
 			s->ack_due = true;
 	}
@@ -733,7 +725,7 @@ static void apply_done(void *arg, int status)
 	atomic_store(&tv->applied, tsr_site_target_applied(s->target));
 	atomic_store(&tv->consistent, tsr_site_target_consistent(s->target));
 	atomic_fetch_add(&tv->bytes_applied, bytes);
-	atomic_store(&tv->last_frame_ns, now_ns());
+	atomic_store(&tv->last_frame_ns, tsr_mono_ns());
 	if (op == TSR_SITE_BARRIER || op == TSR_SITE_SYNC_BEGIN || op == TSR_SITE_SYNC_END) {
 		if (op == TSR_SITE_BARRIER)
 			s->sync_ack = true;
@@ -741,7 +733,7 @@ static void apply_done(void *arg, int status)
 			s->sync_again = true; /* after the one running, with a flush of its own */
 		else
 			sync_start(s, true); /* the target flushed: applied is durable */
-	} else if (!s->syncing && now_ns() - s->last_sync_ns >= (int64_t)SYNC_MS * 1000000) {
+	} else if (!s->syncing && tsr_mono_ns() - s->last_sync_ns >= (int64_t)SYNC_MS * 1000000) {
 		sync_start(s, false);
 	}
 	pump(s);
@@ -1664,7 +1656,7 @@ static void msg_arrive(struct tsr_worker *w, void *arg)
 		return;
 	}
 	s->durable = s->acked = s->st.applied;
-	s->last_sync_ns = now_ns();
+	s->last_sync_ns = tsr_mono_ns();
 	atomic_store(&s->tv->applied, s->st.applied);
 	atomic_store(&s->tv->epoch, s->st.epoch);
 	atomic_store(&s->tv->consistent, tsr_site_target_consistent(s->target));
@@ -2396,7 +2388,7 @@ static int info_of(struct tsr_site_server *srv, const char *name,
 		out->bytes_applied = atomic_load(&tv->bytes_applied);
 		last = atomic_load(&tv->last_frame_ns);
 		if (last)
-			out->last_frame_age_sec = (double)(now_ns() - last) / 1e9;
+			out->last_frame_age_sec = (double)(tsr_mono_ns() - last) / 1e9;
 	}
 	return 0;
 }

@@ -358,14 +358,6 @@ const char *tsr_site_state_name(enum tsr_site_state st)
 	return "unknown";
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NS_PER_SEC + (uint64_t)ts.tv_nsec;
-}
-
 /* ---- dirty bitmaps ---- */
 
 static bool bit_test(const uint64_t *b, uint64_t i)
@@ -398,7 +390,7 @@ static void dirty_mark(struct tsr_site_source *s, uint64_t offset, uint64_t len,
 {
 	s->dirty_count += bits_mark(s, s->dirty, offset, len);
 	if (s->dirty_since_ns == 0 || (t != 0 && t < s->dirty_since_ns))
-		s->dirty_since_ns = t ? t : now_ns();
+		s->dirty_since_ns = t ? t : (uint64_t)tsr_mono_ns();
 }
 
 /* dirty |= b */
@@ -412,7 +404,7 @@ static void dirty_merge(struct tsr_site_source *s, const uint64_t *b)
 		s->dirty_count += (uint64_t)__builtin_popcountll(s->dirty[i]);
 	}
 	if (s->dirty_count && s->dirty_since_ns == 0)
-		s->dirty_since_ns = now_ns();
+		s->dirty_since_ns = tsr_mono_ns();
 }
 
 static size_t bitmap_bytes(const struct tsr_site_source *s)
@@ -560,7 +552,7 @@ static struct log_entry *entry_new(struct tsr_site_source *s, uint8_t kind, uint
 static void log_change(struct tsr_site_source *s, uint64_t offset, uint64_t len,
 		       const void *buf)
 {
-	uint64_t t = now_ns(), done = 0, max = buf ? TSR_SITE_MAX_DATA : SRC_ZERO_MAX, cost;
+	uint64_t t = tsr_mono_ns(), done = 0, max = buf ? TSR_SITE_MAX_DATA : SRC_ZERO_MAX, cost;
 	uint32_t n, data;
 	struct log_entry *e;
 
@@ -611,7 +603,7 @@ static void marker_append(struct tsr_site_source *s, uint64_t n)
 	s->bytes_since_marker = 0;
 	if (s->stopping || s->demoted || !s->log_on || !log_room(s, SRC_ENTRY_COST))
 		return;
-	e = entry_new(s, ENT_MARKER, n, 0, 0, now_ns());
+	e = entry_new(s, ENT_MARKER, n, 0, 0, tsr_mono_ns());
 	if (e == NULL) {
 		log_to_dirty(s); /* the group cannot be cut here: s resyncs instead */
 		return;
@@ -628,7 +620,7 @@ static void group_mark(struct src_group *g)
 	if (n <= g->last_marker)
 		n = g->last_marker + 1;
 	g->last_marker = n;
-	g->next_ns = now_ns() + g->interval_ns;
+	g->next_ns = tsr_mono_ns() + g->interval_ns;
 	for (unsigned i = 0; i < g->n; i++)
 		marker_append(g->mem[i], n);
 }
@@ -699,7 +691,7 @@ static enum tsr_site_state state_of(const struct tsr_site_source *s)
 static void publish(struct tsr_site_source *s)
 {
 	struct tsr_site_source_stats p = {0};
-	uint64_t t = now_ns(), oldest = 0;
+	uint64_t t = tsr_mono_ns(), oldest = 0;
 	uint64_t sync_left = 0;
 
 	p.state = state_of(s);
@@ -842,7 +834,7 @@ static void session_fail(struct tsr_site_source *s, const char *fmt, ...)
 	session_close(s);
 	if (s->sess != SESS_DEAD)
 		s->sess = SESS_IDLE;
-	s->retry_at_ns = now_ns() + s->retry_ns;
+	s->retry_at_ns = tsr_mono_ns() + s->retry_ns;
 	schedule_pass(s);
 }
 
@@ -922,7 +914,7 @@ static void send_barrier(struct tsr_site_source *s)
 	if (tx_begin(s, &h, NULL, TX_CTL) < 0)
 		return;
 	s->barrier_seq = s->sent_seq;
-	s->last_barrier_ns = now_ns();
+	s->last_barrier_ns = tsr_mono_ns();
 	s->barrier_now = false;
 	if (s->n_ckpt == SRC_CHECKPOINTS)
 		s->n_ckpt--; /* coarser: the newest slot moves on */
@@ -984,7 +976,7 @@ static void region_read_done(void *arg, int status);
  */
 static bool log_sync_end(struct tsr_site_source *s)
 {
-	struct log_entry *e = entry_new(s, ENT_SYNC_END, 0, 0, 0, now_ns());
+	struct log_entry *e = entry_new(s, ENT_SYNC_END, 0, 0, 0, tsr_mono_ns());
 
 	if (e == NULL) {
 		session_fail(s, "out of memory");
@@ -1342,7 +1334,7 @@ static void pump(struct tsr_site_source *s)
 			break;
 		if (s->sent_seq > s->barrier_seq &&
 		    (s->barrier_now || s->paused || s->cum_sent - s->cum_acked >= SRC_WINDOW ||
-		     now_ns() - s->last_barrier_ns >= s->barrier_ns)) {
+		     tsr_mono_ns() - s->last_barrier_ns >= s->barrier_ns)) {
 			send_barrier(s);
 			continue;
 		}
@@ -1429,7 +1421,7 @@ static void on_open(struct tsr_site_source *s, uint64_t a, bool replay)
 		s->next_seq = last_sent ? last_sent->seq + 1 : a + 1;
 		s->cursor = s->head;
 		if (replay) { /* the resend, then SYNC_END */
-			e = entry_new(s, ENT_SYNC_END, 0, 0, 0, now_ns());
+			e = entry_new(s, ENT_SYNC_END, 0, 0, 0, tsr_mono_ns());
 			if (e != NULL) {
 				if (last_sent == NULL) {
 					e->next = s->head;
@@ -1458,7 +1450,7 @@ static void on_open(struct tsr_site_source *s, uint64_t a, bool replay)
 	s->cum_sent = s->cum_acked = 0;
 	s->at_marker = false; /* resent from a released marker: on to the next one */
 	s->n_ckpt = 0;
-	s->last_barrier_ns = now_ns();
+	s->last_barrier_ns = tsr_mono_ns();
 	if (s->first_session_done)
 		s->reconnects++;
 	s->first_session_done = true;
@@ -1666,7 +1658,7 @@ static void fd_cb(void *arg, uint32_t events)
 static void tick_cb(void *arg, uint32_t events)
 {
 	struct tsr_site_source *s = arg;
-	uint64_t exp, t = now_ns();
+	uint64_t exp, t = tsr_mono_ns();
 
 	(void)events;
 	if (read(s->tfd, &exp, sizeof(exp)) < 0 && errno != EAGAIN)
@@ -1754,7 +1746,7 @@ static void install_fn(struct tsr_site_source *s, struct sync_call *c)
 	if (ret == 0 && s->group) {
 		s->group->mem[s->group->n++] = s;
 		if (s->group->next_ns == 0)
-			s->group->next_ns = now_ns() + s->group->interval_ns;
+			s->group->next_ns = tsr_mono_ns() + s->group->interval_ns;
 	}
 	sync_call_done(c, ret);
 }

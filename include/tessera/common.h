@@ -1,12 +1,14 @@
 /*
  * Types and helpers shared by every layer: the completion callback, logging,
- * CRC32C (ISA-L), aligned buffers.  Implemented in engine/util/.
+ * CRC32C (ISA-L), aligned buffers, the monotonic clock.  Implemented in
+ * engine/util/ (the clock inline, here).
  */
 #ifndef TESSERA_COMMON_H
 #define TESSERA_COMMON_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Completion of an asynchronous operation above the I/O layer: 0 or -errno. */
 typedef void (*tsr_cb)(void *cb_arg, int status);
@@ -48,5 +50,30 @@ const char *tsr_format_size(uint64_t bytes, char *buf, size_t len);
 
 /* A volume or snapshot name: [A-Za-z0-9][A-Za-z0-9._-]{0,62}. */
 int tsr_valid_name(const char *name);
+
+/*
+ * The monotonic clock (CLOCK_MONOTONIC) in ns, us and ms, for deadlines,
+ * timeouts and durations; wall time is CLOCK_REALTIME, as in tsr_log.  Signed
+ * so that "deadline - now" may go below zero and -1 can mean "no deadline";
+ * CLOCK_MONOTONIC counts from boot, far from overflowing 63 bits.  Inline: some
+ * callers read it once per I/O.
+ */
+static inline int64_t tsr_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline int64_t tsr_mono_us(void)
+{
+	return tsr_mono_ns() / 1000;
+}
+
+static inline int64_t tsr_mono_ms(void)
+{
+	return tsr_mono_ns() / 1000000;
+}
 
 #endif
