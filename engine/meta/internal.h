@@ -24,8 +24,6 @@ bool meta_prefix_valid(const char *prefix);
 /* Fill kv with malloc'd copies.  0 or -ENOMEM (kv then left cleared). */
 int meta_kv_set(struct tsr_meta_kv *kv, const char *key, const void *value, size_t value_len,
 		uint64_t create_rev, uint64_t mod_rev, uint64_t lease, int deleted);
-/* Milliseconds of CLOCK_MONOTONIC. */
-int64_t meta_now_ms(void);
 
 /* ---- meta_proto.c: framing and the validating parsers ------------------ */
 

@@ -19,14 +19,6 @@ struct tsr_meta {
 
 #define WAIT_POLL_MS 50 /* between watch polls when the backend has no wait op */
 
-int64_t meta_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static bool valid_chars(const char *s, size_t min)
 {
 	size_t n;
@@ -182,7 +174,7 @@ int tsr_meta_delete(struct tsr_meta *m, const char *key, uint64_t expect_rev)
 int tsr_meta_watch(struct tsr_meta *m, const char *prefix, uint64_t since_rev,
 		   int timeout_ms, struct tsr_meta_kv **events, size_t *n, uint64_t *rev)
 {
-	int64_t deadline = meta_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+	int64_t deadline = tsr_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
 	uint64_t dummy;
 	int ret;
 
@@ -205,7 +197,7 @@ int tsr_meta_watch(struct tsr_meta *m, const char *prefix, uint64_t since_rev,
 		}
 		if (*n > 0)
 			return 0;
-		left = deadline - meta_now_ms();
+		left = deadline - tsr_mono_ms();
 		if (left <= 0)
 			return 0;
 		if (m->ops->wait) {

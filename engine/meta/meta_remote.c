@@ -40,7 +40,7 @@ struct remote_meta {
 static int wait_fd(int fd, short events, int64_t deadline)
 {
 	struct pollfd pfd = { .fd = fd, .events = events };
-	int64_t left = deadline - meta_now_ms();
+	int64_t left = deadline - tsr_mono_ms();
 	int n;
 
 	if (left <= 0)
@@ -121,7 +121,7 @@ static int connect_tcp(const char *hostport, int64_t deadline, int *fd_out)
 			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
 			int64_t left;
 
-			while ((left = deadline - meta_now_ms()) > 0 &&
+			while ((left = deadline - tsr_mono_ms()) > 0 &&
 			       poll(&pfd, 1, (int)left) < 0 && errno == EINTR)
 				;
 			if (left <= 0 || !(pfd.revents & (POLLOUT | POLLERR | POLLHUP)))
@@ -240,7 +240,7 @@ static int reconnect(struct remote_meta *r, int64_t deadline)
 static int call(struct remote_meta *r, Tessera__Meta__Request *req,
 		Tessera__Meta__Response **resp)
 {
-	int64_t deadline = meta_now_ms() + r->timeout_ms;
+	int64_t deadline = tsr_mono_ms() + r->timeout_ms;
 	int ret;
 
 	*resp = NULL;
@@ -326,7 +326,7 @@ static int remote_range(void *ctx, const char *prefix, struct tsr_meta_kv **out,
 			uint64_t *rev)
 {
 	struct remote_meta *r = ctx;
-	int64_t deadline = meta_now_ms() + r->timeout_ms;
+	int64_t deadline = tsr_mono_ms() + r->timeout_ms;
 	Tessera__Meta__Request req = TESSERA__META__REQUEST__INIT;
 	Tessera__Meta__Range range = TESSERA__META__RANGE__INIT;
 	Tessera__Meta__Response *resp;
@@ -357,7 +357,7 @@ static int remote_range(void *ctx, const char *prefix, struct tsr_meta_kv **out,
 			last[0] = '\0';
 			more = true;
 			tessera__meta__response__free_unpacked(resp, NULL);
-			if (meta_now_ms() >= deadline) {
+			if (tsr_mono_ms() >= deadline) {
 				ret = -ETIMEDOUT;
 				goto err;
 			}
@@ -560,7 +560,7 @@ int tsr_meta_open_remote(const char *hostport, const char *token, int timeout_ms
 		ret = -ENOMEM;
 		goto err;
 	}
-	ret = reconnect(r, meta_now_ms() + r->timeout_ms);
+	ret = reconnect(r, tsr_mono_ms() + r->timeout_ms);
 	if (ret)
 		goto err;
 	return tsr_meta_new(&remote_ops, r, out);

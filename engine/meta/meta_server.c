@@ -35,7 +35,7 @@
 struct meta_conn {
 	int fd;
 	char peer[64];          /* "ADDR:PORT" for log lines */
-	int64_t adopted;        /* meta_now_ms() when handed over */
+	int64_t adopted;        /* tsr_mono_ms() when handed over */
 	bool authenticated;     /* after a Hello with the right token */
 	bool close_after_reply; /* refused: say why, then close */
 	uint8_t magic[4];
@@ -107,7 +107,7 @@ static void conn_add(struct tsr_meta_server *srv, int fd)
 		return;
 	}
 	c->fd = fd;
-	c->adopted = meta_now_ms();
+	c->adopted = tsr_mono_ms();
 	snprintf(c->peer, sizeof(c->peer), "%s:%d", addr, port);
 	srv->conns[srv->n_conns++] = c;
 }
@@ -424,7 +424,7 @@ static void *server_thread(void *arg)
 			tsr_error("meta: poll: %s", strerror(errno));
 			continue;
 		}
-		now = meta_now_ms();
+		now = tsr_mono_ms();
 		/* backwards: conn_close moves the last connection into slot i */
 		for (unsigned i = n; i-- > 0;) {
 			struct meta_conn *c = srv->conns[i];

@@ -52,7 +52,7 @@
 struct lease {
 	uint64_t id;
 	uint32_t ttl_ms;
-	int64_t deadline; /* meta_now_ms() after which the lease has lapsed */
+	int64_t deadline; /* tsr_mono_ms() after which the lease has lapsed */
 };
 
 struct sqlite_meta {
@@ -337,7 +337,7 @@ static int lease_add(struct sqlite_meta *s, uint64_t id, uint32_t ttl_ms)
 		s->cap_leases = cap;
 	}
 	s->leases[s->n_leases++] = (struct lease){ .id = id, .ttl_ms = ttl_ms,
-						   .deadline = meta_now_ms() + ttl_ms };
+						   .deadline = tsr_mono_ms() + ttl_ms };
 	return 0;
 }
 
@@ -406,7 +406,7 @@ out:
 /* Delete the keys of every lapsed lease.  Errors are logged; retried next call. */
 static void reap(struct sqlite_meta *s)
 {
-	int64_t now = meta_now_ms();
+	int64_t now = tsr_mono_ms();
 
 	for (size_t i = 0; i < s->n_leases;) {
 		if (s->leases[i].deadline <= now) {
@@ -656,11 +656,11 @@ out:
 static int sqlite_wait(void *ctx, uint64_t rev, int timeout_ms)
 {
 	struct sqlite_meta *s = ctx;
-	int64_t deadline = meta_now_ms() + timeout_ms;
+	int64_t deadline = tsr_mono_ms() + timeout_ms;
 
 	pthread_mutex_lock(&s->lock);
 	for (;;) {
-		int64_t now = meta_now_ms(), until;
+		int64_t now = tsr_mono_ms(), until;
 		struct timespec ts;
 
 		reap(s); /* a lapsing lease is a change too */
@@ -692,7 +692,7 @@ static int sqlite_lease_grant(void *ctx, uint32_t ttl_ms, uint64_t *id)
 	/* random ids: a holder of a lease from an older store cannot renew a new one */
 	do {
 		if (getrandom(&v, sizeof(v), 0) != sizeof(v))
-			v = (uint64_t)meta_now_ms() * 0x9e3779b97f4a7c15ull;
+			v = (uint64_t)tsr_mono_ms() * 0x9e3779b97f4a7c15ull;
 		v &= INT64_MAX; /* SQLite integers are signed */
 	} while (v == 0 || lease_find(s, v));
 	ret = prep(s, "INSERT INTO leases(id, ttl_ms) VALUES (?, ?)", &st);
@@ -724,7 +724,7 @@ static int sqlite_lease_keepalive(void *ctx, uint64_t id)
 	reap(s);
 	l = lease_find(s, id);
 	if (l) {
-		l->deadline = meta_now_ms() + l->ttl_ms;
+		l->deadline = tsr_mono_ms() + l->ttl_ms;
 		ret = 0;
 	}
 	pthread_mutex_unlock(&s->lock);

@@ -287,17 +287,17 @@ static void test_watch_wait(void **state)
 	pthread_t th;
 	size_t n = 7;
 
-	t0 = meta_now_ms();
+	t0 = tsr_mono_ms();
 	assert_int_equal(tsr_meta_watch(m, "w/", 0, 250, &kvs, &n, &rev), 0);
-	elapsed = meta_now_ms() - t0;
+	elapsed = tsr_mono_ms() - t0;
 	assert_int_equal(n, 0);
 	assert_true(elapsed >= 240);
 	assert_int_equal(rev, 0);
 	/* a change made on the meta node wakes a remote watcher */
 	assert_int_equal(pthread_create(&th, NULL, delayed_put_thread, &d), 0);
-	t0 = meta_now_ms();
+	t0 = tsr_mono_ms();
 	assert_int_equal(tsr_meta_watch(m, "w/", rev, 5000, &kvs, &n, &rev), 0);
-	elapsed = meta_now_ms() - t0;
+	elapsed = tsr_mono_ms() - t0;
 	pthread_join(th, NULL);
 	assert_int_equal(n, 1);
 	assert_string_equal(kvs[0].key, "w/late");
@@ -496,9 +496,9 @@ static void test_timeout(void **state)
 	assert_int_equal(listen(fd, 8), 0); /* the kernel completes connects; nobody reads */
 	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
 	snprintf(hp, sizeof(hp), "127.0.0.1:%d", ntohs(sin.sin_port));
-	t0 = meta_now_ms();
+	t0 = tsr_mono_ms();
 	assert_int_equal(tsr_meta_open_remote(hp, TOKEN, 300, &m), -ETIMEDOUT);
-	elapsed = meta_now_ms() - t0;
+	elapsed = tsr_mono_ms() - t0;
 	assert_null(m);
 	assert_true(elapsed >= 290 && elapsed < 3000);
 	close(fd);

@@ -275,12 +275,12 @@ static void test_watch_timeout(void **state)
 	struct fixture *f = *state;
 	struct tsr_meta_kv *ev = NULL;
 	uint64_t rev = current_rev(f->m), rev2 = 0;
-	int64_t t0 = meta_now_ms(), elapsed;
+	int64_t t0 = tsr_mono_ms(), elapsed;
 	size_t n = 7;
 
 	put(f->m, "elsewhere", "x"); /* a change outside the prefix does not end the wait */
 	assert_int_equal(tsr_meta_watch(f->m, "w/", rev, 200, &ev, &n, &rev2), 0);
-	elapsed = meta_now_ms() - t0;
+	elapsed = tsr_mono_ms() - t0;
 	assert_int_equal(n, 0);
 	assert_null(ev);
 	assert_true(elapsed >= 190);
@@ -308,13 +308,13 @@ static void test_watch_wakes(void **state)
 	struct delayed_put d = { .m = f->m, .delay_ms = 100, .key = "w/late" };
 	struct tsr_meta_kv *ev = NULL;
 	uint64_t rev = current_rev(f->m);
-	int64_t t0 = meta_now_ms(), elapsed;
+	int64_t t0 = tsr_mono_ms(), elapsed;
 	pthread_t th;
 	size_t n = 0;
 
 	assert_int_equal(pthread_create(&th, NULL, delayed_put_thread, &d), 0);
 	assert_int_equal(tsr_meta_watch(f->m, "w/", rev, 5000, &ev, &n, &rev), 0);
-	elapsed = meta_now_ms() - t0;
+	elapsed = tsr_mono_ms() - t0;
 	pthread_join(th, NULL);
 	assert_int_equal(n, 1);
 	assert_string_equal(ev[0].key, "w/late");
