@@ -115,14 +115,6 @@ static void conn_close(struct conn *c);
 
 /* ---- worker pool ------------------------------------------------------- */
 
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static void *worker_main(void *arg)
 {
 	struct csi_server *s = arg;
@@ -143,15 +135,15 @@ static void *worker_main(void *arg)
 			s->todo_tail = NULL;
 		pthread_mutex_unlock(&s->mu);
 
-		t0 = now_ms();
+		t0 = tsr_mono_ns() / 1e6;
 		csi_method_run(&j->call, j->method, j->body, j->len, &j->reply, &j->reply_len);
 		if (j->call.code == GRPC_OK)
 			tsr_info("csi: %s%s%s: OK (%.1f ms)", j->method->name,
-				 j->call.volume[0] ? " " : "", j->call.volume, now_ms() - t0);
+				 j->call.volume[0] ? " " : "", j->call.volume, tsr_mono_ns() / 1e6 - t0);
 		else
 			tsr_info("csi: %s%s%s: %s: %s (%.1f ms)", j->method->name,
 				 j->call.volume[0] ? " " : "", j->call.volume,
-				 grpc_code_name(j->call.code), j->call.message, now_ms() - t0);
+				 grpc_code_name(j->call.code), j->call.message, tsr_mono_ns() / 1e6 - t0);
 		free(j->body);
 		j->body = NULL;
 

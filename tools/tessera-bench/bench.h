@@ -338,6 +338,4 @@ struct bench_job_arg {
 };
 void *bench_job_thread(void *arg);
 
-uint64_t bench_now_ns(void);
-
 #endif

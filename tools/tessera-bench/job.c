@@ -52,14 +52,6 @@ struct job_ctx {
 	bool dir_used[BENCH_NDDIR];   /* I/O of that direction completed in the timed phase */
 };
 
-uint64_t bench_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void job_fail(struct job_ctx *c, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -79,7 +71,7 @@ static void io_complete(void *cb_arg, struct bench_io *io, int res)
 {
 	struct job_ctx *c = cb_arg;
 	struct bench_dir_stats *s = &c->job->result.dir[io->ddir];
-	uint64_t now = bench_now_ns();
+	uint64_t now = tsr_mono_ns();
 
 	c->inflight--;
 	if (c->genmap)
@@ -171,7 +163,7 @@ static int issue(struct job_ctx *c, enum bench_ddir d, uint64_t block, uint8_t v
 	/* fio's clat starts once the I/O is handed over: after the send for
 	 * engines that send in queue(), after submit() for the others */
 	if (c->eng->queue_sends)
-		io->submit_ns = bench_now_ns();
+		io->submit_ns = tsr_mono_ns();
 	c->batch[c->n_batch++] = io;
 	return 0;
 }
@@ -189,7 +181,7 @@ static int submit_batch(struct job_ctx *c)
 			 c->eng->strerror && c->eng->strerror(c->t) ? c->eng->strerror(c->t) :
 								      strerror(-ret));
 	} else if (!c->eng->queue_sends) {
-		uint64_t now = bench_now_ns();
+		uint64_t now = tsr_mono_ns();
 
 		for (unsigned i = 0; i < c->n_batch; i++)
 			c->batch[i]->submit_ns = now;
@@ -218,7 +210,7 @@ static bool stopping(struct job_ctx *c)
 static void run_main(struct job_ctx *c, uint64_t *count_start, uint64_t *count_end)
 {
 	const struct bench_opts *o = c->o;
-	uint64_t start = bench_now_ns(), now = start;
+	uint64_t start = tsr_mono_ns(), now = start;
 	uint64_t ramp_end = start + o->ramp_ns, deadline = UINT64_MAX;
 	unsigned tries;
 
@@ -266,14 +258,14 @@ static void run_main(struct job_ctx *c, uint64_t *count_start, uint64_t *count_e
 			if (stopping(c) || now >= deadline ||
 			    (c->counting && !o->time_based && c->issued_bytes >= c->limit_bytes))
 				break;
-			now = bench_now_ns();
+			now = tsr_mono_ns();
 			continue;
 		}
 		if (reap(c))
 			break;
-		now = bench_now_ns();
+		now = tsr_mono_ns();
 	}
-	*count_end = bench_now_ns();
+	*count_end = tsr_mono_ns();
 	if (*count_start == 0)
 		*count_start = *count_end; /* stopped during the ramp */
 }
@@ -281,7 +273,7 @@ static void run_main(struct job_ctx *c, uint64_t *count_start, uint64_t *count_e
 /* Read back every block the job wrote and check it.  Returns the time spent. */
 static uint64_t run_verify(struct job_ctx *c)
 {
-	uint64_t start = bench_now_ns(), block = 0;
+	uint64_t start = tsr_mono_ns(), block = 0;
 
 	atomic_store(&c->job->state, BENCH_JOB_VERIFYING);
 	c->counting = true;
@@ -291,7 +283,7 @@ static uint64_t run_verify(struct job_ctx *c)
 				block++;
 				continue;
 			}
-			if (issue(c, BENCH_READ, block, 2, true, bench_now_ns()))
+			if (issue(c, BENCH_READ, block, 2, true, tsr_mono_ns()))
 				break;
 			block++;
 		}
@@ -301,7 +293,7 @@ static uint64_t run_verify(struct job_ctx *c)
 		if (c->inflight && reap(c))
 			break;
 	}
-	return bench_now_ns() - start;
+	return tsr_mono_ns() - start;
 }
 
 /* Work out this clone's region from the target's size.  0 or -EINVAL. */
@@ -445,7 +437,7 @@ void *bench_job_thread(void *arg)
 	if (atomic_load(&a->run->abort))
 		goto out;
 	getrusage(RUSAGE_THREAD, &ru0);
-	t0 = bench_now_ns();
+	t0 = tsr_mono_ns();
 	run_main(&c, &count_start, &count_end);
 	for (int d = 0; d < BENCH_NDDIR; d++)
 		if (c.dir_used[d])
@@ -455,7 +447,7 @@ void *bench_job_thread(void *arg)
 		r->dir[BENCH_READ].runtime_ns += verify_ns;
 	}
 	getrusage(RUSAGE_THREAD, &ru1);
-	r->elapsed_ns = bench_now_ns() - t0;
+	r->elapsed_ns = tsr_mono_ns() - t0;
 	if (r->elapsed_ns) {
 		r->usr_cpu = 100.0 * (double)(tv_ns(&ru1.ru_utime) - tv_ns(&ru0.ru_utime)) /
 			     (double)r->elapsed_ns;

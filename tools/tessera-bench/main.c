@@ -266,7 +266,7 @@ static bool all_done(const struct bench_run *run)
 
 static void monitor_run(struct monitor *m)
 {
-	uint64_t start = bench_now_ns(), next_sample = start + SAMPLE_NS;
+	uint64_t start = tsr_mono_ns(), next_sample = start + SAMPLE_NS;
 	uint64_t next_progress = start + PROGRESS_NS;
 
 	m->last_t = start;
@@ -278,7 +278,7 @@ static void monitor_run(struct monitor *m)
 		nanosleep(&ts, NULL);
 		if (g_signalled)
 			atomic_store(&m->run->stop, 1);
-		now = bench_now_ns();
+		now = tsr_mono_ns();
 		if (now >= next_sample) {
 			take_samples(m, now);
 			next_sample += SAMPLE_NS;

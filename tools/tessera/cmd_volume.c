@@ -397,14 +397,6 @@ static int print_replaced(const struct cli *cli, const Tessera__Admin__Response 
 
 /* ---- status, --watch, --until-synced ---------------------------------- */
 
-static double now_sec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* Sleep ms, cut short by a signal. */
 static void nap(unsigned ms)
 {
@@ -518,7 +510,7 @@ static int status_loop(const struct cli *cli, const struct status_opts *o)
 {
 	struct poller p = { .cli = cli };
 	bool tty = isatty(STDOUT_FILENO) && !cli->json;
-	double start = now_sec();
+	double start = tsr_mono_ns() / 1e9;
 	char last_line[1024] = "", line[1024];
 	int ret = 0, err;
 
@@ -570,7 +562,7 @@ static int status_loop(const struct cli *cli, const struct status_opts *o)
 			tessera__admin__response__free_unpacked(resp, NULL);
 			break;
 		}
-		if (o->until_synced && o->timeout && now_sec() - start >= (double)o->timeout) {
+		if (o->until_synced && o->timeout && tsr_mono_ns() / 1e9 - start >= (double)o->timeout) {
 			if (resp && !o->watch)
 				print_one_status(cli, resp->volume_status, false);
 			cli_error("volume %s: not every copy is in sync after %lu s (%s)", o->name,
