@@ -92,14 +92,6 @@ static _Atomic uint64_t g_failed;
 static unsigned char *g_inflight; /* one byte per block: a write is in flight */
 static uint64_t g_deadline_ns;    /* --duration: stop submitting then (0: never) */
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* One writer connection: its own libnbd handle and the blocks b with
  * b % nconns == index, so no two connections ever race on a block. */
 struct writer {
@@ -183,7 +175,7 @@ static int write_done(void *user_data, int *error)
 {
 	struct slot *s = user_data;
 	char line[128];
-	uint64_t ack_ns = now_ns();
+	uint64_t ack_ns = tsr_mono_ns();
 	int n;
 
 	s->busy = false;
@@ -237,7 +229,7 @@ static void *writer_run(void *arg)
 		slots[i].buf = tsr_alloc_aligned(BLK);
 
 	for (;;) {
-		bool stopping = g_deadline_ns && now_ns() >= g_deadline_ns;
+		bool stopping = g_deadline_ns && (uint64_t)tsr_mono_ns() >= g_deadline_ns;
 		unsigned busy = 0;
 
 		for (i = 0; i < w->qd; i++) {
@@ -257,7 +249,7 @@ static void *writer_run(void *arg)
 			fill_block(s->buf, s->offset, s->seq);
 			if (fua && rng_next(&w->seed) % 8 == 0)
 				flags |= LIBNBD_CMD_FLAG_FUA;
-			s->submit_ns = now_ns();
+			s->submit_ns = tsr_mono_ns();
 			if (nbd_aio_pwrite(h, s->buf, BLK, s->offset,
 					   (nbd_completion_callback){ .callback = write_done,
 								      .user_data = s },
@@ -654,7 +646,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
 			seed = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--duration") && i + 1 < argc)
-			g_deadline_ns = now_ns() + strtoull(argv[++i], NULL, 0) * 1000000000ull;
+			g_deadline_ns = tsr_mono_ns() + strtoull(argv[++i], NULL, 0) * 1000000000ull;
 		else
 			usage();
 	}

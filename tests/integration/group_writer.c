@@ -24,6 +24,8 @@
 
 #include <libnbd.h>
 
+#include "tessera/common.h"
+
 #define BS 4096u
 #define MAGIC "TSRGRP01"
 
@@ -60,18 +62,10 @@ static int64_t parse(const uint8_t *b, uint32_t block)
 	return memcmp(want, b, BS) == 0 ? (int64_t)c : -1;
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static int do_write(int argc, char **argv)
 {
 	unsigned n = (unsigned)(argc - 7), blocks = (unsigned)strtoul(argv[4], NULL, 10);
-	double end = now_s() + strtod(argv[3], NULL);
+	double end = (double)tsr_mono_ns() / 1e9 + strtod(argv[3], NULL);
 	uint64_t rnd = strtoull(argv[5], NULL, 10) * 2654435761u + 1;
 	uint64_t base = strtoull(argv[6], NULL, 10), c = base;
 	struct nbd_handle **h = calloc(n, sizeof(*h));
@@ -90,7 +84,7 @@ static int do_write(int argc, char **argv)
 			return 1;
 		}
 	}
-	while (now_s() < end) {
+	while ((double)tsr_mono_ns() / 1e9 < end) {
 		uint32_t vol, block;
 
 		rnd ^= rnd << 13;

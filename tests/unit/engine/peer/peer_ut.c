@@ -203,14 +203,6 @@ static int sem_wait_ms(sem_t *s, unsigned ms)
 	return sem_timedwait(s, &ts);
 }
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* ---- a client and synchronous requests from the test thread ---- */
 
 struct cli {
@@ -1158,10 +1150,10 @@ static void test_timeout(void **state)
 	uint64_t h, t0;
 
 	cli_make(e, &k, TOKEN, port, 300);
-	t0 = mono_ms();
+	t0 = tsr_mono_ms();
 	assert_int_equal(p_open(e, &k, "v", 1, &h), -ETIMEDOUT);
-	assert_true(mono_ms() - t0 >= 250);
-	assert_true(mono_ms() - t0 < 3000);
+	assert_true(tsr_mono_ms() - t0 >= 250);
+	assert_true(tsr_mono_ms() - t0 < 3000);
 	assert_int_equal(k.fails, 1);
 	assert_int_equal(k.fail_err, -ETIMEDOUT);
 	assert_int_equal(p_open(e, &k, "v", 1, &h), -ENOTCONN);

@@ -50,14 +50,6 @@
 
 static char g_certs[SITE_CERTS_DIR_MAX];
 
-static uint64_t ms_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* ---- the fake target ---- */
 
 struct target {
@@ -302,12 +294,12 @@ static void *target_main(void *arg)
 			continue;
 		fd = accept4(tg->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd >= 0) {
-			uint64_t t0 = ms_now();
+			uint64_t t0 = tsr_mono_ms();
 
 			serve(tg, fd, &rx);
 			if (getenv("SITE_UT_TRACE"))
 				fprintf(stderr, "fake target: connection served %llu ms\n",
-					(unsigned long long)(ms_now() - t0));
+					(unsigned long long)(tsr_mono_ms() - t0));
 		}
 	}
 	tsr_site_rx_fini(&rx);
@@ -622,7 +614,7 @@ static bool caught_up(struct env *e, struct tsr_site_source_stats *st)
  */
 static void wait_caught_up(struct env *e, struct tsr_site_source_stats *st)
 {
-	uint64_t t0 = ms_now();
+	uint64_t t0 = tsr_mono_ms();
 
 	for (;;) {
 		if (caught_up(e, st)) {
@@ -630,7 +622,7 @@ static void wait_caught_up(struct env *e, struct tsr_site_source_stats *st)
 			if (caught_up(e, st))
 				break;
 		}
-		if (ms_now() - t0 > 60000) {
+		if (tsr_mono_ms() - t0 > 60000) {
 			fprintf(stderr,
 				"not caught up: state %s next %llu sent %llu acked %llu "
 				"log %llu dirty %llu error '%s'\n",
@@ -826,11 +818,11 @@ static void test_reply_before_send(void **state)
 	p.e = e;
 	assert_non_null(p.buf = tsr_alloc_aligned(BS));
 	fill(p.buf, BS, 7, 0);
-	for (t0 = ms_now();; usleep(5000)) { /* the session up */
+	for (t0 = tsr_mono_ms();; usleep(5000)) { /* the session up */
 		stats(e, &st);
 		if (st.state == TSR_SITE_STREAMING)
 			break;
-		assert_true(ms_now() - t0 < 20000);
+		assert_true(tsr_mono_ms() - t0 < 20000);
 	}
 	for (int round = 0; round < 3; round++) {
 		uint64_t seq_before;
@@ -839,18 +831,18 @@ static void test_reply_before_send(void **state)
 		seq_before = st.next_seq;
 		atomic_store(&p.done, false);
 		assert_int_equal(tsr_worker_send(e->w, probe_issue, &p), 0);
-		for (t0 = ms_now(); !atomic_load(&p.done); usleep(1000))
-			assert_true(ms_now() - t0 < 20000);
+		for (t0 = tsr_mono_ms(); !atomic_load(&p.done); usleep(1000))
+			assert_true(tsr_mono_ms() - t0 < 20000);
 		assert_int_equal(p.status, 0);
 		assert_int_equal(p.at_reply, p.at_ack); /* nothing sent before the reply */
 		/* the published figures may still be those of before the write
 		 * (they are published at the end of the pass): wait for them to
 		 * show the write, then for it to be acknowledged */
-		for (t0 = ms_now();; usleep(1000)) {
+		for (t0 = tsr_mono_ms();; usleep(1000)) {
 			stats(e, &st);
 			if (st.next_seq > seq_before)
 				break;
-			assert_true(ms_now() - t0 < 20000);
+			assert_true(tsr_mono_ms() - t0 < 20000);
 		}
 		wait_caught_up(e, &st);
 		assert_true(st.tls_writes > p.at_reply); /* and the write was sent after */
@@ -865,7 +857,7 @@ static void paused_round(struct env *e, uint64_t base_block, uint32_t fill_id)
 {
 	struct tsr_site_source_stats st;
 	struct wreq r[32];
-	uint64_t t0 = ms_now();
+	uint64_t t0 = tsr_mono_ms();
 	unsigned i, j;
 
 	tsr_site_source_pause(e->s, true);
@@ -873,7 +865,7 @@ static void paused_round(struct env *e, uint64_t base_block, uint32_t fill_id)
 		stats(e, &st);
 		if (st.state == TSR_SITE_PAUSED)
 			break;
-		assert_true(ms_now() - t0 < 20000);
+		assert_true(tsr_mono_ms() - t0 < 20000);
 		usleep(5000);
 	}
 	for (j = 0; j < 8; j++) {
@@ -1013,13 +1005,13 @@ static void test_overflow(void **state)
 	/* far more than the log bound, over more regions (16 MiB) than the send
 	 * window lets go unACKed: the sync cannot finish while the target waits */
 	random_writes(e, 3000, 0, 16 * MIB, 8, &seed);
-	t0 = ms_now();
+	t0 = tsr_mono_ms();
 	do {
 		stats(e, &st);
 		if (st.overflows >= 1 && st.state == TSR_SITE_BEHIND)
 			break;
 		usleep(5000);
-	} while (ms_now() - t0 < 20000);
+	} while (tsr_mono_ms() - t0 < 20000);
 	assert_true(st.overflows >= 1);
 	assert_int_equal(st.state, TSR_SITE_BEHIND);
 	assert_true(st.dirty_bytes > 0);
@@ -1061,8 +1053,8 @@ static void test_reconnect(void **state)
 			if (i == 3) /* the second time the target says it restarted uncleanly */
 				atomic_store(&e->tg.replay, true);
 			atomic_store(&e->tg.drop, true);
-			t0 = ms_now();
-			while (atomic_load(&e->tg.drop) && ms_now() - t0 < 10000)
+			t0 = tsr_mono_ms();
+			while (atomic_load(&e->tg.drop) && tsr_mono_ms() - t0 < 10000)
 				usleep(1000);
 		}
 	}
@@ -1094,11 +1086,11 @@ static void test_demote(void **state)
 	fill(r[0].buf, BS, 5, 0);
 	o = source_opts(e, addr, sizeof(addr));
 	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
-	t0 = ms_now();
+	t0 = tsr_mono_ms();
 	do {
 		stats(e, &st);
 		usleep(5000);
-	} while (st.state != TSR_SITE_SPLIT && ms_now() - t0 < 20000);
+	} while (st.state != TSR_SITE_SPLIT && tsr_mono_ms() - t0 < 20000);
 	assert_int_equal(st.state, TSR_SITE_SPLIT);
 	assert_int_equal(atomic_load(&e->demoted_calls), 1);
 	assert_non_null(strstr(e->demoted_why, "promoted"));
@@ -1194,7 +1186,7 @@ static void test_prefix_at_pause(void **state)
 		}
 		assert_int_equal(run_writes(e, r, 32, hist, &nhist), 0);
 		if (++round % 12 == 0 && pauses < 5) {
-			uint64_t t0 = ms_now(), stable = 0;
+			uint64_t t0 = tsr_mono_ms(), stable = 0;
 
 			tsr_site_source_pause(e->s, true);
 			/* writes go on locally while paused */
@@ -1221,7 +1213,7 @@ static void test_prefix_at_pause(void **state)
 						break;
 					stable = st.sent_seq + 1;
 				}
-				assert_true(ms_now() - t0 < 20000);
+				assert_true(tsr_mono_ms() - t0 < 20000);
 				usleep(30000);
 			}
 			assert_true(st.log_entries > 0); /* the paused writes wait */
@@ -1265,12 +1257,12 @@ static void test_drop_during_sync(void **state)
 	o.initial_copy = true;
 	o.max_bps = 16 * MIB; /* about a second for the copy */
 	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
-	t0 = ms_now();
+	t0 = tsr_mono_ms();
 	do {
 		usleep(2000);
 		stats(e, &st);
 	} while (!(st.state == TSR_SITE_SYNCING && st.sync_done_bytes >= 3 * MIB) &&
-		 ms_now() - t0 < 20000);
+		 tsr_mono_ms() - t0 < 20000);
 	assert_int_equal(st.state, TSR_SITE_SYNCING);
 	random_writes(e, 100, 0, e->size, 8, &seed); /* logged during the sync */
 	atomic_store(&e->tg.drop, true);
@@ -1306,11 +1298,11 @@ static void test_bandwidth_cap(void **state)
 		assert_non_null(r[i].buf = tsr_alloc_aligned(r[i].len));
 		fill(r[i].buf, r[i].len, 40 + i, r[i].off);
 	}
-	t0 = ms_now();
+	t0 = tsr_mono_ms();
 	assert_int_equal(run_writes(e, r, 16, NULL, NULL), 0);
 	wait_caught_up(e, &st);
-	fprintf(stderr, "4 MiB at a 4 MiB/s cap: %llu ms\n", (unsigned long long)(ms_now() - t0));
-	assert_true(ms_now() - t0 >= 800);
+	fprintf(stderr, "4 MiB at a 4 MiB/s cap: %llu ms\n", (unsigned long long)(tsr_mono_ms() - t0));
+	assert_true(tsr_mono_ms() - t0 >= 800);
 	assert_int_equal(st.bytes_shipped, 4 * MIB);
 	assert_volumes_equal(e);
 	for (i = 0; i < 16; i++)
@@ -1331,11 +1323,11 @@ static void test_wrong_peer_name(void **state)
 	o = source_opts(e, addr, sizeof(addr));
 	o.peer_name = "mallory.site.test";
 	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
-	t0 = ms_now();
+	t0 = tsr_mono_ms();
 	do {
 		usleep(10000);
 		stats(e, &st);
-	} while (strstr(st.last_error, "TLS") == NULL && ms_now() - t0 < 20000);
+	} while (strstr(st.last_error, "TLS") == NULL && tsr_mono_ms() - t0 < 20000);
 	assert_non_null(strstr(st.last_error, "TLS handshake"));
 	assert_int_equal(st.state, TSR_SITE_CONNECTING);
 	assert_int_equal(st.bytes_shipped, 0);
