@@ -11,50 +11,8 @@
 #include <stddef.h>
 
 #include <cmocka.h>
-#include <sqlite3.h>
 
 #include "store_test.h"
-
-struct env {
-	char dir[512];
-	struct tsr_store *store;
-};
-
-static int setup(void **state)
-{
-	struct env *e = calloc(1, sizeof(*e));
-
-	if (e == NULL || scratch_dir(e->dir, sizeof(e->dir)))
-		return -1;
-	if (tsr_store_open(e->dir, &(struct tsr_store_opts){0}, &e->store))
-		return -1;
-	*state = e;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct env *e = *state;
-
-	tsr_store_close(e->store);
-	rm_rf(e->dir);
-	free(e);
-	return 0;
-}
-
-static int sql(const char *dir, const char *stmt)
-{
-	char path[PATH_MAX];
-	sqlite3 *db;
-	int rc;
-
-	snprintf(path, sizeof(path), "%s/store.db", dir);
-	if (sqlite3_open(path, &db) != SQLITE_OK)
-		return -1;
-	rc = sqlite3_exec(db, stmt, NULL, NULL, NULL);
-	sqlite3_close(db);
-	return rc == SQLITE_OK ? 0 : -1;
-}
 
 /* tsr_store_vol_ec_chunk as a value: 1, 0, or the -errno it returned */
 static int ec_chunk(struct tsr_store *store, const char *name)
@@ -65,7 +23,7 @@ static int ec_chunk(struct tsr_store *store, const char *name)
 	return ret ? ret : chunk;
 }
 
-static int reopen(struct env *e)
+static int reopen(struct store_env *e)
 {
 	tsr_store_close(e->store);
 	e->store = NULL;
@@ -74,7 +32,7 @@ static int reopen(struct env *e)
 
 static void test_create_and_reopen(void **state)
 {
-	struct env *e = *state;
+	struct store_env *e = *state;
 	struct tsr_vol_info info;
 	struct tsr_svol *v;
 
@@ -107,24 +65,24 @@ static void test_create_and_reopen(void **state)
 /* Clearing the flag behind the store's back breaks the row checksum. */
 static void test_flag_in_row_crc(void **state)
 {
-	struct env *e = *state;
+	struct store_env *e = *state;
 	struct tsr_store *s2 = NULL;
 
 	assert_int_equal(tsr_store_vol_create_flags(e->store, "c", 64 * BS, TSR_VOL_EC_CHUNK,
 						    NULL), 0);
 	tsr_store_close(e->store);
 	e->store = NULL;
-	assert_int_equal(sql(e->dir, "UPDATE volumes SET flags = 0 WHERE name = 'c'"), 0);
+	assert_int_equal(store_sql(e->dir, "UPDATE volumes SET flags = 0 WHERE name = 'c'"), 0);
 	assert_int_equal(tsr_store_open(e->dir, &(struct tsr_store_opts){0}, &s2), -EUCLEAN);
 	assert_null(s2);
-	assert_int_equal(sql(e->dir, "UPDATE volumes SET flags = 4 WHERE name = 'c'"), 0);
+	assert_int_equal(store_sql(e->dir, "UPDATE volumes SET flags = 4 WHERE name = 'c'"), 0);
 	assert_int_equal(tsr_store_open(e->dir, &(struct tsr_store_opts){0}, &e->store), 0);
 	assert_int_equal(ec_chunk(e->store, "c"), 1);
 }
 
 static void test_clones_inherit(void **state)
 {
-	struct env *e = *state;
+	struct store_env *e = *state;
 
 	assert_int_equal(tsr_store_vol_create_flags(e->store, "c", 64 * BS, TSR_VOL_EC_CHUNK,
 						    NULL), 0);
@@ -158,7 +116,7 @@ static void test_clones_inherit(void **state)
 /* A rollback marks the row while it runs and clears only its own bit. */
 static void test_rollback_keeps_flag(void **state)
 {
-	struct env *e = *state;
+	struct store_env *e = *state;
 
 	assert_int_equal(tsr_store_vol_create_flags(e->store, "c", 64 * BS, TSR_VOL_EC_CHUNK,
 						    NULL), 0);
@@ -172,10 +130,10 @@ static void test_rollback_keeps_flag(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_create_and_reopen, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_flag_in_row_crc, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_clones_inherit, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_rollback_keeps_flag, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_and_reopen, store_env_setup, store_env_teardown),
+		cmocka_unit_test_setup_teardown(test_flag_in_row_crc, store_env_setup, store_env_teardown),
+		cmocka_unit_test_setup_teardown(test_clones_inherit, store_env_setup, store_env_teardown),
+		cmocka_unit_test_setup_teardown(test_rollback_keeps_flag, store_env_setup, store_env_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,54 +9,12 @@
 #include <stddef.h>
 
 #include <cmocka.h>
-#include <sqlite3.h>
 
 #include "store_test.h"
 
-struct env {
-	char dir[512];
-	struct tsr_store *store;
-};
-
-static int setup(void **state)
-{
-	struct env *e = calloc(1, sizeof(*e));
-
-	if (e == NULL || scratch_dir(e->dir, sizeof(e->dir)))
-		return -1;
-	if (tsr_store_open(e->dir, &(struct tsr_store_opts){0}, &e->store))
-		return -1;
-	*state = e;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct env *e = *state;
-
-	tsr_store_close(e->store);
-	rm_rf(e->dir);
-	free(e);
-	return 0;
-}
-
-static int sql(const char *dir, const char *stmt)
-{
-	char path[PATH_MAX];
-	sqlite3 *db;
-	int rc;
-
-	snprintf(path, sizeof(path), "%s/store.db", dir);
-	if (sqlite3_open(path, &db) != SQLITE_OK)
-		return -1;
-	rc = sqlite3_exec(db, stmt, NULL, NULL, NULL);
-	sqlite3_close(db);
-	return rc == SQLITE_OK ? 0 : -1;
-}
-
 static void test_set_get(void **state)
 {
-	struct env *e = *state;
+	struct store_env *e = *state;
 	struct tsr_svol *v, *v2;
 
 	assert_int_equal(tsr_store_vol_create(e->store, "v", 64 * BS, NULL), 0);
@@ -77,7 +35,7 @@ static void test_set_get(void **state)
 
 static void test_lower_is_stale(void **state)
 {
-	struct env *e = *state;
+	struct store_env *e = *state;
 	struct tsr_svol *v;
 
 	assert_int_equal(tsr_store_vol_create(e->store, "v", 64 * BS, NULL), 0);
@@ -94,7 +52,7 @@ static void test_lower_is_stale(void **state)
 
 static void test_persists(void **state)
 {
-	struct env *e = *state;
+	struct store_env *e = *state;
 	struct tsr_svol *v;
 
 	assert_int_equal(tsr_store_vol_create(e->store, "a", 64 * BS, NULL), 0);
@@ -115,16 +73,16 @@ static void test_persists(void **state)
 /* The epoch is covered by the row CRC: lowering it behind our back is caught. */
 static void test_epoch_in_row_crc(void **state)
 {
-	struct env *e = *state;
+	struct store_env *e = *state;
 	struct tsr_store *s2 = NULL;
 
 	assert_int_equal(tsr_store_vol_create(e->store, "a", 64 * BS, NULL), 0);
 	assert_int_equal(tsr_store_vol_set_epoch(e->store, "a", 8), 0);
 	tsr_store_close(e->store);
 	e->store = NULL;
-	assert_int_equal(sql(e->dir, "UPDATE volumes SET epoch = 2 WHERE name = 'a'"), 0);
+	assert_int_equal(store_sql(e->dir, "UPDATE volumes SET epoch = 2 WHERE name = 'a'"), 0);
 	assert_int_equal(tsr_store_open(e->dir, &(struct tsr_store_opts){0}, &s2), -EUCLEAN);
-	assert_int_equal(sql(e->dir, "UPDATE volumes SET epoch = 8 WHERE name = 'a'"), 0);
+	assert_int_equal(store_sql(e->dir, "UPDATE volumes SET epoch = 8 WHERE name = 'a'"), 0);
 	assert_int_equal(tsr_store_open(e->dir, &(struct tsr_store_opts){0}, &e->store), 0);
 }
 
@@ -132,7 +90,7 @@ static void test_epoch_in_row_crc(void **state)
  * (rows keep their original checksums, which never covered an epoch). */
 static void test_old_store_without_column(void **state)
 {
-	struct env *e = *state;
+	struct store_env *e = *state;
 	struct tsr_svol *v;
 	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
 	uint8_t *buf = tsr_alloc_aligned(BS);
@@ -146,7 +104,7 @@ static void test_old_store_without_column(void **state)
 	tsr_svol_put(v);
 	tsr_store_close(e->store);
 	e->store = NULL;
-	assert_int_equal(sql(e->dir, "BEGIN;"
+	assert_int_equal(store_sql(e->dir, "BEGIN;"
 			 "CREATE TABLE v_old(name TEXT PRIMARY KEY, uuid TEXT NOT NULL,"
 			 " size INTEGER NOT NULL, created INTEGER NOT NULL,"
 			 " dev_offset INTEGER NOT NULL, crc INTEGER NOT NULL);"
@@ -175,11 +133,11 @@ static void test_old_store_without_column(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_set_get, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_lower_is_stale, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_persists, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_epoch_in_row_crc, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_old_store_without_column, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_set_get, store_env_setup, store_env_teardown),
+		cmocka_unit_test_setup_teardown(test_lower_is_stale, store_env_setup, store_env_teardown),
+		cmocka_unit_test_setup_teardown(test_persists, store_env_setup, store_env_teardown),
+		cmocka_unit_test_setup_teardown(test_epoch_in_row_crc, store_env_setup, store_env_teardown),
+		cmocka_unit_test_setup_teardown(test_old_store_without_column, store_env_setup, store_env_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

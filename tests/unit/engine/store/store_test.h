@@ -1,6 +1,7 @@
 /*
  * Helpers shared by the store unit tests: a scratch directory on a disk file
- * system (O_DIRECT does not work on tmpfs), synchronous wrappers around the
+ * system (O_DIRECT does not work on tmpfs), the one-open-store fixture, SQL on
+ * the catalogue behind the store's back, synchronous wrappers around the
  * asynchronous data path, and deterministic block contents.
  */
 #ifndef TSR_STORE_TEST_H
@@ -16,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <sqlite3.h>
 
 #include "tessera/common.h"
 #include "tessera/io.h"
@@ -44,6 +47,60 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 static UNUSED void rm_rf(const char *dir)
 {
 	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* The fixture of tests that need one store, open, in a scratch directory:
+ * cmocka setup and teardown, *state is a struct store_env. */
+struct store_env {
+	char dir[512];           /* the scratch directory, removed by the teardown */
+	struct tsr_store *store; /* open; a test that closes it sets NULL or reopens */
+};
+
+static UNUSED int store_env_setup(void **state)
+{
+	struct store_env *e = calloc(1, sizeof(*e));
+
+	if (e == NULL)
+		return -1;
+	if (scratch_dir(e->dir, sizeof(e->dir))) {
+		free(e);
+		return -1;
+	}
+	if (tsr_store_open(e->dir, &(struct tsr_store_opts){0}, &e->store)) {
+		rm_rf(e->dir);
+		free(e);
+		return -1;
+	}
+	*state = e;
+	return 0;
+}
+
+static UNUSED int store_env_teardown(void **state)
+{
+	struct store_env *e = *state;
+
+	tsr_store_close(e->store);
+	rm_rf(e->dir);
+	free(e);
+	return 0;
+}
+
+/* Run STMT on DIR's catalogue (DIR/store.db) with the store closed, as damage
+ * or an older version would leave it: 0, or -1 if SQLite refused. */
+static UNUSED int store_sql(const char *dir, const char *stmt)
+{
+	char path[PATH_MAX];
+	sqlite3 *db;
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/store.db", dir);
+	if (sqlite3_open(path, &db) != SQLITE_OK) {
+		sqlite3_close(db);
+		return -1;
+	}
+	rc = sqlite3_exec(db, stmt, NULL, NULL, NULL);
+	sqlite3_close(db);
+	return rc == SQLITE_OK ? 0 : -1;
 }
 
 struct done {

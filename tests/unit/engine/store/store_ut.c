@@ -10,40 +10,12 @@
 #include <sys/wait.h>
 
 #include <cmocka.h>
-#include <sqlite3.h>
 
 #include "store_test.h"
 
-struct env {
-	char dir[512];
-	struct tsr_store *store;
-};
-
-static int setup(void **state)
-{
-	struct env *e = calloc(1, sizeof(*e));
-
-	if (e == NULL || scratch_dir(e->dir, sizeof(e->dir)))
-		return -1;
-	if (tsr_store_open(e->dir, &(struct tsr_store_opts){0}, &e->store))
-		return -1;
-	*state = e;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct env *e = *state;
-
-	tsr_store_close(e->store);
-	rm_rf(e->dir);
-	free(e);
-	return 0;
-}
-
 static void test_create_list_info_delete(void **state)
 {
-	struct env *e = *state;
+	struct store_env *e = *state;
 	struct tsr_vol_info info, *list;
 	char path[PATH_MAX];
 	struct stat st;
@@ -94,7 +66,7 @@ static void test_create_list_info_delete(void **state)
 
 static void test_errors(void **state)
 {
-	struct env *e = *state;
+	struct store_env *e = *state;
 	struct tsr_svol *v;
 
 	assert_int_equal(tsr_store_vol_create(e->store, "v", 1 << 20, NULL), 0);
@@ -121,7 +93,7 @@ static void test_errors(void **state)
 
 static void test_handles_refcounted(void **state)
 {
-	struct env *e = *state;
+	struct store_env *e = *state;
 	struct tsr_svol *a, *b;
 
 	assert_int_equal(tsr_store_vol_create(e->store, "v", 1 << 20, NULL), 0);
@@ -136,7 +108,7 @@ static void test_handles_refcounted(void **state)
 
 static void test_resize(void **state)
 {
-	struct env *e = *state;
+	struct store_env *e = *state;
 	struct tsr_vol_info info;
 	struct tsr_svol *v;
 
@@ -160,7 +132,7 @@ static void test_resize(void **state)
 
 static void test_store_lock(void **state)
 {
-	struct env *e = *state;
+	struct store_env *e = *state;
 	struct tsr_store *other = NULL;
 	pid_t pid;
 	int status;
@@ -184,35 +156,26 @@ static void test_store_lock(void **state)
 
 static void test_catalogue_tampered(void **state)
 {
-	struct env *e = *state;
-	char path[PATH_MAX];
-	sqlite3 *db;
+	struct store_env *e = *state;
 
 	assert_int_equal(tsr_store_vol_create(e->store, "victim", 1 << 20, NULL), 0);
 	tsr_store_close(e->store);
 	e->store = NULL;
 
-	snprintf(path, sizeof(path), "%s/store.db", e->dir);
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "UPDATE volumes SET size = 2097152 WHERE name = 'victim'",
-				      NULL, NULL, NULL),
-			 SQLITE_OK);
-	sqlite3_close(db);
+	assert_int_equal(store_sql(e->dir, "UPDATE volumes SET size = 2097152 WHERE name = 'victim'"),
+			 0);
 	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), -EUCLEAN);
 	assert_null(e->store);
 
 	/* put it back: the store opens again */
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "UPDATE volumes SET size = 1048576 WHERE name = 'victim'",
-				      NULL, NULL, NULL),
-			 SQLITE_OK);
-	sqlite3_close(db);
+	assert_int_equal(store_sql(e->dir, "UPDATE volumes SET size = 1048576 WHERE name = 'victim'"),
+			 0);
 	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
 }
 
 static void test_leftovers_removed(void **state)
 {
-	struct env *e = *state;
+	struct store_env *e = *state;
 	char path[PATH_MAX];
 	struct tsr_vol_info info;
 	int fd;
@@ -232,7 +195,7 @@ static void test_leftovers_removed(void **state)
 
 static void test_damaged_volume_files(void **state)
 {
-	struct env *e = *state;
+	struct store_env *e = *state;
 	struct tsr_vol_info info;
 	struct tsr_svol *v;
 	char path[PATH_MAX];
@@ -267,14 +230,14 @@ static void test_bad_dir(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_create_list_info_delete, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_handles_refcounted, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_resize, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_store_lock, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_catalogue_tampered, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_leftovers_removed, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_damaged_volume_files, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_create_list_info_delete, store_env_setup, store_env_teardown),
+	    cmocka_unit_test_setup_teardown(test_errors, store_env_setup, store_env_teardown),
+	    cmocka_unit_test_setup_teardown(test_handles_refcounted, store_env_setup, store_env_teardown),
+	    cmocka_unit_test_setup_teardown(test_resize, store_env_setup, store_env_teardown),
+	    cmocka_unit_test_setup_teardown(test_store_lock, store_env_setup, store_env_teardown),
+	    cmocka_unit_test_setup_teardown(test_catalogue_tampered, store_env_setup, store_env_teardown),
+	    cmocka_unit_test_setup_teardown(test_leftovers_removed, store_env_setup, store_env_teardown),
+	    cmocka_unit_test_setup_teardown(test_damaged_volume_files, store_env_setup, store_env_teardown),
 	    cmocka_unit_test(test_bad_dir),
 	};
 
