@@ -2,8 +2,8 @@
  * Test certificates for the site link (header only, for unit tests): a
  * temporary directory holding a CA ("ca"), another CA nobody trusts
  * ("other-ca"), and leaf certificates made on request, each with its name
- * as CN and DNS SAN plus IP SAN 127.0.0.1, valid, expired, or signed by the
- * other CA.  Files are <dir>/<tag>.crt and <dir>/<tag>.key (PEM), so a test
+ * as CN and DNS SAN plus IP SAN 127.0.0.1, valid, expired, not yet valid, or
+ * signed by the other CA.  Files are <dir>/<tag>.crt and <dir>/<tag>.key (PEM), so a test
  * (or the openssl CLI) can use them, and site_certs_ctx() turns a tag into
  * a tsr_site_tls_ctx trusting "ca".  Made with the OpenSSL API (P-256).
  *
@@ -38,6 +38,7 @@
 enum site_cert_kind {
 	SITE_CERT_GOOD,     /* signed by "ca", valid from a day ago for 30 days */
 	SITE_CERT_EXPIRED,  /* signed by "ca", expired yesterday */
+	SITE_CERT_FUTURE,   /* signed by "ca", valid from tomorrow */
 	SITE_CERT_OTHER_CA, /* valid, signed by "other-ca" (not trusted) */
 };
 
@@ -204,6 +205,8 @@ static inline int site_certs_leaf(const char *dir, const char *tag, const char *
 		from = -10 * SITE_CERTS_DAY;
 		to = -SITE_CERTS_DAY;
 	}
+	if (kind == SITE_CERT_FUTURE)
+		from = SITE_CERTS_DAY;
 	ret = site_certs_make_id(&leaf, cn, from, to, &issuer);
 	if (ret == 0) {
 		ret = site_certs_save(dir, &leaf, tag);

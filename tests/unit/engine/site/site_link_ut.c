@@ -24,130 +24,49 @@
 #include <unistd.h>
 
 #include <cmocka.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509v3.h>
 
 #include "tessera/site.h"
 #include "tessera/vol.h"
 #include "../store/store_test.h"
+#include "site_certs.h"
 
 #define VOL_SIZE (4u << 20)
 #define STREAM 3u
 #define EPOCH 12u
 #define FRAMES 300u
-#define DAY (24 * 3600L)
 
-static char g_dir[64];    /* certificates */
-static char g_store[512]; /* the DR store */
-static uint8_t *g_model;  /* what the DR volume must hold */
+static char g_dir[SITE_CERTS_DIR_MAX]; /* certificates (site_certs.h) */
+static char g_store[512];              /* the DR store */
+static uint8_t *g_model;               /* what the DR volume must hold */
 
 /* ---- certificates (a CA, dr.site.test, primary.site.test) ---- */
 
-struct id {
-	EVP_PKEY *key;
-	X509 *cert;
-};
-
-static void add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
-{
-	X509V3_CTX v3;
-	X509_EXTENSION *ext;
-
-	X509V3_set_ctx(&v3, issuer, cert, NULL, NULL, 0);
-	ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
-	assert_non_null(ext);
-	X509_add_ext(cert, ext, -1);
-	X509_EXTENSION_free(ext);
-}
-
-static struct id make_id(const char *cn, const struct id *issuer)
-{
-	static long serial = 1;
-	struct id id = {.key = EVP_EC_gen("P-256"), .cert = X509_new()};
-	X509_NAME *name;
-	char san[96];
-
-	assert_non_null(id.key);
-	assert_non_null(id.cert);
-	X509_set_version(id.cert, 2);
-	ASN1_INTEGER_set(X509_get_serialNumber(id.cert), serial++);
-	X509_gmtime_adj(X509_getm_notBefore(id.cert), -DAY);
-	X509_gmtime_adj(X509_getm_notAfter(id.cert), DAY);
-	X509_set_pubkey(id.cert, id.key);
-	name = X509_get_subject_name(id.cert);
-	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1,
-				   0);
-	X509_set_issuer_name(id.cert, issuer ? X509_get_subject_name(issuer->cert) : name);
-	if (issuer == NULL) {
-		add_ext(id.cert, id.cert, NID_basic_constraints, "critical,CA:TRUE");
-		add_ext(id.cert, id.cert, NID_key_usage, "critical,keyCertSign,cRLSign");
-	} else {
-		snprintf(san, sizeof(san), "DNS:%s", cn);
-		add_ext(id.cert, issuer->cert, NID_subject_alt_name, san);
-	}
-	assert_true(X509_sign(id.cert, issuer ? issuer->key : id.key, EVP_sha256()) > 0);
-	return id;
-}
-
-static void save_id(struct id *id, const char *tag)
-{
-	char path[160];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s.crt", g_dir, tag);
-	assert_non_null(f = fopen(path, "w"));
-	PEM_write_X509(f, id->cert);
-	fclose(f);
-	snprintf(path, sizeof(path), "%s/%s.key", g_dir, tag);
-	assert_non_null(f = fopen(path, "w"));
-	PEM_write_PrivateKey(f, id->key, NULL, NULL, 0, NULL, NULL);
-	fclose(f);
-	EVP_PKEY_free(id->key);
-	X509_free(id->cert);
-}
-
 static struct tsr_site_tls_ctx *ctx_for(const char *tag, bool server)
 {
-	char ca[160], crt[160], key[160];
-	struct tsr_site_tls_opts o = {.ca_file = ca, .cert_file = crt, .key_file = key,
-				      .server = server};
-	struct tsr_site_tls_ctx *ctx = NULL;
+	struct tsr_site_tls_ctx *ctx = site_certs_ctx(g_dir, tag, server);
 
-	snprintf(ca, sizeof(ca), "%s/ca.crt", g_dir);
-	snprintf(crt, sizeof(crt), "%s/%s.crt", g_dir, tag);
-	snprintf(key, sizeof(key), "%s/%s.key", g_dir, tag);
-	assert_int_equal(tsr_site_tls_ctx_create(&o, &ctx), 0);
+	assert_non_null(ctx);
 	return ctx;
 }
 
 static int setup(void **state)
 {
-	struct id ca, x;
-
 	(void)state;
-	snprintf(g_dir, sizeof(g_dir), "/tmp/tsr-site-link-XXXXXX");
-	if (mkdtemp(g_dir) == NULL || scratch_dir(g_store, sizeof(g_store)))
+	if (site_certs_init(g_dir) || scratch_dir(g_store, sizeof(g_store)))
 		return -1;
-	ca = make_id("Tessera link test CA", NULL);
-	x = make_id("dr.site.test", &ca);
-	save_id(&x, "dr");
-	x = make_id("primary.site.test", &ca);
-	save_id(&x, "primary");
-	save_id(&ca, "ca");
+	if (site_certs_leaf(g_dir, "dr", "dr.site.test", SITE_CERT_GOOD) ||
+	    site_certs_leaf(g_dir, "primary", "primary.site.test", SITE_CERT_GOOD))
+		return -1;
 	g_model = calloc(1, VOL_SIZE);
 	return g_model ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-	char cmd[128];
-
 	(void)state;
 	free(g_model);
 	rm_rf(g_store);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
-	return system(cmd) == 0 ? 0 : -1;
+	return site_certs_cleanup(g_dir);
 }
 
 /* ---- blocking helpers for the test threads (an event loop in real use) ---- */

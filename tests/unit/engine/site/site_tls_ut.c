@@ -2,9 +2,9 @@
  * Unit tests of the site transport (engine/site/site_tls.c): mutual TLS 1.3
  * between two threads over a non-blocking socketpair, each side driven by
  * poll() on tsr_site_tls_want as an event loop would.  The certificates are
- * made at test time (OpenSSL API, P-256) in a temporary directory: a CA, a
- * good server and client, expired, not yet valid, signed by another CA,
- * carrying the wrong name.  Checked: the good pair's bytes round trip both
+ * made at test time by site_certs.h in a temporary directory: a CA, a good
+ * server and client, expired, not yet valid, signed by another CA, carrying
+ * the wrong name.  Checked: the good pair's bytes round trip both
  * ways; every bad certificate is refused on the verifying side with the
  * right X509 error and a log line naming it, and no application byte
  * crosses; a client with no certificate, a clear-text client and a TLS 1.2
@@ -25,95 +25,14 @@
 #include <unistd.h>
 
 #include <cmocka.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
 #include "tessera/site.h"
+#include "site_certs.h"
 
-#define DAY (24 * 3600L)
-
-static char g_dir[64];
+static char g_dir[SITE_CERTS_DIR_MAX]; /* certificates (site_certs.h) and the log */
 
 /* ---- certificates ---- */
-
-struct id {
-	EVP_PKEY *key;
-	X509 *cert;
-};
-
-static void add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
-{
-	X509V3_CTX v3;
-	X509_EXTENSION *ext;
-
-	X509V3_set_ctx(&v3, issuer, cert, NULL, NULL, 0);
-	ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
-	assert_non_null(ext);
-	assert_int_equal(X509_add_ext(cert, ext, -1), 1);
-	X509_EXTENSION_free(ext);
-}
-
-/* A certificate for cn (also its DNS SAN), valid [from, to] seconds from
- * now, signed by issuer (NULL: self-signed CA). */
-static struct id make_id(const char *cn, long from, long to, const struct id *issuer)
-{
-	static long serial = 1;
-	struct id id;
-	X509_NAME *name;
-	char san[128];
-
-	id.key = EVP_EC_gen("P-256");
-	assert_non_null(id.key);
-	id.cert = X509_new();
-	assert_non_null(id.cert);
-	X509_set_version(id.cert, 2);
-	ASN1_INTEGER_set(X509_get_serialNumber(id.cert), serial++);
-	X509_gmtime_adj(X509_getm_notBefore(id.cert), from);
-	X509_gmtime_adj(X509_getm_notAfter(id.cert), to);
-	X509_set_pubkey(id.cert, id.key);
-	name = X509_get_subject_name(id.cert);
-	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1,
-				   0);
-	X509_set_issuer_name(id.cert, issuer ? X509_get_subject_name(issuer->cert) : name);
-	if (issuer == NULL) {
-		add_ext(id.cert, id.cert, NID_basic_constraints, "critical,CA:TRUE");
-		add_ext(id.cert, id.cert, NID_key_usage, "critical,keyCertSign,cRLSign");
-		add_ext(id.cert, id.cert, NID_subject_key_identifier, "hash");
-	} else {
-		snprintf(san, sizeof(san), "DNS:%s", cn);
-		add_ext(id.cert, issuer->cert, NID_basic_constraints, "CA:FALSE");
-		add_ext(id.cert, issuer->cert, NID_subject_alt_name, san);
-		add_ext(id.cert, issuer->cert, NID_ext_key_usage, "serverAuth,clientAuth");
-	}
-	assert_true(X509_sign(id.cert, issuer ? issuer->key : id.key, EVP_sha256()) > 0);
-	return id;
-}
-
-static void free_id(struct id *id)
-{
-	EVP_PKEY_free(id->key);
-	X509_free(id->cert);
-}
-
-/* Write id as <dir>/<tag>.crt and <tag>.key. */
-static void save_id(const struct id *id, const char *tag)
-{
-	char path[160];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s.crt", g_dir, tag);
-	f = fopen(path, "w");
-	assert_non_null(f);
-	assert_int_equal(PEM_write_X509(f, id->cert), 1);
-	fclose(f);
-	snprintf(path, sizeof(path), "%s/%s.key", g_dir, tag);
-	f = fopen(path, "w");
-	assert_non_null(f);
-	assert_int_equal(PEM_write_PrivateKey(f, id->key, NULL, NULL, 0, NULL, NULL), 1);
-	fclose(f);
-}
 
 static const char *path_of(const char *tag, const char *ext)
 {
@@ -127,44 +46,34 @@ static const char *path_of(const char *tag, const char *ext)
 
 static int setup(void **state)
 {
-	struct id ca, other_ca, x;
+	static const struct {
+		const char *tag, *cn;
+		enum site_cert_kind kind;
+	} leaves[] = {
+	    {"dr", "dr.site.test", SITE_CERT_GOOD},
+	    {"primary", "primary.site.test", SITE_CERT_GOOD},
+	    {"dr-expired", "dr.site.test", SITE_CERT_EXPIRED},
+	    {"primary-expired", "primary.site.test", SITE_CERT_EXPIRED},
+	    {"dr-future", "dr.site.test", SITE_CERT_FUTURE},
+	    {"dr-otherca", "dr.site.test", SITE_CERT_OTHER_CA},
+	    {"primary-otherca", "primary.site.test", SITE_CERT_OTHER_CA},
+	    {"dr-wrongname", "mallory.site.test", SITE_CERT_GOOD},
+	    {"primary-wrongname", "mallory.site.test", SITE_CERT_GOOD},
+	};
 
 	(void)state;
-	snprintf(g_dir, sizeof(g_dir), "/tmp/tsr-site-tls-XXXXXX");
-	if (mkdtemp(g_dir) == NULL)
+	if (site_certs_init(g_dir))
 		return -1;
-	ca = make_id("Tessera test CA", -DAY, 30 * DAY, NULL);
-	other_ca = make_id("Somebody else's CA", -DAY, 30 * DAY, NULL);
-	save_id(&ca, "ca");
-	save_id(&other_ca, "other-ca");
-#define MAKE(tag, cn, from, to, iss)              \
-	do {                                      \
-		x = make_id(cn, from, to, iss);   \
-		save_id(&x, tag);                 \
-		free_id(&x);                      \
-	} while (0)
-	MAKE("dr", "dr.site.test", -DAY, 30 * DAY, &ca);
-	MAKE("primary", "primary.site.test", -DAY, 30 * DAY, &ca);
-	MAKE("dr-expired", "dr.site.test", -10 * DAY, -DAY, &ca);
-	MAKE("primary-expired", "primary.site.test", -10 * DAY, -DAY, &ca);
-	MAKE("dr-future", "dr.site.test", DAY, 30 * DAY, &ca);
-	MAKE("dr-otherca", "dr.site.test", -DAY, 30 * DAY, &other_ca);
-	MAKE("primary-otherca", "primary.site.test", -DAY, 30 * DAY, &other_ca);
-	MAKE("dr-wrongname", "mallory.site.test", -DAY, 30 * DAY, &ca);
-	MAKE("primary-wrongname", "mallory.site.test", -DAY, 30 * DAY, &ca);
-#undef MAKE
-	free_id(&ca);
-	free_id(&other_ca);
+	for (size_t i = 0; i < sizeof(leaves) / sizeof(leaves[0]); i++)
+		if (site_certs_leaf(g_dir, leaves[i].tag, leaves[i].cn, leaves[i].kind))
+			return -1;
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	char cmd[128];
-
 	(void)state;
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
-	return system(cmd) == 0 ? 0 : -1;
+	return site_certs_cleanup(g_dir);
 }
 
 /* ---- one side of a connection, on its own thread ---- */
