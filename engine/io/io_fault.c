@@ -12,9 +12,9 @@
  *   tear=B    (writes) the inner op is cut to B bytes and completes with -EIO;
  *   delay=MS  the inner op runs normally, its completion is held until MS
  *             milliseconds after queueing.
- * Operations are counted per kind (read, write, fsync incl. fdatasync, any)
- * from creation; remainders of short transfers resumed by the core are not
- * new operations and are neither counted nor faulted.
+ * Operations are counted per kind (read, write, fsync incl. fdatasync,
+ * fdatasync alone, any) from creation; remainders of short transfers resumed
+ * by the core are not new operations and are neither counted nor faulted.
  *
  * While completions are held (delay) the eventfd is kept readable, so an
  * epoll loop keeps polling until they are due: a busy wait, acceptable in a
@@ -37,7 +37,16 @@
 #define FAULT_MAX_SPEC 1024
 #define FAULT_MAX_DELAY_MS 3600000u
 
-enum fault_op { FAULT_OP_READ, FAULT_OP_WRITE, FAULT_OP_FSYNC, FAULT_OP_ANY, FAULT_OP_KINDS };
+/* FAULT_OP_FDATASYNC counts and matches fdatasyncs only; an fdatasync is also
+ * an FAULT_OP_FSYNC (rules "fsync:" see both kinds, as they always did). */
+enum fault_op {
+	FAULT_OP_READ,
+	FAULT_OP_WRITE,
+	FAULT_OP_FSYNC,
+	FAULT_OP_FDATASYNC,
+	FAULT_OP_ANY,
+	FAULT_OP_KINDS
+};
 enum fault_action { FAULT_NONE, FAULT_FAIL, FAULT_SHORT, FAULT_DELAY, FAULT_TEAR };
 
 struct fault_rule {
@@ -160,11 +169,13 @@ static int parse_rule(char *text, struct fault_rule *rule, const char **bad,
 		rule->op = FAULT_OP_WRITE;
 	else if (strcmp(op, "fsync") == 0)
 		rule->op = FAULT_OP_FSYNC;
+	else if (strcmp(op, "fdatasync") == 0)
+		rule->op = FAULT_OP_FDATASYNC;
 	else if (strcmp(op, "any") == 0)
 		rule->op = FAULT_OP_ANY;
 	else {
 		*bad = op;
-		*why = "operation (expected read, write, fsync or any)";
+		*why = "operation (expected read, write, fsync, fdatasync or any)";
 		return -EINVAL;
 	}
 
@@ -205,8 +216,8 @@ static int parse_rule(char *text, struct fault_rule *rule, const char **bad,
 			*why = "byte count (expected a size such as 4096 or 4k)";
 			return -EINVAL;
 		}
-		if (rule->op == FAULT_OP_FSYNC || (rule->action == FAULT_TEAR &&
-						   rule->op == FAULT_OP_READ)) {
+		if (rule->op == FAULT_OP_FSYNC || rule->op == FAULT_OP_FDATASYNC ||
+		    (rule->action == FAULT_TEAR && rule->op == FAULT_OP_READ)) {
 			*bad = action;
 			*why = "action for this operation (short: read/write; tear: write)";
 			return -EINVAL;
@@ -369,13 +380,14 @@ static enum fault_op fault_op_of(enum tsr_io_op op)
 
 /* The first rule that applies to an operation numbered seen[] (already counted). */
 static const struct fault_rule *match_rule(const struct fault_ctx *fc, enum fault_op kind,
-					   const uint64_t *seen)
+					   bool datasync, const uint64_t *seen)
 {
 	for (unsigned i = 0; i < fc->nrules; i++) {
 		const struct fault_rule *r = &fc->rules[i];
 		uint64_t nth;
 
-		if (r->op != kind && r->op != FAULT_OP_ANY)
+		if (r->op != kind && r->op != FAULT_OP_ANY &&
+		    !(r->op == FAULT_OP_FDATASYNC && datasync))
 			continue;
 		nth = seen[r->op];
 		if (nth == r->nth || (r->and_later && nth > r->nth))
@@ -422,7 +434,9 @@ static int fault_queue(void *ctx, struct tsr_io_req *outer)
 	if (!io_req_hook_of(outer)->resumed) {
 		seen[kind]++;
 		seen[FAULT_OP_ANY]++;
-		rule = match_rule(fc, kind, seen);
+		if (outer->op == TSR_IO_OP_FDATASYNC)
+			seen[FAULT_OP_FDATASYNC]++;
+		rule = match_rule(fc, kind, outer->op == TSR_IO_OP_FDATASYNC, seen);
 	}
 
 	fr->hook.req = *outer;

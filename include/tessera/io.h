@@ -37,7 +37,8 @@ struct tsr_io_opts {
 	/*
 	 * Fault injection spec (NULL = none), wraps the chosen backend.  Grammar:
 	 *   RULE[,RULE...]   RULE := OP:N:ACTION
-	 *   OP     := read | write | fsync | any
+	 *   OP     := read | write | fsync | fdatasync | any
+	 *             (fsync counts fsyncs and fdatasyncs, fdatasync only these)
 	 *   N      := the Nth operation of that OP (1-based) counted from creation;
 	 *             "N+" means the Nth and every later one
 	 *   ACTION := fail=ERRNO_NAME_OR_NUMBER (e.g. fail=EIO)
