@@ -16,10 +16,14 @@
  *   a multiple of 4096 bytes.  A set bit means "entries in this region may
  *   not be normalized" ({cur, prev} where the data matches only one of them);
  *   recovery (recovery.c) scans exactly those regions after an unclean stop.
- *   The bit reaches the disk (msync) before the first entry of a clean region
- *   is changed.  The bitmap is cleared (hole punched, fdatasync) only when
- *   every entry is known to match its data: after recovery at open, at the
- *   close of a volume, and after a flush during which no write was in flight
+ *   The bit reaches the disk before the first entry of a clean region is
+ *   changed: a write (data.c) sets it in the mapping and queues an fsync of
+ *   the file on its own io, and changes entries and data only from that
+ *   fsync's completion (blockmeta_mark_dirty_async; the event loop goes on
+ *   meanwhile); trim and write_zeroes msync on the spot (blockmeta_mark_dirty).
+ *   The bitmap is cleared (hole punched, fdatasync) only when every entry is
+ *   known to match its data: after recovery at open, at the close of a
+ *   volume, and after a flush during which no write was in flight
  *   (blockmeta_clear_if_quiet, at most every 30 s, TSR_STORE_DIRTY_CLEAR_MS),
  *   and never while a failed write may have left an entry unnormalized.
  *
@@ -43,6 +47,7 @@
 #include <unistd.h>
 
 #include "store/internal.h"
+#include "tessera/io.h"
 
 static uint32_t g_zero_crc;
 static pthread_once_t g_zero_once = PTHREAD_ONCE_INIT;
@@ -256,45 +261,163 @@ static bool durable_test(struct blockmeta *bm, uint64_t r)
 /*
  * Regions are marked a group of 64 at a time (one 8-byte word of the bitmap,
  * 64 MiB of volume): a first write anywhere in a group sets all 64 bits with
- * one msync.  The msync (a journal commit and a disk cache flush) is what
+ * one sync.  The sync (a journal commit and a disk cache flush) is what
  * costs; a crash makes recovery read at most the whole group.  Bits past the
  * end of the volume may get set; recovery ignores them, and the word is
  * always inside the file (its size is a multiple of 4096).
  */
+static bool words_durable(struct blockmeta *bm, uint64_t lo_w, uint64_t hi_w)
+{
+	for (uint64_t w = lo_w; w <= hi_w; w++)
+		if (atomic_load(&bm->durable[w]) != UINT64_MAX)
+			return false;
+	return true;
+}
+
+/* Set the bits of words [lo_w, hi_w] in the mapping (dirty_lock held). */
+static void words_set(struct blockmeta *bm, uint64_t lo_w, uint64_t hi_w)
+{
+	for (uint64_t w = lo_w; w <= hi_w; w++)
+		if (atomic_load(&bm->durable[w]) != UINT64_MAX)
+			memset(bm->dirty_map + w * 8, 0xff, 8);
+}
+
+/* The bits of words [lo_w, hi_w] reached the disk (dirty_lock held). */
+static void words_publish(struct blockmeta *bm, uint64_t lo_w, uint64_t hi_w)
+{
+	for (uint64_t w = lo_w; w <= hi_w; w++)
+		atomic_store(&bm->durable[w], UINT64_MAX);
+	atomic_store(&bm->any_dirty, true);
+}
+
+/* Set and msync words [lo_w, hi_w] (dirty_lock held). */
+static int words_msync(struct blockmeta *bm, uint64_t lo_w, uint64_t hi_w)
+{
+	uintptr_t start, end;
+
+	words_set(bm, lo_w, hi_w);
+	start = (uintptr_t)(bm->dirty_map + lo_w * 8) & ~(uintptr_t)(STORE_PAGE - 1);
+	end = (uintptr_t)(bm->dirty_map + hi_w * 8 + 8);
+	if (msync((void *)start, end - start, MS_SYNC) < 0) {
+		int ret = -errno;
+
+		tsr_error("write: sync dirty-region bitmap: %s", strerror(-ret));
+		return ret;
+	}
+	words_publish(bm, lo_w, hi_w);
+	atomic_fetch_add_explicit(&bm->mark_msyncs, 1, memory_order_relaxed);
+	return 0;
+}
+
+static bool regions_durable(struct blockmeta *bm, uint64_t first, uint64_t last)
+{
+	for (uint64_t r = first; r <= last; r++)
+		if (!durable_test(bm, r))
+			return false;
+	return true;
+}
+
 int blockmeta_mark_dirty(struct blockmeta *bm, uint64_t first, uint64_t last)
 {
-	uint64_t r, w, lo = UINT64_MAX, hi = 0;
-	uintptr_t start, end;
 	int ret = 0;
 
 	/* common path: every region already durable-dirty, no lock */
-	for (r = first; r <= last; r++)
-		if (!durable_test(bm, r))
-			break;
-	if (r > last)
+	if (regions_durable(bm, first, last))
 		return 0;
+	pthread_mutex_lock(&bm->dirty_lock);
+	if (!words_durable(bm, first / 64, last / 64))
+		ret = words_msync(bm, first / 64, last / 64);
+	pthread_mutex_unlock(&bm->dirty_lock);
+	return ret;
+}
+
+/*
+ * An fsync of the .dirty file queued on one io after the bits of words
+ * [lo_w, hi_w] were set in the mapping (fsync writes back the mapping's
+ * dirty pages, as msync does).  Writes on the same io that need only those
+ * words join it; a write on another thread queues its own (its completion
+ * must run on its own thread), which finds the bits set already.  While one
+ * is in flight its first waiter has begun and not ended (writes_started),
+ * so blockmeta_clear_if_quiet cannot wipe the file underneath it.
+ */
+struct mark_sync {
+	struct blockmeta *bm;
+	struct tsr_io *io;
+	uint64_t lo_w, hi_w;
+	struct blockmeta_wait *waiters, **tail;
+	struct mark_sync *next;
+};
+
+static void mark_sync_done(void *cb_arg, int res)
+{
+	struct mark_sync *s = cb_arg, **pp;
+	struct blockmeta *bm = s->bm;
+	struct blockmeta_wait *w, *next;
 
 	pthread_mutex_lock(&bm->dirty_lock);
-	for (w = first / 64; w <= last / 64; w++) {
-		if (atomic_load(&bm->durable[w]) == UINT64_MAX)
-			continue;
-		memset(bm->dirty_map + w * 8, 0xff, 8);
-		if (lo == UINT64_MAX)
-			lo = w * 8;
-		hi = w * 8 + 7;
+	for (pp = &bm->mark_syncs; *pp != s; pp = &(*pp)->next)
+		;
+	*pp = s->next;
+	if (res >= 0)
+		words_publish(bm, s->lo_w, s->hi_w);
+	pthread_mutex_unlock(&bm->dirty_lock);
+	if (res < 0)
+		tsr_error("write: sync dirty-region bitmap: %s", strerror(-res));
+	for (w = s->waiters; w != NULL; w = next) {
+		next = w->next; /* the callback may free w */
+		w->cb_fn(w->cb_arg, res < 0 ? res : 0);
 	}
-	if (lo != UINT64_MAX) {
-		start = (uintptr_t)(bm->dirty_map + lo) & ~(uintptr_t)(STORE_PAGE - 1);
-		end = (uintptr_t)(bm->dirty_map + hi + 1);
-		if (msync((void *)start, end - start, MS_SYNC) < 0) {
-			ret = -errno;
-			tsr_error("write: sync dirty-region bitmap: %s", strerror(errno));
+	free(s);
+}
+
+int blockmeta_mark_dirty_async(struct blockmeta *bm, struct tsr_io *io, uint64_t first,
+			       uint64_t last, struct blockmeta_wait *w,
+			       void (*cb_fn)(void *cb_arg, int res), void *cb_arg)
+{
+	uint64_t lo_w = first / 64, hi_w = last / 64;
+	struct mark_sync *s;
+	int ret = 0;
+
+	if (regions_durable(bm, first, last))
+		return 0;
+	w->cb_fn = cb_fn;
+	w->cb_arg = cb_arg;
+	w->next = NULL;
+	pthread_mutex_lock(&bm->dirty_lock);
+	if (words_durable(bm, lo_w, hi_w)) /* another thread's sync completed */
+		goto out;
+	for (s = bm->mark_syncs; s != NULL; s = s->next)
+		if (s->io == io && s->lo_w <= lo_w && hi_w <= s->hi_w)
+			break;
+	if (s != NULL) {
+		atomic_fetch_add_explicit(&bm->mark_joins, 1, memory_order_relaxed);
+	} else {
+		s = calloc(1, sizeof(*s));
+		if (s == NULL) {
+			ret = words_msync(bm, lo_w, hi_w);
 			goto out;
 		}
-		for (w = first / 64; w <= last / 64; w++)
-			atomic_store(&bm->durable[w], UINT64_MAX);
-		atomic_store(&bm->any_dirty, true);
+		s->bm = bm;
+		s->io = io;
+		s->lo_w = lo_w;
+		s->hi_w = hi_w;
+		s->tail = &s->waiters;
+		words_set(bm, lo_w, hi_w);
+		/* a full fsync (the file's size never changes here, so it costs
+		 * what an fdatasync does); fault rules "fdatasync:" pass it by */
+		ret = tsr_io_fsync(io, bm->dirty_fd, false, mark_sync_done, s);
+		if (ret < 0) { /* e.g. -EAGAIN, io full: mark the blocking way */
+			free(s);
+			ret = words_msync(bm, lo_w, hi_w);
+			goto out;
+		}
+		s->next = bm->mark_syncs;
+		bm->mark_syncs = s;
+		atomic_fetch_add_explicit(&bm->mark_fsyncs, 1, memory_order_relaxed);
 	}
+	*s->tail = w;
+	s->tail = &w->next;
+	ret = 1;
 out:
 	pthread_mutex_unlock(&bm->dirty_lock);
 	return ret;

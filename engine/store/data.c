@@ -5,8 +5,10 @@
  *
  * Write of block b with data D (the order is what makes a crash safe):
  *   1. the 1 MiB region of b is marked in the dirty bitmap, durably, if it is
- *      not already (blockmeta_mark_dirty: lock-free bit test, the mutex and an
- *      msync only on a region's first write since open);
+ *      not already (blockmeta_mark_dirty_async: lock-free bit test; on a
+ *      region's first write since open the bit is set and an fsync of the
+ *      bitmap queued on the caller's io, and steps 2 and 3 run from its
+ *      completion (write_marked), so the loop never waits for it);
  *   2. entry[b] = {cur: crc(D), prev: old cur} in the mmap'd crc table;
  *   3. D is written with O_DIRECT (TSR_IO_FUA for FUA, plus an fdatasync of the
  *      crc file in parallel; completion when both are done).
@@ -57,11 +59,14 @@ struct svol_op {
 	bool syncing;       /* zeroes: final FUA fsyncs in flight */
 	bool data_failed;   /* write: a data write failed (undo the entries) */
 	bool quiet;         /* flush: no write was in flight when it was queued */
+	bool may_block;     /* write: resumed after its mark (write_sub) */
 	uint64_t seen;      /* flush: svol->writes_started when it was queued */
 	uint64_t pos;       /* zeroes: next byte to write */
 	uint64_t chunk_off; /* zeroes: chunk in flight */
 	uint64_t chunk_len;
 	struct iovec iov[ZERO_IOVS];
+	/* write: its place among the waiters for its regions' mark */
+	struct blockmeta_wait mark_wait;
 	struct svol_op *next_free;
 };
 
@@ -490,58 +495,139 @@ static void entries_put(struct tsr_svol *svol, uint64_t *map, uint64_t first, ui
 	}
 }
 
+/*
+ * Queue one sub-operation of a write (a data piece, or an fdatasync when iov
+ * is NULL), counted in op->pending.  From write_marked (op->may_block) an io
+ * that filled up while the mark was in flight cannot be answered with
+ * -EAGAIN any more (the caller was told 0 long ago): the step is then done
+ * on the spot, blocking, and its completion called here.  Rare: it takes a
+ * full queue at the moment a mark completes.
+ */
+static int write_sub(struct svol_op *op, int fd, struct iovec *iov, uint64_t fd_offset,
+		     tsr_io_cb done)
+{
+	bool fua = op->flags & TSR_WRITE_FUA;
+	ssize_t n;
+	int ret;
+
+	if (iov)
+		ret = tsr_io_writev(op->io, fd, iov, 1, fd_offset, fua ? TSR_IO_FUA : 0, done, op);
+	else
+		ret = tsr_io_fsync(op->io, fd, true, done, op);
+	if (ret == 0 || ret != -EAGAIN || !op->may_block) {
+		if (ret == 0)
+			op->pending++;
+		return ret;
+	}
+	op->pending++;
+	if (iov) {
+		n = pwritev2(fd, iov, 1, (off_t)fd_offset, fua ? RWF_DSYNC : 0);
+		ret = n == (ssize_t)iov->iov_len ? (int)n : n < 0 ? -errno : -EIO;
+	} else {
+		ret = fdatasync(fd) < 0 ? -errno : 0;
+	}
+	done(op, ret);
+	return 0;
+}
+
+/* Steps 2 and 3 of a write whose regions are durably marked: sub-operations
+ * counted in op->pending.  0, or the first error (those before it stand). */
+static int write_queue(struct svol_op *op, bool *piece_missing)
+{
+	struct tsr_svol *svol = op->svol;
+	uint64_t *map, first = op->offset >> STORE_BLOCK_SHIFT, i;
+	struct svol_piece p[2];
+	int n, ret = 0;
+
+	map = blockmeta_entries(&svol->meta);
+	entries_put(svol, map, first, op->len >> STORE_BLOCK_SHIFT, op->buf);
+
+	n = svol_map(svol, op->offset, op->len, p, 2);
+	for (i = 0; i < (uint64_t)n; i++) {
+		op->iov[i].iov_base = op->buf + (p[i].vol_offset - op->offset);
+		op->iov[i].iov_len = p[i].len;
+		ret = write_sub(op, p[i].fd, &op->iov[i], p[i].fd_offset, write_data_done);
+		if (ret)
+			break;
+	}
+	*piece_missing = ret && i < (uint64_t)n;
+	if (ret == 0 && (op->flags & TSR_WRITE_FUA)) {
+		/* the entries must be durable with the data */
+		blockmeta_note_sync(&svol->meta);
+		ret = write_sub(op, svol->meta.crc_fd, NULL, 0, write_done);
+		if (ret == 0 && svol->is_clone) /* and a clone's own bits */
+			ret = write_sub(op, svol->own.fd, NULL, 0, write_done);
+	}
+	return ret;
+}
+
+/* Like op_launched: 0 when callbacks will finish op, else -errno with op put. */
+static int write_issue(struct svol_op *op)
+{
+	bool piece_missing;
+	int ret = write_queue(op, &piece_missing);
+
+	if (op->pending == 1)
+		entries_restore(op->svol, op->offset, op->len, op->buf, false);
+	else if (piece_missing)
+		op->data_failed = true; /* a piece was never written */
+	return op_launched(op, ret);
+}
+
+/* The mark's fsync completed (on op's io, from tsr_io_poll): go on with
+ * steps 2 and 3, or fail the write with nothing changed.  Either way op
+ * ends through write_done, which calls the caller back. */
+static void write_marked(void *cb_arg, int res)
+{
+	struct svol_op *op = cb_arg;
+	bool piece_missing = false;
+
+	if (res < 0) {
+		tsr_error("write: volume %s offset %llu length %llu: mark dirty region: %s",
+			  op->svol->name, (unsigned long long)op->offset,
+			  (unsigned long long)op->len, strerror(-res));
+		op->status = res;
+		op_finish(op);
+		return;
+	}
+	op->may_block = true;
+	res = write_queue(op, &piece_missing);
+	if (op->pending == 1 && res)
+		entries_restore(op->svol, op->offset, op->len, op->buf, false);
+	else if (piece_missing)
+		op->data_failed = true;
+	write_done(op, res); /* drops the guard reference */
+}
+
 int data_write_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
 		  const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
 {
-	uint64_t *map, first = offset >> STORE_BLOCK_SHIFT, i;
-	struct svol_piece p[2];
 	struct svol_op *op;
-	int n, ret;
+	int ret;
 
 	write_begin(svol);
 	own_mark(svol, offset, len);
-	ret = mark_range(svol, offset, len);
-	op = ret ? NULL : op_get(svol, io, OP_WRITE, cb_fn, cb_arg);
+	op = op_get(svol, io, OP_WRITE, cb_fn, cb_arg);
 	if (op == NULL) {
 		write_end(svol);
-		return ret ? ret : -ENOMEM;
+		return -ENOMEM;
 	}
 	op->offset = offset;
 	op->len = len;
 	op->buf = (uint8_t *)buf;
 	op->flags = flags;
 	op->pending = 1;
-
-	map = blockmeta_entries(&svol->meta);
-	entries_put(svol, map, first, len >> STORE_BLOCK_SHIFT, op->buf);
-
-	n = svol_map(svol, offset, len, p, 2);
-	for (i = 0; i < (uint64_t)n; i++) {
-		op->iov[i].iov_base = op->buf + (p[i].vol_offset - offset);
-		op->iov[i].iov_len = p[i].len;
-		ret = tsr_io_writev(io, p[i].fd, &op->iov[i], 1, p[i].fd_offset,
-				    (flags & TSR_WRITE_FUA) ? TSR_IO_FUA : 0, write_data_done, op);
-		if (ret)
-			break;
-		op->pending++;
+	ret = blockmeta_mark_dirty_async(&svol->meta, io, offset >> STORE_REGION_SHIFT,
+					 (offset + len - 1) >> STORE_REGION_SHIFT, &op->mark_wait,
+					 write_marked, op);
+	if (ret < 0) {
+		write_end(svol);
+		op_put(op);
+		return ret;
 	}
-	if (ret == 0 && (flags & TSR_WRITE_FUA)) {
-		/* the entries must be durable with the data */
-		blockmeta_note_sync(&svol->meta);
-		ret = tsr_io_fsync(io, svol->meta.crc_fd, true, write_done, op);
-		if (ret == 0)
-			op->pending++;
-		if (ret == 0 && svol->is_clone) { /* and a clone's own bits */
-			ret = tsr_io_fsync(io, svol->own.fd, true, write_done, op);
-			if (ret == 0)
-				op->pending++;
-		}
-	}
-	if (op->pending == 1)
-		entries_restore(svol, offset, len, buf, false);
-	else if (ret && i < (uint64_t)n)
-		op->data_failed = true; /* a piece was never written */
-	return op_launched(op, ret);
+	if (ret > 0)
+		return 0; /* write_marked goes on */
+	return write_issue(op);
 }
 
 static int complete_later(struct svol_op *op);

@@ -6,8 +6,10 @@
  * - store->lock guards the SQLite handle, the list of open volumes, every
  *   svol's refcount, and the growth of an svol's files and mappings (resize).
  * - svol->meta.dirty_lock guards the 0->1 transition of dirty-region bits
- *   (set the bit in the mmap'd bitmap, msync it, then publish it as durable)
- *   and the clearing of the bitmap after a quiet flush.
+ *   (set the bit in the mmap'd bitmap, msync it or queue an fsync of the
+ *   file on the writer's io, then publish it as durable), the list of those
+ *   fsyncs in flight, and the clearing of the bitmap after a quiet flush;
+ *   never held across an fsync queued on an io.
  * - layer->crc_sync.lock guards the group commit of a snapshot layer's .crc
  *   syncs by copy-on-write (cow.c, slow path only);
  *   svol->cow_lock is never held while taking them.
@@ -123,6 +125,19 @@ struct retired_map {
 	struct retired_map *next;
 };
 
+struct tsr_io;
+
+/* A write waiting for a mark of its regions to be durable (embedded in the
+ * waiting op; blockmeta_mark_dirty_async). */
+struct blockmeta_wait {
+	void (*cb_fn)(void *cb_arg, int res); /* 0 or -errno of the mark's fsync */
+	void *cb_arg;
+	struct blockmeta_wait *next; /* the sync's waiters, in arrival order */
+};
+
+/* One fsync of the .dirty file queued on one thread's io (blockmeta.c). */
+struct mark_sync;
+
 struct blockmeta {
 	int crc_fd;                  /* DIR/volumes/<uuid>.crc, O_RDWR (buffered) */
 	int dirty_fd;                /* DIR/volumes/<uuid>.dirty, O_RDWR (buffered) */
@@ -141,6 +156,10 @@ struct blockmeta {
 	 * (~100 us on our VM); while syncs are recent, entries of host writes go
 	 * in with pwrite (~7-11 us) instead (data.c entries_put). */
 	_Atomic int64_t crc_sync_ns;
+	struct mark_sync *mark_syncs; /* marks in flight (dirty_lock) */
+	_Atomic uint64_t mark_fsyncs; /* marks made durable by an fsync on an io */
+	_Atomic uint64_t mark_joins;  /* writes that waited on another write's mark */
+	_Atomic uint64_t mark_msyncs; /* marks made durable by a blocking msync */
 };
 
 /* Z = crc32c of a zero block; entries are stored as crc ^ Z. */
@@ -191,8 +210,23 @@ static inline uint64_t entry_make(uint32_t cur, uint32_t prev)
 }
 
 /* Make the dirty bits of regions [first, last] durable before returning
- * (lock-free when they already are).  0 or -errno from msync. */
+ * (lock-free when they already are).  0 or -errno from msync.  Blocks the
+ * caller for the msync: for callers that are not on an event loop (trim,
+ * write_zeroes). */
 int blockmeta_mark_dirty(struct blockmeta *bm, uint64_t first_region, uint64_t last_region);
+/*
+ * The same without blocking: when the bits are not durable yet, set them in
+ * the bitmap and queue an fsync of the .dirty file on io (or join such an
+ * fsync already queued on io for them), and call w->cb_fn from tsr_io_poll
+ * on io's thread once it completed.  Returns 0 when the bits are durable
+ * already (cb never fires: go on now), 1 when cb_fn will fire exactly once
+ * with 0 (durable) or -errno (the fsync failed: nothing may be written), or
+ * -errno (cb never fires).  When io cannot take the fsync (-EAGAIN), falls
+ * back to blockmeta_mark_dirty.  Errors: those of msync.
+ */
+int blockmeta_mark_dirty_async(struct blockmeta *bm, struct tsr_io *io, uint64_t first_region,
+			       uint64_t last_region, struct blockmeta_wait *w,
+			       void (*cb_fn)(void *cb_arg, int res), void *cb_arg);
 /* Clear every dirty bit on disk and in memory (no I/O may be in flight). */
 int blockmeta_clear_dirty(struct blockmeta *bm, uint64_t size);
 /* Clear the bitmap while the volume is open, if *writes_started still equals

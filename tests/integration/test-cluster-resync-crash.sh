@@ -6,9 +6,10 @@
 # 3 nodes on loopback, a 512 MiB 3-replica volume attached on n1.
 #  1. n3 is killed; fio writes 256 MiB (1M blocks, crc32c verify headers)
 #     through n1 and flushes: 256 dirty regions for n3.
-#  2. n3 returns with every I/O-level fsync failing (--io-fault
-#     fsync:1+:fail=EIO): each resync attempt copies regions and then fails
-#     at its first batch flush.  After two failed attempts n3 is still not in
+#  2. n3 returns with every I/O-level fdatasync failing (--io-fault
+#     fdatasync:1+:fail=EIO; the full fsyncs that mark its store's dirty
+#     regions before a first write succeed): each resync attempt copies
+#     regions and then fails at its first batch flush.  After two failed attempts n3 is still not in
 #     sync and its dirty bytes are still all 256 MiB: no region was cleared
 #     for a copy that was written but never flushed.  (Clearing a region when
 #     its write completes, before the flush, fails here.)
@@ -51,7 +52,7 @@ fio "${FIO[@]}" --do_verify=0 --end_fsync=1 --output="$CL_ROOT/fio1.txt" ||
 assert_eq "$(n3_dirty)" "$WRITTEN" "n3's dirty bytes after 256 MiB written while it was away"
 
 # ---- 2. every flush of n3 fails: nothing may be cleared
-CL_ARGS[3]="$base_args --io-fault fsync:1+:fail=EIO"
+CL_ARGS[3]="$base_args --io-fault fdatasync:1+:fail=EIO"
 cl_start_node 3
 for (( i=0; i<300; i++ )); do
 	[ "$(flush_failures)" -ge 2 ] && break

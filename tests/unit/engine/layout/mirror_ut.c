@@ -738,8 +738,9 @@ static void test_resync_pipelined(void **state)
 
 /*
  * A region is clean only once its copy is durable on the target: the
- * returning node's first fsync (the resync's flush) fails, so the copies it
- * covered were written but may not be durable.  The copy goes out of sync
+ * returning node's first fdatasync (the resync's flush) fails, so the copies
+ * it covered were written but may not be durable (the fsync that marks its
+ * store's dirty regions before the first copy, a full fsync, succeeds).  The copy goes out of sync
  * again with all 12 regions still dirty, in memory and in the bitmap file,
  * and the next return copies all 12 again.
  */
@@ -754,7 +755,7 @@ static void test_resync_flush_fails(void **state)
 	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
 	write_twelve_regions_away(e);
 
-	node_run_faulty(&e->nodes[2], "fsync:1:fail=EIO");
+	node_run_faulty(&e->nodes[2], "fdatasync:1:fail=EIO");
 	tsr_layout_copy_returned(e->l, 2, e->nodes[2].address);
 	/* out of sync again (the metadata hook answers from a helper thread a
 	 * little later): its failure is counted, the first was going away */

@@ -127,6 +127,13 @@ static void child_write(struct env *e, uint64_t off, uint32_t len, uint64_t seed
 			_exit(4);
 		if (wait && wait_done(io, &d))
 			_exit(5);
+		/* not waiting: a first write into a clean region is queued only
+		 * once the fsync of its dirty bit completed (data.c): reap that
+		 * one, never the faulted write it then queues */
+		while (!wait && tsr_io_fault_count(io) == 0) {
+			if (tsr_io_poll(io, 1, true) < 0 || tsr_io_submit(io) < 0)
+				_exit(6);
+		}
 		/* not waiting: the completion is held by the fault, but the write
 		 * itself must have reached the disk before the crash, or it could
 		 * land after the parent's recovery (the kernel finishes a dead
