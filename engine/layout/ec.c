@@ -27,10 +27,13 @@
  *   3b. the guard: fewer than min_in_sync copies open and IN_SYNC -> the
  *      start-up fails here, having recorded nothing and released nothing (a
  *      COMMIT it did is redone by the next recovery: the txn is still listed
- *      COMMITTED); else every copy recorded IN_SYNC that missed the COMMIT of
- *      a txn rolled forward (not reachable, or its COMMIT failed) is recorded
- *      OUT_OF_SYNC, and step 4 waits for those records: after it, only the
- *      record says that the copy's chunk is old;
+ *      COMMITTED); else every copy recorded IN_SYNC that holds a participant
+ *      chunk of a txn rolled forward and did not get its COMMIT (not
+ *      reachable, full resync, or its COMMIT failed) is recorded
+ *      OUT_OF_SYNC, and step 4 waits for those records: once the others
+ *      forgot the txn, only the record says that the copy's chunk is old
+ *      (were it still IN_SYNC, the next recovery would find the txn STAGED
+ *      on it alone and roll it back there);
  *   4. RELEASE up to (epoch << 32) - 1 on every open copy: every txn of an
  *      older coordinator is forgotten (rolled-back ones never reach disk).
  * Then the in-sync count is checked against min_in_sync and the resyncs of
@@ -40,8 +43,8 @@
  * that fails later before ready, is OUT_OF_SYNC in memory only
  * (ec_copy_failed); the start-up records it OUT_OF_SYNC once it succeeds
  * (start_finish), before any host write.  A failed start-up thus leaves the
- * recorded in-sync set as it was (save the missed COMMITs of 3b, which it
- * had to record before releasing): copies that were merely unreachable for
+ * recorded in-sync set as it was (save the copies 3b had to record before
+ * releasing, when it got that far): copies that were merely unreachable for
  * one attach never count as having missed writes they could not have
  * received, and the next attach, with them back, succeeds.
  */
@@ -680,7 +683,10 @@ static void rec_decide(struct recovery *r)
 				rec_commit_done(rc, ret);
 		}
 		/* step 3: copies that cannot take part get the stripe rebuilt; a
-		 * participant among them missed the roll forward (3b) */
+		 * participant among them misses a roll forward (3b).  (Rolled
+		 * back, it holds the txn STAGED at most: a COMMIT goes out only
+		 * once every participant staged, so a reachable one would list it
+		 * and the txn would roll forward.) */
 		for (unsigned ci = 0; ci < e->n_copies; ci++) {
 			struct ecopy *c = &e->copies[ci];
 

@@ -105,10 +105,11 @@ struct ecopy {
 	/*
 	 * Start-up only (ec.c), cleared by start_finish.  start_failed: failed
 	 * before ready (ec_copy_failed then changes the state in memory only);
-	 * start_missed: holds a chunk of a txn the recovery rolled forward and
-	 * did not get its COMMIT.  Recorded OUT_OF_SYNC only by a start-up that
-	 * goes on (a missed one before the RELEASE that makes the others forget
-	 * the txn): a failed attach leaves the recorded in-sync set as it was.
+	 * start_missed: holds a participant chunk of a txn the recovery rolled
+	 * forward and did not get its COMMIT.  Recorded OUT_OF_SYNC only by a
+	 * start-up that goes on (a missed one before the RELEASE that makes the
+	 * others forget the txn): a failed attach leaves the recorded in-sync
+	 * set as it was.
 	 */
 	bool start_failed, start_missed;
 };

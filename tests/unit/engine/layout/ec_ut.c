@@ -1258,6 +1258,74 @@ static void test_attach_fails_after_roll_forward(void **state)
 	free(newstripe);
 }
 
+/*
+ * The RELEASE of an attach waits for the records of step 3b: a txn staged on
+ * its three participants, committed nowhere, rolls forward with the last
+ * parity's node down; that copy's chunk stays old and, once the others
+ * forgot the txn, only its record says so, so it is recorded OUT_OF_SYNC
+ * before the RELEASE.  While the metadata store refuses the record the
+ * attach fails and nothing is released (the reachable participants keep the
+ * txn, now committed); once it answers, the attach succeeds with the copy
+ * recorded out of sync, and the copy is rebuilt when it returns: every
+ * stripe decodes to the model.
+ */
+static void test_attach_release_waits_for_record(void **state)
+{
+	struct env *e = *state;
+	uint64_t width = (uint64_t)e->k * e->unit;
+	uint8_t *newstripe = malloc(width);
+	struct tsr_ec_opts o;
+	struct tsr_layout_status s;
+	unsigned away, other;
+	uint64_t stripe = 0;
+
+	pthread_mutex_lock(&g_log.lock);
+	memset(g_log.state, 0, sizeof(g_log.state));
+	pthread_mutex_unlock(&g_log.lock);
+	while (tsr_ec_copy_of(stripe, e->k + e->m - 1, e->k, e->m) == 0)
+		stripe++;
+	away = tsr_ec_copy_of(stripe, e->k + e->m - 1, e->k, e->m);
+	other = tsr_ec_copy_of(stripe, e->k, e->k, e->m); /* parity 0: reachable */
+	assert_int_equal(create(e, true, 1), 0);
+	for (uint64_t off = 0; off < VOL; off += width)
+		assert_int_equal(lwrite(e, off, (uint32_t)width, 90 + off / width), 0);
+	settle(e);
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	crashed_txn(e, 1, 0x10000000u, stripe, 1, BS, BS, 1 + e->m, 0, newstripe);
+	memcpy(e->model + stripe * width, newstripe, width);
+	node_stop(&e->nodes[away]);
+	log_reset();
+	pthread_mutex_lock(&g_log.lock);
+	g_log.hook_status = -EIO;
+	pthread_mutex_unlock(&g_log.lock);
+	opts_init(e, &o, true, 2);
+	assert_int_equal(tsr_layout_ec_create(&o, &e->l), -EIO);
+	assert_null(e->l);
+	assert_int_equal(node_stage_count(&e->nodes[other]), 1);
+	pthread_mutex_lock(&g_log.lock);
+	g_log.hook_status = 0;
+	pthread_mutex_unlock(&g_log.lock);
+
+	opts_init(e, &o, true, 3);
+	assert_int_equal(tsr_layout_ec_create(&o, &e->l), 0);
+	assert_int_equal(g_log.state[away], TSR_COPY_OUT_OF_SYNC);
+	get_status(e, &s);
+	assert_int_equal(s.txn_rolled_forward, 1);
+	assert_int_equal(s.in_sync, e->n - 1);
+	settle(e);
+	assert_int_equal(node_stage_count(&e->nodes[other]), 0);
+	assert_reads_equal_model(e);
+	node_run(&e->nodes[away], 0);
+	tsr_layout_copy_returned(e->l, away, e->nodes[away].address);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	assert_int_equal(g_log.state[away], TSR_COPY_IN_SYNC);
+	settle(e);
+	assert_reads_equal_model(e);
+	assert_stripes_consistent(e, true);
+	free(newstripe);
+}
+
 /* ---- epochs ---- */
 
 static void test_stale_epoch_fences(void **state)
@@ -1793,6 +1861,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_recovery_copy_away, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_acked_copy_away, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_attach_fails_after_roll_forward, setup_4p2,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_attach_release_waits_for_record, setup_4p2,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_stale_epoch_fences, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_opts, setup_2p1, teardown),
