@@ -258,6 +258,11 @@ perf_pid=
 if [ "${BENCH_PERF:-0}" = 1 ]; then # call graphs of the coordinator and n3 during the resync
 	perf record -q -g -p "${PIDS[0]},${PIDS[-1]}" -o "$W/perf.data" >/dev/null 2>&1 &
 	perf_pid=$!
+elif [ "${BENCH_PERF:-0}" = trace ]; then
+	# perf trace -s of both: syscalls per thread with their time and errors
+	# (where each event loop waits: epoll_wait, sendmsg EAGAIN, msync...)
+	perf trace -s -p "${PIDS[0]},${PIDS[-1]}" -o "$W/fio/perf-trace-s.txt" >/dev/null 2>&1 &
+	perf_pid=$!
 fi
 # The coordinator logs the start of the copy ("resync of copy I (n3): N bytes
 # to copy") and its end ("copy I (n3) in sync again"), with ms timestamps: the
@@ -275,7 +280,11 @@ cpu_n3=$(cpu_s "${PIDS[-1]}") # started in the window: all of it
 trace_stop
 if [ -n "$perf_pid" ]; then
 	kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
-	log "perf data in $W/perf.data (BENCH_KEEP=1 keeps it)"
+	if [ "${BENCH_PERF:-0}" = trace ]; then
+		log "perf trace -s of n1 and n3 in $W/fio/perf-trace-s.txt (BENCH_KEEP=1 keeps it)"
+	else
+		log "perf data in $W/perf.data (BENCH_KEEP=1 keeps it)"
+	fi
 fi
 tail -n "+$((lines_before + 1))" "$W/n1/tesserad.log" | grep -q "(n3) in sync again" ||
 	die "n3 not in sync after 600 s: $(tail -3 "$W/n1/tesserad.log")"
