@@ -4,40 +4,11 @@
  * header, which is also the fuzz target (tests/fuzz/fuzz_peer_hdr.c), and
  * the encoder.  Everything explicit little endian; no alignment assumed.
  */
-#include <endian.h>
 #include <errno.h>
 #include <string.h>
 
 #include "tessera/peer.h"
 #include "peer/internal.h"
-
-static uint32_t get32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, 4);
-	return le32toh(v);
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, 8);
-	return le64toh(v);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, 4);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, 8);
-}
 
 const char *peer_op_name(uint8_t op)
 {
@@ -175,20 +146,20 @@ int tsr_peer_hdr_parse(const uint8_t buf[TSR_PEER_HDR_SIZE], struct tsr_peer_hdr
 	struct tsr_peer_hdr h;
 	int ret;
 
-	if (get32(buf) != TSR_PEER_MAGIC)
+	if (tsr_get_le32(buf) != TSR_PEER_MAGIC)
 		return -EBADMSG;
-	if (get32(buf + 52) != tsr_crc32c(0, buf, 52))
+	if (tsr_get_le32(buf + 52) != tsr_crc32c(0, buf, 52))
 		return -EBADMSG;
 	memset(&h, 0, sizeof(h));
 	h.opcode = buf[4];
 	h.flags = buf[5];
-	h.handle = get64(buf + 8);
-	h.offset = get64(buf + 16);
-	h.length = get32(buf + 24);
-	h.status = (int32_t)get32(buf + 28);
-	h.epoch = get64(buf + 32);
-	h.seq = get64(buf + 40);
-	h.data_crc = get32(buf + 48);
+	h.handle = tsr_get_le64(buf + 8);
+	h.offset = tsr_get_le64(buf + 16);
+	h.length = tsr_get_le32(buf + 24);
+	h.status = (int32_t)tsr_get_le32(buf + 28);
+	h.epoch = tsr_get_le64(buf + 32);
+	h.seq = tsr_get_le64(buf + 40);
+	h.data_crc = tsr_get_le32(buf + 48);
 	if (h.opcode < TSR_PEER_HELLO || h.opcode > TSR_PEER_STAGE_LIST)
 		return -EPROTO;
 	if (buf[6] != 0 || buf[7] != 0)
@@ -211,18 +182,18 @@ int tsr_peer_hdr_parse(const uint8_t buf[TSR_PEER_HDR_SIZE], struct tsr_peer_hdr
 
 void tsr_peer_hdr_pack(const struct tsr_peer_hdr *h, uint8_t buf[TSR_PEER_HDR_SIZE])
 {
-	put32(buf, TSR_PEER_MAGIC);
+	tsr_put_le32(buf, TSR_PEER_MAGIC);
 	buf[4] = h->opcode;
 	buf[5] = h->flags;
 	buf[6] = buf[7] = 0;
-	put64(buf + 8, h->handle);
-	put64(buf + 16, h->offset);
-	put32(buf + 24, h->length);
-	put32(buf + 28, (uint32_t)h->status);
-	put64(buf + 32, h->epoch);
-	put64(buf + 40, h->seq);
-	put32(buf + 48, h->data_crc);
-	put32(buf + 52, tsr_crc32c(0, buf, 52));
+	tsr_put_le64(buf + 8, h->handle);
+	tsr_put_le64(buf + 16, h->offset);
+	tsr_put_le32(buf + 24, h->length);
+	tsr_put_le32(buf + 28, (uint32_t)h->status);
+	tsr_put_le64(buf + 32, h->epoch);
+	tsr_put_le64(buf + 40, h->seq);
+	tsr_put_le32(buf + 48, h->data_crc);
+	tsr_put_le32(buf + 52, tsr_crc32c(0, buf, 52));
 }
 
 /* One name of a SNAP payload: n bytes at p, NUL-terminated into out. */
@@ -307,7 +278,7 @@ bool peer_open_name_ok(const char *name)
 int tsr_peer_stage_parse(const struct tsr_peer_hdr *hdr, const uint8_t *prefix,
 			 struct tsr_stage_entry *e)
 {
-	uint32_t parts = get32(prefix + 16);
+	uint32_t parts = tsr_get_le32(prefix + 16);
 	unsigned i;
 
 	for (i = 20; i < TSR_PEER_STAGE_PREFIX; i++)
@@ -316,8 +287,8 @@ int tsr_peer_stage_parse(const struct tsr_peer_hdr *hdr, const uint8_t *prefix,
 	if (parts == 0 || parts >= 1u << PEER_STAGE_MAX_POSITIONS)
 		return -EINVAL;
 	memset(e, 0, sizeof(*e));
-	e->txn = get64(prefix);
-	e->stripe = get64(prefix + 8);
+	e->txn = tsr_get_le64(prefix);
+	e->stripe = tsr_get_le64(prefix + 8);
 	e->offset = hdr->offset;
 	e->length = hdr->length;
 	e->participants = parts;
@@ -328,9 +299,9 @@ int tsr_peer_stage_parse(const struct tsr_peer_hdr *hdr, const uint8_t *prefix,
 void tsr_peer_stage_pack(const struct tsr_stage_entry *e, uint8_t prefix[TSR_PEER_STAGE_PREFIX])
 {
 	memset(prefix, 0, TSR_PEER_STAGE_PREFIX);
-	put64(prefix, e->txn);
-	put64(prefix + 8, e->stripe);
-	put32(prefix + 16, e->participants);
+	tsr_put_le64(prefix, e->txn);
+	tsr_put_le64(prefix + 8, e->stripe);
+	tsr_put_le32(prefix + 16, e->participants);
 }
 
 int tsr_peer_stage_list_parse(const uint8_t *p, uint32_t len, struct tsr_stage_entry *out,
@@ -345,14 +316,14 @@ int tsr_peer_stage_list_parse(const uint8_t *p, uint32_t len, struct tsr_stage_e
 		return -EMSGSIZE;
 	for (i = 0; i < count; i++, p += TSR_PEER_STAGE_ENTRY) {
 		struct tsr_stage_entry e;
-		uint32_t state = get32(p + 32);
+		uint32_t state = tsr_get_le32(p + 32);
 
-		e.txn = get64(p);
-		e.stripe = get64(p + 8);
-		e.offset = get64(p + 16);
-		e.length = get32(p + 24);
-		e.participants = get32(p + 28);
-		if (get32(p + 36) != 0)
+		e.txn = tsr_get_le64(p);
+		e.stripe = tsr_get_le64(p + 8);
+		e.offset = tsr_get_le64(p + 16);
+		e.length = tsr_get_le32(p + 24);
+		e.participants = tsr_get_le32(p + 28);
+		if (tsr_get_le32(p + 36) != 0)
 			return -EPROTO;
 		if (state != TSR_STAGE_STAGED && state != TSR_STAGE_COMMITTED)
 			return -EPROTO;
@@ -373,12 +344,12 @@ void tsr_peer_stage_list_pack(const struct tsr_stage_entry *e, size_t n, uint8_t
 	size_t i;
 
 	for (i = 0; i < n; i++, out += TSR_PEER_STAGE_ENTRY) {
-		put64(out, e[i].txn);
-		put64(out + 8, e[i].stripe);
-		put64(out + 16, e[i].offset);
-		put32(out + 24, e[i].length);
-		put32(out + 28, e[i].participants);
-		put32(out + 32, (uint32_t)e[i].state);
-		put32(out + 36, 0);
+		tsr_put_le64(out, e[i].txn);
+		tsr_put_le64(out + 8, e[i].stripe);
+		tsr_put_le64(out + 16, e[i].offset);
+		tsr_put_le32(out + 24, e[i].length);
+		tsr_put_le32(out + 28, e[i].participants);
+		tsr_put_le32(out + 32, (uint32_t)e[i].state);
+		tsr_put_le32(out + 36, 0);
 	}
 }

@@ -4,7 +4,6 @@
  * target of tests/fuzz/fuzz_site_hdr.c), one parser per payload, and the
  * encoders.  Everything explicit little endian; no alignment assumed.
  */
-#include <endian.h>
 #include <errno.h>
 #include <string.h>
 
@@ -16,48 +15,6 @@
 #define WIRE_LEN_OFF 48u
 #define RESERVED_OFF 52u
 #define MAX_ERRNO 4095u
-
-static uint16_t get16(const uint8_t *p)
-{
-	uint16_t v;
-
-	memcpy(&v, p, 2);
-	return le16toh(v);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, 4);
-	return le32toh(v);
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, 8);
-	return le64toh(v);
-}
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	v = htole16(v);
-	memcpy(p, &v, 2);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, 4);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, 8);
-}
 
 const char *tsr_site_op_name(uint8_t op)
 {
@@ -199,9 +156,9 @@ int tsr_site_hdr_parse(const uint8_t buf[TSR_SITE_HDR_SIZE], struct tsr_site_hdr
 	unsigned i;
 	int ret;
 
-	if (get32(buf) != TSR_SITE_MAGIC)
+	if (tsr_get_le32(buf) != TSR_SITE_MAGIC)
 		return -EBADMSG;
-	if (get32(buf + HDR_CRC_OFF) != tsr_crc32c(0, buf, HDR_CRC_OFF))
+	if (tsr_get_le32(buf + HDR_CRC_OFF) != tsr_crc32c(0, buf, HDR_CRC_OFF))
 		return -EBADMSG;
 	if (buf[4] != TSR_SITE_VERSION)
 		return -EPROTONOSUPPORT;
@@ -213,13 +170,13 @@ int tsr_site_hdr_parse(const uint8_t buf[TSR_SITE_HDR_SIZE], struct tsr_site_hdr
 	memset(&h, 0, sizeof(h));
 	h.opcode = buf[5];
 	h.flags = buf[6];
-	h.stream = get64(buf + 8);
-	h.seq = get64(buf + 16);
-	h.offset = get64(buf + 24);
-	h.epoch = get64(buf + 32);
-	h.length = get32(buf + 40);
-	h.data_crc = get32(buf + 44);
-	h.wire_len = get32(buf + WIRE_LEN_OFF);
+	h.stream = tsr_get_le64(buf + 8);
+	h.seq = tsr_get_le64(buf + 16);
+	h.offset = tsr_get_le64(buf + 24);
+	h.epoch = tsr_get_le64(buf + 32);
+	h.length = tsr_get_le32(buf + 40);
+	h.data_crc = tsr_get_le32(buf + 44);
+	h.wire_len = tsr_get_le32(buf + WIRE_LEN_OFF);
 	if (h.flags & ~(TSR_SITE_F_REPLY | TSR_SITE_F_REPLAY | TSR_SITE_F_DIGEST |
 			TSR_SITE_F_COMPRESSED))
 		return -EPROTO;
@@ -233,18 +190,18 @@ int tsr_site_hdr_parse(const uint8_t buf[TSR_SITE_HDR_SIZE], struct tsr_site_hdr
 void tsr_site_hdr_pack(const struct tsr_site_hdr *h, uint8_t buf[TSR_SITE_HDR_SIZE])
 {
 	memset(buf, 0, TSR_SITE_HDR_SIZE);
-	put32(buf, TSR_SITE_MAGIC);
+	tsr_put_le32(buf, TSR_SITE_MAGIC);
 	buf[4] = TSR_SITE_VERSION;
 	buf[5] = h->opcode;
 	buf[6] = h->flags;
-	put64(buf + 8, h->stream);
-	put64(buf + 16, h->seq);
-	put64(buf + 24, h->offset);
-	put64(buf + 32, h->epoch);
-	put32(buf + 40, h->length);
-	put32(buf + 44, h->data_crc);
-	put32(buf + WIRE_LEN_OFF, h->wire_len);
-	put32(buf + HDR_CRC_OFF, tsr_crc32c(0, buf, HDR_CRC_OFF));
+	tsr_put_le64(buf + 8, h->stream);
+	tsr_put_le64(buf + 16, h->seq);
+	tsr_put_le64(buf + 24, h->offset);
+	tsr_put_le64(buf + 32, h->epoch);
+	tsr_put_le32(buf + 40, h->length);
+	tsr_put_le32(buf + 44, h->data_crc);
+	tsr_put_le32(buf + WIRE_LEN_OFF, h->wire_len);
+	tsr_put_le32(buf + HDR_CRC_OFF, tsr_crc32c(0, buf, HDR_CRC_OFF));
 }
 
 int tsr_site_data_check(const struct tsr_site_hdr *hdr, const void *payload)
@@ -282,7 +239,7 @@ int tsr_site_hello_parse(const uint8_t *p, uint32_t len, struct tsr_site_hello *
 		return -EPROTO;
 	s = p[0];
 	c = p[1];
-	if (get16(p + 2) != 0 || s == 0 || c == 0 || s > TSR_SITE_NAME_MAX ||
+	if (tsr_get_le16(p + 2) != 0 || s == 0 || c == 0 || s > TSR_SITE_NAME_MAX ||
 	    c > TSR_SITE_NAME_MAX || len != 4 + s + c)
 		return -EPROTO;
 	ret = get_name(p + 4, s, h.site);
@@ -305,7 +262,7 @@ int tsr_site_hello_pack(const struct tsr_site_hello *h, uint8_t buf[TSR_SITE_HEL
 		return -EINVAL;
 	buf[0] = (uint8_t)s;
 	buf[1] = (uint8_t)c;
-	put16(buf + 2, 0);
+	tsr_put_le16(buf + 2, 0);
 	memcpy(buf + 4, h->site, (size_t)s);
 	memcpy(buf + 4 + s, h->cluster, (size_t)c);
 	len = 4u + (uint32_t)s + (uint32_t)c;
@@ -381,7 +338,7 @@ int tsr_site_open_parse(const uint8_t *p, uint32_t len, struct tsr_site_open *ou
 	if (ret)
 		return ret;
 	if (g) {
-		o.members = get16(p + 4 + n + l);
+		o.members = tsr_get_le16(p + 4 + n + l);
 		if (o.members == 0 || o.members > TSR_SITE_GROUP_MAX)
 			return -EINVAL;
 		ret = get_name(p + 4 + n + l + 2, g, o.group);
@@ -414,7 +371,7 @@ int tsr_site_open_pack(const struct tsr_site_open *o, uint8_t buf[TSR_SITE_OPEN_
 	memcpy(buf + 4 + n, o->layout, (size_t)l);
 	len = 4u + (uint32_t)n + (uint32_t)l;
 	if (g) {
-		put16(buf + len, (uint16_t)o->members);
+		tsr_put_le16(buf + len, (uint16_t)o->members);
 		memcpy(buf + len + 2, o->group, (size_t)g);
 		len += 2u + (uint32_t)g;
 	}
@@ -429,7 +386,7 @@ int tsr_site_marker_parse(const uint8_t *p, uint32_t len, struct tsr_site_marker
 	if (len < 5 || len > TSR_SITE_MARKER_MAX || p[0] != len - 4 || p[1] != 0)
 		return -EPROTO;
 	memset(&m, 0, sizeof(m));
-	m.members = get16(p + 2);
+	m.members = tsr_get_le16(p + 2);
 	if (m.members == 0 || m.members > TSR_SITE_GROUP_MAX)
 		return -EINVAL;
 	ret = get_name(p + 4, p[0], m.group);
@@ -448,7 +405,7 @@ int tsr_site_marker_pack(const struct tsr_site_marker *m, uint8_t buf[TSR_SITE_M
 		return -EINVAL;
 	buf[0] = (uint8_t)n;
 	buf[1] = 0;
-	put16(buf + 2, (uint16_t)m->members);
+	tsr_put_le16(buf + 2, (uint16_t)m->members);
 	memcpy(buf + 4, m->group, (size_t)n);
 	return tsr_site_marker_parse(buf, 4u + (uint32_t)n, &check) == 0 ? 4 + n : -EINVAL;
 }
@@ -486,9 +443,9 @@ int tsr_site_error_parse(const uint8_t *p, uint32_t len, struct tsr_site_error *
 
 	if (len < 8 || len > TSR_SITE_ERROR_MAX)
 		return -EPROTO;
-	code = get32(p);
-	m = get16(p + 4);
-	if (get16(p + 6) != 0 || m > TSR_SITE_ERRMSG_MAX || len != 8 + m)
+	code = tsr_get_le32(p);
+	m = tsr_get_le16(p + 4);
+	if (tsr_get_le16(p + 6) != 0 || m > TSR_SITE_ERRMSG_MAX || len != 8 + m)
 		return -EPROTO;
 	if (code == 0 || code > MAX_ERRNO)
 		return -EINVAL;
@@ -510,9 +467,9 @@ int tsr_site_error_pack(const struct tsr_site_error *e, uint8_t buf[TSR_SITE_ERR
 
 	if (m > TSR_SITE_ERRMSG_MAX || e->code <= 0 || e->code > (int)MAX_ERRNO)
 		return -EINVAL;
-	put32(buf, (uint32_t)e->code);
-	put16(buf + 4, (uint16_t)m);
-	put16(buf + 6, 0);
+	tsr_put_le32(buf, (uint32_t)e->code);
+	tsr_put_le16(buf + 4, (uint16_t)m);
+	tsr_put_le16(buf + 6, 0);
 	memcpy(buf + 8, e->msg, m);
 	return tsr_site_error_parse(buf, 8u + (uint32_t)m, &check) == 0 ? (int)(8 + m) : -EINVAL;
 }

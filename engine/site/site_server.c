@@ -86,43 +86,21 @@
 
 /* ---- the state file block ---- */
 
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 void site_state_pack(const struct site_state *st, uint8_t buf[SITE_STATE_SIZE])
 {
 	memset(buf, 0, SITE_STATE_SIZE);
-	put32(buf, SITE_STATE_MAGIC);
-	put32(buf + 4, SITE_STATE_VERSION);
-	put64(buf + 8, st->stream);
-	put64(buf + 16, st->epoch);
-	put64(buf + 24, st->applied);
-	put32(buf + 32, st->flags);
+	tsr_put_le32(buf, SITE_STATE_MAGIC);
+	tsr_put_le32(buf + 4, SITE_STATE_VERSION);
+	tsr_put_le64(buf + 8, st->stream);
+	tsr_put_le64(buf + 16, st->epoch);
+	tsr_put_le64(buf + 24, st->applied);
+	tsr_put_le32(buf + 32, st->flags);
 	strncpy((char *)buf + 36, st->site, 64);
 	strncpy((char *)buf + 100, st->cluster, 64);
 	strncpy((char *)buf + 164, st->volume, 64);
-	put64(buf + 232, st->marker);
+	tsr_put_le64(buf + 232, st->marker);
 	strncpy((char *)buf + 240, st->group, 64);
-	put32(buf + SITE_STATE_SIZE - 4, tsr_crc32c(0, buf, SITE_STATE_SIZE - 4));
+	tsr_put_le32(buf + SITE_STATE_SIZE - 4, tsr_crc32c(0, buf, SITE_STATE_SIZE - 4));
 }
 
 /* A 64-byte NUL-padded name field: a valid name, then only NULs. */
@@ -143,23 +121,23 @@ int site_state_parse(const uint8_t buf[SITE_STATE_SIZE], struct site_state *out)
 {
 	struct site_state st = {0};
 
-	if (get32(buf) != SITE_STATE_MAGIC ||
-	    get32(buf + SITE_STATE_SIZE - 4) != tsr_crc32c(0, buf, SITE_STATE_SIZE - 4))
+	if (tsr_get_le32(buf) != SITE_STATE_MAGIC ||
+	    tsr_get_le32(buf + SITE_STATE_SIZE - 4) != tsr_crc32c(0, buf, SITE_STATE_SIZE - 4))
 		return -EBADMSG;
-	if (get32(buf + 4) != SITE_STATE_VERSION)
+	if (tsr_get_le32(buf + 4) != SITE_STATE_VERSION)
 		return -EPROTONOSUPPORT;
-	st.stream = get64(buf + 8);
-	st.epoch = get64(buf + 16);
-	st.applied = get64(buf + 24);
-	st.flags = get32(buf + 32);
+	st.stream = tsr_get_le64(buf + 8);
+	st.epoch = tsr_get_le64(buf + 16);
+	st.applied = tsr_get_le64(buf + 24);
+	st.flags = tsr_get_le32(buf + 32);
 	if (st.stream == 0 || (st.flags & ~SITE_STATE_FLAGS))
 		return -EPROTO;
 	if (name_field(buf + 36, st.site) || name_field(buf + 100, st.cluster) ||
 	    name_field(buf + 164, st.volume))
 		return -EPROTO;
-	if (get32(buf + 228) != 0)
+	if (tsr_get_le32(buf + 228) != 0)
 		return -EPROTO;
-	st.marker = get64(buf + 232);
+	st.marker = tsr_get_le64(buf + 232);
 	if (buf[240] != 0 && name_field(buf + 240, st.group))
 		return -EPROTO;
 	if (buf[240] == 0) { /* no group: no marker, and the field all zero */

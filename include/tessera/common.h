@@ -1,7 +1,7 @@
 /*
  * Types and helpers shared by every layer: the completion callback, logging,
- * CRC32C (ISA-L), aligned buffers, the monotonic clock.  Implemented in
- * engine/util/ (the clock inline, here).
+ * CRC32C (ISA-L), aligned buffers, little-endian fields, the monotonic clock.
+ * Implemented in engine/util/ (the last two inline, here).
  */
 #ifndef TESSERA_COMMON_H
 #define TESSERA_COMMON_H
@@ -50,6 +50,45 @@ const char *tsr_format_size(uint64_t bytes, char *buf, size_t len);
 
 /* A volume or snapshot name: [A-Za-z0-9][A-Za-z0-9._-]{0,62}. */
 int tsr_valid_name(const char *name);
+
+/*
+ * Little-endian integers in the wire and on-disk formats, at any alignment
+ * (the compiler makes each a single load or store where it can).
+ */
+static inline uint16_t tsr_get_le16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static inline uint32_t tsr_get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline uint64_t tsr_get_le64(const uint8_t *p)
+{
+	return (uint64_t)tsr_get_le32(p) | (uint64_t)tsr_get_le32(p + 4) << 32;
+}
+
+static inline void tsr_put_le16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static inline void tsr_put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+static inline void tsr_put_le64(uint8_t *p, uint64_t v)
+{
+	tsr_put_le32(p, (uint32_t)v);
+	tsr_put_le32(p + 4, (uint32_t)(v >> 32));
+}
 
 /*
  * The monotonic clock (CLOCK_MONOTONIC) in ns, us and ms, for deadlines,
