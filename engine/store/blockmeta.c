@@ -342,10 +342,10 @@ int blockmeta_mark_dirty(struct blockmeta *bm, uint64_t first, uint64_t last)
  */
 struct mark_sync {
 	struct blockmeta *bm;
-	struct tsr_io *io;
-	uint64_t lo_w, hi_w;
-	struct blockmeta_wait *waiters, **tail;
-	struct mark_sync *next;
+	struct tsr_io *io;   /* the ring it is queued on: only its thread joins */
+	uint64_t lo_w, hi_w; /* words set in the mapping before it was queued */
+	struct blockmeta_wait *waiters, **tail; /* called back in arrival order */
+	struct mark_sync *next;                 /* bm->mark_syncs (dirty_lock) */
 };
 
 static void mark_sync_done(void *cb_arg, int res)
