@@ -31,7 +31,7 @@ int csi_admin(struct csi_call *call, Tessera__Admin__Request *req, Tessera__Admi
 {
 	struct csi_plugin *p = call->plugin;
 	const char *where = p->tesserad_tcp ? p->tesserad_tcp : p->tesserad_unix;
-	struct timespec t0, t1;
+	int64_t t0;
 	int attempt, ret = 0;
 
 	for (attempt = 0; attempt < 2; attempt++) {
@@ -45,12 +45,11 @@ int csi_admin(struct csi_call *call, Tessera__Admin__Request *req, Tessera__Admi
 						where, strerror(-ret));
 			}
 		}
-		clock_gettime(CLOCK_MONOTONIC, &t0);
+		t0 = tsr_mono_ns();
 		ret = tsr_admin_call(t_client, req, p->admin_timeout_ms, resp);
-		clock_gettime(CLOCK_MONOTONIC, &t1);
 		tsr_debug("csi: %s: admin request %d: %d (%.1f ms)", call->method,
 			  (int)req->command_case, ret ? ret : (*resp)->error,
-			  (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
+			  (double)(tsr_mono_ns() - t0) / 1e6);
 		if (ret == 0)
 			return GRPC_OK;
 		csi_admin_thread_close();

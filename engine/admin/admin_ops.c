@@ -224,7 +224,7 @@ struct gate_later {
 	uint64_t src_size;         /* clone: the source's size (grown after when less) */
 	int status;                /* the gate's result, set on the home worker */
 	struct admin_later *later; /* done by gate_done, exactly once */
-	struct timespec started;   /* CLOCK_MONOTONIC at the request (the log line) */
+	int64_t started_ns;        /* tsr_mono_ns() at the request (the log line) */
 };
 
 static void snap_finish(struct tsr_admin_server *srv, const struct gate_later *g, int ret,
@@ -249,7 +249,6 @@ static const char *snap_op_name(enum tsr_snap_op op)
 static void gate_reply(struct tsr_admin_server *srv, void *arg, Tessera__Admin__Response *resp)
 {
 	struct gate_later *g = arg;
-	struct timespec now;
 	int ret = g->status;
 
 	/* its last client left meanwhile: the store directly (nothing writes
@@ -258,12 +257,9 @@ static void gate_reply(struct tsr_admin_server *srv, void *arg, Tessera__Admin__
 		ret = store_snap(srv, g->vol, &g->req);
 	snap_finish(srv, g, ret, resp);
 	/* the server's side of the round trip (bench/snapshot.sh reads it) */
-	clock_gettime(CLOCK_MONOTONIC, &now);
 	tsr_info("admin: %s '%s@%s': replied after %.1f ms%s", snap_op_name(g->req.op), g->vol,
 		 g->req.op == TSR_SNAP_CLONE ? g->req.clone : g->req.snap,
-		 (double)(now.tv_sec - g->started.tv_sec) * 1e3 +
-			 (double)(now.tv_nsec - g->started.tv_nsec) / 1e6,
-		 resp->error ? " (failed)" : "");
+		 (double)(tsr_mono_ns() - g->started_ns) / 1e6, resp->error ? " (failed)" : "");
 	free(g);
 }
 
@@ -282,7 +278,7 @@ static int gate_start(struct tsr_admin_server *srv, const struct gate_later *tmp
 	if (g == NULL)
 		return 0;
 	*g = *tmpl;
-	clock_gettime(CLOCK_MONOTONIC, &g->started);
+	g->started_ns = tsr_mono_ns();
 	g->later = admin_later_begin(srv, gate_reply, g);
 	if (g->later == NULL) {
 		free(g);

@@ -385,7 +385,7 @@ struct snap_later {
 					* the loop after */
 	char msg[1024];                /* a call's message for status ("": coord_result's) */
 	struct admin_later *later;     /* done exactly once: snap_later_cut or the last call */
-	struct timespec started;       /* CLOCK_MONOTONIC at the request (the log line) */
+	int64_t started_ns;            /* tsr_mono_ns() at the request (the log line) */
 	size_t n_slots;                /* node-to-node calls (0: a cut on our home worker) */
 	size_t outstanding;            /* calls whose callback has not run yet (loop) */
 	bool forward;                  /* slots[0] is the coordinator's answer */
@@ -456,7 +456,6 @@ static void snap_later_reply(struct tsr_admin_server *srv, void *arg,
 	struct snap_later *sl = arg;
 	bool create = sl->req.op == TSR_SNAP_CREATE;
 	struct tsr_cluster *c;
-	struct timespec now;
 	char msg[1024];
 	int ret;
 
@@ -475,10 +474,8 @@ static void snap_later_reply(struct tsr_admin_server *srv, void *arg,
 			tsr_info("cluster: snapshot %s@%s created", sl->vol, sl->req.snap);
 		clone_after_cut(c, sl->clone, sl->req.snap, ret, sl->status && sl->msg[0] ?
 				sl->msg : msg, resp);
-		clock_gettime(CLOCK_MONOTONIC, &now);
 		tsr_info("cluster: clone '%s' of '%s': replied after %.1f ms%s", sl->clone->name,
-			 sl->vol, (double)(now.tv_sec - sl->started.tv_sec) * 1e3 +
-				 (double)(now.tv_nsec - sl->started.tv_nsec) / 1e6,
+			 sl->vol, (double)(tsr_mono_ns() - sl->started_ns) / 1e6,
 			 resp->error ? " (failed)" : "");
 		free(sl->clone);
 		free(sl);
@@ -496,12 +493,9 @@ static void snap_later_reply(struct tsr_admin_server *srv, void *arg,
 		if (create)
 			snapshot_reply(c, sl->vol, sl->req.snap, resp);
 	}
-	clock_gettime(CLOCK_MONOTONIC, &now);
 	tsr_info("cluster: snapshot %s '%s@%s': replied after %.1f ms%s",
 		 create ? "create" : "delete", sl->vol, sl->req.snap,
-		 (double)(now.tv_sec - sl->started.tv_sec) * 1e3 +
-			 (double)(now.tv_nsec - sl->started.tv_nsec) / 1e6,
-		 resp->error ? " (failed)" : "");
+		 (double)(tsr_mono_ns() - sl->started_ns) / 1e6, resp->error ? " (failed)" : "");
 	free(sl);
 }
 
@@ -516,7 +510,7 @@ static struct snap_later *snap_later_new(struct tsr_cluster *c, const char *vol,
 
 	if (srv == NULL || (sl = calloc(1, sizeof(*sl))) == NULL)
 		return NULL;
-	clock_gettime(CLOCK_MONOTONIC, &sl->started);
+	sl->started_ns = tsr_mono_ns();
 	sl->c = c;
 	snprintf(sl->vol, sizeof(sl->vol), "%s", vol);
 	sl->req = *sr;
