@@ -249,14 +249,7 @@ with open(sys.argv[1], "r+b") as f:
 }
 
 # cl_qemu_io I VOL CMD...: qemu-io commands on VOL through node I's NBD socket.
-cl_qemu_io() {
-	local i=$1 vol=$2 args=() c
-	shift 2
-	for c in "$@"; do args+=(-c "$c"); done
-	qemu-io --image-opts \
-		"driver=nbd,export=$vol,server.type=unix,server.path=$(cl_dir "$i")/nbd.sock" \
-		"${args[@]}"
-}
+cl_qemu_io() { qemu_io "$(cl_dir "$1")" "${@:2}"; }
 
 # cl_wait_scrub_idle VOL [TIMEOUT_S]: until no scrub of VOL runs (an attach
 # after an unclean detach may start one to converge the copies).

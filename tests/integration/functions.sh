@@ -227,6 +227,16 @@ print(json.dumps(v) if isinstance(v, (dict, list, bool)) or v is None else v)' "
 # nbd_uri DIR NAME: the unix-socket URI of a volume.
 nbd_uri() { echo "nbd+unix:///$2?socket=$1/nbd.sock"; }
 
+# qemu_io DIR NAME CMD...: qemu-io commands (each one -c) on volume NAME
+# through DIR/nbd.sock.
+qemu_io() {
+	local dir=$1 vol=$2 args=() c
+	shift 2
+	for c in "$@"; do args+=(-c "$c"); done
+	qemu-io --image-opts "driver=nbd,export=$vol,server.type=unix,server.path=$dir/nbd.sock" \
+		"${args[@]}"
+}
+
 # qemu_nbd_spec DIR NAME: the same as a qemu-io/qemu-img json filename.
 qemu_nbd_spec() {
 	echo "json:{\"driver\":\"raw\",\"file\":{\"driver\":\"nbd\",\"export\":\"$2\",\"server\":{\"type\":\"unix\",\"path\":\"$1/nbd.sock\"}}}"

@@ -84,14 +84,7 @@ site_uri() { nbd_uri "$(sdir "$1")" "$2"; }
 site_sha() { nbdcopy "$(site_uri "$1" "$2")" - | sha256sum | cut -d' ' -f1; }
 
 # site_qemu_io KEY VOL CMD...: qemu-io commands on VOL at site KEY.
-site_qemu_io() {
-	local key=$1 vol=$2 args=() c
-	shift 2
-	for c in "$@"; do args+=(-c "$c"); done
-	qemu-io --image-opts \
-		"driver=nbd,export=$vol,server.type=unix,server.path=$(sdir "$key")/nbd.sock" \
-		"${args[@]}"
-}
+site_qemu_io() { qemu_io "$(sdir "$1")" "${@:2}"; }
 
 # site_vol_create KEY VOL SIZE: a 1-copy volume attached on the site's node.
 site_vol_create() {

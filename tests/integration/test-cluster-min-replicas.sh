@@ -19,34 +19,34 @@ require_cmd qemu-io
 cl_start 3 --write-wait 6000 --io libaio
 ctsr volume create mr --size 64M --replicas 3 --min-replicas 2 >/dev/null || fail "volume create"
 ctsr volume attach mr --node n1 >/dev/null || fail "attach"
-qio() { qemu-io --image-opts "driver=nbd,export=mr,server.type=unix,server.path=$(cl_dir 1)/nbd.sock" "$@"; }
+qio() { cl_qemu_io 1 mr "$@"; }
 
-qio -c "write -P 0x11 0 1M" >/dev/null || fail "first write"
+qio "write -P 0x11 0 1M" >/dev/null || fail "first write"
 cl_kill 3
-qio -c "write -P 0x22 0 1M" >/dev/null || fail "write with 2 of 3 copies in sync"
-qio -c "read -P 0x22 0 1M" >/dev/null || fail "read back with 2 of 3"
+qio "write -P 0x22 0 1M" >/dev/null || fail "write with 2 of 3 copies in sync"
+qio "read -P 0x22 0 1M" >/dev/null || fail "read back with 2 of 3"
 cl_wait_state mr n3 out-of-sync 10
 
 cl_kill 2
 t0=$(date +%s.%N)
-out=$(qio -c "write -P 0x33 0 1M" 2>&1)
+out=$(qio "write -P 0x33 0 1M" 2>&1)
 t1=$(date +%s.%N)
 printf '%s' "$out" | grep -qiE "error|failed" || fail "write with 1 of 3 copies succeeded: $out"
 waited=$("$PY" -c "print(round($t1 - $t0, 1))")
 log "write below min-replicas failed after ${waited}s: $(printf '%s' "$out" | head -1)"
 # (the failed range's content is undefined, as after any failed write; the
 # volume still serves reads from its in-sync copy)
-qio -c "read 0 1M" >/dev/null || fail "read after the refused write"
+qio "read 0 1M" >/dev/null || fail "read after the refused write"
 
 # n2 returns while a write waits: that write succeeds
-qio -c "write -P 0x44 1M 1M" >"$CL_ROOT/w44.out" 2>&1 &
+qio "write -P 0x44 1M 1M" >"$CL_ROOT/w44.out" 2>&1 &
 wpid=$!
 track_pid "$wpid"
 sleep 0.2
 cl_start_node 2
 reap "$wpid" || { cat "$CL_ROOT/w44.out" >&2; fail "write did not succeed once n2 came back"; }
 grep -qiE "error|failed" "$CL_ROOT/w44.out" && fail "write failed although n2 came back: $(cat "$CL_ROOT/w44.out")"
-qio -c "read -P 0x44 1M 1M" >/dev/null || fail "read back after n2 returned"
+qio "read -P 0x44 1M 1M" >/dev/null || fail "read back after n2 returned"
 
 cl_start_node 3
 cl_wait_synced mr 60

@@ -80,8 +80,7 @@ for n in "${C3[@]}"; do [ "$n" != "n$coord" ] && other=${n#n}; done
 cl_stop "$other"
 d=$(cl_dir "$other")
 start_tesserad "$d"   # standalone on the same directory: the copy is an ordinary volume
-qemu-io --image-opts "driver=nbd,export=rb,server.type=unix,server.path=$d/nbd.sock" \
-	-c "write -P 0x5a 1M 4k" >/dev/null || fail "standalone write"
+qemu_io "$d" rb "write -P 0x5a 1M 4k" >/dev/null || fail "standalone write"
 stop_tesserad
 cl_start_node "$other"
 cl_wait_synced rb 60
