@@ -353,7 +353,16 @@ void mirror_copy_failed(struct mcopy *c, int err)
 	mark_unflushed(c);
 	if (!c->local)
 		mcopy_disconnect(c);
-	mirror_hook_request(c, TSR_COPY_OUT_OF_SYNC, NULL);
+	/*
+	 * Before ready, in memory only: an attach that fails (fewer than
+	 * min_replicas left) must not shrink the recorded in-sync set, or every
+	 * later attach is refused though no copy missed a write.  A start-up
+	 * that goes on records it (start_done) before any host write.
+	 */
+	if (m->ready)
+		mirror_hook_request(c, TSR_COPY_OUT_OF_SYNC, NULL);
+	else
+		c->start_failed = true;
 	mirror_publish(m);
 }
 
@@ -915,28 +924,84 @@ static void tick(void *arg, uint32_t events)
 
 /* ---- start-up (home worker) ---------------------------------------------- */
 
-static void start_finish(struct mirror *m, int status)
+/*
+ * The end of the start-up.  Nothing was recorded before: a copy away or
+ * failed on the way is OUT_OF_SYNC in memory only (mirror_copy_failed), so a
+ * failed start-up leaves the copy states in the metadata store as they were.
+ * A start-up that succeeds records those copies OUT_OF_SYNC and waits for the
+ * records before it is ready: converge did not compare them (they may hold
+ * writes of the previous coordinator that the others do not), and once the
+ * attach returns a clean detach could tell the next attach that the copies
+ * need no converging.  A record that fails fails the start-up.
+ */
+static void start_done(struct mirror *m)
 {
-	m->start_status = status;
+	int status = m->start_status;
+
+	if (status == 0 && m->fenced)
+		status = m->start_status = -ESTALE;
 	if (status == 0) {
 		m->ready = true;
 		for (unsigned i = 0; i < m->n_copies; i++) {
 			struct mcopy *c = &m->copies[i];
 
-			/* an IN_SYNC copy marked full_resync was just compared by
-			 * converge: nothing of it is suspect any more */
-			if (c->open && c->state == TSR_COPY_IN_SYNC && c->full_resync) {
-				c->full_resync = false;
-				mbm_clear_all(&c->bm);
-			}
-			if (!c->open && c->recorded != TSR_COPY_OUT_OF_SYNC)
+			/* failed while its record was on its way */
+			if (c->start_failed && c->recorded != TSR_COPY_OUT_OF_SYNC)
 				mirror_hook_request(c, TSR_COPY_OUT_OF_SYNC, NULL);
 			else if (c->resync_queued)
 				mirror_resync_start(c);
 		}
 	}
+	for (unsigned i = 0; i < m->n_copies; i++)
+		m->copies[i].start_failed = false;
 	mirror_publish(m);
 	sem_post(&m->sem);
+}
+
+static void start_record_done(void *arg, int status)
+{
+	struct mirror *m = arg;
+
+	if (status < 0 && m->start_status == 0)
+		m->start_status = -EIO; /* hook_done_msg logged the cause */
+	if (--m->start_pending == 0)
+		start_done(m);
+}
+
+static void start_finish(struct mirror *m, int status)
+{
+	m->start_status = status;
+	if (status < 0) {
+		start_done(m);
+		return;
+	}
+	m->start_pending = 1;
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		struct mcopy *c = &m->copies[i];
+		struct waiter *w;
+
+		/* an IN_SYNC copy marked full_resync was just compared by
+		 * converge: nothing of it is suspect any more */
+		if (c->open && c->state == TSR_COPY_IN_SYNC && c->full_resync) {
+			c->full_resync = false;
+			mbm_clear_all(&c->bm);
+		}
+		if (!c->present || c->recorded == TSR_COPY_OUT_OF_SYNC ||
+		    (c->open && !c->start_failed))
+			continue;
+		w = calloc(1, sizeof(*w));
+		if (w == NULL) {
+			m->start_status = -ENOMEM;
+			break;
+		}
+		c->start_failed = false; /* recorded here */
+		w->fn = start_record_done;
+		w->arg = m;
+		m->start_pending++;
+		mirror_hook_request(c, TSR_COPY_OUT_OF_SYNC, w);
+	}
+	if (--m->start_pending == 0)
+		start_done(m);
 }
 
 static void converge_done(void *arg, int status)

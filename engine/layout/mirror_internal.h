@@ -178,6 +178,12 @@ struct mcopy {
 	enum tsr_copy_state state;    /* what the data path does with it now */
 	enum tsr_copy_state recorded; /* last state the metadata store holds */
 	bool full_resync;
+	/*
+	 * Failed before ready (mirror_copy_failed then changes the state in
+	 * memory only); recorded OUT_OF_SYNC by a start-up that succeeds
+	 * (start_finish, start_done), cleared by start_done.
+	 */
+	bool start_failed;
 	unsigned slot_gen; /* bumped when the slot gets a new copy (replace) */
 	/* hooks: one call in flight per copy */
 	bool hook_busy;
@@ -274,7 +280,7 @@ struct mirror {
 	unsigned n_retired;
 	bool destroy_waiter; /* a thread waits on sem for the last reference */
 	/* start */
-	unsigned start_pending;
+	unsigned start_pending; /* copy OPENs, then OUT_OF_SYNC records, awaited */
 	int start_status;
 	sem_t sem; /* create and destroy wait here */
 
@@ -315,7 +321,8 @@ unsigned mirror_in_sync(const struct mirror *m);
 /* Bit i set: copy i is present, open and IN_SYNC. */
 uint32_t mirror_in_sync_mask(const struct mirror *m);
 void mirror_publish(struct mirror *m);
-/* A copy failed (error, timeout, on_fail): OUT_OF_SYNC + hook.  err -ESTALE fences. */
+/* A copy failed (error, timeout, on_fail): OUT_OF_SYNC + hook (before ready:
+ * no hook, the start-up records it if it succeeds).  err -ESTALE fences. */
 void mirror_copy_failed(struct mcopy *c, int err);
 void mirror_fence_now(struct mirror *m, const char *why);
 /* Ask the metadata store to record st for c; w (may be NULL) waits for it. */
