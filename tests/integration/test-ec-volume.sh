@@ -46,10 +46,11 @@ no_copy_anywhere() {
 }
 
 # --peer-timeout 5000 (tesserad's default; cluster.sh's 2000 otherwise): a
-# chunk node slower than 2 s to answer an attach's open on a loaded machine
-# is recorded out of sync, and below the 4 in sync a 4+2 volume needs no
-# later attach succeeds (seen in test-ec-write-hole); no step here waits for
-# the timeout (nodes are killed, not frozen).
+# chunk node slower than 2 s to answer an attach's OPEN on a loaded machine
+# fails that attach (fewer than 4 of a 4+2 volume's copies open), and the
+# attaches here are not retried.  (Until 9f91ed4 such a copy was also
+# recorded out of sync, and no later attach could succeed.)  No step here
+# waits for the timeout (nodes are killed, not frozen).
 cl_start 4 --peer-timeout 5000
 
 # ---- 1. bad input
