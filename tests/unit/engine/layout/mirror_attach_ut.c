@@ -1,0 +1,256 @@
+/*
+ * Unit tests of the mirror layout's start-up (engine/layout/mirror.c,
+ * start_finish / start_done) when copies cannot be opened: what the
+ * metadata store is told (the hooks' event log, mirror_test.h).  Three nodes,
+ * copy 0 local on node0, min_replicas 2.
+ *
+ * The rule: a start-up that fails records nothing (copies whose OPEN timed
+ * out or was refused missed no write of this epoch; recording them would
+ * shrink the in-sync set for good); one that succeeds records every copy
+ * away OUT_OF_SYNC before it is ready, and fails if it cannot.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "mirror_test.h"
+
+#define MiB (1024ull * 1024)
+#define VOL (16 * MiB)
+
+struct env {
+	struct node nodes[3];
+	struct tsr_worker *home;
+	char state_dir[512];
+	uint8_t *buf, *file;
+	struct tsr_layout *l;
+	int holes[3]; /* black-hole listeners (-1: none) */
+};
+
+static int setup(void **state)
+{
+	struct env *e = calloc(1, sizeof(*e));
+
+	for (unsigned i = 0; i < 3; i++) {
+		if (node_init(&e->nodes[i], i, VOL) < 0)
+			return -1;
+		e->holes[i] = -1;
+	}
+	e->home = start_worker_or_skip(1);
+	if (scratch_dir(e->state_dir, sizeof(e->state_dir)) < 0)
+		return -1;
+	e->buf = tsr_alloc_aligned(MiB);
+	e->file = malloc(VOL);
+	log_reset();
+	*state = e;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+
+	tsr_layout_destroy(e->l);
+	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
+		usleep(1000);
+	tsr_worker_stop(e->home);
+	for (unsigned i = 0; i < 3; i++) {
+		node_fini(&e->nodes[i]);
+		if (e->holes[i] >= 0)
+			close(e->holes[i]);
+	}
+	rm_rf(e->state_dir);
+	tsr_free_aligned(e->buf);
+	free(e->file);
+	free(e);
+	return 0;
+}
+
+static void opts_init(struct env *e, struct tsr_mirror_opts *o, uint64_t epoch)
+{
+	memset(o, 0, sizeof(*o));
+	o->name = VOLNAME;
+	o->size = VOL;
+	o->epoch = epoch;
+	o->store = e->nodes[0].store;
+	o->state_dir = e->state_dir;
+	o->home = e->home;
+	o->node_id = "node0";
+	o->token = TOKEN;
+	o->n_copies = 3;
+	o->min_replicas = 2;
+	o->peer_timeout_ms = 300;
+	o->write_wait_ms = 5000;
+	o->region_size = 1u << 20;
+	o->hooks.set_copy_state = test_set_copy_state;
+	for (unsigned i = 0; i < 3; i++) {
+		struct tsr_layout_copy *c = &o->copies[i];
+
+		snprintf(c->node_id, sizeof(c->node_id), "%s", e->nodes[i].node_id);
+		snprintf(c->address, sizeof(c->address), "%s", e->nodes[i].address);
+		c->local = i == 0;
+		c->state = TSR_COPY_IN_SYNC;
+	}
+}
+
+/* A peer that never answers: a listening socket nobody accepts on (the
+ * kernel completes the handshake, HELLO waits): the OPEN times out. */
+static void black_hole(struct env *e, unsigned idx, char *address, size_t len)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t slen = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(fd, 16), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &slen), 0);
+	snprintf(address, len, "127.0.0.1:%d", ntohs(sa.sin_port));
+	e->holes[idx] = fd;
+}
+
+/* An address nothing listens on: the connect is refused. */
+static void refused(char *address, size_t len)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t slen = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &slen), 0);
+	snprintf(address, len, "127.0.0.1:%d", ntohs(sa.sin_port));
+	close(fd);
+}
+
+/* Hooks answered so far (none waited for): all, or OUT_OF_SYNC of copy idx. */
+static unsigned hooks_now(int idx)
+{
+	unsigned n = 0;
+
+	pthread_mutex_lock(&g_log.lock);
+	for (unsigned i = 0; i < g_log.n; i++)
+		if (g_log.ev[i].kind == EV_HOOK &&
+		    (idx < 0 || (g_log.ev[i].idx == (unsigned)idx &&
+				 g_log.ev[i].st == TSR_COPY_OUT_OF_SYNC)))
+			n++;
+	pthread_mutex_unlock(&g_log.lock);
+	return n;
+}
+
+static void hooks_settle(void)
+{
+	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
+		usleep(1000);
+}
+
+static void write_read_back(struct env *e, uint64_t off, uint8_t byte)
+{
+	memset(e->buf, byte, MiB);
+	assert_int_equal(ldo(e->home, e->l, D_WRITE, off, MiB, e->buf, 0), 0);
+	memset(e->buf, 0, MiB);
+	assert_int_equal(ldo(e->home, e->l, D_READ, off, MiB, e->buf, 0), 0);
+	for (uint64_t i = 0; i < MiB; i++)
+		assert_int_equal(e->buf[i], byte);
+}
+
+/*
+ * Copy 1 never answers (its OPEN times out), copy 2's node is down (refused):
+ * 1 of 3 open, 2 needed: -EIO, and no hook at all (before the fix both were
+ * recorded OUT_OF_SYNC, and no later attach could succeed).  All back, with
+ * the states as recorded: the start-up succeeds with 3 in sync, records
+ * nothing, and serves.
+ */
+static void test_failed_attach_records_nothing(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_layout_status s;
+
+	opts_init(e, &o, 1);
+	black_hole(e, 1, o.copies[1].address, sizeof(o.copies[1].address));
+	refused(o.copies[2].address, sizeof(o.copies[2].address));
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), -EIO);
+	e->l = NULL;
+	hooks_settle();
+	assert_int_equal(hooks_now(-1), 0);
+
+	opts_init(e, &o, 2);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	tsr_layout_get_status(e->l, &s);
+	assert_int_equal(s.in_sync, 3);
+	write_read_back(e, 2 * MiB, 0x5a);
+	for (unsigned i = 0; i < 3; i++) {
+		assert_int_equal(node_read_all(&e->nodes[i], e->file, VOL), 0);
+		assert_int_equal(e->file[2 * MiB], 0x5a);
+		assert_int_equal(e->file[3 * MiB - 1], 0x5a);
+	}
+	hooks_settle();
+	assert_int_equal(hooks_now(-1), 0);
+}
+
+/*
+ * Copy 2 away (OPEN times out), 2 of 3 open: the start-up succeeds, and the
+ * copy's OUT_OF_SYNC record is answered before tsr_layout_mirror_create
+ * returns (the hooks answer after 200 ms here: before the fix the record
+ * was still on its way).
+ */
+static void test_attach_records_away_copy_first(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_layout_status s;
+
+	g_log.hook_delay_ms = 200;
+	opts_init(e, &o, 1);
+	black_hole(e, 2, o.copies[2].address, sizeof(o.copies[2].address));
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(hooks_now(2), 1);
+	tsr_layout_get_status(e->l, &s);
+	assert_int_equal(s.in_sync, 2);
+	write_read_back(e, 0, 0x3c);
+	hooks_settle();
+	assert_int_equal(hooks_now(2), 1);
+	assert_int_equal(hooks_now(-1), 1);
+}
+
+/*
+ * The metadata store refuses the away copy's record: the start-up fails
+ * (the copy would otherwise still be listed in sync while the others take
+ * writes).
+ */
+static void test_attach_fails_when_record_refused(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+
+	g_log.hook_status = -EIO;
+	opts_init(e, &o, 1);
+	black_hole(e, 2, o.copies[2].address, sizeof(o.copies[2].address));
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), -EIO);
+	e->l = NULL;
+	hooks_settle();
+	assert_int_equal(hooks_now(-1), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_failed_attach_records_nothing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_attach_records_away_copy_first, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_attach_fails_when_record_refused, setup,
+					    teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
