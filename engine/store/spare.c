@@ -51,6 +51,25 @@
  * order is their cut order and the newest-first recovery merges each into the
  * layer it was cut above.
  *
+ * The catalogue WAL.  A row's commit on the thread's connection is on the
+ * reply path, and SQLite may add work to it: a checkpoint when the WAL has
+ * grown past wal_autocheckpoint frames (a WAL sync, the pages written back,
+ * a store.db sync), a WAL restart when the WAL was checkpointed whole (a new
+ * header written and synced before the frames), and, when the commit
+ * appends past the end of store.db-wal, the file's new blocks and size
+ * written with the frames' fdatasync.  So the connection never checkpoints
+ * inside a commit (wal_autocheckpoint 0); the thread checkpoints the WAL
+ * itself while it prepares a spare (wal_settle, just before the spare's
+ * pending row), so that row's commit is the one that restarts the WAL, and
+ * the next cut's row commit appends inside the file: one fdatasync of
+ * blocks store.db-wal already has.  Durability is SQLite's as before
+ * (synchronous=FULL, the commit's fdatasync).  It does not make that
+ * fdatasync immune to a stalled disk: in bench/snapshot.sh one row commit
+ * took 806 ms (strace -T: the WAL's fdatasync, appending) while the reaper
+ * unlinked a copy-on-write layer, and in another run an fdatasync that only
+ * overwrote WAL blocks took 788 ms when the disk stalled for everyone (see
+ * docs/ARCHITECTURE.md, Snapshots).
+ *
  * Locks: spare_set.lock guards the lists and both threads' state; it may be
  * taken under store->lock (snap_cut), never the other way round, and neither
  * thread holds either lock while it creates, removes files or commits.
@@ -122,6 +141,7 @@ struct spare_set {
 	bool busy;            /* the spare thread is committing, making or dropping */
 	unsigned made;        /* spares parked since the store opened (tests) */
 	unsigned committed;   /* rows made final by the thread since the store opened (tests) */
+	unsigned wal_settled; /* wal_settle runs that copied every WAL frame back (tests) */
 	struct spare *list;
 	struct reap *reaps, *reaps_tail; /* layers whose files to remove, oldest first;
 					  * the first leaves the list once its files are
@@ -271,6 +291,37 @@ static int spare_make(struct tsr_store *store, const char *vol_uuid, uint64_t si
 	return 0;
 }
 
+/*
+ * Checkpoint the catalogue WAL on the thread's connection (PASSIVE: it waits
+ * for no reader or writer), off every reply path, just before the thread
+ * commits the next spare's pending row.  With every frame copied back, that
+ * commit is the first writer and starts the WAL over at its first frame
+ * (SQLite's WAL restart: a new header, written and fdatasynced, then the
+ * frames), so the restart's extra sync is not a row's.  The next row's
+ * commit then appends after those frames, inside the file: it rewrites
+ * blocks store.db-wal already has, with one fdatasync.  A checkpoint that
+ * could not copy everything (a reader on an old snapshot) is harmless: the
+ * commit then appends as before.  Thread only.
+ */
+static void wal_settle(struct spare_set *ss)
+{
+	int frames = -1, copied = -1;
+	int rc;
+
+	rc = sqlite3_wal_checkpoint_v2(ss->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &frames, &copied);
+	if (rc != SQLITE_OK) {
+		tsr_warn("catalogue: checkpoint: %s (row commits append to the WAL until the "
+			 "next one)",
+			 sqlite3_errmsg(ss->db));
+		return;
+	}
+	if (frames < 0 || frames != copied)
+		return;
+	pthread_mutex_lock(&ss->lock);
+	ss->wal_settled++;
+	pthread_mutex_unlock(&ss->lock);
+}
+
 /* Make the oldest queued row final, then call its creator back (ss->lock
  * held on entry and return, dropped meanwhile). */
 static void commit_run(struct tsr_store *store, struct spare_set *ss)
@@ -395,6 +446,7 @@ static void *spare_main(void *arg)
 		memcpy(vol_uuid, sp->vol_uuid, sizeof(vol_uuid));
 		size = sp->size;
 		pthread_mutex_unlock(&ss->lock);
+		wal_settle(ss); /* the pending row's commit restarts the WAL, not a cut's */
 		ret = spare_make(store, vol_uuid, size, uuid, &l);
 		pthread_mutex_lock(&ss->lock);
 		if (ret)
@@ -451,6 +503,8 @@ static int spare_set_get(struct tsr_store *store, struct spare_set **out)
 			free(ss);
 			return ret;
 		}
+		/* checkpoints are the thread's, never inside a row's commit */
+		sqlite3_wal_autocheckpoint(ss->db, 0);
 		ss->next_seq = pending_seq_start(ss->db);
 		pthread_mutex_init(&ss->lock, NULL);
 		pthread_cond_init(&ss->cond, NULL);
@@ -700,6 +754,22 @@ unsigned store_test_spares_made(struct tsr_store *store)
 	made = ss->made;
 	pthread_mutex_unlock(&ss->lock);
 	return made;
+}
+
+/* Test hook: wal_settle runs that copied every WAL frame back so far.
+ * (Declared here and in store_snapspare_ut.c; its place is internal.h.) */
+unsigned store_test_wal_settled(struct tsr_store *store);
+unsigned store_test_wal_settled(struct tsr_store *store)
+{
+	struct spare_set *ss = store->spares;
+	unsigned n;
+
+	if (ss == NULL)
+		return 0;
+	pthread_mutex_lock(&ss->lock);
+	n = ss->wal_settled;
+	pthread_mutex_unlock(&ss->lock);
+	return n;
 }
 
 unsigned store_test_spares_idle(struct tsr_store *store)
