@@ -243,12 +243,64 @@ static void test_attach_fails_when_record_refused(void **state)
 	assert_int_equal(hooks_now(-1), 0);
 }
 
+/*
+ * A copy that fails during the converge scrub (after an unclean detach):
+ * copy 1 never answers, copy 2 opens but its node's reads take 1 s, so its
+ * SUMS time out (300 ms) in the middle of the converge: 1 of 3 left, -EIO,
+ * and no hook (before the fix copy 2 was recorded OUT_OF_SYNC, leaving one
+ * copy recorded in sync).  Node 2 normal again, all back: the next
+ * start-up converges all three, records nothing, and the copies agree.
+ */
+static void test_converge_failure_records_nothing(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_layout_status s;
+	uint8_t *first = malloc(VOL);
+
+	assert_non_null(first);
+	memset(e->buf, 0x11, MiB);
+	for (unsigned i = 0; i < 3; i++)
+		assert_int_equal(node_store_write(&e->nodes[i], 0, MiB, e->buf), 0);
+	memset(e->buf, 0x22, 4096);
+	assert_int_equal(node_store_write(&e->nodes[0], 8192, 4096, e->buf), 0);
+	node_stop(&e->nodes[2]);
+	node_run_faulty(&e->nodes[2], "read:1+:delay=1000");
+
+	opts_init(e, &o, 1);
+	o.converge = true;
+	black_hole(e, 1, o.copies[1].address, sizeof(o.copies[1].address));
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), -EIO);
+	e->l = NULL;
+	hooks_settle();
+	assert_int_equal(hooks_now(-1), 0);
+
+	node_stop(&e->nodes[2]);
+	node_run(&e->nodes[2], 0);
+	opts_init(e, &o, 2);
+	o.converge = true;
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	tsr_layout_get_status(e->l, &s);
+	assert_int_equal(s.in_sync, 3);
+	hooks_settle();
+	assert_int_equal(hooks_now(-1), 0);
+	assert_int_equal(node_read_all(&e->nodes[0], first, VOL), 0);
+	assert_int_equal(first[8192], 0x22); /* the local copy wins a converge */
+	for (unsigned i = 1; i < 3; i++) {
+		assert_int_equal(node_read_all(&e->nodes[i], e->file, VOL), 0);
+		assert_memory_equal(e->file, first, VOL);
+	}
+	free(first);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_failed_attach_records_nothing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_attach_records_away_copy_first, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_attach_fails_when_record_refused, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_converge_failure_records_nothing, setup,
 					    teardown),
 	};
 
