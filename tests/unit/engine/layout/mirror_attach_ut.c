@@ -141,8 +141,8 @@ static unsigned hooks_now(int idx)
 	pthread_mutex_lock(&g_log.lock);
 	for (unsigned i = 0; i < g_log.n; i++)
 		if (g_log.ev[i].kind == EV_HOOK &&
-		    (idx < 0 || (g_log.ev[i].idx == (unsigned)idx &&
-				 g_log.ev[i].st == TSR_COPY_OUT_OF_SYNC)))
+		    (idx < 0 ||
+		     (g_log.ev[i].idx == (unsigned)idx && g_log.ev[i].st == TSR_COPY_OUT_OF_SYNC)))
 			n++;
 	pthread_mutex_unlock(&g_log.lock);
 	return n;
@@ -298,10 +298,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_failed_attach_records_nothing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_attach_records_away_copy_first, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_attach_fails_when_record_refused, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_converge_failure_records_nothing, setup,
-					    teardown),
+	    cmocka_unit_test_setup_teardown(test_attach_fails_when_record_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_converge_failure_records_nothing, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
