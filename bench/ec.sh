@@ -40,8 +40,16 @@
 # without ec42-rr-deg no node is killed), BENCH_LABEL (names the build in the
 # report instead of the source tree's git HEAD, for a TSR_BUILD built elsewhere),
 # BENCH_OUT (directory of the results, default bench/results).
+# BENCH_PERF=trace: perf trace -s of n1 (coordinator) and n2 (a chunk node)
+# during each ec42-seq run, in $W/fio/perf-trace-s.<run>.txt (with BENCH_KEEP=1);
+# BENCH_PERF=record: perf record -g of the same, in $W/fio/perf.<run>.data.
 # Do not run it while other heavy processes load the machine (see uptime).
 set -euo pipefail
+case "${1:-}" in
+-h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+'') ;;
+*) echo "bench/ec.sh: no arguments (knobs are environment variables; --help)" >&2; exit 2 ;;
+esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/.." && pwd)
 TSR_BUILD=${TSR_BUILD:-$SRC/build}
@@ -146,9 +154,17 @@ nodes_io() {
 # fio_nodes NAME ARGS...: fio_json, and the nodes' storage bytes read and
 # written during it appended to $W/fio/nodeio.txt as "NAME READ WRITTEN".
 fio_nodes() {
-	local name=$1 before after
+	local name=$1 before after perf_pid=
 	before=$(nodes_io)
+	if [ "${BENCH_PERF:-0}" = trace ] && [ "${name%%.*}" = ec42-seq ]; then
+		perf trace -s -p "${PIDS[1]},${PIDS[2]}" -o "$W/fio/perf-trace-s.$name.txt" >/dev/null 2>&1 &
+		perf_pid=$!
+	elif [ "${BENCH_PERF:-0}" = record ] && [ "${name%%.*}" = ec42-seq ]; then
+		perf record -q -g -p "${PIDS[1]},${PIDS[2]}" -o "$W/fio/perf.$name.data" >/dev/null 2>&1 &
+		perf_pid=$!
+	fi
 	fio_json "$@"
+	if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" 2>/dev/null || true; fi
 	after=$(nodes_io)
 	set -- $before $after
 	echo "$name $(( $3 - $1 )) $(( $4 - $2 ))" >>"$W/fio/nodeio.txt"
