@@ -74,12 +74,15 @@ int cluster_get_attach(struct tsr_cluster *c, const char *name, char *node, size
 }
 
 /*
- * Read-modify-write of vol/<name>: set epoch and clean_detach; *old_clean
- * (may be NULL) gets the previous clean_detach.  only_if_epoch: do nothing
- * when the record's epoch is not this one (a newer coordinator owns it).
+ * Read-modify-write of vol/<name>: set epoch and clean_detach, and the
+ * coordinator to coord unless it is NULL; *old_clean, *was_ours and old_coord
+ * (each may be NULL) get the previous clean_detach, whether the previous
+ * coordinator was this node, and its id.  only_if_epoch: do nothing when the
+ * record's epoch is not this one (a newer coordinator owns it: -ESTALE).
  */
 static int update_volume(struct tsr_cluster *c, const char *name, uint64_t epoch,
-			 bool clean, bool only_if_epoch, bool *old_clean, bool *was_ours)
+			 bool clean, bool only_if_epoch, const char *coord, bool *old_clean,
+			 bool *was_ours, char *old_coord, size_t old_coord_len)
 {
 	Tessera__Cluster__VolumeRecord *rec;
 	char key[80];
@@ -99,16 +102,18 @@ static int update_volume(struct tsr_cluster *c, const char *name, uint64_t epoch
 			*old_clean = rec->clean_detach;
 		if (was_ours)
 			*was_ours = strcmp(rec->coordinator, c->node_id) == 0;
-		if (!only_if_epoch) { /* attach: we are the coordinator now */
-			char *me = strdup(c->node_id);
+		if (old_coord)
+			snprintf(old_coord, old_coord_len, "%s", rec->coordinator);
+		if (coord) {
+			char *id = strdup(coord);
 
-			if (me == NULL) {
+			if (id == NULL) {
 				tessera__cluster__volume_record__free_unpacked(rec, NULL);
 				return -ENOMEM;
 			}
 			if (rec->coordinator != protobuf_c_empty_string)
 				free(rec->coordinator);
-			rec->coordinator = me;
+			rec->coordinator = id;
 		}
 		rec->epoch = epoch;
 		rec->clean_detach = clean;
@@ -116,6 +121,31 @@ static int update_volume(struct tsr_cluster *c, const char *name, uint64_t epoch
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 	}
 	return ret;
+}
+
+/*
+ * An attach that failed after update_volume recorded it: put back the
+ * coordinator and clean_detach it found (its epoch stays: it fences nothing
+ * that should run).  The failed attach wrote no host data (and a failed mirror
+ * or ec start-up records no copy state, save records that went through before
+ * one was refused), so the record must say what it said before: whether the
+ * copies need converging, who the unclean coordinator was, whose copy may hold
+ * writes the others lack (full_resync below), and where the out-of-sync
+ * copies' bitmaps are.  Overwritten by it, the next attach took the failed
+ * attacher for the last coordinator (test-cluster-failed-attach).  A newer
+ * epoch owns the record: nothing to do.  A crash in the middle of the attach
+ * still leaves this node recorded: the mirror's converge then resyncs in full
+ * every copy it did not compare (mirror.c, tsr_layout_mirror_create).
+ */
+static void restore_volume(struct tsr_cluster *c, const char *name, uint64_t epoch,
+			   const char *prev_coord, bool old_clean)
+{
+	int ret = update_volume(c, name, epoch, old_clean, true, prev_coord, NULL, NULL, NULL, 0);
+
+	if (ret && ret != -ESTALE)
+		tsr_warn("cluster: volume %s: cannot restore coordinator '%s' after the failed "
+			 "attach: %s (the next attach converges the copies)", name, prev_coord,
+			 strerror(-ret));
 }
 
 static void attachment_unlink(struct tsr_cluster *c, struct attachment *a)
@@ -238,7 +268,6 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 			 name);
 		return ret;
 	}
-	snprintf(prev_coord, sizeof(prev_coord), "%s", rec->coordinator);
 	ret = cluster_get_attach(c, name, holder, sizeof(holder), &epoch, &held_lease);
 	if (ret == 0 && strcmp(holder, c->node_id) == 0 && held_lease == lease) {
 		/* ours from an attach that failed half-way: take it over */
@@ -269,7 +298,8 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 			 "second)" : "");
 		goto out;
 	}
-	ret = update_volume(c, name, epoch, false, false, &old_clean, &bitmaps_ours);
+	ret = update_volume(c, name, epoch, false, false, c->node_id, &old_clean, &bitmaps_ours,
+			    prev_coord, sizeof(prev_coord));
 	if (ret) {
 		snprintf(msg, msg_len, "cannot record epoch %llu in vol/%s: %s (retry)",
 			 (unsigned long long)epoch, name, strerror(-ret));
@@ -280,7 +310,7 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 	if (ret) {
 		rec = NULL;
 		snprintf(msg, msg_len, "cannot read volume '%s': %s", name, strerror(-ret));
-		goto undo_key;
+		goto undo_record;
 	}
 
 	memset(&lo, 0, sizeof(lo));
@@ -294,7 +324,7 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 	if (a == NULL) {
 		ret = -ENOMEM;
 		snprintf(msg, msg_len, "out of memory in tesserad");
-		goto undo_key;
+		goto undo_record;
 	}
 	snprintf(a->name, sizeof(a->name), "%s", name);
 	a->epoch = epoch;
@@ -373,6 +403,8 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 undo_list:
 	attachment_unlink(c, a);
 	free(a);
+undo_record:
+	restore_volume(c, name, epoch, prev_coord, old_clean);
 undo_key:
 	delete_attach_key(c, name, epoch);
 out:
@@ -432,7 +464,7 @@ int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg,
 		}
 	}
 	if (!fenced) {
-		ret = update_volume(c, a->name, a->epoch, true, true, NULL, NULL);
+		ret = update_volume(c, a->name, a->epoch, true, true, NULL, NULL, NULL, NULL, 0);
 		if (ret)
 			tsr_warn("cluster: volume %s: cannot record the clean detach: %s (the next "
 				 "attach converges the copies)", a->name, strerror(-ret));
