@@ -1588,11 +1588,21 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 		snprintf(c->address, sizeof(c->address), "%s", oc->address);
 		c->local = oc->local;
 		c->state = c->recorded = c->hook_want = oc->state;
-		c->full_resync = oc->full_resync;
+		/*
+		 * Converging: the last coordinator died with writes in flight,
+		 * and any copy may hold blocks of them that the others lack.
+		 * The converge compares only the copies open and IN_SYNC when
+		 * it runs; every other one (away, failing on the way, out of
+		 * sync or resyncing, whose bitmap misses what it got and the
+		 * others did not) is resynced comparing every block: the bits
+		 * are all set durably here, before anything is recorded, and
+		 * start_finish clears them for the copies the converge compared.
+		 */
+		c->full_resync = oc->full_resync || opts->converge;
 		ret = bitmap_path(m, oc->node_id, path);
 		if (ret < 0)
 			goto err;
-		ret = mbm_open(&c->bm, m, path, oc->state != TSR_COPY_IN_SYNC, oc->full_resync);
+		ret = mbm_open(&c->bm, m, path, oc->state != TSR_COPY_IN_SYNC, c->full_resync);
 		if (ret < 0)
 			goto err;
 		ret = mirror_missed_load(c);
