@@ -30,7 +30,12 @@
 # Part 2 needs `tessera volume create --ec` and the EC layout; when creating
 # or attaching an EC volume fails, the report says why and has part 1 only.
 #
-# Results: bench/results/ec-<UTC timestamp>.md and .json (medians).
+# Results: bench/results/ec-<UTC timestamp>.md and .json (medians).  For the
+# write jobs the report also gives the nodes' storage bytes read and written
+# (/proc/PID/io), their CPU time per MiB written (/proc/PID/stat; does not
+# depend on how fast a loaded machine let the run go) and each node's worker
+# threads' run time and run-queue wait per second (/proc/PID/task/*/schedstat:
+# a wait near or above the run time means the machine's other load sets the pace).
 # Knobs: BENCH_RUNTIME=10 (s per fio run), BENCH_REPEATS=3, BENCH_SIZE=1G (per
 # volume), BENCH_UNIT (stripe unit, default the CLI's), BENCH_EC_SECONDS=1
 # (per tessera-ecbench measurement), BENCH_PARTS="codec volumes",
@@ -140,22 +145,46 @@ fio_json() { # NAME ARGS...: run fio, JSON into $W/fio/NAME.json
 }
 uri() { echo "nbd+unix:///$1?socket=$W/n1/nbd.sock"; }
 # Bytes the cluster's tesserad processes read from / wrote to storage so far
-# (/proc/PID/io read_bytes, write_bytes; O_DIRECT I/O counts): "R W".
+# (/proc/PID/io read_bytes, write_bytes; O_DIRECT I/O counts) and the CPU
+# time they used (/proc/PID/stat utime + stime, clock ticks), n1's alone and
+# all nodes': "R W CPU_N1 CPU_ALL".
 nodes_io() {
-	local p r=0 w=0 a b
-	for p in "${PIDS[@]}"; do
+	local i p r=0 w=0 a b t c1=0 ca=0
+	for i in "${!PIDS[@]}"; do
+		p=${PIDS[$i]}
 		[ -n "$p" ] && [ -r "/proc/$p/io" ] || continue
 		a=$(awk '/^read_bytes/ {print $2}' "/proc/$p/io")
 		b=$(awk '/^write_bytes/ {print $2}' "/proc/$p/io")
-		r=$(( r + ${a:-0} )) w=$(( w + ${b:-0} ))
+		t=$(awk '{print $14 + $15}' "/proc/$p/stat")
+		r=$(( r + ${a:-0} )) w=$(( w + ${b:-0} )) ca=$(( ca + ${t:-0} ))
+		[ "$i" != 1 ] || c1=${t:-0}
 	done
-	echo "$r $w"
+	echo "$r $w $c1 $ca"
+}
+# Per node, its worker threads' CPU time and run-queue wait so far
+# (/proc/PID/task/TID/schedstat, ns): "nI RUN WAIT" lines.
+nodes_sched() {
+	local i p t run wait rest tr tw
+	for i in "${!PIDS[@]}"; do
+		p=${PIDS[$i]}
+		[ -n "$p" ] && [ -d "/proc/$p/task" ] || continue
+		tr=0 tw=0
+		for t in /proc/"$p"/task/*; do
+			case "$(cat "$t/comm" 2>/dev/null)" in worker*) ;; *) continue ;; esac
+			read -r run wait rest <"$t/schedstat" 2>/dev/null || continue
+			tr=$(( tr + run )) tw=$(( tw + wait ))
+		done
+		echo "n$i $tr $tw"
+	done
 }
 # fio_nodes NAME ARGS...: fio_json, and the nodes' storage bytes read and
-# written during it appended to $W/fio/nodeio.txt as "NAME READ WRITTEN".
+# written and CPU ticks used during it appended to $W/fio/nodeio.txt as
+# "NAME READ WRITTEN CPU_N1 CPU_ALL".
 fio_nodes() {
-	local name=$1 before after perf_pid=
+	local name=$1 before after perf_pid= t0 t1
 	before=$(nodes_io)
+	nodes_sched >"$W/fio/sched-before.txt"
+	t0=$(date +%s%N)
 	if [ "${BENCH_PERF:-0}" = trace ] && [ "${name%%.*}" = ec42-seq ]; then
 		perf trace -s -p "${PIDS[1]},${PIDS[2]}" -o "$W/fio/perf-trace-s.$name.txt" >/dev/null 2>&1 &
 		perf_pid=$!
@@ -166,8 +195,13 @@ fio_nodes() {
 	fio_json "$@"
 	if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" 2>/dev/null || true; fi
 	after=$(nodes_io)
+	t1=$(date +%s%N)
+	nodes_sched | while read -r n r w; do
+		read -r _ r0 w0 < <(grep "^$n " "$W/fio/sched-before.txt")
+		echo "$name $n $(( (r - r0) * 1000 / (t1 - t0) )) $(( (w - w0) * 1000 / (t1 - t0) ))"
+	done >>"$W/fio/sched.txt"
 	set -- $before $after
-	echo "$name $(( $3 - $1 )) $(( $4 - $2 ))" >>"$W/fio/nodeio.txt"
+	echo "$name $(( $5 - $1 )) $(( $6 - $2 )) $(( $7 - $3 )) $(( $8 - $4 ))" >>"$W/fio/nodeio.txt"
 }
 COMMON=(--direct=1 --time_based "--runtime=$RUNTIME" --ramp_time=1 "--size=$SIZE" --group_reporting)
 SEQ=(--rw=write --bs=1M --iodepth=8)
@@ -261,22 +295,47 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 "$PY" "$HERE/report_ec.py" "$W" "$REPEATS" "$OUT/ec-$stamp" "$CODES" "$CHUNKS" "$PARTS"
 if [ -s "$W/fio/nodeio.txt" ]; then
 	"$PY" - "$W/fio/nodeio.txt" >>"$OUT/ec-$stamp.md" <<'PYEOF'
-import statistics, sys
+import os, statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    name, rd, wr = line.split()
-    rows.setdefault(name.rsplit(".", 1)[0], []).append((int(rd), int(wr)))
-print("\n## Storage I/O of the tesserad processes during the write jobs (/proc/PID/io)\n")
+    f = line.split()
+    rows.setdefault(f[0].rsplit(".", 1)[0], []).append(tuple(int(x) for x in f[1:]))
+hz = os.sysconf("SC_CLK_TCK")
+print("\n## Storage I/O and CPU of the tesserad processes during the write jobs (/proc/PID/io, /proc/PID/stat)\n")
 print("Read and written by all nodes from the job's start to its end (ramp included); "
       "median of the runs. Reads while writing are old-data reads of partial stripes and "
-      "anything read back from a stage journal.\n")
-print("| job | MiB read | MiB written | read / written |")
-print("|---|---|---|---|")
+      "anything read back from a stage journal. CPU: utime + stime over the same window, "
+      "per MiB written to storage (so it does not depend on how fast the run went; n1 is "
+      "the coordinator and holds one chunk).\n")
+print("| job | MiB read | MiB written | read / written | CPU ms per MiB written, n1 | all nodes |")
+print("|---|---|---|---|---|---|")
 for name, v in rows.items():
     rd = statistics.median(x[0] for x in v) / 2**20
     wr = statistics.median(x[1] for x in v) / 2**20
     ratio = statistics.median(x[0] / x[1] for x in v if x[1]) if any(x[1] for x in v) else 0
-    print(f"| {name} | {rd:.1f} | {wr:.1f} | {ratio:.3f} |")
+    cpu = [x for x in v if len(x) >= 4 and x[1]]
+    c1 = statistics.median(1000 * x[2] / hz / (x[1] / 2**20) for x in cpu) if cpu else 0
+    ca = statistics.median(1000 * x[3] / hz / (x[1] / 2**20) for x in cpu) if cpu else 0
+    print(f"| {name} | {rd:.1f} | {wr:.1f} | {ratio:.3f} | {c1:.3f} | {ca:.3f} |")
+PYEOF
+fi
+if [ -s "$W/fio/sched.txt" ]; then
+	"$PY" - "$W/fio/sched.txt" >>"$OUT/ec-$stamp.md" <<'PYEOF'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    run, node, r, w = line.split()
+    rows.setdefault((run.rsplit(".", 1)[0], node), []).append((int(r), int(w)))
+print("\n## Worker threads of each node during the write jobs (/proc/PID/task/TID/schedstat)\n")
+print("Milliseconds per second of the job (ramp included) that the node's worker threads "
+      "ran, and that they were runnable but waiting for a CPU (run-queue wait); median of "
+      "the runs. Wait near or above run means the machine's other load, not this job's own "
+      "work, sets the pace. n1 is the coordinator.\n")
+print("| job | node | run ms/s | run-queue wait ms/s |")
+print("|---|---|---|---|")
+for (job, node), v in sorted(rows.items(), key=lambda kv: (kv[0][0], int(kv[0][1][1:]))):
+    print(f"| {job} | {node} | {statistics.median(x[0] for x in v):.0f} | "
+          f"{statistics.median(x[1] for x in v):.0f} |")
 PYEOF
 fi
 log "wrote $OUT/ec-$stamp.{json,md}"
