@@ -83,6 +83,7 @@ log "verify through n1: ${out##*$'\n'}"
 cl_qemu_io 1 cv "write -P 0x3c 8M 64k" >/dev/null || fail "write with n3 down"
 cl_start_node 3
 cl_wait_synced cv 120
+log "n3 resynced: $(vstatus cv '"%d bytes in %d regions copied (converge and resyncs)" % (j["resync_bytes_copied"], j["resync_regions_copied"])')"
 cl_qemu_io 1 cv "read -P 0x3c 8M 64k" >/dev/null || fail "the write with n3 down does not read back"
 cl_scrub_clean cv "after n3's resync"
 ctsr volume detach cv >/dev/null || fail "detach"
