@@ -64,7 +64,12 @@ struct tsr_mirror_opts {
 	 * differ where its last writes were in flight: before create returns,
 	 * make them identical (compare every block's CRC32C, copy differing
 	 * blocks from the first IN_SYNC copy, local preferred).  resync counters
-	 * count what this moved.
+	 * count what this moved.  Every copy this did not compare (away, failing
+	 * during the start-up or the converge, or OUT_OF_SYNC / RESYNCING in the
+	 * record) may hold blocks of the dead coordinator's unacknowledged writes:
+	 * it starts with every region dirty (full_resync, its bitmap opened all
+	 * set and durable before any state is recorded) and its resync compares
+	 * every block (copying only those that differ) once it is reachable.
 	 */
 	bool converge;
 	struct tsr_layout_hooks hooks;
