@@ -29,12 +29,13 @@
  * file system work (with online discard, a discard of every extent), and a
  * spare asked for meanwhile must not wait for it (bench/snapshot.sh: 9 of 20
  * cuts found no spare while the spare thread unlinked three such layers).
- * The reaper frees a large file in paced steps before the unlink (reap_file:
- * one unlink discarding every extent at once stalls the whole disk).  An
- * earlier try cut the files down in 1 MiB truncate steps on the spare thread
- * itself: 3 GiB took 2876 pieces and 50 s, pieces up to 1.4 s (the disk was
- * stalled by discards), and the spare thread was busy through the whole
- * latency run.
+ * The reaper frees a large file in paced steps before the unlink (reap_file).
+ * An earlier try cut the files down in 1 MiB truncate steps on the spare
+ * thread itself: 3 GiB took 2876 pieces and 50 s, pieces up to 1.4 s (each
+ * waited behind the writers' fdatasyncs; this was put down to the ext4
+ * journal, but the file system had none: it is mounted with discard, so
+ * freeing extents issues discards), and the spare thread was busy through
+ * the whole latency run.
  *
  * Pending rows and the row commit out of the gate.  Once a spare's files are
  * durable the thread commits a *pending* row for it (SNAP_PENDING, no name,
@@ -181,10 +182,12 @@ static int64_t mono_us(void)
  * Removal pacing.  An unlink frees all of a file's extents in one call, and
  * on a file system mounted with online discard (ext4 -o discard, common on
  * SSDs and virtual disks) it also discards every one of them at once: a
- * 1 GiB layer written by 4 KiB copies on write is ~260000 extents, and the
- * disk then stalls every other I/O for hundreds of ms (bench/snapshot.sh: a
- * cut's one fdatasync of store.db-wal took 806 ms while the reaper unlinked
- * such a layer).  So the reaper frees a large file's blocks first, front to
+ * 1 GiB layer written by 4 KiB copies on write is up to ~260000 extents
+ * (9-13 s of unlink here).  In bench/snapshot.sh a cut's one fdatasync of
+ * store.db-wal took 806 ms while the reaper unlinked such a layer; a
+ * micro-test (an unlink of such a file beside a loop of 4 KiB append +
+ * fdatasync) did not show that stall, so whether the unlink caused it is
+ * not settled (doc-reap.md has the figures).  The reaper frees a large file's blocks first, front to
  * back, in holes punched over about REAP_STEP allocated bytes each
  * (SEEK_DATA/SEEK_HOLE find them, so a sparse file costs what it holds, not
  * its size), REAP_PAUSE_US apart, and only then unlinks the file.  Files
