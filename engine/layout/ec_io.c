@@ -471,6 +471,7 @@ struct etxn {
 	int phase; /* 0 old read, 1 staging, 2 committing */
 	int pending;
 	int status;
+	bool stage_wait;          /* STAGEs held until the missed copies' records landed */
 	bool admitted;            /* counted in e->txn_active and e->active_bytes */
 	bool acked;               /* host told (txn_ack): counted in e->acked_txns and bg_ops */
 	uint32_t weight;          /* bytes it stages on all participants (txn_weight) */
@@ -725,6 +726,7 @@ static void txn_missed(struct etxn *t, struct ecopy *c)
 }
 
 static void txn_commit(struct etxn *t);
+static void txn_stage_send(struct etxn *t);
 
 /*
  * Every participant staged: acknowledge the stripe's part of the host write
@@ -758,6 +760,10 @@ static void txn_phase_done(struct etxn *t)
 		tsr_error("ec %s: write to stripe %llu: %u copies in sync, %u needed: -EIO",
 			  e->name, (unsigned long long)t->stripe, ec_in_sync(e), e->min_in_sync);
 		txn_end(t, -EIO);
+		return;
+	}
+	if (t->phase == 1 && t->stage_wait) {
+		txn_stage_send(t);
 		return;
 	}
 	if (t->phase == 1) {
@@ -884,16 +890,41 @@ static void txn_stage(struct etxn *t)
 
 		if (!(t->touched & (1u << p)))
 			continue;
-		if (ecopy_writable(c))
+		if (ecopy_writable(c)) {
 			t->parts |= 1u << p;
-		else
+		} else {
+			/* a missed position is not in the entry's participants: were
+			 * the STAGEs out before its OUT_OF_SYNC record and the
+			 * coordinator died, a recovery with it reachable and still
+			 * recorded IN_SYNC would roll the txn forward and leave its
+			 * chunk stale, unmarked */
+			if (c->recorded != TSR_COPY_OUT_OF_SYNC)
+				t->stage_wait = true;
 			txn_missed(t, c);
+		}
 	}
 	if (t->partial && e->crash_armed) {
 		e->crash_armed = false;
 		t->crash = true;
 		if (e->crash_kind == EC_CRASH_STAGED && e->crash_n == 0)
 			crash_now(e, "staged", 0);
+	}
+	if (t->stage_wait) {
+		/* the STAGEs go out once the records landed (txn_phase_done) */
+		txn_dec(t);
+		return;
+	}
+	txn_stage_send(t);
+}
+
+/* Send the STAGEs (step 4); the caller's pending reference is dropped. */
+static void txn_stage_send(struct etxn *t)
+{
+	struct ec *e = t->e;
+
+	if (t->stage_wait) {
+		t->stage_wait = false;
+		t->pending = 1;
 	}
 	for (unsigned p = 0; p < e->n; p++)
 		if (t->parts & (1u << p))

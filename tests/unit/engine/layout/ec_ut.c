@@ -1816,6 +1816,122 @@ static int setup_crash(void **state)
 	return 0;
 }
 
+/*
+ * A missed chunk (its copy failed, the OUT_OF_SYNC record not yet landed) and
+ * the coordinator dies: the missed position is not in the entry's
+ * participants, so were the STAGEs out, the next recovery (the copy back and
+ * still recorded IN_SYNC) would roll the txn forward and leave that chunk
+ * stale.  The child: data chunk 1's copy of the stripe stopped and failed,
+ * records held 3 s, the partial write (touching data chunk 1 and the parity),
+ * SIGKILL 1 s later.  The STAGEs must wait for the record: nothing staged,
+ * the old content everywhere, every stripe consistent.
+ */
+static unsigned g_missed_copy;
+
+static bool missed_copy_failed(const struct tsr_layout_status *s)
+{
+	return s->copies[g_missed_copy].state != TSR_COPY_IN_SYNC;
+}
+
+static void *missed_killer(void *arg)
+{
+	(void)arg;
+	usleep(1000 * 1000);
+	raise(SIGKILL);
+	return NULL;
+}
+
+static int missed_child(const char *dirs)
+{
+	struct env *e = calloc(1, sizeof(*e));
+	char d[3][512];
+	pthread_t t;
+	uint64_t stripe, off;
+
+	if (sscanf(dirs, "%511[^:]:%511[^:]:%511s", d[0], d[1], d[2]) != 3)
+		return 2;
+	e->k = 2;
+	e->m = 1;
+	e->n = 3;
+	e->unit = 16 * KiB;
+	e->chunk_size = tsr_ec_chunk_volume_size(VOL, 2, 16 * KiB);
+	for (unsigned i = 0; i < 3; i++)
+		if (node_init_at(&e->nodes[i], i, d[i], e->chunk_size) < 0)
+			return 3;
+	e->home = start_worker_or_skip(1);
+	snprintf(e->state_dir, sizeof(e->state_dir), "%s", d[0]);
+	e->model = calloc(1, VOL);
+	e->buf = tsr_alloc_aligned(VOL);
+	if (create(e, false, 1) < 0)
+		return 5;
+	crash_model(e, false);
+	if (ldo(e->home, e->l, D_WRITE, 0, VOL, e->model, 0) != 0)
+		return 6;
+	if (!wait_released(e, 20000))
+		return 8;
+	/* a stripe whose data chunk 1 is not on copy 0 (the state dir's node) */
+	for (stripe = CRASH_STRIPE; tsr_ec_copy_of(stripe, 1, 2, 1) == 0; stripe++)
+		;
+	g_missed_copy = tsr_ec_copy_of(stripe, 1, 2, 1);
+	off = stripe * 2 * 16 * KiB + 16 * KiB + 4 * KiB;
+	pthread_mutex_lock(&g_log.lock);
+	g_log.hook_delay_ms = 3000;
+	pthread_mutex_unlock(&g_log.lock);
+	node_stop(&e->nodes[g_missed_copy]);
+	ldo(e->home, e->l, D_READ, 0, VOL, e->buf, 0); /* fails the copy */
+	if (!wait_status(e, missed_copy_failed, 5000))
+		return 10;
+	if (pthread_create(&t, NULL, missed_killer, NULL) != 0)
+		return 11;
+	fill(e->buf, CRASH_LEN, 999, off);
+	ldo(e->home, e->l, D_WRITE, off, CRASH_LEN, e->buf, 0);
+	for (int i = 0; i < 100; i++)
+		usleep(100 * 1000);
+	return 7;
+}
+
+static void test_missed_before_record(void **state)
+{
+	struct env *e = *state;
+	char dirs[3][512], arg[1600], self[PATH_MAX];
+	struct tsr_layout_status s;
+	ssize_t n;
+	pid_t pid;
+	int wst;
+
+	for (unsigned i = 0; i < 3; i++)
+		assert_int_equal(scratch_dir(dirs[i], sizeof(dirs[i])), 0);
+	snprintf(arg, sizeof(arg), "%s:%s:%s", dirs[0], dirs[1], dirs[2]);
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	assert_true(n > 0);
+	self[n] = '\0';
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		setenv("EC_UT_MISSED_CHILD", arg, 1);
+		execl(self, self, (char *)NULL);
+		_exit(127);
+	}
+	assert_int_equal(waitpid(pid, &wst, 0), pid);
+	if (!WIFSIGNALED(wst))
+		print_message("child exited %d\n", WIFEXITED(wst) ? WEXITSTATUS(wst) : -1);
+	assert_true(WIFSIGNALED(wst));
+	assert_int_equal(WTERMSIG(wst), SIGKILL);
+	/* a new coordinator; every copy back and recorded IN_SYNC (the record
+	 * never landed) */
+	for (unsigned i = 0; i < 3; i++)
+		assert_int_equal(node_init_at(&e->nodes[i], i, dirs[i], 0), 0);
+	assert_int_equal(create(e, false, 2), 0);
+	get_status(e, &s);
+	print_message("missed: rolled forward %llu, back %llu\n",
+		      (unsigned long long)s.txn_rolled_forward,
+		      (unsigned long long)s.txn_rolled_back);
+	crash_model(e, false);
+	assert_stripes_consistent(e, false);
+	assert_int_equal(s.txn_rolled_forward, 0);
+	assert_reads_equal_model(e);
+}
+
 static void test_crash_staged_0(void **state)
 {
 	crash_case(state, "staged:0", 0);
@@ -1842,6 +1958,9 @@ int main(void)
 
 	if (child != NULL)
 		return crash_child(child);
+	child = getenv("EC_UT_MISSED_CHILD");
+	if (child != NULL)
+		return missed_child(child);
 
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_round_trip_2p1_local, setup_2p1, teardown),
@@ -1876,6 +1995,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_crash_staged_1, setup_crash, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_committed_0, setup_crash, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_committed_1, setup_crash, teardown),
+	    cmocka_unit_test_setup_teardown(test_missed_before_record, setup_crash, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
