@@ -621,13 +621,6 @@ unsigned store_test_spares_idle(struct tsr_store *store);
 unsigned store_test_spares_made(struct tsr_store *store);
 extern _Atomic int store_test_reap_hold;
 extern _Atomic unsigned store_test_reaps_left_at_made;
-/* Test hooks of the paced removal (spare.c, reap_file): pieces freed by the
- * reaper before its unlinks since the store opened; the step in bytes
- * instead of the built-in one (0: built-in); non-zero: counted down per
- * piece, the process _exits(99) at the piece that brings it to 0. */
-uint64_t store_test_reap_steps(struct tsr_store *store);
-extern _Atomic uint64_t store_test_reap_step;
-extern _Atomic unsigned store_test_reap_exit_after;
 /* Test hook: wal_settle runs that copied every WAL frame back so far. */
 unsigned store_test_wal_settled(struct tsr_store *store);
 

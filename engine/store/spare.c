@@ -24,18 +24,20 @@
  * layers (spare_reap), one layer at a time: a delete inside the layout's gate
  * then ends with its row's commit.  Files whose row is gone are files without
  * a row: removed at open if a crash comes first, and at store close the queue
- * is emptied.  It is a thread of its own because freeing a layer's files is
- * slow: for a 1 GiB layer written by 4 KiB copies on write that is seconds of
- * file system work (with online discard, a discard of every extent), and a
+ * is emptied.  It is a thread of its own because an unlink frees all of a
+ * file's extents in one call: for a 1 GiB layer written by 4 KiB copies on
+ * write that is seconds of file system work (9-13 s here: ext4 without a
+ * journal, mounted with discard, so freeing extents issues discards), and a
  * spare asked for meanwhile must not wait for it (bench/snapshot.sh: 9 of 20
  * cuts found no spare while the spare thread unlinked three such layers).
- * The reaper frees a large file in paced steps before the unlink (reap_file).
- * An earlier try cut the files down in 1 MiB truncate steps on the spare
- * thread itself: 3 GiB took 2876 pieces and 50 s, pieces up to 1.4 s (each
- * waited behind the writers' fdatasyncs; this was put down to the ext4
- * journal, but the file system had none: it is mounted with discard, so
- * freeing extents issues discards), and the spare thread was busy through
- * the whole latency run.
+ * Cutting the files down in small truncate steps on the spare thread instead
+ * was tried: 3 GiB took 2876 pieces and 50 s, with pieces up to 1.4 s, and it
+ * loaded the disk through the whole latency run.  Freeing a file in paced
+ * hole-punch steps (32 MiB, 20 ms apart) before the unlink was tried on the
+ * reaper (a1271ac, reverted): beside a loop of 4 KiB append + fdatasync on
+ * another file, a plain unlink of a 1 GiB file of 4 KiB extents left that
+ * loop's fdatasync at p99 3.4-3.6 ms, max 18-28 ms; the paced removal at p99
+ * 4.7-9.0 ms, max 81-93 ms.  So the unlink stays whole.
  *
  * Pending rows and the row commit out of the gate.  Once a spare's files are
  * durable the thread commits a *pending* row for it (SNAP_PENDING, no name,
@@ -80,14 +82,11 @@
  * (spare_commits_wait, spare_forget).
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "store/internal.h"
@@ -148,7 +147,6 @@ struct spare_set {
 	unsigned made;        /* spares parked since the store opened (tests) */
 	unsigned committed;   /* rows made final by the thread since the store opened (tests) */
 	unsigned wal_settled; /* wal_settle runs that copied every WAL frame back (tests) */
-	uint64_t reap_steps;  /* pieces freed by the reaper before the unlinks (reap_file) */
 	struct spare *list;
 	struct reap *reaps, *reaps_tail; /* layers whose files to remove, oldest first;
 					  * the first leaves the list once its files are
@@ -179,122 +177,6 @@ static int64_t mono_us(void)
 }
 
 /*
- * Removal pacing.  An unlink frees all of a file's extents in one call, and
- * on a file system mounted with online discard (ext4 -o discard, common on
- * SSDs and virtual disks) it also discards every one of them at once: a
- * 1 GiB layer written by 4 KiB copies on write is up to ~260000 extents
- * (9-13 s of unlink here).  In bench/snapshot.sh a cut's one fdatasync of
- * store.db-wal took 806 ms while the reaper unlinked such a layer; a
- * micro-test (an unlink of such a file beside a loop of 4 KiB append +
- * fdatasync) did not show that stall, so whether the unlink caused it is
- * not settled (doc-reap.md has the figures).  The reaper frees a large file's blocks first, front to
- * back, in holes punched over about REAP_STEP allocated bytes each
- * (SEEK_DATA/SEEK_HOLE find them, so a sparse file costs what it holds, not
- * its size), REAP_PAUSE_US apart, and only then unlinks the file.  Files
- * holding less than REAP_STEP are unlinked at once.  A file system without
- * hole punching gets the plain unlink.  The files' row is gone before the
- * reaper sees them, so a crash in the middle leaves a file without a row,
- * partly punched, which the next open removes like any other (a hole changes
- * nothing there).  Figures: /var/tmp/helpers/doc-reap.md.
- */
-#define REAP_STEP     (32ull << 20)
-#define REAP_PAUSE_US 20000u
-
-/* Tests: step bytes instead of REAP_STEP (0: REAP_STEP). */
-_Atomic uint64_t store_test_reap_step;
-/* Tests: non-zero: counted down per piece freed; the process _exits(99) at
- * the piece that brings it to 0 (a crash in the middle of a removal). */
-_Atomic unsigned store_test_reap_exit_after;
-
-/* The end of the step starting at data offset pos (a data offset): about
- * step allocated bytes further, or end. */
-static off_t reap_step_end(int fd, off_t pos, off_t end, uint64_t step)
-{
-	uint64_t got = 0;
-
-	while (pos < end && got < step) {
-		off_t hole = lseek(fd, pos, SEEK_HOLE), next;
-
-		if (hole < 0 || hole > end)
-			hole = end;
-		if ((uint64_t)(hole - pos) >= step - got)
-			return pos + (off_t)(step - got);
-		got += (uint64_t)(hole - pos);
-		next = hole < end ? lseek(fd, hole, SEEK_DATA) : -1;
-		if (next < 0) /* ENXIO: no data after the hole */
-			return end;
-		pos = next;
-	}
-	return pos < end ? pos : end;
-}
-
-/* Free path's blocks in paced steps (above), then unlink it; the number of
- * steps.  Reaper only. */
-static unsigned reap_file(struct spare_set *ss, const char *path, uint64_t step)
-{
-	int fd = open(path, O_RDWR | O_CLOEXEC);
-	unsigned steps = 0;
-	struct stat st;
-	off_t pos, end;
-
-	if (fd < 0)
-		goto out;
-	if (fstat(fd, &st) < 0 || (uint64_t)st.st_blocks * 512 <= step)
-		goto out;
-	end = st.st_size;
-	for (pos = lseek(fd, 0, SEEK_DATA); pos >= 0 && pos < end;
-	     pos = lseek(fd, pos, SEEK_DATA)) {
-		off_t cut = reap_step_end(fd, pos, end, step);
-		bool stopping;
-
-		if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, pos, cut - pos) < 0) {
-			if (errno != EOPNOTSUPP)
-				tsr_warn("snapshot: punch %s: %s (unlinked at once)", path,
-					 strerror(errno));
-			break;
-		}
-		steps++;
-		if (atomic_load(&store_test_reap_exit_after) &&
-		    atomic_fetch_sub(&store_test_reap_exit_after, 1) == 1)
-			_exit(99);
-		if (cut >= end)
-			break;
-		pthread_mutex_lock(&ss->lock);
-		stopping = ss->stopping;
-		pthread_mutex_unlock(&ss->lock);
-		if (!stopping) /* store close waits for the queue: no pause then */
-			usleep(REAP_PAUSE_US);
-		pos = cut;
-	}
-out:
-	if (fd >= 0)
-		close(fd);
-	unlink(path);
-	return steps;
-}
-
-/* The files of a deleted layer: data segments and crc freed in steps, then
- * everything layer_remove_files removes.  Steps taken. */
-static unsigned reap_layer(struct tsr_store *store, const char *uuid, uint64_t size)
-{
-	uint64_t step = atomic_load(&store_test_reap_step);
-	unsigned nseg = (unsigned)((size + STORE_SEG_SIZE - 1) >> STORE_SEG_SHIFT);
-	char path[PATH_MAX];
-	unsigned i, steps = 0;
-
-	if (step == 0)
-		step = REAP_STEP;
-	for (i = 0; i < nseg || i == 0; i++) {
-		store_seg_path(store, uuid, i, path);
-		steps += reap_file(store->spares, path, step);
-	}
-	store_meta_path(store, uuid, "crc", path);
-	steps += reap_file(store->spares, path, step);
-	layer_remove_files(store, uuid, size); /* the rest, small */
-	return steps;
-}
-
-/*
  * The reaper: removes the files of the oldest queued reap, syncs volumes/,
  * then takes the next, until stopping with the queue empty (store close
  * waits for every removal).  It holds no lock while it removes files, and
@@ -309,7 +191,6 @@ static void *reaper_main(void *arg)
 	pthread_mutex_lock(&ss->lock);
 	for (;;) {
 		struct reap *r = ss->reaps;
-		unsigned steps;
 		int64_t t0;
 
 		if (r == NULL) {
@@ -323,12 +204,11 @@ static void *reaper_main(void *arg)
 			usleep(1000);
 		store_crash_point();
 		t0 = mono_us();
-		steps = reap_layer(store, r->uuid, r->size);
+		layer_remove_files(store, r->uuid, r->size);
 		store_fsync_voldir(store);
-		tsr_info("snapshot: layer %s: files removed in %.1f ms (%u steps)", r->uuid,
-			 (double)(mono_us() - t0) / 1e3, steps);
+		tsr_info("snapshot: layer %s: files removed in %.1f ms", r->uuid,
+			 (double)(mono_us() - t0) / 1e3);
 		pthread_mutex_lock(&ss->lock);
-		ss->reap_steps += steps;
 		ss->reaps = r->next;
 		if (ss->reaps == NULL)
 			ss->reaps_tail = NULL;
@@ -879,19 +759,6 @@ unsigned store_test_spares_made(struct tsr_store *store)
 	made = ss->made;
 	pthread_mutex_unlock(&ss->lock);
 	return made;
-}
-
-uint64_t store_test_reap_steps(struct tsr_store *store)
-{
-	struct spare_set *ss = store->spares;
-	uint64_t n;
-
-	if (ss == NULL)
-		return 0;
-	pthread_mutex_lock(&ss->lock);
-	n = ss->reap_steps;
-	pthread_mutex_unlock(&ss->lock);
-	return n;
 }
 
 unsigned store_test_wal_settled(struct tsr_store *store)
