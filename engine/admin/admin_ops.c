@@ -483,12 +483,28 @@ static void op_snapshot_show(struct tsr_admin_server *srv, const Tessera__Admin_
 /* Extents in one reply: each takes up to ~20 bytes of the 1 MiB frame. */
 #define MAX_DIFF_EXTENTS 50000
 
+/* The page size: MAX_DIFF_EXTENTS, or TSR_DIFF_PAGE_EXTENTS (1..50000) for
+ * tests that page a small diff. */
+static size_t diff_page_extents(void)
+{
+	const char *env = getenv("TSR_DIFF_PAGE_EXTENTS");
+	char *end;
+	unsigned long v;
+
+	if (env == NULL || env[0] == '\0')
+		return MAX_DIFF_EXTENTS;
+	v = strtoul(env, &end, 10);
+	if (*end != '\0' || v == 0 || v > MAX_DIFF_EXTENTS)
+		return MAX_DIFF_EXTENTS;
+	return v;
+}
+
 static void op_snapshot_diff(struct tsr_admin_server *srv, const Tessera__Admin__SnapshotDiff *d,
 			     Tessera__Admin__Response *resp)
 {
 	struct tsr_extent *ext = NULL;
 	struct tsr_snap_info info;
-	size_t count = 0, i;
+	size_t count = 0, i, first = 0, end, page = diff_page_extents();
 	const char *to = d->to[0] ? d->to : NULL;
 	char vol[64], from[64];
 	int ret;
@@ -509,17 +525,24 @@ static void op_snapshot_diff(struct tsr_admin_server *srv, const Tessera__Admin_
 		snap_fail(srv, resp, ret, "diff", vol, from);
 		return;
 	}
-	if (count > MAX_DIFF_EXTENTS) {
+	/* the page: from the first extent that ends after start, at most page of them */
+	while (first < count && ext[first].offset + ext[first].length <= d->start)
+		first++;
+	end = count - first > page ? first + page : count;
+	if (end < count && !d->paged) {
 		admin_fail(resp, -E2BIG, "the diff of '%s' from '%s' to %s%s has %zu extents, more "
-			   "than one reply holds (%u): diff a shorter span (a snapshot in between)",
-			   vol, from, to ? "" : "the head", to ? to : "", count, MAX_DIFF_EXTENTS);
+			   "than one reply holds (%zu), and this client does not ask for pages: use "
+			   "a newer tessera, or diff a shorter span (a snapshot in between)",
+			   vol, from, to ? "" : "the head", to ? to : "", count - first, page);
 		free(ext);
 		return;
 	}
-	resp->extents = calloc(count ? count : 1, sizeof(*resp->extents));
+	if (end < count)
+		resp->diff_next = ext[end].offset;
+	resp->extents = calloc(end > first ? end - first : 1, sizeof(*resp->extents));
 	if (resp->extents == NULL)
 		goto nomem;
-	for (i = 0; i < count; i++) {
+	for (i = first; i < end; i++) {
 		Tessera__Admin__Extent *e = malloc(sizeof(*e));
 
 		if (e == NULL)

@@ -60,6 +60,7 @@
  * a new snapshot from another node when this one holds no copy.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1050,6 +1051,22 @@ static void ec_snapshot_fix(const struct cluster_view *v, const Tessera__Cluster
  * the 1 MiB frame. */
 #define EC_DIFF_MAX_EXTENTS 50000
 
+/* The page size: EC_DIFF_MAX_EXTENTS, or TSR_DIFF_PAGE_EXTENTS (1..50000)
+ * for tests that page a small diff (as the admin layer's). */
+static size_t ec_diff_page_extents(void)
+{
+	const char *env = getenv("TSR_DIFF_PAGE_EXTENTS");
+	char *end;
+	unsigned long v;
+
+	if (env == NULL || env[0] == '\0')
+		return EC_DIFF_MAX_EXTENTS;
+	v = strtoul(env, &end, 10);
+	if (*end != '\0' || v == 0 || v > EC_DIFF_MAX_EXTENTS)
+		return EC_DIFF_MAX_EXTENTS;
+	return v;
+}
+
 /*
  * Copy i's chunk-volume diff: our store, or the node's admin API
  * (SnapshotDiff with local_copy).  0 with ext/n; -errno with msg when the
@@ -1097,31 +1114,50 @@ static int ec_copy_diff(struct tsr_cluster *c, const struct cluster_view *v,
 	d.from = (char *)from;
 	d.to = (char *)to;
 	d.local_copy = true;
+	d.paged = true;
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DIFF;
 	req.snapshot_diff = &d;
-	ret = cluster_call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
+	/* page by page until diff_next is 0 */
+	do {
+		struct tsr_extent *grown;
+
+		ret = cluster_call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
+		if (ret) {
+			snprintf(msg, msg_len, "cannot reach node %s at %s: %s", node->id,
+				 node->address, strerror(-ret));
+			break;
+		}
+		ret = resp->error;
+		if (ret) {
+			snprintf(msg, msg_len, "%s", resp->message && resp->message[0] ?
+				 resp->message : strerror(-ret));
+		} else if (resp->diff_next != 0 && resp->diff_next <= d.start) {
+			ret = -EPROTO;
+			snprintf(msg, msg_len, "node %s: diff page from %" PRIu64 " does not advance "
+				 "(next %" PRIu64 ")", node->id, d.start, resp->diff_next);
+		} else if ((grown = realloc(*ext, (*n + resp->n_extents + 1) *
+					    sizeof(**ext))) == NULL) {
+			ret = -ENOMEM;
+			snprintf(msg, msg_len, "out of memory in tesserad");
+		} else {
+			*ext = grown;
+			for (size_t j = 0; j < resp->n_extents; j++)
+				(*ext)[(*n)++] = (struct tsr_extent){
+					.offset = resp->extents[j]->offset,
+					.length = resp->extents[j]->length,
+					.flags = resp->extents[j]->zero ?
+						 TSR_EXTENT_HOLE | TSR_EXTENT_ZERO : 0,
+				};
+			d.start = resp->diff_next;
+		}
+		tessera__admin__response__free_unpacked(resp, NULL);
+		resp = NULL;
+	} while (ret == 0 && d.start != 0);
 	if (ret) {
-		snprintf(msg, msg_len, "cannot reach node %s at %s: %s", node->id, node->address,
-			 strerror(-ret));
-		return ret;
+		free(*ext);
+		*ext = NULL;
+		*n = 0;
 	}
-	ret = resp->error;
-	if (ret) {
-		snprintf(msg, msg_len, "%s", resp->message && resp->message[0] ? resp->message :
-			 strerror(-ret));
-	} else if ((*ext = calloc(resp->n_extents ? resp->n_extents : 1, sizeof(**ext))) == NULL) {
-		ret = -ENOMEM;
-		snprintf(msg, msg_len, "out of memory in tesserad");
-	} else {
-		for (size_t j = 0; j < resp->n_extents; j++)
-			(*ext)[j] = (struct tsr_extent){
-				.offset = resp->extents[j]->offset,
-				.length = resp->extents[j]->length,
-				.flags = resp->extents[j]->zero ? TSR_EXTENT_HOLE | TSR_EXTENT_ZERO : 0,
-			};
-		*n = resp->n_extents;
-	}
-	tessera__admin__response__free_unpacked(resp, NULL);
 	return ret;
 }
 
@@ -1140,7 +1176,8 @@ static void ec_snapshot_diff(struct tsr_cluster *c, const struct cluster_view *v
 	const char *to = d->to ? d->to : "";
 	char msg[TSR_LAYOUT_MAX_COPIES][512], from[64];
 	int rets[TSR_LAYOUT_MAX_COPIES];
-	size_t n = rec->n_copies, count = 0, missing = 0;
+	size_t n = rec->n_copies, count = 0, missing = 0, from_i = 0, end;
+	size_t page = ec_diff_page_extents();
 	int ret;
 
 	/* "VOL@SNAP" with no from (as the admin layer accepts it) */
@@ -1189,17 +1226,23 @@ static void ec_snapshot_diff(struct tsr_cluster *c, const struct cluster_view *v
 			   strerror(-ret));
 		goto out;
 	}
-	if (count > EC_DIFF_MAX_EXTENTS) {
+	/* the page of the merged list: from the first extent ending after start */
+	while (from_i < count && out[from_i].offset + out[from_i].length <= d->start)
+		from_i++;
+	end = count - from_i > page ? from_i + page : count;
+	if (end < count && !d->paged) {
 		admin_fail(resp, -E2BIG, "the diff of '%s' from '%s' to %s%s has %zu extents, more "
-			   "than one reply holds (%u): diff a shorter span (a snapshot in between)",
-			   rec->name, from, to[0] ? "" : "the head", to, count,
-			   EC_DIFF_MAX_EXTENTS);
+			   "than one reply holds (%zu), and this client does not ask for pages: use "
+			   "a newer tessera, or diff a shorter span (a snapshot in between)",
+			   rec->name, from, to[0] ? "" : "the head", to, count - from_i, page);
 		goto out;
 	}
-	resp->extents = calloc(count ? count : 1, sizeof(*resp->extents));
+	if (end < count)
+		resp->diff_next = out[end].offset;
+	resp->extents = calloc(end > from_i ? end - from_i : 1, sizeof(*resp->extents));
 	if (resp->extents == NULL)
 		goto nomem;
-	for (size_t i = 0; i < count; i++) {
+	for (size_t i = from_i; i < end; i++) {
 		Tessera__Admin__Extent *e = malloc(sizeof(*e));
 
 		if (e == NULL)

@@ -66,6 +66,7 @@ void cluster_forward(struct tsr_cluster *c, const char *node_id, const char *add
 	r->extents = NULL;
 	r->n_extents = 0;
 	resp->diff_bytes = r->diff_bytes;
+	resp->diff_next = r->diff_next;
 	tessera__admin__response__free_unpacked(r, NULL);
 }
 

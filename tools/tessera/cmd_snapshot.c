@@ -6,8 +6,10 @@
  * sends one request, prints the reply with output.c, and prints tesserad's
  * errors as they come.  Clones and rollback are volume verbs (cmd_volume.c).
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tessera.h"
@@ -225,6 +227,71 @@ static int print_diff(const struct cli *cli, const Tessera__Admin__Response *res
 	return 0;
 }
 
+/*
+ * Send a SnapshotDiff page by page (diff_next) over one connection and print
+ * the whole list once, as one reply would have been.
+ */
+static int run_diff(struct cli *cli, Tessera__Admin__Request *req, const struct diff_arg *d)
+{
+	Tessera__Admin__Response all = TESSERA__ADMIN__RESPONSE__INIT;
+	Tessera__Admin__Extent *ext = NULL;
+	struct tsr_admin_client *c = NULL;
+	size_t n = 0;
+	int ret;
+
+	ret = cli_connect(cli, &c);
+	if (ret)
+		return ret;
+	req->snapshot_diff->start = 0;
+	do {
+		Tessera__Admin__Response *resp = NULL;
+		Tessera__Admin__Extent *grown;
+
+		ret = cli_call(cli, c, req, &resp);
+		if (ret)
+			break;
+		if (resp->diff_next != 0 && resp->diff_next <= req->snapshot_diff->start) {
+			cli_error("the server's diff page from offset %" PRIu64 " does not advance "
+				  "(next %" PRIu64 ")", req->snapshot_diff->start, resp->diff_next);
+			ret = EXIT_FAIL;
+		} else if ((grown = realloc(ext, (n + resp->n_extents + 1) *
+					    sizeof(*ext))) == NULL) {
+			cli_error("out of memory");
+			ret = EXIT_FAIL;
+		} else {
+			ext = grown;
+			for (size_t i = 0; i < resp->n_extents; i++) {
+				tessera__admin__extent__init(&ext[n]);
+				ext[n].offset = resp->extents[i]->offset;
+				ext[n].length = resp->extents[i]->length;
+				ext[n].zero = resp->extents[i]->zero;
+				all.diff_bytes += ext[n].length;
+				n++;
+			}
+			req->snapshot_diff->start = resp->diff_next;
+		}
+		tessera__admin__response__free_unpacked(resp, NULL);
+	} while (ret == 0 && req->snapshot_diff->start != 0);
+	tsr_admin_close(c);
+	if (ret == 0 && (all.extents = calloc(n + 1, sizeof(*all.extents))) == NULL) {
+		cli_error("out of memory");
+		ret = EXIT_FAIL;
+	}
+	if (ret == 0) {
+		for (size_t i = 0; i < n; i++)
+			all.extents[i] = &ext[i];
+		all.n_extents = n;
+		ret = print_diff(cli, &all, d);
+		if (fflush(stdout) != 0) {
+			cli_error("cannot write the output: %s", strerror(errno));
+			ret = EXIT_FAIL;
+		}
+	}
+	free(all.extents);
+	free(ext);
+	return ret;
+}
+
 /* ---- the verbs -------------------------------------------------------- */
 
 /* create, show, delete: VOL SNAP or VOL@SNAP, no options. */
@@ -347,9 +414,10 @@ static int snapshot_diff(struct cli *cli, int argc, char **argv)
 	diff.volume = from.volume;
 	diff.from = (char *)from.name;
 	diff.to = (char *)(d.to ? d.to : "");
+	diff.paged = true;
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DIFF;
 	req.snapshot_diff = &diff;
-	return cli_run(cli, &req, print_diff, &d);
+	return run_diff(cli, &req, &d);
 }
 
 int cli_cmd_snapshot(struct cli *cli, int argc, char **argv)
