@@ -457,6 +457,14 @@ static void test_snapshot_requests(void **state)
 	diff.to = "b";
 	assert_int_equal(parse_req(&req.base, &out, NULL), 0);
 	tessera__admin__request__free_unpacked(out, NULL);
+	diff.start = 1ull << 40; /* a page: from start, the asker follows diff_next */
+	diff.paged = true;
+	assert_int_equal(parse_req(&req.base, &out, NULL), 0);
+	assert_true(out->snapshot_diff->start == 1ull << 40);
+	assert_true(out->snapshot_diff->paged);
+	tessera__admin__request__free_unpacked(out, NULL);
+	diff.start = 0;
+	diff.paged = false;
 	diff.to = "b c";
 	assert_int_equal(parse_req(&req.base, &out, &why), -EINVAL);
 	diff.to = "";
@@ -537,6 +545,7 @@ static void test_snapshot_responses(void **state)
 	resp.extents = exts;
 	resp.n_extents = 2;
 	resp.diff_bytes = 12288;
+	resp.diff_next = 3ull << 30; /* more pages: the next one starts at 3 GiB */
 	vol.name = "clone";
 	vol.size = 1 << 20;
 	vol.parent_volume = "db";
@@ -552,6 +561,7 @@ static void test_snapshot_responses(void **state)
 	assert_int_equal(out->n_extents, 2);
 	assert_true(out->extents[1]->zero);
 	assert_int_equal(out->diff_bytes, 12288);
+	assert_true(out->diff_next == 3ull << 30);
 	assert_string_equal(out->volumes[0]->parent_snapshot, "s");
 	assert_int_equal(out->volumes[0]->n_snapshots, 1);
 	tessera__admin__response__free_unpacked(out, NULL);
