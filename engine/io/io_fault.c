@@ -286,14 +286,6 @@ int fault_spec_validate(const char *spec)
 
 /* ---- the backend -------------------------------------------------------- */
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void list_push(struct fault_list *l, struct fault_req *fr)
 {
 	fr->next = NULL;
@@ -353,7 +345,7 @@ static void fault_inner_done(struct io_req_hook *hook, int res)
 		fault_finish(fr, res < 0 ? res : -EIO);
 		break;
 	case FAULT_DELAY:
-		if (now_ns() < fr->deadline_ns) {
+		if ((uint64_t)tsr_mono_ns() < fr->deadline_ns) {
 			fr->res = res;
 			list_push(&fc->held, fr);
 			break;
@@ -469,7 +461,7 @@ static int fault_queue(void *ctx, struct tsr_io_req *outer)
 			}
 			break;
 		case FAULT_DELAY:
-			fr->deadline_ns = now_ns() + rule->arg * 1000000u;
+			fr->deadline_ns = (uint64_t)tsr_mono_ns() + rule->arg * 1000000u;
 			break;
 		case FAULT_NONE:
 			break;
@@ -533,7 +525,7 @@ static void complete_local(struct fault_ctx *fc, unsigned start, unsigned max)
 		fault_finish(fr, fr->res);
 	if (fc->held.head == NULL)
 		return;
-	now = now_ns();
+	now = (uint64_t)tsr_mono_ns();
 	/* Detach first: a completion may hold a new delayed request. */
 	while ((fr = list_pop(&fc->held)) != NULL) {
 		if (now >= fr->deadline_ns && (max == 0 || fc->finished - start < max))

@@ -63,10 +63,7 @@
 
 uint64_t ec_now_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return (uint64_t)tsr_mono_ns();
 }
 
 static bool on_home(const struct ec *e)

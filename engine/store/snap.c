@@ -719,14 +719,6 @@ static int finish_delete(struct tsr_store *store, const struct snap_row *row)
 
 static void gc_volume(struct tsr_store *store, const struct vol_row *v);
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static uint64_t layer_blocks_held(const struct layer *l)
 {
 	uint64_t nw = ((l->size >> STORE_BLOCK_SHIFT) + 63) / 64, w, n = 0;
@@ -776,7 +768,7 @@ void snap_merge_job(struct tsr_store *store, struct tsr_svol *svol, const char *
 	}
 	if (older == NULL && store_test_merge_hook) /* tests: see merge_into */
 		store_test_merge_hook(store_test_merge_arg);
-	t0 = now_ms();
+	t0 = tsr_mono_ms();
 	if (older) {
 		blocks = layer_blocks_held(me);
 		/* without store->lock: only this thread drops layers of an
@@ -796,7 +788,7 @@ void snap_merge_job(struct tsr_store *store, struct tsr_svol *svol, const char *
 	/* bench/snapshot.sh (part "delete") reads this line */
 	tsr_info("snapshot: volume %s: delete of %s (%s) finished outside the gate: merge "
 		 "%lld ms (%llu blocks held, into %s)",
-		 svol->name, row.name, row.uuid, (long long)(now_ms() - t0),
+		 svol->name, row.name, row.uuid, (long long)(tsr_mono_ms() - t0),
 		 (unsigned long long)blocks, older ? older->uuid : "none: the oldest");
 out:
 	free(rows);

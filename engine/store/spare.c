@@ -168,14 +168,6 @@ _Atomic int store_test_reap_hold;
  * spare. */
 _Atomic unsigned store_test_reaps_left_at_made;
 
-static int64_t mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /*
  * The reaper: removes the files of the oldest queued reap, syncs volumes/,
  * then takes the next, until stopping with the queue empty (store close
@@ -203,11 +195,11 @@ static void *reaper_main(void *arg)
 		while (atomic_load(&store_test_reap_hold))
 			usleep(1000);
 		store_crash_point();
-		t0 = mono_us();
+		t0 = tsr_mono_us();
 		layer_remove_files(store, r->uuid, r->size);
 		store_fsync_voldir(store);
 		tsr_info("snapshot: layer %s: files removed in %.1f ms", r->uuid,
-			 (double)(mono_us() - t0) / 1e3);
+			 (double)(tsr_mono_us() - t0) / 1e3);
 		pthread_mutex_lock(&ss->lock);
 		ss->reaps = r->next;
 		if (ss->reaps == NULL)
