@@ -126,6 +126,10 @@ cl_nbd_uri() { nbd_uri "$(cl_dir "$1")" "$2"; }
 
 # vstatus VOL EXPR: a field of `volume status --json`.
 vstatus() { ctsr --json volume status "$1" | json_get "$2"; }
+# The nodes holding VOL's copies, sorted, comma-separated ("n1,n2,n3").
+cl_copy_nodes() { ctsr --json volume show "$1" | json_get '",".join(sorted(c["node"] for c in j["copies"]))'; }
+# The dirty (to resync) bytes of VOL's copy on NODE (n3), from volume status.
+cl_copy_dirty() { vstatus "$1" "[c['dirty_bytes'] for c in j['volume']['copies'] if c['node']=='$2'][0]"; }
 
 # cl_wait_synced VOL [TIMEOUT_S]: until every copy of VOL is in sync.
 cl_wait_synced() {

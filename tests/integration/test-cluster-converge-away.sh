@@ -31,11 +31,10 @@ require_cmd qemu-io
 SIZE=$(( 16 << 20 ))
 cl_start 3 --peer-timeout 1000
 ctsr volume create cv --size 16M --replicas 3 --min-replicas 2 >/dev/null || fail "create"
-nodes=$(ctsr --json volume show cv | json_get '",".join(sorted(c["node"] for c in j["copies"]))')
+nodes=$(cl_copy_nodes cv)
 assert_eq "$nodes" "n1,n2,n3" "copy nodes"
 WLOG=$CL_ROOT/acked.log
 : >"$WLOG"
-n_dirty() { vstatus cv "[c['dirty_bytes'] for c in j['volume']['copies'] if c['node']=='$1'][0]"; }
 
 # ---- 1. writes in flight on n2 and n3, not on n1; all three die
 ctsr volume attach cv --node n2 >/dev/null || fail "attach on n2"
@@ -74,7 +73,7 @@ grep -q "attaching cv epoch .*converging" "$(cl_dir 1)/tesserad.log" ||
 cl_wait_scrub_idle cv 60
 assert_eq "$(vstatus cv "[c['state'] for c in j['volume']['copies'] if c['node']=='n3'][0]")" \
 	out-of-sync "n3's copy after the attach"
-assert_eq "$(n_dirty n3)" "$SIZE" "dirty bytes of n3's copy (away during the converge)"
+assert_eq "$(cl_copy_dirty cv n3)" "$SIZE" "dirty bytes of n3's copy (away during the converge)"
 out=$("$CRASH_WRITER" verify "$(cl_nbd_uri 1 cv)" "$WLOG" 2>&1) ||
 	{ printf '%s\n' "$out" >&2; fail "acknowledged writes lost after the attach on n1"; }
 log "verify through n1: ${out##*$'\n'}"

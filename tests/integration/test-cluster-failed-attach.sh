@@ -30,11 +30,10 @@ require_cmd qemu-io
 SIZE=$(( 16 << 20 ))
 cl_start 3 --peer-timeout 1000
 ctsr volume create fa --size 16M --replicas 3 --min-replicas 2 >/dev/null || fail "create"
-nodes=$(ctsr --json volume show fa | json_get '",".join(sorted(c["node"] for c in j["copies"]))')
+nodes=$(cl_copy_nodes fa)
 assert_eq "$nodes" "n1,n2,n3" "copy nodes"
 WLOG=$CL_ROOT/acked.log
 : >"$WLOG"
-n_dirty() { vstatus fa "[c['dirty_bytes'] for c in j['volume']['copies'] if c['node']=='$1'][0]"; }
 
 # ---- 1. the coordinator n2 dies while writing
 ctsr volume attach fa --node n2 >/dev/null || fail "attach on n2"
@@ -72,7 +71,7 @@ done
 cl_wait_scrub_idle fa 60
 grep -q "attaching fa epoch .*converging" "$(cl_dir 1)/tesserad.log" ||
 	fail "the attach on n1 did not converge"
-assert_eq "$(n_dirty n2)" "$SIZE" "dirty bytes of n2's copy (the unclean coordinator's) after the attach on n1"
+assert_eq "$(cl_copy_dirty fa n2)" "$SIZE" "dirty bytes of n2's copy (the unclean coordinator's) after the attach on n1"
 out=$("$CRASH_WRITER" verify "$(cl_nbd_uri 1 fa)" "$WLOG" 2>&1) ||
 	{ printf '%s\n' "$out" >&2; fail "acknowledged writes lost after the attach on n1"; }
 log "verify through n1: ${out##*$'\n'}"

@@ -35,7 +35,6 @@ ctsr volume attach rv --node n1 >/dev/null || fail "volume attach"
 URI=$(cl_nbd_uri 1 rv)
 base_args=${CL_ARGS[3]}
 
-n3_dirty() { vstatus rv "[c['dirty_bytes'] for c in j['volume']['copies'] if c['node']=='n3'][0]"; }
 n3_state() { vstatus rv "[c['state'] for c in j['volume']['copies'] if c['node']=='n3'][0]"; }
 flush_failures() { grep -c 'resync of copy [0-9]* (n3): flush:' "$(cl_dir 1)/tesserad.log" || true; }
 
@@ -49,7 +48,7 @@ FIO=(--name=rs --ioengine=nbd "--uri=$URI" --bs=1M --rw=write --size=256M --iode
 # get every unflushed region marked again, hiding what the resync cleared)
 fio "${FIO[@]}" --do_verify=0 --end_fsync=1 --output="$CL_ROOT/fio1.txt" ||
 	{ cat "$CL_ROOT/fio1.txt" >&2; fail "fio write"; }
-assert_eq "$(n3_dirty)" "$WRITTEN" "n3's dirty bytes after 256 MiB written while it was away"
+assert_eq "$(cl_copy_dirty rv n3)" "$WRITTEN" "n3's dirty bytes after 256 MiB written while it was away"
 
 # ---- 2. every flush of n3 fails: nothing may be cleared
 CL_ARGS[3]="$base_args --io-fault fdatasync:1+:fail=EIO"
@@ -64,17 +63,17 @@ log "n3 with failing fsyncs: $(flush_failures) resync flushes failed, $copied_fa
 [ "$copied_faulty" -gt 0 ] || fail "the failed attempts copied nothing: the flush was not reached"
 st=$(n3_state)
 [ "$st" != in-sync ] || fail "n3 in sync although none of its flushes succeeded"
-assert_eq "$(n3_dirty)" "$WRITTEN" "n3's dirty bytes after its resync flushes failed"
+assert_eq "$(cl_copy_dirty rv n3)" "$WRITTEN" "n3's dirty bytes after its resync flushes failed"
 cl_kill 3
 cl_wait_state rv n3 out-of-sync 15
-assert_eq "$(n3_dirty)" "$WRITTEN" "n3's dirty bytes after it was killed"
+assert_eq "$(cl_copy_dirty rv n3)" "$WRITTEN" "n3's dirty bytes after it was killed"
 
 # ---- 3. killed in the middle of a (slowed) resync
 CL_ARGS[3]="$base_args --io-fault write:1+:delay=200"
 cl_start_node 3
 left=$WRITTEN
 for (( i=0; i<600; i++ )); do
-	left=$(n3_dirty)
+	left=$(cl_copy_dirty rv n3)
 	[ "$left" -lt "$WRITTEN" ] && break
 	sleep 0.05
 done
@@ -82,7 +81,7 @@ done
 [ "$(n3_state)" != in-sync ] || fail "n3 in sync before it could be killed mid-resync (slow writes too fast?)"
 cl_kill 3
 cl_wait_state rv n3 out-of-sync 15
-left=$(n3_dirty)
+left=$(cl_copy_dirty rv n3)
 log "n3 killed mid-resync: $left of $WRITTEN bytes still dirty"
 [ "$left" -gt 0 ] && [ "$left" -lt "$WRITTEN" ] ||
 	fail "n3 killed mid-resync: $left dirty bytes, want some but not all of $WRITTEN"
@@ -96,7 +95,7 @@ moved=$(( $(vstatus rv 'j["resync_bytes_copied"]') - copied_before ))
 log "last resync of n3 copied $moved bytes ($left were dirty)"
 [ "$moved" -gt 0 ] && [ "$moved" -le "$left" ] ||
 	fail "last resync of n3 copied $moved bytes, want 1..$left (what was left dirty)"
-assert_eq "$(n3_dirty)" 0 "n3's dirty bytes in sync"
+assert_eq "$(cl_copy_dirty rv n3)" 0 "n3's dirty bytes in sync"
 fio "${FIO[@]}" --verify_only --output="$CL_ROOT/fio2.txt" ||
 	{ cat "$CL_ROOT/fio2.txt" >&2; fail "the data written while n3 was away does not verify"; }
 out=$(ctsr --json volume scrub rv) || fail "scrub failed: $out"

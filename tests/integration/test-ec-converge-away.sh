@@ -40,7 +40,7 @@ require_cmd nbdcopy qemu-io
 X=3 # the chunk node away at the recovering attach
 cl_start 6
 ctsr volume create ca --size 128M --ec 4+2 --failure-domain zone >/dev/null || fail "create"
-nodes=$(ctsr --json volume show ca | json_get '",".join(sorted(c["node"] for c in j["copies"]))')
+nodes=$(cl_copy_nodes ca)
 assert_eq "$nodes" "n1,n2,n3,n4,n5,n6" "chunk nodes"
 # n7 joins after the create: it holds no chunk
 CL_PORT[7]=$(free_port)
