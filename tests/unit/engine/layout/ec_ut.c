@@ -809,23 +809,6 @@ static void test_hook_failure(void **state)
 
 /* ---- an attach whose opens fail or time out ---- */
 
-/* A peer that never answers: a listening socket nobody accepts on (the
- * kernel completes the handshake, HELLO waits forever): the client's
- * request times out (peer_timeout_ms).  Returns the fd; address filled. */
-static int black_hole(char *address, size_t len)
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t slen = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(listen(fd, 16), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &slen), 0);
-	snprintf(address, len, "127.0.0.1:%d", ntohs(sa.sin_port));
-	return fd;
-}
-
 /* Hooks recorded since log_reset, OUT_OF_SYNC ones for copy idx (or any: -1). */
 static unsigned hooks_out_of_sync(int idx)
 {
@@ -874,7 +857,7 @@ static void test_attach_timeout_records_nothing(void **state)
 	opts_init(e, &o, true, 2);
 	o.peer_timeout_ms = 300;
 	for (unsigned i = 3; i <= 4; i++)
-		holes[i] = black_hole(o.copies[i].address, sizeof(o.copies[i].address));
+		holes[i] = peer_black_hole(o.copies[i].address, sizeof(o.copies[i].address));
 	node_stop(&e->nodes[5]);
 	t0 = mono_ms();
 	assert_int_equal(tsr_layout_ec_create(&o, &e->l), -EIO);
@@ -908,7 +891,7 @@ static void test_attach_timeout_records_nothing(void **state)
 	log_reset();
 	opts_init(e, &o, true, 4);
 	o.peer_timeout_ms = 300;
-	holes[4] = black_hole(o.copies[4].address, sizeof(o.copies[4].address));
+	holes[4] = peer_black_hole(o.copies[4].address, sizeof(o.copies[4].address));
 	assert_int_equal(tsr_layout_ec_create(&o, &e->l), 0);
 	assert_int_equal(lwrite(e, 0, 64 * KiB, 730), 0);
 	assert_int_equal(hooks_out_of_sync(4), 1);
@@ -1206,7 +1189,7 @@ static void test_attach_fails_after_roll_forward(void **state)
 	/* epoch 2: the missed copy times out, two others refused: 3 open */
 	opts_init(e, &o, true, 2);
 	o.peer_timeout_ms = 300;
-	holes[missed] = black_hole(o.copies[missed].address, sizeof(o.copies[missed].address));
+	holes[missed] = peer_black_hole(o.copies[missed].address, sizeof(o.copies[missed].address));
 	node_stop(&e->nodes[away[0]]);
 	node_stop(&e->nodes[away[1]]);
 	assert_int_equal(tsr_layout_ec_create(&o, &e->l), -EIO);
@@ -1240,7 +1223,7 @@ static void test_attach_fails_after_roll_forward(void **state)
 	log_reset();
 	opts_init(e, &o, true, 4);
 	o.peer_timeout_ms = 300;
-	holes[missed] = black_hole(o.copies[missed].address, sizeof(o.copies[missed].address));
+	holes[missed] = peer_black_hole(o.copies[missed].address, sizeof(o.copies[missed].address));
 	assert_int_equal(tsr_layout_ec_create(&o, &e->l), 0);
 	assert_int_equal(hooks_out_of_sync(-1), 1);
 	assert_int_equal(g_log.state[missed], TSR_COPY_OUT_OF_SYNC);

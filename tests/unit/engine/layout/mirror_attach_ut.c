@@ -103,34 +103,10 @@ static void opts_init(struct env *e, struct tsr_mirror_opts *o, uint64_t epoch)
 	}
 }
 
-/* A peer that never answers: a listening socket nobody accepts on (the
- * kernel completes the handshake, HELLO waits): the OPEN times out. */
+/* Copy idx's peer never answers (peer_black_hole); its fd closed at teardown. */
 static void black_hole(struct env *e, unsigned idx, char *address, size_t len)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t slen = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(listen(fd, 16), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &slen), 0);
-	snprintf(address, len, "127.0.0.1:%d", ntohs(sa.sin_port));
-	e->holes[idx] = fd;
-}
-
-/* An address nothing listens on: the connect is refused. */
-static void refused(char *address, size_t len)
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t slen = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &slen), 0);
-	snprintf(address, len, "127.0.0.1:%d", ntohs(sa.sin_port));
-	close(fd);
+	e->holes[idx] = peer_black_hole(address, len);
 }
 
 /* Hooks answered so far (none waited for): all, or OUT_OF_SYNC of copy idx. */
@@ -179,7 +155,7 @@ static void test_failed_attach_records_nothing(void **state)
 
 	opts_init(e, &o, 1);
 	black_hole(e, 1, o.copies[1].address, sizeof(o.copies[1].address));
-	refused(o.copies[2].address, sizeof(o.copies[2].address));
+	peer_refused_address(o.copies[2].address, sizeof(o.copies[2].address));
 	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), -EIO);
 	e->l = NULL;
 	hooks_settle();

@@ -91,6 +91,31 @@ static void *node_acceptor(void *arg)
 	}
 }
 
+/* A peer that never answers: a listening socket nobody accepts on (the
+ * kernel completes the handshake, HELLO waits forever): a client's request
+ * times out (peer_timeout_ms).  Returns the fd (the caller closes it);
+ * address filled. */
+static UNUSED int peer_black_hole(char *address, size_t len)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t slen = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(fd, 16), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &slen), 0);
+	snprintf(address, len, "127.0.0.1:%d", ntohs(sa.sin_port));
+	return fd;
+}
+
+/* An address nothing listens on (a port bound once, then closed): the
+ * connect is refused. */
+static UNUSED void peer_refused_address(char *address, size_t len)
+{
+	close(peer_black_hole(address, len));
+}
+
 static UNUSED int node_listen(struct node *n)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
