@@ -1729,11 +1729,16 @@ static int crash_child(const char *dirs)
 	return 7; /* the switch did not fire */
 }
 
-static void crash_case(void **state, const char *point, int expect /* 0 old, 1 new, -1 either */)
+/*
+ * Run this binary again as a child with child_env set to three fresh store
+ * directories (and TESSERA_EC_CRASH_POINT to point, if any); the child must
+ * die by SIGKILL (a crash switch or its own killer).  Then a new coordinator
+ * opens over the same stores: nodes re-initialized there, the layout created
+ * at epoch 2.
+ */
+static void crash_child_then_reopen(struct env *e, const char *child_env, const char *point)
 {
-	struct env *e = *state;
 	char dirs[3][512], arg[1600], self[PATH_MAX];
-	struct tsr_layout_status s;
 	ssize_t n;
 	pid_t pid;
 	int wst;
@@ -1747,8 +1752,9 @@ static void crash_case(void **state, const char *point, int expect /* 0 old, 1 n
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		setenv("EC_UT_CRASH_CHILD", arg, 1);
-		setenv("TESSERA_EC_CRASH_POINT", point, 1);
+		setenv(child_env, arg, 1);
+		if (point)
+			setenv("TESSERA_EC_CRASH_POINT", point, 1);
 		execl(self, self, (char *)NULL);
 		_exit(127);
 	}
@@ -1757,10 +1763,17 @@ static void crash_case(void **state, const char *point, int expect /* 0 old, 1 n
 		print_message("child exited %d\n", WIFEXITED(wst) ? WEXITSTATUS(wst) : -1);
 	assert_true(WIFSIGNALED(wst));
 	assert_int_equal(WTERMSIG(wst), SIGKILL);
-	/* a new coordinator over the same stores */
 	for (unsigned i = 0; i < 3; i++)
 		assert_int_equal(node_init_at(&e->nodes[i], i, dirs[i], 0), 0);
 	assert_int_equal(create(e, false, 2), 0);
+}
+
+static void crash_case(void **state, const char *point, int expect /* 0 old, 1 new, -1 either */)
+{
+	struct env *e = *state;
+	struct tsr_layout_status s;
+
+	crash_child_then_reopen(e, "EC_UT_CRASH_CHILD", point);
 	get_status(e, &s);
 	print_message("%s: rolled forward %llu, back %llu\n", point,
 		      (unsigned long long)s.txn_rolled_forward,
@@ -1876,35 +1889,11 @@ static int missed_child(const char *dirs)
 static void test_missed_before_record(void **state)
 {
 	struct env *e = *state;
-	char dirs[3][512], arg[1600], self[PATH_MAX];
 	struct tsr_layout_status s;
-	ssize_t n;
-	pid_t pid;
-	int wst;
 
-	for (unsigned i = 0; i < 3; i++)
-		assert_int_equal(scratch_dir(dirs[i], sizeof(dirs[i])), 0);
-	snprintf(arg, sizeof(arg), "%s:%s:%s", dirs[0], dirs[1], dirs[2]);
-	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	assert_true(n > 0);
-	self[n] = '\0';
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		setenv("EC_UT_MISSED_CHILD", arg, 1);
-		execl(self, self, (char *)NULL);
-		_exit(127);
-	}
-	assert_int_equal(waitpid(pid, &wst, 0), pid);
-	if (!WIFSIGNALED(wst))
-		print_message("child exited %d\n", WIFEXITED(wst) ? WEXITSTATUS(wst) : -1);
-	assert_true(WIFSIGNALED(wst));
-	assert_int_equal(WTERMSIG(wst), SIGKILL);
 	/* a new coordinator; every copy back and recorded IN_SYNC (the record
 	 * never landed) */
-	for (unsigned i = 0; i < 3; i++)
-		assert_int_equal(node_init_at(&e->nodes[i], i, dirs[i], 0), 0);
-	assert_int_equal(create(e, false, 2), 0);
+	crash_child_then_reopen(e, "EC_UT_MISSED_CHILD", NULL);
 	get_status(e, &s);
 	print_message("missed: rolled forward %llu, back %llu\n",
 		      (unsigned long long)s.txn_rolled_forward,
