@@ -643,13 +643,11 @@ static int complete_later(struct svol_op *op);
  */
 static void maybe_clear_dirty(struct tsr_svol *svol, uint64_t seen)
 {
-	struct timespec ts;
 	int64_t now, last;
 
 	if (atomic_load(&svol->write_failed) || !atomic_load(&svol->meta.any_dirty))
 		return;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	now = tsr_mono_ns();
 	last = atomic_load(&svol->last_clear_ns);
 	if (now - last < svol->store->dirty_clear_ns ||
 	    !atomic_compare_exchange_strong(&svol->last_clear_ns, &last, now))

@@ -67,14 +67,6 @@ static void done_cb(void *cb_arg, int res)
 	d->res = res;
 }
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* Deterministic content: every 8-byte word names its seed and file offset. */
 static void fill(void *buf, size_t len, uint64_t seed, uint64_t offset)
 {
@@ -675,11 +667,12 @@ static void test_fault_delay(void **state)
 	struct iovec iov = { buf, BS }, riov = { r, BS };
 	struct pollfd pfd = { .fd = tsr_io_event_fd(io), .events = POLLIN };
 	struct done w = { 0 }, d = { 0 };
-	uint64_t t0, counter;
+	uint64_t counter;
+	int64_t t0;
 	int guard = 0;
 
 	fill(buf, BS, 61, 700 * BS);
-	t0 = now_ms();
+	t0 = tsr_mono_ms();
 	assert_int_equal(tsr_io_writev(io, e->fd, &iov, 1, 700 * BS, 0, done_cb, &w), 0);
 	assert_true(tsr_io_submit(io) >= 0);
 	/* an epoll-style loop: wait for the eventfd, drain it, poll */
@@ -690,15 +683,15 @@ static void test_fault_delay(void **state)
 		assert_true(tsr_io_poll(io, 0, false) >= 0);
 		assert_true(++guard < 10000000);
 	}
-	assert_true(now_ms() - t0 >= 150);
+	assert_true(tsr_mono_ms() - t0 >= 150);
 	assert_int_equal(w.res, (int)BS);
 	assert_file(e->fd, 700 * BS, BS, 61);
 
-	t0 = now_ms();
+	t0 = tsr_mono_ms();
 	assert_int_equal(tsr_io_readv(io, e->fd, &riov, 1, 700 * BS, done_cb, &d), 0);
 	assert_true(tsr_io_submit(io) >= 0);
 	wait_all(io);
-	assert_true(now_ms() - t0 >= 50);
+	assert_true(tsr_mono_ms() - t0 >= 50);
 	assert_int_equal(d.res, (int)BS);
 	assert_memory_equal(r, buf, BS);
 	assert_int_equal(tsr_io_fault_count(io), 2);
@@ -715,19 +708,19 @@ static void test_fault_any_destroy_held(void **state)
 	char *buf = xalloc(BS), *r = xalloc(BS);
 	struct iovec iov = { buf, BS }, riov = { r, BS };
 	struct done w = { 0 }, f = { 0 }, d = { 0 };
-	uint64_t t0;
+	int64_t t0;
 
 	fill(buf, BS, 81, 900 * BS);
 	assert_int_equal(tsr_io_writev(io, e->fd, &iov, 1, 900 * BS, 0, done_cb, &w), 0);
 	assert_true(tsr_io_submit(io) >= 0);
 	wait_all(io);
-	t0 = now_ms();
+	t0 = tsr_mono_ms();
 	assert_int_equal(tsr_io_fsync(io, e->fd, true, done_cb, &f), 0);
 	assert_int_equal(tsr_io_readv(io, e->fd, &riov, 1, 900 * BS, done_cb, &d), 0);
 	assert_true(tsr_io_submit(io) >= 0);
 	assert_int_equal(tsr_io_fault_count(io), 2);
 	tsr_io_destroy(io);
-	assert_true(now_ms() - t0 >= 100);
+	assert_true(tsr_mono_ms() - t0 >= 100);
 	assert_int_equal(w.res, (int)BS);
 	assert_int_equal(f.calls, 1);
 	assert_int_equal(f.res, -EIO);

@@ -285,10 +285,7 @@ static UNUSED int node_store_read(struct node *n, uint64_t off, uint32_t len, vo
 
 static UNUSED uint64_t mono_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return (uint64_t)tsr_mono_ms();
 }
 
 static UNUSED int sem_wait_ms(sem_t *s, unsigned ms)
