@@ -22,6 +22,9 @@
 # and puts its figures beside Tessera's.
 # Results: bench/results/cluster-<timestamp>.json and .md.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+bench_args "$0" "$@"
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/.." && pwd)
 TSR_BUILD=${TSR_BUILD:-$SRC/build}

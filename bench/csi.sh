@@ -14,6 +14,9 @@
 #     BENCH_REPEATS runs, median   (target: < 5 s)
 # Writes bench/results/csi-<UTC timestamp>.md and .json.
 set -uo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+bench_args "$0" "$@"
 HERE=$(cd "$(dirname "$0")" && pwd)
 TSR_SRC=$(cd "$HERE/.." && pwd)
 export TSR_SRC

@@ -50,11 +50,9 @@
 # BENCH_PERF=record: perf record -g of the same, in $W/fio/perf.<run>.data.
 # Do not run it while other heavy processes load the machine (see uptime).
 set -euo pipefail
-case "${1:-}" in
--h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
-'') ;;
-*) echo "bench/ec.sh: no arguments (knobs are environment variables; --help)" >&2; exit 2 ;;
-esac
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+bench_args "$0" "$@"
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/.." && pwd)
 TSR_BUILD=${TSR_BUILD:-$SRC/build}

@@ -21,7 +21,10 @@
 # set it to "" while other tests run on the machine, so as not to starve them).
 # Needs fio (nbd engine) and perf. Every process it starts is stopped at exit.
 set -euo pipefail
-[ $# -ge 1 ] || { echo "usage: $0 BUILD_DIR [BUILD_DIR...]" >&2; exit 2; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+bench_args --operands "$0" "$@"
+[ $# -ge 1 ] || { echo "usage: $0 BUILD_DIR [BUILD_DIR...] (see $0 --help)" >&2; exit 2; }
 ROUNDS=${PERCALL_ROUNDS:-3}
 N=${PERCALL_N:-20000}
 SIZE=${PERCALL_SIZE:-1G}

@@ -25,6 +25,9 @@
 # BENCH_IO=auto (tesserad --io), TSR_BUILD (default: build/), BENCH_KEEP=1 (keep
 # the temp dir with every fio JSON and log).
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+bench_args "$0" "$@"
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/.." && pwd)
 TSR_BUILD=${TSR_BUILD:-$SRC/build}

@@ -54,6 +54,9 @@
 # /proc/PID/stat) the primary and the DR tesserad used during it, and the
 # wall time: the report gives CPU microseconds per host write for each.
 set -uo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+bench_args "$0" "$@"
 HERE=$(cd "$(dirname "$0")" && pwd)
 export TSR_SRC=${TSR_SRC:-$(cd "$HERE/.." && pwd)}
 RUNTIME=${BENCH_RUNTIME:-10}

@@ -42,6 +42,9 @@
 # "delete" is 5), BENCH_DEL_SNAPS=8, BENCH_LABEL (names the build in part 5's
 # report; default: git describe of this tree).
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+bench_args "$0" "$@"
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/.." && pwd)
 TSR_BUILD=${TSR_BUILD:-$SRC/build}
