@@ -21,7 +21,7 @@
  *   the file on its own io, and changes entries and data only from that
  *   fsync's completion (blockmeta_mark_dirty_async; the event loop goes on
  *   meanwhile); trim and write_zeroes msync on the spot (blockmeta_mark_dirty).
- *   The bitmap is cleared (hole punched, fdatasync) only when every entry is
+ *   The bitmap is cleared (zeroed in place, fdatasync) only when every entry is
  *   known to match its data: after recovery at open, at the close of a
  *   volume, and after a flush during which no write was in flight
  *   (blockmeta_clear_if_quiet, at most every 30 s, TSR_STORE_DIRTY_CLEAR_MS),
@@ -36,6 +36,17 @@
  * correct and no I/O has to be quiesced.  The bitmap and its in-memory
  * "durable" twin are small (128 MiB for 1 PiB) and are reserved for the
  * largest volume (STORE_MAX_VOL_SIZE) up front.
+ *
+ * Full file systems: a store through a shared mapping into a hole of the
+ * file has to allocate a block, and on a full file system the kernel answers
+ * with SIGBUS, not an error.  So no page is stored to before its blocks
+ * exist: the bitmap file is allocated whole (create, grow, open) and cleared
+ * by zeroing in place; the crc table stays sparse (thin volumes), and a write
+ * allocates the table pages it will change first (blockmeta_reserve_entries,
+ * a synchronous fallocate once per 2 MiB of volume after open, remembered in
+ * the anonymous crc_alloc bitmap), failing with -ENOSPC before it has changed
+ * anything.  Trim and write_zeroes only change entries that are non-zero,
+ * which live on pages that are allocated already.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -117,16 +128,29 @@ int blockmeta_create_files(const char *crc_path, const char *dirty_path, uint64_
 	close(fd);
 	path = dirty_path;
 	fd = open(dirty_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0 || ftruncate(fd, (off_t)blockmeta_dirty_file_size(size)) < 0 || fsync(fd) < 0)
+	if (fd < 0 || ftruncate(fd, (off_t)blockmeta_dirty_file_size(size)) < 0)
+		goto err;
+	ret = blockmeta_alloc_file(fd, blockmeta_dirty_file_size(size));
+	if (ret < 0)
+		goto err_ret;
+	if (fsync(fd) < 0)
 		goto err;
 	close(fd);
 	return 0;
 err:
 	ret = -errno;
-	tsr_error("create: %s: %s", path, strerror(errno));
+err_ret:
+	tsr_error("create: %s: %s", path, strerror(-ret));
 	if (fd >= 0)
 		close(fd);
 	return ret;
+}
+
+int blockmeta_alloc_file(int fd, uint64_t len)
+{
+	if (len == 0 || fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)len) == 0)
+		return 0;
+	return errno == EOPNOTSUPP ? 0 : -errno;
 }
 
 int blockmeta_open(struct blockmeta *bm, const char *crc_path, const char *dirty_path,
@@ -161,6 +185,15 @@ int blockmeta_open(struct blockmeta *bm, const char *crc_path, const char *dirty
 		ret = -EUCLEAN;
 		goto err;
 	}
+	/* the bitmap is stored to through a mapping: its blocks must exist
+	 * (a store older than this check punched it when clearing it) */
+	ret = blockmeta_alloc_file(bm->dirty_fd, (uint64_t)st.st_size);
+	if (ret) {
+		tsr_error(
+		    "open: %s: allocate the dirty-region bitmap: %s%s", dirty_path, strerror(-ret),
+		    ret == -ENOSPC ? " (free space on the data file system, then retry)" : "");
+		goto err;
+	}
 	path = crc_path;
 	bm->crc_map_len = crc_reserve(crc_len);
 	p = mmap(NULL, bm->crc_map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
@@ -181,6 +214,13 @@ int blockmeta_open(struct blockmeta *bm, const char *crc_path, const char *dirty
 	if (p == MAP_FAILED)
 		goto err_errno;
 	bm->durable = p;
+	bm->crc_alloc_len =
+	    round_up(blockmeta_crc_file_size(STORE_MAX_VOL_SIZE) / STORE_PAGE / 8, STORE_PAGE);
+	p = mmap(NULL, bm->crc_alloc_len, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		goto err_errno;
+	bm->crc_alloc = p;
 	return 0;
 err_errno:
 	ret = -errno;
@@ -206,6 +246,8 @@ void blockmeta_close(struct blockmeta *bm)
 		munmap(bm->dirty_map, bm->dirty_map_len);
 	if (bm->durable)
 		munmap((void *)bm->durable, bm->durable_len);
+	if (bm->crc_alloc)
+		munmap((void *)bm->crc_alloc, bm->crc_alloc_len);
 	if (bm->crc_fd >= 0)
 		close(bm->crc_fd);
 	if (bm->dirty_fd >= 0)
@@ -221,14 +263,16 @@ int blockmeta_grow(struct blockmeta *bm, uint64_t old_size, uint64_t new_size)
 	struct retired_map *r;
 	void *p;
 
-	if (ftruncate(bm->crc_fd, (off_t)crc_len) < 0 || fsync(bm->crc_fd) < 0 ||
-	    ftruncate(bm->dirty_fd, (off_t)blockmeta_dirty_file_size(new_size)) < 0 ||
-	    fsync(bm->dirty_fd) < 0) {
-		int ret = -errno;
+	int ret;
 
-		tsr_error("resize: extend crc/dirty files: %s", strerror(-ret));
-		return ret;
-	}
+	if (ftruncate(bm->crc_fd, (off_t)crc_len) < 0 || fsync(bm->crc_fd) < 0 ||
+	    ftruncate(bm->dirty_fd, (off_t)blockmeta_dirty_file_size(new_size)) < 0)
+		goto err_errno;
+	ret = blockmeta_alloc_file(bm->dirty_fd, blockmeta_dirty_file_size(new_size));
+	if (ret)
+		goto err;
+	if (fsync(bm->dirty_fd) < 0)
+		goto err_errno;
 	if (crc_len <= bm->crc_map_len)
 		return 0;
 	r = malloc(sizeof(*r));
@@ -237,8 +281,7 @@ int blockmeta_grow(struct blockmeta *bm, uint64_t old_size, uint64_t new_size)
 	p = mmap(NULL, crc_reserve(crc_len), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
 		 bm->crc_fd, 0);
 	if (p == MAP_FAILED) {
-		int ret = -errno;
-
+		ret = -errno;
 		tsr_error("resize: map crc table: %s", strerror(-ret));
 		free(r);
 		return ret;
@@ -249,6 +292,41 @@ int blockmeta_grow(struct blockmeta *bm, uint64_t old_size, uint64_t new_size)
 	bm->retired = r;
 	bm->crc_map_len = crc_reserve(crc_len);
 	atomic_store_explicit(&bm->crc_map, p, memory_order_release);
+	return 0;
+err_errno:
+	ret = -errno;
+err:
+	tsr_error("resize: extend crc/dirty files: %s", strerror(-ret));
+	return ret;
+}
+
+static bool crc_page_allocated(struct blockmeta *bm, uint64_t page)
+{
+	return atomic_load_explicit(&bm->crc_alloc[page / 64], memory_order_relaxed) &
+	       (1ull << (page % 64));
+}
+
+int blockmeta_reserve_entries(struct blockmeta *bm, uint64_t offset, uint64_t len)
+{
+	uint64_t first = (offset >> STORE_BLOCK_SHIFT) * STORE_CRC_ENTRY / STORE_PAGE;
+	uint64_t last = (((offset + len) >> STORE_BLOCK_SHIFT) * STORE_CRC_ENTRY - 1) / STORE_PAGE;
+	uint64_t p, q;
+
+	for (p = first; p <= last; p = q + 1) {
+		q = p;
+		if (crc_page_allocated(bm, p))
+			continue;
+		while (q < last && !crc_page_allocated(bm, q + 1))
+			q++;
+		/* KEEP_SIZE: the last page may reach past the end of the table */
+		if (fallocate(bm->crc_fd, FALLOC_FL_KEEP_SIZE, (off_t)(p * STORE_PAGE),
+			      (off_t)((q - p + 1) * STORE_PAGE)) < 0 &&
+		    errno != EOPNOTSUPP)
+			return -errno;
+		for (; p <= q; p++) /* two threads may both allocate: harmless */
+			atomic_fetch_or_explicit(&bm->crc_alloc[p / 64], 1ull << (p % 64),
+						 memory_order_relaxed);
+	}
 	return 0;
 }
 
@@ -423,14 +501,15 @@ out:
 	return ret;
 }
 
-/* Empty the on-disk bitmap (dirty_lock held): punch it (a hole reads as
- * zeros and frees the blocks), or write zeros where punching is refused,
- * then make it durable.  0 or -errno, logged. */
+/* Empty the on-disk bitmap (dirty_lock held): zero it in place (the blocks
+ * stay allocated: a hole punched here would make the next bit set through
+ * the mapping allocate, and raise SIGBUS on a full file system), or write
+ * zeros where that is refused, then make it durable.  0 or -errno, logged. */
 static int wipe_dirty_file(struct blockmeta *bm, uint64_t len)
 {
 	int ret;
 
-	if (fallocate(bm->dirty_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)len) <
+	if (fallocate(bm->dirty_fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 0, (off_t)len) <
 	    0) {
 		memset(bm->dirty_map, 0, len);
 		if (msync(bm->dirty_map, len, MS_SYNC) < 0)

@@ -4,6 +4,10 @@
  * block_status and the counters.  No lock is taken here (internal.h).
  *
  * Write of block b with data D (the order is what makes a crash safe):
+ *   0. the crc table's page holding entry[b] is allocated on disk if it was
+ *      not since open (blockmeta_reserve_entries): step 2 stores through a
+ *      mapping, and a store into a hole of a full file system is a SIGBUS;
+ *      here it is -ENOSPC to the caller, before anything changed;
  *   1. the 1 MiB region of b is marked in the dirty bitmap, durably, if it is
  *      not already (blockmeta_mark_dirty_async: lock-free bit test; on a
  *      region's first write since open the bit is set and an fsync of the
@@ -605,6 +609,14 @@ int data_write_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uin
 	struct svol_op *op;
 	int ret;
 
+	/* before anything changes: on a full file system this is where the
+	 * write stops, with -ENOSPC (blockmeta.c, "Full file systems") */
+	ret = blockmeta_reserve_entries(&svol->meta, offset, len);
+	if (ret) {
+		tsr_error("write: volume %s offset %llu length %u: allocate its crc table: %s",
+			  svol->name, (unsigned long long)offset, len, strerror(-ret));
+		return ret;
+	}
 	write_begin(svol);
 	own_mark(svol, offset, len);
 	op = op_get(svol, io, OP_WRITE, cb_fn, cb_arg);

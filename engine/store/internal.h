@@ -160,6 +160,11 @@ struct blockmeta {
 	_Atomic uint64_t mark_fsyncs; /* marks made durable by an fsync on an io */
 	_Atomic uint64_t mark_joins;  /* writes that waited on another write's mark */
 	_Atomic uint64_t mark_msyncs; /* marks made durable by a blocking msync */
+	/* anonymous, reserved for STORE_MAX_VOL_SIZE: bit p is set once page p of
+	 * the crc file (512 entries, 2 MiB of volume) has its disk blocks
+	 * allocated (blockmeta_reserve_entries) since open */
+	_Atomic uint64_t *crc_alloc;
+	size_t crc_alloc_len;
 };
 
 /* Z = crc32c of a zero block; entries are stored as crc ^ Z. */
@@ -175,12 +180,27 @@ void blockmeta_note_sync(struct blockmeta *bm);
 bool blockmeta_recently_synced(const struct blockmeta *bm);
 /* test hook: runs of entries data.c wrote with pwrite (entries_put) */
 extern _Atomic unsigned store_test_entry_pwrites;
-/* Create (O_EXCL) the two files sized for size; 0 or -errno. */
+/* Allocate the disk blocks of [0, len) of fd, keeping its size: for files
+ * stored to through a shared mapping.  0 (also where the file system has no
+ * fallocate) or -errno (-ENOSPC). */
+int blockmeta_alloc_file(int fd, uint64_t len);
+/* Create (O_EXCL) the two files sized for size, the bitmap's blocks
+ * allocated; 0 or -errno. */
 int blockmeta_create_files(const char *crc_path, const char *dirty_path, uint64_t size);
 /* Open and map the files of a volume of size bytes; bm is zeroed first. */
 int blockmeta_open(struct blockmeta *bm, const char *crc_path, const char *dirty_path,
 		   uint64_t size);
 void blockmeta_close(struct blockmeta *bm);
+/*
+ * Allocate the disk blocks of the crc table pages holding the entries of
+ * [offset, offset+len) before they are stored to through the mapping: the
+ * table is sparse, and the first store into a hole on a full file system
+ * would raise SIGBUS.  A synchronous fallocate the first time a page is met
+ * after open (once per 2 MiB of volume), a bit test after that.  Errors:
+ * -ENOSPC (the file system is full: nothing may be written), other -errno of
+ * fallocate.  A file system without fallocate (-EOPNOTSUPP) counts as done.
+ */
+int blockmeta_reserve_entries(struct blockmeta *bm, uint64_t offset, uint64_t len);
 /* Grow the files and, if needed, the mapping (store->lock held). */
 int blockmeta_grow(struct blockmeta *bm, uint64_t old_size, uint64_t new_size);
 

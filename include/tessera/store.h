@@ -88,8 +88,10 @@ uint64_t tsr_svol_size(const struct tsr_svol *svol); /* current size (resize upd
  * tsr_io_poll on io's thread) with 0 or -errno; or returns -errno and cb_fn
  * never fires.  offset and len must be multiples of TSR_BLOCK_SIZE, within the
  * volume, len <= TSR_MAX_IO; buf must be TSR_BLOCK_SIZE aligned.
- * Call errors: -EINVAL misaligned, -ENOSPC past the end (NBD's error for that).
- * Completion errors: -EIO (disk error or CRC mismatch, logged once per block).
+ * Call errors: -EINVAL misaligned, -ENOSPC past the end (NBD's error for that)
+ * or, for writes, the data file system is full (nothing was changed).
+ * Completion errors: -EIO (disk error or CRC mismatch, logged once per block),
+ * -ENOSPC (writes: the file system is full; the old data still reads back).
  */
 int tsr_svol_read(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset,
 		  uint32_t len, void *buf, tsr_cb cb_fn, void *cb_arg);
