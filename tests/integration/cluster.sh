@@ -201,6 +201,29 @@ wait_log() {
 # whole through node I's NBD socket (a snapshot export reads that node's copy).
 cl_image_sha() { nbdcopy "$(cl_nbd_uri "$1" "$2")" - | sha256sum | cut -d' ' -f1; }
 
+# cl_assert_image I VOL FILE WHAT: VOL read whole through node I's NBD socket
+# has FILE's bytes (sha256); WHAT names the step in a failure.
+cl_assert_image() {
+	local got want
+	got=$(cl_image_sha "$1" "$2") || fail "$4: cannot read $2 through n$1"
+	want=$(sha256 "$3")
+	[ "$got" = "$want" ] || fail "$4: $2 read through n$1 differs from what was written"
+	log "$4: $2 reads back as written (sha256 ${got:0:16})"
+}
+
+# cl_attach_retry VOL NODE: attach VOL on NODE, retried for up to 20 s while
+# it is refused (a dead coordinator's lease not lapsed yet, a node that has
+# just joined or woken up and answers an OPEN late); logs the first refusal.
+cl_attach_retry() {
+	local i out
+	for (( i=0; i<100; i++ )); do
+		out=$(ctsr volume attach "$1" --node "$2" 2>&1) && { log "attached $1 on $2"; return 0; }
+		(( i == 0 )) && log "attach $1 on $2 refused, retrying: $out"
+		sleep 0.2
+	done
+	fail "cannot attach $1 on $2: $out"
+}
+
 # cl_assert_snap_identical VOL SNAP I J...: VOL@SNAP has the same bytes on
 # every listed node's copy; prints the sha256.
 cl_assert_snap_identical() {
@@ -273,6 +296,12 @@ cl_wait_scrub_idle() {
 # that fails its CRC on one copy as a mismatch; an ec volume, a stripe that
 # does not decode consistently).  --no-repair: the scrub changes nothing, so
 # what it checks is the state the test left.  WHAT names the step in a failure.
+# The one check for every "the copies agree" step, mirror and ec, after a
+# resync or a recovery alike: a --no-repair scrub never counts a block
+# repaired, and counts one unrepaired only beside a mismatch (mirror_scrub.c,
+# ec_scrub.c), so "0 0 0" asserts what "0 mismatches" did and no less.  A
+# step that wants a scrub to find and repair something asserts its counts
+# itself (test-cluster-rebuild-scrub).
 cl_scrub_clean() {
 	local vol=$1 what=${2:-$1} out got
 	cl_wait_scrub_idle "$vol"

@@ -28,36 +28,22 @@ require_tessera "$CRASH_WRITER"
 # test used 5000 (tesserad's default): a chunk node slower than 2 s to answer
 # an attach's OPEN on a loaded machine was recorded out of sync by the attach
 # that then failed, and below the 4 in sync a 4+2 volume needs no later
-# attach succeeded.  A failed attach now records nothing, and attach_retry
-# tries again.
+# attach succeeded.  A failed attach now records nothing, and
+# cl_attach_retry tries again.
 cl_start 6
 ctsr volume create eh --size 64M --ec 4+2 --failure-domain zone >/dev/null || fail "create"
 WLOG=$CL_ROOT/acked.log
 : >"$WLOG"
 
-attach_retry() {
-	local i out
-	for (( i=0; i<100; i++ )); do
-		out=$(ctsr volume attach eh --node "$1" 2>&1) && { log "attached eh on $1"; return 0; }
-		sleep 0.2
-	done
-	fail "cannot attach eh on $1: $out"
-}
 verify_via() {
 	local out
 	out=$("$CRASH_WRITER" verify "$(cl_nbd_uri "$1" eh)" "$WLOG" 2>&1) ||
 		{ printf '%s\n' "$out" >&2; fail "$2: acknowledged writes lost (verify through n$1)"; }
 	log "$2: verify through n$1: ${out##*$'\n'}"
 }
-scrub_clean() {
-	local out
-	cl_wait_scrub_idle eh
-	out=$(ctsr --json volume scrub eh --no-repair) || fail "$1: scrub --no-repair: $out"
-	assert_eq "$(printf '%s' "$out" | json_get 'j["scrub_mismatches"]')" 0 "$1: scrub mismatches"
-}
 
 # ---- A. a chunk node dies and returns under the writer
-attach_retry n2
+cl_attach_retry eh n2
 "$CRASH_WRITER" write "$(cl_nbd_uri 2 eh)" "$WLOG" --qd 8 --conns 2 --seq-base 1000000000 \
 	--seed 11 --duration 12 >"$CL_ROOT/writer-a.out" 2>&1 &
 wpid=$!
@@ -72,7 +58,7 @@ reap "$wpid" || { cat "$CL_ROOT/writer-a.out" >&2; fail "the writer failed while
 log "phase A: $(grep -o '[0-9]* acknowledged' "$CL_ROOT/writer-a.out")"
 verify_via 2 "A"
 cl_wait_synced eh 120
-scrub_clean "A"
+cl_scrub_clean eh "A"
 verify_via 2 "A after resync"
 
 # ---- B. the coordinator dies under the writer
@@ -86,13 +72,13 @@ cl_kill 2
 reap "$wpid" && wrc=0 || wrc=$?
 [ "$wrc" = 3 ] || { cat "$CL_ROOT/writer-b.out" >&2; fail "crash_writer exited $wrc, want 3"; }
 log "phase B: $(grep -o '[0-9]* acknowledged' "$CL_ROOT/writer-b.out")"
-attach_retry n3
+cl_attach_retry eh n3
 st=$(ctsr --json volume status eh) || fail "status"
 log "B: recovery rolled $(printf '%s' "$st" | json_get 'j["txn_rolled_forward"]') forward, $(printf '%s' "$st" | json_get 'j["txn_rolled_back"]') back"
 verify_via 3 "B"
 cl_start_node 2
 cl_wait_synced eh 120
-scrub_clean "B"
+cl_scrub_clean eh "B"
 log "killing chunk nodes n4 and n6: reads decoded"
 cl_kill 4
 cl_kill 6
@@ -100,5 +86,5 @@ verify_via 3 "B degraded"
 cl_start_node 4
 cl_start_node 6
 cl_wait_synced eh 120
-scrub_clean "B after the second resync"
+cl_scrub_clean eh "B after the second resync"
 ctsr volume detach eh >/dev/null || fail "detach"

@@ -24,16 +24,6 @@
 require_tessera
 require_cmd nbdcopy qemu-io
 
-# image_sha I VOL: sha256 of VOL read whole through node I's NBD socket.
-image_sha() { nbdcopy "$(cl_nbd_uri "$1" "$2")" - | sha256sum | cut -d' ' -f1; }
-# assert_image I VOL FILE WHAT: VOL's content equals FILE.
-assert_image() {
-	local got want
-	got=$(image_sha "$1" "$2") || fail "$4: cannot read $2 through n$1"
-	want=$(sha256 "$3")
-	[ "$got" = "$want" ] || fail "$4: $2 read through n$1 differs from what was written"
-	log "$4: $2 reads back as written (sha256 ${got:0:16})"
-}
 # no_copy_anywhere VOL: no node's store holds a copy of VOL.
 no_copy_anywhere() {
 	local i
@@ -89,7 +79,7 @@ done
 ctsr volume attach small --node "${SC[0]}" >/dev/null || fail "attach small"
 cl_pattern "$CL_ROOT/small.img" $(( 8 << 20 )) 21
 nbdcopy "$CL_ROOT/small.img" "$(cl_nbd_uri "${SC[0]#n}" small)" || fail "write small"
-assert_image "${SC[0]#n}" small "$CL_ROOT/small.img" "2+1"
+cl_assert_image "${SC[0]#n}" small "$CL_ROOT/small.img" "2+1"
 ctsr volume detach small >/dev/null || fail "detach small"
 ctsr volume delete small >/dev/null || fail "delete small"
 no_copy_anywhere small
@@ -111,12 +101,12 @@ done
 ctsr volume attach ev --node n1 >/dev/null || fail "attach ev"
 cl_pattern "$CL_ROOT/ev.img" "$SIZE" 42
 nbdcopy "$CL_ROOT/ev.img" "$(cl_nbd_uri 1 ev)" || fail "write the pattern"
-assert_image 1 ev "$CL_ROOT/ev.img" "healthy"
+cl_assert_image 1 ev "$CL_ROOT/ev.img" "healthy"
 
 log "killing n5 and n6 (SIGKILL): two of six chunk nodes"
 cl_kill 5
 cl_kill 6
-assert_image 1 ev "$CL_ROOT/ev.img" "degraded read"
+cl_assert_image 1 ev "$CL_ROOT/ev.img" "degraded read"
 # partial stripe (4 KiB in the middle of a chunk), a chunk, full stripes, a range across stripes
 cl_qemu_io 1 ev "write -P 0xa1 1052672 4k" "write -P 0xb2 4194304 64k" \
 	"write -P 0xc3 8388608 1M" "write -P 0xd4 20971520 300k" >/dev/null ||
@@ -127,7 +117,7 @@ cl_patch "$CL_ROOT/ev.img" 8388608 1048576 0xc3
 cl_patch "$CL_ROOT/ev.img" 20971520 307200 0xd4
 cl_wait_state ev n5 out-of-sync 15
 cl_wait_state ev n6 out-of-sync 15
-assert_image 1 ev "$CL_ROOT/ev.img" "read after degraded writes"
+cl_assert_image 1 ev "$CL_ROOT/ev.img" "read after degraded writes"
 st=$(ctsr --json volume status ev) || fail "status"
 deg=$(printf '%s' "$st" | json_get 'j["stripes_degraded"]')
 dreads=$(printf '%s' "$st" | json_get 'j["degraded_reads"]')
@@ -146,17 +136,14 @@ cl_wait_synced ev 120
 st=$(ctsr --json volume status ev) || fail "status after resync"
 assert_eq "$(printf '%s' "$st" | json_get 'j["stripes_degraded"]')" 0 "stripes_degraded after resync"
 assert_eq "$(printf '%s' "$st" | json_get 'j["stripes_rebuilding"]')" 0 "stripes_rebuilding after resync"
-cl_wait_scrub_idle ev
-out=$(ctsr --json volume scrub ev --no-repair) || fail "scrub --no-repair failed: $out"
-assert_eq "$(printf '%s' "$out" | json_get 'j["scrub_mismatches"]')" 0 "scrub mismatches"
-assert_eq "$(printf '%s' "$out" | json_get 'j["scrub_unrepaired"]')" 0 "scrub unrepaired"
+cl_scrub_clean ev "after the resync"
 ctsr volume scrub ev --no-repair 2>/dev/null | grep -q 'stripes of ec 4+2 checked' ||
 	fail "scrub text does not speak of stripes"
-assert_image 1 ev "$CL_ROOT/ev.img" "after resync"
+cl_assert_image 1 ev "$CL_ROOT/ev.img" "after resync"
 # the returned nodes' chunks are right on their own: read with two others dead
 cl_kill 2
 cl_kill 3
-assert_image 1 ev "$CL_ROOT/ev.img" "decoded from n1, n4, n5, n6"
+cl_assert_image 1 ev "$CL_ROOT/ev.img" "decoded from n1, n4, n5, n6"
 cl_start_node 2
 cl_start_node 3
 cl_wait_synced ev 120

@@ -70,7 +70,7 @@ PARTICIPANTS=6
 # take over 2 s to answer the OPEN of a fresh attach, was recorded out of sync
 # by the attach that then failed, and with 3 of 6 in sync, below the 4
 # needed, no later attach could succeed.  A failed attach now records
-# nothing, and attach_retry tries again.
+# nothing, and cl_attach_retry tries again.
 cl_start 6
 ctsr volume create wh --size 16M --ec 4+2 --failure-domain zone >/dev/null || fail "create"
 nodes=$(ctsr --json volume show wh | json_get '" ".join(c["node"] for c in j["copies"])')
@@ -84,19 +84,6 @@ EXP=$CL_ROOT/expected.img
 cl_pattern "$EXP" "$SIZE" 7
 nbdcopy "$EXP" "$(cl_nbd_uri 1 wh)" || fail "write the pattern"
 ctsr volume detach wh >/dev/null || fail "detach"
-
-# attach_retry NODE: attach wh on NODE once the dead coordinator's lease is
-# gone (or a node that has just joined reaches the chunk nodes: refused once
-# under a heavy load); logs the first refusal.
-attach_retry() {
-	local i out
-	for (( i=0; i<100; i++ )); do
-		out=$(ctsr volume attach wh --node "$1" 2>&1) && return 0
-		(( i == 0 )) && log "attach wh on $1 refused, retrying: $out"
-		sleep 0.2
-	done
-	fail "cannot attach wh on $1: $out"
-}
 
 # wait_switch_kill PID LABEL: n7 (PID) must die by the fault switch within 30 s.
 wait_switch_kill() {
@@ -137,12 +124,40 @@ open(exp_f, "wb").write(got)
 PYEOF
 }
 
-i=0
-for cp in "${POINTS[@]}"; do
+# resynced_unchanged WHAT WHO: once WHO (the nodes just restarted) resynced,
+# the copies agree and wh still reads back through n1 as $EXP (the resync
+# changed no content); then wh is detached from n1.
+resynced_unchanged() {
+	cl_wait_synced wh 120
+	cl_scrub_clean wh "$1"
+	nbdcopy "$(cl_nbd_uri 1 wh)" "$CL_ROOT/got.img" || fail "$1: read back after resync"
+	cmp -s "$CL_ROOT/got.img" "$EXP" || fail "$1: content changed by the resync of $2"
+	ctsr volume detach wh >/dev/null || fail "$1: detach from n1"
+}
+
+# next_range: the next case's write (i counts the cases): STRIPE - 64 KiB
+# bytes at 32 KiB into stripe 5i + 1 (a different stripe each time, not
+# whole), of the byte 0x10 + i.
+next_range() {
 	i=$(( i + 1 ))
-	off=$(( (i * 5 + 1) * STRIPE + 32768 ))  # a different stripe each time
+	off=$(( (i * 5 + 1) * STRIPE + 32768 ))
 	len=$(( STRIPE - 65536 ))
 	byte=$(( 0x10 + i ))
+}
+
+# switched_coordinator CP: n7 (re)started with the fault switch at crash
+# point CP, wh attached on it; pid is n7's.
+switched_coordinator() {
+	TSRD_WRAP=(env "TESSERA_EC_CRASH_POINT=$1")
+	cl_start_node 7
+	cl_wait_nodes_alive 7
+	cl_attach_retry wh n7
+	pid=${CL_PID[7]}
+}
+
+i=0
+for cp in "${POINTS[@]}"; do
+	next_range
 	n=${cp#*:}
 	# What the crash point implies.  staged:N with 0 < N < 6: N stages were
 	# acknowledged, the others were on the wire when the coordinator died and
@@ -156,11 +171,7 @@ for cp in "${POINTS[@]}"; do
 	log "---- crash point $cp: write $len bytes at $off, expect the $want content"
 
 	switched=$(grep -c "ec fault switch" "$(cl_dir 7)/tesserad.log" 2>/dev/null)
-	TSRD_WRAP=(env "TESSERA_EC_CRASH_POINT=$cp")
-	cl_start_node 7
-	cl_wait_nodes_alive 7
-	attach_retry n7
-	pid=${CL_PID[7]}
+	switched_coordinator "$cp"
 	cl_qemu_io 7 wh "write -P $byte $off $len" >"$CL_ROOT/qemu-$i.txt" 2>&1 &
 	qpid=$!
 	track_pid "$qpid"
@@ -176,7 +187,7 @@ for cp in "${POINTS[@]}"; do
 		esac
 	fi
 
-	attach_retry n1
+	cl_attach_retry wh n1
 	nbdcopy "$(cl_nbd_uri 1 wh)" "$CL_ROOT/got.img" || fail "$cp: read back through n1"
 	got=$(check_image "$CL_ROOT/got.img" "$EXP" "$off" "$len" "$byte" 2>&1) || fail "$cp: $got"
 	log "$cp: outside the write unchanged, the written range wholly $got"
@@ -214,9 +225,7 @@ if cp.startswith("staged") and bin(staged).count("1") < n:
 PYEOF
 		log "$cp: recovery found: ${line#*participants }"
 	fi
-	cl_wait_scrub_idle wh
-	out=$(ctsr --json volume scrub wh --no-repair) || fail "$cp: scrub --no-repair: $out"
-	assert_eq "$(printf '%s' "$out" | json_get 'j["scrub_mismatches"]')" 0 "$cp: scrub mismatches"
+	cl_scrub_clean wh "$cp"
 	ctsr volume detach wh >/dev/null || fail "$cp: detach from n1"
 done
 
@@ -227,16 +236,9 @@ done
 # it (2 were acknowledged, 2 more were on the wire), else back; either way
 # the range is wholly old or new, as the logged rule says; the killed nodes
 # return and resync; every stripe checks out.
-i=$(( i + 1 ))
-off=$(( (i * 5 + 1) * STRIPE + 32768 ))
-len=$(( STRIPE - 65536 ))
-byte=$(( 0x10 + i ))
+next_range
 log "---- staged:2 with n5 and n6 frozen: write $len bytes at $off, expect the old content"
-TSRD_WRAP=(env "TESSERA_EC_CRASH_POINT=staged:2")
-cl_start_node 7
-cl_wait_nodes_alive 7
-attach_retry n7
-pid=${CL_PID[7]}
+switched_coordinator staged:2
 kill -STOP "${CL_PID[5]}" "${CL_PID[6]}"
 on_exit "kill -CONT ${CL_PID[5]} ${CL_PID[6]}"
 cl_qemu_io 7 wh "write -P $byte $off $len" >"$CL_ROOT/qemu-frozen.txt" 2>&1 &
@@ -246,7 +248,7 @@ wait_switch_kill "$pid" "frozen"
 reap "$qpid" && fail "frozen: the write was acknowledged although the coordinator died"
 cl_kill 5
 cl_kill 6
-attach_retry n1
+cl_attach_retry wh n1
 nbdcopy "$(cl_nbd_uri 1 wh)" "$CL_ROOT/got.img" || fail "frozen: read back through n1 with n5, n6 dead"
 got=$(check_image "$CL_ROOT/got.img" "$EXP" "$off" "$len" "$byte" 2>&1) || fail "frozen: $got"
 st=$(ctsr --json volume status wh) || fail "frozen: status"
@@ -271,29 +273,16 @@ assert_eq "$(printf '%s' "$st" | json_get '"%d/%d" % (j["txn_rolled_forward"], j
 log "frozen: $got: $(printf '%s' "$line" | sed 's/.*participants/participants/')"
 cl_start_node 5
 cl_start_node 6
-cl_wait_synced wh 120
-cl_wait_scrub_idle wh
-out=$(ctsr --json volume scrub wh --no-repair) || fail "frozen: scrub --no-repair: $out"
-assert_eq "$(printf '%s' "$out" | json_get 'j["scrub_mismatches"]')" 0 "frozen: scrub mismatches"
-nbdcopy "$(cl_nbd_uri 1 wh)" "$CL_ROOT/got.img" || fail "frozen: read back after resync"
-cmp -s "$CL_ROOT/got.img" "$EXP" || fail "frozen: content changed by the resync of n5, n6"
-ctsr volume detach wh >/dev/null || fail "frozen: detach from n1"
+resynced_unchanged frozen "n5, n6"
 TSRD_WRAP=()
 
 # ---- acked:0: acknowledged after every participant staged, the coordinator
 # dies before any COMMIT, and a parity participant is gone at the recovery:
 # the acknowledged write must be there (rolled forward over the reachable
 # participants).
-i=$(( i + 1 ))
-off=$(( (i * 5 + 1) * STRIPE + 32768 ))
-len=$(( STRIPE - 65536 ))
-byte=$(( 0x10 + i ))
+next_range
 log "---- acked:0 with a participant lost before the recovery: write $len bytes at $off"
-TSRD_WRAP=(env "TESSERA_EC_CRASH_POINT=acked:0")
-cl_start_node 7
-cl_wait_nodes_alive 7
-attach_retry n7 # n5, n6 came back just before: their copies may still be settling
-pid=${CL_PID[7]}
+switched_coordinator acked:0 # retried: n5, n6 came back just before, their copies may still be settling
 cl_qemu_io 7 wh "write -P $byte $off $len" >"$CL_ROOT/qemu-acked.txt" 2>&1 ||
 	fail "acked: the write was not acknowledged: $(cat "$CL_ROOT/qemu-acked.txt")"
 wait_switch_kill "$pid" "acked"
@@ -310,7 +299,7 @@ print(j["copies"][(stripe + k) % n]["node"])')
 [ "$pnode" != n1 ] || pnode=n2
 log "acked: killing ${pnode} before the recovery"
 cl_kill "${pnode#n}"
-attach_retry n1
+cl_attach_retry wh n1
 nbdcopy "$(cl_nbd_uri 1 wh)" "$CL_ROOT/got.img" || fail "acked: read back through n1 with $pnode dead"
 got=$(check_image "$CL_ROOT/got.img" "$EXP" "$off" "$len" "$byte" 2>&1) || fail "acked: $got"
 assert_eq "$got" new "acked: content of the acknowledged write"
@@ -318,13 +307,7 @@ line=$(grep -h "ec wh: txn .*participants" "$(cl_dir 1)/tesserad.log" | tail -1)
 case $line in *"roll forward"*) ;; *) fail "acked: recovery did not roll forward: $line" ;; esac
 log "acked: $(printf '%s' "$line" | sed 's/.*participants/participants/')"
 cl_start_node "${pnode#n}"
-cl_wait_synced wh 120
-cl_wait_scrub_idle wh
-out=$(ctsr --json volume scrub wh --no-repair) || fail "acked: scrub --no-repair: $out"
-assert_eq "$(printf '%s' "$out" | json_get 'j["scrub_mismatches"]')" 0 "acked: scrub mismatches"
-nbdcopy "$(cl_nbd_uri 1 wh)" "$CL_ROOT/got.img" || fail "acked: read back after resync"
-cmp -s "$CL_ROOT/got.img" "$EXP" || fail "acked: content changed by the resync of $pnode"
-ctsr volume detach wh >/dev/null || fail "acked: detach from n1"
+resynced_unchanged acked "$pnode"
 TSRD_WRAP=()
 
 # ---- a chunk node lost in the middle of a transaction, the coordinator
@@ -332,10 +315,7 @@ TSRD_WRAP=()
 # answered; after the peer timeout the coordinator records it out of sync
 # and commits on the five others (acknowledged: new content); n4 is killed
 # (its unread stage is lost) and restarted; its chunks are resynced.
-i=$(( i + 1 ))
-off=$(( (i * 5 + 1) * STRIPE + 32768 ))
-len=$(( STRIPE - 65536 ))
-byte=$(( 0x10 + i ))
+next_range
 log "---- chunk node n4 lost during a write: $len bytes at $off, expect the new content"
 ctsr volume attach wh --node n1 >/dev/null || fail "chunk loss: attach on n1"
 kill -STOP "${CL_PID[4]}"
@@ -350,9 +330,7 @@ deg=$(vstatus wh 'j["stripes_degraded"]')
 [ "$deg" -gt 0 ] || fail "chunk loss: stripes_degraded is $deg with n4 dead"
 cl_start_node 4
 cl_wait_synced wh 120
-cl_wait_scrub_idle wh
-out=$(ctsr --json volume scrub wh --no-repair) || fail "chunk loss: scrub --no-repair: $out"
-assert_eq "$(printf '%s' "$out" | json_get 'j["scrub_mismatches"]')" 0 "chunk loss: scrub mismatches"
+cl_scrub_clean wh "chunk loss"
 cl_kill 2
 cl_kill 3
 nbdcopy "$(cl_nbd_uri 1 wh)" "$CL_ROOT/got.img" || fail "chunk loss: read with n2, n3 dead"
