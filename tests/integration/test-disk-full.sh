@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# A full file system under one tesserad (DESIGN.md invariant 6: "full disks: a
+# clear error to the caller, nothing lost, other volumes and clients
+# untouched").  A 96 MiB ext4 on a loop device is the data dir; two thin
+# volumes promise more than it holds (A 128 MiB, B 64 MiB).  B gets 8 MiB of
+# known data, then crash_writer fills A with random 4 KiB writes (logging
+# every acknowledged one) until a write fails.  Then:
+#   - writes to unallocated blocks of A and of B fail at the NBD client with
+#     ENOSPC ("No space left on device"), not EIO, and not a dead server;
+#   - tesserad still runs and answers `tessera status` and `volume status`;
+#   - every acknowledged write to A reads back (crash_writer verify), B reads
+#     back its checksum and its allocated blocks can still be overwritten;
+#   - deleting B frees space: writes to A succeed again without a restart;
+#   - after a clean restart everything acknowledged is still there and the
+#     volumes open (catalogue, crc tables and bitmaps survived).
+# Needs root and loop devices.
+. "$(dirname "$0")/functions.sh"
+
+require_tessera "$CRASH_WRITER"
+require_root
+require_cmd losetup mkfs.ext4 mount umount mountpoint qemu-io timeout sha256sum
+[ -e /dev/loop-control ] || skip "no loop devices (/dev/loop-control missing)"
+losetup -f >/dev/null 2>&1 || skip "no free loop device"
+
+make_tmpdir T
+IMG=$T/fs.img
+MNT=$T/mnt
+mkdir -p "$MNT"
+truncate -s 96M "$IMG"
+mkfs.ext4 -q -F -b 4096 -m 0 "$IMG" || fail "mkfs.ext4 $IMG"
+LOOP=$(losetup -f --show "$IMG") || fail "losetup $IMG"
+on_exit "losetup -d '$LOOP'"
+mount "$LOOP" "$MNT" || fail "mount $LOOP $MNT"
+on_exit "mountpoint -q '$MNT' && umount -l '$MNT'"
+D=$MNT/data
+log "data dir on $LOOP ($(df -h --output=size,avail "$MNT" | tail -n1 | xargs))"
+
+start_tesserad "$D"
+vol_create "$D" A 128M
+vol_create "$D" B 64M
+qemu_io_out() { qemu_io "$@" 2>&1; }
+
+# B: 8 MiB of known data.
+head -c 8M /dev/urandom >"$T/b.data"
+B_SUM=$(sha256 "$T/b.data")
+out=$(qemu_io_out "$D" B "write -s $T/b.data 0 8M") || fail "write B: $out"
+b_sum() { # sha256 of B's first N bytes (default 8 MiB), read through NBD
+	qemu-img dd -f raw -O raw "if=$(qemu_nbd_spec "$D" B)" "of=$T/b.read" bs=1M \
+		count=$(( ${1:-8388608} / 1048576 )) >/dev/null 2>&1 || fail "read B"
+	sha256 "$T/b.read"
+}
+
+# A: random 4 KiB writes until the file system is full.
+LOG=$T/a.log
+rc=0
+timeout 180 "$CRASH_WRITER" write "$(nbd_uri "$D" A)" "$LOG" --seq-base 0 \
+	>"$T/writer.out" 2>&1 || rc=$?
+cat "$T/writer.out" >&2
+[ "$rc" = 3 ] || fail "crash_writer on a filling disk exited $rc, want 3 (stopped by a failed write)"
+grep -qE '\(([1-9][0-9]*) failed\)' "$T/writer.out" || fail "crash_writer saw no failed write"
+ACKED=$(wc -l <"$LOG")
+log "A: $ACKED writes acknowledged before the disk was full; df: $(df --output=avail "$MNT" | tail -n1 | xargs) KiB free"
+assert_alive
+
+# The error a client sees: ENOSPC, for A (a block it never wrote) and for B
+# (past its data); the daemon is still there.
+free_block() { # an offset of A that no acknowledged write touched
+	"$PY" -c 'import sys
+done = {int(l.split()[0]) for l in open(sys.argv[1])}
+print(next(o for o in range(0, 128 << 20, 4096) if o not in done))' "$LOG"
+}
+A_FREE=$(free_block)
+out=$(qemu_io_out "$D" A "write -P 0x5a $A_FREE 4k")
+log "A write at $A_FREE on a full disk: $(printf '%s' "$out" | head -n1)"
+printf '%s' "$out" | grep -q "No space left on device" ||
+	fail "write to A on a full disk: want ENOSPC (No space left on device), got: $out"
+out=$(qemu_io_out "$D" B "write -P 0x5a 32M 1M")
+log "B write at 32M on a full disk: $(printf '%s' "$out" | head -n1)"
+printf '%s' "$out" | grep -q "No space left on device" ||
+	fail "write to B on a full disk: want ENOSPC (No space left on device), got: $out"
+assert_alive
+tsr "$D" status >"$T/status.out" 2>&1 || { cat "$T/status.out" >&2; fail "tessera status on a full disk"; }
+tsr "$D" volume show A >"$T/vshow.out" 2>&1 ||
+	{ cat "$T/vshow.out" >&2; fail "tessera volume show A on a full disk"; }
+grep -qE '^volumes: +2$' "$T/status.out" || { cat "$T/status.out" >&2; fail "tessera status: want 2 volumes"; }
+grep -qE '^allocated: ' "$T/vshow.out" || { cat "$T/vshow.out" >&2; fail "tessera volume show A"; }
+log "tessera status and volume show answer on the full disk: $(grep '^allocated' "$T/vshow.out")"
+
+# Nothing lost: every acknowledged write to A, and B's data.
+"$CRASH_WRITER" verify "$(nbd_uri "$D" A)" "$LOG" >"$T/verify.out" 2>&1 ||
+	{ head -n 25 "$T/verify.out" >&2; fail "A: acknowledged writes lost on a full disk"; }
+assert_eq "$(b_sum)" "$B_SUM" "B's checksum on a full disk"
+# the rest of B was never written (its crc table pages are holes): zeros
+out=$(qemu_io_out "$D" B "read -P 0 8M 56M") || fail "read B's unwritten 56 MiB on a full disk: $out"
+# B's allocated blocks can still be overwritten (same data, then 1 MiB new).
+out=$(qemu_io_out "$D" B "write -s $T/b.data 0 8M") || fail "overwrite B on a full disk: $out"
+head -c 1M /dev/urandom >"$T/b.new"
+dd if="$T/b.new" of="$T/b.data" conv=notrunc status=none
+B_SUM=$(sha256 "$T/b.data")
+out=$(qemu_io_out "$D" B "write -s $T/b.new 0 1M") || fail "overwrite B on a full disk: $out"
+assert_eq "$(b_sum)" "$B_SUM" "B's checksum after overwriting on a full disk"
+log "B: allocated blocks overwritten on a full disk, checksum ok"
+
+# A clean restart on the full disk: the volumes open again (the catalogue,
+# crc tables and bitmaps survived) and nothing acknowledged is lost.
+stop_tesserad
+start_tesserad "$D"
+"$CRASH_WRITER" verify "$(nbd_uri "$D" A)" "$LOG" >"$T/verify.out" 2>&1 ||
+	{ head -n 25 "$T/verify.out" >&2; fail "A: acknowledged writes lost after a restart on a full disk"; }
+assert_eq "$(b_sum)" "$B_SUM" "B's checksum after a restart on a full disk"
+log "restarted on the full disk: A and B read back"
+
+# Free space (delete B, trim A's first 16 MiB): A takes writes again, without
+# a restart.
+tsr "$D" volume delete B >/dev/null || fail "volume delete B on a full disk"
+out=$(qemu_io_out "$D" A "discard 0 16M") || fail "trim A on a full disk: $out"
+awk '$1 >= 16777216' "$LOG" >"$LOG.kept" # trimmed blocks read as zeros
+mv "$LOG.kept" "$LOG"
+log "B deleted, A's first 16 MiB trimmed; df: $(df --output=avail "$MNT" | tail -n1 | xargs) KiB free"
+A_FREE2=$("$PY" -c 'import sys
+done = {int(l.split()[0]) for l in open(sys.argv[1])}
+print(next(o for o in range(16 << 20, 128 << 20, 4096) if o not in done))' "$LOG")
+out=$(qemu_io_out "$D" A "write -P 0x5a 0 16M") || fail "write A 0..16M after freeing space: $out"
+out=$(qemu_io_out "$D" A "write -P 0x6b $A_FREE2 4k") ||
+	fail "write A at $A_FREE2 (never written before) after freeing space: $out"
+log "A: 16 MiB + 4 KiB written after freeing space"
+
+# A clean restart: everything acknowledged is still there.
+stop_tesserad
+start_tesserad "$D"
+out=$(qemu_io_out "$D" A "read -P 0x5a 0 16M" "read -P 0x6b $A_FREE2 4k") &&
+	! printf '%s' "$out" | grep -qi "fail\|mismatch" || fail "A's new writes after a restart: $out"
+tsr "$D" volume list | grep -q '^B\b' && fail "B is back after its delete and a restart"
+# the qemu-io patterns are not crash_writer blocks: trim them, then check the rest
+out=$(qemu_io_out "$D" A "discard 0 16M" "discard $A_FREE2 4k") || fail "trim A: $out"
+"$CRASH_WRITER" verify "$(nbd_uri "$D" A)" "$LOG" >"$T/verify.out" 2>&1 ||
+	{ head -n 25 "$T/verify.out" >&2; fail "A: acknowledged writes lost after a restart"; }
+stop_tesserad
+! grep -E "AddressSanitizer|runtime error|LeakSanitizer" "$D/tesserad.log" ||
+	fail "sanitizer report in $D/tesserad.log"
+log "$(wc -l <"$LOG") acknowledged writes of A (outside its first 16 MiB) read back after restarts"
