@@ -579,6 +579,9 @@ struct tsr_site_source_opts {
 				       * TSR_SITE_GROUP_MAX (announced to the target) */
 	unsigned group_interval_ms;   /* with group: marker period; 0: 200 */
 	unsigned barrier_ms;          /* 0: 100 */
+	uint32_t send_batch;          /* host bytes logged that start a send at once; below
+				       * it they go at the next 10 ms tick. 0: 256 KiB; 1:
+				       * every write at once (ARCHITECTURE.md "Send batching") */
 	unsigned retry_ms;            /* 0: 1000 */
 	/* Called once on the worker when the target refused us as stale
 	 * (promoted there); may be NULL. */
