@@ -17,8 +17,11 @@
  * rule a crash during create always relied on).  So a crash at any point of
  * the background work, or with a spare parked, leaves no snapshot and no
  * space behind.  A spare made for another size (the volume grew) is dropped
- * when taken; one of a deleted volume when the volume goes; every spare at
- * store close.
+ * when taken or when its volume is opened again; one of a deleted volume when
+ * the volume goes; every spare at store close.  One of a closed volume stays
+ * parked SPARE_LINGER_MS (below), so that a reopen in that time finds it,
+ * then goes.  The thread makes one spare of a volume at a time: a request
+ * while it makes one waits for that one (spare_request).
  *
  * A second thread of the set, the reaper, removes the files of deleted
  * layers (spare_reap), one layer at a time: a delete inside the layout's gate
@@ -97,6 +100,9 @@ struct spare {
 	uint64_t size;       /* the volume's size to make the next spare for */
 	bool wanted;         /* keep one ready (tsr_store_snap_spare) */
 	bool queued;         /* the thread is to make one */
+	bool making;         /* the thread is making one (for size) */
+	int64_t linger_end;  /* let go: the parked one stays until then
+			      * (tsr_mono_ms; 0 while wanted) */
 	char uuid[37];       /* the parked layer's uuid (its files' names) */
 	struct layer *layer; /* parked: files durable, mapped; NULL: none */
 	uint64_t layer_size; /* the size the parked layer was made for */
@@ -161,6 +167,27 @@ struct spare_set {
 /* Tests: while non-zero the thread waits before it makes a queued row final
  * (a commit held back while writes go through the reopened gate). */
 _Atomic int store_test_commit_hold;
+
+/*
+ * How long a spare outlives its volume's close.  Clients open a volume more
+ * than once in a row: fio's nbd engine connects to learn the size, closes,
+ * and connects again for the job (about 0.1 s later); nbdinfo and qemu ask
+ * NBD_OPT_INFO before NBD_OPT_GO.  Each open asks for a spare and each close
+ * let it go, so every such client made two layers and threw the first away
+ * (fsyncs, a catalogue commit, a removal).  Now a close leaves the parked
+ * spare for SPARE_LINGER_MS and the next open finds it; the thread drops it
+ * after that.  It is a parked spare like any other (files, pending row): a
+ * crash removes it at the next open, a volume delete and store close at once.
+ */
+#define SPARE_LINGER_MS 5000
+/* Tests: >= 0 replaces SPARE_LINGER_MS for the spares let go from now on. */
+_Atomic int store_test_spare_linger_ms = -1;
+/* Tests: layers spare_make made (files, row, mapping), kept or not. */
+_Atomic unsigned store_test_spares_built;
+/* Tests: while non-zero the thread waits before it makes a queued spare, and
+ * says so in store_test_make_held. */
+_Atomic int store_test_make_hold;
+_Atomic int store_test_make_held;
 
 /* Tests: while non-zero the reaper waits before it removes a layer's files. */
 _Atomic int store_test_reap_hold;
@@ -285,6 +312,7 @@ static int spare_make(struct tsr_store *store, const char *vol_uuid, uint64_t si
 		return ret;
 	}
 	memcpy(uuid, row.uuid, 37);
+	atomic_fetch_add(&store_test_spares_built, 1);
 	return 0;
 }
 
@@ -395,6 +423,49 @@ static struct spare *spare_find(struct spare_set *ss, const char *vol_uuid)
 	return NULL;
 }
 
+/* A let-go spare whose time is up (ss->lock held). */
+static bool linger_over(const struct spare *sp, int64_t now)
+{
+	return !sp->wanted && sp->linger_end <= now;
+}
+
+/* Hand the parked spares whose linger is over to the drops; the earliest
+ * deadline of those left, or -1 (ss->lock held). */
+static int64_t linger_expire(struct spare_set *ss)
+{
+	int64_t now = tsr_mono_ms(), next = -1;
+	struct spare *sp;
+
+	for (sp = ss->list; sp != NULL; sp = sp->next) {
+		if (sp->layer == NULL || sp->wanted)
+			continue;
+		if (linger_over(sp, now)) {
+			tsr_info("snapshot: volume %s: spare layer %s dropped (the volume stayed "
+				 "closed)",
+				 sp->vol_uuid, sp->uuid);
+			drop_queue(ss, sp->layer, sp->uuid, sp->layer_size);
+			sp->layer = NULL;
+		} else if (next < 0 || sp->linger_end < next) {
+			next = sp->linger_end;
+		}
+	}
+	return next;
+}
+
+/* cond wait on ss->cond until deadline (tsr_mono_ms), or for ever if -1. */
+static void wait_until(struct spare_set *ss, int64_t deadline)
+{
+	struct timespec ts;
+
+	if (deadline < 0) {
+		pthread_cond_wait(&ss->cond, &ss->lock);
+		return;
+	}
+	ts.tv_sec = (time_t)(deadline / 1000);
+	ts.tv_nsec = (long)(deadline % 1000) * 1000000;
+	pthread_cond_timedwait(&ss->cond, &ss->lock, &ts);
+}
+
 /*
  * The spare thread's loop: one piece of work per pass, in this order,
  * looking at the queues again after each:
@@ -402,6 +473,8 @@ static struct spare *spare_find(struct spare_set *ss, const char *vol_uuid)
  *  2. a queued spare (spare_make): the next cut of that volume waits for it
  *     (a cut that finds none makes its files in the gate);
  *  3. one drop (a spare nobody will cut): its pending row and files.
+ * With nothing to do it hands the let-go spares whose linger is over to the
+ * drops, and sleeps until the next one's is.
  * Removals of deleted layers' files are the reaper's (reaper_main).
  * Stopping: rows and drops are finished, no spare is made.
  */
@@ -433,23 +506,36 @@ static void *spare_main(void *arg)
 		if (ss->stopping)
 			break;
 		if (sp == NULL) {
+			int64_t next = linger_expire(ss);
+
+			if (ss->drops != NULL)
+				continue;
 			ss->busy = false;
 			pthread_cond_broadcast(&ss->cond);
-			pthread_cond_wait(&ss->cond, &ss->lock);
+			wait_until(ss, next);
 			continue;
 		}
 		ss->busy = true;
 		sp->queued = false;
+		sp->making = true; /* spare_request queues no second one meanwhile */
 		memcpy(vol_uuid, sp->vol_uuid, sizeof(vol_uuid));
 		size = sp->size;
 		pthread_mutex_unlock(&ss->lock);
 		wal_settle(ss); /* the pending row's commit restarts the WAL, not a cut's */
+		while (atomic_load(&store_test_make_hold)) {
+			atomic_store(&store_test_make_held, 1);
+			usleep(1000);
+		}
+		atomic_store(&store_test_make_held, 0);
 		ret = spare_make(store, vol_uuid, size, uuid, &l);
 		pthread_mutex_lock(&ss->lock);
+		sp = spare_find(ss, vol_uuid); /* entries live until spare_stop */
+		sp->making = false;
 		if (ret)
 			continue;
-		sp = spare_find(ss, vol_uuid); /* entries live until spare_stop */
-		if (ss->stopping || !sp->wanted || sp->layer != NULL || sp->size != size) {
+		/* let go meanwhile: parked all the same until its linger is over */
+		if (ss->stopping || linger_over(sp, tsr_mono_ms()) || sp->layer != NULL ||
+		    sp->size != size) {
 			pthread_mutex_unlock(&ss->lock);
 			spare_discard(store, l, uuid, size);
 			pthread_mutex_lock(&ss->lock);
@@ -489,6 +575,7 @@ static uint64_t pending_seq_start(sqlite3 *db)
 static int spare_set_get(struct tsr_store *store, struct spare_set **out)
 {
 	struct spare_set *ss = store->spares;
+	pthread_condattr_t ca;
 	int ret;
 
 	if (ss == NULL) {
@@ -504,7 +591,10 @@ static int spare_set_get(struct tsr_store *store, struct spare_set **out)
 		sqlite3_wal_autocheckpoint(ss->db, 0);
 		ss->next_seq = pending_seq_start(ss->db);
 		pthread_mutex_init(&ss->lock, NULL);
-		pthread_cond_init(&ss->cond, NULL);
+		pthread_condattr_init(&ca); /* wait_until's deadlines are tsr_mono_ms */
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&ss->cond, &ca);
+		pthread_condattr_destroy(&ca);
 		store->spares = ss;
 		if (pthread_create(&ss->thread, NULL, spare_main, store) != 0) {
 			ret = -EAGAIN;
@@ -538,7 +628,13 @@ void spare_request(struct tsr_store *store, const char *vol_uuid, uint64_t size)
 		return;
 	pthread_mutex_lock(&ss->lock);
 	sp = spare_find(ss, vol_uuid);
-	if (sp != NULL && sp->wanted && sp->layer == NULL) {
+	if (sp != NULL && sp->wanted && sp->layer != NULL && sp->layer_size != size) {
+		/* parked before the volume grew (while it was closed): useless */
+		drop_queue(ss, sp->layer, sp->uuid, sp->layer_size);
+		sp->layer = NULL;
+	}
+	/* one at a time: the one being made is parked if it is still of use */
+	if (sp != NULL && sp->wanted && sp->layer == NULL && !(sp->making && sp->size == size)) {
 		sp->size = size;
 		sp->queued = true;
 		pthread_cond_broadcast(&ss->cond);
@@ -578,32 +674,40 @@ struct layer *spare_take(struct tsr_store *store, const char *vol_uuid, uint64_t
 	return l;
 }
 
-/* Let vol_uuid's spare go (queued for the thread); wait: until every queued
+/* Let vol_uuid's spare go.  linger: the volume closed; its spare stays parked
+ * for SPARE_LINGER_MS (a reopen takes it), then the thread drops it.  Else
+ * (deleted) it is queued for the thread now and we wait until every queued
  * drop is done. */
-static void spare_let_go(struct tsr_store *store, const char *vol_uuid, bool wait)
+static void spare_let_go(struct tsr_store *store, const char *vol_uuid, bool linger)
 {
 	struct spare_set *ss = store->spares;
+	int linger_ms = atomic_load(&store_test_spare_linger_ms);
 	struct spare *sp;
 
 	if (ss == NULL)
 		return;
+	if (linger_ms < 0)
+		linger_ms = SPARE_LINGER_MS;
 	pthread_mutex_lock(&ss->lock);
 	sp = spare_find(ss, vol_uuid);
 	if (sp != NULL) {
 		sp->wanted = false;
 		sp->queued = false;
-		if (sp->layer != NULL)
+		sp->linger_end = linger ? tsr_mono_ms() + linger_ms : 0;
+		if (sp->layer != NULL && !linger) {
 			drop_queue(ss, sp->layer, sp->uuid, sp->layer_size);
-		sp->layer = NULL;
+			sp->layer = NULL;
+		}
+		pthread_cond_broadcast(&ss->cond); /* the thread's next deadline */
 	}
-	while (wait && ss->drops_left > 0)
+	while (!linger && ss->drops_left > 0)
 		pthread_cond_wait(&ss->cond, &ss->lock);
 	pthread_mutex_unlock(&ss->lock);
 }
 
 void spare_forget(struct tsr_store *store, const char *vol_uuid)
 {
-	spare_let_go(store, vol_uuid, true);
+	spare_let_go(store, vol_uuid, false);
 }
 
 int spare_commit(struct tsr_store *store, const struct snap_row *row, tsr_cb done, void *arg)
@@ -775,9 +879,13 @@ unsigned store_test_spares_idle(struct tsr_store *store)
 		return 0;
 	pthread_mutex_lock(&ss->lock);
 	for (;;) {
+		int64_t now = tsr_mono_ms();
 		struct spare *sp;
 
-		for (sp = ss->list; sp != NULL && !sp->queued; sp = sp->next)
+		/* nothing queued, and no let-go spare due for its drop */
+		for (sp = ss->list;
+		     sp != NULL && !sp->queued && !(sp->layer != NULL && linger_over(sp, now));
+		     sp = sp->next)
 			;
 		if (sp == NULL && !ss->busy && ss->reaps == NULL && ss->commits == NULL &&
 		    ss->drops == NULL)
@@ -803,7 +911,7 @@ int tsr_store_snap_spare(struct tsr_store *store, const char *vol, bool keep)
 	pthread_mutex_lock(&store->lock);
 	ret = catalog_get(store->db, vol, &v);
 	if (ret == 0 && !keep)
-		spare_let_go(store, v.uuid, false); /* the thread drops it: no wait here */
+		spare_let_go(store, v.uuid, true); /* the thread drops it later: no wait */
 	if (ret == 0 && keep)
 		ret = spare_set_get(store, &ss);
 	if (ret || !keep)
@@ -815,8 +923,10 @@ int tsr_store_snap_spare(struct tsr_store *store, const char *vol, bool keep)
 		sp->next = ss->list;
 		ss->list = sp;
 	}
-	if (sp != NULL)
-		sp->wanted = true;
+	if (sp != NULL) {
+		sp->wanted = true; /* a spare parked at a close within its linger is ours */
+		sp->linger_end = 0;
+	}
 	pthread_mutex_unlock(&ss->lock);
 	if (sp == NULL)
 		ret = -ENOMEM;

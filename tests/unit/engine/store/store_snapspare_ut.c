@@ -37,6 +37,10 @@ unsigned store_test_spares_made(struct tsr_store *store);
 extern _Atomic int store_test_reap_hold;
 extern _Atomic unsigned store_test_reaps_left_at_made;
 unsigned store_test_wal_settled(struct tsr_store *store);
+extern _Atomic int store_test_spare_linger_ms;
+extern _Atomic unsigned store_test_spares_built;
+extern _Atomic int store_test_make_hold;
+extern _Atomic int store_test_make_held;
 
 #define NB    64u /* blocks of the test volume */
 #define VSIZE ((uint64_t)NB * BS)
@@ -54,6 +58,8 @@ static int setup(void **state)
 
 	if (e == NULL || scratch_dir(e->dir, sizeof(e->dir)))
 		return -1;
+	atomic_store(&store_test_spare_linger_ms, -1);
+	atomic_store(&store_test_make_hold, 0);
 	if (tsr_store_open(e->dir, NULL, &e->store))
 		return -1;
 	e->io = make_io(TSR_IO_AUTO, NULL);
@@ -211,7 +217,9 @@ static void test_spare_used(void **state)
 	store_test_spares_idle(e->store);
 	assert_int_equal(tsr_store_snap_create(e->store, "v", "s1", NULL), -EEXIST);
 	assert_int_equal(count_files(e->dir, NULL), 3 + 9 + 3);
-	/* let go (the layout closes the volume): the thread removes its files */
+	/* let go (the layout closes the volume), its linger over: the thread
+	 * removes its files */
+	atomic_store(&store_test_spare_linger_ms, 0);
 	assert_int_equal(tsr_store_snap_spare(e->store, "v", false), 0);
 	store_test_spares_idle(e->store);
 	assert_int_equal(count_files(e->dir, NULL), 3 + 9);
@@ -258,14 +266,11 @@ static void test_spare_resized(void **state)
 }
 
 /*
- * Crash points.  op 0: the background thread makes a spare and the process
- * dies at its step-th crash point (files created, directory synced, layer
- * mapped).  op 1: a spare is parked first, then a create dies at its step-th
- * point (spare taken, row committed), or finishes, copies into the layer and
- * the process dies without closing (step past the create's points).
- * Returns the child's exit code: 99 = died at the point, 0 = went through.
+ * Close the store, run fn(e, a, b) in a child that exits with its result
+ * without closing anything (a crash, as far as the store can tell; crash
+ * points end it with 99), reopen the store: the child's exit code.
  */
-static int crash_child(struct env *e, int op, int step)
+static int in_child(struct env *e, int (*fn)(struct env *e, int a, int b), int a, int b)
 {
 	pid_t pid;
 	int st;
@@ -273,38 +278,49 @@ static int crash_child(struct env *e, int op, int step)
 	tsr_store_close(e->store);
 	e->store = NULL;
 	pid = fork();
-	if (pid == 0) {
-		struct tsr_store *s;
-		struct tsr_svol *v;
-		struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
-
-		if (io == NULL || tsr_store_open(e->dir, NULL, &s) ||
-		    tsr_store_vol_open(s, "v", &v))
-			_exit(1);
-		if (op == 0) {
-			store_test_crash_at = step;
-			if (tsr_store_snap_spare(s, "v", true))
-				_exit(2);
-			store_test_spares_idle(s);
-			_exit(0);
-		}
-		if (tsr_store_snap_spare(s, "v", true) || store_test_spares_idle(s) != 1)
-			_exit(3);
-		store_test_crash_at = step;
-		if (tsr_store_snap_create(s, "v", "new", NULL))
-			_exit(4);
-		/* the create went through (the next spare may be in the making:
-		 * its points are counted too, and may end the process first) */
-		fill(e->buf, VSIZE, 8, 0);
-		if (swrite(v, io, 0, (uint32_t)VSIZE, e->buf, 0))
-			_exit(5);
-		_exit(0); /* no close: the bits of the copies are in the page cache */
-	}
+	if (pid == 0)
+		_exit(fn(e, a, b));
 	assert_true(pid > 0);
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
 	return WEXITSTATUS(st);
+}
+
+/*
+ * Crash points (in_child).  op 0: the background thread makes a spare and the process
+ * dies at its step-th crash point (files created, directory synced, layer
+ * mapped).  op 1: a spare is parked first, then a create dies at its step-th
+ * point (spare taken, row committed), or finishes, copies into the layer and
+ * the process dies without closing (step past the create's points).
+ * Returns the child's exit code: 99 = died at the point, 0 = went through.
+ */
+static int crash_run(struct env *e, int op, int step)
+{
+	struct tsr_store *s;
+	struct tsr_svol *v;
+	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
+
+	if (io == NULL || tsr_store_open(e->dir, NULL, &s) || tsr_store_vol_open(s, "v", &v))
+		return 1;
+	if (op == 0) {
+		store_test_crash_at = step;
+		if (tsr_store_snap_spare(s, "v", true))
+			return 2;
+		store_test_spares_idle(s);
+		return 0;
+	}
+	if (tsr_store_snap_spare(s, "v", true) || store_test_spares_idle(s) != 1)
+		return 3;
+	store_test_crash_at = step;
+	if (tsr_store_snap_create(s, "v", "new", NULL))
+		return 4;
+	/* the create went through (the next spare may be in the making:
+	 * its points are counted too, and may end the process first) */
+	fill(e->buf, VSIZE, 8, 0);
+	if (swrite(v, io, 0, (uint32_t)VSIZE, e->buf, 0))
+		return 5;
+	return 0; /* no close: the bits of the copies are in the page cache */
 }
 
 static void test_spare_crash_points(void **state)
@@ -328,7 +344,7 @@ static void test_spare_crash_points(void **state)
 	/* while the spare is made: files without a row, or with a pending row:
 	 * removed (the pending row too) */
 	for (step = 1; step <= 5; step++) {
-		rc = crash_child(e, 0, step);
+		rc = in_child(e, crash_run, 0, step);
 		assert_true(rc == 99 || rc == 0);
 		died += rc == 99;
 		assert_int_equal(tsr_store_snap_info(e->store, "v", "new", &info), -ENOENT);
@@ -341,7 +357,7 @@ static void test_spare_crash_points(void **state)
 	/* a create on a spare: absent (spare taken, row not committed) or whole
 	 * (row committed; copies into it after), never anything in between */
 	for (step = 1; step <= 4; step++) {
-		rc = crash_child(e, 1, step);
+		rc = in_child(e, crash_run, 1, step);
 		assert_true(rc == 99 || rc == 0);
 		if (tsr_store_snap_info(e->store, "v", "new", &info) == 0) {
 			whole++;
@@ -373,31 +389,19 @@ static void test_spare_crash_points(void **state)
  * snapshot is whole or absent, the older one and the head unchanged, and
  * only their files are left.
  */
-static int reap_child(struct env *e, int step)
+static int reap_run(struct env *e, int step, int unused)
 {
-	pid_t pid;
-	int st;
+	struct tsr_store *s;
 
-	tsr_store_close(e->store);
-	e->store = NULL;
-	pid = fork();
-	if (pid == 0) {
-		struct tsr_store *s;
-
-		if (tsr_store_open(e->dir, NULL, &s) || tsr_store_snap_spare(s, "v", true))
-			_exit(1);
-		store_test_spares_idle(s);
-		store_test_crash_at = step;
-		if (tsr_store_snap_delete(s, "v", "b"))
-			_exit(2);
-		store_test_spares_idle(s); /* the removal, which may be the crash point */
-		_exit(0);
-	}
-	assert_true(pid > 0);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
-	return WEXITSTATUS(st);
+	(void)unused;
+	if (tsr_store_open(e->dir, NULL, &s) || tsr_store_snap_spare(s, "v", true))
+		return 1;
+	store_test_spares_idle(s);
+	store_test_crash_at = step;
+	if (tsr_store_snap_delete(s, "v", "b"))
+		return 2;
+	store_test_spares_idle(s); /* the removal, which may be the crash point */
+	return 0;
 }
 
 static void test_delete_reaped(void **state)
@@ -415,7 +419,7 @@ static void test_delete_reaped(void **state)
 		assert_int_equal(tsr_store_snap_create(e->store, "v", "b", NULL), 0);
 		write_all(e, v, 3); /* copies into b */
 		tsr_svol_put(v);
-		rc = reap_child(e, step);
+		rc = in_child(e, reap_run, step, 0);
 		assert_int_equal(rc, step <= 4 ? 99 : 0);
 		check_snap(e, "a", 1);
 		check_head(e, 3);
@@ -975,6 +979,152 @@ static void test_row_commit_rewrites_wal(void **state)
 	check_head(e, 9);
 }
 
+/*
+ * Closes and reopens of a volume in a row (fio's nbd engine connects for the
+ * size, closes, and connects again for the job; nbdinfo asks NBD_OPT_INFO
+ * before NBD_OPT_GO) make one spare: the close leaves it parked (its linger,
+ * set to an hour here so that nothing depends on time) and the reopen takes
+ * it; a create on the reopened volume cuts it.  Before, each open made one
+ * and each close dropped it.  A spare parked before the volume grew (while
+ * closed) is replaced at the reopen; with the linger over the thread drops it.
+ */
+static void test_reopen_one_spare(void **state)
+{
+	struct env *e = *state;
+	unsigned built = atomic_load(&store_test_spares_built);
+	char before[4096], path[PATH_MAX];
+	struct tsr_snap_info info;
+	struct tsr_layout *lay;
+	int i;
+
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	atomic_store(&store_test_spare_linger_ms, 3600 * 1000);
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(tsr_layout_local_create(e->store, "v", &lay), 0);
+		assert_int_equal(store_test_spares_idle(e->store), 1);
+		tsr_layout_destroy(lay);
+		assert_int_equal(store_test_spares_idle(e->store), 1);
+		assert_int_equal(count_files(e->dir, NULL), 3 + 3); /* head + the spare */
+	}
+	assert_int_equal(atomic_load(&store_test_spares_built) - built, 1);
+	/* the create on the reopened volume cuts that spare; then the next one */
+	list_files(e->dir, before, sizeof(before));
+	assert_int_equal(tsr_layout_local_create(e->store, "v", &lay), 0);
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s1", &info), 0);
+	snprintf(path, sizeof(path), "%s.present ", info.uuid);
+	assert_non_null(strstr(before, path));
+	assert_int_equal(store_test_spares_idle(e->store), 2);
+	assert_int_equal(atomic_load(&store_test_spares_built) - built, 2);
+	tsr_layout_destroy(lay);
+	/* grown while closed: the reopen drops the parked spare, makes one of the
+	 * new size, and the create cuts that */
+	assert_int_equal(tsr_store_vol_resize(e->store, "v", 2 * VSIZE), 0);
+	assert_int_equal(tsr_layout_local_create(e->store, "v", &lay), 0);
+	assert_int_equal(store_test_spares_idle(e->store), 3);
+	assert_int_equal(count_files(e->dir, NULL), 3 + 3 + 3); /* head, s1, the spare */
+	list_files(e->dir, before, sizeof(before));
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s2", &info), 0);
+	assert_int_equal(info.size, 2 * VSIZE);
+	snprintf(path, sizeof(path), "%s.present ", info.uuid);
+	assert_non_null(strstr(before, path));
+	assert_int_equal(store_test_spares_idle(e->store), 4);
+	/* the linger over: the thread drops the parked spare */
+	atomic_store(&store_test_spare_linger_ms, 0);
+	tsr_layout_destroy(lay);
+	assert_int_equal(store_test_spares_idle(e->store), 4);
+	assert_int_equal(count_files(e->dir, NULL), 3 + 6); /* head, s1, s2 */
+	assert_int_equal(atomic_load(&store_test_spares_built) - built, 4);
+}
+
+/*
+ * A request for a spare while the thread makes one for the volume (a close
+ * and a reopen, or a create that found none) waits for that one: one layer
+ * made, parked, none thrown away.  Before, the request queued a second one,
+ * which the thread made and then removed because the first was parked.
+ */
+static void test_one_spare_while_making(void **state)
+{
+	struct env *e = *state;
+	unsigned built = atomic_load(&store_test_spares_built);
+	struct tsr_snap_info info;
+
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	atomic_store(&store_test_make_hold, 1);
+	assert_int_equal(tsr_store_snap_spare(e->store, "v", true), 0);
+	while (!atomic_load(&store_test_make_held))
+		usleep(1000);
+	assert_int_equal(tsr_store_snap_spare(e->store, "v", false), 0);
+	assert_int_equal(tsr_store_snap_spare(e->store, "v", true), 0);
+	atomic_store(&store_test_make_hold, 0);
+	assert_int_equal(store_test_spares_idle(e->store), 1);
+	assert_int_equal(atomic_load(&store_test_spares_built) - built, 1);
+	assert_int_equal(count_files(e->dir, NULL), 3 + 3);
+	/* a create takes it; the next create comes while the thread makes the
+	 * one after: it makes its own files, and its request adds none */
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s1", NULL), 0);
+	atomic_store(&store_test_make_hold, 1);
+	while (!atomic_load(&store_test_make_held))
+		usleep(1000);
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s2", &info), 0);
+	atomic_store(&store_test_make_hold, 0);
+	assert_int_equal(store_test_spares_idle(e->store), 2);
+	assert_int_equal(atomic_load(&store_test_spares_built) - built, 2);
+	assert_int_equal(count_files(e->dir, NULL), 3 + 6 + 3); /* head, s1, s2, spare */
+	assert_int_equal(tsr_store_snap_spare(e->store, "v", false), 0);
+}
+
+/* In a child (in_child): a spare made, let go, still parked; no close. */
+static int linger_run(struct env *e, int a, int b)
+{
+	struct tsr_store *s;
+
+	(void)a;
+	(void)b;
+	if (tsr_store_open(e->dir, NULL, &s) || tsr_store_snap_spare(s, "v", true))
+		return 1;
+	store_test_spares_idle(s);
+	if (tsr_store_snap_spare(s, "v", false))
+		return 2;
+	store_test_spares_idle(s);
+	return count_files(e->dir, NULL) == 3 + 3 ? 0 : 3;
+}
+
+/*
+ * A spare left parked by a close is a parked spare like any other: a crash
+ * with it lingering leaves its files and pending row, which the next open
+ * removes (no snapshot appears); a store close and a volume delete remove
+ * it at once.
+ */
+static void test_linger_crash(void **state)
+{
+	struct env *e = *state;
+	struct tsr_snap_info *infos;
+	size_t n;
+
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	atomic_store(&store_test_spare_linger_ms, 3600 * 1000);
+	assert_int_equal(in_child(e, linger_run, 0, 0), 0);
+	assert_int_equal(count_files(e->dir, NULL), 3);
+	assert_int_equal(tsr_store_snap_list(e->store, "v", &infos, &n), 0);
+	free(infos);
+	assert_int_equal(n, 0);
+	/* store close */
+	assert_int_equal(tsr_store_snap_spare(e->store, "v", true), 0);
+	store_test_spares_idle(e->store);
+	assert_int_equal(tsr_store_snap_spare(e->store, "v", false), 0);
+	assert_int_equal(count_files(e->dir, NULL), 3 + 3);
+	tsr_store_close(e->store);
+	assert_int_equal(count_files(e->dir, NULL), 3);
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	/* volume delete */
+	assert_int_equal(tsr_store_snap_spare(e->store, "v", true), 0);
+	store_test_spares_idle(e->store);
+	assert_int_equal(tsr_store_snap_spare(e->store, "v", false), 0);
+	assert_int_equal(count_files(e->dir, NULL), 3 + 3);
+	assert_int_equal(tsr_store_vol_delete(e->store, "v"), 0);
+	assert_int_equal(count_files(e->dir, NULL), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -986,6 +1136,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_commit_outside_gate, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_spare_before_reaps, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_row_commit_rewrites_wal, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reopen_one_spare, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_one_spare_while_making, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_linger_crash, setup, teardown),
 	};
 
 	tsr_log_set_level(TSR_LOG_ERROR);
