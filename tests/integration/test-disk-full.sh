@@ -13,12 +13,21 @@
 #   - deleting B frees space: writes to A succeed again without a restart;
 #   - after a clean restart everything acknowledged is still there and the
 #     volumes open (catalogue, crc tables and bitmaps survived).
+# Part 2, three replicas where only n3's data dir is a small ext4 (64 MiB; a
+# 32 MiB volume fits, so placement accepts it; then a ballast file leaves 4
+# MiB): crash_writer through n1 sees no error while n3's disk fills; n3's copy
+# leaves the in-sync set (out-of-sync, like a failed copy), and a scrub of the
+# two in-sync copies finds them equal (invariant 1: every acknowledged write
+# is on every in-sync copy); the ballast removed, n3 is resynced without a
+# restart, every acknowledged write reads back, and after a clean stop the
+# three copies are byte-identical.
 # Needs root and loop devices.
 . "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/cluster.sh"
 
 require_tessera "$CRASH_WRITER"
 require_root
-require_cmd losetup mkfs.ext4 mount umount mountpoint qemu-io timeout sha256sum
+require_cmd losetup mkfs.ext4 mount umount mountpoint qemu-io timeout sha256sum fallocate qemu-img
 [ -e /dev/loop-control ] || skip "no loop devices (/dev/loop-control missing)"
 losetup -f >/dev/null 2>&1 || skip "no free loop device"
 
@@ -139,3 +148,48 @@ stop_tesserad
 ! grep -E "AddressSanitizer|runtime error|LeakSanitizer" "$D/tesserad.log" ||
 	fail "sanitizer report in $D/tesserad.log"
 log "$(wc -l <"$LOG") acknowledged writes of A (outside its first 16 MiB) read back after restarts"
+
+# ---------------------------------------------------------------- part 2: 3 replicas
+make_tmpdir CL_ROOT
+CL_N=3
+for i in 1 2 3; do CL_PORT[$i]=$(free_port); done
+N3=$(cl_dir 3)
+truncate -s 64M "$CL_ROOT/n3.img"
+mkfs.ext4 -q -F -b 4096 -m 0 "$CL_ROOT/n3.img" || fail "mkfs.ext4 $CL_ROOT/n3.img"
+LOOP3=$(losetup -f --show "$CL_ROOT/n3.img") || fail "losetup $CL_ROOT/n3.img"
+on_exit "losetup -d '$LOOP3'"
+mkdir -p "$N3"
+mount "$LOOP3" "$N3" || fail "mount $LOOP3 $N3"
+on_exit "mountpoint -q '$N3' && umount -l '$N3'"
+for i in 1 2 3; do cl_start_node "$i"; done
+cl_wait_nodes_alive 3
+ctsr volume create R --size 32M --replicas 3 --failure-domain zone >/dev/null ||
+	fail "create a 3-replica volume"
+ctsr volume attach R --node n1 >/dev/null || fail "attach R on n1"
+avail=$(df -B1 --output=avail "$N3" | tail -n1)
+fallocate -l $(( avail - (4 << 20) )) "$N3/ballast" || fail "ballast on n3"
+log "3 replicas: n3's file system has $(df -h --output=avail "$N3" | tail -n1 | xargs) left"
+RLOG=$CL_ROOT/r.log
+"$CRASH_WRITER" write "$(cl_nbd_uri 1 R)" "$RLOG" --duration 4 >"$CL_ROOT/rw.out" 2>&1 ||
+	{ cat "$CL_ROOT/rw.out" >&2; fail "3 replicas: the host saw an error while n3's disk filled"; }
+log "3 replicas: $(tail -n1 "$CL_ROOT/rw.out"); n3: $(df --output=avail "$N3" | tail -n1 | xargs) KiB free"
+for i in 1 2 3; do assert_alive "${CL_PID[$i]}"; done
+assert_eq "$(vstatus R "[c['state'] for c in j['volume']['copies'] if c['node']=='n3'][0]")" \
+	out-of-sync "n3's copy on its full disk"
+grep -q "copy 2 (n3) failed (No space left on device)" "$(cl_dir 1)/tesserad.log" ||
+	fail "n1's log does not say n3's copy failed with ENOSPC"
+cl_scrub_clean R "n3 full, n1 and n2 in sync"
+rm -f "$N3/ballast"
+cl_wait_synced R 60
+log "3 replicas: ballast removed, n3 in sync again without a restart"
+"$CRASH_WRITER" verify "$(cl_nbd_uri 1 R)" "$RLOG" >"$CL_ROOT/rverify.out" 2>&1 ||
+	{ head -n 25 "$CL_ROOT/rverify.out" >&2; fail "3 replicas: acknowledged writes lost"; }
+cl_scrub_clean R "n3 back"
+ctsr volume detach R >/dev/null || fail "detach R"
+cl_stop_all
+for i in 1 2 3; do
+	! grep -E "AddressSanitizer|runtime error|LeakSanitizer" "$(cl_dir "$i")/tesserad.log" ||
+		fail "sanitizer report in n$i's log"
+done
+cl_assert_copies_identical R 1 2 3
+log "3 replicas: $(wc -l <"$RLOG") acknowledged writes read back, copies identical"
