@@ -46,7 +46,11 @@
  * a synchronous fallocate once per 2 MiB of volume after open, remembered in
  * the anonymous crc_alloc bitmap), failing with -ENOSPC before it has changed
  * anything.  Trim and write_zeroes only change entries that are non-zero,
- * which live on pages that are allocated already.
+ * which live on pages that are allocated already.  The same rule for the
+ * other mapped files: a snapshot layer's .crc and .present pages are
+ * allocated before a copy-on-write chunk, a merge or a recovery stores to
+ * them (layer_reserve), a clone's own bits before a write, trim or zeroing
+ * sets one (data.c own_reserve); each fails with -ENOSPC instead.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -148,7 +152,15 @@ err_ret:
 
 int blockmeta_alloc_file(int fd, uint64_t len)
 {
-	if (len == 0 || fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)len) == 0)
+	return blockmeta_alloc_range(fd, 0, len);
+}
+
+int blockmeta_alloc_range(int fd, uint64_t offset, uint64_t len)
+{
+	uint64_t start = offset / STORE_PAGE * STORE_PAGE;
+	uint64_t end = round_up(offset + len, STORE_PAGE);
+
+	if (len == 0 || fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)start, (off_t)(end - start)) == 0)
 		return 0;
 	return errno == EOPNOTSUPP ? 0 : -errno;
 }

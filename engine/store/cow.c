@@ -594,6 +594,17 @@ static int cow_step(struct cow_op *op)
 		pthread_mutex_unlock(&svol->cow_lock);
 		op->cfirst = first;
 		op->cn = n;
+		/* the layer's entries and bits are stored through mappings: on a
+		 * full file system this is -ENOSPC, not a SIGBUS later */
+		ret = layer_reserve(op->target, first, n);
+		if (ret) {
+			tsr_error("snapshot copy: volume %s blocks %llu+%llu: allocate the "
+				  "snapshot's crc table and bitmap: %s",
+				  svol->name, (unsigned long long)first, (unsigned long long)n,
+				  strerror(-ret));
+			release_claim(op);
+			return cow_done(op, ret);
+		}
 		if (first_data == UINT64_MAX) {
 			op->async = true; /* the syncs below complete later */
 			cow_copy(op);

@@ -198,6 +198,25 @@ static void own_mark(struct tsr_svol *svol, uint64_t offset, uint64_t len)
 	}
 }
 
+/* A clone's bits of [offset, offset+len) are stored to through a mapping:
+ * allocate their page first when one of them is still clear (blockmeta.c,
+ * "Full file systems").  0 or -errno (-ENOSPC). */
+static int own_reserve(struct tsr_svol *svol, uint64_t offset, uint64_t len)
+{
+	uint64_t *m, w, first, last;
+
+	if (!svol->is_clone)
+		return 0;
+	m = own_map(&svol->own);
+	first = (offset >> STORE_BLOCK_SHIFT) / 64;
+	last = ((offset + len - 1) >> STORE_BLOCK_SHIFT) / 64;
+	for (w = first; w <= last; w++)
+		if (__atomic_load_n(&m[w], __ATOMIC_ACQUIRE) != UINT64_MAX)
+			return blockmeta_alloc_range(svol->own.fd, first * 8,
+						     (last - first + 1) * 8);
+	return 0;
+}
+
 static void op_finish(struct svol_op *op)
 {
 	tsr_cb cb_fn = op->cb_fn;
@@ -612,6 +631,8 @@ int data_write_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uin
 	/* before anything changes: on a full file system this is where the
 	 * write stops, with -ENOSPC (blockmeta.c, "Full file systems") */
 	ret = blockmeta_reserve_entries(&svol->meta, offset, len);
+	if (ret == 0)
+		ret = own_reserve(svol, offset, len);
 	if (ret) {
 		tsr_error("write: volume %s offset %llu length %u: allocate its crc table: %s",
 			  svol->name, (unsigned long long)offset, len, strerror(-ret));
@@ -860,6 +881,13 @@ int data_trim_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint
 	struct svol_op *op;
 	int i, n, ret;
 
+	ret = own_reserve(svol, offset, len);
+	if (ret) {
+		tsr_error("trim: volume %s offset %llu length %llu: allocate its clone bitmap: %s",
+			  svol->name, (unsigned long long)offset, (unsigned long long)len,
+			  strerror(-ret));
+		return ret;
+	}
 	op = op_get(svol, io, OP_TRIM, cb_fn, cb_arg);
 	if (op == NULL)
 		return -ENOMEM;
@@ -1011,6 +1039,14 @@ int data_zeroes_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, ui
 
 	if (zero_buf() == NULL)
 		return -ENOMEM;
+	ret = own_reserve(svol, offset, len);
+	if (ret) {
+		tsr_error("write_zeroes: volume %s offset %llu length %llu: allocate its clone "
+			  "bitmap: %s",
+			  svol->name, (unsigned long long)offset, (unsigned long long)len,
+			  strerror(-ret));
+		return ret;
+	}
 	write_begin(svol);
 	own_mark(svol, offset, len);
 	ret = mark_range(svol, offset, len);

@@ -184,6 +184,8 @@ extern _Atomic unsigned store_test_entry_pwrites;
  * stored to through a shared mapping.  0 (also where the file system has no
  * fallocate) or -errno (-ENOSPC). */
 int blockmeta_alloc_file(int fd, uint64_t len);
+/* The same for the pages holding bytes [offset, offset+len) of fd. */
+int blockmeta_alloc_range(int fd, uint64_t offset, uint64_t len);
 /* Create (O_EXCL) the two files sized for size, the bitmap's blocks
  * allocated; 0 or -errno. */
 int blockmeta_create_files(const char *crc_path, const char *dirty_path, uint64_t size);
@@ -330,6 +332,10 @@ int layer_open(struct tsr_store *store, const struct snap_row *row, struct layer
 void layer_close(struct layer *l);
 /* Data fd and file offset of byte off of the layer; *max: bytes left in that segment. */
 int layer_fd(const struct layer *l, uint64_t off, uint64_t *fd_off, uint64_t *max);
+/* Allocate the disk blocks behind the crc entries and present bits of blocks
+ * [b, b+n) of l before they are stored to through the mappings (blockmeta.c,
+ * "Full file systems").  0 or -errno (-ENOSPC). */
+int layer_reserve(struct layer *l, uint64_t b, uint64_t n);
 /* Sum of st_blocks*512 of the data files of a layer or volume uuid. */
 uint64_t layer_allocated(struct tsr_store *store, const char *uuid, uint64_t size);
 /* Make l's present bits durable if a copy set one since the last time

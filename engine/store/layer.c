@@ -207,6 +207,16 @@ int layer_fd(const struct layer *l, uint64_t off, uint64_t *fd_off, uint64_t *ma
 	return seg < l->nseg ? l->seg_fd[seg] : -1;
 }
 
+int layer_reserve(struct layer *l, uint64_t b, uint64_t n)
+{
+	int ret = blockmeta_alloc_range(l->crc_fd, b * STORE_CRC_ENTRY, n * STORE_CRC_ENTRY);
+
+	if (ret == 0) /* 64-bit words of bits */
+		ret = blockmeta_alloc_range(l->present_fd, b / 64 * 8,
+					    ((b + n - 1) / 64 - b / 64 + 1) * 8);
+	return ret;
+}
+
 uint64_t layer_allocated(struct tsr_store *store, const char *uuid, uint64_t size)
 {
 	char path[PATH_MAX];
@@ -408,6 +418,8 @@ int layer_recover_present(struct layer *l, const uint8_t *dirty_map, uint64_t vo
 					break;
 				}
 			}
+			if (m && (ret = layer_reserve(l, b, 1)) != 0)
+				break;
 			if (m) {
 				bit_set(l->present, b);
 				(*fixed)++;

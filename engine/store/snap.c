@@ -579,7 +579,7 @@ static int copy_run(struct layer *src, struct layer *dst, uint8_t *buf, uint64_t
 static int merge_into(struct layer *src, struct layer *dst)
 {
 	uint64_t nw = ((dst->size >> STORE_BLOCK_SHIFT) + 63) / 64, w, m;
-	uint64_t run_b = 0, run_n = 0;
+	uint64_t run_b = 0, run_n = 0, reserved = UINT64_MAX;
 	uint8_t *buf = tsr_alloc_aligned((size_t)MERGE_RUN << STORE_BLOCK_SHIFT);
 	unsigned i;
 	int ret = 0;
@@ -591,6 +591,14 @@ static int merge_into(struct layer *src, struct layer *dst)
 			uint64_t b = w * 64 + (uint64_t)__builtin_ctzll(m);
 			uint64_t e = entry_load(&src->crc[b]);
 
+			/* dst's crc page (512 blocks) and bits allocated first: a
+			 * full file system is -ENOSPC here, not a SIGBUS */
+			if (b / 512 != reserved) {
+				ret = layer_reserve(dst, b / 512 * 512, 512);
+				if (ret)
+					break;
+				reserved = b / 512;
+			}
 			entry_store(&dst->crc[b], e);
 			if (entry_cur(e) == 0) /* a zero block: the entry says it all */
 				continue;
