@@ -53,11 +53,20 @@ qemu_io_out() { qemu_io "$@" 2>&1; }
 head -c 8M /dev/urandom >"$T/b.data"
 B_SUM=$(sha256 "$T/b.data")
 out=$(qemu_io_out "$D" B "write -s $T/b.data 0 8M") || fail "write B: $out"
-b_sum() { # sha256 of B's first N bytes (default 8 MiB), read through NBD
-	qemu-img dd -f raw -O raw "if=$(qemu_nbd_spec "$D" B)" "of=$T/b.read" bs=1M \
-		count=$(( ${1:-8388608} / 1048576 )) >/dev/null 2>&1 || fail "read B"
-	sha256 "$T/b.read"
+vol_sum() { # VOL MIB: sha256 of the first MIB MiB of VOL (or VOL@SNAP), through NBD
+	qemu-img dd -f raw -O raw "if=$(qemu_nbd_spec "$D" "$1")" "of=$T/read" bs=1M count="$2" \
+		>/dev/null 2>&1 || fail "read $1"
+	sha256 "$T/read"
 }
+b_sum() { vol_sum B 8; }
+# S: 2 MiB of known data, a snapshot S@s1 and a clone C of it (copy-on-write
+# and clone bitmaps on the full disk).
+head -c 2M /dev/urandom >"$T/s.data"
+S_SUM=$(sha256 "$T/s.data")
+vol_create "$D" S 16M
+out=$(qemu_io_out "$D" S "write -s $T/s.data 0 2M") || fail "write S: $out"
+tsr "$D" snapshot create S s1 >/dev/null || fail "snapshot create S s1"
+tsr "$D" volume create C --from-snapshot S@s1 >/dev/null || fail "clone C of S@s1"
 
 # A: random 4 KiB writes until the file system is full.
 LOG=$T/a.log
@@ -87,11 +96,23 @@ out=$(qemu_io_out "$D" B "write -P 0x5a 32M 1M")
 log "B write at 32M on a full disk: $(printf '%s' "$out" | head -n1)"
 printf '%s' "$out" | grep -q "No space left on device" ||
 	fail "write to B on a full disk: want ENOSPC (No space left on device), got: $out"
+# a write that needs a copy into S@s1 first, and a clone's write
+out=$(qemu_io_out "$D" S "write -P 0x5a 64k 64k")
+log "S write (copy-on-write into S@s1) on a full disk: $(printf '%s' "$out" | head -n1)"
+printf '%s' "$out" | grep -q "No space left on device" ||
+	fail "copy-on-write on a full disk: want ENOSPC, got: $out"
+out=$(qemu_io_out "$D" C "write -P 0x5a 4M 64k")
+log "clone C write on a full disk: $(printf '%s' "$out" | head -n1)"
+printf '%s' "$out" | grep -q "No space left on device" ||
+	fail "clone write on a full disk: want ENOSPC, got: $out"
+assert_eq "$(vol_sum S 2)" "$S_SUM" "S after a refused write on a full disk"
+assert_eq "$(vol_sum S@s1 2)" "$S_SUM" "S@s1 after a refused write on a full disk"
+assert_eq "$(vol_sum C 2)" "$S_SUM" "clone C after a refused write on a full disk"
 assert_alive
 tsr "$D" status >"$T/status.out" 2>&1 || { cat "$T/status.out" >&2; fail "tessera status on a full disk"; }
 tsr "$D" volume show A >"$T/vshow.out" 2>&1 ||
 	{ cat "$T/vshow.out" >&2; fail "tessera volume show A on a full disk"; }
-grep -qE '^volumes: +2$' "$T/status.out" || { cat "$T/status.out" >&2; fail "tessera status: want 2 volumes"; }
+grep -qE '^volumes: +[0-9]+$' "$T/status.out" || { cat "$T/status.out" >&2; fail "tessera status"; }
 grep -qE '^allocated: ' "$T/vshow.out" || { cat "$T/vshow.out" >&2; fail "tessera volume show A"; }
 log "tessera status and volume show answer on the full disk: $(grep '^allocated' "$T/vshow.out")"
 
@@ -117,6 +138,7 @@ start_tesserad "$D"
 "$CRASH_WRITER" verify "$(nbd_uri "$D" A)" "$LOG" >"$T/verify.out" 2>&1 ||
 	{ head -n 25 "$T/verify.out" >&2; fail "A: acknowledged writes lost after a restart on a full disk"; }
 assert_eq "$(b_sum)" "$B_SUM" "B's checksum after a restart on a full disk"
+assert_eq "$(vol_sum S@s1 2)" "$S_SUM" "S@s1 after a restart on a full disk"
 log "restarted on the full disk: A and B read back"
 
 # Free space (delete B, trim A's first 16 MiB): A takes writes again, without
@@ -132,6 +154,13 @@ print(next(o for o in range(16 << 20, 128 << 20, 4096) if o not in done))' "$LOG
 out=$(qemu_io_out "$D" A "write -P 0x5a 0 16M") || fail "write A 0..16M after freeing space: $out"
 out=$(qemu_io_out "$D" A "write -P 0x6b $A_FREE2 4k") ||
 	fail "write A at $A_FREE2 (never written before) after freeing space: $out"
+out=$(qemu_io_out "$D" S "write -P 0x5a 64k 64k") || fail "write S after freeing space: $out"
+out=$(qemu_io_out "$D" C "write -P 0x5a 4M 64k") || fail "write clone C after freeing space: $out"
+dd if=/dev/zero bs=64k count=1 status=none | tr '\0' '\132' |
+	dd of="$T/s.data" bs=64k seek=1 conv=notrunc status=none
+S2_SUM=$(sha256 "$T/s.data")
+assert_eq "$(vol_sum S 2)" "$S2_SUM" "S written after freeing space"
+assert_eq "$(vol_sum S@s1 2)" "$S_SUM" "S@s1 after S was written"
 log "A: 16 MiB + 4 KiB written after freeing space"
 
 # A clean restart: everything acknowledged is still there.
@@ -140,6 +169,9 @@ start_tesserad "$D"
 out=$(qemu_io_out "$D" A "read -P 0x5a 0 16M" "read -P 0x6b $A_FREE2 4k") &&
 	! printf '%s' "$out" | grep -qi "fail\|mismatch" || fail "A's new writes after a restart: $out"
 tsr "$D" volume list | grep -q '^B\b' && fail "B is back after its delete and a restart"
+assert_eq "$(vol_sum S 2)" "$S2_SUM" "S after a restart"
+assert_eq "$(vol_sum S@s1 2)" "$S_SUM" "S@s1 after a restart"
+out=$(qemu_io_out "$D" C "read -P 0x5a 4M 64k") || fail "clone C after a restart: $out"
 # the qemu-io patterns are not crash_writer blocks: trim them, then check the rest
 out=$(qemu_io_out "$D" A "discard 0 16M" "discard $A_FREE2 4k") || fail "trim A: $out"
 "$CRASH_WRITER" verify "$(nbd_uri "$D" A)" "$LOG" >"$T/verify.out" 2>&1 ||
