@@ -108,6 +108,9 @@ printf '%s' "$out" | grep -q "No space left on device" ||
 assert_eq "$(vol_sum S 2)" "$S_SUM" "S after a refused write on a full disk"
 assert_eq "$(vol_sum S@s1 2)" "$S_SUM" "S@s1 after a refused write on a full disk"
 assert_eq "$(vol_sum C 2)" "$S_SUM" "clone C after a refused write on a full disk"
+# a new volume needs its bitmap's blocks: refused, and nothing left behind
+expect_fail 1 "No space left on device|space" tsr "$D" volume create X --size 16T
+tsr "$D" volume list | grep -q '^X\b' && fail "volume X listed after a failed create"
 assert_alive
 tsr "$D" status >"$T/status.out" 2>&1 || { cat "$T/status.out" >&2; fail "tessera status on a full disk"; }
 tsr "$D" volume show A >"$T/vshow.out" 2>&1 ||
