@@ -852,6 +852,76 @@ static void test_reply_before_send(void **state)
 	assert_target_clean(e);
 }
 
+/* n sequential 4 KiB writes (each waits for the one before); returns the
+ * TLS writes and frames they took once shipped and ACKed. */
+static void sequential_round(struct env *e, uint64_t base_block, unsigned n, uint64_t *tls,
+			     uint64_t *frames)
+{
+	struct tsr_site_source_stats st0, st1;
+	unsigned i;
+
+	{ /* the session up: one write shipped and ACKed */
+		struct wreq r = {.off = 0, .len = BS};
+
+		assert_non_null(r.buf = tsr_alloc_aligned(BS));
+		fill(r.buf, BS, 1, 0);
+		assert_int_equal(run_writes(e, &r, 1, NULL, NULL), 0);
+		tsr_free_aligned(r.buf);
+	}
+	wait_caught_up(e, &st0);
+	for (i = 0; i < n; i++) {
+		struct wreq r = {.off = (base_block + i) * BS, .len = BS};
+
+		assert_non_null(r.buf = tsr_alloc_aligned(BS));
+		fill(r.buf, BS, 3000 + (uint32_t)i, r.off);
+		assert_int_equal(run_writes(e, &r, 1, NULL, NULL), 0);
+		tsr_free_aligned(r.buf);
+	}
+	wait_caught_up(e, &st1);
+	*tls = st1.tls_writes - st0.tls_writes;
+	*frames = st1.frames_shipped - st0.frames_shipped;
+	fprintf(stderr, "%u sequential writes: %llu frames, %llu TLS writes\n", n,
+		(unsigned long long)*frames, (unsigned long long)*tls);
+	assert_true(*frames >= n);
+}
+
+/*
+ * Send batching: sequential host writes below send_batch wait for the
+ * tick and go out together (several frames per TLS write); with
+ * send_batch 1 each write is sent in its own loop pass, one TLS write per
+ * frame or more.  Checked on the counters, both on one target.
+ */
+static void send_batching_case(uint32_t send_batch)
+{
+	struct env *e = env_open(16 * MIB);
+	struct tsr_site_source_opts o;
+	uint64_t tls, frames;
+	char addr[64];
+
+	o = source_opts(e, addr, sizeof(addr));
+	o.send_batch = send_batch;
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	sequential_round(e, 16, 64, &tls, &frames);
+	if (send_batch == 0)
+		assert_true(tls * 2 <= frames); /* 64 x 4 KiB < 256 KiB: ticks send */
+	else
+		assert_true(tls >= 64); /* one send per write at least */
+	assert_volumes_equal(e);
+	assert_target_clean(e);
+}
+
+static void test_send_batching(void **state)
+{
+	(void)state;
+	send_batching_case(0);
+}
+
+static void test_send_batch_one(void **state)
+{
+	(void)state;
+	send_batching_case(1);
+}
+
 /* 256 4 KiB writes logged while paused, then shipped at once. */
 static void paused_round(struct env *e, uint64_t base_block, uint32_t fill_id)
 {
@@ -1454,6 +1524,8 @@ int main(void)
 	    cmocka_unit_test_teardown(test_stream, env_teardown),
 	    cmocka_unit_test_teardown(test_batched_sends_recycled_entries, env_teardown),
 	    cmocka_unit_test_teardown(test_reply_before_send, env_teardown),
+	    cmocka_unit_test_teardown(test_send_batching, env_teardown),
+	    cmocka_unit_test_teardown(test_send_batch_one, env_teardown),
 	    cmocka_unit_test_teardown(test_initial_copy, env_teardown),
 	    cmocka_unit_test_teardown(test_restart_zeroes_holes, env_teardown),
 	    cmocka_unit_test_teardown(test_digest_resync, env_teardown),
