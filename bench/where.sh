@@ -54,7 +54,7 @@ F=$!
 sleep 2
 disk=$(df --output=source "$W" | tail -n1); disk=${disk#/dev/}; disk=${disk%%[0-9]*}
 [ -e "/sys/block/$disk" ] || disk=""
-threads() { for t in /proc/$P/task/*; do echo "$(cat "$t/comm") $(awk '{print $1}' "$t/schedstat")"; done; }
+threads() { for t in "/proc/$P"/task/*; do echo "$(cat "$t/comm") $(awk '{print $1}' "$t/schedstat")"; done; }
 fio_pid=$(pgrep -n -x fio)
 threads >"$W/t1"; read -r _ u1 n1 s1 i1 w1 q1 sq1 _ </proc/stat
 f1=$(awk '{print $14 + $15}' "/proc/$fio_pid/stat")
