@@ -50,9 +50,12 @@
  */
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store/internal.h"
 
@@ -118,14 +121,21 @@ uint32_t catalog_snap_crc(const struct snap_row *row)
 	return tsr_crc32c(0, buf, 102 + m);
 }
 
+/* -errno for a failed SQLite call: -ENOSPC when the file system is full. */
+static int sql_errno(int rc)
+{
+	return (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
+}
+
 static int db_exec(sqlite3 *db, const char *sql)
 {
 	char *msg = NULL;
+	int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
 
-	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+	if (rc != SQLITE_OK) {
 		tsr_error("catalogue: %s: %s", sql, msg ? msg : "?");
 		sqlite3_free(msg);
-		return -EIO;
+		return sql_errno(rc);
 	}
 	return 0;
 }
@@ -239,6 +249,26 @@ static int add_epoch_column(sqlite3 *db)
 	return ret;
 }
 
+/* Blocks for the first CATALOG_WAL_RESERVE bytes of DIR/store.db-wal
+ * (KEEP_SIZE: SQLite's writes past its end land in them).  Made before SQLite
+ * opens the file (an empty WAL is a valid, empty log).  Best effort: on a
+ * full file system the WAL keeps the blocks it has. */
+#define CATALOG_WAL_RESERVE (1u << 20)
+static void reserve_wal(const char *db_path)
+{
+	char path[PATH_MAX + 8];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s-wal", db_path);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0 ||
+	    (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, CATALOG_WAL_RESERVE) < 0 && errno != EOPNOTSUPP))
+		tsr_warn("catalogue: reserve %u bytes for %s: %s", CATALOG_WAL_RESERVE, path,
+			 strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
 int catalog_open(const char *dir, const char *device, sqlite3 **out)
 {
 	char path[4096], val[4096];
@@ -255,6 +285,13 @@ int catalog_open(const char *dir, const char *device, sqlite3 **out)
 		goto err;
 	}
 	sqlite3_busy_timeout(db, 5000);
+	/* A full file system: the -wal and -shm files stay across a clean close,
+	 * with their blocks (SQLite writes the WAL from its start again after a
+	 * checkpoint), and the WAL has CATALOG_WAL_RESERVE bytes of blocks from
+	 * the start, so that a volume delete, the way to free space, can still
+	 * commit when not one block is free. */
+	sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &(int){1});
+	reserve_wal(path);
 	ret = db_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
 			  "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
 			  "CREATE TABLE IF NOT EXISTS volumes(name TEXT PRIMARY KEY,"
@@ -469,7 +506,7 @@ int catalog_delete(sqlite3 *db, const char *name)
 	sqlite3_finalize(st);
 	if (rc != SQLITE_DONE) {
 		tsr_error("catalogue: delete volume %s: %s", name, sqlite3_errmsg(db));
-		return -EIO;
+		return sql_errno(rc);
 	}
 	return sqlite3_changes(db) == 1 ? 0 : -ENOENT;
 }
