@@ -6,14 +6,14 @@
  * every listener and hands each to a worker round-robin (tsr_worker_send ->
  * tsr_nbd_conn_start), serves the admin API (engine/admin) and catches
  * SIGTERM/SIGINT through a signalfd; N workers (engine/worker) run the data
- * path.  Start-up order: store (its lock makes DIR ours), token, volume set,
- * workers, NBD server, listeners, cluster (cluster mode), admin server, the
- * cluster port, the site listener (--site-listen: a geo-replication target,
- * its accepted connections handed to the site server), then
- * DIR/tesserad.pid and the "tesserad ready" log line.  Shutdown undoes it in
- * reverse (the site server before the cluster, which detaches its target
- * volumes, and both before the workers); the store is closed cleanly, so the
- * next start needs no recovery.
+ * path.  Start-up order: the fd limit (soft raised to hard), store (its
+ * lock makes DIR ours), token, volume set, workers, NBD server, listeners,
+ * cluster (cluster mode), admin server, the cluster port, the site listener
+ * (--site-listen: a geo-replication target, its accepted connections handed
+ * to the site server), then DIR/tesserad.pid and the "tesserad ready" log
+ * line.  Shutdown undoes it in reverse (the site server before the cluster,
+ * which detaches its target volumes, and both before the workers); the store
+ * is closed cleanly, so the next start needs no recovery.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1085,6 +1086,39 @@ static void shutdown_daemon(struct tesserad *d)
 	OPENSSL_cleanse(d->token, sizeof(d->token));
 }
 
+/*
+ * Every open volume holds several descriptors (a data segment per 8 TiB, the
+ * crc table, the dirty bitmap, its parked snapshot spare's three, three per
+ * snapshot layer: 6 for a volume without snapshots) and every NBD connection
+ * a socket: the usual soft limit of 1024 is met by a node with ~150 volumes.  Raise the soft limit to the
+ * hard one, as the kernel lets any process do, and log both.  A failure is a
+ * warning: the daemon runs with what it has.
+ */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	rlim_t was;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		tsr_warn("fd limit: getrlimit: %s", strerror(errno));
+		return;
+	}
+	was = rl.rlim_cur;
+	if (rl.rlim_cur != rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+			tsr_warn("fd limit: raise the soft limit from %llu to %llu: %s; "
+				 "serving with %llu descriptors",
+				 (unsigned long long)was, (unsigned long long)rl.rlim_max,
+				 strerror(errno), (unsigned long long)was);
+			return;
+		}
+	}
+	tsr_info("fd limit: %llu open files (soft limit was %llu, hard %llu)",
+		 (unsigned long long)rl.rlim_cur, (unsigned long long)was,
+		 (unsigned long long)rl.rlim_max);
+}
+
 static int start_daemon(struct tesserad *d)
 {
 	struct tsr_store_opts store_opts = { .device = d->device };
@@ -1096,6 +1130,7 @@ static int start_daemon(struct tesserad *d)
 	size_t n, k;
 	int ret;
 
+	raise_fd_limit();
 	ret = tsr_store_open(d->dir, &store_opts, &d->store);
 	if (ret == -EBUSY) {
 		report_busy(d);
