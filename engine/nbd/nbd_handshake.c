@@ -127,7 +127,8 @@ static int opt_export_name(struct nbd_hs *hs, const uint8_t *data, uint32_t len)
 	}
 	ret = hs->ops->open(hs->ops_arg, name, &hs->export);
 	if (ret < 0) {
-		hs->error = "NBD_OPT_EXPORT_NAME: unknown export";
+		hs->error = ret == -ENOENT ? "NBD_OPT_EXPORT_NAME: unknown export"
+					   : "NBD_OPT_EXPORT_NAME: cannot open the export (see the log)";
 		return -EPROTO;
 	}
 	hs->tflags = nbd_transmission_flags(hs->structured);
@@ -200,6 +201,11 @@ static int opt_info_go(struct nbd_hs *hs, uint32_t option, const uint8_t *data, 
 	ret = hs->ops->open(hs->ops_arg, name, &exp);
 	if (ret == -ENOMEM)
 		return ret;
+	if (ret < 0 && ret != -ENOENT)
+		/* it exists but cannot be opened now (out of file descriptors: EMFILE) */
+		return reply_err(hs, option, NBD_REP_ERR_UNKNOWN,
+				 "cannot open export '%s': %s (see the server's log)",
+				 quote(shown, sizeof(shown), oi.name, oi.name_len), strerror(-ret));
 	if (ret < 0) {
 		if (name[0] == '\0')
 			return reply_err(hs, option, NBD_REP_ERR_UNKNOWN,

@@ -34,6 +34,8 @@ static int fake_open(void *arg, const char *name, struct nbd_export *out)
 
 	if (name[0] == '\0')
 		name = "disk"; /* the default export */
+	if (strcmp(name, "nofds") == 0)
+		return -EMFILE; /* exists, but the server is out of file descriptors */
 	for (i = 0; i < sizeof(g_exports) / sizeof(g_exports[0]); i++) {
 		if (strcmp(g_exports[i].name, name) == 0) {
 			g_exports[i].opens++;
@@ -257,6 +259,35 @@ static void test_info_then_unknown(void **state)
 	assert_int_equal(pos, hs.out.len);
 	assert_int_equal(hs.state, NBD_HS_OPTIONS);
 	nbd_hs_fini(&hs);
+}
+
+/* An export that exists but cannot be opened (EMFILE) is refused with the
+ * cause, not as "unknown", and the session goes on: a later GO works. */
+static void test_open_failure_not_unknown(void **state)
+{
+	struct msg m = { .len = 0 };
+	struct nbd_hs hs;
+	struct reply r;
+	size_t pos;
+
+	start(&hs, NBD_FLAG_C_FIXED_NEWSTYLE, &pos);
+	opt_go(&m, NBD_OPT_GO, "nofds", 0, NULL);
+	opt_go(&m, NBD_OPT_GO, "disk", 0, NULL);
+	feed_all(&hs, &m);
+	next_reply(&hs, &pos, &r);
+	assert_int_equal(r.opt, NBD_OPT_GO);
+	assert_int_equal(r.type, NBD_REP_ERR_UNKNOWN);
+	assert_non_null(memmem(r.data, r.len, "nofds", 5));
+	assert_non_null(memmem(r.data, r.len, "Too many open files", 19));
+	assert_null(memmem(r.data, r.len, "unknown export", 14));
+	do
+		next_reply(&hs, &pos, &r);
+	while (r.type == NBD_REP_INFO);
+	assert_int_equal(r.type, NBD_REP_ACK);
+	assert_int_equal(hs.state, NBD_HS_DONE);
+	assert_int_equal(g_exports[0].opens, 1);
+	nbd_hs_fini(&hs);
+	assert_int_equal(g_exports[0].opens, 0);
 }
 
 static void test_structured_and_meta(void **state)
@@ -542,6 +573,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_go_with_info),
 		cmocka_unit_test(test_info_then_unknown),
+		cmocka_unit_test(test_open_failure_not_unknown),
 		cmocka_unit_test(test_structured_and_meta),
 		cmocka_unit_test(test_meta_other_export),
 		cmocka_unit_test(test_list_abort_misc),
