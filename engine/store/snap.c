@@ -722,6 +722,10 @@ static int finish_delete(struct tsr_store *store, const struct snap_row *row)
 		store_crash_point(); /* switched and queued, nothing merged */
 		return 0;
 	}
+	/* gc_layer under writes: finish_now does not wait for the copies into the
+	 * layer; the row stays marked, the next open finishes it */
+	if (writes_in_flight(svol))
+		return 0;
 	return finish_now(store, row);
 }
 
@@ -940,7 +944,10 @@ static void gc_layer(struct tsr_store *store, const char *snap_uuid)
 	    catalog_clone_count(store->db, row.uuid, &clones) || clones)
 		return;
 	svol = store_find_open_uuid(store, v.uuid);
-	if (writes_in_flight(svol)) /* the next open finishes it */
+	/* with writes flowing only the merge thread may finish it (it waits out
+	 * the copies into the layer: cow.c), so the layer must be in the open
+	 * chain; else the next open finishes it */
+	if (writes_in_flight(svol) && chain_find(svol, row.uuid) == NULL)
 		return;
 	snap_remove(store, &row);
 }

@@ -417,6 +417,53 @@ static void test_queued_and_clone(void **state)
 	assert_int_equal(count_files(e->dir), 0);
 }
 
+/* A clone of the head (its layer hidden and SNAP_AUTO) deleted while a write
+ * to the source is in flight, as a served volume always has: the layer goes
+ * through the merge thread at once (cow.c: writes may flow), not at the next
+ * open; the code before left it (and every later copy on write into it) to
+ * the next open.  Every image stays whole. */
+static void test_clone_of_head_deleted_under_write(void **state)
+{
+	struct env *e = *state;
+	struct model snaps[NSNAP], head, clone_m;
+	bool gone[NSNAP] = {false};
+	struct tsr_io *slow = make_io(TSR_IO_AUTO, "write:1:delay=1000");
+	struct tsr_svol *v, *cl;
+	struct done d = {0};
+	unsigned before;
+	int files, i;
+
+	assert_non_null(slow);
+	make_chain(e, &v, snaps, &head);
+	files = count_files(e->dir); /* the head and s1..s3 */
+	assert_int_equal(tsr_store_vol_clone(e->store, "cl", "v", NULL, NULL), 0);
+	clone_m = head;
+	mwrite(e, v, &head, 0, 16, 20); /* copies into the clone's hidden layer */
+	assert_int_equal(tsr_store_vol_open(e->store, "cl", &cl), 0);
+	check_image(e, cl, &clone_m, "cl");
+	tsr_svol_put(cl);
+	assert_int_equal(count_files(e->dir), files + 3 + 4); /* + hidden layer, clone */
+	before = store_test_merges_idle(e->store);
+
+	/* a write in flight (a copy on write into the layer, then the head;
+	 * the first write's completion held 1 s) while the clone goes */
+	fill(e->buf, 4 * BS, 21, 100 * BS);
+	assert_int_equal(tsr_svol_write(v, slow, 100 * BS, 4 * BS, e->buf, 0, done_cb, &d), 0);
+	assert_true(tsr_io_submit(slow) >= 0);
+	assert_int_equal(tsr_store_vol_delete(e->store, "cl"), 0);
+	assert_int_equal(d.calls, 0); /* still in flight */
+	assert_int_equal(wait_done(slow, &d), 0);
+	for (i = 0; i < 4; i++)
+		head.seed[100 + i] = 21;
+	assert_int_equal(store_test_merges_idle(e->store), before + 1);
+	assert_int_equal(count_files(e->dir), files); /* the hidden layer's files went */
+	check_all(e, v, snaps, gone, &head);
+	mwrite(e, v, &head, 150, 8, 22);
+	check_all(e, v, snaps, gone, &head);
+	tsr_svol_put(v);
+	tsr_io_destroy(slow);
+}
+
 /* A volume deleted while its snapshot's merge is queued: hidden until the
  * merge is done, then gone. */
 static void test_volume_deleted_during_merge(void **state)
@@ -545,6 +592,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_delete_middle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_delete_oldest, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_queued_and_clone, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_clone_of_head_deleted_under_write, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_volume_deleted_during_merge, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_points, setup, teardown),
 	};
