@@ -20,7 +20,8 @@
 # two in-sync copies finds them equal (invariant 1: every acknowledged write
 # is on every in-sync copy); the ballast removed, n3 is resynced without a
 # restart, every acknowledged write reads back, and after a clean stop the
-# three copies are byte-identical.
+# three copies are byte-identical.  Then the same for an ec 2+1 volume (n3's
+# chunk copy leaves the in-sync set, scrub clean, rebuilt, acked writes back).
 # Needs root and loop devices.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
@@ -232,6 +233,30 @@ log "3 replicas: ballast removed, n3 in sync again without a restart"
 	{ head -n 25 "$CL_ROOT/rverify.out" >&2; fail "3 replicas: acknowledged writes lost"; }
 cl_scrub_clean R "n3 back"
 ctsr volume detach R >/dev/null || fail "detach R"
+
+# The same with erasure coding (2+1, a chunk copy on each node): n3's chunk
+# copy fails its stage journal and in-place writes with ENOSPC, leaves the
+# in-sync set, and is rebuilt once space is freed.
+ctsr volume create E --size 32M --ec 2+1 --failure-domain zone >/dev/null ||
+	fail "create an ec 2+1 volume"
+ctsr volume attach E --node n1 >/dev/null || fail "attach E on n1"
+avail=$(df -B1 --output=avail "$N3" | tail -n1)
+fallocate -l $(( avail - (4 << 20) )) "$N3/ballast" || fail "ballast on n3"
+ELOG=$CL_ROOT/e.log
+"$CRASH_WRITER" write "$(cl_nbd_uri 1 E)" "$ELOG" --duration 4 >"$CL_ROOT/ew.out" 2>&1 ||
+	{ cat "$CL_ROOT/ew.out" >&2; fail "ec 2+1: the host saw an error while n3's disk filled"; }
+log "ec 2+1: $(tail -n1 "$CL_ROOT/ew.out"); n3: $(df --output=avail "$N3" | tail -n1 | xargs) KiB free"
+for i in 1 2 3; do assert_alive "${CL_PID[$i]}"; done
+assert_eq "$(vstatus E "[c['state'] for c in j['volume']['copies'] if c['node']=='n3'][0]")" \
+	out-of-sync "n3's chunk copy on its full disk"
+cl_scrub_clean E "ec 2+1, n3 full"
+rm -f "$N3/ballast"
+cl_wait_synced E 60
+"$CRASH_WRITER" verify "$(cl_nbd_uri 1 E)" "$ELOG" >"$CL_ROOT/everify.out" 2>&1 ||
+	{ head -n 25 "$CL_ROOT/everify.out" >&2; fail "ec 2+1: acknowledged writes lost"; }
+cl_scrub_clean E "ec 2+1, n3 back"
+log "ec 2+1: n3 rebuilt without a restart, $(wc -l <"$ELOG") acknowledged writes read back"
+ctsr volume detach E >/dev/null || fail "detach E"
 cl_stop_all
 for i in 1 2 3; do
 	! grep -E "AddressSanitizer|runtime error|LeakSanitizer" "$(cl_dir "$i")/tesserad.log" ||
