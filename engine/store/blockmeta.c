@@ -197,14 +197,16 @@ int blockmeta_open(struct blockmeta *bm, const char *crc_path, const char *dirty
 		ret = -EUCLEAN;
 		goto err;
 	}
-	/* the bitmap is stored to through a mapping: its blocks must exist
-	 * (a store older than this check punched it when clearing it) */
+	/* the bitmap is stored to through a mapping: its blocks must exist (a
+	 * store older than this check punched it when clearing it).  If they
+	 * cannot be had now, the volume opens all the same and its marks try
+	 * again first (dirty_holes): reads go on, writes get -ENOSPC. */
 	ret = blockmeta_alloc_file(bm->dirty_fd, (uint64_t)st.st_size);
 	if (ret) {
-		tsr_error(
-		    "open: %s: allocate the dirty-region bitmap: %s%s", dirty_path, strerror(-ret),
-		    ret == -ENOSPC ? " (free space on the data file system, then retry)" : "");
-		goto err;
+		tsr_warn("open: %s: allocate the dirty-region bitmap: %s; writes fail until "
+			 "it can be (free space on the data file system)",
+			 dirty_path, strerror(-ret));
+		atomic_store(&bm->dirty_holes, true);
 	}
 	path = crc_path;
 	bm->crc_map_len = crc_reserve(crc_len);
@@ -407,6 +409,23 @@ static bool regions_durable(struct blockmeta *bm, uint64_t first, uint64_t last)
 	return true;
 }
 
+/* Before a bit is set through the mapping: if the bitmap file may have holes
+ * (dirty_holes), allocate it whole first.  0 or -errno (-ENOSPC). */
+static int fill_dirty_holes(struct blockmeta *bm)
+{
+	struct stat st;
+	int ret;
+
+	if (!atomic_load(&bm->dirty_holes))
+		return 0;
+	if (fstat(bm->dirty_fd, &st) < 0)
+		return -errno;
+	ret = blockmeta_alloc_file(bm->dirty_fd, (uint64_t)st.st_size);
+	if (ret == 0)
+		atomic_store(&bm->dirty_holes, false);
+	return ret;
+}
+
 int blockmeta_mark_dirty(struct blockmeta *bm, uint64_t first, uint64_t last)
 {
 	int ret = 0;
@@ -414,6 +433,9 @@ int blockmeta_mark_dirty(struct blockmeta *bm, uint64_t first, uint64_t last)
 	/* common path: every region already durable-dirty, no lock */
 	if (regions_durable(bm, first, last))
 		return 0;
+	ret = fill_dirty_holes(bm);
+	if (ret)
+		return ret;
 	pthread_mutex_lock(&bm->dirty_lock);
 	if (!words_durable(bm, first / 64, last / 64))
 		ret = words_msync(bm, first / 64, last / 64);
@@ -470,6 +492,9 @@ int blockmeta_mark_dirty_async(struct blockmeta *bm, struct tsr_io *io, uint64_t
 
 	if (regions_durable(bm, first, last))
 		return 0;
+	ret = fill_dirty_holes(bm);
+	if (ret)
+		return ret;
 	w->cb_fn = cb_fn;
 	w->cb_arg = cb_arg;
 	w->next = NULL;
@@ -515,17 +540,26 @@ out:
 
 /* Empty the on-disk bitmap (dirty_lock held): zero it in place (the blocks
  * stay allocated: a hole punched here would make the next bit set through
- * the mapping allocate, and raise SIGBUS on a full file system), or write
- * zeros where that is refused, then make it durable.  0 or -errno, logged. */
+ * the mapping allocate, and raise SIGBUS on a full file system); where that
+ * is refused write zeros through the mapping, or, while the file may have
+ * holes (dirty_holes), punch it; then make it durable.  0 or -errno, logged. */
 static int wipe_dirty_file(struct blockmeta *bm, uint64_t len)
 {
 	int ret;
 
-	if (fallocate(bm->dirty_fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 0, (off_t)len) <
+	if (fallocate(bm->dirty_fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 0, (off_t)len) ==
 	    0) {
+		/* zeroed in place */
+	} else if (!atomic_load(&bm->dirty_holes)) { /* every page has its blocks */
 		memset(bm->dirty_map, 0, len);
 		if (msync(bm->dirty_map, len, MS_SYNC) < 0)
 			goto err;
+	} else if (fallocate(bm->dirty_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+			     (off_t)len) < 0) {
+		/* holes (ZERO_RANGE would have allocated them: a full file
+		 * system): punched, they stay holes and the next mark
+		 * allocates; a store into them here would be a SIGBUS */
+		goto err;
 	}
 	if (fdatasync(bm->dirty_fd) < 0)
 		goto err;

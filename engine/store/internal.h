@@ -165,6 +165,10 @@ struct blockmeta {
 	 * allocated (blockmeta_reserve_entries) since open */
 	_Atomic uint64_t *crc_alloc;
 	size_t crc_alloc_len;
+	/* the .dirty file may have holes (its allocation at open failed, or a
+	 * clear had to punch it): a mark allocates it whole before it sets a
+	 * bit, or fails with -ENOSPC */
+	_Atomic bool dirty_holes;
 };
 
 /* Z = crc32c of a zero block; entries are stored as crc ^ Z. */
@@ -232,7 +236,8 @@ static inline uint64_t entry_make(uint32_t cur, uint32_t prev)
 }
 
 /* Make the dirty bits of regions [first, last] durable before returning
- * (lock-free when they already are).  0 or -errno from msync.  Blocks the
+ * (lock-free when they already are).  0 or -errno from msync (-ENOSPC: see
+ * dirty_holes).  Blocks the
  * caller for the msync: for callers that are not on an event loop (trim,
  * write_zeroes). */
 int blockmeta_mark_dirty(struct blockmeta *bm, uint64_t first_region, uint64_t last_region);
@@ -244,7 +249,8 @@ int blockmeta_mark_dirty(struct blockmeta *bm, uint64_t first_region, uint64_t l
  * already (cb never fires: go on now), 1 when cb_fn will fire exactly once
  * with 0 (durable) or -errno (the fsync failed: nothing may be written), or
  * -errno (cb never fires).  When io cannot take the fsync (-EAGAIN), falls
- * back to blockmeta_mark_dirty.  Errors: those of msync.
+ * back to blockmeta_mark_dirty.  Errors: those of msync; -ENOSPC when the
+ * bitmap file has holes (dirty_holes) and the file system is full.
  */
 int blockmeta_mark_dirty_async(struct blockmeta *bm, struct tsr_io *io, uint64_t first_region,
 			       uint64_t last_region, struct blockmeta_wait *w,
