@@ -11,8 +11,9 @@
  *     volume fails with -ENOSPC and changes nothing, an overwrite of
  *     allocated blocks succeeds, the bitmap is cleared and set again without
  *     a signal, the store reopens and a volume delete commits (the
- *     catalogue's WAL keeps its blocks across a clean close), and once space
- *     is freed the refused write succeeds.
+ *     catalogue's WAL keeps its blocks across a clean close), a volume whose
+ *     bitmap has holes (older stores punched it) opens and refuses writes
+ *     with -ENOSPC, and once space is freed the refused writes succeed.
  * Before the fix the full-file-system test dies of SIGBUS.
  */
 #include <setjmp.h>
@@ -181,8 +182,37 @@ static void test_full_fs(void **state)
 	ret = swrite(v, io, MiB + 4 * BS, BS, buf, 0);
 	assert_true(ret == -ENOSPC || ret == 0); /* 0: the tmpfs had a page left */
 
-	/* space freed: the refused write goes through */
+	/* a bitmap with holes (as a store before this change left it: a clear
+	 * punched it): the volume opens, reads go on, a write that has to set a
+	 * bit is -ENOSPC instead of a SIGBUS */
+	tsr_svol_put(v);
+	{
+		char path[PATH_MAX];
+		struct tsr_vol_info info;
+		int fd;
+
+		assert_int_equal(tsr_store_vol_info(store, "v", &info), 0);
+		vol_file(dir, info.uuid, "dirty", path);
+		fd = open(path, O_RDWR);
+		assert_true(fd >= 0);
+		assert_int_equal(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+					   (off_t)file_size(dir, info.uuid, "dirty")),
+				 0);
+		close(fd);
+		assert_int_equal(allocated(dir, info.uuid, "dirty"), 0);
+	}
+	fill_fs(g_small_fs, filler, sizeof(filler)); /* the punched page too */
+	assert_int_equal(tsr_store_vol_open(store, "v", &v), 0);
+	assert_int_equal(sread(v, io, 0, 8 * BS, back), 0);
+	assert_true(is_filled(back, 8 * BS, 1, 0));
+	fill(buf, BS, 6, 10 * BS);
+	assert_int_equal(swrite(v, io, 10 * BS, BS, buf, 0), -ENOSPC);
+
+	/* space freed: the refused writes go through */
 	assert_int_equal(unlink(filler), 0);
+	assert_int_equal(swrite(v, io, 10 * BS, BS, buf, 0), 0);
+	assert_int_equal(sread(v, io, 10 * BS, BS, back), 0);
+	assert_true(is_filled(back, BS, 6, 10 * BS));
 	fill(buf, BS, 2, 32 * MiB);
 	assert_int_equal(sread(v, io, 32 * MiB, BS, back), 0);
 	assert_true(is_zero(back, BS)); /* the refused write changed nothing */
