@@ -16,10 +16,12 @@ require_cmd unshare timeout mount awk
 unshare -m --propagation private true 2>/dev/null || skip "unshare -m is not allowed here"
 
 BENCH=$TSR_SRC/bench
-RES=$BENCH/results
 TAG=benchhelp-$$-$RANDOM
-export RES
+export TSR_SRC
 make_tmpdir T
+BIND=$(mktemp -d /tmp/tessera-bench-help.XXXXXX) || fail "mktemp in /tmp"
+on_exit "rmdir '$BIND'"
+export BIND
 
 # The pids whose environment holds the marker.
 tagged() {
@@ -28,12 +30,18 @@ tagged() {
 
 # What runs inside the namespace: "$@" is the script and its arguments.
 # shellcheck disable=SC2016  # expanded by the inner bash
+# The source tree is bound to $BIND first: it may itself live under /var/tmp
+# (a CI clone), which the tmpfs would hide.
 INNER='
+mount --bind "$TSR_SRC" "$BIND" || exit 90
 mount -t tmpfs bench-help /var/tmp || exit 90
-[ ! -d "$RES" ] || mount -t tmpfs bench-help "$RES" || exit 90
-timeout -k 2 10 bash "$@" >&3 2>&4
+res=$BIND/bench/results
+[ ! -d "$res" ] || mount -t tmpfs bench-help "$res" || exit 90
+s=$1
+shift
+timeout -k 2 10 bash "$BIND/bench/${s##*/}" "$@" >&3 2>&4
 rc=$?
-find /var/tmp "$RES" -mindepth 1 -maxdepth 1 2>/dev/null >&5
+find /var/tmp "$res" -mindepth 1 -maxdepth 1 2>/dev/null >&5
 exit $rc
 '
 
