@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
 # A full file system under one tesserad (DESIGN.md invariant 6: "full disks: a
 # clear error to the caller, nothing lost, other volumes and clients
-# untouched").  A 96 MiB ext4 on a loop device is the data dir; two thin
-# volumes promise more than it holds (A 128 MiB, B 64 MiB).  B gets 8 MiB of
-# known data, then crash_writer fills A with random 4 KiB writes (logging
-# every acknowledged one) until a write fails.  Then:
-#   - writes to unallocated blocks of A and of B fail at the NBD client with
-#     ENOSPC ("No space left on device"), not EIO, and not a dead server;
-#   - tesserad still runs and answers `tessera status` and `volume status`;
+# untouched").  A 96 MiB ext4 on a loop device is the data dir; thin volumes
+# promise more than it holds (A 128 MiB, B 64 MiB, S 16 MiB with a snapshot
+# S@s1 and a clone C).  B gets 8 MiB of known data, then crash_writer fills A
+# with random 4 KiB writes (logging every acknowledged one) until a write
+# fails.  Then:
+#   - writes to unallocated blocks of A and of B, a write to S that needs a
+#     copy into S@s1, and a write to C fail at the NBD client with ENOSPC
+#     ("No space left on device"), not EIO, and not a dead server (before the
+#     store's fix: SIGBUS); a new volume is refused with a clear message;
+#   - tesserad still runs and answers `tessera status` and `volume show`;
 #   - every acknowledged write to A reads back (crash_writer verify), B reads
-#     back its checksum and its allocated blocks can still be overwritten;
-#   - deleting B frees space: writes to A succeed again without a restart;
-#   - after a clean restart everything acknowledged is still there and the
-#     volumes open (catalogue, crc tables and bitmaps survived).
+#     back its checksum and zeros past it, its allocated blocks can still be
+#     overwritten; S, S@s1 and C are unchanged;
+#   - a clean restart on the full disk (libaio this time): everything reads
+#     back; A is filled again (closing files gave ext4's preallocations
+#     back), a hole write is ENOSPC through libaio too;
+#   - with not one block free, deleting B and trimming 16 MiB of A free
+#     space: A, S and C take writes again without a restart, and after a
+#     clean restart everything acknowledged is still there.
 # Part 2, three replicas where only n3's data dir is a small ext4 (64 MiB; a
 # 32 MiB volume fits, so placement accepts it; then a ballast file leaves 4
 # MiB): crash_writer through n1 sees no error while n3's disk fills; n3's copy
