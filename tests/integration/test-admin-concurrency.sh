@@ -5,9 +5,10 @@
 # crash_writers write (one to `hist`, one to `grow`), 6 loops of the CLI run
 # side by side:
 #   vols A, vols B  create/delete of the same three names v0 v1 v2, a
-#                   snapshot k of each, clones d0 d1 d2 of vN@k and their
-#                   delete (a volume deleted with a clone is hidden until its
-#                   clone goes), a delete of the in-use `hist` (refused);
+#                   snapshot k of each, its rollback and delete, clones d0 d1
+#                   d2 of vN@k and their delete (a volume or snapshot deleted
+#                   with a clone is hidden until its clone goes), a delete of
+#                   the in-use `hist` (refused);
 #   snaps           snapshot create/delete/list/show of hist (names s0..s3),
 #                   a rollback of the in-use hist (refused);
 #   resize          grow `grow` by 4 MiB a step under I/O, volume show;
@@ -77,13 +78,15 @@ loop_vols() { # vols A / vols B: the same names, overlapping
 	RANDOM=$BASHPID   # each loop its own sequence
 	while (( $(date +%s) < END )); do
 		pick v v0 v1 v2
-		case $(( RANDOM % 8 )) in
+		case $(( RANDOM % 10 )) in
 		0|1) run "$me" volume create "$v" --size 8M ;;
 		2|3) run "$me" volume delete "$v" ;;   # with a clone of k: hidden
 		4) run "$me" volume delete hist ;;     # held by the writer
 		5) run "$me" snapshot create "$v" k ;;
 		6) run "$me" volume create "d${v#v}" --from-snapshot "$v@k" ;;
 		7) run "$me" volume delete "d${v#v}" ;;
+		8) run "$me" volume rollback "$v" k ;;
+		9) run "$me" snapshot delete "$v" k ;;   # with a clone: hidden
 		esac
 	done
 	return 0
