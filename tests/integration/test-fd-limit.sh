@@ -32,9 +32,9 @@ N=96
 NVOLS=16
 make_tmpdir T
 D=$T/d
-TSRD_WRAP=(prlimit --nofile=64:$N)
+# shellcheck disable=SC2034 # read by start_tesserad
+TSRD_WRAP=(prlimit "--nofile=64:$N")
 start_tesserad "$D"
-TSRD_WRAP=()
 PID=$TSRD_PID
 grep -q "fd limit: $N open files (soft limit was 64, hard $N)" "$D/tesserad.log" ||
 	fail "tesserad did not log raising its fd limit from 64 to $N"
@@ -190,9 +190,9 @@ vol_create "$D" x1 16M
 out=$(qemu_io "$D" x1 "write -P 0xc1 0 1M" "read -P 0xc1 0 1M" 2>&1) || fail "I/O on x1: $out"
 echo "$out" | grep -q "Pattern verification failed" && fail "x1 data: $out"
 for spec in "v1 0xa1 0" "v1 0xb1 1M" "v2 0xa2 0"; do
-	set -- $spec
-	out=$(qemu_io "$D" "$1" "read -P $2 $3 1M" 2>&1) || fail "read $1: $out"
-	echo "$out" | grep -q "Pattern verification failed" && fail "$1 at $3 is not $2: $out"
+	read -r vol pat off <<<"$spec"
+	out=$(qemu_io "$D" "$vol" "read -P $pat $off 1M" 2>&1) || fail "read $vol: $out"
+	echo "$out" | grep -q "Pattern verification failed" && fail "$vol at $off is not $pat: $out"
 done
 release_all
 wait_fds "$BASE" "after the refused volume was opened and closed"
