@@ -269,6 +269,46 @@ static void reserve_wal(const char *db_path)
 		close(fd);
 }
 
+/*
+ * The first statements of an open.  The first connection of a WAL database
+ * truncates store.db-shm (to 3 bytes) and grows it again, one block per 4
+ * KiB page: on a file system with not one block free that fails
+ * (SQLITE_IOERR_SHMSIZE, "disk I/O error") when the blocks the truncation
+ * freed are not reusable yet (ext4 frees them at the journal's next commit).
+ * So on a failure, commit the file system (syncfs) and try once more.
+ */
+static int schema_exec(sqlite3 *db)
+{
+	return db_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+			  "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
+			  "CREATE TABLE IF NOT EXISTS volumes(name TEXT PRIMARY KEY,"
+			  " uuid TEXT NOT NULL, size INTEGER NOT NULL, created INTEGER NOT NULL,"
+			  " dev_offset INTEGER NOT NULL, crc INTEGER NOT NULL,"
+			  " epoch INTEGER NOT NULL DEFAULT 0);"
+			  "CREATE TABLE IF NOT EXISTS snapshots(uuid TEXT PRIMARY KEY,"
+			  " vol_uuid TEXT NOT NULL, name TEXT NOT NULL, seq INTEGER NOT NULL,"
+			  " created INTEGER NOT NULL, size INTEGER NOT NULL, flags INTEGER NOT NULL,"
+			  " crc INTEGER NOT NULL);");
+}
+
+static int open_schema(sqlite3 *db, const char *dir)
+{
+	int ret = schema_exec(db), fd;
+
+	if (ret == 0)
+		return 0;
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		syncfs(fd);
+		close(fd);
+	}
+	ret = schema_exec(db);
+	if (ret == 0)
+		tsr_warn("catalogue: opened on the second try, after a syncfs (a full file "
+			 "system: store.db-shm's blocks freed by SQLite were not reusable yet)");
+	return ret;
+}
+
 int catalog_open(const char *dir, const char *device, sqlite3 **out)
 {
 	char path[4096], val[4096];
@@ -292,16 +332,7 @@ int catalog_open(const char *dir, const char *device, sqlite3 **out)
 	 * commit when not one block is free. */
 	sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &(int){1});
 	reserve_wal(path);
-	ret = db_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-			  "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
-			  "CREATE TABLE IF NOT EXISTS volumes(name TEXT PRIMARY KEY,"
-			  " uuid TEXT NOT NULL, size INTEGER NOT NULL, created INTEGER NOT NULL,"
-			  " dev_offset INTEGER NOT NULL, crc INTEGER NOT NULL,"
-			  " epoch INTEGER NOT NULL DEFAULT 0);"
-			  "CREATE TABLE IF NOT EXISTS snapshots(uuid TEXT PRIMARY KEY,"
-			  " vol_uuid TEXT NOT NULL, name TEXT NOT NULL, seq INTEGER NOT NULL,"
-			  " created INTEGER NOT NULL, size INTEGER NOT NULL, flags INTEGER NOT NULL,"
-			  " crc INTEGER NOT NULL);");
+	ret = open_schema(db, dir);
 	if (ret)
 		goto err;
 	ret = add_epoch_column(db);

@@ -17,6 +17,9 @@
 #   - a clean restart on the full disk (libaio this time): everything reads
 #     back; A is filled again (closing files gave ext4's preallocations
 #     back), a hole write is ENOSPC through libaio too;
+#   - tesserad starts with not one block free (ballast files outside DIR):
+#     after a clean stop, after kill -9, and with no old pid file (then it
+#     serves without one and says what to do);
 #   - with not one block free, deleting B and trimming 16 MiB of A free
 #     space: A, S and C take writes again without a restart, and after a
 #     clean restart everything acknowledged is still there.
@@ -162,6 +165,61 @@ printf '%s' "$out" | grep -q "No space left on device" ||
 assert_eq "$(b_sum)" "$B_SUM" "B's checksum after a restart on a full disk"
 assert_eq "$(vol_sum S@s1 2)" "$S_SUM" "S@s1 after a restart on a full disk"
 log "restarted on the full disk: A and B read back"
+
+# Not one block free at start-up: a clean stop gives back ext4's
+# preallocations, a ballast outside DIR takes every block left, and tesserad
+# must still start (the operator needs it to delete a volume).  Before: its
+# new tesserad.pid needed a block, "start-up failed: No space left on
+# device".  Then the same after a crash (kill -9 leaves tesserad.pid, which
+# is rewritten in place).
+fill_fs() { # BALLAST: take every free block of $MNT
+	dd if=/dev/zero of="$1" bs=4k oflag=append conv=notrunc status=none 2>/dev/null
+	sync
+	dd if=/dev/zero of="$1" bs=4k oflag=append conv=notrunc status=none 2>/dev/null
+	sync
+	assert_eq "$(df --output=avail "$MNT" | tail -n1 | xargs)" 0 "KiB free after the ballast $1"
+}
+start_full() { # how: start tesserad on a file system with not one block free
+	# (its log outside the full disk, where its messages can be read)
+	"$TESSERAD" --data "$D" >"$T/full.log" 2>&1 &
+	TSRD_PID=$!
+	track_pid "$TSRD_PID"
+	for (( i=0; i<300; i++ )); do
+		[ "$(cat "$D/tesserad.pid" 2>/dev/null)" = "$TSRD_PID" ] && [ -S "$D/admin.sock" ] && break
+		kill -0 "$TSRD_PID" 2>/dev/null || { cat "$T/full.log" >&2; fail "tesserad exited at a start with not one block free ($1)"; }
+		sleep 0.1
+	done
+	assert_eq "$(cat "$D/tesserad.pid")" "$TSRD_PID" "tesserad.pid after a start on a full disk ($1)"
+	assert_eq "$(df --output=avail "$MNT" | tail -n1 | xargs)" 0 "KiB free after a start ($1)"
+	assert_eq "$(b_sum)" "$B_SUM" "B's checksum after a start with not one block free ($1)"
+	log "started with not one block free ($1)$(grep -q 'second try' "$T/full.log" && echo ': catalogue opened after a syncfs')"
+}
+stop_tesserad
+fill_fs "$MNT/ballast"
+start_full "after a clean stop"
+kill9_tesserad
+fill_fs "$MNT/ballast2"
+start_full "after kill -9"
+grep -q "rewrote the existing .*tesserad.pid in place" "$T/full.log" ||
+	{ cat "$T/full.log" >&2; fail "after kill -9 on a full disk: want tesserad.pid rewritten in place"; }
+# Neither tesserad.pid nor its parked tesserad.pid.tmp: it serves without a
+# pid file and says what to do (its log outside the full disk this time).
+stop_tesserad
+rm -f "$D/tesserad.pid.tmp" "$D/tesserad.pid"
+fill_fs "$MNT/ballast3"
+"$TESSERAD" --data "$D" >"$T/nopid.log" 2>&1 &
+TSRD_PID=$!
+track_pid "$TSRD_PID"
+for (( i=0; i<300; i++ )); do
+	grep -q "tesserad ready" "$T/nopid.log" && break
+	assert_alive
+	sleep 0.1
+done
+grep -q "serving WITHOUT .*tesserad.pid. Free space now: delete a volume" "$T/nopid.log" ||
+	{ cat "$T/nopid.log" >&2; fail "no pid file on a full disk: want the error saying what to do"; }
+[ -e "$D/tesserad.pid" ] && fail "tesserad.pid exists though there was no block for it"
+assert_eq "$(b_sum)" "$B_SUM" "B's checksum, served without a pid file"
+log "not one block free and no old pid file: served without one, told to free space"
 
 # Free space (delete B, trim A's first 16 MiB): A takes writes again, without
 # a restart.

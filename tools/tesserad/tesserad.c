@@ -608,21 +608,73 @@ out:
 	return ret;
 }
 
+/* Write "PID\n" over the start of fd (no O_TRUNC: its blocks are reused). */
+static int overwrite_pid(int fd, const char *text, size_t len)
+{
+	if (pwrite(fd, text, len, 0) != (ssize_t)len || ftruncate(fd, (off_t)len))
+		return -errno;
+	return 0;
+}
+
+/*
+ * DIR/tesserad.pid, written last at start-up (scripts wait for it as the
+ * "ready" mark).  On a data file system with not one block free a new file
+ * cannot be written, and the operator could not start tesserad to delete a
+ * volume.  So the pid file never needs a new block when an old one exists:
+ *   - tesserad.pid.tmp is written without O_TRUNC and renamed over
+ *     tesserad.pid; a clean stop renames tesserad.pid back to
+ *     tesserad.pid.tmp (instead of unlinking it), so the next start reuses
+ *     its block;
+ *   - on ENOSPC/EDQUOT, an existing tesserad.pid (left by a crash) is
+ *     rewritten in place;
+ *   - with neither (a file system filled while no pid file existed), the
+ *     daemon serves without a pid file, with an error saying what to do: a
+ *     stale tesserad.pid is removed so it never names another process.
+ * Returns 0, or -errno for other errors (start-up fails).
+ */
 static int write_pid_file(struct tesserad *d)
 {
 	char *path = dir_file(d, "tesserad.pid");
 	char *tmp = dir_file(d, "tesserad.pid.tmp");
-	FILE *f;
-	int ret = 0;
+	char text[32];
+	size_t len = (size_t)snprintf(text, sizeof(text), "%d\n", (int)getpid());
+	int fd, ret;
 
-	f = fopen(tmp, "we");
-	if (f == NULL || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0) {
+	fd = open(tmp, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	ret = fd < 0 ? -errno : overwrite_pid(fd, text, len);
+	if (fd >= 0 && close(fd) && ret == 0)
 		ret = -errno;
+	if (ret == 0) {
+		if (rename(tmp, path) == 0)
+			goto out;
+		ret = -errno;
+		tsr_error("pid file: rename %s to %s: %s", tmp, path, strerror(-ret));
+	} else {
 		tsr_error("pid file: %s: %s", tmp, strerror(-ret));
-	} else if (rename(tmp, path)) {
-		ret = -errno;
-		tsr_error("pid file: rename to %s: %s", path, strerror(-ret));
 	}
+	if (ret != -ENOSPC && ret != -EDQUOT)
+		goto out;
+	/* full: the old pid file (a crash left it) has a block */
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		ret = overwrite_pid(fd, text, len);
+		if (close(fd) && ret == 0)
+			ret = -errno;
+		if (ret == 0) {
+			tsr_warn("pid file: no space left on the file system of %s: rewrote the "
+				 "existing %s in place", d->dir, path);
+			unlink(tmp);
+			goto out;
+		}
+	}
+	unlink(tmp);
+	unlink(path);
+	tsr_error("pid file: not one block free on the file system of %s: serving WITHOUT %s. "
+		  "Free space now: delete a volume or snapshot (tessera volume delete, "
+		  "tessera snapshot delete) or trim data, or free space on that file system "
+		  "outside tessera; never delete files under volumes/ by hand", d->dir, path);
+	ret = 0;
+out:
 	free(path);
 	free(tmp);
 	return ret;
@@ -1078,10 +1130,14 @@ static void shutdown_daemon(struct tesserad *d)
 	tsr_store_close(d->store);
 	d->store = NULL;
 	if (d->pid_written) {
+		/* kept as tesserad.pid.tmp: the next start reuses its block */
 		char *path = dir_file(d, "tesserad.pid");
+		char *tmp = dir_file(d, "tesserad.pid.tmp");
 
-		unlink(path);
+		if (rename(path, tmp))
+			unlink(path);
 		free(path);
+		free(tmp);
 	}
 	OPENSSL_cleanse(d->token, sizeof(d->token));
 }
