@@ -731,8 +731,13 @@ static void op_volume_create(struct tsr_admin_server *srv, const Tessera__Admin_
 			   "it; pick another name)", c->name, c->name);
 		return;
 	case -ENOSPC:
-		admin_fail(resp, ret, "no space for volume '%s' of %s on the device (delete volumes "
-			   "or use a smaller size)", c->name, sz);
+		if (srv->device && srv->device[0])
+			admin_fail(resp, ret, "no space for volume '%s' of %s on the device %s "
+				   "(delete volumes or use a smaller size)", c->name, sz, srv->device);
+		else
+			admin_fail(resp, ret, "no space for volume '%s' of %s: the file system of %s "
+				   "is full (delete volumes or snapshots, or free space on it)",
+				   c->name, sz, srv->data_dir);
 		return;
 	case -EINVAL:
 		admin_fail(resp, ret, "cannot create volume '%s' of %s: invalid name or size "
@@ -797,8 +802,14 @@ static void op_volume_resize(struct tsr_admin_server *srv, const Tessera__Admin_
 			   r->name);
 		return;
 	case -ENOSPC:
-		admin_fail(resp, ret, "no space to grow volume '%s' to %s on the device", r->name,
-			   tsr_format_size(r->size, new_sz, sizeof(new_sz)));
+		tsr_format_size(r->size, new_sz, sizeof(new_sz));
+		if (srv->device && srv->device[0])
+			admin_fail(resp, ret, "no space to grow volume '%s' to %s on the device %s",
+				   r->name, new_sz, srv->device);
+		else
+			admin_fail(resp, ret, "no space to grow volume '%s' to %s: the file system "
+				   "of %s is full (delete volumes or snapshots, or free space on it)",
+				   r->name, new_sz, srv->data_dir);
 		return;
 	case -EINVAL:
 		admin_fail(resp, ret, "cannot resize volume '%s' to %s: sizes grow only, in "

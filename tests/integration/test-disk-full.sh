@@ -124,7 +124,9 @@ assert_eq "$(vol_sum S 2)" "$S_SUM" "S after a refused write on a full disk"
 assert_eq "$(vol_sum S@s1 2)" "$S_SUM" "S@s1 after a refused write on a full disk"
 assert_eq "$(vol_sum C 2)" "$S_SUM" "clone C after a refused write on a full disk"
 # a new volume needs its bitmap's blocks: refused, and nothing left behind
-expect_fail 1 "No space left on device|space" tsr "$D" volume create X --size 16T
+# (file mode: the message names the data dir's file system, not "the device")
+expect_fail 1 "no space for volume 'X' of 16.0 TiB: the file system of .*/data is full" \
+	tsr "$D" volume create X --size 16T
 tsr "$D" volume list | grep -q '^X\b' && fail "volume X listed after a failed create"
 assert_alive
 tsr "$D" status >"$T/status.out" 2>&1 || { cat "$T/status.out" >&2; fail "tessera status on a full disk"; }
