@@ -13,7 +13,9 @@
 #                   a rollback of the in-use hist (refused);
 #   resize          grow `grow` by 4 MiB a step under I/O, volume show;
 #   clones          clone c0..c2 from hist@sK or from the live hist, delete it;
-#   lists           volume list --json and status --json (must parse).
+#   lists           volume list --json and status --json (must parse);
+#   reads           (TSR_RACE_READERS=1 only) nbdcopy of hist@sN while it
+#                   is deleted and cloned.
 # Every command has a timeout and its exit status and message are recorded:
 # exit 0, or exit 1 with a message that says why (exists, not found, in use,
 # ...) is fine; a crash, a hang, a message-less failure or any other exit is
@@ -134,6 +136,19 @@ loop_clones() {
 	done
 	return 0
 }
+# readers: hist@sN read whole over NBD while snaps deletes and clones it;
+# "rc<TAB>what<TAB>message" to $D/read.log
+loop_reads() {
+	local s rc out
+	RANDOM=$BASHPID
+	while (( $(date +%s) < END )); do
+		pick s s0 s1 s2 s3
+		out=$(timeout -k 5 "$TMO" nbdcopy "$(nbd_uri "$D" "hist@$s")" null: 2>&1) && rc=0 || rc=$?
+		printf '%s\t%s\t%s\n' "$rc" "read hist@$s" "$(printf '%s' "$out" | head -c 400 | tr '\n\t' '  ')" \
+			>>"$D/read.log"
+	done
+	return 0
+}
 loop_lists() {
 	RANDOM=$BASHPID   # each loop its own sequence
 	while (( $(date +%s) < END )); do
@@ -155,6 +170,11 @@ loop_snaps & pids+=($!)
 loop_resize & pids+=($!)
 loop_clones & pids+=($!)
 loop_lists & pids+=($!)
+# TSR_RACE_READERS=1: also read hist@sN whole over NBD in a loop.  Off by
+# default: a copy on write that meets the worker's I/O queue full of the
+# readers' requests fails the host's write with EIO (the writer stops, the
+# test fails); the fix is /var/tmp/helpers/adminrace-eagain.patch (session 10)
+[ "${TSR_RACE_READERS:-0}" = 1 ] && { loop_reads & pids+=($!); }
 for p in "${pids[@]}"; do track_pid "$p"; done
 for p in "${pids[@]}"; do reap "$p" || fail "a CLI loop exited with an error"; done
 log "the loops are done"
@@ -166,6 +186,11 @@ bad=$(cat "$D"/cmd-*.log | awk -F'\t' -v ok="$OKERR" '
 	$1 == 0 { next }
 	$1 == 1 && $3 ~ /[a-z]/ && tolower($3) ~ ok { next }
 	{ print }')
+# a read of a snapshot that exists must read it whole
+if [ -f "$D/read.log" ]; then
+	rb=$(awk -F'\t' '$1 != 0 && $3 !~ /no export named/' "$D/read.log")
+	[ -z "$rb" ] || bad+="${bad:+$'\n'}$rb"
+fi
 total=$(cat "$D"/cmd-*.log | wc -l)
 for f in "$D"/cmd-*.log; do
 	l=$(basename "$f" .log)
