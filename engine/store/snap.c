@@ -834,7 +834,47 @@ static int snap_remove(struct tsr_store *store, struct snap_row *row)
 	if (ret)
 		return ret;
 	store_crash_point();
-	return finish_delete(store, row);
+	/* The mark is the delete's commit point (its name is free, the layer is
+	 * no longer listed): a finish that fails now (the merge needs blocks on
+	 * a full file system) leaves the row marked and the delete accepted.
+	 * retry_marked tries it again at the volume's next snapshot list or
+	 * delete, the open of the store at the latest. */
+	ret = finish_delete(store, row);
+	if (ret)
+		tsr_warn("snapshot delete: %s (%s) accepted, its merge did not finish (%s): "
+			 "tried again at the next snapshot list or delete of the volume once "
+			 "there is space, or at the next start",
+			 row->name, row->uuid, strerror(-ret));
+	return 0;
+}
+
+/*
+ * The deletes of vol_uuid's snapshots that are marked but not finished (a
+ * merge that failed: ENOSPC on a full file system, or an I/O error) are
+ * tried again here (store->lock held), newest first as at open, if the
+ * volume is closed.  An open volume's marked rows may have merge jobs queued
+ * or running (merge.c), which must not be doubled: a job that failed leaves
+ * its row to the first retry after the volume is closed, or to the next
+ * start.
+ */
+static void retry_marked(struct tsr_store *store, const char *vol_uuid)
+{
+	struct snap_row *rows;
+	size_t n, i;
+	int ret;
+
+	if (store_find_open_uuid(store, vol_uuid) ||
+	    catalog_snap_list(store->db, vol_uuid, &rows, &n))
+		return;
+	for (i = n; i-- > 0;) {
+		if ((rows[i].flags & (SNAP_DELETING | SNAP_PENDING)) != SNAP_DELETING)
+			continue;
+		ret = finish_delete(store, &rows[i]);
+		if (ret == 0)
+			tsr_info("snapshot: the delete of %s (%s) finished on a retry", rows[i].name,
+				 rows[i].uuid);
+	}
+	free(rows);
 }
 
 int tsr_store_snap_delete(struct tsr_store *store, const char *vol, const char *snap)
@@ -846,8 +886,10 @@ int tsr_store_snap_delete(struct tsr_store *store, const char *vol, const char *
 
 	pthread_mutex_lock(&store->lock);
 	ret = get_vol(store, "snapshot delete", vol, &v);
-	if (ret == 0)
+	if (ret == 0) {
+		retry_marked(store, v.uuid);
 		ret = get_snap(store, "snapshot delete", &v, snap, &row);
+	}
 	if (ret)
 		goto out;
 	svol = store_find_open_uuid(store, v.uuid);
@@ -1168,8 +1210,10 @@ int tsr_store_snap_list(struct tsr_store *store, const char *vol, struct tsr_sna
 
 	pthread_mutex_lock(&store->lock);
 	ret = get_vol(store, "snapshot list", vol, &v);
-	if (ret == 0)
+	if (ret == 0) {
+		retry_marked(store, v.uuid);
 		ret = list_infos(store, &v, NULL, out, count);
+	}
 	pthread_mutex_unlock(&store->lock);
 	return ret;
 }

@@ -79,6 +79,17 @@ out=$(qemu_io_out "$D" S "write -s $T/s.data 0 2M") || fail "write S: $out"
 tsr "$D" snapshot create S s1 >/dev/null || fail "snapshot create S s1"
 tsr "$D" volume create C --from-snapshot S@s1 >/dev/null || fail "clone C of S@s1"
 
+# M: snapshots m1 and m2 with 4 MiB of M's old data held by m2 only, so
+# that deleting m2 must merge it into m1 (copy 4 MiB: blocks a full disk
+# does not have).
+head -c 4M /dev/urandom >"$T/m.data"
+M_SUM=$(sha256 "$T/m.data")
+vol_create "$D" M 16M
+out=$(qemu_io_out "$D" M "write -s $T/m.data 0 4M") || fail "write M: $out"
+tsr "$D" snapshot create M m1 >/dev/null || fail "snapshot create M m1"
+tsr "$D" snapshot create M m2 >/dev/null || fail "snapshot create M m2"
+out=$(qemu_io_out "$D" M "write -P 0x77 0 4M") || fail "overwrite M: $out"
+
 # A: random 4 KiB writes until the file system is full (fill_a SEQ_BASE:
 # crash_writer logs every acknowledged write and stops at the first failed one).
 LOG=$T/a.log
@@ -223,6 +234,22 @@ grep -q "serving WITHOUT .*tesserad.pid. Free space now: delete a volume" "$T/no
 assert_eq "$(b_sum)" "$B_SUM" "B's checksum, served without a pid file"
 log "not one block free and no old pid file: served without one, told to free space"
 
+# A snapshot delete whose merge cannot get blocks (M is closed, so the merge
+# runs in the call): the delete is accepted (the mark is its commit point:
+# the name is free, m2 no longer listed), M@m1 still reads M's old data, and
+# the merge is tried again by the engine at the next snapshot list of M once
+# there is space (below, after B's delete), without a restart.  Before: exit
+# 1 "No space left on device" with m2 already gone from the list and a
+# second delete "not found".
+out=$(tsr "$D" snapshot delete M m2 2>&1) ||
+	fail "snapshot delete M m2 on a full disk: want accepted (exit 0), got: $out"
+tsr "$D" snapshot list M | grep -qw m2 && fail "m2 still listed after its delete"
+tsr "$D" snapshot list M | grep -qw m1 || fail "m1 not listed"
+grep -q "m2 .* accepted, its merge did not finish (No space left on device)" "$T/nopid.log" ||
+	{ cat "$T/nopid.log" >&2; fail "no log line for the pending merge of m2"; }
+assert_eq "$(vol_sum M@m1 4)" "$M_SUM" "M@m1 with m2's merge pending on a full disk"
+log "snapshot delete M m2 on a full disk: accepted, merge pending, M@m1 intact"
+
 # Free space (delete B, trim A's first 16 MiB): A takes writes again, without
 # a restart.
 tsr "$D" volume delete B >/dev/null || fail "volume delete B on a full disk"
@@ -230,6 +257,13 @@ out=$(qemu_io_out "$D" A "discard 0 16M") || fail "trim A on a full disk: $out"
 awk '$1 >= 16777216' "$LOG" >"$LOG.kept" # trimmed blocks read as zeros
 mv "$LOG.kept" "$LOG"
 log "B deleted, A's first 16 MiB trimmed; df: $(df --output=avail "$MNT" | tail -n1 | xargs) KiB free"
+tsr "$D" snapshot list M >/dev/null || fail "snapshot list M"
+grep -q "the delete of m2 (.*) finished on a retry" "$T/nopid.log" ||
+	{ tail -n 20 "$T/nopid.log" >&2; fail "m2's merge not retried once space was freed"; }
+assert_eq "$(vol_sum M@m1 4)" "$M_SUM" "M@m1 after m2's merge finished"
+tsr "$D" snapshot delete M m2 >/dev/null 2>&1 && fail "m2 deleted twice"
+tsr "$D" snapshot create M m2 >/dev/null || fail "the name m2 is not free again"
+log "m2's merge finished on a retry once space was freed, M@m1 intact"
 A_FREE2=$("$PY" -c 'import sys
 done = {int(l.split()[0]) for l in open(sys.argv[1])}
 print(next(o for o in range(16 << 20, 128 << 20, 4096) if o not in done))' "$LOG")
