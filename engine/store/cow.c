@@ -54,6 +54,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store/internal.h"
 
@@ -155,26 +156,38 @@ static bool range_held(const struct layer_chain *c, unsigned k, uint64_t b, uint
 	return true;
 }
 
+/* Tests: cow_needed sleeps this long inside its look at the chain and
+ * raises store_test_chain_held first (store_snapdel_ut). */
+unsigned store_test_chain_hold_us;
+_Atomic int store_test_chain_held;
+
 bool cow_needed(struct tsr_svol *svol, uint64_t offset, uint64_t len)
 {
-	struct layer_chain *c = chain_load(svol);
+	struct layer_chain *c = chain_enter(svol);
 	struct layer *t;
 	uint64_t first, end;
+	bool needed = false;
 	int k;
 
 	if (c == NULL || c->n == 0)
-		return false;
+		goto out;
+	if (store_test_chain_hold_us) {
+		atomic_store(&store_test_chain_held, 1);
+		usleep(store_test_chain_hold_us);
+	}
 	k = chain_target(c);
-	if (k < 0)
-		return atomic_load(&svol->cow_inflight) != 0;
-	t = c->l[k];
-	first = offset >> STORE_BLOCK_SHIFT;
-	end = (offset + len) >> STORE_BLOCK_SHIFT;
-	if (end > t->size >> STORE_BLOCK_SHIFT)
-		end = t->size >> STORE_BLOCK_SHIFT;
-	if (first < end && !range_held(c, (unsigned)k, first, end))
-		return true;
-	return atomic_load(&svol->cow_inflight) != 0;
+	if (k >= 0) {
+		t = c->l[k];
+		first = offset >> STORE_BLOCK_SHIFT;
+		end = (offset + len) >> STORE_BLOCK_SHIFT;
+		if (end > t->size >> STORE_BLOCK_SHIFT)
+			end = t->size >> STORE_BLOCK_SHIFT;
+		needed = first < end && !range_held(c, (unsigned)k, first, end);
+	}
+	needed = needed || atomic_load(&svol->cow_inflight) != 0;
+out:
+	chain_exit(svol);
+	return needed;
 }
 
 static void cow_free(struct cow_op *op)
@@ -540,12 +553,13 @@ static int cow_step(struct cow_op *op)
 		/* the chain may have changed since (a merged layer dropped, a
 		 * layer flagged deleting), never the target's place in it:
 		 * cow_users keeps it there */
-		struct layer_chain *ch = chain_load(svol);
+		struct layer_chain *ch = chain_enter(svol);
 		unsigned k = chain_pos(ch, op->target);
 		bool any = false;
 
 		if (range_held(ch, k, first, first + n) &&
 		    atomic_load(&svol->cow_inflight) == 0) {
+			chain_exit(svol);
 			op->pos += n;
 			continue;
 		}
@@ -555,6 +569,7 @@ static int cow_step(struct cow_op *op)
 				break;
 		if (c) { /* another copy of these blocks is running: wait for it */
 			pthread_mutex_unlock(&svol->cow_lock);
+			chain_exit(svol);
 			ret = data_trampoline(svol->store, op->io, &op->tramp, cow_retry, op);
 			if (ret)
 				return cow_done(op, ret);
@@ -581,6 +596,7 @@ static int cow_step(struct cow_op *op)
 			}
 			any = true;
 		}
+		chain_exit(svol);
 		if (!any) {
 			pthread_mutex_unlock(&svol->cow_lock);
 			op->pos += n;
@@ -646,14 +662,16 @@ int cow_start(struct tsr_svol *svol, struct tsr_io *io, enum cow_kind kind, uint
 	 * again (both sequentially consistent): a delete that flags it after
 	 * this check waits for the count to drop (snap_merge_job) */
 	for (;;) {
-		c = chain_load(svol);
+		c = chain_enter(svol);
 		k = chain_target(c);
 		if (k < 0) { /* every layer is being deleted: nothing to copy */
+			chain_exit(svol);
 			t = NULL;
 			break;
 		}
 		t = c->l[k];
 		atomic_fetch_add(&t->cow_users, 1);
+		chain_exit(svol); /* t stays: its merge waits for cow_users */
 		if (!atomic_load(&t->deleting))
 			break;
 		atomic_fetch_sub(&t->cow_users, 1);

@@ -452,6 +452,8 @@ struct tsr_svol {
 	_Atomic(struct layer_chain *) chain; /* its snapshots, NULL when none */
 	struct layer_chain *retired_chains;
 	struct layer *retired_layers;      /* deleted while readers may hold them */
+	_Atomic unsigned chain_users;      /* write paths looking at the chain lock-free
+					    * (chain_enter .. chain_exit, cow.c) */
 	bool is_clone;
 	struct tsr_svol *parent;           /* clone: head of the source volume (ref held) */
 	struct layer *parent_layer;        /* clone: the source layer (in parent's chain) */
@@ -544,6 +546,22 @@ bool image_zero(struct tsr_svol *h, struct layer *from, uint64_t b);
 static inline struct layer_chain *chain_load(struct tsr_svol *svol)
 {
 	return atomic_load_explicit(&svol->chain, memory_order_acquire);
+}
+
+/* A lock-free look at the chain from the write path (cow.c), without
+ * store->lock: every layer in it stays open until chain_exit.  chain_publish
+ * stores the new chain, then closes a dropped layer only once chain_users
+ * was 0 (both sequentially consistent: a user counted after that read loads
+ * the new chain).  Keep the section short and take no store->lock in it. */
+static inline struct layer_chain *chain_enter(struct tsr_svol *svol)
+{
+	atomic_fetch_add_explicit(&svol->chain_users, 1, memory_order_seq_cst);
+	return atomic_load_explicit(&svol->chain, memory_order_seq_cst);
+}
+
+static inline void chain_exit(struct tsr_svol *svol)
+{
+	atomic_fetch_sub_explicit(&svol->chain_users, 1, memory_order_release);
 }
 
 /* ---- cow.c: copy-on-write of head writes into the newest snapshot ---- */

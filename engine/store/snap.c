@@ -31,6 +31,8 @@
  * Layers of an open volume: svol->chain, an array replaced whole under
  * store->lock; retired arrays and deleted layers stay mapped until the svol
  * is freed when a reader may still hold them (read-only handles, clones).
+ * The write path looks at the chain without the lock (chain_enter, cow.c):
+ * a dropped layer is closed only once no such look is running (chain_quiet).
  *
  * Every function here holds store->lock for its whole run.
  */
@@ -60,6 +62,24 @@ static bool visible(const struct snap_row *s)
 
 /* ---- the chain of an open volume (store->lock held) ---- */
 
+/* Wait (up to CHAIN_QUIET_MAX_US) until no write path looks at svol's chain
+ * lock-free (chain_enter): a layer dropped from the chain published before
+ * can then be closed.  false: still looked at; keep the layer until the
+ * svol is freed. */
+#define CHAIN_QUIET_MAX_US 1000000
+static bool chain_quiet(struct tsr_svol *svol)
+{
+	const struct timespec pause = {.tv_nsec = 50000};
+	int64_t deadline = tsr_mono_us() + CHAIN_QUIET_MAX_US;
+
+	while (atomic_load_explicit(&svol->chain_users, memory_order_seq_cst) != 0) {
+		if (tsr_mono_us() > deadline)
+			return false;
+		nanosleep(&pause, NULL);
+	}
+	return true;
+}
+
 static int chain_publish(struct tsr_svol *svol, struct layer *add, struct layer *drop)
 {
 	struct layer_chain *old = chain_load(svol), *c;
@@ -74,14 +94,17 @@ static int chain_publish(struct tsr_svol *svol, struct layer *add, struct layer 
 	if (add)
 		c->l[k++] = add;
 	c->n = k;
-	atomic_store_explicit(&svol->chain, c, memory_order_release);
+	atomic_store_explicit(&svol->chain, c, memory_order_seq_cst);
 	if (old) {
 		old->next_retired = svol->retired_chains;
 		svol->retired_chains = old;
 	}
 	if (drop) {
-		if (svol->child_refs == 0 && svol->ro_handles == 0) {
-			/* nobody reads through layers: free the space now */
+		/* nobody reads through layers, and no write path still looks at
+		 * the old chain (a write's copy-on-write check reads the bits
+		 * of every layer in it: closing drop under it was a SIGSEGV):
+		 * free the space now */
+		if (svol->child_refs == 0 && svol->ro_handles == 0 && chain_quiet(svol)) {
 			layer_close(drop);
 		} else {
 			drop->next_retired = svol->retired_layers;

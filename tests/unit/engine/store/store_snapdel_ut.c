@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <sys/wait.h>
 
@@ -464,6 +465,78 @@ static void test_clone_of_head_deleted_under_write(void **state)
 	tsr_io_destroy(slow);
 }
 
+extern unsigned store_test_chain_hold_us;
+extern _Atomic int store_test_chain_held;
+
+struct held_write {
+	struct tsr_svol *v;
+	uint8_t *buf;
+	int status;
+};
+
+/* On its own thread and io: one 4-block write whose copy-on-write check
+ * sleeps inside its look at the chain (store_test_chain_hold_us). */
+static void *held_write_main(void *arg)
+{
+	struct held_write *w = arg;
+	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
+	struct done d = {0};
+
+	w->status = -ENOMEM;
+	if (io == NULL)
+		return NULL;
+	w->status = tsr_svol_write(w->v, io, 40 * BS, 4 * BS, w->buf, 0, done_cb, &d);
+	if (w->status == 0)
+		w->status = wait_done(io, &d);
+	if (w->status == 0)
+		w->status = d.status;
+	tsr_io_destroy(io);
+	return NULL;
+}
+
+/*
+ * A write's copy-on-write check reads the bits of the layers in the chain it
+ * loaded, without store->lock.  A delete of the newest snapshot whose merge
+ * ends meanwhile drops that layer from the chain: it must not be closed
+ * before the check is done (it was: the merge thread unmapped s3's bits
+ * under the check, SIGSEGV in held_word; found by test-admin-concurrency).
+ */
+static void test_delete_under_cow_check(void **state)
+{
+	struct env *e = *state;
+	struct model snaps[NSNAP], head;
+	bool gone[NSNAP] = {false, false, true};
+	struct held_write w;
+	struct tsr_svol *v;
+	pthread_t t;
+	unsigned before;
+	int i;
+
+	make_chain(e, &v, snaps, &head);
+	w = (struct held_write){.v = v, .buf = tsr_alloc_aligned(4 * BS)};
+	assert_non_null(w.buf);
+	fill(w.buf, 4 * BS, 31, 40 * BS);
+	before = store_test_merges_idle(e->store);
+	atomic_store(&store_test_chain_held, 0);
+	store_test_chain_hold_us = 300000;
+	assert_int_equal(pthread_create(&t, NULL, held_write_main, &w), 0);
+	while (!atomic_load(&store_test_chain_held))
+		usleep(1000);
+	/* the check holds s3 in its chain for 300 ms: delete s3 now */
+	assert_int_equal(tsr_store_snap_delete(e->store, "v", "s3"), 0);
+	store_test_chain_hold_us = 0;
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(w.status, 0);
+	assert_true(store_test_merges_idle(e->store) >= before);
+	for (i = 0; i < 4; i++)
+		head.seed[40 + i] = 31;
+	check_all(e, v, snaps, gone, &head);
+	mwrite(e, v, &head, 90, 8, 32);
+	check_all(e, v, snaps, gone, &head);
+	tsr_free_aligned(w.buf);
+	tsr_svol_put(v);
+}
+
 /* A volume deleted while its snapshot's merge is queued: hidden until the
  * merge is done, then gone. */
 static void test_volume_deleted_during_merge(void **state)
@@ -592,6 +665,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_delete_middle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_delete_oldest, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_queued_and_clone, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_delete_under_cow_check, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clone_of_head_deleted_under_write, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_volume_deleted_during_merge, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_points, setup, teardown),
