@@ -41,7 +41,7 @@ fi
 JOBS=$(nproc)
 B=${BUILD_PREFIX:-build}
 # Integration tests run under the sanitizers (the rest run in the gcc build).
-ASAN_INTEGRATION=${ASAN_INTEGRATION:-"test-cli test-bad-input test-corruption test-io-fault test-nbd-clients test-crash-loop test-cluster-coordinator test-cluster-peer-bad-input test-ec-history test-csi-bad-input test-site-stream test-site-bad-input test-site-failover test-disk-full"}
+ASAN_INTEGRATION=${ASAN_INTEGRATION:-"test-cli test-bad-input test-corruption test-io-fault test-nbd-clients test-crash-loop test-cluster-coordinator test-cluster-peer-bad-input test-ec-history test-csi-bad-input test-site-stream test-site-bad-input test-site-failover test-disk-full test-admin-concurrency"}
 
 passed=0 failed=0 skipped=0
 failures=()
