@@ -852,6 +852,18 @@ static void test_reply_before_send(void **state)
 	assert_target_clean(e);
 }
 
+/* The session up: one write shipped and ACKed; st: the stats then. */
+static void session_up(struct env *e, struct tsr_site_source_stats *st)
+{
+	struct wreq r = {.off = 0, .len = BS};
+
+	assert_non_null(r.buf = tsr_alloc_aligned(BS));
+	fill(r.buf, BS, 1, 0);
+	assert_int_equal(run_writes(e, &r, 1, NULL, NULL), 0);
+	tsr_free_aligned(r.buf);
+	wait_caught_up(e, st);
+}
+
 /* n sequential 4 KiB writes (each waits for the one before); returns the
  * TLS writes and frames they took once shipped and ACKed. */
 static void sequential_round(struct env *e, uint64_t base_block, unsigned n, uint64_t *tls,
@@ -860,15 +872,7 @@ static void sequential_round(struct env *e, uint64_t base_block, unsigned n, uin
 	struct tsr_site_source_stats st0, st1;
 	unsigned i;
 
-	{ /* the session up: one write shipped and ACKed */
-		struct wreq r = {.off = 0, .len = BS};
-
-		assert_non_null(r.buf = tsr_alloc_aligned(BS));
-		fill(r.buf, BS, 1, 0);
-		assert_int_equal(run_writes(e, &r, 1, NULL, NULL), 0);
-		tsr_free_aligned(r.buf);
-	}
-	wait_caught_up(e, &st0);
+	session_up(e, &st0);
 	for (i = 0; i < n; i++) {
 		struct wreq r = {.off = (base_block + i) * BS, .len = BS};
 
@@ -971,15 +975,7 @@ static void test_batched_sends_recycled_entries(void **state)
 	(void)state;
 	o = source_opts(e, addr, sizeof(addr));
 	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
-	{ /* the session up: one write shipped and ACKed */
-		struct wreq r = {.off = 0, .len = BS};
-
-		assert_non_null(r.buf = tsr_alloc_aligned(BS));
-		fill(r.buf, BS, 1, 0);
-		assert_int_equal(run_writes(e, &r, 1, NULL, NULL), 0);
-		tsr_free_aligned(r.buf);
-	}
-	wait_caught_up(e, &st0);
+	session_up(e, &st0);
 	paused_round(e, 100, 1000);
 	stats(e, &st1);
 	fprintf(stderr, "round 1: %llu frames, %llu TLS writes, %llu entries allocated\n",
