@@ -113,24 +113,21 @@ free_block() { # an offset of A that no acknowledged write touched
 done = {int(l.split()[0]) for l in open(sys.argv[1])}
 print(next(o for o in range(0, 128 << 20, 4096) if o not in done))' "$LOG"
 }
+# want_enospc VOL QEMU_IO_CMD WHAT: the write is refused with ENOSPC ("No
+# space left on device"), not EIO, and the daemon answers.
+want_enospc() {
+	local out
+	out=$(qemu_io_out "$D" "$1" "$2")
+	log "$3 on a full disk: $(printf '%s' "$out" | head -n1)"
+	printf '%s' "$out" | grep -q "No space left on device" ||
+		fail "$3 on a full disk: want ENOSPC (No space left on device), got: $out"
+}
 A_FREE=$(free_block)
-out=$(qemu_io_out "$D" A "write -P 0x5a $A_FREE 4k")
-log "A write at $A_FREE on a full disk: $(printf '%s' "$out" | head -n1)"
-printf '%s' "$out" | grep -q "No space left on device" ||
-	fail "write to A on a full disk: want ENOSPC (No space left on device), got: $out"
-out=$(qemu_io_out "$D" B "write -P 0x5a 32M 1M")
-log "B write at 32M on a full disk: $(printf '%s' "$out" | head -n1)"
-printf '%s' "$out" | grep -q "No space left on device" ||
-	fail "write to B on a full disk: want ENOSPC (No space left on device), got: $out"
+want_enospc A "write -P 0x5a $A_FREE 4k" "write to A at $A_FREE"
+want_enospc B "write -P 0x5a 32M 1M" "write to B at 32M"
 # a write that needs a copy into S@s1 first, and a clone's write
-out=$(qemu_io_out "$D" S "write -P 0x5a 64k 64k")
-log "S write (copy-on-write into S@s1) on a full disk: $(printf '%s' "$out" | head -n1)"
-printf '%s' "$out" | grep -q "No space left on device" ||
-	fail "copy-on-write on a full disk: want ENOSPC, got: $out"
-out=$(qemu_io_out "$D" C "write -P 0x5a 4M 64k")
-log "clone C write on a full disk: $(printf '%s' "$out" | head -n1)"
-printf '%s' "$out" | grep -q "No space left on device" ||
-	fail "clone write on a full disk: want ENOSPC, got: $out"
+want_enospc S "write -P 0x5a 64k 64k" "S write (copy-on-write into S@s1)"
+want_enospc C "write -P 0x5a 4M 64k" "clone C write"
 assert_eq "$(vol_sum S 2)" "$S_SUM" "S after a refused write on a full disk"
 assert_eq "$(vol_sum S@s1 2)" "$S_SUM" "S@s1 after a refused write on a full disk"
 assert_eq "$(vol_sum C 2)" "$S_SUM" "clone C after a refused write on a full disk"
@@ -170,9 +167,7 @@ stop_tesserad
 start_tesserad "$D" --io libaio
 fill_a 50000000 # closing files gave back ext4's preallocations: full again
 A_FREE=$(free_block)
-out=$(qemu_io_out "$D" A "write -P 0x5a $A_FREE 4k")
-printf '%s' "$out" | grep -q "No space left on device" ||
-	fail "write to A at $A_FREE on a full disk (libaio): want ENOSPC, got: $out"
+want_enospc A "write -P 0x5a $A_FREE 4k" "write to A at $A_FREE (libaio)"
 "$CRASH_WRITER" verify "$(nbd_uri "$D" A)" "$LOG" >"$T/verify.out" 2>&1 ||
 	{ head -n 25 "$T/verify.out" >&2; fail "A: acknowledged writes lost after a restart on a full disk"; }
 assert_eq "$(b_sum)" "$B_SUM" "B's checksum after a restart on a full disk"
