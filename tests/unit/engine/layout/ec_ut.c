@@ -1688,13 +1688,15 @@ static void crash_model(struct env *e, bool with_new)
 		fill(e->model + CRASH_OFF, CRASH_LEN, 999, CRASH_OFF);
 }
 
-/* The child: nodes on the given dirs, a 2+1 layout, base content, then the
- * partial write that trips the switch.  Exit codes say what went wrong. */
-static int crash_child(const char *dirs)
+/* A crash child's start (crash_child, missed_child): nodes on the given
+ * dirs, a 2+1 layout, the base content written in full stripes and its
+ * batched release gone out.  0, or the child's exit code for what failed. */
+static int crash_child_base(const char *dirs, struct env **out)
 {
 	struct env *e = calloc(1, sizeof(*e));
 	char d[3][512];
 
+	*out = e;
 	if (sscanf(dirs, "%511[^:]:%511[^:]:%511s", d[0], d[1], d[2]) != 3)
 		return 2;
 	e->k = 2;
@@ -1720,6 +1722,18 @@ static int crash_child(const char *dirs)
 	 * forward instead of 1) */
 	if (!wait_released(e, 20000))
 		return 8;
+	return 0;
+}
+
+/* The child: the base, then the partial write that trips the switch.
+ * Exit codes say what went wrong. */
+static int crash_child(const char *dirs)
+{
+	struct env *e;
+	int ret = crash_child_base(dirs, &e);
+
+	if (ret)
+		return ret;
 	fill(e->buf, CRASH_LEN, 999, CRASH_OFF);
 	ldo(e->home, e->l, D_WRITE, CRASH_OFF, CRASH_LEN, e->buf, 0);
 	/* acknowledged at stage: committed:N fires after the ack; the switch
@@ -1839,32 +1853,13 @@ static void *missed_killer(void *arg)
 
 static int missed_child(const char *dirs)
 {
-	struct env *e = calloc(1, sizeof(*e));
-	char d[3][512];
+	struct env *e;
 	pthread_t t;
 	uint64_t stripe, off;
+	int ret = crash_child_base(dirs, &e);
 
-	if (sscanf(dirs, "%511[^:]:%511[^:]:%511s", d[0], d[1], d[2]) != 3)
-		return 2;
-	e->k = 2;
-	e->m = 1;
-	e->n = 3;
-	e->unit = 16 * KiB;
-	e->chunk_size = tsr_ec_chunk_volume_size(VOL, 2, 16 * KiB);
-	for (unsigned i = 0; i < 3; i++)
-		if (node_init_at(&e->nodes[i], i, d[i], e->chunk_size) < 0)
-			return 3;
-	e->home = start_worker_or_skip(1);
-	snprintf(e->state_dir, sizeof(e->state_dir), "%s", d[0]);
-	e->model = calloc(1, VOL);
-	e->buf = tsr_alloc_aligned(VOL);
-	if (create(e, false, 1) < 0)
-		return 5;
-	crash_model(e, false);
-	if (ldo(e->home, e->l, D_WRITE, 0, VOL, e->model, 0) != 0)
-		return 6;
-	if (!wait_released(e, 20000))
-		return 8;
+	if (ret)
+		return ret;
 	/* a stripe whose data chunk 1 is not on copy 0 (the state dir's node) */
 	for (stripe = CRASH_STRIPE; tsr_ec_copy_of(stripe, 1, 2, 1) == 0; stripe++)
 		;
