@@ -45,6 +45,20 @@
  * Zero blocks cost no read or write (the zero mark and the bit); a trim or
  * zeroing of a block that reads zeros already needs no copy at all.
  *
+ * A full io queue (-EAGAIN) met once the request was accepted cannot go back
+ * to the caller as such (it would reach the host as EIO, or fail a mirror's
+ * local copy), nor fail the copy (it would start over into the same queue,
+ * which other requests on the io, such as a backup reading a snapshot, keep
+ * full: a completion frees one slot, and one completion can resume several
+ * copies).  Where nothing of the copy is in flight to resume it, the step is
+ * done on the spot, blocking, as data.c write_sub does: the data write
+ * (pwritev2 RWF_DSYNC), the .crc sync (fdatasync; also for a polling copy
+ * that cannot queue its no-op read), the head write (DATA_GO_LATE).  Left as
+ * -EAGAIN to the callback (rare, and the NBD server, the mirror's and the
+ * EC layout's local copies issue the request again): the read of a later
+ * chunk, the no-op read that waits for another copy's claim, a trim or a
+ * zeroing resumed after its copy.
+ *
  * Fast path (cow_needed): the volume has no snapshot, or Sn holds every block
  * of the range and no copy is in flight: bits are loaded before cow_inflight,
  * and a copy raises cow_inflight before it sets a bit, so a set bit seen with
@@ -54,6 +68,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "store/internal.h"
@@ -198,7 +213,10 @@ static void cow_free(struct cow_op *op)
 	free(op);
 }
 
-/* The copies are done: run the head operation itself. */
+/* The copies are done: run the head operation itself.  From a completion
+ * (op->async) a write cannot meet -EAGAIN any more (DATA_GO_LATE): the one
+ * slot a completion frees may be taken already (batch_synced resumes every
+ * copy its sync covered, and issues the next sync first). */
 static int cow_resume(struct cow_op *op)
 {
 	struct tsr_svol *svol = op->svol;
@@ -206,8 +224,9 @@ static int cow_resume(struct cow_op *op)
 
 	switch (op->kind) {
 	case COW_WRITE:
-		ret = data_write_go(svol, op->io, op->offset, (uint32_t)op->len, op->buf, op->flags,
-				    op->cb_fn, op->cb_arg);
+		ret = data_write_go(svol, op->io, op->offset, (uint32_t)op->len, op->buf,
+				    op->flags | (op->async ? DATA_GO_LATE : 0), op->cb_fn,
+				    op->cb_arg);
 		break;
 	case COW_TRIM:
 		ret = data_trim_go(svol, op->io, op->offset, op->len, op->flags, op->cb_fn,
@@ -263,13 +282,20 @@ static void release_claim(struct cow_op *op)
 static void batch_synced(void *cb_arg, int res);
 
 /* Issue the batch's sync on io.  On failure, fail the copies it would cover
- * (b->inflight, covered and round_io already set under the lock). */
+ * (b->inflight, covered and round_io already set under the lock).  The copies
+ * were told 0 long ago: a full queue (-EAGAIN; other requests on the io, such
+ * as a backup reading a snapshot, take every slot a completion frees) makes
+ * the sync run on the spot, blocking, as data.c write_sub does; failing them
+ * would start their copies over into the same full queue. */
 static void batch_issue(struct sync_batch *b, struct tsr_io *io)
 {
 	int ret = tsr_io_fsync(io, b->fd, true, batch_synced, b);
 
-	if (ret)
-		batch_synced(b, ret);
+	if (ret == -EAGAIN)
+		ret = fdatasync(b->fd) < 0 ? -errno : 0;
+	else if (ret == 0)
+		return;
+	batch_synced(b, ret);
 }
 
 /* Completion of the batch's sync (on round_io's thread): hand the result to
@@ -319,11 +345,14 @@ static void batch_synced(void *cb_arg, int res)
 static void batch_poll(void *cb_arg, int res);
 
 /* A polling copy gives up waiting (its no-op read could not be queued):
- * leave the batch unless a sync covering it is already done. */
+ * leave the batch unless a sync covering it is already done.  On a full
+ * queue (-EAGAIN) it then syncs the file itself, on the spot: a sync that
+ * starts after its stores is all it waits for (see batch_issue). */
 static void batch_leave(struct cow_op *op, int err)
 {
 	struct sync_batch *b = op->batch;
 	struct cow_op **pp;
+	bool left = false;
 
 	pthread_mutex_lock(&b->lock);
 	if (atomic_load_explicit(&op->synced, memory_order_acquire)) {
@@ -335,8 +364,11 @@ static void batch_leave(struct cow_op *op, int err)
 				break;
 			}
 		}
+		left = true;
 	}
 	pthread_mutex_unlock(&b->lock);
+	if (left && err == -EAGAIN)
+		err = fdatasync(b->fd) < 0 ? -errno : 0;
 	op->after_sync(op, err);
 }
 
@@ -470,7 +502,22 @@ static int write_runs(struct cow_op *op)
 		op->iov[i].iov_len = (j - i) << STORE_BLOCK_SHIFT;
 		ret = tsr_io_writev(op->io, fd, &op->iov[i], 1, fd_off, TSR_IO_FUA, write_done, op);
 		if (ret == -EAGAIN && op->pending > 0)
-			return 0;
+			return 0; /* more when one of ours completes */
+		if (ret == -EAGAIN) {
+			/* a full queue and nothing of ours in flight to resume
+			 * us (we were resumed by a sync's completion whose slot
+			 * went to the next sync or to another copy): the data is
+			 * read and its entries stored, and failing would start
+			 * the copy over into the same full queue.  Write the run
+			 * on the spot, as data.c write_sub does; durable when
+			 * it returns, like the FUA write. */
+			ssize_t n = pwritev2(fd, &op->iov[i], 1, (off_t)fd_off, RWF_DSYNC);
+
+			if (n != (ssize_t)op->iov[i].iov_len)
+				return n < 0 ? -errno : -EIO;
+			op->wcursor = j;
+			continue;
+		}
 		if (ret)
 			return ret;
 		op->pending++;

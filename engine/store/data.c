@@ -63,7 +63,7 @@ struct svol_op {
 	bool syncing;       /* zeroes: final FUA fsyncs in flight */
 	bool data_failed;   /* write: a data write failed (undo the entries) */
 	bool quiet;         /* flush: no write was in flight when it was queued */
-	bool may_block;     /* write: resumed after its mark (write_sub) */
+	bool may_block;     /* write: caller told 0 long ago, a full queue blocks (write_sub) */
 	uint64_t seen;      /* flush: svol->writes_started when it was queued */
 	uint64_t pos;       /* zeroes: next byte to write */
 	uint64_t chunk_off; /* zeroes: chunk in flight */
@@ -520,11 +520,12 @@ static void entries_put(struct tsr_svol *svol, uint64_t *map, uint64_t first, ui
 
 /*
  * Queue one sub-operation of a write (a data piece, or an fdatasync when iov
- * is NULL), counted in op->pending.  From write_marked (op->may_block) an io
- * that filled up while the mark was in flight cannot be answered with
- * -EAGAIN any more (the caller was told 0 long ago): the step is then done
- * on the spot, blocking, and its completion called here.  Rare: it takes a
- * full queue at the moment a mark completes.
+ * is NULL), counted in op->pending.  From write_queue_late (op->may_block:
+ * after the mark's fsync, or a copy on write resuming, DATA_GO_LATE) an io
+ * that filled up meanwhile cannot be answered with -EAGAIN any more (the
+ * caller was told 0 long ago): the step is then done on the spot, blocking,
+ * and its completion called here.  Rare: it takes a full queue at the moment
+ * a mark or a copy completes.
  */
 static int write_sub(struct svol_op *op, int fd, struct iovec *iov, uint64_t fd_offset,
 		     tsr_io_cb done)
@@ -597,13 +598,29 @@ static int write_issue(struct svol_op *op)
 	return op_launched(op, ret);
 }
 
+/* Steps 2 and 3 when the caller was told 0 long ago: never -EAGAIN (a full
+ * queue blocks, write_sub); op ends through write_done, which drops the
+ * guard reference and calls the caller back (possibly before this returns). */
+static void write_queue_late(struct svol_op *op)
+{
+	bool piece_missing = false;
+	int res;
+
+	op->may_block = true;
+	res = write_queue(op, &piece_missing);
+	if (op->pending == 1 && res)
+		entries_restore(op->svol, op->offset, op->len, op->buf, false);
+	else if (piece_missing)
+		op->data_failed = true;
+	write_done(op, res); /* drops the guard reference */
+}
+
 /* The mark's fsync completed (on op's io, from tsr_io_poll): go on with
  * steps 2 and 3, or fail the write with nothing changed.  Either way op
  * ends through write_done, which calls the caller back. */
 static void write_marked(void *cb_arg, int res)
 {
 	struct svol_op *op = cb_arg;
-	bool piece_missing = false;
 
 	if (res < 0) {
 		tsr_error("write: volume %s offset %llu length %llu: mark dirty region: %s",
@@ -613,13 +630,7 @@ static void write_marked(void *cb_arg, int res)
 		op_finish(op);
 		return;
 	}
-	op->may_block = true;
-	res = write_queue(op, &piece_missing);
-	if (op->pending == 1 && res)
-		entries_restore(op->svol, op->offset, op->len, op->buf, false);
-	else if (piece_missing)
-		op->data_failed = true;
-	write_done(op, res); /* drops the guard reference */
+	write_queue_late(op);
 }
 
 int data_write_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
@@ -648,7 +659,7 @@ int data_write_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uin
 	op->offset = offset;
 	op->len = len;
 	op->buf = (uint8_t *)buf;
-	op->flags = flags;
+	op->flags = flags & ~DATA_GO_LATE;
 	op->pending = 1;
 	ret = blockmeta_mark_dirty_async(&svol->meta, io, offset >> STORE_REGION_SHIFT,
 					 (offset + len - 1) >> STORE_REGION_SHIFT, &op->mark_wait,
@@ -660,6 +671,10 @@ int data_write_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uin
 	}
 	if (ret > 0)
 		return 0; /* write_marked goes on */
+	if (flags & DATA_GO_LATE) {
+		write_queue_late(op);
+		return 0;
+	}
 	return write_issue(op);
 }
 

@@ -507,6 +507,10 @@ int store_dev_zero(int fd, uint64_t offset, uint64_t len);
 void svol_write_begin(struct tsr_svol *svol);
 void svol_write_end(struct tsr_svol *svol);
 /* The data path proper, after range checks and copy-on-write (cow.c resumes here). */
+/* flags of data_write_go: its caller was told 0 long ago (a copy on write
+ * resuming from a completion), so it cannot return -EAGAIN: a full io queue
+ * makes a step run on the spot, blocking, and cb_fn may fire before it returns */
+#define DATA_GO_LATE 0x80000000u
 int data_write_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
 		  const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg);
 int data_trim_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint64_t len,

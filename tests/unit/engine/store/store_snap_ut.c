@@ -513,6 +513,234 @@ static void test_grouped_cow(void **state)
 	tsr_free_aligned(wbuf);
 }
 
+/* ---- copy on write meeting a full io queue ---- */
+
+#define FILL_QD 8u /* queue depth of the small ios below */
+
+/* Another user of an io (a backup reading a snapshot over NBD on the same
+ * worker): buffered reads of a small file that, while on, take every free
+ * slot of the queue from each of their completions, so the queue stays
+ * full and a request of the store gets a slot only from its own completion. */
+struct filler {
+	struct tsr_io *io;
+	int fd;
+	bool on;
+	unsigned inflight;
+	uint64_t reads;
+	struct filler_req {
+		struct filler *f;
+		struct iovec iov;
+		bool busy;
+	} req[FILL_QD];
+	uint8_t buf[BS];
+};
+
+static void filler_fill(struct filler *f);
+
+static void filler_done(void *cb_arg, int res)
+{
+	struct filler_req *r = cb_arg;
+	struct filler *f = r->f;
+
+	assert_int_equal(res, (int)BS);
+	r->busy = false;
+	f->inflight--;
+	f->reads++;
+	if (f->on)
+		filler_fill(f);
+}
+
+static void filler_fill(struct filler *f)
+{
+	unsigned i;
+
+	for (i = 0; i < FILL_QD; i++) {
+		struct filler_req *r = &f->req[i];
+
+		if (r->busy)
+			continue;
+		r->f = f;
+		r->iov.iov_base = f->buf;
+		r->iov.iov_len = BS;
+		if (tsr_io_readv(f->io, f->fd, &r->iov, 1, 0, filler_done, r) == -EAGAIN)
+			return;
+		r->busy = true;
+		f->inflight++;
+	}
+}
+
+static void filler_start(struct env *e, struct filler *f, struct tsr_io *io)
+{
+	char path[PATH_MAX];
+
+	memset(f, 0, sizeof(*f));
+	snprintf(path, sizeof(path), "%s/fill", e->dir);
+	f->fd = open(path, O_RDWR | O_CREAT, 0600);
+	assert_true(f->fd >= 0);
+	assert_int_equal(pwrite(f->fd, f->buf, BS, 0), (ssize_t)BS);
+	f->io = io;
+	f->on = true;
+	filler_fill(f);
+	/* every slot is taken: by the store's request and the fillers */
+	assert_int_equal(tsr_io_inflight(io), FILL_QD);
+}
+
+static void filler_stop(struct filler *f)
+{
+	int spins = 0;
+
+	f->on = false;
+	while (f->inflight > 0 && spins++ < 1000000) {
+		tsr_io_submit(f->io);
+		tsr_io_poll(f->io, 0, true);
+	}
+	assert_int_equal(f->inflight, 0);
+	assert_true(f->reads > 0);
+	close(f->fd);
+}
+
+static struct tsr_io *small_io(const char *fault)
+{
+	struct tsr_io_opts o = {.kind = TSR_IO_AUTO, .queue_depth = FILL_QD, .fault_spec = fault};
+	struct tsr_io *io = NULL;
+
+	assert_int_equal(tsr_io_create(&o, &io), 0);
+	return io;
+}
+
+/* Poll a and b (either may be NULL) until every d has been called back. */
+static void poll_until(struct tsr_io *a, struct tsr_io *b, struct done *d1, struct done *d2)
+{
+	int spins = 0;
+
+	while ((d1->calls == 0 || (d2 && d2->calls == 0)) && spins++ < 20000000) {
+		tsr_io_submit(a);
+		tsr_io_poll(a, 0, false);
+		if (b) {
+			tsr_io_submit(b);
+			tsr_io_poll(b, 0, false);
+		}
+	}
+	assert_int_equal(d1->calls, 1);
+	if (d2)
+		assert_int_equal(d2->calls, 1);
+}
+
+/* Poll io until only n operations are left in flight (a held sync). */
+static void poll_down_to(struct tsr_io *io, unsigned n)
+{
+	int spins = 0;
+
+	while (tsr_io_inflight(io) > n && spins++ < 20000000) {
+		tsr_io_submit(io);
+		tsr_io_poll(io, 0, false);
+	}
+	assert_int_equal(tsr_io_inflight(io), n);
+}
+
+/*
+ * The steps of a copy on write that run after the write was accepted (from
+ * completions) meet an io whose queue other requests keep full (a backup
+ * reading a snapshot on the same worker while the volume is written): the
+ * write must not fail with -EAGAIN (an EIO to the host), whichever step
+ * meets it.  Three cases, each failing the write on the code before:
+ *   1. the .crc sync of a copy (its data write took the one slot its read
+ *      freed): batch_issue;
+ *   2. a copy on another io than the one running the layer's syncs waits
+ *      for them through no-op reads, and cannot queue one: batch_poll_later;
+ *   3. a copy resumed by the completion of a sync it shared (with a second
+ *      copy waiting for the next sync, which takes the freed slot) issues
+ *      its head write: cow_resume -> data_write_go.
+ * The snapshot keeps the cut and the head has every write, also reopened.
+ */
+static void test_cow_full_queue(void **state)
+{
+	struct env *e = *state;
+	struct model old = {{0}}, cur;
+	uint8_t *w1 = tsr_alloc_aligned(BS), *w2 = tsr_alloc_aligned(BS);
+	struct done a = {0}, b = {0};
+	struct tsr_io *small, *held, *other;
+	struct filler f;
+	struct tsr_svol *v;
+
+	assert_non_null(w1);
+	assert_non_null(w2);
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	mwrite(e, v, &old, 0, NB, 3);
+	cur = old;
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s", NULL), 0);
+
+	/* 1: the copy's read is queued, then the queue fills up */
+	small = small_io(NULL);
+	fill(w1, BS, 11, 10 * BS);
+	assert_int_equal(tsr_svol_write(v, small, 10 * BS, BS, w1, 0, done_cb, &a), 0);
+	assert_int_equal(tsr_io_inflight(small), 1);
+	filler_start(e, &f, small);
+	poll_until(small, NULL, &a, NULL);
+	filler_stop(&f);
+	assert_int_equal(a.status, 0);
+	cur.seed[10] = 11;
+	tsr_io_destroy(small);
+
+	/* 2: the layer's sync runs on `held` (held back 1 s); the copy on the
+	 * full `small` joins it and cannot poll */
+	held = make_io(TSR_IO_AUTO, "fdatasync:1+:delay=1000");
+	small = small_io(NULL);
+	assert_non_null(held);
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	fill(w1, BS, 12, 20 * BS);
+	assert_int_equal(tsr_svol_write(v, held, 20 * BS, BS, w1, 0, done_cb, &a), 0);
+	while (tsr_io_fault_count(held) == 0) { /* its copy's sync is queued */
+		tsr_io_submit(held);
+		tsr_io_poll(held, 0, false);
+	}
+	fill(w2, BS, 13, 30 * BS);
+	assert_int_equal(tsr_svol_write(v, small, 30 * BS, BS, w2, 0, done_cb, &b), 0);
+	filler_start(e, &f, small);
+	poll_until(small, held, &a, &b);
+	filler_stop(&f);
+	assert_int_equal(b.status, 0);
+	assert_int_equal(a.status, 0);
+	cur.seed[20] = 12;
+	cur.seed[30] = 13;
+	tsr_io_destroy(small);
+	tsr_io_destroy(held);
+
+	/* 3: copies A and B on one small io; A's sync is held, B waits for the
+	 * next one; then the queue fills up */
+	other = small_io("fdatasync:1+:delay=1000");
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	fill(w1, BS, 14, 40 * BS);
+	assert_int_equal(tsr_svol_write(v, other, 40 * BS, BS, w1, 0, done_cb, &a), 0);
+	poll_down_to(other, 1); /* A's data written, its sync held */
+	fill(w2, BS, 15, 50 * BS);
+	assert_int_equal(tsr_svol_write(v, other, 50 * BS, BS, w2, 0, done_cb, &b), 0);
+	poll_down_to(other, 1); /* B's data written, B waits for A's sync */
+	assert_int_equal(tsr_io_fault_count(other), 1);
+	assert_int_equal(a.calls + b.calls, 0);
+	filler_start(e, &f, other);
+	poll_until(other, NULL, &a, &b);
+	filler_stop(&f);
+	assert_int_equal(tsr_io_fault_count(other), 2); /* B's own sync */
+	assert_int_equal(a.status, 0);
+	assert_int_equal(b.status, 0);
+	cur.seed[40] = 14;
+	cur.seed[50] = 15;
+	tsr_io_destroy(other);
+
+	check_snap(e, "v", "s", &old);
+	check_image(e, v, &cur, "head after copies on a full queue");
+	tsr_svol_put(v);
+	reopen(e);
+	check_snap(e, "v", "s", &old);
+	check_vol(e, "v", &cur);
+	tsr_free_aligned(w1);
+	tsr_free_aligned(w2);
+}
+
 /* ---- clones of clones, sources deleted in every order ---- */
 
 struct tree {
@@ -1378,6 +1606,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_read_during_cow, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_overlapping_cow, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_grouped_cow, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cow_full_queue, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clone_tree, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hidden_name_reuse, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
