@@ -24,7 +24,9 @@
  * Back-pressure: input stops while NBD_MAX_INFLIGHT requests or
  * NBD_MAX_INFLIGHT_BYTES of buffers are live (a client that does not read
  * its replies stops being read), and while requests wait for room in the
- * I/O queue (-EAGAIN from the io layer, retried after completions).
+ * I/O queue (-EAGAIN from the io layer, retried after completions; also
+ * when a request completes with -EAGAIN: a step the store queued later, such
+ * as a copy on write, found the queue full).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -745,6 +747,14 @@ static void req_io_done(void *arg, int status)
 	c->inflight_io--;
 	if (c->retry_head != NULL)
 		retry_schedule(c);
+	if (status == -EAGAIN && c->state != CONN_CLOSED) {
+		/* the I/O queue was full for a step queued after the submit (a
+		 * copy on write, a layered read): nothing was acknowledged, so
+		 * the request goes again like one the queue had no room for */
+		retry_push(c, req);
+		retry_schedule(c);
+		return;
+	}
 	if (status < 0 || c->state == CONN_CLOSED) {
 		req->status = status < 0 ? status : -ESHUTDOWN;
 		req_complete(req);

@@ -359,6 +359,37 @@ static void test_pipelined(void **state)
 	env_stop(&e);
 }
 
+/* A request whose I/O completes with -EAGAIN (the store queues later steps
+ * of a copy on write or a layered read after the request was taken, and the
+ * I/O queue can be full by then) is tried again, like one the queue had no
+ * room for at submit; the code before answered EIO (a host write to a volume
+ * failed while a snapshot of it was being read).  The fault injector fails
+ * the first write and the first read with EAGAIN at completion. */
+static void test_late_eagain_retried(void **state)
+{
+	static uint8_t buf[4096];
+	struct env e;
+	int fd;
+
+	env_start(&e, "write:1:fail=EAGAIN,read:1:fail=EAGAIN");
+	fd = client(&e);
+	handshake(fd, false);
+	memset(buf, 0x5a, sizeof(buf));
+	send_req(fd, NBD_CMD_WRITE, 0, 1, 5 * 4096, 4096);
+	send_all(fd, buf, sizeof(buf));
+	assert_int_equal(recv_simple(fd, 1), 0);
+	memset(buf, 0, sizeof(buf));
+	send_req(fd, NBD_CMD_READ, 0, 2, 5 * 4096, 4096);
+	assert_int_equal(recv_simple(fd, 2), 0);
+	recv_all(fd, buf, sizeof(buf));
+	assert_int_equal(buf[0], 0x5a);
+	assert_int_equal(buf[4095], 0x5a);
+	send_req(fd, NBD_CMD_DISC, 0, 3, 0, 0);
+	assert_true(closed(fd));
+	close(fd);
+	env_stop(&e);
+}
+
 /* Structured replies: holes in reads, BLOCK_STATUS, error chunks. */
 static void test_structured(void **state)
 {
@@ -776,6 +807,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_simple_replies_and_bad_input),
 		cmocka_unit_test(test_pipelined),
+		cmocka_unit_test(test_late_eagain_retried),
 		cmocka_unit_test(test_structured),
 		cmocka_unit_test(test_vanishing_clients),
 		cmocka_unit_test(test_moves_to_home_worker),
