@@ -11,7 +11,10 @@
  * callback has run, so teardown can wait for the last one.  A local one
  * that finds the home io queue full (-EAGAIN) waits in m->io_waiters and
  * goes again when one of ours completes or on the tick (mirror_io_kick):
- * a deep queue never makes the local copy fail.
+ * a deep queue never makes the local copy fail.  So does one that completes
+ * with -EAGAIN (the store met the full queue in a step it ran later, such as
+ * a copy on write into a snapshot: nothing of it was acknowledged, and every
+ * kind is safe to issue again under the range lock its caller holds).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -141,7 +144,7 @@ struct mcop {
 	uint8_t *data; /* local sums: the blocks read */
 	uint32_t *sums;
 	uint64_t len;
-	/* local, io queue full: the arguments kept for mirror_io_kick */
+	/* local: the arguments kept for mirror_io_kick (io queue full) */
 	uint64_t w_off, w_len;
 	void *w_buf;
 	unsigned w_flags;
@@ -179,6 +182,12 @@ static void mcop_piece_done(void *arg, int status)
 {
 	struct mcop *op = arg;
 
+	if (status == -EAGAIN && op->c->local && !op->m->closing) {
+		/* a local op is one piece (pending 1): it goes again as if its
+		 * submit had met the full queue, never failing the copy */
+		mcop_io_wait(op->m, op);
+		return;
+	}
 	if (status < 0 && op->status == 0)
 		op->status = status;
 	if (--op->pending == 0)
@@ -322,6 +331,10 @@ int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t le
 	op->cb_fn = cb_fn;
 	op->cb_arg = cb_arg;
 	op->pending = 1;
+	op->w_off = off;
+	op->w_len = len;
+	op->w_buf = buf;
+	op->w_flags = flags;
 	m_get(m);
 	if (c->local)
 		ret = local_submit(op, off, len, buf, flags);
@@ -329,10 +342,6 @@ int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t le
 		ret = remote_submit(op, off, len, buf, flags);
 	if (ret == -EAGAIN && c->local) {
 		/* io queue full: wait for one of ours to complete, or the tick */
-		op->w_off = off;
-		op->w_len = len;
-		op->w_buf = buf;
-		op->w_flags = flags;
 		mcop_io_wait(m, op);
 		return 0;
 	}
