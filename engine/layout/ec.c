@@ -182,115 +182,11 @@ void ec_publish(struct ec *e)
 	pthread_mutex_unlock(&e->status_lock);
 }
 
-/* ---- hooks: copy states in the metadata store (as mirror.c) --------------- */
-
-struct hook_ctx {
-	struct ec *e;
-	unsigned idx;
-	unsigned gen;
-	enum tsr_copy_state st;
-	int status;
-};
-
-static void hook_issue(struct ecopy *c);
-
-static void hook_settle(struct ecopy *c, int status)
-{
-	struct waiter **pp = &c->hook_waiters, *w, *ready = NULL;
-
-	while ((w = *pp) != NULL) {
-		int st = -1;
-
-		if (status == 0 && w->ver == c->recorded)
-			st = 0;
-		else if (status < 0 && w->ver == c->hook_issued)
-			st = -EIO;
-		else if (w->ver != c->hook_want && w->ver != c->recorded)
-			st = -ECANCELED;
-		if (st == -1) {
-			pp = &w->next;
-			continue;
-		}
-		*pp = w->next;
-		w->ver = (uint64_t)(int64_t)st;
-		w->next = ready;
-		ready = w;
-	}
-	while ((w = ready) != NULL) {
-		ready = w->next;
-		w->fn(w->arg, (int)(int64_t)w->ver);
-		free(w);
-	}
-}
-
-static void hook_done_msg(struct tsr_worker *w, void *arg)
-{
-	struct hook_ctx *hc = arg;
-	struct ec *e = hc->e;
-	struct ecopy *c = &e->copies[hc->idx];
-
-	(void)w;
-	if (hc->gen == c->slot_gen) {
-		c->hook_busy = false;
-		if (hc->status == 0)
-			c->recorded = hc->st;
-		else
-			tsr_error("ec %s: cannot record copy %u (%s) %s: %s", e->name, hc->idx,
-				  c->node_id, tsr_copy_state_name(hc->st), strerror(-hc->status));
-		hook_settle(c, hc->status);
-		if (hc->status == 0 && c->hook_want != c->recorded && !e->closing)
-			hook_issue(c);
-	}
-	free(hc);
-	ec_put(e);
-}
-
-static void hook_done(void *done_arg, int status)
-{
-	struct hook_ctx *hc = done_arg;
-
-	hc->status = status;
-	if (tsr_worker_send(hc->e->home, hook_done_msg, hc) < 0)
-		tsr_error("ec %s: hook answer lost (home worker stopped)", hc->e->name);
-}
-
-static void hook_issue(struct ecopy *c)
-{
-	struct ec *e = c->e;
-	struct hook_ctx *hc = calloc(1, sizeof(*hc));
-
-	if (hc == NULL) {
-		c->hook_issued = c->hook_want;
-		hook_settle(c, -ENOMEM);
-		return;
-	}
-	hc->e = e;
-	hc->idx = c->idx;
-	hc->gen = c->slot_gen;
-	hc->st = c->hook_want;
-	c->hook_busy = true;
-	c->hook_issued = c->hook_want;
-	ec_get(e);
-	tsr_info("ec %s: copy %u (%s) -> %s", e->name, c->idx, c->node_id,
-		 tsr_copy_state_name(hc->st));
-	e->hooks.set_copy_state(e->hooks.arg, e->name, c->idx, hc->st, hook_done, hc);
-}
+/* ---- hooks: copy states in the metadata store (copyset.c) ---------------- */
 
 void ec_hook_request(struct ecopy *c, enum tsr_copy_state st, struct waiter *w)
 {
-	if (w != NULL) {
-		w->ver = st;
-		w->next = c->hook_waiters;
-		c->hook_waiters = w;
-	}
-	c->hook_want = st;
-	if (c->hook_busy)
-		return;
-	if (c->recorded == st) {
-		hook_settle(c, 0);
-		return;
-	}
-	hook_issue(c);
+	copyset_hook_request(&c->base, st, w);
 }
 
 /* ---- failures and fencing ------------------------------------------------- */
@@ -1031,7 +927,6 @@ static void replace_fn(struct ctl *ctl)
 	struct ecopy *c = &e->copies[ctl->idx];
 	struct tsr_svol *oldsvol;
 	struct mbitmap oldbm;
-	struct waiter *w;
 	int ret;
 
 	ctl->result = 0;
@@ -1057,13 +952,7 @@ static void replace_fn(struct ctl *ctl)
 	oldsvol = c->svol;
 	c->svol = NULL;
 	ecopy_disconnect(c);
-	c->slot_gen++;
-	c->hook_busy = false;
-	while ((w = c->hook_waiters) != NULL) {
-		c->hook_waiters = w->next;
-		w->fn(w->arg, -ECANCELED);
-		free(w);
-	}
+	copyset_hook_forget(&c->base);
 	oldbm = c->bm;
 	c->bm = ctl->bm;
 	ctl->bm = oldbm;
@@ -1240,6 +1129,28 @@ bool tsr_layout_is_ec(const struct tsr_layout *l)
 
 /* ---- create (control thread) -------------------------------------------------- */
 
+/* copyset.c's view of the layout */
+static void cs_get(void *layout)
+{
+	ec_get(layout);
+}
+
+static void cs_put(void *layout)
+{
+	ec_put(layout);
+}
+
+static void cs_copy_failed(struct copyset_copy *c, int err)
+{
+	ec_copy_failed(copyset_copy_of(c, struct ecopy), err);
+}
+
+static const struct copyset_ops ec_copyset_ops = {
+    .get = cs_get,
+    .put = cs_put,
+    .copy_failed = cs_copy_failed,
+};
+
 static int check_opts(const struct tsr_ec_opts *o)
 {
 	unsigned locals = 0;
@@ -1355,6 +1266,22 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 	e->converge = opts->converge;
 	e->hooks = opts->hooks;
 	e->n_copies = opts->n_copies;
+	e->cs = (struct copyset){
+	    .ops = &ec_copyset_ops,
+	    .layout = e,
+	    .kind = "ec",
+	    .name = e->name,
+	    .node_id = e->node_id,
+	    .token = e->token,
+	    .peer_timeout_ms = e->peer_timeout_ms,
+	    .epoch = e->epoch,
+	    .copy_size = e->chunk_size,
+	    .store = e->store,
+	    .home = e->home,
+	    .hooks = &e->hooks,
+	    .closing = &e->closing,
+	    .fenced = &e->fenced,
+	};
 	crash_point_parse(e);
 	ret = tsr_ec_codec_create(e->k, e->m, &e->codec);
 	if (ret < 0)
@@ -1377,6 +1304,7 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 		struct ecopy *c = &e->copies[i];
 		char path[PATH_MAX];
 
+		c->set = &e->cs;
 		c->e = e;
 		c->idx = i;
 		snprintf(c->node_id, sizeof(c->node_id), "%s", oc->node_id);

@@ -77,27 +77,9 @@ bool sl_acked(const struct ec *e, uint64_t stripe);
 struct eresync;
 
 struct ecopy {
+	COPYSET_COPY_BASE; /* idx (copy index: tsr_ec_copy_of), node_id, state, hooks, session */
 	struct ec *e;
-	unsigned idx; /* copy index: tsr_ec_copy_of */
-	char node_id[64];
-	char address[128];
-	bool local;
-	enum tsr_copy_state state;    /* what the data path does with it now */
-	enum tsr_copy_state recorded; /* last state the metadata store holds */
-	bool full_resync;             /* every region suspect (rebuild or lost bitmap) */
-	unsigned slot_gen;            /* bumped when the slot gets a new copy (replace) */
-	/* hooks: one call in flight per copy */
-	bool hook_busy;
-	enum tsr_copy_state hook_issued, hook_want;
-	struct waiter *hook_waiters; /* ver = state waited for */
-	/* session */
-	bool open; /* data ops may be sent */
-	bool connecting;
-	unsigned gen;                   /* bumped at every failure / reconnect */
-	struct tsr_svol *svol;          /* local copy */
-	struct tsr_peer_client *client; /* remote copy */
-	uint64_t handle;
-	void *fail_ctx;         /* the client's on_fail argument */
+	bool full_resync;       /* every region suspect (rebuild or lost bitmap) */
 	struct mbitmap bm;      /* dirty regions of the chunk volume */
 	uint64_t journal_est;   /* stage journal bytes written since the last drain (estimate) */
 	struct eresync *resync; /* running resync / rebuild, or NULL */
@@ -149,6 +131,7 @@ struct esnap;
 enum ec_crash { EC_CRASH_NONE = 0, EC_CRASH_STAGED, EC_CRASH_COMMITTED, EC_CRASH_ACKED };
 
 struct ec {
+	struct copyset cs; /* what copyset.c reads of the layout (set at create) */
 	/* immutable after create */
 	char name[64];
 	uint64_t size;    /* volume bytes */

@@ -163,118 +163,11 @@ void mirror_publish(struct mirror *m)
 	pthread_mutex_unlock(&m->status_lock);
 }
 
-/* ---- hooks: copy states in the metadata store --------------------------- */
-
-struct hook_ctx {
-	struct mirror *m;
-	unsigned idx;
-	unsigned gen; /* slot generation (replace) */
-	enum tsr_copy_state st;
-	int status;
-};
-
-static void hook_issue(struct mcopy *c);
-
-/* Wake the waiters the recorded state satisfies; fail those it never will. */
-static void hook_settle(struct mcopy *c, int status)
-{
-	struct waiter **pp = &c->hook_waiters, *w, *ready = NULL;
-
-	while ((w = *pp) != NULL) {
-		int st = -1;
-
-		if (status == 0 && w->ver == c->recorded)
-			st = 0;
-		else if (status < 0 && w->ver == c->hook_issued)
-			st = -EIO;
-		else if (w->ver != c->hook_want && w->ver != c->recorded)
-			st = -ECANCELED;
-		if (st == -1) {
-			pp = &w->next;
-			continue;
-		}
-		*pp = w->next;
-		w->ver = (uint64_t)(int64_t)st;
-		w->next = ready;
-		ready = w;
-	}
-	while ((w = ready) != NULL) {
-		ready = w->next;
-		w->fn(w->arg, (int)(int64_t)w->ver);
-		free(w);
-	}
-}
-
-static void hook_done_msg(struct tsr_worker *w, void *arg)
-{
-	struct hook_ctx *hc = arg;
-	struct mirror *m = hc->m;
-	struct mcopy *c = &m->copies[hc->idx];
-
-	(void)w;
-	if (hc->gen == c->slot_gen) {
-		c->hook_busy = false;
-		if (hc->status == 0) {
-			c->recorded = hc->st;
-		} else {
-			tsr_error("mirror %s: cannot record copy %u (%s) %s: %s", m->name, hc->idx,
-				  c->node_id, tsr_copy_state_name(hc->st), strerror(-hc->status));
-		}
-		hook_settle(c, hc->status);
-		if (hc->status == 0 && c->hook_want != c->recorded && !m->closing)
-			hook_issue(c);
-	}
-	free(hc);
-	m_put(m);
-}
-
-/* hooks.set_copy_state's done: from any thread; back to the home worker. */
-static void hook_done(void *done_arg, int status)
-{
-	struct hook_ctx *hc = done_arg;
-
-	hc->status = status;
-	if (tsr_worker_send(hc->m->home, hook_done_msg, hc) < 0)
-		tsr_error("mirror %s: hook answer lost (home worker stopped)", hc->m->name);
-}
-
-static void hook_issue(struct mcopy *c)
-{
-	struct mirror *m = c->m;
-	struct hook_ctx *hc = calloc(1, sizeof(*hc));
-
-	if (hc == NULL) {
-		c->hook_issued = c->hook_want;
-		hook_settle(c, -ENOMEM);
-		return;
-	}
-	hc->m = m;
-	hc->idx = c->idx;
-	hc->gen = c->slot_gen;
-	hc->st = c->hook_want;
-	c->hook_busy = true;
-	c->hook_issued = c->hook_want;
-	m_get(m);
-	tsr_info("mirror %s: copy %u (%s) -> %s", m->name, c->idx, c->node_id,
-		 tsr_copy_state_name(hc->st));
-	m->hooks.set_copy_state(m->hooks.arg, m->name, c->idx, hc->st, hook_done, hc);
-}
+/* ---- hooks: copy states in the metadata store (copyset.c) -------------- */
 
 void mirror_hook_request(struct mcopy *c, enum tsr_copy_state st, struct waiter *w)
 {
-	if (w != NULL) {
-		w->ver = st;
-		w->next = c->hook_waiters;
-		c->hook_waiters = w;
-	}
-	c->hook_want = st;
-	if (c->hook_busy)
-		return;
-	if (c->recorded == st) {
-		hook_settle(c, 0);
-		return;
-	}
-	hook_issue(c);
+	copyset_hook_request(&c->base, st, w);
 }
 
 /* ---- failures and fencing ----------------------------------------------- */
@@ -1350,17 +1243,7 @@ static void replace_fn(struct ctl *ctl)
 	if (c->svol != NULL)
 		ctl->newsvol = c->svol; /* the old local handle goes back to the caller to put */
 	/* waiters of the old slot's hooks: a new slot never records their states */
-	c->slot_gen++;
-	c->hook_busy = false;
-	{
-		struct waiter *w;
-
-		while ((w = c->hook_waiters) != NULL) {
-			c->hook_waiters = w->next;
-			w->fn(w->arg, -ECANCELED);
-			free(w);
-		}
-	}
+	copyset_hook_forget(&c->base);
 	*old = c->bm;
 	m->retired[m->n_retired++] = old;
 	c->bm = *ctl->newbm;
@@ -1508,6 +1391,28 @@ static void mirror_get_status(void *ctx, struct tsr_layout_status *out)
 
 /* ---- create (control thread) ---------------------------------------------- */
 
+/* copyset.c's view of the layout */
+static void cs_get(void *layout)
+{
+	m_get(layout);
+}
+
+static void cs_put(void *layout)
+{
+	m_put(layout);
+}
+
+static void cs_copy_failed(struct copyset_copy *c, int err)
+{
+	mirror_copy_failed(copyset_copy_of(c, struct mcopy), err);
+}
+
+static const struct copyset_ops mirror_copyset_ops = {
+    .get = cs_get,
+    .put = cs_put,
+    .copy_failed = cs_copy_failed,
+};
+
 static int check_opts(const struct tsr_mirror_opts *o)
 {
 	unsigned locals = 0;
@@ -1569,6 +1474,22 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 	m->converge = opts->converge;
 	m->hooks = opts->hooks;
 	m->n_copies = opts->n_copies;
+	m->cs = (struct copyset){
+	    .ops = &mirror_copyset_ops,
+	    .layout = m,
+	    .kind = "mirror",
+	    .name = m->name,
+	    .node_id = m->node_id,
+	    .token = m->token,
+	    .peer_timeout_ms = m->peer_timeout_ms,
+	    .epoch = m->epoch,
+	    .copy_size = m->size,
+	    .store = m->store,
+	    .home = m->home,
+	    .hooks = &m->hooks,
+	    .closing = &m->closing,
+	    .fenced = &m->fenced,
+	};
 	m->unflushed = calloc((m->nregions + 7) / 8, 1);
 	m->unflushed_prev = calloc((m->nregions + 7) / 8, 1);
 	if (m->unflushed == NULL || m->unflushed_prev == NULL) {
@@ -1580,6 +1501,7 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 		struct mcopy *c = &m->copies[i];
 		char path[PATH_MAX];
 
+		c->set = &m->cs;
 		c->m = m;
 		c->idx = i;
 		c->present = true;

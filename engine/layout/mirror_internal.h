@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "layout/copyset_internal.h"
 #include "tessera/mirror.h"
 #include "tessera/peer.h"
 
@@ -50,14 +51,6 @@
 struct mirror;
 struct mcopy;
 struct wop;
-
-/* Something waiting for an event; fn(arg, 0 or -errno) fires once. */
-struct waiter {
-	void (*fn)(void *arg, int status);
-	void *arg;
-	uint64_t ver; /* bitmap: page version needed; hook: state wanted */
-	struct waiter *next;
-};
 
 /* ---- mirror_copy.c: range locks ---------------------------------------- */
 
@@ -169,14 +162,9 @@ struct msnap_miss {
 };
 
 struct mcopy {
+	COPYSET_COPY_BASE; /* idx, node_id, address, local, state, hooks, session */
 	struct mirror *m;
-	unsigned idx;
-	char node_id[64];
-	char address[128];
-	bool local;
-	bool present;                 /* false: slot dropped (replaced) */
-	enum tsr_copy_state state;    /* what the data path does with it now */
-	enum tsr_copy_state recorded; /* last state the metadata store holds */
+	bool present; /* false: slot dropped (replaced) */
 	bool full_resync;
 	/*
 	 * Failed before ready (mirror_copy_failed then changes the state in
@@ -184,20 +172,6 @@ struct mcopy {
 	 * (start_finish, start_done), cleared by start_done.
 	 */
 	bool start_failed;
-	unsigned slot_gen; /* bumped when the slot gets a new copy (replace) */
-	/* hooks: one call in flight per copy */
-	bool hook_busy;
-	enum tsr_copy_state hook_issued;
-	enum tsr_copy_state hook_want;
-	struct waiter *hook_waiters; /* ver = state waited for */
-	/* session */
-	bool open;                      /* data ops may be sent */
-	unsigned gen;                   /* bumped at every failure / reconnect */
-	struct tsr_svol *svol;          /* local copy */
-	struct tsr_peer_client *client; /* remote copy */
-	uint64_t handle;
-	void *fail_ctx; /* the client's on_fail argument (freed with it) */
-	bool connecting;
 	struct mbitmap bm;
 	struct mresync *resync; /* running resync, or NULL */
 	bool resync_queued;     /* start one once the session is open */
@@ -233,6 +207,7 @@ struct mscrub;
 struct mcop;
 
 struct mirror {
+	struct copyset cs; /* what copyset.c reads of the layout (set at create) */
 	/* immutable after create */
 	char name[64];
 	uint64_t size;

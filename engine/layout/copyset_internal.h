@@ -1,0 +1,123 @@
+/*
+ * Private header of the copy set (copyset.c): what the mirror and the EC
+ * layout do alike with the copies they drive, written once.
+ *
+ *  - the record of a copy's state in the metadata store (hooks.set_copy_state,
+ *    one call in flight per copy, waiters woken by the state recorded).
+ *
+ * What differs stays in the layouts: the I/O on a copy (mirror_copy.c,
+ * ec_copy.c), what a failure does (mirror_copy_failed, ec_copy_failed,
+ * called back through struct copyset_ops), start-up, resync, replace.
+ *
+ * A layout embeds one struct copyset (the view of the layout this file
+ * reads) and opens each copy struct with COPYSET_COPY_BASE: the layout's
+ * files read the shared fields as c->open, c->gen, ..., this file as
+ * c->base (a struct copyset_copy).  Like everything of a layout, both
+ * belong to its home worker.
+ */
+#ifndef TSR_LAYOUT_COPYSET_INTERNAL_H
+#define TSR_LAYOUT_COPYSET_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tessera/layout.h"
+#include "tessera/peer.h"
+#include "tessera/store.h"
+#include "tessera/worker.h"
+
+/* Something waiting for an event; fn(arg, 0 or -errno) fires once. */
+struct waiter {
+	void (*fn)(void *arg, int status);
+	void *arg;
+	uint64_t ver; /* bitmap: page version needed; hook: state wanted */
+	struct waiter *next;
+};
+
+struct copyset;
+struct copyset_copy;
+
+/* What the copy set asks of its layout (arguments: copyset.layout). */
+struct copyset_ops {
+	/* A reference on the layout, held by every message and call in flight. */
+	void (*get)(void *layout);
+	void (*put)(void *layout);
+	/* The session of copy c failed (the peer client's on_fail). */
+	void (*copy_failed)(struct copyset_copy *c, int err);
+};
+
+/* The layout as the copy set sees it: set once at create, then read only. */
+struct copyset {
+	const struct copyset_ops *ops;
+	void *layout;        /* struct mirror or struct ec: the ops' argument */
+	const char *kind;    /* log prefix: "mirror" or "ec" */
+	const char *name;    /* the volume (the layout's name) */
+	const char *node_id; /* this node, the token and timeout for peer OPENs */
+	const char *token;
+	unsigned peer_timeout_ms;
+	uint64_t epoch;
+	uint64_t copy_size; /* bytes a copy must hold: volume or chunk volume */
+	struct tsr_store *store;
+	struct tsr_worker *home;
+	const struct tsr_layout_hooks *hooks;
+	const bool *closing, *fenced; /* the layout's flags (home worker) */
+};
+
+/*
+ * One copy, as the copy set drives it.  The fields are listed once here and
+ * opened both as this struct (c->base) and as plain members of the layout's
+ * copy struct (c->open): an anonymous struct of the same members in an
+ * anonymous union (C11), as Linux's struct_group_tagged.
+ */
+#define COPYSET_COPY_FIELDS                                                                        \
+	struct copyset *set;                                                                       \
+	unsigned idx; /* slot: the copy's index in the layout */                                   \
+	char node_id[64];                                                                          \
+	char address[128];                                                                         \
+	bool local;                                                                                \
+	enum tsr_copy_state state;    /* what the data path does with it now */                    \
+	enum tsr_copy_state recorded; /* last state the metadata store holds */                    \
+	unsigned slot_gen;            /* bumped when the slot gets a new copy (replace) */         \
+	/* hooks: one call in flight per copy */                                                   \
+	bool hook_busy;                                                                            \
+	enum tsr_copy_state hook_issued, hook_want;                                                \
+	struct waiter *hook_waiters; /* ver = state waited for */                                  \
+	/* session */                                                                              \
+	bool open; /* data ops may be sent */                                                      \
+	bool connecting;                                                                           \
+	unsigned gen;                   /* bumped at every failure / reconnect */                  \
+	struct tsr_svol *svol;          /* local copy */                                           \
+	struct tsr_peer_client *client; /* remote copy */                                          \
+	uint64_t handle;                                                                           \
+	void *fail_ctx; /* the client's on_fail argument (freed with it) */
+
+struct copyset_copy {
+	COPYSET_COPY_FIELDS
+};
+
+#define COPYSET_COPY_BASE                                                                          \
+	union {                                                                                    \
+		struct copyset_copy base;                                                          \
+		struct {                                                                           \
+			COPYSET_COPY_FIELDS                                                        \
+		};                                                                                 \
+	}
+
+/* The layout's copy struct (struct mcopy, struct ecopy) that opens with c. */
+#define copyset_copy_of(c, type) ((type *)((char *)(c) - offsetof(type, base)))
+
+/* ---- records: copy states in the metadata store ---------------------------- */
+
+/*
+ * Ask the metadata store to record st for c; w (may be NULL) waits for it:
+ * w->fn(w->arg, 0) once st is recorded, -EIO if recording it failed,
+ * -ECANCELED once another state is wanted (or the slot gets a new copy).
+ * One call in flight per copy: the latest state wanted goes next.
+ */
+void copyset_hook_request(struct copyset_copy *c, enum tsr_copy_state st, struct waiter *w);
+/* The slot gets a new copy: the old one's waiters fail with -ECANCELED and
+ * the answer of a call in flight is ignored. */
+void copyset_hook_forget(struct copyset_copy *c);
+
+#endif
