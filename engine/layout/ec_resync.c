@@ -4,6 +4,8 @@
  *
  * A copy that comes back (copy_returned, or open at create while not
  * IN_SYNC) goes through:
+ *   0. the snapshot names it missed deleted there (ec_missed_replay,
+ *      ec_snap.c): it may hold a stale snapshot of a name cut again since;
  *   1. STAGE_LIST on it: the stripe of every entry it holds is marked in its
  *      dirty bitmap (its chunk there may be staged-only, rolled back or
  *      committed while the others rolled back: recomputed below), and the
@@ -15,7 +17,9 @@
  *      the copy's chunk of it decoded from k IN_SYNC chunks and written
  *      (FUA), EC_RESYNC_DEPTH stripes at a time, paced by resync_rate; a
  *      region done is cleared;
- *   5. IN_SYNC recorded (hooks), then it counts again.
+ *   5. IN_SYNC recorded (hooks), then it counts again; names noted while it
+ *      resynced (a snapshot operation it was not IN_SYNC for) are deleted
+ *      there then, and until that is done it serves no snapshot reads.
  * A failure of the copy on the way makes it OUT_OF_SYNC again with the bits
  * not yet cleared kept.  A rebuild is the same walk over a full bitmap.
  */
@@ -41,7 +45,8 @@ struct eresync {
 	struct ec *e;
 	unsigned gen; /* c->gen when started */
 	bool aborted;
-	int stage;       /* 1 listing, 2 releasing, 3 hook, 4 walking, 5 in-sync hook */
+	int stage;       /* 0 missed snapshots, 1 listing, 2 releasing, 3 hook, 4 walking,
+			    5 in-sync hook */
 	uint64_t region; /* region being copied */
 	uint64_t next_stripe, end_stripe;
 	int inflight; /* stripes in flight */
@@ -83,6 +88,15 @@ static bool rs_gone(struct eresync *rs)
 	return rs->aborted || rs->e->closing || rs->e->fenced || rs->c->gen != rs->gen;
 }
 
+/* Names noted while the copy resynced, deleted once it is IN_SYNC. */
+static void late_replay_done(void *arg, int status)
+{
+	struct ec *e = arg;
+
+	(void)status; /* logged; the names stay for its next return */
+	ec_put(e);
+}
+
 static void rs_in_sync_done(void *arg, int status)
 {
 	struct eresync *rs = arg;
@@ -96,6 +110,9 @@ static void rs_in_sync_done(void *arg, int status)
 			 c->node_id, (unsigned long long)rs->bytes);
 		if (e->replace_running && e->replace_idx == c->idx)
 			e->replace_running = false;
+		ec_get(e);
+		if (ec_missed_replay(c, late_replay_done, e) != 0)
+			ec_put(e);
 		rs_stop(rs);
 		ec_kick_stalled(e);
 		return;
@@ -387,6 +404,24 @@ static void rs_listed(void *arg, int status, const struct tsr_stage_entry *ents,
 	rs_marks_durable(rs, 0);
 }
 
+/* Stage 0 done: the copy holds no snapshot it missed an operation of. */
+static void rs_replayed(void *arg, int status)
+{
+	struct eresync *rs = arg;
+	int ret;
+
+	if (status < 0 || rs_gone(rs)) {
+		if (status < 0 && !rs_gone(rs))
+			ec_copy_failed(rs->c, status);
+		rs_stop(rs);
+		return;
+	}
+	rs->stage = 1;
+	ret = ecopy_stage_list(rs->c, rs_listed, rs);
+	if (ret < 0)
+		rs_listed(rs, ret, NULL, 0);
+}
+
 void ec_resync_start(struct ecopy *c)
 {
 	struct ec *e = c->e;
@@ -403,14 +438,14 @@ void ec_resync_start(struct ecopy *c)
 	rs->c = c;
 	rs->e = e;
 	rs->gen = c->gen;
-	rs->stage = 1;
+	rs->stage = 0;
 	rs->start_ns = ec_now_ns();
 	ec_get(e);
 	c->resync = rs;
 	e->resync_running = true;
-	ret = ecopy_stage_list(c, rs_listed, rs);
-	if (ret < 0)
-		rs_listed(rs, ret, NULL, 0);
+	ret = ec_missed_replay(c, rs_replayed, rs);
+	if (ret != 0)
+		rs_replayed(rs, ret < 0 ? ret : 0);
 }
 
 void ec_resync_abort(struct ecopy *c)

@@ -47,6 +47,7 @@ struct sncopy {
 	char node_id[64];
 	char address[128];
 	bool local;
+	bool stale;                     /* not a source: its snapshot may be an old one */
 	enum snc_state state;           /* FAILED: not read any more (logged once) */
 	struct tsr_svol *svol;          /* local: the snapshot image, our reference */
 	struct tsr_peer_client *client; /* remote: our client on the home worker */
@@ -176,6 +177,10 @@ static void start(struct ecsnap *s)
 		memcpy(c->node_id, e->copies[i].node_id, sizeof(c->node_id));
 		memcpy(c->address, e->copies[i].address, sizeof(c->address));
 		c->local = e->copies[i].local;
+		/* a copy not IN_SYNC, or with snapshot names it missed still to
+		 * delete, may hold an old snapshot of this name (ec_snap.c) */
+		c->stale = e->copies[i].state != TSR_COPY_IN_SYNC ||
+			   ec_missed_pending(e, &e->copies[i]);
 	}
 	s->src = NULL;
 	ec_put(e);
@@ -195,6 +200,10 @@ static void start(struct ecsnap *s)
 		char name[2 * 64 + 2];
 		int ret;
 
+		if (c->stale) {
+			copy_fail(c, -ESTALE, "is not in sync or missed snapshot operations");
+			continue;
+		}
 		if (c->local) {
 			c->state = c->svol != NULL ? SNC_OPEN : SNC_FAILED;
 			continue;

@@ -343,43 +343,26 @@ static void journal_path(const struct mcopy *c, char out[PATH_MAX])
 		out[0] = '\0';
 }
 
-/* Write c's journal (unlink it when empty): tmp file, fsync, rename, fsync dir. */
+/* Write c's journal (unlink it when empty), atomically and durably. */
 static int missed_save(struct mcopy *c)
 {
-	char path[PATH_MAX], tmp[PATH_MAX + 8];
-	FILE *f;
-	int fd, ret = 0;
+	char path[PATH_MAX], *buf;
+	size_t len = 0;
+	int ret;
 
 	journal_path(c, path);
-	if (c->n_missed == 0) {
-		if (unlink(path) < 0 && errno != ENOENT)
-			return -errno;
-		return 0;
-	}
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	f = fopen(tmp, "w");
-	if (f == NULL)
-		return -errno;
+	buf = malloc((size_t)c->n_missed * (sizeof(c->missed[0].snap) + 3) + 1);
+	if (buf == NULL)
+		return -ENOMEM;
 	for (unsigned i = 0; i < c->n_missed; i++)
-		fprintf(f, "%c %s\n", c->missed[i].op == TSR_SNAP_CREATE ? 'c' : 'd',
-			c->missed[i].snap);
-	if (fflush(f) != 0 || fsync(fileno(f)) < 0)
-		ret = -errno;
-	if (fclose(f) != 0 && ret == 0)
-		ret = -errno;
-	if (ret == 0 && rename(tmp, path) < 0)
-		ret = -errno;
-	if (ret < 0) {
+		len += (size_t)sprintf(buf + len, "%c %s\n",
+				       c->missed[i].op == TSR_SNAP_CREATE ? 'c' : 'd',
+				       c->missed[i].snap);
+	ret = tsr_file_replace(path, buf, len);
+	free(buf);
+	if (ret < 0)
 		tsr_error("mirror %s: journal %s: %s", c->m->name, path, strerror(-ret));
-		unlink(tmp);
-		return ret;
-	}
-	fd = open(c->m->state_dir, O_RDONLY | O_DIRECTORY);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
-	return 0;
+	return ret;
 }
 
 static int missed_push(struct mcopy *c, enum tsr_snap_op op, const char *snap)

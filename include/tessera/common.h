@@ -52,6 +52,14 @@ const char *tsr_format_size(uint64_t bytes, char *buf, size_t len);
 int tsr_valid_name(const char *name);
 
 /*
+ * Replace the file at path with len bytes of buf, atomically and durably: a
+ * temporary file beside it ("PATH.tmp") written and fsynced, renamed over
+ * path, then the directory fsynced.  len 0 removes path instead (absent is
+ * fine).  A crash leaves the old file or the new one.  0 or -errno.
+ */
+int tsr_file_replace(const char *path, const void *buf, size_t len);
+
+/*
  * Little-endian integers in the wire and on-disk formats, at any alignment
  * (the compiler makes each a single load or store where it can).
  */

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# A snapshot name reused while a chunk node was away (issues 4 and 5): the
+# returning copy must not serve its old snapshot of that name as the new one.
+#
+# 3 nodes (zones z1..z3); a 2+1 volume of 4 MiB, 16 KiB unit, attached on n1.
+# A snapshot's reads take each data chunk from its own copy's chunk-volume
+# snapshot first, so a copy holding a stale snapshot of the name would return
+# old bytes for every stripe whose data chunk it holds (2 of 3 here).
+#  1. image A, snapshot s; n3 killed; s deleted; image B; s created again
+#     (cut on n1 and n2 only); n3 restarted and resynced: v@s reads B (the
+#     coordinator deleted n3's stale s before its resync: its file of
+#     missed snapshot names).  n3 holds no s now (a missed CREATE is not
+#     made up on an ec copy), so its chunks of v@s are decoded.
+#  2. the same with the journal out of reach: s2 cut on every copy; n3 killed;
+#     s2 deleted; v detached from n1 and attached on n2 (a new coordinator, no
+#     journal of n3's missed names); n3 restarted and resynced (it still holds
+#     the old s2); image C; s2 created again: n3 answers that it exists, the
+#     coordinator deletes the stale one there and cuts it again: v@s2 reads C
+#     (n3's data chunks read from n3's own s2); scrub finds nothing.
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/cluster.sh"
+
+require_tessera
+require_cmd nbdcopy nbdinfo
+
+MiB=$(( 1024 * 1024 ))
+SIZE=$(( 4 * MiB ))
+
+write_image() {  # NODE FILE
+	nbdcopy "$2" "$(cl_nbd_uri "$1" v)" || fail "write $2 through n$1"
+}
+
+cl_start 3
+ctsr volume create v --size 4M --ec 2+1 --stripe-unit 16K --failure-domain zone >/dev/null ||
+	fail "create"
+ctsr volume attach v --node n1 >/dev/null || fail "attach"
+
+# ---- 1. the name reused while n3 was away --------------------------------------
+cl_pattern "$CL_ROOT/A" "$SIZE" 1
+cl_pattern "$CL_ROOT/B" "$SIZE" 2
+cl_pattern "$CL_ROOT/C" "$SIZE" 3
+write_image 1 "$CL_ROOT/A"
+ctsr snapshot create v s >/dev/null || fail "snapshot create s"
+cl_assert_image 1 v@s "$CL_ROOT/A" "s before"
+
+cl_kill 3
+cl_wait_state v n3 out-of-sync 30
+ctsr snapshot delete v s >/dev/null || fail "snapshot delete s with n3 away"
+write_image 1 "$CL_ROOT/B"
+ctsr snapshot create v s >/dev/null || fail "snapshot create s again with n3 away"
+cl_assert_image 1 v@s "$CL_ROOT/B" "s again, n3 away"
+
+cl_start_node 3
+cl_wait_synced v 120
+cl_assert_image 1 v@s "$CL_ROOT/B" "s again, n3 back"
+cl_assert_image 1 v "$CL_ROOT/B" "head, n3 back"
+left=$(find "$(cl_dir 1)" -name v.n3.snaps)
+[ -z "$left" ] || fail "n3's missed snapshot names still pending: $left"
+wait_log 1 "copy [0-9] \(n3\): 1 snapshot names it missed deleted there" 5
+
+# ---- 2. the journal out of reach: a new coordinator ---------------------------
+ctsr snapshot create v s2 >/dev/null || fail "snapshot create s2"
+cl_kill 3
+cl_wait_state v n3 out-of-sync 30
+ctsr snapshot delete v s2 >/dev/null || fail "snapshot delete s2 with n3 away"
+ctsr volume detach v >/dev/null || fail "detach from n1"
+cl_attach_retry v n2
+cl_start_node 3
+cl_wait_synced v 120
+write_image 2 "$CL_ROOT/C"
+ctsr snapshot create v s2 >/dev/null || fail "snapshot create s2 again"
+wait_log 2 "copy [0-9] \(n3\) holds an old snapshot s2: deleted there, cut again" 5
+cl_wait_synced v 120
+# n3 is a source again (IN_SYNC, nothing pending): its data chunks of v@s2
+# (2 stripes in 3) are read from its own s2
+cl_assert_image 2 v@s2 "$CL_ROOT/C" "s2 again"
+cl_assert_image 2 v@s "$CL_ROOT/B" "s, through the new coordinator"
+cl_scrub_clean v
+cl_stop_all
+log "ok"
