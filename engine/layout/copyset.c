@@ -136,3 +136,188 @@ void copyset_hook_forget(struct copyset_copy *c)
 	}
 }
 
+/* ---- sessions ------------------------------------------------------------- */
+
+struct conn_ctx {
+	struct copyset_copy *c;
+	unsigned gen;
+	tsr_cb cb_fn;
+	void *cb_arg;
+};
+
+/* The peer client's on_fail: the connection is gone. */
+static void copy_on_fail(void *arg, int err)
+{
+	struct conn_ctx *cc = arg;
+	struct copyset_copy *c = cc->c;
+	struct copyset *cs = c->set;
+
+	if (cc->gen != c->gen || *cs->closing)
+		return;
+	tsr_warn("%s %s: copy %u (%s, %s): connection failed: %s", cs->kind, cs->name, c->idx,
+		 c->node_id, c->address, strerror(-err));
+	cs->ops->copy_failed(c, err < 0 ? err : -ECONNRESET);
+}
+
+static void copy_open_done(void *arg, int status, uint64_t handle, uint64_t size)
+{
+	struct conn_ctx *oc = arg;
+	struct copyset_copy *c = oc->c;
+	struct copyset *cs = c->set;
+
+	if (oc->gen != c->gen) {
+		status = -ECANCELED;
+	} else if (status == 0 && size < cs->copy_size) {
+		tsr_error("%s %s: copy %u on %s is %llu bytes, %llu needed", cs->kind, cs->name,
+			  c->idx, c->node_id, (unsigned long long)size,
+			  (unsigned long long)cs->copy_size);
+		status = -EINVAL;
+	}
+	if (oc->gen == c->gen) {
+		c->connecting = false;
+		if (status == 0) {
+			c->handle = handle;
+			c->open = true;
+		}
+	}
+	oc->cb_fn(oc->cb_arg, status);
+	free(oc);
+	cs->ops->put(cs->layout);
+}
+
+struct client_ref {
+	struct tsr_peer_client *client;
+	struct conn_ctx *fail_ctx;
+	struct copyset *cs;
+};
+
+static void client_destroy_deferred(struct tsr_worker *w, void *arg)
+{
+	struct client_ref *r = arg;
+	struct copyset *cs = r->cs;
+
+	(void)w;
+	tsr_peer_client_destroy(r->client); /* in-flight requests: -ECANCELED */
+	free(r->fail_ctx);
+	free(r);
+	cs->ops->put(cs->layout);
+}
+
+/* Defer (not inline: we may be inside one of the client's callbacks). */
+static void client_drop(struct copyset_copy *c, struct tsr_peer_client *client,
+			struct conn_ctx *fc)
+{
+	struct copyset *cs = c->set;
+	struct client_ref *r = calloc(1, sizeof(*r));
+
+	if (r == NULL || tsr_worker_defer(cs->home, client_destroy_deferred, r) < 0) {
+		/* out of memory: leak the client rather than free it under a callback */
+		tsr_error("%s %s: cannot drop the client of copy %u", cs->kind, cs->name, c->idx);
+		free(r);
+		return;
+	}
+	r->client = client;
+	r->fail_ctx = fc;
+	r->cs = cs;
+	cs->ops->get(cs->layout);
+}
+
+void copyset_disconnect(struct copyset_copy *c)
+{
+	struct copyset *cs = c->set;
+
+	c->open = c->local && c->svol != NULL && !*cs->fenced && !*cs->closing;
+	c->connecting = false;
+	c->gen++;
+	if (c->client != NULL) {
+		client_drop(c, c->client, c->fail_ctx);
+		c->client = NULL;
+		c->fail_ctx = NULL;
+	}
+}
+
+int copyset_connect(struct copyset_copy *c, tsr_cb cb_fn, void *cb_arg)
+{
+	struct copyset *cs = c->set;
+	struct tsr_peer_client_opts o = {
+	    .address = c->address,
+	    .token = cs->token,
+	    .node_id = cs->node_id,
+	    .timeout_ms = cs->peer_timeout_ms,
+	};
+	struct conn_ctx *fc, *oc;
+	int ret;
+
+	if (c->local)
+		return c->open ? 1 : -ENOENT;
+	copyset_disconnect(c); /* a new gen: answers to the old session are ignored */
+	fc = calloc(1, sizeof(*fc));
+	oc = calloc(1, sizeof(*oc));
+	if (fc == NULL || oc == NULL) {
+		free(fc);
+		free(oc);
+		return -ENOMEM;
+	}
+	fc->c = oc->c = c;
+	fc->gen = oc->gen = c->gen;
+	oc->cb_fn = cb_fn;
+	oc->cb_arg = cb_arg;
+	ret = tsr_peer_client_create(cs->home, &o, copy_on_fail, fc, &c->client);
+	if (ret < 0) {
+		tsr_error("%s %s: copy %u: peer client for %s: %s", cs->kind, cs->name, c->idx,
+			  c->address, strerror(-ret));
+		c->client = NULL;
+		free(fc);
+		free(oc);
+		return ret;
+	}
+	c->fail_ctx = fc;
+	c->connecting = true;
+	cs->ops->get(cs->layout);
+	ret = tsr_peer_open(c->client, cs->name, cs->epoch, copy_open_done, oc);
+	if (ret < 0) {
+		cs->ops->put(cs->layout);
+		free(oc);
+		c->connecting = false;
+		return ret;
+	}
+	return 0;
+}
+
+/* ---- a snapshot request on one copy ---------------------------------------- */
+
+/* The local store volume has seen a newer coordinator: writes fail -ESTALE. */
+static bool local_fenced(const struct copyset_copy *c)
+{
+	return tsr_svol_epoch(c->svol) > c->set->epoch;
+}
+
+int copyset_snap(struct copyset_copy *c, const struct tsr_snap_req *req, tsr_cb cb_fn,
+		 void *cb_arg)
+{
+	struct copyset *cs = c->set;
+	int ret;
+
+	if (!c->open)
+		return -ENOTCONN;
+	if (!c->local)
+		return tsr_peer_snap(c->client, c->handle, cs->epoch, req, cb_fn, cb_arg);
+	if (local_fenced(c))
+		return -ESTALE;
+	switch (req->op) {
+	case TSR_SNAP_CREATE:
+		ret = tsr_store_snap_create(cs->store, cs->name, req->snap, NULL);
+		break;
+	case TSR_SNAP_DELETE:
+		ret = tsr_store_snap_delete(cs->store, cs->name, req->snap);
+		break;
+	case TSR_SNAP_CLONE:
+		ret = tsr_store_vol_clone(cs->store, req->clone, cs->name,
+					  req->snap[0] ? req->snap : NULL, NULL);
+		break;
+	default:
+		return -EINVAL;
+	}
+	cb_fn(cb_arg, ret);
+	return 0;
+}

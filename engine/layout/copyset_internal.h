@@ -3,7 +3,10 @@
  * layout do alike with the copies they drive, written once.
  *
  *  - the record of a copy's state in the metadata store (hooks.set_copy_state,
- *    one call in flight per copy, waiters woken by the state recorded).
+ *    one call in flight per copy, waiters woken by the state recorded);
+ *  - a remote copy's session (peer client, OPEN, on_fail, the client
+ *    dropped outside its own callbacks), a local copy's open flag;
+ *  - a snapshot request on one copy (local store call or TSR_PEER_SNAP).
  *
  * What differs stays in the layouts: the I/O on a copy (mirror_copy.c,
  * ec_copy.c), what a failure does (mirror_copy_failed, ec_copy_failed,
@@ -119,5 +122,34 @@ void copyset_hook_request(struct copyset_copy *c, enum tsr_copy_state st, struct
 /* The slot gets a new copy: the old one's waiters fail with -ECANCELED and
  * the answer of a call in flight is ignored. */
 void copyset_hook_forget(struct copyset_copy *c);
+
+/* ---- sessions -------------------------------------------------------------- */
+
+/*
+ * Start (re)connecting a remote copy: a new session (gen), a new peer client
+ * and an OPEN with our epoch; cb_fn(cb_arg, status) once it is answered (0:
+ * c->open, c->handle set; -EINVAL: the copy holds fewer than copy_size
+ * bytes; -ECANCELED: the session was replaced meanwhile).  A connection lost
+ * later calls ops->copy_failed.  Local copy: 1 when open (cb never fires),
+ * else -ENOENT.  0, or -errno and cb never fires.
+ */
+int copyset_connect(struct copyset_copy *c, tsr_cb cb_fn, void *cb_arg);
+/*
+ * Drop the session: a new gen (answers to the old one are ignored), the
+ * client destroyed outside its own callbacks (in-flight requests complete
+ * with -ECANCELED).  A local copy stays open unless the layout is fenced or
+ * closing.
+ */
+void copyset_disconnect(struct copyset_copy *c);
+
+/*
+ * A snapshot request on one copy: local, the store call here (blocking, a
+ * few ms: the contract of tsr_store_snap_create) and cb_fn before
+ * returning; remote, a TSR_PEER_SNAP with our epoch.  0 and cb_fn fires
+ * once, or -errno (-ENOTCONN not open, -ESTALE the local volume moved to a
+ * newer epoch) and it never fires.
+ */
+int copyset_snap(struct copyset_copy *c, const struct tsr_snap_req *req, tsr_cb cb_fn,
+		 void *cb_arg);
 
 #endif

@@ -1,5 +1,6 @@
 /*
- * EC layout: one copy's operations, its session, and the stripe locks.
+ * EC layout: one copy's operations and the stripe locks (its session and
+ * snapshot requests: copyset.c).
  *
  * A copy holds one chunk position of every stripe in a chunk volume, either
  * in this node's store (local: the same epoch rule a replica applies, a
@@ -347,173 +348,19 @@ int ecopy_stage_list(struct ecopy *c, tsr_peer_stage_list_cb cb, void *arg)
 	return 0;
 }
 
-/* Local: the store call here (blocking, a few ms), done before returning. */
 int ecopy_snap(struct ecopy *c, const struct tsr_snap_req *req, tsr_cb cb, void *arg)
 {
-	struct ec *e = c->e;
-	int ret;
-
-	if (!c->open)
-		return -ENOTCONN;
-	if (!c->local)
-		return tsr_peer_snap(c->client, c->handle, e->epoch, req, cb, arg);
-	if (local_fenced(c))
-		return -ESTALE;
-	switch (req->op) {
-	case TSR_SNAP_CREATE:
-		ret = tsr_store_snap_create(e->store, e->name, req->snap, NULL);
-		break;
-	case TSR_SNAP_DELETE:
-		ret = tsr_store_snap_delete(e->store, e->name, req->snap);
-		break;
-	case TSR_SNAP_CLONE:
-		ret = tsr_store_vol_clone(e->store, req->clone, e->name,
-					  req->snap[0] ? req->snap : NULL, NULL);
-		break;
-	default:
-		return -EINVAL;
-	}
-	cb(arg, ret);
-	return 0;
+	return copyset_snap(&c->base, req, cb, arg);
 }
 
-/* ---- sessions ------------------------------------------------------------- */
-
-struct conn_ctx {
-	struct ecopy *c;
-	unsigned gen;
-	tsr_cb cb_fn;
-	void *cb_arg;
-};
-
-static void copy_on_fail(void *arg, int err)
-{
-	struct conn_ctx *cc = arg;
-	struct ecopy *c = cc->c;
-
-	if (cc->gen != c->gen || c->e->closing)
-		return;
-	tsr_warn("ec %s: copy %u (%s, %s): connection failed: %s", c->e->name, c->idx, c->node_id,
-		 c->address, strerror(-err));
-	ec_copy_failed(c, err < 0 ? err : -ECONNRESET);
-}
-
-static void copy_open_done(void *arg, int status, uint64_t handle, uint64_t size)
-{
-	struct conn_ctx *oc = arg;
-	struct ecopy *c = oc->c;
-	struct ec *e = c->e;
-
-	if (oc->gen != c->gen) {
-		status = -ECANCELED;
-	} else if (status == 0 && size < e->chunk_size) {
-		tsr_error("ec %s: chunk volume of copy %u on %s is %llu bytes, %llu needed",
-			  e->name, c->idx, c->node_id, (unsigned long long)size,
-			  (unsigned long long)e->chunk_size);
-		status = -EINVAL;
-	}
-	if (oc->gen == c->gen) {
-		c->connecting = false;
-		if (status == 0) {
-			c->handle = handle;
-			c->open = true;
-		}
-	}
-	oc->cb_fn(oc->cb_arg, status);
-	free(oc);
-	ec_put(e);
-}
-
-struct client_ref {
-	struct tsr_peer_client *client;
-	struct conn_ctx *fail_ctx;
-	struct ec *e;
-};
-
-static void client_destroy_deferred(struct tsr_worker *w, void *arg)
-{
-	struct client_ref *r = arg;
-	struct ec *e = r->e;
-
-	(void)w;
-	tsr_peer_client_destroy(r->client);
-	free(r->fail_ctx);
-	free(r);
-	ec_put(e);
-}
-
-/* Deferred: we may be inside one of the client's callbacks. */
-static void client_drop(struct ecopy *c, struct tsr_peer_client *client, struct conn_ctx *fc)
-{
-	struct client_ref *r = calloc(1, sizeof(*r));
-
-	if (r == NULL || tsr_worker_defer(c->e->home, client_destroy_deferred, r) < 0) {
-		tsr_error("ec %s: cannot drop the client of copy %u", c->e->name, c->idx);
-		free(r);
-		return;
-	}
-	r->client = client;
-	r->fail_ctx = fc;
-	r->e = c->e;
-	ec_get(c->e);
-}
+/* ---- sessions (copyset.c) ------------------------------------------------- */
 
 void ecopy_disconnect(struct ecopy *c)
 {
-	c->open = c->local && c->svol != NULL && !c->e->fenced && !c->e->closing;
-	c->connecting = false;
-	c->gen++;
-	if (c->client != NULL) {
-		client_drop(c, c->client, c->fail_ctx);
-		c->client = NULL;
-		c->fail_ctx = NULL;
-	}
+	copyset_disconnect(&c->base);
 }
 
 int ecopy_connect(struct ecopy *c, tsr_cb cb, void *arg)
 {
-	struct ec *e = c->e;
-	struct tsr_peer_client_opts o = {
-	    .address = c->address,
-	    .token = e->token,
-	    .node_id = e->node_id,
-	    .timeout_ms = e->peer_timeout_ms,
-	};
-	struct conn_ctx *fc, *oc;
-	int ret;
-
-	if (c->local)
-		return c->open ? 1 : -ENOENT;
-	ecopy_disconnect(c);
-	fc = calloc(1, sizeof(*fc));
-	oc = calloc(1, sizeof(*oc));
-	if (fc == NULL || oc == NULL) {
-		free(fc);
-		free(oc);
-		return -ENOMEM;
-	}
-	fc->c = oc->c = c;
-	fc->gen = oc->gen = c->gen;
-	oc->cb_fn = cb;
-	oc->cb_arg = arg;
-	ret = tsr_peer_client_create(e->home, &o, copy_on_fail, fc, &c->client);
-	if (ret < 0) {
-		tsr_error("ec %s: copy %u: peer client for %s: %s", e->name, c->idx, c->address,
-			  strerror(-ret));
-		c->client = NULL;
-		free(fc);
-		free(oc);
-		return ret;
-	}
-	c->fail_ctx = fc;
-	c->connecting = true;
-	ec_get(e);
-	ret = tsr_peer_open(c->client, e->name, e->epoch, copy_open_done, oc);
-	if (ret < 0) {
-		ec_put(e);
-		free(oc);
-		c->connecting = false;
-		return ret;
-	}
-	return 0;
+	return copyset_connect(&c->base, cb, arg);
 }

@@ -6,11 +6,14 @@
  *
  * Files:
  *  - ec.c         create/destroy, start-up (sessions, staged-txn recovery),
- *                 copy states and hooks, failures and fencing, control
- *                 calls, status, the tick;
+ *                 copy states, failures and fencing, control calls,
+ *                 status, the tick;
  *  - ec_copy.c    one copy's operations (local store + epoch check, or a
- *                 peer client) behind one set of functions; sessions; the
- *                 stripe locks;
+ *                 peer client) behind one set of functions; the stripe
+ *                 locks;
+ *  - copyset.c    shared with the mirror (copyset_internal.h): the records
+ *                 of copy states (hooks), sessions, a snapshot request on
+ *                 one copy;
  *  - ec_io.c      the host data path: reads (direct or decoded), writes as
  *                 per-stripe transactions (stage, commit), flush, trim,
  *                 write_zeroes, batched release, the fault switch; and the
@@ -113,7 +116,7 @@ int ecopy_stage_list(struct ecopy *c, tsr_peer_stage_list_cb cb, void *arg);
 int ecopy_snap(struct ecopy *c, const struct tsr_snap_req *req, tsr_cb cb, void *arg);
 /* Local operations that met a full io queue go again (ec_copy.c). */
 void ec_io_kick(struct ec *e);
-/* Remote: new client + OPEN, cb(arg, status) (1 returned: local, open). */
+/* copyset_connect, copyset_disconnect (1 returned: local, open). */
 int ecopy_connect(struct ecopy *c, tsr_cb cb, void *arg);
 void ecopy_disconnect(struct ecopy *c);
 /* open and IN_SYNC: chunks may be read from it */
@@ -295,15 +298,5 @@ void ec_scrub_unpark(struct ec *e);
 int ec_snap(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg);
 /* A resync or scrub stripe is done: a waiting cut may go. */
 void ec_bg_done(struct ec *e);
-/*
- * Snapshot names a copy missed (a CREATE or DELETE it did not do):
- * state_dir/<vol>.<node_id>.snaps.  ec_missed_pending: the copy has names
- * waiting (it serves no snapshot reads meanwhile).  ec_missed_replay deletes
- * each name on the copy (a stale snapshot of that name, or none) and drops
- * them from the file: 1 when there was nothing to do, 0 when started (done
- * called once, on the home worker, 0 or -errno), or -errno.
- */
-bool ec_missed_pending(const struct ec *e, const struct ecopy *c);
-int ec_missed_replay(struct ecopy *c, tsr_cb done, void *arg);
 
 #endif

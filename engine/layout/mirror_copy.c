@@ -1,5 +1,6 @@
 /*
- * Mirror layout: one copy's operations and the range locks.
+ * Mirror layout: one copy's operations and the range locks (its session and
+ * snapshot requests: copyset.c).
  *
  * A copy is either this node's store volume (local) or a volume on another
  * node reached through a struct tsr_peer_client (remote); mcopy_submit()
@@ -354,181 +355,20 @@ int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t le
 	return ret;
 }
 
-/*
- * A snapshot operation on one copy (the snap op of mirror_snap.c): the
- * local copy runs the store call here (blocking, a few ms: the contract of
- * tsr_store_snap_create) and completes before returning; a remote copy gets
- * a TSR_PEER_SNAP with our epoch.  Same async contract as mcopy_submit.
- */
+/* A snapshot operation on one copy (the snap op of mirror_snap.c). */
 int mcopy_snap(struct mcopy *c, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg)
 {
-	struct mirror *m = c->m;
-	int ret;
-
-	if (!c->open)
-		return -ENOTCONN;
-	if (!c->local)
-		return tsr_peer_snap(c->client, c->handle, m->epoch, req, cb_fn, cb_arg);
-	if (local_fenced(c))
-		return -ESTALE;
-	switch (req->op) {
-	case TSR_SNAP_CREATE:
-		ret = tsr_store_snap_create(m->store, m->name, req->snap, NULL);
-		break;
-	case TSR_SNAP_DELETE:
-		ret = tsr_store_snap_delete(m->store, m->name, req->snap);
-		break;
-	case TSR_SNAP_CLONE:
-		ret = tsr_store_vol_clone(m->store, req->clone, m->name,
-					  req->snap[0] ? req->snap : NULL, NULL);
-		break;
-	default:
-		return -EINVAL;
-	}
-	cb_fn(cb_arg, ret);
-	return 0;
+	return copyset_snap(&c->base, req, cb_fn, cb_arg);
 }
 
-/* ---- sessions ----------------------------------------------------------- */
-
-struct conn_ctx {
-	struct mcopy *c;
-	unsigned gen;
-	tsr_cb cb_fn;
-	void *cb_arg;
-};
-
-/* The peer client's on_fail: the connection is gone. */
-static void copy_on_fail(void *arg, int err)
-{
-	struct conn_ctx *cc = arg;
-	struct mcopy *c = cc->c;
-
-	if (cc->gen != c->gen || c->m->closing)
-		return;
-	tsr_warn("mirror %s: copy %u (%s, %s): connection failed: %s", c->m->name, c->idx,
-		 c->node_id, c->address, strerror(-err));
-	mirror_copy_failed(c, err < 0 ? err : -ECONNRESET);
-}
-
-static void copy_open_done(void *arg, int status, uint64_t handle, uint64_t size)
-{
-	struct conn_ctx *oc = arg;
-	struct mcopy *c = oc->c;
-	struct mirror *m = c->m;
-
-	if (oc->gen != c->gen) {
-		status = -ECANCELED;
-	} else if (status == 0 && size < m->size) {
-		tsr_error("mirror %s: copy %u on %s is %llu bytes, the volume %llu", m->name,
-			  c->idx, c->node_id, (unsigned long long)size,
-			  (unsigned long long)m->size);
-		status = -EINVAL;
-	}
-	if (oc->gen == c->gen) {
-		c->connecting = false;
-		if (status == 0) {
-			c->handle = handle;
-			c->open = true;
-		}
-	}
-	oc->cb_fn(oc->cb_arg, status);
-	free(oc);
-	m_put(m);
-}
-
-struct client_ref {
-	struct tsr_peer_client *client;
-	struct conn_ctx *fail_ctx;
-	struct mirror *m;
-};
-
-static void client_destroy_deferred(struct tsr_worker *w, void *arg)
-{
-	struct client_ref *r = arg;
-	struct mirror *m = r->m;
-
-	(void)w;
-	tsr_peer_client_destroy(r->client); /* in-flight requests: -ECANCELED */
-	free(r->fail_ctx);
-	free(r);
-	m_put(m);
-}
-
-/* Defer (not inline: we may be inside one of the client's callbacks). */
-static void client_drop(struct mcopy *c, struct tsr_peer_client *client, struct conn_ctx *fc)
-{
-	struct client_ref *r = calloc(1, sizeof(*r));
-
-	if (r == NULL || tsr_worker_defer(c->m->home, client_destroy_deferred, r) < 0) {
-		/* out of memory: leak the client rather than free it under a callback */
-		tsr_error("mirror %s: cannot drop the client of copy %u", c->m->name, c->idx);
-		free(r);
-		return;
-	}
-	r->client = client;
-	r->fail_ctx = fc;
-	r->m = c->m;
-	m_get(c->m);
-}
+/* ---- sessions (copyset.c) ----------------------------------------------- */
 
 void mcopy_disconnect(struct mcopy *c)
 {
-	c->open = c->local && c->svol != NULL && !c->m->fenced && !c->m->closing;
-	c->connecting = false;
-	c->gen++;
-	if (c->client != NULL) {
-		client_drop(c, c->client, c->fail_ctx);
-		c->client = NULL;
-		c->fail_ctx = NULL;
-	}
+	copyset_disconnect(&c->base);
 }
 
 int mcopy_connect(struct mcopy *c, tsr_cb cb_fn, void *cb_arg)
 {
-	struct mirror *m = c->m;
-	struct tsr_peer_client_opts o = {
-	    .address = c->address,
-	    .token = m->token,
-	    .node_id = m->node_id,
-	    .timeout_ms = m->peer_timeout_ms,
-	};
-	struct conn_ctx *fc, *oc;
-	int ret;
-
-	if (c->local)
-		return c->open ? 1 : -ENOENT;
-	mcopy_disconnect(c);
-	c->gen++;
-	fc = calloc(1, sizeof(*fc));
-	oc = calloc(1, sizeof(*oc));
-	if (fc == NULL || oc == NULL) {
-		free(fc);
-		free(oc);
-		return -ENOMEM;
-	}
-	fc->c = oc->c = c;
-	fc->gen = oc->gen = c->gen;
-	oc->cb_fn = cb_fn;
-	oc->cb_arg = cb_arg;
-	ret = tsr_peer_client_create(m->home, &o, copy_on_fail, fc, &c->client);
-	if (ret < 0) {
-		tsr_error("mirror %s: copy %u: peer client for %s: %s", m->name, c->idx, c->address,
-			  strerror(-ret));
-		c->client = NULL;
-		free(fc);
-		free(oc);
-		return ret;
-	}
-	c->fail_ctx = fc;
-	c->connecting = true;
-	m_get(m);
-	ret = tsr_peer_open(c->client, m->name, m->epoch, copy_open_done, oc);
-	if (ret < 0) {
-		m_put(m);
-		free(oc);
-		c->connecting = false;
-		return ret;
-	}
-	return 0;
+	return copyset_connect(&c->base, cb_fn, cb_arg);
 }

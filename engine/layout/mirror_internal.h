@@ -7,10 +7,13 @@
  * Files:
  *  - mirror.c        create/destroy, control messages, status, the host data
  *                    path (write fan-out, read with fail-over and repair,
- *                    flush, trim, write_zeroes), copy failure and the hooks;
+ *                    flush, trim, write_zeroes), copy failure;
  *  - mirror_copy.c   one copy's operations, local (store + epoch check) or
  *                    remote (peer client), behind one set of functions, and
  *                    the range locks;
+ *  - copyset.c       shared with the EC layout (copyset_internal.h): the
+ *                    records of copy states (hooks), sessions, a snapshot
+ *                    request on one copy;
  *  - mirror_bitmap.c the per-copy dirty-region bitmap and its state file;
  *  - mirror_resync.c region copies (resync, rebuild, read repair);
  *  - mirror_scrub.c  block-by-block comparison (converge at create, scrub);
@@ -193,12 +196,11 @@ int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t le
 /* Local operations that met a full io queue (-EAGAIN) wait in
  * m->io_waiters; this issues them again (closing: -ECANCELED). */
 void mirror_io_kick(struct mirror *m);
-/* A snapshot request on one copy (local: store call, done before it
- * returns; remote: TSR_PEER_SNAP).  Same contract as mcopy_submit. */
+/* A snapshot request on one copy: copyset_snap. */
 int mcopy_snap(struct mcopy *c, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg);
-/* Start (re)connecting a remote copy: new client + OPEN; cb(arg, status). */
+/* Start (re)connecting a remote copy, drop the session: copyset_connect,
+ * copyset_disconnect. */
 int mcopy_connect(struct mcopy *c, tsr_cb cb_fn, void *cb_arg);
-/* Drop the session (remote: client destroyed at the end of the pass). */
 void mcopy_disconnect(struct mcopy *c);
 
 /* ---- the layout --------------------------------------------------------- */
