@@ -298,5 +298,15 @@ void ec_scrub_unpark(struct ec *e);
 int ec_snap(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg);
 /* A resync or scrub stripe is done: a waiting cut may go. */
 void ec_bg_done(struct ec *e);
+/*
+ * Snapshot names a copy missed (a CREATE or DELETE it did not do):
+ * state_dir/<vol>.<node_id>.snaps.  ec_missed_pending: the copy has names
+ * waiting (it serves no snapshot reads meanwhile).  ec_missed_replay deletes
+ * each name on the copy (a stale snapshot of that name, or none) and drops
+ * them from the file: 1 when there was nothing to do, 0 when started (done
+ * called once, on the home worker, 0 or -errno), or -errno.
+ */
+bool ec_missed_pending(const struct ec *e, const struct ecopy *c);
+int ec_missed_replay(struct ecopy *c, tsr_cb done, void *arg);
 
 #endif
