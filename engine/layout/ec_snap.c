@@ -29,7 +29,8 @@
  *    deletes the stale one there and cuts again, inside the same hold of
  *    host writes (drop_stale).  -EEXIST from k copies or more is a real
  *    snapshot of that name: the CREATE fails and is undone, as before.
- * A missed CREATE is not made up on the copy: its chunks stay decoded.
+ * A missed CREATE is not made up on the copy: its chunks stay decoded, and
+ * a DELETE that copy answers -ENOENT is done there (unless no copy had it).
  */
 #include <errno.h>
 #include <limits.h>
@@ -369,6 +370,15 @@ static void esnap_dec(struct esnap *s)
 		return;
 	if (drop_stale(s) > 0)
 		return;
+	if (s->req.op == TSR_SNAP_DELETE && s->ok > 0) {
+		/* a copy without it (it missed the CREATE) is where the DELETE
+		 * leads: done there, not a failure that puts it out of sync */
+		for (unsigned i = 0; i < e->n_copies; i++)
+			if (s->subs[i].s == s && s->subs[i].status == -ENOENT) {
+				s->subs[i].status = 0;
+				s->ok++;
+			}
+	}
 	if (s->ok == 0)
 		status = s->first_error < 0 ? s->first_error : -EIO;
 	else if (e->fenced)

@@ -57,6 +57,19 @@ cl_assert_image 1 v "$CL_ROOT/B" "head, n3 back"
 left=$(find "$(cl_dir 1)" -name v.n3.snaps)
 [ -z "$left" ] || fail "n3's missed snapshot names still pending: $left"
 wait_log 1 "copy [0-9] \(n3\): 1 snapshot names it missed deleted there" 5
+# n3 has no s (it missed the cut): a DELETE is done there, n3 stays in sync
+n3_failures() { grep -cE "copy [0-9] \(n3\) failed .*out of sync" "$(cl_dir 1)/tesserad.log"; }
+before=$(n3_failures)
+ctsr snapshot delete v s >/dev/null || fail "snapshot delete s (not on n3)"
+assert_eq "$(n3_failures)" "$before" "n3's failures in n1's log, after deleting s that n3 missed"
+assert_eq "$(vstatus v '",".join(c["state"] for c in j["volume"]["copies"])')" \
+	"in-sync,in-sync,in-sync" "copy states after deleting s, which n3 missed"
+for i in 1 2 3; do
+	assert_eq "$(ctsr_via "$i" --json snapshot list v | json_get '" ".join(s["name"] for s in j["snapshots"])')" \
+		"" "snapshot list v through n$i, after deleting s"
+done
+ctsr snapshot create v s >/dev/null || fail "snapshot create s (third time)"
+cl_assert_image 1 v@s "$CL_ROOT/B" "s, third cut, all copies"
 
 # ---- 2. the journal out of reach: a new coordinator ---------------------------
 ctsr snapshot create v s2 >/dev/null || fail "snapshot create s2"
@@ -74,7 +87,7 @@ cl_wait_synced v 120
 # n3 is a source again (IN_SYNC, nothing pending): its data chunks of v@s2
 # (2 stripes in 3) are read from its own s2
 cl_assert_image 2 v@s2 "$CL_ROOT/C" "s2 again"
-cl_assert_image 2 v@s "$CL_ROOT/B" "s, through the new coordinator"
+cl_assert_image 2 v@s "$CL_ROOT/B" "s (third cut), through the new coordinator"
 cl_scrub_clean v
 cl_stop_all
 log "ok"
