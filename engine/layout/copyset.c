@@ -5,6 +5,7 @@
  * layout (ops->get/put) for every message or call it leaves in flight.
  */
 #include <errno.h>
+#include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -320,4 +321,73 @@ int copyset_snap(struct copyset_copy *c, const struct tsr_snap_req *req, tsr_cb 
 	}
 	cb_fn(cb_arg, ret);
 	return 0;
+}
+
+/* ---- control calls --------------------------------------------------------- */
+
+struct call {
+	int (*fn)(void *arg);
+	void *arg;
+	int result;
+	sem_t done;
+};
+
+static void call_msg(struct tsr_worker *w, void *arg)
+{
+	struct call *call = arg;
+
+	(void)w;
+	call->result = call->fn(call->arg);
+	sem_post(&call->done);
+}
+
+int copyset_call(struct copyset *cs, bool here, int (*fn)(void *arg), void *arg)
+{
+	struct call call = {.fn = fn, .arg = arg};
+	int ret;
+
+	if (here)
+		return fn(arg);
+	sem_init(&call.done, 0, 0);
+	ret = tsr_worker_send(cs->home, call_msg, &call);
+	if (ret == 0)
+		sem_wait(&call.done);
+	sem_destroy(&call.done);
+	return ret < 0 ? ret : call.result;
+}
+
+struct post {
+	struct copyset *cs;
+	void (*fn)(void *arg);
+	void *arg;
+};
+
+static void post_msg(struct tsr_worker *w, void *arg)
+{
+	struct post *p = arg;
+	struct copyset *cs = p->cs;
+
+	(void)w;
+	p->fn(p->arg);
+	free(p);
+	cs->ops->put(cs->layout);
+}
+
+int copyset_post(struct copyset *cs, void (*fn)(void *arg), void *arg)
+{
+	struct post *p = calloc(1, sizeof(*p));
+	int ret;
+
+	if (p == NULL)
+		return -ENOMEM;
+	p->cs = cs;
+	p->fn = fn;
+	p->arg = arg;
+	cs->ops->get(cs->layout);
+	ret = tsr_worker_send(cs->home, post_msg, p);
+	if (ret < 0) {
+		free(p);
+		cs->ops->put(cs->layout);
+	}
+	return ret;
 }

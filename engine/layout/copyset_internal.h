@@ -6,7 +6,9 @@
  *    one call in flight per copy, waiters woken by the state recorded);
  *  - a remote copy's session (peer client, OPEN, on_fail, the client
  *    dropped outside its own callbacks), a local copy's open flag;
- *  - a snapshot request on one copy (local store call or TSR_PEER_SNAP).
+ *  - a snapshot request on one copy (local store call or TSR_PEER_SNAP);
+ *  - control calls: run a function on the home worker and wait for it, or
+ *    send it there without waiting.
  *
  * What differs stays in the layouts: the I/O on a copy (mirror_copy.c,
  * ec_copy.c), what a failure does (mirror_copy_failed, ec_copy_failed,
@@ -151,5 +153,20 @@ void copyset_disconnect(struct copyset_copy *c);
  */
 int copyset_snap(struct copyset_copy *c, const struct tsr_snap_req *req, tsr_cb cb_fn,
 		 void *cb_arg);
+
+/* ---- control calls --------------------------------------------------------- */
+
+/*
+ * Run fn(arg) on the home worker and wait for its answer: inline when the
+ * caller is the home worker (here).  Returns fn's answer, or -errno when
+ * the home worker stopped (fn never runs).
+ */
+int copyset_call(struct copyset *cs, bool here, int (*fn)(void *arg), void *arg);
+/*
+ * Send fn(arg) to the home worker without waiting (for callers that hold
+ * locks the layout's hooks take), with a reference on the layout until fn
+ * returned.  0, or -errno (fn never runs: arg is still the caller's).
+ */
+int copyset_post(struct copyset *cs, void (*fn)(void *arg), void *arg);
 
 #endif

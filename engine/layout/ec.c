@@ -810,6 +810,8 @@ static void ec_destroy(void *ctx)
 
 /* ---- control calls ---------------------------------------------------------- */
 
+/* A control call's arguments: run on the home worker by copyset_call
+ * (waited for) or copyset_post (not). */
 struct ctl {
 	struct ec *e;
 	unsigned idx;
@@ -818,36 +820,7 @@ struct ctl {
 	struct tsr_layout_copy newcopy;
 	struct tsr_svol *svol; /* in: the new local handle; out: the old one to put */
 	struct mbitmap bm;     /* in: the new bitmap; out: the old one to close */
-	int result;
-	sem_t done;
-	void (*fn)(struct ctl *ctl);
 };
-
-static void ctl_msg(struct tsr_worker *w, void *arg)
-{
-	struct ctl *ctl = arg;
-
-	(void)w;
-	ctl->fn(ctl);
-	sem_post(&ctl->done);
-}
-
-static int ctl_run(struct ec *e, struct ctl *ctl)
-{
-	int ret;
-
-	ctl->e = e;
-	if (on_home(e)) {
-		ctl->fn(ctl);
-		return ctl->result;
-	}
-	sem_init(&ctl->done, 0, 0);
-	ret = tsr_worker_send(e->home, ctl_msg, ctl);
-	if (ret == 0)
-		sem_wait(&ctl->done);
-	sem_destroy(&ctl->done);
-	return ret < 0 ? ret : ctl->result;
-}
 
 static void returned_open_done(void *arg, int status)
 {
@@ -868,16 +841,16 @@ static void returned_open_done(void *arg, int status)
 	ec_resync_start(c);
 }
 
-static void copy_returned_fn(struct ctl *ctl)
+static void copy_returned_fn(void *arg)
 {
+	struct ctl *ctl = arg;
 	struct ec *e = ctl->e;
 	struct ecopy *c = &e->copies[ctl->idx];
 	int ret;
 
-	ctl->result = 0;
 	if (e->closing || e->fenced || !e->ready || c->state != TSR_COPY_OUT_OF_SYNC ||
 	    c->connecting || c->resync != NULL)
-		return;
+		goto out;
 	if (ctl->address[0] != '\0')
 		snprintf(c->address, sizeof(c->address), "%s", ctl->address);
 	ret = ecopy_connect(c, returned_open_done, c);
@@ -885,17 +858,8 @@ static void copy_returned_fn(struct ctl *ctl)
 		ec_resync_start(c);
 	else if (ret < 0)
 		returned_open_done(c, ret);
-}
-
-static void copy_returned_msg(struct tsr_worker *w, void *arg)
-{
-	struct ctl *ctl = arg;
-	struct ec *e = ctl->e;
-
-	(void)w;
-	copy_returned_fn(ctl);
+out:
 	free(ctl);
-	ec_put(e);
 }
 
 static void ec_copy_returned(void *ctx, unsigned idx, const char *address)
@@ -912,37 +876,28 @@ static void ec_copy_returned(void *ctx, unsigned idx, const char *address)
 	ctl->idx = idx;
 	if (address != NULL)
 		snprintf(ctl->address, sizeof(ctl->address), "%s", address);
-	ec_get(e);
-	if (tsr_worker_send(e->home, copy_returned_msg, ctl) < 0) {
+	if (copyset_post(&e->cs, copy_returned_fn, ctl) < 0)
 		free(ctl);
-		ec_put(e);
-	}
 }
 
 static int bitmap_path(const struct ec *e, const char *node_id, char out[PATH_MAX]);
 
-static void replace_fn(struct ctl *ctl)
+static int replace_fn(void *arg)
 {
+	struct ctl *ctl = arg;
 	struct ec *e = ctl->e;
 	struct ecopy *c = &e->copies[ctl->idx];
 	struct tsr_svol *oldsvol;
 	struct mbitmap oldbm;
 	int ret;
 
-	ctl->result = 0;
-	if (e->closing || e->fenced || !e->ready) {
-		ctl->result = -EIO;
-		return;
-	}
-	if (e->replace_running) {
-		ctl->result = -EBUSY;
-		return;
-	}
+	if (e->closing || e->fenced || !e->ready)
+		return -EIO;
+	if (e->replace_running)
+		return -EBUSY;
 	/* a page write in flight points at the slot's bitmap: wait for it */
-	if (mbm_busy(&c->bm)) {
-		ctl->result = -EBUSY;
-		return;
-	}
+	if (mbm_busy(&c->bm))
+		return -EBUSY;
 	if (c->resync != NULL)
 		ec_resync_abort(c);
 	if (c->state == TSR_COPY_IN_SYNC)
@@ -972,6 +927,7 @@ static void replace_fn(struct ctl *ctl)
 	else if (ret < 0)
 		returned_open_done(c, ret);
 	ec_publish(e);
+	return 0;
 }
 
 /*
@@ -982,7 +938,7 @@ static void replace_fn(struct ctl *ctl)
 static int ec_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy *copy)
 {
 	struct ec *e = ctx;
-	struct ctl ctl = {.idx = idx, .fn = replace_fn};
+	struct ctl ctl = {.e = e, .idx = idx};
 	struct tsr_svol *newsvol = NULL;
 	char path[PATH_MAX];
 	int ret;
@@ -1015,7 +971,7 @@ static int ec_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy
 	ctl.bm.hold = bm_hold;
 	ctl.bm.owner = e;
 	ctl.svol = newsvol;
-	ret = ctl_run(e, &ctl);
+	ret = copyset_call(&e->cs, on_home(e), replace_fn, &ctl);
 	if (ret < 0)
 		goto err;
 	/* the slot has the new copy (rebuilding); ctl holds the old one's handle and bitmap */
@@ -1038,13 +994,9 @@ err:
 	return ret;
 }
 
-static void fence_msg(struct tsr_worker *w, void *arg)
+static void fence_msg(void *arg)
 {
-	struct ec *e = arg;
-
-	(void)w;
-	ec_fence_now(e, "attach lease lost");
-	ec_put(e);
+	ec_fence_now(arg, "attach lease lost");
 }
 
 static void ec_fence(void *ctx)
@@ -1058,9 +1010,7 @@ static void ec_fence(void *ctx)
 		ec_fence_now(e, "attach lease lost");
 		return;
 	}
-	ec_get(e);
-	if (tsr_worker_send(e->home, fence_msg, e) < 0)
-		ec_put(e);
+	copyset_post(&e->cs, fence_msg, e);
 }
 
 static void scrub_done_log(void *arg, int status)
@@ -1072,22 +1022,22 @@ static void scrub_done_log(void *arg, int status)
 		 (unsigned long long)e->scrub_repaired, (unsigned long long)e->scrub_unrepaired);
 }
 
-static void scrub_fn(struct ctl *ctl)
+static int scrub_fn(void *arg)
 {
+	struct ctl *ctl = arg;
 	struct ec *e = ctl->e;
 
-	if (e->closing || e->fenced) {
-		ctl->result = -EIO;
-		return;
-	}
-	ctl->result = ec_scrub_begin(e, ctl->repair, scrub_done_log, e);
+	if (e->closing || e->fenced)
+		return -EIO;
+	return ec_scrub_begin(e, ctl->repair, scrub_done_log, e);
 }
 
 static int ec_scrub_start(void *ctx, bool repair)
 {
-	struct ctl ctl = {.repair = repair, .fn = scrub_fn};
+	struct ec *e = ctx;
+	struct ctl ctl = {.e = e, .repair = repair};
 
-	return ctl_run(ctx, &ctl);
+	return copyset_call(&e->cs, on_home(e), scrub_fn, &ctl);
 }
 
 static void ec_get_status(void *ctx, struct tsr_layout_status *out)

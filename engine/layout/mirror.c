@@ -1101,7 +1101,8 @@ static int bitmap_path(const struct mirror *m, const char *node_id, char out[PAT
 
 /* ---- control calls -------------------------------------------------------- */
 
-/* Run fn on the home worker and wait (inline when already there). */
+/* A control call's arguments: run on the home worker by copyset_call
+ * (waited for) or copyset_post (not). */
 struct ctl {
 	struct mirror *m;
 	unsigned idx;
@@ -1111,36 +1112,7 @@ struct ctl {
 	struct mcopy newcopy;
 	struct mbitmap *newbm;
 	struct tsr_svol *newsvol;
-	int result;
-	sem_t done;
-	void (*fn)(struct ctl *ctl);
 };
-
-static void ctl_msg(struct tsr_worker *w, void *arg)
-{
-	struct ctl *ctl = arg;
-
-	(void)w;
-	ctl->fn(ctl);
-	sem_post(&ctl->done);
-}
-
-static int ctl_run(struct mirror *m, struct ctl *ctl)
-{
-	int ret;
-
-	ctl->m = m;
-	if (on_home(m)) {
-		ctl->fn(ctl);
-		return ctl->result;
-	}
-	sem_init(&ctl->done, 0, 0);
-	ret = tsr_worker_send(m->home, ctl_msg, ctl);
-	if (ret == 0)
-		sem_wait(&ctl->done);
-	sem_destroy(&ctl->done);
-	return ret < 0 ? ret : ctl->result;
-}
 
 static void returned_open_done(void *arg, int status)
 {
@@ -1161,16 +1133,16 @@ static void returned_open_done(void *arg, int status)
 	mirror_resync_start(c);
 }
 
-static void copy_returned_fn(struct ctl *ctl)
+static void copy_returned_fn(void *arg)
 {
+	struct ctl *ctl = arg;
 	struct mirror *m = ctl->m;
 	struct mcopy *c = &m->copies[ctl->idx];
 	int ret;
 
-	ctl->result = 0;
 	if (m->closing || m->fenced || !c->present || c->state != TSR_COPY_OUT_OF_SYNC ||
 	    c->connecting || c->resync != NULL || c->replay != NULL)
-		return; /* in sync, or already on its way back */
+		goto out; /* in sync, or already on its way back */
 	if (ctl->address[0] != '\0')
 		snprintf(c->address, sizeof(c->address), "%s", ctl->address);
 	ret = mcopy_connect(c, returned_open_done, c);
@@ -1178,17 +1150,8 @@ static void copy_returned_fn(struct ctl *ctl)
 		mirror_resync_start(c);
 	else if (ret < 0)
 		returned_open_done(c, ret);
-}
-
-static void copy_returned_msg(struct tsr_worker *w, void *arg)
-{
-	struct ctl *ctl = arg;
-	struct mirror *m = ctl->m;
-
-	(void)w;
-	copy_returned_fn(ctl);
+out:
 	free(ctl);
-	m_put(m);
 }
 
 /* Does not wait for the home worker (callers may hold locks its hooks take). */
@@ -1206,33 +1169,25 @@ static void mirror_copy_returned(void *ctx, unsigned idx, const char *address)
 	ctl->idx = idx;
 	if (address != NULL)
 		snprintf(ctl->address, sizeof(ctl->address), "%s", address);
-	m_get(m);
-	if (tsr_worker_send(m->home, copy_returned_msg, ctl) < 0) {
+	if (copyset_post(&m->cs, copy_returned_fn, ctl) < 0)
 		free(ctl);
-		m_put(m);
-	}
 }
 
-static void replace_fn(struct ctl *ctl)
+static int replace_fn(void *arg)
 {
+	struct ctl *ctl = arg;
 	struct mirror *m = ctl->m;
 	struct mcopy *c = &m->copies[ctl->idx];
 	struct mbitmap *old;
 	int ret;
 
-	if (m->closing || m->fenced) {
-		ctl->result = -EIO;
-		return;
-	}
-	if (m->replace_running) {
-		ctl->result = -EBUSY;
-		return;
-	}
+	if (m->closing || m->fenced)
+		return -EIO;
+	if (m->replace_running)
+		return -EBUSY;
 	old = malloc(sizeof(*old));
-	if (old == NULL) {
-		ctl->result = -ENOMEM;
-		return;
-	}
+	if (old == NULL)
+		return -ENOMEM;
 	/* drop the old copy: its in-flight ops fail into a slot no longer present */
 	if (c->resync != NULL)
 		mirror_resync_abort(c);
@@ -1270,13 +1225,13 @@ static void replace_fn(struct ctl *ctl)
 	else if (ret < 0)
 		returned_open_done(c, ret);
 	mirror_publish(m);
-	ctl->result = 0;
+	return 0;
 }
 
 static int mirror_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy *copy)
 {
 	struct mirror *m = ctx;
-	struct ctl ctl = {.idx = idx, .fn = replace_fn};
+	struct ctl ctl = {.m = m, .idx = idx};
 	char path[PATH_MAX];
 	int ret;
 
@@ -1304,7 +1259,7 @@ static int mirror_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_
 	ret = mbm_open(ctl.newbm, m, path, false, true);
 	if (ret < 0)
 		goto err;
-	ret = ctl_run(m, &ctl);
+	ret = copyset_call(&m->cs, on_home(m), replace_fn, &ctl);
 	if (ret < 0)
 		goto err;
 	/* the old copy's bitmap file goes (its fd is closed at teardown) */
@@ -1322,13 +1277,9 @@ err:
 	return ret;
 }
 
-static void fence_msg(struct tsr_worker *w, void *arg)
+static void fence_msg(void *arg)
 {
-	struct mirror *m = arg;
-
-	(void)w;
-	mirror_fence_now(m, "attach lease lost");
-	m_put(m);
+	mirror_fence_now(arg, "attach lease lost");
 }
 
 /*
@@ -1348,9 +1299,7 @@ static void mirror_fence(void *ctx)
 		mirror_fence_now(m, "attach lease lost");
 		return;
 	}
-	m_get(m);
-	if (tsr_worker_send(m->home, fence_msg, m) < 0)
-		m_put(m);
+	copyset_post(&m->cs, fence_msg, m);
 }
 
 static void scrub_done_log(void *arg, int status)
@@ -1362,22 +1311,22 @@ static void scrub_done_log(void *arg, int status)
 		 (unsigned long long)m->scrub_repaired, (unsigned long long)m->scrub_unrepaired);
 }
 
-static void scrub_fn(struct ctl *ctl)
+static int scrub_fn(void *arg)
 {
+	struct ctl *ctl = arg;
 	struct mirror *m = ctl->m;
 
-	if (m->closing || m->fenced) {
-		ctl->result = -EIO;
-		return;
-	}
-	ctl->result = mirror_scrub_begin(m, ctl->repair, false, scrub_done_log, m);
+	if (m->closing || m->fenced)
+		return -EIO;
+	return mirror_scrub_begin(m, ctl->repair, false, scrub_done_log, m);
 }
 
 static int mirror_scrub_start(void *ctx, bool repair)
 {
-	struct ctl ctl = {.repair = repair, .fn = scrub_fn};
+	struct mirror *m = ctx;
+	struct ctl ctl = {.m = m, .repair = repair};
 
-	return ctl_run(ctx, &ctl);
+	return copyset_call(&m->cs, on_home(m), scrub_fn, &ctl);
 }
 
 static void mirror_get_status(void *ctx, struct tsr_layout_status *out)
