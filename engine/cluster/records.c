@@ -13,6 +13,9 @@
 #include "tessera/ec.h"
 
 #define MAX_TEXT 255
+/* The store's largest volume (STORE_MAX_VOL_SIZE, 1 PiB): no copy of a larger
+ * one can exist, and the bound keeps rec_copy_size and its sums from wrapping. */
+#define MAX_VOLUME_SIZE (1ull << 50)
 
 static bool text_ok(const char *s, bool allow_empty)
 {
@@ -61,6 +64,35 @@ static bool rec_ec_ok(const Tessera__Cluster__VolumeRecord *r)
 	       r->n_copies == (size_t)r->ec_k + r->ec_m && r->min_replicas >= r->ec_k;
 }
 
+/* "" or 8-4-4-4-12 hex digits: what the admin reply parser accepts (make_uuid). */
+static bool uuid_ok(const char *s)
+{
+	static const char pattern[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+	size_t i;
+
+	if (s[0] == '\0')
+		return true;
+	for (i = 0; pattern[i]; i++) {
+		char c = s[i];
+
+		if (pattern[i] == '-' ? c != '-' :
+		    !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+			return false;
+	}
+	return s[i] == '\0';
+}
+
+/* Copies on distinct nodes (placement never puts two on one): two copies of
+ * one node would be one store volume and one bitmap file. */
+static bool copies_distinct(const Tessera__Cluster__VolumeRecord *r)
+{
+	for (size_t i = 0; i < r->n_copies; i++)
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(r->copies[i]->node_id, r->copies[k]->node_id) == 0)
+				return false;
+	return true;
+}
+
 uint64_t rec_copy_size(const Tessera__Cluster__VolumeRecord *r)
 {
 	return r->ec_k ? tsr_ec_chunk_volume_size(r->size, r->ec_k, r->stripe_unit) : r->size;
@@ -74,19 +106,22 @@ Tessera__Cluster__VolumeRecord *rec_volume_decode(const struct tsr_meta_kv *kv)
 	r = tessera__cluster__volume_record__unpack(NULL, kv->value_len, kv->value);
 	if (r == NULL)
 		goto bad;
-	if (!tsr_valid_name(r->name) || !text_ok(r->uuid, true) || r->size == 0 ||
-	    r->size % TSR_BLOCK_SIZE || r->n_copies == 0 ||
+	if (!tsr_valid_name(r->name) || !uuid_ok(r->uuid) || r->size == 0 ||
+	    r->size % TSR_BLOCK_SIZE || r->size > MAX_VOLUME_SIZE || r->n_copies == 0 ||
 	    r->n_copies > (r->ec_k ? TSR_LAYOUT_MAX_COPIES : TSR_MIRROR_MAX_COPIES) ||
 	    r->min_replicas == 0 || r->min_replicas > r->n_copies ||
 	    tsr_failure_domain_parse(r->failure_domain, &fd) || !rec_ec_ok(r))
 		goto bad;
 	if ((r->parent_volume[0] && !tsr_valid_name(r->parent_volume)) ||
-	    (r->parent_snapshot[0] && !tsr_valid_name(r->parent_snapshot)))
+	    (r->parent_snapshot[0] && !tsr_valid_name(r->parent_snapshot)) ||
+	    (r->coordinator[0] && !tsr_valid_name(r->coordinator)))
 		goto bad;
 	for (size_t i = 0; i < r->n_copies; i++)
 		if (!tsr_valid_name(r->copies[i]->node_id) ||
 		    (unsigned)r->copies[i]->state > TESSERA__CLUSTER__COPY_STATE__RESYNCING)
 			goto bad;
+	if (!copies_distinct(r))
+		goto bad;
 	return r;
 bad:
 	tsr_warn("cluster: malformed record %s: ignored", kv->key);

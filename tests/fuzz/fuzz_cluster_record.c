@@ -1,0 +1,209 @@
+/*
+ * libFuzzer harness for the cluster's record decoders
+ * (engine/cluster/records.c: rec_node_decode, rec_volume_decode,
+ * rec_attach_decode), which turn a value read back from the metadata store
+ * (proto/cluster.proto) into a record.  The input is the value, in its own
+ * heap copy (ASan sees overreads), given to all three decoders.
+ * Checks: no crash, no leak; an accepted record holds what the cluster code
+ * uses later without checking again:
+ *   node    id a valid name, address non-empty, at most 64 NBD listeners,
+ *           each non-empty, every string printable;
+ *   volume  name valid, UUID "" or 8-4-4-4-12 hex (the admin reply parser
+ *           refuses anything else), size a 4 KiB multiple in 1..1 PiB,
+ *           1..8 copies (ec: k+m of at most 20), min_replicas 1..copies
+ *           (ec: at least k), a known failure domain, an erasure-coding
+ *           geometry all zero or k 1..16, m 1..4, valid stripe unit, copies
+ *           on distinct valid node ids in a known state, parent and
+ *           coordinator "" or valid names, and rec_copy_size neither zero
+ *           nor wrapped (k chunk volumes hold the volume);
+ *   attach  node id a valid name.
+ * An accepted record packs and decodes again (fuzz_pb.h says when not).
+ * Built with -DTSR_FUZZ=ON and clang-14; run:
+ *   fuzz_cluster_record -max_total_time=60 tests/fuzz/corpus/fuzz_cluster_record
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster/internal.h"
+#include "fuzz_pb.h"
+#include "tessera/ec.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void check_text(const char *s, bool may_be_empty)
+{
+	size_t n = strlen(s);
+
+	if (n > 255 || (n == 0 && !may_be_empty))
+		abort();
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			abort();
+}
+
+static void check_opt_name(const char *s)
+{
+	if (s[0] != '\0' && !tsr_valid_name(s))
+		abort();
+}
+
+static void check_uuid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0)
+		return;
+	if (n != 36)
+		abort();
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+
+		if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+				       (c >= 'A' && c <= 'F')))
+			abort();
+	}
+}
+
+/* Pack r and decode it again with decode: it must be accepted again. */
+static void round_trip(const ProtobufCMessage *r, void *(*decode)(const struct tsr_meta_kv *),
+		       void (*release)(void *))
+{
+	struct tsr_meta_kv kv = {.key = "fuzz/again"};
+	size_t len;
+	void *again;
+
+	if (pb_has_unknown(r))
+		return;
+	len = protobuf_c_message_get_packed_size(r);
+	kv.value = malloc(len ? len : 1);
+	if (kv.value == NULL)
+		return;
+	kv.value_len = protobuf_c_message_pack(r, kv.value);
+	again = decode(&kv);
+	if (again == NULL)
+		abort();
+	release(again);
+	free(kv.value);
+}
+
+static void *node_decode(const struct tsr_meta_kv *kv)
+{
+	return rec_node_decode(kv);
+}
+static void node_free(void *r)
+{
+	tessera__cluster__node_record__free_unpacked(r, NULL);
+}
+static void *volume_decode(const struct tsr_meta_kv *kv)
+{
+	return rec_volume_decode(kv);
+}
+static void volume_free(void *r)
+{
+	tessera__cluster__volume_record__free_unpacked(r, NULL);
+}
+static void *attach_decode(const struct tsr_meta_kv *kv)
+{
+	return rec_attach_decode(kv);
+}
+static void attach_free(void *r)
+{
+	tessera__cluster__attach_record__free_unpacked(r, NULL);
+}
+
+static void check_node(const Tessera__Cluster__NodeRecord *r)
+{
+	if (!tsr_valid_name(r->id) || r->n_nbd_listeners > 64)
+		abort();
+	check_text(r->address, false);
+	check_text(r->zone, true);
+	check_text(r->site, true);
+	for (size_t i = 0; i < r->n_nbd_listeners; i++)
+		check_text(r->nbd_listeners[i], false);
+}
+
+static void check_volume(const Tessera__Cluster__VolumeRecord *r)
+{
+	enum tsr_failure_domain fd;
+	uint64_t copy_size;
+
+	if (!tsr_valid_name(r->name) || r->size == 0 || r->size % TSR_BLOCK_SIZE ||
+	    r->size > (1ull << 50) || r->n_copies == 0 || r->min_replicas == 0 ||
+	    r->min_replicas > r->n_copies || tsr_failure_domain_parse(r->failure_domain, &fd))
+		abort();
+	check_uuid(r->uuid);
+	check_opt_name(r->parent_volume);
+	check_opt_name(r->parent_snapshot);
+	check_opt_name(r->coordinator);
+	if (r->ec_k == 0) {
+		if (r->ec_m || r->stripe_unit || r->n_copies > TSR_MIRROR_MAX_COPIES)
+			abort();
+	} else if (r->ec_k > TSR_EC_MAX_K || r->ec_m < 1 || r->ec_m > TSR_EC_MAX_M ||
+		   !tsr_ec_unit_valid(r->stripe_unit) ||
+		   r->n_copies != (size_t)r->ec_k + r->ec_m || r->min_replicas < r->ec_k ||
+		   r->n_copies > TSR_LAYOUT_MAX_COPIES) {
+		abort();
+	}
+	for (size_t i = 0; i < r->n_copies; i++) {
+		if (!tsr_valid_name(r->copies[i]->node_id) ||
+		    (unsigned)r->copies[i]->state > TESSERA__CLUSTER__COPY_STATE__RESYNCING ||
+		    rec_state_name(r->copies[i]->state) == NULL)
+			abort();
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(r->copies[i]->node_id, r->copies[k]->node_id) == 0)
+				abort();
+	}
+	/* one store copy: the volume (mirror), or (ec) a chunk volume of one unit
+	 * per stripe, the stripes counted without wrapping */
+	copy_size = rec_copy_size(r);
+	if (r->ec_k == 0) {
+		if (copy_size != r->size)
+			abort();
+	} else {
+		uint64_t width = (uint64_t)r->ec_k * r->stripe_unit;
+		uint64_t stripes = r->size / width + (r->size % width != 0);
+
+		if (copy_size == 0 || copy_size != stripes * r->stripe_unit)
+			abort();
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static bool quiet;
+	struct tsr_meta_kv kv = {.key = "fuzz/record"};
+	Tessera__Cluster__NodeRecord *n;
+	Tessera__Cluster__VolumeRecord *v;
+	Tessera__Cluster__AttachRecord *a;
+
+	if (!quiet) {
+		tsr_log_set_level(TSR_LOG_ERROR); /* "malformed record: ignored" each run */
+		quiet = true;
+	}
+	kv.value = malloc(size ? size : 1);
+	if (kv.value == NULL)
+		return 0;
+	memcpy(kv.value, data, size);
+	kv.value_len = size;
+	if ((n = rec_node_decode(&kv)) != NULL) {
+		check_node(n);
+		round_trip(&n->base, node_decode, node_free);
+		node_free(n);
+	}
+	if ((v = rec_volume_decode(&kv)) != NULL) {
+		check_volume(v);
+		round_trip(&v->base, volume_decode, volume_free);
+		volume_free(v);
+	}
+	if ((a = rec_attach_decode(&kv)) != NULL) {
+		if (!tsr_valid_name(a->node_id))
+			abort();
+		round_trip(&a->base, attach_decode, attach_free);
+		attach_free(a);
+	}
+	free(kv.value);
+	return 0;
+}
