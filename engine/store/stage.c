@@ -1294,8 +1294,13 @@ static int scan(struct tsr_svol *svol, struct stage_hdr *h, uint8_t *data, uint6
 		r = &recs[i];
 		switch (r->type) {
 		case REC_STAGE:
-			if (r->ent.e.offset + r->ent.e.length > tsr_svol_size(svol))
-				break; /* cannot be: checked when staged */
+			/* cannot be (tsr_svol_stage refuses them) unless the file
+			 * is corrupt; the sum could wrap, and a roll forward of
+			 * such a record would fail the open */
+			if (r->ent.e.participants == 0 ||
+			    r->ent.e.offset > tsr_svol_size(svol) ||
+			    r->ent.e.length > tsr_svol_size(svol) - r->ent.e.offset)
+				break;
 			x = find_txn(j, r->ent.e.txn);
 			y = find_stripe(j, r->ent.e.stripe);
 			if (x == NULL && y == NULL && j->n >= TSR_STAGE_MAX_ENTRIES)
