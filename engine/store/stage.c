@@ -14,7 +14,7 @@
  *    6    2    type         1 GEN, 2 STAGE, 3 COMMIT, 4 RELEASE
  *    8    8    generation   records count only with the GEN header's value
  *   16    8    salt         random per generation; records count only with it
- *   24    8    seq          record order (replay order), increasing; GEN: 0
+ *   24    8    seq          record order (replay order), increasing, < 2^63; GEN: 0
  *   32    8    txn          STAGE/COMMIT: the txn; RELEASE: txn_upto
  *   40    8    stripe       STAGE/COMMIT
  *   48    8    offset       STAGE: volume bytes, 4 KiB aligned
@@ -103,6 +103,10 @@
 #define STAGE_VERSION 1u
 #define STAGE_HDR     4096u
 #define STAGE_MAX_LEN (1024u * 1024)
+/* A record's seq is below this (one per ns would take 292 years): a larger
+ * one does not count, so the seqs of the records appended after it cannot
+ * wrap to 0 and replay before older records (which could forget them). */
+#define STAGE_MAX_SEQ (1ull << 63)
 
 enum { REC_GEN = 1, REC_STAGE = 2, REC_COMMIT = 3, REC_RELEASE = 4 };
 
@@ -1235,7 +1239,7 @@ static int scan(struct tsr_svol *svol, struct stage_hdr *h, uint8_t *data, uint6
 		if (ret)
 			goto out;
 		if (!hdr_valid(h) || h->gen != j->gen || h->salt != j->salt ||
-		    h->type < REC_STAGE || h->type > REC_RELEASE ||
+		    h->type < REC_STAGE || h->type > REC_RELEASE || h->seq >= STAGE_MAX_SEQ ||
 		    (h->type == REC_STAGE &&
 		     (h->length == 0 || h->length > STAGE_MAX_LEN || h->length % TSR_BLOCK_SIZE ||
 		      h->offset % TSR_BLOCK_SIZE))) {

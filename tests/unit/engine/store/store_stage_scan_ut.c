@@ -5,7 +5,8 @@
  * offset + length wraps past 2^64 passed the range check (the sum was
  * small), so after a crash the open rolled it forward, the in-place write
  * failed (-ENOSPC) and the volume could not be opened at all; and a STAGE
- * record with no participant was indexed and listed to the coordinator.
+ * record with no participant was indexed and listed to the coordinator;
+ * and a record with a seq near 2^64 made the next append's seq wrap.
  * Each test stages one good record, closes the store as after a crash,
  * appends hand-made records (format at the top of stage.c) with the
  * journal's generation and salt and good CRCs, and opens again: the open
@@ -198,6 +199,48 @@ static void test_no_participants(void **state)
 	open_lists_txn1(e);
 }
 
+/*
+ * A record with a seq near 2^64 (found by the fuzzer): the next append's seq
+ * wrapped to 0, so at the reopen it replayed first and an older STAGE of its
+ * stripe, released since, forgot it: an acknowledged stage lost.
+ */
+static void test_seq_wraps(void **state)
+{
+	struct env *e = *state;
+	char path[PATH_MAX];
+	struct rec old = {.type = 2, .seq = 5, .txn = 50, .stripe = 7, .offset = 2 * BS,
+			  .length = BS, .participants = 1};
+	struct rec rel = {.type = 4, .seq = 6, .txn = 60};
+	struct rec last = {.type = 2, .seq = UINT64_MAX, .txn = 70, .stripe = 9,
+			   .offset = 3 * BS, .length = BS, .participants = 1};
+	struct tsr_stage_entry x = {.txn = 71, .stripe = 7, .offset = 4 * BS, .length = BS,
+				    .participants = 1};
+	struct tsr_stage_entry *l;
+	struct done d = {0};
+	size_t n;
+
+	stage_one_and_crash(e, path);
+	append(path, &old);
+	append(path, &rel);
+	append(path, &last);
+	/* txns 1 and 50 released, 70 does not count */
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &e->v), 0);
+	assert_int_equal(tsr_svol_stage_list(e->v, &l, &n), 0);
+	assert_int_equal(n, 0);
+	free(l);
+	fill(e->buf, BS, 71, 4 * BS);
+	assert_int_equal(tsr_svol_stage(e->v, e->io, &x, e->buf, done_cb, &d), 0);
+	assert_int_equal(wait_done(e->io, &d), 0);
+	tsr_svol_put(e->v);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &e->v), 0);
+	assert_int_equal(tsr_svol_stage_list(e->v, &l, &n), 0);
+	assert_int_equal(n, 1); /* the stage acknowledged after the open */
+	assert_int_equal(l[0].txn, 71);
+	assert_int_equal(l[0].stripe, 7);
+	free(l);
+}
+
 /* The same records with good fields count: the hand-made format is right. */
 static void test_good_records_count(void **state)
 {
@@ -232,6 +275,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_offset_wraps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_offset_past_end, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_participants, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seq_wraps, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
