@@ -1,7 +1,8 @@
 /*
  * Unit tests of the stage journal's scan at open (engine/store/stage.c,
  * scan): records with valid CRCs but fields tsr_svol_stage refuses do not
- * count.  Found by tests/fuzz/fuzz_stage_journal.c: a STAGE record whose
+ * count.  Found while writing tests/fuzz/fuzz_stage_journal.c (which fails
+ * on each, its corpus has them as compact_*): a STAGE record whose
  * offset + length wraps past 2^64 passed the range check (the sum was
  * small), so after a crash the open rolled it forward, the in-place write
  * failed (-ENOSPC) and the volume could not be opened at all; and a STAGE
