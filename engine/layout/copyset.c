@@ -11,6 +11,17 @@
 
 #include "layout/copyset_internal.h"
 
+void copyset_get(struct copyset *cs)
+{
+	__atomic_fetch_add(&cs->refs, 1, __ATOMIC_RELAXED);
+}
+
+void copyset_put(struct copyset *cs)
+{
+	if (__atomic_sub_fetch(&cs->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		cs->ops->last_put(cs->layout);
+}
+
 /* ---- records: copy states in the metadata store ---------------------------- */
 
 struct hook_ctx {
@@ -72,7 +83,7 @@ static void hook_done_msg(struct tsr_worker *w, void *arg)
 			hook_issue(c);
 	}
 	free(hc);
-	cs->ops->put(cs->layout);
+	copyset_put(cs);
 }
 
 /* hooks.set_copy_state's done: from any thread; back to the home worker. */
@@ -101,7 +112,7 @@ static void hook_issue(struct copyset_copy *c)
 	hc->st = c->hook_want;
 	c->hook_busy = true;
 	c->hook_issued = c->hook_want;
-	cs->ops->get(cs->layout);
+	copyset_get(cs);
 	tsr_info("%s %s: copy %u (%s) -> %s", cs->kind, cs->name, c->idx, c->node_id,
 		 tsr_copy_state_name(hc->st));
 	cs->hooks->set_copy_state(cs->hooks->arg, cs->name, c->idx, hc->st, hook_done, hc);
@@ -183,7 +194,7 @@ static void copy_open_done(void *arg, int status, uint64_t handle, uint64_t size
 	}
 	oc->cb_fn(oc->cb_arg, status);
 	free(oc);
-	cs->ops->put(cs->layout);
+	copyset_put(cs);
 }
 
 struct client_ref {
@@ -201,12 +212,11 @@ static void client_destroy_deferred(struct tsr_worker *w, void *arg)
 	tsr_peer_client_destroy(r->client); /* in-flight requests: -ECANCELED */
 	free(r->fail_ctx);
 	free(r);
-	cs->ops->put(cs->layout);
+	copyset_put(cs);
 }
 
 /* Defer (not inline: we may be inside one of the client's callbacks). */
-static void client_drop(struct copyset_copy *c, struct tsr_peer_client *client,
-			struct conn_ctx *fc)
+static void client_drop(struct copyset_copy *c, struct tsr_peer_client *client, struct conn_ctx *fc)
 {
 	struct copyset *cs = c->set;
 	struct client_ref *r = calloc(1, sizeof(*r));
@@ -220,7 +230,7 @@ static void client_drop(struct copyset_copy *c, struct tsr_peer_client *client,
 	r->client = client;
 	r->fail_ctx = fc;
 	r->cs = cs;
-	cs->ops->get(cs->layout);
+	copyset_get(cs);
 }
 
 void copyset_disconnect(struct copyset_copy *c)
@@ -274,10 +284,10 @@ int copyset_connect(struct copyset_copy *c, tsr_cb cb_fn, void *cb_arg)
 	}
 	c->fail_ctx = fc;
 	c->connecting = true;
-	cs->ops->get(cs->layout);
+	copyset_get(cs);
 	ret = tsr_peer_open(c->client, cs->name, cs->epoch, copy_open_done, oc);
 	if (ret < 0) {
-		cs->ops->put(cs->layout);
+		copyset_put(cs);
 		free(oc);
 		c->connecting = false;
 		return ret;
@@ -293,8 +303,7 @@ static bool local_fenced(const struct copyset_copy *c)
 	return tsr_svol_epoch(c->svol) > c->set->epoch;
 }
 
-int copyset_snap(struct copyset_copy *c, const struct tsr_snap_req *req, tsr_cb cb_fn,
-		 void *cb_arg)
+int copyset_snap(struct copyset_copy *c, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg)
 {
 	struct copyset *cs = c->set;
 	int ret;
@@ -370,7 +379,7 @@ static void post_msg(struct tsr_worker *w, void *arg)
 	(void)w;
 	p->fn(p->arg);
 	free(p);
-	cs->ops->put(cs->layout);
+	copyset_put(cs);
 }
 
 int copyset_post(struct copyset *cs, void (*fn)(void *arg), void *arg)
@@ -383,11 +392,11 @@ int copyset_post(struct copyset *cs, void (*fn)(void *arg), void *arg)
 	p->cs = cs;
 	p->fn = fn;
 	p->arg = arg;
-	cs->ops->get(cs->layout);
+	copyset_get(cs);
 	ret = tsr_worker_send(cs->home, post_msg, p);
 	if (ret < 0) {
 		free(p);
-		cs->ops->put(cs->layout);
+		copyset_put(cs);
 	}
 	return ret;
 }

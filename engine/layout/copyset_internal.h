@@ -2,6 +2,8 @@
  * Private header of the copy set (copyset.c): what the mirror and the EC
  * layout do alike with the copies they drive, written once.
  *
+ *  - the layout's reference count (copyset_get/copyset_put), held by every
+ *    message, callback and call in flight;
  *  - the record of a copy's state in the metadata store (hooks.set_copy_state,
  *    one call in flight per copy, waiters woken by the state recorded);
  *  - a remote copy's session (peer client, OPEN, on_fail, the client
@@ -45,15 +47,16 @@ struct copyset_copy;
 
 /* What the copy set asks of its layout (arguments: copyset.layout). */
 struct copyset_ops {
-	/* A reference on the layout, held by every message and call in flight. */
-	void (*get)(void *layout);
-	void (*put)(void *layout);
+	/* The last reference went (copyset_put): free the layout, or wake the
+	 * thread that destroys it.  Any thread. */
+	void (*last_put)(void *layout);
 	/* The session of copy c failed (the peer client's on_fail). */
 	void (*copy_failed)(struct copyset_copy *c, int err);
 };
 
-/* The layout as the copy set sees it: set once at create, then read only. */
+/* The layout as the copy set sees it: set at create, then read only (but refs). */
 struct copyset {
+	int refs; /* async work referring to the layout, + 1 while alive (atomic) */
 	const struct copyset_ops *ops;
 	void *layout;        /* struct mirror or struct ec: the ops' argument */
 	const char *kind;    /* log prefix: "mirror" or "ec" */
@@ -111,6 +114,13 @@ struct copyset_copy {
 
 /* The layout's copy struct (struct mcopy, struct ecopy) that opens with c. */
 #define copyset_copy_of(c, type) ((type *)((char *)(c) - offsetof(type, base)))
+
+/*
+ * A reference on the layout (any thread): every message, callback and call
+ * in flight holds one, so teardown can wait for the last (ops->last_put).
+ */
+void copyset_get(struct copyset *cs);
+void copyset_put(struct copyset *cs);
 
 /* ---- records: copy states in the metadata store ---------------------------- */
 

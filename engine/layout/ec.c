@@ -91,13 +91,19 @@ static void ec_free(struct ec *e)
 
 void ec_get(struct ec *e)
 {
-	__atomic_fetch_add(&e->refs, 1, __ATOMIC_RELAXED);
+	copyset_get(&e->cs);
 }
 
 void ec_put(struct ec *e)
 {
-	if (__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL) > 0)
-		return;
+	copyset_put(&e->cs);
+}
+
+/* copyset_ops.last_put */
+static void last_put(void *layout)
+{
+	struct ec *e = layout;
+
 	if (e->destroy_waiter)
 		sem_post(&e->sem);
 	else
@@ -1080,24 +1086,13 @@ bool tsr_layout_is_ec(const struct tsr_layout *l)
 /* ---- create (control thread) -------------------------------------------------- */
 
 /* copyset.c's view of the layout */
-static void cs_get(void *layout)
-{
-	ec_get(layout);
-}
-
-static void cs_put(void *layout)
-{
-	ec_put(layout);
-}
-
 static void cs_copy_failed(struct copyset_copy *c, int err)
 {
 	ec_copy_failed(copyset_copy_of(c, struct ecopy), err);
 }
 
 static const struct copyset_ops ec_copyset_ops = {
-    .get = cs_get,
-    .put = cs_put,
+    .last_put = last_put,
     .copy_failed = cs_copy_failed,
 };
 
@@ -1187,7 +1182,6 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 		return -ENOMEM;
 	pthread_mutex_init(&e->status_lock, NULL);
 	sem_init(&e->sem, 0, 0);
-	e->refs = 1;
 	e->timer_fd = -1;
 	snprintf(e->name, sizeof(e->name), "%s", opts->name);
 	snprintf(e->node_id, sizeof(e->node_id), "%s", opts->node_id);
@@ -1217,6 +1211,7 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 	e->hooks = opts->hooks;
 	e->n_copies = opts->n_copies;
 	e->cs = (struct copyset){
+	    .refs = 1,
 	    .ops = &ec_copyset_ops,
 	    .layout = e,
 	    .kind = "ec",

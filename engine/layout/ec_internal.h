@@ -171,7 +171,6 @@ struct ec {
 	struct ecopy copies[TSR_LAYOUT_MAX_COPIES];
 	unsigned n_copies;
 
-	int refs;       /* async work referring to e, + 1 while alive (atomic) */
 	bool fence_req; /* tsr_layout_fence was called (atomic, any thread) */
 
 	/* home worker state */

@@ -77,17 +77,23 @@ static void mirror_free(struct mirror *m)
 	free(m);
 }
 
-/* Atomic: control calls that do not wait (fence, copy_returned) take a
- * reference from their own thread for the message they send. */
+/* Atomic (copyset_get): control calls that do not wait (fence,
+ * copy_returned) take a reference from their own thread for their message. */
 void m_get(struct mirror *m)
 {
-	__atomic_fetch_add(&m->refs, 1, __ATOMIC_RELAXED);
+	copyset_get(&m->cs);
 }
 
 void m_put(struct mirror *m)
 {
-	if (__atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) > 0)
-		return;
+	copyset_put(&m->cs);
+}
+
+/* copyset_ops.last_put */
+static void last_put(void *layout)
+{
+	struct mirror *m = layout;
+
 	if (m->destroy_waiter)
 		sem_post(&m->sem); /* the destroying thread frees */
 	else
@@ -1341,24 +1347,13 @@ static void mirror_get_status(void *ctx, struct tsr_layout_status *out)
 /* ---- create (control thread) ---------------------------------------------- */
 
 /* copyset.c's view of the layout */
-static void cs_get(void *layout)
-{
-	m_get(layout);
-}
-
-static void cs_put(void *layout)
-{
-	m_put(layout);
-}
-
 static void cs_copy_failed(struct copyset_copy *c, int err)
 {
 	mirror_copy_failed(copyset_copy_of(c, struct mcopy), err);
 }
 
 static const struct copyset_ops mirror_copyset_ops = {
-    .get = cs_get,
-    .put = cs_put,
+    .last_put = last_put,
     .copy_failed = cs_copy_failed,
 };
 
@@ -1403,7 +1398,6 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 		return -ENOMEM;
 	pthread_mutex_init(&m->status_lock, NULL);
 	sem_init(&m->sem, 0, 0);
-	m->refs = 1;
 	m->timer_fd = -1;
 	snprintf(m->name, sizeof(m->name), "%s", opts->name);
 	snprintf(m->node_id, sizeof(m->node_id), "%s", opts->node_id);
@@ -1424,6 +1418,7 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 	m->hooks = opts->hooks;
 	m->n_copies = opts->n_copies;
 	m->cs = (struct copyset){
+	    .refs = 1,
 	    .ops = &mirror_copyset_ops,
 	    .layout = m,
 	    .kind = "mirror",

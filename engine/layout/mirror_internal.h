@@ -234,7 +234,6 @@ struct mirror {
 	struct mcopy copies[TSR_MIRROR_MAX_COPIES];
 	unsigned n_copies;
 
-	int refs;       /* async work referring to m, + 1 while alive (atomic) */
 	bool fence_req; /* tsr_layout_fence was called (atomic, any thread) */
 
 	/* home worker state */
