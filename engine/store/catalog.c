@@ -52,9 +52,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "store/internal.h"
@@ -291,6 +294,133 @@ static int schema_exec(sqlite3 *db)
 			  " crc INTEGER NOT NULL);");
 }
 
+/*
+ * The -shm file on a full file system.  The first connection of the
+ * process to a WAL database truncates store.db-shm to 3 bytes and grows it
+ * again with a one-byte write per 4 KiB page (32 KiB: the first wal-index
+ * region).  The 7 blocks the truncation frees are not enough: ext4 reuses
+ * them only after its journal's next commit, and the file, regrown page by
+ * page into scattered blocks, can need an extent block too.  With not one
+ * block free the open failed in about 1 start in 10 (SQLITE_IOERR_SHMSIZE,
+ * ENOSPC on the last page's write; the syncfs retry of open_schema did not
+ * help, the 7 blocks were there but one more was needed).
+ *
+ * So DIR/store.reserve holds CATALOG_SPACE_RESERVE bytes of blocks, taken
+ * whenever an open finds it short and there is space.  The first connection
+ * of an open on a nearly full file system (under CATALOG_SPACE_LOW
+ * available) gives them back (truncate to 0) and commits the file system
+ * (syncfs) before SQLite's first statement, then takes them again once the
+ * open is done (after a second syncfs, which makes the blocks of SQLite's
+ * truncation reusable: the reserve shrinks by what the -shm file kept).
+ * Nothing else runs in the store while it opens, so no other writer takes
+ * the given blocks.
+ */
+#define CATALOG_SPACE_RESERVE (256u << 10)
+#define CATALOG_SPACE_LOW (4ull << 20)
+
+/* The catalogue connections this process has open, by file: only the
+ * first one's open truncates the -shm file (SQLite shares one mapping per
+ * file within a process).  The spare thread's connection is a second one. */
+#define CATALOG_MAX_CONNS 64
+static pthread_mutex_t g_conns_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	sqlite3 *db; /* NULL: a free slot */
+	dev_t dev;
+	ino_t ino;
+} g_conns[CATALOG_MAX_CONNS];
+
+/* Record db, a connection to path.  true: the first of this process to
+ * that file (also when the table is full or path cannot be stat'ed: then
+ * db is not recorded and the reserve is only given when space is low). */
+static bool conn_register(sqlite3 *db, const char *path)
+{
+	struct stat st;
+	bool first = true;
+	int i, slot = -1;
+
+	if (stat(path, &st) < 0)
+		return true;
+	pthread_mutex_lock(&g_conns_lock);
+	for (i = 0; i < CATALOG_MAX_CONNS; i++) {
+		if (g_conns[i].db == NULL) {
+			if (slot < 0)
+				slot = i;
+		} else if (g_conns[i].dev == st.st_dev && g_conns[i].ino == st.st_ino) {
+			first = false;
+		}
+	}
+	if (slot >= 0) {
+		g_conns[slot].db = db;
+		g_conns[slot].dev = st.st_dev;
+		g_conns[slot].ino = st.st_ino;
+	}
+	pthread_mutex_unlock(&g_conns_lock);
+	return first;
+}
+
+static void conn_forget(sqlite3 *db)
+{
+	pthread_mutex_lock(&g_conns_lock);
+	for (int i = 0; i < CATALOG_MAX_CONNS; i++)
+		if (g_conns[i].db == db)
+			g_conns[i].db = NULL;
+	pthread_mutex_unlock(&g_conns_lock);
+}
+
+static void syncfs_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		syncfs(fd);
+		close(fd);
+	}
+}
+
+/* Give store.reserve's blocks back if DIR's file system is nearly full
+ * (and commit, so that they can be reused at once).  true: given. */
+static bool space_give(const char *dir)
+{
+	char path[PATH_MAX];
+	struct statvfs vfs;
+	struct stat st;
+
+	if (statvfs(dir, &vfs) < 0 ||
+	    (uint64_t)vfs.f_bavail * vfs.f_frsize >= CATALOG_SPACE_LOW)
+		return false;
+	snprintf(path, sizeof(path), "%s/store.reserve", dir);
+	if (stat(path, &st) < 0 || st.st_blocks == 0 || truncate(path, 0) < 0)
+		return false;
+	syncfs_dir(dir);
+	return true;
+}
+
+/* Take store.reserve's blocks again (any it lacks), best effort; after
+ * space_give, first commit the blocks SQLite's truncation freed. */
+static void space_take(const char *dir, bool gave)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/store.reserve", dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st) == 0 && (uint64_t)st.st_blocks * 512 < CATALOG_SPACE_RESERVE) {
+		if (gave)
+			syncfs_dir(dir);
+		/* on ENOSPC ext4 keeps what it allocated: the next open takes the rest */
+		if (fallocate(fd, 0, 0, CATALOG_SPACE_RESERVE) < 0 && errno != EOPNOTSUPP)
+			tsr_warn("catalogue: reserve %u bytes for the next open on a full file "
+				 "system (%s): %s", CATALOG_SPACE_RESERVE, path, strerror(errno));
+	}
+	if (gave)
+		tsr_info("catalogue: the file system of %s is nearly full: %s gave its blocks "
+			 "to the open (store.db-shm is regrown at each start)", dir, path);
+	close(fd);
+}
+
 static int open_schema(sqlite3 *db, const char *dir)
 {
 	int ret = schema_exec(db), fd;
@@ -314,6 +444,7 @@ int catalog_open(const char *dir, const char *device, sqlite3 **out)
 	char path[4096], val[4096];
 	sqlite3 *db = NULL;
 	struct vol_row *rows = NULL;
+	bool first, gave;
 	size_t n;
 	int ret;
 
@@ -329,10 +460,16 @@ int catalog_open(const char *dir, const char *device, sqlite3 **out)
 	 * with their blocks (SQLite writes the WAL from its start again after a
 	 * checkpoint), and the WAL has CATALOG_WAL_RESERVE bytes of blocks from
 	 * the start, so that a volume delete, the way to free space, can still
-	 * commit when not one block is free. */
+	 * commit when not one block is free.  The -shm file is truncated by
+	 * the first connection and grown again: store.reserve's blocks are
+	 * given back for it first when the file system is nearly full. */
 	sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &(int){1});
 	reserve_wal(path);
+	first = conn_register(db, path);
+	gave = first && space_give(dir);
 	ret = open_schema(db, dir);
+	if (first)
+		space_take(dir, gave);
 	if (ret)
 		goto err;
 	ret = add_epoch_column(db);
@@ -391,12 +528,14 @@ int catalog_open(const char *dir, const char *device, sqlite3 **out)
 	*out = db;
 	return 0;
 err:
+	conn_forget(db);
 	sqlite3_close(db);
 	return ret;
 }
 
 void catalog_close(sqlite3 *db)
 {
+	conn_forget(db);
 	sqlite3_close(db);
 }
 

@@ -1,0 +1,49 @@
+# shellcheck shell=bash
+# A small ext4 on a loop device for the tests of a full data file system
+# (test-disk-full.sh, test-full-start.sh, test-cli-space.sh).  Sourced after
+# functions.sh:
+#   fullfs_mount VAR SIZE [DIR]
+#                           mount a fresh SIZE ext4 (4 KiB blocks, no root
+#                           reserve) on DIR (made if missing; default: in a
+#                           new temp dir, which also holds the image); VAR =
+#                           the mount point; unmounted and detached at exit
+#   fill_fs BALLAST         take every free block of $FULLFS_MNT (the last
+#                           mount) with the file BALLAST; asserts 0 KiB free
+#   fs_avail_kib            df's free KiB of $FULLFS_MNT
+# Needs root, losetup, mkfs.ext4 and loop devices (skips without them).
+
+fullfs_require() {
+	require_root
+	require_cmd losetup mkfs.ext4 mount umount mountpoint
+	[ -e /dev/loop-control ] || skip "no loop devices (/dev/loop-control missing)"
+	losetup -f >/dev/null 2>&1 || skip "no free loop device"
+}
+
+fullfs_mount() { # VAR SIZE [DIR]
+	local var=$1 size=$2 dir img loop mnt
+	make_tmpdir dir
+	img=$dir/fs.img
+	mnt=${3:-$dir/mnt}
+	mkdir -p "$mnt"
+	truncate -s "$size" "$img"
+	mkfs.ext4 -q -F -b 4096 -m 0 "$img" || fail "mkfs.ext4 $img"
+	loop=$(losetup -f --show "$img") || fail "losetup $img"
+	on_exit "losetup -d '$loop'"
+	mount "$loop" "$mnt" || fail "mount $loop $mnt"
+	on_exit "mountpoint -q '$mnt' && umount -l '$mnt'"
+	FULLFS_MNT=$mnt
+	FULLFS_LOOP=$loop
+	printf -v "$var" '%s' "$mnt"
+}
+
+fs_avail_kib() { df --output=avail "$FULLFS_MNT" | tail -n1 | xargs; }
+
+# Buffered appends until ENOSPC, twice with a sync between (the first pass
+# stops when delayed allocation's reservations run out).
+fill_fs() { # BALLAST
+	dd if=/dev/zero of="$1" bs=4k oflag=append conv=notrunc status=none 2>/dev/null
+	sync
+	dd if=/dev/zero of="$1" bs=4k oflag=append conv=notrunc status=none 2>/dev/null
+	sync
+	assert_eq "$(fs_avail_kib)" 0 "KiB free after the ballast $1"
+}
