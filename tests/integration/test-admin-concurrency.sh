@@ -14,8 +14,10 @@
 #   resize          grow `grow` by 4 MiB a step under I/O, volume show;
 #   clones          clone c0..c2 from hist@sK or from the live hist, delete it;
 #   lists           volume list --json and status --json (must parse);
-#   reads           (TSR_RACE_READERS=1 only) nbdcopy of hist@sN while it
-#                   is deleted and cloned.
+#   reads           nbdcopy of hist@sN while it is deleted and cloned (a
+#                   backup reading a snapshot: its requests fill the worker's
+#                   io queue under hist's copies on write; TSR_RACE_READERS=0
+#                   leaves it out).
 # Every command has a timeout and its exit status and message are recorded:
 # exit 0, or exit 1 with a message that says why (exists, not found, in use,
 # ...) is fine; a crash, a hang, a message-less failure or any other exit is
@@ -170,11 +172,10 @@ loop_snaps & pids+=($!)
 loop_resize & pids+=($!)
 loop_clones & pids+=($!)
 loop_lists & pids+=($!)
-# TSR_RACE_READERS=1: also read hist@sN whole over NBD in a loop.  Off by
-# default: a copy on write that meets the worker's I/O queue full of the
-# readers' requests fails the host's write with EIO (the writer stops, the
-# test fails); the fix is /var/tmp/helpers/adminrace-eagain.patch (session 10)
-[ "${TSR_RACE_READERS:-0}" = 1 ] && { loop_reads & pids+=($!); }
+# and hist@sN read whole over NBD in a loop (TSR_RACE_READERS=0: not).  The
+# code before 620f90f/9f0d820 failed hist's writer with EIO within seconds: a
+# copy on write met the worker's io queue full of the readers' requests.
+[ "${TSR_RACE_READERS:-1}" = 1 ] && { loop_reads & pids+=($!); }
 for p in "${pids[@]}"; do track_pid "$p"; done
 for p in "${pids[@]}"; do reap "$p" || fail "a CLI loop exited with an error"; done
 log "the loops are done"
@@ -204,6 +205,10 @@ awk -F'\t' '$1 == 1 { sub(/^.*: /, "", $3); print $3 }' "$D"/cmd-*.log | sort | 
 for l in volsA snaps resize clones; do
 	awk -F'\t' '$1 == 0 { n++ } END { exit !n }' "$D/cmd-$l.log" || fail "loop $l: no command succeeded"
 done
+if [ -f "$D/read.log" ]; then
+	log "reads: $(wc -l <"$D/read.log") snapshot reads, $(awk -F'\t' '$1 == 0' "$D/read.log" | wc -l) whole"
+	awk -F'\t' '$1 == 0 { n++ } END { exit !n }' "$D/read.log" || fail "no snapshot read went through"
+fi
 
 # ---------------------------------------------------------------- end state
 assert_alive
