@@ -332,6 +332,39 @@ int copyset_snap(struct copyset_copy *c, const struct tsr_snap_req *req, tsr_cb 
 	return 0;
 }
 
+/* ---- fencing --------------------------------------------------------------- */
+
+static void fence_msg(struct tsr_worker *w, void *arg)
+{
+	struct copyset *cs = arg;
+
+	(void)w;
+	cs->ops->fence_now(cs->layout, "attach lease lost");
+	copyset_put(cs);
+}
+
+void copyset_fence(struct copyset *cs, bool here)
+{
+	__atomic_store_n(cs->fence_req, true, __ATOMIC_RELEASE);
+	if (here) {
+		cs->ops->fence_now(cs->layout, "attach lease lost");
+		return;
+	}
+	copyset_get(cs);
+	if (tsr_worker_send(cs->home, fence_msg, cs) < 0)
+		copyset_put(cs);
+}
+
+bool copyset_fence_requested(struct copyset *cs)
+{
+	if (*cs->fenced)
+		return true;
+	if (!__atomic_load_n(cs->fence_req, __ATOMIC_ACQUIRE))
+		return false;
+	cs->ops->fence_now(cs->layout, "attach lease lost");
+	return true;
+}
+
 /* ---- control calls --------------------------------------------------------- */
 
 struct call {

@@ -52,6 +52,8 @@ struct copyset_ops {
 	void (*last_put)(void *layout);
 	/* The session of copy c failed (the peer client's on_fail). */
 	void (*copy_failed)(struct copyset_copy *c, int err);
+	/* Fence now (home worker): every I/O fails from now on. */
+	void (*fence_now)(void *layout, const char *why);
 };
 
 /* The layout as the copy set sees it: set at create, then read only (but refs). */
@@ -70,6 +72,7 @@ struct copyset {
 	struct tsr_worker *home;
 	const struct tsr_layout_hooks *hooks;
 	const bool *closing, *fenced; /* the layout's flags (home worker) */
+	bool *fence_req;              /* the layout's: tsr_layout_fence was called (atomic) */
 };
 
 /*
@@ -178,5 +181,19 @@ int copyset_call(struct copyset *cs, bool here, int (*fn)(void *arg), void *arg)
  * returned.  0, or -errno (fn never runs: arg is still the caller's).
  */
 int copyset_post(struct copyset *cs, void (*fn)(void *arg), void *arg);
+
+/* ---- fencing --------------------------------------------------------------- */
+
+/*
+ * tsr_layout_fence, any thread.  Does not wait for the home worker: the
+ * cluster calls it holding its own lock, which hooks.set_copy_state takes
+ * on the home worker.  The flag is in force at once (every completion asks
+ * copyset_fence_requested before acknowledging); ops->fence_now, here or
+ * in a message to the home worker, does the rest (fail the waiting writes,
+ * stop resync and scrub).
+ */
+void copyset_fence(struct copyset *cs, bool here);
+/* Home worker: fenced, or tsr_layout_fence was called (then fence now). */
+bool copyset_fence_requested(struct copyset *cs);
 
 #endif

@@ -214,12 +214,7 @@ void ec_fence_now(struct ec *e, const char *why)
 
 bool ec_fence_requested(struct ec *e)
 {
-	if (e->fenced)
-		return true;
-	if (!__atomic_load_n(&e->fence_req, __ATOMIC_ACQUIRE))
-		return false;
-	ec_fence_now(e, "attach lease lost");
-	return true;
+	return copyset_fence_requested(&e->cs);
 }
 
 void ec_copy_failed(struct ecopy *c, int err)
@@ -1000,23 +995,12 @@ err:
 	return ret;
 }
 
-static void fence_msg(void *arg)
-{
-	ec_fence_now(arg, "attach lease lost");
-}
-
 static void ec_fence(void *ctx)
 {
 	struct ec *e = ctx;
 
-	if (e == NULL)
-		return;
-	__atomic_store_n(&e->fence_req, true, __ATOMIC_RELEASE);
-	if (on_home(e)) {
-		ec_fence_now(e, "attach lease lost");
-		return;
-	}
-	copyset_post(&e->cs, fence_msg, e);
+	if (e != NULL)
+		copyset_fence(&e->cs, on_home(e));
 }
 
 static void scrub_done_log(void *arg, int status)
@@ -1091,9 +1075,15 @@ static void cs_copy_failed(struct copyset_copy *c, int err)
 	ec_copy_failed(copyset_copy_of(c, struct ecopy), err);
 }
 
+static void cs_fence_now(void *layout, const char *why)
+{
+	ec_fence_now(layout, why);
+}
+
 static const struct copyset_ops ec_copyset_ops = {
     .last_put = last_put,
     .copy_failed = cs_copy_failed,
+    .fence_now = cs_fence_now,
 };
 
 static int check_opts(const struct tsr_ec_opts *o)
@@ -1226,6 +1216,7 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 	    .hooks = &e->hooks,
 	    .closing = &e->closing,
 	    .fenced = &e->fenced,
+	    .fence_req = &e->fence_req,
 	};
 	crash_point_parse(e);
 	ret = tsr_ec_codec_create(e->k, e->m, &e->codec);

@@ -200,12 +200,7 @@ void mirror_fence_now(struct mirror *m, const char *why)
 /* tsr_layout_fence from another thread: in force before its message runs. */
 static bool fence_requested(struct mirror *m)
 {
-	if (m->fenced)
-		return true;
-	if (!__atomic_load_n(&m->fence_req, __ATOMIC_ACQUIRE))
-		return false;
-	mirror_fence_now(m, "attach lease lost");
-	return true;
+	return copyset_fence_requested(&m->cs);
 }
 
 /* Regions that a failing copy may have lost: written and not yet flushed. */
@@ -1283,29 +1278,13 @@ err:
 	return ret;
 }
 
-static void fence_msg(void *arg)
-{
-	mirror_fence_now(arg, "attach lease lost");
-}
-
-/*
- * Does not wait for the home worker: the cluster calls it holding its own
- * lock, which hooks.set_copy_state takes on the home worker.  The flag is in
- * force at once (every completion checks it before acknowledging); the
- * message does the rest (fail the waiting writes, stop resync and scrub).
- */
+/* Does not wait for the home worker (copyset_fence). */
 static void mirror_fence(void *ctx)
 {
 	struct mirror *m = ctx;
 
-	if (m == NULL)
-		return;
-	__atomic_store_n(&m->fence_req, true, __ATOMIC_RELEASE);
-	if (on_home(m)) {
-		mirror_fence_now(m, "attach lease lost");
-		return;
-	}
-	copyset_post(&m->cs, fence_msg, m);
+	if (m != NULL)
+		copyset_fence(&m->cs, on_home(m));
 }
 
 static void scrub_done_log(void *arg, int status)
@@ -1352,9 +1331,15 @@ static void cs_copy_failed(struct copyset_copy *c, int err)
 	mirror_copy_failed(copyset_copy_of(c, struct mcopy), err);
 }
 
+static void cs_fence_now(void *layout, const char *why)
+{
+	mirror_fence_now(layout, why);
+}
+
 static const struct copyset_ops mirror_copyset_ops = {
     .last_put = last_put,
     .copy_failed = cs_copy_failed,
+    .fence_now = cs_fence_now,
 };
 
 static int check_opts(const struct tsr_mirror_opts *o)
@@ -1433,6 +1418,7 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 	    .hooks = &m->hooks,
 	    .closing = &m->closing,
 	    .fenced = &m->fenced,
+	    .fence_req = &m->fence_req,
 	};
 	m->unflushed = calloc((m->nregions + 7) / 8, 1);
 	m->unflushed_prev = calloc((m->nregions + 7) / 8, 1);
