@@ -18,8 +18,41 @@ void copyset_get(struct copyset *cs)
 
 void copyset_put(struct copyset *cs)
 {
-	if (__atomic_sub_fetch(&cs->refs, 1, __ATOMIC_ACQ_REL) == 0)
-		cs->ops->last_put(cs->layout);
+	if (__atomic_sub_fetch(&cs->refs, 1, __ATOMIC_ACQ_REL) > 0)
+		return;
+	if (cs->destroy_waiter)
+		sem_post(&cs->sem); /* the destroying thread frees */
+	else
+		cs->ops->free(cs->layout);
+}
+
+static void teardown_msg(struct tsr_worker *w, void *arg)
+{
+	struct copyset *cs = arg;
+
+	(void)w;
+	cs->ops->teardown(cs->layout);
+}
+
+void copyset_destroy(struct copyset *cs, bool started, bool here)
+{
+	if (!started) {
+		cs->ops->free(cs->layout);
+		return;
+	}
+	if (here) {
+		cs->destroy_waiter = false;
+		cs->ops->teardown(cs->layout);
+		return;
+	}
+	cs->destroy_waiter = true;
+	if (tsr_worker_send(cs->home, teardown_msg, cs) < 0) {
+		tsr_error("%s %s: home worker stopped before the layout: leaking it", cs->kind,
+			  cs->name);
+		return;
+	}
+	sem_wait(&cs->sem);
+	cs->ops->free(cs->layout);
 }
 
 /* ---- records: copy states in the metadata store ---------------------------- */

@@ -25,6 +25,7 @@
 #ifndef TSR_LAYOUT_COPYSET_INTERNAL_H
 #define TSR_LAYOUT_COPYSET_INTERNAL_H
 
+#include <semaphore.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -47,9 +48,11 @@ struct copyset_copy;
 
 /* What the copy set asks of its layout (arguments: copyset.layout). */
 struct copyset_ops {
-	/* The last reference went (copyset_put): free the layout, or wake the
-	 * thread that destroys it.  Any thread. */
-	void (*last_put)(void *layout);
+	/* Free the layout (the last reference went, or it never started). */
+	void (*free)(void *layout);
+	/* Stop (home worker): fail what waits, drop the sessions, then put
+	 * the layout's own reference. */
+	void (*teardown)(void *layout);
 	/* The session of copy c failed (the peer client's on_fail). */
 	void (*copy_failed)(struct copyset_copy *c, int err);
 	/* Fence now (home worker): every I/O fails from now on. */
@@ -59,6 +62,8 @@ struct copyset_ops {
 /* The layout as the copy set sees it: set at create, then read only (but refs). */
 struct copyset {
 	int refs; /* async work referring to the layout, + 1 while alive (atomic) */
+	bool destroy_waiter; /* a thread waits on sem for the last reference */
+	sem_t sem;           /* create (start-up) and destroy wait here */
 	const struct copyset_ops *ops;
 	void *layout;        /* struct mirror or struct ec: the ops' argument */
 	const char *kind;    /* log prefix: "mirror" or "ec" */
@@ -120,10 +125,18 @@ struct copyset_copy {
 
 /*
  * A reference on the layout (any thread): every message, callback and call
- * in flight holds one, so teardown can wait for the last (ops->last_put).
+ * in flight holds one, so teardown can wait for the last.  The last one
+ * frees the layout (ops->free), or wakes the thread in copyset_destroy.
  */
 void copyset_get(struct copyset *cs);
 void copyset_put(struct copyset *cs);
+/*
+ * tsr_layout_destroy.  Never started: freed here.  On the home worker
+ * (here): ops->teardown inline, the last reference frees.  Elsewhere:
+ * ops->teardown sent to the home worker, the last reference waited for,
+ * then freed here.
+ */
+void copyset_destroy(struct copyset *cs, bool started, bool here);
 
 /* ---- records: copy states in the metadata store ---------------------------- */
 

@@ -85,7 +85,7 @@ static void ec_free(struct ec *e)
 	tsr_ec_codec_destroy(e->codec);
 	free(e->bmhost);
 	pthread_mutex_destroy(&e->status_lock);
-	sem_destroy(&e->sem);
+	sem_destroy(&e->cs.sem);
 	free(e);
 }
 
@@ -97,17 +97,6 @@ void ec_get(struct ec *e)
 void ec_put(struct ec *e)
 {
 	copyset_put(&e->cs);
-}
-
-/* copyset_ops.last_put */
-static void last_put(void *layout)
-{
-	struct ec *e = layout;
-
-	if (e->destroy_waiter)
-		sem_post(&e->sem);
-	else
-		ec_free(e);
 }
 
 /* mbitmap.hold: a page write in flight keeps the layout alive */
@@ -310,7 +299,7 @@ static void start_finish(struct ec *e, int status)
 	for (unsigned i = 0; i < e->n_copies; i++)
 		e->copies[i].start_failed = e->copies[i].start_missed = false;
 	ec_publish(e);
-	sem_post(&e->sem);
+	sem_post(&e->cs.sem);
 }
 
 static void converge_done(void *arg, int status)
@@ -779,34 +768,12 @@ static void teardown(struct ec *e)
 	ec_put(e);
 }
 
-static void teardown_msg(struct tsr_worker *w, void *arg)
-{
-	(void)w;
-	teardown(arg);
-}
-
 static void ec_destroy(void *ctx)
 {
 	struct ec *e = ctx;
 
-	if (e == NULL)
-		return;
-	if (e->io == NULL) {
-		ec_free(e);
-		return;
-	}
-	if (on_home(e)) {
-		e->destroy_waiter = false;
-		teardown(e);
-		return;
-	}
-	e->destroy_waiter = true;
-	if (tsr_worker_send(e->home, teardown_msg, e) < 0) {
-		tsr_error("ec %s: home worker stopped before the layout: leaking it", e->name);
-		return;
-	}
-	sem_wait(&e->sem);
-	ec_free(e);
+	if (e != NULL)
+		copyset_destroy(&e->cs, e->io != NULL, on_home(e));
 }
 
 /* ---- control calls ---------------------------------------------------------- */
@@ -1070,6 +1037,16 @@ bool tsr_layout_is_ec(const struct tsr_layout *l)
 /* ---- create (control thread) -------------------------------------------------- */
 
 /* copyset.c's view of the layout */
+static void cs_free(void *layout)
+{
+	ec_free(layout);
+}
+
+static void cs_teardown(void *layout)
+{
+	teardown(layout);
+}
+
 static void cs_copy_failed(struct copyset_copy *c, int err)
 {
 	ec_copy_failed(copyset_copy_of(c, struct ecopy), err);
@@ -1081,7 +1058,8 @@ static void cs_fence_now(void *layout, const char *why)
 }
 
 static const struct copyset_ops ec_copyset_ops = {
-    .last_put = last_put,
+    .free = cs_free,
+    .teardown = cs_teardown,
     .copy_failed = cs_copy_failed,
     .fence_now = cs_fence_now,
 };
@@ -1171,7 +1149,6 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 	if (e == NULL)
 		return -ENOMEM;
 	pthread_mutex_init(&e->status_lock, NULL);
-	sem_init(&e->sem, 0, 0);
 	e->timer_fd = -1;
 	snprintf(e->name, sizeof(e->name), "%s", opts->name);
 	snprintf(e->node_id, sizeof(e->node_id), "%s", opts->node_id);
@@ -1218,6 +1195,7 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 	    .fenced = &e->fenced,
 	    .fence_req = &e->fence_req,
 	};
+	sem_init(&e->cs.sem, 0, 0);
 	crash_point_parse(e);
 	ret = tsr_ec_codec_create(e->k, e->m, &e->codec);
 	if (ret < 0)
@@ -1282,7 +1260,7 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 	ret = tsr_worker_send(e->home, start_msg, e);
 	if (ret < 0)
 		goto err;
-	sem_wait(&e->sem);
+	sem_wait(&e->cs.sem);
 	ret = e->start_status;
 	if (ret < 0) {
 		ec_destroy(e);

@@ -209,10 +209,8 @@ struct ec {
 	bool replace_running;
 	unsigned replace_idx;
 	uint64_t local_retry_ns;
-	bool destroy_waiter; /* a thread waits on sem for the last reference */
 	unsigned start_pending;
-	int start_status;
-	sem_t sem; /* create and destroy wait here */
+	int start_status; /* create waits on cs.sem for it */
 
 	/* counters (home worker) */
 	uint64_t n_writes, n_reads, write_errors, copy_failures, degraded_reads;

@@ -73,7 +73,7 @@ static void mirror_free(struct mirror *m)
 	free(m->unflushed_prev);
 	mirror_xbuf_drop(m);
 	pthread_mutex_destroy(&m->status_lock);
-	sem_destroy(&m->sem);
+	sem_destroy(&m->cs.sem);
 	free(m);
 }
 
@@ -87,17 +87,6 @@ void m_get(struct mirror *m)
 void m_put(struct mirror *m)
 {
 	copyset_put(&m->cs);
-}
-
-/* copyset_ops.last_put */
-static void last_put(void *layout)
-{
-	struct mirror *m = layout;
-
-	if (m->destroy_waiter)
-		sem_post(&m->sem); /* the destroying thread frees */
-	else
-		mirror_free(m);
 }
 
 unsigned mirror_in_sync(const struct mirror *m)
@@ -849,7 +838,7 @@ static void start_done(struct mirror *m)
 	for (unsigned i = 0; i < m->n_copies; i++)
 		m->copies[i].start_failed = false;
 	mirror_publish(m);
-	sem_post(&m->sem);
+	sem_post(&m->cs.sem);
 }
 
 static void start_record_done(void *arg, int status)
@@ -1033,34 +1022,12 @@ static void teardown(struct mirror *m)
 	m_put(m); /* the layout's own reference: freed once the last op is back */
 }
 
-static void teardown_msg(struct tsr_worker *w, void *arg)
-{
-	(void)w;
-	teardown(arg);
-}
-
 static void mirror_destroy(void *ctx)
 {
 	struct mirror *m = ctx;
 
-	if (m == NULL)
-		return;
-	if (m->io == NULL) { /* never started */
-		mirror_free(m);
-		return;
-	}
-	if (on_home(m)) {
-		m->destroy_waiter = false;
-		teardown(m);
-		return;
-	}
-	m->destroy_waiter = true;
-	if (tsr_worker_send(m->home, teardown_msg, m) < 0) {
-		tsr_error("mirror %s: home worker stopped before the layout: leaking it", m->name);
-		return;
-	}
-	sem_wait(&m->sem);
-	mirror_free(m);
+	if (m != NULL)
+		copyset_destroy(&m->cs, m->io != NULL, on_home(m));
 }
 
 static void mirror_copy_returned(void *ctx, unsigned idx, const char *address);
@@ -1326,6 +1293,16 @@ static void mirror_get_status(void *ctx, struct tsr_layout_status *out)
 /* ---- create (control thread) ---------------------------------------------- */
 
 /* copyset.c's view of the layout */
+static void cs_free(void *layout)
+{
+	mirror_free(layout);
+}
+
+static void cs_teardown(void *layout)
+{
+	teardown(layout);
+}
+
 static void cs_copy_failed(struct copyset_copy *c, int err)
 {
 	mirror_copy_failed(copyset_copy_of(c, struct mcopy), err);
@@ -1337,7 +1314,8 @@ static void cs_fence_now(void *layout, const char *why)
 }
 
 static const struct copyset_ops mirror_copyset_ops = {
-    .last_put = last_put,
+    .free = cs_free,
+    .teardown = cs_teardown,
     .copy_failed = cs_copy_failed,
     .fence_now = cs_fence_now,
 };
@@ -1382,7 +1360,6 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 	if (m == NULL)
 		return -ENOMEM;
 	pthread_mutex_init(&m->status_lock, NULL);
-	sem_init(&m->sem, 0, 0);
 	m->timer_fd = -1;
 	snprintf(m->name, sizeof(m->name), "%s", opts->name);
 	snprintf(m->node_id, sizeof(m->node_id), "%s", opts->node_id);
@@ -1420,6 +1397,7 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 	    .fenced = &m->fenced,
 	    .fence_req = &m->fence_req,
 	};
+	sem_init(&m->cs.sem, 0, 0);
 	m->unflushed = calloc((m->nregions + 7) / 8, 1);
 	m->unflushed_prev = calloc((m->nregions + 7) / 8, 1);
 	if (m->unflushed == NULL || m->unflushed_prev == NULL) {
@@ -1483,7 +1461,7 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 	ret = tsr_worker_send(m->home, start_msg, m);
 	if (ret < 0)
 		goto err;
-	sem_wait(&m->sem);
+	sem_wait(&m->cs.sem);
 	ret = m->start_status;
 	if (ret < 0) {
 		mirror_destroy(m);

@@ -254,11 +254,9 @@ struct mirror {
 	unsigned replace_idx;
 	struct mbitmap *retired[TSR_MIRROR_MAX_COPIES * 4]; /* replaced copies' bitmaps */
 	unsigned n_retired;
-	bool destroy_waiter; /* a thread waits on sem for the last reference */
 	/* start */
 	unsigned start_pending; /* copy OPENs, then OUT_OF_SYNC records, awaited */
-	int start_status;
-	sem_t sem; /* create and destroy wait here */
+	int start_status; /* create waits on cs.sem for it */
 
 	/* counters (home worker) */
 	uint64_t n_writes, n_reads, write_errors, copy_failures;
