@@ -50,12 +50,14 @@ static Tessera__Admin__Snapshot *build_snapshot(struct tsr_admin_server *srv, co
 	s->allocated = info->allocated;
 	s->exclusive = info->exclusive;
 	s->clones = info->clones;
+	s->deleting = info->deleting;
 	s->nbd_uris = calloc(srv->n_nbd_listeners ? srv->n_nbd_listeners : 1, sizeof(char *));
 	if (s->volume == NULL || s->name == NULL || s->uuid == NULL || s->nbd_uris == NULL)
 		goto err;
-	/* the read-only export of the snapshot (vol.c: "VOL@SNAP") */
+	/* the read-only export of the snapshot (vol.c: "VOL@SNAP"); none for a
+	 * snapshot being deleted (its name may be a new snapshot's already) */
 	snprintf(export, sizeof(export), "%s@%s", vol, info->name);
-	for (i = 0; i < srv->n_nbd_listeners; i++) {
+	for (i = 0; i < srv->n_nbd_listeners && !info->deleting; i++) {
 		char *uri = nbd_uri(srv->nbd_listeners[i], export);
 
 		if (uri)
@@ -450,7 +452,8 @@ static void op_snapshot_list(struct tsr_admin_server *srv, const Tessera__Admin_
 	size_t count = 0, i;
 	int ret;
 
-	ret = tsr_store_snap_list(srv->store, l->volume, &infos, &count);
+	ret = l->with_deleting ? tsr_store_snap_list_all(srv->store, l->volume, &infos, &count) :
+				 tsr_store_snap_list(srv->store, l->volume, &infos, &count);
 	if (ret) {
 		snap_fail(srv, resp, ret, "list snapshots", l->volume, "");
 		return;

@@ -60,6 +60,13 @@ static bool visible(const struct snap_row *s)
 	return !(s->flags & (SNAP_HIDDEN | SNAP_DELETING | SNAP_AUTO | SNAP_PENDING));
 }
 
+/* A user's snapshot whose delete is accepted (marked) and not finished. */
+static bool delete_pending(const struct snap_row *s)
+{
+	return (s->flags & (SNAP_HIDDEN | SNAP_DELETING | SNAP_AUTO | SNAP_PENDING)) ==
+	       SNAP_DELETING;
+}
+
 /* ---- the chain of an open volume (store->lock held) ---- */
 
 /* Wait (up to CHAIN_QUIET_MAX_US) until no write path looks at svol's chain
@@ -1197,9 +1204,10 @@ static void fill_info(struct tsr_store *store, const struct snap_row *row,
 	info->exclusive = clones ? 0 : exclusive_bytes(store, row, older);
 }
 
-/* Infos of the visible snapshots of v (name NULL: all). */
+/* Infos of the visible snapshots of v (name NULL: all); with_deleting: and
+ * those whose delete is pending (deleting set). */
 static int list_infos(struct tsr_store *store, const struct vol_row *v, const char *name,
-		      struct tsr_snap_info **out, size_t *count)
+		      bool with_deleting, struct tsr_snap_info **out, size_t *count)
 {
 	struct tsr_snap_info *infos;
 	struct snap_row *rows;
@@ -1215,9 +1223,12 @@ static int list_infos(struct tsr_store *store, const struct vol_row *v, const ch
 		return -ENOMEM;
 	}
 	for (i = 0; i < n; i++) {
-		if (!visible(&rows[i]) || (name && strcmp(rows[i].name, name) != 0))
+		bool deleting = with_deleting && delete_pending(&rows[i]);
+
+		if ((!visible(&rows[i]) && !deleting) || (name && strcmp(rows[i].name, name) != 0))
 			continue;
-		fill_info(store, &rows[i], i ? &rows[i - 1] : NULL, &infos[k++]);
+		fill_info(store, &rows[i], i ? &rows[i - 1] : NULL, &infos[k]);
+		infos[k++].deleting = deleting;
 	}
 	free(rows);
 	*out = infos;
@@ -1225,8 +1236,8 @@ static int list_infos(struct tsr_store *store, const struct vol_row *v, const ch
 	return 0;
 }
 
-int tsr_store_snap_list(struct tsr_store *store, const char *vol, struct tsr_snap_info **out,
-			size_t *count)
+static int snap_list(struct tsr_store *store, const char *vol, bool with_deleting,
+		     struct tsr_snap_info **out, size_t *count)
 {
 	struct vol_row v;
 	int ret;
@@ -1235,10 +1246,22 @@ int tsr_store_snap_list(struct tsr_store *store, const char *vol, struct tsr_sna
 	ret = get_vol(store, "snapshot list", vol, &v);
 	if (ret == 0) {
 		retry_marked(store, v.uuid);
-		ret = list_infos(store, &v, NULL, out, count);
+		ret = list_infos(store, &v, NULL, with_deleting, out, count);
 	}
 	pthread_mutex_unlock(&store->lock);
 	return ret;
+}
+
+int tsr_store_snap_list(struct tsr_store *store, const char *vol, struct tsr_snap_info **out,
+			size_t *count)
+{
+	return snap_list(store, vol, false, out, count);
+}
+
+int tsr_store_snap_list_all(struct tsr_store *store, const char *vol,
+			    struct tsr_snap_info **out, size_t *count)
+{
+	return snap_list(store, vol, true, out, count);
 }
 
 int tsr_store_snap_info(struct tsr_store *store, const char *vol, const char *snap,
@@ -1254,7 +1277,7 @@ int tsr_store_snap_info(struct tsr_store *store, const char *vol, const char *sn
 	if (ret == 0 && (snap == NULL || !tsr_valid_name(snap)))
 		ret = -ENOENT;
 	if (ret == 0)
-		ret = list_infos(store, &v, snap, &infos, &n);
+		ret = list_infos(store, &v, snap, false, &infos, &n);
 	if (ret == 0 && n == 0)
 		ret = -ENOENT;
 	if (ret == 0)
@@ -1311,7 +1334,7 @@ int tsr_store_vol_space(struct tsr_store *store, const char *vol, uint64_t *allo
 	pthread_mutex_lock(&store->lock);
 	ret = get_vol(store, "space", vol, &v);
 	if (ret == 0)
-		ret = list_infos(store, &v, NULL, &infos, &n);
+		ret = list_infos(store, &v, NULL, false, &infos, &n);
 	if (ret)
 		goto out;
 	*allocated = layer_allocated(store, v.uuid, v.size);

@@ -191,6 +191,9 @@ struct tsr_snap_info {
 	uint64_t allocated;  /* bytes this layer holds on disk */
 	uint64_t exclusive;  /* bytes deleting it would free */
 	uint32_t clones;     /* clones made from it that still exist */
+	bool deleting;       /* its delete is accepted (the name is free) but its merge into
+			      * the older snapshot is not finished: it runs in the
+			      * background, or waits for space (tsr_store_snap_list_all) */
 };
 
 /* Cut a snapshot of volume vol now.  Errors: -ENOENT vol, -EEXIST snap name,
@@ -231,6 +234,14 @@ int tsr_store_snap_delete(struct tsr_store *store, const char *vol, const char *
 /* Oldest first; *out malloc'd (free()).  Errors: -ENOENT vol. */
 int tsr_store_snap_list(struct tsr_store *store, const char *vol, struct tsr_snap_info **out,
 			size_t *count);
+/* tsr_store_snap_list with the snapshots whose delete is accepted but not
+ * finished (deleting true; the merge runs on the store's merge thread, or
+ * failed for want of space and is tried again at the next list or delete of
+ * the closed volume, or the next start) in their place, oldest first.  A
+ * deleting snapshot's name may already be taken again by a new snapshot.
+ * Errors as tsr_store_snap_list. */
+int tsr_store_snap_list_all(struct tsr_store *store, const char *vol,
+			    struct tsr_snap_info **out, size_t *count);
 int tsr_store_snap_info(struct tsr_store *store, const char *vol, const char *snap,
 			struct tsr_snap_info *out);
 /* tsr_store_snap_info without the space figures (allocated, exclusive and

@@ -94,10 +94,15 @@ assert_eq "$(json_get 'j["volume"]' <<<"$list")" db "snapshot list --json volume
 assert_eq "$(json_get 'j["snapshots"][0]["seq"] < j["snapshots"][1]["seq"]' <<<"$list")" true \
 	"snapshot seq increases"
 assert_eq "$(json_get 'j["snapshots"][0]["size"]' <<<"$list")" $(( 64 * MiB )) "snapshot size"
+# no delete pending: every snapshot "ready", none under "deleting"
+# (test-disk-full.sh holds a delete pending on a full disk)
+assert_eq "$(json_get '[[s["state"] for s in j["snapshots"]], j["deleting"]]' <<<"$list")" \
+	'[["ready", "ready"], []]' "snapshot list --json states"
 text=$(tsr "$D" snapshot list db) || fail "snapshot list db"
-for col in NAME CREATED ALLOCATED EXCLUSIVE CLONES s1 s2; do
+for col in NAME STATE CREATED ALLOCATED EXCLUSIVE CLONES s1 s2; do
 	grep -q "$col" <<<"$text" || fail "snapshot list text lacks $col: $text"
 done
+grep -qE "^s1 +ready +" <<<"$text" || fail "snapshot list text: s1 not 'ready': $text"
 text=$(tsr "$D" volume show db) || fail "volume show db"
 for want in provisioned allocated exclusive snapshots s1 s2 CLONES; do
 	grep -q "$want" <<<"$text" || fail "volume show text lacks '$want': $text"
@@ -257,6 +262,9 @@ assert_eq "$(vol_sum c1)" "$sumC1" "c1 after its source rolled back"
 out=$(tsr "$D" snapshot delete db s2) || fail "snapshot delete db s2: $out"
 grep -q "db@s2" <<<"$out" || fail "snapshot delete does not name db@s2: $out"
 assert_eq "$(snap_names db)" "s1" "snapshot list after deleting s2"
+# db is closed (no client): the merge ran in the call, nothing is left deleting
+assert_eq "$(tsr "$D" --json snapshot list db | json_get 'j["deleting"]')" "[]" \
+	"snapshot list --json: deleting after the delete of a closed volume's s2"
 assert_eq "$(img_sum "$(snap_uri db s1)")" "$sumA" "db@s1 after deleting s2"
 assert_eq "$(vol_sum c3)" "$sumB" "c3 (from the deleted db@s2)"
 # the source snapshot, then the source volume, go; clones read the same

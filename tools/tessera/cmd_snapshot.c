@@ -49,9 +49,15 @@ static const char HELP_CREATE[] =
 
 static const char HELP_LIST[] =
 "Usage: tessera snapshot list VOL\n"
-"List VOL's snapshots, oldest first: name, when it was cut, the space it\n"
-"holds (allocated), the space deleting it would free (exclusive) and the\n"
-"number of clones made from it.\n"
+"List VOL's snapshots, oldest first: name, state, when it was cut, the\n"
+"space it holds (allocated), the space deleting it would free (exclusive)\n"
+"and the number of clones made from it.\n"
+"\n"
+"STATE is ready, or deleting: the delete was accepted (the name is free\n"
+"again) but the snapshot's blocks are still being merged into the older\n"
+"snapshot, in the background, or that merge waits for space on a full file\n"
+"system; its space is freed when the merge is done.  --json lists those\n"
+"under \"deleting\", apart from \"snapshots\".\n"
 "\n"
 "Example:\n"
 "  tessera snapshot list db\n"
@@ -182,6 +188,13 @@ static int print_list(const struct cli *cli, const Tessera__Admin__Response *res
 		return 0;
 	}
 	cli_print_snapshots(stdout, resp->snapshots, resp->n_snapshots, "");
+	for (size_t i = 0; i < resp->n_snapshots; i++)
+		if (resp->snapshots[i]->deleting) {
+			printf("(deleting: the delete was accepted and the name is free; the "
+			       "snapshot's space is freed once its blocks are merged into the older "
+			       "snapshot)\n");
+			break;
+		}
 	return 0;
 }
 
@@ -358,6 +371,7 @@ static int snapshot_list(struct cli *cli, int argc, char **argv)
 	if (ret)
 		return ret;
 	list.volume = (char *)volume;
+	list.with_deleting = true;
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST;
 	req.snapshot_list = &list;
 	return cli_run(cli, &req, print_list, volume);

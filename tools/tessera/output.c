@@ -234,13 +234,18 @@ json_t *cli_volume_json(const Tessera__Admin__Volume *v)
 	return j;
 }
 
+const char *cli_snapshot_state(const Tessera__Admin__Snapshot *s)
+{
+	return s->deleting ? "deleting" : "ready";
+}
+
 json_t *cli_snapshot_json(const Tessera__Admin__Snapshot *s)
 {
 	char iso[64];
 
-	return json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:i, s:o}",
+	return json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:i, s:o}",
 			 "volume", s->volume, "name", s->name, "uuid", s->uuid,
-			 "created", (json_int_t)s->created,
+			 "state", cli_snapshot_state(s), "created", (json_int_t)s->created,
 			 "created_iso", cli_fmt_iso(s->created, iso, sizeof(iso)),
 			 "seq", (json_int_t)s->seq, "size", (json_int_t)s->size,
 			 "allocated", (json_int_t)s->allocated,
@@ -248,19 +253,24 @@ json_t *cli_snapshot_json(const Tessera__Admin__Snapshot *s)
 			 "nbd_uris", json_strings(s->nbd_uris, s->n_nbd_uris));
 }
 
-static json_t *snapshots_json(Tessera__Admin__Snapshot *const *s, size_t n)
+/* The snapshots of s[0..n) that are (deleting true) or are not being deleted. */
+static json_t *snapshots_json(Tessera__Admin__Snapshot *const *s, size_t n, bool deleting)
 {
 	json_t *a = json_array();
 
 	for (size_t i = 0; i < n; i++)
-		json_array_append_new(a, cli_snapshot_json(s[i]));
+		if (s[i]->deleting == deleting)
+			json_array_append_new(a, cli_snapshot_json(s[i]));
 	return a;
 }
 
+/* "snapshots" keeps only the snapshots that exist (scripts read and clone
+ * them); those whose delete is pending are under "deleting". */
 json_t *cli_snapshot_list_json(const char *volume, Tessera__Admin__Snapshot *const *s,
 			       size_t n)
 {
-	return json_pack("{s:s, s:o}", "volume", volume, "snapshots", snapshots_json(s, n));
+	return json_pack("{s:s, s:o, s:o}", "volume", volume, "snapshots",
+			 snapshots_json(s, n, false), "deleting", snapshots_json(s, n, true));
 }
 
 json_t *cli_volume_detail_json(const Tessera__Admin__Volume *v)
@@ -268,7 +278,8 @@ json_t *cli_volume_detail_json(const Tessera__Admin__Volume *v)
 	json_t *j = cli_volume_json(v);
 
 	if (j)
-		json_object_set_new(j, "snapshots", snapshots_json(v->snapshots, v->n_snapshots));
+		json_object_set_new(j, "snapshots",
+				    snapshots_json(v->snapshots, v->n_snapshots, false));
 	return j;
 }
 
@@ -485,13 +496,13 @@ void cli_print_snapshots(FILE *out, Tessera__Admin__Snapshot *const *s, size_t n
 
 	for (i = 0; i < n; i++)
 		w = max_width(w, s[i]->name);
-	fprintf(out, "%s%-*s  %-23s  %10s  %10s  %6s\n", indent, w, "NAME", "CREATED",
-		"ALLOCATED", "EXCLUSIVE", "CLONES");
+	fprintf(out, "%s%-*s  %-8s  %-23s  %10s  %10s  %6s\n", indent, w, "NAME", "STATE",
+		"CREATED", "ALLOCATED", "EXCLUSIVE", "CLONES");
 	for (i = 0; i < n; i++) {
 		char created[64], alloc[32], excl[32];
 
-		fprintf(out, "%s%-*s  %-23s  %10s  %10s  %6u\n", indent, w, s[i]->name,
-			cli_fmt_time(s[i]->created, created, sizeof(created)),
+		fprintf(out, "%s%-*s  %-8s  %-23s  %10s  %10s  %6u\n", indent, w, s[i]->name,
+			cli_snapshot_state(s[i]), cli_fmt_time(s[i]->created, created, sizeof(created)),
 			cli_fmt_size(s[i]->allocated, alloc, sizeof(alloc)),
 			cli_fmt_size(s[i]->exclusive, excl, sizeof(excl)), s[i]->clones);
 	}

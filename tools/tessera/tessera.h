@@ -154,7 +154,10 @@ json_t *cli_cluster_json(const Tessera__Admin__ClusterStatus *s);
 /* A volume with what only volume_show fills in (its snapshots, oldest first). */
 json_t *cli_volume_detail_json(const Tessera__Admin__Volume *v);
 json_t *cli_snapshot_json(const Tessera__Admin__Snapshot *s);
-/* {"volume":..,"snapshots":[..]} as snapshot list --json prints it. */
+/* "deleting" (its delete is pending: the merge has not finished) or "ready". */
+const char *cli_snapshot_state(const Tessera__Admin__Snapshot *s);
+/* {"volume":..,"snapshots":[..],"deleting":[..]} as snapshot list --json
+ * prints it: the snapshots whose delete is pending apart. */
 json_t *cli_snapshot_list_json(const char *volume, Tessera__Admin__Snapshot *const *s,
 			       size_t n);
 /*
@@ -169,7 +172,7 @@ json_t *cli_diff_json(const char *volume, const char *from, const char *to,
 uint64_t cli_diff_bytes(Tessera__Admin__Extent *const *e, size_t n, uint64_t diff_bytes);
 
 void cli_print_volume(const Tessera__Admin__Volume *v);
-/* The snapshots table (name, created, allocated, exclusive, clones) on out. */
+/* The snapshots table (name, state, created, allocated, exclusive, clones) on out. */
 void cli_print_snapshots(FILE *out, Tessera__Admin__Snapshot *const *s, size_t n,
 			 const char *indent);
 void cli_print_snapshot(FILE *out, const Tessera__Admin__Snapshot *s);

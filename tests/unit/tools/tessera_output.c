@@ -297,14 +297,50 @@ static void test_snapshot_table(void **state)
 	CAPTURE(buf, cli_print_snapshots(out, f.sp, 2, "  "));
 	/* header, then one line per snapshot, oldest first, columns aligned to the
 	 * longest name */
-	assert_memory_equal(buf, "  NAME                CREATED                   ALLOCATED   "
-			    "EXCLUSIVE  CLONES\n", 78);
+	assert_memory_equal(buf, "  NAME                STATE     CREATED                   ALLOCATED   "
+			    "EXCLUSIVE  CLONES\n", 88);
 	line2 = strchr(buf, '\n') + 1;
 	assert_string_equal(line2,
-			    "  s1                  2026-11-26 04:34:46 UTC     3.0 MiB     "
+			    "  s1                  ready     2026-11-26 04:34:46 UTC     3.0 MiB     "
 			    "1.0 MiB       1\n"
-			    "  nightly-2026-11-26  2026-11-26 04:34:47 UTC     4.0 KiB     "
+			    "  nightly-2026-11-26  ready     2026-11-26 04:34:47 UTC     4.0 KiB     "
 			    "4.0 KiB       0\n");
+	/* a snapshot whose delete is pending says so */
+	f.s[1].deleting = 1;
+	memset(buf, 0, sizeof(buf));
+	CAPTURE(buf, cli_print_snapshots(out, f.sp, 2, ""));
+	assert_non_null(strstr(buf, "\nnightly-2026-11-26  deleting  2026-11-26 04:34:47 UTC"));
+	assert_non_null(strstr(buf, "\ns1                  ready     "));
+}
+
+/* snapshot list --json: a snapshot whose delete is pending is under
+ * "deleting" with state "deleting", not under "snapshots" (scripts read and
+ * clone what "snapshots" lists). */
+static void test_snapshot_deleting_json(void **state)
+{
+	struct snap_fixture f;
+	json_t *j, *snaps, *del;
+
+	(void)state;
+	make_snapshots(&f);
+	f.s[0].deleting = 1;
+	j = cli_snapshot_list_json("db", f.sp, 2);
+	snaps = json_object_get(j, "snapshots");
+	del = json_object_get(j, "deleting");
+	assert_int_equal(json_array_size(snaps), 1);
+	assert_int_equal(json_array_size(del), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(snaps, 0), "name")),
+			    "nightly-2026-11-26");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(snaps, 0), "state")),
+			    "ready");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(del, 0), "name")),
+			    "s1");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(del, 0), "state")),
+			    "deleting");
+	json_decref(j);
+	j = cli_snapshot_list_json("db", NULL, 0); /* none: empty arrays */
+	assert_int_equal(json_array_size(json_object_get(j, "deleting")), 0);
+	json_decref(j);
 }
 
 static void test_diff_json(void **state)
@@ -396,6 +432,7 @@ int main(void)
 		cmocka_unit_test(test_snapshot_json),
 		cmocka_unit_test(test_clone_json),
 		cmocka_unit_test(test_snapshot_table),
+		cmocka_unit_test(test_snapshot_deleting_json),
 		cmocka_unit_test(test_diff_json),
 		cmocka_unit_test(test_diff_text),
 	};
