@@ -55,6 +55,20 @@ void copyset_destroy(struct copyset *cs, bool started, bool here)
 	cs->ops->free(cs->layout);
 }
 
+void copyset_publish(struct copyset *cs, const struct tsr_layout_status *s)
+{
+	pthread_mutex_lock(&cs->status_lock);
+	cs->status = *s;
+	pthread_mutex_unlock(&cs->status_lock);
+}
+
+void copyset_get_status(struct copyset *cs, struct tsr_layout_status *out)
+{
+	pthread_mutex_lock(&cs->status_lock);
+	*out = cs->status;
+	pthread_mutex_unlock(&cs->status_lock);
+}
+
 /* ---- records: copy states in the metadata store ---------------------------- */
 
 struct hook_ctx {

@@ -2,29 +2,35 @@
  * Private header of the copy set (copyset.c): what the mirror and the EC
  * layout do alike with the copies they drive, written once.
  *
- *  - the layout's reference count (copyset_get/copyset_put), held by every
- *    message, callback and call in flight;
+ *  - the layout's lifetime: its reference count (copyset_get/copyset_put),
+ *    held by every message, callback and call in flight, and destroy
+ *    (teardown on the home worker, free after the last reference);
+ *  - the published status (copyset_publish, copyset_get_status);
  *  - the record of a copy's state in the metadata store (hooks.set_copy_state,
  *    one call in flight per copy, waiters woken by the state recorded);
  *  - a remote copy's session (peer client, OPEN, on_fail, the client
  *    dropped outside its own callbacks), a local copy's open flag;
  *  - a snapshot request on one copy (local store call or TSR_PEER_SNAP);
+ *  - fencing (tsr_layout_fence: a flag in force at once, then a message);
  *  - control calls: run a function on the home worker and wait for it, or
  *    send it there without waiting.
  *
  * What differs stays in the layouts: the I/O on a copy (mirror_copy.c,
- * ec_copy.c), what a failure does (mirror_copy_failed, ec_copy_failed,
- * called back through struct copyset_ops), start-up, resync, replace.
+ * ec_copy.c), what a failure, a fence, teardown and free do (called back
+ * through struct copyset_ops), start-up, resync, replace, what the status
+ * says.
  *
- * A layout embeds one struct copyset (the view of the layout this file
- * reads) and opens each copy struct with COPYSET_COPY_BASE: the layout's
- * files read the shared fields as c->open, c->gen, ..., this file as
- * c->base (a struct copyset_copy).  Like everything of a layout, both
- * belong to its home worker.
+ * A layout embeds one struct copyset (its view of the layout, and the
+ * lifetime, status and fence state the copy set keeps for it) and opens
+ * each copy struct with COPYSET_COPY_BASE: the layout's files read the
+ * shared fields as c->open, c->gen, ..., this file as c->base (a struct
+ * copyset_copy).  Like everything of a layout, both belong to its home
+ * worker but for the fields marked otherwise.
  */
 #ifndef TSR_LAYOUT_COPYSET_INTERNAL_H
 #define TSR_LAYOUT_COPYSET_INTERNAL_H
 
+#include <pthread.h>
 #include <semaphore.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -59,11 +65,18 @@ struct copyset_ops {
 	void (*fence_now)(void *layout, const char *why);
 };
 
-/* The layout as the copy set sees it: set at create, then read only (but refs). */
+/*
+ * The layout as the copy set sees it.  The first fields change (each says
+ * who writes it); the others are set at create, then read only.
+ */
 struct copyset {
-	int refs; /* async work referring to the layout, + 1 while alive (atomic) */
+	int refs;            /* async work referring to the layout, + 1 while alive (atomic) */
 	bool destroy_waiter; /* a thread waits on sem for the last reference */
 	sem_t sem;           /* create (start-up) and destroy wait here */
+	/* the published status: written by the home worker (copyset_publish),
+	 * copied by tsr_layout_get_status from any thread */
+	pthread_mutex_t status_lock;
+	struct tsr_layout_status status;
 	const struct copyset_ops *ops;
 	void *layout;        /* struct mirror or struct ec: the ops' argument */
 	const char *kind;    /* log prefix: "mirror" or "ec" */
@@ -137,6 +150,10 @@ void copyset_put(struct copyset *cs);
  * then freed here.
  */
 void copyset_destroy(struct copyset *cs, bool started, bool here);
+
+/* Publish s, the layout's status (home worker); copy it out (any thread). */
+void copyset_publish(struct copyset *cs, const struct tsr_layout_status *s);
+void copyset_get_status(struct copyset *cs, struct tsr_layout_status *out);
 
 /* ---- records: copy states in the metadata store ---------------------------- */
 

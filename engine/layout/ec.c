@@ -4,7 +4,7 @@
  * worker.  Threads as in the mirror (mirror.c): tsr_layout_ec_create runs on
  * the control thread (local chunk volume, epoch, bitmap files), then sends
  * the start-up to the home worker and waits; every piece of state belongs to
- * the home worker from then on; status_lock guards the published status.
+ * the home worker from then on; cs.status_lock guards the published status.
  *
  * Start-up (home worker): connect every remote copy (OPEN with our epoch;
  * -ESTALE anywhere fails the create), then the staged-txn recovery of ec.h:
@@ -84,7 +84,7 @@ static void ec_free(struct ec *e)
 	}
 	tsr_ec_codec_destroy(e->codec);
 	free(e->bmhost);
-	pthread_mutex_destroy(&e->status_lock);
+	pthread_mutex_destroy(&e->cs.status_lock);
 	sem_destroy(&e->cs.sem);
 	free(e);
 }
@@ -172,9 +172,7 @@ void ec_publish(struct ec *e)
 	s.degraded_reads = e->degraded_reads;
 	s.txn_rolled_forward = e->txn_rolled_forward;
 	s.txn_rolled_back = e->txn_rolled_back;
-	pthread_mutex_lock(&e->status_lock);
-	e->status = s;
-	pthread_mutex_unlock(&e->status_lock);
+	copyset_publish(&e->cs, &s);
 }
 
 /* ---- hooks: copy states in the metadata store (copyset.c) ---------------- */
@@ -999,11 +997,7 @@ static int ec_scrub_start(void *ctx, bool repair)
 
 static void ec_get_status(void *ctx, struct tsr_layout_status *out)
 {
-	struct ec *e = ctx;
-
-	pthread_mutex_lock(&e->status_lock);
-	*out = e->status;
-	pthread_mutex_unlock(&e->status_lock);
+	copyset_get_status(&((struct ec *)ctx)->cs, out);
 }
 
 static uint64_t ec_size(void *ctx)
@@ -1148,7 +1142,6 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 	e = calloc(1, sizeof(*e));
 	if (e == NULL)
 		return -ENOMEM;
-	pthread_mutex_init(&e->status_lock, NULL);
 	e->timer_fd = -1;
 	snprintf(e->name, sizeof(e->name), "%s", opts->name);
 	snprintf(e->node_id, sizeof(e->node_id), "%s", opts->node_id);
@@ -1196,6 +1189,7 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 	    .fence_req = &e->fence_req,
 	};
 	sem_init(&e->cs.sem, 0, 0);
+	pthread_mutex_init(&e->cs.status_lock, NULL);
 	crash_point_parse(e);
 	ret = tsr_ec_codec_create(e->k, e->m, &e->codec);
 	if (ret < 0)
@@ -1273,7 +1267,7 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 	}
 	tsr_info("ec %s: ready, %u+%u, unit %u, epoch %llu, %u of %u copies in sync, %llu txns "
 		 "rolled forward, %llu back",
-		 e->name, e->k, e->m, e->unit, (unsigned long long)e->epoch, e->status.in_sync,
+		 e->name, e->k, e->m, e->unit, (unsigned long long)e->epoch, e->cs.status.in_sync,
 		 e->n_copies, (unsigned long long)e->txn_rolled_forward,
 		 (unsigned long long)e->txn_rolled_back);
 	return 0;

@@ -1,7 +1,7 @@
 /*
  * Private header of the erasure-coded layout (include/tessera/ec.h).  Like
  * the mirror, every structure here belongs to the volume's home worker;
- * only the fields marked "status_lock" (the published status), fence_req
+ * only the published status (cs.status, under cs.status_lock), fence_req
  * (atomic) and the start/stop semaphore are touched from other threads.
  *
  * Files:
@@ -222,10 +222,6 @@ struct ec {
 	uint64_t rate_last_bytes, rate_last_ns;
 	uint64_t scrub_total, scrub_done, scrub_mismatches, scrub_repaired, scrub_unrepaired;
 	bool scrub_running, scrub_finished;
-
-	/* published status */
-	pthread_mutex_t status_lock;
-	struct tsr_layout_status status;
 };
 
 /* ec.c */

@@ -8,7 +8,7 @@
  * state belongs to the home worker: host I/O arrives there (io must be the
  * home worker's), control calls are messages to it, and teardown runs there
  * (inline when tsr_layout_destroy is called on the home worker, else sent and
- * waited for).  The one lock is status_lock, guarding the published status:
+ * waited for).  The one lock is cs.status_lock, guarding the published status:
  * the home worker refreshes it on every state change and on its 20 ms tick
  * (counters may be up to one tick old); tsr_layout_get_status copies it.
  *
@@ -72,7 +72,7 @@ static void mirror_free(struct mirror *m)
 	free(m->unflushed);
 	free(m->unflushed_prev);
 	mirror_xbuf_drop(m);
-	pthread_mutex_destroy(&m->status_lock);
+	pthread_mutex_destroy(&m->cs.status_lock);
 	sem_destroy(&m->cs.sem);
 	free(m);
 }
@@ -153,9 +153,7 @@ void mirror_publish(struct mirror *m)
 	s.scrub_mismatches = m->scrub_mismatches;
 	s.scrub_repaired = m->scrub_repaired;
 	s.scrub_unrepaired = m->scrub_unrepaired;
-	pthread_mutex_lock(&m->status_lock);
-	m->status = s;
-	pthread_mutex_unlock(&m->status_lock);
+	copyset_publish(&m->cs, &s);
 }
 
 /* ---- hooks: copy states in the metadata store (copyset.c) -------------- */
@@ -1283,11 +1281,7 @@ static int mirror_scrub_start(void *ctx, bool repair)
 
 static void mirror_get_status(void *ctx, struct tsr_layout_status *out)
 {
-	struct mirror *m = ctx;
-
-	pthread_mutex_lock(&m->status_lock);
-	*out = m->status;
-	pthread_mutex_unlock(&m->status_lock);
+	copyset_get_status(&((struct mirror *)ctx)->cs, out);
 }
 
 /* ---- create (control thread) ---------------------------------------------- */
@@ -1359,7 +1353,6 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 	m = calloc(1, sizeof(*m));
 	if (m == NULL)
 		return -ENOMEM;
-	pthread_mutex_init(&m->status_lock, NULL);
 	m->timer_fd = -1;
 	snprintf(m->name, sizeof(m->name), "%s", opts->name);
 	snprintf(m->node_id, sizeof(m->node_id), "%s", opts->node_id);
@@ -1398,6 +1391,7 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 	    .fence_req = &m->fence_req,
 	};
 	sem_init(&m->cs.sem, 0, 0);
+	pthread_mutex_init(&m->cs.status_lock, NULL);
 	m->unflushed = calloc((m->nregions + 7) / 8, 1);
 	m->unflushed_prev = calloc((m->nregions + 7) / 8, 1);
 	if (m->unflushed == NULL || m->unflushed_prev == NULL) {
@@ -1473,7 +1467,7 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 		return ret;
 	}
 	tsr_info("mirror %s: ready, epoch %llu, %u of %u copies in sync", m->name,
-		 (unsigned long long)m->epoch, m->status.in_sync, m->n_copies);
+		 (unsigned long long)m->epoch, m->cs.status.in_sync, m->n_copies);
 	return 0;
 err:
 	mirror_free(m);

@@ -1,8 +1,8 @@
 /*
  * Private header of the mirror layout (include/tessera/mirror.h).  Every
  * structure here belongs to the volume's home worker: no field is touched
- * from another thread except the ones marked "status_lock" (the published
- * status snapshot) and the start/stop semaphores.
+ * from another thread except the published status snapshot (cs.status,
+ * under cs.status_lock), fence_req (atomic) and the start/stop semaphore.
  *
  * Files:
  *  - mirror.c        create/destroy, control messages, status, the host data
@@ -281,10 +281,6 @@ struct mirror {
 	uint64_t rate_last_bytes, rate_last_ns;
 	uint64_t scrub_total, scrub_done, scrub_mismatches, scrub_repaired, scrub_unrepaired;
 	bool scrub_running, scrub_finished;
-
-	/* published status */
-	pthread_mutex_t status_lock;
-	struct tsr_layout_status status;
 };
 
 /* mirror.c */
