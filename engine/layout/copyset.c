@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <semaphore.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,6 +54,33 @@ void copyset_destroy(struct copyset *cs, bool started, bool here)
 	}
 	sem_wait(&cs->sem);
 	cs->ops->free(cs->layout);
+}
+
+int copyset_check_copies(const struct tsr_layout_copy *copies, unsigned n,
+			 const struct tsr_store *store)
+{
+	unsigned locals = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		const struct tsr_layout_copy *c = &copies[i];
+
+		if (c->node_id[0] == '\0' || strchr(c->node_id, '/') != NULL)
+			return -EINVAL;
+		if (c->local)
+			locals++;
+		else if (c->address[0] == '\0')
+			return -EINVAL;
+	}
+	if (locals > 1 || (locals == 1 && store == NULL))
+		return -EINVAL;
+	return 0;
+}
+
+int copyset_bitmap_path(const struct copyset *cs, const char *node_id, char out[PATH_MAX])
+{
+	int n = snprintf(out, PATH_MAX, "%s/%s.%s.bitmap", cs->state_dir, cs->name, node_id);
+
+	return n < 0 || n >= PATH_MAX ? -ENAMETOOLONG : 0;
 }
 
 void copyset_publish(struct copyset *cs, const struct tsr_layout_status *s)

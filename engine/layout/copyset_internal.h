@@ -30,6 +30,7 @@
 #ifndef TSR_LAYOUT_COPYSET_INTERNAL_H
 #define TSR_LAYOUT_COPYSET_INTERNAL_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdbool.h>
@@ -83,6 +84,7 @@ struct copyset {
 	const char *name;    /* the volume (the layout's name) */
 	const char *node_id; /* this node, the token and timeout for peer OPENs */
 	const char *token;
+	const char *state_dir; /* the copies' bitmap files (copyset_bitmap_path) */
 	unsigned peer_timeout_ms;
 	uint64_t epoch;
 	uint64_t copy_size; /* bytes a copy must hold: volume or chunk volume */
@@ -150,6 +152,17 @@ void copyset_put(struct copyset *cs);
  * then freed here.
  */
 void copyset_destroy(struct copyset *cs, bool started, bool here);
+
+/*
+ * Create options, control thread: every copy has a node id without '/',
+ * every remote one an address, at most one is local and then there is a
+ * store.  0 or -EINVAL.
+ */
+int copyset_check_copies(const struct tsr_layout_copy *copies, unsigned n,
+			 const struct tsr_store *store);
+/* state_dir/<vol>.<node_id>.bitmap, a copy's dirty bitmap (mirror_bitmap.c):
+ * 0 or -ENAMETOOLONG. */
+int copyset_bitmap_path(const struct copyset *cs, const char *node_id, char out[PATH_MAX]);
 
 /* Publish s, the layout's status (home worker); copy it out (any thread). */
 void copyset_publish(struct copyset *cs, const struct tsr_layout_status *s);

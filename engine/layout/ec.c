@@ -846,8 +846,6 @@ static void ec_copy_returned(void *ctx, unsigned idx, const char *address)
 		free(ctl);
 }
 
-static int bitmap_path(const struct ec *e, const char *node_id, char out[PATH_MAX]);
-
 static int replace_fn(void *arg)
 {
 	struct ctl *ctl = arg;
@@ -928,7 +926,7 @@ static int ec_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy
 		if (ret < 0)
 			goto err;
 	}
-	ret = bitmap_path(e, copy->node_id, path);
+	ret = copyset_bitmap_path(&e->cs, copy->node_id, path);
 	if (ret < 0)
 		goto err;
 	ret = mbm_open(&ctl.bm, e->bmhost, path, false, true);
@@ -1060,8 +1058,6 @@ static const struct copyset_ops ec_copyset_ops = {
 
 static int check_opts(const struct tsr_ec_opts *o)
 {
-	unsigned locals = 0;
-
 	if (o == NULL || o->name == NULL || !tsr_valid_name(o->name) || o->size == 0 ||
 	    o->size % TSR_BLOCK_SIZE || o->home == NULL || o->state_dir == NULL ||
 	    o->node_id == NULL || o->hooks.set_copy_state == NULL)
@@ -1073,19 +1069,7 @@ static int check_opts(const struct tsr_ec_opts *o)
 	if (o->region_size != 0 &&
 	    (o->region_size < o->stripe_unit || (o->region_size & (o->region_size - 1))))
 		return -EINVAL;
-	for (unsigned i = 0; i < o->n_copies; i++) {
-		const struct tsr_layout_copy *c = &o->copies[i];
-
-		if (c->node_id[0] == '\0' || strchr(c->node_id, '/') != NULL)
-			return -EINVAL;
-		if (c->local)
-			locals++;
-		else if (c->address[0] == '\0')
-			return -EINVAL;
-	}
-	if (locals > 1 || (locals == 1 && o->store == NULL))
-		return -EINVAL;
-	return 0;
+	return copyset_check_copies(o->copies, o->n_copies, o->store);
 }
 
 /* "staged:N" / "committed:N" (ec.h fault switch) */
@@ -1121,14 +1105,6 @@ static void crash_point_parse(struct ec *e)
 	e->crash_n = (unsigned)n;
 	e->crash_armed = true;
 	tsr_warn("ec %s: fault switch armed: %s", e->name, s);
-}
-
-/* state_dir/<vol>.<node_id>.bitmap */
-static int bitmap_path(const struct ec *e, const char *node_id, char out[PATH_MAX])
-{
-	int n = snprintf(out, PATH_MAX, "%s/%s.%s.bitmap", e->state_dir, e->name, node_id);
-
-	return n < 0 || n >= PATH_MAX ? -ENAMETOOLONG : 0;
 }
 
 int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out)
@@ -1178,6 +1154,7 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 	    .name = e->name,
 	    .node_id = e->node_id,
 	    .token = e->token,
+	    .state_dir = e->state_dir,
 	    .peer_timeout_ms = e->peer_timeout_ms,
 	    .epoch = e->epoch,
 	    .copy_size = e->chunk_size,
@@ -1220,7 +1197,7 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 		c->local = oc->local;
 		c->state = c->recorded = c->hook_want = oc->state;
 		c->full_resync = oc->full_resync;
-		ret = bitmap_path(e, oc->node_id, path);
+		ret = copyset_bitmap_path(&e->cs, oc->node_id, path);
 		if (ret < 0)
 			goto err;
 		ret = mbm_open(&c->bm, e->bmhost, path, oc->state != TSR_COPY_IN_SYNC,

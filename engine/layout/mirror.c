@@ -1057,14 +1057,6 @@ bool tsr_layout_is_mirror(const struct tsr_layout *l)
 	return l != NULL && tsr_layout_ops_of(l) == &mirror_layout_ops;
 }
 
-/* state_dir/<vol>.<node_id>.bitmap */
-static int bitmap_path(const struct mirror *m, const char *node_id, char out[PATH_MAX])
-{
-	int n = snprintf(out, PATH_MAX, "%s/%s.%s.bitmap", m->state_dir, m->name, node_id);
-
-	return n < 0 || n >= PATH_MAX ? -ENAMETOOLONG : 0;
-}
-
 /* ---- control calls -------------------------------------------------------- */
 
 /* A control call's arguments: run on the home worker by copyset_call
@@ -1219,7 +1211,7 @@ static int mirror_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_
 		if (ret < 0)
 			goto err;
 	}
-	ret = bitmap_path(m, copy->node_id, path);
+	ret = copyset_bitmap_path(&m->cs, copy->node_id, path);
 	if (ret < 0)
 		goto err;
 	ret = mbm_open(ctl.newbm, m, path, false, true);
@@ -1316,8 +1308,6 @@ static const struct copyset_ops mirror_copyset_ops = {
 
 static int check_opts(const struct tsr_mirror_opts *o)
 {
-	unsigned locals = 0;
-
 	if (o == NULL || o->name == NULL || !tsr_valid_name(o->name) || o->size == 0 ||
 	    o->size % TSR_BLOCK_SIZE || o->home == NULL || o->state_dir == NULL ||
 	    o->node_id == NULL || o->n_copies == 0 || o->n_copies > TSR_MIRROR_MAX_COPIES ||
@@ -1327,19 +1317,7 @@ static int check_opts(const struct tsr_mirror_opts *o)
 	if (o->region_size != 0 &&
 	    (o->region_size < (64u << 10) || (o->region_size & (o->region_size - 1))))
 		return -EINVAL;
-	for (unsigned i = 0; i < o->n_copies; i++) {
-		const struct tsr_layout_copy *c = &o->copies[i];
-
-		if (c->node_id[0] == '\0' || strchr(c->node_id, '/') != NULL)
-			return -EINVAL;
-		if (c->local)
-			locals++;
-		else if (c->address[0] == '\0')
-			return -EINVAL;
-	}
-	if (locals > 1 || (locals == 1 && o->store == NULL))
-		return -EINVAL;
-	return 0;
+	return copyset_check_copies(o->copies, o->n_copies, o->store);
 }
 
 int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layout **out)
@@ -1380,6 +1358,7 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 	    .name = m->name,
 	    .node_id = m->node_id,
 	    .token = m->token,
+	    .state_dir = m->state_dir,
 	    .peer_timeout_ms = m->peer_timeout_ms,
 	    .epoch = m->epoch,
 	    .copy_size = m->size,
@@ -1423,7 +1402,7 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 		 * start_finish clears them for the copies the converge compared.
 		 */
 		c->full_resync = oc->full_resync || opts->converge;
-		ret = bitmap_path(m, oc->node_id, path);
+		ret = copyset_bitmap_path(&m->cs, oc->node_id, path);
 		if (ret < 0)
 			goto err;
 		ret = mbm_open(&c->bm, m, path, oc->state != TSR_COPY_IN_SYNC, c->full_resync);
