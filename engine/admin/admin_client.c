@@ -42,6 +42,36 @@ nomem:
 	return -ENOMEM;
 }
 
+int admin_connect_tcp_timeout(const char *hostport, const char *token, int timeout_ms,
+			      struct tsr_admin_client **out)
+{
+	int64_t deadline = tsr_mono_ms() + timeout_ms;
+	struct pollfd pfd = { .events = POLLOUT };
+	socklen_t len = sizeof(int);
+	int fd, ret, err = 0, n;
+
+	ret = admin_tcp_connect(hostport, true, &fd);
+	if (ret)
+		return ret;
+	pfd.fd = fd;
+	do {
+		int64_t left = deadline - tsr_mono_ms();
+
+		n = left > 0 ? poll(&pfd, 1, (int)left) : 0;
+	} while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		ret = n == 0 ? -ETIMEDOUT : -errno;
+	else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		ret = -errno;
+	else
+		ret = -err;
+	if (ret) {
+		close(fd);
+		return ret;
+	}
+	return client_new(fd, token, out);
+}
+
 int tsr_admin_connect_unix(const char *path, struct tsr_admin_client **out)
 {
 	int fd, ret;

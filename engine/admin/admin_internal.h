@@ -27,6 +27,13 @@ uint32_t admin_frame_len(const uint8_t hdr[4]);
 int admin_tcp_connect(const char *hostport, bool nonblock, int *fd_out);
 int admin_frame_pack(const ProtobufCMessage *msg, uint8_t **frame, size_t *len);
 
+/* tsr_admin_connect_tcp that gives up after timeout_ms (-ETIMEDOUT) when the
+ * connect does not complete (a peer cut off by a partition: a blocking
+ * connect would wait for the kernel's SYN retries, minutes).  The socket is
+ * non-blocking (tsr_admin_call polls with its own deadline).  0 or -errno. */
+int admin_connect_tcp_timeout(const char *hostport, const char *token, int timeout_ms,
+			      struct tsr_admin_client **out);
+
 /* strdup that keeps NULL as protobuf's empty string; NULL on ENOMEM. */
 char *admin_strdup(const char *s);
 /*
@@ -40,6 +47,15 @@ void admin_snapshot_free_built(Tessera__Admin__Snapshot *s);
 void admin_node_free_built(Tessera__Admin__Node *n);
 void admin_site_free_built(Tessera__Admin__Site *s);
 void admin_replication_free_built(Tessera__Admin__Replication *r);
+void admin_data_fs_free_built(Tessera__Admin__DataFs *fs);
+/*
+ * The file system of dir (statvfs) as a built DataFs (error set when
+ * statvfs fails), or NULL on ENOMEM.  A blocking call (statvfs): control
+ * thread only.
+ */
+Tessera__Admin__DataFs *admin_data_fs(const char *dir);
+/* A DataFs whose figures are unknown, for why (copied); NULL on ENOMEM. */
+Tessera__Admin__DataFs *admin_data_fs_unknown(const char *why);
 /* Fill resp with error err (-errno) and a formatted user message. */
 void admin_fail(Tessera__Admin__Response *resp, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

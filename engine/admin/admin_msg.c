@@ -90,6 +90,14 @@ void admin_volume_free_built(Tessera__Admin__Volume *v)
 	free(v);
 }
 
+void admin_data_fs_free_built(Tessera__Admin__DataFs *fs)
+{
+	if (fs == NULL)
+		return;
+	free_string(fs->error);
+	free(fs);
+}
+
 void admin_node_free_built(Tessera__Admin__Node *n)
 {
 	if (n == NULL)
@@ -99,6 +107,7 @@ void admin_node_free_built(Tessera__Admin__Node *n)
 	free_string(n->zone);
 	free_string(n->site);
 	free_strings(n->nbd_listeners, n->n_nbd_listeners);
+	admin_data_fs_free_built(n->data_fs);
 	free(n);
 }
 
@@ -156,6 +165,7 @@ void admin_response_free_built(Tessera__Admin__Response *resp)
 		free_strings(s->admin_listeners, s->n_admin_listeners);
 		free_string(s->node_id);
 		free_string(s->cluster_address);
+		admin_data_fs_free_built(s->data_fs);
 		free(s);
 		resp->status = NULL;
 	}

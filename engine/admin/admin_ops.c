@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -885,6 +886,40 @@ static char **copy_strings(char *const *v, size_t n)
 	return out;
 }
 
+Tessera__Admin__DataFs *admin_data_fs_unknown(const char *why)
+{
+	Tessera__Admin__DataFs *fs = malloc(sizeof(*fs));
+
+	if (fs == NULL)
+		return NULL;
+	tessera__admin__data_fs__init(fs);
+	fs->error = admin_strdup(why);
+	if (fs->error == NULL) {
+		free(fs);
+		return NULL;
+	}
+	return fs;
+}
+
+Tessera__Admin__DataFs *admin_data_fs(const char *dir)
+{
+	Tessera__Admin__DataFs *fs;
+	struct statvfs st;
+	char why[256];
+
+	if (statvfs(dir, &st) < 0) {
+		snprintf(why, sizeof(why), "statvfs %s: %s", dir, strerror(errno));
+		return admin_data_fs_unknown(why);
+	}
+	fs = admin_data_fs_unknown("");
+	if (fs == NULL)
+		return NULL;
+	fs->size = (uint64_t)st.f_blocks * st.f_frsize;
+	fs->free = (uint64_t)st.f_bfree * st.f_frsize;
+	fs->avail = (uint64_t)st.f_bavail * st.f_frsize;
+	return fs;
+}
+
 static void op_status(struct tsr_admin_server *srv, Tessera__Admin__Response *resp)
 {
 	Tessera__Admin__Status *s;
@@ -935,7 +970,8 @@ static void op_status(struct tsr_admin_server *srv, Tessera__Admin__Response *re
 	s->volumes = (uint32_t)count;
 	s->node_id = admin_strdup(srv->node_id);
 	s->cluster_address = admin_strdup(srv->cluster_address);
-	if (!s->node_id || !s->cluster_address)
+	s->data_fs = admin_data_fs(srv->data_dir);
+	if (!s->node_id || !s->cluster_address || !s->data_fs)
 		goto nomem;
 	return;
 nomem:

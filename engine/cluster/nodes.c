@@ -1,13 +1,115 @@
 /*
  * tessera node list / cluster status: answered from the metadata store
- * (node records, alive keys, volume records, attachments).
+ * (node records, alive keys, volume records, attachments); node list adds
+ * each node's data file system (size, free), asked from the node itself (its
+ * Status: statvfs of its data dir), since it changes with every write.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "admin/admin_internal.h"
 #include "cluster/internal.h"
+
+/* How long node list waits for the other nodes' figures (asked all at once):
+ * a node that does not answer in time (frozen, cut off) is shown unknown. */
+#define NODE_FS_TIMEOUT_MS 2000
+
+/* One alive node's figures, asked on a thread of its own. */
+struct fs_ask {
+	struct tsr_cluster *c;
+	const char *address;
+	int64_t deadline;	    /* tsr_mono_ms */
+	Tessera__Admin__DataFs *fs; /* the answer, or unknown with why; NULL: ENOMEM */
+};
+
+static void *fs_ask_main(void *arg)
+{
+	struct fs_ask *a = arg;
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__StatusGet sg = TESSERA__ADMIN__STATUS_GET__INIT;
+	Tessera__Admin__Response *resp = NULL;
+	struct tsr_admin_client *cl = NULL;
+	int64_t left = a->deadline - tsr_mono_ms();
+	char why[256];
+	int ret;
+
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_STATUS;
+	req.status = &sg;
+	ret = left > 0 ? admin_connect_tcp_timeout(a->address, a->c->token, (int)left, &cl)
+		       : -ETIMEDOUT;
+	left = a->deadline - tsr_mono_ms();
+	if (ret == 0)
+		ret = left > 0 ? tsr_admin_call(cl, &req, (int)left, &resp) : -ETIMEDOUT;
+	tsr_admin_close(cl);
+	if (ret == 0 && resp->error)
+		ret = resp->error;
+	if (ret == 0 && (resp->status == NULL || resp->status->data_fs == NULL))
+		ret = -EPROTO; /* a node older than the field */
+	if (ret) {
+		snprintf(why, sizeof(why), "no answer from %s: %s", a->address,
+			 ret == -EPROTO ? "its tesserad does not report it" : strerror(-ret));
+		a->fs = admin_data_fs_unknown(why);
+	} else {
+		a->fs = admin_data_fs_unknown(resp->status->data_fs->error);
+		if (a->fs) {
+			a->fs->size = resp->status->data_fs->size;
+			a->fs->free = resp->status->data_fs->free;
+			a->fs->avail = resp->status->data_fs->avail;
+		}
+	}
+	if (resp)
+		tessera__admin__response__free_unpacked(resp, NULL);
+	return NULL;
+}
+
+/* nodes[i]->data_fs for every node of v: ours from statvfs, each alive
+ * node's from its Status (all asked at once, NODE_FS_TIMEOUT_MS in all),
+ * else unknown with the reason.  0 or -ENOMEM. */
+static int nodes_data_fs(struct tsr_cluster *c, const struct cluster_view *v,
+			 Tessera__Admin__Node **nodes)
+{
+	struct fs_ask *asks = calloc(v->n_nodes + 1, sizeof(*asks));
+	pthread_t *threads = calloc(v->n_nodes + 1, sizeof(*threads));
+	bool *started = calloc(v->n_nodes + 1, sizeof(*started));
+	int64_t deadline = tsr_mono_ms() + NODE_FS_TIMEOUT_MS;
+	int ret = 0;
+
+	if (asks == NULL || threads == NULL || started == NULL) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < v->n_nodes; i++) {
+		const Tessera__Cluster__NodeRecord *r = v->nodes[i];
+
+		if (strcmp(r->id, c->node_id) == 0) {
+			asks[i].fs = admin_data_fs(c->dir);
+			continue;
+		}
+		if (!nodes[i]->alive) {
+			asks[i].fs = admin_data_fs_unknown("not alive");
+			continue;
+		}
+		asks[i] = (struct fs_ask){ .c = c, .address = r->address, .deadline = deadline };
+		started[i] = pthread_create(&threads[i], NULL, fs_ask_main, &asks[i]) == 0;
+		if (!started[i])
+			fs_ask_main(&asks[i]);
+	}
+	for (size_t i = 0; i < v->n_nodes; i++) {
+		if (started[i])
+			pthread_join(threads[i], NULL);
+		nodes[i]->data_fs = asks[i].fs;
+		if (asks[i].fs == NULL)
+			ret = -ENOMEM;
+	}
+out:
+	free(asks);
+	free(threads);
+	free(started);
+	return ret;
+}
 
 static Tessera__Admin__Node *build_node(const struct cluster_view *v,
 					const Tessera__Cluster__NodeRecord *r)
@@ -68,6 +170,8 @@ void cluster_node_list(struct tsr_cluster *c, Tessera__Admin__Response *resp)
 			goto nomem;
 		resp->n_nodes++;
 	}
+	if (nodes_data_fs(c, &v, resp->nodes))
+		goto nomem;
 	view_free(&v);
 	return;
 nomem:

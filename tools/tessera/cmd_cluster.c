@@ -15,7 +15,10 @@ static const char HELP_NODE[] =
 "domains placement uses), whether it is alive (holds its liveness lease),\n"
 "whether it holds the metadata store, its capacity, the space provisioned\n"
 "for the copies placed on it and allocated on its disk, how many copies it\n"
-"holds and how many volumes it coordinates (attached).\n"
+"holds, how many volumes it coordinates (attached), and its data directory's\n"
+"file system: size, space available and use (as df shows them; asked from\n"
+"each alive node).  A WARNING line follows for each node whose data file\n"
+"system is over 90% full or full: writes that need new blocks fail there.\n"
 "\n"
 "Example:\n"
 "  tessera --cluster 127.0.0.1:7001 --token-file admin.token node list\n"
@@ -25,7 +28,10 @@ static const char HELP_CLUSTER[] =
 "Usage: tessera cluster status\n"
 "The cluster at a glance: the metadata store (backend, node, revision), nodes\n"
 "alive, volumes and how many are degraded (a copy not in sync), capacity and\n"
-"space provisioned; then the nodes, as tessera node list prints them.\n"
+"space provisioned, the data file systems' size and space available (summed\n"
+"over the nodes that answered); then the nodes, as tessera node list prints\n"
+"them, with a WARNING line for each node whose data file system is over 90%\n"
+"full or full.\n"
 "\n"
 "Example:\n"
 "  tessera --data /var/lib/tessera cluster status\n"
@@ -35,7 +41,9 @@ static const char HELP_STATUS[] =
 "Usage: tessera status\n"
 "Print the node's version, pid, node id and cluster address (in a cluster),\n"
 "data directory, I/O backend, workers, NBD listeners, open NBD connections,\n"
-"number of volumes and uptime.\n"
+"number of volumes, uptime, and the data directory's file system: size,\n"
+"space available and use (as df shows them), with a WARNING line when it is\n"
+"over 90% full or full.\n"
 "\n"
 "Example:\n"
 "  tessera --data /var/lib/tessera status\n";
@@ -125,7 +133,8 @@ int cli_cmd_cluster(struct cli *cli, int argc, char **argv)
 		ret = EXIT_FAIL;
 	}
 	if (ret == 0 && cli->json) {
-		json_t *j = cli_cluster_json(summary->cluster_status), *a = json_array();
+		json_t *j = cli_cluster_json(summary->cluster_status, nodes->nodes, nodes->n_nodes);
+		json_t *a = json_array();
 
 		for (size_t i = 0; i < nodes->n_nodes; i++)
 			json_array_append_new(a, cli_node_json(nodes->nodes[i]));
@@ -135,7 +144,7 @@ int cli_cmd_cluster(struct cli *cli, int argc, char **argv)
 			json_decref(a);
 		ret = cli_print_json(j, false);
 	} else if (ret == 0) {
-		cli_print_cluster(summary->cluster_status);
+		cli_print_cluster(summary->cluster_status, nodes->nodes, nodes->n_nodes);
 		if (nodes->n_nodes) {
 			printf("\n");
 			cli_print_nodes(nodes->nodes, nodes->n_nodes);

@@ -652,7 +652,7 @@ static int print_state(struct demo *d)
 	if (ret)
 		return ret;
 	if (resp->cluster_status)
-		cli_print_cluster(resp->cluster_status);
+		cli_print_cluster(resp->cluster_status, NULL, 0);
 	tessera__admin__response__free_unpacked(resp, NULL);
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_NODE_LIST;
 	req.node_list = &list;

@@ -309,6 +309,55 @@ json_t *cli_diff_json(const char *volume, const char *from, const char *to,
 			 (json_int_t)cli_diff_bytes(e, n, diff_bytes));
 }
 
+unsigned cli_fs_used_percent(const Tessera__Admin__DataFs *fs)
+{
+	uint64_t used = fs->size > fs->free ? fs->size - fs->free : 0;
+	unsigned __int128 total = (unsigned __int128)used + fs->avail;
+
+	if (total == 0)
+		return 0;
+	return (unsigned)(((unsigned __int128)used * 100 + total - 1) / total);
+}
+
+const char *cli_fs_warning(const Tessera__Admin__DataFs *fs, char *buf, size_t len)
+{
+	char avail[32], size[32];
+	unsigned pct;
+
+	if (fs == NULL || fs->error[0] || fs->size == 0)
+		return NULL;
+	pct = cli_fs_used_percent(fs);
+	if (fs->avail != 0 && pct <= CLI_FS_WARN_PERCENT)
+		return NULL;
+	cli_fmt_size(fs->avail, avail, sizeof(avail));
+	cli_fmt_size(fs->size, size, sizeof(size));
+	if (fs->avail == 0)
+		snprintf(buf, len, "data file system FULL (%s available of %s): writes to "
+			 "blocks not yet allocated fail (No space left on device); delete volumes "
+			 "or snapshots, trim, or grow the file system", avail, size);
+	else
+		snprintf(buf, len, "data file system %u%% full (%s available of %s): free space "
+			 "before it fills (delete volumes or snapshots, trim) or grow the file "
+			 "system", pct, avail, size);
+	return buf;
+}
+
+json_t *cli_data_fs_json(const Tessera__Admin__DataFs *fs)
+{
+	char warn[512];
+	const char *w;
+
+	if (fs == NULL)
+		return json_null();
+	if (fs->error[0])
+		return json_pack("{s:i, s:i, s:i, s:n, s:n, s:s}", "size", 0, "free", 0, "avail", 0,
+				 "used_percent", "warning", "error", fs->error);
+	w = cli_fs_warning(fs, warn, sizeof(warn));
+	return json_pack("{s:I, s:I, s:I, s:i, s:s?, s:n}", "size", (json_int_t)fs->size,
+			 "free", (json_int_t)fs->free, "avail", (json_int_t)fs->avail,
+			 "used_percent", (int)cli_fs_used_percent(fs), "warning", w, "error");
+}
+
 json_t *cli_status_json(const Tessera__Admin__Status *s)
 {
 	json_t *j;
@@ -326,6 +375,8 @@ json_t *cli_status_json(const Tessera__Admin__Status *s)
 	if (j && (s->node_id[0] || s->cluster_address[0]))
 		json_object_update_new(j, json_pack("{s:s, s:s}", "node_id", s->node_id,
 						    "cluster_address", s->cluster_address));
+	if (j)
+		json_object_set_new(j, "data_fs", cli_data_fs_json(s->data_fs));
 	return j;
 }
 
@@ -371,25 +422,56 @@ json_t *cli_volume_status_json(const Tessera__Admin__VolumeStatus *s)
 
 json_t *cli_node_json(const Tessera__Admin__Node *n)
 {
-	return json_pack("{s:s, s:s, s:s, s:s, s:b, s:b, s:I, s:I, s:I, s:i, s:i, s:o}",
+	return json_pack("{s:s, s:s, s:s, s:s, s:b, s:b, s:I, s:I, s:I, s:i, s:i, s:o, s:o}",
 			 "id", n->id, "address", n->address, "zone", n->zone, "site", n->site,
 			 "alive", (int)n->alive, "meta", (int)n->meta,
 			 "capacity", (json_int_t)n->capacity,
 			 "provisioned", (json_int_t)n->provisioned,
 			 "allocated", (json_int_t)n->allocated, "copies", (int)n->copies,
 			 "attached", (int)n->attached,
-			 "nbd_listeners", json_strings(n->nbd_listeners, n->n_nbd_listeners));
+			 "nbd_listeners", json_strings(n->nbd_listeners, n->n_nbd_listeners),
+			 "data_fs", cli_data_fs_json(n->data_fs));
 }
 
-json_t *cli_cluster_json(const Tessera__Admin__ClusterStatus *s)
+/* The sum of the known data file systems of nodes[0..n); *known: how many. */
+static void fs_sum(Tessera__Admin__Node *const *nodes, size_t n, Tessera__Admin__DataFs *sum,
+		   size_t *known)
 {
-	return json_pack("{s:s, s:s, s:I, s:i, s:i, s:i, s:i, s:I, s:I}",
-			 "meta_backend", s->meta_backend, "meta_node", s->meta_node,
-			 "meta_revision", (json_int_t)s->meta_revision, "nodes", (int)s->nodes,
-			 "nodes_alive", (int)s->nodes_alive, "volumes", (int)s->volumes,
-			 "volumes_degraded", (int)s->volumes_degraded,
-			 "capacity", (json_int_t)s->capacity,
-			 "provisioned", (json_int_t)s->provisioned);
+	*known = 0;
+	for (size_t i = 0; i < n; i++) {
+		const Tessera__Admin__DataFs *fs = nodes[i]->data_fs;
+
+		if (fs == NULL || fs->error[0])
+			continue;
+		(*known)++;
+		sum->size += fs->size;
+		sum->free += fs->free;
+		sum->avail += fs->avail;
+	}
+}
+
+json_t *cli_cluster_json(const Tessera__Admin__ClusterStatus *s,
+			 Tessera__Admin__Node *const *nodes, size_t n)
+{
+	Tessera__Admin__DataFs sum = TESSERA__ADMIN__DATA_FS__INIT;
+	size_t known;
+	json_t *j = json_pack("{s:s, s:s, s:I, s:i, s:i, s:i, s:i, s:I, s:I}",
+			      "meta_backend", s->meta_backend, "meta_node", s->meta_node,
+			      "meta_revision", (json_int_t)s->meta_revision, "nodes", (int)s->nodes,
+			      "nodes_alive", (int)s->nodes_alive, "volumes", (int)s->volumes,
+			      "volumes_degraded", (int)s->volumes_degraded,
+			      "capacity", (json_int_t)s->capacity,
+			      "provisioned", (json_int_t)s->provisioned);
+
+	fs_sum(nodes, n, &sum, &known);
+	if (j)
+		json_object_set_new(j, "data_fs",
+				    json_pack("{s:I, s:I, s:I, s:i, s:i, s:i}", "size",
+					      (json_int_t)sum.size, "free", (json_int_t)sum.free,
+					      "avail", (json_int_t)sum.avail, "used_percent",
+					      (int)cli_fs_used_percent(&sum), "nodes_known",
+					      (int)known, "nodes", (int)n));
+	return j;
 }
 
 /* ---- text ------------------------------------------------------------- */
@@ -617,6 +699,19 @@ void cli_print_status(const Tessera__Admin__Status *s)
 	printf("volumes:      %u\n", s->volumes);
 	printf("uptime:       %s (since %s)\n", cli_fmt_duration(s->uptime_sec, up, sizeof(up)),
 	       cli_fmt_time(s->started, started, sizeof(started)));
+	if (s->data_fs) {
+		const Tessera__Admin__DataFs *fs = s->data_fs;
+		char size[32], avail[32], warn[512];
+
+		if (fs->error[0])
+			printf("data fs:      unknown (%s)\n", fs->error);
+		else
+			printf("data fs:      %s, %s available (%u%% used)\n",
+			       cli_fmt_size(fs->size, size, sizeof(size)),
+			       cli_fmt_size(fs->avail, avail, sizeof(avail)), cli_fs_used_percent(fs));
+		if (cli_fs_warning(fs, warn, sizeof(warn)))
+			printf("WARNING: %s\n", warn);
+	}
 }
 
 void cli_print_volume_status(const Tessera__Admin__VolumeStatus *s)
@@ -691,6 +786,22 @@ void cli_print_volume_status(const Tessera__Admin__VolumeStatus *s)
 	}
 }
 
+/* A WARNING line per node whose data file system is nearly full or full,
+ * a line per alive node whose figures are unknown. */
+static void print_fs_warnings(Tessera__Admin__Node *const *nodes, size_t n)
+{
+	char warn[512];
+
+	for (size_t i = 0; i < n; i++) {
+		const Tessera__Admin__DataFs *fs = nodes[i]->data_fs;
+
+		if (fs && fs->error[0] && nodes[i]->alive)
+			printf("node %s: data file system unknown: %s\n", nodes[i]->id, fs->error);
+		if (cli_fs_warning(fs, warn, sizeof(warn)))
+			printf("WARNING: node %s: %s\n", nodes[i]->id, warn);
+	}
+}
+
 void cli_print_nodes(Tessera__Admin__Node *const *nodes, size_t n)
 {
 	int wi = 2, wa = 7, wz = 4, ws = 4;
@@ -702,24 +813,32 @@ void cli_print_nodes(Tessera__Admin__Node *const *nodes, size_t n)
 		wz = max_width(wz, nodes[i]->zone);
 		ws = max_width(ws, nodes[i]->site);
 	}
-	printf("%-*s  %-*s  %-*s  %-*s  %-5s  %-4s  %10s  %11s  %10s  %6s  %8s\n", wi, "ID", wa,
-	       "ADDRESS", wz, "ZONE", ws, "SITE", "ALIVE", "META", "CAPACITY", "PROVISIONED",
-	       "ALLOCATED", "COPIES", "ATTACHED");
+	printf("%-*s  %-*s  %-*s  %-*s  %-5s  %-4s  %10s  %11s  %10s  %6s  %8s  %10s  %10s  %6s\n",
+	       wi, "ID", wa, "ADDRESS", wz, "ZONE", ws, "SITE", "ALIVE", "META", "CAPACITY",
+	       "PROVISIONED", "ALLOCATED", "COPIES", "ATTACHED", "FS SIZE", "FS AVAIL", "FS USE");
 	for (i = 0; i < n; i++) {
 		const Tessera__Admin__Node *nd = nodes[i];
-		char cap[32], prov[32], alloc[32];
+		const Tessera__Admin__DataFs *fs = nd->data_fs;
+		bool known = fs && !fs->error[0];
+		char cap[32], prov[32], alloc[32], fsize[32], favail[32], fuse[16];
 
-		printf("%-*s  %-*s  %-*s  %-*s  %-5s  %-4s  %10s  %11s  %10s  %6u  %8u\n", wi, nd->id,
+		snprintf(fuse, sizeof(fuse), "%u%%", known ? cli_fs_used_percent(fs) : 0);
+		printf("%-*s  %-*s  %-*s  %-*s  %-5s  %-4s  %10s  %11s  %10s  %6u  %8u  %10s  %10s  "
+		       "%6s\n", wi, nd->id,
 		       wa, nd->address, wz, nd->zone[0] ? nd->zone : "-", ws,
 		       nd->site[0] ? nd->site : "-", nd->alive ? "yes" : "NO",
 		       nd->meta ? "yes" : "-", cli_fmt_size(nd->capacity, cap, sizeof(cap)),
 		       cli_fmt_size(nd->provisioned, prov, sizeof(prov)),
 		       cli_fmt_size(nd->allocated, alloc, sizeof(alloc)), nd->copies,
-		       nd->attached);
+		       nd->attached, known ? cli_fmt_size(fs->size, fsize, sizeof(fsize)) : "-",
+		       known ? cli_fmt_size(fs->avail, favail, sizeof(favail)) : "-",
+		       known ? fuse : "-");
 	}
+	print_fs_warnings(nodes, n);
 }
 
-void cli_print_cluster(const Tessera__Admin__ClusterStatus *s)
+void cli_print_cluster(const Tessera__Admin__ClusterStatus *s,
+		       Tessera__Admin__Node *const *nodes, size_t n)
 {
 	char cap[32], prov[32];
 
@@ -734,6 +853,17 @@ void cli_print_cluster(const Tessera__Admin__ClusterStatus *s)
 	       cli_fmt_size(s->capacity, cap, sizeof(cap)),
 	       cli_fmt_size(s->provisioned, prov, sizeof(prov)),
 	       s->capacity ? cli_percent(s->provisioned, s->capacity) : 0);
+	if (n) {
+		Tessera__Admin__DataFs sum = TESSERA__ADMIN__DATA_FS__INIT;
+		char size[32], avail[32];
+		size_t known;
+
+		fs_sum(nodes, n, &sum, &known);
+		printf("data fs:    %s, %s available (%u%% used) on %zu of %zu nodes%s\n",
+		       cli_fmt_size(sum.size, size, sizeof(size)),
+		       cli_fmt_size(sum.avail, avail, sizeof(avail)), cli_fs_used_percent(&sum),
+		       known, n, known < n ? " (the nodes below say why)" : "");
+	}
 }
 
 /* ---- geo-replication: sites and replicated volumes -------------------- */

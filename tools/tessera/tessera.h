@@ -149,7 +149,11 @@ json_t *cli_volume_json(const Tessera__Admin__Volume *v);
 json_t *cli_status_json(const Tessera__Admin__Status *s);
 json_t *cli_volume_status_json(const Tessera__Admin__VolumeStatus *s);
 json_t *cli_node_json(const Tessera__Admin__Node *n);
-json_t *cli_cluster_json(const Tessera__Admin__ClusterStatus *s);
+/* The summary, with "data_fs": the sum over the nodes (a node list reply)
+ * whose figures are known ({"size", "free", "avail", "used_percent",
+ * "nodes_known", "nodes"}). */
+json_t *cli_cluster_json(const Tessera__Admin__ClusterStatus *s,
+			 Tessera__Admin__Node *const *nodes, size_t n);
 
 /* A volume with what only volume_show fills in (its snapshots, oldest first). */
 json_t *cli_volume_detail_json(const Tessera__Admin__Volume *v);
@@ -183,8 +187,28 @@ void cli_print_volume_list(Tessera__Admin__Volume *const *v, size_t n);
 void cli_print_copies(const Tessera__Admin__Volume *v, const char *indent);
 void cli_print_status(const Tessera__Admin__Status *s);
 void cli_print_volume_status(const Tessera__Admin__VolumeStatus *s);
+/* The nodes table, then a WARNING line per node whose data file system is
+ * nearly full or full (cli_fs_warning) and a line per alive node whose
+ * figures are unknown. */
 void cli_print_nodes(Tessera__Admin__Node *const *nodes, size_t n);
-void cli_print_cluster(const Tessera__Admin__ClusterStatus *s);
+/* The summary; with nodes (a node list reply), a "data fs:" line summing
+ * the data file systems whose figures are known (the warnings are the
+ * nodes table's: cli_print_nodes). */
+void cli_print_cluster(const Tessera__Admin__ClusterStatus *s,
+		       Tessera__Admin__Node *const *nodes, size_t n);
+
+/* A data file system (statvfs of a node's data dir).  Warned about when
+ * over CLI_FS_WARN_PERCENT full (df's Use%) or full (nothing available). */
+#define CLI_FS_WARN_PERCENT 90
+/* df's Use%: used / (used + available), rounded up; used = size - free. */
+unsigned cli_fs_used_percent(const Tessera__Admin__DataFs *fs);
+/* The warning for fs (what is wrong, what to do) in buf, or NULL: no
+ * warning (or its figures are unknown). */
+const char *cli_fs_warning(const Tessera__Admin__DataFs *fs, char *buf, size_t len);
+/* {"size", "free", "avail", "used_percent", "warning", "error"}: sizes in
+ * bytes; warning and error null when there is none (error: the figures are
+ * unknown, then the sizes are 0 and used_percent null). */
+json_t *cli_data_fs_json(const Tessera__Admin__DataFs *fs);
 
 /* Geo-replication.  JSON: the proto's field names, flat. */
 json_t *cli_site_json(const Tessera__Admin__Site *s);

@@ -343,6 +343,58 @@ static void test_snapshot_deleting_json(void **state)
 	json_decref(j);
 }
 
+/* A data file system's figures, df's Use% and the warning past 90% or full. */
+static void test_data_fs(void **state)
+{
+	Tessera__Admin__DataFs fs = TESSERA__ADMIN__DATA_FS__INIT;
+	char warn[512];
+	json_t *j;
+
+	(void)state;
+	fs.error = "";
+	fs.size = 100ull << 20;
+	fs.free = 50ull << 20;
+	fs.avail = 50ull << 20;
+	assert_int_equal(cli_fs_used_percent(&fs), 50);
+	assert_null(cli_fs_warning(&fs, warn, sizeof(warn)));
+	j = cli_data_fs_json(&fs);
+	assert_int_equal(json_integer_value(json_object_get(j, "size")), 100 << 20);
+	assert_int_equal(json_integer_value(json_object_get(j, "free")), 50 << 20);
+	assert_int_equal(json_integer_value(json_object_get(j, "avail")), 50 << 20);
+	assert_int_equal(json_integer_value(json_object_get(j, "used_percent")), 50);
+	assert_true(json_is_null(json_object_get(j, "warning")));
+	assert_true(json_is_null(json_object_get(j, "error")));
+	json_decref(j);
+	/* 90% used: no warning yet; 90.1%: rounded up to 91, warned */
+	fs.free = fs.avail = 10ull << 20;
+	assert_int_equal(cli_fs_used_percent(&fs), 90);
+	assert_null(cli_fs_warning(&fs, warn, sizeof(warn)));
+	fs.free = fs.avail = (10ull << 20) - 4096;
+	assert_int_equal(cli_fs_used_percent(&fs), 91);
+	assert_non_null(cli_fs_warning(&fs, warn, sizeof(warn)));
+	assert_non_null(strstr(warn, "data file system 91% full"));
+	/* df's Use% leaves out the blocks only root may use (free - avail) */
+	fs.free = 20ull << 20;
+	fs.avail = 10ull << 20;
+	assert_int_equal(cli_fs_used_percent(&fs), 89);
+	/* full: nothing available */
+	fs.free = fs.avail = 0;
+	assert_int_equal(cli_fs_used_percent(&fs), 100);
+	assert_non_null(cli_fs_warning(&fs, warn, sizeof(warn)));
+	assert_non_null(strstr(warn, "data file system FULL (0 B available of 100.0 MiB)"));
+	j = cli_data_fs_json(&fs);
+	assert_non_null(strstr(json_string_value(json_object_get(j, "warning")), "FULL"));
+	json_decref(j);
+	/* unknown figures: no warning, the reason in "error" */
+	fs.error = "not alive";
+	assert_null(cli_fs_warning(&fs, warn, sizeof(warn)));
+	j = cli_data_fs_json(&fs);
+	assert_string_equal(json_string_value(json_object_get(j, "error")), "not alive");
+	assert_true(json_is_null(json_object_get(j, "used_percent")));
+	json_decref(j);
+	assert_true(json_is_null(cli_data_fs_json(NULL)));
+}
+
 static void test_diff_json(void **state)
 {
 	Tessera__Admin__Extent e[3];
@@ -433,6 +485,7 @@ int main(void)
 		cmocka_unit_test(test_clone_json),
 		cmocka_unit_test(test_snapshot_table),
 		cmocka_unit_test(test_snapshot_deleting_json),
+		cmocka_unit_test(test_data_fs),
 		cmocka_unit_test(test_diff_json),
 		cmocka_unit_test(test_diff_text),
 	};
