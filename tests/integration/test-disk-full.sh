@@ -18,8 +18,11 @@
 #     back; A is filled again (closing files gave ext4's preallocations
 #     back), a hole write is ENOSPC through libaio too;
 #   - tesserad starts with not one block free (ballast files outside DIR):
-#     after a clean stop, after kill -9, and with no old pid file (then it
-#     serves without one and says what to do);
+#     right after the libaio run and a kill -9, after a clean stop, and with
+#     no old pid file (then it serves without one and says what to do);
+#     `tessera status` warns that the data file system is FULL;
+#   - with not one block free, a snapshot delete is accepted and listed as
+#     "deleting" until its merge can run, and its name can be taken again;
 #   - with not one block free, deleting B and trimming 16 MiB of A free
 #     space: A, S and C take writes again without a restart, and after a
 #     clean restart everything acknowledged is still there.
@@ -35,25 +38,16 @@
 # Needs root and loop devices.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
+. "$(dirname "$0")/fullfs.sh"
 
 require_tessera "$CRASH_WRITER"
-require_root
-require_cmd losetup mkfs.ext4 mount umount mountpoint qemu-io timeout sha256sum fallocate qemu-img
-[ -e /dev/loop-control ] || skip "no loop devices (/dev/loop-control missing)"
-losetup -f >/dev/null 2>&1 || skip "no free loop device"
+fullfs_require
+require_cmd qemu-io timeout sha256sum fallocate qemu-img
 
 make_tmpdir T
-IMG=$T/fs.img
-MNT=$T/mnt
-mkdir -p "$MNT"
-truncate -s 96M "$IMG"
-mkfs.ext4 -q -F -b 4096 -m 0 "$IMG" || fail "mkfs.ext4 $IMG"
-LOOP=$(losetup -f --show "$IMG") || fail "losetup $IMG"
-on_exit "losetup -d '$LOOP'"
-mount "$LOOP" "$MNT" || fail "mount $LOOP $MNT"
-on_exit "mountpoint -q '$MNT' && umount -l '$MNT'"
+fullfs_mount MNT 96M
 D=$MNT/data
-log "data dir on $LOOP ($(df -h --output=size,avail "$MNT" | tail -n1 | xargs))"
+log "data dir on $FULLFS_LOOP ($(df -h --output=size,avail "$MNT" | tail -n1 | xargs))"
 
 start_tesserad "$D"
 vol_create "$D" A 128M
@@ -180,53 +174,25 @@ log "restarted on the full disk: A and B read back"
 # new tesserad.pid needed a block, "start-up failed: No space left on
 # device".  Then the same after a crash (kill -9 leaves tesserad.pid, which
 # is rewritten in place).
-fill_fs() { # BALLAST: take every free block of $MNT
-	dd if=/dev/zero of="$1" bs=4k oflag=append conv=notrunc status=none 2>/dev/null
-	sync
-	dd if=/dev/zero of="$1" bs=4k oflag=append conv=notrunc status=none 2>/dev/null
-	sync
-	assert_eq "$(df --output=avail "$MNT" | tail -n1 | xargs)" 0 "KiB free after the ballast $1"
-}
 start_full() { # how: start tesserad on a file system with not one block free
 	# (its log outside the full disk, where its messages can be read)
 	"$TESSERAD" --data "$D" >"$T/full.log" 2>&1 &
 	TSRD_PID=$!
 	track_pid "$TSRD_PID"
-	local shm_bug=
 	for (( i=0; i<300; i++ )); do
 		[ "$(cat "$D/tesserad.pid" 2>/dev/null)" = "$TSRD_PID" ] && [ -S "$D/admin.sock" ] && break
-		if ! kill -0 "$TSRD_PID" 2>/dev/null; then
-			# KNOWN, not fixed (doc-diskfull2.md): in about 1 start of 5 SQLite
-			# cannot regrow store.db-shm (SQLITE_IOERR_SHMSIZE, ENOSPC), even
-			# after a syncfs; it is logged, the ballast removed and one more
-			# start tried (seen to fail the same way even with space: then
-			# the test fails with both logs)
-			grep -q "catalogue: PRAGMA journal_mode=WAL.*disk I/O error" "$T/full.log" &&
-				[ -z "$shm_bug" ] ||
-				{ cat "$T/full.log" >&2; fail "tesserad exited at a start with not one block free ($1)"; }
-			shm_bug=1
-			log "KNOWN BUG: the catalogue could not open with not one block free ($1): store.db-shm needs blocks; ballast removed"
-			reap "$TSRD_PID" 2>/dev/null
-			rm -f "$MNT"/ballast*
-			sync
-			"$TESSERAD" --data "$D" >>"$T/full.log" 2>&1 &
-			TSRD_PID=$!
-			track_pid "$TSRD_PID"
-		fi
+		kill -0 "$TSRD_PID" 2>/dev/null ||
+			{ cat "$T/full.log" >&2; fail "tesserad exited at a start with not one block free ($1)"; }
 		sleep 0.1
 	done
 	assert_eq "$(cat "$D/tesserad.pid")" "$TSRD_PID" "tesserad.pid after a start on a full disk ($1)"
-	[ -n "$shm_bug" ] ||
-		assert_eq "$(df --output=avail "$MNT" | tail -n1 | xargs)" 0 "KiB free after a start ($1)"
-	[ -z "$shm_bug" ] || fill_fs "$MNT/ballast4" # full again for what follows
+	assert_eq "$(fs_avail_kib)" 0 "KiB free after a start ($1)"
 	assert_eq "$(b_sum)" "$B_SUM" "B's checksum after a start with not one block free ($1)"
 	log "started with not one block free ($1)$(grep -q 'second try' "$T/full.log" && echo ': catalogue opened after a syncfs')"
 }
-# (a start with blocks free first: the first start with not one block free
-# right after the libaio run fails in about 1 of 4 runs, see
-# doc-diskfull2.md "KNOWN")
-stop_tesserad
-start_tesserad "$D"
+# Right after the libaio run (before store.reserve, the first start with not
+# one block free failed here in about 1 run of 4: SQLite could not regrow
+# store.db-shm, SQLITE_IOERR_SHMSIZE; test-full-start.sh repeats it)
 kill9_tesserad
 fill_fs "$MNT/ballast"
 start_full "after kill -9"
@@ -243,49 +209,54 @@ fill_fs "$MNT/ballast3"
 "$TESSERAD" --data "$D" >"$T/nopid.log" 2>&1 &
 TSRD_PID=$!
 track_pid "$TSRD_PID"
-nopid_bug=
 for (( i=0; i<300; i++ )); do
 	grep -q "tesserad ready" "$T/nopid.log" && break
-	if ! kill -0 "$TSRD_PID" 2>/dev/null && [ -z "$nopid_bug" ] &&
-	   grep -q "catalogue: PRAGMA journal_mode=WAL.*disk I/O error" "$T/nopid.log"; then
-		# the KNOWN store.db-shm bug of start_full: free 64 KiB, once
-		log "KNOWN BUG: the catalogue could not open with not one block free (no pid file): ballast removed, the pid file checks skipped"
-		nopid_bug=1
-		reap "$TSRD_PID" 2>/dev/null
-		rm -f "$MNT"/ballast*
-		sync
-		: >"$T/nopid.log"
-		"$TESSERAD" --data "$D" >"$T/nopid.log" 2>&1 &
-		TSRD_PID=$!
-		track_pid "$TSRD_PID"
-		i=0
-	fi
-	assert_alive
+	kill -0 "$TSRD_PID" 2>/dev/null ||
+		{ cat "$T/nopid.log" >&2; fail "tesserad exited at a start with not one block free (no pid file)"; }
 	sleep 0.1
 done
-[ -n "$nopid_bug" ] && fill_fs "$MNT/ballast4" # full again for the snapshot delete
-[ -n "$nopid_bug" ] ||
-	grep -q "serving WITHOUT .*tesserad.pid. Free space now: delete a volume" "$T/nopid.log" ||
+grep -q "serving WITHOUT .*tesserad.pid. Free space now: delete a volume" "$T/nopid.log" ||
 	{ cat "$T/nopid.log" >&2; fail "no pid file on a full disk: want the error saying what to do"; }
-[ -z "$nopid_bug" ] && [ -e "$D/tesserad.pid" ] && fail "tesserad.pid exists though there was no block for it"
+[ -e "$D/tesserad.pid" ] && fail "tesserad.pid exists though there was no block for it"
 assert_eq "$(b_sum)" "$B_SUM" "B's checksum, served without a pid file"
 log "not one block free and no old pid file: served without one, told to free space"
 
+# The operator sees the full disk: tessera status warns (and says what to
+# do), --json has avail 0.
+tsr "$D" status >"$T/status.out" || fail "tessera status on a full disk"
+grep -q "^WARNING: data file system FULL (0 B available of " "$T/status.out" ||
+	{ cat "$T/status.out" >&2; fail "tessera status on a full disk: no FULL warning"; }
+assert_eq "$(tsr "$D" --json status | json_get '[j["data_fs"]["avail"], "FULL" in j["data_fs"]["warning"]]')" \
+	"[0, true]" "status --json on a full disk"
+
 # A snapshot delete whose merge cannot get blocks (M is closed, so the merge
 # runs in the call): the delete is accepted (the mark is its commit point:
-# the name is free, m2 no longer listed), M@m1 still reads M's old data, and
-# the merge is tried again by the engine at the next snapshot list of M once
-# there is space (below, after B's delete), without a restart.  Before: exit
-# 1 "No space left on device" with m2 already gone from the list and a
-# second delete "not found".
+# the name is free), M@m1 still reads M's old data, and the merge is tried
+# again by the engine at the next snapshot list of M once there is space
+# (below, after B's delete), without a restart.  Before: exit 1 "No space
+# left on device" with m2 already gone from the list and a second delete
+# "not found".  Meanwhile `snapshot list` shows m2 in state "deleting" (its
+# space is not free yet; --json: under "deleting", not "snapshots"), and a
+# new snapshot may take the name m2 at once.
 out=$(tsr "$D" snapshot delete M m2 2>&1) ||
 	fail "snapshot delete M m2 on a full disk: want accepted (exit 0), got: $out"
-tsr "$D" snapshot list M | grep -qw m2 && fail "m2 still listed after its delete"
-tsr "$D" snapshot list M | grep -qw m1 || fail "m1 not listed"
+tsr "$D" snapshot list M >"$T/snaps.out" || fail "snapshot list M"
+grep -qE "^m2 +deleting " "$T/snaps.out" || { cat "$T/snaps.out" >&2; fail "m2 not shown as deleting"; }
+grep -qE "^m1 +ready " "$T/snaps.out" || { cat "$T/snaps.out" >&2; fail "m1 not listed as ready"; }
+OLD_M2=$(tsr "$D" --json snapshot list M | json_get '[s["uuid"] for s in j["deleting"]][0]')
+assert_eq "$(tsr "$D" --json snapshot list M | json_get '[[s["name"] for s in j["snapshots"]], [(s["name"], s["state"], len(s["nbd_uris"])) for s in j["deleting"]]]')" \
+	'[["m1"], [["m2", "deleting", 0]]]' "snapshot list --json with m2's delete pending"
 grep -q "m2 .* accepted, its merge did not finish (No space left on device)" "$T/nopid.log" ||
 	{ cat "$T/nopid.log" >&2; fail "no log line for the pending merge of m2"; }
 assert_eq "$(vol_sum M@m1 1)" "$M_SUM" "M@m1 with m2's merge pending on a full disk"
-log "snapshot delete M m2 on a full disk: accepted, merge pending, M@m1 intact"
+# the name is free: a new m2 (M's current content, 0x77) beside the old one
+out=$(tsr "$D" snapshot create M m2 2>&1) ||
+	fail "snapshot create M m2 while the old m2's delete is pending: $out"
+assert_eq "$(tsr "$D" --json snapshot list M | json_get '[[s["name"] for s in j["snapshots"]], [s["uuid"] for s in j["deleting"]]]')" \
+	"[[\"m1\", \"m2\"], [\"$OLD_M2\"]]" "snapshot list --json: the new m2 ready, the old one deleting"
+M2_SUM=$(head -c 1M /dev/zero | tr '\0' '\167' | sha256sum | cut -d' ' -f1)
+assert_eq "$(vol_sum M@m2 1)" "$M2_SUM" "the new M@m2 (0x77) with the old m2's merge pending"
+log "snapshot delete M m2 on a full disk: accepted, listed as deleting, merge pending, M@m1 intact, the name m2 taken again"
 
 # Free space (delete B, trim A's first 16 MiB): A takes writes again, without
 # a restart.
@@ -294,10 +265,13 @@ tsr "$D" volume delete B >/dev/null || fail "volume delete B on a full disk"
 # preallocations gave back at the stops: without them the space left is what
 # it was before those restarts)
 rm -f "$MNT"/ballast*
-tsr "$D" snapshot list M >/dev/null || fail "snapshot list M"
-grep -q "the delete of m2 (.*) finished on a retry" "$T/nopid.log" ||
+assert_eq "$(tsr "$D" --json snapshot list M | json_get '[[s["name"] for s in j["snapshots"]], len(j["deleting"])]')" \
+	'[["m1", "m2"], 0]' "snapshot list --json once the old m2's merge could finish"
+grep -q "the delete of m2 ($OLD_M2) finished on a retry" "$T/nopid.log" ||
 	{ tail -n 20 "$T/nopid.log" >&2; fail "m2's merge not retried once space was freed"; }
 assert_eq "$(vol_sum M@m1 1)" "$M_SUM" "M@m1 after m2's merge finished"
+assert_eq "$(vol_sum M@m2 1)" "$M2_SUM" "the new M@m2 after the old m2's merge finished"
+tsr "$D" snapshot delete M m2 >/dev/null || fail "delete the new m2"
 tsr "$D" snapshot delete M m2 >/dev/null 2>&1 && fail "m2 deleted twice"
 tsr "$D" snapshot create M m2 >/dev/null || fail "the name m2 is not free again"
 log "m2's merge finished on a retry once space was freed, M@m1 intact"
@@ -343,14 +317,7 @@ log "$(wc -l <"$LOG") acknowledged writes of A (outside its first 16 MiB) read b
 make_tmpdir CL_ROOT
 CL_N=3
 for i in 1 2 3; do CL_PORT[$i]=$(free_port); done
-N3=$(cl_dir 3)
-truncate -s 64M "$CL_ROOT/n3.img"
-mkfs.ext4 -q -F -b 4096 -m 0 "$CL_ROOT/n3.img" || fail "mkfs.ext4 $CL_ROOT/n3.img"
-LOOP3=$(losetup -f --show "$CL_ROOT/n3.img") || fail "losetup $CL_ROOT/n3.img"
-on_exit "losetup -d '$LOOP3'"
-mkdir -p "$N3"
-mount "$LOOP3" "$N3" || fail "mount $LOOP3 $N3"
-on_exit "mountpoint -q '$N3' && umount -l '$N3'"
+fullfs_mount N3 64M "$(cl_dir 3)"
 for i in 1 2 3; do cl_start_node "$i"; done
 cl_wait_nodes_alive 3
 ctsr volume create R --size 32M --replicas 3 --failure-domain zone >/dev/null ||
