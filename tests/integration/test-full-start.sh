@@ -57,6 +57,11 @@ for (( r=1; r<=ROUNDS; r++ )); do
 	log "round $r ($how): started with not one block free$(grep -q 'second try' "$T/full.log" && echo ' (catalogue opened after a syncfs)')"
 	"$CRASH_WRITER" verify "$(nbd_uri "$D" A)" "$LOG" >"$T/verify.out" 2>&1 ||
 		{ head -n 25 "$T/verify.out" >&2; fail "round $r: A: acknowledged writes lost"; }
+	# (the verify's NBD connection is released a moment after it exits)
+	for (( i=0; i<100; i++ )); do
+		[ "$(tsr "$D" --json volume show A | json_get 'j["in_use"]')" = false ] && break
+		sleep 0.1
+	done
 	out=$(tsr "$D" volume delete A 2>&1) || { tail -n 5 "$T/full.log" >&2; fail "round $r: volume delete A: $out"; }
 	rm -f "$MNT/ballast"
 	stop_tesserad
