@@ -41,8 +41,9 @@ static void check_uuid(const char *s)
 		char c = s[i];
 		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
 
-		if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-				       (c >= 'A' && c <= 'F')))
+		if (dash ? c != '-'
+			 : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+			     (c >= 'A' && c <= 'F')))
 			abort();
 	}
 }
@@ -72,8 +73,8 @@ static void check_volume(const Tessera__Admin__Volume *v)
 		abort();
 	check_uuid(v->uuid);
 	if (v->ec_k || v->ec_m || v->stripe_unit) {
-		if (v->ec_k < 1 || v->ec_k > TSR_EC_MAX_K || v->ec_m < 1 || v->ec_m > TSR_EC_MAX_M ||
-		    !tsr_ec_unit_valid(v->stripe_unit) ||
+		if (v->ec_k < 1 || v->ec_k > TSR_EC_MAX_K || v->ec_m < 1 ||
+		    v->ec_m > TSR_EC_MAX_M || !tsr_ec_unit_valid(v->stripe_unit) ||
 		    (v->n_copies && v->n_copies != (size_t)v->ec_k + v->ec_m))
 			abort();
 	}

@@ -61,8 +61,9 @@ static void check_uuid(const char *s)
 		char c = s[i];
 		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
 
-		if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-				       (c >= 'A' && c <= 'F')))
+		if (dash ? c != '-'
+			 : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+			     (c >= 'A' && c <= 'F')))
 			abort();
 	}
 }
@@ -142,9 +143,8 @@ static void check_volume(const Tessera__Cluster__VolumeRecord *r)
 		if (r->ec_m || r->stripe_unit || r->n_copies > TSR_MIRROR_MAX_COPIES)
 			abort();
 	} else if (r->ec_k > TSR_EC_MAX_K || r->ec_m < 1 || r->ec_m > TSR_EC_MAX_M ||
-		   !tsr_ec_unit_valid(r->stripe_unit) ||
-		   r->n_copies != (size_t)r->ec_k + r->ec_m || r->min_replicas < r->ec_k ||
-		   r->n_copies > TSR_LAYOUT_MAX_COPIES) {
+		   !tsr_ec_unit_valid(r->stripe_unit) || r->n_copies != (size_t)r->ec_k + r->ec_m ||
+		   r->min_replicas < r->ec_k || r->n_copies > TSR_LAYOUT_MAX_COPIES) {
 		abort();
 	}
 	for (size_t i = 0; i < r->n_copies; i++) {

@@ -93,8 +93,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		goto out; /* -ENOMEM; not -EMSGSIZE: it came in under the limit */
 	if (meta_frame_len(frame) != len - 4 ||
 	    meta_response_parse(frame + 4, len - 4, &again, &why) != 0 ||
-	    again->error != resp->error || again->n_kvs != resp->n_kvs ||
-	    again->rev != resp->rev || again->id != resp->id || again->more != resp->more ||
+	    again->error != resp->error || again->n_kvs != resp->n_kvs || again->rev != resp->rev ||
+	    again->id != resp->id || again->more != resp->more ||
 	    strcmp(again->message, resp->message) != 0)
 		abort();
 	tessera__meta__response__free_unpacked(again, NULL);

@@ -35,7 +35,8 @@ static bool pb_has_unknown(const ProtobufCMessage *msg)
 			continue;
 		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
 			size_t n = *(const size_t *)(base + f->quantifier_offset);
-			ProtobufCMessage *const *v = *(ProtobufCMessage *const *const *)(base + f->offset);
+			ProtobufCMessage *const *v =
+			    *(ProtobufCMessage *const *const *)(base + f->offset);
 
 			for (size_t k = 0; k < n; k++)
 				if (pb_has_unknown(v[k]))

@@ -24,7 +24,7 @@
 
 #include "tessera/site.h"
 
-#define GUARD 64
+#define GUARD      64
 #define GUARD_BYTE 0xa5
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -127,8 +127,8 @@ static void check_index(void)
 
 		if ((e->state != TSR_STAGE_STAGED && e->state != TSR_STAGE_COMMITTED) ||
 		    e->participants == 0 || e->length == 0 || e->length > MAX_LEN ||
-		    e->length % TSR_BLOCK_SIZE || e->offset % TSR_BLOCK_SIZE ||
-		    e->offset > VSIZE || e->length > VSIZE - e->offset)
+		    e->length % TSR_BLOCK_SIZE || e->offset % TSR_BLOCK_SIZE || e->offset > VSIZE ||
+		    e->length > VSIZE - e->offset)
 			abort();
 		for (size_t k = 0; k < i; k++)
 			if (j->ents[k].e.txn == e->txn || j->ents[k].e.stripe == e->stripe)
@@ -180,8 +180,8 @@ static void done_cb(void *cb_arg, int status)
 static void check_append(void)
 {
 	struct stage_journal *j = g_vol->stage;
-	struct tsr_stage_entry e = {.txn = 1, .offset = 0, .length = TSR_BLOCK_SIZE,
-				    .participants = 1};
+	struct tsr_stage_entry e = {
+	    .txn = 1, .offset = 0, .length = TSR_BLOCK_SIZE, .participants = 1};
 	struct tsr_stage_entry *list = NULL;
 	struct done d = {0};
 	size_t n = 0;
@@ -311,7 +311,7 @@ static uint8_t *expand(const uint8_t *in, size_t n, size_t *out_len)
 		memset(h, 0, HDR);
 		memcpy(h, p, PIECE);
 		if (i > 0 && !(flags & 16)) {
-			memcpy(h, f, 8); /* magic, version, type of the GEN piece... */
+			memcpy(h, f, 8);         /* magic, version, type of the GEN piece... */
 			memcpy(h + 6, p + 6, 2); /* ...but its own type */
 		}
 		if (i > 0 && !(flags & 8))

@@ -122,8 +122,11 @@ static void test_volume_garbage(void **state)
 static void test_volume_bad_uuid(void **state)
 {
 	static const char *bad[] = {
-		"not-a-uuid", UUID "0", "0f8e2a6c-1b3d-4c5e-8f70-9a1b2c3d4e5", /* one short */
-		"0f8e2a6c+1b3d-4c5e-8f70-9a1b2c3d4e5f", "0f8e2a6c-1b3d-4c5e-8f70-9a1b2c3d4e5g",
+	    "not-a-uuid",
+	    UUID "0",
+	    "0f8e2a6c-1b3d-4c5e-8f70-9a1b2c3d4e5", /* one short */
+	    "0f8e2a6c+1b3d-4c5e-8f70-9a1b2c3d4e5f",
+	    "0f8e2a6c-1b3d-4c5e-8f70-9a1b2c3d4e5g",
 	};
 	struct vol v;
 
@@ -249,14 +252,14 @@ static void test_node_and_attach(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_volume_valid),
-		cmocka_unit_test(test_volume_garbage),
-		cmocka_unit_test(test_volume_bad_uuid),
-		cmocka_unit_test(test_volume_too_large),
-		cmocka_unit_test(test_volume_bad_coordinator),
-		cmocka_unit_test(test_volume_copies_distinct),
-		cmocka_unit_test(test_volume_bad_fields),
-		cmocka_unit_test(test_node_and_attach),
+	    cmocka_unit_test(test_volume_valid),
+	    cmocka_unit_test(test_volume_garbage),
+	    cmocka_unit_test(test_volume_bad_uuid),
+	    cmocka_unit_test(test_volume_too_large),
+	    cmocka_unit_test(test_volume_bad_coordinator),
+	    cmocka_unit_test(test_volume_copies_distinct),
+	    cmocka_unit_test(test_volume_bad_fields),
+	    cmocka_unit_test(test_node_and_attach),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -116,8 +116,7 @@ static void append(const char *path, const struct rec *r)
 	put32(h + HDR - 4, tsr_crc32c(0, h, HDR - 4));
 	assert_int_equal(pwrite(fd, h, HDR, st.st_size), HDR);
 	if (data)
-		assert_int_equal(pwrite(fd, data, r->length, st.st_size + HDR),
-				 (ssize_t)r->length);
+		assert_int_equal(pwrite(fd, data, r->length, st.st_size + HDR), (ssize_t)r->length);
 	assert_int_equal(fsync(fd), 0);
 	close(fd);
 	free(data);
@@ -127,8 +126,8 @@ static void append(const char *path, const struct rec *r)
 /* Stage txn 1 (block 0), close as after a crash; path gets the journal. */
 static void stage_one_and_crash(struct env *e, char *path)
 {
-	struct tsr_stage_entry x = {.txn = 1, .stripe = 0, .offset = 0, .length = BS,
-				    .participants = 0x7};
+	struct tsr_stage_entry x = {
+	    .txn = 1, .stripe = 0, .offset = 0, .length = BS, .participants = 0x7};
 	struct done d = {0};
 	char clean[PATH_MAX];
 
@@ -164,8 +163,13 @@ static void test_offset_wraps(void **state)
 	struct env *e = *state;
 	char path[PATH_MAX];
 	/* offset + length = 2^64 + 4 KiB: wraps to 4 KiB, "inside" 1 MiB */
-	struct rec s = {.type = 2, .seq = 10, .txn = 2, .stripe = 5,
-			.offset = UINT64_MAX - BS + 1, .length = 2 * BS, .participants = 1};
+	struct rec s = {.type = 2,
+			.seq = 10,
+			.txn = 2,
+			.stripe = 5,
+			.offset = UINT64_MAX - BS + 1,
+			.length = 2 * BS,
+			.participants = 1};
 	struct rec c = {.type = 3, .seq = 11, .txn = 2};
 
 	stage_one_and_crash(e, path);
@@ -178,8 +182,13 @@ static void test_offset_past_end(void **state)
 {
 	struct env *e = *state;
 	char path[PATH_MAX];
-	struct rec s = {.type = 2, .seq = 10, .txn = 2, .stripe = 5, .offset = VSIZE - BS,
-			.length = 2 * BS, .participants = 1};
+	struct rec s = {.type = 2,
+			.seq = 10,
+			.txn = 2,
+			.stripe = 5,
+			.offset = VSIZE - BS,
+			.length = 2 * BS,
+			.participants = 1};
 	struct rec c = {.type = 3, .seq = 11, .txn = 2};
 
 	stage_one_and_crash(e, path);
@@ -192,8 +201,13 @@ static void test_no_participants(void **state)
 {
 	struct env *e = *state;
 	char path[PATH_MAX];
-	struct rec s = {.type = 2, .seq = 10, .txn = 3, .stripe = 6, .offset = 2 * BS,
-			.length = BS, .participants = 0};
+	struct rec s = {.type = 2,
+			.seq = 10,
+			.txn = 3,
+			.stripe = 6,
+			.offset = 2 * BS,
+			.length = BS,
+			.participants = 0};
 
 	stage_one_and_crash(e, path);
 	append(path, &s);
@@ -209,13 +223,23 @@ static void test_seq_wraps(void **state)
 {
 	struct env *e = *state;
 	char path[PATH_MAX];
-	struct rec old = {.type = 2, .seq = 5, .txn = 50, .stripe = 7, .offset = 2 * BS,
-			  .length = BS, .participants = 1};
+	struct rec old = {.type = 2,
+			  .seq = 5,
+			  .txn = 50,
+			  .stripe = 7,
+			  .offset = 2 * BS,
+			  .length = BS,
+			  .participants = 1};
 	struct rec rel = {.type = 4, .seq = 6, .txn = 60};
-	struct rec last = {.type = 2, .seq = UINT64_MAX, .txn = 70, .stripe = 9,
-			   .offset = 3 * BS, .length = BS, .participants = 1};
-	struct tsr_stage_entry x = {.txn = 71, .stripe = 7, .offset = 4 * BS, .length = BS,
-				    .participants = 1};
+	struct rec last = {.type = 2,
+			   .seq = UINT64_MAX,
+			   .txn = 70,
+			   .stripe = 9,
+			   .offset = 3 * BS,
+			   .length = BS,
+			   .participants = 1};
+	struct tsr_stage_entry x = {
+	    .txn = 71, .stripe = 7, .offset = 4 * BS, .length = BS, .participants = 1};
 	struct tsr_stage_entry *l;
 	struct done d = {0};
 	size_t n;
@@ -247,8 +271,13 @@ static void test_good_records_count(void **state)
 {
 	struct env *e = *state;
 	char path[PATH_MAX];
-	struct rec s = {.type = 2, .seq = 10, .txn = 2, .stripe = 5, .offset = VSIZE - 2 * BS,
-			.length = 2 * BS, .participants = 1};
+	struct rec s = {.type = 2,
+			.seq = 10,
+			.txn = 2,
+			.stripe = 5,
+			.offset = VSIZE - 2 * BS,
+			.length = 2 * BS,
+			.participants = 1};
 	struct rec c = {.type = 3, .seq = 11, .txn = 2};
 	struct tsr_stage_entry *l;
 	size_t n;
@@ -272,11 +301,11 @@ static void test_good_records_count(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_good_records_count, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_offset_wraps, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_offset_past_end, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_no_participants, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_seq_wraps, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_good_records_count, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_offset_wraps, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_offset_past_end, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_no_participants, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_seq_wraps, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
