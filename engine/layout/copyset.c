@@ -508,3 +508,34 @@ int copyset_post(struct copyset *cs, void (*fn)(void *arg), void *arg)
 	}
 	return ret;
 }
+
+struct returned {
+	struct copyset *cs;
+	void (*fn)(void *layout, unsigned idx, const char *address);
+	unsigned idx;
+	char address[128];
+};
+
+static void returned_msg(void *arg)
+{
+	struct returned *r = arg;
+
+	r->fn(r->cs->layout, r->idx, r->address);
+	free(r);
+}
+
+void copyset_copy_returned(struct copyset *cs, unsigned idx, const char *address,
+			   void (*fn)(void *layout, unsigned idx, const char *address))
+{
+	struct returned *r = calloc(1, sizeof(*r));
+
+	if (r == NULL)
+		return;
+	r->cs = cs;
+	r->fn = fn;
+	r->idx = idx;
+	if (address != NULL)
+		snprintf(r->address, sizeof(r->address), "%s", address);
+	if (copyset_post(cs, returned_msg, r) < 0)
+		free(r);
+}

@@ -224,6 +224,12 @@ int copyset_call(struct copyset *cs, bool here, int (*fn)(void *arg), void *arg)
  * returned.  0, or -errno (fn never runs: arg is still the caller's).
  */
 int copyset_post(struct copyset *cs, void (*fn)(void *arg), void *arg);
+/*
+ * tsr_layout copy_returned, any thread, no wait: fn(layout, idx, address)
+ * runs on the home worker (address "" when none was given).
+ */
+void copyset_copy_returned(struct copyset *cs, unsigned idx, const char *address,
+			   void (*fn)(void *layout, unsigned idx, const char *address));
 
 /* ---- fencing --------------------------------------------------------------- */
 

@@ -776,12 +776,11 @@ static void ec_destroy(void *ctx)
 
 /* ---- control calls ---------------------------------------------------------- */
 
-/* A control call's arguments: run on the home worker by copyset_call
- * (waited for) or copyset_post (not). */
+/* A control call's arguments (copyset_call: run on the home worker, waited
+ * for). */
 struct ctl {
 	struct ec *e;
 	unsigned idx;
-	char address[128];
 	bool repair;
 	struct tsr_layout_copy newcopy;
 	struct tsr_svol *svol; /* in: the new local handle; out: the old one to put */
@@ -807,43 +806,30 @@ static void returned_open_done(void *arg, int status)
 	ec_resync_start(c);
 }
 
-static void copy_returned_fn(void *arg)
+static void copy_returned_fn(void *layout, unsigned idx, const char *address)
 {
-	struct ctl *ctl = arg;
-	struct ec *e = ctl->e;
-	struct ecopy *c = &e->copies[ctl->idx];
+	struct ec *e = layout;
+	struct ecopy *c = &e->copies[idx];
 	int ret;
 
 	if (e->closing || e->fenced || !e->ready || c->state != TSR_COPY_OUT_OF_SYNC ||
 	    c->connecting || c->resync != NULL)
-		goto out;
-	if (ctl->address[0] != '\0')
-		snprintf(c->address, sizeof(c->address), "%s", ctl->address);
+		return;
+	if (address[0] != '\0')
+		snprintf(c->address, sizeof(c->address), "%s", address);
 	ret = ecopy_connect(c, returned_open_done, c);
 	if (ret == 1)
 		ec_resync_start(c);
 	else if (ret < 0)
 		returned_open_done(c, ret);
-out:
-	free(ctl);
 }
 
 static void ec_copy_returned(void *ctx, unsigned idx, const char *address)
 {
 	struct ec *e = ctx;
-	struct ctl *ctl;
 
-	if (e == NULL || idx >= e->n_copies)
-		return;
-	ctl = calloc(1, sizeof(*ctl));
-	if (ctl == NULL)
-		return;
-	ctl->e = e;
-	ctl->idx = idx;
-	if (address != NULL)
-		snprintf(ctl->address, sizeof(ctl->address), "%s", address);
-	if (copyset_post(&e->cs, copy_returned_fn, ctl) < 0)
-		free(ctl);
+	if (e != NULL && idx < e->n_copies)
+		copyset_copy_returned(&e->cs, idx, address, copy_returned_fn);
 }
 
 static int replace_fn(void *arg)

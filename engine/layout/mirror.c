@@ -1059,12 +1059,11 @@ bool tsr_layout_is_mirror(const struct tsr_layout *l)
 
 /* ---- control calls -------------------------------------------------------- */
 
-/* A control call's arguments: run on the home worker by copyset_call
- * (waited for) or copyset_post (not). */
+/* A control call's arguments (copyset_call: run on the home worker, waited
+ * for). */
 struct ctl {
 	struct mirror *m;
 	unsigned idx;
-	char address[128];
 	char oldpath[PATH_MAX]; /* replace: the old copy's bitmap file */
 	bool repair;
 	struct mcopy newcopy;
@@ -1091,44 +1090,31 @@ static void returned_open_done(void *arg, int status)
 	mirror_resync_start(c);
 }
 
-static void copy_returned_fn(void *arg)
+static void copy_returned_fn(void *layout, unsigned idx, const char *address)
 {
-	struct ctl *ctl = arg;
-	struct mirror *m = ctl->m;
-	struct mcopy *c = &m->copies[ctl->idx];
+	struct mirror *m = layout;
+	struct mcopy *c = &m->copies[idx];
 	int ret;
 
 	if (m->closing || m->fenced || !c->present || c->state != TSR_COPY_OUT_OF_SYNC ||
 	    c->connecting || c->resync != NULL || c->replay != NULL)
-		goto out; /* in sync, or already on its way back */
-	if (ctl->address[0] != '\0')
-		snprintf(c->address, sizeof(c->address), "%s", ctl->address);
+		return; /* in sync, or already on its way back */
+	if (address[0] != '\0')
+		snprintf(c->address, sizeof(c->address), "%s", address);
 	ret = mcopy_connect(c, returned_open_done, c);
 	if (ret == 1)
 		mirror_resync_start(c);
 	else if (ret < 0)
 		returned_open_done(c, ret);
-out:
-	free(ctl);
 }
 
 /* Does not wait for the home worker (callers may hold locks its hooks take). */
 static void mirror_copy_returned(void *ctx, unsigned idx, const char *address)
 {
 	struct mirror *m = ctx;
-	struct ctl *ctl;
 
-	if (m == NULL || idx >= m->n_copies)
-		return;
-	ctl = calloc(1, sizeof(*ctl));
-	if (ctl == NULL)
-		return;
-	ctl->m = m;
-	ctl->idx = idx;
-	if (address != NULL)
-		snprintf(ctl->address, sizeof(ctl->address), "%s", address);
-	if (copyset_post(&m->cs, copy_returned_fn, ctl) < 0)
-		free(ctl);
+	if (m != NULL && idx < m->n_copies)
+		copyset_copy_returned(&m->cs, idx, address, copy_returned_fn);
 }
 
 static int replace_fn(void *arg)
