@@ -1,8 +1,8 @@
 /*
  * The copy set: what the mirror and the EC layout do alike with their
- * copies (copyset_internal.h).  Everything here runs on the layout's home
- * worker unless a comment says otherwise, and holds a reference on the
- * layout (ops->get/put) for every message or call it leaves in flight.
+ * copies and their own lifetime (copyset_internal.h says which function
+ * runs on which thread).  Every message, callback or call it leaves in
+ * flight holds a reference on the layout (copyset_get/copyset_put).
  */
 #include <errno.h>
 #include <semaphore.h>
@@ -11,6 +11,8 @@
 #include <string.h>
 
 #include "layout/copyset_internal.h"
+
+/* ---- lifetime ------------------------------------------------------------ */
 
 void copyset_get(struct copyset *cs)
 {
@@ -56,6 +58,8 @@ void copyset_destroy(struct copyset *cs, bool started, bool here)
 	cs->ops->free(cs->layout);
 }
 
+/* ---- create options, status ---------------------------------------------- */
+
 int copyset_check_copies(const struct tsr_layout_copy *copies, unsigned n,
 			 const struct tsr_store *store)
 {
@@ -97,7 +101,7 @@ void copyset_get_status(struct copyset *cs, struct tsr_layout_status *out)
 	pthread_mutex_unlock(&cs->status_lock);
 }
 
-/* ---- records: copy states in the metadata store ---------------------------- */
+/* ---- records: copy states in the metadata store -------------------------- */
 
 struct hook_ctx {
 	struct copyset_copy *c;
@@ -223,7 +227,7 @@ void copyset_hook_forget(struct copyset_copy *c)
 	}
 }
 
-/* ---- sessions ------------------------------------------------------------- */
+/* ---- sessions ------------------------------------------------------------ */
 
 struct conn_ctx {
 	struct copyset_copy *c;
@@ -370,7 +374,7 @@ int copyset_connect(struct copyset_copy *c, tsr_cb cb_fn, void *cb_arg)
 	return 0;
 }
 
-/* ---- a snapshot request on one copy ---------------------------------------- */
+/* ---- a snapshot request on one copy -------------------------------------- */
 
 /* The local store volume has seen a newer coordinator: writes fail -ESTALE. */
 static bool local_fenced(const struct copyset_copy *c)
@@ -407,7 +411,7 @@ int copyset_snap(struct copyset_copy *c, const struct tsr_snap_req *req, tsr_cb 
 	return 0;
 }
 
-/* ---- fencing --------------------------------------------------------------- */
+/* ---- fencing ------------------------------------------------------------- */
 
 static void fence_msg(struct tsr_worker *w, void *arg)
 {
@@ -440,7 +444,7 @@ bool copyset_fence_requested(struct copyset *cs)
 	return true;
 }
 
-/* ---- control calls --------------------------------------------------------- */
+/* ---- control calls ------------------------------------------------------- */
 
 struct call {
 	int (*fn)(void *arg);

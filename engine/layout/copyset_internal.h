@@ -138,6 +138,8 @@ struct copyset_copy {
 /* The layout's copy struct (struct mcopy, struct ecopy) that opens with c. */
 #define copyset_copy_of(c, type) ((type *)((char *)(c) - offsetof(type, base)))
 
+/* ---- lifetime ------------------------------------------------------------ */
+
 /*
  * A reference on the layout (any thread): every message, callback and call
  * in flight holds one, so teardown can wait for the last.  The last one
@@ -152,6 +154,8 @@ void copyset_put(struct copyset *cs);
  * then freed here.
  */
 void copyset_destroy(struct copyset *cs, bool started, bool here);
+
+/* ---- create options, status ---------------------------------------------- */
 
 /*
  * Create options, control thread: every copy has a node id without '/',
@@ -168,7 +172,7 @@ int copyset_bitmap_path(const struct copyset *cs, const char *node_id, char out[
 void copyset_publish(struct copyset *cs, const struct tsr_layout_status *s);
 void copyset_get_status(struct copyset *cs, struct tsr_layout_status *out);
 
-/* ---- records: copy states in the metadata store ---------------------------- */
+/* ---- records: copy states in the metadata store -------------------------- */
 
 /*
  * Ask the metadata store to record st for c; w (may be NULL) waits for it:
@@ -181,7 +185,7 @@ void copyset_hook_request(struct copyset_copy *c, enum tsr_copy_state st, struct
  * the answer of a call in flight is ignored. */
 void copyset_hook_forget(struct copyset_copy *c);
 
-/* ---- sessions -------------------------------------------------------------- */
+/* ---- sessions ------------------------------------------------------------ */
 
 /*
  * Start (re)connecting a remote copy: a new session (gen), a new peer client
@@ -210,7 +214,7 @@ void copyset_disconnect(struct copyset_copy *c);
 int copyset_snap(struct copyset_copy *c, const struct tsr_snap_req *req, tsr_cb cb_fn,
 		 void *cb_arg);
 
-/* ---- control calls --------------------------------------------------------- */
+/* ---- control calls ------------------------------------------------------- */
 
 /*
  * Run fn(arg) on the home worker and wait for its answer: inline when the
@@ -231,7 +235,7 @@ int copyset_post(struct copyset *cs, void (*fn)(void *arg), void *arg);
 void copyset_copy_returned(struct copyset *cs, unsigned idx, const char *address,
 			   void (*fn)(void *layout, unsigned idx, const char *address));
 
-/* ---- fencing --------------------------------------------------------------- */
+/* ---- fencing ------------------------------------------------------------- */
 
 /*
  * tsr_layout_fence, any thread.  Does not wait for the home worker: the
