@@ -1387,6 +1387,42 @@ static void test_local_copy_fails(void **state)
 	tsr_worker_stop(faulty);
 }
 
+/* The local store completes a write with -EAGAIN (it met a full io queue in
+ * a step it ran after accepting the write, such as a copy on write into a
+ * snapshot): the write goes again, the local copy stays in sync and nothing
+ * counts as a copy failure (before: out of sync, copy_failures 1). */
+static void test_local_late_eagain(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_layout_status s;
+	struct tsr_io_opts io = {.kind = TSR_IO_AUTO, .fault_spec = "write:3:fail=EAGAIN"};
+	struct tsr_worker *faulty = NULL;
+
+	assert_int_equal(tsr_worker_start(5, &io, &faulty), 0);
+	opts_init(e, &o, true, 2, 1);
+	o.home = faulty;
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	for (unsigned i = 0; i < 3; i++) {
+		fill(e->buf, 64 * 1024, 1 + i, i * MiB);
+		memcpy(e->model + i * MiB, e->buf, 64 * 1024);
+		assert_int_equal(
+		    ldo(faulty, e->l, D_WRITE, i * MiB, 64 * 1024, e->buf, TSR_WRITE_FUA), 0);
+	}
+	get_status(e, &s);
+	assert_int_equal(s.copies[0].state, TSR_COPY_IN_SYNC);
+	assert_int_equal(s.copy_failures, 0);
+	assert_int_equal(ldo(faulty, e->l, D_READ, 2 * MiB, 64 * 1024, e->buf, 0), 0);
+	assert_true(is_filled(e->buf, 64 * 1024, 3, 2 * MiB));
+	assert_int_equal(ldo(faulty, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	assert_copies_equal_model(e);
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
+		usleep(1000);
+	tsr_worker_stop(faulty);
+}
+
 /* The cluster fences while holding the lock its hook takes on the home
  * worker, which is blocked in that hook: tsr_layout_fence must not wait. */
 static void *fence_thread(void *arg)
@@ -1457,6 +1493,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_replica_dies_mid_workload, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resync_at_create, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_local_copy_fails, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_local_late_eagain, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fence_under_hook_lock, setup, teardown),
 	};
 
