@@ -608,6 +608,24 @@ static void req_dispatch(struct peer_sreq *req)
 	}
 }
 
+/* Operations that may simply run again after a late -EAGAIN: the plain
+ * block operations (a SUMS goes on from the pieces it has, a TRIM with FUA
+ * from its trim or its flush).  A STAGE, COMMIT or RELEASE answers it. */
+static bool late_eagain_retries(uint8_t opcode)
+{
+	switch (opcode) {
+	case TSR_PEER_READ:
+	case TSR_PEER_WRITE:
+	case TSR_PEER_FLUSH:
+	case TSR_PEER_TRIM:
+	case TSR_PEER_WRITE_ZEROES:
+	case TSR_PEER_SUMS:
+		return true;
+	default:
+		return false;
+	}
+}
+
 static void req_io_done(void *arg, int status)
 {
 	struct peer_sreq *req = arg;
@@ -618,6 +636,15 @@ static void req_io_done(void *arg, int status)
 	c->inflight_io--;
 	if (c->retry_head != NULL)
 		retry_schedule(c);
+	if (status == -EAGAIN && c->state != CONN_CLOSED && late_eagain_retries(h->opcode)) {
+		/* the io queue was full for a step the store queued after the
+		 * submit (a copy on write): nothing of it was answered, so it goes
+		 * again like one that met the full queue at submit (else the
+		 * coordinator would put this copy out of sync for it) */
+		retry_push(c, req);
+		retry_schedule(c);
+		return;
+	}
 	if (status < 0 || c->state == CONN_CLOSED) {
 		req->status = status < 0 ? status : -ESHUTDOWN;
 		req_complete(req);

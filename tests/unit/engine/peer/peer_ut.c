@@ -147,6 +147,13 @@ static int setup_slow_writes(void **state)
 	return setup_fault(state, "write:1+:delay=3000");
 }
 
+/* The server worker's first write and first read complete with -EAGAIN (a
+ * full io queue met by a step the store queued later, a copy on write). */
+static int setup_late_eagain(void **state)
+{
+	return setup_fault(state, "write:1:fail=EAGAIN,read:1:fail=EAGAIN");
+}
+
 static int teardown(void **state)
 {
 	struct env *e = *state;
@@ -454,6 +461,32 @@ static void test_open_unknown(void **state)
 	assert_int_equal(k.fails, 0);
 	cli_free(e, &k);
 	assert_int_equal(k.fails, 0);
+}
+
+/* A request whose io completes with -EAGAIN runs again on the replica: the
+ * coordinator sees the write and the read succeed (on the code before, both
+ * failed with -EAGAIN and a coordinator put the copy out of sync). */
+static void test_late_eagain_retried(void **state)
+{
+	struct env *e = *state;
+	uint8_t *w = tsr_alloc_aligned(8192), *r = tsr_alloc_aligned(8192);
+	struct cli k;
+	uint64_t h;
+
+	cli_make(e, &k, TOKEN, e->port, 0);
+	assert_int_equal(p_open(e, &k, "v", 1, &h), 0);
+	fill(w, 8192, 7, 4096);
+	assert_int_equal(p_io(e, &k, K_WRITE, h, 1, 4096, 8192, w, 0), 0);
+	memset(r, 0, 8192);
+	assert_int_equal(p_io(e, &k, K_READ, h, 1, 4096, 8192, r, 0), 0);
+	assert_true(is_filled(r, 8192, 7, 4096));
+	memset(r, 0, 8192);
+	store_read(e, 4096, 8192, r);
+	assert_true(is_filled(r, 8192, 7, 4096));
+	assert_int_equal(k.fails, 0);
+	cli_free(e, &k);
+	tsr_free_aligned(w);
+	tsr_free_aligned(r);
 }
 
 static void test_round_trip(void **state)
@@ -1241,6 +1274,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_token, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_unknown, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_late_eagain_retried, setup_late_eagain,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_epoch_fencing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snap, setup, teardown),
