@@ -36,11 +36,17 @@
  */
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -820,6 +826,94 @@ static int load_leases(struct sqlite_meta *s)
 	return ret;
 }
 
+/*
+ * A full file system (the meta node's data dir; the store's catalogue does
+ * the same in engine/store/catalog.c, "The -shm file on a full file
+ * system").  Without this a meta node whose data file system was full could
+ * not start: its first commit (the node's lease) needed new WAL blocks
+ * ("meta: grant lease: ...: database or disk is full").  So:
+ *  - the -wal and -shm files stay across a close (SQLITE_FCNTL_PERSIST_WAL)
+ *    and the WAL has META_WAL_RESERVE bytes of blocks from each open
+ *    (fallocate KEEP_SIZE), and it is checkpointed every META_WAL_PAGES
+ *    pages, well inside them (SQLite writes it from its start again after a
+ *    checkpoint): a commit never needs a new WAL block;
+ *  - PATH.reserve holds META_SPACE_RESERVE bytes of blocks, given back
+ *    (truncate, syncfs) before the first statement when under
+ *    META_SPACE_LOW is available, for SQLite's regrowth of the -shm file it
+ *    truncates at the process's first connection, and taken again after.
+ * Best effort: a file system without fallocate keeps the old behaviour.
+ */
+#define META_WAL_RESERVE (1u << 20)
+#define META_WAL_PAGES 128
+#define META_SPACE_RESERVE (256u << 10)
+#define META_SPACE_LOW (4ull << 20)
+
+static void meta_syncfs(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		syncfs(fd);
+		close(fd);
+	}
+}
+
+static void reserve_meta_wal(const char *path)
+{
+	char wal[PATH_MAX + 8];
+	int fd;
+
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	fd = open(wal, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0 ||
+	    (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, META_WAL_RESERVE) < 0 && errno != EOPNOTSUPP))
+		tsr_warn("meta: reserve %u bytes for %s: %s", META_WAL_RESERVE, wal,
+			 strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Give PATH.reserve's blocks back when the file system is nearly full;
+ * true: given (and committed). */
+static bool meta_space_give(const char *path, const char *dir_file)
+{
+	char res[PATH_MAX + 16];
+	struct statvfs vfs;
+	struct stat st;
+
+	if (statvfs(dir_file, &vfs) < 0 ||
+	    (uint64_t)vfs.f_bavail * vfs.f_frsize >= META_SPACE_LOW)
+		return false;
+	snprintf(res, sizeof(res), "%s.reserve", path);
+	if (stat(res, &st) < 0 || st.st_blocks == 0 || truncate(res, 0) < 0)
+		return false;
+	meta_syncfs(dir_file);
+	return true;
+}
+
+static void meta_space_take(const char *path, bool gave)
+{
+	char res[PATH_MAX + 16];
+	struct stat st;
+	int fd;
+
+	snprintf(res, sizeof(res), "%s.reserve", path);
+	fd = open(res, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st) == 0 && (uint64_t)st.st_blocks * 512 < META_SPACE_RESERVE) {
+		if (gave)
+			meta_syncfs(path);
+		if (fallocate(fd, 0, 0, META_SPACE_RESERVE) < 0 && errno != EOPNOTSUPP)
+			tsr_warn("meta: reserve %u bytes for the next open on a full file system "
+				 "(%s): %s", META_SPACE_RESERVE, res, strerror(errno));
+	}
+	if (gave)
+		tsr_info("meta: the file system of %s is nearly full: %s gave its blocks to the "
+			 "open (the -shm file is regrown at each start)", path, res);
+	close(fd);
+}
+
 int meta_sqlite_open(const char *path, unsigned history, struct tsr_meta **out)
 {
 	struct sqlite_meta *s = calloc(1, sizeof(*s));
@@ -841,8 +935,13 @@ int meta_sqlite_open(const char *path, unsigned history, struct tsr_meta **out)
 		goto err;
 	rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
 	if (rc == SQLITE_OK) {
+		bool gave;
+
 		sqlite3_extended_result_codes(s->db, 1);
 		sqlite3_busy_timeout(s->db, 5000);
+		sqlite3_file_control(s->db, "main", SQLITE_FCNTL_PERSIST_WAL, &(int){1});
+		reserve_meta_wal(path);
+		gave = meta_space_give(path, path);
 		rc = sqlite3_exec(s->db,
 				  "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
 				  "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY,"
@@ -861,6 +960,9 @@ int meta_sqlite_open(const char *path, unsigned history, struct tsr_meta **out)
 				  "INSERT OR IGNORE INTO meta(key, value) VALUES ('format', 1),"
 				  " ('rev', 0), ('compacted', 0);",
 				  NULL, NULL, &msg);
+		meta_space_take(path, gave);
+		if (rc == SQLITE_OK)
+			sqlite3_wal_autocheckpoint(s->db, META_WAL_PAGES);
 	}
 	if (rc != SQLITE_OK) {
 		ret = open_error(s->db, rc);

@@ -14,13 +14,16 @@
 #   - tesserad starts (its log outside the full disk) and must serve: its
 #     admin socket answers and every acknowledged write of A reads back;
 #   - then the ballast and A go (the next round starts from an empty store).
-# TSR_FULL_START_ROUNDS (default 12) sets the number of rounds.
+# TSR_FULL_START_ROUNDS (default 12) sets the number of rounds.  Then 4
+# rounds of the same for a cluster's meta node (meta.db) on a full disk.
 # Needs root and loop devices.
 . "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/cluster.sh"
 . "$(dirname "$0")/fullfs.sh"
 
 require_tessera "$CRASH_WRITER"
 fullfs_require
+require_cmd qemu-io
 ROUNDS=${TSR_FULL_START_ROUNDS:-12}
 
 make_tmpdir T
@@ -67,3 +70,44 @@ for (( r=1; r<=ROUNDS; r++ )); do
 	stop_tesserad
 done
 log "$ROUNDS of $ROUNDS starts with not one block free served"
+
+# ---------------------------------------------------------------- a meta node
+# The same for a cluster's meta node (embedded metadata store DIR/meta.db,
+# engine/meta/meta_sqlite.c): with not one block free it starts (its lease
+# is the first commit) and answers, and a volume delete commits.  Before:
+# "meta: grant lease: DIR/meta.db: database or disk is full", tesserad
+# exited.  Each round: a 1-replica volume V of 16 MiB written whole (a
+# clean stop or kill -9 by turns), ballast, start, volume list, delete V.
+make_tmpdir CL_ROOT
+CL_N=1
+CL_PORT[1]=$(free_port)
+fullfs_mount N1 48M "$(cl_dir 1)"
+for (( r=1; r<=4; r++ )); do
+	cl_start_node 1
+	cl_wait_nodes_alive 1
+	ctsr volume create V --size 16M --replicas 1 >/dev/null || fail "meta round $r: volume create V"
+	ctsr volume attach V --node n1 >/dev/null || fail "meta round $r: attach V"
+	head -c 16M /dev/urandom >"$T/v.data"
+	out=$(qemu_io "$(cl_dir 1)" V "write -s $T/v.data 0 16M" 2>&1) || fail "meta round $r: write V: $out"
+	ctsr volume detach V >/dev/null || fail "meta round $r: detach V"
+	if (( r % 2 )); then how="kill -9"; cl_kill 1; else how="clean stop"; cl_stop 1; fi
+	fill_fs "$N1/ballast"
+	"$TESSERAD" --data "$(cl_dir 1)" ${CL_ARGS[1]} >"$T/meta.log" 2>&1 &
+	CL_PID[1]=$!
+	track_pid "${CL_PID[1]}"
+	ok=
+	for (( i=0; i<300; i++ )); do
+		if grep -q "tesserad ready" "$T/meta.log" 2>/dev/null &&
+		   ctsr volume list 2>/dev/null | grep -q '^V '; then
+			ok=1
+			break
+		fi
+		kill -0 "${CL_PID[1]}" 2>/dev/null || break
+		sleep 0.1
+	done
+	[ -n "$ok" ] || { cat "$T/meta.log" >&2; fail "meta round $r ($how): the meta node did not start with not one block free"; }
+	out=$(ctsr volume delete V 2>&1) || { cat "$T/meta.log" >&2; fail "meta round $r ($how): volume delete V on a full disk: $out"; }
+	log "meta round $r ($how): the meta node started with not one block free, V deleted"
+	rm -f "$N1/ballast"
+	cl_stop 1
+done
