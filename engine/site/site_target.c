@@ -41,6 +41,7 @@ struct slot {
 	const void *payload;       /* WRITE: the caller's, until cb */
 	uint32_t bytes;            /* WRITE payload bytes held in the window */
 	int status;                /* DONE: the store's result (or -EIO: cancelled) */
+	bool late;                 /* ISSUED, completed -EAGAIN, not issued again yet */
 	tsr_cb cb_fn;              /* fires once, at retire */
 	void *cb_arg;
 };
@@ -54,6 +55,7 @@ struct tsr_site_target {
 	uint64_t received;      /* the last seq accepted (>= applied) */
 	bool consistent;        /* the volume equals a prefix of the history */
 	bool broken;            /* a store error: the extent may be half written */
+	unsigned late;          /* slots waiting to be issued again (late -EAGAIN) */
 	bool failed_retired;    /* the failed frame retired: later ones report -EIO */
 	bool stalled;           /* the slot at issue got -EAGAIN from the store */
 	bool retiring;          /* retire() runs (callbacks may re-enter) */
@@ -255,13 +257,47 @@ static int issue_ready(struct tsr_site_target *t, bool first_only)
 	return 0;
 }
 
+/*
+ * Issue again the slots whose store operation completed with -EAGAIN (a step
+ * the store queued after accepting it met a full io queue, a copy on write
+ * on a target that keeps snapshots): nothing of it was applied for sure, and
+ * writing it again is what the frame asks.  They stay counted in in_store,
+ * so the frames after them keep their order.
+ */
+static void reissue_late(struct tsr_site_target *t)
+{
+	for (uint64_t i = t->head; t->late > 0 && i != t->issue; i++) {
+		struct slot *f = slot_at(t, i);
+		int ret;
+
+		if (!f->late)
+			continue;
+		ret = t->broken ? -EIO : issue_one(t, f);
+		if (ret == -EAGAIN)
+			return; /* at the next completion or kick */
+		f->late = false;
+		t->late--;
+		if (ret) {
+			t->in_store--;
+			slot_done(t, f, ret);
+		}
+	}
+}
+
 static void store_done(void *arg, int status)
 {
 	struct slot *f = arg;
 	struct tsr_site_target *t = f->t;
 
+	if (status == -EAGAIN && !t->broken) {
+		f->late = true;
+		t->late++;
+		reissue_late(t);
+		return;
+	}
 	t->in_store--;
 	slot_done(t, f, status < 0 ? status : 0);
+	reissue_late(t);
 	issue_ready(t, false);
 	retire(t);
 }
@@ -270,6 +306,7 @@ void tsr_site_target_kick(struct tsr_site_target *t)
 {
 	if (t == NULL || t->retiring)
 		return;
+	reissue_late(t);
 	if (t->stalled || (t->broken && t->issue != t->tail))
 		issue_ready(t, false);
 	retire(t);

@@ -669,6 +669,47 @@ static void test_io_error(void **state)
 	tsr_io_destroy(bad);
 }
 
+/* A store operation that completes with -EAGAIN (a copy on write on a target
+ * that keeps snapshots met a full io queue) is issued again: frames 1..3,
+ * the second one's write completing -EAGAIN, all apply in order and read
+ * back; on the code before the stream broke (-EAGAIN, then -EIO). */
+static void test_late_eagain(void **state)
+{
+	struct env *e = *state;
+	struct tsr_io *io = make_io(TSR_IO_AUTO, "write:2:fail=EAGAIN");
+	uint8_t *bufs = tsr_alloc_aligned(3 * 64 * 1024);
+	struct tsr_site_target *t;
+	struct rec r;
+	struct rcb c[3];
+	struct tsr_site_hdr h;
+
+	assert_non_null(io);
+	assert_non_null(bufs);
+	t = target_on(e, io, 8, 0);
+	r = (struct rec){.t = &t};
+	for (int i = 0; i < 3; i++) {
+		uint8_t *p = payload(e, bufs, i, &h, (uint64_t)i + 1, (uint64_t)i * 4 * BS, 4 * BS,
+				     (uint64_t)i + 11);
+
+		c[i] = (struct rcb){.r = &r, .id = i};
+		assert_int_equal(tsr_site_target_apply(t, &h, p, rec_cb, &c[i]), 0);
+	}
+	rec_wait(io, &r, 3);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(r.id[i], i);
+		assert_int_equal(r.status[i], 0);
+		assert_int_equal(r.calls[i], 1);
+	}
+	assert_int_equal(tsr_site_target_applied(t), 3);
+	assert_int_equal(sread(e->v, e->io, 0, 12 * BS, e->after), 0);
+	for (int i = 0; i < 3; i++)
+		assert_true(is_filled(e->after + (size_t)i * 4 * BS, 4 * BS, (uint64_t)i + 11,
+				      (uint64_t)i * 4 * BS));
+	tsr_site_target_destroy(t);
+	tsr_io_destroy(io);
+	tsr_free_aligned(bufs);
+}
+
 /* SYNC_BEGIN clears consistent and SYNC_END sets it, each in sequence and
  * after a flush; set_inconsistent holds until the next SYNC_END. */
 static void test_sync(void **state)
@@ -735,6 +776,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_error_mid_window, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resume, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_io_error, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_late_eagain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync, setup, teardown),
 	};
 
