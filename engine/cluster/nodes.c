@@ -25,6 +25,35 @@ struct fs_ask {
 	Tessera__Admin__DataFs *fs; /* the answer, or unknown with why; NULL: ENOMEM */
 };
 
+/* The DataFs of a node at address from its Status reply (ret 0) or the
+ * failure ret; resp (may be NULL) is freed.  NULL on ENOMEM. */
+static Tessera__Admin__DataFs *fs_from_status(const char *address, int ret,
+					      Tessera__Admin__Response *resp)
+{
+	Tessera__Admin__DataFs *fs;
+	char why[256];
+
+	if (ret == 0 && resp->error)
+		ret = resp->error;
+	if (ret == 0 && (resp->status == NULL || resp->status->data_fs == NULL))
+		ret = -EPROTO; /* a node older than the field */
+	if (ret) {
+		snprintf(why, sizeof(why), "no answer from %s: %s", address,
+			 ret == -EPROTO ? "its tesserad does not report it" : strerror(-ret));
+		fs = admin_data_fs_unknown(why);
+	} else {
+		fs = admin_data_fs_unknown(resp->status->data_fs->error);
+		if (fs) {
+			fs->size = resp->status->data_fs->size;
+			fs->free = resp->status->data_fs->free;
+			fs->avail = resp->status->data_fs->avail;
+		}
+	}
+	if (resp)
+		tessera__admin__response__free_unpacked(resp, NULL);
+	return fs;
+}
+
 static void *fs_ask_main(void *arg)
 {
 	struct fs_ask *a = arg;
@@ -33,7 +62,6 @@ static void *fs_ask_main(void *arg)
 	Tessera__Admin__Response *resp = NULL;
 	struct tsr_admin_client *cl = NULL;
 	int64_t left = a->deadline - tsr_mono_ms();
-	char why[256];
 	int ret;
 
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_STATUS;
@@ -44,24 +72,7 @@ static void *fs_ask_main(void *arg)
 	if (ret == 0)
 		ret = left > 0 ? tsr_admin_call(cl, &req, (int)left, &resp) : -ETIMEDOUT;
 	tsr_admin_close(cl);
-	if (ret == 0 && resp->error)
-		ret = resp->error;
-	if (ret == 0 && (resp->status == NULL || resp->status->data_fs == NULL))
-		ret = -EPROTO; /* a node older than the field */
-	if (ret) {
-		snprintf(why, sizeof(why), "no answer from %s: %s", a->address,
-			 ret == -EPROTO ? "its tesserad does not report it" : strerror(-ret));
-		a->fs = admin_data_fs_unknown(why);
-	} else {
-		a->fs = admin_data_fs_unknown(resp->status->data_fs->error);
-		if (a->fs) {
-			a->fs->size = resp->status->data_fs->size;
-			a->fs->free = resp->status->data_fs->free;
-			a->fs->avail = resp->status->data_fs->avail;
-		}
-	}
-	if (resp)
-		tessera__admin__response__free_unpacked(resp, NULL);
+	a->fs = fs_from_status(a->address, ret, resp);
 	return NULL;
 }
 
@@ -150,6 +161,132 @@ err:
 	return NULL;
 }
 
+/*
+ * node list inside a request of tesserad's admin server: the reply comes
+ * later (admin_later), once every alive node's Status is in, each asked
+ * with the loop's async client (admin_async_call), so the main loop goes on
+ * serving meanwhile (two nodes listing at once answer each other's Status).
+ */
+struct nodes_later {
+	struct admin_later *later;
+	Tessera__Admin__Node **nodes; /* the reply's, moved into it by nodes_later_reply */
+	size_t n_nodes;
+	size_t pending;		      /* Status calls not answered yet (loop only) */
+	struct nodes_later_ask {
+		struct nodes_later *nl;
+		size_t i;
+		char address[128];
+	} *asks;
+	bool nomem;
+};
+
+static void nodes_later_reply(struct tsr_admin_server *srv, void *arg,
+			      Tessera__Admin__Response *resp)
+{
+	struct nodes_later *nl = arg;
+
+	(void)srv;
+	if (nl->nomem) {
+		for (size_t i = 0; i < nl->n_nodes; i++)
+			admin_node_free_built(nl->nodes[i]);
+		free(nl->nodes);
+		admin_fail(resp, -ENOMEM, "out of memory in tesserad");
+	} else {
+		resp->nodes = nl->nodes;
+		resp->n_nodes = nl->n_nodes;
+	}
+	free(nl->asks);
+	free(nl);
+}
+
+static void nodes_later_answer(void *cb_arg, int status, Tessera__Admin__Response *r)
+{
+	struct nodes_later_ask *a = cb_arg;
+	struct nodes_later *nl = a->nl;
+
+	nl->nodes[a->i]->data_fs = fs_from_status(a->address, status, r);
+	if (nl->nodes[a->i]->data_fs == NULL)
+		nl->nomem = true;
+	if (--nl->pending == 0)
+		admin_later_done(nl->later);
+}
+
+/* Ask the alive nodes of v (nodes[i] built for v->nodes[i]) asynchronously
+ * and move the nodes into the later reply: true.  false: not inside an
+ * admin request or out of memory: nothing taken, the caller goes on. */
+static bool nodes_data_fs_later(struct tsr_cluster *c, const struct cluster_view *v,
+				Tessera__Admin__Response *resp)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__StatusGet sg = TESSERA__ADMIN__STATUS_GET__INIT;
+	struct tsr_admin_server *srv = admin_handling_server();
+	Tessera__Admin__Node **nodes = resp->nodes;
+	struct nodes_later *nl;
+	size_t remote = 0;
+
+	if (srv == NULL || c->o.loop == NULL)
+		return false;
+	for (size_t i = 0; i < v->n_nodes; i++)
+		if (nodes[i]->alive && strcmp(v->nodes[i]->id, c->node_id) != 0)
+			remote++;
+	if (remote == 0)
+		return false; /* nothing to wait for */
+	nl = calloc(1, sizeof(*nl));
+	if (nl == NULL || (nl->asks = calloc(v->n_nodes, sizeof(*nl->asks))) == NULL) {
+		free(nl);
+		return false;
+	}
+	nl->later = admin_later_begin(srv, nodes_later_reply, nl);
+	if (nl->later == NULL) {
+		free(nl->asks);
+		free(nl);
+		return false;
+	}
+	/* the nodes are the later reply's from here on */
+	nl->nodes = nodes;
+	nl->n_nodes = resp->n_nodes;
+	resp->nodes = NULL;
+	resp->n_nodes = 0;
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_STATUS;
+	req.status = &sg;
+	nl->pending = 1; /* this function's own hold, dropped at the end */
+	for (size_t i = 0; i < v->n_nodes; i++) {
+		const Tessera__Cluster__NodeRecord *r = v->nodes[i];
+		struct nodes_later_ask *a = &nl->asks[i];
+		int ret;
+
+		if (strcmp(r->id, c->node_id) == 0)
+			nodes[i]->data_fs = admin_data_fs(c->dir);
+		else if (!nodes[i]->alive)
+			nodes[i]->data_fs = admin_data_fs_unknown("not alive");
+		if (nodes[i]->data_fs || !nodes[i]->alive || strcmp(r->id, c->node_id) == 0) {
+			if (nodes[i]->data_fs == NULL)
+				nl->nomem = true;
+			continue;
+		}
+		a->nl = nl;
+		a->i = i;
+		snprintf(a->address, sizeof(a->address), "%s", r->address);
+		nl->pending++;
+		ret = admin_async_call(c->o.loop, r->address, c->token, &req, NODE_FS_TIMEOUT_MS,
+				       nodes_later_answer, a, NULL);
+		if (ret) {
+			nl->pending--;
+			nodes[i]->data_fs = fs_from_status(r->address, ret, NULL);
+			if (nodes[i]->data_fs == NULL)
+				nl->nomem = true;
+		}
+	}
+	if (nl->pending > 1) {
+		nl->pending--; /* the last answer sends the reply */
+		return true;
+	}
+	/* every call failed at once: reply now after all */
+	admin_later_cancel(nl->later);
+	nodes_later_reply(srv, nl, resp);
+	return true;
+}
+
 void cluster_node_list(struct tsr_cluster *c, Tessera__Admin__Response *resp)
 {
 	struct cluster_view v;
@@ -170,7 +307,9 @@ void cluster_node_list(struct tsr_cluster *c, Tessera__Admin__Response *resp)
 			goto nomem;
 		resp->n_nodes++;
 	}
-	if (nodes_data_fs(c, &v, resp->nodes))
+	/* on the admin loop: asked asynchronously, the reply comes later;
+	 * elsewhere: on threads, waited for here */
+	if (!nodes_data_fs_later(c, &v, resp) && nodes_data_fs(c, &v, resp->nodes))
 		goto nomem;
 	view_free(&v);
 	return;

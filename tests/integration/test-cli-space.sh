@@ -16,7 +16,9 @@
 #   - n2 full (df: 0 KiB available): "FULL" in node list, cluster status and
 #     n2's own `status`, avail 0 in --json;
 #   - n2 frozen (SIGSTOP), then killed: node list and cluster status still
-#     answer, n2's figures unknown ("no answer from ..." / "not alive").
+#     answer, n2's figures unknown ("no answer from ..." / "not alive"); n1
+#     answers `status` while its node list waits for the frozen n2 (n2 is
+#     asked without blocking n1's loop).
 # Needs root and loop devices (for the small file system).
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
@@ -131,8 +133,17 @@ log "n2 full: $(grep '^WARNING' "$T/nodes.out")"
 # "not alive" once it lapsed)
 kill -STOP "${CL_PID[2]}"
 on_exit "kill -CONT ${CL_PID[2]}"
-err=$(ctsr --json node list | json_get "[n['data_fs']['error'] for n in j['nodes'] if n['id']=='n2'][0]") ||
-	fail "node list with n2 frozen"
+# n1 asks n2 without blocking its loop: n1 answers `status` while its node
+# list still waits for n2 (before: one blocking call after the other)
+ctsr --json node list >"$T/frozen.json" 2>&1 &
+LIST_PID=$!
+track_pid "$LIST_PID"
+sleep 0.3
+ctsr status >/dev/null || fail "status of n1 while its node list waits for the frozen n2"
+kill -0 "$LIST_PID" 2>/dev/null ||
+	fail "node list with n2 frozen was over before n1 answered status (n1's loop blocked?)"
+reap "$LIST_PID" || { cat "$T/frozen.json" >&2; fail "node list with n2 frozen"; }
+err=$(json_get "[n['data_fs']['error'] for n in j['nodes'] if n['id']=='n2'][0]" <"$T/frozen.json")
 kill -CONT "${CL_PID[2]}"
 [[ $err == "no answer from "* || $err == "not alive" ]] ||
 	fail "n2's data_fs error while frozen: '$err'"
