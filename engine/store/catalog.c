@@ -301,7 +301,7 @@ static int schema_exec(sqlite3 *db)
  * region).  The 7 blocks the truncation frees are not enough: ext4 reuses
  * them only after its journal's next commit, and the file, regrown page by
  * page into scattered blocks, can need an extent block too.  With not one
- * block free the open failed in about 1 start in 10 (SQLITE_IOERR_SHMSIZE,
+ * block free the open failed in 6 of 93 starts (SQLITE_IOERR_SHMSIZE,
  * ENOSPC on the last page's write; the syncfs retry of open_schema did not
  * help, the 7 blocks were there but one more was needed).
  *

@@ -2,7 +2,7 @@
 # tesserad starts on a data file system with not one block free, every
 # time, right after a run that filled it through libaio (DESIGN.md invariant
 # 6; the operator needs tesserad running to delete a volume).  Before the
-# fix (store.reserve, engine/store/catalog.c) about 1 start in 10 failed:
+# fix (store.reserve, engine/store/catalog.c) 6 of 93 starts failed here:
 # "catalogue: PRAGMA journal_mode=WAL; ...: disk I/O error"
 # (SQLITE_IOERR_SHMSIZE, errno ENOSPC: store.db-shm, truncated by SQLite's
 # first connection, did not get its 8 blocks back), then "cannot open the
