@@ -103,6 +103,9 @@ int rec_volume_get(struct tsr_meta *m, const char *name, Tessera__Cluster__Volum
 Tessera__Cluster__NodeRecord *rec_node_decode(const struct tsr_meta_kv *kv);
 Tessera__Cluster__VolumeRecord *rec_volume_decode(const struct tsr_meta_kv *kv);
 Tessera__Cluster__AttachRecord *rec_attach_decode(const struct tsr_meta_kv *kv);
+/* replication.c: a site/ or repl/ value (NULL when malformed, logged with key). */
+Tessera__Cluster__SiteRecord *repl_site_decode(const struct tsr_meta_kv *kv);
+Tessera__Cluster__ReplicationRecord *repl_record_decode(const struct tsr_meta_kv *kv);
 /* Pack msg and CAS it at key (expect_rev as tsr_meta_cas). */
 int rec_put(struct tsr_meta *m, const char *key, const ProtobufCMessage *msg,
 	    uint64_t expect_rev, uint64_t lease, uint64_t *new_rev);

@@ -105,7 +105,7 @@ static bool rtext_ok(const char *s, bool allow_empty)
 	return n > 0 || allow_empty;
 }
 
-static Tessera__Cluster__SiteRecord *site_decode(const struct tsr_meta_kv *kv)
+Tessera__Cluster__SiteRecord *repl_site_decode(const struct tsr_meta_kv *kv)
 {
 	Tessera__Cluster__SiteRecord *r;
 
@@ -119,7 +119,7 @@ static Tessera__Cluster__SiteRecord *site_decode(const struct tsr_meta_kv *kv)
 	return NULL;
 }
 
-static Tessera__Cluster__ReplicationRecord *repl_decode(const struct tsr_meta_kv *kv)
+Tessera__Cluster__ReplicationRecord *repl_record_decode(const struct tsr_meta_kv *kv)
 {
 	Tessera__Cluster__ReplicationRecord *r;
 	struct tsr_site_layout lay;
@@ -129,7 +129,9 @@ static Tessera__Cluster__ReplicationRecord *repl_decode(const struct tsr_meta_kv
 	    tsr_valid_name(r->target_volume) && strlen(r->target_layout) <= TSR_SITE_LAYOUT_MAX &&
 	    tsr_site_layout_parse(r->target_layout, &lay) == 0 &&
 	    (r->group[0] == '\0' || tsr_valid_name(r->group)) && r->stream != 0 &&
-	    rtext_ok(r->demoted_why, true))
+	    rtext_ok(r->demoted_why, true) &&
+	    (r->resync_from[0] == '\0' || tsr_valid_name(r->resync_from)) &&
+	    rtext_ok(r->compress, true)) /* an algorithm this build lacks: refused at start */
 		return r;
 	tsr_warn("cluster: malformed record %s: ignored", kv->key);
 	if (r)
@@ -148,7 +150,7 @@ static int site_get(struct tsr_cluster *c, const char *name, Tessera__Cluster__S
 	ret = tsr_meta_get(c->meta, key, &kv);
 	if (ret)
 		return ret;
-	*out = site_decode(&kv);
+	*out = repl_site_decode(&kv);
 	tsr_meta_kv_clear(&kv);
 	return *out ? 0 : -EUCLEAN;
 }
@@ -166,7 +168,7 @@ static int repl_get(struct tsr_cluster *c, const char *vol,
 		return ret;
 	if (rev)
 		*rev = kv.mod_rev;
-	*out = repl_decode(&kv);
+	*out = repl_record_decode(&kv);
 	tsr_meta_kv_clear(&kv);
 	return *out ? 0 : -EUCLEAN;
 }
@@ -190,7 +192,7 @@ static int repl_list(struct tsr_cluster *c, Tessera__Cluster__ReplicationRecord 
 		return -ENOMEM;
 	}
 	for (size_t i = 0; i < nkv; i++)
-		if (((*out)[*n] = repl_decode(&kvs[i])) != NULL)
+		if (((*out)[*n] = repl_record_decode(&kvs[i])) != NULL)
 			(*n)++;
 	tsr_meta_kv_free_array(kvs, nkv);
 	return 0;
@@ -991,7 +993,7 @@ static void site_list(struct tsr_cluster *c, Tessera__Admin__Response *resp)
 		goto out;
 	}
 	for (size_t i = 0; i < nkv; i++) {
-		Tessera__Cluster__SiteRecord *r = site_decode(&kvs[i]);
+		Tessera__Cluster__SiteRecord *r = repl_site_decode(&kvs[i]);
 		Tessera__Admin__Site *m;
 		uint32_t users = 0;
 

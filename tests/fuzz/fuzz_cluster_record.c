@@ -1,9 +1,10 @@
 /*
  * libFuzzer harness for the cluster's record decoders
  * (engine/cluster/records.c: rec_node_decode, rec_volume_decode,
- * rec_attach_decode), which turn a value read back from the metadata store
+ * rec_attach_decode; replication.c: repl_site_decode, repl_record_decode),
+ * which turn a value read back from the metadata store
  * (proto/cluster.proto) into a record.  The input is the value, in its own
- * heap copy (ASan sees overreads), given to all three decoders.
+ * heap copy (ASan sees overreads), given to all five decoders.
  * Checks: no crash, no leak; an accepted record holds what the cluster code
  * uses later without checking again:
  *   node    id a valid name, address non-empty, at most 64 NBD listeners,
@@ -16,7 +17,13 @@
  *           on distinct valid node ids in a known state, parent and
  *           coordinator "" or valid names, and rec_copy_size neither zero
  *           nor wrapped (k chunk volumes hold the volume);
- *   attach  node id a valid name.
+ *   attach  node id a valid name;
+ *   site    (replication.c repl_site_decode) name valid, address, CA,
+ *           certificate, key and peer name non-empty printable text;
+ *   repl    (repl_record_decode) volume, site and target volume valid
+ *           names, target layout one tsr_site_layout_parse takes, group and
+ *           resync_from "" or valid names, stream non-zero, the reason and
+ *           the compression printable text.
  * An accepted record packs and decodes again (fuzz_pb.h says when not).
  * Built with -DTSR_FUZZ=ON and clang-14; run:
  *   fuzz_cluster_record -max_total_time=60 tests/fuzz/corpus/fuzz_cluster_record
@@ -29,6 +36,7 @@
 #include "cluster/internal.h"
 #include "fuzz_pb.h"
 #include "tessera/ec.h"
+#include "tessera/site.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -115,6 +123,61 @@ static void attach_free(void *r)
 	tessera__cluster__attach_record__free_unpacked(r, NULL);
 }
 
+static void *site_decode(const struct tsr_meta_kv *kv)
+{
+	return repl_site_decode(kv);
+}
+static void site_free(void *r)
+{
+	tessera__cluster__site_record__free_unpacked(r, NULL);
+}
+static void *repl_decode(const struct tsr_meta_kv *kv)
+{
+	return repl_record_decode(kv);
+}
+static void repl_free(void *r)
+{
+	tessera__cluster__replication_record__free_unpacked(r, NULL);
+}
+
+/* Text of a site or replication record: printable, under 4096 bytes
+ * (replication.c REPL_TEXT_MAX: paths and addresses). */
+static void check_rtext(const char *s, bool may_be_empty)
+{
+	size_t n = strlen(s);
+
+	if (n >= 4096 || (n == 0 && !may_be_empty))
+		abort();
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			abort();
+}
+
+static void check_site(const Tessera__Cluster__SiteRecord *r)
+{
+	if (!tsr_valid_name(r->name))
+		abort();
+	check_rtext(r->address, false);
+	check_rtext(r->ca, false);
+	check_rtext(r->cert, false);
+	check_rtext(r->key, false);
+	check_rtext(r->peer_name, false);
+}
+
+static void check_repl(const Tessera__Cluster__ReplicationRecord *r)
+{
+	struct tsr_site_layout lay;
+
+	if (!tsr_valid_name(r->volume) || !tsr_valid_name(r->site) ||
+	    !tsr_valid_name(r->target_volume) || tsr_site_layout_parse(r->target_layout, &lay) ||
+	    r->stream == 0)
+		abort();
+	check_opt_name(r->group);
+	check_opt_name(r->resync_from);
+	check_rtext(r->demoted_why, true);
+	check_rtext(r->compress, true);
+}
+
 static void check_node(const Tessera__Cluster__NodeRecord *r)
 {
 	if (!tsr_valid_name(r->id) || r->n_nbd_listeners > 64)
@@ -178,6 +241,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	Tessera__Cluster__NodeRecord *n;
 	Tessera__Cluster__VolumeRecord *v;
 	Tessera__Cluster__AttachRecord *a;
+	Tessera__Cluster__SiteRecord *st;
+	Tessera__Cluster__ReplicationRecord *rp;
 
 	if (!quiet) {
 		tsr_log_set_level(TSR_LOG_ERROR); /* "malformed record: ignored" each run */
@@ -203,6 +268,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		round_trip(&a->base, attach_decode, attach_free);
 		attach_free(a);
+	}
+	if ((st = repl_site_decode(&kv)) != NULL) {
+		check_site(st);
+		round_trip(&st->base, site_decode, site_free);
+		site_free(st);
+	}
+	if ((rp = repl_record_decode(&kv)) != NULL) {
+		check_repl(rp);
+		round_trip(&rp->base, repl_decode, repl_free);
+		repl_free(rp);
 	}
 	free(kv.value);
 	return 0;
