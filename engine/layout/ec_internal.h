@@ -292,14 +292,27 @@ int ec_snap(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_ar
 /* A resync or scrub stripe is done: a waiting cut may go. */
 void ec_bg_done(struct ec *e);
 /*
- * Snapshot names a copy missed (a CREATE or DELETE it did not do):
- * state_dir/<vol>.<node_id>.snaps.  ec_missed_pending: the copy has names
- * waiting (it serves no snapshot reads meanwhile).  ec_missed_replay deletes
- * each name on the copy (a stale snapshot of that name, or none) and drops
- * them from the file: 1 when there was nothing to do, 0 when started (done
- * called once, on the home worker, 0 or -errno), or -errno.
+ * Snapshot operations a copy missed (a CREATE or DELETE it did not do),
+ * state_dir/<vol>.<node_id>.snaps, replayed when it returns (ec_snap.c).
+ * ec_missed_pending: the copy has entries waiting (it serves no snapshot reads
+ * meanwhile).  A replay: ec_missed_begin (the entries now; empty: nothing to
+ * do), ec_missed_delete (each name deleted on the copy), ec_missed_makeup
+ * (each snapshot whose last missed operation is a CREATE decoded into the
+ * copy's dirty regions and cut there: only while it is OUT_OF_SYNC, its
+ * dirty stripes listed), ec_missed_end (the entries dropped when done).  The
+ * two steps call done(arg, 0 or -errno) once, on the home worker.
  */
+struct ec_missed;
 bool ec_missed_pending(const struct ec *e, const struct ecopy *c);
-int ec_missed_replay(struct ecopy *c, tsr_cb done, void *arg);
+int ec_missed_begin(struct ecopy *c, struct ec_missed **out);
+bool ec_missed_empty(const struct ec_missed *m);
+struct ecopy *ec_missed_copy(const struct ec_missed *m);
+int ec_missed_delete(struct ec_missed *m, tsr_cb done, void *arg);
+int ec_missed_makeup(struct ec_missed *m, tsr_cb done, void *arg);
+void ec_missed_end(struct ec_missed *m, bool done);
+
+/* ec_snapread.c: the image of snapshot snap read from the copies' snapshots
+ * (as VOL@SNAP is served), on e's home worker; tsr_layout_destroy frees it. */
+int ec_snap_image(struct ec *e, const char *snap, struct tsr_layout **out);
 
 #endif

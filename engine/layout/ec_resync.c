@@ -4,22 +4,26 @@
  *
  * A copy that comes back (copy_returned, or open at create while not
  * IN_SYNC) goes through:
- *   0. the snapshot names it missed deleted there (ec_missed_replay,
- *      ec_snap.c): it may hold a stale snapshot of a name cut again since;
+ *   0. the snapshots of the operations it missed deleted there (ec_snap.c,
+ *      ec_missed_*): it may hold a stale snapshot of a name cut again since;
  *   1. STAGE_LIST on it: the stripe of every entry it holds is marked in its
  *      dirty bitmap (its chunk there may be staged-only, rolled back or
  *      committed while the others rolled back: recomputed below), and the
  *      marks are made durable;
  *   2. RELEASE of everything up to our latest txn on it (it took part in
  *      none of ours since it failed: nothing of ours is lost);
+ *   2b. the snapshots it missed the CREATE of made up there, oldest first
+ *      (its chunks of them decoded into its dirty regions, then cut): its
+ *      head is still what it held when it left, outside those regions;
  *   3. RESYNCING (hooks; from now on it takes part in writes);
  *   4. every region set in its bitmap: each stripe of the region is locked,
  *      the copy's chunk of it decoded from k IN_SYNC chunks and written
  *      (FUA), EC_RESYNC_DEPTH stripes at a time, paced by resync_rate; a
  *      region done is cleared;
- *   5. IN_SYNC recorded (hooks), then it counts again; names noted while it
- *      resynced (a snapshot operation it was not IN_SYNC for) are deleted
- *      there then, and until that is done it serves no snapshot reads.
+ *   5. IN_SYNC recorded (hooks), then it counts again; the snapshots of
+ *      operations noted while it resynced (it was not IN_SYNC for them) are
+ *      deleted there then (not made up), and until that is done it serves no
+ *      snapshot reads.
  * A failure of the copy on the way makes it OUT_OF_SYNC again with the bits
  * not yet cleared kept.  A rebuild is the same walk over a full bitmap.
  */
@@ -45,8 +49,8 @@ struct eresync {
 	struct ec *e;
 	unsigned gen; /* c->gen when started */
 	bool aborted;
-	int stage;       /* 0 missed snapshots, 1 listing, 2 releasing, 3 hook, 4 walking,
-			    5 in-sync hook */
+	int stage;       /* 0 missed snapshots, 1 listing, 2 releasing and making up,
+			    3 hook, 4 walking, 5 in-sync hook */
 	uint64_t region; /* region being copied */
 	uint64_t next_stripe, end_stripe;
 	int inflight; /* stripes in flight */
@@ -55,6 +59,7 @@ struct eresync {
 	uint64_t bytes;      /* written by this resync */
 	bool waiting_tokens; /* paced: the tick goes on */
 	bool in_walk, again; /* rs_walk running: a nested call only asks for another pass */
+	struct ec_missed *missed; /* stages 0 and 2b, until dropped */
 };
 
 static void rs_walk(struct eresync *rs);
@@ -63,6 +68,7 @@ static void rs_free(struct eresync *rs)
 {
 	struct ec *e = rs->e;
 
+	ec_missed_end(rs->missed, false); /* not all done: kept for its next return */
 	free(rs);
 	ec_put(e);
 }
@@ -88,13 +94,29 @@ static bool rs_gone(struct eresync *rs)
 	return rs->aborted || rs->e->closing || rs->e->fenced || rs->c->gen != rs->gen;
 }
 
-/* Names noted while the copy resynced, deleted once it is IN_SYNC. */
+/* Operations noted while the copy resynced: their snapshots deleted there
+ * once it is IN_SYNC (not made up: it takes host writes now). */
 static void late_replay_done(void *arg, int status)
 {
-	struct ec *e = arg;
+	struct ec_missed *m = arg;
+	struct ec *e = ec_missed_copy(m)->e;
 
-	(void)status; /* logged; the names stay for its next return */
+	ec_missed_end(m, status == 0); /* else kept for its next return */
 	ec_put(e);
+}
+
+static void late_replay(struct ecopy *c)
+{
+	struct ec_missed *m;
+
+	if (ec_missed_begin(c, &m) < 0)
+		return; /* logged at its next return */
+	if (ec_missed_empty(m)) {
+		ec_missed_end(m, true);
+		return;
+	}
+	ec_get(c->e);
+	ec_missed_delete(m, late_replay_done, m);
 }
 
 static void rs_in_sync_done(void *arg, int status)
@@ -110,9 +132,7 @@ static void rs_in_sync_done(void *arg, int status)
 			 c->node_id, (unsigned long long)rs->bytes);
 		if (e->replace_running && e->replace_idx == c->idx)
 			e->replace_running = false;
-		ec_get(e);
-		if (ec_missed_replay(c, late_replay_done, e) != 0)
-			ec_put(e);
+		late_replay(c);
 		rs_stop(rs);
 		ec_kick_stalled(e);
 		return;
@@ -308,7 +328,35 @@ static void rs_walk(struct eresync *rs)
 		rs->in_walk = false;
 }
 
+static void rs_made_up(void *arg, int status);
+
 static void rs_released(void *arg, int status)
+{
+	struct eresync *rs = arg;
+	struct ecopy *c = rs->c;
+	int ret;
+
+	if (rs_gone(rs)) {
+		rs_stop(rs);
+		return;
+	}
+	if (status < 0) {
+		ec_copy_failed(c, status);
+		rs_stop(rs);
+		return;
+	}
+	rs->stage = 2;
+	if (ec_missed_empty(rs->missed)) {
+		rs_made_up(rs, 0);
+		return;
+	}
+	ret = ec_missed_makeup(rs->missed, rs_made_up, rs);
+	if (ret < 0)
+		rs_made_up(rs, ret);
+}
+
+/* Stage 2b done: the copy holds every snapshot it missed that can be read. */
+static void rs_made_up(void *arg, int status)
 {
 	struct eresync *rs = arg;
 	struct ecopy *c = rs->c;
@@ -323,6 +371,8 @@ static void rs_released(void *arg, int status)
 		rs_stop(rs);
 		return;
 	}
+	ec_missed_end(rs->missed, true);
+	rs->missed = NULL;
 	rs->stage = 4;
 	c->state = TSR_COPY_RESYNCING;
 	ec_hook_request(c, TSR_COPY_RESYNCING, NULL);
@@ -443,9 +493,11 @@ void ec_resync_start(struct ecopy *c)
 	ec_get(e);
 	c->resync = rs;
 	e->resync_running = true;
-	ret = ec_missed_replay(c, rs_replayed, rs);
-	if (ret != 0)
-		rs_replayed(rs, ret < 0 ? ret : 0);
+	ret = ec_missed_begin(c, &rs->missed);
+	if (ret == 0 && !ec_missed_empty(rs->missed))
+		ret = ec_missed_delete(rs->missed, rs_replayed, rs);
+	else
+		rs_replayed(rs, ret);
 }
 
 void ec_resync_abort(struct ecopy *c)

@@ -59,9 +59,52 @@ struct esnap {
 	} subs[TSR_LAYOUT_MAX_COPIES];
 };
 
-/* ---- names of snapshot operations a copy missed ---------------------------- */
+/* ---- snapshot operations a copy missed --------------------------------------- */
 
-#define EC_MISSED_MAX 4096u /* names kept per copy; more are refused (logged) */
+#define EC_MISSED_COMPACT 1024u /* entries before a note keeps only each name's last */
+
+struct mentry {
+	char op;       /* 'c' CREATE, 'd' DELETE */
+	char snap[64];
+};
+
+/* What a replay works from: c's entries when it began. */
+struct ec_missed {
+	struct ecopy *c;
+	unsigned gen;
+	struct mentry *v;
+	size_t n;
+	size_t next;             /* delete: entry; makeup: entry whose snapshot is made up */
+	struct tsr_snap_req req; /* the request in flight */
+	tsr_cb done;
+	void *arg;
+	/* makeup of one snapshot */
+	struct tsr_layout *img;  /* the snapshot's image, read from the other copies */
+	uint64_t img_stripes;    /* stripes the image covers */
+	uint64_t region, stripe, end;
+	uint8_t *buf;            /* one stripe: k data chunks, then m parity */
+	unsigned made;           /* snapshots made up */
+};
+
+static void img_destroy_msg(struct tsr_worker *w, void *arg)
+{
+	(void)w;
+	tsr_layout_destroy(arg);
+}
+
+/* m's snapshot image goes, at the end of this loop pass: not from inside
+ * one of its own read callbacks. */
+static void img_drop(struct ec_missed *m)
+{
+	struct tsr_layout *img = m->img;
+
+	if (img == NULL)
+		return;
+	m->img = NULL;
+	if (tsr_worker_defer(m->c->e->home, img_destroy_msg, img) < 0)
+		tsr_error("ec %s: a snapshot image could not be freed (out of memory): leaked",
+			  m->c->e->name);
+}
 
 /* state_dir/<vol>.<node_id>.snaps (the bitmap's path fits, so does this). */
 static void missed_path(const struct ec *e, const struct ecopy *c, char out[PATH_MAX])
@@ -80,12 +123,14 @@ bool ec_missed_pending(const struct ec *e, const struct ecopy *c)
 	return path[0] == '\0' || access(path, F_OK) == 0;
 }
 
-/* The names in c's file, in order (a last line without its newline is a torn
- * append: not a name).  *out NULL and *n 0 when there is none. */
-static int missed_load(const struct ec *e, const struct ecopy *c, char (**out)[64], size_t *n)
+/* c's entries, in order ("c NAME" or "d NAME" a line; a last line without
+ * its newline is a torn append, a line not of that form is not ours: both
+ * skipped).  *out NULL and *n 0 when there is none. */
+static int missed_load(const struct ec *e, const struct ecopy *c, struct mentry **out, size_t *n)
 {
 	char path[PATH_MAX], line[128];
-	char (*names)[64] = NULL;
+	struct mentry *v = NULL;
+	size_t cap = 0;
 	FILE *f;
 	int ret = 0;
 
@@ -99,163 +144,373 @@ static int missed_load(const struct ec *e, const struct ecopy *c, char (**out)[6
 		return errno == ENOENT ? 0 : -errno;
 	while (fgets(line, sizeof(line), f) != NULL) {
 		size_t len = strlen(line);
-		char (*grown)[64];
 
 		if (len == 0 || line[len - 1] != '\n')
 			break;
 		line[len - 1] = '\0';
-		if (!tsr_valid_name(line))
-			continue; /* not a name we wrote: nothing to delete */
-		if (*n >= EC_MISSED_MAX) {
-			ret = -EFBIG;
-			break;
+		if (len < 4 || (line[0] != 'c' && line[0] != 'd') || line[1] != ' ' ||
+		    !tsr_valid_name(line + 2))
+			continue;
+		if (*n == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			struct mentry *nv = realloc(v, ncap * sizeof(*v));
+
+			if (nv == NULL) {
+				ret = -ENOMEM;
+				break;
+			}
+			v = nv;
+			cap = ncap;
 		}
-		grown = realloc(names, (*n + 1) * sizeof(*names));
-		if (grown == NULL) {
-			ret = -ENOMEM;
-			break;
-		}
-		names = grown;
-		memcpy(names[(*n)++], line, len);
+		v[*n].op = line[0];
+		memcpy(v[*n].snap, line + 2, len - 2);
+		(*n)++;
 	}
 	if (ferror(f) && ret == 0)
 		ret = -EIO;
 	fclose(f);
 	if (ret < 0) {
-		free(names);
+		free(v);
 		*n = 0;
 		return ret;
 	}
-	*out = names;
+	*out = v;
 	return 0;
 }
 
-/* Append snap to c's file, durable when this returns 0. */
-static int missed_note(struct ec *e, struct ecopy *c, const char *snap)
+static int missed_save(const struct ec *e, const struct ecopy *c, const struct mentry *v,
+		       size_t n)
 {
-	char (*names)[64], path[PATH_MAX], *buf;
-	size_t n, len = 0;
-	int ret = missed_load(e, c, &names, &n);
+	char path[PATH_MAX], *buf = malloc(n * (sizeof(*v) + 2) + 1);
+	size_t len = 0;
+	int ret;
 
-	if (ret < 0)
-		return ret;
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(names[i], snap) == 0) {
-			free(names); /* there already: deleting it once is enough */
-			return 0;
-		}
-	buf = malloc((n + 1) * (sizeof(*names) + 1));
-	if (buf == NULL) {
-		free(names);
+	if (buf == NULL)
 		return -ENOMEM;
-	}
 	for (size_t i = 0; i < n; i++)
-		len += (size_t)sprintf(buf + len, "%s\n", names[i]);
-	len += (size_t)sprintf(buf + len, "%s\n", snap);
+		len += (size_t)sprintf(buf + len, "%c %s\n", v[i].op, v[i].snap);
 	missed_path(e, c, path);
 	ret = tsr_file_replace(path, buf, len);
 	free(buf);
-	free(names);
 	return ret;
 }
 
-/* Drop the first done names of c's file (those a replay deleted; names noted
- * since stay). */
-static int missed_drop(struct ec *e, struct ecopy *c, size_t done)
+/* The last entry of snap at or after from, or n. */
+static size_t last_of(const struct mentry *v, size_t n, size_t from, const char *snap)
 {
-	char (*names)[64], path[PATH_MAX], *buf;
-	size_t n, len = 0;
-	int ret = missed_load(e, c, &names, &n);
+	size_t last = n;
+
+	for (size_t i = from; i < n; i++)
+		if (strcmp(v[i].snap, snap) == 0)
+			last = i;
+	return last;
+}
+
+/* Append (op, snap) to c's file, durable when this returns 0.  A long file
+ * keeps only each name's last entry (in their order): what a replay does
+ * with it is the same. */
+static int missed_note(struct ec *e, struct ecopy *c, char op, const char *snap)
+{
+	struct mentry *v, *nv;
+	size_t n, kept = 0;
+	int ret = missed_load(e, c, &v, &n);
 
 	if (ret < 0)
 		return ret;
-	buf = malloc(n * (sizeof(*names) + 1) + 1);
-	if (buf == NULL) {
-		free(names);
+	nv = realloc(v, (n + 1) * sizeof(*v));
+	if (nv == NULL) {
+		free(v);
 		return -ENOMEM;
 	}
-	for (size_t i = done; i < n; i++)
-		len += (size_t)sprintf(buf + len, "%s\n", names[i]);
-	missed_path(e, c, path);
-	ret = tsr_file_replace(path, buf, len);
-	free(buf);
-	free(names);
+	v = nv;
+	v[n].op = op;
+	snprintf(v[n].snap, sizeof(v[n].snap), "%s", snap);
+	n++;
+	if (n > EC_MISSED_COMPACT) {
+		for (size_t i = 0; i < n; i++)
+			if (last_of(v, n, i, v[i].snap) == i)
+				v[kept++] = v[i];
+		n = kept;
+	}
+	ret = missed_save(e, c, v, n);
+	free(v);
 	return ret;
 }
 
-struct mreplay {
-	struct ecopy *c;
-	unsigned gen;
-	char (*names)[64];
-	size_t n, next;
-	struct tsr_snap_req del;
-	tsr_cb done;
-	void *arg;
-};
-
-static void replay_end(struct mreplay *r, int status)
+int ec_missed_begin(struct ecopy *c, struct ec_missed **out)
 {
-	struct ec *e = r->c->e;
+	struct ec_missed *m;
+	int ret;
 
-	if (status == 0)
-		status = missed_drop(e, r->c, r->n);
-	if (status < 0)
-		tsr_warn("ec %s: copy %u (%s): deleting the snapshots it missed: %s", e->name,
-			 r->c->idx, r->c->node_id, strerror(-status));
-	else
-		tsr_info("ec %s: copy %u (%s): %zu snapshot names it missed deleted there", e->name,
-			 r->c->idx, r->c->node_id, r->n);
-	r->done(r->arg, status);
-	free(r->names);
-	free(r);
+	*out = NULL;
+	m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		return -ENOMEM;
+	ret = missed_load(c->e, c, &m->v, &m->n);
+	if (ret < 0) {
+		free(m);
+		return ret;
+	}
+	m->c = c;
+	m->gen = c->gen;
+	*out = m;
+	return 0;
 }
 
-static void replay_step(void *arg, int status)
+bool ec_missed_empty(const struct ec_missed *m)
 {
-	struct mreplay *r = arg;
+	return m == NULL || m->n == 0;
+}
+
+struct ecopy *ec_missed_copy(const struct ec_missed *m)
+{
+	return m->c;
+}
+
+void ec_missed_end(struct ec_missed *m, bool done)
+{
+	struct ec *e;
+	struct mentry *v;
+	size_t n;
+
+	if (m == NULL)
+		return;
+	e = m->c->e;
+	/* drop the entries replayed, if the file still starts with them (a note
+	 * that compacted it meanwhile: kept whole, the next return replays it
+	 * again, which comes to the same) */
+	if (done && missed_load(e, m->c, &v, &n) == 0) {
+		bool prefix = n >= m->n;
+
+		for (size_t i = 0; prefix && i < m->n; i++)
+			prefix = v[i].op == m->v[i].op && strcmp(v[i].snap, m->v[i].snap) == 0;
+		if (prefix && missed_save(e, m->c, v + m->n, n - m->n) < 0)
+			tsr_warn("ec %s: copy %u (%s): cannot update its file of missed snapshots",
+				 e->name, m->c->idx, m->c->node_id);
+		free(v);
+	}
+	img_drop(m);
+	tsr_free_aligned(m->buf);
+	free(m->v);
+	free(m);
+}
+
+/* Phase 1: every name of the entries deleted on the copy (it may hold a stale
+ * snapshot of it, or none: -ENOENT is done). */
+static void delete_step(void *arg, int status)
+{
+	struct ec_missed *m = arg;
 	int ret;
 
 	if (status < 0 && status != -ENOENT) {
-		replay_end(r, status);
+		m->done(m->arg, status);
 		return;
 	}
-	if (r->c->gen != r->gen) {
-		replay_end(r, -ECONNRESET);
+	if (m->c->gen != m->gen) {
+		m->done(m->arg, -ECONNRESET);
 		return;
 	}
-	if (r->next == r->n) {
-		replay_end(r, 0);
+	while (m->next < m->n && last_of(m->v, m->n, m->next, m->v[m->next].snap) != m->next)
+		m->next++; /* one delete per name */
+	if (m->next == m->n) {
+		tsr_info("ec %s: copy %u (%s): the snapshots of %zu operations it missed deleted "
+			 "there",
+			 m->c->e->name, m->c->idx, m->c->node_id, m->n);
+		m->done(m->arg, 0);
 		return;
 	}
-	snprintf(r->del.snap, sizeof(r->del.snap), "%s", r->names[r->next++]);
-	ret = ecopy_snap(r->c, &r->del, replay_step, r);
+	m->req = (struct tsr_snap_req){ .op = TSR_SNAP_DELETE };
+	snprintf(m->req.snap, sizeof(m->req.snap), "%s", m->v[m->next++].snap);
+	ret = ecopy_snap(m->c, &m->req, delete_step, m);
 	if (ret < 0)
-		replay_end(r, ret);
+		delete_step(m, ret);
 }
 
-int ec_missed_replay(struct ecopy *c, tsr_cb done, void *arg)
+int ec_missed_delete(struct ec_missed *m, tsr_cb done, void *arg)
 {
-	struct mreplay *r;
-	char (*names)[64];
-	size_t n;
-	int ret = missed_load(c->e, c, &names, &n);
+	m->done = done;
+	m->arg = arg;
+	m->next = 0;
+	delete_step(m, 0);
+	return 0;
+}
 
+/*
+ * Phase 2 (the copy OUT_OF_SYNC, its dirty stripes listed and released, not
+ * yet RESYNCING: its head holds what it held when it left, outside its dirty
+ * regions): each snapshot whose last missed operation is a CREATE, oldest
+ * first, is made up on it the way the mirror does: its chunk of every stripe
+ * of a dirty region is decoded from the snapshot's image (the other copies'
+ * chunk snapshots, ec_snapread.c) and written into the copy's head, flushed,
+ * and the snapshot cut there.  The head then equals that snapshot's chunk
+ * volume, so its cut holds the same chunks as the others'.  The resync then
+ * brings the dirty regions up to date.  A snapshot that cannot be read (gone
+ * since, or on fewer than k copies) is skipped: the copy just lacks it.
+ */
+static void makeup_next(struct ec_missed *m);
+static void makeup_stripe(struct ec_missed *m);
+
+static void makeup_fail(struct ec_missed *m, int status)
+{
+	img_drop(m);
+	m->done(m->arg, status);
+}
+
+/* This snapshot is not made up: the copy lacks it (reads decode its chunks). */
+static void makeup_skip(struct ec_missed *m, int status)
+{
+	struct ec *e = m->c->e;
+
+	tsr_warn("ec %s: copy %u (%s): snapshot %s is not made up there (%s): its chunks of it "
+		 "are decoded from the others",
+		 e->name, m->c->idx, m->c->node_id, m->v[m->next].snap, strerror(-status));
+	img_drop(m);
+	m->next++;
+	makeup_next(m);
+}
+
+static void makeup_cut(void *arg, int status)
+{
+	struct ec_missed *m = arg;
+
+	if (status < 0) {
+		makeup_fail(m, status);
+		return;
+	}
+	m->made++;
+	tsr_info("ec %s: copy %u (%s): snapshot %s made up there", m->c->e->name, m->c->idx,
+		 m->c->node_id, m->v[m->next].snap);
+	img_drop(m);
+	m->next++;
+	makeup_next(m);
+}
+
+static void makeup_flushed(void *arg, int status)
+{
+	struct ec_missed *m = arg;
+	int ret;
+
+	if (status < 0 || m->c->gen != m->gen) {
+		makeup_fail(m, status < 0 ? status : -ECONNRESET);
+		return;
+	}
+	m->req = (struct tsr_snap_req){ .op = TSR_SNAP_CREATE };
+	snprintf(m->req.snap, sizeof(m->req.snap), "%s", m->v[m->next].snap);
+	ret = ecopy_snap(m->c, &m->req, makeup_cut, m);
 	if (ret < 0)
-		return ret;
-	if (n == 0) {
-		free(names);
-		if (ec_missed_pending(c->e, c)) /* only torn or foreign lines */
-			return missed_drop(c->e, c, 0) < 0 ? -EIO : 1;
-		return 1;
+		makeup_cut(m, ret);
+}
+
+static void makeup_written(void *arg, int status)
+{
+	struct ec_missed *m = arg;
+
+	if (status < 0 || m->c->gen != m->gen) {
+		makeup_fail(m, status < 0 ? status : -ECONNRESET);
+		return;
 	}
-	r = calloc(1, sizeof(*r));
-	if (r == NULL) {
-		free(names);
-		return -ENOMEM;
+	m->stripe++;
+	makeup_stripe(m);
+}
+
+static void makeup_read(void *arg, int status)
+{
+	struct ec_missed *m = arg;
+	struct ec *e = m->c->e;
+	unsigned pos = tsr_ec_position_of(m->stripe, m->c->idx, e->k, e->m);
+	const uint8_t *chunk;
+	int ret;
+
+	if (status < 0) {
+		makeup_skip(m, status);
+		return;
 	}
-	*r = (struct mreplay){ .c = c, .gen = c->gen, .names = names, .n = n,
-			       .del = { .op = TSR_SNAP_DELETE }, .done = done, .arg = arg };
-	replay_step(r, 0);
+	if (pos < e->k) {
+		chunk = m->buf + (size_t)pos * e->unit;
+	} else {
+		const uint8_t *data[TSR_EC_MAX_K];
+		uint8_t *parity[TSR_EC_MAX_M];
+
+		for (unsigned i = 0; i < e->k; i++)
+			data[i] = m->buf + (size_t)i * e->unit;
+		for (unsigned i = 0; i < e->m; i++)
+			parity[i] = m->buf + (size_t)(e->k + i) * e->unit;
+		tsr_ec_encode(e->codec, e->unit, data, parity);
+		chunk = parity[pos - e->k];
+	}
+	ret = ecopy_write(m->c, ec_chunk_off(e, m->stripe), e->unit, chunk, makeup_written, m);
+	if (ret < 0)
+		makeup_written(m, ret);
+}
+
+/* The next stripe of the dirty regions, or the flush and cut once done. */
+static void makeup_stripe(struct ec_missed *m)
+{
+	struct ec *e = m->c->e;
+	uint64_t per_region = e->region_size / e->unit, off, len, img = tsr_layout_size(m->img);
+	int ret;
+
+	while (m->stripe >= m->end) {
+		m->region = mbm_next(&m->c->bm, m->end == 0 ? 0 : m->region + 1);
+		if (m->region >= e->nregions || m->region * per_region >= m->img_stripes) {
+			ret = ecopy_flush(m->c, makeup_flushed, m);
+			if (ret < 0)
+				makeup_flushed(m, ret);
+			return;
+		}
+		m->stripe = m->region * per_region;
+		m->end = m->stripe + per_region;
+		if (m->end > m->img_stripes)
+			m->end = m->img_stripes;
+	}
+	off = m->stripe * e->width;
+	len = img - off < e->width ? img - off : e->width;
+	memset(m->buf + len, 0, (size_t)e->width - len); /* past the image: zeros */
+	ret = tsr_layout_read(m->img, e->io, off, (uint32_t)len, m->buf, makeup_read, m);
+	if (ret < 0)
+		makeup_read(m, ret);
+}
+
+static void makeup_next(struct ec_missed *m)
+{
+	struct ec *e = m->c->e;
+	int ret;
+
+	if (m->c->gen != m->gen) {
+		makeup_fail(m, -ECONNRESET);
+		return;
+	}
+	while (m->next < m->n && (m->v[m->next].op != 'c' ||
+				  last_of(m->v, m->n, m->next, m->v[m->next].snap) != m->next))
+		m->next++; /* not the name's last entry, or a DELETE */
+	if (m->next == m->n) {
+		m->done(m->arg, 0);
+		return;
+	}
+	ret = ec_snap_image(e, m->v[m->next].snap, &m->img);
+	if (ret < 0) {
+		makeup_skip(m, ret);
+		return;
+	}
+	m->img_stripes = (tsr_layout_size(m->img) + e->width - 1) / e->width;
+	m->region = 0;
+	m->stripe = m->end = 0;
+	makeup_stripe(m);
+}
+
+int ec_missed_makeup(struct ec_missed *m, tsr_cb done, void *arg)
+{
+	struct ec *e = m->c->e;
+
+	m->done = done;
+	m->arg = arg;
+	m->next = 0;
+	if (m->buf == NULL) {
+		m->buf = tsr_alloc_aligned((size_t)(e->k + e->m) * e->unit);
+		if (m->buf == NULL)
+			return -ENOMEM;
+	}
+	makeup_next(m);
 	return 0;
 }
 
@@ -272,7 +527,7 @@ static void note_missed(struct esnap *s)
 
 		if (s->subs[i].s == s && s->subs[i].status == 0)
 			continue;
-		ret = missed_note(e, c, s->req.snap);
+		ret = missed_note(e, c, s->req.op == TSR_SNAP_CREATE ? 'c' : 'd', s->req.snap);
 		if (ret < 0)
 			tsr_error("ec %s: copy %u (%s): cannot record the missed snapshot %s: %s",
 				  e->name, i, c->node_id, s->req.snap, strerror(-ret));

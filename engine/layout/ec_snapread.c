@@ -652,17 +652,33 @@ bool tsr_layout_is_ec_snapshot(const struct tsr_layout *l)
 	return l != NULL && tsr_layout_ops_of(l) == &ec_snap_layout_ops;
 }
 
+static int ec_snap_image_on(struct ec *e, const char *snap, struct tsr_layout **out,
+			    struct tsr_worker **home);
+
 int tsr_layout_ec_snap_create(struct tsr_layout *coord, const char *snap,
 			      struct tsr_layout **out, struct tsr_worker **home)
 {
-	struct ec *e;
+	if (!tsr_layout_is_ec(coord) || snap == NULL || !tsr_valid_name(snap))
+		return -EINVAL;
+	return ec_snap_image_on(tsr_layout_ctx(coord), snap, out, home);
+}
+
+int ec_snap_image(struct ec *e, const char *snap, struct tsr_layout **out)
+{
+	struct tsr_worker *home;
+
+	if (snap == NULL || !tsr_valid_name(snap))
+		return -EINVAL;
+	return ec_snap_image_on(e, snap, out, &home);
+}
+
+static int ec_snap_image_on(struct ec *e, const char *snap, struct tsr_layout **out,
+			    struct tsr_worker **home)
+{
 	struct ecsnap *s;
 	uint64_t chunk_size;
 	int ret;
 
-	if (!tsr_layout_is_ec(coord) || snap == NULL || !tsr_valid_name(snap))
-		return -EINVAL;
-	e = tsr_layout_ctx(coord);
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return -ENOMEM;

@@ -7,10 +7,13 @@
 # snapshot first, so a copy holding a stale snapshot of the name would return
 # old bytes for every stripe whose data chunk it holds (2 of 3 here).
 #  1. image A, snapshot s; n3 killed; s deleted; image B; s created again
-#     (cut on n1 and n2 only); n3 restarted and resynced: v@s reads B (the
-#     coordinator deleted n3's stale s before its resync: its file of
-#     missed snapshot names).  n3 holds no s now (a missed CREATE is not
-#     made up on an ec copy), so its chunks of v@s are decoded.
+#     (cut on n1 and n2 only); image D over it; n3 restarted and resynced:
+#     the coordinator replays what n3 missed (its file of missed snapshot
+#     operations): n3's stale s deleted, then s made up there (its chunks of
+#     s decoded from n1's and n2's into its dirty regions, cut), then the
+#     resync: v@s reads B and v reads D; every node lists s; with n2 killed
+#     v@s still reads B (n3's made-up chunks and n1's); n2 back; s deleted
+#     (every copy stays in sync, every list empty) and cut a third time.
 #  2. the same with the journal out of reach: s2 cut on every copy; n3 killed;
 #     s2 deleted; v detached from n1 and attached on n2 (a new coordinator, no
 #     journal of n3's missed names); n3 restarted and resynced (it still holds
@@ -39,6 +42,7 @@ ctsr volume attach v --node n1 >/dev/null || fail "attach"
 cl_pattern "$CL_ROOT/A" "$SIZE" 1
 cl_pattern "$CL_ROOT/B" "$SIZE" 2
 cl_pattern "$CL_ROOT/C" "$SIZE" 3
+cl_pattern "$CL_ROOT/D" "$SIZE" 4
 write_image 1 "$CL_ROOT/A"
 ctsr snapshot create v s >/dev/null || fail "snapshot create s"
 cl_assert_image 1 v@s "$CL_ROOT/A" "s before"
@@ -50,26 +54,37 @@ write_image 1 "$CL_ROOT/B"
 ctsr snapshot create v s >/dev/null || fail "snapshot create s again with n3 away"
 cl_assert_image 1 v@s "$CL_ROOT/B" "s again, n3 away"
 
+write_image 1 "$CL_ROOT/D"
+
 cl_start_node 3
 cl_wait_synced v 120
-cl_assert_image 1 v@s "$CL_ROOT/B" "s again, n3 back"
-cl_assert_image 1 v "$CL_ROOT/B" "head, n3 back"
+wait_log 1 "copy [0-9] \(n3\): the snapshots of 2 operations it missed deleted there" 5
+wait_log 1 "copy [0-9] \(n3\): snapshot s made up there" 5
 left=$(find "$(cl_dir 1)" -name v.n3.snaps)
-[ -z "$left" ] || fail "n3's missed snapshot names still pending: $left"
-wait_log 1 "copy [0-9] \(n3\): 1 snapshot names it missed deleted there" 5
-# n3 has no s (it missed the cut): a DELETE is done there, n3 stays in sync
+[ -z "$left" ] || fail "n3's missed snapshot operations still pending: $left"
+cl_assert_image 1 v@s "$CL_ROOT/B" "s again, n3 back"
+cl_assert_image 1 v "$CL_ROOT/D" "head, n3 back"
+list_of() { ctsr_via "$1" --json snapshot list v | json_get '" ".join(s["name"] for s in j["snapshots"])'; }
+for i in 1 2 3; do
+	assert_eq "$(list_of "$i")" "s" "snapshot list v through n$i, n3 back"
+done
+cl_kill 2
+cl_wait_state v n2 out-of-sync 30
+cl_assert_image 1 v@s "$CL_ROOT/B" "s again, n2 down (n3's made-up chunks)"
+cl_assert_image 1 v "$CL_ROOT/D" "head, n2 down"
+cl_start_node 2
+cl_wait_synced v 120
 n3_failures() { grep -cE "copy [0-9] \(n3\) failed .*out of sync" "$(cl_dir 1)/tesserad.log"; }
 before=$(n3_failures)
-ctsr snapshot delete v s >/dev/null || fail "snapshot delete s (not on n3)"
-assert_eq "$(n3_failures)" "$before" "n3's failures in n1's log, after deleting s that n3 missed"
+ctsr snapshot delete v s >/dev/null || fail "snapshot delete s"
+assert_eq "$(n3_failures)" "$before" "n3's failures in n1's log, after deleting s"
 assert_eq "$(vstatus v '",".join(c["state"] for c in j["volume"]["copies"])')" \
-	"in-sync,in-sync,in-sync" "copy states after deleting s, which n3 missed"
+	"in-sync,in-sync,in-sync" "copy states after deleting s"
 for i in 1 2 3; do
-	assert_eq "$(ctsr_via "$i" --json snapshot list v | json_get '" ".join(s["name"] for s in j["snapshots"])')" \
-		"" "snapshot list v through n$i, after deleting s"
+	assert_eq "$(list_of "$i")" "" "snapshot list v through n$i, after deleting s"
 done
 ctsr snapshot create v s >/dev/null || fail "snapshot create s (third time)"
-cl_assert_image 1 v@s "$CL_ROOT/B" "s, third cut, all copies"
+cl_assert_image 1 v@s "$CL_ROOT/D" "s, third cut, all copies"
 
 # ---- 2. the journal out of reach: a new coordinator ---------------------------
 ctsr snapshot create v s2 >/dev/null || fail "snapshot create s2"
@@ -87,7 +102,7 @@ cl_wait_synced v 120
 # n3 is a source again (IN_SYNC, nothing pending): its data chunks of v@s2
 # (2 stripes in 3) are read from its own s2
 cl_assert_image 2 v@s2 "$CL_ROOT/C" "s2 again"
-cl_assert_image 2 v@s "$CL_ROOT/B" "s (third cut), through the new coordinator"
+cl_assert_image 2 v@s "$CL_ROOT/D" "s (third cut), through the new coordinator"
 cl_scrub_clean v
 cl_stop_all
 log "ok"
