@@ -11,26 +11,31 @@
  * done (bg_ops == 0).
  *
  * A copy that fails the request while others succeed is made OUT_OF_SYNC.
- * A copy that is not IN_SYNC at the cut misses the snapshot: its chunks of
- * it are decoded from the others' (ec_snapread.c).
  *
- * Stale snapshots.  A copy that missed a DELETE still holds that snapshot;
- * if the name is cut again later, its old one would be read as the new one
- * (reads take a data chunk from its own copy first).  So every name of a
- * CREATE or DELETE that a copy did not do goes into its file of missed
- * names (state_dir/<vol>.<node_id>.snaps, one name a line, fsynced before
- * the operation is acknowledged), and:
- *  - a copy with names in its file serves no snapshot reads (snapread);
- *  - a returning copy first deletes each of them (ec_missed_replay, from
- *    ec_resync.c: before its resync and again once IN_SYNC if more came
- *    meanwhile), then the file is emptied;
+ * Missed operations.  Every CREATE or DELETE a copy did not do (not IN_SYNC
+ * at the cut, or failing it) is appended to its file of missed operations
+ * (state_dir/<vol>.<node_id>.snaps, "c NAME" or "d NAME" a line, fsynced
+ * before the operation is acknowledged), because:
+ *  - a copy that missed a DELETE still holds that snapshot; if the name is
+ *    cut again, its old one would be read as the new one (reads take a data
+ *    chunk from its own copy first);
+ *  - a copy that missed a CREATE lacks it: one copy less redundancy for it,
+ *    and `snapshot list` answered from that copy's node would omit it.
+ * So:
+ *  - a copy with entries in its file serves no snapshot reads (snapread);
+ *  - a returning copy (ec_resync.c) first deletes the name of every entry
+ *    (ec_missed_delete), then, with its dirty stripes listed and released
+ *    and before it goes RESYNCING, gets every snapshot whose last entry is a
+ *    CREATE made up, oldest first (ec_missed_makeup, below); then the entries
+ *    are dropped.  Entries noted while it resyncs are deleted once it is
+ *    IN_SYNC, not made up (it takes host writes by then);
  *  - a CREATE that at least min_in_sync copies cut and others answered
  *    -EEXIST (their file is on another coordinator's node, or was lost)
  *    deletes the stale one there and cuts again, inside the same hold of
  *    host writes (drop_stale).  -EEXIST from k copies or more is a real
- *    snapshot of that name: the CREATE fails and is undone, as before.
- * A missed CREATE is not made up on the copy: its chunks stay decoded, and
- * a DELETE that copy answers -ENOENT is done there (unless no copy had it).
+ *    snapshot of that name: the CREATE fails and is undone, as before;
+ *  - a DELETE that a copy answers -ENOENT (it lacks that snapshot) is done
+ *    there, unless no copy had it.
  */
 #include <errno.h>
 #include <limits.h>
