@@ -30,8 +30,10 @@
  *    the store: tsr_cluster_admin_handle returns false), else the plain
  *    request is forwarded to such a node (alive), which answers the same way
  *    because it holds one.  Every IN_SYNC copy holds every snapshot (the
- *    mirror's resync replays the snapshots a copy missed before the copy is
- *    IN_SYNC again), so any of them gives the same answer;
+ *    mirror's and the EC layout's resync replay the snapshots a copy missed
+ *    before the copy is IN_SYNC again; not after a re-attach on another
+ *    node, whose coordinator lacks the record of what it missed), so any of
+ *    them gives the same answer;
  *  - VolumeRollback: detached volumes only; the local_copy form on every
  *    copy (the store's rollback is idempotent: a failure is retried by
  *    running it again);
