@@ -898,13 +898,14 @@ static Tessera__Admin__Snapshot *build_snapshot(struct tsr_cluster *c, const cha
 	s->allocated = i->allocated;
 	s->exclusive = i->exclusive;
 	s->clones = i->clones;
+	s->deleting = i->deleting;
 	s->nbd_uris = calloc(c->o.n_nbd_listeners + 1, sizeof(char *));
 	if (s->volume == NULL || s->name == NULL || s->uuid == NULL || s->nbd_uris == NULL) {
 		admin_snapshot_free_built(s);
 		return NULL;
 	}
 	snprintf(export, sizeof(export), "%s@%s", vol, i->name);
-	for (size_t k = 0; k < c->o.n_nbd_listeners; k++) {
+	for (size_t k = 0; k < c->o.n_nbd_listeners && !i->deleting; k++) {
 		char *uri = cluster_nbd_uri(c->nbd_listeners[k], export);
 
 		if (uri)
@@ -1276,7 +1277,9 @@ static void ec_snapshot_read_local(struct tsr_cluster *c, const struct cluster_v
 
 	switch (req->command_case) {
 	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST:
-		ret = tsr_store_snap_list(c->o.store, rec->name, &list, &n);
+		ret = req->snapshot_list->with_deleting ?
+			      tsr_store_snap_list_all(c->o.store, rec->name, &list, &n) :
+			      tsr_store_snap_list(c->o.store, rec->name, &list, &n);
 		if (ret) {
 			admin_fail(resp, ret, "cannot list the snapshots of '%s': %s", rec->name,
 				   strerror(-ret));
