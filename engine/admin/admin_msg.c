@@ -674,24 +674,6 @@ int tsr_admin_request_parse(const uint8_t *buf, size_t len, Tessera__Admin__Requ
 			    (ProtobufCMessage **)out, why);
 }
 
-static bool valid_uuid(const char *s)
-{
-	/* 8-4-4-4-12 hex digits, or empty when the server has none to give */
-	static const char pattern[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
-	size_t i;
-
-	if (s == NULL || s[0] == '\0')
-		return true;
-	for (i = 0; pattern[i]; i++) {
-		char c = s[i];
-
-		if (pattern[i] == '-' ? c != '-' :
-		    !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
-			return false;
-	}
-	return s[i] == '\0';
-}
-
 static bool valid_strings(char **v, size_t n)
 {
 	if (n > MAX_URIS)
@@ -704,13 +686,13 @@ static bool valid_strings(char **v, size_t n)
 
 static bool valid_snapshot(const Tessera__Admin__Snapshot *s)
 {
-	return s && tsr_valid_name(s->volume) && tsr_valid_name(s->name) && valid_uuid(s->uuid) &&
+	return s && tsr_valid_name(s->volume) && tsr_valid_name(s->name) && tsr_valid_uuid(s->uuid) &&
 	       s->size % TSR_BLOCK_SIZE == 0 && valid_strings(s->nbd_uris, s->n_nbd_uris);
 }
 
 static bool valid_volume(const Tessera__Admin__Volume *v)
 {
-	if (v == NULL || !tsr_valid_name(v->name) || !valid_uuid(v->uuid) ||
+	if (v == NULL || !tsr_valid_name(v->name) || !tsr_valid_uuid(v->uuid) ||
 	    v->size % TSR_BLOCK_SIZE || !valid_strings(v->nbd_uris, v->n_nbd_uris) ||
 	    !valid_text(v->failure_domain, 16, true) || !valid_text(v->attached_node, 64, true) ||
 	    v->n_copies > TSR_LAYOUT_MAX_COPIES || !valid_text(v->parent_volume, 64, true) ||

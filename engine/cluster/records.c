@@ -64,24 +64,6 @@ static bool rec_ec_ok(const Tessera__Cluster__VolumeRecord *r)
 	       r->n_copies == (size_t)r->ec_k + r->ec_m && r->min_replicas >= r->ec_k;
 }
 
-/* "" or 8-4-4-4-12 hex digits: what the admin reply parser accepts (make_uuid). */
-static bool uuid_ok(const char *s)
-{
-	static const char pattern[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
-	size_t i;
-
-	if (s[0] == '\0')
-		return true;
-	for (i = 0; pattern[i]; i++) {
-		char c = s[i];
-
-		if (pattern[i] == '-' ? c != '-' :
-		    !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
-			return false;
-	}
-	return s[i] == '\0';
-}
-
 /* Copies on distinct nodes (placement never puts two on one): two copies of
  * one node would be one store volume and one bitmap file. */
 static bool copies_distinct(const Tessera__Cluster__VolumeRecord *r)
@@ -106,7 +88,7 @@ Tessera__Cluster__VolumeRecord *rec_volume_decode(const struct tsr_meta_kv *kv)
 	r = tessera__cluster__volume_record__unpack(NULL, kv->value_len, kv->value);
 	if (r == NULL)
 		goto bad;
-	if (!tsr_valid_name(r->name) || !uuid_ok(r->uuid) || r->size == 0 ||
+	if (!tsr_valid_name(r->name) || !tsr_valid_uuid(r->uuid) || r->size == 0 ||
 	    r->size % TSR_BLOCK_SIZE || r->size > MAX_VOLUME_SIZE || r->n_copies == 0 ||
 	    r->n_copies > (r->ec_k ? TSR_LAYOUT_MAX_COPIES : TSR_MIRROR_MAX_COPIES) ||
 	    r->min_replicas == 0 || r->min_replicas > r->n_copies ||

@@ -1906,19 +1906,6 @@ static int state_write_sync(struct tsr_site_server *srv, int fd, const struct si
 	return ret;
 }
 
-static int sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int ret = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) < 0)
-		ret = -errno;
-	close(fd);
-	return ret;
-}
-
 static int open_fail(struct sess *s, int err, const char *fmt, ...)
 {
 	va_list ap;
@@ -2032,7 +2019,7 @@ static int ctl_open_volume(struct sess *s)
 	}
 	ret = state_write_sync(srv, tv->state_fd, &st);
 	if (ret == 0 && created)
-		ret = sync_dir(srv->state_dir);
+		ret = tsr_fsync_dir(srv->state_dir);
 	if (ret) {
 		if (created) { /* leave no half-made binding behind */
 			char path[PATH_MAX];

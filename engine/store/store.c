@@ -76,25 +76,12 @@ static uint64_t seg_len(uint64_t size, unsigned seg)
 	return size - start < STORE_SEG_SIZE ? size - start : STORE_SEG_SIZE;
 }
 
-static int fsync_path(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int ret = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) < 0)
-		ret = -errno;
-	close(fd);
-	return ret;
-}
-
 static int fsync_voldir(const struct tsr_store *store)
 {
 	char path[PATH_MAX];
 
 	snprintf(path, sizeof(path), "%s/volumes", store->dir);
-	return fsync_path(path);
+	return tsr_fsync_dir(path);
 }
 
 int store_fsync_voldir(const struct tsr_store *store)
@@ -1079,7 +1066,7 @@ int tsr_store_open(const char *dir, const struct tsr_store_opts *opts, struct ts
 	clean = access(path, F_OK) == 0;
 	if (clean) {
 		/* from now on a crash must be seen as unclean */
-		if (unlink(path) < 0 || (ret = fsync_path(dir)) < 0) {
+		if (unlink(path) < 0 || (ret = tsr_fsync_dir(dir)) < 0) {
 			ret = ret ? ret : -errno;
 			tsr_error("open: remove %s: %s", path, strerror(-ret));
 			goto err;
@@ -1118,7 +1105,7 @@ void tsr_store_close(struct tsr_store *store)
 	if (clean) {
 		snprintf(path, sizeof(path), "%s/clean", store->dir);
 		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-		if (fd < 0 || fsync(fd) < 0 || fsync_path(store->dir) < 0)
+		if (fd < 0 || fsync(fd) < 0 || tsr_fsync_dir(store->dir) < 0)
 			tsr_error("close: write %s: %s", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);

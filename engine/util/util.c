@@ -100,12 +100,37 @@ int tsr_valid_name(const char *name)
 	return n <= 63;
 }
 
+bool tsr_valid_uuid(const char *s)
+{
+	static const char pattern[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+	size_t i;
+
+	if (s == NULL || s[0] == '\0')
+		return true;
+	for (i = 0; pattern[i]; i++) {
+		if (pattern[i] == '-' ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
+			return false;
+	}
+	return s[i] == '\0';
+}
+
+int tsr_fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
 /* fsync the directory that holds path (its entry changed). */
 static int fsync_parent(const char *path)
 {
 	char dir[PATH_MAX];
 	const char *slash = strrchr(path, '/');
-	int fd, ret = 0;
 
 	if (slash == NULL)
 		snprintf(dir, sizeof(dir), ".");
@@ -113,13 +138,7 @@ static int fsync_parent(const char *path)
 		snprintf(dir, sizeof(dir), "/");
 	else
 		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) < 0)
-		ret = -errno;
-	close(fd);
-	return ret;
+	return tsr_fsync_dir(dir);
 }
 
 int tsr_file_replace(const char *path, const void *buf, size_t len)

@@ -7,6 +7,7 @@
 #define TESSERA_COMMON_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -50,6 +51,12 @@ const char *tsr_format_size(uint64_t bytes, char *buf, size_t len);
 
 /* A volume or snapshot name: [A-Za-z0-9][A-Za-z0-9._-]{0,62}. */
 int tsr_valid_name(const char *name);
+/* "" or a UUID as 8-4-4-4-12 hex digits (either case). */
+bool tsr_valid_uuid(const char *s);
+
+/* fsync the directory dir (an entry in it was made, renamed or removed).
+ * 0 or -errno. */
+int tsr_fsync_dir(const char *dir);
 
 /*
  * Replace the file at path with len bytes of buf, atomically and durably: a
