@@ -29,41 +29,11 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void check_uuid(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0)
-		return;
-	if (n != 36)
-		abort();
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-
-		if (dash ? c != '-'
-			 : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-			     (c >= 'A' && c <= 'F')))
-			abort();
-	}
-}
-
-static void check_text(const char *s, bool may_be_empty)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 && !may_be_empty)
-		abort();
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			abort();
-}
-
 static void check_snapshot(const Tessera__Admin__Snapshot *s)
 {
 	if (!tsr_valid_name(s->volume) || !tsr_valid_name(s->name) || s->size % TSR_BLOCK_SIZE)
 		abort();
-	check_uuid(s->uuid);
+	fz_check_uuid(s->uuid);
 }
 
 static void check_volume(const Tessera__Admin__Volume *v)
@@ -71,7 +41,7 @@ static void check_volume(const Tessera__Admin__Volume *v)
 	if (!tsr_valid_name(v->name) || v->size % TSR_BLOCK_SIZE ||
 	    v->n_copies > TSR_LAYOUT_MAX_COPIES)
 		abort();
-	check_uuid(v->uuid);
+	fz_check_uuid(v->uuid);
 	if (v->ec_k || v->ec_m || v->stripe_unit) {
 		if (v->ec_k < 1 || v->ec_k > TSR_EC_MAX_K || v->ec_m < 1 ||
 		    v->ec_m > TSR_EC_MAX_M || !tsr_ec_unit_valid(v->stripe_unit) ||
@@ -79,7 +49,7 @@ static void check_volume(const Tessera__Admin__Volume *v)
 			abort();
 	}
 	for (size_t i = 0; i < v->n_copies; i++)
-		check_text(v->copies[i]->node, false);
+		fz_check_text(v->copies[i]->node, SIZE_MAX, false);
 	for (size_t i = 0; i < v->n_snapshots; i++)
 		check_snapshot(v->snapshots[i]);
 }
@@ -88,11 +58,11 @@ static void check(const Tessera__Admin__Response *resp)
 {
 	if (resp->error > 0 || resp->error < -4095)
 		abort();
-	check_text(resp->message, true);
+	fz_check_text(resp->message, SIZE_MAX, true);
 	for (size_t i = 0; i < resp->n_volumes; i++)
 		check_volume(resp->volumes[i]);
 	for (size_t i = 0; i < resp->n_nodes; i++)
-		check_text(resp->nodes[i]->id, false);
+		fz_check_text(resp->nodes[i]->id, SIZE_MAX, false);
 	for (size_t i = 0; i < resp->n_snapshots; i++)
 		check_snapshot(resp->snapshots[i]);
 	for (size_t i = 0; i < resp->n_extents; i++) {

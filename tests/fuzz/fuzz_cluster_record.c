@@ -40,40 +40,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void check_text(const char *s, bool may_be_empty)
-{
-	size_t n = strlen(s);
-
-	if (n > 255 || (n == 0 && !may_be_empty))
-		abort();
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			abort();
-}
-
 static void check_opt_name(const char *s)
 {
 	if (s[0] != '\0' && !tsr_valid_name(s))
 		abort();
-}
-
-static void check_uuid(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0)
-		return;
-	if (n != 36)
-		abort();
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-
-		if (dash ? c != '-'
-			 : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-			     (c >= 'A' && c <= 'F')))
-			abort();
-	}
 }
 
 /* Pack r and decode it again with decode: it must be accepted again. */
@@ -140,28 +110,15 @@ static void repl_free(void *r)
 	tessera__cluster__replication_record__free_unpacked(r, NULL);
 }
 
-/* Text of a site or replication record: printable, under 4096 bytes
- * (replication.c REPL_TEXT_MAX: paths and addresses). */
-static void check_rtext(const char *s, bool may_be_empty)
-{
-	size_t n = strlen(s);
-
-	if (n >= 4096 || (n == 0 && !may_be_empty))
-		abort();
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			abort();
-}
-
 static void check_site(const Tessera__Cluster__SiteRecord *r)
 {
 	if (!tsr_valid_name(r->name))
 		abort();
-	check_rtext(r->address, false);
-	check_rtext(r->ca, false);
-	check_rtext(r->cert, false);
-	check_rtext(r->key, false);
-	check_rtext(r->peer_name, false);
+	fz_check_text(r->address, 4095, false);
+	fz_check_text(r->ca, 4095, false);
+	fz_check_text(r->cert, 4095, false);
+	fz_check_text(r->key, 4095, false);
+	fz_check_text(r->peer_name, 4095, false);
 }
 
 static void check_repl(const Tessera__Cluster__ReplicationRecord *r)
@@ -174,19 +131,19 @@ static void check_repl(const Tessera__Cluster__ReplicationRecord *r)
 		abort();
 	check_opt_name(r->group);
 	check_opt_name(r->resync_from);
-	check_rtext(r->demoted_why, true);
-	check_rtext(r->compress, true);
+	fz_check_text(r->demoted_why, 4095, true);
+	fz_check_text(r->compress, 4095, true);
 }
 
 static void check_node(const Tessera__Cluster__NodeRecord *r)
 {
 	if (!tsr_valid_name(r->id) || r->n_nbd_listeners > 64)
 		abort();
-	check_text(r->address, false);
-	check_text(r->zone, true);
-	check_text(r->site, true);
+	fz_check_text(r->address, 255, false);
+	fz_check_text(r->zone, 255, true);
+	fz_check_text(r->site, 255, true);
 	for (size_t i = 0; i < r->n_nbd_listeners; i++)
-		check_text(r->nbd_listeners[i], false);
+		fz_check_text(r->nbd_listeners[i], 255, false);
 }
 
 static void check_volume(const Tessera__Cluster__VolumeRecord *r)
@@ -198,7 +155,7 @@ static void check_volume(const Tessera__Cluster__VolumeRecord *r)
 	    r->size > (1ull << 50) || r->n_copies == 0 || r->min_replicas == 0 ||
 	    r->min_replicas > r->n_copies || tsr_failure_domain_parse(r->failure_domain, &fd))
 		abort();
-	check_uuid(r->uuid);
+	fz_check_uuid(r->uuid);
 	check_opt_name(r->parent_volume);
 	check_opt_name(r->parent_snapshot);
 	check_opt_name(r->coordinator);

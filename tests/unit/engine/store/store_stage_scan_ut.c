@@ -143,15 +143,21 @@ static void stage_one_and_crash(struct env *e, char *path)
 	vol_file(e->dir, e->info.uuid, "stage", path);
 }
 
+/* The store and v opened again as after the crash; their stage list. */
+static void reopen_list(struct env *e, struct tsr_stage_entry **l, size_t *n)
+{
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &e->v), 0);
+	assert_int_equal(tsr_svol_stage_list(e->v, l, n), 0);
+}
+
 /* Open again (the first load after the crash rolls forward): txn 1 alone. */
 static void open_lists_txn1(struct env *e)
 {
 	struct tsr_stage_entry *l;
 	size_t n;
 
-	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
-	assert_int_equal(tsr_store_vol_open(e->store, "v", &e->v), 0);
-	assert_int_equal(tsr_svol_stage_list(e->v, &l, &n), 0);
+	reopen_list(e, &l, &n);
 	assert_int_equal(n, 1);
 	assert_int_equal(l[0].txn, 1);
 	assert_int_equal(l[0].state, TSR_STAGE_STAGED);
@@ -249,9 +255,7 @@ static void test_seq_wraps(void **state)
 	append(path, &rel);
 	append(path, &last);
 	/* txns 1 and 50 released, 70 does not count */
-	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
-	assert_int_equal(tsr_store_vol_open(e->store, "v", &e->v), 0);
-	assert_int_equal(tsr_svol_stage_list(e->v, &l, &n), 0);
+	reopen_list(e, &l, &n);
 	assert_int_equal(n, 0);
 	free(l);
 	fill(e->buf, BS, 71, 4 * BS);
@@ -285,9 +289,7 @@ static void test_good_records_count(void **state)
 	stage_one_and_crash(e, path);
 	append(path, &s);
 	append(path, &c);
-	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
-	assert_int_equal(tsr_store_vol_open(e->store, "v", &e->v), 0);
-	assert_int_equal(tsr_svol_stage_list(e->v, &l, &n), 0);
+	reopen_list(e, &l, &n);
 	assert_int_equal(n, 2);
 	assert_int_equal(l[1].txn, 2);
 	assert_int_equal(l[1].state, TSR_STAGE_COMMITTED);
