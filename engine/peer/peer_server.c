@@ -610,7 +610,22 @@ static void req_dispatch(struct peer_sreq *req)
 
 /* Operations that may simply run again after a late -EAGAIN: the plain
  * block operations (a SUMS goes on from the pieces it has, a TRIM with FUA
- * from its trim or its flush).  A STAGE, COMMIT or RELEASE answers it. */
+ * from its trim or its flush), and the staged writes, because of where the
+ * store's journal (engine/store/stage.c) can meet a full queue late:
+ *   STAGE    after waiting for a generation header, queueing its record
+ *            (or the header, or the next wait) failed: nothing was reserved
+ *            or indexed, so the STAGE goes again and appends once.  Its
+ *            record's own write failing marks the journal failed before the
+ *            callback, so the STAGE run again answers -EIO, appending nothing;
+ *   COMMIT   its record is durable and the in-place write met the full queue
+ *            (a copy on write): run again it finds the txn COMMITTED, reads
+ *            the staged bytes back from the journal and writes them in place;
+ *            its second COMMIT record replays as the first (the later seq
+ *            sets the commit order, which is the order of the in-place
+ *            writes).  The coordinator has no answer yet, so it releases
+ *            nothing of the txn meanwhile;
+ *   RELEASE  its data flush met the full queue: no record written, nothing
+ *            forgotten; a release is idempotent anyway. */
 static bool late_eagain_retries(uint8_t opcode)
 {
 	switch (opcode) {
@@ -620,6 +635,9 @@ static bool late_eagain_retries(uint8_t opcode)
 	case TSR_PEER_TRIM:
 	case TSR_PEER_WRITE_ZEROES:
 	case TSR_PEER_SUMS:
+	case TSR_PEER_STAGE:
+	case TSR_PEER_COMMIT:
+	case TSR_PEER_RELEASE:
 		return true;
 	default:
 		return false;

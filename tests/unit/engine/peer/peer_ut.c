@@ -11,17 +11,20 @@
  * malformed prefixes).
  */
 #include <errno.h>
+#include <glob.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,6 +50,68 @@ struct env {
 };
 
 static struct env *g_env;
+
+/* ---- a STAGE that meets a full io queue after it was accepted ----
+ *
+ * peer_ut links with -Wl,--wrap=tsr_svol_stage (tests/CMakeLists.txt).
+ * While g_stage_late_eagain is above 0, a STAGE is accepted and then
+ * completes with -EAGAIN from the io, nothing of it done: what the store's
+ * journal does when queueing its record after waiting for a generation header
+ * finds the queue full (engine/store/stage.c stage_try).  The fault injector
+ * cannot get there (it frees a slot before each callback). */
+int __real_tsr_svol_stage(struct tsr_svol *svol, struct tsr_io *io,
+			  const struct tsr_stage_entry *e, const void *buf, tsr_cb cb_fn,
+			  void *cb_arg);
+int __wrap_tsr_svol_stage(struct tsr_svol *svol, struct tsr_io *io,
+			  const struct tsr_stage_entry *e, const void *buf, tsr_cb cb_fn,
+			  void *cb_arg);
+
+static _Atomic int g_stage_late_eagain;
+
+struct late_stage {
+	tsr_cb cb_fn;
+	void *cb_arg;
+	void *scratch; /* the no-op read's buffer */
+};
+
+static void late_stage_done(void *arg, int status)
+{
+	struct late_stage *l = arg;
+	tsr_cb cb_fn = l->cb_fn;
+	void *cb_arg = l->cb_arg;
+
+	(void)status;
+	tsr_free_aligned(l->scratch);
+	free(l);
+	cb_fn(cb_arg, -EAGAIN);
+}
+
+int __wrap_tsr_svol_stage(struct tsr_svol *svol, struct tsr_io *io,
+			  const struct tsr_stage_entry *e, const void *buf, tsr_cb cb_fn,
+			  void *cb_arg)
+{
+	struct late_stage *l;
+	int ret;
+
+	if (atomic_load(&g_stage_late_eagain) <= 0)
+		return __real_tsr_svol_stage(svol, io, e, buf, cb_fn, cb_arg);
+	l = calloc(1, sizeof(*l));
+	if (l == NULL || (l->scratch = tsr_alloc_aligned(TSR_BLOCK_SIZE)) == NULL) {
+		free(l);
+		return -ENOMEM;
+	}
+	l->cb_fn = cb_fn;
+	l->cb_arg = cb_arg;
+	/* the callback comes from the io, as the store's would */
+	ret = tsr_svol_read(svol, io, 0, TSR_BLOCK_SIZE, l->scratch, late_stage_done, l);
+	if (ret) {
+		tsr_free_aligned(l->scratch);
+		free(l);
+		return ret;
+	}
+	atomic_fetch_sub(&g_stage_late_eagain, 1);
+	return 0;
+}
 
 /* ---- plumbing ---- */
 
@@ -152,6 +217,16 @@ static int setup_slow_writes(void **state)
 static int setup_late_eagain(void **state)
 {
 	return setup_fault(state, "write:1:fail=EAGAIN,read:1:fail=EAGAIN");
+}
+
+/* For test_stage_late_eagain: on the server worker, write 1 is the stage
+ * journal's generation header, 2 the STAGE record, 3 the COMMIT record and
+ * 4 the commit's in-place write, which completes with -EAGAIN (its copy on
+ * write met a full queue); the first fdatasync is the RELEASE's data flush,
+ * which completes with -EAGAIN too. */
+static int setup_stage_late_eagain(void **state)
+{
+	return setup_fault(state, "write:4:fail=EAGAIN,fdatasync:1:fail=EAGAIN");
 }
 
 static int teardown(void **state)
@@ -1020,6 +1095,75 @@ static void test_stage(void **state)
 	tsr_free_aligned(r);
 }
 
+/* Size of v's stage journal file (the one volume of the store). */
+static long long journal_size(struct env *e)
+{
+	char pat[600];
+	glob_t g;
+	struct stat st;
+	long long size = -1;
+
+	snprintf(pat, sizeof(pat), "%s/volumes/*.stage", e->dir);
+	if (glob(pat, 0, NULL, &g) == 0) {
+		if (g.gl_pathc == 1 && stat(g.gl_pathv[0], &st) == 0)
+			size = (long long)st.st_size;
+		globfree(&g);
+	}
+	return size;
+}
+
+/* A STAGE, COMMIT or RELEASE whose store call completes with -EAGAIN (a full
+ * io queue met after the request was accepted) runs again on the replica, as
+ * the block operations do: the coordinator sees each succeed (on the code
+ * before, each answered -EAGAIN and the coordinator put the copy out of
+ * sync); the STAGE run again appended one record, the COMMIT's in-place
+ * write was made from the journal, the RELEASE forgot the txn. */
+static void test_stage_late_eagain(void **state)
+{
+	struct env *e = *state;
+	uint8_t *buf = tsr_alloc_aligned(2 * BS), *r = tsr_alloc_aligned(2 * BS);
+	struct tsr_stage_entry x = {.txn = (3ull << 32) | 1, .stripe = 2, .offset = 8 * BS,
+				    .length = 2 * BS, .participants = 0x3f};
+	struct cli k;
+	struct op o;
+	uint64_t h;
+
+	cli_make(e, &k, TOKEN, e->port, 0);
+	assert_int_equal(p_open(e, &k, "v", 3, &h), 0);
+	fill(buf, 2 * BS, 4, 8 * BS);
+	atomic_store(&g_stage_late_eagain, 1);
+	assert_int_equal(p_stage(e, &k, h, 3, &x, buf), 0);
+	assert_int_equal(atomic_load(&g_stage_late_eagain), 0); /* it did meet it */
+	assert_int_equal(p_list(e, &k, h, 3, &o), 0);
+	assert_int_equal(o.nlist, 1);
+	assert_int_equal(o.list[0].txn, x.txn);
+	assert_int_equal(o.list[0].state, TSR_STAGE_STAGED);
+	/* generation header and one STAGE record: appended once */
+	assert_int_equal(journal_size(e), BS + BS + 2 * BS);
+
+	/* the in-place write fails late; run again, from the journal */
+	assert_int_equal(p_txn(e, &k, K_COMMIT, h, 3, x.txn), 0);
+	store_read(e, 8 * BS, 2 * BS, r);
+	assert_true(is_filled(r, 2 * BS, 4, 8 * BS));
+	/* both COMMIT records: the first one's in-place write failed */
+	assert_int_equal(journal_size(e), BS + BS + 2 * BS + 2 * BS);
+	assert_int_equal(p_list(e, &k, h, 3, &o), 0);
+	assert_int_equal(o.nlist, 1);
+	assert_int_equal(o.list[0].state, TSR_STAGE_COMMITTED);
+
+	/* the release's flush fails late; run again */
+	assert_int_equal(p_txn(e, &k, K_RELEASE, h, 3, x.txn), 0);
+	assert_int_equal(p_list(e, &k, h, 3, &o), 0);
+	assert_int_equal(o.nlist, 0);
+	assert_int_equal(journal_size(e), BS + BS + 2 * BS + 3 * BS);
+	store_read(e, 8 * BS, 2 * BS, r);
+	assert_true(is_filled(r, 2 * BS, 4, 8 * BS));
+	assert_int_equal(k.fails, 0);
+	cli_free(e, &k);
+	tsr_free_aligned(buf);
+	tsr_free_aligned(r);
+}
+
 /* Send a raw STAGE of data (len bytes) with prefix p; the reply's status. */
 static int raw_stage(int fd, uint64_t handle, uint64_t seq, uint64_t offset, const uint8_t *p,
 		     const uint8_t *data, uint32_t len, uint32_t crc_xor)
@@ -1275,6 +1419,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_unknown, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_late_eagain_retried, setup_late_eagain,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_stage_late_eagain, setup_stage_late_eagain,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_epoch_fencing, setup, teardown),
