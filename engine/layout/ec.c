@@ -173,6 +173,13 @@ void ec_publish(struct ec *e)
 	s.txn_rolled_forward = e->txn_rolled_forward;
 	s.txn_rolled_back = e->txn_rolled_back;
 	copyset_publish(&e->cs, &s);
+	pthread_mutex_lock(&e->cs.status_lock);
+	for (unsigned i = 0; i < e->n_copies; i++) {
+		snprintf(e->places[i].address, sizeof(e->places[i].address), "%s",
+			 e->copies[i].address);
+		e->places[i].local = e->copies[i].local;
+	}
+	pthread_mutex_unlock(&e->cs.status_lock);
 }
 
 /* ---- hooks: copy states in the metadata store (copyset.c) ---------------- */

@@ -170,6 +170,16 @@ struct ec {
 
 	struct ecopy copies[TSR_LAYOUT_MAX_COPIES];
 	unsigned n_copies;
+	/*
+	 * Where each copy is, for threads other than the home worker: written
+	 * by ec_publish under cs.status_lock with the status (whose copies[]
+	 * give node id and state), read under it by the existence check of a
+	 * snapshot export (ec_snapread.c snap_exists).
+	 */
+	struct ec_place {
+		char address[128];
+		bool local;
+	} places[TSR_LAYOUT_MAX_COPIES];
 
 	bool fence_req; /* tsr_layout_fence was called (atomic, any thread) */
 
@@ -304,6 +314,8 @@ void ec_bg_done(struct ec *e);
  */
 struct ec_missed;
 bool ec_missed_pending(const struct ec *e, const struct ecopy *c);
+/* The same by node id, from any thread (a file's existence). */
+bool ec_missed_pending_node(const struct ec *e, const char *node_id);
 int ec_missed_begin(struct ecopy *c, struct ec_missed **out);
 bool ec_missed_empty(const struct ec_missed *m);
 struct ecopy *ec_missed_copy(const struct ec_missed *m);

@@ -112,19 +112,29 @@ static void img_drop(struct ec_missed *m)
 }
 
 /* state_dir/<vol>.<node_id>.snaps (the bitmap's path fits, so does this). */
-static void missed_path(const struct ec *e, const struct ecopy *c, char out[PATH_MAX])
+static void missed_path_node(const struct ec *e, const char *node_id, char out[PATH_MAX])
 {
-	int n = snprintf(out, PATH_MAX, "%s/%s.%s.snaps", e->state_dir, e->name, c->node_id);
+	int n = snprintf(out, PATH_MAX, "%s/%s.%s.snaps", e->state_dir, e->name, node_id);
 
 	if (n < 0 || n >= PATH_MAX)
 		out[0] = '\0';
 }
 
+static void missed_path(const struct ec *e, const struct ecopy *c, char out[PATH_MAX])
+{
+	missed_path_node(e, c->node_id, out);
+}
+
 bool ec_missed_pending(const struct ec *e, const struct ecopy *c)
+{
+	return ec_missed_pending_node(e, c->node_id);
+}
+
+bool ec_missed_pending_node(const struct ec *e, const char *node_id)
 {
 	char path[PATH_MAX];
 
-	missed_path(e, c, path);
+	missed_path_node(e, node_id, path);
 	return path[0] == '\0' || access(path, F_OK) == 0;
 }
 

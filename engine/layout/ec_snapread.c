@@ -23,6 +23,12 @@
  * first read, whichever runs first), copies the copies' node ids and
  * addresses from it, drops the reference and opens a session per remote
  * copy.  Reads that arrive while sessions are opening wait for them.
+ *
+ * An export (tsr_layout_ec_snap_create) whose snapshot this node's chunk copy
+ * lacks, or made on a node holding no copy, first asks the other copies
+ * whether they hold it (snap_exists, below): fewer than k holding it is
+ * -ENOENT (or -EHOSTUNREACH when enough copies could not be asked), so a
+ * name no copy has is refused at the NBD handshake instead of opened.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -31,6 +37,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "layout/ec_internal.h"
@@ -652,31 +659,237 @@ bool tsr_layout_is_ec_snapshot(const struct tsr_layout *l)
 	return l != NULL && tsr_layout_ops_of(l) == &ec_snap_layout_ops;
 }
 
-static int ec_snap_image_on(struct ec *e, const char *snap, struct tsr_layout **out,
-			    struct tsr_worker **home);
+/* ---- does the snapshot exist? (an export whose own chunk lacks it) --------- */
+
+/*
+ * When this node's chunk copy lacks the snapshot (it was away at the cut and
+ * the coordinator that could make it up was elsewhere, it was rebuilt, or
+ * no copy has that name) or this node holds no copy, the export asks the
+ * other copies before it is opened, so that a name no copy has is refused
+ * (-ENOENT: "unknown export", as a mirror or local volume answers) rather
+ * than opened to fail every read, and a snapshot k copies hold is served.
+ *
+ * The NBD handshake opens exports synchronously (tsr_vol_get, under the
+ * volume set's lock), possibly on the coordinator's home worker itself, so
+ * the asking runs on a worker of its own, started for it and stopped after:
+ * a peer session on VOL@SNAP at every copy that would be a source (IN_SYNC,
+ * no missed operations pending; the places published by ec_publish), the
+ * caller waiting at most the peer timeout.  Only on this path: an export
+ * whose chunk is here costs nothing more.  Debt: that wait blocks the
+ * handshake's worker (and the volume set's lock) for as long as the copies
+ * take to answer, a frozen node up to the peer timeout (as the catalogue
+ * read of every handshake blocks it, for less).
+ */
+#define EC_PROBE_WORKER 900 /* the asking worker's index: its thread's name */
+
+struct probe;
+
+struct probe_copy {
+	struct probe *p;
+	char address[128];
+	char node_id[64];
+	struct tsr_peer_client *client;
+	int status;    /* -EINPROGRESS until the OPEN answers (under p->lock) */
+	uint64_t size; /* the chunk volume's snapshot size, status 0 */
+};
+
+struct probe {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned pending; /* OPENs not answered (under lock) */
+	char name[2 * 64 + 2];
+	const char *token, *node_id;
+	unsigned timeout_ms;
+	uint64_t epoch;
+	unsigned n;
+	struct probe_copy c[TSR_LAYOUT_MAX_COPIES];
+};
+
+static void probe_answered(struct probe_copy *pc, int status, uint64_t size)
+{
+	struct probe *p = pc->p;
+
+	pthread_mutex_lock(&p->lock);
+	if (pc->status == -EINPROGRESS) {
+		pc->status = status;
+		pc->size = size;
+		if (--p->pending == 0)
+			pthread_cond_signal(&p->cond);
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void probe_open_done(void *arg, int status, uint64_t handle, uint64_t size)
+{
+	(void)handle; /* the session ends with the client */
+	probe_answered(arg, status, size);
+}
+
+static void probe_start_msg(struct tsr_worker *w, void *arg)
+{
+	struct probe *p = arg;
+
+	for (unsigned i = 0; i < p->n; i++) {
+		struct probe_copy *pc = &p->c[i];
+		struct tsr_peer_client_opts po = { .address = pc->address, .token = p->token,
+						   .node_id = p->node_id,
+						   .timeout_ms = p->timeout_ms };
+		int ret = tsr_peer_client_create(w, &po, NULL, NULL, &pc->client);
+
+		if (ret == 0)
+			ret = tsr_peer_open(pc->client, p->name, p->epoch, probe_open_done, pc);
+		if (ret)
+			probe_answered(pc, ret, 0);
+	}
+}
+
+static void probe_end_msg(struct tsr_worker *w, void *arg)
+{
+	struct probe *p = arg;
+
+	(void)w;
+	for (unsigned i = 0; i < p->n; i++) {
+		tsr_peer_client_destroy(p->c[i].client); /* OPENs still out: -ECANCELED */
+		p->c[i].client = NULL;
+	}
+}
+
+/*
+ * Any thread.  0: at least k copies hold snap (*chunk_size: the size of
+ * their chunk-volume snapshots); -ENOENT: fewer than k hold it and every
+ * other copy said it lacks it (or was asked nothing and could not make up
+ * the difference); -EHOSTUNREACH: fewer than k answered that they hold it,
+ * enough others could not be asked (logged); -ENOMEM, a worker's errors.
+ */
+static int snap_exists(struct ec *e, const char *snap, uint64_t *chunk_size)
+{
+	struct tsr_layout_status st;
+	struct tsr_worker *w = NULL;
+	struct probe *p;
+	struct timespec until;
+	unsigned have = 0, unknown = 0, deadline_ms;
+	struct tsr_io_opts io = { .kind = TSR_IO_AUTO, .queue_depth = 4 };
+	pthread_condattr_t ca;
+	int ret;
+
+	p = calloc(1, sizeof(*p));
+	if (p == NULL)
+		return -ENOMEM;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&p->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	snprintf(p->name, sizeof(p->name), "%s@%s", e->name, snap);
+	p->token = e->token;
+	p->node_id = e->node_id;
+	p->timeout_ms = e->peer_timeout_ms;
+	p->epoch = e->epoch;
+	pthread_mutex_lock(&e->cs.status_lock);
+	st = e->cs.status;
+	for (unsigned i = 0; i < e->n_copies && i < st.n_copies; i++) {
+		const struct ec_place *pl = &e->places[i];
+
+		if (pl->local)
+			continue; /* asked already: it lacks snap */
+		if (st.copies[i].state != TSR_COPY_IN_SYNC || pl->address[0] == '\0') {
+			unknown++;
+			continue;
+		}
+		p->c[p->n] = (struct probe_copy){ .p = p, .status = -EINPROGRESS };
+		memcpy(p->c[p->n].address, pl->address, sizeof(pl->address));
+		memcpy(p->c[p->n].node_id, st.copies[i].node_id, sizeof(p->c[p->n].node_id));
+		p->n++;
+	}
+	pthread_mutex_unlock(&e->cs.status_lock);
+	for (unsigned j = 0; j < p->n; j++) {
+		/* missed operations pending: it may hold an old snap, no source */
+		if (ec_missed_pending_node(e, p->c[j].node_id))
+			p->c[j].status = -ESTALE;
+		else
+			p->pending++;
+	}
+	ret = 0;
+	if (p->pending > 0) {
+		ret = tsr_worker_start(EC_PROBE_WORKER, &io, &w);
+		if (ret == 0)
+			ret = tsr_worker_send(w, probe_start_msg, p);
+		if (ret < 0) {
+			tsr_warn("ec snapshot %s: cannot ask the other copies whether they hold it: %s",
+				 p->name, strerror(-ret));
+			tsr_worker_stop(w);
+			goto out;
+		}
+		/* each OPEN ends within the peer timeout (its connection fails) */
+		deadline_ms = (p->timeout_ms ? p->timeout_ms : 5000) + 1000;
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += deadline_ms / 1000;
+		until.tv_nsec += (long)(deadline_ms % 1000) * 1000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		pthread_mutex_lock(&p->lock);
+		while (p->pending > 0 && pthread_cond_timedwait(&p->cond, &p->lock, &until) == 0)
+			;
+		pthread_mutex_unlock(&p->lock);
+		if (tsr_worker_send(w, probe_end_msg, p) < 0)
+			tsr_error("ec snapshot %s: the asking worker stopped first", p->name);
+		tsr_worker_stop(w); /* runs probe_end_msg first: no answer comes after */
+	}
+	for (unsigned j = 0; j < p->n; j++) {
+		int status = p->c[j].status;
+
+		if (status == 0 && have++ == 0)
+			*chunk_size = p->c[j].size;
+		else if (status != 0 && status != -ENOENT)
+			unknown++; /* down, stale, timed out: cannot say */
+	}
+	if (have >= e->k)
+		ret = 0;
+	else if (have + unknown < e->k)
+		ret = -ENOENT;
+	else {
+		tsr_warn("ec snapshot %s: cannot be read: %u of its copies hold it, %u needed; %u "
+			 "more cannot be asked now (out of sync, missed operations pending, or not "
+			 "answering)", p->name, have, e->k, unknown);
+		ret = -EHOSTUNREACH;
+	}
+out:
+	pthread_cond_destroy(&p->cond);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+	return ret;
+}
+
+static int ec_snap_image_on(struct ec *e, const char *snap, bool check,
+			    struct tsr_layout **out, struct tsr_worker **home);
 
 int tsr_layout_ec_snap_create(struct tsr_layout *coord, const char *snap,
 			      struct tsr_layout **out, struct tsr_worker **home)
 {
 	if (!tsr_layout_is_ec(coord) || snap == NULL || !tsr_valid_name(snap))
 		return -EINVAL;
-	return ec_snap_image_on(tsr_layout_ctx(coord), snap, out, home);
+	return ec_snap_image_on(tsr_layout_ctx(coord), snap, true, out, home);
 }
 
+/* The make-up's image (ec_snap.c) needs no check: a snapshot that cannot be
+ * read is skipped there.  On the home worker, which must not wait. */
 int ec_snap_image(struct ec *e, const char *snap, struct tsr_layout **out)
 {
 	struct tsr_worker *home;
 
 	if (snap == NULL || !tsr_valid_name(snap))
 		return -EINVAL;
-	return ec_snap_image_on(e, snap, out, &home);
+	return ec_snap_image_on(e, snap, false, out, &home);
 }
 
-static int ec_snap_image_on(struct ec *e, const char *snap, struct tsr_layout **out,
-			    struct tsr_worker **home)
+static int ec_snap_image_on(struct ec *e, const char *snap, bool check,
+			    struct tsr_layout **out, struct tsr_worker **home)
 {
 	struct ecsnap *s;
 	uint64_t chunk_size;
+	bool have_local = false;
 	int ret;
 
 	s = calloc(1, sizeof(*s));
@@ -716,12 +929,24 @@ static int ec_snap_image_on(struct ec *e, const char *snap, struct tsr_layout **
 			break;
 		if (ret)
 			goto err;
-		chunk_size = tsr_svol_size(s->copies[i].svol);
-		/* the volume was grown after the cut: its size then (whole stripes) */
-		if (chunk_size != tsr_ec_chunk_volume_size(e->size, e->k, e->unit))
-			s->size = chunk_size / s->unit * s->width;
+		have_local = true;
 		break;
 	}
+	/* not here: the export exists if k other copies hold it */
+	if (!have_local && check) {
+		ret = snap_exists(e, snap, &chunk_size);
+		if (ret)
+			goto err;
+	} else if (have_local) {
+		for (unsigned i = 0; i < e->n_copies; i++)
+			if (s->copies[i].svol != NULL)
+				chunk_size = tsr_svol_size(s->copies[i].svol);
+	} else {
+		chunk_size = tsr_ec_chunk_volume_size(e->size, e->k, e->unit);
+	}
+	/* the volume was grown after the cut: its size then (whole stripes) */
+	if (chunk_size != tsr_ec_chunk_volume_size(e->size, e->k, e->unit))
+		s->size = chunk_size / s->unit * s->width;
 	ret = tsr_layout_new(&ec_snap_layout_ops, s, out);
 	if (ret)
 		goto err;

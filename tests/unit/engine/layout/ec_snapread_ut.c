@@ -498,14 +498,25 @@ static void test_snapshot_read(void **state)
 	assert_int_equal(ldo(e->home, e->l, D_READ, 0, RVOL, e->buf, 0), 0);
 	assert_memory_equal(e->buf, e->head, RVOL);
 
+	/* a snapshot this node's chunk copy lacks (copy 0, in the coordinator's
+	 * store): the other copies are asked at create, five hold it: decoded */
+	assert_int_equal(rsnap_create(e, "s2"), 0);
+	assert_int_equal(tsr_store_snap_delete(e->nodes[0].store, VOLNAME, "s2"), 0);
+	assert_int_equal(read_snapshot(e, "s2", NULL), 0);
+	assert_memory_equal(e->buf, e->head, RVOL);
+
 	/* two chunk nodes gone (m = 2): decoded */
 	node_stop(&e->nodes[2]);
 	node_stop(&e->nodes[4]);
 	assert_int_equal(read_snapshot(e, "s1", NULL), 0);
 	assert_memory_equal(e->buf, e->at_cut, RVOL);
+	/* s2 now on 3 reachable copies, 4 needed, 2 cannot be asked: refused
+	 * at create (before: created, every read -EIO) */
+	assert_int_equal(read_snapshot(e, "s2", NULL), -EHOSTUNREACH);
 
-	/* a snapshot no copy holds, bad arguments */
-	assert_int_equal(read_snapshot(e, "nosuch", NULL), -EIO);
+	/* a snapshot no copy holds: refused at create (before: -EIO at every
+	 * read), bad arguments */
+	assert_int_equal(read_snapshot(e, "nosuch", NULL), -ENOENT);
 	assert_int_equal(tsr_layout_ec_snap_create(e->l, "bad name", &sl, &home), -EINVAL);
 	assert_int_equal(tsr_layout_ec_snap_create(NULL, "s1", &sl, &home), -EINVAL);
 	/* created and destroyed before its start ran */

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Opening VOL@NAME of an erasure-coded volume on its coordinator: the export
+# exists exactly when the snapshot can be read from the chunk copies.
+#
+# 3 nodes (zones z1..z3); a 2+1 volume of 4 MiB, 16 KiB unit, attached on n1.
+#  1. image A, snapshot s: v@s reads A; v@nosuch is refused at the handshake
+#     (NBD_REP_ERR_UNKNOWN, "unknown export", which libnbd shows as "No such
+#     file or directory", as for a mirror or local volume's unknown snapshot)
+#     by nbdinfo and nbdcopy (before: nbdinfo printed the export and every
+#     read failed with EIO).
+#  2. n3 killed; image B; snapshot t (cut on n1 and n2 only); image C; v
+#     detached from n1; n3 restarted, v attached on n3 (a new coordinator: the
+#     file of n3's missed operations is on n1, so t is not made up on n3):
+#     n3's own chunk copy lacks t, n1 and n2 hold it: v@t through n3 reads B
+#     (decoded from n1's and n2's chunks); v@s (every copy) reads A; v reads
+#     C; v@nosuch still refused.
+#  3. n2 killed: only n1 holds t: v@t cannot be read and is refused at the
+#     handshake (not opened to fail every read), the coordinator's log saying
+#     why; v@nosuch still refused.
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/cluster.sh"
+
+require_tessera
+require_cmd nbdcopy nbdinfo
+
+MiB=$(( 1024 * 1024 ))
+NOSUCH="No such file or directory for export"
+SIZE=$(( 4 * MiB ))
+
+write_image() {  # NODE FILE
+	nbdcopy "$2" "$(cl_nbd_uri "$1" v)" || fail "write $2 through n$1"
+}
+
+# refused NODE EXPORT PATTERN WHAT: nbdinfo and nbdcopy both fail on EXPORT
+# through NODE, nbdinfo's message matching PATTERN (ERE).
+refused() {
+	local out
+	if out=$(nbdinfo "$(cl_nbd_uri "$1" "$2")" 2>&1); then
+		fail "$4: nbdinfo opened $2 through n$1: $(echo "$out" | tr '\n' ' ' | cut -c1-200)"
+	fi
+	echo "$out" | grep -qE -- "$3" ||
+		fail "$4: nbdinfo $2 through n$1 refused without /$3/: $out"
+	if nbdcopy "$(cl_nbd_uri "$1" "$2")" - >/dev/null 2>&1; then
+		fail "$4: nbdcopy read $2 through n$1"
+	fi
+	log "$4: $2 refused through n$1 ($(echo "$out" | grep -oE -- "$3" | head -1))"
+}
+
+cl_start 3
+ctsr volume create v --size 4M --ec 2+1 --stripe-unit 16K --failure-domain zone >/dev/null ||
+	fail "create"
+ctsr volume attach v --node n1 >/dev/null || fail "attach"
+
+# ---- 1. a name no copy has ------------------------------------------------------
+cl_pattern "$CL_ROOT/A" "$SIZE" 1
+cl_pattern "$CL_ROOT/B" "$SIZE" 2
+cl_pattern "$CL_ROOT/C" "$SIZE" 3
+write_image 1 "$CL_ROOT/A"
+ctsr snapshot create v s >/dev/null || fail "snapshot create s"
+cl_assert_image 1 v@s "$CL_ROOT/A" "s"
+refused 1 v@nosuch "$NOSUCH" "a name no copy has"
+
+# ---- 2. the coordinator's own chunk lacks the snapshot -------------------------
+cl_kill 3
+cl_wait_state v n3 out-of-sync 30
+write_image 1 "$CL_ROOT/B"
+ctsr snapshot create v t >/dev/null || fail "snapshot create t with n3 away"
+write_image 1 "$CL_ROOT/C"
+ctsr volume detach v >/dev/null || fail "detach from n1"
+cl_start_node 3
+cl_attach_retry v n3
+cl_wait_synced v 120
+# the premise: n3's chunk copy has no snapshot t, n1's and n2's have
+snaps_of_copy() {  # NODE: the snapshot names of NODE's copy of v, from its catalogue
+	"$PY" - "$(cl_dir "$1")" <<'EOF'
+import sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}/store.db?mode=ro", uri=True)
+rows = db.execute("select s.name from snapshots s join volumes v on s.vol_uuid = v.uuid "
+                  "where v.name = 'v' and s.flags = 0 order by s.seq").fetchall()
+print(" ".join(r[0] for r in rows))
+EOF
+}
+assert_eq "$(snaps_of_copy 3)" "s" "n3's chunk copy's snapshots"
+assert_eq "$(snaps_of_copy 1)" "s t" "n1's chunk copy's snapshots"
+assert_eq "$(snaps_of_copy 2)" "s t" "n2's chunk copy's snapshots"
+cl_assert_image 3 v@t "$CL_ROOT/B" "t through n3 (its own chunk lacks t)"
+cl_assert_image 3 v@s "$CL_ROOT/A" "s through n3"
+cl_assert_image 3 v "$CL_ROOT/C" "head through n3"
+refused 3 v@nosuch "$NOSUCH" "a name no copy has, n3 coordinator"
+
+# ---- 3. fewer than k copies hold it ----------------------------------------------
+cl_kill 2
+cl_wait_state v n2 out-of-sync 30
+refused 3 v@t "$NOSUCH" "t with n2 down (only n1 holds it)"
+wait_log 3 "v@t: .*cannot be read" 5
+refused 3 v@nosuch "$NOSUCH" "a name no copy has, n2 down"
+cl_assert_image 3 v@s "$CL_ROOT/A" "s through n3, n2 down"
+cl_stop_all
+log "ok"
