@@ -211,7 +211,9 @@ static int row_from_stmt(sqlite3_stmt *st, struct vol_row *row)
 	return 0;
 }
 
-/* Stores created before a column existed: add it (every row reads its default). */
+/* Stores created before a column existed: add it (every row reads its
+ * default).  A new catalogue is created with every column (schema_exec), so
+ * this logs only on an upgrade. */
 static int add_column(sqlite3 *db, const char *name, const char *alter)
 {
 	sqlite3_stmt *st;
@@ -287,7 +289,8 @@ static int schema_exec(sqlite3 *db)
 			  "CREATE TABLE IF NOT EXISTS volumes(name TEXT PRIMARY KEY,"
 			  " uuid TEXT NOT NULL, size INTEGER NOT NULL, created INTEGER NOT NULL,"
 			  " dev_offset INTEGER NOT NULL, crc INTEGER NOT NULL,"
-			  " epoch INTEGER NOT NULL DEFAULT 0);"
+			  " epoch INTEGER NOT NULL DEFAULT 0, parent TEXT NOT NULL DEFAULT '',"
+			  " flags INTEGER NOT NULL DEFAULT 0, orig TEXT NOT NULL DEFAULT '');"
 			  "CREATE TABLE IF NOT EXISTS snapshots(uuid TEXT PRIMARY KEY,"
 			  " vol_uuid TEXT NOT NULL, name TEXT NOT NULL, seq INTEGER NOT NULL,"
 			  " created INTEGER NOT NULL, size INTEGER NOT NULL, flags INTEGER NOT NULL,"
