@@ -1411,6 +1411,9 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 				goto err;
 			}
 			if (tsr_svol_size(c->svol) < m->size) {
+				tsr_error("mirror %s: local copy is %llu bytes, %llu needed",
+					  m->name, (unsigned long long)tsr_svol_size(c->svol),
+					  (unsigned long long)m->size);
 				ret = -EINVAL;
 				goto err;
 			}
