@@ -529,12 +529,22 @@ int ec_missed_makeup(struct ec_missed *m, tsr_cb done, void *arg)
 	return 0;
 }
 
-/* Every copy that did not do s's CREATE or DELETE gets its name noted. */
+/*
+ * Every copy that did not do s's CREATE or DELETE gets its name noted.  An
+ * operation that failed with no copy changed (a CREATE of a name taken, undone,
+ * or a DELETE of a name no copy has) was missed by nobody: noting it would
+ * leave every IN_SYNC copy with entries pending, so none would be a source
+ * for snapshot reads (snapread) until it left and came back, and every
+ * VOL@SNAP would fail (test-ec-snap-open).  A DELETE done on some copies
+ * only, and failed for too few, was missed by the others.
+ */
 static void note_missed(struct esnap *s)
 {
 	struct ec *e = s->e;
 
 	if (s->req.op != TSR_SNAP_CREATE && s->req.op != TSR_SNAP_DELETE)
+		return;
+	if (s->status != 0 && !(s->req.op == TSR_SNAP_DELETE && s->ok > 0))
 		return;
 	for (unsigned i = 0; i < e->n_copies; i++) {
 		struct ecopy *c = &e->copies[i];

@@ -7,7 +7,8 @@
 #     (NBD_REP_ERR_UNKNOWN, "unknown export", which libnbd shows as "No such
 #     file or directory", as for a mirror or local volume's unknown snapshot)
 #     by nbdinfo and nbdcopy (before: nbdinfo printed the export and every
-#     read failed with EIO).
+#     read failed with EIO).  A CREATE of the taken name s and a DELETE of
+#     nosuch fail and leave no missed operation noted; v@s still reads A.
 #  2. n3 killed; image B; snapshot t (cut on n1 and n2 only); image C; v
 #     detached from n1; n3 restarted, v attached on n3 (a new coordinator: the
 #     file of n3's missed operations is on n1, so t is not made up on n3):
@@ -59,6 +60,14 @@ write_image 1 "$CL_ROOT/A"
 ctsr snapshot create v s >/dev/null || fail "snapshot create s"
 cl_assert_image 1 v@s "$CL_ROOT/A" "s"
 refused 1 v@nosuch "$NOSUCH" "a name no copy has"
+# a CREATE of a name taken and a DELETE of a name no copy has both fail and
+# change nothing: no copy noted as having missed them (before: every copy
+# noted, so none was a source for snapshot reads any more and v@s failed)
+if out=$(ctsr snapshot create v s 2>&1); then fail "snapshot create v s twice: accepted"; fi
+if out=$(ctsr snapshot delete v nosuch 2>&1); then fail "snapshot delete v nosuch: accepted"; fi
+left=$(find "$(cl_dir 1)" -name 'v.*.snaps')
+[ -z "$left" ] || fail "missed snapshot operations noted for a refused create/delete: $left"
+cl_assert_image 1 v@s "$CL_ROOT/A" "s after a refused create and delete"
 
 # ---- 2. the coordinator's own chunk lacks the snapshot -------------------------
 cl_kill 3

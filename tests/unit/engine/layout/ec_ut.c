@@ -1646,6 +1646,72 @@ static void test_snapshot(void **state)
 	free(before);
 }
 
+static unsigned snaps_files(const struct env *e)
+{
+	DIR *d = opendir(e->state_dir);
+	struct dirent *de;
+	unsigned n = 0;
+
+	assert_non_null(d);
+	while ((de = readdir(d)) != NULL) {
+		size_t len = strlen(de->d_name);
+
+		n += len > 6 && strcmp(de->d_name + len - 6, ".snaps") == 0;
+	}
+	closedir(d);
+	return n;
+}
+
+/*
+ * A DELETE that a copy answers -ENOENT (it lacks the snapshot: it missed
+ * the CREATE under another coordinator) is done there when another copy had
+ * it (ec_snap.c esnap_dec, 800e0f7): every copy stays IN_SYNC, nothing is
+ * noted as missed.  Without the rule that copy was made OUT_OF_SYNC and its
+ * DELETE noted in its file of missed operations.  A name no copy has (and a
+ * CREATE of a name taken): the operation fails, nobody falls out of sync,
+ * nothing is noted (note_missed).
+ */
+static void test_snapshot_delete_enoent(void **state)
+{
+	struct env *e = *state;
+	struct tsr_layout_status s;
+
+	assert_int_equal(create(e, true, 1), 0);
+	random_writes(e, 20, 90);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s1"), 0);
+	/* copy 1 lacks s1 (as if it missed the CREATE) */
+	assert_int_equal(tsr_store_snap_delete(e->nodes[1].store, VOLNAME, "s1"), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_DELETE, "s1"), 0);
+	get_status(e, &s);
+	assert_int_equal(s.copy_failures, 0);
+	assert_int_equal(s.in_sync, e->n);
+	for (unsigned i = 0; i < e->n; i++) {
+		struct tsr_snap_info si;
+
+		assert_int_equal(tsr_store_snap_info(e->nodes[i].store, VOLNAME, "s1", &si),
+				 -ENOENT);
+		assert_int_equal(s.copies[i].state, TSR_COPY_IN_SYNC);
+	}
+	assert_int_equal(snaps_files(e), 0);
+	/* no copy has it: refused, nobody out of sync, nothing noted as missed
+	 * (before: 'd nosuch' noted for every copy, none a snapshot source) */
+	assert_int_equal(lsnap(e, TSR_SNAP_DELETE, "nosuch"), -ENOENT);
+	get_status(e, &s);
+	assert_int_equal(s.copy_failures, 0);
+	assert_int_equal(s.in_sync, e->n);
+	assert_int_equal(snaps_files(e), 0);
+	/* a name taken on every copy: refused the same way */
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s2"), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s2"), -EEXIST);
+	get_status(e, &s);
+	assert_int_equal(s.copy_failures, 0);
+	assert_int_equal(s.in_sync, e->n);
+	assert_int_equal(snaps_files(e), 0);
+	/* the volume still reads and writes */
+	random_writes(e, 10, 91);
+	assert_reads_equal_model(e);
+}
+
 /* ---- the fault switch: a coordinator process killed mid-write ---- */
 
 #define CRASH_STRIPE 2
@@ -1958,6 +2024,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_converge, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_replace, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot, setup_4p2, teardown),
+	    cmocka_unit_test_setup_teardown(test_snapshot_delete_enoent, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_staged_0, setup_crash, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_staged_1, setup_crash, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_committed_0, setup_crash, teardown),
