@@ -13,6 +13,7 @@
 #include "tessera/ec.h"
 
 #define MAX_TEXT 255
+#define REC_MISSED_MAX 1024 /* a copy's missed snapshot operations (mirror_snap.c) */
 /* The store's largest volume (STORE_MAX_VOL_SIZE, 1 PiB): no copy of a larger
  * one can exist, and the bound keeps rec_copy_size and its sums from wrapping. */
 #define MAX_VOLUME_SIZE (1ull << 50)
@@ -75,6 +76,25 @@ static bool copies_distinct(const Tessera__Cluster__VolumeRecord *r)
 	return true;
 }
 
+/*
+ * A copy's missed snapshot operations: at most REC_MISSED_MAX entries, each
+ * "c NAME" or "d NAME" with a valid snapshot name (the mirror replays them
+ * on the copy by name, and parses them again: mirror_missed_parse).
+ */
+static bool missed_ok(const Tessera__Cluster__CopyRecord *cr)
+{
+	if (cr->n_missed_snaps > REC_MISSED_MAX)
+		return false;
+	for (size_t i = 0; i < cr->n_missed_snaps; i++) {
+		const char *e = cr->missed_snaps[i];
+
+		if (e == NULL || (e[0] != 'c' && e[0] != 'd') || e[1] != ' ' ||
+		    strlen(e + 2) > TSR_SNAP_NAME_MAX || !tsr_valid_name(e + 2))
+			return false;
+	}
+	return true;
+}
+
 uint64_t rec_copy_size(const Tessera__Cluster__VolumeRecord *r)
 {
 	return r->ec_k ? tsr_ec_chunk_volume_size(r->size, r->ec_k, r->stripe_unit) : r->size;
@@ -100,7 +120,8 @@ Tessera__Cluster__VolumeRecord *rec_volume_decode(const struct tsr_meta_kv *kv)
 		goto bad;
 	for (size_t i = 0; i < r->n_copies; i++)
 		if (!tsr_valid_name(r->copies[i]->node_id) ||
-		    (unsigned)r->copies[i]->state > TESSERA__CLUSTER__COPY_STATE__RESYNCING)
+		    (unsigned)r->copies[i]->state > TESSERA__CLUSTER__COPY_STATE__RESYNCING ||
+		    !missed_ok(r->copies[i]))
 			goto bad;
 	if (!copies_distinct(r))
 		goto bad;

@@ -6,7 +6,8 @@
  * bad name, a UUID the admin reply parser would refuse, a size past the
  * store's 1 PiB (rec_copy_size would wrap), an invalid coordinator, two
  * copies on one node, a broken erasure-coding geometry, a copy state out of
- * range, min_replicas past the copies.  Replication records
+ * range, min_replicas past the copies, a copy's missed snapshot operation
+ * that is not "c NAME" / "d NAME" or more than 1024 of them.  Replication records
  * (replication.c repl_record_decode): valid ones decode (an unknown
  * compression too: the source refuses it at start with a message); a
  * resync_from that is not a site name, or text with control bytes, does not.
@@ -216,6 +217,49 @@ static void test_volume_bad_fields(void **state)
 	assert_false(vol_decodes(&v));
 }
 
+/* CopyRecord.missed_snaps: "c NAME" / "d NAME", valid names, at most 1024. */
+static void test_volume_missed_snaps(void **state)
+{
+	static char *ok[] = {"c s1", "d s1", "c s1", "c a.b-c_9"};
+	static char *bad[][1] = {{"x s1"}, {"c"}, {"c "}, {"cs1"}, {"c -s1"}, {"c s1\n"},
+				 {"c s 1"}, {"d s1\x01"}};
+	char longname[80], *lng[1] = {longname};
+	char **many;
+	struct vol v;
+
+	(void)state;
+	vol_init(&v, false);
+	v.copy[2].state = TESSERA__CLUSTER__COPY_STATE__OUT_OF_SYNC;
+	v.copy[2].missed_snaps = ok;
+	v.copy[2].n_missed_snaps = 4;
+	assert_true(vol_decodes(&v));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		v.copy[2].missed_snaps = bad[i];
+		v.copy[2].n_missed_snaps = 1;
+		assert_false(vol_decodes(&v));
+	}
+	/* a name of 63 bytes is a snapshot name, 64 is not */
+	memset(longname, 'a', sizeof(longname));
+	longname[0] = 'c';
+	longname[1] = ' ';
+	longname[2 + 63] = '\0';
+	v.copy[2].missed_snaps = lng;
+	assert_true(vol_decodes(&v));
+	longname[2 + 63] = 'a';
+	longname[2 + 64] = '\0';
+	assert_false(vol_decodes(&v));
+	many = calloc(1025, sizeof(*many));
+	assert_non_null(many);
+	for (size_t i = 0; i < 1025; i++)
+		many[i] = "d s1";
+	v.copy[2].missed_snaps = many;
+	v.copy[2].n_missed_snaps = 1024;
+	assert_true(vol_decodes(&v));
+	v.copy[2].n_missed_snaps = 1025;
+	assert_false(vol_decodes(&v));
+	free(many);
+}
+
 static void test_replication(void **state)
 {
 	Tessera__Cluster__ReplicationRecord r = TESSERA__CLUSTER__REPLICATION_RECORD__INIT, *got;
@@ -303,6 +347,7 @@ int main(void)
 	    cmocka_unit_test(test_volume_bad_coordinator),
 	    cmocka_unit_test(test_volume_copies_distinct),
 	    cmocka_unit_test(test_volume_bad_fields),
+	    cmocka_unit_test(test_volume_missed_snaps),
 	    cmocka_unit_test(test_node_and_attach),
 	    cmocka_unit_test(test_replication),
 	};
