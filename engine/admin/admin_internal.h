@@ -54,6 +54,13 @@ void admin_data_fs_free_built(Tessera__Admin__DataFs *fs);
  * thread only.
  */
 Tessera__Admin__DataFs *admin_data_fs(const char *dir);
+/*
+ * The bytes on disk of store's volumes, summed (each one's allocated, as
+ * volume list and show give it: its head's data files; snapshot layers are
+ * not counted).  0 or the error of tsr_store_vol_list.  Blocking (stat per
+ * data file): control thread only.
+ */
+int admin_store_allocated(struct tsr_store *store, uint64_t *out);
 /* A DataFs whose figures are unknown, for why (copied); NULL on ENOMEM. */
 Tessera__Admin__DataFs *admin_data_fs_unknown(const char *why);
 /* Fill resp with error err (-errno) and a formatted user message. */

@@ -920,6 +920,21 @@ Tessera__Admin__DataFs *admin_data_fs(const char *dir)
 	return fs;
 }
 
+int admin_store_allocated(struct tsr_store *store, uint64_t *out)
+{
+	struct tsr_vol_info *infos = NULL;
+	size_t count = 0, i;
+	int ret = tsr_store_vol_list(store, &infos, &count);
+
+	*out = 0;
+	if (ret)
+		return ret;
+	for (i = 0; i < count; i++)
+		*out += infos[i].allocated;
+	free(infos);
+	return 0;
+}
+
 static void op_status(struct tsr_admin_server *srv, Tessera__Admin__Response *resp)
 {
 	Tessera__Admin__Status *s;
@@ -966,6 +981,8 @@ static void op_status(struct tsr_admin_server *srv, Tessera__Admin__Response *re
 		admin_fail(resp, ret, "cannot list volumes: %s (see tesserad's log)", strerror(-ret));
 		return;
 	}
+	for (i = 0; i < count; i++)
+		s->allocated += infos[i].allocated;
 	free(infos);
 	s->volumes = (uint32_t)count;
 	s->node_id = admin_strdup(srv->node_id);

@@ -1,8 +1,11 @@
 /*
  * tessera node list / cluster status: answered from the metadata store
  * (node records, alive keys, volume records, attachments); node list adds
- * each node's data file system (size, free), asked from the node itself (its
- * Status: statvfs of its data dir), since it changes with every write.
+ * each node's data file system (size, free) and the bytes its store's
+ * volumes have on disk (allocated), asked from the node itself (its Status:
+ * statvfs of its data dir, the sum of its volumes' allocated), since they
+ * change with every write.  A node that does not answer shows them unknown
+ * (data_fs.error set, allocated 0).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -23,12 +26,14 @@ struct fs_ask {
 	const char *address;
 	int64_t deadline;	    /* tsr_mono_ms */
 	Tessera__Admin__DataFs *fs; /* the answer, or unknown with why; NULL: ENOMEM */
+	uint64_t allocated;	    /* the answer's (0 when unknown) */
 };
 
 /* The DataFs of a node at address from its Status reply (ret 0) or the
- * failure ret; resp (may be NULL) is freed.  NULL on ENOMEM. */
+ * failure ret, and *allocated (0 when unknown); resp (may be NULL) is freed.
+ * NULL on ENOMEM. */
 static Tessera__Admin__DataFs *fs_from_status(const char *address, int ret,
-					      Tessera__Admin__Response *resp)
+					      Tessera__Admin__Response *resp, uint64_t *allocated)
 {
 	Tessera__Admin__DataFs *fs;
 	char why[256];
@@ -41,8 +46,10 @@ static Tessera__Admin__DataFs *fs_from_status(const char *address, int ret,
 		snprintf(why, sizeof(why), "no answer from %s: %s", address,
 			 ret == -EPROTO ? "its tesserad does not report it" : strerror(-ret));
 		fs = admin_data_fs_unknown(why);
+		*allocated = 0;
 	} else {
 		fs = admin_data_fs_unknown(resp->status->data_fs->error);
+		*allocated = resp->status->allocated;
 		if (fs) {
 			fs->size = resp->status->data_fs->size;
 			fs->free = resp->status->data_fs->free;
@@ -72,7 +79,7 @@ static void *fs_ask_main(void *arg)
 	if (ret == 0)
 		ret = left > 0 ? tsr_admin_call(cl, &req, (int)left, &resp) : -ETIMEDOUT;
 	tsr_admin_close(cl);
-	a->fs = fs_from_status(a->address, ret, resp);
+	a->fs = fs_from_status(a->address, ret, resp, &a->allocated);
 	return NULL;
 }
 
@@ -112,6 +119,8 @@ static int nodes_data_fs(struct tsr_cluster *c, const struct cluster_view *v,
 		if (started[i])
 			pthread_join(threads[i], NULL);
 		nodes[i]->data_fs = asks[i].fs;
+		if (asks[i].address != NULL) /* asked (ours is set already) */
+			nodes[i]->allocated = asks[i].allocated;
 		if (asks[i].fs == NULL)
 			ret = -ENOMEM;
 	}
@@ -204,7 +213,8 @@ static void nodes_later_answer(void *cb_arg, int status, Tessera__Admin__Respons
 	struct nodes_later_ask *a = cb_arg;
 	struct nodes_later *nl = a->nl;
 
-	nl->nodes[a->i]->data_fs = fs_from_status(a->address, status, r);
+	nl->nodes[a->i]->data_fs =
+		fs_from_status(a->address, status, r, &nl->nodes[a->i]->allocated);
 	if (nl->nodes[a->i]->data_fs == NULL)
 		nl->nomem = true;
 	if (--nl->pending == 0)
@@ -272,7 +282,8 @@ static bool nodes_data_fs_later(struct tsr_cluster *c, const struct cluster_view
 				       nodes_later_answer, a, NULL);
 		if (ret) {
 			nl->pending--;
-			nodes[i]->data_fs = fs_from_status(r->address, ret, NULL);
+			nodes[i]->data_fs = fs_from_status(r->address, ret, NULL,
+							   &nodes[i]->allocated);
 			if (nodes[i]->data_fs == NULL)
 				nl->nomem = true;
 		}
@@ -307,6 +318,11 @@ void cluster_node_list(struct tsr_cluster *c, Tessera__Admin__Response *resp)
 			goto nomem;
 		resp->n_nodes++;
 	}
+	/* ours from our store (the others' come with their Status) */
+	for (size_t i = 0; i < v.n_nodes; i++)
+		if (strcmp(v.nodes[i]->id, c->node_id) == 0 && c->o.store != NULL &&
+		    admin_store_allocated(c->o.store, &resp->nodes[i]->allocated) != 0)
+			resp->nodes[i]->allocated = 0;
 	/* on the admin loop: asked asynchronously, the reply comes later;
 	 * elsewhere: on threads, waited for here */
 	if (!nodes_data_fs_later(c, &v, resp) && nodes_data_fs(c, &v, resp->nodes))

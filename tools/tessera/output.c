@@ -362,7 +362,7 @@ json_t *cli_status_json(const Tessera__Admin__Status *s)
 {
 	json_t *j;
 
-	j = json_pack("{s:s, s:i, s:s, s:s?, s:s, s:i, s:o, s:o, s:I, s:I, s:i, s:I, s:I}",
+	j = json_pack("{s:s, s:i, s:s, s:s?, s:s, s:i, s:o, s:o, s:I, s:I, s:i, s:I, s:I, s:I}",
 		      "version", s->version, "pid", (int)s->pid, "data_dir", s->data_dir,
 		      "device", s->device[0] ? s->device : NULL,
 		      "io_backend", s->io_backend, "workers", (int)s->workers,
@@ -371,7 +371,7 @@ json_t *cli_status_json(const Tessera__Admin__Status *s)
 		      "nbd_connections_open", (json_int_t)s->nbd_connections_open,
 		      "nbd_connections_total", (json_int_t)s->nbd_connections_total,
 		      "volumes", (int)s->volumes, "uptime_sec", (json_int_t)s->uptime_sec,
-		      "started", (json_int_t)s->started);
+		      "started", (json_int_t)s->started, "allocated", (json_int_t)s->allocated);
 	if (j && (s->node_id[0] || s->cluster_address[0]))
 		json_object_update_new(j, json_pack("{s:s, s:s}", "node_id", s->node_id,
 						    "cluster_address", s->cluster_address));
@@ -679,7 +679,7 @@ void cli_print_volume_list(Tessera__Admin__Volume *const *vols, size_t n)
 
 void cli_print_status(const Tessera__Admin__Status *s)
 {
-	char up[64], started[64];
+	char up[64], started[64], alloc[32];
 
 	printf("tesserad:     %s, pid %d\n", s->version, (int)s->pid);
 	if (s->node_id[0])
@@ -696,7 +696,8 @@ void cli_print_status(const Tessera__Admin__Status *s)
 		printf("%s%s\n", i ? "              " : "admin listen: ", s->admin_listeners[i]);
 	printf("nbd clients:  %" PRIu64 " open, %" PRIu64 " since start\n",
 	       s->nbd_connections_open, s->nbd_connections_total);
-	printf("volumes:      %u\n", s->volumes);
+	printf("volumes:      %u, %s allocated on disk\n", s->volumes,
+	       cli_fmt_size(s->allocated, alloc, sizeof(alloc)));
 	printf("uptime:       %s (since %s)\n", cli_fmt_duration(s->uptime_sec, up, sizeof(up)),
 	       cli_fmt_time(s->started, started, sizeof(started)));
 	if (s->data_fs) {
@@ -829,7 +830,7 @@ void cli_print_nodes(Tessera__Admin__Node *const *nodes, size_t n)
 		       nd->site[0] ? nd->site : "-", nd->alive ? "yes" : "NO",
 		       nd->meta ? "yes" : "-", cli_fmt_size(nd->capacity, cap, sizeof(cap)),
 		       cli_fmt_size(nd->provisioned, prov, sizeof(prov)),
-		       cli_fmt_size(nd->allocated, alloc, sizeof(alloc)), nd->copies,
+		       known ? cli_fmt_size(nd->allocated, alloc, sizeof(alloc)) : "-", nd->copies,
 		       nd->attached, known ? cli_fmt_size(fs->size, fsize, sizeof(fsize)) : "-",
 		       known ? cli_fmt_size(fs->avail, favail, sizeof(favail)) : "-",
 		       known ? fuse : "-");
