@@ -1065,6 +1065,8 @@ struct ctl {
 	struct mirror *m;
 	unsigned idx;
 	char oldpath[PATH_MAX]; /* replace: the old copy's bitmap file */
+	char oldjournal[PATH_MAX]; /* replace: the old copy's journal of missed snapshots */
+	const char *newmissed;  /* replace: the snapshots the new copy gets (may be NULL) */
 	bool repair;
 	struct mcopy newcopy;
 	struct mbitmap *newbm;
@@ -1143,6 +1145,7 @@ static int replace_fn(void *arg)
 		ctl->newsvol = c->svol; /* the old local handle goes back to the caller to put */
 	/* waiters of the old slot's hooks: a new slot never records their states */
 	copyset_hook_forget(&c->base);
+	mirror_missed_path(c, ctl->oldjournal);
 	*old = c->bm;
 	m->retired[m->n_retired++] = old;
 	c->bm = *ctl->newbm;
@@ -1161,7 +1164,7 @@ static int replace_fn(void *arg)
 	m->replace_running = true;
 	m->replace_idx = ctl->idx;
 	mirror_snap_replay_abort(c);
-	mirror_missed_all(c); /* the new copy gets every snapshot the local copy holds */
+	mirror_missed_all(c, ctl->newmissed); /* the new copy gets every snapshot */
 	memcpy(ctl->oldpath, old->path, sizeof(ctl->oldpath));
 	ret = mcopy_connect(c, returned_open_done, c);
 	if (ret == 1)
@@ -1190,6 +1193,7 @@ static int mirror_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_
 	snprintf(ctl.newcopy.address, sizeof(ctl.newcopy.address), "%s", copy->address);
 	ctl.newcopy.local = copy->local;
 	ctl.newcopy.state = copy->state;
+	ctl.newmissed = copy->missed;
 	if (copy->local) {
 		ret = tsr_store_vol_open(m->store, m->name, &ctl.newcopy.svol);
 		if (ret == 0)
@@ -1206,8 +1210,11 @@ static int mirror_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_
 	ret = copyset_call(&m->cs, on_home(m), replace_fn, &ctl);
 	if (ret < 0)
 		goto err;
-	/* the old copy's bitmap file goes (its fd is closed at teardown) */
+	/* the old copy's bitmap file goes (its fd is closed at teardown), and
+	 * its journal of missed snapshots (the new copy has its own) */
 	unlink(ctl.oldpath);
+	if (ctl.oldjournal[0] != '\0')
+		unlink(ctl.oldjournal);
 	if (ctl.newsvol != NULL)
 		tsr_svol_put(ctl.newsvol);
 	return 0;
@@ -1394,7 +1401,8 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 		ret = mbm_open(&c->bm, m, path, oc->state != TSR_COPY_IN_SYNC, c->full_resync);
 		if (ret < 0)
 			goto err;
-		ret = mirror_missed_load(c);
+		/* ret 0: no bitmap loaded, every region dirty (a rebuild in full) */
+		ret = mirror_missed_load(c, oc->missed, c->full_resync || ret == 0);
 		if (ret < 0)
 			goto err;
 		if (c->local) {

@@ -186,6 +186,9 @@ struct mcopy {
 	 */
 	struct msnap_miss *missed;
 	unsigned n_missed;
+	/* the metadata record may list missed operations (CopyRecord.missed_snaps):
+	 * replay pops and the end of a replay are recorded too */
+	bool missed_in_record;
 	struct mreplay *replay; /* replay running, or NULL */
 };
 
@@ -319,11 +322,19 @@ void mirror_resync_tick(struct mirror *m, uint64_t now_ns);
 
 /* mirror_snap.c: the layout's snap op (layout_module.h) */
 int mirror_snap(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg);
-/* Control thread, at create: read c's journal of missed snapshot operations
- * (an IN_SYNC copy's is stale: removed).  0 or -errno (-EUCLEAN malformed). */
-int mirror_missed_load(struct mcopy *c);
-/* Replace: the new (empty) copy misses every snapshot the local copy holds. */
-void mirror_missed_all(struct mcopy *c);
+/*
+ * Control thread, at create: c's missed snapshot operations (an IN_SYNC
+ * copy's journal is stale: removed).  recorded: the metadata record's
+ * (tsr_layout_copy.missed, may be NULL); rebuild: every region of c will be
+ * copied (full resync, or no bitmap): then the record's list is taken (our
+ * journal may predate another coordinator's), else our journal.  0 or -errno.
+ */
+int mirror_missed_load(struct mcopy *c, const char *recorded, bool rebuild);
+/* Replace, home worker: the new (empty) copy misses every snapshot: the local
+ * IN_SYNC copy's, else given's (journal text, may be NULL); saved, recorded. */
+void mirror_missed_all(struct mcopy *c, const char *given);
+/* c's journal file: state_dir/<vol>.<node_id>.snaps ("" if too long). */
+void mirror_missed_path(const struct mcopy *c, char out[PATH_MAX]);
 /* Forget (and unlink) c's journal: it is IN_SYNC. */
 void mirror_missed_clear(struct mcopy *c);
 void mirror_missed_free(struct mcopy *c);

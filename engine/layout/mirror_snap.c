@@ -47,9 +47,20 @@
  * the others'.  Then the resync proper brings the head up to date as
  * before.  The snapshot is read from the local copy when it is IN_SYNC,
  * else from a remote IN_SYNC copy through a read-only peer session on
- * "VOL@SNAP".  Limit: the journal lives on the coordinator's node, like the
- * bitmaps: a copy resynced by another coordinator (full resync) gets its
- * head, not the snapshots it missed.
+ * "VOL@SNAP".
+ *
+ * The journal lives on the coordinator's node, like the bitmaps; so that
+ * another coordinator knows it too, every change of it is also recorded in
+ * the metadata store (hooks.set_copy_missed: the copy's
+ * CopyRecord.missed_snaps), before the snap that made it is acknowledged
+ * (a replay's progress without waiting).  A coordinator that rebuilds the
+ * copy in full (full_resync, or no bitmap of it) replays the record's list
+ * (tsr_layout_copy.missed): an entry already done is done again, which is
+ * harmless when every region is written.  One that has the copy's bitmap
+ * replays its own journal, which matches it exactly (replaying a done entry
+ * over part of the regions would mix two images).  A replaced copy's list is
+ * every snapshot of the volume: the local IN_SYNC copy's, else the one the
+ * cluster gives (also recorded, for a copy replaced while detached).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -110,6 +121,7 @@ static void snap_complete(struct msnap *s, int status)
 
 static void snap_step(struct msnap *s);
 static int missed_add(struct mcopy *c, enum tsr_snap_op op, const char *snap);
+static bool missed_record(struct mcopy *c, struct waiter *w);
 
 static void snap_dec(struct msnap *s)
 {
@@ -193,6 +205,7 @@ static void snap_decided(struct msnap *s)
 		s->pending = 1;
 		for (unsigned i = 0; i < m->n_copies; i++) {
 			struct mcopy *c = &m->copies[i];
+			struct waiter *w;
 
 			if (!c->present || (s->ok & (1u << i)))
 				continue;
@@ -203,9 +216,25 @@ static void snap_decided(struct msnap *s)
 				mbm_mark_all(&c->bm);
 				mirror_copy_failed(c, -EAGAIN);
 			}
-			if (s->req.op != TSR_SNAP_CLONE &&
-			    missed_add(c, s->req.op, s->req.snap) < 0)
+			if (s->req.op == TSR_SNAP_CLONE)
+				continue;
+			if (missed_add(c, s->req.op, s->req.snap) < 0) {
 				s->status = -EIO;
+				continue;
+			}
+			/* and in vol/<name>, for whichever coordinator brings it back */
+			w = calloc(1, sizeof(*w));
+			if (w == NULL) {
+				s->status = -EIO;
+				continue;
+			}
+			w->fn = hook_recorded;
+			w->arg = s;
+			s->pending++;
+			if (!missed_record(c, w)) {
+				s->pending--;
+				free(w);
+			}
 		}
 		for (unsigned i = 0; i < m->n_copies; i++) {
 			struct msnap_sub *sub = &s->subs[i];
@@ -337,11 +366,18 @@ int mirror_snap(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *c
 /* state_dir/<vol>.<node_id>.snaps; the bitmap's path fits, so does this one. */
 static void journal_path(const struct mcopy *c, char out[PATH_MAX])
 {
+	mirror_missed_path(c, out);
+}
+
+void mirror_missed_path(const struct mcopy *c, char out[PATH_MAX])
+{
 	int n = snprintf(out, PATH_MAX, "%s/%s.%s.snaps", c->m->state_dir, c->m->name, c->node_id);
 
 	if (n < 0 || n >= PATH_MAX)
 		out[0] = '\0';
 }
+
+static char *missed_text(const struct mcopy *c);
 
 /* Write c's journal (unlink it when empty), atomically and durably. */
 static int missed_save(struct mcopy *c)
@@ -351,13 +387,10 @@ static int missed_save(struct mcopy *c)
 	int ret;
 
 	journal_path(c, path);
-	buf = malloc((size_t)c->n_missed * (sizeof(c->missed[0].snap) + 3) + 1);
+	buf = missed_text(c);
 	if (buf == NULL)
 		return -ENOMEM;
-	for (unsigned i = 0; i < c->n_missed; i++)
-		len += (size_t)sprintf(buf + len, "%c %s\n",
-				       c->missed[i].op == TSR_SNAP_CREATE ? 'c' : 'd',
-				       c->missed[i].snap);
+	len = strlen(buf);
 	ret = tsr_file_replace(path, buf, len);
 	free(buf);
 	if (ret < 0)
@@ -413,42 +446,180 @@ static int missed_add(struct mcopy *c, enum tsr_snap_op op, const char *snap)
 	return ret;
 }
 
-int mirror_missed_load(struct mcopy *c)
+/*
+ * Parse journal text ("c NAME\n" / "d NAME\n" lines, the file's or the
+ * metadata record's) onto c's list.  0, -ENOMEM/-ENOSPC, or -EUCLEAN at a
+ * malformed line (the entries before it are kept).
+ */
+static int missed_parse(struct mcopy *c, const char *text, const char *from)
 {
-	char path[PATH_MAX], line[160], name[160];
+	while (*text != '\0') {
+		const char *eol = strchr(text, '\n');
+		size_t len = eol != NULL ? (size_t)(eol - text) : strlen(text);
+		char name[TSR_SNAP_NAME_MAX + 1];
+		int ret;
+
+		if (len < 3 || len - 2 > TSR_SNAP_NAME_MAX || (text[0] != 'c' && text[0] != 'd') ||
+		    text[1] != ' ') {
+			tsr_error("mirror %s: journal %s: malformed line: ignored from there",
+				  c->m->name, from);
+			return -EUCLEAN;
+		}
+		memcpy(name, text + 2, len - 2);
+		name[len - 2] = '\0';
+		if (!tsr_valid_name(name)) {
+			tsr_error("mirror %s: journal %s: malformed line: ignored from there",
+				  c->m->name, from);
+			return -EUCLEAN;
+		}
+		ret = missed_push(c, text[0] == 'c' ? TSR_SNAP_CREATE : TSR_SNAP_DELETE, name);
+		if (ret < 0)
+			return ret;
+		text += len;
+		if (*text == '\n')
+			text++;
+	}
+	return 0;
+}
+
+/* c's list as journal text (malloc'd), NULL: out of memory. */
+static char *missed_text(const struct mcopy *c)
+{
+	char *buf = malloc((size_t)c->n_missed * (sizeof(c->missed[0].snap) + 3) + 1);
+	size_t len = 0;
+
+	if (buf == NULL)
+		return NULL;
+	for (unsigned i = 0; i < c->n_missed; i++)
+		len += (size_t)sprintf(buf + len, "%c %s\n",
+				       c->missed[i].op == TSR_SNAP_CREATE ? 'c' : 'd',
+				       c->missed[i].snap);
+	buf[len] = '\0';
+	return buf;
+}
+
+/* ---- the record of missed operations in the metadata store --------------- */
+
+struct missed_rec {
+	struct mirror *m;
+	struct waiter *w; /* NULL: nobody waits */
+	int status;
+};
+
+static void missed_rec_msg(struct tsr_worker *wk, void *arg)
+{
+	struct missed_rec *r = arg;
+	struct mirror *m = r->m;
+
+	(void)wk;
+	if (r->status < 0)
+		tsr_error("mirror %s: cannot record missed snapshot operations: %s", m->name,
+			  strerror(-r->status));
+	if (r->w != NULL) {
+		r->w->fn(r->w->arg, r->status);
+		free(r->w);
+	}
+	free(r);
+	m_put(m);
+}
+
+/* hooks.set_copy_missed's done: from any thread; back to the home worker. */
+static void missed_rec_done(void *arg, int status)
+{
+	struct missed_rec *r = arg;
+
+	r->status = status;
+	if (tsr_worker_send(r->m->home, missed_rec_msg, r) < 0)
+		tsr_error("mirror %s: hook answer lost (home worker stopped)", r->m->name);
+}
+
+/*
+ * Home worker: record c's list as it is now in the metadata store
+ * (CopyRecord.missed_snaps), so that a coordinator that did not see the
+ * operations replays them (layout.h, tsr_layout_copy.missed).  Records are
+ * answered in the order asked.  true: asked, w (may be NULL) gets the answer
+ * and is freed; false: no hook (or out of memory, logged), w untouched.
+ */
+static bool missed_record(struct mcopy *c, struct waiter *w)
+{
+	struct mirror *m = c->m;
+	struct missed_rec *r;
+	char *text;
+
+	if (m->hooks.set_copy_missed == NULL)
+		return false;
+	r = calloc(1, sizeof(*r));
+	text = missed_text(c);
+	if (r == NULL || text == NULL) {
+		tsr_error("mirror %s: copy %u (%s): cannot record missed snapshot operations: %s",
+			  m->name, c->idx, c->node_id, strerror(ENOMEM));
+		free(r);
+		free(text);
+		return false;
+	}
+	r->m = m;
+	r->w = w;
+	m_get(m);
+	c->missed_in_record = c->n_missed > 0;
+	m->hooks.set_copy_missed(m->hooks.arg, m->name, c->idx, c->node_id, text, missed_rec_done,
+				 r);
+	free(text);
+	return true;
+}
+
+static int missed_load_file(struct mcopy *c, const char *path)
+{
+	char *text = NULL;
+	size_t cap = 0;
+	ssize_t n;
 	FILE *f;
-	int ret = 0;
+	int ret;
+
+	f = fopen(path, "r");
+	if (f == NULL)
+		return errno == ENOENT ? 0 : -errno;
+	n = getdelim(&text, &cap, '\0', f);
+	fclose(f);
+	ret = n < 0 ? 0 : missed_parse(c, text, path);
+	free(text);
+	return ret;
+}
+
+int mirror_missed_load(struct mcopy *c, const char *recorded, bool rebuild)
+{
+	char path[PATH_MAX];
+	int ret;
 
 	journal_path(c, path);
 	if (c->state == TSR_COPY_IN_SYNC) {
 		unlink(path); /* nothing missed: stale */
 		return 0;
 	}
-	f = fopen(path, "r");
-	if (f == NULL)
-		return errno == ENOENT ? 0 : -errno;
-	while (fgets(line, sizeof(line), f) != NULL) {
-		char kind;
-
-		if (sscanf(line, "%c %159s", &kind, name) != 2 || (kind != 'c' && kind != 'd') ||
-		    strlen(name) > TSR_SNAP_NAME_MAX || !tsr_valid_name(name)) {
-			tsr_error("mirror %s: journal %s: malformed line: ignored from there",
-				  c->m->name, path);
-			ret = -EUCLEAN;
-			break;
-		}
-		ret = missed_push(c, kind == 'c' ? TSR_SNAP_CREATE : TSR_SNAP_DELETE, name);
-		if (ret < 0)
-			break;
+	/*
+	 * Rebuilt in full (every region written again): the record, which every
+	 * coordinator sees, says what it missed; an entry done already is done
+	 * again, harmless when every region is copied.  Else our journal, which
+	 * matches our bitmap exactly (the record may still list entries already
+	 * replayed: replaying one over part of the regions would mix images).
+	 * A record with nothing (written before records kept these) defers to
+	 * our journal.
+	 */
+	if (rebuild && recorded != NULL && recorded[0] != '\0') {
+		ret = missed_parse(c, recorded, "(metadata record)");
+		if (ret == 0 || ret == -EUCLEAN)
+			ret = missed_save(c);
+		c->missed_in_record = true;
+	} else {
+		ret = missed_load_file(c, path);
+		c->missed_in_record = recorded != NULL && recorded[0] != '\0';
 	}
-	fclose(f);
 	if (c->n_missed > 0)
 		tsr_info("mirror %s: copy %u (%s) missed %u snapshot operations", c->m->name,
 			 c->idx, c->node_id, c->n_missed);
 	return ret == -EUCLEAN ? 0 : ret;
 }
 
-void mirror_missed_all(struct mcopy *c)
+void mirror_missed_all(struct mcopy *c, const char *given)
 {
 	struct mirror *m = c->m;
 	struct tsr_snap_info *list = NULL;
@@ -462,13 +633,21 @@ void mirror_missed_all(struct mcopy *c)
 		if (m->copies[i].present && m->copies[i].local &&
 		    m->copies[i].state == TSR_COPY_IN_SYNC)
 			local_ok = true;
-	if (!local_ok || tsr_store_snap_list(m->store, m->name, &list, &n) < 0)
-		return;
-	for (size_t i = 0; i < n; i++)
-		if (missed_push(c, TSR_SNAP_CREATE, list[i].name) < 0)
-			break;
-	free(list);
+	/*
+	 * The local copy's list is read here, between two cuts (this runs on the
+	 * home worker), so no snapshot cut since the caller listed them escapes
+	 * it; without one, the caller's list (an IN_SYNC copy's, read before).
+	 */
+	if (local_ok && tsr_store_snap_list(m->store, m->name, &list, &n) == 0) {
+		for (size_t i = 0; i < n; i++)
+			if (missed_push(c, TSR_SNAP_CREATE, list[i].name) < 0)
+				break;
+		free(list);
+	} else if (given != NULL) {
+		missed_parse(c, given, "(given)");
+	}
 	missed_save(c);
+	missed_record(c, NULL);
 }
 
 void mirror_missed_clear(struct mcopy *c)
@@ -578,6 +757,10 @@ static void replay_pop(struct mreplay *rp)
 	replay_drop_source(rp);
 	missed_pop(c);
 	missed_save(c); /* a failure replays the entry again: harmless */
+	/* the record too (not waited for: an entry it still lists is replayed
+	 * only by a rebuild in full, where doing it again is harmless) */
+	if (c->missed_in_record)
+		missed_record(c, NULL);
 	replay_next(rp);
 }
 

@@ -106,6 +106,18 @@ struct tsr_layout_copy {
 	 * copy (replace) receives every allocated region.
 	 */
 	bool full_resync;
+	/*
+	 * May be NULL.  The snapshot operations the copy missed as the metadata
+	 * store records them (CopyRecord.missed_snaps): lines "c NAME\n" /
+	 * "d NAME\n", oldest first; "" none.  Read during the call only.  The
+	 * mirror replays them when the copy is rebuilt in full (its coordinator
+	 * changed, or its bitmap is lost); otherwise its own journal, which
+	 * matches its bitmap, says what it missed.  For replace_copy: every
+	 * snapshot of the volume, which the new copy must get, for a
+	 * coordinator that holds no IN_SYNC copy itself (one that does takes
+	 * its own copy's list, read between two cuts).
+	 */
+	const char *missed;
 };
 
 struct tsr_layout_hooks {
@@ -118,6 +130,17 @@ struct tsr_layout_hooks {
 	 */
 	void (*set_copy_state)(void *arg, const char *vol, unsigned idx, enum tsr_copy_state st,
 			       void (*done)(void *done_arg, int status), void *done_arg);
+	/*
+	 * May be NULL.  Record the snapshot operations copy idx (on node_id: a
+	 * slot replaced since is left alone) has missed, ops as in
+	 * tsr_layout_copy.missed (copied before the call returns; "" none), in
+	 * the metadata store; same thread and done rules as set_copy_state.  A
+	 * layout acknowledges a snapshot operation that missed a copy only once
+	 * this is done, so the next coordinator knows what to replay.
+	 */
+	void (*set_copy_missed)(void *arg, const char *vol, unsigned idx, const char *node_id,
+				const char *ops, void (*done)(void *done_arg, int status),
+				void *done_arg);
 	void *arg;
 };
 

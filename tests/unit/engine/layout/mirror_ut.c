@@ -489,6 +489,145 @@ static void snap_missed_replay(void **state, bool local)
 	free(at_s1);
 }
 
+/* ---- the record of missed operations (hooks.set_copy_missed) ---- */
+
+/* What the "metadata store" holds per copy: recorded in call order on the
+ * calling thread (cheap), answered from a helper thread after 10 ms. */
+static struct {
+	pthread_mutex_t lock;
+	char ops[3][1024];
+	unsigned calls, answered;
+} g_missed = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+struct missed_answer {
+	void (*done)(void *, int);
+	void *done_arg;
+};
+
+static void *missed_answer_thread(void *arg)
+{
+	struct missed_answer *a = arg;
+
+	usleep(10 * 1000);
+	pthread_mutex_lock(&g_missed.lock);
+	g_missed.answered++;
+	pthread_mutex_unlock(&g_missed.lock);
+	a->done(a->done_arg, 0);
+	__atomic_fetch_sub(&g_log.hooks_inflight, 1, __ATOMIC_SEQ_CST);
+	free(a);
+	return NULL;
+}
+
+static void test_set_copy_missed(void *arg, const char *vol, unsigned idx, const char *node_id,
+				 const char *ops, void (*done)(void *, int), void *done_arg)
+{
+	struct missed_answer *a = malloc(sizeof(*a));
+	pthread_t t;
+
+	(void)arg;
+	(void)vol;
+	(void)node_id;
+	pthread_mutex_lock(&g_missed.lock);
+	if (idx < 3)
+		snprintf(g_missed.ops[idx], sizeof(g_missed.ops[idx]), "%s", ops);
+	g_missed.calls++;
+	pthread_mutex_unlock(&g_missed.lock);
+	a->done = done;
+	a->done_arg = done_arg;
+	__atomic_fetch_add(&g_log.hooks_inflight, 1, __ATOMIC_SEQ_CST);
+	pthread_create(&t, NULL, missed_answer_thread, a);
+	pthread_detach(t);
+}
+
+static void missed_ops(unsigned idx, char *out, size_t len)
+{
+	pthread_mutex_lock(&g_missed.lock);
+	snprintf(out, len, "%s", g_missed.ops[idx]);
+	pthread_mutex_unlock(&g_missed.lock);
+}
+
+/*
+ * A copy away under one coordinator returns under another (its own state
+ * dir: no journal, no bitmap) that knows what it missed only from the
+ * record: a snapshot cut while it was away, and one deleted and cut again
+ * under the same name (the copy holds the old image of that name).  The
+ * record is made before each snap returns; the new coordinator replays it:
+ * the copy ends with the same images as the others, the record empty.
+ */
+static void test_snap_missed_other_coordinator(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	uint8_t *at_s2 = malloc(VOL), *at_s1 = malloc(VOL), *old_s1 = malloc(VOL);
+	char ops[1024], dir2[512];
+	unsigned calls, answered;
+
+	memset(&g_missed, 0, sizeof(g_missed));
+	pthread_mutex_init(&g_missed.lock, NULL);
+	opts_init(e, &o, true, 2, 1);
+	o.hooks.set_copy_missed = test_set_copy_missed;
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, 3 * MiB, 1, 0), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s1"), 0);
+	memcpy(old_s1, e->model, VOL);
+
+	node_stop(&e->nodes[2]);
+	assert_int_equal(lwrite(e, 2 * MiB, MiB, 2, 0), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s2"), 0);
+	memcpy(at_s2, e->model, VOL);
+	assert_int_equal(lsnap(e, TSR_SNAP_DELETE, "s1"), 0);
+	assert_int_equal(lwrite(e, 0, 64 * 1024, 3, 0), 0);
+	assert_int_equal(lwrite(e, 9 * MiB, 64 * 1024, 4, 0), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s1"), 0);
+	memcpy(at_s1, e->model, VOL);
+	pthread_mutex_lock(&g_missed.lock);
+	calls = g_missed.calls;
+	answered = g_missed.answered;
+	pthread_mutex_unlock(&g_missed.lock);
+	assert_int_equal(calls, 3);
+	assert_int_equal(answered, 3); /* each answered before its snap returned */
+	missed_ops(2, ops, sizeof(ops));
+	assert_string_equal(ops, "c s2\nd s1\nc s1\n");
+	assert_int_equal(lwrite(e, 12 * MiB, MiB, 5, 0), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+
+	/* the coordinator goes; another one, on a node without its files */
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
+		usleep(1000);
+	assert_int_equal(scratch_dir(dir2, sizeof(dir2)), 0);
+	opts_init(e, &o, true, 2, 2);
+	o.state_dir = dir2;
+	o.hooks.set_copy_missed = test_set_copy_missed;
+	o.copies[2].state = TSR_COPY_OUT_OF_SYNC;
+	o.copies[2].full_resync = true;
+	o.copies[2].missed = ops;
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	node_run(&e->nodes[2], 12);
+	tsr_layout_copy_returned(e->l, 2, e->nodes[2].address);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	for (unsigned n = 0; n < 3; n++) {
+		assert_snap_equals(e, n, "s2", at_s2);
+		assert_snap_equals(e, n, "s1", at_s1);
+	}
+	assert_true(memcmp(at_s1, old_s1, VOL) != 0);
+	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
+		usleep(1000);
+	missed_ops(2, ops, sizeof(ops));
+	assert_string_equal(ops, ""); /* emptied as the replay went */
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	assert_copies_equal_model(e);
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
+		usleep(1000);
+	rm_rf(dir2);
+	free(at_s2);
+	free(at_s1);
+	free(old_s1);
+}
+
 static bool copy1_resyncing(const struct tsr_layout_status *s)
 {
 	return s->copies[1].state == TSR_COPY_RESYNCING;
@@ -1475,6 +1614,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_snap_copy_failures, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snap_missed_replay, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snap_missed_replay_remote, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snap_missed_other_coordinator, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snap_during_resync, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replica_down_resync, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resync_pipelined, setup, teardown),
