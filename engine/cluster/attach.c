@@ -171,12 +171,247 @@ static void delete_attach_key(struct tsr_cluster *c, const char *name, uint64_t 
 			 strerror(-ret));
 }
 
+/* ---- missed snapshot operations in vol/<name> (hooks.set_copy_missed) ---- */
+
+/*
+ * A copy's CopyRecord.missed_snaps as tsr_layout_copy.missed text ("c NAME\n"
+ * lines); NULL: out of memory.
+ */
+static char *missed_text(const Tessera__Cluster__CopyRecord *cr)
+{
+	size_t len = 1;
+	char *s, *p;
+
+	for (size_t i = 0; i < cr->n_missed_snaps; i++)
+		len += strlen(cr->missed_snaps[i]) + 1;
+	s = malloc(len);
+	if (s == NULL)
+		return NULL;
+	p = s;
+	*p = '\0';
+	for (size_t i = 0; i < cr->n_missed_snaps; i++)
+		p += sprintf(p, "%s\n", cr->missed_snaps[i]);
+	return s;
+}
+
+/* A record of a copy's missed operations, waiting for the recording thread. */
+struct missed_req {
+	struct tsr_cluster *c;
+	char vol[64];
+	unsigned idx;
+	char node_id[64];
+	char *ops; /* "c NAME\n" lines */
+	void (*done)(void *done_arg, int status);
+	void *done_arg;
+	struct missed_req *next;
+};
+
+/*
+ * One thread records them all, in the order asked (a later list replaces an
+ * earlier one: the order matters), started when the queue gets work and
+ * gone when it is empty: a snapshot operation that misses a copy is rare.
+ * The layout holds itself (and so the cluster) until done is called.
+ */
+static pthread_mutex_t g_missed_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct missed_req *g_missed_head, *g_missed_tail; /* g_missed_lock */
+static bool g_missed_running;                            /* g_missed_lock */
+
+/* Split r->ops into rec's copy entry; CAS loop on vol/<name> like record_state. */
+static int record_missed(struct tsr_meta *meta, const struct missed_req *r)
+{
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	struct attachment *a;
+	uint64_t epoch = 0, rev;
+	bool fenced = true;
+	char key[80];
+	int ret = -ECANCELED;
+
+	pthread_mutex_lock(&r->c->lock);
+	a = cluster_find_attachment(r->c, r->vol);
+	if (a) {
+		epoch = a->epoch;
+		fenced = a->fenced;
+	}
+	pthread_mutex_unlock(&r->c->lock);
+	if (fenced)
+		return -ESTALE;
+	snprintf(key, sizeof(key), "vol/%s", r->vol);
+	for (int tries = 0; tries < 50 && ret == -ECANCELED; tries++) {
+		Tessera__Cluster__CopyRecord *cr;
+		char **list = NULL;
+		size_t n = 0;
+
+		ret = rec_volume_get(meta, r->vol, &rec, &rev);
+		if (ret)
+			break;
+		if (rec->epoch != epoch) {
+			ret = -ESTALE;
+		} else if (r->idx >= rec->n_copies ||
+			   strcmp(rec->copies[r->idx]->node_id, r->node_id) != 0) {
+			ret = 0; /* replaced since: the new copy's list is not this one */
+		} else {
+			const char *p = r->ops;
+
+			cr = rec->copies[r->idx];
+			for (const char *q = p; *q; q++)
+				n += *q == '\n';
+			list = calloc(n + 1, sizeof(*list));
+			ret = list == NULL ? -ENOMEM : 0;
+			for (size_t i = 0; ret == 0 && i < n; i++) {
+				const char *eol = strchr(p, '\n');
+
+				list[i] = strndup(p, (size_t)(eol - p));
+				if (list[i] == NULL)
+					ret = -ENOMEM;
+				p = eol + 1;
+			}
+			if (ret == 0) {
+				for (size_t i = 0; i < cr->n_missed_snaps; i++)
+					free(cr->missed_snaps[i]);
+				free(cr->missed_snaps);
+				cr->missed_snaps = list;
+				cr->n_missed_snaps = n;
+				list = NULL;
+				ret = rec_put(meta, key, &rec->base, rev, 0, NULL);
+			}
+			for (size_t i = 0; list != NULL && i < n; i++)
+				free(list[i]);
+			free(list);
+		}
+		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+		rec = NULL;
+	}
+	if (ret)
+		tsr_error("cluster: volume %s: cannot record the snapshot operations copy %u (%s) "
+			  "missed: %s%s", r->vol, r->idx, r->node_id, strerror(-ret),
+			  ret == -ESTALE ? " (a newer coordinator exists)" : "");
+	return ret;
+}
+
+static bool same_copy(const struct missed_req *a, const struct missed_req *b)
+{
+	return a->c == b->c && a->idx == b->idx && strcmp(a->vol, b->vol) == 0 &&
+	       strcmp(a->node_id, b->node_id) == 0;
+}
+
+static void *missed_thread(void *arg)
+{
+	struct tsr_meta *own = NULL;      /* our remote connection, kept while there is work */
+	struct tsr_cluster *own_c = NULL; /* the cluster it belongs to */
+
+	(void)arg;
+	tsr_log_set_thread_name("cluster-missed");
+	pthread_mutex_lock(&g_missed_lock);
+	while (g_missed_head != NULL) {
+		struct missed_req *first = g_missed_head, *last = first, *r;
+		struct tsr_meta *meta = first->c->meta;
+		int ret = 0;
+
+		/* a run of lists for one copy: only the last counts (each replaces
+		 * the one before), every caller gets its answer */
+		while (last->next != NULL && same_copy(last->next, first))
+			last = last->next;
+		g_missed_head = last->next;
+		if (g_missed_head == NULL)
+			g_missed_tail = NULL;
+		last->next = NULL;
+		pthread_mutex_unlock(&g_missed_lock);
+		/* the sqlite backend serialises its callers; a remote handle is one
+		 * thread's (meta.h): a connection of our own */
+		if (first->c->meta_bg != first->c->meta) {
+			if (own != NULL && own_c != first->c) {
+				tsr_meta_close(own);
+				own = NULL;
+			}
+			if (own == NULL) {
+				ret = tsr_meta_open_remote(first->c->join, first->c->token, 0, &own);
+				own_c = ret == 0 ? first->c : NULL;
+			}
+			meta = own;
+		}
+		if (ret == 0)
+			ret = record_missed(meta, last);
+		else
+			tsr_error("cluster: volume %s: cannot reach the metadata store to record "
+				  "missed snapshots: %s", first->vol, strerror(-ret));
+		if (ret != 0 && own != NULL) { /* maybe the connection: a fresh one next time */
+			tsr_meta_close(own);
+			own = NULL;
+		}
+		while ((r = first) != NULL) {
+			first = r->next;
+			r->done(r->done_arg, ret);
+			free(r->ops);
+			free(r);
+		}
+		pthread_mutex_lock(&g_missed_lock);
+	}
+	g_missed_running = false;
+	pthread_mutex_unlock(&g_missed_lock);
+	tsr_meta_close(own);
+	return NULL;
+}
+
+/* hooks.set_copy_missed (layout.h): queue it for the recording thread. */
+static void cluster_set_copy_missed(void *arg, const char *vol, unsigned idx,
+				    const char *node_id, const char *ops,
+				    void (*done)(void *done_arg, int status), void *done_arg)
+{
+	struct missed_req *r = calloc(1, sizeof(*r));
+	pthread_attr_t attr;
+	pthread_t th;
+	int ret = 0;
+
+	if (r == NULL || (r->ops = strdup(ops)) == NULL) {
+		free(r);
+		done(done_arg, -ENOMEM);
+		return;
+	}
+	r->c = arg;
+	snprintf(r->vol, sizeof(r->vol), "%s", vol);
+	snprintf(r->node_id, sizeof(r->node_id), "%s", node_id);
+	r->idx = idx;
+	r->done = done;
+	r->done_arg = done_arg;
+	pthread_mutex_lock(&g_missed_lock);
+	if (g_missed_tail)
+		g_missed_tail->next = r;
+	else
+		g_missed_head = r;
+	g_missed_tail = r;
+	if (!g_missed_running) {
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		ret = pthread_create(&th, &attr, missed_thread, NULL);
+		pthread_attr_destroy(&attr);
+		if (ret == 0) {
+			g_missed_running = true;
+		} else { /* take it back: nobody would record it */
+			struct missed_req **pp = &g_missed_head;
+
+			while (*pp != r)
+				pp = &(*pp)->next;
+			*pp = NULL;
+			g_missed_tail = NULL;
+			for (struct missed_req *q = g_missed_head; q; q = q->next)
+				g_missed_tail = q;
+		}
+	}
+	pthread_mutex_unlock(&g_missed_lock);
+	if (ret) {
+		free(r->ops);
+		free(r);
+		done(done_arg, -ret);
+	}
+}
+
 /* What the attach works out before the layout exists (attach_local). */
 struct layout_params {
 	uint64_t epoch;
 	struct tsr_worker *home;
 	bool converge;                 /* the last coordinator did not detach cleanly */
 	struct tsr_layout_copy copies[TSR_LAYOUT_MAX_COPIES]; /* rec->copies, addresses filled */
+	char *missed[TSR_LAYOUT_MAX_COPIES]; /* copies[i].missed's text, freed after the open */
 };
 
 /*
@@ -187,7 +422,9 @@ struct layout_params {
 static int layout_open(struct tsr_cluster *c, const Tessera__Cluster__VolumeRecord *rec,
 		       const struct layout_params *p, struct tsr_layout **out)
 {
-	struct tsr_layout_hooks hooks = { .set_copy_state = cluster_set_copy_state, .arg = c };
+	struct tsr_layout_hooks hooks = { .set_copy_state = cluster_set_copy_state,
+					  .set_copy_missed = cluster_set_copy_missed,
+					  .arg = c };
 
 	if (rec->ec_k) {
 		struct tsr_ec_opts eo;
@@ -359,6 +596,22 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 		 */
 		if (lo.converge && !mc->local && strcmp(cr->node_id, prev_coord) == 0)
 			mc->full_resync = true;
+		/*
+		 * The snapshot operations it missed, whoever coordinated then.  A
+		 * journal of ours is stale when another node coordinated last (as
+		 * its bitmap): the record says what the copy missed since.
+		 */
+		if (cr->n_missed_snaps > 0 && mc->state != TSR_COPY_IN_SYNC) {
+			lo.missed[i] = missed_text(cr);
+			mc->missed = lo.missed[i];
+		}
+		if (!bitmaps_ours) {
+			char journal[4096];
+
+			snprintf(journal, sizeof(journal), "%s/%s.%s.snaps", c->coord_dir, name,
+				 cr->node_id);
+			unlink(journal);
+		}
 	}
 	/* listed before the mirror exists: its first state changes need our epoch */
 	pthread_mutex_lock(&c->lock);
@@ -371,6 +624,8 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 		 rec->min_replicas, lo.converge ? "converging: the last coordinator did not "
 		 "detach cleanly" : "clean");
 	ret = layout_open(c, rec, &lo, &layout);
+	for (unsigned i = 0; i < a->n_copies; i++)
+		free(lo.missed[i]);
 	if (ret) {
 		snprintf(msg, msg_len, "cannot attach '%s': %s", name,
 			 ret == -EIO ? "fewer than min-replicas in-sync copies are reachable (tessera "

@@ -9,9 +9,11 @@
  * Main thread; blocking calls (see include/tessera/cluster.h).
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/rand.h>
 
@@ -649,6 +651,67 @@ out:
 
 /* ---- replace-replica -------------------------------------------------- */
 
+/*
+ * The snapshots a brand-new copy of a mirror must get (every snapshot of the
+ * volume, by cut order, as an IN_SYNC copy lists them) as missed CREATEs: cr's
+ * missed_snaps and *text ("c NAME\n" lines, tsr_layout_copy.missed).  0 or
+ * -ENOMEM.  The list comes from a node with an IN_SYNC copy, else from this
+ * node's store (cluster_volume_snapshots); none: empty, and an attached
+ * coordinator with an IN_SYNC copy of its own gives the copy that one's.
+ */
+static int replace_missed(struct tsr_cluster *c, const char *name,
+			  Tessera__Cluster__CopyRecord *cr, char **text)
+{
+	Tessera__Admin__Volume av = TESSERA__ADMIN__VOLUME__INIT;
+	size_t len = 1, n = 0;
+	char **list = NULL;
+	int ret = 0;
+
+	av.name = (char *)name;
+	cluster_volume_snapshots(c, &av);
+	for (size_t i = 0; i < av.n_snapshots; i++)
+		len += strlen(av.snapshots[i]->name) + 3;
+	*text = malloc(len);
+	list = calloc(av.n_snapshots + 1, sizeof(*list));
+	if (*text == NULL || list == NULL) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	(*text)[0] = '\0';
+	len = 0;
+	for (size_t i = 0; i < av.n_snapshots; i++) {
+		const Tessera__Admin__Snapshot *sn = av.snapshots[i];
+
+		if (sn->deleting || !tsr_valid_name(sn->name) || strlen(sn->name) > 63)
+			continue;
+		if (asprintf(&list[n], "c %s", sn->name) < 0) {
+			list[n] = NULL;
+			ret = -ENOMEM;
+			goto out;
+		}
+		len += (size_t)sprintf(*text + len, "%s\n", list[n]);
+		n++;
+	}
+	for (size_t i = 0; i < cr->n_missed_snaps; i++)
+		free(cr->missed_snaps[i]);
+	free(cr->missed_snaps);
+	cr->missed_snaps = list;
+	cr->n_missed_snaps = n;
+	list = NULL;
+out:
+	for (size_t i = 0; list != NULL && i < n; i++)
+		free(list[i]);
+	free(list);
+	if (ret) {
+		free(*text);
+		*text = NULL;
+	}
+	for (size_t i = 0; i < av.n_snapshots; i++)
+		admin_snapshot_free_built(av.snapshots[i]);
+	free(av.snapshots);
+	return ret;
+}
+
 int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char *old,
 			    const char *to, char *msg, size_t msg_len)
 {
@@ -659,7 +722,7 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 	struct cluster_view v;
 	struct attachment *a;
 	unsigned chosen[1];
-	char key[80], why[1024];
+	char key[80], why[1024], *missed = NULL;
 	size_t n, idx;
 	uint64_t rev;
 	int ret;
@@ -725,6 +788,15 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 	}
 	rec->copies[idx]->state = TESSERA__CLUSTER__COPY_STATE__OUT_OF_SYNC;
 	rec->copies[idx]->since = cluster_now();
+	/* a mirror's new copy misses every snapshot, whoever rebuilds it */
+	if (rec->ec_k == 0 && replace_missed(c, name, rec->copies[idx], &missed) < 0) {
+		char m2[256];
+
+		ret = -ENOMEM;
+		snprintf(msg, msg_len, "out of memory in tesserad");
+		cluster_copy_delete(c, new_node, name, m2, sizeof(m2));
+		goto out;
+	}
 	snprintf(key, sizeof(key), "vol/%s", name);
 	ret = rec_put(c->meta, key, &rec->base, rev, 0, NULL);
 	if (ret) {
@@ -739,7 +811,8 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 		 old, new_node->id);
 	a = cluster_find_attachment(c, name);
 	if (a && a->layout && !a->fenced) {
-		struct tsr_layout_copy cp = { .state = TSR_COPY_OUT_OF_SYNC, .full_resync = true };
+		struct tsr_layout_copy cp = { .state = TSR_COPY_OUT_OF_SYNC, .full_resync = true,
+					      .missed = missed };
 
 		snprintf(cp.node_id, sizeof(cp.node_id), "%s", new_node->id);
 		snprintf(cp.address, sizeof(cp.address), "%s", new_node->address);
@@ -755,6 +828,16 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 		a->copies[idx].dead_since = 0;
 		a->copies[idx].next_return = 0;
 		a->copies[idx].last_state = TSR_COPY_OUT_OF_SYNC;
+	} else {
+		/* no coordinator here: a bitmap or journal of the old copy left
+		 * from when there was one is garbage (and a copy placed on that
+		 * node again must not take it for its own) */
+		char path[PATH_MAX];
+
+		snprintf(path, sizeof(path), "%s/%s.%s.bitmap", c->coord_dir, name, old);
+		unlink(path);
+		snprintf(path, sizeof(path), "%s/%s.%s.snaps", c->coord_dir, name, old);
+		unlink(path);
 	}
 	/* the old copy, if its node can hear us: garbage now */
 	{
@@ -766,6 +849,7 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 	}
 	ret = 0;
 out:
+	free(missed);
 	if (rec)
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 	view_free(&v);
