@@ -211,12 +211,13 @@ cl_assert_image() {
 	log "$4: $2 reads back as written (sha256 ${got:0:16})"
 }
 
-# cl_attach_retry VOL NODE: attach VOL on NODE, retried for up to 20 s while
-# it is refused (a dead coordinator's lease not lapsed yet, a node that has
-# just joined or woken up and answers an OPEN late); logs the first refusal.
+# cl_attach_retry VOL NODE [SECONDS]: attach VOL on NODE, retried for up to
+# SECONDS (20) while it is refused (a dead coordinator's lease not lapsed yet,
+# a node that has just joined or woken up and answers an OPEN late); logs the
+# first refusal.
 cl_attach_retry() {
-	local i out
-	for (( i=0; i<100; i++ )); do
+	local i out tries=$(( ${3:-20} * 5 ))
+	for (( i=0; i<tries; i++ )); do
 		out=$(ctsr volume attach "$1" --node "$2" 2>&1) && { log "attached $1 on $2"; return 0; }
 		(( i == 0 )) && log "attach $1 on $2 refused, retrying: $out"
 		sleep 0.2

@@ -39,18 +39,6 @@ state_of() { copy_states | tr ',' '\n' | grep "^$1=" | cut -d= -f2; }
 ALL_IN_SYNC="in-sync,in-sync,in-sync"
 states_only() { ctsr --json volume show ma | json_get '",".join(c["state"] for c in j["copies"])'; }
 
-# attach_retry: the attach on n1, retried while a node that just woke up
-# answers slowly (its first OPEN may still time out).
-attach_retry() {
-	local out i
-	for (( i=0; i<20; i++ )); do
-		out=$(ctsr volume attach ma --node n1 2>&1) && return 0
-		log "attach refused (try $i): $out"
-		sleep 0.5
-	done
-	fail "the volume cannot be attached any more: $out"
-}
-
 # refused_attach WHAT: the attach on n1 is refused after an OPEN timeout,
 # and the recorded copy states are those of before.
 refused_attach() {
@@ -87,7 +75,7 @@ grep -q "open: .*timed out\|connection failed: Connection timed out" "$(cl_dir 1
 assert_eq "$(states_only)" "$ALL_IN_SYNC" "n2, n3 frozen: copy states"
 kill -CONT "${frozen[@]}"
 cl_wait_nodes_alive 3
-attach_retry
+cl_attach_retry ma n1
 cl_wait_synced ma 60
 assert_eq "$(vstatus ma 'j["in_sync"]')" 3 "copies in sync after the resume"
 nbdcopy "$(cl_nbd_uri 1 ma)" "$CL_ROOT/got.img" || fail "read back"
@@ -101,7 +89,7 @@ log "n3 killed, n2 frozen (pid ${CL_PID[2]})"
 refused_attach "n3 down, n2 frozen"
 assert_eq "$(states_only)" "$ALL_IN_SYNC" "n3 down, n2 frozen: copy states"
 kill -CONT "${CL_PID[2]}"
-attach_retry
+cl_attach_retry ma n1
 assert_eq "$(state_of n1),$(state_of n2),$(state_of n3)" "in-sync,in-sync,out-of-sync" \
 	"copy states after the attach without n3"
 cl_qemu_io 1 ma "write -P 0x5a 1M 64k" >/dev/null || fail "write with n3 down"

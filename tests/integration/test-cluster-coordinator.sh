@@ -28,19 +28,8 @@ ctsr volume create hist --size 64M --replicas 3 >/dev/null || fail "volume creat
 WLOG=$CL_ROOT/acked.log
 : >"$WLOG"
 
-# attach_retry VOL NODE: attach, retrying while the old attachment's lease
-# has not lapsed yet (the error says so).
-attach_retry() {
-	local i out
-	for (( i=0; i<100; i++ )); do
-		out=$(ctsr volume attach "$1" --node "$2" 2>&1) && { log "attached $1 on $2: $out"; return 0; }
-		sleep 0.2
-	done
-	fail "cannot attach $1 on $2: $out"
-}
-
 # ---- A. coordinator killed
-attach_retry hist n2
+cl_attach_retry hist n2
 "$CRASH_WRITER" write "$(cl_nbd_uri 2 hist)" "$WLOG" --qd 8 --conns 2 --seq-base 1000000000 \
 	--seed 7 >"$CL_ROOT/writer-a.out" 2>&1 &
 wpid=$!
@@ -51,7 +40,7 @@ cl_kill 2
 reap "$wpid" && wrc=0 || wrc=$?
 [ "$wrc" = 3 ] || { cat "$CL_ROOT/writer-a.out" >&2; fail "crash_writer exited $wrc, want 3"; }
 log "phase A: $(grep -o '[0-9]* acknowledged' "$CL_ROOT/writer-a.out")"
-attach_retry hist n3
+cl_attach_retry hist n3
 out=$("$CRASH_WRITER" verify "$(cl_nbd_uri 3 hist)" "$WLOG" 2>&1) ||
 	{ printf '%s\n' "$out" >&2; fail "acknowledged writes lost after re-attach on n3"; }
 log "verify through n3: ${out##*$'\n'}"
@@ -67,7 +56,7 @@ sleep 2
 log "freezing the coordinator n3"
 kill -STOP "${CL_PID[3]}"
 on_exit "kill -CONT ${CL_PID[3]}"
-attach_retry hist n1
+cl_attach_retry hist n1
 acked_before=$(wc -l <"$WLOG")
 log "thawing n3"
 kill -CONT "${CL_PID[3]}"

@@ -51,20 +51,8 @@ WLOG=$CL_ROOT/acked.log
 : >"$WLOG"
 state_of() { vstatus ca "[c['state'] for c in j['volume']['copies'] if c['node']=='n$1'][0]"; }
 
-# attach_retry NODE: attach ca on NODE once the dead coordinator's lease is
-# gone (logs the first refusal).
-attach_retry() {
-	local i out
-	for (( i=0; i<100; i++ )); do
-		out=$(ctsr volume attach ca --node "$1" 2>&1) && return 0
-		(( i == 0 )) && log "attach ca on $1 refused, retrying: $out"
-		sleep 0.3
-	done
-	fail "cannot attach ca on $1: $out"
-}
-
 # ---- 1. writes in flight, n3 frozen; the coordinator and every chunk node die
-attach_retry n7
+cl_attach_retry ca n7 30
 "$CRASH_WRITER" write "$(cl_nbd_uri 7 ca)" "$WLOG" --qd 8 --conns 2 --seq-base 1000000000 \
 	--seed 23 >"$CL_ROOT/writer.out" 2>&1 &
 wpid=$!
@@ -94,7 +82,7 @@ grep -q "copy .* (n$X) failed" "$(cl_dir 7)/tesserad.log" &&
 for i in 1 2 4 5 6; do
 	cl_start_node "$i"
 done
-attach_retry n1
+cl_attach_retry ca n1 30
 log "attached on n1"
 grep -q "attaching ca epoch .*converging" "$(cl_dir 1)/tesserad.log" ||
 	fail "the attach on n1 did not converge"

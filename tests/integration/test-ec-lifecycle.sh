@@ -25,13 +25,6 @@
 require_tessera
 require_cmd nbdcopy qemu-io
 
-image_sha() { nbdcopy "$(cl_nbd_uri "$1" "$2")" - | sha256sum | cut -d' ' -f1; }
-assert_image() {
-	local got
-	got=$(image_sha "$1" "$2") || fail "$4: cannot read $2 through n$1"
-	[ "$got" = "$(sha256 "$3")" ] || fail "$4: $2 read through n$1 differs from the expected image"
-	log "$4: $2 reads back as expected"
-}
 copies_of() { ctsr --json volume show "$1" | json_get '" ".join(c["node"] for c in j["copies"])'; }
 
 cl_start 4
@@ -71,8 +64,8 @@ done
 expect_fail 1 'has its ec 2\+1 layout' ctsr volume create c3 --from-volume v --ec 4+2
 ctsr volume attach c1 --node n2 >/dev/null || fail "attach c1"
 ctsr volume attach c2 --node n3 >/dev/null || fail "attach c2"
-assert_image 2 c1 "$A" "clone of the snapshot"
-assert_image 3 c2 "$B" "clone of the volume"
+cl_assert_image 2 c1 "$A" "clone of the snapshot"
+cl_assert_image 3 c2 "$B" "clone of the volume"
 for c in c1 c2; do
 	ctsr volume detach "$c" >/dev/null || fail "detach $c"
 	ctsr volume delete "$c" >/dev/null || fail "delete $c"
@@ -82,7 +75,7 @@ done
 ctsr volume detach v >/dev/null || fail "detach for rollback"
 ctsr volume rollback v s1 >/dev/null || fail "rollback"
 ctsr volume attach v --node "n$coord" >/dev/null || fail "attach after rollback"
-assert_image "$coord" v "$A" "after rollback"
+cl_assert_image "$coord" v "$A" "after rollback"
 
 # ---- 4. resize
 ctsr volume detach v >/dev/null || fail "detach for resize"
@@ -93,10 +86,10 @@ for n in "${C[@]}"; do
 done
 ctsr volume attach v --node "n$coord" >/dev/null || fail "attach after resize"
 head -c $(( 4 << 20 )) /dev/zero >>"$A"
-assert_image "$coord" v "$A" "after resize"
+cl_assert_image "$coord" v "$A" "after resize"
 cl_qemu_io "$coord" v "write -P 0x7e 12517376 65536" >/dev/null || fail "write at the new end"
 cl_patch "$A" 12517376 65536 0x7e
-assert_image "$coord" v "$A" "written at the new end"
+cl_assert_image "$coord" v "$A" "written at the new end"
 
 # ---- 5. rebuild a chunk copy elsewhere
 spare=
@@ -109,10 +102,10 @@ cl_wait_synced v 120
 read -r -a C2 <<<"$(copies_of v)"
 assert_eq "${C2[1]}" "n$spare" "the replaced copy keeps its chunk position"
 assert_eq "$(cl_copy_size "$spare" v)" $(( 6 << 20 )) "rebuilt chunk volume size"
-assert_image "$coord" v "$A" "after the rebuild"
+cl_assert_image "$coord" v "$A" "after the rebuild"
 other=${C[2]#n}
 cl_kill "$other"
-assert_image "$coord" v "$A" "decoded with the rebuilt chunk copy"
+cl_assert_image "$coord" v "$A" "decoded with the rebuilt chunk copy"
 cl_start_node "$other"
 cl_start_node "$victim"
 cl_wait_synced v 120
