@@ -683,6 +683,56 @@ err:
 	return ret;
 }
 
+/*
+ * Before a file-mode volume grows: the blocks of its dirty-region bitmap at
+ * the new size (one bit per 1 MiB region; a page more per 32 GiB), which
+ * must exist (it is stored to through a mapping; blockmeta_open).  Without
+ * them the grow was accepted on a full file system and the volume's next
+ * open found holes in its bitmap: every write to it, even over blocks it
+ * has, then failed with -ENOSPC until space was freed.  So the blocks are
+ * taken first (fallocate, KEEP_SIZE: the file's size is unchanged until the
+ * grow extends it over them), and a file system without them refuses the
+ * resize before anything changed (what a failed fallocate took is given
+ * back).  The data and crc files grow sparse: their blocks come with the
+ * writes.  0, -ENOSPC (logged, naming the file system) or -errno.
+ */
+static int grow_dirty_blocks(struct tsr_store *store, const struct vol_row *row,
+			     uint64_t new_size)
+{
+	uint64_t old_len = blockmeta_dirty_file_size(row->size);
+	uint64_t new_len = blockmeta_dirty_file_size(new_size);
+	char path[PATH_MAX], want[32];
+	int fd, ret = 0;
+
+	if (new_len <= old_len)
+		return 0; /* the bitmap's pages cover the new size already */
+	store_meta_path(store, row->uuid, "dirty", path);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		tsr_error("resize: volume %s: %s: %s", row->name, path, strerror(-ret));
+		return ret;
+	}
+	if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)old_len, (off_t)(new_len - old_len)) < 0 &&
+	    errno != EOPNOTSUPP) {
+		ret = errno == EDQUOT ? -ENOSPC : -errno;
+		/* give back what it took past the file's end */
+		fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)old_len,
+			  (off_t)(new_len - old_len));
+		if (ret == -ENOSPC)
+			tsr_error("resize: volume %s: no space on the file system of %s for the "
+				  "%llu more bytes of its dirty-region bitmap at %s: refused, "
+				  "nothing changed (delete volumes or snapshots, or free space on it)",
+				  row->name, store->dir, (unsigned long long)(new_len - old_len),
+				  tsr_format_size(new_size, want, sizeof(want)));
+		else
+			tsr_error("resize: volume %s: allocate %s: %s", row->name, path,
+				  strerror(-ret));
+	}
+	close(fd);
+	return ret;
+}
+
 static int grow_device_extent(struct tsr_store *store, const struct vol_row *row, uint64_t new_size)
 {
 	uint64_t end = (uint64_t)row->dev_offset + new_size;
@@ -733,6 +783,9 @@ int tsr_store_vol_resize(struct tsr_store *store, const char *name, uint64_t new
 	if (new_size == row.size)
 		goto out;
 	svol = find_open(store, name);
+	ret = grow_dirty_blocks(store, &row, new_size);
+	if (ret)
+		goto out;
 	if (row.dev_offset >= 0) {
 		ret = grow_device_extent(store, &row, new_size);
 		if (ret)
