@@ -4,7 +4,7 @@
 # is the same image on every copy that holds it, and a copy never holds a
 # wrong image under a snapshot's name).
 #
-# 4 nodes, an 8 MiB 3-replica volume v on n1..n3, attached on n1: a pattern,
+# 5 nodes, an 8 MiB 3-replica volume v on n1..n3, attached on n1: a pattern,
 # snapshot s1, a write, snapshot s2, a write.  Every image below is read
 # through a node's own NBD export VOL@SNAP, which reads that node's copy.
 #  1. replace-replica of n1's copy (the coordinator's own: afterwards it holds
@@ -15,9 +15,12 @@
 #     detached from n1 and attached on n2 (the coordinator moves, n1's journal
 #     of what n3 missed stays behind); a write; n3 restarted and resynced by
 #     n2: its copy lists s2 s3 s1 and holds the new s1 and s3, as the others.
+#  2b. attached on n5 (no copy), n4 killed, snapshot s4, n5 killed (the
+#     coordinator dies with n4's journal), attached on n2 (converging), n4
+#     restarted: its copy holds s2 s3 s1 s4 as the others.
 #  3. with the volume detached, replace-replica of n3's copy onto n1 (no
 #     coordinator to rebuild it: the next attach does): attached on n4, n1's
-#     rebuilt copy holds s2 s3 s1 as the others.
+#     rebuilt copy holds s2 s3 s1 s4 as the others.
 #  Then scrub clean, the heads identical after the stop.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
@@ -28,9 +31,11 @@ require_cmd nbdcopy qemu-io
 cl_start 3
 ctsr volume create v --size 8M --replicas 3 >/dev/null || fail "volume create"
 CL_PORT[4]=$(free_port)
+CL_PORT[5]=$(free_port)
 cl_start_node 4
-CL_N=4
-cl_wait_nodes_alive 4
+cl_start_node 5
+CL_N=5
+cl_wait_nodes_alive 5
 assert_eq "$(cl_copy_nodes v)" "n1,n2,n3" "v's copies"
 ctsr volume attach v --node n1 >/dev/null || fail "attach v on n1"
 
@@ -98,13 +103,28 @@ check_copy 2 "n2" s2 s3 s1
 check_copy 4 "n4" s2 s3 s1
 cl_scrub_clean v "after n3's return"
 
+# ---- 2b. a copy away when its coordinator dies
+ctsr volume detach v >/dev/null || fail "detach v from n2"
+ctsr volume attach v --node n5 >/dev/null || fail "attach v on n5"
+cl_kill 4
+qw 5 -c 'write -P 0x77 7M 1M'
+ctsr snapshot create v s4 >/dev/null || fail "snapshot s4 with n4 away"
+REF[s4]=$(cl_assert_snap_identical v s4 2 3)
+cl_kill 5
+cl_attach_retry v n2
+cl_start_node 4
+cl_wait_synced v 60
+check_copy 4 "copy back after its coordinator died" s2 s3 s1 s4
+check_copy 3 "n3" s2 s3 s1 s4
+qw 2 -c 'read -P 0x77 7M 1M'
+
 # ---- 3. replaced while detached: rebuilt by the next attach
 ctsr volume detach v >/dev/null || fail "detach v from n2"
 ctsr volume replace-replica v --node n3 --to n1 >/dev/null || fail "replace-replica n3 -> n1 (detached)"
 assert_eq "$(cl_copy_nodes v)" "n1,n2,n4" "v's copies after the second replace"
 cl_attach_retry v n4
 cl_wait_synced v 60
-check_copy 1 "copy replaced while detached" s2 s3 s1
+check_copy 1 "copy replaced while detached" s2 s3 s1 s4
 qw 4 -c 'read -P 0x66 6M 1M' -c 'read -P 0x55 0 1M' -c 'read -P 0x44 5M 1M'
 cl_scrub_clean v "after the rebuild at attach"
 ctsr volume detach v >/dev/null || fail "detach v from n4"
