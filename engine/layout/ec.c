@@ -898,6 +898,7 @@ static int ec_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy
 	struct ctl ctl = {.e = e, .idx = idx};
 	struct tsr_svol *newsvol = NULL;
 	char path[PATH_MAX];
+	int nsnaps = 0;
 	int ret;
 
 	ctl.bm.fd = -1;
@@ -928,6 +929,14 @@ static int ec_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy
 	ctl.bm.hold = bm_hold;
 	ctl.bm.owner = e;
 	ctl.svol = newsvol;
+	/* the new copy has none of the snapshots: the rebuild makes them up */
+	nsnaps = ec_missed_note_all(e, copy->node_id);
+	if (nsnaps < 0) {
+		ret = nsnaps;
+		tsr_error("ec %s: copy %u: cannot note the snapshots the copy on %s must get: %s",
+			  e->name, idx, copy->node_id, strerror(-ret));
+		goto err;
+	}
 	ret = copyset_call(&e->cs, on_home(e), replace_fn, &ctl);
 	if (ret < 0)
 		goto err;
@@ -942,7 +951,8 @@ static int ec_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy
 		if (strcmp(oldpath, path) != 0)
 			unlink(oldpath);
 	}
-	tsr_info("ec %s: copy %u replaced by %s: rebuilding", e->name, idx, copy->node_id);
+	tsr_info("ec %s: copy %u replaced by %s: rebuilding (and %d snapshots made up there)",
+		 e->name, idx, copy->node_id, nsnaps);
 	return 0;
 err:
 	mbm_close(&ctl.bm, true);

@@ -316,6 +316,11 @@ struct ec_missed;
 bool ec_missed_pending(const struct ec *e, const struct ecopy *c);
 /* The same by node id, from any thread (a file's existence). */
 bool ec_missed_pending_node(const struct ec *e, const char *node_id);
+/* Control thread, before a replace gives node_id a slot: every snapshot of
+ * this node's chunk copy (when it is IN_SYNC with nothing missed) noted as a
+ * missed CREATE of node_id, oldest first, so the rebuild makes each up
+ * (stage 2b).  The number noted, or -errno. */
+int ec_missed_note_all(struct ec *e, const char *node_id);
 int ec_missed_begin(struct ecopy *c, struct ec_missed **out);
 bool ec_missed_empty(const struct ec_missed *m);
 struct ecopy *ec_missed_copy(const struct ec_missed *m);

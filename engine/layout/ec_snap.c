@@ -120,11 +120,6 @@ static void missed_path_node(const struct ec *e, const char *node_id, char out[P
 		out[0] = '\0';
 }
 
-static void missed_path(const struct ec *e, const struct ecopy *c, char out[PATH_MAX])
-{
-	missed_path_node(e, c->node_id, out);
-}
-
 bool ec_missed_pending(const struct ec *e, const struct ecopy *c)
 {
 	return ec_missed_pending_node(e, c->node_id);
@@ -141,7 +136,8 @@ bool ec_missed_pending_node(const struct ec *e, const char *node_id)
 /* c's entries, in order ("c NAME" or "d NAME" a line; a last line without
  * its newline is a torn append, a line not of that form is not ours: both
  * skipped).  *out NULL and *n 0 when there is none. */
-static int missed_load(const struct ec *e, const struct ecopy *c, struct mentry **out, size_t *n)
+static int missed_load_node(const struct ec *e, const char *node_id, struct mentry **out,
+			    size_t *n)
 {
 	char path[PATH_MAX], line[128];
 	struct mentry *v = NULL;
@@ -151,7 +147,7 @@ static int missed_load(const struct ec *e, const struct ecopy *c, struct mentry 
 
 	*out = NULL;
 	*n = 0;
-	missed_path(e, c, path);
+	missed_path_node(e, node_id, path);
 	if (path[0] == '\0')
 		return -ENAMETOOLONG;
 	f = fopen(path, "re");
@@ -193,8 +189,13 @@ static int missed_load(const struct ec *e, const struct ecopy *c, struct mentry 
 	return 0;
 }
 
-static int missed_save(const struct ec *e, const struct ecopy *c, const struct mentry *v,
-		       size_t n)
+static int missed_load(const struct ec *e, const struct ecopy *c, struct mentry **out, size_t *n)
+{
+	return missed_load_node(e, c->node_id, out, n);
+}
+
+static int missed_save_node(const struct ec *e, const char *node_id, const struct mentry *v,
+			    size_t n)
 {
 	char path[PATH_MAX], *buf = malloc(n * (sizeof(*v) + 2) + 1);
 	size_t len = 0;
@@ -204,10 +205,16 @@ static int missed_save(const struct ec *e, const struct ecopy *c, const struct m
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++)
 		len += (size_t)sprintf(buf + len, "%c %s\n", v[i].op, v[i].snap);
-	missed_path(e, c, path);
+	missed_path_node(e, node_id, path);
 	ret = tsr_file_replace(path, buf, len);
 	free(buf);
 	return ret;
+}
+
+static int missed_save(const struct ec *e, const struct ecopy *c, const struct mentry *v,
+		       size_t n)
+{
+	return missed_save_node(e, c->node_id, v, n);
 }
 
 /* The last entry of snap at or after from, or n. */
@@ -224,11 +231,11 @@ static size_t last_of(const struct mentry *v, size_t n, size_t from, const char 
 /* Append (op, snap) to c's file, durable when this returns 0.  A long file
  * keeps only each name's last entry (in their order): what a replay does
  * with it is the same. */
-static int missed_note(struct ec *e, struct ecopy *c, char op, const char *snap)
+static int missed_note_node(const struct ec *e, const char *node_id, char op, const char *snap)
 {
 	struct mentry *v, *nv;
 	size_t n, kept = 0;
-	int ret = missed_load(e, c, &v, &n);
+	int ret = missed_load_node(e, node_id, &v, &n);
 
 	if (ret < 0)
 		return ret;
@@ -247,9 +254,42 @@ static int missed_note(struct ec *e, struct ecopy *c, char op, const char *snap)
 				v[kept++] = v[i];
 		n = kept;
 	}
-	ret = missed_save(e, c, v, n);
+	ret = missed_save_node(e, node_id, v, n);
 	free(v);
 	return ret;
+}
+
+static int missed_note(struct ec *e, struct ecopy *c, char op, const char *snap)
+{
+	return missed_note_node(e, c->node_id, op, snap);
+}
+
+int ec_missed_note_all(struct ec *e, const char *node_id)
+{
+	struct tsr_layout_status st;
+	struct tsr_snap_info *list = NULL;
+	size_t n = 0;
+	int src = -1, ret;
+
+	/* this node's copy lists them when it is a source: in sync, nothing missed */
+	pthread_mutex_lock(&e->cs.status_lock);
+	st = e->cs.status;
+	for (unsigned i = 0; i < e->n_copies && i < st.n_copies; i++)
+		if (e->places[i].local && st.copies[i].state == TSR_COPY_IN_SYNC &&
+		    strcmp(st.copies[i].node_id, node_id) != 0)
+			src = (int)i;
+	pthread_mutex_unlock(&e->cs.status_lock);
+	if (src < 0 || e->store == NULL || ec_missed_pending_node(e, st.copies[src].node_id)) {
+		tsr_warn("ec %s: copy on %s gets no snapshots: this node holds no in-sync chunk copy "
+			 "to list them (replace the copy with %s attached on a node that holds one)",
+			 e->name, node_id, e->name);
+		return 0;
+	}
+	ret = tsr_store_snap_list(e->store, e->name, &list, &n);
+	for (size_t i = 0; i < n && ret == 0; i++) /* oldest first */
+		ret = missed_note_node(e, node_id, 'c', list[i].name);
+	free(list);
+	return ret < 0 ? ret : (int)n;
 }
 
 int ec_missed_begin(struct ecopy *c, struct ec_missed **out)

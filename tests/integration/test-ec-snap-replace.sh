@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# A chunk copy of an erasure-coded volume rebuilt on a new node
+# (replace-replica) gets its chunks of every snapshot, not only of the head.
+#
+# 4 nodes (zones z1..z4); a 2+1 volume of 4 MiB, 16 KiB unit, on 3 of them,
+# attached on its first copy node C0.
+#  1. image A, snapshot s1; image B, snapshot s2; image D (the head).
+#  2. C1 killed, its copy moved to the spare node by replace-replica, rebuilt;
+#     in sync.  The new copy's chunk volume lists s1 and s2 (its catalogue).
+#  3. C2 killed: every stripe now needs the rebuilt copy's chunk (2 of the 3
+#     left, k = 2): v@s1 reads A, v@s2 reads B, v reads D through C0.
+#  4. C2 back: every node's snapshot list has s1 s2; scrub clean.
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/cluster.sh"
+
+require_tessera
+require_cmd nbdcopy
+
+MiB=$(( 1024 * 1024 ))
+SIZE=$(( 4 * MiB ))
+
+copies_of() { ctsr --json volume show "$1" | json_get '" ".join(c["node"] for c in j["copies"])'; }
+snaps_of_copy() {  # NODE: the snapshot names of NODE's copy of v, from its catalogue
+	"$PY" - "$(cl_dir "$1")" <<'EOF'
+import sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}/store.db?mode=ro", uri=True)
+rows = db.execute("select s.name from snapshots s join volumes v on s.vol_uuid = v.uuid "
+                  "where v.name = 'v' and s.flags = 0 order by s.seq").fetchall()
+print(" ".join(r[0] for r in rows))
+EOF
+}
+
+cl_start 4
+ctsr volume create v --size 4M --ec 2+1 --stripe-unit 16K --failure-domain zone >/dev/null ||
+	fail "create"
+read -r -a C <<<"$(copies_of v)"
+c0=${C[0]#n} c1=${C[1]#n} c2=${C[2]#n}
+spare=
+for (( i=1; i<=4; i++ )); do [[ " ${C[*]} " == *" n$i "* ]] || spare=$i; done
+ctsr volume attach v --node "n$c0" >/dev/null || fail "attach"
+log "copies on n$c0 n$c1 n$c2, spare n$spare"
+
+# ---- 1. two snapshots and a head
+cl_pattern "$CL_ROOT/A" "$SIZE" 1
+cl_pattern "$CL_ROOT/B" "$SIZE" 2
+cl_pattern "$CL_ROOT/D" "$SIZE" 4
+nbdcopy "$CL_ROOT/A" "$(cl_nbd_uri "$c0" v)" || fail "write A"
+ctsr snapshot create v s1 >/dev/null || fail "snapshot create s1"
+nbdcopy "$CL_ROOT/B" "$(cl_nbd_uri "$c0" v)" || fail "write B"
+ctsr snapshot create v s2 >/dev/null || fail "snapshot create s2"
+nbdcopy "$CL_ROOT/D" "$(cl_nbd_uri "$c0" v)" || fail "write D"
+
+# ---- 2. C1's copy rebuilt on the spare node
+cl_kill "$c1"
+cl_wait_state v "n$c1" out-of-sync 30
+ctsr volume replace-replica v --node "n$c1" --to "n$spare" >/dev/null || fail "replace-replica"
+cl_wait_synced v 120
+read -r -a C2 <<<"$(copies_of v)"
+assert_eq "${C2[1]}" "n$spare" "the replaced copy keeps its chunk position"
+assert_eq "$(snaps_of_copy "$spare")" "s1 s2" "the rebuilt copy's snapshots (n$spare)"
+
+# ---- 3. reads that need the rebuilt copy
+cl_kill "$c2"
+cl_wait_state v "n$c2" out-of-sync 30
+cl_assert_image "$c0" v@s1 "$CL_ROOT/A" "s1 with n$c2 down (rebuilt n$spare's chunks)"
+cl_assert_image "$c0" v@s2 "$CL_ROOT/B" "s2 with n$c2 down (rebuilt n$spare's chunks)"
+cl_assert_image "$c0" v "$CL_ROOT/D" "head with n$c2 down"
+
+# ---- 4. all back
+cl_start_node "$c2"
+cl_wait_synced v 120
+for i in "$c0" "$c2" "$spare"; do
+	assert_eq "$(ctsr_via "$i" --json snapshot list v | json_get '" ".join(s["name"] for s in j["snapshots"])')" \
+		"s1 s2" "snapshot list through n$i"
+done
+cl_scrub_clean v
+cl_stop_all
+log "ok"
