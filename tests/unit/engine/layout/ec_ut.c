@@ -1502,16 +1502,28 @@ static void test_crc_error_read(void **state)
 
 /* ---- replace: rebuild every stripe's chunk on a new node ---- */
 
+static int lsnap(struct env *e, enum tsr_snap_op op, const char *snap);
+
+/* A copy replaced on a spare node is rebuilt from k others, and gets every
+ * snapshot (ec_missed_note_all: made up before the head): its chunk volume's
+ * r1 holds copy 1's chunks at the cut. */
 static void test_replace(void **state)
 {
 	struct env *e = *state;
 	struct node *nn = &e->nodes[e->n]; /* a spare */
 	struct tsr_layout_copy nc = {0};
 	struct tsr_layout_status s;
+	uint8_t *at_cut = malloc(e->chunk_size), *img = tsr_alloc_aligned(e->chunk_size);
+	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
 
 	assert_int_equal(node_init(nn, e->n, e->chunk_size), 0);
 	assert_int_equal(create(e, true, 1), 0);
 	random_writes(e, 40, 70);
+	settle(e);
+	load_chunkvols(e);
+	memcpy(at_cut, e->chunkvols[1], e->chunk_size);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "r1"), 0);
+	random_writes(e, 20, 73);
 	node_stop(&e->nodes[1]);
 	assert_int_equal(lwrite(e, 5 * BS, 3 * BS, 71), 0);
 	snprintf(nc.node_id, sizeof(nc.node_id), "%s", nn->node_id);
@@ -1522,6 +1534,14 @@ static void test_replace(void **state)
 	get_status(e, &s);
 	assert_string_equal(s.copies[1].node_id, nn->node_id);
 	assert_int_equal(s.resync_bytes_copied, e->chunk_size); /* every stripe's chunk */
+	{
+		struct tsr_svol *v = NULL;
+
+		assert_int_equal(tsr_store_snap_open(nn->store, VOLNAME, "r1", &v), 0);
+		assert_int_equal(sread(v, io, 0, (uint32_t)e->chunk_size, img), 0);
+		assert_memory_equal(img, at_cut, e->chunk_size);
+		tsr_svol_put(v);
+	}
 	/* the new node stands in for node 1 */
 	{
 		struct node tmp = e->nodes[1];
@@ -1534,6 +1554,9 @@ static void test_replace(void **state)
 	assert_reads_equal_model(e);
 	assert_stripes_consistent(e, true);
 	node_fini(nn);
+	tsr_io_destroy(io);
+	tsr_free_aligned(img);
+	free(at_cut);
 }
 
 /* ---- snapshots: a cut on every chunk volume ---- */
