@@ -10,11 +10,13 @@
 #  3. C2 killed: every stripe now needs the rebuilt copy's chunk (2 of the 3
 #     left, k = 2): v@s1 reads A, v@s2 reads B, v reads D through C0.
 #  4. C2 back: every node's snapshot list has s1 s2; scrub clean.
+#  5. C1 back (it holds no copy now), v attached there: v@s1, v@s2 and v read
+#     back (every chunk from the copies), v@nosuch refused at the handshake.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
 require_tessera
-require_cmd nbdcopy
+require_cmd nbdcopy nbdinfo
 
 MiB=$(( 1024 * 1024 ))
 SIZE=$(( 4 * MiB ))
@@ -74,5 +76,22 @@ for i in "$c0" "$c2" "$spare"; do
 		"s1 s2" "snapshot list through n$i"
 done
 cl_scrub_clean v
+
+# ---- 5. a coordinator that holds no chunk copy (C1's node, replaced away):
+# every VOL@SNAP is checked with the copies (none here) and decoded
+cl_start_node "$c1"
+cl_wait_nodes_alive 4
+ctsr volume detach v >/dev/null || fail "detach"
+cl_attach_retry v "n$c1"
+cl_wait_synced v 60
+cl_assert_image "$c1" v@s1 "$CL_ROOT/A" "s1 through n$c1 (no chunk copy there)"
+cl_assert_image "$c1" v@s2 "$CL_ROOT/B" "s2 through n$c1 (no chunk copy there)"
+cl_assert_image "$c1" v "$CL_ROOT/D" "head through n$c1"
+if out=$(nbdinfo "$(cl_nbd_uri "$c1" v@nosuch)" 2>&1); then
+	fail "nbdinfo opened v@nosuch through n$c1 (no chunk copy there)"
+fi
+echo "$out" | grep -q "No such file or directory for export" ||
+	fail "v@nosuch through n$c1 refused without 'unknown export': $out"
+log "v@nosuch refused through n$c1 (no chunk copy there)"
 cl_stop_all
 log "ok"
