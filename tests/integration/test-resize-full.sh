@@ -17,9 +17,14 @@
 #   - B is overwritten and read back, also after a restart on the full disk
 #     (no "allocate the dirty-region bitmap" warning in the log);
 #   - the ballast removed, resize B to 64 GiB is accepted and its last block
-#     is written and read back.
+#     is written and read back;
+#   - a cluster of 2, n2's data dir on a full 48 MiB ext4: resizing a
+#     2-replica volume to 64 GiB is refused with n2's reason ("node n2: no
+#     space to grow volume 'R' to 64.0 GiB: the file system of DIR is full"),
+#     its size unchanged; accepted once n2 has space.
 # Needs root and loop devices (for the small file system).
 . "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/cluster.sh"
 . "$(dirname "$0")/fullfs.sh"
 
 require_tessera "$NBD_HOLD"
@@ -87,3 +92,21 @@ assert_eq "$(dirty_size)" 8192 "B's .dirty file at 64 GiB"
 qemu_io "$D" B "write -P 0x33 68719472640 4096" "read -P 0x33 68719472640 4096" \
 	"read -P 0xa5 0 1M" >/dev/null || fail "B's last block at 64 GiB"
 stop_tesserad
+
+# ---------------------------------------------------------------- a cluster
+make_tmpdir CL_ROOT
+CL_N=2
+for i in 1 2; do CL_PORT[$i]=$(free_port); done
+fullfs_mount N2 48M "$(cl_dir 2)"
+for i in 1 2; do cl_start_node "$i"; done
+cl_wait_nodes_alive 2
+ctsr volume create R --size 16M --replicas 2 >/dev/null || fail "create R (2 replicas)"
+fill_fs "$N2/ballast"
+expect_fail 1 "node n2: no space to grow volume 'R' to 64.0 GiB: the file system of $(cl_dir 2) is full" \
+	ctsr volume resize R --size 64G
+assert_eq "$(ctsr --json volume show R | json_get 'j["size"]')" 16777216 "R's size after the refusal"
+rm -f "$N2/ballast"
+sync
+ctsr volume resize R --size 64G >/dev/null || fail "resize R to 64 GiB once n2 has space"
+assert_eq "$(ctsr --json volume show R | json_get 'j["size"]')" 68719476736 "R's size after the resize"
+cl_stop_all
