@@ -25,7 +25,8 @@
  * copy.  Reads that arrive while sessions are opening wait for them.
  *
  * An export (tsr_layout_ec_snap_create) whose snapshot this node's chunk copy
- * lacks, or made on a node holding no copy, first asks the other copies
+ * lacks (or holds while it is no source: not IN_SYNC, or missed operations
+ * pending), or made on a node holding no copy, first asks the other copies
  * whether they hold it (snap_exists, below): fewer than k holding it is
  * -ENOENT (or -EHOSTUNREACH when enough copies could not be asked), so a
  * name no copy has is refused at the NBD handshake instead of opened.
@@ -790,8 +791,14 @@ static int snap_exists(struct ec *e, const char *snap, uint64_t *chunk_size)
 	for (unsigned i = 0; i < e->n_copies && i < st.n_copies; i++) {
 		const struct ec_place *pl = &e->places[i];
 
-		if (pl->local)
-			continue; /* asked already: it lacks snap */
+		if (pl->local) {
+			/* asked already: it lacks snap, or it is no source (its
+			 * snap may be an old one: not counted, cannot say) */
+			if (st.copies[i].state != TSR_COPY_IN_SYNC ||
+			    ec_missed_pending_node(e, st.copies[i].node_id))
+				unknown++;
+			continue;
+		}
 		if (st.copies[i].state != TSR_COPY_IN_SYNC || pl->address[0] == '\0') {
 			unknown++;
 			continue;
@@ -860,6 +867,23 @@ out:
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 	return ret;
+}
+
+/* Any thread: this node's chunk copy is IN_SYNC with no missed operations
+ * pending (published status), so its snapshot of a name is the real one. */
+static bool local_source(struct ec *e)
+{
+	struct tsr_layout_status st;
+	int local = -1;
+
+	pthread_mutex_lock(&e->cs.status_lock);
+	st = e->cs.status;
+	for (unsigned i = 0; i < e->n_copies && i < st.n_copies; i++)
+		if (e->places[i].local)
+			local = (int)i;
+	pthread_mutex_unlock(&e->cs.status_lock);
+	return local >= 0 && st.copies[local].state == TSR_COPY_IN_SYNC &&
+	       !ec_missed_pending_node(e, st.copies[local].node_id);
 }
 
 static int ec_snap_image_on(struct ec *e, const char *snap, bool check,
@@ -932,12 +956,14 @@ static int ec_snap_image_on(struct ec *e, const char *snap, bool check,
 		have_local = true;
 		break;
 	}
-	/* not here: the export exists if k other copies hold it */
-	if (!have_local && check) {
+	/* not here, or here but maybe an old one (this copy is no source): the
+	 * export exists if k other copies hold it */
+	if (check && (!have_local || !local_source(e))) {
 		ret = snap_exists(e, snap, &chunk_size);
 		if (ret)
 			goto err;
 	} else if (have_local) {
+		chunk_size = 0;
 		for (unsigned i = 0; i < e->n_copies; i++)
 			if (s->copies[i].svol != NULL)
 				chunk_size = tsr_svol_size(s->copies[i].svol);

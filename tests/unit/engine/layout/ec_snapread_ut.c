@@ -517,6 +517,23 @@ static void test_snapshot_read(void **state)
 	/* a snapshot no copy holds: refused at create (before: -EIO at every
 	 * read), bad arguments */
 	assert_int_equal(read_snapshot(e, "nosuch", NULL), -ENOENT);
+	/* a name only copy 0 holds while it is no source (a DELETE of it noted
+	 * as missed: an old snapshot): refused, not opened to fail every read */
+	{
+		char path[1024];
+		FILE *f;
+
+		assert_int_equal(tsr_store_snap_create(e->nodes[0].store, VOLNAME, "old", NULL), 0);
+		snprintf(path, sizeof(path), "%s/%s.%s.snaps", e->state_dir, VOLNAME,
+			 e->nodes[0].node_id);
+		f = fopen(path, "w");
+		assert_non_null(f);
+		fputs("d old\n", f);
+		fclose(f);
+		assert_int_equal(read_snapshot(e, "old", NULL), -ENOENT);
+		unlink(path);
+		assert_int_equal(tsr_store_snap_delete(e->nodes[0].store, VOLNAME, "old"), 0);
+	}
 	assert_int_equal(tsr_layout_ec_snap_create(e->l, "bad name", &sl, &home), -EINVAL);
 	assert_int_equal(tsr_layout_ec_snap_create(NULL, "s1", &sl, &home), -EINVAL);
 	/* created and destroyed before its start ran */
