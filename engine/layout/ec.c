@@ -175,8 +175,9 @@ void ec_publish(struct ec *e)
 	copyset_publish(&e->cs, &s);
 	pthread_mutex_lock(&e->cs.status_lock);
 	for (unsigned i = 0; i < e->n_copies; i++) {
-		snprintf(e->places[i].address, sizeof(e->places[i].address), "%s",
-			 e->copies[i].address);
+		_Static_assert(sizeof(e->places[i].address) == sizeof(e->copies[i].address),
+			       "a copy's address fits its place");
+		memcpy(e->places[i].address, e->copies[i].address, sizeof(e->places[i].address));
 		e->places[i].local = e->copies[i].local;
 	}
 	pthread_mutex_unlock(&e->cs.status_lock);
