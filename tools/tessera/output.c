@@ -696,7 +696,8 @@ void cli_print_status(const Tessera__Admin__Status *s)
 		printf("%s%s\n", i ? "              " : "admin listen: ", s->admin_listeners[i]);
 	printf("nbd clients:  %" PRIu64 " open, %" PRIu64 " since start\n",
 	       s->nbd_connections_open, s->nbd_connections_total);
-	printf("volumes:      %u, %s allocated on disk\n", s->volumes,
+	printf("volumes:      %u\n", s->volumes);
+	printf("allocated:    %s on disk (the volumes' own blocks)\n",
 	       cli_fmt_size(s->allocated, alloc, sizeof(alloc)));
 	printf("uptime:       %s (since %s)\n", cli_fmt_duration(s->uptime_sec, up, sizeof(up)),
 	       cli_fmt_time(s->started, started, sizeof(started)));
