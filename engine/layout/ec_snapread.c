@@ -771,7 +771,7 @@ static int snap_exists(struct ec *e, const char *snap, uint64_t *chunk_size)
 	unsigned have = 0, unknown = 0, deadline_ms;
 	struct tsr_io_opts io = { .kind = TSR_IO_AUTO, .queue_depth = 4 };
 	pthread_condattr_t ca;
-	int ret;
+	int local = -1, ret;
 
 	p = calloc(1, sizeof(*p));
 	if (p == NULL)
@@ -792,11 +792,7 @@ static int snap_exists(struct ec *e, const char *snap, uint64_t *chunk_size)
 		const struct ec_place *pl = &e->places[i];
 
 		if (pl->local) {
-			/* asked already: it lacks snap, or it is no source (its
-			 * snap may be an old one: not counted, cannot say) */
-			if (st.copies[i].state != TSR_COPY_IN_SYNC ||
-			    ec_missed_pending_node(e, st.copies[i].node_id))
-				unknown++;
+			local = (int)i;
 			continue;
 		}
 		if (st.copies[i].state != TSR_COPY_IN_SYNC || pl->address[0] == '\0') {
@@ -809,6 +805,11 @@ static int snap_exists(struct ec *e, const char *snap, uint64_t *chunk_size)
 		p->n++;
 	}
 	pthread_mutex_unlock(&e->cs.status_lock);
+	/* this node's copy was asked already: it lacks snap, or it is no source
+	 * (its snap may be an old one: not counted, cannot say) */
+	if (local >= 0 && (st.copies[local].state != TSR_COPY_IN_SYNC ||
+			   ec_missed_pending_node(e, st.copies[local].node_id)))
+		unknown++;
 	for (unsigned j = 0; j < p->n; j++) {
 		/* missed operations pending: it may hold an old snap, no source */
 		if (ec_missed_pending_node(e, p->c[j].node_id))
