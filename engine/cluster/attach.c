@@ -75,7 +75,8 @@ int cluster_get_attach(struct tsr_cluster *c, const char *name, char *node, size
 
 /*
  * Read-modify-write of vol/<name>: set epoch and clean_detach, and the
- * coordinator to coord unless it is NULL; *old_clean, *was_ours and old_coord
+ * coordinator to coord unless it is NULL, and empty the missed snapshot
+ * operations of IN_SYNC copies; *old_clean, *was_ours and old_coord
  * (each may be NULL) get the previous clean_detach, whether the previous
  * coordinator was this node, and its id.  only_if_epoch: do nothing when the
  * record's epoch is not this one (a newer coordinator owns it: -ESTALE).
@@ -117,6 +118,19 @@ static int update_volume(struct tsr_cluster *c, const char *name, uint64_t epoch
 		}
 		rec->epoch = epoch;
 		rec->clean_detach = clean;
+		/* an IN_SYNC copy missed nothing: a list left from a record of its
+		 * replay's end that failed must not be replayed if it leaves again */
+		for (size_t i = 0; i < rec->n_copies; i++) {
+			Tessera__Cluster__CopyRecord *cr = rec->copies[i];
+
+			if (cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC)
+				continue;
+			for (size_t k = 0; k < cr->n_missed_snaps; k++)
+				free(cr->missed_snaps[k]);
+			free(cr->missed_snaps);
+			cr->missed_snaps = NULL;
+			cr->n_missed_snaps = 0;
+		}
 		ret = rec_put(c->meta, key, &rec->base, rev, 0, NULL);
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 	}
