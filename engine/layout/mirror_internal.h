@@ -50,6 +50,7 @@
 #define MIRROR_SCRUB_CHUNK    (4u << 20)          /* bytes compared per step */
 #define MIRROR_PEER_SPLIT     (1u << 30)          /* trim/zeroes pieces for the peer protocol */
 #define MIRROR_LOCAL_RETRY_NS (5ull * 1000000000) /* an out-of-sync local copy: resync again */
+#define MIRROR_RECENT_SNAPS   32                  /* snapshot operations remembered (replace) */
 
 struct mirror;
 struct mcopy;
@@ -253,6 +254,14 @@ struct mirror {
 	unsigned flushes_inflight;
 	bool flush_failed;
 	struct mscrub *scrub;
+	/*
+	 * The last snapshot operations done (ring, oldest first from
+	 * recent_snaps_head): a replace whose list of snapshots was read
+	 * elsewhere before it reached us (no IN_SYNC copy here) adds those cut
+	 * since (mirror_missed_all).
+	 */
+	struct msnap_miss recent_snaps[MIRROR_RECENT_SNAPS];
+	unsigned recent_snaps_head, n_recent_snaps;
 	bool replace_running; /* a replaced copy's full resync not yet IN_SYNC */
 	unsigned replace_idx;
 	struct mbitmap *retired[TSR_MIRROR_MAX_COPIES * 4]; /* replaced copies' bitmaps */

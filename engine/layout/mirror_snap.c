@@ -290,6 +290,18 @@ static void snap_step(struct msnap *s)
 		return;
 	}
 	if (s->status == 0) {
+		if (s->req.op == TSR_SNAP_CREATE || s->req.op == TSR_SNAP_DELETE) {
+			struct msnap_miss *r;
+
+			if (m->n_recent_snaps == MIRROR_RECENT_SNAPS) {
+				m->recent_snaps_head = (m->recent_snaps_head + 1) % MIRROR_RECENT_SNAPS;
+				m->n_recent_snaps--;
+			}
+			r = &m->recent_snaps[(m->recent_snaps_head + m->n_recent_snaps++) %
+					     MIRROR_RECENT_SNAPS];
+			r->op = s->req.op;
+			snprintf(r->snap, sizeof(r->snap), "%s", s->req.snap);
+		}
 		snap_complete(s, 0);
 		return;
 	}
@@ -645,6 +657,25 @@ void mirror_missed_all(struct mcopy *c, const char *given)
 		free(list);
 	} else if (given != NULL) {
 		missed_parse(c, given, "(given)");
+		/*
+		 * Cut here since that list was read (it was read before the
+		 * replace reached us): a name created last is missing from it.
+		 * One listed and deleted since is skipped by the replay (-ENOENT),
+		 * one deleted and cut again is read as it is now: only names
+		 * missing need adding, in the order they were cut.
+		 */
+		for (unsigned k = 0; k < m->n_recent_snaps; k++) {
+			const struct msnap_miss *r =
+			    &m->recent_snaps[(m->recent_snaps_head + k) % MIRROR_RECENT_SNAPS];
+			bool listed = false;
+
+			if (r->op != TSR_SNAP_CREATE)
+				continue;
+			for (unsigned i = 0; i < c->n_missed && !listed; i++)
+				listed = strcmp(c->missed[i].snap, r->snap) == 0;
+			if (!listed && missed_push(c, TSR_SNAP_CREATE, r->snap) < 0)
+				break;
+		}
 	}
 	missed_save(c);
 	missed_record(c, NULL);

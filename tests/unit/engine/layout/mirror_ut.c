@@ -261,24 +261,34 @@ static int lsnap(struct env *e, enum tsr_snap_op op, const char *snap)
 	return c.ret != 0 ? c.ret : c.status;
 }
 
-/* Node n's image of VOLNAME@snap equals want (VOL bytes). */
-static void assert_snap_equals(struct env *e, unsigned n, const char *snap, const uint8_t *want)
+/* The image of VOLNAME@snap in store (node who) equals want (VOL bytes). */
+static void assert_store_snap_equals(struct env *e, struct tsr_store *store, const char *who,
+				     const char *snap, const uint8_t *want)
 {
 	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
 	struct tsr_svol *v = NULL;
 
 	assert_non_null(io);
-	assert_int_equal(tsr_store_snap_open(e->nodes[n].store, VOLNAME, snap, &v), 0);
+	assert_int_equal(tsr_store_snap_open(store, VOLNAME, snap, &v), 0);
 	for (uint64_t off = 0; off < VOL; off += 4 * MiB) {
 		assert_int_equal(sread(v, io, off, 4 * MiB, e->buf), 0);
 		if (memcmp(e->buf, want + off, 4 * MiB) != 0) {
-			print_message("node%u: %s@%s differs in [%llu, +4 MiB)\n", n, VOLNAME, snap,
+			print_message("%s: %s@%s differs in [%llu, +4 MiB)\n", who, VOLNAME, snap,
 				      (unsigned long long)off);
 			fail();
 		}
 	}
 	tsr_svol_put(v);
 	tsr_io_destroy(io);
+}
+
+/* Node n's image of VOLNAME@snap equals want (VOL bytes). */
+static void assert_snap_equals(struct env *e, unsigned n, const char *snap, const uint8_t *want)
+{
+	char who[16];
+
+	snprintf(who, sizeof(who), "node%u", n);
+	assert_store_snap_equals(e, e->nodes[n].store, who, snap, want);
 }
 
 static bool has_snap(struct env *e, unsigned n, const char *snap)
@@ -1287,6 +1297,64 @@ static void test_replace(void **state)
 	node_fini(&n3);
 }
 
+/*
+ * A copy replaced with no copy on the coordinator: the new copy gets the
+ * snapshots of the list it is given (read elsewhere, before the replace) and
+ * those cut since (the list lacks s2 here), each the others' image.
+ */
+static void test_replace_given_snapshots(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_layout_copy nc = {.state = TSR_COPY_OUT_OF_SYNC, .full_resync = true};
+	uint8_t *at_s1 = malloc(VOL), *at_s2 = malloc(VOL);
+	struct node n3;
+	char path[PATH_MAX];
+
+	opts_init(e, &o, false, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, 2 * MiB, 1, 0), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s1"), 0);
+	memcpy(at_s1, e->model, VOL);
+	assert_int_equal(lwrite(e, MiB, 2 * MiB, 2, 0), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s2"), 0);
+	memcpy(at_s2, e->model, VOL);
+	assert_int_equal(lwrite(e, 12 * MiB, MiB, 3, 0), 0);
+	/* copy 2 away with a journal (it missed "gone"), then replaced */
+	node_stop(&e->nodes[2]);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "gone"), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_DELETE, "gone"), 0);
+	snprintf(path, sizeof(path), "%s/%s.node2.snaps", e->state_dir, VOLNAME);
+	assert_int_equal(access(path, F_OK), 0);
+
+	assert_int_equal(node_init(&n3, 3, VOL), 0);
+	snprintf(nc.node_id, sizeof(nc.node_id), "%s", n3.node_id);
+	snprintf(nc.address, sizeof(nc.address), "%s", n3.address);
+	nc.missed = "c s1\n"; /* read before s2 was cut */
+	assert_int_equal(tsr_layout_replace_copy(e->l, 2, &nc), 0);
+	assert_int_equal(access(path, F_OK), -1); /* the old copy's journal went */
+	assert_true(wait_status(e, all_in_sync, 20000));
+	for (unsigned n = 0; n < 2; n++) {
+		assert_snap_equals(e, n, "s1", at_s1);
+		assert_snap_equals(e, n, "s2", at_s2);
+	}
+	assert_store_snap_equals(e, n3.store, "node3", "s1", at_s1);
+	assert_store_snap_equals(e, n3.store, "node3", "s2", at_s2);
+	{
+		struct tsr_snap_info si;
+
+		assert_int_equal(tsr_store_snap_info(n3.store, VOLNAME, "gone", &si), -ENOENT);
+	}
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	assert_int_equal(node_read_all(&n3, e->file, VOL), 0);
+	assert_memory_equal(e->file, e->model, VOL);
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	node_fini(&n3);
+	free(at_s1);
+	free(at_s2);
+}
+
 /* Below min_replicas a write waits; a copy that comes back (its resync
  * copying the very region the write waits on) lets it through, acked once. */
 static void test_stalled_write_resumes(void **state)
@@ -1628,6 +1696,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_hook_failure, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resync_under_load, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replace, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_replace_given_snapshots, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stalled_write_resumes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_scrub_unreadable, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replica_dies_mid_workload, setup, teardown),
