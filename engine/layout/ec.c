@@ -869,6 +869,9 @@ static int replace_fn(void *arg)
 	oldbm = c->bm;
 	c->bm = ctl->bm;
 	ctl->bm = oldbm;
+	/* what the old copy missed is moot: it is no copy any more */
+	if (strcmp(c->node_id, ctl->newcopy.node_id) != 0)
+		ec_missed_forget(e, c);
 	snprintf(c->node_id, sizeof(c->node_id), "%s", ctl->newcopy.node_id);
 	snprintf(c->address, sizeof(c->address), "%s", ctl->newcopy.address);
 	c->local = ctl->newcopy.local;

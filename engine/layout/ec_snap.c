@@ -264,6 +264,15 @@ static int missed_note(struct ec *e, struct ecopy *c, char op, const char *snap)
 	return missed_note_node(e, c->node_id, op, snap);
 }
 
+void ec_missed_forget(struct ec *e, const struct ecopy *c)
+{
+	char path[PATH_MAX];
+
+	missed_path_node(e, c->node_id, path);
+	if (path[0] != '\0' && unlink(path) < 0 && errno != ENOENT)
+		tsr_warn("ec %s: %s: %s (left behind)", e->name, path, strerror(errno));
+}
+
 int ec_missed_note_all(struct ec *e, const char *node_id)
 {
 	struct tsr_layout_status st;

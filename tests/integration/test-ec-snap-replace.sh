@@ -5,11 +5,13 @@
 # 4 nodes (zones z1..z4); a 2+1 volume of 4 MiB, 16 KiB unit, on 3 of them,
 # attached on its first copy node C0.
 #  1. image A, snapshot s1; image B, snapshot s2; image D (the head).
-#  2. C1 killed, its copy moved to the spare node by replace-replica, rebuilt;
-#     in sync.  The new copy's chunk volume lists s1 and s2 (its catalogue).
+#  2. C1 killed; snapshot s3 (of D) noted as missed by C1; its copy moved to
+#     the spare node by replace-replica, rebuilt; in sync.  The new copy's
+#     chunk volume lists s1 s2 s3 (its catalogue); no file of missed
+#     operations is left (C1's removed with its slot).
 #  3. C2 killed: every stripe now needs the rebuilt copy's chunk (2 of the 3
-#     left, k = 2): v@s1 reads A, v@s2 reads B, v reads D through C0.
-#  4. C2 back: every node's snapshot list has s1 s2; scrub clean.
+#     left, k = 2): v@s1 reads A, v@s2 reads B, v@s3 and v read D through C0.
+#  4. C2 back: every node's snapshot list has s1 s2 s3; scrub clean.
 #  5. C1 back (it holds no copy now), v attached there: v@s1, v@s2 and v read
 #     back (every chunk from the copies), v@nosuch refused at the handshake.
 . "$(dirname "$0")/functions.sh"
@@ -55,17 +57,25 @@ nbdcopy "$CL_ROOT/D" "$(cl_nbd_uri "$c0" v)" || fail "write D"
 # ---- 2. C1's copy rebuilt on the spare node
 cl_kill "$c1"
 cl_wait_state v "n$c1" out-of-sync 30
+# a snapshot C1 misses (noted in the coordinator's file for it)
+ctsr snapshot create v s3 >/dev/null || fail "snapshot create s3 with n$c1 away"
+[ -e "$(cl_dir "$c0")/coord/v.n$c1.snaps" ] || fail "n$c1's missed s3 not noted"
 ctsr volume replace-replica v --node "n$c1" --to "n$spare" >/dev/null || fail "replace-replica"
 cl_wait_synced v 120
 read -r -a C2 <<<"$(copies_of v)"
 assert_eq "${C2[1]}" "n$spare" "the replaced copy keeps its chunk position"
-assert_eq "$(snaps_of_copy "$spare")" "s1 s2" "the rebuilt copy's snapshots (n$spare)"
+assert_eq "$(snaps_of_copy "$spare")" "s1 s2 s3" "the rebuilt copy's snapshots (n$spare)"
+# the replaced node's file of missed operations goes with its slot, the new
+# node's once its snapshots are made up
+left=$(find "$(cl_dir "$c0")/coord" -name 'v.*.snaps')
+[ -z "$left" ] || fail "files of missed snapshot operations left: $left"
 
 # ---- 3. reads that need the rebuilt copy
 cl_kill "$c2"
 cl_wait_state v "n$c2" out-of-sync 30
 cl_assert_image "$c0" v@s1 "$CL_ROOT/A" "s1 with n$c2 down (rebuilt n$spare's chunks)"
 cl_assert_image "$c0" v@s2 "$CL_ROOT/B" "s2 with n$c2 down (rebuilt n$spare's chunks)"
+cl_assert_image "$c0" v@s3 "$CL_ROOT/D" "s3 with n$c2 down (rebuilt n$spare's chunks)"
 cl_assert_image "$c0" v "$CL_ROOT/D" "head with n$c2 down"
 
 # ---- 4. all back
@@ -73,7 +83,7 @@ cl_start_node "$c2"
 cl_wait_synced v 120
 for i in "$c0" "$c2" "$spare"; do
 	assert_eq "$(ctsr_via "$i" --json snapshot list v | json_get '" ".join(s["name"] for s in j["snapshots"])')" \
-		"s1 s2" "snapshot list through n$i"
+		"s1 s2 s3" "snapshot list through n$i"
 done
 cl_scrub_clean v
 
