@@ -271,12 +271,17 @@ static int record_missed(struct tsr_meta *meta, const struct missed_req *r)
 				n += *q == '\n';
 			list = calloc(n + 1, sizeof(*list));
 			ret = list == NULL ? -ENOMEM : 0;
+			if (n > 1024) /* rec_volume_decode would refuse the whole record */
+				ret = -E2BIG;
 			for (size_t i = 0; ret == 0 && i < n; i++) {
 				const char *eol = strchr(p, '\n');
 
 				list[i] = strndup(p, (size_t)(eol - p));
 				if (list[i] == NULL)
 					ret = -ENOMEM;
+				else if ((list[i][0] != 'c' && list[i][0] != 'd') || list[i][1] != ' ' ||
+					 strlen(list[i] + 2) > 63 || !tsr_valid_name(list[i] + 2))
+					ret = -EINVAL; /* the same */
 				p = eol + 1;
 			}
 			if (ret == 0) {

@@ -651,6 +651,8 @@ out:
 
 /* ---- replace-replica -------------------------------------------------- */
 
+#define REPLACE_MISSED_MAX 1024u /* CopyRecord.missed_snaps entries, at most */
+
 /*
  * The snapshots a brand-new copy of a mirror must get (every snapshot of the
  * volume, by cut order, as an IN_SYNC copy lists them) as missed CREATEs: cr's
@@ -684,6 +686,11 @@ static int replace_missed(struct tsr_cluster *c, const char *name,
 
 		if (sn->deleting || !tsr_valid_name(sn->name) || strlen(sn->name) > 63)
 			continue;
+		if (n == REPLACE_MISSED_MAX) { /* the record's bound (records.c), the mirror's */
+			tsr_warn("cluster: volume %s: the new copy gets its first %u snapshots only "
+				 "(of %zu)", name, REPLACE_MISSED_MAX, av.n_snapshots);
+			break;
+		}
 		if (asprintf(&list[n], "c %s", sn->name) < 0) {
 			list[n] = NULL;
 			ret = -ENOMEM;
