@@ -871,7 +871,7 @@ static int replace_fn(void *arg)
 	ctl->bm = oldbm;
 	/* what the old copy missed is moot: it is no copy any more */
 	if (strcmp(c->node_id, ctl->newcopy.node_id) != 0)
-		ec_missed_forget(e, c);
+		ec_missed_forget(e, c->node_id);
 	snprintf(c->node_id, sizeof(c->node_id), "%s", ctl->newcopy.node_id);
 	snprintf(c->address, sizeof(c->address), "%s", ctl->newcopy.address);
 	c->local = ctl->newcopy.local;
@@ -902,6 +902,7 @@ static int ec_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy
 	struct ctl ctl = {.e = e, .idx = idx};
 	struct tsr_svol *newsvol = NULL;
 	char path[PATH_MAX];
+	bool had_missed;
 	int nsnaps = 0;
 	int ret;
 
@@ -934,16 +935,18 @@ static int ec_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy
 	ctl.bm.owner = e;
 	ctl.svol = newsvol;
 	/* the new copy has none of the snapshots: the rebuild makes them up */
+	had_missed = ec_missed_pending_node(e, copy->node_id);
 	nsnaps = ec_missed_note_all(e, copy->node_id);
-	if (nsnaps < 0) {
-		ret = nsnaps;
-		tsr_error("ec %s: copy %u: cannot note the snapshots the copy on %s must get: %s",
-			  e->name, idx, copy->node_id, strerror(-ret));
+	ret = nsnaps < 0 ? nsnaps : copyset_call(&e->cs, on_home(e), replace_fn, &ctl);
+	if (ret < 0) {
+		if (nsnaps < 0)
+			tsr_error("ec %s: copy %u: cannot note the snapshots the copy on %s must "
+				  "get: %s", e->name, idx, copy->node_id, strerror(-ret));
+		/* the file is ours only if we made it (the node may hold a slot) */
+		if (!had_missed)
+			ec_missed_forget(e, copy->node_id);
 		goto err;
 	}
-	ret = copyset_call(&e->cs, on_home(e), replace_fn, &ctl);
-	if (ret < 0)
-		goto err;
 	/* the slot has the new copy (rebuilding); ctl holds the old one's handle and bitmap */
 	if (ctl.svol != NULL)
 		tsr_svol_put(ctl.svol);

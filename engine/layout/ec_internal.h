@@ -321,8 +321,10 @@ bool ec_missed_pending_node(const struct ec *e, const char *node_id);
  * missed CREATE of node_id, oldest first, so the rebuild makes each up
  * (stage 2b).  The number noted, or -errno. */
 int ec_missed_note_all(struct ec *e, const char *node_id);
-/* Home worker: c's file removed (c's slot goes to another node). */
-void ec_missed_forget(struct ec *e, const struct ecopy *c);
+/* node_id's file removed (its slot went to another node, or a replace
+ * giving it one failed before it existed).  Home worker, or the control
+ * thread for a node whose file nothing else uses. */
+void ec_missed_forget(struct ec *e, const char *node_id);
 int ec_missed_begin(struct ecopy *c, struct ec_missed **out);
 bool ec_missed_empty(const struct ec_missed *m);
 struct ecopy *ec_missed_copy(const struct ec_missed *m);

@@ -264,11 +264,11 @@ static int missed_note(struct ec *e, struct ecopy *c, char op, const char *snap)
 	return missed_note_node(e, c->node_id, op, snap);
 }
 
-void ec_missed_forget(struct ec *e, const struct ecopy *c)
+void ec_missed_forget(struct ec *e, const char *node_id)
 {
 	char path[PATH_MAX];
 
-	missed_path_node(e, c->node_id, path);
+	missed_path_node(e, node_id, path);
 	if (path[0] != '\0' && unlink(path) < 0 && errno != ENOENT)
 		tsr_warn("ec %s: %s: %s (left behind)", e->name, path, strerror(errno));
 }
@@ -289,9 +289,9 @@ int ec_missed_note_all(struct ec *e, const char *node_id)
 			src = (int)i;
 	pthread_mutex_unlock(&e->cs.status_lock);
 	if (src < 0 || e->store == NULL || ec_missed_pending_node(e, st.copies[src].node_id)) {
-		tsr_warn("ec %s: copy on %s gets no snapshots: this node holds no in-sync chunk copy "
-			 "to list them (replace the copy with %s attached on a node that holds one)",
-			 e->name, node_id, e->name);
+		tsr_warn("ec %s: the copy on %s gets none of the volume's snapshots, if it has any: "
+			 "this node holds no in-sync chunk copy to list them (replace the copy with "
+			 "%s attached on a node that holds one)", e->name, node_id, e->name);
 		return 0;
 	}
 	ret = tsr_store_snap_list(e->store, e->name, &list, &n);
