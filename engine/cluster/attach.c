@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "admin/admin_internal.h"
@@ -227,8 +228,10 @@ struct missed_req {
  * The layout holds itself (and so the cluster) until done is called.
  */
 static pthread_mutex_t g_missed_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_missed_cond = PTHREAD_COND_INITIALIZER; /* a run was recorded */
 static struct missed_req *g_missed_head, *g_missed_tail; /* g_missed_lock */
 static bool g_missed_running;                            /* g_missed_lock */
+static struct tsr_cluster *g_missed_current; /* g_missed_lock: the run being recorded's */
 
 /* Split r->ops into rec's copy entry; CAS loop on vol/<name> like record_state. */
 static int record_missed(struct tsr_meta *meta, const struct missed_req *r)
@@ -334,6 +337,7 @@ static void *missed_thread(void *arg)
 		if (g_missed_head == NULL)
 			g_missed_tail = NULL;
 		last->next = NULL;
+		g_missed_current = first->c;
 		pthread_mutex_unlock(&g_missed_lock);
 		/* the sqlite backend serialises its callers; a remote handle is one
 		 * thread's (meta.h): a connection of our own */
@@ -364,11 +368,38 @@ static void *missed_thread(void *arg)
 			free(r);
 		}
 		pthread_mutex_lock(&g_missed_lock);
+		g_missed_current = NULL;
+		pthread_cond_broadcast(&g_missed_cond);
 	}
 	g_missed_running = false;
 	pthread_mutex_unlock(&g_missed_lock);
 	tsr_meta_close(own);
 	return NULL;
+}
+
+/*
+ * Wait (at most 10 s) until no record asked through c is queued or being
+ * recorded: a detach calls it once the layout is gone, so that the last
+ * detach of tsr_cluster_stop leaves the recording thread nothing of c's.
+ */
+static void missed_drain(struct tsr_cluster *c)
+{
+	struct timespec until;
+	bool busy = true;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;
+	pthread_mutex_lock(&g_missed_lock);
+	while (busy) {
+		busy = g_missed_current == c;
+		for (struct missed_req *r = g_missed_head; r != NULL && !busy; r = r->next)
+			busy = r->c == c;
+		if (busy && pthread_cond_timedwait(&g_missed_cond, &g_missed_lock, &until) != 0) {
+			tsr_warn("cluster: records of missed snapshots still queued after 10 s");
+			break;
+		}
+	}
+	pthread_mutex_unlock(&g_missed_lock);
 }
 
 /* hooks.set_copy_missed (layout.h): queue it for the recording thread. */
@@ -737,6 +768,7 @@ int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg,
 			fenced = true;
 		}
 	}
+	missed_drain(c);
 	if (!fenced) {
 		ret = update_volume(c, a->name, a->epoch, true, true, NULL, NULL, NULL, NULL, 0);
 		if (ret)
