@@ -941,7 +941,8 @@ static int ec_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy
 	if (ret < 0) {
 		if (nsnaps < 0)
 			tsr_error("ec %s: copy %u: cannot note the snapshots the copy on %s must "
-				  "get: %s", e->name, idx, copy->node_id, strerror(-ret));
+				  "get: %s",
+				  e->name, idx, copy->node_id, strerror(-ret));
 		/* the file is ours only if we made it (the node may hold a slot) */
 		if (!had_missed)
 			ec_missed_forget(e, copy->node_id);

@@ -136,8 +136,7 @@ bool ec_missed_pending_node(const struct ec *e, const char *node_id)
 /* c's entries, in order ("c NAME" or "d NAME" a line; a last line without
  * its newline is a torn append, a line not of that form is not ours: both
  * skipped).  *out NULL and *n 0 when there is none. */
-static int missed_load_node(const struct ec *e, const char *node_id, struct mentry **out,
-			    size_t *n)
+static int missed_load_node(const struct ec *e, const char *node_id, struct mentry **out, size_t *n)
 {
 	char path[PATH_MAX], line[128];
 	struct mentry *v = NULL;
@@ -211,8 +210,7 @@ static int missed_save_node(const struct ec *e, const char *node_id, const struc
 	return ret;
 }
 
-static int missed_save(const struct ec *e, const struct ecopy *c, const struct mentry *v,
-		       size_t n)
+static int missed_save(const struct ec *e, const struct ecopy *c, const struct mentry *v, size_t n)
 {
 	return missed_save_node(e, c->node_id, v, n);
 }
@@ -289,9 +287,11 @@ int ec_missed_note_all(struct ec *e, const char *node_id)
 			src = (int)i;
 	pthread_mutex_unlock(&e->cs.status_lock);
 	if (src < 0 || e->store == NULL || ec_missed_pending_node(e, st.copies[src].node_id)) {
-		tsr_warn("ec %s: the copy on %s gets none of the volume's snapshots, if it has any: "
-			 "this node holds no in-sync chunk copy to list them (replace the copy with "
-			 "%s attached on a node that holds one)", e->name, node_id, e->name);
+		tsr_warn(
+		    "ec %s: the copy on %s gets none of the volume's snapshots, if it has any: "
+		    "this node holds no in-sync chunk copy to list them (replace the copy with "
+		    "%s attached on a node that holds one)",
+		    e->name, node_id, e->name);
 		return 0;
 	}
 	ret = tsr_store_snap_list(e->store, e->name, &list, &n);

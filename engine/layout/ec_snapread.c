@@ -732,9 +732,10 @@ static void probe_start_msg(struct tsr_worker *w, void *arg)
 
 	for (unsigned i = 0; i < p->n; i++) {
 		struct probe_copy *pc = &p->c[i];
-		struct tsr_peer_client_opts po = { .address = pc->address, .token = p->token,
-						   .node_id = p->node_id,
-						   .timeout_ms = p->timeout_ms };
+		struct tsr_peer_client_opts po = {.address = pc->address,
+						  .token = p->token,
+						  .node_id = p->node_id,
+						  .timeout_ms = p->timeout_ms};
 		int ret = tsr_peer_client_create(w, &po, NULL, NULL, &pc->client);
 
 		if (ret == 0)
@@ -769,7 +770,7 @@ static int snap_exists(struct ec *e, const char *snap, uint64_t *chunk_size)
 	struct probe *p;
 	struct timespec until;
 	unsigned have = 0, unknown = 0, deadline_ms;
-	struct tsr_io_opts io = { .kind = TSR_IO_AUTO, .queue_depth = 4 };
+	struct tsr_io_opts io = {.kind = TSR_IO_AUTO, .queue_depth = 4};
 	pthread_condattr_t ca;
 	int local = -1, ret;
 
@@ -799,7 +800,7 @@ static int snap_exists(struct ec *e, const char *snap, uint64_t *chunk_size)
 			unknown++;
 			continue;
 		}
-		p->c[p->n] = (struct probe_copy){ .p = p, .status = -EINPROGRESS };
+		p->c[p->n] = (struct probe_copy){.p = p, .status = -EINPROGRESS};
 		memcpy(p->c[p->n].address, pl->address, sizeof(pl->address));
 		memcpy(p->c[p->n].node_id, st.copies[i].node_id, sizeof(p->c[p->n].node_id));
 		p->n++;
@@ -823,8 +824,9 @@ static int snap_exists(struct ec *e, const char *snap, uint64_t *chunk_size)
 		if (ret == 0)
 			ret = tsr_worker_send(w, probe_start_msg, p);
 		if (ret < 0) {
-			tsr_warn("ec snapshot %s: cannot ask the other copies whether they hold it: %s",
-				 p->name, strerror(-ret));
+			tsr_warn(
+			    "ec snapshot %s: cannot ask the other copies whether they hold it: %s",
+			    p->name, strerror(-ret));
 			tsr_worker_stop(w);
 			goto out;
 		}
@@ -860,7 +862,8 @@ static int snap_exists(struct ec *e, const char *snap, uint64_t *chunk_size)
 	else {
 		tsr_warn("ec snapshot %s: cannot be read: %u of its copies hold it, %u needed; %u "
 			 "more cannot be asked now (out of sync, missed operations pending, or not "
-			 "answering)", p->name, have, e->k, unknown);
+			 "answering)",
+			 p->name, have, e->k, unknown);
 		ret = -EHOSTUNREACH;
 	}
 out:
@@ -887,8 +890,8 @@ static bool local_source(struct ec *e)
 	       !ec_missed_pending_node(e, st.copies[local].node_id);
 }
 
-static int ec_snap_image_on(struct ec *e, const char *snap, bool check,
-			    struct tsr_layout **out, struct tsr_worker **home);
+static int ec_snap_image_on(struct ec *e, const char *snap, bool check, struct tsr_layout **out,
+			    struct tsr_worker **home);
 
 int tsr_layout_ec_snap_create(struct tsr_layout *coord, const char *snap,
 			      struct tsr_layout **out, struct tsr_worker **home)
@@ -909,8 +912,8 @@ int ec_snap_image(struct ec *e, const char *snap, struct tsr_layout **out)
 	return ec_snap_image_on(e, snap, false, out, &home);
 }
 
-static int ec_snap_image_on(struct ec *e, const char *snap, bool check,
-			    struct tsr_layout **out, struct tsr_worker **home)
+static int ec_snap_image_on(struct ec *e, const char *snap, bool check, struct tsr_layout **out,
+			    struct tsr_worker **home)
 {
 	struct ecsnap *s;
 	uint64_t chunk_size;
