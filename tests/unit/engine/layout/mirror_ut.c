@@ -507,6 +507,7 @@ static struct {
 	pthread_mutex_t lock;
 	char ops[3][1024];
 	unsigned calls, answered;
+	int status; /* what the hook answers */
 } g_missed = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 struct missed_answer {
@@ -517,12 +518,14 @@ struct missed_answer {
 static void *missed_answer_thread(void *arg)
 {
 	struct missed_answer *a = arg;
+	int status;
 
 	usleep(10 * 1000);
 	pthread_mutex_lock(&g_missed.lock);
 	g_missed.answered++;
+	status = g_missed.status;
 	pthread_mutex_unlock(&g_missed.lock);
-	a->done(a->done_arg, 0);
+	a->done(a->done_arg, status);
 	__atomic_fetch_sub(&g_log.hooks_inflight, 1, __ATOMIC_SEQ_CST);
 	free(a);
 	return NULL;
@@ -538,7 +541,7 @@ static void test_set_copy_missed(void *arg, const char *vol, unsigned idx, const
 	(void)vol;
 	(void)node_id;
 	pthread_mutex_lock(&g_missed.lock);
-	if (idx < 3)
+	if (idx < 3 && g_missed.status == 0)
 		snprintf(g_missed.ops[idx], sizeof(g_missed.ops[idx]), "%s", ops);
 	g_missed.calls++;
 	pthread_mutex_unlock(&g_missed.lock);
@@ -636,6 +639,46 @@ static void test_snap_missed_other_coordinator(void **state)
 	free(at_s2);
 	free(at_s1);
 	free(old_s1);
+}
+
+/*
+ * The metadata store cannot record what a copy missed: the snapshot
+ * operation fails (-EIO) and a CREATE is undone on the copies that cut it, as
+ * when a copy's state cannot be recorded; once it can, the next one goes.
+ */
+static void test_snap_missed_record_fails(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	char ops[1024];
+
+	memset(&g_missed, 0, sizeof(g_missed));
+	pthread_mutex_init(&g_missed.lock, NULL);
+	opts_init(e, &o, true, 2, 1);
+	o.hooks.set_copy_missed = test_set_copy_missed;
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, MiB, 1, 0), 0);
+	node_stop(&e->nodes[2]);
+	assert_int_equal(lwrite(e, 0, MiB, 2, 0), 0);
+	g_missed.status = -EIO;
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s1"), -EIO);
+	assert_false(has_snap(e, 0, "s1"));
+	assert_false(has_snap(e, 1, "s1"));
+	g_missed.status = 0;
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s2"), 0);
+	assert_true(has_snap(e, 0, "s2") && has_snap(e, 1, "s2"));
+	missed_ops(2, ops, sizeof(ops));
+	/* the undone s1 stays listed: its replay finds no s1 and skips it */
+	assert_string_equal(ops, "c s1\nc s2\n");
+	node_run(&e->nodes[2], 12);
+	tsr_layout_copy_returned(e->l, 2, e->nodes[2].address);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	assert_true(has_snap(e, 2, "s2"));
+	assert_false(has_snap(e, 2, "s1"));
+	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
+		usleep(1000);
+	missed_ops(2, ops, sizeof(ops));
+	assert_string_equal(ops, "");
 }
 
 static bool copy1_resyncing(const struct tsr_layout_status *s)
@@ -1683,6 +1726,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_snap_missed_replay, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snap_missed_replay_remote, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snap_missed_other_coordinator, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snap_missed_record_fails, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snap_during_resync, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replica_down_resync, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resync_pipelined, setup, teardown),
