@@ -426,8 +426,8 @@ static int cow_step(struct cow_op *op);
 
 static void cow_fail(struct cow_op *op, int err)
 {
-	tsr_error("snapshot copy: volume %s blocks %llu+%llu: %s", op->svol->name,
-		  (unsigned long long)op->cfirst, (unsigned long long)op->cn, strerror(-err));
+	store_log_step(err, "snapshot copy: volume %s blocks %llu+%llu", op->svol->name,
+		       (unsigned long long)op->cfirst, (unsigned long long)op->cn);
 	release_claim(op);
 	cow_done(op, err);
 }

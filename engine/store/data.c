@@ -451,9 +451,8 @@ static void write_done(void *cb_arg, int res)
 
 	if (res < 0 && op->status == 0) {
 		op->status = res;
-		tsr_error("write: volume %s offset %llu length %llu: %s", op->svol->name,
-			  (unsigned long long)op->offset, (unsigned long long)op->len,
-			  strerror(-res));
+		store_log_step(res, "write: volume %s offset %llu length %llu", op->svol->name,
+			       (unsigned long long)op->offset, (unsigned long long)op->len);
 	}
 	if (--op->pending)
 		return;
@@ -712,7 +711,7 @@ static void flush_done(void *cb_arg, int res)
 
 	if (res < 0 && op->status == 0) {
 		op->status = res;
-		tsr_error("flush: volume %s: %s", op->svol->name, strerror(-res));
+		store_log_step(res, "flush: volume %s", op->svol->name);
 	}
 	if (--op->pending)
 		return;
@@ -958,9 +957,9 @@ static void zeroes_done(void *cb_arg, int res)
 	}
 	op->pending--;
 	if (res < 0) {
-		tsr_error("write_zeroes: volume %s offset %llu length %llu: %s", op->svol->name,
-			  (unsigned long long)op->chunk_off, (unsigned long long)op->chunk_len,
-			  strerror(-res));
+		store_log_step(res, "write_zeroes: volume %s offset %llu length %llu",
+			       op->svol->name, (unsigned long long)op->chunk_off,
+			       (unsigned long long)op->chunk_len);
 		entries_restore(op->svol, op->chunk_off, op->chunk_len, NULL, true);
 		op->status = res;
 		op_finish(op);

@@ -486,6 +486,12 @@ void store_make_uuid(char out[37]);
 void store_remove_files(struct tsr_store *store, const char *uuid, uint64_t size);
 /* Create (O_EXCL) and fsync a head's files: data, crc, dirty (+ present for a clone). */
 int store_create_head_files(struct tsr_store *store, const char *uuid, uint64_t size, bool clone);
+/* Log a step of an accepted request that failed with err (-errno): "<what>:
+ * <strerror>" as an error, except -EAGAIN: the io queue was full for a step
+ * queued after the submit, and every caller issues such a request again (NBD,
+ * mirror and EC local copies, peer server, site target), so it is no failure:
+ * "<what>: io queue full, issued again" at debug level. */
+void store_log_step(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- data.c: the asynchronous data path ---- */
 

@@ -779,8 +779,8 @@ static void commit_written(void *cb_arg, int status)
 	struct stage_op *op = cb_arg;
 
 	if (status)
-		tsr_error("stage commit: volume %s txn %llu: write in place: %s", op->svol->name,
-			  (unsigned long long)op->ent.e.txn, strerror(-status));
+		store_log_step(status, "stage commit: volume %s txn %llu: write in place",
+			       op->svol->name, (unsigned long long)op->ent.e.txn);
 	op->async = true;
 	op_end(op, status);
 }
@@ -984,8 +984,8 @@ static void release_flushed(void *cb_arg, int status)
 
 	op->async = true;
 	if (status) {
-		tsr_error("stage release: volume %s: flush data before the release: %s",
-			  op->svol->name, strerror(-status));
+		store_log_step(status, "stage release: volume %s: flush data before the release",
+			       op->svol->name);
 		op_end(op, status);
 		return;
 	}

@@ -39,6 +39,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/fs.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,20 @@ static int fsync_voldir(const struct tsr_store *store)
 int store_fsync_voldir(const struct tsr_store *store)
 {
 	return fsync_voldir(store);
+}
+
+void store_log_step(int err, const char *fmt, ...)
+{
+	char what[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	if (err == -EAGAIN)
+		tsr_debug("%s: io queue full, issued again", what);
+	else
+		tsr_error("%s: %s", what, strerror(-err));
 }
 
 static void make_uuid(char out[37]);

@@ -708,6 +708,113 @@ static void test_release_flushes(void **state)
 	assert_true(reads_as(e, e->v, 0, 2, 1));
 }
 
+/* Run the store's log into a temporary file (stderr caught) until
+ * log_end(), which returns what was logged (also echoed to stderr). */
+static FILE *g_log_file;
+static int g_log_saved = -1;
+
+static void log_begin(void)
+{
+	g_log_file = tmpfile();
+	assert_non_null(g_log_file);
+	fflush(stderr);
+	g_log_saved = dup(STDERR_FILENO);
+	assert_true(g_log_saved >= 0);
+	assert_true(dup2(fileno(g_log_file), STDERR_FILENO) >= 0);
+	tsr_log_set_level(TSR_LOG_DEBUG);
+}
+
+static char *log_end(void)
+{
+	long n;
+	char *log;
+
+	fflush(stderr);
+	tsr_log_set_level(TSR_LOG_INFO);
+	assert_true(dup2(g_log_saved, STDERR_FILENO) >= 0);
+	close(g_log_saved);
+	n = ftell(g_log_file);
+	assert_true(n >= 0);
+	log = calloc(1, (size_t)n + 1);
+	assert_non_null(log);
+	rewind(g_log_file);
+	assert_int_equal(fread(log, 1, (size_t)n, g_log_file), (size_t)n);
+	fclose(g_log_file);
+	fputs(log, stderr);
+	return log;
+}
+
+/* A step met a full io queue after the call was accepted (a late -EAGAIN:
+ * here the fault injector completes it so): the callback gets -EAGAIN, every
+ * caller issues the call again, and it succeeds.  No ERROR line for it: the
+ * log says "io queue full, issued again" (debug); a real failure (EIO) is
+ * still an ERROR.  Ops on bad: write 1 the journal's generation header, 2
+ * the STAGE record, 3 the COMMIT record, 4 the commit's in-place write; the
+ * first fdatasync is the release's data flush. */
+static void test_late_eagain_logged(void **state)
+{
+	struct env *e = *state;
+	struct tsr_stage_entry x = ent(1, 0, 4, 2), l[2];
+	struct tsr_io *bad = make_io(TSR_IO_AUTO, "write:4:fail=EAGAIN,fdatasync:1:fail=EAGAIN");
+	struct tsr_io *bad2 = make_io(TSR_IO_AUTO, "write:1:fail=EAGAIN,fdatasync:1:fail=EAGAIN");
+	struct tsr_io *eio = make_io(TSR_IO_AUTO, "fsync:1+:fail=EIO");
+	struct done d = {0};
+	char *log;
+
+	assert_non_null(bad);
+	assert_non_null(bad2);
+	assert_non_null(eio);
+	log_begin();
+	assert_int_equal(sstage_io(e->v, bad, &x, (fill(e->buf, x.length, 7, x.offset), e->buf)),
+			 0);
+	/* COMMIT: its in-place write completes with -EAGAIN; issued again */
+	assert_int_equal(tsr_svol_stage_commit(e->v, bad, 1, done_cb, &d), 0);
+	assert_int_equal(wait_done(bad, &d), -EAGAIN);
+	memset(&d, 0, sizeof(d));
+	assert_int_equal(tsr_svol_stage_commit(e->v, bad, 1, done_cb, &d), 0);
+	assert_int_equal(wait_done(bad, &d), 0);
+	/* RELEASE: its data flush completes with -EAGAIN; issued again */
+	memset(&d, 0, sizeof(d));
+	assert_int_equal(tsr_svol_stage_release(e->v, bad, 1, done_cb, &d), 0);
+	assert_int_equal(wait_done(bad, &d), -EAGAIN);
+	assert_int_equal(list(e, l, 2), 1);
+	memset(&d, 0, sizeof(d));
+	assert_int_equal(tsr_svol_stage_release(e->v, bad, 1, done_cb, &d), 0);
+	assert_int_equal(wait_done(bad, &d), 0);
+	assert_int_equal(list(e, l, 2), 0);
+	assert_int_equal(tsr_io_fault_count(bad), 2);
+	/* a plain write and a flush (bad2: its first write and fdatasync) */
+	fill(e->buf, BS, 8, 0);
+	assert_int_equal(swrite(e->v, bad2, 0, BS, e->buf, 0), -EAGAIN);
+	assert_int_equal(swrite(e->v, bad2, 0, BS, e->buf, 0), 0);
+	assert_int_equal(sflush(e->v, bad2), -EAGAIN);
+	assert_int_equal(sflush(e->v, bad2), 0);
+	assert_int_equal(tsr_io_fault_count(bad2), 2);
+	log = log_end();
+	assert_null(strstr(log, " ERROR "));
+	assert_non_null(strstr(log, "stage commit: volume v txn 1: write in place: io queue full, "
+				    "issued again"));
+	assert_non_null(strstr(log, "stage release: volume v: flush data before the release: io "
+				    "queue full, issued again"));
+	assert_non_null(strstr(log, "write: volume v offset 0 length 4096: io queue full, issued "
+				    "again"));
+	assert_non_null(strstr(log, "flush: volume v: io queue full, issued again"));
+	free(log);
+	assert_true(reads_as(e, e->v, 0, 1, 8));
+	assert_true(reads_as(e, e->v, 4, 2, 7));
+
+	/* a real failure is an ERROR still */
+	log_begin();
+	assert_int_equal(sflush(e->v, eio), -EIO);
+	log = log_end();
+	assert_non_null(strstr(log, " ERROR "));
+	assert_non_null(strstr(log, "flush: volume v: Input/output error"));
+	free(log);
+	tsr_io_destroy(bad);
+	tsr_io_destroy(bad2);
+	tsr_io_destroy(eio);
+}
+
 /* Group commit: stages (and commits) of many transactions issued on one io
  * in one loop pass go out in one journal write; a reopen finds them all. */
 static void test_group_commit(void **state)
@@ -1026,6 +1133,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replay_lost_inplace, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_release_flushes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_late_eagain_logged, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_device_mode, setup, teardown),
