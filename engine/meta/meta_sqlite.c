@@ -104,14 +104,36 @@ static uint32_t row_crc(const struct row *r)
 
 /* ---- SQL helpers --------------------------------------------------------- */
 
+/*
+ * A write statement failed with rc: log it, return -errno.  SQLITE_FULL (a
+ * commit, or a change inside a transaction, needed blocks its file system
+ * does not have: once the WAL's reserve is used up because a checkpoint could
+ * not grow meta.db, see "A full file system" below) is -ENOSPC with what to
+ * do; the transaction is rolled back by the caller, nothing of it is kept.
+ * Anything else is -EIO.
+ */
+static int write_failed(struct sqlite_meta *s, const char *what, int rc, const char *msg)
+{
+	if ((rc & 0xff) == SQLITE_FULL) {
+		tsr_error("meta: %s: %s: the file system is full (free space on it: delete "
+			  "volumes or snapshots); nothing of the change was kept",
+			  what, s->path);
+		return -ENOSPC;
+	}
+	tsr_error("meta: %s: %s: %s", what, s->path, msg ? msg : "?");
+	return -EIO;
+}
+
 static int db_exec(struct sqlite_meta *s, const char *what, const char *sql)
 {
 	char *msg = NULL;
+	int rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
 
-	if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-		tsr_error("meta: %s: %s: %s", what, s->path, msg ? msg : "?");
+	if (rc != SQLITE_OK) {
+		int ret = write_failed(s, what, rc, msg);
+
 		sqlite3_free(msg);
-		return -EIO;
+		return ret;
 	}
 	return 0;
 }
@@ -126,16 +148,19 @@ static int prep(struct sqlite_meta *s, const char *sql, sqlite3_stmt **st)
 	return 0;
 }
 
-/* Run a statement that returns no row; finalizes it.  0 or -EIO (logged). */
+/* Run a statement that returns no row; finalizes it.  0, -ENOSPC or -EIO
+ * (logged). */
 static int step_done(struct sqlite_meta *s, sqlite3_stmt *st, const char *what)
 {
 	int rc = sqlite3_step(st);
 
-	sqlite3_finalize(st);
 	if (rc != SQLITE_DONE) {
-		tsr_error("meta: %s: %s: %s", what, s->path, sqlite3_errmsg(s->db));
-		return -EIO;
+		int ret = write_failed(s, what, rc, sqlite3_errmsg(s->db));
+
+		sqlite3_finalize(st);
+		return ret;
 	}
+	sqlite3_finalize(st);
 	return 0;
 }
 
@@ -791,6 +816,8 @@ static int open_error(sqlite3 *db, int rc)
 	switch (rc & 0xff) {
 	case SQLITE_NOMEM:
 		return -ENOMEM;
+	case SQLITE_FULL:
+		return -ENOSPC;
 	case SQLITE_NOTADB:
 	case SQLITE_CORRUPT:
 		return -EUCLEAN;

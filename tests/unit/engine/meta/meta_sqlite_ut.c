@@ -7,6 +7,7 @@
  * directory under /var/tmp per test.
  */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -613,6 +615,154 @@ static void test_threads_share_handle(void **state)
 	assert_value(f->m, "counter", "90");
 }
 
+/* ---- a full file system ---------------------------------------------------- */
+
+/* SQLite's unix VFS writes through pwrite/pwrite64 (or lseek + write), which
+ * a test may replace (xSetSystemCall): while g_full, a write that needs new
+ * blocks (past the bytes the file has allocated: meta.db is written densely,
+ * the WAL got its reserve by fallocate at open) fails with ENOSPC, as on a
+ * file system with not one block free (but for the -shm file, below). */
+static bool g_full;
+static unsigned g_full_refused;
+static sqlite3_syscall_ptr g_real_pwrite, g_real_pwrite64, g_real_write;
+
+static bool needs_blocks(int fd, off_t off, size_t n)
+{
+	char link[64], name[PATH_MAX];
+	struct stat st;
+	ssize_t len;
+
+	if (!g_full || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+		return false;
+	if ((uint64_t)off + n <= (uint64_t)st.st_blocks * 512)
+		return false;
+	/* the -shm file regrown at an open gets meta.db.reserve's blocks (the
+	 * open gives them back when statvfs shows under 4 MiB available) */
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	len = readlink(link, name, sizeof(name) - 1);
+	if (len > 4 && memcmp(name + len - 4, "-shm", 4) == 0)
+		return false;
+	g_full_refused++;
+	errno = ENOSPC;
+	return true;
+}
+
+static ssize_t full_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+	if (needs_blocks(fd, off, n))
+		return -1;
+	return ((ssize_t(*)(int, const void *, size_t, off_t))g_real_pwrite)(fd, buf, n, off);
+}
+
+static ssize_t full_pwrite64(int fd, const void *buf, size_t n, off_t off)
+{
+	if (needs_blocks(fd, off, n))
+		return -1;
+	return ((ssize_t(*)(int, const void *, size_t, off_t))g_real_pwrite64)(fd, buf, n, off);
+}
+
+static ssize_t full_write(int fd, const void *buf, size_t n)
+{
+	if (needs_blocks(fd, lseek(fd, 0, SEEK_CUR), n))
+		return -1;
+	return ((ssize_t(*)(int, const void *, size_t))g_real_write)(fd, buf, n);
+}
+
+static void full_fs_install(void)
+{
+	sqlite3_vfs *vfs = sqlite3_vfs_find(NULL);
+
+	assert_non_null(vfs);
+	assert_non_null(vfs->xGetSystemCall);
+	g_real_pwrite = vfs->xGetSystemCall(vfs, "pwrite");
+	g_real_pwrite64 = vfs->xGetSystemCall(vfs, "pwrite64");
+	g_real_write = vfs->xGetSystemCall(vfs, "write");
+	assert_true(g_real_pwrite || g_real_pwrite64 || g_real_write);
+	if (g_real_pwrite)
+		vfs->xSetSystemCall(vfs, "pwrite", (sqlite3_syscall_ptr)full_pwrite);
+	if (g_real_pwrite64)
+		vfs->xSetSystemCall(vfs, "pwrite64", (sqlite3_syscall_ptr)full_pwrite64);
+	if (g_real_write)
+		vfs->xSetSystemCall(vfs, "write", (sqlite3_syscall_ptr)full_write);
+}
+
+static void full_fs_remove(void)
+{
+	sqlite3_vfs *vfs = sqlite3_vfs_find(NULL);
+
+	vfs->xSetSystemCall(vfs, NULL, NULL); /* every call back to its default */
+	g_full = false;
+}
+
+/*
+ * The data file system of the meta node fills up.  Commits go on inside the
+ * WAL's reserve (1 MiB of blocks from the open) while the checkpoints, which
+ * must grow meta.db, cannot; once the reserve is used up a change fails with
+ * -ENOSPC (before: -EIO, "Input/output error") and nothing of it is kept:
+ * every change acknowledged before reads back, also after a reopen on the
+ * still full file system.  Once space is back, puts and deletes work again
+ * and the WAL is checkpointed.
+ */
+static void test_full_fs(void **state)
+{
+	struct fixture *f = *state;
+	static uint8_t val[3000];
+	struct tsr_meta_kv kv = { 0 };
+	uint64_t rev, last_rev = 0;
+	char key[32];
+	int i, acked = 0, ret = 0;
+
+	for (i = 0; i < 40; i++) {
+		snprintf(key, sizeof(key), "pre/%02d", i);
+		memset(val, 'p', sizeof(val));
+		assert_int_equal(tsr_meta_cas(f->m, key, 0, val, sizeof(val), 0, &rev), 0);
+	}
+	full_fs_install();
+	g_full = true;
+	for (i = 0; i < 2000; i++) {
+		snprintf(key, sizeof(key), "k/%04d", i);
+		memset(val, 'a' + i % 26, sizeof(val));
+		ret = tsr_meta_cas(f->m, key, 0, val, sizeof(val), 0, &rev);
+		if (ret)
+			break;
+		acked++;
+		last_rev = rev;
+	}
+	print_message("%d puts of %zu bytes acknowledged on the full file system, then %d\n",
+		      acked, sizeof(val), ret);
+	assert_int_equal(ret, -ENOSPC);
+	assert_true(acked > 10); /* inside the WAL's reserve */
+	assert_true(g_full_refused > 0);
+	assert_int_equal(tsr_meta_get(f->m, key, &kv), -ENOENT);
+	assert_int_equal(tsr_meta_cas(f->m, key, 0, val, sizeof(val), 0, &rev), -ENOSPC);
+
+	/* reopened on the full file system: every acknowledged change is there */
+	tsr_meta_close(f->m);
+	f->m = NULL;
+	assert_int_equal(tsr_meta_open_sqlite(f->path, &f->m), 0);
+	for (i = 0; i < acked; i++) {
+		snprintf(key, sizeof(key), "k/%04d", i);
+		assert_int_equal(tsr_meta_get(f->m, key, &kv), 0);
+		assert_int_equal(kv.value_len, sizeof(val));
+		assert_int_equal(kv.value[0], 'a' + i % 26);
+		tsr_meta_kv_clear(&kv);
+	}
+	assert_int_equal(tsr_meta_get(f->m, "pre/00", &kv), 0);
+	tsr_meta_kv_clear(&kv);
+	snprintf(key, sizeof(key), "k/%04d", acked);
+	assert_int_equal(tsr_meta_get(f->m, key, &kv), -ENOENT);
+
+	/* space back */
+	full_fs_remove();
+	assert_int_equal(tsr_meta_delete(f->m, "pre/00", TSR_META_ANY_REV), 0);
+	assert_int_equal(tsr_meta_cas(f->m, key, 0, val, sizeof(val), 0, &rev), 0);
+	assert_true(rev > last_rev);
+	for (i = 0; i < 300; i++) { /* beyond the reserve: the WAL is checkpointed */
+		snprintf(key, sizeof(key), "more/%04d", i);
+		assert_int_equal(tsr_meta_cas(f->m, key, 0, val, sizeof(val), 0, &rev), 0);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -633,6 +783,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_invalid_input, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads_share_handle, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_full_fs, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
