@@ -225,7 +225,8 @@ struct missed_req {
  * One thread records them all, in the order asked (a later list replaces an
  * earlier one: the order matters), started when the queue gets work and
  * gone when it is empty: a snapshot operation that misses a copy is rare.
- * The layout holds itself (and so the cluster) until done is called.
+ * The layout holds itself until done is called; a detach waits until the
+ * thread holds nothing of its cluster (missed_drain).
  */
 static pthread_mutex_t g_missed_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_missed_cond = PTHREAD_COND_INITIALIZER; /* a run was recorded */
@@ -250,6 +251,13 @@ static int record_missed(struct tsr_meta *meta, const struct missed_req *r)
 		fenced = a->fenced;
 	}
 	pthread_mutex_unlock(&r->c->lock);
+	if (a == NULL) {
+		/* detached (a replay's progress while the layout goes): the next
+		 * attach rebuilds from the record as it is, done entries included */
+		tsr_info("cluster: volume %s detached: the snapshot operations copy %u (%s) "
+			 "missed are not recorded again", r->vol, r->idx, r->node_id);
+		return -ESHUTDOWN;
+	}
 	if (fenced)
 		return -ESTALE;
 	snprintf(key, sizeof(key), "vol/%s", r->vol);
@@ -303,7 +311,7 @@ static int record_missed(struct tsr_meta *meta, const struct missed_req *r)
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 		rec = NULL;
 	}
-	if (ret)
+	if (ret && ret != -ESHUTDOWN)
 		tsr_error("cluster: volume %s: cannot record the snapshot operations copy %u (%s) "
 			  "missed: %s%s", r->vol, r->idx, r->node_id, strerror(-ret),
 			  ret == -ESTALE ? " (a newer coordinator exists)" : "");

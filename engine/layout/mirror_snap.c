@@ -524,7 +524,7 @@ static void missed_rec_msg(struct tsr_worker *wk, void *arg)
 	struct mirror *m = r->m;
 
 	(void)wk;
-	if (r->status < 0)
+	if (r->status < 0 && r->status != -ESHUTDOWN) /* -ESHUTDOWN: detached, logged there */
 		tsr_error("mirror %s: cannot record missed snapshot operations: %s", m->name,
 			  strerror(-r->status));
 	if (r->w != NULL) {

@@ -136,7 +136,8 @@ struct tsr_layout_hooks {
 	 * tsr_layout_copy.missed (copied before the call returns; "" none), in
 	 * the metadata store; same thread and done rules as set_copy_state.  A
 	 * layout acknowledges a snapshot operation that missed a copy only once
-	 * this is done, so the next coordinator knows what to replay.
+	 * this is done, so the next coordinator knows what to replay.  done's
+	 * -ESHUTDOWN: the volume is detached (not recorded, nothing wrong).
 	 */
 	void (*set_copy_missed)(void *arg, const char *vol, unsigned idx, const char *node_id,
 				const char *ops, void (*done)(void *done_arg, int status),
