@@ -936,7 +936,7 @@ static int ec_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy
 	ctl.svol = newsvol;
 	/* the new copy has none of the snapshots: the rebuild makes them up */
 	had_missed = ec_missed_pending_node(e, copy->node_id);
-	nsnaps = ec_missed_note_all(e, copy->node_id);
+	nsnaps = ec_missed_note_all(e, copy->node_id, copy->missed);
 	ret = nsnaps < 0 ? nsnaps : copyset_call(&e->cs, on_home(e), replace_fn, &ctl);
 	if (ret < 0) {
 		if (nsnaps < 0)

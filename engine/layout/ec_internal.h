@@ -319,8 +319,9 @@ bool ec_missed_pending_node(const struct ec *e, const char *node_id);
 /* Control thread, before a replace gives node_id a slot: every snapshot of
  * this node's chunk copy (when it is IN_SYNC with nothing missed) noted as a
  * missed CREATE of node_id, oldest first, so the rebuild makes each up
- * (stage 2b).  The number noted, or -errno. */
-int ec_missed_note_all(struct ec *e, const char *node_id);
+ * (stage 2b); without such a copy, recorded's lines (tsr_layout_copy.missed,
+ * may be NULL).  The number noted, or -errno. */
+int ec_missed_note_all(struct ec *e, const char *node_id, const char *recorded);
 /* node_id's file removed (its slot went to another node, or a replace
  * giving it one failed before it existed).  Home worker, or the control
  * thread for a node whose file nothing else uses. */

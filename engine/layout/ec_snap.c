@@ -271,7 +271,32 @@ void ec_missed_forget(struct ec *e, const char *node_id)
 		tsr_warn("ec %s: %s: %s (left behind)", e->name, path, strerror(errno));
 }
 
-int ec_missed_note_all(struct ec *e, const char *node_id)
+/* recorded's "c NAME" / "d NAME" lines (tsr_layout_copy.missed) noted for
+ * node_id, in order; a line not of that form is skipped.  How many. */
+static int note_recorded(struct ec *e, const char *node_id, const char *recorded)
+{
+	int n = 0, ret = 0;
+
+	while (*recorded != '\0' && ret == 0) {
+		const char *nl = strchr(recorded, '\n');
+		size_t len = nl ? (size_t)(nl - recorded) : strlen(recorded);
+		char name[64];
+
+		if (len >= 3 && len - 2 < sizeof(name) &&
+		    (recorded[0] == 'c' || recorded[0] == 'd') && recorded[1] == ' ') {
+			memcpy(name, recorded + 2, len - 2);
+			name[len - 2] = '\0';
+			if (tsr_valid_name(name)) {
+				ret = missed_note_node(e, node_id, recorded[0], name);
+				n++;
+			}
+		}
+		recorded += len + (nl != NULL);
+	}
+	return ret < 0 ? ret : n;
+}
+
+int ec_missed_note_all(struct ec *e, const char *node_id, const char *recorded)
 {
 	struct tsr_layout_status st;
 	struct tsr_snap_info *list = NULL;
@@ -287,6 +312,9 @@ int ec_missed_note_all(struct ec *e, const char *node_id)
 			src = (int)i;
 	pthread_mutex_unlock(&e->cs.status_lock);
 	if (src < 0 || e->store == NULL || ec_missed_pending_node(e, st.copies[src].node_id)) {
+		/* else the list the caller read from the metadata store */
+		if (recorded != NULL && recorded[0] != '\0')
+			return note_recorded(e, node_id, recorded);
 		tsr_warn(
 		    "ec %s: the copy on %s gets none of the volume's snapshots, if it has any: "
 		    "this node holds no in-sync chunk copy to list them (replace the copy with "

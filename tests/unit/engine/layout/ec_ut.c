@@ -1735,6 +1735,54 @@ static void test_snapshot_delete_enoent(void **state)
 	assert_reads_equal_model(e);
 }
 
+/*
+ * A replace when the coordinator holds no chunk copy (all remote here): the
+ * new copy gets the snapshots the caller read from the metadata store
+ * (tsr_layout_copy.missed), made up by the rebuild; none given: none made.
+ */
+static void test_replace_recorded(void **state)
+{
+	struct env *e = *state;
+	struct node *nn = &e->nodes[e->n]; /* a spare */
+	struct tsr_layout_copy nc = {0};
+	uint8_t *at_cut = malloc(e->chunk_size), *img = tsr_alloc_aligned(e->chunk_size);
+	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
+	struct tsr_svol *v = NULL;
+
+	assert_int_equal(node_init(nn, e->n, e->chunk_size), 0);
+	assert_int_equal(create(e, false, 1), 0);
+	random_writes(e, 30, 95);
+	settle(e);
+	load_chunkvols(e);
+	memcpy(at_cut, e->chunkvols[1], e->chunk_size);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "r1"), 0);
+	random_writes(e, 10, 96);
+	node_stop(&e->nodes[1]);
+	snprintf(nc.node_id, sizeof(nc.node_id), "%s", nn->node_id);
+	snprintf(nc.address, sizeof(nc.address), "%s", nn->address);
+	nc.state = TSR_COPY_OUT_OF_SYNC;
+	nc.missed = "c r1\n";
+	assert_int_equal(tsr_layout_replace_copy(e->l, 1, &nc), 0);
+	assert_true(wait_status(e, all_in_sync, 30000));
+	assert_int_equal(tsr_store_snap_open(nn->store, VOLNAME, "r1", &v), 0);
+	assert_int_equal(sread(v, io, 0, (uint32_t)e->chunk_size, img), 0);
+	assert_memory_equal(img, at_cut, e->chunk_size);
+	tsr_svol_put(v);
+	assert_int_equal(snaps_files(e), 0);
+	{
+		struct node tmp = e->nodes[1];
+
+		e->nodes[1] = *nn;
+		*nn = tmp;
+	}
+	assert_reads_equal_model(e);
+	assert_stripes_consistent(e, true);
+	node_fini(nn);
+	tsr_io_destroy(io);
+	tsr_free_aligned(img);
+	free(at_cut);
+}
+
 /* ---- the fault switch: a coordinator process killed mid-write ---- */
 
 #define CRASH_STRIPE 2
@@ -2048,6 +2096,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_replace, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot_delete_enoent, setup_2p1, teardown),
+	    cmocka_unit_test_setup_teardown(test_replace_recorded, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_staged_0, setup_crash, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_staged_1, setup_crash, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_committed_0, setup_crash, teardown),
