@@ -320,7 +320,7 @@ static void test_read_during_cow(void **state)
 	{
 		struct tsr_io *slow = make_io(TSR_IO_AUTO, "read:1:delay=100");
 		struct done rd = {0}, wr = {0};
-		int spins = 0;
+		uint64_t start;
 
 		assert_non_null(slow);
 		assert_int_equal(tsr_svol_read(s, slow, 32 * BS, 16 * BS, sbuf, done_cb, &rd), 0);
@@ -328,7 +328,8 @@ static void test_read_during_cow(void **state)
 		fill(r.wbuf, 16 * BS, 10, 32 * BS);
 		assert_int_equal(tsr_svol_write(v, slow, 32 * BS, 16 * BS, r.wbuf, 0, done_cb, &wr),
 				 0);
-		while ((rd.calls == 0 || wr.calls == 0) && spins++ < 1000000) {
+		start = test_now_ns();
+		while ((rd.calls == 0 || wr.calls == 0) && test_poll_on(start)) {
 			tsr_io_submit(slow);
 			tsr_io_poll(slow, 0, tsr_io_inflight(slow) > 0);
 		}
@@ -358,7 +359,7 @@ static void test_overlapping_cow(void **state)
 	struct model old = {{0}};
 	struct tsr_svol *v;
 	char name[8];
-	int round, spins, i;
+	int round, i;
 
 	assert_non_null(io2);
 	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
@@ -367,7 +368,7 @@ static void test_overlapping_cow(void **state)
 	for (round = 0; round < 4; round++) {
 		struct tsr_io *ioa = e->io, *iob = round % 2 ? io2 : e->io;
 		struct done da = {0}, db = {0};
-		uint64_t base = (uint64_t)round * 64;
+		uint64_t base = (uint64_t)round * 64, start;
 
 		snprintf(name, sizeof(name), "s%d", round);
 		assert_int_equal(tsr_store_snap_create(e->store, "v", name, NULL), 0);
@@ -376,7 +377,8 @@ static void test_overlapping_cow(void **state)
 		assert_int_equal(tsr_svol_write(v, ioa, base * BS, 32 * BS, a, 0, done_cb, &da), 0);
 		assert_int_equal(
 		    tsr_svol_write(v, iob, (base + 16) * BS, 32 * BS, b, 0, done_cb, &db), 0);
-		for (spins = 0; (da.calls == 0 || db.calls == 0) && spins < 1000000; spins++) {
+		start = test_now_ns();
+		while ((da.calls == 0 || db.calls == 0) && test_poll_on(start)) {
 			tsr_io_submit(ioa);
 			tsr_io_poll(ioa, 0, false);
 			tsr_io_submit(iob);
@@ -411,7 +413,8 @@ static void test_overlapping_cow(void **state)
 static void first_writes(struct tsr_svol *v, struct tsr_io **ios, int nios, uint8_t *buf,
 			 uint64_t first, int n, uint16_t s, struct done *d)
 {
-	int i, spins, left;
+	uint64_t start;
+	int i, left;
 
 	for (i = 0; i < n; i++) {
 		fill(buf + (uint64_t)i * BS, BS, s, (first + i) * BS);
@@ -419,7 +422,7 @@ static void first_writes(struct tsr_svol *v, struct tsr_io **ios, int nios, uint
 						buf + (uint64_t)i * BS, 0, done_cb, &d[i]),
 				 0);
 	}
-	for (spins = 0; spins < 1000000; spins++) {
+	for (start = test_now_ns(); test_poll_on(start);) {
 		for (i = 0, left = 0; i < n; i++)
 			left += d[i].calls == 0;
 		if (left == 0)
@@ -611,9 +614,9 @@ static struct tsr_io *small_io(const char *fault)
 /* Poll a and b (either may be NULL) until every d has been called back. */
 static void poll_until(struct tsr_io *a, struct tsr_io *b, struct done *d1, struct done *d2)
 {
-	int spins = 0;
+	uint64_t start = test_now_ns();
 
-	while ((d1->calls == 0 || (d2 && d2->calls == 0)) && spins++ < 20000000) {
+	while ((d1->calls == 0 || (d2 && d2->calls == 0)) && test_poll_on(start)) {
 		tsr_io_submit(a);
 		tsr_io_poll(a, 0, false);
 		if (b) {
@@ -629,9 +632,9 @@ static void poll_until(struct tsr_io *a, struct tsr_io *b, struct done *d1, stru
 /* Poll io until only n operations are left in flight (a held sync). */
 static void poll_down_to(struct tsr_io *io, unsigned n)
 {
-	int spins = 0;
+	uint64_t start = test_now_ns();
 
-	while (tsr_io_inflight(io) > n && spins++ < 20000000) {
+	while (tsr_io_inflight(io) > n && test_poll_on(start)) {
 		tsr_io_submit(io);
 		tsr_io_poll(io, 0, false);
 	}

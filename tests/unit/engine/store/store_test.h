@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -116,17 +117,43 @@ static UNUSED void done_cb(void *cb_arg, int status)
 	d->status = status;
 }
 
-/* Run io until d has been called back (or fail the test after 30 s). */
+/*
+ * How long a test polls for a completion before it gives up: a guard against
+ * a hang, never a time the test asserts.  Polling loops are bounded by time,
+ * not by a count of polls: a poll that does not wait costs 10-30 ns with
+ * io_uring (no system call), so a million of them were over in 10-30 ms,
+ * less than one fdatasync on a busy disk, and store_snap_ut failed under
+ * load (8 of 28 runs at load 5-8: completions took 4-60 ms there), with
+ * every request still on its way.
+ */
+#define TEST_POLL_LIMIT_NS (60ull * 1000000000ull)
+
+static UNUSED uint64_t test_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* True while a polling loop started at START (test_now_ns) may go on. */
+static UNUSED bool test_poll_on(uint64_t start)
+{
+	return test_now_ns() - start < TEST_POLL_LIMIT_NS;
+}
+
+/* Run io until d has been called back (or fail with -ETIMEDOUT after
+ * TEST_POLL_LIMIT_NS). */
 static UNUSED int wait_done(struct tsr_io *io, struct done *d)
 {
-	int spins = 0;
+	uint64_t start = test_now_ns();
 
 	while (d->calls == 0) {
 		if (tsr_io_submit(io) < 0)
 			return -EIO;
 		if (tsr_io_poll(io, 0, tsr_io_inflight(io) > 0) < 0)
 			return -EIO;
-		if (++spins > 3000000)
+		if (!test_poll_on(start))
 			return -ETIMEDOUT;
 	}
 	/* never twice */
