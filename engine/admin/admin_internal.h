@@ -55,10 +55,10 @@ void admin_data_fs_free_built(Tessera__Admin__DataFs *fs);
  */
 Tessera__Admin__DataFs *admin_data_fs(const char *dir);
 /*
- * The bytes on disk of store's volumes, summed (each one's allocated, as
- * volume list and show give it: its head's data files; snapshot layers are
- * not counted).  0 or the error of tsr_store_vol_list.  Blocking (stat per
- * data file): control thread only.
+ * The bytes on disk of all of store's volumes (tsr_store_allocated: every
+ * file of DIR/volumes, so snapshot layers, hidden volumes and the heads'
+ * .crc/.dirty files too, not only the heads' data that volume list shows).
+ * 0 or its error.  Blocking (a stat per file): control thread only.
  */
 int admin_store_allocated(struct tsr_store *store, uint64_t *out);
 /* A DataFs whose figures are unknown, for why (copied); NULL on ENOMEM. */

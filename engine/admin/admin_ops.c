@@ -922,17 +922,7 @@ Tessera__Admin__DataFs *admin_data_fs(const char *dir)
 
 int admin_store_allocated(struct tsr_store *store, uint64_t *out)
 {
-	struct tsr_vol_info *infos = NULL;
-	size_t count = 0, i;
-	int ret = tsr_store_vol_list(store, &infos, &count);
-
-	*out = 0;
-	if (ret)
-		return ret;
-	for (i = 0; i < count; i++)
-		*out += infos[i].allocated;
-	free(infos);
-	return 0;
+	return tsr_store_allocated(store, out);
 }
 
 static void op_status(struct tsr_admin_server *srv, Tessera__Admin__Response *resp)
@@ -981,10 +971,12 @@ static void op_status(struct tsr_admin_server *srv, Tessera__Admin__Response *re
 		admin_fail(resp, ret, "cannot list volumes: %s (see tesserad's log)", strerror(-ret));
 		return;
 	}
-	for (i = 0; i < count; i++)
-		s->allocated += infos[i].allocated;
 	free(infos);
 	s->volumes = (uint32_t)count;
+	/* every file of its volumes (snapshot layers, hidden volumes...), not
+	 * only the heads' data: the node's real use of its file system */
+	if (tsr_store_allocated(srv->store, &s->allocated) != 0)
+		s->allocated = 0;
 	s->node_id = admin_strdup(srv->node_id);
 	s->cluster_address = admin_strdup(srv->cluster_address);
 	s->data_fs = admin_data_fs(srv->data_dir);

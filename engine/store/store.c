@@ -947,6 +947,45 @@ out:
 	return ret;
 }
 
+int tsr_store_allocated(struct tsr_store *store, uint64_t *out)
+{
+	char path[PATH_MAX];
+	struct vol_row *rows;
+	struct dirent *de;
+	uint64_t total = 0;
+	size_t n, i;
+	DIR *d;
+	int ret;
+
+	*out = 0;
+	pthread_mutex_lock(&store->lock);
+	ret = catalog_list(store->db, false, &rows, &n);
+	if (ret)
+		goto out;
+	for (i = 0; i < n; i++) /* hidden ones too */
+		if (rows[i].dev_offset >= 0)
+			total += rows[i].size; /* a device extent is fully provisioned */
+	free(rows);
+	snprintf(path, sizeof(path), "%s/volumes", store->dir);
+	d = opendir(path);
+	if (d == NULL) {
+		ret = -errno;
+		goto out;
+	}
+	while ((de = readdir(d))) {
+		struct stat st;
+
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(st.st_mode))
+			total += (uint64_t)st.st_blocks * 512;
+	}
+	closedir(d);
+	*out = total;
+out:
+	pthread_mutex_unlock(&store->lock);
+	return ret;
+}
+
 /* ---- open and close ---- */
 
 /* Remove files in DIR/volumes that belong to no catalogue row (crash leftovers). */

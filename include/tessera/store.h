@@ -77,6 +77,15 @@ int tsr_store_vol_resize(struct tsr_store *store, const char *name, uint64_t new
 int tsr_store_vol_info(struct tsr_store *store, const char *name, struct tsr_vol_info *out);
 /* *out is malloc'd (free()); sorted by name. */
 int tsr_store_vol_list(struct tsr_store *store, struct tsr_vol_info **out, size_t *count);
+/*
+ * Bytes the store's volumes hold on disk, all of them: every file under
+ * DIR/volumes (heads' data and their .crc, .dirty, .present and .stage files,
+ * snapshot layers, hidden volumes kept for their clones, layers made ahead
+ * of a snapshot) by its allocated blocks, plus each device-mode extent at its
+ * size.  More than the sum of tsr_store_vol_list's allocated (heads' data
+ * only).  Errors: -EIO (catalogue), -errno of opening DIR/volumes.
+ */
+int tsr_store_allocated(struct tsr_store *store, uint64_t *out);
 
 /* Open a handle for I/O (refcounted: several opens share one).  -ENOENT. */
 int tsr_store_vol_open(struct tsr_store *store, const char *name, struct tsr_svol **out);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `tessera node list` shows each node's ALLOCATED: the bytes its store's
-# volumes have on disk (each as `volume list` shows it), asked from the node
+# volumes have on disk (all their files: heads, snapshot layers, hidden
+# volumes; tsr_store_allocated), asked from the node
 # (its Status, field allocated; the node answering the list counts its own
 # store).  Before, the column was always 0 B.
 #   - 2 nodes, a 64 MiB 2-replica volume attached on n1, 8 MiB written
@@ -9,7 +10,10 @@
 #     1 MiB, and equals what the node's own `--json status` reports; the
 #     text table shows no "0 B" in the ALLOCATED column;
 #   - a second volume written (4 MiB more): each node's allocated grows by
-#     at least 4 MiB.
+#     at least 4 MiB;
+#   - a snapshot of the first, then its 8 MiB overwritten: each node's
+#     allocated grows by at least 8 MiB more (the snapshot layer's copies:
+#     ALLOCATED counts every file of the node's volumes, not only heads).
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -72,5 +76,20 @@ for n in 1 2; do
 	a=$(alloc_via 1 "n$n") || fail "node list"
 	log "n$n: allocated $a after 4 MiB more"
 	[ "$a" -ge $((first[$n] + 4 * MiB)) ] || fail "n$n: allocated $a, want >= ${first[$n]} + 4 MiB"
+	first[$n]=$a
+done
+
+# a snapshot of a, then a's 8 MiB overwritten: the old bytes are copied into
+# the snapshot's layer on each node, which ALLOCATED counts (all of a node's
+# volume files; before, only the heads' data, which stay the same)
+ctsr snapshot create a s1 >/dev/null || fail "snapshot create a s1"
+qemu-io -f raw -c "write -P 0x3c 0 8M" -c flush "$(cl_nbd_uri 1 a)" >/dev/null ||
+	fail "qemu-io overwrite a"
+for n in 1 2; do
+	a=$(alloc_via 1 "n$n") || fail "node list"
+	o=$(own "$n") || fail "status of n$n"
+	log "n$n: allocated $a after a snapshot and 8 MiB overwritten (own status: $o)"
+	[ "$a" -ge $((first[$n] + 8 * MiB)) ] ||
+		fail "n$n: allocated $a, want >= ${first[$n]} + 8 MiB (the snapshot's layer)"
 done
 cl_stop_all

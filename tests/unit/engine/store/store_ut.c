@@ -1,8 +1,10 @@
 /*
  * Unit tests of the store's control functions (engine/store/store.c,
  * catalog.c): create, list, info, resize, delete, their errors, the store
- * lock, the catalogue checksum and the removal of crash leftovers.
+ * lock, the catalogue checksum, the removal of crash leftovers, and the
+ * store's allocated bytes (every file of its volumes).
  */
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -227,6 +229,95 @@ static void test_bad_dir(void **state)
 	tsr_store_close(NULL);
 }
 
+/* Sum of st_blocks * 512 of the regular files under DIR/volumes. */
+static uint64_t du_volumes(const char *dir)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	uint64_t total = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/volumes", dir);
+	d = opendir(path);
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		struct stat st;
+
+		if (fstatat(dirfd(d), de->d_name, &st, 0) == 0 && S_ISREG(st.st_mode))
+			total += (uint64_t)st.st_blocks * 512;
+	}
+	closedir(d);
+	return total;
+}
+
+/* Sum of the allocated bytes tsr_store_vol_list gives (heads' data). */
+static uint64_t listed_allocated(struct tsr_store *store)
+{
+	struct tsr_vol_info *list;
+	uint64_t total = 0;
+	size_t n, i;
+
+	assert_int_equal(tsr_store_vol_list(store, &list, &n), 0);
+	for (i = 0; i < n; i++)
+		total += list[i].allocated;
+	free(list);
+	return total;
+}
+
+/* tsr_store_allocated counts every file of the volumes (node list's and
+ * status's ALLOCATED): a snapshot layer's copies and a hidden volume too,
+ * which the heads' figures of volume list leave out. */
+static void test_store_allocated(void **state)
+{
+	struct store_env *e = *state;
+	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
+	uint8_t *buf = tsr_alloc_aligned(1u << 20);
+	uint64_t heads, all, all2;
+	struct tsr_svol *v;
+
+	assert_non_null(io);
+	assert_non_null(buf);
+	assert_int_equal(tsr_store_allocated(e->store, &all), 0);
+	assert_int_equal(all, du_volumes(e->dir)); /* nothing yet: 0 */
+	assert_int_equal(tsr_store_vol_create(e->store, "v", 4u << 20, NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	fill(buf, 1u << 20, 1, 0);
+	assert_int_equal(swrite(v, io, 0, 1u << 20, buf, 0), 0);
+	assert_int_equal(sflush(v, io), 0);
+	heads = listed_allocated(e->store);
+	assert_true(heads >= 1u << 20);
+	assert_int_equal(tsr_store_allocated(e->store, &all), 0);
+	assert_int_equal(all, du_volumes(e->dir));
+	assert_true(all > heads); /* the head's .crc page at least */
+
+	/* a snapshot, then the same MiB overwritten: its old bytes are copied
+	 * into the snapshot's layer, the head's figure does not change */
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s", NULL), 0);
+	fill(buf, 1u << 20, 2, 0);
+	assert_int_equal(swrite(v, io, 0, 1u << 20, buf, 0), 0);
+	assert_int_equal(sflush(v, io), 0);
+	tsr_svol_put(v);
+	assert_int_equal(listed_allocated(e->store), heads);
+	assert_int_equal(tsr_store_allocated(e->store, &all2), 0);
+	assert_int_equal(all2, du_volumes(e->dir));
+	assert_true(all2 >= all + (1u << 20));
+
+	/* a clone of s, then v deleted: v stays, hidden, for the clone */
+	assert_int_equal(tsr_store_vol_clone(e->store, "c", "v", "s", NULL), 0);
+	assert_int_equal(tsr_store_vol_delete(e->store, "v"), 0);
+	assert_true(listed_allocated(e->store) < 1u << 20); /* c's head: nothing written */
+	assert_int_equal(tsr_store_allocated(e->store, &all), 0);
+	assert_int_equal(all, du_volumes(e->dir));
+	assert_true(all >= 1u << 20); /* s's layer at least */
+
+	/* the last one gone: 0 */
+	assert_int_equal(tsr_store_vol_delete(e->store, "c"), 0);
+	assert_int_equal(tsr_store_allocated(e->store, &all), 0);
+	assert_int_equal(all, 0);
+	tsr_io_destroy(io);
+	tsr_free_aligned(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -238,6 +329,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_catalogue_tampered, store_env_setup, store_env_teardown),
 	    cmocka_unit_test_setup_teardown(test_leftovers_removed, store_env_setup, store_env_teardown),
 	    cmocka_unit_test_setup_teardown(test_damaged_volume_files, store_env_setup, store_env_teardown),
+	    cmocka_unit_test_setup_teardown(test_store_allocated, store_env_setup, store_env_teardown),
 	    cmocka_unit_test(test_bad_dir),
 	};
 
