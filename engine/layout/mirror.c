@@ -800,6 +800,7 @@ static void tick(void *arg, uint32_t events)
 	if (m->stalled != NULL || m->blocked != NULL)
 		expire_writes(m, false);
 	mirror_resync_tick(m, now);
+	mirror_missed_tick(m, now);
 	mirror_publish(m);
 }
 

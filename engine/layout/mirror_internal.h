@@ -190,6 +190,9 @@ struct mcopy {
 	/* the metadata record may list missed operations (CopyRecord.missed_snaps):
 	 * replay pops and the end of a replay are recorded too */
 	bool missed_in_record;
+	unsigned missed_rec_seq;   /* records of the list asked (the last one counts) */
+	bool missed_rec_retry;     /* the last one failed: the tick asks again */
+	uint64_t missed_rec_next_ns; /* not before (one try a second) */
 	struct mreplay *replay; /* replay running, or NULL */
 };
 
@@ -355,6 +358,8 @@ void mirror_missed_free(struct mcopy *c);
  */
 int mirror_snap_replay(struct mcopy *c, void (*done)(struct mcopy *c, int status));
 void mirror_snap_replay_abort(struct mcopy *c);
+/* The tick: record again a copy's list whose last record failed. */
+void mirror_missed_tick(struct mirror *m, uint64_t now_ns);
 
 /* mirror_scrub.c */
 int mirror_scrub_begin(struct mirror *m, bool repair, bool converge,

@@ -515,6 +515,7 @@ static char *missed_text(const struct mcopy *c)
 struct missed_rec {
 	struct mirror *m;
 	struct waiter *w; /* NULL: nobody waits */
+	unsigned idx, slot_gen, seq; /* the copy, its slot, this record's c->missed_rec_seq */
 	int status;
 };
 
@@ -522,11 +523,16 @@ static void missed_rec_msg(struct tsr_worker *wk, void *arg)
 {
 	struct missed_rec *r = arg;
 	struct mirror *m = r->m;
+	struct mcopy *c = &m->copies[r->idx];
 
 	(void)wk;
 	if (r->status < 0 && r->status != -ESHUTDOWN) /* -ESHUTDOWN: detached, logged there */
 		tsr_error("mirror %s: cannot record missed snapshot operations: %s", m->name,
 			  strerror(-r->status));
+	/* the last list asked did not reach the record: the tick asks again (a
+	 * record that lists entries done already would be replayed by a rebuild) */
+	if (c->slot_gen == r->slot_gen && c->missed_rec_seq == r->seq)
+		c->missed_rec_retry = r->status < 0 && r->status != -ESHUTDOWN;
 	if (r->w != NULL) {
 		r->w->fn(r->w->arg, r->status);
 		free(r->w);
@@ -571,12 +577,28 @@ static bool missed_record(struct mcopy *c, struct waiter *w)
 	}
 	r->m = m;
 	r->w = w;
+	r->idx = c->idx;
+	r->slot_gen = c->slot_gen;
+	r->seq = ++c->missed_rec_seq;
+	c->missed_rec_retry = false;
 	m_get(m);
 	c->missed_in_record = c->n_missed > 0;
 	m->hooks.set_copy_missed(m->hooks.arg, m->name, c->idx, c->node_id, text, missed_rec_done,
 				 r);
 	free(text);
 	return true;
+}
+
+void mirror_missed_tick(struct mirror *m, uint64_t now_ns)
+{
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		struct mcopy *c = &m->copies[i];
+
+		if (!c->present || !c->missed_rec_retry || now_ns < c->missed_rec_next_ns)
+			continue;
+		c->missed_rec_next_ns = now_ns + 1000000000ull;
+		missed_record(c, NULL);
+	}
 }
 
 static int missed_load_file(struct mcopy *c, const char *path)
