@@ -697,7 +697,7 @@ void cli_print_status(const Tessera__Admin__Status *s)
 	printf("nbd clients:  %" PRIu64 " open, %" PRIu64 " since start\n",
 	       s->nbd_connections_open, s->nbd_connections_total);
 	printf("volumes:      %u\n", s->volumes);
-	printf("allocated:    %s on disk (the volumes' own blocks)\n",
+	printf("allocated:    %s on disk (all the volumes' files: heads, snapshots, metadata)\n",
 	       cli_fmt_size(s->allocated, alloc, sizeof(alloc)));
 	printf("uptime:       %s (since %s)\n", cli_fmt_duration(s->uptime_sec, up, sizeof(up)),
 	       cli_fmt_time(s->started, started, sizeof(started)));
