@@ -72,6 +72,8 @@ struct sqlite_meta {
 	unsigned history;         /* changes kept for watch */
 	struct lease *leases;     /* live leases, unordered */
 	size_t n_leases, cap_leases;
+	bool full;                /* a statement met SQLITE_FULL: spend the reserve
+				   * at the rollback (meta_space_spend) */
 };
 
 struct row {
@@ -115,6 +117,7 @@ static uint32_t row_crc(const struct row *r)
 static int write_failed(struct sqlite_meta *s, const char *what, int rc, const char *msg)
 {
 	if ((rc & 0xff) == SQLITE_FULL) {
+		s->full = true;
 		tsr_error("meta: %s: %s: the file system is full (free space on it: delete "
 			  "volumes or snapshots); nothing of the change was kept",
 			  what, s->path);
@@ -213,10 +216,16 @@ static int txn_begin(struct sqlite_meta *s)
 	return ret;
 }
 
+static void meta_space_spend(struct sqlite_meta *s);
+
 static void txn_rollback(struct sqlite_meta *s)
 {
 	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 	s->txn_rev = s->rev;
+	if (s->full) {
+		s->full = false;
+		meta_space_spend(s); /* for the next commit: this one stays refused */
+	}
 }
 
 /* Persist the new revision, trim the history, commit; rolls back on error. */
@@ -867,12 +876,26 @@ static int load_leases(struct sqlite_meta *s)
  *  - PATH.reserve holds META_SPACE_RESERVE bytes of blocks, given back
  *    (truncate, syncfs) before the first statement when under
  *    META_SPACE_LOW is available, for SQLite's regrowth of the -shm file it
- *    truncates at the process's first connection, and taken again after.
+ *    truncates at the process's first connection and for a checkpoint of
+ *    the WAL into meta.db right after, and taken again after;
+ *  - the WAL's reserve can still be used up: a checkpoint must grow meta.db
+ *    for new pages, and when it cannot, the WAL grows to its reserve and
+ *    then a commit fails (SQLITE_FULL, -ENOSPC to the caller).  A meta node
+ *    in that state did not start any more (its registration is a commit:
+ *    "cluster: register node/n1: No space left on device"), and a volume
+ *    delete, the way out, could not commit either.  So at the first
+ *    SQLITE_FULL, the reserve's META_WAL_RESERVE part (what a checkpoint of
+ *    a full WAL can need) is given back and the WAL checkpointed into
+ *    meta.db (meta_space_spend): the refused change stays refused, the next
+ *    ones commit from the start of the WAL again.  The META_SHM_RESERVE part
+ *    stays for the next start; an open on a nearly full file system gives
+ *    back all of it and checkpoints too.
  * Best effort: a file system without fallocate keeps the old behaviour.
  */
 #define META_WAL_RESERVE (1u << 20)
 #define META_WAL_PAGES 128
-#define META_SPACE_RESERVE (256u << 10)
+#define META_SHM_RESERVE (256u << 10)
+#define META_SPACE_RESERVE (META_SHM_RESERVE + META_WAL_RESERVE)
 #define META_SPACE_LOW (4ull << 20)
 
 static void meta_syncfs(const char *path)
@@ -916,6 +939,48 @@ static bool meta_space_give(const char *path, const char *dir_file)
 		return false;
 	meta_syncfs(dir_file);
 	return true;
+}
+
+/* Checkpoint the WAL into meta.db: frames copied, or -1 (logged at debug). */
+static int meta_checkpoint(sqlite3 *db)
+{
+	int log = 0, done = 0;
+	int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+
+	if (rc != SQLITE_OK) {
+		tsr_debug("meta: checkpoint: %s", sqlite3_errmsg(db));
+		return -1;
+	}
+	return done;
+}
+
+/* A commit met a full file system: give back the reserve's WAL part and
+ * checkpoint, so the next commits find the WAL's start free again. */
+static void meta_space_spend(struct sqlite_meta *s)
+{
+	char res[PATH_MAX + 16];
+	struct stat st;
+	int done;
+
+	snprintf(res, sizeof(res), "%s.reserve", s->path);
+	if (stat(res, &st) < 0 || (uint64_t)st.st_blocks * 512 <= META_SHM_RESERVE ||
+	    truncate(res, META_SHM_RESERVE) < 0) {
+		tsr_warn("meta: the file system of %s is full and the reserve's %u KiB for a "
+			 "checkpoint are spent: changes are refused until space is freed on it",
+			 s->path, META_WAL_RESERVE >> 10);
+		return;
+	}
+	meta_syncfs(s->path);
+	done = meta_checkpoint(s->db);
+	if (done < 0)
+		tsr_warn("meta: the file system of %s is full: %s gave %u KiB, but the checkpoint "
+			 "into meta.db failed: free space on it (delete volumes or snapshots)",
+			 s->path, res, META_WAL_RESERVE >> 10);
+	else
+		tsr_warn("meta: the file system of %s is full: %s gave %u KiB to a checkpoint "
+			 "into meta.db (%d WAL frames), so changes commit again for a while; free "
+			 "space on it (delete volumes or snapshots)",
+			 s->path, res, META_WAL_RESERVE >> 10, done);
 }
 
 static void meta_space_take(const char *path, bool gave)
@@ -987,6 +1052,10 @@ int meta_sqlite_open(const char *path, unsigned history, struct tsr_meta **out)
 				  "INSERT OR IGNORE INTO meta(key, value) VALUES ('format', 1),"
 				  " ('rev', 0), ('compacted', 0);",
 				  NULL, NULL, &msg);
+		/* a WAL left full by a checkpoint that could not grow meta.db:
+		 * copied in now, with the reserve's blocks */
+		if (rc == SQLITE_OK && gave)
+			meta_checkpoint(s->db);
 		meta_space_take(path, gave);
 		if (rc == SQLITE_OK)
 			sqlite3_wal_autocheckpoint(s->db, META_WAL_PAGES);
