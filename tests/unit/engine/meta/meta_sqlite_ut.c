@@ -65,6 +65,26 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
+/*
+ * TTL of the leases the tests keep alive, and how long they wait for one to
+ * lapse.  A lease's keys are deleted as soon as its TTL passes without a
+ * keepalive, so a test must not fall asleep for a whole TTL between two of
+ * its calls: 150 ms was too little on a loaded machine (ctest beside other
+ * builds, load 8-19: a 50 ms sleep came back after the TTL, and the next
+ * keepalive found the lease gone, -ENOENT).  1 s leaves 900 ms to the
+ * scheduler where the keepalives are 100 ms apart.
+ */
+#define LEASE_TTL_MS 1000
+#define LEASE_LAPSE_MS (LEASE_TTL_MS + 300)
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static uint64_t put(struct tsr_meta *m, const char *key, const char *value)
 {
 	uint64_t rev = 0;
@@ -363,7 +383,7 @@ static void test_lease_expiry(void **state)
 	size_t n = 0;
 
 	assert_int_equal(tsr_meta_lease_grant(f->m, 99, &id), -EINVAL);
-	assert_int_equal(tsr_meta_lease_grant(f->m, 150, &id), 0);
+	assert_int_equal(tsr_meta_lease_grant(f->m, LEASE_TTL_MS, &id), 0);
 	assert_true(id != 0);
 	assert_int_equal(tsr_meta_cas(f->m, "node/1", 0, "alive", 5, id, NULL), 0);
 	assert_int_equal(tsr_meta_cas(f->m, "node/2", 0, "alive", 5, id, NULL), 0);
@@ -372,14 +392,14 @@ static void test_lease_expiry(void **state)
 	assert_int_equal(kv.lease, id);
 	tsr_meta_kv_clear(&kv);
 	before = current_rev(f->m);
-	/* kept alive well past its TTL */
-	for (int i = 0; i < 8; i++) {
-		sleep_ms(50);
+	/* kept alive well past its TTL: a keepalive every 100 ms for 1.5 TTLs */
+	for (int64_t start = mono_ms(); mono_ms() - start < LEASE_TTL_MS * 3 / 2;) {
+		sleep_ms(100);
 		assert_int_equal(tsr_meta_lease_keepalive(f->m, id), 0);
 	}
 	assert_value(f->m, "node/1", "alive");
 	/* then let go */
-	sleep_ms(300);
+	sleep_ms(LEASE_LAPSE_MS);
 	assert_int_equal(tsr_meta_get(f->m, "node/1", &kv), -ENOENT);
 	assert_int_equal(tsr_meta_get(f->m, "node/2", &kv), -ENOENT);
 	assert_value(f->m, "node/static", "stays");
@@ -404,11 +424,11 @@ static void test_lease_watch_wakes(void **state)
 	uint64_t id = 0, rev;
 	size_t n = 0;
 
-	assert_int_equal(tsr_meta_lease_grant(f->m, 150, &id), 0);
+	assert_int_equal(tsr_meta_lease_grant(f->m, LEASE_TTL_MS, &id), 0);
 	assert_int_equal(tsr_meta_cas(f->m, "att/v", 0, "n1", 2, id, NULL), 0);
 	rev = current_rev(f->m);
 	/* nobody else calls: the waiting watch itself must notice the lapse */
-	assert_int_equal(tsr_meta_watch(f->m, "att/", rev, 3000, &ev, &n, &rev), 0);
+	assert_int_equal(tsr_meta_watch(f->m, "att/", rev, 5 * LEASE_TTL_MS, &ev, &n, &rev), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(ev[0].deleted, 1);
 	tsr_meta_kv_free_array(ev, n);
@@ -420,15 +440,15 @@ static void test_lease_survives_restart(void **state)
 	uint64_t id = 0;
 	struct tsr_meta_kv kv;
 
-	assert_int_equal(tsr_meta_lease_grant(f->m, 400, &id), 0);
+	assert_int_equal(tsr_meta_lease_grant(f->m, LEASE_TTL_MS, &id), 0);
 	assert_int_equal(tsr_meta_cas(f->m, "node/r", 0, "up", 2, id, NULL), 0);
 	tsr_meta_close(f->m);
 	f->m = NULL;
-	sleep_ms(500); /* longer than the TTL while closed */
+	sleep_ms(LEASE_LAPSE_MS); /* longer than the TTL while closed */
 	assert_int_equal(tsr_meta_open_sqlite(f->path, &f->m), 0);
 	assert_value(f->m, "node/r", "up"); /* a full TTL again from the open */
 	assert_int_equal(tsr_meta_lease_keepalive(f->m, id), 0);
-	sleep_ms(600);
+	sleep_ms(LEASE_LAPSE_MS);
 	assert_int_equal(tsr_meta_get(f->m, "node/r", &kv), -ENOENT);
 }
 
