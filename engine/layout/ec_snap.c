@@ -67,6 +67,7 @@ struct esnap {
 /* ---- snapshot operations a copy missed --------------------------------------- */
 
 #define EC_MISSED_COMPACT 1024u /* entries before a note keeps only each name's last */
+#define EC_MAKEUP_BYTES   (512u * 1024) /* image bytes a make-up reads at once (whole stripes) */
 
 struct mentry {
 	char op;       /* 'c' CREATE, 'd' DELETE */
@@ -87,7 +88,12 @@ struct ec_missed {
 	struct tsr_layout *img;  /* the snapshot's image, read from the other copies */
 	uint64_t img_stripes;    /* stripes the image covers */
 	uint64_t region, stripe, end;
-	uint8_t *buf;            /* one stripe: k data chunks, then m parity */
+	/* a batch of up to `batch` stripes in a row: the image read (batch * width),
+	 * then m parity chunks (encoding), then the copy's chunks to write
+	 * (batch * unit, contiguous in its chunk volume) */
+	uint8_t *buf;
+	unsigned batch;          /* stripes per batch (EC_MAKEUP_BYTES of image) */
+	unsigned nbatch;         /* stripes in the batch in flight */
 	unsigned made;           /* snapshots made up */
 };
 
@@ -501,7 +507,7 @@ static void makeup_written(void *arg, int status)
 		makeup_fail(m, status < 0 ? status : -ECONNRESET);
 		return;
 	}
-	m->stripe++;
+	m->stripe += m->nbatch;
 	makeup_stripe(m);
 }
 
@@ -509,33 +515,42 @@ static void makeup_read(void *arg, int status)
 {
 	struct ec_missed *m = arg;
 	struct ec *e = m->c->e;
-	unsigned pos = tsr_ec_position_of(m->stripe, m->c->idx, e->k, e->m);
-	const uint8_t *chunk;
+	uint8_t *img = m->buf, *pbuf = img + (size_t)m->batch * e->width;
+	uint8_t *out = pbuf + (size_t)e->m * e->unit;
 	int ret;
 
 	if (status < 0) {
 		makeup_skip(m, status);
 		return;
 	}
-	if (pos < e->k) {
-		chunk = m->buf + (size_t)pos * e->unit;
-	} else {
-		const uint8_t *data[TSR_EC_MAX_K];
-		uint8_t *parity[TSR_EC_MAX_M];
+	/* the copy's chunk of each stripe: taken (data) or encoded (parity) */
+	for (unsigned j = 0; j < m->nbatch; j++) {
+		const uint8_t *stripe = img + (size_t)j * e->width;
+		unsigned pos = tsr_ec_position_of(m->stripe + j, m->c->idx, e->k, e->m);
+		const uint8_t *chunk;
 
-		for (unsigned i = 0; i < e->k; i++)
-			data[i] = m->buf + (size_t)i * e->unit;
-		for (unsigned i = 0; i < e->m; i++)
-			parity[i] = m->buf + (size_t)(e->k + i) * e->unit;
-		tsr_ec_encode(e->codec, e->unit, data, parity);
-		chunk = parity[pos - e->k];
+		if (pos < e->k) {
+			chunk = stripe + (size_t)pos * e->unit;
+		} else {
+			const uint8_t *data[TSR_EC_MAX_K];
+			uint8_t *parity[TSR_EC_MAX_M];
+
+			for (unsigned i = 0; i < e->k; i++)
+				data[i] = stripe + (size_t)i * e->unit;
+			for (unsigned i = 0; i < e->m; i++)
+				parity[i] = pbuf + (size_t)i * e->unit;
+			tsr_ec_encode(e->codec, e->unit, data, parity);
+			chunk = parity[pos - e->k];
+		}
+		memcpy(out + (size_t)j * e->unit, chunk, e->unit);
 	}
-	ret = ecopy_write(m->c, ec_chunk_off(e, m->stripe), e->unit, chunk, makeup_written, m);
+	ret = ecopy_write(m->c, ec_chunk_off(e, m->stripe), m->nbatch * e->unit, out,
+			  makeup_written, m);
 	if (ret < 0)
 		makeup_written(m, ret);
 }
 
-/* The next stripe of the dirty regions, or the flush and cut once done. */
+/* The next stripes of the dirty regions (a batch in a row), or the flush and cut once done. */
 static void makeup_stripe(struct ec_missed *m)
 {
 	struct ec *e = m->c->e;
@@ -555,9 +570,14 @@ static void makeup_stripe(struct ec_missed *m)
 		if (m->end > m->img_stripes)
 			m->end = m->img_stripes;
 	}
+	/* the stripes in a row from here, up to a batch, inside the region */
+	m->nbatch = m->end - m->stripe < m->batch ? (unsigned)(m->end - m->stripe) : m->batch;
 	off = m->stripe * e->width;
-	len = img - off < e->width ? img - off : e->width;
-	memset(m->buf + len, 0, (size_t)e->width - len); /* past the image: zeros */
+	len = (uint64_t)m->nbatch * e->width;
+	if (len > img - off)
+		len = img - off;
+	/* past the image: zeros */
+	memset(m->buf + len, 0, (size_t)m->nbatch * e->width - len);
 	ret = tsr_layout_read(m->img, e->io, off, (uint32_t)len, m->buf, makeup_read, m);
 	if (ret < 0)
 		makeup_read(m, ret);
@@ -598,7 +618,9 @@ int ec_missed_makeup(struct ec_missed *m, tsr_cb done, void *arg)
 	m->arg = arg;
 	m->next = 0;
 	if (m->buf == NULL) {
-		m->buf = tsr_alloc_aligned((size_t)(e->k + e->m) * e->unit);
+		m->batch = EC_MAKEUP_BYTES / e->width ? EC_MAKEUP_BYTES / e->width : 1;
+		m->buf = tsr_alloc_aligned((size_t)m->batch * e->width + (size_t)e->m * e->unit +
+					   (size_t)m->batch * e->unit);
 		if (m->buf == NULL)
 			return -ENOMEM;
 	}
