@@ -743,6 +743,25 @@ void cluster_attach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 		cluster_volume_list(c, r->name, resp);
 }
 
+/*
+ * A client that has just closed its socket (an unmount, nbdfuse ending right
+ * before the detach) is gone once its worker has read the end of the stream
+ * and dropped the volume: give that up to DETACH_CLIENT_WAIT_MS before the
+ * detach counts as unclean.  A client still connected costs the detach that
+ * wait.
+ */
+#define DETACH_CLIENT_WAIT_MS 2000
+
+static bool clients_gone(struct tsr_cluster *c, const char *name)
+{
+	for (int ms = 0; ms < DETACH_CLIENT_WAIT_MS; ms += 10) {
+		if (!tsr_volset_in_use(c->o.vols, name))
+			return true;
+		usleep(10000);
+	}
+	return !tsr_volset_in_use(c->o.vols, name);
+}
+
 int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg, size_t msg_len)
 {
 	bool fenced;
@@ -769,7 +788,7 @@ int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg,
 		 * identical.  The next attach converges them (a higher epoch fences
 		 * these clients at every copy).
 		 */
-		if (tsr_volset_in_use(c->o.vols, a->name)) {
+		if (!clients_gone(c, a->name)) {
 			tsr_warn("cluster: volume %s detached with NBD clients still connected: "
 				 "they drain on the old coordinator; the next attach converges the "
 				 "copies", a->name);
