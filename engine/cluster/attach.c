@@ -77,7 +77,7 @@ int cluster_get_attach(struct tsr_cluster *c, const char *name, char *node, size
 /*
  * Read-modify-write of vol/<name>: set epoch and clean_detach, and the
  * coordinator to coord unless it is NULL, and empty the missed snapshot
- * operations of IN_SYNC copies; *old_clean, *was_ours and old_coord
+ * operations and the rebuild flag of IN_SYNC copies; *old_clean, *was_ours and old_coord
  * (each may be NULL) get the previous clean_detach, whether the previous
  * coordinator was this node, and its id.  only_if_epoch: do nothing when the
  * record's epoch is not this one (a newer coordinator owns it: -ESTALE).
@@ -131,6 +131,7 @@ static int update_volume(struct tsr_cluster *c, const char *name, uint64_t epoch
 			free(cr->missed_snaps);
 			cr->missed_snaps = NULL;
 			cr->n_missed_snaps = 0;
+			cr->rebuild = false; /* rebuilt */
 		}
 		ret = rec_put(c->meta, key, &rec->base, rev, 0, NULL);
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
@@ -654,6 +655,19 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 		 */
 		if (lo.converge && !mc->local && strcmp(cr->node_id, prev_coord) == 0)
 			mc->full_resync = true;
+		/*
+		 * A new copy (replace-replica while no coordinator ran it): a
+		 * bitmap or journal we hold of its node is an older copy's, whose
+		 * bits say nothing of this empty one.
+		 */
+		if (cr->rebuild && mc->state != TSR_COPY_IN_SYNC) {
+			char journal[4096];
+
+			mc->full_resync = true;
+			snprintf(journal, sizeof(journal), "%s/%s.%s.snaps", c->coord_dir, name,
+				 cr->node_id);
+			unlink(journal);
+		}
 		/*
 		 * The snapshot operations it missed, whoever coordinated then.  A
 		 * journal of ours is stale when another node coordinated last (as

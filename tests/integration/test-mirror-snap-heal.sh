@@ -21,6 +21,9 @@
 #  3. with the volume detached, replace-replica of n3's copy onto n1 (no
 #     coordinator to rebuild it: the next attach does): attached on n4, n1's
 #     rebuilt copy holds s2 s3 s1 s4 as the others.
+#  4. detached, n2's copy replaced onto n3 and back onto n2 (n4, the last
+#     coordinator, holds the bitmap of n2's old copy, no bit set): attached on
+#     n4, n2's new copy is rebuilt in full (scrub clean) and holds s2 s3 s1 s4.
 #  Then scrub clean, the heads identical after the stop.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
@@ -145,6 +148,18 @@ cl_wait_synced v 60
 check_copy 1 "copy replaced while detached" s2 s3 s1 s4
 qw 4 -c 'read -P 0x66 6M 1M' -c 'read -P 0x55 0 1M' -c 'read -P 0x44 5M 1M'
 cl_scrub_clean v "after the rebuild at attach"
+
+# ---- 4. a node gets a new copy again while n4, the last coordinator, still
+# holds the bitmap of its old one (in sync: no bit set)
+ctsr volume detach v >/dev/null || fail "detach v from n4"
+[ -e "$(cl_dir 4)/coord/v.n2.bitmap" ] || fail "n4 holds no bitmap of n2's copy: the case is not set up"
+ctsr volume replace-replica v --node n2 --to n3 >/dev/null || fail "replace-replica n2 -> n3 (detached)"
+ctsr volume replace-replica v --node n3 --to n2 >/dev/null || fail "replace-replica n3 -> n2 (detached)"
+assert_eq "$(cl_copy_nodes v)" "n1,n2,n4" "v's copies after n2's copy went and came back"
+cl_attach_retry v n4
+cl_wait_synced v 60
+check_copy 2 "a new copy on a node whose old bitmap the coordinator holds" s2 s3 s1 s4
+cl_scrub_clean v "after n2's new copy was rebuilt"
 ctsr volume detach v >/dev/null || fail "detach v from n4"
 cl_stop_all
 cl_assert_copies_identical v 1 2 4
