@@ -1738,7 +1738,8 @@ static void test_snapshot_delete_enoent(void **state)
 /*
  * A replace when the coordinator holds no chunk copy (all remote here): the
  * new copy gets the snapshots the caller read from the metadata store
- * (tsr_layout_copy.missed), made up by the rebuild; none given: none made.
+ * (tsr_layout_copy.missed), made up by the rebuild in runs of stripes (8 a
+ * dirty region here).
  */
 static void test_replace_recorded(void **state)
 {
@@ -1750,7 +1751,13 @@ static void test_replace_recorded(void **state)
 	struct tsr_svol *v = NULL;
 
 	assert_int_equal(node_init(nn, e->n, e->chunk_size), 0);
-	assert_int_equal(create(e, false, 1), 0);
+	{
+		struct tsr_ec_opts o;
+
+		opts_init(e, &o, false, 1);
+		o.region_size = 8 * e->unit; /* the make-up's runs: 8 stripes */
+		assert_int_equal(tsr_layout_ec_create(&o, &e->l), 0);
+	}
 	random_writes(e, 30, 95);
 	settle(e);
 	load_chunkvols(e);
