@@ -1162,6 +1162,7 @@ static int replace_fn(void *arg)
 	c->recorded = ctl->newcopy.state;
 	c->hook_want = c->recorded;
 	c->full_resync = true;
+	c->head_imaged = false;
 	m->replace_running = true;
 	m->replace_idx = ctl->idx;
 	mirror_snap_replay_abort(c);

@@ -194,6 +194,10 @@ struct mcopy {
 	bool missed_rec_retry;     /* the last one failed: the tick asks again */
 	uint64_t missed_rec_next_ns; /* not before (one try a second) */
 	struct mreplay *replay; /* replay running, or NULL */
+	/* the replay cut a snapshot on it: its head holds that image, so the
+	 * resync compares sums and copies only what differs (mirror_resync.c
+	 * compares()); cleared once IN_SYNC and when the slot is replaced */
+	bool head_imaged;
 };
 
 /* One operation on one copy: mirror_copy.c.  Sync errors are returned. */

@@ -547,6 +547,7 @@ static void resync_in_sync(void *arg, int status)
 	}
 	c->state = TSR_COPY_IN_SYNC;
 	c->full_resync = false;
+	c->head_imaged = false;
 	c->resync = NULL;
 	if (m->replace_running && m->replace_idx == c->idx)
 		m->replace_running = false;
@@ -743,13 +744,17 @@ static uint32_t run_at(struct mresync *rs, uint64_t r, bool compare, uint64_t ma
 /*
  * A run of the bitmap: copied whole, or (full resync of a copy that exists
  * already, mirror.h) compared block by block.  A brand-new copy (replace)
- * has nothing worth comparing: copied whole, holes trimmed.
+ * has nothing worth comparing: copied whole, holes trimmed; unless the
+ * replay of its missed snapshots gave its head the last one's image
+ * (head_imaged): then only the blocks the head changed since differ.
  */
 static bool compares(const struct mresync *rs)
 {
 	const struct mcopy *c = rs->c;
 	const struct mirror *m = c->m;
 
+	if (c->head_imaged)
+		return true;
 	return c->full_resync && !(m->replace_running && m->replace_idx == c->idx);
 }
 

@@ -39,15 +39,22 @@
  * so host writes only mark its bitmap): for each missed operation in order,
  * the snapshot is deleted on the copy (it may hold a stale one of that name:
  * a cut that failed there), then for a CREATE whose snapshot still exists:
- * the snapshot's content of every dirty region (every region on a full
- * resync or rebuild) is read from an IN_SYNC copy's snapshot and written
- * into the copy's head, flushed, and the snapshot cut on the copy.
- * The copy's head then equals the snapshot's image (the regions not dirty
- * have not changed since the copy left), so its cut holds the same image as
- * the others'.  Then the resync proper brings the head up to date as
- * before.  The snapshot is read from the local copy when it is IN_SYNC,
- * else from a remote IN_SYNC copy through a read-only peer session on
- * "VOL@SNAP".
+ * in every dirty region (every region on a full resync or rebuild) the
+ * block sums of an IN_SYNC copy's snapshot and of the copy's head are
+ * compared and only the blocks that differ are read from the snapshot and
+ * written into the copy's head (replay_copy), flushed, and the snapshot cut
+ * on the copy.  The copy's head then equals the snapshot's image (the
+ * regions not dirty have not changed since the copy left), so its cut holds
+ * the same image as the others'.  Since the head holds the previous
+ * snapshot's image when the next one is made up, a new copy receives the
+ * first snapshot's non-zero blocks, then each next snapshot's changes only.
+ * Then the resync proper brings the head up to date, comparing sums too once
+ * a snapshot was cut (head_imaged).  The snapshot is read from the local
+ * copy when it is IN_SYNC, else from a remote IN_SYNC copy through a
+ * read-only peer session on "VOL@SNAP" (SUMS, then READ of the runs that
+ * differ).  Whatever a crash or a failure leaves in the head (a replay cut
+ * short, a stale image), the next replay compares against it, so it is
+ * made up the same way.
  *
  * The journal lives on the coordinator's node, like the bitmaps; so that
  * another coordinator knows it too, every change of it is also recorded in
@@ -56,7 +63,7 @@
  * (a replay's progress without waiting).  A coordinator that rebuilds the
  * copy in full (full_resync, or no bitmap of it) replays the record's list
  * (tsr_layout_copy.missed): an entry already done is done again, which is
- * harmless when every region is written.  One that has the copy's bitmap
+ * harmless when every region is made up.  One that has the copy's bitmap
  * replays its own journal, which matches it exactly (replaying a done entry
  * over part of the regions would mix two images).  A replaced copy's list is
  * every snapshot of the volume: the local IN_SYNC copy's, else the one the
@@ -720,7 +727,7 @@ void mirror_missed_free(struct mcopy *c)
 
 /* ---- replay ------------------------------------------------------------- */
 
-enum replay_step { RP_DELETE, RP_OPEN, RP_COPY, RP_FLUSH, RP_CUT };
+enum replay_step { RP_DELETE, RP_OPEN, RP_COPY, RP_RUN_READ, RP_RUN_WRITE, RP_FLUSH, RP_CUT };
 
 struct mreplay {
 	struct mcopy *c;
@@ -737,6 +744,13 @@ struct mreplay {
 	uint64_t off;
 	uint32_t len;
 	uint8_t *buf;
+	uint32_t *ssum, *tsum; /* the region's block sums: snapshot, copy's head */
+	int pending;           /* RP_COPY: sums on their way (+1 while launching) */
+	int status;            /* RP_COPY: the first failure of the sums */
+	bool target_bad;       /* the head's SUMS failed with -EIO */
+	bool have_data;        /* buf holds the region's snapshot data (local source) */
+	uint32_t b, run_end;   /* the run of differing blocks being written */
+	uint64_t written;      /* bytes written into the copy's head */
 	void (*done)(struct mcopy *c, int status);
 };
 
@@ -769,6 +783,8 @@ static void replay_finish(struct mreplay *rp, int status)
 	replay_drop_source(rp);
 	if (rp->buf != NULL)
 		tsr_free_aligned(rp->buf);
+	free(rp->ssum);
+	free(rp->tsum);
 	if (!rp->aborted) {
 		c->replay = NULL;
 		rp->done(c, status);
@@ -818,8 +834,21 @@ static void replay_pop(struct mreplay *rp)
 }
 
 static void replay_io_done(void *arg, int status);
+static void replay_tsums_done(void *arg, int status);
+static void replay_run(struct mreplay *rp);
 
-/* Copy the next region of the snapshot that the copy may lack. */
+/*
+ * Make the copy's head hold the snapshot's image in the next region it may
+ * lack: the block sums of the snapshot's region (the local snapshot read
+ * whole and summed here, or SUMS on the remote snapshot session) and of the
+ * copy's head there are compared, and only the runs of blocks that differ
+ * are written (replay_run).  The head holds the previous snapshot's image
+ * (or, first, whatever it held: nothing on a new copy, a stale image, a
+ * replay cut short), so a snapshot that changed little since the previous
+ * one costs little, and a new copy gets no write for the blocks that read
+ * as zeros.  Nothing writes the copy's head meanwhile: it is OUT_OF_SYNC
+ * (host writes only mark its bitmap), and the snapshot does not change.
+ */
 static void replay_copy(struct mreplay *rp)
 {
 	struct mcopy *c = rp->c;
@@ -840,17 +869,24 @@ static void replay_copy(struct mreplay *rp)
 								     : m->region_size);
 	rp->region++;
 	rp->step = RP_COPY;
-	/* read from the snapshot; replay_io_done writes it to the copy */
+	rp->pending = 3; /* the snapshot's sums, the head's, this launch */
+	rp->status = 0;
+	rp->target_bad = false;
+	rp->have_data = rp->src != NULL;
 	if (rp->src != NULL)
 		ret = tsr_svol_read(rp->src, m->io, rp->off, rp->len, rp->buf, replay_io_done, rp);
 	else
-		ret = tsr_peer_read(rp->rsrc->client, rp->rhandle, m->epoch, rp->off, rp->len,
-				    rp->buf, replay_io_done, rp);
+		ret = tsr_peer_sums(rp->rsrc->client, rp->rhandle, m->epoch, rp->off, rp->len,
+				    rp->ssum, replay_io_done, rp);
 	if (ret < 0)
-		replay_finish(rp, ret);
+		replay_io_done(rp, ret);
+	ret = mcopy_submit(c, MCOP_SUMS, rp->off, rp->len, rp->tsum, 0, replay_tsums_done, rp);
+	if (ret < 0)
+		replay_tsums_done(rp, ret);
+	replay_io_done(rp, 0);
 }
 
-static void replay_write_done(void *arg, int status)
+static void replay_run_done(void *arg, int status)
 {
 	struct mreplay *rp = arg;
 
@@ -858,8 +894,85 @@ static void replay_write_done(void *arg, int status)
 		replay_finish(rp, status < 0 ? status : -ECANCELED);
 		return;
 	}
-	rp->c->m->resync_bytes_copied += rp->len;
-	replay_copy(rp);
+	if (rp->step == RP_RUN_READ) { /* the run's data is here: write it */
+		uint64_t off = rp->off + (uint64_t)rp->b * TSR_BLOCK_SIZE;
+		uint32_t len = (rp->run_end - rp->b) * TSR_BLOCK_SIZE;
+		int ret;
+
+		rp->step = RP_RUN_WRITE;
+		ret = mcopy_submit(rp->c, MCOP_WRITE, off, len,
+				   rp->buf + (size_t)rp->b * TSR_BLOCK_SIZE, 0, replay_run_done, rp);
+		if (ret < 0)
+			replay_finish(rp, ret);
+		return;
+	}
+	rp->c->m->resync_bytes_copied += (uint64_t)(rp->run_end - rp->b) * TSR_BLOCK_SIZE;
+	rp->written += (uint64_t)(rp->run_end - rp->b) * TSR_BLOCK_SIZE;
+	rp->b = rp->run_end;
+	replay_run(rp);
+}
+
+/* The next run of blocks of the region that differ: read (remote), written. */
+static void replay_run(struct mreplay *rp)
+{
+	uint32_t n = rp->len / TSR_BLOCK_SIZE, b = rp->b, e;
+	uint64_t off;
+	int ret;
+
+	while (b < n && rp->ssum[b] == rp->tsum[b])
+		b++;
+	if (b == n) {
+		replay_copy(rp);
+		return;
+	}
+	for (e = b; e < n && rp->ssum[e] != rp->tsum[e]; e++)
+		;
+	rp->b = b;
+	rp->run_end = e;
+	off = rp->off + (uint64_t)b * TSR_BLOCK_SIZE;
+	if (rp->have_data) {
+		rp->step = RP_RUN_READ; /* as if read: replay_run_done writes it */
+		replay_run_done(rp, 0);
+		return;
+	}
+	rp->step = RP_RUN_READ;
+	ret = tsr_peer_read(rp->rsrc->client, rp->rhandle, rp->c->m->epoch, off,
+			    (e - b) * TSR_BLOCK_SIZE, rp->buf + (size_t)b * TSR_BLOCK_SIZE,
+			    replay_run_done, rp);
+	if (ret < 0)
+		replay_finish(rp, ret);
+}
+
+/* Both sums are here (or failed): compare. */
+static void replay_sums_done(struct mreplay *rp)
+{
+	uint32_t n = rp->len / TSR_BLOCK_SIZE;
+
+	if (rp->status < 0) {
+		replay_finish(rp, rp->status);
+		return;
+	}
+	if (rp->src != NULL)
+		for (uint32_t b = 0; b < n; b++)
+			rp->ssum[b] =
+			    tsr_crc32c(0, rp->buf + (size_t)b * TSR_BLOCK_SIZE, TSR_BLOCK_SIZE);
+	if (rp->target_bad) /* the head cannot be read somewhere: write it all */
+		for (uint32_t b = 0; b < n; b++)
+			rp->tsum[b] = ~rp->ssum[b];
+	rp->b = 0;
+	replay_run(rp);
+}
+
+/* The copy's head sums: -EIO (a block failing its CRC) means rewrite it all. */
+static void replay_tsums_done(void *arg, int status)
+{
+	struct mreplay *rp = arg;
+
+	if (status == -EIO) {
+		rp->target_bad = true;
+		status = 0;
+	}
+	replay_io_done(rp, status);
 }
 
 /* The remote snapshot session is open (or not). */
@@ -895,6 +1008,12 @@ static void replay_io_done(void *arg, int status)
 	struct mcopy *c = rp->c;
 	int ret;
 
+	if (rp->step == RP_COPY && rp->pending > 1) { /* the other sums are on their way */
+		if (status < 0 && rp->status == 0)
+			rp->status = status;
+		rp->pending--;
+		return;
+	}
 	if (replay_gone(rp)) {
 		replay_finish(rp, -ECANCELED);
 		return;
@@ -940,16 +1059,15 @@ static void replay_io_done(void *arg, int status)
 		return;
 	case RP_OPEN: /* not reached: replay_open_done */
 		break;
-	case RP_COPY:
-		if (status < 0)
-			break;
-		ret = mcopy_submit(c, MCOP_WRITE, rp->off, rp->len, rp->buf, 0, replay_write_done,
-				   rp);
-		if (ret < 0) {
-			status = ret;
-			break;
-		}
+	case RP_COPY: /* one of the region's sums */
+		if (status < 0 && rp->status == 0)
+			rp->status = status;
+		if (--rp->pending == 0)
+			replay_sums_done(rp);
 		return;
+	case RP_RUN_READ: /* not reached: replay_run_done */
+	case RP_RUN_WRITE:
+		break;
 	case RP_FLUSH:
 		if (status < 0)
 			break;
@@ -964,8 +1082,11 @@ static void replay_io_done(void *arg, int status)
 	case RP_CUT:
 		if (status < 0)
 			break;
-		tsr_info("mirror %s: copy %u (%s): snapshot %s replayed", c->m->name, c->idx,
-			 c->node_id, rp->req.snap);
+		tsr_info("mirror %s: copy %u (%s): snapshot %s replayed (%llu bytes written)",
+			 c->m->name, c->idx, c->node_id, rp->req.snap,
+			 (unsigned long long)rp->written);
+		rp->written = 0;
+		c->head_imaged = true; /* its head holds that image now: compare it */
 		replay_pop(rp);
 		return;
 	}
@@ -1011,9 +1132,18 @@ int mirror_snap_replay(struct mcopy *c, void (*done)(struct mcopy *c, int status
 	if (c->replay != NULL)
 		return 0;
 	rp = calloc(1, sizeof(*rp));
-	if (rp != NULL)
+	if (rp != NULL) {
 		rp->buf = tsr_alloc_aligned(m->region_size);
-	if (rp == NULL || rp->buf == NULL) {
+		rp->ssum = calloc(m->region_size / TSR_BLOCK_SIZE, sizeof(uint32_t));
+		rp->tsum = calloc(m->region_size / TSR_BLOCK_SIZE, sizeof(uint32_t));
+	}
+	if (rp == NULL || rp->buf == NULL || rp->ssum == NULL || rp->tsum == NULL) {
+		if (rp != NULL) {
+			if (rp->buf != NULL)
+				tsr_free_aligned(rp->buf);
+			free(rp->ssum);
+			free(rp->tsum);
+		}
 		free(rp);
 		return -ENOMEM;
 	}
