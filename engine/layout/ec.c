@@ -1208,6 +1208,17 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 		c->local = oc->local;
 		c->state = c->recorded = c->hook_want = oc->state;
 		c->full_resync = oc->full_resync;
+		/* what it missed under another coordinator, from the metadata store */
+		ret = ec_missed_adopt(e, oc->node_id, oc->missed);
+		if (ret < 0) {
+			tsr_error("ec %s: copy %u (%s): cannot note the snapshot operations it "
+				  "missed: %s",
+				  e->name, i, oc->node_id, strerror(-ret));
+			goto err;
+		}
+		if (ret > 0)
+			tsr_info("ec %s: copy %u (%s): %d snapshot operations it missed, as recorded",
+				 e->name, i, oc->node_id, ret);
 		ret = copyset_bitmap_path(&e->cs, oc->node_id, path);
 		if (ret < 0)
 			goto err;

@@ -322,6 +322,15 @@ bool ec_missed_pending_node(const struct ec *e, const char *node_id);
  * (stage 2b); without such a copy, recorded's lines (tsr_layout_copy.missed,
  * may be NULL).  The number noted, or -errno. */
 int ec_missed_note_all(struct ec *e, const char *node_id, const char *recorded);
+/*
+ * At attach: a copy's operations as the metadata store records them
+ * (tsr_layout_copy.missed) become its file when it has none.  A file that
+ * exists is this node's own as the last coordinator (attach.c removes it when
+ * another node coordinated last): it is kept, it is the authority (fsynced
+ * before each operation is answered, like the record; a replay's progress
+ * reaches the file first).  How many noted, or -errno.
+ */
+int ec_missed_adopt(struct ec *e, const char *node_id, const char *recorded);
 /* node_id's file removed (its slot went to another node, or a replace
  * giving it one failed before it existed).  Home worker, or the control
  * thread for a node whose file nothing else uses. */

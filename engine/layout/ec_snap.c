@@ -36,6 +36,16 @@
  *    snapshot of that name: the CREATE fails and is undone, as before;
  *  - a DELETE that a copy answers -ENOENT (it lacks that snapshot) is done
  *    there, unless no copy had it.
+ * The copy's whole list is also recorded in the metadata store
+ * (hooks.set_copy_missed: CopyRecord.missed_snaps) before the operation is
+ * answered, as the mirror does, and again (without waiting) when a replay
+ * shortens it: a coordinator on another node has no such file (attach.c
+ * removes a stale one) and takes the recorded list as the copy's file at
+ * attach (ec_missed_adopt).  A file that exists at attach is this node's own
+ * as the last coordinator and is kept: it is the authority (the record is
+ * written from it, and a replay's progress reaches it first).  A CREATE whose
+ * record fails is undone and answers -EIO; such a DELETE answers -EIO (done
+ * on the copies that took it; the file holds the entry).
  */
 #include <errno.h>
 #include <limits.h>
@@ -55,6 +65,8 @@ struct esnap {
 	unsigned asked, ok;
 	int first_error;
 	int status; /* the outcome, once known */
+	bool noted;       /* note_missed done: what copies missed is noted and asked to be recorded */
+	int record_error; /* a note or record of a missed operation failed */
 	struct esnap_sub {
 		struct esnap *s;
 		struct ecopy *c;
@@ -277,6 +289,96 @@ void ec_missed_forget(struct ec *e, const char *node_id)
 		tsr_warn("ec %s: %s: %s (left behind)", e->name, path, strerror(errno));
 }
 
+/* node_id's entries as tsr_layout_copy.missed text ("c NAME\n" lines); NULL
+ * with *err set on failure. */
+static char *missed_text_node(const struct ec *e, const char *node_id, int *err)
+{
+	struct mentry *v;
+	size_t n, len = 0;
+	char *text;
+
+	*err = missed_load_node(e, node_id, &v, &n);
+	if (*err < 0)
+		return NULL;
+	text = malloc(n * (sizeof(*v) + 2) + 1);
+	if (text == NULL) {
+		free(v);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	text[0] = '\0';
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)sprintf(text + len, "%c %s\n", v[i].op, v[i].snap);
+	free(v);
+	return text;
+}
+
+struct missed_rec {
+	struct ec *e;
+	struct esnap *s; /* NULL: nobody waits (a replay's progress) */
+	unsigned idx;
+	int status;
+};
+
+static void esnap_recorded(struct esnap *s, int status);
+
+static void missed_rec_msg(struct tsr_worker *wk, void *arg)
+{
+	struct missed_rec *r = arg;
+	struct ec *e = r->e;
+
+	(void)wk;
+	if (r->status < 0 && r->status != -ESHUTDOWN) /* -ESHUTDOWN: detached, logged there */
+		tsr_error("ec %s: copy %u: cannot record its missed snapshot operations: %s",
+			  e->name, r->idx, strerror(-r->status));
+	if (r->s != NULL)
+		esnap_recorded(r->s, r->status);
+	free(r);
+	ec_put(e);
+}
+
+/* hooks.set_copy_missed's done: from any thread; back to the home worker. */
+static void missed_rec_done(void *arg, int status)
+{
+	struct missed_rec *r = arg;
+
+	r->status = status;
+	if (tsr_worker_send(r->e->home, missed_rec_msg, r) < 0)
+		tsr_error("ec %s: hook answer lost (home worker stopped)", r->e->name);
+}
+
+/*
+ * Home worker: record copy idx's list as its file holds it now in the
+ * metadata store (hooks.set_copy_missed: CopyRecord.missed_snaps), for a
+ * coordinator on another node, which has no such file (attach.c removes a
+ * stale one), to replay (ec_missed_adopt).  1: asked, s (may be NULL) gets
+ * esnap_recorded; 0: no hook; -errno: the list could not be read.
+ */
+static int missed_record(struct ec *e, unsigned idx, const char *node_id, struct esnap *s)
+{
+	struct missed_rec *r;
+	char *text;
+	int ret;
+
+	if (e->hooks.set_copy_missed == NULL)
+		return 0;
+	text = missed_text_node(e, node_id, &ret);
+	if (text == NULL)
+		return ret;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		free(text);
+		return -ENOMEM;
+	}
+	r->e = e;
+	r->s = s;
+	r->idx = idx;
+	ec_get(e);
+	e->hooks.set_copy_missed(e->hooks.arg, e->name, idx, node_id, text, missed_rec_done, r);
+	free(text);
+	return 1;
+}
+
 /* recorded's "c NAME" / "d NAME" lines (tsr_layout_copy.missed) noted for
  * node_id, in order; a line not of that form is skipped.  How many. */
 static int note_recorded(struct ec *e, const char *node_id, const char *recorded)
@@ -335,6 +437,13 @@ int ec_missed_note_all(struct ec *e, const char *node_id, const char *recorded)
 	return ret < 0 ? ret : (int)n;
 }
 
+int ec_missed_adopt(struct ec *e, const char *node_id, const char *recorded)
+{
+	if (recorded == NULL || recorded[0] == '\0' || ec_missed_pending_node(e, node_id))
+		return 0; /* ours is the last coordinator's own, kept in step with the record */
+	return note_recorded(e, node_id, recorded);
+}
+
 int ec_missed_begin(struct ecopy *c, struct ec_missed **out)
 {
 	struct ec_missed *m;
@@ -384,6 +493,9 @@ void ec_missed_end(struct ec_missed *m, bool done)
 			prefix = v[i].op == m->v[i].op && strcmp(v[i].snap, m->v[i].snap) == 0;
 		if (prefix && missed_save(e, m->c, v + m->n, n - m->n) < 0)
 			tsr_warn("ec %s: copy %u (%s): cannot update its file of missed snapshots",
+				 e->name, m->c->idx, m->c->node_id);
+		else if (prefix && missed_record(e, m->c->idx, m->c->node_id, NULL) < 0)
+			tsr_warn("ec %s: copy %u (%s): cannot record its replay's progress",
 				 e->name, m->c->idx, m->c->node_id);
 		free(v);
 	}
@@ -652,22 +764,68 @@ static void note_missed(struct esnap *s)
 		if (s->subs[i].s == s && s->subs[i].status == 0)
 			continue;
 		ret = missed_note(e, c, s->req.op == TSR_SNAP_CREATE ? 'c' : 'd', s->req.snap);
-		if (ret < 0)
+		if (ret >= 0) {
+			/* and in vol/<name>, for whichever coordinator brings it back */
+			s->pending++;
+			ret = missed_record(e, i, c->node_id, s);
+			if (ret <= 0)
+				s->pending--;
+		}
+		if (ret < 0) {
 			tsr_error("ec %s: copy %u (%s): cannot record the missed snapshot %s: %s",
 				  e->name, i, c->node_id, s->req.snap, strerror(-ret));
+			if (s->record_error == 0)
+				s->record_error = ret;
+		}
 	}
 }
 
-static void esnap_finish(struct esnap *s)
+static void undo_create(struct esnap *s, const char *why);
+
+/* The outcome, once what the copies missed is recorded. */
+static void esnap_end(struct esnap *s)
 {
 	struct ec *e = s->e;
 
-	note_missed(s);
+	if (s->record_error < 0 && s->status == 0) {
+		/* not recorded: a coordinator elsewhere would not replay it */
+		s->status = -EIO;
+		if (s->req.op == TSR_SNAP_CREATE) {
+			undo_create(s, "what the other copies missed could not be recorded");
+			return;
+		}
+		tsr_error("ec %s: snapshot delete %s: done, but what the other copies missed "
+			  "could not be recorded: %s",
+			  e->name, s->req.snap, strerror(-s->record_error));
+	}
 	e->snap_holding = false;
 	s->cb_fn(s->cb_arg, s->status);
 	free(s);
 	ec_scrub_unpark(e);
 	ec_put(e);
+}
+
+/* A record of note_missed answered. */
+static void esnap_recorded(struct esnap *s, int status)
+{
+	if (status < 0 && status != -ESHUTDOWN && s->record_error == 0)
+		s->record_error = status;
+	if (--s->pending == 0)
+		esnap_end(s);
+}
+
+/* What copies missed is noted in their files and recorded in the metadata
+ * store before the operation is answered (as the mirror does). */
+static void esnap_finish(struct esnap *s)
+{
+	if (!s->noted) {
+		s->noted = true;
+		s->pending = 1;
+		note_missed(s);
+		if (--s->pending > 0)
+			return;
+	}
+	esnap_end(s);
 }
 
 static void undo_done(void *arg, int status)
@@ -682,14 +840,17 @@ static void undo_done(void *arg, int status)
 }
 
 /* Delete the snapshot from the copies that cut it, then finish. */
-static void undo_create(struct esnap *s)
+static void undo_create(struct esnap *s, const char *why)
 {
 	struct ec *e = s->e;
 	struct tsr_snap_req del = s->req;
 
 	del.op = TSR_SNAP_DELETE;
-	tsr_error("ec %s: snapshot %s cut on %u copies only, %u needed: undone", e->name,
-		  s->req.snap, s->ok, e->min_in_sync);
+	if (why != NULL)
+		tsr_error("ec %s: snapshot %s: %s: undone", e->name, s->req.snap, why);
+	else
+		tsr_error("ec %s: snapshot %s cut on %u copies only, %u needed: undone", e->name,
+			  s->req.snap, s->ok, e->min_in_sync);
 	s->pending = 1;
 	for (unsigned i = 0; i < e->n_copies; i++) {
 		struct esnap_sub *sub = &s->subs[i];
@@ -766,7 +927,7 @@ static void esnap_dec(struct esnap *s)
 		/* too few chunk volumes hold the cut to read it back: undo a CREATE */
 		s->status = s->first_error < 0 ? s->first_error : -EIO;
 		if (s->req.op == TSR_SNAP_CREATE) {
-			undo_create(s);
+			undo_create(s, NULL);
 			return;
 		}
 		tsr_error("ec %s: snapshot %s: done on %u copies only, %u needed: %s", e->name,

@@ -11,13 +11,15 @@
 #     nosuch fail and leave no missed operation noted; v@s still reads A.
 #  2. n3 killed; image B; snapshot t (cut on n1 and n2 only); image C; v
 #     detached from n1; n3 restarted, v attached on n3 (a new coordinator: the
-#     file of n3's missed operations is on n1, so t is not made up on n3):
-#     n3's own chunk copy lacks t, n1 and n2 hold it: v@t through n3 reads B
-#     (decoded from n1's and n2's chunks); v@s (every copy) reads A; v reads
-#     C; v@nosuch still refused.
-#  3. n2 killed: only n1 holds t: v@t cannot be read and is refused at the
-#     handshake (not opened to fail every read), the coordinator's log saying
-#     why; v@nosuch still refused.
+#     file of n3's missed operations is on n1; n1 recorded 'c t' for n3's copy
+#     in vol/v before answering the create, so n3 takes it from there): t is
+#     made up on n3's own chunk copy (its catalogue lists s t; before: s only,
+#     t served decoded from n1 and n2); v@t through n3 reads B; v@s (every
+#     copy) reads A; v reads C; v@nosuch still refused.
+#  3. n2 killed: v@t reads B from n1's chunks and n3's made-up ones (each
+#     stripe needs n3's); v@s reads A; v@nosuch still refused.  (The refusal
+#     of a snapshot fewer than k reachable copies hold, which this part showed
+#     when n3 never got t, is ec_snapread_ut test_snapshot_read's.)
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -79,7 +81,7 @@ ctsr volume detach v >/dev/null || fail "detach from n1"
 cl_start_node 3
 cl_attach_retry v n3
 cl_wait_synced v 120
-# the premise: n3's chunk copy has no snapshot t, n1's and n2's have
+# what n3 missed under n1 comes from vol/v's record: t made up on n3's copy
 snaps_of_copy() {  # NODE: the snapshot names of NODE's copy of v, from its catalogue
 	"$PY" - "$(cl_dir "$1")" <<'EOF'
 import sqlite3, sys
@@ -89,19 +91,20 @@ rows = db.execute("select s.name from snapshots s join volumes v on s.vol_uuid =
 print(" ".join(r[0] for r in rows))
 EOF
 }
-assert_eq "$(snaps_of_copy 3)" "s" "n3's chunk copy's snapshots"
+assert_eq "$(snaps_of_copy 3)" "s t" "n3's chunk copy's snapshots (t made up)"
 assert_eq "$(snaps_of_copy 1)" "s t" "n1's chunk copy's snapshots"
 assert_eq "$(snaps_of_copy 2)" "s t" "n2's chunk copy's snapshots"
-cl_assert_image 3 v@t "$CL_ROOT/B" "t through n3 (its own chunk lacks t)"
+wait_log 3 "copy [0-9] \\(n3\\): 1 snapshot operations it missed, as recorded" 5
+wait_log 3 "copy [0-9] \\(n3\\): snapshot t made up there" 5
+cl_assert_image 3 v@t "$CL_ROOT/B" "t through n3 (made up on its own chunk)"
 cl_assert_image 3 v@s "$CL_ROOT/A" "s through n3"
 cl_assert_image 3 v "$CL_ROOT/C" "head through n3"
 refused 3 v@nosuch "$NOSUCH" "a name no copy has, n3 coordinator"
 
-# ---- 3. fewer than k copies hold it ----------------------------------------------
+# ---- 3. n3's made-up chunks read -------------------------------------------------
 cl_kill 2
 cl_wait_state v n2 out-of-sync 30
-refused 3 v@t "$NOSUCH" "t with n2 down (only n1 holds it)"
-wait_log 3 "v@t: .*cannot be read" 5
+cl_assert_image 3 v@t "$CL_ROOT/B" "t through n3, n2 down (n1's and n3's made-up chunks)"
 refused 3 v@nosuch "$NOSUCH" "a name no copy has, n2 down"
 cl_assert_image 3 v@s "$CL_ROOT/A" "s through n3, n2 down"
 cl_stop_all

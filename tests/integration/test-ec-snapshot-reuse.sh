@@ -14,12 +14,14 @@
 #     resync: v@s reads B and v reads D; every node lists s; with n2 killed
 #     v@s still reads B (n3's made-up chunks and n1's); n2 back; s deleted
 #     (every copy stays in sync, every list empty) and cut a third time.
-#  2. the same with the journal out of reach: s2 cut on every copy; n3 killed;
-#     s2 deleted; v detached from n1 and attached on n2 (a new coordinator, no
-#     journal of n3's missed names); n3 restarted and resynced (it still holds
-#     the old s2); image C; s2 created again: n3 answers that it exists, the
-#     coordinator deletes the stale one there and cuts it again: v@s2 reads C
-#     (n3's data chunks read from n3's own s2); scrub finds nothing.
+#  2. the journal out of reach: s2 cut on every copy; n3 killed; s2 deleted;
+#     image E, s3 cut (n1, n2); v detached from n1 and attached on n2 (a new
+#     coordinator, without n1's file of n3's missed operations: it takes them
+#     from vol/v, where n1 recorded them before answering); n3 restarted and
+#     resynced: its old s2 deleted, s3 made up (its catalogue lists s s3;
+#     before: s s2, no s3); v@s3 reads E; image C; s2 created again (no stale
+#     one on n3 to drop): v@s2 reads C (n3's data chunks from its own s2);
+#     scrub finds nothing.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -43,6 +45,7 @@ cl_pattern "$CL_ROOT/A" "$SIZE" 1
 cl_pattern "$CL_ROOT/B" "$SIZE" 2
 cl_pattern "$CL_ROOT/C" "$SIZE" 3
 cl_pattern "$CL_ROOT/D" "$SIZE" 4
+cl_pattern "$CL_ROOT/E" "$SIZE" 5
 write_image 1 "$CL_ROOT/A"
 ctsr snapshot create v s >/dev/null || fail "snapshot create s"
 cl_assert_image 1 v@s "$CL_ROOT/A" "s before"
@@ -91,14 +94,34 @@ ctsr snapshot create v s2 >/dev/null || fail "snapshot create s2"
 cl_kill 3
 cl_wait_state v n3 out-of-sync 30
 ctsr snapshot delete v s2 >/dev/null || fail "snapshot delete s2 with n3 away"
+write_image 1 "$CL_ROOT/E"
+ctsr snapshot create v s3 >/dev/null || fail "snapshot create s3 with n3 away"
 ctsr volume detach v >/dev/null || fail "detach from n1"
 cl_attach_retry v n2
 cl_start_node 3
 cl_wait_synced v 120
+# what n3 missed under n1 comes from vol/v's record: its old s2 deleted, s3
+# made up (before: n3 kept s2 and never got s3)
+snaps_of_copy() {  # NODE: the snapshot names of NODE's copy of v, from its catalogue
+	"$PY" - "$(cl_dir "$1")" <<'PYEOF'
+import sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}/store.db?mode=ro", uri=True)
+rows = db.execute("select s.name from snapshots s join volumes v on s.vol_uuid = v.uuid "
+                  "where v.name = 'v' and s.flags = 0 order by s.seq").fetchall()
+print(" ".join(r[0] for r in rows))
+PYEOF
+}
+assert_eq "$(snaps_of_copy 3)" "s s3" "n3's chunk copy's snapshots under n2"
+assert_eq "$(snaps_of_copy 1)" "s s3" "n1's chunk copy's snapshots"
+wait_log 2 "copy [0-9] \(n3\): 2 snapshot operations it missed, as recorded" 5
+wait_log 2 "copy [0-9] \(n3\): snapshot s3 made up there" 5
+cl_assert_image 2 v@s3 "$CL_ROOT/E" "s3 through the new coordinator"
 write_image 2 "$CL_ROOT/C"
 ctsr snapshot create v s2 >/dev/null || fail "snapshot create s2 again"
-wait_log 2 "copy [0-9] \(n3\) holds an old snapshot s2: deleted there, cut again" 5
 cl_wait_synced v 120
+if grep -qE "holds an old snapshot s2" "$(cl_dir 2)/tesserad.log"; then
+	fail "n3 still held the old s2 when it was cut again"
+fi
 # n3 is a source again (IN_SYNC, nothing pending): its data chunks of v@s2
 # (2 stripes in 3) are read from its own s2
 cl_assert_image 2 v@s2 "$CL_ROOT/C" "s2 again"
