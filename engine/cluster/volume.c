@@ -796,8 +796,9 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 	rec->copies[idx]->state = TESSERA__CLUSTER__COPY_STATE__OUT_OF_SYNC;
 	rec->copies[idx]->since = cluster_now();
 	rec->copies[idx]->rebuild = true; /* an old bitmap of that node is not this copy's */
-	/* a mirror's new copy misses every snapshot, whoever rebuilds it */
-	if (rec->ec_k == 0 && replace_missed(c, name, rec->copies[idx], &missed) < 0) {
+	/* a new copy (a mirror's, or an ec volume's chunk copy) misses every
+	 * snapshot, whoever rebuilds it */
+	if (replace_missed(c, name, rec->copies[idx], &missed) < 0) {
 		char m2[256];
 
 		ret = -ENOMEM;
