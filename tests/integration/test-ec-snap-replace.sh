@@ -14,6 +14,12 @@
 #  4. C2 back: every node's snapshot list has s1 s2 s3; scrub clean.
 #  5. C1 back (it holds no copy now), v attached there: v@s1, v@s2 and v read
 #     back (every chunk from the copies), v@nosuch refused at the handshake.
+#  6. a fifth node started; C2's copy replaced onto it while C1, which
+#     holds no in-sync chunk copy to list the snapshots, coordinates: the
+#     list cluster/volume.c gives (every snapshot) is made up there: its
+#     catalogue lists s1 s2 s3; with C0 (or the spare, if C0 is the metadata
+#     node n1) killed, v@s1, v@s2, v@s3 and v read back through C1 (each
+#     stripe needs n5's new chunk).
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -103,5 +109,30 @@ fi
 echo "$out" | grep -q "No such file or directory for export" ||
 	fail "v@nosuch through n$c1 refused without 'unknown export': $out"
 log "v@nosuch refused through n$c1 (no chunk copy there)"
+
+# ---- 6. a replace on a coordinator that holds no in-sync chunk copy: the
+# new copy gets the list the cluster gives it (every snapshot of the volume,
+# tsr_layout_copy.missed; before, for ec: none, and a warning).  A fifth node
+# takes it (n$c1 still holds its old copy's store volume, never deleted).
+CL_N=5
+CL_PORT[5]=$(free_port)
+cl_start_node 5
+cl_wait_nodes_alive 5
+out=$(ctsr_via "$c1" volume replace-replica v --node "n$c2" --to n5 2>&1) ||
+	fail "replace-replica of n$c2's copy onto n5 (coordinator n$c1): $out"
+cl_wait_synced v 120
+assert_eq "$(snaps_of_copy 5)" "s1 s2 s3" "the copy rebuilt on n5 (coordinator n$c1 holds no chunk copy)"
+if grep -q "gets none of the volume's snapshots" "$(cl_dir "$c1")/tesserad.log"; then
+	fail "n$c1 gave the new copy no snapshot"
+fi
+# with one other copy down every stripe needs n5's new chunks
+victim=$c0
+[ "$c0" != 1 ] || victim=$spare
+cl_kill "$victim"
+cl_wait_state v "n$victim" out-of-sync 30
+cl_assert_image "$c1" v@s1 "$CL_ROOT/A" "s1 with n$victim down (n5's made-up chunks)"
+cl_assert_image "$c1" v@s2 "$CL_ROOT/B" "s2 with n$victim down"
+cl_assert_image "$c1" v@s3 "$CL_ROOT/D" "s3 with n$victim down"
+cl_assert_image "$c1" v "$CL_ROOT/D" "head with n$victim down"
 cl_stop_all
 log "ok"
