@@ -204,12 +204,20 @@ bool tsr_layout_is_ec(const struct tsr_layout *l);
  * home worker (*home): every read must be issued there (else -EXDEV).
  * Writes, trims, write-zeroes and the snap op fail with -EROFS; flush is a
  * no-op; block status reports everything allocated.  Size: the volume's at
- * the cut (from this node's chunk copy when it holds one, else the current
- * size).  It holds no reference on coord once started and may outlive it.
- * A chunk copy without the snapshot (away at the cut) is decoded around; a
- * snapshot no copy holds fails its reads with -EIO.  Any thread.
- * Errors: -EINVAL coord not ec or bad name; -ENOMEM; the store's errors
- * opening this node's chunk snapshot other than -ENOENT.
+ * the cut (from this node's chunk copy when it holds one, else from the
+ * chunk-volume snapshot of a copy that does).  It holds no reference on
+ * coord once started and may outlive it.  A chunk copy without the snapshot
+ * (away at the cut) is decoded around.  When this node's chunk copy lacks
+ * snap, or is no source (not IN_SYNC, or missed operations pending), or the
+ * node holds none, the other copies are asked first (a peer OPEN of
+ * "VOL@SNAP" each, waited for here: at most the peer timeout + 1 s).  Any
+ * thread.
+ * Errors: -EINVAL coord not ec or bad name; -ENOMEM; -ENOENT no snapshot
+ * snap: fewer than k copies hold it and the others answered that they lack
+ * it (NBD: unknown export); -EHOSTUNREACH fewer than k confirmed it while
+ * enough others could not be asked (away, out of sync, missed operations
+ * pending, not answering) to leave it unknown; the store's errors opening
+ * this node's chunk snapshot other than -ENOENT.
  */
 int tsr_layout_ec_snap_create(struct tsr_layout *coord, const char *snap,
 			      struct tsr_layout **out, struct tsr_worker **home);
