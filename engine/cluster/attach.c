@@ -387,28 +387,43 @@ static void *missed_thread(void *arg)
 }
 
 /*
- * Wait (at most 10 s) until no record asked through c is queued or being
- * recorded: a detach calls it once the layout is gone, so that the last
- * detach of tsr_cluster_stop leaves the recording thread nothing of c's.
+ * Called by a detach once the layout is gone, so that the last detach of
+ * tsr_cluster_stop leaves the recording thread nothing of c's: the records
+ * asked through c and still queued are answered -ESHUTDOWN here (the layout
+ * they belong to is gone: nobody acknowledges on them any more; the next
+ * attach rebuilds from the record as it is), and the one being recorded is
+ * waited for (its metadata calls end within their timeouts).  Before, the
+ * wait gave up after 10 s and a record still queued then used c after
+ * tsr_cluster_stop had freed it.
  */
 static void missed_drain(struct tsr_cluster *c)
 {
-	struct timespec until;
-	bool busy = true;
+	struct missed_req *mine = NULL, **pp, *r;
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += 10;
 	pthread_mutex_lock(&g_missed_lock);
-	while (busy) {
-		busy = g_missed_current == c;
-		for (struct missed_req *r = g_missed_head; r != NULL && !busy; r = r->next)
-			busy = r->c == c;
-		if (busy && pthread_cond_timedwait(&g_missed_cond, &g_missed_lock, &until) != 0) {
-			tsr_warn("cluster: records of missed snapshots still queued after 10 s");
-			break;
+	pp = &g_missed_head;
+	g_missed_tail = NULL;
+	while ((r = *pp) != NULL) {
+		if (r->c == c) {
+			*pp = r->next;
+			r->next = mine;
+			mine = r;
+		} else {
+			g_missed_tail = r;
+			pp = &r->next;
 		}
 	}
+	while (g_missed_current == c)
+		pthread_cond_wait(&g_missed_cond, &g_missed_lock);
 	pthread_mutex_unlock(&g_missed_lock);
+	while ((r = mine) != NULL) {
+		mine = r->next;
+		tsr_info("cluster: volume %s: the snapshot operations copy %u (%s) missed are "
+			 "not recorded (detached first)", r->vol, r->idx, r->node_id);
+		r->done(r->done_arg, -ESHUTDOWN);
+		free(r->ops);
+		free(r);
+	}
 }
 
 /* hooks.set_copy_missed (layout.h): queue it for the recording thread. */
