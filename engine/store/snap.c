@@ -49,9 +49,13 @@
 
 int store_test_crash_at;
 
+/* Tests: the process ends at the store_test_crash_at-th point reached.  The
+ * points of the spare thread and the reaper count too, so the count is
+ * taken atomically: each decrement once, one thread ends it. */
 void store_crash_point(void)
 {
-	if (store_test_crash_at > 0 && --store_test_crash_at == 0)
+	if (__atomic_load_n(&store_test_crash_at, __ATOMIC_ACQUIRE) > 0 &&
+	    __atomic_sub_fetch(&store_test_crash_at, 1, __ATOMIC_ACQ_REL) == 0)
 		_exit(99);
 }
 
