@@ -1365,6 +1365,8 @@ static void test_replace_given_snapshots(void **state)
 	uint8_t *at_s1 = malloc(VOL), *at_s2 = malloc(VOL);
 	struct node n3;
 	char path[PATH_MAX];
+	struct tsr_layout_status st;
+	uint64_t copied0;
 
 	opts_init(e, &o, false, 2, 1);
 	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
@@ -1386,9 +1388,15 @@ static void test_replace_given_snapshots(void **state)
 	snprintf(nc.node_id, sizeof(nc.node_id), "%s", n3.node_id);
 	snprintf(nc.address, sizeof(nc.address), "%s", n3.address);
 	nc.missed = "c s1\n"; /* read before s2 was cut */
+	get_status(e, &st);
+	copied0 = st.resync_bytes_copied;
 	assert_int_equal(tsr_layout_replace_copy(e->l, 2, &nc), 0);
 	assert_int_equal(access(path, F_OK), -1); /* the old copy's journal went */
 	assert_true(wait_status(e, all_in_sync, 20000));
+	/* what differs only: s1's 2 MiB of data, s2's 2 MiB changed since s1, the
+	 * head's 1 MiB since s2 (each whole image, 16 + 16 + 4 MiB, before) */
+	get_status(e, &st);
+	assert_int_equal(st.resync_bytes_copied - copied0, 5 * MiB);
 	for (unsigned n = 0; n < 2; n++) {
 		assert_snap_equals(e, n, "s1", at_s1);
 		assert_snap_equals(e, n, "s2", at_s2);
