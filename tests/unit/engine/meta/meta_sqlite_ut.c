@@ -644,6 +644,26 @@ static void test_threads_share_handle(void **state)
  * file system with not one block free (but for the -shm file, below). */
 static bool g_full;
 static unsigned g_full_refused;
+/* Blocks meta.db.reserve gives back while "full" are free for others:
+ * its allocated bytes when the file system filled, and what writes took of
+ * what it gave back since. */
+static char g_reserve[PATH_MAX];
+static uint64_t g_reserve_at_full, g_reserve_used;
+
+static uint64_t reserve_allocated(void)
+{
+	struct stat st;
+
+	return stat(g_reserve, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
+}
+
+static void full_fs_start(const char *meta_path)
+{
+	snprintf(g_reserve, sizeof(g_reserve), "%s.reserve", meta_path);
+	g_reserve_at_full = reserve_allocated();
+	g_reserve_used = 0;
+	g_full = true;
+}
 static sqlite3_syscall_ptr g_real_pwrite, g_real_pwrite64, g_real_write;
 
 static bool needs_blocks(int fd, off_t off, size_t n)
@@ -662,6 +682,16 @@ static bool needs_blocks(int fd, off_t off, size_t n)
 	len = readlink(link, name, sizeof(name) - 1);
 	if (len > 4 && memcmp(name + len - 4, "-shm", 4) == 0)
 		return false;
+	{
+		uint64_t need = ((uint64_t)off + n - (uint64_t)st.st_blocks * 512 + 4095) & ~4095ull;
+		uint64_t now = reserve_allocated();
+		uint64_t freed = g_reserve_at_full > now ? g_reserve_at_full - now : 0;
+
+		if (freed >= g_reserve_used + need) {
+			g_reserve_used += need;
+			return false;
+		}
+	}
 	g_full_refused++;
 	errno = ENOSPC;
 	return true;
@@ -718,10 +748,12 @@ static void full_fs_remove(void)
  * The data file system of the meta node fills up.  Commits go on inside the
  * WAL's reserve (1 MiB of blocks from the open) while the checkpoints, which
  * must grow meta.db, cannot; once the reserve is used up a change fails with
- * -ENOSPC (before: -EIO, "Input/output error") and nothing of it is kept:
- * every change acknowledged before reads back, also after a reopen on the
- * still full file system.  Once space is back, puts and deletes work again
- * and the WAL is checkpointed.
+ * -ENOSPC (before 57ddb88: -EIO, "Input/output error") and nothing of it is
+ * kept.  That refusal gives meta.db.reserve's 1 MiB to a checkpoint
+ * (92c934d), so the change issued again commits, and more after it, until
+ * the WAL is full again: refused for good then (the reserve is spent).
+ * Every change acknowledged reads back, also after a reopen on the still
+ * full file system.  Once space is back, puts and deletes work again.
  */
 static void test_full_fs(void **state)
 {
@@ -738,7 +770,7 @@ static void test_full_fs(void **state)
 		assert_int_equal(tsr_meta_cas(f->m, key, 0, val, sizeof(val), 0, &rev), 0);
 	}
 	full_fs_install();
-	g_full = true;
+	full_fs_start(f->path);
 	for (i = 0; i < 2000; i++) {
 		snprintf(key, sizeof(key), "k/%04d", i);
 		memset(val, 'a' + i % 26, sizeof(val));
@@ -754,7 +786,23 @@ static void test_full_fs(void **state)
 	assert_true(acked > 10); /* inside the WAL's reserve */
 	assert_true(g_full_refused > 0);
 	assert_int_equal(tsr_meta_get(f->m, key, &kv), -ENOENT);
+	/* the refusal gave the reserve to a checkpoint: issued again, it commits */
+	assert_true(reserve_allocated() < g_reserve_at_full);
+	for (i = acked; i < 2000; i++) {
+		snprintf(key, sizeof(key), "k/%04d", i);
+		memset(val, 'a' + i % 26, sizeof(val));
+		ret = tsr_meta_cas(f->m, key, 0, val, sizeof(val), 0, &rev);
+		if (ret)
+			break;
+		last_rev = rev;
+	}
+	print_message("%d more after the reserve was given, then %d\n", i - acked, ret);
+	assert_true(i - acked > 10);
+	assert_int_equal(ret, -ENOSPC);
+	acked = i;
+	/* the reserve is spent: refused for good until space is freed */
 	assert_int_equal(tsr_meta_cas(f->m, key, 0, val, sizeof(val), 0, &rev), -ENOSPC);
+	assert_int_equal(tsr_meta_get(f->m, key, &kv), -ENOENT);
 
 	/* reopened on the full file system: every acknowledged change is there */
 	tsr_meta_close(f->m);
