@@ -20,6 +20,7 @@
  * counts the bytes it moved as resync bytes.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +49,14 @@ struct mscrub {
 	/* repairs of this chunk */
 	uint32_t rep_block; /* next block to look at */
 	uint32_t rep_run;   /* blocks in the run in flight */
+	/* the snapshot pass, after the heads (report only) */
+	bool in_snaps;
+	struct tsr_snap_info *snaps;
+	size_t n_snaps, snap_i;
+	uint64_t snap_bad; /* blocks of the current snapshot found differing */
+	struct tsr_svol *ssvol;                  /* the local copy's snapshot, this chunk */
+	uint64_t shandle[TSR_MIRROR_MAX_COPIES]; /* remote sessions on VOL@SNAP, this chunk */
+	uint8_t *sbuf;                           /* the local snapshot's chunk */
 };
 
 struct ssub {
@@ -59,10 +68,19 @@ static void chunk_next(struct mscrub *s);
 static void chunk_compare(struct mscrub *s);
 static void repair_next(struct mscrub *s);
 
+static bool snaps_start(struct mscrub *s);
+
 static void scrub_finish(struct mscrub *s, int status)
 {
 	struct mirror *m = s->m;
 
+	if (status == 0 && !s->converge && !s->in_snaps && !s->aborted && snaps_start(s))
+		return; /* the snapshots are compared next */
+	free(s->snaps);
+	s->snaps = NULL;
+	if (s->sbuf != NULL)
+		tsr_free_aligned(s->sbuf);
+	s->sbuf = NULL;
 	if (s->locked)
 		rl_release(m, &s->rl);
 	if (s->lock_wait)
@@ -377,6 +395,271 @@ static void chunk_next(struct mscrub *s)
 		return;
 	}
 	scrub_finish(s, m->fenced ? -EIO : -ECANCELED);
+}
+
+/* ---- snapshots: the same image on every copy (reported, not repaired) ----
+ *
+ * After the heads, each snapshot the local copy lists is compared the same
+ * way, chunk by chunk: under the chunk's range lock (a snapshot operation
+ * takes the whole volume's, so no delete runs while a session is open),
+ * every IN_SYNC copy's snapshot is opened (local: tsr_store_snap_open, read
+ * and summed; remote: a peer session on VOL@SNAP, SUMS), summed, closed,
+ * and the block sums voted on as for the heads.  A block outside the
+ * majority, a copy lacking the snapshot (-ENOENT) or failing to read the
+ * chunk (-EIO) counts as a mismatch and as unrepaired: a snapshot is
+ * read-only in the store.  A snapshot no copy holds (deleted since the
+ * list) is skipped.  Without a local IN_SYNC copy no list is at hand:
+ * logged, not compared.
+ */
+static void snap_chunk_next(struct mscrub *s);
+
+static void snap_chunk_compare(struct mscrub *s)
+{
+	struct mirror *m = s->m;
+	const struct tsr_snap_info *si = &s->snaps[s->snap_i];
+	uint32_t nblocks = s->len / TSR_BLOCK_SIZE, lacking = 0, holding = 0;
+
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		if (!(s->set & (1u << i)))
+			continue;
+		if (s->cstatus[i] == -ENOENT || s->cstatus[i] == -EIO) {
+			if (s->cstatus[i] == -ENOENT)
+				lacking |= 1u << i;
+			else
+				holding |= 1u << i;
+			memset(s->unreadable[i], 1, nblocks);
+		} else if (s->cstatus[i] < 0) {
+			s->set &= ~(1u << i); /* not compared (connection, queue) */
+		} else {
+			holding |= 1u << i;
+		}
+	}
+	if (holding == 0) { /* deleted since the list, or nothing to compare */
+		s->pos = si->size;
+	} else if (__builtin_popcount(s->set) >= 2) {
+		if (lacking != 0 && s->pos == 0)
+			tsr_warn("mirror %s: scrub: snapshot %s missing on copies 0x%x", m->name,
+				 si->name, lacking);
+		for (uint32_t b = 0; b < nblocks; b++) {
+			uint32_t bad;
+			int win = block_verdict(s, b, &bad);
+
+			if (bad == 0)
+				continue;
+			m->scrub_mismatches++;
+			m->scrub_unrepaired++;
+			if (s->snap_bad++ < 8)
+				tsr_warn("mirror %s: scrub: snapshot %s block %llu differs on copies "
+					 "0x%x (majority: copy %d); not repaired (read-only)",
+					 m->name, si->name,
+					 (unsigned long long)(s->pos / TSR_BLOCK_SIZE + b), bad, win);
+		}
+		s->pos += s->len;
+	} else {
+		s->pos += s->len;
+	}
+	if (s->locked) {
+		s->locked = false;
+		rl_release(m, &s->rl);
+	}
+	snap_chunk_next(s);
+}
+
+static void snap_close_done(void *arg, int status);
+
+static void snap_step_done(struct mscrub *s)
+{
+	if (--s->pending > 0)
+		return;
+	if (s->ssvol != NULL) {
+		tsr_svol_put(s->ssvol);
+		s->ssvol = NULL;
+	}
+	/* close the remote sessions before the lock goes (then a delete may run) */
+	for (unsigned i = 0; i < s->m->n_copies; i++) {
+		if (s->shandle[i] != 0) {
+			struct mcopy *c = &s->m->copies[i];
+			uint64_t h = s->shandle[i];
+
+			s->shandle[i] = 0;
+			if (c->client == NULL)
+				continue;
+			s->pending++;
+			if (tsr_peer_close(c->client, h, s->m->epoch, snap_close_done, s) < 0)
+				s->pending--;
+		}
+	}
+	if (s->pending == 0)
+		snap_chunk_compare(s);
+}
+
+static void snap_close_done(void *arg, int status)
+{
+	(void)status; /* the session goes with the connection anyway */
+	snap_step_done(arg);
+}
+
+static void snap_sums_done(void *arg, int status)
+{
+	struct ssub *ss = arg;
+	struct mscrub *s = ss->s;
+
+	if (status < 0 && s->cstatus[ss->idx] == 0)
+		s->cstatus[ss->idx] = status;
+	free(ss);
+	snap_step_done(s);
+}
+
+static void snap_open_done(void *arg, int status, uint64_t handle, uint64_t size)
+{
+	struct ssub *ss = arg;
+	struct mscrub *s = ss->s;
+	struct mcopy *c = &s->m->copies[ss->idx];
+	int ret;
+
+	(void)size;
+	if (status < 0 || c->client == NULL) {
+		s->cstatus[ss->idx] = status < 0 ? status : -ENOTCONN;
+		free(ss);
+		snap_step_done(s);
+		return;
+	}
+	s->shandle[ss->idx] = handle;
+	ret = tsr_peer_sums(c->client, handle, s->m->epoch, s->pos, s->len, s->sums[ss->idx],
+			    snap_sums_done, ss);
+	if (ret < 0)
+		snap_sums_done(ss, ret);
+}
+
+static void snap_local_done(void *arg, int status)
+{
+	struct ssub *ss = arg;
+	struct mscrub *s = ss->s;
+
+	if (status == 0)
+		for (uint32_t b = 0; b < s->len / TSR_BLOCK_SIZE; b++)
+			s->sums[ss->idx][b] =
+			    tsr_crc32c(0, s->sbuf + (size_t)b * TSR_BLOCK_SIZE, TSR_BLOCK_SIZE);
+	snap_sums_done(ss, status);
+}
+
+static void snap_chunk_sums(struct mscrub *s)
+{
+	struct mirror *m = s->m;
+	const char *snap = s->snaps[s->snap_i].name;
+	char rname[2 * 64 + 2];
+
+	snprintf(rname, sizeof(rname), "%s@%s", m->name, snap);
+	s->set = 0;
+	s->pending = 1;
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		struct mcopy *c = &m->copies[i];
+		struct ssub *ss;
+		int ret;
+
+		s->cstatus[i] = 0;
+		s->shandle[i] = 0;
+		memset(s->unreadable[i], 0, sizeof(s->unreadable[i]));
+		if (!c->present || !c->open || c->state != TSR_COPY_IN_SYNC)
+			continue;
+		if (!c->local && c->client == NULL)
+			continue;
+		ss = malloc(sizeof(*ss));
+		if (ss == NULL)
+			continue;
+		s->set |= 1u << i;
+		ss->s = s;
+		ss->idx = i;
+		s->pending++;
+		if (c->local) {
+			ret = tsr_store_snap_open(m->store, m->name, snap, &s->ssvol);
+			if (ret == 0)
+				ret = tsr_svol_read(s->ssvol, m->io, s->pos, s->len, s->sbuf,
+						    snap_local_done, ss);
+		} else {
+			ret = tsr_peer_open(c->client, rname, m->epoch, snap_open_done, ss);
+		}
+		if (ret < 0) {
+			s->cstatus[i] = ret;
+			free(ss);
+			s->pending--;
+		}
+	}
+	snap_step_done(s);
+}
+
+static void snap_granted(struct rlock *rl)
+{
+	struct mscrub *s = (struct mscrub *)((char *)rl - offsetof(struct mscrub, rl));
+
+	s->lock_wait = false;
+	s->locked = true;
+	snap_chunk_sums(s);
+}
+
+static void snap_chunk_next(struct mscrub *s)
+{
+	struct mirror *m = s->m;
+
+	while (!s->aborted && !m->fenced && !m->closing) {
+		const struct tsr_snap_info *si;
+
+		if (s->snap_i >= s->n_snaps) {
+			scrub_finish(s, 0);
+			return;
+		}
+		si = &s->snaps[s->snap_i];
+		if (s->pos >= si->size || mirror_in_sync(m) < 2) {
+			if (s->snap_bad > 0)
+				tsr_warn("mirror %s: scrub: snapshot %s: %llu blocks differ between "
+					 "copies", m->name, si->name,
+					 (unsigned long long)s->snap_bad);
+			s->snap_i++;
+			s->pos = 0;
+			s->snap_bad = 0;
+			continue;
+		}
+		s->len = si->size - s->pos < MIRROR_SCRUB_CHUNK ? (uint32_t)(si->size - s->pos)
+								: MIRROR_SCRUB_CHUNK;
+		if (rl_acquire(m, &s->rl, s->pos, s->len, snap_granted)) {
+			s->locked = true;
+			snap_chunk_sums(s);
+		} else {
+			s->lock_wait = true;
+		}
+		return;
+	}
+	scrub_finish(s, m->fenced ? -EIO : -ECANCELED);
+}
+
+/* The heads are done: compare the snapshots next (true), or nothing to do. */
+static bool snaps_start(struct mscrub *s)
+{
+	struct mirror *m = s->m;
+	bool local = false;
+	int ret;
+
+	s->in_snaps = true;
+	for (unsigned i = 0; i < m->n_copies; i++)
+		if (m->copies[i].present && m->copies[i].local && m->copies[i].open &&
+		    m->copies[i].state == TSR_COPY_IN_SYNC)
+			local = true;
+	if (!local || m->store == NULL) {
+		tsr_info("mirror %s: scrub: snapshots not compared (no in-sync copy here to list "
+			 "them)", m->name);
+		return false;
+	}
+	ret = tsr_store_snap_list(m->store, m->name, &s->snaps, &s->n_snaps);
+	if (ret < 0 || s->n_snaps == 0)
+		return false;
+	s->sbuf = tsr_alloc_aligned(MIRROR_SCRUB_CHUNK);
+	if (s->sbuf == NULL)
+		return false;
+	s->snap_i = 0;
+	s->pos = 0;
+	s->snap_bad = 0;
+	snap_chunk_next(s);
+	return true;
 }
 
 int mirror_scrub_begin(struct mirror *m, bool repair, bool converge,
