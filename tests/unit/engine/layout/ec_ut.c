@@ -1915,7 +1915,7 @@ static void test_snapshot_missed_recorded(void **state)
 	tsr_svol_put(v);
 	assert_int_equal(tsr_store_snap_info(e->nodes[2].store, VOLNAME, "m1", &si), -ENOENT);
 	assert_int_equal(snaps_files(e), 0);
-	for (int i = 0; i < 100; i++) { /* the replay's progress: recorded without waiting */
+	for (int i = 0; i < 1000; i++) { /* the replay's progress: recorded without waiting */
 		rec_get(2, rec, sizeof(rec));
 		if (rec[0] == '\0')
 			break;
