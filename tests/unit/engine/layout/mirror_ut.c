@@ -1500,6 +1500,37 @@ static void test_scrub_unreadable(void **state)
 	assert_copies_equal_model(e);
 }
 
+/* Scrub compares the snapshots too (report only): equal images are clean; a
+ * copy lacking one (deleted behind the layout's back) counts every block of
+ * it, unrepaired, while the heads stay clean. */
+static void test_scrub_snapshots(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_layout_status s;
+
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, MiB, 1, TSR_WRITE_FUA), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s1"), 0);
+	assert_int_equal(lwrite(e, 0, 64 * 1024, 2, TSR_WRITE_FUA), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s2"), 0);
+	assert_int_equal(tsr_layout_scrub_start(e->l, false), 0);
+	assert_true(wait_status(e, scrub_finished, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.scrub_mismatches, 0);
+	assert_int_equal(s.scrub_unrepaired, 0);
+	/* s1 gone from node2's copy only */
+	assert_int_equal(tsr_store_snap_delete(e->nodes[2].store, VOLNAME, "s1"), 0);
+	assert_int_equal(tsr_layout_scrub_start(e->l, false), 0);
+	assert_true(wait_status(e, scrub_finished, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.scrub_mismatches, VOL / BS);
+	assert_int_equal(s.scrub_repaired, 0);
+	assert_int_equal(s.scrub_unrepaired, VOL / BS);
+	assert_copies_equal_model(e);
+}
+
 /* A replica dies while writes are in flight: none fails (min 2), and the
  * resync afterwards moves only regions, not the volume. */
 struct stopper {
@@ -1763,6 +1794,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_replace_given_snapshots, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stalled_write_resumes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_scrub_unreadable, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_scrub_snapshots, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replica_dies_mid_workload, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resync_at_create, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_local_copy_fails, setup, teardown),
