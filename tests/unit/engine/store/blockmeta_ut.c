@@ -82,6 +82,37 @@ static void raw_read(struct env *e, uint64_t off, void *out, size_t len)
 	close(fd);
 }
 
+/* For a forked child (no cmocka asserts): poll the data file until
+ * [off, off + len) holds want, reaping io meanwhile (a held completion stays
+ * held).  0 once it does, -1 after 60 s. */
+static int wait_file_holds(struct env *e, uint64_t off, const void *want, size_t len,
+			   struct tsr_io *io)
+{
+	char path[PATH_MAX];
+	char *got = malloc(len);
+	int64_t t0 = tsr_mono_ms();
+	int fd, ret = -1;
+
+	vol_file(e->dir, e->uuid, "data", path);
+	fd = open(path, O_RDONLY);
+	if (fd < 0 || got == NULL)
+		goto out;
+	while (tsr_mono_ms() - t0 < 60000) {
+		if (pread(fd, got, len, (off_t)off) == (ssize_t)len && memcmp(got, want, len) == 0) {
+			ret = 0;
+			break;
+		}
+		if (tsr_io_poll(io, 0, false) < 0)
+			break;
+		usleep(1000);
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	free(got);
+	return ret;
+}
+
 /* While the mark's fsync is held (delay), a first write into a clean region
  * has changed neither its entries nor its data, and only the fsync is on the
  * io; a second write into the same group joins it; both land after it. */
@@ -250,8 +281,14 @@ static void test_crash_after_write(void **state)
 				_exit(4);
 		if (tsr_io_submit(io) < 0 || d.calls != 0)
 			_exit(5);
-		usleep(300 * 1000); /* the write itself reaches the disk */
-		_exit(0);           /* crash: no put, no close */
+		/* the write itself reaches the file (its completion stays held):
+		 * waited for by reading the file, not a fixed sleep (a loaded
+		 * machine may run the write later than any sleep) */
+		if (wait_file_holds(e, 5 * MiB, e->buf, BS, io) != 0)
+			_exit(6);
+		if (d.calls != 0)
+			_exit(7);
+		_exit(0); /* crash: no put, no close */
 	}
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
