@@ -51,6 +51,7 @@ struct mscrub {
 	uint32_t rep_run;   /* blocks in the run in flight */
 	/* the snapshot pass, after the heads (report only) */
 	bool in_snaps;
+	int snap_phase; /* of a chunk: 0 sums, 1 block by block (-EIO), 2 closing */
 	struct tsr_snap_info *snaps;
 	size_t n_snaps, snap_i;
 	uint64_t snap_bad; /* blocks of the current snapshot found differing */
@@ -466,16 +467,18 @@ static void snap_chunk_compare(struct mscrub *s)
 }
 
 static void snap_close_done(void *arg, int status);
+static void snap_fb_next(struct mscrub *s);
 
-static void snap_step_done(struct mscrub *s)
+/* Close the chunk's sessions before its lock goes (then a delete may run);
+ * compare once they are closed. */
+static void snap_close_all(struct mscrub *s)
 {
-	if (--s->pending > 0)
-		return;
+	s->snap_phase = 2;
+	s->pending = 1;
 	if (s->ssvol != NULL) {
 		tsr_svol_put(s->ssvol);
 		s->ssvol = NULL;
 	}
-	/* close the remote sessions before the lock goes (then a delete may run) */
 	for (unsigned i = 0; i < s->m->n_copies; i++) {
 		if (s->shandle[i] != 0) {
 			struct mcopy *c = &s->m->copies[i];
@@ -489,8 +492,83 @@ static void snap_step_done(struct mscrub *s)
 				s->pending--;
 		}
 	}
-	if (s->pending == 0)
+	if (--s->pending == 0)
 		snap_chunk_compare(s);
+}
+
+static void snap_step_done(struct mscrub *s)
+{
+	if (--s->pending > 0)
+		return;
+	if (s->snap_phase == 0) { /* sums in: copies that answered -EIO, block by block */
+		s->snap_phase = 1;
+		s->fb_copy = 0;
+		s->fb_block = 0;
+		snap_fb_next(s);
+		return;
+	}
+	snap_chunk_compare(s); /* closed */
+}
+
+static void snap_fb_done(void *arg, int status)
+{
+	struct mscrub *s = arg;
+	unsigned i = s->fb_copy;
+	uint32_t b = s->fb_block;
+
+	if (status == 0) {
+		if (s->m->copies[i].local)
+			s->sums[i][b] = tsr_crc32c(0, s->sbuf + (size_t)b * TSR_BLOCK_SIZE,
+						   TSR_BLOCK_SIZE);
+		else
+			s->sums[i][b] = s->fb_sum;
+		s->fb_block++;
+	} else if (status == -EIO) {
+		s->unreadable[i][b] = 1;
+		s->fb_block++;
+	} else {
+		s->cstatus[i] = status; /* left out of the chunk */
+		s->fb_copy++;
+		s->fb_block = 0;
+	}
+	snap_fb_next(s);
+}
+
+/* Ask each copy whose chunk SUMS (or read) failed with -EIO one block at a
+ * time, so that only its unreadable blocks count. */
+static void snap_fb_next(struct mscrub *s)
+{
+	struct mirror *m = s->m;
+	uint32_t nblocks = s->len / TSR_BLOCK_SIZE;
+
+	for (; s->fb_copy < m->n_copies; s->fb_copy++, s->fb_block = 0) {
+		unsigned i = s->fb_copy;
+		struct mcopy *c = &m->copies[i];
+		uint64_t off = s->pos + (uint64_t)s->fb_block * TSR_BLOCK_SIZE;
+		int ret;
+
+		if (!(s->set & (1u << i)) || s->cstatus[i] != -EIO)
+			continue;
+		if (s->aborted || m->fenced || m->closing)
+			break;
+		if (s->fb_block >= nblocks) {
+			s->cstatus[i] = 0; /* its unreadable blocks are marked */
+			continue;
+		}
+		if (c->local && s->ssvol != NULL)
+			ret = tsr_svol_read(s->ssvol, m->io, off, TSR_BLOCK_SIZE,
+					    s->sbuf + (size_t)s->fb_block * TSR_BLOCK_SIZE,
+					    snap_fb_done, s);
+		else if (!c->local && s->shandle[i] != 0 && c->client != NULL)
+			ret = tsr_peer_sums(c->client, s->shandle[i], m->epoch, off, TSR_BLOCK_SIZE,
+					    &s->fb_sum, snap_fb_done, s);
+		else
+			ret = -ENOTCONN;
+		if (ret == 0)
+			return;
+		/* cannot ask: the whole chunk counts as unreadable there */
+	}
+	snap_close_all(s);
 }
 
 static void snap_close_done(void *arg, int status)
@@ -552,6 +630,7 @@ static void snap_chunk_sums(struct mscrub *s)
 	snprintf(rname, sizeof(rname), "%s@%s", m->name, snap);
 	s->set = 0;
 	s->pending = 1;
+	s->snap_phase = 0;
 	for (unsigned i = 0; i < m->n_copies; i++) {
 		struct mcopy *c = &m->copies[i];
 		struct ssub *ss;

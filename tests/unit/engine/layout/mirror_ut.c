@@ -1520,7 +1520,28 @@ static void test_scrub_snapshots(void **state)
 	get_status(e, &s);
 	assert_int_equal(s.scrub_mismatches, 0);
 	assert_int_equal(s.scrub_unrepaired, 0);
-	/* s1 gone from node2's copy only */
+	/* block 3 of s1's layer on node1 fails its CRC: that block only counts
+	 * (asked block by block), the rest of its 4 MiB chunk is compared */
+	{
+		struct tsr_snap_info si;
+		char path[PATH_MAX], garbage[BS];
+		int fd;
+
+		assert_int_equal(tsr_store_snap_info(e->nodes[1].store, VOLNAME, "s1", &si), 0);
+		vol_file(e->nodes[1].dir, si.uuid, "data", path);
+		memset(garbage, 0x5a, sizeof(garbage));
+		fd = open(path, O_WRONLY);
+		assert_true(fd >= 0);
+		assert_int_equal(pwrite(fd, garbage, BS, (off_t)(3 * BS)), BS);
+		assert_int_equal(fsync(fd), 0);
+		close(fd);
+	}
+	assert_int_equal(tsr_layout_scrub_start(e->l, false), 0);
+	assert_true(wait_status(e, scrub_finished, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.scrub_mismatches, 1);
+	assert_int_equal(s.scrub_unrepaired, 1);
+	/* s1 gone from node2's copy only (node1's block 3 still counts) */
 	assert_int_equal(tsr_store_snap_delete(e->nodes[2].store, VOLNAME, "s1"), 0);
 	assert_int_equal(tsr_layout_scrub_start(e->l, false), 0);
 	assert_true(wait_status(e, scrub_finished, 20000));
