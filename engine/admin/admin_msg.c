@@ -527,6 +527,10 @@ static int check_request(const Tessera__Admin__Request *req, const char **why)
 		*why = "malformed token";
 		return -EINVAL;
 	}
+	if (req->via_node[0] != '\0' && !tsr_valid_name(req->via_node)) {
+		*why = "malformed via_node";
+		return -EINVAL;
+	}
 	switch (req->command_case) {
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE:
 		if (req->volume_create == NULL)

@@ -320,8 +320,23 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- admin ------------------------------------------------------------ */
 
+static bool cluster_admin_dispatch(struct tsr_cluster *c, const Tessera__Admin__Request *req,
+				   Tessera__Admin__Response *resp);
+
 bool tsr_cluster_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			      Tessera__Admin__Response *resp)
+{
+	const char *saved = c->origin;
+	bool handled;
+
+	c->origin = req->via_node != NULL ? req->via_node : "";
+	handled = cluster_admin_dispatch(c, req, resp);
+	c->origin = saved;
+	return handled;
+}
+
+static bool cluster_admin_dispatch(struct tsr_cluster *c, const Tessera__Admin__Request *req,
+				   Tessera__Admin__Response *resp)
 {
 	if (admin_is_replication(req->command_case))
 		return repl_admin_handle(c, req, resp);

@@ -58,6 +58,8 @@ struct tsr_cluster {
 	char *dir, *address, *join, *token, *node_id, *zone, *site, *coord_dir;
 	char **nbd_listeners;
 	struct tsr_meta *meta;         /* main thread's handle */
+	const char *origin;            /* main thread: the admin request being handled was
+					* forwarded by this node ("" none): nested calls avoid it */
 	struct tsr_meta *meta_bg;      /* the background thread's (== meta for sqlite) */
 	struct tsr_meta_server *meta_srv; /* --meta only */
 	uint64_t lease;                /* lock */

@@ -1330,7 +1330,7 @@ bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
 	struct cluster_view v;
 	char msg[1024];
 	uint64_t rev;
-	bool handled = true;
+	bool handled = true, origin_skipped = false;
 	int ret;
 
 	/* a chunk copy's own diff, asked by the node computing an ec diff */
@@ -1357,11 +1357,22 @@ bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
 		if (cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC ||
 		    !view_alive(&v, cr->node_id) || (node = view_node(&v, cr->node_id)) == NULL)
 			continue;
+		/* the node that forwarded the request we are handling waits for
+		 * our answer: asking it would wait for its forward's timeout */
+		if (c->origin != NULL && strcmp(cr->node_id, c->origin) == 0) {
+			origin_skipped = true;
+			continue;
+		}
 		cluster_forward(c, node->id, node->address, req, resp);
 		goto out;
 	}
-	admin_fail(resp, -EHOSTUNREACH, "volume '%s': no node holding an in-sync copy is alive "
-		   "(tessera volume show %s lists its copies)", volume, volume);
+	if (origin_skipped)
+		admin_fail(resp, -EHOSTUNREACH, "volume '%s': the only alive node holding an "
+			   "in-sync copy is %s, which is waiting for this answer: ask it there "
+			   "(tessera --cluster ADDRESS-OF-%s ...)", volume, c->origin, c->origin);
+	else
+		admin_fail(resp, -EHOSTUNREACH, "volume '%s': no node holding an in-sync copy is "
+			   "alive (tessera volume show %s lists its copies)", volume, volume);
 out:
 	tessera__cluster__volume_record__free_unpacked(rec, NULL);
 	view_free(&v);

@@ -39,11 +39,17 @@ int cluster_call_node(struct tsr_cluster *c, const char *address, Tessera__Admin
 void cluster_forward(struct tsr_cluster *c, const char *node_id, const char *address,
 		     const Tessera__Admin__Request *req, Tessera__Admin__Response *resp)
 {
+	Tessera__Admin__Request *fwd = (Tessera__Admin__Request *)req;
 	Tessera__Admin__Response *r = NULL;
+	char *via = fwd->via_node;
 	int ret;
 
-	ret = cluster_call_node(c, address, (Tessera__Admin__Request *)req, CLUSTER_FORWARD_TIMEOUT_MS,
-			&r);
+	/* the first forward names us: the node handling it must not call back
+	 * here while we wait (cluster_snapshot_read avoids c->origin) */
+	if (via == NULL || via[0] == '\0')
+		fwd->via_node = c->node_id;
+	ret = cluster_call_node(c, address, fwd, CLUSTER_FORWARD_TIMEOUT_MS, &r);
+	fwd->via_node = via;
 	if (ret) {
 		admin_fail(resp, ret, "cannot reach node %s at %s: %s (is it alive? tessera node "
 			   "list)", node_id, address, strerror(-ret));
