@@ -79,9 +79,12 @@ cl_start() {
 	make_tmpdir CL_ROOT
 	CL_N=$n
 	[ "$CL_NETNS" = 1 ] && _cl_netns_setup "$n"
-	for (( i=1; i<=n; i++ )); do
-		CL_PORT[$i]=$(free_port)
-	done
+	i=1
+	while read -r port; do
+		CL_PORT[$i]=$port
+		i=$(( i + 1 ))
+	done < <(free_ports "$n")
+	(( i == n + 1 )) || fail "cannot find $n free TCP ports"
 	for (( i=1; i<=n; i++ )); do
 		cl_start_node "$i" "$@"
 	done

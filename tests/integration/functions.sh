@@ -117,6 +117,18 @@ make_tmpdir() {
 free_port() {
 	"$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+# free_ports N: N distinct free TCP ports on 127.0.0.1, one per line.  The
+# sockets are held until all are chosen: N free_port calls in a row could get
+# the same port twice (each socket is closed before the next bind), and two
+# nodes then listened on one port (test-cluster-failed-attach, CI run 12c:
+# "listen: tcp:127.0.0.1:34371: Address already in use").
+free_ports() {
+	"$PY" -c 'import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print("\n".join(str(s.getsockname()[1]) for s in socks))' "$1"
+}
 
 # ------------------------------------------------------------------ processes
 # Processes we started and have not reaped yet; the exit trap kills only

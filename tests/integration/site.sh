@@ -29,11 +29,14 @@ sites_setup() {
 	make_tmpdir SITE_ROOT
 	CERTS=$SITE_ROOT/certs
 	site_certs_make "$CERTS"
-	SITE_PORT[primary]=$(free_port)
-	SITE_PORT[dr]=$(free_port)
-	SITE_LISTEN[primary]=$(free_port)
-	SITE_LISTEN[dr]=$(free_port)
-	PROXY_PORT=$(free_port)
+	local ports
+	mapfile -t ports < <(free_ports 5) # distinct (free_ports)
+	(( ${#ports[@]} == 5 )) || fail "cannot find 5 free TCP ports"
+	SITE_PORT[primary]=${ports[0]}
+	SITE_PORT[dr]=${ports[1]}
+	SITE_LISTEN[primary]=${ports[2]}
+	SITE_LISTEN[dr]=${ports[3]}
+	PROXY_PORT=${ports[4]}
 }
 
 sdir() { echo "$SITE_ROOT/$1"; }

@@ -69,7 +69,8 @@ stop_tesserad
 # ---------------------------------------------------------------- two nodes
 make_tmpdir CL_ROOT
 CL_N=2
-for i in 1 2; do CL_PORT[$i]=$(free_port); done
+i=1
+while read -r port; do CL_PORT[$i]=$port; i=$(( i + 1 )); done < <(free_ports 2) # distinct
 fullfs_mount N2 48M "$(cl_dir 2)"
 for i in 1 2; do cl_start_node "$i"; done
 cl_wait_nodes_alive 2

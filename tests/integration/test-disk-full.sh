@@ -316,7 +316,8 @@ log "$(wc -l <"$LOG") acknowledged writes of A (outside its first 16 MiB) read b
 # ---------------------------------------------------------------- part 2: 3 replicas
 make_tmpdir CL_ROOT
 CL_N=3
-for i in 1 2 3; do CL_PORT[$i]=$(free_port); done
+i=1
+while read -r port; do CL_PORT[$i]=$port; i=$(( i + 1 )); done < <(free_ports 3) # distinct
 fullfs_mount N3 64M "$(cl_dir 3)"
 for i in 1 2 3; do cl_start_node "$i"; done
 cl_wait_nodes_alive 3
