@@ -228,6 +228,20 @@ cl_attach_retry() {
 	fail "cannot attach $1 on $2: $out"
 }
 
+# cl_snaps_of I VOL: the names of the snapshots node I's own copy of VOL holds,
+# by cut order, from its catalogue (not hidden, deleting, clone-made or
+# pending); read-only, so the node may be running.
+cl_snaps_of() {
+	"$PY" - "$(cl_dir "$1")" "$2" <<'PYEOF'
+import sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}/store.db?mode=ro", uri=True)
+rows = db.execute("select s.name from snapshots s join volumes v on s.vol_uuid = v.uuid"
+                  " where v.name = ? and (s.flags & 15) = 0 order by s.seq",
+                  (sys.argv[2],)).fetchall()
+print(" ".join(r[0] for r in rows))
+PYEOF
+}
+
 # cl_assert_snap_identical VOL SNAP I J...: VOL@SNAP has the same bytes on
 # every listed node's copy; prints the sha256.
 cl_assert_snap_identical() {

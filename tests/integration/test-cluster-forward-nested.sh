@@ -43,14 +43,7 @@ out=$(ctsr_via "$n" volume replace-replica v --node "$victim" --to n5 2>&1) ||
 	fail "replace-replica sent to $first: $out"
 log "replace-replica $victim -> n5 through $first: accepted"
 cl_wait_synced v 60
-snaps=$("$PY" - "$(cl_dir 5)" <<'EOF'
-import sqlite3, sys
-db = sqlite3.connect(f"file:{sys.argv[1]}/store.db?mode=ro", uri=True)
-rows = db.execute("select s.name from snapshots s join volumes v on s.vol_uuid = v.uuid"
-                  " where v.name = 'v' and (s.flags & 15) = 0 order by s.seq").fetchall()
-print(" ".join(r[0] for r in rows))
-EOF
-) || fail "n5's catalogue"
+snaps=$(cl_snaps_of 5 v) || fail "n5's catalogue"
 assert_eq "$snaps" "s1" "snapshots n5's new copy holds"
 assert_eq "$(cl_image_sha 4 v)" "$sha_v" "v after the replace"
 ctsr_via 4 snapshot list v >/dev/null || fail "snapshot list through n4"

@@ -20,15 +20,6 @@ require_cmd nbdcopy nbdinfo
 MiB=$(( 1024 * 1024 ))
 SIZE=$(( 64 * MiB ))
 copies_of() { ctsr --json volume show "$1" | json_get '" ".join(c["node"] for c in j["copies"])'; }
-snaps_of_copy() {
-	"$PY" - "$(cl_dir "$1")" <<'PYEOF'
-import sqlite3, sys
-db = sqlite3.connect(f"file:{sys.argv[1]}/store.db?mode=ro", uri=True)
-rows = db.execute("select s.name from snapshots s join volumes v on s.vol_uuid = v.uuid "
-                  "where v.name = 'v' and s.flags = 0 order by s.seq").fetchall()
-print(" ".join(r[0] for r in rows))
-PYEOF
-}
 cl_start 4
 ctsr volume create v --size 64M --ec 2+1 --stripe-unit 16K --failure-domain zone >/dev/null || fail create
 read -r -a C <<<"$(copies_of v)"
@@ -60,7 +51,7 @@ fi
 cl_wait_nodes_alive 4
 cl_attach_retry v "n$c0"
 cl_wait_synced v 120
-got=$(snaps_of_copy "$spare")
+got=$(cl_snaps_of "$spare" v)
 log "rebuilt copy n$spare lists: '$got'"
 cl_kill "$c2"
 cl_wait_state v "n$c2" out-of-sync 30

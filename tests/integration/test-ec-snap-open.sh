@@ -82,18 +82,9 @@ cl_start_node 3
 cl_attach_retry v n3
 cl_wait_synced v 120
 # what n3 missed under n1 comes from vol/v's record: t made up on n3's copy
-snaps_of_copy() {  # NODE: the snapshot names of NODE's copy of v, from its catalogue
-	"$PY" - "$(cl_dir "$1")" <<'EOF'
-import sqlite3, sys
-db = sqlite3.connect(f"file:{sys.argv[1]}/store.db?mode=ro", uri=True)
-rows = db.execute("select s.name from snapshots s join volumes v on s.vol_uuid = v.uuid "
-                  "where v.name = 'v' and s.flags = 0 order by s.seq").fetchall()
-print(" ".join(r[0] for r in rows))
-EOF
-}
-assert_eq "$(snaps_of_copy 3)" "s t" "n3's chunk copy's snapshots (t made up)"
-assert_eq "$(snaps_of_copy 1)" "s t" "n1's chunk copy's snapshots"
-assert_eq "$(snaps_of_copy 2)" "s t" "n2's chunk copy's snapshots"
+assert_eq "$(cl_snaps_of 3 v)" "s t" "n3's chunk copy's snapshots (t made up)"
+assert_eq "$(cl_snaps_of 1 v)" "s t" "n1's chunk copy's snapshots"
+assert_eq "$(cl_snaps_of 2 v)" "s t" "n2's chunk copy's snapshots"
 wait_log 3 "copy [0-9] \\(n3\\): 1 snapshot operations it missed, as recorded" 5
 wait_log 3 "copy [0-9] \\(n3\\): snapshot t made up there" 5
 cl_assert_image 3 v@t "$CL_ROOT/B" "t through n3 (made up on its own chunk)"

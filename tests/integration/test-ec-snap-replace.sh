@@ -30,15 +30,6 @@ MiB=$(( 1024 * 1024 ))
 SIZE=$(( 4 * MiB ))
 
 copies_of() { ctsr --json volume show "$1" | json_get '" ".join(c["node"] for c in j["copies"])'; }
-snaps_of_copy() {  # NODE: the snapshot names of NODE's copy of v, from its catalogue
-	"$PY" - "$(cl_dir "$1")" <<'EOF'
-import sqlite3, sys
-db = sqlite3.connect(f"file:{sys.argv[1]}/store.db?mode=ro", uri=True)
-rows = db.execute("select s.name from snapshots s join volumes v on s.vol_uuid = v.uuid "
-                  "where v.name = 'v' and s.flags = 0 order by s.seq").fetchall()
-print(" ".join(r[0] for r in rows))
-EOF
-}
 
 cl_start 4
 ctsr volume create v --size 4M --ec 2+1 --stripe-unit 16K --failure-domain zone >/dev/null ||
@@ -70,7 +61,7 @@ ctsr volume replace-replica v --node "n$c1" --to "n$spare" >/dev/null || fail "r
 cl_wait_synced v 120
 read -r -a C2 <<<"$(copies_of v)"
 assert_eq "${C2[1]}" "n$spare" "the replaced copy keeps its chunk position"
-assert_eq "$(snaps_of_copy "$spare")" "s1 s2 s3" "the rebuilt copy's snapshots (n$spare)"
+assert_eq "$(cl_snaps_of "$spare" v)" "s1 s2 s3" "the rebuilt copy's snapshots (n$spare)"
 # the replaced node's file of missed operations goes with its slot, the new
 # node's once its snapshots are made up
 left=$(find "$(cl_dir "$c0")/coord" -name 'v.*.snaps')
@@ -121,7 +112,7 @@ cl_wait_nodes_alive 5
 out=$(ctsr_via "$c1" volume replace-replica v --node "n$c2" --to n5 2>&1) ||
 	fail "replace-replica of n$c2's copy onto n5 (coordinator n$c1): $out"
 cl_wait_synced v 120
-assert_eq "$(snaps_of_copy 5)" "s1 s2 s3" "the copy rebuilt on n5 (coordinator n$c1 holds no chunk copy)"
+assert_eq "$(cl_snaps_of 5 v)" "s1 s2 s3" "the copy rebuilt on n5 (coordinator n$c1 holds no chunk copy)"
 if grep -q "gets none of the volume's snapshots" "$(cl_dir "$c1")/tesserad.log"; then
 	fail "n$c1 gave the new copy no snapshot"
 fi

@@ -102,17 +102,8 @@ cl_start_node 3
 cl_wait_synced v 120
 # what n3 missed under n1 comes from vol/v's record: its old s2 deleted, s3
 # made up (before: n3 kept s2 and never got s3)
-snaps_of_copy() {  # NODE: the snapshot names of NODE's copy of v, from its catalogue
-	"$PY" - "$(cl_dir "$1")" <<'PYEOF'
-import sqlite3, sys
-db = sqlite3.connect(f"file:{sys.argv[1]}/store.db?mode=ro", uri=True)
-rows = db.execute("select s.name from snapshots s join volumes v on s.vol_uuid = v.uuid "
-                  "where v.name = 'v' and s.flags = 0 order by s.seq").fetchall()
-print(" ".join(r[0] for r in rows))
-PYEOF
-}
-assert_eq "$(snaps_of_copy 3)" "s s3" "n3's chunk copy's snapshots under n2"
-assert_eq "$(snaps_of_copy 1)" "s s3" "n1's chunk copy's snapshots"
+assert_eq "$(cl_snaps_of 3 v)" "s s3" "n3's chunk copy's snapshots under n2"
+assert_eq "$(cl_snaps_of 1 v)" "s s3" "n1's chunk copy's snapshots"
 wait_log 2 "copy [0-9] \(n3\): 2 snapshot operations it missed, as recorded" 5
 wait_log 2 "copy [0-9] \(n3\): snapshot s3 made up there" 5
 cl_assert_image 2 v@s3 "$CL_ROOT/E" "s3 through the new coordinator"

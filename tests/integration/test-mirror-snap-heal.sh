@@ -44,16 +44,6 @@ ctsr volume attach v --node n1 >/dev/null || fail "attach v on n1"
 
 # qw I CMD...: qemu-io write commands on v through node I
 qw() { qemu-io -f raw "${@:2}" "$(cl_nbd_uri "$1" v)" >/dev/null || fail "write to v through n$1: ${*:2}"; }
-# local_snaps I: the snapshots node I's own copy of v holds (its catalogue), by cut order
-local_snaps() {
-	"$PY" - "$(cl_dir "$1")" <<'EOF'
-import sqlite3, sys
-db = sqlite3.connect(f"file:{sys.argv[1]}/store.db?mode=ro", uri=True)
-rows = db.execute("select s.name from snapshots s join volumes v on s.vol_uuid = v.uuid"
-                  " where v.name = 'v' and (s.flags & 15) = 0 order by s.seq").fetchall()
-print(" ".join(r[0] for r in rows))
-EOF
-}
 # recorded_missed: the missed snapshot operations vol/v's record lists (every
 # copy's CopyRecord.missed_snaps, field 4: tag 0x22, length, "c NAME"), read
 # from the metadata store's file on n1
@@ -77,7 +67,7 @@ snap_sha() { cl_image_sha "$1" "v@$2" 2>/dev/null | grep -E '^[0-9a-f]{64}$' || 
 check_copy() {
 	local n=$1 what=$2 s got
 	shift 2
-	assert_eq "$(local_snaps "$n")" "$*" "$what: snapshots n$n's copy holds"
+	assert_eq "$(cl_snaps_of "$n" v)" "$*" "$what: snapshots n$n's copy holds"
 	for s in "$@"; do
 		got=$(snap_sha "$n" "$s")
 		[ "$got" = "${REF[$s]}" ] ||
