@@ -563,6 +563,11 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 	bool old_clean = false, bitmaps_ours = false;
 	int ret;
 
+	if (cluster_detach_pending(c, name)) {
+		snprintf(msg, msg_len, "volume '%s' is being detached here (waiting for its NBD "
+			 "clients to go): retry in a moment", name);
+		return -EBUSY;
+	}
 	a = cluster_find_attachment(c, name);
 	if (a && !a->fenced) {
 		snprintf(msg, msg_len, "volume '%s' is attached here already (epoch %llu)", name,
@@ -777,21 +782,49 @@ void cluster_attach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
  * before the detach) is gone once its worker has read the end of the stream
  * and dropped the volume: give that up to DETACH_CLIENT_WAIT_MS before the
  * detach counts as unclean.  A client still connected costs the detach that
- * wait.
+ * wait.  The admin command waits on an ev_timer and answers later
+ * (admin_later_begin): the loop keeps serving admin calls, the CSI plugin
+ * and the tick meanwhile.  Only tsr_cluster_stop (and a caller outside an
+ * admin request) still waits in place.
  */
 #define DETACH_CLIENT_WAIT_MS 2000
+#define DETACH_CLIENT_POLL_MS 10
 
+/* A detach waiting for its volume's NBD clients to go (main thread only). */
+struct detach_wait {
+	struct tsr_cluster *c;
+	struct attachment *a;      /* unlinked from c->attached; freed by detach_finish */
+	bool fenced;               /* the detach is unclean already */
+	double deadline;           /* ev_now at which the clients count as left */
+	ev_timer poll;             /* every DETACH_CLIENT_POLL_MS on c->o.loop */
+	struct admin_later *later; /* the admin reply, given once the wait is over */
+	struct detach_wait *next;  /* c->detaching */
+};
+
+/* Blocking form, for tsr_cluster_stop and callers outside an admin request. */
 static bool clients_gone(struct tsr_cluster *c, const char *name)
 {
-	for (int ms = 0; ms < DETACH_CLIENT_WAIT_MS; ms += 10) {
+	for (int ms = 0; ms < DETACH_CLIENT_WAIT_MS; ms += DETACH_CLIENT_POLL_MS) {
 		if (!tsr_volset_in_use(c->o.vols, name))
 			return true;
-		usleep(10000);
+		usleep(DETACH_CLIENT_POLL_MS * 1000);
 	}
 	return !tsr_volset_in_use(c->o.vols, name);
 }
 
-int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg, size_t msg_len)
+bool cluster_detach_pending(struct tsr_cluster *c, const char *name)
+{
+	for (struct detach_wait *w = c->detaching; w; w = w->next)
+		if (strcmp(w->a->name, name) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * First half of a detach: unlink a, take it out of the volume set.  Returns
+ * whether the detach is unclean already (fenced).
+ */
+static bool detach_begin(struct tsr_cluster *c, struct attachment *a)
 {
 	bool fenced;
 	int ret;
@@ -811,18 +844,30 @@ int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg,
 		ret = tsr_volset_detach(c->o.vols, a->name);
 		if (ret)
 			tsr_warn("cluster: unregister %s: %s", a->name, strerror(-ret));
-		/*
-		 * NBD clients still connected keep the detached coordinator until they
-		 * go: their writes may still land, so the copies are not known to be
-		 * identical.  The next attach converges them (a higher epoch fences
-		 * these clients at every copy).
-		 */
-		if (!clients_gone(c, a->name)) {
-			tsr_warn("cluster: volume %s detached with NBD clients still connected: "
-				 "they drain on the old coordinator; the next attach converges the "
-				 "copies", a->name);
-			fenced = true;
-		}
+	}
+	return fenced;
+}
+
+/*
+ * Second half, once the clients are gone or the wait is over (clients_left):
+ * record the clean detach unless fenced, delete attach/<name>, free a.
+ */
+static void detach_finish(struct tsr_cluster *c, struct attachment *a, bool fenced,
+			  bool clients_left, char *msg, size_t msg_len)
+{
+	int ret;
+
+	/*
+	 * NBD clients still connected keep the detached coordinator until they
+	 * go: their writes may still land, so the copies are not known to be
+	 * identical.  The next attach converges them (a higher epoch fences
+	 * these clients at every copy).
+	 */
+	if (clients_left) {
+		tsr_warn("cluster: volume %s detached with NBD clients still connected: "
+			 "they drain on the old coordinator; the next attach converges the "
+			 "copies", a->name);
+		fenced = true;
 	}
 	missed_drain(c);
 	if (!fenced) {
@@ -836,7 +881,98 @@ int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg,
 		 c->node_id, fenced ? " (not clean: the next attach converges)" : " (clean)");
 	snprintf(msg, msg_len, "detached '%s'", a->name);
 	free(a);
+}
+
+int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg, size_t msg_len)
+{
+	bool fenced = detach_begin(c, a);
+	/* a fenced detach is unclean whatever its clients do: no wait */
+	bool left = a->layout && !fenced && !clients_gone(c, a->name);
+
+	detach_finish(c, a, fenced, left, msg, msg_len);
 	return 0;
+}
+
+/* admin_later_fn: the detach's reply (success: nothing to fill), w freed. */
+static void detach_reply(struct tsr_admin_server *srv, void *arg, Tessera__Admin__Response *resp)
+{
+	(void)srv;
+	(void)resp;
+	free(arg);
+}
+
+/* End w's wait: finish the detach, unlist w, let the admin reply go. */
+static void detach_wait_end(struct detach_wait *w)
+{
+	struct tsr_cluster *c = w->c;
+	bool left = tsr_volset_in_use(c->o.vols, w->a->name);
+	char msg[512];
+
+	ev_timer_stop(c->o.loop, &w->poll);
+	for (struct detach_wait **pp = &c->detaching; *pp; pp = &(*pp)->next)
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	detach_finish(c, w->a, w->fenced, left, msg, sizeof(msg));
+	w->a = NULL;
+	admin_later_done(w->later); /* detach_reply frees w */
+}
+
+static void detach_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct detach_wait *w = t->data;
+
+	(void)revents;
+	if (tsr_volset_in_use(w->c->o.vols, w->a->name) && ev_now(loop) < w->deadline)
+		return;
+	detach_wait_end(w);
+}
+
+void cluster_detach_stop_waits(struct tsr_cluster *c)
+{
+	while (c->detaching)
+		detach_wait_end(c->detaching);
+}
+
+/*
+ * The detach of an admin request: when NBD clients still hold the volume,
+ * the reply comes once they are gone or DETACH_CLIENT_WAIT_MS passed,
+ * without holding the loop.  Falls back to the blocking wait when the reply
+ * cannot be deferred (not inside an admin request, out of memory).
+ */
+static void detach_admin(struct tsr_cluster *c, struct attachment *a)
+{
+	struct tsr_admin_server *srv = admin_handling_server();
+	struct detach_wait *w;
+	bool fenced = detach_begin(c, a);
+	char msg[512];
+
+	if (a->layout == NULL || fenced || !tsr_volset_in_use(c->o.vols, a->name)) {
+		detach_finish(c, a, fenced, false, msg, sizeof(msg));
+		return;
+	}
+	w = srv ? calloc(1, sizeof(*w)) : NULL;
+	if (w)
+		w->later = admin_later_begin(srv, detach_reply, w);
+	if (w == NULL || w->later == NULL) {
+		free(w);
+		detach_finish(c, a, fenced, !clients_gone(c, a->name), msg, sizeof(msg));
+		return;
+	}
+	w->c = c;
+	w->a = a;
+	w->fenced = fenced;
+	ev_now_update(c->o.loop); /* the loop time of this pass may be old */
+	w->deadline = ev_now(c->o.loop) + DETACH_CLIENT_WAIT_MS / 1000.0;
+	ev_timer_init(&w->poll, detach_poll_cb, DETACH_CLIENT_POLL_MS / 1000.0,
+		      DETACH_CLIENT_POLL_MS / 1000.0);
+	w->poll.data = w;
+	ev_timer_start(c->o.loop, &w->poll);
+	w->next = c->detaching;
+	c->detaching = w;
+	tsr_info("cluster: detach %s: waiting up to %d ms for its NBD clients to go (the reply "
+		 "comes then)", a->name, DETACH_CLIENT_WAIT_MS);
 }
 
 void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
@@ -844,10 +980,15 @@ void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 {
 	const char *name = req->volume_detach->name;
 	struct attachment *a = cluster_find_attachment(c, name);
-	char holder[64], msg[512];
+	char holder[64];
 	uint64_t epoch;
 	int ret;
 
+	if (a == NULL && cluster_detach_pending(c, name)) {
+		admin_fail(resp, -EBUSY, "volume '%s' is being detached (waiting up to %d ms for "
+			   "its NBD clients to go): retry in a moment", name, DETACH_CLIENT_WAIT_MS);
+		return;
+	}
 	if (a == NULL) {
 		ret = cluster_get_attach(c, name, holder, sizeof(holder), &epoch, NULL);
 		if (ret == -ENOENT) {
@@ -864,7 +1005,7 @@ void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 		delete_attach_key(c, name, epoch);
 		return;
 	}
-	cluster_detach_local(c, a, msg, sizeof(msg));
+	detach_admin(c, a);
 }
 
 /* ---- status and scrub ------------------------------------------------- */

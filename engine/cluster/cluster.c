@@ -603,6 +603,9 @@ void tsr_cluster_stop(struct tsr_cluster *c)
 		return;
 	if (c->tick_running)
 		ev_timer_stop(c->o.loop, &c->tick);
+	/* detaches waiting for their clients end now (the admin server still
+	 * sends their replies: it goes after us) */
+	cluster_detach_stop_waits(c);
 	/* detach what we coordinate, cleanly: the next attach needs no convergence */
 	while (c->attached) {
 		char msg[512];

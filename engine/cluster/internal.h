@@ -72,6 +72,7 @@ struct tsr_cluster {
 	bool thread_started, stopping; /* stopping: lock */
 	struct state_req *queue, *queue_tail; /* lock */
 	struct attachment *attached;   /* lock (list links); see struct attachment */
+	struct detach_wait *detaching; /* main thread: detaches waiting for NBD clients (attach.c) */
 	/* geo-replication (replication.c): main thread unless marked */
 	char repl_site[64];            /* our site name in HELLO */
 	char cluster_id[64];           /* cluster/id: our cluster in HELLO */
@@ -200,6 +201,10 @@ void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 		    Tessera__Admin__Response *resp);
 /* Detach locally: unregister, delete attach/<name>, clean_detach when not fenced.  0 or -errno. */
 int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg, size_t msg_len);
+/* Whether an admin detach of name waits for its NBD clients here (main thread). */
+bool cluster_detach_pending(struct tsr_cluster *c, const char *name);
+/* Finish every waiting detach now and let their replies go (tsr_cluster_stop). */
+void cluster_detach_stop_waits(struct tsr_cluster *c);
 void cluster_volume_status(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			   Tessera__Admin__Response *resp);
 void cluster_volume_scrub(struct tsr_cluster *c, const Tessera__Admin__Request *req,
