@@ -236,16 +236,24 @@ static int get_vol(struct tsr_store *store, const char *op, const char *name, st
 	return ret;
 }
 
-/* Visible snapshot name of volume vu; *all (optional) gets every row by seq. */
+/*
+ * Visible snapshot name of volume v.  A missing one is logged at missing_level:
+ * ERROR where the caller asked for a snapshot it expects (delete, clone, diff,
+ * rollback); DEBUG for tsr_store_snap_open, whose callers ask whether a copy
+ * holds a name (an ec export's probe of every chunk copy, a mirror's scrub or
+ * make-up) and take -ENOENT as an answer, and log it themselves where it is
+ * the user's error.
+ */
 static int get_snap(struct tsr_store *store, const char *op, const struct vol_row *v,
-		    const char *name, struct snap_row *out)
+		    const char *name, struct snap_row *out, enum tsr_log_level missing_level)
 {
 	struct snap_row *rows;
 	size_t n, i;
 	int ret;
 
 	if (name == NULL || !tsr_valid_name(name)) {
-		tsr_error("%s: volume %s has no snapshot %s", op, v->name, name ? name : "(null)");
+		tsr_log(missing_level, "%s: volume %s has no snapshot %s", op, v->name,
+			name ? name : "(null)");
 		return -ENOENT;
 	}
 	ret = catalog_snap_list(store->db, v->uuid, &rows, &n);
@@ -261,7 +269,7 @@ static int get_snap(struct tsr_store *store, const char *op, const struct vol_ro
 	}
 	free(rows);
 	if (ret)
-		tsr_error("%s: volume %s has no snapshot %s", op, v->name, name);
+		tsr_log(missing_level, "%s: volume %s has no snapshot %s", op, v->name, name);
 	return ret;
 }
 
@@ -922,7 +930,7 @@ int tsr_store_snap_delete(struct tsr_store *store, const char *vol, const char *
 	ret = get_vol(store, "snapshot delete", vol, &v);
 	if (ret == 0) {
 		retry_marked(store, v.uuid);
-		ret = get_snap(store, "snapshot delete", &v, snap, &row);
+		ret = get_snap(store, "snapshot delete", &v, snap, &row, TSR_LOG_ERROR);
 	}
 	if (ret)
 		goto out;
@@ -1396,7 +1404,7 @@ int tsr_store_vol_clone(struct tsr_store *store, const char *name, const char *v
 	pthread_mutex_lock(&store->lock);
 	ret = get_vol(store, "clone", vol, &v);
 	if (ret == 0 && snap)
-		ret = get_snap(store, "clone", &v, snap, &srow);
+		ret = get_snap(store, "clone", &v, snap, &srow, TSR_LOG_ERROR);
 	if (ret)
 		goto out;
 	if (catalog_get(store->db, name, &c) == 0) {
@@ -1500,7 +1508,7 @@ int tsr_store_snap_open(struct tsr_store *store, const char *vol, const char *sn
 	pthread_mutex_lock(&store->lock);
 	ret = get_vol(store, "snapshot open", vol, &v);
 	if (ret == 0)
-		ret = get_snap(store, "snapshot open", &v, snap, &s);
+		ret = get_snap(store, "snapshot open", &v, snap, &s, TSR_LOG_DEBUG);
 	if (ret == 0)
 		ret = store_svol_get_uuid(store, v.uuid, &h);
 	if (ret)
@@ -1671,9 +1679,9 @@ int tsr_store_snap_diff(struct tsr_store *store, const char *vol, const char *sn
 	pthread_mutex_lock(&store->lock);
 	ret = get_vol(store, "diff", vol, &v);
 	if (ret == 0)
-		ret = get_snap(store, "diff", &v, snap1, &s1);
+		ret = get_snap(store, "diff", &v, snap1, &s1, TSR_LOG_ERROR);
 	if (ret == 0 && snap2)
-		ret = get_snap(store, "diff", &v, snap2, &s2);
+		ret = get_snap(store, "diff", &v, snap2, &s2, TSR_LOG_ERROR);
 	if (ret)
 		goto out;
 	if (snap2 && s2.seq < s1.seq) {
@@ -1924,7 +1932,7 @@ int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char 
 	pthread_mutex_lock(&store->lock);
 	ret = get_vol(store, "rollback", vol, &v);
 	if (ret == 0)
-		ret = get_snap(store, "rollback", &v, snap, &s);
+		ret = get_snap(store, "rollback", &v, snap, &s, TSR_LOG_ERROR);
 	if (ret)
 		goto out;
 	h = store_find_open_uuid(store, v.uuid);

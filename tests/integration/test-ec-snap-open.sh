@@ -49,6 +49,15 @@ refused() {
 	log "$4: $2 refused through n$1 ($(echo "$out" | grep -oE -- "$3" | head -1))"
 }
 
+# snap_errors: the count of "has no snapshot" ERROR lines in each node's log.
+snap_errors() {
+	local i out=
+	for i in 1 2 3; do
+		out+="$(grep -c 'ERROR .*has no snapshot' "$(cl_dir "$i")/tesserad.log") "
+	done
+	echo "$out"
+}
+
 cl_start 3
 ctsr volume create v --size 4M --ec 2+1 --stripe-unit 16K --failure-domain zone >/dev/null ||
 	fail "create"
@@ -61,7 +70,12 @@ cl_pattern "$CL_ROOT/C" "$SIZE" 3
 write_image 1 "$CL_ROOT/A"
 ctsr snapshot create v s >/dev/null || fail "snapshot create s"
 cl_assert_image 1 v@s "$CL_ROOT/A" "s"
+# each copy asked about v@nosuch answers no: a normal answer, not an ERROR in
+# its log (before: "snapshot open: volume v has no snapshot nosuch" at ERROR
+# on n1, n2 and n3 for each open)
+errs_before=$(snap_errors)
 refused 1 v@nosuch "$NOSUCH" "a name no copy has"
+assert_eq "$(snap_errors)" "$errs_before" "ERROR lines 'has no snapshot' after probes of v@nosuch (n1 n2 n3)"
 # a CREATE of a name taken and a DELETE of a name no copy has both fail and
 # change nothing: no copy noted as having missed them (before: every copy
 # noted, so none was a source for snapshot reads any more and v@s failed)
