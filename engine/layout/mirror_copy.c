@@ -314,8 +314,8 @@ void mirror_io_kick(struct mirror *m)
 	}
 }
 
-int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t len, void *buf,
-		 unsigned flags, tsr_cb cb_fn, void *cb_arg)
+static int mcopy_submit_one(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t len,
+			    void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
 {
 	struct mirror *m = c->m;
 	struct mcop *op;
@@ -352,6 +352,83 @@ int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t le
 		free(op);
 		m_put(m);
 	}
+	return ret;
+}
+
+/*
+ * A READ, WRITE or SUMS over MIRROR_IO_PIECE: pieces one after another (a
+ * region of a large --region-size; no store or peer request takes it
+ * whole).  One piece at a time keeps the memory of a local SUMS (its blocks
+ * read) and the requests in flight per operation what they were.
+ */
+struct msplit {
+	struct mcopy *c;
+	enum mcop_kind kind;
+	uint64_t off, end; /* the whole range */
+	uint64_t pos;      /* the next piece's offset */
+	uint8_t *buf;      /* READ, WRITE: the data of [off, end) */
+	uint32_t *sums;    /* SUMS: one per block of [off, end) */
+	unsigned flags;
+	tsr_cb cb_fn;
+	void *cb_arg;
+};
+
+static void msplit_piece_done(void *arg, int status);
+
+static int msplit_submit(struct msplit *sp)
+{
+	uint64_t pos = sp->pos, n = sp->end - pos;
+	void *buf;
+
+	if (n > MIRROR_IO_PIECE)
+		n = MIRROR_IO_PIECE;
+	if (sp->kind == MCOP_SUMS)
+		buf = sp->sums + (pos - sp->off) / TSR_BLOCK_SIZE;
+	else
+		buf = sp->buf + (pos - sp->off);
+	sp->pos = pos + n;
+	return mcopy_submit_one(sp->c, sp->kind, pos, n, buf, sp->flags, msplit_piece_done, sp);
+}
+
+static void msplit_piece_done(void *arg, int status)
+{
+	struct msplit *sp = arg;
+
+	if (status == 0 && sp->pos < sp->end) {
+		status = msplit_submit(sp);
+		if (status == 0)
+			return;
+	}
+	sp->cb_fn(sp->cb_arg, status);
+	free(sp);
+}
+
+int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t len, void *buf,
+		 unsigned flags, tsr_cb cb_fn, void *cb_arg)
+{
+	struct msplit *sp;
+	int ret;
+
+	if (len <= MIRROR_IO_PIECE ||
+	    (kind != MCOP_READ && kind != MCOP_WRITE && kind != MCOP_SUMS))
+		return mcopy_submit_one(c, kind, off, len, buf, flags, cb_fn, cb_arg);
+	if (buf == NULL)
+		return -EINVAL;
+	sp = calloc(1, sizeof(*sp));
+	if (sp == NULL)
+		return -ENOMEM;
+	sp->c = c;
+	sp->kind = kind;
+	sp->off = sp->pos = off;
+	sp->end = off + len;
+	sp->buf = buf;
+	sp->sums = buf;
+	sp->flags = flags;
+	sp->cb_fn = cb_fn;
+	sp->cb_arg = cb_arg;
+	ret = msplit_submit(sp);
+	if (ret < 0)
+		free(sp); /* nothing in flight: the callback never fires */
 	return ret;
 }
 

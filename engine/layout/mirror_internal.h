@@ -49,6 +49,15 @@
 #define MIRROR_XBUF_CACHE     8                   /* copy buffers kept for reuse */
 #define MIRROR_SCRUB_CHUNK    (4u << 20)          /* bytes compared per step */
 #define MIRROR_PEER_SPLIT     (1u << 30)          /* trim/zeroes pieces for the peer protocol */
+/*
+ * The largest single read, write or SUMS a copy's operation issues (a store
+ * read or write and a peer READ/WRITE take at most TSR_MAX_IO, a peer SUMS
+ * TSR_PEER_MAX_SUMS_RANGE): a longer one (a region of a --region-size over
+ * 32 MiB) goes as pieces one after another (mcopy_submit), and the make-up
+ * of a snapshot works on pieces of a region this size (mirror_snap.c).
+ */
+#define MIRROR_IO_PIECE       TSR_MAX_IO
+_Static_assert(MIRROR_IO_PIECE <= TSR_PEER_MAX_SUMS_RANGE, "a SUMS piece over the peer's bound");
 #define MIRROR_LOCAL_RETRY_NS (5ull * 1000000000) /* an out-of-sync local copy: resync again */
 #define MIRROR_RECENT_SNAPS   32                  /* snapshot operations remembered (replace) */
 
@@ -200,7 +209,9 @@ struct mcopy {
 	bool head_imaged;
 };
 
-/* One operation on one copy: mirror_copy.c.  Sync errors are returned. */
+/* One operation on one copy: mirror_copy.c.  Sync errors are returned.  A
+ * READ, WRITE or SUMS longer than MIRROR_IO_PIECE goes as pieces in turn
+ * (the first failure ends it: that status, the rest not issued). */
 enum mcop_kind { MCOP_READ, MCOP_WRITE, MCOP_FLUSH, MCOP_TRIM, MCOP_ZEROES, MCOP_SUMS };
 int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t len, void *buf,
 		 unsigned flags, tsr_cb cb_fn, void *cb_arg);

@@ -740,15 +740,16 @@ struct mreplay {
 	uint64_t rhandle;        /* that session (peer OPEN of "VOL@SNAP"), 0: none */
 	char rname[2 * 64];
 	uint64_t src_size;
-	uint64_t region; /* next region to copy */
-	uint64_t off;
+	uint64_t region;     /* next region to copy */
+	uint64_t region_end; /* end of the region whose pieces go, 0: none */
+	uint64_t off;        /* the piece: [off, off+len), at most MIRROR_IO_PIECE */
 	uint32_t len;
 	uint8_t *buf;
-	uint32_t *ssum, *tsum; /* the region's block sums: snapshot, copy's head */
+	uint32_t *ssum, *tsum; /* the piece's block sums: snapshot, copy's head */
 	int pending;           /* RP_COPY: sums on their way (+1 while launching) */
 	int status;            /* RP_COPY: the first failure of the sums */
 	bool target_bad;       /* the head's SUMS failed with -EIO */
-	bool have_data;        /* buf holds the region's snapshot data (local source) */
+	bool have_data;        /* buf holds the piece's snapshot data (local source) */
 	uint32_t b, run_end;   /* the run of differing blocks being written */
 	uint64_t written;      /* bytes written into the copy's head */
 	void (*done)(struct mcopy *c, int status);
@@ -848,6 +849,9 @@ static void replay_run(struct mreplay *rp);
  * one costs little, and a new copy gets no write for the blocks that read
  * as zeros.  Nothing writes the copy's head meanwhile: it is OUT_OF_SYNC
  * (host writes only mark its bitmap), and the snapshot does not change.
+ * A region over MIRROR_IO_PIECE (a large --region-size) goes in pieces of
+ * that size, one after another: no store read or peer READ/SUMS takes it
+ * whole, and the buffers stay that size.
  */
 static void replay_copy(struct mreplay *rp)
 {
@@ -855,19 +859,27 @@ static void replay_copy(struct mreplay *rp)
 	struct mirror *m = c->m;
 	int ret;
 
-	while (rp->region < m->nregions && !c->full_resync && !mbm_test(&c->bm, rp->region))
+	if (rp->region_end != 0) { /* the next piece of the region */
+		rp->off += rp->len;
+	} else {
+		while (rp->region < m->nregions && !c->full_resync && !mbm_test(&c->bm, rp->region))
+			rp->region++;
+		rp->off = rp->region << m->region_shift;
+		if (rp->region >= m->nregions || rp->off >= rp->src_size) {
+			rp->step = RP_FLUSH;
+			ret = mcopy_submit(c, MCOP_FLUSH, 0, 0, NULL, 0, replay_io_done, rp);
+			if (ret < 0)
+				replay_finish(rp, ret);
+			return;
+		}
+		rp->region_end = rp->src_size - rp->off < m->region_size ? rp->src_size
+									 : rp->off + m->region_size;
 		rp->region++;
-	rp->off = rp->region << m->region_shift;
-	if (rp->region >= m->nregions || rp->off >= rp->src_size) {
-		rp->step = RP_FLUSH;
-		ret = mcopy_submit(c, MCOP_FLUSH, 0, 0, NULL, 0, replay_io_done, rp);
-		if (ret < 0)
-			replay_finish(rp, ret);
-		return;
 	}
-	rp->len = (uint32_t)(rp->src_size - rp->off < m->region_size ? rp->src_size - rp->off
-								     : m->region_size);
-	rp->region++;
+	rp->len = (uint32_t)(rp->region_end - rp->off < MIRROR_IO_PIECE ? rp->region_end - rp->off
+									: MIRROR_IO_PIECE);
+	if (rp->off + rp->len == rp->region_end)
+		rp->region_end = 0; /* its last piece */
 	rp->step = RP_COPY;
 	rp->pending = 3; /* the snapshot's sums, the head's, this launch */
 	rp->status = 0;
@@ -999,6 +1011,7 @@ static void replay_open_done(void *arg, int status, uint64_t handle, uint64_t si
 	}
 	rp->src_size = size;
 	rp->region = 0;
+	rp->region_end = 0;
 	replay_copy(rp);
 }
 
@@ -1055,6 +1068,7 @@ static void replay_io_done(void *arg, int status)
 		}
 		rp->src_size = tsr_svol_size(rp->src);
 		rp->region = 0;
+		rp->region_end = 0;
 		replay_copy(rp);
 		return;
 	case RP_OPEN: /* not reached: replay_open_done */
@@ -1133,9 +1147,11 @@ int mirror_snap_replay(struct mcopy *c, void (*done)(struct mcopy *c, int status
 		return 0;
 	rp = calloc(1, sizeof(*rp));
 	if (rp != NULL) {
-		rp->buf = tsr_alloc_aligned(m->region_size);
-		rp->ssum = calloc(m->region_size / TSR_BLOCK_SIZE, sizeof(uint32_t));
-		rp->tsum = calloc(m->region_size / TSR_BLOCK_SIZE, sizeof(uint32_t));
+		uint32_t piece = m->region_size < MIRROR_IO_PIECE ? m->region_size : MIRROR_IO_PIECE;
+
+		rp->buf = tsr_alloc_aligned(piece);
+		rp->ssum = calloc(piece / TSR_BLOCK_SIZE, sizeof(uint32_t));
+		rp->tsum = calloc(piece / TSR_BLOCK_SIZE, sizeof(uint32_t));
 	}
 	if (rp == NULL || rp->buf == NULL || rp->ssum == NULL || rp->tsum == NULL) {
 		if (rp != NULL) {
