@@ -26,6 +26,7 @@
  * The hot path pays one flag test, one counter and a free-list pop and push.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -195,6 +196,34 @@ int tsr_layout_scrub_start(struct tsr_layout *l, bool repair)
 	if (l->ops->scrub_start == NULL)
 		return -EOPNOTSUPP;
 	return l->ops->scrub_start(l->ctx, repair);
+}
+
+bool tsr_layout_snap_busy(const struct tsr_layout *l)
+{
+	return l->gated || l->current != NULL || l->snap_running || l->finishing != NULL;
+}
+
+int tsr_layout_resize(struct tsr_layout *l, uint64_t new_size, bool check_only, char *why,
+		      size_t why_len)
+{
+	char dummy[8];
+	uint64_t size = l->ops->size(l->ctx);
+
+	if (why == NULL || why_len == 0) {
+		why = dummy;
+		why_len = sizeof(dummy);
+	}
+	why[0] = '\0';
+	if (l->ops->resize == NULL) {
+		snprintf(why, why_len, "a %s volume cannot grow while attached", l->ops->name);
+		return -EOPNOTSUPP;
+	}
+	if (new_size % TSR_BLOCK_SIZE || new_size < size) {
+		snprintf(why, why_len, "the new size must be a multiple of %u bytes and not below "
+			 "the current %llu", TSR_BLOCK_SIZE, (unsigned long long)size);
+		return -EINVAL;
+	}
+	return l->ops->resize(l->ctx, new_size, check_only, why, why_len);
 }
 
 void tsr_layout_get_status(struct tsr_layout *l, struct tsr_layout_status *out)

@@ -753,9 +753,10 @@ static int mirror_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t l
 	return 0;
 }
 
+/* Any thread: an NBD handshake on another worker asks it (mirror_resize). */
 static uint64_t mirror_size(void *ctx)
 {
-	return ((struct mirror *)ctx)->size;
+	return __atomic_load_n(&((struct mirror *)ctx)->size, __ATOMIC_ACQUIRE);
 }
 
 static int mirror_block_status(void *ctx, uint64_t offset, uint64_t len, struct tsr_extent *ext,
@@ -1034,6 +1035,8 @@ static int mirror_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_
 static void mirror_fence(void *ctx);
 static int mirror_scrub_start(void *ctx, bool repair);
 static void mirror_get_status(void *ctx, struct tsr_layout_status *out);
+static int mirror_resize(void *ctx, uint64_t new_size, bool check_only, char *why,
+			 size_t why_len);
 
 static const struct tsr_layout_ops mirror_layout_ops = {
     .name = "mirror",
@@ -1051,6 +1054,7 @@ static const struct tsr_layout_ops mirror_layout_ops = {
     .scrub_start = mirror_scrub_start,
     .get_status = mirror_get_status,
     .destroy = mirror_destroy,
+    .resize = mirror_resize,
 };
 
 bool tsr_layout_is_mirror(const struct tsr_layout *l)
@@ -1266,6 +1270,192 @@ static int mirror_scrub_start(void *ctx, bool repair)
 	return copyset_call(&m->cs, on_home(m), scrub_fn, &ctl);
 }
 
+/* ---- online growth -------------------------------------------------------- */
+
+/*
+ * tsr_layout_resize.  The copies were grown by the caller (their stores)
+ * before; the metadata record names the new size.  Three steps:
+ *  1. home worker (resize_check_fn): may a grow run now?  Every copy
+ *     present, open and IN_SYNC, no resync, rebuild (replace), snapshot
+ *     make-up or scrub running: a copy that is not in sync has a bitmap
+ *     meant for the old size and a resync that may be reading it, and a
+ *     scrub's or make-up's range was fixed when it began;
+ *  2. control thread: each copy's bitmap file gets its new pages and a header
+ *     naming the new size (mbm_grow_file), durable;
+ *  3. home worker (resize_grow_fn): the in-memory bitmaps, the regions
+ *     written since the last flush, then the size: a write past the old end
+ *     is accepted from here on, and only from here.
+ * A copy that fails between 1 and 3 is harmless: it was grown (the caller),
+ * and the grown regions are clear in its bitmap because nothing wrote them;
+ * a write past the old end made after 3 marks them as any write does.
+ *
+ * Crash points (the cluster's order: copies grown, record, this):
+ *  - before 2: bitmap headers name the old size, the record the new one: at
+ *    the next attach a copy that is not IN_SYNC opens its bitmap with load,
+ *    whose header disagrees: every region dirty, full_resync (its blocks
+ *    compared by sums, mirror.c create), nothing acknowledged lost (writes
+ *    past the old end were not accepted before 3);
+ *  - between 2 and 3: headers name the new size as the record does, the bits
+ *    of the old regions are as persisted, the new ones clear (never
+ *    written): the ordinary rule;
+ *  - an IN_SYNC copy's bitmap is not loaded at attach (create: load only when
+ *    not IN_SYNC), and a coordinator that died converges the copies anyway.
+ */
+struct resize_ctl {
+	struct mirror *m;
+	uint64_t new_size, new_nregions;
+	char *why;
+	size_t why_len;
+};
+
+static int resize_check_fn(void *arg)
+{
+	struct resize_ctl *rc = arg;
+	struct mirror *m = rc->m;
+
+	if (m->closing || m->fenced) {
+		snprintf(rc->why, rc->why_len, "the coordinator of '%s' is fenced or detaching",
+			 m->name);
+		return -EIO;
+	}
+	if (!m->ready) {
+		snprintf(rc->why, rc->why_len, "'%s' is still starting (converging its copies): "
+			 "retry when tessera volume status shows it ready", m->name);
+		return -EBUSY;
+	}
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		const struct mcopy *c = &m->copies[i];
+
+		if (!c->present)
+			continue;
+		if (c->replay != NULL) {
+			snprintf(rc->why, rc->why_len, "the snapshots copy %u (%s) missed are being "
+				 "made up: retry when tessera volume status shows every copy in "
+				 "sync", i, c->node_id);
+			return -EBUSY;
+		}
+		if (c->resync != NULL || (m->replace_running && m->replace_idx == i)) {
+			snprintf(rc->why, rc->why_len, "copy %u (%s) is being %s: retry when "
+				 "tessera volume status shows every copy in sync", i, c->node_id,
+				 m->replace_running && m->replace_idx == i ? "rebuilt" :
+				 "resynced");
+			return -EBUSY;
+		}
+		if (c->state != TSR_COPY_IN_SYNC || !c->open) {
+			snprintf(rc->why, rc->why_len, "copy %u (%s) is not in sync (its node away, "
+				 "or it failed): bring the node back and wait for its resync, or "
+				 "tessera volume replace-replica %s --node %s", i, c->node_id,
+				 m->name, c->node_id);
+			return -EBUSY;
+		}
+	}
+	if (m->resync_running || m->replace_running) {
+		snprintf(rc->why, rc->why_len, "a resync of '%s' is running: retry when tessera "
+			 "volume status shows it done", m->name);
+		return -EBUSY;
+	}
+	if (m->layout != NULL && tsr_layout_snap_busy(m->layout)) {
+		snprintf(rc->why, rc->why_len, "a snapshot of '%s' is being cut or deleted: retry "
+			 "when it is done", m->name);
+		return -EBUSY;
+	}
+	if (m->scrub != NULL || m->scrub_running) {
+		snprintf(rc->why, rc->why_len, "a scrub of '%s' is running: retry when tessera "
+			 "volume status shows it done", m->name);
+		return -EBUSY;
+	}
+	return 0;
+}
+
+static int resize_grow_fn(void *arg)
+{
+	struct resize_ctl *rc = arg;
+	struct mirror *m = rc->m;
+	size_t old_bytes = (m->nregions + 7) / 8, new_bytes = (rc->new_nregions + 7) / 8;
+	int ret;
+
+	if (m->closing || m->fenced) {
+		snprintf(rc->why, rc->why_len, "the coordinator of '%s' is fenced or detaching",
+			 m->name);
+		return -EIO;
+	}
+	if (new_bytes > old_bytes) {
+		uint8_t *u = calloc(new_bytes, 1), *p = calloc(new_bytes, 1);
+
+		if (u == NULL || p == NULL) {
+			free(u);
+			free(p);
+			return -ENOMEM;
+		}
+		memcpy(u, m->unflushed, old_bytes);
+		memcpy(p, m->unflushed_prev, old_bytes);
+		free(m->unflushed);
+		free(m->unflushed_prev);
+		m->unflushed = u;
+		m->unflushed_prev = p;
+	}
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		if (!m->copies[i].present)
+			continue;
+		ret = mbm_grow(&m->copies[i].bm, rc->new_nregions);
+		if (ret < 0)
+			return ret; /* larger bitmaps than regions: harmless, a retry goes on */
+	}
+	m->nregions = rc->new_nregions;
+	m->cs.copy_size = rc->new_size; /* a copy that opens again must be this large */
+	__atomic_store_n(&m->size, rc->new_size, __ATOMIC_RELEASE);
+	mirror_publish(m);
+	return 0;
+}
+
+static int mirror_resize(void *ctx, uint64_t new_size, bool check_only, char *why,
+			 size_t why_len)
+{
+	struct mirror *m = ctx;
+	struct resize_ctl rc = {
+	    .m = m,
+	    .new_size = new_size,
+	    .new_nregions = (new_size + m->region_size - 1) >> m->region_shift,
+	    .why = why,
+	    .why_len = why_len,
+	};
+	uint64_t old_size = mirror_size(m);
+	int ret;
+
+	ret = copyset_call(&m->cs, on_home(m), resize_check_fn, &rc);
+	if (ret < 0 || check_only || new_size == old_size) {
+		if (ret < 0 && why[0] == '\0')
+			snprintf(why, why_len, "%s", strerror(-ret));
+		return ret;
+	}
+	/* bm's fd, path and page count change only by a replace or a grow, which
+	 * run on this (the control) thread too */
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		struct mcopy *c = &m->copies[i];
+
+		if (!c->present)
+			continue;
+		ret = mbm_grow_file(&c->bm, new_size, rc.new_nregions);
+		if (ret < 0) {
+			snprintf(why, why_len, "cannot grow the dirty-region bitmap of copy %u (%s) "
+				 "in %s: %s (the volume keeps its size; retry)", i, c->node_id,
+				 m->state_dir, strerror(-ret));
+			return ret;
+		}
+	}
+	ret = copyset_call(&m->cs, on_home(m), resize_grow_fn, &rc);
+	if (ret < 0) {
+		if (why[0] == '\0')
+			snprintf(why, why_len, "cannot grow the layout of '%s': %s (retry)", m->name,
+				 strerror(-ret));
+		return ret;
+	}
+	tsr_info("mirror %s: grown online from %llu to %llu bytes (%llu regions)", m->name,
+		 (unsigned long long)old_size, (unsigned long long)new_size,
+		 (unsigned long long)rc.new_nregions);
+	return 0;
+}
+
 static void mirror_get_status(void *ctx, struct tsr_layout_status *out)
 {
 	copyset_get_status(&((struct mirror *)ctx)->cs, out);
@@ -1403,6 +1593,13 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 		ret = mbm_open(&c->bm, m, path, oc->state != TSR_COPY_IN_SYNC, c->full_resync);
 		if (ret < 0)
 			goto err;
+		if (ret == 0 && c->bm.stale_header && !c->full_resync) {
+			/* its bitmap missed a grow (mirror_resize): compare every block */
+			tsr_warn("mirror %s: copy %u (%s): its bitmap is for another size than "
+				 "the volume's %llu bytes: full resync, compared by sums", m->name,
+				 i, oc->node_id, (unsigned long long)m->size);
+			c->full_resync = true;
+		}
 		/* ret 0: no bitmap loaded, every region dirty (a rebuild in full) */
 		ret = mirror_missed_load(c, oc->missed, c->full_resync || ret == 0);
 		if (ret < 0)
@@ -1444,6 +1641,7 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 		mirror_destroy(m);
 		return ret;
 	}
+	m->layout = *out;
 	tsr_info("mirror %s: ready, epoch %llu, %u of %u copies in sync", m->name,
 		 (unsigned long long)m->epoch, m->cs.status.in_sync, m->n_copies);
 	return 0;

@@ -36,7 +36,8 @@ void bits_set_range(uint8_t *bits, uint64_t first, uint64_t last)
 		bits[r >> 3] |= (uint8_t)(1u << (r & 7));
 }
 
-static void header_fill(uint8_t *p, const struct mirror *m)
+/* The header page for a volume of size bytes (format: mirror_internal.h). */
+static void header_fill_size(uint8_t *p, const struct mirror *m, uint64_t size)
 {
 	uint32_t crc;
 
@@ -44,9 +45,14 @@ static void header_fill(uint8_t *p, const struct mirror *m)
 	memcpy(p, BM_MAGIC, 8);
 	p[8] = BM_VERSION;
 	memcpy(p + 12, &m->region_size, 4);
-	memcpy(p + 16, &m->size, 8);
+	memcpy(p + 16, &size, 8);
 	crc = tsr_crc32c(0, p, 24);
 	memcpy(p + 24, &crc, 4);
+}
+
+static void header_fill(uint8_t *p, const struct mirror *m)
+{
+	header_fill_size(p, m, m->size);
 }
 
 int mbm_open(struct mbitmap *bm, struct mirror *m, const char *path, bool load, bool full)
@@ -88,6 +94,8 @@ int mbm_open(struct mbitmap *bm, struct mirror *m, const char *path, bool load, 
 		    pread(bm->fd, bm->bits, bytes, PAGE) == (ssize_t)bytes) {
 			loaded = 1;
 		} else {
+			/* ours, for another size: a grow did not reach it (mirror_resize) */
+			bm->stale_header = n == PAGE && memcmp(hdr, want, 16) == 0;
 			tsr_warn("mirror %s: bitmap %s: absent or not ours: full resync", m->name,
 				 path);
 			full = true;
@@ -434,4 +442,69 @@ void mbm_clear_all(struct mbitmap *bm)
 		page_write(bm, p);
 	}
 	bm->nset = 0;
+}
+
+/* ---- online growth (mirror.c mirror_resize) ---------------------------- */
+
+int mbm_grow_file(struct mbitmap *bm, uint64_t new_size, uint64_t new_nregions)
+{
+	struct mirror *m = bm->m;
+	size_t npages = (new_nregions + BITS_PER_PAGE - 1) / BITS_PER_PAGE;
+	uint8_t *page = NULL;
+	int ret = 0;
+
+	if (bm->fd < 0)
+		return -EBADF;
+	page = tsr_alloc_aligned(PAGE);
+	if (page == NULL)
+		return -ENOMEM;
+	/* the new bit pages first (clear: the grown space holds zeros on every
+	 * copy), so that a header naming the new size never sees them missing */
+	memset(page, 0, PAGE);
+	for (size_t p = bm->npages; p < npages; p++) {
+		if (pwrite(bm->fd, page, PAGE, (off_t)((p + 1) * PAGE)) != PAGE) {
+			ret = errno ? -errno : -EIO;
+			goto out;
+		}
+	}
+	header_fill_size(page, m, new_size);
+	if (pwrite(bm->fd, page, PAGE, 0) != PAGE || fdatasync(bm->fd) < 0)
+		ret = errno ? -errno : -EIO;
+out:
+	if (ret)
+		tsr_error("mirror %s: bitmap %s: grow to %llu regions: %s", m->name, bm->path,
+			  (unsigned long long)new_nregions, strerror(-ret));
+	tsr_free_aligned(page);
+	return ret;
+}
+
+int mbm_grow(struct mbitmap *bm, uint64_t new_nregions)
+{
+	size_t npages = (new_nregions + BITS_PER_PAGE - 1) / BITS_PER_PAGE;
+
+	if (new_nregions < bm->nregions)
+		return -EINVAL;
+	if (npages > bm->npages) {
+		uint8_t *bits = tsr_alloc_aligned(npages * PAGE);
+		struct mpage *pages = calloc(npages, sizeof(*pages));
+
+		if (bits == NULL || pages == NULL) {
+			tsr_free_aligned(bits);
+			free(pages);
+			return -ENOMEM;
+		}
+		/* page writes in flight copied their page at submit and find
+		 * theirs again by index (page_ctx) */
+		memset(bits, 0, npages * PAGE);
+		memcpy(bits, bm->bits, bm->npages * PAGE);
+		memcpy(pages, bm->pages, bm->npages * sizeof(*pages));
+		tsr_free_aligned(bm->bits);
+		free(bm->pages);
+		bm->bits = bits;
+		bm->pages = pages;
+		bm->npages = npages;
+	}
+	/* the new regions are clear: bits past the old last region always were */
+	bm->nregions = new_nregions;
+	return 0;
 }

@@ -117,6 +117,10 @@ struct mbitmap {
 	uint64_t nset; /* set bits */
 	int error;     /* last persist error (sticky until a success) */
 	bool retry_pending; /* some page has retry set (mbm_retry has work) */
+	/* mbm_open with load found our header for another volume size (a grow
+	 * recorded but not reached: mirror_resize): the copy is compared in
+	 * full (full_resync), not copied whole */
+	bool stale_header;
 	/*
 	 * Optional owner reference held by each page write in flight (the EC
 	 * layout borrows this bitmap, ec_internal.h); NULL: m_get/m_put on m.
@@ -159,6 +163,16 @@ bool mbm_busy(const struct mbitmap *bm); /* a page write in flight or waiting */
  * -ECANCELED.
  */
 void mbm_retry(struct mbitmap *bm);
+
+/*
+ * Online growth (mirror_resize), in two steps.  Control thread: write the
+ * file's new bit pages (clear) and then the header naming new_size, durable
+ * (page 0 and the new pages are never written by the home worker, whose
+ * page writes go on meanwhile).  Home worker: mbm_grow makes the in-memory
+ * bitmap cover new_nregions (the new regions clear).  0 or -errno.
+ */
+int mbm_grow_file(struct mbitmap *bm, uint64_t new_size, uint64_t new_nregions);
+int mbm_grow(struct mbitmap *bm, uint64_t new_nregions);
 
 /* In-memory region sets (regions written since the last flush). */
 void bits_set_range(uint8_t *bits, uint64_t first, uint64_t last);
@@ -232,8 +246,10 @@ struct mcop;
 
 struct mirror {
 	struct copyset cs; /* what copyset.c reads of the layout (set at create) */
-	/* immutable after create */
+	/* immutable after create, but for size and nregions */
 	char name[64];
+	/* grown on the home worker only (mirror_resize), with nregions; read
+	 * by other threads through mirror_size (atomic) */
 	uint64_t size;
 	uint64_t epoch;
 	char node_id[64];
@@ -252,6 +268,7 @@ struct mirror {
 	uint64_t nregions;
 	bool converge;
 	struct tsr_layout_hooks hooks;
+	struct tsr_layout *layout; /* ours (tsr_layout_new), set before the first request */
 
 	struct mcopy copies[TSR_MIRROR_MAX_COPIES];
 	unsigned n_copies;

@@ -210,6 +210,21 @@ void tsr_layout_fence(struct tsr_layout *l);
  * when asked; background, progress in status.  Waits for the home worker to
  * start it.  Errors: -EBUSY already running, -EIO fenced, -EOPNOTSUPP. */
 int tsr_layout_scrub_start(struct tsr_layout *l, bool repair);
+/*
+ * Grow the volume to new_size while it is in use (a multiple of
+ * TSR_BLOCK_SIZE, not smaller than now).  Control thread; waits for the home
+ * worker (not under a lock that hooks.set_copy_state takes).  Every copy
+ * must already be at least new_size (the caller grew them).  check_only:
+ * change nothing, only say whether a grow could run now.  On return 0 the
+ * layout's size is new_size: writes past the old end are accepted from then
+ * on (never before).  Errors (why, may be NULL, says what to do): -EINVAL
+ * (smaller, misaligned), -EBUSY (a copy not in sync or away, a resync,
+ * rebuild, scrub or snapshot make-up running: wait for it), -EIO (fenced,
+ * closing), -ENOMEM, -errno of the layout's state files, -EOPNOTSUPP (a
+ * layout that cannot grow while in use).
+ */
+int tsr_layout_resize(struct tsr_layout *l, uint64_t new_size, bool check_only, char *why,
+		      size_t why_len);
 /* A consistent snapshot of the status (thread-safe); zeroed when the layout
  * has none. */
 void tsr_layout_get_status(struct tsr_layout *l, struct tsr_layout_status *out);

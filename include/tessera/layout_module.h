@@ -40,6 +40,9 @@ struct tsr_layout_ops {
 	void (*fence)(void *ctx);
 	int (*scrub_start)(void *ctx, bool repair);
 	void (*get_status)(void *ctx, struct tsr_layout_status *out);
+	/* May be NULL (-EOPNOTSUPP).  tsr_layout_resize, range checked (new_size
+	 * aligned, >= size); why has room (why_len > 0). */
+	int (*resize)(void *ctx, uint64_t new_size, bool check_only, char *why, size_t why_len);
 	void (*destroy)(void *ctx);
 };
 
@@ -55,6 +58,9 @@ void tsr_layout_snap_opened(struct tsr_layout *l);
 /* Run fn(arg) on the layout's home thread (tsr_layout_set_home's post).
  * 0, or -EOPNOTSUPP (no home given) / the post's -errno: fn never runs. */
 int tsr_layout_post(struct tsr_layout *l, void (*fn)(void *arg), void *arg);
+/* Home thread: a snap request is held, running, or not called back yet
+ * (an online grow waits for it: the copies' snapshots must all have one size). */
+bool tsr_layout_snap_busy(const struct tsr_layout *l);
 /* A home post was given (tsr_layout_set_home). */
 bool tsr_layout_has_home(const struct tsr_layout *l);
 /* For a layout's own control functions: which ops table, and its ctx. */
