@@ -796,7 +796,8 @@ static void op_volume_resize(struct tsr_admin_server *srv, const Tessera__Admin_
 		return;
 	}
 	if (ret == 0 && r->size != info.size)
-		ret = tsr_store_vol_resize(srv->store, r->name, r->size);
+		ret = r->check_only ? tsr_store_vol_resize_check(srv->store, r->name, r->size) :
+		      tsr_store_vol_resize(srv->store, r->name, r->size);
 	switch (ret) {
 	case 0:
 		reply_volume(srv, r->name, resp);

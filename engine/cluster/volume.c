@@ -166,24 +166,39 @@ int cluster_copy_delete(struct tsr_cluster *c, const Tessera__Cluster__NodeRecor
 	return ret;
 }
 
+/*
+ * Grow node's copy of name to size (its store: ours directly, another node's
+ * through the local_copy VolumeResize), or with check_only only ask whether
+ * it could (nothing changes).  0 or -errno with msg.
+ */
 static int copy_resize(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
-		       const char *name, uint64_t size, char *msg, size_t msg_len)
+		       const char *name, uint64_t size, bool check_only, char *msg,
+		       size_t msg_len)
 {
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__VolumeResize vr = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
 	Tessera__Admin__Response *resp = NULL;
+	char sz[32];
 	int ret;
 
 	if (strcmp(node->id, c->node_id) == 0) {
-		ret = tsr_store_vol_resize(c->o.store, name, size);
-		if (ret)
-			snprintf(msg, msg_len, "cannot resize the copy of '%s' on %s: %s", name,
-				 node->id, strerror(-ret));
+		ret = check_only ? tsr_store_vol_resize_check(c->o.store, name, size) :
+		      tsr_store_vol_resize(c->o.store, name, size);
+		if (ret == -ENOSPC)
+			snprintf(msg, msg_len, "node %s: no space to grow volume '%s' to %s: the "
+				 "file system of %s is full (delete volumes or snapshots, or free "
+				 "space on it)", node->id, name, tsr_format_size(size, sz, sizeof(sz)),
+				 c->dir ? c->dir : "its data dir");
+		else if (ret)
+			snprintf(msg, msg_len, "cannot %s the copy of '%s' on %s: %s",
+				 check_only ? "check the growth of" : "resize", name, node->id,
+				 strerror(-ret));
 		return ret;
 	}
 	vr.name = (char *)name;
 	vr.size = size;
 	vr.local_copy = true;
+	vr.check_only = check_only;
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE;
 	req.volume_resize = &vr;
 	ret = cluster_call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
@@ -589,14 +604,109 @@ out:
 	view_free(&v);
 }
 
+/*
+ * Ask vol's coordinator (node coord) whether its layout can grow to size
+ * now (check_only), or make it grow (the record has the size already: the
+ * coordinator then runs step (e) alone).  The coordinator calls no node for
+ * either, so the caller may wait for it.  0 or -errno with msg; into resp
+ * (may be NULL) the coordinator's answer.
+ */
+static int coord_resize(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *coord,
+			const char *name, uint64_t size, bool check_only, char *msg,
+			size_t msg_len, Tessera__Admin__Response *resp)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeResize vr = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
+	Tessera__Admin__Response *r = NULL;
+	int ret;
+
+	vr.name = (char *)name;
+	vr.size = size;
+	vr.check_only = check_only;
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE;
+	req.volume_resize = &vr;
+	req.via_node = c->node_id;
+	if (resp != NULL) {
+		cluster_forward(c, coord->id, coord->address, &req, resp);
+		ret = resp->error;
+		snprintf(msg, msg_len, "%s", resp->message ? resp->message : "");
+		return ret;
+	}
+	ret = cluster_call_node(c, coord->address, &req, CLUSTER_FORWARD_TIMEOUT_MS, &r);
+	if (ret) {
+		snprintf(msg, msg_len, "cannot reach %s, the coordinator of '%s', at %s: %s (is it "
+			 "alive? tessera node list); nothing changed", coord->id, name,
+			 coord->address, strerror(-ret));
+		return ret;
+	}
+	ret = r->error;
+	if (ret)
+		snprintf(msg, msg_len, "%s", r->message && r->message[0] ? r->message :
+			 strerror(-ret));
+	tessera__admin__response__free_unpacked(r, NULL);
+	return ret;
+}
+
+/* Step (a) of the coordinator's layout (attached here): 0, or -errno with
+ * the reason in resp. */
+static int layout_resize_check(const char *name, const char *attached, struct tsr_layout *layout,
+			       uint64_t size, bool ec, Tessera__Admin__Response *resp)
+{
+	char msg[512];
+	int ret;
+
+	ret = tsr_layout_resize(layout, size, true, msg, sizeof(msg));
+	if (ret == -EOPNOTSUPP)
+		admin_fail(resp, ret, "volume '%s' is attached on %s: resizing an attached %s is "
+			   "not supported yet (detach it, resize, attach again)", name, attached,
+			   ec ? "erasure-coded volume" : "volume of this layout");
+	else if (ret)
+		admin_fail(resp, ret, "cannot resize '%s' now: %s; nothing changed", name, msg);
+	return ret;
+}
+
+/*
+ * Resize (grow) a cluster volume, attached or not.  In order:
+ *  (a) refusals that change nothing: a smaller size (-EINVAL), a copy's node
+ *      away (-EHOSTUNREACH), attached: a layout that cannot grow now (copy
+ *      not in sync, resync, rebuild, scrub, make-up or snapshot running:
+ *      -EBUSY; an erasure-coded one: -EOPNOTSUPP), asked of the coordinator;
+ *  (b) every copy's node asked whether its copy can grow (check_only: free
+ *      space for the store's bitmap pages), before any grows: the first
+ *      refusal is answered, naming the node;
+ *  (c) every copy grown (its store);
+ *  (d) vol/<name> gets the size (compare-and-set);
+ *  (e) attached: the coordinator's layout grows (tsr_layout_resize: bitmaps,
+ *      region count, size, on its home worker); writes past the old end are
+ *      accepted from here on;
+ *  (f) the answer.
+ * On the coordinator all of it runs here.  Elsewhere (b)-(d) run here and
+ * the coordinator is asked for (a) (check_only) and (e) (the same request
+ * once the record has the size): it calls no node for either, so neither
+ * waits on the other (a forward of the whole request would: the coordinator
+ * would call this node, whose loop waits for it).
+ * Recovery (crash or failure between the steps): copies larger than the
+ * record are harmless (the layout never goes past the record's size; a retry
+ * of the same size finds them grown: the store's resize to its size is a
+ * no-op); after (d) without (e) a retry of the same size runs (e) alone, and
+ * an attach at the new size finds bitmaps naming the old one: a copy that
+ * is not IN_SYNC is then resynced in full, compared by sums (mirror.c).
+ * Nothing acknowledged is lost: nothing past the old end is accepted before
+ * (e), and every copy holds what was acknowledged below it.
+ * NBD connections opened before keep the size of their handshake.
+ */
 void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeResize *r,
 			   Tessera__Admin__Response *resp)
 {
+	const Tessera__Cluster__NodeRecord *nodes[TSR_LAYOUT_MAX_COPIES];
+	const Tessera__Cluster__NodeRecord *coord = NULL;
 	Tessera__Cluster__VolumeRecord *rec = NULL;
+	struct tsr_layout *layout = NULL;
 	struct cluster_view v;
 	const char *attached;
 	char key[80], msg[512], a[32], b[32];
 	uint64_t rev, old_size;
+	size_t grown = 0;
 	int ret;
 
 	ret = view_load(c->meta, &v);
@@ -605,16 +715,35 @@ void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeRe
 		return;
 	}
 	attached = view_attached(&v, r->name, NULL);
-	if (attached) {
-		admin_fail(resp, -EBUSY, "volume '%s' is attached on %s: resizing an attached "
-			   "volume is not supported yet (detach it, resize, attach again)",
-			   r->name, attached);
-		goto out;
+	if (attached && strcmp(attached, c->node_id) != 0) {
+		coord = view_node(&v, attached);
+		if (coord == NULL) {
+			admin_fail(resp, -EHOSTUNREACH, "volume '%s' is attached on %s, whose "
+				   "address is unknown", r->name, attached);
+			goto out;
+		}
+	} else if (attached) {
+		layout = tsr_volset_layout(c->o.vols, r->name);
+		if (layout == NULL) {
+			admin_fail(resp, -EBUSY, "volume '%s' is being attached or detached on %s: "
+				   "retry", r->name, attached);
+			goto out;
+		}
 	}
 	ret = rec_volume_get(c->meta, r->name, &rec, &rev);
 	if (ret) {
 		admin_fail(resp, ret, ret == -ENOENT ? "volume '%s' not found (tessera volume list "
 			   "shows what exists)" : "cannot read volume '%s'", r->name);
+		goto out;
+	}
+	if (r->check_only) {
+		/* another node asks us, the coordinator, for step (a) */
+		if (layout == NULL)
+			admin_fail(resp, -EAGAIN, "volume '%s' is not attached on %s any more: "
+				   "retry; nothing changed", r->name, c->node_id);
+		else
+			layout_resize_check(r->name, attached, layout, r->size, rec->ec_k != 0,
+					    resp);
 		goto out;
 	}
 	if (r->size < rec->size) {
@@ -623,28 +752,104 @@ void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeRe
 			   tsr_format_size(r->size, b, sizeof(b)));
 		goto out;
 	}
+	if (rec->n_copies > TSR_LAYOUT_MAX_COPIES) {
+		admin_fail(resp, -EINVAL, "volume '%s' has %zu copies, more than %u", r->name,
+			   rec->n_copies, TSR_LAYOUT_MAX_COPIES);
+		goto out;
+	}
 	old_size = rec->size;
-	rec->size = r->size; /* rec_copy_size: what each copy grows to (ec: its chunk volume) */
-	for (size_t i = 0; r->size != old_size && i < rec->n_copies; i++) {
-		const Tessera__Cluster__NodeRecord *node = view_node(&v, rec->copies[i]->node_id);
+	if (r->size == old_size && coord != NULL) {
+		/* the record has it: the coordinator's layout may not (a retry) */
+		coord_resize(c, coord, r->name, r->size, false, msg, sizeof(msg), resp);
+		goto out;
+	}
+	if (r->size == old_size && (layout == NULL || tsr_layout_size(layout) >= r->size))
+		goto answer;
+	/* after (d): (e) alone, whatever the copies' states (mirror_resize: every
+	 * copy was grown before the record) */
+	if (r->size == old_size)
+		goto grow_layout;
+	/* (a) */
+	for (size_t i = 0; i < rec->n_copies; i++) {
+		const char *id = rec->copies[i]->node_id;
 
-		/* ec: a chunk volume may already be large enough (same stripe count) */
-		ret = node ? copy_resize(c, node, r->name, rec_copy_size(rec), msg, sizeof(msg)) :
-		      -ENOENT;
-		if (ret) {
-			admin_fail(resp, ret, "%s", node ? msg : "a copy's node is unknown");
+		nodes[i] = view_node(&v, id);
+		if (nodes[i] == NULL || !view_alive(&v, id)) {
+			admin_fail(resp, -EHOSTUNREACH, "cannot resize '%s': node %s, which holds "
+				   "copy %zu, is %s (bring it back, or tessera volume replace-replica "
+				   "%s --node %s, then retry); nothing changed", r->name, id, i,
+				   nodes[i] ? "away" : "unknown", r->name, id);
 			goto out;
 		}
 	}
-	rec->size = r->size;
-	snprintf(key, sizeof(key), "vol/%s", r->name);
-	ret = rec_put(c->meta, key, &rec->base, rev, 0, NULL);
-	if (ret) {
-		admin_fail(resp, ret, "cannot record the new size of '%s': %s (retry)", r->name,
-			   strerror(-ret));
+	if (layout && layout_resize_check(r->name, attached, layout, r->size, rec->ec_k != 0,
+					  resp))
+		goto out;
+	if (coord) {
+		ret = coord_resize(c, coord, r->name, r->size, true, msg, sizeof(msg), NULL);
+		if (ret) {
+			admin_fail(resp, ret, "%s", msg);
+			goto out;
+		}
+	}
+	rec->size = r->size; /* rec_copy_size: what each copy grows to (ec: its chunk volume) */
+	/* (b) */
+	for (size_t i = 0; r->size != old_size && i < rec->n_copies; i++) {
+		ret = copy_resize(c, nodes[i], r->name, rec_copy_size(rec), true, msg, sizeof(msg));
+		if (ret) {
+			admin_fail(resp, ret, "%s; nothing was grown", msg);
+			goto out;
+		}
+	}
+	/* (c) ec: a chunk volume may already be large enough (same stripe count) */
+	for (size_t i = 0; r->size != old_size && i < rec->n_copies; i++, grown++) {
+		ret = copy_resize(c, nodes[i], r->name, rec_copy_size(rec), false, msg,
+				  sizeof(msg));
+		if (ret) {
+			admin_fail(resp, ret, "%s; %zu of %zu copies were grown before, the volume "
+				   "keeps its size %s (copies larger than it are harmless): retry "
+				   "the same resize once %s can take it", msg, grown, rec->n_copies,
+				   tsr_format_size(old_size, a, sizeof(a)), nodes[i]->id);
+			goto out;
+		}
+	}
+	/* (d) */
+	if (r->size != old_size) {
+		snprintf(key, sizeof(key), "vol/%s", r->name);
+		ret = rec_put(c->meta, key, &rec->base, rev, 0, NULL);
+		if (ret) {
+			admin_fail(resp, ret, "cannot record the new size of '%s': %s (its copies "
+				   "were grown; retry)", r->name, strerror(-ret));
+			goto out;
+		}
+	}
+	tsr_info("cluster: volume %s resized from %s to %s%s", r->name,
+		 tsr_format_size(old_size, b, sizeof(b)), tsr_format_size(r->size, a, sizeof(a)),
+		 attached ? " while attached (new NBD connections see the new size)" : "");
+	/* (e) */
+	if (coord) {
+		ret = coord_resize(c, coord, r->name, r->size, false, msg, sizeof(msg), resp);
+		if (ret)
+			admin_fail(resp, ret, "'%s' is recorded at %s and its copies were grown, "
+				   "but its coordinator on %s did not grow: %s (retry the same "
+				   "resize; until then writes past %s are refused)", r->name,
+				   tsr_format_size(r->size, a, sizeof(a)), attached, msg,
+				   tsr_format_size(old_size, b, sizeof(b)));
 		goto out;
 	}
-	tsr_info("cluster: volume %s resized to %s", r->name, tsr_format_size(r->size, a, sizeof(a)));
+grow_layout:
+	if (layout) {
+		ret = tsr_layout_resize(layout, r->size, false, msg, sizeof(msg));
+		if (ret) {
+			admin_fail(resp, ret, "'%s' is recorded at %s and its copies were grown, but "
+				   "its coordinator on %s did not grow: %s (retry the same resize; "
+				   "until then writes past %s are refused)", r->name,
+				   tsr_format_size(r->size, a, sizeof(a)), attached, msg,
+				   tsr_format_size(old_size, b, sizeof(b)));
+			goto out;
+		}
+	}
+answer:
 	view_free(&v);
 	tessera__cluster__volume_record__free_unpacked(rec, NULL);
 	cluster_volume_list(c, r->name, resp);

@@ -47,6 +47,7 @@
 #include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -772,6 +773,51 @@ static int grow_device_extent(struct tsr_store *store, const struct vol_row *row
 nospc:
 	tsr_error("resize: volume %s: the device space after its extent is not free", row->name);
 	return -ENOSPC;
+}
+
+int tsr_store_vol_resize_check(struct tsr_store *store, const char *name, uint64_t new_size)
+{
+	struct vol_row row, *rows = NULL;
+	struct statvfs vfs;
+	uint64_t need, end;
+	size_t n;
+	int ret;
+
+	ret = check_size("resize", name, new_size);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&store->lock);
+	ret = catalog_get(store->db, name, &row);
+	if (ret || new_size <= row.size) {
+		if (ret == 0 && new_size < row.size)
+			ret = -EINVAL;
+		goto out;
+	}
+	if (row.dev_offset >= 0) {
+		/* grow_device_extent's rule, without zeroing anything */
+		end = (uint64_t)row.dev_offset + new_size;
+		if (end > store->dev_size) {
+			ret = -ENOSPC;
+			goto out;
+		}
+		ret = catalog_list(store->db, true, &rows, &n);
+		for (size_t i = 0; ret == 0 && i < n; i++)
+			if (rows[i].dev_offset > row.dev_offset && (uint64_t)rows[i].dev_offset < end)
+				ret = -ENOSPC;
+		free(rows);
+		goto out;
+	}
+	/* grow_dirty_blocks' need: the bitmap's new pages (data grows sparse) */
+	need = blockmeta_dirty_file_size(new_size) - blockmeta_dirty_file_size(row.size);
+	if (need > 0 && statvfs(store->dir, &vfs) == 0 &&
+	    (uint64_t)vfs.f_bavail * vfs.f_frsize < need)
+		ret = -ENOSPC;
+out:
+	pthread_mutex_unlock(&store->lock);
+	if (ret == -ENOSPC)
+		tsr_info("resize check: volume %s: no space to grow it to %llu bytes", name,
+			 (unsigned long long)new_size);
+	return ret;
 }
 
 int tsr_store_vol_resize(struct tsr_store *store, const char *name, uint64_t new_size)

@@ -73,6 +73,10 @@ int tsr_store_vol_ec_chunk(struct tsr_store *store, const char *name, bool *out)
 int tsr_store_vol_delete(struct tsr_store *store, const char *name);
 /* Grow only.  Errors: -ENOENT, -EINVAL (not a multiple of 4 KiB, or a shrink), -ENOSPC. */
 int tsr_store_vol_resize(struct tsr_store *store, const char *name, uint64_t new_size);
+/* Whether tsr_store_vol_resize could grow name to new_size now (changes
+ * nothing; the space is not reserved: a grow may still fail).  0 also when
+ * new_size is the size.  Errors as tsr_store_vol_resize. */
+int tsr_store_vol_resize_check(struct tsr_store *store, const char *name, uint64_t new_size);
 /* Errors: -ENOENT. */
 int tsr_store_vol_info(struct tsr_store *store, const char *name, struct tsr_vol_info *out);
 /* *out is malloc'd (free()); sorted by name. */

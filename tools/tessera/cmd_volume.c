@@ -131,7 +131,14 @@ static const char HELP_SHOW[] =
 static const char HELP_RESIZE[] =
 "Usage: tessera volume resize NAME --size SIZE\n"
 "Grow a volume to SIZE (volumes never shrink).  NBD clients that connect\n"
-"afterwards see the new size.\n"
+"afterwards see the new size; a connection open already keeps the size of its\n"
+"handshake (NBD has no resize notice: reconnect, e.g. the CSI node expansion).\n"
+"\n"
+"In a cluster a replicated volume grows while attached (the request goes to\n"
+"its coordinator).  Refused, with nothing changed, while a copy is not in\n"
+"sync or its node is away, while a resync, rebuild, scrub or snapshot runs,\n"
+"and when a copy's node lacks the space (every node is asked before any copy\n"
+"grows).  An attached erasure-coded volume must be detached first.\n"
 "\n"
 "Example:\n"
 "  tessera volume resize db --size 20G\n";
