@@ -19,7 +19,9 @@
 #  5. refusals, nothing changed (the record's and every copy's size): n3
 #     away (stopped); a shrink; n3's file system full (resize to 64 GiB needs
 #     a page more of its store's dirty bitmap): "node n3: no space", nothing
-#     grown on n1 and n2 either; then with space: accepted while attached.
+#     grown on n1 and n2 either; then with space: accepted while attached;
+#  6. an attached ec 2+1 volume: refused ("not supported yet"), nothing
+#     changed; detached it grows.
 # On the code before (refused while attached) step 1 fails: "resizing an
 # attached volume is not supported yet".
 . "$(dirname "$0")/functions.sh"
@@ -152,4 +154,18 @@ if [ "$FULL" = 1 ]; then
 		"read -P 0x77 40M 1M" >/dev/null || fail "the last block at 64 GiB"
 fi
 ctsr volume detach db >/dev/null || fail "final detach"
+ctsr volume delete db >/dev/null || fail "delete db" # its 64 GiB fill n3's capacity
+
+# ---- 6. an attached erasure-coded volume: refused as before, nothing changed
+ctsr volume create E --size 8M --ec 2+1 --failure-domain zone >/dev/null || fail "create E (ec 2+1)"
+ctsr volume attach E --node n1 >/dev/null || fail "attach E"
+esz() { local i s=""; for i in 1 2 3; do s+="$(cl_copy_size "$i" E) "; done; echo "${s% }"; }
+before=$(esz)
+expect_fail 1 "attached erasure-coded volume is not supported yet" \
+	ctsr_via 3 volume resize E --size 16M
+assert_eq "$(ctsr --json volume show E | json_get 'j["size"]')" $((8 * M)) "E's recorded size"
+assert_eq "$(esz)" "$before" "E's chunk volumes' sizes after the refusal"
+ctsr volume detach E >/dev/null || fail "detach E"
+ctsr volume resize E --size 16M >/dev/null || fail "resize of detached E"
+assert_eq "$(ctsr --json volume show E | json_get 'j["size"]')" $((16 * M)) "E's size, detached"
 cl_stop_all
