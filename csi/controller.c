@@ -1077,11 +1077,28 @@ int csi_controller_expand_volume(struct csi_call *c, const ProtobufCMessage *m,
 	}
 	if (size > cur && attached) {
 		/*
-		 * tesserad resizes detached volumes only; the node that has it
-		 * staged grows it in NodeExpandVolume, where it restarts the
-		 * device chain anyway (detach, resize, attach).  So the node
-		 * step is required even for a block volume.
+		 * tesserad grows an attached replicated volume in place (its
+		 * coordinator); the node step is still required, even for a
+		 * block volume: the NBD client keeps the size of its handshake
+		 * until NodeExpandVolume reconnects it (and grows the file
+		 * system).  A volume tesserad cannot grow while attached
+		 * (erasure-coded: -EOPNOTSUPP) is grown by NodeExpandVolume
+		 * instead, which restarts the device chain (detach, resize,
+		 * attach).
 		 */
+		vr.name = req->volume_id;
+		vr.size = size;
+		areq.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE;
+		areq.volume_resize = &vr;
+		code = csi_admin(c, &areq, &ar);
+		if (code)
+			goto out;
+		if (ar->error && ar->error != -EOPNOTSUPP) {
+			code = csi_fail(c, csi_admin_code(ar->error), "volume resize: %s",
+					ar->message && ar->message[0] ? ar->message :
+					strerror(-ar->error));
+			goto out;
+		}
 		r = csi_alloc(c, sizeof(*r));
 		csi__v1__controller_expand_volume_response__init(r);
 		r->capacity_bytes = (int64_t)size;
