@@ -59,6 +59,9 @@ struct lease {
 	uint64_t id;
 	uint32_t ttl_ms;
 	int64_t deadline; /* tsr_mono_ms() after which the lease has lapsed */
+	int end_err;      /* lapsed and its end failed with this (-errno), 0: not yet tried or
+			   * ok; reap retries at every call, logging only a change of it */
+	unsigned end_tries; /* failed ends since end_err was last logged */
 };
 
 struct sqlite_meta {
@@ -72,6 +75,8 @@ struct sqlite_meta {
 	unsigned history;         /* changes kept for watch */
 	struct lease *leases;     /* live leases, unordered */
 	size_t n_leases, cap_leases;
+	bool quiet;               /* a lapsed lease's end retried with its failure logged
+				   * already: write_failed and meta_space_spend log at debug */
 	bool full;                /* a statement met SQLITE_FULL: spend the reserve
 				   * at the rollback (meta_space_spend) */
 };
@@ -118,12 +123,19 @@ static int write_failed(struct sqlite_meta *s, const char *what, int rc, const c
 {
 	if ((rc & 0xff) == SQLITE_FULL) {
 		s->full = true;
+		if (s->quiet) {
+			tsr_debug("meta: %s: %s: the file system is still full", what, s->path);
+			return -ENOSPC;
+		}
 		tsr_error("meta: %s: %s: the file system is full (free space on it: delete "
 			  "volumes or snapshots); nothing of the change was kept",
 			  what, s->path);
 		return -ENOSPC;
 	}
-	tsr_error("meta: %s: %s: %s", what, s->path, msg ? msg : "?");
+	if (s->quiet)
+		tsr_debug("meta: %s: %s: %s", what, s->path, msg ? msg : "?");
+	else
+		tsr_error("meta: %s: %s: %s", what, s->path, msg ? msg : "?");
 	return -EIO;
 }
 
@@ -381,8 +393,9 @@ static int lease_add(struct sqlite_meta *s, uint64_t id, uint32_t ttl_ms)
 	return 0;
 }
 
-/* End lease l: delete its keys (each a change) and its row, in one transaction. */
-static int lease_end(struct sqlite_meta *s, struct lease *l)
+/* End lease l: delete its keys (each a change) and its row, in one transaction.
+ * lapsed: reap's (a failure is retried: logged once per cause), else a revoke. */
+static int lease_end(struct sqlite_meta *s, struct lease *l, bool lapsed)
 {
 	struct tsr_meta_kv *keys = NULL;
 	size_t n = 0, cap = 0;
@@ -434,25 +447,53 @@ out:
 	else
 		txn_rollback(s);
 	if (ret == 0) {
+		if (l->end_err)
+			tsr_info("meta: lease %016llx ended after all, %zu keys deleted (recovered: "
+				 "its end had failed with '%s', %u retries not logged)",
+				 (unsigned long long)id, n, strerror(-l->end_err), l->end_tries);
+		else
+			tsr_debug("meta: lease %016llx ended, %zu keys deleted",
+				  (unsigned long long)id, n);
 		*l = s->leases[--s->n_leases]; /* l points into the array */
-		tsr_debug("meta: lease %016llx ended, %zu keys deleted", (unsigned long long)id, n);
+	} else if (!lapsed || ret != l->end_err) {
+		/* a revoke, or a lapse's first failure or a new cause: said once */
+		tsr_error("meta: end lease %016llx: %s%s", (unsigned long long)id, strerror(-ret),
+			  lapsed ? " (retried at every metadata call; logged again once it "
+			  "succeeds or fails otherwise)" : "");
+		if (lapsed) {
+			l->end_err = ret;
+			l->end_tries = 0;
+		}
 	} else {
-		tsr_error("meta: end lease %016llx: %s", (unsigned long long)id, strerror(-ret));
+		l->end_tries++;
+		tsr_debug("meta: end lease %016llx: %s (again)", (unsigned long long)id,
+			  strerror(-ret));
 	}
 	tsr_meta_kv_free_array(keys, n);
 	return ret;
 }
 
-/* Delete the keys of every lapsed lease.  Errors are logged; retried next call. */
+/*
+ * Delete the keys of every lapsed lease.  A failure (a full file system) is
+ * retried at the next call and logged once: ERROR at the first, then only a
+ * different cause, and INFO "ended after all" once it succeeds.
+ */
 static void reap(struct sqlite_meta *s)
 {
 	int64_t now = tsr_mono_ms();
 
 	for (size_t i = 0; i < s->n_leases;) {
 		if (s->leases[i].deadline <= now) {
-			tsr_info("meta: lease %016llx lapsed (TTL %u ms); deleting its keys",
-				 (unsigned long long)s->leases[i].id, s->leases[i].ttl_ms);
-			if (lease_end(s, &s->leases[i]) == 0)
+			int ret;
+
+			if (s->leases[i].end_err == 0)
+				tsr_info("meta: lease %016llx lapsed (TTL %u ms); deleting its keys",
+					 (unsigned long long)s->leases[i].id, s->leases[i].ttl_ms);
+			/* a retry whose failure was logged: only a change is */
+			s->quiet = s->leases[i].end_err != 0;
+			ret = lease_end(s, &s->leases[i], true);
+			s->quiet = false;
+			if (ret == 0)
 				continue; /* the last lease moved into slot i */
 		}
 		i++;
@@ -781,7 +822,7 @@ static int sqlite_lease_revoke(void *ctx, uint64_t id)
 	reap(s);
 	l = lease_find(s, id);
 	if (l)
-		ret = lease_end(s, l);
+		ret = lease_end(s, l, false);
 	pthread_mutex_unlock(&s->lock);
 	return ret;
 }
@@ -965,6 +1006,10 @@ static void meta_space_spend(struct sqlite_meta *s)
 	snprintf(res, sizeof(res), "%s.reserve", s->path);
 	if (stat(res, &st) < 0 || (uint64_t)st.st_blocks * 512 <= META_SHM_RESERVE ||
 	    truncate(res, META_SHM_RESERVE) < 0) {
+		if (s->quiet) {
+			tsr_debug("meta: the file system of %s is still full", s->path);
+			return;
+		}
 		tsr_warn("meta: the file system of %s is full and the reserve's %u KiB for a "
 			 "checkpoint are spent: changes are refused until space is freed on it",
 			 s->path, META_WAL_RESERVE >> 10);
@@ -972,7 +1017,10 @@ static void meta_space_spend(struct sqlite_meta *s)
 	}
 	meta_syncfs(s->path);
 	done = meta_checkpoint(s->db);
-	if (done < 0)
+	if (done < 0 && s->quiet)
+		tsr_debug("meta: the file system of %s is still full: %s gave %u KiB, the "
+			  "checkpoint failed", s->path, res, META_WAL_RESERVE >> 10);
+	else if (done < 0)
 		tsr_warn("meta: the file system of %s is full: %s gave %u KiB, but the checkpoint "
 			 "into meta.db failed: free space on it (delete volumes or snapshots)",
 			 s->path, res, META_WAL_RESERVE >> 10);

@@ -16,7 +16,13 @@
 #     meta.db, so the step issued again and 5 more commit;
 #   - n1 restarted on the still full file system: it starts (before: its
 #     registration, a commit, was refused and tesserad exited), V listed;
-#   - the ballast removed: attach, detach and delete of V succeed.
+#   - volume creates (meta.db grows) until changes are refused for good
+#     (every block the reserve gives back taken again), n2 killed: its
+#     lease lapses on n1 and ending it fails; 20 volume lists later the
+#     lapse and its failed end are logged once (ERROR), not at every
+#     metadata call (before session 13: 81 times each); space back: "ended
+#     after all" (INFO), once;
+#   - the ballast removed: n2 back, attach, detach and delete of V succeed.
 # Needs root and loop devices.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
@@ -105,8 +111,50 @@ cl_wait_nodes_alive 2
 ctsr volume list | grep -q "^$V " || fail "$V not listed after a restart on the full file system"
 log "restarted on the full file system: $V listed (last acknowledged step: $last)"
 
+# a lease that lapses while changes are refused: its end (deleting its keys,
+# a commit) fails at every metadata call; logged once (ERROR), then once
+# "ended after all" when space is back (before: INFO + 2 ERROR + WARN at
+# every call, the keepalives' included).  meta.db grows with new keys, into
+# the blocks a refusal gives back from the reserve: taken again each time,
+# until the reserve is spent and changes are refused for good.
+STUCK="are spent: changes are refused until space is freed|but the checkpoint into meta.db failed"
+gave=$(grep -c "to a checkpoint into meta.db" "$T/meta.log")
+fill_fs "$N1/ballast-r"
+for (( k=0; k<600; k++ )); do
+	grep -qE "$STUCK" "$T/meta.log" && break
+	if (( $(grep -c "to a checkpoint into meta.db" "$T/meta.log") > gave )); then
+		gave=$(grep -c "to a checkpoint into meta.db" "$T/meta.log")
+		fill_fs "$N1/ballast-$k"
+	fi
+	ctsr volume create "f$k" --size 1M --replicas 1 >/dev/null 2>&1
+done
+grep -qE "$STUCK" "$T/meta.log" ||
+	fail "600 volume creates after the restart, changes still committed"
+log "changes refused for good after $k volume creates"
+cl_kill 2
+for (( i=0; i<100; i++ )); do grep -q "lease [0-9a-f]* lapsed" "$T/meta.log" && break; sleep 0.1; done
+grep -q "lease [0-9a-f]* lapsed" "$T/meta.log" || fail "n2's lease did not lapse on n1 in 10 s"
+for (( i=0; i<20; i++ )); do ctsr volume list >/dev/null || fail "volume list $i after the lapse"; done
+lapsed=$(grep -c "lease [0-9a-f]* lapsed" "$T/meta.log")
+errors=$(grep -c "ERROR .*end lease" "$T/meta.log")
+full=$(sed -n '/lease [0-9a-f]* lapsed/,$p' "$T/meta.log" | grep -c "ERROR .*the file system is full")
+log "20 volume lists after n2's lease lapsed: $lapsed 'lapsed', $errors 'end lease' ERROR, $full 'file system is full' ERROR lines since the lapse"
+[ "$errors" != 0 ] || fail "the lapsed lease's end did not fail on the full file system"
+[ "$lapsed" = 1 ] || fail "the lapse logged $lapsed times, want 1"
+[ "$errors" = 1 ] || fail "the failed end of the lapsed lease logged $errors ERROR lines, want 1"
+(( full < 5 )) ||
+	fail "$full 'the file system is full' ERROR lines since the lapse (the retries of its end logged)"
+
 # space back: everything works again
-rm -f "$N1/ballast"
+rm -f "$N1"/ballast*
+for (( i=0; i<100; i++ )); do grep -q "ended after all" "$T/meta.log" && break; sleep 0.1; done
+grep -q "INFO .*lease [0-9a-f]* ended after all" "$T/meta.log" ||
+	fail "no 'ended after all' in the log once space is back"
+errors=$(grep -c "ERROR .*end lease" "$T/meta.log")
+[ "$errors" = 1 ] || fail "$errors 'end lease' ERROR lines once space is back, want 1"
+log "space back: the lapsed lease ended, logged once ('ended after all')"
+cl_start_node 2
+cl_wait_nodes_alive 2
 if [ "$last" = attach ]; then
 	ctsr volume detach "$V" >/dev/null || fail "detach $V with space back"
 fi
