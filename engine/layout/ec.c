@@ -1009,9 +1009,159 @@ static void ec_get_status(void *ctx, struct tsr_layout_status *out)
 	copyset_get_status(&((struct ec *)ctx)->cs, out);
 }
 
+/* Any thread: an NBD handshake on another worker asks it (ec_resize). */
 static uint64_t ec_size(void *ctx)
 {
-	return ((struct ec *)ctx)->size;
+	return __atomic_load_n(&((struct ec *)ctx)->size, __ATOMIC_ACQUIRE);
+}
+
+/* ---- online growth ------------------------------------------------------------ */
+
+/*
+ * tsr_layout_resize: the mirror's three steps (mirror.c mirror_resize), on
+ * chunk volumes: the caller grew every chunk volume to
+ * tsr_ec_chunk_volume_size(new_size) (whole stripes) and recorded the size.
+ *  1. home worker: every copy present, open and IN_SYNC, no resync, rebuild,
+ *     scrub, snapshot cut (snap_holding, the layout's gate) running;
+ *  2. control thread: each copy's bitmap file (chunk-volume regions) gets
+ *     its new pages and a header naming the new chunk size (mbm_grow_file
+ *     through bmhost, whose size is the chunk size);
+ *  3. home worker: bitmaps, bmhost, stripes, chunk size, regions, then the
+ *     volume size (atomic).
+ * The grown stripes hold zeros on every chunk (data and parity agree); the
+ * old last stripe's columns past the old end were never written (zeros), so
+ * its parity stays right when they become part of the volume.  Crash points
+ * as the mirror's: a bitmap header naming the old chunk size at the next
+ * attach makes that copy's bitmap all dirty (every stripe recomputed).
+ */
+struct ec_resize_ctl {
+	struct ec *e;
+	uint64_t new_size, nstripes, chunk_size, nregions;
+	char *why;
+	size_t why_len;
+};
+
+static int ec_resize_check_fn(void *arg)
+{
+	struct ec_resize_ctl *rc = arg;
+	struct ec *e = rc->e;
+
+	if (e->closing || e->fenced) {
+		snprintf(rc->why, rc->why_len, "the coordinator of '%s' is fenced or detaching",
+			 e->name);
+		return -EIO;
+	}
+	if (!e->ready) {
+		snprintf(rc->why, rc->why_len, "'%s' is still starting: retry when tessera volume "
+			 "status shows it ready", e->name);
+		return -EBUSY;
+	}
+	for (unsigned i = 0; i < e->n_copies; i++) {
+		const struct ecopy *c = &e->copies[i];
+
+		if (c->resync != NULL || (e->replace_running && e->replace_idx == i)) {
+			snprintf(rc->why, rc->why_len, "chunk copy %u (%s) is being %s: retry when "
+				 "tessera volume status shows every copy in sync", i, c->node_id,
+				 e->replace_running && e->replace_idx == i ? "rebuilt" : "resynced");
+			return -EBUSY;
+		}
+		if (c->state != TSR_COPY_IN_SYNC || !c->open) {
+			snprintf(rc->why, rc->why_len, "chunk copy %u (%s) is not in sync (its node "
+				 "away, or it failed): bring the node back and wait for its resync, "
+				 "or tessera volume replace-replica %s --node %s", i, c->node_id,
+				 e->name, c->node_id);
+			return -EBUSY;
+		}
+	}
+	if (e->resync_running || e->replace_running) {
+		snprintf(rc->why, rc->why_len, "a resync of '%s' is running: retry when tessera "
+			 "volume status shows it done", e->name);
+		return -EBUSY;
+	}
+	if (e->snap_holding || e->snap_pending != NULL ||
+	    (e->layout != NULL && tsr_layout_snap_busy(e->layout))) {
+		snprintf(rc->why, rc->why_len, "a snapshot of '%s' is being cut or deleted: retry "
+			 "when it is done", e->name);
+		return -EBUSY;
+	}
+	if (e->scrub != NULL || e->scrub_running) {
+		snprintf(rc->why, rc->why_len, "a scrub of '%s' is running: retry when tessera "
+			 "volume status shows it done", e->name);
+		return -EBUSY;
+	}
+	return 0;
+}
+
+static int ec_resize_grow_fn(void *arg)
+{
+	struct ec_resize_ctl *rc = arg;
+	struct ec *e = rc->e;
+	int ret;
+
+	if (e->closing || e->fenced) {
+		snprintf(rc->why, rc->why_len, "the coordinator of '%s' is fenced or detaching",
+			 e->name);
+		return -EIO;
+	}
+	for (unsigned i = 0; i < e->n_copies; i++) {
+		ret = mbm_grow(&e->copies[i].bm, rc->nregions);
+		if (ret < 0)
+			return ret; /* larger bitmaps than regions: harmless, a retry goes on */
+	}
+	e->bmhost->size = rc->chunk_size;
+	e->bmhost->nregions = rc->nregions;
+	e->nregions = rc->nregions;
+	e->nstripes = rc->nstripes;
+	e->chunk_size = rc->chunk_size;
+	e->cs.copy_size = rc->chunk_size; /* a copy that opens again must be this large */
+	__atomic_store_n(&e->size, rc->new_size, __ATOMIC_RELEASE);
+	ec_publish(e);
+	return 0;
+}
+
+static int ec_resize(void *ctx, uint64_t new_size, bool check_only, char *why, size_t why_len)
+{
+	struct ec *e = ctx;
+	struct ec_resize_ctl rc = {
+	    .e = e,
+	    .new_size = new_size,
+	    .nstripes = tsr_ec_stripes(new_size, e->k, e->unit),
+	    .chunk_size = tsr_ec_chunk_volume_size(new_size, e->k, e->unit),
+	    .why = why,
+	    .why_len = why_len,
+	};
+	uint64_t old_size = ec_size(e);
+	int ret;
+
+	rc.nregions = (rc.chunk_size + e->region_size - 1) >> e->region_shift;
+	ret = copyset_call(&e->cs, on_home(e), ec_resize_check_fn, &rc);
+	if (ret < 0 || check_only || new_size == old_size) {
+		if (ret < 0 && why[0] == '\0')
+			snprintf(why, why_len, "%s", strerror(-ret));
+		return ret;
+	}
+	/* bm's fd, path and page count change only by a replace or a grow, which
+	 * run on this (the control) thread too */
+	for (unsigned i = 0; rc.chunk_size != e->chunk_size && i < e->n_copies; i++) {
+		ret = mbm_grow_file(&e->copies[i].bm, rc.chunk_size, rc.nregions);
+		if (ret < 0) {
+			snprintf(why, why_len, "cannot grow the dirty-region bitmap of chunk copy %u "
+				 "(%s) in %s: %s (the volume keeps its size; retry)", i,
+				 e->copies[i].node_id, e->state_dir, strerror(-ret));
+			return ret;
+		}
+	}
+	ret = copyset_call(&e->cs, on_home(e), ec_resize_grow_fn, &rc);
+	if (ret < 0) {
+		if (why[0] == '\0')
+			snprintf(why, why_len, "cannot grow the layout of '%s': %s (retry)", e->name,
+				 strerror(-ret));
+		return ret;
+	}
+	tsr_info("ec %s: grown online from %llu to %llu bytes (%llu stripes, chunk volumes %llu "
+		 "bytes)", e->name, (unsigned long long)old_size, (unsigned long long)new_size,
+		 (unsigned long long)rc.nstripes, (unsigned long long)rc.chunk_size);
+	return 0;
 }
 
 static const struct tsr_layout_ops ec_layout_ops = {
@@ -1030,6 +1180,7 @@ static const struct tsr_layout_ops ec_layout_ops = {
     .scrub_start = ec_scrub_start,
     .get_status = ec_get_status,
     .destroy = ec_destroy,
+    .resize = ec_resize,
 };
 
 bool tsr_layout_is_ec(const struct tsr_layout *l)
@@ -1264,6 +1415,7 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 		ec_destroy(e);
 		return ret;
 	}
+	e->layout = *out;
 	tsr_info("ec %s: ready, %u+%u, unit %u, epoch %llu, %u of %u copies in sync, %llu txns "
 		 "rolled forward, %llu back",
 		 e->name, e->k, e->m, e->unit, (unsigned long long)e->epoch, e->cs.status.in_sync,

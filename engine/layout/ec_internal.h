@@ -135,7 +135,9 @@ enum ec_crash { EC_CRASH_NONE = 0, EC_CRASH_STAGED, EC_CRASH_COMMITTED, EC_CRASH
 
 struct ec {
 	struct copyset cs; /* what copyset.c reads of the layout (set at create) */
-	/* immutable after create */
+	/* immutable after create, but for size, nstripes, chunk_size and
+	 * nregions: grown on the home worker only (ec.c ec_resize); size is read
+	 * by other threads through ec_size (atomic) */
 	char name[64];
 	uint64_t size;    /* volume bytes */
 	unsigned k, m, n; /* n = k + m = copies */
@@ -143,6 +145,7 @@ struct ec {
 	uint64_t width;   /* k * unit */
 	uint64_t nstripes;
 	uint64_t chunk_size; /* chunk volume bytes: nstripes * unit */
+	struct tsr_layout *layout; /* ours (tsr_layout_new), set before the first request */
 	uint64_t epoch;
 	char node_id[64];
 	char token[128];
