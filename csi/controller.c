@@ -1077,14 +1077,14 @@ int csi_controller_expand_volume(struct csi_call *c, const ProtobufCMessage *m,
 	}
 	if (size > cur && attached) {
 		/*
-		 * tesserad grows an attached replicated volume in place (its
+		 * tesserad grows an attached volume in place (its
 		 * coordinator); the node step is still required, even for a
 		 * block volume: the NBD client keeps the size of its handshake
 		 * until NodeExpandVolume reconnects it (and grows the file
 		 * system).  A volume tesserad cannot grow while attached
-		 * (erasure-coded: -EOPNOTSUPP) is grown by NodeExpandVolume
-		 * instead, which restarts the device chain (detach, resize,
-		 * attach).
+		 * (-EOPNOTSUPP: a layout without online growth) is grown by
+		 * NodeExpandVolume instead, which restarts the device chain
+		 * (detach, resize, attach).
 		 */
 		vr.name = req->volume_id;
 		vr.size = size;

@@ -20,8 +20,11 @@
 #     away (stopped); a shrink; n3's file system full (resize to 64 GiB needs
 #     a page more of its store's dirty bitmap): "node n3: no space", nothing
 #     grown on n1 and n2 either; then with space: accepted while attached;
-#  6. an attached ec 2+1 volume: refused ("not supported yet"), nothing
-#     changed; detached it grows.
+#  6. an attached ec 2+1 volume whose size ends mid-stripe grows too (through
+#     n3): record, chunk volumes (10 MiB each), a new connection's size; written
+#     past the old end, the old last stripe's other half reads zeros, scrub 0;
+#     n3 away over writes in the grown range, back: in sync, scrub 0, image
+#     equal; attached on n2: image equal.
 # On the code before (refused while attached) step 1 fails: "resizing an
 # attached volume is not supported yet".
 . "$(dirname "$0")/functions.sh"
@@ -156,16 +159,41 @@ fi
 ctsr volume detach db >/dev/null || fail "final detach"
 ctsr volume delete db >/dev/null || fail "delete db" # its 64 GiB fill n3's capacity
 
-# ---- 6. an attached erasure-coded volume: refused as before, nothing changed
-ctsr volume create E --size 8M --ec 2+1 --failure-domain zone >/dev/null || fail "create E (ec 2+1)"
+# ---- 6. an attached erasure-coded volume (2+1, stripe unit 64K) grows too.
+# Its old size, 8256 KiB, ends in the middle of a stripe: the stripe's other
+# half becomes part of the volume (zeros, parity still right).
+K=1024
+ctsr volume create E --size 8256K --ec 2+1 --stripe-unit 64K --failure-domain zone >/dev/null ||
+	fail "create E (ec 2+1)"
 ctsr volume attach E --node n1 >/dev/null || fail "attach E"
-esz() { local i s=""; for i in 1 2 3; do s+="$(cl_copy_size "$i" E) "; done; echo "${s% }"; }
-before=$(esz)
-expect_fail 1 "attached erasure-coded volume is not supported yet" \
-	ctsr_via 3 volume resize E --size 16M
-assert_eq "$(ctsr --json volume show E | json_get 'j["size"]')" $((8 * M)) "E's recorded size"
-assert_eq "$(esz)" "$before" "E's chunk volumes' sizes after the refusal"
+EURI=$(cl_nbd_uri 1 E)
+EEXP=$CL_ROOT/e-expected.img
+cl_pattern "$EEXP" $((8256 * K)) 11
+nbdcopy "$EEXP" "$EURI" || fail "write E's pattern"
+ctsr_via 3 volume resize E --size 20M >/dev/null || fail "resize of attached E (through n3)"
+assert_eq "$(ctsr --json volume show E | json_get 'j["size"]')" $((20 * M)) "E's recorded size"
+assert_eq "$(nbdinfo --size "$EURI")" $((20 * M)) "E's size seen by a new connection"
+for i in 1 2 3; do
+	assert_eq "$(cl_copy_size "$i" E)" $((10 * M)) "E's chunk volume on n$i (20 MiB / k 2)"
+done
+truncate -s $((20 * M)) "$EEXP"
+cl_qemu_io 1 E "write -P 0x31 16M 1M" "read -P 0x31 16M 1M" "read -P 0 8256K 64K" >/dev/null ||
+	fail "E: write and read past the old end, the old last stripe's other half reads zeros"
+cl_patch "$EEXP" $((16 * M)) "$M" 0x31
+grep -q "ec E: grown online from $((8256 * K)) to $((20 * M)) bytes" "$(cl_dir 1)/tesserad.log" ||
+	fail "n1's log does not show E's online grow"
+cl_scrub_clean E "E after its grow"
+cl_stop 3
+cl_qemu_io 1 E "write -P 0x32 12M 2M" "write -P 0x33 8M 128K" >/dev/null || fail "E: writes with n3 away"
+cl_patch "$EEXP" $((12 * M)) $((2 * M)) 0x32
+cl_patch "$EEXP" $((8 * M)) $((128 * K)) 0x33
+cl_start_node 3
+cl_wait_synced E 120
+cl_scrub_clean E "E after n3's return"
+cl_assert_image 1 E "$EEXP" "E after n3's return"
 ctsr volume detach E >/dev/null || fail "detach E"
-ctsr volume resize E --size 16M >/dev/null || fail "resize of detached E"
-assert_eq "$(ctsr --json volume show E | json_get 'j["size"]')" $((16 * M)) "E's size, detached"
+cl_attach_retry E n2
+cl_assert_image 2 E "$EEXP" "E attached on n2"
+expect_fail 1 "can only grow" ctsr volume resize E --size 16M
+ctsr volume detach E >/dev/null || fail "detach E (end)"
 cl_stop_all
