@@ -995,6 +995,22 @@ int tsr_peer_write_zeroes(struct tsr_peer_client *c, uint64_t handle, uint64_t e
 	return data_req(c, &h, NULL, NULL, cb_fn, cb_arg);
 }
 
+int tsr_peer_snap_repair(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+			 uint64_t offset, uint32_t len, const void *buf, tsr_cb cb_fn,
+			 void *cb_arg)
+{
+	struct tsr_peer_hdr h = { .opcode = TSR_PEER_WRITE, .flags = TSR_PEER_F_REPAIR,
+				  .handle = handle, .epoch = epoch, .offset = offset,
+				  .length = len };
+
+	if (buf == NULL || !range_ok(offset, len, TSR_MAX_IO))
+		return -EINVAL;
+	if (c->state == CLI_FAILED)
+		return -ENOTCONN;
+	h.data_crc = tsr_crc32c(0, buf, len);
+	return data_req(c, &h, NULL, buf, cb_fn, cb_arg);
+}
+
 int tsr_peer_sums(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 		  uint64_t offset, uint32_t len, uint32_t *sums, tsr_cb cb_fn, void *cb_arg)
 {

@@ -60,6 +60,7 @@ static uint8_t op_flags(uint8_t op)
 {
 	switch (op) {
 	case TSR_PEER_WRITE:
+		return TSR_PEER_F_FUA | TSR_PEER_F_REPAIR;
 	case TSR_PEER_TRIM:
 		return TSR_PEER_F_FUA;
 	case TSR_PEER_WRITE_ZEROES:

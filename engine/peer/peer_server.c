@@ -897,6 +897,27 @@ static void handle_snap(struct peer_conn *c, struct peer_sreq *req, const uint8_
 	reply_status(req, ret);
 }
 
+/*
+ * WRITE with TSR_PEER_F_REPAIR (payload checked): the scrub's repair of a
+ * snapshot session's image.  Debt, as SNAP: a blocking store call (pwrite,
+ * fdatasync) on the event loop; rare (blocks a scrub found differing).
+ */
+static void handle_repair(struct peer_sreq *req)
+{
+	struct peer_conn *c = req->conn;
+	struct tsr_svol *svol = c->slots[req->slot].svol;
+	int ret = -EINVAL; /* a head session: written with plain WRITEs */
+
+	if (tsr_svol_readonly(svol))
+		ret = tsr_svol_snap_repair(svol, req->h.epoch, req->h.offset, req->h.length,
+					   req->buf);
+	if (ret == -ESTALE)
+		count(&c->srv->stats.stale_epoch, 1);
+	else if (ret == 0)
+		count(&c->srv->stats.bytes_written, req->h.length);
+	reply_status(req, ret);
+}
+
 /* A complete WRITE payload (STAGE: its data after the prefix) is in req->buf. */
 static void write_ready(struct peer_sreq *req)
 {
@@ -909,6 +930,10 @@ static void write_ready(struct peer_sreq *req)
 			 peer_op_name(req->h.opcode), (unsigned long long)req->h.offset,
 			 req->h.length, req->conn->peer_id);
 		reply_status(req, -EBADMSG);
+		return;
+	}
+	if (req->h.opcode == TSR_PEER_WRITE && (req->h.flags & TSR_PEER_F_REPAIR)) {
+		handle_repair(req);
 		return;
 	}
 	req_dispatch(req);

@@ -140,7 +140,8 @@ static int layer_put(struct layer *l, uint64_t b, const uint8_t *blk)
 	return ret;
 }
 
-int tsr_svol_snap_repair(struct tsr_svol *svol, uint64_t offset, uint32_t len, const void *buf)
+int tsr_svol_snap_repair(struct tsr_svol *svol, uint64_t epoch, uint64_t offset, uint32_t len,
+			 const void *buf)
 {
 	struct tsr_store *store;
 	struct layer_chain *c;
@@ -166,6 +167,10 @@ int tsr_svol_snap_repair(struct tsr_svol *svol, uint64_t offset, uint32_t len, c
 	store = svol->store;
 	si = svol->ro_layer;
 	pthread_mutex_lock(&store->lock);
+	if (epoch < tsr_svol_epoch(svol->base)) {
+		ret = -ESTALE; /* a fenced coordinator: as a head write is refused */
+		goto out;
+	}
 	c = chain_load(svol->base);
 	for (i = 0; c != NULL && i < c->n && c->l[i] != si; i++)
 		;
@@ -210,7 +215,7 @@ int tsr_svol_snap_repair(struct tsr_svol *svol, uint64_t offset, uint32_t len, c
 	}
 out:
 	pthread_mutex_unlock(&store->lock);
-	if (ret < 0)
+	if (ret < 0 && ret != -ESTALE)
 		tsr_error("snapshot repair: %s at %llu+%u: %s", svol->name,
 			  (unsigned long long)offset, len, strerror(-ret));
 out_free:

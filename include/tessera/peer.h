@@ -7,7 +7,7 @@
  *   off  size  field
  *    0    4    magic       TSR_PEER_MAGIC ("TSRP")
  *    4    1    opcode      enum tsr_peer_op
- *    5    1    flags       TSR_PEER_F_REPLY | TSR_PEER_F_FUA
+ *    5    1    flags       TSR_PEER_F_REPLY | TSR_PEER_F_FUA (| _NO_HOLE, | _REPAIR)
  *    6    2    reserved    0
  *    8    8    handle      volume session handle from OPEN's reply (0 for HELLO/OPEN)
  *   16    8    offset      bytes (OPEN reply: the volume's size)
@@ -111,6 +111,14 @@ enum tsr_peer_op {
 #define TSR_PEER_F_REPLY 0x01u
 #define TSR_PEER_F_FUA 0x02u
 #define TSR_PEER_F_NO_HOLE 0x04u /* WRITE_ZEROES: allocate */
+/*
+ * WRITE on a read-only snapshot session ("VOL@SNAP"): a scrub's repair of
+ * the snapshot's image (tsr_svol_snap_repair: its own layer only; durable
+ * when answered, FUA or not).  The epoch is checked against the volume's
+ * (-ESTALE), like a head write's; on a head session the flag is -EINVAL, and
+ * a WRITE without it on a snapshot session stays -EROFS.
+ */
+#define TSR_PEER_F_REPAIR  0x08u
 #define TSR_PEER_MAX_SUMS_RANGE (64u * 1024 * 1024)
 
 struct tsr_peer_hdr {
@@ -244,6 +252,12 @@ int tsr_peer_trim(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 int tsr_peer_write_zeroes(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 			  uint64_t offset, uint32_t len, unsigned flags, tsr_cb cb_fn,
 			  void *cb_arg);
+/* WRITE with TSR_PEER_F_REPAIR on a snapshot session (handle from an OPEN
+ * of "VOL@SNAP"): the scrub's repair of its image.  Errors before sending:
+ * -EINVAL (range, buf), -ENOTCONN, -ENOMEM. */
+int tsr_peer_snap_repair(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+			 uint64_t offset, uint32_t len, const void *buf, tsr_cb cb_fn,
+			 void *cb_arg);
 /* sums: len/4096 CRC32C values of the blocks' data (a hole sums as zeros). */
 int tsr_peer_sums(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 		  uint64_t offset, uint32_t len, uint32_t *sums, tsr_cb cb_fn, void *cb_arg);

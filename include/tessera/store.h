@@ -306,17 +306,19 @@ int tsr_store_snap_open(struct tsr_store *store, const char *vol, const char *sn
 bool tsr_svol_readonly(const struct tsr_svol *svol);
 /*
  * Scrub repair: make [offset, offset+len) of the image of the snapshot svol
- * (a tsr_store_snap_open handle) read buf.  Changes that snapshot's image
- * only: the blocks go into its own layer; where older snapshots read the
- * same blocks through it, their current bytes are kept in the layer before
- * it first (engine/store/repair.c: the rule, crash order).  Blocking (pread,
- * pwrite, fdatasync under the store's lock); the caller keeps writes of the
- * range off the volume's head meanwhile.  Errors: -EROFS (not a snapshot
- * handle), -EINVAL (alignment, len 0 or over TSR_MAX_IO), -ENOSPC (past the
- * snapshot's size, or the file system is full), -EBUSY (a snapshot of the
- * volume is being deleted: retry later), -ENOENT, -EIO.
+ * (a tsr_store_snap_open handle) read buf, for a writer of epoch epoch.
+ * Changes that snapshot's image only: the blocks go into its own layer;
+ * where older snapshots read the same blocks through it, their current
+ * bytes are kept in the layer before it first (engine/store/repair.c: the
+ * rule, crash order).  Blocking (pread, pwrite, fdatasync under the store's
+ * lock); the caller keeps writes of the range off the volume's head
+ * meanwhile.  Errors: -EROFS (not a snapshot handle), -ESTALE (epoch below
+ * the volume's), -EINVAL (alignment, len 0 or over TSR_MAX_IO), -ENOSPC
+ * (past the snapshot's size, or the file system is full), -EBUSY (a
+ * snapshot of the volume is being deleted: retry later), -ENOENT, -EIO.
  */
-int tsr_svol_snap_repair(struct tsr_svol *svol, uint64_t offset, uint32_t len, const void *buf);
+int tsr_svol_snap_repair(struct tsr_svol *svol, uint64_t epoch, uint64_t offset, uint32_t len,
+			 const void *buf);
 
 /* Space of a volume's head: allocated (bytes on disk in its own layer) and
  * exclusive (bytes no snapshot or clone shares, freed by deleting it with

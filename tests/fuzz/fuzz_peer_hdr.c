@@ -6,8 +6,9 @@
  * fuzzer reaches the field checks behind it.  When a piece is an accepted
  * SNAP request, the bytes after it (up to its length) are parsed as its
  * payload.
- * Checks: no crash; an accepted header packs back to the same bytes, and
- * its length, offset and payload length are within the documented bounds;
+ * Checks: no crash; an accepted header packs back to the same bytes, its
+ * flags are the opcode's, and its length, offset and payload length are
+ * within the documented bounds;
  * an accepted SNAP payload packs back to the same bytes.
  */
 #include <errno.h>
@@ -53,6 +54,15 @@ static uint32_t check(const uint8_t *buf)
 	if (memcmp(again, buf, TSR_PEER_HDR_SIZE) != 0)
 		abort();
 	if (h.status > 0 || (!(h.flags & TSR_PEER_F_REPLY) && h.status != 0))
+		abort();
+	/* each flag only on the opcodes that take it (REPAIR: a WRITE on a
+	 * snapshot session, the scrub's repair) */
+	if ((h.flags & TSR_PEER_F_REPAIR) && h.opcode != TSR_PEER_WRITE)
+		abort();
+	if ((h.flags & TSR_PEER_F_NO_HOLE) && h.opcode != TSR_PEER_WRITE_ZEROES)
+		abort();
+	if ((h.flags &
+	     ~(TSR_PEER_F_REPLY | TSR_PEER_F_FUA | TSR_PEER_F_NO_HOLE | TSR_PEER_F_REPAIR)) != 0)
 		abort();
 	switch (h.opcode) {
 	case TSR_PEER_READ:

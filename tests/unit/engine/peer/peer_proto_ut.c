@@ -253,7 +253,15 @@ static void test_malformed(void **state)
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 6, 1, true), -EPROTO);
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 7, 0x80, true), -EPROTO);
 	/* unknown flags, and flags the opcode does not take */
-	assert_int_equal(parse_mod(valid_req(TSR_PEER_WRITE), 5, 0x08, true), -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_WRITE), 5, 0x10, true), -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_WRITE), 5, 0x80, true), -EPROTO);
+	/* REPAIR: a WRITE (on a snapshot session) only */
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_WRITE), 5, TSR_PEER_F_REPAIR, true), 0);
+	assert_int_equal(
+	    parse_mod(valid_req(TSR_PEER_WRITE), 5, TSR_PEER_F_REPAIR | TSR_PEER_F_FUA, true), 0);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_READ), 5, TSR_PEER_F_REPAIR, true), -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_SUMS), 5, TSR_PEER_F_REPAIR, true), -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_STAGE), 5, TSR_PEER_F_REPAIR, true), -EPROTO);
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_READ), 5, TSR_PEER_F_FUA, true), -EPROTO);
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_WRITE), 5, TSR_PEER_F_NO_HOLE, true),
 			 -EPROTO);

@@ -349,7 +349,8 @@ enum kind {
 	K_STAGE,
 	K_COMMIT,
 	K_RELEASE,
-	K_LIST
+	K_LIST,
+	K_REPAIR /* WRITE with TSR_PEER_F_REPAIR (tsr_peer_snap_repair) */
 };
 
 struct op {
@@ -444,6 +445,10 @@ static void op_issue(void *arg)
 		break;
 	case K_LIST:
 		o->ret = tsr_peer_stage_list(c, o->handle, o->epoch, op_list_cb, o);
+		break;
+	case K_REPAIR:
+		o->ret = tsr_peer_snap_repair(c, o->handle, o->epoch, o->offset, o->len, o->buf,
+					      op_cb, o);
 		break;
 	}
 	if (o->ret < 0)
@@ -896,6 +901,25 @@ static void test_snap(void **state)
 		assert_int_equal(p_io(e, &k2, K_READ, hs, 4, BS, BS, r, 0), 0);
 		assert_true(is_filled(r, BS, 1, 0));
 		assert_true(p_io(e, &k2, K_WRITE, hs, 4, BS, BS, buf, 0) < 0);
+		/* the scrub's repair of the snapshot's image: a WRITE flagged
+		 * REPAIR; the head keeps its bytes; a stale epoch and a head
+		 * session are refused */
+		fill(buf, BS, 9, 0);
+		assert_int_equal(p_io(e, &k2, K_REPAIR, hs, 4, BS, BS, buf, 0), 0);
+		assert_int_equal(p_io(e, &k2, K_READ, hs, 4, BS, BS, r, 0), 0);
+		assert_true(is_filled(r, BS, 9, 0));
+		snap_read(e, "s1", BS, r);
+		assert_true(is_filled(r, BS, 9, 0));
+		store_read(e, BS, BS, r);
+		assert_true(is_filled(r, BS, 2, 0));
+		fill(buf, BS, 10, 0);
+		assert_int_equal(p_io(e, &k2, K_REPAIR, hs, 3, BS, BS, buf, 0), -ESTALE);
+		assert_int_equal(p_io(e, &k2, K_REPAIR, h2, 4, BS, BS, buf, 0), -EINVAL);
+		assert_int_equal(p_io(e, &k2, K_REPAIR, hs, 4, 0, 100, buf, 0), -EINVAL);
+		snap_read(e, "s1", BS, r);
+		assert_true(is_filled(r, BS, 9, 0));
+		store_read(e, BS, BS, r);
+		assert_true(is_filled(r, BS, 2, 0));
 		assert_int_equal(p_io(e, &k2, K_CLOSE, hs, 4, 0, 0, NULL, 0), 0);
 		assert_int_equal(p_io(e, &k2, K_READ, hs, 4, BS, BS, r, 0), -EBADF);
 		o = (struct op){ .k = &k2, .kind = K_OPEN, .name = "v@nope", .epoch = 4 };

@@ -109,7 +109,7 @@ static int repair(struct env *e, const char *snap, uint64_t b, uint32_t n, uint6
 
 	assert_int_equal(tsr_store_snap_open(e->se.store, "v", snap, &v), 0);
 	fill(e->buf, n * BS, seed, b * BS);
-	ret = tsr_svol_snap_repair(v, b * BS, n * BS, e->buf);
+	ret = tsr_svol_snap_repair(v, 0, b * BS, n * BS, e->buf);
 	tsr_svol_put(v);
 	return ret;
 }
@@ -146,7 +146,7 @@ static void test_repair_rule(void **state)
 		assert_int_equal(tsr_store_snap_open(e->se.store, "v", "s2", &v), 0);
 		fill(e->buf, 2 * BS, 'A', 8 * BS);  /* block 8: A, as now */
 		fill(e->buf + BS, BS, 'Z', 9 * BS); /* block 9: Z */
-		assert_int_equal(tsr_svol_snap_repair(v, 8 * BS, 2 * BS, e->buf), 0);
+		assert_int_equal(tsr_svol_snap_repair(v, 0, 8 * BS, 2 * BS, e->buf), 0);
 		tsr_svol_put(v);
 	}
 	assert_images(e, 8, 'A', 'A', 'A');
@@ -194,14 +194,20 @@ static void test_repair_refused(void **state)
 
 	history(e);
 	assert_int_equal(tsr_store_vol_open(e->se.store, "v", &v), 0);
-	assert_int_equal(tsr_svol_snap_repair(v, 0, BS, e->buf), -EROFS);
+	assert_int_equal(tsr_svol_snap_repair(v, 0, 0, BS, e->buf), -EROFS);
 	tsr_svol_put(v);
 	assert_int_equal(tsr_store_snap_open(e->se.store, "v", "s1", &v), 0);
-	assert_int_equal(tsr_svol_snap_repair(v, 512, BS, e->buf), -EINVAL);
-	assert_int_equal(tsr_svol_snap_repair(v, 0, 100, e->buf), -EINVAL);
-	assert_int_equal(tsr_svol_snap_repair(v, 0, 0, e->buf), -EINVAL);
-	assert_int_equal(tsr_svol_snap_repair(v, VOLSZ, BS, e->buf), -ENOSPC);
-	assert_int_equal(tsr_svol_snap_repair(v, 0, BS, NULL), -EINVAL);
+	assert_int_equal(tsr_svol_snap_repair(v, 0, 512, BS, e->buf), -EINVAL);
+	assert_int_equal(tsr_svol_snap_repair(v, 0, 0, 100, e->buf), -EINVAL);
+	assert_int_equal(tsr_svol_snap_repair(v, 0, 0, 0, e->buf), -EINVAL);
+	assert_int_equal(tsr_svol_snap_repair(v, 0, VOLSZ, BS, e->buf), -ENOSPC);
+	assert_int_equal(tsr_svol_snap_repair(v, 0, 0, BS, NULL), -EINVAL);
+	tsr_svol_put(v);
+	/* a writer below the volume's epoch: refused, nothing changed */
+	assert_int_equal(tsr_store_vol_set_epoch(e->se.store, "v", 5), 0);
+	assert_int_equal(tsr_store_snap_open(e->se.store, "v", "s1", &v), 0);
+	fill(e->buf, BS, 'X', 0);
+	assert_int_equal(tsr_svol_snap_repair(v, 4, 0, BS, e->buf), -ESTALE);
 	tsr_svol_put(v);
 	assert_images(e, 0, 'A', 'B', 'B');
 }
@@ -215,7 +221,7 @@ static void test_repair_zero(void **state)
 	history(e);
 	assert_int_equal(tsr_store_snap_open(e->se.store, "v", "s2", &v), 0);
 	memset(e->buf, 0, BS);
-	assert_int_equal(tsr_svol_snap_repair(v, 3 * BS, BS, e->buf), 0);
+	assert_int_equal(tsr_svol_snap_repair(v, 0, 3 * BS, BS, e->buf), 0);
 	memset(e->buf, 1, BS);
 	assert_int_equal(sread(v, e->io, 3 * BS, BS, e->buf), 0);
 	assert_true(is_zero(e->buf, BS));
