@@ -6,7 +6,12 @@
  *
  * Locking policy: the volset's mutex guards the list of attached volumes and
  * their reference counts (attach, detach, in-use checks: control path only).
- * The data path takes no lock.
+ * The data path takes no lock.  Nothing waits for another node under it: an
+ * ec snapshot's export, whose make may ask the chunk copies (up to the peer
+ * timeout), is made with the lock let go and the coordinator pinned
+ * (get_ec_snapshot_locked); only the coordinator's last put (a detach) waits
+ * for such an open to end, so that its layout is destroyed by the detaching
+ * thread while the home worker runs.
  *
  * Two kinds of entries: a standalone node attaches a local volume on first
  * use (tsr_vol_get) and drops it with its last handle; a cluster node serves
@@ -59,6 +64,9 @@ struct tsr_vol {
 	struct tsr_layout *layout; /* how the volume maps onto copies */
 	struct tsr_worker *home;   /* worker that must run the I/O, NULL: any */
 	unsigned refs;             /* handles held (+1 while registered); guarded by set->lock */
+	unsigned pins;             /* opens using layout without set->lock (an ec snapshot's
+				    * make, get_ec_snapshot_locked); guarded by set->lock;
+				    * the last put waits for 0 (set->unpinned) */
 	bool registered;           /* tsr_volset_attach'ed and not yet detached */
 	bool local;                /* opened by tsr_vol_get (a local layout), not registered */
 	bool snapshot;             /* "VOL@SNAP": read-only, no home */
@@ -83,6 +91,7 @@ struct tap_req {
 struct tsr_volset {
 	struct tsr_store *store;   /* the node's local store */
 	pthread_mutex_t lock;      /* see the policy in the file header */
+	pthread_cond_t unpinned;   /* with lock: some vol's pins dropped to 0 */
 	struct tsr_vol *attached;  /* volumes with refs > 0 */
 	bool cluster_mode;         /* serve registered volumes (and snapshots) only */
 	struct tsr_worker **workers; /* homes for local volumes (set_workers), or NULL */
@@ -98,6 +107,7 @@ int tsr_volset_create(struct tsr_store *store, struct tsr_volset **out)
 		return -ENOMEM;
 	set->store = store;
 	pthread_mutex_init(&set->lock, NULL);
+	pthread_cond_init(&set->unpinned, NULL);
 	*out = set;
 	return 0;
 }
@@ -106,6 +116,7 @@ void tsr_volset_destroy(struct tsr_volset *set)
 {
 	if (set == NULL)
 		return;
+	pthread_cond_destroy(&set->unpinned);
 	pthread_mutex_destroy(&set->lock);
 	free(set->workers);
 	free(set);
@@ -302,9 +313,93 @@ static int home_post(void *post_arg, void (*fn)(void *arg), void *arg)
 	return ret < 0 ? ret : 0;
 }
 
+/* Put v at the head of the attached list, one reference held. */
+static void link_locked(struct tsr_volset *set, struct tsr_vol *v, const char *name,
+			bool snapshot)
+{
+	v->set = set;
+	strncpy(v->name, name, sizeof(v->name) - 1);
+	v->refs = 1;
+	v->local = true;
+	v->snapshot = snapshot;
+	v->next = set->attached;
+	set->attached = v;
+}
+
+/* The end of an entry nobody holds or pins any more (unlinked): its layout
+ * and itself.  Without set->lock. */
+static void vol_free(struct tsr_vol *vol)
+{
+	tsr_layout_destroy(vol->layout);
+	while (vol->free_taps) {
+		struct tap_req *t = vol->free_taps;
+
+		vol->free_taps = t->next;
+		free(t);
+	}
+	free(vol);
+}
+
+/* A pinned coordinator outlives a detach made meanwhile: its last put waits
+ * for the last unpin (tsr_vol_put). */
+static void unpin_locked(struct tsr_vol *coord)
+{
+	if (--coord->pins == 0)
+		pthread_cond_broadcast(&coord->set->unpinned);
+}
+
+/*
+ * "VOL@SNAP" of an ec volume coordinated here: the image decoded from its
+ * chunk copies' snapshots on the coordinator's home worker.  Making it may
+ * ask the other copies whether they hold SNAP (ec_snapread.c: up to the peer
+ * timeout when one does not answer), so it runs without set->lock, the
+ * coordinator pinned (not a handle: it is not "in use"; a detach made
+ * meanwhile unregisters it at once and its destroy waits for the unpin).
+ * Called and returns with set->lock held.  0 (*out: a new entry, or the one
+ * another open made meanwhile), -ENOENT (no such snapshot, or VOL detached
+ * meanwhile), -errno.  The caller, once it let go of the lock, destroys
+ * *destroy (a layout made for nothing).
+ */
+static int get_ec_snapshot_locked(struct tsr_volset *set, struct tsr_vol *coord,
+				  const char *name, struct tsr_vol **out,
+				  struct tsr_layout **destroy)
+{
+	struct tsr_layout *layout = NULL;
+	struct tsr_worker *home = NULL;
+	struct tsr_vol *v;
+	int ret;
+
+	coord->pins++;
+	pthread_mutex_unlock(&set->lock);
+	ret = tsr_layout_ec_snap_create(coord->layout, strchr(name, '@') + 1, &layout, &home);
+	if (ret == -ENOENT)
+		tsr_info("vol: export %s refused: fewer than k chunk copies hold snapshot %s",
+			 name, strchr(name, '@') + 1);
+	v = ret == 0 ? calloc(1, sizeof(*v)) : NULL;
+	if (ret == 0 && v == NULL)
+		ret = -ENOMEM;
+	pthread_mutex_lock(&set->lock);
+	unpin_locked(coord);
+	if (ret == 0 && !coord->registered) {
+		ret = -ENOENT; /* detached meanwhile: as if asked after */
+	} else if (ret == 0 && (*out = find_locked(set, name)) != NULL) {
+		(*out)->refs++; /* another open of the same name was faster */
+	} else if (ret == 0) {
+		link_locked(set, v, name, true);
+		v->layout = layout;
+		v->home = home;
+		*out = v;
+		return 0;
+	}
+	free(v);
+	*destroy = layout;
+	return ret;
+}
+
 int tsr_vol_get(struct tsr_volset *set, const char *name, struct tsr_vol **out)
 {
-	struct tsr_vol *v, *coord;
+	struct tsr_vol *v = NULL, *coord;
+	struct tsr_layout *destroy = NULL;
 	char vol[64];
 	int snapshot = split_name(name, vol);
 	int ret = 0;
@@ -322,41 +417,38 @@ int tsr_vol_get(struct tsr_volset *set, const char *name, struct tsr_vol **out)
 		ret = -ENOENT;
 		goto out;
 	}
+	coord = snapshot && set->cluster_mode ? find_locked(set, vol) : NULL;
+	if (coord != NULL && coord->registered && tsr_layout_is_ec(coord->layout)) {
+		ret = get_ec_snapshot_locked(set, coord, name, &v, &destroy);
+		goto out;
+	}
+	/* Debt: the store's catalogue read and file opens under the lock (short) */
 	v = calloc(1, sizeof(*v));
 	if (v == NULL) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	coord = snapshot && set->cluster_mode ? find_locked(set, vol) : NULL;
-	if (coord != NULL && coord->registered && tsr_layout_is_ec(coord->layout)) {
-		/* an ec volume's snapshot: the image is decoded from its chunk
-		 * copies' snapshots on the coordinator's home worker */
-		ret = tsr_layout_ec_snap_create(coord->layout, strchr(name, '@') + 1, &v->layout,
-						&v->home);
-	} else {
-		ret = set->cluster_mode ? refuse_ec_chunk(set, vol, name) : 0;
-		if (ret == 0)
-			ret = tsr_layout_local_create(set->store, name, &v->layout);
+	ret = set->cluster_mode ? refuse_ec_chunk(set, vol, name) : 0;
+	if (ret == 0) {
+		ret = tsr_layout_local_create(set->store, name, &v->layout);
+		/* the store says it at DEBUG only (tsr_store_snap_open) */
+		if (ret == -ENOENT && snapshot)
+			tsr_info("vol: export %s refused: no such snapshot here", name);
 	}
 	if (ret) {
 		free(v);
 		v = NULL;
 		goto out;
 	}
-	v->set = set;
-	strncpy(v->name, name, sizeof(v->name) - 1);
-	v->refs = 1;
-	v->local = true;
-	v->snapshot = snapshot;
+	link_locked(set, v, name, snapshot);
 	/* a writable volume's layout (its snapshot gate) runs on one thread */
 	if (!snapshot && set->n_workers > 0) {
 		v->home = set->workers[set->next_worker++ % set->n_workers];
 		tsr_layout_set_home(v->layout, home_post, v->home);
 	}
-	v->next = set->attached;
-	set->attached = v;
 out:
 	pthread_mutex_unlock(&set->lock);
+	tsr_layout_destroy(destroy);
 	if (ret == 0)
 		*out = v;
 	return ret;
@@ -375,15 +467,13 @@ void tsr_vol_put(struct tsr_vol *vol)
 		return;
 	}
 	unlink_locked(vol);
+	/* an open making one of its ec snapshots uses its layout: the last put
+	 * waits (at most the peer timeout + 1 s) rather than leave the destroy
+	 * to that open's thread, which may outlive the home worker */
+	while (vol->pins > 0)
+		pthread_cond_wait(&set->unpinned, &set->lock);
 	pthread_mutex_unlock(&set->lock);
-	tsr_layout_destroy(vol->layout);
-	while (vol->free_taps) {
-		struct tap_req *t = vol->free_taps;
-
-		vol->free_taps = t->next;
-		free(t);
-	}
-	free(vol);
+	vol_free(vol);
 }
 
 bool tsr_volset_in_use(struct tsr_volset *set, const char *name)
