@@ -931,6 +931,51 @@ out:
 	return ret;
 }
 
+/*
+ * node refused the new copy of name with -EEXIST: it holds a copy of that
+ * name left over, which vol/<name> (still at rev, where node holds no copy)
+ * proves garbage: a copy replaced away from node while node was down (the
+ * delete did not reach it), or one it got back after a replace.  A create
+ * in progress cannot be what we meet: a volume's copies are created before
+ * its record exists, and this record exists; a replace onto node of the
+ * same volume running elsewhere at the same instant would be caught by the
+ * record's compare-and-set (rev) of one of the two.  Delete it; 0 or -errno
+ * with msg (-ECANCELED: the record changed meanwhile, retry).
+ */
+static int replace_drop_garbage(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+				const char *name, uint64_t rev, char *msg, size_t msg_len)
+{
+	Tessera__Cluster__VolumeRecord *now = NULL;
+	uint64_t now_rev;
+	int ret;
+
+	ret = rec_volume_get(c->meta, name, &now, &now_rev);
+	if (ret) {
+		snprintf(msg, msg_len, "cannot read volume '%s' again: %s (retry)", name,
+			 strerror(-ret));
+		return ret;
+	}
+	for (size_t i = 0; i < now->n_copies; i++)
+		if (strcmp(now->copies[i]->node_id, node->id) == 0)
+			ret = -EEXIST;
+	tessera__cluster__volume_record__free_unpacked(now, NULL);
+	if (ret == 0 && now_rev != rev)
+		ret = -ECANCELED;
+	if (ret) {
+		snprintf(msg, msg_len, ret == -EEXIST ? "volume '%s' has a copy on %s already "
+			 "(tessera volume show %s)" : "volume '%s' changed while its copy on %s was "
+			 "being replaced (tessera volume show %s; retry)", name, node->id, name);
+		return ret;
+	}
+	ret = cluster_copy_delete(c, node, name, msg, msg_len);
+	if (ret)
+		return ret;
+	tsr_warn("cluster: volume %s: node %s held a copy that vol/%s does not list (left from "
+		 "a replace while it was away): deleted, a new one is made", name, node->id,
+		 name);
+	return 0;
+}
+
 int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char *old,
 			    const char *to, char *msg, size_t msg_len)
 {
@@ -996,6 +1041,13 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 	/* a new chunk copy of an ec volume is marked as such, as at create */
 	ret = copy_create(c, new_node, name, rec_copy_size(rec), rec->ec_k, rec->ec_m,
 			  rec->stripe_unit, msg, msg_len);
+	if (ret == -EEXIST) {
+		/* a copy left on that node, which the record proves garbage */
+		ret = replace_drop_garbage(c, new_node, name, rev, msg, msg_len);
+		if (ret == 0)
+			ret = copy_create(c, new_node, name, rec_copy_size(rec), rec->ec_k,
+					  rec->ec_m, rec->stripe_unit, msg, msg_len);
+	}
 	if (ret)
 		goto out;
 	free(rec->copies[idx]->node_id);
