@@ -305,19 +305,29 @@ struct nbd_export {
 	bool read_only;      /* a snapshot ("VOL@SNAP"): NBD_FLAG_READ_ONLY */
 };
 
-/* How the handshake learns about exports (the connection: vol.h and store.h;
- * tests and fuzzers: a table). */
+/* How the handshake learns about exports (the connection: vol.h and store.h
+ * through the server's opener threads; tests and fuzzers: a table). */
 struct nbd_export_ops {
-	/* Resolve name ("" = the default export).  0, -ENOENT, or -errno. */
+	/* Resolve name ("" = the default export).  0, -ENOENT, or -errno.
+	 * Used when open_start is NULL. */
 	int (*open)(void *arg, const char *name, struct nbd_export *out);
 	void (*close)(void *arg, void *handle);
 	/* Call emit(emit_arg, name) once per export.  0 or -errno. */
 	int (*list)(void *arg, int (*emit)(void *emit_arg, const char *name), void *emit_arg);
+	/*
+	 * May be NULL.  Start resolving name elsewhere (an open may wait for
+	 * other nodes).  Returns 0: the handshake waits in NBD_HS_OPENING,
+	 * consuming no input, until its owner calls nbd_hs_open_done() with
+	 * the result, once (or nbd_hs_fini(): the owner then closes the export
+	 * when it comes); or -errno, the result now (as open's).
+	 */
+	int (*open_start)(void *arg, const char *name);
 };
 
 enum nbd_hs_state {
 	NBD_HS_CLIENT_FLAGS, /* greeting queued, waiting for the 4 client flag bytes */
 	NBD_HS_OPTIONS,      /* option haggling */
+	NBD_HS_OPENING,      /* an option waits for ops->open_start's result */
 	NBD_HS_DONE,         /* transmission: see hs->export, tflags, structured, meta */
 	NBD_HS_CLOSE,        /* soft disconnect: send out, then close */
 };
@@ -334,6 +344,11 @@ struct nbd_hs {
 	uint32_t discard;       /* bytes of an over-long option still to skip */
 	uint32_t discard_opt;   /* that option, answered NBD_REP_ERR_TOO_BIG */
 	unsigned options;       /* options seen (for logs) */
+	/* NBD_HS_OPENING: the option that waits, and what it asked */
+	uint32_t pending_opt;   /* NBD_OPT_EXPORT_NAME, NBD_OPT_INFO or NBD_OPT_GO */
+	bool pending_want_name; /* NBD_INFO_NAME requested */
+	bool pending_want_desc; /* NBD_INFO_DESCRIPTION requested */
+	char *pending_name;     /* the export name asked for (malloc'd) */
 	/* Valid in NBD_HS_DONE; the owner takes export.handle (sets it NULL). */
 	struct nbd_export export;
 	uint16_t tflags;
@@ -351,6 +366,16 @@ int nbd_hs_init(struct nbd_hs *hs, const struct nbd_export_ops *ops, void *ops_a
  * Needs at most NBD_OPT_HDR_LEN + NBD_MAX_OPTION_LEN bytes buffered to progress.
  */
 ssize_t nbd_hs_feed(struct nbd_hs *hs, const uint8_t *buf, size_t len);
+/*
+ * The result of the open an NBD_HS_OPENING handshake waits for: status as
+ * ops->open's, *exp (status 0) handed over to the handshake.  Queues the
+ * option's reply and leaves NBD_HS_OPENING (for NBD_HS_OPTIONS, or
+ * NBD_HS_DONE after a GO or EXPORT_NAME that succeeded); feed the input
+ * buffered meanwhile next.  0, -EPROTO (an EXPORT_NAME that failed: hard
+ * disconnect, hs->error says why), -ENOMEM, or -EINVAL when not OPENING
+ * (exp then untouched).
+ */
+int nbd_hs_open_done(struct nbd_hs *hs, int status, struct nbd_export *exp);
 /* Release what the handshake holds (an export not taken, buffers). */
 void nbd_hs_fini(struct nbd_hs *hs);
 
@@ -383,8 +408,31 @@ struct nbd_wctx {
 };
 
 struct nbd_wctx *nbd_server_wctx(struct tsr_nbd_server *srv, struct tsr_worker *w);
-/* Export lookup ops for connections of srv (arg = srv). */
+/* Export lookup ops for connections of srv (arg = srv); synchronous: they
+ * may block (nbd_open_start runs open on an opener thread). */
 extern const struct nbd_export_ops nbd_server_export_ops;
+
+/*
+ * Export opens off the workers.  Opening may block: the store's catalogue,
+ * and an erasure-coded snapshot's question to its chunk copies (up to the
+ * peer timeout when one is frozen).  A connection hands the open to the
+ * server's opener threads (at most NBD_OPENERS, started as needed, joined by
+ * tsr_nbd_server_destroy) and gets the result back on its own worker.
+ */
+struct nbd_open;
+typedef void (*nbd_open_cb)(void *cb_arg, int status, struct nbd_export *exp);
+/*
+ * From worker w's thread: open name (as nbd_server_export_ops.open) for a
+ * connection of w.  Returns 0 and cb_fn(cb_arg, status, exp) runs exactly
+ * once later on w's thread, exp (status 0) handed over: even when w stops
+ * meanwhile (w's stop hook waits for every open out and finishes its own);
+ * or -ENOMEM / -EAGAIN (no opener thread) and cb_fn never runs.
+ */
+int nbd_open_start(struct tsr_nbd_server *srv, struct tsr_worker *w, const char *name,
+		   nbd_open_cb cb_fn, void *cb_arg, struct nbd_open **out);
+/* From w's thread, before cb_fn ran: nobody waits for the result any more;
+ * an open not begun is skipped (status -ECANCELED).  cb_fn still runs. */
+void nbd_open_cancel(struct nbd_open *op);
 void nbd_server_count_conn(struct tsr_nbd_server *srv, int delta_open);
 void nbd_server_count_protocol_error(struct tsr_nbd_server *srv);
 

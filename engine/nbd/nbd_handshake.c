@@ -11,6 +11,11 @@
  * Option data over NBD_MAX_OPTION_LEN is skipped without being buffered and
  * answered NBD_REP_ERR_TOO_BIG (an EXPORT_NAME that long cannot be answered
  * with an error, so it ends the session).
+ *
+ * Opening an export (EXPORT_NAME, INFO, GO) may take long: with an
+ * ops->open_start the option is consumed, the machine waits in
+ * NBD_HS_OPENING (no input consumed: options pipelined behind it are
+ * answered after it, in order) and its answer is made by nbd_hs_open_done().
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -113,24 +118,20 @@ static bool meta_applies(const struct nbd_hs *hs, const char *name)
 	       strcmp(hs->meta_export, name) == 0;
 }
 
-static int opt_export_name(struct nbd_hs *hs, const uint8_t *data, uint32_t len)
+/* The answer to EXPORT_NAME once the open gave ret (and *exp when 0). */
+static int export_name_answer(struct nbd_hs *hs, const char *name, int ret,
+			      struct nbd_export *exp)
 {
 	uint8_t rep[NBD_EXPORT_NAME_REPLY_LEN];
-	char name[NBD_MAX_STRING + 1];
 	size_t n;
-	int ret;
 
 	/* No error reply exists for this option: failures end the session. */
-	if (!wire_string(name, data, len)) {
-		hs->error = "NBD_OPT_EXPORT_NAME: invalid export name";
-		return -EPROTO;
-	}
-	ret = hs->ops->open(hs->ops_arg, name, &hs->export);
 	if (ret < 0) {
 		hs->error = ret == -ENOENT ? "NBD_OPT_EXPORT_NAME: unknown export"
 					   : "NBD_OPT_EXPORT_NAME: cannot open the export (see the log)";
 		return -EPROTO;
 	}
+	hs->export = *exp;
 	hs->tflags = nbd_transmission_flags(hs->structured);
 	if (hs->export.read_only)
 		hs->tflags = nbd_read_only_flags(hs->tflags);
@@ -138,6 +139,50 @@ static int opt_export_name(struct nbd_hs *hs, const uint8_t *data, uint32_t len)
 	n = nbd_encode_export_name_reply(rep, hs->export.size, hs->tflags, hs->no_zeroes);
 	hs->state = NBD_HS_DONE;
 	return nbd_buf_append(&hs->out, rep, n);
+}
+
+/*
+ * Open name for option (what INFO/GO asked is in hs->pending_want_*, set by
+ * the caller): through ops->open_start when there is one (returns 1: the
+ * answer waits for nbd_hs_open_done), else ops->open in place (returns 0
+ * with *ret and *exp: answer now).  Or -ENOMEM.
+ */
+static int start_open(struct nbd_hs *hs, uint32_t option, const char *name, int *ret,
+		      struct nbd_export *exp)
+{
+	if (hs->ops->open_start == NULL) {
+		*ret = hs->ops->open(hs->ops_arg, name, exp);
+		return 0;
+	}
+	hs->pending_name = strdup(name);
+	if (hs->pending_name == NULL)
+		return -ENOMEM;
+	hs->pending_opt = option;
+	*ret = hs->ops->open_start(hs->ops_arg, name);
+	if (*ret == 0) {
+		hs->state = NBD_HS_OPENING;
+		return 1;
+	}
+	free(hs->pending_name);
+	hs->pending_name = NULL;
+	return 0;
+}
+
+static int opt_export_name(struct nbd_hs *hs, const uint8_t *data, uint32_t len)
+{
+	char name[NBD_MAX_STRING + 1];
+	struct nbd_export exp = { 0 };
+	int ret, started;
+
+	/* No error reply exists for this option: failures end the session. */
+	if (!wire_string(name, data, len)) {
+		hs->error = "NBD_OPT_EXPORT_NAME: invalid export name";
+		return -EPROTO;
+	}
+	started = start_open(hs, NBD_OPT_EXPORT_NAME, name, &ret, &exp);
+	if (started != 0)
+		return started < 0 ? started : 0;
+	return export_name_answer(hs, name, ret, &exp);
 }
 
 static int list_emit(void *arg, const char *name)
@@ -169,50 +214,32 @@ static int opt_list(struct nbd_hs *hs, uint32_t len)
 	return reply(hs, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
 }
 
-static int opt_info_go(struct nbd_hs *hs, uint32_t option, const uint8_t *data, uint32_t len)
+/* The answer to INFO or GO once the open gave ret (and *exp_in when 0,
+ * handed over: kept by a GO that succeeds, closed otherwise). */
+static int info_go_answer(struct nbd_hs *hs, uint32_t option, const char *name, bool want_name,
+			  bool want_desc, int ret, const struct nbd_export *exp_in)
 {
-	char name[NBD_MAX_STRING + 1], shown[80];
-	bool want_name = false, want_desc = false;
-	struct nbd_export exp = { 0 };
-	struct nbd_opt_info oi;
+	struct nbd_export exp = ret == 0 ? *exp_in : (struct nbd_export){ 0 };
+	uint32_t name_len = (uint32_t)strlen(name);
+	char shown[80];
 	uint8_t info[14];
 	uint16_t tflags;
-	uint32_t i;
-	int ret;
 
-	if (nbd_parse_opt_info(data, len, &oi) < 0)
-		return reply_err(hs, option, NBD_REP_ERR_INVALID,
-				 "malformed NBD_OPT_INFO/NBD_OPT_GO request");
-	if (!wire_string(name, oi.name, oi.name_len))
-		return reply_err(hs, option, NBD_REP_ERR_INVALID,
-				 "export name too long or contains NUL");
-	for (i = 0; i < oi.nr_requests; i++) {
-		switch (nbd_get16(oi.requests + 2 * i)) {
-		case NBD_INFO_NAME:
-			want_name = true;
-			break;
-		case NBD_INFO_DESCRIPTION:
-			want_desc = true;
-			break;
-		default:
-			break; /* EXPORT and BLOCK_SIZE are always sent; others ignored */
-		}
-	}
-	ret = hs->ops->open(hs->ops_arg, name, &exp);
 	if (ret == -ENOMEM)
 		return ret;
 	if (ret < 0 && ret != -ENOENT)
 		/* it exists but cannot be opened now (out of file descriptors: EMFILE) */
 		return reply_err(hs, option, NBD_REP_ERR_UNKNOWN,
 				 "cannot open export '%s': %s (see the server's log)",
-				 quote(shown, sizeof(shown), oi.name, oi.name_len), strerror(-ret));
+				 quote(shown, sizeof(shown), (const uint8_t *)name, name_len),
+				 strerror(-ret));
 	if (ret < 0) {
 		if (name[0] == '\0')
 			return reply_err(hs, option, NBD_REP_ERR_UNKNOWN,
 					 "no default export: give a volume name");
 		return reply_err(hs, option, NBD_REP_ERR_UNKNOWN,
 				 "unknown export '%s': list them with NBD_OPT_LIST",
-				 quote(shown, sizeof(shown), oi.name, oi.name_len));
+				 quote(shown, sizeof(shown), (const uint8_t *)name, name_len));
 	}
 
 	tflags = nbd_transmission_flags(hs->structured);
@@ -255,6 +282,59 @@ static int opt_info_go(struct nbd_hs *hs, uint32_t option, const uint8_t *data, 
 	hs->meta = meta_applies(hs, name);
 	hs->state = NBD_HS_DONE;
 	return 0;
+}
+
+static int opt_info_go(struct nbd_hs *hs, uint32_t option, const uint8_t *data, uint32_t len)
+{
+	char name[NBD_MAX_STRING + 1];
+	bool want_name = false, want_desc = false;
+	struct nbd_export exp = { 0 };
+	struct nbd_opt_info oi;
+	uint32_t i;
+	int ret, started;
+
+	if (nbd_parse_opt_info(data, len, &oi) < 0)
+		return reply_err(hs, option, NBD_REP_ERR_INVALID,
+				 "malformed NBD_OPT_INFO/NBD_OPT_GO request");
+	if (!wire_string(name, oi.name, oi.name_len))
+		return reply_err(hs, option, NBD_REP_ERR_INVALID,
+				 "export name too long or contains NUL");
+	for (i = 0; i < oi.nr_requests; i++) {
+		switch (nbd_get16(oi.requests + 2 * i)) {
+		case NBD_INFO_NAME:
+			want_name = true;
+			break;
+		case NBD_INFO_DESCRIPTION:
+			want_desc = true;
+			break;
+		default:
+			break; /* EXPORT and BLOCK_SIZE are always sent; others ignored */
+		}
+	}
+	hs->pending_want_name = want_name;
+	hs->pending_want_desc = want_desc;
+	started = start_open(hs, option, name, &ret, &exp);
+	if (started != 0)
+		return started < 0 ? started : 0;
+	return info_go_answer(hs, option, name, want_name, want_desc, ret, &exp);
+}
+
+int nbd_hs_open_done(struct nbd_hs *hs, int status, struct nbd_export *exp)
+{
+	char *name = hs->pending_name;
+	int ret;
+
+	if (hs->state != NBD_HS_OPENING)
+		return -EINVAL;
+	hs->state = NBD_HS_OPTIONS;
+	hs->pending_name = NULL;
+	if (hs->pending_opt == NBD_OPT_EXPORT_NAME)
+		ret = export_name_answer(hs, name, status, exp);
+	else
+		ret = info_go_answer(hs, hs->pending_opt, name, hs->pending_want_name,
+				     hs->pending_want_desc, status, exp);
+	free(name);
+	return ret;
 }
 
 static int meta_context_reply(struct nbd_hs *hs, uint32_t option, uint32_t id)
@@ -451,6 +531,8 @@ void nbd_hs_fini(struct nbd_hs *hs)
 	if (hs->export.handle != NULL)
 		hs->ops->close(hs->ops_arg, hs->export.handle);
 	hs->export.handle = NULL;
+	free(hs->pending_name); /* an open still out is the owner's to close */
+	hs->pending_name = NULL;
 	free(hs->meta_export);
 	hs->meta_export = NULL;
 	nbd_buf_free(&hs->out);

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -568,6 +569,193 @@ static void test_byte_by_byte(void **state)
 	nbd_hs_fini(&b);
 }
 
+/* ---- opens that complete later (ops->open_start, nbd_hs_open_done) ---- */
+
+static char g_started[64];  /* the name the last open_start was given */
+static int g_start_result;  /* what open_start returns */
+static int g_starts;
+
+static int async_start(void *arg, const char *name)
+{
+	snprintf(g_started, sizeof(g_started), "%s", name);
+	g_starts++;
+	return g_start_result;
+}
+
+static const struct nbd_export_ops async_ops = {
+	.open = NULL, /* never called: open_start is set */
+	.close = fake_close,
+	.list = fake_list,
+	.open_start = async_start,
+};
+
+static void start_async(struct nbd_hs *hs, size_t *pos)
+{
+	uint8_t flags[4];
+
+	g_starts = 0;
+	g_start_result = 0;
+	g_started[0] = '\0';
+	assert_int_equal(nbd_hs_init(hs, &async_ops, NULL), 0);
+	nbd_put32(flags, NBD_FLAG_C_FIXED_NEWSTYLE);
+	assert_int_equal(nbd_hs_feed(hs, flags, 4), 4);
+	*pos = 18;
+}
+
+/* The owner's side of an open that completes: fake_open's result. */
+static int finish_open(struct nbd_hs *hs)
+{
+	struct nbd_export exp = { 0 };
+	int status = fake_open(NULL, g_started, &exp);
+
+	return nbd_hs_open_done(hs, status, &exp);
+}
+
+/* A GO waits for its open with no reply; options pipelined behind it are
+ * not consumed until it is answered, then answered in order. */
+static void test_go_async(void **state)
+{
+	struct msg m = { .len = 0 }, go = { .len = 0 };
+	struct nbd_hs hs;
+	struct reply r;
+	size_t pos;
+	ssize_t used;
+
+	start_async(&hs, &pos);
+	opt_go(&go, NBD_OPT_INFO, "big", 0, NULL);
+	put_bytes(&m, go.b, go.len);
+	option(&m, NBD_OPT_LIST, NULL, 0);
+	opt_go(&m, NBD_OPT_GO, "", 0, NULL);
+	used = nbd_hs_feed(&hs, m.b, m.len);
+	assert_int_equal(used, (ssize_t)go.len); /* the INFO only */
+	assert_int_equal(hs.state, NBD_HS_OPENING);
+	assert_int_equal(g_starts, 1);
+	assert_string_equal(g_started, "big");
+	assert_int_equal(hs.out.len, pos); /* nothing answered yet */
+	/* more input changes nothing while the open is out */
+	assert_int_equal(nbd_hs_feed(&hs, m.b + used, m.len - (size_t)used), 0);
+	assert_int_equal(finish_open(&hs), 0);
+	assert_int_equal(hs.state, NBD_HS_OPTIONS);
+	next_reply(&hs, &pos, &r);
+	assert_int_equal(r.opt, NBD_OPT_INFO);
+	assert_int_equal(r.type, NBD_REP_INFO);
+	assert_true(nbd_get64(r.data + 2) == 16ull << 40);
+	do
+		next_reply(&hs, &pos, &r);
+	while (r.type == NBD_REP_INFO);
+	assert_int_equal(r.type, NBD_REP_ACK);
+	assert_int_equal(g_exports[1].opens, 0); /* INFO closed what it got */
+	assert_int_equal(pos, hs.out.len);
+	/* the rest: LIST answered now, then the GO waits in turn */
+	used = nbd_hs_feed(&hs, m.b + go.len, m.len - go.len);
+	assert_int_equal(used, (ssize_t)(m.len - go.len));
+	next_reply(&hs, &pos, &r);
+	assert_int_equal(r.opt, NBD_OPT_LIST);
+	assert_int_equal(hs.state, NBD_HS_OPENING);
+	assert_string_equal(g_started, ""); /* the default export, resolved by the owner */
+	assert_int_equal(finish_open(&hs), 0);
+	while (pos < hs.out.len)
+		next_reply(&hs, &pos, &r);
+	assert_int_equal(r.opt, NBD_OPT_GO);
+	assert_int_equal(r.type, NBD_REP_ACK);
+	assert_int_equal(hs.state, NBD_HS_DONE);
+	assert_ptr_equal(hs.export.handle, &g_exports[0]);
+	assert_int_equal(g_exports[0].opens, 1);
+	/* not opening any more */
+	assert_int_equal(nbd_hs_open_done(&hs, -ENOENT, NULL), -EINVAL);
+	nbd_hs_fini(&hs);
+	assert_int_equal(g_exports[0].opens, 0);
+}
+
+/* Results that are errors: unknown and EMFILE answered as in place; an
+ * open_start that fails at once is answered at once; EXPORT_NAME that
+ * fails later ends the session. */
+static void test_async_errors(void **state)
+{
+	struct msg m = { .len = 0 };
+	struct nbd_hs hs;
+	struct reply r;
+	size_t pos;
+
+	start_async(&hs, &pos);
+	opt_go(&m, NBD_OPT_GO, "nope", 0, NULL);
+	feed_all(&hs, &m);
+	assert_int_equal(hs.state, NBD_HS_OPENING);
+	assert_int_equal(finish_open(&hs), 0);
+	next_reply(&hs, &pos, &r);
+	assert_int_equal(r.type, NBD_REP_ERR_UNKNOWN);
+	assert_non_null(memmem(r.data, r.len, "unknown export 'nope'", 21));
+	assert_int_equal(hs.state, NBD_HS_OPTIONS);
+
+	m.len = 0;
+	opt_go(&m, NBD_OPT_GO, "nofds", 0, NULL);
+	feed_all(&hs, &m);
+	assert_int_equal(finish_open(&hs), 0);
+	next_reply(&hs, &pos, &r);
+	assert_int_equal(r.type, NBD_REP_ERR_UNKNOWN);
+	assert_non_null(memmem(r.data, r.len, "Too many open files", 19));
+
+	/* open_start refuses at once (no opener thread): answered at once */
+	g_start_result = -EAGAIN;
+	m.len = 0;
+	opt_go(&m, NBD_OPT_GO, "disk", 0, NULL);
+	feed_all(&hs, &m);
+	assert_int_equal(hs.state, NBD_HS_OPTIONS);
+	next_reply(&hs, &pos, &r);
+	assert_int_equal(r.type, NBD_REP_ERR_UNKNOWN);
+	assert_non_null(memmem(r.data, r.len, "cannot open export 'disk'", 25));
+	assert_int_equal(pos, hs.out.len);
+
+	/* EXPORT_NAME has no error reply: a later failure is a hard disconnect */
+	g_start_result = 0;
+	m.len = 0;
+	option(&m, NBD_OPT_EXPORT_NAME, "nope", 4);
+	feed_all(&hs, &m);
+	assert_int_equal(hs.state, NBD_HS_OPENING);
+	assert_int_equal(finish_open(&hs), -EPROTO);
+	assert_non_null(strstr(hs.error, "unknown export"));
+	nbd_hs_fini(&hs);
+}
+
+/* EXPORT_NAME through open_start: the reply once the open is done. */
+static void test_export_name_async(void **state)
+{
+	struct msg m = { .len = 0 };
+	struct nbd_hs hs;
+	size_t pos;
+
+	start_async(&hs, &pos);
+	option(&m, NBD_OPT_EXPORT_NAME, "disk", 4);
+	feed_all(&hs, &m);
+	assert_int_equal(hs.state, NBD_HS_OPENING);
+	assert_int_equal(hs.out.len, pos);
+	assert_int_equal(finish_open(&hs), 0);
+	assert_int_equal(hs.state, NBD_HS_DONE);
+	assert_int_equal(hs.out.len, pos + NBD_EXPORT_NAME_REPLY_LEN);
+	assert_true(nbd_get64(hs.out.data + pos) == 1 << 20);
+	assert_int_equal(g_exports[0].opens, 1);
+	nbd_hs_fini(&hs);
+	assert_int_equal(g_exports[0].opens, 0);
+}
+
+/* The owner gives up while the open is out (the client left): fini frees
+ * what the handshake holds; the export, when it comes, is the owner's. */
+static void test_fini_while_opening(void **state)
+{
+	struct msg m = { .len = 0 };
+	struct nbd_hs hs;
+	size_t pos;
+
+	start_async(&hs, &pos);
+	opt_go(&m, NBD_OPT_GO, "disk", 0, NULL);
+	feed_all(&hs, &m);
+	assert_int_equal(hs.state, NBD_HS_OPENING);
+	assert_non_null(hs.pending_name);
+	nbd_hs_fini(&hs); /* ASan: nothing leaks */
+	assert_null(hs.pending_name);
+	assert_int_equal(g_exports[0].opens, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -581,6 +769,10 @@ int main(void)
 		cmocka_unit_test(test_rejections),
 		cmocka_unit_test(test_too_long_option_skipped),
 		cmocka_unit_test(test_byte_by_byte),
+		cmocka_unit_test(test_go_async),
+		cmocka_unit_test(test_async_errors),
+		cmocka_unit_test(test_export_name_async),
+		cmocka_unit_test(test_fini_while_opening),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
