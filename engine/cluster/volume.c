@@ -783,6 +783,13 @@ void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeRe
 			goto out;
 		}
 	}
+	/* a site target is as large as the source was at enable: the writes
+	 * past its end would break the stream (detached: refused at reconnect) */
+	if (attached && repl_volume_busy(c, r->name, msg, sizeof(msg))) {
+		admin_fail(resp, -EBUSY, "cannot grow '%s' while attached: %s (its target would "
+			   "refuse the writes past its end); nothing changed", r->name, msg);
+		goto out;
+	}
 	if (layout && layout_resize_check(r->name, attached, layout, r->size, rec->ec_k != 0,
 					  resp))
 		goto out;
