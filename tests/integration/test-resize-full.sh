@@ -21,7 +21,8 @@
 #   - a cluster of 2, n2's data dir on a full 48 MiB ext4: resizing a
 #     2-replica volume to 64 GiB is refused with n2's reason ("node n2: no
 #     space to grow volume 'R' to 64.0 GiB: the file system of DIR is full"),
-#     its size unchanged; accepted once n2 has space.
+#     its size unchanged, neither copy grown (every node is asked before
+#     any copy grows); accepted once n2 has space.
 # Needs root and loop devices (for the small file system).
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
@@ -105,6 +106,11 @@ fill_fs "$N2/ballast"
 expect_fail 1 "node n2: no space to grow volume 'R' to 64.0 GiB: the file system of $(cl_dir 2) is full" \
 	ctsr volume resize R --size 64G
 assert_eq "$(ctsr --json volume show R | json_get 'j["size"]')" 16777216 "R's size after the refusal"
+# nothing grown: n1's copy would have been grown before n2 refused (before
+# 75b9bab: n1's copy 64 GiB, the record 16 MiB)
+for i in 1 2; do
+	assert_eq "$(cl_copy_size "$i" R)" 16777216 "n$i's copy of R after the refusal"
+done
 rm -f "$N2/ballast"
 sync
 ctsr volume resize R --size 64G >/dev/null || fail "resize R to 64 GiB once n2 has space"
