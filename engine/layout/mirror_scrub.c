@@ -49,13 +49,17 @@ struct mscrub {
 	/* repairs of this chunk */
 	uint32_t rep_block; /* next block to look at */
 	uint32_t rep_run;   /* blocks in the run in flight */
-	/* the snapshot pass, after the heads (report only) */
+	/* the snapshot pass, after the heads */
 	bool in_snaps;
 	int snap_phase; /* of a chunk: 0 sums, 1 block by block (-EIO), 2 closing */
+	uint32_t snap_holding, snap_lacking; /* copies with / without it, this chunk */
+	uint32_t srep_bad;                   /* the run being repaired: copies that differ */
+	int srep_win;                        /* ... the copy whose bytes they get */
+	bool srep_failed;                    /* ... a rewrite of it failed */
 	struct tsr_snap_info *snaps;
 	size_t n_snaps, snap_i;
-	uint64_t snap_bad; /* blocks of the current snapshot found differing */
-	struct tsr_svol *ssvol;                  /* the local copy's snapshot, this chunk */
+	uint64_t snap_bad;      /* blocks of the current snapshot found differing */
+	struct tsr_svol *ssvol; /* the local copy's snapshot, this chunk */
 	uint64_t shandle[TSR_MIRROR_MAX_COPIES]; /* remote sessions on VOL@SNAP, this chunk */
 	uint8_t *sbuf;                           /* the local snapshot's chunk */
 };
@@ -398,72 +402,217 @@ static void chunk_next(struct mscrub *s)
 	scrub_finish(s, m->fenced ? -EIO : -ECANCELED);
 }
 
-/* ---- snapshots: the same image on every copy (reported, not repaired) ----
+/* ---- snapshots: the same image on every copy ----
  *
  * After the heads, each snapshot the local copy lists is compared the same
  * way, chunk by chunk: under the chunk's range lock (a snapshot operation
  * takes the whole volume's, so no delete runs while a session is open),
  * every IN_SYNC copy's snapshot is opened (local: tsr_store_snap_open, read
- * and summed; remote: a peer session on VOL@SNAP, SUMS), summed, closed,
- * and the block sums voted on as for the heads.  A block outside the
- * majority, a copy lacking the snapshot (-ENOENT) or failing to read the
- * chunk (-EIO) counts as a mismatch and as unrepaired: a snapshot is
- * read-only in the store.  A snapshot no copy holds (deleted since the
- * list) is skipped.  Without a local IN_SYNC copy no list is at hand:
- * logged, not compared.
+ * and summed; remote: a peer session on VOL@SNAP, SUMS), summed, and the
+ * block sums voted on as for the heads.  A block outside the majority
+ * counts as a mismatch; with repair, the winning copy's bytes (the local
+ * chunk already read, or a peer READ on the winner's session) are written
+ * into each differing copy that holds the snapshot (an unreadable block
+ * too), by tsr_svol_snap_repair (local, blocking: a store call like a
+ * snapshot cut's) or a WRITE with TSR_PEER_F_REPAIR on its session; such a
+ * repair changes that snapshot's image only (engine/store/repair.c).  A copy
+ * lacking the snapshot (-ENOENT) cannot be repaired so (replace-replica
+ * rebuilds it with its snapshots): its blocks count as unrepaired.  Then
+ * the sessions are closed, before the lock goes.  A snapshot no copy holds
+ * (deleted since the list) is skipped.  Without a local IN_SYNC copy no
+ * list is at hand: logged, not compared.
  */
 static void snap_chunk_next(struct mscrub *s);
 
-static void snap_chunk_compare(struct mscrub *s)
+/* Sort the chunk's copies once the sums (and block-by-block answers) are
+ * in: holding it, lacking it (every block counts), or left out (failed). */
+static void snap_classify(struct mscrub *s)
 {
 	struct mirror *m = s->m;
-	const struct tsr_snap_info *si = &s->snaps[s->snap_i];
-	uint32_t nblocks = s->len / TSR_BLOCK_SIZE, lacking = 0, holding = 0;
+	uint32_t nblocks = s->len / TSR_BLOCK_SIZE;
 
+	s->snap_holding = s->snap_lacking = 0;
 	for (unsigned i = 0; i < m->n_copies; i++) {
 		if (!(s->set & (1u << i)))
 			continue;
 		if (s->cstatus[i] == -ENOENT || s->cstatus[i] == -EIO) {
 			if (s->cstatus[i] == -ENOENT)
-				lacking |= 1u << i;
+				s->snap_lacking |= 1u << i;
 			else
-				holding |= 1u << i;
+				s->snap_holding |= 1u << i;
 			memset(s->unreadable[i], 1, nblocks);
 		} else if (s->cstatus[i] < 0) {
 			s->set &= ~(1u << i); /* not compared (connection, queue) */
 		} else {
-			holding |= 1u << i;
+			s->snap_holding |= 1u << i;
 		}
 	}
-	if (holding == 0) { /* deleted since the list, or nothing to compare */
-		s->pos = si->size;
-	} else if (__builtin_popcount(s->set) >= 2) {
-		if (lacking != 0 && s->pos == 0)
-			tsr_warn("mirror %s: scrub: snapshot %s missing on copies 0x%x", m->name,
-				 si->name, lacking);
-		for (uint32_t b = 0; b < nblocks; b++) {
-			uint32_t bad;
-			int win = block_verdict(s, b, &bad);
+}
 
-			if (bad == 0)
-				continue;
-			m->scrub_mismatches++;
-			m->scrub_unrepaired++;
-			if (s->snap_bad++ < 8)
-				tsr_warn("mirror %s: scrub: snapshot %s block %llu differs on copies "
-					 "0x%x (majority: copy %d); not repaired (read-only)",
-					 m->name, si->name,
-					 (unsigned long long)(s->pos / TSR_BLOCK_SIZE + b), bad, win);
-		}
+/* The chunk's sessions are closed: on to the next chunk. */
+static void snap_chunk_compare(struct mscrub *s)
+{
+	struct mirror *m = s->m;
+	const struct tsr_snap_info *si = &s->snaps[s->snap_i];
+
+	if (s->snap_holding == 0) /* deleted since the list, or nothing to compare */
+		s->pos = si->size;
+	else
 		s->pos += s->len;
-	} else {
-		s->pos += s->len;
-	}
 	if (s->locked) {
 		s->locked = false;
 		rl_release(m, &s->rl);
 	}
 	snap_chunk_next(s);
+}
+
+static void snap_close_all(struct mscrub *s);
+static void snap_repair_next(struct mscrub *s);
+
+/* A run's rewrite on one copy answered (or, local, returned). */
+static void snap_rep_write_done(void *arg, int status)
+{
+	struct mscrub *s = arg;
+	struct mirror *m = s->m;
+
+	if (status < 0)
+		s->srep_failed = true;
+	if (--s->pending > 0)
+		return;
+	if (s->srep_failed || (s->srep_bad & s->snap_lacking))
+		m->scrub_unrepaired += s->rep_run;
+	else
+		m->scrub_repaired += s->rep_run;
+	s->rep_block += s->rep_run;
+	s->rep_run = 0;
+	snap_repair_next(s);
+}
+
+/* The run's good bytes are in sbuf: write them into each differing copy
+ * that holds the snapshot. */
+static void snap_rep_write(struct mscrub *s)
+{
+	struct mirror *m = s->m;
+	uint64_t off = s->pos + (uint64_t)s->rep_block * TSR_BLOCK_SIZE;
+	uint32_t len = s->rep_run * TSR_BLOCK_SIZE;
+	const uint8_t *data = s->sbuf + (size_t)s->rep_block * TSR_BLOCK_SIZE;
+	int ret;
+
+	s->pending = 1;
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		struct mcopy *c = &m->copies[i];
+
+		if (!(s->srep_bad & s->snap_holding & (1u << i)))
+			continue;
+		if (c->local) {
+			ret = s->ssvol != NULL
+				  ? tsr_svol_snap_repair(s->ssvol, m->epoch, off, len, data)
+				  : -ENOTCONN;
+			if (ret < 0)
+				s->srep_failed = true;
+			continue;
+		}
+		s->pending++;
+		ret = s->shandle[i] != 0 && c->client != NULL
+			  ? tsr_peer_snap_repair(c->client, s->shandle[i], m->epoch, off, len, data,
+						 snap_rep_write_done, s)
+			  : -ENOTCONN;
+		if (ret < 0) {
+			s->pending--;
+			s->srep_failed = true;
+		}
+	}
+	snap_rep_write_done(s, 0); /* the launch reference */
+}
+
+static void snap_rep_read_done(void *arg, int status)
+{
+	struct mscrub *s = arg;
+
+	if (status < 0) { /* the winner could not give its bytes */
+		s->m->scrub_unrepaired += s->rep_run;
+		s->rep_block += s->rep_run;
+		s->rep_run = 0;
+		snap_repair_next(s);
+		return;
+	}
+	snap_rep_write(s);
+}
+
+/* Vote block by block; report each differing block; with repair, rewrite
+ * runs of them (same winner, same copies) from the winner. */
+static void snap_repair_next(struct mscrub *s)
+{
+	struct mirror *m = s->m;
+	const struct tsr_snap_info *si = &s->snaps[s->snap_i];
+	uint32_t nblocks = s->len / TSR_BLOCK_SIZE;
+
+	if (s->snap_holding == 0 || __builtin_popcount(s->set) < 2) {
+		snap_close_all(s);
+		return;
+	}
+	if (s->rep_block == 0 && s->rep_run == 0 && s->snap_lacking != 0 && s->pos == 0)
+		tsr_warn("mirror %s: scrub: snapshot %s missing on copies 0x%x", m->name, si->name,
+			 s->snap_lacking);
+	while (s->rep_block < nblocks && !s->aborted && !m->fenced && !m->closing) {
+		uint32_t b = s->rep_block, bad, bad2, n = 1;
+		int win = block_verdict(s, b, &bad);
+		struct mcopy *w;
+		int ret;
+
+		if (bad == 0) {
+			s->rep_block++;
+			continue;
+		}
+		m->scrub_mismatches++;
+		if (s->snap_bad++ < 8)
+			tsr_warn("mirror %s: scrub: snapshot %s block %llu differs on copies 0x%x "
+				 "(majority: copy %d); %s",
+				 m->name, si->name,
+				 (unsigned long long)(s->pos / TSR_BLOCK_SIZE + b), bad, win,
+				 !s->repair ? "not repaired (--no-repair)"
+				 : win < 0  ? "not repaired (no copy reads it)"
+				 : (bad & s->snap_lacking)
+				     ? "not repaired where the snapshot is missing"
+				     : "rewriting");
+		if (!s->repair || win < 0 || !(bad & s->snap_holding)) {
+			m->scrub_unrepaired++;
+			s->rep_block++;
+			continue;
+		}
+		while (b + n < nblocks) {
+			int win2 = block_verdict(s, b + n, &bad2);
+
+			if (win2 != win || bad2 != bad)
+				break;
+			m->scrub_mismatches++;
+			s->snap_bad++;
+			n++;
+		}
+		s->rep_run = n;
+		s->srep_bad = bad;
+		s->srep_win = win;
+		s->srep_failed = false;
+		w = &m->copies[win];
+		if (w->local) { /* its chunk is in sbuf (read whole, or block by block) */
+			snap_rep_write(s);
+			return;
+		}
+		/* into sbuf over the blocks of copies that differ (never the
+		 * local copy's good bytes: local and winning, it would win) */
+		ret =
+		    s->shandle[win] != 0 && w->client != NULL
+			? tsr_peer_read(w->client, s->shandle[win], m->epoch,
+					s->pos + (uint64_t)b * TSR_BLOCK_SIZE, n * TSR_BLOCK_SIZE,
+					s->sbuf + (size_t)b * TSR_BLOCK_SIZE, snap_rep_read_done, s)
+			: -ENOTCONN;
+		if (ret == 0)
+			return;
+		m->scrub_unrepaired += n;
+		s->rep_block += n;
+		s->rep_run = 0;
+	}
+	snap_close_all(s);
 }
 
 static void snap_close_done(void *arg, int status);
@@ -518,8 +667,8 @@ static void snap_fb_done(void *arg, int status)
 
 	if (status == 0) {
 		if (s->m->copies[i].local)
-			s->sums[i][b] = tsr_crc32c(0, s->sbuf + (size_t)b * TSR_BLOCK_SIZE,
-						   TSR_BLOCK_SIZE);
+			s->sums[i][b] =
+			    tsr_crc32c(0, s->sbuf + (size_t)b * TSR_BLOCK_SIZE, TSR_BLOCK_SIZE);
 		else
 			s->sums[i][b] = s->fb_sum;
 		s->fb_block++;
@@ -568,7 +717,10 @@ static void snap_fb_next(struct mscrub *s)
 			return;
 		/* cannot ask: the whole chunk counts as unreadable there */
 	}
-	snap_close_all(s);
+	snap_classify(s);
+	s->rep_block = 0;
+	s->rep_run = 0;
+	snap_repair_next(s);
 }
 
 static void snap_close_done(void *arg, int status)
@@ -690,9 +842,10 @@ static void snap_chunk_next(struct mscrub *s)
 		si = &s->snaps[s->snap_i];
 		if (s->pos >= si->size || mirror_in_sync(m) < 2) {
 			if (s->snap_bad > 0)
-				tsr_warn("mirror %s: scrub: snapshot %s: %llu blocks differ between "
-					 "copies", m->name, si->name,
-					 (unsigned long long)s->snap_bad);
+				tsr_warn(
+				    "mirror %s: scrub: snapshot %s: %llu blocks differ between "
+				    "copies",
+				    m->name, si->name, (unsigned long long)s->snap_bad);
 			s->snap_i++;
 			s->pos = 0;
 			s->snap_bad = 0;
@@ -725,7 +878,8 @@ static bool snaps_start(struct mscrub *s)
 			local = true;
 	if (!local || m->store == NULL) {
 		tsr_info("mirror %s: scrub: snapshots not compared (no in-sync copy here to list "
-			 "them)", m->name);
+			 "them)",
+			 m->name);
 		return false;
 	}
 	ret = tsr_store_snap_list(m->store, m->name, &s->snaps, &s->n_snaps);

@@ -1567,6 +1567,91 @@ static void test_scrub_snapshots(void **state)
 	assert_copies_equal_model(e);
 }
 
+/* Wrong bytes with a valid CRC in node n's image of snap (the case no read
+ * detects), planted through the store's own repair call. */
+static void plant_snap_block(struct env *e, unsigned n, const char *snap, uint64_t b, uint64_t seed)
+{
+	struct tsr_svol *v = NULL;
+
+	assert_int_equal(tsr_store_snap_open(e->nodes[n].store, VOLNAME, snap, &v), 0);
+	fill(e->buf, BS, seed, b * BS);
+	assert_int_equal(tsr_svol_snap_repair(v, 1, b * BS, BS, e->buf), 0); /* epoch 1 */
+	tsr_svol_put(v);
+}
+
+/*
+ * Scrub with repair rewrites a differing snapshot block on the copy outside
+ * the majority: a block failing its CRC on node1 (remote target, local
+ * winner), wrong bytes on node2 (remote target) and on node0, the local copy
+ * (written locally from a remote winner's bytes).  A second scrub is clean
+ * and every copy's images equal what was cut.  With a copy lacking the
+ * snapshot, its blocks stay unrepaired (replace-replica rebuilds it).
+ */
+static void scrub_snapshots_repair(void **state, bool local)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_layout_status s;
+	uint8_t *at_s1 = malloc(VOL), *at_s2 = malloc(VOL);
+
+	opts_init(e, &o, local, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, 2 * MiB, 1, TSR_WRITE_FUA), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s1"), 0);
+	memcpy(at_s1, e->model, VOL);
+	assert_int_equal(lwrite(e, 0, 64 * 1024, 2, TSR_WRITE_FUA), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "s2"), 0);
+	memcpy(at_s2, e->model, VOL);
+	assert_int_equal(lwrite(e, 0, 8 * 1024, 3, TSR_WRITE_FUA), 0);
+	{ /* block 3 of s1's layer on node1 fails its CRC */
+		struct tsr_snap_info si;
+		char path[PATH_MAX], garbage[BS];
+		int fd;
+
+		assert_int_equal(tsr_store_snap_info(e->nodes[1].store, VOLNAME, "s1", &si), 0);
+		vol_file(e->nodes[1].dir, si.uuid, "data", path);
+		memset(garbage, 0x5a, sizeof(garbage));
+		fd = open(path, O_WRONLY);
+		assert_true(fd >= 0);
+		assert_int_equal(pwrite(fd, garbage, BS, (off_t)(3 * BS)), BS);
+		assert_int_equal(fsync(fd), 0);
+		close(fd);
+	}
+	plant_snap_block(e, 2, "s2", 20, 77);      /* held by the head there */
+	plant_snap_block(e, 0, "s1", 5 * 256, 78); /* past the data: zeros elsewhere */
+	plant_snap_block(e, 0, "s2", 2 * 256 - 1, 79);
+	assert_int_equal(tsr_layout_scrub_start(e->l, true), 0);
+	assert_true(wait_status(e, scrub_finished, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.scrub_mismatches, 4);
+	assert_int_equal(s.scrub_repaired, 4);
+	assert_int_equal(s.scrub_unrepaired, 0);
+	assert_int_equal(tsr_layout_scrub_start(e->l, false), 0);
+	assert_true(wait_status(e, scrub_finished, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.scrub_mismatches, 0);
+	for (unsigned n = 0; n < 3; n++) {
+		assert_snap_equals(e, n, "s1", at_s1);
+		assert_snap_equals(e, n, "s2", at_s2);
+	}
+	assert_copies_equal_model(e);
+	/* s2 gone from node2: its blocks differ there and stay unrepaired */
+	assert_int_equal(tsr_store_snap_delete(e->nodes[2].store, VOLNAME, "s2"), 0);
+	assert_int_equal(tsr_layout_scrub_start(e->l, true), 0);
+	assert_true(wait_status(e, scrub_finished, 20000));
+	get_status(e, &s);
+	assert_int_equal(s.scrub_mismatches, VOL / BS);
+	assert_int_equal(s.scrub_repaired, 0);
+	assert_int_equal(s.scrub_unrepaired, VOL / BS);
+	free(at_s1);
+	free(at_s2);
+}
+
+static void test_scrub_snapshots_repair(void **state)
+{
+	scrub_snapshots_repair(state, true);
+}
+
 /* A replica dies while writes are in flight: none fails (min 2), and the
  * resync afterwards moves only regions, not the volume. */
 struct stopper {
@@ -1831,6 +1916,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_stalled_write_resumes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_scrub_unreadable, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_scrub_snapshots, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_scrub_snapshots_repair, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replica_dies_mid_workload, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resync_at_create, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_local_copy_fails, setup, teardown),
