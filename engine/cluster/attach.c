@@ -235,20 +235,70 @@ static struct missed_req *g_missed_head, *g_missed_tail; /* g_missed_lock */
 static bool g_missed_running;                            /* g_missed_lock */
 static struct tsr_cluster *g_missed_current; /* g_missed_lock: the run being recorded's */
 
-/* Split r->ops into rec's copy entry; CAS loop on vol/<name> like record_state. */
+/* record_missed's mutator: r->ops split into the copy's entry. */
+struct missed_update {
+	const struct missed_req *r;
+	uint64_t epoch; /* our attachment's */
+};
+
+static int missed_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
+{
+	const struct missed_update *u = arg;
+	const struct missed_req *r = u->r;
+	Tessera__Cluster__CopyRecord *cr;
+	const char *p = r->ops;
+	char **list;
+	size_t n = 0;
+	int ret;
+
+	if (rec->epoch != u->epoch)
+		return -ESTALE;
+	if (r->idx >= rec->n_copies || strcmp(rec->copies[r->idx]->node_id, r->node_id) != 0)
+		return 1; /* replaced since: the new copy's list is not this one */
+	cr = rec->copies[r->idx];
+	for (const char *q = p; *q; q++)
+		n += *q == '\n';
+	list = calloc(n + 1, sizeof(*list));
+	ret = list == NULL ? -ENOMEM : 0;
+	if (n > 1024) /* rec_volume_decode would refuse the whole record */
+		ret = -E2BIG;
+	for (size_t i = 0; ret == 0 && i < n; i++) {
+		const char *eol = strchr(p, '\n');
+
+		list[i] = strndup(p, (size_t)(eol - p));
+		if (list[i] == NULL)
+			ret = -ENOMEM;
+		else if ((list[i][0] != 'c' && list[i][0] != 'd') || list[i][1] != ' ' ||
+			 strlen(list[i] + 2) > 63 || !tsr_valid_name(list[i] + 2))
+			ret = -EINVAL; /* the same */
+		p = eol + 1;
+	}
+	if (ret) {
+		for (size_t i = 0; list != NULL && i < n; i++)
+			free(list[i]);
+		free(list);
+		return ret;
+	}
+	for (size_t i = 0; i < cr->n_missed_snaps; i++)
+		free(cr->missed_snaps[i]);
+	free(cr->missed_snaps);
+	cr->missed_snaps = list;
+	cr->n_missed_snaps = n;
+	return 0;
+}
+
+/* Record r's list in vol/<name>, refused for a stale epoch. */
 static int record_missed(struct tsr_meta *meta, const struct missed_req *r)
 {
-	Tessera__Cluster__VolumeRecord *rec = NULL;
+	struct missed_update u = { .r = r };
 	struct attachment *a;
-	uint64_t epoch = 0, rev;
 	bool fenced = true;
-	char key[80];
-	int ret = -ECANCELED;
+	int ret;
 
 	pthread_mutex_lock(&r->c->lock);
 	a = cluster_find_attachment(r->c, r->vol);
 	if (a) {
-		epoch = a->epoch;
+		u.epoch = a->epoch;
 		fenced = a->fenced;
 	}
 	pthread_mutex_unlock(&r->c->lock);
@@ -261,58 +311,8 @@ static int record_missed(struct tsr_meta *meta, const struct missed_req *r)
 	}
 	if (fenced)
 		return -ESTALE;
-	snprintf(key, sizeof(key), "vol/%s", r->vol);
-	for (int tries = 0; tries < 50 && ret == -ECANCELED; tries++) {
-		Tessera__Cluster__CopyRecord *cr;
-		char **list = NULL;
-		size_t n = 0;
-
-		ret = rec_volume_get(meta, r->vol, &rec, &rev);
-		if (ret)
-			break;
-		if (rec->epoch != epoch) {
-			ret = -ESTALE;
-		} else if (r->idx >= rec->n_copies ||
-			   strcmp(rec->copies[r->idx]->node_id, r->node_id) != 0) {
-			ret = 0; /* replaced since: the new copy's list is not this one */
-		} else {
-			const char *p = r->ops;
-
-			cr = rec->copies[r->idx];
-			for (const char *q = p; *q; q++)
-				n += *q == '\n';
-			list = calloc(n + 1, sizeof(*list));
-			ret = list == NULL ? -ENOMEM : 0;
-			if (n > 1024) /* rec_volume_decode would refuse the whole record */
-				ret = -E2BIG;
-			for (size_t i = 0; ret == 0 && i < n; i++) {
-				const char *eol = strchr(p, '\n');
-
-				list[i] = strndup(p, (size_t)(eol - p));
-				if (list[i] == NULL)
-					ret = -ENOMEM;
-				else if ((list[i][0] != 'c' && list[i][0] != 'd') || list[i][1] != ' ' ||
-					 strlen(list[i] + 2) > 63 || !tsr_valid_name(list[i] + 2))
-					ret = -EINVAL; /* the same */
-				p = eol + 1;
-			}
-			if (ret == 0) {
-				for (size_t i = 0; i < cr->n_missed_snaps; i++)
-					free(cr->missed_snaps[i]);
-				free(cr->missed_snaps);
-				cr->missed_snaps = list;
-				cr->n_missed_snaps = n;
-				list = NULL;
-				ret = rec_put(meta, key, &rec->base, rev, 0, NULL);
-			}
-			for (size_t i = 0; list != NULL && i < n; i++)
-				free(list[i]);
-			free(list);
-		}
-		tessera__cluster__volume_record__free_unpacked(rec, NULL);
-		rec = NULL;
-	}
-	if (ret && ret != -ESHUTDOWN)
+	ret = rec_volume_update(meta, r->vol, missed_mutate, &u);
+	if (ret)
 		tsr_error("cluster: volume %s: cannot record the snapshot operations copy %u (%s) "
 			  "missed: %s%s", r->vol, r->idx, r->node_id, strerror(-ret),
 			  ret == -ESTALE ? " (a newer coordinator exists)" : "");

@@ -131,46 +131,49 @@ static void fence_all(struct tsr_cluster *c, const char *why)
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* Record one copy-state change: CAS loop on vol/<name>, refused for a stale epoch. */
+/* record_state's mutator: copy r->idx's state, refused for a stale epoch. */
+struct state_update {
+	const struct state_req *r;
+	uint64_t epoch;    /* our attachment's */
+	char node_id[64];  /* the copy's node, for the log */
+};
+
+static int state_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
+{
+	struct state_update *u = arg;
+
+	if (rec->epoch != u->epoch)
+		return -ESTALE;
+	if (u->r->idx >= rec->n_copies)
+		return -EINVAL;
+	rec->copies[u->r->idx]->state = rec_state_from_mirror(u->r->state);
+	rec->copies[u->r->idx]->since = cluster_now();
+	snprintf(u->node_id, sizeof(u->node_id), "%s", rec->copies[u->r->idx]->node_id);
+	return 0;
+}
+
+/* Record one copy-state change in vol/<name>, refused for a stale epoch. */
 static int record_state(struct tsr_cluster *c, const struct state_req *r)
 {
-	Tessera__Cluster__VolumeRecord *rec = NULL;
+	struct state_update u = { .r = r };
 	struct attachment *a;
-	uint64_t epoch = 0, rev;
 	bool fenced = true;
-	char key[80];
-	int ret = -ECANCELED;
+	int ret;
 
 	pthread_mutex_lock(&c->lock);
 	a = cluster_find_attachment(c, r->vol);
 	if (a) {
-		epoch = a->epoch;
+		u.epoch = a->epoch;
 		fenced = a->fenced;
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (fenced)
 		return -ESTALE;
-	snprintf(key, sizeof(key), "vol/%s", r->vol);
-	for (int tries = 0; tries < 50 && ret == -ECANCELED; tries++) {
-		ret = rec_volume_get(c->meta_bg, r->vol, &rec, &rev);
-		if (ret)
-			break;
-		if (rec->epoch != epoch) {
-			ret = -ESTALE;
-		} else if (r->idx >= rec->n_copies) {
-			ret = -EINVAL;
-		} else {
-			rec->copies[r->idx]->state = rec_state_from_mirror(r->state);
-			rec->copies[r->idx]->since = cluster_now();
-			ret = rec_put(c->meta_bg, key, &rec->base, rev, 0, NULL);
-		}
-		if (ret == 0)
-			tsr_info("cluster: volume %s copy %s %s", r->vol, rec->copies[r->idx]->node_id,
-				 tsr_copy_state_name(r->state));
-		tessera__cluster__volume_record__free_unpacked(rec, NULL);
-		rec = NULL;
-	}
-	if (ret)
+	ret = rec_volume_update(c->meta_bg, r->vol, state_mutate, &u);
+	if (ret == 0)
+		tsr_info("cluster: volume %s copy %s %s", r->vol, u.node_id,
+			 tsr_copy_state_name(r->state));
+	else
 		tsr_error("cluster: volume %s: cannot record copy %u as %s: %s%s", r->vol, r->idx,
 			  tsr_copy_state_name(r->state), strerror(-ret),
 			  ret == -ESTALE ? " (a newer coordinator exists)" : "");

@@ -112,6 +112,17 @@ Tessera__Cluster__ReplicationRecord *repl_record_decode(const struct tsr_meta_kv
 /* Pack msg and CAS it at key (expect_rev as tsr_meta_cas). */
 int rec_put(struct tsr_meta *m, const char *key, const ProtobufCMessage *msg,
 	    uint64_t expect_rev, uint64_t lease, uint64_t *new_rev);
+/*
+ * Read-modify-write of vol/<name> by compare-and-set, read again and retried
+ * while another writer changed it in between (up to REC_UPDATE_TRIES times).
+ * fn(rec, arg) changes rec (freed after) in place and returns 0 to write it,
+ * 1 to leave the record as it is (success: nothing written), or -errno to
+ * give up.  It may run several times: it must start from rec alone.  0, fn's
+ * -errno, rec_volume_get's, rec_put's, or -ECANCELED (every try lost).
+ */
+#define REC_UPDATE_TRIES 50
+typedef int (*rec_volume_mutator)(Tessera__Cluster__VolumeRecord *rec, void *arg);
+int rec_volume_update(struct tsr_meta *m, const char *name, rec_volume_mutator fn, void *arg);
 /* Bytes of one store copy of r: the volume size, or (ec) its chunk volume size. */
 uint64_t rec_copy_size(const Tessera__Cluster__VolumeRecord *r);
 const char *rec_state_name(Tessera__Cluster__CopyState st);

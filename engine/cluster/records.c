@@ -197,6 +197,28 @@ int rec_put(struct tsr_meta *m, const char *key, const ProtobufCMessage *msg,
 	return ret;
 }
 
+int rec_volume_update(struct tsr_meta *m, const char *name, rec_volume_mutator fn, void *arg)
+{
+	Tessera__Cluster__VolumeRecord *rec;
+	char key[80];
+	uint64_t rev;
+	int ret = -ECANCELED;
+
+	snprintf(key, sizeof(key), "vol/%s", name);
+	for (int tries = 0; tries < REC_UPDATE_TRIES && ret == -ECANCELED; tries++) {
+		ret = rec_volume_get(m, name, &rec, &rev);
+		if (ret)
+			break;
+		ret = fn(rec, arg);
+		if (ret == 0)
+			ret = rec_put(m, key, &rec->base, rev, 0, NULL);
+		else if (ret == 1)
+			ret = 0; /* nothing to write */
+		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	}
+	return ret;
+}
+
 const char *rec_state_name(Tessera__Cluster__CopyState st)
 {
 	return tsr_copy_state_name(rec_state_to_mirror(st));
