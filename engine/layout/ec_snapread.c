@@ -670,16 +670,17 @@ bool tsr_layout_is_ec_snapshot(const struct tsr_layout *l)
  * (-ENOENT: "unknown export", as a mirror or local volume answers) rather
  * than opened to fail every read, and a snapshot k copies hold is served.
  *
- * The NBD handshake opens exports synchronously (tsr_vol_get, under the
- * volume set's lock), possibly on the coordinator's home worker itself, so
- * the asking runs on a worker of its own, started for it and stopped after:
- * a peer session on VOL@SNAP at every copy that would be a source (IN_SYNC,
- * no missed operations pending; the places published by ec_publish), the
- * caller waiting at most the peer timeout.  Only on this path: an export
- * whose chunk is here costs nothing more.  Debt: that wait blocks the
- * handshake's worker (and the volume set's lock) for as long as the copies
- * take to answer, a frozen node up to the peer timeout (as the catalogue
- * read of every handshake blocks it, for less).
+ * The caller waits (tsr_vol_get is synchronous), so the asking runs on a
+ * worker of its own, started for it and stopped after: a peer session on
+ * VOL@SNAP at every copy that would be a source (IN_SYNC, no missed
+ * operations pending; the places published by ec_publish), the caller
+ * waiting at most the peer timeout + 1 s.  Only on this path: an export
+ * whose chunk is here costs nothing more.  The caller is no event loop: the
+ * NBD handshake opens exports on the NBD server's opener threads
+ * (nbd_server.c nbd_open_start), and vol.c makes this layout without the
+ * volume set's lock (the coordinator pinned), so a frozen copy delays only
+ * the opens of that snapshot (test-ec-snap-probe-stall).  A copy asked
+ * about a name it lacks logs nothing above DEBUG (store snap.c).
  */
 #define EC_PROBE_WORKER 900 /* the asking worker's index: its thread's name */
 

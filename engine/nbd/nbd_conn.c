@@ -13,9 +13,18 @@
  * into the request's buffer) and written with one sendmsg per loop pass
  * (tsr_worker_defer), MSG_NOSIGNAL; on EAGAIN we wait for EPOLLOUT.
  *
+ * Handshake: an export open (NBD_OPT_GO, INFO, EXPORT_NAME) runs on the
+ * server's opener threads (nbd_open_start: tsr_vol_get may wait for other
+ * nodes); meanwhile the handshake waits in NBD_HS_OPENING, input is read
+ * but not parsed, and the worker serves its other connections; the answer
+ * is queued when the result comes back (conn_open_done).  A client that
+ * hangs up meanwhile is closed at once; the open's export is closed when
+ * it comes.
+ *
  * Lifetime: a connection is reference counted: one reference while its
  * socket is open, one per live request (dispatched, not yet replied), one
- * per pending deferred call or retry message, one across each fd callback.
+ * per pending deferred call or retry message, one across each fd callback,
+ * one while an export open is out.
  * A client that vanishes mid-request only closes the socket: the in-flight
  * I/O still completes into its buffers, the replies are dropped, and the
  * last reference frees everything.  No locks: everything here belongs to
@@ -117,6 +126,7 @@ struct nbd_conn {
 	bool paused;              /* input stopped by a limit */
 	bool stopping;            /* the worker stops: drain, never wait on the client */
 	struct tsr_worker *move_to; /* export's home worker: move there at the end of this pass */
+	struct nbd_open *opening; /* the handshake's export open out, or NULL */
 
 	struct nbd_req *retry_head, *retry_tail; /* waiting for I/O queue room */
 	bool retry_scheduled;
@@ -246,7 +256,7 @@ static struct nbd_req *req_alloc(struct nbd_conn *c, const struct nbd_request *r
 static bool conn_can_resume(const struct nbd_conn *c)
 {
 	return c->inflight < NBD_MAX_INFLIGHT && c->inflight_bytes < NBD_MAX_INFLIGHT_BYTES &&
-	       c->retry_head == NULL;
+	       c->retry_head == NULL && c->opening == NULL;
 }
 
 static void req_free(struct nbd_req *req)
@@ -1085,7 +1095,7 @@ static void conn_process(struct nbd_conn *c)
 				conn_begin_drain(c);
 				return;
 			}
-			return; /* needs more input */
+			return; /* needs more input, or an open is out (conn_open_done) */
 		}
 		if (c->state != CONN_TRANSMISSION || c->payload_req != NULL)
 			return;
@@ -1146,8 +1156,13 @@ static void conn_read(struct nbd_conn *c)
 			iov[cnt].iov_base = c->rbuf + c->rlen;
 			iov[cnt++].iov_len = space;
 		}
-		if (cnt == 0)
-			return; /* rbuf full of unparsed input: processing is paused */
+		if (cnt == 0) {
+			/* rbuf full of unparsed input: processing is paused (or an
+			 * open is out: conn_open_done resumes) */
+			if (c->opening != NULL)
+				c->paused = true;
+			return;
+		}
 		want = iov[0].iov_len + (cnt > 1 ? iov[1].iov_len : 0);
 		n = readv(c->fd, iov, cnt);
 		if (n < 0) {
@@ -1267,6 +1282,8 @@ static void conn_close(struct nbd_conn *c)
 		return;
 	conn_get(c);
 	c->state = CONN_CLOSED;
+	if (c->opening != NULL)
+		nbd_open_cancel(c->opening); /* its reference stays until it reports */
 	if (c->fd >= 0) {
 		tsr_worker_unwatch(c->w, c->fd);
 		close(c->fd);
@@ -1321,6 +1338,78 @@ void nbd_conns_drain_all(struct nbd_wctx *wctx)
 	}
 }
 
+/* ---- exports for the handshake: opens off the worker ---- */
+
+/* On c's worker: the open's result (nbd_open_start's callback). */
+static void conn_open_done(void *arg, int status, struct nbd_export *exp)
+{
+	struct nbd_conn *c = arg;
+	int ret;
+
+	c->opening = NULL;
+	if (c->state == CONN_CLOSED || c->state == CONN_DRAINING) {
+		/* gone meanwhile (the client, or the worker stops) */
+		if (status == 0)
+			nbd_server_export_ops.close(c->srv, exp->handle);
+		conn_put(c); /* the open's */
+		return;
+	}
+	c->paused = false; /* set when rbuf filled up while the open was out */
+	ret = nbd_hs_open_done(&c->hs, status, exp);
+	if (ret < 0) {
+		protocol_error(c, ret == -EPROTO ? c->hs.error : "out of memory");
+	} else if (!take_hs_output(c)) {
+		conn_close(c);
+	} else {
+		if (c->hs.state == NBD_HS_DONE)
+			enter_transmission(c);
+		conn_process(c); /* what the client sent behind the option */
+		conn_read(c);
+		if (c->state != CONN_CLOSED)
+			conn_update_events(c);
+	}
+	conn_put(c); /* the open's */
+}
+
+static int conn_export_open(void *arg, const char *name, struct nbd_export *out)
+{
+	struct nbd_conn *c = arg;
+
+	return nbd_server_export_ops.open(c->srv, name, out);
+}
+
+static int conn_export_open_start(void *arg, const char *name)
+{
+	struct nbd_conn *c = arg;
+	int ret = nbd_open_start(c->srv, c->w, name, conn_open_done, c, &c->opening);
+
+	if (ret == 0)
+		conn_get(c); /* the open's, until conn_open_done */
+	return ret;
+}
+
+static void conn_export_close(void *arg, void *handle)
+{
+	struct nbd_conn *c = arg;
+
+	nbd_server_export_ops.close(c->srv, handle);
+}
+
+static int conn_export_list(void *arg, int (*emit)(void *emit_arg, const char *name),
+			    void *emit_arg)
+{
+	struct nbd_conn *c = arg;
+
+	return nbd_server_export_ops.list(c->srv, emit, emit_arg);
+}
+
+static const struct nbd_export_ops conn_export_ops = {
+	.open = conn_export_open,
+	.open_start = conn_export_open_start,
+	.close = conn_export_close,
+	.list = conn_export_list,
+};
+
 void tsr_nbd_conn_start(struct tsr_nbd_server *srv, struct tsr_worker *w, int fd)
 {
 	struct nbd_wctx *wctx = nbd_server_wctx(srv, w);
@@ -1341,7 +1430,7 @@ void tsr_nbd_conn_start(struct tsr_nbd_server *srv, struct tsr_worker *w, int fd
 	if (c == NULL)
 		goto err_fd;
 	c->rbuf = tsr_alloc_aligned(NBD_RBUF_SIZE);
-	if (c->rbuf == NULL || nbd_hs_init(&c->hs, &nbd_server_export_ops, srv) < 0) {
+	if (c->rbuf == NULL || nbd_hs_init(&c->hs, &conn_export_ops, c) < 0) {
 		nbd_hs_fini(&c->hs);
 		tsr_free_aligned(c->rbuf);
 		free(c);

@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -802,6 +804,131 @@ static void test_local_home_and_snapshot(void **state)
 	tsr_free_aligned(buf);
 }
 
+/* ---- export opens off the worker ---- */
+
+static char g_hold[300]; /* $TSR_TEST_NBD_OPEN_HOLD_FILE */
+
+static void hold(bool on)
+{
+	if (on) {
+		int fd = open(g_hold, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+
+		assert_true(fd >= 0);
+		close(fd);
+	} else {
+		unlink(g_hold);
+	}
+}
+
+/* Greeting read, flags sent, GO "vol" sent: the answer not read. */
+static void go_sent(int fd)
+{
+	uint8_t greet[18], d[16];
+
+	recv_all(fd, greet, 18);
+	nbd_put32(d, 3);
+	send_all(fd, d, 4);
+	nbd_put32(d, 3);
+	memcpy(d + 4, "vol", 3);
+	nbd_put16(d + 7, 0);
+	send_opt(fd, NBD_OPT_GO, d, 9);
+}
+
+/* True when fd has nothing to read for ms milliseconds. */
+static bool quiet_for(int fd, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int n;
+
+	for (int i = 0; i < ms; i++) { /* 1 ms steps: a signal only shortens one */
+		n = poll(&p, 1, 1);
+		if (n > 0)
+			return false;
+		if (n < 0 && errno != EINTR)
+			fail_msg("poll: %s", strerror(errno));
+	}
+	return true;
+}
+
+static void *unhold_later(void *arg)
+{
+	(void)arg;
+	usleep(200 * 1000);
+	hold(false);
+	return NULL;
+}
+
+/*
+ * An open that waits (held after tsr_vol_get on the opener thread, as an ec
+ * snapshot's question to a frozen copy would) leaves the one worker free:
+ * another client's options are answered meanwhile and the GO answered after,
+ * with the pipelined request behind it; a client gone mid-open leaves no
+ * handle once its open ended; the worker stopped mid-open ends the
+ * connection, closes the export the open took, and frees everything.
+ */
+static void test_open_off_worker(void **state)
+{
+	uint8_t buf[4096], greet[18], d[4];
+	uint32_t len, type;
+	struct env e;
+	pthread_t t;
+	int a, b, c, n;
+
+	snprintf(g_hold, sizeof(g_hold), "/var/tmp/tsr-nbd-hold-%d", (int)getpid());
+	setenv("TSR_TEST_NBD_OPEN_HOLD_FILE", g_hold, 1);
+	env_start(&e, NULL);
+	hold(true);
+	a = client(&e);
+	go_sent(a);
+	send_req(a, NBD_CMD_READ, 0, 7, 0, 4096); /* pipelined behind the GO */
+	b = client(&e);
+	go_sent(b);
+	close(b); /* gone while its open is out */
+	assert_true(quiet_for(a, 100));
+	/* the same worker answers another client meanwhile */
+	c = client(&e);
+	recv_all(c, greet, 18);
+	nbd_put32(d, 3);
+	send_all(c, d, 4);
+	send_opt(c, NBD_OPT_LIST, NULL, 0);
+	for (n = 0; (type = recv_opt_reply(c, buf, &len)) == NBD_REP_SERVER; n++)
+		;
+	assert_int_equal(type, NBD_REP_ACK);
+	assert_int_equal(n, 1);
+	assert_true(quiet_for(a, 10)); /* and a still waits */
+	assert_true(tsr_volset_in_use(e.vols, "vol")); /* the opens hold it */
+	hold(false);
+	while ((type = recv_opt_reply(a, buf, &len)) == NBD_REP_INFO)
+		;
+	assert_int_equal(type, NBD_REP_ACK);
+	recv_all(a, buf, 16);
+	assert_int_equal(nbd_get32(buf), NBD_SIMPLE_REPLY_MAGIC);
+	assert_int_equal(nbd_get32(buf + 4), 0);
+	assert_true(nbd_get64(buf + 8) == 7);
+	recv_all(a, buf, 4096);
+	close(a);
+	close(c);
+	/* b's handle went with its open's result, a's with a: none left */
+	for (n = 0; n < 1000 && tsr_volset_in_use(e.vols, "vol"); n++)
+		usleep(10000);
+	assert_false(tsr_volset_in_use(e.vols, "vol"));
+
+	/* the worker stops while an open is out: the stop waits for it */
+	hold(true);
+	a = client(&e);
+	go_sent(a);
+	assert_true(quiet_for(a, 100));
+	assert_int_equal(pthread_create(&t, NULL, unhold_later, NULL), 0);
+	tsr_worker_stop(e.w);
+	e.w = NULL;
+	pthread_join(t, NULL);
+	assert_true(closed(a));
+	close(a);
+	assert_false(tsr_volset_in_use(e.vols, "vol")); /* its export closed */
+	env_stop(&e); /* asserts connections_open == 0 */
+	unsetenv("TSR_TEST_NBD_OPEN_HOLD_FILE");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -812,6 +939,7 @@ int main(void)
 		cmocka_unit_test(test_vanishing_clients),
 		cmocka_unit_test(test_moves_to_home_worker),
 		cmocka_unit_test(test_local_home_and_snapshot),
+		cmocka_unit_test(test_open_off_worker),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
