@@ -73,6 +73,7 @@ struct tsr_cluster {
 	struct state_req *queue, *queue_tail; /* lock */
 	struct attachment *attached;   /* lock (list links); see struct attachment */
 	struct detach_wait *detaching; /* main thread: detaches waiting for NBD clients (attach.c) */
+	struct detach_forward *detach_forwards; /* main thread: detaches forwarded, answered later */
 	/* geo-replication (replication.c): main thread unless marked */
 	char repl_site[64];            /* our site name in HELLO */
 	char cluster_id[64];           /* cluster/id: our cluster in HELLO */
@@ -174,6 +175,10 @@ int cluster_call_node(struct tsr_cluster *c, const char *address, Tessera__Admin
 		      int timeout_ms, Tessera__Admin__Response **resp);
 /* "unix:PATH"/"tcp:HOST:PORT" listener + export name -> NBD URI (malloc'd), or NULL. */
 char *cluster_nbd_uri(const char *listener, const char *name);
+/* The answer of a forward: status 0 and r moved into resp (r freed), or the
+ * transport's -errno as an error reply naming node_id and address. */
+void cluster_forward_answer(const char *node_id, const char *address, int status,
+			    Tessera__Admin__Response *r, Tessera__Admin__Response *resp);
 /* Send req to node at address and move its answer into resp (an error reply on failure). */
 void cluster_forward(struct tsr_cluster *c, const char *node_id, const char *address,
 		     const Tessera__Admin__Request *req, Tessera__Admin__Response *resp);
@@ -214,7 +219,8 @@ void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg, size_t msg_len);
 /* Whether an admin detach of name waits for its NBD clients here (main thread). */
 bool cluster_detach_pending(struct tsr_cluster *c, const char *name);
-/* Finish every waiting detach now and let their replies go (tsr_cluster_stop). */
+/* Finish every waiting detach now, cancel the forwarded ones, let their replies go
+ * (tsr_cluster_stop). */
 void cluster_detach_stop_waits(struct tsr_cluster *c);
 void cluster_volume_status(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			   Tessera__Admin__Response *resp);

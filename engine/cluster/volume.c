@@ -50,9 +50,15 @@ void cluster_forward(struct tsr_cluster *c, const char *node_id, const char *add
 		fwd->via_node = c->node_id;
 	ret = cluster_call_node(c, address, fwd, CLUSTER_FORWARD_TIMEOUT_MS, &r);
 	fwd->via_node = via;
-	if (ret) {
-		admin_fail(resp, ret, "cannot reach node %s at %s: %s (is it alive? tessera node "
-			   "list)", node_id, address, strerror(-ret));
+	cluster_forward_answer(node_id, address, ret, r, resp);
+}
+
+void cluster_forward_answer(const char *node_id, const char *address, int status,
+			    Tessera__Admin__Response *r, Tessera__Admin__Response *resp)
+{
+	if (status) {
+		admin_fail(resp, status, "cannot reach node %s at %s: %s (is it alive? tessera "
+			   "node list)", node_id, address, strerror(-status));
 		return;
 	}
 	/* move the answer over: protobuf-c's default allocator is malloc, as ours */

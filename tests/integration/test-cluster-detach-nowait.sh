@@ -10,7 +10,10 @@
 #      the detach (the order of completions is asserted, never a time);
 #   2. a second detach and an attach of d during the wait are refused (EBUSY)
 #      rather than racing the first;
-#   3. the client goes: the detach answers, d is detached, and attaches again.
+#   3. the client goes: the detach answers, d is detached, and attaches again;
+#   4. the detach sent through n2 (which forwards it to n1, the coordinator):
+#      a volume list through n2 answers before it (n2 waits for n1's answer
+#      without holding its loop either).
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -64,6 +67,37 @@ log "1: volume list and node list answered while the detach waited for its clien
 wait_log 1 "detach d epoch [0-9]+ from n1" 10
 out=$(ctsr volume detach d 2>&1) && fail "3: d still attached after the detach"
 echo "$out" | grep -q "not attached" || fail "3: detach after detach: unexpected: $out"
+cl_attach_retry d n1
+
+# ---- 4. the same detach sent through n2, which forwards it to n1: n2's
+# loop does not wait for n1's answer either
+"$NBD_HOLD" "$(cl_nbd_uri 1 d)" "$CL_ROOT/held4" &
+HOLD=$!
+track_pid "$HOLD"
+for (( i=0; i<100; i++ )); do [ -f "$CL_ROOT/held4" ] && break; sleep 0.1; done
+[ -f "$CL_ROOT/held4" ] || fail "nbd_hold did not connect (4)"
+waits=$(grep -cE "detach d: waiting up to [0-9]+ ms for its NBD clients" "$LOG1")
+: >"$ORDER"
+( ctsr_via 2 volume detach d >"$CL_ROOT/detach4.out" 2>&1; echo "detach $?" >>"$ORDER" ) &
+DETACH=$!
+track_pid "$DETACH"
+for (( i=0; i<300; i++ )); do
+	(( $(grep -cE "detach d: waiting up to [0-9]+ ms for its NBD clients" "$LOG1") > waits )) && break
+	grep -q '^detach' "$ORDER" && break
+	sleep 0.1
+done
+ctsr_via 2 volume list >/dev/null || fail "4: volume list through n2 during the detach"
+echo "list" >>"$ORDER"
+kill -TERM "$HOLD"
+reap "$HOLD" || true
+reap "$DETACH" || true
+order=$(tr '\n' ' ' <"$ORDER")
+[ "$order" = "list detach 0 " ] ||
+	fail "4: completions through n2 in order '$order', want 'list detach 0' ($(cat "$CL_ROOT/detach4.out"))"
+log "4: n2 answered volume list while the detach it forwarded to n1 waited"
+out=$(ctsr volume detach d 2>&1) && fail "4: d still attached after the forwarded detach"
+echo "$out" | grep -q "not attached" || fail "4: detach after detach: unexpected: $out"
+
 cl_attach_retry d n1
 ctsr volume detach d >/dev/null || fail "3: volume detach d (no client)"
 wait_log 1 "detach d epoch [0-9]+ from n1 \(clean\)" 10
