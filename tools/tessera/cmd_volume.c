@@ -137,8 +137,9 @@ static const char HELP_RESIZE[] =
 "In a cluster a volume (mirror or ec) grows while attached too (its\n"
 "coordinator grows it).  Refused, with nothing changed, while a copy is not\n"
 "in sync or its node is away, while a resync, rebuild, scrub or snapshot\n"
-"runs, and when a copy's node lacks the space (every node is asked before\n"
-"any copy grows).\n"
+"runs, when a copy's node lacks the space (every node is asked before any\n"
+"copy grows), and while it replicates to another site (its target would be\n"
+"too small).\n"
 "\n"
 "Example:\n"
 "  tessera volume resize db --size 20G\n";
