@@ -864,26 +864,10 @@ static void snap_chunk_next(struct mscrub *s)
 	scrub_finish(s, m->fenced ? -EIO : -ECANCELED);
 }
 
-/* The heads are done: compare the snapshots next (true), or nothing to do. */
-static bool snaps_start(struct mscrub *s)
+/* The list is in s->snaps: compare them, oldest first (false: none). */
+static bool snaps_go(struct mscrub *s)
 {
-	struct mirror *m = s->m;
-	bool local = false;
-	int ret;
-
-	s->in_snaps = true;
-	for (unsigned i = 0; i < m->n_copies; i++)
-		if (m->copies[i].present && m->copies[i].local && m->copies[i].open &&
-		    m->copies[i].state == TSR_COPY_IN_SYNC)
-			local = true;
-	if (!local || m->store == NULL) {
-		tsr_info("mirror %s: scrub: snapshots not compared (no in-sync copy here to list "
-			 "them)",
-			 m->name);
-		return false;
-	}
-	ret = tsr_store_snap_list(m->store, m->name, &s->snaps, &s->n_snaps);
-	if (ret < 0 || s->n_snaps == 0)
+	if (s->n_snaps == 0)
 		return false;
 	s->sbuf = tsr_alloc_aligned(MIRROR_SCRUB_CHUNK);
 	if (s->sbuf == NULL)
@@ -893,6 +877,73 @@ static bool snaps_start(struct mscrub *s)
 	s->snap_bad = 0;
 	snap_chunk_next(s);
 	return true;
+}
+
+/* A remote copy's list (no in-sync copy here): the snapshots to compare. */
+static void snaps_listed(void *arg, int status, const struct tsr_peer_snap_entry *e, size_t n)
+{
+	struct mscrub *s = arg;
+	struct mirror *m = s->m;
+
+	if (s->aborted || m->fenced || m->closing) {
+		scrub_finish(s, m->fenced ? -EIO : -ECANCELED);
+		return;
+	}
+	if (status == 0 && n > 0) {
+		s->snaps = calloc(n, sizeof(*s->snaps));
+		if (s->snaps == NULL)
+			status = -ENOMEM;
+	}
+	if (status < 0) {
+		tsr_warn("mirror %s: scrub: snapshots not compared (cannot list them on a copy: "
+			 "%s)",
+			 m->name, strerror(-status));
+		scrub_finish(s, 0);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		snprintf(s->snaps[i].name, sizeof(s->snaps[i].name), "%s", e[i].name);
+		s->snaps[i].size = e[i].size;
+	}
+	s->n_snaps = n;
+	if (!snaps_go(s))
+		scrub_finish(s, 0);
+}
+
+/* The heads are done: compare the snapshots next (true), or nothing to do.
+ * The list: the local IN_SYNC copy's store, else a SNAP_LIST asked of the
+ * first remote IN_SYNC copy (the snapshots are cut on every in-sync copy:
+ * one list serves; a copy lacking one is found by the comparison). */
+static bool snaps_start(struct mscrub *s)
+{
+	struct mirror *m = s->m;
+	struct mcopy *remote = NULL;
+	bool local = false;
+	int ret;
+
+	s->in_snaps = true;
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		struct mcopy *c = &m->copies[i];
+
+		if (!c->present || !c->open || c->state != TSR_COPY_IN_SYNC)
+			continue;
+		if (c->local)
+			local = true;
+		else if (remote == NULL && c->client != NULL)
+			remote = c;
+	}
+	if (local && m->store != NULL) {
+		ret = tsr_store_snap_list(m->store, m->name, &s->snaps, &s->n_snaps);
+		if (ret < 0)
+			return false;
+		return snaps_go(s);
+	}
+	if (remote != NULL &&
+	    tsr_peer_snap_list(remote->client, remote->handle, m->epoch, snaps_listed, s) == 0)
+		return true; /* snaps_listed goes on */
+	tsr_info("mirror %s: scrub: snapshots not compared (no in-sync copy to list them)",
+		 m->name);
+	return false;
 }
 
 int mirror_scrub_begin(struct mirror *m, bool repair, bool converge,

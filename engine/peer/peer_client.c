@@ -71,11 +71,12 @@ struct peer_creq {
 	uint64_t start_ms;    /* submission time (CLOCK_MONOTONIC) */
 	uint32_t length;      /* READ/SUMS: expected payload bytes */
 	void *dest;           /* READ buffer / SUMS array (caller's) */
-	uint32_t reply_len;   /* STAGE_LIST: payload bytes of the reply */
+	uint32_t reply_len;   /* STAGE_LIST, SNAP_LIST: payload bytes of the reply */
 	union {
 		tsr_cb data;
 		tsr_peer_open_cb open;
 		tsr_peer_stage_list_cb list;
+		tsr_peer_snap_list_cb slist;
 	} cb;
 	void *cb_arg;
 	uint8_t hdr[TSR_PEER_HDR_SIZE];
@@ -269,6 +270,33 @@ static void list_finish(struct peer_creq *r, int status)
 	free(e);
 }
 
+/* SNAP_LIST: decode the reply payload and hand the entries to the callback;
+ * frees the payload buffer. */
+static void slist_finish(struct peer_creq *r, int status)
+{
+	tsr_peer_snap_list_cb cb_fn = r->cb.slist;
+	struct tsr_peer_snap_entry *e = NULL;
+	void *cb_arg = r->cb_arg;
+	uint8_t *payload = r->dest;
+	size_t n = 0;
+
+	r->dest = NULL;
+	if (status == 0) {
+		e = malloc(TSR_PEER_SNAP_LIST_MAX * sizeof(*e));
+		status = e == NULL ? -ENOMEM
+				   : tsr_peer_snap_list_parse(payload, r->reply_len, e,
+							      TSR_PEER_SNAP_LIST_MAX, &n);
+		if (status < 0) {
+			if (status != -ENOMEM)
+				status = -EPROTO;
+			n = 0;
+		}
+	}
+	free(payload);
+	cb_fn(cb_arg, status, status == 0 ? e : NULL, n);
+	free(e);
+}
+
 /* Run r's callback with status and recycle it (r was unlinked from the table
  * and the pending list by the caller). */
 static void creq_finish(struct tsr_peer_client *c, struct peer_creq *r, int status)
@@ -293,6 +321,8 @@ static void creq_finish(struct tsr_peer_client *c, struct peer_creq *r, int stat
 		open(arg, status, status == 0 ? handle : 0, status == 0 ? size : 0);
 	else if (op == TSR_PEER_STAGE_LIST)
 		list_finish(r, status);
+	else if (op == TSR_PEER_SNAP_LIST)
+		slist_finish(r, status);
 	else
 		data(arg, status);
 }
@@ -548,8 +578,10 @@ static int handle_reply(struct tsr_peer_client *c, const struct tsr_peer_hdr *h)
 	if (!(h->flags & TSR_PEER_F_REPLY) || r == NULL || r->seq != h->seq || r->replied ||
 	    r->op != h->opcode)
 		return -EPROTO;
-	if (h->payload_len > 0 && (h->opcode == TSR_PEER_STAGE_LIST ? h->length > r->length
-								 : h->length != r->length))
+	if (h->payload_len > 0 &&
+	    (h->opcode == TSR_PEER_STAGE_LIST || h->opcode == TSR_PEER_SNAP_LIST
+		 ? h->length > r->length
+		 : h->length != r->length))
 		return -EPROTO;
 	c->rpos += TSR_PEER_HDR_SIZE;
 	if (h->payload_len == 0) {
@@ -1110,6 +1142,33 @@ int tsr_peer_release(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 	    .opcode = TSR_PEER_RELEASE, .handle = handle, .epoch = epoch, .offset = txn_upto};
 
 	return data_req(c, &h, NULL, NULL, cb_fn, cb_arg);
+}
+
+int tsr_peer_snap_list(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+		       tsr_peer_snap_list_cb cb_fn, void *cb_arg)
+{
+	struct tsr_peer_hdr h = {.opcode = TSR_PEER_SNAP_LIST, .handle = handle, .epoch = epoch};
+	struct peer_creq *r;
+	void *dest;
+	int err;
+
+	if (cb_fn == NULL)
+		return -EINVAL;
+	dest = malloc(TSR_PEER_SNAP_ENTRY * TSR_PEER_SNAP_LIST_MAX);
+	if (dest == NULL)
+		return -ENOMEM;
+	r = req_start(c, TSR_PEER_SNAP_LIST, &err);
+	if (r == NULL) {
+		free(dest);
+		return err;
+	}
+	r->cb.slist = cb_fn;
+	r->cb_arg = cb_arg;
+	r->dest = dest;
+	r->length = TSR_PEER_SNAP_ENTRY * TSR_PEER_SNAP_LIST_MAX;
+	h.seq = r->seq;
+	creq_queue(c, r, &h, NULL, 0);
+	return 0;
 }
 
 int tsr_peer_stage_list(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,

@@ -28,6 +28,7 @@ const char *peer_op_name(uint8_t op)
 	case TSR_PEER_COMMIT: return "commit";
 	case TSR_PEER_RELEASE: return "release";
 	case TSR_PEER_STAGE_LIST: return "stage-list";
+	case TSR_PEER_SNAP_LIST: return "snap-list";
 	default: return "unknown";
 	}
 }
@@ -49,6 +50,7 @@ uint32_t peer_payload_len(const struct tsr_peer_hdr *h)
 	case TSR_PEER_STAGE:
 		return reply ? 0 : TSR_PEER_STAGE_PREFIX + h->length;
 	case TSR_PEER_STAGE_LIST:
+	case TSR_PEER_SNAP_LIST:
 		return reply && h->status == 0 ? h->length : 0;
 	default:
 		return 0;
@@ -133,6 +135,14 @@ static int check_range(const struct tsr_peer_hdr *h)
 		if (h->length > TSR_PEER_STAGE_ENTRY * TSR_STAGE_MAX_ENTRIES)
 			return -EMSGSIZE;
 		return h->length % TSR_PEER_STAGE_ENTRY == 0 ? 0 : -EPROTO;
+	case TSR_PEER_SNAP_LIST:
+		if (h->offset != 0)
+			return -EPROTO;
+		if (!reply || h->status != 0)
+			return h->length == 0 ? 0 : -EPROTO;
+		if (h->length > TSR_PEER_SNAP_ENTRY * TSR_PEER_SNAP_LIST_MAX)
+			return -EMSGSIZE;
+		return h->length % TSR_PEER_SNAP_ENTRY == 0 ? 0 : -EPROTO;
 	default: /* CLOSE, FLUSH, PING */
 		return h->offset == 0 && h->length == 0 ? 0 : -EPROTO;
 	}
@@ -161,7 +171,7 @@ int tsr_peer_hdr_parse(const uint8_t buf[TSR_PEER_HDR_SIZE], struct tsr_peer_hdr
 	h.epoch = tsr_get_le64(buf + 32);
 	h.seq = tsr_get_le64(buf + 40);
 	h.data_crc = tsr_get_le32(buf + 48);
-	if (h.opcode < TSR_PEER_HELLO || h.opcode > TSR_PEER_STAGE_LIST)
+	if (h.opcode < TSR_PEER_HELLO || h.opcode > TSR_PEER_SNAP_LIST)
 		return -EPROTO;
 	if (buf[6] != 0 || buf[7] != 0)
 		return -EPROTO;
@@ -272,6 +282,45 @@ bool peer_open_name_ok(const char *name)
 	memcpy(vol, name, n);
 	vol[n] = '\0';
 	return tsr_valid_name(vol) && tsr_valid_name(at + 1);
+}
+
+/* ---- snapshot list ---- */
+
+int tsr_peer_snap_list_parse(const uint8_t *p, uint32_t len, struct tsr_peer_snap_entry *out,
+			     size_t max, size_t *n)
+{
+	size_t i, count = len / TSR_PEER_SNAP_ENTRY;
+
+	if (len % TSR_PEER_SNAP_ENTRY || count > max || count > TSR_PEER_SNAP_LIST_MAX)
+		return -EPROTO;
+	for (i = 0; i < count; i++) {
+		const uint8_t *e = p + i * TSR_PEER_SNAP_ENTRY;
+		const char *name = (const char *)e + 8;
+		size_t l = strnlen(name, 64);
+
+		if (l == 0 || l > TSR_SNAP_NAME_MAX)
+			return -EPROTO;
+		for (size_t k = l; k < 64; k++)
+			if (name[k] != '\0')
+				return -EPROTO;
+		memcpy(out[i].name, name, 64);
+		if (!tsr_valid_name(out[i].name))
+			return -EPROTO;
+		out[i].size = tsr_get_le64(e);
+	}
+	*n = count;
+	return 0;
+}
+
+void tsr_peer_snap_list_pack(const struct tsr_peer_snap_entry *e, size_t n, uint8_t *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint8_t *o = out + i * TSR_PEER_SNAP_ENTRY;
+
+		tsr_put_le64(o, e[i].size);
+		memset(o + 8, 0, 64);
+		memcpy(o + 8, e[i].name, strnlen(e[i].name, TSR_SNAP_NAME_MAX));
+	}
 }
 
 /* ---- staged chunk writes ---- */

@@ -428,7 +428,8 @@ static void reply(struct peer_sreq *req)
 	h->data_crc = 0;
 	if (h->opcode == TSR_PEER_HELLO || h->opcode == TSR_PEER_OPEN ||
 	    h->opcode == TSR_PEER_SNAP || h->opcode == TSR_PEER_STAGE ||
-	    (h->opcode == TSR_PEER_STAGE_LIST && req->status != 0))
+	    ((h->opcode == TSR_PEER_STAGE_LIST || h->opcode == TSR_PEER_SNAP_LIST) &&
+	     req->status != 0))
 		h->length = 0;
 	req->iov[0].iov_base = req->hdr;
 	req->iov[0].iov_len = TSR_PEER_HDR_SIZE;
@@ -441,8 +442,9 @@ static void reply(struct peer_sreq *req)
 	} else if (req->status == 0 && h->opcode == TSR_PEER_SUMS) {
 		plen = h->length / TSR_BLOCK_SIZE * 4;
 		req->iov[1].iov_base = req->sums;
-	} else if (req->status == 0 && h->opcode == TSR_PEER_STAGE_LIST) {
-		plen = h->length; /* 40 bytes per entry, packed into buf */
+	} else if (req->status == 0 &&
+		   (h->opcode == TSR_PEER_STAGE_LIST || h->opcode == TSR_PEER_SNAP_LIST)) {
+		plen = h->length; /* 40 (72) bytes per entry, packed into buf */
 		req->iov[1].iov_base = req->buf;
 	}
 	if (plen > 0) {
@@ -961,6 +963,41 @@ static void handle_stage_list(struct peer_conn *c, struct peer_sreq *req)
 }
 
 /*
+ * SNAP_LIST on a head session (epoch checked): the volume's snapshots,
+ * packed into req->buf as the reply's payload.  Debt, as SNAP: a catalogue
+ * read (SQLite) on the event loop; rare (a scrub of a volume whose
+ * coordinator holds no copy asks once).
+ */
+static void handle_snap_list(struct peer_conn *c, struct peer_sreq *req)
+{
+	struct tsr_svol *svol = c->slots[req->slot].svol;
+	struct tsr_peer_snap_entry *e = NULL;
+	struct tsr_snap_info *si = NULL;
+	size_t n = 0;
+	int ret = -EINVAL; /* a snapshot session */
+
+	if (!tsr_svol_readonly(svol))
+		ret = tsr_store_snap_list(c->srv->store, c->slots[req->slot].name, &si, &n);
+	if (ret == 0 && n > TSR_PEER_SNAP_LIST_MAX)
+		ret = -EOVERFLOW;
+	if (ret == 0 && n > 0) {
+		e = calloc(n, sizeof(*e));
+		ret = e == NULL ? -ENOMEM : req_buf(req, (uint32_t)(n * TSR_PEER_SNAP_ENTRY));
+	}
+	if (ret == 0 && n > 0) {
+		for (size_t i = 0; i < n; i++) {
+			snprintf(e[i].name, sizeof(e[i].name), "%s", si[i].name);
+			e[i].size = si[i].size;
+		}
+		tsr_peer_snap_list_pack(e, n, req->buf);
+	}
+	free(e);
+	free(si);
+	req->h.length = ret == 0 ? (uint32_t)(n * TSR_PEER_SNAP_ENTRY) : 0;
+	reply_status(req, ret);
+}
+
+/*
  * One parsed header at rbuf[rpos]; its payload (if any) is not consumed.
  * Returns false when the frame cannot be handled yet (HELLO/OPEN payload not
  * all buffered), true once it consumed the header (and what it could).
@@ -1041,6 +1078,10 @@ static bool handle_frame(struct peer_conn *c, const struct tsr_peer_hdr *h)
 		ret = -EROFS; /* a snapshot session: no staged writes */
 	if (ret == 0 && h->opcode == TSR_PEER_STAGE_LIST) {
 		handle_stage_list(c, req);
+		return true;
+	}
+	if (ret == 0 && h->opcode == TSR_PEER_SNAP_LIST) {
+		handle_snap_list(c, req);
 		return true;
 	}
 	if (ret == 0 && h->opcode == TSR_PEER_STAGE) {

@@ -52,6 +52,12 @@
  *     reply: status (-EEXIST, -ENOSPC, -EINVAL, -ESTALE, -EIO).
  *   COMMIT request: offset = txn, length 0; reply: status (-ENOENT).
  *   RELEASE request: offset = txn_upto, length 0; reply: status.
+ *   SNAP_LIST request (a head session; epoch checked like a data op's):
+ *   offset 0, length 0; reply: length = 72 * n bytes (n <= 1024), the
+ *   volume's snapshots oldest first (as tsr_store_snap_list lists them),
+ *   each: off 0 size (8, bytes at the cut), off 8 name (64: 1..63 bytes of a
+ *   valid name, NUL-padded).  A mirror's scrub asks a copy for it when the
+ *   coordinator holds no copy of its own.
  *   STAGE_LIST request: offset 0, length 0; reply: length = 40 * n bytes
  *     (n <= TSR_STAGE_MAX_ENTRIES), n entries in txn order:
  *       off size field
@@ -106,6 +112,7 @@ enum tsr_peer_op {
 	TSR_PEER_COMMIT = 13, /* tsr_svol_stage_commit */
 	TSR_PEER_RELEASE = 14, /* tsr_svol_stage_release */
 	TSR_PEER_STAGE_LIST = 15, /* tsr_svol_stage_list */
+	TSR_PEER_SNAP_LIST = 16,  /* the session's volume's snapshots (tsr_store_snap_list) */
 };
 
 #define TSR_PEER_F_REPLY 0x01u
@@ -252,6 +259,25 @@ int tsr_peer_trim(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 int tsr_peer_write_zeroes(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 			  uint64_t offset, uint32_t len, unsigned flags, tsr_cb cb_fn,
 			  void *cb_arg);
+/* SNAP_LIST reply entries (peer.h wire format above). */
+#define TSR_PEER_SNAP_ENTRY    72u
+#define TSR_PEER_SNAP_LIST_MAX 1024u
+struct tsr_peer_snap_entry {
+	char name[64];
+	uint64_t size;
+};
+/* SNAP_LIST reply payload (len bytes): n entries into out[0..max-1].
+ * Errors: -EPROTO (length not a multiple of 72, over max entries, a name
+ * not NUL-padded or not valid). */
+int tsr_peer_snap_list_parse(const uint8_t *p, uint32_t len, struct tsr_peer_snap_entry *out,
+			     size_t max, size_t *n);
+void tsr_peer_snap_list_pack(const struct tsr_peer_snap_entry *e, size_t n, uint8_t *out);
+typedef void (*tsr_peer_snap_list_cb)(void *cb_arg, int status,
+				      const struct tsr_peer_snap_entry *e, size_t n);
+/* SNAP_LIST on a head session: cb gets the entries (valid during the call).
+ * Errors before sending: -EINVAL, -ENOTCONN, -ENOMEM. */
+int tsr_peer_snap_list(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+		       tsr_peer_snap_list_cb cb_fn, void *cb_arg);
 /* WRITE with TSR_PEER_F_REPAIR on a snapshot session (handle from an OPEN
  * of "VOL@SNAP"): the scrub's repair of its image.  Errors before sending:
  * -EINVAL (range, buf), -ENOTCONN, -ENOMEM. */

@@ -1,15 +1,17 @@
 /*
- * libFuzzer harness: peer protocol frame headers (tsr_peer_hdr_parse) and
- * the SNAP request payload (tsr_peer_snap_parse).
+ * libFuzzer harness: peer protocol frame headers (tsr_peer_hdr_parse), the
+ * SNAP request payload (tsr_peer_snap_parse) and the SNAP_LIST reply
+ * payload (tsr_peer_snap_list_parse).
  * Each 56-byte piece of the input is parsed twice: as it is (the checksum
  * almost always rejects it), and with its hdr_crc recomputed, so the
  * fuzzer reaches the field checks behind it.  When a piece is an accepted
- * SNAP request, the bytes after it (up to its length) are parsed as its
- * payload.
+ * SNAP request or SNAP_LIST reply, the bytes after it (up to its length)
+ * are parsed as its payload.
  * Checks: no crash; an accepted header packs back to the same bytes, its
  * flags are the opcode's, and its length, offset and payload length are
  * within the documented bounds;
- * an accepted SNAP payload packs back to the same bytes.
+ * an accepted SNAP payload, and an accepted SNAP_LIST payload, pack back to
+ * the same bytes.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -38,8 +40,29 @@ static void check_snap(const uint8_t *p, uint32_t len)
 		abort();
 }
 
-/* Returns the accepted header's SNAP payload length (0 when it is none). */
-static uint32_t check(const uint8_t *buf)
+/* A SNAP_LIST reply payload of len bytes (the header's length). */
+static void check_snap_list(const uint8_t *p, uint32_t len)
+{
+	static struct tsr_peer_snap_entry e[TSR_PEER_SNAP_LIST_MAX];
+	static uint8_t again[TSR_PEER_SNAP_ENTRY * TSR_PEER_SNAP_LIST_MAX];
+	size_t n = 0;
+	int ret = tsr_peer_snap_list_parse(p, len, e, TSR_PEER_SNAP_LIST_MAX, &n);
+
+	if (ret != 0) {
+		if (ret != -EPROTO)
+			abort();
+		return;
+	}
+	if (n * TSR_PEER_SNAP_ENTRY != len)
+		abort();
+	tsr_peer_snap_list_pack(e, n, again);
+	if (memcmp(again, p, len) != 0)
+		abort();
+}
+
+/* Returns the accepted header's SNAP (SNAP_LIST reply) payload length (0
+ * when it is none); *op its opcode. */
+static uint32_t check(const uint8_t *buf, uint8_t *op)
 {
 	struct tsr_peer_hdr h;
 	uint8_t again[TSR_PEER_HDR_SIZE];
@@ -86,6 +109,14 @@ static uint32_t check(const uint8_t *buf)
 		abort();
 	if ((h.opcode == TSR_PEER_HELLO || h.opcode == TSR_PEER_OPEN) && h.payload_len > 128)
 		abort();
+	*op = h.opcode;
+	if (h.opcode == TSR_PEER_SNAP_LIST) {
+		if (h.offset != 0 || h.payload_len > TSR_PEER_SNAP_ENTRY * TSR_PEER_SNAP_LIST_MAX ||
+		    h.payload_len % TSR_PEER_SNAP_ENTRY ||
+		    (!(h.flags & TSR_PEER_F_REPLY) && h.payload_len != 0))
+			abort();
+		return h.payload_len;
+	}
 	if (h.opcode == TSR_PEER_SNAP) {
 		if (h.offset != 0 || h.payload_len > TSR_PEER_SNAP_MAX ||
 		    (!(h.flags & TSR_PEER_F_REPLY) && h.payload_len < TSR_PEER_SNAP_MIN))
@@ -104,22 +135,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint32_t crc;
 
 		uint32_t plen;
+		uint8_t op = 0;
 
 		memcpy(buf, data + off, TSR_PEER_HDR_SIZE);
-		check(buf);
+		check(buf, &op);
 		crc = tsr_crc32c(0, buf, 52);
 		buf[52] = (uint8_t)crc;
 		buf[53] = (uint8_t)(crc >> 8);
 		buf[54] = (uint8_t)(crc >> 16);
 		buf[55] = (uint8_t)(crc >> 24);
-		plen = check(buf);
+		plen = check(buf, &op);
 		if (plen > 0 && size - off - TSR_PEER_HDR_SIZE >= plen) {
 			uint8_t *p = malloc(plen); /* its own copy: ASan sees overreads */
 
 			if (p == NULL)
 				abort();
 			memcpy(p, data + off + TSR_PEER_HDR_SIZE, plen);
-			check_snap(p, plen);
+			if (op == TSR_PEER_SNAP_LIST)
+				check_snap_list(p, plen);
+			else
+				check_snap(p, plen);
 			free(p);
 		}
 	}

@@ -1652,6 +1652,12 @@ static void test_scrub_snapshots_repair(void **state)
 	scrub_snapshots_repair(state, true);
 }
 
+/* The coordinator holds no copy: the list comes from a copy (SNAP_LIST). */
+static void test_scrub_snapshots_repair_remote(void **state)
+{
+	scrub_snapshots_repair(state, false);
+}
+
 /* A replica dies while writes are in flight: none fails (min 2), and the
  * resync afterwards moves only regions, not the volume. */
 struct stopper {
@@ -1917,6 +1923,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_scrub_unreadable, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_scrub_snapshots, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_scrub_snapshots_repair, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_scrub_snapshots_repair_remote, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replica_dies_mid_workload, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resync_at_create, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_local_copy_fails, setup, teardown),

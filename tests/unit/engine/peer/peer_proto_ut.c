@@ -73,7 +73,7 @@ static struct tsr_peer_hdr valid_req(uint8_t op)
 		h.handle = 3;
 		h.offset = UINT64_MAX; /* txn_upto */
 		break;
-	default: /* CLOSE, FLUSH, PING, STAGE_LIST */
+	default: /* CLOSE, FLUSH, PING, STAGE_LIST, SNAP_LIST */
 		h.handle = 3;
 		break;
 	}
@@ -97,6 +97,7 @@ static uint32_t expected_payload(const struct tsr_peer_hdr *h)
 	case TSR_PEER_STAGE:
 		return reply ? 0 : TSR_PEER_STAGE_PREFIX + h->length;
 	case TSR_PEER_STAGE_LIST:
+	case TSR_PEER_SNAP_LIST:
 		return reply && h->status == 0 ? h->length : 0;
 	default:
 		return 0;
@@ -121,7 +122,7 @@ static void test_round_trip_every_op(void **state)
 	uint8_t op;
 
 	(void)state;
-	for (op = TSR_PEER_HELLO; op <= TSR_PEER_STAGE_LIST; op++) {
+	for (op = TSR_PEER_HELLO; op <= TSR_PEER_SNAP_LIST; op++) {
 		struct tsr_peer_hdr h = valid_req(op), out;
 		uint8_t buf[TSR_PEER_HDR_SIZE];
 
@@ -246,7 +247,7 @@ static void test_malformed(void **state)
 		    -EBADMSG);
 	/* unknown opcode */
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, 0, true), -EPROTO);
-	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, TSR_PEER_STAGE_LIST + 1, true),
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, TSR_PEER_SNAP_LIST + 1, true),
 			 -EPROTO);
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, 0xff, true), -EPROTO);
 	/* reserved != 0 */
@@ -667,6 +668,59 @@ static void test_stage_list_payload(void **state)
 	assert_int_equal(tsr_peer_stage_list_parse(q, sizeof(q), out, 3, &n), -EPROTO);
 }
 
+/* SNAP_LIST reply payload: 72-byte entries {size, name NUL-padded}. */
+static void test_snap_list_payload(void **state)
+{
+	struct tsr_peer_snap_entry in[3] = {{"s1", 1ull << 30}, {"nightly-2", 8192}, {"x", 0}};
+	struct tsr_peer_snap_entry out[3];
+	uint8_t p[3 * TSR_PEER_SNAP_ENTRY], q[sizeof(p)];
+	struct tsr_peer_hdr h = {.opcode = TSR_PEER_SNAP_LIST, .flags = TSR_PEER_F_REPLY}, o;
+	uint8_t buf[TSR_PEER_HDR_SIZE];
+	size_t n = 9;
+
+	(void)state;
+	memset(in[1].name + 10, 0, sizeof(in[1].name) - 10);
+	tsr_peer_snap_list_pack(in, 3, p);
+	assert_int_equal(tsr_get_le64(p + TSR_PEER_SNAP_ENTRY), 8192);
+	assert_memory_equal(p + TSR_PEER_SNAP_ENTRY + 8, "nightly-2", 10);
+	assert_int_equal(tsr_peer_snap_list_parse(p, sizeof(p), out, 3, &n), 0);
+	assert_int_equal(n, 3);
+	for (unsigned i = 0; i < 3; i++) {
+		assert_string_equal(out[i].name, in[i].name);
+		assert_int_equal(out[i].size, in[i].size);
+	}
+	assert_int_equal(tsr_peer_snap_list_parse(p, 0, out, 3, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(tsr_peer_snap_list_parse(p, sizeof(p) - 1, out, 3, &n), -EPROTO);
+	assert_int_equal(tsr_peer_snap_list_parse(p, sizeof(p), out, 2, &n), -EPROTO);
+	memcpy(q, p, sizeof(q)); /* an empty name */
+	q[8] = 0;
+	assert_int_equal(tsr_peer_snap_list_parse(q, sizeof(q), out, 3, &n), -EPROTO);
+	memcpy(q, p, sizeof(q)); /* bytes after the NUL */
+	q[8 + 5] = 'z';
+	assert_int_equal(tsr_peer_snap_list_parse(q, sizeof(q), out, 3, &n), -EPROTO);
+	memcpy(q, p, sizeof(q)); /* 64 bytes, no NUL */
+	memset(q + 8, 'a', 64);
+	assert_int_equal(tsr_peer_snap_list_parse(q, sizeof(q), out, 3, &n), -EPROTO);
+	memcpy(q, p, sizeof(q)); /* not a valid name */
+	q[8 + 1] = '/';
+	assert_int_equal(tsr_peer_snap_list_parse(q, sizeof(q), out, 3, &n), -EPROTO);
+	/* the header: a reply's length is 72 * n, at most 1024 entries */
+	h.length = 3 * TSR_PEER_SNAP_ENTRY;
+	tsr_peer_hdr_pack(&h, buf);
+	assert_int_equal(tsr_peer_hdr_parse(buf, &o), 0);
+	assert_int_equal(o.payload_len, 3 * TSR_PEER_SNAP_ENTRY);
+	h.length = 3 * TSR_PEER_SNAP_ENTRY + 8;
+	tsr_peer_hdr_pack(&h, buf);
+	assert_int_equal(tsr_peer_hdr_parse(buf, &o), -EPROTO);
+	h.length = 1025 * TSR_PEER_SNAP_ENTRY;
+	tsr_peer_hdr_pack(&h, buf);
+	assert_int_equal(tsr_peer_hdr_parse(buf, &o), -EMSGSIZE);
+	h = (struct tsr_peer_hdr){.opcode = TSR_PEER_SNAP_LIST, .length = 72}; /* request */
+	tsr_peer_hdr_pack(&h, buf);
+	assert_int_equal(tsr_peer_hdr_parse(buf, &o), -EPROTO);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -674,6 +728,7 @@ int main(void)
 	    cmocka_unit_test(test_wire_layout),         cmocka_unit_test(test_malformed),
 	    cmocka_unit_test(test_snap_payload),        cmocka_unit_test(test_stage_headers),
 	    cmocka_unit_test(test_stage_prefix),        cmocka_unit_test(test_stage_list_payload),
+	    cmocka_unit_test(test_snap_list_payload),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

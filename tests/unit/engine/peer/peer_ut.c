@@ -350,7 +350,8 @@ enum kind {
 	K_COMMIT,
 	K_RELEASE,
 	K_LIST,
-	K_REPAIR /* WRITE with TSR_PEER_F_REPAIR (tsr_peer_snap_repair) */
+	K_REPAIR, /* WRITE with TSR_PEER_F_REPAIR (tsr_peer_snap_repair) */
+	K_SLIST   /* SNAP_LIST */
 };
 
 struct op {
@@ -365,6 +366,7 @@ struct op {
 	const struct tsr_stage_entry *stage; /* K_STAGE */
 	struct tsr_stage_entry list[8];      /* K_LIST: the first entries */
 	size_t nlist;                        /* K_LIST: how many the replica has */
+	struct tsr_peer_snap_entry slist[4]; /* K_SLIST: the first entries */
 	int ret, status, calls;
 	sem_t done;
 };
@@ -395,6 +397,16 @@ static void op_list_cb(void *arg, int status, const struct tsr_stage_entry *e, s
 	o->nlist = n;
 	for (i = 0; i < n && i < 8; i++)
 		o->list[i] = e[i];
+	op_cb(arg, status);
+}
+
+static void op_slist_cb(void *arg, int status, const struct tsr_peer_snap_entry *e, size_t n)
+{
+	struct op *o = arg;
+
+	o->nlist = n;
+	for (size_t i = 0; i < n && i < 4; i++)
+		o->slist[i] = e[i];
 	op_cb(arg, status);
 }
 
@@ -449,6 +461,9 @@ static void op_issue(void *arg)
 	case K_REPAIR:
 		o->ret = tsr_peer_snap_repair(c, o->handle, o->epoch, o->offset, o->len, o->buf,
 					      op_cb, o);
+		break;
+	case K_SLIST:
+		o->ret = tsr_peer_snap_list(c, o->handle, o->epoch, op_slist_cb, o);
 		break;
 	}
 	if (o->ret < 0)
@@ -920,6 +935,16 @@ static void test_snap(void **state)
 		assert_true(is_filled(r, BS, 9, 0));
 		store_read(e, BS, BS, r);
 		assert_true(is_filled(r, BS, 2, 0));
+		/* the volume's snapshots, on the head session only */
+		o = (struct op){.k = &k2, .kind = K_SLIST, .handle = h2, .epoch = 4};
+		assert_int_equal(op_run(e, &o), 0);
+		assert_int_equal(o.nlist, 1);
+		assert_string_equal(o.slist[0].name, "s1");
+		assert_int_equal(o.slist[0].size, VOL_SIZE);
+		o = (struct op){.k = &k2, .kind = K_SLIST, .handle = hs, .epoch = 4};
+		assert_int_equal(op_run(e, &o), -EINVAL);
+		o = (struct op){.k = &k2, .kind = K_SLIST, .handle = h2, .epoch = 3};
+		assert_int_equal(op_run(e, &o), -ESTALE);
 		assert_int_equal(p_io(e, &k2, K_CLOSE, hs, 4, 0, 0, NULL, 0), 0);
 		assert_int_equal(p_io(e, &k2, K_READ, hs, 4, BS, BS, r, 0), -EBADF);
 		o = (struct op){ .k = &k2, .kind = K_OPEN, .name = "v@nope", .epoch = 4 };
