@@ -50,7 +50,12 @@ static int fz_list(void *arg, int (*emit)(void *, const char *), void *emit_arg)
 	return ret ? ret : emit(emit_arg, "big");
 }
 
-static const struct nbd_export_ops fz_ops = { fz_open, fz_close, fz_list };
+static const struct nbd_export_ops fz_ops = {
+	.open = fz_open,
+	.close = fz_close,
+	.list = fz_list,
+	.open_start = NULL,
+};
 
 static char g_pending[4097]; /* the name open_start was given */
 
