@@ -74,6 +74,57 @@ int cluster_get_attach(struct tsr_cluster *c, const char *name, char *node, size
 	return 0;
 }
 
+/* update_volume's arguments, for its mutator (rec_volume_update). */
+struct volume_update {
+	struct tsr_cluster *c;
+	uint64_t epoch;
+	bool clean, only_if_epoch;
+	const char *coord;
+	bool *old_clean, *was_ours;
+	char *old_coord;
+	size_t old_coord_len;
+};
+
+static int volume_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
+{
+	const struct volume_update *u = arg;
+
+	if (u->only_if_epoch && rec->epoch != u->epoch)
+		return -ESTALE;
+	if (u->old_clean)
+		*u->old_clean = rec->clean_detach;
+	if (u->was_ours)
+		*u->was_ours = strcmp(rec->coordinator, u->c->node_id) == 0;
+	if (u->old_coord)
+		snprintf(u->old_coord, u->old_coord_len, "%s", rec->coordinator);
+	if (u->coord) {
+		char *id = strdup(u->coord);
+
+		if (id == NULL)
+			return -ENOMEM;
+		if (rec->coordinator != protobuf_c_empty_string)
+			free(rec->coordinator);
+		rec->coordinator = id;
+	}
+	rec->epoch = u->epoch;
+	rec->clean_detach = u->clean;
+	/* an IN_SYNC copy missed nothing: a list left from a record of its
+	 * replay's end that failed must not be replayed if it leaves again */
+	for (size_t i = 0; i < rec->n_copies; i++) {
+		Tessera__Cluster__CopyRecord *cr = rec->copies[i];
+
+		if (cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC)
+			continue;
+		for (size_t k = 0; k < cr->n_missed_snaps; k++)
+			free(cr->missed_snaps[k]);
+		free(cr->missed_snaps);
+		cr->missed_snaps = NULL;
+		cr->n_missed_snaps = 0;
+		cr->rebuild = false; /* rebuilt */
+	}
+	return 0;
+}
+
 /*
  * Read-modify-write of vol/<name>: set epoch and clean_detach, and the
  * coordinator to coord unless it is NULL, and empty the missed snapshot
@@ -86,57 +137,12 @@ static int update_volume(struct tsr_cluster *c, const char *name, uint64_t epoch
 			 bool clean, bool only_if_epoch, const char *coord, bool *old_clean,
 			 bool *was_ours, char *old_coord, size_t old_coord_len)
 {
-	Tessera__Cluster__VolumeRecord *rec;
-	char key[80];
-	uint64_t rev;
-	int ret = -ECANCELED;
+	struct volume_update u = { .c = c, .epoch = epoch, .clean = clean,
+				   .only_if_epoch = only_if_epoch, .coord = coord,
+				   .old_clean = old_clean, .was_ours = was_ours,
+				   .old_coord = old_coord, .old_coord_len = old_coord_len };
 
-	snprintf(key, sizeof(key), "vol/%s", name);
-	for (int tries = 0; tries < 50 && ret == -ECANCELED; tries++) {
-		ret = rec_volume_get(c->meta, name, &rec, &rev);
-		if (ret)
-			return ret;
-		if (only_if_epoch && rec->epoch != epoch) {
-			tessera__cluster__volume_record__free_unpacked(rec, NULL);
-			return -ESTALE;
-		}
-		if (old_clean)
-			*old_clean = rec->clean_detach;
-		if (was_ours)
-			*was_ours = strcmp(rec->coordinator, c->node_id) == 0;
-		if (old_coord)
-			snprintf(old_coord, old_coord_len, "%s", rec->coordinator);
-		if (coord) {
-			char *id = strdup(coord);
-
-			if (id == NULL) {
-				tessera__cluster__volume_record__free_unpacked(rec, NULL);
-				return -ENOMEM;
-			}
-			if (rec->coordinator != protobuf_c_empty_string)
-				free(rec->coordinator);
-			rec->coordinator = id;
-		}
-		rec->epoch = epoch;
-		rec->clean_detach = clean;
-		/* an IN_SYNC copy missed nothing: a list left from a record of its
-		 * replay's end that failed must not be replayed if it leaves again */
-		for (size_t i = 0; i < rec->n_copies; i++) {
-			Tessera__Cluster__CopyRecord *cr = rec->copies[i];
-
-			if (cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC)
-				continue;
-			for (size_t k = 0; k < cr->n_missed_snaps; k++)
-				free(cr->missed_snaps[k]);
-			free(cr->missed_snaps);
-			cr->missed_snaps = NULL;
-			cr->n_missed_snaps = 0;
-			cr->rebuild = false; /* rebuilt */
-		}
-		ret = rec_put(c->meta, key, &rec->base, rev, 0, NULL);
-		tessera__cluster__volume_record__free_unpacked(rec, NULL);
-	}
-	return ret;
+	return rec_volume_update(c->meta, name, volume_mutate, &u);
 }
 
 /*
