@@ -727,7 +727,30 @@ void mirror_missed_free(struct mcopy *c)
 
 /* ---- replay ------------------------------------------------------------- */
 
-enum replay_step { RP_DELETE, RP_OPEN, RP_COPY, RP_RUN_READ, RP_RUN_WRITE, RP_FLUSH, RP_CUT };
+enum replay_step { RP_DELETE, RP_OPEN, RP_COPY, RP_FLUSH, RP_CUT };
+
+/* Pieces of a make-up in flight at once, at most (and their bytes, at most
+ * MIRROR_RESYNC_INFLIGHT_BYTES: one piece always may go). */
+#define REPLAY_DEPTH MIRROR_RESYNC_DEPTH
+
+struct mreplay;
+
+/* One piece of the make-up: [off, off+len) compared and its differing runs
+ * written, independently of the other pieces in flight (disjoint ranges). */
+struct rpiece {
+	struct mreplay *rp;
+	bool busy;
+	uint64_t off;
+	uint32_t len;
+	uint8_t *buf;
+	uint32_t *ssum, *tsum; /* the piece's block sums: snapshot, copy's head */
+	int pending;           /* sums on their way (+1 while launching) */
+	int status;            /* the first failure of the sums */
+	bool target_bad;       /* the head's SUMS failed with -EIO */
+	bool have_data;        /* buf holds the piece's snapshot data (local source) */
+	bool writing;          /* the run in flight: its write (else its read) */
+	uint32_t b, run_end;   /* the run of differing blocks being written */
+};
 
 struct mreplay {
 	struct mcopy *c;
@@ -742,16 +765,15 @@ struct mreplay {
 	uint64_t src_size;
 	uint64_t region;     /* next region to copy */
 	uint64_t region_end; /* end of the region whose pieces go, 0: none */
-	uint64_t off;        /* the piece: [off, off+len), at most MIRROR_IO_PIECE */
-	uint32_t len;
-	uint8_t *buf;
-	uint32_t *ssum, *tsum; /* the piece's block sums: snapshot, copy's head */
-	int pending;           /* RP_COPY: sums on their way (+1 while launching) */
-	int status;            /* RP_COPY: the first failure of the sums */
-	bool target_bad;       /* the head's SUMS failed with -EIO */
-	bool have_data;        /* buf holds the piece's snapshot data (local source) */
-	uint32_t b, run_end;   /* the run of differing blocks being written */
-	uint64_t written;      /* bytes written into the copy's head */
+	uint64_t next_off;   /* the next piece of that region */
+	uint32_t piece_max;  /* bytes of a piece, at most (its buffers' size) */
+	unsigned depth;      /* pieces in flight, at most */
+	struct rpiece pieces[REPLAY_DEPTH];
+	unsigned inflight;        /* pieces busy */
+	int copy_status;          /* RP_COPY: the first failure of a piece (no more start) */
+	bool copy_end;            /* RP_COPY: every piece started */
+	bool pumping, pump_again; /* replay_pump running (a completion inside it) */
+	uint64_t written;         /* bytes written into the copy's head */
 	void (*done)(struct mcopy *c, int status);
 };
 
@@ -782,10 +804,14 @@ static void replay_finish(struct mreplay *rp, int status)
 	struct mirror *m = c->m;
 
 	replay_drop_source(rp);
-	if (rp->buf != NULL)
-		tsr_free_aligned(rp->buf);
-	free(rp->ssum);
-	free(rp->tsum);
+	for (unsigned i = 0; i < REPLAY_DEPTH; i++) {
+		struct rpiece *pc = &rp->pieces[i];
+
+		if (pc->buf != NULL)
+			tsr_free_aligned(pc->buf);
+		free(pc->ssum);
+		free(pc->tsum);
+	}
 	if (!rp->aborted) {
 		c->replay = NULL;
 		rp->done(c, status);
@@ -835,156 +861,247 @@ static void replay_pop(struct mreplay *rp)
 }
 
 static void replay_io_done(void *arg, int status);
-static void replay_tsums_done(void *arg, int status);
-static void replay_run(struct mreplay *rp);
+static void replay_pump(struct mreplay *rp);
+static void piece_run(struct rpiece *pc);
+
+/* The piece is done (its runs written, or failed): the slot is free. */
+static void piece_done(struct rpiece *pc, int status)
+{
+	struct mreplay *rp = pc->rp;
+
+	pc->busy = false;
+	rp->inflight--;
+	if (status < 0 && rp->copy_status == 0)
+		rp->copy_status = status;
+	replay_pump(rp);
+}
+
+static void piece_run_done(void *arg, int status)
+{
+	struct rpiece *pc = arg;
+	struct mreplay *rp = pc->rp;
+
+	if (status < 0 || replay_gone(rp) || rp->copy_status < 0) {
+		piece_done(pc, status < 0 ? status : -ECANCELED);
+		return;
+	}
+	if (!pc->writing) { /* the run's data is here: write it */
+		uint64_t off = pc->off + (uint64_t)pc->b * TSR_BLOCK_SIZE;
+		uint32_t len = (pc->run_end - pc->b) * TSR_BLOCK_SIZE;
+		int ret;
+
+		pc->writing = true;
+		ret = mcopy_submit(rp->c, MCOP_WRITE, off, len,
+				   pc->buf + (size_t)pc->b * TSR_BLOCK_SIZE, 0, piece_run_done, pc);
+		if (ret < 0)
+			piece_done(pc, ret);
+		return;
+	}
+	rp->c->m->resync_bytes_copied += (uint64_t)(pc->run_end - pc->b) * TSR_BLOCK_SIZE;
+	rp->written += (uint64_t)(pc->run_end - pc->b) * TSR_BLOCK_SIZE;
+	pc->b = pc->run_end;
+	piece_run(pc);
+}
+
+/* The next run of blocks of the piece that differ: read (remote), written. */
+static void piece_run(struct rpiece *pc)
+{
+	struct mreplay *rp = pc->rp;
+	uint32_t n = pc->len / TSR_BLOCK_SIZE, b = pc->b, e;
+	uint64_t off;
+	int ret;
+
+	while (b < n && pc->ssum[b] == pc->tsum[b])
+		b++;
+	if (b == n) {
+		piece_done(pc, 0);
+		return;
+	}
+	for (e = b; e < n && pc->ssum[e] != pc->tsum[e]; e++)
+		;
+	pc->b = b;
+	pc->run_end = e;
+	pc->writing = false;
+	off = pc->off + (uint64_t)b * TSR_BLOCK_SIZE;
+	if (pc->have_data) { /* as if read: piece_run_done writes it */
+		piece_run_done(pc, 0);
+		return;
+	}
+	ret = tsr_peer_read(rp->rsrc->client, rp->rhandle, rp->c->m->epoch, off,
+			    (e - b) * TSR_BLOCK_SIZE, pc->buf + (size_t)b * TSR_BLOCK_SIZE,
+			    piece_run_done, pc);
+	if (ret < 0)
+		piece_done(pc, ret);
+}
+
+/* One of the piece's sums is here (or failed); both: compare. */
+static void piece_sums_done(void *arg, int status)
+{
+	struct rpiece *pc = arg;
+	uint32_t n = pc->len / TSR_BLOCK_SIZE;
+
+	if (status < 0 && pc->status == 0)
+		pc->status = status;
+	if (--pc->pending > 0)
+		return;
+	if (pc->status < 0 || replay_gone(pc->rp) || pc->rp->copy_status < 0) {
+		piece_done(pc, pc->status < 0 ? pc->status : -ECANCELED);
+		return;
+	}
+	if (pc->have_data)
+		for (uint32_t b = 0; b < n; b++)
+			pc->ssum[b] =
+			    tsr_crc32c(0, pc->buf + (size_t)b * TSR_BLOCK_SIZE, TSR_BLOCK_SIZE);
+	if (pc->target_bad) /* the head cannot be read somewhere: write it all */
+		for (uint32_t b = 0; b < n; b++)
+			pc->tsum[b] = ~pc->ssum[b];
+	pc->b = 0;
+	piece_run(pc);
+}
+
+/* The copy's head sums: -EIO (a block failing its CRC) means rewrite it all. */
+static void piece_tsums_done(void *arg, int status)
+{
+	struct rpiece *pc = arg;
+
+	if (status == -EIO) {
+		pc->target_bad = true;
+		status = 0;
+	}
+	piece_sums_done(pc, status);
+}
 
 /*
- * Make the copy's head hold the snapshot's image in the next region it may
- * lack: the block sums of the snapshot's region (the local snapshot read
- * whole and summed here, or SUMS on the remote snapshot session) and of the
+ * The next piece the copy's head may lack, into rp->next_off: false when
+ * every region was started.  Pieces of a region are at most piece_max bytes
+ * (MIRROR_IO_PIECE for a large --region-size, else the region).
+ */
+static bool replay_next_piece(struct mreplay *rp, uint64_t *off, uint32_t *len)
+{
+	struct mcopy *c = rp->c;
+	struct mirror *m = c->m;
+
+	if (rp->region_end == 0) {
+		while (rp->region < m->nregions && !c->full_resync && !mbm_test(&c->bm, rp->region))
+			rp->region++;
+		rp->next_off = rp->region << m->region_shift;
+		if (rp->region >= m->nregions || rp->next_off >= rp->src_size)
+			return false;
+		rp->region_end = rp->src_size - rp->next_off < m->region_size
+				     ? rp->src_size
+				     : rp->next_off + m->region_size;
+		rp->region++;
+	}
+	*off = rp->next_off;
+	*len = (uint32_t)(rp->region_end - *off < rp->piece_max ? rp->region_end - *off
+								: rp->piece_max);
+	rp->next_off = *off + *len;
+	if (rp->next_off == rp->region_end)
+		rp->region_end = 0; /* its last piece */
+	return true;
+}
+
+/* Start a piece: the snapshot's sums (local: its data read and summed) and
+ * the copy's head's. */
+static void piece_start(struct rpiece *pc, uint64_t off, uint32_t len)
+{
+	struct mreplay *rp = pc->rp;
+	struct mirror *m = rp->c->m;
+	int ret;
+
+	pc->busy = true;
+	rp->inflight++;
+	pc->off = off;
+	pc->len = len;
+	pc->pending = 3; /* the snapshot's sums, the head's, this launch */
+	pc->status = 0;
+	pc->target_bad = false;
+	pc->have_data = rp->src != NULL;
+	if (rp->src != NULL)
+		ret = tsr_svol_read(rp->src, m->io, off, len, pc->buf, piece_sums_done, pc);
+	else
+		ret = tsr_peer_sums(rp->rsrc->client, rp->rhandle, m->epoch, off, len, pc->ssum,
+				    piece_sums_done, pc);
+	if (ret < 0)
+		piece_sums_done(pc, ret);
+	ret = mcopy_submit(rp->c, MCOP_SUMS, off, len, pc->tsum, 0, piece_tsums_done, pc);
+	if (ret < 0)
+		piece_tsums_done(pc, ret);
+	piece_sums_done(pc, 0);
+}
+
+/*
+ * Make the copy's head hold the snapshot's image in the regions it may lack,
+ * piece by piece: the block sums of the snapshot's piece (the local snapshot
+ * read and summed here, or SUMS on the remote snapshot session) and of the
  * copy's head there are compared, and only the runs of blocks that differ
- * are written (replay_run).  The head holds the previous snapshot's image
+ * are written (piece_run).  The head holds the previous snapshot's image
  * (or, first, whatever it held: nothing on a new copy, a stale image, a
  * replay cut short), so a snapshot that changed little since the previous
  * one costs little, and a new copy gets no write for the blocks that read
  * as zeros.  Nothing writes the copy's head meanwhile: it is OUT_OF_SYNC
  * (host writes only mark its bitmap), and the snapshot does not change.
- * A region over MIRROR_IO_PIECE (a large --region-size) goes in pieces of
- * that size, one after another: no store read or peer READ/SUMS takes it
- * whole, and the buffers stay that size.
+ * Up to `depth` pieces are in flight at once (a pipeline, as the resync's:
+ * REPLAY_DEPTH, and MIRROR_RESYNC_INFLIGHT_BYTES of buffers), each on its
+ * own range; a region over MIRROR_IO_PIECE (a large --region-size) goes in
+ * pieces of that size: no store read or peer READ/SUMS takes it whole.  The
+ * first failure stops new pieces; once the ones in flight are done the
+ * replay ends with it.  When every piece is done: the flush, then the cut.
  */
-static void replay_copy(struct mreplay *rp)
+static void replay_pump(struct mreplay *rp)
 {
 	struct mcopy *c = rp->c;
-	struct mirror *m = c->m;
 	int ret;
 
-	if (rp->region_end != 0) { /* the next piece of the region */
-		rp->off += rp->len;
-	} else {
-		while (rp->region < m->nregions && !c->full_resync && !mbm_test(&c->bm, rp->region))
-			rp->region++;
-		rp->off = rp->region << m->region_shift;
-		if (rp->region >= m->nregions || rp->off >= rp->src_size) {
-			rp->step = RP_FLUSH;
-			ret = mcopy_submit(c, MCOP_FLUSH, 0, 0, NULL, 0, replay_io_done, rp);
-			if (ret < 0)
-				replay_finish(rp, ret);
-			return;
+	if (rp->pumping) { /* a completion inside a start: the loop goes on */
+		rp->pump_again = true;
+		return;
+	}
+	rp->pumping = true;
+	do {
+		rp->pump_again = false;
+		if (rp->copy_status == 0 && replay_gone(rp))
+			rp->copy_status = -ECANCELED;
+		while (rp->copy_status == 0 && !rp->copy_end && rp->inflight < rp->depth) {
+			struct rpiece *pc = NULL;
+			uint64_t off;
+			uint32_t len;
+
+			for (unsigned i = 0; i < rp->depth && pc == NULL; i++)
+				if (!rp->pieces[i].busy)
+					pc = &rp->pieces[i];
+			if (!replay_next_piece(rp, &off, &len)) {
+				rp->copy_end = true;
+				break;
+			}
+			piece_start(pc, off, len);
 		}
-		rp->region_end = rp->src_size - rp->off < m->region_size ? rp->src_size
-									 : rp->off + m->region_size;
-		rp->region++;
-	}
-	rp->len = (uint32_t)(rp->region_end - rp->off < MIRROR_IO_PIECE ? rp->region_end - rp->off
-									: MIRROR_IO_PIECE);
-	if (rp->off + rp->len == rp->region_end)
-		rp->region_end = 0; /* its last piece */
-	rp->step = RP_COPY;
-	rp->pending = 3; /* the snapshot's sums, the head's, this launch */
-	rp->status = 0;
-	rp->target_bad = false;
-	rp->have_data = rp->src != NULL;
-	if (rp->src != NULL)
-		ret = tsr_svol_read(rp->src, m->io, rp->off, rp->len, rp->buf, replay_io_done, rp);
-	else
-		ret = tsr_peer_sums(rp->rsrc->client, rp->rhandle, m->epoch, rp->off, rp->len,
-				    rp->ssum, replay_io_done, rp);
-	if (ret < 0)
-		replay_io_done(rp, ret);
-	ret = mcopy_submit(c, MCOP_SUMS, rp->off, rp->len, rp->tsum, 0, replay_tsums_done, rp);
-	if (ret < 0)
-		replay_tsums_done(rp, ret);
-	replay_io_done(rp, 0);
-}
-
-static void replay_run_done(void *arg, int status)
-{
-	struct mreplay *rp = arg;
-
-	if (status < 0 || replay_gone(rp)) {
-		replay_finish(rp, status < 0 ? status : -ECANCELED);
+	} while (rp->pump_again);
+	rp->pumping = false;
+	if (rp->inflight > 0)
+		return; /* a completion pumps again */
+	if (rp->copy_status < 0) {
+		replay_finish(rp, rp->copy_status);
 		return;
 	}
-	if (rp->step == RP_RUN_READ) { /* the run's data is here: write it */
-		uint64_t off = rp->off + (uint64_t)rp->b * TSR_BLOCK_SIZE;
-		uint32_t len = (rp->run_end - rp->b) * TSR_BLOCK_SIZE;
-		int ret;
-
-		rp->step = RP_RUN_WRITE;
-		ret = mcopy_submit(rp->c, MCOP_WRITE, off, len,
-				   rp->buf + (size_t)rp->b * TSR_BLOCK_SIZE, 0, replay_run_done, rp);
-		if (ret < 0)
-			replay_finish(rp, ret);
-		return;
-	}
-	rp->c->m->resync_bytes_copied += (uint64_t)(rp->run_end - rp->b) * TSR_BLOCK_SIZE;
-	rp->written += (uint64_t)(rp->run_end - rp->b) * TSR_BLOCK_SIZE;
-	rp->b = rp->run_end;
-	replay_run(rp);
-}
-
-/* The next run of blocks of the region that differ: read (remote), written. */
-static void replay_run(struct mreplay *rp)
-{
-	uint32_t n = rp->len / TSR_BLOCK_SIZE, b = rp->b, e;
-	uint64_t off;
-	int ret;
-
-	while (b < n && rp->ssum[b] == rp->tsum[b])
-		b++;
-	if (b == n) {
-		replay_copy(rp);
-		return;
-	}
-	for (e = b; e < n && rp->ssum[e] != rp->tsum[e]; e++)
-		;
-	rp->b = b;
-	rp->run_end = e;
-	off = rp->off + (uint64_t)b * TSR_BLOCK_SIZE;
-	if (rp->have_data) {
-		rp->step = RP_RUN_READ; /* as if read: replay_run_done writes it */
-		replay_run_done(rp, 0);
-		return;
-	}
-	rp->step = RP_RUN_READ;
-	ret = tsr_peer_read(rp->rsrc->client, rp->rhandle, rp->c->m->epoch, off,
-			    (e - b) * TSR_BLOCK_SIZE, rp->buf + (size_t)b * TSR_BLOCK_SIZE,
-			    replay_run_done, rp);
+	if (!rp->copy_end)
+		return; /* not reached: nothing in flight and more to start */
+	rp->step = RP_FLUSH;
+	ret = mcopy_submit(c, MCOP_FLUSH, 0, 0, NULL, 0, replay_io_done, rp);
 	if (ret < 0)
 		replay_finish(rp, ret);
 }
 
-/* Both sums are here (or failed): compare. */
-static void replay_sums_done(struct mreplay *rp)
+/* The snapshot's source is open: make up its image, piece by piece. */
+static void replay_copy(struct mreplay *rp)
 {
-	uint32_t n = rp->len / TSR_BLOCK_SIZE;
-
-	if (rp->status < 0) {
-		replay_finish(rp, rp->status);
-		return;
-	}
-	if (rp->src != NULL)
-		for (uint32_t b = 0; b < n; b++)
-			rp->ssum[b] =
-			    tsr_crc32c(0, rp->buf + (size_t)b * TSR_BLOCK_SIZE, TSR_BLOCK_SIZE);
-	if (rp->target_bad) /* the head cannot be read somewhere: write it all */
-		for (uint32_t b = 0; b < n; b++)
-			rp->tsum[b] = ~rp->ssum[b];
-	rp->b = 0;
-	replay_run(rp);
-}
-
-/* The copy's head sums: -EIO (a block failing its CRC) means rewrite it all. */
-static void replay_tsums_done(void *arg, int status)
-{
-	struct mreplay *rp = arg;
-
-	if (status == -EIO) {
-		rp->target_bad = true;
-		status = 0;
-	}
-	replay_io_done(rp, status);
+	rp->step = RP_COPY;
+	rp->region = 0;
+	rp->region_end = 0;
+	rp->inflight = 0;
+	rp->copy_status = 0;
+	rp->copy_end = false;
+	replay_pump(rp);
 }
 
 /* The remote snapshot session is open (or not). */
@@ -1010,8 +1127,6 @@ static void replay_open_done(void *arg, int status, uint64_t handle, uint64_t si
 		return;
 	}
 	rp->src_size = size;
-	rp->region = 0;
-	rp->region_end = 0;
 	replay_copy(rp);
 }
 
@@ -1021,12 +1136,6 @@ static void replay_io_done(void *arg, int status)
 	struct mcopy *c = rp->c;
 	int ret;
 
-	if (rp->step == RP_COPY && rp->pending > 1) { /* the other sums are on their way */
-		if (status < 0 && rp->status == 0)
-			rp->status = status;
-		rp->pending--;
-		return;
-	}
 	if (replay_gone(rp)) {
 		replay_finish(rp, -ECANCELED);
 		return;
@@ -1067,20 +1176,11 @@ static void replay_io_done(void *arg, int status)
 			break;
 		}
 		rp->src_size = tsr_svol_size(rp->src);
-		rp->region = 0;
-		rp->region_end = 0;
 		replay_copy(rp);
 		return;
 	case RP_OPEN: /* not reached: replay_open_done */
 		break;
-	case RP_COPY: /* one of the region's sums */
-		if (status < 0 && rp->status == 0)
-			rp->status = status;
-		if (--rp->pending == 0)
-			replay_sums_done(rp);
-		return;
-	case RP_RUN_READ: /* not reached: replay_run_done */
-	case RP_RUN_WRITE:
+	case RP_COPY: /* not reached: the pieces' own callbacks */
 		break;
 	case RP_FLUSH:
 		if (status < 0)
@@ -1146,22 +1246,31 @@ int mirror_snap_replay(struct mcopy *c, void (*done)(struct mcopy *c, int status
 	if (c->replay != NULL)
 		return 0;
 	rp = calloc(1, sizeof(*rp));
-	if (rp != NULL) {
-		uint32_t piece = m->region_size < MIRROR_IO_PIECE ? m->region_size : MIRROR_IO_PIECE;
-
-		rp->buf = tsr_alloc_aligned(piece);
-		rp->ssum = calloc(piece / TSR_BLOCK_SIZE, sizeof(uint32_t));
-		rp->tsum = calloc(piece / TSR_BLOCK_SIZE, sizeof(uint32_t));
-	}
-	if (rp == NULL || rp->buf == NULL || rp->ssum == NULL || rp->tsum == NULL) {
-		if (rp != NULL) {
-			if (rp->buf != NULL)
-				tsr_free_aligned(rp->buf);
-			free(rp->ssum);
-			free(rp->tsum);
-		}
-		free(rp);
+	if (rp == NULL)
 		return -ENOMEM;
+	rp->piece_max = m->region_size < MIRROR_IO_PIECE ? m->region_size : MIRROR_IO_PIECE;
+	rp->depth = MIRROR_RESYNC_INFLIGHT_BYTES / rp->piece_max;
+	if (rp->depth < 1)
+		rp->depth = 1;
+	if (rp->depth > REPLAY_DEPTH)
+		rp->depth = REPLAY_DEPTH;
+	for (unsigned i = 0; i < rp->depth; i++) {
+		struct rpiece *pc = &rp->pieces[i];
+
+		pc->rp = rp;
+		pc->buf = tsr_alloc_aligned(rp->piece_max);
+		pc->ssum = calloc(rp->piece_max / TSR_BLOCK_SIZE, sizeof(uint32_t));
+		pc->tsum = calloc(rp->piece_max / TSR_BLOCK_SIZE, sizeof(uint32_t));
+		if (pc->buf == NULL || pc->ssum == NULL || pc->tsum == NULL) {
+			for (unsigned j = 0; j <= i; j++) {
+				if (rp->pieces[j].buf != NULL)
+					tsr_free_aligned(rp->pieces[j].buf);
+				free(rp->pieces[j].ssum);
+				free(rp->pieces[j].tsum);
+			}
+			free(rp);
+			return -ENOMEM;
+		}
 	}
 	rp->c = c;
 	rp->gen = c->gen;
