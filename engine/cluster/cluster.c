@@ -7,7 +7,8 @@
  *
  * The background thread ("cluster") owns the lease: it renews it every
  * TSR_CLUSTER_KEEPALIVE_MS and records copy-state changes the mirrors ask
- * for (cluster_set_copy_state).  When the lease cannot be proved any more
+ * for (cluster_set_copy_state); after a renewal, when due, it runs a pass of
+ * the leftover sweep (sweep.c).  When the lease cannot be proved any more
  * (the store says it expired, or no renewal succeeded for the TTL minus a
  * margin, measured from the renewal's send time so that the store's own
  * expiry can only come later), every attached mirror is fenced: an isolated
@@ -228,6 +229,7 @@ static void *bg_thread(void *arg)
 {
 	struct tsr_cluster *c = arg;
 	int64_t last_ok = tsr_mono_ms(), next = last_ok + TSR_CLUSTER_KEEPALIVE_MS;
+	int64_t next_sweep = last_ok; /* the first pass after the first renewal */
 	bool fenced_for_lease = false;
 
 	tsr_log_set_thread_name("cluster");
@@ -252,6 +254,10 @@ static void *bg_thread(void *arg)
 			pthread_mutex_unlock(&c->lock);
 			keepalive(c, &last_ok, &fenced_for_lease);
 			next = tsr_mono_ms() + TSR_CLUSTER_KEEPALIVE_MS;
+			/* right after a renewal: a whole keepalive period ahead */
+			if (c->sweep_on && tsr_mono_ms() >= next_sweep)
+				next_sweep = tsr_mono_ms() + (cluster_sweep(c) ? 1000 :
+							       cluster_sweep_interval_ms(c));
 			pthread_mutex_lock(&c->lock);
 			continue;
 		}
@@ -580,6 +586,7 @@ int tsr_cluster_start(const struct tsr_cluster_opts *opts, struct tsr_cluster **
 	ret = repl_start(c);
 	if (ret)
 		goto err;
+	cluster_sweep_init(c); /* needs cluster/id (repl_start) */
 	ret = -pthread_create(&c->thread, NULL, bg_thread, c);
 	if (ret) {
 		tsr_error("cluster: thread: %s", strerror(-ret));

@@ -83,6 +83,10 @@ struct tsr_cluster {
 	ev_async repl_async;           /* a worker queued a demotion */
 	bool repl_async_started;
 	struct repl_demote *demotes;   /* lock; demotions queued by sources' workers */
+	/* leftover sweep (sweep.c): set at start, then the background thread's */
+	bool sweep_on;                 /* grace > 0 and DIR/cluster.joined names our cluster */
+	int64_t joined_at;             /* unix seconds this data dir joined the cluster */
+	uint64_t leftovers_removed;    /* lock; copies the sweep removed since start */
 };
 
 /* ---- cluster.c: start/stop, lease, background thread, tick ----------- */
@@ -259,6 +263,21 @@ bool repl_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req
 int repl_volume_busy(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len);
 /* volume delete succeeded: forget target/<name>. */
 void repl_volume_deleted(struct tsr_cluster *c, const char *name);
+
+/* ---- sweep.c: leftover store copies no record lists ----------------- */
+
+#define SWEEP_GRACE_DEFAULT_SEC 900
+/* At start, after repl_start (c->cluster_id): read or write DIR/cluster.joined
+ * and decide whether the sweep runs (always 0: a problem only turns it off,
+ * logged). */
+int cluster_sweep_init(struct tsr_cluster *c);
+/* One pass (background thread): remove this node's leftover copies (rule in
+ * sweep.c).  true: stopped at its time budget, more to look at soon. */
+bool cluster_sweep(struct tsr_cluster *c);
+/* Milliseconds between passes: grace/4, 1 to 60 s. */
+unsigned cluster_sweep_interval_ms(const struct tsr_cluster *c);
+/* Copies removed since start (any thread). */
+uint64_t cluster_leftovers_removed(struct tsr_cluster *c);
 
 /* ---- nodes.c: node list, cluster status ------------------------------ */
 

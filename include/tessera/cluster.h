@@ -62,6 +62,9 @@ struct tsr_cluster_opts {
 	unsigned write_wait_ms;        /* below min-replicas, how long writes wait (0: 30000) */
 	unsigned rebuild_after_sec;    /* 0: never rebuild automatically */
 	uint64_t resync_rate;          /* bytes/s, 0: unlimited */
+	/* store copies no vol/<name> lists for this node are removed this long
+	 * after their creation (engine/cluster/sweep.c); 0: never */
+	unsigned leftover_grace_sec;
 	const char *const *nbd_listeners;
 	size_t n_nbd_listeners;
 	/* geo-replication (engine/cluster/replication.c): this cluster's name in

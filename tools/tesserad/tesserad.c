@@ -90,6 +90,7 @@ struct tesserad {
 	unsigned peer_timeout_ms;
 	unsigned write_wait_ms;
 	unsigned rebuild_after_sec;
+	unsigned leftover_grace_sec;
 	uint64_t resync_rate;
 	/* geo-replication target (cluster mode): all four or none */
 	const char *site_listen;    /* --site-listen HOST:PORT */
@@ -166,6 +167,10 @@ static void usage(FILE *f)
 "                         long (default 600, 0 = never)\n"
 "  --resync-rate SIZE     resync/rebuild bandwidth per volume, per second\n"
 "                         (default 0 = unlimited)\n"
+"  --leftover-grace SEC   remove a store copy that no volume record lists for\n"
+"                         this node (replaced or deleted while it was down)\n"
+"                         once it is this old (default 900: longer than a\n"
+"                         create takes to record its copies; 0 = never)\n"
 "\n"
 "Geo-replication target (cluster mode; tessera replication --help):\n"
 "  --site-listen HOST:PORT  accept replication streams from other sites here\n"
@@ -239,7 +244,7 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 	enum { O_DATA = 256, O_DEVICE, O_NBD, O_ADMIN, O_WORKERS, O_IO, O_FAULT, O_LOG,
 	       O_HELP, O_VERSION, O_LISTEN, O_META, O_JOIN, O_TOKEN, O_NODE, O_ZONE, O_SITE,
 	       O_CAPACITY, O_PEER_TIMEOUT, O_REBUILD, O_RESYNC, O_WRITE_WAIT, O_SITE_LISTEN,
-	       O_SITE_CA, O_SITE_CERT, O_SITE_KEY };
+	       O_SITE_CA, O_SITE_CERT, O_SITE_KEY, O_LEFTOVER };
 	static const struct option opts[] = {
 		{ "data", required_argument, NULL, O_DATA },
 		{ "device", required_argument, NULL, O_DEVICE },
@@ -259,6 +264,7 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 		{ "capacity", required_argument, NULL, O_CAPACITY },
 		{ "peer-timeout", required_argument, NULL, O_PEER_TIMEOUT },
 		{ "rebuild-after", required_argument, NULL, O_REBUILD },
+		{ "leftover-grace", required_argument, NULL, O_LEFTOVER },
 		{ "write-wait", required_argument, NULL, O_WRITE_WAIT },
 		{ "resync-rate", required_argument, NULL, O_RESYNC },
 		{ "site-listen", required_argument, NULL, O_SITE_LISTEN },
@@ -277,6 +283,7 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 	d->n_workers = 2;
 	d->peer_timeout_ms = 5000;
 	d->rebuild_after_sec = 600;
+	d->leftover_grace_sec = 900;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
 		switch (c) {
@@ -370,6 +377,13 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 		case O_RESYNC:
 			if (tsr_parse_size(optarg, &d->resync_rate))
 				die_usage("--resync-rate %s: give bytes per second such as 200M", optarg);
+			break;
+		case O_LEFTOVER:
+			errno = 0;
+			n = strtol(optarg, &end, 10);
+			if (errno || *end || end == optarg || n < 0 || n > 100000000)
+				die_usage("--leftover-grace %s: give seconds (0 = never)", optarg);
+			d->leftover_grace_sec = (unsigned)n;
 			break;
 		case O_PEER_TIMEOUT:
 		case O_REBUILD:
@@ -924,6 +938,7 @@ static int start_cluster(struct tesserad *d, const char *const *nbd_names)
 	co.peer_timeout_ms = d->peer_timeout_ms;
 	co.write_wait_ms = d->write_wait_ms;
 	co.rebuild_after_sec = d->rebuild_after_sec;
+	co.leftover_grace_sec = d->leftover_grace_sec;
 	co.resync_rate = d->resync_rate;
 	co.nbd_listeners = nbd_names;
 	co.n_nbd_listeners = d->n_listeners;

@@ -1,0 +1,243 @@
+/*
+ * The leftover sweep: store copies on this node that no volume record lists
+ * for it are removed, so that they stop holding its disk.
+ *
+ * They come from a replace-replica made while this node was down (its delete
+ * of the old copy did not reach us), from the delete right after a replace of
+ * an attached volume (refused: the coordinator's session still had it open),
+ * and from a volume deleted while this node was down.
+ *
+ * A visible store volume (hidden rows, kept by the store for clones, are the
+ * store's business and never looked at) is a leftover when all of these hold:
+ *   - vol/<name> does not exist, or lists no copy on this node (any state);
+ *     read in one range, then read again just before the delete;
+ *   - its catalogue row's `created` is at least the grace (--leftover-grace,
+ *     default SWEEP_GRACE_DEFAULT_SEC) old: a create writes its copies before
+ *     vol/<name> (at most TSR_PLACE_MAX copies, each call bounded by
+ *     CLUSTER_COPY_TIMEOUT_MS: 600 s), a replace or clone its new copy a
+ *     moment before the record lists it; a copy that young may be one of
+ *     them;
+ *   - it was created after this data dir joined this cluster (DIR/cluster.joined
+ *     below): volumes from before, a standalone life or another cluster, are
+ *     not ours to judge;
+ *   - the store has no handle on it (tsr_store_vol_delete refuses -EBUSY; it
+ *     is tried again at the next pass).
+ * Ec chunk copies and DR target volumes follow the same rule: both are listed
+ * by their cluster's own vol/<name> (a target is created by
+ * cluster_volume_create in the target cluster).
+ *
+ * DIR/cluster.joined: "<cluster id> <unix seconds>\n", written the first time
+ * the node starts in a cluster.  When the metadata store's cluster/id differs
+ * (a new meta store, the dir moved to another cluster) the sweep is off: every
+ * copy would look unlisted there.
+ *
+ * Runs on the cluster's background thread (cluster.c): at start, right after
+ * the node registered, then every grace/4 seconds (1 to 60), each pass right
+ * after a lease renewal and bounded to SWEEP_BUDGET_MS of deletes (the rest
+ * at the next pass, a second later), so that the lease is renewed in time.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cluster/internal.h"
+
+#define SWEEP_BUDGET_MS 250
+
+/* Whether r lists a copy on node_id. */
+static bool lists_node(const Tessera__Cluster__VolumeRecord *r, const char *node_id)
+{
+	for (size_t i = 0; i < r->n_copies; i++)
+		if (r->copies[i]->node_id && strcmp(r->copies[i]->node_id, node_id) == 0)
+			return true;
+	return false;
+}
+
+int cluster_sweep_init(struct tsr_cluster *c)
+{
+	char path[4200], line[160], id[64];
+	long long at;
+	FILE *f;
+	int fd;
+
+	c->sweep_on = false;
+	if (c->o.leftover_grace_sec == 0) {
+		tsr_info("cluster: leftover sweep off (--leftover-grace 0)");
+		return 0;
+	}
+	snprintf(path, sizeof(path), "%s/cluster.joined", c->dir);
+	f = fopen(path, "r");
+	if (f) {
+		bool ok = fgets(line, sizeof(line), f) != NULL &&
+			  sscanf(line, "%63s %lld", id, &at) == 2 && at > 0;
+
+		fclose(f);
+		if (!ok) {
+			tsr_warn("cluster: %s does not read '<cluster id> <seconds>': leftover "
+				 "sweep off (remove the file to start it again from now)", path);
+			return 0;
+		}
+		if (strcmp(id, c->cluster_id) != 0) {
+			tsr_warn("cluster: this data dir joined cluster %s (%s), the metadata store "
+				 "is cluster %s: leftover sweep off (its copies may belong to %s)",
+				 id, path, c->cluster_id, id);
+			return 0;
+		}
+		c->joined_at = at;
+		c->sweep_on = true;
+		return 0;
+	}
+	if (errno != ENOENT) {
+		tsr_warn("cluster: %s: %s: leftover sweep off", path, strerror(errno));
+		return 0;
+	}
+	at = (long long)cluster_now();
+	snprintf(line, sizeof(line), "%s %lld\n", c->cluster_id, at);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, line, strlen(line)) != (ssize_t)strlen(line) || fsync(fd) < 0) {
+		int err = errno;
+
+		if (fd >= 0) {
+			close(fd);
+			unlink(path);
+		}
+		tsr_warn("cluster: cannot write %s: %s: leftover sweep off", path, strerror(err));
+		return 0;
+	}
+	close(fd);
+	c->joined_at = at;
+	c->sweep_on = true;
+	tsr_info("cluster: data dir joined cluster %s (%s): store copies made from now on that "
+		 "no volume record lists are removed %u s after their creation", c->cluster_id,
+		 path, c->o.leftover_grace_sec);
+	return 0;
+}
+
+unsigned cluster_sweep_interval_ms(const struct tsr_cluster *c)
+{
+	unsigned s = c->o.leftover_grace_sec / 4;
+
+	return (s < 1 ? 1 : s > 60 ? 60 : s) * 1000u;
+}
+
+/* Remove name (store row info) if vol/<name>, read again, still does not list us. */
+static int sweep_one(struct tsr_cluster *c, const struct tsr_vol_info *info, int64_t now)
+{
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	struct tsr_vol_info again;
+	const char *why;
+	int ret;
+
+	ret = rec_volume_get(c->meta_bg, info->name, &rec, NULL);
+	if (ret == 0) {
+		bool listed = lists_node(rec, c->node_id);
+
+		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+		if (listed)
+			return 0; /* listed meanwhile (a replace onto us) */
+		why = "vol/%s lists no copy on this node";
+	} else if (ret == -ENOENT) {
+		why = "vol/%s does not exist";
+	} else {
+		return 0; /* unreadable or malformed: never a reason to delete */
+	}
+	/* the same row as listed (a copy made again under that name is young) */
+	if (tsr_store_vol_info(c->o.store, info->name, &again) != 0 ||
+	    strcmp(again.uuid, info->uuid) != 0)
+		return 0;
+	ret = tsr_store_vol_delete(c->o.store, info->name);
+	if (ret == -EBUSY) {
+		tsr_info("cluster: leftover copy %s is open here: removed at a later pass",
+			 info->name);
+		return 0;
+	}
+	if (ret == -ENOENT)
+		return 0;
+	if (ret) {
+		tsr_warn("cluster: leftover copy %s: delete: %s (tried again at the next pass)",
+			 info->name, strerror(-ret));
+		return 0;
+	}
+	{
+		char reason[160];
+
+		snprintf(reason, sizeof(reason), why, info->name);
+		tsr_info("cluster: leftover copy %s removed (%s; created %" PRId64 " s ago, %s, "
+			 "uuid %s)", info->name, reason, now - info->created,
+			 tsr_format_size(info->size, (char[32]){ 0 }, 32), info->uuid);
+	}
+	pthread_mutex_lock(&c->lock);
+	c->leftovers_removed++;
+	pthread_mutex_unlock(&c->lock);
+	return 1;
+}
+
+bool cluster_sweep(struct tsr_cluster *c)
+{
+	Tessera__Cluster__VolumeRecord **recs = NULL;
+	struct tsr_meta_kv *kvs = NULL;
+	struct tsr_vol_info *infos = NULL;
+	size_t n_infos = 0, n_kvs = 0;
+	int64_t now = cluster_now(), start = tsr_mono_ms();
+	bool more = false;
+
+	if (!c->sweep_on)
+		return false;
+	if (tsr_store_vol_list(c->o.store, &infos, &n_infos) != 0)
+		return false;
+	if (n_infos == 0) /* nothing to judge: no metadata read */
+		goto out;
+	if (tsr_meta_range(c->meta_bg, "vol/", &kvs, &n_kvs, NULL) != 0)
+		goto out;
+	recs = calloc(n_kvs ? n_kvs : 1, sizeof(*recs));
+	if (recs == NULL)
+		goto out;
+	for (size_t i = 0; i < n_kvs; i++)
+		recs[i] = rec_volume_decode(&kvs[i]);
+	for (size_t i = 0; i < n_infos; i++) {
+		const struct tsr_vol_info *in = &infos[i];
+		bool listed = false, malformed = false;
+
+		if (in->created < c->joined_at ||
+		    now - in->created < (int64_t)c->o.leftover_grace_sec)
+			continue;
+		for (size_t j = 0; j < n_kvs; j++) {
+			if (strcmp(kvs[j].key + 4, in->name) != 0)
+				continue;
+			if (recs[j] == NULL)
+				malformed = true;
+			else
+				listed = lists_node(recs[j], c->node_id);
+			break;
+		}
+		if (listed || malformed)
+			continue;
+		if (tsr_mono_ms() - start >= SWEEP_BUDGET_MS) {
+			more = true;
+			break;
+		}
+		sweep_one(c, in, now);
+	}
+out:
+	for (size_t i = 0; recs && i < n_kvs; i++)
+		if (recs[i])
+			tessera__cluster__volume_record__free_unpacked(recs[i], NULL);
+	free(recs);
+	tsr_meta_kv_free_array(kvs, n_kvs);
+	free(infos);
+	return more;
+}
+
+uint64_t cluster_leftovers_removed(struct tsr_cluster *c)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&c->lock);
+	n = c->leftovers_removed;
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}
