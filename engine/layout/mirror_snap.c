@@ -773,6 +773,11 @@ struct mreplay {
 	int copy_status;          /* RP_COPY: the first failure of a piece (no more start) */
 	bool copy_end;            /* RP_COPY: every piece started */
 	bool pumping, pump_again; /* replay_pump running (a completion inside it) */
+	/* a piece whose local read met the full io queue while others were in
+	 * flight: started again (first) once one of them is done */
+	bool held;
+	uint64_t held_off;
+	uint32_t held_len;
 	uint64_t written;         /* bytes written into the copy's head */
 	void (*done)(struct mcopy *c, int status);
 };
@@ -873,6 +878,7 @@ static void piece_done(struct rpiece *pc, int status)
 	rp->inflight--;
 	if (status < 0 && rp->copy_status == 0)
 		rp->copy_status = status;
+	rp->held = false; /* a slot of the io queue may be free: try it again */
 	replay_pump(rp);
 }
 
@@ -1002,15 +1008,14 @@ static bool replay_next_piece(struct mreplay *rp, uint64_t *off, uint32_t *len)
 }
 
 /* Start a piece: the snapshot's sums (local: its data read and summed) and
- * the copy's head's. */
-static void piece_start(struct rpiece *pc, uint64_t off, uint32_t len)
+ * the copy's head's.  False: the local read met the full io queue while
+ * other pieces are in flight: nothing started, the range is held for later. */
+static bool piece_start(struct rpiece *pc, uint64_t off, uint32_t len)
 {
 	struct mreplay *rp = pc->rp;
 	struct mirror *m = rp->c->m;
 	int ret;
 
-	pc->busy = true;
-	rp->inflight++;
 	pc->off = off;
 	pc->len = len;
 	pc->pending = 3; /* the snapshot's sums, the head's, this launch */
@@ -1022,12 +1027,21 @@ static void piece_start(struct rpiece *pc, uint64_t off, uint32_t len)
 	else
 		ret = tsr_peer_sums(rp->rsrc->client, rp->rhandle, m->epoch, off, len, pc->ssum,
 				    piece_sums_done, pc);
+	if (ret == -EAGAIN && rp->src != NULL && rp->inflight > 0) {
+		rp->held = true;
+		rp->held_off = off;
+		rp->held_len = len;
+		return false;
+	}
+	pc->busy = true;
+	rp->inflight++;
 	if (ret < 0)
 		piece_sums_done(pc, ret);
 	ret = mcopy_submit(rp->c, MCOP_SUMS, off, len, pc->tsum, 0, piece_tsums_done, pc);
 	if (ret < 0)
 		piece_tsums_done(pc, ret);
 	piece_sums_done(pc, 0);
+	return true;
 }
 
 /*
@@ -1044,9 +1058,12 @@ static void piece_start(struct rpiece *pc, uint64_t off, uint32_t len)
  * Up to `depth` pieces are in flight at once (a pipeline, as the resync's:
  * REPLAY_DEPTH, and MIRROR_RESYNC_INFLIGHT_BYTES of buffers), each on its
  * own range; a region over MIRROR_IO_PIECE (a large --region-size) goes in
- * pieces of that size: no store read or peer READ/SUMS takes it whole.  The
- * first failure stops new pieces; once the ones in flight are done the
- * replay ends with it.  When every piece is done: the flush, then the cut.
+ * pieces of that size: no store read or peer READ/SUMS takes it whole.  A
+ * local read that meets the full io queue while other pieces are in flight
+ * waits for one of them to finish (with none in flight it fails the replay,
+ * as a single read did).  The first failure stops new pieces; once the ones
+ * in flight are done the replay ends with it.  When every piece is done: the
+ * flush, then the cut.
  */
 static void replay_pump(struct mreplay *rp)
 {
@@ -1062,7 +1079,7 @@ static void replay_pump(struct mreplay *rp)
 		rp->pump_again = false;
 		if (rp->copy_status == 0 && replay_gone(rp))
 			rp->copy_status = -ECANCELED;
-		while (rp->copy_status == 0 && !rp->copy_end && rp->inflight < rp->depth) {
+		while (rp->copy_status == 0 && rp->inflight < rp->depth) {
 			struct rpiece *pc = NULL;
 			uint64_t off;
 			uint32_t len;
@@ -1070,11 +1087,20 @@ static void replay_pump(struct mreplay *rp)
 			for (unsigned i = 0; i < rp->depth && pc == NULL; i++)
 				if (!rp->pieces[i].busy)
 					pc = &rp->pieces[i];
-			if (!replay_next_piece(rp, &off, &len)) {
+			if (rp->held_len != 0) { /* the held range first, once a piece is done */
+				if (rp->held)
+					break;
+				off = rp->held_off;
+				len = rp->held_len;
+				rp->held_len = 0;
+			} else if (rp->copy_end) {
+				break;
+			} else if (!replay_next_piece(rp, &off, &len)) {
 				rp->copy_end = true;
 				break;
 			}
-			piece_start(pc, off, len);
+			if (!piece_start(pc, off, len))
+				break; /* held: a completion pumps again */
 		}
 	} while (rp->pump_again);
 	rp->pumping = false;
@@ -1084,7 +1110,7 @@ static void replay_pump(struct mreplay *rp)
 		replay_finish(rp, rp->copy_status);
 		return;
 	}
-	if (!rp->copy_end)
+	if (!rp->copy_end || rp->held_len != 0)
 		return; /* not reached: nothing in flight and more to start */
 	rp->step = RP_FLUSH;
 	ret = mcopy_submit(c, MCOP_FLUSH, 0, 0, NULL, 0, replay_io_done, rp);
@@ -1101,6 +1127,8 @@ static void replay_copy(struct mreplay *rp)
 	rp->inflight = 0;
 	rp->copy_status = 0;
 	rp->copy_end = false;
+	rp->held = false;
+	rp->held_len = 0;
 	replay_pump(rp);
 }
 
