@@ -26,7 +26,8 @@
 #include "cluster/internal.h"
 #include "tessera/ec.h"
 
-/* Forward req to the node called node_id; false when that is us. */
+/* Forward req to the node called node_id, answered when it answers
+ * (cluster_forward_reply: resp is not ours after); false when that is us. */
 static bool forward_to(struct tsr_cluster *c, const char *node_id,
 		       const Tessera__Admin__Request *req, Tessera__Admin__Response *resp)
 {
@@ -42,7 +43,7 @@ static bool forward_to(struct tsr_cluster *c, const char *node_id,
 			   "cannot be looked up");
 		return true;
 	}
-	cluster_forward(c, node_id, n->address, req, resp);
+	cluster_forward_reply(c, node_id, n->address, req, resp);
 	tessera__cluster__node_record__free_unpacked(n, NULL);
 	return true;
 }
@@ -935,98 +936,10 @@ static void detach_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	detach_wait_end(w);
 }
 
-/*
- * A detach forwarded to the volume's coordinator, answered when that node
- * answers (it may wait for its NBD clients up to DETACH_CLIENT_WAIT_MS):
- * the loop here goes on meanwhile, as there (main thread only).
- */
-struct detach_forward {
-	struct admin_async *call;         /* until its callback fired */
-	struct admin_later *later;        /* our reply */
-	int status;                       /* the call's */
-	Tessera__Admin__Response *answer; /* the coordinator's (status 0) */
-	char node_id[64], address[256];
-	struct detach_forward *next;      /* c->detach_forwards, while call runs */
-	struct tsr_cluster *c;
-};
-
-static void detach_forward_reply(struct tsr_admin_server *srv, void *arg,
-				 Tessera__Admin__Response *resp)
-{
-	struct detach_forward *f = arg;
-
-	(void)srv;
-	cluster_forward_answer(f->node_id, f->address, f->status, f->answer, resp);
-	free(f);
-}
-
-static void detach_forward_done(void *cb_arg, int status, Tessera__Admin__Response *r)
-{
-	struct detach_forward *f = cb_arg;
-
-	f->call = NULL;
-	for (struct detach_forward **pp = &f->c->detach_forwards; *pp; pp = &(*pp)->next)
-		if (*pp == f) {
-			*pp = f->next;
-			break;
-		}
-	f->status = status;
-	f->answer = r;
-	admin_later_done(f->later); /* detach_forward_reply frees f */
-}
-
-/*
- * Forward the detach req to node_id, the coordinator, answering later.  False
- * when it cannot be (not inside an admin request, node unknown, out of
- * memory, the call not started): the caller forwards it blocking.
- */
-static bool detach_forward_later(struct tsr_cluster *c, const char *node_id,
-				 const Tessera__Admin__Request *req)
-{
-	struct tsr_admin_server *srv = admin_handling_server();
-	Tessera__Cluster__NodeRecord *n = NULL;
-	Tessera__Admin__Request fwd = *req;
-	struct detach_forward *f;
-	int ret;
-
-	if (srv == NULL || strcmp(node_id, c->node_id) == 0 || rec_node_get(c->meta, node_id, &n))
-		return false;
-	f = calloc(1, sizeof(*f));
-	if (f == NULL) {
-		tessera__cluster__node_record__free_unpacked(n, NULL);
-		return false;
-	}
-	f->c = c;
-	snprintf(f->node_id, sizeof(f->node_id), "%s", node_id);
-	snprintf(f->address, sizeof(f->address), "%s", n->address);
-	tessera__cluster__node_record__free_unpacked(n, NULL);
-	f->later = admin_later_begin(srv, detach_forward_reply, f);
-	if (f->later == NULL) {
-		free(f);
-		return false;
-	}
-	/* as cluster_forward: the first forward names us */
-	if (fwd.via_node == NULL || fwd.via_node[0] == '\0')
-		fwd.via_node = c->node_id;
-	ret = admin_async_call(c->o.loop, f->address, c->token, &fwd, CLUSTER_FORWARD_TIMEOUT_MS,
-			       detach_forward_done, f, &f->call);
-	if (ret) {
-		admin_later_cancel(f->later);
-		free(f);
-		return false;
-	}
-	f->next = c->detach_forwards;
-	c->detach_forwards = f;
-	return true;
-}
-
 void cluster_detach_stop_waits(struct tsr_cluster *c)
 {
 	while (c->detaching)
 		detach_wait_end(c->detaching);
-	/* each answers -ECANCELED at once (its callback unlists it) */
-	while (c->detach_forwards)
-		admin_async_cancel(c->detach_forwards->call);
 }
 
 /*
@@ -1093,7 +1006,9 @@ void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			admin_fail(resp, ret, "cannot read attach/%s: %s", name, strerror(-ret));
 			return;
 		}
-		if (detach_forward_later(c, holder, req) || forward_to(c, holder, req, resp))
+		/* answered when the coordinator answers (it may wait for its NBD
+		 * clients up to DETACH_CLIENT_WAIT_MS): the loop here goes on */
+		if (forward_to(c, holder, req, resp))
 			return;
 		/* recorded as ours but not here (a restart within the lease): drop the key */
 		delete_attach_key(c, name, epoch);

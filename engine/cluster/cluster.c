@@ -416,7 +416,9 @@ static bool cluster_admin_dispatch(struct tsr_cluster *c, const Tessera__Admin__
 				Tessera__Cluster__NodeRecord *n = NULL;
 
 				if (rec_node_get(c->meta, a->node_id, &n) == 0) {
-					cluster_forward(c, a->node_id, n->address, req, resp);
+					/* answered when it answers: the loop goes on */
+					cluster_forward_reply(c, a->node_id, n->address, req,
+							      resp);
 					tessera__cluster__node_record__free_unpacked(n, NULL);
 				} else {
 					admin_fail(resp, -EHOSTUNREACH, "volume '%s' is attached on "
@@ -616,6 +618,7 @@ void tsr_cluster_stop(struct tsr_cluster *c)
 	/* detaches waiting for their clients end now (the admin server still
 	 * sends their replies: it goes after us) */
 	cluster_detach_stop_waits(c);
+	cluster_forward_stop(c);
 	/* detach what we coordinate, cleanly: the next attach needs no convergence */
 	while (c->attached) {
 		char msg[512];

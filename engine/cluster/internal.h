@@ -73,7 +73,7 @@ struct tsr_cluster {
 	struct state_req *queue, *queue_tail; /* lock */
 	struct attachment *attached;   /* lock (list links); see struct attachment */
 	struct detach_wait *detaching; /* main thread: detaches waiting for NBD clients (attach.c) */
-	struct detach_forward *detach_forwards; /* main thread: detaches forwarded, answered later */
+	struct forward_later *forwards; /* main thread: forwards answered later (volume.c) */
 	/* geo-replication (replication.c): main thread unless marked */
 	char repl_site[64];            /* our site name in HELLO */
 	char cluster_id[64];           /* cluster/id: our cluster in HELLO */
@@ -183,9 +183,24 @@ char *cluster_nbd_uri(const char *listener, const char *name);
  * transport's -errno as an error reply naming node_id and address. */
 void cluster_forward_answer(const char *node_id, const char *address, int status,
 			    Tessera__Admin__Response *r, Tessera__Admin__Response *resp);
-/* Send req to node at address and move its answer into resp (an error reply on failure). */
+/* Send req to node at address and move its answer into resp (an error reply
+ * on failure), waiting on this thread (the loop stops meanwhile). */
 void cluster_forward(struct tsr_cluster *c, const char *node_id, const char *address,
 		     const Tessera__Admin__Request *req, Tessera__Admin__Response *resp);
+/*
+ * req forwarded as the whole answer of the admin request being handled: its
+ * reply is sent when node answers (up to CLUSTER_FORWARD_TIMEOUT_MS), the
+ * loop serving other calls meanwhile; the caller must not touch resp after.
+ * true: forwarded (or resp filled with the failure to start it); false: no
+ * admin request is being handled here or out of memory, nothing done.
+ */
+bool cluster_forward_later(struct tsr_cluster *c, const char *node_id, const char *address,
+			   const Tessera__Admin__Request *req, Tessera__Admin__Response *resp);
+/* cluster_forward_later, else the blocking cluster_forward. */
+void cluster_forward_reply(struct tsr_cluster *c, const char *node_id, const char *address,
+			   const Tessera__Admin__Request *req, Tessera__Admin__Response *resp);
+/* tsr_cluster_stop: forwards still out answer -ECANCELED now. */
+void cluster_forward_stop(struct tsr_cluster *c);
 
 /* ---- snapshot.c: snapshots, clones, rollback ------------------------- */
 
@@ -223,8 +238,7 @@ void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg, size_t msg_len);
 /* Whether an admin detach of name waits for its NBD clients here (main thread). */
 bool cluster_detach_pending(struct tsr_cluster *c, const char *name);
-/* Finish every waiting detach now, cancel the forwarded ones, let their replies go
- * (tsr_cluster_stop). */
+/* Finish every waiting detach now, let their replies go (tsr_cluster_stop). */
 void cluster_detach_stop_waits(struct tsr_cluster *c);
 void cluster_volume_status(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			   Tessera__Admin__Response *resp);

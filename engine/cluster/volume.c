@@ -53,6 +53,98 @@ void cluster_forward(struct tsr_cluster *c, const char *node_id, const char *add
 	cluster_forward_answer(node_id, address, ret, r, resp);
 }
 
+/*
+ * A forward whose reply is sent when the other node answers (admin_async_call
+ * + admin_later_begin), so that this node's loop serves other calls
+ * meanwhile, also when that node is slow or frozen (main thread).
+ */
+struct forward_later {
+	struct admin_async *call;         /* until its callback fired */
+	struct admin_later *later;        /* our reply */
+	int status;                       /* the call's */
+	Tessera__Admin__Response *answer; /* the other node's (status 0) */
+	char node_id[64], address[256];
+	struct forward_later *next;       /* c->forwards, while call runs */
+	struct tsr_cluster *c;
+};
+
+static void forward_later_reply(struct tsr_admin_server *srv, void *arg,
+				Tessera__Admin__Response *resp)
+{
+	struct forward_later *f = arg;
+
+	(void)srv;
+	cluster_forward_answer(f->node_id, f->address, f->status, f->answer, resp);
+	free(f);
+}
+
+static void forward_later_done(void *cb_arg, int status, Tessera__Admin__Response *r)
+{
+	struct forward_later *f = cb_arg;
+
+	f->call = NULL;
+	for (struct forward_later **pp = &f->c->forwards; *pp; pp = &(*pp)->next)
+		if (*pp == f) {
+			*pp = f->next;
+			break;
+		}
+	f->status = status;
+	f->answer = r;
+	admin_later_done(f->later); /* forward_later_reply frees f */
+}
+
+bool cluster_forward_later(struct tsr_cluster *c, const char *node_id, const char *address,
+			   const Tessera__Admin__Request *req, Tessera__Admin__Response *resp)
+{
+	struct tsr_admin_server *srv = admin_handling_server();
+	Tessera__Admin__Request fwd = *req;
+	struct forward_later *f;
+	int ret;
+
+	if (srv == NULL)
+		return false;
+	f = calloc(1, sizeof(*f));
+	if (f == NULL)
+		return false;
+	f->c = c;
+	snprintf(f->node_id, sizeof(f->node_id), "%s", node_id);
+	snprintf(f->address, sizeof(f->address), "%s", address);
+	f->later = admin_later_begin(srv, forward_later_reply, f);
+	if (f->later == NULL) {
+		free(f);
+		return false;
+	}
+	/* as cluster_forward: the first forward names us */
+	if (fwd.via_node == NULL || fwd.via_node[0] == '\0')
+		fwd.via_node = c->node_id;
+	ret = admin_async_call(c->o.loop, f->address, c->token, &fwd, CLUSTER_FORWARD_TIMEOUT_MS,
+			       forward_later_done, f, &f->call);
+	if (ret) {
+		/* answered now, as the blocking forward would */
+		admin_later_cancel(f->later);
+		cluster_forward_answer(node_id, address, ret, NULL, resp);
+		free(f);
+		return true;
+	}
+	f->next = c->forwards;
+	c->forwards = f;
+	return true;
+}
+
+void cluster_forward_reply(struct tsr_cluster *c, const char *node_id, const char *address,
+			   const Tessera__Admin__Request *req, Tessera__Admin__Response *resp)
+{
+	if (!cluster_forward_later(c, node_id, address, req, resp))
+		cluster_forward(c, node_id, address, req, resp);
+}
+
+void cluster_forward_stop(struct tsr_cluster *c)
+{
+	/* each answers -ECANCELED at once (its callback unlists it) */
+	while (c->forwards)
+		admin_async_cancel(c->forwards->call);
+}
+
 void cluster_forward_answer(const char *node_id, const char *address, int status,
 			    Tessera__Admin__Response *r, Tessera__Admin__Response *resp)
 {

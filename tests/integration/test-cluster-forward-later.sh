@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# A command forwarded to a volume's coordinator (status, scrub, replace-replica,
+# attach --node, detach) is answered when the coordinator answers, without
+# holding the forwarding node's loop: with the coordinator frozen (SIGSTOP)
+# and forwards pending, another admin call to the forwarding node answers
+# first.  Before, the forward (cluster_forward) waited on the loop, so every
+# call to that node waited for the frozen one (up to 120 s).
+#   3 nodes, d (2 replicas) attached on n3 (not the meta node: n1's store must
+#   answer); n3 SIGSTOPped; `volume status d` and `volume scrub d` sent through
+#   n2 (forwarded to n3, pending); once n2 is connected to n3, `volume list`
+#   and `cluster status` through n2: answer before both forwards (the order of
+#   completions is asserted, never a time); n3 SIGCONTed: the status answers
+#   with d's copies, the scrub with its result (or n3's refusal when it was
+#   frozen past its lease); then a replace-replica, a detach and an attach
+#   --node forwarded through n2 / n1 succeed.
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/cluster.sh"
+
+require_tessera
+require_cmd ss
+
+cl_start 3
+ORDER=$CL_ROOT/order
+P3=${CL_PORT[3]}
+
+ctsr volume create d --size 16M --replicas 2 >/dev/null || fail "volume create d"
+ctsr volume attach d --node n3 >/dev/null || fail "volume attach d on n3"
+
+# ---- n3 frozen, two forwards pending on n2
+kill -STOP "${CL_PID[3]}"
+on_exit "kill -CONT ${CL_PID[3]}"
+: >"$ORDER"
+( ctsr_via 2 --json volume status d >"$CL_ROOT/status.out" 2>&1; echo "status $?" >>"$ORDER" ) &
+ST=$!
+track_pid "$ST"
+( ctsr_via 2 --json volume scrub d --no-repair >"$CL_ROOT/scrub.out" 2>&1
+  echo "scrub $?" >>"$ORDER" ) &
+SC=$!
+track_pid "$SC"
+# until n2 holds both forwards' connections to n3 (accepted by n3's kernel)
+for (( i=0; i<300; i++ )); do
+	n=$(ss -Htn state established "( dport = :$P3 )" | wc -l)
+	(( n >= 2 )) && break
+	sleep 0.1
+done
+(( n >= 2 )) || fail "n2 has $n connections to n3's port, want the 2 forwards"
+log "n3 frozen; status and scrub of d forwarded by n2, pending"
+
+# ---- other calls to n2 answer meanwhile (bounded, so that the code before
+# ends too: it answers them only once n3 runs again)
+( ctsr_via 2 volume list >"$CL_ROOT/list.out" 2>&1; echo "list $?" >>"$ORDER"
+  ctsr_via 2 cluster status >"$CL_ROOT/nodes.out" 2>&1; echo "nodes $?" >>"$ORDER" ) &
+LI=$!
+track_pid "$LI"
+for (( i=0; i<200; i++ )); do
+	grep -q '^nodes' "$ORDER" && break
+	sleep 0.1
+done
+kill -CONT "${CL_PID[3]}"
+log "n3 running again"
+reap "$LI" || true
+reap "$ST" || true
+reap "$SC" || true
+order=$(cut -d' ' -f1 "$ORDER" | paste -sd' ')
+log "completions in order '$order'"
+case "$order" in
+	"list nodes status scrub" | "list nodes scrub status") ;;
+	*) fail "completions in order '$order', want list and nodes before status and scrub ($(paste -sd' ' "$ORDER"))" ;;
+esac
+for w in list nodes status; do
+	grep -q "^$w 0$" "$ORDER" || fail "$w failed: $(grep "^$w" "$ORDER"): $(cat "$CL_ROOT/$w.out")"
+done
+# the scrub is n3's answer: its result, or (n3 frozen past its lease: d
+# fenced) n3's refusal, never a failed forward
+if ! grep -q "^scrub 0$" "$ORDER"; then
+	grep -q "cannot reach node" "$CL_ROOT/scrub.out" &&
+		fail "the forwarded scrub did not reach n3: $(cat "$CL_ROOT/scrub.out")"
+	log "the scrub answered with n3's refusal (frozen past its lease?): $(cat "$CL_ROOT/scrub.out")"
+fi
+grep -q '"d"' "$CL_ROOT/list.out" || grep -qw d "$CL_ROOT/list.out" || fail "volume list has no d: $(cat "$CL_ROOT/list.out")"
+got=$(json_get '",".join(sorted(c["node"] for c in j["volume"]["copies"]))' <"$CL_ROOT/status.out")
+assert_eq "$got" "$(cl_copy_nodes d)" "copies in the forwarded status of d"
+log "the forwarded status answered after n3 resumed: copies $got; scrub: $(tr -d '\n' <"$CL_ROOT/scrub.out" | cut -c1-120)"
+
+# ---- a forwarded replace-replica and attach still answer as before
+ctsr_via 2 volume detach d >/dev/null || fail "detach d through n2"
+cl_attach_retry d n3
+other=
+for n in n1 n2 n3; do
+	case ",$(cl_copy_nodes d)," in *",$n,"*) ;; *) other=$n ;; esac
+done
+old=$(cl_copy_nodes d | cut -d, -f1)
+out=$(ctsr_via 2 volume replace-replica d --node "$old" --to "$other" 2>&1) ||
+	fail "replace-replica d $old -> $other through n2: $out"
+cl_wait_synced d
+ctsr_via 2 volume detach d >/dev/null || fail "detach d through n2 after the replace"
+out=$(ctsr_via 1 volume attach d --node n2 2>&1) || fail "attach d --node n2 through n1: $out"
+ctsr volume detach d >/dev/null || fail "detach d"
+cl_stop_all
