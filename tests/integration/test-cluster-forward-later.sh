@@ -37,14 +37,15 @@ track_pid "$ST"
   echo "scrub $?" >>"$ORDER" ) &
 SC=$!
 track_pid "$SC"
-# until n2 holds both forwards' connections to n3 (accepted by n3's kernel)
+# until n2 holds the forwards' connections to n3 (accepted by n3's kernel;
+# the code before took the second request only once the first had answered)
 for (( i=0; i<300; i++ )); do
 	n=$(ss -Htn state established "( dport = :$P3 )" | wc -l)
 	(( n >= 2 )) && break
 	sleep 0.1
 done
-(( n >= 2 )) || fail "n2 has $n connections to n3's port, want the 2 forwards"
-log "n3 frozen; status and scrub of d forwarded by n2, pending"
+(( n >= 1 )) || fail "n2 has no connection to n3's port: nothing forwarded"
+log "n3 frozen; $n forwards of n2 (status and scrub of d) pending"
 
 # ---- other calls to n2 answer meanwhile (bounded, so that the code before
 # ends too: it answers them only once n3 runs again)
