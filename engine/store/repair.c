@@ -178,9 +178,11 @@ int tsr_svol_snap_repair(struct tsr_svol *svol, uint64_t epoch, uint64_t offset,
 		ret = -ENOENT;
 		goto out;
 	}
-	for (unsigned k = 0; k < c->n; k++)
+	/* a delete's merge moves a layer's blocks into the one before it: one
+	 * of Si-1 .. Sn deleting may write Si or Si-1 (or the layers Si reads)
+	 * meanwhile; older merges touch only older layers */
+	for (unsigned k = i > 0 ? i - 1 : 0; k < c->n; k++)
 		if (atomic_load(&c->l[k]->deleting)) {
-			/* a merge moves blocks between layers meanwhile */
 			ret = -EBUSY;
 			goto out;
 		}

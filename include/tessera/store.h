@@ -314,8 +314,9 @@ bool tsr_svol_readonly(const struct tsr_svol *svol);
  * lock); the caller keeps writes of the range off the volume's head
  * meanwhile.  Errors: -EROFS (not a snapshot handle), -ESTALE (epoch below
  * the volume's), -EINVAL (alignment, len 0 or over TSR_MAX_IO), -ENOSPC
- * (past the snapshot's size, or the file system is full), -EBUSY (a
- * snapshot of the volume is being deleted: retry later), -ENOENT, -EIO.
+ * (past the snapshot's size, or the file system is full), -EBUSY (this
+ * snapshot's neighbour or a newer one is being deleted, its merge running:
+ * retry later), -ENOENT, -EIO.
  */
 int tsr_svol_snap_repair(struct tsr_svol *svol, uint64_t epoch, uint64_t offset, uint32_t len,
 			 const void *buf);
