@@ -118,14 +118,21 @@ Tessera__Cluster__ReplicationRecord *repl_record_decode(const struct tsr_meta_kv
 int rec_put(struct tsr_meta *m, const char *key, const ProtobufCMessage *msg,
 	    uint64_t expect_rev, uint64_t lease, uint64_t *new_rev);
 /*
- * Read-modify-write of vol/<name> by compare-and-set, read again and retried
- * while another writer changed it in between (up to REC_UPDATE_TRIES times).
- * fn(rec, arg) changes rec (freed after) in place and returns 0 to write it,
- * 1 to leave the record as it is (success: nothing written), or -errno to
- * give up.  It may run several times: it must start from rec alone.  0, fn's
- * -errno, rec_volume_get's, rec_put's, or -ECANCELED (every try lost).
+ * Read-modify-write of the record at key by compare-and-set (no lease), read
+ * again and retried while another writer changed it in between (up to
+ * REC_UPDATE_TRIES times).  decode(kv) gives the message (NULL: malformed,
+ * logged by it); fn(msg, arg) changes it (freed after) in place and returns
+ * 0 to write it, 1 to leave the record as it is (success: nothing written),
+ * or -errno to give up.  It may run several times: it must start from msg
+ * alone.  0, fn's -errno, tsr_meta_get's (-ENOENT absent), -EUCLEAN
+ * (malformed), rec_put's, or -ECANCELED (every try lost).
  */
 #define REC_UPDATE_TRIES 50
+typedef ProtobufCMessage *(*rec_decode_fn)(const struct tsr_meta_kv *kv);
+typedef int (*rec_mutator)(ProtobufCMessage *msg, void *arg);
+int rec_update(struct tsr_meta *m, const char *key, rec_decode_fn decode, rec_mutator fn,
+	       void *arg);
+/* rec_update of vol/<name>, fn given the decoded VolumeRecord. */
 typedef int (*rec_volume_mutator)(Tessera__Cluster__VolumeRecord *rec, void *arg);
 int rec_volume_update(struct tsr_meta *m, const char *name, rec_volume_mutator fn, void *arg);
 /* Bytes of one store copy of r: the volume size, or (ec) its chunk volume size. */

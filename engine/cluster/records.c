@@ -197,26 +197,62 @@ int rec_put(struct tsr_meta *m, const char *key, const ProtobufCMessage *msg,
 	return ret;
 }
 
-int rec_volume_update(struct tsr_meta *m, const char *name, rec_volume_mutator fn, void *arg)
+int rec_update(struct tsr_meta *m, const char *key, rec_decode_fn decode, rec_mutator fn,
+	       void *arg)
 {
-	Tessera__Cluster__VolumeRecord *rec;
-	char key[80];
+	struct tsr_meta_kv kv = { 0 };
+	ProtobufCMessage *msg;
 	uint64_t rev;
 	int ret = -ECANCELED;
 
-	snprintf(key, sizeof(key), "vol/%s", name);
 	for (int tries = 0; tries < REC_UPDATE_TRIES && ret == -ECANCELED; tries++) {
-		ret = rec_volume_get(m, name, &rec, &rev);
+		ret = tsr_meta_get(m, key, &kv);
 		if (ret)
 			break;
-		ret = fn(rec, arg);
+		rev = kv.mod_rev;
+		msg = decode(&kv);
+		tsr_meta_kv_clear(&kv);
+		if (msg == NULL) {
+			ret = -EUCLEAN;
+			break;
+		}
+		ret = fn(msg, arg);
 		if (ret == 0)
-			ret = rec_put(m, key, &rec->base, rev, 0, NULL);
+			ret = rec_put(m, key, msg, rev, 0, NULL);
 		else if (ret == 1)
 			ret = 0; /* nothing to write */
-		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+		protobuf_c_message_free_unpacked(msg, NULL);
 	}
 	return ret;
+}
+
+static ProtobufCMessage *volume_decode_msg(const struct tsr_meta_kv *kv)
+{
+	Tessera__Cluster__VolumeRecord *r = rec_volume_decode(kv);
+
+	return r ? &r->base : NULL;
+}
+
+/* rec_volume_update's mutator and its argument, through rec_update. */
+struct volume_update {
+	rec_volume_mutator fn;
+	void *arg;
+};
+
+static int volume_mutate(ProtobufCMessage *msg, void *arg)
+{
+	struct volume_update *u = arg;
+
+	return u->fn((Tessera__Cluster__VolumeRecord *)msg, u->arg);
+}
+
+int rec_volume_update(struct tsr_meta *m, const char *name, rec_volume_mutator fn, void *arg)
+{
+	struct volume_update u = { .fn = fn, .arg = arg };
+	char key[80];
+
+	snprintf(key, sizeof(key), "vol/%s", name);
+	return rec_update(m, key, volume_decode_msg, volume_mutate, &u);
 }
 
 const char *rec_state_name(Tessera__Cluster__CopyState st)

@@ -536,43 +536,55 @@ static bool failback_from(const Tessera__Cluster__ReplicationRecord *r, const ch
 	return r->demoted && r->resync_from[0] && strcmp(r->resync_from, site) == 0;
 }
 
+static ProtobufCMessage *repl_decode_msg(const struct tsr_meta_kv *kv)
+{
+	Tessera__Cluster__ReplicationRecord *r = repl_record_decode(kv);
+
+	return r ? &r->base : NULL;
+}
+
+/* record_demoted's mutator (rec_update): demoted, unless the record is
+ * another stream's now (disabled and enabled again since: left alone). */
+struct demote_update {
+	struct tsr_cluster *c;
+	const struct repl_demote *d;
+};
+
+static int demote_mutate(ProtobufCMessage *msg, void *arg)
+{
+	Tessera__Cluster__ReplicationRecord *r = (Tessera__Cluster__ReplicationRecord *)msg;
+	const struct demote_update *u = arg;
+
+	if (r->stream != u->d->stream)
+		return 1;
+	r->demoted = true;
+	/* a promoted copy (target/<vol> "promoted") that the original site
+	 * demoted back: the original is the primary again and its stream may
+	 * come in (failback's second half) */
+	if (target_promoted(u->c, u->d->volume) && r->resync_from[0] == '\0') {
+		if (r->resync_from != protobuf_c_empty_string)
+			free(r->resync_from);
+		r->resync_from = strdup(r->site);
+		if (r->resync_from == NULL)
+			r->resync_from = (char *)protobuf_c_empty_string;
+	}
+	if (r->demoted_why != protobuf_c_empty_string)
+		free(r->demoted_why);
+	r->demoted_why = strdup(u->d->why);
+	if (r->demoted_why == NULL)
+		r->demoted_why = (char *)protobuf_c_empty_string;
+	return 0;
+}
+
 /* repl/<vol>.demoted = true (when the record is still this stream's). */
 static void record_demoted(struct tsr_cluster *c, const struct repl_demote *d)
 {
-	Tessera__Cluster__ReplicationRecord *r = NULL;
+	struct demote_update u = { .c = c, .d = d };
 	char key[80];
-	uint64_t rev;
-	int ret = -ECANCELED;
+	int ret;
 
 	snprintf(key, sizeof(key), "repl/%s", d->volume);
-	for (int tries = 0; tries < 50 && ret == -ECANCELED; tries++) {
-		ret = repl_get(c, d->volume, &r, &rev);
-		if (ret)
-			break;
-		if (r->stream != d->stream) { /* disabled and enabled again since */
-			ret = 0;
-		} else {
-			r->demoted = true;
-			/* a promoted copy (target/<vol> "promoted") that the original
-			 * site demoted back: the original is the primary again and its
-			 * stream may come in (failback's second half) */
-			if (target_promoted(c, d->volume) && r->resync_from[0] == '\0') {
-				if (r->resync_from != protobuf_c_empty_string)
-					free(r->resync_from);
-				r->resync_from = strdup(r->site);
-				if (r->resync_from == NULL)
-					r->resync_from = (char *)protobuf_c_empty_string;
-			}
-			if (r->demoted_why != protobuf_c_empty_string)
-				free(r->demoted_why);
-			r->demoted_why = strdup(d->why);
-			if (r->demoted_why == NULL)
-				r->demoted_why = (char *)protobuf_c_empty_string;
-			ret = rec_put(c->meta, key, &r->base, rev, 0, NULL);
-		}
-		tessera__cluster__replication_record__free_unpacked(r, NULL);
-		r = NULL;
-	}
+	ret = rec_update(c->meta, key, repl_decode_msg, demote_mutate, &u);
 	if (ret)
 		tsr_error("cluster: volume %s was demoted (%s) but %s cannot record it: %s (its "
 			  "writes stay fenced while attached here; a later attach may take writes "
