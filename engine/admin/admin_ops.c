@@ -978,6 +978,8 @@ static void op_status(struct tsr_admin_server *srv, Tessera__Admin__Response *re
 	 * only the heads' data: the node's real use of its file system */
 	if (tsr_store_allocated(srv->store, &s->allocated) != 0)
 		s->allocated = 0;
+	if (srv->cluster.leftovers_removed)
+		s->leftovers_removed = srv->cluster.leftovers_removed(srv->cluster.arg);
 	s->node_id = admin_strdup(srv->node_id);
 	s->cluster_address = admin_strdup(srv->cluster_address);
 	s->data_fs = admin_data_fs(srv->data_dir);

@@ -282,6 +282,8 @@ bool repl_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req
 		       Tessera__Admin__Response *resp);
 /* volume delete: -EBUSY with msg while repl/<name> exists, else 0. */
 int repl_volume_busy(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len);
+int repl_grow_target(struct tsr_cluster *c, const char *name, uint64_t size, char *msg,
+		     size_t msg_len);
 /* volume delete succeeded: forget target/<name>. */
 void repl_volume_deleted(struct tsr_cluster *c, const char *name);
 
@@ -297,8 +299,6 @@ int cluster_sweep_init(struct tsr_cluster *c);
 bool cluster_sweep(struct tsr_cluster *c);
 /* Milliseconds between passes: grace/4, 1 to 60 s. */
 unsigned cluster_sweep_interval_ms(const struct tsr_cluster *c);
-/* Copies removed since start (any thread). */
-uint64_t cluster_leftovers_removed(struct tsr_cluster *c);
 
 /* ---- nodes.c: node list, cluster status ------------------------------ */
 

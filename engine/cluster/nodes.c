@@ -26,14 +26,15 @@ struct fs_ask {
 	const char *address;
 	int64_t deadline;	    /* tsr_mono_ms */
 	Tessera__Admin__DataFs *fs; /* the answer, or unknown with why; NULL: ENOMEM */
-	uint64_t allocated;	    /* the answer's (0 when unknown) */
+	Tessera__Admin__Node *node; /* its allocated and leftovers_removed: the answer's */
 };
 
 /* The DataFs of a node at address from its Status reply (ret 0) or the
- * failure ret, and *allocated (0 when unknown); resp (may be NULL) is freed.
- * NULL on ENOMEM. */
+ * failure ret, and node's allocated and leftovers_removed (0 when unknown);
+ * resp (may be NULL) is freed.  NULL on ENOMEM. */
 static Tessera__Admin__DataFs *fs_from_status(const char *address, int ret,
-					      Tessera__Admin__Response *resp, uint64_t *allocated)
+					      Tessera__Admin__Response *resp,
+					      Tessera__Admin__Node *node)
 {
 	Tessera__Admin__DataFs *fs;
 	char why[256];
@@ -46,10 +47,12 @@ static Tessera__Admin__DataFs *fs_from_status(const char *address, int ret,
 		snprintf(why, sizeof(why), "no answer from %s: %s", address,
 			 ret == -EPROTO ? "its tesserad does not report it" : strerror(-ret));
 		fs = admin_data_fs_unknown(why);
-		*allocated = 0;
+		node->allocated = 0;
+		node->leftovers_removed = 0;
 	} else {
 		fs = admin_data_fs_unknown(resp->status->data_fs->error);
-		*allocated = resp->status->allocated;
+		node->allocated = resp->status->allocated;
+		node->leftovers_removed = resp->status->leftovers_removed;
 		if (fs) {
 			fs->size = resp->status->data_fs->size;
 			fs->free = resp->status->data_fs->free;
@@ -79,7 +82,7 @@ static void *fs_ask_main(void *arg)
 	if (ret == 0)
 		ret = left > 0 ? tsr_admin_call(cl, &req, (int)left, &resp) : -ETIMEDOUT;
 	tsr_admin_close(cl);
-	a->fs = fs_from_status(a->address, ret, resp, &a->allocated);
+	a->fs = fs_from_status(a->address, ret, resp, a->node);
 	return NULL;
 }
 
@@ -110,7 +113,8 @@ static int nodes_data_fs(struct tsr_cluster *c, const struct cluster_view *v,
 			asks[i].fs = admin_data_fs_unknown("not alive");
 			continue;
 		}
-		asks[i] = (struct fs_ask){ .c = c, .address = r->address, .deadline = deadline };
+		asks[i] = (struct fs_ask){ .c = c, .address = r->address, .deadline = deadline,
+					   .node = nodes[i] };
 		started[i] = pthread_create(&threads[i], NULL, fs_ask_main, &asks[i]) == 0;
 		if (!started[i])
 			fs_ask_main(&asks[i]);
@@ -119,8 +123,6 @@ static int nodes_data_fs(struct tsr_cluster *c, const struct cluster_view *v,
 		if (started[i])
 			pthread_join(threads[i], NULL);
 		nodes[i]->data_fs = asks[i].fs;
-		if (asks[i].address != NULL) /* asked (ours is set already) */
-			nodes[i]->allocated = asks[i].allocated;
 		if (asks[i].fs == NULL)
 			ret = -ENOMEM;
 	}
@@ -214,7 +216,7 @@ static void nodes_later_answer(void *cb_arg, int status, Tessera__Admin__Respons
 	struct nodes_later *nl = a->nl;
 
 	nl->nodes[a->i]->data_fs =
-		fs_from_status(a->address, status, r, &nl->nodes[a->i]->allocated);
+		fs_from_status(a->address, status, r, nl->nodes[a->i]);
 	if (nl->nodes[a->i]->data_fs == NULL)
 		nl->nomem = true;
 	if (--nl->pending == 0)
@@ -282,8 +284,7 @@ static bool nodes_data_fs_later(struct tsr_cluster *c, const struct cluster_view
 				       nodes_later_answer, a, NULL);
 		if (ret) {
 			nl->pending--;
-			nodes[i]->data_fs = fs_from_status(r->address, ret, NULL,
-							   &nodes[i]->allocated);
+			nodes[i]->data_fs = fs_from_status(r->address, ret, NULL, nodes[i]);
 			if (nodes[i]->data_fs == NULL)
 				nl->nomem = true;
 		}
@@ -318,11 +319,15 @@ void cluster_node_list(struct tsr_cluster *c, Tessera__Admin__Response *resp)
 			goto nomem;
 		resp->n_nodes++;
 	}
-	/* ours from our store (the others' come with their Status) */
-	for (size_t i = 0; i < v.n_nodes; i++)
-		if (strcmp(v.nodes[i]->id, c->node_id) == 0 && c->o.store != NULL &&
+	/* ours from our store and sweep (the others' come with their Status) */
+	for (size_t i = 0; i < v.n_nodes; i++) {
+		if (strcmp(v.nodes[i]->id, c->node_id) != 0)
+			continue;
+		if (c->o.store != NULL &&
 		    admin_store_allocated(c->o.store, &resp->nodes[i]->allocated) != 0)
 			resp->nodes[i]->allocated = 0;
+		resp->nodes[i]->leftovers_removed = tsr_cluster_leftovers_removed(c);
+	}
 	/* on the admin loop: asked asynchronously, the reply comes later;
 	 * elsewhere: on threads, waited for here */
 	if (!nodes_data_fs_later(c, &v, resp) && nodes_data_fs(c, &v, resp->nodes))

@@ -232,7 +232,7 @@ out:
 	return more;
 }
 
-uint64_t cluster_leftovers_removed(struct tsr_cluster *c)
+uint64_t tsr_cluster_leftovers_removed(struct tsr_cluster *c)
 {
 	uint64_t n;
 

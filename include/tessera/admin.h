@@ -99,6 +99,8 @@ struct tsr_admin_cluster {
 	void *arg;
 	const char *node_id;         /* for the status reply */
 	const char *address;         /* --listen HOST:PORT, for the status reply */
+	/* for the status reply: copies the leftover sweep removed (may be NULL) */
+	uint64_t (*leftovers_removed)(void *arg);
 };
 
 struct tsr_admin_server_opts {

@@ -89,6 +89,9 @@ int tsr_cluster_start(const struct tsr_cluster_opts *opts, struct tsr_cluster **
 void tsr_cluster_stop(struct tsr_cluster *c);
 
 const char *tsr_cluster_node_id(const struct tsr_cluster *c);
+/* Store copies no volume record listed that this node removed since it
+ * started (engine/cluster/sweep.c); any thread. */
+uint64_t tsr_cluster_leftovers_removed(struct tsr_cluster *c);
 /* The meta service on the --meta node (for connections on --listen), else NULL. */
 struct tsr_meta_server *tsr_cluster_meta_server(struct tsr_cluster *c);
 

@@ -7,7 +7,8 @@
 #   other than n1) stopped; y deleted and r's copy on OLD replaced onto NEW
 #   while OLD is down (neither delete reaches it); OLD started:
 #     - its copy of r (older than G) is removed at start: row and data file
-#       gone, logged with the reason, counted;
+#       gone, logged with the reason, counted (node list --json
+#       leftovers_removed, status);
 #     - its copy of y (younger than G) stays, then goes once G has passed;
 #     - k's copies (listed) keep their bytes on every node (sha of the data
 #       files), r's listed copies too; r, attached, reads back as written.
@@ -98,6 +99,12 @@ for i in 1 2 3 4; do
 		fail "n$i removed a copy: $(grep "leftover copy" "$(cl_dir "$i")/tesserad.log")"
 done
 log "$OLD: y's copy removed once older than $G s"
+# counted: node list (each node's Status) and OLD's own status
+got=$(ctsr --json node list | json_get '" ".join("%s=%d" % (n["id"], n["leftovers_removed"]) for n in sorted(j["nodes"], key=lambda n: n["id"]))')
+want=$(for i in 1 2 3 4; do [ "$i" = "$O" ] && printf 'n%s=2 ' "$i" || printf 'n%s=0 ' "$i"; done)
+assert_eq "$got" "${want% }" "leftovers_removed in node list"
+got=$(tsr "$(cl_dir "$O")" --json status | json_get 'j["leftovers_removed"]')
+assert_eq "$got" 2 "leftovers_removed in $OLD's status"
 
 # ---- listed copies untouched
 for i in 1 2 3 4; do

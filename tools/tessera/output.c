@@ -373,8 +373,10 @@ json_t *cli_status_json(const Tessera__Admin__Status *s)
 		      "volumes", (int)s->volumes, "uptime_sec", (json_int_t)s->uptime_sec,
 		      "started", (json_int_t)s->started, "allocated", (json_int_t)s->allocated);
 	if (j && (s->node_id[0] || s->cluster_address[0]))
-		json_object_update_new(j, json_pack("{s:s, s:s}", "node_id", s->node_id,
-						    "cluster_address", s->cluster_address));
+		json_object_update_new(j, json_pack("{s:s, s:s, s:I}", "node_id", s->node_id,
+						    "cluster_address", s->cluster_address,
+						    "leftovers_removed",
+						    (json_int_t)s->leftovers_removed));
 	if (j)
 		json_object_set_new(j, "data_fs", cli_data_fs_json(s->data_fs));
 	return j;
@@ -422,12 +424,14 @@ json_t *cli_volume_status_json(const Tessera__Admin__VolumeStatus *s)
 
 json_t *cli_node_json(const Tessera__Admin__Node *n)
 {
-	return json_pack("{s:s, s:s, s:s, s:s, s:b, s:b, s:I, s:I, s:I, s:i, s:i, s:o, s:o}",
+	return json_pack("{s:s, s:s, s:s, s:s, s:b, s:b, s:I, s:I, s:I, s:I, s:i, s:i, s:o, s:o}",
 			 "id", n->id, "address", n->address, "zone", n->zone, "site", n->site,
 			 "alive", (int)n->alive, "meta", (int)n->meta,
 			 "capacity", (json_int_t)n->capacity,
 			 "provisioned", (json_int_t)n->provisioned,
-			 "allocated", (json_int_t)n->allocated, "copies", (int)n->copies,
+			 "allocated", (json_int_t)n->allocated,
+			 "leftovers_removed", (json_int_t)n->leftovers_removed,
+			 "copies", (int)n->copies,
 			 "attached", (int)n->attached,
 			 "nbd_listeners", json_strings(n->nbd_listeners, n->n_nbd_listeners),
 			 "data_fs", cli_data_fs_json(n->data_fs));

@@ -888,6 +888,11 @@ static void cluster_on_admin(void *arg, int fd)
 	tsr_admin_server_adopt(d->admin, fd);
 }
 
+static uint64_t cluster_leftovers(void *arg)
+{
+	return tsr_cluster_leftovers_removed(arg);
+}
+
 static bool cluster_admin_handle(void *arg, const Tessera__Admin__Request *req,
 				 Tessera__Admin__Response *resp)
 {
@@ -947,6 +952,7 @@ static int start_cluster(struct tesserad *d, const char *const *nbd_names)
 	if (ret)
 		return ret;
 	d->admin_hooks.handle = cluster_admin_handle;
+	d->admin_hooks.leftovers_removed = cluster_leftovers;
 	d->admin_hooks.arg = d->cluster;
 	d->admin_hooks.node_id = d->node_id;
 	d->admin_hooks.address = d->cl.name + 4;
