@@ -282,16 +282,24 @@ static void open_test_hold(void)
 /* Opener thread: the open, then its result to the connection's worker. */
 static void open_run(struct tsr_nbd_server *srv, struct nbd_open *op)
 {
+	int ret;
+
 	if (atomic_load(&op->cancelled))
 		op->status = -ECANCELED;
 	else
 		op->status = export_open(srv, op->name, &op->exp);
 	open_test_hold();
-	/* op belongs to w's thread from here, as soon as the message is queued */
-	if (tsr_worker_send(op->w, open_deliver_msg, op) == 0) {
+	/* op belongs to w's thread from here, as soon as the message is queued;
+	 * no memory for the message: try again (this thread may wait), or the
+	 * client would wait for the answer until the worker stops */
+	for (int i = 0; i < 1000 && (ret = tsr_worker_send(op->w, open_deliver_msg, op)) == -ENOMEM;
+	     i++)
+		usleep(1000);
+	if (ret == 0) {
 		pthread_mutex_lock(&srv->open_lock);
 	} else {
-		/* w is stopping: its stop hook finishes op (opens_finish_stopped) */
+		/* w is stopping: its stop hook finishes op (opens_finish_stopped);
+		 * (still no memory: the same, when w stops) */
 		pthread_mutex_lock(&srv->open_lock);
 		op->next = srv->undelivered;
 		srv->undelivered = op;
