@@ -282,6 +282,8 @@ bool repl_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req
 		       Tessera__Admin__Response *resp);
 /* volume delete: -EBUSY with msg while repl/<name> exists, else 0. */
 int repl_volume_busy(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len);
+int repl_grow_target(struct tsr_cluster *c, const char *name, uint64_t size, char *msg,
+		     size_t msg_len);
 /* volume delete succeeded: forget target/<name>. */
 void repl_volume_deleted(struct tsr_cluster *c, const char *name);
 

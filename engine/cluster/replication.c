@@ -57,6 +57,7 @@
 #include "tessera/site.h"
 
 #define REPL_TEXT_MAX 4096 /* a path or address in a record */
+#define REPL_GROW_TIMEOUT_MS 30000 /* tsr_site_source_grow: the DR's own resize included */
 
 /* One running source: an attached volume shipping to its site. */
 struct repl_source {
@@ -886,6 +887,50 @@ int repl_volume_busy(struct tsr_cluster *c, const char *name, char *msg, size_t 
 	return -EBUSY;
 }
 
+/*
+ * vol (attached here, its coordinator) is about to grow to size: when it
+ * replicates, its site target grows first (tsr_site_source_grow: the stream
+ * is reopened announcing size; the DR grows its volume before it accepts).
+ * 0 (nothing to do, or the target took it), or -errno with msg: the link is
+ * down (-ENOTCONN), the target refused (its sentence), ...  Nothing here has
+ * changed then; a target that grew before a later step failed is larger
+ * than its source, which is harmless.  Blocks the control loop up to
+ * REPL_GROW_TIMEOUT_MS.
+ */
+int repl_grow_target(struct tsr_cluster *c, const char *name, uint64_t size, char *msg,
+		     size_t msg_len)
+{
+	Tessera__Cluster__ReplicationRecord *r = NULL;
+	struct repl_source *rs;
+	char why[300];
+	int ret;
+
+	if (repl_get(c, name, &r, NULL))
+		return 0;
+	if (r->demoted) { /* its stream has ended: nothing ships */
+		tessera__cluster__replication_record__free_unpacked(r, NULL);
+		return 0;
+	}
+	rs = source_find(c, name);
+	if (rs == NULL || rs->src == NULL) {
+		snprintf(msg, msg_len, "volume '%s' replicates to site '%s', whose target must "
+			 "grow first, but its source does not run here (see tessera replication "
+			 "status %s)", name, r->site, name);
+		ret = -ENOTCONN;
+	} else {
+		ret = tsr_site_source_grow(rs->src, size, REPL_GROW_TIMEOUT_MS, why, sizeof(why));
+		if (ret == -ENOTCONN)
+			snprintf(msg, msg_len, "volume '%s' replicates to site '%s': the DR site must "
+				 "grow first; the link is down (%s): retry once tessera replication "
+				 "status %s shows it streaming", name, r->site, why, name);
+		else if (ret)
+			snprintf(msg, msg_len, "volume '%s' replicates to site '%s', whose target did "
+				 "not grow: %s", name, r->site, why);
+	}
+	tessera__cluster__replication_record__free_unpacked(r, NULL);
+	return ret;
+}
+
 void repl_volume_deleted(struct tsr_cluster *c, const char *name)
 {
 	char key[80];
@@ -1696,6 +1741,44 @@ bool repl_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req
 /* ---- the site server's open_volume ------------------------------------------ */
 
 /*
+ * The source of target volume name grew (detached, or online: its resize
+ * reopens the stream announcing the new size, tsr_site_source_grow): grow
+ * the target through this cluster's own resize (every copy's node asked
+ * first, the copies, vol/<name>, and the layout when the target is attached
+ * here), before the stream is accepted.  A target that cannot grow refuses
+ * the stream (the source shows why and retries; an online resize at the
+ * source is refused with it).  A crash in between: copies larger than the
+ * record (harmless) or the record grown (the next VOLUME_OPEN finds it
+ * large enough, the attach uses the record's size): cluster_volume_resize.
+ */
+static int target_grow(struct tsr_cluster *c, const struct tsr_site_hello *from,
+		       const char *name, uint64_t have, uint64_t size, char *why, size_t why_len)
+{
+	Tessera__Admin__VolumeResize vr = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
+	Tessera__Admin__Response resp = TESSERA__ADMIN__RESPONSE__INIT;
+	char a[32], b[32];
+	int ret;
+
+	vr.name = (char *)name;
+	vr.size = size;
+	cluster_volume_resize(c, &vr, &resp);
+	ret = resp.error;
+	if (ret) {
+		snprintf(why, why_len, "site %s, node %s: target %s cannot grow from %s to %s: %s",
+			 c->repl_site, c->node_id, name,
+			 tsr_format_size(have, a, sizeof(a)), tsr_format_size(size, b, sizeof(b)),
+			 resp.message ? resp.message : strerror(-ret));
+		tsr_warn("site: %s (stream from %s/%s refused)", why, from->site, from->cluster);
+	} else {
+		tsr_info("site: target volume %s grown from %llu to %llu bytes: its source at "
+			 "%s/%s grew", name, (unsigned long long)have, (unsigned long long)size,
+			 from->site, from->cluster);
+	}
+	admin_response_free_built(&resp);
+	return ret;
+}
+
+/*
  * Find or create the target volume, attach it here, fence host writes.
  * A volume that exists already must be this stream's target (target/<vol>)
  * or one the site server has a state file for (DIR/site/<name>.state), and
@@ -1703,7 +1786,7 @@ bool repl_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req
  */
 static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 			    const struct tsr_site_open *o, uint64_t size, uint64_t stream,
-			    struct tsr_vol **out)
+			    struct tsr_vol **out, char *why, size_t why_len)
 {
 	struct tsr_cluster *c = arg;
 	Tessera__Cluster__ReplicationRecord *src = NULL;
@@ -1770,18 +1853,17 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 		uint64_t have = rec->size;
 
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
-		if (have < size) {
-			tsr_warn("site: target volume %s is smaller (%llu bytes) than its source "
-				 "(%llu): refused (resize it, tessera volume resize)", name,
-				 (unsigned long long)have, (unsigned long long)size);
-			return -ENOSPC;
-		}
 		snprintf(path, sizeof(path), "%s/site/%s.state", c->dir, name);
 		if (!failback && target_stream(c, name) != stream && access(path, F_OK) != 0) {
 			tsr_warn("site: %s/%s asks for volume %s, which exists here and is no "
 				 "replication target (no %s): refused", from->site, from->cluster,
 				 name, path);
 			return -EEXIST;
+		}
+		if (have < size) {
+			ret = target_grow(c, from, name, have, size, why, why_len);
+			if (ret)
+				return ret;
 		}
 	}
 	a = cluster_find_attachment(c, name);

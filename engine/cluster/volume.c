@@ -853,9 +853,11 @@ void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeRe
 		if (layout == NULL)
 			admin_fail(resp, -EAGAIN, "volume '%s' is not attached on %s any more: "
 				   "retry; nothing changed", r->name, c->node_id);
-		else
-			layout_resize_check(r->name, attached, layout, r->size, rec->ec_k != 0,
-					    resp);
+		else if (layout_resize_check(r->name, attached, layout, r->size, rec->ec_k != 0,
+					     resp) == 0 &&
+			 (ret = repl_grow_target(c, r->name, r->size, msg, sizeof(msg))))
+			admin_fail(resp, ret, "cannot grow '%s' while attached: %s; nothing changed",
+				   r->name, msg);
 		goto out;
 	}
 	if (r->size < rec->size) {
@@ -894,13 +896,6 @@ void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeRe
 			goto out;
 		}
 	}
-	/* a site target is as large as the source was at enable: the writes
-	 * past its end would break the stream (detached: refused at reconnect) */
-	if (attached && repl_volume_busy(c, r->name, msg, sizeof(msg))) {
-		admin_fail(resp, -EBUSY, "cannot grow '%s' while attached: %s (its target would "
-			   "refuse the writes past its end); nothing changed", r->name, msg);
-		goto out;
-	}
 	if (layout && layout_resize_check(r->name, attached, layout, r->size, rec->ec_k != 0,
 					  resp))
 		goto out;
@@ -917,6 +912,19 @@ void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeRe
 		ret = copy_resize(c, nodes[i], r->name, rec_copy_size(rec), true, msg, sizeof(msg));
 		if (ret) {
 			admin_fail(resp, ret, "%s; nothing was grown", msg);
+			goto out;
+		}
+	}
+	/* (b') attached and replicating to a site (here the coordinator; another
+	 * node's coordinator did it in its step (a)): the site target grows
+	 * first, so no write past the old end ships before it can take it
+	 * (repl_grow_target).  Detached: the DR grows at the next attach's
+	 * VOLUME_OPEN (site_open_volume). */
+	if (layout && r->size != old_size) {
+		ret = repl_grow_target(c, r->name, r->size, msg, sizeof(msg));
+		if (ret) {
+			admin_fail(resp, ret, "cannot grow '%s' while attached: %s; nothing changed",
+				   r->name, msg);
 			goto out;
 		}
 	}

@@ -1932,6 +1932,7 @@ static int ctl_open_volume(struct sess *s)
 	struct site_state st = {0};
 	struct tsr_vol *vol = NULL;
 	struct tvol *tv;
+	char why[TSR_SITE_ERRMSG_MAX + 1];
 	bool created = false;
 	int ret;
 
@@ -1986,7 +1987,11 @@ static int ctl_open_volume(struct sess *s)
 		st.applied = 0;
 		st.flags = 0; /* a new stream is no prefix of the history until its SYNC_END */
 	}
-	ret = srv->ops.open_volume(srv->ops.arg, &s->from, &s->open, h->offset, h->stream, &vol);
+	why[0] = '\0';
+	ret = srv->ops.open_volume(srv->ops.arg, &s->from, &s->open, h->offset, h->stream, &vol,
+				   why, sizeof(why));
+	if (ret && why[0])
+		return open_fail(s, ret, "%s", why);
 	if (ret || vol == NULL)
 		return open_fail(s, ret ? ret : -EIO, "volume %s: the target cannot open it: %s",
 				 name, strerror(ret ? -ret : EIO));

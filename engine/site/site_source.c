@@ -113,6 +113,9 @@
 #define SRC_ZERO_MAX    (1u << 30) /* bytes one ZERO frame covers */
 #define SRC_ENTRY_COST  64u        /* log bound: per-entry overhead counted */
 #define SRC_CHECKPOINTS 64u        /* barrier checkpoints kept for the window */
+#define SRC_GROW_TRIES 100u /* EBUSY answers (the target's old session closing) a grow
+			     * retries through ... */
+#define SRC_GROW_RETRY_NS (100 * NS_PER_MS) /* ... this far apart (at most retry_ms) */
 #define SRC_POOL_CLASSES 5u         /* recycled entry sizes: 4 KiB << 0..4 of data */
 #define SRC_POOL_BYTES  (8u << 20)   /* data capacity kept on the free lists at most */
 #define SRC_POOL_NONE   0xffu        /* log_entry.cls of an entry that is not recycled */
@@ -203,6 +206,11 @@ struct tsr_site_source {
 	pthread_mutex_t stats_lock; /* guards pub only */
 	struct tsr_site_source_stats pub;
 	atomic_bool pause_req; /* tsr_site_source_pause's wish; the worker adopts it */
+	/* tsr_site_source_grow's answer (under stats_lock): set by grow_end */
+	pthread_cond_t grow_cond;
+	bool grow_done;
+	int grow_status;
+	char grow_msg[TSR_SITE_ERRMSG_MAX + 1];
 
 	/* ---- worker only ---- */
 	bool stopping;               /* stop began: hooks gone, no session, no new work */
@@ -212,6 +220,13 @@ struct tsr_site_source {
 	bool paused;
 	bool demoted;
 	bool first_session_done; /* a session reached READY once */
+	/* tsr_site_source_grow: vol_size is the new size, the session is being
+	 * reopened to announce it; grow_old_size to go back to on a refusal */
+	bool grow_pending;
+	bool grow_busy; /* the target answered EBUSY (its old session still
+			 * closing): the retry goes on growing */
+	unsigned grow_tries;
+	uint64_t grow_old_size;
 	bool running;            /* go_fn ran: sessions may start (not before: the
 				  * initial copy's regions are merged first) */
 	int tfd;                 /* timerfd, watched */
@@ -345,6 +360,7 @@ struct tsr_site_source {
 struct sync_call;
 static void pump(struct tsr_site_source *s);
 static void schedule_pass(struct tsr_site_source *s);
+static void grow_end(struct tsr_site_source *s, int status, const char *msg);
 static void session_fail(struct tsr_site_source *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -843,10 +859,14 @@ static void session_fail(struct tsr_site_source *s, const char *fmt, ...)
 	va_end(ap);
 	tsr_warn("site source %s -> %s: %s; retrying in %llu ms", tsr_vol_name(s->vol), s->address,
 		 s->last_error, (unsigned long long)(s->retry_ns / NS_PER_MS));
+	if (s->grow_pending && !(s->grow_busy && s->grow_tries < SRC_GROW_TRIES))
+		grow_end(s, -ENOTCONN, s->last_error);
 	session_close(s);
 	if (s->sess != SESS_DEAD)
 		s->sess = SESS_IDLE;
-	s->retry_at_ns = tsr_mono_ns() + s->retry_ns;
+	s->retry_at_ns = tsr_mono_ns() + (s->grow_busy && s->retry_ns > SRC_GROW_RETRY_NS ?
+					  SRC_GROW_RETRY_NS : s->retry_ns);
+	s->grow_busy = false;
 	schedule_pass(s);
 }
 
@@ -1003,7 +1023,7 @@ static bool log_sync_end(struct tsr_site_source *s)
 static void issue_region_read(struct tsr_site_source *s)
 {
 	uint64_t i = s->sync_next, first, n = 0, max_regions = SRC_READ_MAX >> s->region_shift;
-	uint64_t off, len;
+	uint64_t off, len, live;
 	int ret;
 
 	if (max_regions == 0)
@@ -1026,6 +1046,15 @@ static void issue_region_read(struct tsr_site_source *s)
 	len = n << s->region_shift;
 	if (off + len > s->vol_size)
 		len = s->vol_size - off;
+	/* vol_size may be ahead of the volume (tsr_site_source_grow: the
+	 * target grows first): read no further than the volume's end */
+	live = tsr_vol_size(s->vol);
+	if (off >= live) { /* nothing was written there: nothing to copy */
+		s->sync_next = i;
+		return;
+	}
+	if (off + len > live)
+		len = live - off;
 	ret = tsr_vol_read(s->vol, tsr_worker_io(s->worker), off, (uint32_t)len, s->rbuf,
 			   region_read_done, s);
 	if (ret < 0) {
@@ -1469,6 +1498,8 @@ static void on_open(struct tsr_site_source *s, uint64_t a, bool replay)
 	s->first_session_done = true;
 	s->last_error[0] = '\0';
 	s->sess = SESS_READY;
+	if (s->grow_pending)
+		grow_end(s, 0, "");
 	tsr_info("site source %s -> %s: stream %llu open at seq %llu%s: %s", tsr_vol_name(s->vol),
 		 s->address, (unsigned long long)s->stream, (unsigned long long)a,
 		 replay ? " (replay)" : "", ok ? "resending the log" : "syncing changed regions");
@@ -1482,6 +1513,8 @@ static void demote(struct tsr_site_source *s, const char *why)
 	tsr_error("site source %s: the target refused us as stale (%s): demoted, host writes "
 		  "fenced (read-only); promote or resync to replicate again",
 		  tsr_vol_name(s->vol), why);
+	if (s->grow_pending)
+		grow_end(s, -ESTALE, s->last_error);
 	session_close(s);
 	s->sess = SESS_DEAD;
 	log_to_dirty(s);
@@ -1532,6 +1565,14 @@ static void on_frame(struct tsr_site_source *s, const struct tsr_site_hdr *h,
 		if (s->sess == SESS_OPEN && err.code == ESTALE) {
 			demote(s, err.msg[0] ? err.msg : "target promoted");
 			return;
+		}
+		if (s->grow_pending && s->sess == SESS_OPEN) {
+			if (err.code == EBUSY) { /* its old session is closing: retry */
+				s->grow_busy = true;
+				s->grow_tries++;
+			} else {
+				grow_end(s, -(int)err.code, err.msg);
+			}
 		}
 		session_fail(s, "target error on seq %llu: %s (%s)", (unsigned long long)h->seq,
 			     err.msg, strerror(err.code));
@@ -1705,6 +1746,7 @@ struct sync_call {
 	bool done;
 	int status;
 	uint64_t *scan; /* initial copy's allocated regions, or NULL */
+	uint64_t size;  /* grow_fn: the new size */
 };
 
 static void sync_call_done(struct sync_call *c, int status)
@@ -1932,6 +1974,7 @@ static void source_free(struct tsr_site_source *s)
 	if (s->tfd >= 0)
 		close(s->tfd);
 	pthread_mutex_destroy(&s->stats_lock);
+	pthread_cond_destroy(&s->grow_cond);
 	free(s);
 }
 
@@ -1968,6 +2011,7 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 	s->fd = -1;
 	s->tfd = -1;
 	pthread_mutex_init(&s->stats_lock, NULL);
+	pthread_cond_init(&s->grow_cond, NULL);
 	s->vol = opts->vol;
 	s->worker = opts->worker;
 	s->tls = opts->tls;
@@ -2115,6 +2159,8 @@ static void stop_finish(struct tsr_site_source *s)
 
 static void stop_fn(struct tsr_site_source *s, struct sync_call *c)
 {
+	if (s->grow_pending)
+		grow_end(s, -ESHUTDOWN, "the source stopped");
 	s->stop_call = c;
 	tsr_vol_set_hooks(s->vol, NULL);
 	if (s->group) {
@@ -2186,4 +2232,159 @@ void tsr_site_source_stats(struct tsr_site_source *s, struct tsr_site_source_sta
 	pthread_mutex_lock(&s->stats_lock);
 	*out = s->pub;
 	pthread_mutex_unlock(&s->stats_lock);
+}
+
+/* ---- growing: the target first (tsr_site_source_grow) ---- */
+
+/* Make every bitmap hold n regions (new bits clear).  Worker. */
+static int bitmaps_grow(struct tsr_site_source *s, uint64_t n)
+{
+	size_t oldw = (size_t)((s->n_regions + 63) / 64), neww = (size_t)((n + 63) / 64);
+	uint64_t **bm[] = {&s->dirty, &s->sync_bits, &s->holes, &s->dig_have};
+	void *p;
+
+	for (size_t i = 0; i < sizeof(bm) / sizeof(bm[0]); i++) {
+		if (*bm[i] == NULL)
+			continue;
+		p = realloc(*bm[i], neww * sizeof(uint64_t));
+		if (p == NULL)
+			return -ENOMEM;
+		*bm[i] = p;
+		memset(*bm[i] + oldw, 0, (neww - oldw) * sizeof(uint64_t));
+	}
+	if (s->dig != NULL) {
+		p = realloc(s->dig, n * TSR_SITE_DIGEST_LEN);
+		if (p == NULL)
+			return -ENOMEM;
+		s->dig = p;
+	}
+	return 0;
+}
+
+static void set_size(struct tsr_site_source *s, uint64_t size)
+{
+	s->vol_size = size;
+	s->n_regions = (size + s->region_size - 1) >> s->region_shift;
+}
+
+/* The grow's answer: 0 (the target took vol_size), or -errno: back to the
+ * old size (the bitmaps keep their room; no bit past it is ever set). */
+static void grow_end(struct tsr_site_source *s, int status, const char *msg)
+{
+	if (!s->grow_pending)
+		return;
+	s->grow_pending = false;
+	s->grow_busy = false;
+	if (status) {
+		tsr_warn("site source %s: the target did not grow to %llu bytes: %s; the stream "
+			 "goes on at %llu bytes", tsr_vol_name(s->vol),
+			 (unsigned long long)s->vol_size, msg, (unsigned long long)s->grow_old_size);
+		set_size(s, s->grow_old_size);
+	} else {
+		tsr_info("site source %s -> %s: the target took the new size, %llu bytes",
+			 tsr_vol_name(s->vol), s->address, (unsigned long long)s->vol_size);
+	}
+	pthread_mutex_lock(&s->stats_lock);
+	s->grow_done = true;
+	s->grow_status = status;
+	snprintf(s->grow_msg, sizeof(s->grow_msg), "%s", msg);
+	pthread_cond_broadcast(&s->grow_cond);
+	pthread_mutex_unlock(&s->stats_lock);
+}
+
+static void grow_fn(struct tsr_site_source *s, struct sync_call *c)
+{
+	const char *why = NULL;
+	int ret = 0;
+
+	pthread_mutex_lock(&s->stats_lock);
+	s->grow_done = false;
+	s->grow_msg[0] = '\0';
+	pthread_mutex_unlock(&s->stats_lock);
+	if (s->stopping || !s->running)
+		ret = -ESHUTDOWN, why = "the source is stopping";
+	else if (s->demoted)
+		ret = -ESTALE, why = "the source is demoted";
+	else if (s->grow_pending)
+		ret = -EBUSY, why = "another resize is growing the target";
+	else if (c->size <= s->vol_size)
+		ret = 0;
+	else if (s->paused)
+		ret = -ENOTCONN, why = "replication is paused";
+	else if (s->sess != SESS_READY)
+		ret = -ENOTCONN, why = s->last_error[0] ? s->last_error : "no session is open";
+	else if (bitmaps_grow(s, (c->size + s->region_size - 1) >> s->region_shift))
+		ret = -ENOMEM, why = "out of memory";
+	if (ret || c->size <= s->vol_size) {
+		pthread_mutex_lock(&s->stats_lock);
+		s->grow_done = true;
+		s->grow_status = ret;
+		snprintf(s->grow_msg, sizeof(s->grow_msg), "%s", why ? why : "");
+		pthread_mutex_unlock(&s->stats_lock);
+		sync_call_done(c, 0);
+		return;
+	}
+	s->grow_old_size = s->vol_size;
+	s->grow_tries = 0;
+	set_size(s, c->size);
+	s->grow_pending = true;
+	tsr_info("site source %s -> %s: the volume grows to %llu bytes: the session is reopened "
+		 "to grow the target first", tsr_vol_name(s->vol), s->address,
+		 (unsigned long long)c->size);
+	/* the frames sent and not ACKed stay in the log: the new session resends
+	 * them after its VOLUME_OPEN (a reconnect) */
+	if (s->t != NULL && s->txk == TX_NONE)
+		tsr_site_tls_shutdown(s->t);
+	session_close(s);
+	s->sess = SESS_IDLE;
+	s->retry_at_ns = 0;
+	session_connect(s);
+	publish(s);
+	sync_call_done(c, 0);
+}
+
+static void grow_cancel_fn(struct tsr_site_source *s, struct sync_call *c)
+{
+	grow_end(s, -ETIMEDOUT, "the target did not answer the reopen in time");
+	sync_call_done(c, 0);
+}
+
+int tsr_site_source_grow(struct tsr_site_source *s, uint64_t size, unsigned timeout_ms,
+			 char *why, size_t why_len)
+{
+	struct sync_call c = {.fn = grow_fn, .size = size};
+	struct timespec until;
+	int ret;
+
+	if (size == 0 || size % TSR_BLOCK_SIZE) {
+		snprintf(why, why_len, "size %llu is not a multiple of %u", (unsigned long long)size,
+			 TSR_BLOCK_SIZE);
+		return -EINVAL;
+	}
+	ret = run_on_worker(s, &c);
+	if (ret < 0) {
+		snprintf(why, why_len, "the source's worker is gone");
+		return ret;
+	}
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&s->stats_lock);
+	while (!s->grow_done &&
+	       pthread_cond_timedwait(&s->grow_cond, &s->stats_lock, &until) != ETIMEDOUT)
+		;
+	if (!s->grow_done) {
+		pthread_mutex_unlock(&s->stats_lock);
+		c = (struct sync_call){.fn = grow_cancel_fn};
+		run_on_worker(s, &c);
+		pthread_mutex_lock(&s->stats_lock);
+	}
+	ret = s->grow_status;
+	snprintf(why, why_len, "%s", s->grow_msg);
+	pthread_mutex_unlock(&s->stats_lock);
+	return ret;
 }

@@ -602,6 +602,23 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts,
 void tsr_site_source_stop(struct tsr_site_source *s);
 /* Stop shipping (the log fills then overflows to the bitmap) / go on. */
 void tsr_site_source_pause(struct tsr_site_source *s, bool paused);
+/*
+ * The volume is about to grow to size (a multiple of 4 KiB): have the
+ * target grow first.  The source takes size as its own (bitmaps, the size in
+ * VOLUME_OPEN; region reads stop at the volume's real end until it grows),
+ * ends its session and opens it again announcing size; the target grows its
+ * volume before it answers (ops.open_volume), and the frames not ACKed are
+ * resent behind the reopen as after any reconnect.  Waits up to timeout_ms
+ * for the answer.  0: the target is at least size bytes (also when the
+ * source is that large already); -ENOTCONN no session was open (link down,
+ * connecting, paused) or it was lost during the reopen; -ETIMEDOUT; -ESTALE
+ * demoted; -EBUSY another grow runs; otherwise the target's errno.  On an
+ * error the source goes on at its old size; why says what happened (the
+ * target's sentence when it refused).  Control thread only; call before the
+ * volume's layout grows (nothing past the old end is written before).
+ */
+int tsr_site_source_grow(struct tsr_site_source *s, uint64_t size, unsigned timeout_ms,
+			 char *why, size_t why_len);
 
 struct tsr_site_source_stats {
 	enum tsr_site_state state;
@@ -678,11 +695,14 @@ struct tsr_site_server_ops {
 	 * return a handle in *out (the server puts it).  Runs on the control
 	 * thread (it may block on cluster operations).  Errors go back to the
 	 * source as ERROR: -EEXIST a volume of that name that is no replication
-	 * target of this stream, -EINVAL a bad layout, -ENOSPC, others.
+	 * target of this stream, -EINVAL a bad layout, -ENOSPC, others.  An
+	 * existing volume smaller than size is grown first (its source grew).
+	 * On an error a sentence for the source may be put in why (else the
+	 * server words one).
 	 */
 	int (*open_volume)(void *arg, const struct tsr_site_hello *from,
 			   const struct tsr_site_open *o, uint64_t size, uint64_t stream,
-			   struct tsr_vol **out);
+			   struct tsr_vol **out, char *why, size_t why_len);
 	/*
 	 * May be NULL (never).  Failback: volume has a state file of another
 	 * stream (or of one since promoted here) and stream, from the site in

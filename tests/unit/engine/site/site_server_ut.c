@@ -153,13 +153,16 @@ static void *loop_main(void *arg)
 }
 
 static int open_volume(void *arg, const struct tsr_site_hello *from, const struct tsr_site_open *o,
-		       uint64_t size, uint64_t stream, struct tsr_vol **out)
+		       uint64_t size, uint64_t stream, struct tsr_vol **out,
+		       char *why, size_t why_len)
 {
 	struct env *e = arg;
 	int ret;
 
 	(void)from;
 	(void)stream;
+	(void)why;
+	(void)why_len;
 	e->opens++;
 	if (strcmp(o->volume, "full") == 0)
 		return -ENOSPC;
