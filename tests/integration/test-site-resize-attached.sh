@@ -11,6 +11,8 @@
 #     answers); fio passes; both records and new connections at both sites
 #     say 16 MiB; a write past the old end reaches the DR (read back there),
 #     the two images are equal and the DR consistent;
+#  2b. two members of a consistency group (4 MiB) grown while attached
+#     (12M, 8M): written past their old ends, equal at the DR;
 #  3. (root + loop device) the DR's data dir on a full 256 MiB ext4: a resize
 #     to 64G is refused naming the DR node ("node dr-n1: no space ...
 #     nothing changed"), both sites keep 16 MiB, and the stream goes on.
@@ -90,6 +92,30 @@ src=$(site_sha primary sv) || fail "read the source"
 dst=$(site_sha dr sv) || fail "read the DR volume"
 assert_eq "$dst" "$src" "sha256 of the DR volume vs the source"
 assert_eq "$(rstat dr sv 'j["consistent"]')" true "the DR is consistent"
+
+# ---- 2b. consistency group members: each grows the same way
+for v in g0 g1; do
+	stsr primary volume create "$v" --size 4M --replicas 1 >/dev/null || fail "volume create $v"
+	out=$(stsr primary replication enable "$v" --to dr --group app 2>&1) ||
+		fail "replication enable $v: $out"
+	stsr primary volume attach "$v" >/dev/null || fail "volume attach $v"
+done
+for v in g0 g1; do
+	rwait primary "$v" 'j["state"] == "streaming" and j["group"] == "app"' "streaming" 60
+	site_qemu_io primary "$v" "write -P 0x31 0 1M" >/dev/null || fail "write $v"
+done
+stsr primary volume resize g0 --size 12M >/dev/null || fail "resize of group member g0"
+stsr primary volume resize g1 --size 8M >/dev/null || fail "resize of group member g1"
+site_qemu_io primary g0 "write -P 0x32 10M 1M" >/dev/null || fail "write g0 past its old end"
+site_qemu_io primary g1 "write -P 0x33 6M 1M" >/dev/null || fail "write g1 past its old end"
+for v in g0 g1; do
+	repl_caught_up "$v" 60
+	assert_eq "$(site_sha dr "$v")" "$(site_sha primary "$v")" "sha256 of $v at the DR"
+done
+assert_eq "$(stsr dr --json volume show g0 | json_get 'j["size"]') $(stsr dr --json volume show g1 | json_get 'j["size"]')" \
+	"$((12 * M)) $((8 * M))" "the group members' sizes at the DR"
+rwait dr g0 'j["consistent"] and j["group"] == "app"' "g0 consistent in its group at the DR" 30
+for v in g0 g1; do stsr primary replication disable "$v" >/dev/null || fail "disable $v"; done
 
 # ---- 3. the DR cannot grow (its file system full): refused naming the DR
 # node, nothing changed at either site, the stream goes on
