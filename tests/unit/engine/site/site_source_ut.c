@@ -57,6 +57,9 @@ struct target {
 	uint16_t port;
 	struct tsr_site_tls_ctx *ctx;
 	struct tsr_vol *vol; /* the DR volume */
+	struct tsr_store *store; /* its store: a VOLUME_OPEN for more grows it there */
+	atomic_bool refuse_grow;      /* answer a VOLUME_OPEN for more with ERROR -ENOSPC */
+	atomic_int grows;             /* DR volume grown by a VOLUME_OPEN */
 	pthread_t thread;
 	atomic_bool quit;
 	atomic_bool stop_reading;     /* stop reading the socket (the source's sends block) */
@@ -193,10 +196,20 @@ static void serve(struct target *tg, int fd, struct tsr_site_rx *rx)
 	if (t_recv(tg, rx, t, fd) != 1 || rx->hdr.opcode != TSR_SITE_VOLUME_OPEN ||
 	    tsr_site_open_parse(rx->payload, rx->hdr.payload_len, &open) < 0 ||
 	    strcmp(open.volume, "dr-vol") != 0 || rx->hdr.stream != STREAM ||
-	    rx->hdr.offset != tsr_vol_size(tg->vol)) {
+	    rx->hdr.offset < tsr_vol_size(tg->vol)) {
 		fprintf(stderr, "fake target: no VOLUME_OPEN\n");
 		atomic_fetch_add(&tg->bad, 1);
 		goto out;
+	}
+	if (rx->hdr.offset > tsr_vol_size(tg->vol)) { /* the source grew: grow first */
+		if (atomic_load(&tg->refuse_grow) ||
+		    tsr_store_vol_resize(tg->store, "dr-vol", rx->hdr.offset) < 0) {
+			t_error(tg, t, fd, STREAM, 0, ENOSPC, "node dr-1: no space to grow dr-vol");
+			while (t_recv(tg, rx, t, fd) == 1) /* until the source closes */
+				;
+			goto out;
+		}
+		atomic_fetch_add(&tg->grows, 1);
 	}
 	if (atomic_load(&tg->estale)) {
 		t_error(tg, t, fd, STREAM, 0, ESTALE, "dr-vol was promoted at dr");
@@ -377,6 +390,7 @@ static struct env *env_open(uint64_t size)
 	/* the target */
 	assert_non_null(e->tg.ctx = site_certs_ctx(g_certs, "dr", true));
 	e->tg.vol = e->dst;
+	e->tg.store = e->dst_store;
 	e->tg.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	assert_true(e->tg.lfd >= 0);
 	assert_int_equal(bind(e->tg.lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
@@ -1135,6 +1149,64 @@ static void test_reconnect(void **state)
 	assert_true(atomic_load(&e->tg.consistent));
 }
 
+/*
+ * tsr_site_source_grow: paused (no session): -ENOTCONN, nothing changed;
+ * the target refuses to grow: its errno and sentence, the stream goes on at
+ * the old size; accepted: the target grew before any write past the old
+ * end (made once the source volume grew), which then ships and is equal.
+ */
+static void test_grow(void **state)
+{
+	struct env *e = env_open(4 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	char addr[64], why[300];
+	unsigned seed = 23;
+
+	(void)state;
+	o = source_opts(e, addr, sizeof(addr));
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	random_writes(e, 100, 0, e->size, 8, &seed);
+	wait_caught_up(e, &st);
+
+	/* no session: refused at once */
+	tsr_site_source_pause(e->s, true);
+	usleep(50000);
+	assert_int_equal(tsr_site_source_grow(e->s, 8 * MIB, 10000, why, sizeof(why)), -ENOTCONN);
+	assert_non_null(strstr(why, "paused"));
+	tsr_site_source_pause(e->s, false);
+	assert_int_equal(tsr_vol_size(e->dst), 4 * MIB);
+
+	/* the target cannot grow: its sentence, the source goes on at 4 MiB */
+	atomic_store(&e->tg.refuse_grow, true);
+	assert_int_equal(tsr_site_source_grow(e->s, 8 * MIB, 10000, why, sizeof(why)), -ENOSPC);
+	assert_non_null(strstr(why, "node dr-1: no space"));
+	assert_int_equal(tsr_vol_size(e->dst), 4 * MIB);
+	atomic_store(&e->tg.refuse_grow, false);
+	random_writes(e, 50, 0, e->size, 8, &seed);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	assert_int_equal(atomic_load(&e->tg.grows), 0);
+
+	/* accepted: the target grows first */
+	random_writes(e, 50, 0, e->size, 8, &seed); /* some of it in flight over the reopen */
+	assert_int_equal(tsr_site_source_grow(e->s, 8 * MIB, 10000, why, sizeof(why)), 0);
+	assert_int_equal(tsr_vol_size(e->dst), 8 * MIB);
+	assert_int_equal(atomic_load(&e->tg.grows), 1);
+	assert_int_equal(tsr_vol_size(e->src), 4 * MIB); /* the caller grows it next */
+	assert_int_equal(tsr_store_vol_resize(e->src_store, "src-vol", 8 * MIB), 0);
+	e->size = 8 * MIB;
+	random_writes(e, 200, 0, e->size, 8, &seed);
+	random_writes(e, 50, 4 * MIB, 4 * MIB, 8, &seed); /* past the old end */
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	assert_int_equal(atomic_load(&e->tg.bad), 0);
+	assert_int_equal(atomic_load(&e->tg.errors_sent), 0);
+	/* the same size again: nothing to do (no reopen) */
+	assert_int_equal(tsr_site_source_grow(e->s, 8 * MIB, 10000, why, sizeof(why)), 0);
+	assert_int_equal(atomic_load(&e->tg.grows), 1);
+}
+
 /* The target was promoted: the source is demoted and fences host writes. */
 static void test_demote(void **state)
 {
@@ -1528,6 +1600,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_overflow, env_teardown),
 	    cmocka_unit_test_teardown(test_reconnect, env_teardown),
 	    cmocka_unit_test_teardown(test_demote, env_teardown),
+	    cmocka_unit_test_teardown(test_grow, env_teardown),
 	    cmocka_unit_test_teardown(test_prefix_at_pause, env_teardown),
 	    cmocka_unit_test_teardown(test_drop_during_sync, env_teardown),
 	    cmocka_unit_test_teardown(test_bandwidth_cap, env_teardown),
