@@ -450,11 +450,11 @@ static bool cluster_admin_dispatch(struct tsr_cluster *c, const Tessera__Admin__
 		cluster_snapshot_change(c, req, resp);
 		return true;
 	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST:
-		return cluster_snapshot_read(c, req->snapshot_list->volume, req, resp);
+		return cluster_snapshot_read(c, req->snapshot_list->volume, req, resp, true);
 	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_SHOW:
-		return cluster_snapshot_read(c, req->snapshot_show->volume, req, resp);
+		return cluster_snapshot_read(c, req->snapshot_show->volume, req, resp, true);
 	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DIFF:
-		return cluster_snapshot_read(c, req->snapshot_diff->volume, req, resp);
+		return cluster_snapshot_read(c, req->snapshot_diff->volume, req, resp, true);
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ROLLBACK:
 		if (req->volume_rollback->local_copy)
 			return false;

@@ -221,10 +221,14 @@ void cluster_snapshot_stop(struct tsr_cluster *c);
 /*
  * SnapshotList/Show/Diff of volume: false when this node holds an IN_SYNC
  * copy (the admin layer answers from the store), else forwarded to an
- * alive node that does (true, resp filled), or an error (true).
+ * alive node that does (true, resp filled), or an error (true).  With
+ * answer_later (resp is the whole answer of the admin request being
+ * handled), the forward's reply is sent when that node answers
+ * (cluster_forward_reply: resp is not the caller's after).
  */
 bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
-			   const Tessera__Admin__Request *req, Tessera__Admin__Response *resp);
+			   const Tessera__Admin__Request *req, Tessera__Admin__Response *resp,
+			   bool answer_later);
 /* volume show: out->snapshots from a node holding an IN_SYNC copy (ours or
  * asked); left empty when none answers. */
 void cluster_volume_snapshots(struct tsr_cluster *c, Tessera__Admin__Volume *out);

@@ -925,7 +925,7 @@ void cluster_volume_snapshots(struct tsr_cluster *c, Tessera__Admin__Volume *out
 	sl.volume = out->name;
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST;
 	req.snapshot_list = &sl;
-	if (cluster_snapshot_read(c, out->name, &req, &r)) {
+	if (cluster_snapshot_read(c, out->name, &req, &r, false)) {
 		/* answered by a node holding an in-sync copy: take its list */
 		if (r.error == 0) {
 			out->snapshots = r.snapshots;
@@ -986,7 +986,7 @@ static void snapshot_reply(struct tsr_cluster *c, const char *vol, const char *s
 	ss.name = (char *)snap;
 	show.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_SHOW;
 	show.snapshot_show = &ss;
-	if (!cluster_snapshot_read(c, vol, &show, resp))
+	if (!cluster_snapshot_read(c, vol, &show, resp, false))
 		snapshot_show_local(c, vol, snap, resp);
 }
 
@@ -1323,7 +1323,8 @@ static void ec_snapshot_read_local(struct tsr_cluster *c, const struct cluster_v
 }
 
 bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
-			   const Tessera__Admin__Request *req, Tessera__Admin__Response *resp)
+			   const Tessera__Admin__Request *req, Tessera__Admin__Response *resp,
+			   bool answer_later)
 {
 	Tessera__Cluster__VolumeRecord *rec = NULL;
 	const Tessera__Cluster__NodeRecord *node;
@@ -1363,7 +1364,10 @@ bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
 			origin_skipped = true;
 			continue;
 		}
-		cluster_forward(c, node->id, node->address, req, resp);
+		if (answer_later) /* the loop goes on until that node answers */
+			cluster_forward_reply(c, node->id, node->address, req, resp);
+		else
+			cluster_forward(c, node->id, node->address, req, resp);
 		goto out;
 	}
 	if (origin_skipped)

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# A command forwarded to a volume's coordinator (status, scrub, replace-replica,
-# attach --node, detach) is answered when the coordinator answers, without
+# A command forwarded to another node (status, scrub, replace-replica, attach
+# --node, detach to the coordinator; snapshot list/show/diff to a node with an
+# in-sync copy) is answered when the coordinator answers, without
 # holding the forwarding node's loop: with the coordinator frozen (SIGSTOP)
 # and forwards pending, another admin call to the forwarding node answers
 # first.  Before, the forward (cluster_forward) waited on the loop, so every
 # call to that node waited for the frozen one (up to 120 s).
 #   3 nodes, d (2 replicas) attached on n3 (not the meta node: n1's store must
 #   answer); n3 SIGSTOPped; `volume status d` and `volume scrub d` sent through
-#   n2 (forwarded to n3, pending); once n2 is connected to n3, `volume list`
+#   n2 (forwarded to n3, pending), and `snapshot list` of s (one copy, on n3;
+#   n2 holds none); once n2 is connected to n3, `volume list`
 #   and `cluster status` through n2: answer before both forwards (the order of
 #   completions is asserted, never a time); n3 SIGCONTed: the status answers
 #   with d's copies, the scrub with its result (or n3's refusal when it was
@@ -25,6 +27,14 @@ P3=${CL_PORT[3]}
 
 ctsr volume create d --size 16M --replicas 2 >/dev/null || fail "volume create d"
 ctsr volume attach d --node n3 >/dev/null || fail "volume attach d on n3"
+# s: one copy, on n3 (placement picks; the misses stay, so n3 comes up)
+S=
+for i in 1 2 3 4 5 6; do
+	ctsr volume create "s$i" --size 16M --replicas 1 >/dev/null || fail "volume create s$i"
+	[ "$(cl_copy_nodes "s$i")" = n3 ] && { S=s$i; break; }
+done
+[ -n "$S" ] || fail "no 1-replica volume placed on n3 in 6 tries"
+ctsr snapshot create "$S@t1" >/dev/null || fail "snapshot create $S@t1"
 
 # ---- n3 frozen, two forwards pending on n2
 kill -STOP "${CL_PID[3]}"
@@ -37,15 +47,19 @@ track_pid "$ST"
   echo "scrub $?" >>"$ORDER" ) &
 SC=$!
 track_pid "$SC"
+# a snapshot list of s through n2, which holds no copy: read from n3
+( ctsr_via 2 --json snapshot list "$S" >"$CL_ROOT/snaps.out" 2>&1; echo "snaps $?" >>"$ORDER" ) &
+SN=$!
+track_pid "$SN"
 # until n2 holds the forwards' connections to n3 (accepted by n3's kernel;
 # the code before took the second request only once the first had answered)
 for (( i=0; i<300; i++ )); do
 	n=$(ss -Htn state established "( dport = :$P3 )" | wc -l)
-	(( n >= 2 )) && break
+	(( n >= 3 )) && break
 	sleep 0.1
 done
 (( n >= 1 )) || fail "n2 has no connection to n3's port: nothing forwarded"
-log "n3 frozen; $n forwards of n2 (status and scrub of d) pending"
+log "n3 frozen; $n forwards of n2 (status and scrub of d, snapshot list of $S) pending"
 
 # ---- other calls to n2 answer meanwhile (bounded, so that the code before
 # ends too: it answers them only once n3 runs again)
@@ -62,13 +76,14 @@ log "n3 running again"
 reap "$LI" || true
 reap "$ST" || true
 reap "$SC" || true
+reap "$SN" || true
 order=$(cut -d' ' -f1 "$ORDER" | paste -sd' ')
 log "completions in order '$order'"
-case "$order" in
-	"list nodes status scrub" | "list nodes scrub status") ;;
-	*) fail "completions in order '$order', want list and nodes before status and scrub ($(paste -sd' ' "$ORDER"))" ;;
-esac
-for w in list nodes status; do
+first=$(cut -d' ' -f1 "$ORDER" | head -2 | paste -sd' ')
+rest=$(cut -d' ' -f1 "$ORDER" | tail -n +3 | sort | paste -sd' ')
+[ "$first" = "list nodes" ] && [ "$rest" = "scrub snaps status" ] ||
+	fail "completions in order '$order', want list and nodes before status, scrub and snaps ($(paste -sd' ' "$ORDER"))"
+for w in list nodes status snaps; do
 	grep -q "^$w 0$" "$ORDER" || fail "$w failed: $(grep "^$w" "$ORDER"): $(cat "$CL_ROOT/$w.out")"
 done
 # the scrub is n3's answer: its result, or (n3 frozen past its lease: d
@@ -81,7 +96,9 @@ fi
 grep -q '"d"' "$CL_ROOT/list.out" || grep -qw d "$CL_ROOT/list.out" || fail "volume list has no d: $(cat "$CL_ROOT/list.out")"
 got=$(json_get '",".join(sorted(c["node"] for c in j["volume"]["copies"]))' <"$CL_ROOT/status.out")
 assert_eq "$got" "$(cl_copy_nodes d)" "copies in the forwarded status of d"
-log "the forwarded status answered after n3 resumed: copies $got; scrub: $(tr -d '\n' <"$CL_ROOT/scrub.out" | cut -c1-120)"
+snaps=$(json_get '",".join(s["name"] for s in (j if isinstance(j, list) else j["snapshots"]))' <"$CL_ROOT/snaps.out")
+assert_eq "$snaps" t1 "snapshots of $S in the forwarded list"
+log "after n3 resumed: the forwarded status lists copies $got, the snapshot list $snaps; scrub: $(tr -d '\n' <"$CL_ROOT/scrub.out" | cut -c1-120)"
 
 # ---- a forwarded replace-replica and attach still answer as before
 ctsr_via 2 volume detach d >/dev/null || fail "detach d through n2"
