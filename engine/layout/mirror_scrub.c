@@ -56,8 +56,10 @@ struct mscrub {
 	uint32_t srep_bad;                   /* the run being repaired: copies that differ */
 	int srep_win;                        /* ... the copy whose bytes they get */
 	bool srep_failed;                    /* ... a rewrite of it failed */
-	struct tsr_snap_info *snaps;
+	struct tsr_snap_info *snaps; /* listed when the scrub starts */
 	size_t n_snaps, snap_i;
+	uint64_t head_bytes; /* progress: the heads' part of scrub_total */
+	uint64_t snap_base;  /* ... the snapshots before snap_i (their sizes) */
 	uint64_t snap_bad;      /* blocks of the current snapshot found differing */
 	struct tsr_svol *ssvol; /* the local copy's snapshot, this chunk */
 	uint64_t shandle[TSR_MIRROR_MAX_COPIES]; /* remote sessions on VOL@SNAP, this chunk */
@@ -74,6 +76,7 @@ static void chunk_compare(struct mscrub *s);
 static void repair_next(struct mscrub *s);
 
 static bool snaps_start(struct mscrub *s);
+static void snaps_list(struct mscrub *s);
 
 static void scrub_finish(struct mscrub *s, int status)
 {
@@ -419,8 +422,10 @@ static void chunk_next(struct mscrub *s)
  * lacking the snapshot (-ENOENT) cannot be repaired so (replace-replica
  * rebuilds it with its snapshots): its blocks count as unrepaired.  Then
  * the sessions are closed, before the lock goes.  A snapshot no copy holds
- * (deleted since the list) is skipped.  Without a local IN_SYNC copy no
- * list is at hand: logged, not compared.
+ * (deleted since the list) is skipped.  The list is taken when the scrub
+ * starts (snaps_list), so that scrub_total counts the heads and every
+ * snapshot's size from the start and scrub_done reaches it at the end
+ * (a snapshot passed over counts as done).
  */
 static void snap_chunk_next(struct mscrub *s);
 
@@ -459,6 +464,7 @@ static void snap_chunk_compare(struct mscrub *s)
 		s->pos = si->size;
 	else
 		s->pos += s->len;
+	m->scrub_done = s->head_bytes + s->snap_base + (s->pos < si->size ? s->pos : si->size);
 	if (s->locked) {
 		s->locked = false;
 		rl_release(m, &s->rl);
@@ -846,6 +852,8 @@ static void snap_chunk_next(struct mscrub *s)
 				    "mirror %s: scrub: snapshot %s: %llu blocks differ between "
 				    "copies",
 				    m->name, si->name, (unsigned long long)s->snap_bad);
+			s->snap_base += si->size; /* compared, or passed over */
+			m->scrub_done = s->head_bytes + s->snap_base;
 			s->snap_i++;
 			s->pos = 0;
 			s->snap_bad = 0;
@@ -873,10 +881,23 @@ static bool snaps_go(struct mscrub *s)
 	if (s->sbuf == NULL)
 		return false;
 	s->snap_i = 0;
+	s->snap_base = 0;
 	s->pos = 0;
 	s->snap_bad = 0;
 	snap_chunk_next(s);
 	return true;
+}
+
+/* The list is in (or not): count the snapshots in the progress's total,
+ * then compare the heads. */
+static void snaps_listed_go(struct mscrub *s)
+{
+	struct mirror *m = s->m;
+
+	for (size_t i = 0; i < s->n_snaps; i++)
+		m->scrub_total += s->snaps[i].size;
+	mirror_publish(m);
+	chunk_next(s);
 }
 
 /* A remote copy's list (no in-sync copy here): the snapshots to compare. */
@@ -898,7 +919,7 @@ static void snaps_listed(void *arg, int status, const struct tsr_peer_snap_entry
 		tsr_warn("mirror %s: scrub: snapshots not compared (cannot list them on a copy: "
 			 "%s)",
 			 m->name, strerror(-status));
-		scrub_finish(s, 0);
+		snaps_listed_go(s);
 		return;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -906,22 +927,22 @@ static void snaps_listed(void *arg, int status, const struct tsr_peer_snap_entry
 		s->snaps[i].size = e[i].size;
 	}
 	s->n_snaps = n;
-	if (!snaps_go(s))
-		scrub_finish(s, 0);
+	snaps_listed_go(s);
 }
 
-/* The heads are done: compare the snapshots next (true), or nothing to do.
- * The list: the local IN_SYNC copy's store, else a SNAP_LIST asked of the
- * first remote IN_SYNC copy (the snapshots are cut on every in-sync copy:
- * one list serves; a copy lacking one is found by the comparison). */
-static bool snaps_start(struct mscrub *s)
+/* A scrub's start: list the snapshots to compare after the heads (so that
+ * the progress's total counts them from the start), then compare the
+ * heads.  The list: the local IN_SYNC copy's store, else a SNAP_LIST asked
+ * of the first remote IN_SYNC copy (the snapshots are cut on every in-sync
+ * copy: one list serves; a copy lacking one is found by the comparison).
+ * A snapshot cut while the scrub runs is left for the next scrub; one
+ * deleted meanwhile is passed over. */
+static void snaps_list(struct mscrub *s)
 {
 	struct mirror *m = s->m;
 	struct mcopy *remote = NULL;
 	bool local = false;
-	int ret;
 
-	s->in_snaps = true;
 	for (unsigned i = 0; i < m->n_copies; i++) {
 		struct mcopy *c = &m->copies[i];
 
@@ -933,17 +954,27 @@ static bool snaps_start(struct mscrub *s)
 			remote = c;
 	}
 	if (local && m->store != NULL) {
-		ret = tsr_store_snap_list(m->store, m->name, &s->snaps, &s->n_snaps);
-		if (ret < 0)
-			return false;
-		return snaps_go(s);
+		if (tsr_store_snap_list(m->store, m->name, &s->snaps, &s->n_snaps) < 0) {
+			s->snaps = NULL;
+			s->n_snaps = 0;
+		}
+		snaps_listed_go(s);
+		return;
 	}
 	if (remote != NULL &&
 	    tsr_peer_snap_list(remote->client, remote->handle, m->epoch, snaps_listed, s) == 0)
-		return true; /* snaps_listed goes on */
+		return; /* snaps_listed goes on */
 	tsr_info("mirror %s: scrub: snapshots not compared (no in-sync copy to list them)",
 		 m->name);
-	return false;
+	snaps_listed_go(s);
+}
+
+/* The heads are done: compare the snapshots listed at the start next
+ * (true), or nothing to do. */
+static bool snaps_start(struct mscrub *s)
+{
+	s->in_snaps = true;
+	return snaps_go(s);
 }
 
 int mirror_scrub_begin(struct mirror *m, bool repair, bool converge,
@@ -965,13 +996,17 @@ int mirror_scrub_begin(struct mirror *m, bool repair, bool converge,
 	if (!converge) {
 		m->scrub_running = true;
 		m->scrub_finished = false;
-		m->scrub_total = m->size;
+		m->scrub_total = m->size; /* + the snapshots, once listed */
 		m->scrub_done = 0;
 		m->scrub_mismatches = m->scrub_repaired = m->scrub_unrepaired = 0;
 	}
+	s->head_bytes = m->size;
 	m_get(m);
 	mirror_publish(m);
-	chunk_next(s);
+	if (converge)
+		chunk_next(s);
+	else
+		snaps_list(s);
 	return 0;
 }
 

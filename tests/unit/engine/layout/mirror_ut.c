@@ -1520,6 +1520,9 @@ static void test_scrub_snapshots(void **state)
 	get_status(e, &s);
 	assert_int_equal(s.scrub_mismatches, 0);
 	assert_int_equal(s.scrub_unrepaired, 0);
+	/* progress: the head and both snapshots (VOL each), all of it done */
+	assert_int_equal(s.scrub_total_bytes, 3 * (uint64_t)VOL);
+	assert_int_equal(s.scrub_done_bytes, s.scrub_total_bytes);
 	/* block 3 of s1's layer on node1 fails its CRC: that block only counts
 	 * (asked block by block), the rest of its 4 MiB chunk is compared */
 	{
@@ -1555,6 +1558,9 @@ static void test_scrub_snapshots(void **state)
 	assert_int_equal(lsnap(e, TSR_SNAP_DELETE, "s2"), 0);
 	assert_true(wait_status(e, scrub_finished, 20000));
 	get_status(e, &s);
+	/* a snapshot deleted meanwhile counts as passed over: done reaches total */
+	assert_true(s.scrub_total_bytes >= 2 * (uint64_t)VOL);
+	assert_int_equal(s.scrub_done_bytes, s.scrub_total_bytes);
 	assert_int_equal(s.n_copies, 3);
 	for (unsigned n = 0; n < 3; n++)
 		assert_int_equal(s.copies[n].state, TSR_COPY_IN_SYNC);
@@ -1626,6 +1632,9 @@ static void scrub_snapshots_repair(void **state, bool local)
 	assert_int_equal(s.scrub_mismatches, 4);
 	assert_int_equal(s.scrub_repaired, 4);
 	assert_int_equal(s.scrub_unrepaired, 0);
+	/* progress: the head, s1 and s2 (VOL each), all of it done */
+	assert_int_equal(s.scrub_total_bytes, 3 * (uint64_t)VOL);
+	assert_int_equal(s.scrub_done_bytes, s.scrub_total_bytes);
 	assert_int_equal(tsr_layout_scrub_start(e->l, false), 0);
 	assert_true(wait_status(e, scrub_finished, 20000));
 	get_status(e, &s);
@@ -1643,6 +1652,8 @@ static void scrub_snapshots_repair(void **state, bool local)
 	assert_int_equal(s.scrub_mismatches, VOL / BS);
 	assert_int_equal(s.scrub_repaired, 0);
 	assert_int_equal(s.scrub_unrepaired, VOL / BS);
+	assert_int_equal(s.scrub_total_bytes, 3 * (uint64_t)VOL);
+	assert_int_equal(s.scrub_done_bytes, s.scrub_total_bytes);
 	free(at_s1);
 	free(at_s2);
 }
