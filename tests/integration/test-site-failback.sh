@@ -120,7 +120,10 @@ log "failback shipped $shipped region bytes, $same equal at the primary (compare
 [ "$shipped" -le $((DIFF * REGION)) ] ||
 	fail "failback shipped $shipped bytes, more than the $DIFF differing regions"
 [ "$shipped" -ge $((4 * REGION)) ] || fail "failback shipped $shipped bytes, less than the DR's 4 writes"
-[ "$shipped" -lt $((16 * 1024 * 1024)) ] || fail "failback shipped $shipped bytes of a 64 MiB volume"
+# not a full copy: the regions equal at both sites were compared and not shipped (how many
+# differ depends on how far the DR lagged when the primary died: 602 of 1024 under load 22)
+[ "$same" -gt 0 ] || fail "failback shipped every region ($shipped bytes): a full copy"
+[ "$shipped" -lt $((64 * 1024 * 1024)) ] || fail "failback shipped $shipped bytes of a 64 MiB volume"
 assert_eq "$(site_sha primary $VOL)" "$(site_sha dr $VOL)" "the primary after the resync"
 out=$(site_qemu_io primary $VOL "write -P 0x66 0 4k" 2>&1)
 printf '%s' "$out" | grep -qi "failed\|error\|read-only" ||
