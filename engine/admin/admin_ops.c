@@ -847,10 +847,16 @@ static void op_volume_delete(struct tsr_admin_server *srv, const Tessera__Admin_
 		}
 		free(snaps);
 	}
-	if (tsr_volset_in_use(srv->vols, d->name))
+	if (tsr_volset_in_use(srv->vols, d->name)) {
 		ret = -EBUSY;
-	else
+	} else {
+		/* the cluster's leftover sweep checks and deletes atomically against us */
+		if (srv->cluster.copy_delete_lock)
+			srv->cluster.copy_delete_lock(srv->cluster.arg, true);
 		ret = tsr_store_vol_delete(srv->store, d->name);
+		if (srv->cluster.copy_delete_lock)
+			srv->cluster.copy_delete_lock(srv->cluster.arg, false);
+	}
 	switch (ret) {
 	case 0:
 		return;

@@ -547,6 +547,7 @@ int tsr_cluster_start(const struct tsr_cluster_opts *opts, struct tsr_cluster **
 		return -ENOMEM;
 	c->o = *opts;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->sweep_lock, NULL);
 	pthread_cond_init(&c->cond, NULL);
 	c->dir = dup_checked(opts->dir, &nomem);
 	c->address = dup_checked(opts->address, &nomem);
@@ -655,6 +656,7 @@ void tsr_cluster_stop(struct tsr_cluster *c)
 	free(c->site);
 	free(c->coord_dir);
 	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->sweep_lock);
 	pthread_cond_destroy(&c->cond);
 	free(c);
 }

@@ -2,10 +2,16 @@
  * Private header of engine/cluster/: what each file offers the others.
  * Users include include/tessera/cluster.h.
  *
- * Locking policy (the only lock here): c->lock guards the list of
- * attachments' fields marked "lock", the lease id and the background
- * thread's queue.  The main thread owns everything else; the background
- * thread reads attachments only to fence them and to find their epoch.
+ * Locking policy: c->lock guards the list of attachments' fields marked
+ * "lock", the lease id and the background thread's queue.  The main thread
+ * owns everything else; the background thread reads attachments only to
+ * fence them and to find their epoch.  c->sweep_lock (taken alone, never
+ * with c->lock) is held by the leftover sweep (background thread) from its
+ * last check of a store copy to its delete, and by the main thread around
+ * each delete of a store copy of this node (cluster_copy_delete, the admin
+ * API's local_copy delete: tsr_cluster_copy_delete_lock): a copy deleted and
+ * made again under the same name (a replace onto this node) cannot fall
+ * between the sweep's check and its delete.  Held for one store delete.
  */
 #ifndef TESSERA_CLUSTER_INTERNAL_H
 #define TESSERA_CLUSTER_INTERNAL_H
@@ -67,6 +73,7 @@ struct tsr_cluster {
 	ev_timer tick;
 	bool tick_running;
 	pthread_mutex_t lock;
+	pthread_mutex_t sweep_lock;    /* see the policy above */
 	pthread_cond_t cond;
 	pthread_t thread;
 	bool thread_started, stopping; /* stopping: lock */

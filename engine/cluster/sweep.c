@@ -21,7 +21,11 @@
  *     below): volumes from before, a standalone life or another cluster, are
  *     not ours to judge;
  *   - the store has no handle on it (tsr_store_vol_delete refuses -EBUSY; it
- *     is tried again at the next pass).
+ *     is tried again at the next pass);
+ *   - its row is still the one judged (same uuid), checked under
+ *     c->sweep_lock with the delete (internal.h: the main thread's deletes
+ *     of store copies wait meanwhile, so a copy deleted and made again under
+ *     that name by a replace cannot come in between).
  * Ec chunk copies and DR target volumes follow the same rule: both are listed
  * by their cluster's own vol/<name> (a target is created by
  * cluster_volume_create in the target cluster).
@@ -124,6 +128,23 @@ unsigned cluster_sweep_interval_ms(const struct tsr_cluster *c)
 	return (s < 1 ? 1 : s > 60 ? 60 : s) * 1000u;
 }
 
+/*
+ * Test hook: while the file $TSR_TEST_SWEEP_HOLD_FILE exists (at most 60 s),
+ * the sweep waits between its last check of a copy and its delete, holding
+ * c->sweep_lock (test-cluster-leftover-race holds that window open).
+ */
+static void sweep_test_hold(const char *name)
+{
+	const char *f = getenv("TSR_TEST_SWEEP_HOLD_FILE");
+
+	if (f == NULL || access(f, F_OK) != 0)
+		return;
+	tsr_info("cluster: leftover copy %s: test hold (%s) between the check and the delete",
+		 name, f);
+	for (int i = 0; i < 6000 && access(f, F_OK) == 0; i++)
+		usleep(10 * 1000);
+}
+
 /* Remove name (store row info) if vol/<name>, read again, still does not list us. */
 static int sweep_one(struct tsr_cluster *c, const struct tsr_vol_info *info, int64_t now)
 {
@@ -145,11 +166,17 @@ static int sweep_one(struct tsr_cluster *c, const struct tsr_vol_info *info, int
 	} else {
 		return 0; /* unreadable or malformed: never a reason to delete */
 	}
-	/* the same row as listed (a copy made again under that name is young) */
-	if (tsr_store_vol_info(c->o.store, info->name, &again) != 0 ||
-	    strcmp(again.uuid, info->uuid) != 0)
-		return 0;
-	ret = tsr_store_vol_delete(c->o.store, info->name);
+	/* the same row as listed (a copy made again under that name is young);
+	 * no delete of this node's copies runs elsewhere until ours is done */
+	pthread_mutex_lock(&c->sweep_lock);
+	ret = tsr_store_vol_info(c->o.store, info->name, &again);
+	if (ret == 0 && strcmp(again.uuid, info->uuid) == 0) {
+		sweep_test_hold(info->name);
+		ret = tsr_store_vol_delete(c->o.store, info->name);
+	} else {
+		ret = -ENOENT;
+	}
+	pthread_mutex_unlock(&c->sweep_lock);
 	if (ret == -EBUSY) {
 		tsr_info("cluster: leftover copy %s is open here: removed at a later pass",
 			 info->name);
@@ -174,6 +201,14 @@ static int sweep_one(struct tsr_cluster *c, const struct tsr_vol_info *info, int
 	c->leftovers_removed++;
 	pthread_mutex_unlock(&c->lock);
 	return 1;
+}
+
+void tsr_cluster_copy_delete_lock(struct tsr_cluster *c, bool lock)
+{
+	if (lock)
+		pthread_mutex_lock(&c->sweep_lock);
+	else
+		pthread_mutex_unlock(&c->sweep_lock);
 }
 
 bool cluster_sweep(struct tsr_cluster *c)

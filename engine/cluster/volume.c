@@ -241,7 +241,9 @@ int cluster_copy_delete(struct tsr_cluster *c, const Tessera__Cluster__NodeRecor
 	int ret;
 
 	if (strcmp(node->id, c->node_id) == 0) {
+		tsr_cluster_copy_delete_lock(c, true);
 		ret = tsr_store_vol_delete(c->o.store, name);
+		tsr_cluster_copy_delete_lock(c, false);
 		if (ret && ret != -ENOENT)
 			snprintf(msg, msg_len, "cannot delete the copy of '%s' on %s: %s", name,
 				 node->id, strerror(-ret));

@@ -101,6 +101,8 @@ struct tsr_admin_cluster {
 	const char *address;         /* --listen HOST:PORT, for the status reply */
 	/* for the status reply: copies the leftover sweep removed (may be NULL) */
 	uint64_t (*leftovers_removed)(void *arg);
+	/* around a store delete: tsr_cluster_copy_delete_lock (may be NULL) */
+	void (*copy_delete_lock)(void *arg, bool lock);
 };
 
 struct tsr_admin_server_opts {

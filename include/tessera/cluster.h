@@ -92,6 +92,11 @@ const char *tsr_cluster_node_id(const struct tsr_cluster *c);
 /* Store copies no volume record listed that this node removed since it
  * started (engine/cluster/sweep.c); any thread. */
 uint64_t tsr_cluster_leftovers_removed(struct tsr_cluster *c);
+/* Taken (lock true) and released around a delete of a store copy of this
+ * node made outside engine/cluster (the admin API's local_copy delete), so
+ * that the leftover sweep's check and delete of a copy stay atomic against
+ * it.  Held for one store delete. */
+void tsr_cluster_copy_delete_lock(struct tsr_cluster *c, bool lock);
 /* The meta service on the --meta node (for connections on --listen), else NULL. */
 struct tsr_meta_server *tsr_cluster_meta_server(struct tsr_cluster *c);
 

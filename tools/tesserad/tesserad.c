@@ -893,6 +893,11 @@ static uint64_t cluster_leftovers(void *arg)
 	return tsr_cluster_leftovers_removed(arg);
 }
 
+static void cluster_copy_delete_lock(void *arg, bool lock)
+{
+	tsr_cluster_copy_delete_lock(arg, lock);
+}
+
 static bool cluster_admin_handle(void *arg, const Tessera__Admin__Request *req,
 				 Tessera__Admin__Response *resp)
 {
@@ -953,6 +958,7 @@ static int start_cluster(struct tesserad *d, const char *const *nbd_names)
 		return ret;
 	d->admin_hooks.handle = cluster_admin_handle;
 	d->admin_hooks.leftovers_removed = cluster_leftovers;
+	d->admin_hooks.copy_delete_lock = cluster_copy_delete_lock;
 	d->admin_hooks.arg = d->cluster;
 	d->admin_hooks.node_id = d->node_id;
 	d->admin_hooks.address = d->cl.name + 4;
