@@ -141,6 +141,7 @@ void mirror_publish(struct mirror *m)
 	s.resync_copies = m->resync_copies;
 	s.resync_flushes = m->resync_flushes;
 	s.resync_max_inflight = m->resync_max_inflight;
+	s.copy_buf_bytes_max = m->xbuf_bytes_max;
 	s.bitmap_writes = m->bitmap_writes;
 	s.writes = m->n_writes;
 	s.reads = m->n_reads;

@@ -316,11 +316,14 @@ struct mirror {
 	 * Buffers of finished copies, reused by the next ones: a fresh 1 MiB
 	 * buffer is an mmap whose pages fault in on first touch and whose munmap
 	 * flushes TLBs (measured: more than half of a resync's CPU).  Each is
-	 * region_size or mirror_xbuf_size() bytes (xbuf_len[i]).
+	 * region_size or xbuf_big() bytes, MIRROR_IO_PIECE at most (xbuf_len[i]:
+	 * a longer copy goes through its buffer piece by piece).
 	 */
 	void *xbuf_cache[MIRROR_XBUF_CACHE];
 	uint32_t xbuf_len[MIRROR_XBUF_CACHE];
 	unsigned n_xbuf;
+	uint64_t xbuf_bytes;     /* copy buffers allocated now (in use and cached) */
+	uint64_t xbuf_bytes_max; /* ... the most at once (status: copy_buf_bytes_max) */
 	uint64_t resync_total, resync_done;
 	bool resync_running;
 	uint64_t local_retry_ns; /* last automatic resync try of the local copy */

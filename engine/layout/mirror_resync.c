@@ -5,7 +5,10 @@
  * the range lock so that no host write lands between the read and the
  * write (a write to the range waits, then reaches the target too), and
  * writes with FUA.  Read repair and scrub use it; scrub holds its chunk's
- * lock already and passes nolock.
+ * lock already and passes nolock.  A range over MIRROR_IO_PIECE (a region
+ * of a --region-size over 32 MiB) is copied piece by piece through one
+ * buffer of MIRROR_IO_PIECE bytes (read a piece, write it, the next), the
+ * lock held across all of them: no copy buffer is larger than a piece.
  *
  * Resync of one copy (DESIGN.md invariant 7): the copy is opened, recorded
  * RESYNCING (hooks; from then on it receives host writes), then its dirty
@@ -46,12 +49,14 @@ struct xfer {
 	struct rlock rl;
 	uint64_t off;
 	uint32_t len;
+	uint64_t poff; /* the piece being copied: [poff, poff + plen) */
+	uint32_t plen;
 	uint32_t dst; /* copies to write */
 	bool nolock;
 	int src;  /* copy read from */
 	int hint; /* preferred source, -1 none */
-	uint32_t tried;
-	bool hole; /* the source has a hole there: trim the targets */
+	uint32_t tried; /* sources tried for this piece */
+	bool hole; /* the source has a hole in the piece: trim the targets */
 	unsigned wflags; /* TSR_WRITE_FUA, or 0: the caller flushes the targets */
 	uint8_t *buf;
 	uint32_t buf_len; /* allocated size of buf */
@@ -69,17 +74,44 @@ struct xsub {
 };
 
 static void xfer_read(struct xfer *x);
+static void xfer_finish(struct xfer *x, int status);
 
-/* The larger copy buffers: a resync copy of merged regions. */
+/* A piece is written (or failed): the next one, or the end. */
+static void xfer_piece_done(struct xfer *x)
+{
+	uint64_t end = x->off + x->len;
+
+	if (x->status < 0 || x->poff + x->plen >= end || x->m->fenced || x->m->closing) {
+		xfer_finish(x, x->status < 0 ? x->status
+				: x->poff + x->plen >= end ? 0 : -EIO);
+		return;
+	}
+	x->poff += x->plen;
+	x->plen = end - x->poff < MIRROR_IO_PIECE ? (uint32_t)(end - x->poff) : MIRROR_IO_PIECE;
+	x->hint = x->src; /* the same source first; another if it cannot read this piece */
+	x->tried = 0;
+	x->hole = false;
+	xfer_read(x);
+}
+
+/* The larger copy runs: a resync copy of merged regions (its buffer is at
+ * most a piece: xbuf_class). */
 static uint32_t xbuf_big(const struct mirror *m)
 {
 	return m->region_size > MIRROR_RESYNC_IO ? m->region_size : MIRROR_RESYNC_IO;
 }
 
+/* A buffer size class, never over a piece. */
+static uint32_t xbuf_class(uint32_t len)
+{
+	return len < MIRROR_IO_PIECE ? len : MIRROR_IO_PIECE;
+}
+
 /*
- * A buffer of at least len bytes, *alloc_len its size: the smallest cached
- * one that fits, else a new one of len rounded up to the region size (big:
- * to xbuf_big, so that the resync's buffers serve any of its copies).
+ * A buffer of at least len bytes (len <= MIRROR_IO_PIECE), *alloc_len its
+ * size: the smallest cached one that fits, else a new one of len rounded up
+ * to the region size (big: to xbuf_big, so that the resync's buffers serve
+ * any of its copies), a piece at most.  Counted in xbuf_bytes.
  */
 static void *xbuf_get(struct mirror *m, uint32_t len, bool big, uint32_t *alloc_len)
 {
@@ -98,29 +130,39 @@ static void *xbuf_get(struct mirror *m, uint32_t len, bool big, uint32_t *alloc_
 		m->xbuf_len[best] = m->xbuf_len[m->n_xbuf];
 		return buf;
 	}
-	if (len <= m->region_size && !big)
-		*alloc_len = m->region_size;
-	else if (len <= xbuf_big(m))
-		*alloc_len = xbuf_big(m);
+	if (len <= xbuf_class(m->region_size) && !big)
+		*alloc_len = xbuf_class(m->region_size);
+	else if (len <= xbuf_class(xbuf_big(m)))
+		*alloc_len = xbuf_class(xbuf_big(m));
 	else
 		*alloc_len = len;
-	return tsr_alloc_aligned(*alloc_len);
+	buf = tsr_alloc_aligned(*alloc_len);
+	if (buf != NULL) {
+		m->xbuf_bytes += *alloc_len;
+		if (m->xbuf_bytes > m->xbuf_bytes_max)
+			m->xbuf_bytes_max = m->xbuf_bytes;
+	}
+	return buf;
 }
 
 static void xbuf_put(struct mirror *m, void *buf, uint32_t alloc_len)
 {
-	if (alloc_len <= xbuf_big(m) && m->n_xbuf < MIRROR_XBUF_CACHE) {
+	if (alloc_len <= xbuf_class(xbuf_big(m)) && m->n_xbuf < MIRROR_XBUF_CACHE) {
 		m->xbuf_cache[m->n_xbuf] = buf;
 		m->xbuf_len[m->n_xbuf++] = alloc_len;
 	} else {
+		m->xbuf_bytes -= alloc_len;
 		tsr_free_aligned(buf);
 	}
 }
 
 void mirror_xbuf_drop(struct mirror *m)
 {
-	while (m->n_xbuf > 0)
-		tsr_free_aligned(m->xbuf_cache[--m->n_xbuf]);
+	while (m->n_xbuf > 0) {
+		m->n_xbuf--;
+		m->xbuf_bytes -= m->xbuf_len[m->n_xbuf];
+		tsr_free_aligned(m->xbuf_cache[m->n_xbuf]);
+	}
 }
 
 static void xfer_finish(struct xfer *x, int status)
@@ -142,7 +184,7 @@ static void xfer_write_done(void *arg, int status)
 
 	if (status == 0) {
 		if (!x->hole)
-			x->bytes += x->len;
+			x->bytes += x->plen;
 	} else {
 		if (x->status == 0)
 			x->status = status;
@@ -151,7 +193,7 @@ static void xfer_write_done(void *arg, int status)
 	}
 	free(s);
 	if (--x->pending == 0)
-		xfer_finish(x, x->status);
+		xfer_piece_done(x);
 }
 
 static void xfer_read_done(void *arg, int status)
@@ -190,16 +232,16 @@ static void xfer_read_done(void *arg, int status)
 		 * the copy (the resync's batches); a trim is durable either way
 		 * (the store punches and syncs before completing) */
 		if (x->hole)
-			ret =
-			    mcopy_submit(c, MCOP_TRIM, x->off, x->len, NULL, 0, xfer_write_done, s);
+			ret = mcopy_submit(c, MCOP_TRIM, x->poff, x->plen, NULL, 0, xfer_write_done,
+					   s);
 		else
-			ret = mcopy_submit(c, MCOP_WRITE, x->off, x->len, x->buf, x->wflags,
+			ret = mcopy_submit(c, MCOP_WRITE, x->poff, x->plen, x->buf, x->wflags,
 					   xfer_write_done, s);
 		if (ret < 0)
 			xfer_write_done(s, ret);
 	}
 	if (--x->pending == 0)
-		xfer_finish(x, x->status);
+		xfer_piece_done(x);
 }
 
 /* The local source reads [off, off+len) as one hole (lseek, no data read). */
@@ -236,13 +278,13 @@ static void xfer_read(struct xfer *x)
 			break;
 		x->tried |= 1u << src;
 		x->src = src;
-		if (source_is_hole(&m->copies[src], x->off, x->len)) {
+		if (source_is_hole(&m->copies[src], x->poff, x->plen)) {
 			/* sparse: nothing to read, the targets get a hole too */
 			x->hole = true;
 			xfer_read_done(x, 0);
 			return;
 		}
-		ret = mcopy_submit(&m->copies[src], MCOP_READ, x->off, x->len, x->buf, 0,
+		ret = mcopy_submit(&m->copies[src], MCOP_READ, x->poff, x->plen, x->buf, 0,
 				   xfer_read_done, x);
 		if (ret == 0)
 			return;
@@ -267,7 +309,8 @@ static int xfer_start(struct mirror *m, uint64_t off, uint32_t len, uint32_t dst
 	x = calloc(1, sizeof(*x));
 	if (x == NULL)
 		return -ENOMEM;
-	x->buf = xbuf_get(m, len, big, &x->buf_len);
+	x->plen = len < MIRROR_IO_PIECE ? len : MIRROR_IO_PIECE;
+	x->buf = xbuf_get(m, x->plen, big, &x->buf_len);
 	if (x->buf == NULL) {
 		free(x);
 		return -ENOMEM;
@@ -275,6 +318,7 @@ static int xfer_start(struct mirror *m, uint64_t off, uint32_t len, uint32_t dst
 	x->m = m;
 	x->off = off;
 	x->len = len;
+	x->poff = off;
 	x->dst = dst;
 	x->nolock = nolock;
 	x->hint = src_hint;

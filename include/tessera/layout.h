@@ -169,6 +169,8 @@ struct tsr_layout_status {
 	uint64_t resync_copies;        /* mirror: copy I/Os (a run of regions each) */
 	uint64_t resync_flushes;       /* mirror: target flushes (one per batch of copies) */
 	unsigned resync_max_inflight;  /* mirror: most copies in flight at once */
+	uint64_t copy_buf_bytes_max;   /* mirror: most bytes of copy buffers allocated at once
+					* (resync, repairs; each MIRROR_IO_PIECE at most) */
 	uint64_t bitmap_writes;        /* mirror: dirty-bitmap page writes (FUA) on the coordinator */
 	uint64_t writes, reads, write_errors, copy_failures;
 	/* scrub, the one running or the last one */

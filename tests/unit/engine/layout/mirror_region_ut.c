@@ -226,6 +226,11 @@ static void scrub_clean(struct env *e)
 	tsr_layout_get_status(e->l, &s);
 	assert_int_equal(s.scrub_mismatches, 0);
 	assert_int_equal(s.scrub_unrepaired, 0);
+	/* the resync's copy buffers (since the layout opened): one piece
+	 * (MIRROR_IO_PIECE, 32 MiB) at most, not a 128 MiB region; one copy in
+	 * flight at a time (a region over the in-flight bound goes alone) */
+	assert_true(s.copy_buf_bytes_max > 0);
+	assert_true(s.copy_buf_bytes_max <= 32 * MiB);
 }
 
 /*
