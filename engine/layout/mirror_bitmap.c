@@ -187,9 +187,15 @@ static void bm_hold(struct mbitmap *bm, bool get)
 }
 
 /* Per-page completion context: the bitmap and the page index. */
+/*
+ * One page write in flight.  The iovec lives here, not in bm->pages: the io
+ * layer reads it until the write completes (at submit, and again for a short
+ * write), and mbm_grow may reallocate the page array meanwhile.
+ */
 struct page_ctx {
 	struct mbitmap *bm;
 	size_t page;
+	struct iovec iov;
 };
 
 static void page_done(void *arg, int res)
@@ -253,12 +259,12 @@ static void page_write(struct mbitmap *bm, size_t p)
 	pc->bm = bm;
 	pc->page = p;
 	memcpy(pg->iobuf, bm->bits + p * PAGE, PAGE);
-	pg->iov.iov_base = pg->iobuf;
-	pg->iov.iov_len = PAGE;
+	pc->iov.iov_base = pg->iobuf;
+	pc->iov.iov_len = PAGE;
 	pg->fv = pg->mv;
 	pg->inflight = true;
 	bm_hold(bm, true);
-	ret = tsr_io_writev(m->io, bm->fd, &pg->iov, 1, (p + 1) * PAGE, TSR_IO_FUA, page_done, pc);
+	ret = tsr_io_writev(m->io, bm->fd, &pc->iov, 1, (p + 1) * PAGE, TSR_IO_FUA, page_done, pc);
 	if (ret == 0) {
 		m->bitmap_writes++;
 		return;
@@ -493,8 +499,8 @@ int mbm_grow(struct mbitmap *bm, uint64_t new_nregions)
 			free(pages);
 			return -ENOMEM;
 		}
-		/* page writes in flight copied their page at submit and find
-		 * theirs again by index (page_ctx) */
+		/* page writes in flight copied their page at submit, hold their
+		 * iovec in their page_ctx and find their page again by index */
 		memset(bits, 0, npages * PAGE);
 		memcpy(bits, bm->bits, bm->npages * PAGE);
 		memcpy(pages, bm->pages, bm->npages * sizeof(*pages));

@@ -101,8 +101,7 @@ struct mpage {
 	bool inflight;
 	bool retry;             /* the io queue was full: mbm_retry writes it */
 	struct waiter *waiters; /* wait for pv >= ver */
-	uint8_t *iobuf;         /* copy of the page being written */
-	struct iovec iov;       /* for the write in flight (read at submit) */
+	uint8_t *iobuf;         /* copy of the page being written (its iovec: page_ctx) */
 };
 
 struct mbitmap {

@@ -14,6 +14,10 @@
  *    in sync, whose bitmap header names the old size, is resynced in full
  *    comparing sums (a block that differs behind the layout is found, and
  *    far less than the volume is copied).
+ *  - test_grow_page_write_in_flight: a grow that reallocates a copy's bitmap
+ *    page array (2 GiB + 64 KiB with 64 KiB regions) while a page write is in
+ *    flight (held 300 ms by a fault spec); under ASan a use-after-free of the
+ *    write's iovec when it lived in the array.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +38,7 @@
 #define MiB (1024ull * 1024)
 #define OLD (8 * MiB)
 #define NEW (24 * MiB)
+#define BIG (2048 * MiB + 64 * 1024) /* with 64 KiB regions: a second bitmap page */
 
 struct env {
 	struct node nodes[3];
@@ -45,22 +50,41 @@ struct env {
 	struct tsr_layout *l;
 };
 
-static int setup(void **state)
+/* slow: every write of the home worker's io (the bitmap pages' among them)
+ * completes 300 ms late, so a page write is in flight that long */
+static int setup_env(void **state, bool slow, uint64_t max)
 {
 	struct env *e = calloc(1, sizeof(*e));
 
 	for (unsigned i = 0; i < 3; i++)
 		if (node_init(&e->nodes[i], i, OLD) < 0)
 			return -1;
-	e->home = start_worker_or_skip(1);
+	if (slow) {
+		struct tsr_io_opts io = {.kind = TSR_IO_AUTO, .fault_spec = "write:1+:delay=300"};
+
+		if (tsr_worker_start(1, &io, &e->home) != 0)
+			return -1;
+	} else {
+		e->home = start_worker_or_skip(1);
+	}
 	if (scratch_dir(e->state_dir, sizeof(e->state_dir)) < 0)
 		return -1;
-	e->model = calloc(1, NEW);
+	e->model = calloc(1, max);
 	e->file = malloc(NEW);
 	e->buf = tsr_alloc_aligned(4 * MiB);
 	log_reset();
 	*state = e;
 	return 0;
+}
+
+static int setup(void **state)
+{
+	return setup_env(state, false, NEW);
+}
+
+static int setup_slow(void **state)
+{
+	return setup_env(state, true, BIG);
 }
 
 static int teardown(void **state)
@@ -312,12 +336,48 @@ static void test_grow_missed_bitmap(void **state)
 	scrub_clean(e);
 }
 
+/*
+ * The grow reallocates a copy's bitmap page array while one of its page
+ * writes is in flight (held 300 ms by the fault spec): the write's iovec
+ * must not live in that array (the io layer reads it until completion).
+ * Fails under ASan (heap-use-after-free in io.c's iovec walk) when it did.
+ */
+static void test_grow_page_write_in_flight(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	char why[256];
+
+	grow_stores(e, BIG); /* copies larger than the layout: harmless */
+	opts_init(e, &o, OLD);
+	o.region_size = 64 << 10;
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, MiB, 1), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	/* copy 2 away over a write (its bits set), back: the resync clears them
+	 * with page writes no one waits for */
+	node_stop(&e->nodes[2]);
+	assert_int_equal(lwrite(e, 2 * MiB, MiB, 2), 0);
+	assert_true(wait_status(e, copy2_away, 10000));
+	node_run(&e->nodes[2], 12);
+	tsr_layout_copy_returned(e->l, 2, e->nodes[2].address);
+	assert_true(wait_status(e, all_in_sync, 60000));
+	/* at once: copy 2's page array goes from 1 to 2 pages */
+	assert_int_equal(tsr_layout_resize(e->l, BIG, false, why, sizeof(why)), 0);
+	usleep(1000 * 1000); /* the held page writes complete */
+	assert_int_equal(lwrite(e, BIG - MiB, MiB, 3), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	assert_int_equal(ldo(e->home, e->l, D_READ, BIG - MiB, MiB, e->buf, 0), 0);
+	assert_memory_equal(e->buf, e->model + BIG - MiB, MiB);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_grow, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_grow_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_grow_missed_bitmap, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_grow_page_write_in_flight, setup_slow, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
