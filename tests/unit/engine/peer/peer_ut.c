@@ -11,6 +11,7 @@
  * malformed prefixes).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -948,6 +949,34 @@ static void test_snap(void **state)
 		assert_true(is_filled(r, BS, 9, 0));
 		store_read(e, BS, BS, r);
 		assert_true(is_filled(r, BS, 2, 0));
+		/* the repair's store call runs off the server's worker: held in
+		 * its thread (test hook), a READ sent after it on the same
+		 * connection is answered first; then the repair answers */
+		{
+			char hold[600];
+			struct op o1 = {.k = &k2, .kind = K_REPAIR, .handle = hs, .epoch = 4,
+					.offset = 2 * BS, .len = BS, .buf = buf};
+			int fd;
+
+			snprintf(hold, sizeof(hold), "%s/repair-hold", e->dir);
+			fd = open(hold, O_CREAT | O_WRONLY, 0644);
+			assert_true(fd >= 0);
+			close(fd);
+			setenv("TSR_TEST_PEER_REPAIR_HOLD_FILE", hold, 1);
+			sem_init(&o1.done, 0, 0);
+			on_client(e, op_issue, &o1);
+			assert_int_equal(p_io(e, &k2, K_READ, hs, 4, BS, BS, r, 0), 0);
+			assert_true(is_filled(r, BS, 9, 0));
+			assert_int_equal(sem_trywait(&o1.done), -1); /* the repair: not yet */
+			unlink(hold);
+			assert_int_equal(sem_wait_ms(&o1.done, 20000), 0);
+			sem_destroy(&o1.done);
+			unsetenv("TSR_TEST_PEER_REPAIR_HOLD_FILE");
+			assert_int_equal(o1.ret, 0);
+			assert_int_equal(o1.status, 0);
+			snap_read(e, "s1", 2 * BS, r);
+			assert_true(is_filled(r, BS, 9, 0));
+		}
 		fill(buf, BS, 10, 0);
 		assert_int_equal(p_io(e, &k2, K_REPAIR, hs, 3, BS, BS, buf, 0), -ESTALE);
 		assert_int_equal(p_io(e, &k2, K_REPAIR, h2, 4, BS, BS, buf, 0), -EINVAL);
