@@ -45,6 +45,7 @@
  * Everything here runs on the main thread, except source_demoted (a worker).
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -842,6 +843,53 @@ static uint64_t target_stream(struct tsr_cluster *c, const char *vol)
 	return stream;
 }
 
+static bool failback_done(struct tsr_cluster *c, const char *vol, Tessera__Admin__Response *resp);
+
+/*
+ * r (demoted, taking resync_from's stream back) was promoted here and the
+ * process died before failback_done rewrote repl/<vol> (the failback crash
+ * table, ARCHITECTURE.md): the site server's state of vol says promoted, for
+ * the stream target/<vol> names (written when the failback stream was
+ * accepted), from resync_from.  A promoted state left from an earlier period
+ * (vol was a DR copy promoted here, target/<vol> "promoted") does not match.
+ */
+static bool failback_unfinished(struct tsr_cluster *c, const Tessera__Cluster__ReplicationRecord *r)
+{
+	struct tsr_site_target_info *infos;
+	uint64_t stream;
+	size_t n, got;
+	bool yes = false;
+
+	if (!r->demoted || r->resync_from[0] == '\0' || c->site_server == NULL)
+		return false;
+	stream = target_stream(c, r->volume);
+	if (stream == 0)
+		return false;
+	n = tsr_site_server_list(c->site_server, NULL, 0);
+	infos = n ? calloc(n, sizeof(*infos)) : NULL;
+	got = infos ? tsr_site_server_list(c->site_server, infos, n) : 0;
+	for (size_t i = 0; i < got && i < n; i++)
+		if (strcmp(infos[i].volume, r->volume) == 0)
+			yes = infos[i].promoted && infos[i].stream == stream &&
+			      strcmp(infos[i].source_site, r->resync_from) == 0;
+	free(infos);
+	return yes;
+}
+
+/* Tests only: while the file named by $TSR_TEST_PROMOTE_CRASH_FILE exists,
+ * the process dies (SIGKILL) right after a promote's state write, before
+ * failback_done (test-site-failback-crash.sh). */
+static void promote_test_crash(const char *vol)
+{
+	const char *path = getenv("TSR_TEST_PROMOTE_CRASH_FILE");
+
+	if (path == NULL || path[0] == '\0' || access(path, F_OK) != 0)
+		return;
+	tsr_warn("cluster: volume %s: test: %s exists: killed after the promote's state write",
+		 vol, path);
+	raise(SIGKILL);
+}
+
 void repl_on_attach(struct tsr_cluster *c, const char *name)
 {
 	Tessera__Cluster__ReplicationRecord *r = NULL;
@@ -860,7 +908,17 @@ void repl_on_attach(struct tsr_cluster *c, const char *name)
 			  "site until it is attached again", name, name, strerror(-ret));
 		return;
 	}
-	if (r->demoted) {
+	if (failback_unfinished(c, r)) {
+		Tessera__Admin__Response resp = TESSERA__ADMIN__RESPONSE__INIT;
+
+		/* what a second promote would do (its EALREADY case), done here */
+		tsr_warn("cluster: volume %s was promoted here (failback from site %s) but its "
+			 "record was not updated: finishing the failback", name, r->resync_from);
+		failback_done(c, name, &resp);
+		if (resp.error)
+			tsr_error("cluster: volume %s: %s", name, resp.message);
+		admin_response_free_built(&resp);
+	} else if (r->demoted) {
 		ret = fence_volume(c, name, -EROFS);
 		tsr_warn("cluster: volume %s is demoted (%s): host writes are refused%s", name,
 			 r->demoted_why, ret ? " (fence failed!)" : "");
@@ -1661,6 +1719,7 @@ static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Request *r
 	ret = tsr_site_server_promote(c->site_server, p->volume, p->force);
 	switch (ret) {
 	case 0:
+		promote_test_crash(p->volume);
 		break;
 	case -ENOENT:
 		admin_fail(resp, ret, "volume '%s' is not a replication target on node %s "
