@@ -687,6 +687,7 @@ static int source_start(struct tsr_cluster *c, const Tessera__Cluster__Replicati
 			char *msg, size_t msg_len)
 {
 	struct tsr_site_source_opts o;
+	char marker_file[4096];
 	Tessera__Cluster__SiteRecord *site = NULL;
 	struct tsr_site_tls_ctx *tls;
 	struct repl_source *s = NULL;
@@ -762,6 +763,9 @@ static int source_start(struct tsr_cluster *c, const Tessera__Cluster__Replicati
 		}
 		o.group = r->group;
 		o.group_members = members ? (unsigned)members : 1;
+		/* the group's marker counter, per node (the members run on one) */
+		snprintf(marker_file, sizeof(marker_file), "%s/group-%s.markers", c->dir, r->group);
+		o.marker_file = marker_file;
 	}
 	o.on_demoted = source_demoted;
 	o.cb_arg = s;

@@ -8,6 +8,9 @@
  *
  * site_group.c: the release rule of one consistency group at the target
  * (struct site_grp below): which frames of each member may reach its volume.
+ *
+ * site_marker.c: a group's marker numbers at the source (struct site_mark
+ * below), persisted so they keep growing across restarts whatever the clock.
  */
 #ifndef TSR_SITE_SERVER_INTERNAL_H
 #define TSR_SITE_SERVER_INTERNAL_H
@@ -111,5 +114,29 @@ bool site_grp_release(struct site_grp *g);
 uint64_t site_grp_release_seq(const struct site_grp *g, unsigned i);
 /* Which member holds the group back, as a sentence in buf. */
 const char *site_grp_blocker(const struct site_grp *g, char *buf, size_t len);
+
+/* ---- site_marker.c ---- */
+
+#define SITE_MARK_BATCH 65536 /* numbers reserved per write of the file */
+
+/* A group's marker counter (the group's worker after open). */
+struct site_mark {
+	char path[4096];   /* the counter's file; "" none (numbers from the clock) */
+	uint64_t next;     /* the next number handed out */
+	uint64_t reserved; /* numbers <= this are reserved in the file */
+	uint64_t writes;   /* reserves written (tests) */
+};
+/*
+ * Open the counter of path (created; NULL or "": no file, numbers from
+ * now_us on, not persisted), going on above every number handed out before
+ * and at least at now_us (the wall clock in microseconds, the numbering
+ * before this counter), and reserve the next SITE_MARK_BATCH durably.
+ * Blocking.  Errors: the file's I/O errors, -ENAMETOOLONG.
+ */
+int site_mark_open(struct site_mark *m, const char *path, uint64_t now_us);
+/* The next number into *n (strictly above every one before, also across
+ * opens); writes the next reserve first when this one is used up.  Errors:
+ * the file's I/O errors (then no number is handed out). */
+int site_mark_next(struct site_mark *m, uint64_t *n);
 
 #endif

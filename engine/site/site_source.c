@@ -72,9 +72,10 @@
  * A marker goes in every group_interval_ms (200) and as soon as one member
  * logged more than SRC_WINDOW / 4 bytes since the last one, so a whole
  * interval always fits in the flow-control window (the target holds an
- * interval until every member has its end).  Marker numbers are the wall
- * clock in microseconds, forced strictly increasing, so they keep growing
- * across a restart of the source.  A member whose log is off (overflowed,
+ * interval until every member has its end).  Marker numbers come from a
+ * counter persisted in opts.marker_file (site_marker.c: reserved in batches,
+ * at least the wall clock in microseconds at start), so they keep growing
+ * across a restart of the source even with the clock stepped back.  A member whose log is off (overflowed,
  * initial copy) gets no markers until its sync starts logging again.
  *
  * An ERROR -ESTALE to VOLUME_OPEN (the target was promoted) demotes the
@@ -103,6 +104,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "site/server_internal.h"
 #include "tessera/site.h"
 #include "tessera/vol.h"
 #include "tessera/worker.h"
@@ -162,7 +164,7 @@ struct checkpoint {
 /*
  * A consistency group's sources in this process.  name, members, worker
  * and refs under g_groups_lock (start / stop, control thread); mem, n,
- * last_marker and next_ns on worker only.
+ * mark and next_ns on worker only (mark opened by the first member's start).
  */
 struct src_group {
 	char name[TSR_SITE_NAME_MAX + 1];
@@ -172,7 +174,7 @@ struct src_group {
 	struct tsr_site_source *mem[TSR_SITE_GROUP_MAX]; /* hooked members (worker) */
 	unsigned n;
 	uint64_t interval_ns;      /* period of the markers */
-	uint64_t last_marker;      /* number of the last marker appended */
+	struct site_mark mark;     /* the marker numbers (site_marker.c) */
 	uint64_t next_ns;          /* when the next one is due (monotonic) */
 	struct src_group *next;
 };
@@ -640,15 +642,16 @@ static void marker_append(struct tsr_site_source *s, uint64_t n)
 	schedule_pass(s);
 }
 
-/* One marker into every member's log, in one go on the group's worker. */
+/* One marker into every member's log, in one go on the group's worker.  A
+ * counter that cannot be written gives no marker this time (logged): the
+ * target then holds a longer interval, nothing breaks. */
 static void group_mark(struct src_group *g)
 {
-	uint64_t n = realtime_us();
+	uint64_t n;
 
-	if (n <= g->last_marker)
-		n = g->last_marker + 1;
-	g->last_marker = n;
 	g->next_ns = tsr_mono_ns() + g->interval_ns;
+	if (site_mark_next(&g->mark, &n))
+		return;
 	for (unsigned i = 0; i < g->n; i++)
 		marker_append(g->mem[i], n);
 }
@@ -1878,7 +1881,7 @@ static int resolve(struct tsr_site_source *s, const char *address)
 /* Join group name on worker (control thread).  Errors: -EXDEV the group
  * runs on another worker, -ENOSPC full, -ENOMEM. */
 static int group_join(struct tsr_site_source *s, const char *name, unsigned members,
-		      unsigned interval_ms)
+		      unsigned interval_ms, const char *marker_file)
 {
 	struct src_group *g;
 	int ret = 0;
@@ -1897,6 +1900,11 @@ static int group_join(struct tsr_site_source *s, const char *name, unsigned memb
 		g->members = members;
 		g->worker = s->worker;
 		g->interval_ns = (uint64_t)(interval_ms ? interval_ms : 200) * NS_PER_MS;
+		ret = site_mark_open(&g->mark, marker_file, realtime_us());
+		if (ret) {
+			free(g);
+			goto out;
+		}
 		g->next = g_groups;
 		g_groups = g;
 	}
@@ -2035,7 +2043,8 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 		}
 		snprintf(s->open.group, sizeof(s->open.group), "%s", opts->group);
 		s->open.members = opts->group_members;
-		ret = group_join(s, opts->group, opts->group_members, opts->group_interval_ms);
+		ret = group_join(s, opts->group, opts->group_members, opts->group_interval_ms,
+				 opts->marker_file);
 		if (ret < 0) {
 			tsr_warn("site source %s: consistency group %s: %s", tsr_vol_name(opts->vol),
 				 opts->group, ret == -EXDEV ? "its volumes run on another worker "

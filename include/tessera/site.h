@@ -578,6 +578,11 @@ struct tsr_site_source_opts {
 	unsigned group_members;       /* with group: members the group has, 1..
 				       * TSR_SITE_GROUP_MAX (announced to the target) */
 	unsigned group_interval_ms;   /* with group: marker period; 0: 200 */
+	const char *marker_file;      /* with group: the file persisting the group's marker
+				       * counter (created; written once per 65536 markers),
+				       * so numbers keep growing across restarts whatever the
+				       * clock does.  NULL: numbered by the wall clock, not
+				       * persisted.  The first member started names it */
 	unsigned barrier_ms;          /* 0: 100 */
 	uint32_t send_batch;          /* host bytes logged that start a send at once; below
 				       * it they go at the next 10 ms tick. 0: 256 KiB; 1:
@@ -593,7 +598,8 @@ struct tsr_site_source_opts {
  * connecting.  Any thread (control); returns when the hooks are installed,
  * so every write acknowledged after the return is in the log.  Errors:
  * -EINVAL a missing option, -EBUSY the volume already has hooks, -ENOMEM,
- * -EXDEV opts.group's other members run on another worker.
+ * -EXDEV opts.group's other members run on another worker, the I/O errors of
+ * opts.marker_file (the group's first member).
  */
 int tsr_site_source_start(const struct tsr_site_source_opts *opts,
 			  struct tsr_site_source **out);

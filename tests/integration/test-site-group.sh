@@ -174,5 +174,8 @@ for v in "${VOLS[@]}"; do
 	site_qemu_io dr "$v" "write -P 0x5a 0 4k" >/dev/null 2>&1 || fail "promoted $v refuses a write"
 done
 out=$(stsr dr replication promote --group app 2>&1) && fail "a second promote --group succeeded: $out"
+# the group's marker numbers came from its persisted counter (site_marker.c)
+[ "$(stat -c %s "$(sdir primary)/group-app.markers" 2>/dev/null)" = 24 ] ||
+	fail "no marker counter $(sdir primary)/group-app.markers at the primary"
 site_stop primary
 site_stop dr
