@@ -976,6 +976,53 @@ static void test_snap(void **state)
 			assert_int_equal(o1.status, 0);
 			snap_read(e, "s1", 2 * BS, r);
 			assert_true(is_filled(r, BS, 9, 0));
+
+			/* the connection closes while a repair is held: its
+			 * answer finds the connection closed and goes with the
+			 * request (ASan: nothing leaked or used after free); the
+			 * repair itself is done */
+			struct tsr_peer_server_stats st0, st;
+			struct cli k3;
+			struct op o3 = {.kind = K_OPEN, .name = "v@s1", .epoch = 4};
+
+			tsr_peer_server_get_stats(e->srv, &st0);
+			cli_make(e, &k3, TOKEN, e->port, 0);
+			o3.k = &k3;
+			assert_int_equal(op_run(e, &o3), 0);
+			fd = open(hold, O_CREAT | O_WRONLY, 0644);
+			assert_true(fd >= 0);
+			close(fd);
+			setenv("TSR_TEST_PEER_REPAIR_HOLD_FILE", hold, 1);
+			tsr_peer_server_get_stats(e->srv, &st);
+			o1 = (struct op){.k = &k3, .kind = K_REPAIR, .handle = o3.handle, .epoch = 4,
+					 .offset = 3 * BS, .len = BS, .buf = buf};
+			sem_init(&o1.done, 0, 0);
+			on_client(e, op_issue, &o1);
+			for (int i = 0;; i++) { /* the server has it (held in its thread) */
+				struct tsr_peer_server_stats s2;
+
+				tsr_peer_server_get_stats(e->srv, &s2);
+				if (s2.frames > st.frames)
+					break;
+				assert_true(i < 2000);
+				usleep(10000);
+			}
+			usleep(50000);
+			cli_free(e, &k3);
+			assert_int_equal(sem_wait_ms(&o1.done, 20000), 0);
+			sem_destroy(&o1.done);
+			assert_true(o1.ret < 0 || o1.status < 0); /* cancelled with the client */
+			unlink(hold);
+			unsetenv("TSR_TEST_PEER_REPAIR_HOLD_FILE");
+			for (int i = 0;; i++) { /* the connection freed once the repair answered */
+				tsr_peer_server_get_stats(e->srv, &st);
+				if (st.connections_open == st0.connections_open)
+					break;
+				assert_true(i < 2000);
+				usleep(10000);
+			}
+			snap_read(e, "s1", 3 * BS, r);
+			assert_true(is_filled(r, BS, 9, 0));
 		}
 		fill(buf, BS, 10, 0);
 		assert_int_equal(p_io(e, &k2, K_REPAIR, hs, 3, BS, BS, buf, 0), -ESTALE);
@@ -1005,6 +1052,70 @@ static void test_snap(void **state)
 	assert_int_equal(k.fails + k2.fails, 0);
 	cli_free(e, &k);
 	cli_free(e, &k2);
+	tsr_free_aligned(buf);
+	tsr_free_aligned(r);
+}
+
+static void *unlink_later(void *arg)
+{
+	usleep(300000);
+	unlink(arg);
+	return NULL;
+}
+
+/* The server's worker stops while a REPAIR runs in its thread: the stop
+ * waits for it, the answer finds the worker stopping and the connection
+ * closed and goes with the request (ASan: nothing leaked, no use after
+ * free); the repair itself is done. */
+static void test_repair_at_stop(void **state)
+{
+	struct env *e = *state;
+	uint8_t *buf = tsr_alloc_aligned(BS), *r = tsr_alloc_aligned(BS);
+	struct tsr_peer_server_stats st, s2;
+	struct op o = {.kind = K_OPEN, .name = "v@s1", .epoch = 1};
+	char hold[600];
+	pthread_t t;
+	struct cli k;
+	uint64_t h;
+	int fd;
+
+	cli_make(e, &k, TOKEN, e->port, 0);
+	assert_int_equal(p_open(e, &k, "v", 1, &h), 0);
+	assert_int_equal(p_snap(e, &k, h, 1, TSR_SNAP_CREATE, "s1", ""), 0);
+	o.k = &k;
+	assert_int_equal(op_run(e, &o), 0);
+	snprintf(hold, sizeof(hold), "%s/repair-hold", e->dir);
+	fd = open(hold, O_CREAT | O_WRONLY, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+	setenv("TSR_TEST_PEER_REPAIR_HOLD_FILE", hold, 1);
+	fill(buf, BS, 7, 0);
+	tsr_peer_server_get_stats(e->srv, &st);
+	o = (struct op){.k = &k, .kind = K_REPAIR, .handle = o.handle, .epoch = 1, .offset = BS,
+			.len = BS, .buf = buf};
+	sem_init(&o.done, 0, 0);
+	on_client(e, op_issue, &o);
+	for (int i = 0;; i++) { /* the server has it (held in its thread) */
+		tsr_peer_server_get_stats(e->srv, &s2);
+		if (s2.frames > st.frames)
+			break;
+		assert_true(i < 2000);
+		usleep(10000);
+	}
+	usleep(50000);
+	assert_int_equal(pthread_create(&t, NULL, unlink_later, hold), 0);
+	tsr_worker_stop(e->sw); /* returns once the held repair is done */
+	e->sw = NULL;
+	pthread_join(t, NULL);
+	unsetenv("TSR_TEST_PEER_REPAIR_HOLD_FILE");
+	assert_int_equal(sem_wait_ms(&o.done, 20000), 0); /* the connection went */
+	sem_destroy(&o.done);
+	assert_true(o.ret < 0 || o.status < 0);
+	tsr_peer_server_get_stats(e->srv, &s2);
+	assert_int_equal(s2.connections_open, 0);
+	snap_read(e, "s1", BS, r);
+	assert_true(is_filled(r, BS, 7, 0));
+	cli_free(e, &k);
 	tsr_free_aligned(buf);
 	tsr_free_aligned(r);
 }
@@ -1524,6 +1635,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_epoch_fencing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_repair_at_stop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snap_malformed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stage_malformed, setup, teardown),
