@@ -125,6 +125,7 @@ struct site_mark {
 	uint64_t next;     /* the next number handed out */
 	uint64_t reserved; /* numbers <= this are reserved in the file */
 	uint64_t writes;   /* reserves written (tests) */
+	int last_err;      /* the last write's error (logged once), 0 */
 };
 /*
  * Open the counter of path (created; NULL or "": no file, numbers from

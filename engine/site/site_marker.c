@@ -43,9 +43,14 @@ static int mark_reserve(struct site_mark *m, uint64_t upto)
 	tsr_put_le32(buf + 16, tsr_crc32c(0, buf, 16));
 	ret = tsr_file_replace(m->path, buf, sizeof(buf));
 	if (ret) {
-		tsr_error("site: group markers: cannot write %s: %s", m->path, strerror(-ret));
+		if (ret != m->last_err) /* once per cause, not at every try */
+			tsr_error("site: group markers: cannot write %s: %s (no marker until it "
+				  "can be written)",
+				  m->path, strerror(-ret));
+		m->last_err = ret;
 		return ret;
 	}
+	m->last_err = 0;
 	m->reserved = upto;
 	m->writes++;
 	return 0;

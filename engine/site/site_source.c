@@ -650,8 +650,12 @@ static void group_mark(struct src_group *g)
 	uint64_t n;
 
 	g->next_ns = tsr_mono_ns() + g->interval_ns;
-	if (site_mark_next(&g->mark, &n))
+	if (site_mark_next(&g->mark, &n)) {
+		/* the next try at the next interval or 2 MiB, not at every write */
+		for (unsigned i = 0; i < g->n; i++)
+			g->mem[i]->bytes_since_marker = 0;
 		return;
+	}
 	for (unsigned i = 0; i < g->n; i++)
 		marker_append(g->mem[i], n);
 }

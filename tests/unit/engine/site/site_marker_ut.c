@@ -192,12 +192,38 @@ static void test_damaged_and_errors(void **state)
 	assert_int_equal(m.writes, 0);
 }
 
+/* A reserve that cannot be written: no number (the group skips that marker),
+ * every try fails until the file can be written, then the numbers go on. */
+static void test_reserve_fails(void **state)
+{
+	struct fixture *f = *state;
+	struct site_mark m;
+	uint64_t n, last = 0;
+	char moved[80];
+
+	assert_int_equal(site_mark_open(&m, f->path, 10), 0);
+	for (unsigned i = 0; i < SITE_MARK_BATCH; i++)
+		assert_int_equal(site_mark_next(&m, &last), 0);
+	snprintf(moved, sizeof(moved), "%s-moved", f->dir);
+	assert_int_equal(rename(f->dir, moved), 0); /* the file's directory gone */
+	n = 0;
+	assert_int_equal(site_mark_next(&m, &n), -ENOENT);
+	assert_int_equal(n, 0);
+	assert_int_equal(site_mark_next(&m, &n), -ENOENT);
+	assert_int_equal(m.writes, 1);
+	assert_int_equal(rename(moved, f->dir), 0);
+	assert_int_equal(site_mark_next(&m, &n), 0);
+	assert_int_equal(n, last + 1);
+	assert_int_equal(m.writes, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_restart_clock_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_batches, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_damaged_and_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reserve_fails, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
