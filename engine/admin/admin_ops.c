@@ -731,6 +731,8 @@ static void op_volume_create(struct tsr_admin_server *srv, const Tessera__Admin_
 		reply_volume(srv, c->name, resp);
 		return;
 	case -EEXIST:
+		/* the copy met, for a cluster's replace (its uuid: cluster/volume.c) */
+		reply_volume(srv, c->name, resp);
 		admin_fail(resp, ret, "volume '%s' already exists (tessera volume show %s describes "
 			   "it; pick another name)", c->name, c->name);
 		return;
@@ -833,6 +835,7 @@ static void op_volume_delete(struct tsr_admin_server *srv, const Tessera__Admin_
 {
 	struct tsr_snap_info *snaps = NULL;
 	size_t count = 0, i;
+	char other[37] = "";
 	int ret;
 
 	/* a snapshot being read keeps its volume too */
@@ -851,14 +854,31 @@ static void op_volume_delete(struct tsr_admin_server *srv, const Tessera__Admin_
 		ret = -EBUSY;
 	} else {
 		/* the cluster's leftover sweep checks and deletes atomically against us */
+		struct tsr_vol_info info;
+
+		ret = 0;
 		if (srv->cluster.copy_delete_lock)
 			srv->cluster.copy_delete_lock(srv->cluster.arg, true);
-		ret = tsr_store_vol_delete(srv->store, d->name);
+		/* a cluster's delete of one copy it knows (its uuid): another copy
+		 * made under that name meanwhile is left alone */
+		if (d->local_copy && d->uuid && d->uuid[0]) {
+			ret = tsr_store_vol_info(srv->store, d->name, &info);
+			if (ret == 0 && strcmp(info.uuid, d->uuid) != 0) {
+				snprintf(other, sizeof(other), "%s", info.uuid);
+				ret = -ESTALE;
+			}
+		}
+		if (ret == 0)
+			ret = tsr_store_vol_delete(srv->store, d->name);
 		if (srv->cluster.copy_delete_lock)
 			srv->cluster.copy_delete_lock(srv->cluster.arg, false);
 	}
 	switch (ret) {
 	case 0:
+		return;
+	case -ESTALE:
+		admin_fail(resp, ret, "the store copy of '%s' here is another one (uuid %s, not %s): "
+			   "left alone", d->name, other, d->uuid);
 		return;
 	case -ENOENT:
 		admin_fail(resp, ret, "volume '%s' not found (tessera volume list shows what exists)",

@@ -93,6 +93,8 @@ struct tsr_cluster {
 	/* leftover sweep (sweep.c): set at start, then the background thread's */
 	bool sweep_on;                 /* grace > 0 and DIR/cluster.joined names our cluster */
 	int64_t joined_at;             /* unix seconds this data dir joined the cluster */
+	struct sweep_seen *sweep_seen; /* background thread: copies seen unlisted, since when */
+	size_t n_sweep_seen;
 	uint64_t leftovers_removed;    /* lock; copies the sweep removed since start */
 };
 
@@ -188,6 +190,10 @@ int cluster_copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecor
 			const char *name, uint64_t size, char *msg, size_t msg_len);
 int cluster_copy_delete(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			const char *name, char *msg, size_t msg_len);
+/* The same, only if node's copy of name has uuid (NULL or "": any): another
+ * copy there is left alone, -ESTALE (node older than ctl3: any, as before). */
+int cluster_copy_delete_uuid(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+			     const char *name, const char *uuid, char *msg, size_t msg_len);
 /* One admin call to the node at address (blocking); 0 or -errno of the transport. */
 int cluster_call_node(struct tsr_cluster *c, const char *address, Tessera__Admin__Request *req,
 		      int timeout_ms, Tessera__Admin__Response **resp);
@@ -301,6 +307,13 @@ void repl_volume_deleted(struct tsr_cluster *c, const char *name);
 /* ---- sweep.c: leftover store copies no record lists ----------------- */
 
 #define SWEEP_GRACE_DEFAULT_SEC 900
+/* A store copy the sweep has seen unlisted, at every pass since since_ms. */
+struct sweep_seen {
+	char name[64];
+	char uuid[37];
+	int64_t since_ms;              /* tsr_mono_ms() of the first such pass (this run) */
+	bool mark;                     /* seen unlisted at the current pass */
+};
 /* At start, after repl_start (c->cluster_id): read or write DIR/cluster.joined
  * and decide whether the sweep runs (always 0: a problem only turns it off,
  * logged). */

@@ -185,7 +185,7 @@ void cluster_forward_answer(const char *node_id, const char *address, int status
  */
 static int copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 		       const char *name, uint64_t size, uint32_t ec_k, uint32_t ec_m,
-		       uint32_t unit, char *msg, size_t msg_len)
+		       uint32_t unit, char uuid[37], char *msg, size_t msg_len)
 {
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__VolumeCreate vc = TESSERA__ADMIN__VOLUME_CREATE__INIT;
@@ -196,9 +196,15 @@ static int copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord
 
 	if (ec_k)
 		snprintf(ec, sizeof(ec), "%u+%u", ec_k, ec_m);
+	if (uuid)
+		uuid[0] = '\0';
 	if (strcmp(node->id, c->node_id) == 0) {
 		ret = tsr_store_vol_create_flags(c->o.store, name, size,
 						 ec_k ? TSR_VOL_EC_CHUNK : 0, &info);
+		if (ret == -EEXIST && uuid && tsr_store_vol_info(c->o.store, name, &info) != 0)
+			info.uuid[0] = '\0';
+		if (uuid && (ret == 0 || ret == -EEXIST))
+			snprintf(uuid, 37, "%s", info.uuid);
 		if (ret)
 			snprintf(msg, msg_len, "cannot create the copy of '%s' on %s (this node): %s%s",
 				 name, node->id, strerror(-ret), ret == -EEXIST ?
@@ -222,6 +228,11 @@ static int copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord
 	ret = resp->error;
 	if (ret)
 		snprintf(msg, msg_len, "node %s: %s", node->id, resp->message);
+	/* the new copy's uuid, or on EEXIST the one met (a node older than
+	 * session 13's ctl3 sends none on EEXIST) */
+	if (uuid && (ret == 0 || ret == -EEXIST) && resp->n_volumes == 1 &&
+	    resp->volumes[0]->uuid && strlen(resp->volumes[0]->uuid) < 37)
+		snprintf(uuid, 37, "%s", resp->volumes[0]->uuid);
 	tessera__admin__response__free_unpacked(resp, NULL);
 	return ret;
 }
@@ -229,28 +240,49 @@ static int copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord
 int cluster_copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			const char *name, uint64_t size, char *msg, size_t msg_len)
 {
-	return copy_create(c, node, name, size, 0, 0, 0, msg, msg_len);
+	return copy_create(c, node, name, size, 0, 0, 0, NULL, msg, msg_len);
 }
 
 int cluster_copy_delete(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			const char *name, char *msg, size_t msg_len)
+{
+	return cluster_copy_delete_uuid(c, node, name, NULL, msg, msg_len);
+}
+
+int cluster_copy_delete_uuid(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+			     const char *name, const char *uuid, char *msg, size_t msg_len)
 {
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__VolumeDelete vd = TESSERA__ADMIN__VOLUME_DELETE__INIT;
 	Tessera__Admin__Response *resp = NULL;
 	int ret;
 
+	if (uuid && uuid[0] == '\0')
+		uuid = NULL;
 	if (strcmp(node->id, c->node_id) == 0) {
+		struct tsr_vol_info info;
+
+		ret = 0;
 		tsr_cluster_copy_delete_lock(c, true);
-		ret = tsr_store_vol_delete(c->o.store, name);
+		if (uuid) {
+			ret = tsr_store_vol_info(c->o.store, name, &info);
+			if (ret == 0 && strcmp(info.uuid, uuid) != 0)
+				ret = -ESTALE;
+		}
+		if (ret == 0)
+			ret = tsr_store_vol_delete(c->o.store, name);
 		tsr_cluster_copy_delete_lock(c, false);
-		if (ret && ret != -ENOENT)
+		if (ret == -ESTALE)
+			snprintf(msg, msg_len, "the copy of '%s' on %s is another one (uuid %s, not "
+				 "%s): left alone", name, node->id, info.uuid, uuid);
+		else if (ret && ret != -ENOENT)
 			snprintf(msg, msg_len, "cannot delete the copy of '%s' on %s: %s", name,
 				 node->id, strerror(-ret));
 		return ret == -ENOENT ? 0 : ret;
 	}
 	vd.name = (char *)name;
 	vd.local_copy = true;
+	vd.uuid = (char *)(uuid ? uuid : "");
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE;
 	req.volume_delete = &vd;
 	ret = cluster_call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
@@ -581,7 +613,7 @@ void cluster_volume_create(struct tsr_cluster *c, const Tessera__Admin__VolumeCr
 	}
 	for (made = 0; made < replicas; made++) {
 		ret = copy_create(c, view_node(&v, pn[chosen[made]].id), r->name, copy_size, k, m,
-				  unit, why, sizeof(why));
+				  unit, NULL, why, sizeof(why));
 		if (ret) {
 			admin_fail(resp, ret, "%s; nothing was created", why);
 			goto undo;
@@ -1065,47 +1097,75 @@ out:
 
 /*
  * node refused the new copy of name with -EEXIST: it holds a copy of that
- * name left over, which vol/<name> (still at rev, where node holds no copy)
- * proves garbage: a copy replaced away from node while node was down (the
- * delete did not reach it), or one it got back after a replace.  A create
- * in progress cannot be what we meet: a volume's copies are created before
- * its record exists, and this record exists; a replace onto node of the
- * same volume running elsewhere at the same instant would be caught by the
- * record's compare-and-set (rev) of one of the two.  Delete it; 0 or -errno
- * with msg (-ECANCELED: the record changed meanwhile, retry).
+ * name (uuid garbage, as the refusal named it) that vol/<name> at rev (rec,
+ * which lists no copy on node) does not list.  Either a copy left over (one
+ * replaced away from node while node was down, whose delete did not reach
+ * it, or one it got back after a replace), or the fresh copy of a replace
+ * onto node of the same volume running elsewhere, made and not recorded yet.
+ * The second must not be deleted while its replace can still record it, so
+ * the record is first written again unchanged at rev (a compare-and-set):
+ * once that succeeds, no replace that read rev can record its copy any more
+ * (its own compare-and-set fails and it rolls back), and only then is the
+ * copy deleted, and only if it is still the one met (uuid).  On success *rev
+ * is the record's new revision, which our own record write must expect.
+ * 0 or -errno with msg (-ECANCELED: the record changed meanwhile; -ESTALE:
+ * the copy there changed meanwhile; both: retry).
  */
 static int replace_drop_garbage(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
-				const char *name, uint64_t rev, char *msg, size_t msg_len)
+				const char *name, const Tessera__Cluster__VolumeRecord *rec,
+				uint64_t *rev, const char *garbage, char *msg, size_t msg_len)
 {
-	Tessera__Cluster__VolumeRecord *now = NULL;
-	uint64_t now_rev;
+	char key[80];
+	uint64_t new_rev = 0;
 	int ret;
 
-	ret = rec_volume_get(c->meta, name, &now, &now_rev);
+	if (garbage == NULL || garbage[0] == '\0') {
+		snprintf(msg, msg_len, "node %s already holds a store copy of '%s' that vol/%s does "
+			 "not list, and did not say which (a node older than this one?): delete it "
+			 "there first (tessera volume delete with local_copy) and retry", node->id,
+			 name, name);
+		return -EEXIST;
+	}
+	snprintf(key, sizeof(key), "vol/%s", name);
+	ret = rec_put(c->meta, key, &rec->base, *rev, 0, &new_rev);
 	if (ret) {
-		snprintf(msg, msg_len, "cannot read volume '%s' again: %s (retry)", name,
-			 strerror(-ret));
+		snprintf(msg, msg_len, ret == -ECANCELED ? "volume '%s' changed while its copy on %s "
+			 "was being replaced (another replace onto %s?): tessera volume show %s; retry"
+			 : "cannot write volume '%s' (its copy on %s, replace onto %s): %s; retry",
+			 name, node->id, node->id, ret == -ECANCELED ? name : strerror(-ret));
 		return ret;
 	}
-	for (size_t i = 0; i < now->n_copies; i++)
-		if (strcmp(now->copies[i]->node_id, node->id) == 0)
-			ret = -EEXIST;
-	tessera__cluster__volume_record__free_unpacked(now, NULL);
-	if (ret == 0 && now_rev != rev)
-		ret = -ECANCELED;
-	if (ret) {
-		snprintf(msg, msg_len, ret == -EEXIST ? "volume '%s' has a copy on %s already "
-			 "(tessera volume show %s)" : "volume '%s' changed while its copy on %s was "
-			 "being replaced (tessera volume show %s; retry)", name, node->id, name);
+	*rev = new_rev;
+	ret = cluster_copy_delete_uuid(c, node, name, garbage, msg, msg_len);
+	if (ret == -ESTALE) {
+		snprintf(msg, msg_len, "node %s's copy of '%s' changed while it was being replaced "
+			 "(another replace onto %s?): tessera volume show %s; retry", node->id, name,
+			 node->id, name);
 		return ret;
 	}
-	ret = cluster_copy_delete(c, node, name, msg, msg_len);
 	if (ret)
 		return ret;
-	tsr_warn("cluster: volume %s: node %s held a copy that vol/%s does not list (left from "
-		 "a replace while it was away): deleted, a new one is made", name, node->id,
-		 name);
+	tsr_warn("cluster: volume %s: node %s held a copy that vol/%s does not list (uuid %s: "
+		 "left from a replace while it was away, or a concurrent replace's that can no "
+		 "longer be recorded): deleted, a new one is made", name, node->id, name, garbage);
 	return 0;
+}
+
+/*
+ * Test hook: while the file $TSR_TEST_REPLACE_HOLD_FILE exists (at most 60 s),
+ * a replace waits between the creation of its new copy and its record write
+ * (on the control loop; test-cluster-replace-race holds that window open).
+ */
+static void replace_test_hold(const char *name)
+{
+	const char *f = getenv("TSR_TEST_REPLACE_HOLD_FILE");
+
+	if (f == NULL || access(f, F_OK) != 0)
+		return;
+	tsr_info("cluster: replace of %s: test hold (%s) between the new copy and the record",
+		 name, f);
+	for (int i = 0; i < 6000 && access(f, F_OK) == 0; i++)
+		usleep(10 * 1000);
 }
 
 int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char *old,
@@ -1118,7 +1178,7 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 	struct cluster_view v;
 	struct attachment *a;
 	unsigned chosen[1];
-	char key[80], why[1024], *missed = NULL;
+	char key[80], why[1024], *missed = NULL, new_uuid[37], garbage[37];
 	size_t n, idx;
 	uint64_t rev;
 	int ret;
@@ -1172,16 +1232,19 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 	new_node = view_node(&v, pn[chosen[0]].id);
 	/* a new chunk copy of an ec volume is marked as such, as at create */
 	ret = copy_create(c, new_node, name, rec_copy_size(rec), rec->ec_k, rec->ec_m,
-			  rec->stripe_unit, msg, msg_len);
+			  rec->stripe_unit, new_uuid, msg, msg_len);
 	if (ret == -EEXIST) {
-		/* a copy left on that node, which the record proves garbage */
-		ret = replace_drop_garbage(c, new_node, name, rev, msg, msg_len);
+		/* a copy on that node the record does not list: garbage once no
+		 * replace can record it any more */
+		snprintf(garbage, sizeof(garbage), "%s", new_uuid);
+		ret = replace_drop_garbage(c, new_node, name, rec, &rev, garbage, msg, msg_len);
 		if (ret == 0)
 			ret = copy_create(c, new_node, name, rec_copy_size(rec), rec->ec_k,
-					  rec->ec_m, rec->stripe_unit, msg, msg_len);
+					  rec->ec_m, rec->stripe_unit, new_uuid, msg, msg_len);
 	}
 	if (ret)
 		goto out;
+	replace_test_hold(name);
 	free(rec->copies[idx]->node_id);
 	rec->copies[idx]->node_id = strdup(new_node->id);
 	if (rec->copies[idx]->node_id == NULL) {
@@ -1199,7 +1262,7 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 
 		ret = -ENOMEM;
 		snprintf(msg, msg_len, "out of memory in tesserad");
-		cluster_copy_delete(c, new_node, name, m2, sizeof(m2));
+		cluster_copy_delete_uuid(c, new_node, name, new_uuid, m2, sizeof(m2));
 		goto out;
 	}
 	snprintf(key, sizeof(key), "vol/%s", name);
@@ -1209,7 +1272,9 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 
 		snprintf(msg, msg_len, "cannot record the new copy of '%s' on %s: %s (retry)", name,
 			 new_node->id, strerror(-ret));
-		cluster_copy_delete(c, new_node, name, m2, sizeof(m2));
+		/* ours only: another replace may have recorded its own copy there */
+		if (cluster_copy_delete_uuid(c, new_node, name, new_uuid, m2, sizeof(m2)))
+			tsr_warn("cluster: volume %s: %s", name, m2);
 		goto out;
 	}
 	tsr_info("cluster: volume %s copy %s replaced by %s (out-of-sync, full rebuild)", name,
