@@ -657,6 +657,7 @@ void tsr_cluster_stop(struct tsr_cluster *c)
 	free(c->coord_dir);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->sweep_lock);
+	free(c->sweep_seen);
 	pthread_cond_destroy(&c->cond);
 	free(c);
 }

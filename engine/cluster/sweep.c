@@ -11,12 +11,18 @@
  * store's business and never looked at) is a leftover when all of these hold:
  *   - vol/<name> does not exist, or lists no copy on this node (any state);
  *     read in one range, then read again just before the delete;
- *   - its catalogue row's `created` is at least the grace (--leftover-grace,
- *     default SWEEP_GRACE_DEFAULT_SEC) old: a create writes its copies before
- *     vol/<name> (at most TSR_PLACE_MAX copies, each call bounded by
- *     CLUSTER_COPY_TIMEOUT_MS: 600 s), a replace or clone its new copy a
- *     moment before the record lists it; a copy that young may be one of
- *     them;
+ *   - THIS run of the sweep has seen it so at every pass for at least the
+ *     grace (--leftover-grace, default SWEEP_GRACE_DEFAULT_SEC; a monotonic
+ *     time kept in memory per name and uuid: c->sweep_seen; a pass that sees
+ *     it listed, or another uuid under that name, starts the clock again, and
+ *     so does a restart): a create writes its copies before vol/<name> (at
+ *     most TSR_PLACE_MAX copies, each call bounded by CLUSTER_COPY_TIMEOUT_MS:
+ *     30 s), a replace or clone its new copy a moment before the record
+ *     lists it; a copy unlisted for less may be one of them.  Not its
+ *     catalogue row's age: a metadata store restored from an older backup, or
+ *     a record that lists us under an id we no longer run as, makes old copies
+ *     look unlisted all at once; the grace after the first pass that sees it
+ *     is the operator's time to notice (the WARN below, the records);
  *   - it was created after this data dir joined this cluster (DIR/cluster.joined
  *     below): volumes from before, a standalone life or another cluster, are
  *     not ours to judge;
@@ -30,10 +36,13 @@
  * by their cluster's own vol/<name> (a target is created by
  * cluster_volume_create in the target cluster).
  *
- * DIR/cluster.joined: "<cluster id> <unix seconds>\n", written the first time
- * the node starts in a cluster.  When the metadata store's cluster/id differs
- * (a new meta store, the dir moved to another cluster) the sweep is off: every
- * copy would look unlisted there.
+ * DIR/cluster.joined: "<cluster id> <node id> <unix seconds>\n", written the
+ * first time the node starts in a cluster.  When the metadata store's
+ * cluster/id differs (a new meta store, the dir moved to another cluster), or
+ * this run's node id differs (--node-id changed: the records list this dir's
+ * copies under the old id), the sweep is off, with a WARN: every copy would
+ * look unlisted.  A file of the first format ("<cluster id> <seconds>", no
+ * node id) turns it off too: remove the file to start the sweep again.
  *
  * Runs on the cluster's background thread (cluster.c): at start, right after
  * the node registered, then every grace/4 seconds (1 to 60), each pass right
@@ -63,8 +72,9 @@ static bool lists_node(const Tessera__Cluster__VolumeRecord *r, const char *node
 
 int cluster_sweep_init(struct tsr_cluster *c)
 {
-	char path[4200], line[160], id[64];
+	char path[4200], line[200], id[64], node[64], third[32];
 	long long at;
+	int n;
 	FILE *f;
 	int fd;
 
@@ -77,18 +87,32 @@ int cluster_sweep_init(struct tsr_cluster *c)
 	f = fopen(path, "r");
 	if (f) {
 		bool ok = fgets(line, sizeof(line), f) != NULL &&
-			  sscanf(line, "%63s %lld", id, &at) == 2 && at > 0;
+			  (n = sscanf(line, "%63s %63s %31s", id, node, third)) >= 2;
 
 		fclose(f);
-		if (!ok) {
-			tsr_warn("cluster: %s does not read '<cluster id> <seconds>': leftover "
-				 "sweep off (remove the file to start it again from now)", path);
+		if (ok && n == 2) {
+			tsr_warn("cluster: %s names no node id (written by an older tesserad): "
+				 "leftover sweep off (remove the file to start it again from now, "
+				 "as node %s)", path, c->node_id);
+			return 0;
+		}
+		if (!ok || sscanf(third, "%lld", &at) != 1 || at <= 0) {
+			tsr_warn("cluster: %s does not read '<cluster id> <node id> <seconds>': "
+				 "leftover sweep off (remove the file to start it again from now)",
+				 path);
 			return 0;
 		}
 		if (strcmp(id, c->cluster_id) != 0) {
 			tsr_warn("cluster: this data dir joined cluster %s (%s), the metadata store "
 				 "is cluster %s: leftover sweep off (its copies may belong to %s)",
 				 id, path, c->cluster_id, id);
+			return 0;
+		}
+		if (strcmp(node, c->node_id) != 0) {
+			tsr_warn("cluster: this data dir joined cluster %s as node %s (%s), this run "
+				 "is node %s (--node-id): leftover sweep off (the records list its "
+				 "copies under %s: restart with --node-id %s)", id, node, path,
+				 c->node_id, node, node);
 			return 0;
 		}
 		c->joined_at = at;
@@ -100,7 +124,7 @@ int cluster_sweep_init(struct tsr_cluster *c)
 		return 0;
 	}
 	at = (long long)cluster_now();
-	snprintf(line, sizeof(line), "%s %lld\n", c->cluster_id, at);
+	snprintf(line, sizeof(line), "%s %s %lld\n", c->cluster_id, c->node_id, at);
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0 || write(fd, line, strlen(line)) != (ssize_t)strlen(line) || fsync(fd) < 0) {
 		int err = errno;
@@ -115,9 +139,9 @@ int cluster_sweep_init(struct tsr_cluster *c)
 	close(fd);
 	c->joined_at = at;
 	c->sweep_on = true;
-	tsr_info("cluster: data dir joined cluster %s (%s): store copies made from now on that "
-		 "no volume record lists are removed %u s after their creation", c->cluster_id,
-		 path, c->o.leftover_grace_sec);
+	tsr_info("cluster: data dir joined cluster %s as node %s (%s): store copies made from "
+		 "now on that no volume record lists for this node are removed once seen so for "
+		 "%u s", c->cluster_id, c->node_id, path, c->o.leftover_grace_sec);
 	return 0;
 }
 
@@ -146,7 +170,8 @@ static void sweep_test_hold(const char *name)
 }
 
 /* Remove name (store row info) if vol/<name>, read again, still does not list us. */
-static int sweep_one(struct tsr_cluster *c, const struct tsr_vol_info *info, int64_t now)
+static int sweep_one(struct tsr_cluster *c, const struct tsr_vol_info *info, int64_t now,
+		     int64_t unlisted_ms)
 {
 	Tessera__Cluster__VolumeRecord *rec = NULL;
 	struct tsr_vol_info again;
@@ -193,8 +218,9 @@ static int sweep_one(struct tsr_cluster *c, const struct tsr_vol_info *info, int
 		char reason[160];
 
 		snprintf(reason, sizeof(reason), why, info->name);
-		tsr_info("cluster: leftover copy %s removed (%s; created %" PRId64 " s ago, %s, "
-			 "uuid %s)", info->name, reason, now - info->created,
+		tsr_info("cluster: leftover copy %s removed (%s; seen so for %" PRId64 " s, "
+			 "created %" PRId64 " s ago, %s, uuid %s)", info->name, reason,
+			 unlisted_ms / 1000, now - info->created,
 			 tsr_format_size(info->size, (char[32]){ 0 }, 32), info->uuid);
 	}
 	pthread_mutex_lock(&c->lock);
@@ -211,6 +237,48 @@ void tsr_cluster_copy_delete_lock(struct tsr_cluster *c, bool lock)
 		pthread_mutex_unlock(&c->sweep_lock);
 }
 
+/* c->sweep_seen's entry for in (same name and uuid), marked; a new one (the
+ * clock starts now) if none.  NULL: out of memory (nothing judged). */
+static struct sweep_seen *seen_mark(struct tsr_cluster *c, const struct tsr_vol_info *in,
+				    int64_t now_ms)
+{
+	struct sweep_seen *s;
+
+	for (size_t i = 0; i < c->n_sweep_seen; i++) {
+		s = &c->sweep_seen[i];
+		if (strcmp(s->name, in->name) != 0)
+			continue;
+		if (strcmp(s->uuid, in->uuid) != 0) { /* another copy under that name */
+			snprintf(s->uuid, sizeof(s->uuid), "%s", in->uuid);
+			s->since_ms = now_ms;
+		}
+		s->mark = true;
+		return s;
+	}
+	s = realloc(c->sweep_seen, (c->n_sweep_seen + 1) * sizeof(*s));
+	if (s == NULL)
+		return NULL;
+	c->sweep_seen = s;
+	s = &c->sweep_seen[c->n_sweep_seen++];
+	memset(s, 0, sizeof(*s));
+	snprintf(s->name, sizeof(s->name), "%s", in->name);
+	snprintf(s->uuid, sizeof(s->uuid), "%s", in->uuid);
+	s->since_ms = now_ms;
+	s->mark = true;
+	return s;
+}
+
+/* Forget the copies this pass did not see unlisted (listed, gone, replaced). */
+static void seen_sweep_unmarked(struct tsr_cluster *c)
+{
+	size_t j = 0;
+
+	for (size_t i = 0; i < c->n_sweep_seen; i++)
+		if (c->sweep_seen[i].mark)
+			c->sweep_seen[j++] = c->sweep_seen[i];
+	c->n_sweep_seen = j;
+}
+
 bool cluster_sweep(struct tsr_cluster *c)
 {
 	Tessera__Cluster__VolumeRecord **recs = NULL;
@@ -218,31 +286,40 @@ bool cluster_sweep(struct tsr_cluster *c)
 	struct tsr_vol_info *infos = NULL;
 	size_t n_infos = 0, n_kvs = 0;
 	int64_t now = cluster_now(), start = tsr_mono_ms();
-	bool more = false;
+	int64_t grace_ms = (int64_t)c->o.leftover_grace_sec * 1000;
+	bool more = false, judged = false;
 
 	if (!c->sweep_on)
 		return false;
 	if (tsr_store_vol_list(c->o.store, &infos, &n_infos) != 0)
 		return false;
-	if (n_infos == 0) /* nothing to judge: no metadata read */
+	if (n_infos == 0) { /* nothing to judge: no metadata read */
+		c->n_sweep_seen = 0;
 		goto out;
+	}
+	/* a pass that cannot read the records neither confirms nor resets a clock */
 	if (tsr_meta_range(c->meta_bg, "vol/", &kvs, &n_kvs, NULL) != 0)
 		goto out;
 	recs = calloc(n_kvs ? n_kvs : 1, sizeof(*recs));
 	if (recs == NULL)
 		goto out;
+	for (size_t i = 0; i < c->n_sweep_seen; i++)
+		c->sweep_seen[i].mark = false;
+	judged = true;
 	for (size_t i = 0; i < n_kvs; i++)
 		recs[i] = rec_volume_decode(&kvs[i]);
 	for (size_t i = 0; i < n_infos; i++) {
 		const struct tsr_vol_info *in = &infos[i];
-		bool listed = false, malformed = false;
+		bool listed = false, malformed = false, exists = false;
+		struct sweep_seen *seen;
+		int64_t mono;
 
-		if (in->created < c->joined_at ||
-		    now - in->created < (int64_t)c->o.leftover_grace_sec)
+		if (in->created < c->joined_at)
 			continue;
 		for (size_t j = 0; j < n_kvs; j++) {
 			if (strcmp(kvs[j].key + 4, in->name) != 0)
 				continue;
+			exists = true;
 			if (recs[j] == NULL)
 				malformed = true;
 			else
@@ -251,13 +328,28 @@ bool cluster_sweep(struct tsr_cluster *c)
 		}
 		if (listed || malformed)
 			continue;
-		if (tsr_mono_ms() - start >= SWEEP_BUDGET_MS) {
-			more = true;
+		mono = tsr_mono_ms();
+		seen = seen_mark(c, in, mono);
+		if (seen == NULL) {
+			judged = false; /* keep every clock as it was */
 			break;
 		}
-		sweep_one(c, in, now);
+		if (seen->since_ms == mono)
+			tsr_info("cluster: store copy %s (uuid %s) unlisted (%s): removed as a "
+				 "leftover if it stays so for %u s", in->name, in->uuid, exists ?
+				 "its vol/ record lists no copy on this node" : "no vol/ record",
+				 c->o.leftover_grace_sec);
+		if (mono - seen->since_ms < grace_ms)
+			continue;
+		if (mono - start >= SWEEP_BUDGET_MS) {
+			more = true; /* still marked: the clocks of the rest go on */
+			continue;
+		}
+		sweep_one(c, in, now, mono - seen->since_ms);
 	}
 out:
+	if (judged)
+		seen_sweep_unmarked(c);
 	for (size_t i = 0; recs && i < n_kvs; i++)
 		if (recs[i])
 			tessera__cluster__volume_record__free_unpacked(recs[i], NULL);

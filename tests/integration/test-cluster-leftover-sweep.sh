@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The leftover sweep (engine/cluster/sweep.c): a node removes the store
-# copies that no vol/<name> lists for it, once they are older than
-# --leftover-grace, and never touches a listed copy.
+# copies that no vol/<name> lists for it, once its sweep has seen them so
+# for --leftover-grace (counted from its first pass that sees them: a restart
+# starts the clock again), and never touches a listed copy.
 #   4 nodes, grace G s.  r (3 replicas) and k (4 replicas: a copy on every
 #   node) written; after G s, y (4 replicas) is made; OLD (a copy node of r
 #   other than n1) stopped; y deleted and r's copy on OLD replaced onto NEW
 #   while OLD is down (neither delete reaches it); OLD started:
-#     - its copy of r (older than G) is removed at start: row and data file
-#       gone, logged with the reason, counted (node list --json
-#       leftovers_removed, status);
-#     - its copy of y (younger than G) stays, then goes once G has passed;
+#     - its copies of r (older than G) and y (younger) are seen unlisted at
+#       its first pass (logged) and both stay (the clock starts at that
+#       pass, not at their creation);
+#     - both go once seen so for G s: row and data file gone, logged with the
+#       reason, counted (node list --json leftovers_removed, status);
 #     - k's copies (listed) keep their bytes on every node (sha of the data
 #       files), r's listed copies too; r, attached, reads back as written.
 . "$(dirname "$0")/functions.sh"
@@ -62,7 +64,6 @@ RFILE=$(cl_copy_file "$O" r)
 # r's copies older than the grace before OLD comes back
 while (( $(date +%s) - t_rk <= G )); do sleep 0.5; done
 ctsr volume create y --size 4M --replicas 4 >/dev/null || fail "volume create y"
-t_y=$(date +%s)
 YFILE=$(cl_copy_file "$O" y)
 
 # ---- OLD down: y deleted, r's copy replaced away
@@ -72,23 +73,24 @@ ctsr volume replace-replica r --node "$OLD" --to "$NEW" >/dev/null ||
 	fail "replace-replica r $OLD -> $NEW"
 log "with $OLD down: y deleted, r's copy replaced onto $NEW"
 
-# ---- OLD back: the old copy of r goes at start, the young y stays
+# ---- OLD back: r's copy and y's are seen unlisted, both stay for G s
 cl_start_node "$O"
 cl_wait_nodes_alive 4
-wait_log "$O" "leftover copy r removed \(vol/r lists no copy on this node;" 20
-age=$(( $(date +%s) - t_y ))
-(( age < G )) || fail "y is $age s old already: the machine is too slow for G=$G"
+wait_log "$O" "store copy r .*unlisted \(its vol/ record lists no copy on this node\)" 20
+wait_log "$O" "store copy y .*unlisted \(no vol/ record\)" 20
+grep -q "leftover copy .* removed" "$(cl_dir "$O")/tesserad.log" &&
+	fail "$OLD removed a copy at its first sight: $(grep "leftover copy" "$(cl_dir "$O")/tesserad.log")"
+cl_copy_size "$O" r >/dev/null || fail "$OLD's copy of r removed at its first sight"
+cl_copy_size "$O" y >/dev/null || fail "$OLD's copy of y removed at its first sight"
+[ -e "$RFILE" ] && [ -e "$YFILE" ] || fail "$OLD's data file of r or y gone at its first sight"
+log "$OLD: r's copy (older than G) and y's seen unlisted, both kept"
+
+# ---- seen so for G s: both go
+wait_log "$O" "leftover copy r removed \(vol/r lists no copy on this node;" $(( G + 20 ))
+wait_log "$O" "leftover copy y removed \(vol/y does not exist;" $(( G + 20 ))
 cl_copy_size "$O" r >/dev/null && fail "$OLD still lists r in its store after the sweep"
 [ -e "$RFILE" ] && fail "$OLD's data file of r is still there: $RFILE"
 [ -e "${RFILE%.data}.crc" ] && fail "$OLD's crc file of r is still there"
-cl_copy_size "$O" y >/dev/null || fail "$OLD's copy of y ($age s old, grace $G s) was removed"
-[ -e "$YFILE" ] || fail "$OLD's data file of y ($age s old) is gone"
-grep -q "leftover copy y removed" "$(cl_dir "$O")/tesserad.log" &&
-	fail "$OLD removed y's copy younger than the grace"
-log "$OLD: r's old copy removed at start, y's ($age s old) kept"
-
-# ---- after the grace, y's copy goes too
-wait_log "$O" "leftover copy y removed \(vol/y does not exist;" $(( G + 20 ))
 cl_copy_size "$O" y >/dev/null && fail "$OLD still lists y in its store"
 [ -e "$YFILE" ] && fail "$OLD's data file of y is still there: $YFILE"
 n=$(grep -c "leftover copy .* removed" "$(cl_dir "$O")/tesserad.log")
@@ -98,7 +100,7 @@ for i in 1 2 3 4; do
 	grep -q "leftover copy" "$(cl_dir "$i")/tesserad.log" &&
 		fail "n$i removed a copy: $(grep "leftover copy" "$(cl_dir "$i")/tesserad.log")"
 done
-log "$OLD: y's copy removed once older than $G s"
+log "$OLD: r's and y's copies removed once seen unlisted for $G s"
 # counted: node list (each node's Status) and OLD's own status
 got=$(ctsr --json node list | json_get '" ".join("%s=%d" % (n["id"], n["leftovers_removed"]) for n in sorted(j["nodes"], key=lambda n: n["id"]))')
 want=$(for i in 1 2 3 4; do [ "$i" = "$O" ] && printf 'n%s=2 ' "$i" || printf 'n%s=0 ' "$i"; done)
