@@ -395,7 +395,7 @@ int copyset_snap(struct copyset_copy *c, const struct tsr_snap_req *req, tsr_cb 
 		return -ESTALE;
 	switch (req->op) {
 	case TSR_SNAP_CREATE:
-		ret = tsr_store_snap_create(cs->store, cs->name, req->snap, NULL);
+		ret = tsr_store_snap_create_sized(cs->store, cs->name, req->snap, req->size, NULL);
 		break;
 	case TSR_SNAP_DELETE:
 		ret = tsr_store_snap_delete(cs->store, cs->name, req->snap);

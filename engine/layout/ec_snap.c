@@ -604,7 +604,13 @@ static void makeup_flushed(void *arg, int status)
 		makeup_fail(m, status < 0 ? status : -ECONNRESET);
 		return;
 	}
-	m->req = (struct tsr_snap_req){ .op = TSR_SNAP_CREATE };
+	/* the snapshot's chunk size (whole stripes of its image), not the chunk
+	 * volume's: cut before a grow, it is smaller on the copies that cut it */
+	m->req = (struct tsr_snap_req){
+	    .op = TSR_SNAP_CREATE,
+	    .size = tsr_ec_chunk_volume_size(tsr_layout_size(m->img), m->c->e->k,
+					     m->c->e->unit),
+	};
 	snprintf(m->req.snap, sizeof(m->req.snap), "%s", m->v[m->next].snap);
 	ret = ecopy_snap(m->c, &m->req, makeup_cut, m);
 	if (ret < 0)

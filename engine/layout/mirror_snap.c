@@ -1215,6 +1215,9 @@ static void replay_io_done(void *arg, int status)
 			break;
 		rp->step = RP_CUT;
 		rp->req.op = TSR_SNAP_CREATE;
+		/* the snapshot's size, not the volume's: cut before a grow, it is
+		 * smaller on the copies that cut it, and must be here too */
+		rp->req.size = rp->src_size;
 		ret = mcopy_snap(c, &rp->req, replay_io_done, rp);
 		if (ret < 0) {
 			status = ret;

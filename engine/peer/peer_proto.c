@@ -226,9 +226,16 @@ int tsr_peer_snap_parse(const uint8_t *p, uint32_t len, struct tsr_snap_req *out
 		return -EPROTO;
 	s = p[1];
 	c = p[2];
-	if (s > TSR_SNAP_NAME_MAX || c > TSR_SNAP_NAME_MAX || len != TSR_PEER_SNAP_MIN + s + c)
+	if (s > TSR_SNAP_NAME_MAX || c > TSR_SNAP_NAME_MAX ||
+	    (len != TSR_PEER_SNAP_MIN + s + c &&
+	     len != TSR_PEER_SNAP_MIN + s + c + TSR_PEER_SNAP_SIZE))
 		return -EPROTO;
 	memset(&r, 0, sizeof(r));
+	if (len == TSR_PEER_SNAP_MIN + s + c + TSR_PEER_SNAP_SIZE) {
+		r.size = tsr_get_le64(p + TSR_PEER_SNAP_MIN + s + c);
+		if (p[0] != TSR_SNAP_CREATE || r.size == 0 || r.size % TSR_BLOCK_SIZE != 0)
+			return -EINVAL;
+	}
 	switch (p[0]) {
 	case TSR_SNAP_CREATE:
 	case TSR_SNAP_DELETE:
@@ -265,6 +272,10 @@ int tsr_peer_snap_pack(const struct tsr_snap_req *req, uint8_t buf[TSR_PEER_SNAP
 	memcpy(buf + TSR_PEER_SNAP_MIN, req->snap, s);
 	memcpy(buf + TSR_PEER_SNAP_MIN + s, req->clone, c);
 	len = (int)(TSR_PEER_SNAP_MIN + s + c);
+	if (req->size != 0) {
+		tsr_put_le64(buf + len, req->size);
+		len += (int)TSR_PEER_SNAP_SIZE;
+	}
 	return tsr_peer_snap_parse(buf, (uint32_t)len, &check) == 0 ? len : -EINVAL;
 }
 

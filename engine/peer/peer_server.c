@@ -890,7 +890,7 @@ static void handle_snap(struct peer_conn *c, struct peer_sreq *req, const uint8_
 	vol = c->slots[req->slot].name;
 	switch (sr.op) {
 	case TSR_SNAP_CREATE:
-		ret = tsr_store_snap_create(c->srv->store, vol, sr.snap, NULL);
+		ret = tsr_store_snap_create_sized(c->srv->store, vol, sr.snap, sr.size, NULL);
 		break;
 	case TSR_SNAP_DELETE:
 		ret = tsr_store_snap_delete(c->srv->store, vol, sr.snap);

@@ -291,8 +291,8 @@ static bool writes_in_flight(struct tsr_svol *svol)
  * rows of v still queued (their seqs are lower and must be final first).
  */
 static int snap_cut(struct tsr_store *store, const struct vol_row *v, const char *name,
-		    uint32_t flags, struct snap_row *out, struct layer **lout, bool *used_spare,
-		    bool defer)
+		    uint32_t flags, uint64_t size, struct snap_row *out, struct layer **lout,
+		    bool *used_spare, bool defer)
 {
 	struct tsr_svol *svol = store_find_open_uuid(store, v->uuid);
 	struct layer *spare;
@@ -326,10 +326,14 @@ static int snap_cut(struct tsr_store *store, const struct vol_row *v, const char
 	snprintf(row.name, sizeof(row.name), "%s", name);
 	row.seq++;
 	row.created = (int64_t)time(NULL);
-	row.size = v->size;
+	/* size: a make-up's cut of a snapshot cut before the volume grew (its
+	 * size then; the layer holds nothing past it, as the other copies' layer
+	 * of that snapshot, cut before the grow, does not) */
+	row.size = size != 0 ? size : v->size;
 	row.flags = flags;
 	/* a layer made ahead (spare.c): its files are durable, its row pending */
-	spare = flags == 0 ? spare_take(store, v->uuid, v->size, row.uuid) : NULL;
+	spare = flags == 0 && row.size == v->size ? spare_take(store, v->uuid, v->size, row.uuid)
+						  : NULL;
 	if (spare != NULL) {
 		spare->seq = row.seq;
 		if (used_spare)
@@ -397,6 +401,12 @@ static int check_snap_name(struct tsr_store *store, const char *snap)
 int tsr_store_snap_create(struct tsr_store *store, const char *vol, const char *snap,
 			  struct tsr_snap_info *info_out)
 {
+	return tsr_store_snap_create_sized(store, vol, snap, 0, info_out);
+}
+
+int tsr_store_snap_create_sized(struct tsr_store *store, const char *vol, const char *snap,
+				uint64_t size, struct tsr_snap_info *info_out)
+{
 	struct snap_row row;
 	struct vol_row v;
 	struct layer *l;
@@ -410,7 +420,15 @@ int tsr_store_snap_create(struct tsr_store *store, const char *vol, const char *
 	ret = get_vol(store, "snapshot", vol, &v);
 	if (ret)
 		goto out;
-	ret = snap_cut(store, &v, snap, 0, &row, &l, &used_spare, false);
+	if (size % TSR_BLOCK_SIZE != 0 || size > v.size) {
+		tsr_error("snapshot: volume %s: snapshot %s of %llu bytes: the volume has %llu; "
+			  "a snapshot's size is a multiple of %u no larger than its volume's",
+			  vol, snap, (unsigned long long)size, (unsigned long long)v.size,
+			  TSR_BLOCK_SIZE);
+		ret = -EINVAL;
+		goto out;
+	}
+	ret = snap_cut(store, &v, snap, 0, size, &row, &l, &used_spare, false);
 	/* the next create's files, made in the background (when the volume
 	 * wants spares), also after a failed one that used this spare */
 	spare_request(store, v.uuid, v.size);
@@ -496,7 +514,7 @@ int tsr_store_snap_create_async(struct tsr_store *store, const char *vol, const 
 	svol = store_find_open_uuid(store, v.uuid);
 	/* a spare is cut only into an open volume's chain here; otherwise the
 	 * whole create runs now */
-	ret = snap_cut(store, &v, snap, 0, &row, &l, &used_spare, svol != NULL);
+	ret = snap_cut(store, &v, snap, 0, 0, &row, &l, &used_spare, svol != NULL);
 	if (ret)
 		goto err;
 	if (l && chain_publish(svol, l, NULL)) {
@@ -1431,7 +1449,7 @@ int tsr_store_vol_clone(struct tsr_store *store, const char *name, const char *v
 		goto out;
 	txn = true;
 	if (snap == NULL) { /* the source's content now: a hidden snapshot of it */
-		ret = snap_cut(store, &v, "", SNAP_HIDDEN | SNAP_AUTO, &srow, &auto_layer, NULL,
+		ret = snap_cut(store, &v, "", SNAP_HIDDEN | SNAP_AUTO, 0, &srow, &auto_layer, NULL,
 			       false);
 		if (ret)
 			goto out; /* snap_cut removed its files */

@@ -51,6 +51,9 @@ struct tsr_snap_req {
 	enum tsr_snap_op op;
 	char snap[64];  /* "" for CLONE of the current content */
 	char clone[64]; /* CLONE: the new volume's name */
+	uint64_t size;  /* CREATE: the snapshot's size, 0 the volume's (a make-up's cut of
+			 * a snapshot cut before the volume grew: tsr_store_snap_create_sized);
+			 * 0 for the other ops */
 };
 /*
  * Must run on the layout's home thread (the volume's home worker, vol.h);

@@ -149,13 +149,20 @@ int tsr_peer_hdr_parse(const uint8_t buf[TSR_PEER_HDR_SIZE], struct tsr_peer_hdr
 void tsr_peer_hdr_pack(const struct tsr_peer_hdr *h, uint8_t buf[TSR_PEER_HDR_SIZE]);
 
 #define TSR_PEER_SNAP_MIN 3u
+#define TSR_PEER_SNAP_SIZE 8u
+/* two names (CLONE); a CREATE with its size (3 + 63 + 8) is shorter */
 #define TSR_PEER_SNAP_MAX (3u + 63 + 63)
 /*
  * Decode and validate a SNAP request payload (len bytes, the header's length;
- * its data_crc checked by the caller): known op, name lengths that add up to
- * len, valid names (tsr_valid_name), a snapshot name for CREATE and DELETE,
- * a clone name for CLONE and none otherwise.  Errors: -EPROTO bad layout,
- * -EINVAL bad op or name.
+ * its data_crc checked by the caller): op (1 byte), snapshot name length,
+ * clone name length, the names, then for a CREATE with a size (req.size, a
+ * make-up's cut) that size, 8 bytes little-endian; without it the payload
+ * ends after the names (size 0: the volume's; what senders before the field
+ * sent).  Checked: known op, lengths that add up to len, valid names
+ * (tsr_valid_name), a snapshot name for CREATE and DELETE, a clone name for
+ * CLONE and none otherwise, a size only on CREATE, non-zero and a multiple
+ * of TSR_BLOCK_SIZE.  Errors: -EPROTO bad layout, -EINVAL bad op, name or
+ * size.
  */
 int tsr_peer_snap_parse(const uint8_t *p, uint32_t len, struct tsr_snap_req *out);
 /* Encode req; returns the payload length, or -EINVAL when it would not parse. */

@@ -213,6 +213,17 @@ struct tsr_snap_info {
  * -EINVAL bad name, -EBUSY writes in flight, -EOPNOTSUPP device mode, -EIO. */
 int tsr_store_snap_create(struct tsr_store *store, const char *vol, const char *snap,
 			  struct tsr_snap_info *info_out);
+/* tsr_store_snap_create of a snapshot size bytes large (0: the volume's size,
+ * as tsr_store_snap_create): a make-up's cut of a snapshot that its other
+ * copies cut before the volume grew (mirror_snap.c, ec_snap.c), so that the
+ * snapshot has one size on every copy.  Its layer and row take that size;
+ * reads of the snapshot (tsr_store_snap_open: its svol's size) end there,
+ * and the head's writes past it copy nothing into it, as for a snapshot cut
+ * before a grow.  No spare layer is used unless size is the volume's.
+ * Errors as tsr_store_snap_create; -EINVAL size not a multiple of
+ * TSR_BLOCK_SIZE or larger than the volume. */
+int tsr_store_snap_create_sized(struct tsr_store *store, const char *vol, const char *snap,
+				uint64_t size, struct tsr_snap_info *info_out);
 /*
  * A create in two steps, for a caller that holds vol's writes (the local
  * layout's gate): the cut is made before this returns (name and seq checked,

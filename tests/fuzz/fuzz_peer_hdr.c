@@ -36,6 +36,8 @@ static void check_snap(const uint8_t *p, uint32_t len)
 	}
 	if (req.op != TSR_SNAP_CREATE && req.op != TSR_SNAP_DELETE && req.op != TSR_SNAP_CLONE)
 		abort();
+	if (req.size % TSR_BLOCK_SIZE != 0 || (req.size != 0 && req.op != TSR_SNAP_CREATE))
+		abort();
 	if (tsr_peer_snap_pack(&req, again) != (int)len || memcmp(again, p, len) != 0)
 		abort();
 }

@@ -410,7 +410,43 @@ static void test_snap_payload(void **state)
 	assert_int_equal(len, TSR_PEER_SNAP_MAX);
 	assert_int_equal(tsr_peer_snap_parse(buf, (uint32_t)len, &out), 0);
 	assert_string_equal(out.clone, long_name);
+	/* a CREATE with its size (a make-up's cut): 8 bytes little-endian after the name */
+	r = snap_req(TSR_SNAP_CREATE, long_name, "");
+	r.size = ((uint64_t)3 << 32) + 8 * BS;
+	len = tsr_peer_snap_pack(&r, buf);
+	assert_int_equal(len, 3 + 63 + 8);
+	assert_int_equal(buf[1], 63);
+	assert_int_equal(buf[2], 0);
+	assert_int_equal(buf[66], 8 * BS & 0xff);
+	assert_int_equal(buf[67], (8 * BS) >> 8);
+	assert_int_equal(buf[70], 3);
+	assert_int_equal(tsr_peer_snap_parse(buf, (uint32_t)len, &out), 0);
+	assert_int_equal(out.op, TSR_SNAP_CREATE);
+	assert_int_equal(out.size, r.size);
+	assert_string_equal(out.snap, long_name);
+	assert_int_equal(tsr_peer_snap_parse(buf, (uint32_t)len - 1, &out), -EPROTO);
+	memcpy(bad, buf, (size_t)len);
+	bad[66] = 1; /* not a multiple of the block */
+	assert_int_equal(tsr_peer_snap_parse(bad, (uint32_t)len, &out), -EINVAL);
+	memset(bad + 66, 0, 8); /* 0: the volume's size goes without the field */
+	assert_int_equal(tsr_peer_snap_parse(bad, (uint32_t)len, &out), -EINVAL);
+	memcpy(bad, buf, (size_t)len);
+	bad[0] = TSR_SNAP_DELETE; /* a size on another op */
+	assert_int_equal(tsr_peer_snap_parse(bad, (uint32_t)len, &out), -EINVAL);
+	/* without it (what senders before the field sent): size 0 */
+	r.size = 0;
+	len = tsr_peer_snap_pack(&r, buf);
+	assert_int_equal(len, 3 + 63);
+	out.size = 1;
+	assert_int_equal(tsr_peer_snap_parse(buf, (uint32_t)len, &out), 0);
+	assert_int_equal(out.size, 0);
 	/* what does not pack */
+	r = snap_req(TSR_SNAP_DELETE, "s", "");
+	r.size = BS;
+	assert_int_equal(tsr_peer_snap_pack(&r, buf), -EINVAL);
+	r = snap_req(TSR_SNAP_CREATE, "s", "");
+	r.size = BS + 1;
+	assert_int_equal(tsr_peer_snap_pack(&r, buf), -EINVAL);
 	r = snap_req(TSR_SNAP_CREATE, "", "");
 	assert_int_equal(tsr_peer_snap_pack(&r, buf), -EINVAL);
 	r = snap_req(TSR_SNAP_DELETE, "s", "x");
