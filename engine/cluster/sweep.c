@@ -39,9 +39,10 @@
  * DIR/cluster.joined: "<cluster id> <node id> <unix seconds>\n", written the
  * first time the node starts in a cluster.  When the metadata store's
  * cluster/id differs (a new meta store, the dir moved to another cluster), or
- * this run's node id differs (--node-id changed: the records list this dir's
- * copies under the old id), the sweep is off, with a WARN: every copy would
- * look unlisted.  A file of the first format ("<cluster id> <seconds>", no
+ * this run's node id differs (the records list this dir's copies under the
+ * old id; tesserad refuses a --node-id other than DIR/node.id, so only a
+ * node.id removed or edited by hand gets here), the sweep is off, with a
+ * WARN: every copy would look unlisted.  A file of the first format ("<cluster id> <seconds>", no
  * node id) turns it off too: remove the file to start the sweep again.
  *
  * Runs on the cluster's background thread (cluster.c): at start, right after
@@ -110,9 +111,10 @@ int cluster_sweep_init(struct tsr_cluster *c)
 		}
 		if (strcmp(node, c->node_id) != 0) {
 			tsr_warn("cluster: this data dir joined cluster %s as node %s (%s), this run "
-				 "is node %s (--node-id): leftover sweep off (the records list its "
-				 "copies under %s: restart with --node-id %s)", id, node, path,
-				 c->node_id, node, node);
+				 "is node %s (DIR/node.id removed or edited): leftover sweep off (the "
+				 "records list its copies under %s: write %s into DIR/node.id and "
+				 "restart with --node-id %s)", id, node, path, c->node_id, node, node,
+				 node);
 			return 0;
 		}
 		c->joined_at = at;

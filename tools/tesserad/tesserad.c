@@ -110,6 +110,7 @@ struct tesserad {
 	struct tsr_admin_server *admin;
 	/* cluster mode */
 	char node_id[64];
+	bool node_id_refused; /* check_node_id refused the start (told on stderr) */
 	struct cluster_listener cl;
 	struct tsr_peer_server *peer;
 	struct tsr_cluster *cluster;
@@ -589,6 +590,48 @@ static int load_join_token(struct tesserad *d)
 out:
 	free(path);
 	return ret;
+}
+
+/*
+ * A data dir that already has a node id keeps it: --node-id must name it.
+ * The cluster's records (vol/<name> copies, attach/<name>, nodes/<id>) list
+ * this dir's copies under that id; run under another one, the node would
+ * look new and empty and its copies unlisted (leftovers to the sweep).  No
+ * rename option: renaming would mean rewriting those records while volumes
+ * may be attached; moving the copies (replace-replica onto a new node with an
+ * empty dir) does the same thing safely.  Read-only, so it runs before the
+ * store is opened: a refused start changes nothing in DIR.  0 or -EPERM
+ * (told on stderr, d->node_id_refused set).
+ */
+static int check_node_id(struct tesserad *d)
+{
+	char *path, buf[128];
+	int ret;
+
+	if (!cluster_mode(d) || d->node_id_opt == NULL)
+		return 0;
+	path = dir_file(d, "node.id");
+	ret = tsr_admin_read_token(path, buf, sizeof(buf));
+	if (ret == -ENOENT || ret == -EINVAL || (ret == 0 && !tsr_valid_name(buf)) ||
+	    (ret == 0 && strcmp(buf, d->node_id_opt) == 0)) {
+		free(path); /* none (an empty or invalid one is replaced), or the same */
+		return 0;
+	}
+	if (ret)
+		fprintf(stderr, "tesserad: cannot read %s: %s: the node id of this data "
+			"directory is unknown, refusing to start as %s (nothing changed)\n",
+			path, strerror(-ret), d->node_id_opt);
+	else
+		fprintf(stderr, "tesserad: %s holds node %s's data (%s), not %s's "
+			"(--node-id %s): the cluster's records list this directory's copies "
+			"under %s. Start it with --node-id %s (or without --node-id). To run "
+			"a node named %s, give it an empty data directory and move the copies "
+			"onto it (tessera volume replace-replica VOL --node %s --to %s). "
+			"Nothing changed.\n", d->dir, buf, path, d->node_id_opt,
+			d->node_id_opt, buf, buf, d->node_id_opt, buf, d->node_id_opt);
+	free(path);
+	d->node_id_refused = true;
+	return -EPERM;
 }
 
 /* --node-id, else DIR/node.id, else "<hostname>-<port>" kept in DIR/node.id. */
@@ -1214,6 +1257,9 @@ static int start_daemon(struct tesserad *d)
 	int ret;
 
 	raise_fd_limit();
+	ret = check_node_id(d);
+	if (ret)
+		return ret;
 	ret = tsr_store_open(d->dir, &store_opts, &d->store);
 	if (ret == -EBUSY) {
 		report_busy(d);
@@ -1373,7 +1419,7 @@ int main(int argc, char **argv)
 	shutdown_daemon(&d);
 	if (ret == 0)
 		tsr_info("tesserad stopped cleanly");
-	else if (ret != -EBUSY)
+	else if (ret != -EBUSY && !d.node_id_refused) /* both told on stderr already */
 		fprintf(stderr, "tesserad: start-up failed: %s (see the log above)\n",
 			strerror(-ret));
 	ev_io_stop(d.loop, &d.sig_watcher);
