@@ -6,10 +6,12 @@
  * An erasure-coded volume (ec K+M) is the same with K+M copies, each a
  * chunk volume of tsr_ec_chunk_volume_size bytes (rec_copy_size): created,
  * grown, replaced and counted in the nodes' provisioned space at that size.
- * Main thread; blocking calls (see include/tessera/cluster.h).
+ * Main thread; blocking calls (see include/tessera/cluster.h), except a
+ * resize's and the forwards answered later.
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,8 +140,11 @@ void cluster_forward_reply(struct tsr_cluster *c, const char *node_id, const cha
 		cluster_forward(c, node_id, address, req, resp);
 }
 
+static void resize_stop(struct tsr_cluster *c);
+
 void cluster_forward_stop(struct tsr_cluster *c)
 {
+	resize_stop(c); /* resizes waiting for a node answer (-ECANCELED) */
 	/* each answers -ECANCELED at once (its callback unlists it) */
 	while (c->forwards)
 		admin_async_cancel(c->forwards->call);
@@ -299,52 +304,52 @@ int cluster_copy_delete_uuid(struct tsr_cluster *c, const Tessera__Cluster__Node
 }
 
 /*
- * Grow node's copy of name to size (its store: ours directly, another node's
- * through the local_copy VolumeResize), or with check_only only ask whether
- * it could (nothing changes).  0 or -errno with msg.
+ * Grow this node's copy of name to size (its store), or with check_only only
+ * ask whether it could (nothing changes).  0 or -errno with msg.  Another
+ * node's copy grows through the local_copy VolumeResize (resize_call), whose
+ * answer copy_resize_answer reads.
  */
-static int copy_resize(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
-		       const char *name, uint64_t size, bool check_only, char *msg,
-		       size_t msg_len)
+static int copy_resize_local(struct tsr_cluster *c, const char *name, uint64_t size,
+			     bool check_only, char *msg, size_t msg_len)
 {
-	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
-	Tessera__Admin__VolumeResize vr = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
-	Tessera__Admin__Response *resp = NULL;
 	char sz[32];
 	int ret;
 
-	if (strcmp(node->id, c->node_id) == 0) {
-		ret = check_only ? tsr_store_vol_resize_check(c->o.store, name, size) :
-		      tsr_store_vol_resize(c->o.store, name, size);
-		if (ret == -ENOSPC)
-			snprintf(msg, msg_len, "node %s: no space to grow volume '%s' to %s: the "
-				 "file system of %s is full (delete volumes or snapshots, or free "
-				 "space on it)", node->id, name, tsr_format_size(size, sz, sizeof(sz)),
-				 c->dir ? c->dir : "its data dir");
-		else if (ret)
-			snprintf(msg, msg_len, "cannot %s the copy of '%s' on %s: %s",
-				 check_only ? "check the growth of" : "resize", name, node->id,
-				 strerror(-ret));
-		return ret;
+	ret = check_only ? tsr_store_vol_resize_check(c->o.store, name, size) :
+	      tsr_store_vol_resize(c->o.store, name, size);
+	if (ret == -ENOSPC)
+		snprintf(msg, msg_len, "node %s: no space to grow volume '%s' to %s: the "
+			 "file system of %s is full (delete volumes or snapshots, or free "
+			 "space on it)", c->node_id, name, tsr_format_size(size, sz, sizeof(sz)),
+			 c->dir ? c->dir : "its data dir");
+	else if (ret)
+		snprintf(msg, msg_len, "cannot %s the copy of '%s' on %s: %s",
+			 check_only ? "check the growth of" : "resize", name, c->node_id,
+			 strerror(-ret));
+	return ret;
+}
+
+/* What node's answer r (status 0) or the call's failure (status) to a
+ * local_copy VolumeResize of name says: 0 or -errno with msg. */
+static int copy_resize_answer(const Tessera__Cluster__NodeRecord *node, const char *name,
+			      int status, const Tessera__Admin__Response *r, char *msg,
+			      size_t msg_len)
+{
+	if (status == -ETIMEDOUT) {
+		snprintf(msg, msg_len, "node %s did not answer in %d s to resize the copy of '%s' "
+			 "(bring it back, or replace-replica it, then retry)", node->id,
+			 CLUSTER_COPY_TIMEOUT_MS / 1000, name);
+		return status;
 	}
-	vr.name = (char *)name;
-	vr.size = size;
-	vr.local_copy = true;
-	vr.check_only = check_only;
-	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE;
-	req.volume_resize = &vr;
-	ret = cluster_call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
-	if (ret) {
+	if (status) {
 		snprintf(msg, msg_len, "cannot reach node %s at %s to resize the copy of '%s': %s "
 			 "(bring it back, or replace-replica it, then retry)", node->id,
-			 node->address, name, strerror(-ret));
-		return ret;
+			 node->address, name, strerror(-status));
+		return status;
 	}
-	ret = resp->error;
-	if (ret)
-		snprintf(msg, msg_len, "node %s: %s", node->id, resp->message);
-	tessera__admin__response__free_unpacked(resp, NULL);
-	return ret;
+	if (r->error)
+		snprintf(msg, msg_len, "node %s: %s", node->id, r->message);
+	return r->error;
 }
 
 /* ---- building replies ------------------------------------------------- */
@@ -736,49 +741,6 @@ out:
 	view_free(&v);
 }
 
-/*
- * Ask vol's coordinator (node coord) whether its layout can grow to size
- * now (check_only), or make it grow (the record has the size already: the
- * coordinator then runs step (e) alone).  The coordinator calls no node for
- * either, so the caller may wait for it.  0 or -errno with msg; into resp
- * (may be NULL) the coordinator's answer.
- */
-static int coord_resize(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *coord,
-			const char *name, uint64_t size, bool check_only, char *msg,
-			size_t msg_len, Tessera__Admin__Response *resp)
-{
-	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
-	Tessera__Admin__VolumeResize vr = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
-	Tessera__Admin__Response *r = NULL;
-	int ret;
-
-	vr.name = (char *)name;
-	vr.size = size;
-	vr.check_only = check_only;
-	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE;
-	req.volume_resize = &vr;
-	req.via_node = c->node_id;
-	if (resp != NULL) {
-		cluster_forward(c, coord->id, coord->address, &req, resp);
-		ret = resp->error;
-		snprintf(msg, msg_len, "%s", resp->message ? resp->message : "");
-		return ret;
-	}
-	ret = cluster_call_node(c, coord->address, &req, CLUSTER_FORWARD_TIMEOUT_MS, &r);
-	if (ret) {
-		snprintf(msg, msg_len, "cannot reach %s, the coordinator of '%s', at %s: %s (is it "
-			 "alive? tessera node list); nothing changed", coord->id, name,
-			 coord->address, strerror(-ret));
-		return ret;
-	}
-	ret = r->error;
-	if (ret)
-		snprintf(msg, msg_len, "%s", r->message && r->message[0] ? r->message :
-			 strerror(-ret));
-	tessera__admin__response__free_unpacked(r, NULL);
-	return ret;
-}
-
 /* Step (a) of the coordinator's layout (attached here): 0, or -errno with
  * the reason in resp. */
 static int layout_resize_check(const char *name, const char *attached, struct tsr_layout *layout,
@@ -828,9 +790,20 @@ static int resize_test_fail(char *msg, size_t msg_len)
  *  (f) the answer.
  * On the coordinator all of it runs here.  Elsewhere (b)-(d) run here and
  * the coordinator is asked for (a) (check_only) and (e) (the same request
- * once the record has the size): it calls no node for either, so neither
- * waits on the other (a forward of the whole request would: the coordinator
- * would call this node, whose loop waits for it).
+ * once the record has the size): it calls no node for either.
+ * Every call to another node (the coordinator's (a) and (e), each copy's (b)
+ * and (c)) is asynchronous when the request came through the admin server
+ * (admin_async_call; the reply is sent later, admin_later_begin): the steps
+ * go on from the call's callback, and this node's loop serves other calls
+ * meanwhile, so two resizes that cross (n2 resizing a volume coordinated by
+ * n1 while n1 resizes one coordinated by n2, or calling each other's copies)
+ * no longer wait on each other (session-13 review, finding 4).  Without an
+ * admin connection (target_grow: a site target's own resize) the calls
+ * block, as before.  Two resizes of one volume may now interleave on a
+ * node: (d) is a compare-and-set (the second is refused "changed
+ * meanwhile: retry"), copies larger than the record are harmless, and a
+ * layout that became busy between (a) and (e) refuses (e) ("retry the same
+ * resize").
  * Recovery (crash or failure between the steps): copies larger than the
  * record are harmless (the layout never goes past the record's size; a retry
  * of the same size finds them grown: the store's resize to its size is a
@@ -841,18 +814,430 @@ static int resize_test_fail(char *msg, size_t msg_len)
  * (e), and every copy holds what was acknowledged below it.
  * NBD connections opened before keep the size of their handshake.
  */
-void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeResize *r,
-			   Tessera__Admin__Response *resp)
-{
+enum resize_step {
+	RS_RETRY_E,     /* the record has the size: the coordinator's (e) alone, its answer ours */
+	RS_CHECK_COORD, /* (a) asked of the coordinator */
+	RS_CHECK_COPY,  /* (b), copy i */
+	RS_GROW_COPY,   /* (c), copy i */
+	RS_GROW_COORD,  /* (e) asked of the coordinator */
+};
+
+struct resize_job {
+	struct tsr_cluster *c;
+	struct admin_later *later;    /* the reply comes later; NULL: the calls block */
+	struct admin_async *call;     /* in flight; NULL once its callback ran */
+	struct resize_job *next;      /* resizes, while call runs */
+	bool in_handle, done;         /* inside cluster_volume_resize; the answer is built */
+	Tessera__Admin__Response res; /* the answer (built at the end, moved into the reply) */
+	char *name;
+	uint64_t size, old_size, rev;
+	struct cluster_view v;
+	bool have_view;
+	Tessera__Cluster__VolumeRecord *rec;
 	const Tessera__Cluster__NodeRecord *nodes[TSR_LAYOUT_MAX_COPIES];
-	const Tessera__Cluster__NodeRecord *coord = NULL;
+	const Tessera__Cluster__NodeRecord *coord; /* attached on another node: it */
+	const char *attached;                      /* in v */
+	bool local;                                /* attached here when it began */
+	enum resize_step step;
+	size_t i, grown;
+};
+
+static struct resize_job *resizes; /* main thread: resizes with a node call in flight */
+
+static void resize_run(struct resize_job *j);
+
+static void resize_free(struct resize_job *j)
+{
+	admin_response_free_built(&j->res);
+	free(j->name);
+	free(j);
+}
+
+/* Move j's answer into resp (the reply). */
+static void resize_move(struct resize_job *j, Tessera__Admin__Response *resp)
+{
+	resp->error = j->res.error;
+	if (j->res.message && j->res.message[0])
+		admin_fail(resp, j->res.error, "%s", j->res.message);
+	resp->volumes = j->res.volumes;
+	resp->n_volumes = j->res.n_volumes;
+	j->res.volumes = NULL;
+	j->res.n_volumes = 0;
+}
+
+static void resize_later_reply(struct tsr_admin_server *srv, void *arg,
+			       Tessera__Admin__Response *resp)
+{
+	struct resize_job *j = arg;
+
+	(void)srv;
+	resize_move(j, resp);
+	resize_free(j);
+}
+
+/* The answer is in j->res: free what the steps held, send it. */
+static void resize_finish(struct resize_job *j)
+{
+	if (j->rec)
+		tessera__cluster__volume_record__free_unpacked(j->rec, NULL);
+	j->rec = NULL;
+	if (j->have_view)
+		view_free(&j->v);
+	j->have_view = false;
+	j->done = true;
+	if (j->later && !j->in_handle)
+		admin_later_done(j->later); /* resize_later_reply frees j */
+}
+
+static void resize_fail(struct resize_job *j, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void resize_fail(struct resize_job *j, int err, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	admin_fail(&j->res, err, "%s", buf);
+	resize_finish(j);
+}
+
+static void resize_step_done(struct resize_job *j, int status, Tessera__Admin__Response *r);
+
+static void resize_call_done(void *arg, int status, Tessera__Admin__Response *r)
+{
+	struct resize_job *j = arg;
+
+	j->call = NULL;
+	for (struct resize_job **pp = &resizes; *pp; pp = &(*pp)->next)
+		if (*pp == j) {
+			*pp = j->next;
+			break;
+		}
+	resize_step_done(j, status, r);
+}
+
+/* A VolumeResize of j's volume to node (the coordinator's form, or with
+ * local_copy a copy's); its answer goes to resize_step_done. */
+static void resize_call(struct resize_job *j, const Tessera__Cluster__NodeRecord *node,
+			bool local_copy, uint64_t size, bool check_only, int timeout_ms)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeResize vr = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
+	Tessera__Admin__Response *r = NULL;
+	int ret;
+
+	vr.name = j->name;
+	vr.size = size;
+	vr.local_copy = local_copy;
+	vr.check_only = check_only;
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE;
+	req.volume_resize = &vr;
+	if (!local_copy)
+		req.via_node = j->c->node_id;
+	if (j->later) {
+		ret = admin_async_call(j->c->o.loop, node->address, j->c->token, &req, timeout_ms,
+				       resize_call_done, j, &j->call);
+		if (ret == 0) {
+			j->next = resizes;
+			resizes = j;
+			return;
+		}
+	} else {
+		ret = cluster_call_node(j->c, node->address, &req, timeout_ms, &r);
+	}
+	resize_step_done(j, ret, r);
+}
+
+static void resize_step_done(struct resize_job *j, int status, Tessera__Admin__Response *r)
+{
+	const Tessera__Cluster__NodeRecord *coord = j->coord;
+	char msg[512], a[32], b[32];
+	int ret;
+
+	switch (j->step) {
+	case RS_RETRY_E:
+		cluster_forward_answer(coord->id, coord->address, status, r, &j->res);
+		r = NULL; /* freed by it */
+		resize_finish(j);
+		break;
+	case RS_CHECK_COORD:
+		if (status == -ETIMEDOUT)
+			resize_fail(j, status, "%s, the coordinator of '%s', did not answer in %d s; "
+				    "nothing changed", coord->id, j->name,
+				    CLUSTER_FORWARD_TIMEOUT_MS / 1000);
+		else if (status)
+			resize_fail(j, status, "cannot reach %s, the coordinator of '%s', at %s: %s "
+				    "(is it alive? tessera node list); nothing changed", coord->id,
+				    j->name, coord->address, strerror(-status));
+		else if (r->error)
+			resize_fail(j, r->error, "%s", r->message && r->message[0] ? r->message :
+				    strerror(-r->error));
+		else {
+			j->step = RS_CHECK_COPY;
+			j->i = 0;
+			resize_run(j);
+		}
+		break;
+	case RS_CHECK_COPY:
+		ret = copy_resize_answer(j->nodes[j->i], j->name, status, r, msg, sizeof(msg));
+		if (ret) {
+			resize_fail(j, ret, "%s; nothing was grown", msg);
+			break;
+		}
+		j->i++;
+		resize_run(j);
+		break;
+	case RS_GROW_COPY:
+		ret = copy_resize_answer(j->nodes[j->i], j->name, status, r, msg, sizeof(msg));
+		if (ret) {
+			resize_fail(j, ret, "%s; %zu of %zu copies were grown before, the volume "
+				    "keeps its size %s (copies larger than it are harmless): retry "
+				    "the same resize once %s can take it", msg, j->grown,
+				    j->rec->n_copies, tsr_format_size(j->old_size, a, sizeof(a)),
+				    j->nodes[j->i]->id);
+			break;
+		}
+		j->i++;
+		j->grown++;
+		resize_run(j);
+		break;
+	case RS_GROW_COORD:
+		if (status == 0) {
+			ret = r->error;
+			snprintf(msg, sizeof(msg), "%s", r->message ? r->message : "");
+			cluster_forward_answer(coord->id, coord->address, 0, r, &j->res);
+			r = NULL;
+		} else {
+			ret = status;
+			if (status == -ETIMEDOUT)
+				snprintf(msg, sizeof(msg), "no answer in %d s",
+					 CLUSTER_FORWARD_TIMEOUT_MS / 1000);
+			else
+				snprintf(msg, sizeof(msg), "cannot reach it at %s: %s",
+					 coord->address, strerror(-status));
+		}
+		/* the coordinator's own refusal says it all; not reaching it does not */
+		if (ret && strstr(msg, "is recorded at") == NULL)
+			admin_fail(&j->res, ret, "'%s' is recorded at %s and its copies were "
+				   "grown, but its coordinator on %s did not grow: %s (retry the "
+				   "same resize; until then writes past %s are refused)", j->name,
+				   tsr_format_size(j->size, a, sizeof(a)), j->attached, msg,
+				   tsr_format_size(j->old_size, b, sizeof(b)));
+		resize_finish(j);
+		break;
+	}
+	if (r)
+		tessera__admin__response__free_unpacked(r, NULL);
+}
+
+/* The layout of j's volume, attached here when the resize began, or NULL
+ * with the refusal answered (detached or being detached meanwhile). */
+static struct tsr_layout *resize_layout(struct resize_job *j, const char *what)
+{
+	struct tsr_layout *layout = tsr_volset_layout(j->c->o.vols, j->name);
+
+	if (layout == NULL)
+		resize_fail(j, -EAGAIN, "volume '%s' was detached from %s during its resize: "
+			    "retry; %s", j->name, j->c->node_id, what);
+	return layout;
+}
+
+/* Steps (b) to (f) from j->step / j->i on, until a node call is in flight or
+ * the answer is built. */
+static void resize_run(struct resize_job *j)
+{
+	struct tsr_cluster *c = j->c;
+	struct tsr_layout *layout;
+	char key[80], msg[512], a[32], b[32];
+	uint64_t copy_size = rec_copy_size(j->rec);
+	int ret;
+
+	if (j->step == RS_CHECK_COPY) {
+		/* (b) */
+		for (; j->i < j->rec->n_copies; j->i++) {
+			if (strcmp(j->nodes[j->i]->id, c->node_id) != 0) {
+				resize_call(j, j->nodes[j->i], true, copy_size, true,
+					    CLUSTER_COPY_TIMEOUT_MS);
+				return;
+			}
+			ret = copy_resize_local(c, j->name, copy_size, true, msg, sizeof(msg));
+			if (ret) {
+				resize_fail(j, ret, "%s; nothing was grown", msg);
+				return;
+			}
+		}
+		/* (b') attached and replicating to a site (here the coordinator;
+		 * another node's coordinator did it in its step (a)): the site
+		 * target grows first, so no write past the old end ships before it
+		 * can take it (repl_grow_target).  Detached: the DR grows at the
+		 * next attach's VOLUME_OPEN (site_open_volume). */
+		if (j->local) {
+			if (resize_layout(j, "nothing changed") == NULL)
+				return;
+			ret = repl_grow_target(c, j->name, j->size, msg, sizeof(msg));
+			if (ret) {
+				resize_fail(j, ret, "cannot grow '%s' while attached: %s; nothing "
+					    "changed", j->name, msg);
+				return;
+			}
+		}
+		j->step = RS_GROW_COPY;
+		j->i = 0;
+	}
+	if (j->step == RS_GROW_COPY) {
+		/* (c) ec: a chunk volume may already be large enough (same stripe count) */
+		for (; j->i < j->rec->n_copies; j->i++, j->grown++) {
+			if (strcmp(j->nodes[j->i]->id, c->node_id) != 0) {
+				resize_call(j, j->nodes[j->i], true, copy_size, false,
+					    CLUSTER_COPY_TIMEOUT_MS);
+				return;
+			}
+			ret = copy_resize_local(c, j->name, copy_size, false, msg, sizeof(msg));
+			if (ret) {
+				resize_fail(j, ret, "%s; %zu of %zu copies were grown before, the "
+					    "volume keeps its size %s (copies larger than it are "
+					    "harmless): retry the same resize once %s can take it",
+					    msg, j->grown, j->rec->n_copies,
+					    tsr_format_size(j->old_size, a, sizeof(a)), c->node_id);
+				return;
+			}
+		}
+		/* (d) */
+		snprintf(key, sizeof(key), "vol/%s", j->name);
+		ret = rec_put(c->meta, key, &j->rec->base, j->rev, 0, NULL);
+		if (ret) {
+			resize_fail(j, ret, "cannot record the new size of '%s': %s (its copies "
+				    "were grown; retry)", j->name, strerror(-ret));
+			return;
+		}
+		tsr_info("cluster: volume %s resized from %s to %s%s", j->name,
+			 tsr_format_size(j->old_size, b, sizeof(b)),
+			 tsr_format_size(j->size, a, sizeof(a)), j->attached ?
+			 " while attached (new NBD connections see the new size)" : "");
+		/* (e) */
+		if (j->coord) {
+			j->step = RS_GROW_COORD;
+			resize_call(j, j->coord, false, j->size, false, CLUSTER_FORWARD_TIMEOUT_MS);
+			return;
+		}
+	}
+	/* (e) here; the record has the size: a layout detached meanwhile gets it
+	 * at its next attach */
+	layout = j->local ? tsr_volset_layout(c->o.vols, j->name) : NULL;
+	if (layout) {
+		uint64_t now = tsr_layout_size(layout);
+
+		ret = resize_test_fail(msg, sizeof(msg)) ?:
+		      tsr_layout_resize(layout, j->size, false, msg, sizeof(msg));
+		if (ret) {
+			resize_fail(j, ret, "'%s' is recorded at %s and its copies were grown, but "
+				    "its coordinator on %s did not grow: %s (retry the same resize; "
+				    "until then writes past %s are refused)", j->name,
+				    tsr_format_size(j->size, a, sizeof(a)), j->attached, msg,
+				    tsr_format_size(now, b, sizeof(b)));
+			return;
+		}
+	}
+	/* (f) */
+	cluster_volume_list(c, j->name, &j->res);
+	resize_finish(j);
+}
+
+/* Step (a) and the choice of the first step (j's view and record loaded). */
+static void resize_begin(struct resize_job *j)
+{
+	struct tsr_cluster *c = j->c;
+	struct tsr_layout *layout = NULL;
+	char a[32], b[32];
+
+	j->attached = view_attached(&j->v, j->name, NULL);
+	if (j->attached && strcmp(j->attached, c->node_id) != 0) {
+		j->coord = view_node(&j->v, j->attached);
+		if (j->coord == NULL) {
+			resize_fail(j, -EHOSTUNREACH, "volume '%s' is attached on %s, whose address "
+				    "is unknown", j->name, j->attached);
+			return;
+		}
+	} else if (j->attached) {
+		layout = tsr_volset_layout(c->o.vols, j->name);
+		if (layout == NULL) {
+			resize_fail(j, -EBUSY, "volume '%s' is being attached or detached on %s: "
+				    "retry", j->name, j->attached);
+			return;
+		}
+		j->local = true;
+	}
+	if (j->size < j->rec->size) {
+		resize_fail(j, -EINVAL, "volume '%s' can only grow: it is %s, asked for %s",
+			    j->name, tsr_format_size(j->rec->size, a, sizeof(a)),
+			    tsr_format_size(j->size, b, sizeof(b)));
+		return;
+	}
+	if (j->rec->n_copies > TSR_LAYOUT_MAX_COPIES) {
+		resize_fail(j, -EINVAL, "volume '%s' has %zu copies, more than %u", j->name,
+			    j->rec->n_copies, TSR_LAYOUT_MAX_COPIES);
+		return;
+	}
+	j->old_size = j->rec->size;
+	if (j->size == j->old_size && j->coord != NULL) {
+		/* the record has it: the coordinator's layout may not (a retry) */
+		j->step = RS_RETRY_E;
+		resize_call(j, j->coord, false, j->size, false, CLUSTER_FORWARD_TIMEOUT_MS);
+		return;
+	}
+	if (j->size == j->old_size) {
+		/* after (d): (e) alone, whatever the copies' states (mirror_resize:
+		 * every copy was grown before the record), when the layout lacks it */
+		j->step = RS_GROW_COORD;
+		if (layout == NULL || tsr_layout_size(layout) >= j->size) {
+			cluster_volume_list(c, j->name, &j->res);
+			resize_finish(j);
+		} else {
+			resize_run(j);
+		}
+		return;
+	}
+	/* (a) */
+	for (size_t i = 0; i < j->rec->n_copies; i++) {
+		const char *id = j->rec->copies[i]->node_id;
+
+		j->nodes[i] = view_node(&j->v, id);
+		if (j->nodes[i] == NULL || !view_alive(&j->v, id)) {
+			resize_fail(j, -EHOSTUNREACH, "cannot resize '%s': node %s, which holds "
+				    "copy %zu, is %s (bring it back, or tessera volume "
+				    "replace-replica %s --node %s, then retry); nothing changed",
+				    j->name, id, i, j->nodes[i] ? "away" : "unknown", j->name, id);
+			return;
+		}
+	}
+	if (layout && layout_resize_check(j->name, j->attached, layout, j->size,
+					  j->rec->ec_k != 0, &j->res)) {
+		resize_finish(j);
+		return;
+	}
+	j->rec->size = j->size; /* rec_copy_size: what each copy grows to (ec: its chunk volume) */
+	if (j->coord) {
+		j->step = RS_CHECK_COORD;
+		resize_call(j, j->coord, false, j->size, true, CLUSTER_FORWARD_TIMEOUT_MS);
+		return;
+	}
+	j->step = RS_CHECK_COPY;
+	j->i = 0;
+	resize_run(j);
+}
+
+/* Step (a) asked of us, the coordinator, by another node's resize: calls no node. */
+static void resize_check_here(struct tsr_cluster *c, const Tessera__Admin__VolumeResize *r,
+			      Tessera__Admin__Response *resp)
+{
 	Tessera__Cluster__VolumeRecord *rec = NULL;
 	struct tsr_layout *layout = NULL;
 	struct cluster_view v;
 	const char *attached;
-	char key[80], msg[512], a[32], b[32];
-	uint64_t rev, old_size;
-	size_t grown = 0;
+	char msg[512];
+	uint64_t rev;
 	int ret;
 
 	ret = view_load(c->meta, &v);
@@ -861,168 +1246,83 @@ void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeRe
 		return;
 	}
 	attached = view_attached(&v, r->name, NULL);
-	if (attached && strcmp(attached, c->node_id) != 0) {
-		coord = view_node(&v, attached);
-		if (coord == NULL) {
-			admin_fail(resp, -EHOSTUNREACH, "volume '%s' is attached on %s, whose "
-				   "address is unknown", r->name, attached);
-			goto out;
-		}
-	} else if (attached) {
+	if (attached && strcmp(attached, c->node_id) == 0)
 		layout = tsr_volset_layout(c->o.vols, r->name);
-		if (layout == NULL) {
-			admin_fail(resp, -EBUSY, "volume '%s' is being attached or detached on %s: "
-				   "retry", r->name, attached);
-			goto out;
-		}
-	}
 	ret = rec_volume_get(c->meta, r->name, &rec, &rev);
-	if (ret) {
+	if (ret)
 		admin_fail(resp, ret, ret == -ENOENT ? "volume '%s' not found (tessera volume list "
 			   "shows what exists)" : "cannot read volume '%s'", r->name);
-		goto out;
-	}
-	if (r->check_only) {
-		/* another node asks us, the coordinator, for step (a) */
-		if (layout == NULL)
-			admin_fail(resp, -EAGAIN, "volume '%s' is not attached on %s any more: "
-				   "retry; nothing changed", r->name, c->node_id);
-		else if (layout_resize_check(r->name, attached, layout, r->size, rec->ec_k != 0,
-					     resp) == 0 &&
-			 (ret = repl_grow_target(c, r->name, r->size, msg, sizeof(msg))))
-			admin_fail(resp, ret, "cannot grow '%s' while attached: %s; nothing changed",
-				   r->name, msg);
-		goto out;
-	}
-	if (r->size < rec->size) {
-		admin_fail(resp, -EINVAL, "volume '%s' can only grow: it is %s, asked for %s",
-			   r->name, tsr_format_size(rec->size, a, sizeof(a)),
-			   tsr_format_size(r->size, b, sizeof(b)));
-		goto out;
-	}
-	if (rec->n_copies > TSR_LAYOUT_MAX_COPIES) {
-		admin_fail(resp, -EINVAL, "volume '%s' has %zu copies, more than %u", r->name,
-			   rec->n_copies, TSR_LAYOUT_MAX_COPIES);
-		goto out;
-	}
-	old_size = rec->size;
-	if (r->size == old_size && coord != NULL) {
-		/* the record has it: the coordinator's layout may not (a retry) */
-		coord_resize(c, coord, r->name, r->size, false, msg, sizeof(msg), resp);
-		goto out;
-	}
-	if (r->size == old_size && (layout == NULL || tsr_layout_size(layout) >= r->size))
-		goto answer;
-	/* after (d): (e) alone, whatever the copies' states (mirror_resize: every
-	 * copy was grown before the record) */
-	if (r->size == old_size)
-		goto grow_layout;
-	/* (a) */
-	for (size_t i = 0; i < rec->n_copies; i++) {
-		const char *id = rec->copies[i]->node_id;
-
-		nodes[i] = view_node(&v, id);
-		if (nodes[i] == NULL || !view_alive(&v, id)) {
-			admin_fail(resp, -EHOSTUNREACH, "cannot resize '%s': node %s, which holds "
-				   "copy %zu, is %s (bring it back, or tessera volume replace-replica "
-				   "%s --node %s, then retry); nothing changed", r->name, id, i,
-				   nodes[i] ? "away" : "unknown", r->name, id);
-			goto out;
-		}
-	}
-	if (layout && layout_resize_check(r->name, attached, layout, r->size, rec->ec_k != 0,
-					  resp))
-		goto out;
-	if (coord) {
-		ret = coord_resize(c, coord, r->name, r->size, true, msg, sizeof(msg), NULL);
-		if (ret) {
-			admin_fail(resp, ret, "%s", msg);
-			goto out;
-		}
-	}
-	rec->size = r->size; /* rec_copy_size: what each copy grows to (ec: its chunk volume) */
-	/* (b) */
-	for (size_t i = 0; r->size != old_size && i < rec->n_copies; i++) {
-		ret = copy_resize(c, nodes[i], r->name, rec_copy_size(rec), true, msg, sizeof(msg));
-		if (ret) {
-			admin_fail(resp, ret, "%s; nothing was grown", msg);
-			goto out;
-		}
-	}
-	/* (b') attached and replicating to a site (here the coordinator; another
-	 * node's coordinator did it in its step (a)): the site target grows
-	 * first, so no write past the old end ships before it can take it
-	 * (repl_grow_target).  Detached: the DR grows at the next attach's
-	 * VOLUME_OPEN (site_open_volume). */
-	if (layout && r->size != old_size) {
-		ret = repl_grow_target(c, r->name, r->size, msg, sizeof(msg));
-		if (ret) {
-			admin_fail(resp, ret, "cannot grow '%s' while attached: %s; nothing changed",
-				   r->name, msg);
-			goto out;
-		}
-	}
-	/* (c) ec: a chunk volume may already be large enough (same stripe count) */
-	for (size_t i = 0; r->size != old_size && i < rec->n_copies; i++, grown++) {
-		ret = copy_resize(c, nodes[i], r->name, rec_copy_size(rec), false, msg,
-				  sizeof(msg));
-		if (ret) {
-			admin_fail(resp, ret, "%s; %zu of %zu copies were grown before, the volume "
-				   "keeps its size %s (copies larger than it are harmless): retry "
-				   "the same resize once %s can take it", msg, grown, rec->n_copies,
-				   tsr_format_size(old_size, a, sizeof(a)), nodes[i]->id);
-			goto out;
-		}
-	}
-	/* (d) */
-	if (r->size != old_size) {
-		snprintf(key, sizeof(key), "vol/%s", r->name);
-		ret = rec_put(c->meta, key, &rec->base, rev, 0, NULL);
-		if (ret) {
-			admin_fail(resp, ret, "cannot record the new size of '%s': %s (its copies "
-				   "were grown; retry)", r->name, strerror(-ret));
-			goto out;
-		}
-	}
-	tsr_info("cluster: volume %s resized from %s to %s%s", r->name,
-		 tsr_format_size(old_size, b, sizeof(b)), tsr_format_size(r->size, a, sizeof(a)),
-		 attached ? " while attached (new NBD connections see the new size)" : "");
-	/* (e) */
-	if (coord) {
-		ret = coord_resize(c, coord, r->name, r->size, false, msg, sizeof(msg), resp);
-		/* the coordinator's own refusal says it all; not reaching it does not */
-		if (ret && strstr(msg, "is recorded at") == NULL)
-			admin_fail(resp, ret, "'%s' is recorded at %s and its copies were grown, "
-				   "but its coordinator on %s did not grow: %s (retry the same "
-				   "resize; until then writes past %s are refused)", r->name,
-				   tsr_format_size(r->size, a, sizeof(a)), attached, msg,
-				   tsr_format_size(old_size, b, sizeof(b)));
-		goto out;
-	}
-grow_layout:
-	if (layout) {
-		uint64_t now = tsr_layout_size(layout);
-
-		ret = resize_test_fail(msg, sizeof(msg)) ?:
-		      tsr_layout_resize(layout, r->size, false, msg, sizeof(msg));
-		if (ret) {
-			admin_fail(resp, ret, "'%s' is recorded at %s and its copies were grown, but "
-				   "its coordinator on %s did not grow: %s (retry the same resize; "
-				   "until then writes past %s are refused)", r->name,
-				   tsr_format_size(r->size, a, sizeof(a)), attached, msg,
-				   tsr_format_size(now, b, sizeof(b)));
-			goto out;
-		}
-	}
-answer:
-	view_free(&v);
-	tessera__cluster__volume_record__free_unpacked(rec, NULL);
-	cluster_volume_list(c, r->name, resp);
-	return;
-out:
+	else if (layout == NULL)
+		admin_fail(resp, -EAGAIN, "volume '%s' is not attached on %s any more: retry; "
+			   "nothing changed", r->name, c->node_id);
+	else if (layout_resize_check(r->name, attached, layout, r->size, rec->ec_k != 0,
+				     resp) == 0 &&
+		 (ret = repl_grow_target(c, r->name, r->size, msg, sizeof(msg))))
+		admin_fail(resp, ret, "cannot grow '%s' while attached: %s; nothing changed",
+			   r->name, msg);
 	if (rec)
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 	view_free(&v);
+}
+
+void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeResize *r,
+			   Tessera__Admin__Response *resp)
+{
+	struct tsr_admin_server *srv;
+	struct resize_job *j;
+	int ret;
+
+	if (r->check_only) {
+		resize_check_here(c, r, resp);
+		return;
+	}
+	j = calloc(1, sizeof(*j));
+	if (j)
+		j->name = strdup(r->name);
+	if (j == NULL || j->name == NULL) {
+		free(j);
+		admin_fail(resp, -ENOMEM, "cannot resize '%s': out of memory", r->name);
+		return;
+	}
+	j->c = c;
+	j->size = r->size;
+	j->res = (Tessera__Admin__Response)TESSERA__ADMIN__RESPONSE__INIT;
+	j->in_handle = true;
+	ret = view_load(c->meta, &j->v);
+	if (ret) {
+		admin_fail(resp, ret, "cannot read the metadata store: %s", strerror(-ret));
+		resize_free(j);
+		return;
+	}
+	j->have_view = true;
+	ret = rec_volume_get(c->meta, r->name, &j->rec, &j->rev);
+	if (ret) {
+		admin_fail(&j->res, ret, ret == -ENOENT ? "volume '%s' not found (tessera volume "
+			   "list shows what exists)" : "cannot read volume '%s'", r->name);
+		resize_finish(j);
+	} else {
+		srv = admin_handling_server();
+		if (srv)
+			j->later = admin_later_begin(srv, resize_later_reply, j);
+		resize_begin(j);
+	}
+	j->in_handle = false;
+	if (!j->done)
+		return; /* a node call in flight: resize_later_reply answers */
+	if (j->later)
+		admin_later_cancel(j->later);
+	resize_move(j, resp);
+	resize_free(j);
+}
+
+static void resize_stop(struct tsr_cluster *c)
+{
+	/* each fails -ECANCELED at once (its callback unlists it and answers) */
+	for (struct resize_job *j = resizes; j; j = resizes) {
+		if (j->c != c)
+			break;
+		admin_async_cancel(j->call);
+	}
 }
 
 /* ---- replace-replica -------------------------------------------------- */
