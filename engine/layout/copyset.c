@@ -398,7 +398,8 @@ int copyset_snap(struct copyset_copy *c, const struct tsr_snap_req *req, tsr_cb 
 		ret = tsr_store_snap_create_sized(cs->store, cs->name, req->snap, req->size, NULL);
 		break;
 	case TSR_SNAP_DELETE:
-		ret = tsr_store_snap_delete(cs->store, cs->name, req->snap);
+		ret = req->missing_ok ? tsr_store_snap_delete_missing_ok(cs->store, cs->name, req->snap)
+				      : tsr_store_snap_delete(cs->store, cs->name, req->snap);
 		break;
 	case TSR_SNAP_CLONE:
 		ret = tsr_store_vol_clone(cs->store, req->clone, cs->name,

@@ -529,7 +529,8 @@ static void delete_step(void *arg, int status)
 		m->done(m->arg, 0);
 		return;
 	}
-	m->req = (struct tsr_snap_req){ .op = TSR_SNAP_DELETE };
+	/* the copy may never have had it */
+	m->req = (struct tsr_snap_req){ .op = TSR_SNAP_DELETE, .missing_ok = true };
 	snprintf(m->req.snap, sizeof(m->req.snap), "%s", m->v[m->next++].snap);
 	ret = ecopy_snap(m->c, &m->req, delete_step, m);
 	if (ret < 0)

@@ -1260,6 +1260,7 @@ static void replay_next(struct mreplay *rp)
 	}
 	memset(&rp->req, 0, sizeof(rp->req));
 	rp->req.op = TSR_SNAP_DELETE;
+	rp->req.missing_ok = true; /* the copy may never have had it */
 	snprintf(rp->req.snap, sizeof(rp->req.snap), "%s", c->missed[0].snap);
 	rp->step = RP_DELETE;
 	ret = mcopy_snap(c, &rp->req, replay_io_done, rp);

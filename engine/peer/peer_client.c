@@ -1086,6 +1086,8 @@ int tsr_peer_snap(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 	r->cb_arg = cb_arg;
 	h.length = (uint32_t)len;
 	h.seq = r->seq;
+	if (req->missing_ok && req->op == TSR_SNAP_DELETE)
+		h.flags = TSR_PEER_F_MISSING_OK;
 	h.data_crc = tsr_crc32c(0, r->snap, (size_t)len);
 	creq_queue(c, r, &h, r->snap, (uint32_t)len);
 	return 0;

@@ -67,6 +67,8 @@ static uint8_t op_flags(uint8_t op)
 		return TSR_PEER_F_FUA;
 	case TSR_PEER_WRITE_ZEROES:
 		return TSR_PEER_F_FUA | TSR_PEER_F_NO_HOLE;
+	case TSR_PEER_SNAP:
+		return TSR_PEER_F_MISSING_OK;
 	default:
 		return 0;
 	}

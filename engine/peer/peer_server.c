@@ -893,7 +893,9 @@ static void handle_snap(struct peer_conn *c, struct peer_sreq *req, const uint8_
 		ret = tsr_store_snap_create_sized(c->srv->store, vol, sr.snap, sr.size, NULL);
 		break;
 	case TSR_SNAP_DELETE:
-		ret = tsr_store_snap_delete(c->srv->store, vol, sr.snap);
+		ret = (req->h.flags & TSR_PEER_F_MISSING_OK)
+			  ? tsr_store_snap_delete_missing_ok(c->srv->store, vol, sr.snap)
+			  : tsr_store_snap_delete(c->srv->store, vol, sr.snap);
 		break;
 	case TSR_SNAP_CLONE:
 		ret = tsr_store_vol_clone(c->srv->store, sr.clone, vol,

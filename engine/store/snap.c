@@ -937,7 +937,21 @@ static void retry_marked(struct tsr_store *store, const char *vol_uuid)
 	free(rows);
 }
 
+static int snap_delete(struct tsr_store *store, const char *vol, const char *snap,
+		       enum tsr_log_level missing_level);
+
 int tsr_store_snap_delete(struct tsr_store *store, const char *vol, const char *snap)
+{
+	return snap_delete(store, vol, snap, TSR_LOG_ERROR);
+}
+
+int tsr_store_snap_delete_missing_ok(struct tsr_store *store, const char *vol, const char *snap)
+{
+	return snap_delete(store, vol, snap, TSR_LOG_DEBUG);
+}
+
+static int snap_delete(struct tsr_store *store, const char *vol, const char *snap,
+		       enum tsr_log_level missing_level)
 {
 	struct tsr_svol *svol;
 	struct snap_row row;
@@ -948,7 +962,7 @@ int tsr_store_snap_delete(struct tsr_store *store, const char *vol, const char *
 	ret = get_vol(store, "snapshot delete", vol, &v);
 	if (ret == 0) {
 		retry_marked(store, v.uuid);
-		ret = get_snap(store, "snapshot delete", &v, snap, &row, TSR_LOG_ERROR);
+		ret = get_snap(store, "snapshot delete", &v, snap, &row, missing_level);
 	}
 	if (ret)
 		goto out;

@@ -54,6 +54,8 @@ struct tsr_snap_req {
 	uint64_t size;  /* CREATE: the snapshot's size, 0 the volume's (a make-up's cut of
 			 * a snapshot cut before the volume grew: tsr_store_snap_create_sized);
 			 * 0 for the other ops */
+	bool missing_ok; /* DELETE: a make-up's replayed delete; the copy may never
+			  * have had the snapshot: -ENOENT logged below ERROR */
 };
 /*
  * Must run on the layout's home thread (the volume's home worker, vol.h);

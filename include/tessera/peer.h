@@ -126,6 +126,12 @@ enum tsr_peer_op {
  * a WRITE without it on a snapshot session stays -EROFS.
  */
 #define TSR_PEER_F_REPAIR  0x08u
+/*
+ * SNAP DELETE of a make-up's replay (tsr_snap_req.missing_ok): the copy may
+ * never have had the snapshot, so its absence (-ENOENT, answered as ever) is
+ * logged below ERROR (tsr_store_snap_delete_missing_ok).  Only on SNAP.
+ */
+#define TSR_PEER_F_MISSING_OK 0x10u
 #define TSR_PEER_MAX_SUMS_RANGE (64u * 1024 * 1024)
 
 struct tsr_peer_hdr {

@@ -255,6 +255,10 @@ int tsr_store_snap_spare(struct tsr_store *store, const char *vol, bool keep);
 /* Delete (hide, when clones depend on it).  Errors: -ENOENT, -EBUSY writes in
  * flight or read-only handles (tsr_store_snap_open) on the volume's snapshots. */
 int tsr_store_snap_delete(struct tsr_store *store, const char *vol, const char *snap);
+/* tsr_store_snap_delete for a caller that takes -ENOENT as an answer (a
+ * make-up's replayed delete of a snapshot the copy may never have had): a
+ * missing snapshot is logged at DEBUG, not ERROR.  Same errors. */
+int tsr_store_snap_delete_missing_ok(struct tsr_store *store, const char *vol, const char *snap);
 /* Oldest first; *out malloc'd (free()).  Errors: -ENOENT vol. */
 int tsr_store_snap_list(struct tsr_store *store, const char *vol, struct tsr_snap_info **out,
 			size_t *count);

@@ -86,8 +86,10 @@ static uint32_t check(const uint8_t *buf, uint8_t *op)
 		abort();
 	if ((h.flags & TSR_PEER_F_NO_HOLE) && h.opcode != TSR_PEER_WRITE_ZEROES)
 		abort();
-	if ((h.flags &
-	     ~(TSR_PEER_F_REPLY | TSR_PEER_F_FUA | TSR_PEER_F_NO_HOLE | TSR_PEER_F_REPAIR)) != 0)
+	if ((h.flags & TSR_PEER_F_MISSING_OK) && h.opcode != TSR_PEER_SNAP)
+		abort();
+	if ((h.flags & ~(TSR_PEER_F_REPLY | TSR_PEER_F_FUA | TSR_PEER_F_NO_HOLE |
+			 TSR_PEER_F_REPAIR | TSR_PEER_F_MISSING_OK)) != 0)
 		abort();
 	switch (h.opcode) {
 	case TSR_PEER_READ:

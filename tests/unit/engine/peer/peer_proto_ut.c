@@ -264,6 +264,12 @@ static void test_malformed(void **state)
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_SUMS), 5, TSR_PEER_F_REPAIR, true), -EPROTO);
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_STAGE), 5, TSR_PEER_F_REPAIR, true), -EPROTO);
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_READ), 5, TSR_PEER_F_FUA, true), -EPROTO);
+	/* MISSING_OK: a SNAP only */
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_SNAP), 5, TSR_PEER_F_MISSING_OK, true), 0);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_TRIM), 5, TSR_PEER_F_MISSING_OK, true), -EPROTO);
+	assert_int_equal(
+	    parse_mod(valid_req(TSR_PEER_SNAP), 5, TSR_PEER_F_MISSING_OK | TSR_PEER_F_FUA, true),
+	    -EPROTO);
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_WRITE), 5, TSR_PEER_F_NO_HOLE, true),
 			 -EPROTO);
 	/* status > 0, status in a request, status below any errno */

@@ -907,6 +907,25 @@ static void test_snap(void **state)
 	/* the store's answers come back as they are */
 	assert_int_equal(p_snap(e, &k, h, 3, TSR_SNAP_CREATE, "s1", ""), -EEXIST);
 	assert_int_equal(p_snap(e, &k, h, 3, TSR_SNAP_DELETE, "nope", ""), -ENOENT);
+	/* a make-up's cut at the snapshot's size (2 blocks, the volume larger),
+	 * and its replayed delete (missing_ok: still -ENOENT when missing) */
+	{
+		struct tsr_snap_req req = { .op = TSR_SNAP_CREATE, .size = 2 * BS };
+		struct op o = { .k = &k, .kind = K_SNAP, .handle = h, .epoch = 3, .snap = &req };
+
+		snprintf(req.snap, sizeof(req.snap), "sz");
+		assert_int_equal(op_run(e, &o), 0);
+		assert_int_equal(tsr_store_snap_info(e->store, "v", "sz", &si), 0);
+		assert_int_equal(si.size, 2 * BS);
+		req = (struct tsr_snap_req){ .op = TSR_SNAP_DELETE, .missing_ok = true };
+		snprintf(req.snap, sizeof(req.snap), "nope");
+		o = (struct op){ .k = &k, .kind = K_SNAP, .handle = h, .epoch = 3, .snap = &req };
+		assert_int_equal(op_run(e, &o), -ENOENT);
+		snprintf(req.snap, sizeof(req.snap), "sz");
+		o = (struct op){ .k = &k, .kind = K_SNAP, .handle = h, .epoch = 3, .snap = &req };
+		assert_int_equal(op_run(e, &o), 0);
+		assert_int_equal(tsr_store_snap_info(e->store, "v", "sz", &si), -ENOENT);
+	}
 	/* clone of s1 on the replica */
 	assert_int_equal(p_snap(e, &k, h, 3, TSR_SNAP_CLONE, "s1", "c1"), 0);
 	assert_int_equal(tsr_store_vol_parent(e->store, "c1", pv, ps), 0);
