@@ -596,6 +596,19 @@ static void makeup_cut(void *arg, int status)
 	makeup_next(m);
 }
 
+/*
+ * The image's size as far as this volume reaches: a snapshot cut on chunk
+ * copies grown past the record (a resize cut short) is larger than the
+ * volume, and what lies past the volume's end was never writable (zeros);
+ * the new chunk copy is only as large as the record.
+ */
+static uint64_t makeup_img_size(const struct ec_missed *m)
+{
+	uint64_t img = tsr_layout_size(m->img);
+	uint64_t vol = __atomic_load_n(&m->c->e->size, __ATOMIC_ACQUIRE);
+
+	return img < vol ? img : vol;
+}
 static void makeup_flushed(void *arg, int status)
 {
 	struct ec_missed *m = arg;
@@ -609,8 +622,7 @@ static void makeup_flushed(void *arg, int status)
 	 * volume's: cut before a grow, it is smaller on the copies that cut it */
 	m->req = (struct tsr_snap_req){
 	    .op = TSR_SNAP_CREATE,
-	    .size = tsr_ec_chunk_volume_size(tsr_layout_size(m->img), m->c->e->k,
-					     m->c->e->unit),
+	    .size = tsr_ec_chunk_volume_size(makeup_img_size(m), m->c->e->k, m->c->e->unit),
 	};
 	snprintf(m->req.snap, sizeof(m->req.snap), "%s", m->v[m->next].snap);
 	ret = ecopy_snap(m->c, &m->req, makeup_cut, m);
@@ -669,11 +681,12 @@ static void makeup_read(void *arg, int status)
 		makeup_written(m, ret);
 }
 
+
 /* The next stripes of the dirty regions (a batch in a row), or the flush and cut once done. */
 static void makeup_stripe(struct ec_missed *m)
 {
 	struct ec *e = m->c->e;
-	uint64_t per_region = e->region_size / e->unit, off, len, img = tsr_layout_size(m->img);
+	uint64_t per_region = e->region_size / e->unit, off, len, img = makeup_img_size(m);
 	int ret;
 
 	while (m->stripe >= m->end) {
@@ -723,7 +736,7 @@ static void makeup_next(struct ec_missed *m)
 		makeup_skip(m, ret);
 		return;
 	}
-	m->img_stripes = (tsr_layout_size(m->img) + e->width - 1) / e->width;
+	m->img_stripes = (makeup_img_size(m) + e->width - 1) / e->width;
 	m->region = 0;
 	m->stripe = m->end = 0;
 	makeup_stripe(m);

@@ -894,8 +894,15 @@ static void snaps_listed_go(struct mscrub *s)
 {
 	struct mirror *m = s->m;
 
-	for (size_t i = 0; i < s->n_snaps; i++)
+	/* compared up to the volume's size: a snapshot cut on copies grown past
+	 * the record (a resize cut short) is larger on them than on a copy made
+	 * up since (the make-up cuts at most the volume), and nothing past the
+	 * volume's end was ever writable */
+	for (size_t i = 0; i < s->n_snaps; i++) {
+		if (s->snaps[i].size > m->size)
+			s->snaps[i].size = m->size;
 		m->scrub_total += s->snaps[i].size;
+	}
 	mirror_publish(m);
 	chunk_next(s);
 }

@@ -1133,6 +1133,20 @@ static void replay_copy(struct mreplay *rp)
 }
 
 /* The remote snapshot session is open (or not). */
+/*
+ * The source snapshot's size as far as this volume reaches: a snapshot cut
+ * on copies grown past the record (a resize cut short, two resizes crossed)
+ * is larger than the volume; what lies past the volume's end was never
+ * writable (zeros), the new copy is only as large as the record, and its
+ * store refuses a snapshot larger than its volume.
+ */
+static uint64_t replay_size(const struct mirror *m, uint64_t src)
+{
+	uint64_t vol = __atomic_load_n(&m->size, __ATOMIC_ACQUIRE);
+
+	return src < vol ? src : vol;
+}
+
 static void replay_open_done(void *arg, int status, uint64_t handle, uint64_t size)
 {
 	struct mreplay *rp = arg;
@@ -1154,7 +1168,7 @@ static void replay_open_done(void *arg, int status, uint64_t handle, uint64_t si
 		replay_finish(rp, status);
 		return;
 	}
-	rp->src_size = size;
+	rp->src_size = replay_size(rp->c->m, size);
 	replay_copy(rp);
 }
 
@@ -1203,7 +1217,7 @@ static void replay_io_done(void *arg, int status)
 			status = ret;
 			break;
 		}
-		rp->src_size = tsr_svol_size(rp->src);
+		rp->src_size = replay_size(rp->c->m, tsr_svol_size(rp->src));
 		replay_copy(rp);
 		return;
 	case RP_OPEN: /* not reached: replay_open_done */
