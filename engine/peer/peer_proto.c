@@ -275,6 +275,11 @@ int tsr_peer_snap_pack(const struct tsr_snap_req *req, uint8_t buf[TSR_PEER_SNAP
 	memcpy(buf + TSR_PEER_SNAP_MIN + s, req->clone, c);
 	len = (int)(TSR_PEER_SNAP_MIN + s + c);
 	if (req->size != 0) {
+		/* a size goes with a CREATE only (one name: it fits); checked
+		 * before the write, which could otherwise pass the buffer */
+		if (req->op != TSR_SNAP_CREATE ||
+		    (size_t)len + TSR_PEER_SNAP_SIZE > TSR_PEER_SNAP_MAX)
+			return -EINVAL;
 		tsr_put_le64(buf + len, req->size);
 		len += (int)TSR_PEER_SNAP_SIZE;
 	}

@@ -416,6 +416,19 @@ static void test_snap_payload(void **state)
 	assert_int_equal(len, TSR_PEER_SNAP_MAX);
 	assert_int_equal(tsr_peer_snap_parse(buf, (uint32_t)len, &out), 0);
 	assert_string_equal(out.clone, long_name);
+	/* a size on that CLONE (two 63-byte names fill the buffer): refused
+	 * before anything is written past it (the 8 bytes after the buffer
+	 * stay as they were; ASan would catch a write there) */
+	{
+		uint8_t big[TSR_PEER_SNAP_MAX + 8];
+
+		memset(big, 0x5a, sizeof(big));
+		r.size = BS;
+		assert_int_equal(tsr_peer_snap_pack(&r, big), -EINVAL);
+		for (size_t i = TSR_PEER_SNAP_MAX; i < sizeof(big); i++)
+			assert_int_equal(big[i], 0x5a);
+		r.size = 0;
+	}
 	/* a CREATE with its size (a make-up's cut): 8 bytes little-endian after the name */
 	r = snap_req(TSR_SNAP_CREATE, long_name, "");
 	r.size = ((uint64_t)3 << 32) + 8 * BS;
