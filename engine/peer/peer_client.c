@@ -1146,57 +1146,65 @@ int tsr_peer_release(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 	return data_req(c, &h, NULL, NULL, cb_fn, cb_arg);
 }
 
+/*
+ * A request whose reply payload is a list of at most cap bytes (SNAP_LIST,
+ * STAGE_LIST): the reply buffer and the request, queued.  The caller sets
+ * its callback in the union before the request can complete (on this
+ * thread, later).  NULL with *err on failure.
+ */
+static struct peer_creq *list_req(struct tsr_peer_client *c, uint8_t opcode, uint64_t handle,
+				  uint64_t epoch, uint32_t cap, void *cb_arg, int *err)
+{
+	struct tsr_peer_hdr h = {.opcode = opcode, .handle = handle, .epoch = epoch};
+	struct peer_creq *r;
+	void *dest = malloc(cap);
+
+	if (dest == NULL) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	r = req_start(c, opcode, err);
+	if (r == NULL) {
+		free(dest);
+		return NULL;
+	}
+	r->cb_arg = cb_arg;
+	r->dest = dest;
+	r->length = cap;
+	h.seq = r->seq;
+	creq_queue(c, r, &h, NULL, 0);
+	return r;
+}
+
 int tsr_peer_snap_list(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 		       tsr_peer_snap_list_cb cb_fn, void *cb_arg)
 {
-	struct tsr_peer_hdr h = {.opcode = TSR_PEER_SNAP_LIST, .handle = handle, .epoch = epoch};
 	struct peer_creq *r;
-	void *dest;
 	int err;
 
 	if (cb_fn == NULL)
 		return -EINVAL;
-	dest = malloc(TSR_PEER_SNAP_ENTRY * TSR_PEER_SNAP_LIST_MAX);
-	if (dest == NULL)
-		return -ENOMEM;
-	r = req_start(c, TSR_PEER_SNAP_LIST, &err);
-	if (r == NULL) {
-		free(dest);
+	r = list_req(c, TSR_PEER_SNAP_LIST, handle, epoch,
+		     TSR_PEER_SNAP_ENTRY * TSR_PEER_SNAP_LIST_MAX, cb_arg, &err);
+	if (r == NULL)
 		return err;
-	}
 	r->cb.slist = cb_fn;
-	r->cb_arg = cb_arg;
-	r->dest = dest;
-	r->length = TSR_PEER_SNAP_ENTRY * TSR_PEER_SNAP_LIST_MAX;
-	h.seq = r->seq;
-	creq_queue(c, r, &h, NULL, 0);
 	return 0;
 }
 
 int tsr_peer_stage_list(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 			tsr_peer_stage_list_cb cb_fn, void *cb_arg)
 {
-	struct tsr_peer_hdr h = {.opcode = TSR_PEER_STAGE_LIST, .handle = handle, .epoch = epoch};
 	struct peer_creq *r;
-	void *dest;
 	int err;
 
 	if (cb_fn == NULL)
 		return -EINVAL;
 	/* the reply's payload, up to every entry the journal can hold */
-	dest = malloc(TSR_PEER_STAGE_ENTRY * TSR_STAGE_MAX_ENTRIES);
-	if (dest == NULL)
-		return -ENOMEM;
-	r = req_start(c, TSR_PEER_STAGE_LIST, &err);
-	if (r == NULL) {
-		free(dest);
+	r = list_req(c, TSR_PEER_STAGE_LIST, handle, epoch,
+		     TSR_PEER_STAGE_ENTRY * TSR_STAGE_MAX_ENTRIES, cb_arg, &err);
+	if (r == NULL)
 		return err;
-	}
 	r->cb.list = cb_fn;
-	r->cb_arg = cb_arg;
-	r->dest = dest;
-	r->length = TSR_PEER_STAGE_ENTRY * TSR_STAGE_MAX_ENTRIES;
-	h.seq = r->seq;
-	creq_queue(c, r, &h, NULL, 0);
 	return 0;
 }
