@@ -332,6 +332,75 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static bool cluster_admin_dispatch(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 				   Tessera__Admin__Response *resp);
 
+/*
+ * The rule for a local_copy VolumeDelete (node to node: this node's store
+ * copy of d->name only), judged before the admin server's store delete
+ * (admin_ops.c op_volume_delete) runs it: a copy that vol/<name> lists on
+ * this node is deleted only by a request naming its uuid (d->uuid: the store
+ * delete then checks that it is that copy, else -ESTALE).  Without a uuid
+ * the delete is meant for a copy the sender knows to be garbage: the copies
+ * of a volume whose record it has just deleted (cluster_volume_delete: the
+ * record goes first), the old copy of a replace-replica once the record
+ * lists its new one, the copies of a create or clone undone before its
+ * record was written.  When the record lists a copy here, the copy here is
+ * not that one any more: a replace onto this node made and recorded it
+ * after the sender read the record (review 13b, finding 3: a late delete of
+ * replace A removed the copy replace B had made here and recorded, and the
+ * record listed a copy that did not exist).  Refused -EBUSY; the copy and
+ * its data stay.  A record that cannot be read or decoded refuses too (as
+ * in the sweep: never a reason to delete); the copy, if it is garbage, is
+ * the leftover sweep's (sweep.c).
+ *
+ * The check and the store delete run in one admin command on the main
+ * thread, which runs one command at a time: no copy of that name is made on
+ * this node in between (copies are made by this thread's admin commands or
+ * by its own replace, both on this thread).  The sweep (background thread)
+ * only deletes unlisted copies, under c->sweep_lock with its own re-check.
+ *
+ * Not closed here: a replace's late by-name delete that arrives after
+ * another replace made its new copy here and before that replace wrote the
+ * record (the record does not list it yet): only a delete by the old copy's
+ * uuid tells the two copies apart.
+ *
+ * Mixed versions: a node older than this one deletes as before; a sender
+ * older than this one sends by-name deletes only for the cases above and
+ * gets -EBUSY, logged as a copy left behind, for a copy listed here.
+ * Returns 0 (go on with the delete) or -errno with resp filled.
+ */
+static int copy_delete_check(struct tsr_cluster *c, const Tessera__Admin__VolumeDelete *d,
+			     Tessera__Admin__Response *resp)
+{
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	bool listed = false;
+	int ret;
+
+	if (d->uuid && d->uuid[0])
+		return 0; /* that copy only: the store delete checks it */
+	ret = rec_volume_get(c->meta, d->name, &rec, NULL);
+	if (ret == -ENOENT)
+		return 0; /* the volume is deleted (or never was): garbage */
+	if (ret) {
+		admin_fail(resp, ret, "cannot read vol/%s to check that node %s's copy of '%s' "
+			   "is not listed: %s; not deleted (an unlisted copy is removed later by "
+			   "the leftover sweep)", d->name, c->node_id, d->name, strerror(-ret));
+		return ret;
+	}
+	for (size_t i = 0; i < rec->n_copies && !listed; i++)
+		listed = rec->copies[i]->node_id &&
+			 strcmp(rec->copies[i]->node_id, c->node_id) == 0;
+	tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	if (!listed)
+		return 0;
+	tsr_warn("cluster: delete of the copy of %s by name refused: vol/%s lists a copy on this "
+		 "node (%s): a replace onto this node since the sender read the record?",
+		 d->name, d->name, c->node_id);
+	admin_fail(resp, -EBUSY, "node %s's copy of '%s' is one vol/%s lists on %s: not deleted "
+		   "by name (recorded after the sender read vol/%s: a replace onto %s?); a delete "
+		   "naming its uuid, or tessera volume delete %s, removes it", c->node_id, d->name,
+		   d->name, c->node_id, d->name, c->node_id, d->name);
+	return -EBUSY;
+}
+
 bool tsr_cluster_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			      Tessera__Admin__Response *resp)
 {
@@ -362,8 +431,8 @@ static bool cluster_admin_dispatch(struct tsr_cluster *c, const Tessera__Admin__
 		char msg[512];
 		int ret;
 
-		if (req->volume_delete->local_copy)
-			return false;
+		if (req->volume_delete->local_copy) /* refused here, or the store's delete */
+			return copy_delete_check(c, req->volume_delete, resp) != 0;
 		ret = repl_volume_busy(c, req->volume_delete->name, msg, sizeof(msg));
 		if (ret)
 			admin_fail(resp, ret, "%s", msg);
