@@ -499,6 +499,62 @@ static void snap_missed_replay(void **state, bool local)
 	free(at_s1);
 }
 
+/*
+ * The make-up of a missed snapshot on a home worker whose io queue holds 4
+ * operations (19dfc74): its pipeline starts up to 8 pieces at once (1 MiB
+ * regions), each with a local read of the snapshot; the 5th finds the queue
+ * full (-EAGAIN at submit) while the first 4 are in flight, is held and
+ * started again once one of them is done.  Every read is held 20 ms by the
+ * fault wrapper so the queue stays full while the pieces start.  The copy
+ * gets in sync, its made-up snapshot holds the source's image and nothing
+ * counts as a copy failure; before 19dfc74 the held piece failed the replay
+ * (-EAGAIN) at every return of the copy and it never got in sync.
+ */
+static void test_snap_makeup_full_queue(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_layout_status s;
+	struct tsr_io_opts io = {
+	    .kind = TSR_IO_AUTO, .queue_depth = 4, .fault_spec = "read:1+:delay=20"};
+	struct tsr_worker *small = NULL, *home = e->home;
+	uint8_t *at_away = malloc(VOL);
+	uint64_t failures;
+
+	assert_int_equal(tsr_worker_start(6, &io, &small), 0);
+	e->home = small; /* lwrite, lsnap, ldo on e->home */
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, 8 * MiB, 1, 0), 0);
+	assert_int_equal(lwrite(e, 8 * MiB, 8 * MiB, 2, 0), 0);
+	node_stop(&e->nodes[2]);
+	/* 12 regions dirty for node2: 12 pieces, more than the queue holds */
+	for (unsigned r = 0; r < 12; r++)
+		assert_int_equal(lwrite(e, r * MiB + 4096 * r, 64 * 1024, 10 + r, 0), 0);
+	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "away"), 0);
+	memcpy(at_away, e->model, VOL);
+	assert_int_equal(lwrite(e, 3 * MiB, 64 * 1024, 30, 0), 0); /* after the cut */
+	get_status(e, &s);
+	failures = s.copy_failures; /* node2's, while it was away */
+
+	node_run(&e->nodes[2], 12);
+	tsr_layout_copy_returned(e->l, 2, e->nodes[2].address);
+	assert_true(wait_status(e, all_in_sync, 30000));
+	get_status(e, &s);
+	assert_int_equal(s.copy_failures, failures);
+	for (unsigned n = 0; n < 3; n++)
+		assert_snap_equals(e, n, "away", at_away);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	assert_copies_equal_model(e);
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
+		usleep(1000);
+	e->home = home;
+	tsr_worker_stop(small);
+	free(at_away);
+}
+
 /* ---- the record of missed operations (hooks.set_copy_missed) ---- */
 
 /* What the "metadata store" holds per copy: recorded in call order on the
@@ -1914,6 +1970,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_snap_copy_failures, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snap_missed_replay, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snap_missed_replay_remote, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snap_makeup_full_queue, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snap_missed_other_coordinator, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snap_missed_record_fails, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snap_during_resync, setup, teardown),
