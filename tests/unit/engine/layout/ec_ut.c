@@ -298,11 +298,6 @@ static bool wait_status(struct env *e, bool (*pred)(const struct tsr_layout_stat
 	return false;
 }
 
-static bool all_in_sync(const struct tsr_layout_status *s)
-{
-	return s->in_sync == s->n_copies && !s->resync_running;
-}
-
 static size_t node_stage_count(struct node *n);
 
 /*
@@ -1365,11 +1360,6 @@ static void test_bad_opts(void **state)
 }
 
 /* ---- scrub ---- */
-
-static bool scrub_finished(const struct tsr_layout_status *s)
-{
-	return s->scrub_done && !s->scrub_running;
-}
 
 /* Overwrite stripe s's chunk p behind the layout's back (valid CRCs). */
 static void corrupt_chunk(struct env *e, uint64_t s, unsigned p, uint32_t off, uint32_t len)

@@ -135,16 +135,6 @@ static bool wait_status(struct env *e, bool (*pred)(const struct tsr_layout_stat
 	return false;
 }
 
-static bool all_in_sync(const struct tsr_layout_status *s)
-{
-	return s->in_sync == s->n_copies && !s->resync_running;
-}
-
-static bool scrub_finished(const struct tsr_layout_status *s)
-{
-	return s->scrub_done && !s->scrub_running;
-}
-
 struct scall {
 	struct tsr_layout *l;
 	struct tsr_snap_req req;

@@ -163,19 +163,9 @@ static bool wait_status(struct env *e, bool (*pred)(const struct tsr_layout_stat
 	return false;
 }
 
-static bool all_in_sync(const struct tsr_layout_status *s)
-{
-	return s->in_sync == s->n_copies && !s->resync_running;
-}
-
 static bool copy2_away(const struct tsr_layout_status *s)
 {
 	return s->copies[2].state != TSR_COPY_IN_SYNC;
-}
-
-static bool scrub_finished(const struct tsr_layout_status *s)
-{
-	return s->scrub_done && !s->scrub_running;
 }
 
 static void scrub_clean(struct env *e)

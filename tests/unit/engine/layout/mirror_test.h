@@ -548,4 +548,82 @@ static UNUSED int batch_run(struct tsr_worker *home, struct batch *b)
 	return b->failed ? -EIO : 0;
 }
 
+/* ---- the layout's status ---- */
+
+/* Poll l's status (it is refreshed every 20 ms) until pred holds; false
+ * after ms. */
+static UNUSED bool layout_wait(struct tsr_layout *l, bool (*pred)(const struct tsr_layout_status *),
+			       unsigned ms)
+{
+	struct tsr_layout_status s;
+	uint64_t end = mono_ms() + ms;
+
+	do {
+		tsr_layout_get_status(l, &s);
+		if (pred(&s))
+			return true;
+		usleep(10000);
+	} while (mono_ms() < end);
+	return false;
+}
+
+static UNUSED bool all_in_sync(const struct tsr_layout_status *s)
+{
+	return s->in_sync == s->n_copies && !s->resync_running;
+}
+
+static UNUSED bool scrub_finished(const struct tsr_layout_status *s)
+{
+	return s->scrub_done && !s->scrub_running;
+}
+
+/* ---- snapshot operations on the home worker ---- */
+
+struct snap_call {
+	struct tsr_layout *l;
+	struct tsr_snap_req req;
+	int ret, status;
+	sem_t done;
+};
+
+static void snap_call_cb(void *arg, int status)
+{
+	struct snap_call *c = arg;
+
+	c->status = status;
+	sem_post(&c->done);
+}
+
+static void snap_call_msg(struct tsr_worker *w, void *arg)
+{
+	struct snap_call *c = arg;
+
+	(void)w;
+	int ret = tsr_layout_snap(c->l, &c->req, snap_call_cb, c);
+
+	/* with 0, c belongs to snap_call_cb now: it may have run already and
+	 * the waiting thread returned (c is on its stack) */
+	if (ret != 0) {
+		c->ret = ret;
+		sem_post(&c->done);
+	}
+}
+
+/* Run a snapshot operation through l on its home worker: its return, else
+ * its callback's status; -ETIMEDOUT after 20 s. */
+static UNUSED int layout_snap(struct tsr_worker *home, struct tsr_layout *l, enum tsr_snap_op op,
+			      const char *snap)
+{
+	struct snap_call c = {.l = l, .req = {.op = op}};
+
+	snprintf(c.req.snap, sizeof(c.req.snap), "%s", snap);
+	sem_init(&c.done, 0, 0);
+	if (tsr_worker_send(home, snap_call_msg, &c) != 0)
+		abort();
+	if (sem_wait_ms(&c.done, 20000) != 0)
+		return -ETIMEDOUT;
+	sem_destroy(&c.done);
+	return c.ret != 0 ? c.ret : c.status;
+}
+
 #endif

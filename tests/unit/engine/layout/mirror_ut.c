@@ -20,93 +20,32 @@
 #include <cmocka.h>
 
 #include "layout/mirror_internal.h" /* MIRROR_RESYNC_IO, _INFLIGHT_BYTES, _DEPTH */
-#include "mirror_test.h"
+#include "mirror_env.h"
 
 #define MiB    (1024ull * 1024)
 #define VOL    (16 * MiB)
 #define REGION (1u << 20)
 
-struct env {
-	struct node nodes[3];
-	struct tsr_worker *home;
-	char state_dir[512];
-	uint8_t *model; /* what the volume must contain */
-	uint8_t *file;  /* a node's data file */
-	uint8_t *buf;
-	struct tsr_layout *l;
-};
-
 static int setup(void **state)
 {
-	struct env *e = calloc(1, sizeof(*e));
-
-	for (unsigned i = 0; i < 3; i++)
-		if (node_init(&e->nodes[i], i, VOL) < 0)
-			return -1;
-	e->home = start_worker_or_skip(1);
-	if (scratch_dir(e->state_dir, sizeof(e->state_dir)) < 0)
-		return -1;
-	e->model = calloc(1, VOL);
-	e->file = malloc(VOL);
-	e->buf = tsr_alloc_aligned(8 * MiB);
-	log_reset();
-	*state = e;
-	return 0;
+	return env_setup(state, &(struct env_sizes){.vol = VOL, .model = VOL, .file = VOL,
+						     .buf = 8 * MiB});
 }
 
 static int teardown(void **state)
 {
-	struct env *e = *state;
-
-	tsr_layout_destroy(e->l);
-	/* hooks answered from helper threads: all done before the worker goes */
-	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
-		usleep(1000);
-	tsr_worker_stop(e->home);
-	for (unsigned i = 0; i < 3; i++)
-		node_fini(&e->nodes[i]);
-	rm_rf(e->state_dir);
-	free(e->model);
-	free(e->file);
-	tsr_free_aligned(e->buf);
-	free(e);
-	return 0;
+	return env_teardown(state);
 }
 
 /* Options: copy 0 local on node0 (when local), the others remote. */
 static void opts_init(struct env *e, struct tsr_mirror_opts *o, bool local, unsigned min,
 		      uint64_t epoch)
 {
-	memset(o, 0, sizeof(*o));
-	o->name = VOLNAME;
-	o->size = VOL;
+	env_mirror_opts(e, o, VOL, local);
 	o->epoch = epoch;
-	o->store = e->nodes[0].store;
-	o->state_dir = e->state_dir;
-	o->home = e->home;
-	o->node_id = "node0";
-	o->token = TOKEN;
-	o->n_copies = 3;
 	o->min_replicas = min;
 	o->peer_timeout_ms = 2000;
-	o->write_wait_ms = 5000;
 	o->region_size = REGION;
-	o->hooks.set_copy_state = test_set_copy_state;
-	for (unsigned i = 0; i < 3; i++) {
-		struct tsr_layout_copy *c = &o->copies[i];
-
-		snprintf(c->node_id, sizeof(c->node_id), "%s", e->nodes[i].node_id);
-		snprintf(c->address, sizeof(c->address), "%s", e->nodes[i].address);
-		c->local = local && i == 0;
-		c->state = TSR_COPY_IN_SYNC;
-	}
-}
-
-static int lwrite(struct env *e, uint64_t off, uint32_t len, uint64_t seed, unsigned flags)
-{
-	fill(e->buf, len, seed, off);
-	memcpy(e->model + off, e->buf, len);
-	return ldo(e->home, e->l, D_WRITE, off, len, e->buf, flags);
 }
 
 /* Every node's data file equals the model. */
@@ -129,31 +68,6 @@ static void assert_copies_equal_model(struct env *e)
 static void get_status(struct env *e, struct tsr_layout_status *s)
 {
 	tsr_layout_get_status(e->l, s);
-}
-
-/* Poll the status (it is refreshed every 20 ms) until pred holds. */
-static bool wait_status(struct env *e, bool (*pred)(const struct tsr_layout_status *), unsigned ms)
-{
-	struct tsr_layout_status s;
-	uint64_t end = mono_ms() + ms;
-
-	do {
-		get_status(e, &s);
-		if (pred(&s))
-			return true;
-		usleep(10000);
-	} while (mono_ms() < end);
-	return false;
-}
-
-static bool all_in_sync(const struct tsr_layout_status *s)
-{
-	return s->in_sync == s->n_copies && !s->resync_running;
-}
-
-static bool scrub_finished(const struct tsr_layout_status *s)
-{
-	return s->scrub_done && !s->scrub_running;
 }
 
 /* ---- round trips ---- */
@@ -216,79 +130,13 @@ static void test_round_trip_local(void **state)
 
 /* ---- snapshots (mirror_snap.c, through layout.c's gate) ---- */
 
-struct scall {
-	struct tsr_layout *l;
-	struct tsr_snap_req req;
-	int ret, status;
-	sem_t done;
-};
-
-static void scall_cb(void *arg, int status)
-{
-	struct scall *c = arg;
-
-	c->status = status;
-	sem_post(&c->done);
-}
-
-static void scall_msg(struct tsr_worker *w, void *arg)
-{
-	struct scall *c = arg;
-
-	(void)w;
-	int ret = tsr_layout_snap(c->l, &c->req, scall_cb, c);
-
-	/* with 0, c belongs to scall_cb now: it may have run already and the
-	 * waiting thread returned (c is on its stack) */
-	if (ret != 0) {
-		c->ret = ret;
-		sem_post(&c->done);
-	}
-}
-
-/* Run a snapshot operation through the layout on its home worker. */
-static int lsnap(struct env *e, enum tsr_snap_op op, const char *snap)
-{
-	struct scall c = {.l = e->l, .req = {.op = op}};
-
-	snprintf(c.req.snap, sizeof(c.req.snap), "%s", snap);
-	sem_init(&c.done, 0, 0);
-	if (tsr_worker_send(e->home, scall_msg, &c) != 0)
-		abort();
-	if (sem_wait_ms(&c.done, 20000) != 0)
-		return -ETIMEDOUT;
-	sem_destroy(&c.done);
-	return c.ret != 0 ? c.ret : c.status;
-}
-
-/* The image of VOLNAME@snap in store (node who) equals want (VOL bytes). */
-static void assert_store_snap_equals(struct env *e, struct tsr_store *store, const char *who,
-				     const char *snap, const uint8_t *want)
-{
-	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
-	struct tsr_svol *v = NULL;
-
-	assert_non_null(io);
-	assert_int_equal(tsr_store_snap_open(store, VOLNAME, snap, &v), 0);
-	for (uint64_t off = 0; off < VOL; off += 4 * MiB) {
-		assert_int_equal(sread(v, io, off, 4 * MiB, e->buf), 0);
-		if (memcmp(e->buf, want + off, 4 * MiB) != 0) {
-			print_message("%s: %s@%s differs in [%llu, +4 MiB)\n", who, VOLNAME, snap,
-				      (unsigned long long)off);
-			fail();
-		}
-	}
-	tsr_svol_put(v);
-	tsr_io_destroy(io);
-}
-
 /* Node n's image of VOLNAME@snap equals want (VOL bytes). */
 static void assert_snap_equals(struct env *e, unsigned n, const char *snap, const uint8_t *want)
 {
 	char who[16];
 
 	snprintf(who, sizeof(who), "node%u", n);
-	assert_store_snap_equals(e, e->nodes[n].store, who, snap, want);
+	assert_store_snap_equals(e, e->nodes[n].store, who, snap, want, VOL);
 }
 
 static bool has_snap(struct env *e, unsigned n, const char *snap)
@@ -1457,8 +1305,8 @@ static void test_replace_given_snapshots(void **state)
 		assert_snap_equals(e, n, "s1", at_s1);
 		assert_snap_equals(e, n, "s2", at_s2);
 	}
-	assert_store_snap_equals(e, n3.store, "node3", "s1", at_s1);
-	assert_store_snap_equals(e, n3.store, "node3", "s2", at_s2);
+	assert_store_snap_equals(e, n3.store, "node3", "s1", at_s1, VOL);
+	assert_store_snap_equals(e, n3.store, "node3", "s2", at_s2, VOL);
 	{
 		struct tsr_snap_info si;
 
