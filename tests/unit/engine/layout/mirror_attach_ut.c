@@ -1,8 +1,9 @@
 /*
  * Unit tests of the mirror layout's start-up (engine/layout/mirror.c,
  * start_finish / start_done) when copies cannot be opened: what the
- * metadata store is told (the hooks' event log, mirror_test.h).  Three nodes,
- * copy 0 local on node0, min_replicas 2.
+ * metadata store is told (the hooks' event log, mirror_test.h; the
+ * environment: mirror_env.h).  Three nodes, copy 0 local on node0,
+ * min_replicas 2.
  *
  * The rule: a start-up that fails records nothing (copies whose OPEN timed
  * out or was refused missed no write of this epoch; recording them would
@@ -23,84 +24,27 @@
 
 #include <cmocka.h>
 
-#include "mirror_test.h"
+#include "mirror_env.h"
 
 #define MiB (1024ull * 1024)
 #define VOL (16 * MiB)
 
-struct env {
-	struct node nodes[3];
-	struct tsr_worker *home;
-	char state_dir[512];
-	uint8_t *buf, *file;
-	struct tsr_layout *l;
-	int holes[3]; /* black-hole listeners (-1: none) */
-};
-
 static int setup(void **state)
 {
-	struct env *e = calloc(1, sizeof(*e));
-
-	for (unsigned i = 0; i < 3; i++) {
-		if (node_init(&e->nodes[i], i, VOL) < 0)
-			return -1;
-		e->holes[i] = -1;
-	}
-	e->home = start_worker_or_skip(1);
-	if (scratch_dir(e->state_dir, sizeof(e->state_dir)) < 0)
-		return -1;
-	e->buf = tsr_alloc_aligned(MiB);
-	e->file = malloc(VOL);
-	log_reset();
-	*state = e;
-	return 0;
+	return env_setup(state, &(struct env_sizes){.vol = VOL, .file = VOL, .buf = MiB});
 }
 
 static int teardown(void **state)
 {
-	struct env *e = *state;
-
-	tsr_layout_destroy(e->l);
-	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
-		usleep(1000);
-	tsr_worker_stop(e->home);
-	for (unsigned i = 0; i < 3; i++) {
-		node_fini(&e->nodes[i]);
-		if (e->holes[i] >= 0)
-			close(e->holes[i]);
-	}
-	rm_rf(e->state_dir);
-	tsr_free_aligned(e->buf);
-	free(e->file);
-	free(e);
-	return 0;
+	return env_teardown(state);
 }
 
 static void opts_init(struct env *e, struct tsr_mirror_opts *o, uint64_t epoch)
 {
-	memset(o, 0, sizeof(*o));
-	o->name = VOLNAME;
-	o->size = VOL;
+	env_mirror_opts(e, o, VOL, true);
 	o->epoch = epoch;
-	o->store = e->nodes[0].store;
-	o->state_dir = e->state_dir;
-	o->home = e->home;
-	o->node_id = "node0";
-	o->token = TOKEN;
-	o->n_copies = 3;
-	o->min_replicas = 2;
 	o->peer_timeout_ms = 300;
-	o->write_wait_ms = 5000;
 	o->region_size = 1u << 20;
-	o->hooks.set_copy_state = test_set_copy_state;
-	for (unsigned i = 0; i < 3; i++) {
-		struct tsr_layout_copy *c = &o->copies[i];
-
-		snprintf(c->node_id, sizeof(c->node_id), "%s", e->nodes[i].node_id);
-		snprintf(c->address, sizeof(c->address), "%s", e->nodes[i].address);
-		c->local = i == 0;
-		c->state = TSR_COPY_IN_SYNC;
-	}
 }
 
 /* Copy idx's peer never answers (peer_black_hole); its fd closed at teardown. */
