@@ -90,6 +90,8 @@ struct tsr_cluster {
 	ev_async repl_async;           /* a worker queued a demotion */
 	bool repl_async_started;
 	struct repl_demote *demotes;   /* lock; demotions queued by sources' workers */
+	struct repl_grow *grows;       /* lock; grows answered by sources' workers */
+	struct target_grow *target_grows; /* main thread: DR targets growing (target_grow) */
 	/* leftover sweep (sweep.c): set at start, then the background thread's */
 	bool sweep_on;                 /* grace > 0 and DIR/cluster.joined names our cluster */
 	int64_t joined_at;             /* unix seconds this data dir joined the cluster */
@@ -177,6 +179,17 @@ void cluster_volume_delete(struct tsr_cluster *c, const char *name,
 			   Tessera__Admin__Response *resp);
 void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeResize *r,
 			   Tessera__Admin__Response *resp);
+/*
+ * The same resize without an admin connection (target_grow: a DR target
+ * grown for its source), every node call asynchronous: returns 1 with the
+ * answer in resp (nothing had to wait), or 0 and done_fn(done_arg, answer)
+ * runs later on the main loop, exactly once (the answer is freed after it
+ * returns).  Main thread.
+ */
+typedef void (*cluster_resize_fn)(void *done_arg, const Tessera__Admin__Response *answer);
+int cluster_volume_resize_async(struct tsr_cluster *c, const char *name, uint64_t size,
+				cluster_resize_fn done_fn, void *done_arg,
+				Tessera__Admin__Response *resp);
 void cluster_volume_list(struct tsr_cluster *c, const char *only,
 			 Tessera__Admin__Response *resp);
 /* Replace copy on node old by one on to ("" or NULL: placement picks); auto: by the tick. */
@@ -299,8 +312,28 @@ bool repl_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req
 		       Tessera__Admin__Response *resp);
 /* volume delete: -EBUSY with msg while repl/<name> exists, else 0. */
 int repl_volume_busy(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len);
+/* Blocking form of repl_grow_target_async (up to REPL_GROW_TIMEOUT_MS), for a
+ * resize with no admin connection: 0 or -errno with msg. */
 int repl_grow_target(struct tsr_cluster *c, const char *name, uint64_t size, char *msg,
 		     size_t msg_len);
+/*
+ * name (attached here, its coordinator) is about to grow to size: when it
+ * replicates, its site target grows first (the source's stream reopened
+ * announcing size: tsr_site_source_grow_async, bounded by
+ * REPL_GROW_TIMEOUT_MS on the source's worker).  Returns 1: nothing to grow
+ * (no repl/<name>, or demoted), cb_fn never fires; 0: cb_fn(cb_arg, status,
+ * msg) fires exactly once, later, on the main loop (never inside this call),
+ * with 0 or -errno and the refusal's sentence; *out is the handle until then;
+ * -errno with msg: refused at once (the link is down: -ENOTCONN; the source
+ * does not run here; ...), cb_fn never fires.  Main thread.
+ */
+struct repl_grow;
+typedef void (*repl_grow_fn)(void *cb_arg, int status, const char *msg);
+int repl_grow_target_async(struct tsr_cluster *c, const char *name, uint64_t size,
+			   repl_grow_fn cb_fn, void *cb_arg, struct repl_grow **out, char *msg,
+			   size_t msg_len);
+/* Before its callback fired: it never will (the answer is dropped).  NULL ok. */
+void repl_grow_abandon(struct repl_grow *g);
 /* volume delete succeeded: forget target/<name>. */
 void repl_volume_deleted(struct tsr_cluster *c, const char *name);
 

@@ -42,7 +42,14 @@
  * new primary's stream on its own (resync_from set at demotion) and drops
  * its repl/<vol>.
  *
- * Everything here runs on the main thread, except source_demoted (a worker).
+ * Resize: an attached source's target grows first (repl_grow_target_async:
+ * the source's worker answers grow_answered, queued like a demotion, and
+ * the resize goes on from its callback on the main loop); a target grows
+ * when a VOLUME_OPEN announces more (target_grow: the cluster's resize runs
+ * on the main loop, "growing: retry" answered meanwhile).
+ *
+ * Everything here runs on the main thread, except source_demoted and
+ * grow_answered (a source's worker).
  */
 #include <errno.h>
 #include <signal.h>
@@ -83,6 +90,35 @@ struct repl_tls {
 	char *ca, *cert, *key;         /* the files it was built from (malloc'd) */
 	struct tsr_site_tls_ctx *ctx;  /* owned; outlives the sources using it */
 	struct repl_tls *next;         /* c->site_tls */
+};
+
+/*
+ * A grow of a source's target (repl_grow_target_async): the source's worker
+ * fills status and why and queues it for the main thread (c->grows, under
+ * c->lock, then repl_async), which calls cb_fn and frees it.
+ */
+struct repl_grow {
+	struct tsr_cluster *c;
+	repl_grow_fn cb_fn;            /* main thread; NULL: abandoned (repl_grow_abandon) */
+	void *cb_arg;
+	char volume[64], site[64];     /* for the answer's sentence */
+	int status;                    /* the worker's, before it queues g */
+	char why[TSR_SITE_ERRMSG_MAX + 1];
+	struct repl_grow *next;        /* c->grows, under c->lock */
+};
+
+/* A growing DR target (target_grow: the cluster's resize runs meanwhile). */
+struct target_grow {
+	struct tsr_cluster *c;
+	char volume[64];
+	char from[160];                /* the source's site/cluster, for the log */
+	uint64_t have, size;           /* from, to */
+	bool running;                  /* the resize has not answered yet */
+	int status;                    /* its answer (running == false: a refusal kept for
+					* the next VOLUME_OPEN, ended_ms ago) */
+	int64_t ended_ms;
+	char why[TSR_SITE_ERRMSG_MAX + 1];
+	struct target_grow *next;      /* c->target_grows (main thread) */
 };
 
 /* A demotion reported by a source on its worker, for the main thread. */
@@ -613,11 +649,14 @@ static void drain_demotes(struct tsr_cluster *c)
 	}
 }
 
+static void drain_grows(struct tsr_cluster *c);
+
 static void demote_async_cb(struct ev_loop *loop, ev_async *w, int revents)
 {
 	(void)loop;
 	(void)revents;
 	drain_demotes(w->data);
+	drain_grows(w->data);
 }
 
 /* Fence (err -EROFS) or open (0) host writes of vol attached here. */
@@ -949,6 +988,44 @@ int repl_volume_busy(struct tsr_cluster *c, const char *name, char *msg, size_t 
 	return -EBUSY;
 }
 
+/* The answer of a grow of name's target as the resize gives it (ret != 0). */
+static void grow_refusal(const char *name, const char *site, int ret, const char *why,
+			 char *msg, size_t msg_len)
+{
+	if (ret == -ENOTCONN)
+		snprintf(msg, msg_len, "volume '%s' replicates to site '%s': the DR site must "
+			 "grow first; the link is down (%s): retry once tessera replication "
+			 "status %s shows it streaming", name, site, why, name);
+	else
+		snprintf(msg, msg_len, "volume '%s' replicates to site '%s', whose target did "
+			 "not grow: %s", name, site, why);
+}
+
+/* name's running source, or -errno with msg (or 1: nothing to grow). */
+static int grow_source(struct tsr_cluster *c, const char *name, struct repl_source **out,
+		       char *site, size_t site_len, char *msg, size_t msg_len)
+{
+	Tessera__Cluster__ReplicationRecord *r = NULL;
+	struct repl_source *rs;
+	int ret = 0;
+
+	if (repl_get(c, name, &r, NULL))
+		return 1;
+	snprintf(site, site_len, "%s", r->site);
+	rs = source_find(c, name);
+	if (r->demoted) { /* its stream has ended: nothing ships */
+		ret = 1;
+	} else if (rs == NULL || rs->src == NULL) {
+		snprintf(msg, msg_len, "volume '%s' replicates to site '%s', whose target must "
+			 "grow first, but its source does not run here (see tessera replication "
+			 "status %s)", name, r->site, name);
+		ret = -ENOTCONN;
+	}
+	tessera__cluster__replication_record__free_unpacked(r, NULL);
+	*out = rs;
+	return ret;
+}
+
 /*
  * vol (attached here, its coordinator) is about to grow to size: when it
  * replicates, its site target grows first (tsr_site_source_grow: the stream
@@ -957,40 +1034,101 @@ int repl_volume_busy(struct tsr_cluster *c, const char *name, char *msg, size_t 
  * down (-ENOTCONN), the target refused (its sentence), ...  Nothing here has
  * changed then; a target that grew before a later step failed is larger
  * than its source, which is harmless.  Blocks the control loop up to
- * REPL_GROW_TIMEOUT_MS.
+ * REPL_GROW_TIMEOUT_MS: only for a resize with no admin connection
+ * (repl_grow_target_async otherwise).
  */
 int repl_grow_target(struct tsr_cluster *c, const char *name, uint64_t size, char *msg,
 		     size_t msg_len)
 {
-	Tessera__Cluster__ReplicationRecord *r = NULL;
 	struct repl_source *rs;
-	char why[300];
-	int ret;
+	char why[300], site[64];
+	int ret = grow_source(c, name, &rs, site, sizeof(site), msg, msg_len);
 
-	if (repl_get(c, name, &r, NULL))
-		return 0;
-	if (r->demoted) { /* its stream has ended: nothing ships */
-		tessera__cluster__replication_record__free_unpacked(r, NULL);
-		return 0;
-	}
-	rs = source_find(c, name);
-	if (rs == NULL || rs->src == NULL) {
-		snprintf(msg, msg_len, "volume '%s' replicates to site '%s', whose target must "
-			 "grow first, but its source does not run here (see tessera replication "
-			 "status %s)", name, r->site, name);
-		ret = -ENOTCONN;
-	} else {
-		ret = tsr_site_source_grow(rs->src, size, REPL_GROW_TIMEOUT_MS, why, sizeof(why));
-		if (ret == -ENOTCONN)
-			snprintf(msg, msg_len, "volume '%s' replicates to site '%s': the DR site must "
-				 "grow first; the link is down (%s): retry once tessera replication "
-				 "status %s shows it streaming", name, r->site, why, name);
-		else if (ret)
-			snprintf(msg, msg_len, "volume '%s' replicates to site '%s', whose target did "
-				 "not grow: %s", name, r->site, why);
-	}
-	tessera__cluster__replication_record__free_unpacked(r, NULL);
+	if (ret)
+		return ret > 0 ? 0 : ret;
+	ret = tsr_site_source_grow(rs->src, size, REPL_GROW_TIMEOUT_MS, why, sizeof(why));
+	if (ret)
+		grow_refusal(name, site, ret, why, msg, msg_len);
 	return ret;
+}
+
+/* On the source's worker: the grow's answer, queued for the main thread. */
+static void grow_answered(void *arg, int status, const char *why)
+{
+	struct repl_grow *g = arg;
+	struct tsr_cluster *c = g->c;
+
+	g->status = status;
+	snprintf(g->why, sizeof(g->why), "%s", why);
+	pthread_mutex_lock(&c->lock);
+	g->next = c->grows;
+	c->grows = g;
+	pthread_mutex_unlock(&c->lock);
+	ev_async_send(c->o.loop, &c->repl_async);
+}
+
+static void drain_grows(struct tsr_cluster *c)
+{
+	struct repl_grow *g;
+	char msg[1024];
+
+	pthread_mutex_lock(&c->lock);
+	g = c->grows;
+	c->grows = NULL;
+	pthread_mutex_unlock(&c->lock);
+	while (g) {
+		struct repl_grow *next = g->next;
+
+		if (g->cb_fn) {
+			msg[0] = '\0';
+			if (g->status)
+				grow_refusal(g->volume, g->site, g->status, g->why, msg,
+					     sizeof(msg));
+			g->cb_fn(g->cb_arg, g->status, msg);
+		}
+		free(g);
+		g = next;
+	}
+}
+
+int repl_grow_target_async(struct tsr_cluster *c, const char *name, uint64_t size,
+			   repl_grow_fn cb_fn, void *cb_arg, struct repl_grow **out, char *msg,
+			   size_t msg_len)
+{
+	struct repl_source *rs;
+	struct repl_grow *g;
+	char why[TSR_SITE_ERRMSG_MAX + 1], site[64];
+	int ret = grow_source(c, name, &rs, site, sizeof(site), msg, msg_len);
+
+	if (ret)
+		return ret;
+	g = calloc(1, sizeof(*g));
+	if (g == NULL) {
+		snprintf(msg, msg_len, "out of memory");
+		return -ENOMEM;
+	}
+	g->c = c;
+	g->cb_fn = cb_fn;
+	g->cb_arg = cb_arg;
+	snprintf(g->volume, sizeof(g->volume), "%s", name);
+	snprintf(g->site, sizeof(g->site), "%s", site);
+	/* the worker may answer before this returns: g is queued, not run */
+	*out = g;
+	ret = tsr_site_source_grow_async(rs->src, size, REPL_GROW_TIMEOUT_MS, grow_answered, g,
+					 why, sizeof(why));
+	if (ret) {
+		*out = NULL;
+		free(g);
+		if (ret < 0)
+			grow_refusal(name, site, ret, why, msg, msg_len);
+	}
+	return ret;
+}
+
+void repl_grow_abandon(struct repl_grow *g)
+{
+	if (g)
+		g->cb_fn = NULL;
 }
 
 void repl_volume_deleted(struct tsr_cluster *c, const char *name)
@@ -1805,39 +1943,124 @@ bool repl_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req
 
 /*
  * The source of target volume name grew (detached, or online: its resize
- * reopens the stream announcing the new size, tsr_site_source_grow): grow
- * the target through this cluster's own resize (every copy's node asked
+ * reopens the stream announcing the new size, tsr_site_source_grow_async):
+ * grow the target through this cluster's own resize (every copy's node asked
  * first, the copies, vol/<name>, and the layout when the target is attached
- * here), before the stream is accepted.  A target that cannot grow refuses
- * the stream (the source shows why and retries; an online resize at the
- * source is refused with it).  A crash in between: copies larger than the
- * record (harmless) or the record grown (the next VOLUME_OPEN finds it
- * large enough, the attach uses the record's size): cluster_volume_resize.
+ * here), before the stream is accepted.  The resize runs on this loop with
+ * asynchronous node calls (cluster_volume_resize_async): until it answers,
+ * each VOLUME_OPEN is refused -EINPROGRESS ("growing: retry"), which the
+ * source retries 100 ms apart within its grow's time (a detached source at
+ * its retry_ms); its answer is then the next VOLUME_OPEN's of that size:
+ * accepted (the record has the size), or its refusal (kept
+ * TARGET_GROW_KEEP_MS, given once), which the source shows (an online resize
+ * there is refused with it; the record may have the size while the layout
+ * did not grow, so site_open_volume asks here first).  A resize
+ * that needs no other node answers at once, inside this call.  A crash in
+ * between: copies larger than the record (harmless) or the record grown (the
+ * next VOLUME_OPEN finds it large enough, the attach uses the record's size):
+ * cluster_volume_resize.
  */
+#define TARGET_GROW_KEEP_MS 10000
+
+static struct target_grow *target_grow_find(struct tsr_cluster *c, const char *name)
+{
+	for (struct target_grow *t = c->target_grows; t; t = t->next)
+		if (strcmp(t->volume, name) == 0)
+			return t;
+	return NULL;
+}
+
+static void target_grow_free(struct tsr_cluster *c, struct target_grow *t)
+{
+	for (struct target_grow **pp = &c->target_grows; *pp; pp = &(*pp)->next)
+		if (*pp == t) {
+			*pp = t->next;
+			break;
+		}
+	free(t);
+}
+
+/* The resize's answer: log it, keep a refusal for the next VOLUME_OPEN. */
+static void target_grow_answer(struct target_grow *t, const Tessera__Admin__Response *resp)
+{
+	struct tsr_cluster *c = t->c;
+	char a[32], b[32];
+
+	t->running = false;
+	t->ended_ms = tsr_mono_ms();
+	t->status = resp->error;
+	if (t->status) {
+		snprintf(t->why, sizeof(t->why), "site %s, node %s: target %s cannot grow from %s to "
+			 "%s: %s", c->repl_site, c->node_id, t->volume,
+			 tsr_format_size(t->have, a, sizeof(a)),
+			 tsr_format_size(t->size, b, sizeof(b)),
+			 resp->message ? resp->message : strerror(-t->status));
+		tsr_warn("site: %s (stream from %s refused)", t->why, t->from);
+	} else {
+		tsr_info("site: target volume %s grown from %llu to %llu bytes: its source at "
+			 "%s grew", t->volume, (unsigned long long)t->have,
+			 (unsigned long long)t->size, t->from);
+	}
+}
+
+static void target_grow_done(void *arg, const Tessera__Admin__Response *resp)
+{
+	struct target_grow *t = arg;
+
+	target_grow_answer(t, resp);
+	if (t->status == 0)
+		target_grow_free(t->c, t);
+}
+
 static int target_grow(struct tsr_cluster *c, const struct tsr_site_hello *from,
 		       const char *name, uint64_t have, uint64_t size, char *why, size_t why_len)
 {
-	Tessera__Admin__VolumeResize vr = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
 	Tessera__Admin__Response resp = TESSERA__ADMIN__RESPONSE__INIT;
-	char a[32], b[32];
+	struct target_grow *t = target_grow_find(c, name);
+	char b[32];
 	int ret;
 
-	vr.name = (char *)name;
-	vr.size = size;
-	cluster_volume_resize(c, &vr, &resp);
-	ret = resp.error;
-	if (ret) {
-		snprintf(why, why_len, "site %s, node %s: target %s cannot grow from %s to %s: %s",
-			 c->repl_site, c->node_id, name,
-			 tsr_format_size(have, a, sizeof(a)), tsr_format_size(size, b, sizeof(b)),
-			 resp.message ? resp.message : strerror(-ret));
-		tsr_warn("site: %s (stream from %s/%s refused)", why, from->site, from->cluster);
-	} else {
-		tsr_info("site: target volume %s grown from %llu to %llu bytes: its source at "
-			 "%s/%s grew", name, (unsigned long long)have, (unsigned long long)size,
-			 from->site, from->cluster);
+	if (t && t->running) {
+		snprintf(why, why_len, "site %s: target %s is growing to %s for its source: retry",
+			 c->repl_site, name, tsr_format_size(t->size, b, sizeof(b)));
+		return -EINPROGRESS;
 	}
+	if (t && t->size == size && tsr_mono_ms() - t->ended_ms < TARGET_GROW_KEEP_MS) {
+		/* the last grow's refusal, once */
+		ret = t->status;
+		snprintf(why, why_len, "%s", t->why);
+		target_grow_free(c, t);
+		tsr_warn("site: %s (stream from %s/%s refused)", why, from->site, from->cluster);
+		return ret;
+	}
+	if (t)
+		target_grow_free(c, t);
+	if (have >= size)
+		return 0;
+	t = calloc(1, sizeof(*t));
+	if (t == NULL) {
+		snprintf(why, why_len, "site %s: target %s cannot grow: out of memory",
+			 c->repl_site, name);
+		return -ENOMEM;
+	}
+	t->c = c;
+	snprintf(t->volume, sizeof(t->volume), "%s", name);
+	snprintf(t->from, sizeof(t->from), "%s/%s", from->site, from->cluster);
+	t->have = have;
+	t->size = size;
+	t->running = true;
+	t->next = c->target_grows;
+	c->target_grows = t;
+	if (cluster_volume_resize_async(c, name, size, target_grow_done, t, &resp) == 0) {
+		snprintf(why, why_len, "site %s: target %s is growing to %s for its source: retry",
+			 c->repl_site, name, tsr_format_size(size, b, sizeof(b)));
+		return -EINPROGRESS;
+	}
+	target_grow_answer(t, &resp); /* it needed no other node */
 	admin_response_free_built(&resp);
+	ret = t->status;
+	snprintf(why, why_len, "%s", t->why);
+	target_grow_free(c, t);
 	return ret;
 }
 
@@ -1923,7 +2146,9 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 				 name, path);
 			return -EEXIST;
 		}
-		if (have < size) {
+		/* a grow of it running or just refused: its answer first (the record
+		 * may have the size while the layout's step failed) */
+		if (have < size || target_grow_find(c, name)) {
 			ret = target_grow(c, from, name, have, size, why, why_len);
 			if (ret)
 				return ret;
@@ -2097,9 +2322,13 @@ void repl_stop(struct tsr_cluster *c)
 		source_stop(c, c->sources->volume);
 	if (c->repl_async_started) {
 		drain_demotes(c); /* the sources are stopped: nothing queues any more */
+		drain_grows(c);   /* a stopped source answered its grow (-ESHUTDOWN) */
 		ev_async_stop(c->o.loop, &c->repl_async);
 		c->repl_async_started = false;
 	}
+	/* resize_stop ended every target resize (-ECANCELED): none runs */
+	while (c->target_grows)
+		target_grow_free(c, c->target_grows);
 	while (c->site_tls) {
 		struct repl_tls *t = c->site_tls;
 

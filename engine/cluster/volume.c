@@ -820,13 +820,17 @@ enum resize_step {
 	RS_CHECK_COPY,  /* (b), copy i */
 	RS_GROW_COPY,   /* (c), copy i */
 	RS_GROW_COORD,  /* (e) asked of the coordinator */
+	RS_CHECK_HERE,  /* (a) asked of us, the coordinator: the DR's grow only */
 };
 
 struct resize_job {
 	struct tsr_cluster *c;
-	struct admin_later *later;    /* the reply comes later; NULL: the calls block */
+	struct admin_later *later;    /* the reply comes later; NULL: see done_fn */
+	cluster_resize_fn done_fn;    /* no later: the answer's callback; NULL: the calls block */
+	void *done_arg;
 	struct admin_async *call;     /* in flight; NULL once its callback ran */
-	struct resize_job *next;      /* resizes, while call runs */
+	struct repl_grow *grow;       /* (b'): the DR's grow in flight; NULL once answered */
+	struct resize_job *next;      /* resizes, while call or grow runs */
 	bool in_handle, done;         /* inside cluster_volume_resize; the answer is built */
 	Tessera__Admin__Response res; /* the answer (built at the end, moved into the reply) */
 	char *name;
@@ -875,6 +879,21 @@ static void resize_later_reply(struct tsr_admin_server *srv, void *arg,
 	resize_free(j);
 }
 
+/* The steps answer later (a node call or the DR's grow may wait). */
+static bool resize_async(const struct resize_job *j)
+{
+	return j->later != NULL || j->done_fn != NULL;
+}
+
+static void resize_unlist(struct resize_job *j)
+{
+	for (struct resize_job **pp = &resizes; *pp; pp = &(*pp)->next)
+		if (*pp == j) {
+			*pp = j->next;
+			break;
+		}
+}
+
 /* The answer is in j->res: free what the steps held, send it. */
 static void resize_finish(struct resize_job *j)
 {
@@ -885,8 +904,18 @@ static void resize_finish(struct resize_job *j)
 		view_free(&j->v);
 	j->have_view = false;
 	j->done = true;
-	if (j->later && !j->in_handle)
+	if (j->in_handle)
+		return; /* cluster_volume_resize answers */
+	if (j->later) {
 		admin_later_done(j->later); /* resize_later_reply frees j */
+	} else if (j->done_fn) {
+		Tessera__Admin__Response resp = TESSERA__ADMIN__RESPONSE__INIT;
+
+		resize_move(j, &resp);
+		j->done_fn(j->done_arg, &resp);
+		admin_response_free_built(&resp);
+		resize_free(j);
+	}
 }
 
 static void resize_fail(struct resize_job *j, int err, const char *fmt, ...)
@@ -910,11 +939,7 @@ static void resize_call_done(void *arg, int status, Tessera__Admin__Response *r)
 	struct resize_job *j = arg;
 
 	j->call = NULL;
-	for (struct resize_job **pp = &resizes; *pp; pp = &(*pp)->next)
-		if (*pp == j) {
-			*pp = j->next;
-			break;
-		}
+	resize_unlist(j);
 	resize_step_done(j, status, r);
 }
 
@@ -936,7 +961,7 @@ static void resize_call(struct resize_job *j, const Tessera__Cluster__NodeRecord
 	req.volume_resize = &vr;
 	if (!local_copy)
 		req.via_node = j->c->node_id;
-	if (j->later) {
+	if (resize_async(j)) {
 		ret = admin_async_call(j->c->o.loop, node->address, j->c->token, &req, timeout_ms,
 				       resize_call_done, j, &j->call);
 		if (ret == 0) {
@@ -1003,6 +1028,8 @@ static void resize_step_done(struct resize_job *j, int status, Tessera__Admin__R
 		j->grown++;
 		resize_run(j);
 		break;
+	case RS_CHECK_HERE:
+		break; /* not a node call */
 	case RS_GROW_COORD:
 		if (status == 0) {
 			ret = r->error;
@@ -1044,6 +1071,52 @@ static struct tsr_layout *resize_layout(struct resize_job *j, const char *what)
 	return layout;
 }
 
+/* (b') answered (the DR's grow): on to (c), or the refusal; a check job
+ * (resize_check_here) answers. */
+static void resize_grow_done(void *arg, int status, const char *msg)
+{
+	struct resize_job *j = arg;
+
+	j->grow = NULL;
+	resize_unlist(j);
+	if (status) {
+		resize_fail(j, status, "cannot grow '%s' while attached: %s; nothing changed",
+			    j->name, msg);
+		return;
+	}
+	if (j->step == RS_CHECK_HERE) {
+		resize_finish(j);
+		return;
+	}
+	j->step = RS_GROW_COPY;
+	j->i = 0;
+	resize_run(j);
+}
+
+/* (b') for j: 1 done (nothing to grow, or grown: blocking), 0 the grow runs
+ * (resize_grow_done goes on), or -errno with the refusal answered. */
+static int resize_grow_dr(struct resize_job *j)
+{
+	char msg[1024];
+	int ret;
+
+	if (resize_async(j)) {
+		ret = repl_grow_target_async(j->c, j->name, j->size, resize_grow_done, j, &j->grow,
+					     msg, sizeof(msg));
+		if (ret == 0) {
+			j->next = resizes;
+			resizes = j;
+			return 0;
+		}
+	} else {
+		ret = repl_grow_target(j->c, j->name, j->size, msg, sizeof(msg)) ?: 1;
+	}
+	if (ret < 0)
+		resize_fail(j, ret, "cannot grow '%s' while attached: %s; nothing changed",
+			    j->name, msg);
+	return ret;
+}
+
 /* Steps (b) to (f) from j->step / j->i on, until a node call is in flight or
  * the answer is built. */
 static void resize_run(struct resize_job *j)
@@ -1071,17 +1144,14 @@ static void resize_run(struct resize_job *j)
 		/* (b') attached and replicating to a site (here the coordinator;
 		 * another node's coordinator did it in its step (a)): the site
 		 * target grows first, so no write past the old end ships before it
-		 * can take it (repl_grow_target).  Detached: the DR grows at the
-		 * next attach's VOLUME_OPEN (site_open_volume). */
+		 * can take it (repl_grow_target_async; the loop serves other
+		 * calls while it waits, resize_grow_done goes on).  Detached: the
+		 * DR grows at the next attach's VOLUME_OPEN (site_open_volume). */
 		if (j->local) {
 			if (resize_layout(j, "nothing changed") == NULL)
 				return;
-			ret = repl_grow_target(c, j->name, j->size, msg, sizeof(msg));
-			if (ret) {
-				resize_fail(j, ret, "cannot grow '%s' while attached: %s; nothing "
-					    "changed", j->name, msg);
+			if (resize_grow_dr(j) <= 0)
 				return;
-			}
 		}
 		j->step = RS_GROW_COPY;
 		j->i = 0;
@@ -1228,61 +1298,45 @@ static void resize_begin(struct resize_job *j)
 	resize_run(j);
 }
 
-/* Step (a) asked of us, the coordinator, by another node's resize: calls no node. */
-static void resize_check_here(struct tsr_cluster *c, const Tessera__Admin__VolumeResize *r,
-			      Tessera__Admin__Response *resp)
+/* Step (a) asked of us, the coordinator, by another node's resize: calls no
+ * node; the DR's grow (b') may wait (the answer comes later, j's). */
+static void resize_check_here(struct resize_job *j)
 {
-	Tessera__Cluster__VolumeRecord *rec = NULL;
+	struct tsr_cluster *c = j->c;
 	struct tsr_layout *layout = NULL;
-	struct cluster_view v;
 	const char *attached;
-	char msg[512];
-	uint64_t rev;
-	int ret;
 
-	ret = view_load(c->meta, &v);
-	if (ret) {
-		admin_fail(resp, ret, "cannot read the metadata store: %s", strerror(-ret));
-		return;
-	}
-	attached = view_attached(&v, r->name, NULL);
+	j->step = RS_CHECK_HERE;
+	attached = view_attached(&j->v, j->name, NULL);
 	if (attached && strcmp(attached, c->node_id) == 0)
-		layout = tsr_volset_layout(c->o.vols, r->name);
-	ret = rec_volume_get(c->meta, r->name, &rec, &rev);
-	if (ret)
-		admin_fail(resp, ret, ret == -ENOENT ? "volume '%s' not found (tessera volume list "
-			   "shows what exists)" : "cannot read volume '%s'", r->name);
-	else if (layout == NULL)
-		admin_fail(resp, -EAGAIN, "volume '%s' is not attached on %s any more: retry; "
-			   "nothing changed", r->name, c->node_id);
-	else if (layout_resize_check(r->name, attached, layout, r->size, rec->ec_k != 0,
-				     resp) == 0 &&
-		 (ret = repl_grow_target(c, r->name, r->size, msg, sizeof(msg))))
-		admin_fail(resp, ret, "cannot grow '%s' while attached: %s; nothing changed",
-			   r->name, msg);
-	if (rec)
-		tessera__cluster__volume_record__free_unpacked(rec, NULL);
-	view_free(&v);
+		layout = tsr_volset_layout(c->o.vols, j->name);
+	if (layout == NULL)
+		resize_fail(j, -EAGAIN, "volume '%s' is not attached on %s any more: retry; "
+			    "nothing changed", j->name, c->node_id);
+	else if (layout_resize_check(j->name, attached, layout, j->size, j->rec->ec_k != 0,
+				     &j->res))
+		resize_finish(j);
+	else if (resize_grow_dr(j) > 0)
+		resize_finish(j);
 }
 
-void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeResize *r,
-			   Tessera__Admin__Response *resp)
+/* The job of a resize of r (done_fn NULL: answered through the admin server
+ * when it handles the request, else blocking); 1 with the answer in resp, 0
+ * when it comes later. */
+static int resize_start(struct tsr_cluster *c, const Tessera__Admin__VolumeResize *r,
+			cluster_resize_fn done_fn, void *done_arg, Tessera__Admin__Response *resp)
 {
 	struct tsr_admin_server *srv;
 	struct resize_job *j;
 	int ret;
 
-	if (r->check_only) {
-		resize_check_here(c, r, resp);
-		return;
-	}
 	j = calloc(1, sizeof(*j));
 	if (j)
 		j->name = strdup(r->name);
 	if (j == NULL || j->name == NULL) {
 		free(j);
 		admin_fail(resp, -ENOMEM, "cannot resize '%s': out of memory", r->name);
-		return;
+		return 1;
 	}
 	j->c = c;
 	j->size = r->size;
@@ -1292,7 +1346,7 @@ void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeRe
 	if (ret) {
 		admin_fail(resp, ret, "cannot read the metadata store: %s", strerror(-ret));
 		resize_free(j);
-		return;
+		return 1;
 	}
 	j->have_view = true;
 	ret = rec_volume_get(c->meta, r->name, &j->rec, &j->rev);
@@ -1301,18 +1355,41 @@ void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeRe
 			   "list shows what exists)" : "cannot read volume '%s'", r->name);
 		resize_finish(j);
 	} else {
-		srv = admin_handling_server();
+		j->done_fn = done_fn;
+		j->done_arg = done_arg;
+		srv = done_fn ? NULL : admin_handling_server();
 		if (srv)
 			j->later = admin_later_begin(srv, resize_later_reply, j);
-		resize_begin(j);
+		if (r->check_only)
+			resize_check_here(j);
+		else
+			resize_begin(j);
 	}
 	j->in_handle = false;
 	if (!j->done)
-		return; /* a node call in flight: resize_later_reply answers */
+		return 0; /* a node call or the DR's grow in flight: it answers */
 	if (j->later)
 		admin_later_cancel(j->later);
 	resize_move(j, resp);
 	resize_free(j);
+	return 1;
+}
+
+void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeResize *r,
+			   Tessera__Admin__Response *resp)
+{
+	resize_start(c, r, NULL, NULL, resp);
+}
+
+int cluster_volume_resize_async(struct tsr_cluster *c, const char *name, uint64_t size,
+				cluster_resize_fn done_fn, void *done_arg,
+				Tessera__Admin__Response *resp)
+{
+	Tessera__Admin__VolumeResize vr = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
+
+	vr.name = (char *)name;
+	vr.size = size;
+	return resize_start(c, &vr, done_fn, done_arg, resp);
 }
 
 static void resize_stop(struct tsr_cluster *c)
@@ -1321,7 +1398,17 @@ static void resize_stop(struct tsr_cluster *c)
 	for (struct resize_job *j = resizes; j; j = resizes) {
 		if (j->c != c)
 			break;
-		admin_async_cancel(j->call);
+		if (j->call) {
+			admin_async_cancel(j->call);
+			continue;
+		}
+		/* waiting for the DR's grow: its answer is dropped when it comes */
+		resize_unlist(j);
+		repl_grow_abandon(j->grow);
+		j->grow = NULL;
+		resize_fail(j, -ECANCELED, "cannot grow '%s': %s is stopping while its DR site "
+			    "grows (the DR may end up larger: harmless); nothing changed here",
+			    j->name, c->node_id);
 	}
 }
 

@@ -115,9 +115,10 @@
 #define SRC_ZERO_MAX    (1u << 30) /* bytes one ZERO frame covers */
 #define SRC_ENTRY_COST  64u        /* log bound: per-entry overhead counted */
 #define SRC_CHECKPOINTS 64u        /* barrier checkpoints kept for the window */
-#define SRC_GROW_TRIES 100u /* EBUSY answers (the target's old session closing) a grow
-			     * retries through ... */
-#define SRC_GROW_RETRY_NS (100 * NS_PER_MS) /* ... this far apart (at most retry_ms) */
+#define SRC_GROW_RETRY_NS (100 * NS_PER_MS) /* a grow's retries after EBUSY (the target's
+					      * old session closing) or EINPROGRESS (the target
+					      * growing): this far apart (at most retry_ms),
+					      * until the grow's deadline */
 #define SRC_POOL_CLASSES 5u         /* recycled entry sizes: 4 KiB << 0..4 of data */
 #define SRC_POOL_BYTES  (8u << 20)   /* data capacity kept on the free lists at most */
 #define SRC_POOL_NONE   0xffu        /* log_entry.cls of an entry that is not recycled */
@@ -208,12 +209,6 @@ struct tsr_site_source {
 	pthread_mutex_t stats_lock; /* guards pub only */
 	struct tsr_site_source_stats pub;
 	atomic_bool pause_req; /* tsr_site_source_pause's wish; the worker adopts it */
-	/* tsr_site_source_grow's answer (under stats_lock): set by grow_end */
-	pthread_cond_t grow_cond;
-	bool grow_done;
-	int grow_status;
-	char grow_msg[TSR_SITE_ERRMSG_MAX + 1];
-
 	/* ---- worker only ---- */
 	bool stopping;               /* stop began: hooks gone, no session, no new work */
 	bool stop_wait_read;         /* stop waits for the region read in flight */
@@ -222,12 +217,15 @@ struct tsr_site_source {
 	bool paused;
 	bool demoted;
 	bool first_session_done; /* a session reached READY once */
-	/* tsr_site_source_grow: vol_size is the new size, the session is being
-	 * reopened to announce it; grow_old_size to go back to on a refusal */
+	/* tsr_site_source_grow_async: vol_size is the new size, the session is
+	 * being reopened to announce it; grow_old_size to go back to on a
+	 * refusal.  grow_end ends it (once) and calls grow_cb. */
 	bool grow_pending;
 	bool grow_busy; /* the target answered EBUSY (its old session still
-			 * closing): the retry goes on growing */
-	unsigned grow_tries;
+			 * closing) or EINPROGRESS (growing): the retry goes on growing */
+	uint64_t grow_deadline_ns; /* tick_cb ends the grow -ETIMEDOUT from here (monotonic) */
+	tsr_site_grow_fn grow_cb;  /* the caller's answer (grow_pending only) */
+	void *grow_arg;
 	uint64_t grow_old_size;
 	bool running;            /* go_fn ran: sessions may start (not before: the
 				  * initial copy's regions are merged first) */
@@ -866,7 +864,7 @@ static void session_fail(struct tsr_site_source *s, const char *fmt, ...)
 	va_end(ap);
 	tsr_warn("site source %s -> %s: %s; retrying in %llu ms", tsr_vol_name(s->vol), s->address,
 		 s->last_error, (unsigned long long)(s->retry_ns / NS_PER_MS));
-	if (s->grow_pending && !(s->grow_busy && s->grow_tries < SRC_GROW_TRIES))
+	if (s->grow_pending && !s->grow_busy)
 		grow_end(s, -ENOTCONN, s->last_error);
 	session_close(s);
 	if (s->sess != SESS_DEAD)
@@ -1567,16 +1565,20 @@ static void on_frame(struct tsr_site_source *s, const struct tsr_site_hdr *h,
 			session_fail(s, "target sent a malformed ERROR");
 			return;
 		}
-		tsr_error("site source %s: target refused seq %llu: %s (%s)", tsr_vol_name(s->vol),
-			  (unsigned long long)h->seq, err.msg, strerror(err.code));
+		/* "retry" answers to VOLUME_OPEN: session_fail's warning says it */
+		if (!(s->sess == SESS_OPEN && (err.code == EBUSY || err.code == EINPROGRESS)))
+			tsr_error("site source %s: target refused seq %llu: %s (%s)",
+				  tsr_vol_name(s->vol), (unsigned long long)h->seq, err.msg,
+				  strerror(err.code));
 		if (s->sess == SESS_OPEN && err.code == ESTALE) {
 			demote(s, err.msg[0] ? err.msg : "target promoted");
 			return;
 		}
 		if (s->grow_pending && s->sess == SESS_OPEN) {
-			if (err.code == EBUSY) { /* its old session is closing: retry */
+			/* its old session is closing, or it grows its volume and
+			 * answers once done: retry (tick_cb's deadline bounds it) */
+			if (err.code == EBUSY || err.code == EINPROGRESS) {
 				s->grow_busy = true;
-				s->grow_tries++;
 			} else {
 				grow_end(s, -(int)err.code, err.msg);
 			}
@@ -1726,6 +1728,9 @@ static void tick_cb(void *arg, uint32_t events)
 		return;
 	if (s->stopping)
 		return;
+	if (s->grow_pending && t >= s->grow_deadline_ns)
+		grow_end(s, -ETIMEDOUT, s->grow_busy ? "the target was still growing its volume "
+			 "when the time ran out" : "the target did not answer the reopen in time");
 	refill_tokens(s, t);
 	if (t - s->rate_mark_ns >= NS_PER_SEC) {
 		double cur = (double)(s->bytes_shipped - s->rate_mark_bytes) * NS_PER_SEC /
@@ -1754,6 +1759,11 @@ struct sync_call {
 	int status;
 	uint64_t *scan; /* initial copy's allocated regions, or NULL */
 	uint64_t size;  /* grow_fn: the new size */
+	unsigned timeout_ms;    /* grow_fn */
+	tsr_site_grow_fn grow_cb; /* grow_fn */
+	void *grow_arg;
+	char *why;              /* grow_fn: its refusal */
+	size_t why_len;
 };
 
 static void sync_call_done(struct sync_call *c, int status)
@@ -1986,7 +1996,6 @@ static void source_free(struct tsr_site_source *s)
 	if (s->tfd >= 0)
 		close(s->tfd);
 	pthread_mutex_destroy(&s->stats_lock);
-	pthread_cond_destroy(&s->grow_cond);
 	free(s);
 }
 
@@ -2023,7 +2032,6 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 	s->fd = -1;
 	s->tfd = -1;
 	pthread_mutex_init(&s->stats_lock, NULL);
-	pthread_cond_init(&s->grow_cond, NULL);
 	s->vol = opts->vol;
 	s->worker = opts->worker;
 	s->tls = opts->tls;
@@ -2281,13 +2289,19 @@ static void set_size(struct tsr_site_source *s, uint64_t size)
 }
 
 /* The grow's answer: 0 (the target took vol_size), or -errno: back to the
- * old size (the bitmaps keep their room; no bit past it is ever set). */
+ * old size (the bitmaps keep their room; no bit past it is ever set).  Ends
+ * the grow (once: a second call does nothing) and calls its callback. */
 static void grow_end(struct tsr_site_source *s, int status, const char *msg)
 {
+	tsr_site_grow_fn cb = s->grow_cb;
+	void *arg = s->grow_arg;
+
 	if (!s->grow_pending)
 		return;
 	s->grow_pending = false;
 	s->grow_busy = false;
+	s->grow_cb = NULL;
+	s->grow_arg = NULL;
 	if (status) {
 		tsr_warn("site source %s: the target did not grow to %llu bytes: %s; the stream "
 			 "goes on at %llu bytes", tsr_vol_name(s->vol),
@@ -2297,23 +2311,15 @@ static void grow_end(struct tsr_site_source *s, int status, const char *msg)
 		tsr_info("site source %s -> %s: the target took the new size, %llu bytes",
 			 tsr_vol_name(s->vol), s->address, (unsigned long long)s->vol_size);
 	}
-	pthread_mutex_lock(&s->stats_lock);
-	s->grow_done = true;
-	s->grow_status = status;
-	snprintf(s->grow_msg, sizeof(s->grow_msg), "%s", msg);
-	pthread_cond_broadcast(&s->grow_cond);
-	pthread_mutex_unlock(&s->stats_lock);
+	cb(arg, status, msg ? msg : "");
 }
 
+/* 1: nothing to do; 0: the grow runs (grow_end answers); -errno: c->why. */
 static void grow_fn(struct tsr_site_source *s, struct sync_call *c)
 {
 	const char *why = NULL;
 	int ret = 0;
 
-	pthread_mutex_lock(&s->stats_lock);
-	s->grow_done = false;
-	s->grow_msg[0] = '\0';
-	pthread_mutex_unlock(&s->stats_lock);
 	if (s->stopping || !s->running)
 		ret = -ESHUTDOWN, why = "the source is stopping";
 	else if (s->demoted)
@@ -2321,24 +2327,22 @@ static void grow_fn(struct tsr_site_source *s, struct sync_call *c)
 	else if (s->grow_pending)
 		ret = -EBUSY, why = "another resize is growing the target";
 	else if (c->size <= s->vol_size)
-		ret = 0;
+		ret = 1;
 	else if (s->paused)
 		ret = -ENOTCONN, why = "replication is paused";
 	else if (s->sess != SESS_READY)
 		ret = -ENOTCONN, why = s->last_error[0] ? s->last_error : "no session is open";
 	else if (bitmaps_grow(s, (c->size + s->region_size - 1) >> s->region_shift))
 		ret = -ENOMEM, why = "out of memory";
-	if (ret || c->size <= s->vol_size) {
-		pthread_mutex_lock(&s->stats_lock);
-		s->grow_done = true;
-		s->grow_status = ret;
-		snprintf(s->grow_msg, sizeof(s->grow_msg), "%s", why ? why : "");
-		pthread_mutex_unlock(&s->stats_lock);
-		sync_call_done(c, 0);
+	if (ret) {
+		snprintf(c->why, c->why_len, "%s", why ? why : "");
+		sync_call_done(c, ret);
 		return;
 	}
 	s->grow_old_size = s->vol_size;
-	s->grow_tries = 0;
+	s->grow_cb = c->grow_cb;
+	s->grow_arg = c->grow_arg;
+	s->grow_deadline_ns = tsr_mono_ns() + (uint64_t)c->timeout_ms * NS_PER_MS;
 	set_size(s, c->size);
 	s->grow_pending = true;
 	tsr_info("site source %s -> %s: the volume grows to %llu bytes: the session is reopened "
@@ -2356,17 +2360,12 @@ static void grow_fn(struct tsr_site_source *s, struct sync_call *c)
 	sync_call_done(c, 0);
 }
 
-static void grow_cancel_fn(struct tsr_site_source *s, struct sync_call *c)
+int tsr_site_source_grow_async(struct tsr_site_source *s, uint64_t size, unsigned timeout_ms,
+			       tsr_site_grow_fn cb_fn, void *cb_arg, char *why, size_t why_len)
 {
-	grow_end(s, -ETIMEDOUT, "the target did not answer the reopen in time");
-	sync_call_done(c, 0);
-}
-
-int tsr_site_source_grow(struct tsr_site_source *s, uint64_t size, unsigned timeout_ms,
-			 char *why, size_t why_len)
-{
-	struct sync_call c = {.fn = grow_fn, .size = size};
-	struct timespec until;
+	struct sync_call c = {.fn = grow_fn, .size = size, .timeout_ms = timeout_ms,
+			      .grow_cb = cb_fn, .grow_arg = cb_arg, .why = why,
+			      .why_len = why_len};
 	int ret;
 
 	if (size == 0 || size % TSR_BLOCK_SIZE) {
@@ -2374,30 +2373,55 @@ int tsr_site_source_grow(struct tsr_site_source *s, uint64_t size, unsigned time
 			 TSR_BLOCK_SIZE);
 		return -EINVAL;
 	}
+	why[0] = '\0';
 	ret = run_on_worker(s, &c);
-	if (ret < 0) {
+	if (ret < 0 && why[0] == '\0')
 		snprintf(why, why_len, "the source's worker is gone");
-		return ret;
+	return ret;
+}
+
+/* tsr_site_source_grow's wait for the answer */
+struct grow_wait {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+	int status;
+	char msg[TSR_SITE_ERRMSG_MAX + 1];
+};
+
+static void grow_wait_cb(void *arg, int status, const char *why)
+{
+	struct grow_wait *w = arg;
+
+	pthread_mutex_lock(&w->lock);
+	w->status = status;
+	snprintf(w->msg, sizeof(w->msg), "%s", why);
+	w->done = true;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+int tsr_site_source_grow(struct tsr_site_source *s, uint64_t size, unsigned timeout_ms,
+			 char *why, size_t why_len)
+{
+	struct grow_wait w = {.done = false};
+	int ret;
+
+	pthread_mutex_init(&w.lock, NULL);
+	pthread_cond_init(&w.cond, NULL);
+	ret = tsr_site_source_grow_async(s, size, timeout_ms, grow_wait_cb, &w, why, why_len);
+	if (ret == 1) {
+		ret = 0;
+	} else if (ret == 0) {
+		/* the worker's tick ends the grow at its deadline, its stop at once */
+		pthread_mutex_lock(&w.lock);
+		while (!w.done)
+			pthread_cond_wait(&w.cond, &w.lock);
+		pthread_mutex_unlock(&w.lock);
+		ret = w.status;
+		snprintf(why, why_len, "%s", w.msg);
 	}
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
-	pthread_mutex_lock(&s->stats_lock);
-	while (!s->grow_done &&
-	       pthread_cond_timedwait(&s->grow_cond, &s->stats_lock, &until) != ETIMEDOUT)
-		;
-	if (!s->grow_done) {
-		pthread_mutex_unlock(&s->stats_lock);
-		c = (struct sync_call){.fn = grow_cancel_fn};
-		run_on_worker(s, &c);
-		pthread_mutex_lock(&s->stats_lock);
-	}
-	ret = s->grow_status;
-	snprintf(why, why_len, "%s", s->grow_msg);
-	pthread_mutex_unlock(&s->stats_lock);
+	pthread_mutex_destroy(&w.lock);
+	pthread_cond_destroy(&w.cond);
 	return ret;
 }

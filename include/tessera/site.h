@@ -613,16 +613,27 @@ void tsr_site_source_pause(struct tsr_site_source *s, bool paused);
  * target grow first.  The source takes size as its own (bitmaps, the size in
  * VOLUME_OPEN; region reads stop at the volume's real end until it grows),
  * ends its session and opens it again announcing size; the target grows its
- * volume before it answers (ops.open_volume), and the frames not ACKed are
- * resent behind the reopen as after any reconnect.  Waits up to timeout_ms
- * for the answer.  0: the target is at least size bytes (also when the
- * source is that large already); -ENOTCONN no session was open (link down,
- * connecting, paused) or it was lost during the reopen; -ETIMEDOUT; -ESTALE
- * demoted; -EBUSY another grow runs; otherwise the target's errno.  On an
- * error the source goes on at its old size; why says what happened (the
- * target's sentence when it refused).  Control thread only; call before the
+ * volume before it answers (ops.open_volume; EBUSY while its old session
+ * closes and EINPROGRESS while it grows are retried 100 ms apart), and the
+ * frames not ACKed are resent behind the reopen as after any reconnect.
+ * Async contract: returns 0 and cb_fn(cb_arg, status, why) fires exactly
+ * once, on the source's worker thread (it may fire before this returns; post
+ * it to your own loop), or returns 1 (the source is that large already) or
+ * -errno with why and cb_fn never fires.  status: 0 the target took size;
+ * -ENOTCONN the session was lost during the reopen; -ETIMEDOUT no answer in
+ * timeout_ms (the worker's timer); -ESTALE demoted meanwhile; -ESHUTDOWN the
+ * source stopped; otherwise the target's errno with its sentence in why.
+ * Refusals at once: -EINVAL a bad size, -ENOTCONN no session is open (link
+ * down, connecting, paused), -ESTALE demoted, -EBUSY another grow runs,
+ * -ESHUTDOWN stopping, -ENOMEM.  On any error the source goes on at its old
+ * size.  Control thread only (waits briefly for the worker); call before the
  * volume's layout grows (nothing past the old end is written before).
  */
+typedef void (*tsr_site_grow_fn)(void *cb_arg, int status, const char *why);
+int tsr_site_source_grow_async(struct tsr_site_source *s, uint64_t size, unsigned timeout_ms,
+			       tsr_site_grow_fn cb_fn, void *cb_arg, char *why, size_t why_len);
+/* The same, waiting for the answer: 0 the target is at least size bytes
+ * (also when the source is that large already), else -errno as above. */
 int tsr_site_source_grow(struct tsr_site_source *s, uint64_t size, unsigned timeout_ms,
 			 char *why, size_t why_len);
 
