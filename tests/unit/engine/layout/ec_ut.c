@@ -286,16 +286,7 @@ static void get_status(struct env *e, struct tsr_layout_status *s)
 
 static bool wait_status(struct env *e, bool (*pred)(const struct tsr_layout_status *), unsigned ms)
 {
-	struct tsr_layout_status s;
-	uint64_t end = mono_ms() + ms;
-
-	do {
-		tsr_layout_get_status(e->l, &s);
-		if (pred(&s))
-			return true;
-		usleep(10000);
-	} while (mono_ms() < end);
-	return false;
+	return layout_wait(e->l, pred, ms);
 }
 
 static size_t node_stage_count(struct node *n);
@@ -1551,48 +1542,9 @@ static void test_replace(void **state)
 
 /* ---- snapshots: a cut on every chunk volume ---- */
 
-struct scall {
-	struct tsr_layout *l;
-	struct tsr_snap_req req;
-	int ret, status;
-	sem_t done;
-};
-
-static void scall_cb(void *arg, int status)
-{
-	struct scall *c = arg;
-
-	c->status = status;
-	sem_post(&c->done);
-}
-
-static void scall_msg(struct tsr_worker *w, void *arg)
-{
-	struct scall *c = arg;
-
-	(void)w;
-	int ret = tsr_layout_snap(c->l, &c->req, scall_cb, c);
-
-	/* with 0, c belongs to scall_cb now: it may have run already and the
-	 * waiting thread returned (c is on its stack) */
-	if (ret != 0) {
-		c->ret = ret;
-		sem_post(&c->done);
-	}
-}
-
 static int lsnap(struct env *e, enum tsr_snap_op op, const char *snap)
 {
-	struct scall c = {.l = e->l, .req = {.op = op}};
-
-	snprintf(c.req.snap, sizeof(c.req.snap), "%s", snap);
-	sem_init(&c.done, 0, 0);
-	if (tsr_worker_send(e->home, scall_msg, &c) != 0)
-		abort();
-	if (sem_wait_ms(&c.done, 20000) != 0)
-		return -ETIMEDOUT;
-	sem_destroy(&c.done);
-	return c.ret != 0 ? c.ret : c.status;
+	return layout_snap(e->home, e->l, op, snap);
 }
 
 static void test_snapshot(void **state)
