@@ -73,6 +73,8 @@ struct esnap {
 		unsigned gen;
 		int status;
 		bool stale_dropped; /* -EEXIST once: its stale one deleted, cut again */
+		bool unsized;       /* a sized CREATE refused -EPROTO (a node of an
+				     * earlier build): sent again without the size */
 	} subs[TSR_LAYOUT_MAX_COPIES];
 };
 
@@ -866,6 +868,7 @@ static void undo_create(struct esnap *s, const char *why)
 	struct tsr_snap_req del = s->req;
 
 	del.op = TSR_SNAP_DELETE;
+	del.size = 0; /* CREATE only */
 	if (why != NULL)
 		tsr_error("ec %s: snapshot %s: %s: undone", e->name, s->req.snap, why);
 	else
@@ -988,6 +991,22 @@ static void esnap_sub_done(void *arg, int status)
 	struct esnap_sub *sub = arg;
 	struct esnap *s = sub->s;
 
+	if (status == -EPROTO && s->req.op == TSR_SNAP_CREATE && s->req.size != 0 &&
+	    !sub->unsized) {
+		/* a node of a build before the SNAP size field (f7e535e): cut
+		 * there at its chunk volume's size, as every build did before;
+		 * right unless that copy grew past the record (upgrade the node) */
+		struct tsr_snap_req plain = s->req;
+
+		sub->unsized = true;
+		plain.size = 0;
+		tsr_warn("ec %s: copy %u (%s) refused the sized snapshot create of %s "
+			 "(an earlier build?): cut there at its chunk volume's size; upgrade "
+			 "that node",
+			 s->e->name, sub->c->idx, sub->c->node_id, s->req.snap);
+		if (ecopy_snap(sub->c, &plain, esnap_sub_done, sub) == 0)
+			return;
+	}
 	sub->status = status;
 	if (status == 0)
 		s->ok++;
@@ -1026,6 +1045,13 @@ static void esnap_go(struct tsr_worker *w, void *arg)
 	struct ec *e = s->e;
 
 	(void)w;
+	/* a CREATE is cut at the chunk size of the layout's size on every
+	 * copy: a chunk copy grown past the record (a resize cut short after
+	 * its grow step, or two that crossed) would otherwise cut a snapshot
+	 * larger than the others' and the volume's.  The layout's size cannot
+	 * change meanwhile: a resize is refused while a snapshot is held. */
+	if (s->req.op == TSR_SNAP_CREATE && s->req.size == 0)
+		s->req.size = tsr_ec_chunk_volume_size(e->size, e->k, e->unit);
 	s->pending = 1;
 	for (unsigned i = 0; i < e->n_copies && !e->fenced; i++) {
 		struct ecopy *c = &e->copies[i];

@@ -86,6 +86,8 @@ struct msnap_sub {
 	unsigned gen;      /* session: a failure of an old one is not news */
 	unsigned slot_gen; /* the copy in the slot (replace) */
 	int status;
+	bool unsized;      /* a sized CREATE refused -EPROTO (a node of an earlier
+			    * build): sent again without the size */
 };
 
 struct msnap {
@@ -141,6 +143,21 @@ static void sub_done(void *arg, int status)
 	struct msnap_sub *sub = arg;
 	struct msnap *s = sub->s;
 
+	if (status == -EPROTO && !s->undoing && s->req.op == TSR_SNAP_CREATE && s->req.size != 0 &&
+	    !sub->unsized) {
+		/* a node of a build before the SNAP size field (f7e535e): cut
+		 * there at its copy's size, as every build did before; right
+		 * unless that copy grew past the record (upgrade the node) */
+		struct tsr_snap_req plain = s->req;
+
+		sub->unsized = true;
+		plain.size = 0;
+		tsr_warn("mirror %s: copy %u (%s) refused the sized snapshot create of %s "
+			 "(an earlier build?): cut there at its copy's size; upgrade that node",
+			 s->m->name, sub->c->idx, sub->c->node_id, s->req.snap);
+		if (mcopy_snap(sub->c, &plain, sub_done, sub) == 0)
+			return;
+	}
 	sub->status = status;
 	if (status == 0)
 		s->ok |= 1u << sub->c->idx;
@@ -166,6 +183,7 @@ static void snap_send(struct msnap *s, uint32_t mask)
 		sub->gen = c->gen;
 		sub->slot_gen = c->slot_gen;
 		sub->status = 0;
+		sub->unsized = false;
 		s->pending++;
 		ret = mcopy_snap(c, &s->req, sub_done, sub);
 		if (ret < 0)
@@ -321,6 +339,7 @@ static void snap_step(struct msnap *s)
 		s->undoing = true;
 		s->targets = done;
 		s->req.op = TSR_SNAP_DELETE;
+		s->req.size = 0; /* CREATE only */
 		snap_send(s, done);
 		return;
 	}
@@ -346,6 +365,13 @@ static void snap_go(struct msnap *s)
 		snap_complete(s, -EIO);
 		return;
 	}
+	/* a CREATE is cut at the layout's size on every copy: a copy grown
+	 * past the record (a resize cut short after its grow step, or two that
+	 * crossed) would otherwise cut a snapshot larger than the volume.  The
+	 * layout's size cannot change meanwhile: a resize is refused while a
+	 * snapshot holds the gate.  A request that carries a size keeps it. */
+	if (s->req.op == TSR_SNAP_CREATE && s->req.size == 0)
+		s->req.size = m->size;
 	s->status = 1; /* undecided */
 	snap_send(s, s->targets);
 }
