@@ -146,9 +146,8 @@ static UNUSED void assert_file_equals(struct node *n, uint8_t *file, const uint8
 
 /* The image of VOLNAME@snap in store (node who) equals want (size bytes, a
  * multiple of 4 MiB; e->buf holds 4 MiB at least). */
-static UNUSED void assert_store_snap_equals(struct env *e, struct tsr_store *store,
-					    const char *who, const char *snap,
-					    const uint8_t *want, uint64_t size)
+static UNUSED void assert_store_snap_equals(struct env *e, struct tsr_store *store, const char *who,
+					    const char *snap, const uint8_t *want, uint64_t size)
 {
 	const uint32_t piece = 4u << 20;
 	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);

@@ -44,11 +44,12 @@
  * completes 300 ms late, so a page write is in flight that long */
 static int setup_env(void **state, bool slow, uint64_t max)
 {
-	return env_setup(state, &(struct env_sizes){.vol = OLD,
-						     .model = max,
-						     .file = NEW,
-						     .buf = 4 * MiB,
-						     .home_fault = slow ? "write:1+:delay=300" : NULL});
+	return env_setup(state,
+			 &(struct env_sizes){.vol = OLD,
+					     .model = max,
+					     .file = NEW,
+					     .buf = 4 * MiB,
+					     .home_fault = slow ? "write:1+:delay=300" : NULL});
 }
 
 static int setup(void **state)

@@ -28,8 +28,8 @@
 
 static int setup(void **state)
 {
-	return env_setup(state, &(struct env_sizes){.vol = VOL, .model = VOL, .file = VOL,
-						     .buf = 8 * MiB});
+	return env_setup(
+	    state, &(struct env_sizes){.vol = VOL, .model = VOL, .file = VOL, .buf = 8 * MiB});
 }
 
 static int teardown(void **state)

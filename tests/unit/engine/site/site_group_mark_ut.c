@@ -47,8 +47,8 @@
 int __real_site_mark_next(struct site_mark *m, uint64_t *n);
 int __wrap_site_mark_next(struct site_mark *m, uint64_t *n);
 
-static atomic_uint g_tries;   /* the source's calls */
-static atomic_bool g_fail;    /* answer -EIO (a reserve that cannot be written) */
+static atomic_uint g_tries; /* the source's calls */
+static atomic_bool g_fail;  /* answer -EIO (a reserve that cannot be written) */
 
 int __wrap_site_mark_next(struct site_mark *m, uint64_t *n)
 {
