@@ -16,7 +16,7 @@
  */
 #include <errno.h>
 #include <netinet/in.h>
-#include <pthread.h>
+#include <semaphore.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -73,27 +73,15 @@ struct env {
 	uint8_t *buf;
 };
 
-static int group_setup(void **state)
-{
-	(void)state;
-	if (site_certs_init(g_certs) ||
-	    site_certs_leaf(g_certs, "primary", "primary.site.test", SITE_CERT_GOOD))
-		return -1;
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	(void)state;
-	return site_certs_cleanup(g_certs);
-}
-
 static int setup(void **state)
 {
 	struct env *e = calloc(1, sizeof(*e));
 	struct tsr_io_opts wo = {.kind = TSR_IO_AUTO, .queue_depth = 256};
 	int ret;
 
+	if (site_certs_init(g_certs) ||
+	    site_certs_leaf(g_certs, "primary", "primary.site.test", SITE_CERT_GOOD))
+		return -1;
 	if (e == NULL || scratch_dir(e->dir, sizeof(e->dir)) < 0 ||
 	    tsr_store_open(e->dir, NULL, &e->store) < 0 ||
 	    tsr_store_vol_create(e->store, "v", VSIZE, NULL) < 0)
@@ -129,7 +117,7 @@ static int teardown(void **state)
 	rm_rf(e->dir);
 	tsr_free_aligned(e->buf);
 	free(e);
-	return 0;
+	return site_certs_cleanup(g_certs);
 }
 
 /* An address nothing listens on (a port bound once, then closed). */
@@ -152,20 +140,15 @@ struct wcall {
 	struct env *e;
 	uint64_t off;
 	int status;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool done;
+	sem_t done;
 };
 
 static void wdone(void *arg, int status)
 {
 	struct wcall *c = arg;
 
-	pthread_mutex_lock(&c->lock);
 	c->status = status;
-	c->done = true;
-	pthread_cond_signal(&c->cond);
-	pthread_mutex_unlock(&c->lock);
+	sem_post(&c->done);
 }
 
 static void wissue(struct tsr_worker *w, void *arg)
@@ -177,20 +160,17 @@ static void wissue(struct tsr_worker *w, void *arg)
 		wdone(c, ret);
 }
 
+/* Write e->buf at off through the volume on its worker; the status. */
 static int vwrite(struct env *e, uint64_t off)
 {
 	struct wcall c = {.e = e, .off = off};
 
-	pthread_mutex_init(&c.lock, NULL);
-	pthread_cond_init(&c.cond, NULL);
+	sem_init(&c.done, 0, 0);
 	if (tsr_worker_send(e->w, wissue, &c) != 0)
 		return -EIO;
-	pthread_mutex_lock(&c.lock);
-	while (!c.done)
-		pthread_cond_wait(&c.cond, &c.lock);
-	pthread_mutex_unlock(&c.lock);
-	pthread_mutex_destroy(&c.lock);
-	pthread_cond_destroy(&c.cond);
+	while (sem_wait(&c.done) != 0)
+		;
+	sem_destroy(&c.done);
 	return c.status;
 }
 
@@ -253,5 +233,5 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_reserve_fails_tries, setup, teardown),
 	};
 
-	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+	return cmocka_run_group_tests(tests, NULL, NULL);
 }
