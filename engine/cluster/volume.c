@@ -304,6 +304,42 @@ int cluster_copy_delete_uuid(struct tsr_cluster *c, const Tessera__Cluster__Node
 }
 
 /*
+ * The uuid of node's store copy of name, whose record gives it size bytes
+ * (uuid[0] = '\0' when unknown: no answer, no copy, a copy larger than size).
+ * No request asks a node for its copy alone: the local_copy VolumeResize
+ * with check_only at the copy's own size changes nothing and answers with
+ * the copy (admin_ops.c op_volume_resize: reply_volume); a node older than
+ * check_only (session 13) grows a smaller copy to size, its record's size.
+ */
+static void copy_uuid_get(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+			  const char *name, uint64_t size, char uuid[37])
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeResize vr = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
+	Tessera__Admin__Response *resp = NULL;
+	struct tsr_vol_info info;
+
+	uuid[0] = '\0';
+	if (strcmp(node->id, c->node_id) == 0) {
+		if (tsr_store_vol_info(c->o.store, name, &info) == 0)
+			snprintf(uuid, 37, "%s", info.uuid);
+		return;
+	}
+	vr.name = (char *)name;
+	vr.size = size;
+	vr.local_copy = true;
+	vr.check_only = true;
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE;
+	req.volume_resize = &vr;
+	if (cluster_call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp) != 0)
+		return;
+	if (resp->error == 0 && resp->n_volumes == 1 && resp->volumes[0]->uuid &&
+	    strlen(resp->volumes[0]->uuid) < 37)
+		snprintf(uuid, 37, "%s", resp->volumes[0]->uuid);
+	tessera__admin__response__free_unpacked(resp, NULL);
+}
+
+/*
  * Grow this node's copy of name to size (its store), or with check_only only
  * ask whether it could (nothing changes).  0 or -errno with msg.  Another
  * node's copy grows through the local_copy VolumeResize (resize_call), whose
@@ -1555,6 +1591,23 @@ static void replace_test_hold(const char *name)
 		usleep(10 * 1000);
 }
 
+/*
+ * Test hook: while the file $TSR_TEST_REPLACE_DELETE_HOLD_FILE exists (at
+ * most 60 s), a replace waits between its record write and its delete of the
+ * old copy (test-cluster-replace-late-delete holds that window open).
+ */
+static void replace_delete_test_hold(const char *name)
+{
+	const char *f = getenv("TSR_TEST_REPLACE_DELETE_HOLD_FILE");
+
+	if (f == NULL || access(f, F_OK) != 0)
+		return;
+	tsr_info("cluster: replace of %s: test hold (%s) between the record and the old copy's "
+		 "delete", name, f);
+	for (int i = 0; i < 6000 && access(f, F_OK) == 0; i++)
+		usleep(10 * 1000);
+}
+
 int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char *old,
 			    const char *to, char *msg, size_t msg_len)
 {
@@ -1566,6 +1619,7 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 	struct attachment *a;
 	unsigned chosen[1];
 	char key[80], why[1024], *missed = NULL, new_uuid[37], garbage[37];
+	char old_uuid[37] = "";
 	size_t n, idx;
 	uint64_t rev;
 	int ret;
@@ -1631,6 +1685,17 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 	}
 	if (ret)
 		goto out;
+	/* the old copy's uuid, while the record (unchanged since rev, which our
+	 * write expects) still lists it: its delete below removes that copy only,
+	 * not one a replace back onto its node makes and records meanwhile
+	 * (review 13b, finding 3); unknown: by name (its node refuses while the
+	 * record lists a copy there: cluster.c copy_delete_check) */
+	{
+		const Tessera__Cluster__NodeRecord *on = view_node(&v, old);
+
+		if (on && view_alive(&v, old))
+			copy_uuid_get(c, on, name, rec_copy_size(rec), old_uuid);
+	}
 	replace_test_hold(name);
 	free(rec->copies[idx]->node_id);
 	rec->copies[idx]->node_id = strdup(new_node->id);
@@ -1696,12 +1761,19 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 		snprintf(path, sizeof(path), "%s/%s.%s.snaps", c->coord_dir, name, old);
 		unlink(path);
 	}
-	/* the old copy, if its node can hear us: garbage now */
+	replace_delete_test_hold(name);
+	/* the old copy, if its node can hear us: garbage now (that copy only) */
 	{
 		const Tessera__Cluster__NodeRecord *on = view_node(&v, old);
 		char m2[512];
 
-		if (on && view_alive(&v, old) && cluster_copy_delete(c, on, name, m2, sizeof(m2)))
+		ret = on && view_alive(&v, old) ?
+		      cluster_copy_delete_uuid(c, on, name, old_uuid[0] ? old_uuid : NULL, m2,
+								 sizeof(m2)) : 0;
+		if (ret == -ESTALE)
+			tsr_info("cluster: volume %s: the copy on %s is not the one replaced any more "
+				 "(a replace back onto %s made another): left alone", name, old, old);
+		else if (ret)
 			tsr_warn("cluster: %s", m2);
 	}
 	ret = 0;
