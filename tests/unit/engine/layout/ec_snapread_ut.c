@@ -387,48 +387,9 @@ static int rcreate(struct renv *e)
 	return tsr_layout_ec_create(&o, &e->l);
 }
 
-struct rsnap {
-	struct tsr_layout *l;
-	struct tsr_snap_req req;
-	int ret, status;
-	sem_t done;
-};
-
-static void rsnap_cb(void *arg, int status)
-{
-	struct rsnap *c = arg;
-
-	c->status = status;
-	sem_post(&c->done);
-}
-
-static void rsnap_msg(struct tsr_worker *w, void *arg)
-{
-	struct rsnap *c = arg;
-
-	(void)w;
-	int ret = tsr_layout_snap(c->l, &c->req, rsnap_cb, c);
-
-	/* with 0, c belongs to rsnap_cb now: it may have run already and the
-	 * waiting thread returned (c is on its stack) */
-	if (ret != 0) {
-		c->ret = ret;
-		sem_post(&c->done);
-	}
-}
-
 static int rsnap_create(struct renv *e, const char *name)
 {
-	struct rsnap c = {.l = e->l, .req = {.op = TSR_SNAP_CREATE}};
-
-	snprintf(c.req.snap, sizeof(c.req.snap), "%s", name);
-	sem_init(&c.done, 0, 0);
-	if (tsr_worker_send(e->home, rsnap_msg, &c) != 0)
-		abort();
-	if (sem_wait_ms(&c.done, 20000) != 0)
-		return -ETIMEDOUT;
-	sem_destroy(&c.done);
-	return c.ret != 0 ? c.ret : c.status;
+	return layout_snap(e->home, e->l, TSR_SNAP_CREATE, name);
 }
 
 /* The snapshot layout of name; its image read whole into e->buf. */
