@@ -68,12 +68,6 @@ static unsigned hooks_now(int idx)
 	return n;
 }
 
-static void hooks_settle(void)
-{
-	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
-		usleep(1000);
-}
-
 static void write_read_back(struct env *e, uint64_t off, uint8_t byte)
 {
 	memset(e->buf, byte, MiB);

@@ -62,9 +62,7 @@ static UNUSED int env_teardown(void **state)
 	struct env *e = *state;
 
 	tsr_layout_destroy(e->l);
-	/* hooks answered from helper threads: all done before the worker goes */
-	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
-		usleep(1000);
+	hooks_settle(); /* answered from helper threads: all done before the worker goes */
 	tsr_worker_stop(e->home);
 	for (unsigned i = 0; i < 3; i++) {
 		node_fini(&e->nodes[i]);
@@ -77,6 +75,14 @@ static UNUSED int env_teardown(void **state)
 	tsr_free_aligned(e->buf);
 	free(e);
 	return 0;
+}
+
+/* The layout destroyed within a test (e->l NULL), its hooks answered. */
+static UNUSED void env_layout_close(struct env *e)
+{
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	hooks_settle();
 }
 
 /* Options of a 3-copy mirror of size bytes on the three nodes: copy 0 local

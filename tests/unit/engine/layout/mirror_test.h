@@ -392,6 +392,14 @@ static UNUSED void test_set_copy_state(void *arg, const char *vol, unsigned idx,
 	pthread_detach(t);
 }
 
+/* Wait until every hook call has been answered (before a worker or the
+ * layout they answer goes). */
+static UNUSED void hooks_settle(void)
+{
+	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
+		usleep(1000);
+}
+
 /* ---- data calls on the home worker ---- */
 
 enum dkind { D_READ, D_WRITE, D_FLUSH, D_TRIM, D_ZEROES };

@@ -394,10 +394,7 @@ static void test_snap_makeup_full_queue(void **state)
 		assert_snap_equals(e, n, "away", at_away);
 	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
 	assert_copies_equal_model(e);
-	tsr_layout_destroy(e->l);
-	e->l = NULL;
-	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
-		usleep(1000);
+	env_layout_close(e);
 	e->home = home;
 	tsr_worker_stop(small);
 	free(at_away);
@@ -509,10 +506,7 @@ static void test_snap_missed_other_coordinator(void **state)
 	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
 
 	/* the coordinator goes; another one, on a node without its files */
-	tsr_layout_destroy(e->l);
-	e->l = NULL;
-	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
-		usleep(1000);
+	env_layout_close(e);
 	assert_int_equal(scratch_dir(dir2, sizeof(dir2)), 0);
 	opts_init(e, &o, true, 2, 2);
 	o.state_dir = dir2;
@@ -529,16 +523,12 @@ static void test_snap_missed_other_coordinator(void **state)
 		assert_snap_equals(e, n, "s1", at_s1);
 	}
 	assert_true(memcmp(at_s1, old_s1, VOL) != 0);
-	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
-		usleep(1000);
+	hooks_settle();
 	missed_ops(2, ops, sizeof(ops));
 	assert_string_equal(ops, ""); /* emptied as the replay went */
 	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
 	assert_copies_equal_model(e);
-	tsr_layout_destroy(e->l);
-	e->l = NULL;
-	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
-		usleep(1000);
+	env_layout_close(e);
 	rm_rf(dir2);
 	free(at_s2);
 	free(at_s1);
@@ -583,8 +573,7 @@ static void test_snap_missed_record_fails(void **state)
 	assert_true(wait_status(e, all_in_sync, 20000));
 	assert_true(has_snap(e, 2, "s2"));
 	assert_false(has_snap(e, 2, "s1"));
-	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
-		usleep(1000);
+	hooks_settle();
 	missed_ops(2, ops, sizeof(ops));
 	assert_string_equal(ops, "c s1\nc s2\n");
 	g_missed.status = 0;
@@ -974,8 +963,7 @@ static void test_fencing(void **state)
 	o.epoch = 4;
 	assert_int_equal(tsr_layout_mirror_create(&o, &l3), -ESTALE);
 	tsr_layout_destroy(l2);
-	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
-		usleep(1000);
+	hooks_settle();
 	tsr_worker_stop(home2);
 	rm_rf(dir2);
 	assert_copies_equal_model(e);
@@ -1655,10 +1643,7 @@ static void test_resync_at_create(void **state)
 	assert_int_equal(lwrite(e, 5 * MiB, 64 * 1024, 2, 0), 0);
 	assert_int_equal(lwrite(e, 7 * MiB, 64 * 1024, 3, TSR_WRITE_FUA), 0);
 	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
-	tsr_layout_destroy(e->l);
-	e->l = NULL;
-	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
-		usleep(1000);
+	env_layout_close(e);
 	assert_int_equal(g_log.state[2], TSR_COPY_OUT_OF_SYNC);
 
 	node_run(&e->nodes[2], 12);
@@ -1674,10 +1659,7 @@ static void test_resync_at_create(void **state)
 	/* a copy recorded OUT_OF_SYNC with no usable bitmap (its node was the
 	 * last coordinator: it holds a write nobody acknowledged): every region
 	 * compared, only the differing block copied */
-	tsr_layout_destroy(e->l);
-	e->l = NULL;
-	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
-		usleep(1000);
+	env_layout_close(e);
 	store_fill(e, 1, 3 * BS, BS, 99);
 	store_fill(e, 1, 6 * MiB + 3 * BS, BS, 99); /* a hole elsewhere: trimmed, 0 bytes */
 	opts_init(e, &o, true, 2, 3);
@@ -1723,10 +1705,7 @@ static void test_local_copy_fails(void **state)
 	assert_int_equal(s.resync_regions_copied, 1);
 	assert_int_equal(ldo(faulty, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
 	assert_copies_equal_model(e);
-	tsr_layout_destroy(e->l);
-	e->l = NULL;
-	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
-		usleep(1000);
+	env_layout_close(e);
 	tsr_worker_stop(faulty);
 }
 
@@ -1759,10 +1738,7 @@ static void test_local_late_eagain(void **state)
 	assert_true(is_filled(e->buf, 64 * 1024, 3, 2 * MiB));
 	assert_int_equal(ldo(faulty, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
 	assert_copies_equal_model(e);
-	tsr_layout_destroy(e->l);
-	e->l = NULL;
-	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
-		usleep(1000);
+	env_layout_close(e);
 	tsr_worker_stop(faulty);
 }
 
