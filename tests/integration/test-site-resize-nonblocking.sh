@@ -48,7 +48,8 @@ for (( i=0; i<300; i++ )); do
 	sleep 0.1
 done
 out=$(timeout 20 "$TESSERA" --data "$(sdir primary)" volume list 2>&1) ||
-	{ kill -CONT "${SITE_PID[dr]}"; fail "volume list while the resize waits: $out"; }
+	{ rc=$?; kill -CONT "${SITE_PID[dr]}"
+	  fail "volume list while the resize waits: exit $rc (124: no answer in 20 s) $out"; }
 [ -e "$SITE_ROOT/resize0.rc" ] &&
 	{ kill -CONT "${SITE_PID[dr]}"; fail "the resize answered before the list ($(cat "$SITE_ROOT/resize0.out"))"; }
 reap "$rpid" || true
