@@ -34,10 +34,17 @@
  *    2    1    C           clone name length, 0..63 (CLONE: 1..63, else 0)
  *    3    S    snap        snapshot name, no NUL
  *  3+S    C    clone       clone's volume name, no NUL
- * length must be exactly 3+S+C.  The replica runs the store call
- * (tsr_store_snap_create / _delete / tsr_store_vol_clone) on the session's
- * volume and replies with length 0, status 0 or -errno (-ESTALE stale epoch,
- * -EEXIST, -ENOENT, -EINVAL bad name or op, -EBUSY writes in flight there).
+ * 3+S+C   8    size        CREATE only, optional: the snapshot's size, LE
+ *                          (a block multiple, not 0, at most the volume's)
+ * length must be exactly 3+S+C, or 3+S+C+8 for a CREATE with a size (a
+ * build before the size field answers that -EPROTO).  The replica runs the
+ * store call (tsr_store_snap_create_sized / _delete / tsr_store_vol_clone)
+ * on the session's volume and replies with length 0, status 0 or -errno
+ * (-ESTALE stale epoch, -EEXIST, -ENOENT, -EINVAL bad name, op or size,
+ * -EBUSY writes in flight there).  The call runs off the replica's event
+ * loop; a frame on the same volume, an OPEN, SNAP or SNAP_LIST sent after it
+ * on the same connection is run only after its answer, so a SNAP keeps its
+ * place in that connection's order (SNAP_LIST too).
  *
  * Staged chunk writes (EC transactions, ec.h; store.h tsr_svol_stage*), each
  * carrying the session handle and an epoch checked like a data op's:
