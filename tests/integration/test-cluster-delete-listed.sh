@@ -20,62 +20,20 @@
 # Before the fix (1) fails: the by-name delete removed the listed copy.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
+ADMIN_LOCAL_COPY=$TSR_BUILD/tests/admin_local_copy # admin_local_copy.c
 
-require_tessera
+require_tessera "$ADMIN_LOCAL_COPY"
 require_cmd nbdcopy
 
 # copy_delete I NAME [UUID]: the local_copy VolumeDelete node to node, sent to
-# node I's admin socket; prints "<error> <message>" (error 0: deleted).
+# node I's admin socket (admin_local_copy, built from admin_local_copy.c);
+# prints "<error> <message>" (error 0: deleted); fails only when no answer.
 copy_delete() {
-	"$PY" - "$(cl_dir "$1")/admin.sock" "$2" "${3:-}" <<'EOF'
-import socket, struct, sys
-sock, name, uuid = sys.argv[1], sys.argv[2].encode(), sys.argv[3].encode()
-
-def ld(field, b):  # a length-delimited field (lengths < 128 here)
-    return bytes([field << 3 | 2, len(b)]) + b
-
-vd = ld(1, name) + bytes([2 << 3, 1]) + (ld(3, uuid) if uuid else b"")
-req = ld(14, vd)  # Request.volume_delete
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.connect(sock)
-s.sendall(struct.pack(">I", len(req)) + req)
-
-def recv(n):
-    b = b""
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c:
-            sys.exit("connection closed")
-        b += c
-    return b
-
-body = recv(struct.unpack(">I", recv(4))[0])
-err, msg, i = 0, "", 0
-
-def varint():
-    global i
-    v = shift = 0
-    while True:
-        c = body[i]; i += 1
-        v |= (c & 0x7f) << shift; shift += 7
-        if not c & 0x80:
-            return v
-
-while i < len(body):
-    key = varint()
-    if key & 7 == 0:
-        v = varint()
-        if key >> 3 == 1:
-            err = v - (1 << 64) if v >= 1 << 63 else v
-    elif key & 7 == 2:
-        n = varint()
-        if key >> 3 == 2:
-            msg = body[i:i + n].decode()
-        i += n
-    else:
-        sys.exit(f"unexpected wire type in {body!r}")
-print(err, msg)
-EOF
+	local out rc
+	out=$("$ADMIN_LOCAL_COPY" "$(cl_dir "$1")" volume-delete "$2" ${3:+--uuid "$3"})
+	rc=$?
+	printf '%s\n' "$out"
+	[ "$rc" -le 1 ]
 }
 
 # store_uuid I NAME: the uuid of node I's store copy of NAME ("" if none).

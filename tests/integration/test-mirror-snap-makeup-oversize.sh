@@ -12,7 +12,8 @@
 # The case is built directly (session 14; it used to come from a race of two
 # resizes and checked nothing when the race missed): v 8 MiB, 3 replicas,
 # resized to 16 MiB; each copy then grown to 32 MiB alone by the internal
-# local_copy VolumeResize (admin_local_copy.py); attached, written, detached;
+# local_copy VolumeResize (admin_local_copy volume-resize, a helper program
+# built from admin_local_copy.c); attached, written, detached;
 # s1 cut on each copy by the local_copy SnapshotCreate (each store cuts at
 # its copy's 32 MiB, as the cut of such copies did); the case is asserted
 # built (record 16 MiB, every copy and every v@s1 32 MiB) before the replace.
@@ -20,7 +21,8 @@ set -uo pipefail
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
-require_tessera
+ADMIN_LOCAL_COPY=$TSR_BUILD/tests/admin_local_copy # admin_local_copy.c
+require_tessera "$ADMIN_LOCAL_COPY"
 cl_start 4
 M=$((1 << 20))
 snap_size() { # NODE: the size of v@s1 in node NODE's catalogue ("-": none)
@@ -39,8 +41,8 @@ assert_eq "$rec" $((16 * M)) "$v's record"
 copies=$(cl_copy_nodes $v)
 big=
 for n in ${copies//,/ }; do
-	"$PY" ./admin_local_copy.py "$(cl_dir "${n#n}")" resize $v $((32 * M)) ||
-		fail "local_copy resize of $v on $n"
+	out=$("$ADMIN_LOCAL_COPY" "$(cl_dir "${n#n}")" volume-resize $v $((32 * M))) ||
+		fail "local_copy resize of $v on $n: $out"
 	assert_eq "$(cl_copy_size "${n#n}" $v)" $((32 * M)) "$n's copy of $v"
 	big=$n
 done
@@ -51,8 +53,8 @@ nbdcopy <(head -c $((rec)) /dev/urandom) "$(cl_nbd_uri "${big#n}" $v)" 2>/dev/nu
 	cl_qemu_io "${big#n}" $v "write -P 0x33 0 1M" >/dev/null || fail "write"
 ctsr volume detach $v >/dev/null || fail "detach $v"
 for n in ${copies//,/ }; do
-	"$PY" ./admin_local_copy.py "$(cl_dir "${n#n}")" snapshot $v s1 ||
-		fail "local_copy snapshot create of $v@s1 on $n"
+	out=$("$ADMIN_LOCAL_COPY" "$(cl_dir "${n#n}")" snapshot-create $v s1) ||
+		fail "local_copy snapshot create of $v@s1 on $n: $out"
 	s=$(snap_size "${n#n}")
 	log "$n: $v@s1 size $s"
 	assert_eq "$s" $((32 * M)) "$v@s1 on $n (the case: a snapshot larger than the volume)"

@@ -4,8 +4,9 @@
 # are what a cluster resize leaves when it stops after its grow step (c): a
 # failure before the record is written, or the loser of two resizes that
 # crossed (ARCHITECTURE.md "Online resize").  Here they are built directly:
-# the internal local_copy VolumeResize (admin_local_copy.py resize) sent to a
-# copy's node grows only that store copy; the record keeps its size.
+# the internal local_copy VolumeResize (admin_local_copy volume-resize, a
+# helper program built from admin_local_copy.c) sent to a copy's node grows
+# only that store copy; the record keeps its size.
 #  3 nodes; n3 plays a node of an earlier build (TSR_TEST_PEER_SNAP_UNSIZED:
 #  a sized SNAP CREATE refused -EPROTO): the coordinator cuts there again
 #  without the size (logged), so a mixed-version cluster still cuts
@@ -24,7 +25,8 @@
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
-require_tessera
+ADMIN_LOCAL_COPY=$TSR_BUILD/tests/admin_local_copy # admin_local_copy.c
+require_tessera "$ADMIN_LOCAL_COPY"
 require_cmd nbdcopy
 require_cmd nbdinfo
 M=$((1 << 20))
@@ -47,7 +49,9 @@ print(r[0] if r else "-")
 PYEOF
 }
 grow_copy() { # NODE VOL SIZE: only NODE's store copy of VOL grows
-	"$PY" ./admin_local_copy.py "$(cl_dir "$1")" resize "$2" "$3" || fail "local_copy resize of $2 on n$1"
+	local out
+	out=$("$ADMIN_LOCAL_COPY" "$(cl_dir "$1")" volume-resize "$2" "$3") ||
+		fail "local_copy resize of $2 on n$1: $out"
 	assert_eq "$(cl_copy_size "$1" "$2")" "$3" "n$1's copy of $2 after the local_copy resize"
 }
 
