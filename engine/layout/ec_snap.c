@@ -10,6 +10,11 @@
  * stripe (snap_holding), and the cut goes once their stripes in flight are
  * done (bg_ops == 0).
  *
+ * A CREATE carries the chunk size of the layout's size, so a chunk copy
+ * grown past the record (a resize stopped after its grow step) cuts the
+ * same chunk size as the others; a node of an earlier build refuses the
+ * size (-EPROTO) and gets the CREATE again without it.
+ *
  * A copy that fails the request while others succeed is made OUT_OF_SYNC.
  *
  * Missed operations.  Every CREATE or DELETE a copy did not do (not IN_SYNC

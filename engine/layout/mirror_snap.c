@@ -13,7 +13,10 @@
  *
  * Then req goes to every IN_SYNC copy at once: the local one through the
  * store, the remote ones as TSR_PEER_SNAP with our epoch (so a fenced
- * coordinator cannot cut a snapshot either).  Outcome:
+ * coordinator cannot cut a snapshot either).  A CREATE carries the layout's
+ * size, so a copy grown past the record (a resize stopped after its grow
+ * step) cuts the volume's size like the others; a node of an earlier build
+ * refuses the size (-EPROTO) and gets the CREATE again without it.  Outcome:
  *  - every copy did it: success;
  *  - some failed, and those that did it are still >= min_replicas: each
  *    failed one is marked OUT_OF_SYNC exactly as a copy that fails a write

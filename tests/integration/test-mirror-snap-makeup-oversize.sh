@@ -70,7 +70,7 @@ for i in $(seq 1 150); do
 	st=$(vstatus $v '",".join(c["node"]+":"+c["state"] for c in j["volume"]["copies"])' 2>/dev/null)
 	case "$st" in *out-of-sync*|*resync*|*failed*|*away*|"") sleep 0.2 ;; *) ok=yes; break ;; esac
 done
-log "after 30 s: copies $st"
+log "after the wait (30 s at most): copies $st"
 [ "$ok" = yes ] || fail "the copy replaced onto $NEW never got in sync (make-up of s1 refused)"
 s=$(snap_size "${NEW#n}")
 assert_eq "$s" "$rec" "$v@s1's size on the made-up copy ($NEW): the volume's"
