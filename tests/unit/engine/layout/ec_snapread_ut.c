@@ -344,8 +344,7 @@ static int renv_teardown(void **state)
 	struct renv *e = *state;
 
 	tsr_layout_destroy(e->l);
-	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
-		usleep(1000);
+	hooks_settle();
 	tsr_worker_stop(e->home);
 	for (unsigned i = 0; i < RN; i++)
 		node_fini(&e->nodes[i]);

@@ -104,8 +104,7 @@ static int teardown(void **state)
 	struct env *e = *state;
 
 	tsr_layout_destroy(e->l);
-	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
-		usleep(1000);
+	hooks_settle();
 	tsr_worker_stop(e->home);
 	for (unsigned i = 0; i < e->n; i++) {
 		node_fini(&e->nodes[i]);
@@ -800,8 +799,7 @@ static unsigned hooks_out_of_sync(int idx)
 {
 	unsigned n = 0;
 
-	while (__atomic_load_n(&g_log.hooks_inflight, __ATOMIC_SEQ_CST) > 0)
-		usleep(1000);
+	hooks_settle();
 	pthread_mutex_lock(&g_log.lock);
 	for (unsigned i = 0; i < g_log.n; i++)
 		if (g_log.ev[i].kind == EV_HOOK && g_log.ev[i].st == TSR_COPY_OUT_OF_SYNC &&
