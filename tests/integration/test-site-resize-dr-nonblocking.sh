@@ -17,6 +17,9 @@
 #    "growing: retry" (EINPROGRESS) and retried until the DR grew; the resize
 #    answers 0, every record says 24 MiB, writes past the old end reach the
 #    DR, the images are equal, a scrub of the DR target passes.
+# 3. detached 24M -> 32M, dr-n2 frozen, attached: dr-n1 is stopped (SIGTERM)
+#    while its target's resize waits: it exits 0; restarted, the source's
+#    next VOLUME_OPEN grows the target to 32 MiB, the images are equal.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 . "$(dirname "$0")/site.sh"
@@ -112,6 +115,39 @@ site_qemu_io dr sv "read -P 0x5a 0 1M" "read -P 0x5b $((8 * M - 4096)) 4k" "read
 assert_eq "$(site_sha dr sv)" "$(site_sha primary sv)" "sha256 of the DR volume vs the source"
 # every DR copy was grown: a scrub compares them all to the end
 out=$(stsr dr volume scrub sv 2>&1) || fail "scrub of the DR target: $out"
+
+# ---- 3. dr-n1 stopped (SIGTERM) while its target's resize waits for the
+# frozen dr-n2: it exits 0 at once; restarted, the source's next VOLUME_OPEN
+# grows the target again and the stream goes on
+stsr primary volume detach sv >/dev/null || fail "detach sv at the primary"
+out=$(stsr primary volume resize sv --size 32M 2>&1) || fail "detached resize to 32M: $out"
+kill -STOP "$D2PID"
+log "dr-n2 frozen (SIGSTOP)"
+stsr primary volume attach sv >/dev/null || { kill -CONT "$D2PID"; fail "attach sv again"; }
+for (( i=0; i<300; i++ )); do
+	grep -q "target sv is growing to 32.0 MiB" "$(sdir primary)/tesserad.log" && break
+	sleep 0.1
+done
+grep -q "target sv is growing to 32.0 MiB" "$(sdir primary)/tesserad.log" ||
+	{ kill -CONT "$D2PID"; fail "the primary was not told that the DR grows to 32M"; }
+site_stop dr
+kill -CONT "$D2PID"
+log "dr-n1 stopped, dr-n2 resumed (SIGCONT)"
+# shellcheck disable=SC2086
+start_tesserad "$(sdir dr)" ${SITE_ARGS[dr]} # site_start waits for one node alive: two here
+SITE_PID[dr]=$TSRD_PID
+for (( i=0; i<300; i++ )); do
+	got=$(stsr dr --json node list 2>/dev/null |
+	      json_get 'sum(1 for n in j["nodes"] if n.get("alive"))' 2>/dev/null)
+	[ "$got" = 2 ] && break
+	sleep 0.1
+done
+[ "$got" = 2 ] || fail "dr-n1 and dr-n2 are not both alive after dr-n1's restart"
+repl_caught_up sv 90
+assert_eq "$(dsize)" $((32 * M)) "sv's size at the DR after dr-n1's restart"
+site_qemu_io dr sv "read -P 0x5a 0 1M" "read -P 0x6b 12M 1M" "read -P 0x6c $((24 * M - 4096)) 4k" \
+	>/dev/null || fail "the DR lost data across the stopped grow"
+assert_eq "$(site_sha dr sv)" "$(site_sha primary sv)" "sha256 of the DR volume vs the source (32M)"
 stsr primary replication disable sv >/dev/null || fail "replication disable"
 stsr primary volume detach sv >/dev/null || fail "detach"
 site_stop primary

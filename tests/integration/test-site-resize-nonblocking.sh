@@ -13,6 +13,9 @@
 #    the resize answers 0, both sites say 16 MiB, the data written before
 #    reads back at the DR, a write past the old end reaches the DR, and the
 #    images are equal.
+# 3. The primary stopped (SIGTERM) while a resize to 24M waits for the
+#    frozen DR: it exits 0 (the resize answered -ECANCELED or its connection
+#    closed), the record stays 16 MiB.
 # Before the fix (repl_grow_target waited on a condition variable in the
 # loop) the list answered only when the resize did: after 30 s in 1, after
 # SIGCONT in 2.
@@ -112,7 +115,33 @@ site_qemu_io dr sv "read -P 0x5a 0 1M" "read -P 0x5b $((8 * M - 4096)) 4k" "read
 	"read -P 0x6c $((16 * M - 4096)) 4k" >/dev/null ||
 	fail "the DR does not hold the data written before and after the resize"
 assert_eq "$(site_sha dr sv)" "$(site_sha primary sv)" "sha256 of the DR volume vs the source"
+
+# ---- 3. the primary stopped (SIGTERM) while a resize waits for the frozen
+# DR: it exits cleanly (0) at once, the resize is not a success, and the
+# record keeps 16 MiB (seen after a restart)
+kill -STOP "${SITE_PID[dr]}"
+log "DR frozen (SIGSTOP)"
+( stsr primary volume resize sv --size 24M >"$SITE_ROOT/resize3.out" 2>&1
+  echo $? >"$SITE_ROOT/resize3.rc" ) &
+rpid=$!
+track_pid "$rpid"
+for (( i=0; i<300; i++ )); do
+	grep -q "site source sv -> .*the volume grows to $((24 * M)) bytes" \
+		"$(sdir primary)/tesserad.log" && break
+	sleep 0.1
+done
+grep -q "site source sv -> .*the volume grows to $((24 * M)) bytes" "$(sdir primary)/tesserad.log" ||
+	{ kill -CONT "${SITE_PID[dr]}"; fail "the primary never started the DR's grow to 24M"; }
+site_stop primary
+reap "$rpid" || true
+[ "$(cat "$SITE_ROOT/resize3.rc")" != 0 ] ||
+	fail "the resize succeeded although its node stopped: $(cat "$SITE_ROOT/resize3.out")"
+log "resize during the stop: rc $(cat "$SITE_ROOT/resize3.rc"): $(head -c 300 "$SITE_ROOT/resize3.out")"
+kill -CONT "${SITE_PID[dr]}"
+log "DR resumed (SIGCONT)"
+site_start primary
+assert_eq "$(psize)" $((16 * M)) "sv's record after the stop"
 stsr primary replication disable sv >/dev/null || fail "replication disable"
-stsr primary volume detach sv >/dev/null || fail "detach"
+stsr primary volume detach sv >/dev/null 2>&1 # attached again at the restart, or not
 site_stop primary
 site_stop dr
