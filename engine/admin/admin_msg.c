@@ -593,6 +593,16 @@ static int check_request(const Tessera__Admin__Request *req, const char **why)
 	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE:
 		if (req->snapshot_create == NULL)
 			break;
+		/* size: a copy's cut at the record's size, node to node only */
+		if (req->snapshot_create->size != 0 && !req->snapshot_create->local_copy) {
+			*why = "size is internal (node to node, with local_copy): a snapshot has "
+			       "its volume's size";
+			return -EINVAL;
+		}
+		if (req->snapshot_create->size % TSR_BLOCK_SIZE) {
+			*why = "size must be a multiple of 4 KiB (4096 bytes)";
+			return -EINVAL;
+		}
 		return check_snap_ref(req->snapshot_create->volume, req->snapshot_create->name, why);
 	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE:
 		if (req->snapshot_delete == NULL)

@@ -206,7 +206,9 @@ static int store_snap(struct tsr_admin_server *srv, const char *vol,
 
 	switch (req->op) {
 	case TSR_SNAP_CREATE:
-		return tsr_store_snap_create(srv->store, vol, req->snap, &snap_info);
+		/* req->size: a local_copy cut at the record's size (0: the copy's) */
+		return tsr_store_snap_create_sized(srv->store, vol, req->snap, req->size,
+						   &snap_info);
 	case TSR_SNAP_DELETE:
 		return tsr_store_snap_delete(srv->store, vol, req->snap);
 	case TSR_SNAP_CLONE:
@@ -411,10 +413,29 @@ static void op_snapshot_create(struct tsr_admin_server *srv,
 			       Tessera__Admin__Response *resp)
 {
 	struct gate_later g = { .req = { .op = TSR_SNAP_CREATE } };
+	struct tsr_vol_info info;
+	char sz[32], vsz[32];
 	int ret;
 
 	split_ref(c->volume, c->name, g.vol, g.req.snap);
+	/* a detached volume's cut on each copy at the record's size
+	 * (cluster/snapshot.c; the parser allows a size with local_copy only):
+	 * a copy grown past the record still cuts that size */
+	if (c->local_copy)
+		g.req.size = c->size;
 	ret = snap_run(srv, &g, c->local_copy);
+	if (ret == -EINVAL && g.req.size != 0 &&
+	    tsr_store_vol_info(srv->store, g.vol, &info) == 0 && g.req.size > info.size) {
+		tsr_format_size(g.req.size, sz, sizeof(sz));
+		tsr_format_size(info.size, vsz, sizeof(vsz));
+		admin_fail(
+		    resp, ret,
+		    "cannot cut snapshot '%s@%s' at the volume's size %s: this "
+		    "node's copy is %s, smaller than the volume's record: replace it (tessera "
+		    "volume replace-replica %s --node NODE --to NODE)",
+		    g.vol, g.req.snap, sz, vsz, g.vol);
+		return;
+	}
 	if (ret != 1) /* 1: an open volume's gate cuts it, the reply comes then */
 		snap_finish(srv, &g, ret, resp);
 }
