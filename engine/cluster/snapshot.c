@@ -15,7 +15,11 @@
  *    later too: its loop does not wait for the coordinator;
  *  - SnapshotCreate/Delete of a detached volume: nothing writes it, so the
  *    cut is the same on every copy without a gate: the local_copy form goes
- *    to every copy's node (ours: the store); every copy must be IN_SYNC and
+ *    to every copy's node (ours: the store), a CREATE with the record's size
+ *    (ec: its chunk volume's; SnapshotCreate.size), so that a copy grown past
+ *    the record (a resize stopped after its grow step) still cuts that size
+ *    (a node of an earlier build ignores the field and cuts at its copy's
+ *    size, as before); every copy must be IN_SYNC and
  *    the last coordinator must have detached cleanly (else the copies may
  *    differ).  A client's request asks every copy's node at once (async
  *    calls, ours on the store) and is answered when the last one did.  A
@@ -99,7 +103,9 @@ static const char *cop_name(enum copy_op op)
 	}
 }
 
-/* Our own store copy: the store call of a local_copy command. */
+/* Our own store copy: the store call of a local_copy command.  size: a
+ * CREATE's snapshot size (the record's copy size; 0 the copy's), a clone's
+ * size (grown to it when larger than its source). */
 static int local_op(struct tsr_cluster *c, enum copy_op op, const char *vol, const char *snap,
 		    const char *clone, uint64_t size)
 {
@@ -108,7 +114,7 @@ static int local_op(struct tsr_cluster *c, enum copy_op op, const char *vol, con
 
 	switch (op) {
 	case COP_SNAP_CREATE:
-		return tsr_store_snap_create(c->o.store, vol, snap, NULL);
+		return tsr_store_snap_create_sized(c->o.store, vol, snap, size, NULL);
 	case COP_SNAP_DELETE:
 		return tsr_store_snap_delete(c->o.store, vol, snap);
 	case COP_ROLLBACK:
@@ -153,6 +159,7 @@ static int copy_op(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *no
 		sc.volume = (char *)vol;
 		sc.name = (char *)snap;
 		sc.local_copy = true;
+		sc.size = size; /* a node of an earlier build ignores it: its copy's size */
 		req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE;
 		req.snapshot_create = &sc;
 		break;
@@ -560,15 +567,18 @@ static bool snap_later_start(struct tsr_cluster *c, const char *vol,
 	return false;
 }
 
-/* The request of op on vol@snap; local_copy for one copy's own store. */
+/* The request of op on vol@snap; local_copy for one copy's own store, a
+ * CREATE's size then the snapshot's (0: the copy's; a node of an earlier
+ * build ignores it). */
 static void snap_request(Tessera__Admin__Request *req, Tessera__Admin__SnapshotCreate *sc,
 			 Tessera__Admin__SnapshotDelete *sd, enum tsr_snap_op op, const char *vol,
-			 const char *snap, bool local_copy)
+			 const char *snap, bool local_copy, uint64_t size)
 {
 	if (op == TSR_SNAP_CREATE) {
 		sc->volume = (char *)vol;
 		sc->name = (char *)snap;
 		sc->local_copy = local_copy;
+		sc->size = local_copy ? size : 0;
 		req->command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE;
 		req->snapshot_create = sc;
 	} else {
@@ -642,7 +652,8 @@ static void snap_calls_done(struct snap_later *sl)
 				continue;
 			snprintf(u->what, sizeof(u->what), "%s@%s on %s", sl->vol, sl->req.snap,
 				 sl->slots[i].node_id);
-			snap_request(&req, &sc, &sd, TSR_SNAP_DELETE, sl->vol, sl->req.snap, true);
+			snap_request(&req, &sc, &sd, TSR_SNAP_DELETE, sl->vol, sl->req.snap, true,
+				     0);
 			ret = admin_async_call(c->o.loop, sl->slots[i].address, c->token, &req,
 					       CLUSTER_COPY_TIMEOUT_MS, snap_undo_done, u, NULL);
 			if (ret) {
@@ -714,7 +725,7 @@ static bool snap_calls_start(struct tsr_cluster *c, struct snap_later *sl,
 	sl->forward = forward;
 	sl->n_slots = n;
 	sl->outstanding = n + 1; /* one for this function: nothing finishes before the end */
-	snap_request(&req, &sc, &sd, sl->req.op, sl->vol, sl->req.snap, !forward);
+	snap_request(&req, &sc, &sd, sl->req.op, sl->vol, sl->req.snap, !forward, sl->req.size);
 	for (size_t i = 0; i < n; i++) {
 		struct snap_slot *slot = &sl->slots[i];
 		int ret;
@@ -723,8 +734,9 @@ static bool snap_calls_start(struct tsr_cluster *c, struct snap_later *sl,
 		snprintf(slot->node_id, sizeof(slot->node_id), "%s", nodes[i]->id);
 		snprintf(slot->address, sizeof(slot->address), "%s", nodes[i]->address);
 		if (!forward && strcmp(nodes[i]->id, c->node_id) == 0) {
-			slot->ret = local_op(c, sl->req.op == TSR_SNAP_CREATE ? COP_SNAP_CREATE :
-					     COP_SNAP_DELETE, sl->vol, sl->req.snap, "", 0);
+			slot->ret = local_op(
+			    c, sl->req.op == TSR_SNAP_CREATE ? COP_SNAP_CREATE : COP_SNAP_DELETE,
+			    sl->vol, sl->req.snap, "", sl->req.size);
 			if (slot->ret)
 				snprintf(slot->msg, sizeof(slot->msg), "cannot %s on %s (this node): %s",
 					 sl->req.op == TSR_SNAP_CREATE ? "create the snapshot" :
@@ -821,7 +833,7 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 			}
 			goto out;
 		}
-		snap_request(&req, &sc, &sd, op, vol, snap, false);
+		snap_request(&req, &sc, &sd, op, vol, snap, false, 0);
 		ret = cluster_call_node(c, coord->address, &req, CLUSTER_FORWARD_TIMEOUT_MS, &resp);
 		if (ret) {
 			snprintf(msg, msg_len, "cannot reach %s, the coordinator of '%s', at %s: %s",
@@ -840,6 +852,11 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 			       "delete the snapshot", nodes, msg, msg_len);
 	if (ret)
 		goto out;
+	/* every copy cuts the record's size (ec: its chunk volume's), also a copy
+	 * grown past it (a resize stopped after its grow step, or two crossed:
+	 * cluster/volume.c), as the attached cut does (mirror_snap.c, ec_snap.c) */
+	if (op == TSR_SNAP_CREATE)
+		sr.size = rec_copy_size(rec);
 	if (later != NULL && rec->n_copies <= TSR_LAYOUT_MAX_COPIES) {
 		struct snap_later *sl = snap_later_new(c, vol, &sr, clone);
 
@@ -851,8 +868,9 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 			goto out;
 		}
 	}
-	ret = copy_op_all(c, nodes, rec->n_copies, op == TSR_SNAP_CREATE ? COP_SNAP_CREATE :
-			  COP_SNAP_DELETE, vol, snap, "", 0, ok, msg, msg_len);
+	ret = copy_op_all(c, nodes, rec->n_copies,
+			  op == TSR_SNAP_CREATE ? COP_SNAP_CREATE : COP_SNAP_DELETE, vol, snap, "",
+			  sr.size, ok, msg, msg_len);
 	if (ret == 0)
 		goto out;
 	for (size_t i = 0; i < rec->n_copies; i++)
@@ -1580,7 +1598,7 @@ static void snap_delete_nowait(struct tsr_cluster *c, const char *vol, const cha
 		}
 		n = rec->n_copies;
 	}
-	snap_request(&req, &sc, &sd, TSR_SNAP_DELETE, vol, snap, coord == NULL);
+	snap_request(&req, &sc, &sd, TSR_SNAP_DELETE, vol, snap, coord == NULL, 0);
 	for (size_t i = 0; i < n; i++) {
 		struct snap_undo *u;
 
