@@ -857,20 +857,22 @@ static void session_close(struct tsr_site_source *s)
 
 static void session_fail(struct tsr_site_source *s, const char *fmt, ...)
 {
+	/* a grow told "busy" or "growing" retries sooner */
+	uint64_t wait_ns = s->grow_busy && s->retry_ns > SRC_GROW_RETRY_NS ? SRC_GROW_RETRY_NS :
+				s->retry_ns;
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(s->last_error, sizeof(s->last_error), fmt, ap);
 	va_end(ap);
 	tsr_warn("site source %s -> %s: %s; retrying in %llu ms", tsr_vol_name(s->vol), s->address,
-		 s->last_error, (unsigned long long)(s->retry_ns / NS_PER_MS));
+		 s->last_error, (unsigned long long)(wait_ns / NS_PER_MS));
 	if (s->grow_pending && !s->grow_busy)
 		grow_end(s, -ENOTCONN, s->last_error);
 	session_close(s);
 	if (s->sess != SESS_DEAD)
 		s->sess = SESS_IDLE;
-	s->retry_at_ns = tsr_mono_ns() + (s->grow_busy && s->retry_ns > SRC_GROW_RETRY_NS ?
-					  SRC_GROW_RETRY_NS : s->retry_ns);
+	s->retry_at_ns = tsr_mono_ns() + wait_ns;
 	s->grow_busy = false;
 	schedule_pass(s);
 }
