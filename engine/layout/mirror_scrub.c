@@ -20,9 +20,13 @@
  * counts the bytes it moved as resync bytes.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "layout/mirror_internal.h"
 
@@ -416,8 +420,9 @@ static void chunk_next(struct mscrub *s)
  * counts as a mismatch; with repair, the winning copy's bytes (the local
  * chunk already read, or a peer READ on the winner's session) are written
  * into each differing copy that holds the snapshot (an unreadable block
- * too), by tsr_svol_snap_repair (local, blocking: a store call like a
- * snapshot cut's) or a WRITE with TSR_PEER_F_REPAIR on its session; such a
+ * too), by tsr_svol_snap_repair (local: a blocking store call, run in a
+ * thread of its own, see srep_local_start) or a WRITE with
+ * TSR_PEER_F_REPAIR on its session; such a
  * repair changes that snapshot's image only (engine/store/repair.c).  A copy
  * lacking the snapshot (-ENOENT) cannot be repaired so (replace-replica
  * rebuilds it with its snapshots): its blocks count as unrepaired.  Then
@@ -494,6 +499,148 @@ static void snap_rep_write_done(void *arg, int status)
 	snap_repair_next(s);
 }
 
+/* ---- the local copy's snapshot repair, off the home worker ----
+ *
+ * tsr_svol_snap_repair is a blocking store call (the store lock, the
+ * layer's writes and fdatasyncs: milliseconds, far more on a loaded disk).
+ * On the home worker it stalled every volume of that worker, so it runs in
+ * a thread of its own, as the peer server's REPAIR does (f9986c4), and its
+ * answer comes back as a worker message (snap_rep_local_done), counted in
+ * s->pending like a remote copy's rewrite.  What it touches stays alive
+ * until then: the scrub (and so the mirror: its reference) waits for
+ * pending to drop to 0 whatever happens meanwhile (an abort, a fence, the
+ * volume's close only set flags; the layout's destroy waits for the last
+ * reference), s->sbuf (freed only by scrub_finish) and s->ssvol (put by
+ * snap_close_all, once pending is 0).  Out of memory for the message, the
+ * thread tries again while the worker runs; once the worker stops
+ * (-ESHUTDOWN) the answer is dropped: the thread puts the scrub's svol
+ * reference (nothing runs the scrub on after that; the store can close)
+ * and the scrub itself is left, like a layout whose home worker stopped
+ * before it (copyset_destroy).  No thread: the call runs here, as before. */
+struct srep_off {
+	struct mscrub *s;
+	struct tsr_worker *home;
+	struct tsr_svol *svol; /* s->ssvol (the scrub's reference) */
+	uint64_t epoch, off;
+	uint32_t len;
+	const uint8_t *data; /* in s->sbuf */
+	int status;
+};
+
+/* Tests only: while the file named by $TSR_TEST_MIRROR_SNAP_REPAIR_HOLD_FILE
+ * exists (30 s at most), a local snapshot repair waits before its store
+ * call; FILE.held is made when it starts waiting. */
+static void srep_test_hold(void)
+{
+	const char *path = getenv("TSR_TEST_MIRROR_SNAP_REPAIR_HOLD_FILE");
+	char held[PATH_MAX];
+	int fd;
+
+	if (path == NULL || path[0] == '\0' || access(path, F_OK) != 0)
+		return;
+	snprintf(held, sizeof(held), "%s.held", path);
+	fd = open(held, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		close(fd);
+	for (int i = 0; i < 3000 && access(path, F_OK) == 0; i++)
+		usleep(10000);
+}
+
+/* Tests only: $TSR_TEST_MIRROR_SNAP_REPAIR_INLINE set (not "0"): the call
+ * on the home worker, as before (the A/B of the stall). */
+static bool srep_test_inline(void)
+{
+	const char *v = getenv("TSR_TEST_MIRROR_SNAP_REPAIR_INLINE");
+
+	return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+}
+
+static void snap_rep_write_done(void *arg, int status);
+
+/* On the home worker: the local repair's answer. */
+static void snap_rep_local_done(struct tsr_worker *w, void *arg)
+{
+	struct srep_off *o = arg;
+	struct mscrub *s = o->s;
+	int status = o->status;
+
+	(void)w;
+	if (status < 0)
+		tsr_warn("mirror %s: scrub: rewriting the local copy's snapshot %s at %llu "
+			 "(+%u): %s",
+			 s->m->name, s->snaps[s->snap_i].name, (unsigned long long)o->off, o->len,
+			 strerror(-status));
+	free(o);
+	snap_rep_write_done(s, status);
+}
+
+static void *srep_main(void *arg)
+{
+	struct srep_off *o = arg;
+	int ret;
+
+	tsr_log_set_thread_name("scrub-repair");
+	srep_test_hold();
+	o->status = tsr_svol_snap_repair(o->svol, o->epoch, o->off, o->len, o->data);
+	for (unsigned i = 0;; i++) {
+		ret = tsr_worker_send(o->home, snap_rep_local_done, o);
+		if (ret != -ENOMEM)
+			break;
+		if (i == 1000)
+			tsr_warn("mirror: scrub: the answer of a snapshot repair waits for memory "
+				 "(tsr_worker_send: out of memory for 1 s); still trying");
+		usleep(i < 1000 ? 1000 : 10000);
+	}
+	if (ret < 0) { /* the home worker stopped: the answer is dropped, and
+			* with it the scrub's last use of the svol (nothing on
+			* that worker runs the scrub on): put it, so that the
+			* store can close */
+		tsr_warn("mirror: scrub: a snapshot repair's answer found its home worker "
+			 "stopped: dropped");
+		tsr_svol_put(o->svol);
+		free(o);
+	}
+	return NULL;
+}
+
+/* The local copy's rewrite of [off, +len) of the chunk's snapshot: started
+ * (0; snap_rep_write_done follows, from the worker), or -errno (nothing
+ * started; s->pending is the caller's). */
+static int srep_local_start(struct mscrub *s, uint64_t off, uint32_t len, const uint8_t *data)
+{
+	struct mirror *m = s->m;
+	struct srep_off *o;
+	pthread_attr_t attr;
+	pthread_t t;
+	int ret;
+
+	if (!srep_test_inline() && (o = calloc(1, sizeof(*o))) != NULL) {
+		o->s = s;
+		o->home = m->home;
+		o->svol = s->ssvol;
+		o->epoch = m->epoch;
+		o->off = off;
+		o->len = len;
+		o->data = data;
+		ret = pthread_attr_init(&attr);
+		if (ret == 0) {
+			pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+			ret = pthread_create(&t, &attr, srep_main, o);
+			pthread_attr_destroy(&attr);
+		}
+		if (ret == 0)
+			return 0;
+		free(o);
+	}
+	/* inline (no thread, or the test's A/B): the answer now */
+	srep_test_hold();
+	ret = tsr_svol_snap_repair(s->ssvol, m->epoch, off, len, data);
+	if (ret < 0)
+		return ret;
+	snap_rep_write_done(s, 0);
+	return 0;
+}
+
 /* The run's good bytes are in sbuf: write them into each differing copy
  * that holds the snapshot. */
 static void snap_rep_write(struct mscrub *s)
@@ -511,11 +658,12 @@ static void snap_rep_write(struct mscrub *s)
 		if (!(s->srep_bad & s->snap_holding & (1u << i)))
 			continue;
 		if (c->local) {
-			ret = s->ssvol != NULL
-				  ? tsr_svol_snap_repair(s->ssvol, m->epoch, off, len, data)
-				  : -ENOTCONN;
-			if (ret < 0)
+			s->pending++;
+			ret = s->ssvol != NULL ? srep_local_start(s, off, len, data) : -ENOTCONN;
+			if (ret < 0) {
+				s->pending--;
 				s->srep_failed = true;
+			}
 			continue;
 		}
 		s->pending++;
