@@ -18,9 +18,10 @@
  *       cluster resize stopped after its grow step leaves: copies larger
  *       than the record); --check-only changes nothing and answers with the
  *       copy (its uuid and size) when it could grow to SIZE.
- *   snapshot-create VOLUME SNAPSHOT
- *       SnapshotCreate{local_copy}: this copy's store cuts SNAPSHOT at its
- *       own size.
+ *   snapshot-create VOLUME SNAPSHOT [--size SIZE]
+ *       SnapshotCreate{local_copy[, size]}: this copy's store cuts SNAPSHOT
+ *       at its own size, or at SIZE (SnapshotCreate.size, what a detached
+ *       cut sends: the record's size; larger than the copy: -EINVAL).
  *   snapshot-delete VOLUME SNAPSHOT
  *       SnapshotDelete{local_copy}.
  *   volume-delete VOLUME [--uuid UUID]
@@ -63,7 +64,9 @@ static const char usage_text[] =
     "  volume-resize VOLUME SIZE [--check-only]  grow only this copy (SIZE: 8M, 1G,\n"
     "                                            bytes); --check-only: change nothing,\n"
     "                                            answer with the copy if it could grow\n"
-    "  snapshot-create VOLUME SNAPSHOT           cut SNAPSHOT on this copy (its size)\n"
+    "  snapshot-create VOLUME SNAPSHOT [--size SIZE]\n"
+    "                                            cut SNAPSHOT on this copy (at its\n"
+    "                                            size, or at SIZE: 8M, 1G, bytes)\n"
     "  snapshot-delete VOLUME SNAPSHOT           delete SNAPSHOT of this copy\n"
     "  volume-delete VOLUME [--uuid UUID]        delete this copy (by name, or only\n"
     "                                            the copy of UUID)\n"
@@ -160,17 +163,27 @@ static int build_request(int argc, char **argv, struct local_request *r)
 		r->req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE;
 		r->req.volume_delete = &r->del;
 	} else if (strcmp(cmd, "snapshot-create") == 0 || strcmp(cmd, "snapshot-delete") == 0) {
-		if (argc != 3)
-			return usage_error("%s takes VOLUME SNAPSHOT", cmd);
+		bool create = strcmp(cmd, "snapshot-create") == 0;
+
+		size = 0;
+		if (create && argc == 5 && strcmp(argv[3], "--size") == 0) {
+			if (tsr_parse_size(argv[4], &size) != 0 || size == 0)
+				return usage_error("invalid size '%s'", argv[4]);
+		} else if (argc != 3) {
+			return usage_error(create ? "%s takes VOLUME SNAPSHOT [--size SIZE]"
+						  : "%s takes VOLUME SNAPSHOT",
+					   cmd);
+		}
 		ret = check_name("volume", argv[1]);
 		if (!ret)
 			ret = check_name("snapshot", argv[2]);
 		if (ret)
 			return ret;
-		if (strcmp(cmd, "snapshot-create") == 0) {
+		if (create) {
 			r->snap_create.volume = argv[1];
 			r->snap_create.name = argv[2];
 			r->snap_create.local_copy = true;
+			r->snap_create.size = size;
 			r->req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE;
 			r->req.snapshot_create = &r->snap_create;
 		} else {

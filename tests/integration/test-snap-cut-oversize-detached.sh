@@ -18,6 +18,10 @@
 #  `snapshot show` 8 MiB.  A clone of v's current content (a temporary
 #  snapshot cut the same way) has 8 MiB copies on every node and reads
 #  back the image.  v attached again: scrub (heads and snapshots) clean.
+#  Detached again, the sized local_copy cut sent straight to a node
+#  (admin_local_copy snapshot-create --size): n1's 16 MiB copy at 8 MiB
+#  gives an 8 MiB snapshot; n3's 8 MiB copy asked 16 MiB answers -EINVAL
+#  ("this node's copy is 8.0 MiB") and has no such snapshot.
 #  EC: e 2+1, 16 KiB unit, 4 MiB (2 MiB chunk volumes), written, detached,
 #  the chunk copies on n1 and n2 grown to 4 MiB; s1 cut detached: e@s1 a
 #  2 MiB chunk snapshot on every copy; attached again: e@s1's export is
@@ -96,6 +100,25 @@ ctsr volume detach c >/dev/null || fail "detach c"
 ctsr volume attach v --node n1 >/dev/null || fail "attach v on n1 again"
 cl_scrub_clean v "mirror, after the detached s1, s2"
 ctsr volume detach v >/dev/null || fail "detach v again"
+# the sized local_copy cut end to end (SnapshotCreate.size through the admin
+# socket, admin_local_copy --size): n1's 16 MiB copy cut at 8 MiB has an
+# 8 MiB snapshot; n3's 8 MiB copy asked 16 MiB answers -EINVAL naming its
+# copy's size and cuts nothing (a node that ignored the field would cut 8 MiB)
+out=$("$ADMIN_LOCAL_COPY" "$(cl_dir 1)" snapshot-create v sized --size 8M) ||
+	fail "local_copy cut of v@sized at 8 MiB on n1: $out"
+assert_eq "$(snap_size 1 v sized)" $((8 * M)) "v@sized's size in n1's catalogue (its copy 16 MiB)"
+out=$("$ADMIN_LOCAL_COPY" "$(cl_dir 1)" snapshot-delete v sized) ||
+	fail "local_copy delete of v@sized on n1: $out"
+rc=0
+out=$("$ADMIN_LOCAL_COPY" "$(cl_dir 3)" snapshot-create v big --size 16M) || rc=$?
+log "n3: local_copy cut of v@big at 16 MiB (copy $(cl_copy_size 3 v)): exit $rc, '$out'"
+assert_eq "$rc" 1 "exit code of the local_copy cut of v@big at 16 MiB on n3 (an error answered)"
+assert_eq "${out%% *}" "-22" "the answer's error to the 16 MiB cut on n3's 8 MiB copy"
+case "$out" in
+*"this node's copy is 8.0 MiB"*) ;;
+*) fail "the refusal does not name n3's copy size: $out" ;;
+esac
+assert_eq "$(snap_size 3 v big)" "-" "v@big in n3's catalogue after the refused cut"
 
 # ---- ec ----
 ctsr volume create e --size 4M --ec 2+1 --stripe-unit 16K >/dev/null || fail "create e"
