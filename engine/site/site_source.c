@@ -223,6 +223,8 @@ struct tsr_site_source {
 	bool grow_pending;
 	bool grow_busy; /* the target answered EBUSY (its old session still
 			 * closing) or EINPROGRESS (growing): the retry goes on growing */
+	bool grow_told_growing; /* EINPROGRESS at least once in this grow (the deadline's
+				 * sentence) */
 	uint64_t grow_deadline_ns; /* tick_cb ends the grow -ETIMEDOUT from here (monotonic) */
 	tsr_site_grow_fn grow_cb;  /* the caller's answer (grow_pending only) */
 	void *grow_arg;
@@ -1581,6 +1583,7 @@ static void on_frame(struct tsr_site_source *s, const struct tsr_site_hdr *h,
 			 * answers once done: retry (tick_cb's deadline bounds it) */
 			if (err.code == EBUSY || err.code == EINPROGRESS) {
 				s->grow_busy = true;
+				s->grow_told_growing |= err.code == EINPROGRESS;
 			} else {
 				grow_end(s, -(int)err.code, err.msg);
 			}
@@ -1731,8 +1734,9 @@ static void tick_cb(void *arg, uint32_t events)
 	if (s->stopping)
 		return;
 	if (s->grow_pending && t >= s->grow_deadline_ns)
-		grow_end(s, -ETIMEDOUT, s->grow_busy ? "the target was still growing its volume "
-			 "when the time ran out" : "the target did not answer the reopen in time");
+		grow_end(s, -ETIMEDOUT, s->grow_told_growing ?
+			 "the target was still growing its volume when the time ran out" :
+			 "the target did not answer the reopen in time");
 	refill_tokens(s, t);
 	if (t - s->rate_mark_ns >= NS_PER_SEC) {
 		double cur = (double)(s->bytes_shipped - s->rate_mark_bytes) * NS_PER_SEC /
@@ -2302,6 +2306,7 @@ static void grow_end(struct tsr_site_source *s, int status, const char *msg)
 		return;
 	s->grow_pending = false;
 	s->grow_busy = false;
+	s->grow_told_growing = false;
 	s->grow_cb = NULL;
 	s->grow_arg = NULL;
 	if (status) {

@@ -60,6 +60,10 @@ struct target {
 	struct tsr_store *store; /* its store: a VOLUME_OPEN for more grows it there */
 	atomic_bool refuse_grow;      /* answer a VOLUME_OPEN for more with ERROR -ENOSPC */
 	atomic_int grows;             /* DR volume grown by a VOLUME_OPEN */
+	atomic_bool growing;          /* answer a VOLUME_OPEN for more with ERROR -EINPROGRESS
+				       * (the DR's own resize runs: "retry") */
+	atomic_int inprogress_left;   /* so many such answers more, then grow */
+	atomic_int inprogress_sent;   /* -EINPROGRESS answers given */
 	pthread_t thread;
 	atomic_bool quit;
 	atomic_bool stop_reading;     /* stop reading the socket (the source's sends block) */
@@ -202,6 +206,15 @@ static void serve(struct target *tg, int fd, struct tsr_site_rx *rx)
 		goto out;
 	}
 	if (rx->hdr.offset > tsr_vol_size(tg->vol)) { /* the source grew: grow first */
+		if (atomic_load(&tg->growing) || atomic_fetch_sub(&tg->inprogress_left, 1) > 0) {
+			atomic_fetch_add(&tg->inprogress_sent, 1);
+			t_error(tg, t, fd, STREAM, 0, EINPROGRESS,
+				"site dr: target dr-vol is growing for its source: retry");
+			while (t_recv(tg, rx, t, fd) == 1) /* until the source closes */
+				;
+			goto out;
+		}
+		atomic_store(&tg->inprogress_left, 0);
 		if (atomic_load(&tg->refuse_grow) ||
 		    tsr_store_vol_resize(tg->store, "dr-vol", rx->hdr.offset) < 0) {
 			t_error(tg, t, fd, STREAM, 0, ENOSPC, "node dr-1: no space to grow dr-vol");
@@ -1207,6 +1220,160 @@ static void test_grow(void **state)
 	assert_int_equal(atomic_load(&e->tg.grows), 1);
 }
 
+/* tsr_site_source_grow_async's callbacks, as they fire (on the worker) */
+struct grow_rec {
+	pthread_mutex_t lock;
+	int calls;
+	int status;
+	bool on_caller; /* fired on the calling thread */
+	pthread_t caller;
+	char why[TSR_SITE_ERRMSG_MAX + 1];
+};
+
+static void grow_rec_cb(void *arg, int status, const char *why)
+{
+	struct grow_rec *r = arg;
+
+	pthread_mutex_lock(&r->lock);
+	r->calls++;
+	r->status = status;
+	r->on_caller = r->on_caller || pthread_equal(pthread_self(), r->caller);
+	snprintf(r->why, sizeof(r->why), "%s", why);
+	pthread_mutex_unlock(&r->lock);
+}
+
+static void grow_rec_init(struct grow_rec *r)
+{
+	memset(r, 0, sizeof(*r));
+	pthread_mutex_init(&r->lock, NULL);
+	r->caller = pthread_self();
+}
+
+static int grow_rec_calls(struct grow_rec *r)
+{
+	int n;
+
+	pthread_mutex_lock(&r->lock);
+	n = r->calls;
+	pthread_mutex_unlock(&r->lock);
+	return n;
+}
+
+/* Until r's callback fired (10 s at most); its call count. */
+static int grow_rec_wait(struct grow_rec *r)
+{
+	for (int i = 0; i < 1000 && grow_rec_calls(r) == 0; i++)
+		usleep(10000);
+	return grow_rec_calls(r);
+}
+
+/* Until the fake target has given n -EINPROGRESS answers (10 s at most). */
+static void wait_inprogress(struct env *e, int n)
+{
+	for (int i = 0; i < 1000 && atomic_load(&e->tg.inprogress_sent) < n; i++)
+		usleep(10000);
+	assert_true(atomic_load(&e->tg.inprogress_sent) >= n);
+}
+
+/*
+ * tsr_site_source_grow_async against a DR that answers EINPROGRESS (its own
+ * resize of the target runs):
+ * - it keeps answering until the grow's deadline (500 ms): retried (several
+ *   answers), the callback fires exactly once, on the worker, -ETIMEDOUT
+ *   "the target was still growing its volume ...", the DR did not grow, the
+ *   source goes on at its old size (writes ship, volumes equal);
+ * - the source that large already: 1, no callback; a second grow while one
+ *   runs: -EBUSY, its callback never fires;
+ * - EINPROGRESS three times, then the DR grows: the callback once, 0;
+ * - the source stopped while the DR answers EINPROGRESS: the callback fired
+ *   once when tsr_site_source_stop returns, -ESHUTDOWN "the source stopped".
+ */
+static void test_grow_async(void **state)
+{
+	struct env *e = env_open(4 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	struct grow_rec r, r2;
+	char addr[64], why[300];
+	unsigned seed = 29;
+	int sent;
+
+	(void)state;
+	o = source_opts(e, addr, sizeof(addr));
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	random_writes(e, 100, 0, e->size, 8, &seed);
+	wait_caught_up(e, &st);
+
+	/* the DR keeps answering "growing: retry" past the deadline */
+	atomic_store(&e->tg.growing, true);
+	grow_rec_init(&r);
+	assert_int_equal(tsr_site_source_grow_async(e->s, 8 * MIB, 500, grow_rec_cb, &r, why,
+						    sizeof(why)), 0);
+	/* another grow while it runs: refused at once, its callback never fires */
+	grow_rec_init(&r2);
+	assert_int_equal(tsr_site_source_grow_async(e->s, 12 * MIB, 500, grow_rec_cb, &r2, why,
+						    sizeof(why)), -EBUSY);
+	assert_non_null(strstr(why, "another resize"));
+	assert_int_equal(grow_rec_wait(&r), 1);
+	assert_int_equal(r.status, -ETIMEDOUT);
+	assert_non_null(strstr(r.why, "still growing"));
+	assert_false(r.on_caller);
+	sent = atomic_load(&e->tg.inprogress_sent);
+	assert_true(sent >= 2); /* retried, not refused at the first answer */
+	usleep(300000);
+	assert_int_equal(grow_rec_calls(&r), 1);
+	assert_int_equal(grow_rec_calls(&r2), 0);
+	assert_int_equal(tsr_vol_size(e->dst), 4 * MIB);
+	assert_int_equal(atomic_load(&e->tg.grows), 0);
+	/* the source went back to 4 MiB: its reopens no longer ask for more */
+	atomic_store(&e->tg.growing, false);
+	random_writes(e, 50, 0, e->size, 8, &seed);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+
+	/* that large already: 1, no callback */
+	grow_rec_init(&r2);
+	assert_int_equal(tsr_site_source_grow_async(e->s, 4 * MIB, 500, grow_rec_cb, &r2, why,
+						    sizeof(why)), 1);
+
+	/* "growing" three times, then the DR grows: one callback, 0 */
+	sent = atomic_load(&e->tg.inprogress_sent);
+	atomic_store(&e->tg.inprogress_left, 3);
+	grow_rec_init(&r);
+	assert_int_equal(tsr_site_source_grow_async(e->s, 8 * MIB, 10000, grow_rec_cb, &r, why,
+						     sizeof(why)), 0);
+	assert_int_equal(grow_rec_wait(&r), 1);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(atomic_load(&e->tg.inprogress_sent), sent + 3);
+	assert_int_equal(atomic_load(&e->tg.grows), 1);
+	assert_int_equal(tsr_vol_size(e->dst), 8 * MIB);
+	assert_int_equal(tsr_store_vol_resize(e->src_store, "src-vol", 8 * MIB), 0);
+	e->size = 8 * MIB;
+	random_writes(e, 50, 4 * MIB, 4 * MIB, 8, &seed); /* past the old end */
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+
+	/* stopped while the DR answers "growing": the callback, once, by the stop */
+	sent = atomic_load(&e->tg.inprogress_sent);
+	atomic_store(&e->tg.growing, true);
+	grow_rec_init(&r);
+	assert_int_equal(tsr_site_source_grow_async(e->s, 16 * MIB, 30000, grow_rec_cb, &r, why,
+						     sizeof(why)), 0);
+	wait_inprogress(e, sent + 1);
+	assert_int_equal(grow_rec_calls(&r), 0);
+	tsr_site_source_stop(e->s);
+	e->s = NULL;
+	assert_int_equal(grow_rec_calls(&r), 1);
+	assert_int_equal(r.status, -ESHUTDOWN);
+	assert_non_null(strstr(r.why, "stopped"));
+	assert_false(r.on_caller);
+	assert_int_equal(tsr_vol_size(e->dst), 8 * MIB);
+	assert_int_equal(atomic_load(&e->tg.grows), 1);
+	assert_int_equal(atomic_load(&e->tg.bad), 0);
+	pthread_mutex_destroy(&r.lock);
+	pthread_mutex_destroy(&r2.lock);
+}
+
 /* The target was promoted: the source is demoted and fences host writes. */
 static void test_demote(void **state)
 {
@@ -1601,6 +1768,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_reconnect, env_teardown),
 	    cmocka_unit_test_teardown(test_demote, env_teardown),
 	    cmocka_unit_test_teardown(test_grow, env_teardown),
+	    cmocka_unit_test_teardown(test_grow_async, env_teardown),
 	    cmocka_unit_test_teardown(test_prefix_at_pause, env_teardown),
 	    cmocka_unit_test_teardown(test_drop_during_sync, env_teardown),
 	    cmocka_unit_test_teardown(test_bandwidth_cap, env_teardown),
