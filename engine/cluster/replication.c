@@ -2013,10 +2013,12 @@ static void target_grow_done(void *arg, const Tessera__Admin__Response *resp)
 }
 
 static int target_grow(struct tsr_cluster *c, const struct tsr_site_hello *from,
-		       const char *name, uint64_t have, uint64_t size, char *why, size_t why_len)
+		       const char *name, uint64_t have, uint64_t lsize, uint64_t size, char *why,
+		       size_t why_len)
 {
 	Tessera__Admin__Response resp = TESSERA__ADMIN__RESPONSE__INIT;
 	struct target_grow *t = target_grow_find(c, name);
+	uint64_t want = size > have ? size : have; /* the record's size, or the source's */
 	char b[32];
 	int ret;
 
@@ -2025,7 +2027,7 @@ static int target_grow(struct tsr_cluster *c, const struct tsr_site_hello *from,
 			 c->repl_site, name, tsr_format_size(t->size, b, sizeof(b)));
 		return -EINPROGRESS;
 	}
-	if (t && t->size == size && tsr_mono_ms() - t->ended_ms < TARGET_GROW_KEEP_MS) {
+	if (t && t->size == want && tsr_mono_ms() - t->ended_ms < TARGET_GROW_KEEP_MS) {
 		/* the last grow's refusal, once */
 		ret = t->status;
 		snprintf(why, why_len, "%s", t->why);
@@ -2035,7 +2037,7 @@ static int target_grow(struct tsr_cluster *c, const struct tsr_site_hello *from,
 	}
 	if (t)
 		target_grow_free(c, t);
-	if (have >= size)
+	if (have >= size && lsize >= want)
 		return 0;
 	t = calloc(1, sizeof(*t));
 	if (t == NULL) {
@@ -2046,14 +2048,20 @@ static int target_grow(struct tsr_cluster *c, const struct tsr_site_hello *from,
 	t->c = c;
 	snprintf(t->volume, sizeof(t->volume), "%s", name);
 	snprintf(t->from, sizeof(t->from), "%s/%s", from->site, from->cluster);
-	t->have = have;
-	t->size = size;
+	t->have = lsize < have ? lsize : have;
+	t->size = want;
 	t->running = true;
 	t->next = c->target_grows;
 	c->target_grows = t;
-	if (cluster_volume_resize_async(c, name, size, target_grow_done, t, &resp) == 0) {
+	/* the record has want already (a step (e) that failed): the resize runs
+	 * (e) alone (resize_begin) */
+	if (have >= want)
+		tsr_info("site: target volume %s is recorded at %llu bytes but its layout has "
+			 "%llu: growing the layout before the stream from %s is accepted", name,
+			 (unsigned long long)have, (unsigned long long)lsize, t->from);
+	if (cluster_volume_resize_async(c, name, want, target_grow_done, t, &resp) == 0) {
 		snprintf(why, why_len, "site %s: target %s is growing to %s for its source: retry",
-			 c->repl_site, name, tsr_format_size(size, b, sizeof(b)));
+			 c->repl_site, name, tsr_format_size(want, b, sizeof(b)));
 		return -EINPROGRESS;
 	}
 	target_grow_answer(t, &resp); /* it needed no other node */
@@ -2136,7 +2144,8 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 		tsr_warn("site: target volume %s: cannot read vol/%s: %s", name, name, strerror(-ret));
 		return ret;
 	} else {
-		uint64_t have = rec->size;
+		uint64_t have = rec->size, lsize = have;
+		struct tsr_layout *layout;
 
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 		snprintf(path, sizeof(path), "%s/site/%s.state", c->dir, name);
@@ -2146,10 +2155,15 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 				 name, path);
 			return -EEXIST;
 		}
-		/* a grow of it running or just refused: its answer first (the record
-		 * may have the size while the layout's step failed) */
-		if (have < size || target_grow_find(c, name)) {
-			ret = target_grow(c, from, name, have, size, why, why_len);
+		/* a grow of it running or just refused: its answer first.  Attached
+		 * here, the layout may be smaller than the record (the resize's step
+		 * (e) failed after (d)): it grows first, or nothing past its end
+		 * could land; not attached, the attach below takes the record's size */
+		layout = tsr_volset_layout(c->o.vols, name);
+		if (layout)
+			lsize = tsr_layout_size(layout);
+		if (have < size || lsize < have || target_grow_find(c, name)) {
+			ret = target_grow(c, from, name, have, lsize, size, why, why_len);
 			if (ret)
 				return ret;
 		}

@@ -797,14 +797,24 @@ static int layout_resize_check(const char *name, const char *attached, struct ts
 
 /* Tests only: while the file named by $TSR_TEST_RESIZE_FAIL_FILE exists, step
  * (e) fails on the coordinator (-EIO): a grow recorded but not reached by the
- * layout (test-cluster-resize-recovery.sh). */
+ * layout (test-cluster-resize-recovery.sh).  A file that starts with "once"
+ * is removed when it fails a step: one failure (test-site-resize-dr-converge.sh). */
 static int resize_test_fail(char *msg, size_t msg_len)
 {
 	const char *path = getenv("TSR_TEST_RESIZE_FAIL_FILE");
+	char head[4] = "";
+	FILE *f;
 
 	if (path == NULL || path[0] == '\0' || access(path, F_OK) != 0)
 		return 0;
 	snprintf(msg, msg_len, "test: %s exists", path);
+	f = fopen(path, "r");
+	if (f) {
+		if (fread(head, 1, sizeof(head), f) == sizeof(head) &&
+		    memcmp(head, "once", sizeof(head)) == 0)
+			unlink(path);
+		fclose(f);
+	}
 	return -EIO;
 }
 
@@ -833,9 +843,10 @@ static int resize_test_fail(char *msg, size_t msg_len)
  * go on from the call's callback, and this node's loop serves other calls
  * meanwhile, so two resizes that cross (n2 resizing a volume coordinated by
  * n1 while n1 resizes one coordinated by n2, or calling each other's copies)
- * no longer wait on each other (session-13 review, finding 4).  Without an
- * admin connection (target_grow: a site target's own resize) the calls
- * block, as before.  Two resizes of one volume may now interleave on a
+ * no longer wait on each other (session-13 review, finding 4).  A site
+ * target's own resize (target_grow, no admin connection) makes the same
+ * calls and answers through its done callback (cluster_volume_resize_async);
+ * only a request with neither blocks.  Two resizes of one volume may now interleave on a
  * node: (d) is a compare-and-set (the second is refused "changed
  * meanwhile: retry"), copies larger than the record are harmless, and a
  * layout that became busy between (a) and (e) refuses (e) ("retry the same
