@@ -143,6 +143,33 @@ _kill_tracked() {
 	forget_pid "$1"
 }
 
+# freeze_pids PID...: SIGSTOP each PID and return once it is stopped.  kill(2)
+# returns when the signal is queued: it wakes one thread of a multi-threaded
+# process, which stops the others only once it runs, so on a loaded machine
+# a tesserad's other threads went on answering peers after `kill -STOP`
+# (test-ec-snap-probe-stall: the "frozen" node answered the probe at once).
+# Waits (3 s bound, then fails) until every thread is in state T, except
+# io_uring's workers (iou-*), which never stop.
+freeze_pids() {
+	local p t i s c all line
+	kill -STOP "$@" || return 1
+	for p in "$@"; do
+		for (( i=0; i<300; i++ )); do
+			all=1
+			for t in /proc/"$p"/task/*; do
+				read -r c <"$t/comm" 2>/dev/null || continue
+				[[ $c == iou-* ]] && continue
+				read -r line <"$t/stat" 2>/dev/null || continue
+				s=${line##*) }
+				case ${s:0:1} in T | t | Z | X) ;; *) all=0 ;; esac
+			done
+			[ "$all" = 1 ] && break
+			sleep 0.01
+		done
+		[ "$all" = 1 ] || { log "freeze_pids: pid $p not stopped after 3 s"; return 1; }
+	done
+}
+
 # bg CMD...: start CMD in the background, register it for killing; sets BG_PID.
 bg() {
 	"$@" &

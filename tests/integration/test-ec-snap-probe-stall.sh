@@ -56,7 +56,7 @@ wait_probes() {
 }
 conns_open() { tsr "$(cl_dir "$X")" --json status | json_get 'j["nbd_connections_open"]'; }
 
-kill -STOP "${CL_PID[$Y]}" || fail "SIGSTOP n$Y"
+freeze_pids "${CL_PID[$Y]}" || fail "SIGSTOP n$Y"
 on_exit "kill -CONT ${CL_PID[$Y]} 2>/dev/null"
 log "n$Y frozen"
 
@@ -99,7 +99,7 @@ log "n$Y thawed"
 cl_wait_synced v 120
 Z=$(( Y % 3 + 1 ))
 [ "$Z" = "$X" ] && Z=$(( Z % 3 + 1 ))
-kill -STOP "${CL_PID[$Z]}" || fail "SIGSTOP n$Z"
+freeze_pids "${CL_PID[$Z]}" || fail "SIGSTOP n$Z"
 on_exit "kill -CONT ${CL_PID[$Z]} 2>/dev/null"
 log "n$Z frozen"
 n0=$(probes)
