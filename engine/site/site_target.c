@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "site/site_target_int.h"
 #include "tessera/site.h"
 #include "tessera/vol.h"
 
@@ -322,9 +323,10 @@ unsigned tsr_site_target_inflight(const struct tsr_site_target *t)
 	return (unsigned)(t->tail - t->head);
 }
 
-/* Every rule a frame must meet before the store sees it (site.h). */
+/* Every rule a frame must meet before the store sees it (site.h);
+ * crc_checked: the caller checked a WRITE payload's CRC already. */
 static int check(const struct tsr_site_target *t, const struct tsr_site_hdr *h,
-		 const void *payload)
+		 const void *payload, bool crc_checked)
 {
 	if (t->broken)
 		return -EIO;
@@ -355,7 +357,7 @@ static int check(const struct tsr_site_target *t, const struct tsr_site_hdr *h,
 		return -EOPNOTSUPP;
 	if (h->opcode == TSR_SITE_WRITE) {
 		if (payload == NULL || h->payload_len != h->length ||
-		    tsr_site_data_check(h, payload) < 0)
+		    (!crc_checked && tsr_site_data_check(h, payload) < 0))
 			return -EBADMSG;
 		if ((uintptr_t)payload % TSR_BLOCK_SIZE)
 			return -EINVAL;
@@ -367,11 +369,11 @@ static int check(const struct tsr_site_target *t, const struct tsr_site_hdr *h,
 	return 0;
 }
 
-int tsr_site_target_apply(struct tsr_site_target *t, const struct tsr_site_hdr *hdr,
-			  const void *payload, tsr_cb cb_fn, void *cb_arg)
+static int apply(struct tsr_site_target *t, const struct tsr_site_hdr *hdr, const void *payload,
+		 bool crc_checked, tsr_cb cb_fn, void *cb_arg)
 {
 	struct slot *f;
-	int ret = check(t, hdr, payload);
+	int ret = check(t, hdr, payload, crc_checked);
 
 	if (ret)
 		return ret;
@@ -403,6 +405,18 @@ int tsr_site_target_apply(struct tsr_site_target *t, const struct tsr_site_hdr *
 	if (hdr->epoch > t->epoch)
 		t->epoch = hdr->epoch;
 	return 0;
+}
+
+int tsr_site_target_apply(struct tsr_site_target *t, const struct tsr_site_hdr *hdr,
+			  const void *payload, tsr_cb cb_fn, void *cb_arg)
+{
+	return apply(t, hdr, payload, false, cb_fn, cb_arg);
+}
+
+int tsr_site_target_apply_checked(struct tsr_site_target *t, const struct tsr_site_hdr *hdr,
+				  const void *payload, tsr_cb cb_fn, void *cb_arg)
+{
+	return apply(t, hdr, payload, true, cb_fn, cb_arg);
 }
 
 uint64_t tsr_site_target_applied(const struct tsr_site_target *t)
