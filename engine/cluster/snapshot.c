@@ -22,9 +22,11 @@
  *    size, as before); every copy must be IN_SYNC and
  *    the last coordinator must have detached cleanly (else the copies may
  *    differ).  A client's request asks every copy's node at once (async
- *    calls, ours on the store) and is answered when the last one did.  A
- *    CREATE that fails on one copy is deleted again on the others (without
- *    waiting);
+ *    calls; ours, the store's cut, in a thread of its own, snap_local_start,
+ *    so that this node's loop answers other calls meanwhile, as the other
+ *    copies' nodes do) and is answered when the last one did.  A CREATE
+ *    that fails on one copy is deleted again on the others (from the reply,
+ *    on the loop; without waiting);
  *  - SnapshotDiff of an ec volume: computed on a node holding an IN_SYNC
  *    chunk copy (forwarded there as below) from every chunk copy's diff
  *    (its store, or SnapshotDiff with local_copy to the copy's node),
@@ -66,12 +68,15 @@
  * a new snapshot from another node when this one holds no copy.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/rand.h>
 
@@ -397,7 +402,8 @@ struct snap_later {
 	struct admin_later *later;     /* done exactly once: snap_later_cut or the last call */
 	int64_t started_ns;            /* tsr_mono_ns() at the request (the log line) */
 	size_t n_slots;                /* node-to-node calls (0: a cut on our home worker) */
-	size_t outstanding;            /* calls whose callback has not run yet (loop) */
+	size_t outstanding;            /* calls whose callback has not run yet, and our
+					* store's cut while its thread runs (pending_lock) */
 	bool forward;                  /* slots[0] is the coordinator's answer */
 	struct clone_args *clone;      /* a clone's temporary snapshot: the clone is made
 					* after the cut (clone_after_cut), freed with this */
@@ -407,6 +413,23 @@ struct snap_later {
 
 static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER; /* guards pending */
 static struct snap_later *pending;   /* begun, reply not built yet */
+/* Our store's cuts running in a thread (snap_local_main), which use the
+ * store: cluster_snapshot_stop waits for them (pending_lock; every
+ * cluster's in this process: each is one store call). */
+static unsigned local_running;
+static pthread_cond_t local_cond = PTHREAD_COND_INITIALIZER;
+
+/* One call or our store's cut of sl is answered (any thread): true for the
+ * last one, which goes on with snap_calls_done. */
+static bool sl_put(struct snap_later *sl)
+{
+	bool last;
+
+	pthread_mutex_lock(&pending_lock);
+	last = --sl->outstanding == 0;
+	pthread_mutex_unlock(&pending_lock);
+	return last;
+}
 
 static void pending_unlink(struct snap_later *sl)
 {
@@ -443,6 +466,12 @@ void cluster_snapshot_stop(struct tsr_cluster *c)
 		if (a)
 			admin_async_cancel(a);
 	} while (a);
+	/* our store's cuts in their threads: they use the store (bounded: a
+	 * store call; their answers go to the admin server, not to c) */
+	pthread_mutex_lock(&pending_lock);
+	while (local_running > 0)
+		pthread_cond_wait(&local_cond, &pending_lock);
+	pthread_mutex_unlock(&pending_lock);
 }
 
 /* On the volume's home worker: the cut is made (or failed). */
@@ -458,6 +487,7 @@ static void snapshot_reply(struct tsr_cluster *c, const char *vol, const char *s
 			   Tessera__Admin__Response *resp);
 static void clone_after_cut(struct tsr_cluster *c, const struct clone_args *a, const char *snap,
 			    int ret, const char *msg, Tessera__Admin__Response *resp);
+static void snap_calls_undo(struct tsr_cluster *c, struct snap_later *sl);
 
 /* Back on the loop (admin_later fn): the reply, as snap_change's caller gives it. */
 static void snap_later_reply(struct tsr_admin_server *srv, void *arg,
@@ -474,6 +504,8 @@ static void snap_later_reply(struct tsr_admin_server *srv, void *arg,
 	c = sl->c;
 	pthread_mutex_unlock(&pending_lock);
 	pending_unlink(sl);
+	if (sl->status && sl->n_slots > 0 && !sl->forward)
+		snap_calls_undo(c, sl);
 	if (sl->status && sl->msg[0])
 		ret = sl->status;
 	else
@@ -607,18 +639,16 @@ static void snap_undo_done(void *arg, int status, Tessera__Admin__Response *resp
 	free(u);
 }
 
-/* The last call of sl answered (loop): its result, and the reply. */
+/* The last call of sl answered (the loop, or our store's cut's thread): its
+ * result, and the reply (snap_later_reply, on the loop, undoes a create that
+ * failed somewhere: snap_calls_undo). */
 static void snap_calls_done(struct snap_later *sl)
 {
-	struct tsr_cluster *c;
-	size_t done = 0, first = sl->n_slots;
+	size_t first = sl->n_slots;
 
-	for (size_t i = 0; i < sl->n_slots; i++) {
-		if (sl->slots[i].ret == 0)
-			done++;
-		else if (first == sl->n_slots)
+	for (size_t i = 0; i < sl->n_slots && first == sl->n_slots; i++)
+		if (sl->slots[i].ret != 0)
 			first = i;
-	}
 	if (first == sl->n_slots) {
 		sl->status = 0;
 		admin_later_done(sl->later);
@@ -626,10 +656,19 @@ static void snap_calls_done(struct snap_later *sl)
 	}
 	sl->status = sl->slots[first].ret;
 	snprintf(sl->msg, sizeof(sl->msg), "%s", sl->slots[first].msg);
-	pthread_mutex_lock(&pending_lock);
-	c = sl->c;
-	pthread_mutex_unlock(&pending_lock);
-	if (!sl->forward && sl->req.op == TSR_SNAP_CREATE) {
+	admin_later_done(sl->later);
+}
+
+/* On the loop, sl's local_copy calls answered and one failed: a create is
+ * deleted where it was cut (without waiting: a failure is logged), a delete
+ * done on some copies only says so.  c NULL: the cluster stopped. */
+static void snap_calls_undo(struct tsr_cluster *c, struct snap_later *sl)
+{
+	size_t done = 0;
+
+	for (size_t i = 0; i < sl->n_slots; i++)
+		done += sl->slots[i].ret == 0;
+	if (sl->req.op == TSR_SNAP_CREATE) {
 		/* delete it where it was cut (without waiting: a failure is logged) */
 		for (size_t i = 0; i < sl->n_slots; i++) {
 			Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
@@ -661,11 +700,10 @@ static void snap_calls_done(struct snap_later *sl)
 				free(u);
 			}
 		}
-	} else if (!sl->forward && done > 0) {
+	} else if (done > 0) {
 		tsr_warn("cluster: snapshot %s@%s deleted on %zu of %zu copies: delete it again",
 			 sl->vol, sl->req.snap, done, sl->n_slots);
 	}
-	admin_later_done(sl->later);
 }
 
 /* A node-to-node call of a pending request answered (loop). */
@@ -703,8 +741,116 @@ static void snap_slot_done(void *arg, int status, Tessera__Admin__Response *resp
 				 strerror(-resp->error));
 		tessera__admin__response__free_unpacked(resp, NULL);
 	}
-	if (--sl->outstanding == 0)
+	if (sl_put(sl))
 		snap_calls_done(sl);
+}
+
+/* Tests only: while the file named by $TSR_TEST_SNAP_LOCAL_CUT_HOLD_FILE
+ * exists (30 s at most), our store's cut of a detached volume's snapshot
+ * waits before its store call; FILE.held is made when it starts waiting.
+ * $TSR_TEST_SNAP_LOCAL_CUT_INLINE set (not "0"): the cut on the loop, as
+ * before (the A/B). */
+static void snap_local_test_hold(void)
+{
+	const char *path = getenv("TSR_TEST_SNAP_LOCAL_CUT_HOLD_FILE");
+	char held[PATH_MAX];
+	int fd;
+
+	if (path == NULL || path[0] == '\0' || access(path, F_OK) != 0)
+		return;
+	snprintf(held, sizeof(held), "%s.held", path);
+	fd = open(held, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		close(fd);
+	for (int i = 0; i < 3000 && access(path, F_OK) == 0; i++)
+		usleep(10000);
+}
+
+static bool snap_local_test_inline(void)
+{
+	const char *v = getenv("TSR_TEST_SNAP_LOCAL_CUT_INLINE");
+
+	return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+}
+
+/* Our store copy's part of sl (a detached volume's local_copy op): slot's
+ * result and message. */
+static void snap_local_run(struct tsr_store *store, struct snap_slot *slot)
+{
+	struct snap_later *sl = slot->sl;
+	bool create = sl->req.op == TSR_SNAP_CREATE;
+
+	snap_local_test_hold();
+	slot->ret = create ? tsr_store_snap_create_sized(store, sl->vol, sl->req.snap,
+							 sl->req.size, NULL)
+			   : tsr_store_snap_delete(store, sl->vol, sl->req.snap);
+	if (slot->ret)
+		snprintf(slot->msg, sizeof(slot->msg), "cannot %s on %s (this node): %s",
+			 create ? "create the snapshot" : "delete the snapshot", slot->node_id,
+			 strerror(-slot->ret));
+}
+
+struct snap_local_job {
+	struct tsr_store *store;
+	struct snap_slot *slot;
+};
+
+/* Our store's cut off the loop: the store lock, the layer's files, their
+ * fdatasyncs wait here, not every admin call of this node (a detached
+ * volume: nothing writes it meanwhile, as for the other copies' nodes,
+ * which answer while theirs cut).  The last answer of sl goes on with
+ * snap_calls_done here: it only reads the slots and hands the reply to the
+ * admin server (admin_later_done, any thread); the undo of a failed create
+ * is the reply's, on the loop. */
+static void *snap_local_main(void *arg)
+{
+	struct snap_local_job *j = arg;
+	struct snap_slot *slot = j->slot;
+
+	tsr_log_set_thread_name("snap-cut");
+	snap_local_run(j->store, slot);
+	free(j);
+	/* done with the store: cluster_snapshot_stop may go on */
+	pthread_mutex_lock(&pending_lock);
+	local_running--;
+	pthread_cond_broadcast(&local_cond);
+	pthread_mutex_unlock(&pending_lock);
+	if (sl_put(slot->sl))
+		snap_calls_done(slot->sl);
+	return NULL;
+}
+
+/* Start our store's part of slot's request in a thread: true (its answer
+ * counted in sl->outstanding); false (no thread, or the test's A/B): the
+ * caller runs it here. */
+static bool snap_local_start(struct tsr_cluster *c, struct snap_slot *slot)
+{
+	struct snap_local_job *j;
+	pthread_attr_t attr;
+	pthread_t t;
+	int ret;
+
+	if (snap_local_test_inline() || (j = malloc(sizeof(*j))) == NULL)
+		return false;
+	j->store = c->o.store;
+	j->slot = slot;
+	pthread_mutex_lock(&pending_lock);
+	local_running++;
+	pthread_mutex_unlock(&pending_lock);
+	ret = pthread_attr_init(&attr);
+	if (ret == 0) {
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		ret = pthread_create(&t, &attr, snap_local_main, j);
+		pthread_attr_destroy(&attr);
+	}
+	if (ret == 0)
+		return true;
+	pthread_mutex_lock(&pending_lock);
+	local_running--;
+	pthread_cond_broadcast(&local_cond);
+	pthread_mutex_unlock(&pending_lock);
+	free(j);
+	return false;
 }
 
 /*
@@ -734,14 +880,12 @@ static bool snap_calls_start(struct tsr_cluster *c, struct snap_later *sl,
 		snprintf(slot->node_id, sizeof(slot->node_id), "%s", nodes[i]->id);
 		snprintf(slot->address, sizeof(slot->address), "%s", nodes[i]->address);
 		if (!forward && strcmp(nodes[i]->id, c->node_id) == 0) {
-			slot->ret = local_op(
-			    c, sl->req.op == TSR_SNAP_CREATE ? COP_SNAP_CREATE : COP_SNAP_DELETE,
-			    sl->vol, sl->req.snap, "", sl->req.size);
-			if (slot->ret)
-				snprintf(slot->msg, sizeof(slot->msg), "cannot %s on %s (this node): %s",
-					 sl->req.op == TSR_SNAP_CREATE ? "create the snapshot" :
-					 "delete the snapshot", nodes[i]->id, strerror(-slot->ret));
-			sl->outstanding--;
+			/* ours: the store's cut in a thread (its answer counted
+			 * like a call's), else here */
+			if (!snap_local_start(c, slot)) {
+				snap_local_run(c->o.store, slot);
+				sl_put(sl); /* not the last: this function holds one */
+			}
 			started++;
 			continue;
 		}
@@ -763,7 +907,7 @@ static bool snap_calls_start(struct tsr_cluster *c, struct snap_later *sl,
 		snap_later_drop(sl);
 		return false;
 	}
-	if (--sl->outstanding == 0)
+	if (sl_put(sl))
 		snap_calls_done(sl);
 	return true;
 }
