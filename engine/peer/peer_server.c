@@ -903,6 +903,7 @@ struct peer_off {
 	struct tsr_store *store;          /* SNAP, SNAP_LIST */
 	char vol[PEER_OPEN_MAX + 1];      /* SNAP, SNAP_LIST: the session's volume */
 	struct tsr_snap_req sr;           /* SNAP, parsed */
+	uint64_t epoch;                   /* SNAP: the coordinator's, checked again at the call */
 	bool missing_ok;                  /* SNAP DELETE: TSR_PEER_F_MISSING_OK */
 	struct tsr_snap_info *si;         /* SNAP_LIST's answer (n entries) */
 	size_t n;
@@ -939,20 +940,22 @@ static void off_run(struct peer_off *o)
 		break;
 	case OFF_SNAP:
 		off_test_hold("TSR_TEST_PEER_SNAP_HOLD_FILE");
+		/* the epoch again, under the store's lock: checked on the loop
+		 * (check_data_op), a newer coordinator may have opened the
+		 * volume on another connection since (review 14, finding 5) */
 		switch (o->sr.op) {
 		case TSR_SNAP_CREATE:
-			o->status = tsr_store_snap_create_sized(o->store, o->vol, o->sr.snap,
-								o->sr.size, NULL);
+			o->status = tsr_store_snap_create_epoch(o->store, o->vol, o->sr.snap,
+								o->sr.size, o->epoch);
 			break;
 		case TSR_SNAP_DELETE:
-			o->status = o->missing_ok ? tsr_store_snap_delete_missing_ok(
-							    o->store, o->vol, o->sr.snap)
-						  : tsr_store_snap_delete(o->store, o->vol,
-									  o->sr.snap);
+			o->status = tsr_store_snap_delete_epoch(o->store, o->vol, o->sr.snap,
+								o->missing_ok, o->epoch);
 			break;
 		case TSR_SNAP_CLONE:
-			o->status = tsr_store_vol_clone(o->store, o->sr.clone, o->vol,
-							o->sr.snap[0] ? o->sr.snap : NULL, NULL);
+			o->status =
+			    tsr_store_vol_clone_epoch(o->store, o->sr.clone, o->vol,
+						      o->sr.snap[0] ? o->sr.snap : NULL, o->epoch);
 			break;
 		default:
 			o->status = -EINVAL;
@@ -1007,6 +1010,8 @@ static void off_deliver(struct tsr_worker *w, void *arg)
 			count(&c->srv->stats.bytes_written, req->h.length);
 		break;
 	case OFF_SNAP:
+		if (ret == -ESTALE)
+			count(&c->srv->stats.stale_epoch, 1);
 		if (ret < 0 && ret != -EEXIST && ret != -ENOENT)
 			tsr_warn("peer: snap %s of %s@%s%s%s for %s: %s", snap_op_name(o->sr.op),
 				 o->vol, o->sr.snap, o->sr.clone[0] ? " to " : "", o->sr.clone,
@@ -1166,7 +1171,9 @@ static void off_catalog_call(struct peer_conn *c, struct peer_off *o)
 
 /*
  * SNAP (payload p, all buffered): the store call on the session's volume,
- * after the epoch check of a data op, in a thread (off_catalog_call).  The
+ * after the epoch check of a data op, in a thread (off_catalog_call), which
+ * checks the epoch again under the store's lock (a newer coordinator's OPEN
+ * on another connection may come in between: -ESTALE, nothing done).  The
  * coordinator drained its writes to this copy before sending it (the gate;
  * make-ups wait for their writes' answers), so the store's -EBUSY check
  * holds, and it sends that volume nothing more before the answer; were a
@@ -1207,6 +1214,7 @@ static void handle_snap(struct peer_conn *c, struct peer_sreq *req, const uint8_
 		return;
 	}
 	o->sr = sr;
+	o->epoch = req->h.epoch;
 	o->missing_ok = (req->h.flags & TSR_PEER_F_MISSING_OK) != 0;
 	off_catalog_call(c, o);
 }

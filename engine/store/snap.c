@@ -398,14 +398,48 @@ static int check_snap_name(struct tsr_store *store, const char *snap)
 	return 0;
 }
 
+/* The epoch argument of the calls that take none: every epoch passes. */
+#define ANY_EPOCH UINT64_MAX
+
+/*
+ * A peer SNAP's epoch (tsr_store_snap_create_epoch and the others), checked
+ * again under store->lock against v's highest epoch as the catalogue holds
+ * it: tsr_store_vol_set_epoch raises it under the same lock, so a newer
+ * coordinator's OPEN is either after the call or refuses it.  0 or -ESTALE.
+ */
+static int check_epoch(const char *op, const struct vol_row *v, uint64_t epoch)
+{
+	if (epoch >= v->epoch)
+		return 0;
+	tsr_info("%s: volume %s: refused: epoch %llu is below the volume's %llu (a newer "
+		 "coordinator opened it)",
+		 op, v->name, (unsigned long long)epoch, (unsigned long long)v->epoch);
+	return -ESTALE;
+}
+
+static int snap_create(struct tsr_store *store, const char *vol, const char *snap, uint64_t size,
+		       uint64_t epoch, struct tsr_snap_info *info_out);
+
 int tsr_store_snap_create(struct tsr_store *store, const char *vol, const char *snap,
 			  struct tsr_snap_info *info_out)
 {
-	return tsr_store_snap_create_sized(store, vol, snap, 0, info_out);
+	return snap_create(store, vol, snap, 0, ANY_EPOCH, info_out);
 }
 
 int tsr_store_snap_create_sized(struct tsr_store *store, const char *vol, const char *snap,
 				uint64_t size, struct tsr_snap_info *info_out)
+{
+	return snap_create(store, vol, snap, size, ANY_EPOCH, info_out);
+}
+
+int tsr_store_snap_create_epoch(struct tsr_store *store, const char *vol, const char *snap,
+				uint64_t size, uint64_t epoch)
+{
+	return snap_create(store, vol, snap, size, epoch, NULL);
+}
+
+static int snap_create(struct tsr_store *store, const char *vol, const char *snap, uint64_t size,
+		       uint64_t epoch, struct tsr_snap_info *info_out)
 {
 	struct snap_row row;
 	struct vol_row v;
@@ -418,6 +452,8 @@ int tsr_store_snap_create_sized(struct tsr_store *store, const char *vol, const 
 		return ret;
 	pthread_mutex_lock(&store->lock);
 	ret = get_vol(store, "snapshot", vol, &v);
+	if (ret == 0)
+		ret = check_epoch("snapshot", &v, epoch);
 	if (ret)
 		goto out;
 	if (size % TSR_BLOCK_SIZE != 0 || size > v.size) {
@@ -938,20 +974,26 @@ static void retry_marked(struct tsr_store *store, const char *vol_uuid)
 }
 
 static int snap_delete(struct tsr_store *store, const char *vol, const char *snap,
-		       enum tsr_log_level missing_level);
+		       enum tsr_log_level missing_level, uint64_t epoch);
 
 int tsr_store_snap_delete(struct tsr_store *store, const char *vol, const char *snap)
 {
-	return snap_delete(store, vol, snap, TSR_LOG_ERROR);
+	return snap_delete(store, vol, snap, TSR_LOG_ERROR, ANY_EPOCH);
 }
 
 int tsr_store_snap_delete_missing_ok(struct tsr_store *store, const char *vol, const char *snap)
 {
-	return snap_delete(store, vol, snap, TSR_LOG_DEBUG);
+	return snap_delete(store, vol, snap, TSR_LOG_DEBUG, ANY_EPOCH);
+}
+
+int tsr_store_snap_delete_epoch(struct tsr_store *store, const char *vol, const char *snap,
+				bool missing_ok, uint64_t epoch)
+{
+	return snap_delete(store, vol, snap, missing_ok ? TSR_LOG_DEBUG : TSR_LOG_ERROR, epoch);
 }
 
 static int snap_delete(struct tsr_store *store, const char *vol, const char *snap,
-		       enum tsr_log_level missing_level)
+		       enum tsr_log_level missing_level, uint64_t epoch)
 {
 	struct tsr_svol *svol;
 	struct snap_row row;
@@ -960,6 +1002,8 @@ static int snap_delete(struct tsr_store *store, const char *vol, const char *sna
 
 	pthread_mutex_lock(&store->lock);
 	ret = get_vol(store, "snapshot delete", vol, &v);
+	if (ret == 0)
+		ret = check_epoch("snapshot delete", &v, epoch);
 	if (ret == 0) {
 		retry_marked(store, v.uuid);
 		ret = get_snap(store, "snapshot delete", &v, snap, &row, missing_level);
@@ -1416,8 +1460,23 @@ out:
 
 /* ---- clones ---- */
 
+static int vol_clone(struct tsr_store *store, const char *name, const char *vol, const char *snap,
+		     uint64_t epoch, struct tsr_vol_info *info_out);
+
 int tsr_store_vol_clone(struct tsr_store *store, const char *name, const char *vol,
 			const char *snap, struct tsr_vol_info *info_out)
+{
+	return vol_clone(store, name, vol, snap, ANY_EPOCH, info_out);
+}
+
+int tsr_store_vol_clone_epoch(struct tsr_store *store, const char *name, const char *vol,
+			      const char *snap, uint64_t epoch)
+{
+	return vol_clone(store, name, vol, snap, epoch, NULL);
+}
+
+static int vol_clone(struct tsr_store *store, const char *name, const char *vol, const char *snap,
+		     uint64_t epoch, struct tsr_vol_info *info_out)
 {
 	struct layer *auto_layer = NULL;
 	struct snap_row srow;
@@ -1435,6 +1494,8 @@ int tsr_store_vol_clone(struct tsr_store *store, const char *name, const char *v
 	}
 	pthread_mutex_lock(&store->lock);
 	ret = get_vol(store, "clone", vol, &v);
+	if (ret == 0)
+		ret = check_epoch("clone", &v, epoch);
 	if (ret == 0 && snap)
 		ret = get_snap(store, "clone", &v, snap, &srow, TSR_LOG_ERROR);
 	if (ret)

@@ -289,6 +289,22 @@ int tsr_store_snap_row_info(struct tsr_store *store, const char *vol, const char
  */
 int tsr_store_vol_clone(struct tsr_store *store, const char *name, const char *vol,
 			const char *snap, struct tsr_vol_info *info_out);
+/*
+ * A peer SNAP's store call (engine/peer/peer_server.c), run in a thread some
+ * time after the coordinator's epoch was checked on the event loop: the
+ * operation of tsr_store_snap_create_sized, tsr_store_snap_delete (missing_ok:
+ * _missing_ok) or tsr_store_vol_clone, with epoch checked again against vol's
+ * highest epoch under the lock tsr_store_vol_set_epoch raises it under, so a
+ * newer coordinator's OPEN (on another connection) comes either after the
+ * operation or before its refusal (DESIGN.md invariant 2).  Errors: theirs,
+ * and -ESTALE epoch below vol's (nothing done).
+ */
+int tsr_store_snap_create_epoch(struct tsr_store *store, const char *vol, const char *snap,
+				uint64_t size, uint64_t epoch);
+int tsr_store_snap_delete_epoch(struct tsr_store *store, const char *vol, const char *snap,
+				bool missing_ok, uint64_t epoch);
+int tsr_store_vol_clone_epoch(struct tsr_store *store, const char *name, const char *vol,
+			      const char *snap, uint64_t epoch);
 /* Where a clone came from ("" / "" for an ordinary volume; hidden parents
  * are reported by their original names). */
 int tsr_store_vol_parent(struct tsr_store *store, const char *name, char vol_out[64],

@@ -11,6 +11,13 @@
  *    the snapshot does not hold it.  A SNAP_LIST held the same way.
  *    With $TSR_TEST_PEER_SNAP_INLINE=1 (the store calls on the loop, as
  *    before) it fails: the other connection is not answered.
+ *  - test_snap_epoch_recheck: a SNAP CREATE (epoch 1) held in its thread
+ *    after the loop's epoch check; meanwhile a newer coordinator opens the
+ *    volume at epoch 2 on another connection and writes.  Released, the
+ *    SNAP answers -ESTALE and no snapshot is cut (review 14, finding 5: the
+ *    store call now checks the epoch again under the store's lock; before,
+ *    it cut s1, holding the newer coordinator's write).  The same for a
+ *    held DELETE and CLONE.
  *  - test_answer_enomem: the answer of an offloaded call meets an
  *    out-of-memory tsr_worker_send 1200 times (about 1.2 s, test hook
  *    $TSR_TEST_PEER_OFF_SEND_ENOMEM): it is still answered while the worker
@@ -508,6 +515,107 @@ static void test_snap_off_loop(void **state)
 	tsr_free_aligned(r);
 }
 
+static void test_snap_epoch_recheck(void **state)
+{
+	struct env *e = *state;
+	uint8_t *buf = tsr_alloc_aligned(BS), *r = tsr_alloc_aligned(BS);
+	struct tsr_peer_server_stats st;
+	struct tsr_snap_info si;
+	struct tsr_vol_info vi;
+	struct op snap, open2 = { .kind = K_OPEN, .name = "v", .epoch = 2 };
+	struct cli a, b;
+	uint64_t av;
+
+	cli_make(e, &a); /* the old coordinator of v */
+	cli_make(e, &b); /* the new one, after a failover: another connection */
+	av = p_open(e, &a, "v");
+	fill(buf, BS, 1, 0);
+	assert_int_equal(p_io(e, &a, K_WRITE, av, 0, buf), 0);
+	/* s0 for the DELETE and CLONE below (epoch 1 is current) */
+	snap = (struct op){ .k = &a, .kind = K_SNAP, .handle = av, .epoch = 1 };
+	snap.snap.op = TSR_SNAP_CREATE;
+	snprintf(snap.snap.snap, sizeof(snap.snap.snap), "s0");
+	assert_int_equal(op_run(e, &snap), 0);
+
+	/* the old coordinator's CREATE of s1 passes the loop's check, then is
+	 * held in its thread */
+	hold_on(e);
+	tsr_peer_server_get_stats(e->srv, &st);
+	snap = (struct op){ .k = &a, .kind = K_SNAP, .handle = av, .epoch = 1 };
+	snap.snap.op = TSR_SNAP_CREATE;
+	snprintf(snap.snap.snap, sizeof(snap.snap.snap), "s1");
+	op_start(e, &snap);
+	wait_frames(e, &st, 1);
+	/* the new coordinator opens v at epoch 2 and writes */
+	open2.k = &b;
+	assert_int_equal(op_run(e, &open2), 0);
+	fill(buf, BS, 2, 0);
+	{
+		struct op w = { .k = &b, .kind = K_WRITE, .handle = open2.handle, .epoch = 2,
+				.offset = 0, .len = BS, .buf = buf };
+
+		assert_int_equal(op_run(e, &w), 0);
+	}
+	assert_false(op_answered(&snap)); /* still held */
+	unlink(e->hold);
+	assert_int_equal(op_wait(&snap, 20000), -ESTALE);
+	assert_int_equal(tsr_store_snap_info(e->store, "v", "s1", &si), -ENOENT);
+
+	/* a DELETE held the same way: a's DELETE of w@t0 at epoch 1, while c
+	 * opens w at epoch 2 */
+	{
+		struct cli c;
+		uint64_t cw;
+		struct op del, clo, open3 = { .kind = K_OPEN, .name = "w", .epoch = 2 };
+
+		cli_make(e, &c);
+		cw = p_open(e, &a, "w");
+		snap = (struct op){ .k = &a, .kind = K_SNAP, .handle = cw, .epoch = 1 };
+		snap.snap.op = TSR_SNAP_CREATE;
+		snprintf(snap.snap.snap, sizeof(snap.snap.snap), "t0");
+		assert_int_equal(op_run(e, &snap), 0);
+		hold_on(e);
+		tsr_peer_server_get_stats(e->srv, &st);
+		del = (struct op){ .k = &a, .kind = K_SNAP, .handle = cw, .epoch = 1 };
+		del.snap.op = TSR_SNAP_DELETE;
+		snprintf(del.snap.snap, sizeof(del.snap.snap), "t0");
+		op_start(e, &del);
+		wait_frames(e, &st, 1);
+		open3.k = &c;
+		assert_int_equal(op_run(e, &open3), 0);
+		unlink(e->hold);
+		assert_int_equal(op_wait(&del, 20000), -ESTALE);
+		assert_int_equal(tsr_store_snap_info(e->store, "w", "t0", &si), 0);
+
+		/* and a CLONE: b's (epoch 2) of v@s0, while v is raised to 3 (a
+		 * third coordinator's OPEN, straight through the store) */
+		hold_on(e);
+		tsr_peer_server_get_stats(e->srv, &st);
+		clo = (struct op){ .k = &b, .kind = K_SNAP, .handle = open2.handle, .epoch = 2 };
+		clo.snap.op = TSR_SNAP_CLONE;
+		snprintf(clo.snap.snap, sizeof(clo.snap.snap), "s0");
+		snprintf(clo.snap.clone, sizeof(clo.snap.clone), "c0");
+		op_start(e, &clo);
+		wait_frames(e, &st, 1);
+		assert_int_equal(tsr_store_vol_set_epoch(e->store, "v", 3), 0);
+		unlink(e->hold);
+		assert_int_equal(op_wait(&clo, 20000), -ESTALE);
+		assert_int_equal(tsr_store_vol_info(e->store, "c0", &vi), -ENOENT);
+		cli_free(e, &c);
+	}
+	unsetenv("TSR_TEST_PEER_SNAP_HOLD_FILE");
+	/* the new coordinator's write is in the head, and s0 still holds the old */
+	store_read(e, "v", NULL, 0, r);
+	assert_true(is_filled(r, BS, 2, 0));
+	store_read(e, "v", "s0", 0, r);
+	assert_true(is_filled(r, BS, 1, 0));
+	assert_int_equal(a.fails + b.fails, 0);
+	cli_free(e, &a);
+	cli_free(e, &b);
+	tsr_free_aligned(buf);
+	tsr_free_aligned(r);
+}
+
 static void test_answer_enomem(void **state)
 {
 	struct env *e = *state;
@@ -533,6 +641,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_snap_off_loop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snap_epoch_recheck, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_answer_enomem, setup, teardown),
 	};
 
