@@ -13,7 +13,10 @@
  * A CREATE carries the chunk size of the layout's size, so a chunk copy
  * grown past the record (a resize stopped after its grow step) cuts the
  * same chunk size as the others; a node of an earlier build refuses the
- * size (-EPROTO) and gets the CREATE again without it.
+ * size (-EPROTO) and gets the CREATE again without it.  So does a make-up's
+ * cut (below) when the snapshot's chunk size is the chunk volume's, and the
+ * size cut there is read back; else that node cannot cut it right, and the
+ * snapshot is skipped there with a WARN naming the node to upgrade.
  *
  * A copy that fails the request while others succeed is made OUT_OF_SYNC.
  *
@@ -114,7 +117,17 @@ struct ec_missed {
 	unsigned batch;          /* stripes per batch (EC_MAKEUP_BYTES of image) */
 	unsigned nbatch;         /* stripes in the batch in flight */
 	unsigned made;           /* snapshots made up */
+	/* the sized cut was refused -EPROTO (a node of a build before the SNAP
+	 * size field) and sent again without the size (makeup_unsized) */
+	bool unsized;
+	uint64_t cut_size;   /* what such a node cut instead (makeup_verify_done): deleted */
+	unsigned undo_tries; /* deletes of that cut sent (makeup_undone) */
 };
+
+/* Tries of the delete of a wrong-sized cut answered -EBUSY: the session that
+ * read its size is answered closed before the node lets go of the snapshot
+ * (its slot is released once the reply is sent). */
+#define MAKEUP_UNDO_TRIES 20
 
 static void img_destroy_msg(struct tsr_worker *w, void *arg)
 {
@@ -566,10 +579,18 @@ int ec_missed_delete(struct ec_missed *m, tsr_cb done, void *arg)
  * since, or on fewer than k copies) is skipped: the copy just lacks it.
  */
 static void makeup_next(struct ec_missed *m);
+static uint64_t makeup_img_size(const struct ec_missed *m);
 static void makeup_stripe(struct ec_missed *m);
 
 static void makeup_fail(struct ec_missed *m, int status)
 {
+	struct ec *e = m->c->e;
+
+	if (status != -ECANCELED)
+		tsr_warn("ec %s: copy %u (%s): make-up of snapshot %s: %s: the copy stays out of "
+			 "sync (tried again when it returns)",
+			 e->name, m->c->idx, m->c->node_id,
+			 m->next < m->n ? m->v[m->next].snap : "?", strerror(-status));
 	img_drop(m);
 	m->done(m->arg, status);
 }
@@ -587,12 +608,158 @@ static void makeup_skip(struct ec_missed *m, int status)
 	makeup_next(m);
 }
 
+static void makeup_cut(void *arg, int status);
+
+/*
+ * The copy's node cannot cut this snapshot at its chunk size (a build
+ * before the SNAP size field, and a snapshot cut before the volume grew, or
+ * its chunk copy grown past the record): skipped as makeup_skip does (the
+ * copy lacks it; its chunks of it are decoded from the others), with the
+ * node to upgrade named once.  Failing the make-up instead would keep the
+ * whole copy (the head too) out of sync, its make-up read, written and
+ * refused again at every return.
+ */
+static void makeup_skip_old_node(struct ec_missed *m, uint64_t cut)
+{
+	struct ec *e = m->c->e;
+	uint64_t want = tsr_ec_chunk_volume_size(makeup_img_size(m), e->k, e->unit);
+
+	tsr_warn("ec %s: copy %u (%s): node %s (a build before the SNAP size field) cannot cut "
+		 "snapshot %s at its chunk size (%llu bytes; %s %llu): upgrade %s; the copy goes "
+		 "on without %s, its chunks of it decoded from the others",
+		 e->name, m->c->idx, m->c->node_id, m->c->node_id, m->v[m->next].snap,
+		 (unsigned long long)want, cut ? "it cut" : "its chunk volume is",
+		 (unsigned long long)(cut ? cut : e->chunk_size), m->c->node_id,
+		 m->v[m->next].snap);
+	img_drop(m);
+	m->next++;
+	makeup_next(m);
+}
+
+/*
+ * The sized cut was refused -EPROTO: a node of a build before the SNAP size
+ * field (f7e535e).  It cuts at its chunk copy's size, right when that is the
+ * snapshot's: sent again without the size when the snapshot's chunk size is
+ * the chunk volume's (the copy is at least that large), and the size it cut
+ * read back (makeup_verify_done).  Otherwise makeup_skip_old_node.
+ */
+static void makeup_unsized(struct ec_missed *m)
+{
+	struct ec *e = m->c->e;
+	int ret;
+
+	if (m->req.size != e->chunk_size) {
+		makeup_skip_old_node(m, 0);
+		return;
+	}
+	tsr_warn("ec %s: copy %u (%s): node %s refused the sized snapshot create of %s (a build "
+		 "before the SNAP size field): cut there at its chunk copy's size, which is "
+		 "checked; upgrade %s",
+		 e->name, m->c->idx, m->c->node_id, m->c->node_id, m->req.snap, m->c->node_id);
+	m->unsized = true;
+	m->req.size = 0;
+	ret = ecopy_snap(m->c, &m->req, makeup_cut, m);
+	if (ret < 0)
+		makeup_cut(m, ret);
+}
+
+/* The wrong-sized cut deleted (or not: the next return deletes it first). */
+static void makeup_undone(void *arg, int status)
+{
+	struct ec_missed *m = arg;
+	int ret;
+
+	if (status == -EBUSY && m->undo_tries < MAKEUP_UNDO_TRIES && m->c->gen == m->gen) {
+		m->undo_tries++;
+		ret = ecopy_snap(m->c, &m->req, makeup_undone, m);
+		if (ret == 0)
+			return;
+		status = ret;
+	}
+	if (status < 0 && status != -ENOENT)
+		tsr_warn("ec %s: copy %u (%s): delete of its wrong-sized %s: %s", m->c->e->name,
+			 m->c->idx, m->c->node_id, m->v[m->next].snap, strerror(-status));
+	if (m->c->gen != m->gen) {
+		makeup_fail(m, -ECONNRESET);
+		return;
+	}
+	makeup_skip_old_node(m, m->cut_size);
+}
+
+static void makeup_close_done(void *arg, int status)
+{
+	(void)arg;
+	(void)status; /* the session goes with the connection anyway */
+}
+
+/* The session that read a wrong size is closed: that cut deleted. */
+static void makeup_verify_closed(void *arg, int status)
+{
+	struct ec_missed *m = arg;
+	int ret;
+
+	(void)status; /* deleted anyway: a session still open makes it -EBUSY */
+	if (m->c->gen != m->gen) {
+		makeup_fail(m, -ECONNRESET);
+		return;
+	}
+	m->req = (struct tsr_snap_req){ .op = TSR_SNAP_DELETE, .missing_ok = true };
+	snprintf(m->req.snap, sizeof(m->req.snap), "%s", m->v[m->next].snap);
+	m->undo_tries = 1;
+	ret = ecopy_snap(m->c, &m->req, makeup_undone, m);
+	if (ret < 0)
+		makeup_undone(m, ret);
+}
+
+/* The unsized cut's session ("VOL@SNAP" on the copy's node): its size. */
+static void makeup_verify_done(void *arg, int status, uint64_t handle, uint64_t size)
+{
+	struct ec_missed *m = arg;
+	struct ecopy *c = m->c;
+	int ret;
+
+	if (status == 0 && c->gen != m->gen)
+		status = -ECONNRESET;
+	if (status == 0 &&
+	    size != tsr_ec_chunk_volume_size(makeup_img_size(m), c->e->k, c->e->unit)) {
+		/* its chunk copy is larger than the record: that cut is not the
+		 * snapshot, deleted once this session is closed (the store
+		 * refuses to delete a snapshot open read-only) */
+		m->cut_size = size;
+		ret = tsr_peer_close(c->client, handle, c->e->epoch, makeup_verify_closed, m);
+		if (ret < 0)
+			makeup_verify_closed(m, ret);
+		return;
+	}
+	if (handle != 0 && c->client != NULL)
+		tsr_peer_close(c->client, handle, c->e->epoch, makeup_close_done, NULL);
+	if (status < 0) {
+		makeup_fail(m, status);
+		return;
+	}
+	m->unsized = false;
+	makeup_cut(m, 0);
+}
+
 static void makeup_cut(void *arg, int status)
 {
 	struct ec_missed *m = arg;
+	char name[2 * 64];
+	int ret;
 
+	if (status == -EPROTO && m->req.size != 0 && !m->unsized && !m->c->local) {
+		makeup_unsized(m);
+		return;
+	}
 	if (status < 0) {
 		makeup_fail(m, status);
+		return;
+	}
+	if (m->unsized) { /* cut at the chunk copy's size: read it back */
+		snprintf(name, sizeof(name), "%s@%s", m->c->e->name, m->v[m->next].snap);
+		ret = tsr_peer_open(m->c->client, name, m->c->e->epoch, makeup_verify_done, m);
+		if (ret < 0)
+			makeup_fail(m, ret);
 		return;
 	}
 	m->made++;
@@ -631,6 +798,7 @@ static void makeup_flushed(void *arg, int status)
 	    .op = TSR_SNAP_CREATE,
 	    .size = tsr_ec_chunk_volume_size(makeup_img_size(m), m->c->e->k, m->c->e->unit),
 	};
+	m->unsized = false;
 	snprintf(m->req.snap, sizeof(m->req.snap), "%s", m->v[m->next].snap);
 	ret = ecopy_snap(m->c, &m->req, makeup_cut, m);
 	if (ret < 0)

@@ -51,6 +51,13 @@
  * the same image as the others'.  Since the head holds the previous
  * snapshot's image when the next one is made up, a new copy receives the
  * first snapshot's non-zero blocks, then each next snapshot's changes only.
+ * A node of an earlier build refuses the make-up's sized cut (-EPROTO): it
+ * gets the cut again without the size when the snapshot is the volume's
+ * size, and the size it cut is read back (a snapshot session on it); else
+ * (a snapshot cut before a grow, or a wrong size cut and deleted) one WARN
+ * names the node to upgrade and the copy stays OUT_OF_SYNC, its session
+ * open so that it is not brought back every few seconds, until the node
+ * restarts (replay_unsized, replay_park).
  * Then the resync proper brings the head up to date, comparing sums too once
  * a snapshot was cut (head_imaged).  The snapshot is read from the local
  * copy when it is IN_SYNC, else from a remote IN_SYNC copy through a
@@ -756,7 +763,15 @@ void mirror_missed_free(struct mcopy *c)
 
 /* ---- replay ------------------------------------------------------------- */
 
-enum replay_step { RP_DELETE, RP_OPEN, RP_COPY, RP_FLUSH, RP_CUT };
+/* RP_VERIFY, RP_CLOSE, RP_UNDO: after an unsized cut on a node of an earlier
+ * build (replay_unsized): its size read back through a snapshot session, a
+ * wrong one deleted once that session is closed. */
+enum replay_step { RP_DELETE, RP_OPEN, RP_COPY, RP_FLUSH, RP_CUT, RP_VERIFY, RP_CLOSE, RP_UNDO };
+
+/* Tries of the delete of a wrong-sized cut answered -EBUSY: the session that
+ * read its size is answered closed before the node lets go of the snapshot
+ * (its slot is released once the reply is sent). */
+#define REPLAY_UNDO_TRIES 20
 
 /* Pieces of a make-up in flight at once, at most (and their bytes, at most
  * MIRROR_RESYNC_INFLIGHT_BYTES: one piece always may go). */
@@ -808,6 +823,11 @@ struct mreplay {
 	uint64_t held_off;
 	uint32_t held_len;
 	uint64_t written;         /* bytes written into the copy's head */
+	/* the sized cut was refused -EPROTO (a node of a build before the SNAP
+	 * size field) and sent again without the size (replay_unsized) */
+	bool unsized;
+	uint64_t cut_size;   /* what it cut instead, when not the snapshot's size */
+	unsigned undo_tries; /* RP_UNDO: deletes sent */
 	void (*done)(struct mcopy *c, int status);
 };
 
@@ -1201,10 +1221,109 @@ static void replay_open_done(void *arg, int status, uint64_t handle, uint64_t si
 	replay_copy(rp);
 }
 
+static void replay_io_done(void *arg, int status);
+
+/*
+ * The copy's node cannot take snapshot rp->req.snap at its size: it stays
+ * OUT_OF_SYNC, and its session open, so nothing brings it back (the cluster
+ * returns copies it sees disconnected): no replay every few seconds, each
+ * failing the same way.  The node's restart (its upgrade) drops the session,
+ * and its return replays the journal's entry again (kept).  -ECANCELED is
+ * what replay_done (mirror_resync.c) takes as "leave the copy as it is".
+ */
+static void replay_park(struct mreplay *rp)
+{
+	replay_finish(rp, -ECANCELED);
+}
+
+/*
+ * The copy's node refused the sized cut with -EPROTO: a build before the
+ * SNAP size field (f7e535e), whose parser refuses the longer payload.  It
+ * cuts at its copy's size, right when that is the snapshot's: sent again
+ * without the size when the snapshot is the volume's size (the copy is at
+ * least that large), and the size it cut read back (replay_verify_done).  A
+ * snapshot cut before the volume grew cannot be cut right there: one WARN
+ * naming the node to upgrade, and the copy stays out of sync (replay_park).
+ */
+static void replay_unsized(struct mreplay *rp)
+{
+	struct mcopy *c = rp->c;
+	struct mirror *m = c->m;
+	uint64_t vol = __atomic_load_n(&m->size, __ATOMIC_ACQUIRE);
+	int ret;
+
+	if (rp->src_size != vol) {
+		tsr_warn("mirror %s: copy %u (%s): node %s refused the sized snapshot create "
+			 "of %s (a build before the SNAP size field) and cannot cut it at its "
+			 "size (%llu bytes, cut before the volume grew to %llu): upgrade %s; "
+			 "the copy stays out of sync until then",
+			 m->name, c->idx, c->node_id, c->node_id, rp->req.snap,
+			 (unsigned long long)rp->src_size, (unsigned long long)vol, c->node_id);
+		replay_park(rp);
+		return;
+	}
+	tsr_warn("mirror %s: copy %u (%s): node %s refused the sized snapshot create of %s (a "
+		 "build before the SNAP size field): cut there at its copy's size, which is "
+		 "checked; upgrade %s",
+		 m->name, c->idx, c->node_id, c->node_id, rp->req.snap, c->node_id);
+	rp->unsized = true;
+	rp->req.size = 0;
+	ret = mcopy_snap(c, &rp->req, replay_io_done, rp);
+	if (ret < 0)
+		replay_io_done(rp, ret);
+}
+
+/* The snapshot is made up on the copy: the next entry. */
+static void replay_cut_done(struct mreplay *rp)
+{
+	struct mcopy *c = rp->c;
+
+	tsr_info("mirror %s: copy %u (%s): snapshot %s replayed (%llu bytes written)", c->m->name,
+		 c->idx, c->node_id, rp->req.snap, (unsigned long long)rp->written);
+	rp->written = 0;
+	c->head_imaged = true; /* its head holds that image now: compare it */
+	replay_pop(rp);
+}
+
+/* The unsized cut's session ("VOL@SNAP" on the copy's node): its size. */
+static void replay_verify_done(void *arg, int status, uint64_t handle, uint64_t size)
+{
+	struct mreplay *rp = arg;
+	struct mcopy *c = rp->c;
+	int ret;
+
+	if (status == 0 && size != rp->src_size && c->client != NULL && !replay_gone(rp)) {
+		/* its copy is larger than the volume (grown past the record): that
+		 * cut is deleted once this session is closed (the store refuses
+		 * to delete a snapshot open read-only) */
+		rp->cut_size = size;
+		rp->step = RP_CLOSE;
+		ret = tsr_peer_close(c->client, handle, c->m->epoch, replay_io_done, rp);
+		if (ret < 0)
+			replay_io_done(rp, ret);
+		return;
+	}
+	if (status == 0 && c->client != NULL)
+		tsr_peer_close(c->client, handle, c->m->epoch, close_done, NULL);
+	if (replay_gone(rp)) {
+		replay_finish(rp, -ECANCELED);
+		return;
+	}
+	if (status < 0) {
+		tsr_warn("mirror %s: copy %u (%s): replay of snapshot %s: its size on %s: %s",
+			 c->m->name, c->idx, c->node_id, rp->req.snap, c->node_id,
+			 strerror(-status));
+		replay_finish(rp, status);
+		return;
+	}
+	replay_cut_done(rp);
+}
+
 static void replay_io_done(void *arg, int status)
 {
 	struct mreplay *rp = arg;
 	struct mcopy *c = rp->c;
+	char name[2 * 64];
 	int ret;
 
 	if (replay_gone(rp)) {
@@ -1261,6 +1380,7 @@ static void replay_io_done(void *arg, int status)
 		/* the snapshot's size, not the volume's: cut before a grow, it is
 		 * smaller on the copies that cut it, and must be here too */
 		rp->req.size = rp->src_size;
+		rp->unsized = false;
 		ret = mcopy_snap(c, &rp->req, replay_io_done, rp);
 		if (ret < 0) {
 			status = ret;
@@ -1268,14 +1388,52 @@ static void replay_io_done(void *arg, int status)
 		}
 		return;
 	case RP_CUT:
+		if (status == -EPROTO && rp->req.size != 0 && !rp->unsized && !c->local) {
+			replay_unsized(rp);
+			return;
+		}
 		if (status < 0)
 			break;
-		tsr_info("mirror %s: copy %u (%s): snapshot %s replayed (%llu bytes written)",
-			 c->m->name, c->idx, c->node_id, rp->req.snap,
-			 (unsigned long long)rp->written);
-		rp->written = 0;
-		c->head_imaged = true; /* its head holds that image now: compare it */
-		replay_pop(rp);
+		if (!rp->unsized) {
+			replay_cut_done(rp);
+			return;
+		}
+		/* cut at the copy's size: read it back */
+		rp->step = RP_VERIFY;
+		snprintf(name, sizeof(name), "%s@%s", c->m->name, rp->req.snap);
+		ret = tsr_peer_open(c->client, name, c->m->epoch, replay_verify_done, rp);
+		if (ret < 0) {
+			status = ret;
+			break;
+		}
+		return;
+	case RP_VERIFY: /* not reached: replay_verify_done */
+		break;
+	case RP_CLOSE:
+		tsr_warn("mirror %s: copy %u (%s): node %s (a build before the SNAP size field) "
+			 "cut snapshot %s at %llu bytes, not its %llu: deleted there; upgrade %s; "
+			 "the copy stays out of sync until then",
+			 c->m->name, c->idx, c->node_id, c->node_id, rp->req.snap,
+			 (unsigned long long)rp->cut_size, (unsigned long long)rp->src_size,
+			 c->node_id);
+		rp->step = RP_UNDO;
+		rp->req.op = TSR_SNAP_DELETE;
+		rp->req.missing_ok = true;
+		rp->undo_tries = 0;
+		/* fall through */
+	case RP_UNDO:
+		if (rp->step == RP_UNDO && (rp->undo_tries == 0 ||
+					    (status == -EBUSY && rp->undo_tries < REPLAY_UNDO_TRIES))) {
+			rp->undo_tries++;
+			ret = mcopy_snap(c, &rp->req, replay_io_done, rp);
+			if (ret == 0)
+				return;
+			status = ret;
+		}
+		if (status < 0 && status != -ENOENT) /* the next return deletes it first */
+			tsr_warn("mirror %s: copy %u (%s): delete of its wrong-sized %s: %s",
+				 c->m->name, c->idx, c->node_id, rp->req.snap, strerror(-status));
+		replay_park(rp);
 		return;
 	}
 	tsr_warn("mirror %s: copy %u (%s): replay of snapshot %s: %s", c->m->name, c->idx,
