@@ -1980,22 +1980,69 @@ static void target_grow_free(struct tsr_cluster *c, struct target_grow *t)
 	free(t);
 }
 
+/*
+ * why (TSR_SITE_ERRMSG_MAX + 1 bytes: the ERROR frame's message, all the
+ * source shows) = head + msg.  The resize's message ends with its advice,
+ * "(...)" (volume.c: "(retry the same resize; until then ...)", "(delete
+ * volumes or snapshots, ...)"): when the whole does not fit, the middle of msg
+ * is cut ("...") and that advice is kept whole (georesize3).
+ */
+static void target_why(char *why, size_t why_len, const char *head, const char *msg)
+{
+	size_t hl = strlen(head), ml = strlen(msg), room, tl = 0;
+	const char *tail = "";
+
+	if (hl >= why_len) /* not with the names' limits */
+		hl = why_len - 1;
+	memcpy(why, head, hl);
+	if (hl + ml < why_len) {
+		memcpy(why + hl, msg, ml + 1);
+		return;
+	}
+	if (ml && msg[ml - 1] == ')') {
+		const char *p = strrchr(msg, '(');
+
+		if (p && p > msg && p[-1] == ' ') {
+			tail = p - 1;
+			tl = strlen(tail);
+		}
+	}
+	if (hl + tl + 3 >= why_len) { /* no room for the advice: the end is cut */
+		tail = "";
+		tl = 0;
+	}
+	if (hl + tl + 3 >= why_len) { /* nor for "..." */
+		why[hl] = '\0';
+		return;
+	}
+	room = why_len - 1 - hl - tl - 3;
+	memcpy(why + hl, msg, room);
+	memcpy(why + hl + room, "...", 3);
+	memcpy(why + hl + room + 3, tail, tl + 1);
+}
+
 /* The resize's answer: log it, keep a refusal for the next VOLUME_OPEN. */
 static void target_grow_answer(struct target_grow *t, const Tessera__Admin__Response *resp)
 {
 	struct tsr_cluster *c = t->c;
-	char a[32], b[32];
+	char a[32], b[32], head[128];
 
 	t->running = false;
 	t->ended_ms = tsr_mono_ms();
 	t->status = resp->error;
 	if (t->status) {
-		snprintf(t->why, sizeof(t->why), "site %s, node %s: target %s cannot grow from %s to "
-			 "%s: %s", c->repl_site, c->node_id, t->volume,
-			 tsr_format_size(t->have, a, sizeof(a)),
-			 tsr_format_size(t->size, b, sizeof(b)),
-			 resp->message ? resp->message : strerror(-t->status));
-		tsr_warn("site: %s (stream from %s refused)", t->why, t->from);
+		const char *m = resp->message ? resp->message : strerror(-t->status);
+
+		/* the source shows at most TSR_SITE_ERRMSG_MAX bytes: the resize's
+		 * message names the volume, the sizes and the node where it matters
+		 * ("'sv' is recorded at 16.0 MiB ..., but its coordinator on dr-n1
+		 * did not grow: ... (retry the same resize; ...)"), so the head is
+		 * the site alone; our log has the whole */
+		snprintf(head, sizeof(head), "site %s: ", c->repl_site);
+		target_why(t->why, sizeof(t->why), head, m);
+		tsr_warn("site: node %s: target %s cannot grow from %s to %s: %s (stream from %s "
+			 "refused)", c->node_id, t->volume, tsr_format_size(t->have, a, sizeof(a)),
+			 tsr_format_size(t->size, b, sizeof(b)), m, t->from);
 	} else {
 		tsr_info("site: target volume %s grown from %llu to %llu bytes: its source at "
 			 "%s grew", t->volume, (unsigned long long)t->have,

@@ -52,6 +52,16 @@ case $out in
 *"whose target did not grow"*"test: $HOOK exists"*) ;;
 *) fail "the refusal does not give the DR's failed step (e): $out" ;;
 esac
+# the whole sentence, its advice included (the DR's message was cut at
+# TSR_SITE_ERRMSG_MAX: "... (retry the sam; nothing changed")
+want="whose target did not grow: site dr: "
+want+="'sv' is recorded at 16.0 MiB and its copies were grown, but its coordinator on "
+want2="did not grow: test: $HOOK exists (retry the same resize; until then writes past "
+want2+="8.0 MiB are refused); nothing changed"
+case $out in
+*"$want"*" $want2"*) ;;
+*) fail "the refusal is not the DR's whole sentence: got '$out', want '...$want<node> $want2'" ;;
+esac
 [ -e "$HOOK" ] && fail "the DR's step (e) never ran (the hook file is still there)"
 assert_eq "$(psize)" $((8 * M)) "sv's size at the primary after the refused resize"
 assert_eq "$(dsize)" $((16 * M)) "sv's record at the DR (its step (d) ran)"
