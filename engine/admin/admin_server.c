@@ -560,6 +560,10 @@ void tsr_admin_server_destroy(struct tsr_admin_server *srv)
 
 	if (srv == NULL)
 		return;
+	/* replies finished by the stop before us (tsr_cluster_stop: a resize's
+	 * -ECANCELED) are sent while their connections are still open */
+	if (srv->later_ready)
+		later_run(srv);
 	while (srv->conns)
 		conn_close(srv->conns);
 	if (srv->later_ready) {

@@ -137,6 +137,10 @@ reap "$rpid" || true
 [ "$(cat "$SITE_ROOT/resize3.rc")" != 0 ] ||
 	fail "the resize succeeded although its node stopped: $(cat "$SITE_ROOT/resize3.out")"
 log "resize during the stop: rc $(cat "$SITE_ROOT/resize3.rc"): $(head -c 300 "$SITE_ROOT/resize3.out")"
+# the stop answers the waiting resize with its own sentence before the admin
+# server closes its connections (not a reset connection)
+grep -q "is stopping while its DR site grows" "$SITE_ROOT/resize3.out" ||
+	fail "the resize cut by the stop was not told why: $(head -c 300 "$SITE_ROOT/resize3.out")"
 kill -CONT "${SITE_PID[dr]}"
 log "DR resumed (SIGCONT)"
 site_start primary
