@@ -387,10 +387,35 @@ static int check_ec(const Tessera__Admin__VolumeCreate *c, const char **why)
 	return 0;
 }
 
+/*
+ * region_size (the dirty-bitmap region): 0 (1 MiB) or a power of 2 in
+ * 64 KiB..2 GiB; with ec at least the stripe unit (0: 64 KiB).
+ */
+static int check_region(const Tessera__Admin__VolumeCreate *c, const char **why)
+{
+	uint32_t rs = c->region_size;
+	bool ec = c->ec != NULL && c->ec[0] != '\0';
+
+	if (rs == 0)
+		return 0;
+	if (rs < (64u << 10) || rs > (1u << 31) || (rs & (rs - 1))) {
+		*why = "region_size must be a power of 2 from 64 KiB to 2 GiB (0: 1 MiB)";
+		return -EINVAL;
+	}
+	if (ec && rs < (c->stripe_unit ? c->stripe_unit : TSR_EC_DEFAULT_UNIT)) {
+		*why = "region_size of an ec volume must be at least its stripe unit (it counts "
+		       "chunk-volume bytes), up to 2 GiB";
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int check_replication(const Tessera__Admin__VolumeCreate *c, const char **why)
 {
 	unsigned replicas = c->replicas ? c->replicas : 3;
 
+	if (check_region(c, why))
+		return -EINVAL;
 	if (c->ec != NULL && c->ec[0] != '\0')
 		return check_ec(c, why) ?: check_domain(c, why);
 	if (check_ec(c, why))
@@ -717,6 +742,10 @@ static bool valid_volume(const Tessera__Admin__Volume *v)
 	    (v->ec_k < 1 || v->ec_k > TSR_EC_MAX_K || v->ec_m < 1 || v->ec_m > TSR_EC_MAX_M ||
 	     !tsr_ec_unit_valid(v->stripe_unit) ||
 	     (v->n_copies && v->n_copies != (size_t)v->ec_k + v->ec_m)))
+		return false;
+	/* region_size: 0 (standalone) or a power of 2 in 64 KiB..2 GiB */
+	if (v->region_size && (v->region_size < (64u << 10) || v->region_size > (1u << 31) ||
+			       (v->region_size & (v->region_size - 1))))
 		return false;
 	for (size_t i = 0; i < v->n_snapshots; i++)
 		if (!valid_snapshot(v->snapshots[i]))

@@ -516,6 +516,7 @@ static int layout_open(struct tsr_cluster *c, const Tessera__Cluster__VolumeReco
 		eo.k = rec->ec_k;
 		eo.m = rec->ec_m;
 		eo.stripe_unit = rec->stripe_unit;
+		eo.region_size = rec->region_size; /* 0: 1 MiB */
 		eo.epoch = p->epoch;
 		eo.store = c->o.store;
 		eo.state_dir = c->coord_dir;
@@ -548,6 +549,7 @@ static int layout_open(struct tsr_cluster *c, const Tessera__Cluster__VolumeReco
 		memcpy(mo.copies, p->copies, sizeof(mo.copies));
 		mo.n_copies = (unsigned)rec->n_copies;
 		mo.min_replicas = rec->min_replicas;
+		mo.region_size = rec->region_size; /* 0: 1 MiB */
 		mo.peer_timeout_ms = c->o.peer_timeout_ms;
 		mo.write_wait_ms = c->o.write_wait_ms;
 		mo.resync_rate = c->o.resync_rate;

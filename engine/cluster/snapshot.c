@@ -96,6 +96,7 @@ struct clone_args {
 	char ec[32];                   /* "" or the layout asked ("K+M": must be the source's) */
 	uint64_t size;                 /* 0: the source's */
 	uint32_t replicas, min_replicas, stripe_unit; /* 0: the source's */
+	uint32_t region_size;          /* 0: the source's (a clone may repeat it) */
 };
 
 static const char *cop_name(enum copy_op op)
@@ -1613,6 +1614,13 @@ static bool same_ec(const struct clone_args *a, const Tessera__Cluster__VolumeRe
 	return a->stripe_unit == 0 || a->stripe_unit == src->stripe_unit;
 }
 
+/* The region size asked, 0 or the source's (its record's 0 is 1 MiB). */
+static bool same_region(const struct clone_args *a, const Tessera__Cluster__VolumeRecord *src)
+{
+	return a->region_size == 0 ||
+	       a->region_size == (src->region_size ? src->region_size : (1u << 20));
+}
+
 /* Load a's source and check that the clone can be made from it: 0 with v,
  * *src (to free) and nodes[i] (the source copies' nodes); or -errno with
  * resp failed and nothing to free. */
@@ -1633,7 +1641,8 @@ static int clone_check(struct tsr_cluster *c, const struct clone_args *a, struct
 	s = *src;
 	if ((a->size ? a->size : s->size) < s->size || (a->replicas && a->replicas != s->n_copies) ||
 	    a->min_replicas > s->n_copies || (s->ec_k && a->min_replicas &&
-	    a->min_replicas < s->ec_k) || !same_ec(a, s) || s->n_copies > TSR_LAYOUT_MAX_COPIES) {
+	    a->min_replicas < s->ec_k) || !same_ec(a, s) || !same_region(a, s) ||
+	    s->n_copies > TSR_LAYOUT_MAX_COPIES) {
 		char lay[64];
 
 		if (s->ec_k)
@@ -1641,8 +1650,13 @@ static int clone_check(struct tsr_cluster *c, const struct clone_args *a, struct
 				 s->ec_m, s->stripe_unit >> 10);
 		else
 			snprintf(lay, sizeof(lay), "%zu replicas", s->n_copies);
+		uint32_t rs = s->region_size ? s->region_size : (1u << 20);
+		unsigned sh = rs >= (1u << 30) ? 30 : rs >= (1u << 20) ? 20 : 10;
+
 		admin_fail(resp, -EINVAL, "a clone of '%s' has its %s (its copies share the "
-			   "source's blocks on the same nodes) and at least its size", a->from, lay);
+			   "source's blocks on the same nodes), its region size (%u %s) and at "
+			   "least its size", a->from, lay, rs >> sh,
+			   sh == 30 ? "GiB" : sh == 20 ? "MiB" : "KiB");
 		ret = -EINVAL;
 		goto err;
 	}
@@ -1828,6 +1842,7 @@ static void clone_make(struct tsr_cluster *c, const struct clone_args *a, const 
 	rec.ec_k = src->ec_k; /* the same geometry, chunk copies in the same order */
 	rec.ec_m = src->ec_m;
 	rec.stripe_unit = src->stripe_unit;
+	rec.region_size = src->region_size; /* its resync granularity too */
 	rec.n_copies = src->n_copies;
 	rec.copies = copy_ptrs;
 	for (size_t i = 0; i < src->n_copies; i++) {
@@ -1892,7 +1907,8 @@ void cluster_volume_clone(struct tsr_cluster *c, const Tessera__Admin__VolumeCre
 	const Tessera__Cluster__NodeRecord *nodes[TSR_LAYOUT_MAX_COPIES];
 	Tessera__Cluster__VolumeRecord *src = NULL, *exists = NULL;
 	struct clone_args a = { .size = r->size, .replicas = r->replicas,
-				.min_replicas = r->min_replicas, .stripe_unit = r->stripe_unit };
+				.min_replicas = r->min_replicas, .stripe_unit = r->stripe_unit,
+				.region_size = r->region_size };
 	struct clone_args *later_args;
 	struct cluster_view v;
 	bool later = false;

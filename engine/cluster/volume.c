@@ -23,6 +23,11 @@
 #include "cluster/internal.h"
 #include "tessera/ec.h"
 
+/* VolumeRecord.region_size: the dirty-bitmap region of the volume's layout */
+#define CLUSTER_REGION_DEFAULT (1u << 20) /* 0 in the record */
+#define CLUSTER_REGION_MIN (64u << 10)
+#define CLUSTER_REGION_MAX (1u << 31)
+
 /* ---- node-to-node ------------------------------------------------------- */
 
 int cluster_call_node(struct tsr_cluster *c, const char *address, Tessera__Admin__Request *req,
@@ -441,6 +446,7 @@ Tessera__Admin__Volume *cluster_build_volume(struct tsr_cluster *c, const struct
 	out->ec_k = r->ec_k;
 	out->ec_m = r->ec_m;
 	out->stripe_unit = r->stripe_unit;
+	out->region_size = r->region_size ? r->region_size : CLUSTER_REGION_DEFAULT;
 	out->min_replicas = r->min_replicas;
 	out->epoch = attached ? epoch : 0;
 	out->in_use = attached != NULL;
@@ -559,6 +565,32 @@ static void make_uuid(char out[37])
 /* ---- create ----------------------------------------------------------- */
 
 /*
+ * VolumeCreate.region_size: 0 (1 MiB), or a power of 2 in 64 KiB..2 GiB, for
+ * ec at least the stripe unit (the region counts chunk-volume bytes).  0, or
+ * -EINVAL with resp filled.
+ */
+static int create_region(const Tessera__Admin__VolumeCreate *r, unsigned k, uint32_t unit,
+			 Tessera__Admin__Response *resp)
+{
+	uint32_t rs = r->region_size;
+
+	if (rs == 0)
+		return 0;
+	if (rs < CLUSTER_REGION_MIN || rs > CLUSTER_REGION_MAX || (rs & (rs - 1))) {
+		admin_fail(resp, -EINVAL, "invalid region size %u for '%s': a power of 2 from "
+			   "64 KiB to 2 GiB (default 1 MiB); nothing was created", rs, r->name);
+		return -EINVAL;
+	}
+	if (k && rs < unit) {
+		admin_fail(resp, -EINVAL, "invalid region size %u for '%s': at least the stripe "
+			   "unit (%u KiB; an ec region counts chunk-volume bytes) and at most 2 GiB; "
+			   "nothing was created", rs, r->name, unit >> 10);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
  * The layout asked by r: a mirror of *copies (replicas, default 3), or ec
  * k+m (copies = k+m, *unit the stripe unit); *min_in_sync (default 2 for a
  * mirror, k for ec).  0, or -EINVAL with resp filled.
@@ -641,7 +673,8 @@ void cluster_volume_create(struct tsr_cluster *c, const Tessera__Admin__VolumeCr
 			   r->failure_domain, r->name);
 		return;
 	}
-	if (create_layout(r, &replicas, &min_replicas, &k, &m, &unit, resp))
+	if (create_layout(r, &replicas, &min_replicas, &k, &m, &unit, resp) ||
+	    create_region(r, k, unit, resp))
 		return;
 	copy_size = k ? tsr_ec_chunk_volume_size(r->size, k, unit) : r->size;
 	layout_text(replicas, k, m, unit, lay, sizeof(lay));
@@ -688,6 +721,7 @@ void cluster_volume_create(struct tsr_cluster *c, const Tessera__Admin__VolumeCr
 	rec.ec_k = k;
 	rec.ec_m = m;
 	rec.stripe_unit = unit;
+	rec.region_size = r->region_size; /* 0: 1 MiB */
 	rec.n_copies = replicas;
 	rec.copies = copy_ptrs;
 	for (unsigned i = 0; i < replicas; i++) {

@@ -23,9 +23,11 @@
 static const char HELP_VOLUME[] =
 "Usage: tessera volume VERB ...\n"
 "  create NAME --size SIZE [--replicas N] [--min-replicas M]\n"
-"              [--failure-domain node|zone|site]   create a thin volume\n"
+"              [--failure-domain node|zone|site] [--region-size R]\n"
+"                                create a thin volume\n"
 "  create NAME --size SIZE --ec K+M [--stripe-unit U] [--min-replicas M]\n"
-"              [--failure-domain node|zone|site]   an erasure-coded one\n"
+"              [--failure-domain node|zone|site] [--region-size R]\n"
+"                                an erasure-coded one\n"
 "  create NAME --from-snapshot VOL@SNAP [--size SIZE]   clone a snapshot\n"
 "  create NAME --from-volume VOL [--size SIZE]   clone a volume as it is now\n"
 "  list                          list the volumes\n"
@@ -44,8 +46,10 @@ static const char HELP_VOLUME[] =
 static const char HELP_CREATE[] =
 "Usage: tessera volume create NAME --size SIZE [--replicas N] [--min-replicas M]\n"
 "                             [--failure-domain node|zone|site]\n"
+"                             [--region-size R]\n"
 "       tessera volume create NAME --size SIZE --ec K+M [--stripe-unit U]\n"
 "                             [--min-replicas M] [--failure-domain node|zone|site]\n"
+"                             [--region-size R]\n"
 "       tessera volume create NAME --from-snapshot VOL@SNAP [--size SIZE]\n"
 "       tessera volume create NAME --from-volume VOL [--size SIZE]\n"
 "Create a thin volume: it takes disk space only as it is written.  In a\n"
@@ -90,6 +94,17 @@ static const char HELP_CREATE[] =
 "  --failure-domain D   what two copies (or two chunks of a stripe) never\n"
 "                       share: node, zone or site (default: node; zones and\n"
 "                       sites come from tesserad's --zone and --site)\n"
+"  --region-size R      cluster: the unit a copy that was away (node down,\n"
+"                       replaced, restarted) is brought back by: each region\n"
+"                       written while it was away is copied whole.  A power\n"
+"                       of 2 from 64K to 2G (default 1M); with --ec, bytes of\n"
+"                       each chunk copy and at least the stripe unit.  Larger:\n"
+"                       a smaller dirty bitmap per away copy (one bit per\n"
+"                       region, DIR/coord/VOL.NODE.bitmap) but more bytes\n"
+"                       moved per scattered write (a 4K write dirties a whole\n"
+"                       region); smaller: a resync of scattered writes moves\n"
+"                       less, the bitmap is larger.  Fixed at create; a clone\n"
+"                       has its source's\n"
 "\n"
 "Example:\n"
 "  tessera volume create db --size 10G --replicas 3 --failure-domain zone\n"
@@ -868,18 +883,37 @@ static int check_ec(const char *ec, const char *replicas, const char *unit_arg,
 	return 0;
 }
 
+/*
+ * --region-size R: a power of 2 from 64K to 2G; with --ec at least the stripe
+ * unit (unit, 0: 64K).  0 with *region, or EXIT_USAGE.
+ */
+static int check_region(const char *arg, bool ec, uint32_t unit, uint32_t *region)
+{
+	uint32_t min = ec && unit > (64u << 10) ? unit : (64u << 10);
+	uint64_t r;
+
+	if (tsr_parse_size(arg, &r) || r < min || r > (1ull << 31) || (r & (r - 1)))
+		return cli_usage_error("--region-size %s: a power of 2 from %uK to 2G, e.g. "
+				       "--region-size 4M (default 1M%s; tessera volume create "
+				       "--help)", arg, min >> 10,
+				       ec ? "; with --ec at least the stripe unit" : "");
+	*region = (uint32_t)r;
+	return 0;
+}
+
 static int volume_create(struct cli *cli, int argc, char **argv)
 {
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__VolumeCreate create = TESSERA__ADMIN__VOLUME_CREATE__INIT;
 	const char *name = NULL, *size_arg = NULL, *replicas = NULL, *min = NULL,
 		   *domain = NULL, *from_volume = NULL, *from_snapshot = NULL, *snap = NULL,
-		   *ec = NULL, *unit_arg = NULL;
+		   *ec = NULL, *unit_arg = NULL, *region_arg = NULL;
 	const struct cli_opt opts[] = {
 		{ "--size", &size_arg, NULL },
 		{ "--replicas", &replicas, NULL },
 		{ "--ec", &ec, NULL },
 		{ "--stripe-unit", &unit_arg, NULL },
+		{ "--region-size", &region_arg, NULL },
 		{ "--min-replicas", &min, NULL },
 		{ "--failure-domain", &domain, NULL },
 		{ "--from-volume", &from_volume, NULL },
@@ -888,7 +922,7 @@ static int volume_create(struct cli *cli, int argc, char **argv)
 	};
 	unsigned long n = 0, m = 0;
 	uint64_t size = 0;
-	uint32_t unit = 0;
+	uint32_t unit = 0, region = 0;
 	char source[64] = "";
 	bool help;
 	int ret;
@@ -937,6 +971,8 @@ static int volume_create(struct cli *cli, int argc, char **argv)
 	if (replicas && min && m > n)
 		return cli_usage_error("--min-replicas %lu is more than --replicas %lu: writes "
 				       "could never be acknowledged", m, n);
+	if (region_arg && (ret = check_region(region_arg, ec != NULL, unit, &region)))
+		return ret;
 	if (domain && strcmp(domain, "node") && strcmp(domain, "zone") && strcmp(domain, "site"))
 		return cli_usage_error("--failure-domain %s: use node, zone or site", domain);
 	ret = cli_check_name(name) ?: (size_arg ? cli_check_size(size_arg, &size) : 0);
@@ -953,6 +989,7 @@ static int volume_create(struct cli *cli, int argc, char **argv)
 	create.failure_domain = (char *)(domain ? domain : "");
 	create.ec = (char *)(ec ? ec : "");
 	create.stripe_unit = unit;
+	create.region_size = region;
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE;
 	req.volume_create = &create;
 	return cli_run(cli, &req, print_created, source[0] ? "cloned" : "created");

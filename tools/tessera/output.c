@@ -230,6 +230,8 @@ json_t *cli_volume_json(const Tessera__Admin__Volume *v)
 		json_object_update_new(j, json_pack("{s:s, s:i, s:i, s:i}", "layout",
 			cli_fmt_layout(v, lay, sizeof(lay)), "ec_k", (int)v->ec_k, "ec_m",
 			(int)v->ec_m, "stripe_unit", (int)v->stripe_unit));
+		/* bytes; ec: chunk-volume bytes; 0: a node from before the field answered */
+		json_object_set_new(j, "region_size", json_integer((json_int_t)v->region_size));
 	}
 	return j;
 }
@@ -534,6 +536,14 @@ static void print_replication(const Tessera__Admin__Volume *v)
 		printf("layout:     %s (writes need %u in sync), failure domain %s\n",
 		       cli_fmt_layout(v, lay, sizeof(lay)), v->min_replicas,
 		       v->failure_domain[0] ? v->failure_domain : "node");
+	if (v->region_size) { /* 0: a node from before the field answered */
+		/* a power of 2 from 64 KiB to 2 GiB: whole KiB, MiB or GiB */
+		unsigned sh = v->region_size >= (1u << 30) ? 30 : v->region_size >= (1u << 20) ? 20 : 10;
+
+		printf("region:     %u %s (a copy away resyncs whole regions of it%s)\n",
+		       v->region_size >> sh, sh == 30 ? "GiB" : sh == 20 ? "MiB" : "KiB",
+		       v->ec_k ? "; bytes of each chunk copy" : "");
+	}
 	if (v->attached_node[0])
 		printf("attached:   node %s, epoch %" PRIu64 "\n", v->attached_node, v->epoch);
 	else
