@@ -13,12 +13,17 @@
 #  1. bad sizes refused (not a power of 2, below 64K, above 2G, an ec region
 #     below its stripe unit): exit 2 with the range, nothing created; show
 #     prints 128 MiB for m and e, 1 MiB for a volume made without the option;
-#  2. n3 stopped (its copies out of sync); three 4 KiB writes per volume at
-#     1M, 2M and 300M (mirror regions 0, 0, 2; ec chunk offsets 512K, 1M,
-#     150M: regions 0, 0, 1); n3 back, resynced: 2 regions each; the
+#  2. n3 stopped (its copies out of sync); four 4 KiB writes per volume at
+#     1M, 2M, 300M and 300M+64K (mirror regions 0, 0, 2, 2; ec stripes 8, 16,
+#     2400 (both data chunks): chunk offsets 512K, 1M, 150M, regions 0, 0, 1;
+#     every chunk copy of stripe 2400 is written, and of stripes 8 and 16
+#     together, so n3's copy has both regions dirty wherever its chunk is in
+#     the rotation); n3 back, resynced: 2 regions each; the
 #     mirror walks each region whole, copying its 32 MiB pieces with data
 #     (64 MiB) and trimming the holes; ec rebuilds every stripe of each region
-#     (256 MiB of n3's chunk copy).  With 1 MiB regions: 3 regions, 3 MiB;
+#     (256 MiB of n3's chunk copy).  With 1 MiB regions (the code before, or
+#     attach.c not passing the record's size): mirror 3 regions, 3 MiB; ec 2
+#     or 3 regions (as n3's chunk position), 2 or 3 MiB;
 #  3. the writes read back, also with n2 stopped (from n3's resynced copy;
 #     ec: decoded with n3's chunks); scrub clean;
 #  4. a clone of m has 128 MiB regions; one asking another size is refused.
@@ -68,7 +73,7 @@ cl_wait_state m n3 out-of-sync 30
 cl_wait_state e n3 out-of-sync 30
 for v in m e; do
 	cl_qemu_io 1 $v "write -P 0x5a 1M 4k" "write -P 0x5b 2M 4k" "write -P 0x5c 300M 4k" \
-		>/dev/null || fail "writes to $v with n3 away"
+		"write -P 0x5d $(( (300 << 20) + (64 << 10) )) 4k" >/dev/null || fail "writes to $v with n3 away"
 done
 cl_start_node 3
 cl_wait_synced m 120
@@ -77,18 +82,18 @@ got_m=$(vstatus m '"%d %d" % (j["resync_regions_copied"], j["resync_bytes_copied
 got_e=$(vstatus e '"%d %d" % (j["resync_regions_copied"], j["resync_bytes_copied"])')
 log "resync of n3 (regions, bytes copied): m $got_m, e $got_e"
 # the mirror walks each dirty region whole in pieces of 32 MiB (TSR_MAX_IO):
-# a piece that is a hole on the source is trimmed on n3, not counted; so one
-# piece with data per dirty region (1 MiB regions: 3 regions, 3 MiB)
-assert_eq "$got_m" "2 $(( 2 * (32 << 20) ))" "m: regions and bytes the resync of n3 copied"
-# ec rebuilds every stripe of a dirty region (a stripe unit of n3's chunk each)
-assert_eq "$got_e" "2 $(( 2 * RS ))" "e: regions and bytes the resync of n3 copied"
+# a piece that is a hole on the source is trimmed on n3, not counted, so one
+# piece with data per dirty region; ec rebuilds every stripe of a dirty
+# region (a stripe unit of n3's chunk each): the whole region
+assert_eq "m $got_m, e $got_e" "m 2 $(( 2 * (32 << 20) )), e 2 $(( 2 * RS ))" \
+	"regions and bytes the resync of n3 copied"
 
 # ---- 3. data read back, from n3's copy too; scrub clean
 check_reads() {
 	local v
 	for v in m e; do
 		cl_qemu_io 1 $v "read -P 0x5a 1M 4k" "read -P 0x5b 2M 4k" "read -P 0x5c 300M 4k" \
-			"read -P 0 1028k 4k" "read -P 0 299M 4k" | grep -q "Pattern verification failed" &&
+			"read -P 0x5d $(( (300 << 20) + (64 << 10) )) 4k" "read -P 0 1028k 4k" "read -P 0 299M 4k" | grep -q "Pattern verification failed" &&
 			fail "$v reads back wrong ($1)"
 	done
 	return 0
