@@ -297,6 +297,9 @@ static void print_uris(const Tessera__Admin__Volume *v)
 		printf("  %s\n", v->nbd_uris[i]);
 }
 
+/* --region-size of the create being printed (0: not given) */
+static uint32_t g_region_asked;
+
 static int print_created(const struct cli *cli, const Tessera__Admin__Response *resp,
 			 const void *arg)
 {
@@ -306,6 +309,16 @@ static int print_created(const struct cli *cli, const Tessera__Admin__Response *
 	if (one_volume(resp))
 		return EXIT_FAIL;
 	v = resp->volumes[0];
+	/* a node from before VolumeCreate.region_size ignores it (1 MiB regions);
+	 * a standalone node has no copies to resync */
+	if (g_region_asked && !cli_is_cluster_volume(v))
+		cli_error("warning: --region-size is for cluster volumes: a standalone node "
+			  "ignores it");
+	else if (g_region_asked && v->region_size != g_region_asked)
+		cli_error("warning: --region-size %" PRIu32 " not applied: the node that made "
+			  "'%s' %s (tessera volume show %s)", g_region_asked, v->name,
+			  v->region_size ? "recorded another size" :
+			  "predates the option and uses 1 MiB regions", v->name);
 	if (cli->json)
 		return cli_print_json(cli_volume_json(v), false);
 	printf("%s volume '%s': %s, uuid %s\n", (const char *)arg, v->name,
@@ -990,6 +1003,7 @@ static int volume_create(struct cli *cli, int argc, char **argv)
 	create.ec = (char *)(ec ? ec : "");
 	create.stripe_unit = unit;
 	create.region_size = region;
+	g_region_asked = region;
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE;
 	req.volume_create = &create;
 	return cli_run(cli, &req, print_created, source[0] ? "cloned" : "created");
