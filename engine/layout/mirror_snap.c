@@ -1230,9 +1230,20 @@ static void replay_io_done(void *arg, int status);
  * failing the same way.  The node's restart (its upgrade) drops the session,
  * and its return replays the journal's entry again (kept).  -ECANCELED is
  * what replay_done (mirror_resync.c) takes as "leave the copy as it is".
+ * A parked copy is not being rebuilt: when a replace put it there, that
+ * replace no longer runs (replace_running cleared), so the other way out,
+ * replace-replica moving the copy off that node, is not refused -EBUSY
+ * (review 14b, finding 3).  Should the node return instead, the full
+ * resync compares sums (compares(): its head holds the snapshots made up).
  */
 static void replay_park(struct mreplay *rp)
 {
+	struct mcopy *c = rp->c;
+	struct mirror *m = c->m;
+
+	if (m->replace_running && m->replace_idx == c->idx && !rp->aborted &&
+	    getenv("TSR_TEST_MIRROR_PARK_KEEPS_REPLACE") == NULL)
+		m->replace_running = false;
 	replay_finish(rp, -ECANCELED);
 }
 
@@ -1256,9 +1267,11 @@ static void replay_unsized(struct mreplay *rp)
 		tsr_warn("mirror %s: copy %u (%s): node %s refused the sized snapshot create "
 			 "of %s (a build before the SNAP size field) and cannot cut it at its "
 			 "size (%llu bytes, cut before the volume grew to %llu): upgrade %s; "
-			 "the copy stays out of sync until then",
+			 "the copy stays out of sync until then (or move it off %s: tessera volume "
+			 "replace-replica %s --node %s --to NODE)",
 			 m->name, c->idx, c->node_id, c->node_id, rp->req.snap,
-			 (unsigned long long)rp->src_size, (unsigned long long)vol, c->node_id);
+			 (unsigned long long)rp->src_size, (unsigned long long)vol, c->node_id,
+			 c->node_id, m->name, c->node_id);
 		replay_park(rp);
 		return;
 	}
@@ -1412,10 +1425,11 @@ static void replay_io_done(void *arg, int status)
 	case RP_CLOSE:
 		tsr_warn("mirror %s: copy %u (%s): node %s (a build before the SNAP size field) "
 			 "cut snapshot %s at %llu bytes, not its %llu: deleted there; upgrade %s; "
-			 "the copy stays out of sync until then",
+			 "the copy stays out of sync until then (or move it off %s: tessera volume "
+			 "replace-replica %s --node %s --to NODE)",
 			 c->m->name, c->idx, c->node_id, c->node_id, rp->req.snap,
 			 (unsigned long long)rp->cut_size, (unsigned long long)rp->src_size,
-			 c->node_id);
+			 c->node_id, c->node_id, c->m->name, c->node_id);
 		rp->step = RP_UNDO;
 		rp->req.op = TSR_SNAP_DELETE;
 		rp->req.missing_ok = true;

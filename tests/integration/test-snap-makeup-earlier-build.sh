@@ -3,8 +3,8 @@
 # build, one that refuses the SNAP size field (-EPROTO; played by the hook
 # TSR_TEST_PEER_SNAP_UNSIZED=1, which answers a sized SNAP as that build's
 # parser did) (review 14, finding 1).  Mirror and ec 2+1 (LAYOUTS="mirror ec"
-# by default; LAYOUTS=ec runs one), cases 1-3 below (CASES="common grown
-# grown_copy" by default).
+# by default; LAYOUTS=ec runs one), cases 1-4 below (CASES="common grown
+# grown_copy grown_move" by default).
 #  1. the common case: 3 nodes, n3 of the earlier build; v 8 MiB, written,
 #     s0 cut with n3 in sync (the cut's own fallback), n3 stopped, s1 cut,
 #     v written again, n3 back.  Asserted: v in sync within 60 s (the
@@ -30,6 +30,18 @@
 #     WARN names n3 to upgrade; mirror: n3's copy stays out of sync without
 #     v@s1 until n3 restarts as a current build, then v@s1 on n3 is 8 MiB
 #     with s1's bytes; ec: n3's copy gets in sync without v@s1.
+#  4. (mirror; CASES=grown_move, not run for ec, which does not park) case
+#     2's parked copy moved off n4 instead, the WARN's other way out
+#     (review 14b, finding 3): replace-replica v --node n4 --to OLD (a
+#     current node) while n4's copy is parked.  Asserted: the WARN names that
+#     command; the replace answers 0 at the first try (a refusal would leave
+#     the record changed: review 14b, finding 1); v's copies include OLD, not
+#     n4, and get in sync; v@s1 on OLD is 8 MiB with s1's bytes; v reads back
+#     as written through n1, a scrub is clean, and OLD's copy file equals n1's
+#     and what was written once v is detached.
+#     Before the fix (or with TSR_TEST_MIRROR_PARK_KEEPS_REPLACE=1): the
+#     replace is refused "Device or resource busy" (the parked copy kept the
+#     layout's replace_running).
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
@@ -172,6 +184,59 @@ grown_case() {
 	log "$layout: s1 (cut before a grow) on n4 (earlier build): handled"
 }
 
+grown_move_case() {
+	local layout=$1 want copies OLD pat out oi
+	if [ "$layout" != mirror ]; then
+		log "== $layout: grown_move is mirror only (ec skips the snapshot, parks nothing)"
+		return 0
+	fi
+	log "== $layout: the parked copy moved off n4 (replace-replica, not the upgrade)"
+	CL_ARGS=()
+	cl_start 4
+	cl_stop 4
+	TSR_TEST_PEER_SNAP_UNSIZED=1 cl_start_node 4
+	cl_wait_nodes_alive 4
+	cl_pattern "$CL_ROOT/img" $((8 << 20)) 5
+	want=$(sha256 "$CL_ROOT/img")
+	create_v "$layout" 8M
+	ctsr volume attach v --node n1 >/dev/null || fail "attach v"
+	nbdcopy "$CL_ROOT/img" "$(cl_nbd_uri 1 v)" || fail "write v"
+	ctsr snapshot create v s1 >/dev/null || fail "snapshot s1"
+	ctsr volume resize v --size 16M >/dev/null || fail "online resize to 16M"
+	cl_pattern "$CL_ROOT/img2" $((16 << 20)) 6
+	nbdcopy "$CL_ROOT/img2" "$(cl_nbd_uri 1 v)" || fail "write v after the grow"
+	copies=$(cl_copy_nodes v)
+	case ",$copies," in *,n4,*) fail "v has a copy on n4 already: $copies" ;; esac
+	OLD=n2
+	case ",$copies," in *,n2,*) ;; *) OLD=n3 ;; esac
+	oi=${OLD#n}
+	ctsr volume replace-replica v --node "$OLD" --to n4 >/dev/null || fail "replace $OLD -> n4"
+	pat="node n4 refused the sized snapshot create of s1 .*cannot cut it at its size"
+	wait_log 1 "$pat" 60
+	grep -E -- "$pat" "$(cl_dir 1)"/tesserad.log |
+		grep -q "or move it off n4: tessera volume replace-replica v --node n4 --to NODE" ||
+		fail "the WARN does not name the way out by replace-replica"
+	assert_eq "$(copy_state v n4)" out-of-sync "n4's parked copy of v"
+	log "mirror: n4's copy parked; moving it back: replace-replica v --node n4 --to $OLD"
+	out=$(timeout 60 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
+		volume replace-replica v --node n4 --to "$OLD" 2>&1) ||
+		fail "replace-replica v --node n4 --to $OLD while n4's copy is parked: $out"
+	copies=$(cl_copy_nodes v)
+	case ",$copies," in *,n4,*) fail "v's copies after the move: $copies" ;; esac
+	case ",$copies," in *,"$OLD",*) ;; *) fail "v has no copy on $OLD after the move: $copies" ;; esac
+	cl_wait_synced v 60
+	assert_eq "$(snap_size "$oi" v s1)" $((8 << 20)) "v@s1's size in $OLD's catalogue"
+	assert_eq "$(cl_image_sha "$oi" v@s1)" "$want" "sha256 of v@s1 read on $OLD"
+	assert_eq "$(cl_image_sha 1 v@s1)" "$want" "sha256 of v@s1 read on n1"
+	assert_eq "$(cl_image_sha 1 v)" "$(sha256 "$CL_ROOT/img2")" "sha256 of v"
+	cl_scrub_clean v "$layout: after the move off n4"
+	ctsr volume detach v >/dev/null || fail "detach v"
+	cl_assert_copies_identical v 1 "$oi"
+	cmp -s "$(cl_copy_file "$oi" v)" "$CL_ROOT/img2" || fail "$OLD's copy of v differs from what was written"
+	cl_stop_all
+	log "$layout: the parked copy moved off n4 to $OLD: in sync, v@s1 there, v as written"
+}
+
 grown_copy_case() {
 	local layout=$1 want pat out copy=$((8 << 20)) grown=$((16 << 20))
 	log "== $layout: n3's copy grown past the record (its unsized cut is too large)"
@@ -225,7 +290,7 @@ grown_copy_case() {
 }
 
 for layout in ${LAYOUTS:-mirror ec}; do
-	for c in ${CASES:-common grown grown_copy}; do
+	for c in ${CASES:-common grown grown_copy grown_move}; do
 		"${c}_case" "$layout"
 	done
 done
