@@ -731,7 +731,10 @@ static void makeup_verify_done(void *arg, int status, uint64_t handle, uint64_t 
 			makeup_verify_closed(m, ret);
 		return;
 	}
-	if (handle != 0 && c->client != NULL)
+	/* only on the connection that opened it (the gen unchanged): after a
+	 * reconnect c->client is another connection, where handle may name
+	 * another session; the old one went with its connection */
+	if (handle != 0 && c->client != NULL && c->gen == m->gen)
 		tsr_peer_close(c->client, handle, c->e->epoch, makeup_close_done, NULL);
 	if (status < 0) {
 		makeup_fail(m, status);

@@ -1316,7 +1316,10 @@ static void replay_verify_done(void *arg, int status, uint64_t handle, uint64_t 
 			replay_io_done(rp, ret);
 		return;
 	}
-	if (status == 0 && c->client != NULL)
+	/* only on the connection that opened it: after a reconnect (a new gen)
+	 * c->client is another connection, where handle may name another
+	 * session; the old one went with its connection */
+	if (status == 0 && c->client != NULL && rp->gen == c->gen)
 		tsr_peer_close(c->client, handle, c->m->epoch, close_done, NULL);
 	if (replay_gone(rp)) {
 		replay_finish(rp, -ECANCELED);
