@@ -63,7 +63,7 @@ stsr primary volume detach sv >/dev/null || fail "detach sv at the primary"
 out=$(stsr primary volume resize sv --size 16M 2>&1) || fail "detached resize: $out"
 EV=$SITE_ROOT/events
 : >"$EV"
-kill -STOP "$D2PID"
+freeze_pids "$D2PID" || fail "pid $D2PID not stopped"
 log "dr-n2 frozen (SIGSTOP)"
 stsr primary volume attach sv >/dev/null || { kill -CONT "$D2PID"; fail "attach sv again"; }
 # the DR's resize waits for dr-n2 once the source is told "growing" (the
@@ -121,7 +121,7 @@ out=$(stsr dr volume scrub sv 2>&1) || fail "scrub of the DR target: $out"
 # grows the target again and the stream goes on
 stsr primary volume detach sv >/dev/null || fail "detach sv at the primary"
 out=$(stsr primary volume resize sv --size 32M 2>&1) || fail "detached resize to 32M: $out"
-kill -STOP "$D2PID"
+freeze_pids "$D2PID" || fail "pid $D2PID not stopped"
 log "dr-n2 frozen (SIGSTOP)"
 stsr primary volume attach sv >/dev/null || { kill -CONT "$D2PID"; fail "attach sv again"; }
 for (( i=0; i<300; i++ )); do

@@ -39,7 +39,7 @@ dsize() { stsr dr --json volume show sv | json_get 'j["size"]'; }
 # ---- 1. the DR frozen for longer than the grow's bound (30 s, a timer on
 # the source's worker): the resize is refused with the reopen's sentence,
 # nothing changed at the primary; the primary's list answers meanwhile
-kill -STOP "${SITE_PID[dr]}"
+freeze_pids "${SITE_PID[dr]}" || fail "pid ${SITE_PID[dr]} not stopped"
 log "DR frozen (SIGSTOP) past the grow's 30 s"
 ( stsr primary volume resize sv --size 16M >"$SITE_ROOT/resize0.out" 2>&1
   echo $? >"$SITE_ROOT/resize0.rc" ) &
@@ -69,7 +69,7 @@ repl_caught_up sv 60
 # ---- 2. the DR frozen, then resumed while the resize waits: it succeeds
 EV=$SITE_ROOT/events
 : >"$EV"
-kill -STOP "${SITE_PID[dr]}"
+freeze_pids "${SITE_PID[dr]}" || fail "pid ${SITE_PID[dr]} not stopped"
 log "DR frozen (SIGSTOP)"
 ( stsr primary volume resize sv --size 16M >"$SITE_ROOT/resize.out" 2>&1
   echo "resize $?" >>"$EV" ) &
@@ -119,7 +119,7 @@ assert_eq "$(site_sha dr sv)" "$(site_sha primary sv)" "sha256 of the DR volume 
 # ---- 3. the primary stopped (SIGTERM) while a resize waits for the frozen
 # DR: it exits cleanly (0) at once, the resize is not a success, and the
 # record keeps 16 MiB (seen after a restart)
-kill -STOP "${SITE_PID[dr]}"
+freeze_pids "${SITE_PID[dr]}" || fail "pid ${SITE_PID[dr]} not stopped"
 log "DR frozen (SIGSTOP)"
 ( stsr primary volume resize sv --size 24M >"$SITE_ROOT/resize3.out" 2>&1
   echo $? >"$SITE_ROOT/resize3.rc" ) &
