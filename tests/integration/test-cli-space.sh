@@ -132,7 +132,7 @@ log "n2 full: $(grep '^WARNING' "$T/nodes.out")"
 # n2 frozen (SIGSTOP: its socket accepts, nothing answers): node list still
 # answers, n2's figures unknown ("no answer from ..." while its lease holds,
 # "not alive" once it lapsed)
-kill -STOP "${CL_PID[2]}"
+freeze_pids "${CL_PID[2]}" || fail "pid ${CL_PID[2]} not stopped"
 on_exit "kill -CONT ${CL_PID[2]}"
 # n1 asks n2 without blocking its loop: n1 answers `status` while its node
 # list still waits for n2 (before: one blocking call after the other)

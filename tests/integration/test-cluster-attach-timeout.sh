@@ -66,7 +66,7 @@ assert_eq "$(states_only)" "$ALL_IN_SYNC" "copy states after the clean detach"
 
 # ---- 2. n2 and n3 frozen: both OPENs time out
 frozen=("${CL_PID[2]}" "${CL_PID[3]}")
-kill -STOP "${frozen[@]}"
+freeze_pids "${frozen[@]}" || fail "pid ${frozen[*]} not stopped"
 on_exit "kill -CONT ${frozen[*]} 2>/dev/null"
 log "frozen: n2 n3 (pids ${frozen[*]})"
 refused_attach "n2, n3 frozen"
@@ -84,7 +84,7 @@ ctsr volume detach ma >/dev/null || fail "detach"
 
 # ---- 3. n3 down (OPEN refused), n2 frozen (OPEN times out)
 cl_kill 3
-kill -STOP "${CL_PID[2]}"
+freeze_pids "${CL_PID[2]}" || fail "pid ${CL_PID[2]} not stopped"
 log "n3 killed, n2 frozen (pid ${CL_PID[2]})"
 refused_attach "n3 down, n2 frozen"
 assert_eq "$(states_only)" "$ALL_IN_SYNC" "n3 down, n2 frozen: copy states"

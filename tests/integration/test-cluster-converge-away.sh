@@ -44,7 +44,7 @@ wpid=$!
 track_pid "$wpid"
 sleep 2
 p1=${CL_PID[1]}
-kill -STOP "$p1"
+freeze_pids "$p1" || fail "pid $p1 not stopped"
 on_exit "kill -CONT $p1 2>/dev/null"
 log "n1 frozen (pid $p1)"
 sleep 0.5

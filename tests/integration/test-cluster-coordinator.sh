@@ -54,7 +54,7 @@ wpid=$!
 track_pid "$wpid"
 sleep 2
 log "freezing the coordinator n3"
-kill -STOP "${CL_PID[3]}"
+freeze_pids "${CL_PID[3]}" || fail "pid ${CL_PID[3]} not stopped"
 on_exit "kill -CONT ${CL_PID[3]}"
 cl_attach_retry hist n1
 acked_before=$(wc -l <"$WLOG")

@@ -49,7 +49,7 @@ reap "$wpid" && wrc=0 || wrc=$?
 log "$(grep -o '[0-9]* acknowledged' "$CL_ROOT/writer.out")"
 
 # ---- 2. n3 frozen: the attach on n1 fails (once n2's attachment lease lapsed)
-kill -STOP "${CL_PID[3]}"
+freeze_pids "${CL_PID[3]}" || fail "pid ${CL_PID[3]} not stopped"
 on_exit "kill -CONT ${CL_PID[3]} 2>/dev/null"
 log "n3 frozen (pid ${CL_PID[3]})"
 for (( i=0; i<100; i++ )); do

@@ -37,7 +37,7 @@ done
 ctsr snapshot create "$S@t1" >/dev/null || fail "snapshot create $S@t1"
 
 # ---- n3 frozen, two forwards pending on n2
-kill -STOP "${CL_PID[3]}"
+freeze_pids "${CL_PID[3]}" || fail "pid ${CL_PID[3]} not stopped"
 on_exit "kill -CONT ${CL_PID[3]}"
 : >"$ORDER"
 ( ctsr_via 2 --json volume status d >"$CL_ROOT/status.out" 2>&1; echo "status $?" >>"$ORDER" ) &

@@ -78,7 +78,7 @@ fpid=$!
 track_pid "$fpid"
 sleep 1
 log "stopping n2 (SIGSTOP) under load"
-kill -STOP "${CL_PID[2]}"
+freeze_pids "${CL_PID[2]}" || fail "pid ${CL_PID[2]} not stopped"
 on_exit "kill -CONT ${CL_PID[2]}"
 cl_wait_state db n2 out-of-sync 15
 reap "$fpid" || { cat "$CL_ROOT/fio4.txt" >&2; fail "fio failed while n2 hung"; }

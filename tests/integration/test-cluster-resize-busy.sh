@@ -41,7 +41,7 @@ unchanged() {
 }
 
 # ---- 1. a scrub running
-kill -STOP "${CL_PID[3]}"
+freeze_pids "${CL_PID[3]}" || fail "pid ${CL_PID[3]} not stopped"
 ctsr --json volume scrub db >"$CL_ROOT/scrub.json" 2>"$CL_ROOT/scrub.err" &
 spid=$!
 track_pid "$spid"

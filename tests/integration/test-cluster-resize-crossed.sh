@@ -30,7 +30,7 @@ ctsr volume attach b --node n2 >/dev/null || fail "attach b"
 
 EV=$CL_ROOT/events
 : > "$EV"
-kill -STOP "${CL_PID[3]}"
+freeze_pids "${CL_PID[3]}" || fail "pid ${CL_PID[3]} not stopped"
 on_exit "kill -CONT ${CL_PID[3]} 2>/dev/null"
 ( ctsr_via 2 volume resize a --size 16M > "$CL_ROOT/ra.out" 2>&1; echo "resize-a $?" >> "$EV" ) &
 pa=$!
@@ -89,7 +89,7 @@ cl_qemu_io 2 b "write -P 0xa5 12M 64k" "read -P 0xa5 12M 64k" >/dev/null ||
 # (-ECANCELED; the admin server closes its connections at stop, as for every
 # reply answered later, so the CLI sees the connection close), the node
 # exits 0, nothing changed
-kill -STOP "${CL_PID[3]}"
+freeze_pids "${CL_PID[3]}" || fail "pid ${CL_PID[3]} not stopped"
 ( ctsr_via 2 volume resize a --size 24M > "$CL_ROOT/rs.out" 2>&1; echo "resize-stop $?" >> "$EV" ) &
 ps=$!
 track_pid "$ps"

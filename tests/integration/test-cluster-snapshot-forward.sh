@@ -125,7 +125,7 @@ assert_eq "$(snaps 1 db)" "f1" "snapshots of db after the clones (temporary ones
 assert_eq "$(snaps 3 db)" "f1" "snapshots of db on n3 after the clones"
 
 # ---- 2. a detached volume's create waits for a stopped copy node, not n1's loop
-kill -STOP "${CL_PID[3]}"
+freeze_pids "${CL_PID[3]}" || fail "pid ${CL_PID[3]} not stopped"
 on_exit "kill -CONT ${CL_PID[3]} 2>/dev/null"
 ctsr --json snapshot create dv d1 >"$CL_ROOT/dv1.json" 2>&1 &
 p1=$!
