@@ -55,7 +55,7 @@ for n in "${C[@]}"; do
 	frozen+=("${CL_PID[${n#n}]}")
 	[ ${#frozen[@]} = 3 ] && break
 done
-kill -STOP "${frozen[@]}"
+freeze_pids "${frozen[@]}" || fail "pid ${frozen[*]} not stopped"
 on_exit "kill -CONT ${frozen[*]}"
 log "frozen: pids ${frozen[*]}"
 t0=$(date +%s%N)

@@ -59,7 +59,7 @@ wpid=$!
 track_pid "$wpid"
 sleep 2
 px=${CL_PID[$X]}
-kill -STOP "$px"
+freeze_pids "$px" || fail "pid $px not stopped"
 on_exit "kill -CONT $px 2>/dev/null"
 log "n$X frozen (pid $px)"
 sleep 0.5

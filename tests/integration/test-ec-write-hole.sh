@@ -239,7 +239,7 @@ done
 next_range
 log "---- staged:2 with n5 and n6 frozen: write $len bytes at $off, expect the old content"
 switched_coordinator staged:2
-kill -STOP "${CL_PID[5]}" "${CL_PID[6]}"
+freeze_pids "${CL_PID[5]}" "${CL_PID[6]}" || fail "pid ${CL_PID[5]} ${CL_PID[6]} not stopped"
 on_exit "kill -CONT ${CL_PID[5]} ${CL_PID[6]}"
 cl_qemu_io 7 wh "write -P $byte $off $len" >"$CL_ROOT/qemu-frozen.txt" 2>&1 &
 qpid=$!
@@ -318,7 +318,7 @@ TSRD_WRAP=()
 next_range
 log "---- chunk node n4 lost during a write: $len bytes at $off, expect the new content"
 ctsr volume attach wh --node n1 >/dev/null || fail "chunk loss: attach on n1"
-kill -STOP "${CL_PID[4]}"
+freeze_pids "${CL_PID[4]}" || fail "pid ${CL_PID[4]} not stopped"
 on_exit "kill -CONT ${CL_PID[4]}"
 cl_qemu_io 1 wh "write -P $byte $off $len" >/dev/null || fail "chunk loss: the write failed with n4 frozen"
 cl_kill 4
