@@ -248,21 +248,17 @@ struct missed_update {
 	uint64_t epoch; /* our attachment's */
 };
 
-static int missed_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
+/*
+ * ops ("c NAME\n" / "d NAME\n" lines) as CopyRecord.missed_snaps: cr's list
+ * replaced.  0, -ENOMEM, -E2BIG or -EINVAL (cr unchanged).
+ */
+int cluster_missed_set(Tessera__Cluster__CopyRecord *cr, const char *ops)
 {
-	const struct missed_update *u = arg;
-	const struct missed_req *r = u->r;
-	Tessera__Cluster__CopyRecord *cr;
-	const char *p = r->ops;
+	const char *p = ops;
 	char **list;
 	size_t n = 0;
 	int ret;
 
-	if (rec->epoch != u->epoch)
-		return -ESTALE;
-	if (r->idx >= rec->n_copies || strcmp(rec->copies[r->idx]->node_id, r->node_id) != 0)
-		return 1; /* replaced since: the new copy's list is not this one */
-	cr = rec->copies[r->idx];
 	for (const char *q = p; *q; q++)
 		n += *q == '\n';
 	list = calloc(n + 1, sizeof(*list));
@@ -292,6 +288,57 @@ static int missed_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
 	cr->missed_snaps = list;
 	cr->n_missed_snaps = n;
 	return 0;
+}
+
+/*
+ * The slot lists listed, not r's copy: the new node of a replace-replica of
+ * that slot still waiting for the coordinator's answer (volume.c)?  Then r's
+ * list is held for that replace's undo (attachment copies[].held_missed), as
+ * record_state holds a state.  1 held, 0 not, -ENOMEM.
+ */
+static int missed_hold(const struct missed_update *u, const char *listed)
+{
+	const struct missed_req *r = u->r;
+	struct attachment *a;
+	int ret = 0;
+
+	pthread_mutex_lock(&r->c->lock);
+	a = cluster_find_attachment(r->c, r->vol);
+	if (a && a->epoch == u->epoch && r->idx < a->n_copies &&
+	    a->copies[r->idx].pending_new[0] &&
+	    strcmp(a->copies[r->idx].pending_new, listed) == 0 &&
+	    strcmp(a->copies[r->idx].node_id, r->node_id) == 0) {
+		char *ops = strdup(r->ops);
+
+		if (ops == NULL) {
+			ret = -ENOMEM;
+		} else {
+			free(a->copies[r->idx].held_missed);
+			a->copies[r->idx].held_missed = ops;
+			ret = 1;
+		}
+	}
+	pthread_mutex_unlock(&r->c->lock);
+	return ret;
+}
+
+static int missed_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
+{
+	const struct missed_update *u = arg;
+	const struct missed_req *r = u->r;
+	int ret;
+
+	if (rec->epoch != u->epoch)
+		return -ESTALE;
+	if (r->idx >= rec->n_copies)
+		return 1; /* replaced since: the new copy's list is not this one */
+	if (strcmp(rec->copies[r->idx]->node_id, r->node_id) != 0) {
+		ret = missed_hold(u, rec->copies[r->idx]->node_id);
+		/* held: written back unchanged, so an undo that read it before
+		 * must read it again (volume.c replace_undo_mutate) */
+		return ret == 1 ? 0 : ret < 0 ? ret : 1;
+	}
+	return cluster_missed_set(rec->copies[r->idx], r->ops);
 }
 
 /* Record r's list in vol/<name>, refused for a stale epoch. */

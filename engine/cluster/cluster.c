@@ -132,12 +132,45 @@ static void fence_all(struct tsr_cluster *c, const char *why)
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* record_state's mutator: copy r->idx's state, refused for a stale epoch. */
+/*
+ * record_state's mutator: copy r->idx's state, refused for a stale epoch.
+ * The slot must still list the copy the layout asked for (r->node_id, as
+ * missed_mutate): a record that lists another node there was replaced since
+ * (1: nothing written), or lists the new node of a replace-replica of that
+ * slot still waiting for the coordinator's answer (volume.c).  Then the state
+ * is held for that replace's undo (attachment copies[].held_*) and the record
+ * is written back unchanged: an undo that read it before must read it again
+ * (its compare-and-set fails), so it cannot miss this state.  The old copy is
+ * listed nowhere meanwhile, so no coordinator trusts it (review 14b, finding
+ * 1: marking the new, empty copy in sync by index lost every write).
+ */
 struct state_update {
+	struct tsr_cluster *c;
 	const struct state_req *r;
 	uint64_t epoch;    /* our attachment's */
 	char node_id[64];  /* the copy's node, for the log */
+	int outcome;       /* 0 recorded, 1 replaced since, 2 held for a replace's undo */
 };
+
+static bool state_hold(struct state_update *u, const char *listed)
+{
+	const struct state_req *r = u->r;
+	struct attachment *a;
+	bool held = false;
+
+	pthread_mutex_lock(&u->c->lock);
+	a = cluster_find_attachment(u->c, r->vol);
+	if (a && a->epoch == u->epoch && r->idx < a->n_copies &&
+	    a->copies[r->idx].pending_new[0] &&
+	    strcmp(a->copies[r->idx].pending_new, listed) == 0 &&
+	    strcmp(a->copies[r->idx].node_id, r->node_id) == 0) {
+		a->copies[r->idx].held_set = true;
+		a->copies[r->idx].held_state = r->state;
+		held = true;
+	}
+	pthread_mutex_unlock(&u->c->lock);
+	return held;
+}
 
 static int state_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
 {
@@ -147,6 +180,16 @@ static int state_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
 		return -ESTALE;
 	if (u->r->idx >= rec->n_copies)
 		return -EINVAL;
+	if (u->r->node_id[0] && strcmp(rec->copies[u->r->idx]->node_id, u->r->node_id) != 0) {
+		snprintf(u->node_id, sizeof(u->node_id), "%s", rec->copies[u->r->idx]->node_id);
+		if (state_hold(u, rec->copies[u->r->idx]->node_id)) {
+			u->outcome = 2;
+			return 0; /* unchanged, at a new revision */
+		}
+		u->outcome = 1;
+		return 1; /* replaced since: the slot is another copy's */
+	}
+	u->outcome = 0;
 	rec->copies[u->r->idx]->state = rec_state_from_mirror(u->r->state);
 	rec->copies[u->r->idx]->since = cluster_now();
 	snprintf(u->node_id, sizeof(u->node_id), "%s", rec->copies[u->r->idx]->node_id);
@@ -156,7 +199,7 @@ static int state_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
 /* Record one copy-state change in vol/<name>, refused for a stale epoch. */
 static int record_state(struct tsr_cluster *c, const struct state_req *r)
 {
-	struct state_update u = { .r = r };
+	struct state_update u = { .c = c, .r = r };
 	struct attachment *a;
 	bool fenced = true;
 	int ret;
@@ -171,7 +214,15 @@ static int record_state(struct tsr_cluster *c, const struct state_req *r)
 	if (fenced)
 		return -ESTALE;
 	ret = rec_volume_update(c->meta_bg, r->vol, state_mutate, &u);
-	if (ret == 0)
+	if (ret == 0 && u.outcome == 1)
+		tsr_info("cluster: volume %s: copy %u (%s) %s not recorded: that slot lists %s now "
+			 "(replaced since)", r->vol, r->idx, r->node_id,
+			 tsr_copy_state_name(r->state), u.node_id);
+	else if (ret == 0 && u.outcome == 2)
+		tsr_info("cluster: volume %s: copy %u (%s) %s held: a replace of that slot onto %s "
+			 "waits for the coordinator", r->vol, r->idx, r->node_id,
+			 tsr_copy_state_name(r->state), u.node_id);
+	else if (ret == 0)
 		tsr_info("cluster: volume %s copy %s %s", r->vol, u.node_id,
 			 tsr_copy_state_name(r->state));
 	else
@@ -305,6 +356,15 @@ void cluster_set_copy_state(void *arg, const char *vol, unsigned idx, enum tsr_c
 	r->done = done;
 	r->done_arg = done_arg;
 	pthread_mutex_lock(&c->lock);
+	{
+		/* the slot's node as the layout has it now (a replace updates it
+		 * once the layout took the new copy: a state of the new copy asked
+		 * before that names the old node, and is not recorded) */
+		struct attachment *a = cluster_find_attachment(c, vol);
+
+		if (a && idx < a->n_copies)
+			snprintf(r->node_id, sizeof(r->node_id), "%s", a->copies[idx].node_id);
+	}
 	if (c->stopping) {
 		pthread_mutex_unlock(&c->lock);
 		free(r);

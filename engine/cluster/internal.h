@@ -45,7 +45,19 @@ struct attachment {
 		double next_return;    /* ev_now before which copy_returned is not repeated */
 		double dead_since;     /* ev_now when its node was first seen dead, 0: alive */
 		enum tsr_copy_state last_state; /* as last logged */
-	} copies[TSR_LAYOUT_MAX_COPIES];
+		/*
+		 * lock: a replace-replica of this slot between its record write
+		 * and the layout's answer: its new node ("" none).  A state the
+		 * layout's copy (node_id) asks meanwhile is held here (held_set,
+		 * held_state; record_state) and written by the replace's undo
+		 * when the coordinator refuses the new copy (volume.c).
+		 */
+		char pending_new[64];
+		bool held_set;
+		enum tsr_copy_state held_state;
+		char *held_missed; /* the same for its missed snapshot operations (attach.c) */
+	} copies[TSR_LAYOUT_MAX_COPIES]; /* node_id: written under lock, read by the main
+					   * thread or under lock */
 	struct attachment *next;       /* lock */
 };
 
@@ -53,6 +65,7 @@ struct attachment {
 struct state_req {
 	char vol[64];
 	unsigned idx;
+	char node_id[64];  /* copy idx's node as the layout had it when asked ("" unknown) */
 	enum tsr_copy_state state;
 	void (*done)(void *done_arg, int status);
 	void *done_arg;
@@ -108,6 +121,8 @@ uint64_t cluster_lease(struct tsr_cluster *c);
 int64_t cluster_now(void);
 /* The attachment of name, or NULL (main thread, or with the lock held). */
 struct attachment *cluster_find_attachment(struct tsr_cluster *c, const char *name);
+/* ops ("c NAME\n" lines) as cr's missed_snaps (attach.c): 0 or -errno, cr unchanged */
+int cluster_missed_set(Tessera__Cluster__CopyRecord *cr, const char *ops);
 /* mirror hook: queue a copy-state change for the background thread */
 void cluster_set_copy_state(void *arg, const char *vol, unsigned idx, enum tsr_copy_state st,
 			    void (*done)(void *done_arg, int status), void *done_arg);

@@ -1710,6 +1710,128 @@ static void replace_delete_test_hold(const char *name)
 		usleep(10 * 1000);
 }
 
+/*
+ * The undo of a replace-replica the coordinator refused (review 14b, finding
+ * 1): vol/<name> gets back the old copy at idx (old: its CopyRecord as the
+ * replace read it, packed), with the last state the layout asked for it
+ * meanwhile (held by record_state: the slot listed the new node then).  By
+ * compare-and-set from the record as it is now, and only while the slot
+ * still lists our new node.
+ */
+struct replace_undo {
+	struct tsr_cluster *c;
+	const char *name, *new_node;
+	unsigned idx;
+	uint64_t epoch;             /* the coordinator's (ours) */
+	const uint8_t *old;
+	size_t old_len;
+	bool gone;                  /* another coordinator, or the slot lists another node */
+};
+
+static int replace_undo_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
+{
+	struct replace_undo *u = arg;
+	Tessera__Cluster__CopyRecord *cr;
+	struct attachment *a;
+	bool held = false;
+	enum tsr_copy_state st = TSR_COPY_OUT_OF_SYNC;
+	char *missed = NULL;
+	int ret = 0;
+
+	/* a newer coordinator attached from the record listing the new copy:
+	 * that copy is its own now (it rebuilds it), the slot is left alone */
+	u->gone = rec->epoch != u->epoch || u->idx >= rec->n_copies ||
+		  strcmp(rec->copies[u->idx]->node_id, u->new_node) != 0;
+	if (u->gone)
+		return 1;
+	cr = tessera__cluster__copy_record__unpack(NULL, u->old_len, u->old);
+	if (cr == NULL)
+		return -ENOMEM;
+	/* read after the record: a state held later rewrote it, so our write fails */
+	pthread_mutex_lock(&u->c->lock);
+	a = cluster_find_attachment(u->c, u->name);
+	if (a && u->idx < a->n_copies) {
+		held = a->copies[u->idx].held_set;
+		st = a->copies[u->idx].held_state;
+		if (a->copies[u->idx].held_missed &&
+		    (missed = strdup(a->copies[u->idx].held_missed)) == NULL)
+			ret = -ENOMEM;
+	}
+	pthread_mutex_unlock(&u->c->lock);
+	if (held) {
+		cr->state = rec_state_from_mirror(st);
+		cr->since = cluster_now();
+	}
+	if (ret == 0 && missed)
+		ret = cluster_missed_set(cr, missed);
+	free(missed);
+	if (ret) {
+		tessera__cluster__copy_record__free_unpacked(cr, NULL);
+		return ret;
+	}
+	tessera__cluster__copy_record__free_unpacked(rec->copies[u->idx], NULL);
+	rec->copies[u->idx] = cr;
+	return 0;
+}
+
+/* The slot's replace is over (taken or undone): states are recorded again. */
+static void replace_pending_end(struct tsr_cluster *c, struct attachment *a, size_t idx,
+				const char *node_id)
+{
+	pthread_mutex_lock(&c->lock);
+	a->copies[idx].pending_new[0] = '\0';
+	a->copies[idx].held_set = false;
+	free(a->copies[idx].held_missed);
+	a->copies[idx].held_missed = NULL;
+	if (node_id)
+		snprintf(a->copies[idx].node_id, sizeof(a->copies[idx].node_id), "%s", node_id);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/*
+ * The coordinator (attached here) refused the new copy (-EBUSY: another
+ * replace's rebuild runs; -EIO fenced or closing; ...) after vol/<name> was
+ * written listing it: the record gets back the old copy (replace_undo_mutate)
+ * and the new, empty copy is deleted (by its uuid, as the create's undo), so
+ * the refusal changes nothing.  Before (review 14b, finding 1) the record kept
+ * the new node while the layout kept the old copy, and that copy's in-sync
+ * was written into the slot: the new copy, never written, counted in sync.
+ * If the undo's write fails, the record still lists the new copy (out of sync,
+ * rebuild): safe (no coordinator trusts it or the old one; the next attach
+ * rebuilds it), and it is said.  Sets msg; ret is the layout's error.
+ */
+static void replace_refused(struct tsr_cluster *c, struct attachment *a, const char *name,
+			    size_t idx, const char *old, const Tessera__Cluster__NodeRecord *new_node,
+			    const char *new_uuid, const uint8_t *old_cr, size_t old_len, int ret,
+			    char *msg, size_t msg_len)
+{
+	struct replace_undo u = { .c = c, .name = name, .new_node = new_node->id,
+				  .idx = (unsigned)idx, .epoch = a->epoch, .old = old_cr,
+				  .old_len = old_len };
+	char m2[256];
+	int r;
+
+	r = rec_volume_update(c->meta, name, replace_undo_mutate, &u);
+	replace_pending_end(c, a, idx, NULL);
+	if (r || u.gone) {
+		snprintf(msg, msg_len, "volume '%s': the coordinator refused the new copy on %s: %s, "
+			 "and vol/%s could not be set back (%s): it lists %s's copy out of sync, "
+			 "rebuilt at the next attach; tessera volume show %s", name, new_node->id,
+			 strerror(-ret), name, r ? strerror(-r) : "another coordinator, or the slot "
+			 "changed meanwhile",
+			 new_node->id, name);
+		tsr_warn("cluster: %s", msg);
+		return;
+	}
+	if (cluster_copy_delete_uuid(c, new_node, name, new_uuid, m2, sizeof(m2)))
+		tsr_warn("cluster: volume %s: %s (left to the leftover sweep)", name, m2);
+	tsr_info("cluster: volume %s: replace of copy %s by %s refused by the coordinator (%s): "
+		 "the record lists %s again, the new copy deleted", name, old, new_node->id,
+		 strerror(-ret), old);
+	snprintf(msg, msg_len, "volume '%s': the coordinator refused the new copy: %s (retry "
+		 "once the running rebuild is done); nothing changed", name, strerror(-ret));
+}
+
 int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char *old,
 			    const char *to, char *msg, size_t msg_len)
 {
@@ -1723,6 +1845,9 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 	char key[80], why[1024], *missed = NULL, new_uuid[37], garbage[37];
 	char old_uuid[37] = "";
 	bool old_unheard = false; /* its node did not answer the uuid read */
+	struct attachment *pending = NULL; /* the coordinator here: its slot is pending */
+	uint8_t *old_cr = NULL; /* the old copy's CopyRecord as read, packed */
+	size_t old_len = 0;
 	size_t n, idx;
 	uint64_t rev;
 	int ret;
@@ -1802,6 +1927,18 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 						    replace_old_timeout_ms(c), old_uuid) != 0;
 	}
 	replace_test_hold(name);
+	/* the old copy's entry as read, for the undo of a refusal */
+	old_len = tessera__cluster__copy_record__get_packed_size(rec->copies[idx]);
+	old_cr = malloc(old_len ? old_len : 1);
+	if (old_cr == NULL) {
+		char m2[256];
+
+		ret = -ENOMEM;
+		snprintf(msg, msg_len, "out of memory in tesserad");
+		cluster_copy_delete_uuid(c, new_node, name, new_uuid, m2, sizeof(m2));
+		goto out;
+	}
+	tessera__cluster__copy_record__pack(rec->copies[idx], old_cr);
 	free(rec->copies[idx]->node_id);
 	rec->copies[idx]->node_id = strdup(new_node->id);
 	if (rec->copies[idx]->node_id == NULL) {
@@ -1823,10 +1960,23 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 		goto out;
 	}
 	snprintf(key, sizeof(key), "vol/%s", name);
+	a = cluster_find_attachment(c, name);
+	if (a && a->layout && !a->fenced && idx < a->n_copies) {
+		/* from here the layout's copy's states are held, not written into
+		 * the slot that lists the new node (record_state) */
+		pthread_mutex_lock(&c->lock);
+		snprintf(a->copies[idx].pending_new, sizeof(a->copies[idx].pending_new), "%s",
+			 new_node->id);
+		a->copies[idx].held_set = false;
+		pthread_mutex_unlock(&c->lock);
+		pending = a;
+	}
 	ret = rec_put(c->meta, key, &rec->base, rev, 0, NULL);
 	if (ret) {
 		char m2[256];
 
+		if (pending)
+			replace_pending_end(c, pending, idx, NULL);
 		snprintf(msg, msg_len, "cannot record the new copy of '%s' on %s: %s (retry)", name,
 			 new_node->id, strerror(-ret));
 		/* ours only: another replace may have recorded its own copy there */
@@ -1836,8 +1986,8 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 	}
 	tsr_info("cluster: volume %s copy %s replaced by %s (out-of-sync, full rebuild)", name,
 		 old, new_node->id);
-	a = cluster_find_attachment(c, name);
-	if (a && a->layout && !a->fenced) {
+	a = pending;
+	if (a) {
 		struct tsr_layout_copy cp = { .state = TSR_COPY_OUT_OF_SYNC, .full_resync = true,
 					      .missed = missed };
 
@@ -1846,12 +1996,13 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 		cp.local = strcmp(new_node->id, c->node_id) == 0;
 		ret = tsr_layout_replace_copy(a->layout, (unsigned)idx, &cp);
 		if (ret) {
-			snprintf(msg, msg_len, "volume '%s': the coordinator refused the new copy: "
-				 "%s (retry once the running rebuild is done)", name, strerror(-ret));
+			replace_refused(c, a, name, idx, old, new_node, new_uuid, old_cr, old_len,
+					ret, msg, msg_len);
 			goto out;
 		}
-		snprintf(a->copies[idx].node_id, sizeof(a->copies[idx].node_id), "%s",
-			 new_node->id);
+		/* a state held meanwhile was the old copy's, or the new one's
+		 * first (named by the old node): neither is the slot's record */
+		replace_pending_end(c, a, idx, new_node->id);
 		a->copies[idx].dead_since = 0;
 		a->copies[idx].next_return = 0;
 		a->copies[idx].last_state = TSR_COPY_OUT_OF_SYNC;
@@ -1892,6 +2043,7 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 	ret = 0;
 out:
 	free(missed);
+	free(old_cr);
 	if (rec)
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 	view_free(&v);
