@@ -624,6 +624,10 @@ static int check_request(const Tessera__Admin__Request *req, const char **why)
 			       "its volume's size";
 			return -EINVAL;
 		}
+		if (req->snapshot_create->epoch_set && !req->snapshot_create->local_copy) {
+			*why = "epoch is internal (node to node, with local_copy)";
+			return -EINVAL;
+		}
 		if (req->snapshot_create->size % TSR_BLOCK_SIZE) {
 			*why = "size must be a multiple of 4 KiB (4096 bytes)";
 			return -EINVAL;
@@ -632,6 +636,10 @@ static int check_request(const Tessera__Admin__Request *req, const char **why)
 	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE:
 		if (req->snapshot_delete == NULL)
 			break;
+		if (req->snapshot_delete->epoch_set && !req->snapshot_delete->local_copy) {
+			*why = "epoch is internal (node to node, with local_copy)";
+			return -EINVAL;
+		}
 		return check_snap_ref(req->snapshot_delete->volume, req->snapshot_delete->name, why);
 	case TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST:
 		if (req->snapshot_list == NULL)

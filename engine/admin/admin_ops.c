@@ -198,8 +198,13 @@ static void split_ref(const char *volume, const char *name, char vol[64], char s
 	}
 }
 
+/* The epoch of a store snapshot call that checks none. */
+#define SNAP_NO_EPOCH UINT64_MAX
+
+/* epoch: a local_copy create's or delete's fence (SnapshotCreate.epoch:
+ * -ESTALE once an attach raised the copy's past it), else SNAP_NO_EPOCH. */
 static int store_snap(struct tsr_admin_server *srv, const char *vol,
-		      const struct tsr_snap_req *req)
+		      const struct tsr_snap_req *req, uint64_t epoch)
 {
 	struct tsr_snap_info snap_info;
 	struct tsr_vol_info vol_info;
@@ -207,9 +212,15 @@ static int store_snap(struct tsr_admin_server *srv, const char *vol,
 	switch (req->op) {
 	case TSR_SNAP_CREATE:
 		/* req->size: a local_copy cut at the record's size (0: the copy's) */
+		if (epoch != SNAP_NO_EPOCH)
+			return tsr_store_snap_create_epoch(srv->store, vol, req->snap, req->size,
+							   epoch);
 		return tsr_store_snap_create_sized(srv->store, vol, req->snap, req->size,
 						   &snap_info);
 	case TSR_SNAP_DELETE:
+		if (epoch != SNAP_NO_EPOCH)
+			return tsr_store_snap_delete_epoch(srv->store, vol, req->snap, false,
+							   epoch);
 		return tsr_store_snap_delete(srv->store, vol, req->snap);
 	case TSR_SNAP_CLONE:
 	default:
@@ -230,6 +241,7 @@ struct gate_later {
 	int status;                /* the gate's result, set on the home worker */
 	struct admin_later *later; /* done by gate_done, exactly once */
 	int64_t started_ns;        /* tsr_mono_ns() at the request (the log line) */
+	uint64_t epoch;            /* local_copy create/delete: its fence (SNAP_NO_EPOCH: none) */
 };
 
 static void snap_finish(struct tsr_admin_server *srv, const struct gate_later *g, int ret,
@@ -259,7 +271,7 @@ static void gate_reply(struct tsr_admin_server *srv, void *arg, Tessera__Admin__
 	/* its last client left meanwhile: the store directly (nothing writes
 	 * it; -EBUSY if one came back, the message says to retry) */
 	if (ret == -ENOENT)
-		ret = store_snap(srv, g->vol, &g->req);
+		ret = store_snap(srv, g->vol, &g->req, SNAP_NO_EPOCH);
 	snap_finish(srv, g, ret, resp);
 	/* the server's side of the round trip (bench/snapshot.sh reads it) */
 	tsr_info("admin: %s '%s@%s': replied after %.1f ms%s", snap_op_name(g->req.op), g->vol,
@@ -312,7 +324,7 @@ static int snap_run(struct tsr_admin_server *srv, const struct gate_later *g, bo
 	int ret = -ENOENT;
 
 	if (local_copy)
-		return store_snap(srv, g->vol, &g->req);
+		return store_snap(srv, g->vol, &g->req, g->epoch);
 	for (int tries = 0; tries < 2; tries++) {
 		ret = gate_start(srv, g);
 		if (ret == 0)
@@ -325,7 +337,7 @@ static int snap_run(struct tsr_admin_server *srv, const struct gate_later *g, bo
 			/* -ENOENT for a volume the store lacks, else not attached here */
 			return tsr_store_vol_info(srv->store, g->vol, &info) ?: -ENOTCONN;
 		}
-		ret = store_snap(srv, g->vol, &g->req);
+		ret = store_snap(srv, g->vol, &g->req, SNAP_NO_EPOCH);
 		/* -EBUSY: a client opened the volume meanwhile; its gate cuts it */
 		if (ret != -EBUSY)
 			return ret;
@@ -412,7 +424,7 @@ static void op_snapshot_create(struct tsr_admin_server *srv,
 			       const Tessera__Admin__SnapshotCreate *c,
 			       Tessera__Admin__Response *resp)
 {
-	struct gate_later g = { .req = { .op = TSR_SNAP_CREATE } };
+	struct gate_later g = { .req = { .op = TSR_SNAP_CREATE }, .epoch = SNAP_NO_EPOCH };
 	struct tsr_vol_info info;
 	char sz[32], vsz[32];
 	int ret;
@@ -423,7 +435,16 @@ static void op_snapshot_create(struct tsr_admin_server *srv,
 	 * a copy grown past the record still cuts that size */
 	if (c->local_copy)
 		g.req.size = c->size;
+	/* a detached volume's create fenced by the record's epoch at its start */
+	if (c->local_copy && c->epoch_set)
+		g.epoch = c->epoch;
 	ret = snap_run(srv, &g, c->local_copy);
+	if (ret == -ESTALE && g.epoch != SNAP_NO_EPOCH) {
+		admin_fail(resp, ret, "cannot cut snapshot '%s@%s' on this node's copy: '%s' was "
+			   "attached meanwhile (its epoch is past %llu): retry", g.vol, g.req.snap,
+			   g.vol, (unsigned long long)g.epoch);
+		return;
+	}
 	if (ret == -EINVAL && g.req.size != 0 &&
 	    tsr_store_vol_info(srv->store, g.vol, &info) == 0 && g.req.size > info.size) {
 		tsr_format_size(g.req.size, sz, sizeof(sz));
@@ -453,16 +474,24 @@ static void op_snapshot_delete(struct tsr_admin_server *srv,
 			       const Tessera__Admin__SnapshotDelete *d,
 			       Tessera__Admin__Response *resp)
 {
-	struct gate_later g = { .req = { .op = TSR_SNAP_DELETE } };
+	struct gate_later g = { .req = { .op = TSR_SNAP_DELETE }, .epoch = SNAP_NO_EPOCH };
 	int ret;
 
 	split_ref(d->volume, d->name, g.vol, g.req.snap);
+	if (d->local_copy && d->epoch_set)
+		g.epoch = d->epoch;
 	if (snapshot_exported(srv, g.vol, g.req.snap)) {
 		admin_fail(resp, -EBUSY, "snapshot '%s@%s' is exported to an NBD client; "
 			   "disconnect it first", g.vol, g.req.snap);
 		return;
 	}
 	ret = snap_run(srv, &g, d->local_copy);
+	if (ret == -ESTALE && g.epoch != SNAP_NO_EPOCH) {
+		admin_fail(resp, ret, "cannot delete snapshot '%s@%s' on this node's copy: '%s' "
+			   "was attached meanwhile (its epoch is past %llu): retry", g.vol,
+			   g.req.snap, g.vol, (unsigned long long)g.epoch);
+		return;
+	}
 	if (ret != 1) /* 1: the gate of the open volume deletes it, the reply comes then */
 		snap_finish(srv, &g, ret, resp);
 }

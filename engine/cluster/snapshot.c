@@ -99,6 +99,10 @@ struct clone_args {
 	uint32_t region_size;          /* 0: the source's (a clone may repeat it) */
 };
 
+/* The epoch of a snapshot create or delete that checks none (a rollback,
+ * a clone, an undo). */
+#define SNAP_NO_EPOCH UINT64_MAX
+
 static const char *cop_name(enum copy_op op)
 {
 	switch (op) {
@@ -111,17 +115,23 @@ static const char *cop_name(enum copy_op op)
 
 /* Our own store copy: the store call of a local_copy command.  size: a
  * CREATE's snapshot size (the record's copy size; 0 the copy's), a clone's
- * size (grown to it when larger than its source). */
+ * size (grown to it when larger than its source).  epoch: a detached
+ * CREATE's or DELETE's fence, the record's epoch at its start (-ESTALE once
+ * an attach raised the copy's past it), else SNAP_NO_EPOCH. */
 static int local_op(struct tsr_cluster *c, enum copy_op op, const char *vol, const char *snap,
-		    const char *clone, uint64_t size)
+		    const char *clone, uint64_t size, uint64_t epoch)
 {
 	struct tsr_vol_info info;
 	int ret;
 
 	switch (op) {
 	case COP_SNAP_CREATE:
+		if (epoch != SNAP_NO_EPOCH)
+			return tsr_store_snap_create_epoch(c->o.store, vol, snap, size, epoch);
 		return tsr_store_snap_create_sized(c->o.store, vol, snap, size, NULL);
 	case COP_SNAP_DELETE:
+		if (epoch != SNAP_NO_EPOCH)
+			return tsr_store_snap_delete_epoch(c->o.store, vol, snap, false, epoch);
 		return tsr_store_snap_delete(c->o.store, vol, snap);
 	case COP_ROLLBACK:
 		return tsr_store_vol_rollback(c->o.store, vol, snap);
@@ -143,7 +153,7 @@ static int local_op(struct tsr_cluster *c, enum copy_op op, const char *vol, con
  */
 static int copy_op(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 		   enum copy_op op, const char *vol, const char *snap, const char *clone,
-		   uint64_t size, char *msg, size_t msg_len)
+		   uint64_t size, uint64_t epoch, char *msg, size_t msg_len)
 {
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__SnapshotCreate sc = TESSERA__ADMIN__SNAPSHOT_CREATE__INIT;
@@ -154,7 +164,7 @@ static int copy_op(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *no
 	int ret;
 
 	if (strcmp(node->id, c->node_id) == 0) {
-		ret = local_op(c, op, vol, snap, clone, size);
+		ret = local_op(c, op, vol, snap, clone, size, epoch);
 		if (ret)
 			snprintf(msg, msg_len, "cannot %s on %s (this node): %s", cop_name(op),
 				 node->id, strerror(-ret));
@@ -166,6 +176,9 @@ static int copy_op(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *no
 		sc.name = (char *)snap;
 		sc.local_copy = true;
 		sc.size = size; /* a node of an earlier build ignores it: its copy's size */
+		/* and this: its cut not fenced against an attach meanwhile */
+		sc.epoch_set = epoch != SNAP_NO_EPOCH;
+		sc.epoch = sc.epoch_set ? epoch : 0;
 		req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE;
 		req.snapshot_create = &sc;
 		break;
@@ -173,6 +186,8 @@ static int copy_op(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *no
 		sd.volume = (char *)vol;
 		sd.name = (char *)snap;
 		sd.local_copy = true;
+		sd.epoch_set = epoch != SNAP_NO_EPOCH;
+		sd.epoch = sd.epoch_set ? epoch : 0;
 		req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE;
 		req.snapshot_delete = &sd;
 		break;
@@ -219,7 +234,7 @@ struct copy_job {
 	const Tessera__Cluster__NodeRecord *node;
 	enum copy_op op;
 	const char *vol, *snap, *clone;
-	uint64_t size;
+	uint64_t size, epoch;
 	int ret;
 	char msg[512];
 	pthread_t thread;
@@ -230,15 +245,16 @@ static void *copy_job_main(void *arg)
 {
 	struct copy_job *j = arg;
 
-	j->ret = copy_op(j->c, j->node, j->op, j->vol, j->snap, j->clone, j->size, j->msg,
-			 sizeof(j->msg));
+	j->ret = copy_op(j->c, j->node, j->op, j->vol, j->snap, j->clone, j->size, j->epoch,
+			 j->msg, sizeof(j->msg));
 	return NULL;
 }
 
 /* 0 when every copy did it; else the first failure (msg) and ok[i] per copy. */
 static int copy_op_all(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *const *nodes,
 		       size_t n, enum copy_op op, const char *vol, const char *snap,
-		       const char *clone, uint64_t size, bool *ok, char *msg, size_t msg_len)
+		       const char *clone, uint64_t size, uint64_t epoch, bool *ok, char *msg,
+		       size_t msg_len)
 {
 	struct copy_job jobs[TSR_LAYOUT_MAX_COPIES];
 	int first = 0;
@@ -247,7 +263,8 @@ static int copy_op_all(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord
 		struct copy_job *j = &jobs[i];
 
 		*j = (struct copy_job){ .c = c, .node = nodes[i], .op = op, .vol = vol,
-					.snap = snap, .clone = clone, .size = size };
+					.snap = snap, .clone = clone, .size = size,
+					.epoch = epoch };
 		if (strcmp(nodes[i]->id, c->node_id) != 0 &&
 		    pthread_create(&j->thread, NULL, copy_job_main, j) == 0)
 			j->threaded = true;
@@ -396,6 +413,8 @@ struct snap_later {
 	struct tsr_cluster *c;         /* NULL once that cluster stopped (pending_lock) */
 	char vol[64];
 	struct tsr_snap_req req;       /* op and snap; the worker reads it until its cb */
+	uint64_t epoch;                /* a detached volume's: vol/v's epoch at the start, every
+					* copy's cut fenced by it (SNAP_NO_EPOCH: not detached) */
 	int status;                    /* the result: set on the home worker (a cut) or
 					* the loop (calls) before admin_later_done, read on
 					* the loop after */
@@ -557,6 +576,7 @@ static struct snap_later *snap_later_new(struct tsr_cluster *c, const char *vol,
 	sl->c = c;
 	snprintf(sl->vol, sizeof(sl->vol), "%s", vol);
 	sl->req = *sr;
+	sl->epoch = SNAP_NO_EPOCH;
 	sl->clone = clone;
 	sl->later = admin_later_begin(srv, snap_later_reply, sl);
 	if (sl->later == NULL) {
@@ -602,22 +622,27 @@ static bool snap_later_start(struct tsr_cluster *c, const char *vol,
 
 /* The request of op on vol@snap; local_copy for one copy's own store, a
  * CREATE's size then the snapshot's (0: the copy's; a node of an earlier
- * build ignores it). */
+ * build ignores it), and epoch its fence (SNAP_NO_EPOCH: none; a node of an
+ * earlier build ignores it: its copy not fenced). */
 static void snap_request(Tessera__Admin__Request *req, Tessera__Admin__SnapshotCreate *sc,
 			 Tessera__Admin__SnapshotDelete *sd, enum tsr_snap_op op, const char *vol,
-			 const char *snap, bool local_copy, uint64_t size)
+			 const char *snap, bool local_copy, uint64_t size, uint64_t epoch)
 {
 	if (op == TSR_SNAP_CREATE) {
 		sc->volume = (char *)vol;
 		sc->name = (char *)snap;
 		sc->local_copy = local_copy;
 		sc->size = local_copy ? size : 0;
+		sc->epoch_set = local_copy && epoch != SNAP_NO_EPOCH;
+		sc->epoch = sc->epoch_set ? epoch : 0;
 		req->command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE;
 		req->snapshot_create = sc;
 	} else {
 		sd->volume = (char *)vol;
 		sd->name = (char *)snap;
 		sd->local_copy = local_copy;
+		sd->epoch_set = local_copy && epoch != SNAP_NO_EPOCH;
+		sd->epoch = sd->epoch_set ? epoch : 0;
 		req->command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE;
 		req->snapshot_delete = sd;
 	}
@@ -640,6 +665,74 @@ static void snap_undo_done(void *arg, int status, Tessera__Admin__Response *resp
 	free(u);
 }
 
+/* The undo of our store's cut (a detached create that failed elsewhere) in
+ * a thread of its own, as the cut ran (snap_local_main): the store call
+ * (its lock, the catalogue) not on this loop; cluster_snapshot_stop waits
+ * for it (local_running).  No thread: here. */
+static bool snap_local_test_inline(void);
+
+struct snap_undo_job {
+	struct tsr_store *store;
+	char vol[64], snap[64];
+};
+
+static void snap_undo_local_run(struct tsr_store *store, const char *vol, const char *snap)
+{
+	int ret = tsr_store_snap_delete(store, vol, snap);
+
+	if (ret)
+		tsr_warn("cluster: undo of snapshot %s@%s on this node: %s (delete it again: "
+			 "tessera snapshot delete %s %s)", vol, snap, strerror(-ret), vol, snap);
+}
+
+static void *snap_undo_main(void *arg)
+{
+	struct snap_undo_job *j = arg;
+
+	tsr_log_set_thread_name("snap-undo");
+	snap_undo_local_run(j->store, j->vol, j->snap);
+	free(j);
+	pthread_mutex_lock(&pending_lock);
+	local_running--;
+	pthread_cond_broadcast(&local_cond);
+	pthread_mutex_unlock(&pending_lock);
+	return NULL;
+}
+
+static void snap_undo_local(struct tsr_cluster *c, const char *vol, const char *snap)
+{
+	struct snap_undo_job *j = malloc(sizeof(*j));
+	pthread_attr_t attr;
+	pthread_t t;
+	int ret = -ENOMEM;
+
+	if (j == NULL || snap_local_test_inline()) {
+		free(j);
+		snap_undo_local_run(c->o.store, vol, snap);
+		return;
+	}
+	j->store = c->o.store;
+	snprintf(j->vol, sizeof(j->vol), "%s", vol);
+	snprintf(j->snap, sizeof(j->snap), "%s", snap);
+	pthread_mutex_lock(&pending_lock);
+	local_running++;
+	pthread_mutex_unlock(&pending_lock);
+	ret = pthread_attr_init(&attr);
+	if (ret == 0) {
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		ret = pthread_create(&t, &attr, snap_undo_main, j);
+		pthread_attr_destroy(&attr);
+	}
+	if (ret == 0)
+		return;
+	pthread_mutex_lock(&pending_lock);
+	local_running--;
+	pthread_cond_broadcast(&local_cond);
+	pthread_mutex_unlock(&pending_lock);
+	free(j);
+	snap_undo_local_run(c->o.store, vol, snap);
+}
+
 /* The last call of sl answered (the loop, or our store's cut's thread): its
  * result, and the reply (snap_later_reply, on the loop, undoes a create that
  * failed somewhere: snap_calls_undo). */
@@ -652,6 +745,21 @@ static void snap_calls_done(struct snap_later *sl)
 			first = i;
 	if (first == sl->n_slots) {
 		sl->status = 0;
+		admin_later_done(sl->later);
+		return;
+	}
+	/* a copy's epoch past the record's at the start (a detached volume's
+	 * cut): an attach (and maybe writes) came between the copies' cuts */
+	for (size_t i = 0; i < sl->n_slots && !sl->forward; i++) {
+		if (sl->slots[i].ret != -ESTALE)
+			continue;
+		sl->status = -ESTALE;
+		snprintf(sl->msg, sizeof(sl->msg), "cannot %s '%s@%s': '%s' was attached meanwhile "
+			 "(node %s's copy has an epoch past %llu, the volume's when this began); "
+			 "%s: retry", sl->req.op == TSR_SNAP_CREATE ? "create snapshot" :
+			 "delete snapshot", sl->vol, sl->req.snap, sl->vol, sl->slots[i].node_id,
+			 (unsigned long long)sl->epoch, sl->req.op == TSR_SNAP_CREATE ?
+			 "the copies' cuts are undone" : "deleted on some copies only");
 		admin_later_done(sl->later);
 		return;
 	}
@@ -669,6 +777,23 @@ static void snap_calls_undo(struct tsr_cluster *c, struct snap_later *sl)
 
 	for (size_t i = 0; i < sl->n_slots; i++)
 		done += sl->slots[i].ret == 0;
+	if (sl->req.op == TSR_SNAP_CREATE && c == NULL && done > 0) {
+		/* the cluster stopped: nothing to send the deletes with; the
+		 * copies that cut it keep it (a later create of the name would
+		 * fail EEXIST there): say where to delete it */
+		char where[TSR_LAYOUT_MAX_COPIES * 66] = "";
+		size_t len = 0;
+
+		for (size_t i = 0; i < sl->n_slots; i++)
+			if (sl->slots[i].ret == 0 && len < sizeof(where))
+				len += (size_t)snprintf(where + len, sizeof(where) - len, "%s%s",
+							len ? ", " : "", sl->slots[i].node_id);
+		tsr_warn("cluster: snapshot %s@%s failed while tesserad stops, but was cut on "
+			 "%zu of %zu copies (%s): not undone; delete it again (tessera snapshot "
+			 "delete %s %s)", sl->vol, sl->req.snap, done, sl->n_slots, where, sl->vol,
+			 sl->req.snap);
+		return;
+	}
 	if (sl->req.op == TSR_SNAP_CREATE) {
 		/* delete it where it was cut (without waiting: a failure is logged) */
 		for (size_t i = 0; i < sl->n_slots; i++) {
@@ -681,10 +806,8 @@ static void snap_calls_undo(struct tsr_cluster *c, struct snap_later *sl)
 			if (sl->slots[i].ret != 0 || c == NULL)
 				continue;
 			if (strcmp(sl->slots[i].node_id, c->node_id) == 0) {
-				ret = tsr_store_snap_delete(c->o.store, sl->vol, sl->req.snap);
-				if (ret)
-					tsr_warn("cluster: undo of snapshot %s@%s on this node: %s",
-						 sl->vol, sl->req.snap, strerror(-ret));
+				/* our store's delete off the loop, as the cut was */
+				snap_undo_local(c, sl->vol, sl->req.snap);
 				continue;
 			}
 			u = malloc(sizeof(*u));
@@ -693,7 +816,7 @@ static void snap_calls_undo(struct tsr_cluster *c, struct snap_later *sl)
 			snprintf(u->what, sizeof(u->what), "%s@%s on %s", sl->vol, sl->req.snap,
 				 sl->slots[i].node_id);
 			snap_request(&req, &sc, &sd, TSR_SNAP_DELETE, sl->vol, sl->req.snap, true,
-				     0);
+				     0, SNAP_NO_EPOCH);
 			ret = admin_async_call(c->o.loop, sl->slots[i].address, c->token, &req,
 					       CLUSTER_COPY_TIMEOUT_MS, snap_undo_done, u, NULL);
 			if (ret) {
@@ -782,9 +905,12 @@ static void snap_local_run(struct tsr_store *store, struct snap_slot *slot)
 	bool create = sl->req.op == TSR_SNAP_CREATE;
 
 	snap_local_test_hold();
-	slot->ret = create ? tsr_store_snap_create_sized(store, sl->vol, sl->req.snap,
-							 sl->req.size, NULL)
-			   : tsr_store_snap_delete(store, sl->vol, sl->req.snap);
+	/* fenced by vol/v's epoch at the start: -ESTALE once an attach opened
+	 * our copy meanwhile (snap_calls_done) */
+	slot->ret = create ? tsr_store_snap_create_epoch(store, sl->vol, sl->req.snap,
+							 sl->req.size, sl->epoch)
+			   : tsr_store_snap_delete_epoch(store, sl->vol, sl->req.snap, false,
+							 sl->epoch);
 	if (slot->ret)
 		snprintf(slot->msg, sizeof(slot->msg), "cannot %s on %s (this node): %s",
 			 create ? "create the snapshot" : "delete the snapshot", slot->node_id,
@@ -872,7 +998,8 @@ static bool snap_calls_start(struct tsr_cluster *c, struct snap_later *sl,
 	sl->forward = forward;
 	sl->n_slots = n;
 	sl->outstanding = n + 1; /* one for this function: nothing finishes before the end */
-	snap_request(&req, &sc, &sd, sl->req.op, sl->vol, sl->req.snap, !forward, sl->req.size);
+	snap_request(&req, &sc, &sd, sl->req.op, sl->vol, sl->req.snap, !forward, sl->req.size,
+		     sl->epoch);
 	for (size_t i = 0; i < n; i++) {
 		struct snap_slot *slot = &sl->slots[i];
 		int ret;
@@ -931,7 +1058,7 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 	bool ok[TSR_LAYOUT_MAX_COPIES];
 	struct cluster_view v;
 	const char *attached;
-	uint64_t rev;
+	uint64_t rev, fence;
 	size_t done = 0;
 	int ret;
 
@@ -978,7 +1105,7 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 			}
 			goto out;
 		}
-		snap_request(&req, &sc, &sd, op, vol, snap, false, 0);
+		snap_request(&req, &sc, &sd, op, vol, snap, false, 0, SNAP_NO_EPOCH);
 		ret = cluster_call_node(c, coord->address, &req, CLUSTER_FORWARD_TIMEOUT_MS, &resp);
 		if (ret) {
 			snprintf(msg, msg_len, "cannot reach %s, the coordinator of '%s', at %s: %s",
@@ -1002,10 +1129,20 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 	 * cluster/volume.c), as the attached cut does (mirror_snap.c, ec_snap.c) */
 	if (op == TSR_SNAP_CREATE)
 		sr.size = rec_copy_size(rec);
+	/* every copy's cut fenced by the epoch of the last attach before this
+	 * request: the record's, but no later than the view's revision (the
+	 * view said detached; an attach whose key came after it has a higher
+	 * epoch, also when it wrote vol/v before rec was read).  An attach
+	 * meanwhile raises each copy's epoch (its OPEN) before that copy takes
+	 * a write, so its cut then fails -ESTALE and the create is undone. */
+	fence = rec->epoch < v.rev ? rec->epoch : v.rev;
 	if (later != NULL && rec->n_copies <= TSR_LAYOUT_MAX_COPIES) {
 		struct snap_later *sl = snap_later_new(c, vol, &sr, clone);
 
-		/* a client's request: every copy's node asked at once, answered later */
+		/* a client's request: every copy's node asked at once, answered later
+		 * (fenced: a -ESTALE fails it, snap_calls_done, and it is undone) */
+		if (sl != NULL)
+			sl->epoch = fence;
 		if (sl != NULL && snap_calls_start(c, sl, nodes, rec->n_copies, false, &ret, msg,
 						   msg_len)) {
 			*later = true;
@@ -1015,7 +1152,7 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 	}
 	ret = copy_op_all(c, nodes, rec->n_copies,
 			  op == TSR_SNAP_CREATE ? COP_SNAP_CREATE : COP_SNAP_DELETE, vol, snap, "",
-			  sr.size, ok, msg, msg_len);
+			  sr.size, fence, ok, msg, msg_len);
 	if (ret == 0)
 		goto out;
 	for (size_t i = 0; i < rec->n_copies; i++)
@@ -1024,8 +1161,8 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 		for (size_t i = 0; i < rec->n_copies; i++) {
 			char m2[512];
 
-			if (ok[i] && copy_op(c, nodes[i], COP_SNAP_DELETE, vol, snap, "", 0, m2,
-					     sizeof(m2)))
+			if (ok[i] && copy_op(c, nodes[i], COP_SNAP_DELETE, vol, snap, "", 0,
+					     SNAP_NO_EPOCH, m2, sizeof(m2)))
 				tsr_warn("cluster: undo of snapshot %s@%s: %s", vol, snap, m2);
 		}
 	} else if (done > 0) {
@@ -1578,7 +1715,7 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 		goto out;
 	}
 	ret = copy_op_all(c, nodes, rec->n_copies, COP_ROLLBACK, r->volume, r->snapshot, "", 0,
-			  ok, msg, sizeof(msg));
+			  SNAP_NO_EPOCH, ok, msg, sizeof(msg));
 	for (size_t i = 0; i < rec->n_copies; i++)
 		done += ok[i];
 	if (ret) {
@@ -1756,7 +1893,8 @@ static void snap_delete_nowait(struct tsr_cluster *c, const char *vol, const cha
 		}
 		n = rec->n_copies;
 	}
-	snap_request(&req, &sc, &sd, TSR_SNAP_DELETE, vol, snap, coord == NULL, 0);
+	snap_request(&req, &sc, &sd, TSR_SNAP_DELETE, vol, snap, coord == NULL, 0,
+		     SNAP_NO_EPOCH);
 	for (size_t i = 0; i < n; i++) {
 		struct snap_undo *u;
 
@@ -1812,7 +1950,7 @@ static void clone_make(struct tsr_cluster *c, const struct clone_args *a, const 
 	/* each copy's store clones its own copy: for ec, the chunk volume */
 	copy_size = src->ec_k ? tsr_ec_chunk_volume_size(size, src->ec_k, src->stripe_unit) : size;
 	ret = copy_op_all(c, nodes, src->n_copies, COP_CLONE, a->from, snap, a->name, copy_size,
-			  made, msg, sizeof(msg));
+			  SNAP_NO_EPOCH, made, msg, sizeof(msg));
 	if (ret) {
 		admin_fail(resp, ret, "%s; nothing was created", msg);
 		goto undo;

@@ -18,12 +18,15 @@
  *       cluster resize stopped after its grow step leaves: copies larger
  *       than the record); --check-only changes nothing and answers with the
  *       copy (its uuid and size) when it could grow to SIZE.
- *   snapshot-create VOLUME SNAPSHOT [--size SIZE]
- *       SnapshotCreate{local_copy[, size]}: this copy's store cuts SNAPSHOT
- *       at its own size, or at SIZE (SnapshotCreate.size, what a detached
- *       cut sends: the record's size; larger than the copy: -EINVAL).
- *   snapshot-delete VOLUME SNAPSHOT
- *       SnapshotDelete{local_copy}.
+ *   snapshot-create VOLUME SNAPSHOT [--size SIZE] [--epoch E]
+ *       SnapshotCreate{local_copy[, size][, epoch]}: this copy's store cuts
+ *       SNAPSHOT at its own size, or at SIZE (SnapshotCreate.size, what a
+ *       detached cut sends: the record's size; larger than the copy:
+ *       -EINVAL); --epoch: fenced by E (SnapshotCreate.epoch/epoch_set, what
+ *       a detached cut sends: the record's epoch at its start; -ESTALE when
+ *       the copy's epoch is past it).
+ *   snapshot-delete VOLUME SNAPSHOT [--epoch E]
+ *       SnapshotDelete{local_copy[, epoch]}.
  *   volume-delete VOLUME [--uuid UUID]
  *       VolumeDelete{local_copy[, uuid]}: delete this node's copy (by name,
  *       or only the copy of UUID).
@@ -64,10 +67,12 @@ static const char usage_text[] =
     "  volume-resize VOLUME SIZE [--check-only]  grow only this copy (SIZE: 8M, 1G,\n"
     "                                            bytes); --check-only: change nothing,\n"
     "                                            answer with the copy if it could grow\n"
-    "  snapshot-create VOLUME SNAPSHOT [--size SIZE]\n"
+    "  snapshot-create VOLUME SNAPSHOT [--size SIZE] [--epoch E]\n"
     "                                            cut SNAPSHOT on this copy (at its\n"
     "                                            size, or at SIZE: 8M, 1G, bytes)\n"
-    "  snapshot-delete VOLUME SNAPSHOT           delete SNAPSHOT of this copy\n"
+    "  snapshot-delete VOLUME SNAPSHOT [--epoch E]  delete SNAPSHOT of this copy\n"
+    "                                            --epoch: fenced by epoch E (refused\n"
+    "                                            -ESTALE when the copy's is past it)\n"
     "  volume-delete VOLUME [--uuid UUID]        delete this copy (by name, or only\n"
     "                                            the copy of UUID)\n"
     "\n"
@@ -163,15 +168,32 @@ static int build_request(int argc, char **argv, struct local_request *r)
 		r->req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE;
 		r->req.volume_delete = &r->del;
 	} else if (strcmp(cmd, "snapshot-create") == 0 || strcmp(cmd, "snapshot-delete") == 0) {
-		bool create = strcmp(cmd, "snapshot-create") == 0;
+		bool create = strcmp(cmd, "snapshot-create") == 0, epoch_set = false;
+		unsigned long long epoch = 0;
+		char *end;
 
 		size = 0;
-		if (create && argc == 5 && strcmp(argv[3], "--size") == 0) {
-			if (tsr_parse_size(argv[4], &size) != 0 || size == 0)
-				return usage_error("invalid size '%s'", argv[4]);
-		} else if (argc != 3) {
-			return usage_error(create ? "%s takes VOLUME SNAPSHOT [--size SIZE]"
-						  : "%s takes VOLUME SNAPSHOT",
+		if (argc % 2 == 0)
+			argc = 0; /* the usage error below */
+		for (int i = 3; i + 1 < argc; i += 2) {
+			if (create && strcmp(argv[i], "--size") == 0) {
+				if (tsr_parse_size(argv[i + 1], &size) != 0 || size == 0)
+					return usage_error("invalid size '%s'", argv[i + 1]);
+			} else if (strcmp(argv[i], "--epoch") == 0) {
+				errno = 0;
+				epoch = strtoull(argv[i + 1], &end, 10);
+				if (errno || end == argv[i + 1] || *end != '\0')
+					return usage_error("invalid epoch '%s'", argv[i + 1]);
+				epoch_set = true;
+			} else {
+				argc = 0;
+				break;
+			}
+		}
+		if (argc < 3 || argc > (create ? 7 : 5)) {
+			return usage_error(create ? "%s takes VOLUME SNAPSHOT [--size SIZE] "
+						    "[--epoch E]"
+						  : "%s takes VOLUME SNAPSHOT [--epoch E]",
 					   cmd);
 		}
 		ret = check_name("volume", argv[1]);
@@ -184,12 +206,16 @@ static int build_request(int argc, char **argv, struct local_request *r)
 			r->snap_create.name = argv[2];
 			r->snap_create.local_copy = true;
 			r->snap_create.size = size;
+			r->snap_create.epoch = epoch;
+			r->snap_create.epoch_set = epoch_set;
 			r->req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE;
 			r->req.snapshot_create = &r->snap_create;
 		} else {
 			r->snap_delete.volume = argv[1];
 			r->snap_delete.name = argv[2];
 			r->snap_delete.local_copy = true;
+			r->snap_delete.epoch = epoch;
+			r->snap_delete.epoch_set = epoch_set;
 			r->req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE;
 			r->req.snapshot_delete = &r->snap_delete;
 		}

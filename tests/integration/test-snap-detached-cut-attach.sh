@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# A detached volume's snapshot create fenced by the volume record's epoch
+# (review 14b finding 2): every copy's cut carries vol/v's epoch at the
+# request's start (ours: tsr_store_snap_create_epoch; the other nodes:
+# SnapshotCreate.epoch with epoch_set), so an attach between the copies'
+# cuts (whose OPEN raises each copy's store epoch before that copy takes a
+# write) makes the late cuts -ESTALE: the create fails ("attached
+# meanwhile: retry") and the cuts made are deleted again.  Before the fence,
+# n1's v@s1 held the writes made through n2 meanwhile while n2's and n3's
+# did not, and the create answered 0.
+#
+# 3 nodes, started with TSR_TEST_SNAP_LOCAL_CUT_HOLD_FILE=H (n1's own cut
+# waits while H exists).  v 8 MiB, 3 replicas, written 0x11 through n1,
+# detached.
+#  1. H made; `snapshot create v s1` through n1 in the background; n1's cut
+#     held; v attached on n2, 0x33 written over [0,1M) and flushed, v
+#     detached; H removed.  Sound: the create fails naming the attach and
+#     v@s1 is in no node's catalogue (undone), or it succeeded and v@s1 is
+#     the same image on n1, n2, n3.
+#  2. the other nodes' side: n3's copy, its epoch raised by step 1's attach,
+#     refuses a local_copy create with epoch 0 (admin_local_copy --epoch 0:
+#     -ESTALE, -116) and the same delete; without an epoch it cuts (and
+#     deletes) as before.
+#  3. `snapshot create v s2` with nothing in between: exits 0, v@s2 the
+#     same on n1, n2, n3 and has 0x33 over [0,1M) (the fence refuses no
+#     create whose copies nobody opened).
+# Fails before the fence (HEAD 7b4128e): step 1's create exits 0 and
+# n1's v@s1 differs from n2's.
+cd "$(dirname "$0")" || exit 2
+. ./functions.sh
+. ./cluster.sh
+ADMIN_LOCAL_COPY=$TSR_BUILD/tests/admin_local_copy # admin_local_copy.c
+require_tessera "$ADMIN_LOCAL_COPY"
+require_cmd nbdcopy qemu-io timeout
+
+make_tmpdir HOLD_DIR
+HOLD=$HOLD_DIR/hold
+export TSR_TEST_SNAP_LOCAL_CUT_HOLD_FILE=$HOLD
+cl_start 3
+on_exit "rm -f '$HOLD'" # before the nodes are killed
+
+ctsr volume create v --size 8M --replicas 3 >/dev/null || fail "volume create v"
+ctsr volume attach v --node n1 >/dev/null || fail "attach v on n1"
+qemu-io -f raw -c 'write -P 0x11 0 8M' "$(cl_nbd_uri 1 v)" >/dev/null || fail "write v"
+want=$(cl_image_sha 1 v) || fail "read v"
+ctsr volume detach v >/dev/null || fail "detach v"
+
+snaps_all() { # SNAP: "n1:yes n2:no ..." whether each node's catalogue has v@SNAP
+	local i out=
+	for i in 1 2 3; do
+		case " $(cl_snaps_of $i v) " in
+		*" $1 "*) out+="n$i:yes " ;;
+		*) out+="n$i:no " ;;
+		esac
+	done
+	echo "${out% }"
+}
+
+# ---- 1. an attach and writes while n1's cut is held
+rm -f "$HOLD.held"
+touch "$HOLD"
+ctsr snapshot create v s1 >"$HOLD_DIR/op.out" 2>&1 &
+pid=$!
+track_pid "$pid"
+for (( i=0; i<300; i++ )); do [ -e "$HOLD.held" ] && break; sleep 0.1; done
+[ -e "$HOLD.held" ] || fail "n1's cut of v@s1 not held"
+log "n1's cut of v@s1 held; attaching v on n2 and writing 0x33 over [0,1M)"
+timeout 30 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" \
+	volume attach v --node n2 >/dev/null || fail "attach v on n2 while n1's cut is held"
+qemu-io -f raw -c 'write -P 0x33 0 1M' -c flush "$(cl_nbd_uri 2 v)" >/dev/null ||
+	fail "write v through n2"
+timeout 30 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" \
+	volume detach v >/dev/null || fail "detach v on n2"
+rm -f "$HOLD"
+rc=0
+reap "$pid" || rc=$?
+out=$(tr '\n' ' ' <"$HOLD_DIR/op.out")
+log "snapshot create v s1: exit $rc: $out"
+if [ "$rc" != 0 ]; then
+	case "$out" in
+	*"attached meanwhile"*) ;;
+	*) fail "the refused create of v@s1 does not say v was attached meanwhile: $out" ;;
+	esac
+	for (( i=0; i<100; i++ )); do
+		[ "$(snaps_all s1)" = "n1:no n2:no n3:no" ] && break
+		sleep 0.1
+	done
+	assert_eq "$(snaps_all s1)" "n1:no n2:no n3:no" "v@s1 in the catalogues after the refused create (undone)"
+	log "step 1: the create was refused and undone on every copy"
+else
+	for n in 1 2 3; do
+		h[$n]=$(cl_image_sha $n v@s1) || fail "read v@s1 on n$n"
+	done
+	log "v@s1 sha256: n1=${h[1]:0:16} n2=${h[2]:0:16} n3=${h[3]:0:16} (before the attach: ${want:0:16})"
+	[ "${h[1]}" = "${h[2]}" ] && [ "${h[1]}" = "${h[3]}" ] ||
+		fail "v@s1 differs across copies after a create that reported success"
+	log "step 1: the create succeeded, v@s1 identical on every copy"
+fi
+
+# ---- 2. the other nodes' side of the fence: n3 refuses an old epoch
+rc=0
+out=$("$ADMIN_LOCAL_COPY" "$(cl_dir 3)" snapshot-create v f0 --epoch 0 2>&1) || rc=$?
+[ "$rc" = 1 ] || fail "n3: local_copy create of v@f0 at epoch 0 after an attach: exit $rc ($out)"
+case "$out" in
+"-116 "*"attached meanwhile"*) ;;
+*) fail "n3: local_copy create of v@f0 at epoch 0 not refused -ESTALE: $out" ;;
+esac
+assert_eq "$(snaps_all f0)" "n1:no n2:no n3:no" "v@f0 after the fenced local_copy create"
+out=$("$ADMIN_LOCAL_COPY" "$(cl_dir 3)" snapshot-create v f0) ||
+	fail "n3: local_copy create of v@f0 without an epoch: $out"
+assert_eq "$(snaps_all f0)" "n1:no n2:no n3:yes" "v@f0 after the unfenced local_copy create"
+rc=0
+out=$("$ADMIN_LOCAL_COPY" "$(cl_dir 3)" snapshot-delete v f0 --epoch 0 2>&1) || rc=$?
+case "$rc $out" in
+"1 -116 "*) ;;
+*) fail "n3: local_copy delete of v@f0 at epoch 0 not refused -ESTALE: exit $rc: $out" ;;
+esac
+assert_eq "$(snaps_all f0)" "n1:no n2:no n3:yes" "v@f0 after the fenced local_copy delete"
+out=$("$ADMIN_LOCAL_COPY" "$(cl_dir 3)" snapshot-delete v f0) ||
+	fail "n3: local_copy delete of v@f0 without an epoch: $out"
+assert_eq "$(snaps_all f0)" "n1:no n2:no n3:no" "v@f0 after the unfenced local_copy delete"
+log "step 2: n3 refuses a local_copy create and delete at an epoch below its copy's (-ESTALE)"
+
+# ---- 3. nothing in between: the fenced create cuts every copy
+ctsr snapshot create v s2 >/dev/null || fail "snapshot create v s2 with nothing in between"
+assert_eq "$(snaps_all s2)" "n1:yes n2:yes n3:yes" "v@s2 in the catalogues"
+cl_assert_snap_identical v s2 1 2 3 >/dev/null || fail "v@s2 differs across copies"
+got=$(nbdcopy "$(cl_nbd_uri 1 v@s2)" - | head -c 1048576 | od -v -An -tx1 | tr -s ' \n' '\n' | sort -u | tr -d '\n')
+assert_eq "$got" "33" "v@s2's first MiB (written 0x33 through n2)"
+log "step 3: v@s2 cut on every copy, identical, with n2's write"
+
+cl_stop_all
+log ok
