@@ -1711,6 +1711,24 @@ static void replace_delete_test_hold(const char *name)
 }
 
 /*
+ * Test hook: while the file $TSR_TEST_REPLACE_LAYOUT_HOLD_FILE exists (at
+ * most 60 s), a replace of an attached volume waits between its record write
+ * and the coordinator's answer (test-cluster-replace-refused: the layout's
+ * old copy gets in sync meanwhile, its state is held for the undo).
+ */
+static void replace_layout_test_hold(const char *name)
+{
+	const char *f = getenv("TSR_TEST_REPLACE_LAYOUT_HOLD_FILE");
+
+	if (f == NULL || access(f, F_OK) != 0)
+		return;
+	tsr_info("cluster: replace of %s: test hold (%s) between the record and the coordinator",
+		 name, f);
+	for (int i = 0; i < 6000 && access(f, F_OK) == 0; i++)
+		usleep(10 * 1000);
+}
+
+/*
  * The undo of a replace-replica the coordinator refused (review 14b, finding
  * 1): vol/<name> gets back the old copy at idx (old: its CopyRecord as the
  * replace read it, packed), with the last state the layout asked for it
@@ -1994,6 +2012,7 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 		snprintf(cp.node_id, sizeof(cp.node_id), "%s", new_node->id);
 		snprintf(cp.address, sizeof(cp.address), "%s", new_node->address);
 		cp.local = strcmp(new_node->id, c->node_id) == 0;
+		replace_layout_test_hold(name);
 		ret = tsr_layout_replace_copy(a->layout, (unsigned)idx, &cp);
 		if (ret) {
 			replace_refused(c, a, name, idx, old, new_node, new_uuid, old_cr, old_len,

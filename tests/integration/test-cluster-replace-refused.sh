@@ -14,6 +14,14 @@
 #   spare S (rebuilding at 2 MiB/s); meanwhile replace-replica v --node S --to
 #   OLD: refused, and vol/v lists the same nodes as before it; once in sync,
 #   v reads back as written attached on every listed node; scrub clean.
+#   Then (mirror, vh) OLD's copy replaced onto the spare, and while that
+#   rebuilds, another copy Y replaced onto OLD: refused, but held on n1 between
+#   its record write and the coordinator's answer
+#   (TSR_TEST_REPLACE_LAYOUT_HOLD_FILE) while Y is killed, so the layout's
+#   out-of-sync of Y comes while the slot lists OLD ("out-of-sync held" in n1's
+#   log).  The undo writes that state: vol/vh lists Y out-of-sync (before the
+#   hold it would have been set back to in-sync, a copy that misses writes).
+#   Y started again, resynced; v reads back through every node; scrub clean.
 # On the code before the fix: "the refused replace changed vol/v".
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
@@ -23,7 +31,11 @@ require_cmd nbdcopy
 
 slots() { ctsr --json volume show "$1" | json_get '",".join(c["node"] for c in j["copies"])'; }
 
+HOLD=/var/tmp/tsr-replace-refused-hold.$$
+export TSR_TEST_REPLACE_LAYOUT_HOLD_FILE=$HOLD
 cl_start 4 --resync-rate 2M
+unset TSR_TEST_REPLACE_LAYOUT_HOLD_FILE
+on_exit "rm -f $HOLD"
 IMG=$CL_ROOT/img
 cl_pattern "$IMG" $((16 << 20)) 5
 want=$(sha256 "$IMG")
@@ -49,12 +61,33 @@ run_case() {
 		fail "$lay: replace $old -> $spare"
 	s1=$(slots "$vol")
 	rc=0
-	out=$(ctsr volume replace-replica "$vol" --node "$spare" --to "$old" 2>&1) || rc=$?
-	log "$lay: second replace ($spare -> $old while $spare rebuilds): exit $rc: $out"
+	if [ "${3:-}" = held ]; then
+		local y=
+		for i in 2 3 4; do
+			case ",$copies," in *,n$i,*) [ "n$i" != "$old" ] && y=n$i ;; esac
+		done
+		: > "$HOLD"
+		ctsr volume replace-replica "$vol" --node "$y" --to "$old" > "$CL_ROOT/out" 2>&1 &
+		local bg=$!
+		wait_log 1 "replace of $vol: test hold .* between the record and the coordinator" 30
+		cl_kill "${y#n}"
+		wait_log 1 "volume $vol: copy [0-9]+ \\($y\\) out-of-sync held" 30
+		rm -f "$HOLD"
+		wait "$bg" || rc=$?
+		out=$(cat "$CL_ROOT/out")
+	else
+		out=$(ctsr volume replace-replica "$vol" --node "$spare" --to "$old" 2>&1) || rc=$?
+	fi
+	log "$lay: second replace: exit $rc: $out"
 	s2=$(slots "$vol")
 	[ "$rc" -ne 0 ] || fail "$lay: the second replace was not refused (the rebuild ended first?)"
 	case "$out" in *"refused the new copy"*) ;; *) fail "$lay: unexpected refusal: $out" ;; esac
 	assert_eq "$s2" "$s1" "$lay: the refused replace changed vol/$vol (slots)"
+	if [ "${3:-}" = held ]; then
+		assert_eq "$(ctsr --json volume show "$vol" | json_get "[c.get('state') for c in j['copies'] if c['node']=='$y'][0]")" \
+			out-of-sync "$lay: vol/$vol's state of $y (killed while the refused replace was held)"
+		cl_start_node "${y#n}"
+	fi
 	cl_wait_synced "$vol" 90
 	log "$lay: in sync: $(ctsr --json volume show "$vol" | json_get '[(c["node"], c.get("state")) for c in j["copies"]]')"
 	assert_eq "$(slots "$vol")" "$s1" "$lay: vol/$vol slots once in sync"
@@ -73,5 +106,6 @@ run_case() {
 
 run_case mirror vm
 run_case ec ve
+run_case mirror-held vh held
 cl_stop_all
 log ok
