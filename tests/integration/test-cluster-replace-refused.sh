@@ -71,7 +71,7 @@ run_case() {
 		local bg=$!
 		wait_log 1 "replace of $vol: test hold .* between the record and the coordinator" 30
 		cl_kill "${y#n}"
-		wait_log 1 "volume $vol: copy [0-9]+ \\($y\\) out-of-sync held" 30
+		wait_log 1 "volume $vol: copy [0-9]+ \\($y\\) out-of-sync (held|not recorded)" 30
 		rm -f "$HOLD"
 		wait "$bg" || rc=$?
 		out=$(cat "$CL_ROOT/out")
