@@ -582,15 +582,8 @@ static void *srep_main(void *arg)
 	tsr_log_set_thread_name("scrub-repair");
 	srep_test_hold();
 	o->status = tsr_svol_snap_repair(o->svol, o->epoch, o->off, o->len, o->data);
-	for (unsigned i = 0;; i++) {
-		ret = tsr_worker_send(o->home, snap_rep_local_done, o);
-		if (ret != -ENOMEM)
-			break;
-		if (i == 1000)
-			tsr_warn("mirror: scrub: the answer of a snapshot repair waits for memory "
-				 "(tsr_worker_send: out of memory for 1 s); still trying");
-		usleep(i < 1000 ? 1000 : 10000);
-	}
+	ret = tsr_worker_send_retry(o->home, snap_rep_local_done, o, NULL, 0,
+				    "mirror: scrub: the answer of a snapshot repair");
 	if (ret < 0) { /* the home worker stopped: the answer is dropped, and
 			* with it the scrub's last use of the svol (nothing on
 			* that worker runs the scrub on): put it, so that the

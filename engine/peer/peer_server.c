@@ -1061,15 +1061,8 @@ static void *off_main(void *arg)
 
 	tsr_log_set_thread_name(o->kind == OFF_REPAIR ? "peer-repair" : "peer-snap");
 	off_run(o);
-	for (unsigned i = 0;; i++) {
-		ret = i < fake_enomem ? -ENOMEM : tsr_worker_send(wctx->w, off_deliver, o);
-		if (ret != -ENOMEM || __atomic_load_n(&wctx->off_draining, __ATOMIC_ACQUIRE))
-			break;
-		if (i == 1000)
-			tsr_warn("peer: the answer of a store call waits for memory "
-				 "(tsr_worker_send: out of memory for 1 s); still trying");
-		usleep(i < 1000 ? 1000 : 10000);
-	}
+	ret = tsr_worker_send_retry(wctx->w, off_deliver, o, &wctx->off_draining, fake_enomem,
+				    "peer: the answer of a store call");
 	if (ret == 0 && fake_enomem > 0)
 		tsr_info("peer: test: an answer sent after %u failed tries", fake_enomem);
 	pthread_mutex_lock(&wctx->off_lock);

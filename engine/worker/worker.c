@@ -277,6 +277,32 @@ int tsr_worker_send(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg)
 	return 0;
 }
 
+/*
+ * From a thread of its own (never a worker's: it sleeps): tsr_worker_send,
+ * tried again while the message finds no memory (-ENOMEM), every 1 ms, then
+ * every 10 ms after 1 s (one WARN then: "<what> waits for memory ..."), so
+ * that an answer does not wait for the worker's stop.  Returns 0 (queued),
+ * -ESHUTDOWN (the worker stops: not queued), or -ENOMEM when *give_up (if
+ * not NULL) reads true after a failed try.  Tests: the first fake_enomem
+ * tries count as -ENOMEM without calling tsr_worker_send.
+ */
+int tsr_worker_send_retry(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg,
+			  const bool *give_up, unsigned fake_enomem, const char *what)
+{
+	int ret;
+
+	for (unsigned i = 0;; i++) {
+		ret = i < fake_enomem ? -ENOMEM : tsr_worker_send(w, fn, arg);
+		if (ret != -ENOMEM ||
+		    (give_up != NULL && __atomic_load_n(give_up, __ATOMIC_ACQUIRE)))
+			return ret;
+		if (i == 1000)
+			tsr_warn("%s waits for memory (tsr_worker_send: out of memory for 1 s); "
+				 "still trying", what);
+		usleep(i < 1000 ? 1000 : 10000);
+	}
+}
+
 /* Take the queued messages and run them outside the lock.  Returns whether
  * stop was requested. */
 static bool run_messages(struct tsr_worker *w)

@@ -43,6 +43,14 @@ int tsr_worker_defer(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg);
 
 /* From any thread: run fn(w, arg) on the worker's thread soon. 0 or -ENOMEM/-ESHUTDOWN. */
 int tsr_worker_send(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg);
+/*
+ * From a thread of its own: tsr_worker_send, tried again on -ENOMEM every
+ * 1 ms, every 10 ms after 1 s (one WARN naming what), until 0 or -ESHUTDOWN;
+ * -ENOMEM when *give_up (may be NULL) reads true after a failed try.
+ * fake_enomem (tests): that many first tries fail with -ENOMEM.
+ */
+int tsr_worker_send_retry(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg,
+			  const bool *give_up, unsigned fake_enomem, const char *what);
 
 unsigned tsr_worker_index(const struct tsr_worker *w);
 
