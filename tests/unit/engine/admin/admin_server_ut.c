@@ -24,36 +24,13 @@
 
 #include <cmocka.h>
 
+#include "admin_fixture.h"
+
 #include "admin/admin_internal.h"
 #include "tessera/vol.h"
 #include "tessera/worker.h"
 
 #define TOKEN "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
-
-struct fixture {
-	char dir[64];
-	char sock[128];
-	char tcp_name[320];
-	struct tsr_store *store;
-	struct tsr_volset *vols;
-	struct ev_loop *loop;
-	ev_async stop;
-	struct tsr_admin_server *srv;
-	pthread_t thread;
-};
-
-static void stop_cb(struct ev_loop *loop, ev_async *w, int revents)
-{
-	ev_break(loop, EVBREAK_ALL);
-}
-
-static void *loop_thread(void *arg)
-{
-	struct fixture *f = arg;
-
-	ev_run(f->loop, 0);
-	return NULL;
-}
 
 /* setup_cluster: the cluster hooks the next setup gives the server */
 static const struct tsr_admin_cluster *setup_hooks;
@@ -61,29 +38,11 @@ static const struct tsr_admin_cluster *setup_hooks;
 static int setup(void **state)
 {
 	static const char *const nbd[] = { "unix:/x/nbd.sock", "tcp:127.0.0.1:10809" };
-	struct tsr_admin_server_opts opts = { 0 };
-	struct fixture *f = calloc(1, sizeof(*f));
-	int ret;
+	struct tsr_admin_server_opts opts;
+	struct fixture *f = admin_fixture_open("admin_server_ut", &opts);
 
-	assert_non_null(f);
-	snprintf(f->dir, sizeof(f->dir), "/var/tmp/admin_server_ut.XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
-	snprintf(f->sock, sizeof(f->sock), "%s/admin.sock", f->dir);
-	ret = tsr_store_open(f->dir, &(struct tsr_store_opts){ 0 }, &f->store);
-	assert_int_equal(ret, 0);
-	assert_int_equal(tsr_volset_create(f->store, &f->vols), 0);
-	f->loop = ev_loop_new(EVFLAG_AUTO);
-	assert_non_null(f->loop);
-	ev_async_init(&f->stop, stop_cb);
-	ev_async_start(f->loop, &f->stop);
-	opts.loop = f->loop;
-	opts.store = f->store;
-	opts.vols = f->vols;
-	opts.unix_path = f->sock;
 	opts.tcp_listen = "127.0.0.1:0";
 	opts.token = TOKEN;
-	opts.node.data_dir = f->dir;
-	opts.node.io_backend = "io_uring";
 	opts.node.workers = 3;
 	opts.node.nbd_listeners = nbd;
 	opts.node.n_nbd_listeners = 2;
@@ -96,26 +55,8 @@ static int setup(void **state)
 	assert_null(tsr_admin_server_listener(f->srv, 2));
 	assert_int_equal(strncmp(f->tcp_name, "tcp:127.0.0.1:", 14), 0);
 	assert_true(strcmp(f->tcp_name, "tcp:127.0.0.1:0") != 0); /* the actual port */
-	assert_int_equal(pthread_create(&f->thread, NULL, loop_thread, f), 0);
+	assert_int_equal(pthread_create(&f->thread, NULL, admin_fixture_loop, f), 0);
 	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fixture *f = *state;
-	char cmd[128];
-
-	ev_async_send(f->loop, &f->stop);
-	pthread_join(f->thread, NULL);
-	tsr_admin_server_destroy(f->srv);
-	ev_loop_destroy(f->loop);
-	tsr_volset_destroy(f->vols);
-	tsr_store_close(f->store);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", f->dir);
-	free(f);
 	return 0;
 }
 
@@ -1149,16 +1090,16 @@ static void test_bad_frames(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_volume_lifecycle, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_delete_in_use, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_snapshot_create_later, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_snapshot_delete_clone_later, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_volume_lifecycle, setup, admin_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_delete_in_use, setup, admin_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_snapshots, setup, admin_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_create_later, setup, admin_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_delete_clone_later, setup, admin_fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_cluster_hook_create_later, setup_cluster,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_async_client, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tcp_token, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bad_frames, setup, teardown),
+						admin_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_async_client, setup, admin_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_tcp_token, setup, admin_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_bad_frames, setup, admin_fixture_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -22,6 +22,8 @@
 
 #include <cmocka.h>
 
+#include "admin_fixture.h"
+
 #include "admin/admin_internal.h"
 #include "tessera/vol.h"
 
@@ -78,76 +80,9 @@ static void test_parse_size(void **state)
 
 /* ---- the server ---------------------------------------------------------- */
 
-struct fixture {
-	char dir[64];
-	char sock[128];
-	struct tsr_store *store;
-	struct tsr_volset *vols;
-	struct ev_loop *loop;
-	ev_async stop;
-	struct tsr_admin_server *srv;
-	pthread_t thread;
-};
-
-static void stop_cb(struct ev_loop *loop, ev_async *w, int revents)
-{
-	(void)w;
-	(void)revents;
-	ev_break(loop, EVBREAK_ALL);
-}
-
-static void *loop_thread(void *arg)
-{
-	struct fixture *f = arg;
-
-	ev_run(f->loop, 0);
-	return NULL;
-}
-
 static int setup(void **state)
 {
-	struct tsr_admin_server_opts opts = {0};
-	struct fixture *f = calloc(1, sizeof(*f));
-
-	assert_non_null(f);
-	snprintf(f->dir, sizeof(f->dir), "/var/tmp/admin_snapsize_ut.XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
-	snprintf(f->sock, sizeof(f->sock), "%s/admin.sock", f->dir);
-	assert_int_equal(tsr_store_open(f->dir, &(struct tsr_store_opts){0}, &f->store), 0);
-	assert_int_equal(tsr_volset_create(f->store, &f->vols), 0);
-	f->loop = ev_loop_new(EVFLAG_AUTO);
-	assert_non_null(f->loop);
-	ev_async_init(&f->stop, stop_cb);
-	ev_async_start(f->loop, &f->stop);
-	opts.loop = f->loop;
-	opts.store = f->store;
-	opts.vols = f->vols;
-	opts.unix_path = f->sock;
-	opts.node.data_dir = f->dir;
-	opts.node.io_backend = "io_uring";
-	opts.node.workers = 1;
-	assert_int_equal(tsr_admin_server_create(&opts, &f->srv), 0);
-	assert_int_equal(pthread_create(&f->thread, NULL, loop_thread, f), 0);
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fixture *f = *state;
-	char cmd[128];
-
-	ev_async_send(f->loop, &f->stop);
-	pthread_join(f->thread, NULL);
-	tsr_admin_server_destroy(f->srv);
-	ev_loop_destroy(f->loop);
-	tsr_volset_destroy(f->vols);
-	tsr_store_close(f->store);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", f->dir);
-	free(f);
-	return 0;
+	return admin_fixture_setup(state, "admin_snapsize_ut");
 }
 
 /* The local_copy SnapshotCreate of v@snap at size; the reply (to free). */
@@ -222,8 +157,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_parse_size),
-	    cmocka_unit_test_setup_teardown(test_cut_sized, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_cut_larger_than_copy, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cut_sized, setup, admin_fixture_teardown),
+	    cmocka_unit_test_setup_teardown(test_cut_larger_than_copy, setup, admin_fixture_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
