@@ -83,6 +83,7 @@
 #include "admin/admin_internal.h"
 #include "cluster/internal.h"
 #include "tessera/ec.h"
+#include "tessera/test_hook.h"
 
 enum copy_op { COP_SNAP_CREATE, COP_SNAP_DELETE, COP_ROLLBACK, COP_CLONE };
 
@@ -876,25 +877,12 @@ static void snap_slot_done(void *arg, int status, Tessera__Admin__Response *resp
  * before (the A/B). */
 static void snap_local_test_hold(void)
 {
-	const char *path = getenv("TSR_TEST_SNAP_LOCAL_CUT_HOLD_FILE");
-	char held[PATH_MAX];
-	int fd;
-
-	if (path == NULL || path[0] == '\0' || access(path, F_OK) != 0)
-		return;
-	snprintf(held, sizeof(held), "%s.held", path);
-	fd = open(held, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-	if (fd >= 0)
-		close(fd);
-	for (int i = 0; i < 3000 && access(path, F_OK) == 0; i++)
-		usleep(10000);
+	tsr_test_hold_file("TSR_TEST_SNAP_LOCAL_CUT_HOLD_FILE", true);
 }
 
 static bool snap_local_test_inline(void)
 {
-	const char *v = getenv("TSR_TEST_SNAP_LOCAL_CUT_INLINE");
-
-	return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+	return tsr_test_env_on("TSR_TEST_SNAP_LOCAL_CUT_INLINE");
 }
 
 /* Our store copy's part of sl (a detached volume's local_copy op): slot's

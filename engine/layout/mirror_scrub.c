@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "layout/mirror_internal.h"
+#include "tessera/test_hook.h"
 
 #define CHUNK_BLOCKS (MIRROR_SCRUB_CHUNK / TSR_BLOCK_SIZE)
 
@@ -532,27 +533,14 @@ struct srep_off {
  * call; FILE.held is made when it starts waiting. */
 static void srep_test_hold(void)
 {
-	const char *path = getenv("TSR_TEST_MIRROR_SNAP_REPAIR_HOLD_FILE");
-	char held[PATH_MAX];
-	int fd;
-
-	if (path == NULL || path[0] == '\0' || access(path, F_OK) != 0)
-		return;
-	snprintf(held, sizeof(held), "%s.held", path);
-	fd = open(held, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-	if (fd >= 0)
-		close(fd);
-	for (int i = 0; i < 3000 && access(path, F_OK) == 0; i++)
-		usleep(10000);
+	tsr_test_hold_file("TSR_TEST_MIRROR_SNAP_REPAIR_HOLD_FILE", true);
 }
 
 /* Tests only: $TSR_TEST_MIRROR_SNAP_REPAIR_INLINE set (not "0"): the call
  * on the home worker, as before (the A/B of the stall). */
 static bool srep_test_inline(void)
 {
-	const char *v = getenv("TSR_TEST_MIRROR_SNAP_REPAIR_INLINE");
-
-	return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+	return tsr_test_env_on("TSR_TEST_MIRROR_SNAP_REPAIR_INLINE");
 }
 
 static void snap_rep_write_done(void *arg, int status);

@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include "tessera/peer.h"
+#include "tessera/test_hook.h"
 #include "peer/internal.h"
 
 #define PEER_SRV_MAX_WORKERS  256
@@ -921,10 +922,7 @@ static const char *snap_op_name(enum tsr_snap_op op)
  * a REPAIR; $TSR_TEST_PEER_SNAP_HOLD_FILE: a SNAP or SNAP_LIST). */
 static void off_test_hold(const char *name)
 {
-	const char *path = getenv(name);
-
-	for (int i = 0; path != NULL && path[0] && i < 3000 && access(path, F_OK) == 0; i++)
-		usleep(10000);
+	tsr_test_hold_file(name, false);
 }
 
 /* The store call of o (in its thread, or on the loop when no thread). */
