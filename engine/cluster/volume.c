@@ -1711,6 +1711,19 @@ static void replace_delete_test_hold(const char *name)
 }
 
 /*
+ * Test hook: while the file $TSR_TEST_REPLACE_NO_CHECK_FILE exists, a replace
+ * does not ask the coordinator before its record write (the order before
+ * review 14c, A): the tests of replace_refused's undo, and of the crash that
+ * check prevents, on the code before it.
+ */
+static bool replace_check_test_off(void)
+{
+	const char *f = getenv("TSR_TEST_REPLACE_NO_CHECK_FILE");
+
+	return f != NULL && f[0] != '\0' && access(f, F_OK) == 0;
+}
+
+/*
  * Test hook: while the file $TSR_TEST_REPLACE_LAYOUT_HOLD_FILE exists (at
  * most 60 s), a replace of an attached volume waits between its record write
  * and the coordinator's answer (test-cluster-replace-refused: the layout's
@@ -1917,6 +1930,28 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 		goto out;
 	}
 	new_node = view_node(&v, pn[chosen[0]].id);
+	/* the coordinator here asked first (review 14c, A): a refusal it would
+	 * give now (-EBUSY another replace's rebuild runs; -EIO fenced or
+	 * closing) comes before the new copy and the record write, so it changes
+	 * nothing, and no crash can leave the refused replace's record (the old
+	 * copy unlisted).  Only this control thread starts a replace: the one
+	 * below cannot then be refused -EBUSY for a running rebuild; a rarer
+	 * refusal meanwhile (fenced, an ec bitmap page write in flight) is
+	 * undone (replace_refused) */
+	a = cluster_find_attachment(c, name);
+	if (a && a->layout && !a->fenced && idx < a->n_copies && !replace_check_test_off()) {
+		ret = tsr_layout_replace_check(a->layout, (unsigned)idx);
+		if (ret) {
+			snprintf(msg, msg_len, "volume '%s': the coordinator refused the new copy on "
+				 "%s: %s (%s); nothing changed", name, new_node->id, strerror(-ret),
+				 ret == -EBUSY ? "retry once the running rebuild is done" :
+				 "tessera volume show");
+			tsr_info("cluster: volume %s: replace of copy %s by %s refused by the "
+				 "coordinator before the record write (%s): nothing changed", name,
+				 old, new_node->id, strerror(-ret));
+			goto out;
+		}
+	}
 	/* a new chunk copy of an ec volume is marked as such, as at create */
 	ret = copy_create(c, new_node, name, rec_copy_size(rec), rec->ec_k, rec->ec_m,
 			  rec->stripe_unit, new_uuid, msg, msg_len);

@@ -891,10 +891,25 @@ static int replace_fn(void *arg)
 	return 0;
 }
 
+/* The tests replace_fn makes before it takes the slot (replace check; an
+ * in-flight bitmap page write is left to replace_fn: it passes). */
+static int replace_check_fn(void *arg)
+{
+	struct ctl *ctl = arg;
+	struct ec *e = ctl->e;
+
+	if (e->closing || e->fenced || !e->ready)
+		return -EIO;
+	if (e->replace_running)
+		return -EBUSY;
+	return 0;
+}
+
 /*
  * Replace copy idx by a new (empty) chunk volume on another node: the slot
  * takes the new copy, a full bitmap, and is rebuilt stripe by stripe from
  * k others (ec_resync.c).  Control thread; waits for the home worker.
+ * copy NULL: only check (tsr_layout_replace_check), change nothing.
  */
 static int ec_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy *copy)
 {
@@ -908,6 +923,9 @@ static int ec_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy
 
 	ctl.bm.fd = -1;
 
+	/* copy NULL: only check (tsr_layout_replace_check), change nothing */
+	if (e != NULL && idx < e->n_copies && copy == NULL)
+		return copyset_call(&e->cs, on_home(e), replace_check_fn, &ctl);
 	if (e == NULL || idx >= e->n_copies || copy == NULL || copy->node_id[0] == '\0' ||
 	    strchr(copy->node_id, '/') != NULL || (!copy->local && copy->address[0] == '\0') ||
 	    (copy->local && e->store == NULL))

@@ -185,6 +185,15 @@ int tsr_layout_replace_copy(struct tsr_layout *l, unsigned idx, const struct tsr
 	return l->ops->replace_copy(l->ctx, idx, copy);
 }
 
+int tsr_layout_replace_check(struct tsr_layout *l, unsigned idx)
+{
+	if (l->ops->replace_copy == NULL)
+		return -EOPNOTSUPP;
+	if (idx >= TSR_LAYOUT_MAX_COPIES)
+		return -EINVAL;
+	return l->ops->replace_copy(l->ctx, idx, NULL); /* NULL: check only */
+}
+
 void tsr_layout_fence(struct tsr_layout *l)
 {
 	if (l->ops->fence != NULL)

@@ -1182,6 +1182,20 @@ static int replace_fn(void *arg)
 	return 0;
 }
 
+/* The tests replace_fn makes before it takes the slot (replace check). */
+static int replace_check_fn(void *arg)
+{
+	struct ctl *ctl = arg;
+	struct mirror *m = ctl->m;
+
+	if (m->closing || m->fenced)
+		return -EIO;
+	if (m->replace_running)
+		return -EBUSY;
+	return 0;
+}
+
+/* copy NULL: only check (tsr_layout_replace_check), change nothing. */
 static int mirror_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy *copy)
 {
 	struct mirror *m = ctx;
@@ -1189,10 +1203,12 @@ static int mirror_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_
 	char path[PATH_MAX];
 	int ret;
 
-	if (m == NULL || idx >= m->n_copies || copy == NULL || copy->node_id[0] == '\0')
+	if (m == NULL || idx >= m->n_copies || (copy != NULL && copy->node_id[0] == '\0'))
 		return -EINVAL;
 	if (m->n_retired >= TSR_MIRROR_MAX_COPIES * 4)
 		return -EBUSY;
+	if (copy == NULL)
+		return copyset_call(&m->cs, on_home(m), replace_check_fn, &ctl);
 	ctl.newbm = calloc(1, sizeof(*ctl.newbm));
 	if (ctl.newbm == NULL)
 		return -ENOMEM;

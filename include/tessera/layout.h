@@ -210,6 +210,15 @@ void tsr_layout_copy_returned(struct tsr_layout *l, unsigned idx, const char *ad
  * that hooks.set_copy_state takes.  Errors: -EINVAL, -EBUSY another replace
  * running, -EOPNOTSUPP. */
 int tsr_layout_replace_copy(struct tsr_layout *l, unsigned idx, const struct tsr_layout_copy *copy);
+/* Would tsr_layout_replace_copy of slot idx be refused now for the layout's
+ * own state?  The tests its replace makes before it takes the slot: -EBUSY
+ * another replace running (mirror, ec: replace_running), -EIO fenced or
+ * closing (ec: not ready), -EINVAL, -EOPNOTSUPP; 0: it would take it.
+ * Changes nothing.  Waits for the home worker (not under a lock that
+ * hooks.set_copy_state takes).  cluster_replace_replica asks before its
+ * record write, so the common refusal writes nothing (review 14c, A).  The
+ * layout op: replace_copy with copy NULL (layout_module.h). */
+int tsr_layout_replace_check(struct tsr_layout *l, unsigned idx);
 /* The coordinator lost its attach lease: fence (in force when it returns,
  * nothing is acknowledged after).  Does not wait for the home worker. */
 void tsr_layout_fence(struct tsr_layout *l);

@@ -22,6 +22,15 @@
 #   log).  The undo writes that state: vol/vh lists Y out-of-sync (before the
 #   hold it would have been set back to in-sync, a copy that misses writes).
 #   Y started again, resynced; v reads back through every node; scrub clean.
+#   Then (mirror, vc; review 14c, A) the same on a coordinator that is not
+#   the metadata node (n2): OLD's copy replaced onto the spare, and while that
+#   rebuilds, an in-sync copy Z replaced onto OLD with the hold set, and n2
+#   killed (while held, if it gets there) and started again.  The coordinator
+#   refuses it before the record write now, so vol/vc still lists Z and an
+#   attach on n1 succeeds; vc reads back through every listed node.  Before
+#   (REPLACECHECK_OFF=1: TSR_TEST_REPLACE_NO_CHECK_FILE, the order before the
+#   check) the kill left the refused replace's record: "cannot attach vc on
+#   n1" (too few in-sync copies), Z's good copy unlisted.
 # On the code before the fix: "the refused replace changed vol/v".
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
@@ -32,10 +41,11 @@ require_cmd nbdcopy
 slots() { ctsr --json volume show "$1" | json_get '",".join(c["node"] for c in j["copies"])'; }
 
 HOLD=/var/tmp/tsr-replace-refused-hold.$$
-export TSR_TEST_REPLACE_LAYOUT_HOLD_FILE=$HOLD
+NOCHECK=/var/tmp/tsr-replace-refused-nocheck.$$
+export TSR_TEST_REPLACE_LAYOUT_HOLD_FILE=$HOLD TSR_TEST_REPLACE_NO_CHECK_FILE=$NOCHECK
 cl_start 4 --resync-rate 2M
 unset TSR_TEST_REPLACE_LAYOUT_HOLD_FILE
-on_exit "rm -f $HOLD"
+on_exit "rm -f $HOLD $NOCHECK"
 IMG=$CL_ROOT/img
 cl_pattern "$IMG" $((16 << 20)) 5
 want=$(sha256 "$IMG")
@@ -66,7 +76,10 @@ run_case() {
 		for i in 2 3 4; do
 			case ",$copies," in *,n$i,*) [ "n$i" != "$old" ] && y=n$i ;; esac
 		done
+		# the undo's test: the coordinator is not asked first (else it
+		# refuses before the record write and the hold)
 		: > "$HOLD"
+		: > "$NOCHECK"
 		ctsr volume replace-replica "$vol" --node "$y" --to "$old" > "$CL_ROOT/out" 2>&1 &
 		local bg=$!
 		wait_log 1 "replace of $vol: test hold .* between the record and the coordinator" 30
@@ -74,6 +87,7 @@ run_case() {
 		wait_log 1 "volume $vol: copy [0-9]+ \\($y\\) out-of-sync (held|not recorded)" 30
 		rm -f "$HOLD"
 		wait "$bg" || rc=$?
+		rm -f "$NOCHECK"
 		out=$(cat "$CL_ROOT/out")
 	else
 		out=$(ctsr volume replace-replica "$vol" --node "$spare" --to "$old" 2>&1) || rc=$?
@@ -104,8 +118,76 @@ run_case() {
 	ctsr volume detach "$vol" >/dev/null || fail "$lay: final detach $vol"
 }
 
-run_case mirror vm
-run_case ec ve
-run_case mirror-held vh held
+# ONLY_CRASH=1: the last case alone
+if [ -z "${ONLY_CRASH:-}" ]; then
+	run_case mirror vm
+	run_case ec ve
+	run_case mirror-held vh held
+fi
+
+# review 14c, A: n2 (the coordinator, not the metadata node) killed during a
+# replace of an in-sync copy that its layout refuses
+crash_case() {
+	local vol=vc copies old= spare= z= i rc=0 bg n h r listed
+	recs() { ctsr --json volume show "$vol" | json_get '[(c["node"], c.get("state")) for c in j["copies"]]'; }
+	ctsr volume create "$vol" --size 16M --replicas 3 --min-replicas 2 >/dev/null || fail "crash: create $vol"
+	ctsr volume attach "$vol" --node n2 >/dev/null || fail "crash: attach $vol on n2"
+	nbdcopy "$IMG" "$(cl_nbd_uri 2 "$vol")" || fail "crash: write $vol"
+	copies=$(cl_copy_nodes "$vol")
+	for i in 1 3 4 2; do
+		case ",$copies," in
+		*,n$i,*) [ -z "$old" ] && [ $i != 2 ] && old=n$i ;;
+		*) spare=n$i ;;
+		esac
+	done
+	for i in 1 3 4 2; do
+		case ",$copies," in *,n$i,*) [ "n$i" != "$old" ] && [ $i != 2 ] && [ -z "$z" ] && z=n$i ;; esac
+	done
+	[ -n "$old" ] && [ -n "$spare" ] && [ -n "$z" ] || fail "crash: copies $copies: no OLD/spare/Z"
+	log "crash: copies $copies; OLD=$old spare=$spare Z=$z (coordinator n2)"
+	ctsr_via 2 volume replace-replica "$vol" --node "$old" --to "$spare" >/dev/null ||
+		fail "crash: replace $old -> $spare"
+	local s1
+	s1=$(slots "$vol")
+	[ -n "${REPLACECHECK_OFF:-}" ] && : > "$NOCHECK"
+	: > "$HOLD"
+	ctsr_via 2 volume replace-replica "$vol" --node "$z" --to "$old" > "$CL_ROOT/out" 2>&1 &
+	bg=$!
+	# held (the code before the check), or refused at once
+	for i in $(seq 300); do
+		grep -Eq "replace of $vol: test hold .* between the record and the coordinator" \
+			"$(cl_dir 2)/tesserad.log" 2>/dev/null && break
+		kill -0 "$bg" 2>/dev/null || break
+		sleep 0.1
+	done
+	sleep 1
+	cl_kill 2
+	wait "$bg" || rc=$?
+	log "crash: second replace ($z -> $old, n2 killed): exit $rc: $(cat "$CL_ROOT/out")"
+	rm -f "$HOLD" "$NOCHECK"
+	log "crash: record after the kill: $(recs)"
+	cl_start_node 2
+	cl_wait_nodes_alive 4
+	ctsr volume detach "$vol" >/dev/null 2>&1 || ctsr volume detach "$vol" --force >/dev/null 2>&1 ||
+		log "crash: detach failed: $(ctsr volume detach "$vol" 2>&1)"
+	cl_attach_retry "$vol" n1 || fail "crash: cannot attach $vol on n1 (record $(recs))"
+	assert_eq "$(slots "$vol")" "$s1" "crash: the refused replace changed vol/$vol (slots)"
+	cl_wait_synced "$vol" 120
+	r=$(recs)
+	log "crash: record once in sync: $r"
+	listed=$(cl_copy_nodes "$vol")
+	for n in ${listed//,/ }; do
+		ctsr volume detach "$vol" >/dev/null || fail "crash: detach"
+		ctsr volume attach "$vol" --node "$n" >/dev/null || fail "crash: attach on $n"
+		h=$(cl_image_sha "${n#n}" "$vol") || fail "crash: read through $n"
+		[ "$h" = "$want" ] || fail "crash: $vol reads back wrong through $n (record $r)"
+		log "crash: $vol reads back as written attached on $n"
+	done
+	ctsr volume detach "$vol" >/dev/null
+	ctsr volume attach "$vol" --node n1 >/dev/null || fail "crash: attach again"
+	cl_scrub_clean "$vol" crash
+	ctsr volume detach "$vol" >/dev/null || fail "crash: final detach $vol"
+}
+crash_case
 cl_stop_all
 log ok

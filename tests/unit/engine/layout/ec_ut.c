@@ -1319,8 +1319,12 @@ static void test_stale_epoch_fences(void **state)
 	/* the new one has the old content */
 	assert_reads_equal_model(e);
 	/* and tsr_layout_fence fences it too */
+	assert_int_equal(tsr_layout_replace_check(e->l, 1), 0);
+	assert_int_equal(tsr_layout_replace_check(e->l, 9), -EINVAL);
 	tsr_layout_fence(e->l);
 	assert_int_equal(ldo(e->home, e->l, D_WRITE, 0, 16 * KiB, e->buf, 0), -EIO);
+	/* a replace would be refused now: the check says so */
+	assert_int_equal(tsr_layout_replace_check(e->l, 1), -EIO);
 }
 
 static void test_bad_opts(void **state)

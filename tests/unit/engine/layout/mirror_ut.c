@@ -992,7 +992,10 @@ static void test_fence_call(void **state)
 	opts_init(e, &o, true, 2, 1);
 	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
 	assert_int_equal(lwrite(e, 0, BS, 1, 0), 0);
+	assert_int_equal(tsr_layout_replace_check(e->l, 1), 0);
 	tsr_layout_fence(e->l);
+	/* a replace would be refused now: the check says so, and changes nothing */
+	assert_int_equal(tsr_layout_replace_check(e->l, 1), -EIO);
 	assert_int_equal(ldo(e->home, e->l, D_WRITE, 0, BS, e->buf, 0), -EIO);
 	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), -EIO);
 	/* destroyed on its home worker itself: torn down there, freed once idle */
@@ -1223,10 +1226,17 @@ static void test_replace(void **state)
 	assert_int_equal(node_init(&n3, 3, VOL), 0);
 	snprintf(nc.node_id, sizeof(nc.node_id), "%s", n3.node_id);
 	snprintf(nc.address, sizeof(nc.address), "%s", n3.address);
+	/* the check (no replace running) changes nothing: node2 stays in slot 2 */
+	assert_int_equal(tsr_layout_replace_check(e->l, 2), 0);
+	assert_int_equal(tsr_layout_replace_check(e->l, 7), -EINVAL);
+	get_status(e, &s);
+	assert_string_equal(s.copies[2].node_id, "node2");
 	assert_int_equal(tsr_layout_replace_copy(e->l, 2, &nc), 0);
 	snprintf(path, sizeof(path), "%s/%s.node2.bitmap", e->state_dir, VOLNAME);
 	assert_int_equal(access(path, F_OK), -1);
 	assert_true(wait_status(e, all_in_sync, 20000));
+	/* the replace's rebuild is done: another would be taken */
+	assert_int_equal(tsr_layout_replace_check(e->l, 2), 0);
 	get_status(e, &s);
 	assert_string_equal(s.copies[2].node_id, "node3");
 	assert_int_equal(s.copies[2].state, TSR_COPY_IN_SYNC);
