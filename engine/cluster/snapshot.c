@@ -117,8 +117,9 @@ static const char *cop_name(enum copy_op op)
 /* Our own store copy: the store call of a local_copy command.  size: a
  * CREATE's snapshot size (the record's copy size; 0 the copy's), a clone's
  * size (grown to it when larger than its source).  epoch: a detached
- * CREATE's or DELETE's fence, the record's epoch at its start (-ESTALE once
- * an attach raised the copy's past it), else SNAP_NO_EPOCH. */
+ * CREATE's fence, the record's epoch at its start (-ESTALE once an attach
+ * raised the copy's past it), else SNAP_NO_EPOCH (a DELETE too: not fenced,
+ * snap_change). */
 static int local_op(struct tsr_cluster *c, enum copy_op op, const char *vol, const char *snap,
 		    const char *clone, uint64_t size, uint64_t epoch)
 {
@@ -414,8 +415,9 @@ struct snap_later {
 	struct tsr_cluster *c;         /* NULL once that cluster stopped (pending_lock) */
 	char vol[64];
 	struct tsr_snap_req req;       /* op and snap; the worker reads it until its cb */
-	uint64_t epoch;                /* a detached volume's: vol/v's epoch at the start, every
-					* copy's cut fenced by it (SNAP_NO_EPOCH: not detached) */
+	uint64_t epoch;                /* a detached volume's create: vol/v's epoch at the
+					* start, every copy's cut fenced by it (SNAP_NO_EPOCH:
+					* not detached, or a delete: not fenced) */
 	int status;                    /* the result: set on the home worker (a cut) or
 					* the loop (calls) before admin_later_done, read on
 					* the loop after */
@@ -750,17 +752,17 @@ static void snap_calls_done(struct snap_later *sl)
 		return;
 	}
 	/* a copy's epoch past the record's at the start (a detached volume's
-	 * cut): an attach (and maybe writes) came between the copies' cuts */
-	for (size_t i = 0; i < sl->n_slots && !sl->forward; i++) {
+	 * create, fenced): an attach (and maybe writes) came between the
+	 * copies' cuts */
+	for (size_t i = 0; i < sl->n_slots && !sl->forward && sl->epoch != SNAP_NO_EPOCH; i++) {
 		if (sl->slots[i].ret != -ESTALE)
 			continue;
 		sl->status = -ESTALE;
-		snprintf(sl->msg, sizeof(sl->msg), "cannot %s '%s@%s': '%s' was attached meanwhile "
-			 "(node %s's copy has an epoch past %llu, the volume's when this began); "
-			 "%s: retry", sl->req.op == TSR_SNAP_CREATE ? "create snapshot" :
-			 "delete snapshot", sl->vol, sl->req.snap, sl->vol, sl->slots[i].node_id,
-			 (unsigned long long)sl->epoch, sl->req.op == TSR_SNAP_CREATE ?
-			 "the copies' cuts are undone" : "deleted on some copies only");
+		snprintf(sl->msg, sizeof(sl->msg), "cannot create snapshot '%s@%s': '%s' was "
+			 "attached meanwhile (node %s's copy has an epoch past %llu, the volume's "
+			 "when this began); the copies' cuts are undone: retry", sl->vol,
+			 sl->req.snap, sl->vol, sl->slots[i].node_id,
+			 (unsigned long long)sl->epoch);
 		admin_later_done(sl->later);
 		return;
 	}
@@ -893,12 +895,12 @@ static void snap_local_run(struct tsr_store *store, struct snap_slot *slot)
 	bool create = sl->req.op == TSR_SNAP_CREATE;
 
 	snap_local_test_hold();
-	/* fenced by vol/v's epoch at the start: -ESTALE once an attach opened
-	 * our copy meanwhile (snap_calls_done) */
+	/* a create fenced by vol/v's epoch at the start: -ESTALE once an
+	 * attach opened our copy meanwhile (snap_calls_done); a delete not
+	 * (sl->epoch SNAP_NO_EPOCH, snap_change) */
 	slot->ret = create ? tsr_store_snap_create_epoch(store, sl->vol, sl->req.snap,
 							 sl->req.size, sl->epoch)
-			   : tsr_store_snap_delete_epoch(store, sl->vol, sl->req.snap, false,
-							 sl->epoch);
+			   : tsr_store_snap_delete(store, sl->vol, sl->req.snap);
 	if (slot->ret)
 		snprintf(slot->msg, sizeof(slot->msg), "cannot %s on %s (this node): %s",
 			 create ? "create the snapshot" : "delete the snapshot", slot->node_id,
@@ -1122,13 +1124,20 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 	 * view said detached; an attach whose key came after it has a higher
 	 * epoch, also when it wrote vol/v before rec was read).  An attach
 	 * meanwhile raises each copy's epoch (its OPEN) before that copy takes
-	 * a write, so its cut then fails -ESTALE and the create is undone. */
-	fence = rec->epoch < v.rev ? rec->epoch : v.rev;
+	 * a write, so its cut then fails -ESTALE and the create is undone.
+	 * A delete is not fenced (review 14c B): a snapshot's content does not
+	 * depend on later writes, so a delete landing after an attach harms no
+	 * data and every copy ends without it; fenced, the copies an attach
+	 * reached first refused it and in-sync copies held different snapshot
+	 * sets.  The trade: a stale detached delete can remove a snapshot of
+	 * the same name the new coordinator cuts right after the attach. */
+	fence = op != TSR_SNAP_CREATE ? SNAP_NO_EPOCH : rec->epoch < v.rev ? rec->epoch : v.rev;
 	if (later != NULL && rec->n_copies <= TSR_LAYOUT_MAX_COPIES) {
 		struct snap_later *sl = snap_later_new(c, vol, &sr, clone);
 
 		/* a client's request: every copy's node asked at once, answered later
-		 * (fenced: a -ESTALE fails it, snap_calls_done, and it is undone) */
+		 * (a fenced create: a -ESTALE fails it, snap_calls_done, and it is
+		 * undone) */
 		if (sl != NULL)
 			sl->epoch = fence;
 		if (sl != NULL && snap_calls_start(c, sl, nodes, rec->n_copies, false, &ret, msg,

@@ -24,8 +24,15 @@
 #  3. `snapshot create v s2` with nothing in between: exits 0, v@s2 the
 #     same on n1, n2, n3 and has 0x33 over [0,1M) (the fence refuses no
 #     create whose copies nobody opened).
+#  4. a detached delete is not fenced (review 14c finding B): H made;
+#     `snapshot delete v s2` through n1 in the background; n1's own delete
+#     held while n2's and n3's are done; v attached on n2 (raising n1's
+#     copy's epoch); H removed.  The delete exits 0 and no copy holds v@s2
+#     (a fenced delete left n1 [s2], n2 [], n3 [] on 3 in-sync copies and
+#     failed "deleted on some copies only").
 # Fails before the fence (HEAD 7b4128e): step 1's create exits 0 and
-# n1's v@s1 differs from n2's.
+# n1's v@s1 differs from n2's.  Fails with the delete fenced (341b73a to
+# 436b2b3): step 4's delete exits 1 and n1 keeps v@s2.
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
@@ -128,6 +135,33 @@ cl_assert_snap_identical v s2 1 2 3 >/dev/null || fail "v@s2 differs across copi
 got=$(nbdcopy "$(cl_nbd_uri 1 v@s2)" - | head -c 1048576 | od -v -An -tx1 | tr -s ' \n' '\n' | sort -u | tr -d '\n')
 assert_eq "$got" "33" "v@s2's first MiB (written 0x33 through n2)"
 log "step 3: v@s2 cut on every copy, identical, with n2's write"
+
+# ---- 4. a detached delete with an attach meanwhile: not fenced, done everywhere
+rm -f "$HOLD.held"
+touch "$HOLD"
+ctsr snapshot delete v s2 >"$HOLD_DIR/op4.out" 2>&1 &
+pid=$!
+track_pid "$pid"
+for (( i=0; i<300; i++ )); do [ -e "$HOLD.held" ] && break; sleep 0.1; done
+[ -e "$HOLD.held" ] || fail "n1's delete of v@s2 not held"
+for (( i=0; i<100; i++ )); do
+	[ "$(snaps_all s2)" = "n1:yes n2:no n3:no" ] && break
+	sleep 0.1
+done
+assert_eq "$(snaps_all s2)" "n1:yes n2:no n3:no" "v@s2 while n1's delete is held"
+log "n1's delete of v@s2 held (n2's and n3's done); attaching v on n2"
+timeout 30 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" \
+	volume attach v --node n2 >/dev/null || fail "attach v on n2 while n1's delete is held"
+rm -f "$HOLD"
+rc=0
+reap "$pid" || rc=$?
+out=$(tr '\n' ' ' <"$HOLD_DIR/op4.out")
+log "snapshot delete v s2: exit $rc: $out"
+[ "$rc" = 0 ] || fail "the detached delete of v@s2 with an attach meanwhile: exit $rc: $out"
+assert_eq "$(snaps_all s2)" "n1:no n2:no n3:no" "v@s2 in the catalogues after the delete"
+ctsr snapshot list v >"$HOLD_DIR/list.out" 2>&1 || fail "snapshot list v: $(cat "$HOLD_DIR/list.out")"
+grep -qw s2 "$HOLD_DIR/list.out" && fail "snapshot list v (attached on n2) still shows s2"
+log "step 4: the delete completed on every copy though v was attached meanwhile"
 
 cl_stop_all
 log ok
