@@ -36,6 +36,7 @@ struct tsr_layout_ops {
 	int (*snap)(void *ctx, const struct tsr_snap_req *req, tsr_cb cb_fn, void *cb_arg);
 	/* Control of replicated layouts (layout.h); each may be NULL. */
 	void (*copy_returned)(void *ctx, unsigned idx, const char *address);
+	/* copy NULL: check only (tsr_layout_replace_check): would it be refused now? */
 	int (*replace_copy)(void *ctx, unsigned idx, const struct tsr_layout_copy *copy);
 	void (*fence)(void *ctx);
 	int (*scrub_start)(void *ctx, bool repair);

@@ -97,6 +97,9 @@ bool tsr_layout_is_mirror(const struct tsr_layout *l);
  *  - replace_copy: replace copy idx by a new copy on another node (which
  *    already has an empty volume of the same name and size): full resync onto
  *    it.  Waits for the home worker.  -EBUSY another replace running.
+ *    copy NULL: only check whether it would be refused now (-EIO fenced or
+ *    closing, -EBUSY another replace running), changing nothing
+ *    (tsr_layout_replace_check).
  *  - fence: the coordinator lost its attach lease: in force when it returns.
  *  - scrub_start: compare the CRC32C of every block of every IN_SYNC copy;
  *    repair a block that differs or fails its CRC from the copy the others
