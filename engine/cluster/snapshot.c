@@ -702,36 +702,43 @@ static void *snap_undo_main(void *arg)
 	return NULL;
 }
 
-static void snap_undo_local(struct tsr_cluster *c, const char *vol, const char *snap)
+/* Run fn(arg) in a detached thread counted in local_running (which
+ * cluster_snapshot_stop waits on).  0, or -errno: no thread, nothing counted. */
+static int local_thread_start(void *(*fn)(void *), void *arg)
 {
-	struct snap_undo_job *j = malloc(sizeof(*j));
 	pthread_attr_t attr;
 	pthread_t t;
-	int ret = -ENOMEM;
+	int ret;
 
-	if (j == NULL || snap_local_test_inline()) {
-		free(j);
-		snap_undo_local_run(c->o.store, vol, snap);
-		return;
-	}
-	j->store = c->o.store;
-	snprintf(j->vol, sizeof(j->vol), "%s", vol);
-	snprintf(j->snap, sizeof(j->snap), "%s", snap);
 	pthread_mutex_lock(&pending_lock);
 	local_running++;
 	pthread_mutex_unlock(&pending_lock);
 	ret = pthread_attr_init(&attr);
 	if (ret == 0) {
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-		ret = pthread_create(&t, &attr, snap_undo_main, j);
+		ret = pthread_create(&t, &attr, fn, arg);
 		pthread_attr_destroy(&attr);
 	}
 	if (ret == 0)
-		return;
+		return 0;
 	pthread_mutex_lock(&pending_lock);
 	local_running--;
 	pthread_cond_broadcast(&local_cond);
 	pthread_mutex_unlock(&pending_lock);
+	return -ret;
+}
+
+static void snap_undo_local(struct tsr_cluster *c, const char *vol, const char *snap)
+{
+	struct snap_undo_job *j = malloc(sizeof(*j));
+
+	if (j != NULL && !snap_local_test_inline()) {
+		j->store = c->o.store;
+		snprintf(j->vol, sizeof(j->vol), "%s", vol);
+		snprintf(j->snap, sizeof(j->snap), "%s", snap);
+		if (local_thread_start(snap_undo_main, j) == 0)
+			return;
+	}
 	free(j);
 	snap_undo_local_run(c->o.store, vol, snap);
 }
@@ -943,29 +950,13 @@ static void *snap_local_main(void *arg)
 static bool snap_local_start(struct tsr_cluster *c, struct snap_slot *slot)
 {
 	struct snap_local_job *j;
-	pthread_attr_t attr;
-	pthread_t t;
-	int ret;
 
 	if (snap_local_test_inline() || (j = malloc(sizeof(*j))) == NULL)
 		return false;
 	j->store = c->o.store;
 	j->slot = slot;
-	pthread_mutex_lock(&pending_lock);
-	local_running++;
-	pthread_mutex_unlock(&pending_lock);
-	ret = pthread_attr_init(&attr);
-	if (ret == 0) {
-		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-		ret = pthread_create(&t, &attr, snap_local_main, j);
-		pthread_attr_destroy(&attr);
-	}
-	if (ret == 0)
+	if (local_thread_start(snap_local_main, j) == 0)
 		return true;
-	pthread_mutex_lock(&pending_lock);
-	local_running--;
-	pthread_cond_broadcast(&local_cond);
-	pthread_mutex_unlock(&pending_lock);
 	free(j);
 	return false;
 }
