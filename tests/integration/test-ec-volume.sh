@@ -60,7 +60,7 @@ expect_fail 1 'ec 4\+2 needs 6 nodes in distinct zones, the cluster has 4' \
 expect_fail 1 'ec 4\+2 needs 6 distinct nodes, the cluster has 4' \
 	ctsr volume create bad --size 16M --ec 4+2
 no_copy_anywhere bad
-ctsr volume create --help | grep -q -- '--ec K+M' || fail "volume create --help does not teach --ec"
+grep -q -- '--ec K+M' <<<"$(ctsr volume create --help)" || fail "volume create --help does not teach --ec"
 
 # ---- 2. 2+1 round trip
 ctsr volume create small --size 8M --ec 2+1 --stripe-unit 16K --failure-domain zone >/dev/null ||

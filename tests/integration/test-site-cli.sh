@@ -20,9 +20,9 @@ for v in "site" "site add" "site list" "site remove" "replication" "replication 
 	out=$("$TESSERA" $v --help) || fail "tessera $v --help"
 	[[ "$out" == Usage:* ]] || fail "tessera $v --help does not start with Usage: $out"
 done
-"$TESSERA" --help | grep -q "replication enable VOL --to SITE" || fail "tessera --help lacks replication"
-"$TESSERA" replication enable --help | grep -q "Example:" || fail "enable --help has no example"
-"$TESSERA" help site | grep -q "add NAME --address" || fail "tessera help site"
+grep -q "replication enable VOL --to SITE" <<<"$("$TESSERA" --help)" || fail "tessera --help lacks replication"
+grep -q "Example:" <<<"$("$TESSERA" replication enable --help)" || fail "enable --help has no example"
+grep -q "add NAME --address" <<<"$("$TESSERA" help site)" || fail "tessera help site"
 
 # ---- arguments checked locally
 expect_fail 2 "needs --to SITE" stsr primary replication enable v

@@ -316,7 +316,7 @@ for v in "snapshot create" "snapshot list" "snapshot show" "snapshot delete" "sn
 	h=$("$TESSERA" $v --help) || fail "$v --help"
 	grep -q "Example" <<<"$h" || fail "$v --help has no example"
 done
-"$TESSERA" --help | grep -q "snapshot diff" || fail "tessera --help lacks the snapshot verbs"
+grep -q "snapshot diff" <<<"$("$TESSERA" --help)" || fail "tessera --help lacks the snapshot verbs"
 stop_tesserad
 
 # ---------------------------------------------------------------- a diff in pages
