@@ -60,6 +60,13 @@ trap _run_cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# grepq [GREP-OPTION...] PATTERN: `grep -q` at the end of a pipeline that
+# reads its input to the end, so the producer is never killed by SIGPIPE
+# (exit 141 under pipefail although the pattern matched).  Use it for every
+# `PRODUCER | grep -q ...`; see grepq.sh.
+# shellcheck source=tests/integration/grepq.sh
+. "$(dirname "${BASH_SOURCE[0]}")/grepq.sh"
+
 # ------------------------------------------------------------------ verdicts
 fail() { log "FAIL: $*"; exit 1; }
 skip() { log "SKIP: $*"; exit 77; }
@@ -98,7 +105,7 @@ expect_fail() {
 	shift 2
 	out=$("$@" 2>&1) && rc=0 || rc=$?
 	[ "$rc" = "$want" ] || fail "'$*' exited $rc, want $want; output: $out"
-	printf '%s\n' "$out" | grep -qiE -- "$pat" ||
+	printf '%s\n' "$out" | grepq -iE -- "$pat" ||
 		fail "'$*' output does not match /$pat/: $out"
 	log "ok (exit $rc): $* -> $(printf '%s' "$out" | head -n1)"
 }
