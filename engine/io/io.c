@@ -338,6 +338,12 @@ const char *tsr_io_name(const struct tsr_io *io)
 	return io->name;
 }
 
+bool tsr_io_buffered_reads_async(const struct tsr_io *io)
+{
+	return io->backend->buffered_reads_async != NULL &&
+	       io->backend->buffered_reads_async(io->ctx);
+}
+
 /* TSR_IO_BACKEND=io_uring|libaio|auto chooses the backend for TSR_IO_AUTO. */
 static int kind_from_env(enum tsr_io_kind *kind)
 {

@@ -586,6 +586,15 @@ static int fault_event_fd(void *ctx)
 	return fc->inner->event_fd(fc->inner_ctx);
 }
 
+/* What the wrapped backend does: the injector adds delays, never blocking. */
+static bool fault_buffered_reads_async(void *ctx)
+{
+	struct fault_ctx *fc = ctx;
+
+	return fc->inner->buffered_reads_async != NULL &&
+	       fc->inner->buffered_reads_async(fc->inner_ctx);
+}
+
 static void fault_destroy(void *ctx)
 {
 	struct fault_ctx *fc = ctx;
@@ -660,4 +669,5 @@ const struct tsr_io_backend tsr_io_fault_backend = {
 	.submit = fault_submit,
 	.reap = fault_reap,
 	.event_fd = fault_event_fd,
+	.buffered_reads_async = fault_buffered_reads_async,
 };

@@ -177,6 +177,15 @@ static int uring_event_fd(void *ctx)
 	return c->event_fd;
 }
 
+/* A buffered read that misses the cache waits for its pages in the kernel
+ * (async buffered reads, Linux 5.9; an io-wq worker before), never in
+ * io_uring_submit. */
+static bool uring_buffered_reads_async(void *ctx)
+{
+	(void)ctx;
+	return true;
+}
+
 const struct tsr_io_backend tsr_io_uring_backend = {
 	.name = "io_uring",
 	.create = uring_create,
@@ -185,4 +194,5 @@ const struct tsr_io_backend tsr_io_uring_backend = {
 	.submit = uring_submit,
 	.reap = uring_reap,
 	.event_fd = uring_event_fd,
+	.buffered_reads_async = uring_buffered_reads_async,
 };

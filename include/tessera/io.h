@@ -76,6 +76,15 @@ int tsr_io_writev(struct tsr_io *io, int fd, const struct iovec *iov, int iovcnt
 int tsr_io_fsync(struct tsr_io *io, int fd, bool datasync, tsr_io_cb cb_fn,
 		 void *cb_arg);
 
+/*
+ * Whether io reads buffered (page-cache) fds without blocking its thread: a
+ * cache miss completes later from tsr_io_poll like any read.  True for
+ * io_uring (and a fault injector around it), false for libaio, whose
+ * io_submit reads a buffered fd synchronously.  Callers that may read a
+ * buffered fd on an event loop (the store's host reads) ask first.
+ */
+bool tsr_io_buffered_reads_async(const struct tsr_io *io);
+
 /* Submit everything queued since the last call.  Returns count or -errno. */
 int tsr_io_submit(struct tsr_io *io);
 

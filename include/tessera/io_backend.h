@@ -41,6 +41,14 @@ struct tsr_io_backend {
 	int (*reap)(void *ctx, unsigned max, bool wait);
 	/* eventfd signalled on completion. */
 	int (*event_fd)(void *ctx);
+	/*
+	 * May be NULL (= false).  True when a read of a buffered (not O_DIRECT)
+	 * fd that misses the page cache still leaves queue() and submit() at
+	 * once and completes later from reap(): io_uring (the kernel waits for
+	 * the page in its own context).  libaio leaves it NULL: io_submit of a
+	 * buffered fd reads synchronously, blocking the caller's loop.
+	 */
+	bool (*buffered_reads_async)(void *ctx);
 };
 
 /* Called by a backend from reap(): res is bytes transferred or -errno. */
