@@ -19,6 +19,8 @@
  * A failed write turns the entries it set into {old cur, new} (entries_restore),
  * so reads still return the old data, and keeps the volume's dirty bits for
  * the next open.
+ * Host reads of file-mode heads may go through the page cache (read_cached);
+ * scrub and verification use tsr_svol_read_direct, which never does.
  * A read accepts each 4 KiB block whose crc equals cur or prev; otherwise the
  * whole read fails with -EIO, the block is logged and counted (crc_errors).
  * Trim and write_zeroes set {0 (= a zero block), old cur} before punching or
@@ -64,6 +66,7 @@ struct svol_op {
 	bool data_failed;   /* write: a data write failed (undo the entries) */
 	bool quiet;         /* flush: no write was in flight when it was queued */
 	bool may_block;     /* write: caller told 0 long ago, a full queue blocks (write_sub) */
+	bool via_cache;     /* read: a piece went through the page cache (cseg_fd) */
 	uint64_t seen;      /* flush: svol->writes_started when it was queued */
 	uint64_t pos;       /* zeroes: next byte to write */
 	uint64_t chunk_off; /* zeroes: chunk in flight */
@@ -367,16 +370,36 @@ static void read_done(void *cb_arg, int res)
 	if (op->status == 0) {
 		stat_add(&op->svol->stats.reads, 1);
 		stat_add(&op->svol->stats.bytes_read, op->len);
+		if (op->via_cache)
+			stat_add(&op->svol->stats.cached_reads, 1);
 	}
 	op_finish(op);
 }
 
-int tsr_svol_read(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
-		  void *buf, tsr_cb cb_fn, void *cb_arg)
+/*
+ * Read through the page cache?  Host reads of a file-mode head, with the
+ * store's read cache on, on an io that reads buffered fds without blocking
+ * its loop (not libaio).  Coherence: every write, trim and zeroes of the
+ * head reaches the same inode through seg_fd (O_DIRECT pwrite, fallocate
+ * PUNCH_HOLE / ZERO_RANGE), and the kernel drops the cached pages of the
+ * range on each (before an O_DIRECT write and again after it completes,
+ * after its unwritten extents are converted; fallocate truncates the range's
+ * pages), so a read issued after the completion finds the new bytes; a read
+ * racing a write to the same block may see either, as with O_DIRECT, and
+ * read_verify accepts either (cur or prev).
+ */
+static bool read_cached(struct tsr_svol *svol, struct tsr_io *io)
+{
+	return svol->store->read_cache && svol->dev_offset < 0 && tsr_io_buffered_reads_async(io);
+}
+
+static int read_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
+		   void *buf, bool direct, tsr_cb cb_fn, void *cb_arg)
 {
 	struct svol_piece p[2];
 	struct svol_op *op;
 	int i, n, ret = 0;
+	bool cached;
 
 	ret = check_io(svol, offset, len, buf);
 	if (ret)
@@ -393,16 +416,43 @@ int tsr_svol_read(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uin
 	op->len = len;
 	op->buf = buf;
 	op->pending = 1;
+	cached = !direct && read_cached(svol, io);
 	n = svol_map(svol, offset, len, p, 2);
 	for (i = 0; i < n; i++) {
+		int fd = p[i].fd;
+
+		if (cached) {
+			int cfd = atomic_load_explicit(
+				&svol->cseg_fd[p[i].vol_offset >> STORE_SEG_SHIFT],
+				memory_order_acquire);
+
+			if (cfd >= 0) {
+				fd = cfd;
+				op->via_cache = true;
+			}
+		}
 		op->iov[i].iov_base = op->buf + (p[i].vol_offset - offset);
 		op->iov[i].iov_len = p[i].len;
-		ret = tsr_io_readv(io, p[i].fd, &op->iov[i], 1, p[i].fd_offset, read_done, op);
+		ret = tsr_io_readv(io, fd, &op->iov[i], 1, p[i].fd_offset, read_done, op);
 		if (ret)
 			break;
 		op->pending++;
 	}
 	return op_launched(op, ret);
+}
+
+int tsr_svol_read(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
+		  void *buf, tsr_cb cb_fn, void *cb_arg)
+{
+	return read_go(svol, io, offset, len, buf, false, cb_fn, cb_arg);
+}
+
+/* Snapshot images and a clone's blocks it does not own are read by
+ * image_read, always O_DIRECT: only a head's own blocks are ever cached. */
+int tsr_svol_read_direct(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset,
+			 uint32_t len, void *buf, tsr_cb cb_fn, void *cb_arg)
+{
+	return read_go(svol, io, offset, len, buf, true, cb_fn, cb_arg);
 }
 
 /* ---- write ---- */
@@ -1180,4 +1230,5 @@ void tsr_svol_get_stats(const struct tsr_svol *svol, struct tsr_svol_stats *out)
 	out->bytes_read = atomic_load_explicit(&s->bytes_read, memory_order_relaxed);
 	out->bytes_written = atomic_load_explicit(&s->bytes_written, memory_order_relaxed);
 	out->crc_errors = atomic_load_explicit(&s->crc_errors, memory_order_relaxed);
+	out->cached_reads = atomic_load_explicit(&s->cached_reads, memory_order_relaxed);
 }

@@ -410,6 +410,8 @@ struct tsr_store {
 	struct tsr_svol *open_vols; /* store->lock */
 	int trampoline_fd;          /* for deferred completions (data.c) */
 	int64_t dirty_clear_ns;     /* least interval between bitmap clears at flush */
+	bool read_cache;            /* set at open: file-mode heads get cseg_fd (host
+				     * reads through the page cache), !opts->read_cache_off */
 	bool unclean;               /* opened after a crash: journals are rolled forward */
 	struct stage_replayed *stage_replayed; /* volumes rolled forward since (store->lock) */
 	struct spare_set *spares;   /* spare.c: set under store->lock at first use, freed
@@ -423,6 +425,7 @@ struct svol_stats {
 	_Atomic uint64_t reads, writes, flushes, trims;
 	_Atomic uint64_t bytes_read, bytes_written;
 	_Atomic uint64_t crc_errors;
+	_Atomic uint64_t cached_reads; /* successful reads issued on cseg_fd */
 };
 
 struct tsr_svol {
@@ -434,6 +437,11 @@ struct tsr_svol {
 	int64_t dev_offset;    /* -1: segment files; else extent on store->dev_fd */
 	_Atomic int
 	    seg_fd[STORE_MAX_SEGS]; /* file mode: O_DIRECT fd per 8 TiB segment, -1 absent */
+	/* file mode with store->read_cache: a buffered O_RDONLY fd of the same
+	 * segment file (same inode), for host reads only (data.c read_go); opened
+	 * and closed with seg_fd[i] (load, resize, free); -1 absent: reads of
+	 * that segment use seg_fd[i] */
+	_Atomic int cseg_fd[STORE_MAX_SEGS];
 	struct blockmeta meta;
 	struct svol_stats stats;
 	_Atomic bool write_failed;       /* keep the dirty bits at close (data.c) */

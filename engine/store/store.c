@@ -147,6 +147,9 @@ void store_svol_free(struct tsr_svol *svol)
 			int fd = atomic_load(&svol->seg_fd[i]);
 			if (fd >= 0)
 				close(fd);
+			fd = atomic_load(&svol->cseg_fd[i]);
+			if (fd >= 0)
+				close(fd);
 		}
 	}
 	free(svol);
@@ -173,6 +176,24 @@ static int open_segment(struct tsr_store *store, const char *uuid, unsigned seg,
 	return fd;
 }
 
+/* The buffered read fd of segment seg (svol->cseg_fd), or -1: without the
+ * read cache, or when it cannot be opened (warned; reads of the segment then
+ * use its O_DIRECT fd, which is just as correct). */
+static int open_cached_segment(struct tsr_store *store, const char *uuid, unsigned seg)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	if (!store->read_cache)
+		return -1;
+	store_seg_path(store, uuid, seg, path);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		tsr_warn("open: %s for cached reads: %s; its reads stay O_DIRECT", path,
+			 strerror(errno));
+	return fd;
+}
+
 int store_svol_load(struct tsr_store *store, const struct vol_row *row, struct tsr_svol **out)
 {
 	char crc_path[PATH_MAX], dirty_path[PATH_MAX];
@@ -185,8 +206,10 @@ int store_svol_load(struct tsr_store *store, const struct vol_row *row, struct t
 	svol->meta.crc_fd = svol->meta.dirty_fd = -1;
 	svol->own.fd = -1;
 	pthread_mutex_init(&svol->cow_lock, NULL);
-	for (i = 0; i < STORE_MAX_SEGS; i++)
+	for (i = 0; i < STORE_MAX_SEGS; i++) {
 		atomic_init(&svol->seg_fd[i], -1);
+		atomic_init(&svol->cseg_fd[i], -1);
+	}
 	svol->store = store;
 	snprintf(svol->name, sizeof(svol->name), "%s", row->name);
 	snprintf(svol->uuid, sizeof(svol->uuid), "%s", row->uuid);
@@ -199,6 +222,7 @@ int store_svol_load(struct tsr_store *store, const struct vol_row *row, struct t
 			if (ret < 0)
 				goto err;
 			atomic_store(&svol->seg_fd[i], ret);
+			atomic_store(&svol->cseg_fd[i], open_cached_segment(store, row->uuid, i));
 		}
 	} else if (store->dev_fd < 0) {
 		tsr_error("open: volume %s lives on a raw device but the store has none",
@@ -872,9 +896,14 @@ int tsr_store_vol_resize(struct tsr_store *store, const char *name, uint64_t new
 					close(fd);
 				goto out;
 			}
-			if (opened && svol)
+			if (opened && svol) {
+				/* the buffered fd first: a reader that finds the
+				 * segment (past the old size: only once the size
+				 * is raised below) finds both */
+				atomic_store(&svol->cseg_fd[i],
+					     open_cached_segment(store, row.uuid, i));
 				atomic_store(&svol->seg_fd[i], fd);
-			else if (opened)
+			} else if (opened)
 				close(fd);
 		}
 	}
@@ -1167,6 +1196,7 @@ int tsr_store_open(const char *dir, const struct tsr_store_opts *opts, struct ts
 		return -ENOMEM;
 	store->dev_fd = store->lock_fd = store->trampoline_fd = -1;
 	store->dirty_clear_ns = 30ll * 1000000000;
+	store->read_cache = !(opts && opts->read_cache_off);
 	if (getenv("TSR_STORE_DIRTY_CLEAR_MS")) /* tests */
 		store->dirty_clear_ns = atoll(getenv("TSR_STORE_DIRTY_CLEAR_MS")) * 1000000;
 	pthread_mutex_init(&store->lock, NULL);

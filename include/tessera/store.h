@@ -4,8 +4,9 @@
  *
  * Catalogue: a SQLite database (DIR/store.db, WAL journal) with one row per
  * volume, each row carrying a CRC32C of its fields, checked on open.
- * Data: one sparse file per volume (or an extent of the raw device), read
- * and written with O_DIRECT through the calling thread's struct tsr_io.
+ * Data: one sparse file per volume (or an extent of the raw device), written
+ * with O_DIRECT through the calling thread's struct tsr_io, read with O_DIRECT
+ * or, for host reads of files, through the page cache (tsr_svol_read).
  * Per-block CRC32C: see engine/store/store.c and docs/ARCHITECTURE.md for the
  * format and the crash recovery rule.
  *
@@ -27,6 +28,15 @@ struct tsr_svol;
 
 struct tsr_store_opts {
 	const char *device; /* raw block device for volume data, or NULL: sparse files in dir */
+	/*
+	 * false (the default): host reads (tsr_svol_read) of volumes kept in
+	 * files go through the kernel's page cache, by a second, buffered
+	 * O_RDONLY fd per segment file, when the caller's io reads buffered fds
+	 * asynchronously (tsr_io_buffered_reads_async).  true: every read is
+	 * O_DIRECT (tesserad --read-cache off).  Writes are O_DIRECT either way;
+	 * device mode reads O_DIRECT either way.
+	 */
+	bool read_cache_off;
 };
 
 struct tsr_vol_info {
@@ -105,9 +115,20 @@ uint64_t tsr_svol_size(const struct tsr_svol *svol); /* current size (resize upd
  * or, for writes, the data file system is full (nothing was changed).
  * Completion errors: -EIO (disk error or CRC mismatch, logged once per block),
  * -ENOSPC (writes: the file system is full; the old data still reads back).
+ *
+ * tsr_svol_read may be served by the page cache (tsr_store_opts.read_cache_off);
+ * the cache is coherent with the O_DIRECT writes, trims and zeroes (the kernel
+ * drops the range's cached pages on each), and every block read, from the
+ * cache or the disk, is checked against its CRC.  tsr_svol_read_direct reads
+ * the disk, never the cache (O_DIRECT, and it leaves no page in the cache):
+ * for every read whose purpose is to check what is stored (scrub, SUMS,
+ * verification), where a page cached before the medium went bad would hide
+ * the damage.  Same arguments, contract and errors.
  */
 int tsr_svol_read(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset,
 		  uint32_t len, void *buf, tsr_cb cb_fn, void *cb_arg);
+int tsr_svol_read_direct(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset,
+			 uint32_t len, void *buf, tsr_cb cb_fn, void *cb_arg);
 #define TSR_WRITE_FUA 0x1u     /* durable (data and its CRCs) before completion */
 #define TSR_WRITE_NO_HOLE 0x2u /* write_zeroes: allocate, do not punch */
 int tsr_svol_write(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset,
@@ -142,6 +163,7 @@ struct tsr_svol_stats {
 	uint64_t reads, writes, flushes, trims;
 	uint64_t bytes_read, bytes_written;
 	uint64_t crc_errors;     /* blocks that failed their CRC on read */
+	uint64_t cached_reads;   /* reads (of those in reads) issued through the page cache */
 };
 void tsr_svol_get_stats(const struct tsr_svol *svol, struct tsr_svol_stats *out);
 
