@@ -140,7 +140,17 @@ bool ecopy_writable(const struct ecopy *c)
  * -EAGAIN (retrying at once from a deferred call would spin: the pass never
  * reaches its submit).
  */
-enum ecop_kind { ECOP_READ, ECOP_WRITE, ECOP_FLUSH, ECOP_STAGE, ECOP_COMMIT, ECOP_RELEASE };
+/* ECOP_READ_DIRECT: a local copy reads its disk, not the page cache (scrub);
+ * a remote one is an ordinary READ (the peer protocol has no such flag) */
+enum ecop_kind {
+	ECOP_READ,
+	ECOP_READ_DIRECT,
+	ECOP_WRITE,
+	ECOP_FLUSH,
+	ECOP_STAGE,
+	ECOP_COMMIT,
+	ECOP_RELEASE
+};
 
 struct ecop {
 	struct ec *e;
@@ -188,11 +198,14 @@ static int local_issue(struct ecop *op)
 
 	if (c->svol == NULL)
 		return -ENOTCONN;
-	if (op->kind != ECOP_READ && op->kind != ECOP_FLUSH && local_fenced(c))
+	if (op->kind != ECOP_READ && op->kind != ECOP_READ_DIRECT && op->kind != ECOP_FLUSH &&
+	    local_fenced(c))
 		return -ESTALE;
 	switch (op->kind) {
 	case ECOP_READ:
 		return tsr_svol_read(c->svol, io, op->off, op->len, op->buf, ecop_done, op);
+	case ECOP_READ_DIRECT:
+		return tsr_svol_read_direct(c->svol, io, op->off, op->len, op->buf, ecop_done, op);
 	case ECOP_WRITE:
 		return tsr_svol_write(c->svol, io, op->off, op->len, op->buf, TSR_WRITE_FUA,
 				      ecop_done, op);
@@ -215,6 +228,7 @@ static int remote_issue(struct ecop *op)
 
 	switch (op->kind) {
 	case ECOP_READ:
+	case ECOP_READ_DIRECT:
 		return tsr_peer_read(c->client, c->handle, epoch, op->off, op->len, op->buf,
 				     ecop_done, op);
 	case ECOP_WRITE:
@@ -273,7 +287,8 @@ static int ecop_submit(struct ecopy *c, enum ecop_kind kind, uint64_t off, uint3
 
 	if (!c->open)
 		return -ENOTCONN;
-	if (c->local && kind != ECOP_READ && kind != ECOP_FLUSH && local_fenced(c))
+	if (c->local && kind != ECOP_READ && kind != ECOP_READ_DIRECT && kind != ECOP_FLUSH &&
+	    local_fenced(c))
 		return -ESTALE;
 	op = calloc(1, sizeof(*op));
 	if (op == NULL)
@@ -304,6 +319,12 @@ static int ecop_submit(struct ecopy *c, enum ecop_kind kind, uint64_t off, uint3
 int ecopy_read(struct ecopy *c, uint64_t off, uint32_t len, void *buf, tsr_cb cb, void *arg)
 {
 	return ecop_submit(c, ECOP_READ, off, len, buf, NULL, cb, arg);
+}
+
+int ecopy_read_direct(struct ecopy *c, uint64_t off, uint32_t len, void *buf, tsr_cb cb,
+		      void *arg)
+{
+	return ecop_submit(c, ECOP_READ_DIRECT, off, len, buf, NULL, cb, arg);
 }
 
 int ecopy_write(struct ecopy *c, uint64_t off, uint32_t len, const void *buf, tsr_cb cb, void *arg)

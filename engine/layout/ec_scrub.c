@@ -271,8 +271,9 @@ static void scrub_stripe(struct escrub *sc)
 		sub->pos = p;
 		sub->gen = c->gen;
 		sc->inflight++;
-		if (ecopy_read(c, ec_chunk_off(e, sc->stripe), e->unit,
-			       sc->bufs + (size_t)p * e->unit, scrub_read_done, sub) < 0)
+		/* the disk, not the page cache: scrub checks what is stored */
+		if (ecopy_read_direct(c, ec_chunk_off(e, sc->stripe), e->unit,
+				      sc->bufs + (size_t)p * e->unit, scrub_read_done, sub) < 0)
 			sc->inflight--;
 	}
 	if (--sc->inflight == 0)

@@ -230,8 +230,9 @@ static int local_submit(struct mcop *op, uint64_t off, uint64_t len, void *buf, 
 			return -ENOMEM;
 		op->sums = buf;
 		op->len = len;
-		return tsr_svol_read(c->svol, io, off, (uint32_t)len, op->data, mcop_piece_done,
-				     op);
+		/* sums check what is stored: from the disk, not the page cache */
+		return tsr_svol_read_direct(c->svol, io, off, (uint32_t)len, op->data,
+					    mcop_piece_done, op);
 	}
 	return -EINVAL;
 }

@@ -604,8 +604,9 @@ static int req_submit(struct peer_sreq *req)
 		req->cur = h->length - req->done;
 		if (req->cur > PEER_SUMS_PIECE)
 			req->cur = PEER_SUMS_PIECE;
-		ret = tsr_svol_read(svol, c->io, h->offset + req->done, req->cur, req->buf,
-				    req_io_done, req);
+		/* sums check what is stored (scrub, resync): the disk, not the cache */
+		ret = tsr_svol_read_direct(svol, c->io, h->offset + req->done, req->cur,
+					   req->buf, req_io_done, req);
 		break;
 	default:
 		ret = -EPROTO;
