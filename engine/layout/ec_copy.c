@@ -321,8 +321,7 @@ int ecopy_read(struct ecopy *c, uint64_t off, uint32_t len, void *buf, tsr_cb cb
 	return ecop_submit(c, ECOP_READ, off, len, buf, NULL, cb, arg);
 }
 
-int ecopy_read_direct(struct ecopy *c, uint64_t off, uint32_t len, void *buf, tsr_cb cb,
-		      void *arg)
+int ecopy_read_direct(struct ecopy *c, uint64_t off, uint32_t len, void *buf, tsr_cb cb, void *arg)
 {
 	return ecop_submit(c, ECOP_READ_DIRECT, off, len, buf, NULL, cb, arg);
 }

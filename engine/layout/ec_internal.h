@@ -107,8 +107,7 @@ struct ecopy {
 int ecopy_read(struct ecopy *c, uint64_t off, uint32_t len, void *buf, tsr_cb cb, void *arg);
 /* ecopy_read that a local copy serves from its disk, never the page cache
  * (tsr_svol_read_direct): scrub.  A remote copy's is an ordinary READ. */
-int ecopy_read_direct(struct ecopy *c, uint64_t off, uint32_t len, void *buf, tsr_cb cb,
-		      void *arg);
+int ecopy_read_direct(struct ecopy *c, uint64_t off, uint32_t len, void *buf, tsr_cb cb, void *arg);
 int ecopy_write(struct ecopy *c, uint64_t off, uint32_t len, const void *buf, tsr_cb cb, void *arg);
 int ecopy_flush(struct ecopy *c, tsr_cb cb, void *arg);
 int ecopy_stage(struct ecopy *c, const struct tsr_stage_entry *en, const void *buf, tsr_cb cb,

@@ -841,8 +841,8 @@ static void snap_fb_next(struct mscrub *s)
 		}
 		if (c->local && s->ssvol != NULL)
 			ret = tsr_svol_read_direct(s->ssvol, m->io, off, TSR_BLOCK_SIZE,
-					    s->sbuf + (size_t)s->fb_block * TSR_BLOCK_SIZE,
-					    snap_fb_done, s);
+						   s->sbuf + (size_t)s->fb_block * TSR_BLOCK_SIZE,
+						   snap_fb_done, s);
 		else if (!c->local && s->shandle[i] != 0 && c->client != NULL)
 			ret = tsr_peer_sums(c->client, s->shandle[i], m->epoch, off, TSR_BLOCK_SIZE,
 					    &s->fb_sum, snap_fb_done, s);
@@ -940,8 +940,8 @@ static void snap_chunk_sums(struct mscrub *s)
 		if (c->local) {
 			ret = tsr_store_snap_open(m->store, m->name, snap, &s->ssvol);
 			if (ret == 0)
-				ret = tsr_svol_read_direct(s->ssvol, m->io, s->pos, s->len,
-							   s->sbuf, snap_local_done, ss);
+				ret = tsr_svol_read_direct(s->ssvol, m->io, s->pos, s->len, s->sbuf,
+							   snap_local_done, ss);
 		} else {
 			ret = tsr_peer_open(c->client, rname, m->epoch, snap_open_done, ss);
 		}

@@ -605,8 +605,8 @@ static int req_submit(struct peer_sreq *req)
 		if (req->cur > PEER_SUMS_PIECE)
 			req->cur = PEER_SUMS_PIECE;
 		/* sums check what is stored (scrub, resync): the disk, not the cache */
-		ret = tsr_svol_read_direct(svol, c->io, h->offset + req->done, req->cur,
-					   req->buf, req_io_done, req);
+		ret = tsr_svol_read_direct(svol, c->io, h->offset + req->done, req->cur, req->buf,
+					   req_io_done, req);
 		break;
 	default:
 		ret = -EPROTO;

@@ -422,9 +422,9 @@ static int read_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, ui
 		int fd = p[i].fd;
 
 		if (cached) {
-			int cfd = atomic_load_explicit(
-				&svol->cseg_fd[p[i].vol_offset >> STORE_SEG_SHIFT],
-				memory_order_acquire);
+			int cfd =
+			    atomic_load_explicit(&svol->cseg_fd[p[i].vol_offset >> STORE_SEG_SHIFT],
+						 memory_order_acquire);
 
 			if (cfd >= 0) {
 				fd = cfd;
@@ -449,8 +449,8 @@ int tsr_svol_read(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uin
 
 /* Snapshot images and a clone's blocks it does not own are read by
  * image_read, always O_DIRECT: only a head's own blocks are ever cached. */
-int tsr_svol_read_direct(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset,
-			 uint32_t len, void *buf, tsr_cb cb_fn, void *cb_arg)
+int tsr_svol_read_direct(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
+			 void *buf, tsr_cb cb_fn, void *cb_arg)
 {
 	return read_go(svol, io, offset, len, buf, true, cb_fn, cb_arg);
 }

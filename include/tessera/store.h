@@ -127,8 +127,8 @@ uint64_t tsr_svol_size(const struct tsr_svol *svol); /* current size (resize upd
  */
 int tsr_svol_read(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset,
 		  uint32_t len, void *buf, tsr_cb cb_fn, void *cb_arg);
-int tsr_svol_read_direct(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset,
-			 uint32_t len, void *buf, tsr_cb cb_fn, void *cb_arg);
+int tsr_svol_read_direct(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
+			 void *buf, tsr_cb cb_fn, void *cb_arg);
 #define TSR_WRITE_FUA 0x1u     /* durable (data and its CRCs) before completion */
 #define TSR_WRITE_NO_HOLE 0x2u /* write_zeroes: allocate, do not punch */
 int tsr_svol_write(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset,

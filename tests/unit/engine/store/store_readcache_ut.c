@@ -173,7 +173,7 @@ static void test_cached_and_coherent(void **state)
 	expect(e, off, 1);
 	assert_int_equal(cached_reads(e->v), 1);
 	assert_int_equal(head_resident(e, off, 4 * BS), 4); /* the read cached it */
-	expect(e, off, 1); /* from the cache */
+	expect(e, off, 1);                                  /* from the cache */
 	assert_int_equal(cached_reads(e->v), 2);
 
 	put(e, off, 2); /* O_DIRECT over cached pages: dropped */
