@@ -80,6 +80,7 @@ struct tesserad {
 	const char *admin_listen;   /* "HOST:PORT" or NULL */
 	unsigned n_workers;
 	struct tsr_io_opts io_opts;
+	bool read_cache_off;        /* --read-cache off */
 	/* cluster options (cluster mode = meta or join) */
 	const char *listen;         /* --listen HOST:PORT */
 	bool meta;
@@ -144,6 +145,15 @@ static void usage(FILE *f)
 "  --io auto|io_uring|libaio\n"
 "                         I/O backend (default auto: io_uring, else libaio)\n"
 "  --io-fault SPEC        inject I/O faults, e.g. write:3:fail=EIO (tests only)\n"
+"  --read-cache on|off    host reads of volumes kept in files go through the\n"
+"                         kernel's page cache (default on): hot blocks are read\n"
+"                         from memory; writes stay O_DIRECT (acknowledged means\n"
+"                         stored) and every read is still CRC-checked; scrub\n"
+"                         always reads the disk.  Turn it off on nodes short of\n"
+"                         memory, or when the guests cache themselves (a second\n"
+"                         copy in the host's cache is wasted).  Always off with\n"
+"                         --io libaio (it would block on buffered reads) and\n"
+"                         with --device\n"
 "  --log-level debug|info|warn|error\n"
 "  --help, --version\n"
 "\n"
@@ -245,7 +255,7 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 	enum { O_DATA = 256, O_DEVICE, O_NBD, O_ADMIN, O_WORKERS, O_IO, O_FAULT, O_LOG,
 	       O_HELP, O_VERSION, O_LISTEN, O_META, O_JOIN, O_TOKEN, O_NODE, O_ZONE, O_SITE,
 	       O_CAPACITY, O_PEER_TIMEOUT, O_REBUILD, O_RESYNC, O_WRITE_WAIT, O_SITE_LISTEN,
-	       O_SITE_CA, O_SITE_CERT, O_SITE_KEY, O_LEFTOVER };
+	       O_SITE_CA, O_SITE_CERT, O_SITE_KEY, O_LEFTOVER, O_READ_CACHE };
 	static const struct option opts[] = {
 		{ "data", required_argument, NULL, O_DATA },
 		{ "device", required_argument, NULL, O_DEVICE },
@@ -254,6 +264,7 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 		{ "workers", required_argument, NULL, O_WORKERS },
 		{ "io", required_argument, NULL, O_IO },
 		{ "io-fault", required_argument, NULL, O_FAULT },
+		{ "read-cache", required_argument, NULL, O_READ_CACHE },
 		{ "log-level", required_argument, NULL, O_LOG },
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "meta", no_argument, NULL, O_META },
@@ -325,6 +336,14 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 			break;
 		case O_FAULT:
 			d->io_opts.fault_spec = optarg;
+			break;
+		case O_READ_CACHE:
+			if (strcmp(optarg, "on") == 0)
+				d->read_cache_off = false;
+			else if (strcmp(optarg, "off") == 0)
+				d->read_cache_off = true;
+			else
+				die_usage("--read-cache %s: use on or off", optarg);
 			break;
 		case O_LOG:
 			if (strcmp(optarg, "debug") == 0)
@@ -1091,6 +1110,7 @@ static void stop_site(struct tesserad *d)
 
 struct io_name_query {
 	char name[64];
+	bool buffered_reads_async;
 	sem_t done;
 };
 
@@ -1099,6 +1119,7 @@ static void io_name_on_worker(struct tsr_worker *w, void *arg)
 	struct io_name_query *q = arg;
 
 	snprintf(q->name, sizeof(q->name), "%s", tsr_io_name(tsr_worker_io(w)));
+	q->buffered_reads_async = tsr_io_buffered_reads_async(tsr_worker_io(w));
 	sem_post(&q->done);
 }
 
@@ -1124,6 +1145,18 @@ static void query_io_name(struct tesserad *d)
 		return;
 	}
 	snprintf(d->io_name, sizeof(d->io_name), "%s", q->name);
+	/* the store checks each read's io itself; this says it once */
+	if (d->read_cache_off)
+		tsr_info("read cache: off (--read-cache off): host reads use O_DIRECT");
+	else if (d->device)
+		tsr_info("read cache: off: volumes on --device %s are read with O_DIRECT",
+			 d->device);
+	else if (!q->buffered_reads_async)
+		tsr_warn("read cache: off: the %s backend blocks its worker on buffered reads; "
+			 "host reads use O_DIRECT (use --io io_uring for the cache)",
+			 q->name);
+	else
+		tsr_info("read cache: on: host reads go through the page cache");
 	sem_destroy(&q->done);
 	free(q);
 }
@@ -1247,7 +1280,8 @@ static void raise_fd_limit(void)
 
 static int start_daemon(struct tesserad *d)
 {
-	struct tsr_store_opts store_opts = { .device = d->device };
+	struct tsr_store_opts store_opts = { .device = d->device,
+					     .read_cache_off = d->read_cache_off };
 	struct tsr_nbd_server_opts nbd_opts = { 0 };
 	struct tsr_admin_server_opts admin_opts = { 0 };
 	const char *nbd_names[MAX_LISTENERS];

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# tesserad --read-cache on|off (engine/store/data.c read_go): host reads of a
+# volume kept in files go through the kernel's page cache by default, never
+# with --read-cache off or --io libaio; scrub reads the disk, not the cache.
+#
+# How a test sees the page cache: fincore(1) counts the pages of a file that
+# are resident.  tesserad writes with O_DIRECT, which drops the range's pages,
+# so right after a write none of it is resident and only a buffered read
+# brings it in.
+#  1. default: a 1 MiB write leaves nothing cached, reading it back caches
+#     it (and the log says "read cache: on");
+#  2. --read-cache off, then --io libaio: the same read caches nothing (the
+#     log says why);
+#  3. "cache good, disk bad": a 2-copy mirror whose n2 keeps its data on a
+#     small ext4 on a loop device; n2's copy is in n2's page cache, and one
+#     block of it is overwritten on the loop device, under the file system:
+#     the file still reads good through the cache, O_DIRECT reads the damage.
+#     `volume scrub` must find and repair it, first with n2 a remote copy
+#     (the peer server's SUMS), then with n2 the coordinator (its local
+#     copy's SUMS), after host reads through n2 cached the blocks.  A scrub
+#     that read through the cache would see good blocks and repair nothing.
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/cluster.sh"
+. "$(dirname "$0")/fullfs.sh"
+
+require_tessera
+require_cmd qemu-io fincore filefrag dd
+
+# resident FILE: bytes of FILE in the page cache
+resident() { fincore --bytes --noheadings --output RES "$1" | xargs; }
+
+# ---- 1. default: on
+make_tmpdir D
+start_tesserad "$D"
+grep -q 'read cache: on' "$D/tesserad.log" || fail "no 'read cache: on' in the log"
+vol_create "$D" v 16M
+uuid=$(tsr "$D" --json volume show v | json_get 'j["uuid"]')
+DATA=$D/volumes/$uuid.data
+qemu_io "$D" v "write -P 0x11 0 1M" >/dev/null || fail "write"
+r=$(resident "$DATA")
+assert_eq "$r" 0 "cached bytes of the data file after an O_DIRECT write"
+qemu_io "$D" v "read -P 0x11 0 1M" >/dev/null || fail "read back"
+r=$(resident "$DATA")
+(( r >= 1048576 )) || fail "default: a 1 MiB host read cached $r bytes of the data file (want >= 1 MiB)"
+log "default: $r bytes of the data file cached after a 1 MiB read"
+stop_tesserad
+
+# ---- 2. off, and libaio
+# (a new volume each: the default's read left pages of v cached, readahead
+# beyond the range read included)
+n=0
+for args in "--read-cache off" "--io libaio"; do
+	n=$(( n + 1 ))
+	# shellcheck disable=SC2086
+	start_tesserad "$D" $args
+	vol_create "$D" "v$n" 16M
+	uuid=$(tsr "$D" --json volume show "v$n" | json_get 'j["uuid"]')
+	qemu_io "$D" "v$n" "write -P 0x22 0 1M" >/dev/null || fail "$args: write"
+	assert_eq "$(resident "$D/volumes/$uuid.data")" 0 "$args: cached bytes after an O_DIRECT write"
+	qemu_io "$D" "v$n" "read -P 0x22 0 1M" "read -P 0x22 0 1M" >/dev/null || fail "$args: read back"
+	assert_eq "$(resident "$D/volumes/$uuid.data")" 0 "$args: cached bytes after two 1 MiB reads"
+	stop_tesserad
+done
+grep -q 'read cache: off (--read-cache off)' "$D/tesserad.log" || fail "no 'read cache: off' line"
+grep -q 'read cache: off: the libaio backend' "$D/tesserad.log" ||
+	fail "no 'read cache: off: the libaio backend' warning with --io libaio"
+log "--read-cache off and --io libaio: nothing cached"
+
+# ---- 3. scrub sees on-disk damage under a cached block
+fullfs_require
+cl_start 2
+cl_stop 2
+mv "$(cl_dir 2)" "$CL_ROOT/n2.orig"
+fullfs_mount N2 256M "$(cl_dir 2)"
+cp -a "$CL_ROOT/n2.orig/." "$N2/" || fail "copy n2's directory onto the loop file system"
+cl_start_node 2
+cl_wait_nodes_alive 2
+ctsr volume create mv --size 16M --replicas 2 >/dev/null || fail "create mv"
+assert_eq "$(cl_copy_nodes mv)" "n1,n2" "copies of mv"
+ctsr volume attach mv --node n1 >/dev/null || fail "attach on n1"
+cl_qemu_io 1 mv "write -P 0x61 0 4M" >/dev/null || fail "write mv"
+F2=$(cl_copy_file 2 mv)
+
+# phys_off FILE OFF: byte offset on the loop device of byte OFF of FILE
+phys_off() {
+	filefrag -s -v -b4096 "$1" | "$PY" -c '
+import re, sys
+want = int(sys.argv[1]) // 4096
+for line in sys.stdin:
+    m = re.match(r"\s*\d+:\s*(\d+)\.\.\s*(\d+):\s*(\d+)\.\.", line)
+    if m and int(m.group(1)) <= want <= int(m.group(2)):
+        print((int(m.group(3)) + want - int(m.group(1))) * 4096)
+        sys.exit(0)
+sys.exit("no extent holds block %d" % want)' "$2"
+}
+# damage FILE OFF: overwrite the 4 KiB block at OFF of FILE on the loop
+# device (O_DIRECT, under the file system: the file's cached pages stay);
+# checks the cache still has the good block and the disk the bad one
+damage() {
+	local f=$1 off=$2 p
+	p=$(phys_off "$f" "$off") || fail "no physical offset of $f at $off"
+	"$PY" -c 'import sys; sys.stdout.buffer.write(b"\x5a" * 4096)' |
+		dd of="$FULLFS_LOOP" bs=4096 seek=$(( p / 4096 )) count=1 oflag=direct conv=notrunc \
+			status=none || fail "write the loop device"
+	assert_eq "$(dd if="$f" bs=4096 skip=$(( off / 4096 )) count=1 status=none | od -An -tx1 -N1 | xargs)" \
+		61 "block at $off read through the page cache"
+	assert_eq "$(dd if="$f" bs=4096 skip=$(( off / 4096 )) count=1 iflag=direct status=none |
+		od -An -tx1 -N1 | xargs)" 5a "block at $off read with O_DIRECT"
+}
+
+# 3a. n2 a remote copy; its pages cached by a buffered read of the file (what
+# host reads on n2 would leave)
+cat "$F2" >/dev/null
+(( $(resident "$F2") >= 4194304 )) || fail "n2's copy is not in the page cache"
+damage "$F2" $(( 1 * 1048576 ))
+out=$(ctsr --json volume scrub mv) || fail "scrub (n2 remote) exited non-zero: $out"
+rep=$(printf '%s' "$out" | json_get 'j["scrub_repaired"]')
+(( rep >= 1 )) || fail "scrub (n2 remote) repaired nothing: it read the cache, not the disk: $out"
+log "scrub with n2 remote: $rep block(s) repaired"
+cl_scrub_clean mv "after the remote copy's repair"
+
+# 3b. n2 the coordinator; host reads through it cache its local copy
+ctsr volume detach mv >/dev/null || fail "detach"
+ctsr volume attach mv --node n2 >/dev/null || fail "attach on n2"
+cl_qemu_io 2 mv "write -P 0x61 2M 4k" >/dev/null || fail "rewrite 2M on n2" # drops its page
+assert_eq "$(dd if="$F2" bs=4096 skip=512 count=1 iflag=direct status=none | od -An -tx1 -N1 | xargs)" \
+	61 "block 2M on n2's disk before the damage"
+cl_qemu_io 2 mv "read -P 0x61 0 4M" >/dev/null || fail "read through n2"
+(( $(resident "$F2") >= 4194304 )) || fail "host reads on n2 did not cache its copy"
+damage "$F2" $(( 2 * 1048576 ))
+cl_qemu_io 2 mv "read -P 0x61 2M 4k" >/dev/null || fail "host read on n2 of the cached block"
+out=$(ctsr --json volume scrub mv) || fail "scrub (n2 local) exited non-zero: $out"
+rep=$(printf '%s' "$out" | json_get 'j["scrub_repaired"]')
+(( rep >= 1 )) || fail "scrub (n2 local) repaired nothing: it read the cache, not the disk: $out"
+log "scrub with n2 the coordinator: $rep block(s) repaired"
+cl_scrub_clean mv "after the local copy's repair"
+assert_eq "$(dd if="$F2" bs=4096 skip=512 count=1 iflag=direct status=none | od -An -tx1 -N1 | xargs)" \
+	61 "block 2M on n2's disk after the repair"
+cl_qemu_io 2 mv "read -P 0x61 0 4M" >/dev/null || fail "read after the repairs"
+ctsr volume detach mv >/dev/null || fail "detach"
+cl_stop_all
