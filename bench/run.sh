@@ -22,7 +22,8 @@
 # Knobs: BENCH_RUNTIME=10 (s per run), BENCH_REPEATS=3, BENCH_SIZE=1G,
 # BENCH_RAMP=1 (s), BENCH_TARGETS="raw nbdkit-memory nbdkit-file tessera tessera-bench",
 # BENCH_JOBS (subset of job names), BENCH_CEPH=0, BENCH_WORKERS (tesserad --workers),
-# BENCH_IO=auto (tesserad --io), TSR_BUILD (default: build/), BENCH_KEEP=1 (keep
+# BENCH_IO=auto (tesserad --io), BENCH_READ_CACHE=on|off (tesserad --read-cache;
+# unset: tesserad's default, on), TSR_BUILD (default: build/), BENCH_KEEP=1 (keep
 # the temp dir with every fio JSON and log).
 set -euo pipefail
 # shellcheck source=bench/lib.sh
@@ -108,6 +109,7 @@ if has_target tessera || has_target tessera-bench; then
 	mkdir -p "$W/tsr"
 	targs=(--data "$W/tsr" --io "${BENCH_IO:-auto}")
 	[ -n "${BENCH_WORKERS:-}" ] && targs+=(--workers "$BENCH_WORKERS")
+	[ -n "${BENCH_READ_CACHE:-}" ] && targs+=(--read-cache "$BENCH_READ_CACHE")
 	"$TESSERAD" "${targs[@]}" >"$W/log/tesserad.log" 2>&1 &
 	PIDS+=($!)
 	for (( i=0; i<300; i++ )); do [ -S "$W/tsr/admin.sock" ] && [ -f "$W/tsr/tesserad.pid" ] && break; sleep 0.1; done
@@ -182,6 +184,6 @@ mkdir -p "$HERE/results"
 	--meta runtime="$RUNTIME" repeats="$REPEATS" size="$SIZE" ramp="$RAMP" \
 	kernel="$(uname -r)" cpus="$(nproc)" fio="$(fio --version)" \
 	commit="$(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-	tesserad_io="${BENCH_IO:-auto}" disk="$(df --output=source "$W" | tail -n1)"
+	tesserad_io="${BENCH_IO:-auto}" tesserad_read_cache="${BENCH_READ_CACHE:-default}" disk="$(df --output=source "$W" | tail -n1)"
 cat "$HERE/results/$stamp.md"
 log "wrote bench/results/$stamp.json and .md"
