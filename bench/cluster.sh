@@ -273,7 +273,7 @@ fi
 # (a CLI + python status poll every 50 ms took a good part of a core from the
 # copy it was timing).
 for (( k=0; k<6000; k++ )); do
-	tail -n "+$((lines_before + 1))" "$W/n1/tesserad.log" | grep -q "(n3) in sync again" && break
+	tail -n "+$((lines_before + 1))" "$W/n1/tesserad.log" | grepq "(n3) in sync again" && break
 	sleep 0.1
 done
 t_end=$(date +%s.%N)
@@ -289,7 +289,7 @@ if [ -n "$perf_pid" ]; then
 		log "perf data in $W/perf.data (BENCH_KEEP=1 keeps it)"
 	fi
 fi
-tail -n "+$((lines_before + 1))" "$W/n1/tesserad.log" | grep -q "(n3) in sync again" ||
+tail -n "+$((lines_before + 1))" "$W/n1/tesserad.log" | grepq "(n3) in sync again" ||
 	die "n3 not in sync after 600 s: $(tail -3 "$W/n1/tesserad.log")"
 after=$(ctsr --json volume status benchvol | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["resync_bytes_copied"])')
 tail -n "+$((lines_before + 1))" "$W/n1/tesserad.log" >"$W/fio/resync.log"

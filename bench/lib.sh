@@ -12,6 +12,11 @@
 # argument (with --operands: any that starts with "-") is an error on stderr
 # naming it, exit 2: the knobs are environment variables (BENCH_*, TSR_BUILD).
 
+# grepq [GREP-OPTION...] PATTERN: `grep -q` at the end of a pipeline that reads
+# its input to the end (no SIGPIPE for the producer under pipefail).
+# shellcheck source=tests/integration/grepq.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../tests/integration/grepq.sh"
+
 # The header comment of SCRIPT, as usage text.
 bench_usage() { awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "$1"; }
 

@@ -9,6 +9,9 @@
 # Installing needs root; an already complete machine does not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# grepq: `grep -q` at the end of a pipeline without cutting the producer off.
+# shellcheck source=tests/integration/grepq.sh
+. tests/integration/grepq.sh
 
 PKGS=(
 	build-essential cmake pkg-config clang-14 libclang-rt-14-dev lld
@@ -20,7 +23,7 @@ PKGS=(
 
 missing=()
 for p in "${PKGS[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grepq 'install ok installed' || missing+=("$p")
 done
 if (( ${#missing[@]} )); then
 	echo "setup: installing ${missing[*]}" >&2
