@@ -139,7 +139,7 @@ cl_wait_synced() {
 	local vol=$1 t=${2:-120} i st=
 	for (( i=0; i<t*5; i++ )); do
 		st=$(vstatus "$vol" '",".join(c["state"] for c in j["volume"]["copies"])' 2>/dev/null)
-		if [ -n "$st" ] && ! printf '%s' "$st" | grep -qv '^in-sync\(,in-sync\)*$'; then
+		if [ -n "$st" ] && ! printf '%s' "$st" | grepq -v '^in-sync\(,in-sync\)*$'; then
 			return 0
 		fi
 		sleep 0.2

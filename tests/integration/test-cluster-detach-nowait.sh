@@ -50,9 +50,9 @@ echo "nodes" >>"$ORDER"
 # ---- 2. a second detach and an attach while it waits: refused, not raced
 if ! grep -q '^detach' "$ORDER"; then
 	out=$(ctsr volume detach d 2>&1) && fail "2: a second detach during the wait succeeded"
-	echo "$out" | grep -q "being detached" || fail "2: second detach: unexpected error: $out"
+	echo "$out" | grepq "being detached" || fail "2: second detach: unexpected error: $out"
 	out=$(ctsr volume attach d --node n1 2>&1) && fail "2: an attach during the wait succeeded"
-	echo "$out" | grep -q "being detached" || fail "2: attach: unexpected error: $out"
+	echo "$out" | grepq "being detached" || fail "2: attach: unexpected error: $out"
 	log "2: a second detach and an attach during the wait are refused: $out"
 fi
 kill -TERM "$HOLD"
@@ -66,7 +66,7 @@ log "1: volume list and node list answered while the detach waited for its clien
 # ---- 3. the detach happened; d attaches again
 wait_log 1 "detach d epoch [0-9]+ from n1" 10
 out=$(ctsr volume detach d 2>&1) && fail "3: d still attached after the detach"
-echo "$out" | grep -q "not attached" || fail "3: detach after detach: unexpected: $out"
+echo "$out" | grepq "not attached" || fail "3: detach after detach: unexpected: $out"
 cl_attach_retry d n1
 
 # ---- 4. the same detach sent through n2, which forwards it to n1: n2's
@@ -96,7 +96,7 @@ order=$(tr '\n' ' ' <"$ORDER")
 	fail "4: completions through n2 in order '$order', want 'list detach 0' ($(cat "$CL_ROOT/detach4.out"))"
 log "4: n2 answered volume list while the detach it forwarded to n1 waited"
 out=$(ctsr volume detach d 2>&1) && fail "4: d still attached after the forwarded detach"
-echo "$out" | grep -q "not attached" || fail "4: detach after detach: unexpected: $out"
+echo "$out" | grepq "not attached" || fail "4: detach after detach: unexpected: $out"
 
 cl_attach_retry d n1
 ctsr volume detach d >/dev/null || fail "3: volume detach d (no client)"

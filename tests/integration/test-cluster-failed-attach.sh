@@ -54,10 +54,10 @@ on_exit "kill -CONT ${CL_PID[3]} 2>/dev/null"
 log "n3 frozen (pid ${CL_PID[3]})"
 for (( i=0; i<100; i++ )); do
 	out=$(ctsr volume attach fa --node n1 2>&1) && fail "attach on n1 with n2 down, n3 frozen succeeded: $out"
-	printf '%s' "$out" | grep -q "is attached on n2" || break
+	printf '%s' "$out" | grepq "is attached on n2" || break
 	sleep 0.2
 done
-printf '%s' "$out" | grep -q "fewer than min-replicas" || fail "attach on n1 refused for another reason: $out"
+printf '%s' "$out" | grepq "fewer than min-replicas" || fail "attach on n1 refused for another reason: $out"
 log "attach on n1 refused: $out"
 
 # ---- 3. n3 resumed: the attach on n1 converges n1, n3 and resyncs n2 in full

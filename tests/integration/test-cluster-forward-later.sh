@@ -102,7 +102,7 @@ log "after n3 resumed: the forwarded status lists copies $got, the snapshot list
 
 # ---- a forwarded replace-replica and attach still answer as before
 # (n3 frozen past its 3 s lease: its attach/d lapsed, d is detached already)
-out=$(ctsr_via 2 volume detach d 2>&1) || echo "$out" | grep -q "is not attached" ||
+out=$(ctsr_via 2 volume detach d 2>&1) || echo "$out" | grepq "is not attached" ||
 	fail "detach d through n2: $out"
 cl_attach_retry d n3
 other=

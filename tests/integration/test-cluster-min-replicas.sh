@@ -31,7 +31,7 @@ cl_kill 2
 t0=$(date +%s.%N)
 out=$(qio "write -P 0x33 0 1M" 2>&1)
 t1=$(date +%s.%N)
-printf '%s' "$out" | grep -qiE "error|failed" || fail "write with 1 of 3 copies succeeded: $out"
+printf '%s' "$out" | grepq -iE "error|failed" || fail "write with 1 of 3 copies succeeded: $out"
 waited=$("$PY" -c "print(round($t1 - $t0, 1))")
 log "write below min-replicas failed after ${waited}s: $(printf '%s' "$out" | head -1)"
 # (the failed range's content is undefined, as after any failed write; the

@@ -57,12 +57,12 @@ assert_eq "$names" "e,m,plain" "volumes after the refused creates"
 for v in m e; do
 	assert_eq "$(ctsr --json volume show $v | json_get 'j["region_size"]')" "$RS" \
 		"region_size of $v in volume show --json"
-	ctsr volume show $v | grep -q '^region: *128 MiB' ||
+	ctsr volume show $v | grepq '^region: *128 MiB' ||
 		fail "volume show $v: no 'region: 128 MiB' line: $(ctsr volume show $v)"
 done
 assert_eq "$(ctsr --json volume show plain | json_get 'j["region_size"]')" $(( 1 << 20 )) \
 	"region_size of a volume made without --region-size"
-ctsr volume show plain | grep -q '^region: *1 MiB' || fail "volume show plain: no 'region: 1 MiB'"
+ctsr volume show plain | grepq '^region: *1 MiB' || fail "volume show plain: no 'region: 1 MiB'"
 log "refusals and show ok"
 
 # ---- 2. n3 away while three 4 KiB writes land; back: whole regions resynced
@@ -93,7 +93,7 @@ check_reads() {
 	local v
 	for v in m e; do
 		cl_qemu_io 1 $v "read -P 0x5a 1M 4k" "read -P 0x5b 2M 4k" "read -P 0x5c 300M 4k" \
-			"read -P 0x5d $(( (300 << 20) + (64 << 10) )) 4k" "read -P 0 1028k 4k" "read -P 0 299M 4k" | grep -q "Pattern verification failed" &&
+			"read -P 0x5d $(( (300 << 20) + (64 << 10) )) 4k" "read -P 0 1028k 4k" "read -P 0 299M 4k" | grepq "Pattern verification failed" &&
 			fail "$v reads back wrong ($1)"
 	done
 	return 0

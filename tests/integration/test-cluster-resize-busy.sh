@@ -70,7 +70,7 @@ grep -q "a snapshot of 'db' is being cut or deleted.*nothing changed" "$CL_ROOT/
 log "refused during the cut: $(head -n1 "$CL_ROOT/resize.out")"
 reap "$snpid" || fail "snapshot create db s1: $(cat "$CL_ROOT/snap.out")"
 unchanged "snapshot being cut"
-cl_snaps_of 1 db | grep -qw s1 || fail "s1 not made"
+cl_snaps_of 1 db | grepq -w s1 || fail "s1 not made"
 
 # ---- then it grows
 ctsr volume resize db --size 32M >/dev/null || fail "resize once idle"

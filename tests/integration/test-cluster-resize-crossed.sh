@@ -66,7 +66,7 @@ for v in a b; do
 	if [ "$st" != 0 ]; then
 		out=$(cat "$CL_ROOT/r$v.out")
 		log "resize of $v refused: $out"
-		printf '%s' "$out" | grep -qE "nothing changed|retry" ||
+		printf '%s' "$out" | grepq -E "nothing changed|retry" ||
 			fail "resize of $v refused without saying what to do: $out"
 		via=2; [ "$v" = b ] && via=1
 		cl_wait_nodes_alive 3

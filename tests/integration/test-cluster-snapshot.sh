@@ -159,7 +159,7 @@ expect_fail 1 'already exists' ctsr snapshot create db s3
 expect_fail 1 'not found' ctsr_via 2 snapshot create nosuchvol x
 expect_fail 1 'not found' ctsr_via 3 snapshot delete db nosuchsnap
 out=$(ctsr volume rollback db s1 2>&1) && fail "rollback of an attached volume accepted"
-printf '%s' "$out" | grep -q "attached on node n1; detach it first" ||
+printf '%s' "$out" | grepq "attached on node n1; detach it first" ||
 	fail "rollback refusal does not say where it is attached: $out"
 assert_eq "$(snaps 3 db)" "s1 s2 s3 s4 s5 s6" "snapshots after refused requests"
 
@@ -243,7 +243,7 @@ rbnodes=$(copies rb | tr -d n) # placement may have used n4
 for n in $rbnodes; do
 	ctsr volume attach rb --node "n$n" >/dev/null || fail "attach rb on n$n"
 	out=$(qemu-io -f raw -c 'read -P 0x11 0 8M' "$(cl_nbd_uri "$n" rb)" 2>&1) &&
-		! printf '%s' "$out" | grep -qi 'fail' ||
+		! printf '%s' "$out" | grepq -i 'fail' ||
 		fail "rb after the rollback, read through n$n (its copy), is not the snapshot: $out"
 	ctsr volume detach rb >/dev/null || fail "detach rb from n$n"
 done

@@ -95,7 +95,7 @@ LINES=$(wc -l <"$(cl_dir 3)/tesserad.log")
 cl_start_node 3
 cl_wait_synced v
 sleep $((3 * G + 2))
-tail -n +"$((LINES + 1))" "$(cl_dir 3)/tesserad.log" | grep -q "leftover sweep off" &&
+tail -n +"$((LINES + 1))" "$(cl_dir 3)/tesserad.log" | grepq "leftover sweep off" &&
 	fail "the sweep is still off with the right node id"
 grep -q "leftover copy v removed" "$(cl_dir 3)/tesserad.log" &&
 	fail "n3 deleted its listed copy of v"
