@@ -43,14 +43,14 @@ peer "connect; open_refused bad $SZ 0x777 17; close"
 assert_eq "$(applied)" 1 "applied seq after the refused frames"
 
 # the volume holds seq 1 only
-site_qemu_io dr bad "read -P 0xa1 0 4k" | grep -q "read 4096" || fail "seq 1's block changed"
-site_qemu_io dr bad "read -P 0 4k 8k" | grep -q "read 8192" || fail "a refused write reached the volume"
+site_qemu_io dr bad "read -P 0xa1 0 4k" | grepq "read 4096" || fail "seq 1's block changed"
+site_qemu_io dr bad "read -P 0 4k 8k" | grepq "read 8192" || fail "a refused write reached the volume"
 
 # the DR still serves the stream: seq 2 goes in
 peer "connect; open bad $SZ $ST; write 2 0x2000 0xb2; barrier 2; close"
 assert_eq "$(applied)" 2 "applied seq after a good frame"
-site_qemu_io dr bad "read -P 0xb2 8k 4k" | grep -q "read 4096" || fail "seq 2 not applied"
-site_qemu_io dr bad "read -P 0xa1 0 4k" | grep -q "read 4096" || fail "seq 1's block after seq 2"
+site_qemu_io dr bad "read -P 0xb2 8k 4k" | grepq "read 4096" || fail "seq 2 not applied"
+site_qemu_io dr bad "read -P 0xa1 0 4k" | grepq "read 4096" || fail "seq 1's block after seq 2"
 
 DRLOG=$(sdir dr)/tesserad.log
 for pat in "refused with EILSEQ: volume bad: WRITE seq 3 out of order" \

@@ -46,11 +46,11 @@ expect_fail 1 "invalid site name" stsr primary site add 'd r' --address "$DEAD" 
 	--ca "$CERTS/ca.crt" --cert "$CERTS/primary.crt" --key "$CERTS/primary.key"
 
 # ---- sites
-stsr primary site list | grep -q "no sites" || fail "site list with none"
+stsr primary site list | grepq "no sites" || fail "site list with none"
 expect_fail 1 "not found|no site" stsr primary site remove dr
 # relative paths are sent absolute
 (cd "$CERTS" && stsr primary site add dr --address "$DEAD" --ca ca.crt --cert primary.crt \
-	--key primary.key) | grep -q "added site 'dr'" || fail "site add dr"
+	--key primary.key) | grepq "added site 'dr'" || fail "site add dr"
 j=$(stsr primary --json site list)
 assert_eq "$(printf '%s' "$j" | json_get 'j["sites"][0]["ca"]')" "$CERTS/ca.crt" "site ca path"
 assert_eq "$(printf '%s' "$j" | json_get 'j["sites"][0]["address"]')" "$DEAD" "site address"
@@ -113,9 +113,9 @@ expect_fail 1 "site listener|not a replication target" stsr primary replication 
 expect_fail 1 "." stsr primary replication resync v --from dr
 
 # ---- disable, remove
-stsr primary replication disable v | grep -q "stopped replicating 'v'" || fail "disable v"
+stsr primary replication disable v | grepq "stopped replicating 'v'" || fail "disable v"
 assert_eq "$(stsr primary --json replication disable w | json_get 'j["disabled"]')" w "disable w JSON"
 expect_fail 1 "." stsr primary replication disable v
 assert_eq "$(stsr primary --json site remove dr | json_get 'j["removed"]')" dr "site remove JSON"
-stsr primary site list | grep -q "no sites" || fail "site list after remove"
+stsr primary site list | grepq "no sites" || fail "site list after remove"
 site_stop primary

@@ -42,7 +42,7 @@ log "compression: $in bytes of writes took $wire on the wire (ratio $ratio, $fra
 [ "$(rstat primary cv 'j["compress_ratio"] > 2 and j["compress_out_bytes"] * 2 < j["compress_in_bytes"]')" = true ] ||
 	fail "ratio $ratio: want > 2 ($in -> $wire)"
 text=$(stsr primary replication status cv) || fail "replication status (text)"
-printf '%s\n' "$text" | grep -qE "^compression: zstd, .* on the wire \(ratio [0-9.]+" ||
+printf '%s\n' "$text" | grepq -E "^compression: zstd, .* on the wire \(ratio [0-9.]+" ||
 	fail "text status lacks the compression line: $text"
 
 src=$(site_sha primary cv) || fail "read the source"

@@ -47,7 +47,7 @@ rrole_wait() {
 refused() { # KEY OFFSET: a host write at KEY fails
 	local out
 	out=$(site_qemu_io "$1" $VOL "write -P 0x66 $2 4k" 2>&1)
-	printf '%s' "$out" | grep -qi "failed\|error\|read-only" ||
+	printf '%s' "$out" | grepq -i "failed\|error\|read-only" ||
 		fail "site $1 accepted a host write: $out"
 }
 

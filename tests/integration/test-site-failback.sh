@@ -85,7 +85,7 @@ if [ -z "$(stsr primary --json volume show $VOL | json_get 'j.get("attached_node
 fi
 rwait primary $VOL 'j["demoted"]' "demoted" 30
 out=$(site_qemu_io primary $VOL "write -P 0x66 0 64k" 2>&1)
-printf '%s' "$out" | grep -qi "failed\|error\|read-only" ||
+printf '%s' "$out" | grepq -i "failed\|error\|read-only" ||
 	fail "the demoted primary accepted a host write: $out"
 log "host write at the demoted primary refused: $(printf '%s' "$out" | head -1)"
 img primary $VOL "$SITE_ROOT/imgp"
@@ -126,7 +126,7 @@ log "failback shipped $shipped region bytes, $same equal at the primary (compare
 [ "$shipped" -lt $((64 * 1024 * 1024)) ] || fail "failback shipped $shipped bytes of a 64 MiB volume"
 assert_eq "$(site_sha primary $VOL)" "$(site_sha dr $VOL)" "the primary after the resync"
 out=$(site_qemu_io primary $VOL "write -P 0x66 0 4k" 2>&1)
-printf '%s' "$out" | grep -qi "failed\|error\|read-only" ||
+printf '%s' "$out" | grepq -i "failed\|error\|read-only" ||
 	fail "the primary accepted a host write while it is a failback target: $out"
 
 # ---- 4. roles back: promote at the primary
@@ -141,7 +141,7 @@ shipped2=$(rrole primary $VOL source 'j["region_bytes_shipped"]')
 log "back to the DR: $shipped2 region bytes (the volumes were equal)"
 [ "$shipped2" -le $((2 * REGION)) ] || fail "the way back shipped $shipped2 region bytes"
 out=$(site_qemu_io dr $VOL "write -P 0x5b 0 4k" 2>&1)
-printf '%s' "$out" | grep -qi "failed\|error\|read-only" ||
+printf '%s' "$out" | grepq -i "failed\|error\|read-only" ||
 	fail "the DR accepted a host write after the failback: $out"
 assert_eq "$(site_sha primary $VOL)" "$(site_sha dr $VOL)" "the DR after the failback"
 img primary $VOL "$SITE_ROOT/img1"

@@ -38,7 +38,7 @@ rwait dr $VOL 'j["consistent"]' "consistent at the DR" 30
 
 # ---- 1. the target is fenced
 out=$(site_qemu_io dr $VOL "write -P 0x5a 0 64k" 2>&1)
-printf '%s' "$out" | grep -qi "failed\|error\|read-only" ||
+printf '%s' "$out" | grepq -i "failed\|error\|read-only" ||
 	fail "a host write to the DR target volume succeeded before promote: $out"
 log "host write at the DR target before promote refused: $(printf '%s' "$out" | head -1)"
 sleep 2
@@ -55,7 +55,7 @@ consistent=$(rstat dr $VOL 'j["consistent"]')
 if out=$(stsr dr replication promote $VOL 2>&1); then
 	forced=no
 else
-	printf '%s' "$out" | grep -q "not consistent" || fail "promote: $out"
+	printf '%s' "$out" | grepq "not consistent" || fail "promote: $out"
 	[ "$consistent" = false ] || fail "promote refused though status said consistent: $out"
 	log "promote without --force refused: $out"
 	stsr dr replication promote $VOL --force >/dev/null || fail "promote --force"
@@ -74,7 +74,7 @@ expect_fail 1 "promoted already" stsr dr replication promote $VOL
 
 # ---- 3. writes at the DR
 site_qemu_io dr $VOL "write -P 0x5a 0 64k" >/dev/null || fail "host write at the DR after promote"
-site_qemu_io dr $VOL "read -P 0x5a 0 64k" | grep -q "read 65536" || fail "DR write read back"
+site_qemu_io dr $VOL "read -P 0x5a 0 64k" | grepq "read 65536" || fail "DR write read back"
 dr_sha=$(site_sha dr $VOL)
 
 # ---- 4. the old primary comes back: demoted, fenced
@@ -85,12 +85,12 @@ fi
 rwait primary $VOL 'j["demoted"] and j["state"] == "split"' "demoted (split)" 30
 log "old primary: $(stsr primary replication status $VOL | grep -m1 state)"
 out=$(site_qemu_io primary $VOL "write -P 0x66 0 64k" 2>&1)
-printf '%s' "$out" | grep -qi "failed\|error\|read-only" ||
+printf '%s' "$out" | grepq -i "failed\|error\|read-only" ||
 	fail "the demoted primary accepted a host write: $out"
 log "host write at the demoted primary refused: $(printf '%s' "$out" | head -1)"
 sleep 1
 assert_eq "$(site_sha dr $VOL)" "$dr_sha" "DR volume after the old primary came back"
-site_qemu_io dr $VOL "read -P 0x5a 0 64k" | grep -q "read 65536" || fail "DR data after the demotion"
+site_qemu_io dr $VOL "read -P 0x5a 0 64k" | grepq "read 65536" || fail "DR data after the demotion"
 
 # still fenced after a clean restart
 site_stop primary
@@ -100,7 +100,7 @@ if [ -z "$(stsr primary --json volume show $VOL | json_get 'j.get("attached_node
 fi
 rwait primary $VOL 'j["demoted"]' "demoted after a restart" 30
 out=$(site_qemu_io primary $VOL "write -P 0x67 0 4k" 2>&1)
-printf '%s' "$out" | grep -qi "failed\|error\|read-only" ||
+printf '%s' "$out" | grepq -i "failed\|error\|read-only" ||
 	fail "the demoted primary accepted a host write after a restart: $out"
 site_stop primary
 site_stop dr

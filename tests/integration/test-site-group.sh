@@ -140,9 +140,9 @@ fi
 st=$(stsr dr --json replication status --group app)
 assert_eq "$(printf '%s' "$st" | json_get 'sorted(r["volume"] for r in j["replications"] if r["role"] == "target")')" \
 	'["g0", "g1", "g2"]' "status --group app at the DR"
-stsr dr replication status --group app | grep -q "^  group app: g1 (target) at marker" ||
+stsr dr replication status --group app | grepq "^  group app: g1 (target) at marker" ||
 	fail "text status --group shows no marker"
-stsr primary replication status --group app | grep -q "^  group app: g1 (source) last marker sent" ||
+stsr primary replication status --group app | grepq "^  group app: g1 (source) last marker sent" ||
 	fail "source status --group shows no marker"
 
 # ---- 4. disaster: writes, the link cut for good, promote --group
