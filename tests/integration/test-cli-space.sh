@@ -117,12 +117,12 @@ log "n2 $pct% full: $(grep '^WARNING' "$T/nodes.out")"
 fill_fs "$N2/ballast2"
 fs=$(node_fs 2)
 assert_eq "$(printf '%s' "$fs" | json_get 'j["avail"]')" 0 "n2's avail in node list --json on a full fs"
-printf '%s' "$fs" | json_get 'j["warning"]' | grep -q "data file system FULL" ||
+printf '%s' "$fs" | json_get 'j["warning"]' | grepq "data file system FULL" ||
 	fail "node list --json: no FULL warning for n2: $fs"
 ctsr node list >"$T/nodes.out" || fail "node list"
 grep -qE "^WARNING: node n2: data file system FULL \(0 B available of " "$T/nodes.out" ||
 	{ cat "$T/nodes.out" >&2; fail "node list: no FULL warning for n2"; }
-ctsr cluster status | grep -q "^WARNING: node n2: data file system FULL" ||
+ctsr cluster status | grepq "^WARNING: node n2: data file system FULL" ||
 	fail "cluster status: no FULL warning for n2"
 ctsr_via 2 status >"$T/status2.out" 2>&1 || { cat "$T/status2.out" >&2; fail "status of n2"; }
 grep -q "^WARNING: data file system FULL" "$T/status2.out" ||
@@ -161,7 +161,7 @@ assert_eq "$err" "not alive" "n2's data_fs error after kill -9 (once its lease l
 ctsr node list >"$T/nodes.out" || fail "node list with n2 down"
 grep -qE "^n2 .* NO .* +- +- +-$" "$T/nodes.out" ||
 	{ cat "$T/nodes.out" >&2; fail "node list: n2's figures not '-' when it is down"; }
-ctsr cluster status | grep -qE "^data fs: .* on 1 of 2 nodes \(the nodes below say why\)$" ||
+ctsr cluster status | grepq -E "^data fs: .* on 1 of 2 nodes \(the nodes below say why\)$" ||
 	fail "cluster status: the summary does not say n2 is unknown"
 rm -f "$N2"/ballast*
 cl_stop_all

@@ -19,7 +19,7 @@ tsr "$D" volume create beta --size 64M >/dev/null || fail "create beta"
 list_names() { json_get '" ".join(sorted(v["name"] for v in (j if isinstance(j, list) else j["volumes"])))'; }
 names=$(tsr "$D" --json volume list | list_names) || fail "volume list --json is not JSON"
 assert_eq "$names" "alpha beta" "volume list --json names"
-tsr "$D" volume list | grep -q alpha || fail "text volume list lacks alpha"
+tsr "$D" volume list | grepq alpha || fail "text volume list lacks alpha"
 
 show=$(tsr "$D" --json volume show alpha) || fail "volume show alpha"
 assert_eq "$(json_get 'j["name"]' <<<"$show")" alpha "show name"
@@ -27,7 +27,7 @@ assert_eq "$(json_get 'j["size"]' <<<"$show")" 1073741824 "show size"
 uuid=$(json_get 'j["uuid"]' <<<"$show")
 [[ $uuid =~ ^[0-9a-f-]{32,36}$ ]] || fail "show uuid looks wrong: $uuid"
 [ -f "$D/volumes/$uuid.data" ] || fail "no data file $D/volumes/$uuid.data"
-tsr "$D" volume show alpha | grep -q alpha || fail "text volume show"
+tsr "$D" volume show alpha | grepq alpha || fail "text volume show"
 
 # Data written before a resize is still there after it; the new size is seen
 # by NBD clients that connect afterwards.
@@ -88,7 +88,7 @@ reap "$hold" || fail "nbd_hold exited with an error"
 deleted=0
 for (( i=0; i<100; i++ )); do
 	out=$(tsr "$D" volume delete beta 2>&1) && { deleted=1; break; }
-	printf '%s' "$out" | grep -qiE 'in use|busy|open' || break
+	printf '%s' "$out" | grepq -iE 'in use|busy|open' || break
 	sleep 0.1
 done
 [ "$deleted" = 1 ] || fail "delete beta after the client left: $out"

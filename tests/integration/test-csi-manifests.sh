@@ -25,7 +25,7 @@ mutate() {
 	cmp -s "$K8S/$f" "$D/k8s/$f" && fail "mutation '$expr' changed nothing in $f"
 	out=$("$PY" "$CHECK" "$D/k8s" 2>&1) && rc=0 || rc=$?
 	[ "$rc" = 1 ] || fail "broken $f ($expr) was accepted (exit $rc): $out"
-	printf '%s\n' "$out" | grep -qE -- "$pat" || fail "broken $f ($expr): no /$pat/ in: $out"
+	printf '%s\n' "$out" | grepq -E -- "$pat" || fail "broken $f ($expr): no /$pat/ in: $out"
 	log "refused as expected: $f $expr -> $(printf '%s\n' "$out" | grep -E -- "$pat" | head -n1)"
 }
 mutate 10-rbac.yaml '0,/name: tessera-csi-controller$/s//name: tessera-csi-ctrl/' 'serviceAccountName tessera-csi-controller is not defined'

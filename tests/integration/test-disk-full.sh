@@ -113,7 +113,7 @@ want_enospc() {
 	local out
 	out=$(qemu_io_out "$D" "$1" "$2")
 	log "$3 on a full disk: $(printf '%s' "$out" | head -n1)"
-	printf '%s' "$out" | grep -q "No space left on device" ||
+	printf '%s' "$out" | grepq "No space left on device" ||
 		fail "$3 on a full disk: want ENOSPC (No space left on device), got: $out"
 }
 A_FREE=$(free_block)
@@ -129,7 +129,7 @@ assert_eq "$(vol_sum C 2)" "$S_SUM" "clone C after a refused write on a full dis
 # (file mode: the message names the data dir's file system, not "the device")
 expect_fail 1 "no space for volume 'X' of 16.0 TiB: the file system of .*/data is full" \
 	tsr "$D" volume create X --size 16T
-tsr "$D" volume list | grep -q '^X\b' && fail "volume X listed after a failed create"
+tsr "$D" volume list | grepq '^X\b' && fail "volume X listed after a failed create"
 assert_alive
 tsr "$D" status >"$T/status.out" 2>&1 || { cat "$T/status.out" >&2; fail "tessera status on a full disk"; }
 tsr "$D" volume show A >"$T/vshow.out" 2>&1 ||
@@ -299,8 +299,8 @@ log "A: 16 MiB + 4 KiB written after freeing space"
 stop_tesserad
 start_tesserad "$D"
 out=$(qemu_io_out "$D" A "read -P 0x5a 0 16M" "read -P 0x6b $A_FREE2 4k") &&
-	! printf '%s' "$out" | grep -qi "fail\|mismatch" || fail "A's new writes after a restart: $out"
-tsr "$D" volume list | grep -q '^B\b' && fail "B is back after its delete and a restart"
+	! printf '%s' "$out" | grepq -i "fail\|mismatch" || fail "A's new writes after a restart: $out"
+tsr "$D" volume list | grepq '^B\b' && fail "B is back after its delete and a restart"
 assert_eq "$(vol_sum S 2)" "$S2_SUM" "S after a restart"
 assert_eq "$(vol_sum S@s1 2)" "$S_SUM" "S@s1 after a restart"
 out=$(qemu_io_out "$D" C "read -P 0x5a 4M 64k") || fail "clone C after a restart: $out"

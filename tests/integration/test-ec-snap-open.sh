@@ -41,7 +41,7 @@ refused() {
 	if out=$(nbdinfo "$(cl_nbd_uri "$1" "$2")" 2>&1); then
 		fail "$4: nbdinfo opened $2 through n$1: $(echo "$out" | tr '\n' ' ' | cut -c1-200)"
 	fi
-	echo "$out" | grep -qE -- "$3" ||
+	echo "$out" | grepq -E -- "$3" ||
 		fail "$4: nbdinfo $2 through n$1 refused without /$3/: $out"
 	if nbdcopy "$(cl_nbd_uri "$1" "$2")" - >/dev/null 2>&1; then
 		fail "$4: nbdcopy read $2 through n$1"

@@ -97,7 +97,7 @@ cl_assert_image "$c1" v "$CL_ROOT/D" "head through n$c1"
 if out=$(nbdinfo "$(cl_nbd_uri "$c1" v@nosuch)" 2>&1); then
 	fail "nbdinfo opened v@nosuch through n$c1 (no chunk copy there)"
 fi
-echo "$out" | grep -q "No such file or directory for export" ||
+echo "$out" | grepq "No such file or directory for export" ||
 	fail "v@nosuch through n$c1 refused without 'unknown export': $out"
 log "v@nosuch refused through n$c1 (no chunk copy there)"
 

@@ -30,7 +30,7 @@ no_copy_anywhere() {
 	for (( i=1; i<=CL_N; i++ )); do
 		cl_copy_size "$i" "$1" >/dev/null 2>&1 && fail "n$i holds a copy of '$1' after a refused create"
 	done
-	ctsr --json volume list | json_get '[v["name"] for v in j["volumes"]]' | grep -q "\"$1\"" &&
+	ctsr --json volume list | json_get '[v["name"] for v in j["volumes"]]' | grepq "\"$1\"" &&
 		fail "volume '$1' is listed after a refused create"
 	return 0
 }
@@ -66,7 +66,7 @@ grep -q -- '--ec K+M' <<<"$(ctsr volume create --help)" || fail "volume create -
 ctsr volume create small --size 8M --ec 2+1 --stripe-unit 16K --failure-domain zone >/dev/null ||
 	fail "create 2+1"
 show=$(ctsr volume show small) || fail "show small"
-printf '%s\n' "$show" | grep -q 'ec 2+1 (16 KiB unit)' || fail "show does not print the layout: $show"
+printf '%s\n' "$show" | grepq 'ec 2+1 (16 KiB unit)' || fail "show does not print the layout: $show"
 ctsr volume list | grep -E '^small .*ec 2\+1 \(16 KiB unit\)' >/dev/null ||
 	fail "list does not print the layout: $(ctsr volume list)"
 json=$(ctsr --json volume show small) || fail "show --json"
@@ -137,7 +137,7 @@ st=$(ctsr --json volume status ev) || fail "status after resync"
 assert_eq "$(printf '%s' "$st" | json_get 'j["stripes_degraded"]')" 0 "stripes_degraded after resync"
 assert_eq "$(printf '%s' "$st" | json_get 'j["stripes_rebuilding"]')" 0 "stripes_rebuilding after resync"
 cl_scrub_clean ev "after the resync"
-ctsr volume scrub ev --no-repair 2>/dev/null | grep -q 'stripes of ec 4+2 checked' ||
+ctsr volume scrub ev --no-repair 2>/dev/null | grepq 'stripes of ec 4+2 checked' ||
 	fail "scrub text does not speak of stripes"
 cl_assert_image 1 ev "$CL_ROOT/ev.img" "after resync"
 # the returned nodes' chunks are right on their own: read with two others dead

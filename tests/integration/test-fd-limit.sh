@@ -138,7 +138,7 @@ case ",$inuse," in *",$REFUSED,"*) fail "$REFUSED refused but listed in use" ;; 
 # The held volumes serve reads and writes (one more connection to v1: one fd).
 out=$(qemu_io "$D" v1 "read -P 0xa1 0 1M" "write -P 0xb1 1M 1M" "read -P 0xb1 1M 1M" 2>&1) ||
 	fail "I/O on v1 at the fd limit: $out"
-echo "$out" | grep -q "Pattern verification failed" && fail "v1 data at the fd limit: $out"
+echo "$out" | grepq "Pattern verification failed" && fail "v1 data at the fd limit: $out"
 
 # 2. One descriptor left: more connections to v1 (one socket each), then a
 # create, which needs the admin socket plus its files.
@@ -153,7 +153,7 @@ files_before=$(ls "$D/volumes" | sort)
 expect_fail 1 "too many open files" timeout 20 "$TESSERA" --data "$D" volume create x1 --size 16M
 assert_alive
 timeout 10 "$TESSERA" --data "$D" status >/dev/null || fail "tessera status after the failed create"
-tsr "$D" volume list | grep -qw x1 && fail "the failed create left volume x1 listed"
+tsr "$D" volume list | grepq -w x1 && fail "the failed create left volume x1 listed"
 assert_eq "$(ls "$D/volumes" | sort)" "$files_before" "files in volumes/ after the failed create"
 
 # 3. No descriptor left: a new connection waits in the listen backlog
@@ -188,11 +188,11 @@ wait_fds "$BASE" "after every connection closed"
 hold "$REFUSED" "again" || fail "$REFUSED still refused after the connections closed: $(tail -n 3 "$T/hold.again.err")"
 vol_create "$D" x1 16M
 out=$(qemu_io "$D" x1 "write -P 0xc1 0 1M" "read -P 0xc1 0 1M" 2>&1) || fail "I/O on x1: $out"
-echo "$out" | grep -q "Pattern verification failed" && fail "x1 data: $out"
+echo "$out" | grepq "Pattern verification failed" && fail "x1 data: $out"
 for spec in "v1 0xa1 0" "v1 0xb1 1M" "v2 0xa2 0"; do
 	read -r vol pat off <<<"$spec"
 	out=$(qemu_io "$D" "$vol" "read -P $pat $off 1M" 2>&1) || fail "read $vol: $out"
-	echo "$out" | grep -q "Pattern verification failed" && fail "$vol at $off is not $pat: $out"
+	echo "$out" | grepq "Pattern verification failed" && fail "$vol at $off is not $pat: $out"
 done
 release_all
 wait_fds "$BASE" "after the refused volume was opened and closed"

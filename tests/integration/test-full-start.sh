@@ -98,7 +98,7 @@ for (( r=1; r<=4; r++ )); do
 	ok=
 	for (( i=0; i<300; i++ )); do
 		if grep -q "tesserad ready" "$T/meta.log" 2>/dev/null &&
-		   ctsr volume list 2>/dev/null | grep -q '^V '; then
+		   ctsr volume list 2>/dev/null | grepq '^V '; then
 			ok=1
 			break
 		fi

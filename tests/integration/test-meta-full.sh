@@ -90,7 +90,7 @@ grep -q "No space left on device" <<<"$out" ||
 	fail "the refused $refused does not say 'No space left on device': $out"
 grep -q "the file system is full" "$T/meta.log" || fail "no 'the file system is full' in the log"
 kill -0 "${CL_PID[1]}" 2>/dev/null || fail "tesserad exited"
-ctsr volume list | grep -q "^$V " || fail "$V not listed after the refusal"
+ctsr volume list | grepq "^$V " || fail "$V not listed after the refusal"
 # the refusal gave the reserve's WAL part to a checkpoint: issued again, the
 # step commits, and a few more (before: every change refused from here on)
 grep -q "gave 1024 KiB to a checkpoint" "$T/meta.log" ||
@@ -108,7 +108,7 @@ log "after the refusal: 6 more steps acknowledged on the full file system"
 cl_stop 1
 start_meta
 cl_wait_nodes_alive 2
-ctsr volume list | grep -q "^$V " || fail "$V not listed after a restart on the full file system"
+ctsr volume list | grepq "^$V " || fail "$V not listed after a restart on the full file system"
 log "restarted on the full file system: $V listed (last acknowledged step: $last)"
 
 # a lease that lapses while changes are refused: its end (deleting its keys,
@@ -161,6 +161,6 @@ fi
 ctsr volume attach "$V" --node n2 >/dev/null || fail "attach $V with space back"
 ctsr volume detach "$V" >/dev/null || fail "detach $V with space back"
 ctsr volume delete "$V" >/dev/null || fail "delete $V with space back"
-ctsr volume list | grep -q "^$V " && fail "$V still listed after its delete"
+ctsr volume list | grepq "^$V " && fail "$V still listed after its delete"
 log "space back: attach, detach and delete of $V succeeded"
 cl_stop_all

@@ -104,7 +104,7 @@ fio --name=tcp --ioengine=nbd --uri="$UT" --rw=randwrite --bs=4k --size=16M --io
 for io in io_uring libaio; do
 	stop_tesserad
 	start_tesserad "$D" --io "$io"
-	grep 'ready:' "$D/tesserad.log" | tail -n1 | grep -q "io $io" ||
+	grep 'ready:' "$D/tesserad.log" | tail -n1 | grepq "io $io" ||
 		fail "tesserad --io $io does not report using $io: $(grep 'ready:' "$D/tesserad.log" | tail -n1)"
 	# v2 was changed at 20M; the rest must be intact after a restart.
 	qemu-io -f raw -c 'read -P 0x77 20M 4096' "$U2" >/dev/null || fail "--io $io: v2 lost data over restart"

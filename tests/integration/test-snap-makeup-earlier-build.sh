@@ -214,7 +214,7 @@ grown_move_case() {
 	pat="node n4 refused the sized snapshot create of s1 .*cannot cut it at its size"
 	wait_log 1 "$pat" 60
 	grep -E -- "$pat" "$(cl_dir 1)"/tesserad.log |
-		grep -q "or move it off n4: tessera volume replace-replica v --node n4 --to NODE" ||
+		grepq "or move it off n4: tessera volume replace-replica v --node n4 --to NODE" ||
 		fail "the WARN does not name the way out by replace-replica"
 	assert_eq "$(copy_state v n4)" out-of-sync "n4's parked copy of v"
 	log "mirror: n4's copy parked; moving it back: replace-replica v --node n4 --to $OLD"

@@ -115,7 +115,7 @@ assert_eq "$(json_get 'j["parent_volume"]' <<<"$show")" null "parent of a plain 
 (( $(json_get 'j["exclusive"]' <<<"$show") > 0 )) || fail "volume exclusive bytes: $show"
 (( $(json_get 'j["snapshots"][0]["allocated"]' <<<"$show") > 0 )) ||
 	fail "s1 holds the blocks overwritten after it: $show"
-tsr "$D" snapshot show db s1 | grep -q "db@s1" || fail "snapshot show text"
+tsr "$D" snapshot show db s1 | grepq "db@s1" || fail "snapshot show text"
 tsr "$D" snapshot show db@s2 >/dev/null || fail "snapshot show db@s2"
 
 # ---------------------------------------------------------------- snapshot exports
@@ -219,7 +219,7 @@ log "clone: $(head -n1 <<<"$out")"
 cj=$(tsr "$D" --json volume show c1)
 assert_eq "$(json_get '[j["size"], j["parent_volume"], j["parent_snapshot"]]' <<<"$cj")" \
 	"[$(( 64 * MiB )), \"db\", \"s1\"]" "c1: default size and parent"
-tsr "$D" volume show c1 | grep -q "parent: *db@s1" || fail "volume show c1 text lacks its parent"
+tsr "$D" volume show c1 | grepq "parent: *db@s1" || fail "volume show c1 text lacks its parent"
 assert_eq "$(vol_sum c1)" "$sumA" "c1 reads db@s1"
 assert_eq "$(tsr "$D" --json snapshot show db s1 | json_get 'j["clones"]')" 1 "s1 clones count"
 tsr "$D" --json volume create c2 --from-volume db --size 128M >/dev/null ||
@@ -268,7 +268,7 @@ assert_eq "$(tsr "$D" --json snapshot list db | json_get 'j["deleting"]')" "[]" 
 assert_eq "$(img_sum "$(snap_uri db s1)")" "$sumA" "db@s1 after deleting s2"
 assert_eq "$(vol_sum c3)" "$sumB" "c3 (from the deleted db@s2)"
 # the source snapshot, then the source volume, go; clones read the same
-tsr "$D" --json snapshot delete db@s1 | json_get 'j["deleted"]' | grep -qx s1 ||
+tsr "$D" --json snapshot delete db@s1 | json_get 'j["deleted"]' | grepq -x s1 ||
 	fail "snapshot delete --json"
 assert_eq "$(snap_names db)" "" "snapshot list after deleting s1"
 # s1 lives on hidden for c1; its name is free again
@@ -358,7 +358,7 @@ qio -c "write -P 0x62 0 64k" "$(cl_nbd_uri 1 cv)"
 csum2=$(img_sum "$(cl_nbd_uri 1 cv)")
 assert_eq "$("$TESSERA" --json volume show cv | json_get '[s["name"] for s in j["snapshots"]]')" \
 	'["k1"]' "cluster: volume show --json snapshots"
-"$TESSERA" volume show cv | grep -qE "^  k1 " || fail "cluster: volume show text lacks k1"
+"$TESSERA" volume show cv | grepq -E "^  k1 " || fail "cluster: volume show text lacks k1"
 assert_eq "$("$TESSERA" --json snapshot diff cv k1 | json_get 'j["changed_bytes"]')" \
 	65536 "cluster: diff k1 --head"
 clist=$("$TESSERA" --json snapshot list cv)
