@@ -252,11 +252,12 @@ static void *copy_job_main(void *arg)
 	return NULL;
 }
 
-/* 0 when every copy did it; else the first failure (msg) and ok[i] per copy. */
+/* 0 when every copy did it; else the first failure (msg) and ok[i] per copy;
+ * rets (may be NULL): each copy's result. */
 static int copy_op_all(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *const *nodes,
 		       size_t n, enum copy_op op, const char *vol, const char *snap,
-		       const char *clone, uint64_t size, uint64_t epoch, bool *ok, char *msg,
-		       size_t msg_len)
+		       const char *clone, uint64_t size, uint64_t epoch, bool *ok, int *rets,
+		       char *msg, size_t msg_len)
 {
 	struct copy_job jobs[TSR_LAYOUT_MAX_COPIES];
 	int first = 0;
@@ -278,6 +279,8 @@ static int copy_op_all(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord
 		if (jobs[i].threaded)
 			pthread_join(jobs[i].thread, NULL);
 		ok[i] = jobs[i].ret == 0;
+		if (rets)
+			rets[i] = jobs[i].ret;
 		if (jobs[i].ret && first == 0) {
 			first = jobs[i].ret;
 			snprintf(msg, msg_len, "%s", jobs[i].msg);
@@ -383,6 +386,27 @@ static int coord_result(int ret, enum tsr_snap_op op, const char *vol, const cha
 	else if (ret)
 		snap_error(ret, op, vol, snap, msg, msg_len);
 	return ret;
+}
+
+/*
+ * The result of a detached volume's DELETE from every copy's answer (rets[0..n)):
+ * a copy answering -ENOENT lacks the snapshot already (an earlier delete went
+ * through there only: refused elsewhere, -EBUSY under a reader, or cut short),
+ * which is where the DELETE leads.  0: at least one copy had it and every copy
+ * now lacks it; -ENOENT: no copy had it; else the first error of a copy that
+ * has it (-EBUSY, unreachable...): the delete failed there.
+ */
+static int delete_result(const int *rets, size_t n)
+{
+	size_t deleted = 0, missing = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (rets[i] != 0 && rets[i] != -ENOENT)
+			return rets[i];
+		deleted += rets[i] == 0;
+		missing += rets[i] == -ENOENT;
+	}
+	return deleted == 0 && missing > 0 ? -ENOENT : 0;
 }
 
 /* ---- pending requests: snapshot changes without blocking the loop ------- */
@@ -750,6 +774,26 @@ static void snap_calls_done(struct snap_later *sl)
 {
 	size_t first = sl->n_slots;
 
+	if (!sl->forward && sl->req.op == TSR_SNAP_DELETE) {
+		int rets[TSR_LAYOUT_MAX_COPIES] = { 0 };
+
+		for (size_t i = 0; i < sl->n_slots; i++)
+			rets[i] = sl->slots[i].ret;
+		switch (delete_result(rets, sl->n_slots)) {
+		case 0: /* the copies without it lack it already */
+			for (size_t i = 0; i < sl->n_slots; i++)
+				sl->slots[i].ret = 0;
+			break;
+		case -ENOENT: /* no copy had it: "not found" naming it */
+			sl->status = -ENOENT;
+			snap_error(-ENOENT, TSR_SNAP_DELETE, sl->vol, sl->req.snap, sl->msg,
+				   sizeof(sl->msg));
+			admin_later_done(sl->later);
+			return;
+		default: /* a copy that has it failed: that error (below) */
+			break;
+		}
+	}
 	for (size_t i = 0; i < sl->n_slots && first == sl->n_slots; i++)
 		if (sl->slots[i].ret != 0)
 			first = i;
@@ -1037,6 +1081,7 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 	Tessera__Cluster__VolumeRecord *rec = NULL;
 	struct tsr_snap_req sr = { .op = op };
 	bool ok[TSR_LAYOUT_MAX_COPIES];
+	int rets[TSR_LAYOUT_MAX_COPIES];
 	struct cluster_view v;
 	const char *attached;
 	uint64_t rev, fence;
@@ -1140,7 +1185,15 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 	}
 	ret = copy_op_all(c, nodes, rec->n_copies,
 			  op == TSR_SNAP_CREATE ? COP_SNAP_CREATE : COP_SNAP_DELETE, vol, snap, "",
-			  sr.size, fence, ok, msg, msg_len);
+			  sr.size, fence, ok, rets, msg, msg_len);
+	if (ret && op == TSR_SNAP_DELETE) {
+		/* copies lacking it already: done there (delete_result) */
+		ret = delete_result(rets, rec->n_copies);
+		if (ret == -ENOENT)
+			snap_error(ret, op, vol, snap, msg, msg_len);
+		for (size_t i = 0; i < rec->n_copies; i++)
+			ok[i] = ok[i] || (ret == 0 && rets[i] == -ENOENT);
+	}
 	if (ret == 0)
 		goto out;
 	for (size_t i = 0; i < rec->n_copies; i++)
@@ -1703,7 +1756,7 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 		goto out;
 	}
 	ret = copy_op_all(c, nodes, rec->n_copies, COP_ROLLBACK, r->volume, r->snapshot, "", 0,
-			  SNAP_NO_EPOCH, ok, msg, sizeof(msg));
+			  SNAP_NO_EPOCH, ok, NULL, msg, sizeof(msg));
 	for (size_t i = 0; i < rec->n_copies; i++)
 		done += ok[i];
 	if (ret) {
@@ -1938,7 +1991,7 @@ static void clone_make(struct tsr_cluster *c, const struct clone_args *a, const 
 	/* each copy's store clones its own copy: for ec, the chunk volume */
 	copy_size = src->ec_k ? tsr_ec_chunk_volume_size(size, src->ec_k, src->stripe_unit) : size;
 	ret = copy_op_all(c, nodes, src->n_copies, COP_CLONE, a->from, snap, a->name, copy_size,
-			  SNAP_NO_EPOCH, made, msg, sizeof(msg));
+			  SNAP_NO_EPOCH, made, NULL, msg, sizeof(msg));
 	if (ret) {
 		admin_fail(resp, ret, "%s; nothing was created", msg);
 		goto undo;

@@ -215,9 +215,22 @@ static void hook_recorded(void *arg, int status)
 static void snap_decided(struct msnap *s)
 {
 	struct mirror *m = s->m;
-	unsigned n_ok = (unsigned)__builtin_popcount(s->ok);
+	unsigned n_ok;
 	int first = 0;
 
+	if (s->req.op == TSR_SNAP_DELETE && s->ok != 0) {
+		/* a copy that answers -ENOENT lacks the snapshot already (an
+		 * earlier delete went through there only, e.g. refused -EBUSY
+		 * elsewhere): the DELETE is done there, not a failure that puts
+		 * it out of sync; "not found" only when no copy had it (as ec,
+		 * esnap_dec) */
+		for (unsigned i = 0; i < m->n_copies; i++)
+			if ((s->targets & (1u << i)) && s->subs[i].status == -ENOENT) {
+				s->subs[i].status = 0;
+				s->ok |= 1u << i;
+			}
+	}
+	n_ok = (unsigned)__builtin_popcount(s->ok);
 	for (unsigned i = 0; i < m->n_copies; i++) {
 		struct msnap_sub *sub = &s->subs[i];
 
