@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "layout/ec_internal.h"
 
@@ -59,6 +60,8 @@ struct eresync {
 	uint64_t bytes;      /* written by this resync */
 	bool waiting_tokens; /* paced: the tick goes on */
 	bool in_walk, again; /* rs_walk running: a nested call only asks for another pass */
+	uint64_t regions_done; /* regions this walk cleared (the test hold's count) */
+	bool held_logged;      /* the test hold logged once */
 	struct ec_missed *missed; /* stages 0 and 2b, until dropped */
 };
 
@@ -243,6 +246,33 @@ static bool rs_paced(struct eresync *rs)
 	return (double)rs->bytes >= allowed;
 }
 
+/*
+ * Tests only: while the file named by $TSR_TEST_EC_RESYNC_HOLD_FILE exists, a
+ * resync or rebuild that has cleared at least one region starts no further
+ * region (the tick looks again every EC_TICK_MS; one access() per look, on
+ * the home worker, only with the variable set).  Logged once per walk:
+ * "resync held (test) after N regions".  test-ec-rebuild-crash holds a
+ * rebuild half done and kills the coordinator there.
+ */
+static bool rs_test_held(struct eresync *rs)
+{
+	const char *f;
+	struct ec *e = rs->e;
+
+	if (rs->regions_done == 0 || rs->next_stripe % (e->region_size / e->unit) != 0)
+		return false;
+	f = getenv("TSR_TEST_EC_RESYNC_HOLD_FILE");
+	if (f == NULL || f[0] == '\0' || access(f, F_OK) != 0)
+		return false;
+	if (!rs->held_logged) {
+		rs->held_logged = true;
+		tsr_info("ec %s: copy %u (%s): resync held (test) after %llu regions, %llu left",
+			 e->name, rs->c->idx, rs->c->node_id, (unsigned long long)rs->regions_done,
+			 (unsigned long long)rs->c->bm.nset);
+	}
+	return true;
+}
+
 /* One pass; true when rs is gone (stopped and freed, or handed to the hook). */
 static bool rs_walk_once(struct eresync *rs)
 {
@@ -262,7 +292,7 @@ static bool rs_walk_once(struct eresync *rs)
 		while (rs->next_stripe < rs->end_stripe && rs->inflight < EC_RESYNC_DEPTH) {
 			struct rstripe *st;
 
-			if (rs_paced(rs) || e->snap_holding) {
+			if (rs_paced(rs) || e->snap_holding || rs_test_held(rs)) {
 				rs->waiting_tokens = true; /* the tick goes on */
 				return false;
 			}
@@ -295,6 +325,7 @@ static bool rs_walk_once(struct eresync *rs)
 		    mbm_test(&c->bm, rs->region)) {
 			mbm_clear_region(&c->bm, rs->region);
 			e->resync_regions_copied++;
+			rs->regions_done++;
 		}
 		rs->region = mbm_next(&c->bm, rs->end_stripe == 0 ? 0 : rs->region);
 		if (rs->region >= e->nregions) {
