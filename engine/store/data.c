@@ -457,6 +457,30 @@ int tsr_svol_read_direct(struct tsr_svol *svol, struct tsr_io *io, uint64_t offs
 
 /* ---- write ---- */
 
+/* After a failed write: drop the range's clean cached pages (file mode with
+ * the read cache).  The kernel drops them before an O_DIRECT write and again
+ * after it, but not after one that failed, which may have landed in part; a
+ * read racing it may have cached either content, and the next open's
+ * recovery may keep only the disk's (its entries then say so).  Rare path:
+ * one fadvise per segment piece, pages only dropped, nothing written. */
+static void cache_drop(struct tsr_svol *svol, uint64_t offset, uint64_t len)
+{
+	struct svol_piece p[2];
+	int i, n;
+
+	if (svol->dev_offset >= 0)
+		return;
+	n = svol_map(svol, offset, len, p, 2);
+	for (i = 0; i < n; i++) {
+		int cfd = atomic_load_explicit(&svol->cseg_fd[p[i].vol_offset >> STORE_SEG_SHIFT],
+					       memory_order_acquire);
+
+		if (cfd >= 0)
+			posix_fadvise(cfd, (off_t)p[i].fd_offset, (off_t)p[i].len,
+				      POSIX_FADV_DONTNEED);
+	}
+}
+
 /* After a failed write (or zero chunk): {new, old} -> {old, new} where the
  * entry still holds what we stored (buf NULL means zeros).  Reads accept
  * both, since a failed write may have landed in part, and the "data matches
@@ -478,8 +502,10 @@ static void entries_restore(struct tsr_svol *svol, uint64_t offset, uint64_t len
 						    entry_make(entry_prev(e), c), false,
 						    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 	}
-	if (failed) /* a write that was never queued left the disk alone */
+	if (failed) { /* a write that was never queued left the disk alone */
 		atomic_store(&svol->write_failed, true);
+		cache_drop(svol, offset, len);
+	}
 }
 
 static void write_done(void *cb_arg, int res);
