@@ -69,6 +69,22 @@ void admin_fail(Tessera__Admin__Response *resp, int err, const char *fmt, ...)
 
 /* ---- admin_ops.c: the commands ---------------------------------------- */
 
+/*
+ * A detached volume's rollback of this store's copy of vol to snap, fenced by
+ * epoch (the volume record's when the cluster rollback began): -ESTALE, nothing
+ * done, when an attach raised the copy's epoch past it (the check is
+ * tsr_store_vol_set_epoch's, under the store lock; a copy below it is raised
+ * to it, which fences only coordinators older than the record's last one);
+ * then the store's rollback (under the store lock: -EBUSY while a coordinator
+ * has the copy open, as its OPEN opens before it raises the epoch); then the
+ * check again: -ESTALE with *rolled true when an attach reached the copy in
+ * between (rolled back, maybe after that attach wrote it: the caller makes
+ * the next attach converge the copies).  Errors: tsr_store_vol_rollback's,
+ * -ESTALE.  Blocking: control thread.
+ */
+int admin_rollback_fenced(struct tsr_store *store, const char *vol, const char *snap,
+			  uint64_t epoch, bool *rolled);
+
 /* Whether cmd is a site or replication command (cluster mode only; the
  * cluster hands them to engine/cluster/replication.c). */
 bool admin_is_replication(Tessera__Admin__Request__CommandCase cmd);

@@ -663,6 +663,10 @@ static int check_request(const Tessera__Admin__Request *req, const char **why)
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ROLLBACK:
 		if (req->volume_rollback == NULL)
 			break;
+		if (req->volume_rollback->epoch_set && !req->volume_rollback->local_copy) {
+			*why = "epoch is internal (node to node, with local_copy)";
+			return -EINVAL;
+		}
 		return check_snap_ref(req->volume_rollback->volume, req->volume_rollback->snapshot,
 				      why);
 	case TESSERA__ADMIN__REQUEST__COMMAND_SITE_ADD:

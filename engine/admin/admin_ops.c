@@ -615,11 +615,28 @@ nomem:
 	admin_fail(resp, -ENOMEM, "out of memory in tesserad");
 }
 
+int admin_rollback_fenced(struct tsr_store *store, const char *vol, const char *snap,
+			  uint64_t epoch, bool *rolled)
+{
+	int ret;
+
+	*rolled = false;
+	ret = tsr_store_vol_set_epoch(store, vol, epoch);
+	if (ret)
+		return ret;
+	ret = tsr_store_vol_rollback(store, vol, snap);
+	if (ret)
+		return ret;
+	*rolled = true;
+	return tsr_store_vol_set_epoch(store, vol, epoch);
+}
+
 static void op_volume_rollback(struct tsr_admin_server *srv,
 			       const Tessera__Admin__VolumeRollback *r,
 			       Tessera__Admin__Response *resp)
 {
 	char vol[64], snap[64];
+	bool rolled = false;
 	int ret;
 
 	split_ref(r->volume, r->snapshot, vol, snap);
@@ -640,10 +657,21 @@ static void op_volume_rollback(struct tsr_admin_server *srv,
 			   "first", vol);
 		return;
 	}
-	ret = tsr_store_vol_rollback(srv->store, vol, snap);
+	/* a detached volume's rollback fenced by the record's epoch at its start
+	 * (cluster/snapshot.c): refused once an attach reached this copy */
+	if (r->local_copy && r->epoch_set)
+		ret = admin_rollback_fenced(srv->store, vol, snap, r->epoch, &rolled);
+	else
+		ret = tsr_store_vol_rollback(srv->store, vol, snap);
 	switch (ret) {
 	case 0:
 		reply_volume(srv, vol, resp);
+		return;
+	case -ESTALE:
+		admin_fail(resp, ret, "cannot roll back '%s' on this node's copy: '%s' was "
+			   "attached meanwhile (its epoch is past %llu)%s", vol, vol,
+			   (unsigned long long)r->epoch, rolled ? "; this copy was rolled back "
+			   "around that attach" : "; this copy is not rolled back");
 		return;
 	case -EBUSY:
 		admin_fail(resp, ret, "volume '%s' is in use by an NBD client; disconnect it "

@@ -114,6 +114,15 @@ static const char *cop_name(enum copy_op op)
 	}
 }
 
+/* Tests only: while the file named by $TSR_TEST_ROLLBACK_LOCAL_HOLD_FILE
+ * exists (30 s at most), our store copy's part of a rollback waits before it
+ * starts (after the record was read and marked, the other copies' calls
+ * sent); FILE.held is made when it starts waiting. */
+static void rollback_test_hold(void)
+{
+	tsr_test_hold_file("TSR_TEST_ROLLBACK_LOCAL_HOLD_FILE", true);
+}
+
 /* Our own store copy: the store call of a local_copy command.  size: a
  * CREATE's snapshot size (the record's copy size; 0 the copy's), a clone's
  * size (grown to it when larger than its source).  epoch: a detached
@@ -136,6 +145,12 @@ static int local_op(struct tsr_cluster *c, enum copy_op op, const char *vol, con
 			return tsr_store_snap_delete_epoch(c->o.store, vol, snap, false, epoch);
 		return tsr_store_snap_delete(c->o.store, vol, snap);
 	case COP_ROLLBACK:
+		rollback_test_hold();
+		if (epoch != SNAP_NO_EPOCH) {
+			bool rolled;
+
+			return admin_rollback_fenced(c->o.store, vol, snap, epoch, &rolled);
+		}
 		return tsr_store_vol_rollback(c->o.store, vol, snap);
 	case COP_CLONE:
 		ret = tsr_store_vol_clone(c->o.store, clone, vol, snap[0] ? snap : NULL, &info);
@@ -197,6 +212,9 @@ static int copy_op(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *no
 		vr.volume = (char *)vol;
 		vr.snapshot = (char *)snap;
 		vr.local_copy = true;
+		/* a node of an earlier build ignores it: its rollback not fenced */
+		vr.epoch_set = epoch != SNAP_NO_EPOCH;
+		vr.epoch = vr.epoch_set ? epoch : 0;
 		req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ROLLBACK;
 		req.volume_rollback = &vr;
 		break;
@@ -289,13 +307,14 @@ static int copy_op_all(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord
 	return first;
 }
 
-/* Every copy of rec IN_SYNC, its node known and alive, the last detach clean:
- * nodes[i] gets the copies' node records.  0, or -errno with msg. */
+/* Every copy of rec IN_SYNC, its node known and alive, the last detach clean
+ * (unless !need_clean): nodes[i] gets the copies' node records.  0, or -errno
+ * with msg. */
 static int all_copies_ready(const struct cluster_view *v, const Tessera__Cluster__VolumeRecord *rec,
-			    const char *what, const Tessera__Cluster__NodeRecord **nodes,
-			    char *msg, size_t msg_len)
+			    const char *what, bool need_clean,
+			    const Tessera__Cluster__NodeRecord **nodes, char *msg, size_t msg_len)
 {
-	if (!rec->clean_detach) {
+	if (need_clean && !rec->clean_detach) {
 		snprintf(msg, msg_len, "volume '%s': its last coordinator did not detach cleanly, so "
 			 "its copies may differ: attach it (that makes them identical), detach it, "
 			 "then %s", rec->name, what);
@@ -1147,7 +1166,7 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 	}
 	/* detached: nobody writes it; the same cut on every copy */
 	ret = all_copies_ready(&v, rec, op == TSR_SNAP_CREATE ? "cut the snapshot" :
-			       "delete the snapshot", nodes, msg, msg_len);
+			       "delete the snapshot", true, nodes, msg, msg_len);
 	if (ret)
 		goto out;
 	/* every copy cuts the record's size (ec: its chunk volume's), also a copy
@@ -1726,17 +1745,64 @@ out:
 
 /* ---- rollback ----------------------------------------------------------- */
 
+/*
+ * A detached volume's rollback is fenced against an attach (session 15):
+ *  1. the record's epoch at the start is the fence (an attach whose key came
+ *     after the view said "detached" but which already wrote vol/v is
+ *     refused: its epoch is past the view's revision);
+ *  2. vol/v is marked clean_detach = false (rollback_mark, only while its
+ *     epoch is still the fence) before any copy is touched: an attach from
+ *     then on finds the copies "not detached cleanly" and converges them
+ *     (compares every block, mirror.c / ec.c converge) before it serves,
+ *     whichever copies the rollback reached first;
+ *  3. every copy's rollback carries the fence (ours: admin_rollback_fenced;
+ *     the other nodes: VolumeRollback.epoch/epoch_set): a copy an attach
+ *     reached refuses (-ESTALE) rather than be rewritten after it served;
+ *  4. done on every copy: the mark is cleared (clean_detach = true while the
+ *     epoch is still the fence: every head is now the snapshot's image).
+ *     Failed anywhere: the mark stays (an attach converges the copies, a
+ *     rollback run again finishes the job: an unclean record does not stop
+ *     a rollback, which makes every copy's head the snapshot's image).
+ * TSR_TEST_ROLLBACK_UNFENCED set (tests' A/B): none of it, as before.
+ */
+struct rollback_mark {
+	uint64_t epoch;                /* the fence: the record's epoch must still be it */
+	bool clean;                    /* the value to write */
+	bool any_epoch;                /* write it whatever the epoch */
+};
+
+static int rollback_mark_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
+{
+	const struct rollback_mark *mk = arg;
+
+	if (!mk->any_epoch && rec->epoch != mk->epoch)
+		return -ESTALE; /* attached since: leave it to that attachment */
+	rec->clean_detach = mk->clean;
+	return 0;
+}
+
+static int rollback_mark(struct tsr_cluster *c, const char *vol, uint64_t epoch, bool clean,
+			 bool any_epoch)
+{
+	struct rollback_mark mk = { .epoch = epoch, .clean = clean, .any_epoch = any_epoch };
+
+	return rec_volume_update(c->meta, vol, rollback_mark_mutate, &mk);
+}
+
 void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__VolumeRollback *r,
 			     Tessera__Admin__Response *resp)
 {
 	const Tessera__Cluster__NodeRecord *nodes[TSR_LAYOUT_MAX_COPIES];
 	Tessera__Cluster__VolumeRecord *rec = NULL;
 	bool ok[TSR_LAYOUT_MAX_COPIES];
+	int rets[TSR_LAYOUT_MAX_COPIES];
+	bool fenced = !tsr_test_env_on("TSR_TEST_ROLLBACK_UNFENCED");
+	uint64_t fence = SNAP_NO_EPOCH;
 	struct cluster_view v;
 	const char *attached;
 	char msg[1024];
 	uint64_t rev;
-	size_t done = 0;
+	size_t done = 0, stale = SIZE_MAX;
 	int ret;
 
 	ret = load_volume(c, r->volume, &v, &rec, &rev, msg, sizeof(msg));
@@ -1750,22 +1816,71 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 			   "(tessera volume detach %s)", r->volume, attached, r->volume);
 		goto out;
 	}
-	ret = all_copies_ready(&v, rec, "roll it back", nodes, msg, sizeof(msg));
+	/* unclean: also our own mark left by a rollback that failed or was cut
+	 * short (a crash); the rollback makes every head the snapshot's image */
+	ret = all_copies_ready(&v, rec, "roll it back", !fenced, nodes, msg, sizeof(msg));
 	if (ret) {
 		admin_fail(resp, ret, "%s", msg);
 		goto out;
 	}
+	if (fenced && rec->epoch > v.rev) {
+		/* an attach's key came after the view, and it wrote vol/v already */
+		admin_fail(resp, -EBUSY, "volume %s is being attached (tessera volume show %s); "
+			   "detach it first", r->volume, r->volume);
+		goto out;
+	}
+	if (fenced) {
+		fence = rec->epoch;
+		ret = rollback_mark(c, r->volume, fence, false, false);
+		if (ret) {
+			admin_fail(resp, ret == -ESTALE ? -EBUSY : ret, ret == -ESTALE ?
+				   "volume %s was attached meanwhile (tessera volume show %s); detach "
+				   "it first" : "volume %s: cannot record the rollback in the "
+				   "metadata store: %s (retry)", r->volume,
+				   ret == -ESTALE ? r->volume : strerror(-ret));
+			goto out;
+		}
+	}
 	ret = copy_op_all(c, nodes, rec->n_copies, COP_ROLLBACK, r->volume, r->snapshot, "", 0,
-			  SNAP_NO_EPOCH, ok, NULL, msg, sizeof(msg));
-	for (size_t i = 0; i < rec->n_copies; i++)
+			  fence, ok, rets, msg, sizeof(msg));
+	for (size_t i = 0; i < rec->n_copies; i++) {
 		done += ok[i];
+		if (rets[i] == -ESTALE && stale == SIZE_MAX)
+			stale = i;
+	}
+	if (ret && fenced && stale != SIZE_MAX) {
+		/* an attach reached a copy: it converged the copies it opened
+		 * (the mark); a copy rolled back around it may differ from them
+		 * once it detached: the next attach converges again */
+		int mret = rollback_mark(c, r->volume, fence, false, true);
+
+		if (mret)
+			tsr_warn("cluster: volume %s: cannot mark it for converging after a rollback "
+				 "an attach cut short: %s", r->volume, strerror(-mret));
+		admin_fail(resp, -ESTALE, "cannot roll back '%s': it was attached meanwhile (node "
+			   "%s's copy has an epoch past %llu, the volume's when this began); %zu of "
+			   "%zu copies rolled back, and the attach compares the copies and makes "
+			   "them identical: detach it and run the rollback again", r->volume,
+			   nodes[stale]->id, (unsigned long long)fence, done, rec->n_copies);
+		goto out;
+	}
 	if (ret) {
 		/* the store's rollback is idempotent, and a copy left half-way refuses
-		 * to open: running it again finishes the job on every copy */
+		 * to open: running it again finishes the job on every copy (the
+		 * mark stays: an attach before that converges the copies) */
 		admin_fail(resp, ret, "%s%s", msg, done ? "; other copies are rolled back "
 			   "already: run the rollback again (it is idempotent) before attaching "
 			   "the volume" : "");
 		goto out;
+	}
+	if (fenced) {
+		/* every head is the snapshot's image now: clean again, unless an
+		 * attach came since (its own record then) */
+		ret = rollback_mark(c, r->volume, fence, true, false);
+		if (ret && ret != -ESTALE)
+			tsr_warn("cluster: volume %s: rolled back, but cannot mark it detached "
+				 "cleanly: %s (its next attach compares the copies)", r->volume,
+				 strerror(-ret));
 	}
 	tsr_info("cluster: volume %s rolled back to snapshot %s on %zu copies", r->volume,
 		 r->snapshot, rec->n_copies);
@@ -1927,7 +2042,8 @@ static void snap_delete_nowait(struct tsr_cluster *c, const char *vol, const cha
 		}
 		nodes[n++] = coord;
 	} else {
-		ret = all_copies_ready(&v, rec, "delete the snapshot", nodes, msg, sizeof(msg));
+		ret = all_copies_ready(&v, rec, "delete the snapshot", true, nodes, msg,
+				       sizeof(msg));
 		if (ret) {
 			tsr_warn("cluster: the temporary snapshot %s@%s stays: %s", vol, snap, msg);
 			goto out;

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# A detached volume's rollback fenced against an attach (session 15).  The
+# rollback runs the local_copy form on every copy's node at once; nothing
+# stopped `volume attach` from landing between the copies' rollbacks.  The
+# attach then served copies that differed (some rolled back, some not) and,
+# the record saying "detached cleanly", did not compare them; a copy rolled
+# back after that attach wrote it ended different again.  Now vol/v is
+# marked "not detached cleanly" before any copy is touched (an attach from
+# then on converges the copies before it serves), and every copy's rollback
+# carries the record's epoch: a copy an attach reached refuses (-ESTALE).
+#
+# 3 nodes, started with TSR_TEST_ROLLBACK_LOCAL_HOLD_FILE=H (n1's own
+# copy's rollback waits while H exists).  v 8 MiB, 3 replicas: 0x11 written,
+# s1 cut (detached), 0x22 written over it, detached.
+#  1. H made; `volume rollback v s1` through n1 in the background; n1's
+#     rollback held while n2's and n3's are done (their logs); v attached on
+#     n2, 0x33 written over [0,1M) and flushed, v detached; H removed.
+#     Sound: the rollback fails naming the attach, or succeeds; either way
+#     the copies are identical afterwards (each node's copy cut alone as
+#     v@chk by the local_copy create and read through that node's v@chk
+#     export: one sha256), and their first MiB is 0x33.
+#  2. `volume rollback v s1` again with nothing in between: exit 0; every
+#     copy is s1's image (0x11); attached on n1, v reads back 0x11 and the
+#     attach is "clean" (the rollback cleared its mark).
+# With TSR_TEST_ROLLBACK_UNFENCED=1 (the nodes' environment: no mark, no
+# epoch, as before) step 1 fails: n1's copy differs from n2's and n3's.
+cd "$(dirname "$0")" || exit 2
+. ./functions.sh
+. ./cluster.sh
+ADMIN_LOCAL_COPY=$TSR_BUILD/tests/admin_local_copy # admin_local_copy.c
+require_tessera "$ADMIN_LOCAL_COPY"
+require_cmd nbdcopy qemu-io timeout
+
+make_tmpdir HOLD_DIR
+HOLD=$HOLD_DIR/hold
+export TSR_TEST_ROLLBACK_LOCAL_HOLD_FILE=$HOLD
+cl_start 3
+on_exit "rm -f '$HOLD'" # before the nodes are killed
+
+first_mib() { # I EXPORT: the distinct bytes of EXPORT's first MiB through node I
+	nbdcopy "$(cl_nbd_uri "$1" "$2")" - | head -c 1048576 | od -v -An -tx1 |
+		tr -s ' \n' '\n' | sort -u | tr -d '\n'
+}
+
+# copies_sha TAG: "sha1 sha2 sha3": each node's own copy of v, read through a
+# snapshot cut on that copy alone (local_copy create), deleted after
+copies_sha() {
+	local n out h=()
+	for n in 1 2 3; do
+		out=$("$ADMIN_LOCAL_COPY" "$(cl_dir $n)" snapshot-create v "$1" 2>&1) ||
+			fail "n$n: local_copy create of v@$1: $out"
+		h[$n]=$(cl_image_sha $n "v@$1") || fail "read v@$1 on n$n"
+		out=$("$ADMIN_LOCAL_COPY" "$(cl_dir $n)" snapshot-delete v "$1" 2>&1) ||
+			fail "n$n: local_copy delete of v@$1: $out"
+	done
+	echo "${h[1]} ${h[2]} ${h[3]}"
+}
+
+ctsr volume create v --size 8M --replicas 3 >/dev/null || fail "volume create v"
+ctsr volume attach v --node n1 >/dev/null || fail "attach v on n1"
+qemu-io -f raw -c 'write -P 0x11 0 8M' "$(cl_nbd_uri 1 v)" >/dev/null || fail "write v 0x11"
+s1=$(cl_image_sha 1 v) || fail "read v"
+ctsr volume detach v >/dev/null || fail "detach v"
+ctsr snapshot create v s1 >/dev/null || fail "snapshot create v s1"
+ctsr volume attach v --node n1 >/dev/null || fail "attach v on n1 again"
+qemu-io -f raw -c 'write -P 0x22 0 8M' "$(cl_nbd_uri 1 v)" >/dev/null || fail "write v 0x22"
+ctsr volume detach v >/dev/null || fail "detach v again"
+
+# ---- 1. an attach and writes while n1's rollback is held
+rm -f "$HOLD.held"
+touch "$HOLD"
+ctsr volume rollback v s1 >"$HOLD_DIR/op.out" 2>&1 &
+pid=$!
+track_pid "$pid"
+for (( i=0; i<300; i++ )); do [ -e "$HOLD.held" ] && break; sleep 0.1; done
+[ -e "$HOLD.held" ] || fail "n1's rollback of v not held"
+wait_log 2 "rollback: volume v is s1 again" 20
+wait_log 3 "rollback: volume v is s1 again" 20
+log "n1's rollback held, n2's and n3's done; attaching v on n2 and writing 0x33 over [0,1M)"
+timeout 30 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" \
+	volume attach v --node n2 >/dev/null || fail "attach v on n2 while n1's rollback is held"
+qemu-io -f raw -c 'write -P 0x33 0 1M' -c flush "$(cl_nbd_uri 2 v)" >/dev/null ||
+	fail "write v through n2"
+timeout 30 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" \
+	volume detach v >/dev/null || fail "detach v on n2"
+rm -f "$HOLD"
+rc=0
+reap "$pid" || rc=$?
+out=$(tr '\n' ' ' <"$HOLD_DIR/op.out")
+log "volume rollback v s1: exit $rc: $out"
+if [ "$rc" != 0 ]; then
+	case "$out" in
+	*"attached meanwhile"*) ;;
+	*) fail "the refused rollback of v does not say v was attached meanwhile: $out" ;;
+	esac
+fi
+read -r h1 h2 h3 <<<"$(copies_sha chk1)"
+log "v's copies after step 1: n1=${h1:0:16} n2=${h2:0:16} n3=${h3:0:16}"
+[ "$h1" = "$h2" ] && [ "$h1" = "$h3" ] ||
+	fail "v's copies differ after a rollback with an attach meanwhile (n1=${h1:0:16} n2=${h2:0:16} n3=${h3:0:16})"
+for n in 1 2 3; do
+	"$ADMIN_LOCAL_COPY" "$(cl_dir $n)" snapshot-create v chk >/dev/null || fail "n$n: cut v@chk"
+	assert_eq "$(first_mib $n v@chk)" "33" "n$n's copy's first MiB (0x33 written through n2)"
+	"$ADMIN_LOCAL_COPY" "$(cl_dir $n)" snapshot-delete v chk >/dev/null || fail "n$n: delete v@chk"
+done
+log "step 1: rollback exit $rc; the copies are identical, with n2's write"
+
+# ---- 2. nothing in between: the rollback completes and leaves v clean
+out=$(ctsr volume rollback v s1 2>&1) || fail "volume rollback v s1 with nothing in between: $out"
+read -r h1 h2 h3 <<<"$(copies_sha chk2)"
+for h in "$h2" "$h3"; do
+	[ "$h" = "$h1" ] || fail "v's copies differ after a plain rollback"
+done
+ctsr volume attach v --node n1 >/dev/null || fail "attach v on n1 after the rollback"
+assert_eq "$(cl_image_sha 1 v)" "$s1" "v read through n1 after the rollback (s1's image)"
+got=$(grep -E "attaching v epoch" "$(cl_dir 1)/tesserad.log" | tail -1)
+case "$got" in
+*"(clean)"* | *", clean)"*) ;;
+*) fail "the attach after a completed rollback is not clean: $got" ;;
+esac
+ctsr volume detach v >/dev/null || fail "detach v"
+log "step 2: rolled back on every copy, v is s1 and attaches clean"
+
+cl_stop_all
+log ok
