@@ -720,13 +720,29 @@ static bool snap_local_test_inline(void);
 struct snap_undo_job {
 	struct tsr_store *store;
 	char vol[64], snap[64];
+	bool tmp;                      /* a clone's temporary snapshot (snap_delete_nowait) */
 };
 
-static void snap_undo_local_run(struct tsr_store *store, const char *vol, const char *snap)
+/* Tests only: while the file named by $TSR_TEST_SNAP_TMP_DELETE_HOLD_FILE
+ * exists (30 s at most), our store's delete of a clone's temporary snapshot
+ * waits before its store call; FILE.held is made when it starts waiting. */
+static void snap_tmp_delete_test_hold(void)
 {
-	int ret = tsr_store_snap_delete(store, vol, snap);
+	tsr_test_hold_file("TSR_TEST_SNAP_TMP_DELETE_HOLD_FILE", true);
+}
 
-	if (ret)
+static void snap_undo_local_run(struct tsr_store *store, const char *vol, const char *snap,
+				bool tmp)
+{
+	int ret;
+
+	if (tmp)
+		snap_tmp_delete_test_hold();
+	ret = tsr_store_snap_delete(store, vol, snap);
+	if (ret && tmp)
+		tsr_warn("cluster: the temporary snapshot %s@%s stays on this node: %s (tessera "
+			 "snapshot delete %s %s removes it)", vol, snap, strerror(-ret), vol, snap);
+	else if (ret)
 		tsr_warn("cluster: undo of snapshot %s@%s on this node: %s (delete it again: "
 			 "tessera snapshot delete %s %s)", vol, snap, strerror(-ret), vol, snap);
 }
@@ -735,8 +751,8 @@ static void *snap_undo_main(void *arg)
 {
 	struct snap_undo_job *j = arg;
 
-	tsr_log_set_thread_name("snap-undo");
-	snap_undo_local_run(j->store, j->vol, j->snap);
+	tsr_log_set_thread_name(j->tmp ? "snap-tmpdel" : "snap-undo");
+	snap_undo_local_run(j->store, j->vol, j->snap, j->tmp);
 	free(j);
 	pthread_mutex_lock(&pending_lock);
 	local_running--;
@@ -771,7 +787,10 @@ static int local_thread_start(void *(*fn)(void *), void *arg)
 	return -ret;
 }
 
-static void snap_undo_local(struct tsr_cluster *c, const char *vol, const char *snap)
+/* Delete our store's vol@snap off the loop: the undo of a detached create's
+ * cut, or (tmp) a clone's temporary snapshot once the clone is made (or
+ * failed).  Not waited for; a failure is logged. */
+static void snap_undo_local(struct tsr_cluster *c, const char *vol, const char *snap, bool tmp)
 {
 	struct snap_undo_job *j = malloc(sizeof(*j));
 
@@ -779,11 +798,12 @@ static void snap_undo_local(struct tsr_cluster *c, const char *vol, const char *
 		j->store = c->o.store;
 		snprintf(j->vol, sizeof(j->vol), "%s", vol);
 		snprintf(j->snap, sizeof(j->snap), "%s", snap);
+		j->tmp = tmp;
 		if (local_thread_start(snap_undo_main, j) == 0)
 			return;
 	}
 	free(j);
-	snap_undo_local_run(c->o.store, vol, snap);
+	snap_undo_local_run(c->o.store, vol, snap, tmp);
 }
 
 /* The last call of sl answered (the loop, or our store's cut's thread): its
@@ -880,7 +900,7 @@ static void snap_calls_undo(struct tsr_cluster *c, struct snap_later *sl)
 				continue;
 			if (strcmp(sl->slots[i].node_id, c->node_id) == 0) {
 				/* our store's delete off the loop, as the cut was */
-				snap_undo_local(c, sl->vol, sl->req.snap);
+				snap_undo_local(c, sl->vol, sl->req.snap, false);
 				continue;
 			}
 			u = malloc(sizeof(*u));
@@ -2056,10 +2076,8 @@ static void snap_delete_nowait(struct tsr_cluster *c, const char *vol, const cha
 		struct snap_undo *u;
 
 		if (coord == NULL && strcmp(nodes[i]->id, c->node_id) == 0) {
-			ret = tsr_store_snap_delete(c->o.store, vol, snap);
-			if (ret)
-				tsr_warn("cluster: the temporary snapshot %s@%s stays on this node: %s",
-					 vol, snap, strerror(-ret));
+			/* our store's delete off the loop, as the cut was */
+			snap_undo_local(c, vol, snap, true);
 			continue;
 		}
 		u = malloc(sizeof(*u));
