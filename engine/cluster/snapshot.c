@@ -26,7 +26,10 @@
  *    so that this node's loop answers other calls meanwhile, as the other
  *    copies' nodes do) and is answered when the last one did.  A CREATE
  *    that fails on one copy is deleted again on the others (from the reply,
- *    on the loop; without waiting);
+ *    on the loop; without waiting).  A DELETE is done when at least one
+ *    copy had the snapshot and every copy lacks it now (a copy answering
+ *    -ENOENT lacks it already: delete_result); "not found" only when no
+ *    copy had it;
  *  - SnapshotDiff of an ec volume: computed on a node holding an IN_SYNC
  *    chunk copy (forwarded there as below) from every chunk copy's diff
  *    (its store, or SnapshotDiff with local_copy to the copy's node),
@@ -42,7 +45,9 @@
  *    them gives the same answer;
  *  - VolumeRollback: detached volumes only; the local_copy form on every
  *    copy (the store's rollback is idempotent: a failure is retried by
- *    running it again);
+ *    running it again), fenced against an attach (vol/v marked "not
+ *    detached cleanly" first, every copy's rollback carrying the record's
+ *    epoch: "rollback" below);
  *  - clones (VolumeCreate with from_volume): the clone's copies are made on
  *    the nodes of the source's copies, by the local_copy VolumeCreate with the
  *    from_* fields, so each store shares the unchanged blocks.  A clone of
@@ -50,7 +55,7 @@
  *    above (consistent across copies even while the source is written, and
  *    answered later: the clone is made once it is cut, clone_after_cut),
  *    then deleted without waiting (the stores keep it hidden while the
- *    clone needs it).  The
+ *    clone needs it; ours in a thread of its own).  The
  *    clone's vol/ record notes its parent.
  *
  * Erasure-coded volumes work the same way: each copy is a chunk volume, cut,

@@ -21,7 +21,13 @@
 #     export: one sha256), and their first MiB is 0x33.
 #  2. `volume rollback v s1` again with nothing in between: exit 0; every
 #     copy is s1's image (0x11); attached on n1, v reads back 0x11 and the
-#     attach is "clean" (the rollback cleared its mark).
+#     attach is "clean" (the rollback cleared its mark).  0x55 written.
+#  3. crash after the mark: `volume rollback v s1` through n2 with n2's own
+#     rollback held; n2 killed (-9), restarted.  vol/v keeps the mark (a
+#     detached snapshot create is refused "did not detach cleanly"); the
+#     rollback run again through n1 is accepted (an unclean record does not
+#     stop a rollback), exits 0, the copies are identical and s1's image,
+#     and the next attach (n3) is clean.
 # With TSR_TEST_ROLLBACK_UNFENCED=1 (the nodes' environment: no mark, no
 # epoch, as before) step 1 fails: n1's copy differs from n2's and n3's.
 cd "$(dirname "$0")" || exit 2
@@ -115,11 +121,46 @@ ctsr volume attach v --node n1 >/dev/null || fail "attach v on n1 after the roll
 assert_eq "$(cl_image_sha 1 v)" "$s1" "v read through n1 after the rollback (s1's image)"
 got=$(grep -E "attaching v epoch" "$(cl_dir 1)/tesserad.log" | tail -1)
 case "$got" in
-*"(clean)"* | *", clean)"*) ;;
+*", clean)"*) ;;
 *) fail "the attach after a completed rollback is not clean: $got" ;;
 esac
+qemu-io -f raw -c 'write -P 0x55 0 8M' "$(cl_nbd_uri 1 v)" >/dev/null || fail "write v 0x55"
 ctsr volume detach v >/dev/null || fail "detach v"
 log "step 2: rolled back on every copy, v is s1 and attaches clean"
+
+# ---- 3. the handling node dies after the mark: a rollback run again finishes
+rm -f "$HOLD.held"
+touch "$HOLD"
+ctsr_via 2 volume rollback v s1 >"$HOLD_DIR/op3.out" 2>&1 &
+pid=$!
+track_pid "$pid"
+for (( i=0; i<300; i++ )); do [ -e "$HOLD.held" ] && break; sleep 0.1; done
+[ -e "$HOLD.held" ] || fail "n2's rollback of v not held"
+cl_kill 2
+reap "$pid" || true
+rm -f "$HOLD"
+log "n2 killed while its own copy's rollback was held (after vol/v was marked)"
+cl_start_node 2
+cl_wait_nodes_alive 3
+# the mark is there: a detached snapshot of v is refused meanwhile
+rc=0
+out=$(ctsr snapshot create v x 2>&1) || rc=$?
+case "$rc $out" in
+"1 "*"did not detach cleanly"*) ;;
+*) fail "snapshot create v x with vol/v marked by the dead rollback: exit $rc: $out" ;;
+esac
+out=$(ctsr volume rollback v s1 2>&1) || fail "volume rollback v s1 after the handling node died: $out"
+read -r h1 h2 h3 <<<"$(copies_sha chk3)"
+[ "$h1" = "$h2" ] && [ "$h1" = "$h3" ] || fail "v's copies differ after the rollback run again"
+ctsr volume attach v --node n3 >/dev/null || fail "attach v on n3 after the rollback run again"
+assert_eq "$(cl_image_sha 3 v)" "$s1" "v read through n3 after the rollback run again (s1's image)"
+got=$(grep -E "attaching v epoch" "$(cl_dir 3)/tesserad.log" | tail -1)
+case "$got" in
+*", clean)"*) ;;
+*) fail "the attach after the rollback run again is not clean: $got" ;;
+esac
+ctsr volume detach v >/dev/null || fail "detach v"
+log "step 3: the rollback run again after its handling node died finished it; v attaches clean"
 
 cl_stop_all
 log ok
