@@ -23,8 +23,9 @@
  *
  * Target side: tesserad's site server (--site-listen) calls open_volume
  * (site_open_volume below) on the main thread: the target volume is created
- * in this cluster with the requested layout, attached on this node and
- * fenced against host writes.  Promote and the target half of status ask
+ * in this cluster with the requested layout (target_create: its calls to
+ * other nodes asynchronous, "being created: retry" answered meanwhile),
+ * attached on this node and fenced against host writes.  Promote and the target half of status ask
  * the server.  Consistency groups: every member of a group is given one
  * home worker when it is attached (repl_home_hint: the group name hashed
  * over the workers), at the source (repl/<vol>.group) and at the target
@@ -49,10 +50,13 @@
  * on the main loop, "growing: retry" answered meanwhile).
  *
  * Everything here runs on the main thread, except source_demoted and
- * grow_answered (a source's worker).
+ * grow_answered (a source's worker).  Still blocking this loop: the
+ * target's attach (cluster_attach_local: its layout opens every copy, up to
+ * the peer timeout for a node that does not answer).
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +66,7 @@
 
 #include "admin/admin_internal.h"
 #include "cluster/internal.h"
+#include "tessera/ec.h"
 #include "tessera/site.h"
 
 #define REPL_TEXT_MAX 4096 /* a path or address in a record */
@@ -2120,10 +2125,540 @@ static int target_grow(struct tsr_cluster *c, const struct tsr_site_hello *from,
 }
 
 /*
+ * The first VOLUME_OPEN of a volume this cluster does not have creates it.
+ * cluster_volume_create (volume.c) calls the other nodes blocking, up to
+ * CLUSTER_COPY_TIMEOUT_MS each when one is frozen, and the site server's
+ * open_volume runs on the main loop: target_create makes the same volume
+ * with the node calls asynchronous (admin_async_call), on this loop:
+ *  (1) target/<vol> claimed for the stream, before any copy;
+ *  (2) placement over the view, as the admin create with the layout the
+ *      VOLUME_OPEN names (failure domain node, the default stripe unit and
+ *      min-replicas, the default region size);
+ *  (3) each copy in placement order: ours through the store, another node's
+ *      by VolumeCreate local_copy;
+ *  (4) vol/<vol> by compare-and-set from revision 0 (never two records).
+ * Until it answers, a VOLUME_OPEN of that volume is refused -EINPROGRESS
+ * ("being created: retry"), which the source retries every retry_ms (its
+ * session_fail); a second VOLUME_OPEN starts no second create; one of
+ * another stream is refused -EEXIST.  Success drops the entry: the next
+ * VOLUME_OPEN finds the record and attaches.  A failure deletes the copies
+ * made (by uuid) and the claim, then its refusal is kept
+ * TARGET_CREATE_KEEP_MS and given once, with its reason (the copy's node,
+ * the transport's error).  A create needing no other node (every copy here)
+ * answers inside the call and the same VOLUME_OPEN goes on to the attach.
+ * Crash of this node between (1) and (4): target/<vol> names the stream,
+ * vol/<vol> is absent, copies may exist.  The next VOLUME_OPEN of that
+ * stream creates again ("resumed"): a copy it meets (EEXIST) is deleted by
+ * its uuid and made again; no record ever listed it, so it was never
+ * attached and holds nothing written.  Keep in step with
+ * cluster_volume_create (the record's fields, the placement input).
+ */
+#define TARGET_CREATE_KEEP_MS 10000
+
+enum tc_call { TC_CREATE, TC_LEFTOVER, TC_UNDO };
+
+struct target_create {
+	struct tsr_cluster *c;
+	char volume[64];
+	char layout[TSR_SITE_LAYOUT_MAX + 1]; /* as VOLUME_OPEN named it */
+	char from[160];                /* the source's site/cluster, for the log */
+	uint64_t stream, size, copy_size;
+	unsigned k, m, n_copies, min_in_sync;
+	uint32_t unit;                 /* ec only */
+	struct {
+		char id[64], address[128];
+		char uuid[37];         /* made: its uuid; a leftover met: the one to delete */
+	} node[TSR_PLACE_MAX];         /* placement order */
+	unsigned made;                 /* copies [0, made) exist */
+	unsigned undo;                 /* undoing: copies [0, undo) still to delete */
+	bool resumed;                  /* target/<vol> named this stream before: copies met
+					* are a crashed create's leftovers */
+	bool redo;                     /* node[made] met a leftover, deleted: made again once */
+	bool undoing, stopping;
+	bool unsure;                   /* a create call lost: that copy may exist (kept claim) */
+	uint64_t claim_rev;            /* target/<vol> as we wrote it (0: not written) */
+	enum tc_call call_kind;
+	struct admin_async *call;      /* in flight; NULL once its callback ran */
+	bool running;                  /* not answered yet (copies, record or undo) */
+	int status;                    /* the answer (running == false: a refusal kept
+					* for the next VOLUME_OPEN, ended_ms ago) */
+	int64_t ended_ms;
+	char why[TSR_SITE_ERRMSG_MAX + 1];
+	struct target_create *next;    /* target_creates */
+};
+
+static struct target_create *target_creates; /* main thread */
+
+static struct target_create *target_create_find(struct tsr_cluster *c, const char *name)
+{
+	for (struct target_create *t = target_creates; t; t = t->next)
+		if (t->c == c && strcmp(t->volume, name) == 0)
+			return t;
+	return NULL;
+}
+
+static void target_create_free(struct target_create *t)
+{
+	for (struct target_create **pp = &target_creates; *pp; pp = &(*pp)->next)
+		if (*pp == t) {
+			*pp = t->next;
+			break;
+		}
+	free(t);
+}
+
+static bool tc_local(const struct target_create *t, unsigned i)
+{
+	return strcmp(t->node[i].id, t->c->node_id) == 0;
+}
+
+static void tc_next(struct target_create *t);
+static void tc_undo_next(struct target_create *t);
+
+/* The create failed: why = "site S: cannot create target V (L, Z): msg";
+ * the copies made are deleted (tc_undo_next), then it answers. */
+static void tc_fail(struct target_create *t, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void tc_fail(struct target_create *t, int err, const char *fmt, ...)
+{
+	char msg[1024], head[256], sz[32];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	/* ESTALE to VOLUME_OPEN says "promoted" (the source demotes itself):
+	 * never the answer of a create */
+	t->status = err < 0 && err != -ESTALE ? err : -EIO;
+	snprintf(head, sizeof(head), "site %s: cannot create target %s (%s, %s): ",
+		 t->c->repl_site, t->volume, t->layout, tsr_format_size(t->size, sz, sizeof(sz)));
+	target_why(t->why, sizeof(t->why), head, msg);
+	tsr_warn("site: node %s: target volume %s (%s, from %s): %s; nothing was created",
+		 t->c->node_id, t->volume, t->layout, t->from, msg);
+	t->undoing = true;
+	t->undo = t->made;
+	tc_undo_next(t);
+}
+
+/* Send the local_copy VolumeCreate or VolumeDelete of copy i; its answer
+ * comes to tc_call_done.  0, or the call's -errno (no callback). */
+static void tc_call_done(void *arg, int status, Tessera__Admin__Response *r);
+static int tc_call(struct target_create *t, unsigned i, enum tc_call kind)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeCreate vc = TESSERA__ADMIN__VOLUME_CREATE__INIT;
+	Tessera__Admin__VolumeDelete vd = TESSERA__ADMIN__VOLUME_DELETE__INIT;
+	char ec[16] = "";
+
+	if (kind == TC_CREATE) {
+		if (t->k)
+			snprintf(ec, sizeof(ec), "%u+%u", t->k, t->m);
+		vc.name = t->volume;
+		vc.size = t->copy_size;
+		vc.local_copy = true;
+		vc.ec = ec;
+		vc.stripe_unit = t->unit;
+		req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE;
+		req.volume_create = &vc;
+	} else {
+		vd.name = t->volume;
+		vd.local_copy = true;
+		vd.uuid = t->node[i].uuid;
+		req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE;
+		req.volume_delete = &vd;
+	}
+	t->call_kind = kind;
+	return admin_async_call(t->c->o.loop, t->node[i].address, t->c->token, &req,
+				CLUSTER_COPY_TIMEOUT_MS, tc_call_done, t, &t->call);
+}
+
+/* Our own copy i: made (0, uuid kept), or -errno with msg (-EEXIST: the
+ * uuid of the copy met). */
+static int tc_local_create(struct target_create *t, unsigned i, char *msg, size_t msg_len)
+{
+	struct tsr_vol_info info;
+	int ret;
+
+	ret = tsr_store_vol_create_flags(t->c->o.store, t->volume, t->copy_size,
+					 t->k ? TSR_VOL_EC_CHUNK : 0, &info);
+	if (ret == -EEXIST && tsr_store_vol_info(t->c->o.store, t->volume, &info) != 0)
+		info.uuid[0] = '\0';
+	if (ret == 0 || ret == -EEXIST)
+		snprintf(t->node[i].uuid, sizeof(t->node[i].uuid), "%s", info.uuid);
+	if (ret)
+		snprintf(msg, msg_len, "cannot create the copy of '%s' on %s (this node): %s%s",
+			 t->volume, t->node[i].id, strerror(-ret), ret == -EEXIST ?
+			 " (a store copy of that name is left over: it goes by the leftover sweep "
+			 "(--leftover-grace), or delete it with local_copy)" : "");
+	return ret;
+}
+
+/* Our own copy i deleted by its uuid: 0 or -errno with msg. */
+static int tc_local_delete(struct target_create *t, unsigned i, char *msg, size_t msg_len)
+{
+	Tessera__Cluster__NodeRecord node = TESSERA__CLUSTER__NODE_RECORD__INIT;
+
+	node.id = t->node[i].id;
+	node.address = t->node[i].address;
+	return cluster_copy_delete_uuid(t->c, &node, t->volume, t->node[i].uuid, msg, msg_len);
+}
+
+/* A copy met where this create puts one: a crashed create's leftover
+ * (resumed, once per copy) is deleted before the copy is made again. */
+static bool tc_leftover(struct target_create *t, unsigned i)
+{
+	if (!t->resumed || t->redo || t->node[i].uuid[0] == '\0')
+		return false;
+	tsr_warn("site: target volume %s: the copy on %s (uuid %s) is left over by a create "
+		 "of stream %016llx that did not finish: deleted, made again", t->volume,
+		 t->node[i].id, t->node[i].uuid, (unsigned long long)t->stream);
+	t->redo = true;
+	return true;
+}
+
+/* (4): the record; the answer. */
+static void tc_record(struct target_create *t)
+{
+	Tessera__Cluster__VolumeRecord rec = TESSERA__CLUSTER__VOLUME_RECORD__INIT;
+	Tessera__Cluster__CopyRecord copies[TSR_PLACE_MAX], *copy_ptrs[TSR_PLACE_MAX];
+	unsigned char b[16];
+	char uuid[37], key[80];
+	int ret;
+
+	if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b))
+		for (size_t i = 0; i < sizeof(b); i++)
+			b[i] = (unsigned char)rand();
+	b[6] = (b[6] & 0x0f) | 0x40;
+	b[8] = (b[8] & 0x3f) | 0x80;
+	snprintf(uuid, sizeof(uuid), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x"
+		 "%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10],
+		 b[11], b[12], b[13], b[14], b[15]);
+	rec.name = t->volume;
+	rec.uuid = uuid;
+	rec.size = t->size;
+	rec.replicas = t->n_copies;
+	rec.min_replicas = t->min_in_sync;
+	rec.failure_domain = (char *)tsr_failure_domain_name(TSR_FD_NODE);
+	rec.created = cluster_now();
+	rec.clean_detach = true; /* fresh copies are identical (all zeros; ec: zero parity) */
+	rec.ec_k = t->k;
+	rec.ec_m = t->m;
+	rec.stripe_unit = t->unit;
+	rec.n_copies = t->n_copies;
+	rec.copies = copy_ptrs;
+	for (unsigned i = 0; i < t->n_copies; i++) {
+		tessera__cluster__copy_record__init(&copies[i]);
+		copies[i].node_id = t->node[i].id;
+		copies[i].state = TESSERA__CLUSTER__COPY_STATE__IN_SYNC;
+		copies[i].since = rec.created;
+		copy_ptrs[i] = &copies[i];
+	}
+	snprintf(key, sizeof(key), "vol/%s", t->volume);
+	ret = rec_put(t->c->meta, key, &rec.base, 0, 0, NULL);
+	if (ret == -ECANCELED) {
+		/* someone else's: the copies of that name on the nodes we share are
+		 * its own now, so none is deleted */
+		t->made = 0;
+		tc_fail(t, -EEXIST, "volume '%s' was just created by someone else in this cluster",
+			t->volume);
+		return;
+	}
+	if (ret) {
+		tc_fail(t, ret, "cannot record volume '%s' in the metadata store: %s", t->volume,
+			strerror(-ret));
+		return;
+	}
+	tsr_info("site: target volume %s created (%s) for %s stream %016llx", t->volume, t->layout,
+		 t->from, (unsigned long long)t->stream);
+	t->status = 0;
+	t->running = false;
+	t->ended_ms = tsr_mono_ms();
+}
+
+/* (3) from copy t->made on: ours at once, another node's by an async call. */
+static void tc_next(struct target_create *t)
+{
+	char msg[1024];
+	int ret;
+
+	while (t->made < t->n_copies) {
+		unsigned i = t->made;
+
+		if (!tc_local(t, i)) {
+			ret = tc_call(t, i, TC_CREATE);
+			if (ret == 0)
+				return; /* tc_call_done goes on */
+			tc_fail(t, ret, "cannot reach node %s at %s to create the copy of '%s': %s",
+				t->node[i].id, t->node[i].address, t->volume, strerror(-ret));
+			return;
+		}
+		ret = tc_local_create(t, i, msg, sizeof(msg));
+		if (ret == -EEXIST && tc_leftover(t, i)) {
+			ret = tc_local_delete(t, i, msg, sizeof(msg));
+			if (ret == 0)
+				continue; /* made again */
+		}
+		if (ret) {
+			tc_fail(t, ret, "%s", msg);
+			return;
+		}
+		t->redo = false;
+		t->made++;
+	}
+	tc_record(t);
+}
+
+/* Undo: the copies made, last first, then the claim; then the refusal is
+ * kept for the next VOLUME_OPEN. */
+static void tc_undo_next(struct target_create *t)
+{
+	char msg[512], key[80];
+	int ret;
+
+	while (t->undo > 0) {
+		unsigned i = --t->undo;
+
+		if (!tc_local(t, i)) {
+			ret = tc_call(t, i, TC_UNDO);
+			if (ret == 0)
+				return; /* tc_call_done goes on */
+			tsr_warn("site: undo create of target %s: cannot reach node %s to delete its "
+				 "copy: %s (the leftover sweep removes it)", t->volume, t->node[i].id,
+				 strerror(-ret));
+			continue;
+		}
+		if (tc_local_delete(t, i, msg, sizeof(msg)))
+			tsr_warn("site: undo create of target %s: %s", t->volume, msg);
+	}
+	if (t->claim_rev && t->unsure) {
+		/* a copy may exist that we did not hear of: the next create of
+		 * this stream is "resumed" and replaces it */
+		tsr_info("site: target volume %s: target/%s kept for stream %016llx (a copy may "
+			 "be left over on a node that did not answer)", t->volume, t->volume,
+			 (unsigned long long)t->stream);
+	} else if (t->claim_rev) {
+		snprintf(key, sizeof(key), "target/%s", t->volume);
+		ret = tsr_meta_delete(t->c->meta, key, t->claim_rev);
+		if (ret && ret != -ENOENT && ret != -ECANCELED)
+			tsr_warn("site: undo create of target %s: cannot delete %s: %s", t->volume,
+				 key, strerror(-ret));
+		t->claim_rev = 0;
+	}
+	t->undoing = false;
+	t->running = false;
+	t->ended_ms = tsr_mono_ms();
+}
+
+static void tc_call_done(void *arg, int status, Tessera__Admin__Response *r)
+{
+	struct target_create *t = arg;
+	unsigned i = t->undoing ? t->undo : t->made;
+	int err = status ? status : r->error;
+
+	t->call = NULL;
+	if (t->stopping) { /* repl_stop frees t */
+		if (r)
+			tessera__admin__response__free_unpacked(r, NULL);
+		return;
+	}
+	switch (t->call_kind) {
+	case TC_CREATE:
+		/* the copy's uuid, or on EEXIST the one met */
+		if (status == 0 && (err == 0 || err == -EEXIST) && r->n_volumes == 1 &&
+		    r->volumes[0]->uuid && strlen(r->volumes[0]->uuid) < 37)
+			snprintf(t->node[i].uuid, sizeof(t->node[i].uuid), "%s", r->volumes[0]->uuid);
+		else
+			t->node[i].uuid[0] = '\0';
+		if (err == 0) {
+			t->redo = false;
+			t->made++;
+			tc_next(t);
+		} else if (status == 0 && err == -EEXIST && tc_leftover(t, i)) {
+			if (tc_call(t, i, TC_LEFTOVER))
+				tc_fail(t, -EEXIST, "node %s: cannot delete the copy of '%s' left over "
+					"there", t->node[i].id, t->volume);
+		} else if (status) {
+			t->unsure = true; /* the node may have made it: a leftover */
+			tc_fail(t, status, "cannot reach node %s at %s to create the copy of '%s': %s",
+				t->node[i].id, t->node[i].address, t->volume, strerror(-status));
+		} else {
+			tc_fail(t, err, "node %s: %s", t->node[i].id,
+				r->message && r->message[0] ? r->message : strerror(-err));
+		}
+		break;
+	case TC_LEFTOVER:
+		if (err == 0 || err == -ENOENT)
+			tc_next(t); /* node[made] made again */
+		else
+			tc_fail(t, err, "node %s: cannot delete the copy of '%s' left over there: %s",
+				t->node[i].id, t->volume, status || !r->message ? strerror(-err) :
+				r->message);
+		break;
+	case TC_UNDO:
+		if (err && err != -ENOENT)
+			tsr_warn("site: undo create of target %s: the copy on %s: %s (the leftover "
+				 "sweep removes it)", t->volume, t->node[i].id, status ||
+				 !r->message ? strerror(-err) : r->message);
+		tc_undo_next(t);
+		break;
+	}
+	if (r)
+		tessera__admin__response__free_unpacked(r, NULL);
+	if (!t->running && t->status == 0)
+		target_create_free(t); /* created: the next VOLUME_OPEN attaches */
+}
+
+/*
+ * site_open_volume's create of name (vol/<name> absent): 0 created (the
+ * open goes on to the attach), -EINPROGRESS running, or its refusal; why
+ * says it for the source.
+ */
+static int target_create(struct tsr_cluster *c, const struct tsr_site_hello *from,
+			 const struct tsr_site_open *o, uint64_t size, uint64_t stream, char *why,
+			 size_t why_len)
+{
+	struct target_create *t;
+	struct tsr_place_node pn[256];
+	unsigned chosen[TSR_PLACE_MAX];
+	struct cluster_view v;
+	char key[80], text[20], sz[32], place_why[512];
+	size_t n = 0;
+	int ret;
+
+	for (struct target_create *u = target_creates, *nx; u; u = nx) {
+		nx = u->next; /* refusals nobody came back for */
+		if (u->c == c && !u->running && tsr_mono_ms() - u->ended_ms >= TARGET_CREATE_KEEP_MS)
+			target_create_free(u);
+	}
+	t = target_create_find(c, o->volume);
+	if (t && t->stream != stream) {
+		snprintf(why, why_len, "site %s: target %s is being created for another stream "
+			 "(from %s)", c->repl_site, o->volume, t->from);
+		return -EEXIST;
+	}
+	if (t && t->running) {
+		snprintf(why, why_len, "site %s: target %s is being created (%s, %s) for its "
+			 "source: retry", c->repl_site, t->volume, t->layout,
+			 tsr_format_size(t->size, sz, sizeof(sz)));
+		return -EINPROGRESS;
+	}
+	if (t) { /* answered (a success dropped the entry): its refusal, once */
+		ret = t->status;
+		snprintf(why, why_len, "%s", t->why);
+		target_create_free(t);
+		tsr_warn("site: %s (stream from %s/%s refused)", why, from->site, from->cluster);
+		return ret;
+	}
+	t = calloc(1, sizeof(*t));
+	if (t == NULL) {
+		snprintf(why, why_len, "site %s: target %s cannot be created: out of memory",
+			 c->repl_site, o->volume);
+		return -ENOMEM;
+	}
+	t->c = c;
+	snprintf(t->volume, sizeof(t->volume), "%s", o->volume);
+	snprintf(t->layout, sizeof(t->layout), "%s", o->layout);
+	snprintf(t->from, sizeof(t->from), "%s/%s", from->site, from->cluster);
+	t->stream = stream;
+	t->size = size;
+	t->k = o->parsed.ec_k;
+	t->m = o->parsed.ec_m;
+	if (t->k) {
+		t->unit = TSR_EC_DEFAULT_UNIT;
+		t->n_copies = t->k + t->m;
+		t->min_in_sync = t->k;
+		t->copy_size = tsr_ec_chunk_volume_size(size, t->k, t->unit);
+	} else {
+		t->n_copies = o->parsed.replicas;
+		t->min_in_sync = t->n_copies < 2 ? t->n_copies : 2;
+		t->copy_size = size;
+	}
+	t->running = true;
+	t->next = target_creates;
+	target_creates = t;
+	if (t->n_copies == 0 || t->n_copies > TSR_PLACE_MAX ||
+	    (!t->k && t->n_copies > TSR_MIRROR_MAX_COPIES)) {
+		tc_fail(t, -EINVAL, "layout %s not supported here", t->layout);
+		goto answered;
+	}
+	/* (1) the claim: a crash from here leaves target/<vol> naming the stream */
+	t->resumed = target_stream(c, t->volume) == stream;
+	snprintf(key, sizeof(key), "target/%s", t->volume);
+	snprintf(text, sizeof(text), "%016llx", (unsigned long long)stream);
+	ret = tsr_meta_cas(c->meta, key, TSR_META_ANY_REV, text, 16, 0, &t->claim_rev);
+	if (ret) {
+		tc_fail(t, ret, "cannot record %s: %s", key, strerror(-ret));
+		goto answered;
+	}
+	/* (2) placement, as cluster_volume_create's */
+	ret = view_load(c->meta, &v);
+	if (ret) {
+		tc_fail(t, ret, "cannot read the metadata store: %s", strerror(-ret));
+		goto answered;
+	}
+	for (size_t i = 0; i < v.n_nodes && n < 256; i++, n++) {
+		const Tessera__Cluster__NodeRecord *nr = v.nodes[i];
+
+		pn[n].id = nr->id;
+		pn[n].zone = nr->zone[0] ? nr->zone : nr->id;
+		pn[n].site = nr->site[0] ? nr->site : "site1";
+		pn[n].capacity = nr->capacity;
+		pn[n].provisioned = view_provisioned(&v, nr->id, NULL);
+		pn[n].alive = view_alive(&v, nr->id);
+		pn[n].holds_copy = false;
+	}
+	if (t->k)
+		ret = tsr_cluster_place_ec(pn, n, TSR_FD_NODE, t->k, t->m, t->unit, size, chosen,
+					   place_why, sizeof(place_why));
+	else
+		ret = tsr_cluster_place(pn, n, TSR_FD_NODE, t->n_copies, size, chosen, place_why,
+					sizeof(place_why));
+	for (unsigned i = 0; ret == 0 && i < t->n_copies; i++) {
+		const Tessera__Cluster__NodeRecord *nr = view_node(&v, pn[chosen[i]].id);
+
+		snprintf(t->node[i].id, sizeof(t->node[i].id), "%s", nr->id);
+		snprintf(t->node[i].address, sizeof(t->node[i].address), "%s", nr->address);
+	}
+	view_free(&v);
+	if (ret) {
+		tc_fail(t, ret, "cannot place it: %s", place_why);
+		goto answered;
+	}
+	{
+		char line[512];
+		size_t pos = 0;
+
+		for (unsigned i = 0; i < t->n_copies && pos < sizeof(line); i++)
+			pos += (size_t)snprintf(line + pos, sizeof(line) - pos, "%s%s", i ? " " : "",
+						t->node[i].id);
+		tsr_info("site: creating target volume %s (%s, %s, on %s) for %s stream %016llx%s",
+			 t->volume, t->layout, tsr_format_size(size, sz, sizeof(sz)), line, t->from,
+			 (unsigned long long)stream, t->resumed ? " (again: an earlier create of "
+			 "this stream did not finish)" : "");
+	}
+	/* (3), (4) */
+	tc_next(t);
+answered:
+	if (t->running) {
+		snprintf(why, why_len, "site %s: target %s is being created (%s, %s) for its "
+			 "source: retry", c->repl_site, t->volume, t->layout,
+			 tsr_format_size(t->size, sz, sizeof(sz)));
+		return -EINPROGRESS;
+	}
+	/* it needed no other node: the answer now */
+	ret = t->status;
+	snprintf(why, why_len, "%s", t->why);
+	target_create_free(t);
+	return ret;
+}
+
+/*
  * Find or create the target volume, attach it here, fence host writes.
  * A volume that exists already must be this stream's target (target/<vol>)
  * or one the site server has a state file for (DIR/site/<name>.state), and
- * must not be attached elsewhere or serving hosts here.
+ * must not be attached elsewhere or serving hosts here.  A volume that does
+ * not exist is created by target_create (-EINPROGRESS while it calls other
+ * nodes; the source's retry attaches it).
  */
 static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 			    const struct tsr_site_open *o, uint64_t size, uint64_t stream,
@@ -2134,7 +2669,7 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 	Tessera__Cluster__VolumeRecord *rec = NULL;
 	struct attachment *a;
 	struct tsr_vol *vol = NULL;
-	char holder[64], msg[1024], ec[16], path[4200], key[80], text[20];
+	char holder[64], msg[1024], path[4200], key[80], text[20];
 	const char *name = o->volume;
 	bool failback = false, drop_repl = false;
 	int ret;
@@ -2157,36 +2692,10 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 	}
 	ret = rec_volume_get(c->meta, name, &rec, NULL);
 	if (ret == -ENOENT) {
-		Tessera__Admin__VolumeCreate vc = TESSERA__ADMIN__VOLUME_CREATE__INIT;
-		Tessera__Admin__Response resp = TESSERA__ADMIN__RESPONSE__INIT;
-
-		vc.name = (char *)name;
-		vc.size = size;
-		if (o->parsed.ec_k) {
-			snprintf(ec, sizeof(ec), "%u+%u", o->parsed.ec_k, o->parsed.ec_m);
-			vc.ec = ec;
-		} else {
-			vc.replicas = o->parsed.replicas;
-		}
-		cluster_volume_create(c, &vc, &resp);
-		ret = resp.error;
-		if (ret)
-			tsr_warn("site: target volume %s (%s, from %s/%s): %s", name, o->layout,
-				 from->site, from->cluster, resp.message);
-		else
-			tsr_info("site: target volume %s created (%s) for %s/%s stream %016llx", name,
-				 o->layout, from->site, from->cluster, (unsigned long long)stream);
-		admin_response_free_built(&resp);
+		/* created without blocking this loop: -EINPROGRESS meanwhile */
+		ret = target_create(c, from, o, size, stream, why, why_len);
 		if (ret)
 			return ret;
-		snprintf(key, sizeof(key), "target/%s", name);
-		snprintf(text, sizeof(text), "%016llx", (unsigned long long)stream);
-		ret = tsr_meta_cas(c->meta, key, TSR_META_ANY_REV, text, 16, 0, NULL);
-		if (ret) {
-			tsr_warn("site: target volume %s: cannot record %s: %s", name, key,
-				 strerror(-ret));
-			return ret;
-		}
 	} else if (ret) {
 		tsr_warn("site: target volume %s: cannot read vol/%s: %s", name, name, strerror(-ret));
 		return ret;
@@ -2386,6 +2895,17 @@ void repl_stop(struct tsr_cluster *c)
 		drain_grows(c);   /* a stopped source answered its grow (-ESHUTDOWN) */
 		ev_async_stop(c->o.loop, &c->repl_async);
 		c->repl_async_started = false;
+	}
+	/* creates waiting for a node: the call cancelled (its copies are left
+	 * over; target/<vol> names the stream, so the next create replaces them) */
+	for (struct target_create *t = target_creates, *nx; t; t = nx) {
+		nx = t->next;
+		if (t->c != c)
+			continue;
+		t->stopping = true;
+		if (t->call)
+			admin_async_cancel(t->call); /* its callback, now, leaves t alone */
+		target_create_free(t);
 	}
 	/* resize_stop ended every target resize (-ECANCELED): none runs */
 	while (c->target_grows)
