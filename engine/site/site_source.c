@@ -348,7 +348,7 @@ struct tsr_site_source {
 	uint64_t compress_in, compress_out, frames_compressed; /* the stats' counters */
 	uint64_t rate_mark_bytes, rate_mark_ns;
 	double rate_bps;
-	char last_error[160];
+	char last_error[TSR_SITE_LAST_ERROR_MAX];
 
 	/* consistency group (opts.group), or NULL */
 	struct src_group *group;

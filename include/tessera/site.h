@@ -129,6 +129,10 @@ struct ev_loop;
 #define TSR_SITE_NAME_MAX 63u                 /* site, cluster, volume, snapshot names */
 #define TSR_SITE_LAYOUT_MAX 31u
 #define TSR_SITE_ERRMSG_MAX 255u
+/* A source's last_error: "target error on seq N: " + the target's whole ERROR
+ * message + " (strerror)" (before, 160 bytes cut a DR's create or grow
+ * refusal in the middle of its reason). */
+#define TSR_SITE_LAST_ERROR_MAX (TSR_SITE_ERRMSG_MAX + 97)
 
 enum tsr_site_op {
 	TSR_SITE_HELLO = 1,
@@ -673,7 +677,7 @@ struct tsr_site_source_stats {
 	uint64_t last_marker;     /* number of the last MARKER sent (0: none) */
 	double rate_bps;          /* payload bytes/s over the last few seconds */
 	double eta_sec;           /* to ship what is behind at rate_bps; 0 when none */
-	char last_error[160];     /* the last session's failure, "" when none */
+	char last_error[TSR_SITE_LAST_ERROR_MAX]; /* the last session's failure, "" when none */
 };
 /* A consistent copy of the counters.  Any thread (a small per-source
  * mutex, taken by the worker at most once per loop pass). */
