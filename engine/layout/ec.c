@@ -1376,7 +1376,24 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 		snprintf(c->address, sizeof(c->address), "%s", oc->address);
 		c->local = oc->local;
 		c->state = c->recorded = c->hook_want = oc->state;
-		c->full_resync = oc->full_resync;
+		/*
+		 * full_resync on a copy recorded IN_SYNC is attach.c's mark of
+		 * the dead last coordinator's own copy (the mirror's rule: a
+		 * mirror copy is written in place before the others acknowledge,
+		 * so it may hold writes nobody acknowledged).  An ec chunk copy
+		 * recorded IN_SYNC changes in place only by the COMMIT of a txn
+		 * in its stage journal: reachable, the recovery lists and decides
+		 * it like every other copy's; away, its stripes are marked (steps
+		 * 3 and ec_resync.c step 1).  So it is an in-sync copy like the
+		 * others.  Taken for out of sync, it left a 2+1 volume whose
+		 * coordinator died while another copy rebuilt with one in-sync
+		 * copy, and every attach elsewhere was refused.
+		 */
+		c->full_resync = oc->full_resync && oc->state != TSR_COPY_IN_SYNC;
+		if (oc->full_resync && !c->full_resync)
+			tsr_info("ec %s: copy %u (%s): the last coordinator's, recorded in sync: its "
+				 "staged txns are recovered with the others' (no full rebuild)",
+				 e->name, i, oc->node_id);
 		/* what it missed under another coordinator, from the metadata store */
 		ret = ec_missed_adopt(e, oc->node_id, oc->missed);
 		if (ret < 0) {
@@ -1392,7 +1409,7 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 		if (ret < 0)
 			goto err;
 		ret = mbm_open(&c->bm, e->bmhost, path, oc->state != TSR_COPY_IN_SYNC,
-			       oc->full_resync);
+			       c->full_resync);
 		if (ret < 0)
 			goto err;
 		c->bm.hold = bm_hold;

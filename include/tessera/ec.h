@@ -158,7 +158,9 @@ void tsr_ec_update(struct tsr_ec_codec *c, size_t len, unsigned d, const uint8_t
  * before any stage is sent).  "acked:0": every participant staged, the host
  * write was acknowledged, no COMMIT is sent, and the process kills itself
  * 300 ms later (the NBD reply has gone out).  It logs "ec fault switch: ..."
- * first.
+ * first.  TSR_TEST_EC_RESYNC_HOLD_FILE=PATH (tests only): while PATH exists, a
+ * resync or rebuild that has cleared a region starts no further one
+ * (ec_resync.c; logs "resync held (test) after N regions").
  */
 struct tsr_ec_opts {
 	const char *name;
@@ -171,7 +173,14 @@ struct tsr_ec_opts {
 	struct tsr_worker *home;
 	const char *node_id;
 	const char *token;
-	struct tsr_layout_copy copies[TSR_LAYOUT_MAX_COPIES]; /* index = copy c of tsr_ec_copy_of */
+	/*
+	 * index = copy c of tsr_ec_copy_of.  full_resync counts only on a copy
+	 * not recorded IN_SYNC (rebuilt whole); on an IN_SYNC one (attach.c's
+	 * mark of the dead last coordinator's own copy) it is ignored: an IN_SYNC
+	 * chunk copy changes in place only by COMMITs of txns in its stage
+	 * journal, which the recovery at create lists like every copy's.
+	 */
+	struct tsr_layout_copy copies[TSR_LAYOUT_MAX_COPIES];
 	unsigned n_copies;            /* k + m */
 	unsigned min_in_sync;         /* 0: k */
 	unsigned peer_timeout_ms;     /* 0: 5000 */
