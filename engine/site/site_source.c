@@ -81,7 +81,9 @@
  * An ERROR -ESTALE to VOLUME_OPEN (the target was promoted) demotes the
  * source: host writes fenced with -EROFS, state "split", on_demoted once,
  * no more sessions.  Other ERRORs and link loss close the session (logged,
- * last_error) and retry after retry_ms.
+ * last_error) and retry after retry_ms; sooner after EBUSY / EINPROGRESS
+ * during a grow (SRC_GROW_RETRY_NS), and after EINPROGRESS to a VOLUME_OPEN
+ * otherwise (the DR creating the target: SRC_OPEN_RETRY_NS, doubling).
  *
  * State shown (first that applies): split, paused, behind (an overflow's
  * regions are not all re-read yet, also while they ship), syncing (an
@@ -119,6 +121,10 @@
 					      * old session closing) or EINPROGRESS (the target
 					      * growing): this far apart (at most retry_ms),
 					      * until the grow's deadline */
+#define SRC_OPEN_RETRY_NS (100 * NS_PER_MS) /* VOLUME_OPEN answered EINPROGRESS (the
+					      * target creating its volume, or growing it
+					      * for a source not growing): the first retry
+					      * this far, doubled per answer up to retry_ms */
 #define SRC_POOL_CLASSES 5u         /* recycled entry sizes: 4 KiB << 0..4 of data */
 #define SRC_POOL_BYTES  (8u << 20)   /* data capacity kept on the free lists at most */
 #define SRC_POOL_NONE   0xffu        /* log_entry.cls of an entry that is not recycled */
@@ -226,6 +232,11 @@ struct tsr_site_source {
 	bool grow_told_growing; /* EINPROGRESS at least once in this grow (the deadline's
 				 * sentence) */
 	uint64_t grow_deadline_ns; /* tick_cb ends the grow -ETIMEDOUT from here (monotonic) */
+	bool open_busy;          /* this session_fail: VOLUME_OPEN answered EINPROGRESS
+				  * outside a grow (the target is creating its volume) */
+	uint64_t open_busy_ns;   /* the retry's delay after such an answer: SRC_OPEN_RETRY_NS,
+				  * doubled per answer, at most retry_ns; 0 after any other
+				  * failure */
 	tsr_site_grow_fn grow_cb;  /* the caller's answer (grow_pending only) */
 	void *grow_arg;
 	uint64_t grow_old_size;
@@ -859,10 +870,18 @@ static void session_close(struct tsr_site_source *s)
 
 static void session_fail(struct tsr_site_source *s, const char *fmt, ...)
 {
-	/* a grow told "busy" or "growing" retries sooner */
+	/* a grow told "busy" or "growing" retries sooner; so does an open told
+	 * "being created", sooner the first times (a create takes milliseconds
+	 * when the DR's nodes answer, up to their timeouts when one does not) */
 	uint64_t wait_ns = s->grow_busy && s->retry_ns > SRC_GROW_RETRY_NS ? SRC_GROW_RETRY_NS :
 				s->retry_ns;
 	va_list ap;
+
+	if (s->open_busy)
+		wait_ns = s->open_busy_ns;
+	else
+		s->open_busy_ns = 0;
+	s->open_busy = false;
 
 	va_start(ap, fmt);
 	vsnprintf(s->last_error, sizeof(s->last_error), fmt, ap);
@@ -1577,6 +1596,12 @@ static void on_frame(struct tsr_site_source *s, const struct tsr_site_hdr *h,
 		if (s->sess == SESS_OPEN && err.code == ESTALE) {
 			demote(s, err.msg[0] ? err.msg : "target promoted");
 			return;
+		}
+		if (s->sess == SESS_OPEN && err.code == EINPROGRESS && !s->grow_pending) {
+			s->open_busy = true;
+			s->open_busy_ns = s->open_busy_ns ? 2 * s->open_busy_ns : SRC_OPEN_RETRY_NS;
+			if (s->open_busy_ns > s->retry_ns)
+				s->open_busy_ns = s->retry_ns;
 		}
 		if (s->grow_pending && s->sess == SESS_OPEN) {
 			/* its old session is closing, or it grows its volume and

@@ -8,7 +8,8 @@
 #    dr-n1 must answer within `timeout 3`, before dr-n2 is resumed (events in
 #    order; no time asserted beyond the 3 s of the contract), and the source
 #    is told "being created: retry" (EINPROGRESS) at least twice while the
-#    DR started exactly one create.  SIGCONT: sv streams, caught up, its
+#    DR started exactly one create; the source's first retry after it comes
+#    in 100 ms (then doubling), not retry_ms.  SIGCONT: sv streams, caught up, its
 #    copies on dr-n1 and dr-n2, sha256 equal to the source, scrub clean.
 #    Before the fix (cluster_volume_create blocking inside site_open_volume)
 #    the list times out (exit 124).
@@ -114,6 +115,9 @@ assert_eq "$events" "list 0,sigcont," "the DR's volume list answered while its c
 grep -q '"volumes"' "$SITE_ROOT/list.out" || fail "the DR's list: $(cat "$SITE_ROOT/list.out")"
 n=$(grep -c "target sv is being created" "$PLOG")
 [ "$n" -ge 2 ] || fail "the source was told 'being created' $n times, want >= 2"
+# its first retry after "being created" comes sooner than retry_ms (1 s)
+grep -q "target sv is being created .*; retrying in 100 ms" "$PLOG" ||
+	fail "the source's first retry after 'being created': $(grep -m1 'being created' "$PLOG")"
 rwait primary sv 'j["state"] == "streaming"' "streaming" 60
 repl_caught_up sv 60
 assert_eq "$(grep -c "site: creating target volume sv " "$DLOG")" 1 \
