@@ -817,6 +817,8 @@ struct mreplay {
 	struct tsr_snap_req req; /* what is sent to the copy */
 	struct tsr_svol *src;    /* the snapshot on the local copy, or NULL: */
 	struct mcopy *rsrc;      /* the remote IN_SYNC copy whose snapshot session is read */
+	unsigned rsrc_gen;       /* rsrc's session when that OPEN was sent: rhandle is a
+				  * slot of that connection only */
 	uint64_t rhandle;        /* that session (peer OPEN of "VOL@SNAP"), 0: none */
 	char rname[2 * 64];
 	uint64_t src_size;
@@ -852,6 +854,20 @@ static void close_done(void *arg, int status)
 	(void)status; /* the session goes with the connection anyway */
 }
 
+/*
+ * The remote source's connection is gone since its snapshot session was
+ * opened: its client NULL (disconnected), or another connection (back
+ * since), where rhandle, a slot number, may name an unrelated session (the
+ * head, another make-up's or a scrub's snapshot).  The session went with
+ * its connection: nothing to close, and no SUMS/READ may use it (the first
+ * would dereference no client, the second read another image into this
+ * copy's head and cut it as the snapshot).
+ */
+static bool replay_source_lost(const struct mreplay *rp)
+{
+	return rp->rsrc == NULL || rp->rsrc->client == NULL || rp->rsrc->gen != rp->rsrc_gen;
+}
+
 /* Let go of the snapshot being read (local handle or remote session). */
 static void replay_drop_source(struct mreplay *rp)
 {
@@ -859,7 +875,7 @@ static void replay_drop_source(struct mreplay *rp)
 		tsr_svol_put(rp->src);
 		rp->src = NULL;
 	}
-	if (rp->rhandle != 0 && rp->rsrc->client != NULL)
+	if (rp->rhandle != 0 && !replay_source_lost(rp))
 		tsr_peer_close(rp->rsrc->client, rp->rhandle, rp->c->m->epoch, close_done, NULL);
 	rp->rhandle = 0;
 	rp->rsrc = NULL;
@@ -995,6 +1011,10 @@ static void piece_run(struct rpiece *pc)
 		piece_run_done(pc, 0);
 		return;
 	}
+	if (replay_source_lost(rp)) {
+		piece_done(pc, -ENOTCONN);
+		return;
+	}
 	ret = tsr_peer_read(rp->rsrc->client, rp->rhandle, rp->c->m->epoch, off,
 			    (e - b) * TSR_BLOCK_SIZE, pc->buf + (size_t)b * TSR_BLOCK_SIZE,
 			    piece_run_done, pc);
@@ -1086,6 +1106,8 @@ static bool piece_start(struct rpiece *pc, uint64_t off, uint32_t len)
 	pc->have_data = rp->src != NULL;
 	if (rp->src != NULL)
 		ret = tsr_svol_read(rp->src, m->io, off, len, pc->buf, piece_sums_done, pc);
+	else if (replay_source_lost(rp))
+		ret = -ENOTCONN; /* the replay ends; the copy's next return replays again */
 	else
 		ret = tsr_peer_sums(rp->rsrc->client, rp->rhandle, m->epoch, off, len, pc->ssum,
 				    piece_sums_done, pc);
@@ -1213,6 +1235,8 @@ static void replay_open_done(void *arg, int status, uint64_t handle, uint64_t si
 {
 	struct mreplay *rp = arg;
 
+	if (status == 0 && replay_source_lost(rp))
+		status = -ENOTCONN; /* a handle of a connection gone since */
 	if (status == 0)
 		rp->rhandle = handle;
 	if (replay_gone(rp)) {
@@ -1376,6 +1400,7 @@ static void replay_io_done(void *arg, int status)
 			rp->step = RP_OPEN;
 			snprintf(rp->rname, sizeof(rp->rname), "%s@%s", c->m->name,
 				 c->missed[0].snap);
+			rp->rsrc_gen = rp->rsrc->gen;
 			ret = tsr_peer_open(rp->rsrc->client, rp->rname, c->m->epoch,
 					    replay_open_done, rp);
 			if (ret < 0) {
