@@ -25,6 +25,9 @@
 #    again ("again: an earlier create of this stream did not finish"),
 #    replaces the copies left over (deleted by uuid, made again), records one
 #    vol/cv with copies on dr-n1 and dr-n2, streams, sha256 equal, scrub clean.
+# 4. dr-n1 stopped (SIGTERM) while its create of dv waits for frozen dr-n2:
+#    it exits 0 (the call cancelled at stop); dr-n2 resumed, dr-n1
+#    restarted: dv is created (again), streams, sha256 equal.
 # CASES="2 3" runs only those (each starts from the same set-up), e.g. to see
 # 2 and 3 fail on a build before the fix, where 1 stops the run.  On d185207
 # (before): 1 "events: list 124,sigcont,"; 2 the source is refused "volume
@@ -75,7 +78,7 @@ wait_log() {
 }
 copies() { stsr dr --json volume show "$1" | json_get '" ".join(sorted(c["node"] for c in j["copies"]))'; }
 
-CASES=${CASES:-1 2 3}
+CASES=${CASES:-1 2 3 4}
 on() { [[ " $CASES " == *" $1 "* ]]; }
 
 # ---- 1. the DR's loop answers while its create waits for frozen dr-n2
@@ -199,16 +202,49 @@ site_qemu_io dr cv "read -P 0x71 0 1M" "read -P 0x72 $((4 * M - 4096)) 4k" >/dev
 	fail "cv's data at the DR"
 out=$(stsr dr volume scrub cv 2>&1) || fail "scrub of cv at the DR: $out"
 fi
-# every volume streams (sv and fv again after the DR's restart)
+
+# sv and fv stream again after the DR's restart; then each earlier volume is
+# retired (replication disabled, detached at both sites) so that freezing
+# dr-n2 below holds no other volume's copy: a clean stop of dr-n1 detaches
+# its targets, whose flush waits for every copy (here the frozen dr-n2, up to
+# the peer timeout each, and a replicas:2 target left with one in-sync copy
+# cannot attach again)
+retire() {
+	repl_caught_up "$1" 60
+	stsr primary replication disable "$1" >/dev/null || fail "replication disable $1"
+	stsr primary volume detach "$1" >/dev/null || fail "detach $1 at the primary"
+	stsr dr volume detach "$1" >/dev/null || fail "detach $1 at the DR"
+}
 for vc in sv:1 fv:2 cv:3; do
-	if on "${vc#*:}"; then repl_caught_up "${vc%:*}" 60; fi
+	if on "${vc#*:}"; then retire "${vc%:*}"; fi
 done
-for vc in sv:1 fv:2 cv:3; do
-	on "${vc#*:}" || continue
-	v=${vc%:*}
-	stsr primary replication disable "$v" >/dev/null || fail "replication disable $v"
-	stsr primary volume detach "$v" >/dev/null || fail "detach $v"
-done
+
+# ---- 4. dr-n1 stopped while its create waits: a clean exit, then converges
+if on 4; then
+site_vol_create primary dv 4M
+site_qemu_io primary dv "write -P 0x81 0 1M" >/dev/null || fail "write dv"
+freeze_pids "$D2PID" || fail "pid $D2PID not stopped"
+log "dr-n2 frozen (SIGSTOP)"
+out=$(stsr primary replication enable dv --to dr --target-layout replicas:2 2>&1) ||
+	{ kill -CONT "$D2PID"; fail "replication enable dv: $out"; }
+wait_log "$DLOG" "site: creating target volume dv" 30 ||
+	log "the DR did not say it creates dv (its loop is blocked?)"
+site_stop dr # exit 0 within 30 s, asserted
+kill -CONT "$D2PID"
+log "dr-n1 stopped (SIGTERM) while creating dv, dr-n2 resumed (SIGCONT)"
+# shellcheck disable=SC2086
+start_tesserad "$(sdir dr)" ${SITE_ARGS[dr]}
+SITE_PID[dr]=$TSRD_PID
+dr_alive 2
+rwait primary dv 'j["state"] == "streaming"' "streaming" 60
+repl_caught_up dv 60
+n=$(stsr dr --json volume list | json_get 'sum(1 for v in j["volumes"] if v["name"] == "dv")')
+assert_eq "$n" 1 "vol/dv records at the DR"
+assert_eq "$(copies dv)" "dr-n1 dr-n2" "dv's copies at the DR"
+assert_eq "$(site_sha dr dv)" "$(site_sha primary dv)" "sha256 of dv at the DR vs the source"
+fi
+
+if on 4; then retire dv; fi
 site_stop primary
 stop_tesserad "$D2PID"
 site_stop dr
