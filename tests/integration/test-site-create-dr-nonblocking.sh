@@ -170,20 +170,30 @@ out=$(stsr primary replication enable cv --to dr --target-layout replicas:2 2>&1
 	{ kill -CONT "$D2PID"; fail "replication enable cv: $out"; }
 wait_log "$DLOG" "site: creating target volume cv" 30 ||
 	log "the DR did not say it creates cv (its loop is blocked?)"
+sleep 0.3 # the call to dr-n2 is sent (its kernel takes it while frozen)
 site_kill dr
 kill -CONT "$D2PID"
 log "dr-n2 resumed (SIGCONT)"
-# dr-n2 makes its copy of cv for the dead caller once resumed
-"$PY" - "$D2" <<'EOF' || fail "dr-n2 has no store copy of cv (the crash case needs one)"
+# which copies the crash left: dr-n1's own, made before it called dr-n2
+# when placement put dr-n1 first; dr-n2's, made for the dead caller once
+# resumed, when the request reached it before the kill
+has_cv() {
+	"$PY" - "$1" <<'EOF'
 import sqlite3, sys, time
-for _ in range(100):
+for _ in range(30):
     db = sqlite3.connect(f"file:{sys.argv[1]}/store.db?mode=ro", uri=True)
     if db.execute("select 1 from volumes where name = 'cv'").fetchone():
+        print("yes")
         sys.exit(0)
     db.close()
     time.sleep(0.1)
-sys.exit(1)
+print("no")
 EOF
+}
+left_n1=$(has_cv "$(sdir dr)")
+left_n2=$(has_cv "$D2")
+log "copies of cv left by the crash: dr-n1 $left_n1, dr-n2 $left_n2"
+[ "$left_n1$left_n2" != nono ] || fail "the crash left no copy of cv (nothing to converge from)"
 # shellcheck disable=SC2086
 start_tesserad "$(sdir dr)" ${SITE_ARGS[dr]}
 SITE_PID[dr]=$TSRD_PID
@@ -192,8 +202,11 @@ rwait primary cv 'j["state"] == "streaming"' "streaming" 60
 repl_caught_up cv 60
 grep -q "site: creating target volume cv .*(again: an earlier create of this stream did not finish)" \
 	"$DLOG" || fail "the DR's second create of cv did not know the first"
-grep -q "target volume cv: the copy on dr-n2 (uuid .*) is left over" "$DLOG" ||
-	fail "dr-n2's leftover copy of cv was not replaced"
+for nl in "dr-n1 $left_n1" "dr-n2 $left_n2"; do
+	[ "${nl#* }" = yes ] || continue
+	grep -q "target volume cv: the copy on ${nl% *} (uuid .*) is left over" "$DLOG" ||
+		fail "${nl% *}'s leftover copy of cv was not replaced"
+done
 n=$(stsr dr --json volume list | json_get 'sum(1 for v in j["volumes"] if v["name"] == "cv")')
 assert_eq "$n" 1 "vol/cv records at the DR"
 assert_eq "$(copies cv)" "dr-n1 dr-n2" "cv's copies at the DR"
