@@ -323,6 +323,10 @@ static int snap_run(struct tsr_admin_server *srv, const struct gate_later *g, bo
 {
 	int ret = -ENOENT;
 
+	/* a copy lacking the snapshot answers -ENOENT, which the handling node
+	 * takes as done there (cluster/snapshot.c delete_result): not an ERROR */
+	if (local_copy && g->req.op == TSR_SNAP_DELETE && g->epoch == SNAP_NO_EPOCH)
+		return tsr_store_snap_delete_missing_ok(srv->store, g->vol, g->req.snap);
 	if (local_copy)
 		return store_snap(srv, g->vol, &g->req, g->epoch);
 	for (int tries = 0; tries < 2; tries++) {

@@ -148,7 +148,8 @@ static int local_op(struct tsr_cluster *c, enum copy_op op, const char *vol, con
 	case COP_SNAP_DELETE:
 		if (epoch != SNAP_NO_EPOCH)
 			return tsr_store_snap_delete_epoch(c->o.store, vol, snap, false, epoch);
-		return tsr_store_snap_delete(c->o.store, vol, snap);
+		/* -ENOENT: this copy lacks it already (delete_result), not an ERROR */
+		return tsr_store_snap_delete_missing_ok(c->o.store, vol, snap);
 	case COP_ROLLBACK:
 		rollback_test_hold();
 		if (epoch != SNAP_NO_EPOCH) {
@@ -995,7 +996,7 @@ static void snap_local_run(struct tsr_store *store, struct snap_slot *slot)
 	 * (sl->epoch SNAP_NO_EPOCH, snap_change) */
 	slot->ret = create ? tsr_store_snap_create_epoch(store, sl->vol, sl->req.snap,
 							 sl->req.size, sl->epoch)
-			   : tsr_store_snap_delete(store, sl->vol, sl->req.snap);
+			   : tsr_store_snap_delete_missing_ok(store, sl->vol, sl->req.snap);
 	if (slot->ret)
 		snprintf(slot->msg, sizeof(slot->msg), "cannot %s on %s (this node): %s",
 			 create ? "create the snapshot" : "delete the snapshot", slot->node_id,
