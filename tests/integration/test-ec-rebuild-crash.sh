@@ -24,12 +24,14 @@
 #     overwritten through C (X misses every region), X started, its resync
 #     held after one region; more writes; C SIGKILLed and started again;
 # then the volume attached on C (-same) or on the third chunk node (-other);
+# and rebuild-x: C a chunk node other than n1, the volume attached on the
+# node being rebuilt (S);
 # the rebuild / resync restarts and ends; every copy in sync; the image reads
 # back as written through the attached node, and again with another chunk
 # node stopped (decoded from the rebuilt / resynced copy; when that node is
 # not n1, the metadata node); scrub --no-repair clean (every stripe's three
 # chunks consistent), every copy in sync.
-# EC21_ONLY=CASE runs one case.  On the code before the fix: "cannot attach
+# EC21_ONLY=KIND-WHERE (rebuild-other, ...) runs one case.  On the code before the fix: "cannot attach
 # ... on n<other>" in the -other cases.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
@@ -61,13 +63,20 @@ verify() {
 	log "$3: verify through $2: ${out##*$'\n'}"
 }
 
+# run_case KIND WHERE VOL [COORD]: KIND rebuild|resync; attach again on
+# WHERE: same (the dead coordinator's node), other (the third chunk node y)
+# or x (the node being rebuilt / resynced); COORD n1 (default: n1 when it
+# holds a chunk) or notn1 (a chunk node other than n1).
 run_case() {
-	local kind=$1 where=$2 vol=$3 copies c= old= spare= x= y= att r n i b wrc st
-	log "=== $kind, attach again on the $where node ($vol)"
+	local kind=$1 where=$2 vol=$3 copies c= old= spare= x= y= att r n i b wrc
+	log "=== $kind, attach again on the $where node ($vol${4:+, coordinator $4})"
 	ctsr volume create "$vol" --size 32M --ec 2+1 --stripe-unit 16K >/dev/null || fail "$vol: create"
 	: >"$CL_ROOT/$vol.acked"
 	copies=$(holders "$vol")
 	case " $copies " in *" n1 "*) c=n1 ;; *) c=${copies%% *} ;; esac
+	if [ "${4:-}" = notn1 ]; then
+		for n in $copies; do [ "$n" != n1 ] && { c=$n; break; }; done
+	fi
 	for i in 1 2 3 4; do
 		case " $copies " in
 		*" n$i "*) [ "n$i" != "$c" ] && { [ -z "$old" ] && old=n$i || y=n$i; } ;;
@@ -110,13 +119,12 @@ run_case() {
 	r=$(recs "$vol")
 	log "$vol: record after the restart: $r"
 	case " $r " in *" $x:in-sync "*) fail "$vol: $x recorded in sync before its $kind ended: $r" ;; esac
-	if [ "$where" = same ]; then att=$c; else att=$y; fi
+	case $where in same) att=$c ;; x) att=$x ;; *) att=$y ;; esac
 	ctsr volume detach "$vol" >/dev/null 2>&1 || true
 	cl_attach_retry "$vol" "$att"
 	# k = 2 copies counted in sync at the start-up: c's and y's
 	wait_log "${att#n}" "ec $vol: ready, 2\\+1, .* 2 of 3 copies in sync" 5
-	st=$(ctsr --json volume status "$vol") || fail "$vol: status"
-	log "$vol: recovery on $att: $(printf '%s' "$st" | json_get 'j["txn_rolled_forward"]') rolled forward, $(printf '%s' "$st" | json_get 'j["txn_rolled_back"]') back"
+	log "$vol: $(grep -E "ec $vol: ready" "$(cl_dir "${att#n}")/tesserad.log" | tail -1 | sed 's/.*: ready/ready/')"
 	cl_wait_synced "$vol" 120
 	wait_log "${att#n}" "ec $vol: copy [0-9]+ \\($x\\) in sync again" 5
 	log "$vol: in sync: $(recs "$vol")"
@@ -143,10 +151,11 @@ run_case() {
 	ctsr volume delete "$vol" >/dev/null || fail "$vol: delete"
 }
 
-for cs in rebuild:same:vrs rebuild:other:vro resync:same:vss resync:other:vso; do
-	IFS=: read -r k w v <<<"$cs"
+for cs in rebuild:same:vrs rebuild:other:vro resync:same:vss resync:other:vso \
+	rebuild:x:vrx:notn1; do
+	IFS=: read -r k w v co <<<"$cs"
 	[ -n "${EC21_ONLY:-}" ] && [ "$EC21_ONLY" != "$k-$w" ] && continue
-	run_case "$k" "$w" "$v"
+	run_case "$k" "$w" "$v" "$co"
 done
 cl_stop_all
 log ok
