@@ -2240,9 +2240,10 @@ static void tc_fail(struct target_create *t, int err, const char *fmt, ...)
 	tc_undo_next(t);
 }
 
+static void tc_call_done(void *arg, int status, Tessera__Admin__Response *r);
+
 /* Send the local_copy VolumeCreate or VolumeDelete of copy i; its answer
  * comes to tc_call_done.  0, or the call's -errno (no callback). */
-static void tc_call_done(void *arg, int status, Tessera__Admin__Response *r);
 static int tc_call(struct target_create *t, unsigned i, enum tc_call kind)
 {
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
@@ -2449,6 +2450,8 @@ static void tc_undo_next(struct target_create *t)
 	t->ended_ms = tsr_mono_ms();
 }
 
+/* The answer to tc_call (main loop): the create goes on, replaces a
+ * leftover or fails; the undo goes on. */
 static void tc_call_done(void *arg, int status, Tessera__Admin__Response *r)
 {
 	struct target_create *t = arg;

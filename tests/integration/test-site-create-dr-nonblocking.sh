@@ -77,6 +77,19 @@ wait_log() {
 	return 1
 }
 copies() { stsr dr --json volume show "$1" | json_get '" ".join(sorted(c["node"] for c in j["copies"]))'; }
+# dr_in_sync VOL: until every copy of VOL at the DR is recorded in-sync (a
+# copy on dr-n2 that its death or freeze put out of sync is resynced first: a
+# replicas:2 target, min-replicas 2, does not attach with one in-sync copy,
+# so the DR must not be killed before)
+dr_in_sync() {
+	local i st=
+	for (( i=0; i<300; i++ )); do
+		st=$(stsr dr --json volume show "$1" | json_get '" ".join(sorted(c["state"] for c in j["copies"]))')
+		[ "$st" = "in-sync in-sync" ] && return 0
+		sleep 0.1
+	done
+	fail "$1's copies at the DR are not in sync after 30 s: $st"
+}
 
 CASES=${CASES:-1 2 3 4}
 on() { [[ " $CASES " == *" $1 "* ]]; }
@@ -157,6 +170,9 @@ grep -q "target volume fv: the copy on .* is left over" "$DLOG" &&
 assert_eq "$(grep -c "site: target volume fv created" "$DLOG")" 1 "fv created once"
 assert_eq "$(copies fv)" "dr-n1 dr-n2" "fv's copies at the DR"
 assert_eq "$(site_sha dr fv)" "$(site_sha primary fv)" "sha256 of fv at the DR vs the source"
+# sv's copy on dr-n2 was lost with dr-n2: resynced before (3) kills dr-n1
+if on 1; then dr_in_sync sv; fi
+dr_in_sync fv
 fi
 
 # ---- 3. the DR killed mid-create: the next open converges on one target
