@@ -1885,8 +1885,8 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 				 "an attach cut short: %s", r->volume, strerror(-mret));
 		admin_fail(resp, -ESTALE, "cannot roll back '%s': it was attached meanwhile (node "
 			   "%s's copy has an epoch past %llu, the volume's when this began); %zu of "
-			   "%zu copies rolled back, and the attach compares the copies and makes "
-			   "them identical: detach it and run the rollback again", r->volume,
+			   "%zu copies were rolled back: detach it and run the rollback again before "
+			   "using its data (until then it may be partly rolled back)", r->volume,
 			   nodes[stale]->id, (unsigned long long)fence, done, rec->n_copies);
 		goto out;
 	}
