@@ -92,6 +92,12 @@ static int volume_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
 
 	if (u->only_if_epoch && rec->epoch != u->epoch)
 		return -ESTALE;
+	/* the attach's own write (not a restore or a detach): refused while a
+	 * detached rollback runs or was cut short (snapshot.c marks vol/v
+	 * before it touches a copy, so either that mark or this write comes
+	 * first: the later one is refused) */
+	if (!u->only_if_epoch && u->coord != NULL && rec->rollback_snapshot[0] != '\0')
+		return -EINPROGRESS;
 	if (u->old_clean)
 		*u->old_clean = rec->clean_detach;
 	if (u->was_ours)
@@ -672,6 +678,17 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 	}
 	ret = update_volume(c, name, epoch, false, false, c->node_id, &old_clean, &bitmaps_ours,
 			    prev_coord, sizeof(prev_coord));
+	if (ret == -EINPROGRESS) {
+		/* rec was read before the mark when the rollback began meanwhile */
+		const char *snap = rec->rollback_snapshot[0] ? rec->rollback_snapshot : "SNAP";
+
+		snprintf(msg, msg_len, "volume '%s' has an unfinished rollback to snapshot '%s' "
+			 "(running now, or cut short): its copies may differ until it is done; "
+			 "wait for it, or run it again (tessera volume rollback %s %s), then attach",
+			 name, snap, name, snap);
+		ret = -EBUSY;
+		goto undo_key;
+	}
 	if (ret) {
 		snprintf(msg, msg_len, "cannot record epoch %llu in vol/%s: %s (retry)",
 			 (unsigned long long)epoch, name, strerror(-ret));

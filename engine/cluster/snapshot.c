@@ -1795,22 +1795,32 @@ struct rollback_mark {
 	uint64_t epoch;                /* the fence: the record's epoch must still be it */
 	bool clean;                    /* the value to write */
 	bool any_epoch;                /* write it whatever the epoch */
+	const char *snap;              /* !clean: VolumeRecord.rollback_snapshot (attach
+					* refused meanwhile); clean: cleared */
 };
 
 static int rollback_mark_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
 {
 	const struct rollback_mark *mk = arg;
+	char *snap;
 
 	if (!mk->any_epoch && rec->epoch != mk->epoch)
 		return -ESTALE; /* attached since: leave it to that attachment */
+	snap = strdup(mk->clean ? "" : mk->snap);
+	if (snap == NULL)
+		return -ENOMEM;
+	if (rec->rollback_snapshot != protobuf_c_empty_string)
+		free(rec->rollback_snapshot);
+	rec->rollback_snapshot = snap;
 	rec->clean_detach = mk->clean;
 	return 0;
 }
 
-static int rollback_mark(struct tsr_cluster *c, const char *vol, uint64_t epoch, bool clean,
-			 bool any_epoch)
+static int rollback_mark(struct tsr_cluster *c, const char *vol, const char *snap,
+			 uint64_t epoch, bool clean, bool any_epoch)
 {
-	struct rollback_mark mk = { .epoch = epoch, .clean = clean, .any_epoch = any_epoch };
+	struct rollback_mark mk = { .epoch = epoch, .clean = clean, .any_epoch = any_epoch,
+				    .snap = snap };
 
 	return rec_volume_update(c->meta, vol, rollback_mark_mutate, &mk);
 }
@@ -1857,7 +1867,7 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 	}
 	if (fenced) {
 		fence = rec->epoch;
-		ret = rollback_mark(c, r->volume, fence, false, false);
+		ret = rollback_mark(c, r->volume, r->snapshot, fence, false, false);
 		if (ret) {
 			admin_fail(resp, ret == -ESTALE ? -EBUSY : ret, ret == -ESTALE ?
 				   "volume %s was attached meanwhile (tessera volume show %s); detach "
@@ -1878,7 +1888,7 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 		/* an attach reached a copy: it converged the copies it opened
 		 * (the mark); a copy rolled back around it may differ from them
 		 * once it detached: the next attach converges again */
-		int mret = rollback_mark(c, r->volume, fence, false, true);
+		int mret = rollback_mark(c, r->volume, r->snapshot, fence, false, true);
 
 		if (mret)
 			tsr_warn("cluster: volume %s: cannot mark it for converging after a rollback "
@@ -1902,7 +1912,7 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 	if (fenced) {
 		/* every head is the snapshot's image now: clean again, unless an
 		 * attach came since (its own record then) */
-		ret = rollback_mark(c, r->volume, fence, true, false);
+		ret = rollback_mark(c, r->volume, r->snapshot, fence, true, false);
 		if (ret && ret != -ESTALE)
 			tsr_warn("cluster: volume %s: rolled back, but cannot mark it detached "
 				 "cleanly: %s (its next attach compares the copies)", r->volume,
