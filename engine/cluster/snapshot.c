@@ -47,7 +47,8 @@
  *    copy (the store's rollback is idempotent: a failure is retried by
  *    running it again), fenced against an attach (vol/v marked "not
  *    detached cleanly" first, every copy's rollback carrying the record's
- *    epoch: "rollback" below);
+ *    epoch: "rollback" below); a client's request is answered later, as a
+ *    detached cut is (async calls, ours in a thread of its own);
  *  - clones (VolumeCreate with from_volume): the clone's copies are made on
  *    the nodes of the source's copies, by the local_copy VolumeCreate with the
  *    from_* fields, so each store shares the unchanged blocks.  A clone of
@@ -68,9 +69,10 @@
  *
  * Main thread; blocking calls (include/tessera/cluster.h), except a
  * client's SnapshotCreate/Delete and a clone's temporary snapshot (above:
- * "pending requests").  Still blocking: the clone's copies and rollback
- * (copy_op_all: threads joined here), metadata reads, and the read-back of
- * a new snapshot from another node when this one holds no copy.
+ * "pending requests"), and a client's rollback.  Still blocking: the
+ * clone's copies (copy_op_all: threads joined here), a rollback with no
+ * later reply possible, metadata reads and writes, and the read-back of a
+ * new snapshot from another node when this one holds no copy.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -479,13 +481,17 @@ struct snap_later {
 	bool forward;                  /* slots[0] is the coordinator's answer */
 	struct clone_args *clone;      /* a clone's temporary snapshot: the clone is made
 					* after the cut (clone_after_cut), freed with this */
+	bool rollback;                 /* a detached volume's rollback to req.snap (req.op
+					* unused): every copy's local_copy VolumeRollback,
+					* fenced by epoch unless SNAP_NO_EPOCH; the reply
+					* (rollback_finish, on the loop) clears the mark */
 	struct snap_slot slots[TSR_LAYOUT_MAX_COPIES];
 	struct snap_later *prev, *next; /* the pending list (pending_lock) */
 };
 
 static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER; /* guards pending */
 static struct snap_later *pending;   /* begun, reply not built yet */
-/* Our store's cuts running in a thread (snap_local_main), which use the
+/* Our store's cuts (and rollbacks, undos) running in a thread, which use the
  * store: cluster_snapshot_stop waits for them (pending_lock; every
  * cluster's in this process: each is one store call). */
 static unsigned local_running;
@@ -560,6 +566,8 @@ static void snapshot_reply(struct tsr_cluster *c, const char *vol, const char *s
 static void clone_after_cut(struct tsr_cluster *c, const struct clone_args *a, const char *snap,
 			    int ret, const char *msg, Tessera__Admin__Response *resp);
 static void snap_calls_undo(struct tsr_cluster *c, struct snap_later *sl);
+static void rollback_later_reply(struct tsr_cluster *c, struct snap_later *sl,
+				 Tessera__Admin__Response *resp);
 
 /* Back on the loop (admin_later fn): the reply, as snap_change's caller gives it. */
 static void snap_later_reply(struct tsr_admin_server *srv, void *arg,
@@ -576,6 +584,11 @@ static void snap_later_reply(struct tsr_admin_server *srv, void *arg,
 	c = sl->c;
 	pthread_mutex_unlock(&pending_lock);
 	pending_unlink(sl);
+	if (sl->rollback) {
+		rollback_later_reply(c, sl, resp);
+		free(sl);
+		return;
+	}
 	if (sl->status && sl->n_slots > 0 && !sl->forward)
 		snap_calls_undo(c, sl);
 	if (sl->status && sl->msg[0])
@@ -819,6 +832,12 @@ static void snap_calls_done(struct snap_later *sl)
 {
 	size_t first = sl->n_slots;
 
+	if (sl->rollback) {
+		/* every copy's result is the reply's (rollback_later_reply) */
+		sl->status = 0;
+		admin_later_done(sl->later);
+		return;
+	}
 	if (!sl->forward && sl->req.op == TSR_SNAP_DELETE) {
 		int rets[TSR_LAYOUT_MAX_COPIES] = { 0 };
 
@@ -934,11 +953,17 @@ static void snap_slot_done(void *arg, int status, Tessera__Admin__Response *resp
 {
 	struct snap_slot *slot = arg;
 	struct snap_later *sl = slot->sl;
-	const char *what = sl->req.op == TSR_SNAP_CREATE ? "create the snapshot" :
-			   "delete the snapshot";
+	const char *what = sl->rollback ? "roll back" : sl->req.op == TSR_SNAP_CREATE ?
+			   "create the snapshot" : "delete the snapshot";
 
 	slot->call = NULL;
-	if (status == -ECANCELED) {
+	if (status == -ECANCELED && sl->rollback) {
+		slot->ret = -ESHUTDOWN;
+		snprintf(slot->msg, sizeof(slot->msg), "tesserad is shutting down: the rollback of "
+			 "'%s' on node %s may or may not be done (run it again through another "
+			 "node: tessera volume rollback %s %s)", sl->vol, slot->node_id, sl->vol,
+			 sl->req.snap);
+	} else if (status == -ECANCELED) {
 		slot->ret = -ESHUTDOWN;
 		snprintf(slot->msg, sizeof(slot->msg), "tesserad is shutting down: snapshot '%s' of "
 			 "'%s' may or may not be %s (tessera snapshot list %s through another node)",
@@ -990,6 +1015,19 @@ static void snap_local_run(struct tsr_store *store, struct snap_slot *slot)
 	struct snap_later *sl = slot->sl;
 	bool create = sl->req.op == TSR_SNAP_CREATE;
 
+	if (sl->rollback) {
+		bool rolled;
+
+		rollback_test_hold();
+		/* fenced: -ESTALE once an attach reached our copy (rollback_finish) */
+		slot->ret = sl->epoch != SNAP_NO_EPOCH ?
+			    admin_rollback_fenced(store, sl->vol, sl->req.snap, sl->epoch, &rolled) :
+			    tsr_store_vol_rollback(store, sl->vol, sl->req.snap);
+		if (slot->ret)
+			snprintf(slot->msg, sizeof(slot->msg), "cannot roll back on %s (this node): "
+				 "%s", slot->node_id, strerror(-slot->ret));
+		return;
+	}
 	snap_local_test_hold();
 	/* a create fenced by vol/v's epoch at the start: -ESTALE once an
 	 * attach opened our copy meanwhile (snap_calls_done); a delete not
@@ -1020,7 +1058,7 @@ static void *snap_local_main(void *arg)
 	struct snap_local_job *j = arg;
 	struct snap_slot *slot = j->slot;
 
-	tsr_log_set_thread_name("snap-cut");
+	tsr_log_set_thread_name(slot->sl->rollback ? "snap-rollback" : "snap-cut");
 	snap_local_run(j->store, slot);
 	free(j);
 	/* done with the store: cluster_snapshot_stop may go on */
@@ -1063,13 +1101,28 @@ static bool snap_calls_start(struct tsr_cluster *c, struct snap_later *sl,
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__SnapshotCreate sc = TESSERA__ADMIN__SNAPSHOT_CREATE__INIT;
 	Tessera__Admin__SnapshotDelete sd = TESSERA__ADMIN__SNAPSHOT_DELETE__INIT;
-	size_t started = 0;
+	Tessera__Admin__VolumeRollback vr = TESSERA__ADMIN__VOLUME_ROLLBACK__INIT;
+	/* a rollback may copy much: as long as a forwarded command (copy_op) */
+	int timeout = forward || sl->rollback ? CLUSTER_FORWARD_TIMEOUT_MS :
+		      CLUSTER_COPY_TIMEOUT_MS;
+	size_t started = 0, local = n;
 
 	sl->forward = forward;
 	sl->n_slots = n;
 	sl->outstanding = n + 1; /* one for this function: nothing finishes before the end */
-	snap_request(&req, &sc, &sd, sl->req.op, sl->vol, sl->req.snap, !forward, sl->req.size,
-		     sl->epoch);
+	if (sl->rollback) {
+		vr.volume = sl->vol;
+		vr.snapshot = sl->req.snap;
+		vr.local_copy = true;
+		/* a node of an earlier build ignores it: its rollback not fenced */
+		vr.epoch_set = sl->epoch != SNAP_NO_EPOCH;
+		vr.epoch = vr.epoch_set ? sl->epoch : 0;
+		req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ROLLBACK;
+		req.volume_rollback = &vr;
+	} else {
+		snap_request(&req, &sc, &sd, sl->req.op, sl->vol, sl->req.snap, !forward,
+			     sl->req.size, sl->epoch);
+	}
 	for (size_t i = 0; i < n; i++) {
 		struct snap_slot *slot = &sl->slots[i];
 		int ret;
@@ -1078,17 +1131,10 @@ static bool snap_calls_start(struct tsr_cluster *c, struct snap_later *sl,
 		snprintf(slot->node_id, sizeof(slot->node_id), "%s", nodes[i]->id);
 		snprintf(slot->address, sizeof(slot->address), "%s", nodes[i]->address);
 		if (!forward && strcmp(nodes[i]->id, c->node_id) == 0) {
-			/* ours: the store's cut in a thread (its answer counted
-			 * like a call's), else here */
-			if (!snap_local_start(c, slot)) {
-				snap_local_run(c->o.store, slot);
-				sl_put(sl); /* not the last: this function holds one */
-			}
-			started++;
+			local = i; /* after the calls went out (below) */
 			continue;
 		}
-		ret = admin_async_call(c->o.loop, nodes[i]->address, c->token, &req,
-				       forward ? CLUSTER_FORWARD_TIMEOUT_MS : CLUSTER_COPY_TIMEOUT_MS,
+		ret = admin_async_call(c->o.loop, nodes[i]->address, c->token, &req, timeout,
 				       snap_slot_done, slot, &slot->call);
 		if (ret == 0) {
 			started++;
@@ -1097,6 +1143,15 @@ static bool snap_calls_start(struct tsr_cluster *c, struct snap_later *sl,
 		/* not started: its result now */
 		slot->call = NULL;
 		snap_slot_done(slot, ret, NULL);
+	}
+	if (local < n) {
+		/* ours: the store's part in a thread (its answer counted like a
+		 * call's), else here */
+		if (!snap_local_start(c, &sl->slots[local])) {
+			snap_local_run(c->o.store, &sl->slots[local]);
+			sl_put(sl); /* not the last: this function holds one */
+		}
+		started++;
 	}
 	if (forward && started == 0) {
 		/* nothing went out: the error at once (the same words) */
@@ -1789,6 +1844,16 @@ out:
  *     Failed anywhere: the mark stays (an attach converges the copies, a
  *     rollback run again finishes the job: an unclean record does not stop
  *     a rollback, which makes every copy's head the snapshot's image).
+ * A client's rollback does not hold this node's loop (rollback_later_start):
+ * after the mark (a metadata write on the loop, as every command's) the
+ * other copies' nodes are asked with admin_async_call, our store's rollback
+ * runs in a thread of its own ("snap-rollback", snap_local_start, counted in
+ * local_running: cluster_snapshot_stop waits for it), and the reply, the
+ * mark's clearing included (rollback_finish), is built on the loop once the
+ * last copy answered.  No later reply possible, or no thread: as before
+ * (copy_op_all: the other copies from threads, ours here, all joined).
+ * TSR_TEST_SNAP_LOCAL_CUT_INLINE set: the blocking path, as before (the
+ * tests' A/B, as for the detached cut).
  * TSR_TEST_ROLLBACK_UNFENCED set (tests' A/B): none of it, as before.
  */
 struct rollback_mark {
@@ -1825,6 +1890,122 @@ static int rollback_mark(struct tsr_cluster *c, const char *vol, const char *sna
 	return rec_volume_update(c->meta, vol, rollback_mark_mutate, &mk);
 }
 
+/*
+ * Every copy's rollback answered (rets[i], node ids[i]; msg: the first
+ * failure's): the mark cleared when all did it (fenced: fence is not
+ * SNAP_NO_EPOCH), written again when an attach cut it short, and the reply.
+ * c NULL: the cluster stopped meanwhile (the mark stays: run it again).
+ * On the loop: the blocking path's end, or the later reply's.
+ */
+static void rollback_finish(struct tsr_cluster *c, const char *vol, const char *snap,
+			    uint64_t fence, size_t n, const int *rets, const char *const *ids,
+			    const char *msg, Tessera__Admin__Response *resp)
+{
+	bool fenced = fence != SNAP_NO_EPOCH;
+	size_t done = 0, stale = SIZE_MAX, first = SIZE_MAX;
+	int ret;
+
+	for (size_t i = 0; i < n; i++) {
+		done += rets[i] == 0;
+		if (rets[i] && first == SIZE_MAX)
+			first = i;
+		if (rets[i] == -ESTALE && stale == SIZE_MAX)
+			stale = i;
+	}
+	if (c == NULL) {
+		admin_fail(resp, -ESHUTDOWN, "volume '%s' was rolled back on %zu of %zu copies, but "
+			   "tesserad is shutting down: run the rollback again through another node "
+			   "(tessera volume rollback %s %s) before attaching it", vol, done, n, vol,
+			   snap);
+		return;
+	}
+	if (first != SIZE_MAX && fenced && stale != SIZE_MAX) {
+		/* an attach reached a copy: it converged the copies it opened
+		 * (the mark); a copy rolled back around it may differ from them
+		 * once it detached: the next attach converges again */
+		int mret = rollback_mark(c, vol, snap, fence, false, true);
+
+		if (mret)
+			tsr_warn("cluster: volume %s: cannot mark it for converging after a rollback "
+				 "an attach cut short: %s", vol, strerror(-mret));
+		admin_fail(resp, -ESTALE, "cannot roll back '%s': it was attached meanwhile (node "
+			   "%s's copy has an epoch past %llu, the volume's when this began); %zu of "
+			   "%zu copies were rolled back: detach it and run the rollback again before "
+			   "using its data (until then it may be partly rolled back)", vol,
+			   ids[stale], (unsigned long long)fence, done, n);
+		return;
+	}
+	if (first != SIZE_MAX) {
+		/* the store's rollback is idempotent, and a copy left half-way refuses
+		 * to open: running it again finishes the job on every copy (the
+		 * mark stays: an attach before that converges the copies) */
+		admin_fail(resp, rets[first], "%s%s", msg, done ? "; other copies are rolled back "
+			   "already: run the rollback again (it is idempotent) before attaching "
+			   "the volume" : "");
+		return;
+	}
+	if (fenced) {
+		/* every head is the snapshot's image now: clean again, unless an
+		 * attach came since (its own record then) */
+		ret = rollback_mark(c, vol, snap, fence, true, false);
+		if (ret && ret != -ESTALE)
+			tsr_warn("cluster: volume %s: rolled back, but cannot mark it detached "
+				 "cleanly: %s (its next attach compares the copies)", vol,
+				 strerror(-ret));
+	}
+	tsr_info("cluster: volume %s rolled back to snapshot %s on %zu copies", vol, snap, n);
+	cluster_volume_list(c, vol, resp);
+}
+
+/* Back on the loop: every copy of a later rollback answered (snap_later_reply). */
+static void rollback_later_reply(struct tsr_cluster *c, struct snap_later *sl,
+				 Tessera__Admin__Response *resp)
+{
+	int rets[TSR_LAYOUT_MAX_COPIES];
+	const char *ids[TSR_LAYOUT_MAX_COPIES];
+	const char *msg = "";
+
+	for (size_t i = 0; i < sl->n_slots; i++) {
+		rets[i] = sl->slots[i].ret;
+		ids[i] = sl->slots[i].node_id;
+		if (rets[i] && msg[0] == '\0')
+			msg = sl->slots[i].msg;
+	}
+	rollback_finish(c, sl->vol, sl->req.snap, sl->epoch, sl->n_slots, rets, ids, msg, resp);
+	tsr_info("cluster: volume rollback '%s' to '%s': replied after %.1f ms%s", sl->vol,
+		 sl->req.snap, (double)(tsr_mono_ns() - sl->started_ns) / 1e6,
+		 resp->error ? " (failed)" : "");
+}
+
+/*
+ * A client's rollback: every copy's node asked at once (admin_async_call,
+ * ours in a thread: snap_local_start), answered when the last one did
+ * (rollback_later_reply, on the loop): this node's loop serves other
+ * requests meanwhile.  True when the reply comes later; false (not inside
+ * an admin request, out of memory, or TSR_TEST_SNAP_LOCAL_CUT_INLINE: the
+ * tests' A/B): the caller goes on blocking.
+ */
+static bool rollback_later_start(struct tsr_cluster *c, const char *vol, const char *snap,
+				 uint64_t fence, const Tessera__Cluster__NodeRecord *const *nodes,
+				 size_t n)
+{
+	struct tsr_snap_req sr = { .op = TSR_SNAP_DELETE }; /* unused: sl->rollback */
+	struct snap_later *sl;
+	char msg[16];
+	int err = 0;
+
+	if (n > TSR_LAYOUT_MAX_COPIES || snap_local_test_inline())
+		return false;
+	snprintf(sr.snap, sizeof(sr.snap), "%s", snap);
+	sl = snap_later_new(c, vol, &sr, NULL);
+	if (sl == NULL)
+		return false;
+	sl->rollback = true;
+	sl->epoch = fence;
+	/* not a forward: true whatever the calls' fate (each failure is a slot's) */
+	return snap_calls_start(c, sl, nodes, n, false, &err, msg, sizeof(msg));
+}
+
 void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__VolumeRollback *r,
 			     Tessera__Admin__Response *resp)
 {
@@ -1832,13 +2013,13 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 	Tessera__Cluster__VolumeRecord *rec = NULL;
 	bool ok[TSR_LAYOUT_MAX_COPIES];
 	int rets[TSR_LAYOUT_MAX_COPIES];
+	const char *ids[TSR_LAYOUT_MAX_COPIES];
 	bool fenced = !tsr_test_env_on("TSR_TEST_ROLLBACK_UNFENCED");
 	uint64_t fence = SNAP_NO_EPOCH;
 	struct cluster_view v;
 	const char *attached;
 	char msg[1024];
 	uint64_t rev;
-	size_t done = 0, stale = SIZE_MAX;
 	int ret;
 
 	ret = load_volume(c, r->volume, &v, &rec, &rev, msg, sizeof(msg));
@@ -1877,53 +2058,15 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 			goto out;
 		}
 	}
+	/* a client's request: answered later, this loop free meanwhile (the
+	 * store's rollback of a big volume takes seconds) */
+	if (rollback_later_start(c, r->volume, r->snapshot, fence, nodes, rec->n_copies))
+		goto out;
 	ret = copy_op_all(c, nodes, rec->n_copies, COP_ROLLBACK, r->volume, r->snapshot, "", 0,
 			  fence, ok, rets, msg, sizeof(msg));
-	for (size_t i = 0; i < rec->n_copies; i++) {
-		done += ok[i];
-		if (rets[i] == -ESTALE && stale == SIZE_MAX)
-			stale = i;
-	}
-	if (ret && fenced && stale != SIZE_MAX) {
-		/* an attach reached a copy: it converged the copies it opened
-		 * (the mark); a copy rolled back around it may differ from them
-		 * once it detached: the next attach converges again */
-		int mret = rollback_mark(c, r->volume, r->snapshot, fence, false, true);
-
-		if (mret)
-			tsr_warn("cluster: volume %s: cannot mark it for converging after a rollback "
-				 "an attach cut short: %s", r->volume, strerror(-mret));
-		admin_fail(resp, -ESTALE, "cannot roll back '%s': it was attached meanwhile (node "
-			   "%s's copy has an epoch past %llu, the volume's when this began); %zu of "
-			   "%zu copies were rolled back: detach it and run the rollback again before "
-			   "using its data (until then it may be partly rolled back)", r->volume,
-			   nodes[stale]->id, (unsigned long long)fence, done, rec->n_copies);
-		goto out;
-	}
-	if (ret) {
-		/* the store's rollback is idempotent, and a copy left half-way refuses
-		 * to open: running it again finishes the job on every copy (the
-		 * mark stays: an attach before that converges the copies) */
-		admin_fail(resp, ret, "%s%s", msg, done ? "; other copies are rolled back "
-			   "already: run the rollback again (it is idempotent) before attaching "
-			   "the volume" : "");
-		goto out;
-	}
-	if (fenced) {
-		/* every head is the snapshot's image now: clean again, unless an
-		 * attach came since (its own record then) */
-		ret = rollback_mark(c, r->volume, r->snapshot, fence, true, false);
-		if (ret && ret != -ESTALE)
-			tsr_warn("cluster: volume %s: rolled back, but cannot mark it detached "
-				 "cleanly: %s (its next attach compares the copies)", r->volume,
-				 strerror(-ret));
-	}
-	tsr_info("cluster: volume %s rolled back to snapshot %s on %zu copies", r->volume,
-		 r->snapshot, rec->n_copies);
-	tessera__cluster__volume_record__free_unpacked(rec, NULL);
-	view_free(&v);
-	cluster_volume_list(c, r->volume, resp);
-	return;
+	for (size_t i = 0; i < rec->n_copies; i++)
+		ids[i] = nodes[i]->id;
+	rollback_finish(c, r->volume, r->snapshot, fence, rec->n_copies, rets, ids, msg, resp);
 out:
 	tessera__cluster__volume_record__free_unpacked(rec, NULL);
 	view_free(&v);
