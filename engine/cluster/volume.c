@@ -146,10 +146,12 @@ void cluster_forward_reply(struct tsr_cluster *c, const char *node_id, const cha
 }
 
 static void resize_stop(struct tsr_cluster *c);
+static void replace_list_stop(struct tsr_cluster *c);
 
 void cluster_forward_stop(struct tsr_cluster *c)
 {
 	resize_stop(c); /* resizes waiting for a node answer (-ECANCELED) */
+	replace_list_stop(c); /* replaces waiting for a snapshot list (-ECANCELED) */
 	/* each answers -ECANCELED at once (its callback unlists it) */
 	while (c->forwards)
 		admin_async_cancel(c->forwards->call);
@@ -1515,43 +1517,38 @@ static void resize_stop(struct tsr_cluster *c)
 
 /*
  * The snapshots a brand-new copy of a mirror must get (every snapshot of the
- * volume, by cut order, as an IN_SYNC copy lists them) as missed CREATEs: cr's
- * missed_snaps and *text ("c NAME\n" lines, tsr_layout_copy.missed).  0 or
- * -ENOMEM.  The list comes from a node with an IN_SYNC copy, else from this
- * node's store (cluster_volume_snapshots); none: empty, and an attached
- * coordinator with an IN_SYNC copy of its own gives the copy that one's.
+ * volume, by cut order, as an IN_SYNC copy lists them: snaps, n_snaps, read
+ * by replace_list_*) as missed CREATEs: cr's missed_snaps and *text ("c
+ * NAME\n" lines, tsr_layout_copy.missed).  0 or -ENOMEM.  None: empty, and
+ * an attached coordinator with an IN_SYNC copy of its own gives the copy that
+ * one's.
  */
-static int replace_missed(struct tsr_cluster *c, const char *name,
+static int replace_missed(const char *name, char *const *snaps, size_t n_snaps,
 			  Tessera__Cluster__CopyRecord *cr, char **text)
 {
-	Tessera__Admin__Volume av = TESSERA__ADMIN__VOLUME__INIT;
 	size_t len = 1, n = 0;
 	char **list = NULL;
 	int ret = 0;
 
-	av.name = (char *)name;
-	cluster_volume_snapshots(c, &av);
-	for (size_t i = 0; i < av.n_snapshots; i++)
-		len += strlen(av.snapshots[i]->name) + 3;
+	for (size_t i = 0; i < n_snaps; i++)
+		len += strlen(snaps[i]) + 3;
 	*text = malloc(len);
-	list = calloc(av.n_snapshots + 1, sizeof(*list));
+	list = calloc(n_snaps + 1, sizeof(*list));
 	if (*text == NULL || list == NULL) {
 		ret = -ENOMEM;
 		goto out;
 	}
 	(*text)[0] = '\0';
 	len = 0;
-	for (size_t i = 0; i < av.n_snapshots; i++) {
-		const Tessera__Admin__Snapshot *sn = av.snapshots[i];
-
-		if (sn->deleting || !tsr_valid_name(sn->name) || strlen(sn->name) > 63)
+	for (size_t i = 0; i < n_snaps; i++) {
+		if (!tsr_valid_name(snaps[i]) || strlen(snaps[i]) > 63)
 			continue;
 		if (n == REPLACE_MISSED_MAX) { /* the record's bound (records.c), the mirror's */
 			tsr_warn("cluster: volume %s: the new copy gets its first %u snapshots only "
-				 "(of %zu)", name, REPLACE_MISSED_MAX, av.n_snapshots);
+				 "(of %zu)", name, REPLACE_MISSED_MAX, n_snaps);
 			break;
 		}
-		if (asprintf(&list[n], "c %s", sn->name) < 0) {
+		if (asprintf(&list[n], "c %s", snaps[i]) < 0) {
 			list[n] = NULL;
 			ret = -ENOMEM;
 			goto out;
@@ -1573,9 +1570,6 @@ out:
 		free(*text);
 		*text = NULL;
 	}
-	for (size_t i = 0; i < av.n_snapshots; i++)
-		admin_snapshot_free_built(av.snapshots[i]);
-	free(av.snapshots);
 	return ret;
 }
 
@@ -1863,8 +1857,13 @@ static void replace_refused(struct tsr_cluster *c, struct attachment *a, const c
 		 "once the running rebuild is done); nothing changed", name, strerror(-ret));
 }
 
-int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char *old,
-			    const char *to, char *msg, size_t msg_len)
+/*
+ * The replace itself, once the new copy's snapshot list is known (snaps,
+ * n_snaps: replace_list_*).  0, or -errno with msg.  Main thread; its calls
+ * to other nodes block it (each bounded).
+ */
+static int replace_run(struct tsr_cluster *c, const char *name, const char *old, const char *to,
+		       char *const *snaps, size_t n_snaps, char *msg, size_t msg_len)
 {
 	Tessera__Cluster__VolumeRecord *rec = NULL;
 	const Tessera__Cluster__NodeRecord *new_node;
@@ -2004,7 +2003,7 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 	rec->copies[idx]->rebuild = true; /* an old bitmap of that node is not this copy's */
 	/* a new copy (a mirror's, or an ec volume's chunk copy) misses every
 	 * snapshot, whoever rebuilds it */
-	if (replace_missed(c, name, rec->copies[idx], &missed) < 0) {
+	if (replace_missed(name, snaps, n_snaps, rec->copies[idx], &missed) < 0) {
 		char m2[256];
 
 		ret = -ENOMEM;
@@ -2101,5 +2100,384 @@ out:
 	if (rec)
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 	view_free(&v);
+	return ret;
+}
+
+/* ---- replace-replica: the new copy's snapshot list ----------------------- */
+
+/*
+ * The snapshot list a replace gives its new copy (replace_missed) comes from
+ * this node's store when it holds an IN_SYNC copy, else from a node holding
+ * one (session 15, contract replace2).  It used to be cluster_volume_snapshots:
+ * a forward to the record's first IN_SYNC copy's node bounded by
+ * CLUSTER_FORWARD_TIMEOUT_MS (120 s), waited for on this main loop, that node
+ * often the replaced one (the sick one: frozen, it stopped the loop for 120 s,
+ * then the new copy got an empty list).  Now the nodes holding an IN_SYNC
+ * copy are asked in turn (the old copy's node last), each bounded by the peer
+ * timeout (replace_old_timeout_ms); for an admin request without blocking the
+ * loop (admin_async_call, the reply given later), for the tick's automatic
+ * replace (--rebuild-after) by the blocking call, bounded the same.  None
+ * answers: the replace is refused before anything is made (nothing to undo),
+ * naming each node asked and its failure.  No node holding an IN_SYNC copy
+ * alive: an empty list, as before.  The list is read before the new copy is
+ * made (it was read after): nothing to undo on a refusal, and the window it
+ * could miss a snapshot in is the same kind as before (the limits of
+ * CopyRecord.missed_snaps, docs/ARCHITECTURE.md).
+ */
+struct replace_list {
+	struct tsr_cluster *c;
+	char name[64], old[64], to[64];
+	struct {
+		char id[64], address[256];
+	} nodes[TSR_LAYOUT_MAX_COPIES]; /* to ask, in this order */
+	size_t n_nodes, next;            /* next: the one asked now, or to ask */
+	char failed[768];                /* "n2: Connection timed out; ..." */
+	struct admin_later *later;       /* our reply, when answered later */
+	struct admin_async *call;        /* until its callback fired */
+	Tessera__Admin__Response answer; /* the reply, moved out by replace_list_reply */
+	struct replace_list *next_list;  /* g_replace_lists, while call runs */
+};
+
+static struct replace_list *g_replace_lists; /* main thread: lists asked, answered later */
+
+/* tests only: the blocking 120 s forward of before (the control run) */
+static bool replace_list_unbounded(void)
+{
+	const char *e = getenv("TSR_TEST_REPLACE_LIST_UNBOUNDED");
+
+	return e && strcmp(e, "1") == 0;
+}
+
+/*
+ * Where rl's list comes from: 0 and *local (*n_local entries, malloc'd) from
+ * our store (we hold an IN_SYNC copy), or nothing to ask (no node holding an
+ * IN_SYNC copy alive; or the record unreadable: replace_run says why); 1: ask
+ * rl->nodes; -errno with msg: our store cannot list them.
+ */
+static int replace_list_plan(struct tsr_cluster *c, struct replace_list *rl,
+			     struct tsr_snap_info **local, size_t *n_local, char *msg,
+			     size_t msg_len)
+{
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	struct cluster_view v;
+	uint64_t rev;
+	int ret = 0;
+
+	*local = NULL;
+	*n_local = 0;
+	if (view_load(c->meta, &v))
+		return 0;
+	if (rec_volume_get(c->meta, rl->name, &rec, &rev)) {
+		view_free(&v);
+		return 0;
+	}
+	for (size_t i = 0; i < rec->n_copies; i++)
+		if (rec->copies[i]->state == TESSERA__CLUSTER__COPY_STATE__IN_SYNC &&
+		    strcmp(rec->copies[i]->node_id, c->node_id) == 0) {
+			ret = tsr_store_snap_list(c->o.store, rl->name, local, n_local);
+			if (ret)
+				snprintf(msg, msg_len, "volume '%s': cannot list its snapshots on %s "
+					 "(its in-sync copy) for the new copy: %s; nothing changed",
+					 rl->name, c->node_id, strerror(-ret));
+			goto out;
+		}
+	/* the old copy's node last: the replace is often for its sake */
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < rec->n_copies && rl->n_nodes < TSR_LAYOUT_MAX_COPIES; i++) {
+			const Tessera__Cluster__CopyRecord *cr = rec->copies[i];
+			const Tessera__Cluster__NodeRecord *node;
+
+			if ((strcmp(cr->node_id, rl->old) == 0) != (pass == 1) ||
+			    cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC ||
+			    !view_alive(&v, cr->node_id) ||
+			    (node = view_node(&v, cr->node_id)) == NULL)
+				continue;
+			/* the node that forwarded this request waits for our answer */
+			if (c->origin != NULL && strcmp(cr->node_id, c->origin) == 0)
+				continue;
+			snprintf(rl->nodes[rl->n_nodes].id, sizeof(rl->nodes[0].id), "%s", node->id);
+			snprintf(rl->nodes[rl->n_nodes].address, sizeof(rl->nodes[0].address), "%s",
+				 node->address);
+			rl->n_nodes++;
+		}
+	ret = rl->n_nodes ? 1 : 0;
+out:
+	tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	view_free(&v);
+	return ret;
+}
+
+/* The request asking a node for rl's list (its own store's, as an IN_SYNC
+ * copy holds it); via_node: a node that forwards it does not ask us back. */
+static void replace_list_req(struct replace_list *rl, Tessera__Admin__Request *req,
+			     Tessera__Admin__SnapshotList *sl)
+{
+	sl->volume = rl->name;
+	req->command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST;
+	req->snapshot_list = sl;
+	req->via_node = rl->c->node_id;
+}
+
+/* The answer of rl->nodes[rl->next]: true when it is the list (r kept);
+ * else its failure is noted in rl->failed and r freed. */
+static bool replace_list_take(struct replace_list *rl, int status, Tessera__Admin__Response *r)
+{
+	size_t len = strlen(rl->failed);
+	const char *id = rl->nodes[rl->next].id;
+
+	if (status == 0 && r->error == 0)
+		return true;
+	if (status == -ETIMEDOUT)
+		snprintf(rl->failed + len, sizeof(rl->failed) - len, "%s%s: no answer in %d ms",
+			 len ? "; " : "", id, replace_old_timeout_ms(rl->c));
+	else
+		snprintf(rl->failed + len, sizeof(rl->failed) - len, "%s%s: %s", len ? "; " : "",
+			 id, status ? strerror(-status) : r->message && r->message[0] ?
+			 r->message : strerror(-r->error));
+	tsr_warn("cluster: volume %s: node %s did not give the snapshot list for the new copy "
+		 "(%s)", rl->name, id, status ? strerror(-status) : "it refused");
+	if (r)
+		tessera__admin__response__free_unpacked(r, NULL);
+	return false;
+}
+
+/* Every node asked failed: the replace is refused, nothing made. */
+static int replace_list_refuse(struct replace_list *rl, char *msg, size_t msg_len)
+{
+	snprintf(msg, msg_len, "volume '%s': no node holding an in-sync copy gave its snapshot "
+		 "list for the new copy (%s): nothing changed; retry once one of them answers",
+		 rl->name, rl->failed);
+	tsr_warn("cluster: replace of %s on %s refused: %s", rl->name, rl->old, msg);
+	return -EHOSTUNREACH;
+}
+
+/* The replace with the list in r (a node's answer) or local. */
+static int replace_list_run(struct replace_list *rl, const Tessera__Admin__Response *r,
+			    const struct tsr_snap_info *local, size_t n_local, char *msg,
+			    size_t msg_len)
+{
+	size_t n = r ? r->n_snapshots : n_local, k = 0;
+	char **names = calloc(n + 1, sizeof(*names));
+	int ret;
+
+	if (names == NULL) {
+		snprintf(msg, msg_len, "out of memory in tesserad");
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (r && !r->snapshots[i]->deleting && r->snapshots[i]->name)
+			names[k++] = r->snapshots[i]->name;
+		else if (!r && !local[i].deleting)
+			names[k++] = (char *)local[i].name;
+	}
+	ret = replace_run(rl->c, rl->name, rl->old, rl->to, names, k, msg, msg_len);
+	free(names);
+	return ret;
+}
+
+static void replace_list_unlist(struct replace_list *rl)
+{
+	for (struct replace_list **pp = &g_replace_lists; *pp; pp = &(*pp)->next_list)
+		if (*pp == rl) {
+			*pp = rl->next_list;
+			break;
+		}
+}
+
+static void replace_list_reply(struct tsr_admin_server *srv, void *arg,
+			       Tessera__Admin__Response *resp)
+{
+	struct replace_list *rl = arg;
+
+	(void)srv;
+	*resp = rl->answer; /* moved: built with the same allocators */
+	free(rl);
+}
+
+static void replace_list_done(void *cb_arg, int status, Tessera__Admin__Response *r);
+
+/* Ask rl->nodes[rl->next], then the next ones until a call starts: 0 (its
+ * callback fires), or -EHOSTUNREACH when none could be asked. */
+static int replace_list_ask(struct replace_list *rl)
+{
+	for (; rl->next < rl->n_nodes; rl->next++) {
+		Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+		Tessera__Admin__SnapshotList sl = TESSERA__ADMIN__SNAPSHOT_LIST__INIT;
+		int ret;
+
+		replace_list_req(rl, &req, &sl);
+		ret = admin_async_call(rl->c->o.loop, rl->nodes[rl->next].address, rl->c->token,
+				       &req, replace_old_timeout_ms(rl->c), replace_list_done, rl,
+				       &rl->call);
+		if (ret == 0) {
+			rl->next_list = g_replace_lists;
+			g_replace_lists = rl;
+			return 0;
+		}
+		replace_list_take(rl, ret, NULL);
+	}
+	return -EHOSTUNREACH;
+}
+
+/*
+ * After the wait for a list: 0, or -EBUSY with msg when the volume was
+ * attached on another node meanwhile (its coordinator would not know the new
+ * copy: the handler forwards a replace of an attached volume there, and
+ * checked that before the wait).
+ */
+static int replace_attached_meanwhile(struct tsr_cluster *c, const char *name, char *msg,
+				      size_t msg_len)
+{
+	Tessera__Cluster__AttachRecord *a;
+	struct tsr_meta_kv kv = { 0 };
+	char key[80];
+	int ret = 0;
+
+	snprintf(key, sizeof(key), "attach/%s", name);
+	if (tsr_meta_get(c->meta, key, &kv) != 0)
+		return 0; /* not attached (or unreadable: replace_run's reads say it) */
+	a = rec_attach_decode(&kv);
+	tsr_meta_kv_clear(&kv);
+	if (a && strcmp(a->node_id, c->node_id) != 0) {
+		snprintf(msg, msg_len, "volume '%s' was attached on %s while this replace waited for "
+			 "its snapshot list: nothing changed; run the replace again (it goes to %s)",
+			 name, a->node_id, a->node_id);
+		ret = -EBUSY;
+	}
+	if (a)
+		tessera__cluster__attach_record__free_unpacked(a, NULL);
+	return ret;
+}
+
+static void replace_list_done(void *cb_arg, int status, Tessera__Admin__Response *r)
+{
+	struct replace_list *rl = cb_arg;
+	char msg[1024];
+	int ret;
+
+	rl->call = NULL;
+	replace_list_unlist(rl);
+	if (status == -ECANCELED) { /* cluster_forward_stop */
+		if (r)
+			tessera__admin__response__free_unpacked(r, NULL);
+		admin_fail(&rl->answer, -ECANCELED, "volume '%s': %s is stopping while the replace "
+			   "of its copy on %s waits for its snapshot list: nothing changed",
+			   rl->name, rl->c->node_id, rl->old);
+		admin_later_done(rl->later);
+		return;
+	}
+	if (replace_list_take(rl, status, r)) {
+		ret = replace_attached_meanwhile(rl->c, rl->name, msg, sizeof(msg));
+		if (ret == 0)
+			ret = replace_list_run(rl, r, NULL, 0, msg, sizeof(msg));
+		tessera__admin__response__free_unpacked(r, NULL);
+	} else {
+		rl->next++;
+		if (replace_list_ask(rl) == 0)
+			return;
+		ret = replace_list_refuse(rl, msg, sizeof(msg));
+	}
+	if (ret)
+		admin_fail(&rl->answer, ret, "%s", msg);
+	else
+		cluster_volume_list(rl->c, rl->name, &rl->answer);
+	admin_later_done(rl->later);
+}
+
+/* tsr_cluster_stop: each replace of c waiting for a list answers -ECANCELED now. */
+static void replace_list_stop(struct tsr_cluster *c)
+{
+	for (struct replace_list *rl = g_replace_lists; rl;) {
+		if (rl->c != c) {
+			rl = rl->next_list;
+			continue;
+		}
+		admin_async_cancel(rl->call); /* its callback unlists it */
+		rl = g_replace_lists;
+	}
+}
+
+/* The old way (TSR_TEST_REPLACE_LIST_UNBOUNDED=1, tests' control only). */
+static int replace_unbounded(struct tsr_cluster *c, const char *name, const char *old,
+			     const char *to, char *msg, size_t msg_len)
+{
+	Tessera__Admin__Volume av = TESSERA__ADMIN__VOLUME__INIT;
+	Tessera__Admin__Response r = TESSERA__ADMIN__RESPONSE__INIT;
+	struct replace_list rl = { .c = c };
+	int ret;
+
+	snprintf(rl.name, sizeof(rl.name), "%s", name);
+	snprintf(rl.old, sizeof(rl.old), "%s", old);
+	snprintf(rl.to, sizeof(rl.to), "%s", to ? to : "");
+	av.name = (char *)name;
+	cluster_volume_snapshots(c, &av);
+	r.snapshots = av.snapshots;
+	r.n_snapshots = av.n_snapshots;
+	ret = replace_list_run(&rl, &r, NULL, 0, msg, msg_len);
+	for (size_t i = 0; i < av.n_snapshots; i++)
+		admin_snapshot_free_built(av.snapshots[i]);
+	free(av.snapshots);
+	return ret;
+}
+
+int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char *old,
+			    const char *to, char *msg, size_t msg_len)
+{
+	struct tsr_admin_server *srv = admin_handling_server();
+	struct tsr_snap_info *local = NULL;
+	struct replace_list *rl;
+	size_t n_local = 0;
+	int ret;
+
+	if (replace_list_unbounded())
+		return replace_unbounded(c, name, old, to, msg, msg_len);
+	if (strlen(name) >= sizeof(rl->name) || strlen(old) >= sizeof(rl->old) ||
+	    (to && strlen(to) >= sizeof(rl->to)))
+		return replace_run(c, name, old, to, NULL, 0, msg, msg_len); /* says why */
+	rl = calloc(1, sizeof(*rl));
+	if (rl == NULL) {
+		snprintf(msg, msg_len, "out of memory in tesserad");
+		return -ENOMEM;
+	}
+	rl->c = c;
+	snprintf(rl->name, sizeof(rl->name), "%s", name);
+	snprintf(rl->old, sizeof(rl->old), "%s", old);
+	snprintf(rl->to, sizeof(rl->to), "%s", to ? to : "");
+	tessera__admin__response__init(&rl->answer);
+	ret = replace_list_plan(c, rl, &local, &n_local, msg, msg_len);
+	if (ret == 0)
+		ret = replace_list_run(rl, NULL, local, n_local, msg, msg_len);
+	if (ret <= 0)
+		goto out;
+	/* an admin request: the loop goes on while the nodes answer */
+	if (srv && (rl->later = admin_later_begin(srv, replace_list_reply, rl)) != NULL) {
+		if (replace_list_ask(rl) == 0) {
+			snprintf(msg, msg_len, "answered later");
+			return -EINPROGRESS; /* the reply is rl's: the caller's is dropped */
+		}
+		admin_later_cancel(rl->later);
+		ret = replace_list_refuse(rl, msg, msg_len);
+		goto out;
+	}
+	/* the tick's replace (no request to answer later): blocking, bounded */
+	for (; rl->next < rl->n_nodes; rl->next++) {
+		Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+		Tessera__Admin__SnapshotList sl = TESSERA__ADMIN__SNAPSHOT_LIST__INIT;
+		Tessera__Admin__Response *r = NULL;
+		int st;
+
+		replace_list_req(rl, &req, &sl);
+		st = cluster_call_node(c, rl->nodes[rl->next].address, &req,
+				       replace_old_timeout_ms(c), &r);
+		if (replace_list_take(rl, st, r)) {
+			ret = replace_list_run(rl, r, NULL, 0, msg, msg_len);
+			tessera__admin__response__free_unpacked(r, NULL);
+			goto out;
+		}
+	}
+	ret = replace_list_refuse(rl, msg, msg_len);
+out:
+	free(local);
+	free(rl);
 	return ret;
 }
