@@ -684,8 +684,9 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 
 		snprintf(msg, msg_len, "volume '%s' has an unfinished rollback to snapshot '%s' "
 			 "(running now, or cut short): its copies may differ until it is done; "
-			 "wait for it, or run it again (tessera volume rollback %s %s), then attach",
-			 name, snap, name, snap);
+			 "wait for it, or run it again (tessera volume rollback %s %s; or a rollback "
+			 "to another snapshot, e.g. when a copy lacks '%s'), then attach", name, snap,
+			 name, snap, snap);
 		ret = -EBUSY;
 		goto undo_key;
 	}

@@ -1844,6 +1844,14 @@ out:
  *     Failed anywhere: the mark stays (an attach converges the copies, a
  *     rollback run again finishes the job: an unclean record does not stop
  *     a rollback, which makes every copy's head the snapshot's image).
+ * A rollback of the volume to another snapshot running through this node
+ * (rollback_running_other: its later reply pending) refuses the request
+ * (-EBUSY, nothing done): each copy's store would run the two in its own
+ * order and the copies could end at different snapshots, both answered 0.
+ * (Through two different nodes that is still possible, as it always was:
+ * the record cannot tell a rollback running from one cut short, which must
+ * not block a rollback to another snapshot.)  The same snapshot again is
+ * accepted (idempotent).
  * A client's rollback does not hold this node's loop (rollback_later_start):
  * after the mark (a metadata write on the loop, as every command's) the
  * other copies' nodes are asked with admin_async_call, our store's rollback
@@ -1888,6 +1896,25 @@ static int rollback_mark(struct tsr_cluster *c, const char *vol, const char *sna
 				    .snap = snap };
 
 	return rec_volume_update(c->meta, vol, rollback_mark_mutate, &mk);
+}
+
+/* A later rollback of vol to another snapshot than snap runs through this
+ * node (the pending list): its snapshot in other. */
+static bool rollback_running_other(struct tsr_cluster *c, const char *vol, const char *snap,
+				   char *other, size_t other_len)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&pending_lock);
+	for (struct snap_later *sl = pending; sl && !found; sl = sl->next) {
+		if (!sl->rollback || sl->c != c || strcmp(sl->vol, vol) != 0 ||
+		    strcmp(sl->req.snap, snap) == 0)
+			continue;
+		snprintf(other, other_len, "%s", sl->req.snap);
+		found = true;
+	}
+	pthread_mutex_unlock(&pending_lock);
+	return found;
 }
 
 /*
@@ -2018,7 +2045,7 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 	uint64_t fence = SNAP_NO_EPOCH;
 	struct cluster_view v;
 	const char *attached;
-	char msg[1024];
+	char msg[1024], other[64];
 	uint64_t rev;
 	int ret;
 
@@ -2044,6 +2071,14 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 		/* an attach's key came after the view, and it wrote vol/v already */
 		admin_fail(resp, -EBUSY, "volume %s is being attached (tessera volume show %s); "
 			   "detach it first", r->volume, r->volume);
+		goto out;
+	}
+	if (rollback_running_other(c, r->volume, r->snapshot, other, sizeof(other))) {
+		/* each copy's store would run the two in its own order: the
+		 * copies could end at different snapshots, both answered 0 */
+		admin_fail(resp, -EBUSY, "volume '%s' is being rolled back to snapshot '%s' "
+			   "through this node: wait for it to finish, then roll back to '%s'",
+			   r->volume, other, r->snapshot);
 		goto out;
 	}
 	if (fenced) {

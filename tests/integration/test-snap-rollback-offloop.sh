@@ -15,15 +15,19 @@
 #  1. H made; `volume rollback v s1` through n1 in the background; H.held
 #     (n1's own rollback is waiting) and n2's and n3's done (their logs); n1
 #     answers `volume list` (listing v) and `node list` (3 alive) under
-#     `timeout 3`; the rollback has not answered.  H removed: it exits 0;
+#     `timeout 3`, and refuses `volume rollback v s2` ("being rolled back to
+#     snapshot 's1'": two rollbacks to different snapshots at once could run
+#     in a different order on each copy); the rollback has not answered.  H removed: it exits 0;
 #     every copy (each node's own, cut alone as v@chk and read through that
 #     node's export) has s1's sha256; v attached on n2 reads s1's image and
 #     that attach is clean (the mark cleared by the later reply); detached.
 #  2. a copy's failure through the async path: n3's copy loses v@s2
 #     (admin_local_copy snapshot-delete); `volume rollback v s2` exits 1
 #     naming n3 and saying to run it again; the mark stays (a detached
-#     snapshot create is refused "did not detach cleanly"); `volume rollback
-#     v s1` then exits 0 and every copy is s1's image again.
+#     snapshot create is refused "did not detach cleanly", an attach
+#     "unfinished rollback to snapshot 's2'", naming a rollback to another
+#     snapshot as a way out); `volume rollback v s1` then exits 0 and every
+#     copy is s1's image again.
 #  3. n1 stopped (SIGTERM) while its own rollback is held, released 1 s
 #     later: n1 exits 0 (its stop waits for the rollback's thread), the
 #     client gets an answer; n1 restarted, the rollback run again exits 0,
@@ -113,9 +117,16 @@ case "$out" in *v*) ;; *) fail "n1's volume list while its rollback is held does
 out=$(n1tsr --json node list) || fail "n1's node list while its rollback is held: status $?"
 assert_eq "$(printf '%s' "$out" | json_get 'sum(1 for n in j["nodes"] if n.get("alive"))')" 3 \
 	"alive nodes in n1's node list while its rollback is held"
+rc=0
+out=$(n1tsr volume rollback v s2 2>&1) || rc=$?
+[ "$rc" != 0 ] || fail "a rollback of v to s2 was accepted while the one to s1 runs"
+case "$out" in
+*"being rolled back to snapshot 's1'"*) ;;
+*) fail "n1's rollback of v to s2 while the one to s1 is held: status $rc: $out" ;;
+esac
 [ -e "$HOLD" ] || fail "the hold ended before n1 answered"
 kill -0 "$rb_pid" 2>/dev/null || fail "the rollback answered while n1's own was held: $(cat "$HOLD_DIR/op1.out")"
-log "step 1: n1 answered volume list and node list while its rollback was held"
+log "step 1: n1 answered volume list, node list and a rollback to s2 (refused: $out) while its rollback was held"
 rm -f "$HOLD"
 rc=0
 reap "$rb_pid" || rc=$?
@@ -147,6 +158,13 @@ rc=0
 out=$(ctsr snapshot create v x 2>&1) || rc=$?
 [ "$rc" != 0 ] || fail "a detached snapshot create succeeded after a failed rollback (the mark is gone)"
 case "$out" in *"did not detach cleanly"*) ;; *) fail "snapshot create v x after a failed rollback: $out" ;; esac
+rc=0
+out=$(ctsr volume attach v --node n2 2>&1) || rc=$?
+[ "$rc" != 0 ] || fail "v attached after a failed rollback (half rolled back)"
+case "$out" in
+*"unfinished rollback to snapshot 's2'"*"another snapshot"*) ;;
+*) fail "attach v after the failed rollback to s2: $out" ;;
+esac
 out=$(ctsr volume rollback v s1 2>&1) || fail "volume rollback v s1 after the failed one: $out"
 assert_copies_s1 "step 2"
 
