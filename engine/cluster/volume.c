@@ -1736,6 +1736,25 @@ static void replace_layout_test_hold(const char *name)
 }
 
 /*
+ * Test hook: while the file $TSR_TEST_REPLACE_TAKEN_HOLD_FILE exists (at most
+ * 60 s), a replace of an attached volume waits between the coordinator taking
+ * the new copy and the end of its pending state (replace_pending_end): the
+ * window in which the new copy's first states name the old node (review 14c,
+ * finding D; test-cluster-replace-first-state).
+ */
+static void replace_taken_test_hold(const char *name)
+{
+	const char *f = getenv("TSR_TEST_REPLACE_TAKEN_HOLD_FILE");
+
+	if (f == NULL || access(f, F_OK) != 0)
+		return;
+	tsr_info("cluster: replace of %s: test hold (%s) between the coordinator taking the new "
+		 "copy and the end of the pending replace", name, f);
+	for (int i = 0; i < 6000 && access(f, F_OK) == 0; i++)
+		usleep(10 * 1000);
+}
+
+/*
  * The undo of a replace-replica the coordinator refused (review 14b, finding
  * 1): vol/<name> gets back the old copy at idx (old: its CopyRecord as the
  * replace read it, packed), with the last state the layout asked for it
@@ -2053,6 +2072,7 @@ static int replace_run(struct tsr_cluster *c, const char *name, const char *old,
 					ret, msg, msg_len);
 			goto out;
 		}
+		replace_taken_test_hold(name);
 		/* a state held meanwhile was the old copy's, or the new one's
 		 * first (named by the old node): neither is the slot's record */
 		replace_pending_end(c, a, idx, new_node->id);
