@@ -6,10 +6,14 @@
  * to do; the CLI prints it as is.  Snapshot create, snapshot delete and a
  * clone of a volume open on this node do not block the loop: the request
  * goes through the volume's gate on its home worker and the reply is sent
- * when the gate is done (admin_later_*, gate_start).
+ * when the gate is done (admin_later_*, gate_start).  Neither does a
+ * local_copy rollback (one copy of a detached volume, asked by the node
+ * handling the cluster's rollback): the store's rollback runs in a thread
+ * of its own and the reply is sent when it is done (rollback_later_start).
  * The store logs its own failures; nothing is logged twice here.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +22,7 @@
 #include <unistd.h>
 
 #include "admin/admin_internal.h"
+#include "tessera/test_hook.h"
 
 /* "unix:PATH" -> nbd+unix:///NAME?socket=PATH; "tcp:HOST:PORT" -> nbd://HOST:PORT/NAME */
 static char *nbd_uri(const char *listener, const char *name)
@@ -635,10 +640,119 @@ int admin_rollback_fenced(struct tsr_store *store, const char *vol, const char *
 	return tsr_store_vol_set_epoch(store, vol, epoch);
 }
 
+/* The reply of a copy's rollback of vol to snap: ret its result (rolled:
+ * admin_rollback_fenced's, epoch the fence asked). */
+static void rollback_answer(struct tsr_admin_server *srv, const char *vol, const char *snap,
+			    uint64_t epoch, int ret, bool rolled, Tessera__Admin__Response *resp)
+{
+	switch (ret) {
+	case 0:
+		reply_volume(srv, vol, resp);
+		return;
+	case -ESTALE:
+		admin_fail(resp, ret, "cannot roll back '%s' on this node's copy: '%s' was "
+			   "attached meanwhile (its epoch is past %llu)%s", vol, vol,
+			   (unsigned long long)epoch, rolled ? "; this copy was rolled back "
+			   "around that attach" : "; this copy is not rolled back");
+		return;
+	case -EBUSY:
+		admin_fail(resp, ret, "volume '%s' is in use by an NBD client; disconnect it "
+			   "first", vol);
+		return;
+	default:
+		snap_fail(srv, resp, ret, "roll back to", vol, snap);
+		return;
+	}
+}
+
+/* A local_copy rollback in a thread of its own.  Built on the loop, read by
+ * the thread until admin_later_done (its last touch: the admin server's
+ * destroy waits for it, before the store closes), then by the loop in
+ * rollback_later_reply, which frees it. */
+struct rollback_later {
+	struct tsr_store *store;
+	char vol[64], snap[64];
+	bool fenced;               /* VolumeRollback.epoch_set: epoch is the fence */
+	uint64_t epoch;
+	int ret;                   /* the store's answer (the thread's) */
+	bool rolled;               /* admin_rollback_fenced's */
+	struct admin_later *later;
+};
+
+/* Tests only: while the file named by $TSR_TEST_ROLLBACK_COPY_HOLD_FILE
+ * exists (30 s at most), a local_copy rollback waits before its store
+ * call; FILE.held is made when it starts waiting.
+ * $TSR_TEST_SNAP_LOCAL_CUT_INLINE set (not "0"): on the loop, as before
+ * (the A/B, as for the handling node's part, cluster/snapshot.c). */
+static void rollback_copy_run(struct rollback_later *rl)
+{
+	tsr_test_hold_file("TSR_TEST_ROLLBACK_COPY_HOLD_FILE", true);
+	/* a detached volume's rollback fenced by the record's epoch at its
+	 * start (cluster/snapshot.c): refused once an attach reached this copy */
+	rl->rolled = false;
+	if (rl->fenced)
+		rl->ret = admin_rollback_fenced(rl->store, rl->vol, rl->snap, rl->epoch,
+						&rl->rolled);
+	else
+		rl->ret = tsr_store_vol_rollback(rl->store, rl->vol, rl->snap);
+}
+
+static void *rollback_copy_main(void *arg)
+{
+	struct rollback_later *rl = arg;
+
+	tsr_log_set_thread_name("copy-rollback");
+	rollback_copy_run(rl);
+	admin_later_done(rl->later); /* rl is the loop's now */
+	return NULL;
+}
+
+/* Back on the loop (admin_later fn): the reply. */
+static void rollback_later_reply(struct tsr_admin_server *srv, void *arg,
+				 Tessera__Admin__Response *resp)
+{
+	struct rollback_later *rl = arg;
+
+	rollback_answer(srv, rl->vol, rl->snap, rl->epoch, rl->ret, rl->rolled, resp);
+	free(rl);
+}
+
+/* Start rl's rollback in a detached thread, the reply later: true; false (no
+ * later reply possible, no thread, the A/B): the caller runs it here. */
+static bool rollback_later_start(struct tsr_admin_server *srv, struct rollback_later *tmpl)
+{
+	struct rollback_later *rl;
+	pthread_attr_t attr;
+	pthread_t t;
+	int ret;
+
+	if (tsr_test_env_on("TSR_TEST_SNAP_LOCAL_CUT_INLINE") ||
+	    (rl = malloc(sizeof(*rl))) == NULL)
+		return false;
+	*rl = *tmpl;
+	rl->later = admin_later_begin(srv, rollback_later_reply, rl);
+	if (rl->later == NULL) {
+		free(rl);
+		return false;
+	}
+	ret = pthread_attr_init(&attr);
+	if (ret == 0) {
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		ret = pthread_create(&t, &attr, rollback_copy_main, rl);
+		pthread_attr_destroy(&attr);
+	}
+	if (ret == 0)
+		return true;
+	admin_later_cancel(rl->later);
+	free(rl);
+	return false;
+}
+
 static void op_volume_rollback(struct tsr_admin_server *srv,
 			       const Tessera__Admin__VolumeRollback *r,
 			       Tessera__Admin__Response *resp)
 {
+	struct rollback_later rl = { .store = srv->store };
 	char vol[64], snap[64];
 	bool rolled = false;
 	int ret;
@@ -661,30 +775,21 @@ static void op_volume_rollback(struct tsr_admin_server *srv,
 			   "first", vol);
 		return;
 	}
-	/* a detached volume's rollback fenced by the record's epoch at its start
-	 * (cluster/snapshot.c): refused once an attach reached this copy */
-	if (r->local_copy && r->epoch_set)
-		ret = admin_rollback_fenced(srv->store, vol, snap, r->epoch, &rolled);
-	else
-		ret = tsr_store_vol_rollback(srv->store, vol, snap);
-	switch (ret) {
-	case 0:
-		reply_volume(srv, vol, resp);
-		return;
-	case -ESTALE:
-		admin_fail(resp, ret, "cannot roll back '%s' on this node's copy: '%s' was "
-			   "attached meanwhile (its epoch is past %llu)%s", vol, vol,
-			   (unsigned long long)r->epoch, rolled ? "; this copy was rolled back "
-			   "around that attach" : "; this copy is not rolled back");
-		return;
-	case -EBUSY:
-		admin_fail(resp, ret, "volume '%s' is in use by an NBD client; disconnect it "
-			   "first", vol);
-		return;
-	default:
-		snap_fail(srv, resp, ret, "roll back to", vol, snap);
+	if (r->local_copy) {
+		/* one copy of a detached volume (the store's checks hold in the
+		 * thread: an open copy -EBUSY, the fence -ESTALE) */
+		snprintf(rl.vol, sizeof(rl.vol), "%s", vol);
+		snprintf(rl.snap, sizeof(rl.snap), "%s", snap);
+		rl.fenced = r->epoch_set;
+		rl.epoch = r->epoch;
+		if (rollback_later_start(srv, &rl))
+			return;
+		rollback_copy_run(&rl);
+		rollback_answer(srv, vol, snap, r->epoch, rl.ret, rl.rolled, resp);
 		return;
 	}
+	ret = tsr_store_vol_rollback(srv->store, vol, snap);
+	rollback_answer(srv, vol, snap, r->epoch, ret, rolled, resp);
 }
 
 /* VolumeCreate with from_volume: a clone of a volume's content now or of a snapshot. */

@@ -32,9 +32,18 @@
 #     later: n1 exits 0 (its stop waits for the rollback's thread), the
 #     client gets an answer; n1 restarted, the rollback run again exits 0,
 #     every copy is s1's image.
-# With TSR_TEST_SNAP_LOCAL_CUT_INLINE=1 (n1's own rollback on its admin
-# loop, as before) step 1 fails: "n1's volume list while its rollback is
-# held: status 124".
+#  4. v written again (0x66 over [0,2M)); started with
+#     TSR_TEST_ROLLBACK_COPY_HOLD_FILE=H2 too (a local_copy rollback, the
+#     other copies' part, waits while H2 exists): `volume rollback v s1`
+#     through n1 with H2 made: n2 answers `volume list` and `node list`, n1
+#     `node list` (which asks n2 and n3 for their data file systems), each
+#     under `timeout 3`, while n2's and n3's copies' rollbacks are held; the
+#     rollback has not answered.  H2 removed: exit 0, n2's log has the
+#     "copy-rollback" thread, every copy is s1's image.
+# With TSR_TEST_SNAP_LOCAL_CUT_INLINE=1 (the rollbacks on the admin loops,
+# as before) step 1 fails: "n1's volume list while its rollback is held:
+# status 124" (CASE4_ONLY=1 skips to step 4's check: "n2's volume list
+# while its copy's rollback is held: status 124").
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
@@ -44,12 +53,16 @@ require_cmd nbdcopy qemu-io timeout
 
 make_tmpdir HOLD_DIR
 HOLD=$HOLD_DIR/hold
-export TSR_TEST_ROLLBACK_LOCAL_HOLD_FILE=$HOLD
+HOLD2=$HOLD_DIR/hold-copy
+export TSR_TEST_ROLLBACK_LOCAL_HOLD_FILE=$HOLD TSR_TEST_ROLLBACK_COPY_HOLD_FILE=$HOLD2
 cl_start 3
-on_exit "rm -f '$HOLD'" # before the nodes are killed
+on_exit "rm -f '$HOLD' '$HOLD2'" # before the nodes are killed
 
 n1tsr() { # the admin command through n1, bounded to 3 s
 	timeout 3 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" "$@"
+}
+n2tsr() { # the admin command through n2, bounded to 3 s
+	timeout 3 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" "$@"
 }
 
 # copies_sha TAG: "sha1 sha2 sha3": each node's own copy of v, read through a
@@ -106,6 +119,7 @@ held_rollback() {
 	[ -e "$HOLD.held" ] || fail "n1's rollback of v not held after 30 s"
 }
 
+if [ "${CASE4_ONLY:-0}" != 1 ]; then
 # ---- 1. n1 answers while its own rollback is held
 n2_done=$(grep -c "rollback: volume v is s1 again" "$(cl_dir 2)/tesserad.log")
 held_rollback "$HOLD_DIR/op1.out" s1
@@ -184,6 +198,37 @@ cl_start_node 1
 cl_wait_nodes_alive 3
 out=$(ctsr volume rollback v s1 2>&1) || fail "volume rollback v s1 after n1's restart: $out"
 assert_copies_s1 "step 3"
+fi
+
+# ---- 4. another copy's node answers while its copy's rollback is held
+ctsr volume attach v --node n1 >/dev/null || fail "attach v on n1 for step 4"
+qemu-io -f raw -c 'write -P 0x66 0 2M' "$(cl_nbd_uri 1 v)" >/dev/null || fail "write v 0x66"
+ctsr volume detach v >/dev/null || fail "detach v for step 4"
+rm -f "$HOLD2.held"
+touch "$HOLD2"
+ctsr volume rollback v s1 >"$HOLD_DIR/op4.out" 2>&1 &
+rb_pid=$!
+track_pid "$rb_pid"
+for (( i=0; i<300; i++ )); do
+	[ -e "$HOLD2.held" ] && break
+	kill -0 "$rb_pid" 2>/dev/null || fail "the rollback answered before n2's or n3's copy was held: $(cat "$HOLD_DIR/op4.out")"
+	sleep 0.1
+done
+[ -e "$HOLD2.held" ] || fail "no copy's rollback of v held after 30 s"
+out=$(n2tsr volume list) || fail "n2's volume list while its copy's rollback is held: status $?"
+out=$(n2tsr --json node list) || fail "n2's node list while its copy's rollback is held: status $?"
+out=$(n1tsr --json node list) || fail "n1's node list while n2's and n3's copies' rollbacks are held: status $?"
+assert_eq "$(printf '%s' "$out" | json_get 'sum(1 for n in j["nodes"] if n.get("alive"))')" 3 \
+	"alive nodes in n1's node list while the copies' rollbacks are held"
+kill -0 "$rb_pid" 2>/dev/null || fail "the rollback answered while n2's and n3's copies were held: $(cat "$HOLD_DIR/op4.out")"
+log "step 4: n2 and n1 answered while the other copies' rollbacks were held"
+rm -f "$HOLD2"
+rc=0
+reap "$rb_pid" || rc=$?
+[ "$rc" = 0 ] || fail "volume rollback v s1 (step 4): exit $rc: $(cat "$HOLD_DIR/op4.out")"
+grep -q "copy-rollback" "$(cl_dir 2)/tesserad.log" ||
+	fail "n2's log has no line of its copy's rollback thread (copy-rollback)"
+assert_copies_s1 "step 4"
 
 cl_stop_all
 log ok
