@@ -140,8 +140,10 @@ bool ecopy_writable(const struct ecopy *c)
  * -EAGAIN (retrying at once from a deferred call would spin: the pass never
  * reaches its submit).
  */
-/* ECOP_READ_DIRECT: a local copy reads its disk, not the page cache (scrub);
- * a remote one is an ordinary READ (the peer protocol has no such flag) */
+/* ECOP_READ_DIRECT: the copy's disk, not the page cache (scrub): a local
+ * copy through tsr_svol_read_direct, a remote one a READ with
+ * TSR_PEER_F_DIRECT (a plain READ, logged once, to a replica of a build
+ * without it: tsr_peer_read_direct) */
 enum ecop_kind {
 	ECOP_READ,
 	ECOP_READ_DIRECT,
@@ -228,9 +230,11 @@ static int remote_issue(struct ecop *op)
 
 	switch (op->kind) {
 	case ECOP_READ:
-	case ECOP_READ_DIRECT:
 		return tsr_peer_read(c->client, c->handle, epoch, op->off, op->len, op->buf,
 				     ecop_done, op);
+	case ECOP_READ_DIRECT:
+		return tsr_peer_read_direct(c->client, c->handle, epoch, op->off, op->len,
+					    op->buf, ecop_done, op);
 	case ECOP_WRITE:
 		return tsr_peer_write(c->client, c->handle, epoch, op->off, op->len, op->buf,
 				      TSR_WRITE_FUA, ecop_done, op);

@@ -98,6 +98,9 @@ struct tsr_peer_client {
 	unsigned timeout_ms;
 	uint64_t connect_ms;       /* when connect() started */
 	char address[128];         /* for logs */
+	uint64_t features;         /* the replica's, from its HELLO reply (peer.h) */
+	bool hello_ok;             /* its HELLO reply came (features known) */
+	uint64_t direct_fallbacks; /* tsr_peer_read_direct sent as plain READs */
 	void (*on_fail)(void *arg, int err);
 	void *fail_arg;
 	uint8_t hello[PEER_HELLO_MAX]; /* HELLO payload */
@@ -561,6 +564,10 @@ static void reply_done(struct tsr_peer_client *c, struct peer_creq *r,
 				s[i] = le32toh(s[i]);
 		}
 	}
+	if (r == &c->hello_req && status == 0) {
+		c->features = h->epoch; /* a build before feature bits: 0 */
+		c->hello_ok = true;
+	}
 	r->reply_handle = h->handle;
 	r->reply_size = h->offset;
 	r->reply_len = h->payload_len;
@@ -973,6 +980,44 @@ int tsr_peer_read(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 	if (buf == NULL || !range_ok(offset, len, TSR_MAX_IO))
 		return -EINVAL;
 	return data_req(c, &h, buf, NULL, cb_fn, cb_arg);
+}
+
+int tsr_peer_read_direct(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+			 uint64_t offset, uint32_t len, void *buf, tsr_cb cb_fn, void *cb_arg)
+{
+	struct tsr_peer_hdr h = { .opcode = TSR_PEER_READ, .handle = handle, .epoch = epoch,
+				  .offset = offset, .length = len };
+
+	if (buf == NULL || !range_ok(offset, len, TSR_MAX_IO))
+		return -EINVAL;
+	if (c->features & TSR_PEER_FEAT_READ_DIRECT) {
+		h.flags = TSR_PEER_F_DIRECT;
+	} else if (!c->hello_ok) {
+		/* not known yet (no session is open before HELLO's answer, so
+		 * no layout gets here): the safe frame for any build */
+		c->direct_fallbacks++;
+		tsr_debug("peer: %s: a direct read before HELLO's answer sent as a plain READ",
+			  c->address);
+	} else {
+		/* an earlier build closes the connection on the flag: read its
+		 * cache rather than fail every request on this connection */
+		if (c->direct_fallbacks++ == 0)
+			tsr_warn("peer: %s does not serve direct reads (a build before "
+				 "TSR_PEER_F_DIRECT): scrubs of its copies read its page cache, "
+				 "not its disk, until it is upgraded",
+				 c->address);
+	}
+	return data_req(c, &h, buf, NULL, cb_fn, cb_arg);
+}
+
+uint64_t tsr_peer_client_features(const struct tsr_peer_client *c)
+{
+	return c->features;
+}
+
+uint64_t tsr_peer_client_direct_fallbacks(const struct tsr_peer_client *c)
+{
+	return c->direct_fallbacks;
 }
 
 int tsr_peer_write(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,

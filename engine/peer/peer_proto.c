@@ -61,6 +61,8 @@ uint32_t peer_payload_len(const struct tsr_peer_hdr *h)
 static uint8_t op_flags(uint8_t op)
 {
 	switch (op) {
+	case TSR_PEER_READ:
+		return TSR_PEER_F_DIRECT;
 	case TSR_PEER_WRITE:
 		return TSR_PEER_F_FUA | TSR_PEER_F_REPAIR;
 	case TSR_PEER_TRIM:
@@ -179,6 +181,8 @@ int tsr_peer_hdr_parse(const uint8_t buf[TSR_PEER_HDR_SIZE], struct tsr_peer_hdr
 		return -EPROTO;
 	if (h.flags & ~(TSR_PEER_F_REPLY | op_flags(h.opcode)))
 		return -EPROTO;
+	if ((h.flags & TSR_PEER_F_REPLY) && (h.flags & TSR_PEER_F_DIRECT))
+		return -EPROTO; /* a request's choice: never in a reply */
 	if (h.status > 0 || h.status < -PEER_MAX_ERRNO)
 		return -EPROTO;
 	if (!(h.flags & TSR_PEER_F_REPLY) && h.status != 0)

@@ -568,7 +568,12 @@ static int req_submit(struct peer_sreq *req)
 
 	switch (h->opcode) {
 	case TSR_PEER_READ:
-		ret = tsr_svol_read(svol, c->io, h->offset, h->length, req->buf, req_io_done, req);
+		if (h->flags & TSR_PEER_F_DIRECT) /* a scrub's check: the disk */
+			ret = tsr_svol_read_direct(svol, c->io, h->offset, h->length, req->buf,
+						   req_io_done, req);
+		else
+			ret = tsr_svol_read(svol, c->io, h->offset, h->length, req->buf,
+					    req_io_done, req);
 		break;
 	case TSR_PEER_WRITE:
 		ret = tsr_svol_write(svol, c->io, h->offset, h->length, req->buf,
@@ -789,6 +794,9 @@ static void handle_hello(struct peer_conn *c, struct peer_sreq *req, const uint8
 	c->peer_id[n] = '\0';
 	c->state = CONN_READY;
 	tsr_debug("peer: node %s connected", c->peer_id[0] ? c->peer_id : "(unnamed)");
+	/* peer.h: the HELLO reply's feature bits; test hook: answer as a build
+	 * before them (a coordinator then sends no TSR_PEER_F_DIRECT) */
+	req->h.epoch = getenv("TSR_TEST_PEER_NO_FEATURES") != NULL ? 0 : TSR_PEER_FEATURES;
 	reply_status(req, 0);
 }
 

@@ -7,7 +7,8 @@
  *   off  size  field
  *    0    4    magic       TSR_PEER_MAGIC ("TSRP")
  *    4    1    opcode      enum tsr_peer_op
- *    5    1    flags       TSR_PEER_F_REPLY | TSR_PEER_F_FUA (| _NO_HOLE, | _REPAIR)
+ *    5    1    flags       TSR_PEER_F_REPLY | TSR_PEER_F_FUA (| _NO_HOLE, | _REPAIR,
+ *                          | _MISSING_OK, | _DIRECT: the bits each opcode may carry below)
  *    6    2    reserved    0
  *    8    8    handle      volume session handle from OPEN's reply (0 for HELLO/OPEN)
  *   16    8    offset      bytes (OPEN reply: the volume's size)
@@ -18,6 +19,11 @@
  *   48    4    data_crc    CRC32C of the payload (0 when there is none)
  *   52    4    hdr_crc     CRC32C of bytes 0..51
  *   56         payload     payload_len(header) bytes, see below
+ * HELLO reply: epoch = the replica's feature bits (TSR_PEER_FEAT_*).  The
+ * request carries epoch 0 and a build before feature bits echoes it, so 0
+ * means "none": a coordinator sends a flag a feature names only to a replica
+ * whose HELLO reply named it (a replica of an earlier build refuses any
+ * unknown flag bit as a bad frame and closes the whole connection).
  * Payload length by frame: HELLO request 64+1+N (token hex, node-id length,
  * node id; N <= 63), HELLO reply 0; OPEN request: volume name (1..63 bytes),
  * or "VOLUME@SNAPSHOT" (up to 127 bytes: a read-only session on a snapshot);
@@ -139,6 +145,16 @@ enum tsr_peer_op {
  * logged below ERROR (tsr_store_snap_delete_missing_ok).  Only on SNAP.
  */
 #define TSR_PEER_F_MISSING_OK 0x10u
+/*
+ * READ (request only; byte 5, bit 5): read what is stored on the disk, not
+ * the replica's page cache (tsr_svol_read_direct): a scrub's check of a
+ * remote chunk.  Only on READ (elsewhere -EPROTO, a bad frame).  Sent only
+ * to a replica whose HELLO reply has TSR_PEER_FEAT_READ_DIRECT.
+ */
+#define TSR_PEER_F_DIRECT 0x20u
+/* HELLO reply epoch: feature bits of the replica's build */
+#define TSR_PEER_FEAT_READ_DIRECT 0x1ull /* READ takes TSR_PEER_F_DIRECT */
+#define TSR_PEER_FEATURES TSR_PEER_FEAT_READ_DIRECT
 #define TSR_PEER_MAX_SUMS_RANGE (64u * 1024 * 1024)
 
 struct tsr_peer_hdr {
@@ -267,6 +283,18 @@ int tsr_peer_close(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch, t
 		   void *cb_arg);
 int tsr_peer_read(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 		  uint64_t offset, uint32_t len, void *buf, tsr_cb cb_fn, void *cb_arg);
+/*
+ * READ with TSR_PEER_F_DIRECT: the replica reads its disk, not its page
+ * cache (scrub).  A replica whose HELLO reply lacks TSR_PEER_FEAT_READ_DIRECT
+ * (an earlier build, which would close the connection on the flag) gets a
+ * plain READ instead, said once per connection in the log, and counted
+ * (tsr_peer_client_direct_fallbacks).
+ */
+int tsr_peer_read_direct(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+			 uint64_t offset, uint32_t len, void *buf, tsr_cb cb_fn, void *cb_arg);
+/* The replica's feature bits from its HELLO reply (0 until it answered). */
+uint64_t tsr_peer_client_features(const struct tsr_peer_client *c);
+uint64_t tsr_peer_client_direct_fallbacks(const struct tsr_peer_client *c);
 /* flags: TSR_WRITE_FUA */
 int tsr_peer_write(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 		   uint64_t offset, uint32_t len, const void *buf, unsigned flags,

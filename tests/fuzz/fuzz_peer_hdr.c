@@ -88,8 +88,11 @@ static uint32_t check(const uint8_t *buf, uint8_t *op)
 		abort();
 	if ((h.flags & TSR_PEER_F_MISSING_OK) && h.opcode != TSR_PEER_SNAP)
 		abort();
+	if ((h.flags & TSR_PEER_F_DIRECT) &&
+	    (h.opcode != TSR_PEER_READ || (h.flags & TSR_PEER_F_REPLY)))
+		abort();
 	if ((h.flags & ~(TSR_PEER_F_REPLY | TSR_PEER_F_FUA | TSR_PEER_F_NO_HOLE |
-			 TSR_PEER_F_REPAIR | TSR_PEER_F_MISSING_OK)) != 0)
+			 TSR_PEER_F_REPAIR | TSR_PEER_F_MISSING_OK | TSR_PEER_F_DIRECT)) != 0)
 		abort();
 	switch (h.opcode) {
 	case TSR_PEER_READ:

@@ -264,6 +264,40 @@ static void test_malformed(void **state)
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_SUMS), 5, TSR_PEER_F_REPAIR, true), -EPROTO);
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_STAGE), 5, TSR_PEER_F_REPAIR, true), -EPROTO);
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_READ), 5, TSR_PEER_F_FUA, true), -EPROTO);
+	/* DIRECT (byte 5, bit 5): a READ request only */
+	assert_int_equal(TSR_PEER_F_DIRECT, 0x20);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_READ), 5, TSR_PEER_F_DIRECT, true), 0);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_READ), 5, 0x40, true), -EPROTO);
+	h = valid_req(TSR_PEER_READ);
+	h.flags = TSR_PEER_F_DIRECT;
+	{
+		uint8_t b[TSR_PEER_HDR_SIZE];
+		struct tsr_peer_hdr out;
+
+		tsr_peer_hdr_pack(&h, b);
+		assert_int_equal(b[5], 0x20);
+		assert_int_equal(tsr_peer_hdr_parse(b, &out), 0);
+		assert_int_equal(out.flags, TSR_PEER_F_DIRECT);
+		assert_int_equal(out.payload_len, 0);
+	}
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_READ), 5, TSR_PEER_F_DIRECT | TSR_PEER_F_REPLY,
+				   true),
+			 -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_READ), 5, TSR_PEER_F_DIRECT | TSR_PEER_F_FUA,
+				   true),
+			 -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_SUMS), 5, TSR_PEER_F_DIRECT, true), -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_WRITE), 5, TSR_PEER_F_DIRECT, true), -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_STAGE), 5, TSR_PEER_F_DIRECT, true), -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_HELLO), 5, TSR_PEER_F_DIRECT, true), -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 5, TSR_PEER_F_DIRECT, true), -EPROTO);
+	/* a HELLO reply's epoch carries the feature bits: any value parses */
+	h = valid_req(TSR_PEER_HELLO);
+	h.flags = TSR_PEER_F_REPLY;
+	h.length = 0;
+	h.data_crc = 0;
+	h.epoch = TSR_PEER_FEATURES;
+	assert_int_equal(parse(h), 0);
 	/* MISSING_OK: a SNAP only */
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_SNAP), 5, TSR_PEER_F_MISSING_OK, true), 0);
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_TRIM), 5, TSR_PEER_F_MISSING_OK, true), -EPROTO);

@@ -220,7 +220,9 @@ enum kind {
 	K_RELEASE,
 	K_LIST,
 	K_REPAIR, /* WRITE with TSR_PEER_F_REPAIR (tsr_peer_snap_repair) */
-	K_SLIST   /* SNAP_LIST */
+	K_SLIST,  /* SNAP_LIST */
+	K_READ_DIRECT /* READ with TSR_PEER_F_DIRECT; size: the client's feature bits,
+		       * offset of op: as K_READ; flags: the fallback count after */
 };
 
 struct op {
@@ -290,6 +292,12 @@ static void op_issue(void *arg)
 		break;
 	case K_READ:
 		o->ret = tsr_peer_read(c, o->handle, o->epoch, o->offset, o->len, o->buf, op_cb, o);
+		break;
+	case K_READ_DIRECT:
+		o->size = tsr_peer_client_features(c);
+		o->ret = tsr_peer_read_direct(c, o->handle, o->epoch, o->offset, o->len, o->buf,
+					      op_cb, o);
+		o->flags = (unsigned)tsr_peer_client_direct_fallbacks(c);
 		break;
 	case K_WRITE:
 		o->ret = tsr_peer_write(c, o->handle, o->epoch, o->offset, o->len, o->buf,
@@ -563,6 +571,73 @@ static void batch_issue(void *arg)
 		if (ret < 0)
 			b->issue_errors++;
 	}
+}
+
+/* cached_reads of the replica's volume v (store stats): reads through its page cache */
+static uint64_t v_cached_reads(struct env *e)
+{
+	struct tsr_svol_stats st;
+	struct tsr_svol *v;
+
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	tsr_svol_get_stats(v, &st);
+	tsr_svol_put(v);
+	return st.cached_reads;
+}
+
+/*
+ * READ with TSR_PEER_F_DIRECT (a scrub's read of a remote chunk): served by
+ * tsr_svol_read_direct, not the replica's page cache; the HELLO reply named
+ * the feature.  A replica answering HELLO as an earlier build (feature bits
+ * 0) gets a plain READ (it would close the connection on the flag), counted.
+ */
+static void test_read_direct(void **state)
+{
+	struct env *e = *state;
+	uint8_t *w = tsr_alloc_aligned(8 * BS), *r = tsr_alloc_aligned(8 * BS);
+	struct op o;
+	struct cli k;
+	uint64_t h, before;
+
+	cli_make(e, &k, TOKEN, e->port, 0);
+	assert_int_equal(p_open(e, &k, "v", 1, &h), 0);
+	fill(w, 8 * BS, 7, 0);
+	assert_int_equal(p_io(e, &k, K_WRITE, h, 1, 0, 8 * BS, w, 0), 0);
+	/* a plain READ goes through the replica's cache (the store's default) */
+	before = v_cached_reads(e);
+	assert_int_equal(p_io(e, &k, K_READ, h, 1, 0, 8 * BS, r, 0), 0);
+	assert_true(is_filled(r, 8 * BS, 7, 0));
+	assert_true(v_cached_reads(e) > before);
+	/* a direct one does not, and returns the same data */
+	memset(r, 0, 8 * BS);
+	before = v_cached_reads(e);
+	o = (struct op){ .k = &k, .kind = K_READ_DIRECT, .handle = h, .epoch = 1, .len = 8 * BS,
+			 .buf = r };
+	assert_int_equal(op_run(e, &o), 0);
+	assert_int_equal(o.size, TSR_PEER_FEATURES);
+	assert_true(o.size & TSR_PEER_FEAT_READ_DIRECT);
+	assert_int_equal(o.flags, 0);
+	assert_true(is_filled(r, 8 * BS, 7, 0));
+	assert_int_equal(v_cached_reads(e), before);
+	cli_free(e, &k);
+
+	/* a replica of an earlier build: plain READ, counted, the data all the same */
+	setenv("TSR_TEST_PEER_NO_FEATURES", "1", 1);
+	cli_make(e, &k, TOKEN, e->port, 0);
+	assert_int_equal(p_open(e, &k, "v", 1, &h), 0);
+	unsetenv("TSR_TEST_PEER_NO_FEATURES");
+	memset(r, 0, 8 * BS);
+	before = v_cached_reads(e);
+	o = (struct op){ .k = &k, .kind = K_READ_DIRECT, .handle = h, .epoch = 1, .len = 8 * BS,
+			 .buf = r };
+	assert_int_equal(op_run(e, &o), 0);
+	assert_int_equal(o.size, 0);
+	assert_int_equal(o.flags, 1);
+	assert_true(is_filled(r, 8 * BS, 7, 0));
+	assert_true(v_cached_reads(e) > before);
+	cli_free(e, &k);
+	tsr_free_aligned(w);
+	tsr_free_aligned(r);
 }
 
 static void test_pipelined(void **state)
@@ -1519,6 +1594,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_stage_late_eagain, setup_stage_late_eagain,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_read_direct, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_epoch_fencing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snap, setup, teardown),
