@@ -1280,8 +1280,13 @@ static void raise_fd_limit(void)
 
 static int start_daemon(struct tesserad *d)
 {
+	/* --io libaio cannot read buffered fds asynchronously: no cache, and no
+	 * buffered descriptor per segment that no read would use (the fallback
+	 * of --io auto is known only once the workers run: there the store keeps
+	 * them and checks each read's io) */
 	struct tsr_store_opts store_opts = { .device = d->device,
-					     .read_cache_off = d->read_cache_off };
+					     .read_cache_off = d->read_cache_off ||
+							       d->io_opts.kind == TSR_IO_AIO };
 	struct tsr_nbd_server_opts nbd_opts = { 0 };
 	struct tsr_admin_server_opts admin_opts = { 0 };
 	const char *nbd_names[MAX_LISTENERS];
