@@ -2330,6 +2330,9 @@ static int replace_list_ask(struct replace_list *rl)
 				       &req, replace_old_timeout_ms(rl->c), replace_list_done, rl,
 				       &rl->call);
 		if (ret == 0) {
+			tsr_info("cluster: replace of %s on %s: asking %s for the new copy's snapshot "
+				 "list (at most %d ms)", rl->name, rl->old, rl->nodes[rl->next].id,
+				 replace_old_timeout_ms(rl->c));
 			rl->next_list = g_replace_lists;
 			g_replace_lists = rl;
 			return 0;

@@ -23,6 +23,9 @@
 #   (c) every in-sync copy's node but one dead and that one frozen: replace
 #       --to n1 refused under `timeout 25`, naming the frozen node, nothing
 #       made (vol/v unchanged, no copy on n1).
+#   (d) F frozen, a replace through a node without a copy waiting for F's
+#       list, that node stopped (SIGTERM): it exits 0 (the wait cancelled,
+#       volume.c replace_list_stop), nothing made.
 # Control: TSR_TEST_REPLACE_LIST_UNBOUNDED=1 (the old call, volume.c) in n1's
 # environment makes (a) fail with "status 124".
 . "$(dirname "$0")/functions.sh"
@@ -153,4 +156,25 @@ cl_start_node "${M#n}"
 cl_start_node "${L#n}"
 cl_wait_nodes_alive 5 60
 check_after "$F"
+
+# (d) the handling node stopped while its replace waits for a frozen node's
+# list: it exits 0 at once (the wait cancelled), nothing made
+read -r F M L <<<"$(rec_nodes)"
+H=$(free_node) || fail "no free node"
+log "(d) copies F=$F M=$M L=$L: $F frozen, replace $L --to n1 through $H, $H stopped meanwhile"
+before=$(rec_nodes)
+FPID=${CL_PID[${F#n}]}
+freeze_pids "$FPID" || fail "$F did not stop"
+( timeout 25 "$TESSERA" --cluster "$(cl_addr "${H#n}")" --token-file "$(cl_dir 1)/admin.token" \
+	volume replace-replica v --node "$L" --to n1 >"$CL_ROOT/d.out" 2>&1
+  echo $? >"$CL_ROOT/d.rc" ) &
+RP=$!
+wait_log "${H#n}" "replace of v on $L: asking $F for the new copy's snapshot list" 20
+cl_stop "${H#n}" # fails the test unless it exits 0 on SIGTERM
+wait "$RP"
+kill -CONT "$FPID"
+log "(d) the replace through $H: status $(cat "$CL_ROOT/d.rc"): $(cat "$CL_ROOT/d.out")"
+[ "$(cat "$CL_ROOT/d.rc")" != 0 ] || fail "(d) the replace through stopped $H answered 0"
+[ "$(rec_nodes)" = "$before" ] || fail "(d) vol/v lists '$(rec_nodes)', want '$before'"
+cl_copy_size 1 v >/dev/null && fail "(d) n1 holds a copy of v after the cancelled replace"
 cl_stop_all
