@@ -340,8 +340,9 @@ static void *bg_thread(void *arg)
 	return NULL;
 }
 
-void cluster_set_copy_state(void *arg, const char *vol, unsigned idx, enum tsr_copy_state st,
-			    void (*done)(void *done_arg, int status), void *done_arg)
+void cluster_set_copy_state(void *arg, const char *vol, unsigned idx, const char *node_id,
+			    enum tsr_copy_state st, void (*done)(void *done_arg, int status),
+			    void *done_arg)
 {
 	struct tsr_cluster *c = arg;
 	struct state_req *r = calloc(1, sizeof(*r));
@@ -356,10 +357,14 @@ void cluster_set_copy_state(void *arg, const char *vol, unsigned idx, enum tsr_c
 	r->done = done;
 	r->done_arg = done_arg;
 	pthread_mutex_lock(&c->lock);
-	{
-		/* the slot's node as the layout has it now (a replace updates it
-		 * once the layout took the new copy: a state of the new copy asked
-		 * before that names the old node, and is not recorded) */
+	if (node_id && node_id[0]) {
+		/* the copy the layout asks for: a replaced slot's new copy from
+		 * the moment the layout took it, before the replace's end sets
+		 * the attachment's node (review 14c, finding D: that copy's
+		 * first state, named by the old node then, was held and dropped) */
+		snprintf(r->node_id, sizeof(r->node_id), "%s", node_id);
+	} else {
+		/* no node given: the slot's node as the cluster has it */
 		struct attachment *a = cluster_find_attachment(c, vol);
 
 		if (a && idx < a->n_copies)

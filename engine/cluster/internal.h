@@ -123,9 +123,11 @@ int64_t cluster_now(void);
 struct attachment *cluster_find_attachment(struct tsr_cluster *c, const char *name);
 /* ops ("c NAME\n" lines) as cr's missed_snaps (attach.c): 0 or -errno, cr unchanged */
 int cluster_missed_set(Tessera__Cluster__CopyRecord *cr, const char *ops);
-/* mirror hook: queue a copy-state change for the background thread */
-void cluster_set_copy_state(void *arg, const char *vol, unsigned idx, enum tsr_copy_state st,
-			    void (*done)(void *done_arg, int status), void *done_arg);
+/* layout hook: queue a copy-state change of copy idx on node_id for the
+ * background thread */
+void cluster_set_copy_state(void *arg, const char *vol, unsigned idx, const char *node_id,
+			    enum tsr_copy_state st, void (*done)(void *done_arg, int status),
+			    void *done_arg);
 
 /* ---- records.c: metadata records ------------------------------------- */
 

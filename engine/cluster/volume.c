@@ -2073,8 +2073,9 @@ static int replace_run(struct tsr_cluster *c, const char *name, const char *old,
 			goto out;
 		}
 		replace_taken_test_hold(name);
-		/* a state held meanwhile was the old copy's, or the new one's
-		 * first (named by the old node): neither is the slot's record */
+		/* a state held meanwhile was the old copy's: the layout names
+		 * each copy's own node (hooks.set_copy_state), so the new copy's
+		 * states, even those asked before this, are recorded as asked */
 		replace_pending_end(c, a, idx, new_node->id);
 		a->copies[idx].dead_since = 0;
 		a->copies[idx].next_return = 0;

@@ -194,7 +194,8 @@ static void hook_issue(struct copyset_copy *c)
 	copyset_get(cs);
 	tsr_info("%s %s: copy %u (%s) -> %s", cs->kind, cs->name, c->idx, c->node_id,
 		 tsr_copy_state_name(hc->st));
-	cs->hooks->set_copy_state(cs->hooks->arg, cs->name, c->idx, hc->st, hook_done, hc);
+	cs->hooks->set_copy_state(cs->hooks->arg, cs->name, c->idx, c->node_id, hc->st, hook_done,
+				  hc);
 }
 
 void copyset_hook_request(struct copyset_copy *c, enum tsr_copy_state st, struct waiter *w)

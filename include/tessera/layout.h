@@ -127,14 +127,18 @@ struct tsr_layout_copy {
 
 struct tsr_layout_hooks {
 	/*
-	 * Record copy idx of volume vol as st in the metadata store.  Called on
-	 * the home worker; must not block it (hand the work to the control
-	 * thread) and must call done(done_arg, status) exactly once, from any
-	 * thread, once the state is durable (status 0) or could not be recorded
-	 * (-errno: the layout then fails the writes that depended on it).
+	 * Record copy idx of volume vol, on node node_id (the slot's copy as the
+	 * layout has it: a replaced slot's new copy from the moment the layout
+	 * took it), as st in the metadata store; a record whose slot lists
+	 * another node is not that copy's.  Called on the home worker; must not
+	 * block it (hand the work to the control thread) and must call
+	 * done(done_arg, status) exactly once, from any thread, once the state is
+	 * durable (status 0) or could not be recorded (-errno: the layout then
+	 * fails the writes that depended on it).
 	 */
-	void (*set_copy_state)(void *arg, const char *vol, unsigned idx, enum tsr_copy_state st,
-			       void (*done)(void *done_arg, int status), void *done_arg);
+	void (*set_copy_state)(void *arg, const char *vol, unsigned idx, const char *node_id,
+			       enum tsr_copy_state st, void (*done)(void *done_arg, int status),
+			       void *done_arg);
 	/*
 	 * May be NULL.  Record the snapshot operations copy idx (on node_id: a
 	 * slot replaced since is left alone) has missed, ops as in

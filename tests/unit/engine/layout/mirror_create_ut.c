@@ -24,12 +24,14 @@
 
 #define MiB (1024ull * 1024)
 
-static void set_copy_state(void *arg, const char *vol, unsigned idx, enum tsr_copy_state st,
-			   void (*done)(void *done_arg, int status), void *done_arg)
+static void set_copy_state(void *arg, const char *vol, unsigned idx, const char *node_id,
+			   enum tsr_copy_state st, void (*done)(void *done_arg, int status),
+			   void *done_arg)
 {
 	(void)arg;
 	(void)vol;
 	(void)idx;
+	(void)node_id;
 	(void)st;
 	done(done_arg, 0);
 }

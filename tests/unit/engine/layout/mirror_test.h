@@ -373,14 +373,15 @@ static void *hook_thread(void *arg)
 }
 
 static UNUSED void test_set_copy_state(void *arg, const char *vol, unsigned idx,
-				       enum tsr_copy_state st, void (*done)(void *, int),
-				       void *done_arg)
+				       const char *node_id, enum tsr_copy_state st,
+				       void (*done)(void *, int), void *done_arg)
 {
 	struct hook_call *hc = malloc(sizeof(*hc));
 	pthread_t t;
 
 	(void)arg;
 	(void)vol;
+	(void)node_id;
 	pthread_mutex_lock(&g_log.caller_lock);
 	pthread_mutex_unlock(&g_log.caller_lock);
 	hc->idx = idx;
