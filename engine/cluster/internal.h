@@ -192,6 +192,24 @@ uint64_t view_provisioned(const struct cluster_view *v, const char *node_id, uin
 
 void cluster_volume_create(struct tsr_cluster *c, const Tessera__Admin__VolumeCreate *r,
 			   Tessera__Admin__Response *resp);
+/* Placement input of a new volume: every node of v, none holding a copy. */
+size_t cluster_place_input(const struct cluster_view *v, struct tsr_place_node *pn, size_t max);
+/*
+ * vol/<name> of a volume whose n copies were just made, on node_ids[i]
+ * (cluster_volume_create; a DR target's target_create, replication.c):
+ * every copy IN_SYNC since now, clean_detach (fresh copies are identical:
+ * zeros, ec zero parity), a new uuid.  f->rec points into f and at the
+ * caller's strings: valid while they are.
+ */
+struct cluster_fresh_record {
+	Tessera__Cluster__VolumeRecord rec;
+	Tessera__Cluster__CopyRecord copies[TSR_PLACE_MAX];
+	Tessera__Cluster__CopyRecord *copy_ptrs[TSR_PLACE_MAX];
+	char uuid[37];
+};
+void cluster_fresh_record(struct cluster_fresh_record *f, const char *name, uint64_t size,
+			  unsigned n, unsigned min_in_sync, enum tsr_failure_domain fd, unsigned k,
+			  unsigned m, uint32_t unit, uint32_t region_size, const char *const *node_ids);
 void cluster_volume_delete(struct tsr_cluster *c, const char *name,
 			   Tessera__Admin__Response *resp);
 void cluster_volume_resize(struct tsr_cluster *c, const Tessera__Admin__VolumeResize *r,

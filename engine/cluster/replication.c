@@ -2150,8 +2150,8 @@ static int target_grow(struct tsr_cluster *c, const struct tsr_site_hello *from,
  * vol/<vol> is absent, copies may exist.  The next VOLUME_OPEN of that
  * stream creates again ("resumed"): a copy it meets (EEXIST) is deleted by
  * its uuid and made again; no record ever listed it, so it was never
- * attached and holds nothing written.  Keep in step with
- * cluster_volume_create (the record's fields, the placement input).
+ * attached and holds nothing written.  The placement input and the record
+ * are cluster_volume_create's (cluster_place_input, cluster_fresh_record).
  */
 #define TARGET_CREATE_KEEP_MS 10000
 
@@ -2320,42 +2320,17 @@ static bool tc_leftover(struct target_create *t, unsigned i)
 /* (4): the record; the answer. */
 static void tc_record(struct target_create *t)
 {
-	Tessera__Cluster__VolumeRecord rec = TESSERA__CLUSTER__VOLUME_RECORD__INIT;
-	Tessera__Cluster__CopyRecord copies[TSR_PLACE_MAX], *copy_ptrs[TSR_PLACE_MAX];
-	unsigned char b[16];
-	char uuid[37], key[80];
+	struct cluster_fresh_record fresh;
+	const char *node_ids[TSR_PLACE_MAX];
+	char key[80];
 	int ret;
 
-	if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b))
-		for (size_t i = 0; i < sizeof(b); i++)
-			b[i] = (unsigned char)rand();
-	b[6] = (b[6] & 0x0f) | 0x40;
-	b[8] = (b[8] & 0x3f) | 0x80;
-	snprintf(uuid, sizeof(uuid), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x"
-		 "%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10],
-		 b[11], b[12], b[13], b[14], b[15]);
-	rec.name = t->volume;
-	rec.uuid = uuid;
-	rec.size = t->size;
-	rec.replicas = t->n_copies;
-	rec.min_replicas = t->min_in_sync;
-	rec.failure_domain = (char *)tsr_failure_domain_name(TSR_FD_NODE);
-	rec.created = cluster_now();
-	rec.clean_detach = true; /* fresh copies are identical (all zeros; ec: zero parity) */
-	rec.ec_k = t->k;
-	rec.ec_m = t->m;
-	rec.stripe_unit = t->unit;
-	rec.n_copies = t->n_copies;
-	rec.copies = copy_ptrs;
-	for (unsigned i = 0; i < t->n_copies; i++) {
-		tessera__cluster__copy_record__init(&copies[i]);
-		copies[i].node_id = t->node[i].id;
-		copies[i].state = TESSERA__CLUSTER__COPY_STATE__IN_SYNC;
-		copies[i].since = rec.created;
-		copy_ptrs[i] = &copies[i];
-	}
+	for (unsigned i = 0; i < t->n_copies; i++)
+		node_ids[i] = t->node[i].id;
+	cluster_fresh_record(&fresh, t->volume, t->size, t->n_copies, t->min_in_sync, TSR_FD_NODE,
+			     t->k, t->m, t->unit, 0, node_ids);
 	snprintf(key, sizeof(key), "vol/%s", t->volume);
-	ret = rec_put(t->c->meta, key, &rec.base, 0, 0, NULL);
+	ret = rec_put(t->c->meta, key, &fresh.rec.base, 0, 0, NULL);
 	if (ret == -ECANCELED) {
 		/* someone else's: the copies of that name on the nodes we share are
 		 * its own now, so none is deleted */
@@ -2599,17 +2574,7 @@ static int target_create(struct tsr_cluster *c, const struct tsr_site_hello *fro
 		tc_fail(t, ret, "cannot read the metadata store: %s", strerror(-ret));
 		goto answered;
 	}
-	for (size_t i = 0; i < v.n_nodes && n < 256; i++, n++) {
-		const Tessera__Cluster__NodeRecord *nr = v.nodes[i];
-
-		pn[n].id = nr->id;
-		pn[n].zone = nr->zone[0] ? nr->zone : nr->id;
-		pn[n].site = nr->site[0] ? nr->site : "site1";
-		pn[n].capacity = nr->capacity;
-		pn[n].provisioned = view_provisioned(&v, nr->id, NULL);
-		pn[n].alive = view_alive(&v, nr->id);
-		pn[n].holds_copy = false;
-	}
+	n = cluster_place_input(&v, pn, 256);
 	if (t->k)
 		ret = tsr_cluster_place_ec(pn, n, TSR_FD_NODE, t->k, t->m, t->unit, size, chosen,
 					   place_why, sizeof(place_why));

@@ -564,6 +564,42 @@ static void make_uuid(char out[37])
 		 b[13], b[14], b[15]);
 }
 
+size_t cluster_place_input(const struct cluster_view *v, struct tsr_place_node *pn, size_t max)
+{
+	return place_input(v, NULL, pn, max);
+}
+
+void cluster_fresh_record(struct cluster_fresh_record *f, const char *name, uint64_t size,
+			  unsigned n, unsigned min_in_sync, enum tsr_failure_domain fd, unsigned k,
+			  unsigned m, uint32_t unit, uint32_t region_size, const char *const *node_ids)
+{
+	Tessera__Cluster__VolumeRecord *rec = &f->rec;
+
+	tessera__cluster__volume_record__init(rec);
+	make_uuid(f->uuid);
+	rec->name = (char *)name;
+	rec->uuid = f->uuid;
+	rec->size = size;
+	rec->replicas = n;
+	rec->min_replicas = min_in_sync;
+	rec->failure_domain = (char *)tsr_failure_domain_name(fd);
+	rec->created = cluster_now();
+	rec->clean_detach = true; /* fresh copies are identical (all zeros; ec: zero parity) */
+	rec->ec_k = k;
+	rec->ec_m = m;
+	rec->stripe_unit = unit;
+	rec->region_size = region_size; /* 0: 1 MiB */
+	rec->n_copies = n;
+	rec->copies = f->copy_ptrs;
+	for (unsigned i = 0; i < n; i++) {
+		tessera__cluster__copy_record__init(&f->copies[i]);
+		f->copies[i].node_id = (char *)node_ids[i];
+		f->copies[i].state = TESSERA__CLUSTER__COPY_STATE__IN_SYNC;
+		f->copies[i].since = rec->created;
+		f->copy_ptrs[i] = &f->copies[i];
+	}
+}
+
 /* ---- create ----------------------------------------------------------- */
 
 /*
@@ -658,13 +694,13 @@ static const char *layout_text(unsigned copies, unsigned k, unsigned m, uint32_t
 void cluster_volume_create(struct tsr_cluster *c, const Tessera__Admin__VolumeCreate *r,
 			   Tessera__Admin__Response *resp)
 {
-	Tessera__Cluster__VolumeRecord rec = TESSERA__CLUSTER__VOLUME_RECORD__INIT;
-	Tessera__Cluster__CopyRecord copies[TSR_PLACE_MAX], *copy_ptrs[TSR_PLACE_MAX];
+	struct cluster_fresh_record fresh;
+	const char *node_ids[TSR_PLACE_MAX];
 	struct tsr_place_node pn[256];
 	unsigned chosen[TSR_PLACE_MAX], replicas, min_replicas, made = 0, k, m;
 	enum tsr_failure_domain fd;
 	struct cluster_view v;
-	char why[1024], uuid[37], key[80], sz[32], lay[64];
+	char why[1024], key[80], sz[32], lay[64];
 	uint64_t copy_size;
 	uint32_t unit;
 	size_t n;
@@ -711,30 +747,12 @@ void cluster_volume_create(struct tsr_cluster *c, const Tessera__Admin__VolumeCr
 			goto undo;
 		}
 	}
-	make_uuid(uuid);
-	rec.name = r->name;
-	rec.uuid = uuid;
-	rec.size = r->size;
-	rec.replicas = replicas;
-	rec.min_replicas = min_replicas;
-	rec.failure_domain = (char *)tsr_failure_domain_name(fd);
-	rec.created = cluster_now();
-	rec.clean_detach = true; /* fresh copies are identical (all zeros; ec: zero parity) */
-	rec.ec_k = k;
-	rec.ec_m = m;
-	rec.stripe_unit = unit;
-	rec.region_size = r->region_size; /* 0: 1 MiB */
-	rec.n_copies = replicas;
-	rec.copies = copy_ptrs;
-	for (unsigned i = 0; i < replicas; i++) {
-		tessera__cluster__copy_record__init(&copies[i]);
-		copies[i].node_id = (char *)pn[chosen[i]].id;
-		copies[i].state = TESSERA__CLUSTER__COPY_STATE__IN_SYNC;
-		copies[i].since = rec.created;
-		copy_ptrs[i] = &copies[i];
-	}
+	for (unsigned i = 0; i < replicas; i++)
+		node_ids[i] = pn[chosen[i]].id;
+	cluster_fresh_record(&fresh, r->name, r->size, replicas, min_replicas, fd, k, m, unit,
+			     r->region_size, node_ids);
 	snprintf(key, sizeof(key), "vol/%s", r->name);
-	ret = rec_put(c->meta, key, &rec.base, 0, 0, NULL);
+	ret = rec_put(c->meta, key, &fresh.rec.base, 0, 0, NULL);
 	if (ret == -ECANCELED) {
 		admin_fail(resp, -EEXIST, "volume '%s' was just created by someone else (tessera "
 			   "volume show %s)", r->name, r->name);
