@@ -207,6 +207,9 @@ static int local_submit(struct mcop *op, uint64_t off, uint64_t len, void *buf, 
 
 	switch (op->kind) {
 	case MCOP_READ:
+		if (flags & MCOP_READ_DIRECT)
+			return tsr_svol_read_direct(c->svol, io, off, (uint32_t)len, buf,
+						    mcop_piece_done, op);
 		return tsr_svol_read(c->svol, io, off, (uint32_t)len, buf, mcop_piece_done, op);
 	case MCOP_WRITE:
 		if (local_fenced(c))
@@ -246,6 +249,9 @@ static int remote_submit(struct mcop *op, uint64_t off, uint64_t len, void *buf,
 
 	switch (op->kind) {
 	case MCOP_READ:
+		if (flags & MCOP_READ_DIRECT)
+			return tsr_peer_read_direct(c->client, c->handle, m->epoch, off,
+						    (uint32_t)len, buf, mcop_piece_done, op);
 		return tsr_peer_read(c->client, c->handle, m->epoch, off, (uint32_t)len, buf,
 				     mcop_piece_done, op);
 	case MCOP_WRITE:

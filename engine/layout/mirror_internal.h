@@ -226,6 +226,10 @@ struct mcopy {
  * READ, WRITE or SUMS longer than MIRROR_IO_PIECE goes as pieces in turn
  * (the first failure ends it: that status, the rest not issued). */
 enum mcop_kind { MCOP_READ, MCOP_WRITE, MCOP_FLUSH, MCOP_TRIM, MCOP_ZEROES, MCOP_SUMS };
+/* MCOP_READ flags: read the copy's disk, not its page cache (a resync
+ * source: a one-pass stream of the whole volume that would otherwise pass
+ * through every source node's cache; a remote copy: TSR_PEER_F_DIRECT) */
+#define MCOP_READ_DIRECT 1u
 int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t len, void *buf,
 		 unsigned flags, tsr_cb cb_fn, void *cb_arg);
 /* Local operations that met a full io queue (-EAGAIN) wait in

@@ -284,7 +284,10 @@ static void xfer_read(struct xfer *x)
 			xfer_read_done(x, 0);
 			return;
 		}
-		ret = mcopy_submit(&m->copies[src], MCOP_READ, x->poff, x->plen, x->buf, 0,
+		/* the disk: a resync streams the volume once, no reason to
+		 * pull it through the source node's page cache */
+		ret = mcopy_submit(&m->copies[src], MCOP_READ, x->poff, x->plen, x->buf,
+				   MCOP_READ_DIRECT,
 				   xfer_read_done, x);
 		if (ret == 0)
 			return;
