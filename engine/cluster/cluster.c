@@ -7,8 +7,13 @@
  *
  * The background thread ("cluster") owns the lease: it renews it every
  * TSR_CLUSTER_KEEPALIVE_MS and records copy-state changes the mirrors ask
- * for (cluster_set_copy_state); after a renewal, when due, it runs a pass of
- * the leftover sweep (sweep.c).  When the lease cannot be proved any more
+ * for (cluster_set_copy_state).  It never calls the store: the leftover
+ * sweep (sweep.c), which lists and deletes store copies under the store's
+ * lock, runs on a thread of its own ("sweep", with its own metadata handle),
+ * so that a store call holding that lock for longer than the lease TTL (a
+ * rollback rewriting gigabytes) cannot keep the lease from being renewed
+ * (review 15b, finding F4: the node left the cluster and every volume it
+ * coordinated was fenced, host I/O EIO).  When the lease cannot be proved any more
  * (the store says it expired, or no renewal succeeded for the TTL minus a
  * margin, measured from the renewal's send time so that the store's own
  * expiry can only come later), every attached mirror is fenced: an isolated
@@ -276,12 +281,72 @@ static void keepalive(struct tsr_cluster *c, int64_t *last_ok, bool *fenced_for_
 		 (unsigned long long)fresh);
 }
 
+/*
+ * Test switch TSR_TEST_SWEEP_ON_LEASE_THREAD=1: the sweep runs on the
+ * background thread right after a renewal, as before review 15b's F4 (A/B:
+ * test-cluster-sweep-lease-rollback shows the lease lost then).
+ */
+static bool sweep_on_lease_thread(void)
+{
+	const char *e = getenv("TSR_TEST_SWEEP_ON_LEASE_THREAD");
+
+	return e && strcmp(e, "1") == 0;
+}
+
+/* Wait on cond (c->lock held) until the monotonic time deadline_ms at most. */
+static void wait_until(struct tsr_cluster *c, pthread_cond_t *cond, int64_t deadline_ms)
+{
+	struct timespec ts;
+	int64_t wait = deadline_ms - tsr_mono_ms();
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if (wait < 1)
+		wait = 1;
+	ts.tv_sec += wait / 1000;
+	ts.tv_nsec += (wait % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_cond_timedwait(cond, &c->lock, &ts);
+}
+
+/*
+ * The leftover sweep's thread: a pass a keepalive period after the start (as
+ * when it followed the first renewal), then every cluster_sweep_interval_ms
+ * (a second when a pass stopped at its budget).  Its store calls may wait for
+ * the store's lock as long as any store call holds it; nothing else waits
+ * for this thread but tsr_cluster_stop.
+ */
+static void *sweep_thread(void *arg)
+{
+	struct tsr_cluster *c = arg;
+	int64_t next = tsr_mono_ms() + TSR_CLUSTER_KEEPALIVE_MS;
+
+	tsr_log_set_thread_name("sweep");
+	pthread_mutex_lock(&c->lock);
+	while (!c->stopping) {
+		if (tsr_mono_ms() >= next) {
+			bool more;
+
+			pthread_mutex_unlock(&c->lock);
+			more = cluster_sweep(c);
+			next = tsr_mono_ms() + (more ? 1000 : cluster_sweep_interval_ms(c));
+			pthread_mutex_lock(&c->lock);
+			continue;
+		}
+		wait_until(c, &c->sweep_cond, next);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
 static void *bg_thread(void *arg)
 {
 	struct tsr_cluster *c = arg;
 	int64_t last_ok = tsr_mono_ms(), next = last_ok + TSR_CLUSTER_KEEPALIVE_MS;
 	int64_t next_sweep = last_ok; /* the first pass after the first renewal */
-	bool fenced_for_lease = false;
+	bool fenced_for_lease = false, sweep_here = c->sweep_on && !c->sweep_started;
 
 	tsr_log_set_thread_name("cluster");
 	pthread_mutex_lock(&c->lock);
@@ -305,25 +370,15 @@ static void *bg_thread(void *arg)
 			pthread_mutex_unlock(&c->lock);
 			keepalive(c, &last_ok, &fenced_for_lease);
 			next = tsr_mono_ms() + TSR_CLUSTER_KEEPALIVE_MS;
-			/* right after a renewal: a whole keepalive period ahead */
-			if (c->sweep_on && tsr_mono_ms() >= next_sweep)
+			/* the old way (TSR_TEST_SWEEP_ON_LEASE_THREAD=1 only): right
+			 * after a renewal, a store call away from the next one */
+			if (sweep_here && tsr_mono_ms() >= next_sweep)
 				next_sweep = tsr_mono_ms() + (cluster_sweep(c) ? 1000 :
 							       cluster_sweep_interval_ms(c));
 			pthread_mutex_lock(&c->lock);
 			continue;
 		}
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		int64_t wait = next - tsr_mono_ms();
-		if (wait < 1)
-			wait = 1;
-		ts.tv_sec += wait / 1000;
-		ts.tv_nsec += (wait % 1000) * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+		wait_until(c, &c->cond, next);
 	}
 	/* fail what is still queued: nobody will record it */
 	while (c->queue) {
@@ -635,6 +690,7 @@ static int open_meta(struct tsr_cluster *c)
 		}
 		free(path);
 		c->meta_bg = c->meta;
+		c->meta_sweep = c->meta;
 		ret = tsr_meta_server_start(c->meta, c->token, &c->meta_srv);
 		if (ret)
 			tsr_error("cluster: meta service: %s", strerror(-ret));
@@ -644,6 +700,8 @@ static int open_meta(struct tsr_cluster *c)
 		ret = tsr_meta_open_remote(c->join, c->token, 0, &c->meta);
 		if (ret == 0)
 			ret = tsr_meta_open_remote(c->join, c->token, 0, &c->meta_bg);
+		if (ret == 0)
+			ret = tsr_meta_open_remote(c->join, c->token, 0, &c->meta_sweep);
 		if (ret == 0)
 			return 0;
 		if (ret == -EACCES) {
@@ -659,8 +717,10 @@ static int open_meta(struct tsr_cluster *c)
 			return ret;
 		}
 		tsr_info("cluster: meta node at %s: %s; retrying", c->join, strerror(-ret));
+		tsr_meta_close(c->meta_bg);
 		tsr_meta_close(c->meta);
 		c->meta = NULL;
+		c->meta_bg = NULL;
 		sleep(1);
 	}
 }
@@ -683,6 +743,7 @@ int tsr_cluster_start(const struct tsr_cluster_opts *opts, struct tsr_cluster **
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->sweep_lock, NULL);
 	pthread_cond_init(&c->cond, NULL);
+	pthread_cond_init(&c->sweep_cond, NULL);
 	c->dir = dup_checked(opts->dir, &nomem);
 	c->address = dup_checked(opts->address, &nomem);
 	c->join = dup_checked(opts->join, &nomem);
@@ -724,6 +785,17 @@ int tsr_cluster_start(const struct tsr_cluster_opts *opts, struct tsr_cluster **
 	if (ret)
 		goto err;
 	cluster_sweep_init(c); /* needs cluster/id (repl_start) */
+	if (c->sweep_on && !sweep_on_lease_thread()) {
+		ret = -pthread_create(&c->sweep_thread, NULL, sweep_thread, c);
+		if (ret) {
+			tsr_error("cluster: sweep thread: %s", strerror(-ret));
+			goto err;
+		}
+		c->sweep_started = true;
+	} else if (c->sweep_on) {
+		tsr_info("cluster: leftover sweep on the lease's thread "
+			 "(TSR_TEST_SWEEP_ON_LEASE_THREAD=1)");
+	}
 	ret = -pthread_create(&c->thread, NULL, bg_thread, c);
 	if (ret) {
 		tsr_error("cluster: thread: %s", strerror(-ret));
@@ -763,18 +835,25 @@ void tsr_cluster_stop(struct tsr_cluster *c)
 	}
 	repl_stop(c); /* demotions still queued are recorded: the meta store is open */
 	cluster_snapshot_stop(c); /* cuts answered later must not touch c */
-	if (c->thread_started) {
+	if (c->thread_started || c->sweep_started) {
 		pthread_mutex_lock(&c->lock);
 		c->stopping = true;
 		pthread_cond_signal(&c->cond);
+		pthread_cond_signal(&c->sweep_cond);
 		pthread_mutex_unlock(&c->lock);
-		pthread_join(c->thread, NULL);
+		if (c->thread_started)
+			pthread_join(c->thread, NULL);
+		/* a pass under way ends first (its store call, its deletes' budget) */
+		if (c->sweep_started)
+			pthread_join(c->sweep_thread, NULL);
 	}
 	if (c->meta && c->lease) {
 		/* leave at once rather than after the TTL (and drop alive/<id>) */
 		tsr_meta_lease_revoke(c->meta, c->lease);
 	}
 	tsr_meta_server_stop(c->meta_srv);
+	if (c->meta_sweep != c->meta)
+		tsr_meta_close(c->meta_sweep);
 	if (c->meta_bg != c->meta)
 		tsr_meta_close(c->meta_bg);
 	tsr_meta_close(c->meta);
@@ -793,5 +872,6 @@ void tsr_cluster_stop(struct tsr_cluster *c)
 	pthread_mutex_destroy(&c->sweep_lock);
 	free(c->sweep_seen);
 	pthread_cond_destroy(&c->cond);
+	pthread_cond_destroy(&c->sweep_cond);
 	free(c);
 }

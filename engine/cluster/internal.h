@@ -6,12 +6,14 @@
  * "lock", the lease id and the background thread's queue.  The main thread
  * owns everything else; the background thread reads attachments only to
  * fence them and to find their epoch.  c->sweep_lock (taken alone, never
- * with c->lock) is held by the leftover sweep (background thread) from its
+ * with c->lock) is held by the leftover sweep (its own thread) from its
  * last check of a store copy to its delete, and by the main thread around
  * each delete of a store copy of this node (cluster_copy_delete, the admin
  * API's local_copy delete: tsr_cluster_copy_delete_lock): a copy deleted and
  * made again under the same name (a replace onto this node) cannot fall
  * between the sweep's check and its delete.  Held for one store delete.
+ * The background (lease) thread never calls the store: a store call may hold
+ * the store's lock for longer than the lease TTL (review 15b, F4).
  */
 #ifndef TESSERA_CLUSTER_INTERNAL_H
 #define TESSERA_CLUSTER_INTERNAL_H
@@ -80,6 +82,7 @@ struct tsr_cluster {
 	const char *origin;            /* main thread: the admin request being handled was
 					* forwarded by this node ("" none): nested calls avoid it */
 	struct tsr_meta *meta_bg;      /* the background thread's (== meta for sqlite) */
+	struct tsr_meta *meta_sweep;   /* the sweep thread's (== meta for sqlite) */
 	struct tsr_meta_server *meta_srv; /* --meta only */
 	uint64_t lease;                /* lock */
 	unsigned next_home;            /* round-robin cursor over o.workers */
@@ -89,7 +92,11 @@ struct tsr_cluster {
 	pthread_mutex_t sweep_lock;    /* see the policy above */
 	pthread_cond_t cond;
 	pthread_t thread;
+	pthread_cond_t sweep_cond;     /* wakes the sweep thread (stopping) */
+	pthread_t sweep_thread;        /* the leftover sweep's (sweep.c) */
 	bool thread_started, stopping; /* stopping: lock */
+	bool sweep_started;            /* sweep_thread runs (else no sweep, or the
+					* test switch TSR_TEST_SWEEP_ON_LEASE_THREAD) */
 	struct state_req *queue, *queue_tail; /* lock */
 	struct attachment *attached;   /* lock (list links); see struct attachment */
 	struct detach_wait *detaching; /* main thread: detaches waiting for NBD clients (attach.c) */
@@ -105,10 +112,10 @@ struct tsr_cluster {
 	struct repl_demote *demotes;   /* lock; demotions queued by sources' workers */
 	struct repl_grow *grows;       /* lock; grows answered by sources' workers */
 	struct target_grow *target_grows; /* main thread: DR targets growing (target_grow) */
-	/* leftover sweep (sweep.c): set at start, then the background thread's */
+	/* leftover sweep (sweep.c): set at start, then the sweep thread's */
 	bool sweep_on;                 /* grace > 0 and DIR/cluster.joined names our cluster */
 	int64_t joined_at;             /* unix seconds this data dir joined the cluster */
-	struct sweep_seen *sweep_seen; /* background thread: copies seen unlisted, since when */
+	struct sweep_seen *sweep_seen; /* sweep thread: copies seen unlisted, since when */
 	size_t n_sweep_seen;
 	uint64_t leftovers_removed;    /* lock; copies the sweep removed since start */
 };
@@ -386,7 +393,7 @@ struct sweep_seen {
  * and decide whether the sweep runs (always 0: a problem only turns it off,
  * logged). */
 int cluster_sweep_init(struct tsr_cluster *c);
-/* One pass (background thread): remove this node's leftover copies (rule in
+/* One pass (sweep thread): remove this node's leftover copies (rule in
  * sweep.c).  true: stopped at its time budget, more to look at soon. */
 bool cluster_sweep(struct tsr_cluster *c);
 /* Milliseconds between passes: grace/4, 1 to 60 s. */

@@ -45,10 +45,12 @@
  * WARN: every copy would look unlisted.  A file of the first format ("<cluster id> <seconds>", no
  * node id) turns it off too: remove the file to start the sweep again.
  *
- * Runs on the cluster's background thread (cluster.c): at start, right after
- * the node registered, then every grace/4 seconds (1 to 60), each pass right
- * after a lease renewal and bounded to SWEEP_BUDGET_MS of deletes (the rest
- * at the next pass, a second later), so that the lease is renewed in time.
+ * Runs on a thread of its own ("sweep", cluster.c), with its own metadata
+ * handle (c->meta_sweep): a pass a keepalive period after the start, then
+ * every grace/4 seconds (1 to 60), each bounded to SWEEP_BUDGET_MS of
+ * deletes (the rest at the next pass, a second later).  Not on the lease's
+ * thread: its store calls wait for the store's lock, which a rollback holds
+ * for its whole data copy (review 15b, F4: the lease lapsed behind it).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -180,7 +182,7 @@ static int sweep_one(struct tsr_cluster *c, const struct tsr_vol_info *info, int
 	const char *why;
 	int ret;
 
-	ret = rec_volume_get(c->meta_bg, info->name, &rec, NULL);
+	ret = rec_volume_get(c->meta_sweep, info->name, &rec, NULL);
 	if (ret == 0) {
 		bool listed = lists_node(rec, c->node_id);
 
@@ -300,7 +302,7 @@ bool cluster_sweep(struct tsr_cluster *c)
 		goto out;
 	}
 	/* a pass that cannot read the records neither confirms nor resets a clock */
-	if (tsr_meta_range(c->meta_bg, "vol/", &kvs, &n_kvs, NULL) != 0)
+	if (tsr_meta_range(c->meta_sweep, "vol/", &kvs, &n_kvs, NULL) != 0)
 		goto out;
 	recs = calloc(n_kvs ? n_kvs : 1, sizeof(*recs));
 	if (recs == NULL)

@@ -2015,6 +2015,23 @@ out:
 	return ret;
 }
 
+/*
+ * Test hook: while the file $TSR_TEST_STORE_ROLLBACK_HOLD_FILE exists (at
+ * most 60 s), a rollback waits inside its critical section (store->lock
+ * held, the row marked VOL_ROLLBACK), before its data copy: a long rollback
+ * of a small volume (test-cluster-sweep-lease-rollback).
+ */
+static void rollback_test_hold(const char *vol)
+{
+	const char *f = getenv("TSR_TEST_STORE_ROLLBACK_HOLD_FILE");
+
+	if (f == NULL || access(f, F_OK) != 0)
+		return;
+	tsr_info("rollback: volume %s: test hold (%s) with the store's lock held", vol, f);
+	for (int i = 0; i < 6000 && access(f, F_OK) == 0; i++)
+		usleep(10 * 1000);
+}
+
 int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char *snap)
 {
 	struct tsr_svol *h = NULL;
@@ -2042,6 +2059,7 @@ int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char 
 		if (ret)
 			goto out;
 	}
+	rollback_test_hold(vol);
 	ret = store_svol_get_uuid(store, v.uuid, &h);
 	if (ret == 0)
 		ret = rollback_run(h, &s);
