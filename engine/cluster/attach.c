@@ -680,13 +680,21 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 			    prev_coord, sizeof(prev_coord));
 	if (ret == -EINPROGRESS) {
 		/* rec was read before the mark when the rollback began meanwhile */
-		const char *snap = rec->rollback_snapshot[0] ? rec->rollback_snapshot : "SNAP";
+		const char *mark = rec->rollback_snapshot[0] ? rec->rollback_snapshot : "SNAP";
+		/* "SNAP": it runs or its node died; "SNAP/failed": it failed
+		 * (snapshot.c, rollback_mark) */
+		bool ended = strchr(mark, '/') != NULL;
+		int len = (int)strcspn(mark, "/");
 
-		snprintf(msg, msg_len, "volume '%s' has an unfinished rollback to snapshot '%s' "
-			 "(running now, or cut short): its copies may differ until it is done; "
-			 "wait for it, or run it again (tessera volume rollback %s %s; or a rollback "
-			 "to another snapshot, e.g. when a copy lacks '%s'), then attach", name, snap,
-			 name, snap, snap);
+		snprintf(msg, msg_len, "volume '%s' has an unfinished rollback to snapshot '%.*s' "
+			 "(%s): its copies may differ until it is done; %srun it again: tessera "
+			 "volume rollback %s %.*s (a copy whose node is gone: tessera volume "
+			 "replace-replica %s --node NODE --to NEW first; the rollback skips the "
+			 "replaced copy, which the next attach rebuilds; or roll back to another "
+			 "snapshot instead, e.g. when a copy lacks '%.*s'%s), then attach", name,
+			 len, mark, ended ? "it failed" : "running now, or cut short",
+			 ended ? "" : "wait for it, or ", name, len, mark, name, len, mark,
+			 ended ? "" : ": while it may run, that one keeps the mark, run it twice");
 		ret = -EBUSY;
 		goto undo_key;
 	}

@@ -348,6 +348,81 @@ static int all_copies_ready(const struct cluster_view *v, const Tessera__Cluster
 	return 0;
 }
 
+/*
+ * The copies a (fenced) rollback rolls back: every copy IN_SYNC with its node
+ * alive, except a replaced copy not rebuilt yet (OUT_OF_SYNC with rebuild:
+ * replace-replica of a detached volume), which is skipped: whoever attaches
+ * next rebuilds it in full (head and every snapshot, its missed_snaps) from
+ * the copies that are IN_SYNC, i.e. rolled back.  Without the skip a copy
+ * whose node died during a rollback could not be left behind: the mark
+ * refuses the attach that would rebuild its replacement, and the rollback
+ * refused the replacement (review 15b F1: only delete worked).  At least
+ * the layout's need must be rolled back: ec k (a chunk copy is rebuilt by
+ * decoding k others), a mirror 1 (its rebuild copies one IN_SYNC copy; more,
+ * e.g. min_replicas, would bring the stuck state back for replicas 2
+ * min 2 with one node lost: whether writes are acknowledged is the attach's
+ * question, as for any degraded volume).  nodes[0..*n) the copies to roll
+ * back.  0, or -errno with msg.
+ */
+static int rollback_copies_ready(const struct cluster_view *v,
+				 const Tessera__Cluster__VolumeRecord *rec,
+				 const Tessera__Cluster__NodeRecord **nodes, size_t *n, char *msg,
+				 size_t msg_len)
+{
+	size_t need = rec->ec_k ? rec->ec_k : 1, skipped = 0;
+	const char *what = "roll it back";
+	bool marked = rec->rollback_snapshot[0] != '\0';
+
+	*n = 0;
+	for (size_t i = 0; i < rec->n_copies; i++) {
+		const Tessera__Cluster__CopyRecord *cr = rec->copies[i];
+		const Tessera__Cluster__NodeRecord *node = view_node(v, cr->node_id);
+
+		if (cr->state == TESSERA__CLUSTER__COPY_STATE__OUT_OF_SYNC && cr->rebuild &&
+		    !tsr_test_env_on("TSR_TEST_ROLLBACK_NO_SKIP_REBUILD")) {
+			skipped++;
+			continue;
+		}
+		if (cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC) {
+			/* an attach resyncs it, unless a rollback mark refuses the
+			 * attach: then only its replacement helps */
+			if (marked)
+				snprintf(msg, msg_len, "volume '%s': its copy on %s is %s and an "
+					 "unfinished rollback to '%.*s' refuses the attach that "
+					 "would resync it: replace-replica that copy (tessera volume "
+					 "replace-replica %s --node %s --to NODE; the rollback skips "
+					 "a replaced copy, rebuilt at the next attach), then %s",
+					 rec->name, cr->node_id, rec_state_name(cr->state),
+					 (int)strcspn(rec->rollback_snapshot, "/"),
+					 rec->rollback_snapshot, rec->name, cr->node_id, what);
+			else
+				snprintf(msg, msg_len, "volume '%s': its copy on %s is %s: attach "
+					 "the volume so that copy resyncs (or replace-replica it), "
+					 "then %s", rec->name, cr->node_id,
+					 rec_state_name(cr->state), what);
+			return -EAGAIN;
+		}
+		if (node == NULL || !view_alive(v, cr->node_id)) {
+			snprintf(msg, msg_len, "volume '%s': the node of its copy %s is not alive "
+				 "(tessera node list): bring it back, or replace-replica the copy "
+				 "(tessera volume replace-replica %s --node %s --to NODE; the "
+				 "rollback skips a replaced copy, rebuilt at the next attach), "
+				 "then %s", rec->name, cr->node_id, rec->name, cr->node_id, what);
+			return -EHOSTUNREACH;
+		}
+		nodes[(*n)++] = node;
+	}
+	if (*n < need) {
+		snprintf(msg, msg_len, "volume '%s': only %zu of its %zu copies can be rolled back "
+			 "(%zu replaced copies not rebuilt yet), fewer than the %zu %s: nothing "
+			 "done", rec->name, *n, rec->n_copies, skipped, need, rec->ec_k ?
+			 "an ec volume needs (k) to rebuild the others" :
+			 "the rebuild of the others needs");
+		return -EAGAIN;
+	}
+	return 0;
+}
+
 /* Load the view and vol's record; -errno with msg. */
 static int load_volume(struct tsr_cluster *c, const char *vol, struct cluster_view *v,
 		       Tessera__Cluster__VolumeRecord **rec, uint64_t *rev, char *msg,
@@ -485,6 +560,8 @@ struct snap_later {
 					* unused): every copy's local_copy VolumeRollback,
 					* fenced by epoch unless SNAP_NO_EPOCH; the reply
 					* (rollback_finish, on the loop) clears the mark */
+	bool rollback_other;           /* its mark overwrote another snapshot's: the
+					* reply keeps the mark (rollback_finish) */
 	struct snap_slot slots[TSR_LAYOUT_MAX_COPIES];
 	struct snap_later *prev, *next; /* the pending list (pending_lock) */
 };
@@ -1864,38 +1941,114 @@ out:
  * tests' A/B, as for the detached cut).
  * TSR_TEST_ROLLBACK_UNFENCED set (tests' A/B): none of it, as before.
  */
+/* The mark's forms (VolumeRecord.rollback_snapshot; no snapshot name holds
+ * a '/'): "SNAP" a rollback to SNAP runs (or its handling node died before
+ * its end), "SNAP/failed" it ended and answered a failure (nothing of it
+ * runs any more), "" none. */
+#define ROLLBACK_MARK_ENDED "/failed"
+
+/* The mark m names a rollback to snap (running or ended). */
+static bool mark_names(const char *m, const char *snap)
+{
+	size_t len = strlen(snap);
+
+	return strncmp(m, snap, len) == 0 &&
+	       (m[len] == '\0' || strcmp(m + len, ROLLBACK_MARK_ENDED) == 0);
+}
+
+/* The mark m names a rollback that may still run. */
+static bool mark_running(const char *m)
+{
+	return m[0] != '\0' && strchr(m, '/') == NULL;
+}
+
+enum rollback_mark_op {
+	RB_MARK_START,                 /* "SNAP", clean_detach = false */
+	RB_MARK_DONE,                  /* every copy rolled back: cleared (clean_detach =
+					* true) while it names SNAP, unless keep; else a
+					* mark stays (kept): another rollback's, or
+					* "SNAP/failed" */
+	RB_MARK_FAILED,                /* answered a failure: "SNAP/failed", unless
+					* another rollback's running mark is there */
+};
+
 struct rollback_mark {
 	uint64_t epoch;                /* the fence: the record's epoch must still be it */
-	bool clean;                    /* the value to write */
 	bool any_epoch;                /* write it whatever the epoch */
-	const char *snap;              /* !clean: VolumeRecord.rollback_snapshot (attach
-					* refused meanwhile); clean: cleared */
+	enum rollback_mark_op op;
+	bool keep;                     /* DONE: not cleared (our START replaced another
+					* snapshot's running mark) */
+	const char *snap;
+	bool unchecked;                /* TSR_TEST_ROLLBACK_MARK_UNCHECKED (tests' A/B):
+					* DONE clears whatever the mark names, as before */
+	bool kept;                     /* out, DONE: not cleared */
+	char prev[80];                 /* out: the mark found ("": none) */
 };
 
 static int rollback_mark_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
 {
-	const struct rollback_mark *mk = arg;
-	char *snap;
+	struct rollback_mark *mk = arg;
+	const char *cur = rec->rollback_snapshot;
+	bool clean = false, own = mark_names(cur, mk->snap);
+	char *mark;
 
 	if (!mk->any_epoch && rec->epoch != mk->epoch)
 		return -ESTALE; /* attached since: leave it to that attachment */
-	snap = strdup(mk->clean ? "" : mk->snap);
-	if (snap == NULL)
+	snprintf(mk->prev, sizeof(mk->prev), "%s", cur);
+	mk->kept = false;
+	switch (mk->op) {
+	case RB_MARK_START:
+		break;
+	case RB_MARK_DONE:
+		if (mk->unchecked || (own && !mk->keep)) {
+			clean = true;
+			break;
+		}
+		/* another rollback of the volume marked it since ours (through
+		 * another node, to another snapshot), or ours replaced its
+		 * running mark: the copies may be at different snapshots.  A
+		 * mark stays: the other's, or ours, ended (also when another
+		 * rollback cleared it meanwhile: ours rolled copies back after
+		 * that clearing) */
+		mk->kept = true;
+		if (cur[0] != '\0' && !own)
+			return 1; /* nothing to write */
+		break;
+	case RB_MARK_FAILED:
+		if (mark_running(cur) && !own)
+			return 1; /* another rollback runs: its mark stays */
+		break;
+	}
+	if (clean)
+		mark = strdup("");
+	else if (asprintf(&mark, "%s%s", mk->snap, mk->op == RB_MARK_START ? "" :
+			  ROLLBACK_MARK_ENDED) < 0)
+		mark = NULL;
+	if (mark == NULL)
 		return -ENOMEM;
 	if (rec->rollback_snapshot != protobuf_c_empty_string)
 		free(rec->rollback_snapshot);
-	rec->rollback_snapshot = snap;
-	rec->clean_detach = mk->clean;
+	rec->rollback_snapshot = mark;
+	rec->clean_detach = clean;
 	return 0;
 }
 
+/* Write the mark (see struct rollback_mark); kept, prev: its outs (NULL:
+ * not wanted; prev has 80 bytes). */
 static int rollback_mark(struct tsr_cluster *c, const char *vol, const char *snap,
-			 uint64_t epoch, bool clean, bool any_epoch)
+			 uint64_t epoch, enum rollback_mark_op op, bool any_epoch, bool keep,
+			 bool *kept, char *prev)
 {
-	struct rollback_mark mk = { .epoch = epoch, .clean = clean, .any_epoch = any_epoch,
-				    .snap = snap };
+	struct rollback_mark mk = { .epoch = epoch, .any_epoch = any_epoch, .op = op,
+				    .keep = keep, .snap = snap,
+				    .unchecked = tsr_test_env_on("TSR_TEST_ROLLBACK_MARK_UNCHECKED") };
+	int ret = rec_volume_update(c->meta, vol, rollback_mark_mutate, &mk);
 
-	return rec_volume_update(c->meta, vol, rollback_mark_mutate, &mk);
+	if (kept)
+		*kept = ret == 0 && mk.kept;
+	if (prev)
+		memcpy(prev, mk.prev, sizeof(mk.prev));
+	return ret;
 }
 
 /* A later rollback of vol to another snapshot than snap runs through this
@@ -1925,11 +2078,12 @@ static bool rollback_running_other(struct tsr_cluster *c, const char *vol, const
  * On the loop: the blocking path's end, or the later reply's.
  */
 static void rollback_finish(struct tsr_cluster *c, const char *vol, const char *snap,
-			    uint64_t fence, size_t n, const int *rets, const char *const *ids,
-			    const char *msg, Tessera__Admin__Response *resp)
+			    uint64_t fence, bool other, size_t n, const int *rets,
+			    const char *const *ids, const char *msg, Tessera__Admin__Response *resp)
 {
-	bool fenced = fence != SNAP_NO_EPOCH;
+	bool fenced = fence != SNAP_NO_EPOCH, kept = false;
 	size_t done = 0, stale = SIZE_MAX, first = SIZE_MAX;
+	char left[80] = "";
 	int ret;
 
 	for (size_t i = 0; i < n; i++) {
@@ -1950,7 +2104,8 @@ static void rollback_finish(struct tsr_cluster *c, const char *vol, const char *
 		/* an attach reached a copy: it converged the copies it opened
 		 * (the mark); a copy rolled back around it may differ from them
 		 * once it detached: the next attach converges again */
-		int mret = rollback_mark(c, vol, snap, fence, false, true);
+		int mret = rollback_mark(c, vol, snap, fence, RB_MARK_FAILED, true, false, NULL,
+					 NULL);
 
 		if (mret)
 			tsr_warn("cluster: volume %s: cannot mark it for converging after a rollback "
@@ -1965,7 +2120,15 @@ static void rollback_finish(struct tsr_cluster *c, const char *vol, const char *
 	if (first != SIZE_MAX) {
 		/* the store's rollback is idempotent, and a copy left half-way refuses
 		 * to open: running it again finishes the job on every copy (the
-		 * mark stays: an attach before that converges the copies) */
+		 * mark stays: the attach is refused until then; made again when
+		 * another rollback cleared it meanwhile) */
+		if (fenced) {
+			ret = rollback_mark(c, vol, snap, fence, RB_MARK_FAILED, false, false, NULL,
+					    NULL);
+			if (ret && ret != -ESTALE)
+				tsr_warn("cluster: volume %s: a rollback failed, and its mark cannot "
+					 "be checked: %s", vol, strerror(-ret));
+		}
 		admin_fail(resp, rets[first], "%s%s", msg, done ? "; other copies are rolled back "
 			   "already: run the rollback again (it is idempotent) before attaching "
 			   "the volume" : "");
@@ -1973,12 +2136,34 @@ static void rollback_finish(struct tsr_cluster *c, const char *vol, const char *
 	}
 	if (fenced) {
 		/* every head is the snapshot's image now: clean again, unless an
-		 * attach came since (its own record then) */
-		ret = rollback_mark(c, vol, snap, fence, true, false);
+		 * attach came since (its own record then), or another rollback
+		 * of the volume ran (through another node: its mark found at
+		 * our start, other, or at this end): the copies may be at
+		 * different snapshots, the mark stays */
+		ret = rollback_mark(c, vol, snap, fence, RB_MARK_DONE, false, other, &kept, left);
 		if (ret && ret != -ESTALE)
-			tsr_warn("cluster: volume %s: rolled back, but cannot mark it detached "
-				 "cleanly: %s (its next attach compares the copies)", vol,
-				 strerror(-ret));
+			tsr_warn("cluster: volume %s: rolled back, but cannot clear its rollback "
+				 "mark: %s (its next attach is refused until the rollback is run "
+				 "again: tessera volume rollback %s %s)", vol, strerror(-ret), vol,
+				 snap);
+		if (kept) {
+			const char *mark = left[0] ? left : snap;
+			int len = (int)strcspn(mark, "/"); /* its snapshot */
+
+			tsr_warn("cluster: volume %s rolled back to %s on %zu copies, but another "
+				 "rollback of it %s: the mark (rollback to '%.*s') kept", vol, snap, n,
+				 other ? "was found at the start (running elsewhere or cut short)" :
+				 "ran meanwhile", len, mark);
+			admin_fail(resp, -EBUSY, "volume '%s' was rolled back to '%s' on its %zu "
+				   "copies, but %s: its copies may be at different snapshots, so "
+				   "it stays marked (an attach is refused): once no other rollback "
+				   "of it runs, roll it back once more (tessera volume rollback %s "
+				   "%.*s), then attach", vol, snap, n, other ? "it found an unfinished "
+				   "rollback to another snapshot (running through another node, or "
+				   "cut short)" : "another rollback of it ran meanwhile (through "
+				   "another node)", vol, len, mark);
+			return;
+		}
 	}
 	tsr_info("cluster: volume %s rolled back to snapshot %s on %zu copies", vol, snap, n);
 	cluster_volume_list(c, vol, resp);
@@ -1998,7 +2183,8 @@ static void rollback_later_reply(struct tsr_cluster *c, struct snap_later *sl,
 		if (rets[i] && msg[0] == '\0')
 			msg = sl->slots[i].msg;
 	}
-	rollback_finish(c, sl->vol, sl->req.snap, sl->epoch, sl->n_slots, rets, ids, msg, resp);
+	rollback_finish(c, sl->vol, sl->req.snap, sl->epoch, sl->rollback_other, sl->n_slots, rets,
+			ids, msg, resp);
 	tsr_info("cluster: volume rollback '%s' to '%s': replied after %.1f ms%s", sl->vol,
 		 sl->req.snap, (double)(tsr_mono_ns() - sl->started_ns) / 1e6,
 		 resp->error ? " (failed)" : "");
@@ -2013,8 +2199,8 @@ static void rollback_later_reply(struct tsr_cluster *c, struct snap_later *sl,
  * tests' A/B): the caller goes on blocking.
  */
 static bool rollback_later_start(struct tsr_cluster *c, const char *vol, const char *snap,
-				 uint64_t fence, const Tessera__Cluster__NodeRecord *const *nodes,
-				 size_t n)
+				 uint64_t fence, bool other,
+				 const Tessera__Cluster__NodeRecord *const *nodes, size_t n)
 {
 	struct tsr_snap_req sr = { .op = TSR_SNAP_DELETE }; /* unused: sl->rollback */
 	struct snap_later *sl;
@@ -2028,6 +2214,7 @@ static bool rollback_later_start(struct tsr_cluster *c, const char *vol, const c
 	if (sl == NULL)
 		return false;
 	sl->rollback = true;
+	sl->rollback_other = other;
 	sl->epoch = fence;
 	/* not a forward: true whatever the calls' fate (each failure is a slot's) */
 	return snap_calls_start(c, sl, nodes, n, false, &err, msg, sizeof(msg));
@@ -2045,8 +2232,10 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 	uint64_t fence = SNAP_NO_EPOCH;
 	struct cluster_view v;
 	const char *attached;
-	char msg[1024], other[64];
+	char msg[1024], running[64], prev[80] = "";
+	bool other = false;
 	uint64_t rev;
+	size_t n = 0;
 	int ret;
 
 	ret = load_volume(c, r->volume, &v, &rec, &rev, msg, sizeof(msg));
@@ -2062,7 +2251,10 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 	}
 	/* unclean: also our own mark left by a rollback that failed or was cut
 	 * short (a crash); the rollback makes every head the snapshot's image */
-	ret = all_copies_ready(&v, rec, "roll it back", !fenced, nodes, msg, sizeof(msg));
+	ret = fenced ? rollback_copies_ready(&v, rec, nodes, &n, msg, sizeof(msg)) :
+		       all_copies_ready(&v, rec, "roll it back", true, nodes, msg, sizeof(msg));
+	if (!fenced)
+		n = rec->n_copies;
 	if (ret) {
 		admin_fail(resp, ret, "%s", msg);
 		goto out;
@@ -2073,17 +2265,26 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 			   "detach it first", r->volume, r->volume);
 		goto out;
 	}
-	if (rollback_running_other(c, r->volume, r->snapshot, other, sizeof(other))) {
+	if (rollback_running_other(c, r->volume, r->snapshot, running, sizeof(running))) {
 		/* each copy's store would run the two in its own order: the
 		 * copies could end at different snapshots, both answered 0 */
 		admin_fail(resp, -EBUSY, "volume '%s' is being rolled back to snapshot '%s' "
 			   "through this node: wait for it to finish, then roll back to '%s'",
-			   r->volume, other, r->snapshot);
+			   r->volume, running, r->snapshot);
 		goto out;
 	}
 	if (fenced) {
 		fence = rec->epoch;
-		ret = rollback_mark(c, r->volume, r->snapshot, fence, false, false);
+		ret = rollback_mark(c, r->volume, r->snapshot, fence, RB_MARK_START, false, false,
+				    NULL, prev);
+		/* another snapshot's mark: a rollback through another node runs
+		 * or was cut short; ours goes on (a rollback cut short must not
+		 * block one to another snapshot) but keeps the mark at its end */
+		other = ret == 0 && mark_running(prev) && !mark_names(prev, r->snapshot);
+		if (other)
+			tsr_warn("cluster: volume %s: rollback to %s replaces the mark of an "
+				 "unfinished rollback to %s (running through another node, or cut "
+				 "short): the mark stays at the end", r->volume, r->snapshot, prev);
 		if (ret) {
 			admin_fail(resp, ret == -ESTALE ? -EBUSY : ret, ret == -ESTALE ?
 				   "volume %s was attached meanwhile (tessera volume show %s); detach "
@@ -2095,13 +2296,13 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 	}
 	/* a client's request: answered later, this loop free meanwhile (the
 	 * store's rollback of a big volume takes seconds) */
-	if (rollback_later_start(c, r->volume, r->snapshot, fence, nodes, rec->n_copies))
+	if (rollback_later_start(c, r->volume, r->snapshot, fence, other, nodes, n))
 		goto out;
-	ret = copy_op_all(c, nodes, rec->n_copies, COP_ROLLBACK, r->volume, r->snapshot, "", 0,
-			  fence, ok, rets, msg, sizeof(msg));
-	for (size_t i = 0; i < rec->n_copies; i++)
+	ret = copy_op_all(c, nodes, n, COP_ROLLBACK, r->volume, r->snapshot, "", 0, fence, ok,
+			  rets, msg, sizeof(msg));
+	for (size_t i = 0; i < n; i++)
 		ids[i] = nodes[i]->id;
-	rollback_finish(c, r->volume, r->snapshot, fence, rec->n_copies, rets, ids, msg, resp);
+	rollback_finish(c, r->volume, r->snapshot, fence, other, n, rets, ids, msg, resp);
 out:
 	tessera__cluster__volume_record__free_unpacked(rec, NULL);
 	view_free(&v);
