@@ -34,6 +34,7 @@
 
 #include "admin/admin_internal.h"
 #include "cluster/internal.h"
+#include "tessera/test_hook.h"
 
 #define FENCE_MARGIN_MS 500u
 #define JOIN_RETRY_SEC 30
@@ -288,9 +289,7 @@ static void keepalive(struct tsr_cluster *c, int64_t *last_ok, bool *fenced_for_
  */
 static bool sweep_on_lease_thread(void)
 {
-	const char *e = getenv("TSR_TEST_SWEEP_ON_LEASE_THREAD");
-
-	return e && strcmp(e, "1") == 0;
+	return tsr_test_env_on("TSR_TEST_SWEEP_ON_LEASE_THREAD");
 }
 
 /* Wait on cond (c->lock held) until the monotonic time deadline_ms at most. */

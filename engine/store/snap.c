@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include "store/internal.h"
+#include "tessera/test_hook.h"
 
 int store_test_crash_at;
 
@@ -2017,19 +2018,18 @@ out:
 
 /*
  * Test hook: while the file $TSR_TEST_STORE_ROLLBACK_HOLD_FILE exists (at
- * most 60 s), a rollback waits inside its critical section (store->lock
- * held, the row marked VOL_ROLLBACK), before its data copy: a long rollback
- * of a small volume (test-cluster-sweep-lease-rollback).
+ * most 30 s, tsr_test_hold_file), a rollback waits inside its critical
+ * section (store->lock held, the row marked VOL_ROLLBACK), before its data
+ * copy: a long rollback of a small volume (test-cluster-sweep-lease-rollback).
  */
 static void rollback_test_hold(const char *vol)
 {
 	const char *f = getenv("TSR_TEST_STORE_ROLLBACK_HOLD_FILE");
 
-	if (f == NULL || access(f, F_OK) != 0)
+	if (f == NULL || f[0] == '\0' || access(f, F_OK) != 0)
 		return;
 	tsr_info("rollback: volume %s: test hold (%s) with the store's lock held", vol, f);
-	for (int i = 0; i < 6000 && access(f, F_OK) == 0; i++)
-		usleep(10 * 1000);
+	tsr_test_hold_file("TSR_TEST_STORE_ROLLBACK_HOLD_FILE", false);
 }
 
 int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char *snap)
