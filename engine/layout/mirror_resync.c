@@ -287,8 +287,7 @@ static void xfer_read(struct xfer *x)
 		/* the disk: a resync streams the volume once, no reason to
 		 * pull it through the source node's page cache */
 		ret = mcopy_submit(&m->copies[src], MCOP_READ, x->poff, x->plen, x->buf,
-				   MCOP_READ_DIRECT,
-				   xfer_read_done, x);
+				   MCOP_READ_DIRECT, xfer_read_done, x);
 		if (ret == 0)
 			return;
 	}
