@@ -105,8 +105,10 @@ struct ecopy {
  * (-ENOTCONN not open, -ESTALE local epoch moved on) and it never fires.
  */
 int ecopy_read(struct ecopy *c, uint64_t off, uint32_t len, void *buf, tsr_cb cb, void *arg);
-/* ecopy_read that a local copy serves from its disk, never the page cache
- * (tsr_svol_read_direct): scrub.  A remote copy's is an ordinary READ. */
+/* ecopy_read served from the copy's disk, never its page cache: a local
+ * copy through tsr_svol_read_direct, a remote one a READ with
+ * TSR_PEER_F_DIRECT (a plain READ to a replica of a build without it):
+ * scrub, and resync/rebuild through ec_col_read(EC_COL_DIRECT). */
 int ecopy_read_direct(struct ecopy *c, uint64_t off, uint32_t len, void *buf, tsr_cb cb, void *arg);
 int ecopy_write(struct ecopy *c, uint64_t off, uint32_t len, const void *buf, tsr_cb cb, void *arg);
 int ecopy_flush(struct ecopy *c, tsr_cb cb, void *arg);
@@ -265,12 +267,16 @@ static inline uint64_t ec_chunk_off(const struct ec *e, uint64_t stripe)
  * positions from their IN_SYNC copies and, for the ones that cannot be read
  * (not IN_SYNC, error, bit set in exclude), reading others until k are
  * present and decoding.  The caller holds the stripe lock.  bufs: n * len
- * bytes, 4 KiB aligned.  done(arg, status, present): present = positions
- * read or decoded (a superset of want on success).  0 or -errno (then done
- * never fires).
+ * bytes, 4 KiB aligned.  flags: EC_COL_DIRECT reads every chunk with
+ * ecopy_read_direct (the copies' disks, not their page caches: resync and
+ * rebuild, which read each stripe once), 0 through the page cache (host
+ * reads and the read-modify-write of host writes).  done(arg, status,
+ * present): present = positions read or decoded (a superset of want on
+ * success).  0 or -errno (then done never fires).
  */
+#define EC_COL_DIRECT 1u
 int ec_col_read(struct ec *e, uint64_t stripe, uint32_t col, uint32_t len, uint32_t want,
-		uint32_t exclude, uint8_t *bufs,
+		uint32_t exclude, unsigned flags, uint8_t *bufs,
 		void (*done)(void *arg, int status, uint32_t present), void *arg);
 int ec_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf, tsr_cb cb_fn,
 	    void *cb_arg);

@@ -97,6 +97,7 @@ struct scol {
 	uint64_t stripe;
 	uint32_t col, len;
 	uint32_t want, exclude, tried, present;
+	unsigned flags; /* EC_COL_DIRECT */
 	int inflight;
 	uint8_t *bufs;
 	void (*done)(void *arg, int status, uint32_t present);
@@ -151,8 +152,12 @@ static bool scol_issue(struct scol *s, unsigned p)
 	sub->pos = p;
 	sub->gen = c->gen;
 	s->inflight++;
-	ret = ecopy_read(c, ec_chunk_off(e, s->stripe) + s->col, s->len,
-			 s->bufs + (size_t)p * s->len, scol_sub_done, sub);
+	if (s->flags & EC_COL_DIRECT)
+		ret = ecopy_read_direct(c, ec_chunk_off(e, s->stripe) + s->col, s->len,
+					s->bufs + (size_t)p * s->len, scol_sub_done, sub);
+	else
+		ret = ecopy_read(c, ec_chunk_off(e, s->stripe) + s->col, s->len,
+				 s->bufs + (size_t)p * s->len, scol_sub_done, sub);
 	if (ret < 0) {
 		s->inflight--;
 		if (ret == -ESTALE)
@@ -208,7 +213,7 @@ static void scol_step(struct scol *s)
 }
 
 int ec_col_read(struct ec *e, uint64_t stripe, uint32_t col, uint32_t len, uint32_t want,
-		uint32_t exclude, uint8_t *bufs,
+		uint32_t exclude, unsigned flags, uint8_t *bufs,
 		void (*done)(void *arg, int status, uint32_t present), void *arg)
 {
 	struct scol *s = calloc(1, sizeof(*s));
@@ -221,6 +226,7 @@ int ec_col_read(struct ec *e, uint64_t stripe, uint32_t col, uint32_t len, uint3
 	s->len = len;
 	s->want = want;
 	s->exclude = exclude;
+	s->flags = flags;
 	s->bufs = bufs;
 	s->done = done;
 	s->arg = arg;
@@ -299,7 +305,7 @@ static void piece_degraded_go(struct erpiece *pc)
 		piece_end(pc, -ENOMEM);
 		return;
 	}
-	ret = ec_col_read(e, pc->stripe, pc->col, pc->len, 1u << pc->d, pc->exclude, pc->bufs,
+	ret = ec_col_read(e, pc->stripe, pc->col, pc->len, 1u << pc->d, pc->exclude, 0, pc->bufs,
 			  piece_decoded, pc);
 	if (ret < 0) {
 		tsr_free_aligned(pc->bufs);
@@ -1035,7 +1041,7 @@ static void txn_run(struct etxn *t)
 		return;
 	}
 	t->phase = 0;
-	ret = ec_col_read(e, t->stripe, t->col, t->len, need_old, 0, t->bufs, txn_old_done, t);
+	ret = ec_col_read(e, t->stripe, t->col, t->len, need_old, 0, 0, t->bufs, txn_old_done, t);
 	if (ret < 0)
 		txn_end(t, ret);
 }

@@ -223,8 +223,10 @@ static void rstripe_go(struct rstripe *st)
 		rstripe_end(st, -ENOMEM);
 		return;
 	}
-	ret = ec_col_read(e, st->stripe, 0, e->unit, 1u << st->pos, 1u << st->pos, st->bufs,
-			  rstripe_decoded, st);
+	/* the sources' disks: a resync or rebuild reads each stripe once, no
+	 * reason to pull the volume through every source node's page cache */
+	ret = ec_col_read(e, st->stripe, 0, e->unit, 1u << st->pos, 1u << st->pos, EC_COL_DIRECT,
+			  st->bufs, rstripe_decoded, st);
 	if (ret < 0)
 		rstripe_end(st, ret);
 }
