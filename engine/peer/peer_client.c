@@ -1004,7 +1004,7 @@ int tsr_peer_read_direct(struct tsr_peer_client *c, uint64_t handle, uint64_t ep
 		if (c->direct_fallbacks++ == 0)
 			tsr_warn("peer: %s does not serve direct reads (a build before "
 				 "TSR_PEER_F_DIRECT): scrubs of its copies read its page cache, "
-				 "not its disk, until it is upgraded",
+				 "not its disk, and resyncs from them fill it, until it is upgraded",
 				 c->address);
 	}
 	return data_req(c, &h, buf, NULL, cb_fn, cb_arg);
