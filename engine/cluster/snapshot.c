@@ -322,6 +322,15 @@ static int all_copies_ready(const struct cluster_view *v, const Tessera__Cluster
 			    const char *what, bool need_clean,
 			    const Tessera__Cluster__NodeRecord **nodes, char *msg, size_t msg_len)
 {
+	if (need_clean && !rec->clean_detach && rec->rollback_snapshot[0] != '\0') {
+		/* an attach is refused while the mark is there (attach.c) */
+		snprintf(msg, msg_len, "volume '%s' did not detach cleanly: it has an unfinished "
+			 "rollback to snapshot '%.*s', so its copies may differ: run it again "
+			 "(tessera volume rollback %s %.*s), then %s", rec->name, (int)strcspn(rec->rollback_snapshot, "/"),
+			 rec->rollback_snapshot, rec->name,
+			 (int)strcspn(rec->rollback_snapshot, "/"), rec->rollback_snapshot, what);
+		return -EAGAIN;
+	}
 	if (need_clean && !rec->clean_detach) {
 		snprintf(msg, msg_len, "volume '%s': its last coordinator did not detach cleanly, so "
 			 "its copies may differ: attach it (that makes them identical), detach it, "
