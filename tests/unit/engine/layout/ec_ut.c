@@ -1121,6 +1121,107 @@ static void test_recovery_acked_copy_away(void **state)
 }
 
 /*
+ * The dead last coordinator's own chunk copy (be0ec7d): attach.c marks it
+ * full_resync when the next attach runs on another node, though it is
+ * recorded IN_SYNC.  A 2+1 volume whose coordinator (copy 0) died while
+ * copy 1 was rebuilt has the copies [IN_SYNC + full_resync, OUT_OF_SYNC +
+ * full_resync, IN_SYNC]: the attach must succeed with copies 0 and 2 in
+ * sync (k = 2), copy 0's bitmap clean (never recorded out of sync), its
+ * staged txns decided with copy 2's (one staged on both: forward; one
+ * staged on copy 0 only: back), and only copy 1 rebuilt (its whole chunk
+ * volume, garbage before).  Before the fix copy 0 was taken for out of
+ * sync (bitmap all set, not counted), so the create failed: 1 in sync.
+ */
+static void test_dead_coordinator_copy_in_sync(void **state)
+{
+	struct env *e = *state;
+	uint64_t width = (uint64_t)e->k * e->unit;
+	uint64_t stripes = tsr_ec_stripes(VOL, e->k, e->unit), sfwd = 0, sback = 0;
+	uint8_t *newstripe = malloc(width), *junk = tsr_alloc_aligned(e->chunk_size);
+	unsigned dfwd = 0, dback = 0, found = 0;
+	struct tsr_ec_opts o;
+	struct tsr_layout_status s;
+	char hold[PATH_MAX];
+	int fd;
+
+	assert_int_equal(e->k, 2);
+	assert_int_equal(e->m, 1);
+	assert_int_equal(create(e, false, 1), 0);
+	for (uint64_t off = 0; off < VOL; off += width)
+		assert_int_equal(lwrite(e, off, (uint32_t)width, 70 + off / width), 0);
+	settle(e);
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	/* two stripes (from 3 on) whose txn touches only copies 0 (data) and 2 (parity) */
+	for (uint64_t st = 3; st < stripes && found < 2; st++)
+		for (unsigned d = 0; d < e->k && found < 2; d++) {
+			if (tsr_ec_copy_of(st, d, e->k, e->m) != 0 ||
+			    tsr_ec_copy_of(st, e->k, e->k, e->m) != 2)
+				continue;
+			if (found++ == 0) {
+				sfwd = st;
+				dfwd = d;
+			} else {
+				sback = st;
+				dback = d;
+			}
+			break;
+		}
+	assert_int_equal(found, 2);
+	/* staged on both participants, committed nowhere: acknowledged, forward */
+	crashed_txn(e, 1, 0x10000000u, sfwd, dfwd, BS, 2 * BS, 2, 0, newstripe);
+	memcpy(e->model + sfwd * width, newstripe, width);
+	/* staged on copy 0 only (the coordinator's own chunk): back */
+	crashed_txn(e, 1, 0x10000001u, sback, dback, 0, BS, 1, 0, newstripe);
+	assert_int_equal(node_stage_count(&e->nodes[0]), 2);
+	assert_int_equal(node_stage_count(&e->nodes[2]), 1);
+	/* copy 1, the one being rebuilt: garbage where it was not rebuilt yet */
+	memset(junk, 0xa5, e->chunk_size);
+	assert_int_equal(node_store_write(&e->nodes[1], 0, (uint32_t)e->chunk_size, junk), 0);
+
+	/* the rebuild held after its first region, so the in-sync set can be seen */
+	snprintf(hold, sizeof(hold), "%s/resync-hold", e->state_dir);
+	fd = open(hold, O_CREAT | O_WRONLY, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	setenv("TSR_TEST_EC_RESYNC_HOLD_FILE", hold, 1);
+	log_reset();
+	opts_init(e, &o, false, 2);
+	o.copies[0].full_resync = true; /* attach.c's mark of the dead coordinator's copy */
+	o.copies[1].state = TSR_COPY_OUT_OF_SYNC;
+	o.copies[1].full_resync = true;
+	assert_int_equal(tsr_layout_ec_create(&o, &e->l), 0);
+	get_status(e, &s);
+	assert_int_equal(s.in_sync, 2);
+	assert_int_equal(s.txn_rolled_forward, 1);
+	assert_int_equal(s.txn_rolled_back, 1);
+	assert_int_equal(s.copies[0].dirty_bytes, 0); /* before the fix: all set */
+	assert_int_equal(s.copies[2].dirty_bytes, 0);
+	assert_true(s.copies[1].dirty_bytes > 0);
+	assert_int_equal(hooks_out_of_sync(0), 0);
+	assert_int_equal(g_log.state[0], TSR_COPY_IN_SYNC);
+	/* reads decode from copies 0 and 2: the rolled-forward txn, the other stripe old */
+	assert_reads_equal_model(e);
+	assert_int_equal(unlink(hold), 0);
+	assert_true(wait_status(e, all_in_sync, 20000));
+	unsetenv("TSR_TEST_EC_RESYNC_HOLD_FILE"); /* no walk reads it any more */
+	get_status(e, &s);
+	/* copy 1's chunk volume, and only it, moved */
+	assert_int_equal(s.resync_bytes_copied, e->chunk_size);
+	assert_int_equal(hooks_out_of_sync(0), 0);
+	assert_int_equal(g_log.state[1], TSR_COPY_IN_SYNC);
+	for (unsigned i = 0; i < e->n; i++)
+		assert_int_equal(node_stage_count(&e->nodes[i]), 0);
+	assert_stripes_consistent(e, true);
+	assert_int_equal(lwrite(e, sback * width, (uint32_t)width, 75), 0);
+	assert_reads_equal_model(e);
+	settle(e);
+	assert_stripes_consistent(e, true);
+	tsr_free_aligned(junk);
+	free(newstripe);
+}
+
+/*
  * A failed attach that rolled a txn forward releases nothing: stripe s's
  * txn (data chunk 1 and both parities) is staged on its three participants
  * and committed on the first; at epoch 2 the last parity's copy never
@@ -2166,6 +2267,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_write_hole_recovery, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_copy_away, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_acked_copy_away, setup_4p2, teardown),
+	    cmocka_unit_test_setup_teardown(test_dead_coordinator_copy_in_sync, setup_2p1,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_attach_fails_after_roll_forward, setup_4p2,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_attach_release_waits_for_record, setup_4p2,
