@@ -236,7 +236,7 @@ struct tsr_site_source {
 				  * outside a grow (the target is creating its volume) */
 	uint64_t open_busy_ns;   /* the retry's delay after such an answer: SRC_OPEN_RETRY_NS,
 				  * doubled per answer, at most retry_ns; 0 after any other
-				  * failure */
+				  * failure and once an open succeeds (on_open) */
 	tsr_site_grow_fn grow_cb;  /* the caller's answer (grow_pending only) */
 	void *grow_arg;
 	uint64_t grow_old_size;
@@ -1525,6 +1525,9 @@ static void on_open(struct tsr_site_source *s, uint64_t a, bool replay)
 		s->reconnects++;
 	s->first_session_done = true;
 	s->last_error[0] = '\0';
+	/* the next "being created" answer starts from SRC_OPEN_RETRY_NS again;
+	 * a session that ends by a grow's reopen passes no session_fail */
+	s->open_busy_ns = 0;
 	s->sess = SESS_READY;
 	if (s->grow_pending)
 		grow_end(s, 0, "");

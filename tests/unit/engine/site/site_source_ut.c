@@ -64,6 +64,11 @@ struct target {
 				       * (the DR's own resize runs: "retry") */
 	atomic_int inprogress_left;   /* so many such answers more, then grow */
 	atomic_int inprogress_sent;   /* -EINPROGRESS answers given */
+	atomic_int creating_left;     /* answer so many VOLUME_OPENs more with ERROR
+				       * -EINPROGRESS "being created" (the DR creating its
+				       * target volume), counted in inprogress_sent */
+	atomic_bool hold_open;        /* a VOLUME_OPEN waits for its answer while set */
+	atomic_int opens_held;        /* VOLUME_OPENs that waited so */
 	pthread_t thread;
 	atomic_bool quit;
 	atomic_bool stop_reading;     /* stop reading the socket (the source's sends block) */
@@ -203,6 +208,20 @@ static void serve(struct target *tg, int fd, struct tsr_site_rx *rx)
 	    rx->hdr.offset < tsr_vol_size(tg->vol)) {
 		fprintf(stderr, "fake target: no VOLUME_OPEN\n");
 		atomic_fetch_add(&tg->bad, 1);
+		goto out;
+	}
+	if (atomic_load(&tg->hold_open)) {
+		atomic_fetch_add(&tg->opens_held, 1);
+		while (atomic_load(&tg->hold_open) && !atomic_load(&tg->quit))
+			usleep(2000);
+	}
+	if (atomic_load(&tg->creating_left) > 0) {
+		atomic_fetch_sub(&tg->creating_left, 1);
+		atomic_fetch_add(&tg->inprogress_sent, 1);
+		t_error(tg, t, fd, STREAM, 0, EINPROGRESS,
+			"site dr: target dr-vol is being created: retry");
+		while (t_recv(tg, rx, t, fd) == 1) /* until the source closes */
+			;
 		goto out;
 	}
 	if (rx->hdr.offset > tsr_vol_size(tg->vol)) { /* the source grew: grow first */
@@ -1374,6 +1393,115 @@ static void test_grow_async(void **state)
 	pthread_mutex_destroy(&r2.lock);
 }
 
+/* ---- the retry delays the source chose, from its warnings ---- */
+
+struct capture {
+	FILE *f;
+	int saved;
+};
+
+/* From here the process's stderr goes to a file (every thread's log lines). */
+static void capture_start(struct capture *c)
+{
+	c->f = tmpfile();
+	assert_non_null(c->f);
+	fflush(stderr);
+	c->saved = dup(STDERR_FILENO);
+	assert_true(c->saved >= 0);
+	assert_true(dup2(fileno(c->f), STDERR_FILENO) >= 0);
+}
+
+/*
+ * stderr back; the delays of the "site source ...; retrying in N ms"
+ * warnings logged meanwhile, in order, into ms (at most max); their count.
+ */
+static unsigned capture_retries(struct capture *c, unsigned *ms, unsigned max)
+{
+	char line[1024];
+	unsigned n = 0;
+
+	fflush(stderr);
+	assert_true(dup2(c->saved, STDERR_FILENO) >= 0);
+	close(c->saved);
+	rewind(c->f);
+	while (fgets(line, sizeof(line), c->f) != NULL) {
+		const char *r = strstr(line, "; retrying in ");
+
+		fputs(line, stderr); /* shown in the test's output as well */
+		if (strstr(line, "site source ") != NULL && r != NULL && n < max)
+			ms[n++] = (unsigned)strtoul(r + strlen("; retrying in "), NULL, 10);
+	}
+	fclose(c->f);
+	return n;
+}
+
+/*
+ * A VOLUME_OPEN answered EINPROGRESS outside a grow (the DR creating its
+ * target) is retried after 100 ms, doubled per answer, at most retry_ms;
+ * an open that succeeds starts the count again (review 15b D2).  The
+ * first session: four "being created" answers, retried after 100, 200,
+ * 400 and 800 ms, then streaming.  Then a grow whose reopen the DR does
+ * not answer before the grow's deadline (300 ms; the source goes back to
+ * its size), then answers "growing: retry" (EINPROGRESS, now outside a
+ * grow): retried after 100 ms.  Before the fix the delay went on from the
+ * first session's last one: 1600 ms.  The delays are read from the
+ * source's warnings (what it chose, not a time measured here).
+ */
+static void test_open_busy_backoff_reset(void **state)
+{
+	struct env *e = env_open(4 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	struct capture cap;
+	struct grow_rec r;
+	unsigned ms[16], n, seed = 31;
+	char addr[64], why[300];
+
+	(void)state;
+	o = source_opts(e, addr, sizeof(addr));
+	o.retry_ms = 5000; /* the cap, above every delay this test expects */
+	atomic_store(&e->tg.creating_left, 4);
+	capture_start(&cap);
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	random_writes(e, 50, 0, e->size, 8, &seed);
+	wait_caught_up(e, &st);
+	n = capture_retries(&cap, ms, 16);
+	assert_int_equal(atomic_load(&e->tg.inprogress_sent), 4);
+	assert_int_equal(n, 4);
+	assert_int_equal(ms[0], 100);
+	assert_int_equal(ms[1], 200);
+	assert_int_equal(ms[2], 400);
+	assert_int_equal(ms[3], 800);
+	assert_volumes_equal(e);
+
+	/* a grow's reopen unanswered past its deadline */
+	atomic_store(&e->tg.hold_open, true);
+	grow_rec_init(&r);
+	assert_int_equal(
+	    tsr_site_source_grow_async(e->s, 8 * MIB, 300, grow_rec_cb, &r, why, sizeof(why)), 0);
+	assert_int_equal(grow_rec_wait(&r), 1);
+	assert_int_equal(r.status, -ETIMEDOUT);
+	assert_non_null(strstr(r.why, "did not answer the reopen"));
+	assert_int_equal(atomic_load(&e->tg.opens_held), 1);
+	/* then answered "growing: retry": the first such answer since the source streamed */
+	atomic_store(&e->tg.growing, true);
+	capture_start(&cap);
+	atomic_store(&e->tg.hold_open, false);
+	wait_inprogress(e, 5);
+	random_writes(e, 50, 0, e->size, 8, &seed);
+	wait_caught_up(e, &st);
+	n = capture_retries(&cap, ms, 16);
+	atomic_store(&e->tg.growing, false);
+	assert_int_equal(atomic_load(&e->tg.inprogress_sent), 5);
+	assert_int_equal(n, 1);
+	assert_int_equal(ms[0], 100); /* before the fix: 1600 */
+	assert_int_equal(tsr_vol_size(e->dst), 4 * MIB);
+	assert_int_equal(atomic_load(&e->tg.grows), 0);
+	assert_volumes_equal(e);
+	assert_int_equal(atomic_load(&e->tg.bad), 0);
+	pthread_mutex_destroy(&r.lock);
+}
+
 /* The target was promoted: the source is demoted and fences host writes. */
 static void test_demote(void **state)
 {
@@ -1769,6 +1897,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_demote, env_teardown),
 	    cmocka_unit_test_teardown(test_grow, env_teardown),
 	    cmocka_unit_test_teardown(test_grow_async, env_teardown),
+	    cmocka_unit_test_teardown(test_open_busy_backoff_reset, env_teardown),
 	    cmocka_unit_test_teardown(test_prefix_at_pause, env_teardown),
 	    cmocka_unit_test_teardown(test_drop_during_sync, env_teardown),
 	    cmocka_unit_test_teardown(test_bandwidth_cap, env_teardown),
