@@ -2150,7 +2150,10 @@ static int target_grow(struct tsr_cluster *c, const struct tsr_site_hello *from,
  * vol/<vol> is absent, copies may exist.  The next VOLUME_OPEN of that
  * stream creates again ("resumed"): a copy it meets (EEXIST) is deleted by
  * its uuid and made again; no record ever listed it, so it was never
- * attached and holds nothing written.  The placement input and the record
+ * attached and holds nothing written.  That vol/<vol> is read again just
+ * before each such delete (tc_leftover): a record found means another
+ * create of the stream finished meanwhile, and this one fails -EEXIST
+ * deleting nothing.  The placement input and the record
  * are cluster_volume_create's (cluster_place_input, cluster_fresh_record).
  */
 #define TARGET_CREATE_KEEP_MS 10000
@@ -2304,17 +2307,53 @@ static int tc_local_delete(struct target_create *t, unsigned i, char *msg, size_
 	return cluster_copy_delete_uuid(t->c, &node, t->volume, t->node[i].uuid, msg, msg_len);
 }
 
-/* A copy met where this create puts one: a crashed create's leftover
- * (resumed, once per copy) is deleted before the copy is made again. */
-static bool tc_leftover(struct target_create *t, unsigned i)
+/*
+ * A copy met where this create puts one: a crashed create's leftover
+ * (resumed, once per copy) is deleted before the copy is made again: 1.
+ * 0: not a leftover (the caller fails the create with the EEXIST).  -1: the
+ * create failed here (tc_fail ran): vol/<vol> exists now, or cannot be read.
+ * "Resumed" only says that target/<vol> named this stream when the create
+ * started; another create of the same stream (a second DR node the source
+ * reached, through an address that moved) may have recorded the volume
+ * since, the copy met being one its record lists.  A delete by uuid skips
+ * the record check (copy_delete_check) and only an open copy is refused,
+ * so vol/<vol> is read again first: present, nothing met is deleted.
+ * (A record written between this read and the delete is not seen: the
+ * window is one call to the node.)
+ */
+static int tc_leftover(struct target_create *t, unsigned i)
 {
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	bool listed = false;
+	int ret;
+
 	if (!t->resumed || t->redo || t->node[i].uuid[0] == '\0')
-		return false;
+		return 0;
+	ret = rec_volume_get(t->c->meta, t->volume, &rec, NULL);
+	if (ret == 0) {
+		for (size_t j = 0; j < rec->n_copies && !listed; j++)
+			listed = rec->copies[j]->node_id &&
+				 strcmp(rec->copies[j]->node_id, t->node[i].id) == 0;
+		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+		/* as tc_record's ECANCELED: the copies of that name on the nodes
+		 * we share are the record's now, so none is deleted */
+		t->made = 0;
+		tc_fail(t, -EEXIST, "volume '%s' was recorded meanwhile (another create of this "
+			"stream?): the copy met on %s (uuid %s%s) is not deleted", t->volume,
+			t->node[i].id, t->node[i].uuid, listed ? ", a copy the record lists" : "");
+		return -1;
+	}
+	if (ret != -ENOENT) {
+		tc_fail(t, ret, "cannot read vol/%s to check that the copy met on %s (uuid %s) is "
+			"left over: %s; not deleted", t->volume, t->node[i].id, t->node[i].uuid,
+			strerror(-ret));
+		return -1;
+	}
 	tsr_warn("site: target volume %s: the copy on %s (uuid %s) is left over by a create "
 		 "of stream %016llx that did not finish: deleted, made again", t->volume,
 		 t->node[i].id, t->node[i].uuid, (unsigned long long)t->stream);
 	t->redo = true;
-	return true;
+	return 1;
 }
 
 /* (4): the record; the answer. */
@@ -2369,10 +2408,16 @@ static void tc_next(struct target_create *t)
 			return;
 		}
 		ret = tc_local_create(t, i, msg, sizeof(msg));
-		if (ret == -EEXIST && tc_leftover(t, i)) {
-			ret = tc_local_delete(t, i, msg, sizeof(msg));
-			if (ret == 0)
-				continue; /* made again */
+		if (ret == -EEXIST) {
+			int left = tc_leftover(t, i);
+
+			if (left < 0)
+				return; /* failed */
+			if (left > 0) {
+				ret = tc_local_delete(t, i, msg, sizeof(msg));
+				if (ret == 0)
+					continue; /* made again */
+			}
 		}
 		if (ret) {
 			tc_fail(t, ret, "%s", msg);
@@ -2431,7 +2476,7 @@ static void tc_call_done(void *arg, int status, Tessera__Admin__Response *r)
 {
 	struct target_create *t = arg;
 	unsigned i = t->undoing ? t->undo : t->made;
-	int err = status ? status : r->error;
+	int err = status ? status : r->error, left;
 
 	t->call = NULL;
 	if (t->stopping) { /* repl_stop frees t */
@@ -2451,8 +2496,8 @@ static void tc_call_done(void *arg, int status, Tessera__Admin__Response *r)
 			t->redo = false;
 			t->made++;
 			tc_next(t);
-		} else if (status == 0 && err == -EEXIST && tc_leftover(t, i)) {
-			if (tc_call(t, i, TC_LEFTOVER))
+		} else if (status == 0 && err == -EEXIST && (left = tc_leftover(t, i)) != 0) {
+			if (left > 0 && tc_call(t, i, TC_LEFTOVER))
 				tc_fail(t, -EEXIST, "node %s: cannot delete the copy of '%s' left over "
 					"there", t->node[i].id, t->volume);
 		} else if (status) {
