@@ -2009,7 +2009,11 @@ static int rollback_mark_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
 	case RB_MARK_START:
 		break;
 	case RB_MARK_DONE:
-		if (mk->unchecked || (own && !mk->keep)) {
+		/* no mark left and none found at our start: another rollback to
+		 * our snapshot (a retry) ended first and cleared it (a mark names
+		 * one snapshot and only a rollback to it clears it), so every
+		 * copy is at our snapshot: clean (review 15c F1) */
+		if (mk->unchecked || (own && !mk->keep) || (cur[0] == '\0' && !mk->keep)) {
 			clean = true;
 			break;
 		}
@@ -2113,12 +2117,26 @@ static void rollback_finish(struct tsr_cluster *c, const char *vol, const char *
 		/* an attach reached a copy: it converged the copies it opened
 		 * (the mark); a copy rolled back around it may differ from them
 		 * once it detached: the next attach converges again */
-		int mret = rollback_mark(c, vol, snap, fence, RB_MARK_FAILED, true, false, NULL,
+		/* the mark only while the record is still ours: an attach that
+		 * got in owns its record (it could only get in after another
+		 * rollback to the same snapshot cleared the mark, the copies then
+		 * agree), and a mark written there would refuse its next attach
+		 * until a rollback that throws away what it wrote (review 15c F2) */
+		int mret = rollback_mark(c, vol, snap, fence, RB_MARK_FAILED, false, false, NULL,
 					 NULL);
 
-		if (mret)
+		if (mret && mret != -ESTALE)
 			tsr_warn("cluster: volume %s: cannot mark it for converging after a rollback "
 				 "an attach cut short: %s", vol, strerror(-mret));
+		if (mret == -ESTALE) {
+			admin_fail(resp, -ESTALE, "cannot roll back '%s': it was attached meanwhile "
+				   "(node %s's copy has an epoch past %llu, the volume's when this "
+				   "began), after another rollback of it to '%s' ended: what that "
+				   "attachment writes stands; roll it back again only if you still "
+				   "want the snapshot's data", vol, ids[stale],
+				   (unsigned long long)fence, snap);
+			return;
+		}
 		admin_fail(resp, -ESTALE, "cannot roll back '%s': it was attached meanwhile (node "
 			   "%s's copy has an epoch past %llu, the volume's when this began); %zu of "
 			   "%zu copies were rolled back: detach it and run the rollback again before "
