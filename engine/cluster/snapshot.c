@@ -326,8 +326,8 @@ static int all_copies_ready(const struct cluster_view *v, const Tessera__Cluster
 		/* an attach is refused while the mark is there (attach.c) */
 		snprintf(msg, msg_len, "volume '%s' did not detach cleanly: it has an unfinished "
 			 "rollback to snapshot '%.*s', so its copies may differ: run it again "
-			 "(tessera volume rollback %s %.*s), then %s", rec->name, (int)strcspn(rec->rollback_snapshot, "/"),
-			 rec->rollback_snapshot, rec->name,
+			 "(tessera volume rollback %s %.*s), then %s", rec->name,
+			 (int)strcspn(rec->rollback_snapshot, "/"), rec->rollback_snapshot, rec->name,
 			 (int)strcspn(rec->rollback_snapshot, "/"), rec->rollback_snapshot, what);
 		return -EAGAIN;
 	}

@@ -1246,12 +1246,14 @@ static void shutdown_daemon(struct tesserad *d)
 }
 
 /*
- * Every open volume holds several descriptors (a data segment per 8 TiB, the
- * crc table, the dirty bitmap, its parked snapshot spare's three, three per
- * snapshot layer: 6 for a volume without snapshots) and every NBD connection
- * a socket: the usual soft limit of 1024 is met by a node with ~150 volumes.  Raise the soft limit to the
- * hard one, as the kernel lets any process do, and log both.  A failure is a
- * warning: the daemon runs with what it has.
+ * Every open volume holds several descriptors (a data segment per 8 TiB and,
+ * with the read cache, its buffered twin; the crc table, the dirty bitmap,
+ * its parked snapshot spare's three, three per snapshot layer: 7 for a volume
+ * without snapshots, 6 with --read-cache off or --io libaio) and every NBD
+ * connection a socket: the usual soft limit of 1024 is met by a node with
+ * ~125 volumes.  Raise the soft limit to the hard one, as the kernel lets any
+ * process do, and log both.  A failure is a warning: the daemon runs with
+ * what it has.
  */
 static void raise_fd_limit(void)
 {
