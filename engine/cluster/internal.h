@@ -300,6 +300,14 @@ bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
 /* volume show: out->snapshots from a node holding an IN_SYNC copy (ours or
  * asked); left empty when none answers. */
 void cluster_volume_snapshots(struct tsr_cluster *c, Tessera__Admin__Volume *out);
+/* volume show's list into resp->volumes[0] (one volume, no error): from our
+ * store, or the alive nodes holding an IN_SYNC copy asked in turn, each bounded
+ * by the peer timeout.  true: the reply comes later (the caller must not touch
+ * resp; the loop goes on meanwhile); false: resp done (none answered: without
+ * the list, resp->message saying so). */
+bool cluster_volume_show_snapshots(struct tsr_cluster *c, Tessera__Admin__Response *resp);
+/* tsr_cluster_stop: each show waiting for a list answers now, without it. */
+void cluster_show_stop(struct tsr_cluster *c);
 /* VolumeRollback (not local_copy): detached volumes, every copy. */
 void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__VolumeRollback *r,
 			     Tessera__Admin__Response *resp);

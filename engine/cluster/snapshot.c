@@ -1477,6 +1477,280 @@ void cluster_volume_snapshots(struct tsr_cluster *c, Tessera__Admin__Volume *out
 	free(list);
 }
 
+/* ---- volume show: the snapshot list, bounded and off the loop ----------- */
+
+/*
+ * volume show through a node without an IN_SYNC copy of the volume used to
+ * get its snapshot list by cluster_volume_snapshots: a forward to the
+ * record's first IN_SYNC copy's node bounded by CLUSTER_FORWARD_TIMEOUT_MS
+ * (120 s), waited for on this node's main loop (session 15, contract show: a
+ * frozen node stopped the loop for 120 s).  Now the alive nodes holding an
+ * IN_SYNC copy are asked in turn, each bounded by the peer timeout
+ * (show_list_timeout_ms); for an admin request without blocking the loop
+ * (admin_async_call, the reply given later), else (no request to answer
+ * later) by the blocking call, bounded the same.  The first list answered is
+ * the show's; none answers: the show answers without it, its message saying
+ * so and naming each node asked ("snapshots not listed: n3: no answer in
+ * 2000 ms").  Test hook TSR_TEST_SHOW_LIST_UNBOUNDED=1: the old call.
+ */
+struct show_list {
+	struct tsr_cluster *c;
+	struct {
+		char id[64], address[256];
+	} nodes[TSR_LAYOUT_MAX_COPIES]; /* to ask, in this order */
+	size_t n_nodes, next;            /* next: the one asked now, or to ask */
+	char failed[768];                /* "n2: no answer in 2000 ms; ..." */
+	struct admin_later *later;       /* our reply */
+	struct admin_async *call;        /* until its callback fired */
+	Tessera__Admin__Response answer; /* the show's reply, moved out by show_list_reply */
+	struct show_list *next_list;     /* g_show_lists, while call runs */
+};
+
+static struct show_list *g_show_lists; /* main thread: lists asked, answered later */
+
+static int show_list_timeout_ms(const struct tsr_cluster *c)
+{
+	unsigned ms = c->o.peer_timeout_ms ? c->o.peer_timeout_ms : 5000;
+
+	return (int)(ms < CLUSTER_COPY_TIMEOUT_MS ? ms : CLUSTER_COPY_TIMEOUT_MS);
+}
+
+/*
+ * Who gives out's list: 0 when it is ours (we hold an IN_SYNC copy) or the
+ * record cannot be read (cluster_volume_snapshots, as before); 1: sl->nodes
+ * to ask (none alive: n_nodes 0, the reason in sl->failed).
+ */
+static int show_list_plan(struct tsr_cluster *c, const char *name, struct show_list *sl)
+{
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	struct cluster_view v;
+	char msg[512];
+	uint64_t rev;
+	bool origin_skipped = false;
+	int ret = 1;
+
+	if (load_volume(c, name, &v, &rec, &rev, msg, sizeof(msg)))
+		return 0;
+	for (size_t i = 0; i < rec->n_copies; i++)
+		if (rec->copies[i]->state == TESSERA__CLUSTER__COPY_STATE__IN_SYNC &&
+		    strcmp(rec->copies[i]->node_id, c->node_id) == 0) {
+			ret = 0;
+			goto out;
+		}
+	for (size_t i = 0; i < rec->n_copies && sl->n_nodes < TSR_LAYOUT_MAX_COPIES; i++) {
+		const Tessera__Cluster__CopyRecord *cr = rec->copies[i];
+		const Tessera__Cluster__NodeRecord *node;
+
+		if (cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC ||
+		    !view_alive(&v, cr->node_id) || (node = view_node(&v, cr->node_id)) == NULL)
+			continue;
+		/* the node that forwarded this request waits for our answer */
+		if (c->origin != NULL && strcmp(cr->node_id, c->origin) == 0) {
+			origin_skipped = true;
+			continue;
+		}
+		snprintf(sl->nodes[sl->n_nodes].id, sizeof(sl->nodes[0].id), "%s", node->id);
+		snprintf(sl->nodes[sl->n_nodes].address, sizeof(sl->nodes[0].address), "%s",
+			 node->address);
+		sl->n_nodes++;
+	}
+	if (sl->n_nodes == 0)
+		snprintf(sl->failed, sizeof(sl->failed), "%s", origin_skipped ?
+			 "the only alive node holding an in-sync copy forwarded this request" :
+			 "no node holding an in-sync copy is alive");
+out:
+	tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	view_free(&v);
+	return ret;
+}
+
+/* The answer of sl->nodes[sl->next]: true when it is the list, moved into
+ * vol; else its failure is noted in sl->failed.  r freed either way. */
+static bool show_list_take(struct show_list *sl, int status, Tessera__Admin__Response *r,
+			   Tessera__Admin__Volume *vol)
+{
+	size_t len = strlen(sl->failed);
+	const char *id = sl->nodes[sl->next].id;
+	bool ok = status == 0 && r && r->error == 0;
+
+	if (ok) {
+		vol->snapshots = r->snapshots;
+		vol->n_snapshots = r->n_snapshots;
+		r->snapshots = NULL;
+		r->n_snapshots = 0;
+	} else if (status == -ETIMEDOUT) {
+		snprintf(sl->failed + len, sizeof(sl->failed) - len, "%s%s: no answer in %d ms",
+			 len ? "; " : "", id, show_list_timeout_ms(sl->c));
+	} else {
+		snprintf(sl->failed + len, sizeof(sl->failed) - len, "%s%s: %s", len ? "; " : "",
+			 id, status ? strerror(-status) : r && r->message && r->message[0] ?
+			 r->message : strerror(r ? -r->error : EIO));
+	}
+	if (!ok)
+		tsr_warn("cluster: volume %s: node %s did not give its snapshot list for a show "
+			 "(%s)", vol->name, id, status ? strerror(-status) : "it refused");
+	if (r)
+		tessera__admin__response__free_unpacked(r, NULL);
+	return ok;
+}
+
+/* None gave the list: the show answers without it and says why. */
+static void show_list_none(struct show_list *sl, Tessera__Admin__Response *resp)
+{
+	admin_fail(resp, 0, "snapshots not listed: %s", sl->failed);
+}
+
+static void show_list_req(struct show_list *sl, const char *name, Tessera__Admin__Request *req,
+			  Tessera__Admin__SnapshotList *l)
+{
+	l->volume = (char *)name;
+	req->command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST;
+	req->snapshot_list = l;
+	req->via_node = sl->c->node_id;
+}
+
+static void show_list_unlist(struct show_list *sl)
+{
+	for (struct show_list **pp = &g_show_lists; *pp; pp = &(*pp)->next_list)
+		if (*pp == sl) {
+			*pp = sl->next_list;
+			break;
+		}
+}
+
+static void show_list_reply(struct tsr_admin_server *srv, void *arg,
+			    Tessera__Admin__Response *resp)
+{
+	struct show_list *sl = arg;
+
+	(void)srv;
+	*resp = sl->answer; /* moved: built with the same allocators */
+	free(sl);
+}
+
+static void show_list_done(void *cb_arg, int status, Tessera__Admin__Response *r);
+
+/* Ask sl->nodes[sl->next], then the next ones until a call starts: 0 (its
+ * callback fires), or -EHOSTUNREACH when none could be asked. */
+static int show_list_ask(struct show_list *sl)
+{
+	const char *name = sl->answer.volumes[0]->name;
+
+	for (; sl->next < sl->n_nodes; sl->next++) {
+		Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+		Tessera__Admin__SnapshotList l = TESSERA__ADMIN__SNAPSHOT_LIST__INIT;
+		int ret;
+
+		show_list_req(sl, name, &req, &l);
+		ret = admin_async_call(sl->c->o.loop, sl->nodes[sl->next].address, sl->c->token,
+				       &req, show_list_timeout_ms(sl->c), show_list_done, sl,
+				       &sl->call);
+		if (ret == 0) {
+			sl->next_list = g_show_lists;
+			g_show_lists = sl;
+			return 0;
+		}
+		show_list_take(sl, ret, NULL, sl->answer.volumes[0]);
+	}
+	return -EHOSTUNREACH;
+}
+
+static void show_list_done(void *cb_arg, int status, Tessera__Admin__Response *r)
+{
+	struct show_list *sl = cb_arg;
+	Tessera__Admin__Volume *vol = sl->answer.volumes[0];
+
+	sl->call = NULL;
+	show_list_unlist(sl);
+	if (status == -ECANCELED) { /* cluster_show_stop */
+		if (r)
+			tessera__admin__response__free_unpacked(r, NULL);
+		admin_fail(&sl->answer, 0, "snapshots not listed: %s is stopping",
+			   sl->c->node_id);
+		admin_later_done(sl->later);
+		return;
+	}
+	if (!show_list_take(sl, status, r, vol)) {
+		sl->next++;
+		if (show_list_ask(sl) == 0)
+			return;
+		show_list_none(sl, &sl->answer);
+	}
+	admin_later_done(sl->later);
+}
+
+void cluster_show_stop(struct tsr_cluster *c)
+{
+	for (struct show_list *sl = g_show_lists; sl;) {
+		if (sl->c != c) {
+			sl = sl->next_list;
+			continue;
+		}
+		admin_async_cancel(sl->call); /* its callback unlists it */
+		sl = g_show_lists;
+	}
+}
+
+bool cluster_volume_show_snapshots(struct tsr_cluster *c, Tessera__Admin__Response *resp)
+{
+	const char *e = getenv("TSR_TEST_SHOW_LIST_UNBOUNDED");
+	struct tsr_admin_server *srv = admin_handling_server();
+	Tessera__Admin__Volume *vol = resp->volumes[0];
+	struct show_list *sl;
+
+	if (e && strcmp(e, "1") == 0) { /* tests' control only: the old call */
+		cluster_volume_snapshots(c, vol);
+		return false;
+	}
+	sl = calloc(1, sizeof(*sl));
+	if (sl == NULL) {
+		admin_fail(resp, 0, "snapshots not listed: out of memory in tesserad");
+		return false;
+	}
+	sl->c = c;
+	if (show_list_plan(c, vol->name, sl) == 0) { /* ours: no call */
+		free(sl);
+		cluster_volume_snapshots(c, vol);
+		return false;
+	}
+	if (sl->n_nodes == 0) {
+		show_list_none(sl, resp);
+		free(sl);
+		return false;
+	}
+	/* an admin request: the loop goes on while the nodes answer */
+	if (srv && (sl->later = admin_later_begin(srv, show_list_reply, sl)) != NULL) {
+		sl->answer = *resp; /* moved; the caller's reply is dropped */
+		tessera__admin__response__init(resp);
+		if (show_list_ask(sl) == 0)
+			return true;
+		/* none could be asked: answer now after all */
+		*resp = sl->answer;
+		admin_later_cancel(sl->later);
+		show_list_none(sl, resp);
+		free(sl);
+		return false;
+	}
+	/* no request to answer later: blocking, each bounded */
+	for (; sl->next < sl->n_nodes; sl->next++) {
+		Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+		Tessera__Admin__SnapshotList l = TESSERA__ADMIN__SNAPSHOT_LIST__INIT;
+		Tessera__Admin__Response *r = NULL;
+		int st;
+
+		show_list_req(sl, vol->name, &req, &l);
+		st = cluster_call_node(c, sl->nodes[sl->next].address, &req,
+				       show_list_timeout_ms(c), &r);
+		if (show_list_take(sl, st, r, vol)) {
+			free(sl);
+			return false;
+		}
+	}
+	show_list_none(sl, resp);
+	free(sl);
+	return false;
+}
+
 /* resp->snapshots = { vol@snap as our store describes it }, exported on our listeners. */
 static void snapshot_show_local(struct tsr_cluster *c, const char *vol, const char *snap,
 				Tessera__Admin__Response *resp)

@@ -152,6 +152,7 @@ void cluster_forward_stop(struct tsr_cluster *c)
 {
 	resize_stop(c); /* resizes waiting for a node answer (-ECANCELED) */
 	replace_list_stop(c); /* replaces waiting for a snapshot list (-ECANCELED) */
+	cluster_show_stop(c); /* shows waiting for a snapshot list: without it */
 	/* each answers -ECANCELED at once (its callback unlists it) */
 	while (c->forwards)
 		admin_async_cancel(c->forwards->call);

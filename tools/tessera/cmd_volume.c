@@ -1098,7 +1098,11 @@ static int volume_show(const struct cli *cli, const char *name)
 	if (ret)
 		goto out;
 	v = resp->volumes[0];
-	if (v->n_snapshots == 0) {
+	/* the server could not list them (each node holding an in-sync copy was
+	 * asked, bounded): asking again would wait on the same nodes */
+	if (resp->message && resp->message[0])
+		fprintf(stderr, "tessera: volume '%s': %s\n", name, resp->message);
+	else if (v->n_snapshots == 0) {
 		list.volume = (char *)name;
 		req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST;
 		req.snapshot_list = &list;
