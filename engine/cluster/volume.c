@@ -189,6 +189,81 @@ void cluster_forward_answer(const char *node_id, const char *address, int status
 	tessera__admin__response__free_unpacked(r, NULL);
 }
 
+/* copy_create on this node (its store). */
+static int copy_create_local(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+			     const char *name, uint64_t size, uint32_t ec_k, char uuid[37],
+			     char *msg, size_t msg_len)
+{
+	struct tsr_vol_info info;
+	int ret;
+
+	if (uuid)
+		uuid[0] = '\0';
+	ret = tsr_store_vol_create_flags(c->o.store, name, size, ec_k ? TSR_VOL_EC_CHUNK : 0,
+					 &info);
+	if (ret == -EEXIST && uuid && tsr_store_vol_info(c->o.store, name, &info) != 0)
+		info.uuid[0] = '\0';
+	if (uuid && (ret == 0 || ret == -EEXIST))
+		snprintf(uuid, 37, "%s", info.uuid);
+	if (ret)
+		snprintf(msg, msg_len, "cannot create the copy of '%s' on %s (this node): %s%s",
+			 name, node->id, strerror(-ret), ret == -EEXIST ?
+			 " (a store copy of that name is left over: delete it with "
+			 "local_copy, or pick another name)" : "");
+	return ret;
+}
+
+/* The local_copy VolumeCreate asking another node for its copy (req, vc,
+ * ec[16]: the caller's, filled). */
+static void copy_create_req(const char *name, uint64_t size, uint32_t ec_k, uint32_t ec_m,
+			    uint32_t unit, Tessera__Admin__Request *req,
+			    Tessera__Admin__VolumeCreate *vc, char ec[16])
+{
+	ec[0] = '\0';
+	if (ec_k)
+		snprintf(ec, 16, "%u+%u", ec_k, ec_m);
+	vc->name = (char *)name;
+	vc->size = size;
+	vc->local_copy = true;
+	vc->ec = ec;
+	vc->stripe_unit = unit;
+	req->command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE;
+	req->volume_create = vc;
+}
+
+/*
+ * What node's answer resp (status 0) or the call's failure (status; resp
+ * NULL) to copy_create_req says: 0 or -errno with msg, and *uuid the new
+ * copy's, or on -EEXIST the one met (empty when unknown: a node older than
+ * session 13's ctl3 sends none on EEXIST).  resp stays the caller's.
+ */
+static int copy_create_answer(const Tessera__Cluster__NodeRecord *node, const char *name,
+			      int status, const Tessera__Admin__Response *resp, int timeout_ms,
+			      char uuid[37], char *msg, size_t msg_len)
+{
+	int ret;
+
+	if (uuid)
+		uuid[0] = '\0';
+	if (status == -ETIMEDOUT) {
+		snprintf(msg, msg_len, "node %s did not answer in %d ms to create the copy of '%s' "
+			 "(hung or overloaded?)", node->id, timeout_ms, name);
+		return status;
+	}
+	if (status) {
+		snprintf(msg, msg_len, "cannot reach node %s at %s to create the copy of '%s': %s",
+			 node->id, node->address, name, strerror(-status));
+		return status;
+	}
+	ret = resp->error;
+	if (ret)
+		snprintf(msg, msg_len, "node %s: %s", node->id, resp->message);
+	if (uuid && (ret == 0 || ret == -EEXIST) && resp->n_volumes == 1 &&
+	    resp->volumes[0]->uuid && strlen(resp->volumes[0]->uuid) < 37)
+		snprintf(uuid, 37, "%s", resp->volumes[0]->uuid);
+	return ret;
+}
+
 /*
  * Create the store copy of volume name on node.  ec_k > 0: an ec volume's
  * chunk copy, created with TSR_VOL_EC_CHUNK (a remote node gets the geometry
@@ -203,50 +278,16 @@ static int copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__VolumeCreate vc = TESSERA__ADMIN__VOLUME_CREATE__INIT;
 	Tessera__Admin__Response *resp = NULL;
-	struct tsr_vol_info info;
-	char ec[16] = "";
+	char ec[16];
 	int ret;
 
-	if (ec_k)
-		snprintf(ec, sizeof(ec), "%u+%u", ec_k, ec_m);
-	if (uuid)
-		uuid[0] = '\0';
-	if (strcmp(node->id, c->node_id) == 0) {
-		ret = tsr_store_vol_create_flags(c->o.store, name, size,
-						 ec_k ? TSR_VOL_EC_CHUNK : 0, &info);
-		if (ret == -EEXIST && uuid && tsr_store_vol_info(c->o.store, name, &info) != 0)
-			info.uuid[0] = '\0';
-		if (uuid && (ret == 0 || ret == -EEXIST))
-			snprintf(uuid, 37, "%s", info.uuid);
-		if (ret)
-			snprintf(msg, msg_len, "cannot create the copy of '%s' on %s (this node): %s%s",
-				 name, node->id, strerror(-ret), ret == -EEXIST ?
-				 " (a store copy of that name is left over: delete it with "
-				 "local_copy, or pick another name)" : "");
-		return ret;
-	}
-	vc.name = (char *)name;
-	vc.size = size;
-	vc.local_copy = true;
-	vc.ec = ec;
-	vc.stripe_unit = unit;
-	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE;
-	req.volume_create = &vc;
+	if (strcmp(node->id, c->node_id) == 0)
+		return copy_create_local(c, node, name, size, ec_k, uuid, msg, msg_len);
+	copy_create_req(name, size, ec_k, ec_m, unit, &req, &vc, ec);
 	ret = cluster_call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
-	if (ret) {
-		snprintf(msg, msg_len, "cannot reach node %s at %s to create the copy of '%s': %s",
-			 node->id, node->address, name, strerror(-ret));
-		return ret;
-	}
-	ret = resp->error;
-	if (ret)
-		snprintf(msg, msg_len, "node %s: %s", node->id, resp->message);
-	/* the new copy's uuid, or on EEXIST the one met (a node older than
-	 * session 13's ctl3 sends none on EEXIST) */
-	if (uuid && (ret == 0 || ret == -EEXIST) && resp->n_volumes == 1 &&
-	    resp->volumes[0]->uuid && strlen(resp->volumes[0]->uuid) < 37)
-		snprintf(uuid, 37, "%s", resp->volumes[0]->uuid);
-	tessera__admin__response__free_unpacked(resp, NULL);
+	ret = copy_create_answer(node, name, ret, resp, CLUSTER_COPY_TIMEOUT_MS, uuid, msg, msg_len);
+	if (resp)
+		tessera__admin__response__free_unpacked(resp, NULL);
 	return ret;
 }
 
@@ -265,6 +306,11 @@ int cluster_copy_delete(struct tsr_cluster *c, const Tessera__Cluster__NodeRecor
 static int copy_delete_call(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			    const char *name, const char *uuid, int timeout_ms, char *msg,
 			    size_t msg_len);
+static void copy_delete_req(const char *name, const char *uuid, Tessera__Admin__Request *req,
+			    Tessera__Admin__VolumeDelete *vd);
+static int copy_delete_answer(const Tessera__Cluster__NodeRecord *node, const char *name,
+			      int status, const Tessera__Admin__Response *resp, char *msg,
+			      size_t msg_len);
 
 int cluster_copy_delete_uuid(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			     const char *name, const char *uuid, char *msg, size_t msg_len)
@@ -305,22 +351,66 @@ static int copy_delete_call(struct tsr_cluster *c, const Tessera__Cluster__NodeR
 				 node->id, strerror(-ret));
 		return ret == -ENOENT ? 0 : ret;
 	}
-	vd.name = (char *)name;
-	vd.local_copy = true;
-	vd.uuid = (char *)(uuid ? uuid : "");
-	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE;
-	req.volume_delete = &vd;
+	copy_delete_req(name, uuid, &req, &vd);
 	ret = cluster_call_node(c, node->address, &req, timeout_ms, &resp);
-	if (ret) {
+	ret = copy_delete_answer(node, name, ret, resp, msg, msg_len);
+	if (resp)
+		tessera__admin__response__free_unpacked(resp, NULL);
+	return ret;
+}
+
+/* The local_copy VolumeDelete (by uuid, unless NULL) asking another node to
+ * delete its copy (req, vd: the caller's, filled). */
+static void copy_delete_req(const char *name, const char *uuid, Tessera__Admin__Request *req,
+			    Tessera__Admin__VolumeDelete *vd)
+{
+	vd->name = (char *)name;
+	vd->local_copy = true;
+	vd->uuid = (char *)(uuid ? uuid : "");
+	req->command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE;
+	req->volume_delete = vd;
+}
+
+/* What node's answer resp (status 0) or the call's failure (status) to
+ * copy_delete_req says: 0 (deleted, or no copy), or -errno with msg (-ESTALE:
+ * its copy is another one than the uuid asked).  resp stays the caller's. */
+static int copy_delete_answer(const Tessera__Cluster__NodeRecord *node, const char *name,
+			      int status, const Tessera__Admin__Response *resp, char *msg,
+			      size_t msg_len)
+{
+	int ret;
+
+	if (status) {
 		snprintf(msg, msg_len, "cannot reach node %s at %s to delete the copy of '%s': %s",
-			 node->id, node->address, name, strerror(-ret));
-		return ret;
+			 node->id, node->address, name, strerror(-status));
+		return status;
 	}
 	ret = resp->error == -ENOENT ? 0 : resp->error;
 	if (ret)
 		snprintf(msg, msg_len, "node %s: %s", node->id, resp->message);
-	tessera__admin__response__free_unpacked(resp, NULL);
 	return ret;
+}
+
+/* The local_copy VolumeResize with check_only asking another node for its
+ * copy's uuid (copy_uuid_get says why; req, vr: the caller's, filled). */
+static void copy_uuid_req(const char *name, uint64_t size, Tessera__Admin__Request *req,
+			  Tessera__Admin__VolumeResize *vr)
+{
+	vr->name = (char *)name;
+	vr->size = size;
+	vr->local_copy = true;
+	vr->check_only = true;
+	req->command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE;
+	req->volume_resize = vr;
+}
+
+/* The uuid in a node's answer to copy_uuid_req (empty when none). */
+static void copy_uuid_answer(const Tessera__Admin__Response *resp, char uuid[37])
+{
+	uuid[0] = '\0';
+	if (resp->error == 0 && resp->n_volumes == 1 && resp->volumes[0]->uuid &&
+	    strlen(resp->volumes[0]->uuid) < 37)
+		snprintf(uuid, 37, "%s", resp->volumes[0]->uuid);
 }
 
 /*
@@ -347,18 +437,11 @@ static int copy_uuid_get(struct tsr_cluster *c, const Tessera__Cluster__NodeReco
 			snprintf(uuid, 37, "%s", info.uuid);
 		return 0;
 	}
-	vr.name = (char *)name;
-	vr.size = size;
-	vr.local_copy = true;
-	vr.check_only = true;
-	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE;
-	req.volume_resize = &vr;
+	copy_uuid_req(name, size, &req, &vr);
 	ret = cluster_call_node(c, node->address, &req, timeout_ms, &resp);
 	if (ret)
 		return ret;
-	if (resp->error == 0 && resp->n_volumes == 1 && resp->volumes[0]->uuid &&
-	    strlen(resp->volumes[0]->uuid) < 37)
-		snprintf(uuid, 37, "%s", resp->volumes[0]->uuid);
+	copy_uuid_answer(resp, uuid);
 	tessera__admin__response__free_unpacked(resp, NULL);
 	return 0;
 }
@@ -1593,22 +1676,104 @@ out:
 }
 
 /*
+ * A replace-replica's state, from its snapshot list (replace_list_*) to its
+ * answer: struct replace_list.  For an admin request (later set) each call
+ * the replace makes to another node, the new copy's snapshot list, the new
+ * copy's create (and the delete of an unlisted copy met there, -EEXIST) and
+ * the old copy's uuid, is made with admin_async_call and the replace goes on
+ * in its callback (replace_step_done): this main loop serves other requests
+ * meanwhile, and the reply is given later (admin_later_begin).  The tick's
+ * automatic replace (--rebuild-after, no request to answer) makes the same
+ * calls blocking, bounded the same.  Each is bounded by the peer timeout
+ * (replace_old_timeout_ms): the create was CLUSTER_COPY_TIMEOUT_MS (30 s) on
+ * the loop (session 15's note, contract s16 replcreate).  Nothing is written
+ * to vol/<name> before the last call is answered (replace_finish): a create
+ * that is not answered in time leaves the record as it was (it lists the old
+ * copy), and a copy the node makes when it runs again is listed by no record:
+ * a retry onto that node meets it (-EEXIST) and deletes it first
+ * (replace_garbage), else the leftover sweep removes it after its grace.
+ */
+enum replace_step {
+	REPLACE_LIST,    /* the new copy's snapshot list (replace_list_ask) */
+	REPLACE_CREATE,  /* the new copy's create on new_node */
+	REPLACE_GARBAGE, /* the delete of the unlisted copy new_node holds (-EEXIST) */
+	REPLACE_UUID,    /* the old copy's uuid, asked of its node */
+};
+
+struct replace_list {
+	struct tsr_cluster *c;
+	char name[64], old[64], to[64];
+	struct {
+		char id[64], address[256];
+	} nodes[TSR_LAYOUT_MAX_COPIES]; /* to ask, in this order */
+	size_t n_nodes, next;            /* next: the one asked now, or to ask */
+	char failed[768];                /* "n2: Connection timed out; ..." */
+	struct admin_later *later;       /* our reply, when answered later */
+	struct admin_async *call;        /* until its callback fired */
+	Tessera__Admin__Response answer; /* the reply, moved out by replace_list_reply */
+	struct replace_list *next_list;  /* g_replace_lists, while call runs */
+	/* the replace itself (replace_run and its steps), once the list is known */
+	enum replace_step step;          /* what call runs (or ran last) */
+	char **snaps;                    /* the list (n_snaps, owned): the new copy's missed */
+	size_t n_snaps;
+	bool view_loaded;                /* v holds the view read at the start */
+	struct cluster_view v;           /* new_node points into it */
+	Tessera__Cluster__VolumeRecord *rec; /* vol/<name> at rev, as read at the start */
+	uint64_t rev;                    /* which the record write expects */
+	size_t idx;                      /* the old copy's slot in rec */
+	const Tessera__Cluster__NodeRecord *new_node; /* in v */
+	int call_ms;                     /* the bound of the call that runs */
+	char new_uuid[37], garbage[37], old_uuid[37];
+	bool garbage_dropped;            /* an unlisted copy there deleted: no second time */
+	bool old_unheard;                /* the old copy's node did not give its uuid */
+	bool waited;                     /* a call answered later: the loop ran meanwhile */
+};
+
+static struct replace_list *g_replace_lists; /* main thread: calls running, answered later */
+
+static void replace_list_unlist(struct replace_list *rl)
+{
+	for (struct replace_list **pp = &g_replace_lists; *pp; pp = &(*pp)->next_list)
+		if (*pp == rl) {
+			*pp = rl->next_list;
+			break;
+		}
+}
+
+/* What the replace holds besides rl itself (rl reusable, or freed next). */
+static void replace_job_clear(struct replace_list *rl)
+{
+	for (size_t i = 0; i < rl->n_snaps; i++)
+		free(rl->snaps[i]);
+	free(rl->snaps);
+	rl->snaps = NULL;
+	rl->n_snaps = 0;
+	if (rl->rec)
+		tessera__cluster__volume_record__free_unpacked(rl->rec, NULL);
+	rl->rec = NULL;
+	rl->new_node = NULL;
+	if (rl->view_loaded)
+		view_free(&rl->v);
+	rl->view_loaded = false;
+}
+
+/*
  * node refused the new copy of name with -EEXIST: it holds a copy of that
  * name (uuid garbage, as the refusal named it) that vol/<name> at rev (rec,
  * which lists no copy on node) does not list.  Either a copy left over (one
  * replaced away from node while node was down, whose delete did not reach
- * it, or one it got back after a replace), or the fresh copy of a replace
- * onto node of the same volume running elsewhere, made and not recorded yet.
- * The second must not be deleted while its replace can still record it, so
- * the record is first written again unchanged at rev (a compare-and-set):
- * once that succeeds, no replace that read rev can record its copy any more
- * (its own compare-and-set fails and it rolls back), and only then is the
- * copy deleted, and only if it is still the one met (uuid).  On success *rev
- * is the record's new revision, which our own record write must expect.
- * 0 or -errno with msg (-ECANCELED: the record changed meanwhile; -ESTALE:
- * the copy there changed meanwhile; both: retry).
+ * it, one it got back after a replace, or one a create not answered in time
+ * made when the node ran again), or the fresh copy of a replace onto node of
+ * the same volume running elsewhere, made and not recorded yet.  The second
+ * must not be deleted while its replace can still record it, so the record is
+ * first written again unchanged at rev (a compare-and-set): once that
+ * succeeds, no replace that read rev can record its copy any more (its own
+ * compare-and-set fails and it rolls back), and only then is the copy deleted
+ * (replace_garbage), and only if it is still the one met (uuid).  On success
+ * *rev is the record's new revision, which our own record write must expect.
+ * 0 or -errno with msg (-ECANCELED: the record changed meanwhile: retry).
  */
-static int replace_drop_garbage(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+static int replace_garbage_mark(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 				const char *name, const Tessera__Cluster__VolumeRecord *rec,
 				uint64_t *rev, const char *garbage, char *msg, size_t msg_len)
 {
@@ -1633,18 +1798,6 @@ static int replace_drop_garbage(struct tsr_cluster *c, const Tessera__Cluster__N
 		return ret;
 	}
 	*rev = new_rev;
-	ret = cluster_copy_delete_uuid(c, node, name, garbage, msg, msg_len);
-	if (ret == -ESTALE) {
-		snprintf(msg, msg_len, "node %s's copy of '%s' changed while it was being replaced "
-			 "(another replace onto %s?): tessera volume show %s; retry", node->id, name,
-			 node->id, name);
-		return ret;
-	}
-	if (ret)
-		return ret;
-	tsr_warn("cluster: volume %s: node %s held a copy that vol/%s does not list (uuid %s: "
-		 "left from a replace while it was away, or a concurrent replace's that can no "
-		 "longer be recorded): deleted, a new one is made", name, node->id, name, garbage);
 	return 0;
 }
 
@@ -1895,66 +2048,339 @@ static void replace_refused(struct tsr_cluster *c, struct attachment *a, const c
 		 "once the running rebuild is done); nothing changed", name, strerror(-ret));
 }
 
-/*
- * The replace itself, once the new copy's snapshot list is known (snaps,
- * n_snaps: replace_list_*).  0, or -errno with msg.  Main thread; its calls
- * to other nodes block it (each bounded).
- */
-static int replace_run(struct tsr_cluster *c, const char *name, const char *old, const char *to,
-		       char *const *snaps, size_t n_snaps, char *msg, size_t msg_len)
+/* tests only: the new copy's create blocking on the loop for at most
+ * CLUSTER_COPY_TIMEOUT_MS, as before (test-cluster-replace-create-frozen's
+ * control) */
+static bool replace_create_blocking(void)
 {
-	Tessera__Cluster__VolumeRecord *rec = NULL;
-	const Tessera__Cluster__NodeRecord *new_node;
-	struct tsr_place_node pn[256];
-	enum tsr_failure_domain fd = TSR_FD_NODE;
-	struct cluster_view v;
-	struct attachment *a;
-	unsigned chosen[1];
-	char key[80], why[1024], *missed = NULL, new_uuid[37], garbage[37];
-	char old_uuid[37] = "";
-	bool old_unheard = false; /* its node did not answer the uuid read */
-	struct attachment *pending = NULL; /* the coordinator here: its slot is pending */
-	uint8_t *old_cr = NULL; /* the old copy's CopyRecord as read, packed */
-	size_t old_len = 0;
-	size_t n, idx;
-	uint64_t rev;
+	const char *e = getenv("TSR_TEST_REPLACE_CREATE_BLOCKING");
+
+	return e && strcmp(e, "1") == 0;
+}
+
+static int replace_step(struct replace_list *rl, int status, Tessera__Admin__Response *r,
+			char *msg, size_t msg_len);
+static void replace_step_done(void *cb_arg, int status, Tessera__Admin__Response *r);
+
+/*
+ * Send req to node as rl's step (rl->step set), bounded by timeout_ms: for an
+ * admin request without blocking the loop (-EINPROGRESS: replace_step_done
+ * goes on when it answers), else (the tick's replace, or blocking) waiting
+ * here, then replace_step.  0 or -errno with msg: the replace's outcome.
+ */
+static int replace_call(struct replace_list *rl, const Tessera__Cluster__NodeRecord *node,
+			Tessera__Admin__Request *req, int timeout_ms, bool blocking, char *msg,
+			size_t msg_len)
+{
+	Tessera__Admin__Response *r = NULL;
+	int st;
+
+	rl->call_ms = timeout_ms;
+	if (rl->later && !blocking) {
+		st = admin_async_call(rl->c->o.loop, node->address, rl->c->token, req, timeout_ms,
+				      replace_step_done, rl, &rl->call);
+		if (st == 0) {
+			rl->waited = true;
+			rl->next_list = g_replace_lists;
+			g_replace_lists = rl;
+			return -EINPROGRESS;
+		}
+	} else {
+		st = cluster_call_node(rl->c, node->address, req, timeout_ms, &r);
+		if (st && r) {
+			tessera__admin__response__free_unpacked(r, NULL);
+			r = NULL;
+		}
+	}
+	return replace_step(rl, st, r, msg, msg_len);
+}
+
+/* After a failed call to the new copy's node (no answer, or the connection
+ * lost): what the record holds and what a retry does, added to msg. */
+static void replace_unrecorded(const struct replace_list *rl, char *msg, size_t msg_len)
+{
+	size_t len = strlen(msg);
+	const char *n = rl->new_node->id;
+
+	snprintf(msg + len, msg_len - len, ": nothing recorded (vol/%s still lists the copy on %s); "
+		 "a copy %s makes when it runs again is listed by no record (a replace onto %s "
+		 "deletes it first, else the leftover sweep); retry once %s answers, or "
+		 "replace-replica %s --node %s --to another node", rl->name, rl->old, n, n, n,
+		 rl->name, rl->old);
+}
+
+static int replace_finish(struct replace_list *rl, char *msg, size_t msg_len);
+
+/*
+ * The old copy's uuid, asked of its node when it is alive in the view (its
+ * answer: replace_step), while the record (unchanged since rev, which our
+ * write expects) still lists it: its delete (replace_finish) removes that
+ * copy only, not one a replace back onto its node makes and records meanwhile
+ * (review 13b, finding 3); unknown: by name (its node refuses while the
+ * record lists a copy there: cluster.c copy_delete_check); unheard (no answer
+ * within the peer timeout): no delete at all.
+ */
+static int replace_uuid(struct replace_list *rl, char *msg, size_t msg_len)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeResize vr = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
+	const Tessera__Cluster__NodeRecord *on = view_node(&rl->v, rl->old);
+
+	rl->step = REPLACE_UUID;
+	replace_uuid_test_hold(rl->name);
+	if (on == NULL || !view_alive(&rl->v, rl->old))
+		return replace_finish(rl, msg, msg_len);
+	if (strcmp(on->id, rl->c->node_id) == 0) {
+		rl->old_unheard = copy_uuid_get(rl->c, on, rl->name, rec_copy_size(rl->rec),
+						replace_old_timeout_ms(rl->c), rl->old_uuid) != 0;
+		return replace_finish(rl, msg, msg_len);
+	}
+	copy_uuid_req(rl->name, rec_copy_size(rl->rec), &req, &vr);
+	return replace_call(rl, on, &req, replace_old_timeout_ms(rl->c), false, msg, msg_len);
+}
+
+static int replace_create(struct replace_list *rl, char *msg, size_t msg_len);
+
+/* The unlisted copy on the new copy's node (rl->garbage) deleted or not
+ * (ret, msg): then the create again. */
+static int replace_garbage_done(struct replace_list *rl, int ret, char *msg, size_t msg_len)
+{
+	const char *n = rl->new_node->id;
+
+	if (ret == -ESTALE) {
+		snprintf(msg, msg_len, "node %s's copy of '%s' changed while it was being replaced "
+			 "(another replace onto %s?): tessera volume show %s; retry", n, rl->name, n,
+			 rl->name);
+		return ret;
+	}
+	if (ret)
+		return ret;
+	tsr_warn("cluster: volume %s: node %s held a copy that vol/%s does not list (uuid %s: "
+		 "left from a replace while it was away, or a concurrent replace's that can no "
+		 "longer be recorded): deleted, a new one is made", rl->name, n, rl->name,
+		 rl->garbage);
+	rl->garbage_dropped = true;
+	return replace_create(rl, msg, msg_len);
+}
+
+/* The new copy's node holds an unlisted copy (-EEXIST, its uuid rl->garbage):
+ * the record marked (replace_garbage_mark), then that copy deleted. */
+static int replace_garbage(struct replace_list *rl, char *msg, size_t msg_len)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeDelete vd = TESSERA__ADMIN__VOLUME_DELETE__INIT;
 	int ret;
 
-	ret = view_load(c->meta, &v);
+	rl->step = REPLACE_GARBAGE;
+	ret = replace_garbage_mark(rl->c, rl->new_node, rl->name, rl->rec, &rl->rev, rl->garbage,
+				   msg, msg_len);
+	if (ret)
+		return ret;
+	if (strcmp(rl->new_node->id, rl->c->node_id) == 0) {
+		ret = copy_delete_call(rl->c, rl->new_node, rl->name, rl->garbage,
+				       replace_old_timeout_ms(rl->c), msg, msg_len);
+		return replace_garbage_done(rl, ret, msg, msg_len);
+	}
+	copy_delete_req(rl->name, rl->garbage, &req, &vd);
+	return replace_call(rl, rl->new_node, &req, replace_old_timeout_ms(rl->c), false, msg,
+			    msg_len);
+}
+
+/* The new copy made or not (ret, msg; rl->new_uuid): on -EEXIST the unlisted
+ * copy there is deleted first (once), else the old copy's uuid is next. */
+static int replace_created(struct replace_list *rl, int ret, char *msg, size_t msg_len)
+{
+	if (ret == -EEXIST && !rl->garbage_dropped) {
+		/* a copy on that node the record does not list: garbage once no
+		 * replace can record it any more */
+		snprintf(rl->garbage, sizeof(rl->garbage), "%s", rl->new_uuid);
+		return replace_garbage(rl, msg, msg_len);
+	}
+	if (ret)
+		return ret;
+	return replace_uuid(rl, msg, msg_len);
+}
+
+/* The new copy's create on rl->new_node, bounded by the peer timeout. */
+static int replace_create(struct replace_list *rl, char *msg, size_t msg_len)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeCreate vc = TESSERA__ADMIN__VOLUME_CREATE__INIT;
+	const Tessera__Cluster__VolumeRecord *rec = rl->rec;
+	bool blocking = replace_create_blocking();
+	char ec[16];
+	int ret, ms = blocking ? CLUSTER_COPY_TIMEOUT_MS : replace_old_timeout_ms(rl->c);
+
+	rl->step = REPLACE_CREATE;
+	/* a new chunk copy of an ec volume is marked as such, as at create */
+	if (strcmp(rl->new_node->id, rl->c->node_id) == 0) {
+		ret = copy_create_local(rl->c, rl->new_node, rl->name, rec_copy_size(rec), rec->ec_k,
+					rl->new_uuid, msg, msg_len);
+		return replace_created(rl, ret, msg, msg_len);
+	}
+	copy_create_req(rl->name, rec_copy_size(rec), rec->ec_k, rec->ec_m, rec->stripe_unit, &req,
+			&vc, ec);
+	tsr_info("cluster: replace of %s on %s: creating the new copy on %s (at most %d ms)",
+		 rl->name, rl->old, rl->new_node->id, ms);
+	return replace_call(rl, rl->new_node, &req, ms, blocking, msg, msg_len);
+}
+
+/* The answer (r, freed here) of rl's step's call, or its failure (status):
+ * the replace goes on.  0 or -errno with msg, or -EINPROGRESS. */
+static int replace_step(struct replace_list *rl, int status, Tessera__Admin__Response *r,
+			char *msg, size_t msg_len)
+{
+	int ret;
+
+	switch (rl->step) {
+	case REPLACE_CREATE:
+		ret = copy_create_answer(rl->new_node, rl->name, status, r, rl->call_ms,
+					 rl->new_uuid, msg, msg_len);
+		if (status)
+			replace_unrecorded(rl, msg, msg_len);
+		if (r)
+			tessera__admin__response__free_unpacked(r, NULL);
+		if (status)
+			tsr_warn("cluster: replace of %s on %s: %s", rl->name, rl->old, msg);
+		return replace_created(rl, ret, msg, msg_len);
+	case REPLACE_GARBAGE:
+		ret = copy_delete_answer(rl->new_node, rl->name, status, r, msg, msg_len);
+		if (status)
+			replace_unrecorded(rl, msg, msg_len);
+		if (r)
+			tessera__admin__response__free_unpacked(r, NULL);
+		return replace_garbage_done(rl, ret, msg, msg_len);
+	case REPLACE_UUID:
+		rl->old_unheard = status != 0;
+		if (r) {
+			copy_uuid_answer(r, rl->old_uuid);
+			tessera__admin__response__free_unpacked(r, NULL);
+		}
+		return replace_finish(rl, msg, msg_len);
+	case REPLACE_LIST:
+	default:
+		break;
+	}
+	if (r)
+		tessera__admin__response__free_unpacked(r, NULL);
+	snprintf(msg, msg_len, "replace of '%s': internal error (step %d)", rl->name, rl->step);
+	return -EINVAL;
+}
+
+/* rl's reply, once the replace is over (ret, msg): sent from the loop. */
+static void replace_answer(struct replace_list *rl, int ret, const char *msg)
+{
+	if (ret)
+		admin_fail(&rl->answer, ret, "%s", msg);
+	else
+		cluster_volume_list(rl->c, rl->name, &rl->answer);
+	admin_later_done(rl->later);
+}
+
+static void replace_step_done(void *cb_arg, int status, Tessera__Admin__Response *r)
+{
+	static const char *const waits[] = {
+		[REPLACE_LIST] = "its snapshot list",
+		[REPLACE_CREATE] = "the new copy's create",
+		[REPLACE_GARBAGE] = "the delete of an unlisted copy",
+		[REPLACE_UUID] = "the old copy's uuid",
+	};
+	struct replace_list *rl = cb_arg;
+	char msg[1536];
+	int ret;
+
+	rl->call = NULL;
+	replace_list_unlist(rl);
+	if (status == -ECANCELED) { /* tsr_cluster_stop: replace_list_stop */
+		if (r)
+			tessera__admin__response__free_unpacked(r, NULL);
+		admin_fail(&rl->answer, -ECANCELED, "volume '%s': %s is stopping while the replace "
+			   "of its copy on %s waits for %s from %s: nothing recorded (vol/%s still "
+			   "lists the copy on %s; a new copy made is listed by no record: the "
+			   "leftover sweep removes it)", rl->name, rl->c->node_id, rl->old,
+			   waits[rl->step], rl->step == REPLACE_UUID ? rl->old : rl->new_node->id,
+			   rl->name, rl->old);
+		admin_later_done(rl->later);
+		return;
+	}
+	msg[0] = '\0';
+	ret = replace_step(rl, status, r, msg, sizeof(msg));
+	if (ret == -EINPROGRESS)
+		return;
+	replace_answer(rl, ret, msg);
+}
+
+static int replace_attached_meanwhile(struct tsr_cluster *c, const char *name, char *msg,
+				      size_t msg_len);
+
+/*
+ * The replace itself, once the new copy's snapshot list is known (snaps,
+ * n_snaps: replace_list_*, copied into rl): the new copy placed, the
+ * coordinator asked, then the calls of replace_create, replace_uuid and the
+ * record write (replace_finish).  0, or -errno with msg, or -EINPROGRESS
+ * (rl->later: answered by replace_step_done).  Main thread.
+ */
+static int replace_run(struct replace_list *rl, char *const *snaps, size_t n_snaps, char *msg,
+		       size_t msg_len)
+{
+	struct tsr_cluster *c = rl->c;
+	const char *name = rl->name, *old = rl->old, *to = rl->to;
+	Tessera__Cluster__VolumeRecord *rec;
+	struct tsr_place_node pn[256];
+	enum tsr_failure_domain fd = TSR_FD_NODE;
+	struct attachment *a;
+	unsigned chosen[1];
+	char why[1024];
+	size_t n, idx;
+	int ret;
+
+	rl->snaps = calloc(n_snaps + 1, sizeof(*rl->snaps));
+	if (rl->snaps == NULL) {
+		snprintf(msg, msg_len, "out of memory in tesserad");
+		return -ENOMEM;
+	}
+	for (; rl->n_snaps < n_snaps; rl->n_snaps++)
+		if ((rl->snaps[rl->n_snaps] = strdup(snaps[rl->n_snaps])) == NULL) {
+			snprintf(msg, msg_len, "out of memory in tesserad");
+			return -ENOMEM;
+		}
+	ret = view_load(c->meta, &rl->v);
 	if (ret) {
 		snprintf(msg, msg_len, "cannot read the metadata store: %s", strerror(-ret));
 		return ret;
 	}
-	ret = rec_volume_get(c->meta, name, &rec, &rev);
+	rl->view_loaded = true;
+	ret = rec_volume_get(c->meta, name, &rl->rec, &rl->rev);
 	if (ret) {
+		rl->rec = NULL;
 		snprintf(msg, msg_len, ret == -ENOENT ? "volume '%s' not found (tessera volume list)"
 			 : "cannot read volume '%s'", name);
-		goto out;
+		return ret;
 	}
+	rec = rl->rec;
 	for (idx = 0; idx < rec->n_copies; idx++)
 		if (strcmp(rec->copies[idx]->node_id, old) == 0)
 			break;
 	if (idx == rec->n_copies) {
-		ret = -ENOENT;
 		snprintf(msg, msg_len, "volume '%s' has no copy on node %s (tessera volume show %s "
 			 "lists its copies)", name, old, name);
-		goto out;
+		return -ENOENT;
 	}
+	rl->idx = idx;
 	tsr_failure_domain_parse(rec->failure_domain, &fd);
-	n = place_input(&v, rec, pn, 256);
+	n = place_input(&rl->v, rec, pn, 256);
 	/* the old copy's domain is free again */
 	for (size_t i = 0; i < n; i++)
 		if (strcmp(pn[i].id, old) == 0)
 			pn[i].holds_copy = false, pn[i].alive = false;
-	if (to && to[0]) {
+	if (to[0]) {
 		size_t i;
 
 		for (i = 0; i < n && strcmp(pn[i].id, to); i++)
 			;
 		if (i == n) {
-			ret = -ENOENT;
 			snprintf(msg, msg_len, "node %s is not in the cluster (tessera node list)", to);
-			goto out;
+			return -ENOENT;
 		}
 		for (size_t j = 0; j < n; j++)
 			if (j != i)
@@ -1963,69 +2389,84 @@ static int replace_run(struct tsr_cluster *c, const char *name, const char *old,
 	ret = tsr_cluster_place(pn, n, fd, 1, rec_copy_size(rec), chosen, why, sizeof(why));
 	if (ret) {
 		snprintf(msg, msg_len, "cannot place a new copy of '%s'%s%s: %s", name,
-			 to && to[0] ? " on " : "", to && to[0] ? to : "", why);
-		goto out;
+			 to[0] ? " on " : "", to, why);
+		return ret;
 	}
-	new_node = view_node(&v, pn[chosen[0]].id);
+	rl->new_node = view_node(&rl->v, pn[chosen[0]].id);
 	/* the coordinator here asked first (review 14c, A): a refusal it would
 	 * give now (-EBUSY another replace's rebuild runs; -EIO fenced or
 	 * closing) comes before the new copy and the record write, so it changes
 	 * nothing, and no crash can leave the refused replace's record (the old
-	 * copy unlisted).  Only this control thread starts a replace: the one
-	 * below cannot then be refused -EBUSY for a running rebuild; a rarer
-	 * refusal meanwhile (fenced, an ec bitmap page write in flight) is
-	 * undone (replace_refused) */
+	 * copy unlisted).  Asked again after the calls when the loop ran
+	 * meanwhile (replace_finish); a rarer refusal after that (fenced, an ec
+	 * bitmap page write in flight) is undone (replace_refused) */
 	a = cluster_find_attachment(c, name);
 	if (a && a->layout && !a->fenced && idx < a->n_copies && !replace_check_test_off()) {
 		ret = tsr_layout_replace_check(a->layout, (unsigned)idx);
 		if (ret) {
 			snprintf(msg, msg_len, "volume '%s': the coordinator refused the new copy on "
+				 "%s: %s (%s); nothing changed", name, rl->new_node->id,
+				 strerror(-ret), ret == -EBUSY ? "retry once the running rebuild is "
+				 "done" : "tessera volume show");
+			tsr_info("cluster: volume %s: replace of copy %s by %s refused by the "
+				 "coordinator before the record write (%s): nothing changed", name,
+				 old, rl->new_node->id, strerror(-ret));
+			return ret;
+		}
+	}
+	return replace_create(rl, msg, msg_len);
+}
+
+/*
+ * The end of a replace, its calls answered (the new copy made, rl->new_uuid;
+ * the old copy's uuid, rl->old_uuid, or unheard): vol/<name> written listing
+ * the new copy by compare-and-set at rl->rev, the coordinator here given it,
+ * the old copy deleted.  0 or -errno with msg.  Main thread; its calls to
+ * other nodes (the old copy's delete, an undo's delete) block it, each bounded
+ * by the peer timeout.
+ */
+static int replace_finish(struct replace_list *rl, char *msg, size_t msg_len)
+{
+	struct tsr_cluster *c = rl->c;
+	const char *name = rl->name, *old = rl->old, *new_uuid = rl->new_uuid;
+	const char *old_uuid = rl->old_uuid;
+	Tessera__Cluster__VolumeRecord *rec = rl->rec;
+	const Tessera__Cluster__NodeRecord *new_node = rl->new_node;
+	struct attachment *a, *pending = NULL; /* pending: the coordinator here, its slot */
+	uint8_t *old_cr = NULL; /* the old copy's CopyRecord as read, packed */
+	size_t old_len = 0, idx = rl->idx;
+	char key[80], *missed = NULL, m2[512];
+	bool old_unheard = rl->old_unheard;
+	int ret = 0;
+
+	replace_test_hold(name);
+	if (rl->waited) {
+		/* the loop ran while the nodes answered: attached elsewhere, or a
+		 * refusal the coordinator here would give now, changes nothing */
+		ret = replace_attached_meanwhile(c, name, msg, msg_len);
+		a = cluster_find_attachment(c, name);
+		if (ret == 0 && a && a->layout && !a->fenced && idx < a->n_copies &&
+		    !replace_check_test_off() &&
+		    (ret = tsr_layout_replace_check(a->layout, (unsigned)idx)) != 0)
+			snprintf(msg, msg_len, "volume '%s': the coordinator refused the new copy on "
 				 "%s: %s (%s); nothing changed", name, new_node->id, strerror(-ret),
 				 ret == -EBUSY ? "retry once the running rebuild is done" :
 				 "tessera volume show");
-			tsr_info("cluster: volume %s: replace of copy %s by %s refused by the "
-				 "coordinator before the record write (%s): nothing changed", name,
-				 old, new_node->id, strerror(-ret));
-			goto out;
+		if (ret) {
+			if (copy_delete_call(c, new_node, name, new_uuid, replace_old_timeout_ms(c), m2,
+					     sizeof(m2)))
+				tsr_warn("cluster: volume %s: %s (left to the leftover sweep)", name, m2);
+			return ret;
 		}
 	}
-	/* a new chunk copy of an ec volume is marked as such, as at create */
-	ret = copy_create(c, new_node, name, rec_copy_size(rec), rec->ec_k, rec->ec_m,
-			  rec->stripe_unit, new_uuid, msg, msg_len);
-	if (ret == -EEXIST) {
-		/* a copy on that node the record does not list: garbage once no
-		 * replace can record it any more */
-		snprintf(garbage, sizeof(garbage), "%s", new_uuid);
-		ret = replace_drop_garbage(c, new_node, name, rec, &rev, garbage, msg, msg_len);
-		if (ret == 0)
-			ret = copy_create(c, new_node, name, rec_copy_size(rec), rec->ec_k,
-					  rec->ec_m, rec->stripe_unit, new_uuid, msg, msg_len);
-	}
-	if (ret)
-		goto out;
-	/* the old copy's uuid, while the record (unchanged since rev, which our
-	 * write expects) still lists it: its delete below removes that copy only,
-	 * not one a replace back onto its node makes and records meanwhile
-	 * (review 13b, finding 3); unknown: by name (its node refuses while the
-	 * record lists a copy there: cluster.c copy_delete_check) */
-	{
-		const Tessera__Cluster__NodeRecord *on = view_node(&v, old);
-
-		replace_uuid_test_hold(name);
-		if (on && view_alive(&v, old))
-			old_unheard = copy_uuid_get(c, on, name, rec_copy_size(rec),
-						    replace_old_timeout_ms(c), old_uuid) != 0;
-	}
-	replace_test_hold(name);
 	/* the old copy's entry as read, for the undo of a refusal */
 	old_len = tessera__cluster__copy_record__get_packed_size(rec->copies[idx]);
 	old_cr = malloc(old_len ? old_len : 1);
 	if (old_cr == NULL) {
-		char m2[256];
-
 		ret = -ENOMEM;
 		snprintf(msg, msg_len, "out of memory in tesserad");
-		cluster_copy_delete_uuid(c, new_node, name, new_uuid, m2, sizeof(m2));
+		copy_delete_call(c, new_node, name, new_uuid, replace_old_timeout_ms(c), m2,
+				 sizeof(m2));
 		goto out;
 	}
 	tessera__cluster__copy_record__pack(rec->copies[idx], old_cr);
@@ -2041,12 +2482,11 @@ static int replace_run(struct tsr_cluster *c, const char *name, const char *old,
 	rec->copies[idx]->rebuild = true; /* an old bitmap of that node is not this copy's */
 	/* a new copy (a mirror's, or an ec volume's chunk copy) misses every
 	 * snapshot, whoever rebuilds it */
-	if (replace_missed(name, snaps, n_snaps, rec->copies[idx], &missed) < 0) {
-		char m2[256];
-
+	if (replace_missed(name, rl->snaps, rl->n_snaps, rec->copies[idx], &missed) < 0) {
 		ret = -ENOMEM;
 		snprintf(msg, msg_len, "out of memory in tesserad");
-		cluster_copy_delete_uuid(c, new_node, name, new_uuid, m2, sizeof(m2));
+		copy_delete_call(c, new_node, name, new_uuid, replace_old_timeout_ms(c), m2,
+				 sizeof(m2));
 		goto out;
 	}
 	snprintf(key, sizeof(key), "vol/%s", name);
@@ -2061,16 +2501,15 @@ static int replace_run(struct tsr_cluster *c, const char *name, const char *old,
 		pthread_mutex_unlock(&c->lock);
 		pending = a;
 	}
-	ret = rec_put(c->meta, key, &rec->base, rev, 0, NULL);
+	ret = rec_put(c->meta, key, &rec->base, rl->rev, 0, NULL);
 	if (ret) {
-		char m2[256];
-
 		if (pending)
 			replace_pending_end(c, pending, idx, NULL);
 		snprintf(msg, msg_len, "cannot record the new copy of '%s' on %s: %s (retry)", name,
 			 new_node->id, strerror(-ret));
 		/* ours only: another replace may have recorded its own copy there */
-		if (cluster_copy_delete_uuid(c, new_node, name, new_uuid, m2, sizeof(m2)))
+		if (copy_delete_call(c, new_node, name, new_uuid, replace_old_timeout_ms(c), m2,
+				     sizeof(m2)))
 			tsr_warn("cluster: volume %s: %s", name, m2);
 		goto out;
 	}
@@ -2113,8 +2552,7 @@ static int replace_run(struct tsr_cluster *c, const char *name, const char *old,
 	replace_delete_test_hold(name);
 	/* the old copy, if its node can hear us: garbage now (that copy only) */
 	{
-		const Tessera__Cluster__NodeRecord *on = view_node(&v, old);
-		char m2[512];
+		const Tessera__Cluster__NodeRecord *on = view_node(&rl->v, old);
 
 		/* its uuid unheard (no answer in time): no delete by name, which
 		 * that node could run late, once a replace back onto it made a
@@ -2124,7 +2562,7 @@ static int replace_run(struct tsr_cluster *c, const char *name, const char *old,
 			tsr_warn("cluster: volume %s: node %s did not give its old copy's uuid within "
 				 "%d ms: that copy is left to the leftover sweep", name, old,
 				 replace_old_timeout_ms(c));
-		ret = on && view_alive(&v, old) && !old_unheard ?
+		ret = on && view_alive(&rl->v, old) && !old_unheard ?
 		      copy_delete_call(c, on, name, old_uuid[0] ? old_uuid : NULL,
 				       replace_old_timeout_ms(c), m2, sizeof(m2)) : 0;
 		if (ret == -ESTALE)
@@ -2137,11 +2575,9 @@ static int replace_run(struct tsr_cluster *c, const char *name, const char *old,
 out:
 	free(missed);
 	free(old_cr);
-	if (rec)
-		tessera__cluster__volume_record__free_unpacked(rec, NULL);
-	view_free(&v);
 	return ret;
 }
+
 
 /* ---- replace-replica: the new copy's snapshot list ----------------------- */
 
@@ -2164,22 +2600,6 @@ out:
  * could miss a snapshot in is the same kind as before (the limits of
  * CopyRecord.missed_snaps, docs/ARCHITECTURE.md).
  */
-struct replace_list {
-	struct tsr_cluster *c;
-	char name[64], old[64], to[64];
-	struct {
-		char id[64], address[256];
-	} nodes[TSR_LAYOUT_MAX_COPIES]; /* to ask, in this order */
-	size_t n_nodes, next;            /* next: the one asked now, or to ask */
-	char failed[768];                /* "n2: Connection timed out; ..." */
-	struct admin_later *later;       /* our reply, when answered later */
-	struct admin_async *call;        /* until its callback fired */
-	Tessera__Admin__Response answer; /* the reply, moved out by replace_list_reply */
-	struct replace_list *next_list;  /* g_replace_lists, while call runs */
-};
-
-static struct replace_list *g_replace_lists; /* main thread: lists asked, answered later */
-
 /* tests only: the blocking 120 s forward of before (the control run) */
 static bool replace_list_unbounded(void)
 {
@@ -2291,7 +2711,8 @@ static int replace_list_refuse(struct replace_list *rl, char *msg, size_t msg_le
 	return -EHOSTUNREACH;
 }
 
-/* The replace with the list in r (a node's answer) or local. */
+/* The replace with the list in r (a node's answer) or local: replace_run's
+ * result (-EINPROGRESS: answered later; r and local are not kept). */
 static int replace_list_run(struct replace_list *rl, const Tessera__Admin__Response *r,
 			    const struct tsr_snap_info *local, size_t n_local, char *msg,
 			    size_t msg_len)
@@ -2310,18 +2731,9 @@ static int replace_list_run(struct replace_list *rl, const Tessera__Admin__Respo
 		else if (!r && !local[i].deleting)
 			names[k++] = (char *)local[i].name;
 	}
-	ret = replace_run(rl->c, rl->name, rl->old, rl->to, names, k, msg, msg_len);
+	ret = replace_run(rl, names, k, msg, msg_len); /* copies names */
 	free(names);
 	return ret;
-}
-
-static void replace_list_unlist(struct replace_list *rl)
-{
-	for (struct replace_list **pp = &g_replace_lists; *pp; pp = &(*pp)->next_list)
-		if (*pp == rl) {
-			*pp = rl->next_list;
-			break;
-		}
 }
 
 static void replace_list_reply(struct tsr_admin_server *srv, void *arg,
@@ -2331,6 +2743,7 @@ static void replace_list_reply(struct tsr_admin_server *srv, void *arg,
 
 	(void)srv;
 	*resp = rl->answer; /* moved: built with the same allocators */
+	replace_job_clear(rl);
 	free(rl);
 }
 
@@ -2363,7 +2776,8 @@ static int replace_list_ask(struct replace_list *rl)
 }
 
 /*
- * After the wait for a list: 0, or -EBUSY with msg when the volume was
+ * After a wait for another node (the list, the new copy, the old copy's
+ * uuid): 0, or -EBUSY with msg when the volume was
  * attached on another node meanwhile (its coordinator would not know the new
  * copy: the handler forwards a replace of an attached volume there, and
  * checked that before the wait).
@@ -2383,7 +2797,7 @@ static int replace_attached_meanwhile(struct tsr_cluster *c, const char *name, c
 	tsr_meta_kv_clear(&kv);
 	if (a && strcmp(a->node_id, c->node_id) != 0) {
 		snprintf(msg, msg_len, "volume '%s' was attached on %s while this replace waited for "
-			 "its snapshot list: nothing changed; run the replace again (it goes to %s)",
+			 "another node: nothing changed; run the replace again (it goes to %s)",
 			 name, a->node_id, a->node_id);
 		ret = -EBUSY;
 	}
@@ -2395,12 +2809,12 @@ static int replace_attached_meanwhile(struct tsr_cluster *c, const char *name, c
 static void replace_list_done(void *cb_arg, int status, Tessera__Admin__Response *r)
 {
 	struct replace_list *rl = cb_arg;
-	char msg[1024];
+	char msg[1536];
 	int ret;
 
 	rl->call = NULL;
 	replace_list_unlist(rl);
-	if (status == -ECANCELED) { /* cluster_forward_stop */
+	if (status == -ECANCELED) { /* tsr_cluster_stop: replace_list_stop */
 		if (r)
 			tessera__admin__response__free_unpacked(r, NULL);
 		admin_fail(&rl->answer, -ECANCELED, "volume '%s': %s is stopping while the replace "
@@ -2414,20 +2828,19 @@ static void replace_list_done(void *cb_arg, int status, Tessera__Admin__Response
 		if (ret == 0)
 			ret = replace_list_run(rl, r, NULL, 0, msg, sizeof(msg));
 		tessera__admin__response__free_unpacked(r, NULL);
+		if (ret == -EINPROGRESS) /* a call of the replace runs: replace_step_done */
+			return;
 	} else {
 		rl->next++;
 		if (replace_list_ask(rl) == 0)
 			return;
 		ret = replace_list_refuse(rl, msg, sizeof(msg));
 	}
-	if (ret)
-		admin_fail(&rl->answer, ret, "%s", msg);
-	else
-		cluster_volume_list(rl->c, rl->name, &rl->answer);
-	admin_later_done(rl->later);
+	replace_answer(rl, ret, msg);
 }
 
-/* tsr_cluster_stop: each replace of c waiting for a list answers -ECANCELED now. */
+/* tsr_cluster_stop: each replace of c waiting for another node (its list, its
+ * new copy, the old copy's uuid) answers -ECANCELED now. */
 static void replace_list_stop(struct tsr_cluster *c)
 {
 	for (struct replace_list *rl = g_replace_lists; rl;) {
@@ -2456,7 +2869,8 @@ static int replace_unbounded(struct tsr_cluster *c, const char *name, const char
 	cluster_volume_snapshots(c, &av);
 	r.snapshots = av.snapshots;
 	r.n_snapshots = av.n_snapshots;
-	ret = replace_list_run(&rl, &r, NULL, 0, msg, msg_len);
+	ret = replace_list_run(&rl, &r, NULL, 0, msg, msg_len); /* blocking: rl.later NULL */
+	replace_job_clear(&rl);
 	for (size_t i = 0; i < av.n_snapshots; i++)
 		admin_snapshot_free_built(av.snapshots[i]);
 	free(av.snapshots);
@@ -2474,9 +2888,19 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 
 	if (replace_list_unbounded())
 		return replace_unbounded(c, name, old, to, msg, msg_len);
-	if (strlen(name) >= sizeof(rl->name) || strlen(old) >= sizeof(rl->old) ||
-	    (to && strlen(to) >= sizeof(rl->to)))
-		return replace_run(c, name, old, to, NULL, 0, msg, msg_len); /* says why */
+	if (strlen(name) >= sizeof(rl->name)) {
+		snprintf(msg, msg_len, "volume '%s' not found (tessera volume list)", name);
+		return -ENOENT;
+	}
+	if (strlen(old) >= sizeof(rl->old)) {
+		snprintf(msg, msg_len, "volume '%s' has no copy on node %s (tessera volume show %s "
+			 "lists its copies)", name, old, name);
+		return -ENOENT;
+	}
+	if (to && strlen(to) >= sizeof(rl->to)) {
+		snprintf(msg, msg_len, "node %s is not in the cluster (tessera node list)", to);
+		return -ENOENT;
+	}
 	rl = calloc(1, sizeof(*rl));
 	if (rl == NULL) {
 		snprintf(msg, msg_len, "out of memory in tesserad");
@@ -2488,18 +2912,27 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 	snprintf(rl->to, sizeof(rl->to), "%s", to ? to : "");
 	tessera__admin__response__init(&rl->answer);
 	ret = replace_list_plan(c, rl, &local, &n_local, msg, msg_len);
-	if (ret == 0)
-		ret = replace_list_run(rl, NULL, local, n_local, msg, msg_len);
-	if (ret <= 0)
+	if (ret < 0)
 		goto out;
-	/* an admin request: the loop goes on while the nodes answer */
+	/* an admin request: the loop goes on while the nodes answer (the
+	 * list's, then the new copy's and the old copy's: replace_call) */
 	if (srv && (rl->later = admin_later_begin(srv, replace_list_reply, rl)) != NULL) {
-		if (replace_list_ask(rl) == 0) {
+		if (ret == 0)
+			ret = replace_list_run(rl, NULL, local, n_local, msg, msg_len);
+		else if (replace_list_ask(rl) == 0)
+			ret = -EINPROGRESS;
+		else
+			ret = replace_list_refuse(rl, msg, msg_len);
+		if (ret == -EINPROGRESS) {
+			free(local);
 			snprintf(msg, msg_len, "answered later");
 			return -EINPROGRESS; /* the reply is rl's: the caller's is dropped */
 		}
 		admin_later_cancel(rl->later);
-		ret = replace_list_refuse(rl, msg, msg_len);
+		goto out;
+	}
+	if (ret == 0) {
+		ret = replace_list_run(rl, NULL, local, n_local, msg, msg_len);
 		goto out;
 	}
 	/* the tick's replace (no request to answer later): blocking, bounded */
@@ -2521,6 +2954,7 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 	ret = replace_list_refuse(rl, msg, msg_len);
 out:
 	free(local);
+	replace_job_clear(rl);
 	free(rl);
 	return ret;
 }
