@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# A replace-replica whose target node is alive by its lease but hung (frozen:
+# SIGSTOP) answers with an error naming that node within the peer timeout,
+# and the handling node's control loop serves other calls meanwhile (contract
+# s16-replcreate).  The new copy's create was a blocking call on the main loop
+# bounded by CLUSTER_COPY_TIMEOUT_MS (30 s); now it is made with
+# admin_async_call for an admin request, bounded by the peer timeout (2000 ms
+# here), as are the old copy's uuid read and the delete of an unlisted copy
+# met on the target (engine/cluster/volume.c replace_call, replace_step).
+# Nothing is written to vol/<name> before those calls are answered.
+#   4 nodes; v (2 replicas, min 1) written, its copies moved off n1 (the meta
+#   node, which handles every replace here and is never frozen), attached on
+#   n1 (its coordinator, no copy there): copies O and P, the free node X.
+#   (a) X frozen; replace O --to X through n1 answers non-zero under
+#       `timeout 12` (before: 124), saying "node X did not answer in 2000 ms
+#       to create the copy of 'v'" and "nothing recorded"; n1 answers
+#       `volume list` under `timeout 3` and `node list` under `timeout 6`
+#       while it waits (before: 124); vol/v still lists O and P, v reads back
+#       as written through n1.
+#   (b) X thawed (it may now make the copy it was asked for: listed by no
+#       record); vol/v still lists O and P; the replace retried answers 0
+#       (a copy met on X is deleted first, then made again), vol/v lists P
+#       and X, `volume status --json` shows X's copy in-sync after the
+#       rebuild, v reads back as written through n1, X's copy is the same
+#       bytes as P's (cmp of the store files, detached), scrub clean.
+# Control: TSR_TEST_REPLACE_CREATE_BLOCKING=1 (the create as before: blocking
+# on the loop, 30 s; volume.c) in n1's environment makes (a) fail with
+# "status 124".
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/cluster.sh"
+
+require_tessera
+require_cmd nbdcopy
+
+cl_start 4
+SIZE=$((8 << 20))
+IMG=$CL_ROOT/img
+cl_pattern "$IMG" "$SIZE" 83
+ctsr volume create v --size 8M --replicas 2 --min-replicas 1 >/dev/null || fail "volume create v"
+
+# the copies in record order (volume show lists them so)
+rec_nodes() { ctsr --json volume show v | json_get '" ".join(c["node"] for c in j["copies"])'; }
+free_node() {
+	local n
+	for n in n2 n3 n4; do
+		case " $(rec_nodes) " in *" $n "*) ;; *) echo "$n"; return 0 ;; esac
+	done
+	return 1
+}
+case " $(rec_nodes) " in
+*" n1 "*)
+	X=$(free_node) || fail "no free node"
+	out=$(ctsr volume replace-replica v --node n1 --to "$X" 2>&1) ||
+		fail "move v's copy off n1: $out"
+	;;
+esac
+ctsr volume attach v --node n1 >/dev/null || fail "volume attach v"
+cl_wait_synced v
+nbdcopy "$IMG" "$(cl_nbd_uri 1 v)" || fail "nbdcopy into v"
+cl_wait_synced v
+
+# (a) the replace's target frozen
+read -r O P <<<"$(rec_nodes)"
+X=$(free_node) || fail "no free node"
+log "(a) copies O=$O P=$P, free $X: $X frozen, replace $O --to $X through n1"
+XPID=${CL_PID[${X#n}]}
+on_exit "kill -CONT $XPID 2>/dev/null"
+freeze_pids "$XPID" || fail "$X did not stop"
+t0=$SECONDS
+( OUT=$(timeout 12 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
+	volume replace-replica v --node "$O" --to "$X" 2>&1) && RC=0 || RC=$?
+  echo "$RC" >"$CL_ROOT/a.rc"; echo "$OUT" >"$CL_ROOT/a.out" ) &
+RP=$!
+# the list asked (a line 7a32c7c logs too), then the create waits for X
+wait_log 1 "replace of v on $O: asking .* for the new copy's snapshot list" 10
+sleep 0.5
+lt0=$SECONDS
+lout=$(timeout 3 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
+	volume list 2>&1) && lrc=0 || lrc=$?
+log "(a) n1's volume list while the replace waits for $X: status $lrc in $(( SECONDS - lt0 )) s"
+nt0=$SECONDS
+nout=$(timeout 6 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
+	node list 2>&1) && nrc=0 || nrc=$?
+log "(a) n1's node list while the replace waits for $X: status $nrc in $(( SECONDS - nt0 )) s"
+wait "$RP"
+RC=$(cat "$CL_ROOT/a.rc")
+OUT=$(cat "$CL_ROOT/a.out")
+log "(a) replace-replica v --node $O --to $X: status $RC in $(( SECONDS - t0 )) s: $OUT"
+[ "$lrc" = 0 ] || fail "(a) n1's volume list while its replace waited for frozen $X: status \
+$lrc (124: no answer in 3 s): $lout"
+[ "$nrc" = 0 ] || fail "(a) n1's node list while its replace waited for frozen $X: status \
+$nrc (124: no answer in 6 s): $nout"
+[ "$RC" != 0 ] && [ "$RC" != 124 ] || fail "(a) replace-replica v --node $O --to frozen $X: \
+status $RC, want a refusal (124: no answer in 12 s): $OUT"
+printf '%s' "$OUT" | grepq "node $X did not answer in 2000 ms to create the copy of 'v'" ||
+	fail "(a) the error does not name $X and the create: $OUT"
+printf '%s' "$OUT" | grepq "nothing recorded" || fail "(a) the error does not say nothing was \
+recorded: $OUT"
+[ "$(rec_nodes)" = "$O $P" ] || fail "(a) vol/v lists '$(rec_nodes)' after the refusal, want '$O $P'"
+cl_assert_image 1 v "$IMG" "(a) with $X frozen"
+
+# (b) thawed: nothing recorded meanwhile; the retry succeeds
+kill -CONT "$XPID"
+cl_wait_nodes_alive 4 30
+sleep 1 # X runs what it read meanwhile (the create: an unlisted copy)
+[ "$(rec_nodes)" = "$O $P" ] || fail "(b) vol/v lists '$(rec_nodes)' after $X thawed, want '$O $P'"
+if cl_copy_size "${X#n}" v >/dev/null; then
+	log "(b) $X holds a copy of v vol/v does not list (the late create): the retry deletes it"
+fi
+OUT=$(timeout 25 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
+	volume replace-replica v --node "$O" --to "$X" 2>&1) && RC=0 || RC=$?
+log "(b) replace-replica v --node $O --to $X retried: status $RC: $OUT"
+[ "$RC" = 0 ] || fail "(b) the retried replace-replica v --node $O --to $X: status $RC: $OUT"
+[ "$(rec_nodes)" = "$X $P" ] || fail "(b) vol/v lists '$(rec_nodes)', want '$X $P'"
+cl_wait_synced v
+st=$(vstatus v '" ".join("%s:%s" % (c["node"], c["state"]) for c in j["volume"]["copies"])')
+case " $st " in *" $X:in-sync "*) ;; *) fail "(b) volume status of v: '$st', want $X in-sync" ;; esac
+log "(b) volume status of v: $st"
+cl_assert_image 1 v "$IMG" "(b) after the replace onto $X"
+cl_scrub_clean v "(b) after the replace onto $X"
+ctsr volume detach v >/dev/null || fail "volume detach v"
+cl_assert_copies_identical v "${X#n}" "${P#n}"
+cmp -s "$IMG" "$(cl_copy_file "${X#n}" v)" || fail "(b) $X's copy of v differs from what was written"
+log "(b) $X's copy of v holds what was written"
+cl_stop_all
