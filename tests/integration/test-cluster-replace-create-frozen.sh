@@ -104,7 +104,9 @@ kill -CONT "$XPID"
 cl_wait_nodes_alive 4 30
 sleep 1 # X runs what it read meanwhile (the create: an unlisted copy)
 [ "$(rec_nodes)" = "$O $P" ] || fail "(b) vol/v lists '$(rec_nodes)' after $X thawed, want '$O $P'"
+late=
 if cl_copy_size "${X#n}" v >/dev/null; then
+	late=1
 	log "(b) $X holds a copy of v vol/v does not list (the late create): the retry deletes it"
 fi
 OUT=$(timeout 25 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
@@ -112,6 +114,8 @@ OUT=$(timeout 25 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/a
 log "(b) replace-replica v --node $O --to $X retried: status $RC: $OUT"
 [ "$RC" = 0 ] || fail "(b) the retried replace-replica v --node $O --to $X: status $RC: $OUT"
 [ "$(rec_nodes)" = "$X $P" ] || fail "(b) vol/v lists '$(rec_nodes)', want '$X $P'"
+[ -z "$late" ] || grep -q "volume v: node $X held a copy that vol/v does not list" \
+	"$(cl_dir 1)/tesserad.log" || fail "(b) n1's log does not say $X's unlisted copy was deleted"
 cl_wait_synced v
 st=$(vstatus v '" ".join("%s:%s" % (c["node"], c["state"]) for c in j["volume"]["copies"])')
 case " $st " in *" $X:in-sync "*) ;; *) fail "(b) volume status of v: '$st', want $X in-sync" ;; esac
