@@ -23,6 +23,10 @@
 #       and X, `volume status --json` shows X's copy in-sync after the
 #       rebuild, v reads back as written through n1, X's copy is the same
 #       bytes as P's (cmp of the store files, detached), scrub clean.
+#   (c) v detached, copies H Q, free F frozen: a replace of Q's copy --to F
+#       through H (its list from its own store) waits for F's create; H
+#       stopped (SIGTERM) meanwhile exits 0 (the call cancelled), the request
+#       answers an error, vol/v still lists H Q.
 # Control: TSR_TEST_REPLACE_CREATE_BLOCKING=1 (the create as before: blocking
 # on the loop, 30 s; volume.c) in n1's environment makes (a) fail with
 # "status 124".
@@ -126,4 +130,26 @@ ctsr volume detach v >/dev/null || fail "volume detach v"
 cl_assert_copies_identical v "${X#n}" "${P#n}"
 cmp -s "$IMG" "$(cl_copy_file "${X#n}" v)" || fail "(b) $X's copy of v differs from what was written"
 log "(b) $X's copy of v holds what was written"
+
+# (c) v detached: a replace through a node holding a copy (its list from its
+# own store) waits for a frozen target's create; that node stopped (SIGTERM)
+# meanwhile exits 0 at once (the call cancelled, volume.c replace_list_stop),
+# the request answers an error, nothing recorded
+read -r H Q <<<"$(rec_nodes)"
+F=$(free_node) || fail "no free node"
+log "(c) copies H=$H Q=$Q, free $F: $F frozen, replace $Q --to $F through $H, $H stopped meanwhile"
+FPID=${CL_PID[${F#n}]}
+on_exit "kill -CONT $FPID 2>/dev/null"
+freeze_pids "$FPID" || fail "$F did not stop"
+( timeout 25 "$TESSERA" --cluster "$(cl_addr "${H#n}")" --token-file "$(cl_dir 1)/admin.token" \
+	volume replace-replica v --node "$Q" --to "$F" >"$CL_ROOT/c.out" 2>&1
+  echo $? >"$CL_ROOT/c.rc" ) &
+RP=$!
+wait_log "${H#n}" "replace of v on $Q: creating the new copy on $F" 10
+cl_stop "${H#n}" # fails the test unless it exits 0 on SIGTERM
+wait "$RP"
+log "(c) the replace through $H: status $(cat "$CL_ROOT/c.rc"): $(cat "$CL_ROOT/c.out")"
+[ "$(cat "$CL_ROOT/c.rc")" != 0 ] || fail "(c) the replace through stopped $H answered 0"
+kill -CONT "$FPID"
+[ "$(rec_nodes)" = "$H $Q" ] || fail "(c) vol/v lists '$(rec_nodes)', want '$H $Q'"
 cl_stop_all
