@@ -474,6 +474,14 @@ struct tsr_svol {
 
 	/* staged chunk writes (stage.c): set at load for heads in file mode */
 	struct stage_journal *stage;
+
+	/* a rollback of this head runs without store->lock (snap.c
+	 * tsr_store_vol_rollback; store->lock): set and cleared under the lock
+	 * by that rollback, which holds a ref meanwhile; store calls that would
+	 * change the volume or open it answer -EBUSY (store_rollback_busy), and
+	 * chain_publish retires a dropped layer instead of closing it (the
+	 * rollback reads its chain without chain_enter) */
+	bool rollback_running;
 };
 
 /* Paths of a volume's files into buf (PATH_MAX). */
@@ -489,6 +497,11 @@ void store_svol_free(struct tsr_svol *svol);
 int store_svol_get_uuid(struct tsr_store *store, const char *uuid, struct tsr_svol **out);
 void store_svol_unref(struct tsr_svol *svol);
 struct tsr_svol *store_find_open_uuid(struct tsr_store *store, const char *uuid);
+/* -EBUSY, logged "OP: volume V: a rollback is running: try again when it
+ * ends", while a rollback of the volume of row runs (svol->rollback_running);
+ * else 0.  store->lock held.  Called before the row's VOL_ROLLBACK check,
+ * which then means an interrupted rollback only. */
+int store_rollback_busy(struct tsr_store *store, const struct vol_row *row, const char *op);
 int store_fsync_voldir(const struct tsr_store *store);
 void store_make_uuid(char out[37]);
 void store_remove_files(struct tsr_store *store, const char *uuid, uint64_t size);
@@ -637,6 +650,10 @@ unsigned store_test_merges_idle(struct tsr_store *store);
  * thread for an open volume, else in the caller. */
 extern void (*store_test_merge_hook)(void *arg);
 extern void *store_test_merge_arg;
+/* Tests: called after each chunk a rollback rewrote, without store->lock
+ * (snap.c rollback_run). */
+extern void (*store_test_rollback_chunk)(void *arg);
+extern void *store_test_rollback_arg;
 
 /* ---- spare.c: snapshot layers made ahead of their create ---- */
 

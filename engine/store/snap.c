@@ -34,7 +34,8 @@
  * The write path looks at the chain without the lock (chain_enter, cow.c):
  * a dropped layer is closed only once no such look is running (chain_quiet).
  *
- * Every function here holds store->lock for its whole run.
+ * Every function here holds store->lock for its whole run, except the
+ * rollback's data copy (tsr_store_vol_rollback: h->rollback_running).
  */
 #include <errno.h>
 #include <limits.h>
@@ -112,11 +113,13 @@ static int chain_publish(struct tsr_svol *svol, struct layer *add, struct layer 
 		svol->retired_chains = old;
 	}
 	if (drop) {
-		/* nobody reads through layers, and no write path still looks at
-		 * the old chain (a write's copy-on-write check reads the bits
+		/* nobody reads through layers (a running rollback reads the
+		 * chain it loaded without chain_enter), and no write path still
+		 * looks at the old chain (a write's copy-on-write check reads the bits
 		 * of every layer in it: closing drop under it was a SIGSEGV):
 		 * free the space now */
-		if (svol->child_refs == 0 && svol->ro_handles == 0 && chain_quiet(svol)) {
+		if (svol->child_refs == 0 && svol->ro_handles == 0 && !svol->rollback_running &&
+		    chain_quiet(svol)) {
 			layer_close(drop);
 		} else {
 			drop->next_retired = svol->retired_layers;
@@ -235,6 +238,16 @@ static int get_vol(struct tsr_store *store, const char *op, const char *name, st
 	if (ret == -ENOENT)
 		tsr_error("%s: no volume %s", op, name);
 	return ret;
+}
+
+/* get_vol, then -EBUSY while a rollback of that volume runs (the calls that
+ * would change the volume, its chain or its epoch, or open it). */
+static int get_vol_idle(struct tsr_store *store, const char *op, const char *name,
+			struct vol_row *row)
+{
+	int ret = get_vol(store, op, name, row);
+
+	return ret ? ret : store_rollback_busy(store, row, op);
 }
 
 /*
@@ -452,7 +465,7 @@ static int snap_create(struct tsr_store *store, const char *vol, const char *sna
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&store->lock);
-	ret = get_vol(store, "snapshot", vol, &v);
+	ret = get_vol_idle(store, "snapshot", vol, &v);
 	if (ret == 0)
 		ret = check_epoch("snapshot", &v, epoch);
 	if (ret)
@@ -545,7 +558,7 @@ int tsr_store_snap_create_async(struct tsr_store *store, const char *vol, const 
 		return -ENOMEM;
 	memset(&v, 0, sizeof(v));
 	pthread_mutex_lock(&store->lock);
-	ret = get_vol(store, "snapshot", vol, &v);
+	ret = get_vol_idle(store, "snapshot", vol, &v);
 	if (ret)
 		goto err;
 	svol = store_find_open_uuid(store, v.uuid);
@@ -1002,7 +1015,7 @@ static int snap_delete(struct tsr_store *store, const char *vol, const char *sna
 	int ret;
 
 	pthread_mutex_lock(&store->lock);
-	ret = get_vol(store, "snapshot delete", vol, &v);
+	ret = get_vol_idle(store, "snapshot delete", vol, &v);
 	if (ret == 0)
 		ret = check_epoch("snapshot delete", &v, epoch);
 	if (ret == 0) {
@@ -1494,7 +1507,7 @@ static int vol_clone(struct tsr_store *store, const char *name, const char *vol,
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&store->lock);
-	ret = get_vol(store, "clone", vol, &v);
+	ret = get_vol_idle(store, "clone", vol, &v);
 	if (ret == 0)
 		ret = check_epoch("clone", &v, epoch);
 	if (ret == 0 && snap)
@@ -1600,7 +1613,7 @@ int tsr_store_snap_open(struct tsr_store *store, const char *vol, const char *sn
 	int ret;
 
 	pthread_mutex_lock(&store->lock);
-	ret = get_vol(store, "snapshot open", vol, &v);
+	ret = get_vol_idle(store, "snapshot open", vol, &v);
 	if (ret == 0)
 		ret = get_snap(store, "snapshot open", &v, snap, &s, TSR_LOG_DEBUG);
 	if (ret == 0)
@@ -1772,6 +1785,8 @@ int tsr_store_snap_diff(struct tsr_store *store, const char *vol, const char *sn
 
 	pthread_mutex_lock(&store->lock);
 	ret = get_vol(store, "diff", vol, &v);
+	if (ret == 0 && snap2 == NULL) /* the head, which a rollback rewrites */
+		ret = store_rollback_busy(store, &v, "diff");
 	if (ret == 0)
 		ret = get_snap(store, "diff", &v, snap1, &s1, TSR_LOG_ERROR);
 	if (ret == 0 && snap2)
@@ -1967,6 +1982,11 @@ static int rollback_chunk(struct tsr_svol *h, struct layer *l, struct tsr_io *io
 	return ret ? ret : w.status;
 }
 
+/* Tests: called after each chunk a rollback rewrote (store_rolllock_ut holds
+ * a rollback there, in the middle of its data copy). */
+void (*store_test_rollback_chunk)(void *arg);
+void *store_test_rollback_arg;
+
 static int rollback_run(struct tsr_svol *h, const struct snap_row *s)
 {
 	struct tsr_io_opts o = {.kind = TSR_IO_AUTO, .queue_depth = 64};
@@ -2002,6 +2022,8 @@ static int rollback_run(struct tsr_svol *h, const struct snap_row *s)
 		if (any) {
 			ret = rollback_chunk(h, c->l[k], io, buf, first, n, want);
 			store_crash_point();
+			if (ret == 0 && store_test_rollback_chunk)
+				store_test_rollback_chunk(store_test_rollback_arg);
 		}
 	}
 	size = tsr_svol_size(h);
@@ -2018,9 +2040,10 @@ out:
 
 /*
  * Test hook: while the file $TSR_TEST_STORE_ROLLBACK_HOLD_FILE exists (at
- * most 30 s, tsr_test_hold_file), a rollback waits inside its critical
- * section (store->lock held, the row marked VOL_ROLLBACK), before its data
- * copy: a long rollback of a small volume (test-cluster-sweep-lease-rollback).
+ * most 30 s, tsr_test_hold_file), a rollback waits once it started (the row
+ * marked VOL_ROLLBACK, the volume's rollback_running set), before its data
+ * copy, without store->lock since s16 (before: with it): a long rollback of
+ * a small volume (test-cluster-sweep-lease-rollback, store_rolllock_ut).
  */
 static void rollback_test_hold(const char *vol)
 {
@@ -2028,10 +2051,31 @@ static void rollback_test_hold(const char *vol)
 
 	if (f == NULL || f[0] == '\0' || access(f, F_OK) != 0)
 		return;
-	tsr_info("rollback: volume %s: test hold (%s) with the store's lock held", vol, f);
+	tsr_info("rollback: volume %s: test hold (%s), store's lock not held", vol, f);
 	tsr_test_hold_file("TSR_TEST_STORE_ROLLBACK_HOLD_FILE", false);
 }
 
+/*
+ * Three steps, so that the store's other calls do not wait for the data copy
+ * (review 15b F2):
+ * 1. store->lock held: the rows, the open check, -EBUSY when a rollback of
+ *    the volume already runs, the row marked VOL_ROLLBACK (durable), a ref on
+ *    the head h, h->rollback_running set.  From then until step 3 the calls
+ *    that would open the volume or change it, its chain or its epoch answer
+ *    -EBUSY (store_rollback_busy); catalogue reads go on.
+ * 2. Without the lock: rollback_run (the head's writes through the usual
+ *    copy-on-write path, which runs lock-free on served volumes too), then
+ *    stage_drop (its own j->lock).  A merge of a delete queued before may
+ *    publish a chain meanwhile: chain_publish retires the dropped layer
+ *    (still mapped) instead of closing it while rollback_running is set, and
+ *    a merge never changes an image.
+ * 3. store->lock again: the row read again by uuid (not the copy of step 1,
+ *    which must not be written back), VOL_ROLLBACK cleared on success (left
+ *    on failure: opens refused -EAGAIN until a rollback runs again), the flag
+ *    cleared, the ref dropped.
+ * The crash rule is unchanged: the row's flag is durable before any block is
+ * touched and cleared only after the flush and stage_drop.
+ */
 int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char *snap)
 {
 	struct tsr_svol *h = NULL;
@@ -2040,7 +2084,7 @@ int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char 
 	int ret;
 
 	pthread_mutex_lock(&store->lock);
-	ret = get_vol(store, "rollback", vol, &v);
+	ret = get_vol_idle(store, "rollback", vol, &v);
 	if (ret == 0)
 		ret = get_snap(store, "rollback", &v, snap, &s, TSR_LOG_ERROR);
 	if (ret)
@@ -2059,21 +2103,34 @@ int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char 
 		if (ret)
 			goto out;
 	}
-	rollback_test_hold(vol);
 	ret = store_svol_get_uuid(store, v.uuid, &h);
-	if (ret == 0)
-		ret = rollback_run(h, &s);
+	if (ret)
+		goto out;
+	h->rollback_running = true;
+	pthread_mutex_unlock(&store->lock);
+
+	rollback_test_hold(vol);
+	ret = rollback_run(h, &s);
 	if (ret == 0) /* staged or committed chunk writes belong to the old head */
 		ret = stage_drop(h);
+
+	pthread_mutex_lock(&store->lock);
+	h->rollback_running = false;
 	if (ret) {
 		tsr_error("rollback: volume %s to %s: %s; run it again to finish", vol, snap,
 			  strerror(-ret));
 		goto out;
 	}
-	v.flags &= ~VOL_ROLLBACK;
-	ret = catalog_update_row(store->db, v.name, &v);
+	ret = catalog_get_uuid(store->db, v.uuid, &v);
+	if (ret == 0) {
+		v.flags &= ~VOL_ROLLBACK;
+		ret = catalog_update_row(store->db, v.name, &v);
+	}
 	if (ret == 0)
 		tsr_info("rollback: volume %s is %s again", vol, snap);
+	else
+		tsr_error("rollback: volume %s to %s: its row: %s; run it again to finish", vol,
+			  snap, strerror(-ret));
 out:
 	if (h)
 		store_svol_unref(h);

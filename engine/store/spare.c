@@ -910,6 +910,8 @@ int tsr_store_snap_spare(struct tsr_store *store, const char *vol, bool keep)
 		return -ENOENT;
 	pthread_mutex_lock(&store->lock);
 	ret = catalog_get(store->db, vol, &v);
+	if (ret == 0 && keep)
+		ret = store_rollback_busy(store, &v, "spare");
 	if (ret == 0 && !keep)
 		spare_let_go(store, v.uuid, true); /* the thread drops it later: no wait */
 	if (ret == 0 && keep)

@@ -291,6 +291,16 @@ struct tsr_svol *store_find_open_uuid(struct tsr_store *store, const char *uuid)
 	return NULL;
 }
 
+int store_rollback_busy(struct tsr_store *store, const struct vol_row *row, const char *op)
+{
+	struct tsr_svol *svol = store_find_open_uuid(store, row->uuid);
+
+	if (svol == NULL || !svol->rollback_running)
+		return 0;
+	tsr_error("%s: volume %s: a rollback is running: try again when it ends", op, row->name);
+	return -EBUSY;
+}
+
 /* Load a head with its snapshots and parent and list it (store->lock held). */
 static int svol_load_listed(struct tsr_store *store, const struct vol_row *row,
 			    struct tsr_svol **out)
@@ -355,6 +365,8 @@ int tsr_store_vol_open(struct tsr_store *store, const char *name, struct tsr_svo
 
 	pthread_mutex_lock(&store->lock);
 	ret = catalog_get(store->db, name, &row);
+	if (ret == 0)
+		ret = store_rollback_busy(store, &row, "open");
 	if (ret == 0 && (row.flags & VOL_ROLLBACK)) {
 		tsr_error("open: volume %s: a rollback was interrupted; run it again to finish it",
 			  name);
@@ -432,6 +444,8 @@ int tsr_store_vol_set_epoch(struct tsr_store *store, const char *name, uint64_t 
 
 	pthread_mutex_lock(&store->lock);
 	ret = catalog_get(store->db, name, &row);
+	if (ret == 0)
+		ret = store_rollback_busy(store, &row, "set epoch");
 	if (ret)
 		goto out;
 	if (epoch < row.epoch) {
@@ -449,7 +463,7 @@ int tsr_store_vol_set_epoch(struct tsr_store *store, const char *name, uint64_t 
 		atomic_store_explicit(&svol->epoch, row.epoch, memory_order_release);
 out:
 	pthread_mutex_unlock(&store->lock);
-	if (ret && ret != -ESTALE && ret != -ENOENT)
+	if (ret && ret != -ESTALE && ret != -ENOENT && ret != -EBUSY) /* -EBUSY: logged */
 		tsr_error("set epoch: volume %s: %s", name, strerror(-ret));
 	return ret;
 }
@@ -673,6 +687,8 @@ int tsr_store_vol_delete(struct tsr_store *store, const char *name)
 
 	pthread_mutex_lock(&store->lock);
 	ret = catalog_get(store->db, name, &row);
+	if (ret == 0)
+		ret = store_rollback_busy(store, &row, "delete");
 	if (ret)
 		goto out;
 	svol = store_find_open_uuid(store, row.uuid);
@@ -812,6 +828,8 @@ int tsr_store_vol_resize_check(struct tsr_store *store, const char *name, uint64
 		return ret;
 	pthread_mutex_lock(&store->lock);
 	ret = catalog_get(store->db, name, &row);
+	if (ret == 0)
+		ret = store_rollback_busy(store, &row, "resize");
 	if (ret || new_size <= row.size) {
 		if (ret == 0 && new_size < row.size)
 			ret = -EINVAL;
@@ -856,6 +874,8 @@ int tsr_store_vol_resize(struct tsr_store *store, const char *name, uint64_t new
 		return ret;
 	pthread_mutex_lock(&store->lock);
 	ret = catalog_get(store->db, name, &row);
+	if (ret == 0)
+		ret = store_rollback_busy(store, &row, "resize");
 	if (ret)
 		goto out;
 	if (new_size < row.size) {

@@ -337,7 +337,13 @@ int tsr_store_vol_parent(struct tsr_store *store, const char *name, char vol_out
  * too).  Copies only the blocks changed since snap; idempotent, so an
  * interrupted rollback is finished by running it again (until then the
  * catalogue says so and tsr_store_vol_open refuses the volume, -EAGAIN).
- * Errors: -ENOENT, -EBUSY volume open.
+ * The data copy runs without the store's lock: meanwhile the catalogue
+ * reads (vol_list, vol_info, snap_list/info, vol_space, allocated) and every
+ * other volume's calls go on, and the calls that would open or change vol
+ * (vol_open, snap_open, snapshot create/delete, clone from it, vol_delete,
+ * resize and resize_check, set_epoch, snap_spare keep, diff against the
+ * head, another rollback) answer -EBUSY.
+ * Errors: -ENOENT, -EBUSY volume open or a rollback of it running.
  */
 int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char *snap);
 
