@@ -379,9 +379,13 @@ static void snap_fail(struct tsr_admin_server *srv, Tessera__Admin__Response *re
 			   "store for them", what);
 		return;
 	case -EBUSY:
-		admin_fail(resp, err, "cannot %s of '%s' now: it is busy (writes that could not be "
-			   "drained, or the snapshot is being read by an NBD client or a copy's "
-			   "resync); try again", what, vol);
+		if (tsr_store_vol_rollback_running(srv->store, vol))
+			admin_fail(resp, err, "cannot %s of '%s' now: a rollback of it is running "
+				   "on this node; try again when it ends", what, vol);
+		else
+			admin_fail(resp, err, "cannot %s of '%s' now: it is busy (writes that could "
+				   "not be drained, or the snapshot is being read by an NBD client or "
+				   "a copy's resync); try again", what, vol);
 		return;
 	case -EAGAIN:
 		admin_fail(resp, err, "volume '%s' has an unfinished rollback: run tessera volume "
@@ -656,8 +660,12 @@ static void rollback_answer(struct tsr_admin_server *srv, const char *vol, const
 			   "around that attach" : "; this copy is not rolled back");
 		return;
 	case -EBUSY:
-		admin_fail(resp, ret, "volume '%s' is in use by an NBD client; disconnect it "
-			   "first", vol);
+		if (tsr_store_vol_rollback_running(srv->store, vol))
+			admin_fail(resp, ret, "volume '%s': another rollback of this node's copy is "
+				   "running; wait for it to end, then run the rollback again", vol);
+		else
+			admin_fail(resp, ret, "volume '%s' is in use by an NBD client; disconnect "
+				   "it first", vol);
 		return;
 	default:
 		snap_fail(srv, resp, ret, "roll back to", vol, snap);
@@ -1072,8 +1080,12 @@ static void op_volume_delete(struct tsr_admin_server *srv, const Tessera__Admin_
 			   d->name);
 		return;
 	case -EBUSY:
-		admin_fail(resp, ret, "volume '%s' is in use by an NBD client (disconnect it first)",
-			   d->name);
+		if (tsr_store_vol_rollback_running(srv->store, d->name))
+			admin_fail(resp, ret, "volume '%s' is being rolled back on this node: "
+				   "delete it when the rollback ends", d->name);
+		else
+			admin_fail(resp, ret, "volume '%s' is in use by an NBD client (disconnect "
+				   "it first)", d->name);
 		return;
 	default:
 		admin_fail(resp, ret, "cannot delete volume '%s': %s (see tesserad's log)", d->name,

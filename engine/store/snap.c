@@ -2055,6 +2055,23 @@ static void rollback_test_hold(const char *vol)
 	tsr_test_hold_file("TSR_TEST_STORE_ROLLBACK_HOLD_FILE", false);
 }
 
+bool tsr_store_vol_rollback_running(struct tsr_store *store, const char *vol)
+{
+	struct tsr_svol *svol;
+	struct vol_row v;
+	bool running = false;
+
+	if (vol == NULL || !tsr_valid_name(vol))
+		return false;
+	pthread_mutex_lock(&store->lock);
+	if (catalog_get(store->db, vol, &v) == 0) {
+		svol = store_find_open_uuid(store, v.uuid);
+		running = svol && svol->rollback_running;
+	}
+	pthread_mutex_unlock(&store->lock);
+	return running;
+}
+
 /*
  * Three steps, so that the store's other calls do not wait for the data copy
  * (review 15b F2):

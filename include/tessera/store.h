@@ -346,6 +346,9 @@ int tsr_store_vol_parent(struct tsr_store *store, const char *name, char vol_out
  * Errors: -ENOENT, -EBUSY volume open or a rollback of it running.
  */
 int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char *snap);
+/* Whether a rollback of vol runs now in this store (its callers' -EBUSY
+ * messages: the answer may be stale by the time it is read). */
+bool tsr_store_vol_rollback_running(struct tsr_store *store, const char *vol);
 
 /*
  * Changed blocks between snap1 and snap2 (NULL: the head), as extents in
