@@ -1,0 +1,415 @@
+/*
+ * A rollback runs its data copy without store->lock (review 15b F2, session
+ * 16): while it is held in the middle of that copy (store_test_rollback_chunk,
+ * after its first chunk), another thread lists volumes, reads the rolling
+ * volume's row and snapshot list, opens, reads, writes and snapshots another
+ * volume, and gets every answer before the rollback ends; every call that
+ * would open or change the rolling volume answers -EBUSY.  Then the
+ * rollback's result is checked block by block (the head is the snapshot's
+ * image, the later snapshot's image unchanged).  A second case: a delete's
+ * merge, queued before the rollback, publishes its chain (dropping a layer
+ * the rollback reads) while the rollback is held.
+ *
+ * Before the change the first call of the other thread waits on store->lock
+ * until the rollback ends: the hold gives up after HOLD_LIMIT_S (a guard
+ * against a deadlock, never a time the test asserts), the rollback finishes,
+ * and the test fails on "the rollback had not ended when ... answered" and on
+ * the hold having timed out.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "store_test.h"
+
+extern void (*store_test_rollback_chunk)(void *arg);
+extern void *store_test_rollback_arg;
+extern void (*store_test_merge_hook)(void *arg);
+extern void *store_test_merge_arg;
+unsigned store_test_merges_idle(struct tsr_store *store);
+
+#define MiB        (1024u * 1024u)
+#define VOL_SIZE   (8 * MiB) /* 2048 blocks: 8 chunks of the rollback; [4M,8M) unchanged
+			    * after s1, so no layer holds it */
+#define HOLD_LIMIT_S 20
+
+/* A hold: the held thread says it arrived, then waits for release (at most
+ * HOLD_LIMIT_S; timed_out then). */
+struct hold {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool arrived, released, timed_out;
+	int passes; /* how many times the hook ran */
+};
+
+static void hold_init(struct hold *h)
+{
+	memset(h, 0, sizeof(*h));
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_cond_init(&h->cond, NULL);
+}
+
+static void hold_here(void *arg)
+{
+	struct hold *h = arg;
+	struct timespec dl;
+	int rc = 0;
+
+	pthread_mutex_lock(&h->lock);
+	if (h->passes++ > 0) { /* the first pass only */
+		pthread_mutex_unlock(&h->lock);
+		return;
+	}
+	h->arrived = true;
+	pthread_cond_broadcast(&h->cond);
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += HOLD_LIMIT_S;
+	while (!h->released && rc == 0)
+		rc = pthread_cond_timedwait(&h->cond, &h->lock, &dl);
+	if (!h->released)
+		h->timed_out = true;
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* Wait (bounded by 2 * HOLD_LIMIT_S) until the held thread arrived. */
+static bool hold_wait_arrived(struct hold *h)
+{
+	struct timespec dl;
+	int rc = 0;
+	bool ok;
+
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += 2 * HOLD_LIMIT_S;
+	pthread_mutex_lock(&h->lock);
+	while (!h->arrived && rc == 0)
+		rc = pthread_cond_timedwait(&h->cond, &h->lock, &dl);
+	ok = h->arrived;
+	pthread_mutex_unlock(&h->lock);
+	return ok;
+}
+
+static void hold_release(struct hold *h)
+{
+	pthread_mutex_lock(&h->lock);
+	h->released = true;
+	pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+}
+
+struct rb {
+	struct tsr_store *store;
+	const char *vol, *snap;
+	int ret;
+	atomic_bool done;
+};
+
+static void *rb_main(void *arg)
+{
+	struct rb *r = arg;
+
+	r->ret = tsr_store_vol_rollback(r->store, r->vol, r->snap);
+	atomic_store(&r->done, true);
+	return NULL;
+}
+
+struct env {
+	struct store_env se;
+	struct tsr_io *io;
+	uint8_t *buf;
+};
+
+static int setup(void **state)
+{
+	struct env *e = calloc(1, sizeof(*e));
+	void *se = NULL;
+
+	if (e == NULL || store_env_setup(&se))
+		return -1;
+	e->se = *(struct store_env *)se;
+	free(se);
+	e->io = make_io(TSR_IO_AUTO, NULL);
+	e->buf = tsr_alloc_aligned(VOL_SIZE);
+	if (e->io == NULL || e->buf == NULL)
+		return -1;
+	*state = e;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+
+	store_test_rollback_chunk = NULL;
+	store_test_merge_hook = NULL;
+	tsr_io_destroy(e->io);
+	tsr_free_aligned(e->buf);
+	tsr_store_close(e->se.store);
+	rm_rf(e->se.dir);
+	free(e);
+	return 0;
+}
+
+/* Write seed over [off, off+len) of vol (opened and put here). */
+static void put_data(struct env *e, const char *vol, uint64_t off, uint32_t len, uint64_t seed)
+{
+	struct tsr_svol *v;
+
+	assert_int_equal(tsr_store_vol_open(e->se.store, vol, &v), 0);
+	fill(e->buf, len, seed, off);
+	assert_int_equal(swrite(v, e->io, off, len, e->buf, 0), 0);
+	assert_int_equal(sflush(v, e->io), 0);
+	tsr_svol_put(v);
+}
+
+/* Block by block: want[b] = the seed of block b, 0 = zeros. */
+static void check_image(struct env *e, struct tsr_svol *v, const uint64_t *want)
+{
+	uint64_t b;
+
+	assert_int_equal(sread(v, e->io, 0, VOL_SIZE, e->buf), 0);
+	for (b = 0; b < VOL_SIZE / BS; b++) {
+		const uint8_t *p = e->buf + b * BS;
+		bool ok = want[b] ? is_filled(p, BS, want[b], b * BS) : is_zero(p, BS);
+
+		if (!ok)
+			fail_msg("block %llu: expected %s %llu", (unsigned long long)b,
+				 want[b] ? "seed" : "zeros", (unsigned long long)want[b]);
+	}
+}
+
+static void set_range(uint64_t *m, uint64_t off, uint64_t len, uint64_t seed)
+{
+	for (uint64_t b = off / BS; b < (off + len) / BS; b++)
+		m[b] = seed;
+}
+
+/*
+ * Volume a: seed 1 everywhere, s1; seed 2 over [0,2M), [3M,4M) trimmed, s2;
+ * seed 3 over [1M,3M).  Models of s1 and s2 in m1, m2.
+ */
+static void make_a(struct env *e, uint64_t *m1, uint64_t *m2)
+{
+	struct tsr_store *st = e->se.store;
+	struct tsr_svol *v;
+
+	assert_int_equal(tsr_store_vol_create(st, "a", VOL_SIZE, NULL), 0);
+	put_data(e, "a", 0, VOL_SIZE, 1);
+	set_range(m1, 0, VOL_SIZE, 1);
+	assert_int_equal(tsr_store_snap_create(st, "a", "s1", NULL), 0);
+	put_data(e, "a", 0, 2 * MiB, 2);
+	assert_int_equal(tsr_store_vol_open(st, "a", &v), 0);
+	assert_int_equal(strim(v, e->io, 3 * MiB, MiB), 0);
+	tsr_svol_put(v);
+	memcpy(m2, m1, (VOL_SIZE / BS) * sizeof(*m2));
+	set_range(m2, 0, 2 * MiB, 2);
+	set_range(m2, 3 * MiB, MiB, 0);
+	assert_int_equal(tsr_store_snap_create(st, "a", "s2", NULL), 0);
+	put_data(e, "a", MiB, 2 * MiB, 3);
+}
+
+static bool listed(struct tsr_vol_info *l, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(l[i].name, name) == 0)
+			return true;
+	return false;
+}
+
+/* Not done yet: the answer came while the rollback was held. */
+#define BEFORE_END(r, what)                                                                        \
+	do {                                                                                       \
+		if (atomic_load(&(r)->done))                                                       \
+			fail_msg("the rollback had not ended when %s answered: it had", what);    \
+	} while (0)
+
+static void test_rollback_unlocked(void **state)
+{
+	struct env *e = *state;
+	struct tsr_store *st = e->se.store;
+	static uint64_t m1[VOL_SIZE / BS], m2[VOL_SIZE / BS], mb[VOL_SIZE / BS];
+	struct tsr_vol_info *vl = NULL, info;
+	struct tsr_snap_info *sl = NULL;
+	struct tsr_extent *ext = NULL;
+	struct tsr_svol *v, *b;
+	struct rb r = {.store = st, .vol = "a", .snap = "s1"};
+	uint64_t alloc, excl, epoch;
+	struct hold h;
+	pthread_t t;
+	size_t n;
+
+	make_a(e, m1, m2);
+	assert_int_equal(tsr_store_vol_create(st, "b", VOL_SIZE, NULL), 0);
+	put_data(e, "b", 0, VOL_SIZE, 7);
+	set_range(mb, 0, VOL_SIZE, 7);
+	epoch = 3;
+	assert_int_equal(tsr_store_vol_set_epoch(st, "a", epoch), 0);
+
+	hold_init(&h);
+	store_test_rollback_arg = &h;
+	store_test_rollback_chunk = hold_here;
+	assert_int_equal(pthread_create(&t, NULL, rb_main, &r), 0);
+	assert_true(hold_wait_arrived(&h)); /* the rollback is in its data copy */
+
+	/* catalogue reads, of every volume and of a */
+	assert_int_equal(tsr_store_vol_list(st, &vl, &n), 0);
+	BEFORE_END(&r, "volume list");
+	assert_true(listed(vl, n, "a") && listed(vl, n, "b"));
+	free(vl);
+	assert_int_equal(tsr_store_vol_info(st, "a", &info), 0);
+	assert_int_equal(info.size, VOL_SIZE);
+	assert_int_equal(tsr_store_snap_list(st, "a", &sl, &n), 0);
+	assert_int_equal(n, 2);
+	free(sl);
+	assert_int_equal(tsr_store_vol_space(st, "b", &alloc, &excl), 0);
+	assert_int_equal(tsr_store_allocated(st, &alloc), 0);
+	BEFORE_END(&r, "volume info, snapshot list, space");
+
+	/* another volume: open, read, write, snapshot */
+	assert_int_equal(tsr_store_vol_open(st, "b", &b), 0);
+	BEFORE_END(&r, "the open of b");
+	check_image(e, b, mb);
+	fill(e->buf, MiB, 8, MiB);
+	assert_int_equal(swrite(b, e->io, MiB, MiB, e->buf, TSR_WRITE_FUA), 0);
+	set_range(mb, MiB, MiB, 8);
+	check_image(e, b, mb);
+	tsr_svol_put(b);
+	assert_int_equal(tsr_store_snap_create(st, "b", "b1", NULL), 0);
+	BEFORE_END(&r, "b's write and snapshot");
+
+	/* a itself: everything that would open or change it is refused */
+	assert_true(tsr_store_vol_rollback_running(st, "a"));
+	assert_false(tsr_store_vol_rollback_running(st, "b"));
+	assert_int_equal(tsr_store_vol_open(st, "a", &v), -EBUSY);
+	assert_int_equal(tsr_store_snap_open(st, "a", "s2", &v), -EBUSY);
+	assert_int_equal(tsr_store_snap_create(st, "a", "x", NULL), -EBUSY);
+	assert_int_equal(tsr_store_snap_delete(st, "a", "s2"), -EBUSY);
+	assert_int_equal(tsr_store_vol_delete(st, "a"), -EBUSY);
+	assert_int_equal(tsr_store_vol_resize_check(st, "a", 2 * VOL_SIZE), -EBUSY);
+	assert_int_equal(tsr_store_vol_resize(st, "a", 2 * VOL_SIZE), -EBUSY);
+	assert_int_equal(tsr_store_vol_rollback(st, "a", "s2"), -EBUSY);
+	assert_int_equal(tsr_store_vol_rollback(st, "a", "s1"), -EBUSY);
+	assert_int_equal(tsr_store_vol_set_epoch(st, "a", epoch + 5), -EBUSY);
+	assert_int_equal(tsr_store_vol_clone(st, "c", "a", "s1", NULL), -EBUSY);
+	assert_int_equal(tsr_store_snap_spare(st, "a", true), -EBUSY);
+	assert_int_equal(tsr_store_snap_diff(st, "a", "s1", NULL, &ext, &n), -EBUSY);
+	BEFORE_END(&r, "the calls on a");
+
+	hold_release(&h);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_false(h.timed_out);
+	assert_int_equal(r.ret, 0);
+	assert_true(h.passes >= 2); /* it went on after the hold: in its middle */
+	assert_false(tsr_store_vol_rollback_running(st, "a"));
+
+	/* the result: a is s1 block by block, s2 unchanged, nothing else came in */
+	assert_int_equal(tsr_store_vol_open(st, "a", &v), 0);
+	check_image(e, v, m1);
+	assert_int_equal(tsr_svol_epoch(v), epoch); /* the raise was refused */
+	tsr_svol_put(v);
+	assert_int_equal(tsr_store_snap_open(st, "a", "s2", &v), 0);
+	check_image(e, v, m2);
+	tsr_svol_put(v);
+	assert_int_equal(tsr_store_snap_open(st, "a", "s1", &v), 0);
+	check_image(e, v, m1);
+	tsr_svol_put(v);
+	assert_int_equal(tsr_store_snap_list(st, "a", &sl, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(sl[0].name, "s1");
+	assert_string_equal(sl[1].name, "s2");
+	free(sl);
+	assert_int_equal(tsr_store_vol_info(st, "a", &info), 0);
+	assert_int_equal(info.size, VOL_SIZE);
+	assert_int_equal(tsr_store_vol_info(st, "c", &info), -ENOENT);
+	/* b: its write and its snapshot */
+	assert_int_equal(tsr_store_vol_open(st, "b", &b), 0);
+	check_image(e, b, mb);
+	tsr_svol_put(b);
+	/* a works as before: rollback to s2 (unheld), then its image */
+	store_test_rollback_chunk = NULL;
+	assert_int_equal(tsr_store_vol_rollback(st, "a", "s2"), 0);
+	assert_int_equal(tsr_store_vol_open(st, "a", &v), 0);
+	check_image(e, v, m2);
+	tsr_svol_put(v);
+}
+
+/*
+ * A delete of s2, queued to the merge thread while a was open (held by
+ * store_test_merge_hook), finishes while the rollback of a to s1 is held in
+ * its middle: the merge publishes a's chain without s2, a layer the rollback
+ * loaded (its bits say which blocks to rewrite).  The layer must stay mapped
+ * until the rollback ends (chain_publish retires it); the rollback's result
+ * is s1's image, and s3's image is unchanged.
+ */
+static void test_rollback_merge_publish(void **state)
+{
+	struct env *e = *state;
+	struct tsr_store *st = e->se.store;
+	static uint64_t m1[VOL_SIZE / BS], m2[VOL_SIZE / BS], m3[VOL_SIZE / BS];
+	struct rb r = {.store = st, .vol = "a", .snap = "s1"};
+	struct tsr_snap_info *sl = NULL;
+	struct hold hr, hm;
+	struct tsr_svol *v;
+	pthread_t t;
+	size_t n;
+
+	make_a(e, m1, m2);
+	/* the head is now m2 with [1M,3M) seed 3: cut s3 there, write again */
+	memcpy(m3, m2, sizeof(m3));
+	set_range(m3, MiB, 2 * MiB, 3);
+	assert_int_equal(tsr_store_snap_create(st, "a", "s3", NULL), 0);
+	put_data(e, "a", 2 * MiB, MiB, 4);
+
+	hold_init(&hm);
+	store_test_merge_arg = &hm;
+	store_test_merge_hook = hold_here;
+	assert_int_equal(tsr_store_vol_open(st, "a", &v), 0);
+	assert_int_equal(tsr_store_snap_delete(st, "a", "s2"), 0); /* queued: a is open */
+	tsr_svol_put(v); /* closed; the merge job keeps a's head */
+	assert_true(hold_wait_arrived(&hm)); /* s2's blocks copied into s1, no bit yet */
+
+	hold_init(&hr);
+	store_test_rollback_arg = &hr;
+	store_test_rollback_chunk = hold_here;
+	assert_int_equal(pthread_create(&t, NULL, rb_main, &r), 0);
+	assert_true(hold_wait_arrived(&hr));
+
+	hold_release(&hm); /* the merge ends and drops s2 from a's chain */
+	store_test_merges_idle(st);
+	BEFORE_END(&r, "the merge");
+	assert_false(hm.timed_out);
+	/* the layer's memory is touched again by the rollback from here */
+	hold_release(&hr);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_false(hr.timed_out);
+	assert_int_equal(r.ret, 0);
+	store_test_merge_hook = NULL;
+
+	assert_int_equal(tsr_store_vol_open(st, "a", &v), 0);
+	check_image(e, v, m1);
+	tsr_svol_put(v);
+	assert_int_equal(tsr_store_snap_open(st, "a", "s3", &v), 0);
+	check_image(e, v, m3);
+	tsr_svol_put(v);
+	assert_int_equal(tsr_store_snap_open(st, "a", "s1", &v), 0);
+	check_image(e, v, m1);
+	tsr_svol_put(v);
+	assert_int_equal(tsr_store_snap_list(st, "a", &sl, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(sl[0].name, "s1");
+	assert_string_equal(sl[1].name, "s3");
+	free(sl);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_rollback_unlocked, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rollback_merge_publish, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
