@@ -1109,7 +1109,11 @@ static void snap_local_run(struct tsr_store *store, struct snap_slot *slot)
 		slot->ret = sl->epoch != SNAP_NO_EPOCH ?
 			    admin_rollback_fenced(store, sl->vol, sl->req.snap, sl->epoch, &rolled) :
 			    tsr_store_vol_rollback(store, sl->vol, sl->req.snap);
-		if (slot->ret)
+		if (slot->ret == -EBUSY && tsr_store_vol_rollback_running(store, sl->vol))
+			snprintf(slot->msg, sizeof(slot->msg), "cannot roll back on %s (this node): "
+				 "another rollback of this copy is running; wait for it to end, "
+				 "then run the rollback again", slot->node_id);
+		else if (slot->ret)
 			snprintf(slot->msg, sizeof(slot->msg), "cannot roll back on %s (this node): "
 				 "%s", slot->node_id, strerror(-slot->ret));
 		return;
