@@ -825,6 +825,7 @@ void tsr_cluster_stop(struct tsr_cluster *c)
 	 * sends their replies: it goes after us) */
 	cluster_detach_stop_waits(c);
 	cluster_forward_stop(c);
+	cluster_snap_read_stop(c); /* snapshot list/show/diff waiting for a node */
 	/* detach what we coordinate, cleanly: the next attach needs no convergence */
 	while (c->attached) {
 		char msg[512];

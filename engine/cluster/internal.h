@@ -288,15 +288,18 @@ void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Reques
 void cluster_snapshot_stop(struct tsr_cluster *c);
 /*
  * SnapshotList/Show/Diff of volume: false when this node holds an IN_SYNC
- * copy (the admin layer answers from the store), else forwarded to an
- * alive node that does (true, resp filled), or an error (true).  With
- * answer_later (resp is the whole answer of the admin request being
- * handled), the forward's reply is sent when that node answers
- * (cluster_forward_reply: resp is not the caller's after).
+ * copy (the admin layer answers from the store), else asked of the alive
+ * nodes that do, in turn, each bounded (the peer timeout; a diff 30 s):
+ * true, resp the first answer, or an error naming each node that failed.
+ * With answer_later (resp is the whole answer of the admin request being
+ * handled), the reply is sent when a node answers (resp is not the
+ * caller's after); else the calls block, each bounded.
  */
 bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
 			   const Tessera__Admin__Request *req, Tessera__Admin__Response *resp,
 			   bool answer_later);
+/* tsr_cluster_stop: each read waiting for a node answers now (-ESHUTDOWN). */
+void cluster_snap_read_stop(struct tsr_cluster *c);
 /* volume show: out->snapshots from a node holding an IN_SYNC copy (ours or
  * asked); left empty when none answers. */
 void cluster_volume_snapshots(struct tsr_cluster *c, Tessera__Admin__Volume *out);

@@ -655,6 +655,15 @@ static void snap_calls_undo(struct tsr_cluster *c, struct snap_later *sl);
 static void rollback_later_reply(struct tsr_cluster *c, struct snap_later *sl,
 				 Tessera__Admin__Response *resp);
 
+/* Tests only: while the file named by $TSR_TEST_SNAP_REPLY_HOLD_FILE exists
+ * (30 s at most), a create answered later waits, on the loop, after its cut
+ * and before its description is read back (snapshot_reply); FILE.held is
+ * made when it starts waiting (a node can be frozen in between). */
+static void snap_reply_test_hold(void)
+{
+	tsr_test_hold_file("TSR_TEST_SNAP_REPLY_HOLD_FILE", true);
+}
+
 /* Back on the loop (admin_later fn): the reply, as snap_change's caller gives it. */
 static void snap_later_reply(struct tsr_admin_server *srv, void *arg,
 			     Tessera__Admin__Response *resp)
@@ -703,8 +712,10 @@ static void snap_later_reply(struct tsr_admin_server *srv, void *arg,
 	} else {
 		tsr_info("cluster: snapshot %s@%s %s", sl->vol, sl->req.snap,
 			 create ? "created" : "deleted");
-		if (create)
+		if (create) {
+			snap_reply_test_hold();
 			snapshot_reply(c, sl->vol, sl->req.snap, resp);
+		}
 	}
 	tsr_info("cluster: snapshot %s '%s@%s': replied after %.1f ms%s",
 		 create ? "create" : "delete", sl->vol, sl->req.snap,
@@ -1780,19 +1791,43 @@ static void snapshot_show_local(struct tsr_cluster *c, const char *vol, const ch
 	resp->n_snapshots = 1;
 }
 
-/* The reply of a create: the new snapshot as a copy's store describes it. */
+/*
+ * The reply of a create: the new snapshot as a copy's store describes it.
+ * Through a node without an IN_SYNC copy its SnapshotShow goes to the alive
+ * nodes holding one in turn, each bounded by the peer timeout
+ * (cluster_snapshot_read, blocking: this runs on the loop while the reply
+ * is built; it was one forward bounded by 120 s).  None answers: the create
+ * still succeeds (the snapshot was cut), without the description, its
+ * message saying why.
+ */
 static void snapshot_reply(struct tsr_cluster *c, const char *vol, const char *snap,
 			   Tessera__Admin__Response *resp)
 {
 	Tessera__Admin__Request show = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__SnapshotShow ss = TESSERA__ADMIN__SNAPSHOT_SHOW__INIT;
+	char why[1024];
 
 	ss.volume = (char *)vol;
 	ss.name = (char *)snap;
 	show.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_SHOW;
 	show.snapshot_show = &ss;
-	if (!cluster_snapshot_read(c, vol, &show, resp, false))
+	if (!cluster_snapshot_read(c, vol, &show, resp, false)) {
 		snapshot_show_local(c, vol, snap, resp);
+		return;
+	}
+	if (resp->error == 0 && resp->n_snapshots == 1)
+		return;
+	snprintf(why, sizeof(why), "%s", resp->message && resp->message[0] ? resp->message :
+		 strerror(-resp->error));
+	for (size_t i = 0; i < resp->n_snapshots; i++)
+		admin_snapshot_free_built(resp->snapshots[i]);
+	free(resp->snapshots);
+	resp->snapshots = NULL;
+	resp->n_snapshots = 0;
+	tsr_warn("cluster: snapshot %s@%s was cut, but its description could not be read: %s",
+		 vol, snap, why);
+	admin_fail(resp, 0, "snapshot '%s' of '%s' was cut, but its description could not be "
+		   "read: %s (tessera snapshot show %s %s later)", snap, vol, why, vol, snap);
 }
 
 void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Request *req,
@@ -2127,12 +2162,230 @@ static void ec_snapshot_read_local(struct tsr_cluster *c, const struct cluster_v
 	}
 }
 
+/*
+ * SnapshotList/Show/Diff through a node without an IN_SYNC copy of the
+ * volume (and a create's reply there, snapshot_reply) used to go to the
+ * record's first alive IN_SYNC copy's node only, bounded by
+ * CLUSTER_FORWARD_TIMEOUT_MS (120 s): for a create's reply blocking on this
+ * node's main loop, for list/show/diff with the reply later (the loop free,
+ * but the client waited 120 s on a frozen node although others could
+ * answer).  Now each alive node holding an IN_SYNC copy is asked in turn
+ * (the record's order; the node that forwarded the request we handle
+ * skipped, as before), each bounded by snap_read_timeout_ms: the peer
+ * timeout for a list or a show, CLUSTER_COPY_TIMEOUT_MS (30 s) for a diff
+ * (a page of a large volume's diff can take its answering node seconds).
+ * A node that cannot be reached or does not answer in time is passed over
+ * for the next; the first answer (an error included: "not found" is the
+ * volume's) is the reply.  None answers: -EHOSTUNREACH naming each node and
+ * its failure ("n2: no answer in 2000 ms").  For a client's request
+ * (answer_later) the calls run without blocking the loop (admin_async_call,
+ * the reply given later, snap_read_*); else (a create's reply, built on the
+ * loop) blocking, each call bounded the same.
+ * Test hook TSR_TEST_SNAP_READ_UNBOUNDED=1: the old single forward.
+ */
+struct snap_read {
+	struct tsr_cluster *c;
+	struct {
+		char id[64], address[256];
+	} nodes[TSR_LAYOUT_MAX_COPIES]; /* to ask, in this order */
+	size_t n_nodes, next;            /* next: the one asked now, or to ask */
+	int timeout_ms;                  /* each call's */
+	bool origin_skipped;             /* the forwarding node holds one too */
+	char volume[64];
+	char failed[768];                /* "n2: no answer in 2000 ms; ..." */
+	Tessera__Admin__Request *req;    /* our copy (via_node set), for each call */
+	struct admin_later *later;       /* our reply */
+	struct admin_async *call;        /* until its callback fired */
+	int status;                      /* for snap_read_reply: 0 with answer, or -errno */
+	Tessera__Admin__Response *answer; /* the node's */
+	struct snap_read *next_read;     /* g_snap_reads, while call runs */
+};
+
+static struct snap_read *g_snap_reads; /* main thread: reads asked, answered later */
+
+static int snap_read_timeout_ms(const struct tsr_cluster *c, const Tessera__Admin__Request *req)
+{
+	unsigned ms = c->o.peer_timeout_ms ? c->o.peer_timeout_ms : 5000;
+
+	if (req->command_case == TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DIFF)
+		return CLUSTER_COPY_TIMEOUT_MS;
+	return (int)(ms < CLUSTER_COPY_TIMEOUT_MS ? ms : CLUSTER_COPY_TIMEOUT_MS);
+}
+
+static void snap_read_free(struct snap_read *sr)
+{
+	if (sr->req)
+		tessera__admin__request__free_unpacked(sr->req, NULL);
+	if (sr->answer)
+		tessera__admin__response__free_unpacked(sr->answer, NULL);
+	free(sr);
+}
+
+/* sr->req: a copy of req naming us as via_node when it names nobody (as
+ * cluster_forward: the node asked must not call back here).  0 or -ENOMEM. */
+static int snap_read_copy_req(struct tsr_cluster *c, struct snap_read *sr,
+			      const Tessera__Admin__Request *req)
+{
+	Tessera__Admin__Request fwd = *req;
+	uint8_t *buf;
+	size_t len;
+
+	if (fwd.via_node == NULL || fwd.via_node[0] == '\0')
+		fwd.via_node = c->node_id;
+	len = tessera__admin__request__get_packed_size(&fwd);
+	buf = malloc(len ? len : 1);
+	if (buf == NULL)
+		return -ENOMEM;
+	tessera__admin__request__pack(&fwd, buf);
+	sr->req = tessera__admin__request__unpack(NULL, len, buf);
+	free(buf);
+	return sr->req ? 0 : -ENOMEM;
+}
+
+/* Node sr->nodes[sr->next] failed (status: -errno of the call): noted. */
+static void snap_read_failed(struct snap_read *sr, int status)
+{
+	size_t len = strlen(sr->failed);
+	const char *id = sr->nodes[sr->next].id;
+
+	if (status == -ETIMEDOUT)
+		snprintf(sr->failed + len, sizeof(sr->failed) - len, "%s%s: no answer in %d ms",
+			 len ? "; " : "", id, sr->timeout_ms);
+	else
+		snprintf(sr->failed + len, sizeof(sr->failed) - len, "%s%s: %s", len ? "; " : "",
+			 id, strerror(-status));
+	tsr_warn("cluster: volume %s: node %s did not answer a snapshot %s (%s)%s", sr->volume,
+		 id, sr->req->command_case == TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST ?
+		 "list" : sr->req->command_case == TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_SHOW ?
+		 "show" : "diff", strerror(-status),
+		 sr->next + 1 < sr->n_nodes ? ": asking the next node holding an in-sync copy" : "");
+}
+
+/* Every node asked failed (or none could be): resp says so. */
+static void snap_read_none(struct snap_read *sr, Tessera__Admin__Response *resp)
+{
+	admin_fail(resp, -EHOSTUNREACH, "volume '%s': no node holding an in-sync copy answered "
+		   "(%s)%s", sr->volume, sr->failed, sr->origin_skipped ?
+		   "; the node that forwarded this request holds one too" : "");
+}
+
+static void snap_read_unlist(struct snap_read *sr)
+{
+	for (struct snap_read **pp = &g_snap_reads; *pp; pp = &(*pp)->next_read)
+		if (*pp == sr) {
+			*pp = sr->next_read;
+			break;
+		}
+}
+
+static void snap_read_reply(struct tsr_admin_server *srv, void *arg,
+			    Tessera__Admin__Response *resp)
+{
+	struct snap_read *sr = arg;
+
+	(void)srv;
+	if (sr->status == 0) {
+		cluster_forward_answer(sr->nodes[sr->next].id, sr->nodes[sr->next].address, 0,
+				       sr->answer, resp);
+		sr->answer = NULL; /* freed by cluster_forward_answer */
+	} else if (sr->status == -ECANCELED) {
+		admin_fail(resp, -ESHUTDOWN, "volume '%s': tesserad is shutting down while it "
+			   "waits for node %s's answer (ask another node)", sr->volume,
+			   sr->nodes[sr->next].id);
+	} else {
+		snap_read_none(sr, resp);
+	}
+	snap_read_free(sr);
+}
+
+static void snap_read_done(void *cb_arg, int status, Tessera__Admin__Response *r);
+
+/* Ask sr->nodes[sr->next], then the next ones until a call starts: 0 (its
+ * callback fires), or -EHOSTUNREACH when none could be asked. */
+static int snap_read_ask(struct snap_read *sr)
+{
+	for (; sr->next < sr->n_nodes; sr->next++) {
+		int ret = admin_async_call(sr->c->o.loop, sr->nodes[sr->next].address,
+					   sr->c->token, sr->req, sr->timeout_ms, snap_read_done,
+					   sr, &sr->call);
+
+		if (ret == 0) {
+			sr->next_read = g_snap_reads;
+			g_snap_reads = sr;
+			return 0;
+		}
+		snap_read_failed(sr, ret);
+	}
+	return -EHOSTUNREACH;
+}
+
+static void snap_read_done(void *cb_arg, int status, Tessera__Admin__Response *r)
+{
+	struct snap_read *sr = cb_arg;
+
+	sr->call = NULL;
+	snap_read_unlist(sr);
+	if (status == 0 || status == -ECANCELED) {
+		sr->status = status;
+		sr->answer = r;
+		admin_later_done(sr->later); /* snap_read_reply frees sr */
+		return;
+	}
+	snap_read_failed(sr, status);
+	sr->next++;
+	if (snap_read_ask(sr) == 0)
+		return;
+	sr->status = -EHOSTUNREACH;
+	admin_later_done(sr->later);
+}
+
+/* tsr_cluster_stop (cluster_forward_stop): each read of c waiting for a node
+ * answers now (-ESHUTDOWN). */
+void cluster_snap_read_stop(struct tsr_cluster *c)
+{
+	for (struct snap_read *sr = g_snap_reads; sr;) {
+		if (sr->c != c) {
+			sr = sr->next_read;
+			continue;
+		}
+		admin_async_cancel(sr->call); /* its callback unlists it */
+		sr = g_snap_reads;
+	}
+}
+
+/* sr's nodes asked in turn, blocking, each bounded: resp the first answer. */
+static void snap_read_blocking(struct snap_read *sr, Tessera__Admin__Response *resp)
+{
+	for (; sr->next < sr->n_nodes; sr->next++) {
+		Tessera__Admin__Response *r = NULL;
+		int st = cluster_call_node(sr->c, sr->nodes[sr->next].address, sr->req,
+					   sr->timeout_ms, &r);
+
+		if (st == 0) {
+			cluster_forward_answer(sr->nodes[sr->next].id, sr->nodes[sr->next].address,
+					       0, r, resp);
+			return;
+		}
+		snap_read_failed(sr, st);
+	}
+	snap_read_none(sr, resp);
+}
+
+/* The old way (TSR_TEST_SNAP_READ_UNBOUNDED=1, tests' control only): the
+ * record's first alive IN_SYNC copy's node, 120 s. */
+static bool snap_read_unbounded(void)
+{
+	return tsr_test_env_on("TSR_TEST_SNAP_READ_UNBOUNDED");
+}
+
 bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
 			   const Tessera__Admin__Request *req, Tessera__Admin__Response *resp,
 			   bool answer_later)
 {
 	Tessera__Cluster__VolumeRecord *rec = NULL;
 	const Tessera__Cluster__NodeRecord *node;
+	struct tsr_admin_server *srv;
+	struct snap_read *sr = NULL;
 	struct cluster_view v;
 	char msg[1024];
 	uint64_t rev;
@@ -2157,7 +2410,12 @@ bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
 				handled = false; /* our store answers */
 			goto out;
 		}
-	for (size_t i = 0; i < rec->n_copies; i++) {
+	sr = calloc(1, sizeof(*sr));
+	if (sr == NULL) {
+		admin_fail(resp, -ENOMEM, "out of memory in tesserad");
+		goto out;
+	}
+	for (size_t i = 0; i < rec->n_copies && sr->n_nodes < TSR_LAYOUT_MAX_COPIES; i++) {
 		const Tessera__Cluster__CopyRecord *cr = rec->copies[i];
 
 		if (cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC ||
@@ -2169,20 +2427,53 @@ bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
 			origin_skipped = true;
 			continue;
 		}
-		if (answer_later) /* the loop goes on until that node answers */
-			cluster_forward_reply(c, node->id, node->address, req, resp);
+		if (snap_read_unbounded()) { /* tests' control only: the old call */
+			if (answer_later)
+				cluster_forward_reply(c, node->id, node->address, req, resp);
+			else
+				cluster_forward(c, node->id, node->address, req, resp);
+			goto out;
+		}
+		snprintf(sr->nodes[sr->n_nodes].id, sizeof(sr->nodes[0].id), "%s", node->id);
+		snprintf(sr->nodes[sr->n_nodes].address, sizeof(sr->nodes[0].address), "%s",
+			 node->address);
+		sr->n_nodes++;
+	}
+	if (sr->n_nodes == 0) {
+		if (origin_skipped)
+			admin_fail(resp, -EHOSTUNREACH, "volume '%s': the only alive node holding an "
+				   "in-sync copy is %s, which is waiting for this answer: ask it "
+				   "there (tessera --cluster ADDRESS-OF-%s ...)", volume, c->origin,
+				   c->origin);
 		else
-			cluster_forward(c, node->id, node->address, req, resp);
+			admin_fail(resp, -EHOSTUNREACH, "volume '%s': no node holding an in-sync "
+				   "copy is alive (tessera volume show %s lists its copies)", volume,
+				   volume);
 		goto out;
 	}
-	if (origin_skipped)
-		admin_fail(resp, -EHOSTUNREACH, "volume '%s': the only alive node holding an "
-			   "in-sync copy is %s, which is waiting for this answer: ask it there "
-			   "(tessera --cluster ADDRESS-OF-%s ...)", volume, c->origin, c->origin);
-	else
-		admin_fail(resp, -EHOSTUNREACH, "volume '%s': no node holding an in-sync copy is "
-			   "alive (tessera volume show %s lists its copies)", volume, volume);
+	sr->c = c;
+	sr->origin_skipped = origin_skipped;
+	sr->timeout_ms = snap_read_timeout_ms(c, req);
+	snprintf(sr->volume, sizeof(sr->volume), "%s", volume);
+	if (snap_read_copy_req(c, sr, req)) {
+		admin_fail(resp, -ENOMEM, "out of memory in tesserad");
+		goto out;
+	}
+	/* a client's request: the loop goes on while the nodes answer */
+	srv = answer_later ? admin_handling_server() : NULL;
+	if (srv && (sr->later = admin_later_begin(srv, snap_read_reply, sr)) != NULL) {
+		if (snap_read_ask(sr) == 0) {
+			sr = NULL; /* snap_read_reply's */
+			goto out;
+		}
+		admin_later_cancel(sr->later);
+		snap_read_none(sr, resp);
+		goto out;
+	}
+	snap_read_blocking(sr, resp);
 out:
+	if (sr)
+		snap_read_free(sr);
 	tessera__cluster__volume_record__free_unpacked(rec, NULL);
 	view_free(&v);
 	return handled;

@@ -154,9 +154,21 @@ static int one_snapshot(const Tessera__Admin__Response *resp)
 static int print_created(const struct cli *cli, const Tessera__Admin__Response *resp,
 			 const void *arg)
 {
+	const struct snap_ref *r = arg;
 	const Tessera__Admin__Snapshot *s;
 	char size[32];
 
+	if (resp->n_snapshots == 0 && resp->message && resp->message[0]) {
+		/* a cluster node cut it but no node holding an in-sync copy
+		 * gave its description back in time: created all the same */
+		if (cli->json)
+			return cli_print_json(json_pack("{s:s, s:s, s:s}", "volume", r->volume,
+							"name", r->name, "message", resp->message),
+					      false);
+		printf("created snapshot '%s@%s'\n", r->volume, r->name);
+		fprintf(stderr, "tessera: %s\n", resp->message);
+		return 0;
+	}
 	if (one_snapshot(resp))
 		return EXIT_FAIL;
 	s = resp->snapshots[0];

@@ -344,10 +344,18 @@ static int print_created(const struct cli *cli, const Tessera__Admin__Response *
 static int print_show(const struct cli *cli, const Tessera__Admin__Response *resp,
 		      const void *arg)
 {
+	json_t *o;
+
 	if (one_volume(resp))
 		return EXIT_FAIL;
-	if (cli->json)
-		return cli_print_json(cli_volume_detail_json(resp->volumes[0]), false);
+	if (cli->json) {
+		o = cli_volume_detail_json(resp->volumes[0]);
+		/* a cluster node's show that could not list the snapshots says
+		 * why (also on stderr): "snapshots not listed: n3: ..." */
+		if (o && resp->message && resp->message[0])
+			json_object_set_new(o, "snapshots_not_listed", json_string(resp->message));
+		return cli_print_json(o, false);
+	}
 	cli_print_volume(resp->volumes[0]);
 	return 0;
 }
