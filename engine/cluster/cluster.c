@@ -801,6 +801,7 @@ int tsr_cluster_start(const struct tsr_cluster_opts *opts, struct tsr_cluster **
 		goto err;
 	}
 	c->thread_started = true;
+	cluster_snapshot_start(c);
 	ev_timer_init(&c->tick, tick_cb, CLUSTER_TICK_SEC, CLUSTER_TICK_SEC);
 	c->tick.data = c;
 	ev_timer_start(c->o.loop, &c->tick);

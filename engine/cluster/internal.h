@@ -109,6 +109,8 @@ struct tsr_cluster {
 	struct tsr_site_server *site_server; /* tesserad --site-listen, else NULL */
 	ev_async repl_async;           /* a worker queued a demotion */
 	bool repl_async_started;
+	ev_async snap_show_async;      /* a create's cut done: read it back (snapshot.c) */
+	bool snap_show_started;
 	struct repl_demote *demotes;   /* lock; demotions queued by sources' workers */
 	struct repl_grow *grows;       /* lock; grows answered by sources' workers */
 	struct target_grow *target_grows; /* main thread: DR targets growing (target_grow) */
@@ -300,6 +302,9 @@ bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
 			   bool answer_later);
 /* tsr_cluster_stop: each read waiting for a node answers now (-ESHUTDOWN). */
 void cluster_snap_read_stop(struct tsr_cluster *c);
+/* tsr_cluster_start: a create's description read back off the loop (before
+ * cluster_snapshot_stop, which ends it). */
+void cluster_snapshot_start(struct tsr_cluster *c);
 /* volume show: out->snapshots from a node holding an IN_SYNC copy (ours or
  * asked); left empty when none answers. */
 void cluster_volume_snapshots(struct tsr_cluster *c, Tessera__Admin__Volume *out);

@@ -573,10 +573,21 @@ struct snap_later {
 					* reply keeps the mark (rollback_finish) */
 	struct snap_slot slots[TSR_LAYOUT_MAX_COPIES];
 	struct snap_later *prev, *next; /* the pending list (pending_lock) */
+	/* a create through a node without an IN_SYNC copy (show_remote): its
+	 * cut done, the new snapshot is read back from the nodes holding one,
+	 * in turn, off the loop (snap_show_*), before the reply is built */
+	bool show_remote;
+	char origin[64];               /* the node that forwarded the create ("": none) */
+	struct snap_later *show_next;  /* snap_show_queue (pending_lock) */
+	bool show_read;                /* shown or show_msg set (loop) */
+	char shown_id[64], shown_address[256]; /* the node that answered */
+	Tessera__Admin__Response *shown; /* its SnapshotShow answer */
+	char show_msg[900];            /* else why none answered */
 };
 
 static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER; /* guards pending */
 static struct snap_later *pending;   /* begun, reply not built yet */
+static struct snap_later *snap_show_queue; /* cut, to read back (snap_later_finish) */
 /* Our store's cuts (and rollbacks, undos) running in a thread, which use the
  * store: cluster_snapshot_stop waits for them (pending_lock; every
  * cluster's in this process: each is one store call). */
@@ -609,13 +620,36 @@ static void pending_unlink(struct snap_later *sl)
 
 void cluster_snapshot_stop(struct tsr_cluster *c)
 {
+	struct snap_later *queued = NULL;
 	struct admin_async *a;
 
 	pthread_mutex_lock(&pending_lock);
 	for (struct snap_later *sl = pending; sl; sl = sl->next)
 		if (sl->c == c)
 			sl->c = NULL;
+	/* cut, waiting to be read back: replied now (without c) */
+	for (struct snap_later **pp = &snap_show_queue; *pp;) {
+		struct snap_later *sl = *pp;
+
+		if (sl->c != NULL) {
+			pp = &sl->show_next;
+			continue;
+		}
+		*pp = sl->show_next;
+		sl->show_next = queued;
+		queued = sl;
+	}
 	pthread_mutex_unlock(&pending_lock);
+	while (queued) {
+		struct snap_later *sl = queued;
+
+		queued = sl->show_next;
+		admin_later_done(sl->later);
+	}
+	if (c->snap_show_started) {
+		ev_async_stop(c->o.loop, &c->snap_show_async);
+		c->snap_show_started = false;
+	}
 	/* calls in flight (the loop may not run again): their callbacks fire now
 	 * (-ECANCELED), outside the lock (the last one hands the reply over) */
 	do {
@@ -638,17 +672,31 @@ void cluster_snapshot_stop(struct tsr_cluster *c)
 	pthread_mutex_unlock(&pending_lock);
 }
 
+static bool snap_read_unbounded(void);
+static void snap_later_finish(struct snap_later *sl);
+
+/* This node holds an IN_SYNC copy of rec. */
+static bool holds_in_sync(const struct tsr_cluster *c, const Tessera__Cluster__VolumeRecord *rec)
+{
+	for (size_t i = 0; i < rec->n_copies; i++)
+		if (rec->copies[i]->state == TESSERA__CLUSTER__COPY_STATE__IN_SYNC &&
+		    strcmp(rec->copies[i]->node_id, c->node_id) == 0)
+			return true;
+	return false;
+}
+
 /* On the volume's home worker: the cut is made (or failed). */
 static void snap_later_cut(void *arg, int status)
 {
 	struct snap_later *sl = arg;
 
 	sl->status = status;
-	admin_later_done(sl->later);
+	snap_later_finish(sl);
 }
 
 static void snapshot_reply(struct tsr_cluster *c, const char *vol, const char *snap,
 			   Tessera__Admin__Response *resp);
+static void snapshot_reply_shown(struct snap_later *sl, Tessera__Admin__Response *resp);
 static void clone_after_cut(struct tsr_cluster *c, const struct clone_args *a, const char *snap,
 			    int ret, const char *msg, Tessera__Admin__Response *resp);
 static void snap_calls_undo(struct tsr_cluster *c, struct snap_later *sl);
@@ -712,11 +760,15 @@ static void snap_later_reply(struct tsr_admin_server *srv, void *arg,
 	} else {
 		tsr_info("cluster: snapshot %s@%s %s", sl->vol, sl->req.snap,
 			 create ? "created" : "deleted");
-		if (create) {
+		if (create && sl->show_read) {
+			snapshot_reply_shown(sl, resp); /* read back off the loop */
+		} else if (create) {
 			snap_reply_test_hold();
 			snapshot_reply(c, sl->vol, sl->req.snap, resp);
 		}
 	}
+	if (sl->shown)
+		tessera__admin__response__free_unpacked(sl->shown, NULL);
 	tsr_info("cluster: snapshot %s '%s@%s': replied after %.1f ms%s",
 		 create ? "create" : "delete", sl->vol, sl->req.snap,
 		 (double)(tsr_mono_ns() - sl->started_ns) / 1e6, resp->error ? " (failed)" : "");
@@ -727,7 +779,8 @@ static void snap_later_reply(struct tsr_admin_server *srv, void *arg,
  * later), listed; NULL when none can be (not inside an admin request, out
  * of memory): the caller goes on synchronously. */
 static struct snap_later *snap_later_new(struct tsr_cluster *c, const char *vol,
-					 const struct tsr_snap_req *sr, struct clone_args *clone)
+					 const struct tsr_snap_req *sr, struct clone_args *clone,
+					 bool show_remote)
 {
 	struct tsr_admin_server *srv = admin_handling_server();
 	struct snap_later *sl;
@@ -736,6 +789,8 @@ static struct snap_later *snap_later_new(struct tsr_cluster *c, const char *vol,
 		return NULL;
 	sl->started_ns = tsr_mono_ns();
 	sl->c = c;
+	sl->show_remote = show_remote && !snap_read_unbounded();
+	snprintf(sl->origin, sizeof(sl->origin), "%s", c->origin ? c->origin : "");
 	snprintf(sl->vol, sizeof(sl->vol), "%s", vol);
 	sl->req = *sr;
 	sl->epoch = SNAP_NO_EPOCH;
@@ -770,9 +825,10 @@ static void snap_later_drop(struct snap_later *sl)
  * synchronously.
  */
 static bool snap_later_start(struct tsr_cluster *c, const char *vol,
-			     const struct tsr_snap_req *sr, struct clone_args *clone)
+			     const struct tsr_snap_req *sr, struct clone_args *clone,
+			     bool show_remote)
 {
-	struct snap_later *sl = snap_later_new(c, vol, sr, clone);
+	struct snap_later *sl = snap_later_new(c, vol, sr, clone, show_remote);
 
 	if (sl == NULL)
 		return false;
@@ -960,7 +1016,7 @@ static void snap_calls_done(struct snap_later *sl)
 			first = i;
 	if (first == sl->n_slots) {
 		sl->status = 0;
-		admin_later_done(sl->later);
+		snap_later_finish(sl);
 		return;
 	}
 	/* a copy's epoch past the record's at the start (a detached volume's
@@ -1287,6 +1343,7 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 	const char *attached;
 	uint64_t rev, fence;
 	size_t done = 0;
+	bool show_remote;
 	int ret;
 
 	if (!tsr_valid_name(snap)) {
@@ -1296,10 +1353,12 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 	ret = load_volume(c, vol, &v, &rec, &rev, msg, msg_len);
 	if (ret)
 		return ret;
+	/* a client's create (not a clone's): read back from another node? */
+	show_remote = op == TSR_SNAP_CREATE && clone == NULL && !holds_in_sync(c, rec);
 	snprintf(sr.snap, sizeof(sr.snap), "%s", snap);
 	attached = view_attached(&v, vol, NULL);
 	if (attached && strcmp(attached, c->node_id) == 0) {
-		if (later != NULL && snap_later_start(c, vol, &sr, clone)) {
+		if (later != NULL && snap_later_start(c, vol, &sr, clone, show_remote)) {
 			*later = true; /* snap_later_reply logs and replies */
 			ret = 0;
 			goto out;
@@ -1325,7 +1384,8 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 			goto out;
 		}
 		/* a client's request: forwarded without waiting, answered later */
-		if (later != NULL && (sl = snap_later_new(c, vol, &sr, clone)) != NULL) {
+		if (later != NULL &&
+		    (sl = snap_later_new(c, vol, &sr, clone, show_remote)) != NULL) {
 			if (snap_calls_start(c, sl, &coord, 1, true, &ret, msg, msg_len)) {
 				*later = true;
 				ret = 0;
@@ -1370,7 +1430,7 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 	 * the same name the new coordinator cuts right after the attach. */
 	fence = op != TSR_SNAP_CREATE ? SNAP_NO_EPOCH : rec->epoch < v.rev ? rec->epoch : v.rev;
 	if (later != NULL && rec->n_copies <= TSR_LAYOUT_MAX_COPIES) {
-		struct snap_later *sl = snap_later_new(c, vol, &sr, clone);
+		struct snap_later *sl = snap_later_new(c, vol, &sr, clone, show_remote);
 
 		/* a client's request: every copy's node asked at once, answered later
 		 * (a fenced create: a -ESTALE fails it, snap_calls_done, and it is
@@ -1791,21 +1851,37 @@ static void snapshot_show_local(struct tsr_cluster *c, const char *vol, const ch
 	resp->n_snapshots = 1;
 }
 
+static void snapshot_reply_check(const char *vol, const char *snap,
+				 Tessera__Admin__Response *resp, const char *why_none);
+
+/* The reply of sl's create from the answer read back off the loop. */
+static void snapshot_reply_shown(struct snap_later *sl, Tessera__Admin__Response *resp)
+{
+	if (sl->shown == NULL) {
+		snapshot_reply_check(sl->vol, sl->req.snap, resp, sl->show_msg);
+		return;
+	}
+	cluster_forward_answer(sl->shown_id, sl->shown_address, 0, sl->shown, resp);
+	sl->shown = NULL; /* freed by cluster_forward_answer */
+	snapshot_reply_check(sl->vol, sl->req.snap, resp, NULL);
+}
+
 /*
  * The reply of a create: the new snapshot as a copy's store describes it.
- * Through a node without an IN_SYNC copy its SnapshotShow goes to the alive
- * nodes holding one in turn, each bounded by the peer timeout
- * (cluster_snapshot_read, blocking: this runs on the loop while the reply
- * is built; it was one forward bounded by 120 s).  None answers: the create
- * still succeeds (the snapshot was cut), without the description, its
- * message saying why.
+ * Through a node without an IN_SYNC copy a client's create has it read
+ * back before (off the loop: snap_show_*, snapshot_reply_shown); else (no
+ * request answered later, or the record changed since the request) its
+ * SnapshotShow goes to the alive nodes holding one in turn, each bounded by
+ * the peer timeout (cluster_snapshot_read, blocking: this runs on the loop
+ * while the reply is built; it was one forward bounded by 120 s).  None
+ * answers: the create still succeeds (the snapshot was cut), without the
+ * description, its message saying why.
  */
 static void snapshot_reply(struct tsr_cluster *c, const char *vol, const char *snap,
 			   Tessera__Admin__Response *resp)
 {
 	Tessera__Admin__Request show = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__SnapshotShow ss = TESSERA__ADMIN__SNAPSHOT_SHOW__INIT;
-	char why[1024];
 
 	ss.volume = (char *)vol;
 	ss.name = (char *)snap;
@@ -1815,10 +1891,20 @@ static void snapshot_reply(struct tsr_cluster *c, const char *vol, const char *s
 		snapshot_show_local(c, vol, snap, resp);
 		return;
 	}
-	if (resp->error == 0 && resp->n_snapshots == 1)
+	snapshot_reply_check(vol, snap, resp, NULL);
+}
+
+/* resp: a node's SnapshotShow answer for a create's reply, or failed (why
+ * non-NULL: none answered, why).  Not the snapshot: without it, saying so. */
+static void snapshot_reply_check(const char *vol, const char *snap,
+				 Tessera__Admin__Response *resp, const char *why_none)
+{
+	char why[1024];
+
+	if (why_none == NULL && resp->error == 0 && resp->n_snapshots == 1)
 		return;
-	snprintf(why, sizeof(why), "%s", resp->message && resp->message[0] ? resp->message :
-		 strerror(-resp->error));
+	snprintf(why, sizeof(why), "%s", why_none ? why_none : resp->message &&
+		 resp->message[0] ? resp->message : strerror(-resp->error));
 	for (size_t i = 0; i < resp->n_snapshots; i++)
 		admin_snapshot_free_built(resp->snapshots[i]);
 	free(resp->snapshots);
@@ -2199,6 +2285,8 @@ struct snap_read {
 	int status;                      /* for snap_read_reply: 0 with answer, or -errno */
 	Tessera__Admin__Response *answer; /* the node's */
 	struct snap_read *next_read;     /* g_snap_reads, while call runs */
+	void (*fin)(struct snap_read *sr); /* set: called at the end instead of later */
+	void *arg;                       /* fin's */
 };
 
 static struct snap_read *g_snap_reads; /* main thread: reads asked, answered later */
@@ -2257,8 +2345,8 @@ static void snap_read_failed(struct snap_read *sr, int status)
 	tsr_warn("cluster: volume %s: node %s did not answer a snapshot %s (%s)%s", sr->volume,
 		 id, sr->req->command_case == TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_LIST ?
 		 "list" : sr->req->command_case == TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_SHOW ?
-		 "show" : "diff", strerror(-status),
-		 sr->next + 1 < sr->n_nodes ? ": asking the next node holding an in-sync copy" : "");
+		 "show" : "diff", strerror(-status), sr->next + 1 < sr->n_nodes ?
+		 ": asking the next node holding an in-sync copy" : "");
 }
 
 /* Every node asked failed (or none could be): resp says so. */
@@ -2319,6 +2407,15 @@ static int snap_read_ask(struct snap_read *sr)
 	return -EHOSTUNREACH;
 }
 
+/* sr answered (status, answer): snap_read_reply (later) or sr->fin frees it. */
+static void snap_read_end(struct snap_read *sr)
+{
+	if (sr->fin)
+		sr->fin(sr);
+	else
+		admin_later_done(sr->later);
+}
+
 static void snap_read_done(void *cb_arg, int status, Tessera__Admin__Response *r)
 {
 	struct snap_read *sr = cb_arg;
@@ -2328,7 +2425,7 @@ static void snap_read_done(void *cb_arg, int status, Tessera__Admin__Response *r
 	if (status == 0 || status == -ECANCELED) {
 		sr->status = status;
 		sr->answer = r;
-		admin_later_done(sr->later); /* snap_read_reply frees sr */
+		snap_read_end(sr);
 		return;
 	}
 	snap_read_failed(sr, status);
@@ -2336,7 +2433,7 @@ static void snap_read_done(void *cb_arg, int status, Tessera__Admin__Response *r
 	if (snap_read_ask(sr) == 0)
 		return;
 	sr->status = -EHOSTUNREACH;
-	admin_later_done(sr->later);
+	snap_read_end(sr);
 }
 
 /* tsr_cluster_stop (cluster_forward_stop): each read of c waiting for a node
@@ -2441,14 +2538,14 @@ bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
 	}
 	if (sr->n_nodes == 0) {
 		if (origin_skipped)
-			admin_fail(resp, -EHOSTUNREACH, "volume '%s': the only alive node holding an "
-				   "in-sync copy is %s, which is waiting for this answer: ask it "
-				   "there (tessera --cluster ADDRESS-OF-%s ...)", volume, c->origin,
-				   c->origin);
+			admin_fail(resp, -EHOSTUNREACH, "volume '%s': the only alive node "
+				   "holding an in-sync copy is %s, which is waiting for this "
+				   "answer: ask it there (tessera --cluster ADDRESS-OF-%s ...)",
+				   volume, c->origin, c->origin);
 		else
-			admin_fail(resp, -EHOSTUNREACH, "volume '%s': no node holding an in-sync "
-				   "copy is alive (tessera volume show %s lists its copies)", volume,
-				   volume);
+			admin_fail(resp, -EHOSTUNREACH, "volume '%s': no node holding an "
+				   "in-sync copy is alive (tessera volume show %s lists its "
+				   "copies)", volume, volume);
 		goto out;
 	}
 	sr->c = c;
@@ -2477,6 +2574,156 @@ out:
 	tessera__cluster__volume_record__free_unpacked(rec, NULL);
 	view_free(&v);
 	return handled;
+}
+
+/* ---- a create's reply: its description read back off the loop ---------- */
+
+/*
+ * A client's create through a node without an IN_SYNC copy (sl->show_remote,
+ * decided from the record at the request) answers later; once its cut is
+ * done (on the home worker, a snap-cut thread or the loop) snap_later_finish
+ * queues it (snap_show_queue) and wakes the loop (c->snap_show_async), where
+ * the new snapshot's SnapshotShow goes to the alive nodes holding an IN_SYNC
+ * copy in turn (snap_read, each bounded by the peer timeout, the node that
+ * forwarded the create skipped) without blocking the loop; then the reply is
+ * built (snap_later_reply) from that answer, or, when none answered, says
+ * the snapshot was cut but could not be described (the create succeeds).
+ * It was a blocking forward bounded by 120 s on the loop (session 15's note).
+ * The record changed meanwhile so that we hold an IN_SYNC copy, or cannot be
+ * read: snapshot_reply as before (our store, or the blocking bounded read).
+ */
+
+static void snap_later_finish(struct snap_later *sl)
+{
+	struct tsr_cluster *c;
+
+	pthread_mutex_lock(&pending_lock);
+	c = sl->c;
+	if (c != NULL && sl->show_remote && sl->status == 0 && c->snap_show_started) {
+		sl->show_next = snap_show_queue;
+		snap_show_queue = sl;
+		/* under the lock: cluster_snapshot_stop clears sl->c first */
+		ev_async_send(c->o.loop, &c->snap_show_async);
+		pthread_mutex_unlock(&pending_lock);
+		return;
+	}
+	pthread_mutex_unlock(&pending_lock);
+	admin_later_done(sl->later);
+}
+
+/* The show of sl's snapshot answered, or none did (loop). */
+static void snap_show_fin(struct snap_read *sr)
+{
+	struct snap_later *sl = sr->arg;
+
+	sl->show_read = true;
+	if (sr->status == 0) {
+		snprintf(sl->shown_id, sizeof(sl->shown_id), "%s", sr->nodes[sr->next].id);
+		snprintf(sl->shown_address, sizeof(sl->shown_address), "%s",
+			 sr->nodes[sr->next].address);
+		sl->shown = sr->answer;
+		sr->answer = NULL;
+	} else if (sr->status == -ECANCELED) {
+		snprintf(sl->show_msg, sizeof(sl->show_msg), "tesserad is shutting down");
+	} else {
+		snprintf(sl->show_msg, sizeof(sl->show_msg), "no node holding an in-sync copy "
+			 "answered (%s)", sr->failed);
+	}
+	snap_read_free(sr);
+	admin_later_done(sl->later);
+}
+
+/* On the loop: ask for sl's new snapshot; its reply once answered. */
+static void snap_show_start(struct tsr_cluster *c, struct snap_later *sl)
+{
+	Tessera__Admin__Request show = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__SnapshotShow ss = TESSERA__ADMIN__SNAPSHOT_SHOW__INIT;
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	const Tessera__Cluster__NodeRecord *node;
+	struct snap_read *sr = NULL;
+	struct cluster_view v;
+	char msg[512];
+	uint64_t rev;
+
+	snap_reply_test_hold();
+	if (load_volume(c, sl->vol, &v, &rec, &rev, msg, sizeof(msg)))
+		goto reply; /* snapshot_reply says why */
+	if (holds_in_sync(c, rec) || (sr = calloc(1, sizeof(*sr))) == NULL)
+		goto out;
+	for (size_t i = 0; i < rec->n_copies && sr->n_nodes < TSR_LAYOUT_MAX_COPIES; i++) {
+		const Tessera__Cluster__CopyRecord *cr = rec->copies[i];
+
+		if (cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC ||
+		    !view_alive(&v, cr->node_id) || (node = view_node(&v, cr->node_id)) == NULL ||
+		    strcmp(cr->node_id, sl->origin) == 0) /* it waits for our answer */
+			continue;
+		snprintf(sr->nodes[sr->n_nodes].id, sizeof(sr->nodes[0].id), "%s", node->id);
+		snprintf(sr->nodes[sr->n_nodes].address, sizeof(sr->nodes[0].address), "%s",
+			 node->address);
+		sr->n_nodes++;
+	}
+	ss.volume = sl->vol;
+	ss.name = sl->req.snap;
+	show.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_SHOW;
+	show.snapshot_show = &ss;
+	show.via_node = sl->origin[0] ? sl->origin : NULL;
+	sr->c = c;
+	sr->timeout_ms = snap_read_timeout_ms(c, &show);
+	snprintf(sr->volume, sizeof(sr->volume), "%s", sl->vol);
+	if (sr->n_nodes == 0 || snap_read_copy_req(c, sr, &show)) {
+		snap_read_free(sr); /* snapshot_reply says why */
+		sr = NULL;
+		goto out;
+	}
+	sr->fin = snap_show_fin;
+	sr->arg = sl;
+	if (snap_read_ask(sr) == 0) {
+		sr = NULL; /* snap_show_fin's */
+		goto done;
+	}
+	sr->status = -EHOSTUNREACH;
+	snap_show_fin(sr);
+	sr = NULL;
+	goto done;
+out:
+	tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	view_free(&v);
+reply:
+	admin_later_done(sl->later);
+	return;
+done:
+	tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	view_free(&v);
+}
+
+static void snap_show_async_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	struct tsr_cluster *c = w->data;
+	struct snap_later *sl;
+
+	(void)loop;
+	(void)revents;
+	do {
+		pthread_mutex_lock(&pending_lock);
+		sl = NULL;
+		for (struct snap_later **pp = &snap_show_queue; *pp; pp = &(*pp)->show_next)
+			if ((*pp)->c == c) {
+				sl = *pp;
+				*pp = sl->show_next;
+				break;
+			}
+		pthread_mutex_unlock(&pending_lock);
+		if (sl)
+			snap_show_start(c, sl);
+	} while (sl);
+}
+
+void cluster_snapshot_start(struct tsr_cluster *c)
+{
+	ev_async_init(&c->snap_show_async, snap_show_async_cb);
+	c->snap_show_async.data = c;
+	ev_async_start(c->o.loop, &c->snap_show_async);
+	c->snap_show_started = true;
 }
 
 /* ---- rollback ----------------------------------------------------------- */
@@ -2806,7 +3053,7 @@ static bool rollback_later_start(struct tsr_cluster *c, const char *vol, const c
 	if (n > TSR_LAYOUT_MAX_COPIES || snap_local_test_inline())
 		return false;
 	snprintf(sr.snap, sizeof(sr.snap), "%s", snap);
-	sl = snap_later_new(c, vol, &sr, NULL);
+	sl = snap_later_new(c, vol, &sr, NULL, false);
 	if (sl == NULL)
 		return false;
 	sl->rollback = true;

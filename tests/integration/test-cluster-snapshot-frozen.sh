@@ -16,16 +16,21 @@
 #   (b) `snapshot create v s2` through n1, F frozen after the cut and before
 #       the reply reads s2 back (TSR_TEST_SNAP_REPLY_HOLD_FILE): the create
 #       answers 0 under `timeout 15` describing s2 (before: 124, n1's loop
-#       stopped for 120 s); s2 is listed through n3's and n4's own stores;
-#       once F runs again its copy has s2 too.
+#       stopped for 120 s), n1 answers `volume list` under `timeout 3` while
+#       the reply waits for F; s2 is listed by the other two copies' nodes
+#       and through n1; once F runs again its copy has s2 too.
 #   (c) every copy's node frozen: `snapshot list v` through n1 fails under
 #       `timeout 20` naming each node ("no answer in 2000 ms"; or none alive
 #       when their 3 s leases lapsed before it started).
 #   (d) `--json volume show v` with every copy's node frozen carries
 #       "snapshots_not_listed".
+#   (e) `snapshot create v s3` through n1, every copy's node frozen after the
+#       cut: answers 0 (under `timeout 20`), "created snapshot 'v@s3'", saying
+#       its description could not be read; listed once they run again.
 # Every step runs; the failures are reported together at the end.
 # Control: TSR_TEST_SNAP_READ_UNBOUNDED=1 (the old call) in the nodes'
-# environment makes (a) and (b) fail with "status 124".
+# environment makes (a), (b), (c) and (e) fail with "status 124"; 7a32c7c's
+# binaries (no hold hook) fail (a), (c) and (d).
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -122,7 +127,12 @@ done
 [ "$held" = 1 ] || bad "(b) the create's reply did not reach its hold (cut failed?)"
 freeze_pids "$FPID" || fail "$F did not stop"
 rm -f "$HOLD"
+sleep 0.5
+n1ctl 3 volume list
+lrc=$RC
 wait "$SP"
+[ "$lrc" = 0 ] || bad "(b) n1's volume list while the create's reply waited for frozen $F: \
+status $lrc (124: no answer in 3 s)"
 RC=$(cat "$CL_ROOT/b.rc")
 if [ "$RC" = 0 ]; then
 	got=$(json_get 'j["name"]' <"$CL_ROOT/b.out")
@@ -178,5 +188,36 @@ else
 	bad "(d) --json volume show v with every copy's node frozen: status $drc"
 fi
 cl_wait_nodes_alive 4 30
+
+# (e) every copy's node frozen after the cut: the create still succeeds
+log "(e) snapshot create v s3 through n1, $F $M $L frozen before its reply"
+rm -f "$HOLD.held"
+touch "$HOLD"
+( n1ctl 20 snapshot create v s3; echo "$RC" >"$CL_ROOT/e.rc"; echo "$OUT" >"$CL_ROOT/e.out"
+  echo "$ERR" >"$CL_ROOT/e.err" ) &
+SP=$!
+held=0
+for _ in $(seq 100); do
+	[ -e "$HOLD.held" ] && { held=1; break; }
+	sleep 0.1
+done
+[ "$held" = 1 ] || bad "(e) the create's reply did not reach its hold (cut failed?)"
+# shellcheck disable=SC2086
+freeze_pids $PIDS || fail "$F $M $L did not stop"
+rm -f "$HOLD"
+wait "$SP"
+# shellcheck disable=SC2086
+kill -CONT $PIDS
+RC=$(cat "$CL_ROOT/e.rc")
+[ "$RC" = 0 ] || bad "(e) snapshot create v s3 with every copy's node frozen after the cut: \
+status $RC: $(cat "$CL_ROOT/e.err")"
+grep -q "created snapshot 'v@s3'" "$CL_ROOT/e.out" || bad "(e) the create does not say it \
+created v@s3: $(cat "$CL_ROOT/e.out")"
+grep -q "was cut, but its description could not be read" "$CL_ROOT/e.err" ||
+	bad "(e) the create does not say its description could not be read: $(cat "$CL_ROOT/e.err")"
+cl_wait_nodes_alive 4 30
+got=$(timeout 10 "$TESSERA" --json --cluster "$(cl_addr 1)" \
+	--token-file "$(cl_dir 1)/admin.token" snapshot list v | names)
+[ "$got" = "s1 s2 s3" ] || bad "(e) snapshot list v lists '$got', want 's1 s2 s3'"
 cl_stop_all
 [ -z "$FAILS" ] || fail "failed:$FAILS"
