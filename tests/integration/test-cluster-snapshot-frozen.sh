@@ -27,6 +27,8 @@
 #   (e) `snapshot create v s3` through n1, every copy's node frozen after the
 #       cut: answers 0 (under `timeout 20`), "created snapshot 'v@s3'", saying
 #       its description could not be read; listed once they run again.
+#   (f) attached on n1: `snapshot create v s4` through n1 (the cut on n1's
+#       home worker, the read-back from the loop) describes s4.
 # Every step runs; the failures are reported together at the end.
 # Control: TSR_TEST_SNAP_READ_UNBOUNDED=1 (the old call) in the nodes'
 # environment makes (a), (b), (c) and (e) fail with "status 124"; 7a32c7c's
@@ -219,5 +221,15 @@ cl_wait_nodes_alive 4 30
 got=$(timeout 10 "$TESSERA" --json --cluster "$(cl_addr 1)" \
 	--token-file "$(cl_dir 1)/admin.token" snapshot list v | names)
 [ "$got" = "s1 s2 s3" ] || bad "(e) snapshot list v lists '$got', want 's1 s2 s3'"
+
+# (f) attached on n1 (no copy there): the cut on n1's home worker, then the
+# read-back from the loop (every node running): the create describes s4
+log "(f) v attached on n1, snapshot create v s4 through n1"
+ctsr volume attach v --node n1 >/dev/null || fail "volume attach v on n1"
+n1ctl 15 --json snapshot create v s4
+[ "$RC" = 0 ] && [ "$(printf '%s' "$OUT" | json_get 'j["name"]')" = s4 ] &&
+	printf '%s' "$OUT" | json_get 'j["uuid"]' >/dev/null 2>&1 ||
+	bad "(f) snapshot create v s4 attached on n1: status $RC: $OUT $ERR"
+ctsr volume detach v >/dev/null || fail "volume detach v"
 cl_stop_all
 [ -z "$FAILS" ] || fail "failed:$FAILS"
