@@ -9,8 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "layout/copyset_internal.h"
+#include "tessera/layout_module.h"
 
 /* ---- lifetime ------------------------------------------------------------ */
 
@@ -58,7 +63,7 @@ void copyset_destroy(struct copyset *cs, bool started, bool here)
 	cs->ops->free(cs->layout);
 }
 
-/* ---- create options, status ---------------------------------------------- */
+/* ---- create options ------------------------------------------------------ */
 
 int copyset_check_copies(const struct tsr_layout_copy *copies, unsigned n,
 			 const struct tsr_store *store)
@@ -86,6 +91,126 @@ int copyset_bitmap_path(const struct copyset *cs, const char *node_id, char out[
 
 	return n < 0 || n >= PATH_MAX ? -ENAMETOOLONG : 0;
 }
+
+/* ---- create and start-up -------------------------------------------------- */
+
+void copyset_copy_init(struct copyset_copy *c, struct copyset *cs, unsigned idx,
+		       const struct tsr_layout_copy *oc)
+{
+	c->set = cs;
+	c->idx = idx;
+	snprintf(c->node_id, sizeof(c->node_id), "%s", oc->node_id);
+	snprintf(c->address, sizeof(c->address), "%s", oc->address);
+	c->local = oc->local;
+	c->state = c->recorded = c->hook_want = oc->state;
+}
+
+int copyset_open_local(struct copyset_copy *c, const char *what)
+{
+	struct copyset *cs = c->set;
+	int ret;
+
+	ret = tsr_store_vol_open(cs->store, cs->name, &c->svol);
+	if (ret < 0) {
+		tsr_error("%s %s: %s: %s", cs->kind, cs->name, what, strerror(-ret));
+		return ret;
+	}
+	/* fences any older coordinator writing through this store */
+	ret = tsr_store_vol_set_epoch(cs->store, cs->name, cs->epoch);
+	if (ret < 0) {
+		tsr_error("%s %s: %s: epoch %llu: %s", cs->kind, cs->name, what,
+			  (unsigned long long)cs->epoch, strerror(-ret));
+		return ret;
+	}
+	if (tsr_svol_size(c->svol) < cs->copy_size) {
+		tsr_error("%s %s: %s is %llu bytes, %llu needed", cs->kind, cs->name, what,
+			  (unsigned long long)tsr_svol_size(c->svol),
+			  (unsigned long long)cs->copy_size);
+		return -EINVAL;
+	}
+	c->open = true;
+	return 0;
+}
+
+int copyset_start(struct copyset *cs, void (*start_msg)(struct tsr_worker *w, void *arg),
+		  const int *start_status, const struct tsr_layout_ops *layout_ops,
+		  struct tsr_layout **out)
+{
+	int ret;
+
+	ret = tsr_worker_send(cs->home, start_msg, cs->layout);
+	if (ret < 0) {
+		cs->ops->free(cs->layout);
+		return ret;
+	}
+	sem_wait(&cs->sem);
+	ret = *start_status;
+	if (ret < 0) {
+		layout_ops->destroy(cs->layout);
+		return ret;
+	}
+	ret = tsr_layout_new(layout_ops, cs->layout, out);
+	if (ret < 0) {
+		layout_ops->destroy(cs->layout);
+		return ret;
+	}
+	return 0;
+}
+
+int copyset_timer_start(struct copyset *cs, struct tsr_worker *w, unsigned tick_ms,
+			tsr_worker_fd_cb tick, void *arg, int *fd)
+{
+	struct itimerspec its = {
+	    .it_interval = {0, (long)tick_ms * 1000000L},
+	    .it_value = {0, (long)tick_ms * 1000000L},
+	};
+
+	*fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (*fd < 0 || timerfd_settime(*fd, 0, &its, NULL) < 0 ||
+	    tsr_worker_watch(w, *fd, EPOLLIN, tick, arg) < 0) {
+		tsr_error("%s %s: timer: %s", cs->kind, cs->name, strerror(errno));
+		if (*fd >= 0)
+			close(*fd);
+		*fd = -1;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void copyset_timer_stop(struct copyset *cs, int *fd)
+{
+	if (*fd < 0)
+		return;
+	tsr_worker_unwatch(cs->home, *fd);
+	close(*fd);
+	*fd = -1;
+}
+
+void copyset_start_open_failed(struct copyset_copy *c, int status, int *start_status)
+{
+	struct copyset *cs = c->set;
+
+	tsr_warn("%s %s: copy %u (%s at %s): open: %s", cs->kind, cs->name, c->idx, c->node_id,
+		 c->address, strerror(-status));
+	if (status == -ESTALE)
+		*start_status = -ESTALE;
+	else if (status == -ENOENT && *start_status == 0)
+		*start_status = -ENOENT;
+	copyset_disconnect(c);
+}
+
+void copyset_returned_open_failed(struct copyset_copy *c, int status)
+{
+	struct copyset *cs = c->set;
+
+	tsr_warn("%s %s: copy %u (%s) back, but open failed: %s", cs->kind, cs->name, c->idx,
+		 c->node_id, strerror(-status));
+	if (status == -ESTALE)
+		cs->ops->fence_now(cs->layout, "a copy has seen a newer epoch");
+	copyset_disconnect(c);
+}
+
+/* ---- status -------------------------------------------------------------- */
 
 void copyset_publish(struct copyset *cs, const struct tsr_layout_status *s)
 {

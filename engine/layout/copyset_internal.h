@@ -5,6 +5,9 @@
  *  - the layout's lifetime: its reference count (copyset_get/copyset_put),
  *    held by every message, callback and call in flight, and destroy
  *    (teardown on the home worker, free after the last reference);
+ *  - create and start-up: a copy's shared fields, the local copy's open
+ *    (store, epoch, size), the start-up message and the wait for it, the
+ *    tick's timer, the log and status of an OPEN that failed;
  *  - the published status (copyset_publish, copyset_get_status);
  *  - the record of a copy's state in the metadata store (hooks.set_copy_state,
  *    one call in flight per copy, waiters woken by the state recorded);
@@ -17,8 +20,8 @@
  *
  * What differs stays in the layouts: the I/O on a copy (mirror_copy.c,
  * ec_copy.c), what a failure, a fence, teardown and free do (called back
- * through struct copyset_ops), start-up, resync, replace, what the status
- * says.
+ * through struct copyset_ops), the start-up's steps and recovery, resync,
+ * replace, what the status says.
  *
  * A layout embeds one struct copyset (its view of the layout, and the
  * lifetime, status and fence state the copy set keeps for it) and opens
@@ -52,6 +55,7 @@ struct waiter {
 
 struct copyset;
 struct copyset_copy;
+struct tsr_layout_ops; /* tessera/layout_module.h */
 
 /* What the copy set asks of its layout (arguments: copyset.layout). */
 struct copyset_ops {
@@ -155,7 +159,7 @@ void copyset_put(struct copyset *cs);
  */
 void copyset_destroy(struct copyset *cs, bool started, bool here);
 
-/* ---- create options, status ---------------------------------------------- */
+/* ---- create options ------------------------------------------------------ */
 
 /*
  * Create options, control thread: every copy has a node id without '/',
@@ -167,6 +171,56 @@ int copyset_check_copies(const struct tsr_layout_copy *copies, unsigned n,
 /* state_dir/<vol>.<node_id>.bitmap, a copy's dirty bitmap (mirror_bitmap.c):
  * 0 or -ENAMETOOLONG. */
 int copyset_bitmap_path(const struct copyset *cs, const char *node_id, char out[PATH_MAX]);
+
+/* ---- create and start-up ------------------------------------------------ */
+
+/*
+ * Create (control thread): copy idx of the layout, from its create option
+ * oc: the shared fields (set, slot, node id, address, local, state wanted
+ * and recorded).  The layout sets its own fields.
+ */
+void copyset_copy_init(struct copyset_copy *c, struct copyset *cs, unsigned idx,
+		       const struct tsr_layout_copy *oc);
+/*
+ * Create (control thread): open the local copy c in cs->store, set our
+ * epoch on it (which fences any older coordinator writing through this
+ * store), check that it holds copy_size bytes; then c->open.  what names it
+ * in the log lines ("local copy", "local chunk volume").  0, or -errno,
+ * logged (c->svol may be set then: the layout's free puts it).
+ */
+int copyset_open_local(struct copyset_copy *c, const char *what);
+/*
+ * Create's last step (control thread): send start_msg(cs->layout) to the
+ * home worker, wait on cs->sem for the start-up's answer (*start_status),
+ * then make the tsr_layout of layout_ops.  0 and *out set; or -errno and the
+ * layout is gone: freed (ops->free) when the message could not be sent,
+ * else destroyed (layout_ops->destroy).
+ */
+int copyset_start(struct copyset *cs, void (*start_msg)(struct tsr_worker *w, void *arg),
+		  const int *start_status, const struct tsr_layout_ops *layout_ops,
+		  struct tsr_layout **out);
+/*
+ * Start-up (home worker w): the layout's tick, every tick_ms (< 1000) on
+ * *fd, a new timerfd watched by w.  0, or -ENOMEM (logged; *fd is -1).
+ */
+int copyset_timer_start(struct copyset *cs, struct tsr_worker *w, unsigned tick_ms,
+			tsr_worker_fd_cb tick, void *arg, int *fd);
+/* Teardown (home worker): stop the tick, close *fd, -1 (none: nothing). */
+void copyset_timer_stop(struct copyset *cs, int *fd);
+/*
+ * Start-up (home worker): the OPEN of remote copy c failed (status < 0):
+ * logged, *start_status set to -ESTALE (a newer coordinator), or to -ENOENT
+ * (no such volume there) when it holds no error yet, the session dropped.
+ */
+void copyset_start_open_failed(struct copyset_copy *c, int status, int *start_status);
+/*
+ * A copy came back (copy_returned, replace) and its OPEN failed (status <
+ * 0): logged, the layout fenced (ops->fence_now) on -ESTALE, the session
+ * dropped.  The layout does the rest (its replace, its status).
+ */
+void copyset_returned_open_failed(struct copyset_copy *c, int status);
+
+/* ---- status -------------------------------------------------------------- */
 
 /* Publish s, the layout's status (home worker); copy it out (any thread). */
 void copyset_publish(struct copyset *cs, const struct tsr_layout_status *s);

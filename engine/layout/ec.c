@@ -53,9 +53,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/timerfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "layout/ec_internal.h"
@@ -697,15 +694,8 @@ static void start_open_done(void *arg, int status)
 	struct ecopy *c = arg;
 	struct ec *e = c->e;
 
-	if (status < 0) {
-		tsr_warn("ec %s: copy %u (%s at %s): open: %s", e->name, c->idx, c->node_id,
-			 c->address, strerror(-status));
-		if (status == -ESTALE)
-			e->start_status = -ESTALE;
-		else if (status == -ENOENT && e->start_status == 0)
-			e->start_status = -ENOENT;
-		ecopy_disconnect(c);
-	}
+	if (status < 0)
+		copyset_start_open_failed(&c->base, status, &e->start_status);
 	if (--e->start_pending == 0)
 		rec_start(e);
 }
@@ -713,23 +703,14 @@ static void start_open_done(void *arg, int status)
 static void start_msg(struct tsr_worker *w, void *arg)
 {
 	struct ec *e = arg;
-	struct itimerspec its = {
-	    .it_interval = {0, EC_TICK_MS * 1000000L},
-	    .it_value = {0, EC_TICK_MS * 1000000L},
-	};
 	int ret;
 
 	e->io = tsr_worker_io(w);
 	e->bmhost->io = e->io;
 	e->home_thread = pthread_self();
-	e->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (e->timer_fd < 0 || timerfd_settime(e->timer_fd, 0, &its, NULL) < 0 ||
-	    tsr_worker_watch(w, e->timer_fd, EPOLLIN, tick, e) < 0) {
-		tsr_error("ec %s: timer: %s", e->name, strerror(errno));
-		if (e->timer_fd >= 0)
-			close(e->timer_fd);
-		e->timer_fd = -1;
-		start_finish(e, -ENOMEM);
+	ret = copyset_timer_start(&e->cs, w, EC_TICK_MS, tick, e, &e->timer_fd);
+	if (ret < 0) {
+		start_finish(e, ret);
 		return;
 	}
 	e->last_release_ns = ec_now_ns();
@@ -765,11 +746,7 @@ static void teardown(struct ec *e)
 	ec_io_kick(e); /* local ops waiting for io queue room: -ECANCELED */
 	for (unsigned i = 0; i < e->n_copies; i++)
 		ecopy_disconnect(&e->copies[i]);
-	if (e->timer_fd >= 0) {
-		tsr_worker_unwatch(e->home, e->timer_fd);
-		close(e->timer_fd);
-		e->timer_fd = -1;
-	}
+	copyset_timer_stop(&e->cs, &e->timer_fd);
 	ec_publish(e);
 	ec_put(e);
 }
@@ -801,11 +778,7 @@ static void returned_open_done(void *arg, int status)
 	struct ec *e = c->e;
 
 	if (status < 0) {
-		tsr_warn("ec %s: copy %u (%s) back, but open failed: %s", e->name, c->idx,
-			 c->node_id, strerror(-status));
-		if (status == -ESTALE)
-			ec_fence_now(e, "a copy has seen a newer epoch");
-		ecopy_disconnect(c);
+		copyset_returned_open_failed(&c->base, status);
 		if (e->replace_running && c->idx == e->replace_idx)
 			e->replace_running = false;
 		ec_publish(e);
@@ -1369,13 +1342,8 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 		struct ecopy *c = &e->copies[i];
 		char path[PATH_MAX];
 
-		c->set = &e->cs;
+		copyset_copy_init(&c->base, &e->cs, i, oc);
 		c->e = e;
-		c->idx = i;
-		snprintf(c->node_id, sizeof(c->node_id), "%s", oc->node_id);
-		snprintf(c->address, sizeof(c->address), "%s", oc->address);
-		c->local = oc->local;
-		c->state = c->recorded = c->hook_want = oc->state;
 		/*
 		 * full_resync on a copy recorded IN_SYNC is attach.c's mark of
 		 * the dead last coordinator's own copy (the mirror's rule: a
@@ -1415,41 +1383,15 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 		c->bm.hold = bm_hold;
 		c->bm.owner = e;
 		if (c->local) {
-			ret = tsr_store_vol_open(e->store, e->name, &c->svol);
-			if (ret < 0) {
-				tsr_error("ec %s: local chunk volume: %s", e->name, strerror(-ret));
+			ret = copyset_open_local(&c->base, "local chunk volume");
+			if (ret < 0)
 				goto err;
-			}
-			ret = tsr_store_vol_set_epoch(e->store, e->name, e->epoch);
-			if (ret < 0) {
-				tsr_error("ec %s: local chunk volume: epoch %llu: %s", e->name,
-					  (unsigned long long)e->epoch, strerror(-ret));
-				goto err;
-			}
-			if (tsr_svol_size(c->svol) < e->chunk_size) {
-				tsr_error("ec %s: local chunk volume is %llu bytes, %llu needed",
-					  e->name, (unsigned long long)tsr_svol_size(c->svol),
-					  (unsigned long long)e->chunk_size);
-				ret = -EINVAL;
-				goto err;
-			}
-			c->open = true;
 		}
 	}
-	ret = tsr_worker_send(e->home, start_msg, e);
+	/* from here the layout is freed or destroyed on failure */
+	ret = copyset_start(&e->cs, start_msg, &e->start_status, &ec_layout_ops, out);
 	if (ret < 0)
-		goto err;
-	sem_wait(&e->cs.sem);
-	ret = e->start_status;
-	if (ret < 0) {
-		ec_destroy(e);
 		return ret;
-	}
-	ret = tsr_layout_new(&ec_layout_ops, e, out);
-	if (ret < 0) {
-		ec_destroy(e);
-		return ret;
-	}
 	e->layout = *out;
 	tsr_info("ec %s: ready, %u+%u, unit %u, epoch %llu, %u of %u copies in sync, %llu txns "
 		 "rolled forward, %llu back",

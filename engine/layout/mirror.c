@@ -35,9 +35,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/timerfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "layout/mirror_internal.h"
@@ -943,15 +940,8 @@ static void start_open_done(void *arg, int status)
 	struct mcopy *c = arg;
 	struct mirror *m = c->m;
 
-	if (status < 0) {
-		tsr_warn("mirror %s: copy %u (%s at %s): open: %s", m->name, c->idx, c->node_id,
-			 c->address, strerror(-status));
-		if (status == -ESTALE)
-			m->start_status = -ESTALE;
-		else if (status == -ENOENT && m->start_status == 0)
-			m->start_status = -ENOENT;
-		mcopy_disconnect(c);
-	}
+	if (status < 0)
+		copyset_start_open_failed(&c->base, status, &m->start_status);
 	if (--m->start_pending == 0)
 		start_evaluate(m);
 }
@@ -959,22 +949,13 @@ static void start_open_done(void *arg, int status)
 static void start_msg(struct tsr_worker *w, void *arg)
 {
 	struct mirror *m = arg;
-	struct itimerspec its = {
-	    .it_interval = {0, MIRROR_TICK_MS * 1000000L},
-	    .it_value = {0, MIRROR_TICK_MS * 1000000L},
-	};
 	int ret;
 
 	m->io = tsr_worker_io(w);
 	m->home_thread = pthread_self();
-	m->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (m->timer_fd < 0 || timerfd_settime(m->timer_fd, 0, &its, NULL) < 0 ||
-	    (ret = tsr_worker_watch(w, m->timer_fd, EPOLLIN, tick, m)) < 0) {
-		tsr_error("mirror %s: timer: %s", m->name, strerror(errno));
-		if (m->timer_fd >= 0)
-			close(m->timer_fd);
-		m->timer_fd = -1;
-		start_finish(m, -ENOMEM);
+	ret = copyset_timer_start(&m->cs, w, MIRROR_TICK_MS, tick, m, &m->timer_fd);
+	if (ret < 0) {
+		start_finish(m, ret);
 		return;
 	}
 	m->start_pending = 1;
@@ -1014,11 +995,7 @@ static void teardown(struct mirror *m)
 		mbm_retry(m->retired[i]);
 	for (unsigned i = 0; i < m->n_copies; i++)
 		mcopy_disconnect(&m->copies[i]);
-	if (m->timer_fd >= 0) {
-		tsr_worker_unwatch(m->home, m->timer_fd);
-		close(m->timer_fd);
-		m->timer_fd = -1;
-	}
+	copyset_timer_stop(&m->cs, &m->timer_fd);
 	mirror_publish(m);
 	m_put(m); /* the layout's own reference: freed once the last op is back */
 }
@@ -1085,11 +1062,7 @@ static void returned_open_done(void *arg, int status)
 	struct mirror *m = c->m;
 
 	if (status < 0) {
-		tsr_warn("mirror %s: copy %u (%s) back, but open failed: %s", m->name, c->idx,
-			 c->node_id, strerror(-status));
-		if (status == -ESTALE)
-			mirror_fence_now(m, "a copy has seen a newer epoch");
-		mcopy_disconnect(c);
+		copyset_returned_open_failed(&c->base, status);
 		if (m->replace_running && c->idx == m->replace_idx)
 			m->replace_running = false;
 		mirror_publish(m);
@@ -1584,15 +1557,10 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 		struct mcopy *c = &m->copies[i];
 		char path[PATH_MAX];
 
-		c->set = &m->cs;
+		copyset_copy_init(&c->base, &m->cs, i, oc);
 		c->m = m;
-		c->idx = i;
 		c->present = true;
 		c->bm.fd = -1;
-		snprintf(c->node_id, sizeof(c->node_id), "%s", oc->node_id);
-		snprintf(c->address, sizeof(c->address), "%s", oc->address);
-		c->local = oc->local;
-		c->state = c->recorded = c->hook_want = oc->state;
 		/*
 		 * Converging: the last coordinator died with writes in flight,
 		 * and any copy may hold blocks of them that the others lack.
@@ -1622,42 +1590,15 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 		if (ret < 0)
 			goto err;
 		if (c->local) {
-			ret = tsr_store_vol_open(m->store, m->name, &c->svol);
-			if (ret < 0) {
-				tsr_error("mirror %s: local copy: %s", m->name, strerror(-ret));
+			ret = copyset_open_local(&c->base, "local copy");
+			if (ret < 0)
 				goto err;
-			}
-			/* fences any older coordinator writing through this store */
-			ret = tsr_store_vol_set_epoch(m->store, m->name, m->epoch);
-			if (ret < 0) {
-				tsr_error("mirror %s: local copy: epoch %llu: %s", m->name,
-					  (unsigned long long)m->epoch, strerror(-ret));
-				goto err;
-			}
-			if (tsr_svol_size(c->svol) < m->size) {
-				tsr_error("mirror %s: local copy is %llu bytes, %llu needed",
-					  m->name, (unsigned long long)tsr_svol_size(c->svol),
-					  (unsigned long long)m->size);
-				ret = -EINVAL;
-				goto err;
-			}
-			c->open = true;
 		}
 	}
-	ret = tsr_worker_send(m->home, start_msg, m);
+	/* from here the layout is freed or destroyed on failure */
+	ret = copyset_start(&m->cs, start_msg, &m->start_status, &mirror_layout_ops, out);
 	if (ret < 0)
-		goto err;
-	sem_wait(&m->cs.sem);
-	ret = m->start_status;
-	if (ret < 0) {
-		mirror_destroy(m);
 		return ret;
-	}
-	ret = tsr_layout_new(&mirror_layout_ops, m, out);
-	if (ret < 0) {
-		mirror_destroy(m);
-		return ret;
-	}
 	m->layout = *out;
 	tsr_info("mirror %s: ready, epoch %llu, %u of %u copies in sync", m->name,
 		 (unsigned long long)m->epoch, m->cs.status.in_sync, m->n_copies);
