@@ -30,23 +30,6 @@
 
 /* ---- the parser ---------------------------------------------------------- */
 
-static int parse(Tessera__Admin__Request *req, const char **why)
-{
-	Tessera__Admin__Request *out = NULL;
-	uint8_t *frame;
-	size_t len;
-	int ret;
-
-	assert_int_equal(admin_frame_pack(&req->base, &frame, &len), 0);
-	ret = tsr_admin_request_parse(frame + 4, len - 4, &out, why);
-	free(frame);
-	if (ret == 0)
-		tessera__admin__request__free_unpacked(out, NULL);
-	else
-		assert_null(out);
-	return ret;
-}
-
 static void test_parse_epoch(void **state)
 {
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
@@ -62,9 +45,9 @@ static void test_parse_epoch(void **state)
 	sc.epoch = 0; /* a real epoch: a volume never attached */
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE;
 	req.snapshot_create = &sc;
-	assert_int_equal(parse(&req, &why), 0);
+	assert_int_equal(admin_fixture_parse(&req, &why), 0);
 	sc.local_copy = false; /* a client's create: no epoch */
-	assert_int_equal(parse(&req, &why), -EINVAL);
+	assert_int_equal(admin_fixture_parse(&req, &why), -EINVAL);
 	assert_non_null(strstr(why, "internal"));
 	sd.volume = "v";
 	sd.name = "s1";
@@ -73,9 +56,9 @@ static void test_parse_epoch(void **state)
 	sd.epoch = 7;
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE;
 	req.snapshot_delete = &sd;
-	assert_int_equal(parse(&req, &why), 0);
+	assert_int_equal(admin_fixture_parse(&req, &why), 0);
 	sd.local_copy = false;
-	assert_int_equal(parse(&req, &why), -EINVAL);
+	assert_int_equal(admin_fixture_parse(&req, &why), -EINVAL);
 	assert_non_null(strstr(why, "internal"));
 }
 
@@ -94,8 +77,6 @@ static Tessera__Admin__Response *call(struct fixture *f, bool create, const char
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__SnapshotCreate sc = TESSERA__ADMIN__SNAPSHOT_CREATE__INIT;
 	Tessera__Admin__SnapshotDelete sd = TESSERA__ADMIN__SNAPSHOT_DELETE__INIT;
-	Tessera__Admin__Response *resp = NULL;
-	struct tsr_admin_client *c = NULL;
 
 	if (create) {
 		sc.volume = "v";
@@ -114,11 +95,7 @@ static Tessera__Admin__Response *call(struct fixture *f, bool create, const char
 		req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DELETE;
 		req.snapshot_delete = &sd;
 	}
-	assert_int_equal(tsr_admin_connect_unix(f->sock, &c), 0);
-	assert_int_equal(tsr_admin_call(c, &req, 10000, &resp), 0);
-	assert_non_null(resp);
-	tsr_admin_close(c);
-	return resp;
+	return admin_fixture_call(f, &req);
 }
 
 /* A copy opened at epoch 12 (an attach meanwhile): a create or delete

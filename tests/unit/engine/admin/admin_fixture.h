@@ -1,13 +1,16 @@
 /*
  * The admin unit tests' server (admin_server_ut.c, admin_cutfence_ut.c,
- * admin_snapsize_ut.c): a real store in a temporary directory under
- * /var/tmp, the admin server's libev loop on a thread of its own, the
- * blocking client on the test's thread.  Include after <cmocka.h>.
+ * admin_rollfence_ut.c, admin_snapsize_ut.c): a real store in a temporary
+ * directory under /var/tmp, the admin server's libev loop on a thread of
+ * its own, the blocking client on the test's thread.  Include after
+ * <cmocka.h>.
  *
  * admin_fixture_open fills the base options (loop, store, volumes, the unix
  * socket, data dir, io_uring, one worker); the test may add to them before
  * admin_fixture_start creates the server and runs its loop.
  * admin_fixture_setup does both for a test needing nothing more.
+ * admin_fixture_call sends one request to it; admin_fixture_parse runs a
+ * request through the parser alone (no server).
  */
 #ifndef TSR_TEST_ADMIN_FIXTURE_H
 #define TSR_TEST_ADMIN_FIXTURE_H
@@ -89,6 +92,40 @@ static inline int admin_fixture_setup(void **state, const char *name)
 	admin_fixture_start(f, &opts);
 	*state = f;
 	return 0;
+}
+
+/* One request to the server on a connection of its own; the reply (to
+ * free). */
+static inline Tessera__Admin__Response *admin_fixture_call(struct fixture *f,
+							  Tessera__Admin__Request *req)
+{
+	Tessera__Admin__Response *resp = NULL;
+	struct tsr_admin_client *c = NULL;
+
+	assert_int_equal(tsr_admin_connect_unix(f->sock, &c), 0);
+	assert_int_equal(tsr_admin_call(c, req, 10000, &resp), 0);
+	assert_non_null(resp);
+	tsr_admin_close(c);
+	return resp;
+}
+
+/* req packed as a frame and its body parsed as a request (freed): 0, or the
+ * parser's -errno with why, and no request. */
+static inline int admin_fixture_parse(Tessera__Admin__Request *req, const char **why)
+{
+	Tessera__Admin__Request *out = NULL;
+	uint8_t *frame;
+	size_t len;
+	int ret;
+
+	assert_int_equal(admin_frame_pack(&req->base, &frame, &len), 0);
+	ret = tsr_admin_request_parse(frame + 4, len - 4, &out, why);
+	free(frame);
+	if (ret == 0)
+		tessera__admin__request__free_unpacked(out, NULL);
+	else
+		assert_null(out);
+	return ret;
 }
 
 /* cmocka's teardown: the loop stopped, the server, store and directory gone. */

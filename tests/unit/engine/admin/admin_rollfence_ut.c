@@ -29,23 +29,6 @@
 
 #define MIB (1024ull * 1024)
 
-static int parse(Tessera__Admin__Request *req, const char **why)
-{
-	Tessera__Admin__Request *out = NULL;
-	uint8_t *frame;
-	size_t len;
-	int ret;
-
-	assert_int_equal(admin_frame_pack(&req->base, &frame, &len), 0);
-	ret = tsr_admin_request_parse(frame + 4, len - 4, &out, why);
-	free(frame);
-	if (ret == 0)
-		tessera__admin__request__free_unpacked(out, NULL);
-	else
-		assert_null(out);
-	return ret;
-}
-
 static void test_parse_epoch(void **state)
 {
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
@@ -60,12 +43,12 @@ static void test_parse_epoch(void **state)
 	vr.epoch = 0; /* a real epoch: a volume never attached */
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ROLLBACK;
 	req.volume_rollback = &vr;
-	assert_int_equal(parse(&req, &why), 0);
+	assert_int_equal(admin_fixture_parse(&req, &why), 0);
 	vr.local_copy = false; /* a client's rollback: no epoch */
-	assert_int_equal(parse(&req, &why), -EINVAL);
+	assert_int_equal(admin_fixture_parse(&req, &why), -EINVAL);
 	assert_non_null(strstr(why, "internal"));
 	vr.epoch_set = false;
-	assert_int_equal(parse(&req, &why), 0);
+	assert_int_equal(admin_fixture_parse(&req, &why), 0);
 }
 
 static int setup(void **state)
@@ -79,8 +62,6 @@ static Tessera__Admin__Response *rollback(struct fixture *f, bool epoch_set, uin
 {
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__VolumeRollback vr = TESSERA__ADMIN__VOLUME_ROLLBACK__INIT;
-	Tessera__Admin__Response *resp = NULL;
-	struct tsr_admin_client *c = NULL;
 
 	vr.volume = "v";
 	vr.snapshot = "s0";
@@ -89,11 +70,7 @@ static Tessera__Admin__Response *rollback(struct fixture *f, bool epoch_set, uin
 	vr.epoch = epoch;
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ROLLBACK;
 	req.volume_rollback = &vr;
-	assert_int_equal(tsr_admin_connect_unix(f->sock, &c), 0);
-	assert_int_equal(tsr_admin_call(c, &req, 10000, &resp), 0);
-	assert_non_null(resp);
-	tsr_admin_close(c);
-	return resp;
+	return admin_fixture_call(f, &req);
 }
 
 /* The copy still opens (no unfinished rollback) and its epoch is epoch. */
