@@ -34,6 +34,19 @@ void copyset_put(struct copyset *cs)
 		cs->ops->free(cs->layout);
 }
 
+void copyset_init(struct copyset *cs)
+{
+	cs->refs = 1;
+	sem_init(&cs->sem, 0, 0);
+	pthread_mutex_init(&cs->status_lock, NULL);
+}
+
+void copyset_fini(struct copyset *cs)
+{
+	pthread_mutex_destroy(&cs->status_lock);
+	sem_destroy(&cs->sem);
+}
+
 static void teardown_msg(struct tsr_worker *w, void *arg)
 {
 	struct copyset *cs = arg;
@@ -500,6 +513,16 @@ int copyset_connect(struct copyset_copy *c, tsr_cb cb_fn, void *cb_arg)
 	return 0;
 }
 
+void copyset_reopen(struct copyset_copy *c, tsr_cb cb_fn, void *cb_arg)
+{
+	int ret = copyset_connect(c, cb_fn, cb_arg);
+
+	if (ret == 1)
+		cb_fn(cb_arg, 0);
+	else if (ret < 0)
+		cb_fn(cb_arg, ret);
+}
+
 /* ---- a snapshot request on one copy -------------------------------------- */
 
 /* The local store volume has seen a newer coordinator: writes fail -ESTALE. */
@@ -572,6 +595,15 @@ bool copyset_fence_requested(struct copyset *cs)
 }
 
 /* ---- control calls ------------------------------------------------------- */
+
+int copyset_resize_gate(struct copyset *cs, char *why, size_t why_len)
+{
+	if (*cs->closing || *cs->fenced) {
+		snprintf(why, why_len, "the coordinator of '%s' is fenced or detaching", cs->name);
+		return -EIO;
+	}
+	return 0;
+}
 
 struct call {
 	int (*fn)(void *arg);

@@ -152,6 +152,13 @@ struct copyset_copy {
 void copyset_get(struct copyset *cs);
 void copyset_put(struct copyset *cs);
 /*
+ * Create (control thread), once the layout filled *cs: the layout's own
+ * reference (refs 1), sem and status_lock made.  copyset_fini, in the
+ * layout's free, undoes them.
+ */
+void copyset_init(struct copyset *cs);
+void copyset_fini(struct copyset *cs);
+/*
  * tsr_layout_destroy.  Never started: freed here.  On the home worker
  * (here): ops->teardown inline, the last reference frees.  Elsewhere:
  * ops->teardown sent to the home worker, the last reference waited for,
@@ -251,6 +258,13 @@ void copyset_hook_forget(struct copyset_copy *c);
  */
 int copyset_connect(struct copyset_copy *c, tsr_cb cb_fn, void *cb_arg);
 /*
+ * Open copy c again (it came back, or its slot has a new copy): as
+ * copyset_connect, but every answer goes to cb_fn, which fires exactly once:
+ * later for an OPEN, inline with 0 for a local copy already open, inline
+ * with -errno when the connect failed at once.
+ */
+void copyset_reopen(struct copyset_copy *c, tsr_cb cb_fn, void *cb_arg);
+/*
  * Drop the session: a new gen (answers to the old one are ignored), the
  * client destroyed outside its own callbacks (in-flight requests complete
  * with -ECANCELED).  A local copy stays open unless the layout is fenced or
@@ -269,6 +283,12 @@ int copyset_snap(struct copyset_copy *c, const struct tsr_snap_req *req, tsr_cb 
 		 void *cb_arg);
 
 /* ---- control calls ------------------------------------------------------- */
+
+/*
+ * tsr_layout_resize's steps, home worker: the layout is fenced or closing
+ * (-EIO, why says so) or may go on (0).
+ */
+int copyset_resize_gate(struct copyset *cs, char *why, size_t why_len);
 
 /*
  * Run fn(arg) on the home worker and wait for its answer: inline when the

@@ -81,8 +81,7 @@ static void ec_free(struct ec *e)
 	}
 	tsr_ec_codec_destroy(e->codec);
 	free(e->bmhost);
-	pthread_mutex_destroy(&e->cs.status_lock);
-	sem_destroy(&e->cs.sem);
+	copyset_fini(&e->cs);
 	free(e);
 }
 
@@ -791,18 +790,13 @@ static void copy_returned_fn(void *layout, unsigned idx, const char *address)
 {
 	struct ec *e = layout;
 	struct ecopy *c = &e->copies[idx];
-	int ret;
 
 	if (e->closing || e->fenced || !e->ready || c->state != TSR_COPY_OUT_OF_SYNC ||
 	    c->connecting || c->resync != NULL)
 		return;
 	if (address[0] != '\0')
 		snprintf(c->address, sizeof(c->address), "%s", address);
-	ret = ecopy_connect(c, returned_open_done, c);
-	if (ret == 1)
-		ec_resync_start(c);
-	else if (ret < 0)
-		returned_open_done(c, ret);
+	copyset_reopen(&c->base, returned_open_done, c);
 }
 
 static void ec_copy_returned(void *ctx, unsigned idx, const char *address)
@@ -820,7 +814,6 @@ static int replace_fn(void *arg)
 	struct ecopy *c = &e->copies[ctl->idx];
 	struct tsr_svol *oldsvol;
 	struct mbitmap oldbm;
-	int ret;
 
 	if (e->closing || e->fenced || !e->ready)
 		return -EIO;
@@ -855,11 +848,7 @@ static int replace_fn(void *arg)
 	c->open = c->local && c->svol != NULL;
 	e->replace_running = true;
 	e->replace_idx = ctl->idx;
-	ret = ecopy_connect(c, returned_open_done, c);
-	if (ret == 1)
-		ec_resync_start(c);
-	else if (ret < 0)
-		returned_open_done(c, ret);
+	copyset_reopen(&c->base, returned_open_done, c);
 	ec_publish(e);
 	return 0;
 }
@@ -1036,12 +1025,11 @@ static int ec_resize_check_fn(void *arg)
 {
 	struct ec_resize_ctl *rc = arg;
 	struct ec *e = rc->e;
+	int ret;
 
-	if (e->closing || e->fenced) {
-		snprintf(rc->why, rc->why_len, "the coordinator of '%s' is fenced or detaching",
-			 e->name);
-		return -EIO;
-	}
+	ret = copyset_resize_gate(&e->cs, rc->why, rc->why_len);
+	if (ret < 0)
+		return ret;
 	if (!e->ready) {
 		snprintf(rc->why, rc->why_len, "'%s' is still starting: retry when tessera volume "
 			 "status shows it ready", e->name);
@@ -1089,11 +1077,9 @@ static int ec_resize_grow_fn(void *arg)
 	struct ec *e = rc->e;
 	int ret;
 
-	if (e->closing || e->fenced) {
-		snprintf(rc->why, rc->why_len, "the coordinator of '%s' is fenced or detaching",
-			 e->name);
-		return -EIO;
-	}
+	ret = copyset_resize_gate(&e->cs, rc->why, rc->why_len);
+	if (ret < 0)
+		return ret;
 	for (unsigned i = 0; i < e->n_copies; i++) {
 		ret = mbm_grow(&e->copies[i].bm, rc->nregions);
 		if (ret < 0)
@@ -1300,7 +1286,6 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 	e->hooks = opts->hooks;
 	e->n_copies = opts->n_copies;
 	e->cs = (struct copyset){
-	    .refs = 1,
 	    .ops = &ec_copyset_ops,
 	    .layout = e,
 	    .kind = "ec",
@@ -1318,8 +1303,7 @@ int tsr_layout_ec_create(const struct tsr_ec_opts *opts, struct tsr_layout **out
 	    .fenced = &e->fenced,
 	    .fence_req = &e->fence_req,
 	};
-	sem_init(&e->cs.sem, 0, 0);
-	pthread_mutex_init(&e->cs.status_lock, NULL);
+	copyset_init(&e->cs);
 	crash_point_parse(e);
 	ret = tsr_ec_codec_create(e->k, e->m, &e->codec);
 	if (ret < 0)

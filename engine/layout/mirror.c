@@ -69,8 +69,7 @@ static void mirror_free(struct mirror *m)
 	free(m->unflushed);
 	free(m->unflushed_prev);
 	mirror_xbuf_drop(m);
-	pthread_mutex_destroy(&m->cs.status_lock);
-	sem_destroy(&m->cs.sem);
+	copyset_fini(&m->cs);
 	free(m);
 }
 
@@ -1075,18 +1074,13 @@ static void copy_returned_fn(void *layout, unsigned idx, const char *address)
 {
 	struct mirror *m = layout;
 	struct mcopy *c = &m->copies[idx];
-	int ret;
 
 	if (m->closing || m->fenced || !c->present || c->state != TSR_COPY_OUT_OF_SYNC ||
 	    c->connecting || c->resync != NULL || c->replay != NULL)
 		return; /* in sync, or already on its way back */
 	if (address[0] != '\0')
 		snprintf(c->address, sizeof(c->address), "%s", address);
-	ret = mcopy_connect(c, returned_open_done, c);
-	if (ret == 1)
-		mirror_resync_start(c);
-	else if (ret < 0)
-		returned_open_done(c, ret);
+	copyset_reopen(&c->base, returned_open_done, c);
 }
 
 /* Does not wait for the home worker (callers may hold locks its hooks take). */
@@ -1104,7 +1098,6 @@ static int replace_fn(void *arg)
 	struct mirror *m = ctl->m;
 	struct mcopy *c = &m->copies[ctl->idx];
 	struct mbitmap *old;
-	int ret;
 
 	if (m->closing || m->fenced)
 		return -EIO;
@@ -1146,11 +1139,7 @@ static int replace_fn(void *arg)
 	mirror_snap_replay_abort(c);
 	mirror_missed_all(c, ctl->newmissed); /* the new copy gets every snapshot */
 	memcpy(ctl->oldpath, old->path, sizeof(ctl->oldpath));
-	ret = mcopy_connect(c, returned_open_done, c);
-	if (ret == 1)
-		mirror_resync_start(c);
-	else if (ret < 0)
-		returned_open_done(c, ret);
+	copyset_reopen(&c->base, returned_open_done, c);
 	mirror_publish(m);
 	return 0;
 }
@@ -1302,12 +1291,11 @@ static int resize_check_fn(void *arg)
 {
 	struct resize_ctl *rc = arg;
 	struct mirror *m = rc->m;
+	int ret;
 
-	if (m->closing || m->fenced) {
-		snprintf(rc->why, rc->why_len, "the coordinator of '%s' is fenced or detaching",
-			 m->name);
-		return -EIO;
-	}
+	ret = copyset_resize_gate(&m->cs, rc->why, rc->why_len);
+	if (ret < 0)
+		return ret;
 	if (!m->ready) {
 		snprintf(rc->why, rc->why_len, "'%s' is still starting (converging its copies): "
 			 "retry when tessera volume status shows it ready", m->name);
@@ -1364,11 +1352,9 @@ static int resize_grow_fn(void *arg)
 	size_t old_bytes = (m->nregions + 7) / 8, new_bytes = (rc->new_nregions + 7) / 8;
 	int ret;
 
-	if (m->closing || m->fenced) {
-		snprintf(rc->why, rc->why_len, "the coordinator of '%s' is fenced or detaching",
-			 m->name);
-		return -EIO;
-	}
+	ret = copyset_resize_gate(&m->cs, rc->why, rc->why_len);
+	if (ret < 0)
+		return ret;
 	if (new_bytes > old_bytes) {
 		uint8_t *u = calloc(new_bytes, 1), *p = calloc(new_bytes, 1);
 
@@ -1526,7 +1512,6 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 	m->hooks = opts->hooks;
 	m->n_copies = opts->n_copies;
 	m->cs = (struct copyset){
-	    .refs = 1,
 	    .ops = &mirror_copyset_ops,
 	    .layout = m,
 	    .kind = "mirror",
@@ -1544,8 +1529,7 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 	    .fenced = &m->fenced,
 	    .fence_req = &m->fence_req,
 	};
-	sem_init(&m->cs.sem, 0, 0);
-	pthread_mutex_init(&m->cs.status_lock, NULL);
+	copyset_init(&m->cs);
 	m->unflushed = calloc((m->nregions + 7) / 8, 1);
 	m->unflushed_prev = calloc((m->nregions + 7) / 8, 1);
 	if (m->unflushed == NULL || m->unflushed_prev == NULL) {
