@@ -21,13 +21,10 @@
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
+. ./snapops.sh
 require_cmd nbdcopy qemu-io timeout
 
-make_tmpdir HOLD_DIR
-HOLD=$HOLD_DIR/hold
-export TSR_TEST_SNAP_TMP_DELETE_HOLD_FILE=$HOLD
-cl_start 3
-on_exit "rm -f '$HOLD'" # before the nodes are killed
+hold_cl_start TSR_TEST_SNAP_TMP_DELETE_HOLD_FILE 3
 
 ctsr volume create v --size 8M --replicas 3 >/dev/null || fail "volume create v"
 ctsr volume attach v --node n1 >/dev/null || fail "attach v on n1"
@@ -40,7 +37,8 @@ tmp_snaps() { # I: v's clone-src snapshots in node I's catalogue
 	cl_snaps_of "$1" v | tr ' ' '\n' | grep -c '^clone-src\.' || true
 }
 
-# ---- 1. the clone, n1's delete of its temporary snapshot held
+# ---- 1. the clone, n1's delete of its temporary snapshot held (not held_start:
+# the clone may answer before the delete begins to wait)
 rm -f "$HOLD.held"
 touch "$HOLD"
 ctsr volume create c --from-volume v >"$HOLD_DIR/op.out" 2>&1 &
@@ -49,8 +47,7 @@ track_pid "$pid"
 for (( i=0; i<300; i++ )); do [ -e "$HOLD.held" ] && break; sleep 0.1; done
 [ -e "$HOLD.held" ] || fail "n1's delete of the temporary snapshot not held: $(cat "$HOLD_DIR/op.out")"
 log "n1's delete of v's temporary snapshot is held"
-timeout 20 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
-	volume list >/dev/null || fail "n1's volume list while the temporary snapshot's delete is held: status $?"
+ctsr_within 20 1 volume list >/dev/null || fail "n1's volume list while the temporary snapshot's delete is held: status $?"
 for (( i=0; i<200; i++ )); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$pid" 2>/dev/null && fail "the clone did not answer while n1's delete was held"
 rc=0

@@ -36,15 +36,12 @@
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
+. ./snapops.sh
 ADMIN_LOCAL_COPY=$TSR_BUILD/tests/admin_local_copy # admin_local_copy.c
 require_tessera "$ADMIN_LOCAL_COPY"
 require_cmd nbdcopy qemu-io timeout
 
-make_tmpdir HOLD_DIR
-HOLD=$HOLD_DIR/hold
-export TSR_TEST_SNAP_LOCAL_CUT_HOLD_FILE=$HOLD
-cl_start 3
-on_exit "rm -f '$HOLD'" # before the nodes are killed
+hold_cl_start TSR_TEST_SNAP_LOCAL_CUT_HOLD_FILE 3
 
 ctsr volume create v --size 8M --replicas 3 >/dev/null || fail "volume create v"
 ctsr volume attach v --node n1 >/dev/null || fail "attach v on n1"
@@ -52,32 +49,14 @@ qemu-io -f raw -c 'write -P 0x11 0 8M' "$(cl_nbd_uri 1 v)" >/dev/null || fail "w
 want=$(cl_image_sha 1 v) || fail "read v"
 ctsr volume detach v >/dev/null || fail "detach v"
 
-snaps_all() { # SNAP: "n1:yes n2:no ..." whether each node's catalogue has v@SNAP
-	local i out=
-	for i in 1 2 3; do
-		case " $(cl_snaps_of $i v) " in
-		*" $1 "*) out+="n$i:yes " ;;
-		*) out+="n$i:no " ;;
-		esac
-	done
-	echo "${out% }"
-}
-
 # ---- 1. an attach and writes while n1's cut is held
-rm -f "$HOLD.held"
-touch "$HOLD"
-ctsr snapshot create v s1 >"$HOLD_DIR/op.out" 2>&1 &
-pid=$!
-track_pid "$pid"
-for (( i=0; i<300; i++ )); do [ -e "$HOLD.held" ] && break; sleep 0.1; done
-[ -e "$HOLD.held" ] || fail "n1's cut of v@s1 not held"
+held_start "$HOLD" "$HOLD_DIR/op.out" "n1's cut of v@s1" ctsr snapshot create v s1
+pid=$HELD_PID
 log "n1's cut of v@s1 held; attaching v on n2 and writing 0x33 over [0,1M)"
-timeout 30 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" \
-	volume attach v --node n2 >/dev/null || fail "attach v on n2 while n1's cut is held"
+ctsr_within 30 2 volume attach v --node n2 >/dev/null || fail "attach v on n2 while n1's cut is held"
 qemu-io -f raw -c 'write -P 0x33 0 1M' -c flush "$(cl_nbd_uri 2 v)" >/dev/null ||
 	fail "write v through n2"
-timeout 30 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" \
-	volume detach v >/dev/null || fail "detach v on n2"
+ctsr_within 30 2 volume detach v >/dev/null || fail "detach v on n2"
 rm -f "$HOLD"
 rc=0
 reap "$pid" || rc=$?
@@ -89,10 +68,10 @@ if [ "$rc" != 0 ]; then
 	*) fail "the refused create of v@s1 does not say v was attached meanwhile: $out" ;;
 	esac
 	for (( i=0; i<100; i++ )); do
-		[ "$(snaps_all s1)" = "n1:no n2:no n3:no" ] && break
+		[ "$(snaps_all v s1)" = "n1:no n2:no n3:no" ] && break
 		sleep 0.1
 	done
-	assert_eq "$(snaps_all s1)" "n1:no n2:no n3:no" "v@s1 in the catalogues after the refused create (undone)"
+	assert_eq "$(snaps_all v s1)" "n1:no n2:no n3:no" "v@s1 in the catalogues after the refused create (undone)"
 	log "step 1: the create was refused and undone on every copy"
 else
 	for n in 1 2 3; do
@@ -112,53 +91,46 @@ case "$out" in
 "-116 "*"attached meanwhile"*) ;;
 *) fail "n3: local_copy create of v@f0 at epoch 0 not refused -ESTALE: $out" ;;
 esac
-assert_eq "$(snaps_all f0)" "n1:no n2:no n3:no" "v@f0 after the fenced local_copy create"
+assert_eq "$(snaps_all v f0)" "n1:no n2:no n3:no" "v@f0 after the fenced local_copy create"
 out=$("$ADMIN_LOCAL_COPY" "$(cl_dir 3)" snapshot-create v f0) ||
 	fail "n3: local_copy create of v@f0 without an epoch: $out"
-assert_eq "$(snaps_all f0)" "n1:no n2:no n3:yes" "v@f0 after the unfenced local_copy create"
+assert_eq "$(snaps_all v f0)" "n1:no n2:no n3:yes" "v@f0 after the unfenced local_copy create"
 rc=0
 out=$("$ADMIN_LOCAL_COPY" "$(cl_dir 3)" snapshot-delete v f0 --epoch 0 2>&1) || rc=$?
 case "$rc $out" in
 "1 -116 "*) ;;
 *) fail "n3: local_copy delete of v@f0 at epoch 0 not refused -ESTALE: exit $rc: $out" ;;
 esac
-assert_eq "$(snaps_all f0)" "n1:no n2:no n3:yes" "v@f0 after the fenced local_copy delete"
+assert_eq "$(snaps_all v f0)" "n1:no n2:no n3:yes" "v@f0 after the fenced local_copy delete"
 out=$("$ADMIN_LOCAL_COPY" "$(cl_dir 3)" snapshot-delete v f0) ||
 	fail "n3: local_copy delete of v@f0 without an epoch: $out"
-assert_eq "$(snaps_all f0)" "n1:no n2:no n3:no" "v@f0 after the unfenced local_copy delete"
+assert_eq "$(snaps_all v f0)" "n1:no n2:no n3:no" "v@f0 after the unfenced local_copy delete"
 log "step 2: n3 refuses a local_copy create and delete at an epoch below its copy's (-ESTALE)"
 
 # ---- 3. nothing in between: the fenced create cuts every copy
 ctsr snapshot create v s2 >/dev/null || fail "snapshot create v s2 with nothing in between"
-assert_eq "$(snaps_all s2)" "n1:yes n2:yes n3:yes" "v@s2 in the catalogues"
+assert_eq "$(snaps_all v s2)" "n1:yes n2:yes n3:yes" "v@s2 in the catalogues"
 cl_assert_snap_identical v s2 1 2 3 >/dev/null || fail "v@s2 differs across copies"
-got=$(nbdcopy "$(cl_nbd_uri 1 v@s2)" - | head -c 1048576 | od -v -An -tx1 | tr -s ' \n' '\n' | sort -u | tr -d '\n')
-assert_eq "$got" "33" "v@s2's first MiB (written 0x33 through n2)"
+assert_eq "$(first_mib 1 v@s2)" "33" "v@s2's first MiB (written 0x33 through n2)"
 log "step 3: v@s2 cut on every copy, identical, with n2's write"
 
 # ---- 4. a detached delete with an attach meanwhile: not fenced, done everywhere
-rm -f "$HOLD.held"
-touch "$HOLD"
-ctsr snapshot delete v s2 >"$HOLD_DIR/op4.out" 2>&1 &
-pid=$!
-track_pid "$pid"
-for (( i=0; i<300; i++ )); do [ -e "$HOLD.held" ] && break; sleep 0.1; done
-[ -e "$HOLD.held" ] || fail "n1's delete of v@s2 not held"
+held_start "$HOLD" "$HOLD_DIR/op4.out" "n1's delete of v@s2" ctsr snapshot delete v s2
+pid=$HELD_PID
 for (( i=0; i<100; i++ )); do
-	[ "$(snaps_all s2)" = "n1:yes n2:no n3:no" ] && break
+	[ "$(snaps_all v s2)" = "n1:yes n2:no n3:no" ] && break
 	sleep 0.1
 done
-assert_eq "$(snaps_all s2)" "n1:yes n2:no n3:no" "v@s2 while n1's delete is held"
+assert_eq "$(snaps_all v s2)" "n1:yes n2:no n3:no" "v@s2 while n1's delete is held"
 log "n1's delete of v@s2 held (n2's and n3's done); attaching v on n2"
-timeout 30 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" \
-	volume attach v --node n2 >/dev/null || fail "attach v on n2 while n1's delete is held"
+ctsr_within 30 2 volume attach v --node n2 >/dev/null || fail "attach v on n2 while n1's delete is held"
 rm -f "$HOLD"
 rc=0
 reap "$pid" || rc=$?
 out=$(tr '\n' ' ' <"$HOLD_DIR/op4.out")
 log "snapshot delete v s2: exit $rc: $out"
 [ "$rc" = 0 ] || fail "the detached delete of v@s2 with an attach meanwhile: exit $rc: $out"
-assert_eq "$(snaps_all s2)" "n1:no n2:no n3:no" "v@s2 in the catalogues after the delete"
+assert_eq "$(snaps_all v s2)" "n1:no n2:no n3:no" "v@s2 in the catalogues after the delete"
 ctsr snapshot list v >"$HOLD_DIR/list.out" 2>&1 || fail "snapshot list v: $(cat "$HOLD_DIR/list.out")"
 grep -qw s2 "$HOLD_DIR/list.out" && fail "snapshot list v (attached on n2) still shows s2"
 log "step 4: the delete completed on every copy though v was attached meanwhile"

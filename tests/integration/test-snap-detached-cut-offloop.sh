@@ -32,15 +32,12 @@
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
+. ./snapops.sh
 ADMIN_LOCAL_COPY=$TSR_BUILD/tests/admin_local_copy # admin_local_copy.c
 require_tessera "$ADMIN_LOCAL_COPY"
 require_cmd nbdcopy qemu-io timeout
 
-make_tmpdir HOLD_DIR
-HOLD=$HOLD_DIR/hold
-export TSR_TEST_SNAP_LOCAL_CUT_HOLD_FILE=$HOLD
-cl_start 3
-on_exit "rm -f '$HOLD'" # before the nodes are killed
+hold_cl_start TSR_TEST_SNAP_LOCAL_CUT_HOLD_FILE 3
 
 ctsr volume create v --size 8M --replicas 3 >/dev/null || fail "volume create v"
 ctsr volume attach v --node n1 >/dev/null || fail "attach v on n1"
@@ -49,56 +46,33 @@ qemu-io -f raw -c 'write -P 0x11 0 8M' -c 'write -P 0x22 1M 1M' "$(cl_nbd_uri 1 
 want=$(cl_image_sha 1 v) || fail "read v"
 ctsr volume detach v >/dev/null || fail "detach v"
 
-snaps_all() { # SNAP: "n1:yes n2:no ..." whether each node's catalogue has v@SNAP
-	local i out=
-	for i in 1 2 3; do
-		case " $(cl_snaps_of $i v) " in
-		*" $1 "*) out+="n$i:yes " ;;
-		*) out+="n$i:no " ;;
-		esac
-	done
-	echo "${out% }"
-}
-
 # held_op WHAT CMD...: CMD (an admin call through n1 whose cut on n1 is held)
 # in the background; n1 answers other calls while it waits; released, CMD's
 # exit status is returned and its output is in $HOLD_DIR/op.out
 held_op() {
-	local what=$1 i pid r
+	local what=$1 r
 	shift
-	rm -f "$HOLD.held"
-	touch "$HOLD"
-	"$@" >"$HOLD_DIR/op.out" 2>&1 &
-	pid=$!
-	track_pid "$pid"
-	for (( i=0; i<300; i++ )); do
-		[ -e "$HOLD.held" ] && break
-		kill -0 "$pid" 2>/dev/null || fail "$what answered before n1's cut was held: $(cat "$HOLD_DIR/op.out")"
-		sleep 0.1
-	done
-	[ -e "$HOLD.held" ] || fail "$what: n1's cut not held after 30 s ($HOLD.held missing)"
+	held_start "$HOLD" "$HOLD_DIR/op.out" "$what: n1's cut" "$@"
 	log "$what: n1's own cut is held"
-	r=$(timeout 20 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
-		--json node list) || fail "n1's node list while $what's cut is held: status $?"
+	r=$(ctsr_within 20 1 --json node list) || fail "n1's node list while $what's cut is held: status $?"
 	assert_eq "$(printf '%s' "$r" | json_get 'sum(1 for n in j["nodes"] if n.get("alive"))')" 3 \
 		"alive nodes in n1's node list while $what's cut is held"
 	if [ "$what" = "create s1" ]; then
-		timeout 20 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
-			volume list >/dev/null || fail "n1's volume list while $what's cut is held: status $?"
-		timeout 20 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
-			volume create w --size 1M --replicas 2 >/dev/null ||
+		ctsr_within 20 1 volume list >/dev/null ||
+			fail "n1's volume list while $what's cut is held: status $?"
+		ctsr_within 20 1 volume create w --size 1M --replicas 2 >/dev/null ||
 			fail "n1's volume create w while $what's cut is held: status $?"
 	fi
 	[ -e "$HOLD" ] || fail "the hold ended before n1 answered"
-	kill -0 "$pid" 2>/dev/null || fail "$what answered while n1's cut was held: $(cat "$HOLD_DIR/op.out")"
+	kill -0 "$HELD_PID" 2>/dev/null || fail "$what answered while n1's cut was held: $(cat "$HOLD_DIR/op.out")"
 	log "$what: n1 answered other admin calls while its cut was held"
 	rm -f "$HOLD"
-	reap "$pid"
+	reap "$HELD_PID"
 }
 
 # ---- 1. create, n1's cut held
 held_op "create s1" ctsr snapshot create v s1 || fail "snapshot create v s1: $(cat "$HOLD_DIR/op.out")"
-assert_eq "$(snaps_all s1)" "n1:yes n2:yes n3:yes" "v@s1 in the catalogues after the create"
+assert_eq "$(snaps_all v s1)" "n1:yes n2:yes n3:yes" "v@s1 in the catalogues after the create"
 h=$(cl_assert_snap_identical v s1 1 2 3)
 assert_eq "$h" "$want" "v@s1's sha256 (the bytes written)"
 grep -q "cluster: snapshot v@s1 created" "$(cl_dir 1)/tesserad.log" ||
@@ -107,7 +81,7 @@ log "v@s1 cut on n1 n2 n3 (sha256 ${h:0:16})"
 
 # ---- 2. delete, n1's part held
 held_op "delete s1" ctsr snapshot delete v s1 || fail "snapshot delete v s1: $(cat "$HOLD_DIR/op.out")"
-assert_eq "$(snaps_all s1)" "n1:no n2:no n3:no" "v@s1 in the catalogues after the delete"
+assert_eq "$(snaps_all v s1)" "n1:no n2:no n3:no" "v@s1 in the catalogues after the delete"
 
 # ---- 3. a create failing on one copy is undone on the others
 out=$("$ADMIN_LOCAL_COPY" "$(cl_dir 3)" snapshot-create v d3) || fail "local_copy v@d3 on n3: $out"
@@ -117,10 +91,10 @@ out=$(ctsr snapshot create v d3 2>&1) || rc=$?
 case "$out" in *"node n3"*) ;; *) fail "the failed create of v@d3 does not name n3: $out" ;; esac
 log "create v@d3 refused: $out"
 for (( i=0; i<100; i++ )); do
-	[ "$(snaps_all d3)" = "n1:no n2:no n3:yes" ] && break
+	[ "$(snaps_all v d3)" = "n1:no n2:no n3:yes" ] && break
 	sleep 0.1
 done
-assert_eq "$(snaps_all d3)" "n1:no n2:no n3:yes" "v@d3 in the catalogues after the failed create (undone on n1, n2)"
+assert_eq "$(snaps_all v d3)" "n1:no n2:no n3:yes" "v@d3 in the catalogues after the failed create (undone on n1, n2)"
 out=$("$ADMIN_LOCAL_COPY" "$(cl_dir 1)" snapshot-create v d1) || fail "local_copy v@d1 on n1: $out"
 rc=0
 out=$(ctsr snapshot create v d1 2>&1) || rc=$?
@@ -128,10 +102,10 @@ out=$(ctsr snapshot create v d1 2>&1) || rc=$?
 case "$out" in *"n1 (this node)"*) ;; *) fail "the failed create of v@d1 does not name n1: $out" ;; esac
 log "create v@d1 refused: $out"
 for (( i=0; i<100; i++ )); do
-	[ "$(snaps_all d1)" = "n1:yes n2:no n3:no" ] && break
+	[ "$(snaps_all v d1)" = "n1:yes n2:no n3:no" ] && break
 	sleep 0.1
 done
-assert_eq "$(snaps_all d1)" "n1:yes n2:no n3:no" "v@d1 in the catalogues after the failed create (undone on n2, n3)"
+assert_eq "$(snaps_all v d1)" "n1:yes n2:no n3:no" "v@d1 in the catalogues after the failed create (undone on n2, n3)"
 for n in 1 3; do
 	d=$([ $n = 1 ] && echo d1 || echo d3)
 	out=$("$ADMIN_LOCAL_COPY" "$(cl_dir $n)" snapshot-delete v $d) || fail "local_copy delete of v@$d on n$n: $out"
@@ -144,17 +118,8 @@ assert_eq "$(cl_image_sha 1 v)" "$want" "v's sha256 after the detached cuts"
 ctsr volume detach v >/dev/null || fail "detach v"
 
 # ---- 5. n1 stopped while its cut is held
-rm -f "$HOLD.held"
-touch "$HOLD"
-ctsr snapshot create v s9 >"$HOLD_DIR/s9.out" 2>&1 &
-s9=$!
-track_pid "$s9"
-for (( i=0; i<300; i++ )); do
-	[ -e "$HOLD.held" ] && break
-	kill -0 "$s9" 2>/dev/null || fail "create s9 answered before n1's cut was held: $(cat "$HOLD_DIR/s9.out")"
-	sleep 0.1
-done
-[ -e "$HOLD.held" ] || fail "create s9: n1's cut not held after 30 s"
+held_start "$HOLD" "$HOLD_DIR/s9.out" "create s9: n1's cut" ctsr snapshot create v s9
+s9=$HELD_PID
 ( sleep 1; rm -f "$HOLD" ) &
 track_pid $!
 cl_stop 1
@@ -165,6 +130,6 @@ case " $(cl_snaps_of 1 v) " in
 *" s9 "*) ;;
 *) fail "n1's catalogue has no v@s9 after its stop waited for the held cut: $(cl_snaps_of 1 v)" ;;
 esac
-log "v@s9 in the catalogues: $(snaps_all s9)"
+log "v@s9 in the catalogues: $(snaps_all v s9)"
 cl_stop_all
 log "ok"

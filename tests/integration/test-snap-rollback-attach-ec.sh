@@ -20,13 +20,10 @@
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
+. ./snapops.sh
 require_cmd nbdcopy qemu-io timeout
 
-make_tmpdir HOLD_DIR
-HOLD=$HOLD_DIR/hold
-export TSR_TEST_ROLLBACK_LOCAL_HOLD_FILE=$HOLD
-cl_start 3
-on_exit "rm -f '$HOLD'" # before the nodes are killed
+hold_cl_start TSR_TEST_ROLLBACK_LOCAL_HOLD_FILE 3
 
 ctsr volume create e --size 4M --ec 2+1 --stripe-unit 16K >/dev/null || fail "volume create e"
 ctsr volume attach e --node n1 >/dev/null || fail "attach e on n1"
@@ -37,18 +34,12 @@ ctsr volume attach e --node n1 >/dev/null || fail "attach e on n1 again"
 qemu-io -f raw -c 'write -P 0x22 0 4M' "$(cl_nbd_uri 1 e)" >/dev/null || fail "write e 0x22"
 ctsr volume detach e >/dev/null || fail "detach e again"
 
-rm -f "$HOLD.held"
-touch "$HOLD"
-ctsr volume rollback e s1 >"$HOLD_DIR/op.out" 2>&1 &
-pid=$!
-track_pid "$pid"
-for (( i=0; i<300; i++ )); do [ -e "$HOLD.held" ] && break; sleep 0.1; done
-[ -e "$HOLD.held" ] || fail "n1's rollback of e not held"
+held_start "$HOLD" "$HOLD_DIR/op.out" "n1's rollback of e" ctsr volume rollback e s1
+pid=$HELD_PID
 wait_log 2 "rollback: volume e is s1 again" 20
 wait_log 3 "rollback: volume e is s1 again" 20
 rc=0
-out=$(timeout 30 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" \
-	volume attach e --node n2 2>&1) || rc=$?
+out=$(ctsr_within 30 2 volume attach e --node n2 2>&1) || rc=$?
 log "attach e on n2 while n1's rollback is held: exit $rc: $out"
 case "$rc $out" in
 "1 "*"unfinished rollback"*) ;;

@@ -36,34 +36,12 @@
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
+. ./snapops.sh
 ADMIN_LOCAL_COPY=$TSR_BUILD/tests/admin_local_copy # admin_local_copy.c
 require_tessera "$ADMIN_LOCAL_COPY"
 require_cmd nbdcopy qemu-io timeout
 
-make_tmpdir HOLD_DIR
-HOLD=$HOLD_DIR/hold
-export TSR_TEST_ROLLBACK_LOCAL_HOLD_FILE=$HOLD
-cl_start 3
-on_exit "rm -f '$HOLD'" # before the nodes are killed
-
-first_mib() { # I EXPORT: the distinct bytes of EXPORT's first MiB through node I
-	nbdcopy "$(cl_nbd_uri "$1" "$2")" - | head -c 1048576 | od -v -An -tx1 |
-		tr -s ' \n' '\n' | sort -u | tr -d '\n'
-}
-
-# copies_sha TAG: "sha1 sha2 sha3": each node's own copy of v, read through a
-# snapshot cut on that copy alone (local_copy create), deleted after
-copies_sha() {
-	local n out h=()
-	for n in 1 2 3; do
-		out=$("$ADMIN_LOCAL_COPY" "$(cl_dir $n)" snapshot-create v "$1" 2>&1) ||
-			fail "n$n: local_copy create of v@$1: $out"
-		h[$n]=$(cl_image_sha $n "v@$1") || fail "read v@$1 on n$n"
-		out=$("$ADMIN_LOCAL_COPY" "$(cl_dir $n)" snapshot-delete v "$1" 2>&1) ||
-			fail "n$n: local_copy delete of v@$1: $out"
-	done
-	echo "${h[1]} ${h[2]} ${h[3]}"
-}
+hold_cl_start TSR_TEST_ROLLBACK_LOCAL_HOLD_FILE 3
 
 ctsr volume create v --size 8M --replicas 3 >/dev/null || fail "volume create v"
 ctsr volume attach v --node n1 >/dev/null || fail "attach v on n1"
@@ -76,24 +54,17 @@ qemu-io -f raw -c 'write -P 0x22 0 8M' "$(cl_nbd_uri 1 v)" >/dev/null || fail "w
 ctsr volume detach v >/dev/null || fail "detach v again"
 
 # ---- 1. an attach and writes while n1's rollback is held
-rm -f "$HOLD.held"
-touch "$HOLD"
-ctsr volume rollback v s1 >"$HOLD_DIR/op.out" 2>&1 &
-pid=$!
-track_pid "$pid"
-for (( i=0; i<300; i++ )); do [ -e "$HOLD.held" ] && break; sleep 0.1; done
-[ -e "$HOLD.held" ] || fail "n1's rollback of v not held"
+held_start "$HOLD" "$HOLD_DIR/op.out" "n1's rollback of v" ctsr volume rollback v s1
+pid=$HELD_PID
 wait_log 2 "rollback: volume v is s1 again" 20
 wait_log 3 "rollback: volume v is s1 again" 20
 log "n1's rollback held, n2's and n3's done; attaching v on n2 and writing 0x33 over [0,1M)"
 attached=1
-out=$(timeout 30 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" \
-	volume attach v --node n2 2>&1) || attached=0
+out=$(ctsr_within 30 2 volume attach v --node n2 2>&1) || attached=0
 if [ "$attached" = 1 ]; then
 	qemu-io -f raw -c 'write -P 0x33 0 1M' -c flush "$(cl_nbd_uri 2 v)" >/dev/null ||
 		fail "write v through n2"
-	timeout 30 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" \
-		volume detach v >/dev/null || fail "detach v on n2"
+	ctsr_within 30 2 volume detach v >/dev/null || fail "detach v on n2"
 else
 	# a build whose attach waits for the rollback (VolumeRecord.rollback_snapshot)
 	case "$out" in
@@ -112,7 +83,7 @@ if [ "$rc" != 0 ]; then
 	*) fail "the refused rollback of v does not say v was attached meanwhile: $out" ;;
 	esac
 fi
-read -r h1 h2 h3 <<<"$(copies_sha chk1)"
+read -r h1 h2 h3 <<<"$(copies_sha v chk1)"
 log "v's copies after step 1: n1=${h1:0:16} n2=${h2:0:16} n3=${h3:0:16}"
 [ "$h1" = "$h2" ] && [ "$h1" = "$h3" ] ||
 	fail "v's copies differ after a rollback with an attach meanwhile (n1=${h1:0:16} n2=${h2:0:16} n3=${h3:0:16})"
@@ -127,29 +98,20 @@ log "step 1: rollback exit $rc; the copies are identical (attach $([ "$attached"
 
 # ---- 2. nothing in between: the rollback completes and leaves v clean
 out=$(ctsr volume rollback v s1 2>&1) || fail "volume rollback v s1 with nothing in between: $out"
-read -r h1 h2 h3 <<<"$(copies_sha chk2)"
+read -r h1 h2 h3 <<<"$(copies_sha v chk2)"
 for h in "$h2" "$h3"; do
 	[ "$h" = "$h1" ] || fail "v's copies differ after a plain rollback"
 done
 ctsr volume attach v --node n1 >/dev/null || fail "attach v on n1 after the rollback"
 assert_eq "$(cl_image_sha 1 v)" "$s1" "v read through n1 after the rollback (s1's image)"
-got=$(grep -E "attaching v epoch" "$(cl_dir 1)/tesserad.log" | tail -1)
-case "$got" in
-*", clean)"*) ;;
-*) fail "the attach after a completed rollback is not clean: $got" ;;
-esac
+assert_attach_clean 1 v "the attach after a completed rollback is not clean"
 qemu-io -f raw -c 'write -P 0x55 0 8M' "$(cl_nbd_uri 1 v)" >/dev/null || fail "write v 0x55"
 ctsr volume detach v >/dev/null || fail "detach v"
 log "step 2: rolled back on every copy, v is s1 and attaches clean"
 
 # ---- 3. the handling node dies after the mark: a rollback run again finishes
-rm -f "$HOLD.held"
-touch "$HOLD"
-ctsr_via 2 volume rollback v s1 >"$HOLD_DIR/op3.out" 2>&1 &
-pid=$!
-track_pid "$pid"
-for (( i=0; i<300; i++ )); do [ -e "$HOLD.held" ] && break; sleep 0.1; done
-[ -e "$HOLD.held" ] || fail "n2's rollback of v not held"
+held_start "$HOLD" "$HOLD_DIR/op3.out" "n2's rollback of v" ctsr_via 2 volume rollback v s1
+pid=$HELD_PID
 cl_kill 2
 reap "$pid" || true
 rm -f "$HOLD"
@@ -164,15 +126,11 @@ case "$rc $out" in
 *) fail "snapshot create v x with vol/v marked by the dead rollback: exit $rc: $out" ;;
 esac
 out=$(ctsr volume rollback v s1 2>&1) || fail "volume rollback v s1 after the handling node died: $out"
-read -r h1 h2 h3 <<<"$(copies_sha chk3)"
+read -r h1 h2 h3 <<<"$(copies_sha v chk3)"
 [ "$h1" = "$h2" ] && [ "$h1" = "$h3" ] || fail "v's copies differ after the rollback run again"
 ctsr volume attach v --node n3 >/dev/null || fail "attach v on n3 after the rollback run again"
 assert_eq "$(cl_image_sha 3 v)" "$s1" "v read through n3 after the rollback run again (s1's image)"
-got=$(grep -E "attaching v epoch" "$(cl_dir 3)/tesserad.log" | tail -1)
-case "$got" in
-*", clean)"*) ;;
-*) fail "the attach after the rollback run again is not clean: $got" ;;
-esac
+assert_attach_clean 3 v "the attach after the rollback run again is not clean"
 ctsr volume detach v >/dev/null || fail "detach v"
 log "step 3: the rollback run again after its handling node died finished it; v attaches clean"
 

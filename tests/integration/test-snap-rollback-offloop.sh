@@ -47,6 +47,7 @@
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
+. ./snapops.sh
 ADMIN_LOCAL_COPY=$TSR_BUILD/tests/admin_local_copy # admin_local_copy.c
 require_tessera "$ADMIN_LOCAL_COPY"
 require_cmd nbdcopy qemu-io timeout
@@ -58,31 +59,13 @@ export TSR_TEST_ROLLBACK_LOCAL_HOLD_FILE=$HOLD TSR_TEST_ROLLBACK_COPY_HOLD_FILE=
 cl_start 3
 on_exit "rm -f '$HOLD' '$HOLD2'" # before the nodes are killed
 
-n1tsr() { # the admin command through n1, bounded to 3 s
-	timeout 3 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" "$@"
-}
-n2tsr() { # the admin command through n2, bounded to 3 s
-	timeout 3 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" "$@"
-}
-
-# copies_sha TAG: "sha1 sha2 sha3": each node's own copy of v, read through a
-# snapshot cut on that copy alone (local_copy create), deleted after
-copies_sha() {
-	local n out h=()
-	for n in 1 2 3; do
-		out=$("$ADMIN_LOCAL_COPY" "$(cl_dir $n)" snapshot-create v "$1" 2>&1) ||
-			fail "n$n: local_copy create of v@$1: $out"
-		h[$n]=$(cl_image_sha $n "v@$1") || fail "read v@$1 on n$n"
-		out=$("$ADMIN_LOCAL_COPY" "$(cl_dir $n)" snapshot-delete v "$1" 2>&1) ||
-			fail "n$n: local_copy delete of v@$1: $out"
-	done
-	echo "${h[1]} ${h[2]} ${h[3]}"
-}
+n1tsr() { ctsr_within 3 1 "$@"; } # the admin command through n1, bounded to 3 s
+n2tsr() { ctsr_within 3 2 "$@"; } # the admin command through n2, bounded to 3 s
 
 # assert_copies_s1 WHAT: every copy of v is s1's image
 assert_copies_s1() {
 	local h1 h2 h3
-	read -r h1 h2 h3 <<<"$(copies_sha "chk$RANDOM")"
+	read -r h1 h2 h3 <<<"$(copies_sha v "chk$RANDOM")"
 	[ "$h1" = "$s1" ] && [ "$h2" = "$s1" ] && [ "$h3" = "$s1" ] ||
 		fail "$1: v's copies are not s1's image (s1=${s1:0:16} n1=${h1:0:16} n2=${h2:0:16} n3=${h3:0:16})"
 	log "$1: every copy of v is s1's image (${s1:0:16})"
@@ -105,18 +88,8 @@ ctsr snapshot create v s2 >/dev/null || fail "snapshot create v s2"
 # held_rollback OUT SNAP: `volume rollback v SNAP` through n1 in the
 # background (pid in $rb_pid) with n1's own rollback held
 held_rollback() {
-	local i
-	rm -f "$HOLD.held"
-	touch "$HOLD"
-	ctsr volume rollback v "$2" >"$1" 2>&1 &
-	rb_pid=$!
-	track_pid "$rb_pid"
-	for (( i=0; i<300; i++ )); do
-		[ -e "$HOLD.held" ] && break
-		kill -0 "$rb_pid" 2>/dev/null || fail "the rollback answered before n1's own was held: $(cat "$1")"
-		sleep 0.1
-	done
-	[ -e "$HOLD.held" ] || fail "n1's rollback of v not held after 30 s"
+	held_start "$HOLD" "$1" "n1's own rollback of v" ctsr volume rollback v "$2"
+	rb_pid=$HELD_PID
 }
 
 if [ "${CASE4_ONLY:-0}" != 1 ]; then
@@ -151,11 +124,7 @@ grep -q "snap-rollback" "$(cl_dir 1)/tesserad.log" ||
 assert_copies_s1 "step 1"
 ctsr volume attach v --node n2 >/dev/null || fail "attach v on n2 after the rollback"
 assert_eq "$(cl_image_sha 2 v)" "$s1" "v read through n2 after the rollback (s1's image)"
-got=$(grep -E "attaching v epoch" "$(cl_dir 2)/tesserad.log" | tail -1)
-case "$got" in
-*", clean)"*) ;;
-*) fail "the attach after a completed rollback is not clean (the mark not cleared): $got" ;;
-esac
+assert_attach_clean 2 v "the attach after a completed rollback is not clean (the mark not cleared)"
 ctsr volume detach v >/dev/null || fail "detach v after step 1"
 
 # ---- 2. a copy's failure through the async calls: reported, mark kept
@@ -204,17 +173,8 @@ fi
 ctsr volume attach v --node n1 >/dev/null || fail "attach v on n1 for step 4"
 qemu-io -f raw -c 'write -P 0x66 0 2M' "$(cl_nbd_uri 1 v)" >/dev/null || fail "write v 0x66"
 ctsr volume detach v >/dev/null || fail "detach v for step 4"
-rm -f "$HOLD2.held"
-touch "$HOLD2"
-ctsr volume rollback v s1 >"$HOLD_DIR/op4.out" 2>&1 &
-rb_pid=$!
-track_pid "$rb_pid"
-for (( i=0; i<300; i++ )); do
-	[ -e "$HOLD2.held" ] && break
-	kill -0 "$rb_pid" 2>/dev/null || fail "the rollback answered before n2's or n3's copy was held: $(cat "$HOLD_DIR/op4.out")"
-	sleep 0.1
-done
-[ -e "$HOLD2.held" ] || fail "no copy's rollback of v held after 30 s"
+held_start "$HOLD2" "$HOLD_DIR/op4.out" "n2's or n3's copy's rollback of v" ctsr volume rollback v s1
+rb_pid=$HELD_PID
 out=$(n2tsr volume list) || fail "n2's volume list while its copy's rollback is held: status $?"
 out=$(n2tsr --json node list) || fail "n2's node list while its copy's rollback is held: status $?"
 out=$(n1tsr --json node list) || fail "n1's node list while n2's and n3's copies' rollbacks are held: status $?"
