@@ -292,22 +292,14 @@ static bool sweep_on_lease_thread(void)
 	return tsr_test_env_on("TSR_TEST_SWEEP_ON_LEASE_THREAD");
 }
 
-/* Wait on cond (c->lock held) until the monotonic time deadline_ms at most. */
+/* Wait on cond (c->cond or c->sweep_cond, c->lock held) until the monotonic
+ * time deadline_ms at most.  Both conds count on CLOCK_MONOTONIC
+ * (tsr_cond_init_mono at create): a deadline on the wall clock, as before,
+ * moved with each step of it, and the wall clock set back an hour kept the
+ * lease unrenewed an hour (the node declared dead, its volumes fenced). */
 static void wait_until(struct tsr_cluster *c, pthread_cond_t *cond, int64_t deadline_ms)
 {
-	struct timespec ts;
-	int64_t wait = deadline_ms - tsr_mono_ms();
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	if (wait < 1)
-		wait = 1;
-	ts.tv_sec += wait / 1000;
-	ts.tv_nsec += (wait % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
-	pthread_cond_timedwait(cond, &c->lock, &ts);
+	tsr_cond_wait_until_ms(cond, &c->lock, deadline_ms);
 }
 
 /*
@@ -741,8 +733,15 @@ int tsr_cluster_start(const struct tsr_cluster_opts *opts, struct tsr_cluster **
 	c->o = *opts;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->sweep_lock, NULL);
-	pthread_cond_init(&c->cond, NULL);
-	pthread_cond_init(&c->sweep_cond, NULL);
+	/* timed waits against tsr_mono_ms deadlines (wait_until); glibc's
+	 * cannot fail, and a calloc'd cond is safe to destroy */
+	ret = tsr_cond_init_mono(&c->cond);
+	if (ret == 0)
+		ret = tsr_cond_init_mono(&c->sweep_cond);
+	if (ret) {
+		tsr_error("cluster: condition variables: %s", strerror(-ret));
+		goto err;
+	}
 	c->dir = dup_checked(opts->dir, &nomem);
 	c->address = dup_checked(opts->address, &nomem);
 	c->join = dup_checked(opts->join, &nomem);

@@ -1,6 +1,7 @@
 /*
  * Small helpers shared by every layer: CRC32C through ISA-L, aligned buffers,
- * size parsing and formatting, name validation, durable small-file replace.
+ * size parsing and formatting, name validation, durable small-file replace,
+ * condition variables timed on the monotonic clock.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -177,4 +178,31 @@ int tsr_file_replace(const char *path, const void *buf, size_t len)
 		return ret;
 	}
 	return fsync_parent(path);
+}
+
+/* ---- timed waits on the monotonic clock (common.h) ---- */
+
+int tsr_cond_init_mono(pthread_cond_t *cond)
+{
+	pthread_condattr_t ca;
+	int ret;
+
+	ret = pthread_condattr_init(&ca);
+	if (ret)
+		return -ret;
+	ret = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (ret == 0)
+		ret = pthread_cond_init(cond, &ca);
+	pthread_condattr_destroy(&ca);
+	return -ret;
+}
+
+int tsr_cond_wait_until_ms(pthread_cond_t *cond, pthread_mutex_t *lock, int64_t deadline_ms)
+{
+	struct timespec ts = {.tv_sec = (time_t)(deadline_ms / 1000),
+			      .tv_nsec = (long)(deadline_ms % 1000) * 1000000};
+
+	if (deadline_ms < 0)
+		ts.tv_sec = ts.tv_nsec = 0;
+	return pthread_cond_timedwait(cond, lock, &ts);
 }

@@ -1,6 +1,7 @@
 /*
  * Types and helpers shared by every layer: the completion callback, logging,
- * CRC32C (ISA-L), aligned buffers, little-endian fields, the monotonic clock.
+ * CRC32C (ISA-L), aligned buffers, little-endian fields, the monotonic clock
+ * and timed waits on it.
  * Implemented in engine/util/ (the last two inline, here).
  */
 #ifndef TESSERA_COMMON_H
@@ -9,6 +10,7 @@
 #include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <time.h>
 
 /* Completion of an asynchronous operation above the I/O layer: 0 or -errno. */
@@ -129,5 +131,20 @@ static inline int64_t tsr_mono_ms(void)
 {
 	return tsr_mono_ns() / 1000000;
 }
+
+/*
+ * Timed waits against the monotonic clock (engine/util/util.c).  A condition
+ * variable made with pthread_cond_init(cond, NULL) measures a timed wait's
+ * deadline on CLOCK_REALTIME: a deadline computed from the monotonic clock
+ * then moves with every step of the wall clock (set back an hour, a wait of
+ * a second lasts an hour and a second).  tsr_cond_init_mono makes cond count
+ * on CLOCK_MONOTONIC (0 or -errno); tsr_cond_wait_until_ms waits on cond
+ * (lock held, as pthread_cond_timedwait) until tsr_mono_ms() reaches
+ * deadline_ms at most, for a cond made by tsr_cond_init_mono only.  Returns
+ * 0 (signalled, or a spurious wake-up: callers loop on their condition) or
+ * ETIMEDOUT, only once the deadline has passed.
+ */
+int tsr_cond_init_mono(pthread_cond_t *cond);
+int tsr_cond_wait_until_ms(pthread_cond_t *cond, pthread_mutex_t *lock, int64_t deadline_ms);
 
 #endif
