@@ -16,6 +16,7 @@
 #include <liburing.h>
 
 #include "tessera/common.h"
+#include "tessera/test_hook.h"
 #include "internal.h"
 
 struct uring_ctx {
@@ -43,6 +44,13 @@ static int uring_create(const struct tsr_io_opts *opts, void **ctx_out)
 	struct uring_ctx *c;
 	int ret;
 
+	/* Tests only: TSR_TEST_IO_URING_UNAVAILABLE=1 fails the setup as a
+	 * kernel or a seccomp profile without io_uring does (--io auto then
+	 * falls back to libaio, io.c) */
+	if (tsr_test_env_on("TSR_TEST_IO_URING_UNAVAILABLE")) {
+		tsr_debug("io_uring: TSR_TEST_IO_URING_UNAVAILABLE set: setup refused");
+		return -ENOSYS;
+	}
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return -ENOMEM;

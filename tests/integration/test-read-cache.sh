@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # tesserad --read-cache on|off (engine/store/data.c read_go): host reads of a
 # volume kept in files go through the kernel's page cache by default, never
-# with --read-cache off or --io libaio; scrub reads the disk, not the cache.
+# with --read-cache off, --io libaio or --io auto fallen back to libaio;
+# scrub reads the disk, not the cache.
 #
 # How a test sees the page cache: fincore(1) counts the pages of a file that
 # are resident.  tesserad writes with O_DIRECT, which drops the range's pages,
 # so right after a write none of it is resident and only a buffered read
 # brings it in.
 #  1. default: a 1 MiB write leaves nothing cached, reading it back caches
-#     it (and the log says "read cache: on");
-#  2. --read-cache off, then --io libaio: the same read caches nothing (the
-#     log says why);
+#     it (and the log says "read cache: on"); a volume held open has two
+#     descriptors of its data file (O_DIRECT and the buffered twin);
+#  2. --read-cache off, then --io libaio, then --io auto with io_uring's
+#     setup refused (TSR_TEST_IO_URING_UNAVAILABLE=1: the fallback to
+#     libaio): the same read caches nothing (the log says why), and in the
+#     last two a volume held open has one descriptor of its data file, no
+#     buffered twin that no read would use (the fallback kept it, s16);
 #  3. "cache good, disk bad": a 2-copy mirror whose n2 keeps its data on a
 #     small ext4 on a loop device; n2's copy is in n2's page cache, and one
 #     block of it is overwritten on the loop device, under the file system:
@@ -23,11 +28,26 @@
 . "$(dirname "$0")/cluster.sh"
 . "$(dirname "$0")/fullfs.sh"
 
-require_tessera
+require_tessera "$NBD_HOLD"
 require_cmd qemu-io fincore filefrag dd
 
 # resident FILE: bytes of FILE in the page cache
 resident() { fincore --bytes --noheadings --output RES "$1" | xargs; }
+# held_fds DIR VOL FILE: descriptors tesserad ($TSRD_PID) has of FILE while an
+# NBD connection holds VOL open
+held_fds() {
+	local pid i n
+	rm -f "$1/held"
+	"$NBD_HOLD" "$(nbd_uri "$1" "$2")" "$1/held" &
+	pid=$!
+	track_pid "$pid"
+	for (( i=0; i<300; i++ )); do [ -e "$1/held" ] && break; sleep 0.1; done
+	[ -e "$1/held" ] || fail "nbd_hold: no connection to $2 after 30 s"
+	n=$(find "/proc/$TSRD_PID/fd" -mindepth 1 -maxdepth 1 -lname "$3" | wc -l)
+	kill -TERM "$pid"
+	reap "$pid" || fail "nbd_hold $2 exited non-zero on SIGTERM"
+	echo "$n"
+}
 
 # ---- 1. default: on
 make_tmpdir D
@@ -43,14 +63,19 @@ qemu_io "$D" v "read -P 0x11 0 1M" >/dev/null || fail "read back"
 r=$(resident "$DATA")
 (( r >= 1048576 )) || fail "default: a 1 MiB host read cached $r bytes of the data file (want >= 1 MiB)"
 log "default: $r bytes of the data file cached after a 1 MiB read"
+assert_eq "$(held_fds "$D" v "$DATA")" 2 "default: descriptors of the data file of a volume held open"
 stop_tesserad
 
 # ---- 2. off, and libaio
 # (a new volume each: the default's read left pages of v cached, readahead
 # beyond the range read included)
 n=0
-for args in "--read-cache off" "--io libaio"; do
+for args in "--read-cache off" "--io libaio" "--io auto"; do
 	n=$(( n + 1 ))
+	TSRD_WRAP=()
+	# io_uring unavailable: the fallback (TSR_IO_BACKEND would choose instead)
+	# shellcheck disable=SC2034 # read by start_tesserad
+	[ "$args" = "--io auto" ] && TSRD_WRAP=(env -u TSR_IO_BACKEND TSR_TEST_IO_URING_UNAVAILABLE=1)
 	# shellcheck disable=SC2086
 	start_tesserad "$D" $args
 	vol_create "$D" "v$n" 16M
@@ -59,12 +84,21 @@ for args in "--read-cache off" "--io libaio"; do
 	assert_eq "$(resident "$D/volumes/$uuid.data")" 0 "$args: cached bytes after an O_DIRECT write"
 	qemu_io "$D" "v$n" "read -P 0x22 0 1M" "read -P 0x22 0 1M" >/dev/null || fail "$args: read back"
 	assert_eq "$(resident "$D/volumes/$uuid.data")" 0 "$args: cached bytes after two 1 MiB reads"
+	if [ "$args" != "--read-cache off" ]; then
+		assert_eq "$(held_fds "$D" "v$n" "$D/volumes/$uuid.data")" 1 \
+			"$args: descriptors of the data file of a volume held open"
+	fi
 	stop_tesserad
 done
+TSRD_WRAP=()
 grep -q 'read cache: off (--read-cache off)' "$D/tesserad.log" || fail "no 'read cache: off' line"
 grep -q 'read cache: off: the libaio backend' "$D/tesserad.log" ||
 	fail "no 'read cache: off: the libaio backend' warning with --io libaio"
-log "--read-cache off and --io libaio: nothing cached"
+grep -q 'io_uring unavailable (Function not implemented), falling back to libaio' "$D/tesserad.log" ||
+	fail "no fallback to libaio with TSR_TEST_IO_URING_UNAVAILABLE=1"
+[ "$(grep -c 'read cache: off: the libaio backend' "$D/tesserad.log")" = 2 ] ||
+	fail "no 'read cache: off: the libaio backend' warning after the fallback"
+log "--read-cache off, --io libaio and its fallback: nothing cached, no buffered descriptor"
 
 # ---- 3. scrub sees on-disk damage under a cached block
 fullfs_require

@@ -103,6 +103,9 @@ struct tesserad {
 	struct tsr_worker *workers[MAX_WORKERS];
 	unsigned workers_started;
 	char io_name[64];
+	bool read_cache;            /* the store's read cache: not --read-cache off, no
+				     * --device, and worker0's io reads buffered fds
+				     * asynchronously (query_io_name) */
 	struct tsr_nbd_server *nbd;
 	struct listener listeners[MAX_LISTENERS]; /* --nbd-listen */
 	unsigned n_listeners;
@@ -1130,6 +1133,8 @@ static void query_io_name(struct tesserad *d)
 	int ret = -1;
 
 	snprintf(d->io_name, sizeof(d->io_name), "unknown");
+	/* no answer: the cache stays on, the store checks each read's io */
+	d->read_cache = !d->read_cache_off;
 	if (q == NULL)
 		return;
 	sem_init(&q->done, 0, 0);
@@ -1145,7 +1150,10 @@ static void query_io_name(struct tesserad *d)
 		return;
 	}
 	snprintf(d->io_name, sizeof(d->io_name), "%s", q->name);
-	/* the store checks each read's io itself; this says it once */
+	/* the store opens with the cache only where worker0's io can use it
+	 * (--io auto falling back to libaio included): no buffered descriptor
+	 * per segment that no read would use.  It still checks each read's io */
+	d->read_cache = !d->read_cache_off && !d->device && q->buffered_reads_async;
 	if (d->read_cache_off)
 		tsr_info("read cache: off (--read-cache off): host reads use O_DIRECT");
 	else if (d->device)
@@ -1282,13 +1290,7 @@ static void raise_fd_limit(void)
 
 static int start_daemon(struct tesserad *d)
 {
-	/* --io libaio cannot read buffered fds asynchronously: no cache, and no
-	 * buffered descriptor per segment that no read would use (the fallback
-	 * of --io auto is known only once the workers run: there the store keeps
-	 * them and checks each read's io) */
-	struct tsr_store_opts store_opts = { .device = d->device,
-					     .read_cache_off = d->read_cache_off ||
-							       d->io_opts.kind == TSR_IO_AIO };
+	struct tsr_store_opts store_opts = { .device = d->device };
 	struct tsr_nbd_server_opts nbd_opts = { 0 };
 	struct tsr_admin_server_opts admin_opts = { 0 };
 	const char *nbd_names[MAX_LISTENERS];
@@ -1301,6 +1303,19 @@ static int start_daemon(struct tesserad *d)
 	ret = check_node_id(d);
 	if (ret)
 		return ret;
+	/* the workers before the store: which io they got (--io auto may fall
+	 * back to libaio) decides the store's read cache */
+	for (i = 0; i < d->n_workers; i++) {
+		ret = tsr_worker_start(i, &d->io_opts, &d->workers[i]);
+		if (ret) {
+			tsr_error("start worker%u: %s%s", i, strerror(-ret),
+				  d->io_opts.fault_spec ? " (check --io-fault)" : "");
+			return ret;
+		}
+		d->workers_started++;
+	}
+	query_io_name(d);
+	store_opts.read_cache_off = !d->read_cache;
 	ret = tsr_store_open(d->dir, &store_opts, &d->store);
 	if (ret == -EBUSY) {
 		report_busy(d);
@@ -1327,18 +1342,8 @@ static int start_daemon(struct tesserad *d)
 	}
 	if (cluster_mode(d)) /* NBD serves only the volumes attached here */
 		tsr_volset_set_cluster_mode(d->vols, true);
-	for (i = 0; i < d->n_workers; i++) {
-		ret = tsr_worker_start(i, &d->io_opts, &d->workers[i]);
-		if (ret) {
-			tsr_error("start worker%u: %s%s", i, strerror(-ret),
-				  d->io_opts.fault_spec ? " (check --io-fault)" : "");
-			return ret;
-		}
-		d->workers_started++;
-	}
 	/* each local volume's I/O (and its snapshot gate) runs on one home worker */
 	tsr_volset_set_workers(d->vols, d->workers, d->workers_started);
-	query_io_name(d);
 	nbd_opts.vols = d->vols;
 	nbd_opts.store = d->store;
 	ret = tsr_nbd_server_create(&nbd_opts, &d->nbd);
