@@ -150,6 +150,15 @@ void ec_publish(struct ec *e)
 	s.resync_regions_copied = e->resync_regions_copied;
 	s.writes = e->n_writes;
 	s.reads = e->n_reads;
+	for (unsigned i = 0; i < e->n_copies; i++) {
+		const struct ecopy *c = &e->copies[i];
+		struct tsr_svol_stats ss;
+
+		if (c->local && c->svol != NULL) {
+			tsr_svol_get_stats(c->svol, &ss);
+			s.cached_reads += ss.cached_reads;
+		}
+	}
 	s.write_errors = e->write_errors;
 	s.copy_failures = e->copy_failures;
 	s.scrub_running = e->scrub_running;

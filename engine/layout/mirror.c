@@ -141,6 +141,15 @@ void mirror_publish(struct mirror *m)
 	s.bitmap_writes = m->bitmap_writes;
 	s.writes = m->n_writes;
 	s.reads = m->n_reads;
+	for (unsigned i = 0; i < m->n_copies; i++) {
+		const struct mcopy *c = &m->copies[i];
+		struct tsr_svol_stats ss;
+
+		if (c->present && c->local && c->svol != NULL) {
+			tsr_svol_get_stats(c->svol, &ss);
+			s.cached_reads += ss.cached_reads;
+		}
+	}
 	s.write_errors = m->write_errors;
 	s.copy_failures = m->copy_failures;
 	s.scrub_running = m->scrub_running;

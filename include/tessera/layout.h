@@ -182,6 +182,10 @@ struct tsr_layout_status {
 					* (resync, repairs; each MIRROR_IO_PIECE at most) */
 	uint64_t bitmap_writes;        /* mirror: dirty-bitmap page writes (FUA) on the coordinator */
 	uint64_t writes, reads, write_errors, copy_failures;
+	/* host reads this node's own copies served through the page cache
+	 * (tsr_svol_stats.cached_reads of each local copy, since it was
+	 * opened); reads of copies on other nodes count in those nodes' stores */
+	uint64_t cached_reads;
 	/* scrub, the one running or the last one */
 	bool scrub_running, scrub_done;
 	uint64_t scrub_total_bytes, scrub_done_bytes;

@@ -24,6 +24,11 @@
 #     (the peer server's SUMS), then with n2 the coordinator (its local
 #     copy's SUMS), after host reads through n2 cached the blocks.  A scrub
 #     that read through the cache would see good blocks and repair nothing.
+#     Before the damage, `volume status` counts the coordinator's reads of
+#     its own copy through the page cache (cached_reads, --json and text):
+#     0 after the write, at least 1 once a host read went through n1;
+#  4. a one-node cluster with --read-cache off: cached_reads stays 0 while
+#     host reads are counted (reads).
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 . "$(dirname "$0")/fullfs.sh"
@@ -115,6 +120,31 @@ ctsr volume attach mv --node n1 >/dev/null || fail "attach on n1"
 cl_qemu_io 1 mv "write -P 0x61 0 4M" >/dev/null || fail "write mv"
 F2=$(cl_copy_file 2 mv)
 
+# wait_reads VOL N: until VOL's published status counts N host reads at least
+# (the coordinator's tick publishes the counters); prints that status's
+# cached_reads
+wait_reads() {
+	local i got
+	for (( i=0; i<100; i++ )); do
+		got=$(vstatus "$1" "str(j['reads']) + ' ' + str(j['cached_reads'])") ||
+			fail "volume status $1: $got"
+		if (( ${got% *} >= $2 )); then
+			echo "${got#* }"
+			return 0
+		fi
+		sleep 0.1
+	done
+	fail "volume status $1: $got (reads cached_reads): fewer than $2 reads after 10 s"
+}
+# cached_reads: the coordinator's own copy (n1's) read through the page cache
+assert_eq "$(wait_reads mv 0)" 0 "cached_reads of mv before any host read"
+cl_qemu_io 1 mv "read -P 0x61 0 1M" >/dev/null || fail "host read through n1"
+c=$(wait_reads mv 1)
+(( c >= 1 )) || fail "cached_reads of mv after a host read through n1: $c (want >= 1)"
+ctsr volume status mv | grepq "reads ([0-9]* through the coordinator's page cache)" ||
+	fail "volume status (text) has no cached reads: $(ctsr volume status mv)"
+log "cached_reads of mv after a 1 MiB host read through n1: $c"
+
 # phys_off FILE OFF: byte offset on the loop device of byte OFF of FILE
 phys_off() {
 	filefrag -s -v -b4096 "$1" | "$PY" -c '
@@ -173,3 +203,16 @@ assert_eq "$(dd if="$F2" bs=4096 skip=512 count=1 iflag=direct status=none | od 
 cl_qemu_io 2 mv "read -P 0x61 0 4M" >/dev/null || fail "read after the repairs"
 ctsr volume detach mv >/dev/null || fail "detach"
 cl_stop_all
+
+# ---- 4. cached_reads stays 0 with --read-cache off
+CL_ARGS=()
+CL_PID=()
+cl_start 1 --read-cache off
+ctsr volume create ov --size 16M --replicas 1 >/dev/null || fail "create ov"
+ctsr volume attach ov --node n1 >/dev/null || fail "attach ov on n1"
+cl_qemu_io 1 ov "write -P 0x71 0 1M" "read -P 0x71 0 1M" "read -P 0x71 0 1M" >/dev/null ||
+	fail "write and read ov"
+assert_eq "$(wait_reads ov 2)" 0 "--read-cache off: cached_reads of ov after two host reads"
+ctsr volume detach ov >/dev/null || fail "detach ov"
+cl_stop_all
+log "--read-cache off: two host reads counted, none cached"

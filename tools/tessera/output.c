@@ -412,6 +412,9 @@ json_t *cli_volume_status_json(const Tessera__Admin__VolumeStatus *s)
 			 "scrub_unrepaired", (json_int_t)s->scrub_unrepaired,
 			 "writes", (json_int_t)s->writes, "reads", (json_int_t)s->reads,
 			 "copy_failures", (json_int_t)s->copy_failures);
+	/* reads of the coordinator's own copies through its page cache */
+	if (j)
+		json_object_set_new(j, "cached_reads", json_integer((json_int_t)s->cached_reads));
 	/* erasure coding (0 for a mirror) */
 	if (j)
 		json_object_update_new(j, json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}",
@@ -784,8 +787,9 @@ void cli_print_volume_status(const Tessera__Admin__VolumeStatus *s)
 	else
 		printf("scrub:      none since attach (tessera volume scrub %s)\n",
 		       v ? v->name : "NAME");
-	printf("counters:   %" PRIu64 " writes, %" PRIu64 " reads, %" PRIu64 " copy failures\n",
-	       s->writes, s->reads, s->copy_failures);
+	printf("counters:   %" PRIu64 " writes, %" PRIu64 " reads (%" PRIu64 " through the "
+	       "coordinator's page cache), %" PRIu64 " copy failures\n",
+	       s->writes, s->reads, s->cached_reads, s->copy_failures);
 	if (v && v->ec_k) {
 		printf("stripes:    %" PRIu64 " total, %" PRIu64 " degraded%s, %" PRIu64
 		       " rebuilding", s->stripes_total, s->stripes_degraded,
