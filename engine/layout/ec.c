@@ -1154,6 +1154,7 @@ static const struct tsr_layout_ops ec_layout_ops = {
     .name = "ec",
     .size = ec_size,
     .read = ec_read,
+    .read_direct = ec_read_direct,
     .write = ec_write,
     .flush = ec_flush,
     .trim = ec_trim,

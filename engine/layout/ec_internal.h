@@ -280,6 +280,8 @@ int ec_col_read(struct ec *e, uint64_t stripe, uint32_t col, uint32_t len, uint3
 		void (*done)(void *arg, int status, uint32_t present), void *arg);
 int ec_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf, tsr_cb cb_fn,
 	    void *cb_arg);
+int ec_read_direct(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf,
+		   tsr_cb cb_fn, void *cb_arg);
 int ec_write(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, const void *buf,
 	     unsigned flags, tsr_cb cb_fn, void *cb_arg);
 int ec_flush(void *ctx, struct tsr_io *io, tsr_cb cb_fn, void *cb_arg);

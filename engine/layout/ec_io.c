@@ -243,6 +243,7 @@ struct erop {
 	void *cb_arg;
 	int pending;
 	int status;
+	bool direct; /* the chunks' disks, not their page cache (ec_read_direct) */
 };
 
 struct erpiece {
@@ -305,8 +306,8 @@ static void piece_degraded_go(struct erpiece *pc)
 		piece_end(pc, -ENOMEM);
 		return;
 	}
-	ret = ec_col_read(e, pc->stripe, pc->col, pc->len, 1u << pc->d, pc->exclude, 0, pc->bufs,
-			  piece_decoded, pc);
+	ret = ec_col_read(e, pc->stripe, pc->col, pc->len, 1u << pc->d, pc->exclude,
+			  pc->op->direct ? EC_COL_DIRECT : 0, pc->bufs, piece_decoded, pc);
 	if (ret < 0) {
 		tsr_free_aligned(pc->bufs);
 		sl_release(e, &pc->sl);
@@ -364,7 +365,10 @@ static void piece_direct(struct erpiece *pc)
 	int ret = -ENOTCONN;
 
 	pc->gen = c->gen;
-	if (ecopy_readable(c))
+	if (ecopy_readable(c) && pc->op->direct)
+		ret = ecopy_read_direct(c, ec_chunk_off(e, pc->stripe) + pc->col, pc->len, pc->dst,
+					piece_read_done, pc);
+	else if (ecopy_readable(c))
 		ret = ecopy_read(c, ec_chunk_off(e, pc->stripe) + pc->col, pc->len, pc->dst,
 				 piece_read_done, pc);
 	if (ret < 0)
@@ -384,10 +388,9 @@ static void piece_unblocked(struct slock *sl)
 	piece_direct(pc);
 }
 
-int ec_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf, tsr_cb cb_fn,
-	    void *cb_arg)
+static int erop_submit(struct ec *e, struct tsr_io *io, uint64_t offset, uint32_t len,
+		       void *buf, bool direct, tsr_cb cb_fn, void *cb_arg)
 {
-	struct ec *e = ctx;
 	struct erop *op;
 	uint64_t pos = offset, end = offset + len;
 
@@ -402,6 +405,7 @@ int ec_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *b
 	op->cb_fn = cb_fn;
 	op->cb_arg = cb_arg;
 	op->pending = 1;
+	op->direct = direct;
 	e->n_reads++;
 	ec_get(e);
 	while (pos < end) {
@@ -435,6 +439,19 @@ int ec_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *b
 	}
 	erop_dec(op);
 	return 0;
+}
+
+int ec_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf, tsr_cb cb_fn,
+	    void *cb_arg)
+{
+	return erop_submit(ctx, io, offset, len, buf, false, cb_fn, cb_arg);
+}
+
+/* Every chunk read (or decoded from chunks read) with ecopy_read_direct. */
+int ec_read_direct(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf,
+		   tsr_cb cb_fn, void *cb_arg)
+{
+	return erop_submit(ctx, io, offset, len, buf, true, cb_fn, cb_arg);
 }
 
 /* ---- writes ------------------------------------------------------------------ */

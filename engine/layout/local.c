@@ -50,6 +50,14 @@ static int local_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t le
 	return tsr_svol_read(ll->svol, io, offset, len, buf, cb_fn, cb_arg);
 }
 
+static int local_read_direct(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len,
+			     void *buf, tsr_cb cb_fn, void *cb_arg)
+{
+	struct local_layout *ll = ctx;
+
+	return tsr_svol_read_direct(ll->svol, io, offset, len, buf, cb_fn, cb_arg);
+}
+
 static int local_write(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len,
 		       const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
 {
@@ -194,6 +202,7 @@ static const struct tsr_layout_ops local_layout_ops = {
 	.name = "local",
 	.size = local_size,
 	.read = local_read,
+	.read_direct = local_read_direct,
 	.write = local_write,
 	.flush = local_flush,
 	.trim = local_trim,

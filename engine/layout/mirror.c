@@ -636,6 +636,7 @@ struct rop {
 	uint32_t bad;   /* copies that answered -EIO (bad blocks): repair them */
 	int cur;
 	int status;
+	unsigned flags; /* MCOP_READ_DIRECT: the copies' disks, not their page cache */
 };
 
 int mirror_read_source(struct mirror *m, uint32_t exclude)
@@ -719,8 +720,8 @@ static void rop_next(struct rop *op)
 			break;
 		op->tried |= 1u << i;
 		op->cur = i;
-		ret = mcopy_submit(&m->copies[i], MCOP_READ, op->off, op->len, op->buf, 0, rop_done,
-				   op);
+		ret = mcopy_submit(&m->copies[i], MCOP_READ, op->off, op->len, op->buf, op->flags,
+				   rop_done, op);
 		if (ret == 0)
 			return;
 		op->status = ret;
@@ -731,10 +732,9 @@ static void rop_next(struct rop *op)
 	m_put(m);
 }
 
-static int mirror_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf,
-		       tsr_cb cb_fn, void *cb_arg)
+static int rop_submit(struct mirror *m, struct tsr_io *io, uint64_t offset, uint32_t len,
+		      void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
 {
-	struct mirror *m = ctx;
 	struct rop *op;
 
 	if (io != m->io)
@@ -753,10 +753,26 @@ static int mirror_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t l
 	op->cb_fn = cb_fn;
 	op->cb_arg = cb_arg;
 	op->status = -EIO;
+	op->flags = flags;
 	m->n_reads++;
 	m_get(m);
 	rop_next(op);
 	return 0;
+}
+
+static int mirror_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf,
+		       tsr_cb cb_fn, void *cb_arg)
+{
+	return rop_submit(ctx, io, offset, len, buf, 0, cb_fn, cb_arg);
+}
+
+/* A local copy through tsr_svol_read_direct, a remote one a READ with
+ * TSR_PEER_F_DIRECT (mirror_copy.c); the rest as mirror_read (another copy
+ * on -EIO, the bad one repaired). */
+static int mirror_read_direct(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len,
+			      void *buf, tsr_cb cb_fn, void *cb_arg)
+{
+	return rop_submit(ctx, io, offset, len, buf, MCOP_READ_DIRECT, cb_fn, cb_arg);
 }
 
 /* Any thread: an NBD handshake on another worker asks it (mirror_resize). */
@@ -1028,6 +1044,7 @@ static const struct tsr_layout_ops mirror_layout_ops = {
     .name = "mirror",
     .size = mirror_size,
     .read = mirror_read,
+    .read_direct = mirror_read_direct,
     .write = mirror_write,
     .flush = mirror_flush,
     .trim = mirror_trim,

@@ -1337,8 +1337,10 @@ static bool dig_step(struct sess *s)
 			s->dead = true;
 		return true;
 	}
-	ret = tsr_vol_read(s->tv->vol, tsr_worker_io(s->w), s->dig_next, len, s->dig_rbuf,
-			   dig_read_done, s);
+	/* what is stored, as scrub reads it: not the page cache (a block good
+	 * there and bad on the disk would digest equal and never be shipped) */
+	ret = tsr_vol_read_direct(s->tv->vol, tsr_worker_io(s->w), s->dig_next, len, s->dig_rbuf,
+				  dig_read_done, s);
 	if (ret == -EAGAIN) /* the io queue is full: again at the next tick */
 		return false;
 	if (ret < 0) {

@@ -643,6 +643,12 @@ int tsr_vol_read(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint32
 	return tsr_layout_read(vol->layout, io, offset, len, buf, cb_fn, cb_arg);
 }
 
+int tsr_vol_read_direct(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint32_t len,
+			void *buf, tsr_cb cb_fn, void *cb_arg)
+{
+	return tsr_layout_read_direct(vol->layout, io, offset, len, buf, cb_fn, cb_arg);
+}
+
 /* ---- replication taps and the write fence ---- */
 
 int tsr_vol_set_hooks(struct tsr_vol *vol, const struct tsr_vol_hooks *h)

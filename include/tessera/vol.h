@@ -91,6 +91,10 @@ uint64_t tsr_vol_size(const struct tsr_vol *vol);
 
 int tsr_vol_read(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint32_t len,
 		 void *buf, tsr_cb cb_fn, void *cb_arg);
+/* As tsr_vol_read, from the copies' disks, never a page cache: for checks of
+ * what is stored (the site server's failback digests), as scrub reads. */
+int tsr_vol_read_direct(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint32_t len,
+			void *buf, tsr_cb cb_fn, void *cb_arg);
 int tsr_vol_write(struct tsr_vol *vol, struct tsr_io *io, uint64_t offset, uint32_t len,
 		  const void *buf, unsigned flags /* TSR_WRITE_FUA|TSR_WRITE_REPL */, tsr_cb cb_fn,
 		  void *cb_arg);

@@ -16,7 +16,11 @@
 #     source gets the primary's region digests and ships only regions that
 #     differ: region_bytes_shipped is at most the regions where IMG_P and the
 #     DR's image differ (counted here from the images), at least the four DR
-#     writes, far below the volume; the two volumes end equal.
+#     writes, far below the volume; the two volumes end equal.  The digests
+#     read the primary's disk, not its page cache (what is stored, as scrub
+#     does): its copy's cached pages are dropped before the resync (fadvise
+#     DONTNEED), and none are resident once the digests are sent (fincore);
+#     read through the cache, they were (s16).
 #  4. `replication promote fb` at the primary: a host write there succeeds;
 #     the DR's stream back is refused as stale (it is demoted, then takes the
 #     primary's new stream); a host write at the DR fails; the primary's write
@@ -28,6 +32,7 @@
 . "$(dirname "$0")/site.sh"
 
 require_tessera "$CRASH_WRITER"
+require_cmd fincore
 SITE_PRIMARY_LISTENS=1
 sites_start_linked
 
@@ -53,6 +58,26 @@ rrole_wait() {
 	fail "site $1, $2 ($3): not $5 after ${t}s: $(stsr "$1" --json replication status "$2" 2>&1)"
 }
 img() { nbdcopy "$(site_uri "$1" "$2")" "$3" || fail "read $2 at $1 into $3"; }
+# copy_file KEY VOL: the data file of site KEY's copy of VOL (its catalogue)
+copy_file() {
+	"$PY" - "$(sdir "$1")" "$2" <<'EOF'
+import sqlite3, sys
+d, name = sys.argv[1], sys.argv[2]
+db = sqlite3.connect(f"file:{d}/store.db?mode=ro", uri=True)
+row = db.execute("select uuid from volumes where name = ?", (name,)).fetchone()
+if row is None:
+    sys.exit(f"{d}: no volume {name}")
+print(f"{d}/volumes/{row[0]}.data")
+EOF
+}
+# resident FILE: bytes of FILE in the page cache
+resident() { fincore --bytes --noheadings --output RES "$1" | xargs; }
+# uncache FILE: drop FILE's clean pages from the page cache
+uncache() {
+	"$PY" -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$1" || fail "fadvise $1"
+}
 
 # ---- 1. history at the primary, killed mid-stream, promote at the DR
 LOG=$SITE_ROOT/acked.log
@@ -107,8 +132,20 @@ out=$(stsr dr site add primary --address "127.0.0.1:${SITE_LISTEN[primary]}" \
 	--ca "$CERTS/ca.crt" --cert "$CERTS/dr.crt" --key "$CERTS/dr.key" \
 	--peer-name primary 2>&1) || fail "site add primary at the DR: $out"
 out=$(stsr dr replication enable $VOL --to primary 2>&1) || fail "enable back at the DR: $out"
+PDATA=$(copy_file primary $VOL) || fail "no copy of $VOL at the primary"
+uncache "$PDATA"
+assert_eq "$(resident "$PDATA")" 0 "cached bytes of the primary's copy before the resync"
+ndig=$(grep -c "region digests of .* bytes sent" "$(sdir primary)/tesserad.log")
 out=$(stsr primary replication resync $VOL --from dr 2>&1) || fail "resync: $out"
 log "resync: $(printf '%s' "$out" | head -1)"
+for (( i=0; i<600; i++ )); do
+	(( $(grep -c "region digests of .* bytes sent" "$(sdir primary)/tesserad.log") > ndig )) && break
+	sleep 0.1
+done
+(( i < 600 )) || fail "the primary sent no region digests within 60 s"
+r=$(resident "$PDATA")
+assert_eq "$r" 0 "cached bytes of the primary's copy after its region digests (read from the disk, not the page cache)"
+log "region digests at the primary: read from the disk ($r bytes of its copy cached)"
 rrole_wait dr $VOL source 'j["state"] == "streaming" and j["lag_bytes"] == 0 and j["dirty_bytes"] == 0 and j["acked_seq"] > 0 and j["acked_seq"] + 1 == j["next_seq"]' "caught up (failback)" 120
 acked=$(rrole dr $VOL source 'j["acked_seq"]')
 rrole_wait primary $VOL target "j['applied_seq'] >= $acked and j['consistent']" "consistent (failback)" 60
