@@ -368,6 +368,53 @@ static void test_round_trip_4p2_remote(void **state)
 	round_trip(*state, false);
 }
 
+static uint64_t g_want_reads;
+
+static bool reads_published(const struct tsr_layout_status *s)
+{
+	return s->reads >= g_want_reads;
+}
+
+/* The status once it counts n reads (published by the tick). */
+static void status_after_reads(struct env *e, uint64_t n, struct tsr_layout_status *s)
+{
+	g_want_reads = n;
+	assert_true(wait_status(e, reads_published, 5000));
+	get_status(e, s);
+}
+
+/* Reads of the local copy's chunks go through its page cache (cached_reads,
+ * published as the status's); tsr_layout_read_direct returns the same data
+ * from the disks (ecopy_read_direct) and is not counted there (the site
+ * server's failback digests read so). */
+static void test_read_direct_2p1_local(void **state)
+{
+	struct env *e = *state;
+	struct tsr_layout_status s;
+	uint32_t len = 8 * (uint32_t)(e->k * e->unit); /* 8 stripes: chunks on every copy */
+	uint64_t cached;
+
+	assert_int_equal(create(e, true, 1), 0);
+	assert_int_equal(lwrite(e, 0, len, 9), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	status_after_reads(e, 0, &s);
+	assert_int_equal(s.cached_reads, 0);
+
+	memset(e->buf, 0, len);
+	assert_int_equal(ldo(e->home, e->l, D_READ, 0, len, e->buf, 0), 0);
+	assert_memory_equal(e->buf, e->model, len);
+	status_after_reads(e, 1, &s);
+	assert_true(s.cached_reads >= 1);
+	cached = s.cached_reads;
+
+	memset(e->buf, 0, len);
+	assert_int_equal(ldo(e->home, e->l, D_READ_DIRECT, 0, len, e->buf, 0), 0);
+	assert_memory_equal(e->buf, e->model, len);
+	status_after_reads(e, 2, &s);
+	assert_int_equal(s.cached_reads, cached);
+	assert_int_equal(s.degraded_reads, 0);
+}
+
 /* Overlapping writes issued together land in arrival order on every chunk. */
 static void test_overlapping_batch(void **state)
 {
@@ -2252,6 +2299,7 @@ int main(void)
 
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_round_trip_2p1_local, setup_2p1, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_direct_2p1_local, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_round_trip_4p2_remote, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_overlapping_batch, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_io_queue_full, setup_2p1, teardown),

@@ -403,7 +403,7 @@ static UNUSED void hooks_settle(void)
 
 /* ---- data calls on the home worker ---- */
 
-enum dkind { D_READ, D_WRITE, D_FLUSH, D_TRIM, D_ZEROES };
+enum dkind { D_READ, D_WRITE, D_FLUSH, D_TRIM, D_ZEROES, D_READ_DIRECT };
 
 struct dcall {
 	struct tsr_layout *l;
@@ -451,6 +451,10 @@ static void dcall_msg(struct tsr_worker *w, void *arg)
 		break;
 	case D_ZEROES:
 		ret = tsr_layout_write_zeroes(d->l, io, d->off, d->len, d->flags, dcall_cb, d);
+		break;
+	case D_READ_DIRECT:
+		ret = tsr_layout_read_direct(d->l, io, d->off, (uint32_t)d->len, d->buf, dcall_cb,
+					     d);
 		break;
 	}
 	/* with 0, d belongs to dcall_cb now: it may have run already and the

@@ -128,6 +128,70 @@ static void test_round_trip_local(void **state)
 	}
 }
 
+/* ---- reads from the disk (tsr_layout_read_direct) ---- */
+
+static uint64_t g_want_reads;
+
+static bool reads_published(const struct tsr_layout_status *s)
+{
+	return s->reads >= g_want_reads;
+}
+
+/* The status once it counts n reads (published every 20 ms). */
+static void status_after_reads(struct env *e, uint64_t n, struct tsr_layout_status *s)
+{
+	g_want_reads = n;
+	assert_true(wait_status(e, reads_published, 5000));
+	get_status(e, s);
+}
+
+/* A read through the local copy goes through its page cache (the store's
+ * cached_reads, published as the status's); a direct read returns the same
+ * data from the disk and is not counted there (the site server's failback
+ * digests read so, as scrub does). */
+static void test_read_direct_local(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_layout_status s;
+	uint64_t cached;
+
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, MiB, MiB, 7, 0), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	status_after_reads(e, 0, &s);
+	assert_int_equal(s.cached_reads, 0);
+
+	memset(e->buf, 0, MiB);
+	assert_int_equal(ldo(e->home, e->l, D_READ, MiB, MiB, e->buf, 0), 0);
+	assert_memory_equal(e->buf, e->model + MiB, MiB);
+	status_after_reads(e, 1, &s);
+	assert_true(s.cached_reads >= 1);
+	cached = s.cached_reads;
+
+	memset(e->buf, 0, MiB);
+	assert_int_equal(ldo(e->home, e->l, D_READ_DIRECT, MiB, MiB, e->buf, 0), 0);
+	assert_memory_equal(e->buf, e->model + MiB, MiB);
+	status_after_reads(e, 2, &s);
+	assert_int_equal(s.cached_reads, cached);
+}
+
+/* With every copy remote the direct read is a READ with TSR_PEER_F_DIRECT:
+ * the same data. */
+static void test_read_direct_remote(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+
+	opts_init(e, &o, false, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 2 * MiB, MiB, 8, 0), 0);
+	memset(e->buf, 0, MiB);
+	assert_int_equal(ldo(e->home, e->l, D_READ_DIRECT, 2 * MiB, MiB, e->buf, 0), 0);
+	assert_memory_equal(e->buf, e->model + 2 * MiB, MiB);
+}
+
 /* ---- snapshots (mirror_snap.c, through layout.c's gate) ---- */
 
 /* Node n's image of VOLNAME@snap equals want (VOL bytes). */
@@ -1798,6 +1862,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_round_trip_local, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_direct_local, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_direct_remote, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_round_trip_remote, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snap_all_copies, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snap_under_writes, setup, teardown),
