@@ -388,8 +388,8 @@ static void piece_unblocked(struct slock *sl)
 	piece_direct(pc);
 }
 
-static int erop_submit(struct ec *e, struct tsr_io *io, uint64_t offset, uint32_t len,
-		       void *buf, bool direct, tsr_cb cb_fn, void *cb_arg)
+static int erop_submit(struct ec *e, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf,
+		       bool direct, tsr_cb cb_fn, void *cb_arg)
 {
 	struct erop *op;
 	uint64_t pos = offset, end = offset + len;

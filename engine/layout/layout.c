@@ -279,8 +279,8 @@ int tsr_layout_read(struct tsr_layout *l, struct tsr_io *io, uint64_t offset, ui
 	return l->ops->read(l->ctx, io, offset, len, buf, cb_fn, cb_arg);
 }
 
-int tsr_layout_read_direct(struct tsr_layout *l, struct tsr_io *io, uint64_t offset,
-			   uint32_t len, void *buf, tsr_cb cb_fn, void *cb_arg)
+int tsr_layout_read_direct(struct tsr_layout *l, struct tsr_io *io, uint64_t offset, uint32_t len,
+			   void *buf, tsr_cb cb_fn, void *cb_arg)
 {
 	int ret = check_range(l, offset, len, TSR_MAX_IO);
 

@@ -50,8 +50,8 @@ static int local_read(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t le
 	return tsr_svol_read(ll->svol, io, offset, len, buf, cb_fn, cb_arg);
 }
 
-static int local_read_direct(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len,
-			     void *buf, tsr_cb cb_fn, void *cb_arg)
+static int local_read_direct(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf,
+			     tsr_cb cb_fn, void *cb_arg)
 {
 	struct local_layout *ll = ctx;
 

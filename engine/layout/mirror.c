@@ -732,8 +732,8 @@ static void rop_next(struct rop *op)
 	m_put(m);
 }
 
-static int rop_submit(struct mirror *m, struct tsr_io *io, uint64_t offset, uint32_t len,
-		      void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
+static int rop_submit(struct mirror *m, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf,
+		      unsigned flags, tsr_cb cb_fn, void *cb_arg)
 {
 	struct rop *op;
 

@@ -26,8 +26,8 @@ uint64_t tsr_layout_size(const struct tsr_layout *layout);
 /* Same contracts as tsr_vol_* (vol.h). */
 int tsr_layout_read(struct tsr_layout *l, struct tsr_io *io, uint64_t offset, uint32_t len,
 		    void *buf, tsr_cb cb_fn, void *cb_arg);
-int tsr_layout_read_direct(struct tsr_layout *l, struct tsr_io *io, uint64_t offset,
-			   uint32_t len, void *buf, tsr_cb cb_fn, void *cb_arg);
+int tsr_layout_read_direct(struct tsr_layout *l, struct tsr_io *io, uint64_t offset, uint32_t len,
+			   void *buf, tsr_cb cb_fn, void *cb_arg);
 int tsr_layout_write(struct tsr_layout *l, struct tsr_io *io, uint64_t offset, uint32_t len,
 		     const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg);
 int tsr_layout_flush(struct tsr_layout *l, struct tsr_io *io, tsr_cb cb_fn, void *cb_arg);

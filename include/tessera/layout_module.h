@@ -16,8 +16,8 @@ struct tsr_layout_ops {
 	/* As read, from the copies' disks, never their page cache (what is
 	 * stored: tsr_layout_read_direct).  May be NULL: the layout's read never
 	 * goes through a cache (snapshot images), and serves both. */
-	int (*read_direct)(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len,
-			   void *buf, tsr_cb cb_fn, void *cb_arg);
+	int (*read_direct)(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len, void *buf,
+			   tsr_cb cb_fn, void *cb_arg);
 	int (*write)(void *ctx, struct tsr_io *io, uint64_t offset, uint32_t len,
 		     const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg);
 	int (*flush)(void *ctx, struct tsr_io *io, tsr_cb cb_fn, void *cb_arg);

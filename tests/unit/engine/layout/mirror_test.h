@@ -453,8 +453,8 @@ static void dcall_msg(struct tsr_worker *w, void *arg)
 		ret = tsr_layout_write_zeroes(d->l, io, d->off, d->len, d->flags, dcall_cb, d);
 		break;
 	case D_READ_DIRECT:
-		ret = tsr_layout_read_direct(d->l, io, d->off, (uint32_t)d->len, d->buf, dcall_cb,
-					     d);
+		ret =
+		    tsr_layout_read_direct(d->l, io, d->off, (uint32_t)d->len, d->buf, dcall_cb, d);
 		break;
 	}
 	/* with 0, d belongs to dcall_cb now: it may have run already and the

@@ -130,9 +130,9 @@ static void test_wait_until_past(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_wait_until_wall_clock_back, clock_reset),
-		cmocka_unit_test(test_wait_until_signalled),
-		cmocka_unit_test(test_wait_until_past),
+	    cmocka_unit_test_teardown(test_wait_until_wall_clock_back, clock_reset),
+	    cmocka_unit_test(test_wait_until_signalled),
+	    cmocka_unit_test(test_wait_until_past),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
