@@ -10,7 +10,14 @@
  *  3. the layout (mirror, or ec when the record has ec_k: layout_open is the
  *     one place that picks) opens every copy with the epoch (fencing any
  *     older coordinator at the replicas) and is registered in the volume
- *     set, which serves it over NBD.
+ *     set, which serves it over NBD.  The open waits up to the peer timeout
+ *     for a node that does not answer: for an admin request (and a DR
+ *     target's VOLUME_OPEN) it runs in a thread and the reply comes later
+ *     (struct attach_job); steps 1 and 2 before it and the registration
+ *     after it stay on the control thread, in the same order.  Meanwhile
+ *     an attach, detach, scrub or replace of that volume here is refused
+ *     -EBUSY ("attach of V is running"); tsr_cluster_stop waits for the open
+ *     and undoes the attach.
  * Detach undoes it; clean_detach = true only when the mirror was not fenced.
  * The 500 ms tick tells a mirror when a copy's node is alive again and
  * rebuilds a copy whose node stayed dead for --rebuild-after seconds.
@@ -25,6 +32,8 @@
 #include "admin/admin_internal.h"
 #include "cluster/internal.h"
 #include "tessera/ec.h"
+#include "tessera/test_hook.h"
+#include "tessera/vol.h"
 
 /* Forward req to the node called node_id, answered when it answers
  * (cluster_forward_reply: resp is not ours after); false when that is us. */
@@ -612,19 +621,90 @@ static int layout_open(struct tsr_cluster *c, const Tessera__Cluster__VolumeReco
 	}
 }
 
-int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len)
+/*
+ * An attach in three steps (session 16): attach_prepare (control thread:
+ * the metadata steps 1 and 2 of the file's header, the attachment listed
+ * with no layout yet), attach_open (the layout opens every copy: it waits
+ * up to the peer timeout for a node that does not answer, so it runs in a
+ * thread of its own when the attach can answer later), attach_apply
+ * (control thread: the layout registered, or everything undone).  The
+ * epoch is taken and recorded before any copy is opened, and the layout is
+ * served only after: the order of the fencing steps is the one it was.
+ */
+struct attach_job {
+	struct tsr_cluster *c;       /* NULL once tsr_cluster_stop finished the job */
+	char name[64];
+	struct attachment *a;        /* listed in c->attached; layout NULL until applied */
+	Tessera__Cluster__VolumeRecord *rec; /* vol/<name> as written with our epoch */
+	struct layout_params lo;
+	char prev_coord[64];         /* the record's coordinator before us (restore_volume) */
+	bool old_clean;              /* its clean_detach before us */
+	bool dr_target;              /* site_open_volume's: write-fenced -EROFS once registered */
+	struct tsr_layout *layout;   /* attach_open's result (ret 0) */
+	int ret;                     /* attach_open's, then the attach's */
+	pthread_t thread;
+	bool thread_started;         /* main */
+	bool opened;                 /* c->lock: the thread is done with the job */
+	bool applied;                /* main: attach_apply ran: ret and msg are final */
+	struct admin_later *later;   /* the admin reply (attach_reply frees the job), or NULL */
+	char msg[1024];
+	struct attach_job *next;     /* c->attaching (main) */
+};
+
+/* name's job still opening (applied false: at most one), or with failed:
+ * a DR target's failed one waiting to be told (cluster_attach_target). */
+static struct attach_job *attach_job_find(struct tsr_cluster *c, const char *name, bool failed)
+{
+	for (struct attach_job *j = c->attaching; j; j = j->next)
+		if (strcmp(j->name, name) == 0 &&
+		    (failed ? j->applied && j->later == NULL && j->ret != 0 : !j->applied))
+			return j;
+	return NULL;
+}
+
+bool cluster_attach_running(struct tsr_cluster *c, const char *name)
+{
+	return attach_job_find(c, name, false) != NULL;
+}
+
+static void attach_job_unlink(struct tsr_cluster *c, struct attach_job *j)
+{
+	for (struct attach_job **pp = &c->attaching; *pp; pp = &(*pp)->next)
+		if (*pp == j) {
+			*pp = j->next;
+			break;
+		}
+	j->next = NULL;
+}
+
+static void attach_running_msg(const char *name, char *msg, size_t msg_len)
+{
+	snprintf(msg, msg_len, "attach of '%s' is running here (its copies are being opened: "
+		 "up to the peer timeout for a node that does not answer): retry once it "
+		 "answered", name);
+}
+
+/*
+ * Steps 1 and 2, and the attachment listed with its layout's parameters in
+ * j->lo.  0: prepared (attach_open next); 1: attached here already (msg
+ * says so, nothing to do); -errno: refused, nothing left behind (msg).
+ */
+static int attach_prepare(struct tsr_cluster *c, const char *name, struct attach_job *j,
+			  char *msg, size_t msg_len)
 {
 	Tessera__Cluster__AttachRecord arec = TESSERA__CLUSTER__ATTACH_RECORD__INIT;
 	Tessera__Cluster__VolumeRecord *rec = NULL;
-	struct layout_params lo;
-	struct tsr_layout *layout = NULL;
+	struct layout_params *lo = &j->lo;
 	struct attachment *a;
-	struct tsr_worker *home;
-	char key[80], holder[64], prev_coord[64] = "";
+	char key[80], holder[64];
 	uint64_t epoch, lease = cluster_lease(c), held_lease;
-	bool old_clean = false, bitmaps_ours = false;
+	bool bitmaps_ours = false;
 	int ret;
 
+	if (cluster_attach_running(c, name)) {
+		attach_running_msg(name, msg, msg_len);
+		return -EBUSY;
+	}
 	if (cluster_detach_pending(c, name)) {
 		snprintf(msg, msg_len, "volume '%s' is being detached here (waiting for its NBD "
 			 "clients to go): retry in a moment", name);
@@ -634,11 +714,12 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 	if (a && !a->fenced) {
 		snprintf(msg, msg_len, "volume '%s' is attached here already (epoch %llu)", name,
 			 (unsigned long long)a->epoch);
-		return 0;
+		return 1;
 	}
 	if (a) { /* fenced: drop the stale coordinator and attach anew */
 		cluster_detach_local(c, a, msg, msg_len);
 	}
+	snprintf(j->name, sizeof(j->name), "%s", name);
 	ret = rec_volume_get(c->meta, name, &rec, NULL);
 	if (ret) {
 		snprintf(msg, msg_len, ret == -ENOENT ? "volume '%s' not found (tessera volume list "
@@ -676,8 +757,8 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 			 "second)" : "");
 		goto out;
 	}
-	ret = update_volume(c, name, epoch, false, false, c->node_id, &old_clean, &bitmaps_ours,
-			    prev_coord, sizeof(prev_coord));
+	ret = update_volume(c, name, epoch, false, false, c->node_id, &j->old_clean,
+			    &bitmaps_ours, j->prev_coord, sizeof(j->prev_coord));
 	if (ret == -EINPROGRESS) {
 		/* rec was read before the mark when the rollback began meanwhile */
 		const char *mark = rec->rollback_snapshot[0] ? rec->rollback_snapshot : "SNAP";
@@ -711,13 +792,12 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 		goto undo_record;
 	}
 
-	memset(&lo, 0, sizeof(lo));
-	lo.epoch = epoch;
-	lo.home = repl_home_hint(c, name); /* consistency group: one worker */
-	if (lo.home == NULL)
-		lo.home = c->o.workers[c->next_home++ % c->o.n_workers];
-	lo.converge = !old_clean;
-	home = lo.home;
+	memset(lo, 0, sizeof(*lo));
+	lo->epoch = epoch;
+	lo->home = repl_home_hint(c, name); /* consistency group: one worker */
+	if (lo->home == NULL)
+		lo->home = c->o.workers[c->next_home++ % c->o.n_workers];
+	lo->converge = !j->old_clean;
 	a = calloc(1, sizeof(*a));
 	if (a == NULL) {
 		ret = -ENOMEM;
@@ -729,7 +809,7 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 	a->n_copies = (unsigned)rec->n_copies;
 	for (unsigned i = 0; i < a->n_copies; i++) {
 		const Tessera__Cluster__CopyRecord *cr = rec->copies[i];
-		struct tsr_layout_copy *mc = &lo.copies[i];
+		struct tsr_layout_copy *mc = &lo->copies[i];
 		Tessera__Cluster__NodeRecord *node = NULL;
 		char bitmap[4096];
 
@@ -755,7 +835,7 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 		 * compares it if it is reachable now; if not, its resync compares
 		 * every block when it returns (mirror.h, full_resync).
 		 */
-		if (lo.converge && !mc->local && strcmp(cr->node_id, prev_coord) == 0)
+		if (lo->converge && !mc->local && strcmp(cr->node_id, j->prev_coord) == 0)
 			mc->full_resync = true;
 		/*
 		 * A new copy (replace-replica while no coordinator ran it): a
@@ -776,8 +856,8 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 		 * its bitmap): the record says what the copy missed since.
 		 */
 		if (cr->n_missed_snaps > 0 && mc->state != TSR_COPY_IN_SYNC) {
-			lo.missed[i] = missed_text(cr);
-			mc->missed = lo.missed[i];
+			lo->missed[i] = missed_text(cr);
+			mc->missed = lo->missed[i];
 		}
 		if (!bitmaps_ours) {
 			char journal[4096];
@@ -792,48 +872,16 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 	a->next = c->attached;
 	c->attached = a;
 	pthread_mutex_unlock(&c->lock);
+	j->a = a;
+	j->rec = rec;
 
 	tsr_info("cluster: attaching %s epoch %llu (%s%u copies, min %u, %s)", name,
 		 (unsigned long long)epoch, rec->ec_k ? "ec, " : "", a->n_copies,
-		 rec->min_replicas, lo.converge ? "converging: the last coordinator did not "
+		 rec->min_replicas, lo->converge ? "converging: the last coordinator did not "
 		 "detach cleanly" : "clean");
-	ret = layout_open(c, rec, &lo, &layout);
-	for (unsigned i = 0; i < a->n_copies; i++)
-		free(lo.missed[i]);
-	if (ret) {
-		snprintf(msg, msg_len, "cannot attach '%s': %s", name,
-			 ret == -EIO ? "fewer than min-replicas in-sync copies are reachable (tessera "
-			 "volume show lists them: bring their nodes back, or replace-replica)" :
-			 ret == -ESTALE ? "a copy has seen a newer coordinator (someone attached it "
-			 "since: tessera volume show)" :
-			 ret == -ENOENT ? "a copy is missing on its node (replace-replica it)" :
-			 strerror(-ret));
-		goto undo_list;
-	}
-	ret = tsr_volset_attach(c->o.vols, name, layout, home);
-	if (ret) {
-		tsr_layout_destroy(layout);
-		snprintf(msg, msg_len, "cannot register '%s' for NBD: %s", name, strerror(-ret));
-		goto undo_list;
-	}
-	pthread_mutex_lock(&c->lock);
-	a->layout = layout;
-	if (a->fenced) /* the lease went while we were building it */
-		tsr_layout_fence(layout);
-	pthread_mutex_unlock(&c->lock);
-	tsr_info("cluster: attach %s epoch %llu on %s", name, (unsigned long long)epoch,
-		 c->node_id);
-	/* geo-replication: ship it (a source from here on), or fence it (demoted, target) */
-	repl_on_attach(c, name);
-	snprintf(msg, msg_len, "attached '%s' on %s (epoch %llu)", name, c->node_id,
-		 (unsigned long long)epoch);
-	tessera__cluster__volume_record__free_unpacked(rec, NULL);
 	return 0;
-undo_list:
-	attachment_unlink(c, a);
-	free(a);
 undo_record:
-	restore_volume(c, name, epoch, prev_coord, old_clean);
+	restore_volume(c, name, epoch, j->prev_coord, j->old_clean);
 undo_key:
 	delete_attach_key(c, name, epoch);
 out:
@@ -843,16 +891,320 @@ out:
 	return ret;
 }
 
+/*
+ * Step 3's wait: the layout opens every copy with the epoch.  Any thread:
+ * it reads only j and c's options; the layout's hooks queue their records
+ * for the cluster's threads.
+ */
+static void attach_open(struct attach_job *j)
+{
+	j->ret = layout_open(j->c, j->rec, &j->lo, &j->layout);
+	for (unsigned i = 0; i < TSR_LAYOUT_MAX_COPIES; i++) {
+		free(j->lo.missed[i]);
+		j->lo.missed[i] = NULL;
+	}
+}
+
+/*
+ * Back on the control thread: register the layout and serve it, or (the
+ * open failed, or stopping: tsr_cluster_stop) undo steps 1 and 2.  Sets
+ * j->ret, j->msg and applied.
+ */
+static void attach_apply(struct attach_job *j, bool stopping)
+{
+	struct tsr_cluster *c = j->c;
+	struct attachment *a = j->a;
+	uint64_t epoch = a->epoch;
+	int ret = j->ret;
+
+	if (ret == 0 && stopping) {
+		tsr_layout_destroy(j->layout);
+		ret = -ESHUTDOWN;
+		snprintf(j->msg, sizeof(j->msg), "cannot attach '%s': tesserad is stopping (the "
+			 "attach is undone: attach it again)", j->name);
+		goto undo;
+	}
+	if (ret) {
+		snprintf(j->msg, sizeof(j->msg), "cannot attach '%s': %s", j->name,
+			 ret == -EIO ? "fewer than min-replicas in-sync copies are reachable (tessera "
+			 "volume show lists them: bring their nodes back, or replace-replica)" :
+			 ret == -ESTALE ? "a copy has seen a newer coordinator (someone attached it "
+			 "since: tessera volume show)" :
+			 ret == -ENOENT ? "a copy is missing on its node (replace-replica it)" :
+			 strerror(-ret));
+		goto undo;
+	}
+	ret = tsr_volset_attach(c->o.vols, j->name, j->layout, j->lo.home);
+	if (ret) {
+		tsr_layout_destroy(j->layout);
+		snprintf(j->msg, sizeof(j->msg), "cannot register '%s' for NBD: %s", j->name,
+			 strerror(-ret));
+		goto undo;
+	}
+	if (j->dr_target) { /* a DR target takes no host writes (site_open_volume) */
+		struct tsr_vol *vol;
+
+		if (tsr_vol_get(c->o.vols, j->name, &vol) == 0) {
+			tsr_vol_set_write_fence(vol, -EROFS);
+			tsr_vol_put(vol);
+		}
+	}
+	pthread_mutex_lock(&c->lock);
+	a->layout = j->layout;
+	if (a->fenced) /* the lease went while we were building it */
+		tsr_layout_fence(j->layout);
+	pthread_mutex_unlock(&c->lock);
+	tsr_info("cluster: attach %s epoch %llu on %s", j->name, (unsigned long long)epoch,
+		 c->node_id);
+	/* geo-replication: ship it (a source from here on), or fence it (demoted, target) */
+	repl_on_attach(c, j->name);
+	snprintf(j->msg, sizeof(j->msg), "attached '%s' on %s (epoch %llu)", j->name, c->node_id,
+		 (unsigned long long)epoch);
+	goto out;
+undo:
+	attachment_unlink(c, a);
+	free(a);
+	restore_volume(c, j->name, epoch, j->prev_coord, j->old_clean);
+	delete_attach_key(c, j->name, epoch);
+	tsr_warn("cluster: %s", j->msg);
+out:
+	j->a = NULL;
+	j->layout = NULL;
+	j->ret = ret;
+	j->applied = true;
+	tessera__cluster__volume_record__free_unpacked(j->rec, NULL);
+	j->rec = NULL;
+}
+
+int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len)
+{
+	struct attach_job *j = calloc(1, sizeof(*j));
+	int ret;
+
+	if (j == NULL) {
+		snprintf(msg, msg_len, "out of memory in tesserad");
+		return -ENOMEM;
+	}
+	j->c = c;
+	ret = attach_prepare(c, name, j, msg, msg_len);
+	if (ret == 0) {
+		attach_open(j);
+		attach_apply(j, false);
+		ret = j->ret;
+		snprintf(msg, msg_len, "%s", j->msg);
+	}
+	free(j);
+	return ret == 1 ? 0 : ret;
+}
+
+/* The layout opens here, off the control loop; its end wakes the loop. */
+static void *attach_thread(void *arg)
+{
+	struct attach_job *j = arg;
+	struct tsr_cluster *c = j->c;
+
+	tsr_log_set_thread_name("attach-open");
+	attach_open(j);
+	pthread_mutex_lock(&c->lock);
+	j->opened = true; /* j is the control thread's again */
+	ev_async_send(c->o.loop, &c->attach_wake);
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+/* admin_later_fn: the attach's reply, j freed. */
+static void attach_reply(struct tsr_admin_server *srv, void *arg, Tessera__Admin__Response *resp)
+{
+	struct attach_job *j = arg;
+
+	(void)srv;
+	if (j->c)
+		attach_job_unlink(j->c, j);
+	if (j->ret)
+		admin_fail(resp, j->ret, "%s", j->msg);
+	else if (j->c)
+		cluster_volume_list(j->c, j->name, resp);
+	else
+		admin_fail(resp, -ESHUTDOWN, "%s, but tesserad stopped before the reply (and "
+			   "detached it)", j->msg);
+	free(j);
+}
+
+/* An applied job: its admin reply goes (the job freed by attach_reply), or
+ * a DR target's success is forgotten (its failure waits for the next
+ * VOLUME_OPEN, cluster_attach_start). */
+static void attach_job_answer(struct tsr_cluster *c, struct attach_job *j)
+{
+	if (j->later) {
+		admin_later_done(j->later);
+	} else if (j->ret == 0) {
+		attach_job_unlink(c, j);
+		free(j);
+	}
+}
+
+static void attach_wake_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	struct tsr_cluster *c = w->data;
+	struct attach_job *j, *next;
+
+	(void)loop;
+	(void)revents;
+	for (j = c->attaching; j; j = next) {
+		bool opened;
+
+		next = j->next;
+		if (j->applied)
+			continue;
+		pthread_mutex_lock(&c->lock);
+		opened = j->opened;
+		pthread_mutex_unlock(&c->lock);
+		if (!opened)
+			continue;
+		pthread_join(j->thread, NULL);
+		j->thread_started = false;
+		attach_apply(j, false);
+		attach_job_answer(c, j);
+	}
+}
+
+/*
+ * Start an attach of name whose layout opens in a thread.  srv: the admin
+ * request's server (the reply comes later, attach_reply), or NULL (a DR
+ * target: dr_target).  1: started; 2: not started, attach inline
+ * (cluster_attach_local: no wake-up yet, out of memory); 0: attached here
+ * already, or no later reply or no thread: attached inline after all;
+ * -errno: refused or failed (msg).
+ */
+static int attach_start(struct tsr_cluster *c, const char *name, struct tsr_admin_server *srv,
+			bool dr_target, char *msg, size_t msg_len)
+{
+	struct attach_job *j;
+	int ret;
+
+	if (!c->attach_wake_started)
+		return 2;
+	j = calloc(1, sizeof(*j));
+	if (j == NULL)
+		return 2;
+	j->c = c;
+	j->dr_target = dr_target;
+	ret = attach_prepare(c, name, j, msg, msg_len);
+	if (ret) {
+		free(j);
+		return ret == 1 ? 0 : ret;
+	}
+	if (srv)
+		j->later = admin_later_begin(srv, attach_reply, j);
+	ret = srv && j->later == NULL ? -ENOMEM :
+	      -pthread_create(&j->thread, NULL, attach_thread, j);
+	if (ret) {
+		if (j->later)
+			admin_later_cancel(j->later);
+		j->later = NULL;
+		/* no later reply or no thread: as before, on this thread */
+		attach_open(j);
+		attach_apply(j, false);
+		ret = j->ret;
+		snprintf(msg, msg_len, "%s", j->msg);
+		free(j);
+		return ret;
+	}
+	j->thread_started = true;
+	j->next = c->attaching;
+	c->attaching = j;
+	return 1;
+}
+
+int cluster_attach_target(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len)
+{
+	struct attach_job *j;
+	int ret;
+
+	if (cluster_attach_running(c, name)) {
+		snprintf(msg, msg_len, "being attached (its copies are being opened): retry");
+		return -EINPROGRESS;
+	}
+	j = attach_job_find(c, name, true);
+	if (j) { /* its failure, told once */
+		ret = j->ret;
+		snprintf(msg, msg_len, "%s", j->msg);
+		attach_job_unlink(c, j);
+		free(j);
+		return ret;
+	}
+	ret = attach_start(c, name, NULL, true, msg, msg_len);
+	if (ret == 2)
+		return cluster_attach_local(c, name, msg, msg_len);
+	if (ret == 1) {
+		snprintf(msg, msg_len, "being attached (its copies are being opened): retry");
+		return -EINPROGRESS;
+	}
+	return ret;
+}
+
+void cluster_attach_init(struct tsr_cluster *c)
+{
+	ev_async_init(&c->attach_wake, attach_wake_cb);
+	c->attach_wake.data = c;
+	ev_async_start(c->o.loop, &c->attach_wake);
+	c->attach_wake_started = true;
+}
+
+/*
+ * tsr_cluster_stop: wait for every layout still opening (each open ends
+ * within the peer timeouts), undo those attaches, and leave nothing of c in
+ * the replies still to go (the admin server, destroyed after the cluster,
+ * sends them).
+ */
+void cluster_attach_stop(struct tsr_cluster *c)
+{
+	struct attach_job *j;
+
+	while ((j = c->attaching) != NULL) {
+		c->attaching = j->next;
+		j->next = NULL;
+		if (!j->applied) {
+			tsr_info("cluster: stopping: waiting for the attach of %s (its copies are "
+				 "being opened)", j->name);
+			pthread_join(j->thread, NULL);
+			j->thread_started = false;
+			attach_apply(j, true);
+			j->c = NULL;
+			if (j->later)
+				admin_later_done(j->later);
+			else
+				free(j);
+			continue;
+		}
+		j->c = NULL; /* applied: its reply is out already (later), or a DR failure */
+		if (j->later == NULL)
+			free(j);
+	}
+	if (c->attach_wake_started) {
+		ev_async_stop(c->o.loop, &c->attach_wake);
+		c->attach_wake_started = false;
+	}
+}
+
 void cluster_attach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 		    Tessera__Admin__Response *resp)
 {
 	const Tessera__Admin__VolumeAttach *r = req->volume_attach;
+	struct tsr_admin_server *srv = admin_handling_server();
 	char msg[1024];
-	int ret;
+	int ret = 2;
 
 	if (r->node[0] && forward_to(c, r->node, req, resp))
 		return;
-	ret = cluster_attach_local(c, r->name, msg, sizeof(msg));
+	/* Tests only: TSR_TEST_ATTACH_INLINE=1, the layout opens on the loop (the
+	 * code before: test-cluster-attach-frozen's control) */
+	if (srv != NULL && !tsr_test_env_on("TSR_TEST_ATTACH_INLINE"))
+		ret = attach_start(c, r->name, srv, false, msg, sizeof(msg));
+	if (ret == 1)
+		return; /* attach_reply answers */
+	if (ret == 2)
+		ret = cluster_attach_local(c, r->name, msg, sizeof(msg));
 	if (ret)
 		admin_fail(resp, ret, "%s", msg);
 	else
@@ -1066,6 +1418,13 @@ void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 	uint64_t epoch;
 	int ret;
 
+	if (cluster_attach_running(c, name)) {
+		char msg[512];
+
+		attach_running_msg(name, msg, sizeof(msg));
+		admin_fail(resp, -EBUSY, "%s", msg);
+		return;
+	}
 	if (a == NULL && cluster_detach_pending(c, name)) {
 		admin_fail(resp, -EBUSY, "volume '%s' is being detached (waiting up to %d ms for "
 			   "its NBD clients to go): retry in a moment", name, DETACH_CLIENT_WAIT_MS);
@@ -1226,6 +1585,13 @@ void cluster_volume_scrub(struct tsr_cluster *c, const Tessera__Admin__Request *
 	a = route(c, r->name, req, resp, &done);
 	if (done)
 		return;
+	if (a == NULL && cluster_attach_running(c, r->name)) {
+		char msg[512];
+
+		attach_running_msg(r->name, msg, sizeof(msg));
+		admin_fail(resp, -EBUSY, "%s", msg);
+		return;
+	}
 	if (a == NULL) {
 		admin_fail(resp, -ENOTCONN, "volume '%s' is not attached: a scrub runs on its "
 			   "coordinator (tessera volume attach %s --node N first)", r->name, r->name);

@@ -612,6 +612,13 @@ static bool cluster_admin_dispatch(struct tsr_cluster *c, const Tessera__Admin__
 				tessera__cluster__attach_record__free_unpacked(a, NULL);
 		}
 		(void)rec;
+		/* its layout opens the copies the record listed before: a copy
+		 * replaced meanwhile would be unknown to the coordinator */
+		if (cluster_attach_running(c, r->name)) {
+			admin_fail(resp, -EBUSY, "attach of '%s' is running here (its copies are "
+				   "being opened): retry the replace once it answered", r->name);
+			return true;
+		}
 		ret = cluster_replace_replica(c, r->name, r->node, r->to, msg, sizeof(msg));
 		if (ret)
 			admin_fail(resp, ret, "%s", msg);
@@ -801,6 +808,7 @@ int tsr_cluster_start(const struct tsr_cluster_opts *opts, struct tsr_cluster **
 	}
 	c->thread_started = true;
 	cluster_snapshot_start(c);
+	cluster_attach_init(c);
 	ev_timer_init(&c->tick, tick_cb, CLUSTER_TICK_SEC, CLUSTER_TICK_SEC);
 	c->tick.data = c;
 	ev_timer_start(c->o.loop, &c->tick);
@@ -826,6 +834,8 @@ void tsr_cluster_stop(struct tsr_cluster *c)
 	cluster_detach_stop_waits(c);
 	cluster_forward_stop(c);
 	cluster_snap_read_stop(c); /* snapshot list/show/diff waiting for a node */
+	/* attaches whose layout still opens: waited for and undone */
+	cluster_attach_stop(c);
 	/* detach what we coordinate, cleanly: the next attach needs no convergence */
 	while (c->attached) {
 		char msg[512];

@@ -101,6 +101,10 @@ struct tsr_cluster {
 	struct attachment *attached;   /* lock (list links); see struct attachment */
 	struct detach_wait *detaching; /* main thread: detaches waiting for NBD clients (attach.c) */
 	struct forward_later *forwards; /* main thread: forwards answered later (volume.c) */
+	struct attach_job *attaching;  /* main thread: attaches whose layout opens in a
+					* thread, until applied and answered (attach.c) */
+	ev_async attach_wake;          /* an attach thread's layout open ended */
+	bool attach_wake_started;      /* main thread */
 	/* geo-replication (replication.c): main thread unless marked */
 	char repl_site[64];            /* our site name in HELLO */
 	char cluster_id[64];           /* cluster/id: our cluster in HELLO */
@@ -342,9 +346,25 @@ void cluster_volume_scrub(struct tsr_cluster *c, const Tessera__Admin__Request *
 /* The 500 ms pass over the attachments: returning copies, fencing, rebuilds. */
 void cluster_attach_tick(struct tsr_cluster *c);
 
-/* Attach name here (the body of volume attach; also the site server's
- * open_volume).  0 (also when attached here already), or -errno with msg. */
+/* Attach name here, the layout opened on this thread (volume attach when its
+ * reply cannot come later, TSR_TEST_ATTACH_INLINE; a DR target without a
+ * thread).  0 (also when attached here already), or -errno with msg. */
 int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len);
+/* An attach of name running here: its layout opens in a thread (main thread). */
+bool cluster_attach_running(struct tsr_cluster *c, const char *name);
+/*
+ * site_open_volume's attach of a DR target: the layout opens in a thread,
+ * -EINPROGRESS ("being attached: retry", msg) meanwhile; once it is done the
+ * volume is attached and write-fenced -EROFS, or the next call returns its
+ * failure once.  0: attached (inline when no thread could run it, the fence
+ * is the caller's then), or the cluster_attach_local refusals.
+ */
+int cluster_attach_target(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len);
+/* tsr_cluster_start: the attach threads' wake-up on c->o.loop. */
+void cluster_attach_init(struct tsr_cluster *c);
+/* tsr_cluster_stop: waits for the layouts still opening, undoes those
+ * attaches and answers them -ESHUTDOWN. */
+void cluster_attach_stop(struct tsr_cluster *c);
 /* The attach/<name> key: the holder's node id into node, its epoch (mod_rev)
  * and lease (each may be NULL).  0, -ENOENT when detached, -EUCLEAN on a
  * record that does not decode, or the metadata store's -errno. */
