@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# `volume attach` does not hold the attaching node's control loop while the
+# layout opens its copies (contract s16-attachasync).  The layout open waits
+# up to the peer timeout for a copy whose node does not answer (frozen by
+# SIGSTOP: the kernel accepts the connection, nobody answers the OPEN); it
+# ran in cluster_attach_local on tesserad's main loop, so meanwhile the node
+# answered no admin request (volume list, node list, status).  Now the open
+# runs in a thread and the attach's reply comes later (engine/cluster/attach.c,
+# attach_job).
+#   3 nodes, --peer-timeout 8000; v (3 replicas, min-replicas 2) written
+#   through n1 and detached; n3 frozen; `volume attach v --node n1` in the
+#   background; once n1 logs "attaching v", through n1 under `timeout 3`:
+#   `volume list` and `node list` answer (before: status 124), a second
+#   attach and a detach of v are refused "attach of 'v' is running"; the
+#   attach then answers 0 (after the list: completion order), 2 of 3 copies
+#   in sync, what was written reads back, a new write reads back; n3 resumed
+#   resyncs, three in sync, scrub finds nothing.
+#   (2) n3 frozen again, an attach on n2, n2 stopped during it: n2 exits 0
+#   after waiting for the open, the attach is refused, and is undone: with
+#   n2 restarted and n3 resumed the next attach on n2 is a clean one (the
+#   record's clean_detach restored), v reads back; copies identical.
+# Control: TSR_TEST_ATTACH_INLINE=1 (the old blocking attach) in n1's
+# environment makes it fail: "volume list ... status 124".
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/cluster.sh"
+
+require_tessera
+require_cmd nbdcopy
+require_cmd qemu-io
+
+SIZE=$(( 16 << 20 ))
+cl_start 3 --peer-timeout 8000
+ctsr volume create v --size 16M --replicas 3 --min-replicas 2 >/dev/null || fail "volume create v"
+ctsr volume attach v --node n1 >/dev/null || fail "first attach of v"
+EXP=$CL_ROOT/expected.img
+cl_pattern "$EXP" "$SIZE" 7
+nbdcopy "$EXP" "$(cl_nbd_uri 1 v)" || fail "write the pattern"
+ctsr volume detach v >/dev/null || fail "detach v"
+
+FPID=${CL_PID[3]}
+on_exit "kill -CONT $FPID 2>/dev/null"
+freeze_pids "$FPID" || fail "n3 did not stop"
+log "n3 frozen (pid $FPID); attach v through n1"
+ORDER=$CL_ROOT/order
+: >"$ORDER"
+t0=$SECONDS
+( out=$(timeout 60 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
+	volume attach v --node n1 2>&1) && rc=0 || rc=$?
+  echo "$rc" >"$CL_ROOT/attach.rc"; echo "$out" >"$CL_ROOT/attach.out"; echo attach >>"$ORDER" ) &
+AP=$!
+track_pid "$AP"
+wait_log 1 "cluster: attaching v epoch" 20
+
+timed() { # NAME ARGS...: the CLI through n1 under `timeout 3`; sets RC, OUT
+	local name=$1
+	shift
+	OUT=$(timeout 3 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
+		"$@" 2>&1) && RC=0 || RC=$?
+	echo "$name" >>"$ORDER"
+	log "$*: status $RC: $(printf '%s' "$OUT" | head -n1)"
+}
+timed list volume list
+lrc=$RC lout=$OUT
+timed nodes node list
+nrc=$RC nout=$OUT
+timed attach2 volume attach v --node n1
+arc=$RC aout=$OUT
+timed detach volume detach v
+drc=$RC dout=$OUT
+reap "$AP" || true
+log "attach through n1 with n3 frozen: status $(cat "$CL_ROOT/attach.rc") after $(( SECONDS - t0 )) s: $(cat "$CL_ROOT/attach.out")"
+log "completions in order: $(tr '\n' ' ' <"$ORDER")"
+[ "$lrc" = 0 ] || fail "n1's volume list while its attach waited for frozen n3: status $lrc \
+(124: no answer in 3 s): $lout"
+[ "$nrc" = 0 ] || fail "n1's node list while its attach waited for frozen n3: status $nrc: $nout"
+printf '%s' "$lout" | grepq -w v || fail "n1's volume list lacks v: $lout"
+[ "$(head -n1 "$ORDER")" = list ] || fail "the attach answered before the volume list \
+(order: $(tr '\n' ' ' <"$ORDER")): it did not wait for n3"
+[ "$arc" != 0 ] && printf '%s' "$aout" | grepq "attach of 'v' is running" ||
+	fail "a second attach during the first: status $arc: $aout"
+[ "$drc" != 0 ] && printf '%s' "$dout" | grepq "attach of 'v' is running" ||
+	fail "a detach during the attach: status $drc: $dout"
+[ "$(cat "$CL_ROOT/attach.rc")" = 0 ] || fail "attach v with n3 frozen: $(cat "$CL_ROOT/attach.out")"
+assert_eq "$(vstatus v 'j["in_sync"]')" 2 "copies in sync after the attach with n3 frozen"
+cl_assert_image 1 v "$EXP" "after the attach with n3 frozen"
+cl_qemu_io 1 v "write -P 0x3c 2M 128k" >/dev/null || fail "write with n3 frozen"
+cl_patch "$EXP" $(( 2 << 20 )) 131072 0x3c
+cl_assert_image 1 v "$EXP" "after a write with n3 frozen"
+
+kill -CONT "$FPID"
+cl_wait_nodes_alive 3 30
+cl_wait_synced v 60
+assert_eq "$(vstatus v 'j["in_sync"]')" 3 "copies in sync after n3 resumed"
+cl_assert_image 1 v "$EXP" "after n3's resync"
+cl_scrub_clean v "after n3's resync"
+ctsr volume detach v >/dev/null || fail "detach v"
+
+# 2. n2 stopped while its attach waits for frozen n3: the stop waits for the
+# open, undoes the attach (the record says clean again, as before it) and
+# exits 0; n2 restarted and n3 resumed, the attach on n2 is a clean one.
+freeze_pids "$FPID" || fail "n3 did not stop (2)"
+log "(2) n3 frozen; attach v on n2 through n2, then n2 stopped"
+( out=$(timeout 60 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" \
+	volume attach v --node n2 2>&1) && rc=0 || rc=$?
+  echo "$rc" >"$CL_ROOT/attach2.rc"; echo "$out" >"$CL_ROOT/attach2.out" ) &
+AP=$!
+track_pid "$AP"
+wait_log 2 "cluster: attaching v epoch" 20
+cl_stop 2
+reap "$AP" || true
+log "(2) the attach through the stopped n2: status $(cat "$CL_ROOT/attach2.rc"): $(cat "$CL_ROOT/attach2.out")"
+[ "$(cat "$CL_ROOT/attach2.rc")" != 0 ] || fail "(2) the attach answered 0 though n2 stopped during it"
+grepq "stopping: waiting for the attach of v" "$(cl_dir 2)/tesserad.log" ||
+	fail "(2) n2's stop did not wait for its attach"
+kill -CONT "$FPID"
+cl_start_node 2
+cl_wait_nodes_alive 3 30
+lines=$(wc -l <"$(cl_dir 2)/tesserad.log")
+cl_attach_retry v n2
+tail -n +"$(( lines + 1 ))" "$(cl_dir 2)/tesserad.log" | grepq "attaching v epoch .*, clean)" ||
+	fail "(2) the attach after the undone one is not clean: $(tail -n +"$(( lines + 1 ))" \
+"$(cl_dir 2)/tesserad.log" | grep "attaching v")"
+cl_wait_synced v 60
+cl_assert_image 2 v "$EXP" "(2) after the undone attach"
+ctsr volume detach v >/dev/null || fail "detach v (2)"
+cl_stop_all
+cl_assert_copies_identical v 1 2 3
