@@ -50,9 +50,8 @@
  * on the main loop, "growing: retry" answered meanwhile).
  *
  * Everything here runs on the main thread, except source_demoted and
- * grow_answered (a source's worker).  Still blocking this loop: the
- * target's attach (cluster_attach_local: its layout opens every copy, up to
- * the peer timeout for a node that does not answer).
+ * grow_answered (a source's worker).  The target's attach opens its layout
+ * in a thread (cluster_attach_target: "being attached: retry" meanwhile).
  */
 #include <errno.h>
 #include <signal.h>
@@ -2749,8 +2748,14 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 		target_hint.c = c; /* a group's members share one home worker */
 		snprintf(target_hint.volume, sizeof(target_hint.volume), "%s", name);
 		snprintf(target_hint.group, sizeof(target_hint.group), "%s", o->group);
-		ret = cluster_attach_local(c, name, msg, sizeof(msg));
+		/* its layout opens in a thread: -EINPROGRESS ("being attached:
+		 * retry") meanwhile, retried by the source (attach.c) */
+		ret = cluster_attach_target(c, name, msg, sizeof(msg));
 		target_hint.c = NULL;
+		if (ret == -EINPROGRESS) {
+			snprintf(why, why_len, "site %s: target %s is %s", c->repl_site, name, msg);
+			return ret;
+		}
 		if (ret) {
 			tsr_warn("site: target volume %s: %s", name, msg);
 			return ret;
