@@ -1167,7 +1167,8 @@ void cluster_attach_stop(struct tsr_cluster *c)
 		if (!j->applied) {
 			tsr_info("cluster: stopping: waiting for the attach of %s (its copies are "
 				 "being opened)", j->name);
-			pthread_join(j->thread, NULL);
+			if (j->thread_started)
+				pthread_join(j->thread, NULL);
 			j->thread_started = false;
 			attach_apply(j, true);
 			j->c = NULL;
