@@ -10,7 +10,8 @@
 #   3 nodes, --peer-timeout 8000; v (3 replicas, min-replicas 2) written
 #   through n1 and detached; n3 frozen; `volume attach v --node n1` in the
 #   background; once n1 logs "attaching v", through n1 under `timeout 3`:
-#   `volume list` and `node list` answer (before: status 124), a second
+#   `volume list` answers (before: status 124), `node list` (under `timeout
+#   5`: it waits up to 2 s itself for frozen n3's figures) too, a second
 #   attach and a detach of v are refused "attach of 'v' is running"; the
 #   attach then answers 0 (after the list: completion order), 2 of 3 copies
 #   in sync, what was written reads back, a new write reads back; n3 resumed
@@ -51,21 +52,21 @@ AP=$!
 track_pid "$AP"
 wait_log 1 "cluster: attaching v epoch" 20
 
-timed() { # NAME ARGS...: the CLI through n1 under `timeout 3`; sets RC, OUT
-	local name=$1
-	shift
-	OUT=$(timeout 3 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
+timed() { # NAME SECONDS ARGS...: the CLI through n1 under `timeout SECONDS`; sets RC, OUT
+	local name=$1 t=$2
+	shift 2
+	OUT=$(timeout "$t" "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
 		"$@" 2>&1) && RC=0 || RC=$?
 	echo "$name" >>"$ORDER"
 	log "$*: status $RC: $(printf '%s' "$OUT" | head -n1)"
 }
-timed list volume list
+timed list 3 volume list
 lrc=$RC lout=$OUT
-timed nodes node list
+timed nodes 5 node list
 nrc=$RC nout=$OUT
-timed attach2 volume attach v --node n1
+timed attach2 3 volume attach v --node n1
 arc=$RC aout=$OUT
-timed detach volume detach v
+timed detach 3 volume detach v
 drc=$RC dout=$OUT
 reap "$AP" || true
 log "attach through n1 with n3 frozen: status $(cat "$CL_ROOT/attach.rc") after $(( SECONDS - t0 )) s: $(cat "$CL_ROOT/attach.out")"
