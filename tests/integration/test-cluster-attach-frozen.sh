@@ -38,6 +38,19 @@ cl_pattern "$EXP" "$SIZE" 7
 nbdcopy "$EXP" "$(cl_nbd_uri 1 v)" || fail "write the pattern"
 ctsr volume detach v >/dev/null || fail "detach v"
 
+# wait_log_from I FROM PATTERN: until node I's log, from line FROM on, has
+# PATTERN (20 s; an earlier attach logged the same line before FROM)
+wait_log_from() {
+	local f i
+	f=$(cl_dir "$1")/tesserad.log
+	for (( i=0; i<200; i++ )); do
+		tail -n +"$2" "$f" | grepq -E -- "$3" && return 0
+		sleep 0.1
+	done
+	fail "n$1 log has no /$3/ from line $2 on after 20 s"
+}
+log_lines() { wc -l <"$(cl_dir "$1")/tesserad.log"; }
+
 FPID=${CL_PID[3]}
 on_exit "kill -CONT $FPID 2>/dev/null"
 freeze_pids "$FPID" || fail "n3 did not stop"
@@ -45,12 +58,13 @@ log "n3 frozen (pid $FPID); attach v through n1"
 ORDER=$CL_ROOT/order
 : >"$ORDER"
 t0=$SECONDS
+from=$(( $(log_lines 1) + 1 ))
 ( out=$(timeout 60 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
 	volume attach v --node n1 2>&1) && rc=0 || rc=$?
   echo "$rc" >"$CL_ROOT/attach.rc"; echo "$out" >"$CL_ROOT/attach.out"; echo attach >>"$ORDER" ) &
 AP=$!
 track_pid "$AP"
-wait_log 1 "cluster: attaching v epoch" 20
+wait_log_from 1 "$from" "cluster: attaching v epoch"
 
 timed() { # NAME SECONDS ARGS...: the CLI through n1 under `timeout SECONDS`; sets RC, OUT
 	local name=$1 t=$2
@@ -101,17 +115,18 @@ ctsr volume detach v >/dev/null || fail "detach v"
 # exits 0; n2 restarted and n3 resumed, the attach on n2 is a clean one.
 freeze_pids "$FPID" || fail "n3 did not stop (2)"
 log "(2) n3 frozen; attach v on n2 through n2, then n2 stopped"
+from=$(( $(log_lines 2) + 1 ))
 ( out=$(timeout 60 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" \
 	volume attach v --node n2 2>&1) && rc=0 || rc=$?
   echo "$rc" >"$CL_ROOT/attach2.rc"; echo "$out" >"$CL_ROOT/attach2.out" ) &
 AP=$!
 track_pid "$AP"
-wait_log 2 "cluster: attaching v epoch" 20
+wait_log_from 2 "$from" "cluster: attaching v epoch"
 cl_stop 2
 reap "$AP" || true
 log "(2) the attach through the stopped n2: status $(cat "$CL_ROOT/attach2.rc"): $(cat "$CL_ROOT/attach2.out")"
 [ "$(cat "$CL_ROOT/attach2.rc")" != 0 ] || fail "(2) the attach answered 0 though n2 stopped during it"
-grepq "stopping: waiting for the attach of v" "$(cl_dir 2)/tesserad.log" ||
+grep -q "stopping: waiting for the attach of v" "$(cl_dir 2)/tesserad.log" ||
 	fail "(2) n2's stop did not wait for its attach"
 kill -CONT "$FPID"
 cl_start_node 2
