@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The DR's attach of an existing target (a source's VOLUME_OPEN after the DR
+# node restarted) must not block the DR node's control loop while a copy's
+# node does not answer (contract s16-attachasync).  site_open_volume called
+# cluster_attach_local on the DR's loop: its layout opens every copy, up to
+# the peer timeout for a frozen node.  Now the open runs in a thread and the
+# VOLUME_OPEN is answered "being attached: retry" meanwhile
+# (cluster_attach_target, engine/cluster/attach.c).
+#   DR: dr-n1 (meta, site listener, --peer-timeout 8000) and dr-n2; sv
+#   (8 MiB) streams to a replicas:2 target, caught up.  dr-n1 stopped (the
+#   target detached cleanly), dr-n2 frozen, dr-n1 started again: the
+#   source's VOLUME_OPEN makes dr-n1 attach sv, which waits for dr-n2.  Once
+#   dr-n1 logs "attaching sv", its `volume list` must answer under
+#   `timeout 3` before dr-n2 is resumed (events in order; before: "list
+#   124").  dr-n2 resumed: sv streams again, a write made at the primary
+#   meanwhile is caught up, sha256 at the DR equals the source's, the DR's
+#   copy is still write-fenced (a host write through the DR's NBD export
+#   fails), and the DR answered the source "being attached: retry".
+# On 7a32c7c: "events: got 'list 124,sigcont,'".
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/cluster.sh"
+. "$(dirname "$0")/site.sh"
+
+require_tessera
+require_cmd qemu-io
+sites_setup
+site_start dr --peer-timeout 8000
+D2=$SITE_ROOT/dr2
+d2port=$(free_ports 1)
+D2ARGS=(--listen "127.0.0.1:$d2port" --node-id dr-n2 --zone z2
+	--join "127.0.0.1:${SITE_PORT[dr]}" --token-file "$(sdir dr)/admin.token"
+	--peer-timeout 2000 --site dr)
+dr_alive() { # dr_alive N: wait until N DR nodes are alive
+	local i got=
+	for (( i=0; i<300; i++ )); do
+		got=$(stsr dr --json node list 2>/dev/null |
+		      json_get 'sum(1 for n in j["nodes"] if n.get("alive"))' 2>/dev/null)
+		[ "$got" = "$1" ] && return 0
+		sleep 0.1
+	done
+	fail "the DR has $got nodes alive, not $1"
+}
+start_tesserad "$D2" "${D2ARGS[@]}"
+D2PID=$TSRD_PID
+dr_alive 2
+site_start primary
+proxy_start
+site_add_dr primary dr
+DLOG=$(sdir dr)/tesserad.log
+M=$((1 << 20))
+
+site_vol_create primary sv 8M
+site_qemu_io primary sv "write -P 0x5a 0 1M" >/dev/null || fail "write sv"
+out=$(stsr primary replication enable sv --to dr --target-layout replicas:2 2>&1) ||
+	fail "replication enable sv: $out"
+rwait primary sv 'j["state"] == "streaming"' "streaming" 60
+repl_caught_up sv 60
+copies=$(stsr dr --json volume show sv | json_get '" ".join(sorted(c["node"] for c in j["copies"]))')
+assert_eq "$copies" "dr-n1 dr-n2" "sv's copies at the DR"
+
+site_stop dr
+log "dr-n1 stopped (sv's target detached)"
+freeze_pids "$D2PID" || fail "dr-n2 not stopped"
+on_exit "kill -CONT $D2PID 2>/dev/null"
+log "dr-n2 frozen (SIGSTOP)"
+from=$(( $(wc -l <"$DLOG") + 1 ))
+# not site_start: it waits for one alive node, asked through dr-n1's loop
+# shellcheck disable=SC2086
+start_tesserad "$(sdir dr)" ${SITE_ARGS[dr]}
+SITE_PID[dr]=$TSRD_PID
+# written while the DR is away: shipped once the target is attached again
+site_qemu_io primary sv "write -P 0x6b $((4 * M)) 1M" >/dev/null || fail "write sv (2)"
+for (( i=0; i<300; i++ )); do
+	tail -n +"$from" "$DLOG" | grepq "cluster: attaching sv epoch" && break
+	sleep 0.1
+done
+tail -n +"$from" "$DLOG" | grepq "cluster: attaching sv epoch" ||
+	fail "dr-n1 did not start attaching sv in 30 s"
+EV=$SITE_ROOT/events
+: >"$EV"
+log "dr-n1 attaches sv (waiting for dr-n2): its volume list"
+( timeout 3 "$TESSERA" --data "$(sdir dr)" --json volume list >"$SITE_ROOT/list.out" 2>&1
+  echo "list $?" >>"$EV" ) &
+lpid=$!
+track_pid "$lpid"
+reap "$lpid" || true
+log "the DR's volume list: $(cat "$EV")"
+echo "sigcont" >>"$EV"
+kill -CONT "$D2PID"
+log "dr-n2 resumed (SIGCONT)"
+events=$(tr '\n' ',' <"$EV")
+log "events: $events"
+assert_eq "$events" "list 0,sigcont," "the DR's volume list answered while its attach waited"
+grep -q '"volumes"' "$SITE_ROOT/list.out" || fail "the DR's list: $(cat "$SITE_ROOT/list.out")"
+rwait primary sv 'j["state"] == "streaming"' "streaming again" 90
+repl_caught_up sv 60
+assert_eq "$(site_sha dr sv)" "$(site_sha primary sv)" "sha256 of sv at the DR vs the source"
+site_qemu_io dr sv "read -P 0x5a 0 1M" "read -P 0x6b $((4 * M)) 1M" >/dev/null ||
+	fail "sv's data at the DR"
+if site_qemu_io dr sv "write -P 0x11 0 4k" >/dev/null 2>&1; then
+	fail "a host write to the DR's target sv succeeded (not write-fenced)"
+fi
+log "the DR's target refuses host writes"
+tail -n +"$from" "$DLOG" | grepq "target sv is being attached" ||
+	fail "the DR did not answer the source 'being attached: retry'"
+site_stop primary
+stop_tesserad "$D2PID"
+site_stop dr
