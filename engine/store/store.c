@@ -444,8 +444,6 @@ int tsr_store_vol_set_epoch(struct tsr_store *store, const char *name, uint64_t 
 
 	pthread_mutex_lock(&store->lock);
 	ret = catalog_get(store->db, name, &row);
-	if (ret == 0)
-		ret = store_rollback_busy(store, &row, "set epoch");
 	if (ret)
 		goto out;
 	if (epoch < row.epoch) {
@@ -453,6 +451,11 @@ int tsr_store_vol_set_epoch(struct tsr_store *store, const char *name, uint64_t 
 		goto out;
 	}
 	if (epoch > row.epoch) {
+		/* only a raise is refused during a rollback: the same epoch is a
+		 * fence check (admin_rollback_fenced's second one, review 16b R1) */
+		ret = store_rollback_busy(store, &row, "set epoch");
+		if (ret)
+			goto out;
 		row.epoch = epoch;
 		ret = catalog_update_epoch(store->db, &row);
 		if (ret)

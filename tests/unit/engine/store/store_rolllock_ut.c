@@ -9,6 +9,10 @@
  * image, the later snapshot's image unchanged).  A second case: a delete's
  * merge, queued before the rollback, publishes its chain (dropping a layer
  * the rollback reads) while the rollback is held.
+ * Review 16b's findings (session 16, s16-rollfix):
+ * - R1: a rollback's second fence check (admin_rollback_fenced: set_epoch E,
+ *   rollback, set_epoch E) answers 0 while a retry of that rollback runs: only
+ *   an epoch raise is refused during a rollback.  On b8ab404: -EBUSY.
  *
  * Before the change the first call of the other thread waits on store->lock
  * until the rollback ends: the hold gives up after HOLD_LIMIT_S (a guard
@@ -293,6 +297,8 @@ static void test_rollback_unlocked(void **state)
 	assert_int_equal(tsr_store_vol_rollback(st, "a", "s2"), -EBUSY);
 	assert_int_equal(tsr_store_vol_rollback(st, "a", "s1"), -EBUSY);
 	assert_int_equal(tsr_store_vol_set_epoch(st, "a", epoch + 5), -EBUSY);
+	assert_int_equal(tsr_store_vol_set_epoch(st, "a", epoch), 0); /* no raise: a check */
+	assert_int_equal(tsr_store_vol_set_epoch(st, "a", epoch - 1), -ESTALE);
 	assert_int_equal(tsr_store_vol_clone(st, "c", "a", "s1", NULL), -EBUSY);
 	assert_int_equal(tsr_store_snap_spare(st, "a", true), -EBUSY);
 	assert_int_equal(tsr_store_snap_diff(st, "a", "s1", NULL, &ext, &n), -EBUSY);
@@ -404,11 +410,62 @@ static void test_rollback_merge_publish(void **state)
 	free(sl);
 }
 
+/*
+ * R1 (review 16b): admin_rollback_fenced of R1 = set_epoch(E), rollback,
+ * set_epoch(E).  A retry R2 of the same rollback starts between R1's store
+ * call and its second fence check and is held in its data copy: that check
+ * (the epoch unchanged) answers 0, not -EBUSY (a finished copy reported as
+ * failed, "run the rollback again").
+ */
+static void test_fence_check_during_retry(void **state)
+{
+	struct env *e = *state;
+	struct tsr_store *st = e->se.store;
+	static uint64_t m1[VOL_SIZE / BS], m2[VOL_SIZE / BS];
+	struct rb r2 = {.store = st, .vol = "a", .snap = "s1"};
+	const uint64_t epoch = 3;
+	struct tsr_svol *v;
+	struct hold h;
+	pthread_t t;
+	int second;
+
+	make_a(e, m1, m2);
+	assert_int_equal(tsr_store_vol_set_epoch(st, "a", epoch), 0);
+
+	/* R1's first two calls */
+	assert_int_equal(tsr_store_vol_set_epoch(st, "a", epoch), 0);
+	assert_int_equal(tsr_store_vol_rollback(st, "a", "s1"), 0);
+
+	/* R2, the client's retry, held in its data copy */
+	hold_init(&h);
+	store_test_rollback_arg = &h;
+	store_test_rollback_chunk = hold_here;
+	assert_int_equal(pthread_create(&t, NULL, rb_main, &r2), 0);
+	assert_true(hold_wait_arrived(&h));
+
+	second = tsr_store_vol_set_epoch(st, "a", epoch); /* R1's last call */
+	BEFORE_END(&r2, "R1's second fence check");
+	hold_release(&h);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_false(h.timed_out);
+	assert_int_equal(r2.ret, 0);
+	store_test_rollback_chunk = NULL;
+	if (second != 0)
+		fail_msg("R1's second fence check (set_epoch %llu, epoch unchanged) answered %d "
+			 "(%s) while R2 ran", (unsigned long long)epoch, second,
+			 strerror(-second));
+	assert_int_equal(tsr_store_vol_open(st, "a", &v), 0);
+	check_image(e, v, m1);
+	assert_int_equal(tsr_svol_epoch(v), epoch);
+	tsr_svol_put(v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_rollback_unlocked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rollback_merge_publish, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fence_check_during_retry, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
