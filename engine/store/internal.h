@@ -5,6 +5,11 @@
  * Lock policy (the whole of it, see also the header of store.c):
  * - store->lock guards the SQLite handle, the list of open volumes, every
  *   svol's refcount, and the growth of an svol's files and mappings (resize).
+ *   Every control function holds it for its whole run except a rollback,
+ *   whose data copy runs without it (snap.c tsr_store_vol_rollback,
+ *   svol->rollback_running: the calls that would change or open that volume
+ *   answer -EBUSY meanwhile, a second rollback to the same snapshot waits on
+ *   store->rollback_end).
  * - svol->meta.dirty_lock guards the 0->1 transition of dirty-region bits
  *   (set the bit in the mmap'd bitmap, msync it or queue an fsync of the
  *   file on the writer's io, then publish it as durable), the list of those
@@ -407,6 +412,9 @@ struct tsr_store {
 	int lock_fd;                /* DIR/store.lock, flock'd exclusive */
 	sqlite3 *db;                /* store->lock */
 	pthread_mutex_t lock;       /* see the lock policy above */
+	pthread_cond_t rollback_end; /* with lock: a rollback's step 3 ended (snap.c) */
+	unsigned rollbacks;         /* store->lock: rollbacks past step 1 or waiting for
+				     * one of the same volume (tsr_store_close waits) */
 	struct tsr_svol *open_vols; /* store->lock */
 	int trampoline_fd;          /* for deferred completions (data.c) */
 	int64_t dirty_clear_ns;     /* least interval between bitmap clears at flush */
@@ -482,6 +490,9 @@ struct tsr_svol {
 	 * chain_publish retires a dropped layer instead of closing it (the
 	 * rollback reads its chain without chain_enter) */
 	bool rollback_running;
+	/* store->lock: while rollback_running, the uuid of the snapshot it rolls
+	 * back to (a second rollback to the same one waits for its end) */
+	char rollback_snap[37];
 };
 
 /* Paths of a volume's files into buf (PATH_MAX). */

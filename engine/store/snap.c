@@ -2055,6 +2055,61 @@ static void rollback_test_hold(const char *vol)
 	tsr_test_hold_file("TSR_TEST_STORE_ROLLBACK_HOLD_FILE", false);
 }
 
+/* Tests: called (store->lock held) when a rollback starts waiting for
+ * another one of the same volume to the same snapshot (store_rolllock_ut). */
+void (*store_test_rollback_wait)(void *arg);
+void *store_test_rollback_wait_arg;
+
+/* The longest a rollback waits for another one of the same volume to the
+ * same snapshot (rollback_wait_same); past it, -EBUSY as to another one. */
+#define ROLLBACK_WAIT_MS (30ll * 60 * 1000)
+
+/*
+ * Step 1's lookups (store->lock held): rows v of vol and s of snap.  While a
+ * rollback of vol runs: to another snapshot, -EBUSY ("try again when it
+ * ends"); to the same one (a client's retry, review 16b R2), wait for its end
+ * (ROLLBACK_WAIT_MS at most, then -EBUSY) and look again, so that the caller
+ * then runs it again: the same image, idempotent, and a failed first one
+ * finished.  The callers run in rollback threads, off the loops (the admin
+ * loop's own standalone rollback asks tsr_store_vol_rollback_running first).
+ */
+static int rollback_wait_same(struct tsr_store *store, const char *vol, const char *snap,
+			      struct vol_row *v, struct snap_row *s)
+{
+	int64_t deadline = -1;
+	struct tsr_svol *h;
+	int ret;
+
+	for (;;) {
+		ret = get_vol(store, "rollback", vol, v);
+		if (ret == 0)
+			ret = get_snap(store, "rollback", v, snap, s, TSR_LOG_ERROR);
+		if (ret)
+			return ret;
+		h = store_find_open_uuid(store, v->uuid);
+		if (h == NULL || !h->rollback_running)
+			return 0;
+		if (strcmp(h->rollback_snap, s->uuid) != 0) {
+			tsr_warn("rollback: volume %s to %s: a rollback of it to another snapshot "
+				 "is running: try again when it ends", vol, snap);
+			return -EBUSY;
+		}
+		if (deadline < 0) {
+			deadline = tsr_mono_ms() + ROLLBACK_WAIT_MS;
+			tsr_info("rollback: volume %s to %s: the same rollback is running: "
+				 "waiting for its end", vol, snap);
+			if (store_test_rollback_wait)
+				store_test_rollback_wait(store_test_rollback_wait_arg);
+		} else if (tsr_mono_ms() >= deadline) {
+			tsr_warn("rollback: volume %s to %s: the same rollback still runs after "
+				 "%lld s: try again when it ends", vol, snap,
+				 ROLLBACK_WAIT_MS / 1000);
+			return -EBUSY;
+		}
+		tsr_cond_wait_until_ms(&store->rollback_end, &store->lock, deadline);
+	}
+}
+
 bool tsr_store_vol_rollback_running(struct tsr_store *store, const char *vol)
 {
 	struct tsr_svol *svol;
@@ -2075,9 +2130,11 @@ bool tsr_store_vol_rollback_running(struct tsr_store *store, const char *vol)
 /*
  * Three steps, so that the store's other calls do not wait for the data copy
  * (review 15b F2):
- * 1. store->lock held: the rows, the open check, -EBUSY when a rollback of
- *    the volume already runs, the row marked VOL_ROLLBACK (durable), a ref on
- *    the head h, h->rollback_running set.  From then until step 3 the calls
+ * 1. store->lock held: the rows; when a rollback of the volume already runs,
+ *    -EBUSY if it is to another snapshot, else a wait for its end
+ *    (rollback_wait_same: a client's retry then runs it again); the open
+ *    check, the row marked VOL_ROLLBACK (durable), a ref on the head h,
+ *    h->rollback_running and h->rollback_snap set.  From then until step 3 the calls
  *    that would open the volume or change it, its chain or its epoch answer
  *    -EBUSY (store_rollback_busy); catalogue reads go on.
  * 2. Without the lock: rollback_run (the head's writes through the usual
@@ -2089,7 +2146,7 @@ bool tsr_store_vol_rollback_running(struct tsr_store *store, const char *vol)
  * 3. store->lock again: the row read again by uuid (not the copy of step 1,
  *    which must not be written back), VOL_ROLLBACK cleared on success (left
  *    on failure: opens refused -EAGAIN until a rollback runs again), the flag
- *    cleared, the ref dropped.
+ *    cleared, the ref dropped, the waiters woken (store->rollback_end).
  * The crash rule is unchanged: the row's flag is durable before any block is
  * touched and cleared only after the flush and stage_drop.
  */
@@ -2101,9 +2158,8 @@ int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char 
 	int ret;
 
 	pthread_mutex_lock(&store->lock);
-	ret = get_vol_idle(store, "rollback", vol, &v);
-	if (ret == 0)
-		ret = get_snap(store, "rollback", &v, snap, &s, TSR_LOG_ERROR);
+	store->rollbacks++;
+	ret = rollback_wait_same(store, vol, snap, &v, &s);
 	if (ret)
 		goto out;
 	h = store_find_open_uuid(store, v.uuid);
@@ -2124,6 +2180,7 @@ int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char 
 	if (ret)
 		goto out;
 	h->rollback_running = true;
+	snprintf(h->rollback_snap, sizeof(h->rollback_snap), "%s", s.uuid);
 	pthread_mutex_unlock(&store->lock);
 
 	rollback_test_hold(vol);
@@ -2133,6 +2190,7 @@ int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char 
 
 	pthread_mutex_lock(&store->lock);
 	h->rollback_running = false;
+	h->rollback_snap[0] = '\0';
 	if (ret) {
 		tsr_error("rollback: volume %s to %s: %s; run it again to finish", vol, snap,
 			  strerror(-ret));
@@ -2151,6 +2209,8 @@ int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char 
 out:
 	if (h)
 		store_svol_unref(h);
+	store->rollbacks--;
+	pthread_cond_broadcast(&store->rollback_end); /* waiters, tsr_store_close */
 	pthread_mutex_unlock(&store->lock);
 	return ret;
 }

@@ -29,8 +29,10 @@
  *
  * Lock policy: store->lock (a mutex) serialises every control function, the
  * open-volume list and svol refcounts, and the growth of an open volume's
- * files and mappings.  The data path never takes it; see internal.h for the
- * rest of the policy.  Control functions block (SQLite, fsync) and belong on
+ * files and mappings; the one exception is a rollback's data copy, which
+ * runs without it (snap.c tsr_store_vol_rollback: the volume's other
+ * changing calls answer -EBUSY meanwhile).  The data path never takes it;
+ * see internal.h for the rest of the policy.  Control functions block (SQLite, fsync) and belong on
  * the control thread; tsr_svol_put of the last reference flushes the volume
  * and so blocks too.
  */
@@ -1202,6 +1204,7 @@ static void store_free(struct tsr_store *store)
 	if (store->lock_fd >= 0)
 		close(store->lock_fd); /* releases the flock */
 	pthread_mutex_destroy(&store->lock);
+	pthread_cond_destroy(&store->rollback_end);
 	free(store->device);
 	free(store->dir);
 	free(store);
@@ -1223,6 +1226,12 @@ int tsr_store_open(const char *dir, const struct tsr_store_opts *opts, struct ts
 	if (getenv("TSR_STORE_DIRTY_CLEAR_MS")) /* tests */
 		store->dirty_clear_ns = atoll(getenv("TSR_STORE_DIRTY_CLEAR_MS")) * 1000000;
 	pthread_mutex_init(&store->lock, NULL);
+	ret = tsr_cond_init_mono(&store->rollback_end); /* snap.c's bounded wait */
+	if (ret) {
+		pthread_mutex_destroy(&store->lock);
+		free(store);
+		return ret;
+	}
 	store->dir = strdup(dir);
 	if (store->dir == NULL) {
 		ret = -ENOMEM;
@@ -1299,6 +1308,13 @@ void tsr_store_close(struct tsr_store *store)
 		return;
 	merge_stop(store); /* merge.c: finishes queued deletes, drops their references */
 	pthread_mutex_lock(&store->lock);
+	/* a rollback's data copy runs without store->lock: wait for its end
+	 * (every caller joins its threads first; this keeps a new one safe) */
+	if (store->rollbacks)
+		tsr_warn("close: store %s: waiting for %u rollback(s) to end", store->dir,
+			 store->rollbacks);
+	while (store->rollbacks)
+		pthread_cond_wait(&store->rollback_end, &store->lock);
 	if (store->open_vols) {
 		tsr_error("close: store %s still has open volumes (%s...); not marking it clean",
 			  store->dir, store->open_vols->name);

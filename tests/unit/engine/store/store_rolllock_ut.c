@@ -13,6 +13,11 @@
  * - R1: a rollback's second fence check (admin_rollback_fenced: set_epoch E,
  *   rollback, set_epoch E) answers 0 while a retry of that rollback runs: only
  *   an epoch raise is refused during a rollback.  On b8ab404: -EBUSY.
+ * - R2: a second rollback of a to the same snapshot while one runs waits for
+ *   its end (store_test_rollback_wait) and then runs again: both answer 0, a
+ *   is s1's image; to another snapshot it answers -EBUSY at once.  On b8ab404
+ *   (plus the hook's definition only): "the retry of the same rollback
+ *   answered -16 while the first ran".
  *
  * Before the change the first call of the other thread waits on store->lock
  * until the rollback ends: the hold gives up after HOLD_LIMIT_S (a guard
@@ -32,6 +37,8 @@
 
 extern void (*store_test_rollback_chunk)(void *arg);
 extern void *store_test_rollback_arg;
+extern void (*store_test_rollback_wait)(void *arg);
+extern void *store_test_rollback_wait_arg;
 extern void (*store_test_merge_hook)(void *arg);
 extern void *store_test_merge_arg;
 unsigned store_test_merges_idle(struct tsr_store *store);
@@ -148,6 +155,7 @@ static int teardown(void **state)
 	struct env *e = *state;
 
 	store_test_rollback_chunk = NULL;
+	store_test_rollback_wait = NULL;
 	store_test_merge_hook = NULL;
 	tsr_io_destroy(e->io);
 	tsr_free_aligned(e->buf);
@@ -294,8 +302,8 @@ static void test_rollback_unlocked(void **state)
 	assert_int_equal(tsr_store_vol_delete(st, "a"), -EBUSY);
 	assert_int_equal(tsr_store_vol_resize_check(st, "a", 2 * VOL_SIZE), -EBUSY);
 	assert_int_equal(tsr_store_vol_resize(st, "a", 2 * VOL_SIZE), -EBUSY);
-	assert_int_equal(tsr_store_vol_rollback(st, "a", "s2"), -EBUSY);
-	assert_int_equal(tsr_store_vol_rollback(st, "a", "s1"), -EBUSY);
+	assert_int_equal(tsr_store_vol_rollback(st, "a", "s2"), -EBUSY); /* another snapshot */
+	/* (to s1, the same one, it would wait: test_rollback_retry_waits) */
 	assert_int_equal(tsr_store_vol_set_epoch(st, "a", epoch + 5), -EBUSY);
 	assert_int_equal(tsr_store_vol_set_epoch(st, "a", epoch), 0); /* no raise: a check */
 	assert_int_equal(tsr_store_vol_set_epoch(st, "a", epoch - 1), -ESTALE);
@@ -460,12 +468,89 @@ static void test_fence_check_during_retry(void **state)
 	tsr_svol_put(v);
 }
 
+/* store_test_rollback_wait: a rollback began waiting for another one */
+static atomic_int waiters;
+
+static void note_wait(void *arg)
+{
+	(void)arg;
+	atomic_fetch_add(&waiters, 1);
+}
+
+/*
+ * R2 (review 16b): R1 = rollback(a, s1) held in its data copy.  R2 =
+ * rollback(a, s1) (a client's retry, on another thread) waits for R1's end
+ * instead of answering -EBUSY; meanwhile rollback(a, s2) answers -EBUSY at
+ * once.  Released: R1 and R2 both answer 0 and a is s1's image, s2's
+ * unchanged, the row's VOL_ROLLBACK cleared (a opens).
+ */
+static void test_rollback_retry_waits(void **state)
+{
+	struct env *e = *state;
+	struct tsr_store *st = e->se.store;
+	static uint64_t m1[VOL_SIZE / BS], m2[VOL_SIZE / BS];
+	struct rb r1 = {.store = st, .vol = "a", .snap = "s1"};
+	struct rb r2 = {.store = st, .vol = "a", .snap = "s1"};
+	const struct timespec ms = {.tv_nsec = 1000000};
+	struct tsr_svol *v;
+	struct hold h;
+	pthread_t t1, t2;
+	int i;
+
+	make_a(e, m1, m2);
+	hold_init(&h);
+	store_test_rollback_arg = &h;
+	store_test_rollback_chunk = hold_here;
+	atomic_store(&waiters, 0);
+	store_test_rollback_wait = note_wait;
+	assert_int_equal(pthread_create(&t1, NULL, rb_main, &r1), 0);
+	assert_true(hold_wait_arrived(&h)); /* R1 in its data copy */
+
+	assert_int_equal(pthread_create(&t2, NULL, rb_main, &r2), 0);
+	/* R2 answers or starts waiting (bounded, a guard only) */
+	for (i = 0; i < 2 * HOLD_LIMIT_S * 1000; i++) {
+		if (atomic_load(&r2.done) || atomic_load(&waiters) > 0)
+			break;
+		nanosleep(&ms, NULL);
+	}
+	if (atomic_load(&r2.done))
+		fail_msg("the retry of the same rollback answered %d (%s) while the first ran "
+			 "(want: it waits for its end)", r2.ret, strerror(-r2.ret));
+	assert_int_equal(atomic_load(&waiters), 1);
+	BEFORE_END(&r1, "R2's wait");
+	/* to another snapshot: refused at once, not waiting */
+	assert_int_equal(tsr_store_vol_rollback(st, "a", "s2"), -EBUSY);
+	assert_int_equal(atomic_load(&waiters), 1);
+	BEFORE_END(&r1, "the rollback to s2");
+	if (atomic_load(&r2.done))
+		fail_msg("the retry answered %d before the first rollback ended", r2.ret);
+
+	hold_release(&h);
+	assert_int_equal(pthread_join(t1, NULL), 0);
+	assert_int_equal(pthread_join(t2, NULL), 0);
+	assert_false(h.timed_out);
+	assert_int_equal(r1.ret, 0);
+	assert_int_equal(r2.ret, 0);
+	assert_true(h.passes >= 2);
+	store_test_rollback_chunk = NULL;
+	store_test_rollback_wait = NULL;
+	assert_false(tsr_store_vol_rollback_running(st, "a"));
+
+	assert_int_equal(tsr_store_vol_open(st, "a", &v), 0); /* VOL_ROLLBACK cleared */
+	check_image(e, v, m1);
+	tsr_svol_put(v);
+	assert_int_equal(tsr_store_snap_open(st, "a", "s2", &v), 0);
+	check_image(e, v, m2);
+	tsr_svol_put(v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_rollback_unlocked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rollback_merge_publish, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fence_check_during_retry, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rollback_retry_waits, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
