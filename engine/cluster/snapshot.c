@@ -136,6 +136,12 @@ static void rollback_test_hold(void)
  * CREATE's fence, the record's epoch at its start (-ESTALE once an attach
  * raised the copy's past it), else SNAP_NO_EPOCH (a DELETE too: not fenced,
  * snap_change). */
+/* Our own copy's -EBUSY from a rollback while another of it runs: since
+ * review 16b R2 the store waits for one to the same snapshot, so this one is
+ * to another snapshot. */
+#define ROLLBACK_OTHER_MSG "another rollback of this copy (to another snapshot) is running; " \
+			   "wait for it to end, then run the rollback again"
+
 static int local_op(struct tsr_cluster *c, enum copy_op op, const char *vol, const char *snap,
 		    const char *clone, uint64_t size, uint64_t epoch)
 {
@@ -190,7 +196,11 @@ static int copy_op(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *no
 
 	if (strcmp(node->id, c->node_id) == 0) {
 		ret = local_op(c, op, vol, snap, clone, size, epoch);
-		if (ret)
+		if (ret == -EBUSY && op == COP_ROLLBACK &&
+		    tsr_store_vol_rollback_running(c->o.store, vol))
+			snprintf(msg, msg_len, "cannot roll back on %s (this node): "
+				 ROLLBACK_OTHER_MSG, node->id);
+		else if (ret)
 			snprintf(msg, msg_len, "cannot %s on %s (this node): %s", cop_name(op),
 				 node->id, strerror(-ret));
 		return ret;
@@ -1178,8 +1188,7 @@ static void snap_local_run(struct tsr_store *store, struct snap_slot *slot)
 			    tsr_store_vol_rollback(store, sl->vol, sl->req.snap);
 		if (slot->ret == -EBUSY && tsr_store_vol_rollback_running(store, sl->vol))
 			snprintf(slot->msg, sizeof(slot->msg), "cannot roll back on %s (this node): "
-				 "another rollback of this copy is running; wait for it to end, "
-				 "then run the rollback again", slot->node_id);
+				 ROLLBACK_OTHER_MSG, slot->node_id);
 		else if (slot->ret)
 			snprintf(slot->msg, sizeof(slot->msg), "cannot roll back on %s (this node): "
 				 "%s", slot->node_id, strerror(-slot->ret));

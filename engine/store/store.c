@@ -299,7 +299,8 @@ int store_rollback_busy(struct tsr_store *store, const struct vol_row *row, cons
 
 	if (svol == NULL || !svol->rollback_running)
 		return 0;
-	tsr_error("%s: volume %s: a rollback is running: try again when it ends", op, row->name);
+	/* expected (a caller's retry, a listing's probe): not an ERROR */
+	tsr_warn("%s: volume %s: a rollback is running: try again when it ends", op, row->name);
 	return -EBUSY;
 }
 
