@@ -2043,7 +2043,8 @@ out:
  * most 30 s, tsr_test_hold_file), a rollback waits once it started (the row
  * marked VOL_ROLLBACK, the volume's rollback_running set), before its data
  * copy, without store->lock since s16 (before: with it): a long rollback of
- * a small volume (test-cluster-sweep-lease-rollback, store_rolllock_ut).
+ * a small volume (store_rolllock_ut, test-snap-rollback-storelock).  With
+ * the lock: TSR_TEST_STORE_ROLLBACK_LOCKED_HOLD_FILE below.
  */
 static void rollback_test_hold(const char *vol)
 {
@@ -2053,6 +2054,23 @@ static void rollback_test_hold(const char *vol)
 		return;
 	tsr_info("rollback: volume %s: test hold (%s), store's lock not held", vol, f);
 	tsr_test_hold_file("TSR_TEST_STORE_ROLLBACK_HOLD_FILE", false);
+}
+
+/*
+ * Test hook: while the file $TSR_TEST_STORE_ROLLBACK_LOCKED_HOLD_FILE exists
+ * (at most 30 s, tsr_test_hold_file; FILE.held made), a rollback waits at the
+ * end of its step 1 with store->lock held, as every rollback did before s16:
+ * a store call that holds the lock longer than a lease's TTL
+ * (test-cluster-sweep-lease-rollback).  store->lock held.
+ */
+static void rollback_test_locked_hold(const char *vol)
+{
+	const char *f = getenv("TSR_TEST_STORE_ROLLBACK_LOCKED_HOLD_FILE");
+
+	if (f == NULL || f[0] == '\0' || access(f, F_OK) != 0)
+		return;
+	tsr_info("rollback: volume %s: test hold (%s), store's lock held", vol, f);
+	tsr_test_hold_file("TSR_TEST_STORE_ROLLBACK_LOCKED_HOLD_FILE", true);
 }
 
 /* Tests: called (store->lock held) when a rollback starts waiting for
@@ -2181,6 +2199,7 @@ int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char 
 		goto out;
 	h->rollback_running = true;
 	snprintf(h->rollback_snap, sizeof(h->rollback_snap), "%s", s.uuid);
+	rollback_test_locked_hold(vol);
 	pthread_mutex_unlock(&store->lock);
 
 	rollback_test_hold(vol);

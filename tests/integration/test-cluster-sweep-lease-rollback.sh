@@ -8,9 +8,12 @@
 # fenced (host I/O EIO).  The sweep now has a thread of its own.
 #
 # 2 nodes, --leftover-grace 4 (a sweep pass every second, so passes fall
-# inside the hold for certain), started with TSR_TEST_STORE_ROLLBACK_HOLD_FILE=H
-# (a store's rollback waits while H exists, inside its critical section,
-# store->lock held: a long rollback of a small volume).
+# inside the hold for certain), started with
+# TSR_TEST_STORE_ROLLBACK_LOCKED_HOLD_FILE=H (a store's rollback waits while H
+# exists at the end of its step 1, store->lock held).  Since s16 a rollback's
+# data copy runs without the lock (TSR_TEST_STORE_ROLLBACK_HOLD_FILE holds
+# there, unlocked, and this test could not fail with it: review 16b T1); the
+# locked hold stands for any store call holding the lock that long.
 # v 8 MiB, 2 replicas: 0x11, s1 cut, 0x22 over [0,6M), detached.  w 8 MiB,
 # 2 replicas, attached on n1, 0x33 over [0,1M).
 # H made; `volume rollback v s1` through n1 in the background: both nodes'
@@ -29,7 +32,7 @@ require_cmd nbdcopy qemu-io timeout
 
 make_tmpdir HOLD_DIR
 HOLD=$HOLD_DIR/hold
-export TSR_TEST_STORE_ROLLBACK_HOLD_FILE=$HOLD
+export TSR_TEST_STORE_ROLLBACK_LOCKED_HOLD_FILE=$HOLD
 cl_start 2 --leftover-grace 4
 on_exit "rm -f '$HOLD'" # before the nodes are killed
 
