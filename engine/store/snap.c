@@ -2128,6 +2128,24 @@ static int rollback_wait_same(struct tsr_store *store, const char *vol, const ch
 	}
 }
 
+/*
+ * Step 3 (store->lock held, rollback_running cleared): close the layers
+ * chain_publish retired during the copy when chain_publish's own rule allows
+ * it now, instead of keeping their space until the head's last ref goes
+ * (review 16b L1: a merge job's ref can outlive the rollback into an attach).
+ */
+static void retired_close_quiet(struct tsr_svol *h)
+{
+	struct layer *l;
+
+	if (h->child_refs || h->ro_handles || !chain_quiet(h))
+		return;
+	while ((l = h->retired_layers)) {
+		h->retired_layers = l->next_retired;
+		layer_close(l);
+	}
+}
+
 bool tsr_store_vol_rollback_running(struct tsr_store *store, const char *vol)
 {
 	struct tsr_svol *svol;
@@ -2164,7 +2182,8 @@ bool tsr_store_vol_rollback_running(struct tsr_store *store, const char *vol)
  * 3. store->lock again: the row read again by uuid (not the copy of step 1,
  *    which must not be written back), VOL_ROLLBACK cleared on success (left
  *    on failure: opens refused -EAGAIN until a rollback runs again), the flag
- *    cleared, the ref dropped, the waiters woken (store->rollback_end).
+ *    cleared, layers retired meanwhile closed if chain_publish's rule allows
+ *    it now, the ref dropped, the waiters woken (store->rollback_end).
  * The crash rule is unchanged: the row's flag is durable before any block is
  * touched and cleared only after the flush and stage_drop.
  */
@@ -2210,6 +2229,7 @@ int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char 
 	pthread_mutex_lock(&store->lock);
 	h->rollback_running = false;
 	h->rollback_snap[0] = '\0';
+	retired_close_quiet(h);
 	if (ret) {
 		tsr_error("rollback: volume %s to %s: %s; run it again to finish", vol, snap,
 			  strerror(-ret));

@@ -18,6 +18,10 @@
  *   is s1's image; to another snapshot it answers -EBUSY at once.  On b8ab404
  *   (plus the hook's definition only): "the retry of the same rollback
  *   answered -16 while the first ran".
+ * - L1: a layer a merge dropped during the rollback (retired, still mapped)
+ *   is closed at the rollback's end when nothing reads it, although another
+ *   merge job's ref keeps a's head loaded.  On b8ab404: "s2's layer is still
+ *   open after the rollback ended: N descriptors".
  *
  * Before the change the first call of the other thread waits on store->lock
  * until the rollback ends: the hold gives up after HOLD_LIMIT_S (a guard
@@ -25,6 +29,7 @@
  * and the test fails on "the rollback had not ended when ... answered" and on
  * the hold having timed out.
  */
+#include <dirent.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -544,6 +549,124 @@ static void test_rollback_retry_waits(void **state)
 	tsr_svol_put(v);
 }
 
+/* The process's open descriptors whose path names uuid (a layer's files). */
+static int fds_naming(const char *uuid)
+{
+	char path[PATH_MAX], link[PATH_MAX];
+	struct dirent *d;
+	DIR *dir = opendir("/proc/self/fd");
+	int n = 0;
+	ssize_t len;
+
+	assert_non_null(dir);
+	while ((d = readdir(dir))) {
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", d->d_name);
+		len = readlink(path, link, sizeof(link) - 1);
+		if (len <= 0)
+			continue;
+		link[len] = '\0';
+		if (strstr(link, uuid))
+			n++;
+	}
+	closedir(dir);
+	return n;
+}
+
+/* store_test_merge_hook: the first two passes held, on h[0] then h[1] */
+struct holds2 {
+	struct hold *h[2];
+	atomic_int n;
+};
+
+static void hold_nth(void *arg)
+{
+	struct holds2 *m = arg;
+	int i = atomic_fetch_add(&m->n, 1);
+
+	if (i < 2)
+		hold_here(m->h[i]);
+}
+
+/*
+ * L1 (review 16b): deletes of s2 and s3 queued while a is open (two merge
+ * jobs, each holding a ref on a's head); job 1 held, then the rollback of a
+ * to s1 held in its copy; job 1 released: it drops s2 from a's chain, retired
+ * (rollback_running); job 2 held.  The rollback then ends while job 2 still
+ * holds its ref: s2's layer must be closed by then (no descriptor of it left),
+ * not kept until a's last ref goes.  Then a is s1's image.
+ */
+static void test_rollback_retired_closed(void **state)
+{
+	struct env *e = *state;
+	struct tsr_store *st = e->se.store;
+	static uint64_t m1[VOL_SIZE / BS], m2[VOL_SIZE / BS];
+	struct rb r = {.store = st, .vol = "a", .snap = "s1"};
+	struct tsr_snap_info *sl = NULL;
+	struct holds2 mh = {0};
+	struct hold hr, hm1, hm2;
+	char s2uuid[37];
+	struct tsr_svol *v;
+	pthread_t t;
+	size_t n;
+	int left;
+
+	make_a(e, m1, m2);
+	assert_int_equal(tsr_store_snap_create(st, "a", "s3", NULL), 0);
+	put_data(e, "a", 2 * MiB, MiB, 4);
+	assert_int_equal(tsr_store_snap_list(st, "a", &sl, &n), 0);
+	assert_int_equal(n, 3);
+	assert_string_equal(sl[1].name, "s2");
+	snprintf(s2uuid, sizeof(s2uuid), "%s", sl[1].uuid);
+	free(sl);
+
+	hold_init(&hm1);
+	hold_init(&hm2);
+	mh.h[0] = &hm1;
+	mh.h[1] = &hm2;
+	store_test_merge_arg = &mh;
+	store_test_merge_hook = hold_nth;
+	assert_int_equal(tsr_store_vol_open(st, "a", &v), 0);
+	assert_int_equal(tsr_store_snap_delete(st, "a", "s2"), 0); /* job 1 */
+	assert_int_equal(tsr_store_snap_delete(st, "a", "s3"), 0); /* job 2 */
+	tsr_svol_put(v);
+	assert_true(hold_wait_arrived(&hm1));
+
+	hold_init(&hr);
+	store_test_rollback_arg = &hr;
+	store_test_rollback_chunk = hold_here;
+	assert_int_equal(pthread_create(&t, NULL, rb_main, &r), 0);
+	assert_true(hold_wait_arrived(&hr));
+	hold_release(&hm1);           /* job 1 publishes a's chain without s2 */
+	assert_true(hold_wait_arrived(&hm2)); /* job 2 (its ref on a) held */
+	BEFORE_END(&r, "job 1's publish");
+	assert_true(fds_naming(s2uuid) > 0); /* retired, still open: the rollback reads it */
+
+	hold_release(&hr);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_false(hr.timed_out);
+	assert_int_equal(r.ret, 0);
+	left = fds_naming(s2uuid);
+	hold_release(&hm2);
+	store_test_merges_idle(st);
+	assert_false(hm1.timed_out);
+	assert_false(hm2.timed_out);
+	store_test_merge_hook = NULL;
+	store_test_rollback_chunk = NULL;
+	if (left)
+		fail_msg("s2's layer is still open after the rollback ended: %d descriptors", left);
+
+	assert_int_equal(tsr_store_vol_open(st, "a", &v), 0);
+	check_image(e, v, m1);
+	tsr_svol_put(v);
+	assert_int_equal(tsr_store_snap_list(st, "a", &sl, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(sl[0].name, "s1");
+	free(sl);
+	assert_int_equal(tsr_store_snap_open(st, "a", "s1", &v), 0);
+	check_image(e, v, m1);
+	tsr_svol_put(v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -551,6 +674,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_rollback_merge_publish, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fence_check_during_retry, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rollback_retry_waits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rollback_retired_closed, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
