@@ -637,7 +637,8 @@ int admin_rollback_fenced(struct tsr_store *store, const char *vol, const char *
 	ret = tsr_store_vol_set_epoch(store, vol, epoch);
 	if (ret)
 		return ret;
-	ret = tsr_store_vol_rollback(store, vol, snap);
+	/* fenced again at the store's step 1, under its lock (review 16b I2) */
+	ret = tsr_store_vol_rollback_epoch(store, vol, snap, epoch);
 	if (ret)
 		return ret;
 	*rolled = true;

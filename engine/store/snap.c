@@ -2170,7 +2170,10 @@ bool tsr_store_vol_rollback_running(struct tsr_store *store, const char *vol)
  *    -EBUSY if it is to another snapshot, else a wait for its end
  *    (rollback_wait_same: a client's retry then runs it again); the open
  *    check, the row marked VOL_ROLLBACK (durable), a ref on the head h,
- *    h->rollback_running and h->rollback_snap set.  From then until step 3 the calls
+ *    h->rollback_running and h->rollback_snap set; a fenced rollback
+ *    (tsr_store_vol_rollback_epoch) -ESTALE first when the row's epoch is
+ *    past its fence (review 16b I2: a newer coordinator's OPEN between the
+ *    caller's fence check and this step).  From then until step 3 the calls
  *    that would open the volume or change it, its chain or its epoch answer
  *    -EBUSY (store_rollback_busy); catalogue reads go on.
  * 2. Without the lock: rollback_run (the head's writes through the usual
@@ -2187,7 +2190,8 @@ bool tsr_store_vol_rollback_running(struct tsr_store *store, const char *vol)
  * The crash rule is unchanged: the row's flag is durable before any block is
  * touched and cleared only after the flush and stage_drop.
  */
-int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char *snap)
+static int vol_rollback(struct tsr_store *store, const char *vol, const char *snap,
+			uint64_t epoch)
 {
 	struct tsr_svol *h = NULL;
 	struct snap_row s;
@@ -2197,6 +2201,8 @@ int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char 
 	pthread_mutex_lock(&store->lock);
 	store->rollbacks++;
 	ret = rollback_wait_same(store, vol, snap, &v, &s);
+	if (ret == 0 && epoch != ANY_EPOCH) /* a newer coordinator opened it since */
+		ret = check_epoch("rollback", &v, epoch);
 	if (ret)
 		goto out;
 	h = store_find_open_uuid(store, v.uuid);
@@ -2252,4 +2258,15 @@ out:
 	pthread_cond_broadcast(&store->rollback_end); /* waiters, tsr_store_close */
 	pthread_mutex_unlock(&store->lock);
 	return ret;
+}
+
+int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char *snap)
+{
+	return vol_rollback(store, vol, snap, ANY_EPOCH);
+}
+
+int tsr_store_vol_rollback_epoch(struct tsr_store *store, const char *vol, const char *snap,
+				 uint64_t epoch)
+{
+	return vol_rollback(store, vol, snap, epoch);
 }

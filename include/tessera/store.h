@@ -341,11 +341,18 @@ int tsr_store_vol_parent(struct tsr_store *store, const char *name, char vol_out
  * reads (vol_list, vol_info, snap_list/info, vol_space, allocated) and every
  * other volume's calls go on, and the calls that would open or change vol
  * (vol_open, snap_open, snapshot create/delete, clone from it, vol_delete,
- * resize and resize_check, set_epoch, snap_spare keep, diff against the
- * head, another rollback) answer -EBUSY.
+ * resize and resize_check, set_epoch raising the epoch, snap_spare keep,
+ * diff against the head, another rollback to another snapshot) answer
+ * -EBUSY; another rollback to the same snapshot (a retry) waits for the
+ * running one's end (30 min at most) and then runs again.
  * Errors: -ENOENT, -EBUSY volume open or a rollback of it running.
  */
 int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char *snap);
+/* The same, fenced: -ESTALE (nothing done) when vol's epoch is past epoch
+ * at the rollback's start, under the store's lock (a newer coordinator
+ * opened the copy since the caller's own check). */
+int tsr_store_vol_rollback_epoch(struct tsr_store *store, const char *vol, const char *snap,
+				 uint64_t epoch);
 /* Whether a rollback of vol runs now in this store (its callers' -EBUSY
  * messages: the answer may be stale by the time it is read). */
 bool tsr_store_vol_rollback_running(struct tsr_store *store, const char *vol);

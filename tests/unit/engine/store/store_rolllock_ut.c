@@ -18,6 +18,10 @@
  *   is s1's image; to another snapshot it answers -EBUSY at once.  On b8ab404
  *   (plus the hook's definition only): "the retry of the same rollback
  *   answered -16 while the first ran".
+ * - I2: a fenced rollback (tsr_store_vol_rollback_epoch) whose fence is below
+ *   the row's epoch (a newer coordinator's OPEN after the caller's own
+ *   check) answers -ESTALE and changes nothing.  With the check removed:
+ *   "a rollback fenced at epoch 3 ran after epoch 4 was accepted".
  * - L1: a layer a merge dropped during the rollback (retired, still mapped)
  *   is closed at the rollback's end when nothing reads it, although another
  *   merge job's ref keeps a's head loaded.  On b8ab404: "s2's layer is still
@@ -667,6 +671,38 @@ static void test_rollback_retired_closed(void **state)
 	tsr_svol_put(v);
 }
 
+/*
+ * I2 (review 16b): admin_rollback_fenced checks its fence (set_epoch E), then
+ * starts the rollback; a newer coordinator's OPEN raising the epoch in
+ * between must make the rollback refuse at its start: -ESTALE, a unchanged.
+ */
+static void test_rollback_epoch_fenced(void **state)
+{
+	struct env *e = *state;
+	struct tsr_store *st = e->se.store;
+	static uint64_t m1[VOL_SIZE / BS], m2[VOL_SIZE / BS], mh[VOL_SIZE / BS];
+	struct tsr_svol *v;
+	int ret;
+
+	make_a(e, m1, m2);
+	memcpy(mh, m2, sizeof(mh));
+	set_range(mh, MiB, 2 * MiB, 3); /* the head: make_a's last write */
+	assert_int_equal(tsr_store_vol_set_epoch(st, "a", 3), 0); /* the fence check */
+	assert_int_equal(tsr_store_vol_set_epoch(st, "a", 4), 0); /* a newer OPEN */
+	ret = tsr_store_vol_rollback_epoch(st, "a", "s1", 3);
+	if (ret != -ESTALE)
+		fail_msg("a rollback fenced at epoch 3 ran after epoch 4 was accepted: %d", ret);
+	assert_int_equal(tsr_store_vol_open(st, "a", &v), 0); /* no VOL_ROLLBACK left */
+	check_image(e, v, mh);
+	tsr_svol_put(v);
+	/* at the row's epoch (or without a fence) it runs */
+	assert_int_equal(tsr_store_vol_rollback_epoch(st, "a", "s1", 4), 0);
+	assert_int_equal(tsr_store_vol_open(st, "a", &v), 0);
+	check_image(e, v, m1);
+	assert_int_equal(tsr_svol_epoch(v), 4);
+	tsr_svol_put(v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -675,6 +711,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_fence_check_during_retry, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rollback_retry_waits, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rollback_retired_closed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rollback_epoch_fenced, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
