@@ -662,9 +662,11 @@ static void rollback_answer(struct tsr_admin_server *srv, const char *vol, const
 		return;
 	case -EBUSY:
 		if (tsr_store_vol_rollback_running(srv->store, vol))
-			admin_fail(resp, ret, "volume '%s': another rollback of this node's copy "
+			admin_fail(resp, ret,
+				   "volume '%s': another rollback of this node's copy "
 				   "(to another snapshot) is running; wait for it to end, then run "
-				   "the rollback again", vol);
+				   "the rollback again",
+				   vol);
 		else
 			admin_fail(resp, ret, "volume '%s' is in use by an NBD client; disconnect "
 				   "it first", vol);
@@ -801,8 +803,10 @@ static void op_volume_rollback(struct tsr_admin_server *srv,
 	/* on the loop: never the store's wait for a rollback of vol to the same
 	 * snapshot running in a copy-rollback thread (answered -EBUSY instead) */
 	if (tsr_store_vol_rollback_running(srv->store, vol)) {
-		admin_fail(resp, -EBUSY, "volume '%s': a rollback of it is running on this node; "
-			   "wait for it to end, then run the rollback again", vol);
+		admin_fail(resp, -EBUSY,
+			   "volume '%s': a rollback of it is running on this node; "
+			   "wait for it to end, then run the rollback again",
+			   vol);
 		return;
 	}
 	ret = tsr_store_vol_rollback(srv->store, vol, snap);

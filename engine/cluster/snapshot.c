@@ -139,8 +139,9 @@ static void rollback_test_hold(void)
 /* Our own copy's -EBUSY from a rollback while another of it runs: since
  * review 16b R2 the store waits for one to the same snapshot, so this one is
  * to another snapshot. */
-#define ROLLBACK_OTHER_MSG "another rollback of this copy (to another snapshot) is running; " \
-			   "wait for it to end, then run the rollback again"
+#define ROLLBACK_OTHER_MSG                                                                         \
+	"another rollback of this copy (to another snapshot) is running; "                         \
+	"wait for it to end, then run the rollback again"
 
 static int local_op(struct tsr_cluster *c, enum copy_op op, const char *vol, const char *snap,
 		    const char *clone, uint64_t size, uint64_t epoch)
@@ -198,8 +199,9 @@ static int copy_op(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *no
 		ret = local_op(c, op, vol, snap, clone, size, epoch);
 		if (ret == -EBUSY && op == COP_ROLLBACK &&
 		    tsr_store_vol_rollback_running(c->o.store, vol))
-			snprintf(msg, msg_len, "cannot roll back on %s (this node): "
-				 ROLLBACK_OTHER_MSG, node->id);
+			snprintf(msg, msg_len,
+				 "cannot roll back on %s (this node): " ROLLBACK_OTHER_MSG,
+				 node->id);
 		else if (ret)
 			snprintf(msg, msg_len, "cannot %s on %s (this node): %s", cop_name(op),
 				 node->id, strerror(-ret));
@@ -1187,8 +1189,9 @@ static void snap_local_run(struct tsr_store *store, struct snap_slot *slot)
 			    admin_rollback_fenced(store, sl->vol, sl->req.snap, sl->epoch, &rolled) :
 			    tsr_store_vol_rollback(store, sl->vol, sl->req.snap);
 		if (slot->ret == -EBUSY && tsr_store_vol_rollback_running(store, sl->vol))
-			snprintf(slot->msg, sizeof(slot->msg), "cannot roll back on %s (this node): "
-				 ROLLBACK_OTHER_MSG, slot->node_id);
+			snprintf(slot->msg, sizeof(slot->msg),
+				 "cannot roll back on %s (this node): " ROLLBACK_OTHER_MSG,
+				 slot->node_id);
 		else if (slot->ret)
 			snprintf(slot->msg, sizeof(slot->msg), "cannot roll back on %s (this node): "
 				 "%s", slot->node_id, strerror(-slot->ret));

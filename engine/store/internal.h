@@ -413,8 +413,8 @@ struct tsr_store {
 	sqlite3 *db;                /* store->lock */
 	pthread_mutex_t lock;       /* see the lock policy above */
 	pthread_cond_t rollback_end; /* with lock: a rollback's step 3 ended (snap.c) */
-	unsigned rollbacks;         /* store->lock: rollbacks past step 1 or waiting for
-				     * one of the same volume (tsr_store_close waits) */
+	unsigned rollbacks;          /* store->lock: rollbacks past step 1 or waiting for
+				      * one of the same volume (tsr_store_close waits) */
 	struct tsr_svol *open_vols; /* store->lock */
 	int trampoline_fd;          /* for deferred completions (data.c) */
 	int64_t dirty_clear_ns;     /* least interval between bitmap clears at flush */

@@ -2109,19 +2109,21 @@ static int rollback_wait_same(struct tsr_store *store, const char *vol, const ch
 			return 0;
 		if (strcmp(h->rollback_snap, s->uuid) != 0) {
 			tsr_warn("rollback: volume %s to %s: a rollback of it to another snapshot "
-				 "is running: try again when it ends", vol, snap);
+				 "is running: try again when it ends",
+				 vol, snap);
 			return -EBUSY;
 		}
 		if (deadline < 0) {
 			deadline = tsr_mono_ms() + ROLLBACK_WAIT_MS;
 			tsr_info("rollback: volume %s to %s: the same rollback is running: "
-				 "waiting for its end", vol, snap);
+				 "waiting for its end",
+				 vol, snap);
 			if (store_test_rollback_wait)
 				store_test_rollback_wait(store_test_rollback_wait_arg);
 		} else if (tsr_mono_ms() >= deadline) {
 			tsr_warn("rollback: volume %s to %s: the same rollback still runs after "
-				 "%lld s: try again when it ends", vol, snap,
-				 ROLLBACK_WAIT_MS / 1000);
+				 "%lld s: try again when it ends",
+				 vol, snap, ROLLBACK_WAIT_MS / 1000);
 			return -EBUSY;
 		}
 		tsr_cond_wait_until_ms(&store->rollback_end, &store->lock, deadline);
@@ -2190,8 +2192,7 @@ bool tsr_store_vol_rollback_running(struct tsr_store *store, const char *vol)
  * The crash rule is unchanged: the row's flag is durable before any block is
  * touched and cleared only after the flush and stage_drop.
  */
-static int vol_rollback(struct tsr_store *store, const char *vol, const char *snap,
-			uint64_t epoch)
+static int vol_rollback(struct tsr_store *store, const char *vol, const char *snap, uint64_t epoch)
 {
 	struct tsr_svol *h = NULL;
 	struct snap_row s;

@@ -469,8 +469,8 @@ static void test_fence_check_during_retry(void **state)
 	store_test_rollback_chunk = NULL;
 	if (second != 0)
 		fail_msg("R1's second fence check (set_epoch %llu, epoch unchanged) answered %d "
-			 "(%s) while R2 ran", (unsigned long long)epoch, second,
-			 strerror(-second));
+			 "(%s) while R2 ran",
+			 (unsigned long long)epoch, second, strerror(-second));
 	assert_int_equal(tsr_store_vol_open(st, "a", &v), 0);
 	check_image(e, v, m1);
 	assert_int_equal(tsr_svol_epoch(v), epoch);
@@ -524,7 +524,8 @@ static void test_rollback_retry_waits(void **state)
 	}
 	if (atomic_load(&r2.done))
 		fail_msg("the retry of the same rollback answered %d (%s) while the first ran "
-			 "(want: it waits for its end)", r2.ret, strerror(-r2.ret));
+			 "(want: it waits for its end)",
+			 r2.ret, strerror(-r2.ret));
 	assert_int_equal(atomic_load(&waiters), 1);
 	BEFORE_END(&r1, "R2's wait");
 	/* to another snapshot: refused at once, not waiting */
@@ -640,7 +641,7 @@ static void test_rollback_retired_closed(void **state)
 	store_test_rollback_chunk = hold_here;
 	assert_int_equal(pthread_create(&t, NULL, rb_main, &r), 0);
 	assert_true(hold_wait_arrived(&hr));
-	hold_release(&hm1);           /* job 1 publishes a's chain without s2 */
+	hold_release(&hm1);                   /* job 1 publishes a's chain without s2 */
 	assert_true(hold_wait_arrived(&hm2)); /* job 2 (its ref on a) held */
 	BEFORE_END(&r, "job 1's publish");
 	assert_true(fds_naming(s2uuid) > 0); /* retired, still open: the rollback reads it */
