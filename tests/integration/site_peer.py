@@ -20,11 +20,13 @@ SCRIPT is a list of steps separated by ';', run in order:
   close                   TLS close_notify and close
 Exit 0 when every step went as scripted, 1 (with the reason) otherwise.
 """
+import errno
 import os
 import socket
 import ssl
 import struct
 import sys
+import time
 
 MAGIC = 0x53525354
 HELLO, VOLUME_OPEN, WRITE, ZERO, SNAPSHOT, BARRIER, ACK, ERROR = range(1, 9)
@@ -104,12 +106,23 @@ class Peer:
         self.stream = int(stream, 0)
         layout = b"replicas:1"
         payload = struct.pack("<BBH", len(vol), len(layout), 0) + vol.encode() + layout
-        self.s.sendall(frame(VOLUME_OPEN, payload, stream=self.stream, offset=int(size), epoch=1))
-        op, flags, stream_, seq, payload = self.recv_frame()
-        if op == ERROR:
-            code = struct.unpack("<I", payload[:4])[0]
-            raise ValueError(f"VOLUME_OPEN refused (error {code}): "
-                             f"{payload[8:].decode(errors='replace')}")
+        # the DR answers EINPROGRESS while it creates or attaches the target
+        # ("being created / attached: retry", then it closes the connection):
+        # a real source reconnects and asks again, so do we, for up to 30 s
+        deadline = time.monotonic() + 30
+        while True:
+            self.s.sendall(frame(VOLUME_OPEN, payload, stream=self.stream, offset=int(size),
+                                 epoch=1))
+            op, flags, stream_, seq, reply = self.recv_frame()
+            if op != ERROR:
+                break
+            code = struct.unpack("<I", reply[:4])[0]
+            if code != errno.EINPROGRESS or time.monotonic() > deadline:
+                raise ValueError(f"VOLUME_OPEN refused (error {code}): "
+                                 f"{reply[8:].decode(errors='replace')}")
+            self.s.close()
+            time.sleep(0.2)
+            self.connect()
         if op != VOLUME_OPEN or not flags & F_REPLY:
             raise ValueError(f"want a VOLUME_OPEN reply, got opcode {op}")
         print(f"open applied={seq}")
