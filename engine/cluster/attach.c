@@ -1658,7 +1658,12 @@ static void tick_one(struct tsr_cluster *c, struct attachment *a, const struct c
 			if (cluster_replace_replica(c, a->name, old, NULL, msg, sizeof(msg))) {
 				tsr_warn("cluster: automatic replace of %s on %s: %s (retrying later)",
 					 a->name, old, msg);
-				a->copies[i].dead_since = now; /* next try after another period */
+				/* next try after another period from the end of this
+				 * one (review 16a, F3): now was taken before the
+				 * attempt, which blocks this loop up to its calls'
+				 * bounds; from it, an attempt as long as the period
+				 * was retried at the next tick, back to back */
+				a->copies[i].dead_since = ev_time();
 			}
 			return; /* the view is stale now */
 		}
