@@ -243,6 +243,10 @@ void cluster_volume_list(struct tsr_cluster *c, const char *only,
 /* Replace copy on node old by one on to ("" or NULL: placement picks); auto: by the tick. */
 int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char *old,
 			    const char *to, char *msg, size_t msg_len);
+/* A replace-replica of name through this node waits for another node (its
+ * snapshot list, its new copy, the old copy's uuid): the copy's node (old)
+ * then, else NULL.  Main thread. */
+const char *cluster_replace_waiting(const struct tsr_cluster *c, const char *name);
 /* Build the admin Volume message of a record (view for attach state and URIs). */
 Tessera__Admin__Volume *cluster_build_volume(struct tsr_cluster *c, const struct cluster_view *v,
 					     const Tessera__Cluster__VolumeRecord *r);

@@ -1935,9 +1935,20 @@ void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Reques
 	const char *vol = create ? req->snapshot_create->volume : req->snapshot_delete->volume;
 	const char *snap = create ? req->snapshot_create->name : req->snapshot_delete->name;
 	bool later = false;
+	const char *replacing;
 	char msg[1024];
 	int ret;
 
+	/* a replace of vol through this node waits for another node: the
+	 * snapshot list it gives its new copy was read before, and a snapshot
+	 * cut now would miss that copy for good (review 16a, F2) */
+	replacing = vol ? cluster_replace_waiting(c, vol) : NULL;
+	if (replacing) {
+		admin_fail(resp, -EBUSY, "replace-replica of %s (its copy on %s) is running here: "
+			   "retry the snapshot %s once it answers", vol, replacing,
+			   create ? "create" : "delete");
+		return;
+	}
 	ret = snap_change(c, vol, create ? TSR_SNAP_CREATE : TSR_SNAP_DELETE, snap, &later, NULL,
 			  msg, sizeof(msg));
 	if (later) /* the cut runs on the home worker: snap_later_reply answers */

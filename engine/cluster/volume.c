@@ -2867,6 +2867,14 @@ static void replace_list_done(void *cb_arg, int status, Tessera__Admin__Response
 	replace_answer(rl, ret, msg);
 }
 
+const char *cluster_replace_waiting(const struct tsr_cluster *c, const char *name)
+{
+	for (const struct replace_list *rl = g_replace_lists; rl; rl = rl->next_list)
+		if (rl->c == c && strcmp(rl->name, name) == 0)
+			return rl->old;
+	return NULL;
+}
+
 /* tsr_cluster_stop: each replace of c waiting for another node (its list, its
  * new copy, the old copy's uuid) answers -ECANCELED now. */
 static void replace_list_stop(struct tsr_cluster *c)
