@@ -2342,6 +2342,54 @@ static int replace_attached_meanwhile(struct tsr_cluster *c, const char *name, c
 				      size_t msg_len);
 
 /*
+ * A replace drops the old copy at once (its new copy starts empty, out of
+ * sync): when that copy is one the volume's data needs, the data is lost
+ * (review 16a, P1: the only IN_SYNC copy of a detached volume whose other
+ * copy came from an earlier detached replace and was never rebuilt; the next
+ * attach found "fewer than min-replicas in-sync copies").  Refused -EBUSY,
+ * whatever its node's liveness, when copy idx is IN_SYNC by the record and
+ * the others IN_SYNC are fewer than the data needs (a mirror: one; an ec
+ * volume: k), naming the other copies' states: attach the volume so they
+ * resync first.  No override (the CLI has none for a replace).  0 or -EBUSY
+ * with msg.
+ */
+static int replace_last_in_sync(const Tessera__Cluster__VolumeRecord *rec, size_t idx,
+				char *msg, size_t msg_len)
+{
+	size_t need = rec->ec_k ? rec->ec_k : 1, others = 0, len;
+	char states[512] = "";
+
+	if (rec->copies[idx]->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC)
+		return 0;
+	for (size_t i = 0; i < rec->n_copies; i++) {
+		if (i == idx)
+			continue;
+		if (rec->copies[i]->state == TESSERA__CLUSTER__COPY_STATE__IN_SYNC)
+			others++;
+		len = strlen(states);
+		snprintf(states + len, sizeof(states) - len, "%s%s %s", len ? ", " : "",
+			 rec->copies[i]->node_id, rec_state_name(rec->copies[i]->state));
+	}
+	if (others >= need)
+		return 0;
+	if (rec->ec_k)
+		snprintf(msg, msg_len, "volume '%s': its copy on %s is one of the last %zu in-sync "
+			 "chunk copies its %u+%u data needs (the others: %s): replacing it would lose "
+			 "the data; attach the volume (tessera volume attach %s) so the others "
+			 "resync, then retry; nothing changed", rec->name, rec->copies[idx]->node_id,
+			 others + 1, rec->ec_k, rec->ec_m, states[0] ? states : "none", rec->name);
+	else
+		snprintf(msg, msg_len, "volume '%s': its copy on %s is its last in-sync copy (the "
+			 "others: %s): replacing it would lose the data; attach the volume (tessera "
+			 "volume attach %s) so the others resync, then retry; nothing changed",
+			 rec->name, rec->copies[idx]->node_id, states[0] ? states : "none",
+			 rec->name);
+	tsr_warn("cluster: replace of %s on %s refused: %s", rec->name, rec->copies[idx]->node_id,
+		 msg);
+	return -EBUSY;
+}
+
+/*
  * The replace itself, once the new copy's snapshot list is known (snaps,
  * n_snaps: replace_list_*, copied into rl): the new copy placed, the
  * coordinator asked, then the calls of replace_create, replace_uuid and the
@@ -2395,6 +2443,9 @@ static int replace_run(struct replace_list *rl, char *const *snaps, size_t n_sna
 		return -ENOENT;
 	}
 	rl->idx = idx;
+	ret = replace_last_in_sync(rec, idx, msg, msg_len);
+	if (ret)
+		return ret;
 	tsr_failure_domain_parse(rec->failure_domain, &fd);
 	n = place_input(&rl->v, rec, pn, 256);
 	/* the old copy's domain is free again */
