@@ -8,7 +8,8 @@
 # deleted the late copy and timed out again.  The create is bounded by
 # CLUSTER_COPY_TIMEOUT_MS (30 s) again (engine/cluster/volume.c
 # replace_create_timeout_ms), still without blocking the loop.
-#   4 nodes, v (2 replicas, min 1) detached, its copies moved off n1: the
+#   4 nodes, v (2 replicas, min 1) detached, its copies moved off n1 (and in
+#   sync: attached once, so that neither is the last in-sync copy): the
 #   replace O --to X through n1 answers 0 at the first try (3 tries allowed
 #   before failing, as the reviewer's reproducer), vol/v lists X.
 # On b8ab404 (the peer-timeout bound): 3 tries out of 3 refused.
@@ -33,6 +34,11 @@ case " $(rec_nodes) " in
 *" n1 "*)
 	X=$(free_node) || fail "no free node"
 	out=$(ctsr volume replace-replica v --node n1 --to "$X" 2>&1) || fail "move off n1: $out"
+	# that copy is out of sync until an attach rebuilds it (a replace of
+	# the other one, then v's last in-sync copy, would be refused)
+	ctsr volume attach v --node n1 >/dev/null || fail "volume attach v"
+	cl_wait_synced v
+	ctsr volume detach v >/dev/null || fail "volume detach v"
 	;;
 esac
 read -r O P <<<"$(rec_nodes)"
