@@ -246,8 +246,9 @@ static int copy_create_answer(const Tessera__Cluster__NodeRecord *node, const ch
 	if (uuid)
 		uuid[0] = '\0';
 	if (status == -ETIMEDOUT) {
-		snprintf(msg, msg_len, "node %s did not answer in %d ms to create the copy of '%s' "
-			 "(hung or overloaded?)", node->id, timeout_ms, name);
+		snprintf(msg, msg_len, "node %s did not answer in %d ms (the bound of a copy's "
+			 "create) to create the copy of '%s' (hung, or its disk far too slow?)",
+			 node->id, timeout_ms, name);
 		return status;
 	}
 	if (status) {
@@ -309,8 +310,8 @@ static int copy_delete_call(struct tsr_cluster *c, const Tessera__Cluster__NodeR
 static void copy_delete_req(const char *name, const char *uuid, Tessera__Admin__Request *req,
 			    Tessera__Admin__VolumeDelete *vd);
 static int copy_delete_answer(const Tessera__Cluster__NodeRecord *node, const char *name,
-			      int status, const Tessera__Admin__Response *resp, char *msg,
-			      size_t msg_len);
+			      int status, const Tessera__Admin__Response *resp, int timeout_ms,
+			      char *msg, size_t msg_len);
 
 int cluster_copy_delete_uuid(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			     const char *name, const char *uuid, char *msg, size_t msg_len)
@@ -353,7 +354,7 @@ static int copy_delete_call(struct tsr_cluster *c, const Tessera__Cluster__NodeR
 	}
 	copy_delete_req(name, uuid, &req, &vd);
 	ret = cluster_call_node(c, node->address, &req, timeout_ms, &resp);
-	ret = copy_delete_answer(node, name, ret, resp, msg, msg_len);
+	ret = copy_delete_answer(node, name, ret, resp, timeout_ms, msg, msg_len);
 	if (resp)
 		tessera__admin__response__free_unpacked(resp, NULL);
 	return ret;
@@ -375,11 +376,17 @@ static void copy_delete_req(const char *name, const char *uuid, Tessera__Admin__
  * copy_delete_req says: 0 (deleted, or no copy), or -errno with msg (-ESTALE:
  * its copy is another one than the uuid asked).  resp stays the caller's. */
 static int copy_delete_answer(const Tessera__Cluster__NodeRecord *node, const char *name,
-			      int status, const Tessera__Admin__Response *resp, char *msg,
-			      size_t msg_len)
+			      int status, const Tessera__Admin__Response *resp, int timeout_ms,
+			      char *msg, size_t msg_len)
 {
 	int ret;
 
+	if (status == -ETIMEDOUT) {
+		snprintf(msg, msg_len, "node %s did not answer in %d ms to delete its copy of '%s' "
+			 "(the delete stays queued there: it runs when the node reads it)", node->id,
+			 timeout_ms, name);
+		return status;
+	}
 	if (status) {
 		snprintf(msg, msg_len, "cannot reach node %s at %s to delete the copy of '%s': %s",
 			 node->id, node->address, name, strerror(-status));
@@ -2097,18 +2104,40 @@ static int replace_call(struct replace_list *rl, const Tessera__Cluster__NodeRec
 	return replace_step(rl, st, r, msg, msg_len);
 }
 
+/* What becomes of a copy no record lists: "the leftover sweep removes it
+ * after its grace (--leftover-grace, 900 s)" (sweep.c). */
+static void replace_sweep_says(const struct tsr_cluster *c, char *out, size_t len)
+{
+	if (c->o.leftover_grace_sec)
+		snprintf(out, len, "the leftover sweep removes it after its grace "
+			 "(--leftover-grace, %u s)", c->o.leftover_grace_sec);
+	else
+		snprintf(out, len, "delete it there by hand (the leftover sweep is off: "
+			 "--leftover-grace 0)");
+}
+
 /* After a failed call to the new copy's node (no answer, or the connection
  * lost): what the record holds and what a retry does, added to msg. */
 static void replace_unrecorded(const struct replace_list *rl, char *msg, size_t msg_len)
 {
 	size_t len = strlen(msg);
 	const char *n = rl->new_node->id;
+	char sweep[128];
 
-	snprintf(msg + len, msg_len - len, ": nothing recorded (vol/%s still lists the copy on %s); "
-		 "a copy %s makes when it runs again is listed by no record (a replace onto %s "
-		 "deletes it first, else the leftover sweep); retry once %s answers, or "
-		 "replace-replica %s --node %s --to another node", rl->name, rl->old, n, n, n,
-		 rl->name, rl->old);
+	replace_sweep_says(rl->c, sweep, sizeof(sweep));
+	if (rl->step == REPLACE_GARBAGE)
+		snprintf(msg + len, msg_len - len, ": nothing recorded (vol/%s still lists the copy "
+			 "on %s); %s's copy of '%s' that no record lists (uuid %s) may still be "
+			 "deleted when %s runs the delete, else a retry onto %s deletes it first, "
+			 "else %s; retry once %s answers, or replace-replica %s --node %s --to "
+			 "another node", rl->name, rl->old, n, rl->name, rl->garbage, n, n, sweep, n,
+			 rl->name, rl->old);
+	else
+		snprintf(msg + len, msg_len - len, ": nothing recorded (vol/%s still lists the copy "
+			 "on %s); a copy %s makes when it runs the create is listed by no record (a "
+			 "retry onto %s deletes it first, else %s); retry once %s answers, or "
+			 "replace-replica %s --node %s --to another node", rl->name, rl->old, n, n,
+			 sweep, n, rl->name, rl->old);
 }
 
 static int replace_finish(struct replace_list *rl, char *msg, size_t msg_len);
@@ -2198,6 +2227,16 @@ static int replace_created(struct replace_list *rl, int ret, char *msg, size_t m
 		snprintf(rl->garbage, sizeof(rl->garbage), "%s", rl->new_uuid);
 		return replace_garbage(rl, msg, msg_len);
 	}
+	if (ret == -EEXIST) {
+		/* after our delete of the unlisted copy, a copy again: another
+		 * replace onto that node made it meanwhile */
+		snprintf(msg, msg_len, "node %s holds a copy of '%s' again after the one no record "
+			 "listed was deleted: another replace onto %s got there first; nothing "
+			 "recorded (vol/%s still lists the copy on %s); tessera volume show %s, then "
+			 "retry", rl->new_node->id, rl->name, rl->new_node->id, rl->name, rl->old,
+			 rl->name);
+		return ret;
+	}
 	if (ret)
 		return ret;
 	return replace_uuid(rl, msg, msg_len);
@@ -2268,13 +2307,18 @@ static int replace_step(struct replace_list *rl, int status, Tessera__Admin__Res
 			replace_unrecorded(rl, msg, msg_len);
 		if (r)
 			tessera__admin__response__free_unpacked(r, NULL);
-		if (status)
+		/* an admin request's failure is logged here; the tick's
+		 * (rl->later NULL) by tick_one, once */
+		if (status && rl->later)
 			tsr_warn("cluster: replace of %s on %s: %s", rl->name, rl->old, msg);
 		return replace_created(rl, ret, msg, msg_len);
 	case REPLACE_GARBAGE:
-		ret = copy_delete_answer(rl->new_node, rl->name, status, r, msg, msg_len);
+		ret = copy_delete_answer(rl->new_node, rl->name, status, r, rl->call_ms, msg,
+					 msg_len);
 		if (status)
 			replace_unrecorded(rl, msg, msg_len);
+		if (status && rl->later)
+			tsr_warn("cluster: replace of %s on %s: %s", rl->name, rl->old, msg);
 		if (r)
 			tessera__admin__response__free_unpacked(r, NULL);
 		return replace_garbage_done(rl, ret, msg, msg_len);
@@ -2320,14 +2364,22 @@ static void replace_step_done(void *cb_arg, int status, Tessera__Admin__Response
 	rl->call = NULL;
 	replace_list_unlist(rl);
 	if (status == -ECANCELED) { /* tsr_cluster_stop: replace_list_stop */
+		char sweep[128], left[320];
+
 		if (r)
 			tessera__admin__response__free_unpacked(r, NULL);
+		replace_sweep_says(rl->c, sweep, sizeof(sweep));
+		/* the new copy exists once its create answered (the uuid step);
+		 * during the create or the garbage delete it may be made late */
+		snprintf(left, sizeof(left), rl->step == REPLACE_UUID ?
+			 "the new copy on %s (uuid %s) is listed by no record: %s" :
+			 "a copy %s makes when it runs the create is listed by no record%s: %s",
+			 rl->new_node->id, rl->step == REPLACE_UUID ? rl->new_uuid : "", sweep);
 		admin_fail(&rl->answer, -ECANCELED, "volume '%s': %s is stopping while the replace "
 			   "of its copy on %s waits for %s from %s: nothing recorded (vol/%s still "
-			   "lists the copy on %s; a new copy made is listed by no record: the "
-			   "leftover sweep removes it)", rl->name, rl->c->node_id, rl->old,
+			   "lists the copy on %s); %s", rl->name, rl->c->node_id, rl->old,
 			   waits[rl->step], rl->step == REPLACE_UUID ? rl->old : rl->new_node->id,
-			   rl->name, rl->old);
+			   rl->name, rl->old, left);
 		admin_later_done(rl->later);
 		return;
 	}
@@ -2516,7 +2568,7 @@ static int replace_finish(struct replace_list *rl, char *msg, size_t msg_len)
 	size_t old_len = 0, idx = rl->idx;
 	char key[80], *missed = NULL, m2[512];
 	bool old_unheard = rl->old_unheard;
-	int ret = 0;
+	int ret = 0, r2;
 
 	replace_test_hold(name);
 	if (rl->waited) {
@@ -2584,12 +2636,22 @@ static int replace_finish(struct replace_list *rl, char *msg, size_t msg_len)
 	if (ret) {
 		if (pending)
 			replace_pending_end(c, pending, idx, NULL);
-		snprintf(msg, msg_len, "cannot record the new copy of '%s' on %s: %s (retry)", name,
-			 new_node->id, strerror(-ret));
 		/* ours only: another replace may have recorded its own copy there */
-		if (copy_delete_call(c, new_node, name, new_uuid, replace_old_timeout_ms(c), m2,
-				     sizeof(m2)))
+		r2 = copy_delete_call(c, new_node, name, new_uuid, replace_old_timeout_ms(c), m2,
+				      sizeof(m2));
+		if (r2)
 			tsr_warn("cluster: volume %s: %s", name, m2);
+		if (ret == -ECANCELED)
+			snprintf(msg, msg_len, "vol/%s changed while this replace waited for the other "
+				 "nodes (another replace, an attach or detach, or a copy's state): "
+				 "nothing recorded, the new copy on %s %s; tessera volume show %s, then "
+				 "retry if the copy on %s is still to be replaced", name, new_node->id,
+				 r2 ? "could not be deleted (the leftover sweep removes it)" : "deleted",
+				 name, old);
+		else
+			snprintf(msg, msg_len, "cannot record the new copy of '%s' on %s: %s; nothing "
+				 "recorded, the new copy %s (retry)", name, new_node->id, strerror(-ret),
+				 r2 ? "left to the leftover sweep" : "deleted");
 		goto out;
 	}
 	tsr_info("cluster: volume %s copy %s replaced by %s (out-of-sync, full rebuild)", name,
