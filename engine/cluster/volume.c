@@ -2370,11 +2370,18 @@ static void replace_step_done(void *cb_arg, int status, Tessera__Admin__Response
 			tessera__admin__response__free_unpacked(r, NULL);
 		replace_sweep_says(rl->c, sweep, sizeof(sweep));
 		/* the new copy exists once its create answered (the uuid step);
-		 * during the create or the garbage delete it may be made late */
-		snprintf(left, sizeof(left), rl->step == REPLACE_UUID ?
-			 "the new copy on %s (uuid %s) is listed by no record: %s" :
-			 "a copy %s makes when it runs the create is listed by no record%s: %s",
-			 rl->new_node->id, rl->step == REPLACE_UUID ? rl->new_uuid : "", sweep);
+		 * during the create it may be made late; during the garbage
+		 * delete the unlisted copy met there may stay */
+		if (rl->step == REPLACE_UUID)
+			snprintf(left, sizeof(left), "the new copy on %s (uuid %s) is listed by no "
+				 "record: %s", rl->new_node->id, rl->new_uuid, sweep);
+		else if (rl->step == REPLACE_GARBAGE)
+			snprintf(left, sizeof(left), "%s's copy that no record lists (uuid %s) is "
+				 "deleted if %s runs the delete, else %s", rl->new_node->id,
+				 rl->garbage, rl->new_node->id, sweep);
+		else
+			snprintf(left, sizeof(left), "a copy %s makes when it runs the create is "
+				 "listed by no record: %s", rl->new_node->id, sweep);
 		admin_fail(&rl->answer, -ECANCELED, "volume '%s': %s is stopping while the replace "
 			   "of its copy on %s waits for %s from %s: nothing recorded (vol/%s still "
 			   "lists the copy on %s); %s", rl->name, rl->c->node_id, rl->old,
