@@ -2018,6 +2018,14 @@ static int ctl_open_volume(struct sess *s)
 	why[0] = '\0';
 	ret = srv->ops.open_volume(srv->ops.arg, &s->from, &s->open, h->offset, h->stream, &vol,
 				   why, sizeof(why));
+	/* ESTALE to VOLUME_OPEN says "promoted" (the source demotes itself),
+	 * which only the state file decides (above): open_volume's -ESTALE (a
+	 * copy saw a newer coordinator at the target) is a failure to retry */
+	if (ret == -ESTALE) {
+		tsr_warn("site server: %s: open_volume answered %s: told to the source as an "
+			 "I/O error", s->label, strerror(ESTALE));
+		ret = -EIO;
+	}
 	if (ret && why[0])
 		return open_fail(s, ret, "%s", why);
 	if (ret || vol == NULL)

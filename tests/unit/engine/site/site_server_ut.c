@@ -20,7 +20,7 @@
  * refused at the handshake with nothing applied; a bad header closes; a
  * second connection of a stream ends the older session (EBUSY, then resume);
  * frames of an older source epoch refused with ESTALE; open_volume's error
- * passed on; a stop ends idle connections in every phase, and connections
+ * passed on, but its -ESTALE as EIO (ESTALE says "promoted" to a source); a stop ends idle connections in every phase, and connections
  * that do not reach their stream within 10 s are closed.  Compression: a
  * real tsr_site_source compressing with lz4 and with zstd (initial copy
  * and log) reads back equal at the target with fewer bytes on the wire,
@@ -161,11 +161,17 @@ static int open_volume(void *arg, const struct tsr_site_hello *from, const struc
 
 	(void)from;
 	(void)stream;
-	(void)why;
-	(void)why_len;
 	e->opens++;
 	if (strcmp(o->volume, "full") == 0)
 		return -ENOSPC;
+	/* a DR attach whose copy saw a newer coordinator (review 16c N1) */
+	if (strcmp(o->volume, "stale") == 0) {
+		snprintf(why, why_len, "site dr: cannot attach target stale: a copy has seen a "
+			 "newer coordinator");
+		return -ESTALE;
+	}
+	if (strcmp(o->volume, "stale2") == 0)
+		return -ESTALE;
 	ret = tsr_store_vol_create(e->store, o->volume, size, NULL);
 	if (ret && ret != -EEXIST)
 		return ret;
@@ -1294,6 +1300,23 @@ static void test_open_error_and_idle_stop(void **state)
 	assert_non_null(strstr(c.err.msg, "volume full"));
 	client_close(&c, false);
 	assert_int_equal(list_count(e), 0); /* no state file for a refused open */
+	/* open_volume's -ESTALE is no "promoted" (which demotes the source):
+	 * EIO, with its sentence when it gave one (review 16c N1) */
+	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
+	client_hello(&c);
+	r = client_open(&c, "stale", 102);
+	assert_int_equal(r.opcode, TSR_SITE_ERROR);
+	assert_int_equal(c.err.code, EIO);
+	assert_non_null(strstr(c.err.msg, "a copy has seen a newer coordinator"));
+	client_close(&c, false);
+	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
+	client_hello(&c);
+	r = client_open(&c, "stale2", 103);
+	assert_int_equal(r.opcode, TSR_SITE_ERROR);
+	assert_int_equal(c.err.code, EIO);
+	assert_non_null(strstr(c.err.msg, "volume stale2"));
+	client_close(&c, false);
+	assert_int_equal(list_count(e), 0);
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	raw = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	assert_true(raw >= 0);
