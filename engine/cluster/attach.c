@@ -640,6 +640,7 @@ struct attach_job {
 	char prev_coord[64];         /* the record's coordinator before us (restore_volume) */
 	bool old_clean;              /* its clean_detach before us */
 	bool dr_target;              /* site_open_volume's: write-fenced -EROFS once registered */
+	bool dr_was_promoted;        /* dr_target: repl_target_promoted when it began */
 	struct tsr_layout *layout;   /* attach_open's result (ret 0) */
 	int ret;                     /* attach_open's, then the attach's */
 	pthread_t thread;
@@ -941,7 +942,16 @@ static void attach_apply(struct attach_job *j, bool stopping)
 			 strerror(-ret));
 		goto undo;
 	}
-	if (j->dr_target) { /* a DR target takes no host writes (site_open_volume) */
+	/* a DR target takes no host writes (site_open_volume), unless it was
+	 * promoted while its layout opened (a promote then is refused -EBUSY,
+	 * repl_promote: this is the second guard): the promote found nothing
+	 * to unfence, and target/<vol> "promoted" keeps repl_on_attach from
+	 * fencing it.  Promoted before (a failback takes it back as a target):
+	 * fenced as always. */
+	if (j->dr_target && !j->dr_was_promoted && repl_target_promoted(c, j->name)) {
+		tsr_warn("cluster: DR target %s was promoted while it was being attached: not "
+			 "write-fenced", j->name);
+	} else if (j->dr_target) {
 		struct tsr_vol *vol;
 
 		if (tsr_vol_get(c->o.vols, j->name, &vol) == 0) {
@@ -1089,6 +1099,7 @@ static int attach_start(struct tsr_cluster *c, const char *name, struct tsr_admi
 		return 2;
 	j->c = c;
 	j->dr_target = dr_target;
+	j->dr_was_promoted = dr_target && repl_target_promoted(c, name);
 	ret = attach_prepare(c, name, j, msg, msg_len);
 	if (ret) {
 		free(j);

@@ -387,6 +387,9 @@ void repl_stop(struct tsr_cluster *c);
  * hashed over the workers), or NULL: any (round robin).  Control thread. */
 struct tsr_worker *repl_home_hint(struct tsr_cluster *c, const char *name);
 void repl_on_attach(struct tsr_cluster *c, const char *name);
+/* vol was a DR copy promoted here: target/<vol> says "promoted", or the
+ * site server's state of vol does.  Control thread. */
+bool repl_target_promoted(struct tsr_cluster *c, const char *vol);
 /* name is about to be unregistered here: stop its source. */
 void repl_on_detach(struct tsr_cluster *c, const char *name);
 /* Site and replication commands (true: resp filled). */

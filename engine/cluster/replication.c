@@ -572,6 +572,24 @@ static bool target_promoted(struct tsr_cluster *c, const char *vol)
 	return yes;
 }
 
+bool repl_target_promoted(struct tsr_cluster *c, const char *vol)
+{
+	struct tsr_site_target_info *infos;
+	size_t n, got;
+	bool yes = target_promoted(c, vol);
+
+	if (yes || c->site_server == NULL)
+		return yes;
+	n = tsr_site_server_list(c->site_server, NULL, 0);
+	infos = n ? calloc(n, sizeof(*infos)) : NULL;
+	got = infos ? tsr_site_server_list(c->site_server, infos, n) : 0;
+	for (size_t i = 0; i < got && i < n; i++)
+		if (strcmp(infos[i].volume, vol) == 0)
+			yes = infos[i].promoted;
+	free(infos);
+	return yes;
+}
+
 /* r is demoted and takes the stream of site (failback). */
 static bool failback_from(const Tessera__Cluster__ReplicationRecord *r, const char *site)
 {
@@ -1809,15 +1827,30 @@ static void repl_promote_group(struct tsr_cluster *c, const Tessera__Admin__Repl
 			   c->node_id);
 		return;
 	}
+	n = tsr_site_server_list(c->site_server, NULL, 0);
+	infos = n ? calloc(n, sizeof(*infos)) : NULL;
+	got = infos ? tsr_site_server_list(c->site_server, infos, n) : 0;
+	if (n && infos == NULL) {
+		admin_fail(resp, -ENOMEM, "out of memory in tesserad: nothing was promoted");
+		return;
+	}
+	/* as for one volume: a member whose attach runs here is fenced by it */
+	for (size_t i = 0; i < got && i < n; i++)
+		if (strcmp(infos[i].group, p->group) == 0 &&
+		    cluster_attach_running(c, infos[i].volume)) {
+			admin_fail(resp, -EBUSY, "target %s (group %s) is being attached here (its "
+				   "copies are being opened): retry the promote in a moment",
+				   infos[i].volume, p->group);
+			free(infos);
+			return;
+		}
 	ret = tsr_site_server_promote_group(c->site_server, p->group, p->force, &marker, msg,
 					    sizeof(msg));
 	if (ret) {
 		admin_fail(resp, ret, "%s", msg);
+		free(infos);
 		return;
 	}
-	n = tsr_site_server_list(c->site_server, NULL, 0);
-	infos = n ? calloc(n, sizeof(*infos)) : NULL;
-	got = infos ? tsr_site_server_list(c->site_server, infos, n) : 0;
 	for (size_t i = 0; i < got && i < n; i++) {
 		const char *vol = infos[i].volume;
 
@@ -1855,6 +1888,13 @@ static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Request *r
 	    cluster_get_attach(c, p->volume, holder, sizeof(holder), NULL, NULL) == 0 &&
 	    strcmp(holder, c->node_id) != 0) {
 		repl_forward(c, holder, req, resp);
+		return;
+	}
+	/* its layout opens in a thread and attach_apply fences it -EROFS: a
+	 * promote now would find nothing to unfence and be undone by that */
+	if (cluster_attach_running(c, p->volume)) {
+		admin_fail(resp, -EBUSY, "target %s is being attached here (its copies are being "
+			   "opened): retry the promote in a moment", p->volume);
 		return;
 	}
 	if (c->site_server == NULL) {

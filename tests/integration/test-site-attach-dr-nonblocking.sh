@@ -17,6 +17,11 @@
 #   copy is still write-fenced (a host write through the DR's NBD export
 #   fails), and the DR answered the source "being attached: retry".
 # On 7a32c7c: "events: got 'list 124,sigcont,'".
+# (2) review 16c F1: the same restart with dr-n2 frozen; `replication
+# promote sv` while the attach runs must be refused "being attached here:
+# retry the promote" (on 436f022 it answered 0 and the attach then fenced
+# the promoted volume -EROFS); once applied, the promote succeeds and a host
+# write at the DR reads back.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 . "$(dirname "$0")/site.sh"
@@ -103,6 +108,50 @@ fi
 log "the DR's target refuses host writes"
 tail -n +"$from" "$DLOG" | grepq "target sv is being attached" ||
 	fail "the DR did not answer the source 'being attached: retry'"
+
+# (2) review 16c F1: a promote while the DR's target attach runs.  It found
+# no volume to unfence and answered "writable here", then the attach's
+# apply fenced it -EROFS for good.  Now refused -EBUSY "being attached
+# here: retry"; the promote after the attach is applied takes host writes.
+site_stop dr
+freeze_pids "$D2PID" || fail "dr-n2 not stopped (2)"
+log "(2) dr-n1 stopped, dr-n2 frozen, dr-n1 started again"
+from=$(( $(wc -l <"$DLOG") + 1 ))
+# shellcheck disable=SC2086
+start_tesserad "$(sdir dr)" ${SITE_ARGS[dr]}
+SITE_PID[dr]=$TSRD_PID
+for (( i=0; i<300; i++ )); do
+	tail -n +"$from" "$DLOG" | grepq "cluster: attaching sv epoch" && break
+	sleep 0.1
+done
+tail -n +"$from" "$DLOG" | grepq "cluster: attaching sv epoch" ||
+	fail "(2) dr-n1 did not start attaching sv in 30 s"
+prc=0
+pout=$(timeout 20 "$TESSERA" --data "$(sdir dr)" replication promote sv 2>&1) || prc=$?
+log "(2) promote while dr-n1 attaches sv: status $prc: $pout"
+tail -n +"$from" "$DLOG" | grepq "cluster: attach sv epoch" &&
+	fail "(2) the attach was applied before the promote (dr-n2 is frozen): no race tested"
+kill -CONT "$D2PID"
+log "(2) dr-n2 resumed"
+[ "$prc" != 0 ] || fail "(2) the promote during the attach answered 0 ('$pout'): the attach's \
+apply fences it -EROFS after"
+case "$pout" in
+*"is being attached here"*"retry the promote"*) ;;
+*) fail "(2) the promote during the attach: '$pout', want 'being attached here: retry'" ;;
+esac
+for (( i=0; i<300; i++ )); do
+	tail -n +"$from" "$DLOG" | grepq "cluster: attach sv epoch" && break
+	sleep 0.1
+done
+tail -n +"$from" "$DLOG" | grepq "cluster: attach sv epoch" ||
+	fail "(2) dr-n1's attach of sv was not applied in 30 s"
+pout=$(timeout 20 "$TESSERA" --data "$(sdir dr)" replication promote sv 2>&1) ||
+	fail "(2) promote sv after the attach: $pout"
+log "(2) promote after the attach: $pout"
+out=$(site_qemu_io dr sv "write -P 0x11 0 4k" "read -P 0x11 0 4k" 2>&1) ||
+	fail "(2) the promoted sv refuses host writes at the DR: $(printf '%s' "$out" | head -3)"
+site_qemu_io dr sv "read -P 0x6b $((4 * M)) 1M" >/dev/null || fail "(2) sv's data at the DR"
+log "(2) the promoted sv takes host writes"
 site_stop primary
 stop_tesserad "$D2PID"
 site_stop dr
