@@ -2798,7 +2798,12 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 		}
 		if (ret) {
 			tsr_warn("site: target volume %s: %s", name, msg);
-			return ret;
+			/* told to the source with the reason; -ESTALE (a copy saw a
+			 * newer coordinator) would read "promoted" there and demote
+			 * the primary: any failure but a busy one is -EIO */
+			snprintf(why, why_len, "site %s: cannot attach target %s: %s", c->repl_site,
+				 name, msg);
+			return ret == -EBUSY ? ret : -EIO;
 		}
 		ret = tsr_vol_get(c->o.vols, name, &vol);
 		if (ret)
