@@ -641,6 +641,7 @@ struct attach_job {
 	bool old_clean;              /* its clean_detach before us */
 	bool dr_target;              /* site_open_volume's: write-fenced -EROFS once registered */
 	bool dr_was_promoted;        /* dr_target: repl_target_promoted when it began */
+	int64_t failed_ms;           /* a DR target's failure: when (kept ATTACH_FAIL_KEEP_MS) */
 	struct tsr_layout *layout;   /* attach_open's result (ret 0) */
 	int ret;                     /* attach_open's, then the attach's */
 	pthread_t thread;
@@ -652,6 +653,14 @@ struct attach_job {
 	struct attach_job *next;     /* c->attaching (main) */
 };
 
+/*
+ * A DR target's failed attach is told to the next VOLUME_OPEN of its name
+ * (cluster_attach_target) if one comes within this long; older, or when
+ * another attach of that name begins (attach_prepare), it is dropped: the
+ * next VOLUME_OPEN attaches anew.  As TARGET_GROW_KEEP_MS (replication.c).
+ */
+#define ATTACH_FAIL_KEEP_MS 5000
+
 /* name's job still opening (applied false: at most one), or with failed:
  * a DR target's failed one waiting to be told (cluster_attach_target). */
 static struct attach_job *attach_job_find(struct tsr_cluster *c, const char *name, bool failed)
@@ -661,6 +670,29 @@ static struct attach_job *attach_job_find(struct tsr_cluster *c, const char *nam
 		    (failed ? j->applied && j->later == NULL && j->ret != 0 : !j->applied))
 			return j;
 	return NULL;
+}
+
+static void attach_job_unlink(struct tsr_cluster *c, struct attach_job *j);
+
+/* Drop the kept DR failures of name (NULL: every name) that are too old,
+ * or (all) every one of name.  Main thread. */
+static void attach_failed_drop(struct tsr_cluster *c, const char *name, bool all)
+{
+	int64_t now = tsr_mono_ms();
+	struct attach_job *j, *next;
+
+	for (j = c->attaching; j; j = next) {
+		next = j->next;
+		if (!j->applied || j->later != NULL || j->ret == 0 ||
+		    (name != NULL && strcmp(j->name, name) != 0) ||
+		    (!all && now - j->failed_ms < ATTACH_FAIL_KEEP_MS))
+			continue;
+		tsr_info("cluster: the failed attach of DR target %s (%s) is forgotten (%s)",
+			 j->name, j->msg, all ? "another attach of it begins" : "not asked for in "
+			 "time");
+		attach_job_unlink(c, j);
+		free(j);
+	}
 }
 
 bool cluster_attach_running(struct tsr_cluster *c, const char *name)
@@ -706,6 +738,8 @@ static int attach_prepare(struct tsr_cluster *c, const char *name, struct attach
 		attach_running_msg(name, msg, msg_len);
 		return -EBUSY;
 	}
+	/* a DR target's failure kept for its next VOLUME_OPEN is stale now */
+	attach_failed_drop(c, name, true);
 	if (cluster_detach_pending(c, name)) {
 		snprintf(msg, msg_len, "volume '%s' is being detached here (waiting for its NBD "
 			 "clients to go): retry in a moment", name);
@@ -982,6 +1016,7 @@ out:
 	j->layout = NULL;
 	j->ret = ret;
 	j->applied = true;
+	j->failed_ms = tsr_mono_ms();
 	tessera__cluster__volume_record__free_unpacked(j->rec, NULL);
 	j->rec = NULL;
 }
@@ -1136,6 +1171,7 @@ int cluster_attach_target(struct tsr_cluster *c, const char *name, char *msg, si
 		snprintf(msg, msg_len, "being attached (its copies are being opened): retry");
 		return -EINPROGRESS;
 	}
+	attach_failed_drop(c, name, false); /* too old to tell */
 	j = attach_job_find(c, name, true);
 	if (j) { /* its failure, told once */
 		ret = j->ret;
@@ -1686,6 +1722,7 @@ void cluster_attach_tick(struct tsr_cluster *c)
 	struct cluster_view v;
 	double now = ev_now(c->o.loop);
 
+	attach_failed_drop(c, NULL, false); /* DR failures nobody asked for in time */
 	if (c->attached == NULL)
 		return;
 	if (view_load(c->meta, &v))

@@ -22,6 +22,11 @@
 # retry the promote" (on 436f022 it answered 0 and the attach then fenced
 # the promoted volume -EROFS); once applied, the promote succeeds and a host
 # write at the DR reads back.
+# (3) review 16c N3 (runs before (2)): a failed target attach (dr-n2 frozen,
+# the open gives up after the peer timeout) while the link is cut is
+# forgotten after ATTACH_FAIL_KEEP_MS: the source's VOLUME_OPEN 6 s later
+# attaches anew (on 436f022 it was told the stale failure: "site: target
+# volume sv: cannot attach" in dr-n1's log).
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 . "$(dirname "$0")/site.sh"
@@ -108,6 +113,47 @@ fi
 log "the DR's target refuses host writes"
 tail -n +"$from" "$DLOG" | grepq "target sv is being attached" ||
 	fail "the DR did not answer the source 'being attached: retry'"
+
+# (3) review 16c N3: a DR target's failed attach was kept for the next
+# VOLUME_OPEN without an age limit.  dr-n1 restarted with dr-n2 frozen, the
+# link cut once the attach runs (no VOLUME_OPEN until it is back): the open
+# gives up after the peer timeout (8 s; 1 of 2 copies, min 2), kept.  dr-n2
+# resumed, 6 s later (past ATTACH_FAIL_KEEP_MS) the link back: the source's
+# VOLUME_OPEN must attach anew, not be told that stale failure.
+site_stop dr
+freeze_pids "$D2PID" || fail "dr-n2 not stopped (3)"
+from=$(( $(wc -l <"$DLOG") + 1 ))
+# shellcheck disable=SC2086
+start_tesserad "$(sdir dr)" ${SITE_ARGS[dr]}
+SITE_PID[dr]=$TSRD_PID
+for (( i=0; i<300; i++ )); do
+	tail -n +"$from" "$DLOG" | grepq "cluster: attaching sv epoch" && break
+	sleep 0.1
+done
+tail -n +"$from" "$DLOG" | grepq "cluster: attaching sv epoch" ||
+	fail "(3) dr-n1 did not start attaching sv in 30 s"
+px cut
+for (( i=0; i<300; i++ )); do
+	tail -n +"$from" "$DLOG" | grepq "cluster: cannot attach 'sv'" && break
+	sleep 0.1
+done
+tail -n +"$from" "$DLOG" | grepq "cluster: cannot attach 'sv'" ||
+	fail "(3) dr-n1's attach of sv (dr-n2 frozen) did not fail in 30 s"
+log "(3) the attach failed: $(tail -n +"$from" "$DLOG" | grep -m1 "cluster: cannot attach 'sv'" |
+	cut -c1-160)"
+kill -CONT "$D2PID"
+dr_alive 2
+from3=$(( $(wc -l <"$DLOG") + 1 ))
+sleep 6
+px pass
+rwait primary sv 'j["state"] == "streaming"' "(3) streaming again" 90
+repl_caught_up sv 60
+if tail -n +"$from3" "$DLOG" | grep -m1 "site: target volume sv: cannot attach"; then
+	fail "(3) the source was told the DR's failed attach of 6 s before (kept without a limit)"
+fi
+tail -n +"$from" "$DLOG" | grepq "failed attach of DR target sv .* is forgotten" ||
+	fail "(3) dr-n1 did not log that it forgot the failed attach"
+log "(3) the stale failure was forgotten, the next VOLUME_OPEN attached sv"
 
 # (2) review 16c F1: a promote while the DR's target attach runs.  It found
 # no volume to unfence and answered "writable here", then the attach's
