@@ -2667,6 +2667,7 @@ static void snap_show_start(struct tsr_cluster *c, struct snap_later *sl)
 	struct cluster_view v;
 	char msg[512];
 	uint64_t rev;
+	bool origin_skipped = false;
 
 	snap_reply_test_hold();
 	if (load_volume(c, sl->vol, &v, &rec, &rev, msg, sizeof(msg)))
@@ -2677,9 +2678,12 @@ static void snap_show_start(struct tsr_cluster *c, struct snap_later *sl)
 		const Tessera__Cluster__CopyRecord *cr = rec->copies[i];
 
 		if (cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC ||
-		    !view_alive(&v, cr->node_id) || (node = view_node(&v, cr->node_id)) == NULL ||
-		    strcmp(cr->node_id, sl->origin) == 0) /* it waits for our answer */
+		    !view_alive(&v, cr->node_id) || (node = view_node(&v, cr->node_id)) == NULL)
 			continue;
+		if (strcmp(cr->node_id, sl->origin) == 0) { /* it waits for our answer */
+			origin_skipped = true;
+			continue;
+		}
 		snprintf(sr->nodes[sr->n_nodes].id, sizeof(sr->nodes[0].id), "%s", node->id);
 		snprintf(sr->nodes[sr->n_nodes].address, sizeof(sr->nodes[0].address), "%s",
 			 node->address);
@@ -2693,7 +2697,22 @@ static void snap_show_start(struct tsr_cluster *c, struct snap_later *sl)
 	sr->c = c;
 	sr->timeout_ms = snap_read_timeout_ms(c, &show);
 	snprintf(sr->volume, sizeof(sr->volume), "%s", sl->vol);
-	if (sr->n_nodes == 0 || snap_read_copy_req(c, sr, &show)) {
+	if (sr->n_nodes == 0) {
+		/* none to ask: the reply without the description (review 16c N2:
+		 * snapshot_reply's blocking read runs where c->origin is unset,
+		 * so it would ask the origin, which waits for this answer) */
+		if (origin_skipped)
+			snprintf(sl->show_msg, sizeof(sl->show_msg), "none to ask but %s, which "
+				 "waits for this answer", sl->origin);
+		else
+			snprintf(sl->show_msg, sizeof(sl->show_msg), "no node holding an in-sync "
+				 "copy is alive");
+		sl->show_read = true;
+		snap_read_free(sr);
+		sr = NULL;
+		goto out;
+	}
+	if (snap_read_copy_req(c, sr, &show)) {
 		snap_read_free(sr); /* snapshot_reply says why */
 		sr = NULL;
 		goto out;

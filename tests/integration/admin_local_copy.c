@@ -30,6 +30,10 @@
  *   volume-delete VOLUME [--uuid UUID]
  *       VolumeDelete{local_copy[, uuid]}: delete this node's copy (by name,
  *       or only the copy of UUID).
+ *   snapshot-create-via VOLUME SNAPSHOT NODE
+ *       a client's SnapshotCreate (no local_copy) with Request.via_node =
+ *       NODE, as a node forwarding the client's create sends it (the node
+ *       asked must not call NODE back while it waits).
  *
  * SIZE takes the CLI's units (8M, 1G, or bytes).  Output, one line each:
  *
@@ -75,6 +79,8 @@ static const char usage_text[] =
     "                                            -ESTALE when the copy's is past it)\n"
     "  volume-delete VOLUME [--uuid UUID]        delete this copy (by name, or only\n"
     "                                            the copy of UUID)\n"
+    "  snapshot-create-via VOLUME SNAPSHOT NODE  a client's create (not local_copy),\n"
+    "                                            via_node NODE (as forwarded by it)\n"
     "\n"
     "Options:\n"
     "  --timeout MS   wait at most MS for the answer (default 30000; 0: forever)\n"
@@ -167,6 +173,21 @@ static int build_request(int argc, char **argv, struct local_request *r)
 		r->del.local_copy = true;
 		r->req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE;
 		r->req.volume_delete = &r->del;
+	} else if (strcmp(cmd, "snapshot-create-via") == 0) {
+		if (argc != 4)
+			return usage_error("%s takes VOLUME SNAPSHOT NODE", cmd);
+		ret = check_name("volume", argv[1]);
+		if (!ret)
+			ret = check_name("snapshot", argv[2]);
+		if (!ret)
+			ret = check_name("node", argv[3]);
+		if (ret)
+			return ret;
+		r->snap_create.volume = argv[1];
+		r->snap_create.name = argv[2];
+		r->req.via_node = argv[3];
+		r->req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_CREATE;
+		r->req.snapshot_create = &r->snap_create;
 	} else if (strcmp(cmd, "snapshot-create") == 0 || strcmp(cmd, "snapshot-delete") == 0) {
 		bool create = strcmp(cmd, "snapshot-create") == 0, epoch_set = false;
 		unsigned long long epoch = 0;
