@@ -951,6 +951,7 @@ static void attach_apply(struct attach_job *j, bool stopping)
 	struct attachment *a = j->a;
 	uint64_t epoch = a->epoch;
 	int ret = j->ret;
+	bool dr_fence;
 
 	if (ret == 0 && stopping) {
 		tsr_layout_destroy(j->layout);
@@ -969,29 +970,26 @@ static void attach_apply(struct attach_job *j, bool stopping)
 			 strerror(-ret));
 		goto undo;
 	}
-	ret = tsr_volset_attach(c->o.vols, j->name, j->layout, j->lo.home);
-	if (ret) {
-		tsr_layout_destroy(j->layout);
-		snprintf(j->msg, sizeof(j->msg), "cannot register '%s' for NBD: %s", j->name,
-			 strerror(-ret));
-		goto undo;
-	}
 	/* a DR target takes no host writes (site_open_volume), unless it was
 	 * promoted while its layout opened (a promote then is refused -EBUSY,
 	 * repl_promote: this is the second guard): the promote found nothing
 	 * to unfence, and target/<vol> "promoted" keeps repl_on_attach from
 	 * fencing it.  Promoted before (a failback takes it back as a target):
-	 * fenced as always. */
-	if (j->dr_target && !j->dr_was_promoted && repl_target_promoted(c, j->name)) {
+	 * fenced as always.  Registered fenced: no host write slips in between
+	 * (review 16c N4). */
+	dr_fence = j->dr_target;
+	if (dr_fence && !j->dr_was_promoted && repl_target_promoted(c, j->name)) {
 		tsr_warn("cluster: DR target %s was promoted while it was being attached: not "
 			 "write-fenced", j->name);
-	} else if (j->dr_target) {
-		struct tsr_vol *vol;
-
-		if (tsr_vol_get(c->o.vols, j->name, &vol) == 0) {
-			tsr_vol_set_write_fence(vol, -EROFS);
-			tsr_vol_put(vol);
-		}
+		dr_fence = false;
+	}
+	ret = tsr_volset_attach_fenced(c->o.vols, j->name, j->layout, j->lo.home,
+				       dr_fence ? -EROFS : 0);
+	if (ret) {
+		tsr_layout_destroy(j->layout);
+		snprintf(j->msg, sizeof(j->msg), "cannot register '%s' for NBD: %s", j->name,
+			 strerror(-ret));
+		goto undo;
 	}
 	pthread_mutex_lock(&c->lock);
 	a->layout = j->layout;
@@ -1021,7 +1019,9 @@ out:
 	j->rec = NULL;
 }
 
-int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len)
+/* The attach on this thread (dr_target: a DR target's, registered fenced). */
+static int attach_inline(struct tsr_cluster *c, const char *name, bool dr_target, char *msg,
+			 size_t msg_len)
 {
 	struct attach_job *j = calloc(1, sizeof(*j));
 	int ret;
@@ -1031,6 +1031,8 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 		return -ENOMEM;
 	}
 	j->c = c;
+	j->dr_target = dr_target;
+	j->dr_was_promoted = dr_target && repl_target_promoted(c, name);
 	ret = attach_prepare(c, name, j, msg, msg_len);
 	if (ret == 0) {
 		attach_open(j);
@@ -1040,6 +1042,11 @@ int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, siz
 	}
 	free(j);
 	return ret == 1 ? 0 : ret;
+}
+
+int cluster_attach_local(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len)
+{
+	return attach_inline(c, name, false, msg, msg_len);
 }
 
 /* The layout opens here, off the control loop; its end wakes the loop. */
@@ -1182,7 +1189,7 @@ int cluster_attach_target(struct tsr_cluster *c, const char *name, char *msg, si
 	}
 	ret = attach_start(c, name, NULL, true, msg, msg_len);
 	if (ret == 2)
-		return cluster_attach_local(c, name, msg, msg_len);
+		return attach_inline(c, name, true, msg, msg_len);
 	if (ret == 1) {
 		snprintf(msg, msg_len, "being attached (its copies are being opened): retry");
 		return -EINPROGRESS;

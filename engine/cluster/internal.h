@@ -359,9 +359,10 @@ bool cluster_attach_running(struct tsr_cluster *c, const char *name);
 /*
  * site_open_volume's attach of a DR target: the layout opens in a thread,
  * -EINPROGRESS ("being attached: retry", msg) meanwhile; once it is done the
- * volume is attached and write-fenced -EROFS, or the next call returns its
- * failure once.  0: attached (inline when no thread could run it, the fence
- * is the caller's then), or the cluster_attach_local refusals.
+ * volume is attached, registered write-fenced -EROFS (not when it was
+ * promoted meanwhile), or the next call within ATTACH_FAIL_KEEP_MS returns
+ * its failure once.  0: attached (inline when no thread could run it, also
+ * registered fenced), or the cluster_attach_local refusals.
  */
 int cluster_attach_target(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len);
 /* tsr_cluster_start: the attach threads' wake-up on c->o.loop. */

@@ -196,6 +196,12 @@ static int split_name(const char *name, char vol[64])
 int tsr_volset_attach(struct tsr_volset *set, const char *name, struct tsr_layout *layout,
 		      struct tsr_worker *home)
 {
+	return tsr_volset_attach_fenced(set, name, layout, home, 0);
+}
+
+int tsr_volset_attach_fenced(struct tsr_volset *set, const char *name, struct tsr_layout *layout,
+			     struct tsr_worker *home, int write_fence)
+{
 	struct tsr_vol *v;
 	int ret = 0;
 
@@ -216,6 +222,7 @@ int tsr_volset_attach(struct tsr_volset *set, const char *name, struct tsr_layou
 	v->layout = layout;
 	v->home = home;
 	v->registered = true;
+	atomic_store(&v->write_fence, write_fence); /* before anyone can find it */
 	v->refs = 1; /* the registration's */
 	v->next = set->attached;
 	set->attached = v;

@@ -49,6 +49,11 @@ void tsr_volset_set_cluster_mode(struct tsr_volset *set, bool on);
  */
 int tsr_volset_attach(struct tsr_volset *set, const char *name, struct tsr_layout *layout,
 		      struct tsr_worker *home);
+/* tsr_volset_attach with host writes fenced with write_fence from the
+ * start (tsr_vol_set_write_fence; 0: none): a replication target is never
+ * served unfenced, not even between the registration and the fence. */
+int tsr_volset_attach_fenced(struct tsr_volset *set, const char *name, struct tsr_layout *layout,
+			     struct tsr_worker *home, int write_fence);
 /*
  * Unregister name: new tsr_vol_get calls fail with -ENOENT; the layout is
  * destroyed when the last handle is put.  Errors: -ENOENT.

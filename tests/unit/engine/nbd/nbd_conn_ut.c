@@ -682,6 +682,20 @@ static void test_moves_to_home_worker(void **state)
 	assert_int_equal(tsr_volset_detach(e.vols, "vol"), 0);
 	assert_int_equal(tsr_volset_detach(e.vols, "vol"), -ENOENT);
 	assert_null(tsr_volset_layout(e.vols, "vol"));
+
+	/* registered fenced (a DR target): fenced from the first handle on,
+	 * no window between the registration and the fence (review 16c N4) */
+	{
+		struct tsr_layout *fl;
+		struct tsr_vol *v;
+
+		assert_int_equal(tsr_layout_local_create(e.store, "vol", &fl), 0);
+		assert_int_equal(tsr_volset_attach_fenced(e.vols, "vol", fl, NULL, -EROFS), 0);
+		assert_int_equal(tsr_vol_get(e.vols, "vol", &v), 0);
+		assert_int_equal(tsr_vol_write_fence(v), -EROFS);
+		tsr_vol_put(v);
+		assert_int_equal(tsr_volset_detach(e.vols, "vol"), 0);
+	}
 	tsr_worker_stop(home);
 	env_stop(&e);
 }
