@@ -951,7 +951,7 @@ static void attach_apply(struct attach_job *j, bool stopping)
 	struct attachment *a = j->a;
 	uint64_t epoch = a->epoch;
 	int ret = j->ret;
-	bool dr_fence;
+	bool dr_fence, fenced;
 
 	if (ret == 0 && stopping) {
 		tsr_layout_destroy(j->layout);
@@ -993,13 +993,25 @@ static void attach_apply(struct attach_job *j, bool stopping)
 	}
 	pthread_mutex_lock(&c->lock);
 	a->layout = j->layout;
-	if (a->fenced) /* the lease went while we were building it */
+	fenced = a->fenced;
+	if (fenced) /* the lease went while we were building it */
 		tsr_layout_fence(j->layout);
 	pthread_mutex_unlock(&c->lock);
 	tsr_info("cluster: attach %s epoch %llu on %s", j->name, (unsigned long long)epoch,
 		 c->node_id);
 	/* geo-replication: ship it (a source from here on), or fence it (demoted, target) */
 	repl_on_attach(c, j->name);
+	if (fenced) {
+		/* not "attached": it takes no write (review 16c N4); left listed
+		 * fenced, as before: the next attach here detaches it first */
+		ret = -ESTALE;
+		snprintf(j->msg, sizeof(j->msg), "cannot attach '%s': this node's lease lapsed "
+			 "while its copies were being opened, so it is fenced (epoch %llu takes no "
+			 "write here; another node may attach it now): attach it again", j->name,
+			 (unsigned long long)epoch);
+		tsr_warn("cluster: %s", j->msg);
+		goto out;
+	}
 	snprintf(j->msg, sizeof(j->msg), "attached '%s' on %s (epoch %llu)", j->name, c->node_id,
 		 (unsigned long long)epoch);
 	goto out;
