@@ -18,10 +18,11 @@
 #   fails), and the DR answered the source "being attached: retry".
 # On 7a32c7c: "events: got 'list 124,sigcont,'".
 # (2) review 16c F1: the same restart with dr-n2 frozen; `replication
-# promote sv` while the attach runs must be refused "being attached here:
-# retry the promote" (on 436f022 it answered 0 and the attach then fenced
-# the promoted volume -EROFS); once applied, the promote succeeds and a host
-# write at the DR reads back.
+# promote --group app` (gv, a member) and `replication promote sv` while the
+# attaches run must be refused "being attached here: retry the promote" (on
+# 436f022 they answered 0 and the attach then fenced the promoted volume
+# -EROFS); once applied, both promotes succeed and host writes at the DR
+# read back.
 # (3) review 16c N3 (runs before (2)): a failed target attach (dr-n2 frozen,
 # the open gives up after the peer timeout) while the link is cut is
 # forgotten after ATTACH_FAIL_KEEP_MS: the source's VOLUME_OPEN 6 s later
@@ -67,6 +68,13 @@ rwait primary sv 'j["state"] == "streaming"' "streaming" 60
 repl_caught_up sv 60
 copies=$(stsr dr --json volume show sv | json_get '" ".join(sorted(c["node"] for c in j["copies"]))')
 assert_eq "$copies" "dr-n1 dr-n2" "sv's copies at the DR"
+# gv: a consistency group's member (group app), for (2)'s promote --group
+site_vol_create primary gv 4M
+site_qemu_io primary gv "write -P 0x3c 0 1M" >/dev/null || fail "write gv"
+out=$(stsr primary replication enable gv --to dr --target-layout replicas:2 --group app 2>&1) ||
+	fail "replication enable gv: $out"
+rwait primary gv 'j["state"] == "streaming" and j["group"] == "app"' "streaming" 60
+repl_caught_up gv 60
 
 site_stop dr
 log "dr-n1 stopped (sv's target detached)"
@@ -172,6 +180,22 @@ for (( i=0; i<300; i++ )); do
 done
 tail -n +"$from" "$DLOG" | grepq "cluster: attaching sv epoch" ||
 	fail "(2) dr-n1 did not start attaching sv in 30 s"
+for (( i=0; i<300; i++ )); do
+	tail -n +"$from" "$DLOG" | grepq "cluster: attaching gv epoch" && break
+	sleep 0.1
+done
+tail -n +"$from" "$DLOG" | grepq "cluster: attaching gv epoch" ||
+	fail "(2) dr-n1 did not start attaching gv in 30 s"
+grc=0
+gout=$(timeout 20 "$TESSERA" --data "$(sdir dr)" replication promote --group app 2>&1) || grc=$?
+log "(2) promote --group app while dr-n1 attaches gv: status $grc: $gout"
+[ "$grc" != 0 ] || { kill -CONT "$D2PID"; fail "(2) promote --group app during gv's attach \
+answered 0 ('$gout'): the attach's apply fences it -EROFS after"; }
+case "$gout" in
+*"gv (group app) is being attached here"*"retry the promote"*) ;;
+*) kill -CONT "$D2PID"
+   fail "(2) promote --group during the attach: '$gout', want 'gv (group app) is being attached here'" ;;
+esac
 prc=0
 pout=$(timeout 20 "$TESSERA" --data "$(sdir dr)" replication promote sv 2>&1) || prc=$?
 log "(2) promote while dr-n1 attaches sv: status $prc: $pout"
@@ -198,6 +222,17 @@ out=$(site_qemu_io dr sv "write -P 0x11 0 4k" "read -P 0x11 0 4k" 2>&1) ||
 	fail "(2) the promoted sv refuses host writes at the DR: $(printf '%s' "$out" | head -3)"
 site_qemu_io dr sv "read -P 0x6b $((4 * M)) 1M" >/dev/null || fail "(2) sv's data at the DR"
 log "(2) the promoted sv takes host writes"
+for (( i=0; i<300; i++ )); do
+	tail -n +"$from" "$DLOG" | grepq "cluster: attach gv epoch" && break
+	sleep 0.1
+done
+rwait dr gv 'j["consistent"] and j["group"] == "app"' "(2) gv consistent at the DR" 60
+gout=$(timeout 20 "$TESSERA" --data "$(sdir dr)" replication promote --group app 2>&1) ||
+	fail "(2) promote --group app after the attach: $gout"
+log "(2) promote --group app after the attach: $(printf '%s' "$gout" | head -1)"
+out=$(site_qemu_io dr gv "write -P 0x22 0 4k" "read -P 0x22 0 4k" "read -P 0x3c 4k 4k" 2>&1) ||
+	fail "(2) the promoted gv refuses host writes at the DR: $(printf '%s' "$out" | head -3)"
+log "(2) the promoted gv (group app) takes host writes"
 site_stop primary
 stop_tesserad "$D2PID"
 site_stop dr
