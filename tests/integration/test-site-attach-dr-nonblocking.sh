@@ -194,7 +194,8 @@ answered 0 ('$gout'): the attach's apply fences it -EROFS after"; }
 case "$gout" in
 *"gv (group app) is being attached here"*"retry the promote"*) ;;
 *) kill -CONT "$D2PID"
-   fail "(2) promote --group during the attach: '$gout', want 'gv (group app) is being attached here'" ;;
+   fail "(2) promote --group during the attach: '$gout', want 'gv (group app) is being \
+attached here'" ;;
 esac
 prc=0
 pout=$(timeout 20 "$TESSERA" --data "$(sdir dr)" replication promote sv 2>&1) || prc=$?

@@ -20,7 +20,8 @@
  * refused at the handshake with nothing applied; a bad header closes; a
  * second connection of a stream ends the older session (EBUSY, then resume);
  * frames of an older source epoch refused with ESTALE; open_volume's error
- * passed on, but its -ESTALE as EIO (ESTALE says "promoted" to a source); a stop ends idle connections in every phase, and connections
+ * passed on, but its -ESTALE as EIO (ESTALE says "promoted" to a source);
+ * a stop ends idle connections in every phase, and connections
  * that do not reach their stream within 10 s are closed.  Compression: a
  * real tsr_site_source compressing with lz4 and with zstd (initial copy
  * and log) reads back equal at the target with fewer bytes on the wire,
