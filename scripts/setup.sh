@@ -18,7 +18,7 @@ PKGS=(
 	liburing-dev libaio-dev libisal-dev libprotobuf-c-dev protobuf-c-compiler libev-dev
 	libssl-dev libcmocka-dev libnghttp2-dev libsqlite3-dev libjansson-dev
 	liblz4-dev libzstd-dev libnbd-dev libnbd-bin nbdkit qemu-utils fio fuse3 e2fsprogs iproute2 jq python3
-	python3-grpcio python3-grpc-tools xfsprogs util-linux mount
+	python3-grpcio python3-grpc-tools xfsprogs util-linux mount strace
 )
 
 missing=()
