@@ -313,6 +313,9 @@ void cluster_snap_read_stop(struct tsr_cluster *c);
 /* tsr_cluster_start: a create's description read back off the loop (before
  * cluster_snapshot_stop, which ends it). */
 void cluster_snapshot_start(struct tsr_cluster *c);
+/* A snapshot create or delete (or a clone's cut) of vol through this node has
+ * begun and not answered yet.  Main thread. */
+bool cluster_snapshot_changing(struct tsr_cluster *c, const char *vol);
 /* volume show: out->snapshots from a node holding an IN_SYNC copy (ours or
  * asked); left empty when none answers. */
 void cluster_volume_snapshots(struct tsr_cluster *c, Tessera__Admin__Volume *out);

@@ -684,6 +684,17 @@ void cluster_snapshot_stop(struct tsr_cluster *c)
 	pthread_mutex_unlock(&pending_lock);
 }
 
+bool cluster_snapshot_changing(struct tsr_cluster *c, const char *vol)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&pending_lock);
+	for (struct snap_later *sl = pending; sl && !found; sl = sl->next)
+		found = sl->c == c && !sl->rollback && strcmp(sl->vol, vol) == 0;
+	pthread_mutex_unlock(&pending_lock);
+	return found;
+}
+
 static bool snap_read_unbounded(void);
 static void snap_later_finish(struct snap_later *sl);
 

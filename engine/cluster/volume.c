@@ -2431,7 +2431,13 @@ static int replace_last_in_sync(const Tessera__Cluster__VolumeRecord *rec, size_
 	}
 	if (others >= need)
 		return 0;
-	if (rec->ec_k)
+	if (rec->n_copies == 1) /* nothing to rebuild the new copy from */
+		snprintf(msg, msg_len, "volume '%s': its copy on %s is its only copy: a new copy "
+			 "would start empty (replace-replica rebuilds from the other copies, it does "
+			 "not move one); if %s is gone for good, the data went with it (tessera "
+			 "volume delete %s, then create it again); nothing changed", rec->name,
+			 rec->copies[idx]->node_id, rec->copies[idx]->node_id, rec->name);
+	else if (rec->ec_k)
 		snprintf(msg, msg_len, "volume '%s': its copy on %s is one of the last %zu in-sync "
 			 "chunk copies its %u+%u data needs (the others: %s): replacing it would lose "
 			 "the data; attach the volume (tessera volume attach %s) so the others "
@@ -2779,6 +2785,15 @@ static int replace_list_plan(struct tsr_cluster *c, struct replace_list *rl,
 		view_free(&v);
 		return 0;
 	}
+	/* refused for a reason the record gives: before any node is asked
+	 * (review 16d N3; replace_run checks again on the record it writes) */
+	for (size_t i = 0; i < rec->n_copies; i++)
+		if (strcmp(rec->copies[i]->node_id, rl->old) == 0) {
+			ret = replace_last_in_sync(rec, i, msg, msg_len);
+			if (ret)
+				goto out;
+			break;
+		}
 	for (size_t i = 0; i < rec->n_copies; i++)
 		if (rec->copies[i]->state == TESSERA__CLUSTER__COPY_STATE__IN_SYNC &&
 		    strcmp(rec->copies[i]->node_id, c->node_id) == 0) {
@@ -3056,6 +3071,16 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 	if (to && strlen(to) >= sizeof(rl->to)) {
 		snprintf(msg, msg_len, "node %s is not in the cluster (tessera node list)", to);
 		return -ENOENT;
+	}
+	/* a snapshot create/delete of it through this node still running: its
+	 * cut may not be in the list the new copy is made from (review 16d N1;
+	 * the other order is refused by cluster_snapshot_change) */
+	if (cluster_snapshot_changing(c, name)) {
+		snprintf(msg, msg_len, "volume '%s': a snapshot create or delete of it is running "
+			 "through this node: retry the replace once it answers; nothing changed",
+			 name);
+		tsr_warn("cluster: replace of %s on %s refused: %s", name, old, msg);
+		return -EBUSY;
 	}
 	rl = calloc(1, sizeof(*rl));
 	if (rl == NULL) {

@@ -8,6 +8,8 @@
 #   non-zero with "last in-sync copy", naming X's state and the attach to run;
 #   vol/v still lists X and B; the attach rebuilds X from B, and then the
 #   replace of B is accepted; v reads back as written, scrub clean.
+#   A 1-replica volume's only copy: refused, saying it is the only copy and a
+#   replace is no move (review 16d N2).
 # On b8ab404: the second replace answers 0 (the FAIL says so).
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
@@ -52,5 +54,17 @@ cl_wait_synced v
 cl_assert_image 1 v "$IMG" "after the replace of $B"
 cl_scrub_clean v "after the replace of $B"
 ctsr volume detach v >/dev/null || fail "volume detach v"
+# a 1-replica volume: its only copy is refused too, saying a replace is no
+# move (the new copy would start empty) and what is left to do (review 16d N2)
+ctsr volume create one --size 4M --replicas 1 >/dev/null || fail "volume create one"
+O=$(ctsr --json volume show one | json_get 'j["copies"][0]["node"]')
+Z=n1
+[ "$O" = n1 ] && Z=n2
+out=$(ctsr volume replace-replica one --node "$O" --to "$Z" 2>&1) &&
+	fail "the replace of a 1-replica volume's only copy answered 0: $out"
+printf '%s' "$out" | grepq "is its only copy" || fail "the refusal does not say it is the only copy: $out"
+printf '%s' "$out" | grepq "does not move one" || fail "the refusal does not say a replace is no move: $out"
+assert_eq "$(ctsr --json volume show one | json_get 'j["copies"][0]["node"]')" "$O" "one's copy after the refusal"
+log "a 1-replica volume's only copy: refused: $out"
 cl_stop_all
 log PASS
