@@ -1749,6 +1749,20 @@ static void replace_list_unlist(struct replace_list *rl)
 		}
 }
 
+/* A callback of rl's call fired (status, r): the call is over and rl
+ * unlisted; true when it was cancelled (tsr_cluster_stop: replace_list_stop),
+ * r then freed and rl's reply the caller's to give. */
+static bool replace_call_over(struct replace_list *rl, int status, Tessera__Admin__Response *r)
+{
+	rl->call = NULL;
+	replace_list_unlist(rl);
+	if (status != -ECANCELED)
+		return false;
+	if (r)
+		tessera__admin__response__free_unpacked(r, NULL);
+	return true;
+}
+
 /* What the replace holds besides rl itself (rl reusable, or freed next). */
 static void replace_job_clear(struct replace_list *rl)
 {
@@ -2361,13 +2375,9 @@ static void replace_step_done(void *cb_arg, int status, Tessera__Admin__Response
 	char msg[1536];
 	int ret;
 
-	rl->call = NULL;
-	replace_list_unlist(rl);
-	if (status == -ECANCELED) { /* tsr_cluster_stop: replace_list_stop */
+	if (replace_call_over(rl, status, r)) {
 		char sweep[128], left[320];
 
-		if (r)
-			tessera__admin__response__free_unpacked(r, NULL);
 		replace_sweep_says(rl->c, sweep, sizeof(sweep));
 		/* the new copy exists once its create answered (the uuid step);
 		 * during the create it may be made late; during the garbage
@@ -2975,11 +2985,7 @@ static void replace_list_done(void *cb_arg, int status, Tessera__Admin__Response
 	char msg[1536];
 	int ret;
 
-	rl->call = NULL;
-	replace_list_unlist(rl);
-	if (status == -ECANCELED) { /* tsr_cluster_stop: replace_list_stop */
-		if (r)
-			tessera__admin__response__free_unpacked(r, NULL);
+	if (replace_call_over(rl, status, r)) {
 		admin_fail(&rl->answer, -ECANCELED, "volume '%s': %s is stopping while the replace "
 			   "of its copy on %s waits for its snapshot list: nothing changed",
 			   rl->name, rl->c->node_id, rl->old);
