@@ -1577,6 +1577,51 @@ void cluster_volume_snapshots(struct tsr_cluster *c, Tessera__Admin__Volume *out
 
 /* ---- volume show: the snapshot list, bounded and off the loop ----------- */
 
+/* A node holding an IN_SYNC copy that a read of the volume asks. */
+struct insync_peer {
+	char id[64], address[256];
+};
+
+/* Whether rec lists an IN_SYNC copy on this node. */
+static bool insync_ours(const struct tsr_cluster *c, const Tessera__Cluster__VolumeRecord *rec)
+{
+	for (size_t i = 0; i < rec->n_copies; i++)
+		if (rec->copies[i]->state == TESSERA__CLUSTER__COPY_STATE__IN_SYNC &&
+		    strcmp(rec->copies[i]->node_id, c->node_id) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The alive nodes (by v) holding an IN_SYNC copy by rec, in the record's
+ * order, into nodes (at most TSR_LAYOUT_MAX_COPIES): their count.  The node
+ * that forwarded the request we are handling waits for our answer (asking it
+ * would wait for its forward's timeout): left out, *origin_skipped then true.
+ */
+static size_t insync_peers(const struct tsr_cluster *c, const struct cluster_view *v,
+			   const Tessera__Cluster__VolumeRecord *rec, struct insync_peer *nodes,
+			   bool *origin_skipped)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < rec->n_copies && n < TSR_LAYOUT_MAX_COPIES; i++) {
+		const Tessera__Cluster__CopyRecord *cr = rec->copies[i];
+		const Tessera__Cluster__NodeRecord *node;
+
+		if (cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC ||
+		    !view_alive(v, cr->node_id) || (node = view_node(v, cr->node_id)) == NULL)
+			continue;
+		if (c->origin != NULL && strcmp(cr->node_id, c->origin) == 0) {
+			*origin_skipped = true;
+			continue;
+		}
+		snprintf(nodes[n].id, sizeof(nodes[0].id), "%s", node->id);
+		snprintf(nodes[n].address, sizeof(nodes[0].address), "%s", node->address);
+		n++;
+	}
+	return n;
+}
+
 /*
  * volume show through a node without an IN_SYNC copy of the volume used to
  * get its snapshot list by cluster_volume_snapshots: a forward to the
@@ -1593,9 +1638,7 @@ void cluster_volume_snapshots(struct tsr_cluster *c, Tessera__Admin__Volume *out
  */
 struct show_list {
 	struct tsr_cluster *c;
-	struct {
-		char id[64], address[256];
-	} nodes[TSR_LAYOUT_MAX_COPIES]; /* to ask, in this order */
+	struct insync_peer nodes[TSR_LAYOUT_MAX_COPIES]; /* to ask, in this order */
 	size_t n_nodes, next;            /* next: the one asked now, or to ask */
 	char failed[768];                /* "n2: no answer in 2000 ms; ..." */
 	struct admin_later *later;       /* our reply */
@@ -1629,29 +1672,11 @@ static int show_list_plan(struct tsr_cluster *c, const char *name, struct show_l
 
 	if (load_volume(c, name, &v, &rec, &rev, msg, sizeof(msg)))
 		return 0;
-	for (size_t i = 0; i < rec->n_copies; i++)
-		if (rec->copies[i]->state == TESSERA__CLUSTER__COPY_STATE__IN_SYNC &&
-		    strcmp(rec->copies[i]->node_id, c->node_id) == 0) {
-			ret = 0;
-			goto out;
-		}
-	for (size_t i = 0; i < rec->n_copies && sl->n_nodes < TSR_LAYOUT_MAX_COPIES; i++) {
-		const Tessera__Cluster__CopyRecord *cr = rec->copies[i];
-		const Tessera__Cluster__NodeRecord *node;
-
-		if (cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC ||
-		    !view_alive(&v, cr->node_id) || (node = view_node(&v, cr->node_id)) == NULL)
-			continue;
-		/* the node that forwarded this request waits for our answer */
-		if (c->origin != NULL && strcmp(cr->node_id, c->origin) == 0) {
-			origin_skipped = true;
-			continue;
-		}
-		snprintf(sl->nodes[sl->n_nodes].id, sizeof(sl->nodes[0].id), "%s", node->id);
-		snprintf(sl->nodes[sl->n_nodes].address, sizeof(sl->nodes[0].address), "%s",
-			 node->address);
-		sl->n_nodes++;
+	if (insync_ours(c, rec)) {
+		ret = 0;
+		goto out;
 	}
+	sl->n_nodes = insync_peers(c, &v, rec, sl->nodes, &origin_skipped);
 	if (sl->n_nodes == 0)
 		snprintf(sl->failed, sizeof(sl->failed), "%s", origin_skipped ?
 			 "the only alive node holding an in-sync copy forwarded this request" :
@@ -2305,9 +2330,7 @@ static void ec_snapshot_read_local(struct tsr_cluster *c, const struct cluster_v
  */
 struct snap_read {
 	struct tsr_cluster *c;
-	struct {
-		char id[64], address[256];
-	} nodes[TSR_LAYOUT_MAX_COPIES]; /* to ask, in this order */
+	struct insync_peer nodes[TSR_LAYOUT_MAX_COPIES]; /* to ask, in this order */
 	size_t n_nodes, next;            /* next: the one asked now, or to ask */
 	int timeout_ms;                  /* each call's */
 	bool origin_skipped;             /* the forwarding node holds one too */
@@ -2514,7 +2537,6 @@ bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
 			   bool answer_later)
 {
 	Tessera__Cluster__VolumeRecord *rec = NULL;
-	const Tessera__Cluster__NodeRecord *node;
 	struct tsr_admin_server *srv;
 	struct snap_read *sr = NULL;
 	struct cluster_view v;
@@ -2532,43 +2554,25 @@ bool cluster_snapshot_read(struct tsr_cluster *c, const char *volume,
 		admin_fail(resp, ret, "%s", msg);
 		return true;
 	}
-	for (size_t i = 0; i < rec->n_copies; i++)
-		if (rec->copies[i]->state == TESSERA__CLUSTER__COPY_STATE__IN_SYNC &&
-		    strcmp(rec->copies[i]->node_id, c->node_id) == 0) {
-			if (rec->ec_k) /* a chunk copy: its answer needs the volume's geometry */
-				ec_snapshot_read_local(c, &v, rec, req, resp);
-			else
-				handled = false; /* our store answers */
-			goto out;
-		}
+	if (insync_ours(c, rec)) {
+		if (rec->ec_k) /* a chunk copy: its answer needs the volume's geometry */
+			ec_snapshot_read_local(c, &v, rec, req, resp);
+		else
+			handled = false; /* our store answers */
+		goto out;
+	}
 	sr = calloc(1, sizeof(*sr));
 	if (sr == NULL) {
 		admin_fail(resp, -ENOMEM, "out of memory in tesserad");
 		goto out;
 	}
-	for (size_t i = 0; i < rec->n_copies && sr->n_nodes < TSR_LAYOUT_MAX_COPIES; i++) {
-		const Tessera__Cluster__CopyRecord *cr = rec->copies[i];
-
-		if (cr->state != TESSERA__CLUSTER__COPY_STATE__IN_SYNC ||
-		    !view_alive(&v, cr->node_id) || (node = view_node(&v, cr->node_id)) == NULL)
-			continue;
-		/* the node that forwarded the request we are handling waits for
-		 * our answer: asking it would wait for its forward's timeout */
-		if (c->origin != NULL && strcmp(cr->node_id, c->origin) == 0) {
-			origin_skipped = true;
-			continue;
-		}
-		if (snap_read_unbounded()) { /* tests' control only: the old call */
-			if (answer_later)
-				cluster_forward_reply(c, node->id, node->address, req, resp);
-			else
-				cluster_forward(c, node->id, node->address, req, resp);
-			goto out;
-		}
-		snprintf(sr->nodes[sr->n_nodes].id, sizeof(sr->nodes[0].id), "%s", node->id);
-		snprintf(sr->nodes[sr->n_nodes].address, sizeof(sr->nodes[0].address), "%s",
-			 node->address);
-		sr->n_nodes++;
+	sr->n_nodes = insync_peers(c, &v, rec, sr->nodes, &origin_skipped);
+	if (sr->n_nodes > 0 && snap_read_unbounded()) { /* tests' control only: the old call */
+		if (answer_later)
+			cluster_forward_reply(c, sr->nodes[0].id, sr->nodes[0].address, req, resp);
+		else
+			cluster_forward(c, sr->nodes[0].id, sr->nodes[0].address, req, resp);
+		goto out;
 	}
 	if (sr->n_nodes == 0) {
 		if (origin_skipped)
