@@ -202,6 +202,19 @@ static void check_image(struct env *e, struct tsr_svol *v, const uint64_t *want)
 	}
 }
 
+/* vol's head (snap NULL), or its snapshot snap, reads as want. */
+static void check_vol(struct env *e, const char *vol, const char *snap, const uint64_t *want)
+{
+	struct tsr_svol *v;
+
+	if (snap)
+		assert_int_equal(tsr_store_snap_open(e->se.store, vol, snap, &v), 0);
+	else
+		assert_int_equal(tsr_store_vol_open(e->se.store, vol, &v), 0);
+	check_image(e, v, want);
+	tsr_svol_put(v);
+}
+
 static void set_range(uint64_t *m, uint64_t off, uint64_t len, uint64_t seed)
 {
 	for (uint64_t b = off / BS; b < (off + len) / BS; b++)
@@ -333,12 +346,8 @@ static void test_rollback_unlocked(void **state)
 	check_image(e, v, m1);
 	assert_int_equal(tsr_svol_epoch(v), epoch); /* the raise was refused */
 	tsr_svol_put(v);
-	assert_int_equal(tsr_store_snap_open(st, "a", "s2", &v), 0);
-	check_image(e, v, m2);
-	tsr_svol_put(v);
-	assert_int_equal(tsr_store_snap_open(st, "a", "s1", &v), 0);
-	check_image(e, v, m1);
-	tsr_svol_put(v);
+	check_vol(e, "a", "s2", m2);
+	check_vol(e, "a", "s1", m1);
 	assert_int_equal(tsr_store_snap_list(st, "a", &sl, &n), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(sl[0].name, "s1");
@@ -348,15 +357,11 @@ static void test_rollback_unlocked(void **state)
 	assert_int_equal(info.size, VOL_SIZE);
 	assert_int_equal(tsr_store_vol_info(st, "c", &info), -ENOENT);
 	/* b: its write and its snapshot */
-	assert_int_equal(tsr_store_vol_open(st, "b", &b), 0);
-	check_image(e, b, mb);
-	tsr_svol_put(b);
+	check_vol(e, "b", NULL, mb);
 	/* a works as before: rollback to s2 (unheld), then its image */
 	store_test_rollback_chunk = NULL;
 	assert_int_equal(tsr_store_vol_rollback(st, "a", "s2"), 0);
-	assert_int_equal(tsr_store_vol_open(st, "a", &v), 0);
-	check_image(e, v, m2);
-	tsr_svol_put(v);
+	check_vol(e, "a", NULL, m2);
 }
 
 /*
@@ -411,15 +416,9 @@ static void test_rollback_merge_publish(void **state)
 	assert_int_equal(r.ret, 0);
 	store_test_merge_hook = NULL;
 
-	assert_int_equal(tsr_store_vol_open(st, "a", &v), 0);
-	check_image(e, v, m1);
-	tsr_svol_put(v);
-	assert_int_equal(tsr_store_snap_open(st, "a", "s3", &v), 0);
-	check_image(e, v, m3);
-	tsr_svol_put(v);
-	assert_int_equal(tsr_store_snap_open(st, "a", "s1", &v), 0);
-	check_image(e, v, m1);
-	tsr_svol_put(v);
+	check_vol(e, "a", NULL, m1);
+	check_vol(e, "a", "s3", m3);
+	check_vol(e, "a", "s1", m1);
 	assert_int_equal(tsr_store_snap_list(st, "a", &sl, &n), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(sl[0].name, "s1");
@@ -549,9 +548,7 @@ static void test_rollback_retry_waits(void **state)
 	assert_int_equal(tsr_store_vol_open(st, "a", &v), 0); /* VOL_ROLLBACK cleared */
 	check_image(e, v, m1);
 	tsr_svol_put(v);
-	assert_int_equal(tsr_store_snap_open(st, "a", "s2", &v), 0);
-	check_image(e, v, m2);
-	tsr_svol_put(v);
+	check_vol(e, "a", "s2", m2);
 }
 
 /* The process's open descriptors whose path names uuid (a layer's files). */
@@ -660,16 +657,12 @@ static void test_rollback_retired_closed(void **state)
 	if (left)
 		fail_msg("s2's layer is still open after the rollback ended: %d descriptors", left);
 
-	assert_int_equal(tsr_store_vol_open(st, "a", &v), 0);
-	check_image(e, v, m1);
-	tsr_svol_put(v);
+	check_vol(e, "a", NULL, m1);
 	assert_int_equal(tsr_store_snap_list(st, "a", &sl, &n), 0);
 	assert_int_equal(n, 1);
 	assert_string_equal(sl[0].name, "s1");
 	free(sl);
-	assert_int_equal(tsr_store_snap_open(st, "a", "s1", &v), 0);
-	check_image(e, v, m1);
-	tsr_svol_put(v);
+	check_vol(e, "a", "s1", m1);
 }
 
 /*
