@@ -36,6 +36,18 @@
 #                   node I's last attach of VOL logged ", clean)" (it did not
 #                   converge: the record said the copies agree); else fails
 #                   saying MSG and the line
+#   v_at_s1 LEN
+#                   v (made by the caller) written 0x11 through n1 (s1 set
+#                   to its sha), detached, snapshot s1 cut, attached on n1
+#                   again, 0x22 written over [0,LEN) (v now differs from
+#                   s1) and detached: a rollback to s1 changes it back
+#   log_mark I...   node I's log length noted: since_mark I then gives node
+#                   I's log lines written after it
+#   wait_store_holds PID OUT I...
+#                   until each node I's log has "rollback: volume v: test
+#                   hold" since log_mark (30 s each); fails if PID (the
+#                   rollback, its output in OUT) ended first or a node's
+#                   store was not held by then
 
 hold_cl_start() { # VAR N [ARG...]
 	local var=$1
@@ -102,4 +114,38 @@ assert_attach_clean() { # I VOL MSG
 	*", clean)"*) ;;
 	*) fail "$3: $got" ;;
 	esac
+}
+
+v_at_s1() { # LEN
+	ctsr volume attach v --node n1 >/dev/null || fail "attach v"
+	qemu-io -f raw -c 'write -P 0x11 0 8M' "$(cl_nbd_uri 1 v)" >/dev/null || fail "write v 0x11"
+	s1=$(cl_image_sha 1 v) || fail "read v"
+	ctsr volume detach v >/dev/null || fail "detach v"
+	ctsr snapshot create v s1 >/dev/null || fail "snapshot create v s1"
+	ctsr volume attach v --node n1 >/dev/null || fail "attach v again"
+	qemu-io -f raw -c "write -P 0x22 0 $1" "$(cl_nbd_uri 1 v)" >/dev/null || fail "write v 0x22"
+	[ "$(cl_image_sha 1 v)" != "$s1" ] || fail "the second write did not change v"
+	ctsr volume detach v >/dev/null || fail "detach v again"
+}
+
+declare -A LOG_MARK=()
+log_mark() { # I...
+	local n
+	for n in "$@"; do LOG_MARK[$n]=$(wc -l <"$(cl_dir "$n")/tesserad.log"); done
+}
+since_mark() { tail -n +$(( LOG_MARK[$1] + 1 )) "$(cl_dir "$1")/tesserad.log"; }
+
+wait_store_holds() { # PID OUT I...
+	local pid=$1 out=$2 n i
+	shift 2
+	for n in "$@"; do
+		for (( i=0; i<300; i++ )); do
+			since_mark "$n" | grep -q "rollback: volume v: test hold" && break
+			kill -0 "$pid" 2>/dev/null ||
+				fail "the rollback answered before n$n's store held it: $(cat "$out")"
+			sleep 0.1
+		done
+		since_mark "$n" | grep -q "rollback: volume v: test hold" ||
+			fail "n$n's store rollback of v not held after 30 s"
+	done
 }

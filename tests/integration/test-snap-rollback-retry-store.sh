@@ -20,6 +20,7 @@
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
+. ./snapops.sh
 require_tessera
 require_cmd qemu-io timeout
 
@@ -37,19 +38,10 @@ TSR_TEST_STORE_ROLLBACK_HOLD_FILE=$H2 cl_start_node 2
 cl_wait_nodes_alive 2
 
 ctsr volume create v --size 8M --replicas 2 >/dev/null || fail "volume create v"
-ctsr volume attach v --node n1 >/dev/null || fail "attach v"
-qemu-io -f raw -c 'write -P 0x11 0 8M' "$(cl_nbd_uri 1 v)" >/dev/null || fail "write v 0x11"
-s1=$(cl_image_sha 1 v) || fail "read v"
-ctsr volume detach v >/dev/null || fail "detach v"
-ctsr snapshot create v s1 >/dev/null || fail "snapshot create v s1"
-ctsr volume attach v --node n1 >/dev/null || fail "attach v again"
-qemu-io -f raw -c 'write -P 0x22 0 6M' "$(cl_nbd_uri 1 v)" >/dev/null || fail "write v 0x22"
-ctsr volume detach v >/dev/null || fail "detach v again"
+v_at_s1 6M
 
-declare -A mark
-for n in 1 2; do mark[$n]=$(wc -l <"$(cl_dir $n)/tesserad.log"); done
-since() { tail -n +$(( mark[$1] + 1 )) "$(cl_dir "$1")/tesserad.log"; }
-holds() { since "$1" | grep -c "rollback: volume v: test hold"; }
+log_mark 1 2
+holds() { since_mark "$1" | grep -c "rollback: volume v: test hold"; }
 wait_holds() { # N COUNT
 	for (( i=0; i<300; i++ )); do
 		[ "$(holds "$1")" -ge "$2" ] && return 0
@@ -67,10 +59,10 @@ wait_holds 2 1
 log "R1 held on both copies"
 rm -f "$H1"
 for (( i=0; i<300; i++ )); do
-	since 1 | grep -q "rollback: volume v is s1 again" && break
+	since_mark 1 | grep -q "rollback: volume v is s1 again" && break
 	sleep 0.1
 done
-since 1 | grep -q "rollback: volume v is s1 again" || fail "R1 did not end on n1's copy"
+since_mark 1 | grep -q "rollback: volume v is s1 again" || fail "R1 did not end on n1's copy"
 touch "$H1"
 log "R1 done on n1's copy, still held on n2's"
 ctsr volume rollback v s1 >"$HOLD_DIR/r2.out" 2>&1 &
@@ -80,10 +72,10 @@ wait_holds 1 2
 log "R2 held on n1's copy"
 # R2's call on n2 reached n2's store: it waits (now) or was refused (b8ab404)
 for (( i=0; i<300; i++ )); do
-	since 2 | grep -q "the same rollback is running: waiting\|volume v: a rollback is running" && break
+	since_mark 2 | grep -q "the same rollback is running: waiting\|volume v: a rollback is running" && break
 	sleep 0.1
 done
-since 2 | grep -q "the same rollback is running: waiting\|volume v: a rollback is running" ||
+since_mark 2 | grep -q "the same rollback is running: waiting\|volume v: a rollback is running" ||
 	fail "R2's rollback of n2's copy did not reach n2's store"
 rm -f "$H2"
 rc1=0; reap "$r1" || rc1=$?

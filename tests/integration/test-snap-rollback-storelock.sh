@@ -28,6 +28,7 @@
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
+. ./snapops.sh
 require_cmd qemu-io timeout
 
 make_tmpdir HOLD_DIR
@@ -39,33 +40,15 @@ on_exit "rm -f '$HOLD'" # before the nodes are killed
 
 ctsr volume create v --size 8M --replicas 2 >/dev/null || fail "volume create v"
 ctsr volume create w --size 8M --replicas 2 >/dev/null || fail "volume create w"
-ctsr volume attach v --node n1 >/dev/null || fail "attach v"
-qemu-io -f raw -c 'write -P 0x11 0 8M' "$(cl_nbd_uri 1 v)" >/dev/null || fail "write v 0x11"
-s1=$(cl_image_sha 1 v) || fail "read v"
-ctsr volume detach v >/dev/null || fail "detach v"
-ctsr snapshot create v s1 >/dev/null || fail "snapshot create v s1"
-ctsr volume attach v --node n1 >/dev/null || fail "attach v again"
-qemu-io -f raw -c 'write -P 0x22 0 6M' "$(cl_nbd_uri 1 v)" >/dev/null || fail "write v 0x22"
-[ "$(cl_image_sha 1 v)" != "$s1" ] || fail "the second write did not change v"
-ctsr volume detach v >/dev/null || fail "detach v again"
+v_at_s1 6M
 
-declare -A mark
-for n in 1 2; do mark[$n]=$(wc -l <"$(cl_dir $n)/tesserad.log"); done
-since_mark() { tail -n +$(( mark[$1] + 1 )) "$(cl_dir "$1")/tesserad.log"; }
+log_mark 1 2 # since_mark N: node N's log lines since the rollback started
 
 touch "$HOLD"
 ctsr volume rollback v s1 >"$HOLD_DIR/rb.out" 2>&1 &
 rb_pid=$!
 track_pid "$rb_pid"
-for n in 1 2; do
-	for (( i=0; i<300; i++ )); do
-		since_mark $n | grep -q "rollback: volume v: test hold" && break
-		kill -0 "$rb_pid" 2>/dev/null ||
-			fail "the rollback answered before n$n's store held it: $(cat "$HOLD_DIR/rb.out")"
-		sleep 0.1
-	done
-	since_mark $n | grep -q "rollback: volume v: test hold" || fail "n$n's store rollback of v not held after 30 s"
-done
+wait_store_holds "$rb_pid" "$HOLD_DIR/rb.out" 1 2
 log "both stores' rollbacks of v held; asking n1 and n2 meanwhile"
 
 # VIA[N]: the CLI through node N, as a command (timeout runs it; no netns here)
