@@ -330,3 +330,83 @@ cl_scrub_clean() {
 	assert_eq "$got" "0 0 0" "$what: scrub of $vol (mismatches repaired unrepaired)"
 	log "$what: scrub of $vol clean ($(printf '%s' "$out" | json_get 'j["scrub_total_bytes"]') bytes checked)"
 }
+
+# cl_rec_nodes VOL: the nodes of VOL's copies in record order ("n2 n3": volume
+# show lists them so).
+cl_rec_nodes() { ctsr --json volume show "$1" | json_get '" ".join(c["node"] for c in j["copies"])'; }
+
+# cl_free_node VOL [FROM]: the first of nFROM..n$CL_N (FROM 2) holding no copy
+# of VOL by the record; status 1 when there is none.
+cl_free_node() {
+	local i
+	for (( i=${2:-2}; i<=CL_N; i++ )); do
+		case " $(cl_rec_nodes "$1") " in *" n$i "*) ;; *) echo "n$i"; return 0 ;; esac
+	done
+	return 1
+}
+
+# cl_move_off_n1 VOL [synced]: when the record lists a copy of VOL on n1, it is
+# replaced onto cl_free_node (fails saying so if it cannot); with synced, VOL
+# is then attached on n1, the rebuild waited for, and detached (the new copy
+# starts out of sync: a replace of the other one, then VOL's last in-sync
+# copy, would be refused).  The tests of a node without a copy of VOL.
+cl_move_off_n1() {
+	local x out
+	case " $(cl_rec_nodes "$1") " in *" n1 "*) ;; *) return 0 ;; esac
+	x=$(cl_free_node "$1") || fail "no free node for $1's copy on n1"
+	out=$(ctsr volume replace-replica "$1" --node n1 --to "$x" 2>&1) ||
+		fail "move $1's copy off n1: $out"
+	[ "${2:-}" = synced ] || return 0
+	ctsr volume attach "$1" --node n1 >/dev/null || fail "volume attach $1 (off n1)"
+	cl_wait_synced "$1"
+	ctsr volume detach "$1" >/dev/null || fail "volume detach $1 (off n1)"
+}
+
+# cl_move_onto_n1 VOL: when the record lists no copy of VOL on n1, its first
+# copy is replaced onto n1 (fails saying so if it cannot).
+cl_move_onto_n1() {
+	local out
+	case " $(cl_rec_nodes "$1") " in *" n1 "*) return 0 ;; esac
+	out=$(ctsr volume replace-replica "$1" --node "$(cl_rec_nodes "$1" | cut -d' ' -f1)" \
+		--to n1 2>&1) || fail "move onto n1: $out"
+}
+
+# cl_attach_fill VOL IMG: VOL attached on n1, in sync, IMG written into it
+# (nbdcopy) and in sync again; VOL stays attached.
+cl_attach_fill() {
+	ctsr volume attach "$1" --node n1 >/dev/null || fail "volume attach $1"
+	cl_wait_synced "$1"
+	nbdcopy "$2" "$(cl_nbd_uri 1 "$1")" || fail "nbdcopy into $1"
+	cl_wait_synced "$1"
+}
+
+# cl_timed WHAT T I ARG...: the CLI (node 1's admin token) through node I under
+# `timeout T`; sets CL_RC (124: no answer in T s) and CL_OUT (its stdout and
+# stderr), logs "WHAT: status CL_RC in S s".  For the tests of a call that
+# must answer while another node is frozen.
+cl_timed() {
+	local what=$1 t=$2 i=$3 t0=$SECONDS
+	shift 3
+	CL_OUT=$(timeout "$t" "$TESSERA" --cluster "$(cl_addr "$i")" \
+		--token-file "$(cl_dir 1)/admin.token" "$@" 2>&1) && CL_RC=0 || CL_RC=$?
+	log "$what: status $CL_RC in $(( SECONDS - t0 )) s"
+}
+
+# cl_crash_write VOL NODE WHAT [ARGS...]: crash_writer on VOL through NODE
+# ("n2"), logging every acknowledged write to $CL_ROOT/VOL.acked, its output
+# in $CL_ROOT/VOL.WHAT.out; in the background (BG_PID).
+cl_crash_write() {
+	local vol=$1 node=$2 what=$3
+	shift 3
+	bg "$CRASH_WRITER" write "$(cl_nbd_uri "${node#n}" "$vol")" "$CL_ROOT/$vol.acked" --qd 8 \
+		--conns 2 --seed "$RANDOM" "$@" >"$CL_ROOT/$vol.$what.out" 2>&1
+}
+
+# cl_crash_verify VOL NODE WHAT: every acknowledged write of VOL (cl_crash_write)
+# reads back through NODE; else fails naming WHAT.
+cl_crash_verify() {
+	local out
+	out=$("$CRASH_WRITER" verify "$(cl_nbd_uri "${2#n}" "$1")" "$CL_ROOT/$1.acked" 2>&1) ||
+		{ printf '%s\n' "$out" >&2; fail "$3: acknowledged writes lost (verify through $2)"; }
+	log "$3: verify through $2: ${out##*$'\n'}"
+}

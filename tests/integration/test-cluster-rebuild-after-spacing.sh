@@ -24,11 +24,8 @@ export TSR_TEST_COPY_TIMEOUT_MS=2500
 cl_start 3 --rebuild-after 2
 ctsr volume create v --size 8M --replicas 2 --min-replicas 1 >/dev/null || fail "volume create v"
 nodes() { timeout 20 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" --json volume show v | json_get '" ".join(c["node"] for c in j["copies"])'; }
-free1() { local n; for n in n1 n2 n3; do case " $(nodes) " in *" $n "*) ;; *) echo $n; return;; esac; done; }
-case " $(nodes) " in
-*" n1 "*) ;;
-*) out=$(ctsr volume replace-replica v --node "$(nodes | cut -d' ' -f1)" --to n1 2>&1) || fail "move onto n1: $out" ;;
-esac
+free1() { cl_free_node v 1; }
+cl_move_onto_n1 v
 ctsr volume attach v --node n1 >/dev/null || fail "volume attach v"
 cl_wait_synced v
 O=$(nodes | tr ' ' '\n' | grep -v '^n1$')

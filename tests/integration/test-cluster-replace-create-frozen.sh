@@ -49,25 +49,10 @@ cl_pattern "$IMG" "$SIZE" 83
 ctsr volume create v --size 8M --replicas 2 --min-replicas 1 >/dev/null || fail "volume create v"
 
 # the copies in record order (volume show lists them so)
-rec_nodes() { ctsr --json volume show v | json_get '" ".join(c["node"] for c in j["copies"])'; }
-free_node() {
-	local n
-	for n in n2 n3 n4; do
-		case " $(rec_nodes) " in *" $n "*) ;; *) echo "$n"; return 0 ;; esac
-	done
-	return 1
-}
-case " $(rec_nodes) " in
-*" n1 "*)
-	X=$(free_node) || fail "no free node"
-	out=$(ctsr volume replace-replica v --node n1 --to "$X" 2>&1) ||
-		fail "move v's copy off n1: $out"
-	;;
-esac
-ctsr volume attach v --node n1 >/dev/null || fail "volume attach v"
-cl_wait_synced v
-nbdcopy "$IMG" "$(cl_nbd_uri 1 v)" || fail "nbdcopy into v"
-cl_wait_synced v
+rec_nodes() { cl_rec_nodes v; }
+free_node() { cl_free_node v; }
+cl_move_off_n1 v
+cl_attach_fill v "$IMG"
 
 # (a) the replace's target frozen
 read -r O P <<<"$(rec_nodes)"
@@ -84,14 +69,10 @@ RP=$!
 # the list asked (a line 7a32c7c logs too), then the create waits for X
 wait_log 1 "replace of v on $O: asking .* for the new copy's snapshot list" 10
 sleep 0.5
-lt0=$SECONDS
-lout=$(timeout 3 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
-	volume list 2>&1) && lrc=0 || lrc=$?
-log "(a) n1's volume list while the replace waits for $X: status $lrc in $(( SECONDS - lt0 )) s"
-nt0=$SECONDS
-nout=$(timeout 6 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
-	node list 2>&1) && nrc=0 || nrc=$?
-log "(a) n1's node list while the replace waits for $X: status $nrc in $(( SECONDS - nt0 )) s"
+cl_timed "(a) n1's volume list while the replace waits for $X" 3 1 volume list
+lrc=$CL_RC lout=$CL_OUT
+cl_timed "(a) n1's node list while the replace waits for $X" 6 1 node list
+nrc=$CL_RC nout=$CL_OUT
 wait "$RP"
 RC=$(cat "$CL_ROOT/a.rc")
 OUT=$(cat "$CL_ROOT/a.out")

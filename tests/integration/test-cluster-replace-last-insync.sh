@@ -22,12 +22,9 @@ IMG=$CL_ROOT/img
 cl_pattern "$IMG" $((8 << 20)) 29
 ctsr volume create v --size 8M --replicas 2 --min-replicas 1 >/dev/null || fail "volume create v"
 rec() { ctsr --json volume show v | json_get '" ".join("%s:%s" % (c["node"], c.get("state","?")) for c in j["copies"])'; }
-nodes() { ctsr --json volume show v | json_get '" ".join(c["node"] for c in j["copies"])'; }
-free1() { local n; for n in n1 n2 n3 n4; do case " $(nodes) " in *" $n "*) ;; *) echo $n; return;; esac; done; }
-ctsr volume attach v --node n1 >/dev/null || fail "volume attach v"
-cl_wait_synced v
-nbdcopy "$IMG" "$(cl_nbd_uri 1 v)" || fail "nbdcopy into v"
-cl_wait_synced v
+nodes() { cl_rec_nodes v; }
+free1() { cl_free_node v 1; }
+cl_attach_fill v "$IMG"
 ctsr volume detach v >/dev/null || fail "volume detach v"
 read -r A B <<<"$(nodes)"
 X=$(free1)

@@ -46,28 +46,9 @@ ctsr snapshot create v s1 >/dev/null || fail "snapshot create v s1"
 ctsr snapshot create v s2 >/dev/null || fail "snapshot create v s2"
 
 # the copies in record order (volume show lists them so)
-rec_nodes() { ctsr --json volume show v | json_get '" ".join(c["node"] for c in j["copies"])'; }
-free_node() {
-	local n
-	for n in n2 n3 n4 n5; do
-		case " $(rec_nodes) " in *" $n "*) ;; *) echo "$n"; return 0 ;; esac
-	done
-	return 1
-}
-# sync v (attached on n1, the rebuild done) and detach it again
-resync() {
-	ctsr volume attach v --node n1 >/dev/null || fail "volume attach v ($1)"
-	cl_wait_synced v
-	ctsr volume detach v >/dev/null || fail "volume detach v ($1)"
-}
-case " $(rec_nodes) " in
-*" n1 "*)
-	X=$(free_node) || fail "no free node"
-	out=$(ctsr volume replace-replica v --node n1 --to "$X" 2>&1) ||
-		fail "move v's copy off n1: $out"
-	resync "off n1"
-	;;
-esac
+rec_nodes() { cl_rec_nodes v; }
+free_node() { cl_free_node v; }
+cl_move_off_n1 v synced
 
 # replace-replica v --node OLD --to NEW through n1, bounded by `timeout 25`;
 # sets RC and OUT
@@ -103,10 +84,8 @@ freeze_pids "$FPID" || fail "$F did not stop"
 ( replace_timed "$L" "$X"; echo "$RC" >"$CL_ROOT/a.rc"; echo "$OUT" >"$CL_ROOT/a.out" ) &
 RP=$!
 sleep 0.5
-lt0=$SECONDS
-lout=$(timeout 3 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
-	volume list 2>&1) && lrc=0 || lrc=$?
-log "(a) n1's volume list while the replace waits for $F: status $lrc in $(( SECONDS - lt0 )) s"
+cl_timed "(a) n1's volume list while the replace waits for $F" 3 1 volume list
+lrc=$CL_RC lout=$CL_OUT
 wait "$RP"
 RC=$(cat "$CL_ROOT/a.rc")
 [ "$RC" = 0 ] || fail "(a) replace-replica v --node $L --to $X with $F frozen: status $RC \

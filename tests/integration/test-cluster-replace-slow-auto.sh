@@ -22,15 +22,9 @@ IMG=$CL_ROOT/img
 cl_pattern "$IMG" $((8 << 20)) 5
 ctsr volume create v --size 8M --replicas 2 --min-replicas 1 >/dev/null || fail "volume create v"
 nodes() { timeout 20 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" --json volume show v | json_get '" ".join(c["node"] for c in j["copies"])'; }
-free1() { local n; for n in n1 n2 n3; do case " $(nodes) " in *" $n "*) ;; *) echo $n; return;; esac; done; }
-case " $(nodes) " in
-*" n1 "*) ;;
-*) out=$(ctsr volume replace-replica v --node "$(nodes | cut -d' ' -f1)" --to n1 2>&1) || fail "move onto n1: $out" ;;
-esac
-ctsr volume attach v --node n1 >/dev/null || fail "volume attach v"
-cl_wait_synced v
-nbdcopy "$IMG" "$(cl_nbd_uri 1 v)" || fail "nbdcopy into v"
-cl_wait_synced v
+free1() { cl_free_node v 1; }
+cl_move_onto_n1 v
+cl_attach_fill v "$IMG"
 O=$(nodes | tr ' ' '\n' | grep -v '^n1$')
 X=$(free1)
 XPID=${CL_PID[${X#n}]}

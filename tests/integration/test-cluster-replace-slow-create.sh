@@ -22,25 +22,9 @@ DELAY_US=700000
 
 cl_start 4
 ctsr volume create v --size 8M --replicas 2 --min-replicas 1 >/dev/null || fail "volume create v"
-rec_nodes() { ctsr --json volume show v | json_get '" ".join(c["node"] for c in j["copies"])'; }
-free_node() {
-	local n
-	for n in n2 n3 n4; do
-		case " $(rec_nodes) " in *" $n "*) ;; *) echo "$n"; return 0 ;; esac
-	done
-	return 1
-}
-case " $(rec_nodes) " in
-*" n1 "*)
-	X=$(free_node) || fail "no free node"
-	out=$(ctsr volume replace-replica v --node n1 --to "$X" 2>&1) || fail "move off n1: $out"
-	# that copy is out of sync until an attach rebuilds it (a replace of
-	# the other one, then v's last in-sync copy, would be refused)
-	ctsr volume attach v --node n1 >/dev/null || fail "volume attach v"
-	cl_wait_synced v
-	ctsr volume detach v >/dev/null || fail "volume detach v"
-	;;
-esac
+rec_nodes() { cl_rec_nodes v; }
+free_node() { cl_free_node v; }
+cl_move_off_n1 v synced
 read -r O P <<<"$(rec_nodes)"
 X=$(free_node) || fail "no free node"
 XPID=${CL_PID[${X#n}]}

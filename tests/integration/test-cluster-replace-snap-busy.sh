@@ -23,15 +23,10 @@ cl_start 4
 IMG=$CL_ROOT/img
 cl_pattern "$IMG" $((8 << 20)) 47
 ctsr volume create v --size 8M --replicas 2 --min-replicas 1 >/dev/null || fail "volume create v"
-nodes() { ctsr --json volume show v | json_get '" ".join(c["node"] for c in j["copies"])'; }
-free1() { local n; for n in n2 n3 n4; do case " $(nodes) " in *" $n "*) ;; *) echo $n; return;; esac; done; }
-case " $(nodes) " in
-*" n1 "*) out=$(ctsr volume replace-replica v --node n1 --to "$(free1)" 2>&1) || fail "move off n1: $out" ;;
-esac
-ctsr volume attach v --node n1 >/dev/null || fail "volume attach v"
-cl_wait_synced v
-nbdcopy "$IMG" "$(cl_nbd_uri 1 v)" || fail "nbdcopy into v"
-cl_wait_synced v
+nodes() { cl_rec_nodes v; }
+free1() { cl_free_node v; }
+cl_move_off_n1 v
+cl_attach_fill v "$IMG"
 ctsr snapshot create v s1 >/dev/null || fail "snapshot create v s1"
 ctsr volume detach v >/dev/null || fail "volume detach v"
 read -r O P <<<"$(nodes)"

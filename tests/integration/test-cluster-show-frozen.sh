@@ -26,24 +26,8 @@ ctsr volume create v --size 8M --replicas 3 --min-replicas 1 >/dev/null || fail 
 ctsr snapshot create v s1 >/dev/null || fail "snapshot create v s1"
 ctsr snapshot create v s2 >/dev/null || fail "snapshot create v s2"
 
-rec_nodes() { ctsr --json volume show v | json_get '" ".join(c["node"] for c in j["copies"])'; }
-free_node() {
-	local n
-	for n in n2 n3 n4; do
-		case " $(rec_nodes) " in *" $n "*) ;; *) echo "$n"; return 0 ;; esac
-	done
-	return 1
-}
-case " $(rec_nodes) " in
-*" n1 "*)
-	X=$(free_node) || fail "no free node"
-	out=$(ctsr volume replace-replica v --node n1 --to "$X" 2>&1) ||
-		fail "move v's copy off n1: $out"
-	ctsr volume attach v --node n1 >/dev/null || fail "volume attach v"
-	cl_wait_synced v
-	ctsr volume detach v >/dev/null || fail "volume detach v"
-	;;
-esac
+rec_nodes() { cl_rec_nodes v; }
+cl_move_off_n1 v synced
 case " $(rec_nodes) " in *" n1 "*) fail "v still has a copy on n1: $(rec_nodes)" ;; esac
 [ "$(ctsr --json volume show v | json_get '" ".join(s["name"] for s in j["snapshots"])')" = \
 	"s1 s2" ] || fail "volume show v does not list s1 s2 with every node running"
@@ -67,10 +51,8 @@ freeze_pids "$FPID" || fail "$F did not stop"
 ( show_timed 10; echo "$RC" >"$CL_ROOT/a.rc"; echo "$OUT" >"$CL_ROOT/a.out" ) &
 SP=$!
 sleep 0.5
-lt0=$SECONDS
-lout=$(timeout 3 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
-	volume list 2>&1) && lrc=0 || lrc=$?
-log "(a) n1's volume list while the show waits for $F: status $lrc in $(( SECONDS - lt0 )) s"
+cl_timed "(a) n1's volume list while the show waits for $F" 3 1 volume list
+lrc=$CL_RC lout=$CL_OUT
 wait "$SP"
 RC=$(cat "$CL_ROOT/a.rc")
 [ "$RC" = 0 ] || fail "(a) volume show v with $F frozen: status $RC (124: no answer in 10 s)"

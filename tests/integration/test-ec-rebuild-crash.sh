@@ -44,24 +44,7 @@ cl_start 4
 on_exit "rm -f $HOLD"
 
 recs() { ctsr --json volume show "$1" | json_get '" ".join("%s:%s" % (c["node"], c.get("state")) for c in j["copies"])'; }
-holders() { ctsr --json volume show "$1" | json_get '" ".join(c["node"] for c in j["copies"])'; }
 
-# writer VOL NODE WHAT [ARGS...]: crash_writer on VOL through NODE, logging
-# every acknowledged write to $CL_ROOT/VOL.acked; in the background (BG_PID).
-writer() {
-	local vol=$1 node=$2 what=$3
-	shift 3
-	bg "$CRASH_WRITER" write "$(cl_nbd_uri "${node#n}" "$vol")" "$CL_ROOT/$vol.acked" --qd 8 \
-		--conns 2 --seed "$RANDOM" "$@" >"$CL_ROOT/$vol.$what.out" 2>&1
-}
-
-# verify VOL NODE WHAT: every acknowledged write of VOL reads back through NODE.
-verify() {
-	local out
-	out=$("$CRASH_WRITER" verify "$(cl_nbd_uri "${2#n}" "$1")" "$CL_ROOT/$1.acked" 2>&1) ||
-		{ printf '%s\n' "$out" >&2; fail "$3: acknowledged writes lost (verify through $2)"; }
-	log "$3: verify through $2: ${out##*$'\n'}"
-}
 
 # run_case KIND WHERE VOL [COORD]: KIND rebuild|resync; attach again on
 # WHERE: same (the dead coordinator's node), other (the third chunk node y)
@@ -72,7 +55,7 @@ run_case() {
 	log "=== $kind, attach again on the $where node ($vol${4:+, coordinator $4})"
 	ctsr volume create "$vol" --size 32M --ec 2+1 --stripe-unit 16K >/dev/null || fail "$vol: create"
 	: >"$CL_ROOT/$vol.acked"
-	copies=$(holders "$vol")
+	copies=$(cl_rec_nodes "$vol")
 	case " $copies " in *" n1 "*) c=n1 ;; *) c=${copies%% *} ;; esac
 	if [ "${4:-}" = notn1 ]; then
 		for n in $copies; do [ "$n" != n1 ] && { c=$n; break; }; done
@@ -88,7 +71,7 @@ run_case() {
 	log "$vol: copies $copies, coordinator $c"
 	: > "$HOLD"
 	if [ "$kind" = rebuild ]; then
-		writer "$vol" "$c" w1 --seq-base 1000000000 --duration 2
+		cl_crash_write "$vol" "$c" w1 --seq-base 1000000000 --duration 2
 		reap "$BG_PID" || { cat "$CL_ROOT/$vol.w1.out" >&2; fail "$vol: first writer"; }
 		ctsr_via "${c#n}" volume replace-replica "$vol" --node "$old" --to "$spare" >/dev/null ||
 			fail "$vol: replace $old -> $spare"
@@ -97,7 +80,7 @@ run_case() {
 	else
 		x=$old
 		cl_stop "${x#n}"
-		writer "$vol" "$c" w1 --seq-base 1000000000 --duration 2
+		cl_crash_write "$vol" "$c" w1 --seq-base 1000000000 --duration 2
 		reap "$BG_PID" || { cat "$CL_ROOT/$vol.w1.out" >&2; fail "$vol: writer with $x away"; }
 		cl_start_node "${x#n}"
 		log "$vol: written with $x stopped, $x started: resyncing"
@@ -107,7 +90,7 @@ run_case() {
 	log "$vol: status while held: $(vstatus "$vol" '" ".join("%s:%s:%s" % (c["node"], c["state"], c["dirty_bytes"]) for c in j["volume"]["copies"])')"
 	# the coordinator dies under writes (transactions in every journal, its
 	# own included), while x rebuilds / resyncs
-	writer "$vol" "$c" w2 --seq-base 2000000000
+	cl_crash_write "$vol" "$c" w2 --seq-base 2000000000
 	sleep 1.5
 	cl_kill "${c#n}"
 	reap "$BG_PID" && wrc=0 || wrc=$?
@@ -128,17 +111,17 @@ run_case() {
 	cl_wait_synced "$vol" 120
 	wait_log "${att#n}" "ec $vol: copy [0-9]+ \\($x\\) in sync again" 5
 	log "$vol: in sync: $(recs "$vol")"
-	verify "$vol" "$att" "$vol: attached on $att after the $kind"
+	cl_crash_verify "$vol" "$att" "$vol: attached on $att after the $kind"
 	# decoded with another chunk node away: x's chunks are right (not n1,
 	# the metadata node; the scrub below checks every chunk anyway)
 	b=
-	for n in $(holders "$vol"); do
+	for n in $(cl_rec_nodes "$vol"); do
 		[ "$n" != "$att" ] && [ "$n" != "$x" ] && [ "$n" != n1 ] && { b=$n; break; }
 	done
 	if [ -n "$b" ]; then
 		cl_stop "${b#n}"
 		cl_wait_state "$vol" "$b" out-of-sync 30
-		verify "$vol" "$att" "$vol: $b stopped ($x's chunks decoded)"
+		cl_crash_verify "$vol" "$att" "$vol: $b stopped ($x's chunks decoded)"
 		cl_start_node "${b#n}"
 		cl_wait_synced "$vol" 120
 	fi

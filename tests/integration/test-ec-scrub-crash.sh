@@ -37,24 +37,7 @@ DAMAGED=96
 
 cl_start 4
 
-holders() { ctsr --json volume show "$1" | json_get '" ".join(c["node"] for c in j["copies"])'; }
 
-# writer VOL NODE WHAT [ARGS...]: crash_writer through NODE, logging every
-# acknowledged write to $CL_ROOT/VOL.acked; in the background (BG_PID).
-writer() {
-	local vol=$1 node=$2 what=$3
-	shift 3
-	bg "$CRASH_WRITER" write "$(cl_nbd_uri "${node#n}" "$vol")" "$CL_ROOT/$vol.acked" --qd 8 \
-		--conns 2 --seed "$RANDOM" "$@" >"$CL_ROOT/$vol.$what.out" 2>&1
-}
-
-# verify VOL NODE WHAT: every acknowledged write of VOL reads back through NODE.
-verify() {
-	local out
-	out=$("$CRASH_WRITER" verify "$(cl_nbd_uri "${2#n}" "$1")" "$CL_ROOT/$1.acked" 2>&1) ||
-		{ printf '%s\n' "$out" >&2; fail "$3: acknowledged writes lost (verify through $2)"; }
-	log "$3: verify through $2: ${out##*$'\n'}"
-}
 
 # damage FILE N SEED: overwrite N distinct 4 KiB blocks of FILE's first
 # 16 MiB with 0x5a, O_DIRECT (the running tesserad's page cache drops them);
@@ -90,7 +73,7 @@ run_round() {
 	log "=== round $r ($vol)"
 	ctsr volume create "$vol" --size 32M --ec 2+1 --stripe-unit 16K >/dev/null || fail "$vol: create"
 	: >"$CL_ROOT/$vol.acked"
-	copies=$(holders "$vol")
+	copies=$(cl_rec_nodes "$vol")
 	for n in $copies; do
 		[ "$n" = n1 ] && continue
 		if [ -z "$c" ]; then c=$n; else y=$n; fi
@@ -99,7 +82,7 @@ run_round() {
 	ctsr volume attach "$vol" --node "$c" >/dev/null || fail "$vol: attach on $c"
 	log "$vol: copies $copies, coordinator $c"
 
-	writer "$vol" "$c" w1 --seq-base $(( r * 100000000 )) --duration 2
+	cl_crash_write "$vol" "$c" w1 --seq-base $(( r * 100000000 )) --duration 2
 	reap "$BG_PID" || { cat "$CL_ROOT/$vol.w1.out" >&2; fail "$vol: first writer"; }
 	log "$vol: w1 $(grep -o '[0-9]* acknowledged' "$CL_ROOT/$vol.w1.out")"
 
@@ -109,7 +92,7 @@ run_round() {
 	assert_eq "${#blocks[@]}" "$DAMAGED" "$vol: blocks damaged on $c"
 	log "$vol: $DAMAGED blocks of $c's chunk file overwritten with 0x5a"
 
-	writer "$vol" "$c" w2 --seq-base $(( r * 100000000 + 50000000 ))
+	cl_crash_write "$vol" "$c" w2 --seq-base $(( r * 100000000 + 50000000 ))
 	local w2=$BG_PID
 	bg ctsr volume scrub "$vol"
 	local scrub=$BG_PID
@@ -130,7 +113,7 @@ run_round() {
 	cl_attach_retry "$vol" "$att"
 	cl_wait_synced "$vol" 120
 	cl_wait_scrub_idle "$vol"
-	verify "$vol" "$att" "$vol: attached on $att after the crash"
+	cl_crash_verify "$vol" "$att" "$vol: attached on $att after the crash"
 
 	# decoded without one chunk node (not n1, the metadata node, and not
 	# the attached one): every stripe must decode from the other two
@@ -140,7 +123,7 @@ run_round() {
 	[ -n "$b" ] || fail "$vol: no chunk node to stop"
 	cl_stop "${b#n}"
 	cl_wait_state "$vol" "$b" out-of-sync 30
-	verify "$vol" "$att" "$vol: $b stopped (decoded without its chunks)"
+	cl_crash_verify "$vol" "$att" "$vol: $b stopped (decoded without its chunks)"
 	cl_start_node "${b#n}"
 	cl_wait_synced "$vol" 120
 
