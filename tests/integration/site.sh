@@ -189,3 +189,48 @@ dr_settled() {
 	done
 	fail "the DR's applied_seq of $vol keeps moving with the link stopped"
 }
+
+# dr_alive N: wait until N of the DR's nodes are alive (30 s).
+dr_alive() {
+	local i got=
+	for (( i=0; i<300; i++ )); do
+		got=$(stsr dr --json node list 2>/dev/null |
+		      json_get 'sum(1 for n in j["nodes"] if n.get("alive"))' 2>/dev/null)
+		[ "$got" = "$1" ] && return 0
+		sleep 0.1
+	done
+	fail "the DR has $got nodes alive, not $1"
+}
+
+# dr2_start: a second DR node, dr-n2 (data $D2 = $SITE_ROOT/dr2, zone z2,
+# --peer-timeout 2000), joined to the running site dr; its pid in D2PID, its
+# arguments in D2ARGS (to start it again); returns once both are alive.
+dr2_start() {
+	D2=$SITE_ROOT/dr2
+	D2ARGS=(--listen "127.0.0.1:$(free_ports 1)" --node-id dr-n2 --zone z2
+		--join "127.0.0.1:${SITE_PORT[dr]}" --token-file "$(sdir dr)/admin.token"
+		--peer-timeout 2000 --site dr)
+	start_tesserad "$D2" "${D2ARGS[@]}"
+	D2PID=$TSRD_PID
+	dr_alive 2
+}
+
+# site_start_nowait KEY: KEY's node started again with its arguments, not
+# waiting for it to be alive (site_start asks its node list through the
+# node's loop, which a test may hold).
+site_start_nowait() {
+	# shellcheck disable=SC2086
+	start_tesserad "$(sdir "$1")" ${SITE_ARGS[$1]}
+	SITE_PID[$1]=$TSRD_PID
+}
+
+# file_wait_from FILE FROM PATTERN MSG: until FILE from line FROM on has
+# PATTERN (grep, 30 s); else fails saying MSG.
+file_wait_from() {
+	local i
+	for (( i=0; i<300; i++ )); do
+		tail -n +"$2" "$1" | grepq -- "$3" && return 0
+		sleep 0.1
+	done
+	fail "$4"
+}

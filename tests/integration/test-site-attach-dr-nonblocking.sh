@@ -36,24 +36,7 @@ require_tessera
 require_cmd qemu-io
 sites_setup
 site_start dr --peer-timeout 8000
-D2=$SITE_ROOT/dr2
-d2port=$(free_ports 1)
-D2ARGS=(--listen "127.0.0.1:$d2port" --node-id dr-n2 --zone z2
-	--join "127.0.0.1:${SITE_PORT[dr]}" --token-file "$(sdir dr)/admin.token"
-	--peer-timeout 2000 --site dr)
-dr_alive() { # dr_alive N: wait until N DR nodes are alive
-	local i got=
-	for (( i=0; i<300; i++ )); do
-		got=$(stsr dr --json node list 2>/dev/null |
-		      json_get 'sum(1 for n in j["nodes"] if n.get("alive"))' 2>/dev/null)
-		[ "$got" = "$1" ] && return 0
-		sleep 0.1
-	done
-	fail "the DR has $got nodes alive, not $1"
-}
-start_tesserad "$D2" "${D2ARGS[@]}"
-D2PID=$TSRD_PID
-dr_alive 2
+dr2_start
 site_start primary
 proxy_start
 site_add_dr primary dr
@@ -83,17 +66,10 @@ on_exit "kill -CONT $D2PID 2>/dev/null"
 log "dr-n2 frozen (SIGSTOP)"
 from=$(( $(wc -l <"$DLOG") + 1 ))
 # not site_start: it waits for one alive node, asked through dr-n1's loop
-# shellcheck disable=SC2086
-start_tesserad "$(sdir dr)" ${SITE_ARGS[dr]}
-SITE_PID[dr]=$TSRD_PID
+site_start_nowait dr
 # written while the DR is away: shipped once the target is attached again
 site_qemu_io primary sv "write -P 0x6b $((4 * M)) 1M" >/dev/null || fail "write sv (2)"
-for (( i=0; i<300; i++ )); do
-	tail -n +"$from" "$DLOG" | grepq "cluster: attaching sv epoch" && break
-	sleep 0.1
-done
-tail -n +"$from" "$DLOG" | grepq "cluster: attaching sv epoch" ||
-	fail "dr-n1 did not start attaching sv in 30 s"
+file_wait_from "$DLOG" "$from" "cluster: attaching sv epoch" "dr-n1 did not start attaching sv in 30 s"
 EV=$SITE_ROOT/events
 : >"$EV"
 log "dr-n1 attaches sv (waiting for dr-n2): its volume list"
@@ -131,22 +107,10 @@ tail -n +"$from" "$DLOG" | grepq "target sv is being attached" ||
 site_stop dr
 freeze_pids "$D2PID" || fail "dr-n2 not stopped (3)"
 from=$(( $(wc -l <"$DLOG") + 1 ))
-# shellcheck disable=SC2086
-start_tesserad "$(sdir dr)" ${SITE_ARGS[dr]}
-SITE_PID[dr]=$TSRD_PID
-for (( i=0; i<300; i++ )); do
-	tail -n +"$from" "$DLOG" | grepq "cluster: attaching sv epoch" && break
-	sleep 0.1
-done
-tail -n +"$from" "$DLOG" | grepq "cluster: attaching sv epoch" ||
-	fail "(3) dr-n1 did not start attaching sv in 30 s"
+site_start_nowait dr
+file_wait_from "$DLOG" "$from" "cluster: attaching sv epoch" "(3) dr-n1 did not start attaching sv in 30 s"
 px cut
-for (( i=0; i<300; i++ )); do
-	tail -n +"$from" "$DLOG" | grepq "cluster: cannot attach 'sv'" && break
-	sleep 0.1
-done
-tail -n +"$from" "$DLOG" | grepq "cluster: cannot attach 'sv'" ||
-	fail "(3) dr-n1's attach of sv (dr-n2 frozen) did not fail in 30 s"
+file_wait_from "$DLOG" "$from" "cluster: cannot attach 'sv'" "(3) dr-n1's attach of sv (dr-n2 frozen) did not fail in 30 s"
 log "(3) the attach failed: $(tail -n +"$from" "$DLOG" | grep -m1 "cluster: cannot attach 'sv'" |
 	cut -c1-160)"
 kill -CONT "$D2PID"
@@ -171,21 +135,9 @@ site_stop dr
 freeze_pids "$D2PID" || fail "dr-n2 not stopped (2)"
 log "(2) dr-n1 stopped, dr-n2 frozen, dr-n1 started again"
 from=$(( $(wc -l <"$DLOG") + 1 ))
-# shellcheck disable=SC2086
-start_tesserad "$(sdir dr)" ${SITE_ARGS[dr]}
-SITE_PID[dr]=$TSRD_PID
-for (( i=0; i<300; i++ )); do
-	tail -n +"$from" "$DLOG" | grepq "cluster: attaching sv epoch" && break
-	sleep 0.1
-done
-tail -n +"$from" "$DLOG" | grepq "cluster: attaching sv epoch" ||
-	fail "(2) dr-n1 did not start attaching sv in 30 s"
-for (( i=0; i<300; i++ )); do
-	tail -n +"$from" "$DLOG" | grepq "cluster: attaching gv epoch" && break
-	sleep 0.1
-done
-tail -n +"$from" "$DLOG" | grepq "cluster: attaching gv epoch" ||
-	fail "(2) dr-n1 did not start attaching gv in 30 s"
+site_start_nowait dr
+file_wait_from "$DLOG" "$from" "cluster: attaching sv epoch" "(2) dr-n1 did not start attaching sv in 30 s"
+file_wait_from "$DLOG" "$from" "cluster: attaching gv epoch" "(2) dr-n1 did not start attaching gv in 30 s"
 grc=0
 gout=$(timeout 20 "$TESSERA" --data "$(sdir dr)" replication promote --group app 2>&1) || grc=$?
 log "(2) promote --group app while dr-n1 attaches gv: status $grc: $gout"
@@ -210,12 +162,7 @@ case "$pout" in
 *"is being attached here"*"retry the promote"*) ;;
 *) fail "(2) the promote during the attach: '$pout', want 'being attached here: retry'" ;;
 esac
-for (( i=0; i<300; i++ )); do
-	tail -n +"$from" "$DLOG" | grepq "cluster: attach sv epoch" && break
-	sleep 0.1
-done
-tail -n +"$from" "$DLOG" | grepq "cluster: attach sv epoch" ||
-	fail "(2) dr-n1's attach of sv was not applied in 30 s"
+file_wait_from "$DLOG" "$from" "cluster: attach sv epoch" "(2) dr-n1's attach of sv was not applied in 30 s"
 pout=$(timeout 20 "$TESSERA" --data "$(sdir dr)" replication promote sv 2>&1) ||
 	fail "(2) promote sv after the attach: $pout"
 log "(2) promote after the attach: $pout"

@@ -42,24 +42,7 @@
 require_tessera
 sites_setup
 site_start dr
-D2=$SITE_ROOT/dr2
-d2port=$(free_ports 1)
-D2ARGS=(--listen "127.0.0.1:$d2port" --node-id dr-n2 --zone z2
-	--join "127.0.0.1:${SITE_PORT[dr]}" --token-file "$(sdir dr)/admin.token"
-	--peer-timeout 2000 --site dr)
-dr_alive() { # dr_alive N: wait until N DR nodes are alive
-	local i got=
-	for (( i=0; i<300; i++ )); do
-		got=$(stsr dr --json node list 2>/dev/null |
-		      json_get 'sum(1 for n in j["nodes"] if n.get("alive"))' 2>/dev/null)
-		[ "$got" = "$1" ] && return 0
-		sleep 0.1
-	done
-	fail "the DR has $got nodes alive, not $1"
-}
-start_tesserad "$D2" "${D2ARGS[@]}"
-D2PID=$TSRD_PID
-dr_alive 2
+dr2_start
 site_start primary
 proxy_start
 site_add_dr primary dr
@@ -210,9 +193,7 @@ left_n1=$(has_cv "$(sdir dr)")
 left_n2=$(has_cv "$D2")
 log "copies of cv left by the crash: dr-n1 $left_n1, dr-n2 $left_n2"
 [ "$left_n1$left_n2" != nono ] || fail "the crash left no copy of cv (nothing to converge from)"
-# shellcheck disable=SC2086
-start_tesserad "$(sdir dr)" ${SITE_ARGS[dr]}
-SITE_PID[dr]=$TSRD_PID
+site_start_nowait dr
 dr_alive 2
 rwait primary cv 'j["state"] == "streaming"' "streaming" 60
 repl_caught_up cv 60
@@ -261,9 +242,7 @@ wait_log "$DLOG" "site: creating target volume dv" 30 ||
 site_stop dr # exit 0 within 30 s, asserted
 kill -CONT "$D2PID"
 log "dr-n1 stopped (SIGTERM) while creating dv, dr-n2 resumed (SIGCONT)"
-# shellcheck disable=SC2086
-start_tesserad "$(sdir dr)" ${SITE_ARGS[dr]}
-SITE_PID[dr]=$TSRD_PID
+site_start_nowait dr
 dr_alive 2
 rwait primary dv 'j["state"] == "streaming"' "streaming" 60
 repl_caught_up dv 60
