@@ -43,11 +43,12 @@
 #                   s1) and detached: a rollback to s1 changes it back
 #   log_mark I...   node I's log length noted: since_mark I then gives node
 #                   I's log lines written after it
-#   wait_store_holds PID OUT I...
-#                   until each node I's log has "rollback: volume v: test
-#                   hold" since log_mark (30 s each); fails if PID (the
-#                   rollback, its output in OUT) ended first or a node's
-#                   store was not held by then
+#   store_rollback_held OUT I...
+#                   log_mark I..., $HOLD made, `volume rollback v s1` in the
+#                   background (its output in OUT, its pid in $RB_PID,
+#                   tracked), then until each node I's log has "rollback:
+#                   volume v: test hold" (30 s each); fails if the rollback
+#                   ended first or a node's store was not held by then
 
 hold_cl_start() { # VAR N [ARG...]
 	local var=$1
@@ -135,9 +136,15 @@ log_mark() { # I...
 }
 since_mark() { tail -n +$(( LOG_MARK[$1] + 1 )) "$(cl_dir "$1")/tesserad.log"; }
 
-wait_store_holds() { # PID OUT I...
-	local pid=$1 out=$2 n i
-	shift 2
+store_rollback_held() { # OUT I...
+	local out=$1 n i pid
+	shift
+	log_mark "$@"
+	touch "$HOLD"
+	ctsr volume rollback v s1 >"$out" 2>&1 &
+	RB_PID=$!
+	pid=$RB_PID
+	track_pid "$pid"
 	for n in "$@"; do
 		for (( i=0; i<300; i++ )); do
 			since_mark "$n" | grep -q "rollback: volume v: test hold" && break

@@ -43,13 +43,9 @@ v_at_s1 6M
 ctsr volume attach w --node n1 >/dev/null || fail "attach w on n1"
 qemu-io -f raw -c 'write -P 0x33 0 1M' "$(cl_nbd_uri 1 w)" >/dev/null || fail "write w 0x33"
 
-log_mark 1 2 # since_mark N: node N's log lines since the rollback started
-
-touch "$HOLD"
-ctsr volume rollback v s1 >"$HOLD_DIR/rb.out" 2>&1 &
-rb_pid=$!
-track_pid "$rb_pid"
-wait_store_holds "$rb_pid" "$HOLD_DIR/rb.out" 1 2
+# since_mark N: node N's log lines since the rollback started
+store_rollback_held "$HOLD_DIR/rb.out" 1 2
+rb_pid=$RB_PID
 log "both stores hold their lock in v's rollback; waiting 5 s (lease TTL 3 s, a sweep pass a second)"
 sleep 5
 out=$(timeout 30 qemu-io -f raw -c 'write -P 0x44 1M 1M' "$(cl_nbd_uri 1 w)" 2>&1) ||

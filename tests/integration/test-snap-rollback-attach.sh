@@ -44,14 +44,7 @@ require_cmd nbdcopy qemu-io timeout
 hold_cl_start TSR_TEST_ROLLBACK_LOCAL_HOLD_FILE 3
 
 ctsr volume create v --size 8M --replicas 3 >/dev/null || fail "volume create v"
-ctsr volume attach v --node n1 >/dev/null || fail "attach v on n1"
-qemu-io -f raw -c 'write -P 0x11 0 8M' "$(cl_nbd_uri 1 v)" >/dev/null || fail "write v 0x11"
-s1=$(cl_image_sha 1 v) || fail "read v"
-ctsr volume detach v >/dev/null || fail "detach v"
-ctsr snapshot create v s1 >/dev/null || fail "snapshot create v s1"
-ctsr volume attach v --node n1 >/dev/null || fail "attach v on n1 again"
-qemu-io -f raw -c 'write -P 0x22 0 8M' "$(cl_nbd_uri 1 v)" >/dev/null || fail "write v 0x22"
-ctsr volume detach v >/dev/null || fail "detach v again"
+v_at_s1 8M
 
 # ---- 1. an attach and writes while n1's rollback is held
 held_start "$HOLD" "$HOLD_DIR/op.out" "n1's rollback of v" ctsr volume rollback v s1

@@ -42,13 +42,9 @@ ctsr volume create v --size 8M --replicas 2 >/dev/null || fail "volume create v"
 ctsr volume create w --size 8M --replicas 2 >/dev/null || fail "volume create w"
 v_at_s1 6M
 
-log_mark 1 2 # since_mark N: node N's log lines since the rollback started
-
-touch "$HOLD"
-ctsr volume rollback v s1 >"$HOLD_DIR/rb.out" 2>&1 &
-rb_pid=$!
-track_pid "$rb_pid"
-wait_store_holds "$rb_pid" "$HOLD_DIR/rb.out" 1 2
+# since_mark N: node N's log lines since the rollback started
+store_rollback_held "$HOLD_DIR/rb.out" 1 2
+rb_pid=$RB_PID
 log "both stores' rollbacks of v held; asking n1 and n2 meanwhile"
 
 # VIA[N]: the CLI through node N, as a command (timeout runs it; no netns here)
