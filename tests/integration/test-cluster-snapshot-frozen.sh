@@ -49,24 +49,8 @@ cl_start 4
 ctsr volume create v --size 8M --replicas 3 --min-replicas 1 >/dev/null || fail "volume create v"
 ctsr snapshot create v s1 >/dev/null || fail "snapshot create v s1"
 
-rec_nodes() { ctsr --json volume show v | json_get '" ".join(c["node"] for c in j["copies"])'; }
-free_node() {
-	local n
-	for n in n2 n3 n4; do
-		case " $(rec_nodes) " in *" $n "*) ;; *) echo "$n"; return 0 ;; esac
-	done
-	return 1
-}
-case " $(rec_nodes) " in
-*" n1 "*)
-	X=$(free_node) || fail "no free node"
-	out=$(ctsr volume replace-replica v --node n1 --to "$X" 2>&1) ||
-		fail "move v's copy off n1: $out"
-	ctsr volume attach v --node n1 >/dev/null || fail "volume attach v"
-	cl_wait_synced v
-	ctsr volume detach v >/dev/null || fail "volume detach v"
-	;;
-esac
+rec_nodes() { cl_rec_nodes v; }
+cl_move_off_n1 v synced
 case " $(rec_nodes) " in *" n1 "*) fail "v still has a copy on n1: $(rec_nodes)" ;; esac
 [ "$(ctsr --json snapshot list v | json_get '" ".join(s["name"] for s in j["snapshots"])')" = \
 	"s1" ] || fail "snapshot list v does not list s1 with every node running"
@@ -79,6 +63,24 @@ n1ctl() {
 		--token-file "$(cl_dir 1)/admin.token" "$@" 2>"$CL_ROOT/n1ctl.err") && RC=0 || RC=$?
 	ERR=$(cat "$CL_ROOT/n1ctl.err")
 	log "$*: status $RC in $(( SECONDS - t0 )) s: $ERR"
+}
+# create_held C T ARG...: `n1ctl T ARG...` (a snapshot create) in the
+# background (SP; its RC, OUT, ERR in $CL_ROOT/C.rc, .out, .err), $HOLD made
+# (an old $HOLD.held removed); until its reply reaches the hold (10 s), else
+# bad "(C) ..."
+create_held() {
+	local c=$1 held=0 _
+	shift
+	rm -f "$HOLD.held"
+	touch "$HOLD"
+	( n1ctl "$@"; echo "$RC" >"$CL_ROOT/$c.rc"; echo "$OUT" >"$CL_ROOT/$c.out"
+	  echo "$ERR" >"$CL_ROOT/$c.err" ) &
+	SP=$!
+	for _ in $(seq 100); do
+		[ -e "$HOLD.held" ] && { held=1; break; }
+		sleep 0.1
+	done
+	[ "$held" = 1 ] || bad "($c) the create's reply did not reach its hold (cut failed?)"
 }
 # names J: the snapshot names of a --json list on stdin
 names() { json_get '" ".join(s["name"] for s in j["snapshots"])'; }
@@ -117,16 +119,7 @@ cl_wait_nodes_alive 4 30
 
 # (b) create through n1; F frozen after the cut, before the reply reads s2 back
 log "(b) snapshot create v s2 through n1, $F frozen before its reply"
-touch "$HOLD"
-( n1ctl 15 --json snapshot create v s2; echo "$RC" >"$CL_ROOT/b.rc"; echo "$OUT" >"$CL_ROOT/b.out"
-  echo "$ERR" >"$CL_ROOT/b.err" ) &
-SP=$!
-held=0
-for _ in $(seq 100); do
-	[ -e "$HOLD.held" ] && { held=1; break; }
-	sleep 0.1
-done
-[ "$held" = 1 ] || bad "(b) the create's reply did not reach its hold (cut failed?)"
+create_held b 15 --json snapshot create v s2
 freeze_pids "$FPID" || fail "$F did not stop"
 rm -f "$HOLD"
 sleep 0.5
@@ -193,17 +186,7 @@ cl_wait_nodes_alive 4 30
 
 # (e) every copy's node frozen after the cut: the create still succeeds
 log "(e) snapshot create v s3 through n1, $F $M $L frozen before its reply"
-rm -f "$HOLD.held"
-touch "$HOLD"
-( n1ctl 20 snapshot create v s3; echo "$RC" >"$CL_ROOT/e.rc"; echo "$OUT" >"$CL_ROOT/e.out"
-  echo "$ERR" >"$CL_ROOT/e.err" ) &
-SP=$!
-held=0
-for _ in $(seq 100); do
-	[ -e "$HOLD.held" ] && { held=1; break; }
-	sleep 0.1
-done
-[ "$held" = 1 ] || bad "(e) the create's reply did not reach its hold (cut failed?)"
+create_held e 20 snapshot create v s3
 # shellcheck disable=SC2086
 freeze_pids $PIDS || fail "$F $M $L did not stop"
 rm -f "$HOLD"
