@@ -14,8 +14,11 @@
 #       `volume list` under `timeout 3` while the show waits (before: 124).
 #   (b) every copy's node frozen: the show answers (status 0) under
 #       `timeout 20`, without the list, saying "snapshots not listed".
-# Control: TSR_TEST_SHOW_LIST_UNBOUNDED=1 (the old call) in n1's environment
-# makes (a) fail with "status 124".
+# Control: TSR_TEST_SHOW_LIST_UNBOUNDED=1 and TSR_TEST_SNAP_READ_UNBOUNDED=1
+# (the old calls) in n1's environment make (a) fail with "status 124".  The
+# first alone no longer does since fe3fb90: the old call it restores,
+# cluster_volume_snapshots, reads through cluster_snapshot_read, bounded
+# since then (it makes (b) fail instead).
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
