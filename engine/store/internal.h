@@ -415,6 +415,8 @@ struct tsr_store {
 	pthread_cond_t rollback_end; /* with lock: a rollback's step 3 ended (snap.c) */
 	unsigned rollbacks;          /* store->lock: rollbacks past step 1 or waiting for
 				      * one of the same volume (tsr_store_close waits) */
+	bool closing;                /* store->lock: tsr_store_closing ran; a rollback
+				      * waiting for a same-snapshot one answers -ESHUTDOWN */
 	struct tsr_svol *open_vols; /* store->lock */
 	int trampoline_fd;          /* for deferred completions (data.c) */
 	int64_t dirty_clear_ns;     /* least interval between bitmap clears at flush */

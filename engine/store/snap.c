@@ -2088,11 +2088,14 @@ void *store_test_rollback_wait_arg;
  * ends"); to the same one (a client's retry, review 16b R2), wait for its end
  * (ROLLBACK_WAIT_MS at most, then -EBUSY) and look again, so that the caller
  * then runs it again: the same image, idempotent, and a failed first one
- * finished.  The callers run in rollback threads, off the loops (the admin
- * loop's own standalone rollback asks tsr_store_vol_rollback_running first).
+ * finished.  Callers on an event loop pass nowait (the _nowait entry
+ * points): -EBUSY at once instead (review 16d N5).  Once the store is
+ * closing (tsr_store_closing), a waiter answers -ESHUTDOWN at once (woken by
+ * the broadcast on rollback_end) instead of waiting and then copying again
+ * (review 16d N4); a running copy still finishes (tsr_store_close waits).
  */
 static int rollback_wait_same(struct tsr_store *store, const char *vol, const char *snap,
-			      struct vol_row *v, struct snap_row *s)
+			      bool nowait, struct vol_row *v, struct snap_row *s)
 {
 	int64_t deadline = -1;
 	struct tsr_svol *h;
@@ -2112,6 +2115,18 @@ static int rollback_wait_same(struct tsr_store *store, const char *vol, const ch
 				 "is running: try again when it ends",
 				 vol, snap);
 			return -EBUSY;
+		}
+		if (nowait) { /* an event loop's caller (review 16d N5) */
+			tsr_warn("rollback: volume %s to %s: the same rollback is running: "
+				 "try again when it ends",
+				 vol, snap);
+			return -EBUSY;
+		}
+		if (store->closing) { /* review 16d N4: shutdown does not wait for a retry */
+			tsr_warn("rollback: volume %s to %s: the store is closing: not waiting "
+				 "for the same rollback running",
+				 vol, snap);
+			return -ESHUTDOWN;
 		}
 		if (deadline < 0) {
 			deadline = tsr_mono_ms() + ROLLBACK_WAIT_MS;
@@ -2192,7 +2207,8 @@ bool tsr_store_vol_rollback_running(struct tsr_store *store, const char *vol)
  * The crash rule is unchanged: the row's flag is durable before any block is
  * touched and cleared only after the flush and stage_drop.
  */
-static int vol_rollback(struct tsr_store *store, const char *vol, const char *snap, uint64_t epoch)
+static int vol_rollback(struct tsr_store *store, const char *vol, const char *snap, uint64_t epoch,
+			bool nowait)
 {
 	struct tsr_svol *h = NULL;
 	struct snap_row s;
@@ -2201,7 +2217,7 @@ static int vol_rollback(struct tsr_store *store, const char *vol, const char *sn
 
 	pthread_mutex_lock(&store->lock);
 	store->rollbacks++;
-	ret = rollback_wait_same(store, vol, snap, &v, &s);
+	ret = rollback_wait_same(store, vol, snap, nowait, &v, &s);
 	if (ret == 0 && epoch != ANY_EPOCH) /* a newer coordinator opened it since */
 		ret = check_epoch("rollback", &v, epoch);
 	if (ret)
@@ -2263,11 +2279,22 @@ out:
 
 int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char *snap)
 {
-	return vol_rollback(store, vol, snap, ANY_EPOCH);
+	return vol_rollback(store, vol, snap, ANY_EPOCH, false);
+}
+
+int tsr_store_vol_rollback_nowait(struct tsr_store *store, const char *vol, const char *snap)
+{
+	return vol_rollback(store, vol, snap, ANY_EPOCH, true);
 }
 
 int tsr_store_vol_rollback_epoch(struct tsr_store *store, const char *vol, const char *snap,
 				 uint64_t epoch)
 {
-	return vol_rollback(store, vol, snap, epoch);
+	return vol_rollback(store, vol, snap, epoch, false);
+}
+
+int tsr_store_vol_rollback_epoch_nowait(struct tsr_store *store, const char *vol,
+					const char *snap, uint64_t epoch)
+{
+	return vol_rollback(store, vol, snap, epoch, true);
 }

@@ -1299,6 +1299,16 @@ err:
 	return ret;
 }
 
+void tsr_store_closing(struct tsr_store *store)
+{
+	if (store == NULL)
+		return;
+	pthread_mutex_lock(&store->lock);
+	store->closing = true;
+	pthread_cond_broadcast(&store->rollback_end); /* snap.c's waiting retries */
+	pthread_mutex_unlock(&store->lock);
+}
+
 void tsr_store_close(struct tsr_store *store)
 {
 	char path[PATH_MAX];
@@ -1307,6 +1317,7 @@ void tsr_store_close(struct tsr_store *store)
 
 	if (store == NULL)
 		return;
+	tsr_store_closing(store); /* waiting rollback retries give up now */
 	merge_stop(store); /* merge.c: finishes queued deletes, drops their references */
 	pthread_mutex_lock(&store->lock);
 	/* a rollback's data copy runs without store->lock: wait for its end

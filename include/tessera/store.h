@@ -55,6 +55,11 @@ struct tsr_vol_info {
 int tsr_store_open(const char *dir, const struct tsr_store_opts *opts,
 		   struct tsr_store **out);
 /* Clean shutdown: flush everything, mark clean.  All svols must be put. NULL ok. */
+/* Early in shutdown (tsr_store_close runs it too): every rollback waiting
+ * for a same-snapshot rollback of its volume, or starting such a wait
+ * later, answers -ESHUTDOWN at once; a running rollback copy still
+ * finishes (tsr_store_close waits for it). */
+void tsr_store_closing(struct tsr_store *store);
 void tsr_store_close(struct tsr_store *store);
 
 /* Errors: -EINVAL bad name or size, -EEXIST, -ENOSPC (device mode). */
@@ -345,7 +350,8 @@ int tsr_store_vol_parent(struct tsr_store *store, const char *name, char vol_out
  * diff against the head, another rollback to another snapshot) answer
  * -EBUSY; another rollback to the same snapshot (a retry) waits for the
  * running one's end (30 min at most) and then runs again.
- * Errors: -ENOENT, -EBUSY volume open or a rollback of it running.
+ * Errors: -ENOENT, -EBUSY volume open or a rollback of it running,
+ * -ESHUTDOWN the store closing while this one waited (tsr_store_closing).
  */
 int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char *snap);
 /* The same, fenced: -ESTALE (nothing done) when vol's epoch is past epoch
@@ -353,6 +359,12 @@ int tsr_store_vol_rollback(struct tsr_store *store, const char *vol, const char 
  * opened the copy since the caller's own check). */
 int tsr_store_vol_rollback_epoch(struct tsr_store *store, const char *vol, const char *snap,
 				 uint64_t epoch);
+/* The same two for callers on an event loop (review 16d N5): while a
+ * rollback of vol to the same snapshot runs, -EBUSY at once instead of
+ * waiting for its end. */
+int tsr_store_vol_rollback_nowait(struct tsr_store *store, const char *vol, const char *snap);
+int tsr_store_vol_rollback_epoch_nowait(struct tsr_store *store, const char *vol,
+					const char *snap, uint64_t epoch);
 /* Whether a rollback of vol runs now in this store (its callers' -EBUSY
  * messages: the answer may be stale by the time it is read). */
 bool tsr_store_vol_rollback_running(struct tsr_store *store, const char *vol);

@@ -551,6 +551,141 @@ static void test_rollback_retry_waits(void **state)
 	check_vol(e, "a", "s2", m2);
 }
 
+struct closer {
+	struct tsr_store *store;
+	atomic_bool done;
+};
+
+static void *close_main(void *arg)
+{
+	struct closer *c = arg;
+
+	tsr_store_close(c->store);
+	atomic_store(&c->done, true);
+	return NULL;
+}
+
+/* Wait (bounded by 2 * HOLD_LIMIT_S, a guard only) until *flag is set. */
+static bool wait_flag(atomic_bool *flag)
+{
+	const struct timespec ms = {.tv_nsec = 1000000};
+	int i;
+
+	for (i = 0; i < 2 * HOLD_LIMIT_S * 1000 && !atomic_load(flag); i++)
+		nanosleep(&ms, NULL);
+	return atomic_load(flag);
+}
+
+/*
+ * N4 (review 16d): R1 = rollback(a, s1) held in its data copy, R2 = its
+ * retry waiting for R1's end.  tsr_store_close starts (another thread): R2
+ * answers -ESHUTDOWN at once, while R1 still runs and the close still
+ * waits for it; released, R1 answers 0 and the close completes.  The store
+ * opened again: a is s1's image.  With the closing check disabled (the
+ * d9da35e behaviour) R2 answers only after R1's hold gives up (HOLD_LIMIT_S)
+ * and R1 ends: "the rollback had not ended when R2's answer to the close
+ * answered: it had".
+ */
+static void test_rollback_wait_closing(void **state)
+{
+	struct env *e = *state;
+	struct tsr_store *st = e->se.store;
+	static uint64_t m1[VOL_SIZE / BS], m2[VOL_SIZE / BS];
+	struct rb r1 = {.store = st, .vol = "a", .snap = "s1"};
+	struct rb r2 = {.store = st, .vol = "a", .snap = "s1"};
+	struct closer c = {.store = st};
+	const struct timespec ms = {.tv_nsec = 1000000};
+	struct tsr_svol *v;
+	struct hold h;
+	pthread_t t1, t2, tc;
+	int i;
+
+	make_a(e, m1, m2);
+	hold_init(&h);
+	store_test_rollback_arg = &h;
+	store_test_rollback_chunk = hold_here;
+	atomic_store(&waiters, 0);
+	store_test_rollback_wait = note_wait;
+	assert_int_equal(pthread_create(&t1, NULL, rb_main, &r1), 0);
+	assert_true(hold_wait_arrived(&h)); /* R1 in its data copy */
+	assert_int_equal(pthread_create(&t2, NULL, rb_main, &r2), 0);
+	for (i = 0; i < 2 * HOLD_LIMIT_S * 1000 && atomic_load(&waiters) == 0 &&
+		    !atomic_load(&r2.done); i++)
+		nanosleep(&ms, NULL);
+	assert_int_equal(atomic_load(&waiters), 1); /* R2 waits */
+	assert_false(atomic_load(&r2.done));
+
+	e->se.store = NULL; /* closed here, not by teardown */
+	assert_int_equal(pthread_create(&tc, NULL, close_main, &c), 0);
+	if (!wait_flag(&r2.done))
+		fail_msg("the waiting retry did not answer when the store started closing");
+	BEFORE_END(&r1, "R2's answer to the close");
+	assert_int_equal(r2.ret, -ESHUTDOWN);
+	assert_false(atomic_load(&c.done)); /* the close waits for R1's copy */
+
+	hold_release(&h);
+	assert_int_equal(pthread_join(t1, NULL), 0);
+	assert_int_equal(pthread_join(t2, NULL), 0);
+	assert_int_equal(pthread_join(tc, NULL), 0);
+	assert_true(atomic_load(&c.done));
+	assert_false(h.timed_out);
+	assert_int_equal(r1.ret, 0);
+	store_test_rollback_chunk = NULL;
+	store_test_rollback_wait = NULL;
+
+	assert_int_equal(tsr_store_open(e->se.dir, &(struct tsr_store_opts){0}, &e->se.store), 0);
+	assert_int_equal(tsr_store_vol_open(e->se.store, "a", &v), 0); /* VOL_ROLLBACK cleared */
+	check_image(e, v, m1);
+	tsr_svol_put(v);
+	check_vol(e, "a", "s2", m2);
+}
+
+/*
+ * N5 (review 16d): while R1 = rollback(a, s1) is held in its data copy,
+ * tsr_store_vol_rollback_nowait(a, s1) and the fenced one answer -EBUSY at
+ * once and never wait (store_test_rollback_wait not called).  d9da35e has
+ * no such entry point; with the no-wait flag ignored (its waiting call) the
+ * call blocks until R1's hold gives up, then runs: "0 != 0xfffffffffffffff0"
+ * (0, not -EBUSY).
+ */
+static void test_rollback_nowait_busy(void **state)
+{
+	struct env *e = *state;
+	struct tsr_store *st = e->se.store;
+	static uint64_t m1[VOL_SIZE / BS], m2[VOL_SIZE / BS];
+	struct rb r1 = {.store = st, .vol = "a", .snap = "s1"};
+	struct tsr_svol *v;
+	struct hold h;
+	pthread_t t1;
+
+	make_a(e, m1, m2);
+	hold_init(&h);
+	store_test_rollback_arg = &h;
+	store_test_rollback_chunk = hold_here;
+	atomic_store(&waiters, 0);
+	store_test_rollback_wait = note_wait;
+	assert_int_equal(pthread_create(&t1, NULL, rb_main, &r1), 0);
+	assert_true(hold_wait_arrived(&h));
+
+	assert_int_equal(tsr_store_vol_rollback_nowait(st, "a", "s1"), -EBUSY);
+	BEFORE_END(&r1, "the no-wait rollback");
+	assert_int_equal(tsr_store_vol_rollback_epoch_nowait(st, "a", "s1", 0), -EBUSY);
+	BEFORE_END(&r1, "the fenced no-wait rollback");
+	assert_int_equal(atomic_load(&waiters), 0);
+
+	hold_release(&h);
+	assert_int_equal(pthread_join(t1, NULL), 0);
+	assert_false(h.timed_out);
+	assert_int_equal(r1.ret, 0);
+	store_test_rollback_chunk = NULL;
+	store_test_rollback_wait = NULL;
+	/* nothing runs now: the no-wait one runs (idempotent) */
+	assert_int_equal(tsr_store_vol_rollback_nowait(st, "a", "s1"), 0);
+	assert_int_equal(tsr_store_vol_open(st, "a", &v), 0);
+	check_image(e, v, m1);
+	tsr_svol_put(v);
+}
+
 /* The process's open descriptors whose path names uuid (a layer's files). */
 static int fds_naming(const char *uuid)
 {
@@ -706,6 +841,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_rollback_retry_waits, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rollback_retired_closed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rollback_epoch_fenced, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rollback_wait_closing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rollback_nowait_busy, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
