@@ -80,10 +80,12 @@ void admin_fail(Tessera__Admin__Response *resp, int err, const char *fmt, ...)
  * check again: -ESTALE with *rolled true when an attach reached the copy in
  * between (rolled back, maybe after that attach wrote it: the caller makes
  * the next attach converge the copies).  Errors: tsr_store_vol_rollback's,
- * -ESTALE.  Blocking: control thread.
+ * -ESTALE.  Blocking: control thread.  nowait: an event loop's call, -EBUSY
+ * at once while a rollback of vol to the same snapshot runs, instead of the
+ * store's wait for its end (review 16d N5).
  */
 int admin_rollback_fenced(struct tsr_store *store, const char *vol, const char *snap,
-			  uint64_t epoch, bool *rolled);
+			  uint64_t epoch, bool nowait, bool *rolled);
 
 /* Whether cmd is a site or replication command (cluster mode only; the
  * cluster hands them to engine/cluster/replication.c). */

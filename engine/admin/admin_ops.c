@@ -629,7 +629,7 @@ nomem:
 }
 
 int admin_rollback_fenced(struct tsr_store *store, const char *vol, const char *snap,
-			  uint64_t epoch, bool *rolled)
+			  uint64_t epoch, bool nowait, bool *rolled)
 {
 	int ret;
 
@@ -638,7 +638,8 @@ int admin_rollback_fenced(struct tsr_store *store, const char *vol, const char *
 	if (ret)
 		return ret;
 	/* fenced again at the store's step 1, under its lock (review 16b I2) */
-	ret = tsr_store_vol_rollback_epoch(store, vol, snap, epoch);
+	ret = nowait ? tsr_store_vol_rollback_epoch_nowait(store, vol, snap, epoch) :
+		       tsr_store_vol_rollback_epoch(store, vol, snap, epoch);
 	if (ret)
 		return ret;
 	*rolled = true;
@@ -688,6 +689,8 @@ struct rollback_later {
 	uint64_t epoch;
 	int ret;                   /* the store's answer (the thread's) */
 	bool rolled;               /* admin_rollback_fenced's */
+	bool on_loop;              /* run inline on the loop: the store's no-wait
+				    * calls (-EBUSY, review 16d N5) */
 	struct admin_later *later;
 };
 
@@ -704,7 +707,9 @@ static void rollback_copy_run(struct rollback_later *rl)
 	rl->rolled = false;
 	if (rl->fenced)
 		rl->ret = admin_rollback_fenced(rl->store, rl->vol, rl->snap, rl->epoch,
-						&rl->rolled);
+						rl->on_loop, &rl->rolled);
+	else if (rl->on_loop)
+		rl->ret = tsr_store_vol_rollback_nowait(rl->store, rl->vol, rl->snap);
 	else
 		rl->ret = tsr_store_vol_rollback(rl->store, rl->vol, rl->snap);
 }
@@ -796,6 +801,7 @@ static void op_volume_rollback(struct tsr_admin_server *srv,
 		rl.epoch = r->epoch;
 		if (rollback_later_start(srv, &rl))
 			return;
+		rl.on_loop = true; /* no thread: here, never the store's wait */
 		rollback_copy_run(&rl);
 		rollback_answer(srv, vol, snap, r->epoch, rl.ret, rl.rolled, resp);
 		return;
@@ -809,7 +815,9 @@ static void op_volume_rollback(struct tsr_admin_server *srv,
 			   vol);
 		return;
 	}
-	ret = tsr_store_vol_rollback(srv->store, vol, snap);
+	/* no-wait: a copy-rollback thread reaching the store between that check
+	 * and this call is answered -EBUSY too (review 16d N5) */
+	ret = tsr_store_vol_rollback_nowait(srv->store, vol, snap);
 	rollback_answer(srv, vol, snap, r->epoch, ret, rolled, resp);
 }
 

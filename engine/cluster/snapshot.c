@@ -164,9 +164,11 @@ static int local_op(struct tsr_cluster *c, enum copy_op op, const char *vol, con
 		if (epoch != SNAP_NO_EPOCH) {
 			bool rolled;
 
-			return admin_rollback_fenced(c->o.store, vol, snap, epoch, &rolled);
+			return admin_rollback_fenced(c->o.store, vol, snap, epoch, true, &rolled);
 		}
-		return tsr_store_vol_rollback(c->o.store, vol, snap);
+		/* on the cluster loop (copy_op_all, rollback_later_start's
+		 * fallback): never the store's wait (review 16d N5) */
+		return tsr_store_vol_rollback_nowait(c->o.store, vol, snap);
 	case COP_CLONE:
 		ret = tsr_store_vol_clone(c->o.store, clone, vol, snap[0] ? snap : NULL, &info);
 		if (ret == 0 && size > info.size) {
@@ -1185,8 +1187,10 @@ static bool snap_local_test_inline(void)
 }
 
 /* Our store copy's part of sl (a detached volume's local_copy op): slot's
- * result and message. */
-static void snap_local_run(struct tsr_store *store, struct snap_slot *slot)
+ * result and message.  on_loop: run inline on the cluster loop (no thread),
+ * a rollback then never waits in the store for one to the same snapshot:
+ * -EBUSY (review 16d N5). */
+static void snap_local_run(struct tsr_store *store, struct snap_slot *slot, bool on_loop)
 {
 	struct snap_later *sl = slot->sl;
 	bool create = sl->req.op == TSR_SNAP_CREATE;
@@ -1197,8 +1201,10 @@ static void snap_local_run(struct tsr_store *store, struct snap_slot *slot)
 		rollback_test_hold();
 		/* fenced: -ESTALE once an attach reached our copy (rollback_finish) */
 		slot->ret = sl->epoch != SNAP_NO_EPOCH ?
-			    admin_rollback_fenced(store, sl->vol, sl->req.snap, sl->epoch, &rolled) :
-			    tsr_store_vol_rollback(store, sl->vol, sl->req.snap);
+			    admin_rollback_fenced(store, sl->vol, sl->req.snap, sl->epoch, on_loop,
+						  &rolled) :
+			    on_loop ? tsr_store_vol_rollback_nowait(store, sl->vol, sl->req.snap) :
+				      tsr_store_vol_rollback(store, sl->vol, sl->req.snap);
 		if (slot->ret == -EBUSY && tsr_store_vol_rollback_running(store, sl->vol))
 			snprintf(slot->msg, sizeof(slot->msg),
 				 "cannot roll back on %s (this node): " ROLLBACK_OTHER_MSG,
@@ -1239,7 +1245,7 @@ static void *snap_local_main(void *arg)
 	struct snap_slot *slot = j->slot;
 
 	tsr_log_set_thread_name(slot->sl->rollback ? "snap-rollback" : "snap-cut");
-	snap_local_run(j->store, slot);
+	snap_local_run(j->store, slot, false);
 	free(j);
 	/* done with the store: cluster_snapshot_stop may go on */
 	pthread_mutex_lock(&pending_lock);
@@ -1328,7 +1334,7 @@ static bool snap_calls_start(struct tsr_cluster *c, struct snap_later *sl,
 		/* ours: the store's part in a thread (its answer counted like a
 		 * call's), else here */
 		if (!snap_local_start(c, &sl->slots[local])) {
-			snap_local_run(c->o.store, &sl->slots[local]);
+			snap_local_run(c->o.store, &sl->slots[local], true);
 			sl_put(sl); /* not the last: this function holds one */
 		}
 		started++;
