@@ -1220,6 +1220,12 @@ static void shutdown_daemon(struct tesserad *d)
 {
 	unsigned i;
 
+	/* first: a rollback retry waiting for the same rollback's end answers
+	 * -ESHUTDOWN now, so that the joins below (cluster_snapshot_stop's,
+	 * the admin server's copy-rollback threads, tsr_store_close) wait for
+	 * running copies only, not for a retry's wait plus its own copy
+	 * (review 16d N4) */
+	tsr_store_closing(d->store);
 	stop_nbd_listeners(d);
 	cluster_listener_stop(&d->cl);
 	stop_site(d);
