@@ -135,13 +135,21 @@ int copyset_open_local(struct copyset_copy *c, const char *what)
 			  (unsigned long long)cs->epoch, strerror(-ret));
 		return ret;
 	}
-	if (tsr_svol_size(c->svol) < cs->copy_size) {
+	ret = copyset_check_size(cs, c->svol, what);
+	if (ret < 0)
+		return ret;
+	c->open = true;
+	return 0;
+}
+
+int copyset_check_size(const struct copyset *cs, struct tsr_svol *svol, const char *what)
+{
+	if (tsr_svol_size(svol) < cs->copy_size) {
 		tsr_error("%s %s: %s is %llu bytes, %llu needed", cs->kind, cs->name, what,
-			  (unsigned long long)tsr_svol_size(c->svol),
+			  (unsigned long long)tsr_svol_size(svol),
 			  (unsigned long long)cs->copy_size);
 		return -EINVAL;
 	}
-	c->open = true;
 	return 0;
 }
 

@@ -197,6 +197,13 @@ void copyset_copy_init(struct copyset_copy *c, struct copyset *cs, unsigned idx,
  */
 int copyset_open_local(struct copyset_copy *c, const char *what);
 /*
+ * Control thread: 0 if svol (a local copy, just opened) holds cs->copy_size
+ * bytes; else -EINVAL, logged "KIND NAME: WHAT is N bytes, M needed".  The
+ * creates (copyset_open_local) and both layouts' replace_copy check a new
+ * local copy with it: a copy too small would take writes past its end.
+ */
+int copyset_check_size(const struct copyset *cs, struct tsr_svol *svol, const char *what);
+/*
  * Create's last step (control thread): send start_msg(cs->layout) to the
  * home worker, wait on cs->sem for the start-up's answer (*start_status),
  * then make the tsr_layout of layout_ops.  0 and *out set; or -errno and the

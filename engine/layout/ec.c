@@ -909,8 +909,8 @@ static int ec_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_copy
 		ret = tsr_store_vol_open(e->store, e->name, &newsvol);
 		if (ret == 0)
 			ret = tsr_store_vol_set_epoch(e->store, e->name, e->epoch);
-		if (ret == 0 && tsr_svol_size(newsvol) < e->chunk_size)
-			ret = -EINVAL;
+		if (ret == 0)
+			ret = copyset_check_size(&e->cs, newsvol, "local chunk volume");
 		if (ret < 0)
 			goto err;
 	}

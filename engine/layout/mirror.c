@@ -1210,6 +1210,9 @@ static int mirror_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_
 		if (ret == 0)
 			ret = tsr_store_vol_set_epoch(m->store, m->name, m->epoch);
 		if (ret < 0)
+		/* as at create: a copy smaller than the volume is refused */
+		if (ret == 0)
+			ret = copyset_check_size(&m->cs, ctl.newcopy.svol, "local copy");
 			goto err;
 	}
 	ret = copyset_bitmap_path(&m->cs, copy->node_id, path);

@@ -1319,6 +1319,40 @@ static void test_replace(void **state)
 }
 
 /*
+ * A replace onto the coordinator (a new LOCAL copy) whose store holds a
+ * volume smaller than the mirror's is refused (-EINVAL, "local copy is N
+ * bytes, M needed"), as at create: the old copy keeps its slot and the
+ * mirror goes on.  Before, the replace took it and the rebuild wrote past
+ * its end.
+ */
+static void test_replace_local_too_small(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_layout_status s;
+	struct tsr_layout_copy nc = {.state = TSR_COPY_OUT_OF_SYNC, .local = true};
+	struct node n3;
+
+	/* n3's store: the coordinator's, its VOLNAME half the mirror's size */
+	assert_int_equal(node_init(&n3, 3, VOL / 2), 0);
+	opts_init(e, &o, false, 2, 1);
+	o.store = n3.store;
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_int_equal(lwrite(e, 0, MiB, 1, 0), 0);
+	snprintf(nc.node_id, sizeof(nc.node_id), "%s", n3.node_id);
+	assert_int_equal(tsr_layout_replace_copy(e->l, 2, &nc), -EINVAL);
+	get_status(e, &s);
+	assert_string_equal(s.copies[2].node_id, "node2");
+	assert_int_equal(s.copies[2].state, TSR_COPY_IN_SYNC);
+	assert_int_equal(lwrite(e, 2 * MiB, MiB, 2, 0), 0);
+	assert_int_equal(ldo(e->home, e->l, D_FLUSH, 0, 0, NULL, 0), 0);
+	assert_copies_equal_model(e);
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	node_fini(&n3);
+}
+
+/*
  * A copy replaced with no copy on the coordinator: the new copy gets the
  * snapshots of the list it is given (read elsewhere, before the replace) and
  * those cut since (the list lacks s2 here), each the others' image.
@@ -1886,6 +1920,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_hook_failure, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resync_under_load, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replace, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_replace_local_too_small, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replace_given_snapshots, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stalled_write_resumes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_scrub_unreadable, setup, teardown),
