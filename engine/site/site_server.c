@@ -2179,11 +2179,15 @@ int tsr_site_server_start(const struct tsr_site_server_opts *opts,
 		return -ENOMEM;
 	srv->workers = calloc(opts->n_workers, sizeof(*srv->workers));
 	srv->state_dir = strdup(opts->state_dir);
-	if (srv->workers == NULL || srv->state_dir == NULL) {
+	/* on CLOCK_MONOTONIC: the stop's 50 ms polls (tsr_cond_wait_until_ms)
+	 * neither stretch nor vanish with a step of the wall clock */
+	ret = srv->workers == NULL || srv->state_dir == NULL ? -ENOMEM
+							      : tsr_cond_init_mono(&srv->cond);
+	if (ret) {
 		free(srv->workers);
 		free(srv->state_dir);
 		free(srv);
-		return -ENOMEM;
+		return ret;
 	}
 	memcpy(srv->workers, opts->workers, opts->n_workers * sizeof(*srv->workers));
 	srv->n_workers = opts->n_workers;
@@ -2201,7 +2205,6 @@ int tsr_site_server_start(const struct tsr_site_server_opts *opts,
 				 "groups are NOT held to one marker (test only)");
 	}
 	pthread_mutex_init(&srv->lock, NULL);
-	pthread_cond_init(&srv->cond, NULL);
 	ev_async_init(&srv->wake, wake_cb);
 	srv->wake.data = srv;
 	ev_async_start(srv->loop, &srv->wake);
@@ -2305,17 +2308,8 @@ void tsr_site_server_stop(struct tsr_site_server *srv)
 		pthread_mutex_unlock(&srv->lock);
 		ctl_drain(srv); /* sessions that were at the control thread meanwhile */
 		pthread_mutex_lock(&srv->lock);
-		if (srv->live > 0 || srv->sessions) {
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 50000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(&srv->cond, &srv->lock, &ts);
-		}
+		if (srv->live > 0 || srv->sessions)
+			tsr_cond_wait_until_ms(&srv->cond, &srv->lock, tsr_mono_ms() + 50);
 	}
 	pthread_mutex_unlock(&srv->lock);
 	ctl_drain(srv);

@@ -1139,9 +1139,11 @@ static void query_io_name(struct tesserad *d)
 		return;
 	sem_init(&q->done, 0, 0);
 	if (tsr_worker_send(d->workers[0], io_name_on_worker, q) == 0) {
-		clock_gettime(CLOCK_REALTIME, &deadline);
+		/* on the monotonic clock: a step of the wall clock neither
+		 * cuts the 10 s short nor stretches them */
+		clock_gettime(CLOCK_MONOTONIC, &deadline);
 		deadline.tv_sec += 10;
-		while ((ret = sem_timedwait(&q->done, &deadline)) && errno == EINTR)
+		while ((ret = sem_clockwait(&q->done, CLOCK_MONOTONIC, &deadline)) && errno == EINTR)
 			;
 	}
 	if (ret) {
