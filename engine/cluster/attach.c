@@ -1574,6 +1574,7 @@ static void fill_status(struct tsr_cluster *c, struct attachment *a,
 	vs->writes = st.writes;
 	vs->reads = st.reads;
 	vs->cached_reads = st.cached_reads;
+	vs->crc_errors = st.crc_errors;
 	vs->copy_failures = st.copy_failures;
 	vs->stripes_total = st.stripes_total;
 	vs->stripes_degraded = st.stripes_degraded;

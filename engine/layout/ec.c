@@ -157,6 +157,7 @@ void ec_publish(struct ec *e)
 		if (c->local && c->svol != NULL) {
 			tsr_svol_get_stats(c->svol, &ss);
 			s.cached_reads += ss.cached_reads;
+			s.crc_errors += ss.crc_errors;
 		}
 	}
 	s.write_errors = e->write_errors;

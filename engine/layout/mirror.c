@@ -148,6 +148,7 @@ void mirror_publish(struct mirror *m)
 		if (c->present && c->local && c->svol != NULL) {
 			tsr_svol_get_stats(c->svol, &ss);
 			s.cached_reads += ss.cached_reads;
+			s.crc_errors += ss.crc_errors;
 		}
 	}
 	s.write_errors = m->write_errors;
@@ -1209,10 +1210,10 @@ static int mirror_replace_copy(void *ctx, unsigned idx, const struct tsr_layout_
 		ret = tsr_store_vol_open(m->store, m->name, &ctl.newcopy.svol);
 		if (ret == 0)
 			ret = tsr_store_vol_set_epoch(m->store, m->name, m->epoch);
-		if (ret < 0)
 		/* as at create: a copy smaller than the volume is refused */
 		if (ret == 0)
 			ret = copyset_check_size(&m->cs, ctl.newcopy.svol, "local copy");
+		if (ret < 0)
 			goto err;
 	}
 	ret = copyset_bitmap_path(&m->cs, copy->node_id, path);

@@ -188,6 +188,11 @@ struct tsr_layout_status {
 	 * (tsr_svol_stats.cached_reads of each local copy, since it was
 	 * opened); reads of copies on other nodes count in those nodes' stores */
 	uint64_t cached_reads;
+	/* blocks of this node's own copies that failed their CRC on read
+	 * (tsr_svol_stats.crc_errors of each local copy, since it was opened:
+	 * host reads, scrub and resync reads alike); other nodes' copies count
+	 * in those nodes' stores */
+	uint64_t crc_errors;
 	/* scrub, the one running or the last one */
 	bool scrub_running, scrub_done;
 	uint64_t scrub_total_bytes, scrub_done_bytes;

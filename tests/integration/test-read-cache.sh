@@ -27,6 +27,9 @@
 #     Before the damage, `volume status` counts the coordinator's reads of
 #     its own copy through the page cache (cached_reads, --json and text):
 #     0 after the write, at least 1 once a host read went through n1;
+#     With n2 the coordinator, `volume status` counts the block of its own
+#     copy that failed its CRC on the scrub's read (crc_errors, --json and
+#     text): 0 before the damage, at least 1 after the scrub;
 #  4. a one-node cluster with --read-cache off: cached_reads stays 0 while
 #     host reads are counted (reads).
 . "$(dirname "$0")/functions.sh"
@@ -191,12 +194,24 @@ assert_eq "$(dd if="$F2" bs=4096 skip=512 count=1 iflag=direct status=none | od 
 	61 "block 2M on n2's disk before the damage"
 cl_qemu_io 2 mv "read -P 0x61 0 4M" >/dev/null || fail "read through n2"
 (( $(resident "$F2") >= 4194304 )) || fail "host reads on n2 did not cache its copy"
+assert_eq "$(vstatus mv "j['crc_errors']")" 0 "crc_errors of mv on n2 before the damage"
 damage "$F2" $(( 2 * 1048576 ))
 cl_qemu_io 2 mv "read -P 0x61 2M 4k" >/dev/null || fail "host read on n2 of the cached block"
 out=$(ctsr --json volume scrub mv) || fail "scrub (n2 local) exited non-zero: $out"
 rep=$(printf '%s' "$out" | json_get 'j["scrub_repaired"]')
 (( rep >= 1 )) || fail "scrub (n2 local) repaired nothing: it read the cache, not the disk: $out"
 log "scrub with n2 the coordinator: $rep block(s) repaired"
+# the scrub's read of n2's own copy failed the block's CRC: volume status
+# counts it (crc_errors, published with the layout status on the tick)
+for (( i=0; i<100; i++ )); do
+	crc=$(vstatus mv "j['crc_errors']") || fail "volume status mv: $crc"
+	(( crc >= 1 )) && break
+	sleep 0.1
+done
+(( crc >= 1 )) || fail "crc_errors of mv after the scrub met a bad block on n2: $crc (want >= 1)"
+ctsr volume status mv | grepq "[1-9][0-9]* CRC errors on the coordinator's copies" ||
+	fail "volume status (text) shows no CRC errors: $(ctsr volume status mv)"
+log "crc_errors of mv after the scrub of n2's damaged copy: $crc"
 cl_scrub_clean mv "after the local copy's repair"
 assert_eq "$(dd if="$F2" bs=4096 skip=512 count=1 iflag=direct status=none | od -An -tx1 -N1 | xargs)" \
 	61 "block 2M on n2's disk after the repair"

@@ -415,6 +415,9 @@ json_t *cli_volume_status_json(const Tessera__Admin__VolumeStatus *s)
 	/* reads of the coordinator's own copies through its page cache */
 	if (j)
 		json_object_set_new(j, "cached_reads", json_integer((json_int_t)s->cached_reads));
+	/* blocks of the coordinator's own copies that failed their CRC on read */
+	if (j)
+		json_object_set_new(j, "crc_errors", json_integer((json_int_t)s->crc_errors));
 	/* erasure coding (0 for a mirror) */
 	if (j)
 		json_object_update_new(j, json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}",
@@ -788,8 +791,9 @@ void cli_print_volume_status(const Tessera__Admin__VolumeStatus *s)
 		printf("scrub:      none since attach (tessera volume scrub %s)\n",
 		       v ? v->name : "NAME");
 	printf("counters:   %" PRIu64 " writes, %" PRIu64 " reads (%" PRIu64 " through the "
-	       "coordinator's page cache), %" PRIu64 " copy failures\n",
-	       s->writes, s->reads, s->cached_reads, s->copy_failures);
+	       "coordinator's page cache), %" PRIu64 " copy failures, %" PRIu64
+	       " CRC errors on the coordinator's copies\n",
+	       s->writes, s->reads, s->cached_reads, s->copy_failures, s->crc_errors);
 	if (v && v->ec_k) {
 		printf("stripes:    %" PRIu64 " total, %" PRIu64 " degraded%s, %" PRIu64
 		       " rebuilding", s->stripes_total, s->stripes_degraded,
