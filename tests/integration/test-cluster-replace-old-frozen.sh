@@ -32,19 +32,8 @@ ctsr volume create v --size 8M --replicas 2 --min-replicas 1 >/dev/null || fail 
 ctsr volume attach v --node n1 >/dev/null || fail "volume attach v"
 nbdcopy "$IMG" "$(cl_nbd_uri 1 v)" || fail "nbdcopy into v"
 ctsr volume detach v >/dev/null || fail "volume detach v"
+cl_move_off_n1 v synced
 copies=$(cl_copy_nodes v)
-case ",$copies," in
-*,n1,*)
-	to=n2
-	case ",$copies," in *,n2,*) to=n3 ;; esac
-	out=$(ctsr volume replace-replica v --node n1 --to "$to" 2>&1) ||
-		fail "move v's copy off n1: $out"
-	ctsr volume attach v --node "$to" >/dev/null || fail "volume attach v (rebuild)"
-	cl_wait_synced v
-	ctsr volume detach v >/dev/null || fail "volume detach v"
-	copies=$(cl_copy_nodes v)
-	;;
-esac
 [ "$copies" = "n2,n3" ] || fail "copies of v on '$copies', want n2,n3"
 O=2 P=3
 log "copies of v on $copies: replace n$O's copy through n$P"

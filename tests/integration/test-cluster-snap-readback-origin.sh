@@ -24,16 +24,7 @@ require_tessera "$ADMIN_LOCAL_COPY"
 cl_start 3
 ctsr volume create v --size 8M --replicas 2 --min-replicas 1 >/dev/null ||
 	fail "volume create v"
-copies=$(cl_copy_nodes v)
-case ",$copies," in
-*",n1,"*)
-	for X in n2 n3; do
-		case ",$copies," in *",$X,"*) ;; *) break ;; esac
-	done
-	out=$(ctsr volume replace-replica v --node n1 --to "$X" 2>&1) ||
-		fail "move v's copy off n1: $out"
-	;;
-esac
+cl_move_off_n1 v
 ctsr volume attach v --node n1 >/dev/null || fail "volume attach v"
 cl_wait_synced v
 copies=$(cl_copy_nodes v)
