@@ -24,10 +24,10 @@
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
-require_tessera
+ADMIN_LOCAL_COPY=$TSR_BUILD/tests/admin_local_copy # admin_local_copy.c
+# a test binary of this build: missing is a failure (not built), not a skip
+require_tessera "$ADMIN_LOCAL_COPY"
 require_cmd qemu-io timeout nbdcopy
-ADMIN_LOCAL_COPY=$TSR_BUILD/tests/admin_local_copy
-[ -x "$ADMIN_LOCAL_COPY" ] || skip "no $ADMIN_LOCAL_COPY"
 make_tmpdir HOLD_DIR
 HOLD=$HOLD_DIR/hold
 cl_start 3
