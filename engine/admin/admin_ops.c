@@ -647,10 +647,14 @@ int admin_rollback_fenced(struct tsr_store *store, const char *vol, const char *
 }
 
 /* The reply of a copy's rollback of vol to snap: ret its result (rolled:
- * admin_rollback_fenced's, epoch the fence asked). */
+ * admin_rollback_fenced's, epoch the fence asked, nowait: the store's
+ * _nowait call was used, on the loop). */
 static void rollback_answer(struct tsr_admin_server *srv, const char *vol, const char *snap,
-			    uint64_t epoch, int ret, bool rolled, Tessera__Admin__Response *resp)
+			    uint64_t epoch, int ret, bool rolled, bool nowait,
+			    Tessera__Admin__Response *resp)
 {
+	char why[512];
+
 	switch (ret) {
 	case 0:
 		reply_volume(srv, vol, resp);
@@ -662,12 +666,10 @@ static void rollback_answer(struct tsr_admin_server *srv, const char *vol, const
 			   "around that attach" : "; this copy is not rolled back");
 		return;
 	case -EBUSY:
-		if (tsr_store_vol_rollback_running(srv->store, vol))
-			admin_fail(resp, ret,
-				   "volume '%s': another rollback of this node's copy "
-				   "(to another snapshot) is running; wait for it to end, then run "
-				   "the rollback again",
-				   vol);
+		/* to another snapshot, or to the same one (a retry that did not
+		 * wait: nowait; or still running past the store's wait) */
+		if (tsr_store_rollback_busy_msg(srv->store, vol, snap, nowait, why, sizeof(why)))
+			admin_fail(resp, ret, "volume '%s' on this node: %s", vol, why);
 		else
 			admin_fail(resp, ret, "volume '%s' is in use by an NBD client; disconnect "
 				   "it first", vol);
@@ -730,7 +732,8 @@ static void rollback_later_reply(struct tsr_admin_server *srv, void *arg,
 {
 	struct rollback_later *rl = arg;
 
-	rollback_answer(srv, rl->vol, rl->snap, rl->epoch, rl->ret, rl->rolled, resp);
+	rollback_answer(srv, rl->vol, rl->snap, rl->epoch, rl->ret, rl->rolled, rl->on_loop,
+			resp);
 	free(rl);
 }
 
@@ -803,7 +806,7 @@ static void op_volume_rollback(struct tsr_admin_server *srv,
 			return;
 		rl.on_loop = true; /* no thread: here, never the store's wait */
 		rollback_copy_run(&rl);
-		rollback_answer(srv, vol, snap, r->epoch, rl.ret, rl.rolled, resp);
+		rollback_answer(srv, vol, snap, r->epoch, rl.ret, rl.rolled, true, resp);
 		return;
 	}
 	/* on the loop: never the store's wait for a rollback of vol to the same
@@ -818,7 +821,7 @@ static void op_volume_rollback(struct tsr_admin_server *srv,
 	/* no-wait: a copy-rollback thread reaching the store between that check
 	 * and this call is answered -EBUSY too (review 16d N5) */
 	ret = tsr_store_vol_rollback_nowait(srv->store, vol, snap);
-	rollback_answer(srv, vol, snap, r->epoch, ret, rolled, resp);
+	rollback_answer(srv, vol, snap, r->epoch, ret, rolled, true, resp);
 }
 
 /* VolumeCreate with from_volume: a clone of a volume's content now or of a snapshot. */

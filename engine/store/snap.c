@@ -2082,6 +2082,15 @@ void *store_test_rollback_wait_arg;
  * same snapshot (rollback_wait_same); past it, -EBUSY as to another one. */
 #define ROLLBACK_WAIT_MS (30ll * 60 * 1000)
 
+/* Tests: when > 0, the wait's bound instead of ROLLBACK_WAIT_MS
+ * (store_rolllock_ut: the bound's -EBUSY and its message). */
+int64_t store_test_rollback_wait_ms;
+
+static int64_t rollback_wait_ms(void)
+{
+	return store_test_rollback_wait_ms > 0 ? store_test_rollback_wait_ms : ROLLBACK_WAIT_MS;
+}
+
 /*
  * Step 1's lookups (store->lock held): rows v of vol and s of snap.  While a
  * rollback of vol runs: to another snapshot, -EBUSY ("try again when it
@@ -2129,7 +2138,7 @@ static int rollback_wait_same(struct tsr_store *store, const char *vol, const ch
 			return -ESHUTDOWN;
 		}
 		if (deadline < 0) {
-			deadline = tsr_mono_ms() + ROLLBACK_WAIT_MS;
+			deadline = tsr_mono_ms() + rollback_wait_ms();
 			tsr_info("rollback: volume %s to %s: the same rollback is running: "
 				 "waiting for its end",
 				 vol, snap);
@@ -2138,7 +2147,7 @@ static int rollback_wait_same(struct tsr_store *store, const char *vol, const ch
 		} else if (tsr_mono_ms() >= deadline) {
 			tsr_warn("rollback: volume %s to %s: the same rollback still runs after "
 				 "%lld s: try again when it ends",
-				 vol, snap, ROLLBACK_WAIT_MS / 1000);
+				 vol, snap, (long long)(rollback_wait_ms() / 1000));
 			return -EBUSY;
 		}
 		tsr_cond_wait_until_ms(&store->rollback_end, &store->lock, deadline);
@@ -2178,6 +2187,58 @@ bool tsr_store_vol_rollback_running(struct tsr_store *store, const char *vol)
 	}
 	pthread_mutex_unlock(&store->lock);
 	return running;
+}
+
+enum tsr_rollback_busy tsr_store_vol_rollback_busy(struct tsr_store *store, const char *vol,
+						   const char *snap)
+{
+	enum tsr_rollback_busy busy = TSR_ROLLBACK_BUSY_NONE;
+	struct tsr_svol *svol;
+	struct snap_row s;
+	struct vol_row v;
+
+	if (vol == NULL || !tsr_valid_name(vol))
+		return busy;
+	pthread_mutex_lock(&store->lock);
+	if (catalog_get(store->db, vol, &v) == 0) {
+		svol = store_find_open_uuid(store, v.uuid);
+		if (svol && svol->rollback_running) {
+			/* a snapshot not found (deleted since): not the running one */
+			busy = snap != NULL && get_snap(store, "rollback", &v, snap, &s,
+							TSR_LOG_DEBUG) == 0 &&
+			       strcmp(svol->rollback_snap, s.uuid) == 0 ?
+			       TSR_ROLLBACK_BUSY_SAME : TSR_ROLLBACK_BUSY_OTHER;
+		}
+	}
+	pthread_mutex_unlock(&store->lock);
+	return busy;
+}
+
+bool tsr_store_rollback_busy_msg(struct tsr_store *store, const char *vol, const char *snap,
+				 bool nowait, char *msg, size_t msg_len)
+{
+	switch (tsr_store_vol_rollback_busy(store, vol, snap)) {
+	case TSR_ROLLBACK_BUSY_OTHER:
+		snprintf(msg, msg_len, "another rollback of this copy (to another snapshot) is "
+			 "running; wait for it to end, then run the rollback again");
+		return true;
+	case TSR_ROLLBACK_BUSY_SAME:
+		if (nowait)
+			snprintf(msg, msg_len, "a rollback of this copy to the same snapshot '%s' "
+				 "is running already (this call ran on tesserad's control loop, "
+				 "which does not wait for it); wait for it to end, then run the "
+				 "rollback again", snap);
+		else
+			snprintf(msg, msg_len, "a rollback of this copy to the same snapshot '%s' "
+				 "still runs after this call waited %lld s for its end; wait for "
+				 "it to end (the node's log then says 'rollback: volume %s is %s "
+				 "again'), then run the rollback again", snap,
+				 (long long)(rollback_wait_ms() / 1000), vol, snap);
+		return true;
+	case TSR_ROLLBACK_BUSY_NONE:
+		break;
+	}
+	return false;
 }
 
 /*

@@ -368,6 +368,24 @@ int tsr_store_vol_rollback_epoch_nowait(struct tsr_store *store, const char *vol
 /* Whether a rollback of vol runs now in this store (its callers' -EBUSY
  * messages: the answer may be stale by the time it is read). */
 bool tsr_store_vol_rollback_running(struct tsr_store *store, const char *vol);
+/* What a rollback of vol to snap that answered -EBUSY met, for its caller's
+ * message (may be stale by the time it is read, as the one above). */
+enum tsr_rollback_busy {
+	TSR_ROLLBACK_BUSY_NONE = 0, /* no rollback of vol runs: the -EBUSY had another
+				     * cause (the volume open) */
+	TSR_ROLLBACK_BUSY_OTHER,    /* a rollback of vol to another snapshot runs */
+	TSR_ROLLBACK_BUSY_SAME,     /* one to snap itself runs: the call was a _nowait
+				     * one, or it still ran when the wait's bound
+				     * (30 min) passed */
+};
+enum tsr_rollback_busy tsr_store_vol_rollback_busy(struct tsr_store *store, const char *vol,
+						   const char *snap);
+/* The sentence for that -EBUSY ("another rollback of this copy (to another
+ * snapshot) is running; ...", or the same snapshot's, which says whether the
+ * call waited: nowait, the caller used a _nowait entry point), written to
+ * msg: true; false when no rollback of vol runs (msg untouched). */
+bool tsr_store_rollback_busy_msg(struct tsr_store *store, const char *vol, const char *snap,
+				 bool nowait, char *msg, size_t msg_len);
 
 /*
  * Changed blocks between snap1 and snap2 (NULL: the head), as extents in

@@ -48,6 +48,7 @@ extern void (*store_test_rollback_chunk)(void *arg);
 extern void *store_test_rollback_arg;
 extern void (*store_test_rollback_wait)(void *arg);
 extern void *store_test_rollback_wait_arg;
+extern int64_t store_test_rollback_wait_ms;
 extern void (*store_test_merge_hook)(void *arg);
 extern void *store_test_merge_arg;
 unsigned store_test_merges_idle(struct tsr_store *store);
@@ -165,6 +166,7 @@ static int teardown(void **state)
 
 	store_test_rollback_chunk = NULL;
 	store_test_rollback_wait = NULL;
+	store_test_rollback_wait_ms = 0;
 	store_test_merge_hook = NULL;
 	tsr_io_destroy(e->io);
 	tsr_free_aligned(e->buf);
@@ -686,6 +688,68 @@ static void test_rollback_nowait_busy(void **state)
 	tsr_svol_put(v);
 }
 
+/*
+ * Session 17 (item 5): the -EBUSY of a rollback's retry to the SAME snapshot
+ * is not "another rollback (to another snapshot)".  While R1 = rollback(a, s1)
+ * is held: the no-wait retry (a loop's caller) -EBUSY, classified SAME, its
+ * sentence says the call did not wait; rollback(a, s2) -EBUSY, OTHER, "another
+ * snapshot"; the waiting retry with the wait's bound lowered to 50 ms
+ * (store_test_rollback_wait_ms; 30 min otherwise) -EBUSY once the bound
+ * passed, SAME, "still runs after this call waited".  Released: NONE, no
+ * sentence.  Before (the callers' tsr_store_vol_rollback_running alone), all
+ * three said "another rollback ... (to another snapshot)".
+ */
+static void test_rollback_busy_msg(void **state)
+{
+	struct env *e = *state;
+	struct tsr_store *st = e->se.store;
+	static uint64_t m1[VOL_SIZE / BS], m2[VOL_SIZE / BS];
+	struct rb r1 = {.store = st, .vol = "a", .snap = "s1"};
+	char msg[512];
+	struct hold h;
+	pthread_t t1;
+
+	make_a(e, m1, m2);
+	hold_init(&h);
+	store_test_rollback_arg = &h;
+	store_test_rollback_chunk = hold_here;
+	assert_int_equal(pthread_create(&t1, NULL, rb_main, &r1), 0);
+	assert_true(hold_wait_arrived(&h)); /* R1 in its data copy */
+
+	/* the same snapshot, no wait (the loop's callers) */
+	assert_int_equal(tsr_store_vol_rollback_nowait(st, "a", "s1"), -EBUSY);
+	assert_int_equal(tsr_store_vol_rollback_busy(st, "a", "s1"), TSR_ROLLBACK_BUSY_SAME);
+	assert_true(tsr_store_rollback_busy_msg(st, "a", "s1", true, msg, sizeof(msg)));
+	if (strstr(msg, "another snapshot") || !strstr(msg, "same snapshot 's1'") ||
+	    !strstr(msg, "does not wait"))
+		fail_msg("the no-wait retry's -EBUSY reads: %s", msg);
+	/* another snapshot */
+	assert_int_equal(tsr_store_vol_rollback(st, "a", "s2"), -EBUSY);
+	assert_int_equal(tsr_store_vol_rollback_busy(st, "a", "s2"), TSR_ROLLBACK_BUSY_OTHER);
+	assert_true(tsr_store_rollback_busy_msg(st, "a", "s2", false, msg, sizeof(msg)));
+	if (!strstr(msg, "another rollback of this copy (to another snapshot)"))
+		fail_msg("the rollback to s2's -EBUSY reads: %s", msg);
+	/* the same snapshot, waiting past the bound */
+	store_test_rollback_wait_ms = 50;
+	assert_int_equal(tsr_store_vol_rollback(st, "a", "s1"), -EBUSY);
+	BEFORE_END(&r1, "the bounded wait");
+	assert_true(tsr_store_rollback_busy_msg(st, "a", "s1", false, msg, sizeof(msg)));
+	if (strstr(msg, "another snapshot") || !strstr(msg, "same snapshot 's1'") ||
+	    !strstr(msg, "still runs after this call waited"))
+		fail_msg("the retry's -EBUSY past the wait's bound reads: %s", msg);
+
+	hold_release(&h);
+	assert_int_equal(pthread_join(t1, NULL), 0);
+	assert_false(h.timed_out);
+	assert_int_equal(r1.ret, 0);
+	store_test_rollback_chunk = NULL;
+	assert_int_equal(tsr_store_vol_rollback_busy(st, "a", "s1"), TSR_ROLLBACK_BUSY_NONE);
+	msg[0] = '\0';
+	assert_false(tsr_store_rollback_busy_msg(st, "a", "s1", true, msg, sizeof(msg)));
+	assert_string_equal(msg, "");
+	check_vol(e, "a", NULL, m1);
+}
+
 /* The process's open descriptors whose path names uuid (a layer's files). */
 static int fds_naming(const char *uuid)
 {
@@ -843,6 +907,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_rollback_epoch_fenced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rollback_wait_closing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rollback_nowait_busy, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rollback_busy_msg, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
