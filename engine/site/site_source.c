@@ -83,7 +83,8 @@
  * no more sessions.  Other ERRORs and link loss close the session (logged,
  * last_error) and retry after retry_ms; sooner after EBUSY / EINPROGRESS
  * during a grow (SRC_GROW_RETRY_NS), and after EINPROGRESS to a VOLUME_OPEN
- * otherwise (the DR creating the target: SRC_OPEN_RETRY_NS, doubling).
+ * otherwise (the DR creating the target: SRC_OPEN_RETRY_NS, doubling; the DR
+ * attaching it, "being attached": SRC_ATTACH_RETRY_NS, fixed).
  *
  * State shown (first that applies): split, paused, behind (an overflow's
  * regions are not all re-read yet, also while they ship), syncing (an
@@ -125,6 +126,13 @@
 					      * target creating its volume, or growing it
 					      * for a source not growing): the first retry
 					      * this far, doubled per answer up to retry_ms */
+#define SRC_ATTACH_RETRY_NS (200 * NS_PER_MS) /* VOLUME_OPEN answered EINPROGRESS
+					      * "being attached" (the DR opens the
+					      * target's copies, off its loop): retried
+					      * this far, fixed, not doubled (an attach
+					      * takes milliseconds unless a DR node does
+					      * not answer); the doubling of "being
+					      * created" starts again after it */
 #define SRC_POOL_CLASSES 5u         /* recycled entry sizes: 4 KiB << 0..4 of data */
 #define SRC_POOL_BYTES  (8u << 20)   /* data capacity kept on the free lists at most */
 #define SRC_POOL_NONE   0xffu        /* log_entry.cls of an entry that is not recycled */
@@ -237,6 +245,9 @@ struct tsr_site_source {
 	uint64_t open_busy_ns;   /* the retry's delay after such an answer: SRC_OPEN_RETRY_NS,
 				  * doubled per answer, at most retry_ns; 0 after any other
 				  * failure and once an open succeeds (on_open) */
+	bool open_attach_retry;  /* this session_fail: that EINPROGRESS said the target
+				  * is being attached (open_answer_attaching): the retry
+				  * after SRC_ATTACH_RETRY_NS, open_busy_ns 0 */
 	tsr_site_grow_fn grow_cb;  /* the caller's answer (grow_pending only) */
 	void *grow_arg;
 	uint64_t grow_old_size;
@@ -868,6 +879,19 @@ static void session_close(struct tsr_site_source *s)
 		log_to_dirty(s);
 }
 
+/*
+ * An EINPROGRESS to VOLUME_OPEN that says the DR is attaching the target (its
+ * copies opening in a thread: replication.c site_open_volume, "site S:
+ * target V is being attached (its copies are being opened): retry", the
+ * same text since 7cb3cb6), as opposed to creating or growing it.  The code
+ * is the same for all three (a source of any build retries them), so the
+ * sentence tells them apart.
+ */
+static bool open_answer_attaching(const char *msg)
+{
+	return strstr(msg, " is being attached (") != NULL;
+}
+
 static void session_fail(struct tsr_site_source *s, const char *fmt, ...)
 {
 	/* a grow told "busy" or "growing" retries sooner; so does an open told
@@ -877,11 +901,14 @@ static void session_fail(struct tsr_site_source *s, const char *fmt, ...)
 				s->retry_ns;
 	va_list ap;
 
-	if (s->open_busy)
+	if (s->open_attach_retry)
+		wait_ns = SRC_ATTACH_RETRY_NS < s->retry_ns ? SRC_ATTACH_RETRY_NS : s->retry_ns;
+	else if (s->open_busy)
 		wait_ns = s->open_busy_ns;
 	else
 		s->open_busy_ns = 0;
 	s->open_busy = false;
+	s->open_attach_retry = false;
 
 	va_start(ap, fmt);
 	vsnprintf(s->last_error, sizeof(s->last_error), fmt, ap);
@@ -1600,7 +1627,13 @@ static void on_frame(struct tsr_site_source *s, const struct tsr_site_hdr *h,
 			demote(s, err.msg[0] ? err.msg : "target promoted");
 			return;
 		}
-		if (s->sess == SESS_OPEN && err.code == EINPROGRESS && !s->grow_pending) {
+		if (s->sess == SESS_OPEN && err.code == EINPROGRESS && !s->grow_pending &&
+		    open_answer_attaching(err.msg)) {
+			/* not the create's backoff continued (session 17) */
+			s->open_busy = true;
+			s->open_busy_ns = 0;
+			s->open_attach_retry = true;
+		} else if (s->sess == SESS_OPEN && err.code == EINPROGRESS && !s->grow_pending) {
 			s->open_busy = true;
 			s->open_busy_ns = s->open_busy_ns ? 2 * s->open_busy_ns : SRC_OPEN_RETRY_NS;
 			if (s->open_busy_ns > s->retry_ns)

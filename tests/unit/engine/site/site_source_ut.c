@@ -67,6 +67,9 @@ struct target {
 	atomic_int creating_left;     /* answer so many VOLUME_OPENs more with ERROR
 				       * -EINPROGRESS "being created" (the DR creating its
 				       * target volume), counted in inprogress_sent */
+	atomic_int attaching_left;    /* after those: so many more with ERROR -EINPROGRESS
+				       * "being attached" (the DR opening its target's
+				       * copies), counted in inprogress_sent */
 	atomic_bool hold_open;        /* a VOLUME_OPEN waits for its answer while set */
 	atomic_int opens_held;        /* VOLUME_OPENs that waited so */
 	pthread_t thread;
@@ -220,6 +223,17 @@ static void serve(struct target *tg, int fd, struct tsr_site_rx *rx)
 		atomic_fetch_add(&tg->inprogress_sent, 1);
 		t_error(tg, t, fd, STREAM, 0, EINPROGRESS,
 			"site dr: target dr-vol is being created: retry");
+		while (t_recv(tg, rx, t, fd) == 1) /* until the source closes */
+			;
+		goto out;
+	}
+	if (atomic_load(&tg->attaching_left) > 0) {
+		atomic_fetch_sub(&tg->attaching_left, 1);
+		atomic_fetch_add(&tg->inprogress_sent, 1);
+		/* replication.c site_open_volume's sentence */
+		t_error(tg, t, fd, STREAM, 0, EINPROGRESS,
+			"site dr: target dr-vol is being attached (its copies are being opened): "
+			"retry");
 		while (t_recv(tg, rx, t, fd) == 1) /* until the source closes */
 			;
 		goto out;
@@ -1502,6 +1516,46 @@ static void test_open_busy_backoff_reset(void **state)
 	pthread_mutex_destroy(&r.lock);
 }
 
+/*
+ * Session 17: "being attached" (the DR opens its target's copies in a
+ * thread, after creating it) is retried after a fixed 200 ms
+ * (SRC_ATTACH_RETRY_NS), not by going on with the create's doubling.  Three
+ * "being created" answers (100, 200, 400 ms), then three "being attached"
+ * ones: 200, 200, 200 ms; then streaming.  Before: 800, 1600, 3200 (the
+ * doubling went on, retry_ms 5000 the cap).  The delays are read from the
+ * source's warnings.
+ */
+static void test_open_attaching_retry(void **state)
+{
+	struct env *e = env_open(4 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	struct capture cap;
+	unsigned ms[16], n, seed = 37;
+	char addr[64];
+
+	(void)state;
+	o = source_opts(e, addr, sizeof(addr));
+	o.retry_ms = 5000;
+	atomic_store(&e->tg.creating_left, 3);
+	atomic_store(&e->tg.attaching_left, 3);
+	capture_start(&cap);
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	random_writes(e, 20, 0, e->size, 8, &seed);
+	wait_caught_up(e, &st);
+	n = capture_retries(&cap, ms, 16);
+	assert_int_equal(atomic_load(&e->tg.inprogress_sent), 6);
+	assert_int_equal(n, 6);
+	assert_int_equal(ms[0], 100);
+	assert_int_equal(ms[1], 200);
+	assert_int_equal(ms[2], 400);
+	for (unsigned i = 3; i < 6; i++)
+		if (ms[i] != 200)
+			fail_msg("retry %u after 'being attached': %u ms, want 200 (fixed)", i, ms[i]);
+	assert_volumes_equal(e);
+	assert_int_equal(atomic_load(&e->tg.bad), 0);
+}
+
 /* The target was promoted: the source is demoted and fences host writes. */
 static void test_demote(void **state)
 {
@@ -1898,6 +1952,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_grow, env_teardown),
 	    cmocka_unit_test_teardown(test_grow_async, env_teardown),
 	    cmocka_unit_test_teardown(test_open_busy_backoff_reset, env_teardown),
+	    cmocka_unit_test_teardown(test_open_attaching_retry, env_teardown),
 	    cmocka_unit_test_teardown(test_prefix_at_pause, env_teardown),
 	    cmocka_unit_test_teardown(test_drop_during_sync, env_teardown),
 	    cmocka_unit_test_teardown(test_bandwidth_cap, env_teardown),
