@@ -17,7 +17,9 @@
  *     after it stay on the control thread, in the same order.  Meanwhile
  *     an attach, detach, scrub or replace of that volume here is refused
  *     -EBUSY ("attach of V is running"); tsr_cluster_stop waits for the open
- *     and undoes the attach.
+ *     and undoes the attach.  Its volume status says "attaching on node N"
+ *     (Volume.attaching).  At most ATTACH_THREADS_MAX opens run at once on
+ *     a node; beyond, an attach is refused -EAGAIN "too many attaches".
  * Detach undoes it; clean_detach = true only when the mirror was not fenced.
  * The 500 ms tick tells a mirror when a copy's node is alive again and
  * rebuilds a copy whose node stayed dead for --rebuild-after seconds.
@@ -710,6 +712,38 @@ static void attach_job_unlink(struct tsr_cluster *c, struct attach_job *j)
 	j->next = NULL;
 }
 
+/*
+ * At most this many layout opens run at once on a node, each in a thread of
+ * its own (attach_start).  An open takes milliseconds when the copies' nodes
+ * answer; only a node that does not answer makes it last (up to the peer
+ * timeout), and that is when attaches pile up.  Beyond it an attach is
+ * refused at once, nothing done (-EAGAIN, a DR target's -EBUSY): "too many
+ * attaches ... retry" (a retry, not a queue: a queued attach would wait
+ * behind the stuck ones without saying so; the CSI plugin maps -EAGAIN to
+ * UNAVAILABLE, which its caller retries; the DR source retries a busy
+ * VOLUME_OPEN).  Tests only: $TSR_TEST_ATTACH_THREADS_MAX (1..) lowers it.
+ */
+#define ATTACH_THREADS_MAX 16
+
+static unsigned attach_threads_max(void)
+{
+	const char *e = getenv("TSR_TEST_ATTACH_THREADS_MAX");
+	unsigned long n = e ? strtoul(e, NULL, 10) : 0;
+
+	return n >= 1 && n < ATTACH_THREADS_MAX ? (unsigned)n : ATTACH_THREADS_MAX;
+}
+
+/* Layout opens running in their threads now (main thread). */
+static unsigned attach_threads_running(struct tsr_cluster *c)
+{
+	unsigned n = 0;
+
+	for (struct attach_job *j = c->attaching; j; j = j->next)
+		if (!j->applied && j->thread_started)
+			n++;
+	return n;
+}
+
 static void attach_running_msg(const char *name, char *msg, size_t msg_len)
 {
 	snprintf(msg, msg_len, "attach of '%s' is running here (its copies are being opened: "
@@ -1148,6 +1182,15 @@ static int attach_start(struct tsr_cluster *c, const char *name, struct tsr_admi
 
 	if (!c->attach_wake_started)
 		return 2;
+	/* a second attach of name: attach_prepare's "is running" refusal */
+	if (!cluster_attach_running(c, name) && attach_threads_running(c) >= attach_threads_max()) {
+		snprintf(msg, msg_len, "cannot attach '%s' now: too many attaches in progress on "
+			 "%s (%u opening their copies, the most at once: each waits up to the peer "
+			 "timeout for a node that does not answer); nothing was done: retry in a "
+			 "moment", name, c->node_id, attach_threads_max());
+		tsr_warn("cluster: %s", msg);
+		return -EAGAIN;
+	}
 	j = calloc(1, sizeof(*j));
 	if (j == NULL)
 		return 2;
@@ -1206,7 +1249,9 @@ int cluster_attach_target(struct tsr_cluster *c, const char *name, char *msg, si
 		snprintf(msg, msg_len, "being attached (its copies are being opened): retry");
 		return -EINPROGRESS;
 	}
-	return ret;
+	/* too many attaches here: site_open_volume tells the source a busy
+	 * target (it retries), not a failed attach (-EIO) */
+	return ret == -EAGAIN ? -EBUSY : ret;
 }
 
 void cluster_attach_init(struct tsr_cluster *c)
@@ -1620,10 +1665,14 @@ void cluster_volume_status(struct tsr_cluster *c, const Tessera__Admin__Request 
 		fill_status(c, a, resp);
 		return;
 	}
-	/* detached: what the metadata store says */
+	/* detached, or its attach here still opening its copies: what the
+	 * metadata store says (the attach key names us already) */
 	cluster_volume_list(c, name, resp);
 	if (resp->error || resp->n_volumes != 1)
 		return;
+	/* not "attached" yet (no coordinator runs: no live figures), not
+	 * detached either: the status says so (Volume.attaching) */
+	resp->volumes[0]->attaching = cluster_attach_running(c, name);
 	vs = malloc(sizeof(*vs));
 	if (vs == NULL) {
 		admin_fail(resp, -ENOMEM, "out of memory in tesserad");

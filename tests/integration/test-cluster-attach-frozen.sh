@@ -22,6 +22,14 @@
 #   record's clean_detach restored), v reads back; copies identical.
 # Control: TSR_TEST_ATTACH_INLINE=1 (the old blocking attach) in n1's
 # environment makes it fail: "volume list ... status 124".
+# Session 17 (s17-attachfix), during the attach of v in (1): `volume status v`
+# through n1 says "attaching on node n1" (before: "not ready (writes wait:
+# too few copies in sync)", from the record), `--json volume status v`
+# through n2 (forwarded to n1) has attaching true; with the nodes' cap of
+# concurrent layout opens lowered to 1 (TSR_TEST_ATTACH_THREADS_MAX=1; 16
+# otherwise) an attach of w through n1 is refused at once "too many attaches
+# in progress" (before: it waited for frozen n3 too, status 124 under
+# `timeout 3`); w is attached after v's attach answered.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -30,8 +38,10 @@ require_cmd nbdcopy
 require_cmd qemu-io
 
 SIZE=$(( 16 << 20 ))
+export TSR_TEST_ATTACH_THREADS_MAX=1 # one layout open at a time per node
 cl_start 3 --peer-timeout 8000
 ctsr volume create v --size 16M --replicas 3 --min-replicas 2 >/dev/null || fail "volume create v"
+ctsr volume create w --size 4M --replicas 3 --min-replicas 2 >/dev/null || fail "volume create w"
 ctsr volume attach v --node n1 >/dev/null || fail "first attach of v"
 EXP=$CL_ROOT/expected.img
 cl_pattern "$EXP" "$SIZE" 7
@@ -76,6 +86,14 @@ timed() { # NAME SECONDS ARGS...: the CLI through n1 under `timeout SECONDS`; se
 }
 timed list 3 volume list
 lrc=$RC lout=$OUT
+timed status 3 volume status v
+src=$RC sout=$OUT
+OUT=$(timeout 3 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" \
+	--json volume status v 2>&1) && RC=0 || RC=$?
+echo status2 >>"$ORDER"
+jrc=$RC jout=$OUT
+timed attachw 3 volume attach w --node n1
+wrc=$RC wout=$OUT
 timed nodes 5 node list
 nrc=$RC nout=$OUT
 timed attach2 3 volume attach v --node n1
@@ -91,12 +109,21 @@ log "completions in order: $(tr '\n' ' ' <"$ORDER")"
 printf '%s' "$lout" | grepq -w v || fail "n1's volume list lacks v: $lout"
 [ "$(head -n1 "$ORDER")" = list ] || fail "the attach answered before the volume list \
 (order: $(tr '\n' ' ' <"$ORDER")): it did not wait for n3"
+[ "$src" = 0 ] && printf '%s' "$sout" | grepq "state: *attaching on node n1 " ||
+	fail "volume status v through n1 during its attach: status $src: $sout"
+log "volume status v during its attach: $(printf '%s' "$sout" | grep -E '^(attached|state):' | tr -s ' ')"
+[ "$jrc" = 0 ] || fail "--json volume status v through n2 during its attach: status $jrc: $jout"
+assert_eq "$(printf '%s' "$jout" | json_get '[j["attaching"], j["volume"]["attaching"], j["volume"]["attached_node"]]')" \
+	'[true, true, "n1"]' "--json volume status v through n2 during its attach (attaching, volume.attaching, attached_node)"
+[ "$wrc" != 0 ] && printf '%s' "$wout" | grepq "too many attaches in progress on n1" ||
+	fail "attach w through n1 during v's attach with the cap at 1: status $wrc: $wout"
 [ "$arc" != 0 ] && printf '%s' "$aout" | grepq "attach of 'v' is running" ||
 	fail "a second attach during the first: status $arc: $aout"
 [ "$drc" != 0 ] && printf '%s' "$dout" | grepq "attach of 'v' is running" ||
 	fail "a detach during the attach: status $drc: $dout"
 [ "$(cat "$CL_ROOT/attach.rc")" = 0 ] || fail "attach v with n3 frozen: $(cat "$CL_ROOT/attach.out")"
 assert_eq "$(vstatus v 'j["in_sync"]')" 2 "copies in sync after the attach with n3 frozen"
+assert_eq "$(vstatus v 'j["attaching"]')" false "attaching after the attach answered"
 cl_assert_image 1 v "$EXP" "after the attach with n3 frozen"
 cl_qemu_io 1 v "write -P 0x3c 2M 128k" >/dev/null || fail "write with n3 frozen"
 cl_patch "$EXP" $(( 2 << 20 )) 131072 0x3c
@@ -109,6 +136,9 @@ assert_eq "$(vstatus v 'j["in_sync"]')" 3 "copies in sync after n3 resumed"
 cl_assert_image 1 v "$EXP" "after n3's resync"
 cl_scrub_clean v "after n3's resync"
 ctsr volume detach v >/dev/null || fail "detach v"
+# the refused attach of w left nothing behind: it attaches now
+ctsr volume attach w --node n1 >/dev/null || fail "attach w after the refusal"
+ctsr volume detach w >/dev/null || fail "detach w"
 
 # 2. n2 stopped while its attach waits for frozen n3: the stop waits for the
 # open, undoes the attach (the record says clean again, as before it) and

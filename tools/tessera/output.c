@@ -233,6 +233,8 @@ json_t *cli_volume_json(const Tessera__Admin__Volume *v)
 		/* bytes; ec: chunk-volume bytes; 0: a node from before the field answered */
 		json_object_set_new(j, "region_size", json_integer((json_int_t)v->region_size));
 	}
+	/* its attach on attached_node still opens the copies (volume status) */
+	json_object_set_new(j, "attaching", json_boolean(v->attaching));
 	return j;
 }
 
@@ -412,6 +414,11 @@ json_t *cli_volume_status_json(const Tessera__Admin__VolumeStatus *s)
 			 "scrub_unrepaired", (json_int_t)s->scrub_unrepaired,
 			 "writes", (json_int_t)s->writes, "reads", (json_int_t)s->reads,
 			 "copy_failures", (json_int_t)s->copy_failures);
+	/* its attach still opens the copies: no coordinator, no live figures
+	 * (volume.attaching too) */
+	if (j)
+		json_object_set_new(j, "attaching",
+				    json_boolean(s->volume && s->volume->attaching));
 	/* reads of the coordinator's own copies through its page cache */
 	if (j)
 		json_object_set_new(j, "cached_reads", json_integer((json_int_t)s->cached_reads));
@@ -550,7 +557,10 @@ static void print_replication(const Tessera__Admin__Volume *v)
 		       v->region_size >> sh, sh == 30 ? "GiB" : sh == 20 ? "MiB" : "KiB",
 		       v->ec_k ? "; bytes of each chunk copy" : "");
 	}
-	if (v->attached_node[0])
+	if (v->attached_node[0] && v->attaching)
+		printf("attached:   being attached on node %s, epoch %" PRIu64 " (its copies are "
+		       "being opened)\n", v->attached_node, v->epoch);
+	else if (v->attached_node[0])
 		printf("attached:   node %s, epoch %" PRIu64 "\n", v->attached_node, v->epoch);
 	else
 		printf("attached:   no (tessera volume attach %s --node ID exports it)\n",
@@ -745,6 +755,16 @@ void cli_print_volume_status(const Tessera__Admin__VolumeStatus *s)
 		printf("volume:     %s, %s, uuid %s\n", v->name, cli_fmt_size(v->size, a, sizeof(a)),
 		       v->uuid);
 		print_replication(v);
+	}
+	if (v && v->attached_node[0] && v->attaching) {
+		/* the record's view: the coordinator is not running yet */
+		printf("state:      attaching on node %s (its copies are being opened: up to the "
+		       "peer timeout for a node that does not answer; reads and writes once the "
+		       "attach answers), %u of %zu copies in sync when it began\n",
+		       v->attached_node, s->in_sync, v->n_copies);
+		if (v->n_copies)
+			print_copies(v, "  ", false);
+		return;
 	}
 	printf("state:      %s, %u of %zu copies in sync\n",
 	       v && v->attached_node[0] == '\0' ? "detached (no coordinator: nothing reads or writes)" :
