@@ -901,9 +901,14 @@ static void session_fail(struct tsr_site_source *s, const char *fmt, ...)
 				s->retry_ns;
 	va_list ap;
 
-	if (s->open_attach_retry)
+	bool attach_again = false; /* the same "being attached" answer as the last */
+	char last[sizeof(s->last_error)];
+
+	if (s->open_attach_retry) {
 		wait_ns = SRC_ATTACH_RETRY_NS < s->retry_ns ? SRC_ATTACH_RETRY_NS : s->retry_ns;
-	else if (s->open_busy)
+		memcpy(last, s->last_error, sizeof(last));
+		attach_again = true;
+	} else if (s->open_busy)
 		wait_ns = s->open_busy_ns;
 	else
 		s->open_busy_ns = 0;
@@ -913,8 +918,14 @@ static void session_fail(struct tsr_site_source *s, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(s->last_error, sizeof(s->last_error), fmt, ap);
 	va_end(ap);
-	tsr_warn("site source %s -> %s: %s; retrying in %llu ms", tsr_vol_name(s->vol), s->address,
-		 s->last_error, (unsigned long long)(wait_ns / NS_PER_MS));
+	/* an attach that takes seconds is retried every 200 ms: one warning,
+	 * then the same answer again at debug level */
+	if (attach_again && strcmp(last, s->last_error) == 0)
+		tsr_debug("site source %s -> %s: %s; retrying in %llu ms", tsr_vol_name(s->vol),
+			  s->address, s->last_error, (unsigned long long)(wait_ns / NS_PER_MS));
+	else
+		tsr_warn("site source %s -> %s: %s; retrying in %llu ms", tsr_vol_name(s->vol),
+			 s->address, s->last_error, (unsigned long long)(wait_ns / NS_PER_MS));
 	if (s->grow_pending && !s->grow_busy)
 		grow_end(s, -ENOTCONN, s->last_error);
 	session_close(s);

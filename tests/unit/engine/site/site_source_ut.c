@@ -1412,6 +1412,7 @@ static void test_grow_async(void **state)
 struct capture {
 	FILE *f;
 	int saved;
+	unsigned warnings; /* by capture_retries: those of its lines logged WARN */
 };
 
 /* From here the process's stderr goes to a file (every thread's log lines). */
@@ -1419,6 +1420,7 @@ static void capture_start(struct capture *c)
 {
 	c->f = tmpfile();
 	assert_non_null(c->f);
+	c->warnings = 0;
 	fflush(stderr);
 	c->saved = dup(STDERR_FILENO);
 	assert_true(c->saved >= 0);
@@ -1442,8 +1444,10 @@ static unsigned capture_retries(struct capture *c, unsigned *ms, unsigned max)
 		const char *r = strstr(line, "; retrying in ");
 
 		fputs(line, stderr); /* shown in the test's output as well */
-		if (strstr(line, "site source ") != NULL && r != NULL && n < max)
+		if (strstr(line, "site source ") != NULL && r != NULL && n < max) {
 			ms[n++] = (unsigned)strtoul(r + strlen("; retrying in "), NULL, 10);
+			c->warnings += strstr(line, " WARN ") != NULL;
+		}
 	}
 	fclose(c->f);
 	return n;
@@ -1523,7 +1527,9 @@ static void test_open_busy_backoff_reset(void **state)
  * "being created" answers (100, 200, 400 ms), then three "being attached"
  * ones: 200, 200, 200 ms; then streaming.  Before: 800, 1600, 3200 (the
  * doubling went on, retry_ms 5000 the cap).  The delays are read from the
- * source's warnings.
+ * source's log lines: the first "being attached" is a warning, the same
+ * answer again a debug line (an attach of seconds would log one warning
+ * per 200 ms), so the test logs at debug level and counts the warnings too.
  */
 static void test_open_attaching_retry(void **state)
 {
@@ -1539,11 +1545,14 @@ static void test_open_attaching_retry(void **state)
 	o.retry_ms = 5000;
 	atomic_store(&e->tg.creating_left, 3);
 	atomic_store(&e->tg.attaching_left, 3);
+	tsr_log_set_level(TSR_LOG_DEBUG);
 	capture_start(&cap);
 	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
 	random_writes(e, 20, 0, e->size, 8, &seed);
 	wait_caught_up(e, &st);
 	n = capture_retries(&cap, ms, 16);
+	tsr_log_set_level(TSR_LOG_INFO);
+	assert_int_equal(cap.warnings, 4); /* 3 "being created", 1 "being attached" */
 	assert_int_equal(atomic_load(&e->tg.inprogress_sent), 6);
 	assert_int_equal(n, 6);
 	assert_int_equal(ms[0], 100);
