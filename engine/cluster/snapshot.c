@@ -136,13 +136,6 @@ static void rollback_test_hold(void)
  * CREATE's fence, the record's epoch at its start (-ESTALE once an attach
  * raised the copy's past it), else SNAP_NO_EPOCH (a DELETE too: not fenced,
  * snap_change). */
-/* Our own copy's -EBUSY from a rollback while another of it runs: since
- * review 16b R2 the store waits for one to the same snapshot, so this one is
- * to another snapshot. */
-#define ROLLBACK_OTHER_MSG                                                                         \
-	"another rollback of this copy (to another snapshot) is running; "                         \
-	"wait for it to end, then run the rollback again"
-
 static int local_op(struct tsr_cluster *c, enum copy_op op, const char *vol, const char *snap,
 		    const char *clone, uint64_t size, uint64_t epoch)
 {
@@ -199,11 +192,14 @@ static int copy_op(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *no
 
 	if (strcmp(node->id, c->node_id) == 0) {
 		ret = local_op(c, op, vol, snap, clone, size, epoch);
+		char why[512];
+
+		/* our copy's -EBUSY while another rollback of it runs: to another
+		 * snapshot, or to the same one (local_op never waits: on the loop) */
 		if (ret == -EBUSY && op == COP_ROLLBACK &&
-		    tsr_store_vol_rollback_running(c->o.store, vol))
-			snprintf(msg, msg_len,
-				 "cannot roll back on %s (this node): " ROLLBACK_OTHER_MSG,
-				 node->id);
+		    tsr_store_rollback_busy_msg(c->o.store, vol, snap, true, why, sizeof(why)))
+			snprintf(msg, msg_len, "cannot roll back on %s (this node): %.400s",
+				 node->id, why);
 		else if (ret)
 			snprintf(msg, msg_len, "cannot %s on %s (this node): %s", cop_name(op),
 				 node->id, strerror(-ret));
@@ -1205,10 +1201,15 @@ static void snap_local_run(struct tsr_store *store, struct snap_slot *slot, bool
 						  &rolled) :
 			    on_loop ? tsr_store_vol_rollback_nowait(store, sl->vol, sl->req.snap) :
 				      tsr_store_vol_rollback(store, sl->vol, sl->req.snap);
-		if (slot->ret == -EBUSY && tsr_store_vol_rollback_running(store, sl->vol))
-			snprintf(slot->msg, sizeof(slot->msg),
-				 "cannot roll back on %s (this node): " ROLLBACK_OTHER_MSG,
-				 slot->node_id);
+		char why[512];
+
+		/* to another snapshot, or to the same one: not waited for
+		 * (on_loop), or still running past the store's wait */
+		if (slot->ret == -EBUSY &&
+		    tsr_store_rollback_busy_msg(store, sl->vol, sl->req.snap, on_loop, why,
+						sizeof(why)))
+			snprintf(slot->msg, sizeof(slot->msg), "cannot roll back on %s (this node): "
+				 "%.400s", slot->node_id, why);
 		else if (slot->ret)
 			snprintf(slot->msg, sizeof(slot->msg), "cannot roll back on %s (this node): "
 				 "%s", slot->node_id, strerror(-slot->ret));
