@@ -563,6 +563,8 @@ struct snap_later {
 	uint64_t epoch;                /* a detached volume's create: vol/v's epoch at the
 					* start, every copy's cut fenced by it (SNAP_NO_EPOCH:
 					* not detached, or a delete: not fenced) */
+	char uuid[37];                 /* a detached volume's: vol/v's uuid at the start,
+					* for its record step (snap_gen_record) */
 	int status;                    /* the result: set on the home worker (a cut) or
 					* the loop (calls) before admin_later_done, read on
 					* the loop after */
@@ -724,6 +726,168 @@ static void snap_calls_undo(struct tsr_cluster *c, struct snap_later *sl);
 static void rollback_later_reply(struct tsr_cluster *c, struct snap_later *sl,
 				 Tessera__Admin__Response *resp);
 
+/* ---- a detached snapshot's record step: VolumeRecord.snap_gen ----------- */
+
+/*
+ * A detached volume's snapshot create or delete cuts (or deletes on) the
+ * copies vol/<name> listed at its start and wrote nothing to the record, so a
+ * replace-replica running meanwhile through another node did not see it: the
+ * replace gives its new copy the snapshot list it read before its waits
+ * (volume.c), and recorded that copy without the snapshot for good (session
+ * 16's note; through the same node the two refuse each other, c6bf920,
+ * 93236a4).  Now, once every copy answered and before the reply, vol/<name>
+ * is updated by compare-and-set (rec_volume_update, retried on a concurrent
+ * change): snap_gen raised by one, and in the same write each copy the
+ * record lists now that the snapshot did not reach (not in cut[]: a replace's
+ * new copy, recorded meanwhile, out of sync) gets the operation as missed,
+ * replayed when it is rebuilt (mirror_snap.c).  A replace reads snap_gen
+ * before its list and refuses to record its copy once it changed; its own
+ * record write is a compare-and-set too, so whichever of the two writes
+ * comes second sees the other: either the replace fails (its new copy
+ * deleted, nothing recorded: run it again) or the snapshot gives the new copy
+ * the operation.  Not given (WARN): a copy it did not reach that is IN_SYNC
+ * (its missed list is not replayed) or whose list is full; a create is then
+ * still acknowledged (every copy listed at its start holds it).
+ */
+#define SNAP_MISSED_MAX 1024 /* CopyRecord.missed_snaps entries (records.c) */
+
+struct snap_gen_step {
+	const char *uuid;             /* the volume the snapshot read: a new one of that
+				       * name (deleted and made again) is left alone */
+	char op;                      /* 'c' or 'd', as in CopyRecord.missed_snaps */
+	const char *snap;
+	const char *cut[TSR_LAYOUT_MAX_COPIES]; /* the nodes of the copies it reached */
+	size_t n_cut;
+	char given[256];              /* the copies given the op as missed (log) */
+	char lost[256];               /* the copies it could not be given to (log) */
+};
+
+static void snap_gen_note(char *list, size_t size, const char *node)
+{
+	size_t len = strlen(list);
+
+	snprintf(list + len, size - len, "%s%s", len ? ", " : "", node);
+}
+
+static int snap_gen_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
+{
+	struct snap_gen_step *g = arg;
+
+	g->given[0] = g->lost[0] = '\0'; /* a retry starts again */
+	if (strcmp(rec->uuid, g->uuid) != 0)
+		return 1; /* not the volume the snapshot read: nothing to write */
+	rec->snap_gen++;
+	for (size_t i = 0; i < rec->n_copies; i++) {
+		Tessera__Cluster__CopyRecord *cr = rec->copies[i];
+		bool reached = false;
+		char last = 0, *e, **grown;
+
+		for (size_t k = 0; k < g->n_cut && !reached; k++)
+			reached = strcmp(g->cut[k], cr->node_id) == 0;
+		if (reached)
+			continue;
+		if (cr->state == TESSERA__CLUSTER__COPY_STATE__IN_SYNC) {
+			snap_gen_note(g->lost, sizeof(g->lost), cr->node_id);
+			continue;
+		}
+		for (size_t k = 0; k < cr->n_missed_snaps; k++)
+			if (strcmp(cr->missed_snaps[k] + 2, g->snap) == 0)
+				last = cr->missed_snaps[k][0];
+		/* a create its list has already (the replace read it after the
+		 * cut), or a delete of one it never gets (a new copy starts
+		 * without any): nothing to replay */
+		if (last == g->op || (g->op == 'd' && last != 'c'))
+			continue;
+		if (cr->n_missed_snaps >= SNAP_MISSED_MAX) {
+			snap_gen_note(g->lost, sizeof(g->lost), cr->node_id);
+			continue;
+		}
+		grown = realloc(cr->missed_snaps, (cr->n_missed_snaps + 1) * sizeof(*grown));
+		if (grown == NULL)
+			return -ENOMEM;
+		cr->missed_snaps = grown;
+		if (asprintf(&e, "%c %s", g->op, g->snap) < 0)
+			return -ENOMEM;
+		cr->missed_snaps[cr->n_missed_snaps++] = e;
+		snap_gen_note(g->given, sizeof(g->given), cr->node_id);
+	}
+	return 0;
+}
+
+/* Tests only: while the file named by $TSR_TEST_SNAP_GEN_HOLD_FILE exists
+ * (30 s at most), a detached snapshot create or delete whose copies answered
+ * waits, on the loop, before its record step; FILE.held is made when it
+ * starts waiting (test-cluster-replace-snap-othernode: a replace records its
+ * new copy meanwhile). */
+static void snap_gen_test_hold(void)
+{
+	tsr_test_hold_file("TSR_TEST_SNAP_GEN_HOLD_FILE", true);
+}
+
+/*
+ * The record step of a detached volume's snapshot op on vol@snap (vol/<name>
+ * of uuid when it began), which reached the copies on cut[0..n_cut): 0, or
+ * for a create -errno with msg (vol/<name> could not be written: the caller
+ * undoes the cut, as for a copy's failure).  A delete is done on every copy
+ * whatever this says: its failure is logged, 0.  Main thread (blocking
+ * metadata calls, as the other record writes of this file).
+ */
+static int snap_gen_record(struct tsr_cluster *c, const char *vol, const char *uuid,
+			   enum tsr_snap_op op, const char *snap, const char *const *cut,
+			   size_t n_cut, char *msg, size_t msg_len)
+{
+	struct snap_gen_step g = { .uuid = uuid, .op = op == TSR_SNAP_CREATE ? 'c' : 'd',
+				   .snap = snap };
+	const char *what = op == TSR_SNAP_CREATE ? "create" : "delete";
+	int ret;
+
+	for (size_t i = 0; i < n_cut && i < TSR_LAYOUT_MAX_COPIES; i++)
+		g.cut[g.n_cut++] = cut[i];
+	snap_gen_test_hold();
+	ret = rec_volume_update(c->meta, vol, snap_gen_mutate, &g);
+	if (ret == -ENOENT)
+		return 0; /* the volume was deleted meanwhile: nobody to tell */
+	if (ret) {
+		if (op != TSR_SNAP_CREATE) {
+			tsr_warn("cluster: snapshot %s@%s deleted on every copy, but vol/%s could not "
+				 "be updated (%s): a replace-replica of %s running through another "
+				 "node meanwhile may give its new copy that snapshot", vol, snap, vol,
+				 strerror(-ret), vol);
+			return 0;
+		}
+		snprintf(msg, msg_len, "cannot create snapshot '%s@%s': vol/%s could not be updated "
+			 "after the copies' cuts (%s): the cuts are undone; retry", vol, snap, vol,
+			 strerror(-ret));
+		tsr_warn("cluster: %s", msg);
+		return ret;
+	}
+	if (g.given[0])
+		tsr_info("cluster: snapshot %s %s@%s: given as missed to the copies on %s (recorded "
+			 "in vol/%s meanwhile, by a replace-replica through another node)", what,
+			 vol, snap, g.given, vol);
+	if (g.lost[0])
+		tsr_warn("cluster: snapshot %s %s@%s: the copies on %s were recorded in vol/%s "
+			 "meanwhile and cannot be given it (in sync, or %d missed operations "
+			 "already): their %s lacks it", what, vol, snap, g.lost, vol,
+			 SNAP_MISSED_MAX, op == TSR_SNAP_CREATE ? "snapshot list" : "delete");
+	return 0;
+}
+
+/* sl's record step (snap_gen_record), its copies all answered 0: a create
+ * that cannot be recorded fails (sl->status, sl->msg), undone by the caller. */
+static void snap_later_gen(struct tsr_cluster *c, struct snap_later *sl)
+{
+	const char *cut[TSR_LAYOUT_MAX_COPIES];
+	int ret;
+
+	for (size_t i = 0; i < sl->n_slots; i++)
+		cut[i] = sl->slots[i].node_id;
+	ret = snap_gen_record(c, sl->vol, sl->uuid, sl->req.op, sl->req.snap, cut, sl->n_slots,
+			      sl->msg, sizeof(sl->msg));
+	if (ret)
+		sl->status = ret;
+}
+
 /* Tests only: while the file named by $TSR_TEST_SNAP_REPLY_HOLD_FILE exists
  * (30 s at most), a create answered later waits, on the loop, after its cut
  * and before its description is read back (snapshot_reply); FILE.held is
@@ -753,6 +917,9 @@ static void snap_later_reply(struct tsr_admin_server *srv, void *arg,
 		free(sl);
 		return;
 	}
+	/* a detached volume's op done on every copy: vol/<name> told first */
+	if (sl->status == 0 && c != NULL && sl->n_slots > 0 && !sl->forward && sl->uuid[0])
+		snap_later_gen(c, sl);
 	if (sl->status && sl->n_slots > 0 && !sl->forward)
 		snap_calls_undo(c, sl);
 	if (sl->status && sl->msg[0])
@@ -1465,8 +1632,10 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 		/* a client's request: every copy's node asked at once, answered later
 		 * (a fenced create: a -ESTALE fails it, snap_calls_done, and it is
 		 * undone) */
-		if (sl != NULL)
+		if (sl != NULL) {
 			sl->epoch = fence;
+			snprintf(sl->uuid, sizeof(sl->uuid), "%s", rec->uuid);
+		}
 		if (sl != NULL && snap_calls_start(c, sl, nodes, rec->n_copies, false, &ret, msg,
 						   msg_len)) {
 			*later = true;
@@ -1485,8 +1654,19 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 		for (size_t i = 0; i < rec->n_copies; i++)
 			ok[i] = ok[i] || (ret == 0 && rets[i] == -ENOENT);
 	}
-	if (ret == 0)
-		goto out;
+	if (ret == 0) {
+		const char *cut[TSR_LAYOUT_MAX_COPIES];
+
+		/* done on every copy: vol/<name>'s record step (a replace through
+		 * another node meanwhile), before the answer */
+		for (size_t i = 0; i < rec->n_copies && i < TSR_LAYOUT_MAX_COPIES; i++)
+			cut[i] = nodes[i]->id;
+		ret = snap_gen_record(c, vol, rec->uuid, op, snap, cut, rec->n_copies, msg,
+				      msg_len);
+		if (ret == 0)
+			goto out;
+		/* a create not recorded: undone on every copy (ok[] all set) */
+	}
 	for (size_t i = 0; i < rec->n_copies; i++)
 		done += ok[i];
 	if (op == TSR_SNAP_CREATE) {

@@ -1736,6 +1736,11 @@ struct replace_list {
 	bool garbage_dropped;            /* an unlisted copy there deleted: no second time */
 	bool old_unheard;                /* the old copy's node did not give its uuid */
 	bool waited;                     /* a call answered later: the loop ran meanwhile */
+	/* vol/<name>'s snap_gen before the list was read (replace_list_plan):
+	 * a detached snapshot through another node raises it once done, and
+	 * the list may lack that snapshot; replace_run refuses when it moved */
+	uint64_t snap_gen;
+	bool snap_gen_read;              /* snap_gen set (not the control path) */
 };
 
 static struct replace_list *g_replace_lists; /* main thread: calls running, answered later */
@@ -2509,6 +2514,18 @@ static int replace_run(struct replace_list *rl, char *const *snaps, size_t n_sna
 		return ret;
 	}
 	rec = rl->rec;
+	/* a detached snapshot through another node finished since the list's
+	 * start: the list may lack it (nothing made yet; the record write's
+	 * compare-and-set at rl->rev covers the rest of the replace) */
+	if (rl->snap_gen_read && rec->snap_gen != rl->snap_gen) {
+		snprintf(msg, msg_len, "volume '%s': a snapshot of %s was created or deleted through "
+			 "another node while this replace read its snapshot list: nothing recorded, "
+			 "nothing made; run the replace again", name, name);
+		tsr_warn("cluster: replace of %s on %s refused: %s (snapshot generation %llu, now "
+			 "%llu)", name, old, msg, (unsigned long long)rl->snap_gen,
+			 (unsigned long long)rec->snap_gen);
+		return -ECANCELED;
+	}
 	for (idx = 0; idx < rec->n_copies; idx++)
 		if (strcmp(rec->copies[idx]->node_id, old) == 0)
 			break;
@@ -2569,6 +2586,21 @@ static int replace_run(struct replace_list *rl, char *const *snaps, size_t n_sna
 		}
 	}
 	return replace_create(rl, msg, msg_len);
+}
+
+/* vol/<name>'s snap_gen is no longer rec's (read by the replace): a detached
+ * snapshot through another node was recorded since (snapshot.c). */
+static bool replace_snap_gen_moved(struct tsr_cluster *c, const char *name,
+				   const Tessera__Cluster__VolumeRecord *rec)
+{
+	Tessera__Cluster__VolumeRecord *now = NULL;
+	bool moved;
+
+	if (rec_volume_get(c->meta, name, &now, NULL) != 0)
+		return false;
+	moved = strcmp(now->uuid, rec->uuid) == 0 && now->snap_gen != rec->snap_gen;
+	tessera__cluster__volume_record__free_unpacked(now, NULL);
+	return moved;
 }
 
 /*
@@ -2664,7 +2696,13 @@ static int replace_finish(struct replace_list *rl, char *msg, size_t msg_len)
 				      sizeof(m2));
 		if (r2)
 			tsr_warn("cluster: volume %s: %s", name, m2);
-		if (ret == -ECANCELED)
+		if (ret == -ECANCELED && replace_snap_gen_moved(c, name, rec))
+			snprintf(msg, msg_len, "volume '%s': a snapshot of %s was created or deleted "
+				 "through another node while this replace waited for the other nodes: "
+				 "nothing recorded, the new copy on %s %s; run the replace again (its "
+				 "snapshot list may lack that snapshot)", name, name, new_node->id,
+				 r2 ? "could not be deleted (the leftover sweep removes it)" : "deleted");
+		else if (ret == -ECANCELED)
 			snprintf(msg, msg_len, "vol/%s changed while this replace waited for the other "
 				 "nodes (another replace, an attach or detach, or a copy's state): "
 				 "nothing recorded, the new copy on %s %s; tessera volume show %s, then "
@@ -2795,6 +2833,8 @@ static int replace_list_plan(struct tsr_cluster *c, struct replace_list *rl,
 		view_free(&v);
 		return 0;
 	}
+	rl->snap_gen = rec->snap_gen; /* before any list is read (snapshot.c's record step) */
+	rl->snap_gen_read = true;
 	/* refused for a reason the record gives: before any node is asked
 	 * (review 16d N3; replace_run checks again on the record it writes) */
 	for (size_t i = 0; i < rec->n_copies; i++)
