@@ -20,8 +20,9 @@
 #       to F's copy as missed.
 #   After each: attached on n1, synced, detached: every copy vol/v lists holds
 #   every snapshot, and s2 / s3 read back on each as the image written.
-# On da9680e: (a) "X's copy of v holds snapshots 's1', want 's1 s2'";
-# CASES=b alone: "... holds snapshots 's1 s2', want 's1 s2 s3'".
+# On da9680e: (a) "n4's copy of v holds snapshots 's1', want 's1 s2'";
+# CASES=b alone (the hold hook absent there, unheld): "n4's copy of v holds
+# snapshots 's1', want 's1 s3'".
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 . "$(dirname "$0")/snapops.sh"
