@@ -77,6 +77,7 @@ struct peer_creq {
 		tsr_peer_open_cb open;
 		tsr_peer_stage_list_cb list;
 		tsr_peer_snap_list_cb slist;
+		tsr_peer_stats_cb stats;
 	} cb;
 	void *cb_arg;
 	uint8_t hdr[TSR_PEER_HDR_SIZE];
@@ -300,6 +301,22 @@ static void slist_finish(struct peer_creq *r, int status)
 	free(e);
 }
 
+/* STATS: decode the reply payload and hand the counters to the callback;
+ * frees the payload buffer. */
+static void stats_finish(struct peer_creq *r, int status)
+{
+	tsr_peer_stats_cb cb_fn = r->cb.stats;
+	void *cb_arg = r->cb_arg;
+	uint8_t *payload = r->dest;
+	struct tsr_peer_stats st;
+
+	r->dest = NULL;
+	if (status == 0 && tsr_peer_stats_parse(payload, r->reply_len, &st) < 0)
+		status = -EPROTO;
+	free(payload);
+	cb_fn(cb_arg, status, status == 0 ? &st : NULL);
+}
+
 /* Run r's callback with status and recycle it (r was unlinked from the table
  * and the pending list by the caller). */
 static void creq_finish(struct tsr_peer_client *c, struct peer_creq *r, int status)
@@ -326,6 +343,8 @@ static void creq_finish(struct tsr_peer_client *c, struct peer_creq *r, int stat
 		list_finish(r, status);
 	else if (op == TSR_PEER_SNAP_LIST)
 		slist_finish(r, status);
+	else if (op == TSR_PEER_STATS)
+		stats_finish(r, status);
 	else
 		data(arg, status);
 }
@@ -586,7 +605,8 @@ static int handle_reply(struct tsr_peer_client *c, const struct tsr_peer_hdr *h)
 	    r->op != h->opcode)
 		return -EPROTO;
 	if (h->payload_len > 0 &&
-	    (h->opcode == TSR_PEER_STAGE_LIST || h->opcode == TSR_PEER_SNAP_LIST
+	    (h->opcode == TSR_PEER_STAGE_LIST || h->opcode == TSR_PEER_SNAP_LIST ||
+		     h->opcode == TSR_PEER_STATS
 		 ? h->length > r->length
 		 : h->length != r->length))
 		return -EPROTO;
@@ -1251,5 +1271,23 @@ int tsr_peer_stage_list(struct tsr_peer_client *c, uint64_t handle, uint64_t epo
 	if (r == NULL)
 		return err;
 	r->cb.list = cb_fn;
+	return 0;
+}
+
+int tsr_peer_stats(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+		   tsr_peer_stats_cb cb_fn, void *cb_arg)
+{
+	struct peer_creq *r;
+	int err;
+
+	if (cb_fn == NULL)
+		return -EINVAL;
+	/* a build before the opcode closes the connection on it */
+	if (!(c->features & TSR_PEER_FEAT_STATS))
+		return -EOPNOTSUPP;
+	r = list_req(c, TSR_PEER_STATS, handle, epoch, TSR_PEER_STATS_MAX, cb_arg, &err);
+	if (r == NULL)
+		return err;
+	r->cb.stats = cb_fn;
 	return 0;
 }

@@ -29,6 +29,7 @@ const char *peer_op_name(uint8_t op)
 	case TSR_PEER_RELEASE: return "release";
 	case TSR_PEER_STAGE_LIST: return "stage-list";
 	case TSR_PEER_SNAP_LIST: return "snap-list";
+	case TSR_PEER_STATS: return "stats";
 	default: return "unknown";
 	}
 }
@@ -51,6 +52,7 @@ uint32_t peer_payload_len(const struct tsr_peer_hdr *h)
 		return reply ? 0 : TSR_PEER_STAGE_PREFIX + h->length;
 	case TSR_PEER_STAGE_LIST:
 	case TSR_PEER_SNAP_LIST:
+	case TSR_PEER_STATS:
 		return reply && h->status == 0 ? h->length : 0;
 	default:
 		return 0;
@@ -147,6 +149,14 @@ static int check_range(const struct tsr_peer_hdr *h)
 		if (h->length > TSR_PEER_SNAP_ENTRY * TSR_PEER_SNAP_LIST_MAX)
 			return -EMSGSIZE;
 		return h->length % TSR_PEER_SNAP_ENTRY == 0 ? 0 : -EPROTO;
+	case TSR_PEER_STATS:
+		if (h->offset != 0)
+			return -EPROTO;
+		if (!reply || h->status != 0)
+			return h->length == 0 ? 0 : -EPROTO;
+		if (h->length > TSR_PEER_STATS_MAX)
+			return -EMSGSIZE;
+		return h->length >= TSR_PEER_STATS_MIN && h->length % 8 == 0 ? 0 : -EPROTO;
 	default: /* CLOSE, FLUSH, PING */
 		return h->offset == 0 && h->length == 0 ? 0 : -EPROTO;
 	}
@@ -175,7 +185,7 @@ int tsr_peer_hdr_parse(const uint8_t buf[TSR_PEER_HDR_SIZE], struct tsr_peer_hdr
 	h.epoch = tsr_get_le64(buf + 32);
 	h.seq = tsr_get_le64(buf + 40);
 	h.data_crc = tsr_get_le32(buf + 48);
-	if (h.opcode < TSR_PEER_HELLO || h.opcode > TSR_PEER_SNAP_LIST)
+	if (h.opcode < TSR_PEER_HELLO || h.opcode > TSR_PEER_STATS)
 		return -EPROTO;
 	if (buf[6] != 0 || buf[7] != 0)
 		return -EPROTO;
@@ -424,4 +434,21 @@ void tsr_peer_stage_list_pack(const struct tsr_stage_entry *e, size_t n, uint8_t
 		tsr_put_le32(out + 32, (uint32_t)e[i].state);
 		tsr_put_le32(out + 36, 0);
 	}
+}
+
+int tsr_peer_stats_parse(const uint8_t *p, uint32_t len, struct tsr_peer_stats *out)
+{
+	if (len < TSR_PEER_STATS_MIN || len > TSR_PEER_STATS_MAX || len % 8 != 0)
+		return -EPROTO;
+	/* later counters (len > 16): a newer build's, not known here */
+	out->crc_errors = tsr_get_le64(p);
+	out->cached_reads = tsr_get_le64(p + 8);
+	return 0;
+}
+
+uint32_t tsr_peer_stats_pack(const struct tsr_peer_stats *st, uint8_t buf[TSR_PEER_STATS_MAX])
+{
+	tsr_put_le64(buf, st->crc_errors);
+	tsr_put_le64(buf + 8, st->cached_reads);
+	return TSR_PEER_STATS_MIN;
 }

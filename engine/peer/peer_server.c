@@ -451,7 +451,8 @@ static void reply(struct peer_sreq *req)
 	h->data_crc = 0;
 	if (h->opcode == TSR_PEER_HELLO || h->opcode == TSR_PEER_OPEN ||
 	    h->opcode == TSR_PEER_SNAP || h->opcode == TSR_PEER_STAGE ||
-	    ((h->opcode == TSR_PEER_STAGE_LIST || h->opcode == TSR_PEER_SNAP_LIST) &&
+	    ((h->opcode == TSR_PEER_STAGE_LIST || h->opcode == TSR_PEER_SNAP_LIST ||
+	      h->opcode == TSR_PEER_STATS) &&
 	     req->status != 0))
 		h->length = 0;
 	req->iov[0].iov_base = req->hdr;
@@ -466,8 +467,9 @@ static void reply(struct peer_sreq *req)
 		plen = h->length / TSR_BLOCK_SIZE * 4;
 		req->iov[1].iov_base = req->sums;
 	} else if (req->status == 0 &&
-		   (h->opcode == TSR_PEER_STAGE_LIST || h->opcode == TSR_PEER_SNAP_LIST)) {
-		plen = h->length; /* 40 (72) bytes per entry, packed into buf */
+		   (h->opcode == TSR_PEER_STAGE_LIST || h->opcode == TSR_PEER_SNAP_LIST ||
+		    h->opcode == TSR_PEER_STATS)) {
+		plen = h->length; /* 40 (72) bytes per entry, the counters: packed into buf */
 		req->iov[1].iov_base = req->buf;
 	}
 	if (plen > 0) {
@@ -1307,6 +1309,25 @@ static void handle_snap_list(struct peer_conn *c, struct peer_sreq *req)
 	off_catalog_call(c, o);
 }
 
+/* STATS on a session (epoch checked): the store counters of its volume,
+ * packed into req->buf as the reply's payload (peer.h).  Synchronous: a
+ * few atomic loads. */
+static void handle_stats(struct peer_sreq *req)
+{
+	struct tsr_svol_stats ss;
+	struct tsr_peer_stats st;
+	int ret;
+
+	ret = req_buf(req, TSR_PEER_STATS_MAX);
+	if (ret == 0) {
+		tsr_svol_get_stats(req->conn->slots[req->slot].svol, &ss);
+		st.crc_errors = ss.crc_errors;
+		st.cached_reads = ss.cached_reads;
+		req->h.length = tsr_peer_stats_pack(&st, req->buf);
+	}
+	reply_status(req, ret);
+}
+
 /*
  * One parsed header at rbuf[rpos]; its payload (if any) is not consumed.
  * Returns false when the frame cannot be handled yet (HELLO/OPEN payload not
@@ -1392,6 +1413,10 @@ static bool handle_frame(struct peer_conn *c, const struct tsr_peer_hdr *h)
 	}
 	if (ret == 0 && h->opcode == TSR_PEER_SNAP_LIST) {
 		handle_snap_list(c, req);
+		return true;
+	}
+	if (ret == 0 && h->opcode == TSR_PEER_STATS) {
+		handle_stats(req);
 		return true;
 	}
 	if (ret == 0 && h->opcode == TSR_PEER_STAGE) {

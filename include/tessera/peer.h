@@ -30,7 +30,7 @@
  * SNAP request: 3+S+C bytes (below); HELLO, OPEN and SNAP requests carry
  * their payload length in length; WRITE request: length bytes; READ reply:
  * length bytes (status 0); SUMS reply: 4 bytes (CRC32C) per 4 KiB block of
- * the range; everything else: 0.
+ * the range; STATS reply: length bytes (status 0); everything else: 0.
  *
  * SNAP request (handle: the session, epoch: checked like a data op's, offset
  * 0, length 3..129, data_crc: CRC32C of the payload):
@@ -81,6 +81,18 @@
  *       28   4   participants
  *       32   4   state          1 staged, 2 committed
  *       36   4   reserved       0
+ *   STATS request (a head or snapshot session; epoch checked like a data
+ *   op's): offset 0, length 0, no payload.  Reply, status 0: length =
+ *   16..64 bytes, a multiple of 8 (this build sends 16), data_crc over it:
+ *       off size field
+ *        0   8   crc_errors     tsr_svol_stats.crc_errors of the session's volume
+ *        8   8   cached_reads   tsr_svol_stats.cached_reads
+ *       16   .   later counters, appended 8 bytes each (a reader ignores what
+ *                it does not know)
+ *     counts since that node opened the volume (they restart at 0 with it);
+ *     a failed reply has length 0.  Sent only to a replica whose HELLO reply
+ *     has TSR_PEER_FEAT_STATS: a build before it closes the connection on
+ *     the unknown opcode.
  *
  * Replica rules (engine/peer/peer_server.c): the first frame must be HELLO
  * with the cluster token; OPEN of "V@S" opens snapshot S of V read-only
@@ -126,6 +138,8 @@ enum tsr_peer_op {
 	TSR_PEER_RELEASE = 14, /* tsr_svol_stage_release */
 	TSR_PEER_STAGE_LIST = 15, /* tsr_svol_stage_list */
 	TSR_PEER_SNAP_LIST = 16,  /* the session's volume's snapshots (tsr_store_snap_list) */
+	TSR_PEER_STATS = 17,      /* the session's volume's store counters (tsr_svol_get_stats);
+				   * sent only to a replica with TSR_PEER_FEAT_STATS */
 };
 
 #define TSR_PEER_F_REPLY 0x01u
@@ -154,7 +168,9 @@ enum tsr_peer_op {
 #define TSR_PEER_F_DIRECT 0x20u
 /* HELLO reply epoch: feature bits of the replica's build */
 #define TSR_PEER_FEAT_READ_DIRECT 0x1ull /* READ takes TSR_PEER_F_DIRECT */
-#define TSR_PEER_FEATURES TSR_PEER_FEAT_READ_DIRECT
+#define TSR_PEER_FEAT_STATS 0x2ull       /* serves TSR_PEER_STATS (a build before it
+					  * refuses the opcode as a bad frame) */
+#define TSR_PEER_FEATURES (TSR_PEER_FEAT_READ_DIRECT | TSR_PEER_FEAT_STATS)
 #define TSR_PEER_MAX_SUMS_RANGE (64u * 1024 * 1024)
 
 struct tsr_peer_hdr {
@@ -216,6 +232,18 @@ void tsr_peer_stage_pack(const struct tsr_stage_entry *e, uint8_t prefix[TSR_PEE
 int tsr_peer_stage_list_parse(const uint8_t *p, uint32_t len, struct tsr_stage_entry *out,
 			      size_t max, size_t *n);
 void tsr_peer_stage_list_pack(const struct tsr_stage_entry *e, size_t n, uint8_t *out);
+
+#define TSR_PEER_STATS_MIN 16u
+#define TSR_PEER_STATS_MAX 64u
+/* STATS reply payload: the counters this build knows. */
+struct tsr_peer_stats {
+	uint64_t crc_errors, cached_reads;
+};
+/* Decode a STATS reply payload (len bytes).  Errors: -EPROTO (len not a
+ * multiple of 8 in [TSR_PEER_STATS_MIN, TSR_PEER_STATS_MAX]). */
+int tsr_peer_stats_parse(const uint8_t *p, uint32_t len, struct tsr_peer_stats *out);
+/* Encode st; returns the payload length (TSR_PEER_STATS_MIN). */
+uint32_t tsr_peer_stats_pack(const struct tsr_peer_stats *st, uint8_t buf[TSR_PEER_STATS_MAX]);
 
 /* ---- replica side: serving this node's store copies to coordinators ---- */
 
@@ -359,5 +387,15 @@ typedef void (*tsr_peer_stage_list_cb)(void *cb_arg, int status,
 				       const struct tsr_stage_entry *entries, size_t n);
 int tsr_peer_stage_list(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 			tsr_peer_stage_list_cb cb_fn, void *cb_arg);
+/*
+ * STATS on a session: cb_fn(cb_arg, status, st) gets the replica's store
+ * counters of the session's volume (st valid during the call, NULL on
+ * error).  Errors before sending: -EOPNOTSUPP the replica's HELLO reply
+ * lacks TSR_PEER_FEAT_STATS (or has not come yet: nothing is sent to a
+ * build that would close the connection on it), -EINVAL, -ENOTCONN, -ENOMEM.
+ */
+typedef void (*tsr_peer_stats_cb)(void *cb_arg, int status, const struct tsr_peer_stats *st);
+int tsr_peer_stats(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
+		   tsr_peer_stats_cb cb_fn, void *cb_arg);
 
 #endif

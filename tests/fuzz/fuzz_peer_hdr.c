@@ -1,17 +1,19 @@
 /*
  * libFuzzer harness: peer protocol frame headers (tsr_peer_hdr_parse), the
- * SNAP request payload (tsr_peer_snap_parse) and the SNAP_LIST reply
- * payload (tsr_peer_snap_list_parse).
+ * SNAP request payload (tsr_peer_snap_parse), the SNAP_LIST reply
+ * payload (tsr_peer_snap_list_parse) and the STATS reply payload
+ * (tsr_peer_stats_parse).
  * Each 56-byte piece of the input is parsed twice: as it is (the checksum
  * almost always rejects it), and with its hdr_crc recomputed, so the
  * fuzzer reaches the field checks behind it.  When a piece is an accepted
- * SNAP request or SNAP_LIST reply, the bytes after it (up to its length)
+ * SNAP request, SNAP_LIST or STATS reply, the bytes after it (up to its length)
  * are parsed as its payload.
  * Checks: no crash; an accepted header packs back to the same bytes, its
  * flags are the opcode's, and its length, offset and payload length are
  * within the documented bounds;
  * an accepted SNAP payload, and an accepted SNAP_LIST payload, pack back to
- * the same bytes.
+ * the same bytes; an accepted STATS payload packs back to its first 16
+ * bytes (a longer one: a later build's counters, ignored).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -62,7 +64,26 @@ static void check_snap_list(const uint8_t *p, uint32_t len)
 		abort();
 }
 
-/* Returns the accepted header's SNAP (SNAP_LIST reply) payload length (0
+/* A STATS reply payload of len bytes (the header's length). */
+static void check_stats(const uint8_t *p, uint32_t len)
+{
+	struct tsr_peer_stats st;
+	uint8_t again[TSR_PEER_STATS_MAX];
+	int ret = tsr_peer_stats_parse(p, len, &st);
+
+	if (ret != 0) {
+		if (ret != -EPROTO)
+			abort();
+		return;
+	}
+	if (len < TSR_PEER_STATS_MIN || len > TSR_PEER_STATS_MAX || len % 8 != 0)
+		abort();
+	if (tsr_peer_stats_pack(&st, again) != TSR_PEER_STATS_MIN ||
+	    memcmp(again, p, TSR_PEER_STATS_MIN) != 0)
+		abort();
+}
+
+/* Returns the accepted header's SNAP (SNAP_LIST, STATS reply) payload length (0
  * when it is none); *op its opcode. */
 static uint32_t check(const uint8_t *buf, uint8_t *op)
 {
@@ -117,6 +138,14 @@ static uint32_t check(const uint8_t *buf, uint8_t *op)
 	if ((h.opcode == TSR_PEER_HELLO || h.opcode == TSR_PEER_OPEN) && h.payload_len > 128)
 		abort();
 	*op = h.opcode;
+	if (h.opcode == TSR_PEER_STATS) {
+		if (h.offset != 0 || h.payload_len > TSR_PEER_STATS_MAX || h.payload_len % 8 ||
+		    (h.payload_len != 0 && h.payload_len < TSR_PEER_STATS_MIN) ||
+		    ((!(h.flags & TSR_PEER_F_REPLY) || h.status != 0) && h.payload_len != 0) ||
+		    h.flags & ~TSR_PEER_F_REPLY)
+			abort();
+		return h.payload_len;
+	}
 	if (h.opcode == TSR_PEER_SNAP_LIST) {
 		if (h.offset != 0 || h.payload_len > TSR_PEER_SNAP_ENTRY * TSR_PEER_SNAP_LIST_MAX ||
 		    h.payload_len % TSR_PEER_SNAP_ENTRY ||
@@ -160,6 +189,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			memcpy(p, data + off + TSR_PEER_HDR_SIZE, plen);
 			if (op == TSR_PEER_SNAP_LIST)
 				check_snap_list(p, plen);
+			else if (op == TSR_PEER_STATS)
+				check_stats(p, plen);
 			else
 				check_snap(p, plen);
 			free(p);

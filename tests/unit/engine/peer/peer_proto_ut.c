@@ -5,7 +5,9 @@
  * malformed variant rejected with its errno; the SNAP payload (pack/parse,
  * its byte layout, every malformed variant); the staged-write frames (STAGE,
  * COMMIT, RELEASE, STAGE_LIST: header bounds, STAGE prefix and STAGE_LIST
- * reply payloads with their byte layouts and every malformed variant).
+ * reply payloads with their byte layouts and every malformed variant); STATS
+ * (header bounds, the reply payload's layout, a longer one from a later
+ * build, every malformed variant, the feature bit).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -98,6 +100,7 @@ static uint32_t expected_payload(const struct tsr_peer_hdr *h)
 		return reply ? 0 : TSR_PEER_STAGE_PREFIX + h->length;
 	case TSR_PEER_STAGE_LIST:
 	case TSR_PEER_SNAP_LIST:
+	case TSR_PEER_STATS:
 		return reply && h->status == 0 ? h->length : 0;
 	default:
 		return 0;
@@ -122,7 +125,7 @@ static void test_round_trip_every_op(void **state)
 	uint8_t op;
 
 	(void)state;
-	for (op = TSR_PEER_HELLO; op <= TSR_PEER_SNAP_LIST; op++) {
+	for (op = TSR_PEER_HELLO; op <= TSR_PEER_STATS; op++) {
 		struct tsr_peer_hdr h = valid_req(op), out;
 		uint8_t buf[TSR_PEER_HDR_SIZE];
 
@@ -142,6 +145,8 @@ static void test_round_trip_every_op(void **state)
 				h.offset = 1ull << 30; /* the size */
 			}
 		}
+		if (op == TSR_PEER_STATS)
+			h.length = TSR_PEER_STATS_MIN; /* the counters */
 		h.data_crc = expected_payload(&h) ? 0x0badf00d : 0;
 		tsr_peer_hdr_pack(&h, buf);
 		assert_int_equal(tsr_peer_hdr_parse(buf, &out), 0);
@@ -149,6 +154,8 @@ static void test_round_trip_every_op(void **state)
 		assert_int_equal(out.payload_len, expected_payload(&h));
 		h.status = -ESTALE;
 		h.data_crc = 0;
+		if (op == TSR_PEER_STATS)
+			h.length = 0; /* a failed STATS carries no counters */
 		tsr_peer_hdr_pack(&h, buf);
 		assert_int_equal(tsr_peer_hdr_parse(buf, &out), 0);
 		assert_int_equal(out.status, -ESTALE);
@@ -247,7 +254,7 @@ static void test_malformed(void **state)
 		    -EBADMSG);
 	/* unknown opcode */
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, 0, true), -EPROTO);
-	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, TSR_PEER_SNAP_LIST + 1, true),
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, TSR_PEER_STATS + 1, true),
 			 -EPROTO);
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, 0xff, true), -EPROTO);
 	/* reserved != 0 */
@@ -810,6 +817,89 @@ static void test_snap_list_payload(void **state)
 	assert_int_equal(tsr_peer_hdr_parse(buf, &o), -EPROTO);
 }
 
+/* STATS: header bounds, the reply payload (peer.h), the feature bit. */
+static void test_stats(void **state)
+{
+	struct tsr_peer_stats in = {.crc_errors = 0x0102030405060708ull, .cached_reads = 77}, out;
+	struct tsr_peer_hdr h, o;
+	uint8_t p[TSR_PEER_STATS_MAX], buf[TSR_PEER_HDR_SIZE];
+
+	(void)state;
+	assert_int_equal(TSR_PEER_STATS, 17);
+	assert_int_equal(TSR_PEER_FEAT_STATS, 0x2);
+	assert_true(TSR_PEER_FEATURES & TSR_PEER_FEAT_STATS);
+	assert_true(TSR_PEER_FEATURES & TSR_PEER_FEAT_READ_DIRECT);
+	/* the payload: crc_errors at 0, cached_reads at 8, little endian */
+	memset(p, 0xee, sizeof(p));
+	assert_int_equal(tsr_peer_stats_pack(&in, p), 16);
+	assert_int_equal(p[0], 0x08);
+	assert_int_equal(p[7], 0x01);
+	assert_int_equal(tsr_get_le64(p + 8), 77);
+	memset(&out, 0, sizeof(out));
+	assert_int_equal(tsr_peer_stats_parse(p, 16, &out), 0);
+	assert_int_equal(out.crc_errors, in.crc_errors);
+	assert_int_equal(out.cached_reads, 77);
+	/* a later build's longer reply: the known counters, the rest ignored */
+	memset(&out, 0, sizeof(out));
+	assert_int_equal(tsr_peer_stats_parse(p, TSR_PEER_STATS_MAX, &out), 0);
+	assert_int_equal(out.crc_errors, in.crc_errors);
+	assert_int_equal(tsr_peer_stats_parse(p, 24, &out), 0);
+	/* too short, not 8-byte counters, too long */
+	assert_int_equal(tsr_peer_stats_parse(p, 0, &out), -EPROTO);
+	assert_int_equal(tsr_peer_stats_parse(p, 8, &out), -EPROTO);
+	assert_int_equal(tsr_peer_stats_parse(p, 17, &out), -EPROTO);
+	assert_int_equal(tsr_peer_stats_parse(p, 20, &out), -EPROTO);
+	assert_int_equal(tsr_peer_stats_parse(p, TSR_PEER_STATS_MAX + 8, &out), -EPROTO);
+
+	/* request: offset 0, length 0, no payload, no flag */
+	h = valid_req(TSR_PEER_STATS);
+	tsr_peer_hdr_pack(&h, buf);
+	assert_int_equal(tsr_peer_hdr_parse(buf, &o), 0);
+	assert_int_equal(o.payload_len, 0);
+	h.offset = BS;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_STATS);
+	h.length = 16;
+	assert_int_equal(parse(h), -EPROTO);
+	h = valid_req(TSR_PEER_STATS);
+	h.data_crc = 1;
+	assert_int_equal(parse(h), -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_STATS), 5, TSR_PEER_F_DIRECT, true), -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_STATS), 5, TSR_PEER_F_FUA, true), -EPROTO);
+	/* reply: 16..64 bytes, 8 a counter; an error carries none */
+	h = valid_req(TSR_PEER_STATS);
+	h.flags = TSR_PEER_F_REPLY;
+	h.length = 16;
+	h.data_crc = 1;
+	tsr_peer_hdr_pack(&h, buf);
+	assert_int_equal(tsr_peer_hdr_parse(buf, &o), 0);
+	assert_int_equal(o.payload_len, 16);
+	h.length = TSR_PEER_STATS_MAX;
+	tsr_peer_hdr_pack(&h, buf);
+	assert_int_equal(tsr_peer_hdr_parse(buf, &o), 0);
+	assert_int_equal(o.payload_len, TSR_PEER_STATS_MAX);
+	h.length = TSR_PEER_STATS_MAX + 8;
+	assert_int_equal(parse(h), -EMSGSIZE);
+	h.length = 8;
+	assert_int_equal(parse(h), -EPROTO);
+	h.length = 20;
+	assert_int_equal(parse(h), -EPROTO);
+	h.length = 0;
+	assert_int_equal(parse(h), -EPROTO); /* a success carries the counters */
+	h.length = 16;
+	h.offset = 8;
+	assert_int_equal(parse(h), -EPROTO);
+	h.offset = 0;
+	h.status = -ESTALE;
+	assert_int_equal(parse(h), -EPROTO);
+	h.length = 0;
+	h.data_crc = 0;
+	tsr_peer_hdr_pack(&h, buf);
+	assert_int_equal(tsr_peer_hdr_parse(buf, &o), 0);
+	assert_int_equal(o.status, -ESTALE);
+	assert_int_equal(o.payload_len, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -817,7 +907,7 @@ int main(void)
 	    cmocka_unit_test(test_wire_layout),         cmocka_unit_test(test_malformed),
 	    cmocka_unit_test(test_snap_payload),        cmocka_unit_test(test_stage_headers),
 	    cmocka_unit_test(test_stage_prefix),        cmocka_unit_test(test_stage_list_payload),
-	    cmocka_unit_test(test_snap_list_payload),
+	    cmocka_unit_test(test_snap_list_payload), cmocka_unit_test(test_stats),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
