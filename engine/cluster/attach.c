@@ -1598,6 +1598,10 @@ static void fill_status(struct tsr_cluster *c, struct attachment *a,
 		}
 		cp->connected = st.copies[i].connected;
 		cp->dirty_bytes = st.copies[i].dirty_bytes;
+		cp->counters_known = st.copies[i].counters_known;
+		cp->counters_unsupported = st.copies[i].counters_unsupported;
+		cp->crc_errors = st.copies[i].crc_errors;
+		cp->cached_reads = st.copies[i].cached_reads;
 	}
 	vs->ready = st.ready;
 	vs->fenced = st.fenced || a->fenced;
@@ -1620,6 +1624,10 @@ static void fill_status(struct tsr_cluster *c, struct attachment *a,
 	vs->reads = st.reads;
 	vs->cached_reads = st.cached_reads;
 	vs->crc_errors = st.crc_errors;
+	vs->crc_errors_all = st.crc_errors_all;
+	vs->cached_reads_all = st.cached_reads_all;
+	vs->copies_counted = st.copies_counted;
+	vs->counters_per_copy = true;
 	vs->copy_failures = st.copy_failures;
 	vs->stripes_total = st.stripes_total;
 	vs->stripes_degraded = st.stripes_degraded;

@@ -569,6 +569,74 @@ int copyset_snap(struct copyset_copy *c, const struct tsr_snap_req *req, tsr_cb 
 	return 0;
 }
 
+/* ---- a copy's store counters ----------------------------------------------- */
+
+static void stats_done(void *arg, int status, const struct tsr_peer_stats *st)
+{
+	struct copyset_copy *c = arg;
+	struct copyset *cs = c->set;
+
+	c->stats_busy = false;
+	/* an error (the session lost, a newer epoch, ...) keeps the last
+	 * answer: the next tick after COPYSET_STATS_NS asks again */
+	if (status == 0 && st != NULL && c->stats_slot_gen == c->slot_gen) {
+		c->stats_known = true;
+		c->stats_crc_errors = st->crc_errors;
+		c->stats_cached_reads = st->cached_reads;
+	}
+	copyset_put(cs);
+}
+
+void copyset_stats_tick(struct copyset_copy *c, uint64_t now_ns)
+{
+	struct copyset *cs = c->set;
+	int ret;
+
+	if (c->stats_known && c->stats_slot_gen != c->slot_gen)
+		c->stats_known = false; /* another node's copy now (replace) */
+	if (c->local || !c->open || c->client == NULL || c->stats_busy || *cs->closing ||
+	    *cs->fenced || now_ns < c->stats_next_ns)
+		return;
+	c->stats_next_ns = now_ns + COPYSET_STATS_NS;
+	c->stats_unsupported = !(tsr_peer_client_features(c->client) & TSR_PEER_FEAT_STATS);
+	if (c->stats_unsupported)
+		return;
+	copyset_get(cs);
+	c->stats_busy = true;
+	c->stats_slot_gen = c->slot_gen;
+	ret = tsr_peer_stats(c->client, c->handle, cs->epoch, stats_done, c);
+	if (ret < 0) {
+		c->stats_busy = false;
+		copyset_put(cs);
+	}
+}
+
+void copyset_stats_fill(const struct copyset_copy *c, struct tsr_layout_copy_status *out,
+			struct tsr_layout_status *s)
+{
+	struct tsr_svol_stats ss;
+
+	out->counters_known = false;
+	out->counters_unsupported = false;
+	if (c->local) {
+		if (c->svol == NULL)
+			return;
+		tsr_svol_get_stats(c->svol, &ss);
+		out->crc_errors = ss.crc_errors;
+		out->cached_reads = ss.cached_reads;
+	} else if (c->stats_known && c->stats_slot_gen == c->slot_gen) {
+		out->crc_errors = c->stats_crc_errors;
+		out->cached_reads = c->stats_cached_reads;
+	} else {
+		out->counters_unsupported = c->stats_unsupported;
+		return;
+	}
+	out->counters_known = true;
+	s->crc_errors_all += out->crc_errors;
+	s->cached_reads_all += out->cached_reads;
+	s->copies_counted++;
+}
+
 /* ---- fencing ------------------------------------------------------------- */
 
 static void fence_msg(struct tsr_worker *w, void *arg)

@@ -125,7 +125,11 @@ struct copyset {
 	struct tsr_svol *svol;          /* local copy */                                           \
 	struct tsr_peer_client *client; /* remote copy */                                          \
 	uint64_t handle;                                                                           \
-	void *fail_ctx; /* the client's on_fail argument (freed with it) */
+	void *fail_ctx; /* the client's on_fail argument (freed with it) */                        \
+	/* a remote copy's store counters, as its node last answered (copyset_stats_tick) */        \
+	bool stats_busy, stats_known, stats_unsupported;                                           \
+	unsigned stats_slot_gen; /* the slot's copy they are of */                                 \
+	uint64_t stats_next_ns, stats_crc_errors, stats_cached_reads;
 
 struct copyset_copy {
 	COPYSET_COPY_FIELDS
@@ -239,6 +243,21 @@ void copyset_returned_open_failed(struct copyset_copy *c, int status);
 /* Publish s, the layout's status (home worker); copy it out (any thread). */
 void copyset_publish(struct copyset *cs, const struct tsr_layout_status *s);
 void copyset_get_status(struct copyset *cs, struct tsr_layout_status *out);
+
+/*
+ * A copy's store counters (home worker).  copyset_stats_tick, on the
+ * layout's tick: a remote copy that is open is asked for them with a peer
+ * STATS every COPYSET_STATS_NS, one in flight at most; the answer is kept
+ * (with the slot's copy it is of) and nothing waits for it.  A node whose
+ * HELLO reply lacks TSR_PEER_FEAT_STATS is not asked (an earlier build:
+ * counters_unsupported).  copyset_stats_fill: a local copy's counters read
+ * from its store, a remote one's last answer; adds the known ones to the
+ * totals of s (crc_errors_all, cached_reads_all, copies_counted).
+ */
+#define COPYSET_STATS_NS (1000ull * 1000000)
+void copyset_stats_tick(struct copyset_copy *c, uint64_t now_ns);
+void copyset_stats_fill(const struct copyset_copy *c, struct tsr_layout_copy_status *cs_out,
+			struct tsr_layout_status *s);
 
 /* ---- records: copy states in the metadata store -------------------------- */
 

@@ -159,6 +159,8 @@ void ec_publish(struct ec *e)
 			s.cached_reads += ss.cached_reads;
 			s.crc_errors += ss.crc_errors;
 		}
+		/* every copy's, remote ones as their node last answered */
+		copyset_stats_fill(&c->base, &s.copies[i], &s);
 	}
 	s.write_errors = e->write_errors;
 	s.copy_failures = e->copy_failures;
@@ -273,6 +275,8 @@ static void tick(void *arg, uint32_t events)
 		ec_expire_stalled(e, false);
 	ec_release_tick(e, now);
 	ec_resync_tick(e, now);
+	for (unsigned i = 0; i < e->n_copies; i++)
+		copyset_stats_tick(&e->copies[i].base, now);
 	ec_publish(e);
 }
 

@@ -150,6 +150,9 @@ void mirror_publish(struct mirror *m)
 			s.cached_reads += ss.cached_reads;
 			s.crc_errors += ss.crc_errors;
 		}
+		/* every copy's, remote ones as their node last answered */
+		if (c->present)
+			copyset_stats_fill(&c->base, &s.copies[i], &s);
 	}
 	s.write_errors = m->write_errors;
 	s.copy_failures = m->copy_failures;
@@ -825,6 +828,9 @@ static void tick(void *arg, uint32_t events)
 		expire_writes(m, false);
 	mirror_resync_tick(m, now);
 	mirror_missed_tick(m, now);
+	for (unsigned i = 0; i < m->n_copies; i++)
+		if (m->copies[i].present)
+			copyset_stats_tick(&m->copies[i].base, now);
 	mirror_publish(m);
 }
 

@@ -162,6 +162,15 @@ struct tsr_layout_copy_status {
 	enum tsr_copy_state state;
 	bool connected;
 	uint64_t dirty_bytes;         /* regions still to copy (OUT_OF_SYNC / RESYNCING) */
+	/*
+	 * The copy's store counters (tsr_svol_stats, since its node opened
+	 * it): a local copy's read here, a remote one's as its node last
+	 * answered a peer STATS (asked every COPYSET_STATS_NS, never waited
+	 * for).  counters_known false: no answer yet, or (counters_unsupported)
+	 * the node's build does not serve STATS.
+	 */
+	bool counters_known, counters_unsupported;
+	uint64_t crc_errors, cached_reads;
 };
 
 struct tsr_layout_status {
@@ -193,6 +202,10 @@ struct tsr_layout_status {
 	 * host reads, scrub and resync reads alike); other nodes' copies count
 	 * in those nodes' stores */
 	uint64_t crc_errors;
+	/* the same over every copy whose counters are known (copies[i].
+	 * counters_known); copies_counted of n_copies */
+	uint64_t crc_errors_all, cached_reads_all;
+	unsigned copies_counted;
 	/* scrub, the one running or the last one */
 	bool scrub_running, scrub_done;
 	uint64_t scrub_total_bytes, scrub_done_bytes;

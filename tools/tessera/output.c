@@ -387,6 +387,45 @@ json_t *cli_status_json(const Tessera__Admin__Status *s)
 }
 
 /* Flat, with the proto's field names (scripts read j["resync_bytes_copied"]). */
+/* Why copy c's counters are not in the totals (status text and JSON). */
+static const char *copy_not_counted_why(const Tessera__Admin__Copy *c)
+{
+	return c->counters_unsupported ? "its node's build does not serve peer STATS"
+				       : "no answer from its node yet";
+}
+
+/* volume status --json: the counters of every copy (see the caller). */
+static void status_counters_json(json_t *j, const Tessera__Admin__VolumeStatus *s)
+{
+	const Tessera__Admin__Volume *v = s->volume;
+	json_t *copies = j ? json_object_get(json_object_get(j, "volume"), "copies") : NULL;
+	json_t *missing = json_array();
+
+	json_object_set_new(j, "crc_errors_coordinator", json_integer((json_int_t)s->crc_errors));
+	json_object_set_new(j, "crc_errors", json_integer((json_int_t)(s->counters_per_copy ?
+		s->crc_errors_all : s->crc_errors)));
+	json_object_set_new(j, "cached_reads_all", s->counters_per_copy ?
+		json_integer((json_int_t)s->cached_reads_all) : json_null());
+	json_object_set_new(j, "copies_counted", json_integer((json_int_t)s->copies_counted));
+	for (size_t i = 0; v != NULL && i < v->n_copies; i++) {
+		const Tessera__Admin__Copy *c = v->copies[i];
+		json_t *cj = json_array_get(copies, i);
+		bool known = s->counters_per_copy && c->counters_known;
+
+		if (cj != NULL) {
+			json_object_set_new(cj, "crc_errors", known ?
+				json_integer((json_int_t)c->crc_errors) : json_null());
+			json_object_set_new(cj, "cached_reads", known ?
+				json_integer((json_int_t)c->cached_reads) : json_null());
+		}
+		if (!known)
+			json_array_append_new(missing, json_pack("{s:s, s:s}", "node", c->node,
+				"why", s->counters_per_copy ? copy_not_counted_why(c) :
+				"an earlier tesserad coordinates the volume"));
+	}
+	json_object_set_new(j, "copies_not_counted", missing);
+}
+
 json_t *cli_volume_status_json(const Tessera__Admin__VolumeStatus *s)
 {
 	json_t *vol = s->volume ? cli_volume_json(s->volume) : json_null();
@@ -422,9 +461,12 @@ json_t *cli_volume_status_json(const Tessera__Admin__VolumeStatus *s)
 	/* reads of the coordinator's own copies through its page cache */
 	if (j)
 		json_object_set_new(j, "cached_reads", json_integer((json_int_t)s->cached_reads));
-	/* blocks of the coordinator's own copies that failed their CRC on read */
+	/* blocks that failed their CRC on read: crc_errors over every copy
+	 * counted (copies_not_counted names the others), each copy's in
+	 * volume.copies[] (null: not counted); an earlier tesserad fills only
+	 * the coordinator's */
 	if (j)
-		json_object_set_new(j, "crc_errors", json_integer((json_int_t)s->crc_errors));
+		status_counters_json(j, s);
 	/* erasure coding (0 for a mirror) */
 	if (j)
 		json_object_update_new(j, json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}",
@@ -527,6 +569,32 @@ static void print_copies(const Tessera__Admin__Volume *v, const char *indent, bo
 		else
 			printf("%s%-*s  %s%s\n", indent, w, c->node, c->state,
 			       coord ? "  (coordinator)" : "");
+	}
+}
+
+/* volume status: CRC errors over every copy counted, each copy's counters,
+ * the copies not counted and why. */
+static void print_copy_counters(const Tessera__Admin__VolumeStatus *s)
+{
+	const Tessera__Admin__Volume *v = s->volume;
+	size_t n = v ? v->n_copies : 0;
+
+	if (!s->counters_per_copy) {
+		printf("crc errors: %" PRIu64 " on the coordinator's copies (an earlier tesserad: "
+		       "other copies not counted)\n", s->crc_errors);
+		return;
+	}
+	printf("crc errors: %" PRIu64 " on %s%u of %zu copies (%" PRIu64
+	       " on the coordinator's)\n", s->crc_errors_all,
+	       s->copies_counted == n ? "all " : "", s->copies_counted, n, s->crc_errors);
+	for (size_t i = 0; i < n; i++) {
+		const Tessera__Admin__Copy *c = v->copies[i];
+
+		if (c->counters_known)
+			printf("            %s: %" PRIu64 " CRC errors, %" PRIu64 " cached reads\n",
+			       c->node, c->crc_errors, c->cached_reads);
+		else
+			printf("            %s: not counted (%s)\n", c->node, copy_not_counted_why(c));
 	}
 }
 
@@ -811,9 +879,9 @@ void cli_print_volume_status(const Tessera__Admin__VolumeStatus *s)
 		printf("scrub:      none since attach (tessera volume scrub %s)\n",
 		       v ? v->name : "NAME");
 	printf("counters:   %" PRIu64 " writes, %" PRIu64 " reads (%" PRIu64 " through the "
-	       "coordinator's page cache), %" PRIu64 " copy failures, %" PRIu64
-	       " CRC errors on the coordinator's copies\n",
-	       s->writes, s->reads, s->cached_reads, s->copy_failures, s->crc_errors);
+	       "coordinator's page cache), %" PRIu64 " copy failures\n",
+	       s->writes, s->reads, s->cached_reads, s->copy_failures);
+	print_copy_counters(s);
 	if (v && v->ec_k) {
 		printf("stripes:    %" PRIu64 " total, %" PRIu64 " degraded%s, %" PRIu64
 		       " rebuilding", s->stripes_total, s->stripes_degraded,
