@@ -27,9 +27,11 @@
 #     Before the damage, `volume status` counts the coordinator's reads of
 #     its own copy through the page cache (cached_reads, --json and text):
 #     0 after the write, at least 1 once a host read went through n1;
-#     With n2 the coordinator, `volume status` counts the block of its own
-#     copy that failed its CRC on the scrub's read (crc_errors, --json and
-#     text): 0 before the damage, at least 1 after the scrub;
+#     With n2 remote, n1's `volume status` counts the block of n2's copy
+#     that failed its CRC on the scrub's read (peer STATS: crc_errors over
+#     every copy, n2's copy's own); with n2 the coordinator, the block of its
+#     own copy (crc_errors_coordinator, --json and text): 0 before the
+#     damage, at least 1 after the scrub;
 #  4. a one-node cluster with --read-cache off: cached_reads stays 0 while
 #     host reads are counted (reads).
 . "$(dirname "$0")/functions.sh"
@@ -124,15 +126,19 @@ cl_qemu_io 1 mv "write -P 0x61 0 4M" >/dev/null || fail "write mv"
 F2=$(cl_copy_file 2 mv)
 
 # wait_reads VOL N: until VOL's published status counts N host reads at least
-# (the coordinator's tick publishes the counters); prints that status's
-# cached_reads
+# (the coordinator's tick publishes the counters); prints cached_reads of a
+# status taken 0.1 s later: reads counts a read when it arrives, cached_reads
+# when it completes, and the snapshot a tick (20 ms) published may fall
+# between the two (it did: 'cached_reads ... after a host read through n1: 0')
 wait_reads() {
 	local i got
 	for (( i=0; i<100; i++ )); do
 		got=$(vstatus "$1" "str(j['reads']) + ' ' + str(j['cached_reads'])") ||
 			fail "volume status $1: $got"
 		if (( ${got% *} >= $2 )); then
-			echo "${got#* }"
+			sleep 0.1
+			got=$(vstatus "$1" "str(j['cached_reads'])") || fail "volume status $1: $got"
+			echo "$got"
 			return 0
 		fi
 		sleep 0.1
@@ -184,6 +190,18 @@ out=$(ctsr --json volume scrub mv) || fail "scrub (n2 remote) exited non-zero: $
 rep=$(printf '%s' "$out" | json_get 'j["scrub_repaired"]')
 (( rep >= 1 )) || fail "scrub (n2 remote) repaired nothing: it read the cache, not the disk: $out"
 log "scrub with n2 remote: $rep block(s) repaired"
+# n2's copy failed the block's CRC on the scrub's read there: n1's status
+# counts it (n2's counters, asked with a peer STATS once a second)
+for (( i=0; i<100; i++ )); do
+	crc=$(vstatus mv "'%s %s' % (j['crc_errors'], [c['crc_errors'] for c in j['volume']['copies'] if c['node'] == 'n2'][0])") ||
+		fail "volume status mv: $crc"
+	[ "${crc#* }" != None ] && (( ${crc#* } >= 1 )) && break
+	sleep 0.1
+done
+if [ "${crc#* }" = None ] || (( ${crc% *} < 1 || ${crc#* } < 1 )); then
+	fail "crc_errors (total, n2's copy) of mv on n1 after the scrub met n2's bad block: $crc (want >= 1)"
+fi
+log "crc_errors (total, n2's copy) on n1 after the scrub of remote n2's damaged copy: $crc"
 cl_scrub_clean mv "after the remote copy's repair"
 
 # 3b. n2 the coordinator; host reads through it cache its local copy
@@ -194,7 +212,7 @@ assert_eq "$(dd if="$F2" bs=4096 skip=512 count=1 iflag=direct status=none | od 
 	61 "block 2M on n2's disk before the damage"
 cl_qemu_io 2 mv "read -P 0x61 0 4M" >/dev/null || fail "read through n2"
 (( $(resident "$F2") >= 4194304 )) || fail "host reads on n2 did not cache its copy"
-assert_eq "$(vstatus mv "j['crc_errors']")" 0 "crc_errors of mv on n2 before the damage"
+assert_eq "$(vstatus mv "j['crc_errors_coordinator']")" 0 "crc_errors of n2's own copy of mv before the damage"
 damage "$F2" $(( 2 * 1048576 ))
 cl_qemu_io 2 mv "read -P 0x61 2M 4k" >/dev/null || fail "host read on n2 of the cached block"
 out=$(ctsr --json volume scrub mv) || fail "scrub (n2 local) exited non-zero: $out"
@@ -204,12 +222,12 @@ log "scrub with n2 the coordinator: $rep block(s) repaired"
 # the scrub's read of n2's own copy failed the block's CRC: volume status
 # counts it (crc_errors, published with the layout status on the tick)
 for (( i=0; i<100; i++ )); do
-	crc=$(vstatus mv "j['crc_errors']") || fail "volume status mv: $crc"
+	crc=$(vstatus mv "j['crc_errors_coordinator']") || fail "volume status mv: $crc"
 	(( crc >= 1 )) && break
 	sleep 0.1
 done
 (( crc >= 1 )) || fail "crc_errors of mv after the scrub met a bad block on n2: $crc (want >= 1)"
-ctsr volume status mv | grepq "[1-9][0-9]* CRC errors on the coordinator's copies" ||
+ctsr volume status mv | grepq "crc errors: [1-9][0-9]* on all 2 of 2 copies ([1-9][0-9]* on the coordinator's)" ||
 	fail "volume status (text) shows no CRC errors: $(ctsr volume status mv)"
 log "crc_errors of mv after the scrub of n2's damaged copy: $crc"
 cl_scrub_clean mv "after the local copy's repair"
