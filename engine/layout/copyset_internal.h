@@ -126,7 +126,7 @@ struct copyset {
 	struct tsr_peer_client *client; /* remote copy */                                          \
 	uint64_t handle;                                                                           \
 	void *fail_ctx; /* the client's on_fail argument (freed with it) */                        \
-	/* a remote copy's store counters, as its node last answered (copyset_stats_tick) */        \
+	/* a remote copy's store counters, as its node last answered (copyset_stats_tick) */       \
 	bool stats_busy, stats_known, stats_unsupported;                                           \
 	unsigned stats_slot_gen; /* the slot's copy they are of */                                 \
 	uint64_t stats_next_ns, stats_crc_errors, stats_cached_reads;

@@ -168,9 +168,9 @@ enum tsr_peer_op {
 #define TSR_PEER_F_DIRECT 0x20u
 /* HELLO reply epoch: feature bits of the replica's build */
 #define TSR_PEER_FEAT_READ_DIRECT 0x1ull /* READ takes TSR_PEER_F_DIRECT */
-#define TSR_PEER_FEAT_STATS 0x2ull       /* serves TSR_PEER_STATS (a build before it
-					  * refuses the opcode as a bad frame) */
-#define TSR_PEER_FEATURES (TSR_PEER_FEAT_READ_DIRECT | TSR_PEER_FEAT_STATS)
+/* serves TSR_PEER_STATS (a build before it refuses the opcode as a bad frame) */
+#define TSR_PEER_FEAT_STATS     0x2ull
+#define TSR_PEER_FEATURES       (TSR_PEER_FEAT_READ_DIRECT | TSR_PEER_FEAT_STATS)
 #define TSR_PEER_MAX_SUMS_RANGE (64u * 1024 * 1024)
 
 struct tsr_peer_hdr {

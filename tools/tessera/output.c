@@ -402,10 +402,12 @@ static void status_counters_json(json_t *j, const Tessera__Admin__VolumeStatus *
 	json_t *missing = json_array();
 
 	json_object_set_new(j, "crc_errors_coordinator", json_integer((json_int_t)s->crc_errors));
-	json_object_set_new(j, "crc_errors", json_integer((json_int_t)(s->counters_per_copy ?
-		s->crc_errors_all : s->crc_errors)));
-	json_object_set_new(j, "cached_reads_all", s->counters_per_copy ?
-		json_integer((json_int_t)s->cached_reads_all) : json_null());
+	json_object_set_new(
+	    j, "crc_errors",
+	    json_integer((json_int_t)(s->counters_per_copy ? s->crc_errors_all : s->crc_errors)));
+	json_object_set_new(j, "cached_reads_all",
+			    s->counters_per_copy ? json_integer((json_int_t)s->cached_reads_all)
+						 : json_null());
 	json_object_set_new(j, "copies_counted", json_integer((json_int_t)s->copies_counted));
 	for (size_t i = 0; v != NULL && i < v->n_copies; i++) {
 		const Tessera__Admin__Copy *c = v->copies[i];
@@ -413,15 +415,19 @@ static void status_counters_json(json_t *j, const Tessera__Admin__VolumeStatus *
 		bool known = s->counters_per_copy && c->counters_known;
 
 		if (cj != NULL) {
-			json_object_set_new(cj, "crc_errors", known ?
-				json_integer((json_int_t)c->crc_errors) : json_null());
-			json_object_set_new(cj, "cached_reads", known ?
-				json_integer((json_int_t)c->cached_reads) : json_null());
+			json_object_set_new(cj, "crc_errors",
+					    known ? json_integer((json_int_t)c->crc_errors)
+						  : json_null());
+			json_object_set_new(cj, "cached_reads",
+					    known ? json_integer((json_int_t)c->cached_reads)
+						  : json_null());
 		}
 		if (!known)
-			json_array_append_new(missing, json_pack("{s:s, s:s}", "node", c->node,
-				"why", s->counters_per_copy ? copy_not_counted_why(c) :
-				"an earlier tesserad coordinates the volume"));
+			json_array_append_new(
+			    missing, json_pack("{s:s, s:s}", "node", c->node, "why",
+					       s->counters_per_copy
+						   ? copy_not_counted_why(c)
+						   : "an earlier tesserad coordinates the volume"));
 	}
 	json_object_set_new(j, "copies_not_counted", missing);
 }
@@ -581,12 +587,13 @@ static void print_copy_counters(const Tessera__Admin__VolumeStatus *s)
 
 	if (!s->counters_per_copy) {
 		printf("crc errors: %" PRIu64 " on the coordinator's copies (an earlier tesserad: "
-		       "other copies not counted)\n", s->crc_errors);
+		       "other copies not counted)\n",
+		       s->crc_errors);
 		return;
 	}
-	printf("crc errors: %" PRIu64 " on %s%u of %zu copies (%" PRIu64
-	       " on the coordinator's)\n", s->crc_errors_all,
-	       s->copies_counted == n ? "all " : "", s->copies_counted, n, s->crc_errors);
+	printf("crc errors: %" PRIu64 " on %s%u of %zu copies (%" PRIu64 " on the coordinator's)\n",
+	       s->crc_errors_all, s->copies_counted == n ? "all " : "", s->copies_counted, n,
+	       s->crc_errors);
 	for (size_t i = 0; i < n; i++) {
 		const Tessera__Admin__Copy *c = v->copies[i];
 
@@ -594,7 +601,8 @@ static void print_copy_counters(const Tessera__Admin__VolumeStatus *s)
 			printf("            %s: %" PRIu64 " CRC errors, %" PRIu64 " cached reads\n",
 			       c->node, c->crc_errors, c->cached_reads);
 		else
-			printf("            %s: not counted (%s)\n", c->node, copy_not_counted_why(c));
+			printf("            %s: not counted (%s)\n", c->node,
+			       copy_not_counted_why(c));
 	}
 }
 

@@ -254,8 +254,7 @@ static void test_malformed(void **state)
 		    -EBADMSG);
 	/* unknown opcode */
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, 0, true), -EPROTO);
-	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, TSR_PEER_STATS + 1, true),
-			 -EPROTO);
+	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, TSR_PEER_STATS + 1, true), -EPROTO);
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 4, 0xff, true), -EPROTO);
 	/* reserved != 0 */
 	assert_int_equal(parse_mod(valid_req(TSR_PEER_PING), 6, 1, true), -EPROTO);
@@ -907,7 +906,7 @@ int main(void)
 	    cmocka_unit_test(test_wire_layout),         cmocka_unit_test(test_malformed),
 	    cmocka_unit_test(test_snap_payload),        cmocka_unit_test(test_stage_headers),
 	    cmocka_unit_test(test_stage_prefix),        cmocka_unit_test(test_stage_list_payload),
-	    cmocka_unit_test(test_snap_list_payload), cmocka_unit_test(test_stats),
+	    cmocka_unit_test(test_snap_list_payload),   cmocka_unit_test(test_stats),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
