@@ -8,7 +8,8 @@
  * SNAP (create, delete, clone on the replica's store; fenced; malformed),
  * staged writes (STAGE, COMMIT, RELEASE, STAGE_LIST on the replica's store
  * journal; fenced; a snapshot session refuses them; payload corruption and
- * malformed prefixes).
+ * malformed prefixes), STATS (the store's counters, a CRC error counted;
+ * fenced; none sent to a replica of an earlier build).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -221,8 +222,9 @@ enum kind {
 	K_LIST,
 	K_REPAIR, /* WRITE with TSR_PEER_F_REPAIR (tsr_peer_snap_repair) */
 	K_SLIST,  /* SNAP_LIST */
-	K_READ_DIRECT /* READ with TSR_PEER_F_DIRECT; size: the client's feature bits,
-		       * offset of op: as K_READ; flags: the fallback count after */
+	K_READ_DIRECT, /* READ with TSR_PEER_F_DIRECT; size: the client's feature bits,
+			* offset of op: as K_READ; flags: the fallback count after */
+	K_STATS        /* STATS: offset = crc_errors, size = cached_reads of the answer */
 };
 
 struct op {
@@ -278,6 +280,18 @@ static void op_slist_cb(void *arg, int status, const struct tsr_peer_snap_entry 
 	o->nlist = n;
 	for (size_t i = 0; i < n && i < 4; i++)
 		o->slist[i] = e[i];
+	op_cb(arg, status);
+}
+
+static void op_stats_cb(void *arg, int status, const struct tsr_peer_stats *st)
+{
+	struct op *o = arg;
+
+	if (st != NULL) {
+		o->offset = st->crc_errors;
+		o->size = st->cached_reads;
+	}
+	assert_true((status == 0) == (st != NULL));
 	op_cb(arg, status);
 }
 
@@ -341,6 +355,9 @@ static void op_issue(void *arg)
 		break;
 	case K_SLIST:
 		o->ret = tsr_peer_snap_list(c, o->handle, o->epoch, op_slist_cb, o);
+		break;
+	case K_STATS:
+		o->ret = tsr_peer_stats(c, o->handle, o->epoch, op_stats_cb, o);
 		break;
 	}
 	if (o->ret < 0)
@@ -635,6 +652,84 @@ static void test_read_direct(void **state)
 	assert_int_equal(o.flags, 1);
 	assert_true(is_filled(r, 8 * BS, 7, 0));
 	assert_true(v_cached_reads(e) > before);
+	cli_free(e, &k);
+	tsr_free_aligned(w);
+	tsr_free_aligned(r);
+}
+
+/* v's counters straight from the replica's store. */
+static void v_stats(struct env *e, struct tsr_svol_stats *st)
+{
+	struct tsr_svol *v;
+
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	tsr_svol_get_stats(v, st);
+	tsr_svol_put(v);
+}
+
+/*
+ * STATS: the replica answers the session volume's store counters (a block
+ * that failed its CRC on a read there counts in crc_errors, a read through
+ * its cache in cached_reads); its epoch is checked like a data op's; an
+ * unknown handle is -EBADF.  A replica answering HELLO as an earlier build
+ * (no TSR_PEER_FEAT_STATS) is sent nothing: -EOPNOTSUPP at the call, and
+ * the connection still serves.
+ */
+static void test_stats(void **state)
+{
+	struct env *e = *state;
+	uint8_t *w = tsr_alloc_aligned(8 * BS), *r = tsr_alloc_aligned(8 * BS);
+	char path[PATH_MAX];
+	struct tsr_vol_info vi;
+	struct tsr_svol_stats st;
+	struct op o;
+	struct cli k;
+	uint64_t h;
+	int fd;
+
+	cli_make(e, &k, TOKEN, e->port, 0);
+	assert_int_equal(p_open(e, &k, "v", 3, &h), 0);
+	fill(w, 8 * BS, 9, 0);
+	assert_int_equal(p_io(e, &k, K_WRITE, h, 3, 0, 8 * BS, w, 0), 0);
+	assert_int_equal(p_io(e, &k, K_READ, h, 3, 0, 8 * BS, r, 0), 0);
+	o = (struct op){ .k = &k, .kind = K_STATS, .handle = h, .epoch = 3 };
+	assert_int_equal(op_run(e, &o), 0);
+	v_stats(e, &st);
+	assert_true(st.cached_reads >= 1);
+	assert_int_equal(o.size, st.cached_reads);
+	assert_int_equal(o.offset, 0);
+	/* block 2 damaged under its CRC: a read fails, the replica counts it */
+	assert_int_equal(tsr_store_vol_info(e->store, "v", &vi), 0);
+	vol_file(e->dir, vi.uuid, "data", path);
+	fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	memset(w, 0x5a, BS);
+	assert_int_equal(pwrite(fd, w, BS, 2 * BS), (ssize_t)BS);
+	assert_int_equal(fsync(fd), 0);
+	close(fd);
+	assert_int_equal(p_io(e, &k, K_SUMS, h, 3, 0, 8 * BS, r, 0), -EIO);
+	o = (struct op){ .k = &k, .kind = K_STATS, .handle = h, .epoch = 3 };
+	assert_int_equal(op_run(e, &o), 0);
+	v_stats(e, &st);
+	assert_true(o.offset >= 1);
+	assert_int_equal(o.offset, st.crc_errors);
+	assert_int_equal(o.size, st.cached_reads);
+	/* a stale epoch, an unknown handle */
+	o = (struct op){ .k = &k, .kind = K_STATS, .handle = h, .epoch = 2 };
+	assert_int_equal(op_run(e, &o), -ESTALE);
+	o = (struct op){ .k = &k, .kind = K_STATS, .handle = h + 7, .epoch = 3 };
+	assert_int_equal(op_run(e, &o), -EBADF);
+	cli_free(e, &k);
+
+	/* a replica of an earlier build: nothing sent, the session goes on */
+	setenv("TSR_TEST_PEER_NO_FEATURES", "1", 1);
+	cli_make(e, &k, TOKEN, e->port, 0);
+	assert_int_equal(p_open(e, &k, "v", 3, &h), 0);
+	unsetenv("TSR_TEST_PEER_NO_FEATURES");
+	o = (struct op){ .k = &k, .kind = K_STATS, .handle = h, .epoch = 3 };
+	assert_int_equal(op_run(e, &o), -EOPNOTSUPP);
+	assert_int_equal(p_io(e, &k, K_READ, h, 3, 4 * BS, 4 * BS, r, 0), 0);
+	assert_int_equal(k.fails, 0);
 	cli_free(e, &k);
 	tsr_free_aligned(w);
 	tsr_free_aligned(r);
@@ -1605,6 +1700,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_write_crc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_server_killed, setup_slow_writes, teardown),
 		cmocka_unit_test_setup_teardown(test_destroy_cancels, setup, teardown),
