@@ -220,8 +220,8 @@ enum kind {
 	K_COMMIT,
 	K_RELEASE,
 	K_LIST,
-	K_REPAIR, /* WRITE with TSR_PEER_F_REPAIR (tsr_peer_snap_repair) */
-	K_SLIST,  /* SNAP_LIST */
+	K_REPAIR,      /* WRITE with TSR_PEER_F_REPAIR (tsr_peer_snap_repair) */
+	K_SLIST,       /* SNAP_LIST */
 	K_READ_DIRECT, /* READ with TSR_PEER_F_DIRECT; size: the client's feature bits,
 			* offset of op: as K_READ; flags: the fallback count after */
 	K_STATS        /* STATS: offset = crc_errors, size = cached_reads of the answer */
@@ -692,7 +692,7 @@ static void test_stats(void **state)
 	fill(w, 8 * BS, 9, 0);
 	assert_int_equal(p_io(e, &k, K_WRITE, h, 3, 0, 8 * BS, w, 0), 0);
 	assert_int_equal(p_io(e, &k, K_READ, h, 3, 0, 8 * BS, r, 0), 0);
-	o = (struct op){ .k = &k, .kind = K_STATS, .handle = h, .epoch = 3 };
+	o = (struct op){.k = &k, .kind = K_STATS, .handle = h, .epoch = 3};
 	assert_int_equal(op_run(e, &o), 0);
 	v_stats(e, &st);
 	assert_true(st.cached_reads >= 1);
@@ -708,16 +708,16 @@ static void test_stats(void **state)
 	assert_int_equal(fsync(fd), 0);
 	close(fd);
 	assert_int_equal(p_io(e, &k, K_SUMS, h, 3, 0, 8 * BS, r, 0), -EIO);
-	o = (struct op){ .k = &k, .kind = K_STATS, .handle = h, .epoch = 3 };
+	o = (struct op){.k = &k, .kind = K_STATS, .handle = h, .epoch = 3};
 	assert_int_equal(op_run(e, &o), 0);
 	v_stats(e, &st);
 	assert_true(o.offset >= 1);
 	assert_int_equal(o.offset, st.crc_errors);
 	assert_int_equal(o.size, st.cached_reads);
 	/* a stale epoch, an unknown handle */
-	o = (struct op){ .k = &k, .kind = K_STATS, .handle = h, .epoch = 2 };
+	o = (struct op){.k = &k, .kind = K_STATS, .handle = h, .epoch = 2};
 	assert_int_equal(op_run(e, &o), -ESTALE);
-	o = (struct op){ .k = &k, .kind = K_STATS, .handle = h + 7, .epoch = 3 };
+	o = (struct op){.k = &k, .kind = K_STATS, .handle = h + 7, .epoch = 3};
 	assert_int_equal(op_run(e, &o), -EBADF);
 	cli_free(e, &k);
 
@@ -726,7 +726,7 @@ static void test_stats(void **state)
 	cli_make(e, &k, TOKEN, e->port, 0);
 	assert_int_equal(p_open(e, &k, "v", 3, &h), 0);
 	unsetenv("TSR_TEST_PEER_NO_FEATURES");
-	o = (struct op){ .k = &k, .kind = K_STATS, .handle = h, .epoch = 3 };
+	o = (struct op){.k = &k, .kind = K_STATS, .handle = h, .epoch = 3};
 	assert_int_equal(op_run(e, &o), -EOPNOTSUPP);
 	assert_int_equal(p_io(e, &k, K_READ, h, 3, 4 * BS, 4 * BS, r, 0), 0);
 	assert_int_equal(k.fails, 0);
