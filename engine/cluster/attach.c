@@ -1735,6 +1735,30 @@ void cluster_volume_scrub(struct tsr_cluster *c, const Tessera__Admin__Request *
 
 /* ---- the tick --------------------------------------------------------- */
 
+/*
+ * The end of an automatic replace of name's copy on old (slot): logged, and
+ * after a failure the next attempt waits another --rebuild-after period from
+ * now, the attempt's end (review 16a, F3).  From cluster_replace_auto's
+ * result or, answered later, its hook (the attachment looked up again: it may
+ * be detached meanwhile, or attached again, its mark then already clear).
+ */
+static void auto_replace_done(struct tsr_cluster *c, const char *name, const char *old,
+			      unsigned slot, int ret, const char *msg)
+{
+	struct attachment *a = cluster_find_attachment(c, name);
+
+	if (a && slot < a->n_copies) {
+		a->copies[slot].replacing = false;
+		if (ret)
+			a->copies[slot].dead_since = ev_time();
+	}
+	if (ret == 0)
+		tsr_info("cluster: automatic replace of %s on %s: done", name, old);
+	else
+		tsr_warn("cluster: automatic replace of %s on %s: %s (%s)", name, old, msg,
+			 ret == -ECANCELED ? "stopping" : "retrying later");
+}
+
 static void tick_one(struct tsr_cluster *c, struct attachment *a, const struct cluster_view *v,
 		     double now)
 {
@@ -1772,23 +1796,29 @@ static void tick_one(struct tsr_cluster *c, struct attachment *a, const struct c
 				tsr_layout_copy_returned(a->layout, i, n->address);
 			}
 		}
+		/* one automatic replace per slot at a time (replacing: its calls
+		 * run off this loop since session 17, answered later), and none
+		 * while another replace of this volume through this node waits
+		 * (an admin request's, or another slot's) */
 		if (!alive && st.copies[i].state != TSR_COPY_IN_SYNC && c->o.rebuild_after_sec &&
+		    !a->copies[i].replacing && cluster_replace_waiting(c, a->name) == NULL &&
 		    now - a->copies[i].dead_since >= c->o.rebuild_after_sec) {
 			char msg[1024], old[64];
+			int ret;
 
 			snprintf(old, sizeof(old), "%s", id);
 			tsr_info("cluster: volume %s copy %s dead for %u s: rebuilding elsewhere",
 				 a->name, old, c->o.rebuild_after_sec);
-			if (cluster_replace_replica(c, a->name, old, NULL, msg, sizeof(msg))) {
-				tsr_warn("cluster: automatic replace of %s on %s: %s (retrying later)",
-					 a->name, old, msg);
-				/* next try after another period from the end of this
-				 * one (review 16a, F3): now was taken before the
-				 * attempt, which blocks this loop up to its calls'
-				 * bounds; from it, an attempt as long as the period
-				 * was retried at the next tick, back to back */
-				a->copies[i].dead_since = ev_time();
-			}
+			msg[0] = '\0';
+			a->copies[i].replacing = true;
+			ret = cluster_replace_auto(c, a->name, old, i, auto_replace_done, msg,
+						   sizeof(msg));
+			/* answered now (nothing had to wait, or a refusal): else
+			 * auto_replace_done runs when the other nodes answer.
+			 * Either way the next try comes another period after the
+			 * end of this one (review 16a, F3) */
+			if (ret != -EINPROGRESS)
+				auto_replace_done(c, a->name, old, i, ret, msg);
 			return; /* the view is stale now */
 		}
 	}

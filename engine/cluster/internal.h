@@ -47,6 +47,8 @@ struct attachment {
 		double next_return;    /* ev_now before which copy_returned is not repeated */
 		double dead_since;     /* ev_now when its node was first seen dead, 0: alive */
 		enum tsr_copy_state last_state; /* as last logged */
+		bool replacing;        /* main: the tick's automatic replace of this slot
+					* runs (answered later: tick_one starts no other) */
 		/*
 		 * lock: a replace-replica of this slot between its record write
 		 * and the layout's answer: its new node ("" none).  A state the
@@ -243,6 +245,19 @@ void cluster_volume_list(struct tsr_cluster *c, const char *only,
 /* Replace copy on node old by one on to ("" or NULL: placement picks); auto: by the tick. */
 int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char *old,
 			    const char *to, char *msg, size_t msg_len);
+/*
+ * The tick's automatic replace (--rebuild-after) of name's copy on old (slot:
+ * the attachment's, given back), no admin request behind it: the same steps
+ * as cluster_replace_replica, each call to another node asynchronous (the
+ * control loop runs meanwhile).  -EINPROGRESS: done(c, name, old, slot, ret,
+ * msg) runs later on the main loop, exactly once (at tsr_cluster_stop too,
+ * -ECANCELED); else the result now (0, or -errno with msg) and done never
+ * runs.  Main thread.
+ */
+typedef void (*cluster_replace_fn)(struct tsr_cluster *c, const char *name, const char *old,
+				   unsigned slot, int ret, const char *msg);
+int cluster_replace_auto(struct tsr_cluster *c, const char *name, const char *old, unsigned slot,
+			 cluster_replace_fn done, char *msg, size_t msg_len);
 /* A replace-replica of name through this node waits for another node (its
  * snapshot list, its new copy, the old copy's uuid): the copy's node (old)
  * then, else NULL.  Main thread. */

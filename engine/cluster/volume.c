@@ -1690,8 +1690,10 @@ out:
  * the old copy's uuid, is made with admin_async_call and the replace goes on
  * in its callback (replace_step_done): this main loop serves other requests
  * meanwhile, and the reply is given later (admin_later_begin).  The tick's
- * automatic replace (--rebuild-after, no request to answer) makes the same
- * calls blocking, bounded the same.  The list, the old copy's uuid and the
+ * automatic replace (--rebuild-after, no request to answer: done set,
+ * cluster_replace_auto) makes the same calls the same way since session 17
+ * (before, blocking on the loop: up to 30 s with a hung target) and reports
+ * through its hook instead of a reply.  The list, the old copy's uuid and the
  * delete of an unlisted copy are bounded by the peer timeout
  * (replace_old_timeout_ms); the create by CLUSTER_COPY_TIMEOUT_MS (30 s,
  * replace_create_timeout_ms: a slow disk's create must fit; review 16a, F1),
@@ -1718,6 +1720,8 @@ struct replace_list {
 	size_t n_nodes, next;            /* next: the one asked now, or to ask */
 	char failed[768];                /* "n2: Connection timed out; ..." */
 	struct admin_later *later;       /* our reply, when answered later */
+	cluster_replace_fn done;         /* the tick's replace (no request): its hook */
+	unsigned slot;                   /* done's: the attachment's slot */
 	struct admin_async *call;        /* until its callback fired */
 	Tessera__Admin__Response answer; /* the reply, moved out by replace_list_reply */
 	struct replace_list *next_list;  /* g_replace_lists, while call runs */
@@ -1744,6 +1748,13 @@ struct replace_list {
 };
 
 static struct replace_list *g_replace_lists; /* main thread: calls running, answered later */
+
+/* rl's calls to other nodes do not block the loop: an admin request's reply
+ * is given later (later), or the tick's replace reports through done. */
+static bool replace_async(const struct replace_list *rl)
+{
+	return rl->later != NULL || rl->done != NULL;
+}
 
 static void replace_list_unlist(struct replace_list *rl)
 {
@@ -2092,9 +2103,10 @@ static void replace_step_done(void *cb_arg, int status, Tessera__Admin__Response
 
 /*
  * Send req to node as rl's step (rl->step set), bounded by timeout_ms: for an
- * admin request without blocking the loop (-EINPROGRESS: replace_step_done
- * goes on when it answers), else (the tick's replace, or blocking) waiting
- * here, then replace_step.  0 or -errno with msg: the replace's outcome.
+ * admin request or the tick's replace without blocking the loop
+ * (-EINPROGRESS: replace_step_done goes on when it answers), else (blocking:
+ * the tests' control) waiting here, then replace_step.  0 or -errno with msg:
+ * the replace's outcome.
  */
 static int replace_call(struct replace_list *rl, const Tessera__Cluster__NodeRecord *node,
 			Tessera__Admin__Request *req, int timeout_ms, bool blocking, char *msg,
@@ -2104,7 +2116,7 @@ static int replace_call(struct replace_list *rl, const Tessera__Cluster__NodeRec
 	int st;
 
 	rl->call_ms = timeout_ms;
-	if (rl->later && !blocking) {
+	if (replace_async(rl) && !blocking) {
 		st = admin_async_call(rl->c->o.loop, node->address, rl->c->token, req, timeout_ms,
 				      replace_step_done, rl, &rl->call);
 		if (st == 0) {
@@ -2327,7 +2339,7 @@ static int replace_step(struct replace_list *rl, int status, Tessera__Admin__Res
 		if (r)
 			tessera__admin__response__free_unpacked(r, NULL);
 		/* an admin request's failure is logged here; the tick's
-		 * (rl->later NULL) by tick_one, once */
+		 * (rl->later NULL) once, by its hook (attach.c) */
 		if (status && rl->later)
 			tsr_warn("cluster: replace of %s on %s: %s", rl->name, rl->old, msg);
 		return replace_created(rl, ret, msg, msg_len);
@@ -2358,9 +2370,16 @@ static int replace_step(struct replace_list *rl, int status, Tessera__Admin__Res
 	return -EINVAL;
 }
 
-/* rl's reply, once the replace is over (ret, msg): sent from the loop. */
+/* rl's reply, once the replace is over (ret, msg): sent from the loop; the
+ * tick's replace: its hook told, rl freed. */
 static void replace_answer(struct replace_list *rl, int ret, const char *msg)
 {
+	if (rl->later == NULL) {
+		rl->done(rl->c, rl->name, rl->old, rl->slot, ret, msg);
+		replace_job_clear(rl);
+		free(rl);
+		return;
+	}
 	if (ret)
 		admin_fail(&rl->answer, ret, "%s", msg);
 	else
@@ -2397,12 +2416,12 @@ static void replace_step_done(void *cb_arg, int status, Tessera__Admin__Response
 		else
 			snprintf(left, sizeof(left), "a copy %s makes when it runs the create is "
 				 "listed by no record: %s", rl->new_node->id, sweep);
-		admin_fail(&rl->answer, -ECANCELED, "volume '%s': %s is stopping while the replace "
-			   "of its copy on %s waits for %s from %s: nothing recorded (vol/%s still "
-			   "lists the copy on %s); %s", rl->name, rl->c->node_id, rl->old,
-			   waits[rl->step], rl->step == REPLACE_UUID ? rl->old : rl->new_node->id,
-			   rl->name, rl->old, left);
-		admin_later_done(rl->later);
+		snprintf(msg, sizeof(msg), "volume '%s': %s is stopping while the replace of its "
+			 "copy on %s waits for %s from %s: nothing recorded (vol/%s still lists the "
+			 "copy on %s); %s", rl->name, rl->c->node_id, rl->old, waits[rl->step],
+			 rl->step == REPLACE_UUID ? rl->old : rl->new_node->id, rl->name, rl->old,
+			 left);
+		replace_answer(rl, -ECANCELED, msg);
 		return;
 	}
 	msg[0] = '\0';
@@ -2474,7 +2493,7 @@ static int replace_last_in_sync(const Tessera__Cluster__VolumeRecord *rec, size_
  * n_snaps: replace_list_*, copied into rl): the new copy placed, the
  * coordinator asked, then the calls of replace_create, replace_uuid and the
  * record write (replace_finish).  0, or -errno with msg, or -EINPROGRESS
- * (rl->later: answered by replace_step_done).  Main thread.
+ * (rl->later or rl->done: answered by replace_step_done).  Main thread.
  */
 static int replace_run(struct replace_list *rl, char *const *snaps, size_t n_snaps, char *msg,
 		       size_t msg_len)
@@ -2793,8 +2812,8 @@ out:
  * then the new copy got an empty list).  Now the nodes holding an IN_SYNC
  * copy are asked in turn (the old copy's node last), each bounded by the peer
  * timeout (replace_old_timeout_ms); for an admin request without blocking the
- * loop (admin_async_call, the reply given later), for the tick's automatic
- * replace (--rebuild-after) by the blocking call, bounded the same.  None
+ * loop (admin_async_call, the reply given later), and since session 17 the
+ * same for the tick's automatic replace (--rebuild-after: its hook told).  None
  * answers: the replace is refused before anything is made (nothing to undo),
  * naming each node asked and its failure.  No node holding an IN_SYNC copy
  * alive: an empty list, as before.  The list is read before the new copy is
@@ -3026,10 +3045,10 @@ static void replace_list_done(void *cb_arg, int status, Tessera__Admin__Response
 	int ret;
 
 	if (replace_call_over(rl, status, r)) {
-		admin_fail(&rl->answer, -ECANCELED, "volume '%s': %s is stopping while the replace "
-			   "of its copy on %s waits for its snapshot list: nothing changed",
-			   rl->name, rl->c->node_id, rl->old);
-		admin_later_done(rl->later);
+		snprintf(msg, sizeof(msg), "volume '%s': %s is stopping while the replace of its "
+			 "copy on %s waits for its snapshot list: nothing changed", rl->name,
+			 rl->c->node_id, rl->old);
+		replace_answer(rl, -ECANCELED, msg);
 		return;
 	}
 	if (replace_list_take(rl, status, r)) {
@@ -3094,10 +3113,15 @@ static int replace_unbounded(struct tsr_cluster *c, const char *name, const char
 	return ret;
 }
 
-int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char *old,
-			    const char *to, char *msg, size_t msg_len)
+/*
+ * A replace from an admin request (srv: its reply given later), from the tick
+ * (done: its hook, the same steps, asynchronous), or blocking (neither: the
+ * tick's way before session 17, left for admin_later_begin's failure).
+ */
+static int replace_start(struct tsr_cluster *c, struct tsr_admin_server *srv,
+			 cluster_replace_fn done, unsigned slot, const char *name,
+			 const char *old, const char *to, char *msg, size_t msg_len)
 {
-	struct tsr_admin_server *srv = admin_handling_server();
 	struct tsr_snap_info *local = NULL;
 	struct replace_list *rl;
 	size_t n_local = 0;
@@ -3141,9 +3165,14 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 	ret = replace_list_plan(c, rl, &local, &n_local, msg, msg_len);
 	if (ret < 0)
 		goto out;
-	/* an admin request: the loop goes on while the nodes answer (the
-	 * list's, then the new copy's and the old copy's: replace_call) */
-	if (srv && (rl->later = admin_later_begin(srv, replace_list_reply, rl)) != NULL) {
+	/* an admin request, or the tick's replace: the loop goes on while the
+	 * nodes answer (the list's, then the new copy's and the old copy's:
+	 * replace_call) */
+	rl->done = done;
+	rl->slot = slot;
+	if (done == NULL && srv)
+		rl->later = admin_later_begin(srv, replace_list_reply, rl);
+	if (replace_async(rl)) {
 		if (ret == 0)
 			ret = replace_list_run(rl, NULL, local, n_local, msg, msg_len);
 		else if (replace_list_ask(rl) == 0)
@@ -3152,17 +3181,20 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
 			ret = replace_list_refuse(rl, msg, msg_len);
 		if (ret == -EINPROGRESS) {
 			free(local);
-			snprintf(msg, msg_len, "answered later");
-			return -EINPROGRESS; /* the reply is rl's: the caller's is dropped */
+			if (rl->later)
+				snprintf(msg, msg_len, "answered later");
+			/* the reply is rl's (the caller's is dropped), or done's */
+			return -EINPROGRESS;
 		}
-		admin_later_cancel(rl->later);
+		if (rl->later)
+			admin_later_cancel(rl->later);
 		goto out;
 	}
 	if (ret == 0) {
 		ret = replace_list_run(rl, NULL, local, n_local, msg, msg_len);
 		goto out;
 	}
-	/* the tick's replace (no request to answer later): blocking, bounded */
+	/* no request to answer later, no hook: blocking, bounded */
 	for (; rl->next < rl->n_nodes; rl->next++) {
 		Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
 		Tessera__Admin__SnapshotList sl = TESSERA__ADMIN__SNAPSHOT_LIST__INIT;
@@ -3184,4 +3216,16 @@ out:
 	replace_job_clear(rl);
 	free(rl);
 	return ret;
+}
+
+int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char *old,
+			    const char *to, char *msg, size_t msg_len)
+{
+	return replace_start(c, admin_handling_server(), NULL, 0, name, old, to, msg, msg_len);
+}
+
+int cluster_replace_auto(struct tsr_cluster *c, const char *name, const char *old, unsigned slot,
+			 cluster_replace_fn done, char *msg, size_t msg_len)
+{
+	return replace_start(c, NULL, done, slot, name, old, NULL, msg, msg_len);
 }

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The tick's automatic replace (--rebuild-after) does not block the control
+# loop (contract s17-autorepl): its calls to other nodes (the new copy's
+# snapshot list, its create, the old copy's uuid) are asynchronous, as an
+# admin replace-replica's since session 16, one attempt per copy slot at a
+# time (attach.c tick_one's `replacing` mark; the result logged by
+# auto_replace_done).  Before, the tick called the blocking replace: a target
+# alive by its lease but hung stopped the node's whole loop for the create's
+# bound (30 s; here 8 s by the tests-only TSR_TEST_COPY_TIMEOUT_MS).
+#   3 nodes, --rebuild-after 1; v (2 replicas, min 1) attached on n1, which
+#   holds a copy, written; the other copy's node O killed (SIGKILL); once n1
+#   sees O dead, the only free node X frozen (SIGSTOP; alive by its lease for
+#   2 s more), so the automatic replace's create on X hangs.  While it hangs:
+#   n1 answers `volume list` and `node list` under `timeout 3`; a snapshot
+#   create of v through n1 is refused -EBUSY "replace-replica of v (its copy
+#   on O) is running here" (session 16's rule, for the automatic replace
+#   too); n1's log has exactly one attempt (no second one while the first
+#   waits).  X thawed: the replace completes (at once, or a later attempt),
+#   vol/v lists n1 and X, both in sync, v reads back as written through n1.
+# On da9680e (the tick's replace blocking): `volume list` status 124.
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/cluster.sh"
+
+require_tessera
+require_cmd nbdcopy
+# the new copy's create bound (30 s) shortened for this run (tests only)
+export TSR_TEST_COPY_TIMEOUT_MS=8000
+
+cl_start 3 --rebuild-after 1
+SIZE=$((8 << 20))
+IMG=$CL_ROOT/img
+cl_pattern "$IMG" "$SIZE" 71
+ctsr volume create v --size 8M --replicas 2 --min-replicas 1 >/dev/null || fail "volume create v"
+cl_move_onto_n1 v
+cl_attach_fill v "$IMG"
+O=$(cl_rec_nodes v | tr ' ' '\n' | grep -v '^n1$')
+X=$(cl_free_node v) || fail "no free node"
+XPID=${CL_PID[${X#n}]}
+LOG=$(cl_dir 1)/tesserad.log
+on_exit "kill -CONT $XPID 2>/dev/null"
+log "copies n1 $O, free $X: $O killed, $X frozen once n1 sees $O dead"
+cl_kill "${O#n}"
+wait_log 1 "volume v copy $O: node $O is not alive" 15
+freeze_pids "$XPID" || fail "$X did not stop"
+wait_log 1 "replace of v on $O: creating the new copy on $X \(at most 8000 ms\)" 5
+sleep 0.5
+cl_timed "n1's volume list while the automatic replace waits for $X" 3 1 volume list
+lrc=$CL_RC lout=$CL_OUT
+cl_timed "n1's node list while the automatic replace waits for $X" 3 1 node list
+nrc=$CL_RC nout=$CL_OUT
+cl_timed "snapshot create v s1 through n1 while the automatic replace waits" 3 1 \
+	snapshot create v s1
+src=$CL_RC sout=$CL_OUT
+starts=$(grep -c "volume v copy $O dead for 1 s: rebuilding elsewhere" "$LOG")
+ended=$(grep -c "automatic replace of v on $O: " "$LOG")
+kill -CONT "$XPID"
+[ "$lrc" = 0 ] || fail "n1's volume list while its automatic replace waited for frozen $X: \
+status $lrc (124: no answer in 3 s): $lout"
+[ "$nrc" = 0 ] || fail "n1's node list while its automatic replace waited for frozen $X: \
+status $nrc (124: no answer in 3 s): $nout"
+[ "$src" != 0 ] && [ "$src" != 124 ] || fail "snapshot create v s1 while the automatic \
+replace waited: status $src, want a refusal (124: no answer in 3 s): $sout"
+printf '%s' "$sout" | grepq "replace-replica of v (its copy on $O) is running here" ||
+	fail "the snapshot create's refusal does not name the running replace: $sout"
+[ "$starts" = 1 ] && [ "$ended" = 0 ] || fail "while the first attempt waited for $X: \
+$starts attempts started, $ended ended (want 1 and 0)"
+log "while the create waited: list, node list answered, snapshot refused, 1 attempt"
+
+# thawed: this attempt (or a later one) records the copy on X
+for (( i=0; i<300; i++ )); do
+	[ "$(cl_copy_nodes v 2>/dev/null)" = "n1,$X" ] && break
+	sleep 0.1
+done
+[ "$(cl_copy_nodes v)" = "n1,$X" ] || fail "vol/v lists '$(cl_copy_nodes v)' 30 s after $X \
+thawed, want 'n1,$X': $(grep "automatic replace of v" "$LOG" | tail -3)"
+wait_log 1 "automatic replace of v on $O: done" 10
+log "the automatic replace: $(grep -c "rebuilding elsewhere" "$LOG") attempt(s), \
+$(grep -c "automatic replace of v on $O: .*(retrying later)" "$LOG") failed"
+cl_wait_synced v 60
+st=$(vstatus v '" ".join(sorted("%s:%s" % (c["node"], c["state"]) for c in j["volume"]["copies"]))')
+[ "$st" = "n1:in-sync $X:in-sync" ] || fail "volume status of v: '$st', want n1 and $X in-sync"
+cl_assert_image 1 v "$IMG" "after the automatic replace onto $X"
+cl_stop_all
+log PASS
