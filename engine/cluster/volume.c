@@ -1709,6 +1709,14 @@ enum replace_step {
 	REPLACE_CREATE,  /* the new copy's create on new_node */
 	REPLACE_GARBAGE, /* the delete of the unlisted copy new_node holds (-EEXIST) */
 	REPLACE_UUID,    /* the old copy's uuid, asked of its node */
+	REPLACE_UNDO,    /* the replace failed after the create: the new copy's delete */
+	REPLACE_OLD_DELETE, /* recorded: the old copy's delete */
+};
+
+/* What a failed replace's answer says once its new copy's delete is answered. */
+enum replace_undo_said {
+	UNDO_SAID,   /* undo_msg, said before the delete */
+	UNDO_RECORD, /* the record write's failure (undo_ret), whether the copy went */
 };
 
 struct replace_list {
@@ -1745,6 +1753,10 @@ struct replace_list {
 	 * the list may lack that snapshot; replace_run refuses when it moved */
 	uint64_t snap_gen;
 	bool snap_gen_read;              /* snap_gen set (not the control path) */
+	int undo_ret;                    /* REPLACE_UNDO: the replace's failure */
+	enum replace_undo_said undo_said;
+	bool undo_snap_gen;               /* UNDO_RECORD: snap_gen had moved */
+	char undo_msg[1024];
 };
 
 static struct replace_list *g_replace_lists; /* main thread: calls running, answered later */
@@ -2053,17 +2065,18 @@ static void replace_pending_end(struct tsr_cluster *c, struct attachment *a, siz
  * was written into the slot: the new copy, never written, counted in sync.
  * If the undo's write fails, the record still lists the new copy (out of sync,
  * rebuild): safe (no coordinator trusts it or the old one; the next attach
- * rebuilds it), and it is said.  Sets msg; ret is the layout's error.
+ * rebuilds it), and it is said.  Sets msg; ret is the layout's error.  True
+ * when the record lists the old copy again: the caller deletes the new copy
+ * (replace_undo_delete: by its uuid, bounded by the peer timeout, off the
+ * loop since session 17; it was a blocking delete bounded by 30 s).
  */
-static void replace_refused(struct tsr_cluster *c, struct attachment *a, const char *name,
+static bool replace_refused(struct tsr_cluster *c, struct attachment *a, const char *name,
 			    size_t idx, const char *old, const Tessera__Cluster__NodeRecord *new_node,
-			    const char *new_uuid, const uint8_t *old_cr, size_t old_len, int ret,
-			    char *msg, size_t msg_len)
+			    const uint8_t *old_cr, size_t old_len, int ret, char *msg, size_t msg_len)
 {
 	struct replace_undo u = { .c = c, .name = name, .new_node = new_node->id,
 				  .idx = (unsigned)idx, .epoch = a->epoch, .old = old_cr,
 				  .old_len = old_len };
-	char m2[256];
 	int r;
 
 	r = rec_volume_update(c->meta, name, replace_undo_mutate, &u);
@@ -2076,15 +2089,14 @@ static void replace_refused(struct tsr_cluster *c, struct attachment *a, const c
 			 "changed meanwhile",
 			 new_node->id, name);
 		tsr_warn("cluster: %s", msg);
-		return;
+		return false;
 	}
-	if (cluster_copy_delete_uuid(c, new_node, name, new_uuid, m2, sizeof(m2)))
-		tsr_warn("cluster: volume %s: %s (left to the leftover sweep)", name, m2);
 	tsr_info("cluster: volume %s: replace of copy %s by %s refused by the coordinator (%s): "
-		 "the record lists %s again, the new copy deleted", name, old, new_node->id,
+		 "the record lists %s again, the new copy is deleted", name, old, new_node->id,
 		 strerror(-ret), old);
 	snprintf(msg, msg_len, "volume '%s': the coordinator refused the new copy: %s (retry "
 		 "once the running rebuild is done); nothing changed", name, strerror(-ret));
+	return true;
 }
 
 /* tests only: the new copy's create blocking on the loop for at most
@@ -2172,6 +2184,12 @@ static void replace_unrecorded(const struct replace_list *rl, char *msg, size_t 
 }
 
 static int replace_finish(struct replace_list *rl, char *msg, size_t msg_len);
+static int replace_old_deleted(struct replace_list *rl, int ret, const char *m2);
+static int replace_old_delete(struct replace_list *rl, char *msg, size_t msg_len);
+static int replace_undo_delete(struct replace_list *rl, int ret, enum replace_undo_said said,
+			       char *msg, size_t msg_len);
+static int replace_undo_done(struct replace_list *rl, int r2, const char *m2, char *msg,
+			     size_t msg_len);
 
 /*
  * The old copy's uuid, asked of its node when it is alive in the view (its
@@ -2360,6 +2378,24 @@ static int replace_step(struct replace_list *rl, int status, Tessera__Admin__Res
 			tessera__admin__response__free_unpacked(r, NULL);
 		}
 		return replace_finish(rl, msg, msg_len);
+	case REPLACE_UNDO: {
+		char m2[512];
+		int r2 = copy_delete_answer(rl->new_node, rl->name, status, r, rl->call_ms, m2,
+					    sizeof(m2));
+
+		if (r)
+			tessera__admin__response__free_unpacked(r, NULL);
+		return replace_undo_done(rl, r2, m2, msg, msg_len);
+	}
+	case REPLACE_OLD_DELETE: {
+		char m2[512];
+		int r2 = copy_delete_answer(view_node(&rl->v, rl->old), rl->name, status, r,
+					    rl->call_ms, m2, sizeof(m2));
+
+		if (r)
+			tessera__admin__response__free_unpacked(r, NULL);
+		return replace_old_deleted(rl, r2, m2);
+	}
 	case REPLACE_LIST:
 	default:
 		break;
@@ -2394,6 +2430,8 @@ static void replace_step_done(void *cb_arg, int status, Tessera__Admin__Response
 		[REPLACE_CREATE] = "the new copy's create",
 		[REPLACE_GARBAGE] = "the delete of an unlisted copy",
 		[REPLACE_UUID] = "the old copy's uuid",
+		[REPLACE_UNDO] = "the new copy's delete",
+		[REPLACE_OLD_DELETE] = "the old copy's delete",
 	};
 	struct replace_list *rl = cb_arg;
 	char msg[1536];
@@ -2403,6 +2441,22 @@ static void replace_step_done(void *cb_arg, int status, Tessera__Admin__Response
 		char sweep[128], left[320];
 
 		replace_sweep_says(rl->c, sweep, sizeof(sweep));
+		if (rl->step == REPLACE_OLD_DELETE) {
+			/* recorded: only the old copy's delete is cut short */
+			tsr_warn("cluster: volume %s: %s is stopping while %s deletes its replaced "
+				 "copy: the delete stays queued there (it runs when %s reads it), "
+				 "else %s", rl->name, rl->c->node_id, rl->old, rl->old, sweep);
+			replace_answer(rl, 0, "");
+			return;
+		}
+		if (rl->step == REPLACE_UNDO) {
+			snprintf(msg, sizeof(msg), "%s; %s is stopping while %s deletes the new copy "
+				 "(uuid %s): the delete stays queued there, else %s",
+				 rl->undo_said == UNDO_SAID ? rl->undo_msg : "nothing recorded",
+				 rl->c->node_id, rl->new_node->id, rl->new_uuid, sweep);
+			replace_answer(rl, rl->undo_ret, msg);
+			return;
+		}
 		/* the new copy exists once its create answered (the uuid step);
 		 * during the create it may be made late; during the garbage
 		 * delete the unlisted copy met there may stay */
@@ -2626,23 +2680,23 @@ static bool replace_snap_gen_moved(struct tsr_cluster *c, const char *name,
  * The end of a replace, its calls answered (the new copy made, rl->new_uuid;
  * the old copy's uuid, rl->old_uuid, or unheard): vol/<name> written listing
  * the new copy by compare-and-set at rl->rev, the coordinator here given it,
- * the old copy deleted.  0 or -errno with msg.  Main thread; its calls to
- * other nodes (the old copy's delete, an undo's delete) block it, each bounded
- * by the peer timeout.
+ * the old copy deleted (replace_old_delete).  0 or -errno with msg, or
+ * -EINPROGRESS.  Main thread.  Its calls to other nodes (the old copy's
+ * delete, an undo's delete of the new copy: replace_undo_delete) are bounded
+ * by the peer timeout; since session 17 made like the others (replace_call:
+ * off the loop for an admin request or the tick's replace), before blocking.
  */
 static int replace_finish(struct replace_list *rl, char *msg, size_t msg_len)
 {
 	struct tsr_cluster *c = rl->c;
-	const char *name = rl->name, *old = rl->old, *new_uuid = rl->new_uuid;
-	const char *old_uuid = rl->old_uuid;
+	const char *name = rl->name, *old = rl->old;
 	Tessera__Cluster__VolumeRecord *rec = rl->rec;
 	const Tessera__Cluster__NodeRecord *new_node = rl->new_node;
 	struct attachment *a, *pending = NULL; /* pending: the coordinator here, its slot */
 	uint8_t *old_cr = NULL; /* the old copy's CopyRecord as read, packed */
 	size_t old_len = 0, idx = rl->idx;
-	char key[80], *missed = NULL, m2[512];
-	bool old_unheard = rl->old_unheard;
-	int ret = 0, r2;
+	char key[80], *missed = NULL;
+	int ret = 0;
 
 	replace_test_hold(name);
 	if (rl->waited) {
@@ -2657,22 +2711,15 @@ static int replace_finish(struct replace_list *rl, char *msg, size_t msg_len)
 				 "%s: %s (%s); nothing changed", name, new_node->id, strerror(-ret),
 				 ret == -EBUSY ? "retry once the running rebuild is done" :
 				 "tessera volume show");
-		if (ret) {
-			if (copy_delete_call(c, new_node, name, new_uuid, replace_old_timeout_ms(c), m2,
-					     sizeof(m2)))
-				tsr_warn("cluster: volume %s: %s (left to the leftover sweep)", name, m2);
-			return ret;
-		}
+		if (ret)
+			return replace_undo_delete(rl, ret, UNDO_SAID, msg, msg_len);
 	}
 	/* the old copy's entry as read, for the undo of a refusal */
 	old_len = tessera__cluster__copy_record__get_packed_size(rec->copies[idx]);
 	old_cr = malloc(old_len ? old_len : 1);
 	if (old_cr == NULL) {
-		ret = -ENOMEM;
 		snprintf(msg, msg_len, "out of memory in tesserad");
-		copy_delete_call(c, new_node, name, new_uuid, replace_old_timeout_ms(c), m2,
-				 sizeof(m2));
-		goto out;
+		return replace_undo_delete(rl, -ENOMEM, UNDO_SAID, msg, msg_len);
 	}
 	tessera__cluster__copy_record__pack(rec->copies[idx], old_cr);
 	free(rec->copies[idx]->node_id);
@@ -2688,11 +2735,9 @@ static int replace_finish(struct replace_list *rl, char *msg, size_t msg_len)
 	/* a new copy (a mirror's, or an ec volume's chunk copy) misses every
 	 * snapshot, whoever rebuilds it */
 	if (replace_missed(name, rl->snaps, rl->n_snaps, rec->copies[idx], &missed) < 0) {
-		ret = -ENOMEM;
+		free(old_cr);
 		snprintf(msg, msg_len, "out of memory in tesserad");
-		copy_delete_call(c, new_node, name, new_uuid, replace_old_timeout_ms(c), m2,
-				 sizeof(m2));
-		goto out;
+		return replace_undo_delete(rl, -ENOMEM, UNDO_SAID, msg, msg_len);
 	}
 	snprintf(key, sizeof(key), "vol/%s", name);
 	a = cluster_find_attachment(c, name);
@@ -2710,29 +2755,11 @@ static int replace_finish(struct replace_list *rl, char *msg, size_t msg_len)
 	if (ret) {
 		if (pending)
 			replace_pending_end(c, pending, idx, NULL);
+		free(missed);
+		free(old_cr);
 		/* ours only: another replace may have recorded its own copy there */
-		r2 = copy_delete_call(c, new_node, name, new_uuid, replace_old_timeout_ms(c), m2,
-				      sizeof(m2));
-		if (r2)
-			tsr_warn("cluster: volume %s: %s", name, m2);
-		if (ret == -ECANCELED && replace_snap_gen_moved(c, name, rec))
-			snprintf(msg, msg_len, "volume '%s': a snapshot of %s was created or deleted "
-				 "through another node while this replace waited for the other nodes: "
-				 "nothing recorded, the new copy on %s %s; run the replace again (its "
-				 "snapshot list may lack that snapshot)", name, name, new_node->id,
-				 r2 ? "could not be deleted (the leftover sweep removes it)" : "deleted");
-		else if (ret == -ECANCELED)
-			snprintf(msg, msg_len, "vol/%s changed while this replace waited for the other "
-				 "nodes (another replace, an attach or detach, or a copy's state): "
-				 "nothing recorded, the new copy on %s %s; tessera volume show %s, then "
-				 "retry if the copy on %s is still to be replaced", name, new_node->id,
-				 r2 ? "could not be deleted (the leftover sweep removes it)" : "deleted",
-				 name, old);
-		else
-			snprintf(msg, msg_len, "cannot record the new copy of '%s' on %s: %s; nothing "
-				 "recorded, the new copy %s (retry)", name, new_node->id, strerror(-ret),
-				 r2 ? "left to the leftover sweep" : "deleted");
-		goto out;
+		rl->undo_snap_gen = ret == -ECANCELED && replace_snap_gen_moved(c, name, rec);
+		return replace_undo_delete(rl, ret, UNDO_RECORD, msg, msg_len);
 	}
 	tsr_info("cluster: volume %s copy %s replaced by %s (out-of-sync, full rebuild)", name,
 		 old, new_node->id);
@@ -2747,9 +2774,14 @@ static int replace_finish(struct replace_list *rl, char *msg, size_t msg_len)
 		replace_layout_test_hold(name);
 		ret = tsr_layout_replace_copy(a->layout, (unsigned)idx, &cp);
 		if (ret) {
-			replace_refused(c, a, name, idx, old, new_node, new_uuid, old_cr, old_len,
-					ret, msg, msg_len);
-			goto out;
+			bool undone = replace_refused(c, a, name, idx, old, new_node, old_cr,
+						      old_len, ret, msg, msg_len);
+
+			free(missed);
+			free(old_cr);
+			/* the record lists the old copy again: the new one is ours
+			 * to delete (else it stays listed, out of sync) */
+			return undone ? replace_undo_delete(rl, ret, UNDO_SAID, msg, msg_len) : ret;
 		}
 		replace_taken_test_hold(name);
 		/* a state held meanwhile was the old copy's: the layout names
@@ -2770,33 +2802,126 @@ static int replace_finish(struct replace_list *rl, char *msg, size_t msg_len)
 		snprintf(path, sizeof(path), "%s/%s.%s.snaps", c->coord_dir, name, old);
 		unlink(path);
 	}
+	free(missed);
+	free(old_cr);
 	replace_delete_test_hold(name);
-	/* the old copy, if its node can hear us: garbage now (that copy only) */
-	{
-		const Tessera__Cluster__NodeRecord *on = view_node(&rl->v, old);
-
-		/* its uuid unheard (no answer in time): no delete by name, which
-		 * that node could run late, once a replace back onto it made a
-		 * copy there and has not recorded it yet (review 13b, finding 3):
-		 * the leftover sweep judges that copy against the record */
-		if (old_unheard)
-			tsr_warn("cluster: volume %s: node %s did not give its old copy's uuid within "
-				 "%d ms: that copy is left to the leftover sweep", name, old,
-				 replace_old_timeout_ms(c));
-		ret = on && view_alive(&rl->v, old) && !old_unheard ?
-		      copy_delete_call(c, on, name, old_uuid[0] ? old_uuid : NULL,
-				       replace_old_timeout_ms(c), m2, sizeof(m2)) : 0;
-		if (ret == -ESTALE)
-			tsr_info("cluster: volume %s: the copy on %s is not the one replaced any more "
-				 "(a replace back onto %s made another): left alone", name, old, old);
-		else if (ret)
-			tsr_warn("cluster: %s", m2);
-	}
-	ret = 0;
+	return replace_old_delete(rl, msg, msg_len);
 out:
 	free(missed);
 	free(old_cr);
 	return ret;
+}
+
+/* The old copy's delete answered or not (ret, m2): logged; the replace is
+ * recorded whatever it says. */
+static int replace_old_deleted(struct replace_list *rl, int ret, const char *m2)
+{
+	if (ret == -ESTALE)
+		tsr_info("cluster: volume %s: the copy on %s is not the one replaced any more (a "
+			 "replace back onto %s made another): left alone", rl->name, rl->old,
+			 rl->old);
+	else if (ret)
+		tsr_warn("cluster: %s", m2);
+	return 0;
+}
+
+/*
+ * The old copy, if its node can hear us: garbage now (that copy only, by its
+ * uuid), bounded by the peer timeout; for an admin request or the tick's
+ * replace off the loop (step REPLACE_OLD_DELETE, answered after it), since
+ * session 17.  Its uuid unheard (no answer in time): no delete by name,
+ * which that node could run late, once a replace back onto it made a copy
+ * there and has not recorded it yet (review 13b, finding 3): the leftover
+ * sweep judges that copy against the record.  0 (the replace is recorded),
+ * or -EINPROGRESS.
+ */
+static int replace_old_delete(struct replace_list *rl, char *msg, size_t msg_len)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeDelete vd = TESSERA__ADMIN__VOLUME_DELETE__INIT;
+	const Tessera__Cluster__NodeRecord *on = view_node(&rl->v, rl->old);
+	const char *uuid = rl->old_uuid[0] ? rl->old_uuid : NULL;
+	char m2[512];
+
+	rl->step = REPLACE_OLD_DELETE;
+	if (rl->old_unheard)
+		tsr_warn("cluster: volume %s: node %s did not give its old copy's uuid within %d ms: "
+			 "that copy is left to the leftover sweep", rl->name, rl->old,
+			 replace_old_timeout_ms(rl->c));
+	if (on == NULL || !view_alive(&rl->v, rl->old) || rl->old_unheard)
+		return 0;
+	if (!replace_async(rl) || strcmp(on->id, rl->c->node_id) == 0)
+		return replace_old_deleted(rl, copy_delete_call(rl->c, on, rl->name, uuid,
+								replace_old_timeout_ms(rl->c), m2,
+								sizeof(m2)), m2);
+	copy_delete_req(rl->name, uuid, &req, &vd);
+	return replace_call(rl, on, &req, replace_old_timeout_ms(rl->c), false, msg, msg_len);
+}
+
+/* Our new copy's undo delete answered or not (r2, m2): the replace's
+ * failure (rl->undo_ret) with its message (said before, or the record
+ * write's, which says whether the copy went). */
+static int replace_undo_done(struct replace_list *rl, int r2, const char *m2, char *msg,
+			     size_t msg_len)
+{
+	int ret = rl->undo_ret;
+
+	if (rl->undo_said == UNDO_SAID) {
+		if (r2)
+			tsr_warn("cluster: volume %s: %s (left to the leftover sweep)", rl->name, m2);
+		snprintf(msg, msg_len, "%s", rl->undo_msg);
+		return ret;
+	}
+	if (r2)
+		tsr_warn("cluster: volume %s: %s", rl->name, m2);
+	if (ret == -ECANCELED && rl->undo_snap_gen)
+		snprintf(msg, msg_len, "volume '%s': a snapshot of %s was created or deleted through "
+			 "another node while this replace waited for the other nodes: nothing "
+			 "recorded, the new copy on %s %s; run the replace again (its snapshot list "
+			 "may lack that snapshot)", rl->name, rl->name, rl->new_node->id,
+			 r2 ? "could not be deleted (the leftover sweep removes it)" : "deleted");
+	else if (ret == -ECANCELED)
+		snprintf(msg, msg_len, "vol/%s changed while this replace waited for the other nodes "
+			 "(another replace, an attach or detach, or a copy's state): nothing "
+			 "recorded, the new copy on %s %s; tessera volume show %s, then retry if the "
+			 "copy on %s is still to be replaced", rl->name, rl->new_node->id,
+			 r2 ? "could not be deleted (the leftover sweep removes it)" : "deleted",
+			 rl->name, rl->old);
+	else
+		snprintf(msg, msg_len, "cannot record the new copy of '%s' on %s: %s; nothing "
+			 "recorded, the new copy %s (retry)", rl->name, rl->new_node->id,
+			 strerror(-ret), r2 ? "left to the leftover sweep" : "deleted");
+	return ret;
+}
+
+/*
+ * The replace failed (ret; msg says why, or UNDO_RECORD: the record write
+ * failed, said once the delete is answered) after its new copy was made:
+ * that copy deleted by its uuid (ours only: another replace may have
+ * recorded its own copy there), bounded by the peer timeout; for an admin
+ * request or the tick's replace off the loop (step REPLACE_UNDO) since
+ * session 17.  A delete not answered is still queued on the connection; else
+ * the leftover sweep.  ret (with msg), or -EINPROGRESS.
+ */
+static int replace_undo_delete(struct replace_list *rl, int ret, enum replace_undo_said said,
+			       char *msg, size_t msg_len)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeDelete vd = TESSERA__ADMIN__VOLUME_DELETE__INIT;
+	char m2[512];
+
+	rl->step = REPLACE_UNDO;
+	rl->undo_ret = ret;
+	rl->undo_said = said;
+	snprintf(rl->undo_msg, sizeof(rl->undo_msg), "%s", said == UNDO_SAID ? msg : "");
+	if (!replace_async(rl) || strcmp(rl->new_node->id, rl->c->node_id) == 0)
+		return replace_undo_done(rl, copy_delete_call(rl->c, rl->new_node, rl->name,
+							      rl->new_uuid,
+							      replace_old_timeout_ms(rl->c), m2,
+							      sizeof(m2)), m2, msg, msg_len);
+	copy_delete_req(rl->name, rl->new_uuid[0] ? rl->new_uuid : NULL, &req, &vd);
+	return replace_call(rl, rl->new_node, &req, replace_old_timeout_ms(rl->c), false, msg,
+			    msg_len);
 }
 
 

@@ -17,7 +17,16 @@
 #   too); n1's log has exactly one attempt (no second one while the first
 #   waits).  X thawed: the replace completes (at once, or a later attempt),
 #   vol/v lists n1 and X, both in sync, v reads back as written through n1.
-# On da9680e (the tick's replace blocking): `volume list` status 124.
+# (b) The old copy's delete after the record write is off the loop too (an
+#   admin replace's and the tick's): O restarted; `replace-replica v --node X
+#   --to O` through n1 held after its record write (test hook
+#   TSR_TEST_REPLACE_DELETE_HOLD_FILE), X frozen meanwhile, the hold
+#   released: while the delete of X's copy waits for X (the peer timeout,
+#   8000 ms here), n1 answers `volume list` under `timeout 3`; X thawed: the
+#   replace answers 0, vol/v lists n1 and O, X's copy is deleted (the delete
+#   queued there ran), O gets in sync, v reads back as written.
+# On da9680e (the tick's replace blocking): (a) `volume list` status 124; on
+# 786f3d7 (only (a) done): (b) `volume list` status 124.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -25,8 +34,12 @@ require_tessera
 require_cmd nbdcopy
 # the new copy's create bound (30 s) shortened for this run (tests only)
 export TSR_TEST_COPY_TIMEOUT_MS=8000
+HOLD=$(mktemp -u /tmp/tessera-autorepl-hold.XXXXXX)
+on_exit "rm -f '$HOLD'"
+export TSR_TEST_REPLACE_DELETE_HOLD_FILE=$HOLD
 
-cl_start 3 --rebuild-after 1
+# --peer-timeout 8000: (b)'s delete of the old copy waits that long for X
+cl_start 3 --rebuild-after 1 --peer-timeout 8000
 SIZE=$((8 << 20))
 IMG=$CL_ROOT/img
 cl_pattern "$IMG" "$SIZE" 71
@@ -80,5 +93,37 @@ cl_wait_synced v 60
 st=$(vstatus v '" ".join(sorted("%s:%s" % (c["node"], c["state"]) for c in j["volume"]["copies"]))')
 [ "$st" = "n1:in-sync $X:in-sync" ] || fail "volume status of v: '$st', want n1 and $X in-sync"
 cl_assert_image 1 v "$IMG" "after the automatic replace onto $X"
+
+# (b) the old copy's delete after the record write, its node frozen
+cl_start_node "${O#n}"
+cl_wait_nodes_alive 3
+touch "$HOLD"
+log "(b) replace-replica v --node $X --to $O through n1, held before the old copy's delete"
+( OUT=$(timeout 30 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
+	volume replace-replica v --node "$X" --to "$O" 2>&1) && RC=0 || RC=$?
+  echo "$RC" >"$CL_ROOT/b.rc"; echo "$OUT" >"$CL_ROOT/b.out" ) &
+RP=$!
+wait_log 1 "replace of v: test hold .* between the record and the old copy's delete" 20
+freeze_pids "$XPID" || fail "(b) $X did not stop"
+rm -f "$HOLD"
+sleep 0.5
+cl_timed "(b) n1's volume list while the old copy's delete waits for $X" 3 1 volume list
+lrc=$CL_RC lout=$CL_OUT
+kill -CONT "$XPID"
+wait "$RP"
+RC=$(cat "$CL_ROOT/b.rc") OUT=$(cat "$CL_ROOT/b.out")
+log "(b) replace-replica v --node $X --to $O: status $RC"
+[ "$lrc" = 0 ] || fail "(b) n1's volume list while the old copy's delete waited for frozen \
+$X: status $lrc (124: no answer in 3 s): $lout"
+[ "$RC" = 0 ] || fail "(b) replace-replica v --node $X --to $O: status $RC: $OUT"
+[ "$(cl_copy_nodes v)" = "n1,$O" ] || fail "(b) vol/v lists '$(cl_copy_nodes v)', want 'n1,$O'"
+for (( i=0; i<100; i++ )); do
+	cl_copy_size "${X#n}" v >/dev/null || break
+	sleep 0.1
+done
+cl_copy_size "${X#n}" v >/dev/null && fail "(b) $X still holds its replaced copy of v 10 s \
+after it was thawed (the delete did not run)"
+cl_wait_synced v 60
+cl_assert_image 1 v "$IMG" "(b) after the replace onto $O"
 cl_stop_all
 log PASS
