@@ -1756,7 +1756,7 @@ static void auto_replace_done(struct tsr_cluster *c, const char *name, const cha
 		tsr_info("cluster: automatic replace of %s on %s: done", name, old);
 	else
 		tsr_warn("cluster: automatic replace of %s on %s: %s (%s)", name, old, msg,
-			 ret == -ECANCELED ? "stopping" : "retrying later");
+			 ret == -ESHUTDOWN ? "stopping" : "retrying later");
 }
 
 static void tick_one(struct tsr_cluster *c, struct attachment *a, const struct cluster_view *v,

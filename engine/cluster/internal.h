@@ -250,9 +250,9 @@ int cluster_replace_replica(struct tsr_cluster *c, const char *name, const char 
  * the attachment's, given back), no admin request behind it: the same steps
  * as cluster_replace_replica, each call to another node asynchronous (the
  * control loop runs meanwhile).  -EINPROGRESS: done(c, name, old, slot, ret,
- * msg) runs later on the main loop, exactly once (at tsr_cluster_stop too,
- * -ECANCELED); else the result now (0, or -errno with msg) and done never
- * runs.  Main thread.
+ * msg) runs later on the main loop, exactly once (at tsr_cluster_stop too:
+ * -ESHUTDOWN, or 0 when the copy was recorded); else the result now (0, or
+ * -errno with msg) and done never runs.  Main thread.
  */
 typedef void (*cluster_replace_fn)(struct tsr_cluster *c, const char *name, const char *old,
 				   unsigned slot, int ret, const char *msg);

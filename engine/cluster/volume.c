@@ -2423,6 +2423,18 @@ static void replace_answer(struct replace_list *rl, int ret, const char *msg)
 	admin_later_done(rl->later);
 }
 
+/*
+ * rl cut short by tsr_cluster_stop (ret, msg): answered as replace_answer
+ * does, but the tick's hook is told -ESHUTDOWN, not the -ECANCELED an admin
+ * request gets: -ECANCELED is also a record write that met another change
+ * of vol/<name> (a detach, an attach, another replace), after which the
+ * tick retries (review 17a: auto_replace_done logged those "(stopping)").
+ */
+static void replace_answer_stopping(struct replace_list *rl, int ret, const char *msg)
+{
+	replace_answer(rl, rl->later == NULL && ret ? -ESHUTDOWN : ret, msg);
+}
+
 static void replace_step_done(void *cb_arg, int status, Tessera__Admin__Response *r)
 {
 	static const char *const waits[] = {
@@ -2454,7 +2466,7 @@ static void replace_step_done(void *cb_arg, int status, Tessera__Admin__Response
 				 "(uuid %s): the delete stays queued there, else %s",
 				 rl->undo_said == UNDO_SAID ? rl->undo_msg : "nothing recorded",
 				 rl->c->node_id, rl->new_node->id, rl->new_uuid, sweep);
-			replace_answer(rl, rl->undo_ret, msg);
+			replace_answer_stopping(rl, rl->undo_ret, msg);
 			return;
 		}
 		/* the new copy exists once its create answered (the uuid step);
@@ -2475,7 +2487,7 @@ static void replace_step_done(void *cb_arg, int status, Tessera__Admin__Response
 			 "copy on %s); %s", rl->name, rl->c->node_id, rl->old, waits[rl->step],
 			 rl->step == REPLACE_UUID ? rl->old : rl->new_node->id, rl->name, rl->old,
 			 left);
-		replace_answer(rl, -ECANCELED, msg);
+		replace_answer_stopping(rl, -ECANCELED, msg);
 		return;
 	}
 	msg[0] = '\0';
@@ -3173,7 +3185,7 @@ static void replace_list_done(void *cb_arg, int status, Tessera__Admin__Response
 		snprintf(msg, sizeof(msg), "volume '%s': %s is stopping while the replace of its "
 			 "copy on %s waits for its snapshot list: nothing changed", rl->name,
 			 rl->c->node_id, rl->old);
-		replace_answer(rl, -ECANCELED, msg);
+		replace_answer_stopping(rl, -ECANCELED, msg);
 		return;
 	}
 	if (replace_list_take(rl, status, r)) {
