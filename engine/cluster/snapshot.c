@@ -575,6 +575,8 @@ struct snap_later {
 	size_t outstanding;            /* calls whose callback has not run yet, and our
 					* store's cut while its thread runs (pending_lock) */
 	bool forward;                  /* slots[0] is the coordinator's answer */
+	bool gen_done;                 /* its record step ran (snap_later_gen; loop) */
+	struct snap_later *gen_next;   /* cluster_snapshot_stop's list of those to run */
 	struct clone_args *clone;      /* a clone's temporary snapshot: the clone is made
 					* after the cut (clone_after_cut), freed with this */
 	bool rollback;                 /* a detached volume's rollback to req.snap (req.op
@@ -630,11 +632,29 @@ static void pending_unlink(struct snap_later *sl)
 	pthread_mutex_unlock(&pending_lock);
 }
 
+static void snap_later_gen(struct tsr_cluster *c, struct snap_later *sl);
+
 void cluster_snapshot_stop(struct tsr_cluster *c)
 {
-	struct snap_later *queued = NULL;
+	struct snap_later *queued = NULL, *answered = NULL;
 	struct admin_async *a;
 
+	/* a detached op whose copies all answered 0, its reply not run yet
+	 * (snap_later_reply would find c gone): its record step now, while the
+	 * meta store is open, so a replace through another node sees snap_gen
+	 * move (review 17a F2); a create whose step fails is undone by the reply */
+	pthread_mutex_lock(&pending_lock);
+	for (struct snap_later *sl = pending; sl; sl = sl->next)
+		if (sl->c == c && !sl->rollback && !sl->forward && sl->n_slots > 0 &&
+		    sl->uuid[0] && sl->outstanding == 0 && sl->status == 0 && !sl->gen_done) {
+			sl->gen_next = answered;
+			answered = sl;
+		}
+	pthread_mutex_unlock(&pending_lock);
+	for (struct snap_later *sl = answered; sl; sl = sl->gen_next) {
+		snap_later_gen(c, sl);
+		sl->gen_done = true;
+	}
 	pthread_mutex_lock(&pending_lock);
 	for (struct snap_later *sl = pending; sl; sl = sl->next)
 		if (sl->c == c)
@@ -918,7 +938,8 @@ static void snap_later_reply(struct tsr_admin_server *srv, void *arg,
 		return;
 	}
 	/* a detached volume's op done on every copy: vol/<name> told first */
-	if (sl->status == 0 && c != NULL && sl->n_slots > 0 && !sl->forward && sl->uuid[0])
+	if (sl->status == 0 && c != NULL && sl->n_slots > 0 && !sl->forward && sl->uuid[0] &&
+	    !sl->gen_done)
 		snap_later_gen(c, sl);
 	if (sl->status && sl->n_slots > 0 && !sl->forward)
 		snap_calls_undo(c, sl);
