@@ -599,8 +599,12 @@ void copyset_stats_tick(struct copyset_copy *c, uint64_t now_ns)
 		return;
 	c->stats_next_ns = now_ns + COPYSET_STATS_NS;
 	c->stats_unsupported = !(tsr_peer_client_features(c->client) & TSR_PEER_FEAT_STATS);
-	if (c->stats_unsupported)
+	if (c->stats_unsupported) {
+		/* its node runs an earlier build now (restarted as one): the
+		 * figures its former build answered are no longer its copy's */
+		c->stats_known = false;
 		return;
+	}
 	copyset_get(cs);
 	c->stats_busy = true;
 	c->stats_slot_gen = c->slot_gen;

@@ -13,7 +13,10 @@
 #     >= 1, n2's copy >= 1, n1's 0 (before: only the coordinator's copies
 #     were counted, crc_errors stayed 0), in --json and text;
 #  3. an ec 2+1 volume, n2's chunk damaged the same way: the same in its
-#     status (the copy set's code, shared by both layouts).
+#     status (the copy set's code, shared by both layouts);
+#  4. n2 restarted as an earlier build: its former answers are dropped (its
+#     copies not counted, named), mirror and ec (review 17b: they stayed
+#     counted for good).
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -82,7 +85,19 @@ damage "$(cl_copy_file 2 ev)" $(( 1 << 19 ))
 out=$(ctsr --json volume scrub ev) || fail "scrub ev exited non-zero: $out"
 wait_counters ev "+ 0 + None | n3:its" "3. ec after the scrub met n2's bad block"
 log "3. ec: n2's bad chunk block counted on n1's status"
+
+# ---- 4. n2 restarted as an earlier build: its copies' last answers (n2's
+# bad block, from its former build) are no longer counted; it is named
+cl_stop 2
+TSR_TEST_PEER_NO_FEATURES=1 cl_start_node 2
+cl_wait_nodes_alive 3
+cl_wait_synced mv 30
+cl_wait_synced ev 30
+wait_counters mv "0 0 None None | n2:its n3:its" "4. mirror, n2 an earlier build now"
+wait_counters ev "0 0 None None | n2:its n3:its" "4. ec, n2 an earlier build now"
+log "4. n2 restarted as an earlier build: its former answers dropped, named not counted"
 ctsr volume detach ev >/dev/null || fail "detach ev"
 ctsr volume detach mv >/dev/null || fail "detach mv"
+
 cl_stop_all
 log ok
