@@ -16,7 +16,9 @@
 #     status (the copy set's code, shared by both layouts);
 #  4. n2 restarted as an earlier build: its former answers are dropped (its
 #     copies not counted, named), mirror and ec (review 17b: they stayed
-#     counted for good).
+#     counted for good);
+#  5. detached: copies_not_counted says "no coordinator" (review 17b: it
+#     said "an earlier tesserad coordinates the volume").
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -99,5 +101,10 @@ log "4. n2 restarted as an earlier build: its former answers dropped, named not 
 ctsr volume detach ev >/dev/null || fail "detach ev"
 ctsr volume detach mv >/dev/null || fail "detach mv"
 
+# ---- 5. detached: no coordinator, which copies_not_counted says (not
+# "an earlier tesserad")
+assert_eq "$(vstatus mv '" ".join(sorted(set(c["why"] for c in j["copies_not_counted"])))')" \
+	"no coordinator (the volume is detached)" "5. why mv's copies are not counted, detached"
+log "5. detached: copies not counted, no coordinator"
 cl_stop_all
 log ok

@@ -400,6 +400,11 @@ static void status_counters_json(json_t *j, const Tessera__Admin__VolumeStatus *
 	const Tessera__Admin__Volume *v = s->volume;
 	json_t *copies = j ? json_object_get(json_object_get(j, "volume"), "copies") : NULL;
 	json_t *missing = json_array();
+	/* no live figures without a running coordinator (the record's view) */
+	const char *no_coordinator =
+	    v == NULL || v->attached_node[0] == '\0' ? "no coordinator (the volume is detached)"
+	    : v->attaching ? "no coordinator yet (its attach is opening the copies)"
+			   : NULL;
 
 	json_object_set_new(j, "crc_errors_coordinator", json_integer((json_int_t)s->crc_errors));
 	json_object_set_new(
@@ -425,9 +430,10 @@ static void status_counters_json(json_t *j, const Tessera__Admin__VolumeStatus *
 		if (!known)
 			json_array_append_new(
 			    missing, json_pack("{s:s, s:s}", "node", c->node, "why",
-					       s->counters_per_copy
-						   ? copy_not_counted_why(c)
-						   : "an earlier tesserad coordinates the volume"));
+					       s->counters_per_copy ? copy_not_counted_why(c)
+					       : no_coordinator     ? no_coordinator
+								    : "an earlier tesserad "
+								      "coordinates the volume"));
 	}
 	json_object_set_new(j, "copies_not_counted", missing);
 }
