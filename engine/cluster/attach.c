@@ -1177,13 +1177,17 @@ static void attach_wake_cb(struct ev_loop *loop, ev_async *w, int revents)
 static int attach_start(struct tsr_cluster *c, const char *name, struct tsr_admin_server *srv,
 			bool dr_target, char *msg, size_t msg_len)
 {
+	struct attachment *a = cluster_find_attachment(c, name);
 	struct attach_job *j;
 	int ret;
 
 	if (!c->attach_wake_started)
 		return 2;
-	/* a second attach of name: attach_prepare's "is running" refusal */
-	if (!cluster_attach_running(c, name) && attach_threads_running(c) >= attach_threads_max()) {
+	/* a second attach of name: attach_prepare's "is running" refusal; one
+	 * attached here already: its answer (0: nothing opens; a CSI publish
+	 * retried is not refused) */
+	if (!cluster_attach_running(c, name) && !(a && !a->fenced) &&
+	    attach_threads_running(c) >= attach_threads_max()) {
 		snprintf(msg, msg_len, "cannot attach '%s' now: too many attaches in progress on "
 			 "%s (%u opening their copies, the most at once: each waits up to the peer "
 			 "timeout for a node that does not answer); nothing was done: retry in a "

@@ -29,7 +29,9 @@
 # concurrent layout opens lowered to 1 (TSR_TEST_ATTACH_THREADS_MAX=1; 16
 # otherwise) an attach of w through n1 is refused at once "too many attaches
 # in progress" (before: it waited for frozen n3 too, status 124 under
-# `timeout 3`); w is attached after v's attach answered.
+# `timeout 3`); w is attached after v's attach answered.  x, attached on n1
+# all along, attached again through n1 then: 0 (review 17b: it was refused
+# "too many attaches" too, a CSI publish retry of an attached volume).
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -43,6 +45,9 @@ cl_start 3 --peer-timeout 8000
 ctsr volume create v --size 16M --replicas 3 --min-replicas 2 >/dev/null || fail "volume create v"
 ctsr volume create w --size 4M --replicas 3 --min-replicas 2 >/dev/null || fail "volume create w"
 ctsr volume attach v --node n1 >/dev/null || fail "first attach of v"
+# x: attached on n1 all along; attaching it again answers 0 even at the cap
+ctsr volume create x --size 4M --replicas 1 >/dev/null || fail "volume create x"
+ctsr volume attach x --node n1 >/dev/null || fail "attach x"
 EXP=$CL_ROOT/expected.img
 cl_pattern "$EXP" "$SIZE" 7
 nbdcopy "$EXP" "$(cl_nbd_uri 1 v)" || fail "write the pattern"
@@ -94,6 +99,8 @@ echo status2 >>"$ORDER"
 jrc=$RC jout=$OUT
 timed attachw 3 volume attach w --node n1
 wrc=$RC wout=$OUT
+timed attachx 3 volume attach x --node n1
+xrc=$RC xout=$OUT
 timed nodes 5 node list
 nrc=$RC nout=$OUT
 timed attach2 3 volume attach v --node n1
@@ -117,6 +124,9 @@ assert_eq "$(printf '%s' "$jout" | json_get '[j["attaching"], j["volume"]["attac
 	'[true, true, "n1"]' "--json volume status v through n2 during its attach (attaching, volume.attaching, attached_node)"
 [ "$wrc" != 0 ] && printf '%s' "$wout" | grepq "too many attaches in progress on n1" ||
 	fail "attach w through n1 during v's attach with the cap at 1: status $wrc: $wout"
+# review 17b: before, "too many attaches" for a volume attached here already
+[ "$xrc" = 0 ] ||
+	fail "attach x (attached on n1 already) during v's attach with the cap at 1: status $xrc: $xout"
 [ "$arc" != 0 ] && printf '%s' "$aout" | grepq "attach of 'v' is running" ||
 	fail "a second attach during the first: status $arc: $aout"
 [ "$drc" != 0 ] && printf '%s' "$dout" | grepq "attach of 'v' is running" ||
@@ -139,6 +149,7 @@ ctsr volume detach v >/dev/null || fail "detach v"
 # the refused attach of w left nothing behind: it attaches now
 ctsr volume attach w --node n1 >/dev/null || fail "attach w after the refusal"
 ctsr volume detach w >/dev/null || fail "detach w"
+ctsr volume detach x >/dev/null || fail "detach x"
 
 # 2. n2 stopped while its attach waits for frozen n3: the stop waits for the
 # open, undoes the attach (the record says clean again, as before it) and
