@@ -133,6 +133,13 @@
 					      * takes milliseconds unless a DR node does
 					      * not answer); the doubling of "being
 					      * created" starts again after it */
+/* That many "being attached" answers in a row are retried after
+ * SRC_ATTACH_RETRY_NS (1 s: a normal attach); later ones after twice the
+ * last, up to retry_ms: an attach waiting for a DR node that does not answer
+ * lasts its peer timeout, then fails and begins again for as long as the node
+ * stays away (review 17b: 5 reconnects a second meanwhile, each a TLS
+ * handshake and a WARN line at the DR). */
+#define SRC_ATTACH_FIXED 5u
 #define SRC_POOL_CLASSES 5u         /* recycled entry sizes: 4 KiB << 0..4 of data */
 #define SRC_POOL_BYTES  (8u << 20)   /* data capacity kept on the free lists at most */
 #define SRC_POOL_NONE   0xffu        /* log_entry.cls of an entry that is not recycled */
@@ -248,6 +255,8 @@ struct tsr_site_source {
 	bool open_attach_retry;  /* this session_fail: that EINPROGRESS said the target
 				  * is being attached (open_answer_attaching): the retry
 				  * after SRC_ATTACH_RETRY_NS, open_busy_ns 0 */
+	unsigned open_attach_n;  /* such answers in a row (SRC_ATTACH_FIXED); 0 after any
+				  * other failure and once an open succeeds */
 	tsr_site_grow_fn grow_cb;  /* the caller's answer (grow_pending only) */
 	void *grow_arg;
 	uint64_t grow_old_size;
@@ -905,13 +914,21 @@ static void session_fail(struct tsr_site_source *s, const char *fmt, ...)
 	char last[sizeof(s->last_error)];
 
 	if (s->open_attach_retry) {
-		wait_ns = SRC_ATTACH_RETRY_NS < s->retry_ns ? SRC_ATTACH_RETRY_NS : s->retry_ns;
+		unsigned more =
+		    s->open_attach_n > SRC_ATTACH_FIXED ? s->open_attach_n - SRC_ATTACH_FIXED : 0;
+
+		wait_ns = SRC_ATTACH_RETRY_NS << (more < 10 ? more : 10);
+		if (wait_ns > s->retry_ns)
+			wait_ns = s->retry_ns;
 		memcpy(last, s->last_error, sizeof(last));
 		attach_again = true;
-	} else if (s->open_busy)
+	} else if (s->open_busy) {
 		wait_ns = s->open_busy_ns;
-	else
+		s->open_attach_n = 0;
+	} else {
 		s->open_busy_ns = 0;
+		s->open_attach_n = 0;
+	}
 	s->open_busy = false;
 	s->open_attach_retry = false;
 
@@ -1566,6 +1583,7 @@ static void on_open(struct tsr_site_source *s, uint64_t a, bool replay)
 	/* the next "being created" answer starts from SRC_OPEN_RETRY_NS again;
 	 * a session that ends by a grow's reopen passes no session_fail */
 	s->open_busy_ns = 0;
+	s->open_attach_n = 0;
 	s->sess = SESS_READY;
 	if (s->grow_pending)
 		grow_end(s, 0, "");
@@ -1644,6 +1662,7 @@ static void on_frame(struct tsr_site_source *s, const struct tsr_site_hdr *h,
 			s->open_busy = true;
 			s->open_busy_ns = 0;
 			s->open_attach_retry = true;
+			s->open_attach_n++;
 		} else if (s->sess == SESS_OPEN && err.code == EINPROGRESS && !s->grow_pending) {
 			s->open_busy = true;
 			s->open_busy_ns = s->open_busy_ns ? 2 * s->open_busy_ns : SRC_OPEN_RETRY_NS;

@@ -1565,6 +1565,43 @@ static void test_open_attaching_retry(void **state)
 	assert_int_equal(atomic_load(&e->tg.bad), 0);
 }
 
+/*
+ * A target "being attached" for longer (a DR node that does not answer: its
+ * attach lasts the DR's peer timeout): after SRC_ATTACH_FIXED (5) answers
+ * retried after 200 ms, the next ones after 400, 800 ms, then retry_ms (1 s)
+ * (review 17b: 200 ms for good, 5 reconnects a second).
+ */
+static void test_open_attaching_backoff(void **state)
+{
+	struct env *e = env_open(4 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	struct capture cap;
+	unsigned ms[16], n, seed = 41;
+	const unsigned want[8] = {200, 200, 200, 200, 200, 400, 800, 1000};
+	char addr[64];
+
+	(void)state;
+	o = source_opts(e, addr, sizeof(addr));
+	o.retry_ms = 1000;
+	atomic_store(&e->tg.attaching_left, 8);
+	tsr_log_set_level(TSR_LOG_DEBUG);
+	capture_start(&cap);
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	random_writes(e, 20, 0, e->size, 8, &seed);
+	wait_caught_up(e, &st);
+	n = capture_retries(&cap, ms, 16);
+	tsr_log_set_level(TSR_LOG_INFO);
+	assert_int_equal(atomic_load(&e->tg.inprogress_sent), 8);
+	assert_int_equal(n, 8);
+	for (unsigned i = 0; i < 8; i++)
+		if (ms[i] != want[i])
+			fail_msg("retry %u after 'being attached': %u ms, want %u", i, ms[i],
+				 want[i]);
+	assert_volumes_equal(e);
+	assert_int_equal(atomic_load(&e->tg.bad), 0);
+}
+
 /* The target was promoted: the source is demoted and fences host writes. */
 static void test_demote(void **state)
 {
@@ -1962,6 +1999,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_grow_async, env_teardown),
 	    cmocka_unit_test_teardown(test_open_busy_backoff_reset, env_teardown),
 	    cmocka_unit_test_teardown(test_open_attaching_retry, env_teardown),
+	    cmocka_unit_test_teardown(test_open_attaching_backoff, env_teardown),
 	    cmocka_unit_test_teardown(test_prefix_at_pause, env_teardown),
 	    cmocka_unit_test_teardown(test_drop_during_sync, env_teardown),
 	    cmocka_unit_test_teardown(test_bandwidth_cap, env_teardown),
