@@ -636,6 +636,8 @@ static int layout_open(struct tsr_cluster *c, const Tessera__Cluster__VolumeReco
 struct attach_job {
 	struct tsr_cluster *c;       /* NULL once tsr_cluster_stop finished the job */
 	char name[64];
+	bool capped;                 /* attach_start's: attach_prepare refuses beyond the
+				      * cap of layouts opening (ATTACH_THREADS_MAX) */
 	struct attachment *a;        /* listed in c->attached; layout NULL until applied */
 	Tessera__Cluster__VolumeRecord *rec; /* vol/<name> as written with our epoch */
 	struct layout_params lo;
@@ -809,6 +811,17 @@ static int attach_prepare(struct tsr_cluster *c, const char *name, struct attach
 		goto out;
 	} else if (ret != -ENOENT) {
 		snprintf(msg, msg_len, "cannot read attach/%s: %s", name, strerror(-ret));
+		goto out;
+	}
+	/* the cap, after every other answer (a second attach, one attached
+	 * here already, "not found", "attached on N", "being detached": review
+	 * 17b F3) and before anything is written */
+	if (j->capped && attach_threads_running(c) >= attach_threads_max()) {
+		snprintf(msg, msg_len, "cannot attach '%s' now: too many attaches in progress on "
+			 "%s (%u opening their copies, the most at once: each waits up to the peer "
+			 "timeout for a node that does not answer); nothing was recorded: retry in "
+			 "a moment", name, c->node_id, attach_threads_max());
+		ret = -EAGAIN;
 		goto out;
 	}
 	arec.node_id = c->node_id;
@@ -1177,28 +1190,16 @@ static void attach_wake_cb(struct ev_loop *loop, ev_async *w, int revents)
 static int attach_start(struct tsr_cluster *c, const char *name, struct tsr_admin_server *srv,
 			bool dr_target, char *msg, size_t msg_len)
 {
-	struct attachment *a = cluster_find_attachment(c, name);
 	struct attach_job *j;
 	int ret;
 
 	if (!c->attach_wake_started)
 		return 2;
-	/* a second attach of name: attach_prepare's "is running" refusal; one
-	 * attached here already: its answer (0: nothing opens; a CSI publish
-	 * retried is not refused) */
-	if (!cluster_attach_running(c, name) && !(a && !a->fenced) &&
-	    attach_threads_running(c) >= attach_threads_max()) {
-		snprintf(msg, msg_len, "cannot attach '%s' now: too many attaches in progress on "
-			 "%s (%u opening their copies, the most at once: each waits up to the peer "
-			 "timeout for a node that does not answer); nothing was done: retry in a "
-			 "moment", name, c->node_id, attach_threads_max());
-		tsr_warn("cluster: %s", msg);
-		return -EAGAIN;
-	}
 	j = calloc(1, sizeof(*j));
 	if (j == NULL)
 		return 2;
 	j->c = c;
+	j->capped = true;
 	j->dr_target = dr_target;
 	j->dr_was_promoted = dr_target && repl_target_promoted(c, name);
 	ret = attach_prepare(c, name, j, msg, msg_len);

@@ -101,6 +101,8 @@ timed attachw 3 volume attach w --node n1
 wrc=$RC wout=$OUT
 timed attachx 3 volume attach x --node n1
 xrc=$RC xout=$OUT
+timed attachnone 3 volume attach nosuch --node n1
+zrc=$RC zout=$OUT
 timed nodes 5 node list
 nrc=$RC nout=$OUT
 timed attach2 3 volume attach v --node n1
@@ -127,6 +129,10 @@ assert_eq "$(printf '%s' "$jout" | json_get '[j["attaching"], j["volume"]["attac
 # review 17b: before, "too many attaches" for a volume attached here already
 [ "$xrc" = 0 ] ||
 	fail "attach x (attached on n1 already) during v's attach with the cap at 1: status $xrc: $xout"
+# review 17b F3: before, "too many attaches" for a volume that does not exist
+# (CSI: UNAVAILABLE, retried for ever, instead of NOT_FOUND)
+[ "$zrc" != 0 ] && printf '%s' "$zout" | grepq "volume 'nosuch' not found" ||
+	fail "attach of a missing volume during v's attach with the cap at 1: status $zrc: $zout"
 [ "$arc" != 0 ] && printf '%s' "$aout" | grepq "attach of 'v' is running" ||
 	fail "a second attach during the first: status $arc: $aout"
 [ "$drc" != 0 ] && printf '%s' "$dout" | grepq "attach of 'v' is running" ||
