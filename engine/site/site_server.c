@@ -552,7 +552,15 @@ static void sess_error(struct sess *s, int code, uint64_t stream, uint64_t seq,
 		if (s->err.msg[i] < 0x20 || s->err.msg[i] > 0x7e)
 			s->err.msg[i] = '?';
 	s->err.code = code;
-	tsr_warn("site server: %s: refused with %s: %s", s->label, err_name(code), s->err.msg);
+	/* EINPROGRESS is "being created / attached / grown here: retry", asked
+	 * again every 200 ms while the target's copies open (review 17b F4):
+	 * the source warns once, the target logs each at info */
+	if (code == EINPROGRESS)
+		tsr_info("site server: %s: refused with %s: %s", s->label, err_name(code),
+			 s->err.msg);
+	else
+		tsr_warn("site server: %s: refused with %s: %s", s->label, err_name(code),
+			 s->err.msg);
 	s->err_hdr = (struct tsr_site_hdr){.opcode = TSR_SITE_ERROR, .stream = stream, .seq = seq};
 	s->err_pending = true;
 	sess_begin_close(s);
