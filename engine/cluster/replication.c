@@ -2347,6 +2347,31 @@ static int tc_local_delete(struct target_create *t, unsigned i, char *msg, size_
 }
 
 /*
+ * Test hook: when the file $TSR_TEST_TC_RECORD_FIRST_FILE exists, a resumed
+ * mirror create that met a leftover on node i after making a copy of its
+ * own writes vol/<vol> listing node i alone (replicas 1) just before its
+ * re-read, as a second create of the same stream that recorded first would
+ * (test-site-create-dr-race); the file is removed: once.
+ */
+static void tc_test_record_first(struct target_create *t, unsigned i)
+{
+	const char *f = getenv("TSR_TEST_TC_RECORD_FIRST_FILE");
+	struct cluster_fresh_record fresh;
+	const char *node_ids[1] = { t->node[i].id };
+	char key[80];
+	int ret;
+
+	if (f == NULL || t->k || t->made == 0 || access(f, F_OK) != 0 || unlink(f) != 0)
+		return;
+	cluster_fresh_record(&fresh, t->volume, t->size, 1, 1, TSR_FD_NODE, 0, 0, 0, 0,
+			     node_ids);
+	snprintf(key, sizeof(key), "vol/%s", t->volume);
+	ret = rec_put(t->c->meta, key, &fresh.rec.base, 0, 0, NULL);
+	tsr_info("site: target volume %s: test hook (%s): vol/%s written listing %s alone: %s",
+		 t->volume, f, t->volume, t->node[i].id, ret ? strerror(-ret) : "ok");
+}
+
+/*
  * A copy met where this create puts one: a crashed create's leftover
  * (resumed, once per copy) is deleted before the copy is made again: 1.
  * 0: not a leftover (the caller fails the create with the EEXIST).  -1: the
@@ -2368,6 +2393,7 @@ static int tc_leftover(struct target_create *t, unsigned i)
 
 	if (!t->resumed || t->redo || t->node[i].uuid[0] == '\0')
 		return 0;
+	tc_test_record_first(t, i);
 	ret = rec_volume_get(t->c->meta, t->volume, &rec, NULL);
 	if (ret == 0) {
 		for (size_t j = 0; j < rec->n_copies && !listed; j++)
