@@ -2192,7 +2192,10 @@ static int target_grow(struct tsr_cluster *c, const struct tsr_site_hello *from,
  * attached and holds nothing written.  That vol/<vol> is read again just
  * before each such delete (tc_leftover): a record found means another
  * create of the stream finished meanwhile, and this one fails -EEXIST
- * deleting nothing.  The placement input and the record
+ * without deleting the copy met nor any on a node the record lists; the
+ * copies it made itself in this run on the nodes the record does not list
+ * are deleted by uuid (tc_keep_listed; so too when the record's CAS finds
+ * one, tc_record).  The placement input and the record
  * are cluster_volume_create's (cluster_place_input, cluster_fresh_record).
  */
 #define TARGET_CREATE_KEEP_MS 10000
@@ -2210,6 +2213,9 @@ struct target_create {
 	struct {
 		char id[64], address[128];
 		char uuid[37];         /* made: its uuid; a leftover met: the one to delete */
+		bool keep;             /* made, on a node that a record written meanwhile
+					* lists: the copy of that name there is the
+					* record's, never deleted (tc_keep_listed) */
 	} node[TSR_PLACE_MAX];         /* placement order */
 	unsigned made;                 /* copies [0, made) exist */
 	unsigned undo;                 /* undoing: copies [0, undo) still to delete */
@@ -2347,6 +2353,37 @@ static int tc_local_delete(struct target_create *t, unsigned i, char *msg, size_
 }
 
 /*
+ * vol/<vol> was recorded by another create while this one ran (rec, read
+ * again after it): of the copies this create made in this run, [0, made),
+ * the one on a node rec lists is kept (a copy of that name there is the
+ * record's: ours was met and replaced by the other create, or this node's
+ * store refused ours), the others, on nodes rec does not list, are nobody's:
+ * tc_fail's undo deletes them by their uuid (tc_undo_next: ours at once,
+ * another node's by an async call bounded like the create's), instead of
+ * leaving them to the leftover sweep (--leftover-grace, 900 s).  A copy
+ * whose uuid we do not have is kept (a delete by name is not ours to send).
+ * gone names the ones deleted, for the refusal.
+ */
+static void tc_keep_listed(struct target_create *t, const Tessera__Cluster__VolumeRecord *rec,
+			   char *gone, size_t gone_len)
+{
+	size_t pos = 0;
+
+	gone[0] = '\0';
+	for (unsigned j = 0; j < t->made; j++) {
+		bool keep = t->node[j].uuid[0] == '\0';
+
+		for (size_t k = 0; k < rec->n_copies && !keep; k++)
+			keep = rec->copies[k]->node_id &&
+			       strcmp(rec->copies[k]->node_id, t->node[j].id) == 0;
+		t->node[j].keep = keep;
+		if (!keep && pos < gone_len)
+			pos += (size_t)snprintf(gone + pos, gone_len - pos, "%s%s (uuid %s)",
+						pos ? ", " : "", t->node[j].id, t->node[j].uuid);
+	}
+}
+
+/*
  * Test hook: when the file $TSR_TEST_TC_RECORD_FIRST_FILE exists, a resumed
  * mirror create that met a leftover on node i after making a copy of its
  * own writes vol/<vol> listing node i alone (replicas 1) just before its
@@ -2388,6 +2425,7 @@ static void tc_test_record_first(struct target_create *t, unsigned i)
 static int tc_leftover(struct target_create *t, unsigned i)
 {
 	Tessera__Cluster__VolumeRecord *rec = NULL;
+	char gone[512];
 	bool listed = false;
 	int ret;
 
@@ -2399,13 +2437,16 @@ static int tc_leftover(struct target_create *t, unsigned i)
 		for (size_t j = 0; j < rec->n_copies && !listed; j++)
 			listed = rec->copies[j]->node_id &&
 				 strcmp(rec->copies[j]->node_id, t->node[i].id) == 0;
-		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 		/* as tc_record's ECANCELED: the copies of that name on the nodes
-		 * we share are the record's now, so none is deleted */
-		t->made = 0;
+		 * the record lists are its own, the met one is not deleted; ours
+		 * on the others are */
+		tc_keep_listed(t, rec, gone, sizeof(gone));
+		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 		tc_fail(t, -EEXIST, "volume '%s' was recorded meanwhile (another create of this "
-			"stream?): the copy met on %s (uuid %s%s) is not deleted", t->volume,
-			t->node[i].id, t->node[i].uuid, listed ? ", a copy the record lists" : "");
+			"stream?): the copy met on %s (uuid %s%s) is not deleted%s%s%s", t->volume,
+			t->node[i].id, t->node[i].uuid, listed ? ", a copy the record lists" : "",
+			gone[0] ? "; deleted: its own copy on " : "", gone,
+			gone[0] ? ", which the record does not list" : "");
 		return -1;
 	}
 	if (ret != -ENOENT) {
@@ -2436,11 +2477,23 @@ static void tc_record(struct target_create *t)
 	snprintf(key, sizeof(key), "vol/%s", t->volume);
 	ret = rec_put(t->c->meta, key, &fresh.rec.base, 0, 0, NULL);
 	if (ret == -ECANCELED) {
-		/* someone else's: the copies of that name on the nodes we share are
-		 * its own now, so none is deleted */
-		t->made = 0;
-		tc_fail(t, -EEXIST, "volume '%s' was just created by someone else in this cluster",
-			t->volume);
+		/* someone else's: the copies of that name on the nodes it lists
+		 * are its own, so none of them is deleted; ours on the others are
+		 * (tc_keep_listed); its record unreadable, none is */
+		Tessera__Cluster__VolumeRecord *rec = NULL;
+		char gone[512] = "";
+		int gret = rec_volume_get(t->c->meta, t->volume, &rec, NULL);
+
+		if (gret == 0) {
+			tc_keep_listed(t, rec, gone, sizeof(gone));
+			tessera__cluster__volume_record__free_unpacked(rec, NULL);
+		} else {
+			t->made = 0;
+		}
+		tc_fail(t, -EEXIST, "volume '%s' was just created by someone else in this "
+			"cluster%s%s%s", t->volume, gone[0] ? "; deleted: its own copy on " : "", gone,
+			gone[0] ? ", which the record does not list" : gret ?
+			" (its record unreadable: no copy deleted)" : "");
 		return;
 	}
 	if (ret) {
@@ -2504,6 +2557,8 @@ static void tc_undo_next(struct target_create *t)
 	while (t->undo > 0) {
 		unsigned i = --t->undo;
 
+		if (t->node[i].keep)
+			continue; /* the record's (tc_keep_listed) */
 		if (!tc_local(t, i)) {
 			ret = tc_call(t, i, TC_UNDO);
 			if (ret == 0)
