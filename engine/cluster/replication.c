@@ -2384,6 +2384,25 @@ static void tc_keep_listed(struct target_create *t, const Tessera__Cluster__Volu
 }
 
 /*
+ * vol/<vol> was recorded by someone else while a resumed create ran:
+ * target/<vol> named this stream before it began (a crashed create's claim,
+ * or the claim of the other create of this stream, which this one only
+ * wrote again), and the record's attach needs it (site_open_volume: a
+ * volume that target/<vol> does not name for the stream is refused).  So
+ * the undo leaves it as it was found; a create that was not resumed wrote
+ * the claim itself and deletes it, as before.
+ */
+static void tc_keep_claim(struct target_create *t)
+{
+	if (!t->resumed || t->claim_rev == 0)
+		return;
+	t->claim_rev = 0;
+	tsr_info("site: target volume %s: target/%s kept for stream %016llx (it named the "
+		 "stream before this create, and vol/%s is recorded now)", t->volume, t->volume,
+		 (unsigned long long)t->stream, t->volume);
+}
+
+/*
  * Test hook: when the file $TSR_TEST_TC_RECORD_FIRST_FILE exists, a resumed
  * mirror create that met a leftover on node i after making a copy of its
  * own writes vol/<vol> listing node i alone (replicas 1) just before its
@@ -2442,6 +2461,7 @@ static int tc_leftover(struct target_create *t, unsigned i)
 		 * on the others are */
 		tc_keep_listed(t, rec, gone, sizeof(gone));
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+		tc_keep_claim(t);
 		tc_fail(t, -EEXIST, "volume '%s' was recorded meanwhile (another create of this "
 			"stream?): the copy met on %s (uuid %s%s) is not deleted%s%s%s", t->volume,
 			t->node[i].id, t->node[i].uuid, listed ? ", a copy the record lists" : "",
@@ -2490,6 +2510,7 @@ static void tc_record(struct target_create *t)
 		} else {
 			t->made = 0;
 		}
+		tc_keep_claim(t);
 		tc_fail(t, -EEXIST, "volume '%s' was just created by someone else in this "
 			"cluster%s%s%s", t->volume, gone[0] ? "; deleted: its own copy on " : "", gone,
 			gone[0] ? ", which the record does not list" : gret ?
