@@ -2355,9 +2355,10 @@ static int tc_local_delete(struct target_create *t, unsigned i, char *msg, size_
 /*
  * vol/<vol> was recorded by another create while this one ran (rec, read
  * again after it): of the copies this create made in this run, [0, made),
- * the one on a node rec lists is kept (a copy of that name there is the
- * record's: ours was met and replaced by the other create, or this node's
- * store refused ours), the others, on nodes rec does not list, are nobody's:
+ * the one on a node rec lists is kept (a store holds one copy per name, so
+ * the copy there is the record's: had ours been there first, the other
+ * create met it and replaced it by uuid, or failed), the others, on nodes
+ * rec does not list, are nobody's:
  * tc_fail's undo deletes them by their uuid (tc_undo_next: ours at once,
  * another node's by an async call bounded like the create's), instead of
  * leaving them to the leftover sweep (--leftover-grace, 900 s).  A copy
