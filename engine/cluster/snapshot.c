@@ -89,6 +89,7 @@
 
 #include "admin/admin_internal.h"
 #include "cluster/internal.h"
+#include "cluster/snap_gen.h"
 #include "tessera/ec.h"
 #include "tessera/test_hook.h"
 
@@ -758,8 +759,9 @@ static void rollback_later_reply(struct tsr_cluster *c, struct snap_later *sl,
  * 93236a4).  Now, once every copy answered and before the reply, vol/<name>
  * is updated by compare-and-set (rec_volume_update, retried on a concurrent
  * change): snap_gen raised by one, and in the same write each copy the
- * record lists now that the snapshot did not reach (not in cut[]: a replace's
- * new copy, recorded meanwhile, out of sync) gets the operation as missed,
+ * record lists now that the snapshot did not reach (not on a node of cut[],
+ * or a replace's new copy, rebuild set, also on such a node: snap_gen.h; a
+ * replace's new copy recorded meanwhile, out of sync) gets the operation as missed,
  * replayed when it is rebuilt (mirror_snap.c).  A replace reads snap_gen
  * before its list and refuses to record its copy once it changed; its own
  * record write is a compare-and-set too, so whichever of the two writes
@@ -771,17 +773,6 @@ static void rollback_later_reply(struct tsr_cluster *c, struct snap_later *sl,
  */
 #define SNAP_MISSED_MAX 1024 /* CopyRecord.missed_snaps entries (records.c) */
 
-struct snap_gen_step {
-	const char *uuid;             /* the volume the snapshot read: a new one of that
-				       * name (deleted and made again) is left alone */
-	char op;                      /* 'c' or 'd', as in CopyRecord.missed_snaps */
-	const char *snap;
-	const char *cut[TSR_LAYOUT_MAX_COPIES]; /* the nodes of the copies it reached */
-	size_t n_cut;
-	char given[256];              /* the copies given the op as missed (log) */
-	char lost[256];               /* the copies it could not be given to (log) */
-};
-
 static void snap_gen_note(char *list, size_t size, const char *node)
 {
 	size_t len = strlen(list);
@@ -789,7 +780,7 @@ static void snap_gen_note(char *list, size_t size, const char *node)
 	snprintf(list + len, size - len, "%s%s", len ? ", " : "", node);
 }
 
-static int snap_gen_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
+int snap_gen_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
 {
 	struct snap_gen_step *g = arg;
 
@@ -802,7 +793,9 @@ static int snap_gen_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
 		bool reached = false;
 		char last = 0, *e, **grown;
 
-		for (size_t k = 0; k < g->n_cut && !reached; k++)
+		/* the copy cut on that node, not a replace's new copy put there
+		 * since (snap_gen.h: every copy cut had rebuild clear) */
+		for (size_t k = 0; k < g->n_cut && !reached && !cr->rebuild; k++)
 			reached = strcmp(g->cut[k], cr->node_id) == 0;
 		if (reached)
 			continue;
