@@ -22,6 +22,7 @@
 #include "admin/admin_internal.h"
 #include "cluster/internal.h"
 #include "tessera/ec.h"
+#include "tessera/test_hook.h"
 
 /* VolumeRecord.region_size: the dirty-bitmap region of the volume's layout */
 #define CLUSTER_REGION_DEFAULT (1u << 20) /* 0 in the record */
@@ -2561,6 +2562,17 @@ static int replace_last_in_sync(const Tessera__Cluster__VolumeRecord *rec, size_
  * record write (replace_finish).  0, or -errno with msg, or -EINPROGRESS
  * (rl->later or rl->done: answered by replace_step_done).  Main thread.
  */
+/* Tests only: while the file named by $TSR_TEST_REPLACE_RECORD_HOLD_FILE
+ * exists (30 s at most), a replace whose snapshot list was read waits, on
+ * the loop, before it reads the record it will write (replace_run, before
+ * its snap_gen check); FILE.held is made when it starts waiting
+ * (test-cluster-replace-snap-othernode (c): a detached snapshot through
+ * another node meanwhile). */
+static void replace_record_test_hold(void)
+{
+	tsr_test_hold_file("TSR_TEST_REPLACE_RECORD_HOLD_FILE", true);
+}
+
 static int replace_run(struct replace_list *rl, char *const *snaps, size_t n_snaps, char *msg,
 		       size_t msg_len)
 {
@@ -2591,6 +2603,7 @@ static int replace_run(struct replace_list *rl, char *const *snaps, size_t n_sna
 		return ret;
 	}
 	rl->view_loaded = true;
+	replace_record_test_hold();
 	ret = rec_volume_get(c->meta, name, &rl->rec, &rl->rev);
 	if (ret) {
 		rl->rec = NULL;

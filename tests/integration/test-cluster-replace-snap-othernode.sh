@@ -18,20 +18,32 @@
 #       (TSR_TEST_SNAP_GEN_HOLD_FILE on X); F thawed: the replace answers 0
 #       (it recorded F first); released, the snapshot answers 0 and gives s3
 #       to F's copy as missed.
+#   (c) replace O --to T through n1 held after its list answered, before it
+#       reads the record it writes (TSR_TEST_REPLACE_RECORD_HOLD_FILE on n1);
+#       `snapshot create v s4` through P answers 0 meanwhile; released: the
+#       replace is refused by replace_run's snap_gen check ("while this replace
+#       read its snapshot list", "nothing recorded, nothing made"), vol/v
+#       unchanged; run again it answers 0.
 #   After each: attached on n1, synced, detached: every copy vol/v lists holds
-#   every snapshot, and s2 / s3 read back on each as the image written.
+#   every snapshot, and s2 / s3 / s4 read back on each as the image written.
 # On da9680e: (a) "n4's copy of v holds snapshots 's1', want 's1 s2'";
 # CASES=b alone (the hold hook absent there, unheld): "n4's copy of v holds
-# snapshots 's1', want 's1 s3'".
+# snapshots 's1', want 's1 s3'".  (c) with replace_run's check disabled
+# (`if (0 && ...)`): "FAIL: (c) the replace whose list came before snapshot s4
+# answered 0 (vol/v lists 'n4 n2')".
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 . "$(dirname "$0")/snapops.sh"
 
 require_tessera
 require_cmd nbdcopy
-CASES=${CASES:-ab}
+CASES=${CASES:-abc}
 
+make_tmpdir RHOLD_DIR
+RHOLD=$RHOLD_DIR/hold
+export TSR_TEST_REPLACE_RECORD_HOLD_FILE=$RHOLD
 hold_cl_start TSR_TEST_SNAP_GEN_HOLD_FILE 4
+on_exit "rm -f '$RHOLD'"
 IMG=$CL_ROOT/img
 cl_pattern "$IMG" $((8 << 20)) 53
 want=$(sha256sum <"$IMG" | cut -d' ' -f1)
@@ -127,6 +139,31 @@ if [[ $CASES == *b* ]]; then
 	grep -q "snapshot create v@s3: given as missed to the copies on $F" \
 		"$(cl_dir "${O#n}")/tesserad.log" ||
 		fail "(b) $O's log does not say s3 was given to $F's copy as missed"
+	snaps="$snaps s3"
+	P=$F
+fi
+if [[ $CASES == *c* ]]; then
+	T=$(cl_free_node v)
+	log "(c) copies $O $P; replace $O --to $T through n1 held after its list, before its" \
+		"record read; snapshot s4 through $P"
+	held_start "$RHOLD" "$CL_ROOT/c.out" "(c) replace-replica v --node $O --to $T" \
+		ctsr_within 60 1 volume replace-replica v --node "$O" --to "$T"
+	out=$(ctsr_within 20 "${P#n}" snapshot create v s4 2>&1) ||
+		fail "(c) snapshot create v s4 through $P while the replace is held: $out"
+	rm -f "$RHOLD"
+	rc=0
+	reap "$HELD_PID" || rc=$?
+	log "(c) replace: status $rc: $(cat "$CL_ROOT/c.out")"
+	[ "$rc" != 0 ] || fail "(c) the replace whose list came before snapshot s4 answered 0" \
+		"(vol/v lists '$(nodes)')"
+	grep -q "snapshot of v was created or deleted through another node while this replace read" \
+		"$CL_ROOT/c.out" && grep -q "nothing recorded, nothing made" "$CL_ROOT/c.out" ||
+		fail "(c) the replace's refusal does not name the snapshot: $(cat "$CL_ROOT/c.out")"
+	[ "$(nodes)" = "$O $P" ] || fail "(c) refused, but vol/v lists '$(nodes)'"
+	out=$(ctsr volume replace-replica v --node "$O" --to "$T" 2>&1) ||
+		fail "(c) the replace run again: $out"
+	[ "$(nodes)" = "$T $P" ] || fail "(c) vol/v lists '$(nodes)', want '$T $P'"
+	check_all $snaps s4
 fi
 cl_stop_all
 log PASS
