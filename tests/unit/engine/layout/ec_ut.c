@@ -1831,16 +1831,20 @@ static void test_snapshot_delete_enoent(void **state)
  * A replace when the coordinator holds no chunk copy (all remote here): the
  * new copy gets the snapshots the caller read from the metadata store
  * (tsr_layout_copy.missed), made up by the rebuild in runs of stripes (8 a
- * dirty region here).
+ * dirty region here).  gone: the list also names a snapshot deleted since
+ * (r0) and one never cut (gone), as a detached snapshot's record step or a
+ * clone's temporary snapshot deleted in the background leave it (review 17a
+ * F5): each is skipped (the copy lacks it), the others made up, and the
+ * copy ends IN_SYNC with its list emptied, as mirror_snap skips it.
  */
-static void test_replace_recorded(void **state)
+static void replace_recorded(struct env *e, bool gone)
 {
-	struct env *e = *state;
 	struct node *nn = &e->nodes[e->n]; /* a spare */
 	struct tsr_layout_copy nc = {0};
 	uint8_t *at_cut = malloc(e->chunk_size), *img = tsr_alloc_aligned(e->chunk_size);
 	struct tsr_io *io = make_io(TSR_IO_AUTO, NULL);
 	struct tsr_svol *v = NULL;
+	struct tsr_snap_info si;
 
 	assert_int_equal(node_init(nn, e->n, e->chunk_size), 0);
 	{
@@ -1852,6 +1856,10 @@ static void test_replace_recorded(void **state)
 	}
 	random_writes(e, 30, 95);
 	settle(e);
+	if (gone) {
+		assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "r0"), 0);
+		assert_int_equal(lsnap(e, TSR_SNAP_DELETE, "r0"), 0);
+	}
 	load_chunkvols(e);
 	memcpy(at_cut, e->chunkvols[1], e->chunk_size);
 	assert_int_equal(lsnap(e, TSR_SNAP_CREATE, "r1"), 0);
@@ -1860,13 +1868,15 @@ static void test_replace_recorded(void **state)
 	snprintf(nc.node_id, sizeof(nc.node_id), "%s", nn->node_id);
 	snprintf(nc.address, sizeof(nc.address), "%s", nn->address);
 	nc.state = TSR_COPY_OUT_OF_SYNC;
-	nc.missed = "c r1\n";
+	nc.missed = gone ? "c r0\nc gone\nc r1\n" : "c r1\n";
 	assert_int_equal(tsr_layout_replace_copy(e->l, 1, &nc), 0);
 	assert_true(wait_status(e, all_in_sync, 30000));
 	assert_int_equal(tsr_store_snap_open(nn->store, VOLNAME, "r1", &v), 0);
 	assert_int_equal(sread(v, io, 0, (uint32_t)e->chunk_size, img), 0);
 	assert_memory_equal(img, at_cut, e->chunk_size);
 	tsr_svol_put(v);
+	assert_int_equal(tsr_store_snap_info(nn->store, VOLNAME, "r0", &si), -ENOENT);
+	assert_int_equal(tsr_store_snap_info(nn->store, VOLNAME, "gone", &si), -ENOENT);
 	assert_int_equal(snaps_files(e), 0);
 	{
 		struct node tmp = e->nodes[1];
@@ -1880,6 +1890,16 @@ static void test_replace_recorded(void **state)
 	tsr_io_destroy(io);
 	tsr_free_aligned(img);
 	free(at_cut);
+}
+
+static void test_replace_recorded(void **state)
+{
+	replace_recorded(*state, false);
+}
+
+static void test_replace_recorded_source_gone(void **state)
+{
+	replace_recorded(*state, true);
 }
 
 /* ---- the fault switch: a coordinator process killed mid-write ---- */
@@ -2331,6 +2351,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_snapshot, setup_4p2, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot_delete_enoent, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_replace_recorded, setup_2p1, teardown),
+	    cmocka_unit_test_setup_teardown(test_replace_recorded_source_gone, setup_2p1,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot_missed_recorded, setup_2p1, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_staged_0, setup_crash, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_staged_1, setup_crash, teardown),
