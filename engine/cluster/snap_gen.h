@@ -26,14 +26,14 @@
  * not taken for the copy cut (review 17a F6).
  */
 struct snap_gen_step {
-	const char *uuid;             /* the volume the snapshot read: a new one of that
-				       * name (deleted and made again) is left alone */
-	char op;                      /* 'c' or 'd', as in CopyRecord.missed_snaps */
+	const char *uuid; /* the volume the snapshot read: a new one of that
+			   * name (deleted and made again) is left alone */
+	char op;          /* 'c' or 'd', as in CopyRecord.missed_snaps */
 	const char *snap;
 	const char *cut[TSR_LAYOUT_MAX_COPIES]; /* the nodes of the copies it reached */
 	size_t n_cut;
-	char given[256];              /* the copies given the op as missed (log) */
-	char lost[256];               /* the copies it could not be given to (log) */
+	char given[256]; /* the copies given the op as missed (log) */
+	char lost[256];  /* the copies it could not be given to (log) */
 };
 
 /* rec_volume_mutator: snap_gen + 1, and the op appended to the missed_snaps of

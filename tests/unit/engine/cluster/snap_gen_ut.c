@@ -86,8 +86,8 @@ static const char *missed_of(const struct vol *v, size_t i)
 	return out;
 }
 
-static void step_init(struct snap_gen_step *g, char op, const char *snap,
-		      const char *const *cut, size_t n_cut)
+static void step_init(struct snap_gen_step *g, char op, const char *snap, const char *const *cut,
+		      size_t n_cut)
 {
 	memset(g, 0, sizeof(*g));
 	g->uuid = UUID;
@@ -106,8 +106,8 @@ static void step_init(struct snap_gen_step *g, char op, const char *snap,
  */
 static void test_new_copy_on_a_cut_node(void **state)
 {
-	const char *nodes[] = { "n4", "n2" }, *cut[] = { "n2", "n3" };
-	const char *list[] = { "c s1" };
+	const char *nodes[] = {"n4", "n2"}, *cut[] = {"n2", "n3"};
+	const char *list[] = {"c s1"};
 	struct snap_gen_step g;
 	struct vol v;
 
@@ -128,8 +128,8 @@ static void test_new_copy_on_a_cut_node(void **state)
 /* The same for a delete: the new copy on n2 whose list creates s1 gets "d s1". */
 static void test_new_copy_on_a_cut_node_delete(void **state)
 {
-	const char *nodes[] = { "n2", "n3" }, *cut[] = { "n2", "n3" };
-	const char *list[] = { "c s1" };
+	const char *nodes[] = {"n2", "n3"}, *cut[] = {"n2", "n3"};
+	const char *list[] = {"c s1"};
 	struct snap_gen_step g;
 	struct vol v;
 
@@ -148,8 +148,8 @@ static void test_new_copy_on_a_cut_node_delete(void **state)
  * does not; an IN_SYNC copy not reached is lost. */
 static void test_copies_cut_and_not(void **state)
 {
-	const char *nodes[] = { "n2", "n3", "n4" }, *cut[] = { "n2", "n3" };
-	const char *list[] = { "c s1" }, *list2[] = { "c s1", "c s2" };
+	const char *nodes[] = {"n2", "n3", "n4"}, *cut[] = {"n2", "n3"};
+	const char *list[] = {"c s1"}, *list2[] = {"c s1", "c s2"};
 	struct snap_gen_step g;
 	struct vol v;
 
@@ -186,8 +186,8 @@ static void test_copies_cut_and_not(void **state)
 /* Another volume of that name (deleted and made again): nothing written. */
 static void test_other_volume(void **state)
 {
-	const char *nodes[] = { "n2", "n3" }, *cut[] = { "n3" };
-	const char *list[] = { "c s1" };
+	const char *nodes[] = {"n2", "n3"}, *cut[] = {"n3"};
+	const char *list[] = {"c s1"};
 	struct snap_gen_step g;
 	struct vol v;
 
@@ -205,10 +205,10 @@ static void test_other_volume(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_new_copy_on_a_cut_node),
-		cmocka_unit_test(test_new_copy_on_a_cut_node_delete),
-		cmocka_unit_test(test_copies_cut_and_not),
-		cmocka_unit_test(test_other_volume),
+	    cmocka_unit_test(test_new_copy_on_a_cut_node),
+	    cmocka_unit_test(test_new_copy_on_a_cut_node_delete),
+	    cmocka_unit_test(test_copies_cut_and_not),
+	    cmocka_unit_test(test_other_volume),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
