@@ -601,7 +601,8 @@ static void makeup_skip(struct ec_missed *m, int status)
 	struct ec *e = m->c->e;
 
 	tsr_warn("ec %s: copy %u (%s): snapshot %s is not made up there (%s): its chunks of it "
-		 "are decoded from the others",
+		 "are decoded from the others while they hold it (none does when it was deleted "
+		 "since)",
 		 e->name, m->c->idx, m->c->node_id, m->v[m->next].snap, strerror(-status));
 	img_drop(m);
 	m->next++;
