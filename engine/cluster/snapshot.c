@@ -643,7 +643,9 @@ void cluster_snapshot_stop(struct tsr_cluster *c)
 	/* a detached op whose copies all answered 0, its reply not run yet
 	 * (snap_later_reply would find c gone): its record step now, while the
 	 * meta store is open, so a replace through another node sees snap_gen
-	 * move (review 17a F2); a create whose step fails is undone by the reply */
+	 * move (review 17a F2); a create whose step fails is answered failed by the
+	 * reply, its cuts left in place (no cluster to send the deletes with:
+	 * snap_calls_undo's warning names where to delete it) */
 	pthread_mutex_lock(&pending_lock);
 	for (struct snap_later *sl = pending; sl; sl = sl->next)
 		if (sl->c == c && !sl->rollback && !sl->forward && sl->n_slots > 0 &&
