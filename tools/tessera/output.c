@@ -597,6 +597,10 @@ static void print_copy_counters(const Tessera__Admin__VolumeStatus *s)
 		       s->crc_errors);
 		return;
 	}
+	if (s->crc_errors_all == 0 && s->copies_counted == n) { /* the usual case: one line */
+		printf("crc errors: 0 on all %zu copies\n", n);
+		return;
+	}
 	printf("crc errors: %" PRIu64 " on %s%u of %zu copies (%" PRIu64 " on the coordinator's)\n",
 	       s->crc_errors_all, s->copies_counted == n ? "all " : "", s->copies_counted, n,
 	       s->crc_errors);
