@@ -645,8 +645,12 @@ void cluster_snapshot_stop(struct tsr_cluster *c)
 	 * meta store is open, so a replace through another node sees snap_gen
 	 * move (review 17a F2); a create whose step fails is answered failed by the
 	 * reply, its cuts left in place (no cluster to send the deletes with:
-	 * snap_calls_undo's warning names where to delete it) */
+	 * snap_calls_undo's warning names where to delete it).  Our store's cuts
+	 * still running are waited for first: the last answer of an sl sets its
+	 * status after outstanding reached 0 (review 17c S1) */
 	pthread_mutex_lock(&pending_lock);
+	while (local_running > 0)
+		pthread_cond_wait(&local_cond, &pending_lock);
 	for (struct snap_later *sl = pending; sl; sl = sl->next)
 		if (sl->c == c && !sl->rollback && !sl->forward && sl->n_slots > 0 &&
 		    sl->uuid[0] && sl->outstanding == 0 && sl->status == 0 && !sl->gen_done) {
@@ -1431,13 +1435,14 @@ static void *snap_local_main(void *arg)
 	tsr_log_set_thread_name(slot->sl->rollback ? "snap-rollback" : "snap-cut");
 	snap_local_run(j->store, slot, false);
 	free(j);
-	/* done with the store: cluster_snapshot_stop may go on */
+	if (sl_put(slot->sl))
+		snap_calls_done(slot->sl); /* sl->status set; sl may be freed from here */
+	/* done with the store and with sl: cluster_snapshot_stop may go on (its
+	 * scan then reads a status this thread set: review 17c S1) */
 	pthread_mutex_lock(&pending_lock);
 	local_running--;
 	pthread_cond_broadcast(&local_cond);
 	pthread_mutex_unlock(&pending_lock);
-	if (sl_put(slot->sl))
-		snap_calls_done(slot->sl);
 	return NULL;
 }
 
