@@ -889,23 +889,37 @@ static void source_stop(struct tsr_cluster *c, const char *vol)
 	}
 }
 
-/* target/<vol>: the stream vol receives (0 when it is no target, promoted, or on error). */
-static uint64_t target_stream(struct tsr_cluster *c, const char *vol)
+/* target/<vol>: *stream, the stream vol receives (0: "promoted" or not a
+ * stream id), and *rev, the key's mod_rev.  0, or -errno (-ENOENT: no key). */
+static int target_claim_get(struct tsr_cluster *c, const char *vol, uint64_t *stream,
+			    uint64_t *rev)
 {
 	struct tsr_meta_kv kv = { 0 };
 	char key[80], text[20];
-	uint64_t stream = 0;
+	int ret;
 
+	*stream = 0;
+	*rev = 0;
 	snprintf(key, sizeof(key), "target/%s", vol);
-	if (tsr_meta_get(c->meta, key, &kv))
-		return 0;
+	ret = tsr_meta_get(c->meta, key, &kv);
+	if (ret)
+		return ret;
 	if (kv.value_len == 16) {
 		memcpy(text, kv.value, 16);
 		text[16] = '\0';
-		stream = strtoull(text, NULL, 16);
+		*stream = strtoull(text, NULL, 16);
 	}
+	*rev = kv.mod_rev;
 	tsr_meta_kv_clear(&kv);
-	return stream;
+	return 0;
+}
+
+/* target/<vol>: the stream vol receives (0 when it is no target, promoted, or on error). */
+static uint64_t target_stream(struct tsr_cluster *c, const char *vol)
+{
+	uint64_t stream, rev;
+
+	return target_claim_get(c, vol, &stream, &rev) == 0 ? stream : 0;
 }
 
 static bool failback_done(struct tsr_cluster *c, const char *vol, Tessera__Admin__Response *resp);
@@ -2169,7 +2183,11 @@ static int target_grow(struct tsr_cluster *c, const struct tsr_site_hello *from,
  * CLUSTER_COPY_TIMEOUT_MS each when one is frozen, and the site server's
  * open_volume runs on the main loop: target_create makes the same volume
  * with the node calls asynchronous (admin_async_call), on this loop:
- *  (1) target/<vol> claimed for the stream, before any copy;
+ *  (1) target/<vol> claimed for the stream, before any copy, by
+ *      compare-and-set at the revision read (absent: create-only); a create
+ *      whose claim loses that compare (another create of the volume wrote
+ *      it since the read: another DR node the source reached) does nothing
+ *      and answers "being created: retry" (tc_claim);
  *  (2) placement over the view, as the admin create with the layout the
  *      VOLUME_OPEN names (failure domain node, the default stripe unit and
  *      min-replicas, the default region size);
@@ -2224,6 +2242,10 @@ struct target_create {
 	bool redo;                     /* node[made] met a leftover, deleted: made again once */
 	bool undoing, stopping;
 	bool unsure;                   /* a create call lost: that copy may exist (kept claim) */
+	bool other_record;             /* failed because vol/<vol> is someone else's record */
+	char msg[1024];                /* failed: what failed (tc_fail), for why */
+	char undo_left[256];           /* "node: cause, ..." of the copies the undo could
+					* not delete (told in why once it ended) */
 	uint64_t claim_rev;            /* target/<vol> as we wrote it (0: not written) */
 	enum tc_call call_kind;
 	struct admin_async *call;      /* in flight; NULL once its callback ran */
@@ -2263,29 +2285,63 @@ static bool tc_local(const struct target_create *t, unsigned i)
 static void tc_next(struct target_create *t);
 static void tc_undo_next(struct target_create *t);
 
+/* why = "site S: cannot create target V (L, Z): msg", and once the undo
+ * ended, " (not deleted ...: undo_left)" when it could not delete a copy. */
+static void tc_set_why(struct target_create *t)
+{
+	char head[256], sz[32], msg[sizeof(t->msg) + sizeof(t->undo_left) + 64];
+
+	snprintf(head, sizeof(head), "site %s: cannot create target %s (%s, %s): ",
+		 t->c->repl_site, t->volume, t->layout, tsr_format_size(t->size, sz, sizeof(sz)));
+	snprintf(msg, sizeof(msg), "%s%s%s%s", t->msg, t->undo_left[0] ? " (not deleted, "
+		 "left to the leftover sweep: " : "", t->undo_left, t->undo_left[0] ? ")" : "");
+	target_why(t->why, sizeof(t->why), head, msg);
+}
+
 /* The create failed: why = "site S: cannot create target V (L, Z): msg";
  * the copies made are deleted (tc_undo_next), then it answers. */
 static void tc_fail(struct target_create *t, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static void tc_fail(struct target_create *t, int err, const char *fmt, ...)
 {
-	char msg[1024], head[256], sz[32];
+	char what[256];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	vsnprintf(t->msg, sizeof(t->msg), fmt, ap);
 	va_end(ap);
 	/* ESTALE to VOLUME_OPEN says "promoted" (the source demotes itself):
 	 * never the answer of a create */
 	t->status = err < 0 && err != -ESTALE ? err : -EIO;
-	snprintf(head, sizeof(head), "site %s: cannot create target %s (%s, %s): ",
-		 t->c->repl_site, t->volume, t->layout, tsr_format_size(t->size, sz, sizeof(sz)));
-	target_why(t->why, sizeof(t->why), head, msg);
-	tsr_warn("site: node %s: target volume %s (%s, from %s): %s; nothing was created",
-		 t->c->node_id, t->volume, t->layout, t->from, msg);
+	tc_set_why(t);
+	/* what this create leaves (the undo, tc_undo_next, logs what it
+	 * cannot delete) */
+	if (t->other_record)
+		snprintf(what, sizeof(what), "vol/%s is someone else's record: it and the copies "
+			 "it lists are kept", t->volume);
+	else if (t->made)
+		snprintf(what, sizeof(what), "the %u cop%s it made %s deleted", t->made,
+			 t->made == 1 ? "y" : "ies", t->made == 1 ? "is" : "are");
+	else if (t->unsure && t->made < t->n_copies)
+		snprintf(what, sizeof(what), "it made no copy that it heard of (one may be left "
+			 "over on %s, which did not answer)", t->node[t->made].id);
+	else
+		snprintf(what, sizeof(what), "it made no copy");
+	tsr_warn("site: node %s: target volume %s (%s, from %s): %s; %s", t->c->node_id,
+		 t->volume, t->layout, t->from, t->msg, what);
 	t->undoing = true;
 	t->undo = t->made;
 	tc_undo_next(t);
+}
+
+/* The undo could not delete copy i (cause): told in why once it ended. */
+static void tc_undo_left(struct target_create *t, unsigned i, const char *cause)
+{
+	size_t pos = strlen(t->undo_left);
+
+	if (pos < sizeof(t->undo_left) - 1)
+		snprintf(t->undo_left + pos, sizeof(t->undo_left) - pos, "%s%s: %s",
+			 pos ? ", " : "", t->node[i].id, cause);
 }
 
 static void tc_call_done(void *arg, int status, Tessera__Admin__Response *r);
@@ -2463,10 +2519,11 @@ static int tc_leftover(struct target_create *t, unsigned i)
 		tc_keep_listed(t, rec, gone, sizeof(gone));
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 		tc_keep_claim(t);
+		t->other_record = true;
 		tc_fail(t, -EEXIST, "volume '%s' was recorded meanwhile (another create of this "
 			"stream?): the copy met on %s (uuid %s%s) is not deleted%s%s%s", t->volume,
 			t->node[i].id, t->node[i].uuid, listed ? ", a copy the record lists" : "",
-			gone[0] ? "; deleted: its own copy on " : "", gone,
+			gone[0] ? "; to be deleted: its own copy on " : "", gone,
 			gone[0] ? ", which the record does not list" : "");
 		return -1;
 	}
@@ -2481,6 +2538,85 @@ static int tc_leftover(struct target_create *t, unsigned i)
 		 t->node[i].id, t->node[i].uuid, (unsigned long long)t->stream);
 	t->redo = true;
 	return 1;
+}
+
+/*
+ * Test hook: when the file $TSR_TEST_TC_CLAIM_RACE_FILE exists, a mirror
+ * create, between its read of target/<vol> and its claim, does what another
+ * create of the same stream (on another DR node: the source reached both)
+ * that read target/<vol> just as early and finished meanwhile would have
+ * done: target/<vol> written naming the stream, the copy made here, vol/<vol>
+ * recorded listing this node alone (replicas 1) (test-site-create-dr-claim);
+ * the file is removed: once.
+ */
+static void tc_test_claim_race(struct target_create *t)
+{
+	const char *f = getenv("TSR_TEST_TC_CLAIM_RACE_FILE");
+	struct cluster_fresh_record fresh;
+	const char *node_ids[1] = { t->c->node_id };
+	struct tsr_vol_info info;
+	char key[80], text[20];
+	int ret;
+
+	if (f == NULL || t->k || access(f, F_OK) != 0 || unlink(f) != 0)
+		return;
+	snprintf(key, sizeof(key), "target/%s", t->volume);
+	snprintf(text, sizeof(text), "%016llx", (unsigned long long)t->stream);
+	ret = tsr_meta_cas(t->c->meta, key, TSR_META_ANY_REV, text, 16, 0, NULL);
+	if (ret == 0)
+		ret = tsr_store_vol_create_flags(t->c->o.store, t->volume, t->size, 0, &info);
+	if (ret == 0) {
+		cluster_fresh_record(&fresh, t->volume, t->size, 1, 1, TSR_FD_NODE, 0, 0, 0, 0,
+				     node_ids);
+		snprintf(key, sizeof(key), "vol/%s", t->volume);
+		ret = rec_put(t->c->meta, key, &fresh.rec.base, 0, 0, NULL);
+	}
+	tsr_info("site: target volume %s: test hook (%s): target/%s, a copy here and vol/%s "
+		 "listing %s alone written by another create: %s", t->volume, f, t->volume,
+		 t->volume, t->c->node_id, ret ? strerror(-ret) : "ok");
+}
+
+/*
+ * (1): target/<vol> written naming the stream, at the revision read
+ * (absent: create-only); t->resumed when it named the stream already,
+ * t->claim_rev the revision written.  0; -ECANCELED: the key changed
+ * between the read and the write (msg says so): another create of the
+ * volume claimed it meanwhile, and nothing is written; other -errno: the
+ * store failed (msg).
+ * Two creates of the stream on two DR nodes may both read the key before
+ * either writes it.  Written with no compare, the second write made its
+ * revision the last one, and when the first create then recorded vol/<vol>
+ * first, the second's undo (not resumed: it deletes the claim it wrote, at
+ * its claim_rev) deleted the winner's claim: the recorded volume was
+ * refused "no replication target" for good (review 17c D1).  Now only one
+ * of the two writes succeeds, and the undo deletes a claim only at the
+ * revision its own create wrote, which is the last one unless someone
+ * wrote after it.
+ */
+static int tc_claim(struct target_create *t, char *msg, size_t msg_len)
+{
+	uint64_t stream, rev;
+	char key[80], text[20];
+	int ret;
+
+	snprintf(key, sizeof(key), "target/%s", t->volume);
+	ret = target_claim_get(t->c, t->volume, &stream, &rev);
+	if (ret && ret != -ENOENT) {
+		snprintf(msg, msg_len, "cannot read %s: %s", key, strerror(-ret));
+		return ret;
+	}
+	t->resumed = ret == 0 && stream == t->stream;
+	tc_test_claim_race(t);
+	snprintf(text, sizeof(text), "%016llx", (unsigned long long)t->stream);
+	ret = tsr_meta_cas(t->c->meta, key, rev, text, 16, 0, &t->claim_rev);
+	if (ret == -ECANCELED)
+		snprintf(msg, msg_len, "%s was written by another create of it since this one "
+			 "read it (%s)", key, rev ? "at another revision" : "absent");
+	else if (ret)
+		snprintf(msg, msg_len, "cannot record %s: %s", key, strerror(-ret));
+	if (ret)
+		t->claim_rev = 0;
+	return ret;
 }
 
 /* (4): the record; the answer. */
@@ -2512,8 +2648,10 @@ static void tc_record(struct target_create *t)
 			t->made = 0;
 		}
 		tc_keep_claim(t);
+		t->other_record = true;
 		tc_fail(t, -EEXIST, "volume '%s' was just created by someone else in this "
-			"cluster%s%s%s", t->volume, gone[0] ? "; deleted: its own copy on " : "", gone,
+			"cluster%s%s%s", t->volume, gone[0] ? "; to be deleted: its own copy on " : "",
+			gone,
 			gone[0] ? ", which the record does not list" : gret ?
 			" (its record unreadable: no copy deleted)" : "");
 		return;
@@ -2569,6 +2707,29 @@ static void tc_next(struct target_create *t)
 	tc_record(t);
 }
 
+/*
+ * The undo's delete of copy i answered err (status: the call's own): our
+ * copy is gone (0, -ENOENT; -ESTALE: the copy there is another one, so ours
+ * was replaced: left alone, and no sweep is told of it, since a record
+ * lists it or its own create deletes it), or it stays, unlisted, until the
+ * leftover sweep (--leftover-grace) removes it.
+ */
+static void tc_undo_answer(struct target_create *t, unsigned i, int err, bool status,
+			   const char *msg)
+{
+	if (err == 0 || err == -ENOENT)
+		return;
+	if (err == -ESTALE && !status) {
+		tsr_info("site: undo create of target %s: %s (this create's copy there is gone)",
+			 t->volume, msg);
+		return;
+	}
+	tsr_warn("site: undo create of target %s: the copy on %s: %s (%s: unlisted, the leftover "
+		 "sweep removes it)", t->volume, t->node[i].id, msg, status ? "it may be left" :
+		 "left");
+	tc_undo_left(t, i, status ? "no answer" : strerror(-err));
+}
+
 /* Undo: the copies made, last first, then the claim; then the refusal is
  * kept for the next VOLUME_OPEN. */
 static void tc_undo_next(struct target_create *t)
@@ -2585,13 +2746,13 @@ static void tc_undo_next(struct target_create *t)
 			ret = tc_call(t, i, TC_UNDO);
 			if (ret == 0)
 				return; /* tc_call_done goes on */
-			tsr_warn("site: undo create of target %s: cannot reach node %s to delete its "
-				 "copy: %s (the leftover sweep removes it)", t->volume, t->node[i].id,
-				 strerror(-ret));
+			snprintf(msg, sizeof(msg), "cannot reach node %s to delete it: %s",
+				 t->node[i].id, strerror(-ret));
+			tc_undo_answer(t, i, ret, true, msg);
 			continue;
 		}
-		if (tc_local_delete(t, i, msg, sizeof(msg)))
-			tsr_warn("site: undo create of target %s: %s", t->volume, msg);
+		ret = tc_local_delete(t, i, msg, sizeof(msg));
+		tc_undo_answer(t, i, ret, false, msg);
 	}
 	if (t->claim_rev && t->unsure) {
 		/* a copy may exist that we did not hear of: the next create of
@@ -2607,6 +2768,8 @@ static void tc_undo_next(struct target_create *t)
 				 key, strerror(-ret));
 		t->claim_rev = 0;
 	}
+	if (t->undo_left[0])
+		tc_set_why(t);
 	t->undoing = false;
 	t->running = false;
 	t->ended_ms = tsr_mono_ms();
@@ -2660,10 +2823,8 @@ static void tc_call_done(void *arg, int status, Tessera__Admin__Response *r)
 				r->message);
 		break;
 	case TC_UNDO:
-		if (err && err != -ENOENT)
-			tsr_warn("site: undo create of target %s: the copy on %s: %s (the leftover "
-				 "sweep removes it)", t->volume, t->node[i].id, status ||
-				 !r->message ? strerror(-err) : r->message);
+		tc_undo_answer(t, i, err, status != 0, status || !r->message || !r->message[0] ?
+			       strerror(-err) : r->message);
 		tc_undo_next(t);
 		break;
 	}
@@ -2686,7 +2847,7 @@ static int target_create(struct tsr_cluster *c, const struct tsr_site_hello *fro
 	struct tsr_place_node pn[256];
 	unsigned chosen[TSR_PLACE_MAX];
 	struct cluster_view v;
-	char key[80], text[20], sz[32], place_why[512];
+	char sz[32], place_why[512], msg[512];
 	size_t n = 0;
 	int ret;
 
@@ -2747,12 +2908,19 @@ static int target_create(struct tsr_cluster *c, const struct tsr_site_hello *fro
 		goto answered;
 	}
 	/* (1) the claim: a crash from here leaves target/<vol> naming the stream */
-	t->resumed = target_stream(c, t->volume) == stream;
-	snprintf(key, sizeof(key), "target/%s", t->volume);
-	snprintf(text, sizeof(text), "%016llx", (unsigned long long)stream);
-	ret = tsr_meta_cas(c->meta, key, TSR_META_ANY_REV, text, 16, 0, &t->claim_rev);
+	ret = tc_claim(t, msg, sizeof(msg));
+	if (ret == -ECANCELED) {
+		/* nothing done: the source's retry finds that create running
+		 * (resumed here) or its record (attached) */
+		tsr_info("site: target volume %s (from %s): %s: nothing done here, the source "
+			 "retries", t->volume, t->from, msg);
+		snprintf(why, why_len, "site %s: target %s is being created (by another create "
+			 "of it): retry", c->repl_site, t->volume);
+		target_create_free(t);
+		return -EINPROGRESS;
+	}
 	if (ret) {
-		tc_fail(t, ret, "cannot record %s: %s", key, strerror(-ret));
+		tc_fail(t, ret, "%s", msg);
 		goto answered;
 	}
 	/* (2) placement, as cluster_volume_create's */
