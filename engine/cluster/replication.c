@@ -2322,11 +2322,11 @@ static void tc_fail(struct target_create *t, int err, const char *fmt, ...)
 	else if (t->made)
 		snprintf(what, sizeof(what), "the %u cop%s it made %s deleted", t->made,
 			 t->made == 1 ? "y" : "ies", t->made == 1 ? "is" : "are");
-	else if (t->unsure && t->made < t->n_copies)
-		snprintf(what, sizeof(what), "it made no copy that it heard of (one may be left "
-			 "over on %s, which did not answer)", t->node[t->made].id);
 	else
 		snprintf(what, sizeof(what), "it made no copy");
+	if (!t->other_record && t->unsure && t->made < t->n_copies)
+		snprintf(what + strlen(what), sizeof(what) - strlen(what), "; one may be left over "
+			 "on %s, which did not answer", t->node[t->made].id);
 	tsr_warn("site: node %s: target volume %s (%s, from %s): %s; %s", t->c->node_id,
 		 t->volume, t->layout, t->from, t->msg, what);
 	t->undoing = true;
@@ -2393,8 +2393,9 @@ static int tc_local_create(struct target_create *t, unsigned i, char *msg, size_
 	if (ret)
 		snprintf(msg, msg_len, "cannot create the copy of '%s' on %s (this node): %s%s",
 			 t->volume, t->node[i].id, strerror(-ret), ret == -EEXIST ?
-			 " (a store copy of that name is left over: it goes by the leftover sweep "
-			 "(--leftover-grace), or delete it with local_copy)" : "");
+			 " (a store copy of that name is there: if no record lists it, it is left "
+			 "over and goes by the leftover sweep (--leftover-grace), or delete it with "
+			 "local_copy)" : "");
 	return ret;
 }
 
