@@ -978,9 +978,32 @@ out:
  * it reads only j and c's options; the layout's hooks queue their records
  * for the cluster's threads.
  */
+/*
+ * Test hook: while the file $TSR_TEST_ATTACH_TARGET_FAIL_FILE exists, a DR
+ * target's layout open waits (up to 30 s, in its thread), then fails
+ * -ECONNREFUSED without opening a copy (test-site-attach-failed-drop: the
+ * test cuts the link meanwhile, so the failure is kept for a VOLUME_OPEN
+ * that does not come).
+ */
+static bool attach_test_target_fail(const struct attach_job *j)
+{
+	const char *f = getenv("TSR_TEST_ATTACH_TARGET_FAIL_FILE");
+
+	if (f == NULL || !j->dr_target || access(f, F_OK) != 0)
+		return false;
+	tsr_info("cluster: test hook (%s): the open of DR target %s waits for the file to go, "
+		 "then fails", f, j->name);
+	for (int i = 0; i < 3000 && access(f, F_OK) == 0; i++)
+		usleep(10000);
+	return true;
+}
+
 static void attach_open(struct attach_job *j)
 {
-	j->ret = layout_open(j->c, j->rec, &j->lo, &j->layout);
+	if (attach_test_target_fail(j))
+		j->ret = -ECONNREFUSED;
+	else
+		j->ret = layout_open(j->c, j->rec, &j->lo, &j->layout);
 	for (unsigned i = 0; i < TSR_LAYOUT_MAX_COPIES; i++) {
 		free(j->lo.missed[i]);
 		j->lo.missed[i] = NULL;
