@@ -2187,7 +2187,10 @@ static int target_grow(struct tsr_cluster *c, const struct tsr_site_hello *from,
  *      compare-and-set at the revision read (absent: create-only); a create
  *      whose claim loses that compare (another create of the volume wrote
  *      it since the read: another DR node the source reached) does nothing
- *      and answers "being created: retry" (tc_claim);
+ *      and answers "being created: retry" (tc_claim), and so does every
+ *      VOLUME_OPEN of it for TARGET_CREATE_KEEP_MS (lost_claim): the record
+ *      of the create that won is attached meanwhile (site_open_volume reads
+ *      vol/<vol> first), else a create begins here again, resumed;
  *  (2) placement over the view, as the admin create with the layout the
  *      VOLUME_OPEN names (failure domain node, the default stripe unit and
  *      min-replicas, the default region size);
@@ -2243,6 +2246,10 @@ struct target_create {
 	bool undoing, stopping;
 	bool unsure;                   /* a create call lost: that copy may exist (kept claim) */
 	bool other_record;             /* failed because vol/<vol> is someone else's record */
+	bool lost_claim;               /* its claim lost to another create (tc_claim
+					* -ECANCELED), nothing done: each VOLUME_OPEN is
+					* answered "being created: retry" until the entry
+					* goes, TARGET_CREATE_KEEP_MS after (running false) */
 	char msg[1024];                /* failed: what failed (tc_fail), for why */
 	char undo_left[256];           /* "node: cause, ..." of the copies the undo could
 					* not delete (told in why once it ended) */
@@ -2869,6 +2876,15 @@ static int target_create(struct tsr_cluster *c, const struct tsr_site_hello *fro
 			 tsr_format_size(t->size, sz, sizeof(sz)));
 		return -EINPROGRESS;
 	}
+	if (t && t->lost_claim) {
+		/* the create that won (another DR node's) is given that long to
+		 * record the volume, which site_open_volume then attaches
+		 * without asking here: no second create meets its copies
+		 * before its record meanwhile */
+		snprintf(why, why_len, "site %s: target %s is being created (by another create "
+			 "of it): retry", c->repl_site, t->volume);
+		return -EINPROGRESS;
+	}
 	if (t) { /* answered (a success dropped the entry): its refusal, once */
 		ret = t->status;
 		snprintf(why, why_len, "%s", t->why);
@@ -2911,13 +2927,18 @@ static int target_create(struct tsr_cluster *c, const struct tsr_site_hello *fro
 	/* (1) the claim: a crash from here leaves target/<vol> naming the stream */
 	ret = tc_claim(t, msg, sizeof(msg));
 	if (ret == -ECANCELED) {
-		/* nothing done: the source's retry finds that create running
-		 * (resumed here) or its record (attached) */
+		/* nothing done: the source's retries find that create's record
+		 * (attached), or after TARGET_CREATE_KEEP_MS a create begins
+		 * here again, resumed (the other one crashed, or is slow) */
 		tsr_info("site: target volume %s (from %s): %s: nothing done here, the source "
-			 "retries", t->volume, t->from, msg);
+			 "retries (a create here again in %d s unless vol/%s is recorded)",
+			 t->volume, t->from, msg, TARGET_CREATE_KEEP_MS / 1000, t->volume);
+		t->lost_claim = true;
+		t->status = -EINPROGRESS;
+		t->running = false;
+		t->ended_ms = tsr_mono_ms();
 		snprintf(why, why_len, "site %s: target %s is being created (by another create "
 			 "of it): retry", c->repl_site, t->volume);
-		target_create_free(t);
 		return -EINPROGRESS;
 	}
 	if (ret) {
