@@ -2221,6 +2221,17 @@ static int target_grow(struct tsr_cluster *c, const struct tsr_site_hello *from,
  */
 #define TARGET_CREATE_KEEP_MS 10000
 
+/* How long a create whose claim lost (lost_claim) answers "being created:
+ * retry" before a create here begins again: TARGET_CREATE_KEEP_MS; tests
+ * only: $TSR_TEST_TC_LOST_CLAIM_MS (100..TARGET_CREATE_KEEP_MS). */
+static int64_t tc_lost_claim_ms(void)
+{
+	const char *e = getenv("TSR_TEST_TC_LOST_CLAIM_MS");
+	long ms = e ? strtol(e, NULL, 10) : 0;
+
+	return ms >= 100 && ms < TARGET_CREATE_KEEP_MS ? ms : TARGET_CREATE_KEEP_MS;
+}
+
 enum tc_call { TC_CREATE, TC_LEFTOVER, TC_UNDO };
 
 struct target_create {
@@ -2249,7 +2260,7 @@ struct target_create {
 	bool lost_claim;               /* its claim lost to another create (tc_claim
 					* -ECANCELED), nothing done: each VOLUME_OPEN is
 					* answered "being created: retry" until the entry
-					* goes, TARGET_CREATE_KEEP_MS after (running false) */
+					* goes, tc_lost_claim_ms() after (running false) */
 	char msg[1024];                /* failed: what failed (tc_fail), for why */
 	char undo_left[256];           /* "node: cause, ..." of the copies the undo could
 					* not delete (told in why once it ended) */
@@ -2555,7 +2566,8 @@ static int tc_leftover(struct target_create *t, unsigned i)
  * that read target/<vol> just as early and finished meanwhile would have
  * done: target/<vol> written naming the stream, the copy made here, vol/<vol>
  * recorded listing this node alone (replicas 1) (test-site-create-dr-claim);
- * the file is removed: once.
+ * a file that reads "claim" stops after target/<vol> (the other create has
+ * not recorded yet).  The file is removed: once.
  */
 static void tc_test_claim_race(struct target_create *t)
 {
@@ -2563,14 +2575,25 @@ static void tc_test_claim_race(struct target_create *t)
 	struct cluster_fresh_record fresh;
 	const char *node_ids[1] = { t->c->node_id };
 	struct tsr_vol_info info;
-	char key[80], text[20];
+	char key[80], text[20], mode[8] = "";
+	bool claim_only;
+	FILE *fp;
 	int ret;
 
-	if (f == NULL || t->k || access(f, F_OK) != 0 || unlink(f) != 0)
+	if (f == NULL || t->k || (fp = fopen(f, "r")) == NULL)
+		return;
+	claim_only = fgets(mode, sizeof(mode), fp) && strncmp(mode, "claim", 5) == 0;
+	fclose(fp);
+	if (unlink(f) != 0)
 		return;
 	snprintf(key, sizeof(key), "target/%s", t->volume);
 	snprintf(text, sizeof(text), "%016llx", (unsigned long long)t->stream);
 	ret = tsr_meta_cas(t->c->meta, key, TSR_META_ANY_REV, text, 16, 0, NULL);
+	if (claim_only) {
+		tsr_info("site: target volume %s: test hook (%s): target/%s written by another "
+			 "create: %s", t->volume, f, t->volume, ret ? strerror(-ret) : "ok");
+		return;
+	}
 	if (ret == 0)
 		ret = tsr_store_vol_create_flags(t->c->o.store, t->volume, t->size, 0, &info);
 	if (ret == 0) {
@@ -2861,7 +2884,8 @@ static int target_create(struct tsr_cluster *c, const struct tsr_site_hello *fro
 
 	for (struct target_create *u = target_creates, *nx; u; u = nx) {
 		nx = u->next; /* refusals nobody came back for */
-		if (u->c == c && !u->running && tsr_mono_ms() - u->ended_ms >= TARGET_CREATE_KEEP_MS)
+		if (u->c == c && !u->running && tsr_mono_ms() - u->ended_ms >=
+		    (u->lost_claim ? tc_lost_claim_ms() : TARGET_CREATE_KEEP_MS))
 			target_create_free(u);
 	}
 	t = target_create_find(c, o->volume);
@@ -2931,8 +2955,8 @@ static int target_create(struct tsr_cluster *c, const struct tsr_site_hello *fro
 		 * (attached), or after TARGET_CREATE_KEEP_MS a create begins
 		 * here again, resumed (the other one crashed, or is slow) */
 		tsr_info("site: target volume %s (from %s): %s: nothing done here, the source "
-			 "retries (a create here again in %d s unless vol/%s is recorded)",
-			 t->volume, t->from, msg, TARGET_CREATE_KEEP_MS / 1000, t->volume);
+			 "retries (a create here again in %lld ms unless vol/%s is recorded)",
+			 t->volume, t->from, msg, (long long)tc_lost_claim_ms(), t->volume);
 		t->lost_claim = true;
 		t->status = -EINPROGRESS;
 		t->running = false;

@@ -16,6 +16,14 @@
 # sha256 is equal at both sites, with no "no replication target" refusal.
 # Before the fix: "site primary, cv: not streaming after 30s", and dr-n1's
 # log has "exists here and is no replication target".
+# Case 2 (cw): the hook writes target/cw alone (the create that won has not
+# recorded yet).  The create whose claim lost answers "being created (by
+# another create of it): retry" for TSR_TEST_TC_LOST_CLAIM_MS (2 s here;
+# TARGET_CREATE_KEEP_MS, 10 s, otherwise) before it creates again, resumed,
+# so that it does not meet the winner's copies before the winner's record.
+# Asserted: at least 3 such answers before its "creating target volume cw
+# ... (again", then cw streams, sha256 equal.  With no wait the source's
+# first retry (100 ms) created at once: 1 answer.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/site.sh"
 
@@ -23,7 +31,7 @@ require_tessera
 sites_setup
 HOOK=$SITE_ROOT/claim-race
 touch "$HOOK"
-TSR_TEST_TC_CLAIM_RACE_FILE=$HOOK site_start dr
+TSR_TEST_TC_CLAIM_RACE_FILE=$HOOK TSR_TEST_TC_LOST_CLAIM_MS=2000 site_start dr
 site_start primary
 site_add_dr primary dr dr "127.0.0.1:${SITE_LISTEN[dr]}"
 DLOG=$(sdir dr)/tesserad.log
@@ -52,5 +60,30 @@ this one read it (absent): nothing done here" "$DLOG" ||
 if grep -m1 "no replication target" "$DLOG"; then
 	fail "the DR refused cv as no replication target"
 fi
+
+# case 2: the winner claimed, not recorded yet
+echo claim >"$HOOK"
+site_vol_create primary cw 4M
+site_qemu_io primary cw "write -P 0x6e 0 1M" >/dev/null || fail "write cw"
+out=$(stsr primary replication enable cw --to dr --target-layout replicas:1 2>&1) ||
+	fail "replication enable cw: $out"
+rwait primary cw 'j["state"] == "streaming"' "streaming" 30
+repl_caught_up cw 30
+assert_eq "$(site_sha dr cw)" "$(site_sha primary cw)" "sha256 of cw at the DR vs the source"
+grep -q "test hook .*: target/cw written by another create: ok" "$DLOG" ||
+	fail "the hook did not write target/cw: $(grep "target volume cw" "$DLOG" | tail -3)"
+grep -q "target volume cw (from .*): target/cw was written by another create of it since \
+this one read it (absent): nothing done here" "$DLOG" ||
+	fail "the create of cw did not log that its claim lost"
+line=$(grep -m1 -n "creating target volume cw " "$DLOG") ||
+	fail "no create of cw after the wait: $(grep "target volume cw" "$DLOG" | tail -3)"
+log "create after the wait: ${line#*INFO }"
+[[ $line == *"(again: an earlier create of this stream did not finish)"* ]] ||
+	fail "the create of cw after the wait was not resumed: $line"
+n=$(head -n "${line%%:*}" "$DLOG" | grep -c "target cw is being created (by another create of it): retry")
+log "the source was answered 'being created (by another create of it)' $n times before it"
+[ "$n" -ge 3 ] || fail "the create whose claim lost created again after $n 'being created' \
+answers (no wait for the winner's record)"
+
 site_stop primary
 site_stop dr
