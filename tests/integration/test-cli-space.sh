@@ -29,7 +29,10 @@ fullfs_require
 require_cmd fallocate
 
 # fs_check JSON_DATA_FS DIR WHAT: the figures match os.statvfs(DIR): size
-# exactly, free and avail within 64 MiB (prints the used_percent)
+# exactly (which file system), free and avail within 64 MiB on a file system
+# of its own, within 2 GiB on the machine's shared one (other writers move
+# it between tesserad's statvfs and ours: CI run 17b saw 152 MiB in between
+# while a benchmark prefilled its files) (prints the used_percent)
 fs_check() {
 	"$PY" - "$1" "$2" "$3" <<'EOF'
 import json, os, sys
@@ -41,8 +44,9 @@ if fs.get("error"):
     sys.exit(f"{what}: data_fs unknown: {fs['error']}")
 if fs["size"] != want["size"]:
     sys.exit(f"{what}: size {fs['size']}, statvfs says {want['size']}")
+slack = 64 << 20 if st.f_blocks * st.f_frsize < 64 << 30 else 2 << 30
 for k in ("free", "avail"):
-    if abs(fs[k] - want[k]) > 64 << 20:
+    if abs(fs[k] - want[k]) > slack:
         sys.exit(f"{what}: {k} {fs[k]}, statvfs says {want[k]}")
 used = fs["size"] - fs["free"]
 pct = -(-used * 100 // (used + fs["avail"])) if used + fs["avail"] else 0
