@@ -333,6 +333,12 @@ int tsr_io_event_fd(const struct tsr_io *io)
 	return io->backend->event_fd(io->ctx);
 }
 
+bool tsr_io_completions_ready(const struct tsr_io *io)
+{
+	return io->backend->completions_ready != NULL &&
+	       io->backend->completions_ready(io->ctx);
+}
+
 const char *tsr_io_name(const struct tsr_io *io)
 {
 	return io->name;

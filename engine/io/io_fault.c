@@ -586,6 +586,16 @@ static int fault_event_fd(void *ctx)
 	return fc->inner->event_fd(fc->inner_ctx);
 }
 
+/* The inner backend's completions (its eventfd may not be signalled for
+ * them); ours on the ready and held lists signal the eventfd themselves. */
+static bool fault_completions_ready(void *ctx)
+{
+	struct fault_ctx *fc = ctx;
+
+	return fc->inner->completions_ready != NULL &&
+	       fc->inner->completions_ready(fc->inner_ctx);
+}
+
 /* What the wrapped backend does: the injector adds delays, never blocking. */
 static bool fault_buffered_reads_async(void *ctx)
 {
@@ -669,5 +679,6 @@ const struct tsr_io_backend tsr_io_fault_backend = {
 	.submit = fault_submit,
 	.reap = fault_reap,
 	.event_fd = fault_event_fd,
+	.completions_ready = fault_completions_ready,
 	.buffered_reads_async = fault_buffered_reads_async,
 };

@@ -23,6 +23,7 @@ struct uring_ctx {
 	struct io_uring ring;
 	bool ring_ready;     /* ring set up: io_uring_queue_exit() needed */
 	int event_fd;        /* registered eventfd, -1 until created */
+	bool evfd_async;     /* signalled for io-wq completions only */
 	unsigned inflight;   /* SQEs queued and not yet reaped */
 };
 
@@ -42,6 +43,7 @@ static void uring_destroy(void *ctx)
 static int uring_create(const struct tsr_io_opts *opts, void **ctx_out)
 {
 	struct uring_ctx *c;
+	bool coop;
 	int ret;
 
 	/* Tests only: TSR_TEST_IO_URING_UNAVAILABLE=1 fails the setup as a
@@ -66,6 +68,7 @@ static int uring_create(const struct tsr_io_opts *opts, void **ctx_out)
 	 */
 	ret = io_uring_queue_init(opts->queue_depth, &c->ring,
 				  IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN);
+	coop = ret == 0;
 	if (ret == -EINVAL)
 		ret = io_uring_queue_init(opts->queue_depth, &c->ring, IORING_SETUP_SUBMIT_ALL);
 	if (ret == -EINVAL)
@@ -84,7 +87,24 @@ static int uring_create(const struct tsr_io_opts *opts, void **ctx_out)
 		tsr_error("io_uring: eventfd: %s", strerror(-ret));
 		goto err;
 	}
-	ret = io_uring_register_eventfd(&c->ring, c->event_fd);
+	/*
+	 * Where COOP_TASKRUN exists (5.19; disk completions come as task
+	 * work to the submitting thread since 5.x before it), a completion's
+	 * task work wakes the worker out of epoll_wait (EINTR) and is posted
+	 * when that returns, so an eventfd signal for it too only made the
+	 * next epoll_wait return at once and cost a read of the eventfd: two
+	 * system calls per batch of completions (ARCHITECTURE.md, "Where the
+	 * time goes").  Registered async, the eventfd is signalled only by
+	 * io-wq workers (punted fsyncs, buffered I/O), which never interrupt
+	 * the worker; the loop checks completions_ready before it blocks.
+	 * TSR_IO_URING_EVFD_ALL=1 registers it for every completion (A/B).
+	 */
+	if (coop && !tsr_test_env_on("TSR_IO_URING_EVFD_ALL")) {
+		ret = io_uring_register_eventfd_async(&c->ring, c->event_fd);
+		c->evfd_async = ret == 0;
+	}
+	if (!c->evfd_async)
+		ret = io_uring_register_eventfd(&c->ring, c->event_fd);
 	if (ret < 0) {
 		tsr_error("io_uring: register eventfd: %s", strerror(-ret));
 		goto err;
@@ -178,6 +198,15 @@ static int uring_reap(void *ctx, unsigned max, bool wait)
 	return (int)n;
 }
 
+static bool uring_completions_ready(void *ctx)
+{
+	struct uring_ctx *c = ctx;
+
+	/* an overflowed CQ: peek (reap) flushes the overflow into the ring */
+	return c->evfd_async &&
+	       (io_uring_cq_ready(&c->ring) > 0 || io_uring_cq_has_overflow(&c->ring));
+}
+
 static int uring_event_fd(void *ctx)
 {
 	struct uring_ctx *c = ctx;
@@ -203,4 +232,5 @@ const struct tsr_io_backend tsr_io_uring_backend = {
 	.reap = uring_reap,
 	.event_fd = uring_event_fd,
 	.buffered_reads_async = uring_buffered_reads_async,
+	.completions_ready = uring_completions_ready,
 };

@@ -5,10 +5,14 @@
  *
  * One loop pass:
  *   1. epoll_wait: socket fds, the io's eventfd and our wake eventfd; it
- *      blocks only when no completion can be pending (nothing in flight);
+ *      does not block when completions are ready (tsr_io_completions_ready:
+ *      io_uring posts most of them without signalling its eventfd, they end
+ *      the sleep with EINTR instead, io.h), and blocks at most
+ *      WORKER_INFLIGHT_TIMEOUT_MS while I/O is in flight;
  *   2. run the fd callbacks of the ready fds;
- *   3. drain the io's eventfd and tsr_io_poll(io, 0, false): completion
- *      callbacks run here;
+ *   3. when the io's eventfd fired, read it; when it fired, epoll_wait ended
+ *      without events (EINTR, timeout) with I/O in flight or completions
+ *      were ready: tsr_io_poll(io, 0, false), completion callbacks run here;
  *   4. run the messages other threads queued with tsr_worker_send();
  *   5. run the callbacks deferred to the end of this pass (tsr_worker_defer:
  *      one batched socket write per connection and pass);
@@ -350,10 +354,12 @@ static void drain_eventfd(int fd)
 static bool loop_pass(struct tsr_worker *w)
 {
 	struct epoll_event events[WORKER_MAX_EVENTS];
-	bool io_ready = false, wake_ready = false, stopping = false;
+	bool io_ready = false, io_fd_ready = false, wake_ready = false, stopping = false;
 	int timeout, n, i, ret;
 
-	if (w->defer_head != NULL)
+	if (tsr_io_inflight(w->io) > 0 && tsr_io_completions_ready(w->io))
+		io_ready = true;
+	if (w->defer_head != NULL || io_ready)
 		timeout = 0;
 	else if (tsr_io_inflight(w->io) > 0)
 		timeout = WORKER_INFLIGHT_TIMEOUT_MS;
@@ -373,7 +379,7 @@ static bool loop_pass(struct tsr_worker *w)
 		struct watch *wt;
 
 		if (p == &g_tag_io) {
-			io_ready = true;
+			io_ready = io_fd_ready = true;
 			continue;
 		}
 		if (p == &g_tag_wake) {
@@ -386,7 +392,8 @@ static bool loop_pass(struct tsr_worker *w)
 	}
 
 	if (io_ready) {
-		drain_eventfd(tsr_io_event_fd(w->io));
+		if (io_fd_ready)
+			drain_eventfd(tsr_io_event_fd(w->io));
 		ret = tsr_io_poll(w->io, 0, false);
 		if (ret < 0)
 			tsr_error("worker%u: io poll: %s", w->index, strerror(-ret));

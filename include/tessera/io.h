@@ -106,6 +106,16 @@ unsigned tsr_io_inflight(const struct tsr_io *io);
 int tsr_io_event_fd(const struct tsr_io *io);
 
 /*
+ * True when tsr_io_poll(io, 0, false) would run a callback now (checked in
+ * user space; false when the backend cannot tell, then its eventfd is
+ * signalled for every completion).  An epoll loop must check it before it
+ * blocks: the io_uring backend signals its eventfd only for completions of
+ * io-wq workers; the others interrupt the owning thread's sleep (epoll_wait
+ * returns EINTR) or are posted during any of its system calls.
+ */
+bool tsr_io_completions_ready(const struct tsr_io *io);
+
+/*
  * Number of faults the fault injector has injected so far (each failed,
  * shortened, delayed or torn operation counts once); 0 for a context created
  * without fault_spec.

@@ -39,7 +39,7 @@ struct tsr_io_backend {
 	int (*submit)(void *ctx);
 	/* Reap up to max (0 = all ready) completions; wait: block for at least one. */
 	int (*reap)(void *ctx, unsigned max, bool wait);
-	/* eventfd signalled on completion. */
+	/* eventfd signalled on completion (see completions_ready). */
 	int (*event_fd)(void *ctx);
 	/*
 	 * May be NULL (= false).  True when a read of a buffered (not O_DIRECT)
@@ -49,6 +49,16 @@ struct tsr_io_backend {
 	 * buffered fd reads synchronously, blocking the caller's loop.
 	 */
 	bool (*buffered_reads_async)(void *ctx);
+	/*
+	 * May be NULL (= false: the eventfd is signalled for every
+	 * completion).  True when reap() would complete something now, a
+	 * check in user space.  A backend whose eventfd is not signalled for
+	 * some completions sets it: io_uring when its completions interrupt
+	 * the owner's sleep instead (task work, see io_uring.c); they may also
+	 * be posted during any system call of the owner, so its loop checks
+	 * this before it blocks.
+	 */
+	bool (*completions_ready)(void *ctx);
 };
 
 /* Called by a backend from reap(): res is bytes transferred or -errno. */
