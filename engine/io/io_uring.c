@@ -91,15 +91,17 @@ static int uring_create(const struct tsr_io_opts *opts, void **ctx_out)
 	 * Where COOP_TASKRUN exists (5.19; disk completions come as task
 	 * work to the submitting thread since 5.x before it), a completion's
 	 * task work wakes the worker out of epoll_wait (EINTR) and is posted
-	 * when that returns, so an eventfd signal for it too only made the
-	 * next epoll_wait return at once and cost a read of the eventfd: two
-	 * system calls per batch of completions (ARCHITECTURE.md, "Where the
-	 * time goes").  Registered async, the eventfd is signalled only by
+	 * when that returns, so an eventfd signal for it too only cost a
+	 * read() of the eventfd per batch of completions (1.7 us a system
+	 * call on the bench VM; ARCHITECTURE.md, "Performance as measured",
+	 * per-request counts).  Registered async, the eventfd is signalled only by
 	 * io-wq workers (punted fsyncs, buffered I/O), which never interrupt
 	 * the worker; the loop checks completions_ready before it blocks.
-	 * TSR_IO_URING_EVFD_ALL=1 registers it for every completion (A/B).
+	 * Only for an owner that asked (opts->lazy_event_fd: the worker
+	 * loop); TSR_IO_URING_EVFD_ALL=1 registers it for every completion
+	 * even then (A/B).
 	 */
-	if (coop && !tsr_test_env_on("TSR_IO_URING_EVFD_ALL")) {
+	if (coop && opts->lazy_event_fd && !tsr_test_env_on("TSR_IO_URING_EVFD_ALL")) {
 		ret = io_uring_register_eventfd_async(&c->ring, c->event_fd);
 		c->evfd_async = ret == 0;
 	}

@@ -426,6 +426,7 @@ static int setup_thread(struct tsr_worker *w)
 	struct epoll_event ev = { .events = EPOLLIN };
 	int ret;
 
+	w->io_opts.lazy_event_fd = true; /* loop_pass checks completions_ready */
 	ret = tsr_io_create(&w->io_opts, &w->io);
 	if (ret < 0) {
 		tsr_error("worker%u: cannot create its I/O context: %s", w->index,

@@ -48,6 +48,14 @@ struct tsr_io_opts {
 	 * Example: "write:3:fail=EIO,read:1+:delay=5".
 	 */
 	const char *fault_spec;
+	/*
+	 * The owner's epoll loop calls tsr_io_completions_ready() before every
+	 * sleep, so the backend may leave its eventfd unsignalled for the
+	 * completions that end the owner's sleep by themselves (io_uring: the
+	 * disk completions' task work, registered async).  False (default):
+	 * the eventfd is signalled for every completion.
+	 */
+	bool lazy_event_fd;
 };
 
 /* Flags for tsr_io_writev(). */
@@ -101,17 +109,19 @@ unsigned tsr_io_inflight(const struct tsr_io *io);
 /*
  * A file descriptor that becomes readable when completions may be ready, for
  * the owner's epoll loop (an eventfd; read and discard its counter before
- * tsr_io_poll).  Always valid for the lifetime of io.
+ * tsr_io_poll); with opts.lazy_event_fd not for every completion (see
+ * tsr_io_completions_ready).  Always valid for the lifetime of io.
  */
 int tsr_io_event_fd(const struct tsr_io *io);
 
 /*
  * True when tsr_io_poll(io, 0, false) would run a callback now (checked in
  * user space; false when the backend cannot tell, then its eventfd is
- * signalled for every completion).  An epoll loop must check it before it
- * blocks: the io_uring backend signals its eventfd only for completions of
- * io-wq workers; the others interrupt the owning thread's sleep (epoll_wait
- * returns EINTR) or are posted during any of its system calls.
+ * signalled for every completion).  With opts.lazy_event_fd an epoll loop
+ * must check it before it blocks: the io_uring backend then signals its
+ * eventfd only for completions of io-wq workers; the others interrupt the
+ * owning thread's sleep (epoll_wait returns EINTR) or are posted during any
+ * of its system calls.
  */
 bool tsr_io_completions_ready(const struct tsr_io *io);
 
