@@ -146,8 +146,15 @@ static void lazy_loop(struct env *e, const char *spec)
 	for (int i = 0; i < 8; i++)
 		assert_file(e->fd, (uint64_t)((31 * 8 + i) % 1024) * BS, BS, 32);
 	assert_int_equal(st.timeouts, 0);
+	/* the read() per batch saved: in the old registration every one of
+	 * the 32 batches fires it (63 times in a run); a write io_uring punts
+	 * to an io-wq worker (-EAGAIN of a non-blocking attempt) still does,
+	 * by design (a full tag set of a disk shared with other tests), hence
+	 * a bound of half the batches instead of 0 (setup preallocates the
+	 * file, so the allocation punts of a sparse file are out of the way;
+	 * 0 in 30 quiet runs) */
 	if (e->kind == TSR_IO_URING && spec == NULL)
-		assert_int_equal(st.fd_events, 0); /* the read() per batch saved */
+		assert_true(st.fd_events < 16);
 	if (e->kind == TSR_IO_AIO)
 		assert_true(st.fd_events > 0); /* no lazy mode: signalled */
 	tsr_io_destroy(io);
@@ -209,7 +216,7 @@ static int setup(void **state)
 	*state = e;
 	snprintf(e->path, sizeof(e->path), "%s/tsr-io-lazy-ut-XXXXXX", g_dir);
 	e->fd = mkostemp(e->path, O_DIRECT);
-	if (e->fd < 0 || ftruncate(e->fd, FILE_SIZE) < 0)
+	if (e->fd < 0 || posix_fallocate(e->fd, 0, FILE_SIZE) != 0)
 		return -1;
 	return 0;
 }
