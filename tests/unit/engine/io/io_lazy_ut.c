@@ -173,14 +173,13 @@ static void test_lazy_fault(void **state)
 }
 
 /* A completion posted during another system call (usleep here; sendmsg or
- * readv in the worker) is seen by completions_ready, with the eventfd quiet. */
+ * readv in the worker) is seen by completions_ready. */
 static void test_ready_after_other_syscall(void **state)
 {
 	struct env *e = *state;
 	struct tsr_io *io;
 	uint8_t *buf = tsr_alloc_aligned(BS);
 	struct iovec iov = { buf, BS };
-	struct pollfd pfd;
 	int done = 0, i;
 
 	if (e->kind != TSR_IO_URING) {
@@ -196,8 +195,8 @@ static void test_ready_after_other_syscall(void **state)
 		usleep(1000);
 	assert_true(tsr_io_completions_ready(io));
 	assert_int_equal(done, 0); /* callbacks only from tsr_io_poll */
-	pfd = (struct pollfd){ .fd = tsr_io_event_fd(io), .events = POLLIN };
-	assert_int_equal(poll(&pfd, 1, 0), 0); /* not signalled */
+	/* (the eventfd is normally quiet here, but a write punted to io-wq
+	 * signals it: test_lazy_loop counts signals over many batches) */
 	assert_int_equal(tsr_io_poll(io, 0, false), 1);
 	assert_int_equal(done, 1);
 	assert_false(tsr_io_completions_ready(io));
