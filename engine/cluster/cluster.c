@@ -530,14 +530,21 @@ static bool cluster_admin_dispatch(struct tsr_cluster *c, const Tessera__Admin__
 	if (admin_is_replication(req->command_case))
 		return repl_admin_handle(c, req, resp);
 	switch (req->command_case) {
-	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE:
+	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_CREATE: {
+		char msg[1024];
+		int ret;
+
 		if (req->volume_create->local_copy)
 			return false;
-		if (req->volume_create->from_volume[0] || req->volume_create->from_snapshot[0])
+		ret = repl_name_claimed(c, req->volume_create->name, msg, sizeof(msg));
+		if (ret)
+			admin_fail(resp, ret, "%s", msg);
+		else if (req->volume_create->from_volume[0] || req->volume_create->from_snapshot[0])
 			cluster_volume_clone(c, req->volume_create, resp);
 		else
 			cluster_volume_create(c, req->volume_create, resp);
 		return true;
+	}
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE: {
 		char msg[512];
 		int ret;
@@ -551,6 +558,8 @@ static bool cluster_admin_dispatch(struct tsr_cluster *c, const Tessera__Admin__
 			cluster_volume_delete(c, req->volume_delete->name, resp);
 		if (resp->error == 0)
 			repl_volume_deleted(c, req->volume_delete->name);
+		else if (resp->error == -ENOENT) /* a claim alone: released */
+			repl_claim_release(c, req->volume_delete->name, resp);
 		return true;
 	}
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE:

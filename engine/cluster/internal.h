@@ -440,6 +440,13 @@ int repl_grow_target_async(struct tsr_cluster *c, const char *name, uint64_t siz
 void repl_grow_abandon(struct repl_grow *g);
 /* volume delete succeeded: forget target/<name>. */
 void repl_volume_deleted(struct tsr_cluster *c, const char *name);
+/* volume create of name: -EEXIST with msg when a DR stream's claim
+ * target/<name> names it and vol/<name> is absent (or -errno: unreadable);
+ * 0 otherwise.  Main thread. */
+int repl_name_claimed(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len);
+/* volume delete of name answered -ENOENT in resp: a claim target/<name>
+ * with no create of it running here is released, resp then error 0. */
+void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin__Response *resp);
 
 /* ---- sweep.c: leftover store copies no record lists ----------------- */
 

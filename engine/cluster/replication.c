@@ -1024,6 +1024,84 @@ int repl_volume_busy(struct tsr_cluster *c, const char *name, char *msg, size_t 
 	return -EBUSY;
 }
 
+/*
+ * volume create (and clone) of name: -EEXIST with msg when target/<name>
+ * claims it for a DR stream and vol/<name> is not recorded (a target being
+ * created here, or a claim left by a create that did not finish: its
+ * stream's next VOLUME_OPEN creates it), else 0 (a recorded name: the
+ * create's own "already exists").  An operator's volume of a claimed name
+ * was found by that stream's next VOLUME_OPEN (the record, and the claim
+ * naming the stream), attached as its target and overwritten (review 17c
+ * D2).  The check and the create's record are two writes apart: a claim
+ * written between them is caught at the DR's side (target_adopt_refused:
+ * the record does not say it was created for the stream).
+ */
+int repl_name_claimed(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len)
+{
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	uint64_t stream, rev;
+	int ret;
+
+	ret = target_claim_get(c, name, &stream, &rev);
+	if (ret == -ENOENT || (ret == 0 && stream == 0))
+		return 0; /* no claim, or "promoted" */
+	if (ret) {
+		snprintf(msg, msg_len, "cannot read target/%s (is the name claimed by a DR "
+			 "stream?): %s; nothing was created", name, strerror(-ret));
+		return ret;
+	}
+	ret = rec_volume_get(c->meta, name, &rec, NULL);
+	if (ret == 0) {
+		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+		return 0;
+	}
+	snprintf(msg, msg_len, "volume name '%s' is claimed by DR replication stream %016llx, "
+		 "received from another site (target/%s: its target is being created here, or "
+		 "a create of it did not finish and its stream's next open makes it); nothing "
+		 "was created: pick another name, or, if no site ships a volume '%s' here any "
+		 "more, release the name with tessera volume delete %s", name,
+		 (unsigned long long)stream, name, name, name);
+	return -EEXIST;
+}
+
+static bool tc_running_here(struct tsr_cluster *c, const char *name);
+
+/*
+ * volume delete of name answered -ENOENT (resp): when target/<name> claims
+ * it for a DR stream and no create of it runs here, the claim is deleted
+ * (at the revision read) and resp says so instead (error 0): how an
+ * operator releases a name a create that did not finish left claimed.
+ */
+void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin__Response *resp)
+{
+	uint64_t stream, rev;
+	char key[80];
+	int ret;
+
+	if (resp->error != -ENOENT || target_claim_get(c, name, &stream, &rev) || stream == 0)
+		return;
+	if (tc_running_here(c, name)) {
+		admin_fail(resp, -EBUSY, "volume '%s' is being created here as the target of DR "
+			   "stream %016llx: retry once it is created (then delete the volume) or "
+			   "has failed", name, (unsigned long long)stream);
+		return;
+	}
+	snprintf(key, sizeof(key), "target/%s", name);
+	ret = tsr_meta_delete(c->meta, key, rev);
+	if (ret) {
+		admin_fail(resp, ret, "volume '%s' is not recorded; cannot release target/%s (the "
+			   "claim of DR stream %016llx): %s%s", name, name,
+			   (unsigned long long)stream, strerror(-ret),
+			   ret == -ECANCELED ? " (it changed meanwhile: retry)" : "");
+		return;
+	}
+	tsr_info("cluster: target/%s, the claim of DR stream %016llx on a volume not recorded, "
+		 "released (volume delete): a copy its create left unlisted goes by the leftover "
+		 "sweep", name, (unsigned long long)stream);
+	admin_fail(resp, 0, "volume '%s' was not recorded: its name's claim by DR stream %016llx "
+		   "is released", name, (unsigned long long)stream);
+}
+
 /* The answer of a grow of name's target as the resize gives it (ret != 0). */
 static void grow_refusal(const char *name, const char *site, int ret, const char *why,
 			 char *msg, size_t msg_len)
@@ -2285,6 +2363,14 @@ static struct target_create *target_create_find(struct tsr_cluster *c, const cha
 	return NULL;
 }
 
+/* A create of name runs on this node (copies, record or undo). */
+static bool tc_running_here(struct tsr_cluster *c, const char *name)
+{
+	const struct target_create *t = target_create_find(c, name);
+
+	return t && t->running;
+}
+
 static void target_create_free(struct target_create *t)
 {
 	for (struct target_create **pp = &target_creates; *pp; pp = &(*pp)->next)
@@ -2497,6 +2583,7 @@ static void tc_test_record_first(struct target_create *t, unsigned i)
 		return;
 	cluster_fresh_record(&fresh, t->volume, t->size, 1, 1, TSR_FD_NODE, 0, 0, 0, 0,
 			     node_ids);
+	fresh.rec.target_stream = t->stream;
 	snprintf(key, sizeof(key), "vol/%s", t->volume);
 	ret = rec_put(t->c->meta, key, &fresh.rec.base, 0, 0, NULL);
 	tsr_info("site: target volume %s: test hook (%s): vol/%s written listing %s alone: %s",
@@ -2567,7 +2654,9 @@ static int tc_leftover(struct target_create *t, unsigned i)
  * done: target/<vol> written naming the stream, the copy made here, vol/<vol>
  * recorded listing this node alone (replicas 1) (test-site-create-dr-claim);
  * a file that reads "claim" stops after target/<vol> (the other create has
- * not recorded yet).  The file is removed: once.
+ * not recorded yet); one that reads "operator" records vol/<vol> without
+ * the stream, as an operator's `volume create` that checked the name just
+ * before the claim and recorded just after it.  The file is removed: once.
  */
 static void tc_test_claim_race(struct target_create *t)
 {
@@ -2575,14 +2664,17 @@ static void tc_test_claim_race(struct target_create *t)
 	struct cluster_fresh_record fresh;
 	const char *node_ids[1] = { t->c->node_id };
 	struct tsr_vol_info info;
-	char key[80], text[20], mode[8] = "";
-	bool claim_only;
+	char key[80], text[20], mode[16] = "";
+	bool claim_only, by_operator;
 	FILE *fp;
 	int ret;
 
 	if (f == NULL || t->k || (fp = fopen(f, "r")) == NULL)
 		return;
-	claim_only = fgets(mode, sizeof(mode), fp) && strncmp(mode, "claim", 5) == 0;
+	if (fgets(mode, sizeof(mode), fp) == NULL)
+		mode[0] = '\0';
+	claim_only = strncmp(mode, "claim", 5) == 0;
+	by_operator = strncmp(mode, "operator", 8) == 0;
 	fclose(fp);
 	if (unlink(f) != 0)
 		return;
@@ -2599,12 +2691,14 @@ static void tc_test_claim_race(struct target_create *t)
 	if (ret == 0) {
 		cluster_fresh_record(&fresh, t->volume, t->size, 1, 1, TSR_FD_NODE, 0, 0, 0, 0,
 				     node_ids);
+		fresh.rec.target_stream = by_operator ? 0 : t->stream;
 		snprintf(key, sizeof(key), "vol/%s", t->volume);
 		ret = rec_put(t->c->meta, key, &fresh.rec.base, 0, 0, NULL);
 	}
 	tsr_info("site: target volume %s: test hook (%s): target/%s, a copy here and vol/%s "
-		 "listing %s alone written by another create: %s", t->volume, f, t->volume,
-		 t->volume, t->c->node_id, ret ? strerror(-ret) : "ok");
+		 "listing %s alone written by %s: %s", t->volume, f, t->volume, t->volume,
+		 t->c->node_id, by_operator ? "an operator's volume create" : "another create",
+		 ret ? strerror(-ret) : "ok");
 }
 
 /*
@@ -2662,6 +2756,7 @@ static void tc_record(struct target_create *t)
 		node_ids[i] = t->node[i].id;
 	cluster_fresh_record(&fresh, t->volume, t->size, t->n_copies, t->min_in_sync, TSR_FD_NODE,
 			     t->k, t->m, t->unit, 0, node_ids);
+	fresh.rec.target_stream = t->stream; /* site_open_volume adopts it (target_adopt_refused) */
 	snprintf(key, sizeof(key), "vol/%s", t->volume);
 	ret = rec_put(t->c->meta, key, &fresh.rec.base, 0, 0, NULL);
 	if (ret == -ECANCELED) {
@@ -3022,6 +3117,46 @@ answered:
 }
 
 /*
+ * site_open_volume: may the stream adopt the recorded volume name (no state
+ * file of it here, path, and no failback)?  Only when target/<name> names
+ * the stream and the record says it was created for it (made_for, the
+ * record's target_stream, written by target_create's record).  A record
+ * without it is an operator's `volume create` (or a target recorded by a
+ * build before the field): adopting it let the stream overwrite a volume it
+ * did not create when target/<name> named the stream, a claim left by a
+ * create that did not finish (review 17c D2).  true: refused (logged).
+ */
+static bool target_adopt_refused(struct tsr_cluster *c, const struct tsr_site_hello *from,
+				 const char *name, uint64_t stream, uint64_t made_for,
+				 const char *path)
+{
+	uint64_t claim = target_stream(c, name);
+
+	if (claim == stream && made_for == stream)
+		return false;
+	if (claim != stream) {
+		tsr_warn("site: %s/%s asks for volume %s, which exists here and is no "
+			 "replication target (no %s): refused", from->site, from->cluster, name,
+			 path);
+	} else if (made_for == 0) {
+		tsr_warn("site: %s/%s asks for volume %s, stream %016llx: vol/%s exists here but "
+			 "was not created for that stream (made by `tessera volume create`, or as a "
+			 "target by a build before the record said so; no %s): refused; target/%s "
+			 "names the stream (a create of it that did not finish).  If it is this "
+			 "stream's target, delete it (tessera volume delete %s) and the stream "
+			 "creates it again with a full copy; if it is someone's volume, disable the "
+			 "replication of %s at %s or rename one of them", from->site, from->cluster,
+			 name, (unsigned long long)stream, name, path, name, name, name, from->site);
+	} else {
+		tsr_warn("site: %s/%s asks for volume %s, stream %016llx: vol/%s exists here but "
+			 "was created for stream %016llx (no %s): refused", from->site,
+			 from->cluster, name, (unsigned long long)stream, name,
+			 (unsigned long long)made_for, path);
+	}
+	return true;
+}
+
+/*
  * Find or create the target volume, attach it here, fence host writes.
  * A volume that exists already must be this stream's target (target/<vol>)
  * or one the site server has a state file for (DIR/site/<name>.state), and
@@ -3069,17 +3204,14 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 		tsr_warn("site: target volume %s: cannot read vol/%s: %s", name, name, strerror(-ret));
 		return ret;
 	} else {
-		uint64_t have = rec->size, lsize = have;
+		uint64_t have = rec->size, lsize = have, made_for = rec->target_stream;
 		struct tsr_layout *layout;
 
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 		snprintf(path, sizeof(path), "%s/site/%s.state", c->dir, name);
-		if (!failback && target_stream(c, name) != stream && access(path, F_OK) != 0) {
-			tsr_warn("site: %s/%s asks for volume %s, which exists here and is no "
-				 "replication target (no %s): refused", from->site, from->cluster,
-				 name, path);
+		if (!failback && access(path, F_OK) != 0 &&
+		    target_adopt_refused(c, from, name, stream, made_for, path))
 			return -EEXIST;
-		}
 		/* a grow of it running or just refused: its answer first.  Attached
 		 * here, the layout may be smaller than the record (the resize's step
 		 * (e) failed after (d)): it grows first, or nothing past its end

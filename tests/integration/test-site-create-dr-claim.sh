@@ -24,6 +24,7 @@
 # Asserted: at least 3 such answers before its "creating target volume cw
 # ... (again", then cw streams, sha256 equal.  With no wait the source's
 # first retry (100 ms) created at once: 1 answer.
+# Cases 3 and 4 (review 17c D2, an operator's volume of a claimed name): below.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/site.sh"
 
@@ -84,6 +85,55 @@ n=$(head -n "${line%%:*}" "$DLOG" | grep -c "target cw is being created (by anot
 log "the source was answered 'being created (by another create of it)' $n times before it"
 [ "$n" -ge 3 ] || fail "the create whose claim lost created again after $n 'being created' \
 answers (no wait for the winner's record)"
+
+# case 3 (ox, review 17c D2): an operator's `volume create ox` at the DR
+# checked the name just before the create claimed it and recorded just after
+# (the hook "operator": target/ox naming the stream, a copy here, vol/ox
+# without the stream).  The stream must not adopt it: refused "was not
+# created for that stream", and ox at the DR still reads as the operator
+# made it (zeros).  Before the fix the stream attached ox as its target and
+# overwrote it (ox streamed: "not refused ... within 10s").
+echo operator >"$HOOK"
+site_vol_create primary ox 4M
+site_qemu_io primary ox "write -P 0x7a 0 1M" >/dev/null || fail "write ox"
+out=$(stsr primary replication enable ox --to dr --target-layout replicas:1 2>&1) ||
+	fail "replication enable ox: $out"
+for (( i=0; i<100; i++ )); do
+	grep -q "asks for volume ox, stream [0-9a-f]*: vol/ox exists here but was not created for \
+that stream" "$DLOG" && break
+	sleep 0.1
+done
+grep -q "test hook .*: target/ox, a copy here and vol/ox listing dr-n1 alone written by an \
+operator's volume create: ok" "$DLOG" || fail "the hook did not write ox: $(grep "volume ox" "$DLOG" | tail -3)"
+line=$(grep -m1 "asks for volume ox, stream" "$DLOG") ||
+	fail "the operator's ox not refused as the stream's target within 10s: $(rstat primary ox \
+state) $(grep "volume ox" "$DLOG" | tail -2)"
+log "refused: ${line#*WARN }"
+out=$(stsr primary replication disable ox 2>&1) || fail "replication disable ox: $out"
+out=$(stsr dr volume attach ox 2>&1) || fail "volume attach ox at the DR: $out"
+assert_eq "$(site_sha dr ox)" "$(head -c 4M /dev/zero | sha256sum | cut -d' ' -f1)" \
+	"sha256 of the operator's ox at the DR (zeros, not the source's data)"
+
+# case 4 (oy): a claim left by a create whose stream never came back (the hook
+# "claim", then the source disabled).  `volume create oy` at the DR is refused
+# naming the claim; `volume delete oy` releases it; then the create works.
+# Before the fix the first create succeeded.
+echo claim >"$HOOK"
+site_vol_create primary oy 4M
+out=$(stsr primary replication enable oy --to dr --target-layout replicas:1 2>&1) ||
+	fail "replication enable oy: $out"
+for (( i=0; i<100; i++ )); do
+	grep -q "test hook .*: target/oy written by another create: ok" "$DLOG" && break
+	sleep 0.1
+done
+out=$(stsr primary replication disable oy 2>&1) || fail "replication disable oy: $out"
+expect_fail 1 "is claimed by DR replication stream [0-9a-f]{16}.*tessera volume delete oy" \
+	stsr dr volume create oy --size 4M --replicas 1
+out=$(stsr dr volume delete oy 2>&1) || fail "volume delete oy (the claim alone): $out"
+grep -q "target/oy, the claim of DR stream [0-9a-f]* on a volume not recorded, released" \
+	"$DLOG" || fail "the claim of oy was not released: $out"
+out=$(stsr dr volume create oy --size 4M --replicas 1 2>&1) ||
+	fail "volume create oy after the release: $out"
 
 site_stop primary
 site_stop dr
