@@ -11,6 +11,8 @@
  *   target/<vol>  vol was created here as a replication target: the stream
  *                 (16 hex digits), and every attach fences it; "promoted"
  *                 once promoted (no fence; status still finds it).
+ *   tcreate/<vol> a create of target vol runs ("NODE pid PID"), on the
+ *                 creating node's lease: gone when that node is (tc_lock).
  *
  * Source side: the node coordinating a volume with repl/<vol> runs its
  * tsr_site_source (started by attach once the layout is registered, stopped
@@ -1068,22 +1070,26 @@ static bool tc_running_here(struct tsr_cluster *c, const char *name);
 
 /*
  * volume delete of name answered -ENOENT (resp): when target/<name> claims
- * it for a DR stream and no create of it runs here, the claim is deleted
+ * it for a DR stream and no create of it runs (here, or anywhere: no
+ * tcreate/<name>, tc_lock), the claim is deleted
  * (at the revision read) and resp says so instead (error 0): how an
  * operator releases a name a create that did not finish left claimed.
  */
 void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin__Response *resp)
 {
+	struct tsr_meta_kv kv = { 0 };
 	uint64_t stream, rev;
 	char key[80];
 	int ret;
 
 	if (resp->error != -ENOENT || target_claim_get(c, name, &stream, &rev) || stream == 0)
 		return;
-	if (tc_running_here(c, name)) {
-		admin_fail(resp, -EBUSY, "volume '%s' is being created here as the target of DR "
-			   "stream %016llx: retry once it is created (then delete the volume) or "
-			   "has failed", name, (unsigned long long)stream);
+	snprintf(key, sizeof(key), "tcreate/%s", name);
+	if (tc_running_here(c, name) || tsr_meta_get(c->meta, key, &kv) == 0) {
+		tsr_meta_kv_clear(&kv);
+		admin_fail(resp, -EBUSY, "volume '%s' is being created as the target of DR stream "
+			   "%016llx (%s): retry once it is created (then delete the volume) or has "
+			   "failed", name, (unsigned long long)stream, key);
 		return;
 	}
 	snprintf(key, sizeof(key), "target/%s", name);
@@ -2261,6 +2267,11 @@ static int target_grow(struct tsr_cluster *c, const struct tsr_site_hello *from,
  * CLUSTER_COPY_TIMEOUT_MS each when one is frozen, and the site server's
  * open_volume runs on the main loop: target_create makes the same volume
  * with the node calls asynchronous (admin_async_call), on this loop:
+ *  (0) tcreate/<vol> taken, create-only, on this node's lease (tc_lock): held
+ *      by another live create of the volume, nothing is done and the answer
+ *      is "being created: retry" as for a lost claim below; a create that
+ *      finds it free meets only a dead create's leftovers; it goes when the
+ *      create ends (recorded, or its undo done), or with the lease;
  *  (1) target/<vol> claimed for the stream, before any copy, by
  *      compare-and-set at the revision read (absent: create-only); a create
  *      whose claim loses that compare (another create of the volume wrote
@@ -2343,6 +2354,8 @@ struct target_create {
 	char undo_left[256];           /* "node: cause, ..." of the copies the undo could
 					* not delete (told in why once it ended) */
 	uint64_t claim_rev;            /* target/<vol> as we wrote it (0: not written) */
+	uint64_t lock_rev;             /* tcreate/<vol> as we wrote it, on our lease (0:
+					* not held: none written, or no lease) */
 	enum tc_call call_kind;
 	struct admin_async *call;      /* in flight; NULL once its callback ran */
 	bool running;                  /* not answered yet (copies, record or undo) */
@@ -2656,16 +2669,22 @@ static int tc_leftover(struct target_create *t, unsigned i)
  * a file that reads "claim" stops after target/<vol> (the other create has
  * not recorded yet); one that reads "operator" records vol/<vol> without
  * the stream, as an operator's `volume create` that checked the name just
- * before the claim and recorded just after it.  The file is removed: once.
+ * before the claim and recorded just after it.  One that reads "live" acts
+ * earlier (early: before the create's lock, tc_lock): target/<vol> naming
+ * the stream, the copy here and tcreate/<vol> "dr-other pid 1" on a lease
+ * of its own of 1500 ms never renewed: a live create of the stream on
+ * another node, not recorded yet, that dies 1.5 s later.  The file is
+ * removed: once.
  */
-static void tc_test_claim_race(struct target_create *t)
+static void tc_test_claim_race(struct target_create *t, bool early)
 {
 	const char *f = getenv("TSR_TEST_TC_CLAIM_RACE_FILE");
 	struct cluster_fresh_record fresh;
 	const char *node_ids[1] = { t->c->node_id };
 	struct tsr_vol_info info;
 	char key[80], text[20], mode[16] = "";
-	bool claim_only, by_operator;
+	bool claim_only, by_operator, live;
+	uint64_t lease;
 	FILE *fp;
 	int ret;
 
@@ -2675,12 +2694,27 @@ static void tc_test_claim_race(struct target_create *t)
 		mode[0] = '\0';
 	claim_only = strncmp(mode, "claim", 5) == 0;
 	by_operator = strncmp(mode, "operator", 8) == 0;
+	live = strncmp(mode, "live", 4) == 0;
 	fclose(fp);
-	if (unlink(f) != 0)
+	if (live != early || unlink(f) != 0)
 		return;
 	snprintf(key, sizeof(key), "target/%s", t->volume);
 	snprintf(text, sizeof(text), "%016llx", (unsigned long long)t->stream);
 	ret = tsr_meta_cas(t->c->meta, key, TSR_META_ANY_REV, text, 16, 0, NULL);
+	if (live) {
+		if (ret == 0)
+			ret = tsr_store_vol_create_flags(t->c->o.store, t->volume, t->size, 0, &info);
+		if (ret == 0)
+			ret = tsr_meta_lease_grant(t->c->meta, 1500, &lease);
+		snprintf(key, sizeof(key), "tcreate/%s", t->volume);
+		if (ret == 0)
+			ret = tsr_meta_cas(t->c->meta, key, 0, "dr-other pid 1", 14, lease, NULL);
+		tsr_info("site: target volume %s: test hook (%s): target/%s, a copy here (uuid %s) "
+			 "and %s on a 1500 ms lease written by a live create on dr-other: %s",
+			 t->volume, f, t->volume, ret ? "-" : info.uuid, key,
+			 ret ? strerror(-ret) : "ok");
+		return;
+	}
 	if (claim_only) {
 		tsr_info("site: target volume %s: test hook (%s): target/%s written by another "
 			 "create: %s", t->volume, f, t->volume, ret ? strerror(-ret) : "ok");
@@ -2699,6 +2733,88 @@ static void tc_test_claim_race(struct target_create *t)
 		 "listing %s alone written by %s: %s", t->volume, f, t->volume, t->volume,
 		 t->c->node_id, by_operator ? "an operator's volume create" : "another create",
 		 ret ? strerror(-ret) : "ok");
+}
+
+/*
+ * (0): tcreate/<vol> = "NODE pid PID", create-only, on this node's lease:
+ * the mark of a live create.  target/<vol> names the stream both while a
+ * create runs and after one died, so "resumed" (the claim names the stream)
+ * could not tell a live create's fresh copies, not recorded yet, from a
+ * dead one's leftovers, and a second create of the stream (one that read
+ * the claim after the first wrote it, or one whose lost-claim wait ended
+ * while a slow first still ran) replaced them.  Held: another create of the
+ * volume lives (msg names its node): -ECANCELED, nothing done (the caller
+ * waits as for a lost claim).  The lock goes with its holder's lease
+ * (TSR_CLUSTER_LEASE_TTL_MS after a crash or freeze), so a create that
+ * finds it free and the claim naming the stream meets only a dead one's
+ * leftovers.  No lease (0): not taken.  0 or -errno with msg.
+ */
+static int tc_lock(struct target_create *t, char *msg, size_t msg_len)
+{
+	uint64_t lease = cluster_lease(t->c);
+	struct tsr_meta_kv kv = { 0 };
+	char key[80], text[128];
+	int ret;
+
+	t->lock_rev = 0;
+	if (lease == 0)
+		return 0;
+	snprintf(key, sizeof(key), "tcreate/%s", t->volume);
+	snprintf(text, sizeof(text), "%s pid %ld", t->c->node_id, (long)getpid());
+	ret = tsr_meta_cas(t->c->meta, key, 0, text, strlen(text), lease, &t->lock_rev);
+	if (ret == 0)
+		return 0;
+	t->lock_rev = 0;
+	if (ret != -ECANCELED) {
+		snprintf(msg, msg_len, "cannot record %s: %s", key, strerror(-ret));
+		return ret;
+	}
+	if (tsr_meta_get(t->c->meta, key, &kv) == 0) {
+		snprintf(text, sizeof(text), "%.*s", (int)(kv.value_len < 100 ? kv.value_len : 100),
+			 (const char *)kv.value);
+		tsr_meta_kv_clear(&kv);
+	} else {
+		snprintf(text, sizeof(text), "gone since");
+	}
+	snprintf(msg, msg_len, "another create of it is live (%s: %s)", key, text);
+	return -ECANCELED;
+}
+
+/* The lock is still ours (tc_record, before its write): 0, or -errno with
+ * msg (-ECANCELED: our lease lapsed meanwhile, a frozen node, and another
+ * create may have taken over the volume's copies). */
+static int tc_lock_still(struct target_create *t, char *msg, size_t msg_len)
+{
+	struct tsr_meta_kv kv = { 0 };
+	char key[80];
+	int ret;
+
+	if (t->lock_rev == 0)
+		return 0;
+	snprintf(key, sizeof(key), "tcreate/%s", t->volume);
+	ret = tsr_meta_get(t->c->meta, key, &kv);
+	if (ret == 0 && kv.mod_rev != t->lock_rev)
+		ret = -ECANCELED;
+	tsr_meta_kv_clear(&kv);
+	if (ret == -ENOENT)
+		ret = -ECANCELED;
+	if (ret)
+		snprintf(msg, msg_len, "%s is no longer this create's (%s: this node's lease "
+			 "lapsed meanwhile, and another create of the stream may have replaced "
+			 "its copies): not recorded", key, strerror(-ret));
+	return ret;
+}
+
+/* The create ended (recorded, or its undo done): the lock goes. */
+static void tc_unlock(struct target_create *t)
+{
+	char key[80];
+
+	if (t->lock_rev == 0)
+		return;
+	snprintf(key, sizeof(key), "tcreate/%s", t->volume);
+	tsr_meta_delete(t->c->meta, key, t->lock_rev); /* -ECANCELED/-ENOENT: lapsed */
+	t->lock_rev = 0;
 }
 
 /*
@@ -2731,7 +2847,7 @@ static int tc_claim(struct target_create *t, char *msg, size_t msg_len)
 		return ret;
 	}
 	t->resumed = ret == 0 && stream == t->stream;
-	tc_test_claim_race(t);
+	tc_test_claim_race(t, false);
 	snprintf(text, sizeof(text), "%016llx", (unsigned long long)t->stream);
 	ret = tsr_meta_cas(t->c->meta, key, rev, text, 16, 0, &t->claim_rev);
 	if (ret == -ECANCELED)
@@ -2749,7 +2865,7 @@ static void tc_record(struct target_create *t)
 {
 	struct cluster_fresh_record fresh;
 	const char *node_ids[TSR_PLACE_MAX];
-	char key[80];
+	char key[80], msg[512];
 	int ret;
 
 	for (unsigned i = 0; i < t->n_copies; i++)
@@ -2757,6 +2873,16 @@ static void tc_record(struct target_create *t)
 	cluster_fresh_record(&fresh, t->volume, t->size, t->n_copies, t->min_in_sync, TSR_FD_NODE,
 			     t->k, t->m, t->unit, 0, node_ids);
 	fresh.rec.target_stream = t->stream; /* site_open_volume adopts it (target_adopt_refused) */
+	ret = tc_lock_still(t, msg, sizeof(msg));
+	if (ret) {
+		/* another create may have made its copies where ours were (ours
+		 * go by uuid only: a replaced one answers ESTALE, left alone);
+		 * the claim is the stream's, kept for it */
+		t->claim_rev = 0;
+		t->lock_rev = 0;
+		tc_fail(t, ret == -ECANCELED ? -EAGAIN : ret, "%s", msg);
+		return;
+	}
 	snprintf(key, sizeof(key), "vol/%s", t->volume);
 	ret = rec_put(t->c->meta, key, &fresh.rec.base, 0, 0, NULL);
 	if (ret == -ECANCELED) {
@@ -2789,6 +2915,7 @@ static void tc_record(struct target_create *t)
 	}
 	tsr_info("site: target volume %s created (%s) for %s stream %016llx", t->volume, t->layout,
 		 t->from, (unsigned long long)t->stream);
+	tc_unlock(t);
 	t->status = 0;
 	t->running = false;
 	t->ended_ms = tsr_mono_ms();
@@ -2894,6 +3021,7 @@ static void tc_undo_next(struct target_create *t)
 				 key, strerror(-ret));
 		t->claim_rev = 0;
 	}
+	tc_unlock(t);
 	if (t->undo_left[0])
 		tc_set_why(t);
 	t->undoing = false;
@@ -3043,12 +3171,18 @@ static int target_create(struct tsr_cluster *c, const struct tsr_site_hello *fro
 		tc_fail(t, -EINVAL, "layout %s not supported here", t->layout);
 		goto answered;
 	}
-	/* (1) the claim: a crash from here leaves target/<vol> naming the stream */
-	ret = tc_claim(t, msg, sizeof(msg));
+	/* (0) the lock, (1) the claim: a crash from here leaves target/<vol>
+	 * naming the stream (the lock goes with this node's lease) */
+	tc_test_claim_race(t, true);
+	ret = tc_lock(t, msg, sizeof(msg));
+	if (ret == 0)
+		ret = tc_claim(t, msg, sizeof(msg));
 	if (ret == -ECANCELED) {
 		/* nothing done: the source's retries find that create's record
 		 * (attached), or after TARGET_CREATE_KEEP_MS a create begins
-		 * here again, resumed (the other one crashed, or is slow) */
+		 * here again, resumed once the other one's lock is gone (it
+		 * crashed) */
+		tc_unlock(t);
 		tsr_info("site: target volume %s (from %s): %s: nothing done here, the source "
 			 "retries (a create here again in %lld ms unless vol/%s is recorded)",
 			 t->volume, t->from, msg, (long long)tc_lost_claim_ms(), t->volume);

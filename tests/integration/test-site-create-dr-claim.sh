@@ -24,7 +24,8 @@
 # Asserted: at least 3 such answers before its "creating target volume cw
 # ... (again", then cw streams, sha256 equal.  With no wait the source's
 # first retry (100 ms) created at once: 1 answer.
-# Cases 3 and 4 (review 17c D2, an operator's volume of a claimed name): below.
+# Cases 3 and 4 (review 17c D2, an operator's volume of a claimed name) and
+# 5 (a live create's copies vs a second create of the stream): below.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/site.sh"
 
@@ -134,6 +135,34 @@ grep -q "target/oy, the claim of DR stream [0-9a-f]* on a volume not recorded, r
 	"$DLOG" || fail "the claim of oy was not released: $out"
 out=$(stsr dr volume create oy --size 4M --replicas 1 2>&1) ||
 	fail "volume create oy after the release: $out"
+
+# case 5 (lv): a second create of the stream that reads the claim after the
+# first wrote it (the hook "live": target/lv naming the stream, the first
+# create's copy here, tcreate/lv held by "dr-other" on a 1500 ms lease that
+# is never renewed: a live create that dies 1.5 s later).  The create must
+# not replace the live one's copy: it waits ("another create of it is live"),
+# and only once the lease has lapsed does it resume and replace the copy (a
+# dead create's leftover now); then lv streams.  Before the fix it was
+# "resumed" at once and replaced the live create's copy.
+echo live >"$HOOK"
+site_vol_create primary lv 4M
+site_qemu_io primary lv "write -P 0x4c 0 1M" >/dev/null || fail "write lv"
+out=$(stsr primary replication enable lv --to dr --target-layout replicas:1 2>&1) ||
+	fail "replication enable lv: $out"
+rwait primary lv 'j["state"] == "streaming"' "streaming" 30
+repl_caught_up lv 30
+assert_eq "$(site_sha dr lv)" "$(site_sha primary lv)" "sha256 of lv at the DR vs the source"
+line=$(grep -m1 "test hook .*target/lv, a copy here (uuid " "$DLOG") ||
+	fail "the hook did not run for lv: $(grep "volume lv" "$DLOG" | tail -3)"
+[[ $line == *": ok" ]] || fail "the hook's writes for lv failed: $line"
+uuid=${line#*"(uuid "}; uuid=${uuid%%)*}
+left=$(grep -m1 -n "the copy on dr-n1 (uuid $uuid) is left over by a create" "$DLOG") ||
+	fail "the live create's copy $uuid was never replaced: $(grep "volume lv" "$DLOG" | tail -3)"
+live=$(grep -m1 -n "target volume lv (from .*): another create of it is live (tcreate/lv: \
+dr-other pid 1): nothing done here" "$DLOG") ||
+	fail "the live create's copy was replaced while its lock was held: ${left#*WARN }"
+(( ${live%%:*} < ${left%%:*} )) || fail "the copy was replaced before the wait: ${left#*WARN }"
+log "waited for the live create: ${live#*INFO }"
 
 site_stop primary
 site_stop dr
