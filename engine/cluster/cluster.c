@@ -54,6 +54,13 @@ uint64_t cluster_lease(struct tsr_cluster *c)
 	return l;
 }
 
+int cluster_peer_call_ms(const struct tsr_cluster *c)
+{
+	unsigned ms = c->o.peer_timeout_ms ? c->o.peer_timeout_ms : 5000;
+
+	return (int)(ms < CLUSTER_COPY_TIMEOUT_MS ? ms : CLUSTER_COPY_TIMEOUT_MS);
+}
+
 const char *tsr_cluster_node_id(const struct tsr_cluster *c)
 {
 	return c->node_id;

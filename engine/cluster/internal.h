@@ -132,6 +132,9 @@ struct tsr_cluster {
 
 /* Current lease (under the lock). */
 uint64_t cluster_lease(struct tsr_cluster *c);
+/* The bound of a short call to another node (a list, a show, a copy's
+ * delete): --peer-timeout-ms (0: 5000), at most CLUSTER_COPY_TIMEOUT_MS. */
+int cluster_peer_call_ms(const struct tsr_cluster *c);
 /* Unix seconds. */
 int64_t cluster_now(void);
 /* The attachment of name, or NULL (main thread, or with the lock held). */

@@ -2490,8 +2490,12 @@ static int tc_call(struct target_create *t, unsigned i, enum tc_call kind)
 		req.volume_delete = &vd;
 	}
 	t->call_kind = kind;
+	/* a delete (a leftover's, the undo's) is a short call: the peer
+	 * timeout, not the 30 s of a create, bounds how long a node that does
+	 * not answer holds the refusal back */
 	return admin_async_call(t->c->o.loop, t->node[i].address, t->c->token, &req,
-				CLUSTER_COPY_TIMEOUT_MS, tc_call_done, t, &t->call);
+				kind == TC_CREATE ? CLUSTER_COPY_TIMEOUT_MS :
+				cluster_peer_call_ms(t->c), tc_call_done, t, &t->call);
 }
 
 /* Our own copy i: made (0, uuid kept), or -errno with msg (-EEXIST: the

@@ -1859,9 +1859,7 @@ static struct show_list *g_show_lists; /* main thread: lists asked, answered lat
 
 static int show_list_timeout_ms(const struct tsr_cluster *c)
 {
-	unsigned ms = c->o.peer_timeout_ms ? c->o.peer_timeout_ms : 5000;
-
-	return (int)(ms < CLUSTER_COPY_TIMEOUT_MS ? ms : CLUSTER_COPY_TIMEOUT_MS);
+	return cluster_peer_call_ms(c);
 }
 
 /*
@@ -2558,11 +2556,9 @@ static struct snap_read *g_snap_reads; /* main thread: reads asked, answered lat
 
 static int snap_read_timeout_ms(const struct tsr_cluster *c, const Tessera__Admin__Request *req)
 {
-	unsigned ms = c->o.peer_timeout_ms ? c->o.peer_timeout_ms : 5000;
-
 	if (req->command_case == TESSERA__ADMIN__REQUEST__COMMAND_SNAPSHOT_DIFF)
 		return CLUSTER_COPY_TIMEOUT_MS;
-	return (int)(ms < CLUSTER_COPY_TIMEOUT_MS ? ms : CLUSTER_COPY_TIMEOUT_MS);
+	return cluster_peer_call_ms(c);
 }
 
 static void snap_read_free(struct snap_read *sr)

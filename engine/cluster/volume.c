@@ -1868,13 +1868,12 @@ static int replace_garbage_mark(struct tsr_cluster *c, const Tessera__Cluster__N
  */
 static int replace_old_timeout_ms(const struct tsr_cluster *c)
 {
-	unsigned ms = c->o.peer_timeout_ms ? c->o.peer_timeout_ms : 5000;
 	const char *e = getenv("TSR_TEST_REPLACE_OLD_UNBOUNDED");
 
 	/* tests only: the bound before (test-cluster-replace-old-frozen's control) */
 	if (e && strcmp(e, "1") == 0)
 		return CLUSTER_COPY_TIMEOUT_MS;
-	return (int)(ms < CLUSTER_COPY_TIMEOUT_MS ? ms : CLUSTER_COPY_TIMEOUT_MS);
+	return cluster_peer_call_ms(c);
 }
 
 /*
