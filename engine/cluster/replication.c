@@ -2415,6 +2415,16 @@ static void tc_set_why(struct target_create *t)
 	target_why(t->why, sizeof(t->why), head, msg);
 }
 
+/* Copies made whose uuid the create never learnt (never deleted by name). */
+static unsigned tc_made_without_uuid(const struct target_create *t)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < t->made; i++)
+		n += t->node[i].uuid[0] == '\0';
+	return n;
+}
+
 /* The create failed: why = "site S: cannot create target V (L, Z): msg";
  * the copies made are deleted (tc_undo_next), then it answers. */
 static void tc_fail(struct target_create *t, int err, const char *fmt, ...)
@@ -2437,8 +2447,10 @@ static void tc_fail(struct target_create *t, int err, const char *fmt, ...)
 		snprintf(what, sizeof(what), "vol/%s is someone else's record: it and the copies "
 			 "it lists are kept", t->volume);
 	else if (t->made)
-		snprintf(what, sizeof(what), "the %u cop%s it made %s deleted", t->made,
-			 t->made == 1 ? "y" : "ies", t->made == 1 ? "is" : "are");
+		snprintf(what, sizeof(what), "the %u cop%s it made %s deleted%s", t->made,
+			 t->made == 1 ? "y" : "ies", t->made == 1 ? "is" : "are",
+			 tc_made_without_uuid(t) ? " (but a copy whose uuid it never learnt is "
+			 "left)" : "");
 	else
 		snprintf(what, sizeof(what), "it made no copy");
 	if (!t->other_record && t->unsure && t->made < t->n_copies)
@@ -2700,8 +2712,8 @@ static void tc_test_claim_race(struct target_create *t, bool early)
 	by_operator = strncmp(mode, "operator", 8) == 0;
 	live = strncmp(mode, "live", 4) == 0;
 	fclose(fp);
-	if (live != early || unlink(f) != 0)
-		return;
+	if (live != early || strncmp(mode, "lapse", 5) == 0 || unlink(f) != 0)
+		return; /* "lapse": tc_test_lapse's */
 	snprintf(key, sizeof(key), "target/%s", t->volume);
 	snprintf(text, sizeof(text), "%016llx", (unsigned long long)t->stream);
 	ret = tsr_meta_cas(t->c->meta, key, TSR_META_ANY_REV, text, 16, 0, NULL);
@@ -2809,6 +2821,37 @@ static int tc_lock_still(struct target_create *t, char *msg, size_t msg_len)
 	return ret;
 }
 
+/*
+ * Test hook: when the file $TSR_TEST_TC_CLAIM_RACE_FILE reads "lapse", a
+ * mirror create about to record (tc_record) forgets the uuids of the copies
+ * it made, as if their nodes had answered as an earlier build (no uuid),
+ * and deletes tcreate/<vol>, as if this node's lease had lapsed meanwhile:
+ * the record is not written and the undo meets copies with no uuid
+ * (test-site-create-dr-claim).  The file is removed: once.
+ */
+static void tc_test_lapse(struct target_create *t)
+{
+	const char *f = getenv("TSR_TEST_TC_CLAIM_RACE_FILE");
+	char key[80], mode[16] = "";
+	FILE *fp;
+	int ret;
+
+	if (f == NULL || t->k || (fp = fopen(f, "r")) == NULL)
+		return;
+	if (fgets(mode, sizeof(mode), fp) == NULL)
+		mode[0] = '\0';
+	fclose(fp);
+	if (strncmp(mode, "lapse", 5) != 0 || unlink(f) != 0)
+		return;
+	for (unsigned i = 0; i < t->made; i++)
+		t->node[i].uuid[0] = '\0';
+	snprintf(key, sizeof(key), "tcreate/%s", t->volume);
+	ret = tsr_meta_delete(t->c->meta, key, TSR_META_ANY_REV);
+	tsr_info("site: target volume %s: test hook (%s): the uuids of its %u cop%s forgotten, "
+		 "%s deleted: %s", t->volume, f, t->made, t->made == 1 ? "y" : "ies", key,
+		 ret ? strerror(-ret) : "ok");
+}
+
 /* The create ended (recorded, or its undo done): the lock goes. */
 static void tc_unlock(struct target_create *t)
 {
@@ -2877,6 +2920,7 @@ static void tc_record(struct target_create *t)
 	cluster_fresh_record(&fresh, t->volume, t->size, t->n_copies, t->min_in_sync, TSR_FD_NODE,
 			     t->k, t->m, t->unit, 0, node_ids);
 	fresh.rec.target_stream = t->stream; /* site_open_volume adopts it (target_adopt_refused) */
+	tc_test_lapse(t);
 	ret = tc_lock_still(t, msg, sizeof(msg));
 	if (ret) {
 		/* another create may have made its copies where ours were (ours
@@ -2999,6 +3043,17 @@ static void tc_undo_next(struct target_create *t)
 
 		if (t->node[i].keep)
 			continue; /* the record's (tc_keep_listed) */
+		if (t->node[i].uuid[0] == '\0') {
+			/* its node answered the create without a uuid (an earlier
+			 * build): a delete by name could remove a copy that is not
+			 * ours (one a create of the name made since); left */
+			tsr_warn("site: undo create of target %s: the copy on %s is left (its "
+				 "create answered no uuid, and a delete by name could remove "
+				 "another one): if no record lists it, the leftover sweep "
+				 "removes it", t->volume, t->node[i].id);
+			tc_undo_left(t, i, "no uuid known");
+			continue;
+		}
 		if (!tc_local(t, i)) {
 			ret = tc_call(t, i, TC_UNDO);
 			if (ret == 0)

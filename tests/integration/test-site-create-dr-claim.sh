@@ -25,7 +25,8 @@
 # ... (again", then cw streams, sha256 equal.  With no wait the source's
 # first retry (100 ms) created at once: 1 answer.
 # Cases 3 and 4 (review 17c D2, an operator's volume of a claimed name) and
-# 5 (a live create's copies vs a second create of the stream): below.
+# 5 (a live create's copies vs a second create of the stream), 6 (an undo
+# with no uuid known: no delete by name): below.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/site.sh"
 
@@ -163,6 +164,30 @@ dr-other pid 1): nothing done here" "$DLOG") ||
 	fail "the live create's copy was replaced while its lock was held: ${left#*WARN }"
 (( ${live%%:*} < ${left%%:*} )) || fail "the copy was replaced before the wait: ${left#*WARN }"
 log "waited for the live create: ${live#*INFO }"
+
+# case 6 (nv): a create about to record finds its lock gone (the hook
+# "lapse": this node's lease lapsed meanwhile) with copies whose uuid it
+# never learnt (the hook forgets them: nodes of an earlier build answered
+# none).  It must not record, and its undo must not delete by name a copy
+# it has no uuid of: left, with a WARN naming it; the stream's next create
+# (resumed: the claim is kept) replaces it and nv streams.  Before the fix
+# (finding 3) the undo deleted the copy by name, with no WARN.
+echo lapse >"$HOOK"
+site_vol_create primary nv 4M
+site_qemu_io primary nv "write -P 0x6b 0 1M" >/dev/null || fail "write nv"
+out=$(stsr primary replication enable nv --to dr --target-layout replicas:1 2>&1) ||
+	fail "replication enable nv: $out"
+rwait primary nv 'j["state"] == "streaming"' "streaming" 30
+repl_caught_up nv 30
+assert_eq "$(site_sha dr nv)" "$(site_sha primary nv)" "sha256 of nv at the DR vs the source"
+grep -q "test hook .*: the uuids of its 1 copy forgotten, tcreate/nv deleted: ok" "$DLOG" ||
+	fail "the hook did not run for nv: $(grep "volume nv" "$DLOG" | tail -3)"
+grep -q "target volume nv (replicas:1, from .*): tcreate/nv is no longer this create's" "$DLOG" ||
+	fail "the create of nv did not stop at its lost lock: $(grep "volume nv" "$DLOG" | tail -3)"
+line=$(grep -m1 "undo create of target nv: the copy on dr-n1 is left (its create answered \
+no uuid" "$DLOG") || fail "the undo of nv did not leave its uuid-less copy: \
+$(grep "target nv\|volume nv" "$DLOG" | grep -v "source nv" | tail -4)"
+log "undo: ${line#*WARN }"
 
 site_stop primary
 site_stop dr
