@@ -2675,6 +2675,21 @@ static int tc_leftover(struct target_create *t, unsigned i)
 	return 1;
 }
 
+/* The test hooks' file $TSR_TEST_TC_CLAIM_RACE_FILE (a mirror create's
+ * only), its first line in mode; NULL: none. */
+static const char *tc_test_hook_mode(const struct target_create *t, char *mode, size_t len)
+{
+	const char *f = getenv("TSR_TEST_TC_CLAIM_RACE_FILE");
+	FILE *fp;
+
+	if (f == NULL || t->k || (fp = fopen(f, "r")) == NULL)
+		return NULL;
+	if (fgets(mode, (int)len, fp) == NULL)
+		mode[0] = '\0';
+	fclose(fp);
+	return f;
+}
+
 /*
  * Test hook: when the file $TSR_TEST_TC_CLAIM_RACE_FILE exists, a mirror
  * create, between its read of target/<vol> and its claim, does what another
@@ -2694,24 +2709,21 @@ static int tc_leftover(struct target_create *t, unsigned i)
  */
 static void tc_test_claim_race(struct target_create *t, bool early)
 {
-	const char *f = getenv("TSR_TEST_TC_CLAIM_RACE_FILE");
+	char mode[16];
+	const char *f = tc_test_hook_mode(t, mode, sizeof(mode));
 	struct cluster_fresh_record fresh;
 	const char *node_ids[1] = { t->c->node_id };
 	struct tsr_vol_info info;
-	char key[80], text[20], mode[16] = "";
+	char key[80], text[20];
 	bool claim_only, by_operator, live;
 	uint64_t lease;
-	FILE *fp;
 	int ret;
 
-	if (f == NULL || t->k || (fp = fopen(f, "r")) == NULL)
+	if (f == NULL)
 		return;
-	if (fgets(mode, sizeof(mode), fp) == NULL)
-		mode[0] = '\0';
 	claim_only = strncmp(mode, "claim", 5) == 0;
 	by_operator = strncmp(mode, "operator", 8) == 0;
 	live = strncmp(mode, "live", 4) == 0;
-	fclose(fp);
 	if (live != early || strncmp(mode, "lapse", 5) == 0 || unlink(f) != 0)
 		return; /* "lapse": tc_test_lapse's */
 	snprintf(key, sizeof(key), "target/%s", t->volume);
@@ -2831,17 +2843,11 @@ static int tc_lock_still(struct target_create *t, char *msg, size_t msg_len)
  */
 static void tc_test_lapse(struct target_create *t)
 {
-	const char *f = getenv("TSR_TEST_TC_CLAIM_RACE_FILE");
-	char key[80], mode[16] = "";
-	FILE *fp;
+	char key[80], mode[16];
+	const char *f = tc_test_hook_mode(t, mode, sizeof(mode));
 	int ret;
 
-	if (f == NULL || t->k || (fp = fopen(f, "r")) == NULL)
-		return;
-	if (fgets(mode, sizeof(mode), fp) == NULL)
-		mode[0] = '\0';
-	fclose(fp);
-	if (strncmp(mode, "lapse", 5) != 0 || unlink(f) != 0)
+	if (f == NULL || strncmp(mode, "lapse", 5) != 0 || unlink(f) != 0)
 		return;
 	for (unsigned i = 0; i < t->made; i++)
 		t->node[i].uuid[0] = '\0';

@@ -39,11 +39,23 @@ site_start primary
 site_add_dr primary dr dr "127.0.0.1:${SITE_LISTEN[dr]}"
 DLOG=$(sdir dr)/tesserad.log
 
+# enable_to_dr VOL: VOL replicates to dr as a replicas:1 target.
+enable_to_dr() {
+	local out
+	out=$(stsr primary replication enable "$1" --to dr --target-layout replicas:1 2>&1) ||
+		fail "replication enable $1: $out"
+}
+# streams_equal VOL: VOL streams, is caught up, and reads the same at both sites.
+streams_equal() {
+	rwait primary "$1" 'j["state"] == "streaming"' "streaming" 30
+	repl_caught_up "$1" 30
+	assert_eq "$(site_sha dr "$1")" "$(site_sha primary "$1")" "sha256 of $1 at the DR vs the source"
+}
+
 site_vol_create primary cv 4M
 site_qemu_io primary cv "write -P 0x5c 0 1M" "write -P 0x5d $((3 << 20)) 4k" >/dev/null ||
 	fail "write cv"
-out=$(stsr primary replication enable cv --to dr --target-layout replicas:1 2>&1) ||
-	fail "replication enable cv: $out"
+enable_to_dr cv
 for (( i=0; i<100; i++ )); do
 	grep -q "test hook .*: target/cv, a copy here and vol/cv listing dr-n1 alone written" \
 		"$DLOG" && break
@@ -54,9 +66,7 @@ line=$(grep -m1 "test hook .*target/cv, a copy here" "$DLOG") ||
 log "hook: $line"
 [[ $line == *": ok" ]] || fail "the hook's writes failed: $line"
 [ ! -e "$HOOK" ] || fail "the hook file is still there"
-rwait primary cv 'j["state"] == "streaming"' "streaming" 30
-repl_caught_up cv 30
-assert_eq "$(site_sha dr cv)" "$(site_sha primary cv)" "sha256 of cv at the DR vs the source"
+streams_equal cv
 grep -q "target volume cv (from .*): target/cv was written by another create of it since \
 this one read it (absent): nothing done here" "$DLOG" ||
 	fail "the create did not log that its claim lost: $(grep "target volume cv" "$DLOG" | tail -3)"
@@ -68,11 +78,8 @@ fi
 echo claim >"$HOOK"
 site_vol_create primary cw 4M
 site_qemu_io primary cw "write -P 0x6e 0 1M" >/dev/null || fail "write cw"
-out=$(stsr primary replication enable cw --to dr --target-layout replicas:1 2>&1) ||
-	fail "replication enable cw: $out"
-rwait primary cw 'j["state"] == "streaming"' "streaming" 30
-repl_caught_up cw 30
-assert_eq "$(site_sha dr cw)" "$(site_sha primary cw)" "sha256 of cw at the DR vs the source"
+enable_to_dr cw
+streams_equal cw
 grep -q "test hook .*: target/cw written by another create: ok" "$DLOG" ||
 	fail "the hook did not write target/cw: $(grep "target volume cw" "$DLOG" | tail -3)"
 grep -q "target volume cw (from .*): target/cw was written by another create of it since \
@@ -98,8 +105,7 @@ answers (no wait for the winner's record)"
 echo operator >"$HOOK"
 site_vol_create primary ox 4M
 site_qemu_io primary ox "write -P 0x7a 0 1M" >/dev/null || fail "write ox"
-out=$(stsr primary replication enable ox --to dr --target-layout replicas:1 2>&1) ||
-	fail "replication enable ox: $out"
+enable_to_dr ox
 for (( i=0; i<100; i++ )); do
 	grep -q "asks for volume ox, stream [0-9a-f]*: vol/ox exists here but was not created for \
 that stream" "$DLOG" && break
@@ -122,8 +128,7 @@ assert_eq "$(site_sha dr ox)" "$(head -c 4M /dev/zero | sha256sum | cut -d' ' -f
 # Before the fix the first create succeeded.
 echo claim >"$HOOK"
 site_vol_create primary oy 4M
-out=$(stsr primary replication enable oy --to dr --target-layout replicas:1 2>&1) ||
-	fail "replication enable oy: $out"
+enable_to_dr oy
 for (( i=0; i<100; i++ )); do
 	grep -q "test hook .*: target/oy written by another create: ok" "$DLOG" && break
 	sleep 0.1
@@ -148,11 +153,8 @@ out=$(stsr dr volume create oy --size 4M --replicas 1 2>&1) ||
 echo live >"$HOOK"
 site_vol_create primary lv 4M
 site_qemu_io primary lv "write -P 0x4c 0 1M" >/dev/null || fail "write lv"
-out=$(stsr primary replication enable lv --to dr --target-layout replicas:1 2>&1) ||
-	fail "replication enable lv: $out"
-rwait primary lv 'j["state"] == "streaming"' "streaming" 30
-repl_caught_up lv 30
-assert_eq "$(site_sha dr lv)" "$(site_sha primary lv)" "sha256 of lv at the DR vs the source"
+enable_to_dr lv
+streams_equal lv
 line=$(grep -m1 "test hook .*target/lv, a copy here (uuid " "$DLOG") ||
 	fail "the hook did not run for lv: $(grep "volume lv" "$DLOG" | tail -3)"
 [[ $line == *": ok" ]] || fail "the hook's writes for lv failed: $line"
@@ -175,11 +177,8 @@ log "waited for the live create: ${live#*INFO }"
 echo lapse >"$HOOK"
 site_vol_create primary nv 4M
 site_qemu_io primary nv "write -P 0x6b 0 1M" >/dev/null || fail "write nv"
-out=$(stsr primary replication enable nv --to dr --target-layout replicas:1 2>&1) ||
-	fail "replication enable nv: $out"
-rwait primary nv 'j["state"] == "streaming"' "streaming" 30
-repl_caught_up nv 30
-assert_eq "$(site_sha dr nv)" "$(site_sha primary nv)" "sha256 of nv at the DR vs the source"
+enable_to_dr nv
+streams_equal nv
 grep -q "test hook .*: the uuids of its 1 copy forgotten, tcreate/nv deleted: ok" "$DLOG" ||
 	fail "the hook did not run for nv: $(grep "volume nv" "$DLOG" | tail -3)"
 grep -q "target volume nv (replicas:1, from .*): tcreate/nv is no longer this create's" "$DLOG" ||
