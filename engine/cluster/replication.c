@@ -2724,8 +2724,9 @@ static void tc_test_claim_race(struct target_create *t, bool early)
 	claim_only = strncmp(mode, "claim", 5) == 0;
 	by_operator = strncmp(mode, "operator", 8) == 0;
 	live = strncmp(mode, "live", 4) == 0;
-	if (live != early || strncmp(mode, "lapse", 5) == 0 || unlink(f) != 0)
-		return; /* "lapse": tc_test_lapse's */
+	if (live != early || strncmp(mode, "lapse", 5) == 0 || strncmp(mode, "record", 6) == 0 ||
+	    unlink(f) != 0)
+		return; /* "lapse", "record": tc_test_at_record's */
 	snprintf(key, sizeof(key), "target/%s", t->volume);
 	snprintf(text, sizeof(text), "%016llx", (unsigned long long)t->stream);
 	ret = tsr_meta_cas(t->c->meta, key, TSR_META_ANY_REV, text, 16, 0, NULL);
@@ -2839,16 +2840,32 @@ static int tc_lock_still(struct target_create *t, char *msg, size_t msg_len)
  * it made, as if their nodes had answered as an earlier build (no uuid),
  * and deletes tcreate/<vol>, as if this node's lease had lapsed meanwhile:
  * the record is not written and the undo meets copies with no uuid
- * (test-site-create-dr-claim).  The file is removed: once.
+ * (test-site-create-dr-claim).  One that reads "record" writes vol/<vol>
+ * there instead, listing this node, without the stream: an operator's
+ * create recorded first (tc_record's -ECANCELED).  The file is removed: once.
  */
-static void tc_test_lapse(struct target_create *t)
+static void tc_test_at_record(struct target_create *t)
 {
 	char key[80], mode[16];
 	const char *f = tc_test_hook_mode(t, mode, sizeof(mode));
+	bool record = f && strncmp(mode, "record", 6) == 0;
 	int ret;
 
-	if (f == NULL || strncmp(mode, "lapse", 5) != 0 || unlink(f) != 0)
+	if (f == NULL || (strncmp(mode, "lapse", 5) != 0 && !record) || unlink(f) != 0)
 		return;
+	if (record) {
+		struct cluster_fresh_record fresh;
+		const char *node_ids[1] = { t->c->node_id };
+
+		cluster_fresh_record(&fresh, t->volume, t->size, 1, 1, TSR_FD_NODE, 0, 0, 0, 0,
+				     node_ids);
+		snprintf(key, sizeof(key), "vol/%s", t->volume);
+		ret = rec_put(t->c->meta, key, &fresh.rec.base, 0, 0, NULL);
+		tsr_info("site: target volume %s: test hook (%s): %s listing %s written by an "
+			 "operator's volume create: %s", t->volume, f, key, t->c->node_id,
+			 ret ? strerror(-ret) : "ok");
+		return;
+	}
 	for (unsigned i = 0; i < t->made; i++)
 		t->node[i].uuid[0] = '\0';
 	snprintf(key, sizeof(key), "tcreate/%s", t->volume);
@@ -2926,7 +2943,7 @@ static void tc_record(struct target_create *t)
 	cluster_fresh_record(&fresh, t->volume, t->size, t->n_copies, t->min_in_sync, TSR_FD_NODE,
 			     t->k, t->m, t->unit, 0, node_ids);
 	fresh.rec.target_stream = t->stream; /* site_open_volume adopts it (target_adopt_refused) */
-	tc_test_lapse(t);
+	tc_test_at_record(t);
 	ret = tc_lock_still(t, msg, sizeof(msg));
 	if (ret) {
 		/* another create may have made its copies where ours were (ours

@@ -26,7 +26,8 @@
 # first retry (100 ms) created at once: 1 answer.
 # Cases 3 and 4 (review 17c D2, an operator's volume of a claimed name) and
 # 5 (a live create's copies vs a second create of the stream), 6 (an undo
-# with no uuid known: no delete by name): below.
+# with no uuid known: no delete by name), 7 (the record's compare-and-set
+# lost to an operator's record): below.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/site.sh"
 
@@ -187,6 +188,30 @@ line=$(grep -m1 "undo create of target nv: the copy on dr-n1 is left (its create
 no uuid" "$DLOG") || fail "the undo of nv did not leave its uuid-less copy: \
 $(grep "target nv\|volume nv" "$DLOG" | grep -v "source nv" | tail -4)"
 log "undo: ${line#*WARN }"
+
+# case 7 (rx): tc_record's compare-and-set loses to an operator's vol/rx
+# written after the create's copy (the hook "record": vol/rx listing dr-n1,
+# without the stream).  The create fails "was just created by someone else",
+# keeps the copy on dr-n1 (the record lists that node: the copy there is the
+# record's), and, not resumed, deletes its own claim: the stream's next open
+# is refused "no replication target".
+echo record >"$HOOK"
+site_vol_create primary rx 4M
+enable_to_dr rx
+for (( i=0; i<100; i++ )); do
+	grep -q "asks for volume rx, which exists here and is no replication target" "$DLOG" && break
+	sleep 0.1
+done
+grep -q "test hook .*: vol/rx listing dr-n1 written by an operator's volume create: ok" "$DLOG" ||
+	fail "the hook did not write vol/rx: $(grep "volume rx" "$DLOG" | tail -3)"
+grep -q "target volume rx (replicas:1, from .*): volume 'rx' was just created by someone else \
+in this cluster; vol/rx is someone else's record: it and the copies it lists are kept" "$DLOG" ||
+	fail "no ECANCELED refusal for rx: $(grep "volume rx" "$DLOG" | tail -3)"
+grep -q "asks for volume rx, which exists here and is no replication target" "$DLOG" ||
+	fail "target/rx not deleted (the stream's open of rx not refused)"
+out=$(stsr primary replication disable rx 2>&1) || fail "replication disable rx: $out"
+grep -q "delete: volume rx" "$DLOG" && fail "the copy of rx that vol/rx lists was deleted"
+out=$(stsr dr volume attach rx 2>&1) || fail "volume attach rx at the DR (its copy): $out"
 
 site_stop primary
 site_stop dr
