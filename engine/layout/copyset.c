@@ -366,6 +366,7 @@ void copyset_hook_forget(struct copyset_copy *c)
 	struct waiter *w;
 
 	c->slot_gen++;
+	copyset_stats_forget(c);
 	c->hook_busy = false;
 	while ((w = c->hook_waiters) != NULL) {
 		c->hook_waiters = w->next;
@@ -571,6 +572,32 @@ int copyset_snap(struct copyset_copy *c, const struct tsr_snap_req *req, tsr_cb 
 
 /* ---- a copy's store counters ----------------------------------------------- */
 
+void copyset_stats_forget(struct copyset_copy *c)
+{
+	/* an answer in flight (stats_busy) is of the old copy: stats_done
+	 * drops it (stats_slot_gen) */
+	c->stats_known = false;
+	c->stats_unsupported = false;
+	c->stats_next_ns = 0;
+	c->stats_crc_errors = c->stats_cached_reads = 0;
+	c->stats_crc_carried = c->stats_cached_carried = 0;
+}
+
+void copyset_stats_take(struct copyset_copy *c, const struct tsr_peer_stats *st)
+{
+	/* lower than the last answer: the node restarted or reopened the copy
+	 * and its counters began again at 0; what they had counted stays
+	 * counted, so that no figure of the status ever goes down */
+	if (c->stats_known &&
+	    (st->crc_errors < c->stats_crc_errors || st->cached_reads < c->stats_cached_reads)) {
+		c->stats_crc_carried += c->stats_crc_errors;
+		c->stats_cached_carried += c->stats_cached_reads;
+	}
+	c->stats_known = true;
+	c->stats_crc_errors = st->crc_errors;
+	c->stats_cached_reads = st->cached_reads;
+}
+
 static void stats_done(void *arg, int status, const struct tsr_peer_stats *st)
 {
 	struct copyset_copy *c = arg;
@@ -579,11 +606,8 @@ static void stats_done(void *arg, int status, const struct tsr_peer_stats *st)
 	c->stats_busy = false;
 	/* an error (the session lost, a newer epoch, ...) keeps the last
 	 * answer: the next tick after COPYSET_STATS_NS asks again */
-	if (status == 0 && st != NULL && c->stats_slot_gen == c->slot_gen) {
-		c->stats_known = true;
-		c->stats_crc_errors = st->crc_errors;
-		c->stats_cached_reads = st->cached_reads;
-	}
+	if (status == 0 && st != NULL && c->stats_slot_gen == c->slot_gen)
+		copyset_stats_take(c, st);
 	copyset_put(cs);
 }
 
@@ -629,8 +653,8 @@ void copyset_stats_fill(const struct copyset_copy *c, struct tsr_layout_copy_sta
 		out->crc_errors = ss.crc_errors;
 		out->cached_reads = ss.cached_reads;
 	} else if (c->stats_known && c->stats_slot_gen == c->slot_gen) {
-		out->crc_errors = c->stats_crc_errors;
-		out->cached_reads = c->stats_cached_reads;
+		out->crc_errors = c->stats_crc_carried + c->stats_crc_errors;
+		out->cached_reads = c->stats_cached_carried + c->stats_cached_reads;
 	} else {
 		out->counters_unsupported = c->stats_unsupported;
 		return;

@@ -129,7 +129,9 @@ struct copyset {
 	/* a remote copy's store counters, as its node last answered (copyset_stats_tick) */       \
 	bool stats_busy, stats_known, stats_unsupported;                                           \
 	unsigned stats_slot_gen; /* the slot's copy they are of */                                 \
-	uint64_t stats_next_ns, stats_crc_errors, stats_cached_reads;
+	uint64_t stats_next_ns, stats_crc_errors, stats_cached_reads;                              \
+	/* what the node had counted before its counters began again at 0 (copyset_stats_take) */  \
+	uint64_t stats_crc_carried, stats_cached_carried;
 
 struct copyset_copy {
 	COPYSET_COPY_FIELDS
@@ -253,9 +255,18 @@ void copyset_get_status(struct copyset *cs, struct tsr_layout_status *out);
  * counters_unsupported).  copyset_stats_fill: a local copy's counters read
  * from its store, a remote one's last answer; adds the known ones to the
  * totals of s (crc_errors_all, cached_reads_all, copies_counted).
+ * copyset_stats_take: keep answer st of the slot's copy; an answer lower than
+ * the last (the node restarted, or reopened the copy: its counters begin
+ * again at 0) adds the last one to what is carried, so a copy's figures
+ * never go down while this layout runs.  copyset_stats_forget: the slot has
+ * a new copy (replace, from copyset_hook_forget): nothing known of it, not
+ * "unsupported" until its own node's HELLO says so, and asked at the next
+ * tick (before, the old node's flag and 1 s wait held over: review F6).
  */
 #define COPYSET_STATS_NS (1000ull * 1000000)
 void copyset_stats_tick(struct copyset_copy *c, uint64_t now_ns);
+void copyset_stats_take(struct copyset_copy *c, const struct tsr_peer_stats *st);
+void copyset_stats_forget(struct copyset_copy *c);
 void copyset_stats_fill(const struct copyset_copy *c, struct tsr_layout_copy_status *cs_out,
 			struct tsr_layout_status *s);
 

@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "layout/copyset_internal.h" /* copyset_stats_take, copyset_stats_fill */
 #include "layout/mirror_internal.h" /* MIRROR_RESYNC_IO, _INFLIGHT_BYTES, _DEPTH */
 #include "mirror_env.h"
 
@@ -1318,6 +1319,101 @@ static void test_replace(void **state)
 	node_fini(&n3);
 }
 
+static bool copy2_unsupported(const struct tsr_layout_status *s)
+{
+	return s->copies[2].counters_unsupported;
+}
+
+static bool copy2_counted(const struct tsr_layout_status *s)
+{
+	return s->copies[2].counters_known && strcmp(s->copies[2].node_id, "node3") == 0;
+}
+
+/*
+ * Review F6: a replace's new copy inherits nothing of the old copy's
+ * counters.  Slot 2's node answers HELLO as an earlier build (no STATS:
+ * counters_unsupported); replaced by node3, which serves STATS, the status
+ * right after the replace says nothing of node2's build (before: still
+ * "unsupported" until the next ask, up to 1 s later) and node3 is counted
+ * soon after.
+ */
+static void test_replace_counters_fresh(void **state)
+{
+	struct env *e = *state;
+	struct tsr_mirror_opts o;
+	struct tsr_layout_status s;
+	struct tsr_layout_copy nc = {.state = TSR_COPY_OUT_OF_SYNC};
+	struct node n3;
+
+	setenv("TSR_TEST_PEER_NO_FEATURES", "1", 1); /* read by the servers at HELLO */
+	opts_init(e, &o, true, 2, 1);
+	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	assert_true(wait_status(e, copy2_unsupported, 5000));
+	node_stop(&e->nodes[2]);
+	unsetenv("TSR_TEST_PEER_NO_FEATURES");
+	assert_int_equal(node_init(&n3, 3, VOL), 0);
+	snprintf(nc.node_id, sizeof(nc.node_id), "%s", n3.node_id);
+	snprintf(nc.address, sizeof(nc.address), "%s", n3.address);
+	assert_int_equal(tsr_layout_replace_copy(e->l, 2, &nc), 0);
+	get_status(e, &s);
+	assert_string_equal(s.copies[2].node_id, "node3");
+	if (s.copies[2].counters_unsupported)
+		print_message("node3's copy said unsupported (node2's flag) after the replace\n");
+	assert_false(s.copies[2].counters_unsupported);
+	assert_true(wait_status(e, copy2_counted, 5000));
+	assert_true(wait_status(e, all_in_sync, 20000));
+	tsr_layout_destroy(e->l);
+	e->l = NULL;
+	node_fini(&n3);
+}
+
+/*
+ * Review F8: a remote copy's counters never go down while the layout runs.
+ * Its node's answer lower than the last (the node restarted: its counters
+ * began again at 0) keeps what was counted before; a new copy in the slot
+ * (copyset_stats_forget) starts from nothing.
+ */
+static void test_counters_monotonic(void **state)
+{
+	struct copyset_copy c;
+	struct tsr_layout_copy_status out;
+	struct tsr_layout_status s;
+
+	(void)state;
+	memset(&c, 0, sizeof(c));
+	memset(&s, 0, sizeof(s));
+	copyset_stats_take(&c, &(struct tsr_peer_stats){.crc_errors = 5, .cached_reads = 10});
+	copyset_stats_take(&c, &(struct tsr_peer_stats){.crc_errors = 7, .cached_reads = 12});
+	copyset_stats_fill(&c, &out, &s);
+	assert_true(out.counters_known);
+	assert_int_equal(out.crc_errors, 7);
+	assert_int_equal(out.cached_reads, 12);
+	/* the node restarted: 1 and 0 since */
+	copyset_stats_take(&c, &(struct tsr_peer_stats){.crc_errors = 1, .cached_reads = 0});
+	memset(&s, 0, sizeof(s));
+	copyset_stats_fill(&c, &out, &s);
+	assert_int_equal(out.crc_errors, 8);
+	assert_int_equal(out.cached_reads, 12);
+	assert_int_equal(s.crc_errors_all, 8);
+	copyset_stats_take(&c, &(struct tsr_peer_stats){.crc_errors = 3, .cached_reads = 4});
+	copyset_stats_fill(&c, &out, &s);
+	assert_int_equal(out.crc_errors, 10);
+	assert_int_equal(out.cached_reads, 16);
+	/* past 2^63: kept as unsigned */
+	copyset_stats_take(
+	    &c, &(struct tsr_peer_stats){.crc_errors = UINT64_C(1) << 63, .cached_reads = 4});
+	copyset_stats_fill(&c, &out, &s);
+	assert_true(out.crc_errors == (UINT64_C(1) << 63) + 7);
+	/* a new copy in the slot: nothing of the old one */
+	copyset_stats_forget(&c);
+	copyset_stats_fill(&c, &out, &s);
+	assert_false(out.counters_known);
+	copyset_stats_take(&c, &(struct tsr_peer_stats){.crc_errors = 2, .cached_reads = 1});
+	copyset_stats_fill(&c, &out, &s);
+	assert_int_equal(out.crc_errors, 2);
+	assert_int_equal(out.cached_reads, 1);
+}
+
 /*
  * A replace onto the coordinator (a new LOCAL copy) whose store holds a
  * volume smaller than the mirror's is refused (-EINVAL, "local copy is N
@@ -1920,6 +2016,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_hook_failure, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resync_under_load, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replace, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_replace_counters_fresh, setup, teardown),
+	    cmocka_unit_test(test_counters_monotonic),
 	    cmocka_unit_test_setup_teardown(test_replace_local_too_small, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replace_given_snapshots, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stalled_write_resumes, setup, teardown),
@@ -1934,5 +2032,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_fence_under_hook_lock, setup, teardown),
 	};
 
+	/* MIRROR_UT_FILTER=test_replace* runs only those (cmocka's pattern) */
+	if (getenv("MIRROR_UT_FILTER"))
+		cmocka_set_test_filter(getenv("MIRROR_UT_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
