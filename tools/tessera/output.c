@@ -386,6 +386,14 @@ json_t *cli_status_json(const Tessera__Admin__Status *s)
 	return j;
 }
 
+/* A counter (uint64) as JSON: an integer up to INT64_MAX, above it (jansson's
+ * integers are signed: it printed negative, review F8) a number that keeps
+ * its magnitude (a double: the last digits rounded). */
+static json_t *json_counter(uint64_t v)
+{
+	return v <= INT64_MAX ? json_integer((json_int_t)v) : json_real((double)v);
+}
+
 /* Flat, with the proto's field names (scripts read j["resync_bytes_copied"]). */
 /* Why copy c's counters are not in the totals (status text and JSON). */
 static const char *copy_not_counted_why(const Tessera__Admin__Copy *c)
@@ -406,13 +414,11 @@ static void status_counters_json(json_t *j, const Tessera__Admin__VolumeStatus *
 	    : v->attaching ? "no coordinator yet (its attach is opening the copies)"
 			   : NULL;
 
-	json_object_set_new(j, "crc_errors_coordinator", json_integer((json_int_t)s->crc_errors));
-	json_object_set_new(
-	    j, "crc_errors",
-	    json_integer((json_int_t)(s->counters_per_copy ? s->crc_errors_all : s->crc_errors)));
+	json_object_set_new(j, "crc_errors_coordinator", json_counter(s->crc_errors));
+	json_object_set_new(j, "crc_errors",
+			    json_counter(s->counters_per_copy ? s->crc_errors_all : s->crc_errors));
 	json_object_set_new(j, "cached_reads_all",
-			    s->counters_per_copy ? json_integer((json_int_t)s->cached_reads_all)
-						 : json_null());
+			    s->counters_per_copy ? json_counter(s->cached_reads_all) : json_null());
 	json_object_set_new(j, "copies_counted", json_integer((json_int_t)s->copies_counted));
 	for (size_t i = 0; v != NULL && i < v->n_copies; i++) {
 		const Tessera__Admin__Copy *c = v->copies[i];
@@ -421,11 +427,9 @@ static void status_counters_json(json_t *j, const Tessera__Admin__VolumeStatus *
 
 		if (cj != NULL) {
 			json_object_set_new(cj, "crc_errors",
-					    known ? json_integer((json_int_t)c->crc_errors)
-						  : json_null());
+					    known ? json_counter(c->crc_errors) : json_null());
 			json_object_set_new(cj, "cached_reads",
-					    known ? json_integer((json_int_t)c->cached_reads)
-						  : json_null());
+					    known ? json_counter(c->cached_reads) : json_null());
 		}
 		if (!known)
 			json_array_append_new(
@@ -472,7 +476,7 @@ json_t *cli_volume_status_json(const Tessera__Admin__VolumeStatus *s)
 				    json_boolean(s->volume && s->volume->attaching));
 	/* reads of the coordinator's own copies through its page cache */
 	if (j)
-		json_object_set_new(j, "cached_reads", json_integer((json_int_t)s->cached_reads));
+		json_object_set_new(j, "cached_reads", json_counter(s->cached_reads));
 	/* blocks that failed their CRC on read: crc_errors over every copy
 	 * counted (copies_not_counted names the others), each copy's in
 	 * volume.copies[] (null: not counted); an earlier tesserad fills only

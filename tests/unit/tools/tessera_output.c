@@ -143,6 +143,34 @@ static void test_volume_status_json(void **state)
 	json_decref(j);
 }
 
+/* Review F8: a counter past 2^63 is not printed negative (jansson's
+ * integers are signed); below it, an exact integer. */
+static void test_status_counters_unsigned(void **state)
+{
+	Tessera__Admin__VolumeStatus s = TESSERA__ADMIN__VOLUME_STATUS__INIT;
+	struct fixture f;
+	json_t *j, *cj;
+
+	(void)state;
+	make_volume(&f, "in-sync", "n1");
+	s.volume = &f.v;
+	s.counters_per_copy = 1;
+	s.copies_counted = 1;
+	s.crc_errors = 5;
+	s.crc_errors_all = UINT64_C(1) << 63;
+	s.cached_reads_all = UINT64_MAX;
+	f.v.copies[0]->counters_known = 1;
+	f.v.copies[0]->crc_errors = (UINT64_C(1) << 63) + 2048;
+	j = cli_volume_status_json(&s);
+	assert_non_null(j);
+	assert_int_equal(json_integer_value(json_object_get(j, "crc_errors_coordinator")), 5);
+	assert_true(json_number_value(json_object_get(j, "crc_errors")) > 9.2e18);
+	assert_true(json_number_value(json_object_get(j, "cached_reads_all")) > 1.8e19);
+	cj = json_array_get(json_object_get(json_object_get(j, "volume"), "copies"), 0);
+	assert_true(json_number_value(json_object_get(cj, "crc_errors")) > 9.2e18);
+	json_decref(j);
+}
+
 static void test_volume_json_shapes(void **state)
 {
 	Tessera__Admin__Volume plain = TESSERA__ADMIN__VOLUME__INIT;
@@ -479,6 +507,7 @@ int main(void)
 		cmocka_unit_test(test_duration),
 		cmocka_unit_test(test_all_in_sync),
 		cmocka_unit_test(test_volume_status_json),
+		cmocka_unit_test(test_status_counters_unsigned),
 		cmocka_unit_test(test_volume_json_shapes),
 		cmocka_unit_test(test_size),
 		cmocka_unit_test(test_snapshot_json),
