@@ -56,6 +56,7 @@ static void copy_free_built(Tessera__Admin__Copy *cp)
 		return;
 	free_string(cp->node);
 	free_string(cp->state);
+	free_string(cp->coordinator_has);
 	free(cp);
 }
 

@@ -1593,6 +1593,38 @@ void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 
 /* ---- status and scrub ------------------------------------------------- */
 
+void cluster_status_copy(Tessera__Admin__Copy *cp, const struct tsr_layout_copy_status *lc)
+{
+	char *state;
+
+	if (strcmp(cp->node, lc->node_id) != 0) {
+		/* the record names another copy than the layout's: its figures
+		 * would be shown under the wrong node's name (review F7) */
+		char *has = admin_strdup(lc->node_id);
+
+		if (has) {
+			if (cp->coordinator_has != protobuf_c_empty_string)
+				free(cp->coordinator_has);
+			cp->coordinator_has = has;
+		}
+		cp->connected = false;
+		cp->counters_known = false;
+		cp->counters_unsupported = false;
+		return;
+	}
+	state = admin_strdup(tsr_copy_state_name(lc->state));
+	if (state) {
+		free(cp->state);
+		cp->state = state;
+	}
+	cp->connected = lc->connected;
+	cp->dirty_bytes = lc->dirty_bytes;
+	cp->counters_known = lc->counters_known;
+	cp->counters_unsupported = lc->counters_unsupported;
+	cp->crc_errors = lc->crc_errors;
+	cp->cached_reads = lc->cached_reads;
+}
+
 static void fill_status(struct tsr_cluster *c, struct attachment *a,
 			Tessera__Admin__Response *resp)
 {
@@ -1616,21 +1648,8 @@ static void fill_status(struct tsr_cluster *c, struct attachment *a,
 	vs->volume = v;
 	resp->volume_status = vs;
 	tsr_layout_get_status(a->layout, &st);
-	for (size_t i = 0; i < v->n_copies && i < st.n_copies; i++) {
-		Tessera__Admin__Copy *cp = v->copies[i];
-		char *state = admin_strdup(tsr_copy_state_name(st.copies[i].state));
-
-		if (state) {
-			free(cp->state);
-			cp->state = state;
-		}
-		cp->connected = st.copies[i].connected;
-		cp->dirty_bytes = st.copies[i].dirty_bytes;
-		cp->counters_known = st.copies[i].counters_known;
-		cp->counters_unsupported = st.copies[i].counters_unsupported;
-		cp->crc_errors = st.copies[i].crc_errors;
-		cp->cached_reads = st.copies[i].cached_reads;
-	}
+	for (size_t i = 0; i < v->n_copies && i < st.n_copies; i++)
+		cluster_status_copy(v->copies[i], &st.copies[i]);
 	vs->ready = st.ready;
 	vs->fenced = st.fenced || a->fenced;
 	vs->in_sync = st.in_sync;

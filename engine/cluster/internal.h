@@ -366,6 +366,14 @@ bool cluster_detach_pending(struct tsr_cluster *c, const char *name);
 void cluster_detach_stop_waits(struct tsr_cluster *c);
 void cluster_volume_status(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			   Tessera__Admin__Response *resp);
+/*
+ * The running layout's view of copy slot lc into cp (the record's copy of
+ * that slot): state, session, dirty bytes and counters; when the layout's
+ * copy is on another node than cp's (a replace recorded that the layout has
+ * not taken), none of them: cp keeps the record's state, is not connected
+ * nor counted, and coordinator_has names the layout's node.
+ */
+void cluster_status_copy(Tessera__Admin__Copy *cp, const struct tsr_layout_copy_status *lc);
 void cluster_volume_scrub(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			  Tessera__Admin__Response *resp);
 /* The 500 ms pass over the attachments: returning copies, fencing, rebuilds. */

@@ -398,6 +398,9 @@ static json_t *json_counter(uint64_t v)
 /* Why copy c's counters are not in the totals (status text and JSON). */
 static const char *copy_not_counted_why(const Tessera__Admin__Copy *c)
 {
+	if (c->coordinator_has[0] != '\0')
+		return "a new copy the coordinator has not taken yet (it still has the old one "
+		       "in its place: the replace is under way)";
 	return c->counters_unsupported ? "its node's build does not serve peer STATS"
 				       : "no answer from its node yet";
 }
