@@ -126,6 +126,9 @@ static int volume_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
 	}
 	rec->epoch = u->epoch;
 	rec->clean_detach = u->clean;
+	/* the attach's own write: its copies are being opened (review F9);
+	 * a restore or a detach: no attach is opening */
+	rec->attaching_epoch = !u->only_if_epoch && u->coord != NULL ? u->epoch : 0;
 	/* an IN_SYNC copy missed nothing: a list left from a record of its
 	 * replay's end that failed must not be replayed if it leaves again */
 	for (size_t i = 0; i < rec->n_copies; i++) {
@@ -161,6 +164,32 @@ static int update_volume(struct tsr_cluster *c, const char *name, uint64_t epoch
 				   .old_coord = old_coord, .old_coord_len = old_coord_len };
 
 	return rec_volume_update(c->meta, name, volume_mutate, &u);
+}
+
+static int attaching_end_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
+{
+	const uint64_t *epoch = arg;
+
+	if (rec->attaching_epoch != *epoch)
+		return 1; /* another epoch's record now: nothing of ours to clear */
+	rec->attaching_epoch = 0;
+	return 0;
+}
+
+/*
+ * The attach of epoch opened its copies: vol/<name> no longer says it is
+ * being attached (VolumeRecord.attaching_epoch, review F9).  A failure
+ * (logged) leaves other nodes saying "attaching" until the detach's record
+ * write, or until the attach key goes (a new attach's epoch differs).
+ */
+static void attaching_end(struct tsr_cluster *c, const char *name, uint64_t epoch)
+{
+	int ret = rec_volume_update(c->meta, name, attaching_end_mutate, &epoch);
+
+	if (ret)
+		tsr_warn("cluster: volume %s: cannot record the end of its attach (epoch %llu): "
+			 "%s (other nodes say it is being attached until its next record write)",
+			 name, (unsigned long long)epoch, strerror(-ret));
 }
 
 /*
@@ -1082,6 +1111,7 @@ static void attach_apply(struct attach_job *j, bool stopping)
 		tsr_warn("cluster: %s", j->msg);
 		goto out;
 	}
+	attaching_end(c, j->name, epoch);
 	snprintf(j->msg, sizeof(j->msg), "attached '%s' on %s (epoch %llu)", j->name, c->node_id,
 		 (unsigned long long)epoch);
 	goto out;
@@ -1726,8 +1756,8 @@ void cluster_volume_status(struct tsr_cluster *c, const Tessera__Admin__Request 
 	if (resp->error || resp->n_volumes != 1)
 		return;
 	/* not "attached" yet (no coordinator runs: no live figures), not
-	 * detached either: the status says so (Volume.attaching) */
-	resp->volumes[0]->attaching = cluster_attach_running(c, name);
+	 * detached either: the status says so (Volume.attaching, set by
+	 * cluster_build_volume) */
 	vs = malloc(sizeof(*vs));
 	if (vs == NULL) {
 		admin_fail(resp, -ENOMEM, "out of memory in tesserad");

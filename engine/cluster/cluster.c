@@ -579,12 +579,8 @@ static bool cluster_admin_dispatch(struct tsr_cluster *c, const Tessera__Admin__
 		return true;
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_SHOW:
 		cluster_volume_list(c, req->volume_show->name, resp);
-		if (resp->error == 0 && resp->n_volumes == 1) { /* and its snapshots */
-			/* its attach here still opens the copies (attach.c) */
-			resp->volumes[0]->attaching =
-				cluster_attach_running(c, req->volume_show->name);
+		if (resp->error == 0 && resp->n_volumes == 1) /* and its snapshots */
 			cluster_volume_show_snapshots(c, resp);
-		}
 		return true;
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_ATTACH:
 		cluster_attach(c, req, resp);

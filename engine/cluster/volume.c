@@ -544,6 +544,12 @@ Tessera__Admin__Volume *cluster_build_volume(struct tsr_cluster *c, const struct
 	out->min_replicas = r->min_replicas;
 	out->epoch = attached ? epoch : 0;
 	out->in_use = attached != NULL;
+	/* its attach still opens the copies (review F9: from any node, and in
+	 * volume list too): the holder knows, the others read the record */
+	if (attached && strcmp(attached, c->node_id) == 0)
+		out->attaching = cluster_attach_running(c, r->name);
+	else
+		out->attaching = attached && r->attaching_epoch != 0 && r->attaching_epoch == epoch;
 	if (tsr_store_vol_info(c->o.store, r->name, &info) == 0) {
 		uint64_t allocated, exclusive;
 

@@ -32,6 +32,11 @@
 # `timeout 3`); w is attached after v's attach answered.  x, attached on n1
 # all along, attached again through n1 then: 0 (review 17b: it was refused
 # "too many attaches" too, a CSI publish retry of an attached volume).
+# Session 18 (s18-statfix, review F9), during the attach of v in (1): through
+# n2, `--json volume show v` has attaching true, `--json volume list` too and
+# the text list says "n1 (attaching)" (before: false and "n1", only n1 knew;
+# now from the record, VolumeRecord.attaching_epoch); after the attach all
+# say it no more.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -97,6 +102,13 @@ OUT=$(timeout 3 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/ad
 	--json volume status v 2>&1) && RC=0 || RC=$?
 echo status2 >>"$ORDER"
 jrc=$RC jout=$OUT
+# review F9: another node says it too, in volume show and volume list
+showj=$(timeout 3 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" \
+	--json volume show v 2>&1) || true
+listj=$(timeout 3 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" \
+	--json volume list 2>&1) || true
+listt=$(timeout 3 "$TESSERA" --cluster "$(cl_addr 2)" --token-file "$(cl_dir 1)/admin.token" \
+	volume list 2>&1) || true
 timed attachw 3 volume attach w --node n1
 wrc=$RC wout=$OUT
 timed attachx 3 volume attach x --node n1
@@ -124,6 +136,12 @@ log "volume status v during its attach: $(printf '%s' "$sout" | grep -E '^(attac
 [ "$jrc" = 0 ] || fail "--json volume status v through n2 during its attach: status $jrc: $jout"
 assert_eq "$(printf '%s' "$jout" | json_get '[j["attaching"], j["volume"]["attaching"], j["volume"]["attached_node"]]')" \
 	'[true, true, "n1"]' "--json volume status v through n2 during its attach (attaching, volume.attaching, attached_node)"
+assert_eq "$(printf '%s' "$showj" | json_get 'j["attaching"]')" true \
+	"volume show v through n2 during its attach on n1: attaching"
+assert_eq "$(printf '%s' "$listj" | json_get '[v["attaching"] for v in j["volumes"] if v["name"] == "v"]')" \
+	'[true]' "volume list through n2 during v's attach on n1: v's attaching"
+printf '%s' "$listt" | grep -E '^v ' | grepq -F 'n1 (attaching)' ||
+	fail "volume list through n2 during v's attach does not say 'n1 (attaching)': $listt"
 [ "$wrc" != 0 ] && printf '%s' "$wout" | grepq "too many attaches in progress on n1" ||
 	fail "attach w through n1 during v's attach with the cap at 1: status $wrc: $wout"
 # review 17b: before, "too many attaches" for a volume attached here already
@@ -140,6 +158,10 @@ assert_eq "$(printf '%s' "$jout" | json_get '[j["attaching"], j["volume"]["attac
 [ "$(cat "$CL_ROOT/attach.rc")" = 0 ] || fail "attach v with n3 frozen: $(cat "$CL_ROOT/attach.out")"
 assert_eq "$(vstatus v 'j["in_sync"]')" 2 "copies in sync after the attach with n3 frozen"
 assert_eq "$(vstatus v 'j["attaching"]')" false "attaching after the attach answered"
+assert_eq "$(ctsr_via 2 --json volume show v | json_get 'j["attaching"]')" false \
+	"volume show v through n2 after the attach"
+assert_eq "$(ctsr_via 2 --json volume list | json_get '[v["attaching"] for v in j["volumes"] if v["name"] == "v"]')" \
+	'[false]' "volume list through n2 after v's attach"
 cl_assert_image 1 v "$EXP" "after the attach with n3 frozen"
 cl_qemu_io 1 v "write -P 0x3c 2M 128k" >/dev/null || fail "write with n3 frozen"
 cl_patch "$EXP" $(( 2 << 20 )) 131072 0x3c

@@ -759,6 +759,16 @@ void cli_print_diff(FILE *out, const char *volume, const char *from, const char 
 		cli_fmt_size(total, size, sizeof(size)), total);
 }
 
+/* volume list's ATTACHED: "-", the node, or "n1 (attaching)" while its
+ * attach opens the copies (review F9). */
+static const char *fmt_attached(const Tessera__Admin__Volume *v, char *buf, size_t len)
+{
+	if (v->attached_node[0] == '\0')
+		return "-";
+	snprintf(buf, len, "%s%s", v->attached_node, v->attaching ? " (attaching)" : "");
+	return buf;
+}
+
 void cli_print_volume_list(Tessera__Admin__Volume *const *vols, size_t n)
 {
 	bool cluster = false;
@@ -766,8 +776,10 @@ void cli_print_volume_list(Tessera__Admin__Volume *const *vols, size_t n)
 	size_t i;
 
 	for (i = 0; i < n; i++) {
+		char att[96];
+
 		w = max_width(w, vols[i]->name);
-		wa = max_width(wa, vols[i]->attached_node);
+		wa = max_width(wa, fmt_attached(vols[i], att, sizeof(att)));
 		cluster |= cli_is_cluster_volume(vols[i]);
 	}
 	printf("%-*s  %10s  %10s", w, "NAME", "SIZE", "ALLOCATED");
@@ -781,7 +793,7 @@ void cli_print_volume_list(Tessera__Admin__Volume *const *vols, size_t n)
 	printf("  %-23s  %s\n", "CREATED", "IN USE");
 	for (i = 0; i < n; i++) {
 		const Tessera__Admin__Volume *v = vols[i];
-		char size[32], alloc[32], created[64], sync[32], lay[64];
+		char size[32], alloc[32], created[64], sync[32], lay[64], att[96];
 
 		printf("%-*s  %10s  %10s", w, v->name, cli_fmt_size(v->size, size, sizeof(size)),
 		       cli_fmt_size(v->allocated, alloc, sizeof(alloc)));
@@ -791,9 +803,9 @@ void cli_print_volume_list(Tessera__Admin__Volume *const *vols, size_t n)
 					 v->n_copies);
 			else
 				snprintf(sync, sizeof(sync), "-");
-			printf("  %-*s  %-7s  %-*s", wl, cli_is_cluster_volume(v) ?
-			       cli_fmt_layout(v, lay, sizeof(lay)) : "-", sync, wa,
-			       v->attached_node[0] ? v->attached_node : "-");
+			printf("  %-*s  %-7s  %-*s", wl,
+			       cli_is_cluster_volume(v) ? cli_fmt_layout(v, lay, sizeof(lay)) : "-",
+			       sync, wa, fmt_attached(v, att, sizeof(att)));
 		}
 		printf("  %-23s  %s\n", cli_fmt_time(v->created, created, sizeof(created)),
 		       v->in_use ? "yes" : "no");
