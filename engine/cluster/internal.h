@@ -265,6 +265,16 @@ int cluster_replace_auto(struct tsr_cluster *c, const char *name, const char *ol
  * snapshot list, its new copy, the old copy's uuid): the copy's node (old)
  * then, else NULL.  Main thread. */
 const char *cluster_replace_waiting(const struct tsr_cluster *c, const char *name);
+/*
+ * A snapshot create of name through its coordinator here begins while a
+ * replace of name through this node waits: snap is added to the snapshots
+ * the replace gives its new copy (review 17a F4: the snapshot was refused
+ * for the whole wait, up to the 30 s of the new copy's create).  Noted before
+ * the cut begins, so whatever the order of the cut and the replace's record
+ * write, the new copy is given it (a cut that then fails leaves a name none
+ * has: its make-up finds nothing, and is done).  0 or -ENOMEM.  Main thread.
+ */
+int cluster_replace_note_snap(struct tsr_cluster *c, const char *name, const char *snap);
 /* Build the admin Volume message of a record (view for attach state and URIs). */
 Tessera__Admin__Volume *cluster_build_volume(struct tsr_cluster *c, const struct cluster_view *v,
 					     const Tessera__Cluster__VolumeRecord *r);

@@ -2170,6 +2170,14 @@ static void snapshot_reply_check(const char *vol, const char *snap,
 		   "read: %s (tessera snapshot show %s %s later)", snap, vol, why, vol, snap);
 }
 
+/* vol has a running coordinator here (main thread). */
+static bool attached_here(struct tsr_cluster *c, const char *vol)
+{
+	struct attachment *a = cluster_find_attachment(c, vol);
+
+	return a != NULL && a->layout != NULL;
+}
+
 void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			     Tessera__Admin__Response *resp)
 {
@@ -2183,8 +2191,17 @@ void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Reques
 
 	/* a replace of vol through this node waits for another node: the
 	 * snapshot list it gives its new copy was read before, and a snapshot
-	 * cut now would miss that copy for good (review 16a, F2) */
+	 * cut now would miss that copy for good (review 16a, F2).  Attached
+	 * here (the automatic replace's case, and an admin one's through the
+	 * coordinator): the cut goes on, the replace gives the new copy a
+	 * create too (review 17a F4); a delete is harmless (the new copy's
+	 * make-up of a name none has any more is done at once).  Detached: a
+	 * cut there goes to the copies vol/V lists, and the replace refuses to
+	 * record when its snap_gen moved: refused, as before. */
 	replacing = vol ? cluster_replace_waiting(c, vol) : NULL;
+	if (replacing && attached_here(c, vol) &&
+	    (!create || cluster_replace_note_snap(c, vol, snap) == 0))
+		replacing = NULL;
 	if (replacing) {
 		admin_fail(resp, -EBUSY, "replace-replica of %s (its copy on %s) is running here: "
 			   "retry the snapshot %s once it answers", vol, replacing,

@@ -1744,6 +1744,10 @@ struct replace_list {
 	enum replace_step step;          /* what call runs (or ran last) */
 	char **snaps;                    /* the list (n_snaps, owned): the new copy's missed */
 	size_t n_snaps;
+	/* snapshots created through this coordinator while the replace waited
+	 * (cluster_replace_note_snap, owned): given to the new copy too */
+	char **noted;
+	size_t n_noted;
 	bool view_loaded;                /* v holds the view read at the start */
 	struct cluster_view v;           /* new_node points into it */
 	Tessera__Cluster__VolumeRecord *rec; /* vol/<name> at rev, as read at the start */
@@ -1806,6 +1810,11 @@ static void replace_job_clear(struct replace_list *rl)
 	free(rl->snaps);
 	rl->snaps = NULL;
 	rl->n_snaps = 0;
+	for (size_t i = 0; i < rl->n_noted; i++)
+		free(rl->noted[i]);
+	free(rl->noted);
+	rl->noted = NULL;
+	rl->n_noted = 0;
 	if (rl->rec)
 		tessera__cluster__volume_record__free_unpacked(rl->rec, NULL);
 	rl->rec = NULL;
@@ -2706,6 +2715,32 @@ static bool replace_snap_gen_moved(struct tsr_cluster *c, const char *name,
 	return moved;
 }
 
+/* The snapshots noted while rl waited (cluster_replace_note_snap) added to
+ * its list, after it, each once (one listed already, cut again, is the same
+ * name to make up).  0 or -ENOMEM (the list unchanged then). */
+static int replace_noted_merge(struct replace_list *rl)
+{
+	char **list;
+
+	if (rl->n_noted == 0)
+		return 0;
+	list = realloc(rl->snaps, (rl->n_snaps + rl->n_noted) * sizeof(*list));
+	if (list == NULL)
+		return -ENOMEM;
+	rl->snaps = list;
+	for (size_t i = 0; i < rl->n_noted; i++) {
+		bool listed = false;
+
+		for (size_t k = 0; k < rl->n_snaps && !listed; k++)
+			listed = strcmp(rl->snaps[k], rl->noted[i]) == 0;
+		if (listed)
+			continue;
+		rl->snaps[rl->n_snaps++] = rl->noted[i];
+		rl->noted[i] = NULL;
+	}
+	return 0;
+}
+
 /*
  * The end of a replace, its calls answered (the new copy made, rl->new_uuid;
  * the old copy's uuid, rl->old_uuid, or unheard): vol/<name> written listing
@@ -2764,7 +2799,8 @@ static int replace_finish(struct replace_list *rl, char *msg, size_t msg_len)
 	rec->copies[idx]->rebuild = true; /* an old bitmap of that node is not this copy's */
 	/* a new copy (a mirror's, or an ec volume's chunk copy) misses every
 	 * snapshot, whoever rebuilds it */
-	if (replace_missed(name, rl->snaps, rl->n_snaps, rec->copies[idx], &missed) < 0) {
+	if (replace_noted_merge(rl) < 0 ||
+	    replace_missed(name, rl->snaps, rl->n_snaps, rec->copies[idx], &missed) < 0) {
 		free(old_cr);
 		snprintf(msg, msg_len, "out of memory in tesserad");
 		return replace_undo_delete(rl, -ENOMEM, UNDO_SAID, msg, msg_len);
@@ -3228,6 +3264,27 @@ const char *cluster_replace_waiting(const struct tsr_cluster *c, const char *nam
 		if (rl->c == c && strcmp(rl->name, name) == 0)
 			return rl->old;
 	return NULL;
+}
+
+int cluster_replace_note_snap(struct tsr_cluster *c, const char *name, const char *snap)
+{
+	for (struct replace_list *rl = g_replace_lists; rl; rl = rl->next_list) {
+		char **list;
+
+		if (rl->c != c || strcmp(rl->name, name) != 0)
+			continue;
+		list = realloc(rl->noted, (rl->n_noted + 1) * sizeof(*list));
+		if (list == NULL)
+			return -ENOMEM;
+		rl->noted = list;
+		if ((rl->noted[rl->n_noted] = strdup(snap)) == NULL)
+			return -ENOMEM;
+		rl->n_noted++;
+		tsr_info("cluster: replace of %s on %s: snapshot %s, created while it waits, is "
+			 "given to the new copy too",
+			 name, rl->old, snap);
+	}
+	return 0;
 }
 
 /* tsr_cluster_stop: each replace of c waiting for another node (its list, its
