@@ -163,11 +163,15 @@ struct tsr_layout_copy_status {
 	bool connected;
 	uint64_t dirty_bytes;         /* regions still to copy (OUT_OF_SYNC / RESYNCING) */
 	/*
-	 * The copy's store counters (tsr_svol_stats, since its node opened
-	 * it): a local copy's read here, a remote one's as its node last
-	 * answered a peer STATS (asked every COPYSET_STATS_NS, never waited
-	 * for).  counters_known false: no answer yet, or (counters_unsupported)
-	 * the node's build does not serve STATS.
+	 * The copy's store counters (tsr_svol_stats): a local copy's read
+	 * here, a remote one's as its node last answered a peer STATS (asked
+	 * every COPYSET_STATS_NS, never waited for).  Counted since the layout
+	 * opened the copy (the attach; a replace's new copy from 0) and never
+	 * lower than before while the layout runs: a remote node's counts from
+	 * before its counters began again at 0 (it restarted or reopened the
+	 * copy) stay added (copyset_stats_take).  counters_known false: no
+	 * answer yet, or (counters_unsupported) the node's build does not
+	 * serve STATS.
 	 */
 	bool counters_known, counters_unsupported;
 	uint64_t crc_errors, cached_reads;
