@@ -178,18 +178,15 @@ static int attaching_end_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
 
 /*
  * The attach of epoch opened its copies: vol/<name> no longer says it is
- * being attached (VolumeRecord.attaching_epoch, review F9).  A failure
- * (logged) leaves other nodes saying "attaching" until the detach's record
- * write, or until the attach key goes (a new attach's epoch differs).
+ * being attached (VolumeRecord.attaching_epoch, review F9).  Written before
+ * the volume is registered for NBD (the same control-loop step: nobody sees
+ * it attached in between); a failure fails the attach like its other record
+ * writes (the metadata store full: "No space left on device", retry), so no
+ * record says "being attached" of a volume attached for good.  0 or -errno.
  */
-static void attaching_end(struct tsr_cluster *c, const char *name, uint64_t epoch)
+static int attaching_end(struct tsr_cluster *c, const char *name, uint64_t epoch)
 {
-	int ret = rec_volume_update(c->meta, name, attaching_end_mutate, &epoch);
-
-	if (ret)
-		tsr_warn("cluster: volume %s: cannot record the end of its attach (epoch %llu): "
-			 "%s (other nodes say it is being attached until its next record write)",
-			 name, (unsigned long long)epoch, strerror(-ret));
+	return rec_volume_update(c->meta, name, attaching_end_mutate, &epoch);
 }
 
 /*
@@ -1082,6 +1079,15 @@ static void attach_apply(struct attach_job *j, bool stopping)
 			 "write-fenced", j->name);
 		dr_fence = false;
 	}
+	ret = attaching_end(c, j->name, epoch);
+	if (ret) {
+		tsr_layout_destroy(j->layout);
+		snprintf(j->msg, sizeof(j->msg),
+			 "cannot record the end of the attach of '%s' in "
+			 "vol/%s: %s (the attach is undone: retry)",
+			 j->name, j->name, strerror(-ret));
+		goto undo;
+	}
 	ret = tsr_volset_attach_fenced(c->o.vols, j->name, j->layout, j->lo.home,
 				       dr_fence ? -EROFS : 0);
 	if (ret) {
@@ -1111,7 +1117,6 @@ static void attach_apply(struct attach_job *j, bool stopping)
 		tsr_warn("cluster: %s", j->msg);
 		goto out;
 	}
-	attaching_end(c, j->name, epoch);
 	snprintf(j->msg, sizeof(j->msg), "attached '%s' on %s (epoch %llu)", j->name, c->node_id,
 		 (unsigned long long)epoch);
 	goto out;
