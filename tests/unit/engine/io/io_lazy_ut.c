@@ -32,6 +32,8 @@
 #include "tessera/common.h"
 #include "tessera/io.h"
 
+#include "io_test.h"
+
 #define BS 4096u
 #define FILE_SIZE (4u * 1024 * 1024)
 #define LOOP_TIMEOUT_MS 5000 /* a sleep this long with a completion pending = missed */
@@ -241,36 +243,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static int find_direct_dir(void)
-{
-	const char *candidates[] = { getenv("TSR_TEST_DIR"), getenv("TMPDIR"), "/var/tmp", ".",
-				     "/tmp" };
-
-	for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++) {
-		char path[PATH_MAX];
-		void *buf;
-		int fd;
-		bool ok;
-
-		if (candidates[i] == NULL)
-			continue;
-		snprintf(path, sizeof(path), "%s/tsr-io-probe-XXXXXX", candidates[i]);
-		fd = mkostemp(path, O_DIRECT);
-		if (fd < 0)
-			continue;
-		buf = tsr_alloc_aligned(BS);
-		ok = buf != NULL && memset(buf, 0, BS) && pwrite(fd, buf, BS, 0) == (ssize_t)BS;
-		tsr_free_aligned(buf);
-		close(fd);
-		unlink(path);
-		if (ok) {
-			snprintf(g_dir, sizeof(g_dir), "%s", candidates[i]);
-			return 0;
-		}
-	}
-	return -1;
-}
-
 #define URING(f) { "io_uring/" #f, f, setup_uring, teardown, (void *)(uintptr_t)TSR_IO_URING }
 #define AIO(f) { "libaio/" #f, f, setup, teardown, (void *)(uintptr_t)TSR_IO_AIO }
 
@@ -286,7 +258,7 @@ int main(void)
 	struct tsr_io_opts opts = { .kind = TSR_IO_URING, .queue_depth = 4 };
 	struct tsr_io *io = NULL;
 
-	if (find_direct_dir() < 0) {
+	if (io_test_find_direct_dir(g_dir, sizeof(g_dir)) < 0) {
 		fprintf(stderr, "skipped: no directory with O_DIRECT support (set TSR_TEST_DIR)\n");
 		return 77;
 	}

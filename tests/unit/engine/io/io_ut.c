@@ -30,6 +30,8 @@
 #include "tessera/common.h"
 #include "tessera/io.h"
 
+#include "io_test.h"
+
 #define BS 4096u
 #define FILE_SIZE (16u * 1024 * 1024)
 
@@ -902,38 +904,6 @@ static void test_auto_fallback_seccomp(void **state)
 
 /* ---- main -------------------------------------------------------------- */
 
-/* Find a directory whose file system accepts O_DIRECT (tmpfs does not). */
-static int find_direct_dir(void)
-{
-	const char *candidates[] = { getenv("TSR_TEST_DIR"), getenv("TMPDIR"), "/var/tmp", ".",
-				     "/tmp" };
-
-	for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++) {
-		char path[PATH_MAX];
-		void *buf;
-		int fd;
-		bool ok;
-
-		if (candidates[i] == NULL)
-			continue;
-		snprintf(path, sizeof(path), "%s/tsr-io-probe-XXXXXX", candidates[i]);
-		fd = mkostemp(path, O_DIRECT);
-		if (fd < 0)
-			continue;
-		buf = tsr_alloc_aligned(BS);
-		memset(buf, 0, BS);
-		ok = buf != NULL && pwrite(fd, buf, BS, 0) == (ssize_t)BS;
-		tsr_free_aligned(buf);
-		close(fd);
-		unlink(path);
-		if (ok) {
-			snprintf(g_dir, sizeof(g_dir), "%s", candidates[i]);
-			return 0;
-		}
-	}
-	return -1;
-}
-
 static void probe(struct backend_case *bc)
 {
 	struct tsr_io_opts opts = { .kind = bc->kind, .queue_depth = 4 };
@@ -975,7 +945,7 @@ int main(void)
 		cmocka_unit_test(test_auto_fallback_seccomp),
 	};
 
-	if (find_direct_dir() < 0) {
+	if (io_test_find_direct_dir(g_dir, sizeof(g_dir)) < 0) {
 		fprintf(stderr, "skipped: no directory with O_DIRECT support (set TSR_TEST_DIR)\n");
 		return 77;
 	}
