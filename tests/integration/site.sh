@@ -215,6 +215,18 @@ dr2_start() {
 	dr_alive 2
 }
 
+# sites_start_dr2 [DR ARGS...]: the set-up of the two-node DR tests: both
+# sites (the DR's node started with DR ARGS), the DR's second node dr-n2
+# (dr2_start), the proxy between the sites, and the DR added at the primary.
+sites_start_dr2() {
+	sites_setup
+	site_start dr "$@"
+	dr2_start
+	site_start primary
+	proxy_start
+	site_add_dr primary dr
+}
+
 # site_start_nowait KEY: KEY's node started again with its arguments, not
 # waiting for it to be alive (site_start asks its node list through the
 # node's loop, which a test may hold).
@@ -233,4 +245,15 @@ file_wait_from() {
 		sleep 0.1
 	done
 	fail "$4"
+}
+
+# file_wait FILE PATTERN [TENTHS]: until grep -q PATTERN FILE (default 100
+# tenths: 10 s); returns 1 then (the caller says what is missing).
+file_wait() {
+	local i
+	for (( i=0; i<${3:-100}; i++ )); do
+		grep -q -- "$2" "$1" && return 0
+		sleep 0.1
+	done
+	return 1
 }

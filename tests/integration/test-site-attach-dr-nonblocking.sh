@@ -34,12 +34,7 @@
 
 require_tessera
 require_cmd qemu-io
-sites_setup
-site_start dr --peer-timeout 8000
-dr2_start
-site_start primary
-proxy_start
-site_add_dr primary dr
+sites_start_dr2 --peer-timeout 8000
 DLOG=$(sdir dr)/tesserad.log
 M=$((1 << 20))
 

@@ -40,25 +40,11 @@
 . "$(dirname "$0")/site.sh"
 
 require_tessera
-sites_setup
-site_start dr
-dr2_start
-site_start primary
-proxy_start
-site_add_dr primary dr
+sites_start_dr2
 PLOG=$(sdir primary)/tesserad.log
 DLOG=$(sdir dr)/tesserad.log
 M=$((1 << 20))
 
-# wait_log FILE PATTERN [TENTHS]: until grep -q PATTERN FILE (default 10 s).
-wait_log() {
-	local i
-	for (( i=0; i<${3:-100}; i++ )); do
-		grep -q -- "$2" "$1" && return 0
-		sleep 0.1
-	done
-	return 1
-}
 copies() { stsr dr --json volume show "$1" | json_get '" ".join(sorted(c["node"] for c in j["copies"]))'; }
 # dr_in_sync VOL: until every copy of VOL at the DR is recorded in-sync (a
 # copy on dr-n2 that its death or freeze put out of sync is resynced first: a
@@ -90,7 +76,7 @@ out=$(stsr primary replication enable sv --to dr --target-layout replicas:2 2>&1
 	{ kill -CONT "$D2PID"; fail "replication enable sv: $out"; }
 # the create started (the code before the fix logs no start and answers no
 # VOLUME_OPEN while it waits: 3 s, then the list is asked anyway)
-wait_log "$DLOG" "site: creating target volume sv" 30 ||
+file_wait "$DLOG" "site: creating target volume sv" 30 ||
 	log "the DR did not say it creates sv (its loop is blocked?)"
 ( timeout 3 "$TESSERA" --data "$(sdir dr)" --json volume list >"$SITE_ROOT/list.out" 2>&1
   echo "list $?" >>"$EV" ) &
@@ -98,7 +84,7 @@ lpid=$!
 track_pid "$lpid"
 reap "$lpid" || true
 # the source retries every second: two refusals while the create waits
-wait_log "$PLOG" "target sv is being created (replicas:2, 8.0 MiB) for its source: retry" 50 ||
+file_wait "$PLOG" "target sv is being created (replicas:2, 8.0 MiB) for its source: retry" 50 ||
 	log "the source was not told that the DR creates sv"
 for (( i=0; i<50; i++ )); do
 	n=$(grep -c "target sv is being created" "$PLOG")
@@ -137,11 +123,11 @@ freeze_pids "$D2PID" || fail "pid $D2PID not stopped"
 log "dr-n2 frozen (SIGSTOP)"
 out=$(stsr primary replication enable fv --to dr --target-layout replicas:2 2>&1) ||
 	{ kill -CONT "$D2PID"; fail "replication enable fv: $out"; }
-wait_log "$DLOG" "site: creating target volume fv" 30 ||
+file_wait "$DLOG" "site: creating target volume fv" 30 ||
 	log "the DR did not say it creates fv (its loop is blocked?)"
 kill9_tesserad "$D2PID"
 log "dr-n2 killed (SIGKILL) while fv's create waits for it"
-wait_log "$PLOG" "cannot create target fv (replicas:2, 4.0 MiB): cannot reach node dr-n2" 150 ||
+file_wait "$PLOG" "cannot create target fv (replicas:2, 4.0 MiB): cannot reach node dr-n2" 150 ||
 	fail "the source was not refused with the create's reason: $(grep 'site source fv' "$PLOG" | tail -3)"
 start_tesserad "$D2" "${D2ARGS[@]}"
 D2PID=$TSRD_PID
@@ -167,7 +153,7 @@ freeze_pids "$D2PID" || fail "pid $D2PID not stopped"
 log "dr-n2 frozen (SIGSTOP)"
 out=$(stsr primary replication enable cv --to dr --target-layout replicas:2 2>&1) ||
 	{ kill -CONT "$D2PID"; fail "replication enable cv: $out"; }
-wait_log "$DLOG" "site: creating target volume cv" 30 ||
+file_wait "$DLOG" "site: creating target volume cv" 30 ||
 	log "the DR did not say it creates cv (its loop is blocked?)"
 sleep 0.3 # the call to dr-n2 is sent (its kernel takes it while frozen)
 site_kill dr
@@ -237,7 +223,7 @@ freeze_pids "$D2PID" || fail "pid $D2PID not stopped"
 log "dr-n2 frozen (SIGSTOP)"
 out=$(stsr primary replication enable dv --to dr --target-layout replicas:2 2>&1) ||
 	{ kill -CONT "$D2PID"; fail "replication enable dv: $out"; }
-wait_log "$DLOG" "site: creating target volume dv" 30 ||
+file_wait "$DLOG" "site: creating target volume dv" 30 ||
 	log "the DR did not say it creates dv (its loop is blocked?)"
 site_stop dr # exit 0 within 30 s, asserted
 kill -CONT "$D2PID"

@@ -28,23 +28,10 @@
 . "$(dirname "$0")/site.sh"
 
 require_tessera
-sites_setup
-site_start dr
-dr2_start
-site_start primary
-proxy_start
-site_add_dr primary dr
+sites_start_dr2
 DLOG=$(sdir dr)/tesserad.log
 M=$((1 << 20))
 
-wait_log() {
-	local i
-	for (( i=0; i<${3:-100}; i++ )); do
-		grep -q -- "$2" "$1" && return 0
-		sleep 0.1
-	done
-	return 1
-}
 # store_uuid DIR VOL [TENTHS]: the uuid of DIR's store copy of VOL, or
 # "none" (after TENTHS tenths of a second, default 30, for one to appear)
 store_uuid() {
@@ -77,7 +64,7 @@ race() {
 	log "dr-n2 frozen (SIGSTOP)"
 	out=$(stsr primary replication enable "$v" --to dr --target-layout replicas:2 2>&1) ||
 		{ kill -CONT "$D2PID"; fail "replication enable $v: $out"; }
-	wait_log "$DLOG" "site: creating target volume $v (replicas:2, 4.0 MiB, on dr-n1 dr-n2)" 300 ||
+	file_wait "$DLOG" "site: creating target volume $v (replicas:2, 4.0 MiB, on dr-n1 dr-n2)" 300 ||
 		{ kill -CONT "$D2PID"
 		  fail "the DR did not create $v on dr-n1 then dr-n2: $(grep "creating target volume $v" "$DLOG")"; }
 	sleep 0.3 # the call to dr-n2 is sent (its kernel takes it while frozen)
@@ -94,11 +81,11 @@ race() {
 	[ $# -eq 0 ] || SITE_ARGS[dr]+=" $*"
 	TSR_TEST_TC_RECORD_FIRST_FILE=$HOOK site_start_nowait dr
 	dr_alive 2
-	wait_log "$DLOG" "site: creating target volume $v (replicas:2, 4.0 MiB, on $first $other) .*(again" 300 ||
+	file_wait "$DLOG" "site: creating target volume $v (replicas:2, 4.0 MiB, on $first $other) .*(again" 300 ||
 		fail "the resumed create of $v did not place $first then $other: $(grep "creating target volume $v" "$DLOG")"
-	wait_log "$DLOG" "vol/$v written listing $other alone: ok" 300 ||
+	file_wait "$DLOG" "vol/$v written listing $other alone: ok" 300 ||
 		fail "the hook did not write vol/$v: $(grep "target volume $v" "$DLOG" | tail -3)"
-	wait_log "$DLOG" "volume '$v' was recorded meanwhile" 100 ||
+	file_wait "$DLOG" "volume '$v' was recorded meanwhile" 100 ||
 		fail "the create did not see the record: $(grep "target volume $v" "$DLOG" | tail -3)"
 	grep -q "the copy on $first (uuid $u1) is left over .*: deleted, made again" "$DLOG" ||
 		fail "$first's crash leftover of $v was not replaced in this run"
