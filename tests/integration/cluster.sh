@@ -380,6 +380,53 @@ cl_attach_fill() {
 	cl_wait_synced "$1"
 }
 
+# cl_autorepl_freeze VOL O: for the tests of the tick's automatic replace
+# (--rebuild-after) while its target hangs: X (global) is VOL's free node
+# (cl_free_node), XPID its pid (thawed at exit), LOG n1's log; node O
+# (holding VOL's other copy) is killed and, once n1 sees O dead, X frozen.
+cl_autorepl_freeze() {
+	local vol=$1 o=$2
+	X=$(cl_free_node "$vol") || fail "no free node"
+	XPID=${CL_PID[${X#n}]}
+	LOG=$(cl_dir 1)/tesserad.log
+	on_exit "kill -CONT $XPID 2>/dev/null"
+	log "copies n1 $o, free $X: $o killed, $X frozen once n1 sees $o dead"
+	cl_kill "${o#n}"
+	wait_log 1 "volume $vol copy $o: node $o is not alive" 15
+	freeze_pids "$XPID" || fail "$X did not stop"
+}
+
+# cl_autorepl_landed VOL O IMG WHY: after cl_autorepl_freeze and X thawed,
+# the automatic replace of VOL's copy on O (this attempt or a later one)
+# records the copy on X within 30 s (else fails naming WHY, a guess at the
+# cause), logs "done"; both copies in sync, VOL reads back as IMG through n1.
+cl_autorepl_landed() {
+	local vol=$1 o=$2 img=$3 why=$4 i st
+	for (( i=0; i<300; i++ )); do
+		[ "$(cl_copy_nodes "$vol" 2>/dev/null)" = "n1,$X" ] && break
+		sleep 0.1
+	done
+	[ "$(cl_copy_nodes "$vol")" = "n1,$X" ] || fail "vol/$vol lists '$(cl_copy_nodes "$vol")' \
+30 s after $X thawed, want 'n1,$X'$why: $(grep "automatic replace of $vol" "$LOG" | tail -3)"
+	wait_log 1 "automatic replace of $vol on $o: done" 10
+	cl_wait_synced "$vol" 60
+	st=$(vstatus "$vol" '" ".join(sorted("%s:%s" % (c["node"], c["state"]) for c in j["volume"]["copies"]))')
+	[ "$st" = "n1:in-sync $X:in-sync" ] ||
+		fail "volume status of $vol: '$st', want n1 and $X in-sync"
+	cl_assert_image 1 "$vol" "$img" "after the automatic replace onto $X"
+}
+
+# cl_wait_no_copy I VOL WHAT: until node I's store holds no copy of VOL
+# (10 s); else fails saying WHAT.
+cl_wait_no_copy() {
+	local i
+	for (( i=0; i<100; i++ )); do
+		cl_copy_size "$1" "$2" >/dev/null || return 0
+		sleep 0.1
+	done
+	fail "$3"
+}
+
 # cl_timed WHAT T I ARG...: the CLI (node 1's admin token) through node I under
 # `timeout T`; sets CL_RC (124: no answer in T s) and CL_OUT (its stdout and
 # stderr), logs "WHAT: status CL_RC in S s".  For the tests of a call that

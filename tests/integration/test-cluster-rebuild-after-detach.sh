@@ -39,14 +39,7 @@ fi
 for vol in v w; do
 	cl_attach_fill $vol "$IMG"
 done
-X=$(cl_free_node v) || fail "no free node"
-XPID=${CL_PID[${X#n}]}
-LOG=$(cl_dir 1)/tesserad.log
-on_exit "kill -CONT $XPID 2>/dev/null"
-log "copies n1 $O, free $X: $O killed, $X frozen once n1 sees $O dead"
-cl_kill "${O#n}"
-wait_log 1 "volume v copy $O: node $O is not alive" 15
-freeze_pids "$XPID" || fail "$X did not stop"
+cl_autorepl_freeze v "$O"
 for vol in v w; do
 	wait_log 1 "replace of $vol on $O: creating the new copy on $X \(at most 8000 ms\)" 5
 done
@@ -65,22 +58,8 @@ for vol in v w; do
 	*) fail "the failed attempt for $vol is logged as '${line##*(}' (want 'retrying later'): $line" ;;
 	esac
 done
-for (( i=0; i<300; i++ )); do
-	[ "$(cl_copy_nodes v 2>/dev/null)" = "n1,$X" ] && break
-	sleep 0.1
-done
-[ "$(cl_copy_nodes v)" = "n1,$X" ] || fail "vol/v lists '$(cl_copy_nodes v)' 30 s after $X \
-thawed, want 'n1,$X' (the slot's mark left set?): $(grep "automatic replace of v" "$LOG" | tail -3)"
-wait_log 1 "automatic replace of v on $O: done" 10
-cl_wait_synced v 60
-st=$(vstatus v '" ".join(sorted("%s:%s" % (c["node"], c["state"]) for c in j["volume"]["copies"]))')
-[ "$st" = "n1:in-sync $X:in-sync" ] || fail "volume status of v: '$st', want n1 and $X in-sync"
-cl_assert_image 1 v "$IMG" "after the automatic replace onto $X"
-for (( i=0; i<100; i++ )); do
-	cl_copy_size "${X#n}" w >/dev/null || break
-	sleep 0.1
-done
-cl_copy_size "${X#n}" w >/dev/null && fail "$X still holds a copy of deleted w 10 s after it thawed"
+cl_autorepl_landed v "$O" "$IMG" " (the slot's mark left set?)"
+cl_wait_no_copy "${X#n}" w "$X still holds a copy of deleted w 10 s after it thawed"
 kill -0 "${CL_PID[1]}" 2>/dev/null || fail "n1 died"
 cl_stop_all
 log PASS

@@ -49,14 +49,7 @@ ctsr volume create v --size 8M --replicas 2 --min-replicas 1 >/dev/null || fail 
 cl_move_onto_n1 v
 cl_attach_fill v "$IMG"
 O=$(cl_rec_nodes v | tr ' ' '\n' | grep -v '^n1$')
-X=$(cl_free_node v) || fail "no free node"
-XPID=${CL_PID[${X#n}]}
-LOG=$(cl_dir 1)/tesserad.log
-on_exit "kill -CONT $XPID 2>/dev/null"
-log "copies n1 $O, free $X: $O killed, $X frozen once n1 sees $O dead"
-cl_kill "${O#n}"
-wait_log 1 "volume v copy $O: node $O is not alive" 15
-freeze_pids "$XPID" || fail "$X did not stop"
+cl_autorepl_freeze v "$O"
 wait_log 1 "replace of v on $O: creating the new copy on $X \(at most 8000 ms\)" 5
 sleep 0.5
 cl_timed "n1's volume list while the automatic replace waits for $X" 3 1 volume list
@@ -82,19 +75,9 @@ $starts attempts started, $ended ended (want 1 and 0)"
 log "while the create waited: list, node list answered, snapshot taken, 1 attempt"
 
 # thawed: this attempt (or a later one) records the copy on X
-for (( i=0; i<300; i++ )); do
-	[ "$(cl_copy_nodes v 2>/dev/null)" = "n1,$X" ] && break
-	sleep 0.1
-done
-[ "$(cl_copy_nodes v)" = "n1,$X" ] || fail "vol/v lists '$(cl_copy_nodes v)' 30 s after $X \
-thawed, want 'n1,$X': $(grep "automatic replace of v" "$LOG" | tail -3)"
-wait_log 1 "automatic replace of v on $O: done" 10
+cl_autorepl_landed v "$O" "$IMG" ""
 log "the automatic replace: $(grep -c "rebuilding elsewhere" "$LOG") attempt(s), \
 $(grep -c "automatic replace of v on $O: .*(retrying later)" "$LOG") failed"
-cl_wait_synced v 60
-st=$(vstatus v '" ".join(sorted("%s:%s" % (c["node"], c["state"]) for c in j["volume"]["copies"]))')
-[ "$st" = "n1:in-sync $X:in-sync" ] || fail "volume status of v: '$st', want n1 and $X in-sync"
-cl_assert_image 1 v "$IMG" "after the automatic replace onto $X"
 for n in n1 "$X"; do
 	[ "$(cl_snaps_of "${n#n}" v)" = s1 ] ||
 		fail "$n's copy of v holds snapshots '$(cl_snaps_of "${n#n}" v)', want 's1'"
@@ -123,12 +106,8 @@ log "(b) replace-replica v --node $X --to $O: status $RC"
 $X: status $lrc (124: no answer in 3 s): $lout"
 [ "$RC" = 0 ] || fail "(b) replace-replica v --node $X --to $O: status $RC: $OUT"
 [ "$(cl_copy_nodes v)" = "n1,$O" ] || fail "(b) vol/v lists '$(cl_copy_nodes v)', want 'n1,$O'"
-for (( i=0; i<100; i++ )); do
-	cl_copy_size "${X#n}" v >/dev/null || break
-	sleep 0.1
-done
-cl_copy_size "${X#n}" v >/dev/null && fail "(b) $X still holds its replaced copy of v 10 s \
-after it was thawed (the delete did not run)"
+cl_wait_no_copy "${X#n}" v "(b) $X still holds its replaced copy of v 10 s after it was \
+thawed (the delete did not run)"
 cl_wait_synced v 60
 cl_assert_image 1 v "$IMG" "(b) after the replace onto $O"
 cl_stop_all
