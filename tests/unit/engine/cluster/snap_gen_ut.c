@@ -98,6 +98,25 @@ static void step_init(struct snap_gen_step *g, char op, const char *snap, const 
 }
 
 /*
+ * The step OP SNAP that cut the copies on n2 and n3, applied (returns 0) to
+ * v: two copies, on node0 (slot 0) and node1 (slot 1), those whose bit is set
+ * in new_mask (bit i: slot i) a replace's new copies whose list reads "c s1".
+ */
+static void cut_n2_n3(struct vol *v, struct snap_gen_step *g, const char *node0,
+		      const char *node1, unsigned new_mask, char op, const char *snap)
+{
+	const char *nodes[] = {node0, node1}, *cut[] = {"n2", "n3"};
+	const char *list[] = {"c s1"};
+
+	vol_init(v, 2, nodes);
+	for (size_t i = 0; i < 2; i++)
+		if (new_mask & (1u << i))
+			new_copy(v, i, list, 1);
+	step_init(g, op, snap, cut, 2);
+	assert_int_equal(snap_gen_mutate(&v->rec, g), 0);
+}
+
+/*
  * F6: the create cut the copies on n2 (slot 0) and n3 (slot 1); meanwhile a
  * replace through another node moved slot 0 from n2 to n4 (n2's copy then
  * deleted), and another moved slot 1 from n3 to n2.  Both new copies (rebuild,
@@ -106,17 +125,11 @@ static void step_init(struct snap_gen_step *g, char op, const char *snap, const 
  */
 static void test_new_copy_on_a_cut_node(void **state)
 {
-	const char *nodes[] = {"n4", "n2"}, *cut[] = {"n2", "n3"};
-	const char *list[] = {"c s1"};
 	struct snap_gen_step g;
 	struct vol v;
 
 	(void)state;
-	vol_init(&v, 2, nodes);
-	new_copy(&v, 0, list, 1);
-	new_copy(&v, 1, list, 1);
-	step_init(&g, 'c', "s2", cut, 2);
-	assert_int_equal(snap_gen_mutate(&v.rec, &g), 0);
+	cut_n2_n3(&v, &g, "n4", "n2", 0x3, 'c', "s2");
 	assert_int_equal(v.rec.snap_gen, 8);
 	assert_string_equal(missed_of(&v, 0), "c s1,c s2");
 	assert_string_equal(missed_of(&v, 1), "c s1,c s2");
@@ -128,16 +141,11 @@ static void test_new_copy_on_a_cut_node(void **state)
 /* The same for a delete: the new copy on n2 whose list creates s1 gets "d s1". */
 static void test_new_copy_on_a_cut_node_delete(void **state)
 {
-	const char *nodes[] = {"n2", "n3"}, *cut[] = {"n2", "n3"};
-	const char *list[] = {"c s1"};
 	struct snap_gen_step g;
 	struct vol v;
 
 	(void)state;
-	vol_init(&v, 2, nodes);
-	new_copy(&v, 0, list, 1);
-	step_init(&g, 'd', "s1", cut, 2);
-	assert_int_equal(snap_gen_mutate(&v.rec, &g), 0);
+	cut_n2_n3(&v, &g, "n2", "n3", 0x1, 'd', "s1");
 	assert_string_equal(missed_of(&v, 0), "c s1,d s1");
 	assert_string_equal(g.given, "n2");
 	vol_fini(&v);
@@ -155,9 +163,7 @@ static void test_copies_cut_and_not(void **state)
 
 	(void)state;
 	/* every copy cut, none new: only snap_gen moves */
-	vol_init(&v, 2, nodes);
-	step_init(&g, 'c', "s2", cut, 2);
-	assert_int_equal(snap_gen_mutate(&v.rec, &g), 0);
+	cut_n2_n3(&v, &g, "n2", "n3", 0, 'c', "s2");
 	assert_int_equal(v.rec.snap_gen, 8);
 	assert_string_equal(missed_of(&v, 0), "");
 	assert_string_equal(missed_of(&v, 1), "");

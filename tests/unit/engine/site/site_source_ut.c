@@ -1521,6 +1521,47 @@ static void test_open_busy_backoff_reset(void **state)
 }
 
 /*
+ * The source started against a target that answers VOLUME_OPEN "being
+ * created" `creating` times, then "being attached" `attaching` times, then
+ * opens; 20 writes streamed and caught up.  The delays of the retries, read
+ * from the source's log lines, must be want[0 .. creating + attaching) in
+ * order.  The test logs at debug level (the same "being attached" answer
+ * again is a debug line, see below); returns how many were warnings.
+ */
+static unsigned open_retries_case(unsigned creating, unsigned attaching, unsigned retry_ms,
+				  const unsigned *want, unsigned seed)
+{
+	struct env *e = env_open(4 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	struct capture cap;
+	unsigned ms[16], n, total = creating + attaching;
+	char addr[64];
+
+	assert_true(total <= 16);
+	o = source_opts(e, addr, sizeof(addr));
+	o.retry_ms = retry_ms;
+	atomic_store(&e->tg.creating_left, creating);
+	atomic_store(&e->tg.attaching_left, attaching);
+	tsr_log_set_level(TSR_LOG_DEBUG);
+	capture_start(&cap);
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	random_writes(e, 20, 0, e->size, 8, &seed);
+	wait_caught_up(e, &st);
+	n = capture_retries(&cap, ms, 16);
+	tsr_log_set_level(TSR_LOG_INFO);
+	assert_int_equal(atomic_load(&e->tg.inprogress_sent), total);
+	assert_int_equal(n, total);
+	for (unsigned i = 0; i < total; i++)
+		if (ms[i] != want[i])
+			fail_msg("retry %u (%s): %u ms, want %u", i,
+				 i < creating ? "being created" : "being attached", ms[i], want[i]);
+	assert_volumes_equal(e);
+	assert_int_equal(atomic_load(&e->tg.bad), 0);
+	return cap.warnings;
+}
+
+/*
  * Session 17: "being attached" (the DR opens its target's copies in a
  * thread, after creating it) is retried after a fixed 200 ms
  * (SRC_ATTACH_RETRY_NS), not by going on with the create's doubling.  Three
@@ -1533,36 +1574,11 @@ static void test_open_busy_backoff_reset(void **state)
  */
 static void test_open_attaching_retry(void **state)
 {
-	struct env *e = env_open(4 * MIB);
-	struct tsr_site_source_opts o;
-	struct tsr_site_source_stats st;
-	struct capture cap;
-	unsigned ms[16], n, seed = 37;
-	char addr[64];
+	const unsigned want[6] = {100, 200, 400, 200, 200, 200};
 
 	(void)state;
-	o = source_opts(e, addr, sizeof(addr));
-	o.retry_ms = 5000;
-	atomic_store(&e->tg.creating_left, 3);
-	atomic_store(&e->tg.attaching_left, 3);
-	tsr_log_set_level(TSR_LOG_DEBUG);
-	capture_start(&cap);
-	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
-	random_writes(e, 20, 0, e->size, 8, &seed);
-	wait_caught_up(e, &st);
-	n = capture_retries(&cap, ms, 16);
-	tsr_log_set_level(TSR_LOG_INFO);
-	assert_int_equal(cap.warnings, 4); /* 3 "being created", 1 "being attached" */
-	assert_int_equal(atomic_load(&e->tg.inprogress_sent), 6);
-	assert_int_equal(n, 6);
-	assert_int_equal(ms[0], 100);
-	assert_int_equal(ms[1], 200);
-	assert_int_equal(ms[2], 400);
-	for (unsigned i = 3; i < 6; i++)
-		if (ms[i] != 200)
-			fail_msg("retry %u after 'being attached': %u ms, want 200 (fixed)", i, ms[i]);
-	assert_volumes_equal(e);
-	assert_int_equal(atomic_load(&e->tg.bad), 0);
+	/* 3 "being created", 1 "being attached" */
+	assert_int_equal(open_retries_case(3, 3, 5000, want, 37), 4);
 }
 
 /*
@@ -1573,33 +1589,10 @@ static void test_open_attaching_retry(void **state)
  */
 static void test_open_attaching_backoff(void **state)
 {
-	struct env *e = env_open(4 * MIB);
-	struct tsr_site_source_opts o;
-	struct tsr_site_source_stats st;
-	struct capture cap;
-	unsigned ms[16], n, seed = 41;
 	const unsigned want[8] = {200, 200, 200, 200, 200, 400, 800, 1000};
-	char addr[64];
 
 	(void)state;
-	o = source_opts(e, addr, sizeof(addr));
-	o.retry_ms = 1000;
-	atomic_store(&e->tg.attaching_left, 8);
-	tsr_log_set_level(TSR_LOG_DEBUG);
-	capture_start(&cap);
-	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
-	random_writes(e, 20, 0, e->size, 8, &seed);
-	wait_caught_up(e, &st);
-	n = capture_retries(&cap, ms, 16);
-	tsr_log_set_level(TSR_LOG_INFO);
-	assert_int_equal(atomic_load(&e->tg.inprogress_sent), 8);
-	assert_int_equal(n, 8);
-	for (unsigned i = 0; i < 8; i++)
-		if (ms[i] != want[i])
-			fail_msg("retry %u after 'being attached': %u ms, want %u", i, ms[i],
-				 want[i]);
-	assert_volumes_equal(e);
-	assert_int_equal(atomic_load(&e->tg.bad), 0);
+	open_retries_case(0, 8, 1000, want, 41);
 }
 
 /* The target was promoted: the source is demoted and fences host writes. */
