@@ -192,6 +192,22 @@ reap() {
 	return "$rc"
 }
 
+# wait_acked LOG MORE PID [TIMEOUT_S]: until the writer PID (crash_writer,
+# running) has logged MORE acknowledgments to LOG beyond those there now
+# (one line each), instead of a fixed sleep before a fault: the fault then
+# meets writes in flight and MORE acknowledged ones to check, however fast
+# the machine.  Fails if PID exits first or after TIMEOUT_S (30).
+wait_acked() {
+	local log=$1 want i
+	want=$(( $(wc -l <"$log") + $2 ))
+	for (( i=0; i<${4:-30}*20; i++ )); do
+		[ "$(wc -l <"$log")" -ge "$want" ] && return 0
+		kill -0 "$3" 2>/dev/null || fail "the writer (pid $3) exited before $2 acknowledgments"
+		sleep 0.05
+	done
+	fail "the writer (pid $3) logged fewer than $2 acknowledgments in ${4:-30} s"
+}
+
 TSRD_WRAP=()
 # start_tesserad DIR [ARGS...]: start the daemon on DIR (log appended to
 # DIR/tesserad.log), wait until it has written DIR/tesserad.pid with its own

@@ -42,7 +42,7 @@ ctsr volume attach cv --node n2 >/dev/null || fail "attach on n2"
 	--seed 17 >"$CL_ROOT/writer.out" 2>&1 &
 wpid=$!
 track_pid "$wpid"
-sleep 2
+wait_acked "$WLOG" 5000 "$wpid"
 p1=${CL_PID[1]}
 freeze_pids "$p1" || fail "pid $p1 not stopped"
 on_exit "kill -CONT $p1 2>/dev/null"

@@ -34,7 +34,7 @@ cl_attach_retry hist n2
 	--seed 7 >"$CL_ROOT/writer-a.out" 2>&1 &
 wpid=$!
 track_pid "$wpid"
-sleep 3
+wait_acked "$WLOG" 5000 "$wpid"
 log "killing the coordinator n2"
 cl_kill 2
 reap "$wpid" && wrc=0 || wrc=$?
@@ -52,7 +52,7 @@ cl_wait_synced hist 120
 	--seed 8 >"$CL_ROOT/writer-b.out" 2>&1 &
 wpid=$!
 track_pid "$wpid"
-sleep 2
+wait_acked "$WLOG" 5000 "$wpid"
 log "freezing the coordinator n3"
 freeze_pids "${CL_PID[3]}" || fail "pid ${CL_PID[3]} not stopped"
 on_exit "kill -CONT ${CL_PID[3]}"

@@ -41,7 +41,7 @@ ctsr volume attach fa --node n2 >/dev/null || fail "attach on n2"
 	--seed 11 >"$CL_ROOT/writer.out" 2>&1 &
 wpid=$!
 track_pid "$wpid"
-sleep 2
+wait_acked "$WLOG" 5000 "$wpid"
 log "killing the coordinator n2"
 cl_kill 2
 reap "$wpid" && wrc=0 || wrc=$?

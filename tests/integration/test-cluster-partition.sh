@@ -31,7 +31,7 @@ WLOG=$CL_ROOT/acked.log
 	--seed 11 >"$CL_ROOT/writer.out" 2>&1 &
 wpid=$!
 track_pid "$wpid"
-sleep 2
+wait_acked "$WLOG" 5000 "$wpid"
 cl_cut 2
 # The old side must stop acknowledging: the writer gets an error and exits 3.
 for (( i=0; i<300; i++ )); do
@@ -58,7 +58,7 @@ log "verify through n3: ${out##*$'\n'}"
 	--seed 12 >"$CL_ROOT/writer2.out" 2>&1 &
 wpid=$!
 track_pid "$wpid"
-sleep 2
+wait_acked "$WLOG" 5000 "$wpid"
 
 cl_heal 2
 # The old coordinator's NBD export refuses writes from now on: the writer

@@ -57,7 +57,7 @@ cl_attach_retry ca n7 30
 	--seed 23 >"$CL_ROOT/writer.out" 2>&1 &
 wpid=$!
 track_pid "$wpid"
-sleep 2
+wait_acked "$WLOG" 5000 "$wpid"
 px=${CL_PID[$X]}
 freeze_pids "$px" || fail "pid $px not stopped"
 on_exit "kill -CONT $px 2>/dev/null"

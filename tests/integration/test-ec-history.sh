@@ -66,7 +66,7 @@ verify_via 2 "A after resync"
 	--seed 12 >"$CL_ROOT/writer-b.out" 2>&1 &
 wpid=$!
 track_pid "$wpid"
-sleep 3
+wait_acked "$WLOG" 5000 "$wpid"
 log "killing the coordinator n2"
 cl_kill 2
 reap "$wpid" && wrc=0 || wrc=$?

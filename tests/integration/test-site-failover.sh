@@ -41,7 +41,7 @@ out=$(site_qemu_io dr $VOL "write -P 0x5a 0 64k" 2>&1)
 printf '%s' "$out" | grepq -i "failed\|error\|read-only" ||
 	fail "a host write to the DR target volume succeeded before promote: $out"
 log "host write at the DR target before promote refused: $(printf '%s' "$out" | head -1)"
-sleep 2
+wait_acked "$LOG" 5000 "$WPID"
 
 # ---- 2. the primary dies mid-stream; promote at the DR
 kill -0 "$WPID" 2>/dev/null || { cat "$SITE_ROOT/writer.out" >&2; fail "the writer stopped early"; }
