@@ -8,10 +8,11 @@
 #   (the new copy's create bound, tests only); v (2 replicas) attached on n1,
 #   which holds a copy; the other copy's node O killed; the only free node X
 #   alive but its fsync/fdatasync each delayed 3 s (strace), so each attempt's
-#   create is not answered within 2.5 s.  Over 25 s n1's log shows at least 2
-#   failed attempts; each next attempt starts at least 1.9 s after the
-#   previous one ended (the log's timestamps), and at least one attempt took
-#   2 s or more (else the run could not tell).
+#   create is not answered within 2.5 s.  Once n1's log shows a third
+#   attempt starting (40 s at most), it shows at least 2 failed attempts;
+#   each next attempt starts at least 1.9 s after the previous one ended (the
+#   log's timestamps), and at least one attempt took 2 s or more (else the
+#   run could not tell).
 # On b8ab404 (with TSR_TEST_COPY_TIMEOUT_MS ignored: the 2 s peer timeout
 # bounds the create): the next attempt starts within 0.5 s of the end.
 . "$(dirname "$0")/functions.sh"
@@ -38,7 +39,14 @@ on_exit "kill $SPID 2>/dev/null"
 sleep 1
 log "copies $(nodes); $O killed; the only free node $X answers a create in more than 2.5 s"
 cl_kill "${O#n}"
-sleep 25
+# until the third attempt starts: two failed attempts ended and each was
+# followed by the next one's start (the two gaps the check below needs);
+# 3 x (2 s dead/spacing + 2.5 s create bound) = 12-14 s; 40 s at most
+for (( i=0; i<400; i++ )); do
+	[ "$(grep -c "volume v copy $O dead for 2 s: rebuilding elsewhere" "$(cl_dir 1)/tesserad.log")" -ge 3 ] &&
+		break
+	sleep 0.1
+done
 kill "$SPID" 2>/dev/null
 wait "$SPID" 2>/dev/null
 # start: "copy O dead for 2 s: rebuilding elsewhere"; end: "automatic replace
