@@ -20,7 +20,7 @@
 require_tessera
 require_cmd nbdcopy
 
-G=12
+G=8 # > the few seconds from y's create to OLD's first pass (y younger than G then)
 cl_start 4 --leftover-grace "$G"
 SIZE=$((8 << 20))
 IMG=$CL_ROOT/img
