@@ -4,11 +4,11 @@
 # chunk node is frozen (SIGSTOP) and the question waits for the peer timeout.
 #
 # 3 nodes (zones z1..z3), one worker each (--workers 1: every NBD connection
-# and every coordinator of a node on the same worker), --peer-timeout 10000;
+# and every coordinator of a node on the same worker), --peer-timeout 6000;
 # a 2+1 volume v with a snapshot s, and a one-replica volume w, both attached
 # on X, the node holding w's copy; Y, another node, frozen (SIGSTOP).
 #  1. client A opens v@nosuch through X (X's chunk lacks it: the copies are
-#     asked; Y does not answer for 10 s); client B does the same and is
+#     asked; Y does not answer for 6 s); client B does the same and is
 #     killed while its question is out (its connection is freed once the
 #     question ended: X's open NBD connections go to 0 after A's refusal);
 #     meanwhile a third client's 100 reads of w through X all
@@ -29,7 +29,7 @@ require_cmd nbdinfo nbdcopy qemu-io
 
 SIZE=4M
 # debug: the probe's worker says "worker900: running" when the asking starts
-cl_start 3 --workers 1 --peer-timeout 10000 --log-level debug
+cl_start 3 --workers 1 --peer-timeout 6000 --log-level debug
 ctsr volume create v --size "$SIZE" --ec 2+1 --stripe-unit 16K --failure-domain zone >/dev/null ||
 	fail "create v"
 ctsr volume create w --size "$SIZE" --replicas 1 >/dev/null || fail "create w"
