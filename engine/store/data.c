@@ -559,32 +559,42 @@ int tsr_svol_write(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, ui
  * Step 2 of a write: entry[b] = {crc(new), old cur} for the n blocks from
  * first.  Normally one store per entry through the shared mapping; while
  * fdatasyncs of the table are recent (host flushes, FUA writes, an ec
- * chunk volume's releases) its pages are write-protected after each one and
- * a store would take a page_mkwrite fault, ten times the cost of writing
- * the run with pwrite into the same page-cache pages (bench: fio nbd 4k
- * randwrite QD32 with a flush every 32 writes).  Either way the entries are
- * in the page cache before the data write is issued.  A short or failed
- * pwrite falls back to the stores (same values: idempotent).
+ * chunk volume's releases, a DR target's flushes) its pages are
+ * write-protected after each one and the first store into one takes a
+ * page_mkwrite fault (up to ten times the cost of a pwrite into the same
+ * page-cache page while the sync's writeback runs; bench: fio nbd 4k
+ * randwrite QD32 with a flush every 32 writes).  So then the first runs
+ * into a page after a sync go in with pwrite, one per run of at most 64
+ * entries within one page, and a page written more often than that before
+ * the next sync takes the one fault and stores (blockmeta_entries_by_write).
+ * Either way the entries are in the page cache before the data write is
+ * issued.  A short or failed pwrite falls back to the stores (same values:
+ * idempotent).
  */
 _Atomic unsigned store_test_entry_pwrites;
 
 static void entries_put(struct tsr_svol *svol, uint64_t *map, uint64_t first, uint64_t n,
 			const uint8_t *buf)
 {
-	bool by_write = blockmeta_recently_synced(&svol->meta);
+	const uint64_t per_page = STORE_PAGE / STORE_CRC_ENTRY;
 	uint64_t ents[64];
 
 	for (uint64_t i = 0; i < n;) {
 		uint64_t k = n - i < 64 ? n - i : 64;
-		size_t bytes = (size_t)k * sizeof(ents[0]);
+		uint64_t room = per_page - (first + i) % per_page; /* a run stays in one page */
+		size_t bytes;
 
+		if (k > room)
+			k = room;
+		bytes = (size_t)k * sizeof(ents[0]);
 		for (uint64_t j = 0; j < k; j++) {
 			uint32_t c = blockmeta_block_crc(buf + ((i + j) << STORE_BLOCK_SHIFT));
 
 			ents[j] = entry_make(c, entry_cur(entry_load(&map[first + i + j])));
 		}
-		if (by_write && pwrite(svol->meta.crc_fd, ents, bytes,
-				       (off_t)((first + i) * sizeof(ents[0]))) == (ssize_t)bytes)
+		if (blockmeta_entries_by_write(&svol->meta, first + i) &&
+		    pwrite(svol->meta.crc_fd, ents, bytes, (off_t)((first + i) * sizeof(ents[0]))) ==
+			(ssize_t)bytes)
 			store_test_entry_pwrites++;
 		else
 			for (uint64_t j = 0; j < k; j++)

@@ -161,6 +161,17 @@ struct blockmeta {
 	 * (~100 us on our VM); while syncs are recent, entries of host writes go
 	 * in with pwrite (~7-11 us) instead (data.c entries_put). */
 	_Atomic int64_t crc_sync_ns;
+	/* fdatasyncs of crc_fd issued so far (blockmeta_note_sync): a page of
+	 * the crc file stays writable through the mapping from its first store
+	 * after one of them until the next one */
+	_Atomic uint64_t crc_sync_gen;
+	/* While syncs are recent: which crc pages took entries by pwrite since
+	 * the last sync, direct mapped by page (a collision only costs a pwrite
+	 * or a fault, never a wrong entry).  Slot: page << 24 | (gen & 0x3fffff)
+	 * << 2 | pwrites (0..3).  A page that already took CRC_PAGE_PWRITES
+	 * pwrites since the sync takes stores: one page_mkwrite fault, then
+	 * stores free of faults until the next sync (blockmeta_entries_by_write). */
+	_Atomic uint64_t crc_page_pwrites[1024];
 	struct mark_sync *mark_syncs; /* marks in flight (dirty_lock) */
 	_Atomic uint64_t mark_fsyncs; /* marks made durable by an fsync on an io */
 	_Atomic uint64_t mark_joins;  /* writes that waited on another write's mark */
@@ -187,6 +198,10 @@ uint64_t blockmeta_dirty_file_size(uint64_t size);
 void blockmeta_note_sync(struct blockmeta *bm);
 /* Whether a crc_fd sync was issued within the last 2 s. */
 bool blockmeta_recently_synced(const struct blockmeta *bm);
+/* Whether entries from entry first on (within one page of the crc file) go
+ * in with pwrite rather than stores through the mapping: a sync recent and
+ * the page not yet written CRC_PAGE_PWRITES times since the last one. */
+bool blockmeta_entries_by_write(struct blockmeta *bm, uint64_t first);
 /* test hook: runs of entries data.c wrote with pwrite (entries_put) */
 extern _Atomic unsigned store_test_entry_pwrites;
 /* Allocate the disk blocks of [0, len) of fd, keeping its size: for files

@@ -577,6 +577,62 @@ static void test_entries_after_flush(void **state)
 	assert_true(is_filled(e->buf2, BS, 52, 6 * MiB));
 }
 
+/*
+ * Between two syncs a page of the crc table takes its first two runs of
+ * entries by pwrite and the later ones by stores (one page_mkwrite fault,
+ * then none until the next sync: a DR target applies thousands of writes
+ * per 100 ms flush).  The entries are the same either way ({new, old}, old
+ * being the previous write's whichever way it went in), and the next sync
+ * starts the count again.
+ */
+static void test_entries_hot_page_stores(void **state)
+{
+	struct env *e = *state;
+	unsigned before;
+	uint32_t cur, prev;
+	uint8_t old[BS];
+
+	vol(e, 8 * MiB);
+	assert_int_equal(sflush(e->v, e->io), 0);
+	before = atomic_load(&store_test_entry_pwrites);
+	for (uint64_t b = 0; b < 6; b++) { /* blocks 0, 2, .. 10: all in page 0 */
+		fill(e->buf, BS, 60, 2 * b * BS);
+		assert_int_equal(swrite(e->v, e->io, 2 * b * BS, BS, e->buf, 0), 0);
+	}
+	assert_int_equal(atomic_load(&store_test_entry_pwrites), before + 2);
+	fill(e->buf, BS, 61, 0); /* block 0 again: its entry went in by pwrite */
+	assert_int_equal(swrite(e->v, e->io, 0, BS, e->buf, 0), 0);
+	fill(e->buf, BS, 61, 10 * BS); /* block 10 again: by a store */
+	assert_int_equal(swrite(e->v, e->io, 10 * BS, BS, e->buf, 0), 0);
+	fill(e->buf, BS, 62, 4 * MiB); /* another page: pwrite */
+	assert_int_equal(swrite(e->v, e->io, 4 * MiB, BS, e->buf, 0), 0);
+	assert_int_equal(atomic_load(&store_test_entry_pwrites), before + 3);
+	for (uint64_t b = 0; b <= 10; b += 10) {
+		fill(e->buf, BS, 61, b * BS);
+		fill(old, BS, 60, b * BS);
+		read_entry(e->dir, e->uuid, b, &cur, &prev);
+		assert_int_equal(cur, stored_crc(e->buf));
+		assert_int_equal(prev, stored_crc(old));
+	}
+	assert_int_equal(sflush(e->v, e->io), 0);
+	fill(e->buf, BS, 63, 4 * BS); /* page 0 after the next sync: pwrite again */
+	assert_int_equal(swrite(e->v, e->io, 4 * BS, BS, e->buf, 0), 0);
+	assert_int_equal(atomic_load(&store_test_entry_pwrites), before + 4);
+	tsr_svol_put(e->v);
+	e->v = NULL;
+	tsr_store_close(e->store);
+	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &e->v), 0);
+	for (uint64_t b = 0; b < 6; b++) {
+		uint8_t want = b == 0 || b == 5 ? 61 : b == 2 ? 63 : 60;
+
+		assert_int_equal(sread(e->v, e->io, 2 * b * BS, BS, e->buf2), 0);
+		assert_true(is_filled(e->buf2, BS, want, 2 * b * BS));
+	}
+	assert_int_equal(sread(e->v, e->io, 4 * MiB, BS, e->buf2), 0);
+	assert_true(is_filled(e->buf2, BS, 62, 4 * MiB));
+}
+
 #define BOTH(t)                                                                                    \
 	cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)&g_uring),            \
 	    cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)&g_aio)
@@ -595,6 +651,7 @@ int main(void)
 	    BOTH(test_queue_full),
 	    BOTH(test_quiet_flush_clears_dirty),
 	    BOTH(test_entries_after_flush),
+	    BOTH(test_entries_hot_page_stores),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
