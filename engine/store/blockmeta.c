@@ -647,7 +647,7 @@ bool blockmeta_recently_synced(const struct blockmeta *bm)
  * same bytes land in the same page-cache page: the choice is cost only.
  */
 #define CRC_PAGE_PWRITES 2
-#define CRC_GEN_MASK 0x3fffffull
+#define CRC_GEN_MASK     0x3fffffull
 
 bool blockmeta_entries_by_write(struct blockmeta *bm, uint64_t first)
 {
@@ -657,7 +657,7 @@ bool blockmeta_entries_by_write(struct blockmeta *bm, uint64_t first)
 	if (!blockmeta_recently_synced(bm))
 		return false;
 	gen = atomic_load_explicit(&bm->crc_sync_gen, memory_order_relaxed) & CRC_GEN_MASK;
-	s = &bm->crc_page_pwrites[page % (sizeof(bm->crc_page_pwrites) / sizeof(bm->crc_page_pwrites[0]))];
+	s = &bm->crc_page_pwrites[page % BLOCKMETA_PAGE_SLOTS];
 	slot = atomic_load_explicit(s, memory_order_relaxed);
 	n = slot >> 24 == page && ((slot >> 2) & CRC_GEN_MASK) == gen ? slot & 3 : 0;
 	if (n >= CRC_PAGE_PWRITES)

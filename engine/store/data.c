@@ -593,8 +593,8 @@ static void entries_put(struct tsr_svol *svol, uint64_t *map, uint64_t first, ui
 			ents[j] = entry_make(c, entry_cur(entry_load(&map[first + i + j])));
 		}
 		if (blockmeta_entries_by_write(&svol->meta, first + i) &&
-		    pwrite(svol->meta.crc_fd, ents, bytes, (off_t)((first + i) * sizeof(ents[0]))) ==
-			(ssize_t)bytes)
+		    pwrite(svol->meta.crc_fd, ents, bytes,
+			   (off_t)((first + i) * sizeof(ents[0]))) == (ssize_t)bytes)
 			store_test_entry_pwrites++;
 		else
 			for (uint64_t j = 0; j < k; j++)

@@ -140,6 +140,9 @@ struct blockmeta_wait {
 	struct blockmeta_wait *next; /* the sync's waiters, in arrival order */
 };
 
+/* Slots of struct blockmeta's crc_page_pwrites (8 KiB per open volume). */
+#define BLOCKMETA_PAGE_SLOTS 1024
+
 /* One fsync of the .dirty file queued on one thread's io (blockmeta.c). */
 struct mark_sync;
 
@@ -171,7 +174,7 @@ struct blockmeta {
 	 * << 2 | pwrites (0..3).  A page that already took CRC_PAGE_PWRITES
 	 * pwrites since the sync takes stores: one page_mkwrite fault, then
 	 * stores free of faults until the next sync (blockmeta_entries_by_write). */
-	_Atomic uint64_t crc_page_pwrites[1024];
+	_Atomic uint64_t crc_page_pwrites[BLOCKMETA_PAGE_SLOTS];
 	struct mark_sync *mark_syncs; /* marks in flight (dirty_lock) */
 	_Atomic uint64_t mark_fsyncs; /* marks made durable by an fsync on an io */
 	_Atomic uint64_t mark_joins;  /* writes that waited on another write's mark */
