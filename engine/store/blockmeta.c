@@ -629,7 +629,8 @@ void blockmeta_note_sync(struct blockmeta *bm)
 	atomic_fetch_add_explicit(&bm->crc_sync_gen, 1, memory_order_relaxed);
 }
 
-bool blockmeta_recently_synced(const struct blockmeta *bm)
+/* Whether a crc_fd sync was issued within the last 2 s. */
+static bool recently_synced(const struct blockmeta *bm)
 {
 	int64_t t = atomic_load_explicit(&bm->crc_sync_ns, memory_order_relaxed);
 
@@ -654,7 +655,7 @@ bool blockmeta_entries_by_write(struct blockmeta *bm, uint64_t first)
 	uint64_t page = first * STORE_CRC_ENTRY / STORE_PAGE, gen, slot, n;
 	_Atomic uint64_t *s;
 
-	if (!blockmeta_recently_synced(bm))
+	if (!recently_synced(bm))
 		return false;
 	gen = atomic_load_explicit(&bm->crc_sync_gen, memory_order_relaxed) & CRC_GEN_MASK;
 	s = &bm->crc_page_pwrites[page % BLOCKMETA_PAGE_SLOTS];

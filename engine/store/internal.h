@@ -199,11 +199,10 @@ uint64_t blockmeta_crc_file_size(uint64_t size);
 uint64_t blockmeta_dirty_file_size(uint64_t size);
 /* Record that an fdatasync of bm->crc_fd is being issued (see crc_sync_ns). */
 void blockmeta_note_sync(struct blockmeta *bm);
-/* Whether a crc_fd sync was issued within the last 2 s. */
-bool blockmeta_recently_synced(const struct blockmeta *bm);
 /* Whether entries from entry first on (within one page of the crc file) go
- * in with pwrite rather than stores through the mapping: a sync recent and
- * the page not yet written CRC_PAGE_PWRITES times since the last one. */
+ * in with pwrite rather than stores through the mapping: a crc_fd sync
+ * issued within the last 2 s, and the page not yet written CRC_PAGE_PWRITES
+ * times by pwrite since the last one (blockmeta.c). */
 bool blockmeta_entries_by_write(struct blockmeta *bm, uint64_t first);
 /* test hook: runs of entries data.c wrote with pwrite (entries_put) */
 extern _Atomic unsigned store_test_entry_pwrites;
