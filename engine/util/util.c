@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,69 @@ uint32_t tsr_crc32c(uint32_t seed, const void *buf, size_t len)
 {
 	/* crc32_iscsi takes and returns the CRC without the final inversion */
 	return ~crc32_iscsi((unsigned char *)buf, (int)len, ~seed);
+}
+
+void tsr_crc32c_blocks(const void *buf, size_t n, uint32_t *sums)
+{
+	for (size_t i = 0; i < n; i++)
+		sums[i] = tsr_crc32c(0, (const uint8_t *)buf + i * TSR_BLOCK_SIZE, TSR_BLOCK_SIZE);
+}
+
+/*
+ * CRC combination (zlib's crc32_combine, for CRC32C): appending len zero
+ * bytes to a message multiplies its register by x^(8 len) mod P, a linear
+ * map of the 32-bit CRC; crc(A || B) = shift_|B|(crc(A)) ^ crc(B), the pre-
+ * and post-inversions cancelling.  g_block_shift is that map for one block,
+ * as 32 columns (column i: the image of bit i), built once by squaring the
+ * one-zero-bit map 15 times (2^15 bits = 4096 bytes).
+ */
+static uint32_t g_block_shift[32];
+static pthread_once_t g_block_shift_once = PTHREAD_ONCE_INIT;
+
+static uint32_t gf2_times(const uint32_t *mat, uint32_t vec)
+{
+	uint32_t sum = 0;
+
+	for (; vec != 0; vec >>= 1, mat++)
+		if (vec & 1)
+			sum ^= *mat;
+	return sum;
+}
+
+static void gf2_square(uint32_t *square, const uint32_t *mat)
+{
+	for (int i = 0; i < 32; i++)
+		square[i] = gf2_times(mat, mat[i]);
+}
+
+static void block_shift_init(void)
+{
+	uint32_t a[32], b[32];
+	unsigned bits = 1;
+
+	a[0] = 0x82f63b78u; /* CRC32C's polynomial, reflected: one zero bit */
+	for (int i = 1; i < 32; i++)
+		a[i] = 1u << (i - 1);
+	while (bits < 8u * TSR_BLOCK_SIZE) {
+		gf2_square(b, a);
+		memcpy(a, b, sizeof(a));
+		bits *= 2;
+	}
+	memcpy(g_block_shift, a, sizeof(a));
+}
+
+uint32_t tsr_crc32c_join_blocks(const uint32_t *sums, size_t n)
+{
+	uint32_t crc;
+
+	if (n == 0)
+		return 0;
+	crc = sums[0];
+	if (n > 1)
+		pthread_once(&g_block_shift_once, block_shift_init);
+	for (size_t i = 1; i < n; i++)
+		crc = gf2_times(g_block_shift, crc) ^ sums[i];
+	return crc;
 }
 
 void *tsr_alloc_aligned(size_t len)

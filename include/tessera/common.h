@@ -41,6 +41,17 @@ void tsr_log_set_thread_name(const char *name);
 
 /* CRC32C (Castagnoli) through ISA-L crc32_iscsi; seed 0 for a fresh CRC. */
 uint32_t tsr_crc32c(uint32_t seed, const void *buf, size_t len);
+/* sums[i] = tsr_crc32c(0, block i) for the n TSR_BLOCK_SIZE blocks of buf. */
+void tsr_crc32c_blocks(const void *buf, size_t n, uint32_t *sums);
+/*
+ * The CRC32C of n consecutive TSR_BLOCK_SIZE blocks from their own CRCs
+ * (sums as tsr_crc32c_blocks gives them): equal to tsr_crc32c(0, blocks,
+ * n * TSR_BLOCK_SIZE) without reading the data again (a shift of the CRC so
+ * far by one block, a 32x32 GF(2) product, then an XOR, per block).  So one
+ * pass over a write's data gives both the store's per-block CRCs and the
+ * peer frame's payload CRC.  n 0 gives 0.
+ */
+uint32_t tsr_crc32c_join_blocks(const uint32_t *sums, size_t n);
 
 /* Aligned allocation for O_DIRECT buffers (TSR_BLOCK_SIZE); NULL on ENOMEM. */
 void *tsr_alloc_aligned(size_t len);
