@@ -224,7 +224,7 @@ static int cow_resume(struct cow_op *op)
 
 	switch (op->kind) {
 	case COW_WRITE:
-		ret = data_write_go(svol, op->io, op->offset, (uint32_t)op->len, op->buf,
+		ret = data_write_go(svol, op->io, op->offset, (uint32_t)op->len, op->buf, NULL,
 				    op->flags | (op->async ? DATA_GO_LATE : 0), op->cb_fn,
 				    op->cb_arg);
 		break;

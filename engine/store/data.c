@@ -58,6 +58,9 @@ struct svol_op {
 	uint64_t offset; /* request range */
 	uint64_t len;
 	uint8_t *buf; /* read/write buffer */
+	/* write: tsr_crc32c(0, block i) of buf's blocks from the caller
+	 * (tsr_svol_write_sums), or NULL: computed here */
+	const uint32_t *sums;
 	tsr_cb cb_fn;
 	void *cb_arg;
 	int pending;        /* queued sub-operations not yet called back */
@@ -544,15 +547,22 @@ static void write_done(void *cb_arg, int res)
 int tsr_svol_write(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
 		   const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
 {
+	return tsr_svol_write_sums(svol, io, offset, len, buf, NULL, flags, cb_fn, cb_arg);
+}
+
+int tsr_svol_write_sums(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
+			const void *buf, const uint32_t *sums, unsigned flags, tsr_cb cb_fn,
+			void *cb_arg)
+{
 	int ret = check_io(svol, offset, len, buf);
 
 	if (ret)
 		return ret;
 	if (svol->ro_layer)
 		return -EROFS;
-	if (cow_needed(svol, offset, len))
+	if (cow_needed(svol, offset, len)) /* rare: its sums are computed again */
 		return cow_start(svol, io, COW_WRITE, offset, len, buf, flags, cb_fn, cb_arg);
-	return data_write_go(svol, io, offset, len, buf, flags, cb_fn, cb_arg);
+	return data_write_go(svol, io, offset, len, buf, sums, flags, cb_fn, cb_arg);
 }
 
 /*
@@ -574,9 +584,10 @@ int tsr_svol_write(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, ui
 _Atomic unsigned store_test_entry_pwrites;
 
 static void entries_put(struct tsr_svol *svol, uint64_t *map, uint64_t first, uint64_t n,
-			const uint8_t *buf)
+			const uint8_t *buf, const uint32_t *sums)
 {
 	const uint64_t per_page = STORE_PAGE / STORE_CRC_ENTRY;
+	uint32_t z = blockmeta_zero_crc();
 	uint64_t ents[64];
 
 	for (uint64_t i = 0; i < n;) {
@@ -588,7 +599,9 @@ static void entries_put(struct tsr_svol *svol, uint64_t *map, uint64_t first, ui
 			k = room;
 		bytes = (size_t)k * sizeof(ents[0]);
 		for (uint64_t j = 0; j < k; j++) {
-			uint32_t c = blockmeta_block_crc(buf + ((i + j) << STORE_BLOCK_SHIFT));
+			uint32_t c =
+			    sums ? sums[i + j] ^ z
+				 : blockmeta_block_crc(buf + ((i + j) << STORE_BLOCK_SHIFT));
 
 			ents[j] = entry_make(c, entry_cur(entry_load(&map[first + i + j])));
 		}
@@ -649,7 +662,7 @@ static int write_queue(struct svol_op *op, bool *piece_missing)
 	int n, ret = 0;
 
 	map = blockmeta_entries(&svol->meta);
-	entries_put(svol, map, first, op->len >> STORE_BLOCK_SHIFT, op->buf);
+	entries_put(svol, map, first, op->len >> STORE_BLOCK_SHIFT, op->buf, op->sums);
 
 	n = svol_map(svol, op->offset, op->len, p, 2);
 	for (i = 0; i < (uint64_t)n; i++) {
@@ -719,7 +732,7 @@ static void write_marked(void *cb_arg, int res)
 }
 
 int data_write_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
-		  const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
+		  const void *buf, const uint32_t *sums, unsigned flags, tsr_cb cb_fn, void *cb_arg)
 {
 	struct svol_op *op;
 	int ret;
@@ -744,6 +757,7 @@ int data_write_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uin
 	op->offset = offset;
 	op->len = len;
 	op->buf = (uint8_t *)buf;
+	op->sums = sums;
 	op->flags = flags & ~DATA_GO_LATE;
 	op->pending = 1;
 	ret = blockmeta_mark_dirty_async(&svol->meta, io, offset >> STORE_REGION_SHIFT,

@@ -569,7 +569,8 @@ void svol_write_end(struct tsr_svol *svol);
  * makes a step run on the spot, blocking, and cb_fn may fire before it returns */
 #define DATA_GO_LATE 0x80000000u
 int data_write_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
-		  const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg);
+		  const void *buf, const uint32_t *sums, unsigned flags, tsr_cb cb_fn,
+		  void *cb_arg);
 int data_trim_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint64_t len,
 		 unsigned flags, tsr_cb cb_fn, void *cb_arg);
 int data_zeroes_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint64_t len,

@@ -138,6 +138,17 @@ int tsr_svol_read_direct(struct tsr_svol *svol, struct tsr_io *io, uint64_t offs
 #define TSR_WRITE_NO_HOLE 0x2u /* write_zeroes: allocate, do not punch */
 int tsr_svol_write(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset,
 		   uint32_t len, const void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg);
+/*
+ * tsr_svol_write with the blocks' CRCs already known: sums[i] =
+ * tsr_crc32c(0, block i of buf) (tsr_crc32c_blocks), len / TSR_BLOCK_SIZE
+ * of them, read when the CRC entries are set (until cb_fn fires: keep them
+ * as long as buf).  The caller vouches for them: a coordinator that computed
+ * them once for every copy, a replica that checked them against the frame's
+ * data_crc.  sums NULL is tsr_svol_write.  Same contract and errors.
+ */
+int tsr_svol_write_sums(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
+			const void *buf, const uint32_t *sums, unsigned flags, tsr_cb cb_fn,
+			void *cb_arg);
 /* Everything completed before the call is durable when cb fires. */
 int tsr_svol_flush(struct tsr_svol *svol, struct tsr_io *io, tsr_cb cb_fn, void *cb_arg);
 /* Deallocate: reads return zeros afterwards. */

@@ -633,6 +633,50 @@ static void test_entries_hot_page_stores(void **state)
 	assert_true(is_filled(e->buf2, BS, 62, 4 * MiB));
 }
 
+/*
+ * tsr_svol_write_sums: the entries are the caller's CRCs in the stored form
+ * (crc ^ Z), the data reads back, and the sums given are what is used: a
+ * wrong one lands in its entry as given (the caller vouches for them), so
+ * its block then fails its read with -EIO.
+ */
+static void test_write_with_sums(void **state)
+{
+	struct env *e = *state;
+	uint32_t sums[3], cur, prev;
+
+	vol(e, MiB);
+	fill(e->buf, 3 * BS, 60, 0);
+	tsr_crc32c_blocks(e->buf, 3, sums);
+	{
+		struct done d = {0};
+		int ret =
+		    tsr_svol_write_sums(e->v, e->io, BS, 3 * BS, e->buf, sums, 0, done_cb, &d);
+
+		assert_int_equal(ret ? ret : wait_done(e->io, &d), 0);
+	}
+	for (unsigned i = 0; i < 3; i++) {
+		read_entry(e->dir, e->uuid, 1 + i, &cur, &prev);
+		assert_int_equal(cur, stored_crc(e->buf + i * BS));
+	}
+	assert_int_equal(sread(e->v, e->io, BS, 3 * BS, e->buf2), 0);
+	assert_true(is_filled(e->buf2, 3 * BS, 60, 0));
+
+	fill(e->buf, 3 * BS, 61, 0); /* new data (prev keeps the old block's CRC) */
+	tsr_crc32c_blocks(e->buf, 3, sums);
+	sums[1] ^= 1; /* not the block's: stored as given */
+	{
+		struct done d = {0};
+		int ret =
+		    tsr_svol_write_sums(e->v, e->io, BS, 3 * BS, e->buf, sums, 0, done_cb, &d);
+
+		assert_int_equal(ret ? ret : wait_done(e->io, &d), 0);
+	}
+	read_entry(e->dir, e->uuid, 2, &cur, &prev);
+	assert_int_equal(cur, stored_crc(e->buf + BS) ^ 1);
+	assert_int_equal(sread(e->v, e->io, 2 * BS, BS, e->buf2), -EIO);
+	assert_int_equal(sread(e->v, e->io, BS, BS, e->buf2), 0);
+}
+
 #define BOTH(t)                                                                                    \
 	cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)&g_uring),            \
 	    cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)&g_aio)
@@ -652,6 +696,7 @@ int main(void)
 	    BOTH(test_quiet_flush_clears_dirty),
 	    BOTH(test_entries_after_flush),
 	    BOTH(test_entries_hot_page_stores),
+	    BOTH(test_write_with_sums),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
