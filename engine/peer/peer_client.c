@@ -1044,6 +1044,13 @@ int tsr_peer_write(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 		   uint64_t offset, uint32_t len, const void *buf, unsigned flags,
 		   tsr_cb cb_fn, void *cb_arg)
 {
+	return tsr_peer_write_sums(c, handle, epoch, offset, len, buf, NULL, flags, cb_fn, cb_arg);
+}
+
+int tsr_peer_write_sums(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch, uint64_t offset,
+			uint32_t len, const void *buf, const uint32_t *sums, unsigned flags,
+			tsr_cb cb_fn, void *cb_arg)
+{
 	struct tsr_peer_hdr h = { .opcode = TSR_PEER_WRITE, .handle = handle, .epoch = epoch,
 				  .offset = offset, .length = len };
 
@@ -1053,7 +1060,8 @@ int tsr_peer_write(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 		return -ENOTCONN;
 	if (flags & TSR_WRITE_FUA)
 		h.flags = TSR_PEER_F_FUA;
-	h.data_crc = tsr_crc32c(0, buf, len);
+	h.data_crc = sums != NULL ? tsr_crc32c_join_blocks(sums, len / TSR_BLOCK_SIZE)
+				  : tsr_crc32c(0, buf, len);
 	return data_req(c, &h, NULL, buf, cb_fn, cb_arg);
 }
 

@@ -106,8 +106,13 @@ struct peer_sreq {
 	uint32_t slot;            /* index into conn->slots, or UINT32_MAX */
 	uint8_t *buf;             /* READ/WRITE data, SUMS read piece; 4 KiB aligned */
 	unsigned buf_class;
-	uint8_t *sums;            /* SUMS values (little endian u32) */
+	uint8_t *sums; /* SUMS values (little endian u32); WRITE: see wsums */
 	unsigned sums_class;
+	/* WRITE: its blocks' CRC32Cs, joined and found equal to data_crc
+	 * (write_ready), for the store's entries: sum1 for one block, else
+	 * req->sums; NULL: the store computes them */
+	const uint32_t *wsums;
+	uint32_t sum1;
 	uint32_t have;            /* WRITE payload bytes received */
 	uint32_t done;            /* SUMS bytes summed; TRIM: 1 once trimmed (FUA flush next) */
 	uint32_t cur;             /* SUMS piece in flight */
@@ -578,9 +583,9 @@ static int req_submit(struct peer_sreq *req)
 					    req_io_done, req);
 		break;
 	case TSR_PEER_WRITE:
-		ret = tsr_svol_write(svol, c->io, h->offset, h->length, req->buf,
-				     (h->flags & TSR_PEER_F_FUA) ? TSR_WRITE_FUA : 0, req_io_done,
-				     req);
+		ret = tsr_svol_write_sums(svol, c->io, h->offset, h->length, req->buf, req->wsums,
+					  (h->flags & TSR_PEER_F_FUA) ? TSR_WRITE_FUA : 0,
+					  req_io_done, req);
 		break;
 	case TSR_PEER_FLUSH:
 		ret = tsr_svol_flush(svol, c->io, req_io_done, req);
@@ -1243,14 +1248,41 @@ static void handle_repair(struct peer_sreq *req)
 	}
 }
 
+/*
+ * The payload's CRC of a plain WRITE, in the same one pass as its blocks'
+ * own CRCs, which the store then takes for its entries instead of reading
+ * the data a second time (tsr_svol_write_sums): they are exactly what was
+ * checked against data_crc.  Without a buffer for them (more than one
+ * block, no memory), the plain check and the store computes its own.
+ */
+static uint32_t write_payload_crc(struct peer_sreq *req)
+{
+	uint32_t n = req->h.length / TSR_BLOCK_SIZE, *sums = &req->sum1;
+
+	if (n > 1) {
+		req->sums_class = buf_class((size_t)n * 4);
+		req->sums = buf_get(req->conn, req->sums_class);
+		if (req->sums == NULL)
+			return tsr_crc32c(0, req->buf, req->h.length);
+		sums = (uint32_t *)req->sums;
+	}
+	tsr_crc32c_blocks(req->buf, n, sums);
+	req->wsums = sums;
+	return tsr_crc32c_join_blocks(sums, n);
+}
+
 /* A complete WRITE payload (STAGE: its data after the prefix) is in req->buf. */
 static void write_ready(struct peer_sreq *req)
 {
-	uint32_t seed = 0;
+	uint32_t seed = 0, crc;
 
 	if (req->h.opcode == TSR_PEER_STAGE) /* data_crc covers prefix and data */
 		seed = tsr_crc32c(0, req->stage_prefix, TSR_PEER_STAGE_PREFIX);
-	if (tsr_crc32c(seed, req->buf, req->h.length) != req->h.data_crc) {
+	if (req->h.opcode == TSR_PEER_WRITE && !(req->h.flags & TSR_PEER_F_REPAIR))
+		crc = write_payload_crc(req);
+	else
+		crc = tsr_crc32c(seed, req->buf, req->h.length);
+	if (crc != req->h.data_crc) {
 		tsr_warn("peer: %s at %llu+%u from %s: payload checksum mismatch",
 			 peer_op_name(req->h.opcode), (unsigned long long)req->h.offset,
 			 req->h.length, req->conn->peer_id);

@@ -327,6 +327,16 @@ uint64_t tsr_peer_client_direct_fallbacks(const struct tsr_peer_client *c);
 int tsr_peer_write(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 		   uint64_t offset, uint32_t len, const void *buf, unsigned flags,
 		   tsr_cb cb_fn, void *cb_arg);
+/*
+ * tsr_peer_write with the payload's block CRCs known (sums[i] =
+ * tsr_crc32c(0, block i), len / TSR_BLOCK_SIZE of them, tsr_crc32c_blocks):
+ * the frame's data_crc is joined from them (tsr_crc32c_join_blocks) instead
+ * of read from the data again.  sums are read during the call only; NULL is
+ * tsr_peer_write.
+ */
+int tsr_peer_write_sums(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch, uint64_t offset,
+			uint32_t len, const void *buf, const uint32_t *sums, unsigned flags,
+			tsr_cb cb_fn, void *cb_arg);
 int tsr_peer_flush(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,
 		   tsr_cb cb_fn, void *cb_arg);
 int tsr_peer_trim(struct tsr_peer_client *c, uint64_t handle, uint64_t epoch,

@@ -224,7 +224,8 @@ enum kind {
 	K_SLIST,       /* SNAP_LIST */
 	K_READ_DIRECT, /* READ with TSR_PEER_F_DIRECT; size: the client's feature bits,
 			* offset of op: as K_READ; flags: the fallback count after */
-	K_STATS        /* STATS: offset = crc_errors, size = cached_reads of the answer */
+	K_STATS,       /* STATS: offset = crc_errors, size = cached_reads of the answer */
+	K_WRITE_SUMS   /* tsr_peer_write_sums with op.sums */
 };
 
 struct op {
@@ -237,6 +238,7 @@ struct op {
 	void *buf;
 	const struct tsr_snap_req *snap;
 	const struct tsr_stage_entry *stage; /* K_STAGE */
+	const uint32_t *sums;                /* K_WRITE_SUMS */
 	struct tsr_stage_entry list[8];      /* K_LIST: the first entries */
 	size_t nlist;                        /* K_LIST: how many the replica has */
 	struct tsr_peer_snap_entry slist[4]; /* K_SLIST: the first entries */
@@ -316,6 +318,10 @@ static void op_issue(void *arg)
 	case K_WRITE:
 		o->ret = tsr_peer_write(c, o->handle, o->epoch, o->offset, o->len, o->buf,
 					o->flags, op_cb, o);
+		break;
+	case K_WRITE_SUMS:
+		o->ret = tsr_peer_write_sums(c, o->handle, o->epoch, o->offset, o->len, o->buf,
+					     o->sums, o->flags, op_cb, o);
 		break;
 	case K_FLUSH:
 		o->ret = tsr_peer_flush(c, o->handle, o->epoch, op_cb, o);
@@ -473,6 +479,48 @@ static void test_late_eagain_retried(void **state)
 	store_read(e, 4096, 8192, r);
 	assert_true(is_filled(r, 8192, 7, 4096));
 	assert_int_equal(k.fails, 0);
+	cli_free(e, &k);
+	tsr_free_aligned(w);
+	tsr_free_aligned(r);
+}
+
+/*
+ * tsr_peer_write_sums: the frame's data_crc joined from the caller's block
+ * CRCs is the payload's (the replica accepts it, and stores its blocks with
+ * the CRCs it checked: the data reads back through the store's CRC check),
+ * for one block and for several; a wrong sum makes a data_crc that is not
+ * the payload's, refused with -EBADMSG, nothing stored.
+ */
+static void test_write_sums(void **state)
+{
+	struct env *e = *state;
+	uint8_t *w = tsr_alloc_aligned(5 * BS), *r = tsr_alloc_aligned(5 * BS);
+	uint32_t sums[5];
+	struct cli k;
+	uint64_t h;
+	struct op o = {.k = &k, .kind = K_WRITE_SUMS, .epoch = 1, .buf = w, .sums = sums};
+
+	cli_make(e, &k, TOKEN, e->port, 0);
+	assert_int_equal(p_open(e, &k, "v", 1, &h), 0);
+	o.handle = h;
+	for (uint32_t n = 1; n <= 5; n += 4) {
+		fill(w, n * BS, 20 + n, 8 * BS);
+		tsr_crc32c_blocks(w, n, sums);
+		o.offset = 8 * BS;
+		o.len = n * BS;
+		o.calls = 0;
+		assert_int_equal(op_run(e, &o), 0);
+		memset(r, 0, n * BS);
+		store_read(e, 8 * BS, n * BS, r);
+		assert_true(is_filled(r, n * BS, 20 + n, 8 * BS));
+	}
+	fill(w, 5 * BS, 30, 8 * BS);
+	tsr_crc32c_blocks(w, 5, sums);
+	sums[2] ^= 1;
+	o.calls = 0;
+	assert_int_equal(op_run(e, &o), -EBADMSG);
+	store_read(e, 8 * BS, 5 * BS, r);
+	assert_true(is_filled(r, 5 * BS, 25, 8 * BS)); /* still the last good write */
 	cli_free(e, &k);
 	tsr_free_aligned(w);
 	tsr_free_aligned(r);
@@ -1682,28 +1730,28 @@ static void test_destroy_cancels(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_bad_token, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_open_unknown, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_late_eagain_retried, setup_late_eagain,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_stage_late_eagain, setup_stage_late_eagain,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_read_direct, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_epoch_fencing, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_snap, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_repair_at_stop, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_snap_malformed, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_stage, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_stage_malformed, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bad_write_crc, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_garbage_header, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_server_killed, setup_slow_writes, teardown),
-		cmocka_unit_test_setup_teardown(test_destroy_cancels, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_token, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_open_unknown, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_write_sums, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_late_eagain_retried, setup_late_eagain, teardown),
+	    cmocka_unit_test_setup_teardown(test_stage_late_eagain, setup_stage_late_eagain,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_read_direct, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_epoch_fencing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snap, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_repair_at_stop, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snap_malformed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stage, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stage_malformed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_write_crc, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_garbage_header, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_server_killed, setup_slow_writes, teardown),
+	    cmocka_unit_test_setup_teardown(test_destroy_cancels, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
