@@ -266,6 +266,8 @@ struct wsub {
 	unsigned slot_gen; /* the copy in the slot (replace) */
 };
 
+#define WOP_INLINE_SUMS 8 /* 32 KiB writes and below: no allocation */
+
 struct wop {
 	struct mirror *m;
 	enum mcop_kind kind; /* WRITE, TRIM, ZEROES or FLUSH */
@@ -284,6 +286,14 @@ struct wop {
 	/* one per copy for the launch in flight (a relaunch starts after all
 	 * of them came back): no allocation per copy and write */
 	struct wsub subs[TSR_MIRROR_MAX_COPIES];
+	/*
+	 * WRITE: its blocks' CRC32Cs, computed once in wop_submit for every
+	 * copy (the local store's entries, each peer frame's data_crc) rather
+	 * than once per copy; sums_inline up to WOP_INLINE_SUMS blocks, else
+	 * allocated; NULL (no memory): each copy computes its own.
+	 */
+	uint32_t *sums;
+	uint32_t sums_inline[WOP_INLINE_SUMS];
 };
 
 
@@ -317,6 +327,8 @@ static void wop_complete(struct wop *op, int status)
 	op->cb_fn(op->cb_arg, status);
 	if (op->kind != MCOP_FLUSH)
 		rl_release(m, &op->rl);
+	if (op->sums != op->sums_inline)
+		free(op->sums);
 	free(op);
 	m_put(m);
 }
@@ -469,7 +481,12 @@ static void wop_launch(struct wop *op)
 		s->gen = c->gen;
 		s->slot_gen = c->slot_gen;
 		op->pending++;
-		ret = mcopy_submit(c, op->kind, op->off, op->len, op->buf, op->flags, wsub_done, s);
+		if (op->kind == MCOP_WRITE)
+			ret = mcopy_write_sums(c, op->off, op->len, op->buf, op->sums, op->flags,
+					       wsub_done, s);
+		else
+			ret = mcopy_submit(c, op->kind, op->off, op->len, op->buf, op->flags,
+					   wsub_done, s);
 		if (ret < 0)
 			wsub_done(s, ret);
 	}
@@ -582,6 +599,13 @@ static int wop_submit(struct mirror *m, struct tsr_io *io, enum mcop_kind kind, 
 	op->cb_fn = cb_fn;
 	op->cb_arg = cb_arg;
 	op->submit_ns = mirror_now_ns();
+	if (kind == MCOP_WRITE && len % TSR_BLOCK_SIZE == 0) {
+		uint64_t n = len / TSR_BLOCK_SIZE;
+
+		op->sums = n <= WOP_INLINE_SUMS ? op->sums_inline : malloc(n * sizeof(*op->sums));
+		if (op->sums != NULL)
+			tsr_crc32c_blocks(buf, n, op->sums);
+	}
 	m_get(m);
 	if (kind == MCOP_FLUSH) {
 		for (uint64_t i = 0; i < (m->nregions + 7) / 8; i++) {

@@ -148,6 +148,7 @@ struct mcop {
 	/* local: the arguments kept for mirror_io_kick (io queue full) */
 	uint64_t w_off, w_len;
 	void *w_buf;
+	const uint32_t *w_sums; /* WRITE: its blocks' CRCs (mcopy_write_sums), or NULL */
 	unsigned w_flags;
 	struct mcop *next_wait;
 };
@@ -214,8 +215,8 @@ static int local_submit(struct mcop *op, uint64_t off, uint64_t len, void *buf, 
 	case MCOP_WRITE:
 		if (local_fenced(c))
 			return -ESTALE;
-		return tsr_svol_write(c->svol, io, off, (uint32_t)len, buf, flags, mcop_piece_done,
-				      op);
+		return tsr_svol_write_sums(c->svol, io, off, (uint32_t)len, buf, op->w_sums, flags,
+					   mcop_piece_done, op);
 	case MCOP_FLUSH:
 		return tsr_svol_flush(c->svol, io, mcop_piece_done, op);
 	case MCOP_TRIM:
@@ -255,8 +256,8 @@ static int remote_submit(struct mcop *op, uint64_t off, uint64_t len, void *buf,
 		return tsr_peer_read(c->client, c->handle, m->epoch, off, (uint32_t)len, buf,
 				     mcop_piece_done, op);
 	case MCOP_WRITE:
-		return tsr_peer_write(c->client, c->handle, m->epoch, off, (uint32_t)len, buf,
-				      flags, mcop_piece_done, op);
+		return tsr_peer_write_sums(c->client, c->handle, m->epoch, off, (uint32_t)len, buf,
+					   op->w_sums, flags, mcop_piece_done, op);
 	case MCOP_FLUSH:
 		return tsr_peer_flush(c->client, c->handle, m->epoch, mcop_piece_done, op);
 	case MCOP_SUMS:
@@ -322,7 +323,8 @@ void mirror_io_kick(struct mirror *m)
 }
 
 static int mcopy_submit_one(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t len,
-			    void *buf, unsigned flags, tsr_cb cb_fn, void *cb_arg)
+			    void *buf, const uint32_t *sums, unsigned flags, tsr_cb cb_fn,
+			    void *cb_arg)
 {
 	struct mirror *m = c->m;
 	struct mcop *op;
@@ -342,6 +344,7 @@ static int mcopy_submit_one(struct mcopy *c, enum mcop_kind kind, uint64_t off, 
 	op->w_off = off;
 	op->w_len = len;
 	op->w_buf = buf;
+	op->w_sums = sums;
 	op->w_flags = flags;
 	m_get(m);
 	if (c->local)
@@ -394,7 +397,8 @@ static int msplit_submit(struct msplit *sp)
 	else
 		buf = sp->buf + (pos - sp->off);
 	sp->pos = pos + n;
-	return mcopy_submit_one(sp->c, sp->kind, pos, n, buf, sp->flags, msplit_piece_done, sp);
+	return mcopy_submit_one(sp->c, sp->kind, pos, n, buf, NULL, sp->flags, msplit_piece_done,
+				sp);
 }
 
 static void msplit_piece_done(void *arg, int status)
@@ -418,7 +422,7 @@ int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t le
 
 	if (len <= MIRROR_IO_PIECE ||
 	    (kind != MCOP_READ && kind != MCOP_WRITE && kind != MCOP_SUMS))
-		return mcopy_submit_one(c, kind, off, len, buf, flags, cb_fn, cb_arg);
+		return mcopy_submit_one(c, kind, off, len, buf, NULL, flags, cb_fn, cb_arg);
 	if (buf == NULL)
 		return -EINVAL;
 	sp = calloc(1, sizeof(*sp));
@@ -437,6 +441,14 @@ int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t le
 	if (ret < 0)
 		free(sp); /* nothing in flight: the callback never fires */
 	return ret;
+}
+
+int mcopy_write_sums(struct mcopy *c, uint64_t off, uint64_t len, void *buf, const uint32_t *sums,
+		     unsigned flags, tsr_cb cb_fn, void *cb_arg)
+{
+	if (sums == NULL || len > MIRROR_IO_PIECE) /* pieces: each computes its own */
+		return mcopy_submit(c, MCOP_WRITE, off, len, buf, flags, cb_fn, cb_arg);
+	return mcopy_submit_one(c, MCOP_WRITE, off, len, buf, sums, flags, cb_fn, cb_arg);
 }
 
 /* A snapshot operation on one copy (the snap op of mirror_snap.c). */

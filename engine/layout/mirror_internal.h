@@ -232,6 +232,12 @@ enum mcop_kind { MCOP_READ, MCOP_WRITE, MCOP_FLUSH, MCOP_TRIM, MCOP_ZEROES, MCOP
 #define MCOP_READ_DIRECT 1u
 int mcopy_submit(struct mcopy *c, enum mcop_kind kind, uint64_t off, uint64_t len, void *buf,
 		 unsigned flags, tsr_cb cb_fn, void *cb_arg);
+/* An MCOP_WRITE with its blocks' CRCs computed once for every copy (sums[i] =
+ * tsr_crc32c(0, block i of buf), tsr_crc32c_blocks; kept until cb_fn): the
+ * local store takes them for its entries, a peer frame's data_crc is joined
+ * from them.  sums NULL is mcopy_submit. */
+int mcopy_write_sums(struct mcopy *c, uint64_t off, uint64_t len, void *buf, const uint32_t *sums,
+		     unsigned flags, tsr_cb cb_fn, void *cb_arg);
 /* Local operations that met a full io queue (-EAGAIN) wait in
  * m->io_waiters; this issues them again (closing: -ECANCELED). */
 void mirror_io_kick(struct mirror *m);
