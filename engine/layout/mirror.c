@@ -69,6 +69,8 @@ static void mirror_free(struct mirror *m)
 	free(m->unflushed);
 	free(m->unflushed_prev);
 	mirror_xbuf_drop(m);
+	mop_cache_drop(&m->wop_cache);
+	mop_cache_drop(&m->mcop_cache);
 	copyset_fini(&m->cs);
 	free(m);
 }
@@ -299,6 +301,13 @@ struct wop {
 
 static void wop_launch(struct wop *op);
 
+static void wop_put(struct mirror *m, struct wop *op)
+{
+	if (op->sums != op->sums_inline)
+		free(op->sums);
+	mop_cache_put(&m->wop_cache, op);
+}
+
 static void list_remove(struct wop **head, struct wop **tail, struct wop *op)
 {
 	struct wop **pp, *prev = NULL;
@@ -327,9 +336,7 @@ static void wop_complete(struct wop *op, int status)
 	op->cb_fn(op->cb_arg, status);
 	if (op->kind != MCOP_FLUSH)
 		rl_release(m, &op->rl);
-	if (op->sums != op->sums_inline)
-		free(op->sums);
-	free(op);
+	wop_put(m, op);
 	m_put(m);
 }
 
@@ -587,7 +594,7 @@ static int wop_submit(struct mirror *m, struct tsr_io *io, enum mcop_kind kind, 
 		return -EINVAL; /* not the home worker's thread */
 	if (fence_requested(m) || m->closing || !m->ready)
 		return -EIO;
-	op = calloc(1, sizeof(*op));
+	op = mop_cache_get(&m->wop_cache, sizeof(*op));
 	if (op == NULL)
 		return -ENOMEM;
 	op->m = m;

@@ -153,6 +153,40 @@ struct mcop {
 	struct mcop *next_wait;
 };
 
+void *mop_cache_get(struct mop_cache *mc, size_t size)
+{
+	void *op = mc->head;
+
+	if (op == NULL)
+		return calloc(1, size);
+	memcpy(&mc->head, op, sizeof(mc->head));
+	mc->n--;
+	memset(op, 0, size);
+	return op;
+}
+
+void mop_cache_put(struct mop_cache *mc, void *op)
+{
+	if (mc->n >= MIRROR_FREE_OPS) {
+		free(op);
+		return;
+	}
+	memcpy(op, &mc->head, sizeof(mc->head));
+	mc->head = op;
+	mc->n++;
+}
+
+void mop_cache_drop(struct mop_cache *mc)
+{
+	void *op;
+
+	while ((op = mc->head) != NULL) {
+		memcpy(&mc->head, op, sizeof(mc->head));
+		free(op);
+	}
+	mc->n = 0;
+}
+
 static void mcop_io_wait(struct mirror *m, struct mcop *op)
 {
 	op->next_wait = NULL;
@@ -175,7 +209,7 @@ static void mcop_finish(struct mcop *op)
 		tsr_free_aligned(op->data);
 	}
 	op->cb_fn(op->cb_arg, op->status);
-	free(op);
+	mop_cache_put(&m->mcop_cache, op);
 	mirror_io_kick(m); /* a slot of the io queue may be free now */
 	m_put(m);
 }
@@ -332,7 +366,7 @@ static int mcopy_submit_one(struct mcopy *c, enum mcop_kind kind, uint64_t off, 
 
 	if (!c->open)
 		return -ENOTCONN;
-	op = calloc(1, sizeof(*op));
+	op = mop_cache_get(&m->mcop_cache, sizeof(*op));
 	if (op == NULL)
 		return -ENOMEM;
 	op->c = c;
@@ -359,7 +393,7 @@ static int mcopy_submit_one(struct mcopy *c, enum mcop_kind kind, uint64_t off, 
 	if (ret < 0) {
 		if (op->data != NULL)
 			tsr_free_aligned(op->data);
-		free(op);
+		mop_cache_put(&m->mcop_cache, op);
 		m_put(m);
 	}
 	return ret;

@@ -65,6 +65,23 @@ struct mirror;
 struct mcopy;
 struct wop;
 
+/*
+ * A free list of finished operations of one size (mirror_copy.c), kept for
+ * the next ones instead of a calloc and free each: a struct mirror's lists
+ * belong to its home worker, so no lock.  At most MIRROR_FREE_OPS are kept
+ * (a burst's extra ones are freed); mop_cache_drop frees them all (mirror
+ * teardown).  A cached op's first bytes hold the list's link.
+ */
+#define MIRROR_FREE_OPS 64
+struct mop_cache {
+	void *head;
+	unsigned n;
+};
+/* A zeroed op of size bytes (>= a pointer), from the list or calloc'd. */
+void *mop_cache_get(struct mop_cache *mc, size_t size);
+void mop_cache_put(struct mop_cache *mc, void *op);
+void mop_cache_drop(struct mop_cache *mc);
+
 /* ---- mirror_copy.c: range locks ---------------------------------------- */
 
 /*
@@ -288,6 +305,9 @@ struct mirror {
 	bool ready, fenced, closing;
 	int timer_fd;
 	struct mcop *io_waiters, *io_waiters_tail; /* local ops waiting for io queue room */
+	/* finished write ops (mirror.c) and copy ops (mirror_copy.c) for
+	 * the next ones: no calloc and free per write and per copy */
+	struct mop_cache wop_cache, mcop_cache;
 	struct rlock *locks_held;
 	struct rlock *locks_wait, *locks_wait_tail;
 	struct wop *stalled, *stalled_tail; /* writes waiting for min_replicas (range held) */
