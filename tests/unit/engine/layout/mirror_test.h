@@ -580,6 +580,29 @@ static UNUSED bool layout_wait(struct tsr_layout *l, bool (*pred)(const struct t
 	return false;
 }
 
+static uint64_t g_layout_want_cached;
+
+static UNUSED bool layout_cached_published(const struct tsr_layout_status *s)
+{
+	return s->cached_reads >= g_layout_want_cached;
+}
+
+/* l's status once it counts n cached reads.  A read counts in `reads` when
+ * it is submitted and in `cached_reads` when the store completes it, so a
+ * status published while a read was in flight shows the first and not yet
+ * the second: wait on the figure itself (5 s: then it was not counted). */
+static UNUSED void layout_status_after_cached(struct tsr_layout *l, uint64_t n,
+					      struct tsr_layout_status *s)
+{
+	g_layout_want_cached = n;
+	if (!layout_wait(l, layout_cached_published, 5000)) {
+		tsr_layout_get_status(l, s);
+		fail_msg("cached_reads %llu after 5 s, want %llu",
+			 (unsigned long long)s->cached_reads, (unsigned long long)n);
+	}
+	tsr_layout_get_status(l, s);
+}
+
 static UNUSED bool all_in_sync(const struct tsr_layout_status *s)
 {
 	return s->in_sync == s->n_copies && !s->resync_running;
