@@ -200,6 +200,24 @@ wait_log() {
 	fail "n$1 log has no /$2/ after ${t}s"
 }
 
+# cl_recorded_missed VOL: the missed snapshot operations vol/VOL's record lists
+# (every copy's CopyRecord.missed_snaps, field 4: tag 0x22, length, "c NAME"),
+# comma-separated, read from the metadata store's file on n1 (also while n1's
+# loop is held by a test hook).
+cl_recorded_missed() {
+	"$PY" - "$(cl_dir 1)" "$1" <<'EOF'
+import re, sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}/meta.db?mode=ro", uri=True)
+v = db.execute("select value from kv where key = ?", ("vol/" + sys.argv[2],)).fetchone()[0]
+out = []
+for m in re.finditer(rb'\x22([\x03-\x41])[cd] ', v):
+    s = v[m.start() + 2:m.start() + 2 + m.group(1)[0]]
+    if re.fullmatch(rb'[cd] [A-Za-z0-9._-]+', s):
+        out.append(s.decode())
+print(",".join(out))
+EOF
+}
+
 # cl_image_sha I EXPORT: sha256 of export EXPORT ("VOL" or "VOL@SNAP") read
 # whole through node I's NBD socket (a snapshot export reads that node's copy).
 cl_image_sha() { nbdcopy "$(cl_nbd_uri "$1" "$2")" - | sha256sum | cut -d' ' -f1; }

@@ -44,22 +44,6 @@ ctsr volume attach v --node n1 >/dev/null || fail "attach v on n1"
 
 # qw I CMD...: qemu-io write commands on v through node I
 qw() { qemu-io -f raw "${@:2}" "$(cl_nbd_uri "$1" v)" >/dev/null || fail "write to v through n$1: ${*:2}"; }
-# recorded_missed: the missed snapshot operations vol/v's record lists (every
-# copy's CopyRecord.missed_snaps, field 4: tag 0x22, length, "c NAME"), read
-# from the metadata store's file on n1
-recorded_missed() {
-	"$PY" - "$(cl_dir 1)" <<'EOF'
-import re, sqlite3, sys
-db = sqlite3.connect(f"file:{sys.argv[1]}/meta.db?mode=ro", uri=True)
-v = db.execute("select value from kv where key = 'vol/v'").fetchone()[0]
-out = []
-for m in re.finditer(rb'\x22([\x03-\x41])[cd] ', v):
-    s = v[m.start() + 2:m.start() + 2 + m.group(1)[0]]
-    if re.fullmatch(rb'[cd] [A-Za-z0-9._-]+', s):
-        out.append(s.decode())
-print(",".join(out))
-EOF
-}
 # snap_sha I SNAP: sha256 of v@SNAP on node I's copy ("none" if it cannot be read)
 snap_sha() { cl_image_sha "$1" "v@$2" 2>/dev/null | grep -E '^[0-9a-f]{64}$' || echo none; }
 # check_copy I WHAT SNAP...: node I's copy lists exactly SNAP... and each image
@@ -100,7 +84,7 @@ ctsr snapshot create v s3 >/dev/null || fail "snapshot s3 with n3 away"
 ctsr snapshot delete v s1 >/dev/null || fail "snapshot delete s1 with n3 away"
 qw 1 -c 'write -P 0x55 0 1M'
 ctsr snapshot create v s1 >/dev/null || fail "snapshot s1 again with n3 away"
-assert_eq "$(recorded_missed)" "c s3,d s1,c s1" "vol/v's record of what n3 missed"
+assert_eq "$(cl_recorded_missed v)" "c s3,d s1,c s1" "vol/v's record of what n3 missed"
 REF[s3]=$(cl_assert_snap_identical v s3 2 4)
 REF[s1]=$(cl_assert_snap_identical v s1 2 4)
 ctsr volume detach v >/dev/null || fail "detach v from n1"
@@ -111,7 +95,7 @@ cl_wait_synced v 60
 check_copy 3 "copy back under a new coordinator" s2 s3 s1
 check_copy 2 "n2" s2 s3 s1
 check_copy 4 "n4" s2 s3 s1
-assert_eq "$(recorded_missed)" "" "vol/v's record of missed operations once n3 is back"
+assert_eq "$(cl_recorded_missed v)" "" "vol/v's record of missed operations once n3 is back"
 cl_scrub_clean v "after n3's return"
 
 # ---- 2b. a copy away when its coordinator dies
