@@ -2948,9 +2948,10 @@ static int replace_undo_done(struct replace_list *rl, int r2, const char *m2, ch
 			 r2 ? "could not be deleted (the leftover sweep removes it)" : "deleted");
 	else if (ret == -ECANCELED)
 		snprintf(msg, msg_len, "vol/%s changed while this replace waited for the other nodes "
-			 "(another replace, an attach or detach, or a copy's state): nothing "
-			 "recorded, the new copy on %s %s; tessera volume show %s, then retry if the "
-			 "copy on %s is still to be replaced", rl->name, rl->new_node->id,
+			 "(another replace, an attach or detach, a copy's state, or a snapshot a "
+			 "copy missed): nothing recorded, the new copy on %s %s; tessera volume show "
+			 "%s, then retry if the copy on %s is still to be replaced", rl->name,
+			 rl->new_node->id,
 			 r2 ? "could not be deleted (the leftover sweep removes it)" : "deleted",
 			 rl->name, rl->old);
 	else
