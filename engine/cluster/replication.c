@@ -3372,6 +3372,44 @@ static bool target_adopt_refused(struct tsr_cluster *c, const struct tsr_site_he
 	return true;
 }
 
+/* rec_volume_update's mutator: the record's target_stream = *arg. */
+static int target_stream_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
+{
+	const uint64_t *stream = arg;
+
+	if (rec->target_stream == *stream)
+		return 1;
+	rec->target_stream = *stream;
+	return 0;
+}
+
+/*
+ * site_open_volume adopted the recorded volume name for stream through a
+ * failback or this node's state file, not through its record (made_for,
+ * the record's target_stream, is another stream or 0): once target/<name>
+ * names the stream, the record is made to say so too, or the stream is
+ * refused "was created for stream ..." wherever the state file is not (the
+ * stream reaching another DR node): a failback gives the volume a new
+ * stream (failback_done), and a target recorded by a build before the
+ * field has none.  A failure is logged, the open goes on.
+ */
+static void target_stream_record(struct tsr_cluster *c, const char *name, uint64_t stream,
+				 uint64_t made_for)
+{
+	int ret;
+
+	if (made_for == stream || target_stream(c, name) != stream)
+		return;
+	ret = rec_volume_update(c->meta, name, target_stream_mutate, &stream);
+	if (ret)
+		tsr_warn("site: target volume %s: cannot record stream %016llx in vol/%s: %s (a "
+			 "DR node without its state file refuses the stream)", name,
+			 (unsigned long long)stream, name, strerror(-ret));
+	else
+		tsr_info("site: target volume %s: vol/%s says stream %016llx now (was %016llx)",
+			 name, name, (unsigned long long)stream, (unsigned long long)made_for);
+}
+
 /*
  * Find or create the target volume, attach it here, fence host writes.
  * A volume that exists already must be this stream's target (target/<vol>)
@@ -3391,7 +3429,8 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 	struct tsr_vol *vol = NULL;
 	char holder[64], msg[1024], path[4200], key[80], text[20];
 	const char *name = o->volume;
-	bool failback = false, drop_repl = false;
+	bool failback = false, drop_repl = false, recorded = false;
+	uint64_t made_for = 0; /* recorded: the record's target_stream */
 	int ret;
 
 	if (repl_get(c, name, &src, NULL) == 0) {
@@ -3420,8 +3459,11 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 		tsr_warn("site: target volume %s: cannot read vol/%s: %s", name, name, strerror(-ret));
 		return ret;
 	} else {
-		uint64_t have = rec->size, lsize = have, made_for = rec->target_stream;
+		uint64_t have = rec->size, lsize = have;
 		struct tsr_layout *layout;
+
+		recorded = true;
+		made_for = rec->target_stream;
 
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 		snprintf(path, sizeof(path), "%s/site/%s.state", c->dir, name);
@@ -3495,6 +3537,8 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 			return ret;
 		}
 	}
+	if (recorded)
+		target_stream_record(c, name, stream, made_for);
 	if (drop_repl) {
 		source_stop(c, name);
 		snprintf(key, sizeof(key), "repl/%s", name);

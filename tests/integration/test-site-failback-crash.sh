@@ -19,6 +19,8 @@
 #     block holds the first period (0x11), the DR's write (0x5a) or the new
 #     one (0x77).  Fails on the code before: after step 4 the primary stays
 #     demoted ('not streaming').
+#  5. the DR restarted without fb's state file (a stream reaching another
+#     DR node): the failback's stream is adopted, the DR equal.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/site.sh"
 
@@ -122,6 +124,21 @@ for i in range(0, len(b), 4096):
 sys.exit(1 if bad else 0)
 EOF
 log "the DR holds the first period, the DR's write and the primary's new write"
+
+# ---- 5. the stream reaches a DR listener without fb's state file (as
+# another DR node would be): the failback's new stream is adopted there too,
+# for vol/fb says it is that stream's target (VolumeRecord.target_stream,
+# rewritten with target/fb by the failback).  Fails on the code before:
+# "was created for stream ...: refused", never applied.
+site_stop dr
+rm -f "$(sdir dr)/site/$VOL.state"
+site_start dr
+site_qemu_io primary $VOL "write -P 0x78 12M 64k" >/dev/null || fail "host write at the primary (5)"
+rrole_wait primary $VOL source 'j["state"] == "streaming" and j["lag_bytes"] == 0 and j["dirty_bytes"] == 0 and j["acked_seq"] > 0 and j["acked_seq"] + 1 == j["next_seq"]' "streaming to the DR (5)" 30
+grep -q "was created for stream" "$(sdir dr)/tesserad.log" &&
+	fail "the DR refused the failback's stream: $(grep "was created for stream" "$(sdir dr)/tesserad.log" | tail -1)"
+assert_eq "$(site_sha primary $VOL)" "$(site_sha dr $VOL)" "the DR without its state file"
+log "the failback's stream is adopted by a DR listener without the state file"
 
 site_stop primary
 site_stop dr
