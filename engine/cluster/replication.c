@@ -2704,8 +2704,10 @@ static const char *tc_test_hook_mode(const struct target_create *t, char *mode, 
  * earlier (early: before the create's lock, tc_lock): target/<vol> naming
  * the stream, the copy here and tcreate/<vol> "dr-other pid 1" on a lease
  * of its own of 1500 ms never renewed: a live create of the stream on
- * another node, not recorded yet, that dies 1.5 s later.  The file is
- * removed: once.
+ * another node, not recorded yet, that dies 1.5 s later.  One that reads
+ * "leak" (early too) writes only tcreate/<vol> as tc_lock does, on this
+ * node's lease: the lock an earlier create here left when its tc_unlock's
+ * delete (or tc_lock_still's read) failed.  The file is removed: once.
  */
 static void tc_test_claim_race(struct target_create *t, bool early)
 {
@@ -2715,7 +2717,7 @@ static void tc_test_claim_race(struct target_create *t, bool early)
 	const char *node_ids[1] = { t->c->node_id };
 	struct tsr_vol_info info;
 	char key[80], text[20];
-	bool claim_only, by_operator, live;
+	bool claim_only, by_operator, live, leak;
 	uint64_t lease;
 	int ret;
 
@@ -2724,9 +2726,21 @@ static void tc_test_claim_race(struct target_create *t, bool early)
 	claim_only = strncmp(mode, "claim", 5) == 0;
 	by_operator = strncmp(mode, "operator", 8) == 0;
 	live = strncmp(mode, "live", 4) == 0;
-	if (live != early || strncmp(mode, "lapse", 5) == 0 || strncmp(mode, "record", 6) == 0 ||
-	    unlink(f) != 0)
+	leak = strncmp(mode, "leak", 4) == 0;
+	if ((live || leak) != early || strncmp(mode, "lapse", 5) == 0 ||
+	    strncmp(mode, "record", 6) == 0 || unlink(f) != 0)
 		return; /* "lapse", "record": tc_test_at_record's */
+	if (leak) {
+		char lock[128];
+
+		snprintf(key, sizeof(key), "tcreate/%s", t->volume);
+		snprintf(lock, sizeof(lock), "%s pid %ld", t->c->node_id, (long)getpid());
+		ret = tsr_meta_cas(t->c->meta, key, 0, lock, strlen(lock), cluster_lease(t->c),
+				   NULL);
+		tsr_info("site: target volume %s: test hook (%s): %s \"%s\" left on this node's "
+			 "lease: %s", t->volume, f, key, lock, ret ? strerror(-ret) : "ok");
+		return;
+	}
 	snprintf(key, sizeof(key), "target/%s", t->volume);
 	snprintf(text, sizeof(text), "%016llx", (unsigned long long)t->stream);
 	ret = tsr_meta_cas(t->c->meta, key, TSR_META_ANY_REV, text, 16, 0, NULL);
@@ -2777,12 +2791,18 @@ static void tc_test_claim_race(struct target_create *t, bool early)
  * (TSR_CLUSTER_LEASE_TTL_MS after a crash or freeze), so a create that
  * finds it free and the claim naming the stream meets only a dead one's
  * leftovers.  No lease (0): not taken.  0 or -errno with msg.
+ * Held by this process (its text): no create of the volume runs here
+ * (target_create keeps one entry per volume and comes here with none), so
+ * it is an earlier create's whose delete failed (tc_unlock, a metadata
+ * error): left on a live node's lease it would hold every create of the
+ * volume back, and its claim's release (repl_claim_release), until this
+ * node stops; it is deleted at its revision and taken again.
  */
 static int tc_lock(struct target_create *t, char *msg, size_t msg_len)
 {
 	uint64_t lease = cluster_lease(t->c);
 	struct tsr_meta_kv kv = { 0 };
-	char key[80], text[128];
+	char key[80], text[128], held[128];
 	int ret;
 
 	t->lock_rev = 0;
@@ -2790,22 +2810,35 @@ static int tc_lock(struct target_create *t, char *msg, size_t msg_len)
 		return 0;
 	snprintf(key, sizeof(key), "tcreate/%s", t->volume);
 	snprintf(text, sizeof(text), "%s pid %ld", t->c->node_id, (long)getpid());
-	ret = tsr_meta_cas(t->c->meta, key, 0, text, strlen(text), lease, &t->lock_rev);
-	if (ret == 0)
-		return 0;
-	t->lock_rev = 0;
-	if (ret != -ECANCELED) {
-		snprintf(msg, msg_len, "cannot record %s: %s", key, strerror(-ret));
-		return ret;
-	}
-	if (tsr_meta_get(t->c->meta, key, &kv) == 0) {
-		snprintf(text, sizeof(text), "%.*s", (int)(kv.value_len < 100 ? kv.value_len : 100),
-			 (const char *)kv.value);
+	for (int tries = 0; tries < 2; tries++) {
+		ret = tsr_meta_cas(t->c->meta, key, 0, text, strlen(text), lease, &t->lock_rev);
+		if (ret == 0)
+			return 0;
+		t->lock_rev = 0;
+		if (ret != -ECANCELED) {
+			snprintf(msg, msg_len, "cannot record %s: %s", key, strerror(-ret));
+			return ret;
+		}
+		if (tsr_meta_get(t->c->meta, key, &kv) != 0) {
+			snprintf(held, sizeof(held), "gone since");
+			break;
+		}
+		snprintf(held, sizeof(held), "%.*s",
+			 (int)(kv.value_len < 100 ? kv.value_len : 100), (const char *)kv.value);
+		if (tries > 0 || kv.value_len != strlen(text) ||
+		    memcmp(kv.value, text, kv.value_len) != 0) {
+			tsr_meta_kv_clear(&kv);
+			break;
+		}
+		ret = tsr_meta_delete(t->c->meta, key, kv.mod_rev);
+		tsr_warn("site: target volume %s: %s (%s) is this process's, left by an earlier "
+			 "create of it here (no create of it runs here): deleted, taken again: %s",
+			 t->volume, key, held, ret ? strerror(-ret) : "ok");
 		tsr_meta_kv_clear(&kv);
-	} else {
-		snprintf(text, sizeof(text), "gone since");
+		if (ret && ret != -ECANCELED && ret != -ENOENT)
+			break;
 	}
-	snprintf(msg, msg_len, "another create of it is live (%s: %s)", key, text);
+	snprintf(msg, msg_len, "another create of it is live (%s: %s)", key, held);
 	return -ECANCELED;
 }
 
@@ -2879,11 +2912,15 @@ static void tc_test_at_record(struct target_create *t)
 static void tc_unlock(struct target_create *t)
 {
 	char key[80];
+	int ret;
 
 	if (t->lock_rev == 0)
 		return;
 	snprintf(key, sizeof(key), "tcreate/%s", t->volume);
-	tsr_meta_delete(t->c->meta, key, t->lock_rev); /* -ECANCELED/-ENOENT: lapsed */
+	ret = tsr_meta_delete(t->c->meta, key, t->lock_rev);
+	if (ret && ret != -ECANCELED && ret != -ENOENT) /* those two: lapsed */
+		tsr_warn("site: target volume %s: cannot delete %s: %s (the next create of it "
+			 "here takes it over)", t->volume, key, strerror(-ret));
 	t->lock_rev = 0;
 }
 
@@ -2948,9 +2985,10 @@ static void tc_record(struct target_create *t)
 	if (ret) {
 		/* another create may have made its copies where ours were (ours
 		 * go by uuid only: a replaced one answers ESTALE, left alone);
-		 * the claim is the stream's, kept for it */
+		 * the claim is the stream's, kept for it; the lock is deleted
+		 * at its revision (tc_unlock), a no-op when it is not ours: a
+		 * read that failed must not leave it on this live node's lease */
 		t->claim_rev = 0;
-		t->lock_rev = 0;
 		tc_fail(t, ret == -ECANCELED ? -EAGAIN : ret, "%s", msg);
 		return;
 	}

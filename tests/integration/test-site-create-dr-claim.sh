@@ -27,7 +27,8 @@
 # Cases 3 and 4 (review 17c D2, an operator's volume of a claimed name) and
 # 5 (a live create's copies vs a second create of the stream), 6 (an undo
 # with no uuid known: no delete by name), 7 (the record's compare-and-set
-# lost to an operator's record): below.
+# lost to an operator's record), 8 (a lock this process left, taken over):
+# below.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/site.sh"
 
@@ -212,6 +213,23 @@ grep -q "asks for volume rx, which exists here and is no replication target" "$D
 out=$(stsr primary replication disable rx 2>&1) || fail "replication disable rx: $out"
 grep -q "delete: volume rx" "$DLOG" && fail "the copy of rx that vol/rx lists was deleted"
 out=$(stsr dr volume attach rx 2>&1) || fail "volume attach rx at the DR (its copy): $out"
+
+# case 8 (lk): tcreate/lk held by this DR process on its own lease, with no
+# create of lk running (the hook "leak": what a create whose tc_unlock delete
+# failed leaves).  The next create must take it over, not wait for a lease
+# that a live node renews for ever.  Before the fix every VOLUME_OPEN was
+# answered "another create of it is live (tcreate/lk: dr-n1 pid N)" until
+# dr-n1 stopped: "site primary, lk: not streaming after 30s".
+echo leak >"$HOOK"
+site_vol_create primary lk 4M
+site_qemu_io primary lk "write -P 0x1c 0 64k" >/dev/null || fail "write lk"
+enable_to_dr lk
+streams_equal lk
+grep -q "test hook .*: tcreate/lk \"dr-n1 pid [0-9]*\" left on this node's lease: ok" "$DLOG" ||
+	fail "the hook did not run for lk: $(grep "volume lk" "$DLOG" | tail -3)"
+line=$(grep -m1 "target volume lk: tcreate/lk (dr-n1 pid [0-9]*) is this process's, left by \
+an earlier create" "$DLOG") || fail "the leaked lock of lk was not taken over"
+log "taken over: ${line#*WARN }"
 
 site_stop primary
 site_stop dr
