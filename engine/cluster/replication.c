@@ -2633,10 +2633,14 @@ static void tc_test_record_first(struct target_create *t, unsigned i)
  * (A record written between this read and the delete is not seen: the
  * window is one call to the node.)
  */
+static int tc_lock_still(struct target_create *t, const char *not_done, char *msg,
+			 size_t msg_len);
+static void tc_test_takeover(struct target_create *t);
+
 static int tc_leftover(struct target_create *t, unsigned i)
 {
 	Tessera__Cluster__VolumeRecord *rec = NULL;
-	char gone[512];
+	char gone[512], not_done[160], msg[512];
 	bool listed = false;
 	int ret;
 
@@ -2666,6 +2670,18 @@ static int tc_leftover(struct target_create *t, unsigned i)
 		tc_fail(t, ret, "cannot read vol/%s to check that the copy met on %s (uuid %s) is "
 			"left over: %s; not deleted", t->volume, t->node[i].id, t->node[i].uuid,
 			strerror(-ret));
+		return -1;
+	}
+	/* "left over" holds while no other create of the volume lives: one
+	 * that took the lock while this node was frozen past its lease may be
+	 * making that very copy (tc_record's check, earlier) */
+	tc_test_takeover(t);
+	snprintf(not_done, sizeof(not_done), "the copy met on %s (uuid %s) is not deleted",
+		 t->node[i].id, t->node[i].uuid);
+	ret = tc_lock_still(t, not_done, msg, sizeof(msg));
+	if (ret) {
+		t->claim_rev = 0; /* the stream's, as in tc_record */
+		tc_fail(t, ret == -ECANCELED ? -EAGAIN : ret, "%s", msg);
 		return -1;
 	}
 	tsr_warn("site: target volume %s: the copy on %s (uuid %s) is left over by a create "
@@ -2727,6 +2743,21 @@ static void tc_test_claim_race(struct target_create *t, bool early)
 	by_operator = strncmp(mode, "operator", 8) == 0;
 	live = strncmp(mode, "live", 4) == 0;
 	leak = strncmp(mode, "leak", 4) == 0;
+	if (strncmp(mode, "takeover", 8) == 0) {
+		if (!early)
+			return;
+		/* a dead create's claim and copy; the file stays for
+		 * tc_test_takeover */
+		snprintf(key, sizeof(key), "target/%s", t->volume);
+		snprintf(text, sizeof(text), "%016llx", (unsigned long long)t->stream);
+		ret = tsr_meta_cas(t->c->meta, key, TSR_META_ANY_REV, text, 16, 0, NULL);
+		if (ret == 0)
+			ret = tsr_store_vol_create_flags(t->c->o.store, t->volume, t->size, 0, &info);
+		tsr_info("site: target volume %s: test hook (%s): target/%s and a copy here (uuid "
+			 "%s) left by a dead create: %s", t->volume, f, t->volume,
+			 ret ? "-" : info.uuid, ret ? strerror(-ret) : "ok");
+		return;
+	}
 	if ((live || leak) != early || strncmp(mode, "lapse", 5) == 0 ||
 	    strncmp(mode, "record", 6) == 0 || unlink(f) != 0)
 		return; /* "lapse", "record": tc_test_at_record's */
@@ -2842,10 +2873,12 @@ static int tc_lock(struct target_create *t, char *msg, size_t msg_len)
 	return -ECANCELED;
 }
 
-/* The lock is still ours (tc_record, before its write): 0, or -errno with
- * msg (-ECANCELED: our lease lapsed meanwhile, a frozen node, and another
- * create may have taken over the volume's copies). */
-static int tc_lock_still(struct target_create *t, char *msg, size_t msg_len)
+/* The lock is still ours (tc_record, before its write; tc_leftover, before
+ * a delete): 0, or -errno with msg, ending with not_done (-ECANCELED: our
+ * lease lapsed meanwhile, a frozen node, and another create may have taken
+ * over the volume's copies). */
+static int tc_lock_still(struct target_create *t, const char *not_done, char *msg,
+			 size_t msg_len)
 {
 	struct tsr_meta_kv kv = { 0 };
 	char key[80];
@@ -2863,7 +2896,7 @@ static int tc_lock_still(struct target_create *t, char *msg, size_t msg_len)
 	if (ret)
 		snprintf(msg, msg_len, "%s is no longer this create's (%s: this node's lease "
 			 "lapsed meanwhile, and another create of the stream may have replaced "
-			 "its copies): not recorded", key, strerror(-ret));
+			 "its copies): %s", key, strerror(-ret), not_done);
 	return ret;
 }
 
@@ -2906,6 +2939,33 @@ static void tc_test_at_record(struct target_create *t)
 	tsr_info("site: target volume %s: test hook (%s): the uuids of its %u cop%s forgotten, "
 		 "%s deleted: %s", t->volume, f, t->made, t->made == 1 ? "y" : "ies", key,
 		 ret ? strerror(-ret) : "ok");
+}
+
+/*
+ * Test hook: when the file $TSR_TEST_TC_CLAIM_RACE_FILE reads "takeover"
+ * (tc_test_claim_race left a dead create's claim and copy), a resumed
+ * mirror create about to delete the copy it met (tc_leftover) finds
+ * tcreate/<vol> taken by "dr-other pid 2" on a lease of its own of 1500 ms:
+ * this node was frozen past its lease and another create of the stream
+ * took over (test-site-create-dr-claim).  The file is removed: once.
+ */
+static void tc_test_takeover(struct target_create *t)
+{
+	char key[80], mode[16];
+	const char *f = tc_test_hook_mode(t, mode, sizeof(mode));
+	uint64_t lease = 0;
+	int ret;
+
+	if (f == NULL || strncmp(mode, "takeover", 8) != 0 || unlink(f) != 0)
+		return;
+	snprintf(key, sizeof(key), "tcreate/%s", t->volume);
+	ret = tsr_meta_delete(t->c->meta, key, TSR_META_ANY_REV);
+	if (ret == 0)
+		ret = tsr_meta_lease_grant(t->c->meta, 1500, &lease);
+	if (ret == 0)
+		ret = tsr_meta_cas(t->c->meta, key, 0, "dr-other pid 2", 14, lease, NULL);
+	tsr_info("site: target volume %s: test hook (%s): %s taken by dr-other on a 1500 ms "
+		 "lease: %s", t->volume, f, key, ret ? strerror(-ret) : "ok");
 }
 
 /* The create ended (recorded, or its undo done): the lock goes. */
@@ -2981,7 +3041,7 @@ static void tc_record(struct target_create *t)
 			     t->k, t->m, t->unit, 0, node_ids);
 	fresh.rec.target_stream = t->stream; /* site_open_volume adopts it (target_adopt_refused) */
 	tc_test_at_record(t);
-	ret = tc_lock_still(t, msg, sizeof(msg));
+	ret = tc_lock_still(t, "not recorded", msg, sizeof(msg));
 	if (ret) {
 		/* another create may have made its copies where ours were (ours
 		 * go by uuid only: a replaced one answers ESTALE, left alone);

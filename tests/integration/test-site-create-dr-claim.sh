@@ -27,8 +27,8 @@
 # Cases 3 and 4 (review 17c D2, an operator's volume of a claimed name) and
 # 5 (a live create's copies vs a second create of the stream), 6 (an undo
 # with no uuid known: no delete by name), 7 (the record's compare-and-set
-# lost to an operator's record), 8 (a lock this process left, taken over):
-# below.
+# lost to an operator's record), 8 (a lock this process left, taken over),
+# 9 (a leftover not deleted once the lock is another's): below.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/site.sh"
 
@@ -230,6 +230,33 @@ grep -q "test hook .*: tcreate/lk \"dr-n1 pid [0-9]*\" left on this node's lease
 line=$(grep -m1 "target volume lk: tcreate/lk (dr-n1 pid [0-9]*) is this process's, left by \
 an earlier create" "$DLOG") || fail "the leaked lock of lk was not taken over"
 log "taken over: ${line#*WARN }"
+
+# case 9 (tk): a resumed create (the hook "takeover": a dead create's
+# target/tk and copy here) whose lock was taken by another create
+# ("dr-other pid 2", 1500 ms lease) just before it deletes the copy it met:
+# its node was frozen past its lease, and the copy may be the live one's.
+# It must fail without deleting it ("is no longer this create's ... the copy
+# met ... is not deleted"); after dr-other's lease lapsed, a create replaces
+# it and tk streams.  Before the fix the create deleted the copy first
+# (tc_record's check came after): "deleted while its lock was another's".
+echo takeover >"$HOOK"
+site_vol_create primary tk 4M
+site_qemu_io primary tk "write -P 0x2d 0 64k" >/dev/null || fail "write tk"
+enable_to_dr tk
+streams_equal tk
+line=$(grep -m1 "test hook .*: target/tk and a copy here (uuid .*) left by a dead create: ok" \
+	"$DLOG") || fail "the hook did not run for tk: $(grep "volume tk" "$DLOG" | tail -3)"
+uuid=${line#*"(uuid "}; uuid=${uuid%%)*}
+grep -q "test hook .*: tcreate/tk taken by dr-other on a 1500 ms lease: ok" "$DLOG" ||
+	fail "the takeover hook did not run for tk: $(grep "volume tk" "$DLOG" | tail -3)"
+lost=$(grep -m1 -n "target volume tk (replicas:1, from .*): tcreate/tk is no longer this \
+create's" "$DLOG") || fail "the create of tk did not stop at its lost lock: \
+$(grep "volume tk" "$DLOG" | tail -3)"
+left=$(grep -m1 -n "the copy on dr-n1 (uuid $uuid) is left over by a create" "$DLOG") ||
+	fail "the dead create's copy $uuid of tk was never replaced"
+(( ${lost%%:*} < ${left%%:*} )) ||
+	fail "the copy of tk was deleted while its lock was another's: ${left#*WARN }"
+log "stopped at the lost lock: ${lost#*WARN }"
 
 site_stop primary
 site_stop dr
