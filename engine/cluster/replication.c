@@ -3438,35 +3438,41 @@ answered:
  * without it is an operator's `volume create` (or a target recorded by a
  * build before the field): adopting it let the stream overwrite a volume it
  * did not create when target/<name> named the stream, a claim left by a
- * create that did not finish (review 17c D2).  true: refused (logged).
+ * create that did not finish (review 17c D2).  true: refused (logged, and
+ * said in why for the source, whose operator may have to act).
  */
 static bool target_adopt_refused(struct tsr_cluster *c, const struct tsr_site_hello *from,
 				 const char *name, uint64_t stream, uint64_t made_for,
-				 const char *path)
+				 const char *path, char *why, size_t why_len)
 {
 	uint64_t claim = target_stream(c, name);
+	char text[6144]; /* path is up to 4200 */
 
 	if (claim == stream && made_for == stream)
 		return false;
 	if (claim != stream) {
-		tsr_warn("site: %s/%s asks for volume %s, which exists here and is no "
-			 "replication target (no %s): refused", from->site, from->cluster, name,
+		snprintf(text, sizeof(text), "%s/%s asks for volume %s, which exists here and is "
+			 "no replication target (no %s): refused", from->site, from->cluster, name,
 			 path);
 	} else if (made_for == 0) {
-		tsr_warn("site: %s/%s asks for volume %s, stream %016llx: vol/%s exists here but "
+		snprintf(text, sizeof(text), "%s/%s asks for volume %s, stream %016llx: vol/%s "
+			 "exists here but "
 			 "was not created for that stream (made by `tessera volume create`, or as a "
 			 "target by a build before the record said so; no %s): refused; target/%s "
-			 "names the stream (a create of it that did not finish).  If it is this "
+			 "names the stream (a create of it that did not finish, or a target an "
+			 "earlier build made and no node of this build opened).  If it is this "
 			 "stream's target, delete it (tessera volume delete %s) and the stream "
 			 "creates it again with a full copy; if it is someone's volume, disable the "
 			 "replication of %s at %s or rename one of them", from->site, from->cluster,
 			 name, (unsigned long long)stream, name, path, name, name, name, from->site);
 	} else {
-		tsr_warn("site: %s/%s asks for volume %s, stream %016llx: vol/%s exists here but "
-			 "was created for stream %016llx (no %s): refused", from->site,
-			 from->cluster, name, (unsigned long long)stream, name,
+		snprintf(text, sizeof(text), "%s/%s asks for volume %s, stream %016llx: vol/%s "
+			 "exists here but was created for stream %016llx (no %s): refused",
+			 from->site, from->cluster, name, (unsigned long long)stream, name,
 			 (unsigned long long)made_for, path);
 	}
+	tsr_warn("site: %s", text);
+	snprintf(why, why_len, "site %s: %s", c->repl_site, text);
 	return true;
 }
 
@@ -3566,7 +3572,7 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 		snprintf(path, sizeof(path), "%s/site/%s.state", c->dir, name);
 		if (!failback && access(path, F_OK) != 0 &&
-		    target_adopt_refused(c, from, name, stream, made_for, path))
+		    target_adopt_refused(c, from, name, stream, made_for, path, why, why_len))
 			return -EEXIST;
 		/* a grow of it running or just refused: its answer first.  Attached
 		 * here, the layout may be smaller than the record (the resize's step

@@ -119,6 +119,15 @@ line=$(grep -m1 "asks for volume ox, stream" "$DLOG") ||
 	fail "the operator's ox not refused as the stream's target within 10s: $(rstat primary ox \
 state) $(grep "volume ox" "$DLOG" | tail -2)"
 log "refused: ${line#*WARN }"
+# the source is told why (its operator is the one to disable or rename);
+# before: "the target cannot open it: File exists"
+for (( i=0; i<50; i++ )); do
+	grep -q "target refused seq 0: site dr: .*asks for volume ox, stream [0-9a-f]*: vol/ox \
+exists here but was not created for that stream" "$(sdir primary)/tesserad.log" && break
+	sleep 0.1
+done
+(( i < 50 )) || fail "the source was not told why ox is refused: \
+$(grep "target refused seq 0" "$(sdir primary)/tesserad.log" | grep ox | tail -1)"
 out=$(stsr primary replication disable ox 2>&1) || fail "replication disable ox: $out"
 out=$(stsr dr volume attach ox 2>&1) || fail "volume attach ox at the DR: $out"
 assert_eq "$(site_sha dr ox)" "$(head -c 4M /dev/zero | sha256sum | cut -d' ' -f1)" \
