@@ -148,6 +148,8 @@ out=$(stsr primary replication disable oy 2>&1) || fail "replication disable oy:
 expect_fail 1 "is claimed by DR replication stream [0-9a-f]{16}.*tessera volume delete oy" \
 	stsr dr volume create oy --size 4M --replicas 1
 out=$(stsr dr volume delete oy 2>&1) || fail "volume delete oy (the claim alone): $out"
+[[ $out == *"volume 'oy' was not recorded: its name's claim by DR stream "*" is released"* ]] ||
+	fail "volume delete oy (the claim alone) did not say it released a claim: $out"
 grep -q "target/oy, the claim of DR stream [0-9a-f]* on a volume not recorded, released" \
 	"$DLOG" || fail "the claim of oy was not released: $out"
 out=$(stsr dr volume create oy --size 4M --replicas 1 2>&1) ||

@@ -378,12 +378,22 @@ static int print_list(const struct cli *cli, const Tessera__Admin__Response *res
 	return 0;
 }
 
+/* A delete that found no volume but released a DR stream's claim of its
+ * name answers with a message saying so (repl_claim_release): shown instead
+ * of "deleted volume", which would not be true. */
 static int print_deleted(const struct cli *cli, const Tessera__Admin__Response *resp,
 			 const void *arg)
 {
+	bool said = resp->message && resp->message[0];
+
 	if (cli->json)
-		return cli_print_json(json_pack("{s:s}", "deleted", (const char *)arg), false);
-	printf("deleted volume '%s'\n", (const char *)arg);
+		return cli_print_json(said ? json_pack("{s:s, s:s}", "deleted", (const char *)arg,
+						       "message", resp->message) :
+				      json_pack("{s:s}", "deleted", (const char *)arg), false);
+	if (said)
+		printf("%s\n", resp->message);
+	else
+		printf("deleted volume '%s'\n", (const char *)arg);
 	return 0;
 }
 
