@@ -1068,10 +1068,29 @@ int repl_name_claimed(struct tsr_cluster *c, const char *name, char *msg, size_t
 
 static bool tc_running_here(struct tsr_cluster *c, const char *name);
 
+/* tc_lock's value of tcreate/<vol>: "NODE pid PID", this process. */
+static void tc_lock_text(const struct tsr_cluster *c, char *text, size_t len)
+{
+	snprintf(text, len, "%s pid %ld", c->node_id, (long)getpid());
+}
+
+/* kv, tcreate/<vol>, was written by this process (tc_lock_text).  With no
+ * create of vol running here, it is one an earlier create here left: its
+ * delete failed (tc_unlock), and on this live node's lease it would stay
+ * until the node stops. */
+static bool tc_lock_is_mine(const struct tsr_cluster *c, const struct tsr_meta_kv *kv)
+{
+	char text[128];
+
+	tc_lock_text(c, text, sizeof(text));
+	return kv->value_len == strlen(text) && memcmp(kv->value, text, kv->value_len) == 0;
+}
+
 /*
  * volume delete of name answered -ENOENT (resp): when target/<name> claims
  * it for a DR stream and no create of it runs (here, or anywhere: no
- * tcreate/<name>, tc_lock), the claim is deleted
+ * tcreate/<name>, tc_lock, but one this process left with no create of it
+ * running here, deleted), the claim is deleted
  * (at the revision read) and resp says so instead (error 0): how an
  * operator releases a name a create that did not finish left claimed.
  */
@@ -1079,17 +1098,37 @@ void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin_
 {
 	struct tsr_meta_kv kv = { 0 };
 	uint64_t stream, rev;
-	char key[80];
+	char key[80], held[128] = "";
+	bool running;
 	int ret;
 
 	if (resp->error != -ENOENT || target_claim_get(c, name, &stream, &rev) || stream == 0)
 		return;
 	snprintf(key, sizeof(key), "tcreate/%s", name);
-	if (tc_running_here(c, name) || tsr_meta_get(c->meta, key, &kv) == 0) {
-		tsr_meta_kv_clear(&kv);
+	running = tc_running_here(c, name);
+	ret = running ? 0 : tsr_meta_get(c->meta, key, &kv);
+	if (ret == 0 && !running && tc_lock_is_mine(c, &kv)) {
+		ret = tsr_meta_delete(c->meta, key, kv.mod_rev);
+		tsr_warn("cluster: %s is this process's, left by an earlier create of %s here (no "
+			 "create of it runs here): deleted (volume delete): %s", key, name,
+			 ret ? strerror(-ret) : "ok");
+		if (ret == 0 || ret == -ECANCELED)
+			ret = ret ? 0 : -ENOENT; /* gone, or written again since: held */
+	}
+	if (ret == 0 && !running)
+		snprintf(held, sizeof(held), ": %.*s", (int)(kv.value_len < 100 ? kv.value_len : 100),
+			 (const char *)kv.value);
+	tsr_meta_kv_clear(&kv);
+	if (ret == 0) {
 		admin_fail(resp, -EBUSY, "volume '%s' is being created as the target of DR stream "
-			   "%016llx (%s): retry once it is created (then delete the volume) or has "
-			   "failed", name, (unsigned long long)stream, key);
+			   "%016llx (%s%s): retry once it is created (then delete the volume) or has "
+			   "failed", name, (unsigned long long)stream, key, held);
+		return;
+	}
+	if (ret != -ENOENT) {
+		admin_fail(resp, ret, "volume '%s' is not recorded; cannot read or clear %s to tell whether "
+			   "a create of it runs (the claim of DR stream %016llx is kept): %s", name,
+			   key, (unsigned long long)stream, strerror(-ret));
 		return;
 	}
 	snprintf(key, sizeof(key), "target/%s", name);
@@ -2714,7 +2753,9 @@ static const char *tc_test_hook_mode(const struct target_create *t, char *mode, 
  * done: target/<vol> written naming the stream, the copy made here, vol/<vol>
  * recorded listing this node alone (replicas 1) (test-site-create-dr-claim);
  * a file that reads "claim" stops after target/<vol> (the other create has
- * not recorded yet); one that reads "operator" records vol/<vol> without
+ * not recorded yet), and "claimleak" does so and forgets this create's
+ * lock (lock_rev), as if tc_unlock's delete failed: tcreate/<vol> stays on
+ * this node's lease with no create of the volume running; one that reads "operator" records vol/<vol> without
  * the stream, as an operator's `volume create` that checked the name just
  * before the claim and recorded just after it.  One that reads "live" acts
  * earlier (early: before the create's lock, tc_lock): target/<vol> naming
@@ -2740,6 +2781,8 @@ static void tc_test_claim_race(struct target_create *t, bool early)
 	if (f == NULL)
 		return;
 	claim_only = strncmp(mode, "claim", 5) == 0;
+	if (strncmp(mode, "claimleak", 9) == 0)
+		t->lock_rev = 0;
 	by_operator = strncmp(mode, "operator", 8) == 0;
 	live = strncmp(mode, "live", 4) == 0;
 	leak = strncmp(mode, "leak", 4) == 0;
@@ -2765,7 +2808,7 @@ static void tc_test_claim_race(struct target_create *t, bool early)
 		char lock[128];
 
 		snprintf(key, sizeof(key), "tcreate/%s", t->volume);
-		snprintf(lock, sizeof(lock), "%s pid %ld", t->c->node_id, (long)getpid());
+		tc_lock_text(t->c, lock, sizeof(lock));
 		ret = tsr_meta_cas(t->c->meta, key, 0, lock, strlen(lock), cluster_lease(t->c),
 				   NULL);
 		tsr_info("site: target volume %s: test hook (%s): %s \"%s\" left on this node's "
@@ -2791,7 +2834,8 @@ static void tc_test_claim_race(struct target_create *t, bool early)
 	}
 	if (claim_only) {
 		tsr_info("site: target volume %s: test hook (%s): target/%s written by another "
-			 "create: %s", t->volume, f, t->volume, ret ? strerror(-ret) : "ok");
+			 "create%s: %s", t->volume, f, t->volume, t->lock_rev ? "" :
+			 ", this create's lock forgotten", ret ? strerror(-ret) : "ok");
 		return;
 	}
 	if (ret == 0)
@@ -2840,7 +2884,7 @@ static int tc_lock(struct target_create *t, char *msg, size_t msg_len)
 	if (lease == 0)
 		return 0;
 	snprintf(key, sizeof(key), "tcreate/%s", t->volume);
-	snprintf(text, sizeof(text), "%s pid %ld", t->c->node_id, (long)getpid());
+	tc_lock_text(t->c, text, sizeof(text));
 	for (int tries = 0; tries < 2; tries++) {
 		ret = tsr_meta_cas(t->c->meta, key, 0, text, strlen(text), lease, &t->lock_rev);
 		if (ret == 0)
@@ -2856,8 +2900,7 @@ static int tc_lock(struct target_create *t, char *msg, size_t msg_len)
 		}
 		snprintf(held, sizeof(held), "%.*s",
 			 (int)(kv.value_len < 100 ? kv.value_len : 100), (const char *)kv.value);
-		if (tries > 0 || kv.value_len != strlen(text) ||
-		    memcmp(kv.value, text, kv.value_len) != 0) {
+		if (tries > 0 || !tc_lock_is_mine(t->c, &kv)) {
 			tsr_meta_kv_clear(&kv);
 			break;
 		}

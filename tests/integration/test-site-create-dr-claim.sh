@@ -28,7 +28,8 @@
 # 5 (a live create's copies vs a second create of the stream), 6 (an undo
 # with no uuid known: no delete by name), 7 (the record's compare-and-set
 # lost to an operator's record), 8 (a lock this process left, taken over),
-# 9 (a leftover not deleted once the lock is another's): below.
+# 9 (a leftover not deleted once the lock is another's), 10 (a claim and a
+# lock left, released by volume delete): below.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/site.sh"
 
@@ -52,6 +53,15 @@ streams_equal() {
 	rwait primary "$1" 'j["state"] == "streaming"' "streaming" 30
 	repl_caught_up "$1" 30
 	assert_eq "$(site_sha dr "$1")" "$(site_sha primary "$1")" "sha256 of $1 at the DR vs the source"
+}
+# hooked_stream MODE VOL BYTE: the hook armed with MODE, VOL (4M) written
+# with BYTE over 64k at the primary and replicated to dr; it streams equal.
+hooked_stream() {
+	echo "$1" >"$HOOK"
+	site_vol_create primary "$2" 4M
+	site_qemu_io primary "$2" "write -P $3 0 64k" >/dev/null || fail "write $2"
+	enable_to_dr "$2"
+	streams_equal "$2"
 }
 
 site_vol_create primary cv 4M
@@ -163,11 +173,7 @@ out=$(stsr dr volume create oy --size 4M --replicas 1 2>&1) ||
 # and only once the lease has lapsed does it resume and replace the copy (a
 # dead create's leftover now); then lv streams.  Before the fix it was
 # "resumed" at once and replaced the live create's copy.
-echo live >"$HOOK"
-site_vol_create primary lv 4M
-site_qemu_io primary lv "write -P 0x4c 0 1M" >/dev/null || fail "write lv"
-enable_to_dr lv
-streams_equal lv
+hooked_stream live lv 0x4c
 line=$(grep -m1 "test hook .*target/lv, a copy here (uuid " "$DLOG") ||
 	fail "the hook did not run for lv: $(grep "volume lv" "$DLOG" | tail -3)"
 [[ $line == *": ok" ]] || fail "the hook's writes for lv failed: $line"
@@ -187,11 +193,7 @@ log "waited for the live create: ${live#*INFO }"
 # it has no uuid of: left, with a WARN naming it; the stream's next create
 # (resumed: the claim is kept) replaces it and nv streams.  Before the fix
 # (finding 3) the undo deleted the copy by name, with no WARN.
-echo lapse >"$HOOK"
-site_vol_create primary nv 4M
-site_qemu_io primary nv "write -P 0x6b 0 1M" >/dev/null || fail "write nv"
-enable_to_dr nv
-streams_equal nv
+hooked_stream lapse nv 0x6b
 grep -q "test hook .*: the uuids of its 1 copy forgotten, tcreate/nv deleted: ok" "$DLOG" ||
 	fail "the hook did not run for nv: $(grep "volume nv" "$DLOG" | tail -3)"
 grep -q "target volume nv (replicas:1, from .*): tcreate/nv is no longer this create's" "$DLOG" ||
@@ -231,11 +233,7 @@ out=$(stsr dr volume attach rx 2>&1) || fail "volume attach rx at the DR (its co
 # that a live node renews for ever.  Before the fix every VOLUME_OPEN was
 # answered "another create of it is live (tcreate/lk: dr-n1 pid N)" until
 # dr-n1 stopped: "site primary, lk: not streaming after 30s".
-echo leak >"$HOOK"
-site_vol_create primary lk 4M
-site_qemu_io primary lk "write -P 0x1c 0 64k" >/dev/null || fail "write lk"
-enable_to_dr lk
-streams_equal lk
+hooked_stream leak lk 0x1c
 grep -q "test hook .*: tcreate/lk \"dr-n1 pid [0-9]*\" left on this node's lease: ok" "$DLOG" ||
 	fail "the hook did not run for lk: $(grep "volume lk" "$DLOG" | tail -3)"
 line=$(grep -m1 "target volume lk: tcreate/lk (dr-n1 pid [0-9]*) is this process's, left by \
@@ -250,11 +248,7 @@ log "taken over: ${line#*WARN }"
 # met ... is not deleted"); after dr-other's lease lapsed, a create replaces
 # it and tk streams.  Before the fix the create deleted the copy first
 # (tc_record's check came after): "deleted while its lock was another's".
-echo takeover >"$HOOK"
-site_vol_create primary tk 4M
-site_qemu_io primary tk "write -P 0x2d 0 64k" >/dev/null || fail "write tk"
-enable_to_dr tk
-streams_equal tk
+hooked_stream takeover tk 0x2d
 line=$(grep -m1 "test hook .*: target/tk and a copy here (uuid .*) left by a dead create: ok" \
 	"$DLOG") || fail "the hook did not run for tk: $(grep "volume tk" "$DLOG" | tail -3)"
 uuid=${line#*"(uuid "}; uuid=${uuid%%)*}
@@ -268,6 +262,29 @@ left=$(grep -m1 -n "the copy on dr-n1 (uuid $uuid) is left over by a create" "$D
 (( ${lost%%:*} < ${left%%:*} )) ||
 	fail "the copy of tk was deleted while its lock was another's: ${left#*WARN }"
 log "stopped at the lost lock: ${lost#*WARN }"
+
+# case 10 (ol): a claim left, and tcreate/ol left on dr-n1's lease by a
+# create of ol whose lock delete failed (the hook "claimleak": the claim
+# lost, the lock forgotten), the stream disabled: no create of ol will run
+# again.  `volume delete ol` must release the name (the lock is this
+# process's, no create of ol runs here), not answer "is being created" for
+# as long as dr-n1 lives.  Before the fix: EBUSY "is being created as the
+# target of DR stream ..." at every try.
+echo claimleak >"$HOOK"
+site_vol_create primary ol 4M
+enable_to_dr ol
+for (( i=0; i<100; i++ )); do
+	grep -q "test hook .*: target/ol written by another create, this create's lock forgotten: \
+ok" "$DLOG" && break
+	sleep 0.1
+done
+(( i < 100 )) || fail "the hook did not run for ol: $(grep "volume ol" "$DLOG" | tail -3)"
+out=$(stsr primary replication disable ol 2>&1) || fail "replication disable ol: $out"
+out=$(stsr dr volume delete ol 2>&1) || fail "volume delete ol (a claim, a lock left): $out"
+[[ $out == *"its name's claim by DR stream "*" is released"* ]] ||
+	fail "volume delete ol did not release the claim: $out"
+grep -q "cluster: tcreate/ol is this process's, left by an earlier create of ol here" "$DLOG" ||
+	fail "the lock left on ol was not cleared by the delete"
 
 site_stop primary
 site_stop dr
