@@ -3474,8 +3474,10 @@ answered:
 }
 
 /*
- * site_open_volume: may the stream adopt the recorded volume name (no state
- * file of it here, path, and no failback)?  Only when target/<name> names
+ * site_open_volume: may the stream adopt the recorded volume name (no
+ * failback; has_state: the site server's state file of it here, path)?
+ * With the state file, when target/<name> names the stream or the record
+ * says it was created for it (below).  Without, only when target/<name> names
  * the stream and the record says it was created for it (made_for, the
  * record's target_stream, written by target_create's record).  A record
  * without it is an operator's `volume create` (or a target recorded by a
@@ -3486,14 +3488,32 @@ answered:
  */
 static bool target_adopt_refused(struct tsr_cluster *c, const struct tsr_site_hello *from,
 				 const char *name, uint64_t stream, uint64_t made_for,
-				 const char *path, char *why, size_t why_len)
+				 const char *path, bool has_state, char *why, size_t why_len)
 {
 	uint64_t claim = target_stream(c, name);
 	char text[6144]; /* path is up to 4200 */
 
 	if (claim == stream && made_for == stream)
 		return false;
-	if (claim != stream) {
+	/* the state file says the site server served a target of this name
+	 * here, not that this record is it: `volume delete` of a target leaves
+	 * the file (and deletes target/<name>), and an operator's volume made
+	 * after it, with target/<name> naming no stream and no target_stream,
+	 * was attached and overwritten.  With it, target/<name> naming the
+	 * stream (a target of a build before the record's field, stamped by
+	 * target_stream_record) or the record does. */
+	if (has_state && (claim == stream || made_for == stream))
+		return false;
+	if (has_state) {
+		snprintf(text, sizeof(text), "%s/%s asks for volume %s, stream %016llx: vol/%s "
+			 "exists here but is not that stream's target (target/%s does not name it "
+			 "and the record was not created for it; %s is left from an earlier "
+			 "target of that name, deleted since): refused.  If it is someone's "
+			 "volume, disable the replication of %s at %s or rename one of them; if it "
+			 "is the stream's, delete it (tessera volume delete %s) and the stream "
+			 "creates it again", from->site, from->cluster, name,
+			 (unsigned long long)stream, name, name, path, name, from->site, name);
+	} else if (claim != stream) {
 		snprintf(text, sizeof(text), "%s/%s asks for volume %s, which exists here and is "
 			 "no replication target (no %s): refused", from->site, from->cluster, name,
 			 path);
@@ -3614,8 +3634,8 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 		snprintf(path, sizeof(path), "%s/site/%s.state", c->dir, name);
-		if (!failback && access(path, F_OK) != 0 &&
-		    target_adopt_refused(c, from, name, stream, made_for, path, why, why_len))
+		if (!failback && target_adopt_refused(c, from, name, stream, made_for, path,
+						      access(path, F_OK) == 0, why, why_len))
 			return -EEXIST;
 		/* a grow of it running or just refused: its answer first.  Attached
 		 * here, the layout may be smaller than the record (the resize's step

@@ -286,5 +286,35 @@ out=$(stsr dr volume delete ol 2>&1) || fail "volume delete ol (a claim, a lock 
 grep -q "cluster: tcreate/ol is this process's, left by an earlier create of ol here" "$DLOG" ||
 	fail "the lock left on ol was not cleared by the delete"
 
+# case 11 (sf): a target deleted at the DR leaves the site server's state
+# file DIR/site/sf.state; an operator's `volume create sf` there (target/sf
+# went with the delete) must not be adopted by the stream when it comes
+# back, state file or not: refused, sf reads as the operator made it.
+# Before the fix the state file let the stream attach and overwrite it.
+site_vol_create primary sf 4M
+site_qemu_io primary sf "write -P 0x3c 0 64k" >/dev/null || fail "write sf"
+enable_to_dr sf
+streams_equal sf
+site_stop primary
+site_stop dr # nothing holds sf open: the delete removes its copy
+site_start dr
+out=$(stsr dr volume delete sf 2>&1) || fail "volume delete sf at the DR: $out"
+[ -e "$(sdir dr)/site/sf.state" ] || log "note: no state file of sf left at the DR"
+out=$(stsr dr volume create sf --size 4M --replicas 1 2>&1) || fail "volume create sf: $out"
+site_start primary
+out=$(stsr primary volume attach sf 2>&1) || fail "volume attach sf at the primary: $out"
+for (( i=0; i<100; i++ )); do
+	grep -q "asks for volume sf, .*refused" "$DLOG" && break
+	sleep 0.1
+done
+line=$(grep -m1 "asks for volume sf, .*refused" "$DLOG") ||
+	fail "the operator's sf not refused as the stream's target within 10s: $(rstat primary sf \
+state) $(grep "volume sf" "$DLOG" | tail -2)"
+log "refused: ${line#*WARN }"
+out=$(stsr primary replication disable sf 2>&1) || fail "replication disable sf: $out"
+out=$(stsr dr volume attach sf 2>&1) || fail "volume attach sf at the DR: $out"
+assert_eq "$(site_sha dr sf)" "$(head -c 4M /dev/zero | sha256sum | cut -d' ' -f1)" \
+	"sha256 of the operator's sf at the DR (zeros, not the source's data)"
+
 site_stop primary
 site_stop dr
