@@ -2774,15 +2774,14 @@ static void tc_test_claim_race(struct target_create *t, bool early)
 	const char *node_ids[1] = { t->c->node_id };
 	struct tsr_vol_info info;
 	char key[80], text[20];
-	bool claim_only, by_operator, live, leak;
+	bool claim_only, by_operator, live, leak, lock_left;
 	uint64_t lease;
 	int ret;
 
 	if (f == NULL)
 		return;
 	claim_only = strncmp(mode, "claim", 5) == 0;
-	if (strncmp(mode, "claimleak", 9) == 0)
-		t->lock_rev = 0;
+	lock_left = strncmp(mode, "claimleak", 9) == 0;
 	by_operator = strncmp(mode, "operator", 8) == 0;
 	live = strncmp(mode, "live", 4) == 0;
 	leak = strncmp(mode, "leak", 4) == 0;
@@ -2833,9 +2832,11 @@ static void tc_test_claim_race(struct target_create *t, bool early)
 		return;
 	}
 	if (claim_only) {
+		if (lock_left)
+			t->lock_rev = 0;
 		tsr_info("site: target volume %s: test hook (%s): target/%s written by another "
-			 "create%s: %s", t->volume, f, t->volume, t->lock_rev ? "" :
-			 ", this create's lock forgotten", ret ? strerror(-ret) : "ok");
+			 "create%s: %s", t->volume, f, t->volume, lock_left ?
+			 ", this create's lock forgotten" : "", ret ? strerror(-ret) : "ok");
 		return;
 	}
 	if (ret == 0)
