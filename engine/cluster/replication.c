@@ -3511,9 +3511,11 @@ static bool target_adopt_refused(struct tsr_cluster *c, const struct tsr_site_he
 			 "and the record was not created for it; %s is left from an earlier "
 			 "target of that name, deleted since): refused.  If it is someone's "
 			 "volume, disable the replication of %s at %s or rename one of them; if it "
-			 "is the stream's, delete it (tessera volume delete %s) and the stream "
-			 "creates it again", from->site, from->cluster, name,
-			 (unsigned long long)stream, name, name, path, name, from->site, name);
+			 "is the stream's, delete it (tessera volume delete %s) and restart its "
+			 "source at %s (tessera volume detach %s, then attach it, there): only a "
+			 "source's start copies the volume whole to the new target", from->site,
+			 from->cluster, name, (unsigned long long)stream, name, name, path, name,
+			 from->site, name, from->site, name);
 	} else if (claim != stream) {
 		snprintf(text, sizeof(text), "%s/%s asks for volume %s, which exists here and is "
 			 "no replication target (no %s): refused", from->site, from->cluster, name,
@@ -3525,10 +3527,12 @@ static bool target_adopt_refused(struct tsr_cluster *c, const struct tsr_site_he
 			 "target by a build before the record said so; no %s): refused; target/%s "
 			 "names the stream (a create of it that did not finish, or a target an "
 			 "earlier build made and no node of this build opened).  If it is this "
-			 "stream's target, delete it (tessera volume delete %s) and the stream "
-			 "creates it again with a full copy; if it is someone's volume, disable the "
-			 "replication of %s at %s or rename one of them", from->site, from->cluster,
-			 name, (unsigned long long)stream, name, path, name, name, name, from->site);
+			 "stream's target, delete it (tessera volume delete %s) and restart its "
+			 "source at %s (tessera volume detach %s, then attach it, there): only a "
+			 "source's start copies the volume whole to the new target; if it is "
+			 "someone's volume, disable the replication of %s at %s or rename one of "
+			 "them", from->site, from->cluster, name, (unsigned long long)stream, name,
+			 path, name, name, from->site, name, name, from->site);
 	} else {
 		snprintf(text, sizeof(text), "%s/%s asks for volume %s, stream %016llx: vol/%s "
 			 "exists here but was created for stream %016llx (no %s): refused",

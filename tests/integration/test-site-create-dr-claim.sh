@@ -129,6 +129,11 @@ line=$(grep -m1 "asks for volume ox, stream" "$DLOG") ||
 	fail "the operator's ox not refused as the stream's target within 10s: $(rstat primary ox \
 state) $(grep "volume ox" "$DLOG" | tail -2)"
 log "refused: ${line#*WARN }"
+# the way out names the source's restart: a target made again while the
+# source runs on gets only what its log holds, not a whole copy
+[[ $line == *"delete it (tessera volume delete ox) and restart its source at primary (tessera \
+volume detach ox, then attach it, there)"* ]] || fail "the refusal of ox does not say to \
+restart the source: ${line#*WARN }"
 # the source is told why (its operator is the one to disable or rename);
 # before: "the target cannot open it: File exists"
 for (( i=0; i<50; i++ )); do
