@@ -167,7 +167,7 @@ void *mop_cache_get(struct mop_cache *mc, size_t size)
 
 void mop_cache_put(struct mop_cache *mc, void *op)
 {
-	if (!MIRROR_KEEP_OPS || mc->n >= MIRROR_FREE_OPS) {
+	if (!TSR_KEEP_FREED || mc->n >= MIRROR_FREE_OPS) {
 		free(op);
 		return;
 	}

@@ -71,21 +71,9 @@ struct wop;
  * belong to its home worker, so no lock.  At most MIRROR_FREE_OPS are kept
  * (a burst's extra ones are freed); mop_cache_drop frees them all (mirror
  * teardown).  A cached op's first bytes hold the list's link.
- * Under AddressSanitizer (TSR_SANITIZE) none are kept: an op touched after
- * its callback ran (a late or second completion) is then a reported
- * use after free, not a silent write into the next operation's op.
+ * None are kept under AddressSanitizer (TSR_KEEP_FREED, tessera/common.h).
  */
 #define MIRROR_FREE_OPS 64
-#if defined(__SANITIZE_ADDRESS__)
-#define MIRROR_KEEP_OPS false
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define MIRROR_KEEP_OPS false
-#endif
-#endif
-#ifndef MIRROR_KEEP_OPS
-#define MIRROR_KEEP_OPS true
-#endif
 struct mop_cache {
 	void *head;
 	unsigned n;

@@ -72,7 +72,7 @@ struct peer_creq {
 	uint32_t length;      /* READ/SUMS: expected payload bytes */
 	void *dest;           /* READ buffer / SUMS array (caller's) */
 	uint32_t reply_len;   /* STAGE_LIST, SNAP_LIST: payload bytes of the reply */
-	union {
+	union creq_cb {
 		tsr_cb data;
 		tsr_peer_open_cb open;
 		tsr_peer_stage_list_cb list;
@@ -230,6 +230,10 @@ static void creq_recycle(struct tsr_peer_client *c, struct peer_creq *r)
 {
 	if (r == &c->hello_req)
 		return;
+	if (!TSR_KEEP_FREED) {
+		free(r);
+		return;
+	}
 	r->next_send = c->free_reqs;
 	c->free_reqs = r;
 }
@@ -247,21 +251,18 @@ static void pend_unlink(struct tsr_peer_client *c, struct peer_creq *r)
 	r->prev_pend = r->next_pend = NULL;
 }
 
-/* STAGE_LIST: decode the reply payload (r->dest, r->reply_len bytes) and
- * hand the entries to the callback; frees the payload buffer. */
-static void list_finish(struct peer_creq *r, int status)
+/* STAGE_LIST: decode the reply payload (len bytes) and hand the entries to
+ * the callback; frees the payload buffer. */
+static void list_finish(tsr_peer_stage_list_cb cb_fn, void *cb_arg, uint8_t *payload,
+			uint32_t len, int status)
 {
-	tsr_peer_stage_list_cb cb_fn = r->cb.list;
 	struct tsr_stage_entry *e = NULL;
-	void *cb_arg = r->cb_arg;
-	uint8_t *payload = r->dest;
 	size_t n = 0;
 
-	r->dest = NULL;
 	if (status == 0) {
 		e = malloc(TSR_STAGE_MAX_ENTRIES * sizeof(*e));
 		status = e == NULL ? -ENOMEM
-				   : tsr_peer_stage_list_parse(payload, r->reply_len, e,
+				   : tsr_peer_stage_list_parse(payload, len, e,
 							       TSR_STAGE_MAX_ENTRIES, &n);
 		if (status < 0) {
 			if (status != -ENOMEM)
@@ -274,21 +275,18 @@ static void list_finish(struct peer_creq *r, int status)
 	free(e);
 }
 
-/* SNAP_LIST: decode the reply payload and hand the entries to the callback;
- * frees the payload buffer. */
-static void slist_finish(struct peer_creq *r, int status)
+/* SNAP_LIST: decode the reply payload (len bytes) and hand the entries to
+ * the callback; frees the payload buffer. */
+static void slist_finish(tsr_peer_snap_list_cb cb_fn, void *cb_arg, uint8_t *payload,
+			 uint32_t len, int status)
 {
-	tsr_peer_snap_list_cb cb_fn = r->cb.slist;
 	struct tsr_peer_snap_entry *e = NULL;
-	void *cb_arg = r->cb_arg;
-	uint8_t *payload = r->dest;
 	size_t n = 0;
 
-	r->dest = NULL;
 	if (status == 0) {
 		e = malloc(TSR_PEER_SNAP_LIST_MAX * sizeof(*e));
 		status = e == NULL ? -ENOMEM
-				   : tsr_peer_snap_list_parse(payload, r->reply_len, e,
+				   : tsr_peer_snap_list_parse(payload, len, e,
 							      TSR_PEER_SNAP_LIST_MAX, &n);
 		if (status < 0) {
 			if (status != -ENOMEM)
@@ -301,34 +299,37 @@ static void slist_finish(struct peer_creq *r, int status)
 	free(e);
 }
 
-/* STATS: decode the reply payload and hand the counters to the callback;
- * frees the payload buffer. */
-static void stats_finish(struct peer_creq *r, int status)
+/* STATS: decode the reply payload (len bytes) and hand the counters to the
+ * callback; frees the payload buffer. */
+static void stats_finish(tsr_peer_stats_cb cb_fn, void *cb_arg, uint8_t *payload, uint32_t len,
+			 int status)
 {
-	tsr_peer_stats_cb cb_fn = r->cb.stats;
-	void *cb_arg = r->cb_arg;
-	uint8_t *payload = r->dest;
 	struct tsr_peer_stats st;
 
-	r->dest = NULL;
-	if (status == 0 && tsr_peer_stats_parse(payload, r->reply_len, &st) < 0)
+	if (status == 0 && tsr_peer_stats_parse(payload, len, &st) < 0)
 		status = -EPROTO;
 	free(payload);
 	cb_fn(cb_arg, status, status == 0 ? &st : NULL);
 }
 
-/* Run r's callback with status and recycle it (r was unlinked from the table
- * and the pending list by the caller). */
+/* Recycle r and run its callback with status (r was unlinked from the table
+ * and the pending list by the caller).  Everything the callback needs is
+ * taken out of r first: once recycled, r is the next request's (or freed:
+ * TSR_KEEP_FREED). */
 static void creq_finish(struct tsr_peer_client *c, struct peer_creq *r, int status)
 {
 	uint8_t op = r->op;
 	void *arg = r->cb_arg;
-	tsr_cb data = r->cb.data;
-	tsr_peer_open_cb open = r->cb.open;
+	union creq_cb cb = r->cb;
+	uint8_t *payload = r->dest;
+	uint32_t len = r->reply_len;
 	uint64_t handle = r->reply_handle, size = r->reply_size;
+	bool hello = r == &c->hello_req;
 
+	if (op == TSR_PEER_STAGE_LIST || op == TSR_PEER_SNAP_LIST || op == TSR_PEER_STATS)
+		r->dest = NULL; /* the payload is the finish's to free */
 	creq_recycle(c, r);
-	if (r == &c->hello_req) {
+	if (hello) {
 		if (status < 0 && c->state != CLI_FAILED) {
 			tsr_warn("peer: %s refused our HELLO: %s%s", c->address, strerror(-status),
 				 status == -EACCES ? " (check that both nodes use the same token)"
@@ -338,15 +339,15 @@ static void creq_finish(struct tsr_peer_client *c, struct peer_creq *r, int stat
 		return;
 	}
 	if (op == TSR_PEER_OPEN)
-		open(arg, status, status == 0 ? handle : 0, status == 0 ? size : 0);
+		cb.open(arg, status, status == 0 ? handle : 0, status == 0 ? size : 0);
 	else if (op == TSR_PEER_STAGE_LIST)
-		list_finish(r, status);
+		list_finish(cb.list, arg, payload, len, status);
 	else if (op == TSR_PEER_SNAP_LIST)
-		slist_finish(r, status);
+		slist_finish(cb.slist, arg, payload, len, status);
 	else if (op == TSR_PEER_STATS)
-		stats_finish(r, status);
+		stats_finish(cb.stats, arg, payload, len, status);
 	else
-		data(arg, status);
+		cb.data(arg, status);
 }
 
 /* The reply for r is here (or the connection failed): complete it, unless

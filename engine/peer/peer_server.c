@@ -367,8 +367,12 @@ static void req_free(struct peer_sreq *req)
 	if (c->state == CONN_CLOSED) {
 		free(req);
 	} else {
-		req->next = c->free_reqs;
-		c->free_reqs = req;
+		if (TSR_KEEP_FREED) {
+			req->next = c->free_reqs;
+			c->free_reqs = req;
+		} else {
+			free(req); /* see TSR_KEEP_FREED */
+		}
 		if (c->paused && conn_can_resume(c))
 			conn_schedule(c);
 	}

@@ -145,7 +145,7 @@ static void free_key_init(void)
 
 static void op_put(struct svol_op *op)
 {
-	if (t_nfree >= OP_FREE_MAX) {
+	if (!TSR_KEEP_FREED || t_nfree >= OP_FREE_MAX) {
 		free(op);
 		return;
 	}

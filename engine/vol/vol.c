@@ -693,8 +693,12 @@ static void tap_done(void *arg, int status)
 		else
 			vol->hooks.on_write(vol->hooks.arg, t->offset, (uint32_t)t->len, t->buf);
 	}
-	t->next = vol->free_taps;
-	vol->free_taps = t;
+	if (TSR_KEEP_FREED) {
+		t->next = vol->free_taps;
+		vol->free_taps = t;
+	} else {
+		free(t); /* see TSR_KEEP_FREED */
+	}
 	cb_fn(cb_arg, status);
 }
 

@@ -19,6 +19,25 @@ typedef void (*tsr_cb)(void *cb_arg, int status);
 #define TSR_BLOCK_SIZE 4096u            /* store block, CRC unit, O_DIRECT unit */
 #define TSR_MAX_IO (32u * 1024 * 1024)  /* largest single request (NBD payload limit) */
 
+/*
+ * Free lists on the data path (store ops, peer requests, mirror ops) keep a
+ * finished object for the next one instead of freeing it.  Under
+ * AddressSanitizer (-DTSR_SANITIZE=ON) they keep nothing: an object touched
+ * after its callback ran (a late or second completion, a bug the async
+ * contract forbids) is then a reported heap-use-after-free, not a silent
+ * write into the next operation's object.  Release builds keep them.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define TSR_KEEP_FREED false
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TSR_KEEP_FREED false
+#endif
+#endif
+#ifndef TSR_KEEP_FREED
+#define TSR_KEEP_FREED true
+#endif
+
 /* An extent for block status: allocated data or a hole reading as zeros. */
 struct tsr_extent {
 	uint64_t offset;
