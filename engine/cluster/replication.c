@@ -3592,7 +3592,8 @@ static void target_stream_record(struct tsr_cluster *c, const char *name, uint64
  */
 static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 			    const struct tsr_site_open *o, uint64_t size, uint64_t stream,
-			    struct tsr_vol **out, char *why, size_t why_len)
+			    struct tsr_vol **out, char id[TSR_SITE_NAME_MAX + 1], char *why,
+			    size_t why_len)
 {
 	struct tsr_cluster *c = arg;
 	Tessera__Cluster__ReplicationRecord *src = NULL;
@@ -3636,6 +3637,7 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 
 		recorded = true;
 		made_for = rec->target_stream;
+		snprintf(id, TSR_SITE_NAME_MAX + 1, "%s", rec->uuid);
 
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 		snprintf(path, sizeof(path), "%s/site/%s.state", c->dir, name);
@@ -3709,8 +3711,12 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 			return ret;
 		}
 	}
-	if (recorded)
+	if (recorded) {
 		target_stream_record(c, name, stream, made_for);
+	} else if (rec_volume_get(c->meta, name, &rec, NULL) == 0) { /* created just now */
+		snprintf(id, TSR_SITE_NAME_MAX + 1, "%s", rec->uuid);
+		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	}
 	if (drop_repl) {
 		source_stop(c, name);
 		snprintf(key, sizeof(key), "repl/%s", name);

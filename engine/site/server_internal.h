@@ -23,7 +23,8 @@
 
 #define SITE_STATE_SIZE 4096u
 #define SITE_STATE_MAGIC 0x54535354u /* little endian "TSST" */
-#define SITE_STATE_VERSION 1u
+#define SITE_STATE_VERSION 1u    /* written without a target id */
+#define SITE_STATE_VERSION_ID 2u /* written with one (bytes 304..367) */
 
 #define SITE_STATE_CONSISTENT 0x1u /* the volume equals a prefix of the history */
 #define SITE_STATE_CLEAN 0x2u      /* the last session closed cleanly: nothing past applied */
@@ -41,12 +42,17 @@ struct site_state {
 	uint64_t marker;  /* consistency group: the newest MARKER applied through applied
 			   * (0: none); 0 when group is "" */
 	char group[TSR_SITE_NAME_MAX + 1];   /* consistency group, tsr_valid_name or "" */
+	char target_id[TSR_SITE_NAME_MAX + 1]; /* the identity of the volume this state
+						* is about (open_volume's id), tsr_valid_name;
+						* "" unknown (version 1) */
 };
 
 /*
  * State block layout past the names (site.h has the rest): 228 u32 reserved
  * 0, 232 u64 marker, 240 64-byte group name (NUL padded, may be empty: then
- * marker is 0), 304..4091 zero.
+ * marker is 0), version 2 only: 304 64-byte target id (NUL padded, not
+ * empty), then zero up to 4091.  Packed as version 2 when target_id is set,
+ * else as version 1 (byte-identical to a build before the id).
  *
  * Check and decode one state block.  Errors: -EBADMSG bad magic or CRC32C,
  * -EPROTONOSUPPORT another version, -EPROTO a field breaks its rule (stream

@@ -42,7 +42,8 @@ static int check_fields(struct tsr_site_hdr *h)
 
 	if (reply && h->opcode != TSR_SITE_HELLO && h->opcode != TSR_SITE_VOLUME_OPEN)
 		return -EPROTO;
-	if ((h->flags & TSR_SITE_F_REPLAY) && !(reply && h->opcode == TSR_SITE_VOLUME_OPEN))
+	if ((h->flags & (TSR_SITE_F_REPLAY | TSR_SITE_F_FRESH)) &&
+	    !(reply && h->opcode == TSR_SITE_VOLUME_OPEN))
 		return -EPROTO;
 	if ((h->flags & TSR_SITE_F_DIGEST) && (reply || h->opcode != TSR_SITE_VOLUME_OPEN))
 		return -EPROTO;
@@ -178,7 +179,7 @@ int tsr_site_hdr_parse(const uint8_t buf[TSR_SITE_HDR_SIZE], struct tsr_site_hdr
 	h.data_crc = tsr_get_le32(buf + 44);
 	h.wire_len = tsr_get_le32(buf + WIRE_LEN_OFF);
 	if (h.flags & ~(TSR_SITE_F_REPLY | TSR_SITE_F_REPLAY | TSR_SITE_F_DIGEST |
-			TSR_SITE_F_COMPRESSED))
+			TSR_SITE_F_COMPRESSED | TSR_SITE_F_FRESH))
 		return -EPROTO;
 	ret = check_fields(&h);
 	if (ret)

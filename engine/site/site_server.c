@@ -92,7 +92,7 @@ void site_state_pack(const struct site_state *st, uint8_t buf[SITE_STATE_SIZE])
 {
 	memset(buf, 0, SITE_STATE_SIZE);
 	tsr_put_le32(buf, SITE_STATE_MAGIC);
-	tsr_put_le32(buf + 4, SITE_STATE_VERSION);
+	tsr_put_le32(buf + 4, st->target_id[0] ? SITE_STATE_VERSION_ID : SITE_STATE_VERSION);
 	tsr_put_le64(buf + 8, st->stream);
 	tsr_put_le64(buf + 16, st->epoch);
 	tsr_put_le64(buf + 24, st->applied);
@@ -102,6 +102,7 @@ void site_state_pack(const struct site_state *st, uint8_t buf[SITE_STATE_SIZE])
 	strncpy((char *)buf + 164, st->volume, 64);
 	tsr_put_le64(buf + 232, st->marker);
 	strncpy((char *)buf + 240, st->group, 64);
+	strncpy((char *)buf + 304, st->target_id, 64);
 	tsr_put_le32(buf + SITE_STATE_SIZE - 4, tsr_crc32c(0, buf, SITE_STATE_SIZE - 4));
 }
 
@@ -122,11 +123,14 @@ static int name_field(const uint8_t *p, char out[TSR_SITE_NAME_MAX + 1])
 int site_state_parse(const uint8_t buf[SITE_STATE_SIZE], struct site_state *out)
 {
 	struct site_state st = {0};
+	uint32_t version;
+	size_t zero_from = 304;
 
 	if (tsr_get_le32(buf) != SITE_STATE_MAGIC ||
 	    tsr_get_le32(buf + SITE_STATE_SIZE - 4) != tsr_crc32c(0, buf, SITE_STATE_SIZE - 4))
 		return -EBADMSG;
-	if (tsr_get_le32(buf + 4) != SITE_STATE_VERSION)
+	version = tsr_get_le32(buf + 4);
+	if (version != SITE_STATE_VERSION && version != SITE_STATE_VERSION_ID)
 		return -EPROTONOSUPPORT;
 	st.stream = tsr_get_le64(buf + 8);
 	st.epoch = tsr_get_le64(buf + 16);
@@ -149,7 +153,12 @@ int site_state_parse(const uint8_t buf[SITE_STATE_SIZE], struct site_state *out)
 		if (st.marker)
 			return -EPROTO;
 	}
-	for (size_t i = 304; i < SITE_STATE_SIZE - 4; i++)
+	if (version == SITE_STATE_VERSION_ID) {
+		if (name_field(buf + 304, st.target_id))
+			return -EPROTO;
+		zero_from = 368;
+	}
+	for (size_t i = zero_from; i < SITE_STATE_SIZE - 4; i++)
 		if (buf[i])
 			return -EPROTO;
 	*out = st;
@@ -371,6 +380,8 @@ struct sess {
 	struct tvol *tv;           /* the volume; its state_fd and vol outlive the session */
 	struct site_state st;      /* what the state file holds (updated at each write) */
 	bool replay;               /* reply with TSR_SITE_F_REPLAY */
+	bool fresh;                /* reply with TSR_SITE_F_FRESH: the state file was of a
+				    * volume deleted since (its target id differs) */
 	/* stream phase (home worker) */
 	struct tsr_site_target *target;
 	uint8_t *state_buf;        /* SITE_STATE_SIZE, aligned */
@@ -1676,6 +1687,8 @@ static void msg_arrive(struct tsr_worker *w, void *arg)
 	atomic_store(&s->tv->connected, true);
 	if (s->replay)
 		r.flags |= TSR_SITE_F_REPLAY;
+	if (s->fresh)
+		r.flags |= TSR_SITE_F_FRESH;
 	if (s->open_hdr.flags & TSR_SITE_F_DIGEST) {
 		s->dig_rbuf = tsr_alloc_aligned(DIG_READ);
 		s->dig_out = malloc(DIG_READ / TSR_SITE_DIGEST_REGION * TSR_SITE_DIGEST_LEN);
@@ -1698,7 +1711,8 @@ static void msg_arrive(struct tsr_worker *w, void *arg)
 	tsr_site_rx_hold(&s->rx, true); /* each WRITE into its own buffer */
 	tsr_info("site server: %s: stream %llu resumes after seq %llu%s", s->label,
 		 (unsigned long long)s->st.stream, (unsigned long long)s->st.applied,
-		 s->replay ? " (replay: the last session did not end cleanly)" : "");
+		 s->replay ? " (replay: the last session did not end cleanly)" :
+		 s->fresh ? " (a re-created target: the source copies it whole)" : "");
 	if (tx_start(s, &r, NULL)) {
 		s->dead = true;
 		sess_begin_close(s);
@@ -1968,7 +1982,7 @@ static int ctl_open_volume(struct sess *s)
 	struct site_state st = {0};
 	struct tsr_vol *vol = NULL;
 	struct tvol *tv;
-	char why[TSR_SITE_ERRMSG_MAX + 1];
+	char why[TSR_SITE_ERRMSG_MAX + 1], id[TSR_SITE_NAME_MAX + 1] = "";
 	bool created = false;
 	int ret;
 
@@ -2025,7 +2039,7 @@ static int ctl_open_volume(struct sess *s)
 	}
 	why[0] = '\0';
 	ret = srv->ops.open_volume(srv->ops.arg, &s->from, &s->open, h->offset, h->stream, &vol,
-				   why, sizeof(why));
+				   id, why, sizeof(why));
 	/* ESTALE to VOLUME_OPEN says "promoted" (the source demotes itself),
 	 * which only the state file decides (above): open_volume's -ESTALE (a
 	 * copy saw a newer coordinator at the target) is a failure to retry */
@@ -2042,6 +2056,24 @@ static int ctl_open_volume(struct sess *s)
 	if (tv->vol)
 		tsr_vol_put(tv->vol);
 	tv->vol = vol;
+	if (!tsr_valid_name(id))
+		id[0] = '\0';
+	if (tv->state_fd >= 0 && st.applied > 0 && st.target_id[0] && id[0] &&
+	    strcmp(st.target_id, id) != 0) {
+		/* the state is of a volume deleted since: this one holds nothing
+		 * of the stream (and no log tail of the source could fill it) */
+		tsr_warn("site server: %s: volume %s is not the one its state file describes "
+			 "(target %s, applied through seq %llu; now %s: deleted and created "
+			 "again): nothing applied here, the source is told to copy it whole",
+			 s->label, name, st.target_id, (unsigned long long)st.applied, id);
+		st.applied = 0;
+		st.marker = 0;
+		st.flags = 0; /* no prefix until the source's copy ends with SYNC_END */
+		s->replay = false;
+		s->fresh = true;
+	}
+	if (id[0])
+		snprintf(st.target_id, sizeof(st.target_id), "%s", id);
 	if (tv->state_fd < 0) {
 		tv->state_fd = state_open(srv, name, true);
 		if (tv->state_fd < 0) {

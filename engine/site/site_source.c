@@ -365,9 +365,11 @@ struct tsr_site_source {
 	uint8_t dig_zero[TSR_SITE_DIGEST_LEN]; /* digest of a whole zero region (compare) */
 	uint64_t open_a;         /* the VOLUME_OPEN reply, held through SESS_DIGEST */
 	bool open_replay;
+	bool open_fresh;
 	uint64_t region_bytes_same; /* region bytes found equal at the target, not sent */
 
 	uint64_t bytes_shipped, region_bytes_shipped, frames_shipped, overflows, reconnects;
+	uint64_t full_copies; /* sessions that found the target holding less than it ACKed */
 
 	/* compression (opts.compress): tx_begin compresses each WRITE payload
 	 * into cbuf and sends that instead when it is smaller */
@@ -791,6 +793,7 @@ static void publish(struct tsr_site_source *s)
 	p.frames_compressed = s->frames_compressed;
 	p.overflows = s->overflows;
 	p.reconnects = s->reconnects;
+	p.full_copies = s->full_copies;
 	p.markers_sent = s->markers_sent;
 	p.last_marker = s->last_marker_sent;
 	p.rate_bps = s->rate_bps;
@@ -1513,13 +1516,32 @@ static void holes_not_zero_there(struct tsr_site_source *s)
 	}
 }
 
-/* VOLUME_OPEN's reply: the target applied through a. */
-static void on_open(struct tsr_site_source *s, uint64_t a, bool replay)
+/*
+ * VOLUME_OPEN's reply: the target applied through a; fresh: it is a volume
+ * created again since (TSR_SITE_F_FRESH).  A target that holds less than it
+ * acknowledged before (fresh, or a below what it ACKed: its volume or state
+ * was replaced) gets every region: neither the log tail nor the regions the
+ * log overflowed into cover what it lost.
+ */
+static void on_open(struct tsr_site_source *s, uint64_t a, bool replay, bool fresh)
 {
 	struct log_entry *e, *last_sent = NULL;
 	bool ok;
 
 	s->replay = replay;
+	if (fresh || (s->first_session_done && a < s->acked_seq)) {
+		log_to_dirty(s);
+		s->dirty_count += bits_mark(s, s->dirty, 0, s->vol_size);
+		if (s->dirty_since_ns == 0)
+			s->dirty_since_ns = tsr_mono_ns();
+		s->full_copies++;
+		tsr_warn("site source %s -> %s: the target %s (it acknowledged seq %llu before, "
+			 "holds seq %llu): copying the whole volume (%llu regions)",
+			 tsr_vol_name(s->vol), s->address,
+			 fresh ? "volume was created again" : "went back",
+			 (unsigned long long)s->acked_seq, (unsigned long long)a,
+			 (unsigned long long)s->n_regions);
+	}
 	if (!s->first_session_done && s->holes != NULL) {
 		/* the target has history: zero what is a hole here; with its
 		 * digests, only the holes where it holds something else than
@@ -1622,7 +1644,7 @@ static void on_digest(struct tsr_site_source *s, const struct tsr_site_hdr *h,
 	}
 	if (n == 0) {
 		s->dig_valid = true;
-		on_open(s, s->open_a, s->open_replay);
+		on_open(s, s->open_a, s->open_replay, s->open_fresh);
 		return;
 	}
 	if (first >= s->n_regions || n > s->n_regions - first) {
@@ -1724,10 +1746,11 @@ static void on_frame(struct tsr_site_source *s, const struct tsr_site_hdr *h,
 		if (s->dig_asked) { /* the digests come first */
 			s->open_a = h->seq;
 			s->open_replay = h->flags & TSR_SITE_F_REPLAY;
+			s->open_fresh = h->flags & TSR_SITE_F_FRESH;
 			s->sess = SESS_DIGEST;
 			return;
 		}
-		on_open(s, h->seq, h->flags & TSR_SITE_F_REPLAY);
+		on_open(s, h->seq, h->flags & TSR_SITE_F_REPLAY, h->flags & TSR_SITE_F_FRESH);
 		return;
 	case SESS_DIGEST:
 		on_digest(s, h, payload);

@@ -51,6 +51,12 @@
  *                restarted without a clean close: frames after seq may be
  *                partly on its disk, so it is not consistent until the source
  *                has re-sent everything it had sent before and then SYNC_END.
+ *                Flag TSR_SITE_F_FRESH (0x10) when the target volume is not
+ *                the one its state file described (deleted and created
+ *                again while the stream went on): seq is then 0 and the
+ *                source copies the whole volume; a source built before the
+ *                flag refuses such a reply as malformed (never resumes a
+ *                log tail onto an empty target).
  *                A volume promoted at the target refuses VOLUME_OPEN with
  *                ERROR -ESTALE: the source is demoted.
  *   WRITE        stream, seq, offset (4 KiB aligned), length (4 KiB multiple,
@@ -153,6 +159,7 @@ enum tsr_site_op {
 #define TSR_SITE_F_REPLAY 0x02u /* VOLUME_OPEN reply only: see above */
 #define TSR_SITE_F_DIGEST 0x04u /* VOLUME_OPEN request only: send DIGEST frames first */
 #define TSR_SITE_F_COMPRESSED 0x08u /* WRITE only: the payload is compressed (wire_len) */
+#define TSR_SITE_F_FRESH 0x10u /* VOLUME_OPEN reply only: a re-created target, holds nothing */
 
 /* Stream compression (VOLUME_OPEN payload byte 2). */
 enum tsr_site_compress {
@@ -171,7 +178,8 @@ enum tsr_site_compress {
 struct tsr_site_hdr {
 	uint8_t opcode;       /* enum tsr_site_op */
 	uint8_t flags;        /* TSR_SITE_F_REPLY only on HELLO / VOLUME_OPEN;
-			       * TSR_SITE_F_REPLAY only on a VOLUME_OPEN reply;
+			       * TSR_SITE_F_REPLAY, TSR_SITE_F_FRESH only on a
+			       * VOLUME_OPEN reply;
 			       * TSR_SITE_F_DIGEST only on a VOLUME_OPEN request;
 			       * TSR_SITE_F_COMPRESSED only on a WRITE */
 	uint64_t stream;      /* 0 only for HELLO (and ERROR about no stream) */
@@ -673,6 +681,8 @@ struct tsr_site_source_stats {
 	uint64_t frames_compressed;  /* WRITE frames sent with TSR_SITE_F_COMPRESSED */
 	uint64_t overflows;       /* times the log turned into the bitmap */
 	uint64_t reconnects;      /* sessions started after the first */
+	uint64_t full_copies;     /* sessions whose target held less than it had ACKed (a
+				   * volume created again there): the whole volume went again */
 	uint64_t markers_sent;    /* consistency group: MARKER frames sent */
 	uint64_t last_marker;     /* number of the last MARKER sent (0: none) */
 	double rate_bps;          /* payload bytes/s over the last few seconds */
@@ -695,7 +705,7 @@ void tsr_site_source_stats(struct tsr_site_source *s, struct tsr_site_source_sta
  * State file (one 4 KiB block, O_DIRECT + FUA through the worker's io,
  * little endian):
  *   off size field
- *    0   4   magic "TSST"        4  4  version 1
+ *    0   4   magic "TSST"        4  4  version 1, or 2 with a target id
  *    8   8   stream             16  8  epoch (highest seen)
  *   24   8   applied            32  4  flags: 1 consistent, 2 clean close,
  *                                          4 promoted
@@ -703,7 +713,11 @@ void tsr_site_source_stats(struct tsr_site_source *s, struct tsr_site_source_sta
  *  164  64   volume name        228  4  reserved 0
  *  232   8   consistency group: newest MARKER applied through applied (0: none)
  *  240  64   consistency group name (NUL padded; empty: none, then marker 0)
+ *  304  64   version 2: the target volume's identity (open_volume's id, NUL
+ *            padded); version 1: zero (unknown, taken as this volume's)
  *  ... zero ...                4092  4  CRC32C of bytes 0..4091
+ * A state file whose id is not the opened volume's describes a volume
+ * deleted since: the stream starts over at applied 0 (TSR_SITE_F_FRESH).
  * A file that fails its checks is refused with a log line (the volume is
  * then not served as a target until an operator acts).
  */
@@ -719,11 +733,14 @@ struct tsr_site_server_ops {
 	 * target of this stream, -EINVAL a bad layout, -ENOSPC, others.  An
 	 * existing volume smaller than size is grown first (its source grew).
 	 * On an error a sentence for the source may be put in why (else the
-	 * server words one).
+	 * server words one).  On success id gets the volume's identity, which
+	 * changes when it is deleted and created again (the cluster: its
+	 * record's uuid; tsr_valid_name), or "" when there is none.
 	 */
 	int (*open_volume)(void *arg, const struct tsr_site_hello *from,
 			   const struct tsr_site_open *o, uint64_t size, uint64_t stream,
-			   struct tsr_vol **out, char *why, size_t why_len);
+			   struct tsr_vol **out, char id[TSR_SITE_NAME_MAX + 1], char *why,
+			   size_t why_len);
 	/*
 	 * May be NULL (never).  Failback: volume has a state file of another
 	 * stream (or of one since promoted here) and stream, from the site in

@@ -155,9 +155,10 @@ static void *loop_main(void *arg)
 
 static int open_volume(void *arg, const struct tsr_site_hello *from, const struct tsr_site_open *o,
 		       uint64_t size, uint64_t stream, struct tsr_vol **out,
-		       char *why, size_t why_len)
+		       char id[TSR_SITE_NAME_MAX + 1], char *why, size_t why_len)
 {
 	struct env *e = arg;
+	struct tsr_vol_info info;
 	int ret;
 
 	(void)from;
@@ -176,6 +177,9 @@ static int open_volume(void *arg, const struct tsr_site_hello *from, const struc
 	ret = tsr_store_vol_create(e->store, o->volume, size, NULL);
 	if (ret && ret != -EEXIST)
 		return ret;
+	/* the store's uuid: a volume deleted and created again gets another */
+	if (tsr_store_vol_info(e->store, o->volume, &info) == 0)
+		snprintf(id, TSR_SITE_NAME_MAX + 1, "%s", info.uuid);
 	ret = tsr_vol_get(e->set, o->volume, out);
 	if (ret == 0)
 		tsr_vol_set_write_fence(*out, -EROFS);
