@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# A DR target deleted while its source keeps its stream (and its log), then
+# created again by the stream's next VOLUME_OPEN, gets the whole volume
+# (review revA, session 18).  The deleted target's state file stays in the
+# DR's DIR/site/: before the fix the new, empty target resumed "after seq
+# 3" and the source resent only its log tail (nothing), so the DR's copy
+# differed from the source's while status said "receiving".  Now the state
+# file names the target it describes (the record's uuid), the DR answers
+# TSR_SITE_F_FRESH at applied 0, and the source marks every region dirty.
+# Checked: the DR's image equals the source's (sha256), written before the
+# delete (0x3c) and during the DR's absence (0x5d); the DR logged the
+# re-created target.  Then once more with the state file removed too: the
+# DR answers seq 0 without the flag, and the source's own rule (a resume
+# point below the seq the target ACKed) copies it whole (0x7e meanwhile).
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/site.sh"
+require_tessera
+sites_setup
+site_start dr
+site_start primary
+site_add_dr primary dr dr "127.0.0.1:${SITE_LISTEN[dr]}"
+site_vol_create primary sf 4M
+site_qemu_io primary sf "write -P 0x3c 0 1M" >/dev/null || fail "write sf"
+out=$(stsr primary replication enable sf --to dr --target-layout replicas:1 2>&1) || fail "$out"
+rwait primary sf 'j["state"] == "streaming"' "streaming" 30
+repl_caught_up sf 30
+# the DR restarted without its site listener: the target can be deleted
+site_stop dr
+full=${SITE_ARGS[dr]}
+SITE_ARGS[dr]="--listen 127.0.0.1:${SITE_PORT[dr]} --node-id dr-n1 --zone z1 --meta --peer-timeout 2000 --site dr"
+site_start dr
+out=$(stsr dr volume delete sf 2>&1) || fail "delete at the DR: $out"
+[ -e "$(sdir dr)/site/sf.state" ] || fail "the state file of the deleted target is gone: nothing to check"
+site_stop dr
+# the source's log holds a tail the new target never saw
+site_qemu_io primary sf "write -P 0x5d 2M 64k" >/dev/null || fail "write sf (2)"
+SITE_ARGS[dr]=$full
+site_start dr
+rwait primary sf 'j["state"] == "streaming"' "streaming" 30
+repl_caught_up sf 30
+a=$(site_sha dr sf); b=$(site_sha primary sf)
+log "after: dr $a primary $b"
+[ "$a" = "$b" ] || fail "DIVERGED: the recreated target differs from the source"
+grep -q "re-created target" "$(sdir dr)/tesserad.log" ||
+	fail "the DR did not tell the source of the re-created target"
+# again, the state file removed too (an operator, or a delete that removes
+# it): the DR holds seq 0 of a stream it ACKed through more; the source's
+# own rule (a resume point below its acked seq) copies it whole
+site_stop dr
+SITE_ARGS[dr]="--listen 127.0.0.1:${SITE_PORT[dr]} --node-id dr-n1 --zone z1 --meta --peer-timeout 2000 --site dr"
+site_start dr
+out=$(stsr dr volume delete sf 2>&1) || fail "delete at the DR: $out"
+rm -f "$(sdir dr)/site/sf.state"
+site_stop dr
+site_qemu_io primary sf "write -P 0x7e 3M 64k" >/dev/null || fail "write sf (3)"
+SITE_ARGS[dr]=$full
+site_start dr
+rwait primary sf 'j["state"] == "streaming"' "streaming" 30
+repl_caught_up sf 30
+a=$(site_sha dr sf); b=$(site_sha primary sf)
+log "without the state file: dr $a primary $b"
+site_stop primary
+site_stop dr
+[ "$a" = "$b" ] || fail "DIVERGED: the recreated target (no state file) differs from the source"
