@@ -159,6 +159,18 @@ static void test_digest_fields(void **state)
 	h = valid_hdr(TSR_SITE_WRITE);
 	h.flags = TSR_SITE_F_DIGEST;
 	assert_int_equal(roundtrip(&h, &out), -EPROTO);
+	/* FRESH: a VOLUME_OPEN reply only */
+	h = valid_hdr(TSR_SITE_VOLUME_OPEN);
+	h.flags = TSR_SITE_F_REPLY | TSR_SITE_F_FRESH;
+	h.offset = h.length = h.data_crc = 0;
+	assert_int_equal(roundtrip(&h, &out), 0);
+	assert_int_equal(out.flags, TSR_SITE_F_REPLY | TSR_SITE_F_FRESH);
+	h = valid_hdr(TSR_SITE_VOLUME_OPEN);
+	h.flags = TSR_SITE_F_FRESH;
+	assert_int_equal(roundtrip(&h, &out), -EPROTO);
+	h = valid_hdr(TSR_SITE_ACK);
+	h.flags = TSR_SITE_F_FRESH;
+	assert_int_equal(roundtrip(&h, &out), -EPROTO);
 }
 
 /* The documented byte offsets, checked against a hand-built frame. */

@@ -1146,6 +1146,54 @@ static void test_corrupt_state(void **state)
 	assert_int_equal(list_count(e), 1);
 }
 
+/* A state file about another volume than the one opened (deleted and
+ * created again since, its target id differs): the stream starts over at
+ * applied 0 with TSR_SITE_F_FRESH and the file takes the new id.  A version
+ * 1 file (no id, written by a build before it) is taken as this volume's. */
+static void test_recreated_target(void **state)
+{
+	struct env *e = *state;
+	struct site_state st = {.stream = 81, .epoch = EPOCH, .applied = 5,
+				.flags = SITE_STATE_CLEAN | SITE_STATE_CONSISTENT,
+				.site = "primary", .cluster = "c-primary", .volume = "rc1",
+				.target_id = "gone-1"};
+	struct client c;
+	struct tsr_site_hdr r;
+
+	assert_int_equal(mkdir(e->state_dir, 0755) == 0 || errno == EEXIST, 1);
+	write_state(e, &st);
+	r = client_start(e, &c, "rc1", 81);
+	assert_int_equal(r.seq, 0);
+	assert_int_equal(r.flags, TSR_SITE_F_REPLY | TSR_SITE_F_FRESH);
+	send_write(&c, NULL, 81, 1, 0, BS, 1);
+	barrier(&c, 81, 1);
+	client_close(&c, true);
+	wait_disconnected(e, "rc1");
+	assert_int_equal(read_state(e, "rc1", &st), 0);
+	assert_int_equal(st.applied, 1);
+	assert_true(st.target_id[0] != '\0');
+	assert_string_not_equal(st.target_id, "gone-1");
+	/* the same volume again: it resumes, no flag */
+	r = client_start(e, &c, "rc1", 81);
+	assert_int_equal(r.seq, 1);
+	assert_int_equal(r.flags, TSR_SITE_F_REPLY);
+	client_close(&c, true);
+	wait_disconnected(e, "rc1");
+	/* version 1 (no id): resumes where it says, and gets the id */
+	st = (struct site_state){.stream = 82, .epoch = EPOCH, .applied = 4,
+				 .flags = SITE_STATE_CLEAN | SITE_STATE_CONSISTENT,
+				 .site = "primary", .cluster = "c-primary", .volume = "rc2"};
+	write_state(e, &st);
+	r = client_start(e, &c, "rc2", 82);
+	assert_int_equal(r.seq, 4);
+	assert_int_equal(r.flags, TSR_SITE_F_REPLY);
+	client_close(&c, true);
+	wait_disconnected(e, "rc2");
+	assert_int_equal(read_state(e, "rc2", &st), 0);
+	assert_int_equal(st.applied, 4);
+	assert_true(st.target_id[0] != '\0');
+}
+
 /* A certificate from another CA: the handshake fails, nothing happens. */
 static void test_other_ca(void **state)
 {
@@ -1634,6 +1682,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_promote, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failback_replace, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_state, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recreated_target, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_ca, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_takeover, setup, teardown),
