@@ -24,41 +24,35 @@ site_qemu_io primary sf "write -P 0x3c 0 1M" >/dev/null || fail "write sf"
 out=$(stsr primary replication enable sf --to dr --target-layout replicas:1 2>&1) || fail "$out"
 rwait primary sf 'j["state"] == "streaming"' "streaming" 30
 repl_caught_up sf 30
-# the DR restarted without its site listener: the target can be deleted
-site_stop dr
 full=${SITE_ARGS[dr]}
-SITE_ARGS[dr]="--listen 127.0.0.1:${SITE_PORT[dr]} --node-id dr-n1 --zone z1 --meta --peer-timeout 2000 --site dr"
-site_start dr
-out=$(stsr dr volume delete sf 2>&1) || fail "delete at the DR: $out"
-[ -e "$(sdir dr)/site/sf.state" ] || fail "the state file of the deleted target is gone: nothing to check"
-site_stop dr
-# the source's log holds a tail the new target never saw
-site_qemu_io primary sf "write -P 0x5d 2M 64k" >/dev/null || fail "write sf (2)"
-SITE_ARGS[dr]=$full
-site_start dr
-rwait primary sf 'j["state"] == "streaming"' "streaming" 30
-repl_caught_up sf 30
-a=$(site_sha dr sf); b=$(site_sha primary sf)
-log "after: dr $a primary $b"
-[ "$a" = "$b" ] || fail "DIVERGED: the recreated target differs from the source"
+# recreate WHAT PATTERN OFFSET [rm]: delete the target at the DR (restarted
+# without its site listener, so the delete is allowed), the state file too
+# with rm; write PATTERN at OFFSET at the source meanwhile (a log tail the
+# new target never saw); the DR back with its listener; the images compared.
+recreate() {
+	local what=$1 pattern=$2 off=$3 a b
+	site_stop dr
+	SITE_ARGS[dr]="--listen 127.0.0.1:${SITE_PORT[dr]} --node-id dr-n1 --zone z1 --meta --peer-timeout 2000 --site dr"
+	site_start dr
+	out=$(stsr dr volume delete sf 2>&1) || fail "delete at the DR: $out"
+	[ -e "$(sdir dr)/site/sf.state" ] || fail "the deleted target's state file is gone"
+	[ "${4:-}" = rm ] && rm -f "$(sdir dr)/site/sf.state"
+	site_stop dr
+	site_qemu_io primary sf "write -P $pattern $off 64k" >/dev/null || fail "write $pattern"
+	SITE_ARGS[dr]=$full
+	site_start dr
+	rwait primary sf 'j["state"] == "streaming"' "streaming" 30
+	repl_caught_up sf 30
+	a=$(site_sha dr sf); b=$(site_sha primary sf)
+	log "$what: dr $a primary $b"
+	[ "$a" = "$b" ] || fail "DIVERGED: the recreated target ($what) differs from the source"
+}
+recreate "state file left" 0x5d 2M
 grep -q "re-created target" "$(sdir dr)/tesserad.log" ||
 	fail "the DR did not tell the source of the re-created target"
-# again, the state file removed too (an operator, or a delete that removes
-# it): the DR holds seq 0 of a stream it ACKed through more; the source's
-# own rule (a resume point below its acked seq) copies it whole
-site_stop dr
-SITE_ARGS[dr]="--listen 127.0.0.1:${SITE_PORT[dr]} --node-id dr-n1 --zone z1 --meta --peer-timeout 2000 --site dr"
-site_start dr
-out=$(stsr dr volume delete sf 2>&1) || fail "delete at the DR: $out"
-rm -f "$(sdir dr)/site/sf.state"
-site_stop dr
-site_qemu_io primary sf "write -P 0x7e 3M 64k" >/dev/null || fail "write sf (3)"
-SITE_ARGS[dr]=$full
-site_start dr
-rwait primary sf 'j["state"] == "streaming"' "streaming" 30
-repl_caught_up sf 30
-a=$(site_sha dr sf); b=$(site_sha primary sf)
-log "without the state file: dr $a primary $b"
+# the state file removed too (an operator, or a delete that removes it): the
+# DR answers seq 0 without the flag; the source's own rule (a resume point
+# below its acked seq) copies it whole
+recreate "state file removed" 0x7e 3M rm
 site_stop primary
 site_stop dr
-[ "$a" = "$b" ] || fail "DIVERGED: the recreated target (no state file) differs from the source"
