@@ -79,6 +79,9 @@ struct target {
 	atomic_bool estale;           /* answer VOLUME_OPEN with ERROR -ESTALE */
 	atomic_bool replay;           /* answer the next VOLUME_OPEN with TSR_SITE_F_REPLAY */
 	atomic_int replays;           /* such answers given */
+	atomic_int recreate;          /* at the next VOLUME_OPEN the volume is emptied and
+				       * the target starts at applied 0 (a DR target deleted
+				       * and created again): 1 with TSR_SITE_F_FRESH, 2 without */
 	atomic_int connections;       /* VOLUME_OPENs answered */
 	atomic_int digest_opens;      /* of which asked for region digests (sent) */
 	atomic_int errors_sent;       /* refused frames */
@@ -179,7 +182,7 @@ static void serve(struct target *tg, int fd, struct tsr_site_rx *rx)
 	struct tsr_site_tls *t = NULL;
 	struct tsr_site_hdr h;
 	uint8_t pl[TSR_SITE_OPEN_MAX + TSR_SITE_HELLO_MAX];
-	int ret, spins = 0;
+	int ret, spins = 0, recreate;
 
 	if (tsr_site_tls_new(tg->ctx, fd, "primary.site.test", &t) < 0)
 		goto out;
@@ -263,6 +266,21 @@ static void serve(struct target *tg, int fd, struct tsr_site_rx *rx)
 			;
 		goto out;
 	}
+	recreate = atomic_exchange(&tg->recreate, 0);
+	if (recreate) {
+		struct done d = {0};
+
+		tsr_site_target_destroy(tg->t);
+		tg->t = NULL;
+		ret = tsr_vol_trim_flags(tg->vol, tg->io, 0, tsr_vol_size(tg->vol), TSR_WRITE_REPL,
+					 done_cb, &d);
+		if (ret == 0)
+			ret = wait_done(tg->io, &d);
+		if (ret < 0) {
+			atomic_fetch_add(&tg->bad, 1);
+			goto out;
+		}
+	}
 	if (tg->t == NULL &&
 	    tsr_site_target_create(&(struct tsr_site_target_opts){.vol = tg->vol,
 								  .io = tg->io,
@@ -278,6 +296,11 @@ static void serve(struct target *tg, int fd, struct tsr_site_rx *rx)
 				  .stream = STREAM,
 				  .epoch = rx->hdr.epoch,
 				  .seq = tsr_site_target_applied(tg->t)};
+	if (recreate) { /* empty: no prefix until the source's SYNC_END */
+		h.flags |= recreate == 1 ? TSR_SITE_F_FRESH : 0;
+		tsr_site_target_set_inconsistent(tg->t);
+		atomic_store(&tg->consistent, false);
+	}
 	if (atomic_exchange(&tg->replay, false)) { /* as after an unclean restart */
 		h.flags |= TSR_SITE_F_REPLAY;
 		tsr_site_target_set_inconsistent(tg->t);
@@ -1159,6 +1182,16 @@ static void test_overflow(void **state)
 	assert_true(st.region_bytes_shipped < e->size / 2);
 }
 
+/* The fake target closes the connection now; back once it has (10 s at most). */
+static void drop_session(struct env *e)
+{
+	uint64_t t0 = tsr_mono_ms();
+
+	atomic_store(&e->tg.drop, true);
+	while (atomic_load(&e->tg.drop) && tsr_mono_ms() - t0 < 10000)
+		usleep(1000);
+}
+
 /* The connection drops mid-stream: the source resends from the target's
  * applied seq, no gap, no region copy. */
 static void test_reconnect(void **state)
@@ -1168,7 +1201,6 @@ static void test_reconnect(void **state)
 	struct tsr_site_source_stats st;
 	char addr[64];
 	unsigned seed = 11, i;
-	uint64_t t0;
 
 	(void)state;
 	o = source_opts(e, addr, sizeof(addr));
@@ -1178,10 +1210,7 @@ static void test_reconnect(void **state)
 		if (i == 1 || i == 3) {
 			if (i == 3) /* the second time the target says it restarted uncleanly */
 				atomic_store(&e->tg.replay, true);
-			atomic_store(&e->tg.drop, true);
-			t0 = tsr_mono_ms();
-			while (atomic_load(&e->tg.drop) && tsr_mono_ms() - t0 < 10000)
-				usleep(1000);
+			drop_session(e);
 		}
 	}
 	wait_caught_up(e, &st);
@@ -1192,6 +1221,38 @@ static void test_reconnect(void **state)
 	assert_int_equal(st.region_bytes_shipped, 0);     /* resumed from the log */
 	assert_int_equal(atomic_load(&e->tg.replays), 1); /* and a SYNC_END ended the replay: */
 	assert_int_equal(st.overflows, 0);
+	assert_true(atomic_load(&e->tg.consistent));
+}
+
+/*
+ * The target's volume is emptied and its applied seq goes back to 0 (a DR
+ * target deleted and created again): told so by TSR_SITE_F_FRESH, then
+ * with no flag but a resume point below the seq it ACKed, the source sends
+ * every region each time, not only its log (review revA): equal after.
+ */
+static void test_target_recreated(void **state)
+{
+	struct env *e = env_open(16 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	char addr[64];
+	unsigned seed = 13, i;
+
+	(void)state;
+	o = source_opts(e, addr, sizeof(addr));
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	random_writes(e, 150, 0, e->size, 16, &seed);
+	wait_caught_up(e, &st);
+	assert_int_equal(st.full_copies, 0);
+	for (i = 1; i <= 2; i++) {
+		atomic_store(&e->tg.recreate, (int)i);
+		drop_session(e);
+		random_writes(e, 20, 0, e->size, 16, &seed); /* a log tail on top */
+		wait_caught_up(e, &st);
+		assert_volumes_equal(e); /* the log tail alone would leave it mostly zeros */
+		assert_int_equal(st.full_copies, i);
+	}
+	assert_target_clean(e);
 	assert_true(atomic_load(&e->tg.consistent));
 }
 
@@ -1987,6 +2048,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_digest_resync, env_teardown),
 	    cmocka_unit_test_teardown(test_overflow, env_teardown),
 	    cmocka_unit_test_teardown(test_reconnect, env_teardown),
+	    cmocka_unit_test_teardown(test_target_recreated, env_teardown),
 	    cmocka_unit_test_teardown(test_demote, env_teardown),
 	    cmocka_unit_test_teardown(test_grow, env_teardown),
 	    cmocka_unit_test_teardown(test_grow_async, env_teardown),
