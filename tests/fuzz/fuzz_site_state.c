@@ -7,8 +7,9 @@
  * the fuzzer reaches the field checks.
  * Checks: no crash; only the documented errnos; an accepted block keeps
  * its rules (stream non-zero, known flags, valid NUL-terminated names; a
- * consistency group name valid or empty, and no marker without a group) and
- * packs back to the same bytes.
+ * consistency group name valid or empty, and no marker without a group; a
+ * target id valid or empty) and packs back to the same bytes (version 2
+ * exactly when it has a target id).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -33,7 +34,8 @@ static void check(const uint8_t *block)
 	if (st.stream == 0 || (st.flags & ~SITE_STATE_FLAGS) || !tsr_valid_name(st.site) ||
 	    !tsr_valid_name(st.cluster) || !tsr_valid_name(st.volume) ||
 	    (st.group[0] != '\0' && !tsr_valid_name(st.group)) ||
-	    (st.group[0] == '\0' && st.marker != 0))
+	    (st.group[0] == '\0' && st.marker != 0) ||
+	    (st.target_id[0] != '\0' && !tsr_valid_name(st.target_id)))
 		abort();
 	again = malloc(SITE_STATE_SIZE);
 	if (again == NULL)
