@@ -29,7 +29,10 @@
 #define SITE_STATE_CONSISTENT 0x1u /* the volume equals a prefix of the history */
 #define SITE_STATE_CLEAN 0x2u      /* the last session closed cleanly: nothing past applied */
 #define SITE_STATE_PROMOTED 0x4u   /* failed over: the stream ended for good */
-#define SITE_STATE_FLAGS (SITE_STATE_CONSISTENT | SITE_STATE_CLEAN | SITE_STATE_PROMOTED)
+#define SITE_STATE_FRESH 0x8u      /* a re-created target, nothing applied yet: each
+				    * VOLUME_OPEN replies TSR_SITE_F_FRESH (version 2) */
+#define SITE_STATE_FLAGS (SITE_STATE_CONSISTENT | SITE_STATE_CLEAN | SITE_STATE_PROMOTED | \
+			  SITE_STATE_FRESH)
 
 struct site_state {
 	uint64_t stream;  /* non-zero: the only stream this volume takes */

@@ -635,6 +635,8 @@ static void sync_write(struct sess *s)
 	s->st.applied = s->sync_seq;
 	s->st.epoch = ack.epoch;
 	s->st.flags = s->sync_consistent ? SITE_STATE_CONSISTENT : 0;
+	if (s->fresh && s->sync_seq == 0) /* nothing of the whole copy landed yet */
+		s->st.flags |= SITE_STATE_FRESH;
 	s->st.marker = s->grp ? s->sync_marker : 0;
 	if (s->sync_final && !s->broken)
 		s->st.flags |= SITE_STATE_CLEAN;
@@ -2068,7 +2070,13 @@ static int ctl_open_volume(struct sess *s)
 			 s->label, name, st.target_id, (unsigned long long)st.applied, id);
 		st.applied = 0;
 		st.marker = 0;
-		st.flags = 0; /* no prefix until the source's copy ends with SYNC_END */
+		/* no prefix until the source's copy ends with SYNC_END; FRESH
+		 * kept until a frame lands: a source built before the flag
+		 * refuses the reply and asks again, and must not then be told
+		 * "seq 0" alone (it would resend its log tail only) */
+		st.flags = SITE_STATE_FRESH;
+	}
+	if (st.flags & SITE_STATE_FRESH) {
 		s->replay = false;
 		s->fresh = true;
 	}

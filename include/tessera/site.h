@@ -708,7 +708,9 @@ void tsr_site_source_stats(struct tsr_site_source *s, struct tsr_site_source_sta
  *    0   4   magic "TSST"        4  4  version 1, or 2 with a target id
  *    8   8   stream             16  8  epoch (highest seen)
  *   24   8   applied            32  4  flags: 1 consistent, 2 clean close,
- *                                          4 promoted
+ *                                          4 promoted, 8 fresh (version 2: a
+ *                                          re-created target, nothing applied
+ *                                          yet: each open replies FRESH)
  *   36  64   source site (NUL padded)   100 64 source cluster
  *  164  64   volume name        228  4  reserved 0
  *  232   8   consistency group: newest MARKER applied through applied (0: none)

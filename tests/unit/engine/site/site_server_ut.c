@@ -1165,12 +1165,21 @@ static void test_recreated_target(void **state)
 	r = client_start(e, &c, "rc1", 81);
 	assert_int_equal(r.seq, 0);
 	assert_int_equal(r.flags, TSR_SITE_F_REPLY | TSR_SITE_F_FRESH);
+	/* a source built before the flag refuses that reply and asks again:
+	 * still FRESH until a frame lands (never seq 0 alone, which it would
+	 * take as a log tail to resend) */
+	client_close(&c, true);
+	wait_disconnected(e, "rc1");
+	r = client_start(e, &c, "rc1", 81);
+	assert_int_equal(r.seq, 0);
+	assert_int_equal(r.flags, TSR_SITE_F_REPLY | TSR_SITE_F_FRESH);
 	send_write(&c, NULL, 81, 1, 0, BS, 1);
 	barrier(&c, 81, 1);
 	client_close(&c, true);
 	wait_disconnected(e, "rc1");
 	assert_int_equal(read_state(e, "rc1", &st), 0);
 	assert_int_equal(st.applied, 1);
+	assert_int_equal(st.flags & SITE_STATE_FRESH, 0);
 	assert_true(st.target_id[0] != '\0');
 	assert_string_not_equal(st.target_id, "gone-1");
 	/* the same volume again: it resumes, no flag */
