@@ -157,6 +157,8 @@ int site_state_parse(const uint8_t buf[SITE_STATE_SIZE], struct site_state *out)
 		if (name_field(buf + 304, st.target_id))
 			return -EPROTO;
 		zero_from = 368;
+	} else if (st.flags & SITE_STATE_FRESH) { /* set only with a target id */
+		return -EPROTO;
 	}
 	for (size_t i = zero_from; i < SITE_STATE_SIZE - 4; i++)
 		if (buf[i])

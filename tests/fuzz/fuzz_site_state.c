@@ -8,8 +8,8 @@
  * Checks: no crash; only the documented errnos; an accepted block keeps
  * its rules (stream non-zero, known flags, valid NUL-terminated names; a
  * consistency group name valid or empty, and no marker without a group; a
- * target id valid or empty) and packs back to the same bytes (version 2
- * exactly when it has a target id).
+ * target id valid or empty, and the fresh flag only with one) and packs
+ * back to the same bytes (version 2 exactly when it has a target id).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -35,7 +35,8 @@ static void check(const uint8_t *block)
 	    !tsr_valid_name(st.cluster) || !tsr_valid_name(st.volume) ||
 	    (st.group[0] != '\0' && !tsr_valid_name(st.group)) ||
 	    (st.group[0] == '\0' && st.marker != 0) ||
-	    (st.target_id[0] != '\0' && !tsr_valid_name(st.target_id)))
+	    (st.target_id[0] != '\0' && !tsr_valid_name(st.target_id)) ||
+	    ((st.flags & SITE_STATE_FRESH) && st.target_id[0] == '\0'))
 		abort();
 	again = malloc(SITE_STATE_SIZE);
 	if (again == NULL)

@@ -1201,6 +1201,16 @@ static void test_recreated_target(void **state)
 	assert_int_equal(read_state(e, "rc2", &st), 0);
 	assert_int_equal(st.applied, 4);
 	assert_true(st.target_id[0] != '\0');
+	/* the fresh flag only with an id (version 2): a version 1 file with it
+	 * is damaged, not a re-created target of an unknown volume */
+	{
+		uint8_t buf[SITE_STATE_SIZE];
+
+		st.target_id[0] = '\0';
+		st.flags = SITE_STATE_FRESH;
+		site_state_pack(&st, buf);
+		assert_int_equal(site_state_parse(buf, &st), -EPROTO);
+	}
 }
 
 /* A certificate from another CA: the handshake fails, nothing happens. */
