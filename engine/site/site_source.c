@@ -1358,20 +1358,24 @@ static void update_events(struct tsr_site_source *s)
 	if (s->fd < 0 || s->sess == SESS_CONNECT || s->sess == SESS_TLS)
 		return;
 	if ((s->txk != TX_NONE && s->tx_want == POLLOUT) ||
-	    (s->bb_sent < s->bb_len && s->bb_want == POLLOUT))
+	    (s->bb_sent < s->bb_len && s->bb_want == POLLOUT) ||
+	    (s->t != NULL && tsr_site_tls_pending(s->t)))
 		ev |= EPOLLOUT;
 	set_events(s, ev);
 }
 
-/* Hand the batch to TLS: 0 when all of it went (bb empty again), -EAGAIN
- * (bb_want set; call again with bb unchanged before it), or the transport's
- * error. */
+/* Hand the batch to TLS, its records in one send (a gathered write): 0 when
+ * all of it went (bb empty again), -EAGAIN (bb_want set; call again with bb
+ * unchanged before it), or the transport's error.  Records TLS queued and the
+ * socket did not take yet wait for POLLOUT (update_events); the next call
+ * sends them. */
 static int batch_flush(struct tsr_site_source *s)
 {
 	ssize_t n;
+	int ret;
 
 	while (s->bb_sent < s->bb_len) {
-		n = tsr_site_tls_write(s->t, s->bb + s->bb_sent, s->bb_len - s->bb_sent);
+		n = tsr_site_tls_write_gather(s->t, s->bb + s->bb_sent, s->bb_len - s->bb_sent);
 		if (n < 0) {
 			if (n == -EAGAIN)
 				s->bb_want = tsr_site_tls_want(s->t);
@@ -1381,7 +1385,8 @@ static int batch_flush(struct tsr_site_source *s)
 		s->bb_sent += (size_t)n;
 	}
 	s->bb_len = s->bb_sent = 0;
-	return 0;
+	ret = tsr_site_tls_flush(s->t);
+	return ret == -EAGAIN ? 0 : ret;
 }
 
 /*
@@ -1411,8 +1416,8 @@ static int tx_step(struct tsr_site_source *s)
 	if (tx->sent < frame && (ret = batch_flush(s)) < 0)
 		return ret;
 	while (tx->sent < frame) {
-		n = tsr_site_tls_write(s->t, tx->payload + (tx->sent - TSR_SITE_HDR_SIZE),
-				       frame - tx->sent);
+		n = tsr_site_tls_write_gather(s->t, tx->payload + (tx->sent - TSR_SITE_HDR_SIZE),
+					      frame - tx->sent);
 		if (n < 0)
 			return (int)n;
 		s->tls_writes++;

@@ -10,6 +10,16 @@
  * OpenSSL reaches the socket through our own small BIO (send with
  * MSG_NOSIGNAL, recv), so a peer that hangs up raises no SIGPIPE whatever
  * the process's signal setup, as on every other socket of the engine.
+ *
+ * Gathered writes (tsr_site_tls_write_gather, the source's stream): OpenSSL
+ * hands the BIO one record (<= 16 KiB of data) at a time; sent one by one,
+ * a 256 KiB batch cost 16 send calls, 16 passes through loopback TCP and 16
+ * wake-ups of the receiver.  While a gathered write runs, the BIO appends
+ * the records to the connection's queue (GATHER_MAX bytes) and sends the
+ * queue in one call when it is full and when the write ends.  Bytes the
+ * socket did not take then stay queued (tsr_site_tls_pending): every later
+ * write, read or shutdown sends them first, in order, and
+ * tsr_site_tls_flush sends them when the socket is writable again.
  */
 #include <errno.h>
 #include <poll.h>
@@ -29,46 +39,94 @@
 
 /* A server's read buffer: several 16 KiB records per recv. */
 #define READ_AHEAD (128u << 10)
+/* A gathered write's queue: the source's 256 KiB batch and its records'
+ * headers and tags in one send. */
+#define GATHER_MAX (272u << 10)
 
 struct tsr_site_tls_ctx {
 	SSL_CTX *ssl_ctx; /* owned; TLS 1.3 only, verify peer, our cert and key loaded */
 	bool server;      /* handshakes accept (true) or connect (false) */
 };
 
+/* What the BIO writes to: the fd and the queue of gathered records. */
+struct sock_out {
+	int fd;        /* the caller's socket */
+	bool gather;   /* a gathered write runs: records join the queue */
+	uint8_t *buf;  /* GATHER_MAX bytes, allocated by the first gathered write */
+	size_t len;    /* bytes queued in buf */
+	size_t sent;   /* of which already on the socket (sent <= len) */
+};
+
 struct tsr_site_tls {
 	SSL *ssl;                  /* owned; on the caller's fd (not closed by us) */
+	struct sock_out out;       /* the BIO's data pointer: fd and the gather queue */
 	char peer[256];             /* the expected peer name (a host name), for logs */
 	bool server;               /* copied from the context */
 	bool established;          /* handshake done and the peer verified */
 	short want;                /* POLLIN / POLLOUT: what the last -EAGAIN waits for */
 };
 
-/* ---- the socket BIO: fd in the BIO's data pointer ---- */
+/* ---- the socket BIO: a struct sock_out in the BIO's data pointer ---- */
 
 static BIO_METHOD *g_sock_method;
 static pthread_once_t g_sock_once = PTHREAD_ONCE_INIT;
 
-static int sock_fd(BIO *b)
+static bool again(int err)
 {
-	return (int)(intptr_t)BIO_get_data(b);
+	return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
 }
 
+/* Send the queue: 0 when empty, -1 with errno (EAGAIN: the rest stays). */
+static int out_drain(struct sock_out *o)
+{
+	ssize_t n;
+
+	while (o->sent < o->len) {
+		n = send(o->fd, o->buf + o->sent, o->len - o->sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0)
+			return -1;
+		o->sent += (size_t)n;
+	}
+	o->len = o->sent = 0;
+	return 0;
+}
+
+/* One record (or the rest of one) from OpenSSL: queued during a gathered
+ * write while it fits, else sent, after what is queued. */
 static int sock_write(BIO *b, const char *buf, int len)
 {
-	ssize_t n = send(sock_fd(b), buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	struct sock_out *o = BIO_get_data(b);
+	ssize_t n;
 
 	BIO_clear_retry_flags(b);
-	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+	if (o->gather && o->len + (size_t)len <= GATHER_MAX) {
+		memcpy(o->buf + o->len, buf, (size_t)len);
+		o->len += (size_t)len;
+		return len;
+	}
+	if (out_drain(o) < 0) {
+		if (again(errno))
+			BIO_set_retry_write(b);
+		return -1;
+	}
+	if (o->gather && (size_t)len <= GATHER_MAX) {
+		memcpy(o->buf, buf, (size_t)len);
+		o->len = (size_t)len;
+		return len;
+	}
+	n = send(o->fd, buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (n < 0 && again(errno))
 		BIO_set_retry_write(b);
 	return (int)n;
 }
 
 static int sock_read(BIO *b, char *buf, int len)
 {
-	ssize_t n = recv(sock_fd(b), buf, (size_t)len, MSG_DONTWAIT);
+	struct sock_out *o = BIO_get_data(b);
+	ssize_t n = recv(o->fd, buf, (size_t)len, MSG_DONTWAIT);
 
 	BIO_clear_retry_flags(b);
-	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+	if (n < 0 && again(errno))
 		BIO_set_retry_read(b);
 	return (int)n;
 }
@@ -102,8 +160,8 @@ static void sock_method_init(void)
 	g_sock_method = m; /* kept for the process's life */
 }
 
-/* A BIO on fd (not closed by the BIO), or NULL on ENOMEM. */
-static BIO *sock_bio(int fd)
+/* A BIO on o's fd (not closed by the BIO), or NULL on ENOMEM. */
+static BIO *sock_bio(struct sock_out *o)
 {
 	BIO *b;
 
@@ -112,7 +170,7 @@ static BIO *sock_bio(int fd)
 		return NULL;
 	b = BIO_new(g_sock_method);
 	if (b)
-		BIO_set_data(b, (void *)(intptr_t)fd);
+		BIO_set_data(b, o);
 	return b;
 }
 
@@ -227,6 +285,7 @@ void tsr_site_tls_free(struct tsr_site_tls *t)
 	if (t == NULL)
 		return;
 	SSL_free(t->ssl);
+	free(t->out.buf);
 	free(t);
 }
 
@@ -249,10 +308,11 @@ int tsr_site_tls_new(struct tsr_site_tls_ctx *ctx, int fd, const char *peer_name
 	snprintf(t->peer, sizeof(t->peer), "%s", any_name ? "a peer site" : peer_name);
 	t->server = ctx->server;
 	t->want = POLLIN;
+	t->out.fd = fd;
 	t->ssl = SSL_new(ctx->ssl_ctx);
 	if (t->ssl == NULL)
 		goto nomem;
-	bio = sock_bio(fd);
+	bio = sock_bio(&t->out);
 	if (bio == NULL)
 		goto nomem;
 	SSL_set_bio(t->ssl, bio, bio); /* one reference, owned by ssl */
@@ -408,6 +468,64 @@ ssize_t tsr_site_tls_write(struct tsr_site_tls *t, const void *buf, size_t len)
 		return (ssize_t)put;
 	ret = io_error(t, 0, "write to");
 	return ret == 0 ? -ECONNRESET : ret;
+}
+
+/* The queue's send failed with errno: -EAGAIN (want POLLOUT), or the
+ * connection is dead (logged). */
+static int drain_error(struct tsr_site_tls *t)
+{
+	int sys = errno;
+
+	if (again(sys)) {
+		t->want = POLLOUT;
+		return -EAGAIN;
+	}
+	tsr_error("site tls: write to %s: %s", t->peer, strerror(sys));
+	return -ECONNRESET;
+}
+
+ssize_t tsr_site_tls_write_gather(struct tsr_site_tls *t, const void *buf, size_t len)
+{
+	size_t done = 0, put;
+	int ret = 1;
+
+	if (!t->established)
+		return -ENOTCONN;
+	if (len == 0)
+		return -EINVAL;
+	if (t->out.buf == NULL && (t->out.buf = malloc(GATHER_MAX)) == NULL)
+		return -ENOMEM;
+	err_clear();
+	t->out.gather = true;
+	while (done < len) { /* partial-write mode: one record a call */
+		errno = 0;
+		put = 0;
+		ret = SSL_write_ex(t->ssl, (const uint8_t *)buf + done, len - done, &put);
+		if (ret != 1)
+			break;
+		done += put;
+	}
+	t->out.gather = false;
+	if (ret != 1) {
+		ret = io_error(t, 0, "write to");
+		if (ret != -EAGAIN || done == 0) /* -EAGAIN: its record is OpenSSL's to retry */
+			return ret == 0 ? -ECONNRESET : ret;
+	}
+	if (out_drain(&t->out) < 0 && (ret = drain_error(t)) != -EAGAIN)
+		return ret;
+	return (ssize_t)done; /* the rest of the queue, if any: tsr_site_tls_flush */
+}
+
+int tsr_site_tls_flush(struct tsr_site_tls *t)
+{
+	if (out_drain(&t->out) < 0)
+		return drain_error(t);
+	return 0;
+}
+
+bool tsr_site_tls_pending(const struct tsr_site_tls *t)
+{
+	return t->out.sent < t->out.len;
 }
 
 int tsr_site_tls_shutdown(struct tsr_site_tls *t)

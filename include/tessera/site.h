@@ -360,6 +360,22 @@ ssize_t tsr_site_tls_read(struct tsr_site_tls *t, void *buf, size_t len);
 /* Bytes written (> 0, maybe fewer than len), -EAGAIN, -EPROTO,
  * -ECONNRESET, -ENOTCONN.  After -EAGAIN, retry with the same buf and len. */
 ssize_t tsr_site_tls_write(struct tsr_site_tls *t, const void *buf, size_t len);
+/*
+ * tsr_site_tls_write for a stream of many records: all of buf (unless
+ * -EAGAIN or an error comes first) goes into records that are queued and
+ * sent together, one send per GATHER_MAX (272 KiB) instead of one per
+ * 16 KiB record.  Returns the bytes accepted (> 0), like tsr_site_tls_write
+ * (-EAGAIN before any: retry with the same buf and len; -ENOMEM for the
+ * queue).  Accepted bytes the socket did not take yet stay queued
+ * (tsr_site_tls_pending): wait for POLLOUT and call tsr_site_tls_flush.
+ * Any later write, read or shutdown on t sends them first.
+ */
+ssize_t tsr_site_tls_write_gather(struct tsr_site_tls *t, const void *buf, size_t len);
+/* Send what a gathered write left queued: 0 nothing left, -EAGAIN (wait for
+ * POLLOUT), -ECONNRESET (logged). */
+int tsr_site_tls_flush(struct tsr_site_tls *t);
+/* Bytes queued by a gathered write and not on the socket yet. */
+bool tsr_site_tls_pending(const struct tsr_site_tls *t);
 /* Send our close_notify (a clean end the peer's read sees as 0), without
  * waiting for the peer's.  0 sent, -EAGAIN, -ENOTCONN before the handshake,
  * the write errors. */
