@@ -9,6 +9,9 @@
  * right X509 error and a log line naming it, and no application byte
  * crosses; a client with no certificate, a clear-text client and a TLS 1.2
  * client are refused; context errors (missing file, key mismatch, not PEM).
+ * Gathered writes (one thread drives both ends): 13 records in one send
+ * (send counted through -Wl,--wrap=send), and a socket that takes only part
+ * of them keeps the rest queued, in order, until the reader reads.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -425,6 +428,147 @@ static void test_ctx_errors(void **state)
 	tsr_site_tls_free(NULL);
 }
 
+/* ---- gathered writes: one thread drives both ends ---- */
+
+/* send(2) calls of the process (-Wl,--wrap=send, tests/CMakeLists.txt) */
+static unsigned g_sends;
+ssize_t __real_send(int fd, const void *buf, size_t len, int flags);
+ssize_t __wrap_send(int fd, const void *buf, size_t len, int flags);
+ssize_t __wrap_send(int fd, const void *buf, size_t len, int flags)
+{
+	g_sends++;
+	return __real_send(fd, buf, len, flags);
+}
+
+struct conn {
+	struct tsr_site_tls_ctx *sctx, *cctx;
+	struct tsr_site_tls *srv, *cli; /* cli writes, srv reads */
+	int sv[2];
+};
+
+/* A verified pair over a socketpair whose client send buffer is sndbuf
+ * bytes; both handshakes driven in turn. */
+static void conn_open(struct conn *c, int sndbuf)
+{
+	int hs = -EAGAIN, hc = -EAGAIN;
+
+	c->sctx = ctx_for("dr", true);
+	c->cctx = ctx_for("primary", false);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, c->sv), 0);
+	assert_int_equal(setsockopt(c->sv[1], SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf)),
+			 0);
+	assert_int_equal(tsr_site_tls_new(c->sctx, c->sv[0], "primary.site.test", &c->srv), 0);
+	assert_int_equal(tsr_site_tls_new(c->cctx, c->sv[1], "dr.site.test", &c->cli), 0);
+	for (int i = 0; i < 1000 && (hs || hc); i++) {
+		if (hc == -EAGAIN)
+			hc = tsr_site_tls_handshake(c->cli);
+		if (hs == -EAGAIN)
+			hs = tsr_site_tls_handshake(c->srv);
+	}
+	assert_int_equal(hc, 0);
+	assert_int_equal(hs, 0);
+}
+
+static void conn_close(struct conn *c)
+{
+	tsr_site_tls_free(c->srv);
+	tsr_site_tls_free(c->cli);
+	close(c->sv[0]);
+	close(c->sv[1]);
+	tsr_site_tls_ctx_destroy(c->sctx);
+	tsr_site_tls_ctx_destroy(c->cctx);
+}
+
+/* Everything the server can read now, appended at buf + *got (cap). */
+static void read_ready(struct conn *c, uint8_t *buf, size_t *got, size_t cap)
+{
+	ssize_t n;
+
+	while (*got < cap && (n = tsr_site_tls_read(c->srv, buf + *got, cap - *got)) > 0)
+		*got += (size_t)n;
+}
+
+#define GATHER_TEST_LEN (200u << 10) /* 13 records: 13 sends without gathering */
+
+static uint8_t *pattern(size_t len)
+{
+	uint8_t *p = malloc(len);
+
+	assert_non_null(p);
+	for (size_t i = 0; i < len; i++)
+		p[i] = (uint8_t)(i * 131 + (i >> 12));
+	return p;
+}
+
+/* A gathered write of 13 records is one send; a plain one is 13. */
+static void test_gather_one_send(void **state)
+{
+	size_t len = GATHER_TEST_LEN, got = 0, put = 0;
+	uint8_t *tx = pattern(len), *rx = malloc(2 * len);
+	struct conn c;
+	ssize_t n;
+
+	(void)state;
+	assert_non_null(rx);
+	conn_open(&c, 8 << 20);
+	g_sends = 0;
+	assert_int_equal(tsr_site_tls_write_gather(c.cli, tx, len), (ssize_t)len);
+	assert_int_equal(g_sends, 1);
+	assert_false(tsr_site_tls_pending(c.cli));
+	assert_int_equal(tsr_site_tls_flush(c.cli), 0);
+	g_sends = 0;
+	while (put < len) { /* partial-write mode: one record a call */
+		n = tsr_site_tls_write(c.cli, tx + put, len - put);
+		assert_true(n > 0);
+		put += (size_t)n;
+	}
+	assert_int_equal(g_sends, (len + 16383) / 16384);
+	read_ready(&c, rx, &got, 2 * len);
+	assert_int_equal(got, 2 * len);
+	assert_memory_equal(rx, tx, len);
+	assert_memory_equal(rx + len, tx, len);
+	conn_close(&c);
+	free(tx);
+	free(rx);
+}
+
+/* A socket that takes only part of a gathered write: the rest stays queued
+ * (pending, flush -EAGAIN wanting POLLOUT, a later write waits behind it)
+ * and arrives whole and in order once the reader reads. */
+static void test_gather_queued(void **state)
+{
+	size_t len = GATHER_TEST_LEN, got = 0;
+	uint8_t *tx = pattern(len), *rx = malloc(len + 4);
+	struct conn c;
+	ssize_t n = 0;
+	int i;
+
+	(void)state;
+	assert_non_null(rx);
+	conn_open(&c, 4096);
+	assert_int_equal(tsr_site_tls_write_gather(c.cli, tx, len), (ssize_t)len);
+	assert_true(tsr_site_tls_pending(c.cli));
+	assert_int_equal(tsr_site_tls_flush(c.cli), -EAGAIN);
+	assert_int_equal(tsr_site_tls_want(c.cli), POLLOUT);
+	assert_int_equal(tsr_site_tls_write(c.cli, "tail", 4), -EAGAIN);
+	read_ready(&c, rx, &got, len + 4); /* room again: flush sends more */
+	assert_int_equal(tsr_site_tls_flush(c.cli), -EAGAIN);
+	assert_true(got < len);
+	/* room again, no flush: a plain write sends the queue first */
+	for (i = 0; i < 100000 && (n = tsr_site_tls_write(c.cli, "tail", 4)) == -EAGAIN; i++)
+		read_ready(&c, rx, &got, len + 4);
+	assert_int_equal(n, 4);
+	assert_false(tsr_site_tls_pending(c.cli));
+	for (i = 0; i < 100000 && got < len + 4; i++)
+		read_ready(&c, rx, &got, len + 4);
+	assert_int_equal(got, len + 4);
+	assert_memory_equal(rx, tx, len);
+	assert_memory_equal(rx + len, "tail", 4);
+	conn_close(&c);
+	free(tx);
+	free(rx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -440,6 +584,8 @@ int main(void)
 		cmocka_unit_test(test_plaintext_client),
 		cmocka_unit_test(test_tls12_client),
 		cmocka_unit_test(test_ctx_errors),
+		cmocka_unit_test(test_gather_one_send),
+		cmocka_unit_test(test_gather_queued),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
