@@ -339,7 +339,7 @@ struct tsr_site_source {
 	size_t bb_len;      /* bytes packed */
 	size_t bb_sent;     /* of which handed to TLS */
 	short bb_want;      /* POLLIN/POLLOUT after the flush's last -EAGAIN */
-	uint64_t tls_writes; /* successful TLS writes (each one or more records) */
+	uint64_t tls_writes; /* gathered TLS writes that took bytes (each one send, most often) */
 	uint64_t retry_at_ns;
 	bool replay; /* the open reply had TSR_SITE_F_REPLAY */
 

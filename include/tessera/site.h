@@ -683,10 +683,12 @@ struct tsr_site_source_stats {
 	bool last_sync_compared;  /* the last sync skipped equal regions (false: every marked
 				   * region was sent: a full copy of them) */
 	uint64_t frames_shipped;
-	uint64_t tls_writes;      /* TLS writes that sent bytes (one record of up to 16 KiB
-				   * each, partial-write mode): frames are packed into a
-				   * 256 KiB batch first, so 4 KiB frames that wait together
-				   * take about one write per four frames, not two per frame */
+	uint64_t tls_writes;      /* gathered TLS writes that took bytes
+				   * (tsr_site_tls_write_gather: the records of one write go
+				   * in one send): frames are packed into a 256 KiB batch
+				   * first, so 4 KiB frames that wait together take about
+				   * one write (and one send) per 62 frames, not two per
+				   * frame (unbatched) or one per four (a send per record) */
 	uint64_t log_allocs;      /* WRITE log entries taken from malloc: those of up to 64 KiB
 				   * are recycled (up to 8 MiB of them kept), so a steady
 				   * stream stops allocating */

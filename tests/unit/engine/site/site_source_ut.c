@@ -1040,13 +1040,14 @@ static void paused_round(struct env *e, uint64_t base_block, uint32_t fill_id)
 }
 
 /*
- * The source's per-write costs: frames that wait together go to TLS in
- * full 16 KiB records (one TLS write each, partial-write mode), not two
- * writes (header, payload) per frame, and log entries of a steady stream
- * come back from the free lists instead of malloc.  Checked on the
- * counters: 256 4 KiB frames released at once take at most one TLS write
- * per 3 frames (about 1 per 4 with full records; 2 per frame before); a
- * second round of 256 after the first was ACKed allocates no entry.
+ * The source's per-write costs: frames that wait together go to TLS in a
+ * 256 KiB batch whose records leave in one gathered write (one send), not
+ * two writes (header, payload) per frame nor one per 16 KiB record, and log
+ * entries of a steady stream come back from the free lists instead of
+ * malloc.  Checked on the counters: 256 4 KiB frames released at once take
+ * at most one TLS write per 32 frames (about 1 per 62; 1 per 4 with a write
+ * per record, 2 per frame before batching); a second round of 256 after the
+ * first was ACKed allocates no entry.
  */
 static void test_batched_sends_recycled_entries(void **state)
 {
@@ -1066,7 +1067,7 @@ static void test_batched_sends_recycled_entries(void **state)
 		(unsigned long long)(st1.tls_writes - st0.tls_writes),
 		(unsigned long long)(st1.log_allocs - st0.log_allocs));
 	assert_true(st1.frames_shipped - st0.frames_shipped >= 256);
-	assert_true((st1.tls_writes - st0.tls_writes) * 3 <= st1.frames_shipped - st0.frames_shipped);
+	assert_true((st1.tls_writes - st0.tls_writes) * 32 <= st1.frames_shipped - st0.frames_shipped);
 	assert_true(st1.log_allocs - st0.log_allocs <= 256);
 	paused_round(e, 1000, 5000);
 	stats(e, &st2);
@@ -1075,7 +1076,7 @@ static void test_batched_sends_recycled_entries(void **state)
 		(unsigned long long)(st2.tls_writes - st1.tls_writes),
 		(unsigned long long)(st2.log_allocs - st1.log_allocs));
 	assert_true(st2.frames_shipped - st1.frames_shipped >= 256);
-	assert_true((st2.tls_writes - st1.tls_writes) * 3 <= st2.frames_shipped - st1.frames_shipped);
+	assert_true((st2.tls_writes - st1.tls_writes) * 32 <= st2.frames_shipped - st1.frames_shipped);
 	assert_int_equal(st2.log_allocs, st1.log_allocs); /* every entry recycled */
 	assert_volumes_equal(e);
 	assert_target_clean(e);
