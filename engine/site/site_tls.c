@@ -50,11 +50,11 @@ struct tsr_site_tls_ctx {
 
 /* What the BIO writes to: the fd and the queue of gathered records. */
 struct sock_out {
-	int fd;        /* the caller's socket */
-	bool gather;   /* a gathered write runs: records join the queue */
-	uint8_t *buf;  /* GATHER_MAX bytes, allocated by the first gathered write */
-	size_t len;    /* bytes queued in buf */
-	size_t sent;   /* of which already on the socket (sent <= len) */
+	int fd;       /* the caller's socket */
+	bool gather;  /* a gathered write runs: records join the queue */
+	uint8_t *buf; /* GATHER_MAX bytes, allocated by the first gathered write */
+	size_t len;   /* bytes queued in buf */
+	size_t sent;  /* of which already on the socket (sent <= len) */
 };
 
 struct tsr_site_tls {

@@ -1067,7 +1067,8 @@ static void test_batched_sends_recycled_entries(void **state)
 		(unsigned long long)(st1.tls_writes - st0.tls_writes),
 		(unsigned long long)(st1.log_allocs - st0.log_allocs));
 	assert_true(st1.frames_shipped - st0.frames_shipped >= 256);
-	assert_true((st1.tls_writes - st0.tls_writes) * 32 <= st1.frames_shipped - st0.frames_shipped);
+	assert_true((st1.tls_writes - st0.tls_writes) * 32 <=
+		    st1.frames_shipped - st0.frames_shipped);
 	assert_true(st1.log_allocs - st0.log_allocs <= 256);
 	paused_round(e, 1000, 5000);
 	stats(e, &st2);
@@ -1076,7 +1077,8 @@ static void test_batched_sends_recycled_entries(void **state)
 		(unsigned long long)(st2.tls_writes - st1.tls_writes),
 		(unsigned long long)(st2.log_allocs - st1.log_allocs));
 	assert_true(st2.frames_shipped - st1.frames_shipped >= 256);
-	assert_true((st2.tls_writes - st1.tls_writes) * 32 <= st2.frames_shipped - st1.frames_shipped);
+	assert_true((st2.tls_writes - st1.tls_writes) * 32 <=
+		    st2.frames_shipped - st1.frames_shipped);
 	assert_int_equal(st2.log_allocs, st1.log_allocs); /* every entry recycled */
 	assert_volumes_equal(e);
 	assert_target_clean(e);
