@@ -136,7 +136,9 @@ static long sock_ctrl(BIO *b, int cmd, long num, void *ptr)
 	(void)b;
 	(void)num;
 	(void)ptr;
-	return cmd == BIO_CTRL_FLUSH ? 1 : 0; /* nothing buffered here */
+	/* a gathered write's queue is not sent here: it goes before the next
+	 * record and by tsr_site_tls_flush */
+	return cmd == BIO_CTRL_FLUSH ? 1 : 0;
 }
 
 static int sock_create(BIO *b)
