@@ -3512,8 +3512,10 @@ static bool target_adopt_refused(struct tsr_cluster *c, const struct tsr_site_he
 			 "target of that name, deleted since): refused.  If it is someone's "
 			 "volume, disable the replication of %s at %s or rename one of them; if it "
 			 "is the stream's, delete it (tessera volume delete %s) and restart its "
-			 "source at %s (tessera volume detach %s, then attach it, there): only a "
-			 "source's start copies the volume whole to the new target", from->site,
+			 "source at %s (tessera volume detach %s, then attach it, there), which "
+			 "copies the volume whole to the new target (this build's DR and source "
+			 "do so by themselves; the restart also covers an earlier build's state "
+			 "file or source)", from->site,
 			 from->cluster, name, (unsigned long long)stream, name, name, path, name,
 			 from->site, name, from->site, name);
 	} else if (claim != stream) {
@@ -3528,9 +3530,10 @@ static bool target_adopt_refused(struct tsr_cluster *c, const struct tsr_site_he
 			 "names the stream (a create of it that did not finish, or a target an "
 			 "earlier build made and no node of this build opened).  If it is this "
 			 "stream's target, delete it (tessera volume delete %s) and restart its "
-			 "source at %s (tessera volume detach %s, then attach it, there): only a "
-			 "source's start copies the volume whole to the new target; if it is "
-			 "someone's volume, disable the replication of %s at %s or rename one of "
+			 "source at %s (tessera volume detach %s, then attach it, there), which "
+			 "copies the volume whole to the new target (this build's DR and source "
+			 "do so by themselves; the restart also covers an earlier build's state "
+			 "file or source); if it is someone's volume, disable the replication of %s at %s or rename one of "
 			 "them", from->site, from->cluster, name, (unsigned long long)stream, name,
 			 path, name, name, from->site, name, name, from->site);
 	} else {
