@@ -1,7 +1,7 @@
 /*
  * Helpers shared by the I/O backend unit tests (io_ut.c, io_lazy_ut.c): the
  * scratch directory, which must be on a file system that accepts O_DIRECT
- * (tmpfs does not).
+ * (tmpfs does not), and the removal of a test's scratch file.
  */
 #ifndef TSR_IO_TEST_H
 #define TSR_IO_TEST_H
@@ -51,6 +51,19 @@ static __attribute__((unused)) int io_test_find_direct_dir(char *out, size_t len
 		}
 	}
 	return -1;
+}
+
+/*
+ * io_test_file_remove: a test's teardown of its scratch file (made with
+ * mkostemp in the directory above): fd closed and path unlinked; fd < 0
+ * (setup made none, or failed before) does nothing.
+ */
+static __attribute__((unused)) void io_test_file_remove(int fd, const char *path)
+{
+	if (fd < 0)
+		return;
+	close(fd);
+	unlink(path);
 }
 
 #endif

@@ -157,10 +157,7 @@ static int teardown(void **state)
 {
 	struct env *e = *state;
 
-	if (e->fd >= 0) {
-		close(e->fd);
-		unlink(e->path);
-	}
+	io_test_file_remove(e->fd, e->path);
 	free(e);
 	return 0;
 }
