@@ -218,6 +218,44 @@ print(",".join(out))
 EOF
 }
 
+# cl_recorded_snap_gen VOL: vol/VOL's VolumeRecord.snap_gen (field 19, a
+# varint; 0 when absent), read from the metadata store's file on n1 (also
+# while n1 is stopped): the record's top-level fields walked by wire type.
+cl_recorded_snap_gen() {
+	"$PY" - "$(cl_dir 1)" "$1" <<'EOF'
+import sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}/meta.db?mode=ro", uri=True)
+row = db.execute("select value from kv where key = ?", ("vol/" + sys.argv[2],)).fetchone()
+if row is None:
+    sys.exit(f"no vol/{sys.argv[2]} in {sys.argv[1]}/meta.db")
+v, i, gen = row[0], 0, 0
+def varint():
+    global i
+    n = s = 0
+    while True:
+        b = v[i]
+        i += 1
+        n |= (b & 0x7f) << s
+        s += 7
+        if b < 0x80:
+            return n
+while i < len(v):
+    key = varint()
+    field, wire = key >> 3, key & 7
+    if wire == 0:
+        val = varint()
+        gen = val if field == 19 else gen
+    elif wire == 2:
+        n = varint()  # (not "i += varint()": i would be read before the call)
+        i += n
+    elif wire in (1, 5):
+        i += 8 if wire == 1 else 4
+    else:
+        sys.exit(f"vol/{sys.argv[2]}: wire type {wire} at byte {i}: not a VolumeRecord")
+print(gen)
+EOF
+}
+
 # cl_image_sha I EXPORT: sha256 of export EXPORT ("VOL" or "VOL@SNAP") read
 # whole through node I's NBD socket (a snapshot export reads that node's copy).
 cl_image_sha() { nbdcopy "$(cl_nbd_uri "$1" "$2")" - | sha256sum | cut -d' ' -f1; }

@@ -24,9 +24,12 @@
 #     n1 (this node), and n2's and n3's catalogues have no v@d1.
 #  4. v attached again: scrub clean; detached.
 #  5. n1 stopped (SIGTERM) while its cut of `snapshot create v s9` is held,
-#     the hold released 1 s later: n1 exits 0 (its stop waits for the
-#     cut's thread, which uses the store), the create's client ends, and
-#     n1's catalogue has v@s9 (the cut landed before the store closed).
+#     the hold released once n1 logged the signal (its loop has stopped):
+#     n1 exits 0 (its stop waits for the cut's thread, which uses the
+#     store), the create's client ends, n1's catalogue has v@s9 (the cut
+#     landed before the store closed), and vol/v's snap_gen is one more
+#     than before s9: the stop ran the record step the reply could not
+#     (review 17a F2, 72e6636; on 72e6636^ it stays unraised).
 # With TSR_TEST_SNAP_LOCAL_CUT_INLINE=1 (the cut on n1's admin loop, as
 # before) step 1 fails: n1's `node list` waits for the held cut.
 cd "$(dirname "$0")" || exit 2
@@ -118,9 +121,19 @@ assert_eq "$(cl_image_sha 1 v)" "$want" "v's sha256 after the detached cuts"
 ctsr volume detach v >/dev/null || fail "detach v"
 
 # ---- 5. n1 stopped while its cut is held
+gen0=$(cl_recorded_snap_gen v) || fail "read vol/v's snap_gen before v@s9"
 held_start "$HOLD" "$HOLD_DIR/s9.out" "create s9: n1's cut" ctsr snapshot create v s9
 s9=$HELD_PID
-( sleep 1; rm -f "$HOLD" ) &
+# the hold released once n1's loop has stopped (its signal line logged: the
+# loop breaks there), so the last copy's answer comes after the loop ran
+# for the last time and only the stop can run the record step
+(
+	for (( i=0; i<300; i++ )); do
+		grep -q "received: shutting down" "$(cl_dir 1)/tesserad.log" && break
+		sleep 0.05
+	done
+	rm -f "$HOLD"
+) &
 track_pid $!
 cl_stop 1
 rc=0
@@ -131,5 +144,10 @@ case " $(cl_snaps_of 1 v) " in
 *) fail "n1's catalogue has no v@s9 after its stop waited for the held cut: $(cl_snaps_of 1 v)" ;;
 esac
 log "v@s9 in the catalogues: $(snaps_all v s9)"
+# review 17a F2 (72e6636): the stop runs the record step of an op whose
+# copies all answered 0 and whose reply had not run: snap_gen raised
+gen1=$(cl_recorded_snap_gen v) || fail "read vol/v's snap_gen after n1's stop"
+assert_eq "$gen1" "$((gen0 + 1))" "vol/v's snap_gen after v@s9 was cut on every copy during n1's stop (was $gen0)"
+log "vol/v's snap_gen $gen0 -> $gen1: the stop ran v@s9's record step"
 cl_stop_all
 log "ok"
