@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# grepq: `grep -q` for the end of a pipeline.  Sourced by functions.sh (so by
-# every integration test), by bench/lib.sh and by scripts/setup.sh.
+# grepq: `grep -q` for the end of a pipeline, and headc: `head -c` for its
+# middle.  Sourced by functions.sh (so by every integration test), by
+# bench/lib.sh and by scripts/setup.sh.
 #
 #   PRODUCER | grepq [GREP-OPTION...] PATTERN
 #   tsr "$D" volume list | grepq -w alpha || fail "..."
@@ -28,6 +29,21 @@
 grepq() {
 	local rc=0
 	grep -q "$@" || rc=$?
+	cat >/dev/null
+	return "$rc"
+}
+
+# headc BYTES: `head -c BYTES` in a pipeline whose producer must not be cut
+# off, for the same reason as grepq: `nbdcopy URI - | head -c 1M | sha256sum`
+# under pipefail is status 141 (nbdcopy killed by SIGPIPE once head exits)
+# although the first MiB it hashes is right, and a real read error of
+# nbdcopy's could not be told from it.  headc prints the first BYTES of its
+# input as head -c does, then reads the rest to its end, so the producer
+# always finishes and its own exit status is the one pipefail sees.  (For a
+# large export whose tail is not wanted, nbdcopy to a file is cheaper.)
+headc() {
+	local rc=0
+	head -c "$1" || rc=$?
 	cat >/dev/null
 	return "$rc"
 }

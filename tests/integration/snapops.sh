@@ -104,7 +104,7 @@ copies_sha() { # VOL TAG
 }
 
 first_mib() { # I EXPORT
-	nbdcopy "$(cl_nbd_uri "$1" "$2")" - | head -c 1048576 | od -v -An -tx1 |
+	nbdcopy "$(cl_nbd_uri "$1" "$2")" - | headc 1048576 | od -v -An -tx1 |
 		tr -s ' \n' '\n' | sort -u | tr -d '\n'
 }
 

@@ -80,7 +80,7 @@ log "resize answered (fio still running: $running): $(printf '%s' "$out" | head 
 reap "$fpid" || { cat "$CL_ROOT/fio.txt" >&2; fail "fio --verify failed across the resize"; }
 grep -q "err= 0" "$CL_ROOT/fio.txt" || { cat "$CL_ROOT/fio.txt" >&2; fail "fio reported errors"; }
 head -c $((16 * M)) "$EXP" > "$CL_ROOT/low.img"
-got=$(nbdcopy "$URI" - | head -c $((16 * M)) | sha256sum | cut -d' ' -f1)
+got=$(nbdcopy "$URI" - | headc $((16 * M)) | sha256sum | cut -d' ' -f1) || fail "read db's first 16 MiB"
 assert_eq "$got" "$(sha256 "$CL_ROOT/low.img")" "[0, 16M) after the resize"
 # what fio left in [16M, 32M) is what it verified: the expected image from here
 nbdcopy "$URI" "$CL_ROOT/now.img" || fail "read db"

@@ -10,6 +10,11 @@
 # 3. grepq answers as `grep -q` does, with the options the tests use: -i -x
 #    -F -E -w -v --, no match, a bad pattern (2), empty input, no output, and
 #    the producer's own failure still fails the pipeline.
+# 4. headc (the same file), `head -c` for the middle of a pipeline (after
+#    nbdcopy ... -): the same producer into `headc 1000`: status 0 every
+#    time, exactly its first 1000 bytes, the producer ran to its end; a
+#    producer's failure still fails the pipeline.  (Plain `head -c 1000` is
+#    the SIGPIPE of half 2; not tried again.)
 . "$(dirname "$0")/functions.sh"
 
 make_tmpdir T
@@ -87,3 +92,17 @@ out=$(printf 'x\n' | grepq x) || fail "grepq x on x"
 { printf 'x\n'; exit 3; } | grepq x && rc=0 || rc=$?
 [ "$rc" = 3 ] || fail "a producer that fails (3) after a match: pipeline status $rc, want 3"
 log "grepq answers as grep -q on 16 inputs and options"
+
+# ---- 4. headc: head -c that lets the producer finish
+produce want >"$T/all"
+want=$(head -c 1000 "$T/all" | sha256sum)
+for (( r = 0; r < 10; r++ )); do
+	got=$(produce head$r | headc 1000 | sha256sum) && rc=0 || rc=$?
+	[ "$rc" = 0 ] || fail "produce | headc 1000: status $rc on try $r, want 0"
+	[ -e "$T/done.head$r" ] || fail "produce | headc 1000: the producer was cut off on try $r"
+	[ "$got" = "$want" ] || fail "produce | headc 1000: not the first 1000 bytes on try $r"
+done
+[ "$(printf '12345' | headc 3)" = 123 ] || fail "headc 3 on '12345': '$(printf '12345' | headc 3)'"
+{ printf 'x\n'; exit 3; } | headc 1 >/dev/null && rc=0 || rc=$?
+[ "$rc" = 3 ] || fail "a producer that fails (3): the pipeline through headc: status $rc, want 3"
+log "produce | headc 1000: 0 in 10 of 10 tries, the first 1000 bytes, the producer always finished"

@@ -227,7 +227,7 @@ tsr "$D" --json volume create c2 --from-volume db --size 128M >/dev/null ||
 c2=$(tsr "$D" --json volume show c2)
 assert_eq "$(json_get '[j["size"], j["parent_volume"]]' <<<"$c2")" "[$(( 128 * MiB )), \"db\"]" \
 	"c2: size and parent"
-s=$(nbdcopy "$(nbd_uri "$D" c2)" - | head -c $(( 64 * MiB )) | sha256sum)
+s=$(nbdcopy "$(nbd_uri "$D" c2)" - | headc $(( 64 * MiB )) | sha256sum) || fail "read c2"
 assert_eq "${s%% *}" "$sumC" "c2's first 64 MiB read db's head"
 qio -c "read -P 0 64M 64M" "$(nbd_uri "$D" c2)"
 tsr "$D" --json volume create c3 --from-volume db --from-snapshot s2 >/dev/null ||
@@ -281,7 +281,8 @@ tsr "$D" volume delete db >/dev/null || fail "delete db, the clones' source"
 expect_fail 1 "$NOTFOUND" tsr "$D" snapshot list db
 assert_eq "$(vol_sum c1)" "$sumC1" "c1 after its source snapshot and volume are gone"
 assert_eq "$(vol_sum c3)" "$sumB" "c3 after its source snapshot and volume are gone"
-s=$(nbdcopy "$(nbd_uri "$D" c2)" - | head -c $(( 64 * MiB )) | sha256sum)
+s=$(nbdcopy "$(nbd_uri "$D" c2)" - | headc $(( 64 * MiB )) | sha256sum) ||
+	fail "read c2 after its source volume is gone"
 assert_eq "${s%% *}" "$sumC" "c2 after its source volume is gone"
 assert_eq "$(tsr "$D" --json volume show c1 | json_get 'j["parent_volume"]')" db \
 	"c1 still names its (deleted) parent"
