@@ -91,7 +91,9 @@ run_case() {
 	# the coordinator dies under writes (transactions in every journal, its
 	# own included), while x rebuilds / resyncs
 	cl_crash_write "$vol" "$c" w2 --seq-base 2000000000
-	sleep 1.5
+	# killed once the writer has 1000 more acknowledged writes, not after
+	# a fixed sleep: writes in flight whatever the machine's speed
+	wait_acked "$CL_ROOT/$vol.acked" 1000 "$BG_PID"
 	cl_kill "${c#n}"
 	reap "$BG_PID" && wrc=0 || wrc=$?
 	[ "$wrc" = 3 ] || { cat "$CL_ROOT/$vol.w2.out" >&2; fail "$vol: crash_writer exited $wrc, want 3"; }

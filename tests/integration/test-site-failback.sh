@@ -89,7 +89,11 @@ WPID=$!
 track_pid "$WPID"
 rwait primary $VOL 'j["state"] == "streaming" and j["acked_seq"] > 0' "streaming" 60
 rwait dr $VOL 'j["consistent"]' "consistent at the DR" 30
-sleep 2
+# killed under the writer once it has 2000 more acknowledged writes (not
+# after a fixed sleep: as many writes in flight and behind at the DR
+# however fast the machine)
+wait_acked "$LOG" 2000 "$WPID"
+kill -0 "$WPID" 2>/dev/null || { cat "$SITE_ROOT/writer.out" >&2; fail "the writer stopped early"; }
 site_kill primary
 reap "$WPID" || true
 log "primary killed; $(wc -l <"$LOG") writes acknowledged to the host"
