@@ -1988,10 +1988,13 @@ static void repl_promote_group(struct tsr_cluster *c, const Tessera__Admin__Repl
 		free(infos);
 		return;
 	}
+	/* read again: a member whose state is of a target deleted since was
+	 * left out (--force) and is not promoted: its volume stays fenced */
+	got = tsr_site_server_list(c->site_server, infos, n);
 	for (size_t i = 0; i < got && i < n; i++) {
 		const char *vol = infos[i].volume;
 
-		if (strcmp(infos[i].group, p->group) != 0)
+		if (strcmp(infos[i].group, p->group) != 0 || !infos[i].promoted)
 			continue;
 		if (cluster_find_attachment(c, vol))
 			fence_volume(c, vol, 0);
@@ -2051,6 +2054,14 @@ static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Request *r
 	case -EBUSY:
 		admin_fail(resp, ret, "volume '%s' is not consistent (a sync from the source was "
 			   "open): promote with --force to take it as the sync left it", p->volume);
+		return;
+	case -EIDRM:
+		admin_fail(resp, ret, "volume '%s' is not the target its replication state on node "
+			   "%s describes: that target was deleted since, and '%s' is another volume "
+			   "now, or none; nothing was promoted.  If its source still ships it, the "
+			   "next connection copies it whole into the volume of that name here "
+			   "(tessera replication status shows when it is consistent)", p->volume,
+			   c->node_id, p->volume);
 		return;
 	case -EALREADY:
 		/* a crash between the state write and failback_done: finish it */
@@ -3756,12 +3767,28 @@ static int site_may_replace(void *arg, const struct tsr_site_hello *from, const 
 	return ret;
 }
 
+/* The site server's volume_id: vol/<vol>'s uuid, as site_open_volume gives
+ * it (-ENOENT: no record). */
+static int site_volume_id(void *arg, const char *vol, char id[TSR_SITE_NAME_MAX + 1])
+{
+	struct tsr_cluster *c = arg;
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	int ret = rec_volume_get(c->meta, vol, &rec, NULL);
+
+	if (ret)
+		return ret;
+	snprintf(id, TSR_SITE_NAME_MAX + 1, "%s", rec->uuid);
+	tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	return 0;
+}
+
 /* ---- public, start and stop ---------------------------------------------------- */
 
 void tsr_cluster_site_ops(struct tsr_cluster *c, struct tsr_site_server_ops *ops)
 {
 	ops->open_volume = site_open_volume;
 	ops->may_replace = site_may_replace;
+	ops->volume_id = site_volume_id;
 	ops->arg = c;
 }
 

@@ -1977,6 +1977,30 @@ static void request_end(struct sess *s)
 		tsr_warn("site server: %s: cannot reach its worker to end it", s->label);
 }
 
+/*
+ * The state st, read from volume's file, is of a target deleted since: it
+ * names a target id (version 2) and ops.volume_id says the volume of that
+ * name now is another one, or none (now: "").  false when it cannot tell
+ * (a version 1 file, no op, the lookup failed), as before the op.
+ */
+static bool state_of_deleted(struct tsr_site_server *srv, const char *volume,
+			     const struct site_state *st, char now[TSR_SITE_NAME_MAX + 1])
+{
+	int ret;
+
+	now[0] = '\0';
+	if (st->target_id[0] == '\0' || srv->ops.volume_id == NULL)
+		return false;
+	ret = srv->ops.volume_id(srv->ops.arg, volume, now);
+	if (ret == -ENOENT) {
+		now[0] = '\0';
+		return true;
+	}
+	if (ret || !tsr_valid_name(now))
+		return false;
+	return strcmp(now, st->target_id) != 0;
+}
+
 /* Everything VOLUME_OPEN decides (control thread); s->open_err on refusal. */
 static int ctl_open_volume(struct sess *s)
 {
@@ -2014,6 +2038,28 @@ static int ctl_open_volume(struct sess *s)
 			return open_fail(s, -EUCLEAN, "volume %s: its replication state at the target "
 					 "is damaged (%s); an operator must check it", name,
 					 state_err(ret));
+		if (state_of_deleted(srv, name, &st, id)) {
+			/* before its stream and promoted flag: they are of the
+			 * volume deleted, not of this one.  FRESH when this
+			 * stream had something applied there (its source
+			 * ACKed it and holds no log of it); another stream
+			 * starts as on no state file */
+			bool was_fed = st.stream == h->stream &&
+				       (st.applied > 0 || (st.flags & SITE_STATE_FRESH));
+
+			tsr_warn("site server: %s: volume %s is not the one its state file "
+				 "describes (target %s of stream %016llx, applied through seq "
+				 "%llu%s; now %s%s): that state is dropped%s", s->label, name,
+				 st.target_id, (unsigned long long)st.stream,
+				 (unsigned long long)st.applied,
+				 (st.flags & SITE_STATE_PROMOTED) ? ", promoted" : "",
+				 id[0] ? id : "none", id[0] ? ": deleted and created again" :
+				 ": deleted", was_fed ? ", the source is told to copy it whole" : "");
+			st = (struct site_state){.stream = h->stream,
+						 .flags = SITE_STATE_CLEAN |
+							  (was_fed ? SITE_STATE_FRESH : 0)};
+			id[0] = '\0';
+		}
 		int take = st.stream != h->stream && srv->ops.may_replace != NULL ?
 			   srv->ops.may_replace(srv->ops.arg, &s->from, name, h->stream) : 0;
 
@@ -2078,12 +2124,14 @@ static int ctl_open_volume(struct sess *s)
 		 * "seq 0" alone (it would resend its log tail only) */
 		st.flags = SITE_STATE_FRESH;
 	}
+	if (id[0])
+		snprintf(st.target_id, sizeof(st.target_id), "%s", id);
+	if (st.target_id[0] == '\0') /* the flag is of a version 2 file only */
+		st.flags &= ~SITE_STATE_FRESH;
 	if (st.flags & SITE_STATE_FRESH) {
 		s->replay = false;
 		s->fresh = true;
 	}
-	if (id[0])
-		snprintf(st.target_id, sizeof(st.target_id), "%s", id);
 	if (tv->state_fd < 0) {
 		tv->state_fd = state_open(srv, name, true);
 		if (tv->state_fd < 0) {
@@ -2476,6 +2524,7 @@ size_t tsr_site_server_list(struct tsr_site_server *srv, struct tsr_site_target_
 
 int tsr_site_server_promote(struct tsr_site_server *srv, const char *volume, bool force)
 {
+	char now[TSR_SITE_NAME_MAX + 1];
 	struct tvol *tv;
 	struct site_state st;
 	int fd, ret;
@@ -2499,6 +2548,15 @@ int tsr_site_server_promote(struct tsr_site_server *srv, const char *volume, boo
 	if (fd < 0)
 		return fd == -ENOENT ? -ENOENT : fd;
 	ret = state_read(srv, fd, volume, &st, false);
+	if (ret == 0 && state_of_deleted(srv, volume, &st, now)) {
+		/* the file is of a target deleted since: its applied point and
+		 * consistency say nothing of the volume of that name now */
+		tsr_warn("site server: promote %s: its state file describes target %s (stream "
+			 "%016llx, applied through seq %llu), deleted since (now %s): nothing "
+			 "promoted", volume, st.target_id, (unsigned long long)st.stream,
+			 (unsigned long long)st.applied, now[0] ? now : "no such volume");
+		ret = -EIDRM;
+	}
 	if (ret == 0 && (st.flags & SITE_STATE_PROMOTED))
 		ret = -EALREADY;
 	if (ret == 0 && !(st.flags & SITE_STATE_CONSISTENT) && !force) {
@@ -2528,6 +2586,7 @@ int tsr_site_server_promote(struct tsr_site_server *srv, const char *volume, boo
 struct grp_member {
 	char name[TSR_SITE_NAME_MAX + 1];
 	struct site_state st;
+	bool deleted; /* the state is of a target deleted since (state_of_deleted) */
 };
 
 int tsr_site_server_promote_group(struct tsr_site_server *srv, const char *group, bool force,
@@ -2535,7 +2594,8 @@ int tsr_site_server_promote_group(struct tsr_site_server *srv, const char *group
 {
 	struct grp_member *mem = NULL;
 	struct tgroup *grp = NULL;
-	unsigned n = 0, announced = 0, promoted = 0, i;
+	char now[TSR_SITE_NAME_MAX + 1];
+	unsigned n = 0, announced = 0, promoted = 0, skipped = 0, kept, i;
 	struct dirent *e;
 	DIR *d;
 	int ret = 0;
@@ -2589,8 +2649,10 @@ int tsr_site_server_promote_group(struct tsr_site_server *srv, const char *group
 				ret = -E2BIG;
 			else
 				mem[n++] = (struct grp_member){.st = st};
-			if (ret == 0)
+			if (ret == 0) {
 				snprintf(mem[n - 1].name, sizeof(mem[n - 1].name), "%s", name);
+				mem[n - 1].deleted = state_of_deleted(srv, name, &st, now);
+			}
 		}
 		close(fd);
 	}
@@ -2604,7 +2666,33 @@ int tsr_site_server_promote_group(struct tsr_site_server *srv, const char *group
 		free(mem);
 		return ret;
 	}
-	/* 3. one marker, every member consistent, none missing */
+	/* 3. no member's state of a target deleted since (--force: such a
+	 * member is left out, its file untouched), one marker, every member
+	 * consistent, none missing */
+	for (i = 0, kept = 0; i < n; i++) {
+		if (!mem[i].deleted) {
+			mem[kept++] = mem[i];
+			continue;
+		}
+		if (!force) {
+			snprintf(msg, msg_len, "group %s: the state file of member %s describes a "
+				 "target deleted since (%s is another volume now, or none): nothing "
+				 "promoted; --force promotes the others", group, mem[i].name,
+				 mem[i].name);
+			free(mem);
+			tsr_warn("site server: promote %s", msg);
+			return -EIDRM;
+		}
+		skipped++;
+	}
+	n = kept;
+	if (n == 0) {
+		snprintf(msg, msg_len, "group %s: no volume of this group is a target here (the "
+			 "state files of its %u members describe targets deleted since)", group,
+			 skipped);
+		free(mem);
+		return -ENOENT;
+	}
 	*marker = mem[0].st.marker;
 	for (i = 0; i < n; i++)
 		promoted += (mem[i].st.flags & SITE_STATE_PROMOTED) != 0;
@@ -2644,8 +2732,9 @@ int tsr_site_server_promote_group(struct tsr_site_server *srv, const char *group
 				 group, mem[i].name, strerror(-ret), i, n);
 	}
 	if (ret == 0) {
-		snprintf(msg, msg_len, "group %s: %u members promoted at marker %llu%s", group, n,
-			 (unsigned long long)*marker, force ? " (forced)" : "");
+		snprintf(msg, msg_len, "group %s: %u members promoted at marker %llu%s%s", group,
+			 n, (unsigned long long)*marker, force ? " (forced)" : "",
+			 skipped ? " (and members whose targets were deleted left out)" : "");
 		tsr_info("site server: %s", msg);
 	} else {
 		tsr_warn("site server: promote %s", msg);

@@ -771,6 +771,16 @@ struct tsr_site_server_ops {
 	 */
 	int (*may_replace)(void *arg, const struct tsr_site_hello *from, const char *volume,
 			   uint64_t stream);
+	/*
+	 * May be NULL (no check).  The identity of the volume named volume
+	 * now, as open_volume gives it, without opening it: 0 and id, -ENOENT
+	 * no such volume, others (the server then cannot tell, and goes on as
+	 * without the op).  A state file whose target id differs from it (or
+	 * with no volume) is of a target deleted since: VOLUME_OPEN drops it
+	 * before it looks at its stream or promoted flag, promote refuses
+	 * (-EIDRM).  Control thread.
+	 */
+	int (*volume_id)(void *arg, const char *volume, char id[TSR_SITE_NAME_MAX + 1]);
 	void *arg;
 };
 
@@ -822,7 +832,9 @@ size_t tsr_site_server_list(struct tsr_site_server *s, struct tsr_site_target_in
  * volume's write fence (on the handle open_volume gave since start: with no
  * session since then the server holds none, and the caller lifts it).
  * Control thread; blocks until the session's last frame and state write are
- * done.  Errors: -ENOENT not a target here, -EBUSY not consistent (a SYNC was
+ * done.  Errors: -ENOENT not a target here, -EIDRM the state file is of a
+ * target deleted since (ops.volume_id: the volume now of that name is
+ * another one, or none; nothing changed), -EBUSY not consistent (a SYNC was
  * open, or a replay pending) unless force, -EALREADY promoted, -EUCLEAN a
  * damaged state file (logged), the file's I/O errors.
  */

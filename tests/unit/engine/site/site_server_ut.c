@@ -186,6 +186,18 @@ static int open_volume(void *arg, const struct tsr_site_hello *from, const struc
 	return ret;
 }
 
+/* The store's uuid of volume now, as open_volume gives it. */
+static int volume_id(void *arg, const char *volume, char id[TSR_SITE_NAME_MAX + 1])
+{
+	struct env *e = arg;
+	struct tsr_vol_info info;
+	int ret = tsr_store_vol_info(e->store, volume, &info);
+
+	if (ret == 0)
+		snprintf(id, TSR_SITE_NAME_MAX + 1, "%s", info.uuid);
+	return ret;
+}
+
 static int may_replace(void *arg, const struct tsr_site_hello *from, const char *volume,
 		       uint64_t stream)
 {
@@ -203,7 +215,8 @@ static void do_start(struct env *e, void *arg)
 	struct tsr_site_server_opts o = {
 		.tls = e->server_tls, .workers = e->workers, .n_workers = 2,
 		.state_dir = e->state_dir, .site = "dr", .cluster = "c-dr",
-		.ops = {.open_volume = open_volume, .may_replace = may_replace, .arg = e},
+		.ops = {.open_volume = open_volume, .may_replace = may_replace,
+			.volume_id = volume_id, .arg = e},
 		.loop = e->loop};
 
 	*(int *)arg = tsr_site_server_start(&o, &e->srv);
@@ -1213,6 +1226,62 @@ static void test_recreated_target(void **state)
 	}
 }
 
+/*
+ * A state file of a target deleted since (its id is not the volume's of that
+ * name now, or there is none): promote refuses it (-EIDRM, nothing written),
+ * and VOLUME_OPEN drops it before its promoted flag and stream: the same
+ * stream gets FRESH, another one starts as on no state file.
+ */
+static void test_deleted_target_state(void **state)
+{
+	struct env *e = *state;
+	struct site_state st = {.stream = 91, .epoch = EPOCH, .applied = 5,
+				.flags = SITE_STATE_CLEAN | SITE_STATE_CONSISTENT,
+				.site = "primary", .cluster = "c-primary", .volume = "pd1",
+				.target_id = "gone-3"};
+	struct client c;
+	struct tsr_site_hdr r;
+
+	assert_int_equal(mkdir(e->state_dir, 0755) == 0 || errno == EEXIST, 1);
+	write_state(e, &st);
+	assert_int_equal(promote(e, "pd1", false), -EIDRM); /* no volume pd1 */
+	assert_int_equal(tsr_store_vol_create(e->store, "pd1", VOL_SIZE, NULL), 0);
+	assert_int_equal(promote(e, "pd1", true), -EIDRM); /* another pd1 */
+	assert_int_equal(read_state(e, "pd1", &st), 0);
+	assert_int_equal(st.flags & SITE_STATE_PROMOTED, 0);
+	assert_string_equal(st.target_id, "gone-3");
+	/* promoted, deleted, the stream back: FRESH, no longer promoted */
+	st = (struct site_state){.stream = 92, .epoch = EPOCH, .applied = 5,
+				 .flags = SITE_STATE_CLEAN | SITE_STATE_CONSISTENT |
+					  SITE_STATE_PROMOTED,
+				 .site = "primary", .cluster = "c-primary", .volume = "pd2",
+				 .target_id = "gone-4"};
+	write_state(e, &st);
+	r = client_start(e, &c, "pd2", 92);
+	assert_int_equal(r.seq, 0);
+	assert_int_equal(r.flags, TSR_SITE_F_REPLY | TSR_SITE_F_FRESH);
+	client_close(&c, true);
+	wait_disconnected(e, "pd2");
+	assert_int_equal(read_state(e, "pd2", &st), 0);
+	assert_int_equal(st.flags & SITE_STATE_PROMOTED, 0);
+	assert_true(st.flags & SITE_STATE_FRESH);
+	assert_string_not_equal(st.target_id, "gone-4");
+	/* another stream: as on no state file (seq 0, neither FRESH nor REPLAY) */
+	st = (struct site_state){.stream = 93, .epoch = EPOCH, .applied = 7,
+				 .flags = SITE_STATE_CLEAN | SITE_STATE_PROMOTED,
+				 .site = "primary", .cluster = "c-primary", .volume = "pd3",
+				 .target_id = "gone-5"};
+	write_state(e, &st);
+	r = client_start(e, &c, "pd3", 94);
+	assert_int_equal(r.seq, 0);
+	assert_int_equal(r.flags, TSR_SITE_F_REPLY);
+	client_close(&c, true);
+	wait_disconnected(e, "pd3");
+	assert_int_equal(read_state(e, "pd3", &st), 0);
+	assert_int_equal(st.stream, 94);
+	assert_int_equal(st.flags & (SITE_STATE_PROMOTED | SITE_STATE_FRESH), 0);
+}
+
 /* A certificate from another CA: the handshake fails, nothing happens. */
 static void test_other_ca(void **state)
 {
@@ -1702,6 +1771,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_failback_replace, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recreated_target, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deleted_target_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_ca, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_takeover, setup, teardown),
