@@ -542,6 +542,7 @@ Tessera__Admin__Volume *cluster_build_volume(struct tsr_cluster *c, const struct
 	out->stripe_unit = r->stripe_unit;
 	out->region_size = r->region_size ? r->region_size : CLUSTER_REGION_DEFAULT;
 	out->min_replicas = r->min_replicas;
+	out->target_stream = r->target_stream;
 	out->epoch = attached ? epoch : 0;
 	out->in_use = attached != NULL;
 	/* its attach still opens the copies (review F9: from any node, and in

@@ -50,6 +50,16 @@ recreate() {
 recreate "state file left" 0x5d 2M
 grep -q "re-created target" "$(sdir dr)/tesserad.log" ||
 	fail "the DR did not tell the source of the re-created target"
+# volume show at the DR names the stream the target was created for
+# (VolumeRecord.target_stream; session 19), text and --json
+stream=$(rstat primary sf 'j["stream"]')
+show=$(stsr dr volume show sf 2>&1) || fail "volume show sf at the DR: $show"
+grep -q "^dr target: .*stream $stream " <<<"$show" ||
+	fail "volume show sf at the DR does not name stream $stream: $show"
+got=$(stsr dr --json volume show sf | json_get 'j["target_stream"]')
+assert_eq "$got" "$stream" "volume show --json target_stream"
+got=$(stsr primary --json volume show sf | json_get 'j["target_stream"]')
+assert_eq "$got" "null" "the source's target_stream"
 # the state file removed too (an operator, or a delete that removes it): the
 # DR answers seq 0 without the flag; the source's own rule (a resume point
 # below its acked seq) copies it whole

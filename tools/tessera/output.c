@@ -235,6 +235,14 @@ json_t *cli_volume_json(const Tessera__Admin__Volume *v)
 	}
 	/* its attach on attached_node still opens the copies (volume status) */
 	json_object_set_new(j, "attaching", json_boolean(v->attaching));
+	if (v->target_stream) { /* hex, as the stream elsewhere (a JSON integer is signed) */
+		char stream[24];
+
+		snprintf(stream, sizeof(stream), "%016" PRIx64, v->target_stream);
+		json_object_set_new(j, "target_stream", json_string(stream));
+	} else {
+		json_object_set_new(j, "target_stream", json_null());
+	}
 	return j;
 }
 
@@ -650,6 +658,9 @@ static void print_replication(const Tessera__Admin__Volume *v)
 		       v->region_size >> sh, sh == 30 ? "GiB" : sh == 20 ? "MiB" : "KiB",
 		       v->ec_k ? "; bytes of each chunk copy" : "");
 	}
+	if (v->target_stream)
+		printf("dr target:  created for DR replication stream %016" PRIx64 " (received from "
+		       "another site: tessera replication status)\n", v->target_stream);
 	if (v->attached_node[0] && v->attaching)
 		printf("attached:   being attached on node %s, epoch %" PRIu64 " (its copies are "
 		       "being opened)\n", v->attached_node, v->epoch);

@@ -194,6 +194,13 @@ static void test_volume_json_shapes(void **state)
 	assert_int_equal(json_integer_value(json_object_get(j, "replicas")), 3);
 	assert_true(json_is_null(json_object_get(j, "attached_node")));
 	assert_string_equal(json_string_value(json_object_get(j, "failure_domain")), "zone");
+	assert_true(json_is_null(json_object_get(j, "target_stream"))); /* no DR target */
+	json_decref(j);
+	/* a DR target: its stream as 16 hex digits (a JSON integer is signed) */
+	f.v.target_stream = 0xfedcba9876543210ull;
+	j = cli_volume_json(&f.v);
+	assert_string_equal(json_string_value(json_object_get(j, "target_stream")),
+			    "fedcba9876543210");
 	json_decref(j);
 }
 
