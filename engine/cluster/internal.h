@@ -287,6 +287,9 @@ int cluster_copy_delete(struct tsr_cluster *c, const Tessera__Cluster__NodeRecor
  * copy there is left alone, -ESTALE (node older than ctl3: any, as before). */
 int cluster_copy_delete_uuid(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			     const char *name, const char *uuid, char *msg, size_t msg_len);
+/* The same, another node's call bounded by cluster_peer_call_ms. */
+int cluster_copy_delete_short(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+			      const char *name, const char *uuid, char *msg, size_t msg_len);
 /* One admin call to the node at address (blocking); 0 or -errno of the transport. */
 int cluster_call_node(struct tsr_cluster *c, const char *address, Tessera__Admin__Request *req,
 		      int timeout_ms, Tessera__Admin__Response **resp);

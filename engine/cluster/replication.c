@@ -1087,6 +1087,110 @@ static bool tc_lock_is_mine(const struct tsr_cluster *c, const struct tsr_meta_k
 }
 
 /*
+ * repl_claim_release's lock: tcreate/<name> taken as a create takes it
+ * (tc_lock: "NODE pid PID" from revision 0 on this node's lease), so that
+ * no create of name begins while the release deletes its leftovers.  0 with
+ * *rev (0: no lease, not taken), -ECANCELED held (a create began since the
+ * release looked), others: not taken (*rev 0; logged).
+ */
+static int claim_lock(struct tsr_cluster *c, const char *name, uint64_t *rev)
+{
+	uint64_t lease = cluster_lease(c);
+	char key[80], text[128];
+	int ret;
+
+	*rev = 0;
+	if (lease == 0)
+		return 0;
+	snprintf(key, sizeof(key), "tcreate/%s", name);
+	tc_lock_text(c, text, sizeof(text));
+	ret = tsr_meta_cas(c->meta, key, 0, text, strlen(text), lease, rev);
+	if (ret && ret != -ECANCELED) {
+		tsr_warn("cluster: volume delete %s: cannot record %s: %s (the copies a create of "
+			 "it left are not deleted)", name, key, strerror(-ret));
+		ret = 0;
+	}
+	if (ret)
+		*rev = 0;
+	return ret;
+}
+
+static void claim_unlock(struct tsr_cluster *c, const char *name, uint64_t rev)
+{
+	char key[80];
+	int ret;
+
+	if (rev == 0)
+		return;
+	snprintf(key, sizeof(key), "tcreate/%s", name);
+	ret = tsr_meta_delete(c->meta, key, rev);
+	if (ret && ret != -ECANCELED && ret != -ENOENT)
+		tsr_warn("cluster: volume delete %s: cannot delete %s: %s (the next create of it "
+			 "here takes it over)", name, key, strerror(-ret));
+}
+
+/*
+ * The store copies of name a create of its claim left (a create that did
+ * not finish: no record lists them; their node's leftover sweep removes them
+ * only after --leftover-grace, 900 s by default, and until then every create
+ * of the name placed there fails "exists"), deleted by name on every live
+ * node.  Called by repl_claim_release holding tcreate/<name> (no create of
+ * name runs or begins: creates take it first) with target/<name> still
+ * claiming the name (an operator's create of it is refused, repl_name_claimed),
+ * after vol/<name> is read absent once more: a store copy of that name is
+ * then such a leftover, whoever made it.  Each call is bounded by the peer
+ * timeout.  left gets what stays ("; ..." naming the nodes), or "".
+ */
+static void claim_leftovers_delete(struct tsr_cluster *c, const char *name, char *left,
+				   size_t left_len)
+{
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	struct cluster_view v;
+	size_t pos = 0;
+	int ret;
+
+	left[0] = '\0';
+	ret = rec_volume_get(c->meta, name, &rec, NULL);
+	if (ret == 0)
+		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	if (ret != -ENOENT || view_load(c->meta, &v) != 0) {
+		snprintf(left, left_len, "; the copies its create left are not deleted (%s): the "
+			 "leftover sweep of their nodes removes them once unlisted for "
+			 "--leftover-grace (900 s by default)", ret == 0 ? "vol/ recorded meanwhile" :
+			 ret != -ENOENT ? "vol/ unreadable" : "the nodes unreadable");
+		return;
+	}
+	for (size_t i = 0; i < v.n_nodes; i++) {
+		const Tessera__Cluster__NodeRecord *n = v.nodes[i];
+		char msg[512];
+
+		if (strcmp(n->id, c->node_id) != 0 && !view_alive(&v, n->id))
+			ret = -EHOSTDOWN;
+		else
+			ret = cluster_copy_delete_short(c, n, name, NULL, msg, sizeof(msg));
+		if (ret == 0)
+			continue;
+		if (ret == -EHOSTDOWN)
+			snprintf(msg, sizeof(msg), "node %s is down", n->id);
+		tsr_warn("cluster: volume delete %s (the claim alone): a copy of it left on %s is "
+			 "not deleted: %s", name, n->id, msg);
+		if (pos < left_len)
+			pos += (size_t)snprintf(left + pos, left_len - pos, "%s%s", pos ? ", " : "",
+						n->id);
+	}
+	view_free(&v);
+	if (left[0] && pos < left_len) {
+		char nodes[256];
+
+		snprintf(nodes, sizeof(nodes), "%s", left);
+		snprintf(left, left_len, "; a copy it may have left on %s is not deleted (see "
+			 "tesserad's log): the leftover sweep there removes it once unlisted for "
+			 "--leftover-grace (900 s by default), and until then a create of '%s' "
+			 "placed there answers it exists", nodes, name);
+	}
+}
+
+/*
  * volume delete of name answered -ENOENT (resp): when target/<name> claims
  * it for a DR stream and no create of it runs (here, or anywhere: no
  * tcreate/<name>, tc_lock, but one this process left with no create of it
@@ -1097,8 +1201,8 @@ static bool tc_lock_is_mine(const struct tsr_cluster *c, const struct tsr_meta_k
 void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin__Response *resp)
 {
 	struct tsr_meta_kv kv = { 0 };
-	uint64_t stream, rev;
-	char key[80], held[128] = "";
+	uint64_t stream, rev, lock_rev = 0;
+	char key[80], held[128] = "", left[1024];
 	bool running;
 	int ret;
 
@@ -1131,8 +1235,22 @@ void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin_
 			   key, (unsigned long long)stream, strerror(-ret));
 		return;
 	}
+	/* no create of it runs: take its lock, so that none begins while the
+	 * copies its creates left are deleted (the claim, kept until then,
+	 * refuses an operator's create of the name) */
+	ret = claim_lock(c, name, &lock_rev);
+	if (ret == -ECANCELED) {
+		admin_fail(resp, -EBUSY, "volume '%s': a create of it as the target of DR stream "
+			   "%016llx began just now (tcreate/%s): retry once it is created (then "
+			   "delete the volume) or has failed", name, (unsigned long long)stream, name);
+		return;
+	}
+	left[0] = '\0';
+	if (lock_rev)
+		claim_leftovers_delete(c, name, left, sizeof(left));
 	snprintf(key, sizeof(key), "target/%s", name);
 	ret = tsr_meta_delete(c->meta, key, rev);
+	claim_unlock(c, name, lock_rev);
 	if (ret) {
 		admin_fail(resp, ret, "volume '%s' is not recorded; cannot release target/%s (the "
 			   "claim of DR stream %016llx): %s%s", name, name,
@@ -1140,11 +1258,17 @@ void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin_
 			   ret == -ECANCELED ? " (it changed meanwhile: retry)" : "");
 		return;
 	}
+	if (lock_rev == 0)
+		snprintf(left, sizeof(left), "; a copy its create left on a node is not deleted "
+			 "(tcreate/%s could not be taken): the leftover sweep of that node removes "
+			 "it once unlisted for --leftover-grace (900 s by default), and until then "
+			 "a create of '%s' placed there answers it exists", name, name);
 	tsr_info("cluster: target/%s, the claim of DR stream %016llx on a volume not recorded, "
-		 "released (volume delete): a copy its create left unlisted goes by the leftover "
-		 "sweep", name, (unsigned long long)stream);
+		 "released (volume delete)%s", name, (unsigned long long)stream,
+		 left[0] ? left : "; the copies its create left are deleted");
 	admin_fail(resp, 0, "volume '%s' was not recorded: its name's claim by DR stream %016llx "
-		   "is released", name, (unsigned long long)stream);
+		   "is released%s", name, (unsigned long long)stream,
+		   left[0] ? left : ", and the copies its create left are deleted");
 }
 
 /* The answer of a grow of name's target as the resize gives it (ret != 0). */
@@ -2766,7 +2890,9 @@ static const char *tc_test_hook_mode(const struct target_create *t, char *mode, 
  * a file that reads "claim" stops after target/<vol> (the other create has
  * not recorded yet), and "claimleak" does so and forgets this create's
  * lock (lock_rev), as if tc_unlock's delete failed: tcreate/<vol> stays on
- * this node's lease with no create of the volume running; one that reads "operator" records vol/<vol> without
+ * this node's lease with no create of the volume running, and "claimcopy"
+ * also makes the copy here (what a create that died after its first copy
+ * left: repl_claim_release deletes it); one that reads "operator" records vol/<vol> without
  * the stream, as an operator's `volume create` that checked the name just
  * before the claim and recorded just after it.  One that reads "live" acts
  * earlier (early: before the create's lock, tc_lock): target/<vol> naming
@@ -2785,7 +2911,7 @@ static void tc_test_claim_race(struct target_create *t, bool early)
 	const char *node_ids[1] = { t->c->node_id };
 	struct tsr_vol_info info;
 	char key[80], text[20];
-	bool claim_only, by_operator, live, leak, lock_left;
+	bool claim_only, by_operator, live, leak, lock_left, copy_left;
 	uint64_t lease;
 	int ret;
 
@@ -2793,6 +2919,7 @@ static void tc_test_claim_race(struct target_create *t, bool early)
 		return;
 	claim_only = strncmp(mode, "claim", 5) == 0;
 	lock_left = strncmp(mode, "claimleak", 9) == 0;
+	copy_left = strncmp(mode, "claimcopy", 9) == 0;
 	by_operator = strncmp(mode, "operator", 8) == 0;
 	live = strncmp(mode, "live", 4) == 0;
 	leak = strncmp(mode, "leak", 4) == 0;
@@ -2845,9 +2972,12 @@ static void tc_test_claim_race(struct target_create *t, bool early)
 	if (claim_only) {
 		if (lock_left)
 			t->lock_rev = 0;
+		if (copy_left && ret == 0) /* and the copy a create that died left */
+			ret = tsr_store_vol_create_flags(t->c->o.store, t->volume, t->size, 0, &info);
 		tsr_info("site: target volume %s: test hook (%s): target/%s written by another "
 			 "create%s: %s", t->volume, f, t->volume, lock_left ?
-			 ", this create's lock forgotten" : "", ret ? strerror(-ret) : "ok");
+			 ", this create's lock forgotten" : copy_left ? ", with a copy here" : "",
+			 ret ? strerror(-ret) : "ok");
 		return;
 	}
 	if (ret == 0)

@@ -320,6 +320,12 @@ int cluster_copy_delete_uuid(struct tsr_cluster *c, const Tessera__Cluster__Node
 	return copy_delete_call(c, node, name, uuid, CLUSTER_COPY_TIMEOUT_MS, msg, msg_len);
 }
 
+int cluster_copy_delete_short(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+			      const char *name, const char *uuid, char *msg, size_t msg_len)
+{
+	return copy_delete_call(c, node, name, uuid, cluster_peer_call_ms(c), msg, msg_len);
+}
+
 /* cluster_copy_delete_uuid with the other node's call bounded by timeout_ms. */
 static int copy_delete_call(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			    const char *name, const char *uuid, int timeout_ms, char *msg,

@@ -29,7 +29,8 @@
 # with no uuid known: no delete by name), 7 (the record's compare-and-set
 # lost to an operator's record), 8 (a lock this process left, taken over),
 # 9 (a leftover not deleted once the lock is another's), 10 (a claim and a
-# lock left, released by volume delete): below.
+# lock left, released by volume delete), 4b (a claim and a copy left: the
+# release deletes the copy): below.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/site.sh"
 
@@ -169,6 +170,26 @@ grep -q "target/oy, the claim of DR stream [0-9a-f]* on a volume not recorded, r
 	"$DLOG" || fail "the claim of oy was not released: $out"
 out=$(stsr dr volume create oy --size 4M --replicas 1 2>&1) ||
 	fail "volume create oy after the release: $out"
+# case 4b (oc, session 19): the same with the copy a create that died left
+# here (the hook "claimcopy"): the release deletes it (it holds tcreate/oc
+# meanwhile), so `volume create oc` works at once instead of "exists" until
+# the leftover sweep (900 s).  Before: "volume create oc after the release:
+# ... already exists".
+echo claimcopy >"$HOOK"
+site_vol_create primary oc 4M
+enable_to_dr oc
+for (( i=0; i<100; i++ )); do
+	grep -q "test hook .*: target/oc written by another create, with a copy here: ok" "$DLOG" &&
+		break
+	sleep 0.1
+done
+(( i < 100 )) || fail "the hook did not run for oc: $(grep "volume oc" "$DLOG" | tail -3)"
+out=$(stsr primary replication disable oc 2>&1) || fail "replication disable oc: $out"
+out=$(stsr dr volume delete oc 2>&1) || fail "volume delete oc (a claim, a copy left): $out"
+[[ $out == *"is released, and the copies its create left are deleted"* ]] ||
+	fail "volume delete oc did not say it deleted the copies left: $out"
+out=$(stsr dr volume create oc --size 4M --replicas 1 2>&1) ||
+	fail "volume create oc after the release: $out"
 
 # case 5 (lv): a second create of the stream that reads the claim after the
 # first wrote it (the hook "live": target/lv naming the stream, the first
