@@ -28,7 +28,10 @@
  * random data goes raw; an unknown algorithm in VOLUME_OPEN is refused
  * with EPROTONOSUPPORT, a compressed WRITE on a stream without one, a
  * corrupt zstd payload and an lz4 payload short of its length with
- * EBADMSG, the volume unchanged.
+ * EBADMSG, the volume unchanged.  A state file of a target deleted since:
+ * promote refuses it (EIDRM), VOLUME_OPEN drops it before its promoted
+ * flag (FRESH); a FRESH member of a consistency group runs free until its
+ * SYNC_END and holds the group only after it.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1282,6 +1285,111 @@ static void test_deleted_target_state(void **state)
 	assert_int_equal(st.flags & (SITE_STATE_PROMOTED | SITE_STATE_FRESH), 0);
 }
 
+/* Connect, HELLO and VOLUME_OPEN of volume as a member of group gf (2
+ * members), accepted: the reply's header. */
+static struct tsr_site_hdr gf_start(struct env *e, struct client *c, const char *volume,
+				    uint64_t stream)
+{
+	struct tsr_site_open o = {.layout = "replicas:1", .group = "gf", .members = 2};
+	struct tsr_site_hdr h = {.opcode = TSR_SITE_VOLUME_OPEN, .stream = stream,
+				 .offset = VOL_SIZE, .epoch = EPOCH};
+	uint8_t pl[TSR_SITE_OPEN_MAX];
+
+	assert_int_equal(client_connect(e, c, e->client_tls), 0);
+	client_hello(c);
+	snprintf(o.volume, sizeof(o.volume), "%s", volume);
+	h.length = (uint32_t)tsr_site_open_pack(&o, pl);
+	send_frame(c, &h, pl);
+	assert_int_equal(recv_frame(c), 1);
+	assert_int_equal(c->rx.hdr.opcode, TSR_SITE_VOLUME_OPEN);
+	return c->rx.hdr;
+}
+
+/* MARKER n of group gf (2 members) as frame seq. */
+static void gf_marker(struct client *c, uint64_t stream, uint64_t seq, uint64_t n)
+{
+	struct tsr_site_marker m = {.group = "gf", .members = 2};
+	struct tsr_site_hdr h = {.opcode = TSR_SITE_MARKER, .stream = stream, .seq = seq,
+				 .offset = n, .epoch = EPOCH};
+	uint8_t pl[TSR_SITE_MARKER_MAX];
+
+	h.length = (uint32_t)tsr_site_marker_pack(&m, pl);
+	send_frame(c, &h, pl);
+}
+
+/*
+ * A FRESH member of a consistency group (its state of a target deleted
+ * since: marker 3, applied 5): it joins running free (not consistent), so
+ * its frames land with no marker and it does not hold the other member
+ * back; after its SYNC_END it is held like the other, which is then
+ * released past marker 1 only once the FRESH one has marker 2 too.
+ */
+static void test_group_fresh_member(void **state)
+{
+	struct env *e = *state;
+	struct tsr_vol_info info;
+	struct site_state st = {.stream = 95, .epoch = EPOCH,
+				.flags = SITE_STATE_CLEAN | SITE_STATE_CONSISTENT,
+				.site = "primary", .cluster = "c-primary", .volume = "gf1",
+				.group = "gf"};
+	struct tsr_vol *other = NULL;
+	struct client c1, c2;
+	struct tsr_site_hdr r;
+
+	assert_int_equal(mkdir(e->state_dir, 0755) == 0 || errno == EEXIST, 1);
+	/* gf1: this volume's state, consistent at marker 0: held */
+	assert_int_equal(tsr_store_vol_create(e->store, "gf1", VOL_SIZE, NULL), 0);
+	assert_int_equal(tsr_store_vol_info(e->store, "gf1", &info), 0);
+	snprintf(st.target_id, sizeof(st.target_id), "%s", info.uuid);
+	write_state(e, &st);
+	/* gf2: the state of a gf2 deleted since */
+	st = (struct site_state){.stream = 96, .epoch = EPOCH, .applied = 5, .marker = 3,
+				 .flags = SITE_STATE_CLEAN | SITE_STATE_CONSISTENT,
+				 .site = "primary", .cluster = "c-primary", .volume = "gf2",
+				 .group = "gf", .target_id = "gone-7"};
+	write_state(e, &st);
+	r = gf_start(e, &c2, "gf2", 96);
+	assert_int_equal(r.seq, 0);
+	assert_int_equal(r.flags, TSR_SITE_F_REPLY | TSR_SITE_F_FRESH);
+	/* homes go round robin over the 2 workers: gf1 on gf2's */
+	assert_int_equal(tsr_store_vol_create(e->store, "gfx", VOL_SIZE, NULL), 0);
+	assert_int_equal(tsr_vol_get(e->set, "gfx", &other), 0);
+	r = gf_start(e, &c1, "gf1", 95);
+	assert_int_equal(r.seq, 0);
+	assert_int_equal(r.flags, TSR_SITE_F_REPLY);
+	/* the FRESH member runs free: applied with no marker */
+	send_write(&c2, NULL, 96, 1, 0, BS, 7);
+	barrier(&c2, 96, 1);
+	assert_false(info_of(e, "gf2").consistent);
+	/* and holds nobody: gf1 released through its marker 1 */
+	send_write(&c1, NULL, 95, 1, 0, BS, 8);
+	gf_marker(&c1, 95, 2, 1);
+	barrier(&c1, 95, 2);
+	/* its copy done: held too, at marker 0 */
+	send_op(&c2, TSR_SITE_SYNC_END, 96, 2);
+	barrier(&c2, 96, 2);
+	assert_true(info_of(e, "gf2").consistent);
+	/* gf1 past marker 1 waits for gf2's marker 2 */
+	send_write(&c1, NULL, 95, 3, BS, BS, 9);
+	gf_marker(&c1, 95, 4, 2);
+	send_op(&c1, TSR_SITE_BARRIER, 95, 4);
+	usleep(200 * 1000);
+	assert_int_equal(info_of(e, "gf1").applied, 2);
+	gf_marker(&c2, 96, 3, 2);
+	barrier(&c2, 96, 3);
+	wait_ack(&c1, 4);
+	assert_int_equal(info_of(e, "gf1").applied, 4);
+	assert_int_equal(info_of(e, "gf1").marker, 2);
+	client_close(&c1, true);
+	client_close(&c2, true);
+	wait_disconnected(e, "gf1");
+	wait_disconnected(e, "gf2");
+	assert_int_equal(read_state(e, "gf2", &st), 0);
+	assert_int_equal(st.marker, 2);
+	assert_int_equal(st.applied, 3);
+	tsr_vol_put(other);
+}
+
 /* A certificate from another CA: the handshake fails, nothing happens. */
 static void test_other_ca(void **state)
 {
@@ -1772,6 +1880,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_corrupt_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recreated_target, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deleted_target_state, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_fresh_member, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_ca, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_takeover, setup, teardown),
