@@ -1162,6 +1162,32 @@ static void test_corrupt_state(void **state)
 	assert_int_equal(list_count(e), 1);
 }
 
+/* A state file's content as a source at site primary left it. */
+static struct site_state state_of(const char *volume, uint64_t stream, uint64_t applied,
+				  uint32_t flags, const char *target_id)
+{
+	struct site_state st = {.stream = stream, .epoch = EPOCH, .applied = applied,
+				.flags = flags, .site = "primary", .cluster = "c-primary"};
+
+	snprintf(st.volume, sizeof(st.volume), "%s", volume);
+	snprintf(st.target_id, sizeof(st.target_id), "%s", target_id);
+	return st;
+}
+
+/* A session of volume that only opens: its reply's seq and flags (besides
+ * REPLY) asserted, then closed cleanly. */
+static void open_only(struct env *e, const char *volume, uint64_t stream, uint64_t seq,
+		      uint8_t flags)
+{
+	struct client c;
+	struct tsr_site_hdr r = client_start(e, &c, volume, stream);
+
+	assert_int_equal(r.seq, seq);
+	assert_int_equal(r.flags, TSR_SITE_F_REPLY | flags);
+	client_close(&c, true);
+	wait_disconnected(e, volume);
+}
+
 /* A state file about another volume than the one opened (deleted and
  * created again since, its target id differs): the stream starts over at
  * applied 0 with TSR_SITE_F_FRESH and the file takes the new id.  A version
@@ -1169,23 +1195,17 @@ static void test_corrupt_state(void **state)
 static void test_recreated_target(void **state)
 {
 	struct env *e = *state;
-	struct site_state st = {.stream = 81, .epoch = EPOCH, .applied = 5,
-				.flags = SITE_STATE_CLEAN | SITE_STATE_CONSISTENT,
-				.site = "primary", .cluster = "c-primary", .volume = "rc1",
-				.target_id = "gone-1"};
+	struct site_state st = state_of("rc1", 81, 5, SITE_STATE_CLEAN | SITE_STATE_CONSISTENT,
+					"gone-1");
 	struct client c;
 	struct tsr_site_hdr r;
 
 	assert_int_equal(mkdir(e->state_dir, 0755) == 0 || errno == EEXIST, 1);
 	write_state(e, &st);
-	r = client_start(e, &c, "rc1", 81);
-	assert_int_equal(r.seq, 0);
-	assert_int_equal(r.flags, TSR_SITE_F_REPLY | TSR_SITE_F_FRESH);
 	/* a source built before the flag refuses that reply and asks again:
 	 * still FRESH until a frame lands (never seq 0 alone, which it would
 	 * take as a log tail to resend) */
-	client_close(&c, true);
-	wait_disconnected(e, "rc1");
+	open_only(e, "rc1", 81, 0, TSR_SITE_F_FRESH);
 	r = client_start(e, &c, "rc1", 81);
 	assert_int_equal(r.seq, 0);
 	assert_int_equal(r.flags, TSR_SITE_F_REPLY | TSR_SITE_F_FRESH);
@@ -1199,21 +1219,11 @@ static void test_recreated_target(void **state)
 	assert_true(st.target_id[0] != '\0');
 	assert_string_not_equal(st.target_id, "gone-1");
 	/* the same volume again: it resumes, no flag */
-	r = client_start(e, &c, "rc1", 81);
-	assert_int_equal(r.seq, 1);
-	assert_int_equal(r.flags, TSR_SITE_F_REPLY);
-	client_close(&c, true);
-	wait_disconnected(e, "rc1");
+	open_only(e, "rc1", 81, 1, 0);
 	/* version 1 (no id): resumes where it says, and gets the id */
-	st = (struct site_state){.stream = 82, .epoch = EPOCH, .applied = 4,
-				 .flags = SITE_STATE_CLEAN | SITE_STATE_CONSISTENT,
-				 .site = "primary", .cluster = "c-primary", .volume = "rc2"};
+	st = state_of("rc2", 82, 4, SITE_STATE_CLEAN | SITE_STATE_CONSISTENT, "");
 	write_state(e, &st);
-	r = client_start(e, &c, "rc2", 82);
-	assert_int_equal(r.seq, 4);
-	assert_int_equal(r.flags, TSR_SITE_F_REPLY);
-	client_close(&c, true);
-	wait_disconnected(e, "rc2");
+	open_only(e, "rc2", 82, 4, 0);
 	assert_int_equal(read_state(e, "rc2", &st), 0);
 	assert_int_equal(st.applied, 4);
 	assert_true(st.target_id[0] != '\0');
@@ -1238,12 +1248,8 @@ static void test_recreated_target(void **state)
 static void test_deleted_target_state(void **state)
 {
 	struct env *e = *state;
-	struct site_state st = {.stream = 91, .epoch = EPOCH, .applied = 5,
-				.flags = SITE_STATE_CLEAN | SITE_STATE_CONSISTENT,
-				.site = "primary", .cluster = "c-primary", .volume = "pd1",
-				.target_id = "gone-3"};
-	struct client c;
-	struct tsr_site_hdr r;
+	struct site_state st = state_of("pd1", 91, 5, SITE_STATE_CLEAN | SITE_STATE_CONSISTENT,
+					"gone-3");
 
 	assert_int_equal(mkdir(e->state_dir, 0755) == 0 || errno == EEXIST, 1);
 	write_state(e, &st);
@@ -1254,32 +1260,18 @@ static void test_deleted_target_state(void **state)
 	assert_int_equal(st.flags & SITE_STATE_PROMOTED, 0);
 	assert_string_equal(st.target_id, "gone-3");
 	/* promoted, deleted, the stream back: FRESH, no longer promoted */
-	st = (struct site_state){.stream = 92, .epoch = EPOCH, .applied = 5,
-				 .flags = SITE_STATE_CLEAN | SITE_STATE_CONSISTENT |
-					  SITE_STATE_PROMOTED,
-				 .site = "primary", .cluster = "c-primary", .volume = "pd2",
-				 .target_id = "gone-4"};
+	st = state_of("pd2", 92, 5, SITE_STATE_CLEAN | SITE_STATE_CONSISTENT |
+		      SITE_STATE_PROMOTED, "gone-4");
 	write_state(e, &st);
-	r = client_start(e, &c, "pd2", 92);
-	assert_int_equal(r.seq, 0);
-	assert_int_equal(r.flags, TSR_SITE_F_REPLY | TSR_SITE_F_FRESH);
-	client_close(&c, true);
-	wait_disconnected(e, "pd2");
+	open_only(e, "pd2", 92, 0, TSR_SITE_F_FRESH);
 	assert_int_equal(read_state(e, "pd2", &st), 0);
 	assert_int_equal(st.flags & SITE_STATE_PROMOTED, 0);
 	assert_true(st.flags & SITE_STATE_FRESH);
 	assert_string_not_equal(st.target_id, "gone-4");
 	/* another stream: as on no state file (seq 0, neither FRESH nor REPLAY) */
-	st = (struct site_state){.stream = 93, .epoch = EPOCH, .applied = 7,
-				 .flags = SITE_STATE_CLEAN | SITE_STATE_PROMOTED,
-				 .site = "primary", .cluster = "c-primary", .volume = "pd3",
-				 .target_id = "gone-5"};
+	st = state_of("pd3", 93, 7, SITE_STATE_CLEAN | SITE_STATE_PROMOTED, "gone-5");
 	write_state(e, &st);
-	r = client_start(e, &c, "pd3", 94);
-	assert_int_equal(r.seq, 0);
-	assert_int_equal(r.flags, TSR_SITE_F_REPLY);
-	client_close(&c, true);
-	wait_disconnected(e, "pd3");
+	open_only(e, "pd3", 94, 0, 0);
 	assert_int_equal(read_state(e, "pd3", &st), 0);
 	assert_int_equal(st.stream, 94);
 	assert_int_equal(st.flags & (SITE_STATE_PROMOTED | SITE_STATE_FRESH), 0);
@@ -1328,10 +1320,7 @@ static void test_group_fresh_member(void **state)
 {
 	struct env *e = *state;
 	struct tsr_vol_info info;
-	struct site_state st = {.stream = 95, .epoch = EPOCH,
-				.flags = SITE_STATE_CLEAN | SITE_STATE_CONSISTENT,
-				.site = "primary", .cluster = "c-primary", .volume = "gf1",
-				.group = "gf"};
+	struct site_state st;
 	struct tsr_vol *other = NULL;
 	struct client c1, c2;
 	struct tsr_site_hdr r;
@@ -1340,13 +1329,13 @@ static void test_group_fresh_member(void **state)
 	/* gf1: this volume's state, consistent at marker 0: held */
 	assert_int_equal(tsr_store_vol_create(e->store, "gf1", VOL_SIZE, NULL), 0);
 	assert_int_equal(tsr_store_vol_info(e->store, "gf1", &info), 0);
-	snprintf(st.target_id, sizeof(st.target_id), "%s", info.uuid);
+	st = state_of("gf1", 95, 0, SITE_STATE_CLEAN | SITE_STATE_CONSISTENT, info.uuid);
+	snprintf(st.group, sizeof(st.group), "gf");
 	write_state(e, &st);
 	/* gf2: the state of a gf2 deleted since */
-	st = (struct site_state){.stream = 96, .epoch = EPOCH, .applied = 5, .marker = 3,
-				 .flags = SITE_STATE_CLEAN | SITE_STATE_CONSISTENT,
-				 .site = "primary", .cluster = "c-primary", .volume = "gf2",
-				 .group = "gf", .target_id = "gone-7"};
+	st = state_of("gf2", 96, 5, SITE_STATE_CLEAN | SITE_STATE_CONSISTENT, "gone-7");
+	snprintf(st.group, sizeof(st.group), "gf");
+	st.marker = 3;
 	write_state(e, &st);
 	r = gf_start(e, &c2, "gf2", 96);
 	assert_int_equal(r.seq, 0);
