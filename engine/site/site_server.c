@@ -2058,8 +2058,8 @@ static int ctl_open_volume(struct sess *s)
 			st = (struct site_state){.stream = h->stream,
 						 .flags = SITE_STATE_CLEAN |
 							  (was_fed ? SITE_STATE_FRESH : 0)};
-			id[0] = '\0';
 		}
+		id[0] = '\0'; /* open_volume's answer, below, is the id used */
 		int take = st.stream != h->stream && srv->ops.may_replace != NULL ?
 			   srv->ops.may_replace(srv->ops.arg, &s->from, name, h->stream) : 0;
 
