@@ -1843,12 +1843,16 @@ static void replace_job_clear(struct replace_list *rl)
  * first written again unchanged at rev (a compare-and-set): once that
  * succeeds, no replace that read rev can record its copy any more (its own
  * compare-and-set fails and it rolls back), and only then is the copy deleted
- * (replace_garbage), and only if it is still the one met (uuid).  On success
- * *rev is the record's new revision, which our own record write must expect.
- * 0 or -errno with msg (-ECANCELED: the record changed meanwhile: retry).
+ * (replace_garbage), and only if it is still the one met (uuid).  The write
+ * raises rec->replace_fence, its one change: a replace that lost its
+ * compare-and-set to it must not take it for a snapshot's record of what its
+ * old copy missed and write again (replace_missed_only_moved).  On success
+ * *rev is the record's new revision, which our own record write must expect
+ * (and rec the record at it).  0 or -errno with msg (-ECANCELED: the record
+ * changed meanwhile: retry), rec then as it was.
  */
 static int replace_garbage_mark(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
-				const char *name, const Tessera__Cluster__VolumeRecord *rec,
+				const char *name, Tessera__Cluster__VolumeRecord *rec,
 				uint64_t *rev, const char *garbage, char *msg, size_t msg_len)
 {
 	char key[80];
@@ -1863,8 +1867,10 @@ static int replace_garbage_mark(struct tsr_cluster *c, const Tessera__Cluster__N
 		return -EEXIST;
 	}
 	snprintf(key, sizeof(key), "vol/%s", name);
+	rec->replace_fence++;
 	ret = rec_put(c->meta, key, &rec->base, *rev, 0, &new_rev);
 	if (ret) {
+		rec->replace_fence--;
 		snprintf(msg, msg_len, ret == -ECANCELED ? "volume '%s' changed while its copy on %s "
 			 "was being replaced (another replace onto %s?): tessera volume show %s; retry"
 			 : "cannot write volume '%s' (its copy on %s, replace onto %s): %s; retry",
@@ -2748,6 +2754,140 @@ static int replace_noted_merge(struct replace_list *rl)
 	return 0;
 }
 
+/* a and b pack to the same bytes (unknown fields included). */
+static bool rec_same_packed(const ProtobufCMessage *a, const ProtobufCMessage *b)
+{
+	size_t la = protobuf_c_message_get_packed_size(a);
+	uint8_t *pa, *pb;
+	bool same = false;
+
+	if (la != protobuf_c_message_get_packed_size(b))
+		return false;
+	pa = malloc(la ? la : 1);
+	pb = malloc(la ? la : 1);
+	if (pa && pb) {
+		protobuf_c_message_pack(a, pa);
+		protobuf_c_message_pack(b, pb);
+		same = memcmp(pa, pb, la) == 0;
+	}
+	free(pa);
+	free(pb);
+	return same;
+}
+
+/*
+ * The ops now (the old copy's missed_snaps in vol/<name> now) are those as
+ * read (was) plus ops appended after them, at least one, each a delete or a
+ * create of a snapshot rl gives its new copy (its list, the noted names
+ * merged): a snapshot cut through this coordinator while rl waited, which
+ * the new copy gets anyway.  NULL, or why not (for the log).
+ */
+static const char *replace_missed_added(const struct replace_list *rl,
+					const Tessera__Cluster__CopyRecord *now,
+					const Tessera__Cluster__CopyRecord *was)
+{
+	if (now->n_missed_snaps <= was->n_missed_snaps)
+		return "its list of missed snapshots did not grow";
+	for (size_t i = 0; i < was->n_missed_snaps; i++)
+		if (strcmp(now->missed_snaps[i], was->missed_snaps[i]) != 0)
+			return "its list of missed snapshots changed before its end";
+	for (size_t i = was->n_missed_snaps; i < now->n_missed_snaps; i++) {
+		const char *op = now->missed_snaps[i];
+		bool given = false;
+
+		if (strncmp(op, "d ", 2) == 0)
+			continue; /* the new copy's make-up of a name none holds is skipped */
+		if (strncmp(op, "c ", 2) != 0)
+			return "an operation this build does not know";
+		for (size_t k = 0; k < rl->n_snaps && !given; k++)
+			given = strcmp(rl->snaps[k], op + 2) == 0;
+		if (!given)
+			return "a snapshot the new copy is not given (cut through another path)";
+	}
+	return NULL;
+}
+
+/*
+ * rl's record write lost its compare-and-set at rl->rev (review revB R2):
+ * did vol/<name> change only in what the old copy missed?  That is the
+ * record of a snapshot cut through this coordinator while the replace waited
+ * (the layout records the miss of its old copy, away: the automatic
+ * replace's case), and the new copy is given that snapshot anyway
+ * (cluster_replace_note_snap): before, every such snapshot failed the
+ * attempt ("vol/V changed while this replace waited"), its new copy deleted.
+ * Anything else changed refuses, as before: another replace, an attach or
+ * detach, a detached snapshot's snap_gen, a copy's state, a field this build
+ * does not know, and a garbage mark's fence, which changes nothing but
+ * replace_fence (replace_garbage_mark; an earlier build's changes nothing at
+ * all: the old copy's list must have grown).  True: rl->rev is the revision
+ * read now and *old_cr / *old_len the old copy's entry now (for the undo of a
+ * refusal); rec (as read, slot rl->idx already the new copy's) is to be
+ * written as it is.  Main thread.
+ */
+static bool replace_missed_only_moved(struct replace_list *rl,
+				      const Tessera__Cluster__VolumeRecord *rec, uint8_t **old_cr,
+				      size_t *old_len)
+{
+	Tessera__Cluster__VolumeRecord *now = NULL, cmp;
+	Tessera__Cluster__CopyRecord *was = NULL, *cr, cr_cmp;
+	Tessera__Cluster__CopyRecord *copies[TSR_LAYOUT_MAX_COPIES];
+	const char *why = NULL;
+	size_t idx = rl->idx, len;
+	uint8_t *buf;
+	uint64_t rev;
+	bool same = false;
+
+	if (rec_volume_get(rl->c->meta, rl->name, &now, &rev) != 0)
+		return false;
+	if (now->n_copies != rec->n_copies || idx >= now->n_copies ||
+	    now->n_copies > TSR_LAYOUT_MAX_COPIES ||
+	    strcmp(now->copies[idx]->node_id, rl->old) != 0)
+		goto out;
+	was = tessera__cluster__copy_record__unpack(NULL, *old_len, *old_cr);
+	if (was == NULL)
+		goto out;
+	/* the old copy's entry: the same but for its missed list */
+	cr = now->copies[idx];
+	cr_cmp = *cr;
+	cr_cmp.n_missed_snaps = was->n_missed_snaps;
+	cr_cmp.missed_snaps = was->missed_snaps;
+	if (!rec_same_packed(&cr_cmp.base, &was->base))
+		goto out;
+	/* the rest of the record: the same, replace_fence included */
+	cmp = *now;
+	memcpy(copies, now->copies, now->n_copies * sizeof(*copies));
+	copies[idx] = rec->copies[idx];
+	cmp.copies = copies;
+	if (!rec_same_packed(&cmp.base, &rec->base))
+		goto out;
+	why = replace_missed_added(rl, cr, was);
+	if (why) {
+		tsr_info("cluster: replace of %s on %s: vol/%s changed while it waited only in what "
+			 "the copy on %s missed, but %s: not written again", rl->name, rl->old,
+			 rl->name, rl->old, why);
+		goto out;
+	}
+	len = tessera__cluster__copy_record__get_packed_size(cr);
+	buf = malloc(len ? len : 1);
+	if (buf == NULL)
+		goto out;
+	tessera__cluster__copy_record__pack(cr, buf);
+	free(*old_cr);
+	*old_cr = buf;
+	*old_len = len;
+	rl->rev = rev;
+	same = true;
+	tsr_info("cluster: replace of %s on %s: vol/%s changed while it waited only in the "
+		 "snapshots the copy on %s missed (%zu more, cut meanwhile, which the new copy is "
+		 "given too): written again", rl->name, rl->old, rl->name, rl->old,
+		 cr->n_missed_snaps - was->n_missed_snaps);
+out:
+	if (was)
+		tessera__cluster__copy_record__free_unpacked(was, NULL);
+	tessera__cluster__volume_record__free_unpacked(now, NULL);
+	return same;
+}
+
 /*
  * The end of a replace, its calls answered (the new copy made, rl->new_uuid;
  * the old copy's uuid, rl->old_uuid, or unheard): vol/<name> written listing
@@ -2825,6 +2965,14 @@ static int replace_finish(struct replace_list *rl, char *msg, size_t msg_len)
 		pending = a;
 	}
 	ret = rec_put(c->meta, key, &rec->base, rl->rev, 0, NULL);
+	/* a snapshot cut meanwhile recorded what the old copy missed, the only
+	 * change: written over (again, at most twice more: the layout may record
+	 * once more in between) */
+	for (int again = 0; again < 3 && ret == -ECANCELED; again++) {
+		if (!replace_missed_only_moved(rl, rec, &old_cr, &old_len))
+			break;
+		ret = rec_put(c->meta, key, &rec->base, rl->rev, 0, NULL);
+	}
 	if (ret) {
 		if (pending)
 			replace_pending_end(c, pending, idx, NULL);

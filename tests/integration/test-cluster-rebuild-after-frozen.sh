@@ -19,9 +19,12 @@
 #   one while the first waits).  X thawed: the replace completes (at once, or
 #   a later attempt), vol/v lists n1 and X, both in sync, v reads back as
 #   written through n1, both copies hold s1.  (The cut records s1 as missed
-#   by O's copy in vol/v, so the waiting attempt's compare-and-set fails and a
-#   later attempt reads a list that has s1: the noted snapshot itself is not
-#   what gives it here; test-cluster-replace-snap-noted shows that part.)
+#   by O's copy in vol/v; the waiting attempt's record write meets that
+#   change, the only one, and writes again, replace_missed_only_moved, since
+#   session 19: before, its compare-and-set failed and a later attempt read a
+#   list that had s1.  test-cluster-replace-snap-noted shows the noted
+#   snapshot in the new copy's record, test-cluster-replace-snap-away the
+#   write again.)
 # (b) The old copy's delete after the record write is off the loop too (an
 #   admin replace's and the tick's): O restarted; `replace-replica v --node X
 #   --to O` through n1 held after its record write (test hook
