@@ -436,6 +436,86 @@ cl_attach_fill() {
 	cl_wait_synced "$1"
 }
 
+# cl_replace_waiting VOL [hold]: the tests of a snapshot through the
+# coordinator while a replace of VOL waits (test-cluster-replace-snap-*).
+# 3 nodes started; VOL (2
+# replicas, one on n1, min 1) is created, attached on n1 and in sync; P
+# (global) is its other copy's node, X its free node, XPID X's pid (thawed at
+# exit).  cl_replace_waiting_start then freezes X and starts
+# `replace-replica VOL --node P --to X` through n1 in the background (RP its
+# pid; $CL_ROOT/r.rc and r.out its status and output), returning once n1
+# waits for X's create; cl_replace_waiting_end reaps it and logs its answer.
+# With hold, HOLD (global) names the file TSR_TEST_REPLACE_LAYOUT_HOLD_FILE
+# (n1 holds the replace between its record write and its layout while it
+# exists; removed at exit).  The new copy's create is bounded by 8 s.
+cl_replace_waiting() {
+	export TSR_TEST_COPY_TIMEOUT_MS=8000
+	if [ "${2:-}" = hold ]; then
+		HOLD=$(mktemp -u /tmp/tessera-replace-hold.XXXXXX)
+		on_exit "rm -f '$HOLD'"
+		export TSR_TEST_REPLACE_LAYOUT_HOLD_FILE=$HOLD
+	fi
+	cl_start 3
+	ctsr volume create "$1" --size 8M --replicas 2 --min-replicas 1 >/dev/null ||
+		fail "volume create $1"
+	cl_move_onto_n1 "$1"
+	ctsr volume attach "$1" --node n1 >/dev/null || fail "volume attach $1"
+	cl_wait_synced "$1"
+	P=$(cl_rec_nodes "$1" | tr ' ' '\n' | grep -v '^n1$')
+	X=$(cl_free_node "$1") || fail "no free node"
+	XPID=${CL_PID[${X#n}]}
+	on_exit "kill -CONT $XPID 2>/dev/null"
+}
+cl_replace_waiting_start() {
+	log "copies n1 $P; $X frozen; replace $P --to $X through n1"
+	freeze_pids "$XPID" || fail "$X did not stop"
+	( OUT=$(timeout 30 "$TESSERA" --cluster "$(cl_addr 1)" \
+		--token-file "$(cl_dir 1)/admin.token" \
+		volume replace-replica "$1" --node "$P" --to "$X" 2>&1) && RC=0 || RC=$?
+	  echo "$RC" >"$CL_ROOT/r.rc"; echo "$OUT" >"$CL_ROOT/r.out" ) &
+	RP=$!
+	track_pid "$RP"
+	wait_log 1 "replace of $1 on $P: creating the new copy on $X" 10
+}
+cl_replace_waiting_end() {
+	reap "$RP" || true
+	log "replace: status $(cat "$CL_ROOT/r.rc"): $(cat "$CL_ROOT/r.out")"
+}
+# cl_replace_waiting_held VOL (with hold): X thawed, n1 held after the
+# replace's record write; RECORDED (global) is cl_recorded_missed VOL then;
+# the hold released and cl_replace_waiting_end.
+cl_replace_waiting_held() {
+	touch "$HOLD"
+	kill -CONT "$XPID"
+	wait_log 1 "replace of $1: test hold .* between the record and the coordinator" 15
+	RECORDED=$(cl_recorded_missed "$1")
+	rm -f "$HOLD"
+	cl_replace_waiting_end
+}
+
+# cl_replace_waiting_ok VOL SNAPS: the replace of cl_replace_waiting_start
+# answered 0, VOL gets in sync, and n1's and X's copies hold SNAPS ("s0 s1").
+cl_replace_waiting_ok() {
+	local n
+	[ "$(cat "$CL_ROOT/r.rc")" = 0 ] || fail "the replace did not succeed: $(cat "$CL_ROOT/r.out")"
+	cl_wait_synced "$1" 30
+	for n in n1 "$X"; do
+		[ "$(cl_snaps_of "${n#n}" "$1")" = "$2" ] ||
+			fail "$n's copy of $1 holds snapshots '$(cl_snaps_of "${n#n}" "$1")', want '$2'"
+	done
+}
+
+# cl_wait_recorded_missed VOL WANT: until cl_recorded_missed VOL is WANT (5 s);
+# else fails naming what it is.
+cl_wait_recorded_missed() {
+	local i
+	for (( i=0; i<50; i++ )); do
+		[ "$(cl_recorded_missed "$1")" = "$2" ] && return 0
+		sleep 0.1
+	done
+	assert_eq "$(cl_recorded_missed "$1")" "$2" "vol/$1's missed snapshots"
+}
+
 # cl_autorepl_freeze VOL O: for the tests of the tick's automatic replace
 # (--rebuild-after) while its target hangs: X (global) is VOL's free node
 # (cl_free_node), XPID its pid (thawed at exit), LOG n1's log; node O

@@ -22,52 +22,21 @@
 . "$(dirname "$0")/cluster.sh"
 
 require_tessera
-export TSR_TEST_COPY_TIMEOUT_MS=8000
-
-cl_start 3
-ctsr volume create v --size 8M --replicas 2 --min-replicas 1 >/dev/null || fail "volume create v"
-cl_move_onto_n1 v
-ctsr volume attach v --node n1 >/dev/null || fail "volume attach v"
-cl_wait_synced v
-P=$(cl_rec_nodes v | tr ' ' '\n' | grep -v '^n1$')
-X=$(cl_free_node v) || fail "no free node"
-XPID=${CL_PID[${X#n}]}
-on_exit "kill -CONT $XPID 2>/dev/null"
+cl_replace_waiting v
 cl_kill "${P#n}"
 cl_timed "snapshot create v s0 through n1 with $P away" 20 1 snapshot create v s0
 [ "$CL_RC" = 0 ] || fail "snapshot create v s0: status $CL_RC: $CL_OUT"
 cl_wait_state v "$P" out-of-sync 10
-for (( i=0; i<50; i++ )); do
-	[ "$(cl_recorded_missed v)" = "c s0" ] && break
-	sleep 0.1
-done
-assert_eq "$(cl_recorded_missed v)" "c s0" "vol/v's missed snapshots after s0 with $P away"
-log "copies n1 $P ($P killed); $X frozen; replace $P --to $X through n1"
-freeze_pids "$XPID" || fail "$X did not stop"
-( OUT=$(timeout 30 "$TESSERA" --cluster "$(cl_addr 1)" --token-file "$(cl_dir 1)/admin.token" \
-	volume replace-replica v --node "$P" --to "$X" 2>&1) && RC=0 || RC=$?
-  echo "$RC" >"$CL_ROOT/r.rc"; echo "$OUT" >"$CL_ROOT/r.out" ) &
-RP=$!
-track_pid "$RP"
-wait_log 1 "replace of v on $P: creating the new copy on $X" 10
+cl_wait_recorded_missed v "c s0"
+cl_replace_waiting_start v
 cl_timed "snapshot create v s1 through n1 while the replace waits for $X" 5 1 snapshot create v s1
 [ "$CL_RC" = 0 ] || fail "snapshot create v s1 during the replace: status $CL_RC: $CL_OUT"
-for (( i=0; i<50; i++ )); do
-	[ "$(cl_recorded_missed v)" = "c s0,c s1" ] && break
-	sleep 0.1
-done
-assert_eq "$(cl_recorded_missed v)" "c s0,c s1" "vol/v's missed snapshots while the replace waits"
+cl_wait_recorded_missed v "c s0,c s1"
 kill -CONT "$XPID"
-reap "$RP" || true
-log "replace: status $(cat "$CL_ROOT/r.rc"): $(cat "$CL_ROOT/r.out")"
-[ "$(cat "$CL_ROOT/r.rc")" = 0 ] || fail "the replace did not succeed: $(cat "$CL_ROOT/r.out")"
+cl_replace_waiting_end
+cl_replace_waiting_ok v "s0 s1"
 wait_log 1 "replace of v on $P: vol/v changed while it waited only in the snapshots" 1
 [ "$(cl_rec_nodes v | tr ' ' '\n' | sort | xargs)" = "$(printf '%s\n' n1 "$X" | sort | xargs)" ] ||
 	fail "vol/v lists '$(cl_rec_nodes v)', want n1 and $X"
-cl_wait_synced v 30
-for n in n1 "$X"; do
-	[ "$(cl_snaps_of "${n#n}" v)" = "s0 s1" ] ||
-		fail "$n's copy of v holds snapshots '$(cl_snaps_of "${n#n}" v)', want 's0 s1'"
-done
 cl_stop_all
 log PASS
