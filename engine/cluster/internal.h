@@ -266,15 +266,27 @@ int cluster_replace_auto(struct tsr_cluster *c, const char *name, const char *ol
  * then, else NULL.  Main thread. */
 const char *cluster_replace_waiting(const struct tsr_cluster *c, const char *name);
 /*
- * A snapshot create of name through its coordinator here begins while a
- * replace of name through this node waits: snap is added to the snapshots
- * the replace gives its new copy (review 17a F4: the snapshot was refused
- * for the whole wait, up to the 30 s of the new copy's create).  Noted before
- * the cut begins, so whatever the order of the cut and the replace's record
- * write, the new copy is given it (a cut that then fails leaves a name none
- * has: its make-up finds nothing, and is done).  0 or -ENOMEM.  Main thread.
+ * A snapshot create (op 'c') or delete ('d') of name through its coordinator
+ * here begins while a replace of name through this node waits: noted for
+ * that replace, which applies it to the snapshots it gives its new copy
+ * (review 17a F4: the snapshot was refused for the whole wait, up to the 30 s
+ * of the new copy's create).  Noted before the cut begins, so whatever the
+ * order of the cut and the replace's record write, the new copy is given a
+ * create (one whose outcome is not known at the write included: a cut that
+ * then fails leaves a name none has, whose make-up finds nothing, and is
+ * done).  An invalid name is not noted (the snapshot's own checks refuse
+ * it).  0, -ENOMEM, or -E2BIG (REPLACE_MISSED_MAX noted already: refuse the
+ * snapshot until the replace answers).  Main thread.
  */
-int cluster_replace_note_snap(struct tsr_cluster *c, const char *name, const char *snap);
+int cluster_replace_note_snap(struct tsr_cluster *c, const char *name, char op, const char *snap);
+/*
+ * The outcome of a snapshot operation noted so (done: it went through), given
+ * once it is known: a failed create is not given to the new copy, and only a
+ * delete done takes a name off its list (volume.c replace_noted_merge).  No
+ * replace waiting, or the op not noted: nothing.  Main thread.
+ */
+void cluster_replace_snap_done(struct tsr_cluster *c, const char *name, char op,
+			       const char *snap, bool done);
 /* Build the admin Volume message of a record (view for attach state and URIs). */
 Tessera__Admin__Volume *cluster_build_volume(struct tsr_cluster *c, const struct cluster_view *v,
 					     const Tessera__Cluster__VolumeRecord *r);

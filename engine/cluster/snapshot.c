@@ -946,6 +946,9 @@ static void snap_later_reply(struct tsr_admin_server *srv, void *arg,
 		ret = sl->status;
 	else
 		ret = coord_result(sl->status, sl->req.op, sl->vol, sl->req.snap, msg, sizeof(msg));
+	/* a replace waiting here noted it (cluster_snapshot_change): its outcome */
+	if (c != NULL && sl->clone == NULL)
+		cluster_replace_snap_done(c, sl->vol, create ? 'c' : 'd', sl->req.snap, ret == 0);
 	if (sl->clone) {
 		/* a clone's temporary snapshot: the clone now */
 		if (ret == 0)
@@ -2193,14 +2196,15 @@ void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Reques
 	 * snapshot list it gives its new copy was read before, and a snapshot
 	 * cut now would miss that copy for good (review 16a, F2).  Attached
 	 * here (the automatic replace's case, and an admin one's through the
-	 * coordinator): the cut goes on, the replace gives the new copy a
-	 * create too (review 17a F4); a delete is harmless (the new copy's
-	 * make-up of a name none has any more is done at once).  Detached: a
+	 * coordinator): the cut goes on, noted for the replace, which applies
+	 * it to the new copy's list once told its outcome
+	 * (cluster_replace_snap_done: a failed create is not given, a delete
+	 * done takes the name off; review 17a F4, revB R4 R5).  Detached: a
 	 * cut there goes to the copies vol/V lists, and the replace refuses to
 	 * record when its snap_gen moved: refused, as before. */
 	replacing = vol ? cluster_replace_waiting(c, vol) : NULL;
 	if (replacing && attached_here(c, vol) &&
-	    (!create || cluster_replace_note_snap(c, vol, snap) == 0))
+	    cluster_replace_note_snap(c, vol, create ? 'c' : 'd', snap) == 0)
 		replacing = NULL;
 	if (replacing) {
 		admin_fail(resp, -EBUSY, "replace-replica of %s (its copy on %s) is running here: "
@@ -2212,6 +2216,8 @@ void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Reques
 			  msg, sizeof(msg));
 	if (later) /* the cut runs on the home worker: snap_later_reply answers */
 		return;
+	if (vol)
+		cluster_replace_snap_done(c, vol, create ? 'c' : 'd', snap, ret == 0);
 	if (ret) {
 		admin_fail(resp, ret, "%s", msg);
 		return;

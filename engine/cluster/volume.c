@@ -1727,6 +1727,15 @@ enum replace_step {
 	REPLACE_OLD_DELETE, /* recorded: the old copy's delete */
 };
 
+/* A snapshot operation through the coordinator here while a replace of its
+ * volume waited (cluster_replace_note_snap), and its outcome
+ * (cluster_replace_snap_done). */
+struct replace_noted {
+	char op;                         /* 'c' create, 'd' delete */
+	enum { NOTED_RUNNING, NOTED_DONE, NOTED_FAILED } outcome;
+	char snap[64];                   /* a valid name (tsr_valid_name) */
+};
+
 /* What a failed replace's answer says once its new copy's delete is answered. */
 enum replace_undo_said {
 	UNDO_SAID,   /* undo_msg, said before the delete */
@@ -1751,9 +1760,10 @@ struct replace_list {
 	enum replace_step step;          /* what call runs (or ran last) */
 	char **snaps;                    /* the list (n_snaps, owned): the new copy's missed */
 	size_t n_snaps;
-	/* snapshots created through this coordinator while the replace waited
-	 * (cluster_replace_note_snap, owned): given to the new copy too */
-	char **noted;
+	/* snapshot operations through this coordinator while the replace
+	 * waited, in their order (cluster_replace_note_snap, owned; at most
+	 * REPLACE_MISSED_MAX): applied to the list (replace_noted_merge) */
+	struct replace_noted *noted;
 	size_t n_noted;
 	bool view_loaded;                /* v holds the view read at the start */
 	struct cluster_view v;           /* new_node points into it */
@@ -1817,8 +1827,6 @@ static void replace_job_clear(struct replace_list *rl)
 	free(rl->snaps);
 	rl->snaps = NULL;
 	rl->n_snaps = 0;
-	for (size_t i = 0; i < rl->n_noted; i++)
-		free(rl->noted[i]);
 	free(rl->noted);
 	rl->noted = NULL;
 	rl->n_noted = 0;
@@ -2728,28 +2736,51 @@ static bool replace_snap_gen_moved(struct tsr_cluster *c, const char *name,
 	return moved;
 }
 
-/* The snapshots noted while rl waited (cluster_replace_note_snap) added to
- * its list, after it, each once (one listed already, cut again, is the same
- * name to make up).  0 or -ENOMEM (the list unchanged then). */
+/* Where snap is in rl's list, or rl->n_snaps. */
+static size_t replace_listed(const struct replace_list *rl, const char *snap)
+{
+	size_t k;
+
+	for (k = 0; k < rl->n_snaps && strcmp(rl->snaps[k], snap) != 0; k++)
+		;
+	return k;
+}
+
+/*
+ * The snapshot operations noted while rl waited (cluster_replace_note_snap)
+ * applied to its list, in their order: a create not failed (done, or its
+ * outcome not known yet: the new copy is given it, as the invariant of
+ * cluster_replace_note_snap says) appended when not listed (one listed is
+ * the same name to make up); a delete done takes the name off (a name
+ * deleted and created again goes to the end, the place of its new cut:
+ * review revB R5).  A failed create adds nothing (R4), a delete not done
+ * (failed, or not known yet) takes nothing off (the make-up of a name none
+ * holds is skipped).  0 or -ENOMEM (the replace fails then).
+ */
 static int replace_noted_merge(struct replace_list *rl)
 {
 	char **list;
 
 	if (rl->n_noted == 0)
 		return 0;
-	list = realloc(rl->snaps, (rl->n_snaps + rl->n_noted) * sizeof(*list));
+	list = realloc(rl->snaps, (rl->n_snaps + rl->n_noted + 1) * sizeof(*list));
 	if (list == NULL)
 		return -ENOMEM;
 	rl->snaps = list;
 	for (size_t i = 0; i < rl->n_noted; i++) {
-		bool listed = false;
+		const struct replace_noted *n = &rl->noted[i];
+		size_t k = replace_listed(rl, n->snap);
 
-		for (size_t k = 0; k < rl->n_snaps && !listed; k++)
-			listed = strcmp(rl->snaps[k], rl->noted[i]) == 0;
-		if (listed)
-			continue;
-		rl->snaps[rl->n_snaps++] = rl->noted[i];
-		rl->noted[i] = NULL;
+		if (n->op == 'd' && n->outcome == NOTED_DONE && k < rl->n_snaps) {
+			free(rl->snaps[k]);
+			memmove(&rl->snaps[k], &rl->snaps[k + 1],
+				(rl->n_snaps - k - 1) * sizeof(*rl->snaps));
+			rl->n_snaps--;
+		} else if (n->op == 'c' && n->outcome != NOTED_FAILED && k == rl->n_snaps) {
+			if ((rl->snaps[rl->n_snaps] = strdup(n->snap)) == NULL)
+				return -ENOMEM;
+			rl->n_snaps++;
+		}
 	}
 	return 0;
 }
@@ -2799,8 +2830,11 @@ static const char *replace_missed_added(const struct replace_list *rl,
 			continue; /* the new copy's make-up of a name none holds is skipped */
 		if (strncmp(op, "c ", 2) != 0)
 			return "an operation this build does not know";
-		for (size_t k = 0; k < rl->n_snaps && !given; k++)
-			given = strcmp(rl->snaps[k], op + 2) == 0;
+		/* listed, or noted (a create that failed, or was deleted again
+		 * meanwhile, is not given: no copy keeps it) */
+		given = replace_listed(rl, op + 2) < rl->n_snaps;
+		for (size_t k = 0; k < rl->n_noted && !given; k++)
+			given = strcmp(rl->noted[k].snap, op + 2) == 0;
 		if (!given)
 			return "a snapshot the new copy is not given (cut through another path)";
 	}
@@ -3422,25 +3456,53 @@ const char *cluster_replace_waiting(const struct tsr_cluster *c, const char *nam
 	return NULL;
 }
 
-int cluster_replace_note_snap(struct tsr_cluster *c, const char *name, const char *snap)
+int cluster_replace_note_snap(struct tsr_cluster *c, const char *name, char op, const char *snap)
 {
+	if (!tsr_valid_name(snap))
+		return 0; /* snap_change refuses it, naming why */
 	for (struct replace_list *rl = g_replace_lists; rl; rl = rl->next_list) {
-		char **list;
+		struct replace_noted *list;
 
 		if (rl->c != c || strcmp(rl->name, name) != 0)
 			continue;
+		if (rl->n_noted == REPLACE_MISSED_MAX) /* the new copy's list's bound */
+			return -E2BIG;
 		list = realloc(rl->noted, (rl->n_noted + 1) * sizeof(*list));
 		if (list == NULL)
 			return -ENOMEM;
 		rl->noted = list;
-		if ((rl->noted[rl->n_noted] = strdup(snap)) == NULL)
-			return -ENOMEM;
+		list[rl->n_noted].op = op;
+		list[rl->n_noted].outcome = NOTED_RUNNING;
+		snprintf(list[rl->n_noted].snap, sizeof(list[0].snap), "%s", snap);
 		rl->n_noted++;
-		tsr_info("cluster: replace of %s on %s: snapshot %s, created while it waits, is "
-			 "given to the new copy too",
-			 name, rl->old, snap);
+		if (op == 'c')
+			tsr_info("cluster: replace of %s on %s: snapshot %s, created while it waits, "
+				 "is given to the new copy too", name, rl->old, snap);
+		else
+			tsr_info("cluster: replace of %s on %s: snapshot %s, deleted while it waits, "
+				 "is taken off the new copy's list once deleted", name, rl->old, snap);
 	}
 	return 0;
+}
+
+void cluster_replace_snap_done(struct tsr_cluster *c, const char *name, char op,
+			       const char *snap, bool done)
+{
+	for (struct replace_list *rl = g_replace_lists; rl; rl = rl->next_list) {
+		if (rl->c != c || strcmp(rl->name, name) != 0)
+			continue;
+		for (size_t i = 0; i < rl->n_noted; i++) {
+			struct replace_noted *n = &rl->noted[i];
+
+			if (n->op != op || n->outcome != NOTED_RUNNING || strcmp(n->snap, snap))
+				continue;
+			n->outcome = done ? NOTED_DONE : NOTED_FAILED;
+			if (!done && op == 'c')
+				tsr_info("cluster: replace of %s on %s: snapshot %s was not created: "
+					 "not given to the new copy", name, rl->old, snap);
+			break;
+		}
+	}
 }
 
 /* tsr_cluster_stop: each replace of c waiting for another node (its list, its
