@@ -2216,8 +2216,7 @@ void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Reques
 			  msg, sizeof(msg));
 	if (later) /* the cut runs on the home worker: snap_later_reply answers */
 		return;
-	if (vol)
-		cluster_replace_snap_done(c, vol, create ? 'c' : 'd', snap, ret == 0);
+	cluster_replace_snap_done(c, vol, create ? 'c' : 'd', snap, ret == 0);
 	if (ret) {
 		admin_fail(resp, ret, "%s", msg);
 		return;

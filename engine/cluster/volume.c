@@ -1732,6 +1732,8 @@ enum replace_step {
  * (cluster_replace_snap_done). */
 struct replace_noted {
 	char op;                         /* 'c' create, 'd' delete */
+	/* running until cluster_replace_snap_done tells it: done (went
+	 * through) or failed (a failed create: cut on no copy, undone) */
 	enum { NOTED_RUNNING, NOTED_DONE, NOTED_FAILED } outcome;
 	char snap[64];                   /* a valid name (tsr_valid_name) */
 };
@@ -3488,6 +3490,8 @@ int cluster_replace_note_snap(struct tsr_cluster *c, const char *name, char op, 
 void cluster_replace_snap_done(struct tsr_cluster *c, const char *name, char op,
 			       const char *snap, bool done)
 {
+	if (name == NULL || snap == NULL)
+		return; /* never noted (cluster_replace_note_snap: invalid) */
 	for (struct replace_list *rl = g_replace_lists; rl; rl = rl->next_list) {
 		if (rl->c != c || strcmp(rl->name, name) != 0)
 			continue;
