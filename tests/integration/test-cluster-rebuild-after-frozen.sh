@@ -21,10 +21,10 @@
 #   written through n1, both copies hold s1.  (The cut records s1 as missed
 #   by O's copy in vol/v; the waiting attempt's record write meets that
 #   change, the only one, and writes again, replace_missed_only_moved, since
-#   session 19: before, its compare-and-set failed and a later attempt read a
-#   list that had s1.  test-cluster-replace-snap-noted shows the noted
-#   snapshot in the new copy's record, test-cluster-replace-snap-away the
-#   write again.)
+#   session 19: checked here, n1 logs it and no attempt fails "vol/v changed
+#   while this replace waited"; before, that one failed and a later attempt
+#   read a list that had s1.  test-cluster-replace-snap-noted shows the noted
+#   snapshot in the new copy's record.)
 # (b) The old copy's delete after the record write is off the loop too (an
 #   admin replace's and the tick's): O restarted; `replace-replica v --node X
 #   --to O` through n1 held after its record write (test hook
@@ -84,6 +84,13 @@ log "while the create waited: list, node list answered, snapshot taken, 1 attemp
 cl_autorepl_landed v "$O" "$IMG" ""
 log "the automatic replace: $(grep -c "rebuilding elsewhere" "$LOG") attempt(s), \
 $(grep -c "automatic replace of v on $O: .*(retrying later)" "$LOG") failed"
+# the attempt that waited records its copy: s1's record for O's copy, the
+# only change of vol/v meanwhile, does not refuse it (review revB R2)
+! grepq "automatic replace of v on $O: vol/v changed while this replace waited" <"$LOG" ||
+	fail "the automatic replace that waited while s1 was cut was refused by vol/v's \
+compare-and-set (s1 recorded as missed by $O's copy is the only change)"
+grepq "replace of v on $O: vol/v changed while it waited only in the snapshots" <"$LOG" ||
+	fail "n1 did not write the automatic replace's record again over s1's record for $O's copy"
 for n in n1 "$X"; do
 	[ "$(cl_snaps_of "${n#n}" v)" = s1 ] ||
 		fail "$n's copy of v holds snapshots '$(cl_snaps_of "${n#n}" v)', want 's1'"
