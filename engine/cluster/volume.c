@@ -1949,6 +1949,41 @@ static void replace_test_hold(const char *name)
 }
 
 /*
+ * Test hook: when the file $TSR_TEST_REPLACE_FENCE_FILE exists as a replace
+ * begins its record write, vol/<name> is written first as another replace's
+ * garbage mark would: back unchanged, as a node of an earlier build does,
+ * when the file reads "old", else with replace_fence raised
+ * (test-cluster-replace-snap-fence: the write again after a snapshot's record
+ * of what the old copy missed must not go over such a fence).
+ */
+static void replace_fence_test(struct tsr_cluster *c, const char *name)
+{
+	const char *f = getenv("TSR_TEST_REPLACE_FENCE_FILE");
+	Tessera__Cluster__VolumeRecord *r = NULL;
+	char key[80], mode[8] = "";
+	uint64_t rev;
+	FILE *fp;
+	int ret;
+
+	if (f == NULL || (fp = fopen(f, "r")) == NULL)
+		return;
+	if (fgets(mode, sizeof(mode), fp) == NULL)
+		mode[0] = '\0';
+	fclose(fp);
+	ret = rec_volume_get(c->meta, name, &r, &rev);
+	if (ret == 0) {
+		if (strncmp(mode, "old", 3) != 0)
+			r->replace_fence++;
+		snprintf(key, sizeof(key), "vol/%s", name);
+		ret = rec_put(c->meta, key, &r->base, rev, 0, NULL);
+		tessera__cluster__volume_record__free_unpacked(r, NULL);
+	}
+	tsr_info("cluster: replace of %s: test hook (%s): vol/%s written as a garbage mark %s: %s",
+		 name, f, name, strncmp(mode, "old", 3) == 0 ? "of an earlier build (unchanged)" :
+		 "(replace_fence raised)", ret ? strerror(-ret) : "ok");
+}
+
+/*
  * Test hook: while the file $TSR_TEST_REPLACE_DELETE_HOLD_FILE exists (at
  * most 60 s), a replace waits between its record write and its delete of the
  * old copy (test-cluster-replace-late-delete holds that window open).
@@ -2844,6 +2879,66 @@ static const char *replace_missed_added(const struct replace_list *rl,
 }
 
 /*
+ * vol/<name>'s changes from rl->rev (the record as the replace read it) to
+ * rev (as read now), from the metadata store's history (tsr_meta_watch): one
+ * that left the record's bytes as they were is a fence the contents at rev
+ * cannot show, a garbage mark by a node of an earlier build (it writes the
+ * record back unchanged and never raises replace_fence; review revF F1).
+ * NULL: every change seen, each one changing something; else why not (for
+ * the log): such a write, a delete, or a history that cannot tell (compacted
+ * since rl->rev, unreadable).  Main thread (blocking calls to the store).
+ */
+static const char *replace_fenced_meanwhile(const struct replace_list *rl, uint64_t rev)
+{
+	const char *why = NULL;
+	uint64_t since = rl->rev - 1, next = 0;
+	uint8_t *prev = NULL;
+	size_t prev_len = 0;
+	bool first = true, seen = false;
+	char key[80];
+
+	snprintf(key, sizeof(key), "vol/%s", rl->name);
+	while (why == NULL && !seen) {
+		struct tsr_meta_kv *ev = NULL;
+		size_t n = 0;
+		int ret = tsr_meta_watch(rl->c->meta, key, since, 0, &ev, &n, &next);
+
+		if (ret) {
+			if (ret == -ECANCELED)
+				why = "the store's history of its writes meanwhile is compacted (a "
+				      "fence among them cannot be told)";
+			else
+				why = "the store's history of its writes meanwhile cannot be read";
+			break;
+		}
+		for (size_t i = 0; i < n && why == NULL && !seen; i++) {
+			if (strcmp(ev[i].key, key) != 0 || ev[i].mod_rev > rev)
+				continue;
+			if (first && ev[i].mod_rev != rl->rev)
+				why = "the store's history does not hold the record as it was read";
+			else if (ev[i].deleted)
+				why = "it was deleted and written again";
+			else if (!first && ev[i].value_len == prev_len &&
+				 (prev_len == 0 || memcmp(ev[i].value, prev, prev_len) == 0))
+				why = "it was also written back unchanged (a replace's fence by a "
+				      "node of an earlier build)";
+			first = false;
+			seen = ev[i].mod_rev == rev;
+			free(prev);
+			prev = ev[i].value; /* kept: the next change is compared with it */
+			prev_len = ev[i].value_len;
+			ev[i].value = NULL;
+		}
+		tsr_meta_kv_free_array(ev, n);
+		if (why == NULL && !seen && (n == 0 || next <= since))
+			why = "the store's history of its writes meanwhile ends early";
+		since = next;
+	}
+	free(prev);
+	return why;
+}
+
+/*
  * rl's record write lost its compare-and-set at rl->rev (review revB R2):
  * did vol/<name> change only in what the old copy missed?  That is the
  * record of a snapshot cut through this coordinator while the replace waited
@@ -2855,7 +2950,7 @@ static const char *replace_missed_added(const struct replace_list *rl,
  * detach, a detached snapshot's snap_gen, a copy's state, a field this build
  * does not know, and a garbage mark's fence, which changes nothing but
  * replace_fence (replace_garbage_mark; an earlier build's changes nothing at
- * all: the old copy's list must have grown).  True: rl->rev is the revision
+ * all: the store's history shows it, replace_fenced_meanwhile).  True: rl->rev is the revision
  * read now and *old_cr / *old_len the old copy's entry now (for the undo of a
  * refusal); rec (as read, slot rl->idx already the new copy's) is to be
  * written as it is.  Main thread.
@@ -2897,6 +2992,8 @@ static bool replace_missed_only_moved(struct replace_list *rl,
 	if (!rec_same_packed(&cmp.base, &rec->base))
 		goto out;
 	why = replace_missed_added(rl, cr, was);
+	if (why == NULL)
+		why = replace_fenced_meanwhile(rl, rev);
 	if (why) {
 		tsr_info("cluster: replace of %s on %s: vol/%s changed while it waited only in what "
 			 "the copy on %s missed, but %s: not written again", rl->name, rl->old,
@@ -3000,6 +3097,7 @@ static int replace_finish(struct replace_list *rl, char *msg, size_t msg_len)
 		pthread_mutex_unlock(&c->lock);
 		pending = a;
 	}
+	replace_fence_test(c, name);
 	ret = rec_put(c->meta, key, &rec->base, rl->rev, 0, NULL);
 	/* a snapshot cut meanwhile recorded what the old copy missed, the only
 	 * change: written over (again, at most twice more: the layout may record
