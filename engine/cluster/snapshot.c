@@ -2190,7 +2190,7 @@ void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Reques
 	bool later = false;
 	const char *replacing;
 	char msg[1024];
-	int ret;
+	int ret, noted;
 
 	/* a replace of vol through this node waits for another node: the
 	 * snapshot list it gives its new copy was read before, and a snapshot
@@ -2203,12 +2203,16 @@ void cluster_snapshot_change(struct tsr_cluster *c, const Tessera__Admin__Reques
 	 * cut there goes to the copies vol/V lists, and the replace refuses to
 	 * record when its snap_gen moved: refused, as before. */
 	replacing = vol ? cluster_replace_waiting(c, vol) : NULL;
-	if (replacing && attached_here(c, vol) &&
-	    cluster_replace_note_snap(c, vol, create ? 'c' : 'd', snap) == 0)
-		replacing = NULL;
-	if (replacing) {
-		admin_fail(resp, -EBUSY, "replace-replica of %s (its copy on %s) is running here: "
-			   "retry the snapshot %s once it answers", vol, replacing,
+	noted = -EBUSY; /* detached: refused */
+	if (replacing && attached_here(c, vol))
+		noted = cluster_replace_note_snap(c, vol, create ? 'c' : 'd', snap);
+	if (replacing && noted) {
+		const char *why = noted == -E2BIG ? " (and as many snapshot operations as it "
+				  "gives its new copy were made during its wait)" :
+				  noted == -ENOMEM ? " (and tesserad is out of memory)" : "";
+
+		admin_fail(resp, -EBUSY, "replace-replica of %s (its copy on %s) is running "
+			   "here%s: retry the snapshot %s once it answers", vol, replacing, why,
 			   create ? "create" : "delete");
 		return;
 	}

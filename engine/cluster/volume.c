@@ -2867,11 +2867,12 @@ static const char *replace_missed_added(const struct replace_list *rl,
 			continue; /* the new copy's make-up of a name none holds is skipped */
 		if (strncmp(op, "c ", 2) != 0)
 			return "an operation this build does not know";
-		/* listed, or noted (a create that failed, or was deleted again
-		 * meanwhile, is not given: no copy keeps it) */
+		/* listed, or a noted create (one that failed, or was deleted
+		 * again meanwhile, is not given: no copy keeps it); a noted delete
+		 * of that name is not one (revF F2) */
 		given = replace_listed(rl, op + 2) < rl->n_snaps;
 		for (size_t k = 0; k < rl->n_noted && !given; k++)
-			given = strcmp(rl->noted[k].snap, op + 2) == 0;
+			given = rl->noted[k].op == 'c' && strcmp(rl->noted[k].snap, op + 2) == 0;
 		if (!given)
 			return "a snapshot the new copy is not given (cut through another path)";
 	}
@@ -3011,9 +3012,9 @@ static bool replace_missed_only_moved(struct replace_list *rl,
 	rl->rev = rev;
 	same = true;
 	tsr_info("cluster: replace of %s on %s: vol/%s changed while it waited only in the "
-		 "snapshots the copy on %s missed (%zu more, cut meanwhile, which the new copy is "
-		 "given too): written again", rl->name, rl->old, rl->name, rl->old,
-		 cr->n_missed_snaps - was->n_missed_snaps);
+		 "snapshots the copy on %s missed (%zu more operations, made meanwhile through "
+		 "this coordinator, each create given to the new copy too): written again",
+		 rl->name, rl->old, rl->name, rl->old, cr->n_missed_snaps - was->n_missed_snaps);
 out:
 	if (was)
 		tessera__cluster__copy_record__free_unpacked(was, NULL);
