@@ -199,6 +199,19 @@ wait_log() {
 	done
 	fail "n$1 log has no /$2/ after ${t}s"
 }
+# wait_log_from I FROM PATTERN: until node I's log, from line FROM on, has
+# PATTERN (20 s; an earlier run of the same step logged it before FROM).
+wait_log_from() {
+	local f i
+	f=$(cl_dir "$1")/tesserad.log
+	for (( i=0; i<200; i++ )); do
+		tail -n +"$2" "$f" | grepq -E -- "$3" && return 0
+		sleep 0.1
+	done
+	fail "n$1 log has no /$3/ from line $2 on after 20 s"
+}
+# log_lines I: how many lines node I's log has (FROM for wait_log_from: +1).
+log_lines() { wc -l <"$(cl_dir "$1")/tesserad.log"; }
 
 # cl_recorded_missed VOL: the missed snapshot operations vol/VOL's record lists
 # (every copy's CopyRecord.missed_snaps, field 4: tag 0x22, length, "c NAME"),
@@ -467,6 +480,8 @@ cl_replace_waiting() {
 	on_exit "kill -CONT $XPID 2>/dev/null"
 }
 cl_replace_waiting_start() {
+	local from=$(( $(log_lines 1) + 1 ))
+
 	log "copies n1 $P; $X frozen; replace $P --to $X through n1"
 	freeze_pids "$XPID" || fail "$X did not stop"
 	( OUT=$(timeout 30 "$TESSERA" --cluster "$(cl_addr 1)" \
@@ -475,7 +490,7 @@ cl_replace_waiting_start() {
 	  echo "$RC" >"$CL_ROOT/r.rc"; echo "$OUT" >"$CL_ROOT/r.out" ) &
 	RP=$!
 	track_pid "$RP"
-	wait_log 1 "replace of $1 on $P: creating the new copy on $X" 10
+	wait_log_from 1 "$from" "replace of $1 on $P: creating the new copy on $X"
 }
 cl_replace_waiting_end() {
 	reap "$RP" || true

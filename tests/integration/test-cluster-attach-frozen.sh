@@ -58,19 +58,6 @@ cl_pattern "$EXP" "$SIZE" 7
 nbdcopy "$EXP" "$(cl_nbd_uri 1 v)" || fail "write the pattern"
 ctsr volume detach v >/dev/null || fail "detach v"
 
-# wait_log_from I FROM PATTERN: until node I's log, from line FROM on, has
-# PATTERN (20 s; an earlier attach logged the same line before FROM)
-wait_log_from() {
-	local f i
-	f=$(cl_dir "$1")/tesserad.log
-	for (( i=0; i<200; i++ )); do
-		tail -n +"$2" "$f" | grepq -E -- "$3" && return 0
-		sleep 0.1
-	done
-	fail "n$1 log has no /$3/ from line $2 on after 20 s"
-}
-log_lines() { wc -l <"$(cl_dir "$1")/tesserad.log"; }
-
 FPID=${CL_PID[3]}
 on_exit "kill -CONT $FPID 2>/dev/null"
 freeze_pids "$FPID" || fail "n3 did not stop"

@@ -36,6 +36,7 @@ for mode in old new; do
 	cl_replace_waiting_start v
 	cl_timed "snapshot create v $snap through n1 while the replace waits" 5 1 snapshot create v "$snap"
 	[ "$CL_RC" = 0 ] || fail "snapshot create v $snap during the replace: status $CL_RC: $CL_OUT"
+	wait_log 1 "replace of v on $P: snapshot $snap, created while it waits, is given" 1
 	cl_wait_recorded_missed v "$want"
 	echo "$mode" >"$FENCE"
 	kill -CONT "$XPID"
