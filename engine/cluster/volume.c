@@ -3012,9 +3012,10 @@ static bool replace_missed_only_moved(struct replace_list *rl,
 	rl->rev = rev;
 	same = true;
 	tsr_info("cluster: replace of %s on %s: vol/%s changed while it waited only in the "
-		 "snapshots the copy on %s missed (%zu more operations, made meanwhile through "
+		 "snapshots the copy on %s missed (%zu more operation%s, made meanwhile through "
 		 "this coordinator, each create given to the new copy too): written again",
-		 rl->name, rl->old, rl->name, rl->old, cr->n_missed_snaps - was->n_missed_snaps);
+		 rl->name, rl->old, rl->name, rl->old, cr->n_missed_snaps - was->n_missed_snaps,
+		 cr->n_missed_snaps - was->n_missed_snaps == 1 ? "" : "s");
 out:
 	if (was)
 		tessera__cluster__copy_record__free_unpacked(was, NULL);
