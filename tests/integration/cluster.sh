@@ -479,6 +479,17 @@ cl_replace_waiting() {
 	XPID=${CL_PID[${X#n}]}
 	on_exit "kill -CONT $XPID 2>/dev/null"
 }
+# cl_replace_waiting_away VOL: cl_replace_waiting VOL, then P killed and s0
+# cut through n1 (P's copy out of sync, "c s0" recorded for it): the old copy
+# away, as the automatic replace finds it.
+cl_replace_waiting_away() {
+	cl_replace_waiting "$1"
+	cl_kill "${P#n}"
+	cl_timed "snapshot create $1 s0 through n1 with $P away" 20 1 snapshot create "$1" s0
+	[ "$CL_RC" = 0 ] || fail "snapshot create $1 s0: status $CL_RC: $CL_OUT"
+	cl_wait_state "$1" "$P" out-of-sync 10
+	cl_wait_recorded_missed "$1" "c s0"
+}
 cl_replace_waiting_start() {
 	local from=$(( $(log_lines 1) + 1 ))
 

@@ -22,12 +22,7 @@
 . "$(dirname "$0")/cluster.sh"
 
 require_tessera
-cl_replace_waiting v
-cl_kill "${P#n}"
-cl_timed "snapshot create v s0 through n1 with $P away" 20 1 snapshot create v s0
-[ "$CL_RC" = 0 ] || fail "snapshot create v s0: status $CL_RC: $CL_OUT"
-cl_wait_state v "$P" out-of-sync 10
-cl_wait_recorded_missed v "c s0"
+cl_replace_waiting_away v
 cl_replace_waiting_start v
 cl_timed "snapshot create v s1 through n1 while the replace waits for $X" 5 1 snapshot create v s1
 [ "$CL_RC" = 0 ] || fail "snapshot create v s1 during the replace: status $CL_RC: $CL_OUT"

@@ -22,12 +22,7 @@ require_tessera
 FENCE=$(mktemp -u /tmp/tessera-replace-fence.XXXXXX)
 on_exit "rm -f '$FENCE'"
 export TSR_TEST_REPLACE_FENCE_FILE=$FENCE
-cl_replace_waiting v
-cl_kill "${P#n}"
-cl_timed "snapshot create v s0 through n1 with $P away" 20 1 snapshot create v s0
-[ "$CL_RC" = 0 ] || fail "snapshot create v s0: status $CL_RC: $CL_OUT"
-cl_wait_state v "$P" out-of-sync 10
-cl_wait_recorded_missed v "c s0"
+cl_replace_waiting_away v
 want="c s0"
 for mode in old new; do
 	snap=s-$mode
