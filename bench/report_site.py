@@ -3,7 +3,9 @@
 
 DIR holds fio JSON files {on,off}.{qd32,qd1}.R.json with {...}.R.cpu beside
 them ("wall0 src0 dr0 wall1 src1 dr1 clk_tck": ns, clock ticks of the primary
-and DR tesserad), lag.txt (one lag_sec per line, sampled during the QD32 runs
+and DR tesserad) and {...}.R.mach (two lines of bench/machine_mark.py: the
+whole machine before and after the run), dr_store.txt ("VOLUMES DIR", each
+"ram" or "disk": where the DR kept them), lag.txt (one lag_sec per line, sampled during the QD32 runs
 of "on"), dr_limit.txt, catchup.json and initial.json; a part that did not
 run (BENCH_PARTS) has no files and is left out.
 Writes OUT_PREFIX.json and OUT_PREFIX.md.
@@ -29,6 +31,41 @@ def cpu_use(path, iops):
             "dr_us_per_write": dr * per}
 
 
+def machine_use(path, iops, fio_cores):
+    """The whole machine during one fio run, per host write (us): busy CPU of
+    all cores, the kernel threads' share, context switches of each tesserad's
+    worker threads; "rest" is busy minus the two tesserads, fio and the
+    kernel threads: other processes on the machine, interrupts, the marks."""
+    try:
+        with open(path) as f:
+            m0, m1 = (json.loads(x) for x in f.read().splitlines()[:2])
+    except (FileNotFoundError, ValueError):
+        return None
+    wall = (m1["wall_ns"] - m0["wall_ns"]) / 1e9
+    tck = m1["clk_tck"]
+    per = 1e6 / iops if iops else 0
+
+    def cores(ticks):
+        return ticks / tck / wall if wall > 0 else 0
+
+    out = {"cpus": m1["cpus"], "mach_cores": cores(m1["busy"] - m0["busy"]),
+           "idle_cores": cores((m1["total"] - m0["total"]) - (m1["busy"] - m0["busy"]))}
+    for k in m1["kthreads"]:
+        out[f"{k}_cores"] = cores(m1["kthreads"][k] - m0["kthreads"].get(k, 0))
+    kth = sum(out[f"{k}_cores"] for k in m1["kthreads"])
+    procs = sum(cores(m1["procs"][p]["ticks"] - m0["procs"][p]["ticks"]) for p in m1["procs"])
+    out["rest_cores"] = out["mach_cores"] - kth - procs - fio_cores
+    for k in list(out):
+        if k.endswith("_cores"):
+            out[k[:-6] + "_us_per_write"] = out[k] * per
+    writes = iops * wall
+    for p in m1["procs"]:
+        for c in ("worker_vol", "worker_nonvol"):
+            n = m1["procs"][p][c] - m0["procs"][p][c]
+            out[f"{p}_{c}_per_write"] = n / writes if writes else 0
+    return out
+
+
 def add_fio_cpu(run):
     """fio's own CPU (its usr + sys over the measured time) per host write."""
     if run["cpu"] is not None:
@@ -47,6 +84,13 @@ def fio_write(path):
             "fio_cores": (job.get("usr_cpu", 0) + job.get("sys_cpu", 0)) / 100.0}
 
 
+def per_run(res, key, cells):
+    """Table rows "| on qd32 | cells(res["on_qd32"][key]) |", for each of the
+    four runs that has key."""
+    return [f"| {v} {job} | {cells(res[f'{v}_{job}'][key])} |"
+            for v in ("on", "off") for job in ("qd32", "qd1") if res[f"{v}_{job}"].get(key)]
+
+
 def quantile(xs, q):
     if not xs:
         return None
@@ -63,6 +107,8 @@ def main():
             for r, run in enumerate(runs, 1):
                 run["cpu"] = cpu_use(f"{d}/{v}.{job}.{r}.cpu", run["iops"])
                 add_fio_cpu(run)
+                run["machine"] = machine_use(f"{d}/{v}.{job}.{r}.mach", run["iops"],
+                                             run["fio_cores"])
             res[f"{v}_{job}"] = {
                 "iops": statistics.median(r["iops"] for r in runs),
                 "p50_us": statistics.median(r["p50_us"] for r in runs),
@@ -73,6 +119,10 @@ def main():
             if cpus:
                 res[f"{v}_{job}"]["cpu"] = {k: statistics.median(c[k] for c in cpus)
                                             for k in cpus[0]}
+            machs = [r["machine"] for r in runs if r["machine"]]
+            if machs:
+                res[f"{v}_{job}"]["machine"] = {k: statistics.median(m[k] for m in machs)
+                                                for k in machs[0]}
     lags = []
     try:
         with open(f"{d}/lag.txt") as f:
@@ -86,6 +136,11 @@ def main():
             res["dr_limit"] = f.read().strip()
     except FileNotFoundError:
         res["dr_limit"] = ""
+    try:
+        with open(f"{d}/dr_store.txt") as f:
+            res["dr_volumes"], res["dr_dir"] = f.read().split()
+    except (FileNotFoundError, ValueError):
+        res["dr_volumes"] = res["dr_dir"] = "?"
     c = i = None
     if os.path.exists(f"{d}/catchup.json"):
         with open(f"{d}/catchup.json") as f:
@@ -113,6 +168,8 @@ def main():
         "DR CPU: " + {"": "shared (both sites and fio on both cores)",
                       "pin": "pinned (primary on CPU 0; DR and fio on CPU 1)"}.get(
             res["dr_limit"], f"cgroup cpu quota {res['dr_limit'].split(':')[-1]} % of one CPU"),
+        f"DR store: volumes on {res['dr_volumes']}, data directory on {res['dr_dir']} "
+        "(BENCH_DR_RAM, BENCH_DR_DIR_RAM).",
         "",
         "| measurement | replication on | replication off | ratio | target |",
         "| --- | --- | --- | --- | --- |",
@@ -136,13 +193,27 @@ def main():
     lines += ["", "| CPU during the run (tesserad, all threads; fio) | source cores | source us/write "
               "| DR cores | DR us/write | fio cores | fio us/write |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
-    for v in ("on", "off"):
-        for job in ("qd32", "qd1"):
-            cu = res[f"{v}_{job}"].get("cpu")
-            if cu:
-                lines.append(f"| {v} {job} | {cu['src_cores']:.2f} | {cu['src_us_per_write']:.1f} "
-                             f"| {cu['dr_cores']:.2f} | {cu['dr_us_per_write']:.1f} "
-                             f"| {cu.get('fio_cores', 0):.2f} | {cu.get('fio_us_per_write', 0):.1f} |")
+    lines += per_run(res, "cpu", lambda cu: (
+        f"{cu['src_cores']:.2f} | {cu['src_us_per_write']:.1f} "
+        f"| {cu['dr_cores']:.2f} | {cu['dr_us_per_write']:.1f} "
+        f"| {cu.get('fio_cores', 0):.2f} | {cu.get('fio_us_per_write', 0):.1f}"))
+    if per_run(res, "machine", str):
+        lines += ["", "Whole machine during the run (/proc/stat, all CPUs), us of CPU per host write: "
+                  "busy; kernel threads (ksoftirqd, kworker, other); rest = busy minus both "
+                  "tesserads, fio and kernel threads (other processes, interrupts). Context "
+                  "switches per host write of each tesserad's worker threads: voluntary / "
+                  "involuntary (preempted).",
+                  "",
+                  "| run | busy cores | idle cores | busy us/write | ksoftirqd | kworker | other kthreads "
+                  "| rest | source worker cs/write | DR worker cs/write |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += per_run(res, "machine", lambda m: (
+            f"{m['mach_cores']:.2f} of {m['cpus']} | {m['idle_cores']:.2f} "
+            f"| {m['mach_us_per_write']:.1f} | {m['ksoftirqd_us_per_write']:.1f} "
+            f"| {m['kworker_us_per_write']:.1f} | {m['other_us_per_write']:.1f} "
+            f"| {m['rest_us_per_write']:.1f} "
+            f"| {m['src_worker_vol_per_write']:.3f} / {m['src_worker_nonvol_per_write']:.3f} "
+            f"| {m['dr_worker_vol_per_write']:.3f} / {m['dr_worker_nonvol_per_write']:.3f}"))
     lines += ["", "| run | on QD32 IOPS | off QD32 IOPS | on QD1 p50 us | off QD1 p50 us |",
               "| --- | --- | --- | --- | --- |"]
     for r in range(repeats):

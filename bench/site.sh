@@ -33,10 +33,12 @@
 # Knobs for short and split runs (defaults in brackets):
 #   BENCH_PARTS    which parts run ["overhead catchup initial"]; the report
 #                  leaves out what did not run
-#   BENCH_DR_DIR_RAM=1  the DR's data directory (metadata, state files,
-#                  catalogue) on a tmpfs too, not only its volumes: then the
-#                  DR writes nothing to the primary's disk (its state-file FUA
-#                  writes and flushes went there)
+#   BENCH_DR_DIR_RAM  1 [the default as root]: the DR's data directory
+#                  (metadata, state files, catalogue) on a tmpfs too, not
+#                  only its volumes: then the DR writes nothing to the
+#                  primary's disk (with 0 its state-file FUA writes and
+#                  flushes go there and raised the primary's write latency
+#                  by about 40 %); the report's header says which was used
 #   BENCH_PROFILE  a directory: during repeat 1 "perf record" (flat, 3 s) of
 #                  each tesserad in the "on" QD32 run; during repeat 2 (with
 #                  BENCH_REPEATS >= 2) "strace -c -f" (3 s) of the primary in
@@ -53,6 +55,13 @@
 # Each overhead run also records the CPU time (utime + stime, all threads,
 # /proc/PID/stat) the primary and the DR tesserad used during it, and the
 # wall time: the report gives CPU microseconds per host write for each.
+# And the whole machine over the same window (bench/machine_mark.py): busy
+# ticks of all CPUs from /proc/stat, the kernel threads' CPU (ksoftirqd:
+# loopback TCP; kworker: among others the DR's RAM loop device), what is
+# left for everything else on the machine (other users' processes,
+# interrupts), all per host write; and the context switches per host write
+# of each tesserad's worker threads (voluntary: it slept, waiting for an
+# event; involuntary: it was preempted).
 set -uo pipefail
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -96,7 +105,8 @@ if [ "${BENCH_DR_RAM:-1}" = 1 ] && [ "$(id -u)" = 0 ] && command -v losetup >/de
 	DR_ARGS=(--device "$LOOP")
 	log "DR store on $LOOP (RAM-backed)"
 fi
-if [ "${BENCH_DR_DIR_RAM:-0}" = 1 ]; then
+DR_DIR_RAM=${BENCH_DR_DIR_RAM:-$([ "$(id -u)" = 0 ] && echo 1 || echo 0)}
+if [ "$DR_DIR_RAM" = 1 ]; then
 	mkdir -p "$(sdir dr)"
 	mount -t tmpfs -o size=2G tmpfs "$(sdir dr)" || fail "tmpfs on $(sdir dr) (BENCH_DR_DIR_RAM=1 needs root)"
 	on_exit "umount -l '$(sdir dr)'"
@@ -120,6 +130,8 @@ FIO_PIN=()
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # cpu_mark: "wall_ns primary_ticks dr_ticks" now
 cpu_mark() { echo "$(date +%s%N) $(cpu_ticks "${SITE_PID[primary]}") $(cpu_ticks "${SITE_PID[dr]}")"; }
+# machine_mark: the whole machine's counters now, one JSON line
+machine_mark() { "$PY" "$HERE/machine_mark.py" "src=${SITE_PID[primary]}" "dr=${SITE_PID[dr]}"; }
 
 # the DR's CPU during the overhead part (BENCH_DR_LIMIT, above)
 dr_limit() {
@@ -203,27 +215,34 @@ for (( r=1; r<=REPEATS; r++ )); do
 		SAMPLER=$!
 		[ -n "${BENCH_PROFILE:-}" ] && profile "$v" "$r" &
 		PROF=$!
+		mm0=$(machine_mark)
 		m0=$(cpu_mark)
 		"${FIO_PIN[@]}" fio --output-format=json --output="$OUT/$v.qd32.$r.json" --name=a \
 			--ioengine=nbd "--uri=$(uri "$v")" --rw=randwrite --bs=4k --iodepth=32 \
 			"${COMMON[@]}" >/dev/null 2>"$OUT/$v.qd32.$r.err" ||
 			fail "fio $v.qd32.$r: $(tail -3 "$OUT/$v.qd32.$r.err")"
 		echo "$m0 $(cpu_mark) $(getconf CLK_TCK)" >"$OUT/$v.qd32.$r.cpu"
+		{ echo "$mm0"; machine_mark; } >"$OUT/$v.qd32.$r.mach"
 		wait "$PROF" 2>/dev/null
 		kill "$SAMPLER"
 		wait "$SAMPLER" 2>/dev/null
 		log "repeat $r/$REPEATS: 4k randwrite QD1 on '$v'"
+		mm0=$(machine_mark)
 		m0=$(cpu_mark)
 		"${FIO_PIN[@]}" fio --output-format=json --output="$OUT/$v.qd1.$r.json" --name=a \
 			--ioengine=nbd "--uri=$(uri "$v")" --rw=randwrite --bs=4k --iodepth=1 \
 			"${COMMON[@]}" >/dev/null 2>"$OUT/$v.qd1.$r.err" ||
 			fail "fio $v.qd1.$r: $(tail -3 "$OUT/$v.qd1.$r.err")"
 		echo "$m0 $(cpu_mark) $(getconf CLK_TCK)" >"$OUT/$v.qd1.$r.cpu"
+		{ echo "$mm0"; machine_mark; } >"$OUT/$v.qd1.$r.mach"
 	done
 	repl_caught_up on 600
 done
 stsr primary --json replication status on >"$OUT/status.on.json" 2>/dev/null
 echo "$DR_LIMIT" >"$OUT/dr_limit.txt"
+# the DR's volumes and data directory: "ram" or "disk" each
+echo "$([ -n "${LOOP:-}" ] && echo ram || echo disk) $([ "$DR_DIR_RAM" = 1 ] && echo ram || echo disk)" \
+	>"$OUT/dr_store.txt"
 fi
 
 # ---- catch-up after an outage, link capped -----------------------------------
