@@ -84,6 +84,12 @@ def fio_write(path):
             "fio_cores": (job.get("usr_cpu", 0) + job.get("sys_cpu", 0)) / 100.0}
 
 
+# More than this many cores of "rest" (the machine's busy CPU that is not
+# this bench's: other users' processes, interrupts) in a QD32 run: the
+# report says the run was not quiet.
+NOISY_CORES = 0.3
+
+
 def per_run(res, key, cells):
     """Table rows "| on qd32 | cells(res["on_qd32"][key]) |", for each of the
     four runs that has key."""
@@ -170,6 +176,13 @@ def main():
             res["dr_limit"], f"cgroup cpu quota {res['dr_limit'].split(':')[-1]} % of one CPU"),
         f"DR store: volumes on {res['dr_volumes']}, data directory on {res['dr_dir']} "
         "(BENCH_DR_RAM, BENCH_DR_DIR_RAM).",
+    ]
+    rest = max((res[k]["machine"]["rest_cores"] for k in ("on_qd32", "off_qd32")
+                if res[k].get("machine")), default=None)
+    if rest is not None and rest > NOISY_CORES:
+        lines.append(f"**Not a quiet run:** other processes used up to {rest:.2f} cores during the "
+                     "QD32 runs (\"rest\" below); the ratios are not comparable with a quiet run's.")
+    lines += [
         "",
         "| measurement | replication on | replication off | ratio | target |",
         "| --- | --- | --- | --- | --- |",
