@@ -3688,6 +3688,41 @@ static bool target_adopt_refused(struct tsr_cluster *c, const struct tsr_site_he
 	return true;
 }
 
+/*
+ * site_open_volume of name, recorded, target/<name> "promoted" (a promote at
+ * this site), no failback: refused whatever this node's state file says.
+ * The PROMOTED flag lives in the state file of the node that ran the promote;
+ * the stream may reach another DR node (the listener moved) whose file is
+ * older and not promoted, or is of a target deleted since (the site server
+ * drops it), and target_adopt_refused adopted the volume the record says was
+ * created for the stream: its host writes were fenced and the old primary,
+ * never demoted, shipped over the writes the DR acknowledged after the
+ * promote (review revE).  The stream the volume was created for gets
+ * -EKEYREVOKED (the server answers it as a promoted state file: ESTALE, the
+ * source demotes itself); another one -EEXIST (a name taken here).
+ */
+static int target_promoted_refusal(struct tsr_cluster *c, const struct tsr_site_hello *from,
+				   const char *name, uint64_t stream, uint64_t made_for, char *why,
+				   size_t why_len)
+{
+	if (made_for == stream) {
+		tsr_warn("site: %s/%s asks for volume %s, stream %016llx: it was promoted at this "
+			 "site (target/%s), whatever this node's state file of it says: refused, "
+			 "the source is told it is demoted", from->site, from->cluster, name,
+			 (unsigned long long)stream, name);
+		snprintf(why, why_len, "site %s: volume %s was promoted at this site: this stream "
+			 "has ended; the source is demoted", c->repl_site, name);
+		return -EKEYREVOKED;
+	}
+	snprintf(why, why_len, "site %s: %s/%s asks for volume %s, stream %016llx: vol/%s exists "
+		 "here, promoted at this site (target/%s) and not created for that stream: "
+		 "refused.  If it is someone's volume, disable the replication of %s at %s or "
+		 "rename one of them", c->repl_site, from->site, from->cluster, name,
+		 (unsigned long long)stream, name, name, name, from->site);
+	tsr_warn("site: %s", why);
+	return -EEXIST;
+}
+
 /* rec_volume_update's mutator: the record's target_stream = *arg. */
 static int target_stream_mutate(Tessera__Cluster__VolumeRecord *rec, void *arg)
 {
@@ -3785,6 +3820,9 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 		snprintf(path, sizeof(path), "%s/site/%s.state", c->dir, name);
+		if (!failback && target_promoted(c, name))
+			return target_promoted_refusal(c, from, name, stream, made_for, why,
+						       why_len);
 		if (!failback && target_adopt_refused(c, from, name, stream, made_for, path,
 						      access(path, F_OK) == 0, why, why_len))
 			return -EEXIST;

@@ -2098,6 +2098,11 @@ static int ctl_open_volume(struct sess *s)
 			 "I/O error", s->label, strerror(ESTALE));
 		ret = -EIO;
 	}
+	/* promoted at this site, as the cluster knows it (this node's file
+	 * may be another node's older one, or of a target deleted since) */
+	if (ret == -EKEYREVOKED)
+		return open_fail(s, -ESTALE, "volume %s was promoted at the target site %s: this "
+				 "stream has ended; the source is demoted", name, srv->site);
 	if (ret && why[0])
 		return open_fail(s, ret, "%s", why);
 	if (ret || vol == NULL)

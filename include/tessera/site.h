@@ -750,7 +750,11 @@ struct tsr_site_server_ops {
 	 * return a handle in *out (the server puts it).  Runs on the control
 	 * thread (it may block on cluster operations).  Errors go back to the
 	 * source as ERROR: -EEXIST a volume of that name that is no replication
-	 * target of this stream, -EINVAL a bad layout, -ENOSPC, others.  An
+	 * target of this stream, -EKEYREVOKED the volume was promoted at this
+	 * site and was this stream's target (whatever this node's state file
+	 * says: the promote may have run on another node of the site; sent as
+	 * -ESTALE, as a promoted state file is: the source demotes itself),
+	 * -EINVAL a bad layout, -ENOSPC, others.  An
 	 * existing volume smaller than size is grown first (its source grew).
 	 * On an error a sentence for the source may be put in why (else the
 	 * server words one).  On success id gets the volume's identity, which
