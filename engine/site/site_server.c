@@ -2445,6 +2445,7 @@ void tsr_site_server_stop(struct tsr_site_server *srv)
 static int info_of(struct tsr_site_server *srv, const char *name,
 		   struct tsr_site_target_info *out)
 {
+	char now[TSR_SITE_NAME_MAX + 1];
 	struct tvol *tv = tvol_find(srv, name);
 	struct site_state st;
 	int64_t last;
@@ -2471,7 +2472,12 @@ static int info_of(struct tsr_site_server *srv, const char *name,
 		out->applied = st.applied;
 		out->epoch = st.epoch;
 		out->consistent = (st.flags & SITE_STATE_CONSISTENT) != 0;
-		out->promoted = (st.flags & SITE_STATE_PROMOTED) != 0;
+		/* a promoted state of a target deleted since says nothing of the
+		 * volume of that name now (the cluster marks target/<vol>
+		 * "promoted" after promote --group from this); looked up for
+		 * promoted files only, few */
+		out->promoted = (st.flags & SITE_STATE_PROMOTED) != 0 &&
+				!state_of_deleted(srv, name, &st, now);
 	}
 	snprintf(out->source_site, sizeof(out->source_site), "%s", st.site);
 	snprintf(out->source_cluster, sizeof(out->source_cluster), "%s", st.cluster);

@@ -817,7 +817,8 @@ struct tsr_site_target_info {
 	uint64_t stream, epoch, applied;
 	bool connected;          /* a session is applying now */
 	bool consistent;
-	bool promoted;
+	bool promoted;           /* its state says promoted, and is this volume's (not of a
+				  * target deleted since: ops.volume_id) */
 	uint64_t bytes_applied;  /* payload bytes since start */
 	double last_frame_age_sec; /* since the last frame applied (-1: none) */
 	char group[TSR_SITE_NAME_MAX + 1]; /* consistency group, "" none */

@@ -1248,6 +1248,7 @@ static void test_recreated_target(void **state)
 static void test_deleted_target_state(void **state)
 {
 	struct env *e = *state;
+	struct tsr_vol_info info;
 	struct site_state st = state_of("pd1", 91, 5, SITE_STATE_CLEAN | SITE_STATE_CONSISTENT,
 					"gone-3");
 
@@ -1275,6 +1276,19 @@ static void test_deleted_target_state(void **state)
 	assert_int_equal(read_state(e, "pd3", &st), 0);
 	assert_int_equal(st.stream, 94);
 	assert_int_equal(st.flags & (SITE_STATE_PROMOTED | SITE_STATE_FRESH), 0);
+	/* listed: a promoted state of a target deleted since is not promoted
+	 * (promote --group --force leaves such a member out, and the cluster
+	 * marks target/<vol> "promoted" for the members listed promoted); the
+	 * volume's own promoted state is */
+	st = state_of("pd4", 95, 3, SITE_STATE_CLEAN | SITE_STATE_CONSISTENT |
+		      SITE_STATE_PROMOTED, "gone-6");
+	write_state(e, &st);
+	assert_false(info_of(e, "pd4").promoted);
+	assert_int_equal(tsr_store_vol_create(e->store, "pd5", VOL_SIZE, &info), 0);
+	st = state_of("pd5", 96, 3, SITE_STATE_CLEAN | SITE_STATE_CONSISTENT |
+		      SITE_STATE_PROMOTED, info.uuid);
+	write_state(e, &st);
+	assert_true(info_of(e, "pd5").promoted);
 }
 
 /* Connect, HELLO and VOLUME_OPEN of volume as a member of group gf (2
