@@ -138,6 +138,23 @@ sites_start_linked() {
 	site_add_dr primary dr
 }
 
+# sites_start_streaming VOL: both sites started, the DR added at the primary
+# with no proxy, VOL (4 MiB, 0x3c in its first MiB) created at the primary
+# and shipped to the DR (replicas:1 there) until caught up.
+sites_start_streaming() {
+	local vol=$1 out
+	sites_setup
+	site_start dr
+	site_start primary
+	site_add_dr primary dr dr "127.0.0.1:${SITE_LISTEN[dr]}"
+	site_vol_create primary "$vol" 4M
+	site_qemu_io primary "$vol" "write -P 0x3c 0 1M" >/dev/null || fail "write $vol"
+	out=$(stsr primary replication enable "$vol" --to dr --target-layout replicas:1 2>&1) ||
+		fail "$out"
+	rwait primary "$vol" 'j["state"] == "streaming"' "streaming" 30
+	repl_caught_up "$vol" 30
+}
+
 # ---- replication status ---------------------------------------------------
 # rstat KEY VOL EXPR: EXPR (python, on the Replication object j) from
 # `replication status VOL --json` at site KEY.

@@ -15,15 +15,7 @@
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/site.sh"
 require_tessera
-sites_setup
-site_start dr
-site_start primary
-site_add_dr primary dr dr "127.0.0.1:${SITE_LISTEN[dr]}"
-site_vol_create primary sf 4M
-site_qemu_io primary sf "write -P 0x3c 0 1M" >/dev/null || fail "write sf"
-out=$(stsr primary replication enable sf --to dr --target-layout replicas:1 2>&1) || fail "$out"
-rwait primary sf 'j["state"] == "streaming"' "streaming" 30
-repl_caught_up sf 30
+sites_start_streaming sf
 full=${SITE_ARGS[dr]}
 # recreate WHAT PATTERN OFFSET [rm]: delete the target at the DR (restarted
 # without its site listener, so the delete is allowed), the state file too

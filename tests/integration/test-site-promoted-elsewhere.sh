@@ -14,15 +14,7 @@
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/site.sh"
 require_tessera
-sites_setup
-site_start dr
-site_start primary
-site_add_dr primary dr dr "127.0.0.1:${SITE_LISTEN[dr]}"
-site_vol_create primary pe 4M
-site_qemu_io primary pe "write -P 0x3c 0 1M" >/dev/null || fail "write pe"
-out=$(stsr primary replication enable pe --to dr --target-layout replicas:1 2>&1) || fail "$out"
-rwait primary pe 'j["state"] == "streaming"' "streaming" 30
-repl_caught_up pe 30
+sites_start_streaming pe
 acked=$(rstat primary pe 'j["acked_seq"]')
 # the primary lost; the DR's state file as an older DR node of the site has it
 site_stop primary
