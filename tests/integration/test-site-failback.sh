@@ -185,6 +185,12 @@ out=$(site_qemu_io dr $VOL "write -P 0x5b 0 4k" 2>&1)
 printf '%s' "$out" | grepq -i "failed\|error\|read-only" ||
 	fail "the DR accepted a host write after the failback: $out"
 assert_eq "$(site_sha primary $VOL)" "$(site_sha dr $VOL)" "the DR after the failback"
+# volume show at the primary, a source again: its record names the stream it
+# was taken back for (target_stream), which it was not created for
+show=$(stsr primary volume show $VOL 2>&1) || fail "volume show at the primary: $show"
+if grepq "created for DR replication stream" <<<"$show"; then
+	fail "volume show at the primary (a source again) says: $(grep '^dr target' <<<"$show")"
+fi
 img primary $VOL "$SITE_ROOT/img1"
 "$PY" - "$SITE_ROOT/img0" "$SITE_ROOT/img1" "$DR_OFFS" <<'EOF' || fail "data of both periods"
 import sys

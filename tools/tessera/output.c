@@ -659,8 +659,9 @@ static void print_replication(const Tessera__Admin__Volume *v)
 		       v->ec_k ? "; bytes of each chunk copy" : "");
 	}
 	if (v->target_stream)
-		printf("dr target:  created for DR replication stream %016" PRIx64 " (received from "
-		       "another site: tessera replication status)\n", v->target_stream);
+		printf("dr target:  of DR replication stream %016" PRIx64 " (created for it, or "
+		       "taken back for it at a failback; tessera replication status says whether "
+		       "it receives it now)\n", v->target_stream);
 	if (v->attached_node[0] && v->attaching)
 		printf("attached:   being attached on node %s, epoch %" PRIu64 " (its copies are "
 		       "being opened)\n", v->attached_node, v->epoch);
