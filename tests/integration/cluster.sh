@@ -449,15 +449,15 @@ cl_attach_fill() {
 	cl_wait_synced "$1"
 }
 
-# cl_replace_waiting VOL [hold]: the tests of a snapshot through the
-# coordinator while a replace of VOL waits (test-cluster-replace-snap-*).
-# 3 nodes started; VOL (2
-# replicas, one on n1, min 1) is created, attached on n1 and in sync; P
-# (global) is its other copy's node, X its free node, XPID X's pid (thawed at
-# exit).  cl_replace_waiting_start then freezes X and starts
-# `replace-replica VOL --node P --to X` through n1 in the background (RP its
-# pid; $CL_ROOT/r.rc and r.out its status and output), returning once n1
-# waits for X's create; cl_replace_waiting_end reaps it and logs its answer.
+# cl_replace_waiting VOL [hold|nohold] [MIN [NODE ARG...]]: the tests of a
+# snapshot through the coordinator while a replace of VOL waits
+# (test-cluster-replace-snap-*).  3 nodes started (each given NODE ARGs too);
+# VOL (2 replicas, one on n1, min-replicas MIN, 1 if not given) is created,
+# attached on n1 and in sync; P (global) is its other copy's node, X its free
+# node, XPID X's pid (thawed at exit).  cl_replace_waiting_start then freezes
+# X and starts `replace-replica VOL --node P --to X` through n1 in the
+# background (cl_replace_bg), returning once n1 waits for X's create;
+# cl_replace_waiting_end reaps it and logs its answer.
 # With hold, HOLD (global) names the file TSR_TEST_REPLACE_LAYOUT_HOLD_FILE
 # (n1 holds the replace between its record write and its layout while it
 # exists; removed at exit).  The new copy's create is bounded by 8 s.
@@ -468,8 +468,8 @@ cl_replace_waiting() {
 		on_exit "rm -f '$HOLD'"
 		export TSR_TEST_REPLACE_LAYOUT_HOLD_FILE=$HOLD
 	fi
-	cl_start 3
-	ctsr volume create "$1" --size 8M --replicas 2 --min-replicas 1 >/dev/null ||
+	cl_start 3 "${@:4}"
+	ctsr volume create "$1" --size 8M --replicas 2 --min-replicas "${3:-1}" >/dev/null ||
 		fail "volume create $1"
 	cl_move_onto_n1 "$1"
 	ctsr volume attach "$1" --node n1 >/dev/null || fail "volume attach $1"
@@ -495,13 +495,19 @@ cl_replace_waiting_start() {
 
 	log "copies n1 $P; $X frozen; replace $P --to $X through n1"
 	freeze_pids "$XPID" || fail "$X did not stop"
+	cl_replace_bg "$1"
+	wait_log_from 1 "$from" "replace of $1 on $P: creating the new copy on $X"
+}
+# cl_replace_bg VOL: `replace-replica VOL --node P --to X` through n1 in the
+# background (RP its pid; $CL_ROOT/r.rc and r.out its status and output, 30 s
+# at most); cl_replace_waiting_end reaps it.
+cl_replace_bg() {
 	( OUT=$(timeout 30 "$TESSERA" --cluster "$(cl_addr 1)" \
 		--token-file "$(cl_dir 1)/admin.token" \
 		volume replace-replica "$1" --node "$P" --to "$X" 2>&1) && RC=0 || RC=$?
 	  echo "$RC" >"$CL_ROOT/r.rc"; echo "$OUT" >"$CL_ROOT/r.out" ) &
 	RP=$!
 	track_pid "$RP"
-	wait_log_from 1 "$from" "replace of $1 on $P: creating the new copy on $X"
 }
 cl_replace_waiting_end() {
 	reap "$RP" || true
