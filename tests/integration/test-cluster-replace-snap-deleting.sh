@@ -37,7 +37,7 @@ from=$(( $(log_lines 1) + 1 ))
 rm -f "$HOLD"
 for op in "create s1" "delete s0"; do
 	cl_timed "snapshot $op through n1 while the replace deletes the old copy" 5 1 \
-		snapshot ${op% *} v "${op#* }"
+		snapshot "${op% *}" v "${op#* }"
 	[ "$CL_RC" = 0 ] || fail "snapshot $op during the old copy's delete: status $CL_RC: $CL_OUT"
 done
 # (the replace was still running: its job noted both)
