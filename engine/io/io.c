@@ -328,6 +328,11 @@ unsigned tsr_io_inflight(const struct tsr_io *io)
 	return io->inflight;
 }
 
+unsigned tsr_io_unsubmitted(const struct tsr_io *io)
+{
+	return io->unsubmitted;
+}
+
 int tsr_io_event_fd(const struct tsr_io *io)
 {
 	return io->backend->event_fd(io->ctx);

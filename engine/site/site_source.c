@@ -49,7 +49,8 @@
  * the barriers' checkpoints), a token bucket for max_bps refilled from a
  * periodic timerfd (SRC_TICK_MS) that also drives barriers (barrier_ms),
  * retries (retry_ms) and the throughput estimate.  Counters are copied to
- * s->pub under stats_lock at most once per loop pass (a deferred call) and
+ * s->pub under stats_lock at most once per loop pass (a call deferred to after
+ * the pass submitted its disk I/O, tsr_worker_defer_after_submit) and
  * at each tick.  Window and token bucket count bytes on the wire.
  *
  * Send batching (opts.send_batch): a host write's log entry starts a send in
@@ -817,33 +818,22 @@ static void pass_end(struct tsr_worker *w, void *arg)
 }
 
 /*
- * The first hop of schedule_pass: queue pass_end again, behind every call
- * deferred meanwhile.  A write's tap runs the hook (log_change, which
- * schedules the pass) before the host's callback, whose NBD reply is
- * deferred to the end of the pass too; in one hop the TLS send to the DR
- * site ran first and every host ack waited for it.  With two, the replies
- * of the pass go out first.  Nothing after stop began (stop_finish's
- * signal is queued behind this call and must stay last).
+ * Pump and publish once in this loop pass, after its submit
+ * (tsr_worker_defer_after_submit): a write's tap runs the hook (log_change,
+ * which schedules the pass) before the host's callback, whose NBD reply is
+ * deferred to the end of the pass; with the pump among those deferred calls
+ * the TLS work and the send to the DR site ran before the pass's replies
+ * (until 391ae9c) or before its disk writes were submitted (until session
+ * 19): the disk queue waited for the encryption and for the DR's worker,
+ * which the send wakes and which then preempts this one.  Now the replies
+ * and the disk writes of the pass go first.  Nothing after stop began
+ * (stop_finish's signal, on the same list, must stay last).
  */
-static void pass_late(struct tsr_worker *w, void *arg)
-{
-	struct tsr_site_source *s = arg;
-
-	if (s->stopping) {
-		s->pass_deferred = false;
-		return;
-	}
-	if (tsr_worker_defer(w, pass_end, s) != 0)
-		pass_end(w, s);
-}
-
-/* Pump and publish once at the end of this loop pass, after the host
- * replies of the pass (pass_late). */
 static void schedule_pass(struct tsr_site_source *s)
 {
 	if (s->pass_deferred || s->stopping)
 		return;
-	if (tsr_worker_defer(s->worker, pass_late, s) == 0)
+	if (tsr_worker_defer_after_submit(s->worker, pass_end, s) == 0)
 		s->pass_deferred = true;
 }
 
@@ -2298,8 +2288,9 @@ static void stop_signal(struct tsr_worker *w, void *arg)
 
 static void stop_finish(struct tsr_site_source *s)
 {
-	/* after the deferred calls already queued (FIFO): none touches s after this */
-	if (tsr_worker_defer(s->worker, stop_signal, s->stop_call) < 0)
+	/* after the calls already queued (FIFO), on the pass's last list, where
+	 * pass_end waits: none touches s after this */
+	if (tsr_worker_defer_after_submit(s->worker, stop_signal, s->stop_call) < 0)
 		sync_call_done(s->stop_call, 0);
 }
 

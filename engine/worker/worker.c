@@ -16,7 +16,11 @@
  *   4. run the messages other threads queued with tsr_worker_send();
  *   5. run the callbacks deferred to the end of this pass (tsr_worker_defer:
  *      one batched socket write per connection and pass);
- *   6. tsr_io_submit() once, for everything queued during the pass.
+ *   6. tsr_io_submit() once, for everything queued during the pass;
+ *   7. run the callbacks deferred to after the submit
+ *      (tsr_worker_defer_after_submit: the site source's TLS pump, which the
+ *      pass's disk I/O need not wait for), then submit again only when they
+ *      queued I/O.
  *
  * Locking policy (the only lock of the worker): msg_lock guards the message
  * queue and the stopping flag.  It is taken by tsr_worker_send() and
@@ -89,6 +93,7 @@ struct tsr_worker {
 	struct watch *dead;        /* unwatched this pass, freed at its end */
 	struct call *stop_hooks;   /* run once, in registration order reversed */
 	struct call *defer_head, *defer_tail;
+	struct call *after_head, *after_tail; /* deferred to after the pass's submit */
 	struct call *free_calls;   /* recycled deferred-call records */
 	bool stop_seen;            /* the loop noticed stopping */
 };
@@ -216,29 +221,41 @@ int tsr_worker_on_stop(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg)
 	return 0;
 }
 
-int tsr_worker_defer(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg)
+/* fn(w, arg) at the tail of the list *head .. *tail. */
+static int call_queue(struct tsr_worker *w, struct call **head, struct call **tail,
+		      tsr_worker_msg_fn fn, void *arg)
 {
 	struct call *c = call_new(w, fn, arg);
 
 	if (c == NULL)
 		return -ENOMEM;
-	if (w->defer_tail != NULL)
-		w->defer_tail->next = c;
+	if (*tail != NULL)
+		(*tail)->next = c;
 	else
-		w->defer_head = c;
-	w->defer_tail = c;
+		*head = c;
+	*tail = c;
 	return 0;
 }
 
-/* Run deferred calls, including those queued by the calls themselves. */
-static void run_deferred(struct tsr_worker *w)
+int tsr_worker_defer(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg)
 {
-	while (w->defer_head != NULL) {
-		struct call *c = w->defer_head;
+	return call_queue(w, &w->defer_head, &w->defer_tail, fn, arg);
+}
 
-		w->defer_head = c->next;
-		if (w->defer_head == NULL)
-			w->defer_tail = NULL;
+int tsr_worker_defer_after_submit(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg)
+{
+	return call_queue(w, &w->after_head, &w->after_tail, fn, arg);
+}
+
+/* Run the calls of a list, including those queued by the calls themselves. */
+static void run_calls(struct tsr_worker *w, struct call **head, struct call **tail)
+{
+	while (*head != NULL) {
+		struct call *c = *head;
+
+		*head = c->next;
+		if (*head == NULL)
+			*tail = NULL;
 		c->fn(w, c->arg);
 		c->next = w->free_calls;
 		w->free_calls = c;
@@ -402,10 +419,15 @@ static bool loop_pass(struct tsr_worker *w)
 		drain_eventfd(w->wake_fd);
 		stopping = run_messages(w);
 	}
-	run_deferred(w);
+	run_calls(w, &w->defer_head, &w->defer_tail);
 	ret = tsr_io_submit(w->io);
 	if (ret < 0)
 		tsr_error("worker%u: io submit: %s", w->index, strerror(-ret));
+	if (w->after_head != NULL) {
+		run_calls(w, &w->after_head, &w->after_tail);
+		if (tsr_io_unsubmitted(w->io) > 0 && (ret = tsr_io_submit(w->io)) < 0)
+			tsr_error("worker%u: io submit: %s", w->index, strerror(-ret));
+	}
 	free_dead_watches(w);
 	return stopping;
 }

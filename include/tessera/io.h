@@ -105,6 +105,8 @@ int tsr_io_poll(struct tsr_io *io, unsigned max, bool wait);
 
 /* Operations queued or in flight (not yet called back). */
 unsigned tsr_io_inflight(const struct tsr_io *io);
+/* Operations queued since the last tsr_io_submit() (0: nothing to submit). */
+unsigned tsr_io_unsubmitted(const struct tsr_io *io);
 
 /*
  * A file descriptor that becomes readable when completions may be ready, for

@@ -40,6 +40,14 @@ int tsr_worker_on_stop(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg);
  * No lock.  0 or -ENOMEM.
  */
 int tsr_worker_defer(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg);
+/*
+ * Run fn(w, arg) once in the current loop pass after it submitted its queued
+ * I/O (after every tsr_worker_defer call), for work the pass's disk I/O need
+ * not wait for (the site source's TLS send); in order, including calls queued
+ * by these calls; I/O they queue is submitted before the pass ends.  No lock.
+ * 0 or -ENOMEM.
+ */
+int tsr_worker_defer_after_submit(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg);
 
 /* From any thread: run fn(w, arg) on the worker's thread soon. 0 or -ENOMEM/-ESHUTDOWN. */
 int tsr_worker_send(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg);

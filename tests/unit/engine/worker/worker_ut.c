@@ -1,8 +1,9 @@
 /*
  * Unit tests for engine/worker/worker.c: messages run on the worker thread
  * in order, fd callbacks (including unwatching from inside one), deferred
- * calls, stop hooks, and stop waiting for in-flight I/O (held open with the
- * fault injector's delay).
+ * calls, stop hooks, stop waiting for in-flight I/O (held open with the
+ * fault injector's delay), and calls deferred to after the pass's submit
+ * seeing its I/O submitted.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -224,12 +225,95 @@ static void test_stop_waits_for_io(void **state)
 	close(t.fd);
 }
 
+/* ---- calls deferred to after the pass's submit ---- */
+
+struct after_test {
+	int fd;
+	void *buf;
+	struct iovec iov;
+	int order[4];        /* 1: tsr_worker_defer call, 2: after-submit call */
+	int norder;
+	unsigned unsubmitted; /* seen by the after-submit call */
+	unsigned inflight;
+	int done;             /* write callbacks run */
+};
+
+static void write_done(void *arg, int res)
+{
+	struct after_test *t = arg;
+
+	assert_int_equal(res, 4096);
+	__atomic_add_fetch(&t->done, 1, __ATOMIC_RELEASE);
+}
+
+static void plain_deferred(struct tsr_worker *w, void *arg)
+{
+	struct after_test *t = arg;
+
+	t->order[t->norder++] = 1;
+}
+
+/* Sees the pass's write submitted already, and queues one more write: the
+ * pass submits it too (its callback comes without any other event). */
+static void after_submit(struct tsr_worker *w, void *arg)
+{
+	struct after_test *t = arg;
+
+	note_thread();
+	t->order[t->norder++] = 2;
+	t->unsubmitted = tsr_io_unsubmitted(tsr_worker_io(w));
+	t->inflight = tsr_io_inflight(tsr_worker_io(w));
+	assert_int_equal(tsr_io_writev(tsr_worker_io(w), t->fd, &t->iov, 1, 4096, 0, write_done, t),
+			 0);
+	__atomic_store_n(&t->norder, t->norder, __ATOMIC_RELEASE);
+}
+
+static void msg_write_then_defer(struct tsr_worker *w, void *arg)
+{
+	struct after_test *t = arg;
+
+	assert_int_equal(tsr_io_writev(tsr_worker_io(w), t->fd, &t->iov, 1, 0, 0, write_done, t), 0);
+	assert_int_equal(tsr_worker_defer_after_submit(w, after_submit, t), 0);
+	assert_int_equal(tsr_worker_defer(w, plain_deferred, t), 0);
+}
+
+static void test_defer_after_submit(void **state)
+{
+	char path[] = "/tmp/worker_ut.XXXXXX";
+	struct after_test t = { 0 };
+	struct tsr_worker *w;
+
+	g_wrong_thread = 0;
+	t.fd = mkstemp(path);
+	assert_true(t.fd >= 0);
+	unlink(path);
+	t.buf = tsr_alloc_aligned(4096);
+	memset(t.buf, 0xa5, 4096);
+	t.iov.iov_base = t.buf;
+	t.iov.iov_len = 4096;
+	w = start_worker(NULL);
+	assert_int_equal(tsr_worker_send(w, msg_write_then_defer, &t), 0);
+	wait_for(&t.done, 2);
+	/* the after-submit call found the message's write submitted (in
+	 * flight, not yet called back), and ran after the plain deferred call */
+	assert_int_equal(t.unsubmitted, 0);
+	assert_true(t.inflight >= 1);
+	assert_int_equal(t.norder, 2);
+	assert_int_equal(t.order[0], 1);
+	assert_int_equal(t.order[1], 2);
+	tsr_worker_stop(w);
+	assert_int_equal(g_wrong_thread, 0);
+	tsr_free_aligned(t.buf);
+	close(t.fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_messages_in_order),
 		cmocka_unit_test(test_fds_defer_stop_hook),
 		cmocka_unit_test(test_stop_waits_for_io),
+		cmocka_unit_test(test_defer_after_submit),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
