@@ -142,10 +142,16 @@
  * handshake and a WARN line at the DR). */
 #define SRC_ATTACH_FIXED 5u
 #define SRC_POOL_CLASSES 5u         /* recycled entry sizes: 4 KiB << 0..4 of data */
-#define SRC_POOL_BYTES  (8u << 20)   /* data capacity kept on the free lists at most */
 #define SRC_POOL_NONE   0xffu        /* log_entry.cls of an entry that is not recycled */
 #define SRC_BATCH       (256u << 10) /* staging buffer: frames packed for one TLS write */
 #define SRC_SEND_BATCH  (256u << 10) /* default opts.send_batch */
+/* Data capacity kept on the free lists at most (less when log_max is less).
+ * A streaming log swings by a window and more between two ACKs: the window
+ * is sent, and writes pile up behind it until its BARRIER's ACK frees it
+ * at once.  With only one window kept (8 MiB, until session 19) the rest
+ * of each swing came from malloc, and the worker's heap grew and shrank
+ * (mprotect, fresh pages) hundreds of times a second under a normal lag. */
+#define SRC_POOL_BYTES  (2 * SRC_WINDOW + SRC_SEND_BATCH)
 #define SRC_BATCH_COPY  (64u << 10)  /* a frame up to this size is copied into it whole;
 				      * a larger one: only its header, then its payload
 				      * goes to TLS from where it is */
@@ -276,11 +282,12 @@ struct tsr_site_source {
 	    *tx_orphan; /* entry being sent after its log was dropped; freed at tx end */
 	uint64_t log_entries, log_bytes, log_cost;
 	/* freed WRITE entries of the recycled sizes, one list per class, kept
-	 * up to SRC_POOL_BYTES of data in all: a steady stream of small writes
+	 * up to pool_max of data in all: a steady stream of small writes
 	 * takes its log entries from here instead of malloc (whose top-of-heap
 	 * trims and regrowths showed in the profile) */
 	struct log_entry *pool[SRC_POOL_CLASSES];
 	uint64_t pool_bytes; /* data capacity on the lists */
+	uint64_t pool_max;   /* at most: SRC_POOL_BYTES, or log_max when less */
 	uint64_t log_allocs; /* WRITE entries taken from malloc (not the lists) */
 
 	uint64_t *dirty;         /* n_regions bits */
@@ -504,7 +511,7 @@ static void entry_release(struct tsr_site_source *s, struct log_entry *e)
 	if (e == NULL)
 		return;
 	cap = e->cls < SRC_POOL_CLASSES ? entry_data_cap(e) : 0;
-	if (cap == 0 || s->pool_bytes + cap > SRC_POOL_BYTES) {
+	if (cap == 0 || s->pool_bytes + cap > s->pool_max) {
 		free(e);
 		return;
 	}
@@ -2184,6 +2191,7 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 	s->epoch = opts->epoch;
 	s->vol_size = tsr_vol_size(opts->vol);
 	s->log_max = opts->log_max_bytes ? opts->log_max_bytes : 256ull << 20;
+	s->pool_max = s->log_max < SRC_POOL_BYTES ? s->log_max : SRC_POOL_BYTES;
 	s->region_size = opts->region_size ? opts->region_size : 64u << 10;
 	s->region_shift = (unsigned)__builtin_ctz(s->region_size);
 	s->n_regions = (s->vol_size + s->region_size - 1) >> s->region_shift;

@@ -14,7 +14,8 @@
  * EILSEQ, no region copy); a demote fences host writes with -EROFS; at
  * every pause the target equals the history's state after some prefix;
  * frames that wait together go out in full TLS records and a steady
- * stream's log entries are recycled (tls_writes, log_allocs).
+ * stream's log entries are recycled (tls_writes, log_allocs), also when the
+ * log swings by more than the window.
  * Debugging: SITE_UT_FILTER=test_name runs one case, SITE_UT_TRACE=1 says
  * how long the fake target served each connection.
  */
@@ -1009,8 +1010,8 @@ static void test_send_batch_one(void **state)
 	send_batching_case(1);
 }
 
-/* 256 4 KiB writes logged while paused, then shipped at once. */
-static void paused_round(struct env *e, uint64_t base_block, uint32_t fill_id)
+/* batches * 32 4 KiB writes logged while paused, then shipped at once. */
+static void paused_round(struct env *e, uint64_t base_block, uint32_t fill_id, unsigned batches)
 {
 	struct tsr_site_source_stats st;
 	struct wreq r[32];
@@ -1025,7 +1026,7 @@ static void paused_round(struct env *e, uint64_t base_block, uint32_t fill_id)
 		assert_true(tsr_mono_ms() - t0 < 20000);
 		usleep(5000);
 	}
-	for (j = 0; j < 8; j++) {
+	for (j = 0; j < batches; j++) {
 		for (i = 0; i < 32; i++) {
 			r[i] = (struct wreq){.off = (base_block + j * 32 + i) * BS, .len = BS};
 			assert_non_null(r[i].buf = tsr_alloc_aligned(BS));
@@ -1060,7 +1061,7 @@ static void test_batched_sends_recycled_entries(void **state)
 	o = source_opts(e, addr, sizeof(addr));
 	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
 	session_up(e, &st0);
-	paused_round(e, 100, 1000);
+	paused_round(e, 100, 1000, 8);
 	stats(e, &st1);
 	fprintf(stderr, "round 1: %llu frames, %llu TLS writes, %llu entries allocated\n",
 		(unsigned long long)(st1.frames_shipped - st0.frames_shipped),
@@ -1070,7 +1071,7 @@ static void test_batched_sends_recycled_entries(void **state)
 	assert_true((st1.tls_writes - st0.tls_writes) * 32 <=
 		    st1.frames_shipped - st0.frames_shipped);
 	assert_true(st1.log_allocs - st0.log_allocs <= 256);
-	paused_round(e, 1000, 5000);
+	paused_round(e, 1000, 5000, 8);
 	stats(e, &st2);
 	fprintf(stderr, "round 2: %llu frames, %llu TLS writes, %llu entries allocated\n",
 		(unsigned long long)(st2.frames_shipped - st1.frames_shipped),
@@ -1079,6 +1080,38 @@ static void test_batched_sends_recycled_entries(void **state)
 	assert_true(st2.frames_shipped - st1.frames_shipped >= 256);
 	assert_true((st2.tls_writes - st1.tls_writes) * 32 <=
 		    st2.frames_shipped - st1.frames_shipped);
+	assert_int_equal(st2.log_allocs, st1.log_allocs); /* every entry recycled */
+	assert_volumes_equal(e);
+	assert_target_clean(e);
+	assert_int_equal(st2.reconnects, 0);
+}
+
+/*
+ * A log that swings by more than the window (here 12 MiB logged while
+ * paused, then shipped: 8 MiB go, the rest waits for their ACK) still takes
+ * its entries from the free lists in the next round: they keep more than
+ * two windows (SRC_POOL_BYTES).  With 8 MiB kept, a third of the second
+ * round came from malloc.
+ */
+static void test_pool_above_window(void **state)
+{
+	struct env *e = env_open(16 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st0, st1, st2;
+	char addr[64];
+
+	(void)state;
+	o = source_opts(e, addr, sizeof(addr));
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	session_up(e, &st0);
+	paused_round(e, 0, 1000, 96);
+	stats(e, &st1);
+	paused_round(e, 0, 9000, 96);
+	stats(e, &st2);
+	fprintf(stderr, "round 1: %llu entries allocated, round 2: %llu\n",
+		(unsigned long long)(st1.log_allocs - st0.log_allocs),
+		(unsigned long long)(st2.log_allocs - st1.log_allocs));
+	assert_true(st2.frames_shipped - st1.frames_shipped >= 96 * 32);
 	assert_int_equal(st2.log_allocs, st1.log_allocs); /* every entry recycled */
 	assert_volumes_equal(e);
 	assert_target_clean(e);
@@ -2043,6 +2076,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_stream, env_teardown),
 	    cmocka_unit_test_teardown(test_batched_sends_recycled_entries, env_teardown),
+	    cmocka_unit_test_teardown(test_pool_above_window, env_teardown),
 	    cmocka_unit_test_teardown(test_reply_before_send, env_teardown),
 	    cmocka_unit_test_teardown(test_send_batching, env_teardown),
 	    cmocka_unit_test_teardown(test_send_batch_one, env_teardown),
