@@ -141,24 +141,40 @@
  * stays away (review 17b: 5 reconnects a second meanwhile, each a TLS
  * handshake and a WARN line at the DR). */
 #define SRC_ATTACH_FIXED 5u
-#define SRC_POOL_CLASSES 5u         /* recycled entry sizes: 4 KiB << 0..4 of data */
-#define SRC_POOL_NONE   0xffu        /* log_entry.cls of an entry that is not recycled */
 #define SRC_BATCH       (256u << 10) /* staging buffer: frames packed for one TLS write */
 #define SRC_SEND_BATCH  (256u << 10) /* default opts.send_batch */
-/* Data capacity kept on the free lists at most (less when log_max is less).
+#define SRC_SLAB        (256u << 10) /* log entries' frames (header slot, data) back to back */
+/* Empty slabs kept on the free list at most, in bytes (less when log_max is less).
  * A streaming log swings by a window and more between two ACKs: the window
  * is sent, and writes pile up behind it until its BARRIER's ACK frees it
  * at once.  With only one window kept (8 MiB, until session 19) the rest
  * of each swing came from malloc, and the worker's heap grew and shrank
  * (mprotect, fresh pages) hundreds of times a second under a normal lag. */
 #define SRC_POOL_BYTES  (2 * SRC_WINDOW + SRC_SEND_BATCH)
-#define SRC_BATCH_COPY  (64u << 10)  /* a frame up to this size is copied into it whole;
-				      * a larger one: only its header, then its payload
+#define SRC_BATCH_COPY  (64u << 10)  /* a frame up to this size is copied into the batch
+				      * whole (a log entry's goes from its slab); a
+				      * larger one: only its header, then its payload
 				      * goes to TLS from where it is */
 #define NS_PER_MS       1000000ull
 #define NS_PER_SEC      1000000000ull
 
 enum ent_kind { ENT_WRITE, ENT_ZERO, ENT_SYNC_END, ENT_MARKER };
+
+/*
+ * Where the log entries of up to SRC_BATCH_COPY data bytes (and every ZERO)
+ * keep their frames: each takes the next TSR_SITE_HDR_SIZE + data bytes,
+ * the header slot filled when the entry is sent, so the frames of entries
+ * logged one after the other lie back to back and go to TLS from here in
+ * one gathered write (a "run"), not copied into the send batch first.  refs:
+ * the entries in it, the run that reads it, and 1 while it is the slab
+ * being filled; at 0 it goes back to the free list (or is freed).
+ */
+struct slab {
+	struct slab *next; /* free list */
+	uint32_t refs;
+	uint32_t used;     /* bytes handed out */
+	uint8_t buf[];     /* SRC_SLAB bytes */
+};
 
 struct log_entry {
 	struct log_entry *next; /* later in ack order */
@@ -166,10 +182,10 @@ struct log_entry {
 	uint64_t offset;        /* WRITE/ZERO: bytes, 4 KiB aligned; MARKER: its number */
 	uint32_t len;           /* WRITE: data bytes (<= TSR_SITE_MAX_DATA); ZERO: bytes covered */
 	uint8_t kind;           /* enum ent_kind */
-	uint8_t cls;            /* data capacity 4 KiB << cls (a recycled size), or
-				 * SRC_POOL_NONE: exactly len bytes, freed, not recycled */
 	uint64_t acked_ns;      /* monotonic time the host got its ack */
-	uint8_t data[];         /* WRITE: len bytes */
+	struct slab *slab;      /* holds the frame (wire), or NULL: data[] holds the data */
+	uint8_t *wire;          /* in slab: the header slot, then WRITE's len data bytes */
+	uint8_t data[];         /* WRITE not in a slab: len bytes */
 };
 
 enum sess_state {
@@ -281,14 +297,17 @@ struct tsr_site_source {
 	struct log_entry
 	    *tx_orphan; /* entry being sent after its log was dropped; freed at tx end */
 	uint64_t log_entries, log_bytes, log_cost;
-	/* freed WRITE entries of the recycled sizes, one list per class, kept
-	 * up to pool_max of data in all: a steady stream of small writes
-	 * takes its log entries from here instead of malloc (whose top-of-heap
-	 * trims and regrowths showed in the profile) */
-	struct log_entry *pool[SRC_POOL_CLASSES];
-	uint64_t pool_bytes; /* data capacity on the lists */
+	/* empty slabs, kept up to pool_max bytes, and freed entries of slabs
+	 * (their bookkeeping only), kept as many: a steady stream of small
+	 * writes takes its log entries from here instead of malloc (whose
+	 * top-of-heap trims and regrowths showed in the profile) */
+	struct slab *slab_cur;  /* being filled, or NULL */
+	struct slab *slab_free;
+	struct log_entry *meta_free;
+	uint64_t meta_free_n;
+	uint64_t pool_bytes; /* slab bytes on the free list */
 	uint64_t pool_max;   /* at most: SRC_POOL_BYTES, or log_max when less */
-	uint64_t log_allocs; /* WRITE entries taken from malloc (not the lists) */
+	uint64_t log_allocs; /* slabs and WRITE entries taken from malloc */
 
 	uint64_t *dirty;         /* n_regions bits */
 	/* initial copy: the regions holding holes (n_regions bits), or NULL.
@@ -335,7 +354,8 @@ struct tsr_site_source {
 	bool tx_region;             /* a region re-copy frame */
 	short tx_want;              /* POLLIN/POLLOUT after tx's last -EAGAIN */
 	uint8_t ctl_buf[TSR_SITE_OPEN_MAX + TSR_SITE_HELLO_MAX];
-	/* the send batch: whole frames (or a large frame's header) packed back
+	/* the send batch: whole frames not in a slab (control, region and
+	 * compressed frames; a large frame's header) packed back
 	 * to back in send order, handed to TLS in one write when the pump
 	 * stops or bb is full, so TLS cuts full 16 KiB records instead of two
 	 * records (header, payload) per frame.  A frame copied here counts as
@@ -346,8 +366,17 @@ struct tsr_site_source {
 	uint8_t *bb;        /* SRC_BATCH bytes */
 	size_t bb_len;      /* bytes packed */
 	size_t bb_sent;     /* of which handed to TLS */
-	short bb_want;      /* POLLIN/POLLOUT after the flush's last -EAGAIN */
-	uint64_t tls_writes; /* gathered TLS writes that took bytes (each one send, most often) */
+	short bb_want;      /* POLLIN/POLLOUT after the flush's last -EAGAIN (bb or run) */
+	/* the run: frames of log entries back to back in one slab (struct
+	 * slab), handed to TLS from there like bb.  The run's frames come
+	 * before bb's (batch_stage hands the run over first; a frame joins the
+	 * run only while bb is empty), so frames leave in send order.  Counted
+	 * as sent like bb's; run_slab's reference keeps the bytes until TLS
+	 * took them, whatever ACKs or an overflow do to the entries meanwhile. */
+	uint8_t *run;
+	size_t run_len, run_sent;
+	struct slab *run_slab; /* NULL: no run */
+	uint64_t tls_writes; /* sends of the sessions before this one (tsr_site_tls_sends) */
 	uint64_t retry_at_ns;
 	bool replay; /* the open reply had TSR_SITE_F_REPLAY */
 
@@ -482,42 +511,84 @@ static size_t bitmap_bytes(const struct tsr_site_source *s)
 
 /* ---- the log ---- */
 
-/* The size class (data capacity 4 KiB << class) of an entry for data bytes,
- * or SRC_POOL_NONE: no data, or more than the largest class. */
-static uint8_t pool_class(size_t data)
+/* Whether an entry of kind with data bytes keeps its frame in a slab. */
+static bool in_slab(uint8_t kind, size_t data)
 {
-	uint8_t cls = 0;
-
-	if (data == 0 || data > (size_t)TSR_BLOCK_SIZE << (SRC_POOL_CLASSES - 1))
-		return SRC_POOL_NONE;
-	while (((size_t)TSR_BLOCK_SIZE << cls) < data)
-		cls++;
-	return cls;
+	return (kind == ENT_WRITE || kind == ENT_ZERO) && data <= SRC_BATCH_COPY;
 }
 
-/* The data bytes e holds memory for (what the log bound counts). */
+/* The bytes e holds memory for (what the log bound counts). */
 static uint64_t entry_data_cap(const struct log_entry *e)
 {
-	if (e->cls < SRC_POOL_CLASSES)
-		return (uint64_t)TSR_BLOCK_SIZE << e->cls;
-	return e->kind == ENT_WRITE ? e->len : 0;
+	return (e->slab != NULL ? TSR_SITE_HDR_SIZE : 0) + (e->kind == ENT_WRITE ? e->len : 0);
 }
 
-/* An entry no longer in the log: onto its free list, or freed. */
+/* Drop a reference to sl (NULL ok): an unused slab goes onto the free list,
+ * up to pool_max bytes of them, or is freed. */
+static void slab_put(struct tsr_site_source *s, struct slab *sl)
+{
+	if (sl == NULL || --sl->refs > 0)
+		return;
+	if (s->pool_bytes + SRC_SLAB > s->pool_max) {
+		free(sl);
+		return;
+	}
+	sl->next = s->slab_free;
+	s->slab_free = sl;
+	s->pool_bytes += SRC_SLAB;
+}
+
+/* n bytes right behind the last ones handed out, or at the start of a
+ * fresh slab when they do not fit (a slab nothing else uses is filled from
+ * its start again); a reference on it in *out.  NULL: out of memory. */
+static uint8_t *slab_take(struct tsr_site_source *s, size_t n, struct slab **out)
+{
+	struct slab *sl = s->slab_cur;
+	uint8_t *p;
+
+	if (sl != NULL && sl->refs == 1)
+		sl->used = 0;
+	if (sl == NULL || sl->used + n > SRC_SLAB) {
+		if ((sl = s->slab_free) != NULL) {
+			s->slab_free = sl->next;
+			s->pool_bytes -= SRC_SLAB;
+		} else if ((sl = malloc(sizeof(*sl) + SRC_SLAB)) == NULL) {
+			return NULL;
+		} else {
+			s->log_allocs++;
+		}
+		sl->refs = 1; /* the slab being filled */
+		sl->used = 0;
+		slab_put(s, s->slab_cur);
+		s->slab_cur = sl;
+	}
+	p = sl->buf + sl->used;
+	sl->used += (uint32_t)n;
+	sl->refs++;
+	*out = sl;
+	return p;
+}
+
+/* WRITE's data bytes. */
+static uint8_t *entry_data(struct log_entry *e)
+{
+	return e->slab != NULL ? e->wire + TSR_SITE_HDR_SIZE : e->data;
+}
+
+/* An entry no longer in the log: its slab reference dropped and its
+ * bookkeeping onto the free list, or freed. */
 static void entry_release(struct tsr_site_source *s, struct log_entry *e)
 {
-	uint64_t cap;
-
 	if (e == NULL)
 		return;
-	cap = e->cls < SRC_POOL_CLASSES ? entry_data_cap(e) : 0;
-	if (cap == 0 || s->pool_bytes + cap > s->pool_max) {
+	slab_put(s, e->slab);
+	if (e->slab == NULL || s->meta_free_n >= s->pool_max / TSR_BLOCK_SIZE) {
 		free(e);
 		return;
 	}
-	e->next = s->pool[e->cls];
-	s->pool[e->cls] = e;
-	s->pool_bytes += cap;
+	e->next = s->meta_free;
+	s->meta_free = e;
+	s->meta_free_n++;
 }
 
 static void entry_free(struct tsr_site_source *s, struct log_entry *e)
@@ -527,6 +598,15 @@ static void entry_free(struct tsr_site_source *s, struct log_entry *e)
 		return;
 	}
 	entry_release(s, e);
+}
+
+/* The run is handed to TLS or lost with the session: its slab is free to go. */
+static void run_drop(struct tsr_site_source *s)
+{
+	slab_put(s, s->run_slab);
+	s->run_slab = NULL;
+	s->run = NULL;
+	s->run_len = s->run_sent = 0;
 }
 
 /* Drop the whole log into the dirty bitmap (and the regions of a sync whose
@@ -586,19 +666,26 @@ static bool log_room(struct tsr_site_source *s, uint64_t cost)
 	return false;
 }
 
-/* A log entry with room for data bytes: a WRITE of a recycled size from its
- * free list when one is there (log_allocs counts the others), else malloc. */
+/* A log entry with room for data bytes: in a slab (in_slab) with its
+ * bookkeeping from the free list when there is one, else malloc'd whole. */
 static struct log_entry *entry_new(struct tsr_site_source *s, uint8_t kind, uint64_t offset,
 				   uint32_t len, size_t data, uint64_t t)
 {
 	struct log_entry *e;
-	uint8_t cls = pool_class(data);
+	struct slab *sl = NULL;
+	uint8_t *wire = NULL;
 
-	if (cls != SRC_POOL_NONE)
-		data = (size_t)TSR_BLOCK_SIZE << cls;
-	if (cls != SRC_POOL_NONE && (e = s->pool[cls]) != NULL) {
-		s->pool[cls] = e->next;
-		s->pool_bytes -= data;
+	if (in_slab(kind, data)) {
+		if ((e = s->meta_free) != NULL) {
+			s->meta_free = e->next;
+			s->meta_free_n--;
+		} else if ((e = malloc(sizeof(*e))) == NULL) {
+			return NULL;
+		}
+		if ((wire = slab_take(s, TSR_SITE_HDR_SIZE + data, &sl)) == NULL) {
+			free(e);
+			return NULL;
+		}
 	} else {
 		e = malloc(sizeof(*e) + data);
 		if (e == NULL)
@@ -606,8 +693,12 @@ static struct log_entry *entry_new(struct tsr_site_source *s, uint8_t kind, uint
 		if (data > 0)
 			s->log_allocs++;
 	}
-	*e = (struct log_entry){
-	    .kind = kind, .cls = cls, .offset = offset, .len = len, .acked_ns = t};
+	*e = (struct log_entry){.kind = kind,
+				.offset = offset,
+				.len = len,
+				.acked_ns = t,
+				.slab = sl,
+				.wire = wire};
 	return e;
 }
 
@@ -639,8 +730,7 @@ static void log_change(struct tsr_site_source *s, uint64_t offset, uint64_t len,
 	while (done < len) {
 		n = (uint32_t)(len - done < max ? len - done : max);
 		data = buf ? n : 0;
-		cost = pool_class(data) != SRC_POOL_NONE ?
-			   (uint64_t)TSR_BLOCK_SIZE << pool_class(data) : data;
+		cost = data + (in_slab(buf ? ENT_WRITE : ENT_ZERO, data) ? TSR_SITE_HDR_SIZE : 0);
 		if (!log_room(s, cost + SRC_ENTRY_COST) ||
 		    (e = entry_new(s, buf ? ENT_WRITE : ENT_ZERO, offset + done, n, data, t)) == NULL) {
 			if (s->log_on) /* out of memory: the bitmap holds it instead */
@@ -649,7 +739,7 @@ static void log_change(struct tsr_site_source *s, uint64_t offset, uint64_t len,
 			return;
 		}
 		if (buf)
-			memcpy(e->data, (const uint8_t *)buf + done, n);
+			memcpy(entry_data(e), (const uint8_t *)buf + done, n);
 		log_append(s, e);
 		done += n;
 	}
@@ -794,7 +884,7 @@ static void publish(struct tsr_site_source *s)
 	p.region_bytes_same = s->region_bytes_same;
 	p.last_sync_compared = s->last_sync_compared;
 	p.frames_shipped = s->frames_shipped;
-	p.tls_writes = s->tls_writes;
+	p.tls_writes = s->tls_writes + (s->t != NULL ? tsr_site_tls_sends(s->t) : 0);
 	p.log_allocs = s->log_allocs;
 	p.compress_in_bytes = s->compress_in;
 	p.compress_out_bytes = s->compress_out;
@@ -866,6 +956,8 @@ static void session_close(struct tsr_site_source *s)
 	if (s->events)
 		tsr_worker_unwatch(s->worker, s->fd);
 	s->events = 0;
+	if (s->t != NULL)
+		s->tls_writes += tsr_site_tls_sends(s->t);
 	tsr_site_tls_free(s->t);
 	s->t = NULL;
 	if (s->fd >= 0)
@@ -878,6 +970,7 @@ static void session_close(struct tsr_site_source *s)
 	s->txk = TX_NONE;
 	s->tx_entry = NULL;
 	s->bb_len = s->bb_sent = 0; /* lost with the session, as the socket's buffer */
+	run_drop(s);
 	s->rbuf_in_tx = false;
 	s->rx.got = 0;
 	s->rx.hdr.payload_len = 0;
@@ -1322,7 +1415,7 @@ static void send_entry(struct tsr_site_source *s)
 		h.offset = e->offset;
 		h.length = e->len;
 	}
-	if (tx_begin(s, &h, e->kind == ENT_WRITE ? e->data : NULL, TX_ENTRY) < 0) {
+	if (tx_begin(s, &h, e->kind == ENT_WRITE ? entry_data(e) : NULL, TX_ENTRY) < 0) {
 		session_fail(s, "cannot frame a log entry");
 		return;
 	}
@@ -1355,42 +1448,97 @@ static void update_events(struct tsr_site_source *s)
 	if (s->fd < 0 || s->sess == SESS_CONNECT || s->sess == SESS_TLS)
 		return;
 	if ((s->txk != TX_NONE && s->tx_want == POLLOUT) ||
-	    (s->bb_sent < s->bb_len && s->bb_want == POLLOUT) ||
+	    ((s->bb_sent < s->bb_len || s->run_len > 0) && s->bb_want == POLLOUT) ||
 	    (s->t != NULL && tsr_site_tls_pending(s->t)))
 		ev |= EPOLLOUT;
 	set_events(s, ev);
 }
 
-/* Hand the batch to TLS, its records in one send (a gathered write): 0 when
- * all of it went (bb empty again), -EAGAIN (bb_want set; call again with bb
- * unchanged before it), or the transport's error.  Records TLS queued and the
- * socket did not take yet wait for POLLOUT (update_events); the next call
- * sends them. */
-static int batch_flush(struct tsr_site_source *s)
+/* buf[*sent .. len) to TLS in gathered writes whose records stay queued
+ * for one send (tsr_site_tls_write_gather_more): 0 when all of it went,
+ * -EAGAIN (bb_want set; call again with buf unchanged), or an error. */
+static int gather_out(struct tsr_site_source *s, const uint8_t *buf, size_t len, size_t *sent)
 {
 	ssize_t n;
-	int ret;
 
-	while (s->bb_sent < s->bb_len) {
-		n = tsr_site_tls_write_gather(s->t, s->bb + s->bb_sent, s->bb_len - s->bb_sent);
+	while (*sent < len) {
+		n = tsr_site_tls_write_gather_more(s->t, buf + *sent, len - *sent);
 		if (n < 0) {
 			if (n == -EAGAIN)
 				s->bb_want = tsr_site_tls_want(s->t);
 			return (int)n;
 		}
-		s->tls_writes++;
-		s->bb_sent += (size_t)n;
+		*sent += (size_t)n;
 	}
+	return 0;
+}
+
+/* Hand the run, then the batch, to TLS (their records queued, sent when the
+ * queue is full): 0 when all of it went (both empty again), -EAGAIN
+ * (bb_want set; call again with them unchanged before), or the transport's
+ * error. */
+static int batch_stage(struct tsr_site_source *s)
+{
+	int ret;
+
+	if (s->run_len > 0) {
+		if ((ret = gather_out(s, s->run, s->run_len, &s->run_sent)) < 0)
+			return ret;
+		run_drop(s);
+	}
+	if ((ret = gather_out(s, s->bb, s->bb_len, &s->bb_sent)) < 0)
+		return ret;
 	s->bb_len = s->bb_sent = 0;
+	return 0;
+}
+
+/* batch_stage, then the queued records in one send.  Records the socket
+ * did not take yet wait for POLLOUT (update_events); the next call sends
+ * them. */
+static int batch_flush(struct tsr_site_source *s)
+{
+	int ret = batch_stage(s);
+
+	if (ret < 0)
+		return ret;
 	ret = tsr_site_tls_flush(s->t);
 	return ret == -EAGAIN ? 0 : ret;
 }
 
 /*
- * Move the frame in tx on: into the batch when it fits (a frame up to
- * SRC_BATCH_COPY whole, a larger one's header), else flush the batch first;
- * a large payload then goes to TLS directly, after the batch that holds its
- * header.  1: all of the frame is in the batch or sent; -EAGAIN; an error.
+ * The frame in tx is a log entry's, uncompressed, in its slab: its header
+ * goes into the entry's slot and the frame joins the run when it lies right
+ * behind it (the next entry logged) and the batch is empty, else starts a
+ * new run once what is pending went to TLS.  1, -EAGAIN or an error, like
+ * tx_step.
+ */
+static int tx_run(struct tsr_site_source *s)
+{
+	struct log_entry *e = s->tx_entry;
+	size_t frame = TSR_SITE_HDR_SIZE + s->tx.payload_len;
+	int ret;
+
+	if (!(s->run_slab == e->slab && s->run + s->run_len == e->wire && s->bb_len == 0) &&
+	    (s->run_len > 0 || s->bb_len > 0) && (ret = batch_stage(s)) < 0)
+		return ret;
+	memcpy(e->wire, s->tx.hdr_buf, TSR_SITE_HDR_SIZE);
+	if (s->run_len == 0) {
+		s->run = e->wire;
+		s->run_slab = e->slab;
+		e->slab->refs++;
+	}
+	s->run_len += frame;
+	s->tx.sent = frame;
+	return 1;
+}
+
+/*
+ * Move the frame in tx on: a log entry's in its slab onto the run (tx_run);
+ * else into the batch (behind the run: batch_stage hands the run to TLS
+ * first) when it fits (a frame up to SRC_BATCH_COPY whole, a larger one's
+ * header), else after the run and the batch went to TLS; a large payload
+ * then goes to TLS directly, after the batch that holds its header.  1: all
+ * of the frame is in the batch or the run, or sent; -EAGAIN; an error.
  */
 static int tx_step(struct tsr_site_source *s)
 {
@@ -1399,9 +1547,11 @@ static int tx_step(struct tsr_site_source *s)
 	ssize_t n;
 	int ret;
 
+	if (tx->sent == 0 && s->txk == TX_ENTRY && s->tx_entry->slab != NULL && !s->tx_compressed)
+		return tx_run(s);
 	if (tx->sent == 0) {
 		put = frame <= SRC_BATCH_COPY ? frame : TSR_SITE_HDR_SIZE;
-		if (s->bb_len + put > SRC_BATCH && (ret = batch_flush(s)) < 0)
+		if (s->bb_len + put > SRC_BATCH && (ret = batch_stage(s)) < 0)
 			return ret;
 		memcpy(s->bb + s->bb_len, tx->hdr_buf, TSR_SITE_HDR_SIZE);
 		if (put == frame && tx->payload_len)
@@ -1410,14 +1560,13 @@ static int tx_step(struct tsr_site_source *s)
 		s->bb_len += put;
 		tx->sent = put;
 	}
-	if (tx->sent < frame && (ret = batch_flush(s)) < 0)
+	if (tx->sent < frame && (ret = batch_stage(s)) < 0)
 		return ret;
 	while (tx->sent < frame) {
 		n = tsr_site_tls_write_gather(s->t, tx->payload + (tx->sent - TSR_SITE_HDR_SIZE),
 					      frame - tx->sent);
 		if (n < 0)
 			return (int)n;
-		s->tls_writes++;
 		tx->sent += (size_t)n;
 	}
 	return 1;
@@ -2094,17 +2243,22 @@ static void source_free(struct tsr_site_source *s)
 	if (s == NULL)
 		return;
 	group_leave(s);
+	s->pool_max = 0; /* every slab and entry released from here is freed */
 	for (e = s->head; e != NULL; e = next) {
+		next = e->next;
+		entry_release(s, e);
+	}
+	entry_release(s, s->tx_orphan);
+	run_drop(s);
+	slab_put(s, s->slab_cur);
+	for (struct slab *sl = s->slab_free, *nsl; sl != NULL; sl = nsl) {
+		nsl = sl->next;
+		free(sl);
+	}
+	for (e = s->meta_free; e != NULL; e = next) {
 		next = e->next;
 		free(e);
 	}
-	for (unsigned c = 0; c < SRC_POOL_CLASSES; c++) {
-		for (e = s->pool[c]; e != NULL; e = next) {
-			next = e->next;
-			free(e);
-		}
-	}
-	free(s->tx_orphan);
 	free(s->dirty);
 	free(s->holes);
 	free(s->sync_bits);

@@ -20,6 +20,9 @@
  * socket did not take then stay queued (tsr_site_tls_pending): every later
  * write, read or shutdown sends them first, in order, and
  * tsr_site_tls_flush sends them when the socket is writable again.
+ * tsr_site_tls_write_gather_more leaves the queue unsent at its end, so the
+ * records of several buffers (the source's run of log entries, then its
+ * batch) leave in one send, by tsr_site_tls_flush or once the queue is full.
  */
 #include <errno.h>
 #include <poll.h>
@@ -55,6 +58,7 @@ struct sock_out {
 	uint8_t *buf; /* GATHER_MAX bytes, allocated by the first gathered write */
 	size_t len;   /* bytes queued in buf */
 	size_t sent;  /* of which already on the socket (sent <= len) */
+	uint64_t sends; /* send calls that took bytes (tsr_site_tls_sends) */
 };
 
 struct tsr_site_tls {
@@ -85,6 +89,7 @@ static int out_drain(struct sock_out *o)
 		n = send(o->fd, o->buf + o->sent, o->len - o->sent, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0)
 			return -1;
+		o->sends++;
 		o->sent += (size_t)n;
 	}
 	o->len = o->sent = 0;
@@ -117,6 +122,8 @@ static int sock_write(BIO *b, const char *buf, int len)
 	n = send(o->fd, buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	if (n < 0 && again(errno))
 		BIO_set_retry_write(b);
+	if (n > 0)
+		o->sends++;
 	return (int)n;
 }
 
@@ -486,7 +493,8 @@ static int drain_error(struct tsr_site_tls *t)
 	return -ECONNRESET;
 }
 
-ssize_t tsr_site_tls_write_gather(struct tsr_site_tls *t, const void *buf, size_t len)
+/* tsr_site_tls_write_gather, the queue sent at the end when send_now. */
+static ssize_t write_gather(struct tsr_site_tls *t, const void *buf, size_t len, bool send_now)
 {
 	size_t done = 0, put;
 	int ret = 1;
@@ -513,9 +521,19 @@ ssize_t tsr_site_tls_write_gather(struct tsr_site_tls *t, const void *buf, size_
 		if (ret != -EAGAIN || done == 0) /* -EAGAIN: its record is OpenSSL's to retry */
 			return ret == 0 ? -ECONNRESET : ret;
 	}
-	if (out_drain(&t->out) < 0 && (ret = drain_error(t)) != -EAGAIN)
+	if (send_now && out_drain(&t->out) < 0 && (ret = drain_error(t)) != -EAGAIN)
 		return ret;
 	return (ssize_t)done; /* the rest of the queue, if any: tsr_site_tls_flush */
+}
+
+ssize_t tsr_site_tls_write_gather(struct tsr_site_tls *t, const void *buf, size_t len)
+{
+	return write_gather(t, buf, len, true);
+}
+
+ssize_t tsr_site_tls_write_gather_more(struct tsr_site_tls *t, const void *buf, size_t len)
+{
+	return write_gather(t, buf, len, false);
 }
 
 int tsr_site_tls_flush(struct tsr_site_tls *t)
@@ -523,6 +541,11 @@ int tsr_site_tls_flush(struct tsr_site_tls *t)
 	if (out_drain(&t->out) < 0)
 		return drain_error(t);
 	return 0;
+}
+
+uint64_t tsr_site_tls_sends(const struct tsr_site_tls *t)
+{
+	return t->out.sends;
 }
 
 bool tsr_site_tls_pending(const struct tsr_site_tls *t)

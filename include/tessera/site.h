@@ -371,11 +371,17 @@ ssize_t tsr_site_tls_write(struct tsr_site_tls *t, const void *buf, size_t len);
  * Any later write, read or shutdown on t sends them first.
  */
 ssize_t tsr_site_tls_write_gather(struct tsr_site_tls *t, const void *buf, size_t len);
+/* tsr_site_tls_write_gather that leaves its records queued: they go with
+ * the next gathered write's, when the queue is full, or by
+ * tsr_site_tls_flush, so several buffers leave in one send.  Same returns. */
+ssize_t tsr_site_tls_write_gather_more(struct tsr_site_tls *t, const void *buf, size_t len);
 /* Send what a gathered write left queued: 0 nothing left, -EAGAIN (wait for
  * POLLOUT), -ECONNRESET (logged). */
 int tsr_site_tls_flush(struct tsr_site_tls *t);
 /* Bytes queued by a gathered write and not on the socket yet. */
 bool tsr_site_tls_pending(const struct tsr_site_tls *t);
+/* The send calls on t's socket that took bytes so far (handshake included). */
+uint64_t tsr_site_tls_sends(const struct tsr_site_tls *t);
 /* Send our close_notify (a clean end the peer's read sees as 0), without
  * waiting for the peer's.  0 sent, -EAGAIN, -ENOTCONN before the handshake,
  * the write errors. */
@@ -683,15 +689,16 @@ struct tsr_site_source_stats {
 	bool last_sync_compared;  /* the last sync skipped equal regions (false: every marked
 				   * region was sent: a full copy of them) */
 	uint64_t frames_shipped;
-	uint64_t tls_writes;      /* gathered TLS writes that took bytes
-				   * (tsr_site_tls_write_gather: the records of one write go
-				   * in one send): frames are packed into a 256 KiB batch
-				   * first, so 4 KiB frames that wait together take about
-				   * one write (and one send) per 62 frames, not two per
-				   * frame (unbatched) or one per four (a send per record) */
-	uint64_t log_allocs;      /* WRITE log entries taken from malloc: those of up to 64 KiB
-				   * are recycled (up to 8 MiB of them kept), so a steady
-				   * stream stops allocating */
+	uint64_t tls_writes;      /* sends on the TLS connections (tsr_site_tls_sends, all
+				   * sessions): the records of the pump's gathered writes
+				   * (the run of log entries' frames, the 256 KiB batch)
+				   * leave together, so 4 KiB frames that wait together
+				   * take about one send per 62 frames, not two per frame
+				   * (unbatched) or one per four (a send per record) */
+	uint64_t log_allocs;      /* log memory taken from malloc: 256 KiB slabs, which hold
+				   * the frames of entries up to 64 KiB and are recycled
+				   * (up to 16.25 MiB of them kept), and larger WRITE
+				   * entries; a steady stream stops allocating */
 	uint64_t compress_in_bytes;  /* WRITE payload bytes offered to the compressor
 				      * (0 when compression is off) */
 	uint64_t compress_out_bytes; /* what those took on the wire (raw when it did

@@ -1010,6 +1010,20 @@ static void test_send_batch_one(void **state)
 	send_batching_case(1);
 }
 
+/* A volume of size bytes replicated with the default options, streaming
+ * (its counters then in *st). */
+static struct env *source_up(uint64_t size, struct tsr_site_source_stats *st)
+{
+	struct env *e = env_open(size);
+	struct tsr_site_source_opts o;
+	char addr[64];
+
+	o = source_opts(e, addr, sizeof(addr));
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	session_up(e, st);
+	return e;
+}
+
 /* batches * 32 4 KiB writes logged while paused, then shipped at once. */
 static void paused_round(struct env *e, uint64_t base_block, uint32_t fill_id, unsigned batches)
 {
@@ -1052,15 +1066,10 @@ static void paused_round(struct env *e, uint64_t base_block, uint32_t fill_id, u
  */
 static void test_batched_sends_recycled_entries(void **state)
 {
-	struct env *e = env_open(16 * MIB);
-	struct tsr_site_source_opts o;
 	struct tsr_site_source_stats st0, st1, st2;
-	char addr[64];
+	struct env *e = source_up(16 * MIB, &st0);
 
 	(void)state;
-	o = source_opts(e, addr, sizeof(addr));
-	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
-	session_up(e, &st0);
 	paused_round(e, 100, 1000, 8);
 	stats(e, &st1);
 	fprintf(stderr, "round 1: %llu frames, %llu TLS writes, %llu entries allocated\n",
@@ -1089,21 +1098,16 @@ static void test_batched_sends_recycled_entries(void **state)
 /*
  * A log that swings by more than the window (here 12 MiB logged while
  * paused, then shipped: 8 MiB go, the rest waits for their ACK) still takes
- * its entries from the free lists in the next round: they keep more than
+ * its memory from the free lists in the next round: they keep more than
  * two windows (SRC_POOL_BYTES).  With 8 MiB kept, a third of the second
  * round came from malloc.
  */
 static void test_pool_above_window(void **state)
 {
-	struct env *e = env_open(16 * MIB);
-	struct tsr_site_source_opts o;
 	struct tsr_site_source_stats st0, st1, st2;
-	char addr[64];
+	struct env *e = source_up(16 * MIB, &st0);
 
 	(void)state;
-	o = source_opts(e, addr, sizeof(addr));
-	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
-	session_up(e, &st0);
 	paused_round(e, 0, 1000, 96);
 	stats(e, &st1);
 	paused_round(e, 0, 9000, 96);

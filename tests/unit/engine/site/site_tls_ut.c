@@ -532,6 +532,33 @@ static void test_gather_one_send(void **state)
 	free(rx);
 }
 
+/* Two gathered writes "more" and a flush: one send for both buffers,
+ * which arrive whole and in order. */
+static void test_gather_more_one_send(void **state)
+{
+	size_t len = 64u << 10, got = 0;
+	uint8_t *tx = pattern(2 * len), *rx = malloc(2 * len);
+	struct conn c;
+
+	(void)state;
+	assert_non_null(rx);
+	conn_open(&c, 8 << 20);
+	g_sends = 0;
+	assert_int_equal(tsr_site_tls_write_gather_more(c.cli, tx, len), (ssize_t)len);
+	assert_int_equal(tsr_site_tls_write_gather_more(c.cli, tx + len, len), (ssize_t)len);
+	assert_int_equal(g_sends, 0);
+	assert_true(tsr_site_tls_pending(c.cli));
+	assert_int_equal(tsr_site_tls_flush(c.cli), 0);
+	assert_int_equal(g_sends, 1);
+	assert_false(tsr_site_tls_pending(c.cli));
+	read_ready(&c, rx, &got, 2 * len);
+	assert_int_equal(got, 2 * len);
+	assert_memory_equal(rx, tx, 2 * len);
+	conn_close(&c);
+	free(tx);
+	free(rx);
+}
+
 /* A socket that takes only part of a gathered write: the rest stays queued
  * (pending, flush -EAGAIN wanting POLLOUT, a later write waits behind it)
  * and arrives whole and in order once the reader reads. */
@@ -586,6 +613,7 @@ int main(void)
 		cmocka_unit_test(test_ctx_errors),
 		cmocka_unit_test(test_gather_one_send),
 		cmocka_unit_test(test_gather_queued),
+		cmocka_unit_test(test_gather_more_one_send),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
