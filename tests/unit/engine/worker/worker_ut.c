@@ -192,21 +192,29 @@ static void msg_write(struct tsr_worker *w, void *arg)
 	assert_int_equal(tsr_io_writev(tsr_worker_io(w), t->fd, &t->iov, 1, 0, 0, io_done, t), 0);
 }
 
-static void test_stop_waits_for_io(void **state)
+/* An unlinked temporary file in *fd and a 4 KiB block of byte c to write. */
+static void tmp_file_block(int *fd, void **buf, struct iovec *iov, int c)
 {
 	char path[] = "/tmp/worker_ut.XXXXXX";
+
+	*fd = mkstemp(path);
+	assert_true(*fd >= 0);
+	unlink(path);
+	*buf = tsr_alloc_aligned(4096);
+	assert_non_null(*buf);
+	memset(*buf, c, 4096);
+	iov->iov_base = *buf;
+	iov->iov_len = 4096;
+}
+
+static void test_stop_waits_for_io(void **state)
+{
 	struct io_test t = { 0 };
 	struct tsr_worker *w;
 	int64_t t0;
 
 	g_wrong_thread = 0;
-	t.fd = mkstemp(path);
-	assert_true(t.fd >= 0);
-	unlink(path);
-	t.buf = tsr_alloc_aligned(4096);
-	memset(t.buf, 0x5a, 4096);
-	t.iov.iov_base = t.buf;
-	t.iov.iov_len = 4096;
+	tmp_file_block(&t.fd, &t.buf, &t.iov, 0x5a);
 	/* the write completes only after 200 ms */
 	w = start_worker("write:1:delay=200");
 	t0 = tsr_mono_ms();
@@ -279,18 +287,11 @@ static void msg_write_then_defer(struct tsr_worker *w, void *arg)
 
 static void test_defer_after_submit(void **state)
 {
-	char path[] = "/tmp/worker_ut.XXXXXX";
 	struct after_test t = { 0 };
 	struct tsr_worker *w;
 
 	g_wrong_thread = 0;
-	t.fd = mkstemp(path);
-	assert_true(t.fd >= 0);
-	unlink(path);
-	t.buf = tsr_alloc_aligned(4096);
-	memset(t.buf, 0xa5, 4096);
-	t.iov.iov_base = t.buf;
-	t.iov.iov_len = 4096;
+	tmp_file_block(&t.fd, &t.buf, &t.iov, 0xa5);
 	w = start_worker(NULL);
 	assert_int_equal(tsr_worker_send(w, msg_write_then_defer, &t), 0);
 	wait_for(&t.done, 2);
