@@ -16,7 +16,9 @@
 # Median of BENCH_REPEATS (3) runs of BENCH_RUNTIME (10) s, interleaved.
 # BENCH_PHASES (default "jobs resync memory") picks the parts to run, e.g.
 # BENCH_PHASES=resync for the resync measurement alone (the cluster, the
-# prefill and the raw file are set up either way).
+# prefill and the raw file are set up either way).  BENCH_JOBS picks jobs
+# of the jobs phase (default all three), e.g. BENCH_JOBS=4k_randwrite_qd1
+# for the QD1 latency alone (A/B runs).
 # BENCH_CEPH=1 first runs ../shared/peers/ceph-rbd.sh (PHASES=rep: a throw-away
 # 3-OSD Ceph cluster, a size=3 RBD image, the same fio jobs; about 7 minutes)
 # and puts its figures beside Tessera's.
@@ -87,7 +89,10 @@ declare -A JOB_ARGS=(
 	[4k_randwrite_qd1]="--rw=randwrite --bs=4k --iodepth=1"
 	[1m_write_qd8]="--rw=write --bs=1M --iodepth=8"
 )
-JOBS="4k_randwrite_qd32 4k_randwrite_qd1 1m_write_qd8"
+JOBS=${BENCH_JOBS:-4k_randwrite_qd32 4k_randwrite_qd1 1m_write_qd8}
+for job in $JOBS; do
+	[ -n "${JOB_ARGS[$job]:-}" ] || die "BENCH_JOBS: unknown job \"$job\" (jobs: ${!JOB_ARGS[*]})"
+done
 phase() { [[ "$PHASES" == *" $1 "* ]]; }
 phase jobs || JOBS=
 COMMON=(--direct=1 --time_based "--runtime=$RUNTIME" --ramp_time=1 "--size=$SIZE" --group_reporting)
