@@ -2135,6 +2135,31 @@ static void repl_promote_group(struct tsr_cluster *c, const Tessera__Admin__Repl
 		admin_fail(resp, -ENOMEM, "out of memory in tesserad (%s)", msg);
 }
 
+/*
+ * The site server's state of vol says promoted (its promote answered
+ * -EALREADY) and failback_done had nothing to do: true when the promote's
+ * second half (below: fence lifted, target/<vol> "promoted") is missing,
+ * i.e. target/<vol> still names a stream and vol is no source here.  The
+ * process died between the two (or the CAS failed): the attach after the
+ * restart fenced the volume by target/<vol>, which also let a DR node with
+ * another state file of vol adopt it for the old stream (review revG).  A
+ * promoted copy that is a source now (repl/<vol>: it ships back, perhaps
+ * demoted) is not: false, as is a failed read.
+ */
+static bool promote_unrecorded(struct tsr_cluster *c, const char *vol)
+{
+	Tessera__Cluster__ReplicationRecord *r = NULL;
+
+	if (target_stream(c, vol) == 0)
+		return false;
+	if (repl_get(c, vol, &r, NULL) != -ENOENT) {
+		if (r)
+			tessera__cluster__replication_record__free_unpacked(r, NULL);
+		return false;
+	}
+	return true;
+}
+
 static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			 Tessera__Admin__Response *resp)
 {
@@ -2193,6 +2218,14 @@ static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Request *r
 			if (cluster_find_attachment(c, p->volume))
 				fence_volume(c, p->volume, 0);
 			return;
+		}
+		/* a crash (or a failed CAS) between the state write and
+		 * target/<vol> "promoted" below: finish it */
+		if (promote_unrecorded(c, p->volume)) {
+			tsr_warn("cluster: volume %s was promoted here but target/%s was not "
+				 "marked promoted (a crash of the promote, or its write failed): "
+				 "finishing the promote", p->volume, p->volume);
+			break;
 		}
 		admin_fail(resp, ret, "volume '%s' is promoted already", p->volume);
 		return;

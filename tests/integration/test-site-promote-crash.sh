@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# A DR promote killed between the site server's state write and the
+# cluster's target/<vol> "promoted" (review revG).  The state file says
+# promoted, target/<vol> still names the stream: the attach after the
+# restart fences the volume, and before the fix a second promote answered
+# "promoted already" and did nothing: the promoted volume stayed fenced at
+# the DR for good, and target/<vol> never said promoted, so a DR node with
+# another state file of it (the listener moved) let the old primary's stream
+# take it back (the hole review revE closed for a promote that finished).
+# Now a second promote finishes it: fence lifted, target/<vol> "promoted".
+# Checked: the host write at the DR after the second promote (0xd7); the DR
+# restarted without its state file (another DR node), the old primary back:
+# demoted, and 0xd7 read back.
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/site.sh"
+require_tessera
+sites_start_streaming pk
+site_stop primary
+export TSR_TEST_PROMOTE_CRASH_FILE=$SITE_ROOT/promote-crash
+site_stop dr
+site_start dr # the hook in its environment
+touch "$TSR_TEST_PROMOTE_CRASH_FILE"
+out=$(stsr dr replication promote pk 2>&1) && fail "the promote answered with the crash file: $out"
+for (( i=0; i<100; i++ )); do
+	kill -0 "${SITE_PID[dr]}" 2>/dev/null || break
+	sleep 0.1
+done
+kill -0 "${SITE_PID[dr]}" 2>/dev/null && fail "the DR did not die at its promote"
+reap "${SITE_PID[dr]}" 2>/dev/null || true
+SITE_PID[dr]=
+rm -f "$TSR_TEST_PROMOTE_CRASH_FILE"
+site_start dr
+[ -n "$(stsr dr --json volume show pk | json_get 'j.get("attached_node") or ""')" ] ||
+	stsr dr volume attach pk >/dev/null || fail "attach pk at the DR"
+out=$(stsr dr replication promote pk 2>&1) || fail "the promote again after the crash: $out"
+site_qemu_io dr pk "write -P 0xd7 0 64k" >/dev/null || fail "host write at the DR after the promote"
+# another DR node (no state file of pk): refuses the old stream by target/pk
+site_stop dr
+rm -f "$(sdir dr)/site/pk.state"
+site_start dr
+site_start primary
+[ -n "$(stsr primary --json volume show pk | json_get 'j.get("attached_node") or ""')" ] ||
+	stsr primary volume attach pk >/dev/null || fail "attach pk at the old primary"
+rwait primary pk 'j["demoted"]' "demoted" 15
+[ -n "$(stsr dr --json volume show pk | json_get 'j.get("attached_node") or ""')" ] ||
+	stsr dr volume attach pk >/dev/null || fail "attach pk at the DR"
+site_qemu_io dr pk "read -P 0xd7 0 64k" | grepq "read 65536" || fail "the DR's data after the demotion"
+site_stop primary
+site_stop dr
