@@ -559,19 +559,17 @@ static void source_demoted(void *arg, const char *why)
 	ev_async_send(c->o.loop, &c->repl_async);
 }
 
-/* target/<vol> says "promoted": vol was a DR copy promoted here. */
+static int target_claim_get(struct tsr_cluster *c, const char *vol, uint64_t *stream,
+			    uint64_t *rev, bool *promoted);
+
+/* target/<vol> says "promoted": vol was a DR copy promoted here (false on
+ * a failed read). */
 static bool target_promoted(struct tsr_cluster *c, const char *vol)
 {
-	struct tsr_meta_kv kv = { 0 };
-	char key[80];
+	uint64_t stream, rev;
 	bool yes;
 
-	snprintf(key, sizeof(key), "target/%s", vol);
-	if (tsr_meta_get(c->meta, key, &kv))
-		return false;
-	yes = kv.value_len == 8 && memcmp(kv.value, "promoted", 8) == 0;
-	tsr_meta_kv_clear(&kv);
-	return yes;
+	return target_claim_get(c, vol, &stream, &rev, &yes) == 0 && yes;
 }
 
 bool repl_target_promoted(struct tsr_cluster *c, const char *vol)
@@ -892,9 +890,10 @@ static void source_stop(struct tsr_cluster *c, const char *vol)
 }
 
 /* target/<vol>: *stream, the stream vol receives (0: "promoted" or not a
- * stream id), and *rev, the key's mod_rev.  0, or -errno (-ENOENT: no key). */
+ * stream id), *rev, the key's mod_rev, and *promoted (may be NULL): it says
+ * "promoted".  0, or -errno (-ENOENT: no key; all three zero then). */
 static int target_claim_get(struct tsr_cluster *c, const char *vol, uint64_t *stream,
-			    uint64_t *rev)
+			    uint64_t *rev, bool *promoted)
 {
 	struct tsr_meta_kv kv = { 0 };
 	char key[80], text[20];
@@ -902,10 +901,14 @@ static int target_claim_get(struct tsr_cluster *c, const char *vol, uint64_t *st
 
 	*stream = 0;
 	*rev = 0;
+	if (promoted)
+		*promoted = false;
 	snprintf(key, sizeof(key), "target/%s", vol);
 	ret = tsr_meta_get(c->meta, key, &kv);
 	if (ret)
 		return ret;
+	if (promoted)
+		*promoted = kv.value_len == 8 && memcmp(kv.value, "promoted", 8) == 0;
 	if (kv.value_len == 16) {
 		memcpy(text, kv.value, 16);
 		text[16] = '\0';
@@ -921,7 +924,7 @@ static uint64_t target_stream(struct tsr_cluster *c, const char *vol)
 {
 	uint64_t stream, rev;
 
-	return target_claim_get(c, vol, &stream, &rev) == 0 ? stream : 0;
+	return target_claim_get(c, vol, &stream, &rev, NULL) == 0 ? stream : 0;
 }
 
 static bool failback_done(struct tsr_cluster *c, const char *vol, Tessera__Admin__Response *resp);
@@ -1044,7 +1047,7 @@ int repl_name_claimed(struct tsr_cluster *c, const char *name, char *msg, size_t
 	uint64_t stream, rev;
 	int ret;
 
-	ret = target_claim_get(c, name, &stream, &rev);
+	ret = target_claim_get(c, name, &stream, &rev, NULL);
 	if (ret == -ENOENT || (ret == 0 && stream == 0))
 		return 0; /* no claim, or "promoted" */
 	if (ret) {
@@ -1206,7 +1209,7 @@ void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin_
 	bool running;
 	int ret;
 
-	if (resp->error != -ENOENT || target_claim_get(c, name, &stream, &rev) || stream == 0)
+	if (resp->error != -ENOENT || target_claim_get(c, name, &stream, &rev, NULL) || stream == 0)
 		return;
 	snprintf(key, sizeof(key), "tcreate/%s", name);
 	running = tc_running_here(c, name);
@@ -3226,7 +3229,7 @@ static int tc_claim(struct target_create *t, char *msg, size_t msg_len)
 	int ret;
 
 	snprintf(key, sizeof(key), "target/%s", t->volume);
-	ret = target_claim_get(t->c, t->volume, &stream, &rev);
+	ret = target_claim_get(t->c, t->volume, &stream, &rev, NULL);
 	if (ret && ret != -ENOENT) {
 		snprintf(msg, msg_len, "cannot read %s: %s", key, strerror(-ret));
 		return ret;
@@ -3658,14 +3661,16 @@ answered:
  * without it is an operator's `volume create` (or a target recorded by a
  * build before the field): adopting it let the stream overwrite a volume it
  * did not create when target/<name> named the stream, a claim left by a
- * create that did not finish (review 17c D2).  true: refused (logged, and
- * said in why for the source, whose operator may have to act).
+ * create that did not finish (review 17c D2).  claim: target/<name>'s
+ * stream as target_stream gives it (the caller read the key once, for its
+ * "promoted" check too).  true: refused (logged, and said in why for the
+ * source, whose operator may have to act).
  */
 static bool target_adopt_refused(struct tsr_cluster *c, const struct tsr_site_hello *from,
-				 const char *name, uint64_t stream, uint64_t made_for,
-				 const char *path, bool has_state, char *why, size_t why_len)
+				 const char *name, uint64_t stream, uint64_t claim,
+				 uint64_t made_for, const char *path, bool has_state, char *why,
+				 size_t why_len)
 {
-	uint64_t claim = target_stream(c, name);
 	char text[6144]; /* path is up to 4200 */
 
 	if (claim == stream && made_for == stream)
@@ -3853,12 +3858,20 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 		snprintf(path, sizeof(path), "%s/site/%s.state", c->dir, name);
-		if (!failback && target_promoted(c, name))
-			return target_promoted_refusal(c, from, name, stream, made_for, why,
-						       why_len);
-		if (!failback && target_adopt_refused(c, from, name, stream, made_for, path,
-						      access(path, F_OK) == 0, why, why_len))
-			return -EEXIST;
+		if (!failback) {
+			/* one read of target/<name> for both (a failed one: claim 0,
+			 * not promoted, refused unless the state file is here) */
+			uint64_t claim, rev;
+			bool promoted;
+
+			target_claim_get(c, name, &claim, &rev, &promoted);
+			if (promoted)
+				return target_promoted_refusal(c, from, name, stream, made_for,
+							       why, why_len);
+			if (target_adopt_refused(c, from, name, stream, claim, made_for, path,
+						 access(path, F_OK) == 0, why, why_len))
+				return -EEXIST;
+		}
 		/* a grow of it running or just refused: its answer first.  Attached
 		 * here, the layout may be smaller than the record (the resize's step
 		 * (e) failed after (d)): it grows first, or nothing past its end
