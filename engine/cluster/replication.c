@@ -962,7 +962,8 @@ static bool failback_unfinished(struct tsr_cluster *c, const Tessera__Cluster__R
 
 /* Tests only: while the file named by $TSR_TEST_PROMOTE_CRASH_FILE exists,
  * the process dies (SIGKILL) right after a promote's state write, before
- * failback_done (test-site-failback-crash.sh). */
+ * failback_done or target/<vol> "promoted" (vol: the volume, or the group of
+ * promote --group) (test-site-failback-crash.sh, test-site-promote-crash.sh). */
 static void promote_test_crash(const char *vol)
 {
 	const char *path = getenv("TSR_TEST_PROMOTE_CRASH_FILE");
@@ -2069,6 +2070,31 @@ out:
 }
 
 /*
+ * The site server's state of vol says promoted (its promote answered
+ * -EALREADY) and failback_done had nothing to do: true when the promote's
+ * second half (below: fence lifted, target/<vol> "promoted") is missing,
+ * i.e. target/<vol> still names a stream and vol is no source here.  The
+ * process died between the two (or the CAS failed): the attach after the
+ * restart fenced the volume by target/<vol>, which also let a DR node with
+ * another state file of vol adopt it for the old stream (review revG).  A
+ * promoted copy that is a source now (repl/<vol>: it ships back, perhaps
+ * demoted) is not: false, as is a failed read.
+ */
+static bool promote_unrecorded(struct tsr_cluster *c, const char *vol)
+{
+	Tessera__Cluster__ReplicationRecord *r = NULL;
+
+	if (target_stream(c, vol) == 0)
+		return false;
+	if (repl_get(c, vol, &r, NULL) != -ENOENT) {
+		if (r)
+			tessera__cluster__replication_record__free_unpacked(r, NULL);
+		return false;
+	}
+	return true;
+}
+
+/*
  * promote --group G at the target site: the site server ends every member's
  * session, checks they all sit at one marker (consistent), and promotes
  * each; then, as for one volume, the fences go and target/<vol> says
@@ -2081,7 +2107,8 @@ static void repl_promote_group(struct tsr_cluster *c, const Tessera__Admin__Repl
 	struct tsr_site_target_info *infos = NULL;
 	char msg[512], key[80];
 	uint64_t marker = 0;
-	bool found = false;
+	unsigned finished = 0;
+	bool found = false, already;
 	size_t n, got;
 	int ret;
 
@@ -2110,19 +2137,28 @@ static void repl_promote_group(struct tsr_cluster *c, const Tessera__Admin__Repl
 		}
 	ret = tsr_site_server_promote_group(c->site_server, p->group, p->force, &marker, msg,
 					    sizeof(msg));
-	if (ret) {
+	if (ret == 0)
+		promote_test_crash(p->group);
+	already = ret == -EALREADY;
+	if (ret && !already) {
 		admin_fail(resp, ret, "%s", msg);
 		free(infos);
 		return;
 	}
 	/* read again: a member whose state is of a target deleted since was
-	 * left out (--force) and is not promoted: its volume stays fenced */
+	 * left out (--force) and is not promoted: its volume stays fenced.
+	 * Every member promoted already (-EALREADY): only those whose
+	 * target/<vol> the promote did not mark (promote_unrecorded: it was
+	 * killed after the server's state writes) are finished */
 	got = tsr_site_server_list(c->site_server, infos, n);
 	for (size_t i = 0; i < got && i < n; i++) {
 		const char *vol = infos[i].volume;
 
 		if (strcmp(infos[i].group, p->group) != 0 || !infos[i].promoted)
 			continue;
+		if (already && !promote_unrecorded(c, vol))
+			continue;
+		finished++;
 		if (cluster_find_attachment(c, vol))
 			fence_volume(c, vol, 0);
 		snprintf(key, sizeof(key), "target/%s", vol);
@@ -2132,35 +2168,19 @@ static void repl_promote_group(struct tsr_cluster *c, const Tessera__Admin__Repl
 				 "fences it again)", vol, key, strerror(-ret));
 	}
 	free(infos);
+	if (already) {
+		if (finished == 0) {
+			admin_fail(resp, -EALREADY, "%s", msg);
+			return;
+		}
+		snprintf(msg, sizeof(msg), "group %s: promoted here already, but target/<vol> of "
+			 "%u members was not marked promoted (a crash of the promote, or its write "
+			 "failed): the promote is finished", p->group, finished);
+	}
 	tsr_warn("cluster: %s: they take host writes here; their source site is demoted when "
 		 "it connects again", msg);
 	if (targets_add(c, NULL, p->group, resp, &found))
 		admin_fail(resp, -ENOMEM, "out of memory in tesserad (%s)", msg);
-}
-
-/*
- * The site server's state of vol says promoted (its promote answered
- * -EALREADY) and failback_done had nothing to do: true when the promote's
- * second half (below: fence lifted, target/<vol> "promoted") is missing,
- * i.e. target/<vol> still names a stream and vol is no source here.  The
- * process died between the two (or the CAS failed): the attach after the
- * restart fenced the volume by target/<vol>, which also let a DR node with
- * another state file of vol adopt it for the old stream (review revG).  A
- * promoted copy that is a source now (repl/<vol>: it ships back, perhaps
- * demoted) is not: false, as is a failed read.
- */
-static bool promote_unrecorded(struct tsr_cluster *c, const char *vol)
-{
-	Tessera__Cluster__ReplicationRecord *r = NULL;
-
-	if (target_stream(c, vol) == 0)
-		return false;
-	if (repl_get(c, vol, &r, NULL) != -ENOENT) {
-		if (r)
-			tessera__cluster__replication_record__free_unpacked(r, NULL);
-		return false;
-	}
-	return true;
 }
 
 static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Request *req,
