@@ -3879,12 +3879,22 @@ static int site_open_volume(void *arg, const struct tsr_site_hello *from,
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 		snprintf(path, sizeof(path), "%s/site/%s.state", c->dir, name);
 		if (!failback) {
-			/* one read of target/<name> for both (a failed one: claim 0,
-			 * not promoted, refused unless the state file is here) */
+			/* one read of target/<name> for both.  A failed one is no
+			 * answer: read as "not promoted", a state file here (an
+			 * older one, the listener moved) and the record let the
+			 * stream adopt a volume promoted at this site (review
+			 * revG): -EIO, the source retries (never ESTALE) */
 			uint64_t claim, rev;
 			bool promoted;
 
-			target_claim_get(c, name, &claim, &rev, &promoted);
+			ret = target_claim_get(c, name, &claim, &rev, &promoted);
+			if (ret && ret != -ENOENT) {
+				snprintf(why, why_len, "site %s: target volume %s: cannot read "
+					 "target/%s: %s; retry", c->repl_site, name, name,
+					 strerror(-ret));
+				tsr_warn("site: %s", why);
+				return -EIO;
+			}
 			if (promoted)
 				return target_promoted_refusal(c, from, name, stream, made_for,
 							       why, why_len);
