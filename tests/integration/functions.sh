@@ -192,6 +192,18 @@ reap() {
 	return "$rc"
 }
 
+# wait_dead PID SECONDS WHAT: until PID (killed by a test hook or fault
+# switch) is gone, then reaped; fails "WHAT: still alive after SECONDS s".
+wait_dead() {
+	local t
+	for (( t=0; t<$2*10; t++ )); do
+		kill -0 "$1" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 "$1" 2>/dev/null && fail "$3: still alive after $2 s"
+	reap "$1" 2>/dev/null || true
+}
+
 # wait_acked LOG MORE PID [TIMEOUT_S]: until the writer PID (crash_writer,
 # running) has logged MORE acknowledgments to LOG beyond those there now
 # (one line each), instead of a fixed sleep before a fault: the fault then

@@ -72,6 +72,9 @@ site_start() {
 
 site_kill() { kill9_tesserad "${SITE_PID[$1]}"; SITE_PID[$1]=; log "site $1: tesserad killed (SIGKILL)"; }
 site_stop() { stop_tesserad "${SITE_PID[$1]}"; SITE_PID[$1]=; }
+# site_wait_dead KEY WHAT: until site KEY's tesserad is gone (killed by a test
+# hook), reaped; fails after 10 s.
+site_wait_dead() { wait_dead "${SITE_PID[$1]}" 10 "site $1: tesserad $2"; SITE_PID[$1]=; }
 
 # stsr KEY ARGS...: the CLI against site KEY.
 stsr() {

@@ -79,13 +79,7 @@ assert_eq "$(site_sha primary $VOL)" "$(site_sha dr $VOL)" "the primary after th
 # ---- 3. promote at the primary, killed after the state write
 touch "$CRASH"
 out=$(stsr primary replication promote $VOL 2>&1) && fail "the promote answered with the crash file: $out"
-for (( i=0; i<100; i++ )); do
-	kill -0 "${SITE_PID[primary]}" 2>/dev/null || break
-	sleep 0.1
-done
-kill -0 "${SITE_PID[primary]}" 2>/dev/null && fail "the primary did not die at its promote"
-reap "${SITE_PID[primary]}" 2>/dev/null || true
-SITE_PID[primary]=
+site_wait_dead primary "killed at its promote"
 grep -q "killed after the promote's state write" "$(sdir primary)/tesserad.log" ||
 	fail "the primary died, but not at the test hook"
 rm -f "$CRASH"
