@@ -376,8 +376,8 @@ static bool loop_pass(struct tsr_worker *w)
 
 	if (tsr_io_inflight(w->io) > 0 && tsr_io_completions_ready(w->io))
 		io_ready = true;
-	if (w->defer_head != NULL || io_ready)
-		timeout = 0;
+	if (w->defer_head != NULL || w->after_head != NULL || io_ready)
+		timeout = 0; /* calls queued outside a pass (a stop hook) run now */
 	else if (tsr_io_inflight(w->io) > 0)
 		timeout = WORKER_INFLIGHT_TIMEOUT_MS;
 	else
@@ -492,8 +492,10 @@ static void *worker_main(void *arg)
 	/* Stopping: messages queued before the stop have run in that pass. */
 	w->stop_seen = true;
 	run_stop_hooks(w);
-	/* Let the owners' in-flight I/O complete and their last calls run. */
-	while (tsr_io_inflight(w->io) > 0 || w->defer_head != NULL || messages_pending(w)) {
+	/* Let the owners' in-flight I/O complete and their last calls run
+	 * (both lists: a stop hook may queue on either). */
+	while (tsr_io_inflight(w->io) > 0 || w->defer_head != NULL || w->after_head != NULL ||
+	       messages_pending(w)) {
 		loop_pass(w);
 		run_stop_hooks(w); /* hooks registered by late messages */
 	}

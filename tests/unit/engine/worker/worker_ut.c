@@ -308,6 +308,56 @@ static void test_defer_after_submit(void **state)
 	close(t.fd);
 }
 
+/* ---- calls queued by a stop hook ---- */
+
+struct hook_test {
+	bool plain;   /* the hook also queues a plain deferred call */
+	int plain_calls, after_calls;
+	int registered;
+};
+
+static void count_call(struct tsr_worker *w, void *arg)
+{
+	note_thread();
+	(*(int *)arg)++;
+}
+
+/* A stop hook (run between loop passes) queues an after-submit call. */
+static void stop_hook_defers(struct tsr_worker *w, void *arg)
+{
+	struct hook_test *t = arg;
+
+	if (t->plain)
+		assert_int_equal(tsr_worker_defer(w, count_call, &t->plain_calls), 0);
+	assert_int_equal(tsr_worker_defer_after_submit(w, count_call, &t->after_calls), 0);
+}
+
+static void msg_hook_defers(struct tsr_worker *w, void *arg)
+{
+	struct hook_test *t = arg;
+
+	assert_int_equal(tsr_worker_on_stop(w, stop_hook_defers, t), 0);
+	__atomic_store_n(&t->registered, 1, __ATOMIC_RELEASE);
+}
+
+/* The after-submit call runs before the worker's thread ends, with or
+ * without a plain deferred call to keep the last passes going. */
+static void test_stop_hook_defers(void **state)
+{
+	g_wrong_thread = 0;
+	for (int plain = 1; plain >= 0; plain--) {
+		struct hook_test t = { .plain = plain };
+		struct tsr_worker *w = start_worker(NULL);
+
+		assert_int_equal(tsr_worker_send(w, msg_hook_defers, &t), 0);
+		wait_for(&t.registered, 1);
+		tsr_worker_stop(w);
+		assert_int_equal(t.plain_calls, plain);
+		assert_int_equal(t.after_calls, 1);
+	}
+	assert_int_equal(g_wrong_thread, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -315,6 +365,7 @@ int main(void)
 		cmocka_unit_test(test_fds_defer_stop_hook),
 		cmocka_unit_test(test_stop_waits_for_io),
 		cmocka_unit_test(test_defer_after_submit),
+		cmocka_unit_test(test_stop_hook_defers),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
