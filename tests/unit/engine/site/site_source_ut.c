@@ -1122,6 +1122,87 @@ static void test_pool_above_window(void **state)
 	assert_int_equal(st2.reconnects, 0);
 }
 
+/* n 4 KiB writes from block *blk on (in a 16 MiB area), each its own data. */
+static void small_writes(struct env *e, unsigned n, uint64_t *blk)
+{
+	struct wreq r[16];
+	unsigned i, k;
+
+	for (; n > 0; n -= k) {
+		k = n < 16 ? n : 16;
+		for (i = 0; i < k; i++, (*blk)++) {
+			r[i] = (struct wreq){.off = (*blk % (16 * MIB / BS)) * BS, .len = BS};
+			assert_non_null(r[i].buf = tsr_alloc_aligned(BS));
+			fill(r[i].buf, BS, 20000 + *blk, r[i].off);
+		}
+		assert_int_equal(run_writes(e, r, k, NULL, NULL), 0);
+		for (i = 0; i < k; i++)
+			tsr_free_aligned(r[i].buf);
+	}
+}
+
+/*
+ * A run of log entries' frames waiting on a full socket keeps its slab
+ * while the log overflows (every entry freed), the sync turns the log on
+ * again and new writes are logged: their frames must not land on the run's
+ * bytes before TLS took them.  The target stops reading (4 KiB receive
+ * buffer); writes go on, one a pass, until sends stop taking bytes and the
+ * TLS queue is full, so the run waits in the slab being filled; a large
+ * write overflows the log at once, the sync starts, and 64 writes are
+ * logged.  Without the run's slab reference the slab was filled again from
+ * its start: the target found "payload checksum mismatch" and dropped the
+ * connection (a reconnect).
+ */
+static void test_run_survives_overflow(void **state)
+{
+	struct env *e = env_open(32 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	struct wreq big = {.off = 16 * MIB, .len = 8 * MIB};
+	int rcv = 4096, full = 0;
+	char addr[64];
+	uint64_t t0, blk = 0, sent, sends;
+
+	(void)state;
+	assert_int_equal(setsockopt(e->tg.lfd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv)), 0);
+	o = source_opts(e, addr, sizeof(addr));
+	o.log_max_bytes = 6 * MIB;
+	o.barrier_ms = 500; /* rare: a barrier in the batch ends the run */
+	o.send_batch = 1;   /* each write sent in its own pass */
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	session_up(e, &st);
+	atomic_store(&e->tg.stop_reading, true);
+	sent = st.sent_seq;
+	sends = st.tls_writes;
+	t0 = tsr_mono_ms();
+	while (full < 2) { /* frames join the run but no send takes bytes: the run waits */
+		small_writes(e, 1, &blk);
+		usleep(1000);
+		stats(e, &st);
+		full = st.sent_seq > sent && st.tls_writes == sends ? full + 1 : 0;
+		sent = st.sent_seq;
+		sends = st.tls_writes;
+		assert_true(tsr_mono_ms() - t0 < 10000);
+	}
+	/* the TLS queue (272 KiB) fills too: from here the run waits, frames
+	 * join it in its slab (most often the overflow finds it there) */
+	small_writes(e, 80, &blk);
+	assert_non_null(big.buf = tsr_alloc_aligned(big.len));
+	fill(big.buf, big.len, 7, big.off);
+	assert_int_equal(run_writes(e, &big, 1, NULL, NULL), 0);
+	tsr_free_aligned(big.buf);
+	small_writes(e, 64, &blk); /* logged during the sync, from the slab's start */
+	stats(e, &st);
+	fprintf(stderr, "run and overflow: %llu small writes, %llu overflows\n",
+		(unsigned long long)blk, (unsigned long long)st.overflows);
+	atomic_store(&e->tg.stop_reading, false);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	assert_target_clean(e);
+	assert_true(st.overflows >= 1);
+	assert_int_equal(st.reconnects, 0);
+}
+
 static void test_initial_copy(void **state)
 {
 	struct env *e = env_open(256 * MIB);
@@ -2081,6 +2162,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_stream, env_teardown),
 	    cmocka_unit_test_teardown(test_batched_sends_recycled_entries, env_teardown),
 	    cmocka_unit_test_teardown(test_pool_above_window, env_teardown),
+	    cmocka_unit_test_teardown(test_run_survives_overflow, env_teardown),
 	    cmocka_unit_test_teardown(test_reply_before_send, env_teardown),
 	    cmocka_unit_test_teardown(test_send_batching, env_teardown),
 	    cmocka_unit_test_teardown(test_send_batch_one, env_teardown),
@@ -2102,6 +2184,9 @@ int main(void)
 	    cmocka_unit_test_teardown(test_wrong_peer_name, env_teardown),
 	};
 
+	if (getenv("SITE_UT_FILTER"))
+		cmocka_set_test_filter(getenv("SITE_UT_FILTER"));
+	/* SITE_UT_FILTER=test_run* runs only those (cmocka's pattern) */
 	if (getenv("SITE_UT_FILTER"))
 		cmocka_set_test_filter(getenv("SITE_UT_FILTER"));
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
