@@ -2074,9 +2074,20 @@ static int ctl_open_volume(struct sess *s)
 				 (unsigned long long)st.stream, st.site,
 				 (st.flags & SITE_STATE_PROMOTED) ? ", promoted" : "");
 			st = (struct site_state){.stream = h->stream, .flags = SITE_STATE_CLEAN};
-		} else if (st.flags & SITE_STATE_PROMOTED) {
+		} else if ((st.flags & SITE_STATE_PROMOTED) && st.stream == h->stream) {
 			return open_fail(s, -ESTALE, "volume %s was promoted at the target site %s: "
 					 "this stream has ended; the source is demoted", name, srv->site);
+		} else if (st.flags & SITE_STATE_PROMOTED) {
+			/* ESTALE demotes the source: only the promoted stream's
+			 * own, as the cluster's check answers (a node without
+			 * this file).  Another stream (another site's volume of
+			 * that name, the old primary's stream enabled again, the
+			 * primary's stream after a failback that this file,
+			 * older, does not know) is refused, and retries */
+			return open_fail(s, -EEXIST, "volume %s was promoted at the target site %s "
+					 "(the target of stream %016llx from site %s) and is no target "
+					 "of this stream: refused (tessera replication status %s there)",
+					 name, srv->site, (unsigned long long)st.stream, st.site, name);
 		}
 		if (st.stream != h->stream)
 			return open_fail(s, -EEXIST, "volume %s is the target of another stream "

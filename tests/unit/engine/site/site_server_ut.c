@@ -1026,9 +1026,11 @@ static void test_promote(void **state)
 }
 
 /*
- * Failback at the server: a promoted volume refuses a new stream as stale
- * while may_replace says 0, as busy (retry) while it says -EAGAIN, and takes
- * it with a fresh state when it says 1.  A VOLUME_OPEN with
+ * Failback at the server: a promoted volume refuses a new stream while
+ * may_replace says 0 with EEXIST, never ESTALE (that demotes the source: only
+ * the promoted stream's own source is, as the cluster's
+ * target_promoted_refusal answers; review revI), as busy (retry) while it
+ * says -EAGAIN, and takes it with a fresh state when it says 1.  A VOLUME_OPEN with
  * TSR_SITE_F_DIGEST gets, after the reply, the DIGEST frames of every
  * 64 KiB region (each equal to tsr_site_digest of what the volume holds)
  * and the end marker, then the stream goes on as usual.
@@ -1056,7 +1058,8 @@ static void test_failback_replace(void **state)
 	client_hello(&c);
 	r = client_open(&c, "fb1", 62);
 	assert_int_equal(r.opcode, TSR_SITE_ERROR);
-	assert_int_equal(c.err.code, ESTALE);
+	assert_int_equal(c.err.code, EEXIST);
+	assert_non_null(strstr(c.err.msg, "promoted"));
 	client_close(&c, false);
 	atomic_store(&e->replace_answer, -EAGAIN);
 	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
