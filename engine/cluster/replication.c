@@ -572,22 +572,36 @@ static bool target_promoted(struct tsr_cluster *c, const char *vol)
 	return target_claim_get(c, vol, &stream, &rev, &yes) == 0 && yes;
 }
 
-bool repl_target_promoted(struct tsr_cluster *c, const char *vol)
+/* The site server's state of vol on this node (tsr_site_server_list's
+ * entry): true when it has one (and memory to list), *out filled. */
+static bool server_state_of(struct tsr_cluster *c, const char *vol,
+			    struct tsr_site_target_info *out)
 {
 	struct tsr_site_target_info *infos;
 	size_t n, got;
-	bool yes = target_promoted(c, vol);
+	bool found = false;
 
-	if (yes || c->site_server == NULL)
-		return yes;
+	if (c->site_server == NULL)
+		return false;
 	n = tsr_site_server_list(c->site_server, NULL, 0);
 	infos = n ? calloc(n, sizeof(*infos)) : NULL;
 	got = infos ? tsr_site_server_list(c->site_server, infos, n) : 0;
-	for (size_t i = 0; i < got && i < n; i++)
-		if (strcmp(infos[i].volume, vol) == 0)
-			yes = infos[i].promoted;
+	for (size_t i = 0; i < got && i < n && !found; i++)
+		if (strcmp(infos[i].volume, vol) == 0) {
+			*out = infos[i];
+			found = true;
+		}
 	free(infos);
-	return yes;
+	return found;
+}
+
+bool repl_target_promoted(struct tsr_cluster *c, const char *vol)
+{
+	struct tsr_site_target_info info;
+
+	if (target_promoted(c, vol))
+		return true;
+	return server_state_of(c, vol, &info) && info.promoted;
 }
 
 /* r is demoted and takes the stream of site (failback). */
@@ -939,25 +953,16 @@ static bool failback_done(struct tsr_cluster *c, const char *vol, Tessera__Admin
  */
 static bool failback_unfinished(struct tsr_cluster *c, const Tessera__Cluster__ReplicationRecord *r)
 {
-	struct tsr_site_target_info *infos;
+	struct tsr_site_target_info info;
 	uint64_t stream;
-	size_t n, got;
-	bool yes = false;
 
 	if (!r->demoted || r->resync_from[0] == '\0' || c->site_server == NULL)
 		return false;
 	stream = target_stream(c, r->volume);
 	if (stream == 0)
 		return false;
-	n = tsr_site_server_list(c->site_server, NULL, 0);
-	infos = n ? calloc(n, sizeof(*infos)) : NULL;
-	got = infos ? tsr_site_server_list(c->site_server, infos, n) : 0;
-	for (size_t i = 0; i < got && i < n; i++)
-		if (strcmp(infos[i].volume, r->volume) == 0)
-			yes = infos[i].promoted && infos[i].stream == stream &&
-			      strcmp(infos[i].source_site, r->resync_from) == 0;
-	free(infos);
-	return yes;
+	return server_state_of(c, r->volume, &info) && info.promoted && info.stream == stream &&
+	       strcmp(info.source_site, r->resync_from) == 0;
 }
 
 /* Tests only: while the file named by $TSR_TEST_PROMOTE_CRASH_FILE exists,
@@ -2073,18 +2078,25 @@ out:
  * The site server's state of vol says promoted (its promote answered
  * -EALREADY) and failback_done had nothing to do: true when the promote's
  * second half (below: fence lifted, target/<vol> "promoted") is missing,
- * i.e. target/<vol> still names a stream and vol is no source here.  The
+ * i.e. target/<vol> still names a stream, the stream of that promoted state
+ * (state_stream), and vol is no source here.  Another stream there means
+ * this node's promoted state is older than target/<vol>: a failback made vol
+ * a target of the primary's new stream since, received on another DR node;
+ * finishing would lift the fence of a target that stream is shipping to and
+ * demote its primary, without any check of that stream's state (review
+ * revI): false, "promoted already".  The
  * process died between the two (or the CAS failed): the attach after the
  * restart fenced the volume by target/<vol>, which also let a DR node with
  * another state file of vol adopt it for the old stream (review revG).  A
  * promoted copy that is a source now (repl/<vol>: it ships back, perhaps
  * demoted) is not: false, as is a failed read.
  */
-static bool promote_unrecorded(struct tsr_cluster *c, const char *vol)
+static bool promote_unrecorded(struct tsr_cluster *c, const char *vol, uint64_t state_stream)
 {
 	Tessera__Cluster__ReplicationRecord *r = NULL;
+	uint64_t stream = target_stream(c, vol);
 
-	if (target_stream(c, vol) == 0)
+	if (stream == 0 || stream != state_stream)
 		return false;
 	if (repl_get(c, vol, &r, NULL) != -ENOENT) {
 		if (r)
@@ -2156,7 +2168,7 @@ static void repl_promote_group(struct tsr_cluster *c, const Tessera__Admin__Repl
 
 		if (strcmp(infos[i].group, p->group) != 0 || !infos[i].promoted)
 			continue;
-		if (already && !promote_unrecorded(c, vol))
+		if (already && !promote_unrecorded(c, vol, infos[i].stream))
 			continue;
 		finished++;
 		if (cluster_find_attachment(c, vol))
@@ -2187,7 +2199,9 @@ static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Request *r
 			 Tessera__Admin__Response *resp)
 {
 	const Tessera__Admin__ReplicationPromote *p = req->replication_promote;
+	struct tsr_site_target_info info;
 	char key[80], holder[64];
+	uint64_t now;
 	bool found = false;
 	int ret;
 
@@ -2244,11 +2258,22 @@ static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Request *r
 		}
 		/* a crash (or a failed CAS) between the state write and
 		 * target/<vol> "promoted" below: finish it */
-		if (promote_unrecorded(c, p->volume)) {
+		if (server_state_of(c, p->volume, &info) &&
+		    promote_unrecorded(c, p->volume, info.stream)) {
 			tsr_warn("cluster: volume %s was promoted here but target/%s was not "
 				 "marked promoted (a crash of the promote, or its write failed): "
 				 "finishing the promote", p->volume, p->volume);
 			break;
+		}
+		now = target_stream(c, p->volume);
+		if (now && server_state_of(c, p->volume, &info) && now != info.stream) {
+			admin_fail(resp, ret, "volume '%s': its replication state on node %s says "
+				   "promoted (stream %016llx from site %s), but it receives stream "
+				   "%016llx now (target/%s, since a failback): that state is older; "
+				   "promote it where it is received (tessera replication status %s)",
+				   p->volume, c->node_id, (unsigned long long)info.stream,
+				   info.source_site, (unsigned long long)now, p->volume, p->volume);
+			return;
 		}
 		admin_fail(resp, ret, "volume '%s' is promoted already", p->volume);
 		return;
