@@ -1960,6 +1960,9 @@ static int state_write_sync(struct tsr_site_server *srv, int fd, const struct si
 	return ret;
 }
 
+/* Refuse VOLUME_OPEN with err (its message: fmt).  ESTALE tells the source
+ * "promoted" (it demotes itself), which only open_promoted says: an
+ * -ESTALE of the state file's I/O (a file system on NFS) is sent as EIO. */
 static int open_fail(struct sess *s, int err, const char *fmt, ...)
 {
 	va_list ap;
@@ -1968,7 +1971,21 @@ static int open_fail(struct sess *s, int err, const char *fmt, ...)
 	vsnprintf(s->open_msg, sizeof(s->open_msg), fmt, ap);
 	va_end(ap);
 	s->open_err = err < 0 ? -err : err;
+	if (s->open_err == ESTALE)
+		s->open_err = EIO;
 	return err;
+}
+
+/* Refuse VOLUME_OPEN of name as promoted at this site: ESTALE, the source
+ * demotes itself.  Only to the stream the promoted volume received (a
+ * promoted state file of it; target/<vol> "promoted" and the record made for
+ * it, open_volume's -EKEYREVOKED). */
+static int open_promoted(struct sess *s, const char *name)
+{
+	snprintf(s->open_msg, sizeof(s->open_msg), "volume %s was promoted at the target site "
+		 "%s: this stream has ended; the source is demoted", name, s->srv->site);
+	s->open_err = ESTALE;
+	return -ESTALE;
 }
 
 static void request_end(struct sess *s)
@@ -2075,8 +2092,7 @@ static int ctl_open_volume(struct sess *s)
 				 (st.flags & SITE_STATE_PROMOTED) ? ", promoted" : "");
 			st = (struct site_state){.stream = h->stream, .flags = SITE_STATE_CLEAN};
 		} else if ((st.flags & SITE_STATE_PROMOTED) && st.stream == h->stream) {
-			return open_fail(s, -ESTALE, "volume %s was promoted at the target site %s: "
-					 "this stream has ended; the source is demoted", name, srv->site);
+			return open_promoted(s, name);
 		} else if (st.flags & SITE_STATE_PROMOTED) {
 			/* ESTALE demotes the source: only the promoted stream's
 			 * own, as the cluster's check answers (a node without
@@ -2112,8 +2128,7 @@ static int ctl_open_volume(struct sess *s)
 	/* promoted at this site, as the cluster knows it (this node's file
 	 * may be another node's older one, or of a target deleted since) */
 	if (ret == -EKEYREVOKED)
-		return open_fail(s, -ESTALE, "volume %s was promoted at the target site %s: this "
-				 "stream has ended; the source is demoted", name, srv->site);
+		return open_promoted(s, name);
 	if (ret && why[0])
 		return open_fail(s, ret, "%s", why);
 	if (ret || vol == NULL)

@@ -840,7 +840,8 @@ size_t tsr_site_server_list(struct tsr_site_server *s, struct tsr_site_target_in
 			    size_t max);
 /*
  * Failover: end volume's stream for good (its session is closed, later
- * VOLUME_OPENs get ERROR -ESTALE), write the state promoted, and lift the
+ * VOLUME_OPENs of that stream get ERROR -ESTALE, another stream's -EEXIST),
+ * write the state promoted, and lift the
  * volume's write fence (on the handle open_volume gave since start: with no
  * session since then the server holds none, and the caller lifts it).
  * Control thread; blocks until the session's last frame and state write are
