@@ -1995,27 +1995,37 @@ static void request_end(struct sess *s)
 }
 
 /*
- * The state st, read from volume's file, is of a target deleted since: it
- * names a target id (version 2) and ops.volume_id says the volume of that
- * name now is another one, or none (now: "").  false when it cannot tell
- * (a version 1 file, no op, the lookup failed), as before the op.
+ * Is the state st, read from volume's file, of a target deleted since?  1:
+ * it names a target id (version 2) and ops.volume_id says the volume of that
+ * name now is another one, or none (now: "").  0: it is this volume's, or
+ * nobody can tell (a version 1 file, no op).  -errno: the lookup failed.
  */
-static bool state_of_deleted(struct tsr_site_server *srv, const char *volume,
-			     const struct site_state *st, char now[TSR_SITE_NAME_MAX + 1])
+static int state_check_id(struct tsr_site_server *srv, const char *volume,
+			  const struct site_state *st, char now[TSR_SITE_NAME_MAX + 1])
 {
 	int ret;
 
 	now[0] = '\0';
 	if (st->target_id[0] == '\0' || srv->ops.volume_id == NULL)
-		return false;
+		return 0;
 	ret = srv->ops.volume_id(srv->ops.arg, volume, now);
 	if (ret == -ENOENT) {
 		now[0] = '\0';
-		return true;
+		return 1;
 	}
-	if (ret || !tsr_valid_name(now))
-		return false;
+	if (ret == 0 && !tsr_valid_name(now))
+		ret = -EPROTO;
+	if (ret)
+		return ret;
 	return strcmp(now, st->target_id) != 0;
+}
+
+/* state_check_id's 1; false when it cannot tell (the lookup failed), as
+ * before the op. */
+static bool state_of_deleted(struct tsr_site_server *srv, const char *volume,
+			     const struct site_state *st, char now[TSR_SITE_NAME_MAX + 1])
+{
+	return state_check_id(srv, volume, st, now) > 0;
 }
 
 /* Everything VOLUME_OPEN decides (control thread); s->open_err on refusal. */
@@ -2055,7 +2065,15 @@ static int ctl_open_volume(struct sess *s)
 			return open_fail(s, -EUCLEAN, "volume %s: its replication state at the target "
 					 "is damaged (%s); an operator must check it", name,
 					 state_err(ret));
-		if (state_of_deleted(srv, name, &st, id)) {
+		ret = state_check_id(srv, name, &st, id);
+		/* ESTALE below would demote the source for a state that may be
+		 * of a target deleted since (dropped then, FRESH): no answer
+		 * without the lookup (review revI) */
+		if (ret < 0 && (st.flags & SITE_STATE_PROMOTED) && st.stream == h->stream)
+			return open_fail(s, -EIO, "volume %s: cannot look up its id at the target "
+					 "(%s), which decides whether its promoted state is of this "
+					 "volume; retry", name, strerror(-ret));
+		if (ret > 0) {
 			/* before its stream and promoted flag: they are of the
 			 * volume deleted, not of this one.  FRESH when this
 			 * stream had something applied there (its source

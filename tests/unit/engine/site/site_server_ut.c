@@ -87,6 +87,7 @@ struct env {
 	int opens;            /* open_volume calls (control thread) */
 	atomic_int replace_answer; /* what may_replace says (set by the test between opens) */
 	atomic_int replace_asks;   /* may_replace calls */
+	atomic_int id_error;       /* volume_id answers it when not 0 (a failed lookup) */
 	uint8_t *model;       /* what the volume must hold */
 	uint8_t *buf;
 };
@@ -194,7 +195,11 @@ static int volume_id(void *arg, const char *volume, char id[TSR_SITE_NAME_MAX + 
 {
 	struct env *e = arg;
 	struct tsr_vol_info info;
-	int ret = tsr_store_vol_info(e->store, volume, &info);
+	int ret = atomic_load(&e->id_error);
+
+	if (ret)
+		return ret;
+	ret = tsr_store_vol_info(e->store, volume, &info);
 
 	if (ret == 0)
 		snprintf(id, TSR_SITE_NAME_MAX + 1, "%s", info.uuid);
@@ -1252,6 +1257,8 @@ static void test_deleted_target_state(void **state)
 {
 	struct env *e = *state;
 	struct tsr_vol_info info;
+	struct tsr_site_hdr r;
+	struct client c;
 	struct site_state st = state_of("pd1", 91, 5, SITE_STATE_CLEAN | SITE_STATE_CONSISTENT,
 					"gone-3");
 
@@ -1292,6 +1299,21 @@ static void test_deleted_target_state(void **state)
 		      SITE_STATE_PROMOTED, info.uuid);
 	write_state(e, &st);
 	assert_true(info_of(e, "pd5").promoted);
+	/* a failed lookup cannot tell: the promoted state's own stream is
+	 * refused EIO (retry), never ESTALE (that demotes its source, which
+	 * a deleted target's state does not; review revI); then FRESH */
+	st = state_of("pd6", 97, 4, SITE_STATE_CLEAN | SITE_STATE_CONSISTENT |
+		      SITE_STATE_PROMOTED, "gone-8");
+	write_state(e, &st);
+	atomic_store(&e->id_error, -EIO);
+	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
+	client_hello(&c);
+	r = client_open(&c, "pd6", 97);
+	assert_int_equal(r.opcode, TSR_SITE_ERROR);
+	assert_int_equal(c.err.code, EIO);
+	client_close(&c, false);
+	atomic_store(&e->id_error, 0);
+	open_only(e, "pd6", 97, 0, TSR_SITE_F_FRESH);
 }
 
 /* Connect, HELLO and VOLUME_OPEN of volume as a member of group gf (2
