@@ -497,6 +497,24 @@ static struct tsr_site_hdr client_open(struct client *c, const char *volume, uin
 }
 
 /* Connect, HELLO and VOLUME_OPEN accepted: the reply's header. */
+/* A session of volume whose VOLUME_OPEN is refused: ERROR code, its message
+ * holding part (NULL: any), then closed. */
+static void open_refused(struct env *e, const char *volume, uint64_t stream, int code,
+			 const char *part)
+{
+	struct tsr_site_hdr r;
+	struct client c;
+
+	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
+	client_hello(&c);
+	r = client_open(&c, volume, stream);
+	assert_int_equal(r.opcode, TSR_SITE_ERROR);
+	assert_int_equal(c.err.code, code);
+	if (part)
+		assert_non_null(strstr(c.err.msg, part));
+	client_close(&c, false);
+}
+
 static struct tsr_site_hdr client_start(struct env *e, struct client *c, const char *volume,
 					uint64_t stream)
 {
@@ -952,7 +970,6 @@ static void test_other_stream(void **state)
 {
 	struct env *e = *state;
 	struct client c;
-	struct tsr_site_hdr r;
 	int opens;
 
 	client_start(e, &c, "dr5", 41);
@@ -961,13 +978,7 @@ static void test_other_stream(void **state)
 	client_close(&c, true);
 	wait_disconnected(e, "dr5");
 	opens = e->opens;
-	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
-	client_hello(&c);
-	r = client_open(&c, "dr5", 42);
-	assert_int_equal(r.opcode, TSR_SITE_ERROR);
-	assert_int_equal(c.err.code, EEXIST);
-	assert_non_null(strstr(c.err.msg, "volume dr5 is the target of another stream"));
-	client_close(&c, false);
+	open_refused(e, "dr5", 42, EEXIST, "volume dr5 is the target of another stream");
 	assert_int_equal(e->opens, opens); /* refused before open_volume */
 	assert_int_equal(info_of(e, "dr5").stream, 41);
 	assert_volume_is_model(e, "dr5");
@@ -980,8 +991,7 @@ static void test_promote(void **state)
 	struct env *e = *state;
 	struct tsr_site_target_info info;
 	struct site_state st;
-	struct client c, c2;
-	struct tsr_site_hdr r;
+	struct client c;
 
 	client_start(e, &c, "dr6", 51);
 	send_op(&c, TSR_SITE_SYNC_BEGIN, 51, 1);
@@ -1008,13 +1018,7 @@ static void test_promote(void **state)
 	memset(e->model + 16 * BS, 0x77, BS);
 	assert_volume_is_model(e, "dr6");
 	/* the old source is told it is stale */
-	assert_int_equal(client_connect(e, &c2, e->client_tls), 0);
-	client_hello(&c2);
-	r = client_open(&c2, "dr6", 51);
-	assert_int_equal(r.opcode, TSR_SITE_ERROR);
-	assert_int_equal(c2.err.code, ESTALE);
-	assert_non_null(strstr(c2.err.msg, "promoted"));
-	client_close(&c2, false);
+	open_refused(e, "dr6", 51, ESTALE, "promoted");
 	assert_int_equal(promote(e, "dr6", false), -EALREADY);
 	assert_int_equal(promote(e, "nope", false), -ENOENT);
 	/* forced: a target in the middle of a resync */
@@ -1059,20 +1063,9 @@ static void test_failback_replace(void **state)
 	client_close(&c, false);
 
 	atomic_store(&e->replace_answer, 0);
-	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
-	client_hello(&c);
-	r = client_open(&c, "fb1", 62);
-	assert_int_equal(r.opcode, TSR_SITE_ERROR);
-	assert_int_equal(c.err.code, EEXIST);
-	assert_non_null(strstr(c.err.msg, "promoted"));
-	client_close(&c, false);
+	open_refused(e, "fb1", 62, EEXIST, "promoted");
 	atomic_store(&e->replace_answer, -EAGAIN);
-	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
-	client_hello(&c);
-	r = client_open(&c, "fb1", 62);
-	assert_int_equal(r.opcode, TSR_SITE_ERROR);
-	assert_int_equal(c.err.code, EBUSY);
-	client_close(&c, false);
+	open_refused(e, "fb1", 62, EBUSY, NULL);
 	/* the same stream as the promoted one is never offered to may_replace */
 	atomic_store(&e->replace_answer, 1);
 	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
@@ -1134,7 +1127,6 @@ static void test_corrupt_state(void **state)
 				.cluster = "c-primary", .volume = "dr8"};
 	uint8_t buf[SITE_STATE_SIZE];
 	struct client c;
-	struct tsr_site_hdr r;
 	char path[700];
 
 	assert_int_equal(mkdir(e->state_dir, 0755) == 0 || errno == EEXIST, 1);
@@ -1143,19 +1135,8 @@ static void test_corrupt_state(void **state)
 	write_raw_state(e, "dr8", buf, sizeof(buf));
 	write_raw_state(e, "dr9", "TSST", 4); /* short */
 	assert_int_equal(list_count(e), 0);
-	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
-	client_hello(&c);
-	r = client_open(&c, "dr8", 61);
-	assert_int_equal(r.opcode, TSR_SITE_ERROR);
-	assert_int_equal(c.err.code, EUCLEAN);
-	assert_non_null(strstr(c.err.msg, "damaged"));
-	client_close(&c, false);
-	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
-	client_hello(&c);
-	r = client_open(&c, "dr9", 61);
-	assert_int_equal(r.opcode, TSR_SITE_ERROR);
-	assert_int_equal(c.err.code, EUCLEAN);
-	client_close(&c, false);
+	open_refused(e, "dr8", 61, EUCLEAN, "damaged");
+	open_refused(e, "dr9", 61, EUCLEAN, NULL);
 	assert_int_equal(e->opens, 0);
 	assert_int_equal(promote(e, "dr8", true), -EUCLEAN);
 	/* the file is left as it was for the operator */
@@ -1257,8 +1238,6 @@ static void test_deleted_target_state(void **state)
 {
 	struct env *e = *state;
 	struct tsr_vol_info info;
-	struct tsr_site_hdr r;
-	struct client c;
 	struct site_state st = state_of("pd1", 91, 5, SITE_STATE_CLEAN | SITE_STATE_CONSISTENT,
 					"gone-3");
 
@@ -1306,12 +1285,7 @@ static void test_deleted_target_state(void **state)
 		      SITE_STATE_PROMOTED, "gone-8");
 	write_state(e, &st);
 	atomic_store(&e->id_error, -EIO);
-	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
-	client_hello(&c);
-	r = client_open(&c, "pd6", 97);
-	assert_int_equal(r.opcode, TSR_SITE_ERROR);
-	assert_int_equal(c.err.code, EIO);
-	client_close(&c, false);
+	open_refused(e, "pd6", 97, EIO, NULL);
 	atomic_store(&e->id_error, 0);
 	open_only(e, "pd6", 97, 0, TSR_SITE_F_FRESH);
 }
@@ -1512,12 +1486,7 @@ static void test_takeover(void **state)
 	send_write(&c, e->model, 91, 1, 0, 2 * BS, 1);
 	send_write(&c, e->model, 91, 2, 8 * BS, 2 * BS, 2);
 	barrier(&c, 91, 2);
-	assert_int_equal(client_connect(e, &c2, e->client_tls), 0);
-	client_hello(&c2);
-	r = client_open(&c2, "dr13", 91);
-	assert_int_equal(r.opcode, TSR_SITE_ERROR);
-	assert_int_equal(c2.err.code, EBUSY);
-	client_close(&c2, false);
+	open_refused(e, "dr13", 91, EBUSY, NULL);
 	wait_closed(&c); /* the old session was ended */
 	client_close(&c, false);
 	wait_disconnected(e, "dr13");
@@ -1565,34 +1534,15 @@ static void test_open_error_and_idle_stop(void **state)
 	struct env *e = *state;
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(e->port)};
 	struct client c, c2;
-	struct tsr_site_hdr r;
 	char byte;
 	int raw;
 
-	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
-	client_hello(&c);
-	r = client_open(&c, "full", 101);
-	assert_int_equal(r.opcode, TSR_SITE_ERROR);
-	assert_int_equal(c.err.code, ENOSPC);
-	assert_non_null(strstr(c.err.msg, "volume full"));
-	client_close(&c, false);
+	open_refused(e, "full", 101, ENOSPC, "volume full");
 	assert_int_equal(list_count(e), 0); /* no state file for a refused open */
 	/* open_volume's -ESTALE is no "promoted" (which demotes the source):
 	 * EIO, with its sentence when it gave one (review 16c N1) */
-	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
-	client_hello(&c);
-	r = client_open(&c, "stale", 102);
-	assert_int_equal(r.opcode, TSR_SITE_ERROR);
-	assert_int_equal(c.err.code, EIO);
-	assert_non_null(strstr(c.err.msg, "a copy has seen a newer coordinator"));
-	client_close(&c, false);
-	assert_int_equal(client_connect(e, &c, e->client_tls), 0);
-	client_hello(&c);
-	r = client_open(&c, "stale2", 103);
-	assert_int_equal(r.opcode, TSR_SITE_ERROR);
-	assert_int_equal(c.err.code, EIO);
-	assert_non_null(strstr(c.err.msg, "volume stale2"));
-	client_close(&c, false);
+	open_refused(e, "stale", 102, EIO, "a copy has seen a newer coordinator");
+	open_refused(e, "stale2", 103, EIO, "volume stale2");
 	assert_int_equal(list_count(e), 0);
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	raw = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
