@@ -57,8 +57,11 @@
  *                source copies the whole volume; a source built before the
  *                flag refuses such a reply as malformed (never resumes a
  *                log tail onto an empty target).
- *                A volume promoted at the target refuses VOLUME_OPEN with
- *                ERROR -ESTALE: the source is demoted.
+ *                A volume promoted at the target refuses VOLUME_OPEN of the
+ *                stream it was the target of with ERROR -ESTALE (that source
+ *                is demoted) and of any other stream with ERROR -EEXIST; no
+ *                other cause is sent as -ESTALE (a state file I/O error goes
+ *                out as -EIO).
  *   WRITE        stream, seq, offset (4 KiB aligned), length (4 KiB multiple,
  *                1..TSR_SITE_MAX_DATA), payload = length data bytes; or, with
  *                flag TSR_SITE_F_COMPRESSED (0x08), payload = wire_len bytes,
