@@ -189,6 +189,59 @@ static void count(uint64_t *ctr, uint64_t n)
 
 /* ---- references ---- */
 
+/* Tests only ($TSR_TEST_PEER_CLOSE_HOLD_FILE): a gone connection's svols,
+ * put by a thread of their own once the hold file goes (FILE.held made). */
+struct close_hold {
+	unsigned n;
+	struct tsr_svol *svols[];
+};
+
+static void *close_hold_main(void *arg)
+{
+	struct close_hold *ch = arg;
+
+	tsr_log_set_thread_name("peer-close-hold");
+	tsr_test_hold_file("TSR_TEST_PEER_CLOSE_HOLD_FILE", true);
+	for (unsigned i = 0; i < ch->n; i++)
+		tsr_svol_put(ch->svols[i]);
+	free(ch);
+	return NULL;
+}
+
+/* Tests only: while the file named by $TSR_TEST_PEER_CLOSE_HOLD_FILE exists,
+ * the copies a closed session had open stay open (their puts wait in a
+ * thread, not on the worker): a coordinator's session whose close is late
+ * past its detach.  true: c's svols taken over. */
+static bool conn_test_close_hold(struct peer_conn *c)
+{
+	const char *path = getenv("TSR_TEST_PEER_CLOSE_HOLD_FILE");
+	struct close_hold *ch;
+	pthread_attr_t attr;
+	pthread_t t;
+	unsigned i;
+	int ret;
+
+	if (path == NULL || path[0] == '\0' || access(path, F_OK) != 0)
+		return false;
+	ch = calloc(1, sizeof(*ch) + c->nslots * sizeof(ch->svols[0]));
+	if (ch == NULL)
+		return false;
+	for (i = 0; i < c->nslots; i++)
+		if (c->slots[i].svol != NULL)
+			ch->svols[ch->n++] = c->slots[i].svol;
+	ret = ch->n > 0 ? pthread_attr_init(&attr) : -1;
+	if (ret == 0) {
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		ret = pthread_create(&t, &attr, close_hold_main, ch);
+		pthread_attr_destroy(&attr);
+	}
+	if (ret != 0) {
+		free(ch);
+		return false;
+	}
+	return true;
+}
+
 static void conn_free(struct peer_conn *c)
 {
 	unsigned i, j;
@@ -202,8 +255,9 @@ static void conn_free(struct peer_conn *c)
 	for (i = 0; i < PEER_POOL_CLASSES; i++)
 		for (j = 0; j < c->pool_n[i]; j++)
 			tsr_free_aligned(c->pool[i][j]);
-	for (i = 0; i < c->nslots; i++)
-		tsr_svol_put(c->slots[i].svol);
+	if (!conn_test_close_hold(c))
+		for (i = 0; i < c->nslots; i++)
+			tsr_svol_put(c->slots[i].svol);
 	free(c->slots);
 	tsr_free_aligned(c->rbuf);
 	__atomic_sub_fetch(&c->srv->stats.connections_open, 1, __ATOMIC_RELAXED);
