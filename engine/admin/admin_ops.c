@@ -670,9 +670,15 @@ static void rollback_answer(struct tsr_admin_server *srv, const char *vol, const
 		 * wait: nowait; or still running past the store's wait) */
 		if (tsr_store_rollback_busy_msg(srv->store, vol, snap, nowait, why, sizeof(why)))
 			admin_fail(resp, ret, "volume '%s' on this node: %s", vol, why);
-		else
+		else if (tsr_volset_in_use(srv->vols, vol))
 			admin_fail(resp, ret, "volume '%s' is in use by an NBD client; disconnect "
 				   "it first", vol);
+		else /* open with no NBD client here: a coordinator's peer session */
+			admin_fail(resp, ret, "this node's copy of '%s' is still open by a "
+				   "coordinator's session%s (attached again, or its detach's close "
+				   "is late: see this node's log); check tessera volume show %s, "
+				   "then run the rollback again", vol,
+				   nowait ? "" : " after a 10 s wait for its close", vol);
 		return;
 	default:
 		snap_fail(srv, resp, ret, "roll back to", vol, snap);

@@ -430,6 +430,9 @@ struct tsr_store {
 	sqlite3 *db;                /* store->lock */
 	pthread_mutex_t lock;       /* see the lock policy above */
 	pthread_cond_t rollback_end; /* with lock: a rollback's step 3 ended (snap.c) */
+	pthread_cond_t svol_closed;  /* with lock: an svol's last open handle went
+				      * (tsr_svol_put): a rollback waiting for a
+				      * copy's closing session (snap.c) */
 	unsigned rollbacks;          /* store->lock: rollbacks past step 1 or waiting for
 				      * one of the same volume (tsr_store_close waits) */
 	bool closing;                /* store->lock: tsr_store_closing ran; a rollback

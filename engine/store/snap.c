@@ -2091,6 +2091,47 @@ static int64_t rollback_wait_ms(void)
 	return store_test_rollback_wait_ms > 0 ? store_test_rollback_wait_ms : ROLLBACK_WAIT_MS;
 }
 
+/* The longest a rollback waits for its copy's last open handle to go
+ * (rollback_wait_closed): a coordinator's session still closing after the
+ * volume's detach answered (its node's peer server closes the copy once it
+ * has read the end of the stream and the session's last request ended). */
+#define ROLLBACK_CLOSE_WAIT_MS (10ll * 1000)
+
+/*
+ * Step 1 (store->lock held), vol's open head h: wait for its close.  A
+ * detach answers once the coordinator's sessions are gone on its side; each
+ * copy's node closes its copy a moment later, so a rollback right after a
+ * detach may find its copy still open.  Waits (ROLLBACK_CLOSE_WAIT_MS at
+ * most from *deadline's start, -1 the first time) on svol_closed: 0 when
+ * woken or timed out (the caller looks again); -EBUSY once the bound passed
+ * or for a _nowait caller (an event loop's); -ESHUTDOWN once the store is
+ * closing.
+ */
+static int rollback_wait_closed(struct tsr_store *store, const char *vol,
+				const struct tsr_svol *h, bool nowait, int64_t *deadline)
+{
+	if (store->closing) {
+		tsr_warn("rollback: volume %s: the store is closing: not waiting for the copy's "
+			 "close", vol);
+		return -ESHUTDOWN;
+	}
+	if (nowait || (*deadline >= 0 && tsr_mono_ms() >= *deadline)) {
+		tsr_error("rollback: volume %s is open (%d session(s), %d snapshot session(s))%s; "
+			  "detach it first", vol, h->opens, h->ro_handles,
+			  nowait ? "" : " after the wait for its close");
+		return -EBUSY;
+	}
+	if (*deadline < 0) {
+		*deadline = tsr_mono_ms() + ROLLBACK_CLOSE_WAIT_MS;
+		tsr_info("rollback: volume %s: this copy is still open (%d session(s), %d "
+			 "snapshot session(s)): waiting up to %lld s for its close (a detach's "
+			 "session closing)", vol, h->opens, h->ro_handles,
+			 ROLLBACK_CLOSE_WAIT_MS / 1000);
+	}
+	tsr_cond_wait_until_ms(&store->svol_closed, &store->lock, *deadline);
+	return 0;
+}
+
 /*
  * Step 1's lookups (store->lock held): rows v of vol and s of snap.  While a
  * rollback of vol runs: to another snapshot, -EBUSY ("try again when it
@@ -2271,6 +2312,7 @@ bool tsr_store_rollback_busy_msg(struct tsr_store *store, const char *vol, const
 static int vol_rollback(struct tsr_store *store, const char *vol, const char *snap, uint64_t epoch,
 			bool nowait)
 {
+	int64_t close_deadline = -1;
 	struct tsr_svol *h = NULL;
 	struct snap_row s;
 	struct vol_row v;
@@ -2278,17 +2320,19 @@ static int vol_rollback(struct tsr_store *store, const char *vol, const char *sn
 
 	pthread_mutex_lock(&store->lock);
 	store->rollbacks++;
-	ret = rollback_wait_same(store, vol, snap, nowait, &v, &s);
-	if (ret == 0 && epoch != ANY_EPOCH) /* a newer coordinator opened it since */
-		ret = check_epoch("rollback", &v, epoch);
-	if (ret)
-		goto out;
-	h = store_find_open_uuid(store, v.uuid);
-	if (h && (h->opens > 0 || h->ro_handles > 0)) {
-		tsr_error("rollback: volume %s is open; detach it first", vol);
-		ret = -EBUSY;
+	for (;;) { /* the lookups again after each wait for a close */
+		ret = rollback_wait_same(store, vol, snap, nowait, &v, &s);
+		if (ret == 0 && epoch != ANY_EPOCH) /* a newer coordinator opened it since */
+			ret = check_epoch("rollback", &v, epoch);
+		if (ret)
+			goto out;
+		h = store_find_open_uuid(store, v.uuid);
+		if (h == NULL || (h->opens == 0 && h->ro_handles == 0))
+			break;
+		ret = rollback_wait_closed(store, vol, h, nowait, &close_deadline);
 		h = NULL;
-		goto out;
+		if (ret)
+			goto out;
 	}
 	h = NULL;
 	if (!(v.flags & VOL_ROLLBACK)) {

@@ -405,12 +405,14 @@ void tsr_svol_put(struct tsr_svol *svol)
 
 		svol->ro_layer = NULL;
 		svol->base = NULL;
-		base->ro_handles--;
+		if (--base->ro_handles == 0 && base->opens == 0)
+			pthread_cond_broadcast(&store->svol_closed);
 		store_svol_unref(base);
 		pthread_mutex_destroy(&svol->cow_lock);
 		free(svol);
 	} else {
-		svol->opens--;
+		if (--svol->opens == 0 && svol->ro_handles == 0)
+			pthread_cond_broadcast(&store->svol_closed);
 		store_svol_unref(svol);
 	}
 	pthread_mutex_unlock(&store->lock);
@@ -1206,6 +1208,7 @@ static void store_free(struct tsr_store *store)
 		close(store->lock_fd); /* releases the flock */
 	pthread_mutex_destroy(&store->lock);
 	pthread_cond_destroy(&store->rollback_end);
+	pthread_cond_destroy(&store->svol_closed);
 	free(store->device);
 	free(store->dir);
 	free(store);
@@ -1229,6 +1232,13 @@ int tsr_store_open(const char *dir, const struct tsr_store_opts *opts, struct ts
 	pthread_mutex_init(&store->lock, NULL);
 	ret = tsr_cond_init_mono(&store->rollback_end); /* snap.c's bounded wait */
 	if (ret) {
+		pthread_mutex_destroy(&store->lock);
+		free(store);
+		return ret;
+	}
+	ret = tsr_cond_init_mono(&store->svol_closed); /* snap.c's wait for a close */
+	if (ret) {
+		pthread_cond_destroy(&store->rollback_end);
 		pthread_mutex_destroy(&store->lock);
 		free(store);
 		return ret;
@@ -1306,6 +1316,7 @@ void tsr_store_closing(struct tsr_store *store)
 	pthread_mutex_lock(&store->lock);
 	store->closing = true;
 	pthread_cond_broadcast(&store->rollback_end); /* snap.c's waiting retries */
+	pthread_cond_broadcast(&store->svol_closed);  /* and waits for a close */
 	pthread_mutex_unlock(&store->lock);
 }
 
