@@ -2097,6 +2097,15 @@ static int64_t rollback_wait_ms(void)
  * has read the end of the stream and the session's last request ended). */
 #define ROLLBACK_CLOSE_WAIT_MS (10ll * 1000)
 
+/* Tests: when > 0, that wait's bound instead (store_snap_ut). */
+int64_t store_test_rollback_close_wait_ms;
+
+static int64_t rollback_close_wait_ms(void)
+{
+	return store_test_rollback_close_wait_ms > 0 ? store_test_rollback_close_wait_ms :
+						       ROLLBACK_CLOSE_WAIT_MS;
+}
+
 /*
  * Step 1 (store->lock held), vol's open head h: wait for its close.  A
  * detach answers once the coordinator's sessions are gone on its side; each
@@ -2122,11 +2131,11 @@ static int rollback_wait_closed(struct tsr_store *store, const char *vol,
 		return -EBUSY;
 	}
 	if (*deadline < 0) {
-		*deadline = tsr_mono_ms() + ROLLBACK_CLOSE_WAIT_MS;
+		*deadline = tsr_mono_ms() + rollback_close_wait_ms();
 		tsr_info("rollback: volume %s: this copy is still open (%d session(s), %d "
 			 "snapshot session(s)): waiting up to %lld s for its close (a detach's "
 			 "session closing)", vol, h->opens, h->ro_handles,
-			 ROLLBACK_CLOSE_WAIT_MS / 1000);
+			 (long long)(rollback_close_wait_ms() / 1000));
 	}
 	tsr_cond_wait_until_ms(&store->svol_closed, &store->lock, *deadline);
 	return 0;

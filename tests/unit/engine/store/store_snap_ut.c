@@ -8,6 +8,7 @@
  * copy on write (the present bit lost, the copy unfinished), and bad input.
  */
 #include <dirent.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -22,6 +23,7 @@
 
 /* test hooks of engine/store/snap.c and layer.c */
 extern int store_test_crash_at;
+extern int64_t store_test_rollback_close_wait_ms;
 extern _Atomic unsigned store_test_present_syncs;
 /* merge.c: the thread that finishes deletes of open volumes */
 unsigned store_test_merges_idle(struct tsr_store *store);
@@ -925,7 +927,9 @@ static void test_rollback(void **state)
 	s2 = m;
 	assert_int_equal(tsr_store_snap_create(e->store, "v", "s2", NULL), 0);
 	mwrite(e, v, &m, 140, 100, 3);
-	assert_int_equal(tsr_store_vol_rollback(e->store, "v", "s1"), -EBUSY); /* open */
+	/* open: the _nowait call at once, the waiting one past its bound */
+	assert_int_equal(tsr_store_vol_rollback_nowait(e->store, "v", "s1"), -EBUSY);
+	assert_int_equal(tsr_store_vol_rollback(e->store, "v", "s1"), -EBUSY);
 	tsr_svol_put(v);
 
 	assert_int_equal(tsr_store_vol_rollback(e->store, "v", "s1"), 0);
@@ -1657,6 +1661,32 @@ static void test_device_mode(void **state)
 	assert_int_equal(n, 0); /* the store opened on the device */
 }
 
+/* A session's handle put late (the peer server's close after a detach). */
+static void *put_later(void *arg)
+{
+	usleep(200 * 1000);
+	tsr_svol_put(arg);
+	return NULL;
+}
+
+/* The waiting rollback waits for the copy's last handle to go, then runs;
+ * before, -EBUSY at once (CI run 19a's test-snapshot-cli). */
+static void test_rollback_waits_close(void **state)
+{
+	struct env *e = *state;
+	struct tsr_svol *v;
+	pthread_t t;
+
+	store_test_rollback_close_wait_ms = 5000;
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s1", NULL), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	assert_int_equal(pthread_create(&t, NULL, put_later, v), 0);
+	assert_int_equal(tsr_store_vol_rollback(e->store, "v", "s1"), 0);
+	pthread_join(t, NULL);
+	store_test_rollback_close_wait_ms = 100;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1668,6 +1698,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_clone_tree, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hidden_name_reuse, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rollback_waits_close, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_delete_space, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_create_delete, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cow_crash_points, setup, teardown),
@@ -1679,5 +1710,6 @@ int main(void)
 	};
 
 	tsr_log_set_level(TSR_LOG_ERROR);
+	store_test_rollback_close_wait_ms = 100; /* an open volume's -EBUSY */
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
