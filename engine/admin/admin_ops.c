@@ -1113,9 +1113,14 @@ static void op_volume_delete(struct tsr_admin_server *srv, const Tessera__Admin_
 		if (tsr_store_vol_rollback_running(srv->store, d->name))
 			admin_fail(resp, ret, "volume '%s' is being rolled back on this node: "
 				   "delete it when the rollback ends", d->name);
-		else
+		else if (tsr_volset_in_use(srv->vols, d->name))
 			admin_fail(resp, ret, "volume '%s' is in use by an NBD client (disconnect "
 				   "it first)", d->name);
+		else /* open with no NBD client here: a coordinator's peer session */
+			admin_fail(resp, ret, "this node's copy of '%s' is still open by a "
+				   "coordinator's session (attached again, or its detach's close is "
+				   "late: see this node's log); run the delete again in a moment",
+				   d->name);
 		return;
 	default:
 		admin_fail(resp, ret, "cannot delete volume '%s': %s (see tesserad's log)", d->name,
