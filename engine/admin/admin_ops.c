@@ -125,6 +125,7 @@ static Tessera__Admin__Volume *build_volume(struct tsr_admin_server *srv,
 	v->allocated = info->allocated;
 	v->created = info->created;
 	v->in_use = tsr_volset_in_use(srv->vols, info->name);
+	v->copy_sessions = info->sessions;
 	/* snapshot space and lineage: absent (zero, "") where the store has none */
 	if (tsr_store_vol_space(srv->store, info->name, &allocated, &exclusive) == 0)
 		v->exclusive = exclusive;

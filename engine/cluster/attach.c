@@ -1399,15 +1399,25 @@ void cluster_attach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 #define DETACH_CLIENT_WAIT_MS 2000
 #define DETACH_CLIENT_POLL_MS 10
 
-/* A detach waiting for its volume's NBD clients to go (main thread only). */
+/*
+ * A detach of an admin request answered later: waiting for its volume's NBD
+ * clients to go (listed in c->detaching), then, once recorded, for its
+ * copies to be closed on their nodes (closewait.c).  Main thread only.
+ */
 struct detach_wait {
 	struct tsr_cluster *c;
-	struct attachment *a;      /* unlinked from c->attached; freed by detach_finish */
+	struct attachment *a;      /* unlinked from c->attached; freed by detach_finish
+				    * (NULL from then on) */
 	bool fenced;               /* the detach is unclean already */
 	double deadline;           /* ev_now at which the clients count as left */
 	ev_timer poll;             /* every DETACH_CLIENT_POLL_MS on c->o.loop */
-	struct admin_later *later; /* the admin reply, given once the wait is over */
+	struct admin_later *later; /* the admin reply, given once the waits are over */
 	struct detach_wait *next;  /* c->detaching */
+	char name[64];             /* the volume's */
+	unsigned n_nodes;          /* the nodes of the copies the coordinator had open */
+	char nodes[TSR_LAYOUT_MAX_COPIES][64];
+	char *note;                /* the copies still open at the end (the reply's
+				    * message), NULL: all closed */
 };
 
 /* Blocking form, for tsr_cluster_stop and callers outside an admin request. */
@@ -1502,15 +1512,74 @@ int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg,
 	return 0;
 }
 
-/* admin_later_fn: the detach's reply (success: nothing to fill), w freed. */
+/* admin_later_fn: the detach's reply (success; a note when a copy is still
+ * open on its node), w freed. */
 static void detach_reply(struct tsr_admin_server *srv, void *arg, Tessera__Admin__Response *resp)
 {
+	struct detach_wait *w = arg;
+
 	(void)srv;
-	(void)resp;
-	free(arg);
+	if (w->note)
+		admin_fail(resp, 0, "%s", w->note);
+	free(w->note);
+	free(w);
 }
 
-/* End w's wait: finish the detach, unlist w, let the admin reply go. */
+/* The nodes of the copies a's coordinator has open now (its layout's
+ * copies with a session), into w: those whose close the reply waits for.
+ * A copy whose session ended earlier (its node away, failed) was let go
+ * then: not waited for. */
+static void detach_copy_nodes(struct detach_wait *w, struct attachment *a)
+{
+	struct tsr_layout_status st;
+
+	snprintf(w->name, sizeof(w->name), "%s", a->name);
+	w->n_nodes = 0;
+	if (a->layout == NULL)
+		return;
+	pthread_mutex_lock(&w->c->lock);
+	tsr_layout_get_status(a->layout, &st);
+	pthread_mutex_unlock(&w->c->lock);
+	for (unsigned i = 0; i < st.n_copies && i < TSR_LAYOUT_MAX_COPIES; i++)
+		if (st.copies[i].connected && st.copies[i].node_id[0])
+			snprintf(w->nodes[w->n_nodes++], 64, "%s", st.copies[i].node_id);
+}
+
+/* close_wait_fn: the copies are closed (note ""), or the bound passed. */
+static void detach_closed(void *cb_arg, const char *note)
+{
+	struct detach_wait *w = cb_arg;
+
+	w->note = note[0] ? strdup(note) : NULL;
+	admin_later_done(w->later); /* detach_reply frees w */
+}
+
+/*
+ * The detach is recorded (detach_finish): reply once its copies are closed
+ * on their nodes (closewait.c), when the detach was clean (fenced: a newer
+ * coordinator may hold them; clients left: the old coordinator still drains
+ * into them), else now.
+ */
+static void detach_wait_close(struct detach_wait *w, bool clean)
+{
+	struct tsr_cluster *c = w->c;
+	int ret;
+
+	if (!clean || w->n_nodes == 0 || c->stopping_waits) {
+		admin_later_done(w->later); /* detach_reply frees w */
+		return;
+	}
+	ret = cluster_close_wait_start(c, w->name, (const char (*)[64])w->nodes, w->n_nodes,
+				       detach_closed, w);
+	if (ret) {
+		tsr_warn("cluster: detach %s: not waiting for its copies' close: %s", w->name,
+			 strerror(-ret));
+		admin_later_done(w->later);
+	}
+}
+
+/* End w's wait for the clients: finish the detach, unlist w, let the admin
+ * reply go once the copies are closed. */
 static void detach_wait_end(struct detach_wait *w)
 {
 	struct tsr_cluster *c = w->c;
@@ -1525,7 +1594,7 @@ static void detach_wait_end(struct detach_wait *w)
 		}
 	detach_finish(c, w->a, w->fenced, left, msg, sizeof(msg));
 	w->a = NULL;
-	admin_later_done(w->later); /* detach_reply frees w */
+	detach_wait_close(w, !w->fenced && !left);
 }
 
 static void detach_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -1540,36 +1609,52 @@ static void detach_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 void cluster_detach_stop_waits(struct tsr_cluster *c)
 {
+	c->stopping_waits = true; /* their replies go now, not after the copies' close */
 	while (c->detaching)
 		detach_wait_end(c->detaching);
+	cluster_close_wait_stop(c);
 }
 
 /*
  * The detach of an admin request: when NBD clients still hold the volume,
  * the reply comes once they are gone or DETACH_CLIENT_WAIT_MS passed,
- * without holding the loop.  Falls back to the blocking wait when the reply
- * cannot be deferred (not inside an admin request, out of memory).
+ * without holding the loop; a clean detach's reply then waits for its
+ * copies to be closed on their nodes (detach_wait_close, at most the peer
+ * timeout).  Falls back to the blocking wait for the clients, and no wait
+ * for the copies, when the reply cannot be deferred (not inside an admin
+ * request, out of memory).
  */
 static void detach_admin(struct tsr_cluster *c, struct attachment *a)
 {
 	struct tsr_admin_server *srv = admin_handling_server();
-	struct detach_wait *w;
-	bool fenced = detach_begin(c, a);
+	struct detach_wait *w = srv ? calloc(1, sizeof(*w)) : NULL;
+	bool fenced, opened = a->layout != NULL;
 	char msg[512];
 
-	if (a->layout == NULL || fenced || !tsr_volset_in_use(c->o.vols, a->name)) {
+	if (w) {
+		w->c = c;
+		detach_copy_nodes(w, a);
+		w->later = admin_later_begin(srv, detach_reply, w);
+		if (w->later == NULL) {
+			free(w);
+			w = NULL;
+		}
+	}
+	fenced = detach_begin(c, a);
+	if (!opened || fenced || !tsr_volset_in_use(c->o.vols, a->name)) {
 		detach_finish(c, a, fenced, false, msg, sizeof(msg));
+		if (w && opened && !fenced) {
+			detach_wait_close(w, true);
+		} else if (w) { /* nothing to wait for: the reply goes now */
+			admin_later_cancel(w->later);
+			free(w);
+		}
 		return;
 	}
-	w = srv ? calloc(1, sizeof(*w)) : NULL;
-	if (w)
-		w->later = admin_later_begin(srv, detach_reply, w);
-	if (w == NULL || w->later == NULL) {
-		free(w);
+	if (w == NULL) {
 		detach_finish(c, a, fenced, !clients_gone(c, a->name), msg, sizeof(msg));
 		return;
 	}
-	w->c = c;
 	w->a = a;
 	w->fenced = fenced;
 	ev_now_update(c->o.loop); /* the loop time of this pass may be old */

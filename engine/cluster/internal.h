@@ -102,6 +102,9 @@ struct tsr_cluster {
 	struct state_req *queue, *queue_tail; /* lock */
 	struct attachment *attached;   /* lock (list links); see struct attachment */
 	struct detach_wait *detaching; /* main thread: detaches waiting for NBD clients (attach.c) */
+	struct close_wait *close_waits; /* main thread: detaches waiting for their copies'
+					 * close on their nodes (closewait.c) */
+	bool stopping_waits;           /* main thread: tsr_cluster_stop ends the waits above */
 	struct forward_later *forwards; /* main thread: forwards answered later (volume.c) */
 	struct attach_job *attaching;  /* main thread: attaches whose layout opens in a
 					* thread, until applied and answered (attach.c) */
@@ -302,6 +305,12 @@ int cluster_copy_delete_uuid(struct tsr_cluster *c, const Tessera__Cluster__Node
 /* The same, another node's call bounded by cluster_peer_call_ms. */
 int cluster_copy_delete_short(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			      const char *name, const char *uuid, char *msg, size_t msg_len);
+/* The local_copy VolumeResize with check_only at size (the copy's own:
+ * rec_copy_size) asking another node for its copy, which changes nothing
+ * (req, vr: the caller's, filled): the answer's Volume has its uuid and its
+ * open sessions (copy_sessions; closewait.c). */
+void cluster_copy_uuid_req(const char *name, uint64_t size, Tessera__Admin__Request *req,
+			   Tessera__Admin__VolumeResize *vr);
 /* One admin call to the node at address (blocking); 0 or -errno of the transport. */
 int cluster_call_node(struct tsr_cluster *c, const char *address, Tessera__Admin__Request *req,
 		      int timeout_ms, Tessera__Admin__Response **resp);
@@ -389,6 +398,25 @@ int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg,
 bool cluster_detach_pending(struct tsr_cluster *c, const char *name);
 /* Finish every waiting detach now, let their replies go (tsr_cluster_stop). */
 void cluster_detach_stop_waits(struct tsr_cluster *c);
+
+/* ---- closewait.c: a detach's reply held until its copies are closed -- */
+
+/* note: "" once every copy is closed, else which nodes' copies are still
+ * open and why (for the detach's reply and the log; the callback's copy). */
+typedef void (*close_wait_fn)(void *cb_arg, const char *note);
+/*
+ * Wait, on the loop, until the store copies of name on nodes (n node ids,
+ * the detached coordinator's copies; this node's looked at in its store) are
+ * closed there, at most the peer timeout.  Returns 0 and cb_fn fires exactly
+ * once, on the loop, never before this returns; or -errno and cb_fn never
+ * fires: -EINVAL (n is 0 or too large), -ENOMEM, the record's read's
+ * (-ENOENT: no vol/<name>).
+ */
+int cluster_close_wait_start(struct tsr_cluster *c, const char *name,
+			     const char (*nodes)[64], unsigned n, close_wait_fn cb_fn,
+			     void *cb_arg);
+/* tsr_cluster_stop: every wait ends now (its callback says so). */
+void cluster_close_wait_stop(struct tsr_cluster *c);
 void cluster_volume_status(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			   Tessera__Admin__Response *resp);
 /*

@@ -405,10 +405,8 @@ static int copy_delete_answer(const Tessera__Cluster__NodeRecord *node, const ch
 	return ret;
 }
 
-/* The local_copy VolumeResize with check_only asking another node for its
- * copy's uuid (copy_uuid_get says why; req, vr: the caller's, filled). */
-static void copy_uuid_req(const char *name, uint64_t size, Tessera__Admin__Request *req,
-			  Tessera__Admin__VolumeResize *vr)
+void cluster_copy_uuid_req(const char *name, uint64_t size, Tessera__Admin__Request *req,
+			   Tessera__Admin__VolumeResize *vr)
 {
 	vr->name = (char *)name;
 	vr->size = size;
@@ -418,7 +416,7 @@ static void copy_uuid_req(const char *name, uint64_t size, Tessera__Admin__Reque
 	req->volume_resize = vr;
 }
 
-/* The uuid in a node's answer to copy_uuid_req (empty when none). */
+/* The uuid in a node's answer to cluster_copy_uuid_req (empty when none). */
 static void copy_uuid_answer(const Tessera__Admin__Response *resp, char uuid[37])
 {
 	uuid[0] = '\0';
@@ -451,7 +449,7 @@ static int copy_uuid_get(struct tsr_cluster *c, const Tessera__Cluster__NodeReco
 			snprintf(uuid, 37, "%s", info.uuid);
 		return 0;
 	}
-	copy_uuid_req(name, size, &req, &vr);
+	cluster_copy_uuid_req(name, size, &req, &vr);
 	ret = cluster_call_node(c, node->address, &req, timeout_ms, &resp);
 	if (ret)
 		return ret;
@@ -2288,7 +2286,7 @@ static int replace_uuid(struct replace_list *rl, char *msg, size_t msg_len)
 						replace_old_timeout_ms(rl->c), rl->old_uuid) != 0;
 		return replace_finish(rl, msg, msg_len);
 	}
-	copy_uuid_req(rl->name, rec_copy_size(rl->rec), &req, &vr);
+	cluster_copy_uuid_req(rl->name, rec_copy_size(rl->rec), &req, &vr);
 	return replace_call(rl, on, &req, replace_old_timeout_ms(rl->c), false, msg, msg_len);
 }
 

@@ -492,6 +492,7 @@ static int check_size(const char *op, const char *name, uint64_t size)
 static void row_to_info(struct tsr_store *store, const struct vol_row *row,
 			struct tsr_vol_info *info)
 {
+	struct tsr_svol *svol;
 	char path[PATH_MAX];
 	struct stat st;
 	unsigned i;
@@ -501,6 +502,9 @@ static void row_to_info(struct tsr_store *store, const struct vol_row *row,
 	snprintf(info->uuid, sizeof(info->uuid), "%s", row->uuid);
 	info->size = row->size;
 	info->created = row->created;
+	svol = store_find_open_uuid(store, row->uuid);
+	if (svol)
+		info->sessions = (unsigned)(svol->opens + svol->ro_handles);
 	if (row->dev_offset >= 0) {
 		info->allocated = row->size; /* a device extent is fully provisioned */
 		return;

@@ -45,6 +45,9 @@ struct tsr_vol_info {
 	uint64_t size;       /* bytes, multiple of TSR_BLOCK_SIZE */
 	uint64_t allocated;  /* bytes actually allocated on disk */
 	int64_t created;     /* unix seconds */
+	/* its open handles when read: tsr_store_vol_open sessions (a peer
+	 * session, a local coordinator) and snapshot sessions; 0: closed */
+	unsigned sessions;
 };
 
 /*

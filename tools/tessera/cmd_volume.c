@@ -425,15 +425,23 @@ static int print_attached(const struct cli *cli, const Tessera__Admin__Response 
 	return 0;
 }
 
+/* A detach whose copies were not all closed on their nodes within the
+ * peer timeout answers with a message saying which (cluster/closewait.c):
+ * shown on stderr after the usual line (--json: "message"). */
 static int print_detached(const struct cli *cli, const Tessera__Admin__Response *resp,
 			  const void *arg)
 {
 	const Tessera__Admin__Volume *v = reply_volume(resp);
+	bool said = resp->message && resp->message[0];
 
 	if (cli->json)
 		return cli_print_json(v ? cli_volume_json(v) :
+				      said ? json_pack("{s:s, s:s}", "detached", (const char *)arg,
+						       "message", resp->message) :
 				      json_pack("{s:s}", "detached", (const char *)arg), false);
 	printf("detached volume '%s'\n", (const char *)arg);
+	if (said)
+		fprintf(stderr, "tessera: %s\n", resp->message);
 	return 0;
 }
 

@@ -1,0 +1,266 @@
+/*
+ * A detach's reply held until its copies are closed on their nodes.
+ *
+ * A detach is done on this node once its coordinator is gone: the layout's
+ * peer clients close their sockets (copyset.c client_drop), and each copy's
+ * node closes its copy a moment later, when its peer server has read the
+ * end of the stream and the session's last request ended (peer_server.c
+ * conn_free).  An operation right after the detach that needs a copy closed
+ * met it open: a rollback waited for it in the store (snap.c
+ * rollback_wait_closed), but `volume delete` left the copy behind (its
+ * node's store delete answered -EBUSY; cluster_volume_delete only warns).
+ * So the detach's admin reply now waits for every copy its coordinator had
+ * open to be closed: this node's copy looked at in the store, another
+ * node's asked with the local_copy VolumeResize with check_only at the
+ * copy's size (nothing changes; the answer's Volume.copy_sessions, from
+ * admin_ops.c build_volume), every CLOSE_POLL_MS, with admin_async_call:
+ * the loop serves other calls meanwhile.  The copies waited for are those
+ * the coordinator had a session with at the detach (attach.c
+ * detach_copy_nodes).  A copy that is gone (-ENOENT), or on a node whose
+ * tesserad is not running (-ECONNREFUSED: nothing there holds it), counts
+ * as closed; a node of an earlier build answers 0 sessions: no wait.
+ *
+ * Bound: the peer timeout (cluster_peer_call_ms) from the start.  A node
+ * that does not answer (stopped, cut off) or whose copy stays open (a
+ * session's close that hangs, attached again meanwhile) costs the detach
+ * that bound; the reply (a note on success: the detach itself is done) and
+ * the log then say which node's copy is still open and what it answered.
+ * Main thread only.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin/admin_internal.h"
+#include "cluster/internal.h"
+
+#define CLOSE_POLL_MS 10
+
+struct close_wait;
+
+/* One copy of the volume, on one node. */
+struct close_copy {
+	struct close_wait *w;
+	char node_id[64];
+	char address[256];        /* its admin address; "" for this node (the store) */
+	bool closed;              /* seen closed, or without a copy */
+	struct admin_async *call; /* a query in flight, else NULL */
+	char state[200];          /* while not closed: what we last know, for the note */
+};
+
+struct close_wait {
+	struct tsr_cluster *c;
+	char name[64];
+	uint64_t copy_size;       /* the query's size: the copy's own (rec_copy_size) */
+	int bound_ms;             /* cluster_peer_call_ms at the start */
+	double start, deadline;   /* ev_now at the start; after which the wait ends */
+	ev_timer poll;            /* every CLOSE_POLL_MS on c->o.loop */
+	bool ending;              /* close_end runs: late answers are ignored */
+	close_wait_fn cb_fn;
+	void *cb_arg;
+	unsigned n;
+	struct close_copy copies[TSR_LAYOUT_MAX_COPIES];
+	struct close_wait *next;  /* c->close_waits */
+};
+
+static bool all_closed(const struct close_wait *w)
+{
+	for (unsigned i = 0; i < w->n; i++)
+		if (!w->copies[i].closed)
+			return false;
+	return true;
+}
+
+/* End w: unlist it, cancel its queries, tell its caller (which copies are
+ * still open, "" none), free it. */
+static void close_end(struct close_wait *w, const char *why)
+{
+	struct tsr_cluster *c = w->c;
+	char note[1024] = "";
+	size_t len = 0;
+
+	w->ending = true;
+	ev_timer_stop(c->o.loop, &w->poll);
+	for (struct close_wait **pp = &c->close_waits; *pp; pp = &(*pp)->next)
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	for (unsigned i = 0; i < w->n; i++) {
+		struct close_copy *cc = &w->copies[i];
+		int n;
+
+		if (cc->call) {
+			snprintf(cc->state, sizeof(cc->state), "its node did not answer within "
+				 "%d ms: stopped or cut off?", w->bound_ms);
+			admin_async_cancel(cc->call); /* its callback runs now: ignored */
+		}
+		if (cc->closed)
+			continue;
+		n = snprintf(note + len, sizeof(note) - len, "%s%s (%s)", len ? ", " : "",
+			     cc->node_id, cc->state);
+		if (n > 0 && (size_t)n < sizeof(note) - len)
+			len += (size_t)n;
+	}
+	if (len) {
+		char msg[1400];
+
+		snprintf(msg, sizeof(msg), "volume '%s' is detached, but %s: its copy is still "
+			 "open on %s; a rollback or volume delete right now may find it busy (see "
+			 "that node's log; retry in a moment)", w->name, why, note);
+		tsr_warn("cluster: detach %s: %s", w->name, msg);
+		w->cb_fn(w->cb_arg, msg);
+	} else {
+		ev_now_update(c->o.loop);
+		tsr_info("cluster: detach %s: every copy is closed on its node (after %.0f ms)",
+			 w->name, (ev_now(c->o.loop) - w->start) * 1000);
+		w->cb_fn(w->cb_arg, "");
+	}
+	free(w);
+}
+
+/* admin_async_fn: a copy's node answered the query (or did not). */
+static void close_query_done(void *cb_arg, int status, Tessera__Admin__Response *resp)
+{
+	struct close_copy *cc = cb_arg;
+	struct close_wait *w = cc->w;
+
+	cc->call = NULL;
+	if (w->ending) {
+		if (resp)
+			tessera__admin__response__free_unpacked(resp, NULL);
+		return;
+	}
+	if (status == -ETIMEDOUT)
+		snprintf(cc->state, sizeof(cc->state), "its node did not answer within %d ms: "
+			 "stopped or cut off?", w->bound_ms);
+	else if (status == -ECONNREFUSED)
+		cc->closed = true; /* its tesserad is not running: nothing holds the copy */
+	else if (status)
+		snprintf(cc->state, sizeof(cc->state), "cannot ask it: %s", strerror(-status));
+	else if (resp->error == -ENOENT)
+		cc->closed = true;
+	else if (resp->error)
+		snprintf(cc->state, sizeof(cc->state), "it answered: %s", resp->message);
+	else if (resp->n_volumes != 1)
+		snprintf(cc->state, sizeof(cc->state), "its answer has no copy");
+	else if (resp->volumes[0]->copy_sessions == 0)
+		cc->closed = true;
+	else
+		snprintf(cc->state, sizeof(cc->state), "%u session(s) open there",
+			 resp->volumes[0]->copy_sessions);
+	if (resp)
+		tessera__admin__response__free_unpacked(resp, NULL);
+	if (all_closed(w))
+		close_end(w, "");
+}
+
+/* Look at cc once: this node's store now, another node's by a query. */
+static void close_look(struct close_copy *cc, int timeout_ms)
+{
+	struct close_wait *w = cc->w;
+	struct tsr_cluster *c = w->c;
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeResize vr = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
+	struct tsr_vol_info info;
+	int ret;
+
+	if (cc->address[0] == '\0') {
+		ret = tsr_store_vol_info(c->o.store, w->name, &info);
+		if (ret == -ENOENT || (ret == 0 && info.sessions == 0))
+			cc->closed = true;
+		else if (ret)
+			snprintf(cc->state, sizeof(cc->state), "its store: %s", strerror(-ret));
+		else
+			snprintf(cc->state, sizeof(cc->state), "%u session(s) open here",
+				 info.sessions);
+		return;
+	}
+	cluster_copy_uuid_req(w->name, w->copy_size, &req, &vr);
+	ret = admin_async_call(c->o.loop, cc->address, c->token, &req, timeout_ms,
+			       close_query_done, cc, &cc->call);
+	if (ret) {
+		cc->call = NULL;
+		snprintf(cc->state, sizeof(cc->state), "cannot ask it: %s", strerror(-ret));
+	}
+}
+
+static void close_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct close_wait *w = t->data;
+	double left = w->deadline - ev_now(loop);
+
+	(void)revents;
+	if (left <= 0) {
+		close_end(w, "the wait for its copies' close ended");
+		return;
+	}
+	for (unsigned i = 0; i < w->n; i++)
+		if (!w->copies[i].closed && w->copies[i].call == NULL)
+			close_look(&w->copies[i], (int)(left * 1000) + 1);
+	if (all_closed(w))
+		close_end(w, "");
+}
+
+int cluster_close_wait_start(struct tsr_cluster *c, const char *name,
+			     const char (*nodes)[64], unsigned n, close_wait_fn cb_fn,
+			     void *cb_arg)
+{
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	struct close_wait *w;
+	uint64_t rev;
+	int ret;
+
+	if (n == 0 || n > TSR_LAYOUT_MAX_COPIES)
+		return -EINVAL;
+	ret = rec_volume_get(c->meta, name, &rec, &rev);
+	if (ret)
+		return ret;
+	w = calloc(1, sizeof(*w));
+	if (w == NULL) {
+		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+		return -ENOMEM;
+	}
+	w->c = c;
+	snprintf(w->name, sizeof(w->name), "%s", name);
+	w->copy_size = rec_copy_size(rec);
+	tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	for (unsigned i = 0; i < n; i++) {
+		struct close_copy *cc = &w->copies[w->n];
+		Tessera__Cluster__NodeRecord *node = NULL;
+
+		cc->w = w;
+		snprintf(cc->node_id, sizeof(cc->node_id), "%s", nodes[i]);
+		snprintf(cc->state, sizeof(cc->state), "not looked at yet");
+		if (strcmp(nodes[i], c->node_id) != 0) {
+			if (rec_node_get(c->meta, nodes[i], &node) != 0)
+				continue; /* no longer in the cluster: nothing to ask */
+			snprintf(cc->address, sizeof(cc->address), "%s", node->address);
+			tessera__cluster__node_record__free_unpacked(node, NULL);
+		}
+		w->n++;
+	}
+	w->bound_ms = cluster_peer_call_ms(c);
+	w->cb_fn = cb_fn;
+	w->cb_arg = cb_arg;
+	ev_now_update(c->o.loop); /* the loop time of this pass may be old */
+	w->start = ev_now(c->o.loop);
+	w->deadline = w->start + w->bound_ms / 1000.0;
+	/* the first look after one poll: the coordinator's layout goes on its
+	 * home worker, the peer sessions' ends travel meanwhile */
+	ev_timer_init(&w->poll, close_poll_cb, CLOSE_POLL_MS / 1000.0, CLOSE_POLL_MS / 1000.0);
+	w->poll.data = w;
+	ev_timer_start(c->o.loop, &w->poll);
+	w->next = c->close_waits;
+	c->close_waits = w;
+	tsr_info("cluster: detach %s: waiting up to %d ms for its %u copies to be closed on "
+		 "their nodes (the reply comes then)", w->name, w->bound_ms, w->n);
+	return 0;
+}
+
+void cluster_close_wait_stop(struct tsr_cluster *c)
+{
+	while (c->close_waits)
+		close_end(c->close_waits, "tesserad is stopping");
+}

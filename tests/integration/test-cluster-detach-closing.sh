@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# `volume detach` answers once every copy its coordinator had open is closed
+# on its node (cluster/closewait.c), at most the peer timeout.  Before, it
+# answered when the coordinator was gone on its own node; each copy's node
+# closed its copy a moment later (its peer server reading the end of the
+# stream), so a rollback right after the detach met the copy open (the
+# store waited for it, up to 10 s) and `volume delete` left that node's copy
+# behind (its store delete answered -EBUSY; the cluster's delete only warns).
+#
+# 3 nodes, n3 started with TSR_TEST_PEER_CLOSE_HOLD_FILE=H (while H exists, a
+# closed session's copies stay open, H.held made); mirror v 8 MiB, 3
+# replicas: 0x11, s1, 0x22.
+# 1. H made, detach in the background; once n3 holds its copy open and n1
+#    says the detach waits for the copies' close, H goes: the detach answers
+#    (no note).  Then at once: the rollback to s1 (rc 0, and n3's store did
+#    not have to wait for its copy's close), and `volume delete` (rc 0, and
+#    no node keeps a copy of v).  Before the fix the detach answered with
+#    n3's copy open (H still there): the rollback failed after the store's
+#    10 s wait and n3 kept its copy past the delete.
+# 2. w attached on n1, n2 stopped (SIGSTOP): the detach answers within the
+#    peer timeout (2 s; `timeout 10` guards against a hang), saying that n2's
+#    copy is still open.  Before the fix: no such note.
+cd "$(dirname "$0")" || exit 2
+. ./functions.sh
+. ./cluster.sh
+require_cmd qemu-io
+make_tmpdir HOLD_DIR
+HOLD=$HOLD_DIR/hold
+cl_start 3
+on_exit "rm -f '$HOLD'"
+cl_stop 3
+TSR_TEST_PEER_CLOSE_HOLD_FILE=$HOLD cl_start_node 3
+cl_wait_nodes_alive 3
+ctsr volume create v --size 8M --replicas 3 >/dev/null || fail create
+ctsr volume attach v --node n1 >/dev/null || fail attach
+qemu-io -f raw -c "write -P 0x11 0 1M" "$(cl_nbd_uri 1 v)" >/dev/null || fail write
+ctsr snapshot create v s1 >/dev/null || fail snap
+qemu-io -f raw -c "write -P 0x22 0 1M" "$(cl_nbd_uri 1 v)" >/dev/null || fail write2
+
+touch "$HOLD"
+ctsr volume detach v >"$HOLD_DIR/d.out" 2>&1 & d=$!; track_pid $d
+for (( i=0; i<200; i++ )); do
+	if [ -e "$HOLD.held" ]; then
+		grepq "detach v: waiting up to" <"$(cl_dir 1)/tesserad.log" && break
+		kill -0 $d 2>/dev/null || break # answered with n3's copy open
+	fi
+	sleep 0.05
+done
+[ -e "$HOLD.held" ] || fail "n3's session close not held"
+if kill -0 $d 2>/dev/null; then
+	log "detach waits for n3's copy (held open): releasing it"
+	rm -f "$HOLD"
+fi
+reap $d || fail "detach: $(cat "$HOLD_DIR/d.out")"
+grepq "still open" <"$HOLD_DIR/d.out" && fail "detach noted a copy still open: $(cat "$HOLD_DIR/d.out")"
+errs=
+out=$(ctsr volume rollback v s1 2>&1) || errs+="rollback right after the detach: $out; "
+grepq "rollback: volume v: this copy is still open" <"$(cl_dir 3)/tesserad.log" &&
+	errs+="n3's rollback met its copy still open; "
+out=$(ctsr volume delete v 2>&1) || errs+="delete right after: $out; "
+for n in 1 2 3; do
+	cl_copy_size $n v >/dev/null && errs+="n$n kept its copy of v past the delete; "
+done
+rm -f "$HOLD"
+[ -z "$errs" ] || fail "$errs"
+log "detach answered once n3 closed its copy; rollback and delete right after it: ok"
+
+ctsr volume create w --size 4M --replicas 3 >/dev/null || fail "create w"
+ctsr volume attach w --node n1 >/dev/null || fail "attach w"
+kill -STOP "${CL_PID[2]}"
+on_exit "kill -CONT ${CL_PID[2]} 2>/dev/null"
+cl_timed "detach w with n2 stopped" 10 1 volume detach w
+kill -CONT "${CL_PID[2]}"
+[ "$CL_RC" = 0 ] || fail "detach with n2 stopped: rc $CL_RC: $CL_OUT"
+grepq "its copy is still open on n2 (its node did not answer" <<<"$CL_OUT" ||
+	fail "detach with n2 stopped does not say n2's copy may be open: $CL_OUT"
+log "detach with n2 stopped answered within the bound, naming n2: ok"
+cl_stop_all
+log ok
