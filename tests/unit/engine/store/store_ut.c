@@ -96,15 +96,23 @@ static void test_errors(void **state)
 static void test_handles_refcounted(void **state)
 {
 	struct store_env *e = *state;
+	struct tsr_vol_info info;
 	struct tsr_svol *a, *b;
 
 	assert_int_equal(tsr_store_vol_create(e->store, "v", 1 << 20, NULL), 0);
 	assert_int_equal(tsr_store_vol_open(e->store, "v", &a), 0);
 	assert_int_equal(tsr_store_vol_open(e->store, "v", &b), 0);
 	assert_ptr_equal(a, b);
+	/* the open sessions a detach waits for (cluster/closewait.c) */
+	assert_int_equal(tsr_store_vol_info(e->store, "v", &info), 0);
+	assert_int_equal(info.sessions, 2);
 	tsr_svol_put(a);
 	assert_int_equal(tsr_store_vol_delete(e->store, "v"), -EBUSY);
+	assert_int_equal(tsr_store_vol_info(e->store, "v", &info), 0);
+	assert_int_equal(info.sessions, 1);
 	tsr_svol_put(b);
+	assert_int_equal(tsr_store_vol_info(e->store, "v", &info), 0);
+	assert_int_equal(info.sessions, 0);
 	assert_int_equal(tsr_store_vol_delete(e->store, "v"), 0);
 }
 
