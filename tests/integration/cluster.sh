@@ -91,6 +91,30 @@ cl_start() {
 	cl_wait_nodes_alive "$n"
 }
 
+# cl_start_held N I ENV FILE: a fresh N-node cluster whose node I runs with
+# ENV=FILE (a test hold file: TSR_TEST_..._HOLD_FILE; FILE removed at exit).
+cl_start_held() {
+	local n=$1 i=$2
+	cl_start "$n"
+	on_exit "rm -f '$4'"
+	cl_stop "$i"
+	export "$3=$4" # node I's environment only
+	cl_start_node "$i"
+	unset "$3"
+	cl_wait_nodes_alive "$n"
+}
+
+# cl_mirror_s1 VOL: VOL 8 MiB, 3 replicas, attached on n1: 0x11 over all of
+# it, snapshot s1, then 0x22 over its first MiB (attached on n1 still).
+cl_mirror_s1() {
+	ctsr volume create "$1" --size 8M --replicas 3 >/dev/null || fail "create $1"
+	ctsr volume attach "$1" --node n1 >/dev/null || fail "attach $1"
+	qemu-io -f raw -c "write -P 0x11 0 8M" "$(cl_nbd_uri 1 "$1")" >/dev/null || fail "write $1"
+	ctsr snapshot create "$1" s1 >/dev/null || fail "snapshot $1 s1"
+	qemu-io -f raw -c "write -P 0x22 0 1M" "$(cl_nbd_uri 1 "$1")" >/dev/null ||
+		fail "write $1 after s1"
+}
+
 # ctsr ARGS...: the CLI against the cluster (through node 1).
 ctsr() { ctsr_via 1 "$@"; }
 # ctsr_via I ARGS...: the CLI through node I (from inside its namespace).

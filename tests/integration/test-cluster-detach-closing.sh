@@ -9,7 +9,7 @@
 #
 # 3 nodes, n3 started with TSR_TEST_PEER_CLOSE_HOLD_FILE=H (while H exists, a
 # closed session's copies stay open, H.held made); mirror v 8 MiB, 3
-# replicas: 0x11, s1, 0x22.
+# replicas: 0x11, s1, 0x22 (cl_mirror_s1).
 # 1. H made, detach in the background; once n3 holds its copy open and n1
 #    says the detach waits for the copies' close, H goes: the detach answers
 #    (no note).  Then at once: the rollback to s1 (rc 0, and n3's store did
@@ -26,16 +26,8 @@ cd "$(dirname "$0")" || exit 2
 require_cmd qemu-io
 make_tmpdir HOLD_DIR
 HOLD=$HOLD_DIR/hold
-cl_start 3
-on_exit "rm -f '$HOLD'"
-cl_stop 3
-TSR_TEST_PEER_CLOSE_HOLD_FILE=$HOLD cl_start_node 3
-cl_wait_nodes_alive 3
-ctsr volume create v --size 8M --replicas 3 >/dev/null || fail create
-ctsr volume attach v --node n1 >/dev/null || fail attach
-qemu-io -f raw -c "write -P 0x11 0 1M" "$(cl_nbd_uri 1 v)" >/dev/null || fail write
-ctsr snapshot create v s1 >/dev/null || fail snap
-qemu-io -f raw -c "write -P 0x22 0 1M" "$(cl_nbd_uri 1 v)" >/dev/null || fail write2
+cl_start_held 3 3 TSR_TEST_PEER_CLOSE_HOLD_FILE "$HOLD"
+cl_mirror_s1 v
 
 touch "$HOLD"
 ctsr volume detach v >"$HOLD_DIR/d.out" 2>&1 & d=$!; track_pid $d

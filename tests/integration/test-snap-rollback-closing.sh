@@ -27,16 +27,8 @@ cd "$(dirname "$0")" || exit 2
 require_cmd qemu-io nbdcopy
 make_tmpdir HOLD_DIR
 HOLD=$HOLD_DIR/hold
-cl_start 3
-on_exit "rm -f '$HOLD'"
-cl_stop 3
-TSR_TEST_PEER_CLOSE_HOLD_FILE=$HOLD cl_start_node 3
-cl_wait_nodes_alive 3
-ctsr volume create v --size 8M --replicas 3 >/dev/null || fail create
-ctsr volume attach v --node n1 >/dev/null || fail attach
-qemu-io -f raw -c "write -P 0x11 0 8M" "$(cl_nbd_uri 1 v)" >/dev/null || fail write
-ctsr snapshot create v s1 >/dev/null || fail snap
-qemu-io -f raw -c "write -P 0x22 0 1M" "$(cl_nbd_uri 1 v)" >/dev/null || fail write2
+cl_start_held 3 3 TSR_TEST_PEER_CLOSE_HOLD_FILE "$HOLD"
+cl_mirror_s1 v
 head -c 8M /dev/zero | tr '\0' '\021' >"$HOLD_DIR/s1.img" # 0x11
 
 touch "$HOLD"

@@ -30,11 +30,7 @@ require_tessera "$ADMIN_LOCAL_COPY"
 require_cmd qemu-io timeout nbdcopy
 make_tmpdir HOLD_DIR
 HOLD=$HOLD_DIR/hold
-cl_start 3
-on_exit "rm -f '$HOLD'"
-cl_stop 2
-TSR_TEST_ROLLBACK_LOCAL_HOLD_FILE=$HOLD cl_start_node 2
-cl_wait_nodes_alive 3
+cl_start_held 3 2 TSR_TEST_ROLLBACK_LOCAL_HOLD_FILE "$HOLD"
 ctsr volume create v --size 8M --replicas 3 >/dev/null || fail create
 for p in 11 22 33; do
 	ctsr volume attach v --node n1 >/dev/null || fail attach
