@@ -180,10 +180,12 @@ static void close_look(struct close_copy *cc, int timeout_ms)
 	cluster_copy_uuid_req(w->name, w->copy_size, &req, &vr);
 	ret = admin_async_call(c->o.loop, cc->address, c->token, &req, timeout_ms,
 			       close_query_done, cc, &cc->call);
-	if (ret) {
-		cc->call = NULL;
+	if (ret == -ECONNREFUSED) /* refused at once (loopback): as close_query_done */
+		cc->closed = true;
+	else if (ret)
 		snprintf(cc->state, sizeof(cc->state), "cannot ask it: %s", strerror(-ret));
-	}
+	if (ret)
+		cc->call = NULL;
 }
 
 static void close_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
