@@ -1268,9 +1268,92 @@ bool admin_is_replication(Tessera__Admin__Request__CommandCase cmd)
 	}
 }
 
+/*
+ * Test hook (test-cluster-delete-late): while the file named by
+ * $TSR_TEST_COPY_DELETE_DEFER_FILE exists, a local_copy VolumeDelete is
+ * answered at once -ETIMEDOUT, which is what its sender sees when this node
+ * is slow, and is run later, once the file is gone, as a delete that stayed
+ * queued here would be: through admin_handle, its result logged.  Polled
+ * every 50 ms, for 60 s at most.
+ */
+struct deferred_delete {
+	ev_timer poll;
+	struct tsr_admin_server *srv;
+	const char *file;
+	int polls;
+	char *name, *uuid;
+};
+
+static void deferred_delete_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct deferred_delete *d = w->data;
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeDelete vd = TESSERA__ADMIN__VOLUME_DELETE__INIT;
+	Tessera__Admin__Response resp = TESSERA__ADMIN__RESPONSE__INIT;
+
+	(void)revents;
+	if (access(d->file, F_OK) == 0 && ++d->polls < 1200)
+		return;
+	ev_timer_stop(loop, w);
+	if (d->polls >= 1200) {
+		tsr_info("admin: test hook (%s): the deferred delete of the copy of '%s' dropped "
+			 "(the file stayed 60 s)", d->file, d->name);
+		goto out;
+	}
+	vd.name = d->name;
+	vd.local_copy = true;
+	vd.uuid = d->uuid;
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE;
+	req.volume_delete = &vd;
+	admin_handle(d->srv, &req, &resp);
+	tsr_info("admin: test hook (%s): the deferred delete of the copy of '%s' (%s%s) ran: %s",
+		 d->file, d->name, d->uuid[0] ? "uuid " : "by name", d->uuid,
+		 resp.error ? resp.message : "deleted");
+	admin_response_free_built(&resp);
+out:
+	free(d->name);
+	free(d->uuid);
+	free(d);
+}
+
+/* The test hook above: true when d was deferred (resp answered). */
+static bool delete_test_defer(struct tsr_admin_server *srv, const Tessera__Admin__VolumeDelete *d,
+			      Tessera__Admin__Response *resp)
+{
+	const char *f = getenv("TSR_TEST_COPY_DELETE_DEFER_FILE");
+	struct deferred_delete *dd;
+
+	if (!d->local_copy || f == NULL || f[0] == '\0' || access(f, F_OK) != 0)
+		return false;
+	dd = calloc(1, sizeof(*dd));
+	if (dd == NULL)
+		return false;
+	dd->srv = srv;
+	dd->file = f;
+	dd->name = strdup(d->name);
+	dd->uuid = strdup(d->uuid ? d->uuid : "");
+	if (dd->name == NULL || dd->uuid == NULL) {
+		free(dd->name);
+		free(dd->uuid);
+		free(dd);
+		return false;
+	}
+	ev_timer_init(&dd->poll, deferred_delete_cb, 0.05, 0.05);
+	dd->poll.data = dd;
+	ev_timer_start(srv->loop, &dd->poll);
+	tsr_info("admin: test hook (%s): the delete of the copy of '%s' (%s%s) is deferred until "
+		 "the file is gone", f, dd->name, dd->uuid[0] ? "uuid " : "by name", dd->uuid);
+	admin_fail(resp, -ETIMEDOUT, "test hook: the delete of the copy of '%s' is deferred",
+		   d->name);
+	return true;
+}
+
 void admin_handle(struct tsr_admin_server *srv, const Tessera__Admin__Request *req,
 		  Tessera__Admin__Response *resp)
 {
+	if (req->command_case == TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE &&
+	    delete_test_defer(srv, req->volume_delete, resp))
+		return;
 	/* cluster mode: the control plane answers what is not this node's own business */
 	if (srv->cluster.handle && srv->cluster.handle(srv->cluster.arg, req, resp))
 		return;

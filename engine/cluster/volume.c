@@ -852,6 +852,8 @@ void cluster_volume_create(struct tsr_cluster *c, const Tessera__Admin__VolumeCr
 	}
 	for (unsigned i = 0; i < replicas; i++)
 		node_ids[i] = pn[chosen[i]].id;
+	/* tests: a create held between its copies and its record (test-cluster-delete-late) */
+	tsr_test_hold_file("TSR_TEST_CREATE_HOLD_FILE", true);
 	cluster_fresh_record(&fresh, r->name, r->size, replicas, min_replicas, fd, k, m, unit,
 			     r->region_size, node_ids);
 	snprintf(key, sizeof(key), "vol/%s", r->name);
