@@ -575,6 +575,11 @@ static int check_request(const Tessera__Admin__Request *req, const char **why)
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE:
 		if (req->volume_resize == NULL)
 			break;
+		/* size 0 with local_copy and check_only: a cluster asking for the
+		 * copy's uuid, whatever its size (admin_ops.c op_volume_resize) */
+		if (req->volume_resize->local_copy && req->volume_resize->check_only &&
+		    req->volume_resize->size == 0)
+			return check_name(req->volume_resize->name, why);
 		return check_name(req->volume_resize->name, why) ?:
 		       check_size(req->volume_resize->size, why);
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE:

@@ -1017,6 +1017,12 @@ static void op_volume_resize(struct tsr_admin_server *srv, const Tessera__Admin_
 	int ret;
 
 	ret = tsr_store_vol_info(srv->store, r->name, &info);
+	if (ret == 0 && r->check_only && r->size == 0) {
+		/* a cluster asking for this copy's uuid, whatever its size (a
+		 * claim's release: cluster replication.c claim_leftovers_delete) */
+		reply_volume(srv, r->name, resp);
+		return;
+	}
 	if (ret == 0 && r->size < info.size) {
 		admin_fail(resp, -EINVAL, "volume '%s' can only grow: it is %s, asked for %s",
 			   r->name, tsr_format_size(info.size, old_sz, sizeof(old_sz)),

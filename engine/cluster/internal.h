@@ -298,17 +298,24 @@ int cluster_copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecor
 			const char *name, uint64_t size, char *msg, size_t msg_len);
 int cluster_copy_delete(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			const char *name, char *msg, size_t msg_len);
-/* The same, only if node's copy of name has uuid (NULL or "": any): another
- * copy there is left alone, -ESTALE (node older than ctl3: any, as before). */
+/* The uuid of node's store copy of name (size: its record's size, 0 any),
+ * asked within the peer timeout (volume.c copy_uuid_ask): 0 with uuid (""
+ * when the node named none), -ENOENT (no copy there), or the call's -errno. */
+int cluster_copy_uuid(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+		      const char *name, uint64_t size, char uuid[37]);
+/* cluster_copy_delete, only if node's copy of name has uuid (NULL or "": any):
+ * another copy there is left alone, -ESTALE (node older than ctl3: any, as
+ * before). */
 int cluster_copy_delete_uuid(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			     const char *name, const char *uuid, char *msg, size_t msg_len);
 /* The same, another node's call bounded by cluster_peer_call_ms. */
 int cluster_copy_delete_short(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			      const char *name, const char *uuid, char *msg, size_t msg_len);
 /* The local_copy VolumeResize with check_only at size (the copy's own:
- * rec_copy_size) asking another node for its copy, which changes nothing
- * (req, vr: the caller's, filled): the answer's Volume has its uuid and its
- * open sessions (copy_sessions; closewait.c). */
+ * rec_copy_size; 0: the copy whatever its size, nodes of session 20 on)
+ * asking another node for its copy, which changes nothing (req, vr: the
+ * caller's, filled): the answer's Volume has its uuid and its open
+ * sessions (copy_sessions; closewait.c). */
 void cluster_copy_uuid_req(const char *name, uint64_t size, Tessera__Admin__Request *req,
 			   Tessera__Admin__VolumeResize *vr);
 /* One admin call to the node at address (blocking); 0 or -errno of the transport. */

@@ -416,25 +416,32 @@ void cluster_copy_uuid_req(const char *name, uint64_t size, Tessera__Admin__Requ
 	req->volume_resize = vr;
 }
 
-/* The uuid in a node's answer to cluster_copy_uuid_req (empty when none). */
-static void copy_uuid_answer(const Tessera__Admin__Response *resp, char uuid[37])
+/* The uuid in a node's answer to cluster_copy_uuid_req (empty when none): 0,
+ * or -ENOENT when the node says it holds no copy of that name. */
+static int copy_uuid_answer(const Tessera__Admin__Response *resp, char uuid[37])
 {
 	uuid[0] = '\0';
+	if (resp->error == -ENOENT)
+		return -ENOENT;
 	if (resp->error == 0 && resp->n_volumes == 1 && resp->volumes[0]->uuid &&
 	    strlen(resp->volumes[0]->uuid) < 37)
 		snprintf(uuid, 37, "%s", resp->volumes[0]->uuid);
+	return 0;
 }
 
 /*
- * The uuid of node's store copy of name, whose record gives it size bytes
- * (uuid[0] = '\0' when unknown: no answer, no copy, a copy larger than size).
- * 0, or the transport's -errno (no answer within timeout_ms).
+ * The uuid of node's store copy of name, whose record gives it size bytes,
+ * or of whatever size with size 0 (a node older than session 20 answers a
+ * size 0 -EINVAL: no uuid).  0 with uuid (empty when the node named none:
+ * a copy larger than size, a node too old), -ENOENT (no copy of that name
+ * there), or the transport's -errno (no answer within timeout_ms).
  * No request asks a node for its copy alone: the local_copy VolumeResize
- * with check_only at the copy's own size changes nothing and answers with
- * the copy (admin_ops.c op_volume_resize: reply_volume); a node older than
- * check_only (session 13) grows a smaller copy to size, its record's size.
+ * with check_only at the copy's own size (or 0) changes nothing and answers
+ * with the copy (admin_ops.c op_volume_resize: reply_volume); a node older
+ * than check_only (session 13) grows a smaller copy to size, its record's
+ * size.
  */
-static int copy_uuid_get(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+static int copy_uuid_ask(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			 const char *name, uint64_t size, int timeout_ms, char uuid[37])
 {
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
@@ -445,17 +452,33 @@ static int copy_uuid_get(struct tsr_cluster *c, const Tessera__Cluster__NodeReco
 
 	uuid[0] = '\0';
 	if (strcmp(node->id, c->node_id) == 0) {
-		if (tsr_store_vol_info(c->o.store, name, &info) == 0)
+		ret = tsr_store_vol_info(c->o.store, name, &info);
+		if (ret == 0)
 			snprintf(uuid, 37, "%s", info.uuid);
-		return 0;
+		return ret == -ENOENT ? -ENOENT : 0;
 	}
 	cluster_copy_uuid_req(name, size, &req, &vr);
 	ret = cluster_call_node(c, node->address, &req, timeout_ms, &resp);
 	if (ret)
 		return ret;
-	copy_uuid_answer(resp, uuid);
+	ret = copy_uuid_answer(resp, uuid);
 	tessera__admin__response__free_unpacked(resp, NULL);
-	return 0;
+	return ret;
+}
+
+int cluster_copy_uuid(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+		      const char *name, uint64_t size, char uuid[37])
+{
+	return copy_uuid_ask(c, node, name, size, cluster_peer_call_ms(c), uuid);
+}
+
+/* copy_uuid_ask, with "no copy" as 0 and no uuid (the replace's reading). */
+static int copy_uuid_get(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
+			 const char *name, uint64_t size, int timeout_ms, char uuid[37])
+{
+	int ret = copy_uuid_ask(c, node, name, size, timeout_ms, uuid);
+
+	return ret == -ENOENT ? 0 : ret;
 }
 
 /*
@@ -897,9 +920,62 @@ out:
 
 /* ---- delete, resize --------------------------------------------------- */
 
+/* What a volume delete learnt of one listed copy before the record's delete
+ * (copies_uuid_ask). */
+struct copy_asked {
+	int status;    /* copy_uuid_ask's: 0, -ENOENT (no copy), else no answer */
+	char uuid[37]; /* with status 0: the copy's ("": the node named none) */
+};
+
+/*
+ * Each copy rec lists asked for its uuid (asked[i], bounded by the peer
+ * timeout each) while vol/<name> still lists it: the delete after the
+ * record's (copy_delete_asked) then removes that copy only.  A delete by
+ * name that reached its node late (the sender timed out, the node ran it
+ * later) removed whatever copy had that name by then: the copy of a new
+ * volume of the name made there after the record's delete and before its
+ * own record (session-19 revE M1, test-cluster-delete-late).
+ */
+static void copies_uuid_ask(struct tsr_cluster *c, struct cluster_view *v,
+			    const Tessera__Cluster__VolumeRecord *rec, struct copy_asked *asked)
+{
+	for (size_t i = 0; i < rec->n_copies; i++) {
+		const Tessera__Cluster__NodeRecord *node = view_node(v, rec->copies[i]->node_id);
+
+		asked[i].status = node ? cluster_copy_uuid(c, node, rec->name, rec_copy_size(rec),
+							   asked[i].uuid) : -EHOSTDOWN;
+	}
+}
+
+/* The copy on node_id of the deleted volume name deleted as asked says: by
+ * its uuid, by name when its node named none (a node of an earlier build),
+ * not at all when there was none or no answer (the leftover sweep there
+ * removes it); what is left behind is logged. */
+static void copy_delete_asked(struct tsr_cluster *c, struct cluster_view *v, const char *name,
+			      const char *node_id, const struct copy_asked *asked)
+{
+	const Tessera__Cluster__NodeRecord *node = view_node(v, node_id);
+	char msg[512];
+
+	if (asked->status == -ENOENT)
+		return;
+	if (node == NULL)
+		snprintf(msg, sizeof(msg), "unknown node");
+	else if (asked->status)
+		snprintf(msg, sizeof(msg), "no answer from %s when asked for its copy's uuid: %s; "
+			 "not deleted by name, which could reach it late and remove a copy of "
+			 "a new '%s' (its leftover sweep removes it)", node_id,
+			 strerror(-asked->status), name);
+	else if (cluster_copy_delete_uuid(c, node, name, asked->uuid, msg, sizeof(msg)) == 0)
+		return;
+	tsr_warn("cluster: volume %s deleted, but its copy on %s was left behind (%s): delete "
+		 "it on that node once it is back", name, node_id, msg);
+}
+
 void cluster_volume_delete(struct tsr_cluster *c, const char *name,
 			   Tessera__Admin__Response *resp)
 {
+	struct copy_asked *asked = NULL;
 	Tessera__Cluster__VolumeRecord *rec = NULL;
 	struct cluster_view v;
 	const char *attached;
@@ -928,7 +1004,14 @@ void cluster_volume_delete(struct tsr_cluster *c, const char *name,
 		admin_fail(resp, ret, "cannot read volume '%s': %s", name, strerror(-ret));
 		goto out;
 	}
-	/* the record first: from here the copies are garbage, whatever happens to them */
+	asked = calloc(rec->n_copies ? rec->n_copies : 1, sizeof(*asked));
+	if (asked == NULL) {
+		admin_fail(resp, -ENOMEM, "cannot delete volume '%s': out of memory", name);
+		goto out;
+	}
+	copies_uuid_ask(c, &v, rec, asked);
+	/* the record first (at the revision whose copies were asked): from here
+	 * the copies are garbage, whatever happens to them */
 	snprintf(key, sizeof(key), "vol/%s", name);
 	ret = tsr_meta_delete(c->meta, key, rev);
 	if (ret) {
@@ -936,17 +1019,11 @@ void cluster_volume_delete(struct tsr_cluster *c, const char *name,
 			   ret == -ECANCELED ? " (it changed meanwhile: retry)" : "");
 		goto out;
 	}
-	for (size_t i = 0; i < rec->n_copies; i++) {
-		const Tessera__Cluster__NodeRecord *node = view_node(&v, rec->copies[i]->node_id);
-		char msg[512];
-
-		if (node == NULL || cluster_copy_delete(c, node, name, msg, sizeof(msg)))
-			tsr_warn("cluster: volume %s deleted, but its copy on %s was left behind "
-				 "(%s): delete it on that node once it is back", name,
-				 rec->copies[i]->node_id, node ? msg : "unknown node");
-	}
+	for (size_t i = 0; i < rec->n_copies; i++)
+		copy_delete_asked(c, &v, name, rec->copies[i]->node_id, &asked[i]);
 	tsr_info("cluster: volume %s deleted", name);
 out:
+	free(asked);
 	if (rec)
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
 	view_free(&v);

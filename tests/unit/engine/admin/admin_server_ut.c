@@ -243,6 +243,84 @@ static void test_delete_in_use(void **state)
 	tsr_admin_close(c);
 }
 
+/* A local_copy VolumeDelete of name naming uuid (a cluster's delete of one copy). */
+static Tessera__Admin__Response *copy_delete(struct tsr_admin_client *c, const char *name,
+					     const char *uuid)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeDelete del = TESSERA__ADMIN__VOLUME_DELETE__INIT;
+
+	del.name = (char *)name;
+	del.local_copy = true;
+	del.uuid = (char *)uuid;
+	req.command_case = DELETE;
+	req.volume_delete = &del;
+	return call(c, &req);
+}
+
+/* The local_copy VolumeResize, check_only, size 0: a cluster asking for the
+ * copy's uuid whatever its size. */
+static Tessera__Admin__Response *copy_uuid(struct tsr_admin_client *c, const char *name)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeResize vr = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
+
+	vr.name = (char *)name;
+	vr.local_copy = true;
+	vr.check_only = true;
+	req.command_case = RESIZE;
+	req.volume_resize = &vr;
+	return call(c, &req);
+}
+
+/*
+ * A cluster's delete of one copy by its uuid (session-19 revE M1): a delete
+ * naming another uuid than the copy's (a late delete of an older copy of the
+ * name) is refused -ESTALE and the copy stays; naming its own, it goes.  The
+ * uuid is asked for with a size-0 check_only resize, which changes nothing.
+ */
+static void test_delete_copy_by_uuid(void **state)
+{
+	struct fixture *f = *state;
+	struct tsr_admin_client *c = connect_unix(f);
+	Tessera__Admin__Response *r;
+	char uuid[37], msg[256];
+
+	r = create(c, "cp", 1 << 20);
+	assert_int_equal(r->error, 0);
+	tessera__admin__response__free_unpacked(r, NULL);
+	r = copy_uuid(c, "cp");
+	assert_int_equal(r->error, 0);
+	assert_int_equal(r->n_volumes, 1);
+	assert_int_equal(r->volumes[0]->size, 1 << 20);
+	assert_int_equal(strlen(r->volumes[0]->uuid), 36);
+	snprintf(uuid, sizeof(uuid), "%s", r->volumes[0]->uuid);
+	tessera__admin__response__free_unpacked(r, NULL);
+
+	r = copy_delete(c, "cp", "00000000-0000-0000-0000-000000000000");
+	assert_int_equal(r->error, -ESTALE);
+	snprintf(msg, sizeof(msg), "the store copy of 'cp' here is another one (uuid %s, not "
+		 "00000000-0000-0000-0000-000000000000): left alone", uuid);
+	assert_string_equal(r->message, msg);
+	tessera__admin__response__free_unpacked(r, NULL);
+	r = simple(c, SHOW, "cp", 0);
+	assert_int_equal(r->error, 0);
+	assert_string_equal(r->volumes[0]->uuid, uuid);
+	tessera__admin__response__free_unpacked(r, NULL);
+
+	r = copy_delete(c, "cp", uuid);
+	assert_int_equal(r->error, 0);
+	tessera__admin__response__free_unpacked(r, NULL);
+	r = copy_uuid(c, "cp");
+	assert_int_equal(r->error, -ENOENT);
+	tessera__admin__response__free_unpacked(r, NULL);
+	/* size 0 stays refused outside that query */
+	r = simple(c, RESIZE, "cp", 0);
+	assert_int_equal(r->error, -EINVAL);
+	tessera__admin__response__free_unpacked(r, NULL);
+	tsr_admin_close(c);
+}
+
 static Tessera__Admin__Response *snap_call(struct tsr_admin_client *c,
 					   Tessera__Admin__Request__CommandCase cmd,
 					   const char *volume, const char *name)
@@ -1092,6 +1170,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_volume_lifecycle, setup, admin_fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_delete_in_use, setup, admin_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_delete_copy_by_uuid, setup, admin_fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshots, setup, admin_fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_create_later, setup, admin_fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_delete_clone_later, setup, admin_fixture_teardown),

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# A volume delete's late delete of a copy removes that copy only (its uuid,
+# asked while vol/<name> still listed it), not the copy of a new volume of the
+# same name made on that node since (session-19 revE, finding M1).
+# 3 nodes (--leftover-grace 2); v (3 replicas) deleted through n1 while n2
+# and n3 defer the local_copy deletes they receive (test hook
+# TSR_TEST_COPY_DELETE_DEFER_FILE: answered "timed out" at once, run when
+# the file is gone: a delete that stayed queued on a slow node); their old
+# copies are then removed by the leftover sweep.  v is created again through
+# n3, held between its copies and its record (TSR_TEST_CREATE_HOLD_FILE): no
+# record lists the new copies, so only a uuid tells them from the old ones.
+# The deferred deletes run then.  Before: they deleted by name, the new
+# copies on n2 and n3 were gone, and the record listed copies that did not
+# exist; now they name the old copies' uuids and are refused (ESTALE).
+#   the new v written and read back; n2's copy is the new one; every copy
+#   identical.
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/cluster.sh"
+
+require_tessera
+require_cmd nbdcopy
+
+make_tmpdir T
+DEFER=$T/defer HOLD=$T/hold
+export TSR_TEST_COPY_DELETE_DEFER_FILE=$DEFER TSR_TEST_CREATE_HOLD_FILE=$HOLD
+cl_start 3 --leftover-grace 2
+unset TSR_TEST_COPY_DELETE_DEFER_FILE TSR_TEST_CREATE_HOLD_FILE
+SIZE=$((4 << 20))
+IMG=$CL_ROOT/img
+cl_pattern "$IMG" "$SIZE" 61
+
+ctsr volume create v --size 4M --replicas 3 >/dev/null || fail "volume create v"
+old=$(cl_copy_file 2 v) || fail "n2 holds no copy of v"
+
+# ---- the delete: n2's and n3's copy deletes deferred (late)
+touch "$DEFER"
+out=$(ctsr volume delete v 2>&1) || fail "volume delete v: $out"
+wait_log 2 "test hook .*: the delete of the copy of 'v' .* is deferred" 10
+wait_log 3 "test hook .*: the delete of the copy of 'v' .* is deferred" 10
+log "n2's deferred delete: $(grep -o "the delete of the copy of 'v' ([^)]*)" \
+	"$(cl_dir 2)/tesserad.log" | tail -1)"
+cl_wait_no_copy 2 v "n2's old copy of v was not swept in 10 s"
+cl_wait_no_copy 3 v "n3's old copy of v was not swept in 10 s"
+
+# ---- v again, through n3, held between its copies and its record
+touch "$HOLD"
+( ctsr_via 3 volume create v --size 4M --replicas 3 >"$CL_ROOT/create.out" 2>&1
+  echo $? >"$CL_ROOT/create.rc" ) &
+CP=$!
+for (( i=0; i<100; i++ )); do
+	[ -e "$HOLD.held" ] && break
+	sleep 0.1
+done
+[ -e "$HOLD.held" ] || fail "the create of v was not held: $(cat "$CL_ROOT/create.out")"
+new=$(cl_copy_file 2 v) || fail "n2 holds no new copy of v while the create is held"
+[ "$new" != "$old" ] || fail "n2's copy of v is still the old one ($old)"
+
+# ---- the late deletes run now (n3's once its create goes on: its loop is held)
+rm -f "$DEFER"
+wait_log 2 "test hook .*: the deferred delete of the copy of 'v' .* ran" 10
+log "n2: $(grep -o "the deferred delete of the copy of 'v' .* ran: .*" \
+	"$(cl_dir 2)/tesserad.log" | tail -1)"
+[ "$(cl_copy_file 2 v 2>/dev/null)" = "$new" ] ||
+	fail "the late delete removed the new copy of v on n2 ($new)"
+rm -f "$HOLD"
+wait $CP
+[ "$(cat "$CL_ROOT/create.rc")" = 0 ] || fail "volume create v again: $(cat "$CL_ROOT/create.out")"
+
+# ---- the new v holds its data on every copy
+ctsr volume attach v --node n1 >/dev/null || fail "volume attach v"
+nbdcopy "$IMG" "$(cl_nbd_uri 1 v)" || fail "nbdcopy into v"
+cl_assert_image 1 v "$IMG" "the new v"
+ctsr volume detach v >/dev/null || fail "volume detach v"
+cl_assert_copies_identical v 1 2 3
+cl_stop_all
