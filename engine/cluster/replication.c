@@ -1207,6 +1207,34 @@ static void claim_leftovers_delete(struct tsr_cluster *c, const char *name, char
  * (at the revision read) and resp says so instead (error 0): how an
  * operator releases a name a create that did not finish left claimed.
  */
+/*
+ * Test hook (test-cluster-claim-late): when the file $TSR_TEST_CLAIM_FILE
+ * exists and its first line is name, target/<name> is written claiming name
+ * for DR stream 00000000000000d1 (what a create of a DR target that did not
+ * finish leaves), and the file removed: the volume delete of name that got
+ * here then releases that claim, in a cluster with no site.
+ */
+static void claim_test_write(struct tsr_cluster *c, const char *name)
+{
+	const char *f = getenv("TSR_TEST_CLAIM_FILE");
+	char line[80] = "", key[80];
+	FILE *fp;
+	int ret;
+
+	if (f == NULL || f[0] == '\0' || (fp = fopen(f, "r")) == NULL)
+		return;
+	if (fgets(line, sizeof(line), fp) == NULL)
+		line[0] = '\0';
+	fclose(fp);
+	line[strcspn(line, "\n")] = '\0';
+	if (strcmp(line, name) != 0 || unlink(f) != 0)
+		return;
+	snprintf(key, sizeof(key), "target/%s", name);
+	ret = tsr_meta_cas(c->meta, key, TSR_META_ANY_REV, "00000000000000d1", 16, 0, NULL);
+	tsr_info("cluster: test hook (%s): %s written claiming '%s' for DR stream "
+		 "00000000000000d1: %s", f, key, name, ret ? strerror(-ret) : "ok");
+}
+
 void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin__Response *resp)
 {
 	struct tsr_meta_kv kv = { 0 };
@@ -1215,6 +1243,8 @@ void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin_
 	bool running;
 	int ret;
 
+	if (resp->error == -ENOENT)
+		claim_test_write(c, name);
 	if (resp->error != -ENOENT || target_claim_get(c, name, &stream, &rev, NULL) || stream == 0)
 		return;
 	snprintf(key, sizeof(key), "tcreate/%s", name);
