@@ -1142,13 +1142,21 @@ static void claim_unlock(struct tsr_cluster *c, const char *name, uint64_t rev)
  * The store copies of name a create of its claim left (a create that did
  * not finish: no record lists them; their node's leftover sweep removes them
  * only after --leftover-grace, 900 s by default, and until then every create
- * of the name placed there fails "exists"), deleted by name on every live
- * node.  Called by repl_claim_release holding tcreate/<name> (no create of
- * name runs or begins: creates take it first) with target/<name> still
- * claiming the name (an operator's create of it is refused, repl_name_claimed),
- * after vol/<name> is read absent once more: a store copy of that name is
- * then such a leftover, whoever made it.  Each call is bounded by the peer
- * timeout.  left gets what stays ("; ..." naming the nodes), or "".
+ * of the name placed there fails "exists"), deleted on every live node.
+ * Called by repl_claim_release holding tcreate/<name> (no create of name
+ * runs or begins: creates take it first) with target/<name> still claiming
+ * the name (an operator's create of it is refused, repl_name_claimed), after
+ * vol/<name> is read absent once more: a store copy of that name is then
+ * such a leftover, whoever made it.  Each node is first asked for its copy's
+ * uuid (whatever its size: cluster_copy_uuid with size 0), then that copy is
+ * deleted by its uuid: a delete that reaches its node late (its sender timed
+ * out; the node ran it after the lock's release and after a new create made
+ * its copy of the name there, before that create's record) is refused
+ * (-ESTALE) instead of removing the new copy (session-19 revE M1).  A node
+ * that does not answer the ask gets no delete (its copy stays: "left"); one
+ * of an earlier build names no uuid and is deleted by name, as before.  Each
+ * call is bounded by the peer timeout.  left gets what stays ("; ..." naming
+ * the nodes), or "".
  */
 static void claim_leftovers_delete(struct tsr_cluster *c, const char *name, char *left,
 				   size_t left_len)
@@ -1171,16 +1179,24 @@ static void claim_leftovers_delete(struct tsr_cluster *c, const char *name, char
 	}
 	for (size_t i = 0; i < v.n_nodes; i++) {
 		const Tessera__Cluster__NodeRecord *n = v.nodes[i];
-		char msg[512];
+		char msg[512] = "", uuid[37];
 
 		if (strcmp(n->id, c->node_id) != 0 && !view_alive(&v, n->id))
 			ret = -EHOSTDOWN;
 		else
-			ret = cluster_copy_delete_short(c, n, name, NULL, msg, sizeof(msg));
+			ret = cluster_copy_uuid(c, n, name, 0, uuid);
+		if (ret == -ENOENT)
+			continue; /* no copy there */
+		if (ret == 0)
+			ret = cluster_copy_delete_short(c, n, name, uuid, msg, sizeof(msg));
 		if (ret == 0)
 			continue;
 		if (ret == -EHOSTDOWN)
 			snprintf(msg, sizeof(msg), "node %s is down", n->id);
+		else if (msg[0] == '\0')
+			snprintf(msg, sizeof(msg), "no answer from %s when asked for its copy's "
+				 "uuid (%s): not deleted by name, which could reach it late and "
+				 "remove a copy of a new '%s'", n->id, strerror(-ret), name);
 		tsr_warn("cluster: volume delete %s (the claim alone): a copy of it left on %s is "
 			 "not deleted: %s", name, n->id, msg);
 		if (pos < left_len)
