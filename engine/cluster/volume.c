@@ -822,6 +822,7 @@ void cluster_volume_create(struct tsr_cluster *c, const Tessera__Admin__VolumeCr
 {
 	struct cluster_fresh_record fresh;
 	const char *node_ids[TSR_PLACE_MAX];
+	char uuids[TSR_PLACE_MAX][37];
 	struct tsr_place_node pn[256];
 	unsigned chosen[TSR_PLACE_MAX], replicas, min_replicas, made = 0, k, m;
 	enum tsr_failure_domain fd;
@@ -867,7 +868,7 @@ void cluster_volume_create(struct tsr_cluster *c, const Tessera__Admin__VolumeCr
 	}
 	for (made = 0; made < replicas; made++) {
 		ret = copy_create(c, view_node(&v, pn[chosen[made]].id), r->name, copy_size, k, m,
-				  unit, NULL, why, sizeof(why));
+				  unit, uuids[made], why, sizeof(why));
 		if (ret) {
 			admin_fail(resp, ret, "%s; nothing was created", why);
 			goto undo;
@@ -907,11 +908,13 @@ void cluster_volume_create(struct tsr_cluster *c, const Tessera__Admin__VolumeCr
 	cluster_volume_list(c, r->name, resp);
 	return;
 undo:
+	/* each copy by the uuid it was made with: a late delete (its node slow)
+	 * leaves alone a copy another create of the name makes there since */
 	while (made--) {
 		char msg[512];
 
-		if (cluster_copy_delete(c, view_node(&v, pn[chosen[made]].id), r->name, msg,
-					sizeof(msg)))
+		if (cluster_copy_delete_uuid(c, view_node(&v, pn[chosen[made]].id), r->name,
+					     uuids[made], msg, sizeof(msg)))
 			tsr_warn("cluster: undo create of %s: %s", r->name, msg);
 	}
 out:

@@ -12,6 +12,7 @@
 # The deferred deletes run then.  Before: they deleted by name, the new
 # copies on n2 and n3 were gone, and the record listed copies that did not
 # exist; now they name the old copies' uuids and are refused (ESTALE).
+#   a create while the old copies are there fails and leaves no copy on n1;
 #   the new v written and read back; n2's copy is the new one; every copy
 #   identical.
 . "$(dirname "$0")/functions.sh"
@@ -39,6 +40,10 @@ wait_log 2 "test hook .*: the delete of the copy of 'v' .* is deferred" 10
 wait_log 3 "test hook .*: the delete of the copy of 'v' .* is deferred" 10
 log "n2's deferred delete: $(grep -o "the delete of the copy of 'v' ([^)]*)" \
 	"$(cl_dir 2)/tesserad.log" | tail -1)"
+# a create now meets the old copies still there ("exists"): the copies it
+# made are undone (by their uuids), none is left on n1
+expect_fail 1 "node n[23]: volume .v. already exists" ctsr volume create v --size 4M --replicas 3
+cl_copy_size 1 v >/dev/null && fail "the failed create of v left its copy on n1"
 cl_wait_no_copy 2 v "n2's old copy of v was not swept in 10 s"
 cl_wait_no_copy 3 v "n3's old copy of v was not swept in 10 s"
 
