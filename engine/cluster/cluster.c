@@ -455,12 +455,18 @@ static bool cluster_admin_dispatch(struct tsr_cluster *c, const Tessera__Admin__
  * copy of d->name only), judged before the admin server's store delete
  * (admin_ops.c op_volume_delete) runs it: a copy that vol/<name> lists on
  * this node is deleted only by a request naming its uuid (d->uuid: the store
- * delete then checks that it is that copy, else -ESTALE).  Without a uuid
- * the delete is meant for a copy the sender knows to be garbage: the copies
- * of a volume whose record it has just deleted (cluster_volume_delete: the
- * record goes first), the old copy of a replace-replica once the record
- * lists its new one, the copies of a create or clone undone before its
- * record was written.  When the record lists a copy here, the copy here is
+ * delete then checks that it is that copy, else -ESTALE).  Since session 20
+ * the senders name the uuid of the copy they mean wherever they know it
+ * (volume delete: asked while the record listed the copy; a create's undo:
+ * the uuid it made; a DR claim's release: asked under tcreate/<name>; a
+ * replace: since session 13), so that a delete reaching this node late is
+ * refused by a newer copy of the name (revE M1).  Without a uuid the delete
+ * is meant for a copy the sender knows to be garbage: the copies of a clone
+ * undone before its record was written, and what a sender of an earlier
+ * build, or one whose asked node named no uuid, deletes by name (the copies
+ * of a volume whose record it has just deleted, the old copy of a
+ * replace-replica once the record lists its new one, a create undone, a
+ * claim's leftovers).  When the record lists a copy here, the copy here is
  * not that one any more: a replace onto this node made and recorded it
  * after the sender read the record (review 13b, finding 3: a late delete of
  * replace A removed the copy replace B had made here and recorded, and the
@@ -475,10 +481,10 @@ static bool cluster_admin_dispatch(struct tsr_cluster *c, const Tessera__Admin__
  * by its own replace, both on this thread).  The sweep (background thread)
  * only deletes unlisted copies, under c->sweep_lock with its own re-check.
  *
- * Not closed here: a replace's late by-name delete that arrives after
- * another replace made its new copy here and before that replace wrote the
- * record (the record does not list it yet): only a delete by the old copy's
- * uuid tells the two copies apart.
+ * Not closed here: a late by-name delete that arrives after another create
+ * or replace made its new copy here and before it wrote the record (the
+ * record does not list it yet): only a delete by the old copy's uuid tells
+ * the two copies apart, which is why the senders above name it.
  *
  * Mixed versions: a node older than this one deletes as before; a sender
  * older than this one sends by-name deletes only for the cases above and
