@@ -649,3 +649,49 @@ cl_crash_verify() {
 		{ printf '%s\n' "$out" >&2; fail "$3: acknowledged writes lost (verify through $2)"; }
 	log "$3: verify through $2: ${out##*$'\n'}"
 }
+
+# cl_create_held I HOLD VOL ARGS...: `volume create VOL ARGS` through node I
+# (started with TSR_TEST_CREATE_HOLD_FILE=HOLD), in the background; returns
+# once it is held between its copies and its record (HOLD.held, 10 s).
+# cl_create_held_end HOLD VOL lets it go on and fails unless it succeeded.
+cl_create_held() {
+	local i=$1 hold=$2 vol=$3 t
+	shift 3
+	touch "$hold"
+	( ctsr_via "$i" volume create "$vol" "$@" >"$CL_ROOT/create-held.out" 2>&1
+	  echo $? >"$CL_ROOT/create-held.rc" ) &
+	CL_CREATE_HELD_PID=$!
+	for (( t=0; t<100; t++ )); do
+		[ -e "$hold.held" ] && return 0
+		sleep 0.1
+	done
+	fail "the create of $vol was not held: $(cat "$CL_ROOT/create-held.out")"
+}
+cl_create_held_end() {
+	rm -f "$1"
+	wait "$CL_CREATE_HELD_PID"
+	[ "$(cat "$CL_ROOT/create-held.rc")" = 0 ] ||
+		fail "volume create $2: $(cat "$CL_ROOT/create-held.out")"
+}
+
+# cl_deferred_ran I VOL: until node I ran the copy delete of VOL it deferred
+# (TSR_TEST_COPY_DELETE_DEFER_FILE, its file removed; 10 s); logs its result.
+cl_deferred_ran() {
+	wait_log "$1" "test hook .*: the deferred delete of the copy of '$2' .* ran" 10
+	log "n$1: $(grep -o "the deferred delete of the copy of '$2' .* ran: .*" \
+		"$(cl_dir "$1")/tesserad.log" | tail -1)"
+}
+
+# cl_write_all VOL FILE WHAT: FILE written into VOL through n1, read back,
+# VOL detached, and its copies on every node of the cluster identical.
+cl_write_all() {
+	local i nodes=()
+	ctsr volume attach "$1" --node n1 >/dev/null || fail "$3: volume attach $1"
+	nbdcopy "$2" "$(cl_nbd_uri 1 "$1")" || fail "$3: nbdcopy into $1"
+	cl_assert_image 1 "$1" "$2" "$3"
+	ctsr volume detach "$1" >/dev/null || fail "$3: volume detach $1"
+	for (( i=1; i<=CL_N; i++ )); do
+		nodes+=("$i")
+	done
+	cl_assert_copies_identical "$1" "${nodes[@]}"
+}

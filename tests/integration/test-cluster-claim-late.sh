@@ -40,34 +40,16 @@ log "release: $out"
 deferred=$(grep -c "the delete of the copy of 'x' .* is deferred" "$(cl_dir 2)/tesserad.log")
 
 # ---- x again, through n3, held between its copies and its record
-touch "$HOLD"
-( ctsr_via 3 volume create x --size 4M --replicas 3 >"$CL_ROOT/create.out" 2>&1
-  echo $? >"$CL_ROOT/create.rc" ) &
-CP=$!
-for (( i=0; i<100; i++ )); do
-	[ -e "$HOLD.held" ] && break
-	sleep 0.1
-done
-[ -e "$HOLD.held" ] || fail "the create of x was not held: $(cat "$CL_ROOT/create.out")"
+cl_create_held 3 "$HOLD" x --size 4M --replicas 3
 new=$(cl_copy_file 2 x) || fail "n2 holds no copy of x while the create is held"
 
 # ---- a late delete (if the release sent n2 one) runs now
 rm -f "$DEFER"
-if [ "$deferred" != 0 ]; then
-	wait_log 2 "test hook .*: the deferred delete of the copy of 'x' .* ran" 10
-	log "n2: $(grep -o "the deferred delete of the copy of 'x' .* ran: .*" \
-		"$(cl_dir 2)/tesserad.log" | tail -1)"
-fi
+[ "$deferred" = 0 ] || cl_deferred_ran 2 x
 [ "$(cl_copy_file 2 x 2>/dev/null)" = "$new" ] ||
 	fail "the release's late delete removed the new copy of x on n2 ($new)"
-rm -f "$HOLD"
-wait $CP
-[ "$(cat "$CL_ROOT/create.rc")" = 0 ] || fail "volume create x: $(cat "$CL_ROOT/create.out")"
+cl_create_held_end "$HOLD" x
 
 # ---- the new x holds its data on every copy
-ctsr volume attach x --node n1 >/dev/null || fail "volume attach x"
-nbdcopy "$IMG" "$(cl_nbd_uri 1 x)" || fail "nbdcopy into x"
-cl_assert_image 1 x "$IMG" "the new x"
-ctsr volume detach x >/dev/null || fail "volume detach x"
-cl_assert_copies_identical x 1 2 3
+cl_write_all x "$IMG" "the new x"
 cl_stop_all

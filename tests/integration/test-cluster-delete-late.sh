@@ -48,33 +48,17 @@ cl_wait_no_copy 2 v "n2's old copy of v was not swept in 10 s"
 cl_wait_no_copy 3 v "n3's old copy of v was not swept in 10 s"
 
 # ---- v again, through n3, held between its copies and its record
-touch "$HOLD"
-( ctsr_via 3 volume create v --size 4M --replicas 3 >"$CL_ROOT/create.out" 2>&1
-  echo $? >"$CL_ROOT/create.rc" ) &
-CP=$!
-for (( i=0; i<100; i++ )); do
-	[ -e "$HOLD.held" ] && break
-	sleep 0.1
-done
-[ -e "$HOLD.held" ] || fail "the create of v was not held: $(cat "$CL_ROOT/create.out")"
+cl_create_held 3 "$HOLD" v --size 4M --replicas 3
 new=$(cl_copy_file 2 v) || fail "n2 holds no new copy of v while the create is held"
 [ "$new" != "$old" ] || fail "n2's copy of v is still the old one ($old)"
 
 # ---- the late deletes run now (n3's once its create goes on: its loop is held)
 rm -f "$DEFER"
-wait_log 2 "test hook .*: the deferred delete of the copy of 'v' .* ran" 10
-log "n2: $(grep -o "the deferred delete of the copy of 'v' .* ran: .*" \
-	"$(cl_dir 2)/tesserad.log" | tail -1)"
+cl_deferred_ran 2 v
 [ "$(cl_copy_file 2 v 2>/dev/null)" = "$new" ] ||
 	fail "the late delete removed the new copy of v on n2 ($new)"
-rm -f "$HOLD"
-wait $CP
-[ "$(cat "$CL_ROOT/create.rc")" = 0 ] || fail "volume create v again: $(cat "$CL_ROOT/create.out")"
+cl_create_held_end "$HOLD" v
 
 # ---- the new v holds its data on every copy
-ctsr volume attach v --node n1 >/dev/null || fail "volume attach v"
-nbdcopy "$IMG" "$(cl_nbd_uri 1 v)" || fail "nbdcopy into v"
-cl_assert_image 1 v "$IMG" "the new v"
-ctsr volume detach v >/dev/null || fail "volume detach v"
-cl_assert_copies_identical v 1 2 3
+cl_write_all v "$IMG" "the new v"
 cl_stop_all
