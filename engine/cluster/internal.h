@@ -303,6 +303,24 @@ int cluster_copy_delete(struct tsr_cluster *c, const Tessera__Cluster__NodeRecor
  * when the node named none), -ENOENT (no copy there), or the call's -errno. */
 int cluster_copy_uuid(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 		      const char *name, uint64_t size, char uuid[37]);
+/* The requests and answers of cluster_copy_uuid and cluster_copy_delete_uuid
+ * for a caller that sends them itself (admin_async_call: replication.c's
+ * claim release; closewait.c).  cluster_copy_uuid_req: the local_copy
+ * VolumeResize, check_only, at size (0: any, nodes of session 20 on), which
+ * changes nothing, into req/vr (the caller's); the answer's Volume also has
+ * the copy's open sessions (copy_sessions, closewait.c); its answer's uuid
+ * ("" when none) in uuid, 0 or -ENOENT (no copy).  cluster_copy_delete_req:
+ * the local_copy VolumeDelete by uuid (NULL: by name) into req/vd; its
+ * answer (resp, or the call's failure status) 0 (deleted or none) or -errno
+ * with msg (-ESTALE: another copy there). */
+void cluster_copy_uuid_req(const char *name, uint64_t size, Tessera__Admin__Request *req,
+			   Tessera__Admin__VolumeResize *vr);
+int cluster_copy_uuid_answer(const Tessera__Admin__Response *resp, char uuid[37]);
+void cluster_copy_delete_req(const char *name, const char *uuid, Tessera__Admin__Request *req,
+			     Tessera__Admin__VolumeDelete *vd);
+int cluster_copy_delete_answer(const Tessera__Cluster__NodeRecord *node, const char *name,
+			       int status, const Tessera__Admin__Response *resp, int timeout_ms,
+			       char *msg, size_t msg_len);
 /* cluster_copy_delete, only if node's copy of name has uuid (NULL or "": any):
  * another copy there is left alone, -ESTALE (node older than ctl3: any, as
  * before). */
@@ -311,13 +329,6 @@ int cluster_copy_delete_uuid(struct tsr_cluster *c, const Tessera__Cluster__Node
 /* The same, another node's call bounded by cluster_peer_call_ms. */
 int cluster_copy_delete_short(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			      const char *name, const char *uuid, char *msg, size_t msg_len);
-/* The local_copy VolumeResize with check_only at size (the copy's own:
- * rec_copy_size; 0: the copy whatever its size, nodes of session 20 on)
- * asking another node for its copy, which changes nothing (req, vr: the
- * caller's, filled): the answer's Volume has its uuid and its open
- * sessions (copy_sessions; closewait.c). */
-void cluster_copy_uuid_req(const char *name, uint64_t size, Tessera__Admin__Request *req,
-			   Tessera__Admin__VolumeResize *vr);
 /* One admin call to the node at address (blocking); 0 or -errno of the transport. */
 int cluster_call_node(struct tsr_cluster *c, const char *address, Tessera__Admin__Request *req,
 		      int timeout_ms, Tessera__Admin__Response **resp);

@@ -1139,90 +1139,379 @@ static void claim_unlock(struct tsr_cluster *c, const char *name, uint64_t rev)
 }
 
 /*
- * The store copies of name a create of its claim left (a create that did
- * not finish: no record lists them; their node's leftover sweep removes them
- * only after --leftover-grace, 900 s by default, and until then every create
- * of the name placed there fails "exists"), deleted on every live node.
- * Called by repl_claim_release holding tcreate/<name> (no create of name
- * runs or begins: creates take it first) with target/<name> still claiming
- * the name (an operator's create of it is refused, repl_name_claimed), after
- * vol/<name> is read absent once more: a store copy of that name is then
- * such a leftover, whoever made it.  Each node is first asked for its copy's
- * uuid (whatever its size: cluster_copy_uuid with size 0), then that copy is
+ * A claim's release (repl_claim_release) while it deletes the store copies
+ * a create of the claimed name left (a create that did not finish: no record
+ * lists them; their node's leftover sweep removes them only after
+ * --leftover-grace, 900 s by default, and until then every create of the
+ * name placed there fails "exists"), on every live node.  It holds
+ * tcreate/<name> (no create of name runs or begins: creates take it first)
+ * with target/<name> still claiming the name (an operator's create of it is
+ * refused, repl_name_claimed), and vol/<name> was read absent once more: a
+ * store copy of that name is then such a leftover, whoever made it.
+ *
+ * Each node is first asked for its copy's uuid (whatever its size: the
+ * size-0 check_only VolumeResize, cluster_copy_uuid_req), then that copy is
  * deleted by its uuid: a delete that reaches its node late (its sender timed
  * out; the node ran it after the lock's release and after a new create made
  * its copy of the name there, before that create's record) is refused
- * (-ESTALE) instead of removing the new copy (session-19 revE M1).  A node
- * that does not answer the ask gets no delete (its copy stays: "left"); one
- * of an earlier build names no uuid and is deleted by name, as before.  Each
- * call is bounded by the peer timeout.  left gets what stays ("; ..." naming
- * the nodes), or "".
+ * (-ESTALE) instead of removing the new copy (session-19 revE M1,
+ * test-cluster-claim-late).  A node with no copy gets no delete; one that
+ * does not answer the ask gets none either (its copy stays: "left"); one of
+ * an earlier build names no uuid and is deleted by name, as before.  Each
+ * call is bounded by the peer timeout.
+ *
+ * Inside a client's admin request the other nodes are asked in turn with
+ * the loop's async client (admin_async_call) and the reply comes later
+ * (admin_later), so the control loop goes on meanwhile; else (no request to
+ * answer later) each call blocks, bounded the same.  The end
+ * (claim_release_end): target/<name> deleted at the revision read, the lock
+ * dropped, the answer built.  repl_stop cancels a release waiting for a node
+ * (claim_release_stop): the claim is then kept, the answer says so.
  */
-static void claim_leftovers_delete(struct tsr_cluster *c, const char *name, char *left,
-				   size_t left_len)
+struct claim_release {
+	struct tsr_cluster *c;
+	char name[80];
+	uint64_t stream, rev;         /* target/<name>'s stream and revision read */
+	uint64_t lock_rev;            /* tcreate/<name>'s, 0: not taken (no deletes) */
+	struct claim_node {
+		char id[64];
+		char address[128];
+		bool asked;           /* a node to ask (alive, or this one) */
+	} *nodes;                     /* the view's, in its order */
+	size_t n_nodes, next;         /* next: the node asked now, or to ask */
+	bool deleting;                /* the call now deletes its copy (else asks its uuid) */
+	bool stopped;                 /* cancelled by repl_stop: the claim is kept */
+	char uuid[37];                /* nodes[next]'s copy's, once asked */
+	char skipped[128];            /* why no copy was deleted at all, or "" */
+	char left[256];               /* the nodes whose copy stays, ", " between */
+	struct admin_later *later;    /* the client's reply, when it comes later */
+	struct admin_async *call;     /* until its callback fired */
+	Tessera__Admin__Response answer; /* built by claim_release_end */
+	struct claim_release *next_release; /* g_claim_releases, while it runs */
+};
+
+static struct claim_release *g_claim_releases; /* main thread */
+
+static struct claim_release *claim_release_find(struct tsr_cluster *c, const char *name)
+{
+	for (struct claim_release *cr = g_claim_releases; cr; cr = cr->next_release)
+		if (cr->c == c && strcmp(cr->name, name) == 0)
+			return cr;
+	return NULL;
+}
+
+static void claim_release_unlist(struct claim_release *cr)
+{
+	for (struct claim_release **pp = &g_claim_releases; *pp; pp = &(*pp)->next_release)
+		if (*pp == cr) {
+			*pp = cr->next_release;
+			break;
+		}
+}
+
+static void claim_release_free(struct claim_release *cr)
+{
+	claim_release_unlist(cr);
+	admin_response_free_built(&cr->answer);
+	free(cr->nodes);
+	free(cr);
+}
+
+/* Node nodes[next]'s copy stays (msg: why): logged, named in the answer. */
+static void claim_node_left(struct claim_release *cr, const char *msg)
+{
+	size_t pos = strlen(cr->left);
+
+	tsr_warn("cluster: volume delete %s (the claim alone): a copy of it left on %s is not "
+		 "deleted: %s", cr->name, cr->nodes[cr->next].id, msg);
+	if (pos < sizeof(cr->left) - 1)
+		snprintf(cr->left + pos, sizeof(cr->left) - pos, "%s%s", pos ? ", " : "",
+			 cr->nodes[cr->next].id);
+}
+
+/* The ask of nodes[next] failed (ret, the call's -errno): its copy stays. */
+static void claim_node_unheard(struct claim_release *cr, int ret)
+{
+	char msg[512];
+
+	snprintf(msg, sizeof(msg), "no answer from %s when asked for its copy's uuid (%s): not "
+		 "deleted by name, which could reach it late and remove a copy of a new '%s'",
+		 cr->nodes[cr->next].id, strerror(-ret), cr->name);
+	claim_node_left(cr, msg);
+}
+
+/* The view's nodes, copied into cr; cr->skipped says why when vol/<name>
+ * was recorded meanwhile or the metadata cannot be read (no deletes). */
+static void claim_release_nodes(struct claim_release *cr)
 {
 	Tessera__Cluster__VolumeRecord *rec = NULL;
 	struct cluster_view v;
-	size_t pos = 0;
 	int ret;
 
-	left[0] = '\0';
-	ret = rec_volume_get(c->meta, name, &rec, NULL);
+	ret = rec_volume_get(cr->c->meta, cr->name, &rec, NULL);
 	if (ret == 0)
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
-	if (ret != -ENOENT || view_load(c->meta, &v) != 0) {
-		snprintf(left, left_len, "; the copies its create left are not deleted (%s): the "
-			 "leftover sweep of their nodes removes them once unlisted for "
-			 "--leftover-grace (900 s by default)", ret == 0 ? "vol/ recorded meanwhile" :
-			 ret != -ENOENT ? "vol/ unreadable" : "the nodes unreadable");
+	if (ret != -ENOENT || view_load(cr->c->meta, &v) != 0) {
+		snprintf(cr->skipped, sizeof(cr->skipped), "%s", ret == 0 ?
+			 "vol/ recorded meanwhile" : ret != -ENOENT ? "vol/ unreadable" :
+			 "the nodes unreadable");
+		return;
+	}
+	cr->nodes = calloc(v.n_nodes ? v.n_nodes : 1, sizeof(*cr->nodes));
+	if (cr->nodes == NULL) {
+		snprintf(cr->skipped, sizeof(cr->skipped), "out of memory");
+		view_free(&v);
 		return;
 	}
 	for (size_t i = 0; i < v.n_nodes; i++) {
-		const Tessera__Cluster__NodeRecord *n = v.nodes[i];
-		char msg[512] = "", uuid[37];
+		struct claim_node *n = &cr->nodes[i];
 
-		if (strcmp(n->id, c->node_id) != 0 && !view_alive(&v, n->id))
-			ret = -EHOSTDOWN;
-		else
-			ret = cluster_copy_uuid(c, n, name, 0, uuid);
-		if (ret == -ENOENT)
-			continue; /* no copy there */
-		if (ret == 0)
-			ret = cluster_copy_delete_short(c, n, name, uuid, msg, sizeof(msg));
-		if (ret == 0)
-			continue;
-		if (ret == -EHOSTDOWN)
-			snprintf(msg, sizeof(msg), "node %s is down", n->id);
-		else if (msg[0] == '\0')
-			snprintf(msg, sizeof(msg), "no answer from %s when asked for its copy's "
-				 "uuid (%s): not deleted by name, which could reach it late and "
-				 "remove a copy of a new '%s'", n->id, strerror(-ret), name);
-		tsr_warn("cluster: volume delete %s (the claim alone): a copy of it left on %s is "
-			 "not deleted: %s", name, n->id, msg);
-		if (pos < left_len)
-			pos += (size_t)snprintf(left + pos, left_len - pos, "%s%s", pos ? ", " : "",
-						n->id);
+		snprintf(n->id, sizeof(n->id), "%s", v.nodes[i]->id);
+		snprintf(n->address, sizeof(n->address), "%s", v.nodes[i]->address);
+		n->asked = strcmp(n->id, cr->c->node_id) == 0 || view_alive(&v, n->id);
 	}
+	cr->n_nodes = v.n_nodes;
 	view_free(&v);
-	if (left[0] && pos < left_len) {
-		char nodes[256];
+}
 
-		snprintf(nodes, sizeof(nodes), "%s", left);
-		snprintf(left, left_len, "; a copy it may have left on %s is not deleted (see "
-			 "tesserad's log): the leftover sweep there removes it once unlisted for "
-			 "--leftover-grace (900 s by default), and until then a create of '%s' "
-			 "placed there answers it exists", nodes, name);
+/* true when nodes[i] is this node. */
+static bool claim_node_local(const struct claim_release *cr, size_t i)
+{
+	return strcmp(cr->nodes[i].id, cr->c->node_id) == 0;
+}
+
+/* nodes[next] as the record cluster_copy_* take (id, address: cr's). */
+static void claim_node_record(struct claim_release *cr, Tessera__Cluster__NodeRecord *nr)
+{
+	*nr = (Tessera__Cluster__NodeRecord)TESSERA__CLUSTER__NODE_RECORD__INIT;
+	nr->id = cr->nodes[cr->next].id;
+	nr->address = cr->nodes[cr->next].address;
+}
+
+/* nodes[next]'s copy deleted or not (ret, msg): noted. */
+static void claim_node_deleted(struct claim_release *cr, int ret, const char *msg)
+{
+	if (ret)
+		claim_node_left(cr, msg);
+}
+
+/* nodes[next] asked and its copy deleted, blocking (this node's store, or
+ * no request to answer later). */
+static void claim_node_blocking(struct claim_release *cr)
+{
+	Tessera__Cluster__NodeRecord nr;
+	char msg[512] = "";
+	int ret;
+
+	claim_node_record(cr, &nr);
+	ret = cluster_copy_uuid(cr->c, &nr, cr->name, 0, cr->uuid);
+	if (ret == -ENOENT)
+		return; /* no copy there */
+	if (ret) {
+		claim_node_unheard(cr, ret);
+		return;
 	}
+	ret = cluster_copy_delete_short(cr->c, &nr, cr->name, cr->uuid, msg, sizeof(msg));
+	claim_node_deleted(cr, ret, msg);
+}
+
+static void claim_release_cb(void *cb_arg, int status, Tessera__Admin__Response *r);
+
+/* The call of nodes[next] (its ask, or with deleting its copy's delete):
+ * 0 (its callback fires), or the call's -errno. */
+static int claim_node_call(struct claim_release *cr)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeResize vr = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
+	Tessera__Admin__VolumeDelete vd = TESSERA__ADMIN__VOLUME_DELETE__INIT;
+
+	if (cr->deleting)
+		cluster_copy_delete_req(cr->name, cr->uuid[0] ? cr->uuid : NULL, &req, &vd);
+	else
+		cluster_copy_uuid_req(cr->name, 0, &req, &vr);
+	return admin_async_call(cr->c->o.loop, cr->nodes[cr->next].address, cr->c->token, &req,
+				cluster_peer_call_ms(cr->c), claim_release_cb, cr, &cr->call);
+}
+
+/* The nodes from nodes[next] on, until a call starts: 0 (its callback goes
+ * on), or 1 when every node is done. */
+static int claim_nodes_next(struct claim_release *cr)
+{
+	for (; cr->next < cr->n_nodes; cr->next++) {
+		int ret;
+
+		cr->deleting = false;
+		cr->uuid[0] = '\0';
+		if (!cr->nodes[cr->next].asked) {
+			char msg[128];
+
+			snprintf(msg, sizeof(msg), "node %s is down", cr->nodes[cr->next].id);
+			claim_node_left(cr, msg);
+			continue;
+		}
+		if (cr->later == NULL || claim_node_local(cr, cr->next)) {
+			claim_node_blocking(cr);
+			continue;
+		}
+		ret = claim_node_call(cr);
+		if (ret == 0)
+			return 0;
+		claim_node_unheard(cr, ret);
+	}
+	return 1;
 }
 
 /*
- * volume delete of name answered -ENOENT (resp): when target/<name> claims
- * it for a DR stream and no create of it runs (here, or anywhere: no
- * tcreate/<name>, tc_lock, but one this process left with no create of it
- * running here, deleted), the claim is deleted
- * (at the revision read) and resp says so instead (error 0): how an
- * operator releases a name a create that did not finish left claimed.
+ * The release's end: target/<name> deleted at the revision read (kept when
+ * stopped), tcreate/<name> dropped, cr->answer built (error 0 with what
+ * stays, or -errno).
  */
+static void claim_release_end(struct claim_release *cr)
+{
+	Tessera__Admin__Response *resp = &cr->answer;
+	unsigned long long stream = (unsigned long long)cr->stream;
+	char key[96], left[1024] = "";
+	int ret;
+
+	if (cr->stopped) {
+		claim_unlock(cr->c, cr->name, cr->lock_rev);
+		admin_fail(resp, -ESHUTDOWN, "volume '%s': tesserad is shutting down while it "
+			   "deletes the copies a create of it left: the claim of DR stream %016llx "
+			   "is kept (retry volume delete %s)", cr->name, stream, cr->name);
+		return;
+	}
+	snprintf(key, sizeof(key), "target/%s", cr->name);
+	ret = tsr_meta_delete(cr->c->meta, key, cr->rev);
+	claim_unlock(cr->c, cr->name, cr->lock_rev);
+	if (ret) {
+		admin_fail(resp, ret, "volume '%s' is not recorded; cannot release target/%s (the "
+			   "claim of DR stream %016llx): %s%s", cr->name, cr->name, stream,
+			   strerror(-ret), ret == -ECANCELED ? " (it changed meanwhile: retry)" : "");
+		return;
+	}
+	if (cr->lock_rev == 0)
+		snprintf(left, sizeof(left), "; a copy its create left on a node is not deleted "
+			 "(tcreate/%s could not be taken): the leftover sweep of that node removes "
+			 "it once unlisted for --leftover-grace (900 s by default), and until then "
+			 "a create of '%s' placed there answers it exists", cr->name, cr->name);
+	else if (cr->skipped[0])
+		snprintf(left, sizeof(left), "; the copies its create left are not deleted (%s): "
+			 "the leftover sweep of their nodes removes them once unlisted for "
+			 "--leftover-grace (900 s by default)", cr->skipped);
+	else if (cr->left[0])
+		snprintf(left, sizeof(left), "; a copy it may have left on %s is not deleted (see "
+			 "tesserad's log): the leftover sweep there removes it once unlisted for "
+			 "--leftover-grace (900 s by default), and until then a create of '%s' "
+			 "placed there answers it exists", cr->left, cr->name);
+	tsr_info("cluster: target/%s, the claim of DR stream %016llx on a volume not recorded, "
+		 "released (volume delete)%s", cr->name, stream,
+		 left[0] ? left : "; the copies its create left are deleted");
+	admin_fail(resp, 0, "volume '%s' was not recorded: its name's claim by DR stream %016llx "
+		   "is released%s", cr->name, stream,
+		   left[0] ? left : ", and the copies its create left are deleted");
+}
+
+/* The client's reply (admin_later): cr's answer; cr freed. */
+static void claim_release_reply(struct tsr_admin_server *srv, void *arg,
+				Tessera__Admin__Response *resp)
+{
+	struct claim_release *cr = arg;
+
+	(void)srv;
+	admin_fail(resp, cr->answer.error, "%s", cr->answer.message ? cr->answer.message : "");
+	claim_release_free(cr);
+}
+
+static void claim_release_cb(void *cb_arg, int status, Tessera__Admin__Response *r)
+{
+	struct claim_release *cr = cb_arg;
+	Tessera__Cluster__NodeRecord nr;
+	char msg[512] = "";
+	int ret;
+
+	cr->call = NULL;
+	if (status == -ECANCELED) {
+		cr->stopped = true;
+	} else if (!cr->deleting) {
+		ret = status ? status : cluster_copy_uuid_answer(r, cr->uuid);
+		if (ret && ret != -ENOENT)
+			claim_node_unheard(cr, ret);
+		if (ret == 0) {
+			cr->deleting = true;
+			ret = claim_node_call(cr);
+			if (ret == 0)
+				goto out; /* its delete's answer comes here */
+			claim_node_record(cr, &nr);
+			claim_node_deleted(cr, cluster_copy_delete_answer(&nr, cr->name, ret, NULL,
+						cluster_peer_call_ms(cr->c), msg, sizeof(msg)), msg);
+		}
+		cr->next++;
+	} else {
+		claim_node_record(cr, &nr);
+		ret = cluster_copy_delete_answer(&nr, cr->name, status, r,
+						 cluster_peer_call_ms(cr->c), msg, sizeof(msg));
+		claim_node_deleted(cr, ret, msg);
+		cr->next++;
+	}
+	if (cr->stopped || claim_nodes_next(cr) == 1) {
+		claim_release_end(cr);
+		claim_release_unlist(cr);
+		admin_later_done(cr->later);
+	}
+out:
+	if (r)
+		tessera__admin__response__free_unpacked(r, NULL);
+}
+
+/* repl_stop: each release of c waiting for a node ends now, its claim kept. */
+static void claim_release_stop(struct tsr_cluster *c)
+{
+	for (struct claim_release *cr = g_claim_releases; cr;) {
+		if (cr->c != c || cr->call == NULL) {
+			cr = cr->next_release;
+			continue;
+		}
+		admin_async_cancel(cr->call); /* its callback unlists it */
+		cr = g_claim_releases;
+	}
+}
+
+/* One node of the view other than this one is asked: the reply can wait. */
+static bool claim_release_remote(const struct claim_release *cr)
+{
+	for (size_t i = 0; i < cr->n_nodes; i++)
+		if (cr->nodes[i].asked && !claim_node_local(cr, i))
+			return true;
+	return false;
+}
+
+/* The copies of cr->name deleted (cr->lock_rev held) and the release ended,
+ * its answer in resp now, or later (cr taken). */
+static void claim_release_run(struct claim_release *cr, Tessera__Admin__Response *resp)
+{
+	struct tsr_admin_server *srv = admin_handling_server();
+
+	if (cr->lock_rev)
+		claim_release_nodes(cr);
+	if (cr->lock_rev && !cr->skipped[0] && srv && cr->c->o.loop &&
+	    claim_release_remote(cr))
+		cr->later = admin_later_begin(srv, claim_release_reply, cr);
+	if (cr->later) {
+		cr->next_release = g_claim_releases;
+		g_claim_releases = cr;
+		if (claim_nodes_next(cr) == 0)
+			return; /* the last callback ends it */
+		claim_release_unlist(cr);
+		admin_later_cancel(cr->later); /* no call started: answered now */
+		cr->later = NULL;
+	} else if (cr->lock_rev && !cr->skipped[0]) {
+		claim_nodes_next(cr);
+	}
+	claim_release_end(cr);
+	admin_fail(resp, cr->answer.error, "%s", cr->answer.message ? cr->answer.message : "");
+	claim_release_free(cr);
+}
+
 /*
  * Test hook (test-cluster-claim-late): when the file $TSR_TEST_CLAIM_FILE
  * exists and its first line is name, target/<name> is written claiming name
@@ -1251,11 +1540,22 @@ static void claim_test_write(struct tsr_cluster *c, const char *name)
 		 "00000000000000d1: %s", f, key, name, ret ? strerror(-ret) : "ok");
 }
 
+/*
+ * volume delete of name answered -ENOENT (resp): when target/<name> claims
+ * it for a DR stream and no create of it runs (here, or anywhere: no
+ * tcreate/<name>, tc_lock, but one this process left with no create of it
+ * running here, deleted) and no release of it runs here, the copies a create
+ * of it left are deleted and the claim (at the revision read) too, and resp
+ * says so instead (error 0; given later when other nodes are asked: struct
+ * claim_release): how an operator releases a name a create that did not
+ * finish left claimed.
+ */
 void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin__Response *resp)
 {
 	struct tsr_meta_kv kv = { 0 };
+	struct claim_release *cr;
 	uint64_t stream, rev, lock_rev = 0;
-	char key[80], held[128] = "", left[1024];
+	char key[80], held[128] = "";
 	bool running;
 	int ret;
 
@@ -1263,6 +1563,12 @@ void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin_
 		claim_test_write(c, name);
 	if (resp->error != -ENOENT || target_claim_get(c, name, &stream, &rev, NULL) || stream == 0)
 		return;
+	if (claim_release_find(c, name)) {
+		admin_fail(resp, -EBUSY, "volume '%s': its claim by DR stream %016llx is being "
+			   "released here (another volume delete %s, waiting for a node): retry "
+			   "once it has answered", name, (unsigned long long)stream, name);
+		return;
+	}
 	snprintf(key, sizeof(key), "tcreate/%s", name);
 	running = tc_running_here(c, name);
 	ret = running ? 0 : tsr_meta_get(c->meta, key, &kv);
@@ -1300,30 +1606,20 @@ void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin_
 			   "delete the volume) or has failed", name, (unsigned long long)stream, name);
 		return;
 	}
-	left[0] = '\0';
-	if (lock_rev)
-		claim_leftovers_delete(c, name, left, sizeof(left));
-	snprintf(key, sizeof(key), "target/%s", name);
-	ret = tsr_meta_delete(c->meta, key, rev);
-	claim_unlock(c, name, lock_rev);
-	if (ret) {
-		admin_fail(resp, ret, "volume '%s' is not recorded; cannot release target/%s (the "
-			   "claim of DR stream %016llx): %s%s", name, name,
-			   (unsigned long long)stream, strerror(-ret),
-			   ret == -ECANCELED ? " (it changed meanwhile: retry)" : "");
+	cr = calloc(1, sizeof(*cr));
+	if (cr == NULL) {
+		claim_unlock(c, name, lock_rev);
+		admin_fail(resp, -ENOMEM, "volume '%s': out of memory in tesserad (the claim of DR "
+			   "stream %016llx is kept)", name, (unsigned long long)stream);
 		return;
 	}
-	if (lock_rev == 0)
-		snprintf(left, sizeof(left), "; a copy its create left on a node is not deleted "
-			 "(tcreate/%s could not be taken): the leftover sweep of that node removes "
-			 "it once unlisted for --leftover-grace (900 s by default), and until then "
-			 "a create of '%s' placed there answers it exists", name, name);
-	tsr_info("cluster: target/%s, the claim of DR stream %016llx on a volume not recorded, "
-		 "released (volume delete)%s", name, (unsigned long long)stream,
-		 left[0] ? left : "; the copies its create left are deleted");
-	admin_fail(resp, 0, "volume '%s' was not recorded: its name's claim by DR stream %016llx "
-		   "is released%s", name, (unsigned long long)stream,
-		   left[0] ? left : ", and the copies its create left are deleted");
+	cr->c = c;
+	snprintf(cr->name, sizeof(cr->name), "%s", name);
+	cr->stream = stream;
+	cr->rev = rev;
+	cr->lock_rev = lock_rev;
+	cr->answer = (Tessera__Admin__Response)TESSERA__ADMIN__RESPONSE__INIT;
+	claim_release_run(cr, resp);
 }
 
 /* The answer of a grow of name's target as the resize gives it (ret != 0). */
@@ -4183,6 +4479,7 @@ int repl_start(struct tsr_cluster *c)
 
 void repl_stop(struct tsr_cluster *c)
 {
+	claim_release_stop(c); /* releases waiting for a node: their claim kept */
 	while (c->sources)
 		source_stop(c, c->sources->volume);
 	if (c->repl_async_started) {

@@ -308,11 +308,6 @@ int cluster_copy_delete(struct tsr_cluster *c, const Tessera__Cluster__NodeRecor
 static int copy_delete_call(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			    const char *name, const char *uuid, int timeout_ms, char *msg,
 			    size_t msg_len);
-static void copy_delete_req(const char *name, const char *uuid, Tessera__Admin__Request *req,
-			    Tessera__Admin__VolumeDelete *vd);
-static int copy_delete_answer(const Tessera__Cluster__NodeRecord *node, const char *name,
-			      int status, const Tessera__Admin__Response *resp, int timeout_ms,
-			      char *msg, size_t msg_len);
 
 int cluster_copy_delete_uuid(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			     const char *name, const char *uuid, char *msg, size_t msg_len)
@@ -359,9 +354,9 @@ static int copy_delete_call(struct tsr_cluster *c, const Tessera__Cluster__NodeR
 				 node->id, strerror(-ret));
 		return ret == -ENOENT ? 0 : ret;
 	}
-	copy_delete_req(name, uuid, &req, &vd);
+	cluster_copy_delete_req(name, uuid, &req, &vd);
 	ret = cluster_call_node(c, node->address, &req, timeout_ms, &resp);
-	ret = copy_delete_answer(node, name, ret, resp, timeout_ms, msg, msg_len);
+	ret = cluster_copy_delete_answer(node, name, ret, resp, timeout_ms, msg, msg_len);
 	if (resp)
 		tessera__admin__response__free_unpacked(resp, NULL);
 	return ret;
@@ -369,8 +364,8 @@ static int copy_delete_call(struct tsr_cluster *c, const Tessera__Cluster__NodeR
 
 /* The local_copy VolumeDelete (by uuid, unless NULL) asking another node to
  * delete its copy (req, vd: the caller's, filled). */
-static void copy_delete_req(const char *name, const char *uuid, Tessera__Admin__Request *req,
-			    Tessera__Admin__VolumeDelete *vd)
+void cluster_copy_delete_req(const char *name, const char *uuid, Tessera__Admin__Request *req,
+			     Tessera__Admin__VolumeDelete *vd)
 {
 	vd->name = (char *)name;
 	vd->local_copy = true;
@@ -380,11 +375,11 @@ static void copy_delete_req(const char *name, const char *uuid, Tessera__Admin__
 }
 
 /* What node's answer resp (status 0) or the call's failure (status) to
- * copy_delete_req says: 0 (deleted, or no copy), or -errno with msg (-ESTALE:
+ * cluster_copy_delete_req says: 0 (deleted, or no copy), or -errno with msg (-ESTALE:
  * its copy is another one than the uuid asked).  resp stays the caller's. */
-static int copy_delete_answer(const Tessera__Cluster__NodeRecord *node, const char *name,
-			      int status, const Tessera__Admin__Response *resp, int timeout_ms,
-			      char *msg, size_t msg_len)
+int cluster_copy_delete_answer(const Tessera__Cluster__NodeRecord *node, const char *name,
+			       int status, const Tessera__Admin__Response *resp, int timeout_ms,
+			       char *msg, size_t msg_len)
 {
 	int ret;
 
@@ -418,7 +413,7 @@ void cluster_copy_uuid_req(const char *name, uint64_t size, Tessera__Admin__Requ
 
 /* The uuid in a node's answer to cluster_copy_uuid_req (empty when none): 0,
  * or -ENOENT when the node says it holds no copy of that name. */
-static int copy_uuid_answer(const Tessera__Admin__Response *resp, char uuid[37])
+int cluster_copy_uuid_answer(const Tessera__Admin__Response *resp, char uuid[37])
 {
 	uuid[0] = '\0';
 	if (resp->error == -ENOENT)
@@ -461,7 +456,7 @@ static int copy_uuid_ask(struct tsr_cluster *c, const Tessera__Cluster__NodeReco
 	ret = cluster_call_node(c, node->address, &req, timeout_ms, &resp);
 	if (ret)
 		return ret;
-	ret = copy_uuid_answer(resp, uuid);
+	ret = cluster_copy_uuid_answer(resp, uuid);
 	tessera__admin__response__free_unpacked(resp, NULL);
 	return ret;
 }
@@ -2414,7 +2409,7 @@ static int replace_garbage(struct replace_list *rl, char *msg, size_t msg_len)
 				       replace_old_timeout_ms(rl->c), msg, msg_len);
 		return replace_garbage_done(rl, ret, msg, msg_len);
 	}
-	copy_delete_req(rl->name, rl->garbage, &req, &vd);
+	cluster_copy_delete_req(rl->name, rl->garbage, &req, &vd);
 	return replace_call(rl, rl->new_node, &req, replace_old_timeout_ms(rl->c), false, msg,
 			    msg_len);
 }
@@ -2515,8 +2510,8 @@ static int replace_step(struct replace_list *rl, int status, Tessera__Admin__Res
 			tsr_warn("cluster: replace of %s on %s: %s", rl->name, rl->old, msg);
 		return replace_created(rl, ret, msg, msg_len);
 	case REPLACE_GARBAGE:
-		ret = copy_delete_answer(rl->new_node, rl->name, status, r, rl->call_ms, msg,
-					 msg_len);
+		ret = cluster_copy_delete_answer(rl->new_node, rl->name, status, r, rl->call_ms,
+						 msg, msg_len);
 		if (status)
 			replace_unrecorded(rl, msg, msg_len);
 		if (status && rl->later)
@@ -2527,14 +2522,14 @@ static int replace_step(struct replace_list *rl, int status, Tessera__Admin__Res
 	case REPLACE_UUID:
 		rl->old_unheard = status != 0;
 		if (r) {
-			copy_uuid_answer(r, rl->old_uuid);
+			cluster_copy_uuid_answer(r, rl->old_uuid);
 			tessera__admin__response__free_unpacked(r, NULL);
 		}
 		return replace_finish(rl, msg, msg_len);
 	case REPLACE_UNDO: {
 		char m2[512];
-		int r2 = copy_delete_answer(rl->new_node, rl->name, status, r, rl->call_ms, m2,
-					    sizeof(m2));
+		int r2 = cluster_copy_delete_answer(rl->new_node, rl->name, status, r,
+						    rl->call_ms, m2, sizeof(m2));
 
 		if (r)
 			tessera__admin__response__free_unpacked(r, NULL);
@@ -2542,8 +2537,8 @@ static int replace_step(struct replace_list *rl, int status, Tessera__Admin__Res
 	}
 	case REPLACE_OLD_DELETE: {
 		char m2[512];
-		int r2 = copy_delete_answer(view_node(&rl->v, rl->old), rl->name, status, r,
-					    rl->call_ms, m2, sizeof(m2));
+		int r2 = cluster_copy_delete_answer(view_node(&rl->v, rl->old), rl->name,
+						    status, r, rl->call_ms, m2, sizeof(m2));
 
 		if (r)
 			tessera__admin__response__free_unpacked(r, NULL);
@@ -3291,7 +3286,7 @@ static int replace_old_delete(struct replace_list *rl, char *msg, size_t msg_len
 		return replace_old_deleted(rl, copy_delete_call(rl->c, on, rl->name, uuid,
 								replace_old_timeout_ms(rl->c), m2,
 								sizeof(m2)), m2);
-	copy_delete_req(rl->name, uuid, &req, &vd);
+	cluster_copy_delete_req(rl->name, uuid, &req, &vd);
 	return replace_call(rl, on, &req, replace_old_timeout_ms(rl->c), false, msg, msg_len);
 }
 
@@ -3357,7 +3352,7 @@ static int replace_undo_delete(struct replace_list *rl, int ret, enum replace_un
 							      rl->new_uuid,
 							      replace_old_timeout_ms(rl->c), m2,
 							      sizeof(m2)), m2, msg, msg_len);
-	copy_delete_req(rl->name, rl->new_uuid[0] ? rl->new_uuid : NULL, &req, &vd);
+	cluster_copy_delete_req(rl->name, rl->new_uuid[0] ? rl->new_uuid : NULL, &req, &vd);
 	return replace_call(rl, rl->new_node, &req, replace_old_timeout_ms(rl->c), false, msg,
 			    msg_len);
 }

@@ -657,6 +657,7 @@ cl_crash_verify() {
 cl_create_held() {
 	local i=$1 hold=$2 vol=$3 t
 	shift 3
+	rm -f "$hold.held"
 	touch "$hold"
 	( ctsr_via "$i" volume create "$vol" "$@" >"$CL_ROOT/create-held.out" 2>&1
 	  echo $? >"$CL_ROOT/create-held.rc" ) &

@@ -13,6 +13,8 @@
 # deferred deletes may run.  Before: "n2: the deferred delete of the copy of
 # 'x' (by name) ran: deleted", the new copy gone; now n2 is sent no delete.
 #   the claim released; the new x written and read back; every copy identical.
+# Then y (below): the release does not block the control loop while it waits
+# for a node (admin_async_call, the reply later).
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -52,4 +54,38 @@ cl_create_held_end "$HOLD" x
 
 # ---- the new x holds its data on every copy
 cl_write_all x "$IMG" "the new x"
+
+# ---- y: copies on n1..n3 left by a create through n3 that died before its
+# record; n3 frozen.  The release deletes n1's and n2's (by uuid) and, while
+# it waits for n3's answer (the peer timeout, 2 s), the control loop answers
+# others: `volume list` answers before the release does.  Before (blocking):
+# the list waited for the release.  n3's copy stays (no answer: no delete).
+cl_create_held 3 "$HOLD" y --size 4M --replicas 3
+cl_kill 3
+rm -f "$HOLD"
+wait "$CL_CREATE_HELD_PID" || true
+cl_start_node 3
+cl_wait_nodes_alive 3
+for i in 1 2 3; do
+	cl_copy_size "$i" y >/dev/null || fail "n$i holds no copy of y (the test's premise)"
+done
+echo y >"$CLAIM"
+kill -STOP "${CL_PID[3]}"
+on_exit "kill -CONT ${CL_PID[3]} 2>/dev/null"
+( ctsr volume delete y >"$CL_ROOT/release.out" 2>&1; echo $? >"$CL_ROOT/release.rc" ) &
+RP=$!
+cl_wait_no_copy 2 y "the release did not delete n2's copy of y"
+out=$(ctsr volume list 2>&1) || fail "volume list during the release: $out"
+[ -e "$CL_ROOT/release.rc" ] &&
+	fail "volume list answered only once the release had (the control loop was blocked)"
+log "volume list answered while the release waited for n3"
+wait $RP
+out=$(cat "$CL_ROOT/release.out")
+[ "$(cat "$CL_ROOT/release.rc")" = 0 ] || fail "volume delete y (the claim alone): $out"
+[[ $out == *"is released; a copy it may have left on n3 is not deleted"* ]] ||
+	fail "volume delete y did not name n3's copy as left: $out"
+kill -CONT "${CL_PID[3]}"
+cl_copy_size 1 y >/dev/null && fail "n1's copy of y was not deleted"
+cl_copy_size 3 y >/dev/null || fail "n3's copy of y was deleted, though n3 never answered"
+log "release of y: n1's and n2's copies deleted, n3's left: $out"
 cl_stop_all
