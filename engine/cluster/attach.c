@@ -1414,6 +1414,7 @@ struct detach_wait {
 	struct admin_later *later; /* the admin reply, given once the waits are over */
 	struct detach_wait *next;  /* c->detaching */
 	char name[64];             /* the volume's */
+	uint64_t epoch;            /* the detached coordinator's */
 	unsigned n_nodes;          /* the nodes of the copies the coordinator had open */
 	char nodes[TSR_LAYOUT_MAX_COPIES][64];
 	char *note;                /* the copies still open at the end (the reply's
@@ -1534,6 +1535,7 @@ static void detach_copy_nodes(struct detach_wait *w, struct attachment *a)
 	struct tsr_layout_status st;
 
 	snprintf(w->name, sizeof(w->name), "%s", a->name);
+	w->epoch = a->epoch;
 	w->n_nodes = 0;
 	if (a->layout == NULL)
 		return;
@@ -1569,8 +1571,8 @@ static void detach_wait_close(struct detach_wait *w, bool clean)
 		admin_later_done(w->later); /* detach_reply frees w */
 		return;
 	}
-	ret = cluster_close_wait_start(c, w->name, (const char (*)[64])w->nodes, w->n_nodes,
-				       detach_closed, w);
+	ret = cluster_close_wait_start(c, w->name, w->epoch, (const char (*)[64])w->nodes,
+				       w->n_nodes, detach_closed, w);
 	if (ret) {
 		tsr_warn("cluster: detach %s: not waiting for its copies' close: %s", w->name,
 			 strerror(-ret));

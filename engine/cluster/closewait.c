@@ -25,6 +25,10 @@
  * session's close that hangs, attached again meanwhile) costs the detach
  * that bound; the reply (a note on success: the detach itself is done) and
  * the log then say which node's copy is still open and what it answered.
+ * An attach of the volume meanwhile (on any node) ends the wait at once, no
+ * note: its coordinator holds the copies now (seen in attach/<name> every
+ * CLOSE_ATTACH_CHECK_MS once that long has passed; before, the wait lasted
+ * its bound and named every copy still open).
  * Main thread only.
  */
 #include <errno.h>
@@ -36,6 +40,10 @@
 #include "cluster/internal.h"
 
 #define CLOSE_POLL_MS 10
+/* A copy still open this long after the start may be the copy of a new
+ * attach (on any node): attach/<name> is looked at then, and every as long
+ * after (a metadata read: not at each poll). */
+#define CLOSE_ATTACH_CHECK_MS 100
 
 struct close_wait;
 
@@ -52,11 +60,16 @@ struct close_copy {
 struct close_wait {
 	struct tsr_cluster *c;
 	char name[64];
+	uint64_t epoch;           /* the detached coordinator's (attach/<name>'s mod_rev) */
 	uint64_t copy_size;       /* the query's size: the copy's own (rec_copy_size) */
 	int bound_ms;             /* cluster_peer_call_ms at the start */
 	double start, deadline;   /* ev_now at the start; after which the wait ends */
 	ev_timer poll;            /* every CLOSE_POLL_MS on c->o.loop */
 	bool ending;              /* close_end runs: late answers are ignored */
+	double attach_check;      /* ev_now of the next look at attach/<name>; 0: no
+				   * more looks (the metadata store failed) */
+	char attached_on[64];     /* the node of a new attach found meanwhile (its
+				   * coordinator holds the copies now), else "" */
 	close_wait_fn cb_fn;
 	void *cb_arg;
 	unsigned n;
@@ -87,7 +100,7 @@ static void close_end(struct close_wait *w, const char *why)
 			*pp = w->next;
 			break;
 		}
-	for (unsigned i = 0; i < w->n; i++) {
+	for (unsigned i = 0; i < w->n && !w->attached_on[0]; i++) {
 		struct close_copy *cc = &w->copies[i];
 		int n;
 
@@ -103,7 +116,16 @@ static void close_end(struct close_wait *w, const char *why)
 		if (n > 0 && (size_t)n < sizeof(note) - len)
 			len += (size_t)n;
 	}
-	if (len) {
+	for (unsigned i = 0; i < w->n && w->attached_on[0]; i++)
+		if (w->copies[i].call)
+			admin_async_cancel(w->copies[i].call); /* ignored, as above */
+	if (w->attached_on[0]) {
+		ev_now_update(c->o.loop);
+		tsr_info("cluster: detach %s: attached again on %s (after %.0f ms): its copies "
+			 "are that coordinator's now, not waited for", w->name, w->attached_on,
+			 (ev_now(c->o.loop) - w->start) * 1000);
+		w->cb_fn(w->cb_arg, "");
+	} else if (len) {
 		char msg[1400];
 
 		snprintf(msg, sizeof(msg), "volume '%s' is detached, but %s: its copy is still "
@@ -188,6 +210,34 @@ static void close_look(struct close_copy *cc, int timeout_ms)
 		cc->call = NULL;
 }
 
+/*
+ * Whether name is attached again (on any node: attach/<name>, which the
+ * detach deleted, is created first by an attach): its copies are then the
+ * new coordinator's, whose close nobody waits for.  A metadata store that
+ * fails stops these looks (each would block the loop as long again).
+ */
+static bool attached_again(struct close_wait *w)
+{
+	uint64_t epoch = 0;
+	int ret = cluster_get_attach(w->c, w->name, w->attached_on, sizeof(w->attached_on),
+				     &epoch, NULL);
+
+	if (ret == 0 && epoch > w->epoch)
+		return true;
+	w->attached_on[0] = '\0';
+	if (ret == 0) /* the detached coordinator's own key, left by a failed delete */
+		ret = -ENOENT;
+	if (ret != -ENOENT) {
+		tsr_warn("cluster: detach %s: cannot read attach/%s: %s (an attach elsewhere "
+			 "meanwhile is not seen: the wait may last its bound)", w->name, w->name,
+			 strerror(-ret));
+		w->attach_check = 0;
+	} else {
+		w->attach_check += CLOSE_ATTACH_CHECK_MS / 1000.0;
+	}
+	return false;
+}
+
 static void close_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct close_wait *w = t->data;
@@ -198,6 +248,10 @@ static void close_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		close_end(w, "the wait for its copies' close ended");
 		return;
 	}
+	if (w->attach_check > 0 && ev_now(loop) >= w->attach_check && attached_again(w)) {
+		close_end(w, "");
+		return;
+	}
 	for (unsigned i = 0; i < w->n; i++)
 		if (!w->copies[i].closed && w->copies[i].call == NULL)
 			close_look(&w->copies[i], (int)(left * 1000) + 1);
@@ -205,7 +259,7 @@ static void close_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		close_end(w, "");
 }
 
-int cluster_close_wait_start(struct tsr_cluster *c, const char *name,
+int cluster_close_wait_start(struct tsr_cluster *c, const char *name, uint64_t epoch,
 			     const char (*nodes)[64], unsigned n, close_wait_fn cb_fn,
 			     void *cb_arg)
 {
@@ -226,6 +280,7 @@ int cluster_close_wait_start(struct tsr_cluster *c, const char *name,
 	}
 	w->c = c;
 	snprintf(w->name, sizeof(w->name), "%s", name);
+	w->epoch = epoch;
 	w->copy_size = rec_copy_size(rec);
 	tessera__cluster__volume_record__free_unpacked(rec, NULL);
 	for (unsigned i = 0; i < n; i++) {
@@ -249,6 +304,7 @@ int cluster_close_wait_start(struct tsr_cluster *c, const char *name,
 	ev_now_update(c->o.loop); /* the loop time of this pass may be old */
 	w->start = ev_now(c->o.loop);
 	w->deadline = w->start + w->bound_ms / 1000.0;
+	w->attach_check = w->start + CLOSE_ATTACH_CHECK_MS / 1000.0;
 	/* the first look after one poll: the coordinator's layout goes on its
 	 * home worker, the peer sessions' ends travel meanwhile */
 	ev_timer_init(&w->poll, close_poll_cb, CLOSE_POLL_MS / 1000.0, CLOSE_POLL_MS / 1000.0);

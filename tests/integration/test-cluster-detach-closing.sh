@@ -20,6 +20,7 @@
 # 2. w attached on n1, n2 stopped (SIGSTOP): the detach answers within the
 #    peer timeout (2 s; `timeout 10` guards against a hang), saying that n2's
 #    copy is still open.  Before the fix: no such note.
+# 3. (below) an attach elsewhere during the wait ends it.
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
@@ -56,6 +57,30 @@ done
 rm -f "$HOLD"
 [ -z "$errs" ] || fail "$errs"
 log "detach answered once n3 closed its copy; rollback and delete right after it: ok"
+
+# 3. x attached on n1, H made, detach in the background; while it waits for
+#    n3's held copy, x is attached again on n2: its copies are the new
+#    coordinator's now, so the detach answers (no note) without waiting for
+#    its bound.  Before (review revJ F1): it waited the whole bound and named
+#    every copy as still open ("a rollback or volume delete ... may find it
+#    busy"), though they were the new attach's.
+ctsr volume create x --size 4M --replicas 3 >/dev/null || fail "create x"
+ctsr volume attach x --node n1 >/dev/null || fail "attach x"
+touch "$HOLD"
+ctsr volume detach x >"$HOLD_DIR/x.out" 2>&1 & d=$!; track_pid $d
+for (( i=0; i<200; i++ )); do
+	[ -e "$HOLD.held" ] && grepq "detach x: waiting up to" <"$(cl_dir 1)/tesserad.log" && break
+	kill -0 $d 2>/dev/null || fail "detach x answered with n3's copy held: $(cat "$HOLD_DIR/x.out")"
+	sleep 0.05
+done
+out=$(ctsr volume attach x --node n2 2>&1) || fail "attach x on n2 during the detach's wait: $out"
+rm -f "$HOLD"
+reap $d || fail "detach x: $(cat "$HOLD_DIR/x.out")"
+grepq "still open" <"$HOLD_DIR/x.out" &&
+	fail "detach x waited for copies attached again on n2: $(cat "$HOLD_DIR/x.out")"
+grepq "detach x: attached again on n2" <"$(cl_dir 1)/tesserad.log" ||
+	fail "n1 does not log that x was attached again on n2"
+log "detach whose volume is attached again elsewhere during its wait: answered, no note: ok"
 
 ctsr volume create w --size 4M --replicas 3 >/dev/null || fail "create w"
 ctsr volume attach w --node n1 >/dev/null || fail "attach w"
