@@ -1024,6 +1024,11 @@ static void op_volume_resize(struct tsr_admin_server *srv, const Tessera__Admin_
 		return;
 	}
 	if (ret == 0 && r->size < info.size) {
+		/* a node asking for its copy (check_only, local_copy: a detach
+		 * waiting for its close, cluster/closewait.c) gets it also when it
+		 * is larger than the record (a resize stopped after its grow step) */
+		if (r->check_only && r->local_copy)
+			reply_volume(srv, r->name, resp);
 		admin_fail(resp, -EINVAL, "volume '%s' can only grow: it is %s, asked for %s",
 			   r->name, tsr_format_size(info.size, old_sz, sizeof(old_sz)),
 			   tsr_format_size(r->size, new_sz, sizeof(new_sz)));

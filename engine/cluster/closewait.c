@@ -13,7 +13,9 @@
  * open to be closed: this node's copy looked at in the store, another
  * node's asked with the local_copy VolumeResize with check_only at the
  * copy's size (nothing changes; the answer's Volume.copy_sessions, from
- * admin_ops.c build_volume), every CLOSE_POLL_MS, with admin_async_call:
+ * admin_ops.c build_volume; a copy larger than that, left by a resize
+ * stopped after its grow step, answers "can only grow" with its Volume
+ * all the same), every CLOSE_POLL_MS, with admin_async_call:
  * the loop serves other calls meanwhile.  The copies waited for are those
  * the coordinator had a session with at the detach (attach.c
  * detach_copy_nodes).  A copy that is gone (-ENOENT), or on a node whose
@@ -163,10 +165,12 @@ static void close_query_done(void *cb_arg, int status, Tessera__Admin__Response 
 		snprintf(cc->state, sizeof(cc->state), "cannot ask it: %s", strerror(-status));
 	else if (resp->error == -ENOENT)
 		cc->closed = true;
-	else if (resp->error)
+	else if (resp->error && resp->n_volumes != 1)
 		snprintf(cc->state, sizeof(cc->state), "it answered: %s", resp->message);
 	else if (resp->n_volumes != 1)
 		snprintf(cc->state, sizeof(cc->state), "its answer has no copy");
+	/* with an error: a copy larger than the record ("can only grow") comes
+	 * with its answer all the same (admin_ops.c op_volume_resize) */
 	else if (resp->volumes[0]->copy_sessions == 0)
 		cc->closed = true;
 	else

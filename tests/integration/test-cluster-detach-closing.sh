@@ -20,10 +20,13 @@
 # 2. w attached on n1, n2 stopped (SIGSTOP): the detach answers within the
 #    peer timeout (2 s; `timeout 10` guards against a hang), saying that n2's
 #    copy is still open.  Before the fix: no such note.
-# 3. (below) an attach elsewhere during the wait ends it.
+# 3., 4. (below) an attach elsewhere during the wait ends it; a copy grown
+#    past the record is looked at too.
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
+ADMIN_LOCAL_COPY=$TSR_BUILD/tests/admin_local_copy # admin_local_copy.c
+require_tessera "$ADMIN_LOCAL_COPY"
 require_cmd qemu-io
 make_tmpdir HOLD_DIR
 HOLD=$HOLD_DIR/hold
@@ -81,6 +84,18 @@ grepq "still open" <"$HOLD_DIR/x.out" &&
 grepq "detach x: attached again on n2" <"$(cl_dir 1)/tesserad.log" ||
 	fail "n1 does not log that x was attached again on n2"
 log "detach whose volume is attached again elsewhere during its wait: answered, no note: ok"
+
+# 4. g attached on n1, n2's copy grown past the record (admin_local_copy: what
+#    a resize stopped after its grow step leaves): the detach answers without
+#    a note.  Before (review revJ F2): n2 answered the close query (the
+#    check_only resize at the record's size) "can only grow" without its
+#    copy, so the detach waited its whole bound and named n2's copy as open.
+ctsr volume create g --size 4M --replicas 3 >/dev/null || fail "create g"
+ctsr volume attach g --node n1 >/dev/null || fail "attach g"
+"$ADMIN_LOCAL_COPY" "$(cl_dir 2)" volume-resize g 8M >/dev/null || fail "grow n2's copy of g"
+out=$(ctsr volume detach g 2>&1) || fail "detach g: $out"
+grepq "still open" <<<"$out" && fail "detach g with n2's copy grown: $out"
+log "detach with a copy grown past the record: answered, no note: ok"
 
 ctsr volume create w --size 4M --replicas 3 >/dev/null || fail "create w"
 ctsr volume attach w --node n1 >/dev/null || fail "attach w"

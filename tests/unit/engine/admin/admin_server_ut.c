@@ -217,6 +217,63 @@ static void test_volume_lifecycle(void **state)
 	tsr_admin_close(c);
 }
 
+/* The local_copy VolumeResize with check_only that a detach polls until its
+ * copies are closed (cluster/closewait.c): sz the size asked. */
+static Tessera__Admin__Response *copy_query(struct tsr_admin_client *c, const char *name,
+					    uint64_t sz)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeResize resize = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
+
+	resize.name = (char *)name;
+	resize.size = sz;
+	resize.local_copy = true;
+	resize.check_only = true;
+	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE;
+	req.volume_resize = &resize;
+	return call(c, &req);
+}
+
+/* The copy query of "grown" (8 MiB) at sz answers err with the copy, which
+ * has sessions open. */
+static void expect_copy(struct tsr_admin_client *c, uint64_t sz, int err, uint32_t sessions)
+{
+	Tessera__Admin__Response *r = copy_query(c, "grown", sz);
+
+	assert_int_equal(r->error, err);
+	if (err)
+		assert_non_null(strstr(r->message, "can only grow"));
+	assert_int_equal(r->n_volumes, 1);
+	assert_int_equal(r->volumes[0]->size, 8 << 20);
+	assert_int_equal(r->volumes[0]->copy_sessions, sessions);
+	tessera__admin__response__free_unpacked(r, NULL);
+}
+
+/*
+ * The copy query answers the copy's open sessions (Volume.copy_sessions), at
+ * its own size and also at a smaller one (a copy grown past the record by a
+ * resize stopped after its grow step): "can only grow", with the copy all
+ * the same.  Before (review revJ F2) that answer had no copy: a detach
+ * waited its whole bound for such a copy, naming it as open.
+ */
+static void test_copy_query_sessions(void **state)
+{
+	struct fixture *f = *state;
+	struct tsr_admin_client *c = connect_unix(f);
+	Tessera__Admin__Response *r;
+	struct tsr_svol *svol = NULL;
+
+	r = create(c, "grown", 8 << 20);
+	assert_int_equal(r->error, 0);
+	tessera__admin__response__free_unpacked(r, NULL);
+	assert_int_equal(tsr_store_vol_open(f->store, "grown", &svol), 0);
+	expect_copy(c, 8 << 20, 0, 1);
+	expect_copy(c, 4 << 20, -EINVAL, 1);
+	tsr_svol_put(svol);
+	expect_copy(c, 4 << 20, -EINVAL, 0);
+	tsr_admin_close(c);
+}
+
 static void test_delete_in_use(void **state)
 {
 	struct fixture *f = *state;
@@ -1171,6 +1228,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_volume_lifecycle, setup, admin_fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_delete_in_use, setup, admin_fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_delete_copy_by_uuid, setup, admin_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_copy_query_sessions, setup,
+						admin_fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshots, setup, admin_fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_create_later, setup, admin_fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_delete_clone_later, setup, admin_fixture_teardown),
