@@ -504,7 +504,7 @@ static void row_to_info(struct tsr_store *store, const struct vol_row *row,
 	info->created = row->created;
 	svol = store_find_open_uuid(store, row->uuid);
 	if (svol)
-		info->sessions = (unsigned)(svol->opens + svol->ro_handles);
+		info->sessions = (unsigned)svol->opens; /* not its snapshots' readers */
 	if (row->dev_offset >= 0) {
 		info->allocated = row->size; /* a device extent is fully provisioned */
 		return;

@@ -46,7 +46,10 @@ struct tsr_vol_info {
 	uint64_t allocated;  /* bytes actually allocated on disk */
 	int64_t created;     /* unix seconds */
 	/* its open handles when read: tsr_store_vol_open sessions (a peer
-	 * session, a local coordinator) and snapshot sessions; 0: closed */
+	 * session, a local coordinator), which a detach waits to see closed
+	 * (cluster/closewait.c); 0: closed.  Not its snapshots' readers (an NBD
+	 * client of VOL@SNAP, a clone reading one): nobody's detach ends them,
+	 * though they too hold the volume against a delete or a rollback. */
 	unsigned sessions;
 };
 

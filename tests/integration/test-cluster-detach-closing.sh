@@ -20,8 +20,8 @@
 # 2. w attached on n1, n2 stopped (SIGSTOP): the detach answers within the
 #    peer timeout (2 s; `timeout 10` guards against a hang), saying that n2's
 #    copy is still open.  Before the fix: no such note.
-# 3., 4. (below) an attach elsewhere during the wait ends it; a copy grown
-#    past the record is looked at too.
+# 3.-5. (below) an attach elsewhere during the wait ends it; a copy grown
+#    past the record is looked at too; a snapshot reader is not waited for.
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
@@ -96,6 +96,31 @@ ctsr volume attach g --node n1 >/dev/null || fail "attach g"
 out=$(ctsr volume detach g 2>&1) || fail "detach g: $out"
 grepq "still open" <<<"$out" && fail "detach g with n2's copy grown: $out"
 log "detach with a copy grown past the record: answered, no note: ok"
+
+# 5. q attached on n1 with a snapshot s1, an NBD client reading q@s1 on n2
+#    (qemu-io, held open by its stdin): that reader is not the coordinator's
+#    and may stay for hours; the detach answers without waiting for it (no
+#    note).  Before (review revJ F3): Volume.copy_sessions counted snapshot
+#    readers too, so the detach waited its whole bound and named n2's copy
+#    ("1 session(s) open there").
+ctsr volume create q --size 4M --replicas 3 >/dev/null || fail "create q"
+ctsr volume attach q --node n1 >/dev/null || fail "attach q"
+ctsr snapshot create q s1 >/dev/null || fail "snapshot q s1"
+mkfifo "$HOLD_DIR/qin"
+qemu-io -f raw -r "$(cl_nbd_uri 2 q@s1)" <"$HOLD_DIR/qin" >"$HOLD_DIR/q.out" 2>&1 & r=$!
+track_pid $r
+exec 7>"$HOLD_DIR/qin"
+echo "read -P 0 0 4k" >&7
+for (( i=0; i<200; i++ )); do
+	grepq "read 4096/4096" <"$HOLD_DIR/q.out" && break
+	kill -0 $r 2>/dev/null || fail "q@s1 reader on n2: $(cat "$HOLD_DIR/q.out")"
+	sleep 0.05
+done
+out=$(ctsr volume detach q 2>&1) || fail "detach q: $out"
+exec 7>&-
+reap $r || fail "q@s1 reader on n2: $(cat "$HOLD_DIR/q.out")"
+grepq "still open" <<<"$out" && fail "detach q waited for a snapshot reader on n2: $out"
+log "detach with a snapshot reader open on a copy's node: answered, no note: ok"
 
 ctsr volume create w --size 4M --replicas 3 >/dev/null || fail "create w"
 ctsr volume attach w --node n1 >/dev/null || fail "attach w"

@@ -287,6 +287,33 @@ static void write_in_between(void *arg)
 	assert_int_equal(swrite(r->v, r->io2, 16 * BS, 16 * BS, r->wbuf, 0), 0);
 }
 
+/*
+ * tsr_vol_info.sessions counts the volume's own handles (a coordinator's peer
+ * session, a local coordinator), which a detach waits to see closed
+ * (cluster/closewait.c), not its snapshots' readers (an NBD client of
+ * VOL@SNAP, a clone reading one): those are nobody's detach.  Before (review
+ * revJ F3) a snapshot reader counted: '0x1 != 0'.
+ */
+static void test_snap_reader_not_a_session(void **state)
+{
+	struct env *e = *state;
+	struct tsr_vol_info info;
+	struct tsr_svol *v, *s;
+
+	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
+	assert_int_equal(tsr_store_snap_create(e->store, "v", "s", NULL), 0);
+	assert_int_equal(tsr_store_snap_open(e->store, "v", "s", &s), 0);
+	assert_int_equal(tsr_store_vol_info(e->store, "v", &info), 0);
+	assert_int_equal(info.sessions, 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
+	assert_int_equal(tsr_store_vol_info(e->store, "v", &info), 0);
+	assert_int_equal(info.sessions, 1);
+	tsr_svol_put(v);
+	/* the reader still holds the copy against a delete */
+	assert_int_equal(tsr_store_vol_delete(e->store, "v"), -EBUSY);
+	tsr_svol_put(s);
+}
+
 static void test_read_during_cow(void **state)
 {
 	struct env *e = *state;
@@ -1691,6 +1718,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_model, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snap_reader_not_a_session, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_during_cow, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_overlapping_cow, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_grouped_cow, setup, teardown),
