@@ -46,6 +46,9 @@
  * attach (on any node): attach/<name> is looked at then, and every as long
  * after (a metadata read: not at each poll). */
 #define CLOSE_ATTACH_CHECK_MS 100
+/* The detach's note on the copies still open, at most (the reply's message
+ * around it stays within admin_fail's 1024 bytes). */
+#define CLOSE_NOTE_MAX 700
 
 struct close_wait;
 
@@ -87,13 +90,53 @@ static bool all_closed(const struct close_wait *w)
 	return true;
 }
 
+void cluster_close_note(char *out, size_t len, unsigned n, const char *const *nodes,
+			const char *const *states)
+{
+	char *buf = NULL;
+	size_t blen = 0;
+	FILE *f = open_memstream(&buf, &blen);
+
+	if (f == NULL) {
+		snprintf(out, len, "(out of memory)");
+		return;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		bool listed = false;
+
+		if (states[i] == NULL)
+			continue;
+		for (unsigned j = 0; j < i && !listed; j++)
+			listed = states[j] && strcmp(states[j], states[i]) == 0;
+		if (listed) /* with the first copy of its state */
+			continue;
+		fprintf(f, "%s%s", ftell(f) ? ", " : "", nodes[i]);
+		for (unsigned j = i + 1; j < n; j++)
+			if (states[j] && strcmp(states[j], states[i]) == 0)
+				fprintf(f, ", %s", nodes[j]);
+		fprintf(f, " (%s)", states[i]);
+	}
+	if (fclose(f) != 0 || buf == NULL) {
+		free(buf);
+		snprintf(out, len, "(out of memory)");
+		return;
+	}
+	if (blen < len)
+		memcpy(out, buf, blen + 1);
+	else if (len > 3)
+		snprintf(out, len, "%.*s...", (int)(len - 4), buf);
+	else
+		out[0] = '\0';
+	free(buf);
+}
+
 /* End w: unlist it, cancel its queries, tell its caller (which copies are
  * still open, "" none), free it. */
 static void close_end(struct close_wait *w, const char *why)
 {
+	const char *nodes[TSR_LAYOUT_MAX_COPIES], *states[TSR_LAYOUT_MAX_COPIES];
 	struct tsr_cluster *c = w->c;
-	char note[1024] = "";
-	size_t len = 0;
+	char note[CLOSE_NOTE_MAX];
 
 	w->ending = true;
 	ev_timer_stop(c->o.loop, &w->poll);
@@ -102,33 +145,26 @@ static void close_end(struct close_wait *w, const char *why)
 			*pp = w->next;
 			break;
 		}
-	for (unsigned i = 0; i < w->n && !w->attached_on[0]; i++) {
+	for (unsigned i = 0; i < w->n; i++) {
 		struct close_copy *cc = &w->copies[i];
-		int n;
 
 		if (cc->call) {
 			snprintf(cc->state, sizeof(cc->state), "its node did not answer within "
 				 "%d ms: stopped or cut off?", w->bound_ms);
 			admin_async_cancel(cc->call); /* its callback runs now: ignored */
 		}
-		if (cc->closed)
-			continue;
-		n = snprintf(note + len, sizeof(note) - len, "%s%s (%s)", len ? ", " : "",
-			     cc->node_id, cc->state);
-		if (n > 0 && (size_t)n < sizeof(note) - len)
-			len += (size_t)n;
+		nodes[i] = cc->node_id;
+		states[i] = cc->closed || w->attached_on[0] ? NULL : cc->state;
 	}
-	for (unsigned i = 0; i < w->n && w->attached_on[0]; i++)
-		if (w->copies[i].call)
-			admin_async_cancel(w->copies[i].call); /* ignored, as above */
+	cluster_close_note(note, sizeof(note), w->n, nodes, states);
 	if (w->attached_on[0]) {
 		ev_now_update(c->o.loop);
 		tsr_info("cluster: detach %s: attached again on %s (after %.0f ms): its copies "
 			 "are that coordinator's now, not waited for", w->name, w->attached_on,
 			 (ev_now(c->o.loop) - w->start) * 1000);
 		w->cb_fn(w->cb_arg, "");
-	} else if (len) {
-		char msg[1400];
+	} else if (note[0]) {
+		char msg[1024]; /* admin_fail's bound: the note fits with the rest */
 
 		snprintf(msg, sizeof(msg), "volume '%s' is detached, but %s: its copy is still "
 			 "open on %s; a rollback or volume delete right now may find it busy (see "

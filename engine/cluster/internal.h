@@ -436,6 +436,15 @@ int cluster_close_wait_start(struct tsr_cluster *c, const char *name, uint64_t e
 			     void *cb_arg);
 /* tsr_cluster_stop: every wait ends now (its callback says so). */
 void cluster_close_wait_stop(struct tsr_cluster *c);
+/*
+ * The note's list of the copies still open, into out (len bytes): "n2, n3
+ * (its node did not answer ...), n4 (1 session(s) open there)": the nodes of
+ * one state together, in the copies' order, so that a large layout's note
+ * stays short (an ec 16+4 volume behind a cut site); cut short with "..."
+ * past len.  nodes[i], states[i]: copy i's node and state, NULL when closed.
+ */
+void cluster_close_note(char *out, size_t len, unsigned n, const char *const *nodes,
+			const char *const *states);
 void cluster_volume_status(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 			   Tessera__Admin__Response *resp);
 /*
