@@ -131,8 +131,10 @@ void cluster_close_note(char *out, size_t len, unsigned n, const char *const *no
 }
 
 /* End w: unlist it, cancel its queries, tell its caller (which copies are
- * still open, "" none), free it. */
-static void close_end(struct close_wait *w, const char *why)
+ * still open, "" none), free it.  why: the note's reason; past_bound: a
+ * query still out had the whole bound to answer (else it was cut short:
+ * tesserad stopping). */
+static void close_end(struct close_wait *w, const char *why, bool past_bound)
 {
 	const char *nodes[TSR_LAYOUT_MAX_COPIES], *states[TSR_LAYOUT_MAX_COPIES];
 	struct tsr_cluster *c = w->c;
@@ -148,11 +150,13 @@ static void close_end(struct close_wait *w, const char *why)
 	for (unsigned i = 0; i < w->n; i++) {
 		struct close_copy *cc = &w->copies[i];
 
-		if (cc->call) {
+		if (cc->call && past_bound)
 			snprintf(cc->state, sizeof(cc->state), "its node did not answer within "
 				 "%d ms: stopped or cut off?", w->bound_ms);
+		else if (cc->call)
+			snprintf(cc->state, sizeof(cc->state), "its node had not answered yet");
+		if (cc->call)
 			admin_async_cancel(cc->call); /* its callback runs now: ignored */
-		}
 		nodes[i] = cc->node_id;
 		states[i] = cc->closed || w->attached_on[0] ? NULL : cc->state;
 	}
@@ -215,7 +219,7 @@ static void close_query_done(void *cb_arg, int status, Tessera__Admin__Response 
 	if (resp)
 		tessera__admin__response__free_unpacked(resp, NULL);
 	if (all_closed(w))
-		close_end(w, "");
+		close_end(w, "", false);
 }
 
 /* Look at cc once: this node's store now, another node's by a query. */
@@ -285,18 +289,18 @@ static void close_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 	(void)revents;
 	if (left <= 0) {
-		close_end(w, "the wait for its copies' close ended");
+		close_end(w, "the wait for its copies' close ended", true);
 		return;
 	}
 	if (w->attach_check > 0 && ev_now(loop) >= w->attach_check && attached_again(w)) {
-		close_end(w, "");
+		close_end(w, "", false);
 		return;
 	}
 	for (unsigned i = 0; i < w->n; i++)
 		if (!w->copies[i].closed && w->copies[i].call == NULL)
 			close_look(&w->copies[i], (int)(left * 1000) + 1);
 	if (all_closed(w))
-		close_end(w, "");
+		close_end(w, "", false);
 }
 
 int cluster_close_wait_start(struct tsr_cluster *c, const char *name, uint64_t epoch,
@@ -360,5 +364,5 @@ int cluster_close_wait_start(struct tsr_cluster *c, const char *name, uint64_t e
 void cluster_close_wait_stop(struct tsr_cluster *c)
 {
 	while (c->close_waits)
-		close_end(c->close_waits, "tesserad is stopping");
+		close_end(c->close_waits, "tesserad is stopping", false);
 }

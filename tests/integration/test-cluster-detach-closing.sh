@@ -20,8 +20,9 @@
 # 2. w attached on n1, n2 stopped (SIGSTOP): the detach answers within the
 #    peer timeout (2 s; `timeout 10` guards against a hang), saying that n2's
 #    copy is still open.  Before the fix: no such note.
-# 3.-5. (below) an attach elsewhere during the wait ends it; a copy grown
-#    past the record is looked at too; a snapshot reader is not waited for.
+# 3.-6. (below) an attach elsewhere during the wait ends it; a copy grown
+#    past the record is looked at too; a snapshot reader is not waited for;
+#    tesserad stopping during the wait answers it, saying so.
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
@@ -132,5 +133,27 @@ kill -CONT "${CL_PID[2]}"
 grepq "its copy is still open on n2 (its node did not answer" <<<"$CL_OUT" ||
 	fail "detach with n2 stopped does not say n2's copy may be open: $CL_OUT"
 log "detach with n2 stopped answered within the bound, naming n2: ok"
+
+# 6. b attached on n1, H made, detach in the background; n1 stopped during
+#    the wait: the detach answers (rc 0) that tesserad is stopping and that
+#    n3's copy has not answered yet.  Before (review revJ F5): the note said
+#    n3 "did not answer within 2000 ms" a few ms into the wait.
+ctsr volume create b --size 4M --replicas 3 >/dev/null || fail "create b"
+ctsr volume attach b --node n1 >/dev/null || fail "attach b"
+touch "$HOLD"
+ctsr volume detach b >"$HOLD_DIR/b.out" 2>&1 & d=$!; track_pid $d
+for (( i=0; i<200; i++ )); do
+	grepq "detach b: waiting up to" <"$(cl_dir 1)/tesserad.log" && break
+	kill -0 $d 2>/dev/null || fail "detach b answered with n3's copy held: $(cat "$HOLD_DIR/b.out")"
+	sleep 0.02
+done
+cl_stop 1
+reap $d || fail "detach b while n1 stops: $(cat "$HOLD_DIR/b.out")"
+rm -f "$HOLD"
+out=$(cat "$HOLD_DIR/b.out")
+grepq "tesserad is stopping: its copy is still open on n3" <<<"$out" ||
+	fail "detach b while n1 stops does not say so: $out"
+grepq "did not answer within" <<<"$out" && fail "detach b while n1 stops blames n3: $out"
+log "detach while its node stops: answered, saying so: ok"
 cl_stop_all
 log ok
