@@ -32,6 +32,20 @@ require_cmd qemu-io
 make_tmpdir HOLD_DIR
 HOLD=$HOLD_DIR/hold
 cl_start_held 3 3 TSR_TEST_PEER_CLOSE_HOLD_FILE "$HOLD"
+
+# detach_held VOL: H made, `volume detach VOL` in the background (pid D, its
+# output in $HOLD_DIR/VOL.out), until n1 says it waits for the copies' close.
+detach_held() {
+	touch "$HOLD"
+	ctsr volume detach "$1" >"$HOLD_DIR/$1.out" 2>&1 & D=$!; track_pid $D
+	for (( i=0; i<200; i++ )); do
+		grepq "detach $1: waiting up to" <"$(cl_dir 1)/tesserad.log" && return 0
+		kill -0 $D 2>/dev/null ||
+			fail "detach $1 answered with n3's copy held: $(cat "$HOLD_DIR/$1.out")"
+		sleep 0.02
+	done
+	fail "detach $1: n1 does not say it waits for the copies' close"
+}
 cl_mirror_s1 v
 
 touch "$HOLD"
@@ -70,16 +84,10 @@ log "detach answered once n3 closed its copy; rollback and delete right after it
 #    busy"), though they were the new attach's.
 ctsr volume create x --size 4M --replicas 3 >/dev/null || fail "create x"
 ctsr volume attach x --node n1 >/dev/null || fail "attach x"
-touch "$HOLD"
-ctsr volume detach x >"$HOLD_DIR/x.out" 2>&1 & d=$!; track_pid $d
-for (( i=0; i<200; i++ )); do
-	[ -e "$HOLD.held" ] && grepq "detach x: waiting up to" <"$(cl_dir 1)/tesserad.log" && break
-	kill -0 $d 2>/dev/null || fail "detach x answered with n3's copy held: $(cat "$HOLD_DIR/x.out")"
-	sleep 0.05
-done
+detach_held x
 out=$(ctsr volume attach x --node n2 2>&1) || fail "attach x on n2 during the detach's wait: $out"
 rm -f "$HOLD"
-reap $d || fail "detach x: $(cat "$HOLD_DIR/x.out")"
+reap $D || fail "detach x: $(cat "$HOLD_DIR/x.out")"
 grepq "still open" <"$HOLD_DIR/x.out" &&
 	fail "detach x waited for copies attached again on n2: $(cat "$HOLD_DIR/x.out")"
 grepq "detach x: attached again on n2" <"$(cl_dir 1)/tesserad.log" ||
@@ -140,15 +148,9 @@ log "detach with n2 stopped answered within the bound, naming n2: ok"
 #    n3 "did not answer within 2000 ms" a few ms into the wait.
 ctsr volume create b --size 4M --replicas 3 >/dev/null || fail "create b"
 ctsr volume attach b --node n1 >/dev/null || fail "attach b"
-touch "$HOLD"
-ctsr volume detach b >"$HOLD_DIR/b.out" 2>&1 & d=$!; track_pid $d
-for (( i=0; i<200; i++ )); do
-	grepq "detach b: waiting up to" <"$(cl_dir 1)/tesserad.log" && break
-	kill -0 $d 2>/dev/null || fail "detach b answered with n3's copy held: $(cat "$HOLD_DIR/b.out")"
-	sleep 0.02
-done
+detach_held b
 cl_stop 1
-reap $d || fail "detach b while n1 stops: $(cat "$HOLD_DIR/b.out")"
+reap $D || fail "detach b while n1 stops: $(cat "$HOLD_DIR/b.out")"
 rm -f "$HOLD"
 out=$(cat "$HOLD_DIR/b.out")
 grepq "tesserad is stopping: its copy is still open on n3" <<<"$out" ||
