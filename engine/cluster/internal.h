@@ -426,10 +426,10 @@ typedef void (*close_wait_fn)(void *cb_arg, const char *note);
  * Wait, on the loop, until the store copies of name on nodes (n node ids,
  * the detached coordinator's copies; this node's looked at in its store) are
  * closed there, at most the peer timeout, or name is attached again (an
- * attach/<name> of a higher epoch than the detached coordinator's: no note).  Returns 0 and cb_fn fires exactly
- * once, on the loop, never before this returns; or -errno and cb_fn never
- * fires: -EINVAL (n is 0 or too large), -ENOMEM, the record's read's
- * (-ENOENT: no vol/<name>).
+ * attach/<name> of a higher epoch than the detached coordinator's, epoch: no
+ * note).  Returns 0 and cb_fn fires exactly once, on the loop, never before
+ * this returns; or -errno and cb_fn never fires: -EINVAL (n is 0 or too
+ * large), -ENOMEM, the record's read's (-ENOENT: no vol/<name>).
  */
 int cluster_close_wait_start(struct tsr_cluster *c, const char *name, uint64_t epoch,
 			     const char (*nodes)[64], unsigned n, close_wait_fn cb_fn,

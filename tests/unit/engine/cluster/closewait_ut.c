@@ -22,8 +22,8 @@
 
 static void test_grouped(void **state)
 {
-	const char *nodes[] = { "n1", "n2", "n3", "n4" };
-	const char *states[] = { SILENT, NULL, "1 session(s) open there", SILENT };
+	const char *nodes[] = {"n1", "n2", "n3", "n4"};
+	const char *states[] = {SILENT, NULL, "1 session(s) open there", SILENT};
 	char note[700];
 
 	(void)state;
@@ -56,8 +56,8 @@ static void test_large_layout(void **state)
 /* Too long for out: cut short, ending in "...". */
 static void test_cut_short(void **state)
 {
-	const char *nodes[] = { "n1", "n2" };
-	const char *states[] = { "a", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb" };
+	const char *nodes[] = {"n1", "n2"};
+	const char *states[] = {"a", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"};
 	char note[24];
 
 	(void)state;
@@ -69,9 +69,9 @@ static void test_cut_short(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_grouped),
-		cmocka_unit_test(test_large_layout),
-		cmocka_unit_test(test_cut_short),
+	    cmocka_unit_test(test_grouped),
+	    cmocka_unit_test(test_large_layout),
+	    cmocka_unit_test(test_cut_short),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
