@@ -440,6 +440,30 @@ ssize_t __wrap_send(int fd, const void *buf, size_t len, int flags)
 	return __real_send(fd, buf, len, flags);
 }
 
+/* recv(2) calls on one socket (g_recv_fd, -Wl,--wrap=recv): how many took
+ * bytes, and whether every one of them filled one buffer from its start */
+static int g_recv_fd = -1;
+static unsigned g_recvs;
+static void *g_recv_buf;
+static size_t g_recv_len;
+static bool g_recv_same = true;
+ssize_t __real_recv(int fd, void *buf, size_t len, int flags);
+ssize_t __wrap_recv(int fd, void *buf, size_t len, int flags);
+ssize_t __wrap_recv(int fd, void *buf, size_t len, int flags)
+{
+	ssize_t n = __real_recv(fd, buf, len, flags);
+
+	if (fd == g_recv_fd && n > 0) {
+		if (g_recvs++ == 0) {
+			g_recv_buf = buf;
+			g_recv_len = len;
+		} else if (buf != g_recv_buf || len != g_recv_len) {
+			g_recv_same = false;
+		}
+	}
+	return n;
+}
+
 struct conn {
 	struct tsr_site_tls_ctx *sctx, *cctx;
 	struct tsr_site_tls *srv, *cli; /* cli writes, srv reads */
@@ -596,6 +620,35 @@ static void test_gather_queued(void **state)
 	free(rx);
 }
 
+/* The server reads 13 records queued in its socket in two recvs, each
+ * into its 128 KiB read buffer from the start: the records are not read
+ * into OpenSSL's record buffer, whose read-ahead moved the bytes left in it
+ * to its front before each record (site_tls.c, read_buffer). */
+static void test_read_buffered(void **state)
+{
+	size_t len = GATHER_TEST_LEN, got = 0;
+	uint8_t *tx = pattern(len), *rx = malloc(len);
+	struct conn c;
+
+	(void)state;
+	assert_non_null(rx);
+	conn_open(&c, 8 << 20);
+	assert_int_equal(tsr_site_tls_write_gather(c.cli, tx, len), (ssize_t)len);
+	g_recv_fd = c.sv[0];
+	g_recvs = 0;
+	g_recv_same = true;
+	read_ready(&c, rx, &got, len);
+	g_recv_fd = -1;
+	assert_int_equal(got, len);
+	assert_memory_equal(rx, tx, len);
+	assert_int_equal(g_recvs, 2);
+	assert_true(g_recv_same);
+	assert_int_equal(g_recv_len, 128u << 10);
+	conn_close(&c);
+	free(tx);
+	free(rx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -614,6 +667,7 @@ int main(void)
 		cmocka_unit_test(test_gather_one_send),
 		cmocka_unit_test(test_gather_queued),
 		cmocka_unit_test(test_gather_more_one_send),
+		cmocka_unit_test(test_read_buffered),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
