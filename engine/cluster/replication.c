@@ -1084,9 +1084,10 @@ static void tc_lock_text(const struct tsr_cluster *c, char *text, size_t len)
 }
 
 /* kv, tcreate/<vol>, was written by this process (tc_lock_text).  With no
- * create of vol running here, it is one an earlier create here left: its
- * delete failed (tc_unlock), and on this live node's lease it would stay
- * until the node stops. */
+ * create of vol running here and no claim's release of it waiting here
+ * (claim_release_find: its lock, claim_lock), it is one an earlier create
+ * here left: its delete failed (tc_unlock), and on this live node's lease it
+ * would stay until the node stops. */
 static bool tc_lock_is_mine(const struct tsr_cluster *c, const struct tsr_meta_kv *kv)
 {
 	char text[128];
@@ -3436,7 +3437,9 @@ static void tc_test_claim_race(struct target_create *t, bool early)
  * it is an earlier create's whose delete failed (tc_unlock, a metadata
  * error): left on a live node's lease it would hold every create of the
  * volume back, and its claim's release (repl_claim_release), until this
- * node stops; it is deleted at its revision and taken again.
+ * node stops; it is deleted at its revision and taken again, unless a
+ * claim's release of the volume waits for a node here (struct
+ * claim_release, which wrote it: held).
  */
 static int tc_lock(struct target_create *t, char *msg, size_t msg_len)
 {
@@ -3465,6 +3468,15 @@ static int tc_lock(struct target_create *t, char *msg, size_t msg_len)
 		}
 		snprintf(held, sizeof(held), "%.*s",
 			 (int)(kv.value_len < 100 ? kv.value_len : 100), (const char *)kv.value);
+		/* this process's text is also the lock of a claim's release
+		 * waiting for a node here (claim_lock, struct claim_release):
+		 * held, not an earlier create's left (review s20-revK A) */
+		if (tc_lock_is_mine(t->c, &kv) && claim_release_find(t->c, t->volume)) {
+			tsr_meta_kv_clear(&kv);
+			snprintf(msg, msg_len, "%s is held by a volume delete of it here, which "
+				 "releases its claim and deletes the copies a create of it left", key);
+			return -ECANCELED;
+		}
 		if (tries > 0 || !tc_lock_is_mine(t->c, &kv)) {
 			tsr_meta_kv_clear(&kv);
 			break;
