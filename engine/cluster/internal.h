@@ -298,9 +298,11 @@ int cluster_copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecor
 			const char *name, uint64_t size, char *msg, size_t msg_len);
 int cluster_copy_delete(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			const char *name, char *msg, size_t msg_len);
-/* The uuid of node's store copy of name (size: its record's size, 0 any),
- * asked within the peer timeout (volume.c copy_uuid_ask): 0 with uuid (""
- * when the node named none), -ENOENT (no copy there), or the call's -errno. */
+/* The uuid of node's store copy of name, asked within the peer timeout at
+ * size 0 (any size), then, when the node named none (a node before session
+ * 20 refuses size 0), at size (its record's; 0: not again): 0 with uuid (""
+ * when the node named none), -ENOENT (no copy there), the node's other error
+ * or the call's -errno (volume.c copy_uuid_ask). */
 int cluster_copy_uuid(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 		      const char *name, uint64_t size, char uuid[37]);
 /* The requests and answers of cluster_copy_uuid and cluster_copy_delete_uuid
@@ -309,7 +311,8 @@ int cluster_copy_uuid(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord 
  * VolumeResize, check_only, at size (0: any, nodes of session 20 on), which
  * changes nothing, into req/vr (the caller's); the answer's Volume also has
  * the copy's open sessions (copy_sessions, closewait.c); its answer's uuid
- * ("" when none) in uuid, 0 or -ENOENT (no copy).  cluster_copy_delete_req:
+ * ("" when none) in uuid, 0, -ENOENT (no copy) or the node's other error
+ * (-EINVAL is 0 with no uuid: an earlier build refusing size 0).  cluster_copy_delete_req:
  * the local_copy VolumeDelete by uuid (NULL: by name) into req/vd; its
  * answer (resp, or the call's failure status) 0 (deleted or none) or -errno
  * with msg (-ESTALE: another copy there). */

@@ -1230,12 +1230,13 @@ static void claim_node_left(struct claim_release *cr, const char *msg)
 			 cr->nodes[cr->next].id);
 }
 
-/* The ask of nodes[next] failed (ret, the call's -errno): its copy stays. */
+/* The ask of nodes[next] named no copy (ret: the call's -errno, or the
+ * node's error): its copy stays. */
 static void claim_node_unheard(struct claim_release *cr, int ret)
 {
 	char msg[512];
 
-	snprintf(msg, sizeof(msg), "no answer from %s when asked for its copy's uuid (%s): not "
+	snprintf(msg, sizeof(msg), "%s did not name its copy's uuid when asked (%s): not "
 		 "deleted by name, which could reach it late and remove a copy of a new '%s'",
 		 cr->nodes[cr->next].id, strerror(-ret), cr->name);
 	claim_node_left(cr, msg);

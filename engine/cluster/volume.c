@@ -412,24 +412,31 @@ void cluster_copy_uuid_req(const char *name, uint64_t size, Tessera__Admin__Requ
 }
 
 /* The uuid in a node's answer to cluster_copy_uuid_req (empty when none): 0,
- * or -ENOENT when the node says it holds no copy of that name. */
+ * -ENOENT when the node says it holds no copy of that name, or the node's
+ * other error (-errno: it named no copy, and a delete by name could remove
+ * one it holds; review s20-revK B).  -EINVAL is 0 with no uuid: a node of an
+ * earlier build refusing size 0, or a copy larger than the size asked. */
 int cluster_copy_uuid_answer(const Tessera__Admin__Response *resp, char uuid[37])
 {
 	uuid[0] = '\0';
-	if (resp->error == -ENOENT)
-		return -ENOENT;
-	if (resp->error == 0 && resp->n_volumes == 1 && resp->volumes[0]->uuid &&
-	    strlen(resp->volumes[0]->uuid) < 37)
-		snprintf(uuid, 37, "%s", resp->volumes[0]->uuid);
-	return 0;
+	if (resp->error == 0) {
+		if (resp->n_volumes == 1 && resp->volumes[0]->uuid &&
+		    strlen(resp->volumes[0]->uuid) < 37)
+			snprintf(uuid, 37, "%s", resp->volumes[0]->uuid);
+		return 0;
+	}
+	if (resp->error == -EINVAL)
+		return 0;
+	return resp->error < 0 ? resp->error : -EPROTO;
 }
 
 /*
- * The uuid of node's store copy of name, whose record gives it size bytes,
- * or of whatever size with size 0 (a node older than session 20 answers a
- * size 0 -EINVAL: no uuid).  0 with uuid (empty when the node named none:
- * a copy larger than size, a node too old), -ENOENT (no copy of that name
- * there), or the transport's -errno (no answer within timeout_ms).
+ * The uuid of node's store copy of name, asked at size: its record's size,
+ * or 0 for whatever size (a node older than session 20 answers a size 0
+ * -EINVAL: no uuid).  0 with uuid (empty when the node named none: a copy
+ * larger than size, a node too old), -ENOENT (no copy of that name there),
+ * the node's other error (*answered true) or the transport's -errno (no
+ * answer within timeout_ms).
  * No request asks a node for its copy alone: the local_copy VolumeResize
  * with check_only at the copy's own size (or 0) changes nothing and answers
  * with the copy (admin_ops.c op_volume_resize: reply_volume); a node older
@@ -437,7 +444,8 @@ int cluster_copy_uuid_answer(const Tessera__Admin__Response *resp, char uuid[37]
  * size.
  */
 static int copy_uuid_ask(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
-			 const char *name, uint64_t size, int timeout_ms, char uuid[37])
+			 const char *name, uint64_t size, int timeout_ms, char uuid[37],
+			 bool *answered)
 {
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__VolumeResize vr = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
@@ -446,34 +454,50 @@ static int copy_uuid_ask(struct tsr_cluster *c, const Tessera__Cluster__NodeReco
 	int ret;
 
 	uuid[0] = '\0';
+	*answered = true;
 	if (strcmp(node->id, c->node_id) == 0) {
 		ret = tsr_store_vol_info(c->o.store, name, &info);
 		if (ret == 0)
 			snprintf(uuid, 37, "%s", info.uuid);
-		return ret == -ENOENT ? -ENOENT : 0;
+		return ret;
 	}
 	cluster_copy_uuid_req(name, size, &req, &vr);
 	ret = cluster_call_node(c, node->address, &req, timeout_ms, &resp);
-	if (ret)
+	if (ret) {
+		*answered = false;
 		return ret;
+	}
 	ret = cluster_copy_uuid_answer(resp, uuid);
 	tessera__admin__response__free_unpacked(resp, NULL);
 	return ret;
 }
 
+/*
+ * Asked at size 0 first (any size: nodes of session 20 on), so that a copy
+ * larger than its record (a grow stopped after its grow step) is named too;
+ * a node that names none then (an earlier build refuses size 0) is asked
+ * again at size, the record's (0: not again).  Review s20-revK B.
+ */
 int cluster_copy_uuid(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 		      const char *name, uint64_t size, char uuid[37])
 {
-	return copy_uuid_ask(c, node, name, size, cluster_peer_call_ms(c), uuid);
+	bool answered;
+	int ret = copy_uuid_ask(c, node, name, 0, cluster_peer_call_ms(c), uuid, &answered);
+
+	if (ret == 0 && uuid[0] == '\0' && size != 0 && strcmp(node->id, c->node_id) != 0)
+		ret = copy_uuid_ask(c, node, name, size, cluster_peer_call_ms(c), uuid, &answered);
+	return ret;
 }
 
-/* copy_uuid_ask, with "no copy" as 0 and no uuid (the replace's reading). */
+/* copy_uuid_ask, with "no copy" and a node's error as 0 and no uuid (the
+ * replace's reading: only no answer is unheard). */
 static int copy_uuid_get(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			 const char *name, uint64_t size, int timeout_ms, char uuid[37])
 {
-	int ret = copy_uuid_ask(c, node, name, size, timeout_ms, uuid);
+	bool answered;
+	int ret = copy_uuid_ask(c, node, name, size, timeout_ms, uuid, &answered);
 
-	return ret == -ENOENT ? 0 : ret;
+	return answered ? 0 : ret;
 }
 
 /*
@@ -921,7 +945,7 @@ out:
 /* What a volume delete learnt of one listed copy before the record's delete
  * (copies_uuid_ask). */
 struct copy_asked {
-	int status;    /* copy_uuid_ask's: 0, -ENOENT (no copy), else no answer */
+	int status;    /* cluster_copy_uuid's: 0, -ENOENT (no copy), else none named */
 	char uuid[37]; /* with status 0: the copy's ("": the node named none) */
 };
 
@@ -960,7 +984,7 @@ static void copy_delete_asked(struct tsr_cluster *c, struct cluster_view *v, con
 	if (node == NULL)
 		snprintf(msg, sizeof(msg), "unknown node");
 	else if (asked->status)
-		snprintf(msg, sizeof(msg), "no answer from %s when asked for its copy's uuid: %s; "
+		snprintf(msg, sizeof(msg), "%s did not name its copy's uuid when asked: %s; "
 			 "not deleted by name, which could reach it late and remove a copy of "
 			 "a new '%s' (its leftover sweep removes it)", node_id,
 			 strerror(-asked->status), name);

@@ -15,12 +15,19 @@
 #   a create while the old copies are there fails and leaves no copy on n1;
 #   the new v written and read back; n2's copy is the new one; every copy
 #   identical.
+# Then w (review s20-revK, B): n2's copy of w larger than its record (what a
+# grow stopped after its grow step leaves; admin_local_copy volume-resize).
+# The delete asks each copy's uuid at size 0 first (any size), so n2's copy
+# is deleted by its uuid too.  Before: asked at the record's size, n2
+# answered -EINVAL ("can only grow") and named no uuid, and its copy was
+# deleted by name ("the delete of the copy of 'w' (by name) is deferred").
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
 require_tessera
 require_cmd nbdcopy
 
+ADMIN_LOCAL_COPY=$TSR_BUILD/tests/admin_local_copy # admin_local_copy.c
 make_tmpdir T
 DEFER=$T/defer HOLD=$T/hold
 export TSR_TEST_COPY_DELETE_DEFER_FILE=$DEFER TSR_TEST_CREATE_HOLD_FILE=$HOLD
@@ -61,4 +68,16 @@ cl_create_held_end "$HOLD" v
 
 # ---- the new v holds its data on every copy
 cl_write_all v "$IMG" "the new v"
+
+# ---- w: n2's copy larger than the record, deleted by its uuid all the same
+ctsr volume create w --size 4M --replicas 3 >/dev/null || fail "volume create w"
+out=$("$ADMIN_LOCAL_COPY" "$(cl_dir 2)" volume-resize w 8M) || fail "n2's copy of w to 8M: $out"
+touch "$DEFER"
+out=$(ctsr volume delete w 2>&1) || fail "volume delete w: $out"
+wait_log 2 "test hook .*: the delete of the copy of 'w' .* is deferred" 10
+grep -q "the delete of the copy of 'w' (by name)" "$(cl_dir 2)/tesserad.log" &&
+	fail "n2's copy of w (8M, its record 4M) was deleted by name, not by its uuid"
+rm -f "$DEFER"
+cl_deferred_ran 2 w
+cl_wait_no_copy 2 w "n2's copy of w was not deleted by its uuid"
 cl_stop_all
