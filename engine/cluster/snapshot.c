@@ -138,7 +138,7 @@ static void rollback_test_hold(void)
  * raised the copy's past it), else SNAP_NO_EPOCH (a DELETE too: not fenced,
  * snap_change). */
 static int local_op(struct tsr_cluster *c, enum copy_op op, const char *vol, const char *snap,
-		    const char *clone, uint64_t size, uint64_t epoch)
+		    const char *clone, uint64_t size, uint64_t epoch, char uuid[37])
 {
 	struct tsr_vol_info info;
 	int ret;
@@ -165,6 +165,8 @@ static int local_op(struct tsr_cluster *c, enum copy_op op, const char *vol, con
 		return tsr_store_vol_rollback_nowait(c->o.store, vol, snap);
 	case COP_CLONE:
 		ret = tsr_store_vol_clone(c->o.store, clone, vol, snap[0] ? snap : NULL, &info);
+		if (ret == 0)
+			snprintf(uuid, 37, "%s", info.uuid);
 		if (ret == 0 && size > info.size) {
 			ret = tsr_store_vol_resize(c->o.store, clone, size);
 			if (ret)
@@ -178,10 +180,12 @@ static int local_op(struct tsr_cluster *c, enum copy_op op, const char *vol, con
 /*
  * Run op on node's store copy of vol (ours: the store; others: the
  * local_copy command through their admin API).  0 or -errno with msg.
+ * uuid: a clone's copy's, as its node answered it ("" when it named none,
+ * and for the other ops): the undo deletes it by that uuid.
  */
 static int copy_op(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 		   enum copy_op op, const char *vol, const char *snap, const char *clone,
-		   uint64_t size, uint64_t epoch, char *msg, size_t msg_len)
+		   uint64_t size, uint64_t epoch, char uuid[37], char *msg, size_t msg_len)
 {
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__SnapshotCreate sc = TESSERA__ADMIN__SNAPSHOT_CREATE__INIT;
@@ -191,8 +195,9 @@ static int copy_op(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *no
 	Tessera__Admin__Response *resp = NULL;
 	int ret;
 
+	uuid[0] = '\0';
 	if (strcmp(node->id, c->node_id) == 0) {
-		ret = local_op(c, op, vol, snap, clone, size, epoch);
+		ret = local_op(c, op, vol, snap, clone, size, epoch, uuid);
 		char why[512];
 
 		/* our copy's -EBUSY while another rollback of it runs: to another
@@ -259,6 +264,9 @@ static int copy_op(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *no
 	if (ret)
 		snprintf(msg, msg_len, "node %s: %s", node->id,
 			 resp->message && resp->message[0] ? resp->message : strerror(-ret));
+	else if (op == COP_CLONE && resp->n_volumes == 1 && resp->volumes[0]->uuid &&
+		 strlen(resp->volumes[0]->uuid) < 37)
+		snprintf(uuid, 37, "%s", resp->volumes[0]->uuid);
 	tessera__admin__response__free_unpacked(resp, NULL);
 	return ret;
 }
@@ -275,6 +283,7 @@ struct copy_job {
 	const char *vol, *snap, *clone;
 	uint64_t size, epoch;
 	int ret;
+	char uuid[37];         /* a clone's copy's (copy_op) */
 	char msg[512];
 	pthread_t thread;
 	bool threaded;
@@ -285,16 +294,17 @@ static void *copy_job_main(void *arg)
 	struct copy_job *j = arg;
 
 	j->ret = copy_op(j->c, j->node, j->op, j->vol, j->snap, j->clone, j->size, j->epoch,
-			 j->msg, sizeof(j->msg));
+			 j->uuid, j->msg, sizeof(j->msg));
 	return NULL;
 }
 
 /* 0 when every copy did it; else the first failure (msg) and ok[i] per copy;
- * rets (may be NULL): each copy's result. */
+ * rets (may be NULL): each copy's result; uuids (may be NULL): a clone's
+ * copies' (copy_op). */
 static int copy_op_all(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *const *nodes,
 		       size_t n, enum copy_op op, const char *vol, const char *snap,
 		       const char *clone, uint64_t size, uint64_t epoch, bool *ok, int *rets,
-		       char *msg, size_t msg_len)
+		       char (*uuids)[37], char *msg, size_t msg_len)
 {
 	struct copy_job jobs[TSR_LAYOUT_MAX_COPIES];
 	int first = 0;
@@ -318,6 +328,8 @@ static int copy_op_all(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord
 		ok[i] = jobs[i].ret == 0;
 		if (rets)
 			rets[i] = jobs[i].ret;
+		if (uuids)
+			snprintf(uuids[i], 37, "%s", jobs[i].uuid);
 		if (jobs[i].ret && first == 0) {
 			first = jobs[i].ret;
 			snprintf(msg, msg_len, "%s", jobs[i].msg);
@@ -1669,7 +1681,7 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 	}
 	ret = copy_op_all(c, nodes, rec->n_copies,
 			  op == TSR_SNAP_CREATE ? COP_SNAP_CREATE : COP_SNAP_DELETE, vol, snap, "",
-			  sr.size, fence, ok, rets, msg, msg_len);
+			  sr.size, fence, ok, rets, NULL, msg, msg_len);
 	if (ret && op == TSR_SNAP_DELETE) {
 		/* copies lacking it already: done there (delete_result) */
 		ret = delete_result(rets, rec->n_copies);
@@ -1695,10 +1707,10 @@ static int snap_change(struct tsr_cluster *c, const char *vol, enum tsr_snap_op 
 		done += ok[i];
 	if (op == TSR_SNAP_CREATE) {
 		for (size_t i = 0; i < rec->n_copies; i++) {
-			char m2[512];
+			char m2[512], none[37];
 
 			if (ok[i] && copy_op(c, nodes[i], COP_SNAP_DELETE, vol, snap, "", 0,
-					     SNAP_NO_EPOCH, m2, sizeof(m2)))
+					     SNAP_NO_EPOCH, none, m2, sizeof(m2)))
 				tsr_warn("cluster: undo of snapshot %s@%s: %s", vol, snap, m2);
 		}
 	} else if (done > 0) {
@@ -3429,7 +3441,7 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 	if (rollback_later_start(c, r->volume, r->snapshot, fence, other, nodes, n))
 		goto out;
 	ret = copy_op_all(c, nodes, n, COP_ROLLBACK, r->volume, r->snapshot, "", 0, fence, ok,
-			  rets, msg, sizeof(msg));
+			  rets, NULL, msg, sizeof(msg));
 	for (size_t i = 0; i < n; i++)
 		ids[i] = nodes[i]->id;
 	rollback_finish(c, r->volume, r->snapshot, fence, other, n, rets, ids, msg, resp);
@@ -3636,6 +3648,7 @@ static void clone_make(struct tsr_cluster *c, const struct clone_args *a, const 
 	Tessera__Cluster__VolumeRecord rec = TESSERA__CLUSTER__VOLUME_RECORD__INIT;
 	Tessera__Cluster__VolumeRecord *src = NULL;
 	bool made[TSR_LAYOUT_MAX_COPIES] = { false };
+	char made_uuid[TSR_LAYOUT_MAX_COPIES][37];
 	char msg[1024], key[80], uuid[37];
 	struct cluster_view v;
 	uint64_t size, copy_size;
@@ -3650,7 +3663,7 @@ static void clone_make(struct tsr_cluster *c, const struct clone_args *a, const 
 	/* each copy's store clones its own copy: for ec, the chunk volume */
 	copy_size = src->ec_k ? tsr_ec_chunk_volume_size(size, src->ec_k, src->stripe_unit) : size;
 	ret = copy_op_all(c, nodes, src->n_copies, COP_CLONE, a->from, snap, a->name, copy_size,
-			  SNAP_NO_EPOCH, made, NULL, msg, sizeof(msg));
+			  SNAP_NO_EPOCH, made, NULL, made_uuid, msg, sizeof(msg));
 	if (ret) {
 		admin_fail(resp, ret, "%s; nothing was created", msg);
 		goto undo;
@@ -3712,10 +3725,15 @@ static void clone_make(struct tsr_cluster *c, const struct clone_args *a, const 
 	cluster_volume_list(c, a->name, resp);
 	return;
 undo:
+	/* each copy by the uuid its node made it with (by name when the node
+	 * named none: an earlier build): a delete that reaches a slow node late
+	 * leaves alone a copy a create of the name made there since (review
+	 * s20-revK C, as the create's undo) */
 	for (size_t i = 0; i < src->n_copies; i++) {
 		char m2[512];
 
-		if (made[i] && cluster_copy_delete(c, nodes[i], a->name, m2, sizeof(m2)))
+		if (made[i] && cluster_copy_delete_uuid(c, nodes[i], a->name, made_uuid[i], m2,
+							sizeof(m2)))
 			tsr_warn("cluster: undo clone %s: %s", a->name, m2);
 	}
 	tessera__cluster__volume_record__free_unpacked(src, NULL);

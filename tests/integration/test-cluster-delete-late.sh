@@ -21,6 +21,11 @@
 # is deleted by its uuid too.  Before: asked at the record's size, n2
 # answered -EINVAL ("can only grow") and named no uuid, and its copy was
 # deleted by name ("the delete of the copy of 'w' (by name) is deferred").
+# Then the clone's undo (review s20-revK, C): a clone of s@k fails on n3
+# (its copy lacks k: admin_local_copy snapshot-delete) and its undo deletes
+# the copies made on n1 and n2 by the uuid each node answered, as the
+# create's undo does.  Before: by name ("the delete of the copy of 'sc' (by
+# name) is deferred" on n2).
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -80,4 +85,18 @@ grep -q "the delete of the copy of 'w' (by name)" "$(cl_dir 2)/tesserad.log" &&
 rm -f "$DEFER"
 cl_deferred_ran 2 w
 cl_wait_no_copy 2 w "n2's copy of w was not deleted by its uuid"
+
+# ---- sc: a clone undone (n3's copy of s lacks k), n2's copy deleted by uuid
+ctsr volume create s --size 4M --replicas 3 >/dev/null || fail "volume create s"
+ctsr snapshot create s k >/dev/null || fail "snapshot create s k"
+out=$("$ADMIN_LOCAL_COPY" "$(cl_dir 3)" snapshot-delete s k) || fail "n3's s@k deleted: $out"
+touch "$DEFER"
+expect_fail 1 "node n3: .*" ctsr volume create sc --from-volume s --from-snapshot k
+wait_log 2 "test hook .*: the delete of the copy of 'sc' .* is deferred" 10
+grep -q "the delete of the copy of 'sc' (by name)" "$(cl_dir 2)/tesserad.log" &&
+	fail "the clone's undo deleted n2's copy of sc by name, not by its uuid"
+rm -f "$DEFER"
+cl_deferred_ran 2 sc
+cl_wait_no_copy 2 sc "n2's copy of sc was not deleted by its uuid"
+cl_copy_size 1 sc >/dev/null && fail "the clone's undo left its copy of sc on n1"
 cl_stop_all
