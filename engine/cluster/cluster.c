@@ -458,15 +458,15 @@ static bool cluster_admin_dispatch(struct tsr_cluster *c, const Tessera__Admin__
  * delete then checks that it is that copy, else -ESTALE).  Since session 20
  * the senders name the uuid of the copy they mean wherever they know it
  * (volume delete: asked while the record listed the copy; a create's undo:
- * the uuid it made; a DR claim's release: asked under tcreate/<name>; a
+ * the uuid it made; a clone's undo: the uuid each node answered (review
+ * s20-revK C); a DR claim's release: asked under tcreate/<name>; a
  * replace: since session 13), so that a delete reaching this node late is
  * refused by a newer copy of the name (revE M1).  Without a uuid the delete
- * is meant for a copy the sender knows to be garbage: the copies of a clone
- * undone before its record was written, and what a sender of an earlier
- * build, or one whose asked node named no uuid, deletes by name (the copies
+ * is meant for a copy the sender knows to be garbage: what a sender of an
+ * earlier build, or one whose asked node named no uuid, deletes by name (the copies
  * of a volume whose record it has just deleted, the old copy of a
- * replace-replica once the record lists its new one, a create undone, a
- * claim's leftovers).  When the record lists a copy here, the copy here is
+ * replace-replica once the record lists its new one, a create or clone
+ * undone, a claim's leftovers).  When the record lists a copy here, the copy here is
  * not that one any more: a replace onto this node made and recorded it
  * after the sender read the record (review 13b, finding 3: a late delete of
  * replace A removed the copy replace B had made here and recorded, and the
