@@ -1236,7 +1236,8 @@ static void claim_node_unheard(struct claim_release *cr, int ret)
 {
 	char msg[512];
 
-	snprintf(msg, sizeof(msg), "%s did not name its copy's uuid when asked (%s): not "
+	snprintf(msg, sizeof(msg),
+		 "%s did not name its copy's uuid when asked (%s): not "
 		 "deleted by name, which could reach it late and remove a copy of a new '%s'",
 		 cr->nodes[cr->next].id, strerror(-ret), cr->name);
 	claim_node_left(cr, msg);
@@ -3474,8 +3475,10 @@ static int tc_lock(struct target_create *t, char *msg, size_t msg_len)
 		 * held, not an earlier create's left (review s20-revK A) */
 		if (tc_lock_is_mine(t->c, &kv) && claim_release_find(t->c, t->volume)) {
 			tsr_meta_kv_clear(&kv);
-			snprintf(msg, msg_len, "%s is held by a volume delete of it here, which "
-				 "releases its claim and deletes the copies a create of it left", key);
+			snprintf(msg, msg_len,
+				 "%s is held by a volume delete of it here, which "
+				 "releases its claim and deletes the copies a create of it left",
+				 key);
 			return -ECANCELED;
 		}
 		if (tries > 0 || !tc_lock_is_mine(t->c, &kv)) {

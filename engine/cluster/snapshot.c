@@ -183,9 +183,9 @@ static int local_op(struct tsr_cluster *c, enum copy_op op, const char *vol, con
  * uuid: a clone's copy's, as its node answered it ("" when it named none,
  * and for the other ops): the undo deletes it by that uuid.
  */
-static int copy_op(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
-		   enum copy_op op, const char *vol, const char *snap, const char *clone,
-		   uint64_t size, uint64_t epoch, char uuid[37], char *msg, size_t msg_len)
+static int copy_op(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node, enum copy_op op,
+		   const char *vol, const char *snap, const char *clone, uint64_t size,
+		   uint64_t epoch, char uuid[37], char *msg, size_t msg_len)
 {
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__SnapshotCreate sc = TESSERA__ADMIN__SNAPSHOT_CREATE__INIT;
@@ -283,7 +283,7 @@ struct copy_job {
 	const char *vol, *snap, *clone;
 	uint64_t size, epoch;
 	int ret;
-	char uuid[37];         /* a clone's copy's (copy_op) */
+	char uuid[37]; /* a clone's copy's (copy_op) */
 	char msg[512];
 	pthread_t thread;
 	bool threaded;
@@ -3440,8 +3440,8 @@ void cluster_volume_rollback(struct tsr_cluster *c, const Tessera__Admin__Volume
 	 * store's rollback of a big volume takes seconds) */
 	if (rollback_later_start(c, r->volume, r->snapshot, fence, other, nodes, n))
 		goto out;
-	ret = copy_op_all(c, nodes, n, COP_ROLLBACK, r->volume, r->snapshot, "", 0, fence, ok,
-			  rets, NULL, msg, sizeof(msg));
+	ret = copy_op_all(c, nodes, n, COP_ROLLBACK, r->volume, r->snapshot, "", 0, fence, ok, rets,
+			  NULL, msg, sizeof(msg));
 	for (size_t i = 0; i < n; i++)
 		ids[i] = nodes[i]->id;
 	rollback_finish(c, r->volume, r->snapshot, fence, other, n, rets, ids, msg, resp);
@@ -3732,8 +3732,8 @@ undo:
 	for (size_t i = 0; i < src->n_copies; i++) {
 		char m2[512];
 
-		if (made[i] && cluster_copy_delete_uuid(c, nodes[i], a->name, made_uuid[i], m2,
-							sizeof(m2)))
+		if (made[i] &&
+		    cluster_copy_delete_uuid(c, nodes[i], a->name, made_uuid[i], m2, sizeof(m2)))
 			tsr_warn("cluster: undo clone %s: %s", a->name, m2);
 	}
 	tessera__cluster__volume_record__free_unpacked(src, NULL);

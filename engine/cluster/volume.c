@@ -984,10 +984,11 @@ static void copy_delete_asked(struct tsr_cluster *c, struct cluster_view *v, con
 	if (node == NULL)
 		snprintf(msg, sizeof(msg), "unknown node");
 	else if (asked->status)
-		snprintf(msg, sizeof(msg), "%s did not name its copy's uuid when asked: %s; "
+		snprintf(msg, sizeof(msg),
+			 "%s did not name its copy's uuid when asked: %s; "
 			 "not deleted by name, which could reach it late and remove a copy of "
-			 "a new '%s' (its leftover sweep removes it)", node_id,
-			 strerror(-asked->status), name);
+			 "a new '%s' (its leftover sweep removes it)",
+			 node_id, strerror(-asked->status), name);
 	else if (cluster_copy_delete_uuid(c, node, name, asked->uuid, msg, sizeof(msg)) == 0)
 		return;
 	tsr_warn("cluster: volume %s deleted, but its copy on %s was left behind (%s): delete "

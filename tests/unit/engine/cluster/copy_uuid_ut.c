@@ -22,7 +22,7 @@ static int answer(int error, const char *vol_uuid, char uuid[37])
 {
 	Tessera__Admin__Response resp = TESSERA__ADMIN__RESPONSE__INIT;
 	Tessera__Admin__Volume vol = TESSERA__ADMIN__VOLUME__INIT;
-	Tessera__Admin__Volume *vols[1] = { &vol };
+	Tessera__Admin__Volume *vols[1] = {&vol};
 
 	resp.error = error;
 	if (vol_uuid) {
