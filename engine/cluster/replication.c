@@ -740,6 +740,17 @@ static struct tsr_worker *group_worker(struct tsr_cluster *c, const char *group)
 	return c->o.workers[h % c->o.n_workers];
 }
 
+/* Where a source's pump runs (tsr_site_source_opts.pump_worker): the worker
+ * after its volume's home, so the TLS work of the stream is off the thread
+ * that serves the volume's I/O (issue 7); home itself with one worker. */
+static struct tsr_worker *pump_worker(struct tsr_cluster *c, struct tsr_worker *home)
+{
+	for (unsigned i = 0; i < c->o.n_workers; i++)
+		if (c->o.workers[i] == home)
+			return c->o.workers[(i + 1) % c->o.n_workers];
+	return home;
+}
+
 struct tsr_worker *repl_home_hint(struct tsr_cluster *c, const char *name)
 {
 	Tessera__Cluster__ReplicationRecord *r = NULL;
@@ -808,6 +819,7 @@ static int source_start(struct tsr_cluster *c, const Tessera__Cluster__Replicati
 	memset(&o, 0, sizeof(o));
 	o.vol = vol;
 	o.worker = tsr_vol_home(vol);
+	o.pump_worker = pump_worker(c, o.worker);
 	o.tls = tls;
 	o.address = site->address;
 	o.peer_name = site->peer_name;

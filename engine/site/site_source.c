@@ -2,7 +2,8 @@
  * Geo-replication source: one replicated volume's stream to the target site
  * (site.h "source side", DESIGN.md "Geo-replication", issue 7).
  *
- * Everything runs on the volume's home worker, shared-nothing.  The
+ * Everything runs on one worker, shared-nothing: the volume's home, or
+ * (split, "Pump worker" below) all but the hooks on another one.  The
  * volume's taps (tsr_vol_set_hooks) call log_write / log_zero just before
  * each host acknowledgment, so the ordered log below is in ack order.  The
  * same thread drives one non-blocking TCP + TLS session (connect, TLS
@@ -78,6 +79,26 @@
  * at least the wall clock in microseconds at start), so they keep growing
  * across a restart of the source even with the clock stepped back.  A member whose log is off (overflowed,
  * initial copy) gets no markers until its sync starts logging again.
+ *
+ * Pump worker (opts.pump_worker, issue 7): the log, the session and the
+ * pump run on a worker other than the volume's home ("split"), so that the
+ * CRC, the TLS encryption and the sends of each 256 KiB no longer hold the
+ * only thread that reaps the volume's completions and reads its NBD
+ * requests.  On home the hooks only copy each change into an entry
+ * (ho_change) and append it to a list of their own; once per loop pass of
+ * home (after its submit) the list goes to the pump worker in one message
+ * (handover; tsr_worker_send's queue is FIFO), where log_take does with each
+ * entry what log_change does on one thread.  So the log stays in ack order
+ * and the target a prefix of the acked history.  Bounds: WRITE data in
+ * flight between the threads above log_max becomes an OVER entry (the log
+ * overflows into the bitmap when it is taken in), a range no frame carries
+ * a MARK entry.  Region reads go to home (region_read_home) and their
+ * result back; home sends its pending entries first, so SYNC_END (appended
+ * at the last read's completion) follows every write acked before that
+ * completion.  Stop: unhook_fn on home (no more hooks, the last entries
+ * sent), then stop_fn on the pump worker, which takes them in (freed with
+ * the log).  A group's sources never split: their markers cut the members'
+ * logs on one thread.
  *
  * An ERROR -ESTALE to VOLUME_OPEN (the target was promoted) demotes the
  * source: host writes fenced with -EROFS, state "split", on_demoted once,
@@ -158,7 +179,12 @@
 #define NS_PER_MS       1000000ull
 #define NS_PER_SEC      1000000000ull
 
-enum ent_kind { ENT_WRITE, ENT_ZERO, ENT_SYNC_END, ENT_MARKER };
+/* ENT_MARK and ENT_OVER only travel from the hooks to the pump worker
+ * (split source, see "Pump worker" above) and never enter the log: a range
+ * for the dirty bitmap, not block-aligned (MARK, as log_change's
+ * log_to_dirty) or over the handover's bound or out of memory (OVER, an
+ * overflow as log_room's). */
+enum ent_kind { ENT_WRITE, ENT_ZERO, ENT_SYNC_END, ENT_MARKER, ENT_MARK, ENT_OVER };
 
 /*
  * Where the log entries of up to SRC_BATCH_COPY data bytes (and every ZERO)
@@ -178,7 +204,8 @@ struct slab {
 
 struct log_entry {
 	struct log_entry *next; /* later in ack order */
-	uint64_t seq;           /* wire seq from its first send on (kept), 0 before */
+	uint64_t seq;           /* wire seq from its first send on (kept), 0 before;
+				 * MARK / OVER: the range's end (bytes) */
 	uint64_t offset;        /* WRITE/ZERO: bytes, 4 KiB aligned; MARKER: its number */
 	uint32_t len;           /* WRITE: data bytes (<= TSR_SITE_MAX_DATA); ZERO: bytes covered */
 	uint8_t kind;           /* enum ent_kind */
@@ -230,7 +257,10 @@ static struct src_group *g_groups;
 struct tsr_site_source {
 	/* ---- immutable after start ---- */
 	struct tsr_vol *vol;       /* the caller's handle (held until stop returns) */
-	struct tsr_worker *worker; /* vol's home; everything below "worker only" runs there */
+	struct tsr_worker *worker; /* the pump worker: everything below "worker only" runs
+				    * there (opts.pump_worker, else vol's home) */
+	struct tsr_worker *home;   /* vol's home: its hooks and the region reads run there */
+	bool split;                /* worker != home: the hooks hand their entries over */
 	struct tsr_site_tls_ctx *tls;
 	struct sockaddr_storage addr; /* resolved at start */
 	socklen_t addrlen;
@@ -253,6 +283,20 @@ struct tsr_site_source {
 	pthread_mutex_t stats_lock; /* guards pub only */
 	struct tsr_site_source_stats pub;
 	atomic_bool pause_req; /* tsr_site_source_pause's wish; the worker adopts it */
+	/* split: bytes of WRITE data handed over to worker and not taken in yet
+	 * (home adds, worker subtracts): with log_max the bound of the entries
+	 * in flight between the threads */
+	_Atomic uint64_t ho_bytes;
+	/* ---- home only (split) ---- */
+	struct log_entry *ho_head, *ho_tail; /* entries the hooks made, ack order, not
+					      * handed over yet */
+	uint64_t ho_pending;  /* WRITE data bytes in them */
+	bool ho_deferred;     /* handover() queued for this pass of home */
+	bool ho_unhooked;     /* the hooks are gone (stop): no more handovers */
+	uint64_t ho_lost_off, ho_lost_end; /* a range no entry could be made for (out of
+					    * memory): an ENT_OVER at the next chance; end 0: none */
+	int r_status;         /* split: the region read's status, home -> worker */
+	uint64_t r_first;     /* split: first region index of the read (an -EAGAIN retries it) */
 	/* ---- worker only ---- */
 	bool stopping;               /* stop began: hooks gone, no session, no new work */
 	bool stop_wait_read;         /* stop waits for the region read in flight */
@@ -654,15 +698,20 @@ static void log_append(struct tsr_site_source *s, struct log_entry *e)
 }
 
 /* Room for cost more bytes, or the log overflows into the bitmap. */
-static bool log_room(struct tsr_site_source *s, uint64_t cost)
+static void log_overflow(struct tsr_site_source *s)
 {
-	if (s->log_cost + cost <= s->log_max)
-		return true;
 	tsr_warn("site source %s: log over %llu bytes: shipping changed regions from now on",
 		 tsr_vol_name(s->vol), (unsigned long long)s->log_max);
 	s->overflows++;
 	s->behind = true;
 	log_to_dirty(s);
+}
+
+static bool log_room(struct tsr_site_source *s, uint64_t cost)
+{
+	if (s->log_cost + cost <= s->log_max)
+		return true;
+	log_overflow(s);
 	return false;
 }
 
@@ -791,10 +840,183 @@ static void group_mark(struct src_group *g)
 		marker_append(g->mem[i], n);
 }
 
+/* ---- the handover (split source): hooks on home, the log on worker ---- */
+
+/* The entries one pass of home handed over, in ack order. */
+struct ho_batch {
+	struct tsr_site_source *s;
+	struct log_entry *head;
+	uint64_t bytes; /* WRITE data bytes in them (ho_bytes) */
+};
+
+static void handover(struct tsr_worker *w, void *arg);
+
+static void ho_push(struct tsr_site_source *s, struct log_entry *e)
+{
+	e->next = NULL;
+	if (s->ho_tail != NULL)
+		s->ho_tail->next = e;
+	else
+		s->ho_head = e;
+	s->ho_tail = e;
+	if (e->kind == ENT_WRITE)
+		s->ho_pending += e->len;
+}
+
+/* A MARK / OVER entry for [offset, end): no data, never in the log. */
+static struct log_entry *range_entry(uint8_t kind, uint64_t offset, uint64_t end, uint64_t t)
+{
+	struct log_entry *e = malloc(sizeof(*e));
+
+	if (e != NULL)
+		*e = (struct log_entry){.kind = kind, .offset = offset, .seq = end, .acked_ns = t};
+	return e;
+}
+
+/* Out of memory for [offset, end): an OVER at the next chance (ho_send). */
+static void ho_lose(struct tsr_site_source *s, uint64_t offset, uint64_t end)
+{
+	if (s->ho_lost_end == 0 || offset < s->ho_lost_off)
+		s->ho_lost_off = offset;
+	if (end > s->ho_lost_end)
+		s->ho_lost_end = end;
+}
+
+/*
+ * log_change's twin on home (split): the change goes into entries in ack
+ * order (WRITE with a copy of the data, ZERO), handed over to the pump
+ * worker once per pass of home (handover, after the pass's submit), where
+ * log_take decides what log_change decides.  A range no frame carries (not
+ * block-aligned) goes as MARK; WRITE data over log_max in flight between the
+ * threads (the worker is late taking them in) or out of memory as OVER: the
+ * worker overflows its log into the bitmap, as log_room would have.
+ */
+static void ho_change(struct tsr_site_source *s, uint64_t offset, uint64_t len, const void *buf)
+{
+	uint64_t t = tsr_mono_ns(), done = 0, max = buf ? TSR_SITE_MAX_DATA : SRC_ZERO_MAX;
+	uint8_t kind = buf ? ENT_WRITE : ENT_ZERO;
+	struct log_entry *e;
+	uint32_t n;
+
+	if (s->ho_unhooked || len == 0)
+		return;
+	if (offset % TSR_BLOCK_SIZE || len % TSR_BLOCK_SIZE)
+		kind = ENT_MARK;
+	else if (buf && s->ho_pending + atomic_load_explicit(&s->ho_bytes, memory_order_relaxed) +
+				len > s->log_max)
+		kind = ENT_OVER;
+	if (kind == ENT_MARK || kind == ENT_OVER) {
+		if ((e = range_entry(kind, offset, offset + len, t)) != NULL)
+			ho_push(s, e);
+		else
+			ho_lose(s, offset, offset + len);
+	}
+	while ((kind == ENT_WRITE || kind == ENT_ZERO) && done < len) {
+		n = (uint32_t)(len - done < max ? len - done : max);
+		e = malloc(sizeof(*e) + (buf ? n : 0));
+		if (e == NULL) {
+			ho_lose(s, offset + done, offset + len);
+			break;
+		}
+		*e = (struct log_entry){.kind = kind, .offset = offset + done, .len = n, .acked_ns = t};
+		if (buf)
+			memcpy(e->data, (const uint8_t *)buf + done, n);
+		ho_push(s, e);
+		done += n;
+	}
+	if (!s->ho_deferred && tsr_worker_defer_after_submit(s->home, handover, s) == 0)
+		s->ho_deferred = true;
+}
+
+static void log_take_batch(struct tsr_worker *w, void *arg);
+
+/* Hand the entries made so far to the worker (one message).  They stay
+ * here when that fails (out of memory), for the next try. */
+static void ho_send(struct tsr_site_source *s)
+{
+	struct ho_batch *b;
+	struct log_entry *e;
+
+	if (s->ho_lost_end != 0 &&
+	    (e = range_entry(ENT_OVER, s->ho_lost_off, s->ho_lost_end, tsr_mono_ns())) != NULL) {
+		ho_push(s, e);
+		s->ho_lost_end = 0;
+	}
+	if (s->ho_head == NULL || (b = malloc(sizeof(*b))) == NULL)
+		return;
+	*b = (struct ho_batch){.s = s, .head = s->ho_head, .bytes = s->ho_pending};
+	atomic_fetch_add_explicit(&s->ho_bytes, b->bytes, memory_order_relaxed);
+	if (tsr_worker_send(s->worker, log_take_batch, b) < 0) {
+		atomic_fetch_sub_explicit(&s->ho_bytes, b->bytes, memory_order_relaxed);
+		free(b);
+		return;
+	}
+	s->ho_head = s->ho_tail = NULL;
+	s->ho_pending = 0;
+}
+
+/* home, once per pass after its submit (the pass's disk writes go first) */
+static void handover(struct tsr_worker *w, void *arg)
+{
+	struct tsr_site_source *s = arg;
+
+	(void)w;
+	s->ho_deferred = false;
+	ho_send(s);
+}
+
+/* One entry from home into the log (worker): what log_change does with a
+ * change, the data copied already. */
+static void log_take(struct tsr_site_source *s, struct log_entry *e)
+{
+	bool range = e->kind == ENT_MARK || e->kind == ENT_OVER;
+	uint64_t len = range ? e->seq - e->offset : e->len;
+
+	if (s->stopping || s->demoted) {
+		free(e);
+		return;
+	}
+	s->unsent_new += len;
+	if (!s->log_on || s->unsent_new >= s->send_batch)
+		schedule_pass(s);
+	if (range && s->log_on) {
+		if (e->kind == ENT_OVER)
+			log_overflow(s);
+		else
+			log_to_dirty(s); /* no frame carries it: a region sync will */
+	}
+	if (range || !s->log_on ||
+	    !log_room(s, entry_data_cap(e) + SRC_ENTRY_COST)) {
+		dirty_mark(s, e->offset, len, e->acked_ns);
+		free(e);
+		return;
+	}
+	log_append(s, e);
+}
+
+static void log_take_batch(struct tsr_worker *w, void *arg)
+{
+	struct ho_batch *b = arg;
+	struct tsr_site_source *s = b->s;
+	struct log_entry *e, *next;
+
+	(void)w;
+	for (e = b->head; e != NULL; e = next) {
+		next = e->next;
+		log_take(s, e);
+	}
+	atomic_fetch_sub_explicit(&s->ho_bytes, b->bytes, memory_order_relaxed);
+	free(b);
+}
+
 static void hook_write(void *arg, uint64_t offset, uint32_t len, const void *buf)
 {
 	struct tsr_site_source *s = arg;
 
+	if (s->split) {
+		ho_change(s, offset, len, buf);
+		return;
+	}
 	log_change(s, offset, len, buf);
 	if (s->group && (s->bytes_since_marker += len) > SRC_WINDOW / 4)
 		group_mark(s->group); /* a whole interval fits in the window */
@@ -802,7 +1024,12 @@ static void hook_write(void *arg, uint64_t offset, uint32_t len, const void *buf
 
 static void hook_zero(void *arg, uint64_t offset, uint64_t len)
 {
-	log_change(arg, offset, len, NULL);
+	struct tsr_site_source *s = arg;
+
+	if (s->split)
+		ho_change(s, offset, len, NULL);
+	else
+		log_change(s, offset, len, NULL);
 }
 
 /* ACK through seq: free what it covers. */
@@ -1177,6 +1404,56 @@ static void tx_finished(struct tsr_site_source *s)
 
 static void region_read_done(void *arg, int status);
 
+/* ---- region reads of a split source: on home, the result to worker ---- */
+
+static void region_read_back(struct tsr_worker *w, void *arg)
+{
+	struct tsr_site_source *s = arg;
+
+	(void)w;
+	region_read_done(s, s->r_status);
+}
+
+/*
+ * home: the read is over (status, or 1: nothing to read there).  First the
+ * entries of the writes acked before now go to the worker, then the
+ * result, in that order (one queue): the SYNC_END that the last read's
+ * completion appends follows every write acked before it, as on one
+ * thread.  Nothing here touches s after the send (stop may free it).
+ */
+static void region_read_home_done(void *arg, int status)
+{
+	struct tsr_site_source *s = arg;
+
+	s->r_status = status;
+	ho_send(s);
+	if (tsr_worker_send(s->worker, region_read_back, s) < 0)
+		tsr_error("site source %s: out of memory to pass a region read's result to "
+			  "the pump worker: the sync stalls until the source restarts",
+			  tsr_vol_name(s->vol));
+}
+
+/* home: the read issue_region_read asked for (r_off, r_len), up to the
+ * volume's live end (vol_size may be ahead during a grow). */
+static void region_read_home(struct tsr_worker *w, void *arg)
+{
+	struct tsr_site_source *s = arg;
+	uint64_t live = tsr_vol_size(s->vol);
+	int ret;
+
+	(void)w;
+	if (s->r_off >= live) {
+		region_read_home_done(s, 1);
+		return;
+	}
+	if (s->r_off + s->r_len > live)
+		s->r_len = (uint32_t)(live - s->r_off);
+	ret = tsr_vol_read(s->vol, tsr_worker_io(s->home), s->r_off, s->r_len, s->rbuf,
+			   region_read_home_done, s);
+	if (ret < 0)
+		region_read_home_done(s, ret);
+}
+
 /*
  * Every marked region has been read: SYNC_END into the log (the target is
  * consistent once it applies it).  false when out of memory: the session
@@ -1222,6 +1499,17 @@ static void issue_region_read(struct tsr_site_source *s)
 	len = n << s->region_shift;
 	if (off + len > s->vol_size)
 		len = s->vol_size - off;
+	if (s->split) { /* home reads (region_read_home) */
+		s->r_first = first;
+		s->r_off = off;
+		s->r_len = (uint32_t)len;
+		if (tsr_worker_send(s->home, region_read_home, s) < 0)
+			return; /* out of memory: again at the next pass */
+		s->sync_next = i;
+		s->read_inflight = true;
+		s->read_gen_issued = s->read_gen;
+		return;
+	}
 	/* vol_size may be ahead of the volume (tsr_site_source_grow: the
 	 * target grows first): read no further than the volume's end */
 	live = tsr_vol_size(s->vol);
@@ -1273,6 +1561,12 @@ static void region_read_done(void *arg, int status)
 	schedule_pass(s);
 	if (s->read_gen_issued != s->read_gen || !s->sync_active)
 		return; /* the sync was dropped meanwhile */
+	if (status == 1)
+		return; /* split: past the volume's end, nothing to copy */
+	if (status == -EAGAIN && s->split) {
+		s->sync_next = s->r_first; /* home's queue was full: again */
+		return;
+	}
 	if (status < 0) {
 		session_fail(s, "region read at %llu: %s", (unsigned long long)s->r_off,
 			     strerror(-status));
@@ -2054,8 +2348,8 @@ static void sync_call_msg(struct tsr_worker *w, void *arg)
 	c->fn(c->s, c);
 }
 
-/* Run fn on the worker and wait until it calls sync_call_done. */
-static int run_on_worker(struct tsr_site_source *s, struct sync_call *c)
+/* Run fn on w and wait until it calls sync_call_done. */
+static int run_on(struct tsr_site_source *s, struct tsr_worker *w, struct sync_call *c)
 {
 	int ret;
 
@@ -2063,7 +2357,7 @@ static int run_on_worker(struct tsr_site_source *s, struct sync_call *c)
 	c->done = false;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->cond, NULL);
-	ret = tsr_worker_send(s->worker, sync_call_msg, c);
+	ret = tsr_worker_send(w, sync_call_msg, c);
 	if (ret == 0) {
 		pthread_mutex_lock(&c->lock);
 		while (!c->done)
@@ -2076,12 +2370,18 @@ static int run_on_worker(struct tsr_site_source *s, struct sync_call *c)
 	return ret;
 }
 
+/* Run fn on the (pump) worker and wait until it calls sync_call_done. */
+static int run_on_worker(struct tsr_site_source *s, struct sync_call *c)
+{
+	return run_on(s, s->worker, c);
+}
+
 static void install_fn(struct tsr_site_source *s, struct sync_call *c)
 {
 	struct tsr_vol_hooks h = {.on_write = hook_write, .on_zero = hook_zero, .arg = s};
 	int ret = tsr_worker_watch(s->worker, s->tfd, EPOLLIN, tick_cb, s);
 
-	if (ret == 0) {
+	if (ret == 0 && !s->split) { /* split: hook_fn on home, next */
 		ret = tsr_vol_set_hooks(s->vol, &h);
 		if (ret < 0)
 			tsr_worker_unwatch(s->worker, s->tfd);
@@ -2092,6 +2392,21 @@ static void install_fn(struct tsr_site_source *s, struct sync_call *c)
 			s->group->next_ns = tsr_mono_ns() + s->group->interval_ns;
 	}
 	sync_call_done(c, ret);
+}
+
+/* split, on home: the hooks (install_fn watched the timer on worker) */
+static void hook_fn(struct tsr_site_source *s, struct sync_call *c)
+{
+	struct tsr_vol_hooks h = {.on_write = hook_write, .on_zero = hook_zero, .arg = s};
+
+	sync_call_done(c, tsr_vol_set_hooks(s->vol, &h));
+}
+
+/* split, on worker: install_fn undone after hook_fn failed */
+static void unwatch_fn(struct tsr_site_source *s, struct sync_call *c)
+{
+	tsr_worker_unwatch(s->worker, s->tfd);
+	sync_call_done(c, 0);
 }
 
 static void go_fn(struct tsr_site_source *s, struct sync_call *c)
@@ -2243,6 +2558,10 @@ static void source_free(struct tsr_site_source *s)
 	if (s == NULL)
 		return;
 	group_leave(s);
+	for (e = s->ho_head; e != NULL; e = next) { /* never handed over (start failed) */
+		next = e->next;
+		free(e);
+	}
 	s->pool_max = 0; /* every slab and entry released from here is freed */
 	for (e = s->head; e != NULL; e = next) {
 		next = e->next;
@@ -2309,7 +2628,11 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 	s->tfd = -1;
 	pthread_mutex_init(&s->stats_lock, NULL);
 	s->vol = opts->vol;
-	s->worker = opts->worker;
+	s->home = opts->worker;
+	/* a group's markers cut its members' logs on one thread: no split */
+	s->worker = opts->pump_worker != NULL && (opts->group == NULL || opts->group[0] == '\0')
+			? opts->pump_worker : opts->worker;
+	s->split = s->worker != s->home;
 	s->tls = opts->tls;
 	snprintf(s->address, sizeof(s->address), "%s", opts->address);
 	snprintf(s->peer_name, sizeof(s->peer_name), "%s", opts->peer_name);
@@ -2404,6 +2727,15 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 	ret = run_on_worker(s, &c);
 	if (ret < 0)
 		goto err;
+	if (s->split) {
+		c.fn = hook_fn;
+		ret = run_on(s, s->home, &c);
+		if (ret < 0) {
+			c.fn = unwatch_fn;
+			run_on_worker(s, &c);
+			goto err;
+		}
+	}
 	/* hooks are on (writes acked from here are logged or marked): what
 	 * was written before is on the volume, allocated */
 	if (opts->initial_copy) {
@@ -2430,9 +2762,10 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 		tsr_site_source_stop(s);
 		return ret;
 	}
-	tsr_info("site source %s -> %s (%s): started, stream %llu, %s", tsr_vol_name(s->vol),
-		 s->address, s->open.volume, (unsigned long long)s->stream,
-		 opts->initial_copy ? "initial copy of the allocated extents" : "log only");
+	tsr_info("site source %s -> %s (%s): started, stream %llu, %s, pump on worker%u",
+		 tsr_vol_name(s->vol), s->address, s->open.volume, (unsigned long long)s->stream,
+		 opts->initial_copy ? "initial copy of the allocated extents" : "log only",
+		 tsr_worker_index(s->worker));
 	*out = s;
 	return 0;
 err:
@@ -2461,7 +2794,8 @@ static void stop_fn(struct tsr_site_source *s, struct sync_call *c)
 	if (s->grow_pending)
 		grow_end(s, -ESHUTDOWN, "the source stopped");
 	s->stop_call = c;
-	tsr_vol_set_hooks(s->vol, NULL);
+	if (!s->split) /* split: unhook_fn did, on home */
+		tsr_vol_set_hooks(s->vol, NULL);
 	if (s->group) {
 		struct src_group *g = s->group;
 
@@ -2485,12 +2819,42 @@ static void stop_fn(struct tsr_site_source *s, struct sync_call *c)
 	stop_finish(s);
 }
 
+/*
+ * split, on home, before stop_fn on worker: no more hooks; the entries
+ * made go to worker (ahead of stop_fn in its queue: taken, then freed with
+ * the log) or are freed here.  Done after the calls home queued for this
+ * pass (a handover may be among them: none touches s after the signal).
+ */
+static void unhook_fn(struct tsr_site_source *s, struct sync_call *c)
+{
+	struct log_entry *e, *next;
+
+	tsr_vol_set_hooks(s->vol, NULL);
+	s->ho_unhooked = true;
+	ho_send(s);
+	for (e = s->ho_head; e != NULL; e = next) {
+		next = e->next;
+		free(e);
+	}
+	s->ho_head = s->ho_tail = NULL;
+	s->ho_pending = 0;
+	if (tsr_worker_defer_after_submit(s->home, stop_signal, c) < 0)
+		sync_call_done(c, 0);
+}
+
 void tsr_site_source_stop(struct tsr_site_source *s)
 {
 	struct sync_call c = {.fn = stop_fn};
 
 	if (s == NULL)
 		return;
+	if (s->split) {
+		struct sync_call u = {.fn = unhook_fn};
+
+		if (run_on(s, s->home, &u) < 0)
+			tsr_error("site source %s: the volume's worker is gone; its hooks stay",
+				  tsr_vol_name(s->vol));
+	}
 	if (run_on_worker(s, &c) < 0) {
 		/* the worker is gone (stopped first): nothing runs s any more, so
 		 * close here; the hooks stay on a volume nobody serves */

@@ -549,7 +549,9 @@ int tsr_site_tx_poll(struct tsr_site_tx *tx, struct tsr_site_tls *t);
 
 /* ---- source side: one replicated volume's stream (engine/site/site_source.c) ----
  *
- * Runs on the source volume's home worker, shared-nothing: the volume's
+ * Runs on the source volume's home worker, shared-nothing (or, with
+ * opts.pump_worker, on that worker, the taps handing their entries over once
+ * per loop pass of home): the volume's
  * replication taps (tsr_vol_set_hooks) append every acknowledged write to an
  * in-memory ordered log (sequence, extent, a copy of the data) in
  * acknowledgment order, and the same thread ships the log over one TLS
@@ -587,7 +589,12 @@ const char *tsr_site_state_name(enum tsr_site_state st); /* "syncing", ... */
 
 struct tsr_site_source_opts {
 	struct tsr_vol *vol;          /* source volume: the caller's handle, held until stop returns */
-	struct tsr_worker *worker;    /* vol's home worker (tsr_vol_home); everything runs there */
+	struct tsr_worker *worker;    /* vol's home worker (tsr_vol_home): the hooks run there */
+	struct tsr_worker *pump_worker; /* where the log, the TLS session and the pump run
+				       * (the hooks hand their entries over once per loop
+				       * pass of worker); NULL or worker: all on worker.
+				       * Ignored with group (markers cut the members' logs
+				       * on one thread) */
 	struct tsr_site_tls_ctx *tls; /* client context (server = false); outlives the source */
 	const char *address;          /* target site's listener "HOST:PORT" (IPv4 or name) */
 	const char *peer_name;        /* name the target's certificate must carry */

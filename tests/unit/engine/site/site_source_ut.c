@@ -394,6 +394,54 @@ static void *target_main(void *arg)
 
 /* ---- the environment: two stores, a worker, the target thread ---- */
 
+/* ---- a worker held still (test_pump_worker) ---- */
+
+struct gate {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool in, open;
+};
+
+static void gate_msg(struct tsr_worker *w, void *arg)
+{
+	struct gate *g = arg;
+
+	(void)w;
+	pthread_mutex_lock(&g->lock);
+	g->in = true;
+	pthread_cond_broadcast(&g->cond);
+	while (!g->open)
+		pthread_cond_wait(&g->cond, &g->lock);
+	pthread_mutex_unlock(&g->lock);
+}
+
+/* w runs nothing else until gate_open(g). */
+static void gate_close(struct tsr_worker *w, struct gate *g)
+{
+	*g = (struct gate){.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+	assert_int_equal(tsr_worker_send(w, gate_msg, g), 0);
+	pthread_mutex_lock(&g->lock);
+	while (!g->in)
+		pthread_cond_wait(&g->cond, &g->lock);
+	pthread_mutex_unlock(&g->lock);
+}
+
+static void gate_open(struct gate *g)
+{
+	pthread_mutex_lock(&g->lock);
+	g->open = true;
+	pthread_cond_broadcast(&g->cond);
+	pthread_mutex_unlock(&g->lock);
+}
+
+/* a thread: opens the gate 50 ms later (while the test's thread is in stop) */
+static void *gate_open_later(void *arg)
+{
+	usleep(50000);
+	gate_open(arg);
+	return NULL;
+}
+
 struct env {
 	char src_dir[512], dst_dir[512];
 	struct tsr_store *src_store, *dst_store;
@@ -401,6 +449,8 @@ struct env {
 	struct tsr_vol *src, *dst;
 	struct tsr_svol *src_sv, *dst_sv; /* the main thread reads through these */
 	struct tsr_worker *w;
+	struct tsr_worker *pw; /* a second worker for the pump (test_pump_worker), or NULL */
+	struct gate pw_gate;   /* holds pw while closed; teardown opens it (a failed check) */
 	struct tsr_io *io; /* the main thread's */
 	struct tsr_site_tls_ctx *client;
 	struct target tg;
@@ -488,7 +538,10 @@ static int env_teardown(void **state)
 	(void)state;
 	if (e == NULL)
 		return 0;
+	if (e->pw != NULL)
+		gate_open(&e->pw_gate);
 	tsr_site_source_stop(e->s);
+	tsr_worker_stop(e->pw);
 	target_stop(e);
 	if (e->tg.lfd >= 0)
 		close(e->tg.lfd);
@@ -1301,6 +1354,84 @@ static void test_overflow(void **state)
 	assert_true(st.region_bytes_shipped > 0);
 	assert_true(st.region_bytes_shipped <= 16 * MIB * 3); /* the area, a few times at most */
 	assert_true(st.region_bytes_shipped < e->size / 2);
+}
+
+/*
+ * The pump on a worker of its own (opts.pump_worker, issue 7): the hooks on
+ * the volume's home hand their log entries over once per loop pass.  An
+ * initial copy (its region reads on home) with writes meanwhile; then, the
+ * pump worker held: host writes still complete on home and nothing is sent
+ * or published (the pump is not on home); released, the entries ship in ack
+ * order, each once (bytes_shipped grows by exactly the bytes written, the
+ * volumes are equal).  More than log_max written while it is held: the log
+ * overflows into the bitmap, regions ship, equal.  A stop while handed-over
+ * entries wait in the held worker's queue (ASan: nothing leaked or used
+ * after its free).
+ */
+static void test_pump_worker(void **state)
+{
+	struct env *e = env_open(32 * MIB);
+	struct tsr_io_opts wo = {.kind = TSR_IO_AUTO, .queue_depth = 64};
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st, before;
+	struct gate *g = &e->pw_gate;
+	pthread_t th;
+	char addr[64];
+	unsigned seed = 11;
+	uint64_t bytes, t0;
+
+	(void)state;
+	assert_int_equal(tsr_worker_start(1, &wo, &e->pw), 0);
+	random_writes(e, 100, 0, e->size, 8, &seed);
+	o = source_opts(e, addr, sizeof(addr));
+	o.pump_worker = e->pw;
+	o.initial_copy = true;
+	o.log_max_bytes = 2 * MIB;
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	random_writes(e, 300, 0, e->size, 8, &seed);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	assert_true(st.region_bytes_shipped > 0);
+	assert_int_equal(st.overflows, 0);
+
+	/* held: the writes complete, nothing goes */
+	before = st;
+	gate_close(e->pw, g);
+	bytes = random_writes(e, 100, 0, e->size, 4, &seed); /* < 2 MiB of data */
+	usleep(30000); /* three ticks: a pump on home would have sent and published */
+	stats(e, &st);
+	assert_int_equal(st.next_seq, before.next_seq);
+	assert_int_equal(st.bytes_shipped, before.bytes_shipped);
+	gate_open(g);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	assert_int_equal(st.bytes_shipped - before.bytes_shipped, bytes);
+	assert_int_equal(st.region_bytes_shipped, before.region_bytes_shipped);
+	assert_int_equal(st.overflows, 0);
+
+	/* held past the bound: an overflow, then regions */
+	gate_close(e->pw, g);
+	random_writes(e, 300, 0, e->size, 16, &seed); /* ~ 10 MiB */
+	gate_open(g);
+	t0 = tsr_mono_ms();
+	do {
+		stats(e, &st);
+		usleep(5000);
+	} while (st.overflows == 0 && tsr_mono_ms() - t0 < 10000);
+	assert_true(st.overflows >= 1);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	assert_true(st.region_bytes_shipped > before.region_bytes_shipped);
+
+	/* stop with handed-over entries waiting for the held worker */
+	gate_close(e->pw, g);
+	random_writes(e, 50, 0, e->size, 4, &seed);
+	assert_int_equal(pthread_create(&th, NULL, gate_open_later, g), 0);
+	tsr_site_source_stop(e->s);
+	e->s = NULL;
+	pthread_join(th, NULL);
+	assert_target_clean(e);
+	assert_true(atomic_load(&e->tg.consistent));
 }
 
 /* The fake target closes the connection now; back once it has (10 s at most). */
@@ -2167,6 +2298,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_send_batching, env_teardown),
 	    cmocka_unit_test_teardown(test_send_batch_one, env_teardown),
 	    cmocka_unit_test_teardown(test_initial_copy, env_teardown),
+	    cmocka_unit_test_teardown(test_pump_worker, env_teardown),
 	    cmocka_unit_test_teardown(test_restart_zeroes_holes, env_teardown),
 	    cmocka_unit_test_teardown(test_digest_resync, env_teardown),
 	    cmocka_unit_test_teardown(test_overflow, env_teardown),
