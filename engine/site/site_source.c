@@ -176,6 +176,13 @@
 				      * whole (a log entry's goes from its slab); a
 				      * larger one: only its header, then its payload
 				      * goes to TLS from where it is */
+/* split: an entry of a host write up to this size has this much room, and
+ * the pump worker hands the freed ones back to home (rc_stack) instead of
+ * free(): a 4 KiB write's entry is not a malloc on one thread and a free on
+ * the other (glibc: both under the home arena's lock), at most HO_RC_MAX of
+ * them kept (the pool's bytes, SRC_POOL_BYTES). */
+#define HO_SMALL        TSR_BLOCK_SIZE
+#define HO_RC_MAX       (SRC_POOL_BYTES / HO_SMALL)
 #define NS_PER_MS       1000000ull
 #define NS_PER_SEC      1000000000ull
 
@@ -209,6 +216,8 @@ struct log_entry {
 	uint64_t offset;        /* WRITE/ZERO: bytes, 4 KiB aligned; MARKER: its number */
 	uint32_t len;           /* WRITE: data bytes (<= TSR_SITE_MAX_DATA); ZERO: bytes covered */
 	uint8_t kind;           /* enum ent_kind */
+	bool small;             /* split: made by ho_change with HO_SMALL data bytes of
+				 * room, recycled to home (rc_*), not freed */
 	uint64_t acked_ns;      /* monotonic time the host got its ack */
 	struct slab *slab;      /* holds the frame (wire), or NULL: data[] holds the data */
 	uint8_t *wire;          /* in slab: the header slot, then WRITE's len data bytes */
@@ -295,6 +304,15 @@ struct tsr_site_source {
 	bool ho_unhooked;     /* the hooks are gone (stop): no more handovers */
 	uint64_t ho_lost_off, ho_lost_end; /* a range no entry could be made for (out of
 					    * memory): an ENT_OVER at the next chance; end 0: none */
+	/* split, small entries going back to home: freed on worker onto
+	 * rc_local (worker only), pushed onto rc_stack once per pass (rc_flush,
+	 * one compare-and-swap), taken whole by home onto rc_home (one
+	 * exchange) when it runs out; rc_count: entries in all three */
+	struct log_entry *rc_local, *rc_local_tail;
+	uint64_t rc_local_n;
+	_Atomic(struct log_entry *) rc_stack;
+	struct log_entry *rc_home;  /* home only */
+	_Atomic uint64_t rc_count;
 	int r_status;         /* split: the region read's status, home -> worker */
 	uint64_t r_first;     /* split: first region index of the read (an -EAGAIN retries it) */
 	/* ---- worker only ---- */
@@ -625,6 +643,18 @@ static void entry_release(struct tsr_site_source *s, struct log_entry *e)
 {
 	if (e == NULL)
 		return;
+	if (e->small && s->pool_max != 0 &&
+	    atomic_load_explicit(&s->rc_count, memory_order_relaxed) < HO_RC_MAX) {
+		e->next = NULL;
+		if (s->rc_local_tail != NULL)
+			s->rc_local_tail->next = e;
+		else
+			s->rc_local = e;
+		s->rc_local_tail = e;
+		s->rc_local_n++;
+		atomic_fetch_add_explicit(&s->rc_count, 1, memory_order_relaxed);
+		return;
+	}
 	slab_put(s, e->slab);
 	if (e->slab == NULL || s->meta_free_n >= s->pool_max / TSR_BLOCK_SIZE) {
 		free(e);
@@ -873,6 +903,37 @@ static struct log_entry *range_entry(uint8_t kind, uint64_t offset, uint64_t end
 	return e;
 }
 
+/* home: a small entry, from those worker handed back, else malloc'd */
+static struct log_entry *rc_take(struct tsr_site_source *s)
+{
+	struct log_entry *e = s->rc_home;
+
+	if (e == NULL)
+		e = atomic_exchange_explicit(&s->rc_stack, NULL, memory_order_acquire);
+	if (e == NULL)
+		return malloc(sizeof(*e) + HO_SMALL);
+	s->rc_home = e->next;
+	atomic_fetch_sub_explicit(&s->rc_count, 1, memory_order_relaxed);
+	return e;
+}
+
+/* worker, once per pass: the small entries freed go back to home (one CAS
+ * loop for all of them). */
+static void rc_flush(struct tsr_site_source *s)
+{
+	struct log_entry *top;
+
+	if (s->rc_local == NULL)
+		return;
+	top = atomic_load_explicit(&s->rc_stack, memory_order_relaxed);
+	do
+		s->rc_local_tail->next = top;
+	while (!atomic_compare_exchange_weak_explicit(&s->rc_stack, &top, s->rc_local,
+						      memory_order_release, memory_order_relaxed));
+	s->rc_local = s->rc_local_tail = NULL;
+	s->rc_local_n = 0;
+}
+
 /* Out of memory for [offset, end): an OVER at the next chance (ho_send). */
 static void ho_lose(struct tsr_site_source *s, uint64_t offset, uint64_t end)
 {
@@ -912,13 +973,17 @@ static void ho_change(struct tsr_site_source *s, uint64_t offset, uint64_t len, 
 			ho_lose(s, offset, offset + len);
 	}
 	while ((kind == ENT_WRITE || kind == ENT_ZERO) && done < len) {
+		bool small;
+
 		n = (uint32_t)(len - done < max ? len - done : max);
-		e = malloc(sizeof(*e) + (buf ? n : 0));
+		small = buf != NULL && n <= HO_SMALL;
+		e = small ? rc_take(s) : malloc(sizeof(*e) + (buf ? n : 0));
 		if (e == NULL) {
 			ho_lose(s, offset + done, offset + len);
 			break;
 		}
-		*e = (struct log_entry){.kind = kind, .offset = offset + done, .len = n, .acked_ns = t};
+		*e = (struct log_entry){
+		    .kind = kind, .offset = offset + done, .len = n, .acked_ns = t, .small = small};
 		if (buf)
 			memcpy(e->data, (const uint8_t *)buf + done, n);
 		ho_push(s, e);
@@ -973,7 +1038,7 @@ static void log_take(struct tsr_site_source *s, struct log_entry *e)
 	uint64_t len = range ? e->seq - e->offset : e->len;
 
 	if (s->stopping || s->demoted) {
-		free(e);
+		entry_release(s, e);
 		return;
 	}
 	s->unsent_new += len;
@@ -988,7 +1053,7 @@ static void log_take(struct tsr_site_source *s, struct log_entry *e)
 	if (range || !s->log_on ||
 	    !log_room(s, entry_data_cap(e) + SRC_ENTRY_COST)) {
 		dirty_mark(s, e->offset, len, e->acked_ns);
-		free(e);
+		entry_release(s, e);
 		return;
 	}
 	log_append(s, e);
@@ -1007,6 +1072,7 @@ static void log_take_batch(struct tsr_worker *w, void *arg)
 	}
 	atomic_fetch_sub_explicit(&s->ho_bytes, b->bytes, memory_order_relaxed);
 	free(b);
+	rc_flush(s);
 }
 
 static void hook_write(void *arg, uint64_t offset, uint32_t len, const void *buf)
@@ -1062,6 +1128,7 @@ static void on_ack(struct tsr_site_source *s, uint64_t seq)
 	for (k = 0; i + k < s->n_ckpt; k++)
 		s->ckpt[k] = s->ckpt[i + k];
 	s->n_ckpt = k;
+	rc_flush(s);
 }
 
 /* ---- stats ---- */
@@ -1139,6 +1206,7 @@ static void pass_end(struct tsr_worker *w, void *arg)
 		return;
 	pump(s);
 	publish(s);
+	rc_flush(s);
 }
 
 /*
@@ -2311,6 +2379,7 @@ static void tick_cb(void *arg, uint32_t events)
 		group_mark(s->group);
 	pump(s);
 	publish(s);
+	rc_flush(s);
 }
 
 /* ---- start, stop, pause, stats ---- */
@@ -2559,6 +2628,15 @@ static void source_free(struct tsr_site_source *s)
 		return;
 	group_leave(s);
 	for (e = s->ho_head; e != NULL; e = next) { /* never handed over (start failed) */
+		next = e->next;
+		free(e);
+	}
+	rc_flush(s);
+	for (e = atomic_load(&s->rc_stack); e != NULL; e = next) {
+		next = e->next;
+		free(e);
+	}
+	for (e = s->rc_home; e != NULL; e = next) {
 		next = e->next;
 		free(e);
 	}
