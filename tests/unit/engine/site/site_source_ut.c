@@ -1392,7 +1392,7 @@ static void test_pump_worker(void **state)
 	wait_caught_up(e, &st);
 	assert_volumes_equal(e);
 	assert_true(st.region_bytes_shipped > 0);
-	assert_int_equal(st.overflows, 0);
+	/* (the writes during the copy may overflow the log: they ship after it) */
 
 	/* held: the writes complete, nothing goes */
 	before = st;
@@ -1407,7 +1407,7 @@ static void test_pump_worker(void **state)
 	assert_volumes_equal(e);
 	assert_int_equal(st.bytes_shipped - before.bytes_shipped, bytes);
 	assert_int_equal(st.region_bytes_shipped, before.region_bytes_shipped);
-	assert_int_equal(st.overflows, 0);
+	assert_int_equal(st.overflows, before.overflows);
 
 	/* held past the bound: an overflow, then regions */
 	gate_close(e->pw, g);
@@ -1417,8 +1417,8 @@ static void test_pump_worker(void **state)
 	do {
 		stats(e, &st);
 		usleep(5000);
-	} while (st.overflows == 0 && tsr_mono_ms() - t0 < 10000);
-	assert_true(st.overflows >= 1);
+	} while (st.overflows == before.overflows && tsr_mono_ms() - t0 < 10000);
+	assert_true(st.overflows > before.overflows);
 	wait_caught_up(e, &st);
 	assert_volumes_equal(e);
 	assert_true(st.region_bytes_shipped > before.region_bytes_shipped);
