@@ -296,10 +296,12 @@ struct tsr_site_source {
 	 * (home adds, worker subtracts): with log_max the bound of the entries
 	 * in flight between the threads */
 	_Atomic uint64_t ho_bytes;
+	atomic_bool ho_pull_sent; /* split: ho_pull queued on home (worker sets, home clears) */
 	/* ---- home only (split) ---- */
 	struct log_entry *ho_head, *ho_tail; /* entries the hooks made, ack order, not
 					      * handed over yet */
 	uint64_t ho_pending;  /* WRITE data bytes in them */
+	uint64_t ho_unsent;   /* bytes they change (send_batch starts a handover) */
 	bool ho_deferred;     /* handover() queued for this pass of home */
 	bool ho_unhooked;     /* the hooks are gone (stop): no more handovers */
 	uint64_t ho_lost_off, ho_lost_end; /* a range no entry could be made for (out of
@@ -989,7 +991,11 @@ static void ho_change(struct tsr_site_source *s, uint64_t offset, uint64_t len, 
 		ho_push(s, e);
 		done += n;
 	}
-	if (!s->ho_deferred && tsr_worker_defer_after_submit(s->home, handover, s) == 0)
+	/* send batching, as log_change: below send_batch the pump worker's
+	 * tick pulls them (ho_pull) */
+	s->ho_unsent += len;
+	if ((s->ho_unsent >= s->send_batch || kind == ENT_MARK || kind == ENT_OVER) &&
+	    !s->ho_deferred && tsr_worker_defer_after_submit(s->home, handover, s) == 0)
 		s->ho_deferred = true;
 }
 
@@ -1018,9 +1024,11 @@ static void ho_send(struct tsr_site_source *s)
 	}
 	s->ho_head = s->ho_tail = NULL;
 	s->ho_pending = 0;
+	s->ho_unsent = 0;
 }
 
-/* home, once per pass after its submit (the pass's disk writes go first) */
+/* home, after its submit (the pass's disk writes go first), once send_batch
+ * bytes were changed */
 static void handover(struct tsr_worker *w, void *arg)
 {
 	struct tsr_site_source *s = arg;
@@ -1028,6 +1036,26 @@ static void handover(struct tsr_worker *w, void *arg)
 	(void)w;
 	s->ho_deferred = false;
 	ho_send(s);
+}
+
+/* home: the pump worker's tick asks for what is below send_batch */
+static void ho_pull(struct tsr_worker *w, void *arg)
+{
+	struct tsr_site_source *s = arg;
+
+	(void)w;
+	atomic_store(&s->ho_pull_sent, false);
+	if (!s->ho_unhooked)
+		ho_send(s);
+}
+
+/* worker, at each tick: one ho_pull at a time */
+static void ho_ask(struct tsr_site_source *s)
+{
+	if (!s->split || atomic_exchange(&s->ho_pull_sent, true))
+		return;
+	if (tsr_worker_send(s->home, ho_pull, s) < 0)
+		atomic_store(&s->ho_pull_sent, false);
 }
 
 /* One entry from home into the log (worker): what log_change does with a
@@ -2377,6 +2405,7 @@ static void tick_cb(void *arg, uint32_t events)
 		session_connect(s);
 	if (s->group && t >= s->group->next_ns) /* any member's tick ticks the group */
 		group_mark(s->group);
+	ho_ask(s);
 	pump(s);
 	publish(s);
 	rc_flush(s);
@@ -2920,6 +2949,12 @@ static void unhook_fn(struct tsr_site_source *s, struct sync_call *c)
 		sync_call_done(c, 0);
 }
 
+static void barrier_fn(struct tsr_site_source *s, struct sync_call *c)
+{
+	(void)s;
+	sync_call_done(c, 0);
+}
+
 void tsr_site_source_stop(struct tsr_site_source *s)
 {
 	struct sync_call c = {.fn = stop_fn};
@@ -2943,6 +2978,12 @@ void tsr_site_source_stop(struct tsr_site_source *s)
 			close(s->fd);
 		if (s->read_inflight)
 			return; /* its callback may still name s: leak rather than crash */
+	}
+	if (s->split) {
+		/* an ho_pull the last ticks queued on home runs before this */
+		struct sync_call b = {.fn = barrier_fn};
+
+		run_on(s, s->home, &b);
 	}
 	tsr_info("site source %s -> %s: stopped", tsr_vol_name(s->vol), s->address);
 	source_free(s);
