@@ -29,6 +29,7 @@
 #include "admin/admin_internal.h"
 #include "tessera/vol.h"
 #include "tessera/worker.h"
+#include "../worker/worker_hold.h"
 
 #define TOKEN "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
@@ -533,26 +534,6 @@ static void test_snapshots(void **state)
 
 /* ---- snapshot create of an open volume: the reply comes later ---- */
 
-/* A worker message that keeps its worker busy until released. */
-struct hold {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool held, released;
-};
-
-static void hold_msg(struct tsr_worker *w, void *arg)
-{
-	struct hold *h = arg;
-
-	(void)w;
-	pthread_mutex_lock(&h->lock);
-	h->held = true;
-	pthread_cond_broadcast(&h->cond);
-	while (!h->released)
-		pthread_cond_wait(&h->cond, &h->lock);
-	pthread_mutex_unlock(&h->lock);
-}
-
 /* A create sent from a thread of its own (no cmocka asserts there). */
 struct create_call {
 	struct tsr_admin_client *c;
@@ -677,24 +658,6 @@ static void *req_thread(void *arg)
 
 	rc->ret = tsr_admin_call(rc->c, rc->req, 10000, &rc->r);
 	return NULL;
-}
-
-static void hold_start(struct hold *h, struct tsr_worker *w)
-{
-	h->held = h->released = false;
-	assert_int_equal(tsr_worker_send(w, hold_msg, h), 0);
-	pthread_mutex_lock(&h->lock);
-	while (!h->held)
-		pthread_cond_wait(&h->cond, &h->lock);
-	pthread_mutex_unlock(&h->lock);
-}
-
-static void hold_release(struct hold *h)
-{
-	pthread_mutex_lock(&h->lock);
-	h->released = true;
-	pthread_cond_broadcast(&h->cond);
-	pthread_mutex_unlock(&h->lock);
 }
 
 /* Send rc->req from a thread while the worker is held; returns once the

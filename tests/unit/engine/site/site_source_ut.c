@@ -44,6 +44,7 @@
 #include "tessera/worker.h"
 #include "../store/store_test.h"
 #include "site_certs.h"
+#include "../worker/worker_hold.h"
 
 #define STREAM 77u
 #define EPOCH  3u
@@ -394,51 +395,11 @@ static void *target_main(void *arg)
 
 /* ---- the environment: two stores, a worker, the target thread ---- */
 
-/* ---- a worker held still (test_pump_worker) ---- */
-
-struct gate {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool in, open;
-};
-
-static void gate_msg(struct tsr_worker *w, void *arg)
-{
-	struct gate *g = arg;
-
-	(void)w;
-	pthread_mutex_lock(&g->lock);
-	g->in = true;
-	pthread_cond_broadcast(&g->cond);
-	while (!g->open)
-		pthread_cond_wait(&g->cond, &g->lock);
-	pthread_mutex_unlock(&g->lock);
-}
-
-/* w runs nothing else until gate_open(g). */
-static void gate_close(struct tsr_worker *w, struct gate *g)
-{
-	*g = (struct gate){.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
-	assert_int_equal(tsr_worker_send(w, gate_msg, g), 0);
-	pthread_mutex_lock(&g->lock);
-	while (!g->in)
-		pthread_cond_wait(&g->cond, &g->lock);
-	pthread_mutex_unlock(&g->lock);
-}
-
-static void gate_open(struct gate *g)
-{
-	pthread_mutex_lock(&g->lock);
-	g->open = true;
-	pthread_cond_broadcast(&g->cond);
-	pthread_mutex_unlock(&g->lock);
-}
-
-/* a thread: opens the gate 50 ms later (while the test's thread is in stop) */
-static void *gate_open_later(void *arg)
+/* a thread: releases the hold 50 ms later (while the test's thread is in stop) */
+static void *hold_release_later(void *arg)
 {
 	usleep(50000);
-	gate_open(arg);
+	hold_release(arg);
 	return NULL;
 }
 
@@ -450,7 +411,7 @@ struct env {
 	struct tsr_svol *src_sv, *dst_sv; /* the main thread reads through these */
 	struct tsr_worker *w;
 	struct tsr_worker *pw; /* a second worker for the pump (test_pump_worker), or NULL */
-	struct gate pw_gate;   /* holds pw while closed; teardown opens it (a failed check) */
+	struct hold pw_hold;   /* holds pw (test_pump_worker); teardown releases it */
 	struct tsr_io *io; /* the main thread's */
 	struct tsr_site_tls_ctx *client;
 	struct target tg;
@@ -539,7 +500,7 @@ static int env_teardown(void **state)
 	if (e == NULL)
 		return 0;
 	if (e->pw != NULL)
-		gate_open(&e->pw_gate);
+		hold_release(&e->pw_hold);
 	tsr_site_source_stop(e->s);
 	tsr_worker_stop(e->pw);
 	target_stop(e);
@@ -1374,7 +1335,7 @@ static void test_pump_worker(void **state)
 	struct tsr_io_opts wo = {.kind = TSR_IO_AUTO, .queue_depth = 64};
 	struct tsr_site_source_opts o;
 	struct tsr_site_source_stats st, before;
-	struct gate *g = &e->pw_gate;
+	struct hold *g = &e->pw_hold;
 	pthread_t th;
 	char addr[64];
 	unsigned seed = 11;
@@ -1396,13 +1357,13 @@ static void test_pump_worker(void **state)
 
 	/* held: the writes complete, nothing goes */
 	before = st;
-	gate_close(e->pw, g);
+	hold_start(g, e->pw);
 	bytes = random_writes(e, 100, 0, e->size, 4, &seed); /* < 2 MiB of data */
 	usleep(30000); /* three ticks: a pump on home would have sent and published */
 	stats(e, &st);
 	assert_int_equal(st.next_seq, before.next_seq);
 	assert_int_equal(st.bytes_shipped, before.bytes_shipped);
-	gate_open(g);
+	hold_release(g);
 	wait_caught_up(e, &st);
 	assert_volumes_equal(e);
 	assert_int_equal(st.bytes_shipped - before.bytes_shipped, bytes);
@@ -1410,9 +1371,9 @@ static void test_pump_worker(void **state)
 	assert_int_equal(st.overflows, before.overflows);
 
 	/* held past the bound: an overflow, then regions */
-	gate_close(e->pw, g);
+	hold_start(g, e->pw);
 	random_writes(e, 300, 0, e->size, 16, &seed); /* ~ 10 MiB */
-	gate_open(g);
+	hold_release(g);
 	t0 = tsr_mono_ms();
 	do {
 		stats(e, &st);
@@ -1424,9 +1385,9 @@ static void test_pump_worker(void **state)
 	assert_true(st.region_bytes_shipped > before.region_bytes_shipped);
 
 	/* stop with handed-over entries waiting for the held worker */
-	gate_close(e->pw, g);
+	hold_start(g, e->pw);
 	random_writes(e, 50, 0, e->size, 4, &seed);
-	assert_int_equal(pthread_create(&th, NULL, gate_open_later, g), 0);
+	assert_int_equal(pthread_create(&th, NULL, hold_release_later, g), 0);
 	tsr_site_source_stop(e->s);
 	e->s = NULL;
 	pthread_join(th, NULL);
