@@ -45,6 +45,8 @@
 #                  the QD32 runs of both "on" and "off", then 1 s of its
 #                  send calls with their sizes (strace slows those
 #                  two runs: they are profiles, not figures)
+#   BENCH_SRC_ARGS more tesserad options for the primary (the source), e.g.
+#                  --site-pump-worker (docs/ARCHITECTURE.md "pump worker")
 #   BENCH_DR_LIMIT where the DR's CPU comes from during the overhead part:
 #                  "" [shared: both sites and fio on both cores],
 #                  "quota:P" (the DR tesserad in a cgroup-v1 cpu group
@@ -113,7 +115,8 @@ if [ "$DR_DIR_RAM" = 1 ]; then
 	log "DR data directory on tmpfs"
 fi
 site_start dr "${DR_ARGS[@]}"
-site_start primary
+# shellcheck disable=SC2086
+site_start primary ${BENCH_SRC_ARGS:-}
 proxy_start
 # two names for the one DR listener: "dr" direct (overhead, RPO, initial
 # copy: no proxy process taking CPU from the sites), "drp" through the proxy

@@ -740,9 +740,10 @@ static struct tsr_worker *group_worker(struct tsr_cluster *c, const char *group)
 	return c->o.workers[h % c->o.n_workers];
 }
 
-/* Where a source's pump runs (tsr_site_source_opts.pump_worker): the worker
- * after its volume's home, so the TLS work of the stream is off the thread
- * that serves the volume's I/O (issue 7); home itself with one worker. */
+/* Where a source's pump runs with --site-pump-worker
+ * (tsr_site_source_opts.pump_worker): the worker after its volume's home, so
+ * the TLS work of the stream is off the thread that serves the volume's I/O
+ * (issue 7); home itself with one worker. */
 static struct tsr_worker *pump_worker(struct tsr_cluster *c, struct tsr_worker *home)
 {
 	for (unsigned i = 0; i < c->o.n_workers; i++)
@@ -819,7 +820,7 @@ static int source_start(struct tsr_cluster *c, const Tessera__Cluster__Replicati
 	memset(&o, 0, sizeof(o));
 	o.vol = vol;
 	o.worker = tsr_vol_home(vol);
-	o.pump_worker = pump_worker(c, o.worker);
+	o.pump_worker = c->o.site_pump_worker ? pump_worker(c, o.worker) : NULL;
 	o.tls = tls;
 	o.address = site->address;
 	o.peer_name = site->peer_name;

@@ -62,6 +62,9 @@ struct tsr_cluster_opts {
 	unsigned write_wait_ms;        /* below min-replicas, how long writes wait (0: 30000) */
 	unsigned rebuild_after_sec;    /* 0: never rebuild automatically */
 	uint64_t resync_rate;          /* bytes/s, 0: unlimited */
+	bool site_pump_worker;         /* geo-replication sources pump on the worker after
+					* their volume's home (tsr_site_source_opts.pump_worker;
+					* off: on the home, the default until a gain is shown) */
 	/* store copies no vol/<name> lists for this node are removed this long
 	 * after their creation (engine/cluster/sweep.c); 0: never */
 	unsigned leftover_grace_sec;

@@ -93,6 +93,7 @@ struct tesserad {
 	unsigned rebuild_after_sec;
 	unsigned leftover_grace_sec;
 	uint64_t resync_rate;
+	bool site_pump_worker;      /* --site-pump-worker */
 	/* geo-replication target (cluster mode): all four or none */
 	const char *site_listen;    /* --site-listen HOST:PORT */
 	const char *site_ca, *site_cert, *site_key;
@@ -181,6 +182,10 @@ static void usage(FILE *f)
 "                         long (default 600, 0 = never)\n"
 "  --resync-rate SIZE     resync/rebuild bandwidth per volume, per second\n"
 "                         (default 0 = unlimited)\n"
+"  --site-pump-worker     geo-replication source: ship each volume's stream\n"
+"                         (TLS, sends) from the worker after the volume's own\n"
+"                         (default: from the volume's worker; issue 7,\n"
+"                         docs/ARCHITECTURE.md \"pump worker\")\n"
 "  --leftover-grace SEC   remove a store copy that no volume record lists for\n"
 "                         this node (replaced or deleted while it was down)\n"
 "                         once it is this old (default 900: longer than a\n"
@@ -257,7 +262,7 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 {
 	enum { O_DATA = 256, O_DEVICE, O_NBD, O_ADMIN, O_WORKERS, O_IO, O_FAULT, O_LOG,
 	       O_HELP, O_VERSION, O_LISTEN, O_META, O_JOIN, O_TOKEN, O_NODE, O_ZONE, O_SITE,
-	       O_CAPACITY, O_PEER_TIMEOUT, O_REBUILD, O_RESYNC, O_WRITE_WAIT, O_SITE_LISTEN,
+	       O_CAPACITY, O_PEER_TIMEOUT, O_REBUILD, O_RESYNC, O_WRITE_WAIT, O_SITE_LISTEN, O_SITE_PUMP,
 	       O_SITE_CA, O_SITE_CERT, O_SITE_KEY, O_LEFTOVER, O_READ_CACHE };
 	static const struct option opts[] = {
 		{ "data", required_argument, NULL, O_DATA },
@@ -282,6 +287,7 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 		{ "leftover-grace", required_argument, NULL, O_LEFTOVER },
 		{ "write-wait", required_argument, NULL, O_WRITE_WAIT },
 		{ "resync-rate", required_argument, NULL, O_RESYNC },
+		{ "site-pump-worker", no_argument, NULL, O_SITE_PUMP },
 		{ "site-listen", required_argument, NULL, O_SITE_LISTEN },
 		{ "site-ca", required_argument, NULL, O_SITE_CA },
 		{ "site-cert", required_argument, NULL, O_SITE_CERT },
@@ -400,6 +406,9 @@ static void parse_args(struct tesserad *d, int argc, char **argv)
 		case O_RESYNC:
 			if (tsr_parse_size(optarg, &d->resync_rate))
 				die_usage("--resync-rate %s: give bytes per second such as 200M", optarg);
+			break;
+		case O_SITE_PUMP:
+			d->site_pump_worker = true;
 			break;
 		case O_LEFTOVER:
 			errno = 0;
@@ -1015,6 +1024,7 @@ static int start_cluster(struct tesserad *d, const char *const *nbd_names)
 	co.rebuild_after_sec = d->rebuild_after_sec;
 	co.leftover_grace_sec = d->leftover_grace_sec;
 	co.resync_rate = d->resync_rate;
+	co.site_pump_worker = d->site_pump_worker;
 	co.nbd_listeners = nbd_names;
 	co.n_nbd_listeners = d->n_listeners;
 	co.repl_site = d->site; /* NULL: site-<node id> */
