@@ -649,6 +649,63 @@ static void test_read_buffered(void **state)
 	free(rx);
 }
 
+/* What waits in the server's read buffer (site_tls.c, read_buffer) with no
+ * fd event to come is read all the same, and its end reads as without it:
+ * data the client sent with its Finished is read after the handshake from
+ * the buffer alone (the socket is empty by then); a drained buffer reads
+ * -EAGAIN wanting POLLIN (the socket BIO's retry flag passes through the
+ * buffer BIO); records queued before an EOF are all read first, then the
+ * EOF (-ECONNRESET); before a close_notify, then the close (0). */
+static void test_read_buffered_edges(void **state)
+{
+	int hs = -EAGAIN, hc = -EAGAIN;
+	struct conn c;
+	uint8_t rx[64];
+	ssize_t n;
+	size_t got = 0;
+
+	(void)state;
+	conn_open(&c, 8 << 20); /* for its contexts and sockets: a new pair on them */
+	tsr_site_tls_free(c.srv);
+	tsr_site_tls_free(c.cli);
+	close(c.sv[0]);
+	close(c.sv[1]);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, c.sv), 0);
+	assert_int_equal(tsr_site_tls_new(c.sctx, c.sv[0], "primary.site.test", &c.srv), 0);
+	assert_int_equal(tsr_site_tls_new(c.cctx, c.sv[1], "dr.site.test", &c.cli), 0);
+	for (int i = 0; i < 1000 && hc == -EAGAIN; i++) /* up to the client's Finished */
+		if ((hc = tsr_site_tls_handshake(c.cli)) == -EAGAIN)
+			hs = tsr_site_tls_handshake(c.srv);
+	assert_int_equal(hc, 0);
+	assert_int_equal(hs, -EAGAIN);
+	assert_int_equal(tsr_site_tls_write(c.cli, "hello", 5), 5);
+	assert_int_equal(tsr_site_tls_handshake(c.srv), 0);
+	assert_int_equal(recv(c.sv[0], rx, 1, MSG_PEEK | MSG_DONTWAIT), -1); /* all buffered */
+	assert_int_equal(errno, EAGAIN);
+	assert_int_equal(tsr_site_tls_read(c.srv, rx, sizeof(rx)), 5);
+	assert_memory_equal(rx, "hello", 5);
+	assert_int_equal(tsr_site_tls_read(c.srv, rx, sizeof(rx)), -EAGAIN);
+	assert_int_equal(tsr_site_tls_want(c.srv), POLLIN);
+	/* two records, then EOF without close_notify */
+	assert_int_equal(tsr_site_tls_write(c.cli, "abc", 3), 3);
+	assert_int_equal(tsr_site_tls_write(c.cli, "def", 3), 3);
+	assert_int_equal(shutdown(c.sv[1], SHUT_WR), 0);
+	while ((n = tsr_site_tls_read(c.srv, rx + got, sizeof(rx) - got)) > 0)
+		got += (size_t)n;
+	assert_int_equal(n, -ECONNRESET);
+	assert_int_equal(got, 6);
+	assert_memory_equal(rx, "abcdef", 6);
+	conn_close(&c);
+	/* a record, then close_notify */
+	conn_open(&c, 8 << 20);
+	assert_int_equal(tsr_site_tls_write(c.cli, "xyz", 3), 3);
+	assert_int_equal(tsr_site_tls_shutdown(c.cli), 0);
+	assert_int_equal(tsr_site_tls_read(c.srv, rx, sizeof(rx)), 3);
+	assert_memory_equal(rx, "xyz", 3);
+	assert_int_equal(tsr_site_tls_read(c.srv, rx, sizeof(rx)), 0);
+	conn_close(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -668,6 +725,7 @@ int main(void)
 		cmocka_unit_test(test_gather_queued),
 		cmocka_unit_test(test_gather_more_one_send),
 		cmocka_unit_test(test_read_buffered),
+		cmocka_unit_test(test_read_buffered_edges),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
