@@ -60,6 +60,9 @@ struct sock_out {
 	size_t len;   /* bytes queued in buf */
 	size_t sent;  /* of which already on the socket (sent <= len) */
 	uint64_t sends; /* send calls that took bytes (tsr_site_tls_sends) */
+	int rx_err;     /* the socket's recv error, if one came (not EAGAIN): the
+			 * buffer BIO (read_buffer) hands out the bytes it got
+			 * before it and drops it, and TCP reads EOF after it */
 };
 
 struct tsr_site_tls {
@@ -136,6 +139,8 @@ static int sock_read(BIO *b, char *buf, int len)
 	BIO_clear_retry_flags(b);
 	if (n < 0 && again(errno))
 		BIO_set_retry_read(b);
+	else if (n < 0)
+		o->rx_err = errno;
 	return (int)n;
 }
 
@@ -439,7 +444,7 @@ static int io_error(struct tsr_site_tls *t, int ret, const char *op)
 			  ssl_reason(e, "protocol error"));
 		ret = -EPROTO;
 	} else { /* SSL_ERROR_SYSCALL: EOF or a socket error */
-		int sys = errno;
+		int sys = errno == 0 || errno == EAGAIN ? t->out.rx_err : errno;
 
 		if (e == 0 && sys != 0 && sys != EAGAIN)
 			tsr_error("site tls: %s %s: %s", op, t->peer, strerror(sys));

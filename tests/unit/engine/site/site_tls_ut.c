@@ -214,35 +214,54 @@ static struct tsr_site_tls_ctx *ctx_for(const char *tag, bool server)
 
 /* Run server s and client c against each other; the log they write lands
  * in log (stderr captured). */
+/* The log (stderr) into a file between log_begin and log_end. */
+struct log_capture {
+	int saved, fd;
+};
+
+static void log_begin(struct log_capture *lc)
+{
+	char logpath[128];
+
+	snprintf(logpath, sizeof(logpath), "%s/log", g_dir);
+	lc->fd = open(logpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(lc->fd >= 0);
+	fflush(stderr);
+	lc->saved = dup(2);
+	dup2(lc->fd, 2);
+}
+
+/* The lines logged since log_begin, also shown in the test output. */
+static void log_end(struct log_capture *lc, char *log, size_t loglen)
+{
+	ssize_t n;
+
+	fflush(stderr);
+	dup2(lc->saved, 2);
+	close(lc->saved);
+	n = pread(lc->fd, log, loglen - 1, 0);
+	log[n > 0 ? n : 0] = '\0';
+	close(lc->fd);
+	fprintf(stderr, "%s", log);
+}
+
 static void run_pair(struct side *srv, struct side *cli, char *log, size_t loglen)
 {
-	int sv[2], saved, logfd;
+	struct log_capture lc;
 	pthread_t ts, tc;
-	char logpath[128];
-	ssize_t n;
+	int sv[2];
 
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
 	srv->fd = sv[0];
 	cli->fd = sv[1];
-	snprintf(logpath, sizeof(logpath), "%s/log", g_dir);
-	logfd = open(logpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	assert_true(logfd >= 0);
-	fflush(stderr);
-	saved = dup(2);
-	dup2(logfd, 2);
+	log_begin(&lc);
 	assert_int_equal(pthread_create(&ts, NULL, side_main, srv), 0);
 	assert_int_equal(pthread_create(&tc, NULL, side_main, cli), 0);
 	pthread_join(ts, NULL);
 	pthread_join(tc, NULL);
-	fflush(stderr);
-	dup2(saved, 2);
-	close(saved);
-	n = pread(logfd, log, loglen - 1, 0);
-	log[n > 0 ? n : 0] = '\0';
-	close(logfd);
+	log_end(&lc, log, loglen);
 	close(sv[0]);
 	close(sv[1]);
-	fprintf(stderr, "%s", log); /* visible in the test output */
 }
 
 static void test_good_pair(void **state)
@@ -447,11 +466,28 @@ static unsigned g_recvs;
 static void *g_recv_buf;
 static size_t g_recv_len;
 static bool g_recv_same = true;
+/* g_recv_err != 0: the first recv on g_recv_fd takes at most g_recv_cap
+ * bytes, the second fails with g_recv_err, the later ones read EOF */
+static int g_recv_err;
+static size_t g_recv_cap;
+static unsigned g_recv_calls;
 ssize_t __real_recv(int fd, void *buf, size_t len, int flags);
 ssize_t __wrap_recv(int fd, void *buf, size_t len, int flags);
 ssize_t __wrap_recv(int fd, void *buf, size_t len, int flags)
 {
-	ssize_t n = __real_recv(fd, buf, len, flags);
+	ssize_t n;
+
+	if (fd == g_recv_fd && g_recv_err) { /* a socket that dies after cap bytes */
+		if (g_recv_calls++ == 0) {
+			len = len < g_recv_cap ? len : g_recv_cap;
+		} else if (g_recv_calls == 2) {
+			errno = g_recv_err;
+			return -1;
+		} else {
+			return 0; /* as TCP after a reported error: EOF */
+		}
+	}
+	n = __real_recv(fd, buf, len, flags);
 
 	if (fd == g_recv_fd && n > 0) {
 		if (g_recvs++ == 0) {
@@ -706,6 +742,35 @@ static void test_read_buffered_edges(void **state)
 	conn_close(&c);
 }
 
+/* The socket fails (a TCP user timeout, say) while the server's buffer
+ * holds part of a record: the read fails -ECONNRESET and the log names the
+ * socket's error, not "connection closed by the peer".  The buffer BIO
+ * returns the bytes it got before the error and drops the error; the
+ * socket then reads EOF. */
+static void test_read_error_mid_record(void **state)
+{
+	uint8_t *tx = pattern(200), rx[256];
+	struct log_capture lc;
+	char log[4096];
+	struct conn c;
+
+	(void)state;
+	conn_open(&c, 8 << 20);
+	assert_int_equal(tsr_site_tls_write(c.cli, tx, 200), 200); /* a 222-byte record */
+	g_recv_fd = c.sv[0];
+	g_recv_cap = 100;
+	g_recv_calls = 0;
+	g_recv_err = ETIMEDOUT;
+	log_begin(&lc);
+	assert_int_equal(tsr_site_tls_read(c.srv, rx, sizeof(rx)), -ECONNRESET);
+	log_end(&lc, log, sizeof(log));
+	g_recv_err = 0;
+	g_recv_fd = -1;
+	assert_non_null(strstr(log, "read from primary.site.test: Connection timed out"));
+	conn_close(&c);
+	free(tx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -726,6 +791,7 @@ int main(void)
 		cmocka_unit_test(test_gather_more_one_send),
 		cmocka_unit_test(test_read_buffered),
 		cmocka_unit_test(test_read_buffered_edges),
+		cmocka_unit_test(test_read_error_mid_record),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
