@@ -569,9 +569,9 @@ static bool cluster_admin_dispatch(struct tsr_cluster *c, const Tessera__Admin__
 			admin_fail(resp, ret, "%s", msg);
 		else
 			cluster_volume_delete(c, req->volume_delete->name, resp);
-		if (resp->error == 0)
-			repl_volume_deleted(c, req->volume_delete->name);
-		else if (resp->error == -ENOENT) /* a claim alone: released */
+		/* deleted: cluster_volume_delete calls repl_volume_deleted (its
+		 * answer may come later) */
+		if (resp->error == -ENOENT) /* a claim alone: released */
 			repl_claim_release(c, req->volume_delete->name, resp);
 		return true;
 	}

@@ -332,6 +332,70 @@ int cluster_copy_delete_uuid(struct tsr_cluster *c, const Tessera__Cluster__Node
 /* The same, another node's call bounded by cluster_peer_call_ms. */
 int cluster_copy_delete_short(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
 			      const char *name, const char *uuid, char *msg, size_t msg_len);
+/*
+ * A copy walk (volume.c): the store copies of name on nodes[], in turn,
+ * each asked for its uuid (as cluster_copy_uuid: size 0, then size) and/or
+ * deleted by it (cluster_copy_delete_req; by name when its node named none;
+ * not at all when the ask answered anything but 0).  With async (a client's
+ * request whose reply comes later, admin_later_begin) another node's call
+ * is made with the loop's async client (admin_async_call) and the loop goes
+ * on meanwhile; else (and this node's copy) each call blocks, bounded by the
+ * peer timeout (the deletes: delete_ms).  The volume delete
+ * (cluster_volume_delete) and the DR claim's release (repl_claim_release)
+ * use it.  The caller fills it (copy_walk_init; nodes: id, address, call;
+ * size; async); the rest is the walk's.
+ */
+struct copy_walk_node {
+	char id[64];
+	char address[128];
+	bool call;     /* a node to call; else not (down, unknown): its copy stays */
+	int asked;     /* the ask's: 0 (uuid), -ENOENT (no copy), else none named */
+	char uuid[37]; /* with asked 0: its copy's ("": the node named none) */
+	int deleted;   /* the delete's: 0 (deleted, or none), else -errno with msg */
+	char msg[512];
+};
+
+enum copy_walk_step { WALK_ASK, WALK_ASK_SIZE, WALK_DELETE };
+
+typedef void (*copy_walk_fn)(void *arg);
+
+struct copy_walk {
+	struct tsr_cluster *c;
+	const char *name;             /* the caller's, while the walk runs */
+	uint64_t size;                /* the ask's second size (0: none) */
+	int delete_ms;                /* another node's delete: its bound */
+	struct copy_walk_node *nodes; /* the caller's */
+	size_t n_nodes;
+	bool async;           /* other nodes called with admin_async_call */
+	copy_walk_fn done_fn; /* an async walk's end (after copy_walk_run's 1): once */
+	void *done_arg;
+	/* the walk's own */
+	bool asks, deletes;          /* what this run does per node */
+	bool stopped;                /* cancelled (copy_walk_stop): the nodes after not called */
+	size_t next;                 /* the node called now, or to call */
+	enum copy_walk_step step;    /* nodes[next]'s call now */
+	struct admin_async *call;    /* until its callback fired */
+	struct copy_walk *next_walk; /* the running walks' list (copy_walk_list) */
+};
+/* w (zeroed) for name's copies on c (nodes, n_nodes, size, async: the
+ * caller's to fill). */
+void copy_walk_init(struct copy_walk *w, struct tsr_cluster *c, const char *name, int delete_ms,
+		    copy_walk_fn done_fn, void *done_arg);
+/* Each node called is asked (asks), then its copy deleted (deletes: only a
+ * node whose ask answered 0; without asks, those of an earlier run).  0: done (the
+ * calls blocked, or none); 1: a call runs, done_fn fires once when the
+ * last ends (or copy_walk_stop cancels it). */
+int copy_walk_run(struct copy_walk *w, bool asks, bool deletes);
+/* On the loop: a call that runs is cancelled, done_fn fires now (stopped). */
+void copy_walk_stop(struct copy_walk *w);
+/* The walks whose answer comes later, listed (main thread) while they run:
+ * copy_walk_find, the one of c with done_fn on name (a second delete or
+ * release of it is refused, -EBUSY), or NULL; copy_walks_stop (tesserad's
+ * stop), each of c with done_fn stopped (its done_fn unlists it). */
+void copy_walk_list(struct copy_walk *w);
+void copy_walk_unlist(struct copy_walk *w);
+struct copy_walk *copy_walk_find(struct tsr_cluster *c, const char *name, copy_walk_fn done_fn);
+void copy_walks_stop(struct tsr_cluster *c, copy_walk_fn done_fn);
 /* One admin call to the node at address (blocking); 0 or -errno of the transport. */
 int cluster_call_node(struct tsr_cluster *c, const char *address, Tessera__Admin__Request *req,
 		      int timeout_ms, Tessera__Admin__Response **resp);

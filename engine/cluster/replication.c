@@ -1174,10 +1174,12 @@ static void claim_unlock(struct tsr_cluster *c, const char *name, uint64_t rev)
  * an earlier build names no uuid and is deleted by name, as before.  Each
  * call is bounded by the peer timeout.
  *
- * Inside a client's admin request the other nodes are asked in turn with
- * the loop's async client (admin_async_call) and the reply comes later
- * (admin_later), so the control loop goes on meanwhile; else (no request to
- * answer later) each call blocks, bounded the same.  The end
+ * The nodes are called in turn by a copy walk (copy_walk_run: ask, then
+ * delete, per node; shared with the volume delete): inside a client's admin
+ * request the other nodes are called with the loop's async client
+ * (admin_async_call) and the reply comes later (admin_later), so the control
+ * loop goes on meanwhile; else (no request to answer later) each call
+ * blocks, bounded the same.  The end
  * (claim_release_end): target/<name> deleted at the revision read, the lock
  * dropped, the answer built.  repl_stop cancels a release waiting for a node
  * (claim_release_stop): the claim is then kept, the answer says so.
@@ -1187,73 +1189,66 @@ struct claim_release {
 	char name[80];
 	uint64_t stream, rev;         /* target/<name>'s stream and revision read */
 	uint64_t lock_rev;            /* tcreate/<name>'s, 0: not taken (no deletes) */
-	struct claim_node {
-		char id[64];
-		char address[128];
-		bool asked;           /* a node to ask (alive, or this one) */
-	} *nodes;                     /* the view's, in its order */
-	size_t n_nodes, next;         /* next: the node asked now, or to ask */
-	bool deleting;                /* the call now deletes its copy (else asks its uuid) */
-	bool stopped;                 /* cancelled by repl_stop: the claim is kept */
-	char uuid[37];                /* nodes[next]'s copy's, once asked */
+	struct copy_walk walk;        /* nodes: the view's, in its order (call: alive, or
+				       * this one); stopped: by repl_stop, the claim kept */
 	char skipped[128];            /* why no copy was deleted at all, or "" */
 	char left[256];               /* the nodes whose copy stays, ", " between */
 	struct admin_later *later;    /* the client's reply, when it comes later */
-	struct admin_async *call;     /* until its callback fired */
 	Tessera__Admin__Response answer; /* built by claim_release_end */
-	struct claim_release *next_release; /* g_claim_releases, while it runs */
 };
 
-static struct claim_release *g_claim_releases; /* main thread */
+static void claim_release_done(void *arg);
 
+/* The release of name running here (its walk listed: its answer comes
+ * later), or NULL. */
 static struct claim_release *claim_release_find(struct tsr_cluster *c, const char *name)
 {
-	for (struct claim_release *cr = g_claim_releases; cr; cr = cr->next_release)
-		if (cr->c == c && strcmp(cr->name, name) == 0)
-			return cr;
-	return NULL;
-}
+	struct copy_walk *w = copy_walk_find(c, name, claim_release_done);
 
-static void claim_release_unlist(struct claim_release *cr)
-{
-	for (struct claim_release **pp = &g_claim_releases; *pp; pp = &(*pp)->next_release)
-		if (*pp == cr) {
-			*pp = cr->next_release;
-			break;
-		}
+	return w ? w->done_arg : NULL;
 }
 
 static void claim_release_free(struct claim_release *cr)
 {
-	claim_release_unlist(cr);
+	copy_walk_unlist(&cr->walk);
 	admin_response_free_built(&cr->answer);
-	free(cr->nodes);
+	free(cr->walk.nodes);
 	free(cr);
 }
 
-/* Node nodes[next]'s copy stays (msg: why): logged, named in the answer. */
-static void claim_node_left(struct claim_release *cr, const char *msg)
+/* Node id's copy stays (msg: why): logged, named in the answer. */
+static void claim_node_left(struct claim_release *cr, const char *id, const char *msg)
 {
 	size_t pos = strlen(cr->left);
 
 	tsr_warn("cluster: volume delete %s (the claim alone): a copy of it left on %s is not "
-		 "deleted: %s", cr->name, cr->nodes[cr->next].id, msg);
+		 "deleted: %s",
+		 cr->name, id, msg);
 	if (pos < sizeof(cr->left) - 1)
-		snprintf(cr->left + pos, sizeof(cr->left) - pos, "%s%s", pos ? ", " : "",
-			 cr->nodes[cr->next].id);
+		snprintf(cr->left + pos, sizeof(cr->left) - pos, "%s%s", pos ? ", " : "", id);
 }
 
-/* The ask of nodes[next] named no copy (ret: the call's -errno, or the
- * node's error): its copy stays. */
-static void claim_node_unheard(struct claim_release *cr, int ret)
+/* The walk's nodes whose copy stays (down; named no uuid when asked: not
+ * deleted by name; its delete failed): noted. */
+static void claim_release_left(struct claim_release *cr)
 {
-	char msg[512];
+	for (size_t i = 0; i < cr->walk.n_nodes; i++) {
+		const struct copy_walk_node *n = &cr->walk.nodes[i];
+		char msg[512];
 
-	snprintf(msg, sizeof(msg),
-		 "%s did not name its copy's uuid when asked (%s): not "
-		 "deleted by name, which could reach it late and remove a copy of a new '%s'",
-		 cr->nodes[cr->next].id, strerror(-ret), cr->name);
-	claim_node_left(cr, msg);
+		if (!n->call)
+			snprintf(msg, sizeof(msg), "node %s is down", n->id);
+		else if (n->asked == -ENOENT || (n->asked == 0 && n->deleted == 0))
+			continue; /* no copy there, or deleted */
+		else if (n->asked)
+			snprintf(msg, sizeof(msg),
+				 "%s did not name its copy's uuid when asked (%s): not deleted by "
+				 "name, which could reach it late and remove a copy of a new '%s'",
+				 n->id, strerror(-n->asked), cr->name);
+		else
+			snprintf(msg, sizeof(msg), "%s", n->msg);
+		claim_node_left(cr, n->id, msg);
+	}
 }
 
 /* The view's nodes, copied into cr; cr->skipped says why when vol/<name>
@@ -1273,108 +1268,21 @@ static void claim_release_nodes(struct claim_release *cr)
 			 "the nodes unreadable");
 		return;
 	}
-	cr->nodes = calloc(v.n_nodes ? v.n_nodes : 1, sizeof(*cr->nodes));
-	if (cr->nodes == NULL) {
+	cr->walk.nodes = calloc(v.n_nodes ? v.n_nodes : 1, sizeof(*cr->walk.nodes));
+	if (cr->walk.nodes == NULL) {
 		snprintf(cr->skipped, sizeof(cr->skipped), "out of memory");
 		view_free(&v);
 		return;
 	}
 	for (size_t i = 0; i < v.n_nodes; i++) {
-		struct claim_node *n = &cr->nodes[i];
+		struct copy_walk_node *n = &cr->walk.nodes[i];
 
 		snprintf(n->id, sizeof(n->id), "%s", v.nodes[i]->id);
 		snprintf(n->address, sizeof(n->address), "%s", v.nodes[i]->address);
-		n->asked = strcmp(n->id, cr->c->node_id) == 0 || view_alive(&v, n->id);
+		n->call = strcmp(n->id, cr->c->node_id) == 0 || view_alive(&v, n->id);
 	}
-	cr->n_nodes = v.n_nodes;
+	cr->walk.n_nodes = v.n_nodes;
 	view_free(&v);
-}
-
-/* true when nodes[i] is this node. */
-static bool claim_node_local(const struct claim_release *cr, size_t i)
-{
-	return strcmp(cr->nodes[i].id, cr->c->node_id) == 0;
-}
-
-/* nodes[next] as the record cluster_copy_* take (id, address: cr's). */
-static void claim_node_record(struct claim_release *cr, Tessera__Cluster__NodeRecord *nr)
-{
-	*nr = (Tessera__Cluster__NodeRecord)TESSERA__CLUSTER__NODE_RECORD__INIT;
-	nr->id = cr->nodes[cr->next].id;
-	nr->address = cr->nodes[cr->next].address;
-}
-
-/* nodes[next]'s copy deleted or not (ret, msg): noted. */
-static void claim_node_deleted(struct claim_release *cr, int ret, const char *msg)
-{
-	if (ret)
-		claim_node_left(cr, msg);
-}
-
-/* nodes[next] asked and its copy deleted, blocking (this node's store, or
- * no request to answer later). */
-static void claim_node_blocking(struct claim_release *cr)
-{
-	Tessera__Cluster__NodeRecord nr;
-	char msg[512] = "";
-	int ret;
-
-	claim_node_record(cr, &nr);
-	ret = cluster_copy_uuid(cr->c, &nr, cr->name, 0, cr->uuid);
-	if (ret == -ENOENT)
-		return; /* no copy there */
-	if (ret) {
-		claim_node_unheard(cr, ret);
-		return;
-	}
-	ret = cluster_copy_delete_short(cr->c, &nr, cr->name, cr->uuid, msg, sizeof(msg));
-	claim_node_deleted(cr, ret, msg);
-}
-
-static void claim_release_cb(void *cb_arg, int status, Tessera__Admin__Response *r);
-
-/* The call of nodes[next] (its ask, or with deleting its copy's delete):
- * 0 (its callback fires), or the call's -errno. */
-static int claim_node_call(struct claim_release *cr)
-{
-	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
-	Tessera__Admin__VolumeResize vr = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
-	Tessera__Admin__VolumeDelete vd = TESSERA__ADMIN__VOLUME_DELETE__INIT;
-
-	if (cr->deleting)
-		cluster_copy_delete_req(cr->name, cr->uuid[0] ? cr->uuid : NULL, &req, &vd);
-	else
-		cluster_copy_uuid_req(cr->name, 0, &req, &vr);
-	return admin_async_call(cr->c->o.loop, cr->nodes[cr->next].address, cr->c->token, &req,
-				cluster_peer_call_ms(cr->c), claim_release_cb, cr, &cr->call);
-}
-
-/* The nodes from nodes[next] on, until a call starts: 0 (its callback goes
- * on), or 1 when every node is done. */
-static int claim_nodes_next(struct claim_release *cr)
-{
-	for (; cr->next < cr->n_nodes; cr->next++) {
-		int ret;
-
-		cr->deleting = false;
-		cr->uuid[0] = '\0';
-		if (!cr->nodes[cr->next].asked) {
-			char msg[128];
-
-			snprintf(msg, sizeof(msg), "node %s is down", cr->nodes[cr->next].id);
-			claim_node_left(cr, msg);
-			continue;
-		}
-		if (cr->later == NULL || claim_node_local(cr, cr->next)) {
-			claim_node_blocking(cr);
-			continue;
-		}
-		ret = claim_node_call(cr);
-		if (ret == 0)
-			return 0;
-		claim_node_unheard(cr, ret);
-	}
-	return 1;
 }
 
 /*
@@ -1389,13 +1297,14 @@ static void claim_release_end(struct claim_release *cr)
 	char key[96], left[1024] = "";
 	int ret;
 
-	if (cr->stopped) {
+	if (cr->walk.stopped) {
 		claim_unlock(cr->c, cr->name, cr->lock_rev);
 		admin_fail(resp, -ESHUTDOWN, "volume '%s': tesserad is shutting down while it "
 			   "deletes the copies a create of it left: the claim of DR stream %016llx "
 			   "is kept (retry volume delete %s)", cr->name, stream, cr->name);
 		return;
 	}
+	claim_release_left(cr);
 	snprintf(key, sizeof(key), "target/%s", cr->name);
 	ret = tsr_meta_delete(cr->c->meta, key, cr->rev);
 	claim_unlock(cr->c, cr->name, cr->lock_rev);
@@ -1438,65 +1347,27 @@ static void claim_release_reply(struct tsr_admin_server *srv, void *arg,
 	claim_release_free(cr);
 }
 
-static void claim_release_cb(void *cb_arg, int status, Tessera__Admin__Response *r)
+/* The walk's end (async): the release's end, and the reply. */
+static void claim_release_done(void *arg)
 {
-	struct claim_release *cr = cb_arg;
-	Tessera__Cluster__NodeRecord nr;
-	char msg[512] = "";
-	int ret;
+	struct claim_release *cr = arg;
 
-	cr->call = NULL;
-	if (status == -ECANCELED) {
-		cr->stopped = true;
-	} else if (!cr->deleting) {
-		ret = status ? status : cluster_copy_uuid_answer(r, cr->uuid);
-		if (ret && ret != -ENOENT)
-			claim_node_unheard(cr, ret);
-		if (ret == 0) {
-			cr->deleting = true;
-			ret = claim_node_call(cr);
-			if (ret == 0)
-				goto out; /* its delete's answer comes here */
-			claim_node_record(cr, &nr);
-			claim_node_deleted(cr, cluster_copy_delete_answer(&nr, cr->name, ret, NULL,
-						cluster_peer_call_ms(cr->c), msg, sizeof(msg)), msg);
-		}
-		cr->next++;
-	} else {
-		claim_node_record(cr, &nr);
-		ret = cluster_copy_delete_answer(&nr, cr->name, status, r,
-						 cluster_peer_call_ms(cr->c), msg, sizeof(msg));
-		claim_node_deleted(cr, ret, msg);
-		cr->next++;
-	}
-	if (cr->stopped || claim_nodes_next(cr) == 1) {
-		claim_release_end(cr);
-		claim_release_unlist(cr);
-		admin_later_done(cr->later);
-	}
-out:
-	if (r)
-		tessera__admin__response__free_unpacked(r, NULL);
+	claim_release_end(cr);
+	copy_walk_unlist(&cr->walk);
+	admin_later_done(cr->later);
 }
 
 /* repl_stop: each release of c waiting for a node ends now, its claim kept. */
 static void claim_release_stop(struct tsr_cluster *c)
 {
-	for (struct claim_release *cr = g_claim_releases; cr;) {
-		if (cr->c != c || cr->call == NULL) {
-			cr = cr->next_release;
-			continue;
-		}
-		admin_async_cancel(cr->call); /* its callback unlists it */
-		cr = g_claim_releases;
-	}
+	copy_walks_stop(c, claim_release_done); /* claim_release_done unlists each */
 }
 
 /* One node of the view other than this one is asked: the reply can wait. */
 static bool claim_release_remote(const struct claim_release *cr)
 {
-	for (size_t i = 0; i < cr->n_nodes; i++)
-		if (cr->nodes[i].asked && !claim_node_local(cr, i))
+	for (size_t i = 0; i < cr->walk.n_nodes; i++)
+		if (cr->walk.nodes[i].call && strcmp(cr->walk.nodes[i].id, cr->c->node_id) != 0)
 			return true;
 	return false;
 }
@@ -1512,16 +1383,16 @@ static void claim_release_run(struct claim_release *cr, Tessera__Admin__Response
 	if (cr->lock_rev && !cr->skipped[0] && srv && cr->c->o.loop &&
 	    claim_release_remote(cr))
 		cr->later = admin_later_begin(srv, claim_release_reply, cr);
+	cr->walk.async = cr->later != NULL;
 	if (cr->later) {
-		cr->next_release = g_claim_releases;
-		g_claim_releases = cr;
-		if (claim_nodes_next(cr) == 0)
-			return; /* the last callback ends it */
-		claim_release_unlist(cr);
+		copy_walk_list(&cr->walk);
+		if (copy_walk_run(&cr->walk, true, true))
+			return; /* claim_release_done ends it */
+		copy_walk_unlist(&cr->walk);
 		admin_later_cancel(cr->later); /* no call started: answered now */
 		cr->later = NULL;
 	} else if (cr->lock_rev && !cr->skipped[0]) {
-		claim_nodes_next(cr);
+		copy_walk_run(&cr->walk, true, true);
 	}
 	claim_release_end(cr);
 	admin_fail(resp, cr->answer.error, "%s", cr->answer.message ? cr->answer.message : "");
@@ -1635,6 +1506,7 @@ void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin_
 	cr->rev = rev;
 	cr->lock_rev = lock_rev;
 	cr->answer = (Tessera__Admin__Response)TESSERA__ADMIN__RESPONSE__INIT;
+	copy_walk_init(&cr->walk, c, cr->name, cluster_peer_call_ms(c), claim_release_done, cr);
 	claim_release_run(cr, resp);
 }
 

@@ -148,11 +148,13 @@ void cluster_forward_reply(struct tsr_cluster *c, const char *node_id, const cha
 
 static void resize_stop(struct tsr_cluster *c);
 static void replace_list_stop(struct tsr_cluster *c);
+static void vol_delete_stop(struct tsr_cluster *c);
 
 void cluster_forward_stop(struct tsr_cluster *c)
 {
 	resize_stop(c); /* resizes waiting for a node answer (-ECANCELED) */
 	replace_list_stop(c); /* replaces waiting for a snapshot list (-ECANCELED) */
+	vol_delete_stop(c);   /* deletes waiting for a node: answered now */
 	cluster_show_stop(c); /* shows waiting for a snapshot list: without it */
 	/* each answers -ECANCELED at once (its callback unlists it) */
 	while (c->forwards)
@@ -498,6 +500,193 @@ static int copy_uuid_get(struct tsr_cluster *c, const Tessera__Cluster__NodeReco
 	int ret = copy_uuid_ask(c, node, name, size, timeout_ms, uuid, &answered);
 
 	return answered ? 0 : ret;
+}
+
+/* ---- copy walk: nodes asked for their copy's uuid and deleted by it -------- */
+
+static void walk_cb(void *cb_arg, int status, Tessera__Admin__Response *r);
+
+/* w's node now as the record cluster_copy_* take. */
+static void walk_node_record(const struct copy_walk *w, Tessera__Cluster__NodeRecord *nr)
+{
+	*nr = (Tessera__Cluster__NodeRecord)TESSERA__CLUSTER__NODE_RECORD__INIT;
+	nr->id = (char *)w->nodes[w->next].id;
+	nr->address = (char *)w->nodes[w->next].address;
+}
+
+/* The node now, blocking: asked (cluster_copy_uuid), then its copy deleted. */
+static void walk_blocking(struct copy_walk *w)
+{
+	struct copy_walk_node *n = &w->nodes[w->next];
+	Tessera__Cluster__NodeRecord nr;
+
+	walk_node_record(w, &nr);
+	if (w->asks)
+		n->asked = cluster_copy_uuid(w->c, &nr, w->name, w->size, n->uuid);
+	if (w->deletes && n->asked == 0)
+		n->deleted = copy_delete_call(w->c, &nr, w->name, n->uuid, w->delete_ms, n->msg,
+					      sizeof(n->msg));
+}
+
+/* The node's call of w->step: 0 (walk_cb fires) or the call's -errno. */
+static int walk_call(struct copy_walk *w)
+{
+	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
+	Tessera__Admin__VolumeResize vr = TESSERA__ADMIN__VOLUME_RESIZE__INIT;
+	Tessera__Admin__VolumeDelete vd = TESSERA__ADMIN__VOLUME_DELETE__INIT;
+	const struct copy_walk_node *n = &w->nodes[w->next];
+
+	if (w->step == WALK_DELETE)
+		cluster_copy_delete_req(w->name, n->uuid[0] ? n->uuid : NULL, &req, &vd);
+	else
+		cluster_copy_uuid_req(w->name, w->step == WALK_ASK_SIZE ? w->size : 0, &req, &vr);
+	return admin_async_call(w->c->o.loop, n->address, w->c->token, &req,
+				w->step == WALK_DELETE ? w->delete_ms : cluster_peer_call_ms(w->c),
+				walk_cb, w, &w->call);
+}
+
+/* The node's step answered (status, r: as admin_async_fn's; r stays the
+ * caller's) or its call not started (status): noted, and its next step's
+ * call started: 0 (walk_cb fires again), or 1 when the node is done. */
+static int walk_answer(struct copy_walk *w, int status, const Tessera__Admin__Response *r)
+{
+	struct copy_walk_node *n = &w->nodes[w->next];
+	Tessera__Cluster__NodeRecord nr;
+
+	for (;;) {
+		if (w->step == WALK_DELETE) {
+			walk_node_record(w, &nr);
+			n->deleted = cluster_copy_delete_answer(
+			    &nr, w->name, status, r, w->delete_ms, n->msg, sizeof(n->msg));
+			return 1;
+		}
+		n->asked = status ? status : cluster_copy_uuid_answer(r, n->uuid);
+		/* a node that named none at size 0 (an earlier build) asked at size */
+		if (n->asked == 0 && n->uuid[0] == '\0' && w->size && w->step == WALK_ASK)
+			w->step = WALK_ASK_SIZE;
+		else if (n->asked == 0 && w->deletes)
+			w->step = WALK_DELETE;
+		else
+			return 1;
+		status = walk_call(w);
+		if (status == 0)
+			return 0;
+		r = NULL;
+	}
+}
+
+/* The nodes from nodes[next] on, until a call starts: 0 (walk_cb goes on),
+ * or 1 when every node is done. */
+static int walk_next(struct copy_walk *w)
+{
+	for (; w->next < w->n_nodes; w->next++) {
+		struct copy_walk_node *n = &w->nodes[w->next];
+		int ret;
+
+		if (!n->call || (!w->asks && n->asked != 0))
+			continue;
+		if (!w->async || strcmp(n->id, w->c->node_id) == 0) {
+			walk_blocking(w);
+			continue;
+		}
+		w->step = w->asks ? WALK_ASK : WALK_DELETE;
+		ret = walk_call(w);
+		if (ret == 0 || walk_answer(w, ret, NULL) == 0)
+			return 0;
+	}
+	return 1;
+}
+
+static void walk_cb(void *cb_arg, int status, Tessera__Admin__Response *r)
+{
+	struct copy_walk *w = cb_arg;
+
+	w->call = NULL;
+	if (status == -ECANCELED)
+		w->stopped = true;
+	else if (walk_answer(w, status, r) == 0)
+		goto out; /* its next step's answer comes here */
+	else
+		w->next++;
+	if (w->stopped || walk_next(w) == 1)
+		w->done_fn(w->done_arg); /* may free w */
+out:
+	if (r)
+		tessera__admin__response__free_unpacked(r, NULL);
+}
+
+void copy_walk_init(struct copy_walk *w, struct tsr_cluster *c, const char *name, int delete_ms,
+		    copy_walk_fn done_fn, void *done_arg)
+{
+	w->c = c;
+	w->name = name;
+	w->delete_ms = delete_ms;
+	w->done_fn = done_fn;
+	w->done_arg = done_arg;
+}
+
+int copy_walk_run(struct copy_walk *w, bool asks, bool deletes)
+{
+	w->asks = asks;
+	w->deletes = deletes;
+	w->next = 0;
+	w->stopped = false;
+	for (size_t i = 0; i < w->n_nodes; i++) {
+		struct copy_walk_node *n = &w->nodes[i];
+
+		if (!n->call || (!asks && n->asked != 0))
+			continue;
+		if (asks) {
+			n->asked = -ECANCELED; /* until answered */
+			n->uuid[0] = '\0';
+		}
+		n->deleted = deletes ? -ECANCELED : 0;
+		snprintf(n->msg, sizeof(n->msg), "not called: tesserad stopped meanwhile");
+	}
+	return walk_next(w) == 0;
+}
+
+void copy_walk_stop(struct copy_walk *w)
+{
+	if (w->call)
+		admin_async_cancel(w->call); /* walk_cb: stopped, done_fn */
+}
+
+static struct copy_walk *g_copy_walks; /* main thread */
+
+void copy_walk_list(struct copy_walk *w)
+{
+	w->next_walk = g_copy_walks;
+	g_copy_walks = w;
+}
+
+void copy_walk_unlist(struct copy_walk *w)
+{
+	for (struct copy_walk **pp = &g_copy_walks; *pp; pp = &(*pp)->next_walk)
+		if (*pp == w) {
+			*pp = w->next_walk;
+			break;
+		}
+}
+
+struct copy_walk *copy_walk_find(struct tsr_cluster *c, const char *name, copy_walk_fn done_fn)
+{
+	for (struct copy_walk *w = g_copy_walks; w; w = w->next_walk)
+		if (w->c == c && w->done_fn == done_fn && strcmp(w->name, name) == 0)
+			return w;
+	return NULL;
+}
+
+void copy_walks_stop(struct tsr_cluster *c, copy_walk_fn done_fn)
+{
+	for (struct copy_walk *w = g_copy_walks; w;) {
+		if (w->c != c || w->done_fn != done_fn || w->call == NULL) {
+			w = w->next_walk;
+			continue;
+		}
+		copy_walk_stop(w); /* its done_fn unlists it */
+		w = g_copy_walks;
+	}
 }
 
 /*
@@ -942,68 +1131,159 @@ out:
 
 /* ---- delete, resize --------------------------------------------------- */
 
-/* What a volume delete learnt of one listed copy before the record's delete
- * (copies_uuid_ask). */
-struct copy_asked {
-	int status;    /* cluster_copy_uuid's: 0, -ENOENT (no copy), else none named */
-	char uuid[37]; /* with status 0: the copy's ("": the node named none) */
+/*
+ * A volume delete (cluster_volume_delete) while it calls the nodes of its
+ * copies: each copy rec lists asked for its uuid while vol/<name> still lists
+ * it (a copy walk, bounded by the peer timeout per call), then the record
+ * deleted at the revision read (from here the copies are garbage, whatever
+ * happens to them), then each copy deleted by the uuid asked (a walk
+ * again): a delete by name that reached its node late (the sender timed
+ * out, the node ran it later) removed whatever copy had that name by then:
+ * the copy of a new volume of the name made there after the record's delete
+ * and before its own record (session-19 revE M1, test-cluster-delete-late).
+ * A copy whose node named no uuid (no answer, an error) is not deleted: its
+ * node's leftover sweep removes it; one of an earlier build (no uuid) is
+ * deleted by name.  Inside a client's request the other nodes are called
+ * asynchronously and the reply comes later (admin_later), so one hung node
+ * stalls no other admin request of this node (review s20-revK E); a second
+ * delete of the name meanwhile is refused -EBUSY; tesserad's stop
+ * (cluster_forward_stop) cancels it: before the record's delete nothing is
+ * deleted (-ESHUTDOWN), after it the copies not reached are left to the
+ * sweep.
+ */
+struct vol_delete {
+	struct tsr_cluster *c;
+	char name[80];
+	uint64_t rev;                    /* vol/<name>'s, read */
+	struct copy_walk walk;           /* nodes: rec's copies, in its order */
+	bool deleting;                   /* the record is deleted: the copies' walk */
+	struct admin_later *later;       /* the client's reply, when it comes later */
+	Tessera__Admin__Response answer; /* an answer given later (error 0: as today's) */
 };
 
-/*
- * Each copy rec lists asked for its uuid (asked[i], bounded by the peer
- * timeout each) while vol/<name> still lists it: the delete after the
- * record's (copy_delete_asked) then removes that copy only.  A delete by
- * name that reached its node late (the sender timed out, the node ran it
- * later) removed whatever copy had that name by then: the copy of a new
- * volume of the name made there after the record's delete and before its
- * own record (session-19 revE M1, test-cluster-delete-late).
- */
-static void copies_uuid_ask(struct tsr_cluster *c, struct cluster_view *v,
-			    const Tessera__Cluster__VolumeRecord *rec, struct copy_asked *asked)
+static void vol_delete_free(struct vol_delete *d)
 {
-	for (size_t i = 0; i < rec->n_copies; i++) {
-		const Tessera__Cluster__NodeRecord *node = view_node(v, rec->copies[i]->node_id);
-
-		asked[i].status = node ? cluster_copy_uuid(c, node, rec->name, rec_copy_size(rec),
-							   asked[i].uuid) : -EHOSTDOWN;
-	}
+	copy_walk_unlist(&d->walk);
+	admin_response_free_built(&d->answer);
+	free(d->walk.nodes);
+	free(d);
 }
 
-/* The copy on node_id of the deleted volume name deleted as asked says: by
- * its uuid, by name when its node named none (a node of an earlier build),
- * not at all when there was none or no answer (the leftover sweep there
- * removes it); what is left behind is logged. */
-static void copy_delete_asked(struct tsr_cluster *c, struct cluster_view *v, const char *name,
-			      const char *node_id, const struct copy_asked *asked)
+/* The copies deleted or left (each left one logged) and the answer in resp. */
+static void vol_delete_end(struct vol_delete *d, Tessera__Admin__Response *resp)
 {
-	const Tessera__Cluster__NodeRecord *node = view_node(v, node_id);
-	char msg[512];
+	for (size_t i = 0; i < d->walk.n_nodes; i++) {
+		const struct copy_walk_node *n = &d->walk.nodes[i];
+		char msg[512];
 
-	if (asked->status == -ENOENT)
-		return;
-	if (node == NULL)
-		snprintf(msg, sizeof(msg), "unknown node");
-	else if (asked->status)
-		snprintf(msg, sizeof(msg),
-			 "%s did not name its copy's uuid when asked: %s; "
-			 "not deleted by name, which could reach it late and remove a copy of "
-			 "a new '%s' (its leftover sweep removes it)",
-			 node_id, strerror(-asked->status), name);
-	else if (cluster_copy_delete_uuid(c, node, name, asked->uuid, msg, sizeof(msg)) == 0)
-		return;
-	tsr_warn("cluster: volume %s deleted, but its copy on %s was left behind (%s): delete "
-		 "it on that node once it is back", name, node_id, msg);
+		if (n->call && (n->asked == -ENOENT || (n->asked == 0 && n->deleted == 0)))
+			continue;
+		if (!n->call)
+			snprintf(msg, sizeof(msg), "unknown node");
+		else if (n->asked)
+			snprintf(
+			    msg, sizeof(msg),
+			    "%s did not name its copy's uuid when asked: %s; "
+			    "not deleted by name, which could reach it late and remove a copy of "
+			    "a new '%s' (its leftover sweep removes it)",
+			    n->id, strerror(-n->asked), d->name);
+		else
+			snprintf(msg, sizeof(msg), "%s", n->msg);
+		tsr_warn("cluster: volume %s deleted, but its copy on %s was left behind (%s): "
+			 "delete it on that node once it is back",
+			 d->name, n->id, msg);
+	}
+	tsr_info("cluster: volume %s deleted", d->name);
+	repl_volume_deleted(d->c, d->name);
+	(void)resp; /* error 0, as before */
+}
+
+/* After the asks: the record deleted, then the copies.  0: answered in resp
+ * (the end, or a failure); 1: the copies' walk runs (vol_delete_done ends). */
+static int vol_delete_record(struct vol_delete *d, Tessera__Admin__Response *resp)
+{
+	struct cluster_view v;
+	const char *attached;
+	char key[96];
+	int ret;
+
+	if (d->walk.stopped) {
+		admin_fail(resp, -ESHUTDOWN,
+			   "volume '%s' is not deleted: tesserad is shutting "
+			   "down while it asks the nodes of its copies (retry volume delete %s)",
+			   d->name, d->name);
+		return 0;
+	}
+	/* attached while the nodes were asked (through any node, this one too
+	 * now that its loop goes on): refused as at the start */
+	ret = view_load(d->c->meta, &v);
+	attached = ret ? NULL : view_attached(&v, d->name, NULL);
+	if (attached)
+		admin_fail(resp, -EBUSY,
+			   "volume '%s' was attached on %s while its delete asked "
+			   "the nodes of its copies: not deleted (tessera volume detach %s first)",
+			   d->name, attached, d->name);
+	if (ret == 0)
+		view_free(&v);
+	if (attached)
+		return 0;
+	/* the record first (at the revision whose copies were asked): from here
+	 * the copies are garbage, whatever happens to them */
+	snprintf(key, sizeof(key), "vol/%s", d->name);
+	ret = tsr_meta_delete(d->c->meta, key, d->rev);
+	if (ret) {
+		admin_fail(resp, ret, "cannot delete volume '%s': %s%s", d->name, strerror(-ret),
+			   ret == -ECANCELED ? " (it changed meanwhile: retry)" : "");
+		return 0;
+	}
+	d->deleting = true;
+	if (copy_walk_run(&d->walk, false, true))
+		return 1;
+	vol_delete_end(d, resp);
+	return 0;
+}
+
+/* The walk's end (async): the next step, or the reply. */
+static void vol_delete_done(void *arg)
+{
+	struct vol_delete *d = arg;
+
+	if (d->deleting)
+		vol_delete_end(d, &d->answer);
+	else if (vol_delete_record(d, &d->answer))
+		return; /* the copies' walk ends here again */
+	copy_walk_unlist(&d->walk);
+	admin_later_done(d->later);
+}
+
+/* The client's reply (admin_later): d's answer; d freed. */
+static void vol_delete_reply(struct tsr_admin_server *srv, void *arg,
+			     Tessera__Admin__Response *resp)
+{
+	struct vol_delete *d = arg;
+
+	(void)srv;
+	if (d->answer.error)
+		admin_fail(resp, d->answer.error, "%s", d->answer.message);
+	vol_delete_free(d);
+}
+
+/* tesserad's stop: each delete waiting for a node ends now. */
+static void vol_delete_stop(struct tsr_cluster *c)
+{
+	copy_walks_stop(c, vol_delete_done);
 }
 
 void cluster_volume_delete(struct tsr_cluster *c, const char *name,
 			   Tessera__Admin__Response *resp)
 {
-	struct copy_asked *asked = NULL;
 	Tessera__Cluster__VolumeRecord *rec = NULL;
+	struct tsr_admin_server *srv = admin_handling_server();
+	struct vol_delete *d = NULL;
 	struct cluster_view v;
 	const char *attached;
+	bool remote = false;
 	uint64_t rev;
-	char key[80];
 	int ret;
 
 	ret = view_load(c->meta, &v);
@@ -1017,6 +1297,13 @@ void cluster_volume_delete(struct tsr_cluster *c, const char *name,
 			   "first)", name, attached, name);
 		goto out;
 	}
+	if (copy_walk_find(c, name, vol_delete_done)) {
+		admin_fail(resp, -EBUSY,
+			   "volume '%s' is being deleted here (another volume delete "
+			   "%s, waiting for a node): retry once it has answered",
+			   name, name);
+		goto out;
+	}
 	ret = rec_volume_get(c->meta, name, &rec, &rev);
 	if (ret == -ENOENT) {
 		admin_fail(resp, ret, "volume '%s' not found (tessera volume list shows what "
@@ -1027,28 +1314,55 @@ void cluster_volume_delete(struct tsr_cluster *c, const char *name,
 		admin_fail(resp, ret, "cannot read volume '%s': %s", name, strerror(-ret));
 		goto out;
 	}
-	asked = calloc(rec->n_copies ? rec->n_copies : 1, sizeof(*asked));
-	if (asked == NULL) {
+	d = calloc(1, sizeof(*d));
+	if (d)
+		d->walk.nodes = calloc(rec->n_copies ? rec->n_copies : 1, sizeof(*d->walk.nodes));
+	if (d == NULL || d->walk.nodes == NULL) {
 		admin_fail(resp, -ENOMEM, "cannot delete volume '%s': out of memory", name);
 		goto out;
 	}
-	copies_uuid_ask(c, &v, rec, asked);
-	/* the record first (at the revision whose copies were asked): from here
-	 * the copies are garbage, whatever happens to them */
-	snprintf(key, sizeof(key), "vol/%s", name);
-	ret = tsr_meta_delete(c->meta, key, rev);
-	if (ret) {
-		admin_fail(resp, ret, "cannot delete volume '%s': %s%s", name, strerror(-ret),
-			   ret == -ECANCELED ? " (it changed meanwhile: retry)" : "");
+	d->c = c;
+	snprintf(d->name, sizeof(d->name), "%s", name);
+	d->rev = rev;
+	d->answer = (Tessera__Admin__Response)TESSERA__ADMIN__RESPONSE__INIT;
+	copy_walk_init(&d->walk, c, d->name, CLUSTER_COPY_TIMEOUT_MS, vol_delete_done, d);
+	d->walk.size = rec_copy_size(rec);
+	d->walk.n_nodes = rec->n_copies;
+	for (size_t i = 0; i < rec->n_copies; i++) {
+		const Tessera__Cluster__NodeRecord *node = view_node(&v, rec->copies[i]->node_id);
+		struct copy_walk_node *n = &d->walk.nodes[i];
+
+		snprintf(n->id, sizeof(n->id), "%s", rec->copies[i]->node_id);
+		n->asked = -EHOSTDOWN; /* unknown node: not asked */
+		if (node == NULL)
+			continue;
+		snprintf(n->address, sizeof(n->address), "%s", node->address);
+		n->call = true;
+		remote = remote || strcmp(n->id, c->node_id) != 0;
+	}
+	if (srv && c->o.loop && remote)
+		d->later = admin_later_begin(srv, vol_delete_reply, d);
+	d->walk.async = d->later != NULL;
+	if (d->later) {
+		copy_walk_list(&d->walk);
+		if (copy_walk_run(&d->walk, true, false))
+			goto out_later; /* vol_delete_done goes on */
+		if (vol_delete_record(d, resp))
+			goto out_later;
+		admin_later_cancel(d->later); /* no call started: answered now */
 		goto out;
 	}
-	for (size_t i = 0; i < rec->n_copies; i++)
-		copy_delete_asked(c, &v, name, rec->copies[i]->node_id, &asked[i]);
-	tsr_info("cluster: volume %s deleted", name);
+	copy_walk_run(&d->walk, true, false);
+	vol_delete_record(d, resp);
 out:
-	free(asked);
+	if (d)
+		vol_delete_free(d);
 	if (rec)
 		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+	view_free(&v);
+	return;
+out_later:
+	tessera__cluster__volume_record__free_unpacked(rec, NULL);
 	view_free(&v);
 }
 
