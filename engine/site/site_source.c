@@ -1515,7 +1515,9 @@ static void region_read_back(struct tsr_worker *w, void *arg)
  * entries of the writes acked before now go to the worker, then the
  * result, in that order (one queue): the SYNC_END that the last read's
  * completion appends follows every write acked before it, as on one
- * thread.  Nothing here touches s after the send (stop may free it).
+ * thread.  When they cannot go (out of memory), the result is -EAGAIN
+ * (the worker reads again later), never ahead of them.  Nothing here
+ * touches s after the send (stop may free it).
  */
 static void region_read_home_done(void *arg, int status)
 {
@@ -1523,6 +1525,8 @@ static void region_read_home_done(void *arg, int status)
 
 	s->r_status = status;
 	ho_send(s);
+	if (s->ho_head != NULL || s->ho_lost_end != 0)
+		s->r_status = -EAGAIN;
 	if (tsr_worker_send(s->worker, region_read_back, s) < 0)
 		tsr_error("site source %s: out of memory to pass a region read's result to "
 			  "the pump worker: the sync stalls until the source restarts",

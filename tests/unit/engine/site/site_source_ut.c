@@ -46,6 +46,25 @@
 #include "site_certs.h"
 #include "../worker/worker_hold.h"
 
+/*
+ * --wrap=tsr_worker_send (tests/CMakeLists.txt): while g_send_fail_to is set,
+ * a message to that worker fails with -ENOMEM unless its argument is
+ * g_send_pass_arg (test_pump_worker_handover_fails: a split source's
+ * handovers, whose argument is their batch, fail; its messages that name the
+ * source itself, such as a region read's result, go).
+ */
+static _Atomic(struct tsr_worker *) g_send_fail_to;
+static _Atomic(void *) g_send_pass_arg;
+int __real_tsr_worker_send(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg);
+int __wrap_tsr_worker_send(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg);
+
+int __wrap_tsr_worker_send(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg)
+{
+	if (w != NULL && w == atomic_load(&g_send_fail_to) && arg != atomic_load(&g_send_pass_arg))
+		return -ENOMEM;
+	return __real_tsr_worker_send(w, fn, arg);
+}
+
 #define STREAM 77u
 #define EPOCH  3u
 #define MIB    (1ull << 20)
@@ -90,6 +109,7 @@ struct target {
 	atomic_int bad;               /* protocol surprises (the test fails on any) */
 	atomic_uint_fast64_t applied; /* tsr_site_target_applied, after each frame */
 	atomic_bool consistent;
+	atomic_int sync_ends;         /* SYNC_END frames applied */
 	struct tsr_site_target *t; /* kept across connections */
 	struct tsr_io *io;         /* the thread's */
 };
@@ -350,6 +370,8 @@ static void serve(struct target *tg, int fd, struct tsr_site_rx *rx)
 			t_error(tg, t, fd, STREAM, rx->hdr.seq, -ret, msg);
 			break;
 		}
+		if (rx->hdr.opcode == TSR_SITE_SYNC_END)
+			atomic_fetch_add(&tg->sync_ends, 1);
 		if (rx->hdr.opcode == TSR_SITE_BARRIER) {
 			tsr_site_target_ack(tg->t, &h);
 			if (t_send(tg, t, fd, &h, NULL) < 0)
@@ -1395,6 +1417,63 @@ static void test_pump_worker(void **state)
 	assert_true(atomic_load(&e->tg.consistent));
 }
 
+/*
+ * Split source, the handover failing (out of memory) while the initial
+ * copy runs (review s20-revM): a write acked before the copy's last region
+ * read completed is on the target once it applied SYNC_END (the target is
+ * a prefix of the acked history: the read's result may not overtake the
+ * entries home could not hand over).  The write is outside the copied
+ * regions, so only its log entry can carry it.  Once the handovers go
+ * again: caught up, equal.
+ */
+static void test_pump_worker_handover_fails(void **state)
+{
+	struct env *e = env_open(32 * MIB);
+	struct tsr_io_opts wo = {.kind = TSR_IO_AUTO, .queue_depth = 64};
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	struct wreq w = {.off = 24 * MIB, .len = BS};
+	uint8_t *back = tsr_alloc_aligned(BS);
+	unsigned seed = 5;
+	char addr[64];
+	uint64_t t0;
+
+	(void)state;
+	assert_non_null(back);
+	assert_non_null(w.buf = tsr_alloc_aligned(BS));
+	fill(w.buf, BS, 77, w.off);
+	assert_int_equal(tsr_worker_start(1, &wo, &e->pw), 0);
+	random_writes(e, 100, 0, 8 * MIB, 16, &seed); /* what the copy reads */
+	o = source_opts(e, addr, sizeof(addr));
+	o.pump_worker = e->pw;
+	o.initial_copy = true;
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	hold_start(&e->pw_hold, e->pw); /* the copy waits... */
+	assert_int_equal(atomic_load(&e->tg.sync_ends), 0);
+	atomic_store(&g_send_pass_arg, (void *)e->s);
+	atomic_store(&g_send_fail_to, e->pw); /* ...and the handovers fail */
+	assert_int_equal(run_writes(e, &w, 1, NULL, NULL), 0);
+	hold_release(&e->pw_hold);
+	t0 = tsr_mono_ms();
+	while (atomic_load(&e->tg.sync_ends) == 0 && tsr_mono_ms() - t0 < 500)
+		usleep(2000);
+	if (atomic_load(&e->tg.sync_ends) > 0) { /* consistent there: w is in */
+		assert_int_equal(sread(e->dst_sv, e->io, w.off, BS, back), 0);
+		if (memcmp(back, w.buf, BS) != 0) {
+			fprintf(stderr, "SYNC_END applied without a write acked before it\n");
+			atomic_store(&g_send_fail_to, NULL);
+			fail();
+		}
+	}
+	atomic_store(&g_send_fail_to, NULL);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	assert_target_clean(e);
+	assert_true(atomic_load(&e->tg.consistent));
+	tsr_free_aligned(w.buf);
+	tsr_free_aligned(back);
+}
+
 /* The fake target closes the connection now; back once it has (10 s at most). */
 static void drop_session(struct env *e)
 {
@@ -2260,6 +2339,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_send_batch_one, env_teardown),
 	    cmocka_unit_test_teardown(test_initial_copy, env_teardown),
 	    cmocka_unit_test_teardown(test_pump_worker, env_teardown),
+	    cmocka_unit_test_teardown(test_pump_worker_handover_fails, env_teardown),
 	    cmocka_unit_test_teardown(test_restart_zeroes_holes, env_teardown),
 	    cmocka_unit_test_teardown(test_digest_resync, env_teardown),
 	    cmocka_unit_test_teardown(test_overflow, env_teardown),
