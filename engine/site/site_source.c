@@ -1008,8 +1008,11 @@ static void ho_send(struct tsr_site_source *s)
 	struct ho_batch *b;
 	struct log_entry *e;
 
-	if (s->ho_lost_end != 0 &&
-	    (e = range_entry(ENT_OVER, s->ho_lost_off, s->ho_lost_end, tsr_mono_ns())) != NULL) {
+	if (s->ho_lost_end != 0) {
+		/* the entries made after the loss may not go without it: the
+		 * target would apply later writes and not the lost one */
+		if ((e = range_entry(ENT_OVER, s->ho_lost_off, s->ho_lost_end, tsr_mono_ns())) == NULL)
+			return;
 		ho_push(s, e);
 		s->ho_lost_end = 0;
 	}
