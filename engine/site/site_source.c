@@ -2952,6 +2952,7 @@ static void unhook_fn(struct tsr_site_source *s, struct sync_call *c)
 	}
 	s->ho_head = s->ho_tail = NULL;
 	s->ho_pending = 0;
+	s->ho_lost_end = 0; /* (its OVER could not be made: nothing ships any more) */
 	if (tsr_worker_defer_after_submit(s->home, stop_signal, c) < 0)
 		sync_call_done(c, 0);
 }
