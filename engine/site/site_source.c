@@ -316,6 +316,8 @@ struct tsr_site_source {
 	struct log_entry *rc_home;  /* home only */
 	_Atomic uint64_t rc_count;
 	int r_status;         /* split: the region read's status, home -> worker */
+	bool r_back_lost;     /* split, home only: the read's result is not sent yet (out
+			       * of memory): sent again at each ho_pull, and by stop */
 	uint64_t r_first;     /* split: first region index of the read (an -EAGAIN retries it) */
 	/* ---- worker only ---- */
 	bool stopping;               /* stop began: hooks gone, no session, no new work */
@@ -1041,7 +1043,10 @@ static void handover(struct tsr_worker *w, void *arg)
 	ho_send(s);
 }
 
-/* home: the pump worker's tick asks for what is below send_batch */
+static void region_read_back(struct tsr_worker *w, void *arg);
+
+/* home: the pump worker's tick asks for what is below send_batch (and a
+ * region read's result that could not go) */
 static void ho_pull(struct tsr_worker *w, void *arg)
 {
 	struct tsr_site_source *s = arg;
@@ -1050,6 +1055,11 @@ static void ho_pull(struct tsr_worker *w, void *arg)
 	atomic_store(&s->ho_pull_sent, false);
 	if (!s->ho_unhooked)
 		ho_send(s);
+	if (s->r_back_lost) {
+		s->r_back_lost = false;
+		if (tsr_worker_send(s->worker, region_read_back, s) < 0)
+			s->r_back_lost = true;
+	}
 }
 
 /* worker, at each tick: one ho_pull at a time */
@@ -1525,15 +1535,22 @@ static void region_read_back(struct tsr_worker *w, void *arg)
 static void region_read_home_done(void *arg, int status)
 {
 	struct tsr_site_source *s = arg;
+	int ret;
 
 	s->r_status = status;
 	ho_send(s);
 	if (s->ho_head != NULL || s->ho_lost_end != 0)
 		s->r_status = -EAGAIN;
-	if (tsr_worker_send(s->worker, region_read_back, s) < 0)
-		tsr_error("site source %s: out of memory to pass a region read's result to "
-			  "the pump worker: the sync stalls until the source restarts",
-			  tsr_vol_name(s->vol));
+	s->r_back_lost = false;
+	ret = tsr_worker_send(s->worker, region_read_back, s);
+	if (ret < 0) {
+		/* the worker waits for it (and so does a stop): again at its
+		 * next tick (ho_pull), or by the stop */
+		s->r_back_lost = true;
+		tsr_warn("site source %s: a region read's result could not go to the pump "
+			 "worker (%s): sent again at its next tick",
+			 tsr_vol_name(s->vol), strerror(-ret));
+	}
 }
 
 /* home: the read issue_region_read asked for (r_off, r_len), up to the
@@ -2393,8 +2410,10 @@ static void tick_cb(void *arg, uint32_t events)
 	(void)events;
 	if (read(s->tfd, &exp, sizeof(exp)) < 0 && errno != EAGAIN)
 		return;
-	if (s->stopping)
+	if (s->stopping) {
+		ho_ask(s); /* split: a stop waits for a read's result (r_back_lost) */
 		return;
+	}
 	if (s->grow_pending && t >= s->grow_deadline_ns)
 		grow_end(s, -ETIMEDOUT, s->grow_told_growing ?
 			 "the target was still growing its volume when the time ran out" :
@@ -2897,6 +2916,9 @@ static void stop_signal(struct tsr_worker *w, void *arg)
 
 static void stop_finish(struct tsr_site_source *s)
 {
+	/* split: the tick ran on while the stop waited for the read */
+	if (s->split && s->stop_wait_read)
+		tsr_worker_unwatch(s->worker, s->tfd);
 	/* after the calls already queued (FIFO), on the pass's last list, where
 	 * pass_end waits: none touches s after this */
 	if (tsr_worker_defer_after_submit(s->worker, stop_signal, s->stop_call) < 0)
@@ -2919,7 +2941,10 @@ static void stop_fn(struct tsr_site_source *s, struct sync_call *c)
 				break;
 			}
 	}
-	tsr_worker_unwatch(s->worker, s->tfd);
+	/* split with a read in flight: the tick stays until it is back
+	 * (stop_finish), its ho_pull sends again a result that could not go */
+	if (!s->split || !s->read_inflight)
+		tsr_worker_unwatch(s->worker, s->tfd);
 	/* a clean close when no frame is half sent (one try: never wait) */
 	if (s->t != NULL && s->sess >= SESS_HELLO && s->sess != SESS_DEAD && s->txk == TX_NONE)
 		tsr_site_tls_shutdown(s->t);

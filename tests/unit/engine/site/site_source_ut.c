@@ -47,21 +47,31 @@
 #include "../worker/worker_hold.h"
 
 /*
- * --wrap=tsr_worker_send (tests/CMakeLists.txt): while g_send_fail_to is set,
- * a message to that worker fails with -ENOMEM unless its argument is
- * g_send_pass_arg (test_pump_worker_handover_fails: a split source's
- * handovers, whose argument is their batch, fail; its messages that name the
- * source itself, such as a region read's result, go).
+ * --wrap=tsr_worker_send (tests/CMakeLists.txt), for a split source
+ * (g_send_src) and its pump worker (g_send_fail_to): with g_send_fail_others,
+ * the messages to that worker whose argument is not the source fail with
+ * -ENOMEM (its handovers: their argument is their batch); the next
+ * g_send_fail_own of those naming the source (a region read's result) fail,
+ * counted in g_send_failed_own.
  */
 static _Atomic(struct tsr_worker *) g_send_fail_to;
-static _Atomic(void *) g_send_pass_arg;
+static _Atomic(void *) g_send_src;
+static atomic_bool g_send_fail_others;
+static atomic_int g_send_fail_own, g_send_failed_own;
 int __real_tsr_worker_send(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg);
 int __wrap_tsr_worker_send(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg);
 
 int __wrap_tsr_worker_send(struct tsr_worker *w, tsr_worker_msg_fn fn, void *arg)
 {
-	if (w != NULL && w == atomic_load(&g_send_fail_to) && arg != atomic_load(&g_send_pass_arg))
+	if (w == NULL || w != atomic_load(&g_send_fail_to))
+		return __real_tsr_worker_send(w, fn, arg);
+	if (arg != atomic_load(&g_send_src) && atomic_load(&g_send_fail_others))
 		return -ENOMEM;
+	if (arg == atomic_load(&g_send_src) && atomic_load(&g_send_fail_own) > 0) {
+		atomic_fetch_sub(&g_send_fail_own, 1);
+		atomic_fetch_add(&g_send_failed_own, 1);
+		return -ENOMEM;
+	}
 	return __real_tsr_worker_send(w, fn, arg);
 }
 
@@ -1450,7 +1460,8 @@ static void test_pump_worker_handover_fails(void **state)
 	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
 	hold_start(&e->pw_hold, e->pw); /* the copy waits... */
 	assert_int_equal(atomic_load(&e->tg.sync_ends), 0);
-	atomic_store(&g_send_pass_arg, (void *)e->s);
+	atomic_store(&g_send_src, (void *)e->s);
+	atomic_store(&g_send_fail_others, true);
 	atomic_store(&g_send_fail_to, e->pw); /* ...and the handovers fail */
 	assert_int_equal(run_writes(e, &w, 1, NULL, NULL), 0);
 	hold_release(&e->pw_hold);
@@ -1466,12 +1477,69 @@ static void test_pump_worker_handover_fails(void **state)
 		}
 	}
 	atomic_store(&g_send_fail_to, NULL);
+	atomic_store(&g_send_fail_others, false);
 	wait_caught_up(e, &st);
 	assert_volumes_equal(e);
 	assert_target_clean(e);
 	assert_true(atomic_load(&e->tg.consistent));
 	tsr_free_aligned(w.buf);
 	tsr_free_aligned(back);
+}
+
+/* Split source: start an initial copy, the pump worker held until the next
+ * fail_own region read results sent to it fail (out of memory). */
+static void start_copy_losing_results(struct env *e, struct tsr_site_source_opts *o,
+				      int fail_own)
+{
+	assert_int_equal(tsr_site_source_start(o, &e->s), 0);
+	hold_start(&e->pw_hold, e->pw);
+	atomic_store(&g_send_failed_own, 0);
+	atomic_store(&g_send_fail_own, fail_own);
+	atomic_store(&g_send_src, (void *)e->s);
+	atomic_store(&g_send_fail_to, e->pw);
+	hold_release(&e->pw_hold);
+}
+
+/*
+ * Split source, a region read's result lost on its way to the pump worker
+ * (out of memory; review s20-revM finding B3): sent again at the worker's
+ * next tick, so the initial copy ends (it stalled until the source
+ * restarted), and a stop that waits for that read returns (it hung).
+ */
+static void test_pump_worker_result_lost(void **state)
+{
+	struct env *e = env_open(32 * MIB);
+	struct tsr_io_opts wo = {.kind = TSR_IO_AUTO, .queue_depth = 64};
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	unsigned seed = 9;
+	char addr[64];
+	uint64_t t0;
+
+	(void)state;
+	assert_int_equal(tsr_worker_start(1, &wo, &e->pw), 0);
+	random_writes(e, 100, 0, 8 * MIB, 16, &seed); /* what the copy reads */
+	o = source_opts(e, addr, sizeof(addr));
+	o.pump_worker = e->pw;
+	o.initial_copy = true;
+	start_copy_losing_results(e, &o, 1);
+	wait_caught_up(e, &st);
+	assert_int_equal(atomic_load(&g_send_failed_own), 1);
+	assert_volumes_equal(e);
+
+	/* again, stopped while a result is lost (its next 20 tries fail) */
+	tsr_site_source_stop(e->s);
+	e->s = NULL;
+	start_copy_losing_results(e, &o, 20);
+	t0 = tsr_mono_ms();
+	while (atomic_load(&g_send_failed_own) == 0 && tsr_mono_ms() - t0 < 5000)
+		usleep(1000);
+	assert_true(atomic_load(&g_send_failed_own) > 0);
+	tsr_site_source_stop(e->s);
+	e->s = NULL;
+	atomic_store(&g_send_fail_to, NULL);
+	atomic_store(&g_send_fail_own, 0);
+	assert_target_clean(e);
 }
 
 /* The fake target closes the connection now; back once it has (10 s at most). */
@@ -2340,6 +2408,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_initial_copy, env_teardown),
 	    cmocka_unit_test_teardown(test_pump_worker, env_teardown),
 	    cmocka_unit_test_teardown(test_pump_worker_handover_fails, env_teardown),
+	    cmocka_unit_test_teardown(test_pump_worker_result_lost, env_teardown),
 	    cmocka_unit_test_teardown(test_restart_zeroes_holes, env_teardown),
 	    cmocka_unit_test_teardown(test_digest_resync, env_teardown),
 	    cmocka_unit_test_teardown(test_overflow, env_teardown),
