@@ -1013,7 +1013,8 @@ static void ho_send(struct tsr_site_source *s)
 	if (s->ho_lost_end != 0) {
 		/* the entries made after the loss may not go without it: the
 		 * target would apply later writes and not the lost one */
-		if ((e = range_entry(ENT_OVER, s->ho_lost_off, s->ho_lost_end, tsr_mono_ns())) == NULL)
+		e = range_entry(ENT_OVER, s->ho_lost_off, s->ho_lost_end, tsr_mono_ns());
+		if (e == NULL)
 			return;
 		ho_push(s, e);
 		s->ho_lost_end = 0;

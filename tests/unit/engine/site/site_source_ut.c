@@ -119,7 +119,7 @@ struct target {
 	atomic_int bad;               /* protocol surprises (the test fails on any) */
 	atomic_uint_fast64_t applied; /* tsr_site_target_applied, after each frame */
 	atomic_bool consistent;
-	atomic_int sync_ends;         /* SYNC_END frames applied */
+	atomic_int sync_ends;      /* SYNC_END frames applied */
 	struct tsr_site_target *t; /* kept across connections */
 	struct tsr_io *io;         /* the thread's */
 };
@@ -1488,8 +1488,7 @@ static void test_pump_worker_handover_fails(void **state)
 
 /* Split source: start an initial copy, the pump worker held until the next
  * fail_own region read results sent to it fail (out of memory). */
-static void start_copy_losing_results(struct env *e, struct tsr_site_source_opts *o,
-				      int fail_own)
+static void start_copy_losing_results(struct env *e, struct tsr_site_source_opts *o, int fail_own)
 {
 	assert_int_equal(tsr_site_source_start(o, &e->s), 0);
 	hold_start(&e->pw_hold, e->pw);
