@@ -569,8 +569,8 @@ static bool cluster_admin_dispatch(struct tsr_cluster *c, const Tessera__Admin__
 			admin_fail(resp, ret, "%s", msg);
 		else
 			cluster_volume_delete(c, req->volume_delete->name, resp);
-		/* deleted: cluster_volume_delete calls repl_volume_deleted (its
-		 * answer may come later) */
+		/* deleted: cluster_volume_delete calls repl_volume_deleted with
+		 * the record's delete (its answer may come later) */
 		if (resp->error == -ENOENT) /* a claim alone: released */
 			repl_claim_release(c, req->volume_delete->name, resp);
 		return true;

@@ -1194,7 +1194,6 @@ static void vol_delete_end(struct vol_delete *d, Tessera__Admin__Response *resp)
 			 d->name, n->id, msg);
 	}
 	tsr_info("cluster: volume %s deleted", d->name);
-	repl_volume_deleted(d->c, d->name);
 	(void)resp; /* error 0, as before */
 }
 
@@ -1236,6 +1235,10 @@ static int vol_delete_record(struct vol_delete *d, Tessera__Admin__Response *res
 			   ret == -ECANCELED ? " (it changed meanwhile: retry)" : "");
 		return 0;
 	}
+	/* its DR target record with it, on the same turn of the loop: at the
+	 * walk's end a create of the name served meanwhile (this node's loop
+	 * goes on) could have claimed target/<name> again (review s20-revN A) */
+	repl_volume_deleted(d->c, d->name);
 	d->deleting = true;
 	if (copy_walk_run(&d->walk, false, true))
 		return 1;

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# A volume delete waiting for a node after the record's delete must not
+# delete a DR claim (target/<name>) written meanwhile (review s20-revN A).
+# Its node's loop goes on while the delete calls the nodes of its copies
+# (test-cluster-delete-async), and target/<name> was deleted (at any
+# revision) only at the delete's end.  5 nodes; v (3 replicas); X and Y its
+# last two copies but n1's, in the record's order.  Y frozen: the delete
+# through n1 waits for Y's ask (peer timeout 2 s); X frozen once Y is asked
+# (X answered its ask), so after the record's delete the walk waits for X's
+# copy delete.  Then through Z (not X, Y) `volume delete v` answers not found
+# and the claim hook (TSR_TEST_CLAIM_FILE) writes target/v for DR stream d1;
+# its release waits for W (frozen now, peer timeout).  X thawed: n1's delete
+# answers; W and Y thawed: the release must say the claim is released.
+# Before the fix: "FAIL: the release of v's claim failed: ... cannot release
+# target/v ..." (n1's delete had deleted the claim at its end).
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/cluster.sh"
+
+require_tessera
+require_cmd ss
+
+make_tmpdir T
+CLAIM=$T/claim
+export TSR_TEST_CLAIM_FILE=$CLAIM
+cl_start 5
+unset TSR_TEST_CLAIM_FILE
+ctsr volume create v --size 4M --replicas 3 >/dev/null || fail "volume create v"
+read -r -a copies < <(ctsr --json volume show v |
+	json_get '" ".join(c["node"] for c in j["copies"] if c["node"] != "n1")')
+(( ${#copies[@]} >= 2 )) || fail "v has fewer than 2 copies off n1: ${copies[*]}"
+X=${copies[-2]#n} Y=${copies[-1]#n}
+others=()
+for i in 2 3 4 5; do
+	[ "$i" != "$X" ] && [ "$i" != "$Y" ] && others+=("$i")
+done
+Z=${others[0]} W=${others[1]}
+log "copies off n1: ${copies[*]}; X n$X, Y n$Y; through n$Z, W n$W"
+on_exit "kill -CONT ${CL_PID[$X]} ${CL_PID[$Y]} ${CL_PID[$W]} 2>/dev/null"
+
+freeze_pids "${CL_PID[$Y]}" || fail "n$Y did not stop"
+( ctsr volume delete v >"$T/delete.out" 2>&1; echo $? >"$T/delete.rc" ) &
+DP=$!
+for (( i=0; i<100; i++ )); do
+	ss -Htn state established "( dport = :${CL_PORT[$Y]} )" | grep -q . && break
+	sleep 0.05
+done
+(( i < 100 )) || fail "no connection to n$Y in 5 s: the delete did not ask it"
+freeze_pids "${CL_PID[$X]}" || fail "n$X did not stop"
+# the record's delete (after Y's ask timed out)
+for (( i=0; i<100; i++ )); do
+	ctsr_via "$Z" volume show v >/dev/null 2>&1 || break
+	sleep 0.05
+done
+(( i < 100 )) || fail "v still recorded 5 s after its delete began"
+[ -e "$T/delete.rc" ] && fail "the delete answered before n$X's copy delete: $(cat "$T/delete.out")"
+
+freeze_pids "${CL_PID[$W]}" || fail "n$W did not stop"
+echo v >"$CLAIM"
+( ctsr_via "$Z" volume delete v >"$T/release.out" 2>&1; echo $? >"$T/release.rc" ) &
+RP=$!
+wait_log "$Z" "test hook .*: target/v written claiming 'v'.*: ok" 10 ||
+	fail "the hook did not claim v: $(cat "$T/release.out")"
+kill -CONT "${CL_PID[$X]}"
+wait "$DP"
+[ "$(cat "$T/delete.rc")" = 0 ] || fail "volume delete v: $(cat "$T/delete.out")"
+[ -e "$T/release.rc" ] && log "note: the release answered before the delete"
+kill -CONT "${CL_PID[$W]}" "${CL_PID[$Y]}"
+wait "$RP"
+out=$(cat "$T/release.out")
+[ "$(cat "$T/release.rc")" = 0 ] && [[ $out == *"claim by DR stream 00000000000000d1 is released"* ]] ||
+	fail "the release of v's claim failed: $out"
+log "release after the delete: $out"
+cl_stop_all
