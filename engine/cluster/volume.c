@@ -1271,6 +1271,16 @@ static void vol_delete_reply(struct tsr_admin_server *srv, void *arg,
 	vol_delete_free(d);
 }
 
+/* A delete of name asking the nodes of its copies here (its record not
+ * deleted yet): true.  The newest walk of name is found first
+ * (copy_walk_list), and at most one still asks. */
+static bool vol_delete_asking(struct tsr_cluster *c, const char *name)
+{
+	struct copy_walk *w = copy_walk_find(c, name, vol_delete_done);
+
+	return w && !((const struct vol_delete *)w->done_arg)->deleting;
+}
+
 /* tesserad's stop: each delete waiting for a node ends now. */
 static void vol_delete_stop(struct tsr_cluster *c)
 {
@@ -1300,7 +1310,9 @@ void cluster_volume_delete(struct tsr_cluster *c, const char *name,
 			   "first)", name, attached, name);
 		goto out;
 	}
-	if (copy_walk_find(c, name, vol_delete_done)) {
+	/* one whose record is deleted (it deletes the copies) refuses nothing:
+	 * the name is free again, as before (review s20-revN B) */
+	if (vol_delete_asking(c, name)) {
 		admin_fail(resp, -EBUSY,
 			   "volume '%s' is being deleted here (another volume delete "
 			   "%s, waiting for a node): retry once it has answered",

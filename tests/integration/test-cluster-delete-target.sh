@@ -11,6 +11,8 @@
 # and the claim hook (TSR_TEST_CLAIM_FILE) writes target/v for DR stream d1;
 # its release waits for W (frozen now, peer timeout).  X thawed: n1's delete
 # answers; W and Y thawed: the release must say the claim is released.
+# Also, once the record is deleted, another `volume delete v` through n1
+# answers "not found" (as before), not busy (review s20-revN B).
 # Before the fix: "FAIL: the release of v's claim failed: ... cannot release
 # target/v ..." (n1's delete had deleted the claim at its end).
 . "$(dirname "$0")/functions.sh"
@@ -53,6 +55,9 @@ for (( i=0; i<100; i++ )); do
 done
 (( i < 100 )) || fail "v still recorded 5 s after its delete began"
 [ -e "$T/delete.rc" ] && fail "the delete answered before n$X's copy delete: $(cat "$T/delete.out")"
+# v is no longer recorded: a delete of v through n1 says so, as before,
+# not "being deleted here" (review s20-revN B)
+expect_fail 1 "volume 'v' not found" ctsr volume delete v
 
 freeze_pids "${CL_PID[$W]}" || fail "n$W did not stop"
 echo v >"$CLAIM"
