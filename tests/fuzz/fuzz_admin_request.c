@@ -65,7 +65,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_RESIZE:
 		name = req->volume_resize->name;
-		vol_size = req->volume_resize->size;
+		/* size 0 passes only as a node's uuid query: local_copy and
+		 * check_only (session 20, admin_msg.c) */
+		if (req->volume_resize->size == 0 &&
+		    !(req->volume_resize->local_copy && req->volume_resize->check_only))
+			abort();
+		vol_size = req->volume_resize->size ? req->volume_resize->size : TSR_BLOCK_SIZE;
 		break;
 	case TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DELETE:
 		name = req->volume_delete->name;
