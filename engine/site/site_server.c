@@ -83,8 +83,11 @@
 
 #define SYNC_MS 100 /* the longest a session applies without a durable ACK */
 /* Handshake + HELLO + VOLUME_OPEN must be done within this many ticks (10 s):
- * an idle or stuck connection holds no session for ever. */
+ * an idle or stuck connection holds no session for ever (tests may shorten
+ * it: TSR_TEST_SITE_EARLY_MS, srv->early_ticks). */
 #define EARLY_TICKS 100
+/* Refusals past TSR_SITE_UNAUTH_MAX: at most one log line per this much. */
+#define REFUSE_LOG_NS (10 * 1000000000LL)
 
 /* ---- the state file block ---- */
 
@@ -356,6 +359,8 @@ struct sess {
 	bool watched;              /* fd watched on w */
 	bool dead;                 /* the connection failed: send nothing more */
 	bool end_requested;        /* stop / promote / a newer session asked us to end */
+	bool unauth;               /* counted in srv->unauth: the TLS handshake has not
+				    * ended (set at accept, cleared by unauth_end) */
 	struct tsr_site_tls *tls;
 	struct tsr_site_rx rx;
 	bool rx_init;              /* rx holds its buffer (allocated after the handshake) */
@@ -466,6 +471,12 @@ struct tsr_site_server {
 	unsigned live;                   /* sessions whose worker side has not ended */
 	struct tgroup *groups;           /* consistency groups seen (srv->lock) */
 	bool no_release_rule;            /* TSR_TEST_SITE_NO_GROUP_RULE: test only, holds nothing */
+	unsigned early_ticks;            /* EARLY_TICKS, or TSR_TEST_SITE_EARLY_MS / SYNC_MS */
+	/* sessions with unauth set: accept (control thread) adds, their
+	 * worker takes away; at TSR_SITE_UNAUTH_MAX accept refuses */
+	atomic_uint unauth;
+	uint64_t refused;                /* control thread: refused, not logged yet */
+	int64_t refused_log_ns;          /* control thread: the last refusal line (0: none) */
 };
 
 static void state_path(const struct tsr_site_server *srv, const char *volume, char *out,
@@ -1125,11 +1136,11 @@ static void timer_cb(void *arg, uint32_t events)
 		return;
 	s->rx_dry = false; /* read at least once a tick whatever the edges said */
 	if ((s->phase == SESS_HANDSHAKE || s->phase == SESS_HELLO || s->phase == SESS_OPEN) &&
-	    ++s->early_ticks > EARLY_TICKS) {
-		tsr_warn("site server: %s: no %s within %d s: closing", s->label,
+	    ++s->early_ticks > s->srv->early_ticks) {
+		tsr_warn("site server: %s: no %s within %.1f s: closing", s->label,
 			 s->phase == SESS_HANDSHAKE ? "TLS handshake" :
 			 s->phase == SESS_HELLO ? "HELLO" : "VOLUME_OPEN",
-			 EARLY_TICKS * SYNC_MS / 1000);
+			 s->srv->early_ticks * SYNC_MS / 1000.0);
 		s->dead = true;
 		sess_begin_close(s);
 	}
@@ -1227,6 +1238,16 @@ static bool can_read(const struct sess *s)
 }
 
 static void sess_teardown(struct sess *s);
+
+/* The handshake ended (or the session did): a slot for another
+ * unauthenticated connection. */
+static void unauth_end(struct sess *s)
+{
+	if (!s->unauth)
+		return;
+	s->unauth = false;
+	atomic_fetch_sub(&s->srv->unauth, 1);
+}
 
 /* Let the target issue what waited for io queue room and complete what it
  * can.  Callbacks may run (and end the session): the caller's last act. */
@@ -1386,6 +1407,7 @@ static void pump(struct sess *s)
 			ret = tsr_site_tls_handshake(s->tls);
 			if (ret == -EAGAIN)
 				return;
+			unauth_end(s);
 			if (ret == 0 && !s->rx_init) { /* an authenticated peer: its buffer now */
 				ret = tsr_site_rx_init(&s->rx);
 				s->rx_init = ret == 0;
@@ -1559,6 +1581,7 @@ static void sess_teardown(struct sess *s)
 	}
 	close(s->fd);
 	s->fd = -1;
+	unauth_end(s);
 	s->phase = SESS_DONE;
 	if (s->tv) {
 		atomic_store(&s->tv->connected, false);
@@ -2351,12 +2374,57 @@ int tsr_site_server_start(const struct tsr_site_server_opts *opts,
 			tsr_warn("site server: TSR_TEST_SITE_NO_GROUP_RULE is set: consistency "
 				 "groups are NOT held to one marker (test only)");
 	}
+	{ /* test only: a shorter deadline before VOLUME_OPEN (the idle-flood test) */
+		const char *e = getenv("TSR_TEST_SITE_EARLY_MS");
+		long ms = e ? strtol(e, NULL, 10) : 0;
+
+		srv->early_ticks = ms >= 100 && ms <= EARLY_TICKS * SYNC_MS
+					   ? (unsigned)(ms / SYNC_MS) : EARLY_TICKS;
+	}
+	atomic_init(&srv->unauth, 0);
 	pthread_mutex_init(&srv->lock, NULL);
 	ev_async_init(&srv->wake, wake_cb);
 	srv->wake.data = srv;
 	ev_async_start(srv->loop, &srv->wake);
 	*out = srv;
 	return 0;
+}
+
+/* "a connection from HOST:PORT" for logs until HELLO names the site. */
+static void peer_label(int fd, char *out, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[64] = "";
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
+	if (host[0])
+		snprintf(out, len, "a connection from %s:%u", host,
+			 ntohs(((struct sockaddr_in *)&ss)->sin_port));
+	else
+		snprintf(out, len, "a connection (fd %d)", fd);
+}
+
+/* Close fd, which came while TSR_SITE_UNAUTH_MAX connections are in their
+ * handshake; one line per REFUSE_LOG_NS at most, counting the others. */
+static void refuse_unauth(struct tsr_site_server *srv, int fd)
+{
+	int64_t now = tsr_mono_ns();
+	char label[96];
+
+	srv->refused++;
+	if (srv->refused_log_ns == 0 || now - srv->refused_log_ns >= REFUSE_LOG_NS) {
+		peer_label(fd, label, sizeof(label));
+		tsr_warn("site server: refused %s and %llu more since the last such line: %u "
+			 "connections have not finished their TLS handshake (the most one site "
+			 "listener holds; each is closed after %.1f s without one)", label,
+			 (unsigned long long)srv->refused - 1, TSR_SITE_UNAUTH_MAX,
+			 srv->early_ticks * SYNC_MS / 1000.0);
+		srv->refused = 0;
+		srv->refused_log_ns = now;
+	}
+	close(fd);
 }
 
 int tsr_site_server_accept(struct tsr_site_server *srv, int fd)
@@ -2368,6 +2436,11 @@ int tsr_site_server_accept(struct tsr_site_server *srv, int fd)
 	if (srv->stopping) {
 		close(fd);
 		return -ESHUTDOWN;
+	}
+	/* only accept adds to it, on this thread: the count cannot grow past */
+	if (atomic_load(&srv->unauth) >= TSR_SITE_UNAUTH_MAX) {
+		refuse_unauth(srv, fd);
+		return -EBUSY;
 	}
 	s = calloc(1, sizeof(*s));
 	if (s == NULL) {
@@ -2384,19 +2457,7 @@ int tsr_site_server_accept(struct tsr_site_server *srv, int fd)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	s->timer_fd = -1;
 	s->phase = SESS_HANDSHAKE;
-	{ /* for logs until HELLO names the site */
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
-		char host[64] = "";
-
-		if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET)
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
-		if (host[0])
-			snprintf(s->label, sizeof(s->label), "a connection from %s:%u", host,
-				 ntohs(((struct sockaddr_in *)&ss)->sin_port));
-		else
-			snprintf(s->label, sizeof(s->label), "a connection (fd %d)", fd);
-	}
+	peer_label(fd, s->label, sizeof(s->label));
 	w = srv->workers[srv->next_worker++ % srv->n_workers];
 	pthread_mutex_lock(&srv->lock);
 	s->w = w;
@@ -2404,10 +2465,13 @@ int tsr_site_server_accept(struct tsr_site_server *srv, int fd)
 	s->next_all = srv->sessions;
 	srv->sessions = s;
 	srv->live++;
+	s->unauth = true;
+	atomic_fetch_add(&srv->unauth, 1);
 	ret = tsr_worker_send(w, msg_start, s);
 	if (ret) {
 		srv->sessions = s->next_all;
 		srv->live--;
+		unauth_end(s);
 	}
 	pthread_mutex_unlock(&srv->lock);
 	if (ret) {

@@ -816,7 +816,21 @@ struct tsr_site_server_opts {
 	/* the control thread's libev loop: open_volume runs there */
 	struct ev_loop *loop;
 };
-/* Errors: -EINVAL, -ENOMEM, mkdir's. */
+/*
+ * The most connections one site server holds that have not finished the TLS
+ * handshake (the peer not authenticated yet): tsr_site_server_accept closes
+ * one more at once (-EBUSY).  With the deadline below, what a peer without a
+ * certificate can hold is bounded: this many sockets (2 fds each: the socket
+ * and its timer) for at most 10 s each.  Authenticated sessions are not
+ * counted.
+ */
+#define TSR_SITE_UNAUTH_MAX 64u
+/*
+ * Errors: -EINVAL, -ENOMEM, mkdir's.  A connection that has not sent its
+ * VOLUME_OPEN within 10 s of its accept (TLS handshake, HELLO and VOLUME_OPEN
+ * together) is closed, logged once.  Tests only: TSR_TEST_SITE_EARLY_MS (100
+ * .. 10000, read at start) shortens those 10 s.
+ */
 int tsr_site_server_start(const struct tsr_site_server_opts *opts,
 			  struct tsr_site_server **out);
 /* Close every session (cleanly: the state files say so), put the volume
@@ -824,7 +838,9 @@ int tsr_site_server_start(const struct tsr_site_server_opts *opts,
  * before the workers stop. */
 void tsr_site_server_stop(struct tsr_site_server *s);
 /* A connection accepted by the caller (non-blocking; the server owns fd
- * from here, also on error).  Control thread.  Errors: -ENOMEM, -ESHUTDOWN. */
+ * from here, also on error).  Control thread.  Errors: -ENOMEM, -ESHUTDOWN,
+ * -EBUSY refused and closed: TSR_SITE_UNAUTH_MAX connections have not
+ * finished their handshake (logged here, at most one line per 10 s). */
 int tsr_site_server_accept(struct tsr_site_server *s, int fd);
 
 struct tsr_site_target_info {

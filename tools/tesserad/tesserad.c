@@ -1047,7 +1047,7 @@ static void site_on_accept(struct listener *l, int fd)
 	int ret;
 
 	ret = tsr_site_server_accept(l->d->site_srv, fd); /* owns fd, also on error */
-	if (ret)
+	if (ret && ret != -EBUSY) /* -EBUSY: the server logged it (rate-limited) */
 		tsr_warn("site: connection on %s: %s", l->name, strerror(-ret));
 }
 

@@ -22,7 +22,9 @@
  * frames of an older source epoch refused with ESTALE; open_volume's error
  * passed on, but its -ESTALE as EIO (ESTALE says "promoted" to a source);
  * a stop ends idle connections in every phase, and connections
- * that do not reach their stream within 10 s are closed.  Compression: a
+ * that do not reach their stream within 10 s are closed; past
+ * TSR_SITE_UNAUTH_MAX connections in their handshake the next is closed at
+ * once, while an authenticated stream goes on.  Compression: a
  * real tsr_site_source compressing with lz4 and with zstd (initial copy
  * and log) reads back equal at the target with fewer bytes on the wire,
  * random data goes raw; an unknown algorithm in VOLUME_OPEN is refused
@@ -34,6 +36,7 @@
  * SYNC_END and holds the group only after it.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -711,7 +714,7 @@ static int setup(void **state)
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	e->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (e->listen_fd < 0 || bind(e->listen_fd, (struct sockaddr *)&a, sizeof(a)) ||
-	    listen(e->listen_fd, 16) || getsockname(e->listen_fd, (struct sockaddr *)&a, &alen))
+	    listen(e->listen_fd, 128) || getsockname(e->listen_fd, (struct sockaddr *)&a, &alen))
 		return -1;
 	e->port = ntohs(a.sin_port);
 	e->loop = ev_loop_new(EVFLAG_AUTO);
@@ -1586,6 +1589,81 @@ static void test_early_timeout(void **state)
 	assert_int_equal(e->opens, 0);
 }
 
+/* Open file descriptors of this process (the server's are among them). */
+static unsigned fd_count(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	unsigned n = 0;
+
+	assert_non_null(d);
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
+/* A flood of TCP connections that never start TLS: the server holds
+ * TSR_SITE_UNAUTH_MAX of them and closes the next at once; a stream
+ * authenticated before goes on applying while they are held; at the
+ * deadline (TSR_TEST_SITE_EARLY_MS, 2 s here) every one is closed and
+ * every fd of theirs with it; then a new source gets in again. */
+static void test_unauth_bound(void **state)
+{
+	struct env *e = *state;
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(e->port)};
+	int raw[TSR_SITE_UNAUTH_MAX + 1];
+	struct pollfd p = {.events = POLLIN};
+	struct client c, c2;
+	unsigned fds0, i;
+	char byte;
+
+	server_stop(e);
+	setenv("TSR_TEST_SITE_EARLY_MS", "2000", 1);
+	server_start(e);
+	unsetenv("TSR_TEST_SITE_EARLY_MS");
+	client_start(e, &c, "dr1", 11);
+	send_write(&c, e->model, 11, 1, 0, BS, 1);
+	barrier(&c, 11, 1);
+	fds0 = fd_count();
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	for (i = 0; i <= TSR_SITE_UNAUTH_MAX; i++) {
+		raw[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		assert_true(raw[i] >= 0);
+		assert_int_equal(connect(raw[i], (struct sockaddr *)&a, sizeof(a)), 0);
+	}
+	/* the one past the bound: closed at once (accepted in connect order) */
+	p.fd = raw[TSR_SITE_UNAUTH_MAX];
+	assert_int_equal(poll(&p, 1, 1000), 1);
+	assert_int_equal(read(p.fd, &byte, 1), 0);
+	/* the authenticated stream applies while the slots are full */
+	send_write(&c, e->model, 11, 2, BS, BS, 2);
+	barrier(&c, 11, 2);
+	for (i = 0; i < TSR_SITE_UNAUTH_MAX; i++) {
+		p.fd = raw[i];
+		assert_int_equal(poll(&p, 1, 0), 0); /* held (not closed) */
+	}
+	/* the deadline closes them all, and every fd of theirs (socket, timer):
+	 * only our ends are left */
+	for (i = 0; i < TSR_SITE_UNAUTH_MAX; i++) {
+		p.fd = raw[i];
+		assert_int_equal(poll(&p, 1, 5000), 1);
+		assert_int_equal(read(p.fd, &byte, 1), 0);
+	}
+	for (i = 0; i < 200 && fd_count() != fds0 + TSR_SITE_UNAUTH_MAX + 1; i++)
+		usleep(10000);
+	assert_int_equal(fd_count(), fds0 + TSR_SITE_UNAUTH_MAX + 1);
+	for (i = 0; i <= TSR_SITE_UNAUTH_MAX; i++)
+		close(raw[i]);
+	/* a slot is free again */
+	client_start(e, &c2, "dr2", 12);
+	send_write(&c2, NULL, 12, 1, 0, BS, 3);
+	barrier(&c2, 12, 1);
+	client_close(&c2, true);
+	client_close(&c, true);
+	wait_disconnected(e, "dr1");
+	assert_volume_is_model(e, "dr1");
+}
+
 /* ---- compression (WRITE payloads, TSR_SITE_F_COMPRESSED) ---- */
 
 /* Text-like, compressible data: every 4 KiB block different. */
@@ -1865,6 +1943,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stale_epoch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_error_and_idle_stop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_early_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unauth_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compress_lz4, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compress_zstd, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compress_refused, setup, teardown),
