@@ -10,7 +10,9 @@
  * OpenSSL reaches the socket through our own small BIO (send with
  * MSG_NOSIGNAL, recv), so a peer that hangs up raises no SIGPIPE whatever
  * the process's signal setup, as on every other socket of the engine.  The
- * server reads through a buffer BIO in front of it (read_buffer).
+ * server reads through a buffer BIO in front of it (read_buffer), put there
+ * once the peer is authenticated: a connection still in its handshake holds
+ * no READ_BUF.
  *
  * Gathered writes (tsr_site_tls_write_gather, the source's stream): OpenSSL
  * hands the BIO one record (<= 16 KiB of data) at a time; sent one by one,
@@ -41,7 +43,7 @@
 
 #include "tessera/site.h"
 
-/* A server's read buffer (tsr_site_tls_new): several 16 KiB records per recv. */
+/* A server's read buffer (after the handshake): several 16 KiB records per recv. */
 #define READ_BUF (128u << 10)
 /* A gathered write's queue: the source's 256 KiB batch and its records'
  * headers and tags in one send. */
@@ -317,19 +319,25 @@ void tsr_site_tls_free(struct tsr_site_tls *t)
  * CPU samples.  Writes go straight to sock.  Records may wait in the buffer
  * with no fd event to come: the server reads until -EAGAIN, and where it
  * stops earlier (no room) its own completions and timer call it again.
- * On success ssl owns both BIOs; -ENOMEM: sock is freed too.
+ * Put in front of ssl's socket BIO once the handshake has ended (the peer
+ * authenticated), not at tsr_site_tls_new: a peer that never finishes one
+ * holds no READ_BUF.  Safe then: without read-ahead OpenSSL reads a record's
+ * header and then exactly its body from the socket, so no byte past the
+ * client's Finished is in OpenSSL when the read BIO changes (those bytes are
+ * still in the socket; site_tls_ut test_read_buffered_edges).  -ENOMEM: ssl
+ * reads from the socket as before.
  */
-static int read_buffer(SSL *ssl, BIO *sock)
+static int read_buffer(SSL *ssl)
 {
+	BIO *sock = SSL_get_rbio(ssl); /* == wbio: SSL_set_bio gave ssl 2 references */
 	BIO *buf = BIO_new(BIO_f_buffer());
 
 	if (buf == NULL || BIO_set_read_buffer_size(buf, READ_BUF) != 1 || BIO_up_ref(sock) != 1) {
 		BIO_free(buf);
-		BIO_free(sock);
 		return -ENOMEM;
 	}
-	BIO_push(buf, sock);         /* the chain holds one reference of sock */
-	SSL_set_bio(ssl, buf, sock); /* ssl: the chain and the other one */
+	BIO_push(buf, sock);     /* the chain holds the new reference of sock */
+	SSL_set0_rbio(ssl, buf); /* drops the rbio's one: ssl keeps the chain and wbio */
 	return 0;
 }
 
@@ -359,12 +367,8 @@ int tsr_site_tls_new(struct tsr_site_tls_ctx *ctx, int fd, const char *peer_name
 	bio = sock_bio(&t->out);
 	if (bio == NULL)
 		goto nomem;
-	if (t->server) {
-		if (read_buffer(t->ssl, bio) < 0)
-			goto nomem;
-	} else {
-		SSL_set_bio(t->ssl, bio, bio); /* one reference, owned by ssl */
-	}
+	SSL_set_bio(t->ssl, bio, bio); /* one reference, owned by ssl (a server's read
+					* buffer comes after the handshake) */
 	SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
 	if (!any_name && SSL_set1_host(t->ssl, peer_name) != 1)
 		goto nomem;
@@ -466,6 +470,12 @@ int tsr_site_tls_handshake(struct tsr_site_tls *t)
 	errno = 0;
 	ret = SSL_do_handshake(t->ssl);
 	if (ret == 1) {
+		if (t->server && read_buffer(t->ssl) < 0) {
+			tsr_error("site tls: accept from %s: no memory for its read buffer",
+				  t->peer);
+			ERR_clear_error();
+			return -ENOMEM;
+		}
 		t->established = true;
 		tsr_debug("site tls: %s %s: TLS 1.3 established (%s)",
 			  t->server ? "accepted" : "connected to", t->peer,
