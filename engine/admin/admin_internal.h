@@ -25,6 +25,15 @@ uint32_t admin_frame_len(const uint8_t hdr[4]);
 /* TCP connect to "HOST:PORT" with TCP_NODELAY; nonblock: may return while the
  * connect is in progress (admin_sock.c).  0 and *fd_out, or -errno. */
 int admin_tcp_connect(const char *hostport, bool nonblock, int *fd_out);
+/* A numeric "IP:PORT" or "[IPv6]:PORT" with its NUL fits (scope id included). */
+#define ADMIN_ADDR_MAX 96
+/* "HOST:PORT"'s addresses, in the resolver's order, as numeric HOST:PORT
+ * strings (at most max) that admin_tcp_connect and admin_async_call take
+ * without a resolver round trip: for a caller that connects again and again
+ * (closewait.c: one look every 10 ms).  A numeric host is its own address;
+ * a name is resolved, blocking (getaddrinfo).  Returns how many (>= 1), or
+ * -EINVAL (not HOST:PORT), -EHOSTUNREACH (the name does not resolve). */
+int admin_resolve(const char *hostport, char (*out)[ADMIN_ADDR_MAX], unsigned max);
 int admin_frame_pack(const ProtobufCMessage *msg, uint8_t **frame, size_t *len);
 
 /* tsr_admin_connect_tcp that gives up after timeout_ms (-ETIMEDOUT) when the

@@ -145,6 +145,54 @@ int tsr_admin_listen_unix(const char *path, int *fd_out)
 	return 0;
 }
 
+/* HOST:PORT's addresses into *res (freeaddrinfo): a numeric host without a
+ * resolver round trip, a name resolved (blocking).  0, -EINVAL (not
+ * HOST:PORT) or -EHOSTUNREACH (the name does not resolve). */
+static int addr_lookup(const char *hostport, struct addrinfo **res)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_NUMERICSERV | AI_NUMERICHOST };
+	char host[256], port[16];
+	int ret;
+
+	ret = tsr_admin_split_hostport(hostport, host, sizeof(host), port, sizeof(port));
+	if (ret)
+		return ret;
+	*res = NULL;
+	if (getaddrinfo(host, port, &hints, res)) {
+		hints.ai_flags &= ~AI_NUMERICHOST;
+		*res = NULL;
+		if (getaddrinfo(host, port, &hints, res))
+			return -EHOSTUNREACH;
+	}
+	return 0;
+}
+
+int admin_resolve(const char *hostport, char (*out)[ADMIN_ADDR_MAX], unsigned max)
+{
+	struct addrinfo *res, *ai;
+	unsigned n = 0;
+	int ret = addr_lookup(hostport, &res);
+
+	if (ret)
+		return ret;
+	for (ai = res; ai && n < max; ai = ai->ai_next) {
+		char host[NI_MAXHOST], port[NI_MAXSERV];
+
+		if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host), port,
+				sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV))
+			continue;
+		if (strchr(host, ':'))
+			ret = snprintf(out[n], ADMIN_ADDR_MAX, "[%s]:%s", host, port);
+		else
+			ret = snprintf(out[n], ADMIN_ADDR_MAX, "%s:%s", host, port);
+		if (ret > 0 && ret < ADMIN_ADDR_MAX)
+			n++;
+	}
+	freeaddrinfo(res);
+	return n ? (int)n : -EHOSTUNREACH;
+}
+
 /*
  * A TCP connection to "HOST:PORT" (numeric hosts are tried without a resolver
  * round trip first), TCP_NODELAY set.  nonblock: the socket is non-blocking
@@ -153,21 +201,12 @@ int tsr_admin_listen_unix(const char *path, int *fd_out)
  */
 int admin_tcp_connect(const char *hostport, bool nonblock, int *fd_out)
 {
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_NUMERICSERV | AI_NUMERICHOST };
 	struct addrinfo *res = NULL, *ai;
-	char host[256], port[16];
 	int fd = -1, ret, one = 1;
 
-	ret = tsr_admin_split_hostport(hostport, host, sizeof(host), port, sizeof(port));
+	ret = addr_lookup(hostport, &res);
 	if (ret)
 		return ret;
-	if (getaddrinfo(host, port, &hints, &res)) {
-		hints.ai_flags &= ~AI_NUMERICHOST;
-		res = NULL;
-		if (getaddrinfo(host, port, &hints, &res))
-			return -EHOSTUNREACH;
-	}
 	ret = -ECONNREFUSED;
 	for (ai = res; ai; ai = ai->ai_next) {
 		fd = socket(ai->ai_family,
