@@ -16,7 +16,13 @@
  * admin_ops.c build_volume; a copy larger than that, left by a resize
  * stopped after its grow step, answers "can only grow" with its Volume
  * all the same), every CLOSE_POLL_MS, with admin_async_call:
- * the loop serves other calls meanwhile.  The copies waited for are those
+ * the loop serves other calls meanwhile.  Each node's address is resolved
+ * once, at the start (admin_resolve: no resolver for a numeric address, a
+ * blocking one for a name), and every look connects to its numeric
+ * addresses in the resolver's order, the next one when a connect fails at
+ * once (as admin_tcp_connect does for a name): a name no longer costs a
+ * blocking getaddrinfo on the loop every CLOSE_POLL_MS.  A name that does
+ * not resolve then is not asked: the copy counts as open, with that said.  The copies waited for are those
  * the coordinator had a session with at the detach (attach.c
  * detach_copy_nodes).  A copy that is gone (-ENOENT), or on a node whose
  * tesserad is not running (-ECONNREFUSED: nothing there holds it), counts
@@ -49,6 +55,9 @@
 /* The detach's note on the copies still open, at most (the reply's message
  * around it stays within admin_fail's 1024 bytes). */
 #define CLOSE_NOTE_MAX 700
+/* A node's resolved addresses tried per look, at most (IPv6 and IPv4 of a
+ * name, and a little more). */
+#define CLOSE_ADDRS 4
 
 struct close_wait;
 
@@ -57,6 +66,10 @@ struct close_copy {
 	struct close_wait *w;
 	char node_id[64];
 	char address[256];        /* its admin address; "" for this node (the store) */
+	/* address resolved at the start (admin_resolve); 0: this node's copy,
+	 * or a name that did not resolve (not asked: cc->state says so) */
+	char addrs[CLOSE_ADDRS][ADMIN_ADDR_MAX];
+	unsigned n_addrs;
 	bool closed;              /* seen closed, or without a copy */
 	struct admin_async *call; /* a query in flight, else NULL */
 	char state[200];          /* while not closed: what we last know, for the note */
@@ -243,9 +256,13 @@ static void close_look(struct close_copy *cc, int timeout_ms)
 				 info.sessions);
 		return;
 	}
+	if (cc->n_addrs == 0) /* its name did not resolve at the start (cc->state) */
+		return;
 	cluster_copy_uuid_req(w->name, w->copy_size, &req, &vr);
-	ret = admin_async_call(c->o.loop, cc->address, c->token, &req, timeout_ms,
-			       close_query_done, cc, &cc->call);
+	ret = -EHOSTUNREACH;
+	for (unsigned i = 0; i < cc->n_addrs && ret; i++) /* the next one if one fails at once */
+		ret = admin_async_call(c->o.loop, cc->addrs[i], c->token, &req, timeout_ms,
+				       close_query_done, cc, &cc->call);
 	if (ret == -ECONNREFUSED) /* refused at once (loopback): as close_query_done */
 		cc->closed = true;
 	else if (ret)
@@ -339,6 +356,16 @@ int cluster_close_wait_start(struct tsr_cluster *c, const char *name, uint64_t e
 				continue; /* no longer in the cluster: nothing to ask */
 			snprintf(cc->address, sizeof(cc->address), "%s", node->address);
 			tessera__cluster__node_record__free_unpacked(node, NULL);
+			ret = admin_resolve(cc->address, cc->addrs, CLOSE_ADDRS);
+			if (ret > 0) {
+				cc->n_addrs = (unsigned)ret;
+			} else {
+				snprintf(cc->state, sizeof(cc->state), "cannot ask it: its address "
+					 "does not resolve");
+				tsr_warn("cluster: detach %s: node %s: its address %s does not "
+					 "resolve (%s): its copy's close is not looked at", name,
+					 nodes[i], cc->address, strerror(-ret));
+			}
 		}
 		w->n++;
 	}

@@ -5,7 +5,17 @@
  * Review revJ F4: each copy was listed with its own state, into a 1024-byte
  * note then a 1400-byte message, which admin_fail cut at 1024: an ec 16+4
  * volume behind a cut site lost nodes, and the message's advice.
+ *
+ * And the wait itself (cluster_close_wait_start) on a libev loop against a
+ * node whose admin address is a name ("localhost:PORT", a listener here
+ * that closes every connection at once: its copy never answers closed):
+ * the name is resolved once for the whole wait, not at each of its looks
+ * every 10 ms (getaddrinfo is wrapped: -Wl,--wrap=getaddrinfo, calls
+ * without AI_NUMERICHOST counted).
  */
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,10 +23,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
+#include <ev.h>
 
 #include "cluster/internal.h"
+
+/* getaddrinfo calls that may ask a resolver (no AI_NUMERICHOST) */
+static unsigned g_resolves;
+
+int __real_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+		       struct addrinfo **res);
+int __wrap_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+		       struct addrinfo **res);
+int __wrap_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+		       struct addrinfo **res)
+{
+	if (hints == NULL || !(hints->ai_flags & AI_NUMERICHOST))
+		g_resolves++;
+	return __real_getaddrinfo(node, service, hints, res);
+}
 
 #define SILENT "its node did not answer within 5000 ms: stopped or cut off?"
 
@@ -66,12 +94,120 @@ static void test_cut_short(void **state)
 	assert_string_equal(note, "n1 (a), n2 (bbbbbbbb...");
 }
 
+/* ---- the wait against a node named by a host name ---- */
+
+struct wait_env {
+	struct ev_loop *loop;
+	ev_io accept_w;
+	int listen_fd;
+	unsigned accepts; /* the wait's looks that reached the node */
+	bool done;
+	char note[1024];
+};
+
+static void refuse_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct wait_env *e = w->data;
+	int fd = accept(e->listen_fd, NULL, NULL);
+
+	(void)loop;
+	(void)revents;
+	if (fd >= 0) { /* closed at once: the look learns nothing, the copy stays open */
+		e->accepts++;
+		close(fd);
+	}
+}
+
+static void wait_done(void *cb_arg, const char *note)
+{
+	struct wait_env *e = cb_arg;
+
+	snprintf(e->note, sizeof(e->note), "%s", note);
+	e->done = true;
+	ev_break(e->loop, EVBREAK_ALL);
+}
+
+static void put_records(struct tsr_meta *m, const char *address)
+{
+	Tessera__Cluster__NodeRecord node = TESSERA__CLUSTER__NODE_RECORD__INIT;
+	Tessera__Cluster__VolumeRecord vol = TESSERA__CLUSTER__VOLUME_RECORD__INIT;
+	Tessera__Cluster__CopyRecord c1 = TESSERA__CLUSTER__COPY_RECORD__INIT;
+	Tessera__Cluster__CopyRecord c2 = TESSERA__CLUSTER__COPY_RECORD__INIT;
+	Tessera__Cluster__CopyRecord *copies[] = {&c1, &c2};
+
+	node.id = "n2";
+	node.address = (char *)address;
+	node.zone = "z1";
+	assert_int_equal(rec_put(m, "node/n2", &node.base, 0, 0, NULL), 0);
+	c1.node_id = "n1";
+	c2.node_id = "n2";
+	vol.name = "v";
+	vol.uuid = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
+	vol.size = 1u << 20;
+	vol.replicas = 2;
+	vol.min_replicas = 1;
+	vol.failure_domain = "node";
+	vol.n_copies = 2;
+	vol.copies = copies;
+	assert_int_equal(rec_put(m, "vol/v", &vol.base, 0, 0, NULL), 0);
+}
+
+static void test_wait_resolves_once(void **state)
+{
+	const char nodes[1][64] = {"n2"};
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t alen = sizeof(a);
+	struct wait_env e = {0};
+	struct tsr_cluster *c = calloc(1, sizeof(*c));
+	const char *base = getenv("TSR_TEST_DIR");
+	char dir[512], path[600], address[64];
+
+	(void)state;
+	assert_non_null(c);
+	snprintf(dir, sizeof(dir), "%s/tsr-closewait-XXXXXX", base ? base : "/var/tmp");
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/meta.db", dir);
+	assert_int_equal(tsr_meta_open_sqlite(path, &c->meta), 0);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	e.listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	assert_true(e.listen_fd >= 0);
+	assert_int_equal(bind(e.listen_fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(e.listen_fd, 128), 0);
+	assert_int_equal(getsockname(e.listen_fd, (struct sockaddr *)&a, &alen), 0);
+	snprintf(address, sizeof(address), "localhost:%u", ntohs(a.sin_port));
+	put_records(c->meta, address);
+	e.loop = ev_loop_new(EVFLAG_AUTO);
+	assert_non_null(e.loop);
+	ev_io_init(&e.accept_w, refuse_cb, e.listen_fd, EV_READ);
+	e.accept_w.data = &e;
+	ev_io_start(e.loop, &e.accept_w);
+	c->o.loop = e.loop;
+	c->o.peer_timeout_ms = 300; /* the wait's bound: about 30 looks */
+	c->node_id = "n1";
+	c->token = "token";
+	g_resolves = 0;
+	assert_int_equal(cluster_close_wait_start(c, "v", 1, nodes, 1, wait_done, &e), 0);
+	ev_run(e.loop, 0);
+	assert_true(e.done);
+	assert_non_null(strstr(e.note, "n2 (cannot ask it"));
+	assert_true(e.accepts >= 5); /* it looked again and again */
+	assert_int_equal(g_resolves, 1); /* and resolved "localhost" once */
+	ev_io_stop(e.loop, &e.accept_w);
+	ev_loop_destroy(e.loop);
+	close(e.listen_fd);
+	tsr_meta_close(c->meta);
+	free(c);
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_grouped),
 	    cmocka_unit_test(test_large_layout),
 	    cmocka_unit_test(test_cut_short),
+	    cmocka_unit_test(test_wait_resolves_once),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
