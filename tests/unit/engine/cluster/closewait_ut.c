@@ -30,6 +30,7 @@
 #include <ev.h>
 
 #include "cluster/internal.h"
+#include "../store/store_test.h"
 
 /* getaddrinfo calls that may ask a resolver (no AI_NUMERICHOST) */
 static unsigned g_resolves;
@@ -118,7 +119,7 @@ static void refuse_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 }
 
-static void wait_done(void *cb_arg, const char *note)
+static void close_done(void *cb_arg, const char *note)
 {
 	struct wait_env *e = cb_arg;
 
@@ -159,13 +160,11 @@ static void test_wait_resolves_once(void **state)
 	socklen_t alen = sizeof(a);
 	struct wait_env e = {0};
 	struct tsr_cluster *c = calloc(1, sizeof(*c));
-	const char *base = getenv("TSR_TEST_DIR");
 	char dir[512], path[600], address[64];
 
 	(void)state;
 	assert_non_null(c);
-	snprintf(dir, sizeof(dir), "%s/tsr-closewait-XXXXXX", base ? base : "/var/tmp");
-	assert_non_null(mkdtemp(dir));
+	assert_int_equal(scratch_dir(dir, sizeof(dir)), 0);
 	snprintf(path, sizeof(path), "%s/meta.db", dir);
 	assert_int_equal(tsr_meta_open_sqlite(path, &c->meta), 0);
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -186,7 +185,7 @@ static void test_wait_resolves_once(void **state)
 	c->node_id = "n1";
 	c->token = "token";
 	g_resolves = 0;
-	assert_int_equal(cluster_close_wait_start(c, "v", 1, nodes, 1, wait_done, &e), 0);
+	assert_int_equal(cluster_close_wait_start(c, "v", 1, nodes, 1, close_done, &e), 0);
 	ev_run(e.loop, 0);
 	assert_true(e.done);
 	assert_non_null(strstr(e.note, "n2 (cannot ask it"));
@@ -197,8 +196,7 @@ static void test_wait_resolves_once(void **state)
 	close(e.listen_fd);
 	tsr_meta_close(c->meta);
 	free(c);
-	unlink(path);
-	rmdir(dir);
+	rm_rf(dir); /* the database and its -wal, -shm and .reserve */
 }
 
 int main(void)
