@@ -850,6 +850,10 @@ static int attach_prepare(struct tsr_cluster *c, const char *name, struct attach
 		ret = -EAGAIN;
 		goto out;
 	}
+	/* Tests only: while the file $TSR_TEST_ATTACH_RECORD_HOLD_FILE exists
+	 * (30 s at most), the attach waits here, on the control loop, between
+	 * its checks and its record writes (test-cluster-delete-attach-race) */
+	tsr_test_hold_file("TSR_TEST_ATTACH_RECORD_HOLD_FILE", true);
 	arec.node_id = c->node_id;
 	snprintf(key, sizeof(key), "attach/%s", name);
 	ret = rec_put(c->meta, key, &arec.base, 0, lease, &epoch);

@@ -1226,6 +1226,10 @@ static int vol_delete_record(struct vol_delete *d, Tessera__Admin__Response *res
 		view_free(&v);
 	if (attached)
 		return 0;
+	/* Tests only: while the file $TSR_TEST_DELETE_RECORD_HOLD_FILE exists
+	 * (30 s at most), the delete waits here, on the control loop, between
+	 * its re-check and its record's delete (test-cluster-delete-attach-race) */
+	tsr_test_hold_file("TSR_TEST_DELETE_RECORD_HOLD_FILE", true);
 	/* the record first (at the revision whose copies were asked): from here
 	 * the copies are garbage, whatever happens to them */
 	snprintf(key, sizeof(key), "vol/%s", d->name);
