@@ -891,6 +891,18 @@ static int attach_prepare(struct tsr_cluster *c, const char *name, struct attach
 		ret = -EBUSY;
 		goto undo_key;
 	}
+	if (ret == -ENOENT) {
+		/* a volume delete won: it read vol/<name> and found no
+		 * attach/<name> before our write above, and deleted the record
+		 * before this read-modify-write (a compare-and-set at the
+		 * revision it reads: had ours come first, the delete's
+		 * compare-and-set at its older revision would have failed
+		 * instead).  Its copies are being deleted: nothing to open. */
+		snprintf(msg, msg_len, "volume '%s' was deleted while this attach was being "
+			 "recorded: nothing is attached (tessera volume list shows what exists)",
+			 name);
+		goto undo_key;
+	}
 	if (ret) {
 		snprintf(msg, msg_len, "cannot record epoch %llu in vol/%s: %s (retry)",
 			 (unsigned long long)epoch, name, strerror(-ret));

@@ -1234,6 +1234,21 @@ static int vol_delete_record(struct vol_delete *d, Tessera__Admin__Response *res
 	 * the copies are garbage, whatever happens to them */
 	snprintf(key, sizeof(key), "vol/%s", d->name);
 	ret = tsr_meta_delete(d->c->meta, key, d->rev);
+	if (ret == -ECANCELED) {
+		char holder[64];
+
+		/* an attach that wrote attach/<name> after the re-check above
+		 * and then vol/<name> (its epoch) before this compare: the
+		 * attach won, say so.  One whose vol/<name> write comes after
+		 * this delete finds no record and fails (attach_prepare). */
+		if (cluster_get_attach(d->c, d->name, holder, sizeof(holder), NULL, NULL) == 0) {
+			admin_fail(resp, -EBUSY,
+				   "volume '%s' was attached on %s while it was being deleted: "
+				   "not deleted (tessera volume detach %s first)",
+				   d->name, holder, d->name);
+			return 0;
+		}
+	}
 	if (ret) {
 		admin_fail(resp, ret, "cannot delete volume '%s': %s%s", d->name, strerror(-ret),
 			   ret == -ECANCELED ? " (it changed meanwhile: retry)" : "");
