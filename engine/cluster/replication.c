@@ -12,7 +12,9 @@
  *                 (16 hex digits), and every attach fences it; "promoted"
  *                 once promoted (no fence; status still finds it).
  *   tcreate/<vol> a create of target vol runs ("NODE pid PID"), on the
- *                 creating node's lease: gone when that node is (tc_lock).
+ *                 creating node's lease: gone when that node is (tc_lock);
+ *                 or a claim's release of vol runs ("NODE pid PID claim
+ *                 release", claim_lock), on the releasing node's lease.
  *
  * Source side: the node coordinating a volume with repl/<vol> runs its
  * tsr_site_source (started by attach once the layout is registered, stopped
@@ -1096,22 +1098,45 @@ static void tc_lock_text(const struct tsr_cluster *c, char *text, size_t len)
 	snprintf(text, len, "%s pid %ld", c->node_id, (long)getpid());
 }
 
-/* kv, tcreate/<vol>, was written by this process (tc_lock_text).  With no
- * create of vol running here and no claim's release of it waiting here
- * (claim_release_find: its lock, claim_lock), it is one an earlier create
- * here left: its delete failed (tc_unlock), and on this live node's lease it
- * would stay until the node stops. */
+/* claim_lock's value of tcreate/<vol>: tc_lock_text and this suffix, so
+ * that whoever meets the lock tells a release from a create (review s20-revK
+ * D: a delete on another node said "is being created" of a release). */
+#define CLAIM_LOCK_SUFFIX " claim release"
+
+static void claim_lock_text(const struct tsr_cluster *c, char *text, size_t len)
+{
+	snprintf(text, len, "%s pid %ld" CLAIM_LOCK_SUFFIX, c->node_id, (long)getpid());
+}
+
+/* kv, tcreate/<vol>, is a claim's release's lock (claim_lock_text), any node's. */
+static bool tc_lock_is_release(const struct tsr_meta_kv *kv)
+{
+	size_t n = strlen(CLAIM_LOCK_SUFFIX);
+
+	return kv->value_len > n &&
+	       memcmp(kv->value + kv->value_len - n, CLAIM_LOCK_SUFFIX, n) == 0;
+}
+
+/* kv, tcreate/<vol>, was written by this process (tc_lock_text or
+ * claim_lock_text).  With no create of vol running here and no claim's
+ * release of it waiting here (claim_release_find), it is one an earlier
+ * create or release here left: its delete failed (tc_unlock, claim_unlock),
+ * and on this live node's lease it would stay until the node stops. */
 static bool tc_lock_is_mine(const struct tsr_cluster *c, const struct tsr_meta_kv *kv)
 {
 	char text[128];
 
-	tc_lock_text(c, text, sizeof(text));
+	if (tc_lock_is_release(kv))
+		claim_lock_text(c, text, sizeof(text));
+	else
+		tc_lock_text(c, text, sizeof(text));
 	return kv->value_len == strlen(text) && memcmp(kv->value, text, kv->value_len) == 0;
 }
 
 /*
  * repl_claim_release's lock: tcreate/<name> taken as a create takes it
- * (tc_lock: "NODE pid PID" from revision 0 on this node's lease), so that
+ * (tc_lock: from revision 0 on this node's lease; its own text,
+ * claim_lock_text: "NODE pid PID claim release"), so that
  * no create of name begins while the release deletes its leftovers.  0 with
  * *rev (0: no lease, not taken), -ECANCELED held (a create began since the
  * release looked), others: not taken (*rev 0; logged).
@@ -1126,7 +1151,7 @@ static int claim_lock(struct tsr_cluster *c, const char *name, uint64_t *rev)
 	if (lease == 0)
 		return 0;
 	snprintf(key, sizeof(key), "tcreate/%s", name);
-	tc_lock_text(c, text, sizeof(text));
+	claim_lock_text(c, text, sizeof(text));
 	ret = tsr_meta_cas(c->meta, key, 0, text, strlen(text), lease, rev);
 	if (ret && ret != -ECANCELED) {
 		tsr_warn("cluster: volume delete %s: cannot record %s: %s (the copies a create of "
@@ -1443,7 +1468,7 @@ void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin_
 	struct claim_release *cr;
 	uint64_t stream, rev, lock_rev = 0;
 	char key[80], held[128] = "";
-	bool running;
+	bool running, release = false;
 	int ret;
 
 	if (resp->error == -ENOENT)
@@ -1459,10 +1484,12 @@ void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin_
 	snprintf(key, sizeof(key), "tcreate/%s", name);
 	running = tc_running_here(c, name);
 	ret = running ? 0 : tsr_meta_get(c->meta, key, &kv);
+	release = ret == 0 && !running && tc_lock_is_release(&kv);
 	if (ret == 0 && !running && tc_lock_is_mine(c, &kv)) {
 		ret = tsr_meta_delete(c->meta, key, kv.mod_rev);
-		tsr_warn("cluster: %s is this process's, left by an earlier create of %s here (no "
-			 "create of it runs here): deleted (volume delete): %s", key, name,
+		tsr_warn("cluster: %s is this process's, left by an earlier %s of %s here (no "
+			 "%s of it runs here): deleted (volume delete): %s", key,
+			 release ? "claim release" : "create", name, release ? "release" : "create",
 			 ret ? strerror(-ret) : "ok");
 		if (ret == 0 || ret == -ECANCELED)
 			ret = ret ? 0 : -ENOENT; /* gone, or written again since: held */
@@ -1471,6 +1498,13 @@ void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin_
 		snprintf(held, sizeof(held), ": %.*s", (int)(kv.value_len < 100 ? kv.value_len : 100),
 			 (const char *)kv.value);
 	tsr_meta_kv_clear(&kv);
+	if (ret == 0 && release) {
+		admin_fail(resp, -EBUSY, "a claim release of '%s' is running (%s%s: a volume delete "
+			   "of it on that node releases the claim by DR stream %016llx and deletes "
+			   "the copies a create of it left): retry once it has answered", name, key,
+			   held, (unsigned long long)stream);
+		return;
+	}
 	if (ret == 0) {
 		admin_fail(resp, -EBUSY, "volume '%s' is being created as the target of DR stream "
 			   "%016llx (%s%s): retry once it is created (then delete the volume) or has "
@@ -3333,6 +3367,7 @@ static int tc_lock(struct target_create *t, char *msg, size_t msg_len)
 	uint64_t lease = cluster_lease(t->c);
 	struct tsr_meta_kv kv = { 0 };
 	char key[80], text[128], held[128];
+	bool release = false;
 	int ret;
 
 	t->lock_rev = 0;
@@ -3349,15 +3384,17 @@ static int tc_lock(struct target_create *t, char *msg, size_t msg_len)
 			snprintf(msg, msg_len, "cannot record %s: %s", key, strerror(-ret));
 			return ret;
 		}
+		release = false;
 		if (tsr_meta_get(t->c->meta, key, &kv) != 0) {
 			snprintf(held, sizeof(held), "gone since");
 			break;
 		}
 		snprintf(held, sizeof(held), "%.*s",
 			 (int)(kv.value_len < 100 ? kv.value_len : 100), (const char *)kv.value);
-		/* this process's text is also the lock of a claim's release
-		 * waiting for a node here (claim_lock, struct claim_release):
-		 * held, not an earlier create's left (review s20-revK A) */
+		release = tc_lock_is_release(&kv);
+		/* this process's lock of a claim's release waiting for a node
+		 * here (claim_lock, struct claim_release): held, not one an
+		 * earlier release or create left (review s20-revK A) */
 		if (tc_lock_is_mine(t->c, &kv) && claim_release_find(t->c, t->volume)) {
 			tsr_meta_kv_clear(&kv);
 			snprintf(msg, msg_len,
@@ -3372,13 +3409,16 @@ static int tc_lock(struct target_create *t, char *msg, size_t msg_len)
 		}
 		ret = tsr_meta_delete(t->c->meta, key, kv.mod_rev);
 		tsr_warn("site: target volume %s: %s (%s) is this process's, left by an earlier "
-			 "create of it here (no create of it runs here): deleted, taken again: %s",
-			 t->volume, key, held, ret ? strerror(-ret) : "ok");
+			 "%s of it here (no %s of it runs here): deleted, taken again: %s",
+			 t->volume, key, held, release ? "claim release" : "create",
+			 release ? "release" : "create", ret ? strerror(-ret) : "ok");
 		tsr_meta_kv_clear(&kv);
 		if (ret && ret != -ECANCELED && ret != -ENOENT)
 			break;
 	}
-	snprintf(msg, msg_len, "another create of it is live (%s: %s)", key, held);
+	snprintf(msg, msg_len, "%s (%s: %s)", release ? "a claim release of it is running "
+		 "(a volume delete of it on that node, deleting the copies a create of it left)" :
+		 "another create of it is live", key, held);
 	return -ECANCELED;
 }
 

@@ -12,7 +12,9 @@
 # its release waits for W (frozen now, peer timeout).  X thawed: n1's delete
 # answers; W and Y thawed: the release must say the claim is released.
 # Also, once the record is deleted, another `volume delete v` through n1
-# answers "not found" (as before), not busy (review s20-revN B).
+# answers "not found" (as before), not busy (review s20-revN B); and while
+# the release waits, one through n1 says a claim release of v is running
+# (review s20-revK D).
 # Before the fix: "FAIL: the release of v's claim failed: ... cannot release
 # target/v ..." (n1's delete had deleted the claim at its end).
 . "$(dirname "$0")/functions.sh"
@@ -69,6 +71,22 @@ kill -CONT "${CL_PID[$X]}"
 wait "$DP"
 [ "$(cat "$T/delete.rc")" = 0 ] || fail "volume delete v: $(cat "$T/delete.out")"
 [ -e "$T/release.rc" ] && log "note: the release answered before the delete"
+# the release holds tcreate/v while it calls the nodes (n1's delete calls
+# neither Y any more nor W): a delete of v through n1 meanwhile names the
+# release (review s20-revK D: it said "is being created as the target of DR
+# stream ...")
+if [ ! -e "$T/release.rc" ]; then
+	for (( i=0; i<100; i++ )); do
+		ss -Htn state established "( dport = :${CL_PORT[$Y]} or dport = :${CL_PORT[$W]} )" |
+			grep -q . && break
+		sleep 0.02
+	done
+	(( i < 100 )) || fail "no call to n$Y or n$W in 2 s: the release of v's claim did not call them"
+	expect_fail 1 "a claim release of 'v' is running \(tcreate/v: n$Z pid [0-9]+ claim release" \
+		ctsr volume delete v
+else
+	log "note: the release answered before the delete: its lock's message not checked"
+fi
 kill -CONT "${CL_PID[$W]}" "${CL_PID[$Y]}"
 wait "$RP"
 out=$(cat "$T/release.out")
