@@ -631,6 +631,22 @@ cl_timed() {
 	log "$what: status $CL_RC in $(( SECONDS - t0 )) s"
 }
 
+# cl_wait_call WHAT I...: until some process has an established connection
+# to node I's port (one of them): a call to it in flight, e.g. one waiting
+# for a frozen node, whose kernel accepts (5 s; fails naming WHAT).
+cl_wait_call() {
+	local what=$1 i t filter=
+	shift
+	for i in "$@"; do
+		filter+="${filter:+ or }dport = :${CL_PORT[$i]}"
+	done
+	for (( t=0; t<100; t++ )); do
+		ss -Htn state established "( $filter )" | grep -q . && return 0
+		sleep 0.05
+	done
+	fail "no connection to n${*// /, n} in 5 s: $what"
+}
+
 # cl_crash_write VOL NODE WHAT [ARGS...]: crash_writer on VOL through NODE
 # ("n2"), logging every acknowledged write to $CL_ROOT/VOL.acked, its output
 # in $CL_ROOT/VOL.WHAT.out; in the background (BG_PID).

@@ -30,12 +30,7 @@ on_exit "kill -CONT ${CL_PID[2]} ${CL_PID[3]} 2>/dev/null"
 ( ctsr volume delete v >"$CL_ROOT/delete.out" 2>&1; echo $? >"$CL_ROOT/delete.rc" ) &
 DP=$!
 # an ask in flight: a connection to a frozen node's port (its kernel accepts)
-for (( i=0; i<100; i++ )); do
-	ss -Htn state established "( dport = :${CL_PORT[2]} or dport = :${CL_PORT[3]} )" |
-		grep -q . && break
-	sleep 0.05
-done
-(( i < 100 )) || fail "no connection to n2 or n3 in 5 s: the delete did not ask them"
+cl_wait_call "the delete did not ask them" 2 3
 
 cl_timed "volume list during the delete" 30 1 volume list
 [ "$CL_RC" = 0 ] || fail "volume list during the delete: $CL_OUT"

@@ -44,11 +44,7 @@ on_exit "kill -CONT ${CL_PID[$X]} ${CL_PID[$Y]} ${CL_PID[$W]} 2>/dev/null"
 freeze_pids "${CL_PID[$Y]}" || fail "n$Y did not stop"
 ( ctsr volume delete v >"$T/delete.out" 2>&1; echo $? >"$T/delete.rc" ) &
 DP=$!
-for (( i=0; i<100; i++ )); do
-	ss -Htn state established "( dport = :${CL_PORT[$Y]} )" | grep -q . && break
-	sleep 0.05
-done
-(( i < 100 )) || fail "no connection to n$Y in 5 s: the delete did not ask it"
+cl_wait_call "the delete did not ask it" "$Y"
 freeze_pids "${CL_PID[$X]}" || fail "n$X did not stop"
 # the record's delete (after Y's ask timed out)
 for (( i=0; i<100; i++ )); do
@@ -76,12 +72,7 @@ wait "$DP"
 # release (review s20-revK D: it said "is being created as the target of DR
 # stream ...")
 if [ ! -e "$T/release.rc" ]; then
-	for (( i=0; i<100; i++ )); do
-		ss -Htn state established "( dport = :${CL_PORT[$Y]} or dport = :${CL_PORT[$W]} )" |
-			grep -q . && break
-		sleep 0.02
-	done
-	(( i < 100 )) || fail "no call to n$Y or n$W in 2 s: the release of v's claim did not call them"
+	cl_wait_call "the release of v's claim did not call them" "$Y" "$W"
 	expect_fail 1 "a claim release of 'v' is running \(tcreate/v: n$Z pid [0-9]+ claim release" \
 		ctsr volume delete v
 else
