@@ -1158,7 +1158,8 @@ struct vol_delete {
 	struct copy_walk walk;           /* nodes: rec's copies, in its order */
 	bool deleting;                   /* the record is deleted: the copies' walk */
 	struct admin_later *later;       /* the client's reply, when it comes later */
-	Tessera__Admin__Response answer; /* an answer given later (error 0: as today's) */
+	Tessera__Admin__Response answer; /* an answer given later (error 0: deleted,
+					  * its message naming the copies left) */
 };
 
 static void vol_delete_free(struct vol_delete *d)
@@ -1169,32 +1170,66 @@ static void vol_delete_free(struct vol_delete *d)
 	free(d);
 }
 
-/* The copies deleted or left (each left one logged) and the answer in resp. */
+/* What becomes of a copy no record lists: "the leftover sweep removes it
+ * after its grace (--leftover-grace, 900 s)" (sweep.c; this node's grace:
+ * the nodes of one cluster are started alike). */
+static void sweep_says(const struct tsr_cluster *c, char *out, size_t len)
+{
+	if (c->o.leftover_grace_sec)
+		snprintf(out, len, "the leftover sweep removes it after its grace "
+			 "(--leftover-grace, %u s)", c->o.leftover_grace_sec);
+	else
+		snprintf(out, len, "delete it there by hand (the leftover sweep is off: "
+			 "--leftover-grace 0)");
+}
+
+/* The copies deleted or left and the answer in resp: error 0 (the volume
+ * is gone), and, when a copy is left, a message naming each one, why, and
+ * what removes it (each also logged). */
 static void vol_delete_end(struct vol_delete *d, Tessera__Admin__Response *resp)
 {
+	char answer[1024], sweep[128];
+	size_t pos = 0;
+	unsigned left = 0;
+
+	sweep_says(d->c, sweep, sizeof(sweep));
 	for (size_t i = 0; i < d->walk.n_nodes; i++) {
 		const struct copy_walk_node *n = &d->walk.nodes[i];
-		char msg[512];
+		char msg[512], reply[256];
+		const char *why = msg; /* the reply's */
 
 		if (n->call && (n->asked == -ENOENT || (n->asked == 0 && n->deleted == 0)))
 			continue;
-		if (!n->call)
+		if (!n->call) {
 			snprintf(msg, sizeof(msg), "unknown node");
-		else if (n->asked)
+		} else if (n->asked) {
 			snprintf(
 			    msg, sizeof(msg),
 			    "%s did not name its copy's uuid when asked: %s; "
 			    "not deleted by name, which could reach it late and remove a copy of "
 			    "a new '%s' (its leftover sweep removes it)",
 			    n->id, strerror(-n->asked), d->name);
-		else
+			why = reply;
+			snprintf(reply, sizeof(reply), "it named no uuid when asked: %s; not deleted "
+				 "by name, which could remove a new '%s' there", strerror(-n->asked),
+				 d->name);
+		} else {
 			snprintf(msg, sizeof(msg), "%s", n->msg);
+		}
 		tsr_warn("cluster: volume %s deleted, but its copy on %s was left behind (%s): "
 			 "delete it on that node once it is back",
 			 d->name, n->id, msg);
+		left++;
+		if (pos < sizeof(answer))
+			pos += (size_t)snprintf(answer + pos, sizeof(answer) - pos,
+						"%s its copy on %s is left (%.200s)", pos ? ";" : "",
+						n->id, why);
 	}
 	tsr_info("cluster: volume %s deleted", d->name);
-	(void)resp; /* error 0, as before */
+	/* error 0 (the volume is gone), with the copies left named */
+	if (left)
+		admin_fail(resp, 0, "deleted volume '%s', but%s%s %s", d->name, answer,
+			   left > 1 ? "; of each," : ":", sweep);
 }
 
 /* After the asks: the record deleted, then the copies.  0: answered in resp
@@ -1285,7 +1320,7 @@ static void vol_delete_reply(struct tsr_admin_server *srv, void *arg,
 	struct vol_delete *d = arg;
 
 	(void)srv;
-	if (d->answer.error)
+	if (d->answer.error || (d->answer.message && d->answer.message[0]))
 		admin_fail(resp, d->answer.error, "%s", d->answer.message);
 	vol_delete_free(d);
 }
@@ -2668,18 +2703,6 @@ static int replace_call(struct replace_list *rl, const Tessera__Cluster__NodeRec
 	return replace_step(rl, st, r, msg, msg_len);
 }
 
-/* What becomes of a copy no record lists: "the leftover sweep removes it
- * after its grace (--leftover-grace, 900 s)" (sweep.c). */
-static void replace_sweep_says(const struct tsr_cluster *c, char *out, size_t len)
-{
-	if (c->o.leftover_grace_sec)
-		snprintf(out, len, "the leftover sweep removes it after its grace "
-			 "(--leftover-grace, %u s)", c->o.leftover_grace_sec);
-	else
-		snprintf(out, len, "delete it there by hand (the leftover sweep is off: "
-			 "--leftover-grace 0)");
-}
-
 /* After a failed call to the new copy's node (no answer, or the connection
  * lost): what the record holds and what a retry does, added to msg. */
 static void replace_unrecorded(const struct replace_list *rl, char *msg, size_t msg_len)
@@ -2688,7 +2711,7 @@ static void replace_unrecorded(const struct replace_list *rl, char *msg, size_t 
 	const char *n = rl->new_node->id;
 	char sweep[128];
 
-	replace_sweep_says(rl->c, sweep, sizeof(sweep));
+	sweep_says(rl->c, sweep, sizeof(sweep));
 	if (rl->step == REPLACE_GARBAGE)
 		snprintf(msg + len, msg_len - len, ": nothing recorded (vol/%s still lists the copy "
 			 "on %s); %s's copy of '%s' that no record lists (uuid %s) may still be "
@@ -2973,7 +2996,7 @@ static void replace_step_done(void *cb_arg, int status, Tessera__Admin__Response
 	if (replace_call_over(rl, status, r)) {
 		char sweep[128], left[320];
 
-		replace_sweep_says(rl->c, sweep, sizeof(sweep));
+		sweep_says(rl->c, sweep, sizeof(sweep));
 		if (rl->step == REPLACE_OLD_DELETE) {
 			/* recorded: only the old copy's delete is cut short */
 			tsr_warn("cluster: volume %s: %s is stopping while %s deletes its replaced "

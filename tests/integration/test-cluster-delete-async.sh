@@ -8,7 +8,8 @@
 # 4 s).  Meanwhile `volume list` and `node list` through n1 answer before the
 # delete has (n1's log has no "left behind" yet), and a second delete of v is
 # refused (EBUSY).  The delete then answers (deleted): n1's copy deleted,
-# n2's and n3's left to their leftover sweep (they named no uuid).  Before
+# n2's and n3's left to their leftover sweep (they named no uuid), which
+# the reply says (it said only "deleted volume 'v'" before).  Before
 # (the asks blocking on the control loop): the lists answered only after the
 # delete had.
 . "$(dirname "$0")/functions.sh"
@@ -48,6 +49,14 @@ log "volume list, node list answered and a second delete refused while the delet
 wait "$DP"
 out=$(cat "$CL_ROOT/delete.out")
 [ "$(cat "$CL_ROOT/delete.rc")" = 0 ] || fail "volume delete v: $out"
+# the reply names each copy left, why, and what removes it (exit status 0:
+# the volume is gone); --json carries the same text as its message
+for i in 2 3; do
+	[[ $out == *"its copy on n$i is left (it named no uuid when asked"* ]] ||
+		fail "the delete's reply does not name n$i's copy left: $out"
+done
+[[ $out == *"the leftover sweep removes it after its grace (--leftover-grace, 900 s)"* ]] ||
+	fail "the delete's reply does not say the leftover sweep removes the copies left: $out"
 for i in 2 3; do
 	grep -q "volume v deleted, but its copy on n$i was left behind (.*did not name its copy's uuid" \
 		"$N1LOG" || fail "n1's log does not say n$i's copy of v was left: $(grep "volume v" "$N1LOG")"
