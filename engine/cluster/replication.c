@@ -1254,10 +1254,16 @@ static void claim_node_left(struct claim_release *cr, const char *id, const char
 }
 
 /* The walk's nodes whose copy stays (down; named no uuid when asked: not
- * deleted by name; its delete failed): noted. */
+ * deleted by name; its delete failed): noted.  Stopped (the claim kept):
+ * only the nodes called before the stop, the one whose delete was in
+ * flight included (s20-revN: their lines were lost). */
 static void claim_release_left(struct claim_release *cr)
 {
-	for (size_t i = 0; i < cr->walk.n_nodes; i++) {
+	size_t end = cr->walk.n_nodes;
+
+	if (cr->walk.stopped && cr->walk.next < end)
+		end = cr->walk.next + (cr->walk.step == WALK_DELETE);
+	for (size_t i = 0; i < end; i++) {
 		const struct copy_walk_node *n = &cr->walk.nodes[i];
 		char msg[512];
 
@@ -1323,6 +1329,7 @@ static void claim_release_end(struct claim_release *cr)
 	int ret;
 
 	if (cr->walk.stopped) {
+		claim_release_left(cr); /* logged; the answer unchanged */
 		claim_unlock(cr->c, cr->name, cr->lock_rev);
 		admin_fail(resp, -ESHUTDOWN, "volume '%s': tesserad is shutting down while it "
 			   "deletes the copies a create of it left: the claim of DR stream %016llx "

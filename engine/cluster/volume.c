@@ -602,9 +602,15 @@ static void walk_cb(void *cb_arg, int status, Tessera__Admin__Response *r)
 	struct copy_walk *w = cb_arg;
 
 	w->call = NULL;
-	if (status == -ECANCELED)
+	if (status == -ECANCELED) {
 		w->stopped = true;
-	else if (walk_answer(w, status, r) == 0)
+		/* called, not "not called" (copy_walk_run's text; review s20-revN) */
+		if (w->step == WALK_DELETE)
+			snprintf(w->nodes[w->next].msg, sizeof(w->nodes[w->next].msg),
+				 "its delete was sent, but tesserad stopped before %s answered: "
+				 "it may be deleted or left",
+				 w->nodes[w->next].id);
+	} else if (walk_answer(w, status, r) == 0)
 		goto out; /* its next step's answer comes here */
 	else
 		w->next++;

@@ -647,6 +647,33 @@ cl_wait_call() {
 	fail "no connection to n${*// /, n} in 5 s: $what"
 }
 
+# cl_delete_waiting VOL: `volume delete VOL` through n1 in the background
+# (CL_DELETE_PID; its output and status in $CL_ROOT/delete.out and .rc),
+# returning once VOL's record is deleted and the delete waits for X's copy
+# delete (up to 30 s).  X and Y (globals, numbers): VOL's last two copies off
+# n1 in the record's order, both frozen (thawed at exit): Y first (its ask
+# waits for the peer timeout), X once Y is asked (X answered its ask).
+cl_delete_waiting() {
+	local i copies
+	read -r -a copies < <(ctsr --json volume show "$1" |
+		json_get '" ".join(c["node"] for c in j["copies"] if c["node"] != "n1")')
+	(( ${#copies[@]} >= 2 )) || fail "$1 has fewer than 2 copies off n1: ${copies[*]}"
+	X=${copies[-2]#n} Y=${copies[-1]#n}
+	on_exit "kill -CONT ${CL_PID[$X]} ${CL_PID[$Y]} 2>/dev/null"
+	freeze_pids "${CL_PID[$Y]}" || fail "n$Y did not stop"
+	( ctsr volume delete "$1" >"$CL_ROOT/delete.out" 2>&1; echo $? >"$CL_ROOT/delete.rc" ) &
+	CL_DELETE_PID=$!
+	cl_wait_call "the delete did not ask it" "$Y"
+	freeze_pids "${CL_PID[$X]}" || fail "n$X did not stop"
+	for (( i=0; i<100; i++ )); do # the record's delete, after Y's ask timed out
+		ctsr volume show "$1" >/dev/null 2>&1 || break
+		sleep 0.05
+	done
+	(( i < 100 )) || fail "$1 still recorded 5 s after its delete began"
+	[ ! -e "$CL_ROOT/delete.rc" ] ||
+		fail "the delete answered before n$X's copy delete: $(cat "$CL_ROOT/delete.out")"
+}
+
 # cl_crash_write VOL NODE WHAT [ARGS...]: crash_writer on VOL through NODE
 # ("n2"), logging every acknowledged write to $CL_ROOT/VOL.acked, its output
 # in $CL_ROOT/VOL.WHAT.out; in the background (BG_PID).
