@@ -206,6 +206,14 @@ void admin_response_free_built(Tessera__Admin__Response *resp)
 	free(resp->replications);
 	resp->replications = NULL;
 	resp->n_replications = 0;
+	for (size_t i = 0; i < resp->n_copies_left; i++) {
+		free_string(resp->copies_left[i]->node);
+		free_string(resp->copies_left[i]->reason);
+		free(resp->copies_left[i]);
+	}
+	free(resp->copies_left);
+	resp->copies_left = NULL;
+	resp->n_copies_left = 0;
 }
 
 void admin_fail(Tessera__Admin__Response *resp, int err, const char *fmt, ...)
@@ -866,6 +874,19 @@ static int check_response(const Tessera__Admin__Response *resp, const char **why
 	for (size_t i = 0; i < resp->n_replications; i++) {
 		if (!valid_replication(resp->replications[i])) {
 			*why = "malformed replication";
+			return -EINVAL;
+		}
+	}
+	if (resp->n_copies_left > TSR_LAYOUT_MAX_COPIES) {
+		*why = "too many copies left";
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < resp->n_copies_left; i++) {
+		const Tessera__Admin__CopyLeft *cl = resp->copies_left[i];
+
+		if (cl == NULL || !valid_text(cl->node, 64, false) ||
+		    !valid_text(cl->reason, MAX_STRING, true)) {
+			*why = "malformed copy left";
 			return -EINVAL;
 		}
 	}

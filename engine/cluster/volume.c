@@ -1189,9 +1189,32 @@ static void sweep_says(const struct tsr_cluster *c, char *out, size_t len)
 			 "--leftover-grace 0)");
 }
 
+/* resp's copies_left gets node's copy, left for why (resp is freed with
+ * admin_response_free_built); out of memory: only the message names it. */
+static void copy_left_add(Tessera__Admin__Response *resp, const char *node, const char *why)
+{
+	Tessera__Admin__CopyLeft **v, *cl = malloc(sizeof(*cl));
+
+	if (cl == NULL)
+		return;
+	tessera__admin__copy_left__init(cl);
+	cl->node = strdup(node);
+	cl->reason = strdup(why);
+	v = realloc(resp->copies_left, (resp->n_copies_left + 1) * sizeof(*v));
+	if (v)
+		resp->copies_left = v;
+	if (cl->node == NULL || cl->reason == NULL || v == NULL) {
+		free(cl->node);
+		free(cl->reason);
+		free(cl);
+		return;
+	}
+	v[resp->n_copies_left++] = cl;
+}
+
 /* The copies deleted or left and the answer in resp: error 0 (the volume
  * is gone), and, when a copy is left, a message naming each one, why, and
- * what removes it (each also logged). */
+ * what removes it, and copies_left (each also logged). */
 static void vol_delete_end(struct vol_delete *d, Tessera__Admin__Response *resp)
 {
 	char answer[1024], sweep[128];
@@ -1226,6 +1249,7 @@ static void vol_delete_end(struct vol_delete *d, Tessera__Admin__Response *resp)
 			 "delete it on that node once it is back",
 			 d->name, n->id, msg);
 		left++;
+		copy_left_add(resp, n->id, why);
 		if (pos < sizeof(answer))
 			pos += (size_t)snprintf(answer + pos, sizeof(answer) - pos,
 						"%s its copy on %s is left (%.200s)", pos ? ";" : "",
@@ -1328,6 +1352,10 @@ static void vol_delete_reply(struct tsr_admin_server *srv, void *arg,
 	(void)srv;
 	if (d->answer.error || (d->answer.message && d->answer.message[0]))
 		admin_fail(resp, d->answer.error, "%s", d->answer.message);
+	resp->copies_left = d->answer.copies_left; /* moved: freed with resp */
+	resp->n_copies_left = d->answer.n_copies_left;
+	d->answer.copies_left = NULL;
+	d->answer.n_copies_left = 0;
 	vol_delete_free(d);
 }
 

@@ -28,7 +28,7 @@ LEFT="volume v deleted, but its copy on n[23] was left behind"
 
 freeze_pids "${CL_PID[2]}" "${CL_PID[3]}" || fail "n2 and n3 did not stop"
 on_exit "kill -CONT ${CL_PID[2]} ${CL_PID[3]} 2>/dev/null"
-( ctsr volume delete v >"$CL_ROOT/delete.out" 2>&1; echo $? >"$CL_ROOT/delete.rc" ) &
+( ctsr --json volume delete v >"$CL_ROOT/delete.out" 2>&1; echo $? >"$CL_ROOT/delete.rc" ) &
 DP=$!
 # an ask in flight: a connection to a frozen node's port (its kernel accepts)
 cl_wait_call "the delete did not ask them" 2 3
@@ -49,8 +49,12 @@ log "volume list, node list answered and a second delete refused while the delet
 wait "$DP"
 out=$(cat "$CL_ROOT/delete.out")
 [ "$(cat "$CL_ROOT/delete.rc")" = 0 ] || fail "volume delete v: $out"
+left=$(json_get '" ".join(c["node"] for c in j.get("left", []))' <<<"$out") ||
+	fail "volume delete v --json: $out"
+[ "$left" = "n2 n3" ] || fail "the delete's --json 'left' does not list n2 and n3: $out"
+out=$(json_get 'j["message"]' <<<"$out") || fail "volume delete v --json has no message: $out"
 # the reply names each copy left, why, and what removes it (exit status 0:
-# the volume is gone); --json carries the same text as its message
+# the volume is gone): in --json, its message and "left" ([{node, reason}])
 for i in 2 3; do
 	[[ $out == *"its copy on n$i is left (it named no uuid when asked"* ]] ||
 		fail "the delete's reply does not name n$i's copy left: $out"

@@ -386,10 +386,24 @@ static int print_deleted(const struct cli *cli, const Tessera__Admin__Response *
 {
 	bool said = resp->message && resp->message[0];
 
-	if (cli->json)
-		return cli_print_json(said ? json_pack("{s:s, s:s}", "deleted", (const char *)arg,
-						       "message", resp->message) :
-				      json_pack("{s:s}", "deleted", (const char *)arg), false);
+	if (cli->json) {
+		json_t *j = said ? json_pack("{s:s, s:s}", "deleted", (const char *)arg, "message",
+					     resp->message) :
+				   json_pack("{s:s}", "deleted", (const char *)arg);
+
+		/* the copies left to their nodes' leftover sweep, when any */
+		if (j && resp->n_copies_left) {
+			json_t *a = json_array();
+
+			for (size_t i = 0; i < resp->n_copies_left; i++)
+				json_array_append_new(a, json_pack("{s:s, s:s}", "node",
+								   resp->copies_left[i]->node,
+								   "reason",
+								   resp->copies_left[i]->reason));
+			json_object_set_new(j, "left", a);
+		}
+		return cli_print_json(j, false);
+	}
 	if (said)
 		printf("%s\n", resp->message);
 	else
