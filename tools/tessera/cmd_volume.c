@@ -165,6 +165,9 @@ static const char HELP_DELETE[] =
 "Usage: tessera volume delete NAME\n"
 "Delete a volume and its data (every copy, in a cluster).  Refused while an\n"
 "NBD client has it open, or in a cluster while it is attached (detach it first).\n"
+"A copy that could not be deleted (its node did not answer) is named in the\n"
+"reply (--json: \"left\") and left to that node's leftover sweep; the volume\n"
+"is deleted all the same (exit status 0).\n"
 "\n"
 "Example:\n"
 "  tessera volume delete db\n";
