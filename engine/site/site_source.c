@@ -183,6 +183,10 @@
  * them kept (the pool's bytes, SRC_POOL_BYTES). */
 #define HO_SMALL        TSR_BLOCK_SIZE
 #define HO_RC_MAX       (SRC_POOL_BYTES / HO_SMALL)
+/* split: the ack times of this many batches handed over and not taken in
+ * are kept for lag_sec (ho_fly_ns); past that a batch's time is not kept,
+ * and the slot's older one stands for it (the lag shown errs long) */
+#define HO_FLY_SLOTS    64
 #define NS_PER_MS       1000000ull
 #define NS_PER_SEC      1000000000ull
 
@@ -291,17 +295,32 @@ struct tsr_site_source {
 	/* ---- any thread ---- */
 	pthread_mutex_t stats_lock; /* guards pub only */
 	struct tsr_site_source_stats pub;
+	uint64_t pub_oldest_ns; /* with pub: the oldest ack time publish saw (log
+				 * head, dirty), 0: none (split: ho_lag) */
 	atomic_bool pause_req; /* tsr_site_source_pause's wish; the worker adopts it */
 	/* split: bytes of WRITE data handed over to worker and not taken in yet
 	 * (home adds, worker subtracts): with log_max the bound of the entries
 	 * in flight between the threads */
 	_Atomic uint64_t ho_bytes;
+	/* split, the lag the worker has not taken in yet (review s20-revM B5;
+	 * read by tsr_site_source_stats, any thread): ho_lag_bytes, bytes the
+	 * entries on home and in flight change (WRITE data and MARK / OVER
+	 * ranges, as log_bytes and dirty_bytes count them; home adds, worker
+	 * subtracts); ho_home_ns, the ack time of the oldest on home (0: none;
+	 * home writes); batch k handed over has the ack time of its first in
+	 * ho_fly_ns[k % HO_FLY_SLOTS] (home writes it before ho_sent_n counts
+	 * k; the worker counts ho_taken_n once k is in its log) */
+	_Atomic uint64_t ho_lag_bytes;
+	_Atomic uint64_t ho_home_ns;
+	_Atomic uint64_t ho_sent_n, ho_taken_n;
+	_Atomic uint64_t ho_fly_ns[HO_FLY_SLOTS];
 	atomic_bool ho_pull_sent; /* split: ho_pull queued on home (worker sets, home clears) */
 	/* ---- home only (split) ---- */
 	struct log_entry *ho_head, *ho_tail; /* entries the hooks made, ack order, not
 					      * handed over yet */
 	uint64_t ho_pending;  /* WRITE data bytes in them */
 	uint64_t ho_unsent;   /* bytes they change (send_batch starts a handover) */
+	uint64_t ho_lag_pending; /* their share of ho_lag_bytes (with ho_lost_*) */
 	bool ho_deferred;     /* handover() queued for this pass of home */
 	bool ho_unhooked;     /* the hooks are gone (stop): no more handovers */
 	uint64_t ho_lost_off, ho_lost_end; /* a range no entry could be made for (out of
@@ -881,6 +900,7 @@ struct ho_batch {
 	struct tsr_site_source *s;
 	struct log_entry *head;
 	uint64_t bytes; /* WRITE data bytes in them (ho_bytes) */
+	uint64_t lag;   /* their share of ho_lag_bytes */
 };
 
 static void handover(struct tsr_worker *w, void *arg);
@@ -965,11 +985,17 @@ static void ho_change(struct tsr_site_source *s, uint64_t offset, uint64_t len, 
 
 	if (s->ho_unhooked || len == 0)
 		return;
+	if (atomic_load_explicit(&s->ho_home_ns, memory_order_relaxed) == 0)
+		atomic_store(&s->ho_home_ns, t);
 	if (offset % TSR_BLOCK_SIZE || len % TSR_BLOCK_SIZE)
 		kind = ENT_MARK;
 	else if (buf && s->ho_pending + atomic_load_explicit(&s->ho_bytes, memory_order_relaxed) +
 				len > s->log_max)
 		kind = ENT_OVER;
+	if (kind != ENT_ZERO) { /* (a ZERO entry ships no data: not in log_bytes either) */
+		s->ho_lag_pending += len;
+		atomic_fetch_add_explicit(&s->ho_lag_bytes, len, memory_order_relaxed);
+	}
 	if (kind == ENT_MARK || kind == ENT_OVER) {
 		if ((e = range_entry(kind, offset, offset + len, t)) != NULL)
 			ho_push(s, e);
@@ -1009,6 +1035,7 @@ static void ho_send(struct tsr_site_source *s)
 {
 	struct ho_batch *b;
 	struct log_entry *e;
+	uint64_t k;
 
 	if (s->ho_lost_end != 0) {
 		/* the entries made after the loss may not go without it: the
@@ -1021,15 +1048,24 @@ static void ho_send(struct tsr_site_source *s)
 	}
 	if (s->ho_head == NULL || (b = malloc(sizeof(*b))) == NULL)
 		return;
-	*b = (struct ho_batch){.s = s, .head = s->ho_head, .bytes = s->ho_pending};
+	*b = (struct ho_batch){
+	    .s = s, .head = s->ho_head, .bytes = s->ho_pending, .lag = s->ho_lag_pending};
 	atomic_fetch_add_explicit(&s->ho_bytes, b->bytes, memory_order_relaxed);
+	/* its time and number before the send: the worker may take it at once */
+	k = atomic_load(&s->ho_sent_n);
+	if (k - atomic_load(&s->ho_taken_n) < HO_FLY_SLOTS)
+		atomic_store(&s->ho_fly_ns[k % HO_FLY_SLOTS], atomic_load(&s->ho_home_ns));
+	atomic_store(&s->ho_sent_n, k + 1);
 	if (tsr_worker_send(s->worker, log_take_batch, b) < 0) {
+		atomic_store(&s->ho_sent_n, k);
 		atomic_fetch_sub_explicit(&s->ho_bytes, b->bytes, memory_order_relaxed);
 		free(b);
 		return;
 	}
+	atomic_store(&s->ho_home_ns, 0); /* after ho_sent_n: a reader sees one of them */
 	s->ho_head = s->ho_tail = NULL;
 	s->ho_pending = 0;
+	s->ho_lag_pending = 0;
 	s->ho_unsent = 0;
 }
 
@@ -1113,6 +1149,8 @@ static void log_take_batch(struct tsr_worker *w, void *arg)
 		log_take(s, e);
 	}
 	atomic_fetch_sub_explicit(&s->ho_bytes, b->bytes, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&s->ho_lag_bytes, b->lag, memory_order_relaxed);
+	atomic_fetch_add(&s->ho_taken_n, 1);
 	free(b);
 	rc_flush(s);
 }
@@ -1235,6 +1273,7 @@ static void publish(struct tsr_site_source *s)
 	memcpy(p.last_error, s->last_error, sizeof(p.last_error));
 	pthread_mutex_lock(&s->stats_lock);
 	s->pub = p;
+	s->pub_oldest_ns = oldest;
 	pthread_mutex_unlock(&s->stats_lock);
 }
 
@@ -2978,6 +3017,9 @@ static void unhook_fn(struct tsr_site_source *s, struct sync_call *c)
 	}
 	s->ho_head = s->ho_tail = NULL;
 	s->ho_pending = 0;
+	atomic_fetch_sub_explicit(&s->ho_lag_bytes, s->ho_lag_pending, memory_order_relaxed);
+	s->ho_lag_pending = 0;
+	atomic_store(&s->ho_home_ns, 0);
 	s->ho_lost_end = 0; /* (its OVER could not be made: nothing ships any more) */
 	if (tsr_worker_defer_after_submit(s->home, stop_signal, c) < 0)
 		sync_call_done(c, 0);
@@ -3043,11 +3085,41 @@ void tsr_site_source_pause(struct tsr_site_source *s, bool paused)
 			  paused ? "pause" : "resume");
 }
 
+/*
+ * split: the lag published (log, dirty) plus what the worker has not taken
+ * in yet, read now: entries on home and in the worker's queue are acked,
+ * so they count for the RPO, most of all while the worker lags (and
+ * publishes nothing).  By the queue's order the oldest of them is the
+ * first of the oldest batch in flight, else of home's list.
+ */
+static void ho_lag(struct tsr_site_source *s, struct tsr_site_source_stats *st,
+		   uint64_t oldest)
+{
+	uint64_t home_ns = atomic_load(&s->ho_home_ns), k = atomic_load(&s->ho_taken_n);
+	uint64_t fly_ns = 0, t;
+
+	if (k < atomic_load(&s->ho_sent_n))
+		fly_ns = atomic_load(&s->ho_fly_ns[k % HO_FLY_SLOTS]);
+	if (fly_ns != 0 && (oldest == 0 || fly_ns < oldest))
+		oldest = fly_ns;
+	if (home_ns != 0 && (oldest == 0 || home_ns < oldest))
+		oldest = home_ns;
+	st->lag_bytes += atomic_load_explicit(&s->ho_lag_bytes, memory_order_relaxed);
+	t = tsr_mono_ns();
+	st->lag_sec = oldest && t > oldest ? (double)(t - oldest) / NS_PER_SEC : 0;
+	st->eta_sec = st->lag_bytes && st->rate_bps > 1 ? (double)st->lag_bytes / st->rate_bps : 0;
+}
+
 void tsr_site_source_stats(struct tsr_site_source *s, struct tsr_site_source_stats *out)
 {
+	uint64_t oldest;
+
 	pthread_mutex_lock(&s->stats_lock);
 	*out = s->pub;
+	oldest = s->pub_oldest_ns;
 	pthread_mutex_unlock(&s->stats_lock);
+	if (s->split)
+		ho_lag(s, out, oldest);
 }
 
 /* ---- growing: the target first (tsr_site_source_grow) ---- */

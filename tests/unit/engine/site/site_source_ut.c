@@ -1486,6 +1486,60 @@ static void test_pump_worker_handover_fails(void **state)
 	tsr_free_aligned(back);
 }
 
+/*
+ * Split source, the pump worker held (review s20-revM finding B5): the lag
+ * counts what home has not handed over yet and what waits in the worker's
+ * queue, so the RPO shown grows while the worker lags.  Held, 100 writes
+ * (below log_max): lag_bytes covers them and lag_sec counts from the first.
+ * More written past the bound (OVER entries): lag_bytes covers those too.
+ * Released: caught up, lag 0.
+ */
+static void test_pump_worker_lag(void **state)
+{
+	struct env *e = env_open(32 * MIB);
+	struct tsr_io_opts wo = {.kind = TSR_IO_AUTO, .queue_depth = 64};
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	char addr[64];
+	unsigned seed = 13;
+	uint64_t bytes;
+
+	(void)state;
+	assert_int_equal(tsr_worker_start(1, &wo, &e->pw), 0);
+	o = source_opts(e, addr, sizeof(addr));
+	o.pump_worker = e->pw;
+	o.log_max_bytes = 2 * MIB;
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	random_writes(e, 50, 0, e->size, 8, &seed);
+	wait_caught_up(e, &st);
+	assert_int_equal(st.lag_bytes, 0);
+
+	hold_start(&e->pw_hold, e->pw);
+	bytes = random_writes(e, 100, 0, e->size, 4, &seed); /* < 2 MiB of data */
+	usleep(50000);
+	stats(e, &st);
+	if (st.lag_bytes < bytes || st.lag_sec < 0.05) {
+		fprintf(stderr, "held: lag %llu bytes, %.3f s; %llu bytes written 50 ms ago\n",
+			(unsigned long long)st.lag_bytes, st.lag_sec, (unsigned long long)bytes);
+		fail();
+	}
+	bytes += random_writes(e, 300, 0, e->size, 16, &seed); /* ~10 MiB: OVER entries */
+	stats(e, &st);
+	if (st.lag_bytes < bytes) {
+		fprintf(stderr, "held past log_max: lag %llu bytes; %llu bytes written\n",
+			(unsigned long long)st.lag_bytes, (unsigned long long)bytes);
+		fail();
+	}
+	fprintf(stderr, "held: lag %llu bytes, %.3f s for %llu bytes written\n",
+		(unsigned long long)st.lag_bytes, st.lag_sec, (unsigned long long)bytes);
+	hold_release(&e->pw_hold);
+	wait_caught_up(e, &st);
+	assert_int_equal(st.lag_bytes, 0);
+	assert_true(st.lag_sec == 0);
+	assert_volumes_equal(e);
+	assert_target_clean(e);
+}
+
 /* Split source: start an initial copy, the pump worker held until the next
  * fail_own region read results sent to it fail (out of memory). */
 static void start_copy_losing_results(struct env *e, struct tsr_site_source_opts *o, int fail_own)
@@ -2408,6 +2462,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_pump_worker, env_teardown),
 	    cmocka_unit_test_teardown(test_pump_worker_handover_fails, env_teardown),
 	    cmocka_unit_test_teardown(test_pump_worker_result_lost, env_teardown),
+	    cmocka_unit_test_teardown(test_pump_worker_lag, env_teardown),
 	    cmocka_unit_test_teardown(test_restart_zeroes_holes, env_teardown),
 	    cmocka_unit_test_teardown(test_digest_resync, env_teardown),
 	    cmocka_unit_test_teardown(test_overflow, env_teardown),
