@@ -3092,8 +3092,7 @@ void tsr_site_source_pause(struct tsr_site_source *s, bool paused)
  * publishes nothing).  By the queue's order the oldest of them is the
  * first of the oldest batch in flight, else of home's list.
  */
-static void ho_lag(struct tsr_site_source *s, struct tsr_site_source_stats *st,
-		   uint64_t oldest)
+static void ho_lag(struct tsr_site_source *s, struct tsr_site_source_stats *st, uint64_t oldest)
 {
 	uint64_t home_ns = atomic_load(&s->ho_home_ns), k = atomic_load(&s->ho_taken_n);
 	uint64_t fly_ns = 0, t;
