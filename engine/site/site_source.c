@@ -187,15 +187,22 @@
  * are kept for lag_sec (ho_fly_ns); past that a batch's time is not kept,
  * and the slot's older one stands for it (the lag shown errs long) */
 #define HO_FLY_SLOTS    64
+/* split: at most this many entries other than WRITE (ZERO, MARK, OVER: no
+ * data, about 100 bytes each) on home and in flight; past it home marks the
+ * regions of each change in a bitmap of its own (an ENT_BITS entry), and
+ * one such bitmap at most is in flight (review s20-revM B4) */
+#define HO_RANGE_MAX    4096
 #define NS_PER_MS       1000000ull
 #define NS_PER_SEC      1000000000ull
 
-/* ENT_MARK and ENT_OVER only travel from the hooks to the pump worker
- * (split source, see "Pump worker" above) and never enter the log: a range
- * for the dirty bitmap, not block-aligned (MARK, as log_change's
+/* ENT_MARK, ENT_OVER and ENT_BITS only travel from the hooks to the pump
+ * worker (split source, see "Pump worker" above) and never enter the log: a
+ * range for the dirty bitmap, not block-aligned (MARK, as log_change's
  * log_to_dirty) or over the handover's bound or out of memory (OVER, an
- * overflow as log_room's). */
-enum ent_kind { ENT_WRITE, ENT_ZERO, ENT_SYNC_END, ENT_MARKER, ENT_MARK, ENT_OVER };
+ * overflow as log_room's); BITS: the regions of the changes made past
+ * HO_RANGE_MAX (wire: a bitmap of offset regions, malloc'd), an overflow
+ * too. */
+enum ent_kind { ENT_WRITE, ENT_ZERO, ENT_SYNC_END, ENT_MARKER, ENT_MARK, ENT_OVER, ENT_BITS };
 
 /*
  * Where the log entries of up to SRC_BATCH_COPY data bytes (and every ZERO)
@@ -311,16 +318,22 @@ struct tsr_site_source {
 	 * ho_fly_ns[k % HO_FLY_SLOTS] (home writes it before ho_sent_n counts
 	 * k; the worker counts ho_taken_n once k is in its log) */
 	_Atomic uint64_t ho_lag_bytes;
+	_Atomic uint64_t ho_ranges; /* split: entries other than WRITE on home and in flight
+				     * (home adds, worker subtracts): handover_ranges */
 	_Atomic uint64_t ho_home_ns;
 	_Atomic uint64_t ho_sent_n, ho_taken_n;
 	_Atomic uint64_t ho_fly_ns[HO_FLY_SLOTS];
 	atomic_bool ho_pull_sent; /* split: ho_pull queued on home (worker sets, home clears) */
+	atomic_bool ho_bits_fly;  /* split: an ENT_BITS entry handed over and not taken in
+				   * (home sets, worker clears): home sends no other */
 	/* ---- home only (split) ---- */
 	struct log_entry *ho_head, *ho_tail; /* entries the hooks made, ack order, not
 					      * handed over yet */
 	uint64_t ho_pending;  /* WRITE data bytes in them */
 	uint64_t ho_unsent;   /* bytes they change (send_batch starts a handover) */
 	uint64_t ho_lag_pending; /* their share of ho_lag_bytes (with ho_lost_*) */
+	uint64_t ho_ranges_pending; /* their share of ho_ranges */
+	struct log_entry *ho_bits;  /* the ENT_BITS entry in that list being filled, or NULL */
 	bool ho_deferred;     /* handover() queued for this pass of home */
 	bool ho_unhooked;     /* the hooks are gone (stop): no more handovers */
 	uint64_t ho_lost_off, ho_lost_end; /* a range no entry could be made for (out of
@@ -901,6 +914,7 @@ struct ho_batch {
 	struct log_entry *head;
 	uint64_t bytes; /* WRITE data bytes in them (ho_bytes) */
 	uint64_t lag;   /* their share of ho_lag_bytes */
+	uint64_t ranges; /* their share of ho_ranges */
 };
 
 static void handover(struct tsr_worker *w, void *arg);
@@ -913,8 +927,12 @@ static void ho_push(struct tsr_site_source *s, struct log_entry *e)
 	else
 		s->ho_head = e;
 	s->ho_tail = e;
-	if (e->kind == ENT_WRITE)
+	if (e->kind == ENT_WRITE) {
 		s->ho_pending += e->len;
+	} else {
+		s->ho_ranges_pending++;
+		atomic_fetch_add_explicit(&s->ho_ranges, 1, memory_order_relaxed);
+	}
 }
 
 /* A MARK / OVER entry for [offset, end): no data, never in the log. */
@@ -925,6 +943,15 @@ static struct log_entry *range_entry(uint8_t kind, uint64_t offset, uint64_t end
 	if (e != NULL)
 		*e = (struct log_entry){.kind = kind, .offset = offset, .seq = end, .acked_ns = t};
 	return e;
+}
+
+/* An entry never handed over (home) or dropped: its memory (and a BITS
+ * entry's bitmap). */
+static void ho_entry_free(struct log_entry *e)
+{
+	if (e->kind == ENT_BITS)
+		free(e->wire);
+	free(e);
 }
 
 /* home: a small entry, from those worker handed back, else malloc'd */
@@ -968,6 +995,41 @@ static void ho_lose(struct tsr_site_source *s, uint64_t offset, uint64_t end)
 }
 
 /*
+ * home, past HO_RANGE_MAX: the regions of [offset, offset + len) into the
+ * bitmap of home's BITS entry (made at the first such change, in ack order,
+ * sized for the volume's live size).  Region bits, as the worker's dirty
+ * bitmap: nothing marked that was not written (invariant 7).  What it
+ * cannot hold (out of memory, past its size after a grow) goes as OVER.
+ */
+static void ho_bits_mark(struct tsr_site_source *s, uint64_t offset, uint64_t len, uint64_t t)
+{
+	struct log_entry *e = s->ho_bits;
+	uint64_t n, first, last, i, *bits;
+
+	if (e == NULL) {
+		n = (tsr_vol_size(s->vol) + s->region_size - 1) >> s->region_shift;
+		e = range_entry(ENT_BITS, n, 0, t);
+		if (e != NULL && (e->wire = calloc((n + 63) / 64, sizeof(uint64_t))) == NULL) {
+			free(e);
+			e = NULL;
+		}
+		if (e == NULL) {
+			ho_lose(s, offset, offset + len);
+			return;
+		}
+		ho_push(s, e);
+		s->ho_bits = e;
+	}
+	bits = (uint64_t *)(void *)e->wire;
+	first = offset >> s->region_shift;
+	last = (offset + len - 1) >> s->region_shift;
+	for (i = first; i <= last && i < e->offset; i++)
+		bits[i / 64] |= 1ull << (i % 64);
+	if (last >= e->offset)
+		ho_lose(s, first < e->offset ? e->offset << s->region_shift : offset, offset + len);
+}
+
+/*
  * log_change's twin on home (split): the change goes into entries in ack
  * order (WRITE with a copy of the data, ZERO), handed over to the pump
  * worker once per pass of home (handover, after the pass's submit), where
@@ -995,6 +1057,11 @@ static void ho_change(struct tsr_site_source *s, uint64_t offset, uint64_t len, 
 	if (kind != ENT_ZERO) { /* (a ZERO entry ships no data: not in log_bytes either) */
 		s->ho_lag_pending += len;
 		atomic_fetch_add_explicit(&s->ho_lag_bytes, len, memory_order_relaxed);
+	}
+	if (kind != ENT_WRITE &&
+	    atomic_load_explicit(&s->ho_ranges, memory_order_relaxed) >= HO_RANGE_MAX) {
+		ho_bits_mark(s, offset, len, t); /* (handed over at send_batch or the tick) */
+		kind = ENT_BITS;
 	}
 	if (kind == ENT_MARK || kind == ENT_OVER) {
 		if ((e = range_entry(kind, offset, offset + len, t)) != NULL)
@@ -1035,7 +1102,13 @@ static void ho_send(struct tsr_site_source *s)
 {
 	struct ho_batch *b;
 	struct log_entry *e;
+	bool bits = s->ho_bits != NULL;
 	uint64_t k;
+
+	/* one bitmap in flight at most: this one waits until the worker took
+	 * that one in (its tick pulls again) */
+	if (bits && atomic_load(&s->ho_bits_fly))
+		return;
 
 	if (s->ho_lost_end != 0) {
 		/* the entries made after the loss may not go without it: the
@@ -1048,15 +1121,22 @@ static void ho_send(struct tsr_site_source *s)
 	}
 	if (s->ho_head == NULL || (b = malloc(sizeof(*b))) == NULL)
 		return;
-	*b = (struct ho_batch){
-	    .s = s, .head = s->ho_head, .bytes = s->ho_pending, .lag = s->ho_lag_pending};
+	*b = (struct ho_batch){.s = s,
+			       .head = s->ho_head,
+			       .bytes = s->ho_pending,
+			       .lag = s->ho_lag_pending,
+			       .ranges = s->ho_ranges_pending};
 	atomic_fetch_add_explicit(&s->ho_bytes, b->bytes, memory_order_relaxed);
 	/* its time and number before the send: the worker may take it at once */
 	k = atomic_load(&s->ho_sent_n);
 	if (k - atomic_load(&s->ho_taken_n) < HO_FLY_SLOTS)
 		atomic_store(&s->ho_fly_ns[k % HO_FLY_SLOTS], atomic_load(&s->ho_home_ns));
 	atomic_store(&s->ho_sent_n, k + 1);
+	if (bits)
+		atomic_store(&s->ho_bits_fly, true);
 	if (tsr_worker_send(s->worker, log_take_batch, b) < 0) {
+		if (bits)
+			atomic_store(&s->ho_bits_fly, false);
 		atomic_store(&s->ho_sent_n, k);
 		atomic_fetch_sub_explicit(&s->ho_bytes, b->bytes, memory_order_relaxed);
 		free(b);
@@ -1066,6 +1146,8 @@ static void ho_send(struct tsr_site_source *s)
 	s->ho_head = s->ho_tail = NULL;
 	s->ho_pending = 0;
 	s->ho_lag_pending = 0;
+	s->ho_ranges_pending = 0;
+	s->ho_bits = NULL;
 	s->ho_unsent = 0;
 }
 
@@ -1110,11 +1192,39 @@ static void ho_ask(struct tsr_site_source *s)
 
 /* One entry from home into the log (worker): what log_change does with a
  * change, the data copied already. */
+/* A BITS entry from home (worker): an overflow, then its regions dirty. */
+static void log_take_bits(struct tsr_site_source *s, struct log_entry *e)
+{
+	const uint64_t *bits = (const uint64_t *)(const void *)e->wire;
+	uint64_t i;
+
+	if (!s->stopping && !s->demoted) {
+		schedule_pass(s);
+		if (s->log_on)
+			log_overflow(s);
+		for (i = 0; i < e->offset; i++) {
+			if (bits[i / 64] == 0) {
+				i |= 63; /* the next word */
+				continue;
+			}
+			if (bits[i / 64] >> (i % 64) & 1)
+				dirty_mark(s, i << s->region_shift, s->region_size, e->acked_ns);
+		}
+	}
+	free(e->wire);
+	entry_release(s, e);
+	atomic_store(&s->ho_bits_fly, false);
+}
+
 static void log_take(struct tsr_site_source *s, struct log_entry *e)
 {
 	bool range = e->kind == ENT_MARK || e->kind == ENT_OVER;
 	uint64_t len = range ? e->seq - e->offset : e->len;
 
+	if (e->kind == ENT_BITS) {
+		log_take_bits(s, e);
+		return;
+	}
 	if (s->stopping || s->demoted) {
 		entry_release(s, e);
 		return;
@@ -1150,6 +1260,7 @@ static void log_take_batch(struct tsr_worker *w, void *arg)
 	}
 	atomic_fetch_sub_explicit(&s->ho_bytes, b->bytes, memory_order_relaxed);
 	atomic_fetch_sub_explicit(&s->ho_lag_bytes, b->lag, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&s->ho_ranges, b->ranges, memory_order_relaxed);
 	atomic_fetch_add(&s->ho_taken_n, 1);
 	free(b);
 	rc_flush(s);
@@ -2724,7 +2835,7 @@ static void source_free(struct tsr_site_source *s)
 	group_leave(s);
 	for (e = s->ho_head; e != NULL; e = next) { /* never handed over (start failed) */
 		next = e->next;
-		free(e);
+		ho_entry_free(e);
 	}
 	rc_flush(s);
 	for (e = atomic_load(&s->rc_stack); e != NULL; e = next) {
@@ -3013,12 +3124,15 @@ static void unhook_fn(struct tsr_site_source *s, struct sync_call *c)
 	ho_send(s);
 	for (e = s->ho_head; e != NULL; e = next) {
 		next = e->next;
-		free(e);
+		ho_entry_free(e);
 	}
 	s->ho_head = s->ho_tail = NULL;
+	s->ho_bits = NULL;
 	s->ho_pending = 0;
 	atomic_fetch_sub_explicit(&s->ho_lag_bytes, s->ho_lag_pending, memory_order_relaxed);
 	s->ho_lag_pending = 0;
+	atomic_fetch_sub_explicit(&s->ho_ranges, s->ho_ranges_pending, memory_order_relaxed);
+	s->ho_ranges_pending = 0;
 	atomic_store(&s->ho_home_ns, 0);
 	s->ho_lost_end = 0; /* (its OVER could not be made: nothing ships any more) */
 	if (tsr_worker_defer_after_submit(s->home, stop_signal, c) < 0)
@@ -3104,6 +3218,7 @@ static void ho_lag(struct tsr_site_source *s, struct tsr_site_source_stats *st, 
 	if (home_ns != 0 && (oldest == 0 || home_ns < oldest))
 		oldest = home_ns;
 	st->lag_bytes += atomic_load_explicit(&s->ho_lag_bytes, memory_order_relaxed);
+	st->handover_ranges = atomic_load_explicit(&s->ho_ranges, memory_order_relaxed);
 	t = tsr_mono_ns();
 	st->lag_sec = oldest && t > oldest ? (double)(t - oldest) / NS_PER_SEC : 0;
 	st->eta_sec = st->lag_bytes && st->rate_bps > 1 ? (double)st->lag_bytes / st->rate_bps : 0;

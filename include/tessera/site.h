@@ -705,6 +705,9 @@ struct tsr_site_source_stats {
 				   * leave together, so 4 KiB frames that wait together
 				   * take about one send per 62 frames, not two per frame
 				   * (unbatched) or one per four (a send per record) */
+	uint64_t handover_ranges; /* split source (pump_worker): ZERO, MARK and OVER entries
+				   * made on home and not taken into the log yet (read
+				   * live); bounded (review s20-revM B4) */
 	uint64_t log_allocs;      /* log memory taken from malloc: 256 KiB slabs, which hold
 				   * the frames of entries up to 64 KiB and are recycled
 				   * (up to 16.25 MiB of them kept), and larger WRITE

@@ -1540,6 +1540,53 @@ static void test_pump_worker_lag(void **state)
 	assert_target_clean(e);
 }
 
+/*
+ * Split source, the pump worker held past log_max (review s20-revM finding
+ * B4): each later write is an OVER entry with no data; 6000 of them (4 KiB
+ * writes in two 4 MiB windows 20 MiB apart) must not pile up as entries on
+ * home and in the worker's queue (at most 4096 and the region bitmaps),
+ * and once released only the written regions ship (invariant 7: the two
+ * windows, not the span between them nor the volume), caught up, equal.
+ */
+static void test_pump_worker_ranges(void **state)
+{
+	struct env *e = env_open(64 * MIB);
+	struct tsr_io_opts wo = {.kind = TSR_IO_AUTO, .queue_depth = 64};
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st, before;
+	char addr[64];
+	unsigned seed = 17;
+
+	(void)state;
+	assert_int_equal(tsr_worker_start(1, &wo, &e->pw), 0);
+	o = source_opts(e, addr, sizeof(addr));
+	o.pump_worker = e->pw;
+	o.log_max_bytes = 1 * MIB;
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	random_writes(e, 50, 0, e->size, 8, &seed);
+	wait_caught_up(e, &st);
+	before = st;
+
+	hold_start(&e->pw_hold, e->pw);
+	random_writes(e, 40, 16 * MIB, 4 * MIB, 16, &seed);  /* past the 1 MiB bound */
+	random_writes(e, 3000, 16 * MIB, 4 * MIB, 1, &seed); /* OVER entries, */
+	random_writes(e, 3000, 40 * MIB, 4 * MIB, 1, &seed); /* in two windows */
+	stats(e, &st);
+	fprintf(stderr, "held: %llu range entries on home and in flight after 6000 OVERs\n",
+		(unsigned long long)st.handover_ranges);
+	if (st.handover_ranges > 4096 + 2)
+		fail();
+	hold_release(&e->pw_hold);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	assert_target_clean(e);
+	assert_true(st.overflows > before.overflows);
+	assert_int_equal(st.handover_ranges, 0);
+	fprintf(stderr, "released: %llu region bytes shipped for two 4 MiB windows\n",
+		(unsigned long long)(st.region_bytes_shipped - before.region_bytes_shipped));
+	assert_true(st.region_bytes_shipped - before.region_bytes_shipped <= 8 * MIB);
+}
+
 /* Split source: start an initial copy, the pump worker held until the next
  * fail_own region read results sent to it fail (out of memory). */
 static void start_copy_losing_results(struct env *e, struct tsr_site_source_opts *o, int fail_own)
@@ -2463,6 +2510,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_pump_worker_handover_fails, env_teardown),
 	    cmocka_unit_test_teardown(test_pump_worker_result_lost, env_teardown),
 	    cmocka_unit_test_teardown(test_pump_worker_lag, env_teardown),
+	    cmocka_unit_test_teardown(test_pump_worker_ranges, env_teardown),
 	    cmocka_unit_test_teardown(test_restart_zeroes_holes, env_teardown),
 	    cmocka_unit_test_teardown(test_digest_resync, env_teardown),
 	    cmocka_unit_test_teardown(test_overflow, env_teardown),
