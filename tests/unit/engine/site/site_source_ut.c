@@ -1486,6 +1486,24 @@ static void test_pump_worker_handover_fails(void **state)
 	tsr_free_aligned(back);
 }
 
+/* A split source (pump worker e->pw) with log_max bytes of log, streaming:
+ * 50 writes, caught up (*st). */
+static void start_split_streaming(struct env *e, uint64_t log_max, unsigned *seed,
+				  struct tsr_site_source_stats *st)
+{
+	struct tsr_io_opts wo = {.kind = TSR_IO_AUTO, .queue_depth = 64};
+	struct tsr_site_source_opts o;
+	char addr[64]; /* (start copies it) */
+
+	assert_int_equal(tsr_worker_start(1, &wo, &e->pw), 0);
+	o = source_opts(e, addr, sizeof(addr));
+	o.pump_worker = e->pw;
+	o.log_max_bytes = log_max;
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	random_writes(e, 50, 0, e->size, 8, seed);
+	wait_caught_up(e, st);
+}
+
 /*
  * Split source, the pump worker held (review s20-revM finding B5): the lag
  * counts what home has not handed over yet and what waits in the worker's
@@ -1497,21 +1515,12 @@ static void test_pump_worker_handover_fails(void **state)
 static void test_pump_worker_lag(void **state)
 {
 	struct env *e = env_open(32 * MIB);
-	struct tsr_io_opts wo = {.kind = TSR_IO_AUTO, .queue_depth = 64};
-	struct tsr_site_source_opts o;
 	struct tsr_site_source_stats st;
-	char addr[64];
 	unsigned seed = 13;
 	uint64_t bytes;
 
 	(void)state;
-	assert_int_equal(tsr_worker_start(1, &wo, &e->pw), 0);
-	o = source_opts(e, addr, sizeof(addr));
-	o.pump_worker = e->pw;
-	o.log_max_bytes = 2 * MIB;
-	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
-	random_writes(e, 50, 0, e->size, 8, &seed);
-	wait_caught_up(e, &st);
+	start_split_streaming(e, 2 * MIB, &seed, &st);
 	assert_int_equal(st.lag_bytes, 0);
 
 	hold_start(&e->pw_hold, e->pw);
@@ -1551,21 +1560,11 @@ static void test_pump_worker_lag(void **state)
 static void test_pump_worker_ranges(void **state)
 {
 	struct env *e = env_open(64 * MIB);
-	struct tsr_io_opts wo = {.kind = TSR_IO_AUTO, .queue_depth = 64};
-	struct tsr_site_source_opts o;
 	struct tsr_site_source_stats st, before;
-	char addr[64];
 	unsigned seed = 17;
 
 	(void)state;
-	assert_int_equal(tsr_worker_start(1, &wo, &e->pw), 0);
-	o = source_opts(e, addr, sizeof(addr));
-	o.pump_worker = e->pw;
-	o.log_max_bytes = 1 * MIB;
-	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
-	random_writes(e, 50, 0, e->size, 8, &seed);
-	wait_caught_up(e, &st);
-	before = st;
+	start_split_streaming(e, 1 * MIB, &seed, &before);
 
 	hold_start(&e->pw_hold, e->pw);
 	random_writes(e, 40, 16 * MIB, 4 * MIB, 16, &seed);  /* past the 1 MiB bound */
