@@ -1190,8 +1190,6 @@ static void ho_ask(struct tsr_site_source *s)
 		atomic_store(&s->ho_pull_sent, false);
 }
 
-/* One entry from home into the log (worker): what log_change does with a
- * change, the data copied already. */
 /* A BITS entry from home (worker): an overflow, then its regions dirty. */
 static void log_take_bits(struct tsr_site_source *s, struct log_entry *e)
 {
@@ -1216,6 +1214,8 @@ static void log_take_bits(struct tsr_site_source *s, struct log_entry *e)
 	atomic_store(&s->ho_bits_fly, false);
 }
 
+/* One entry from home into the log (worker): what log_change does with a
+ * change, the data copied already. */
 static void log_take(struct tsr_site_source *s, struct log_entry *e)
 {
 	bool range = e->kind == ENT_MARK || e->kind == ENT_OVER;
