@@ -186,7 +186,7 @@
 /* split: the ack times of this many batches handed over and not taken in
  * are kept for lag_sec (ho_fly_ns); past that a batch's time is not kept,
  * and the slot's older one stands for it (the lag shown errs long) */
-#define HO_FLY_SLOTS    64
+#define HO_FLY_SLOTS 64
 /* split: at most this many entries other than WRITE (ZERO, MARK, OVER: no
  * data, about 100 bytes each) on home and in flight; past it home marks the
  * regions of each change in a bitmap of its own (an ENT_BITS entry), and
@@ -331,7 +331,7 @@ struct tsr_site_source {
 					      * handed over yet */
 	uint64_t ho_pending;  /* WRITE data bytes in them */
 	uint64_t ho_unsent;   /* bytes they change (send_batch starts a handover) */
-	uint64_t ho_lag_pending; /* their share of ho_lag_bytes (with ho_lost_*) */
+	uint64_t ho_lag_pending;    /* their share of ho_lag_bytes (with ho_lost_*) */
 	uint64_t ho_ranges_pending; /* their share of ho_ranges */
 	struct log_entry *ho_bits;  /* the ENT_BITS entry in that list being filled, or NULL */
 	bool ho_deferred;     /* handover() queued for this pass of home */
