@@ -32,8 +32,10 @@ int admin_tcp_connect(const char *hostport, bool nonblock, int *fd_out);
  * without a resolver round trip: for a caller that connects again and again
  * (closewait.c: one look every 10 ms).  A numeric host is its own address;
  * a name is resolved, blocking (getaddrinfo).  Returns how many (>= 1), or
- * -EINVAL (not HOST:PORT), -EHOSTUNREACH (the name does not resolve). */
-int admin_resolve(const char *hostport, char (*out)[ADMIN_ADDR_MAX], unsigned max);
+ * -EINVAL (not HOST:PORT), -EHOSTUNREACH (the name does not resolve); on an
+ * error why holds the cause for a message (the resolver's: gai_strerror). */
+int admin_resolve(const char *hostport, char (*out)[ADMIN_ADDR_MAX], unsigned max, char *why,
+		  size_t why_len);
 int admin_frame_pack(const ProtobufCMessage *msg, uint8_t **frame, size_t *len);
 
 /* tsr_admin_connect_tcp that gives up after timeout_ms (-ETIMEDOUT) when the

@@ -147,8 +147,9 @@ int tsr_admin_listen_unix(const char *path, int *fd_out)
 
 /* HOST:PORT's addresses into *res (freeaddrinfo): a numeric host without a
  * resolver round trip, a name resolved (blocking).  0, -EINVAL (not
- * HOST:PORT) or -EHOSTUNREACH (the name does not resolve). */
-static int addr_lookup(const char *hostport, struct addrinfo **res)
+ * HOST:PORT) or -EHOSTUNREACH (the name does not resolve: *gai, if given,
+ * says why). */
+static int addr_lookup(const char *hostport, struct addrinfo **res, int *gai)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
 				  .ai_flags = AI_NUMERICSERV | AI_NUMERICHOST };
@@ -162,20 +163,29 @@ static int addr_lookup(const char *hostport, struct addrinfo **res)
 	if (getaddrinfo(host, port, &hints, res)) {
 		hints.ai_flags &= ~AI_NUMERICHOST;
 		*res = NULL;
-		if (getaddrinfo(host, port, &hints, res))
+		ret = getaddrinfo(host, port, &hints, res);
+		if (ret) {
+			if (gai)
+				*gai = ret;
 			return -EHOSTUNREACH;
+		}
 	}
 	return 0;
 }
 
-int admin_resolve(const char *hostport, char (*out)[ADMIN_ADDR_MAX], unsigned max)
+int admin_resolve(const char *hostport, char (*out)[ADMIN_ADDR_MAX], unsigned max, char *why,
+		  size_t why_len)
 {
 	struct addrinfo *res, *ai;
 	unsigned n = 0;
-	int ret = addr_lookup(hostport, &res);
+	int gai = 0;
+	int ret = addr_lookup(hostport, &res, &gai);
 
-	if (ret)
+	if (ret) {
+		snprintf(why, why_len, "%s", ret == -EINVAL ? "not HOST:PORT" :
+			 gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai));
 		return ret;
+	}
 	for (ai = res; ai && n < max; ai = ai->ai_next) {
 		char host[NI_MAXHOST], port[NI_MAXSERV];
 
@@ -190,6 +200,8 @@ int admin_resolve(const char *hostport, char (*out)[ADMIN_ADDR_MAX], unsigned ma
 			n++;
 	}
 	freeaddrinfo(res);
+	if (n == 0)
+		snprintf(why, why_len, "none of its addresses prints as a numeric address");
 	return n ? (int)n : -EHOSTUNREACH;
 }
 
@@ -204,7 +216,7 @@ int admin_tcp_connect(const char *hostport, bool nonblock, int *fd_out)
 	struct addrinfo *res = NULL, *ai;
 	int fd = -1, ret, one = 1;
 
-	ret = addr_lookup(hostport, &res);
+	ret = addr_lookup(hostport, &res, NULL);
 	if (ret)
 		return ret;
 	ret = -ECONNREFUSED;

@@ -21,8 +21,14 @@
  * blocking one for a name), and every look connects to its numeric
  * addresses in the resolver's order, the next one when a connect fails at
  * once (as admin_tcp_connect does for a name): a name no longer costs a
- * blocking getaddrinfo on the loop every CLOSE_POLL_MS.  A name that does
- * not resolve then is not asked: the copy counts as open, with that said.  The copies waited for are those
+ * blocking getaddrinfo on the loop every CLOSE_POLL_MS.  It is looked up
+ * again (close_resolve), at most every CLOSE_RESOLVE_MS, while it does not
+ * resolve or after a look that could not ask the node (its name may have
+ * moved to another address meanwhile), unless a lookup took longer than
+ * CLOSE_RESOLVE_SLOW_MS (a resolver that times out would hold the loop that
+ * long each time): then the addresses it had stay for the rest of the wait.
+ * While a name does not resolve its copy counts as open, the note saying
+ * which address and why.  The copies waited for are those
  * the coordinator had a session with at the detach (attach.c
  * detach_copy_nodes).  A copy that is gone (-ENOENT), or on a node whose
  * tesserad is not running (-ECONNREFUSED: nothing there holds it), counts
@@ -58,6 +64,11 @@
 /* A node's resolved addresses tried per look, at most (IPv6 and IPv4 of a
  * name, and a little more). */
 #define CLOSE_ADDRS 4
+/* A node's address looked up again (it did not resolve, or a look could
+ * not ask the node) at most this often: a blocking lookup on the loop. */
+#define CLOSE_RESOLVE_MS 500
+/* A lookup longer than this is not made again in the same wait. */
+#define CLOSE_RESOLVE_SLOW_MS 100
 
 struct close_wait;
 
@@ -70,9 +81,14 @@ struct close_copy {
 	 * or a name that did not resolve (not asked: cc->state says so) */
 	char addrs[CLOSE_ADDRS][ADMIN_ADDR_MAX];
 	unsigned n_addrs;
+	bool stale;               /* the last look could not ask the node: look its
+				   * address up again before the next (close_resolve) */
+	double resolve_at;        /* ev_now from which it may be looked up again; 0:
+				   * not again (a lookup was slow) */
+	bool resolve_logged;      /* its failure to resolve is in the log */
 	bool closed;              /* seen closed, or without a copy */
 	struct admin_async *call; /* a query in flight, else NULL */
-	char state[200];          /* while not closed: what we last know, for the note */
+	char state[512];          /* while not closed: what we last know, for the note */
 };
 
 struct close_wait {
@@ -214,9 +230,10 @@ static void close_query_done(void *cb_arg, int status, Tessera__Admin__Response 
 			 "stopped or cut off?", w->bound_ms);
 	else if (status == -ECONNREFUSED)
 		cc->closed = true; /* its tesserad is not running: nothing holds the copy */
-	else if (status)
+	else if (status) {
 		snprintf(cc->state, sizeof(cc->state), "cannot ask it: %s", strerror(-status));
-	else if (resp->error == -ENOENT)
+		cc->stale = true;
+	} else if (resp->error == -ENOENT)
 		cc->closed = true;
 	else if (resp->error && resp->n_volumes != 1)
 		snprintf(cc->state, sizeof(cc->state), "it answered: %s", resp->message);
@@ -233,6 +250,41 @@ static void close_query_done(void *cb_arg, int status, Tessera__Admin__Response 
 		tessera__admin__response__free_unpacked(resp, NULL);
 	if (all_closed(w))
 		close_end(w, "", false);
+}
+
+/*
+ * cc's node's address into cc->addrs (admin_resolve: a blocking lookup for
+ * a name).  A name that does not resolve leaves the addresses it had (none
+ * at the start: cc->state says why, logged once).  The next lookup no
+ * sooner than CLOSE_RESOLVE_MS, and none after a slow one.
+ */
+static void close_resolve(struct close_copy *cc)
+{
+	struct close_wait *w = cc->w;
+	struct ev_loop *loop = w->c->o.loop;
+	char addrs[CLOSE_ADDRS][ADMIN_ADDR_MAX], why[128];
+	int64_t t0 = tsr_mono_ms(), took;
+	int ret = admin_resolve(cc->address, addrs, CLOSE_ADDRS, why, sizeof(why));
+
+	took = tsr_mono_ms() - t0;
+	ev_now_update(loop);
+	cc->stale = false;
+	cc->resolve_at = took > CLOSE_RESOLVE_SLOW_MS ? 0 : ev_now(loop) + CLOSE_RESOLVE_MS / 1000.0;
+	if (ret > 0) {
+		memcpy(cc->addrs, addrs, sizeof(addrs));
+		cc->n_addrs = (unsigned)ret;
+		return;
+	}
+	if (cc->n_addrs)
+		return; /* looks go on with the addresses it had */
+	snprintf(cc->state, sizeof(cc->state), "cannot ask it: its address %s does not "
+		 "resolve: %s", cc->address, why);
+	if (!cc->resolve_logged)
+		tsr_warn("cluster: detach %s: node %s: its address %s does not resolve (%s): "
+			 "its copy's close is not seen until it does%s", w->name, cc->node_id,
+			 cc->address, why, cc->resolve_at > 0 ? "" : " (the lookup took "
+			 "too long to be made again in this wait)");
+	cc->resolve_logged = true;
 }
 
 /* Look at cc once: this node's store now, another node's by a query. */
@@ -256,7 +308,10 @@ static void close_look(struct close_copy *cc, int timeout_ms)
 				 info.sessions);
 		return;
 	}
-	if (cc->n_addrs == 0) /* its name did not resolve at the start (cc->state) */
+	if ((cc->stale || cc->n_addrs == 0) && cc->resolve_at > 0 &&
+	    ev_now(c->o.loop) >= cc->resolve_at)
+		close_resolve(cc);
+	if (cc->n_addrs == 0) /* its name does not resolve (cc->state) */
 		return;
 	cluster_copy_uuid_req(w->name, w->copy_size, &req, &vr);
 	ret = -EHOSTUNREACH;
@@ -269,6 +324,7 @@ static void close_look(struct close_copy *cc, int timeout_ms)
 		snprintf(cc->state, sizeof(cc->state), "cannot ask it: %s", strerror(-ret));
 	if (ret)
 		cc->call = NULL;
+	cc->stale = ret && ret != -ECONNREFUSED;
 }
 
 /*
@@ -356,16 +412,7 @@ int cluster_close_wait_start(struct tsr_cluster *c, const char *name, uint64_t e
 				continue; /* no longer in the cluster: nothing to ask */
 			snprintf(cc->address, sizeof(cc->address), "%s", node->address);
 			tessera__cluster__node_record__free_unpacked(node, NULL);
-			ret = admin_resolve(cc->address, cc->addrs, CLOSE_ADDRS);
-			if (ret > 0) {
-				cc->n_addrs = (unsigned)ret;
-			} else {
-				snprintf(cc->state, sizeof(cc->state), "cannot ask it: its address "
-					 "does not resolve");
-				tsr_warn("cluster: detach %s: node %s: its address %s does not "
-					 "resolve (%s): its copy's close is not looked at", name,
-					 nodes[i], cc->address, strerror(-ret));
-			}
+			close_resolve(cc);
 		}
 		w->n++;
 	}

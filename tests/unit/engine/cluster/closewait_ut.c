@@ -34,6 +34,12 @@
 
 /* getaddrinfo calls that may ask a resolver (no AI_NUMERICHOST) */
 static unsigned g_resolves;
+/* the next this many of them fail (EAI_AGAIN: the resolver cannot be reached) */
+static unsigned g_resolve_fails;
+/* each of them takes this long first (a resolver that answers slowly) */
+static unsigned g_resolve_ms;
+/* from the second on, the name's port is this one (the name moved) */
+static const char *g_moved_port;
 
 int __real_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
 		       struct addrinfo **res);
@@ -42,8 +48,17 @@ int __wrap_getaddrinfo(const char *node, const char *service, const struct addri
 int __wrap_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
 		       struct addrinfo **res)
 {
-	if (hints == NULL || !(hints->ai_flags & AI_NUMERICHOST))
+	if (hints == NULL || !(hints->ai_flags & AI_NUMERICHOST)) {
 		g_resolves++;
+		if (g_resolve_ms)
+			usleep(g_resolve_ms * 1000u);
+		if (g_resolve_fails) {
+			g_resolve_fails--;
+			return EAI_AGAIN;
+		}
+		if (g_moved_port && g_resolves > 1)
+			service = g_moved_port;
+	}
 	return __real_getaddrinfo(node, service, hints, res);
 }
 
@@ -153,50 +168,172 @@ static void put_records(struct tsr_meta *m, const char *address)
 	assert_int_equal(rec_put(m, "vol/v", &vol.base, 0, 0, NULL), 0);
 }
 
-static void test_wait_resolves_once(void **state)
+/* A wait's world: metadata in SQLite, a libev loop, and a listener here
+ * that closes every connection at once (port e->port). */
+struct wait_world {
+	struct wait_env e;
+	struct tsr_cluster *c;
+	char dir[512];
+	unsigned port;
+};
+
+static void world_open(struct wait_world *ww)
 {
-	const char nodes[1][64] = {"n2"};
 	struct sockaddr_in a = {.sin_family = AF_INET};
 	socklen_t alen = sizeof(a);
-	struct wait_env e = {0};
-	struct tsr_cluster *c = calloc(1, sizeof(*c));
-	char dir[512], path[600], address[64];
+	char path[600];
+
+	memset(ww, 0, sizeof(*ww));
+	ww->c = calloc(1, sizeof(*ww->c));
+	assert_non_null(ww->c);
+	assert_int_equal(scratch_dir(ww->dir, sizeof(ww->dir)), 0);
+	snprintf(path, sizeof(path), "%s/meta.db", ww->dir);
+	assert_int_equal(tsr_meta_open_sqlite(path, &ww->c->meta), 0);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ww->e.listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	assert_true(ww->e.listen_fd >= 0);
+	assert_int_equal(bind(ww->e.listen_fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(ww->e.listen_fd, 128), 0);
+	assert_int_equal(getsockname(ww->e.listen_fd, (struct sockaddr *)&a, &alen), 0);
+	ww->port = ntohs(a.sin_port);
+	ww->e.loop = ev_loop_new(EVFLAG_AUTO);
+	assert_non_null(ww->e.loop);
+	ev_io_init(&ww->e.accept_w, refuse_cb, ww->e.listen_fd, EV_READ);
+	ww->e.accept_w.data = &ww->e;
+	ev_io_start(ww->e.loop, &ww->e.accept_w);
+	ww->c->o.loop = ww->e.loop;
+	ww->c->node_id = "n1";
+	ww->c->token = "token";
+	g_resolves = 0;
+	g_resolve_fails = 0;
+	g_resolve_ms = 0;
+	g_moved_port = NULL;
+}
+
+/* The wait for v's copy on n2 at address, bound_ms at most: its note; *ms
+ * how long it took. */
+static void world_wait(struct wait_world *ww, const char *address, int bound_ms, double *ms)
+{
+	const char nodes[1][64] = {"n2"};
+	int64_t t0 = tsr_mono_ms();
+
+	put_records(ww->c->meta, address);
+	ww->c->o.peer_timeout_ms = (unsigned)bound_ms;
+	assert_int_equal(cluster_close_wait_start(ww->c, "v", 1, nodes, 1, close_done, &ww->e), 0);
+	ev_run(ww->e.loop, 0);
+	assert_true(ww->e.done);
+	*ms = (double)(tsr_mono_ms() - t0);
+	printf("wait: %.0f ms, %u resolver calls, %u looks reached the node, note \"%s\"\n", *ms,
+	       g_resolves, ww->e.accepts, ww->e.note);
+}
+
+static void world_close(struct wait_world *ww)
+{
+	ev_io_stop(ww->e.loop, &ww->e.accept_w);
+	ev_loop_destroy(ww->e.loop);
+	close(ww->e.listen_fd);
+	tsr_meta_close(ww->c->meta);
+	free(ww->c);
+	rm_rf(ww->dir); /* the database and its -wal, -shm and .reserve */
+	g_resolve_fails = 0;
+	g_resolve_ms = 0;
+	g_moved_port = NULL;
+}
+
+/* A port of 127.0.0.1 where nothing listens (a connect is refused at once). */
+static unsigned dead_port(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t alen = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+static void test_wait_resolves_once(void **state)
+{
+	struct wait_world ww;
+	char address[64];
+	double ms;
 
 	(void)state;
-	assert_non_null(c);
-	assert_int_equal(scratch_dir(dir, sizeof(dir)), 0);
-	snprintf(path, sizeof(path), "%s/meta.db", dir);
-	assert_int_equal(tsr_meta_open_sqlite(path, &c->meta), 0);
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	e.listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	assert_true(e.listen_fd >= 0);
-	assert_int_equal(bind(e.listen_fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(listen(e.listen_fd, 128), 0);
-	assert_int_equal(getsockname(e.listen_fd, (struct sockaddr *)&a, &alen), 0);
-	snprintf(address, sizeof(address), "localhost:%u", ntohs(a.sin_port));
-	put_records(c->meta, address);
-	e.loop = ev_loop_new(EVFLAG_AUTO);
-	assert_non_null(e.loop);
-	ev_io_init(&e.accept_w, refuse_cb, e.listen_fd, EV_READ);
-	e.accept_w.data = &e;
-	ev_io_start(e.loop, &e.accept_w);
-	c->o.loop = e.loop;
-	c->o.peer_timeout_ms = 300; /* the wait's bound: about 30 looks */
-	c->node_id = "n1";
-	c->token = "token";
-	g_resolves = 0;
-	assert_int_equal(cluster_close_wait_start(c, "v", 1, nodes, 1, close_done, &e), 0);
-	ev_run(e.loop, 0);
-	assert_true(e.done);
-	assert_non_null(strstr(e.note, "n2 (cannot ask it"));
-	assert_true(e.accepts >= 5); /* it looked again and again */
+	world_open(&ww);
+	snprintf(address, sizeof(address), "localhost:%u", ww.port);
+	world_wait(&ww, address, 300, &ms); /* the wait's bound: about 30 looks */
+	assert_non_null(strstr(ww.e.note, "n2 (cannot ask it"));
+	assert_true(ww.e.accepts >= 5); /* it looked again and again */
 	assert_int_equal(g_resolves, 1); /* and resolved "localhost" once */
-	ev_io_stop(e.loop, &e.accept_w);
-	ev_loop_destroy(e.loop);
-	close(e.listen_fd);
-	tsr_meta_close(c->meta);
-	free(c);
-	rm_rf(dir); /* the database and its -wal, -shm and .reserve */
+	world_close(&ww);
+}
+
+/* A name that does not resolve at the start (the resolver unreachable a
+ * moment) is looked up again (review s21 revO): the copy is seen closed
+ * (nothing listens at the port: refused) well before the bound. */
+static void test_wait_resolve_fails_once(void **state)
+{
+	struct wait_world ww;
+	char address[64];
+	double ms;
+
+	(void)state;
+	world_open(&ww);
+	snprintf(address, sizeof(address), "localhost:%u", dead_port());
+	g_resolve_fails = 1;
+	world_wait(&ww, address, 3000, &ms);
+	assert_string_equal(ww.e.note, "");
+	assert_true(ms < 2000);
+	assert_int_equal(g_resolves, 2);
+	world_close(&ww);
+}
+
+/* A name whose address changes during the wait (its node moved, or its
+ * record pointed at a stale address): once a look cannot ask the node, the
+ * name is looked up again, and its new address answers (here: refused,
+ * nothing holds the copy there). */
+static void test_wait_name_moves(void **state)
+{
+	struct wait_world ww;
+	char address[64], moved[16];
+	double ms;
+
+	(void)state;
+	world_open(&ww);
+	snprintf(address, sizeof(address), "localhost:%u", ww.port);
+	snprintf(moved, sizeof(moved), "%u", dead_port());
+	g_moved_port = moved;
+	world_wait(&ww, address, 3000, &ms);
+	assert_string_equal(ww.e.note, "");
+	assert_true(ww.e.accepts >= 1); /* the first address was asked */
+	assert_true(ms < 2000);
+	world_close(&ww);
+}
+
+/* A name that does not resolve, with a resolver that answers slowly: the
+ * note says which address and why, and the loop is not blocked again
+ * (one lookup in the wait). */
+static void test_wait_resolve_fails_slow(void **state)
+{
+	struct wait_world ww;
+	char address[64], want[128];
+	double ms;
+
+	(void)state;
+	world_open(&ww);
+	snprintf(address, sizeof(address), "localhost:%u", ww.port);
+	g_resolve_fails = 100;
+	g_resolve_ms = 150;
+	world_wait(&ww, address, 1200, &ms);
+	snprintf(want, sizeof(want), "n2 (cannot ask it: its address %s does not resolve: %s)",
+		 address, gai_strerror(EAI_AGAIN));
+	assert_non_null(strstr(ww.e.note, want));
+	assert_int_equal(ww.e.accepts, 0);
+	assert_int_equal(g_resolves, 1);
+	world_close(&ww);
 }
 
 int main(void)
@@ -206,6 +343,9 @@ int main(void)
 	    cmocka_unit_test(test_large_layout),
 	    cmocka_unit_test(test_cut_short),
 	    cmocka_unit_test(test_wait_resolves_once),
+	    cmocka_unit_test(test_wait_resolve_fails_once),
+	    cmocka_unit_test(test_wait_name_moves),
+	    cmocka_unit_test(test_wait_resolve_fails_slow),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
