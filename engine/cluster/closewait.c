@@ -20,7 +20,9 @@
  * once, at the start (admin_resolve: no resolver for a numeric address, a
  * blocking one for a name), and every look connects to its numeric
  * addresses in the resolver's order, the next one when a connect fails at
- * once (as admin_tcp_connect does for a name): a name no longer costs a
+ * once (as admin_tcp_connect does for a name) or is refused late (a real
+ * network: in progress, then refused; the next look asks the next one, and
+ * only every address refusing counts the copy closed): a name no longer costs a
  * blocking getaddrinfo on the loop every CLOSE_POLL_MS.  It is looked up
  * again (close_resolve), at most every CLOSE_RESOLVE_MS, while it does not
  * resolve or after a look that could not ask the node (its name may have
@@ -81,6 +83,9 @@ struct close_copy {
 	 * or a name that did not resolve (not asked: cc->state says so) */
 	char addrs[CLOSE_ADDRS][ADMIN_ADDR_MAX];
 	unsigned n_addrs;
+	unsigned addr_next;       /* the next look starts at this address: the ones
+				   * before it refused in this round */
+	unsigned addr_cur;        /* the address of the query in flight */
 	bool stale;               /* the last look could not ask the node: look its
 				   * address up again before the next (close_resolve) */
 	double resolve_at;        /* ev_now from which it may be looked up again; 0:
@@ -228,6 +233,8 @@ static void close_query_done(void *cb_arg, int status, Tessera__Admin__Response 
 	if (status == -ETIMEDOUT)
 		snprintf(cc->state, sizeof(cc->state), "its node did not answer within %d ms: "
 			 "stopped or cut off?", w->bound_ms);
+	else if (status == -ECONNREFUSED && cc->addr_cur + 1 < cc->n_addrs)
+		cc->addr_next = cc->addr_cur + 1; /* the next look asks its next address */
 	else if (status == -ECONNREFUSED)
 		cc->closed = true; /* its tesserad is not running: nothing holds the copy */
 	else if (status) {
@@ -273,6 +280,7 @@ static void close_resolve(struct close_copy *cc)
 	if (ret > 0) {
 		memcpy(cc->addrs, addrs, sizeof(addrs));
 		cc->n_addrs = (unsigned)ret;
+		cc->addr_next = 0;
 		return;
 	}
 	if (cc->n_addrs)
@@ -315,9 +323,14 @@ static void close_look(struct close_copy *cc, int timeout_ms)
 		return;
 	cluster_copy_uuid_req(w->name, w->copy_size, &req, &vr);
 	ret = -EHOSTUNREACH;
-	for (unsigned i = 0; i < cc->n_addrs && ret; i++) /* the next one if one fails at once */
+	/* the next one if one fails at once; all refused (at once here, or
+	 * late: close_query_done) says nothing holds the copy */
+	for (unsigned i = cc->addr_next; i < cc->n_addrs && ret; i++) {
+		cc->addr_cur = i;
 		ret = admin_async_call(c->o.loop, cc->addrs[i], c->token, &req, timeout_ms,
 				       close_query_done, cc, &cc->call);
+	}
+	cc->addr_next = 0; /* a new round unless a late refusal says otherwise */
 	if (ret == -ECONNREFUSED) /* refused at once (loopback): as close_query_done */
 		cc->closed = true;
 	else if (ret)

@@ -40,6 +40,38 @@ static unsigned g_resolve_fails;
 static unsigned g_resolve_ms;
 /* from the second on, the name's port is this one (the name moved) */
 static const char *g_moved_port;
+/* the name has a second address: this port (after the name's own) */
+static const char *g_second_port;
+/* a connect to this port fails as on a real network: in progress at once,
+ * then refused (SO_ERROR), where loopback refuses at once */
+static unsigned g_late_refuse_port;
+static int g_late_refused_fd = -1;
+
+int __real_connect(int fd, const struct sockaddr *addr, socklen_t len);
+int __wrap_connect(int fd, const struct sockaddr *addr, socklen_t len);
+int __wrap_connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	int ret = __real_connect(fd, addr, len);
+
+	if (ret < 0 && errno == ECONNREFUSED && g_late_refuse_port && addr->sa_family == AF_INET &&
+	    ntohs(((const struct sockaddr_in *)addr)->sin_port) == g_late_refuse_port) {
+		g_late_refused_fd = fd; /* its SO_ERROR says it (below) */
+		errno = EINPROGRESS;
+	}
+	return ret;
+}
+
+int __real_getsockopt(int fd, int level, int name, void *val, socklen_t *len);
+int __wrap_getsockopt(int fd, int level, int name, void *val, socklen_t *len);
+int __wrap_getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+{
+	if (fd == g_late_refused_fd && level == SOL_SOCKET && name == SO_ERROR) {
+		g_late_refused_fd = -1;
+		*(int *)val = ECONNREFUSED;
+		return 0;
+	}
+	return __real_getsockopt(fd, level, name, val, len);
+}
 
 int __real_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
 		       struct addrinfo **res);
@@ -58,6 +90,17 @@ int __wrap_getaddrinfo(const char *node, const char *service, const struct addri
 		}
 		if (g_moved_port && g_resolves > 1)
 			service = g_moved_port;
+		if (g_second_port) { /* the name's addresses: its own, then this */
+			struct addrinfo *ai;
+			int ret = __real_getaddrinfo(node, service, hints, res);
+
+			if (ret)
+				return ret;
+			for (ai = *res; ai->ai_next; ai = ai->ai_next)
+				;
+			ret = __real_getaddrinfo(node, g_second_port, hints, &ai->ai_next);
+			return ret;
+		}
 	}
 	return __real_getaddrinfo(node, service, hints, res);
 }
@@ -208,6 +251,8 @@ static void world_open(struct wait_world *ww)
 	g_resolve_fails = 0;
 	g_resolve_ms = 0;
 	g_moved_port = NULL;
+	g_second_port = NULL;
+	g_late_refuse_port = 0;
 }
 
 /* The wait for v's copy on n2 at address, bound_ms at most: its note; *ms
@@ -238,6 +283,8 @@ static void world_close(struct wait_world *ww)
 	g_resolve_fails = 0;
 	g_resolve_ms = 0;
 	g_moved_port = NULL;
+	g_second_port = NULL;
+	g_late_refuse_port = 0;
 }
 
 /* A port of 127.0.0.1 where nothing listens (a connect is refused at once). */
@@ -336,6 +383,39 @@ static void test_wait_resolve_fails_slow(void **state)
 	world_close(&ww);
 }
 
+/* A name with two addresses, the first refusing late (in progress, then
+ * refused: a real network), the second a node that holds the copy (here:
+ * a listener that resets, so the copy stays open): a refusal from one
+ * address does not say the copy is closed while another is left to ask
+ * (review s21 revO).  Then both refusing: closed. */
+static void test_wait_second_address(void **state)
+{
+	struct wait_world ww;
+	char address[64], second[16];
+	double ms;
+
+	(void)state;
+	world_open(&ww);
+	g_late_refuse_port = dead_port();
+	snprintf(address, sizeof(address), "localhost:%u", g_late_refuse_port);
+	snprintf(second, sizeof(second), "%u", ww.port);
+	g_second_port = second;
+	world_wait(&ww, address, 300, &ms);
+	assert_non_null(strstr(ww.e.note, "n2 (cannot ask it"));
+	assert_true(ww.e.accepts >= 1); /* the second address was asked */
+	world_close(&ww);
+
+	world_open(&ww);
+	g_late_refuse_port = dead_port();
+	snprintf(address, sizeof(address), "localhost:%u", g_late_refuse_port);
+	snprintf(second, sizeof(second), "%u", dead_port());
+	g_second_port = second;
+	world_wait(&ww, address, 3000, &ms);
+	assert_string_equal(ww.e.note, "");
+	assert_true(ms < 1000);
+	world_close(&ww);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -346,6 +426,7 @@ int main(void)
 	    cmocka_unit_test(test_wait_resolve_fails_once),
 	    cmocka_unit_test(test_wait_name_moves),
 	    cmocka_unit_test(test_wait_resolve_fails_slow),
+	    cmocka_unit_test(test_wait_second_address),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
