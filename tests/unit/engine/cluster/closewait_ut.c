@@ -211,6 +211,17 @@ static void put_records(struct tsr_meta *m, const char *address)
 	assert_int_equal(rec_put(m, "vol/v", &vol.base, 0, 0, NULL), 0);
 }
 
+/* The wraps above as the real calls (counting lookups from 0). */
+static void wraps_reset(void)
+{
+	g_resolves = 0;
+	g_resolve_fails = 0;
+	g_resolve_ms = 0;
+	g_moved_port = NULL;
+	g_second_port = NULL;
+	g_late_refuse_port = 0;
+}
+
 /* A wait's world: metadata in SQLite, a libev loop, and a listener here
  * that closes every connection at once (port e->port). */
 struct wait_world {
@@ -247,12 +258,7 @@ static void world_open(struct wait_world *ww)
 	ww->c->o.loop = ww->e.loop;
 	ww->c->node_id = "n1";
 	ww->c->token = "token";
-	g_resolves = 0;
-	g_resolve_fails = 0;
-	g_resolve_ms = 0;
-	g_moved_port = NULL;
-	g_second_port = NULL;
-	g_late_refuse_port = 0;
+	wraps_reset();
 }
 
 /* The wait for v's copy on n2 at address, bound_ms at most: its note; *ms
@@ -280,11 +286,7 @@ static void world_close(struct wait_world *ww)
 	tsr_meta_close(ww->c->meta);
 	free(ww->c);
 	rm_rf(ww->dir); /* the database and its -wal, -shm and .reserve */
-	g_resolve_fails = 0;
-	g_resolve_ms = 0;
-	g_moved_port = NULL;
-	g_second_port = NULL;
-	g_late_refuse_port = 0;
+	wraps_reset();
 }
 
 /* A port of 127.0.0.1 where nothing listens (a connect is refused at once). */
