@@ -1129,20 +1129,24 @@ static bool give_payload_buf(struct sess *s)
 static void timer_cb(void *arg, uint32_t events)
 {
 	struct sess *s = arg;
-	uint64_t ticks;
+	uint64_t ticks = 0;
 
 	(void)events;
 	if (read(s->timer_fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
 		return;
 	s->rx_dry = false; /* read at least once a tick whatever the edges said */
-	if ((s->phase == SESS_HANDSHAKE || s->phase == SESS_HELLO || s->phase == SESS_OPEN) &&
-	    ++s->early_ticks > s->srv->early_ticks) {
-		tsr_warn("site server: %s: no %s within %.1f s: closing", s->label,
-			 s->phase == SESS_HANDSHAKE ? "TLS handshake" :
-			 s->phase == SESS_HELLO ? "HELLO" : "VOLUME_OPEN",
-			 s->srv->early_ticks * SYNC_MS / 1000.0);
-		s->dead = true;
-		sess_begin_close(s);
+	if (s->phase == SESS_HANDSHAKE || s->phase == SESS_HELLO || s->phase == SESS_OPEN) {
+		/* the timer's expirations, not these calls: a worker held up
+		 * meanwhile sees several at once (capped: no overflow) */
+		s->early_ticks += ticks < EARLY_TICKS ? (unsigned)ticks : EARLY_TICKS;
+		if (s->early_ticks > s->srv->early_ticks) {
+			tsr_warn("site server: %s: no %s within %.1f s: closing", s->label,
+				 s->phase == SESS_HANDSHAKE ? "TLS handshake" :
+				 s->phase == SESS_HELLO ? "HELLO" : "VOLUME_OPEN",
+				 s->srv->early_ticks * SYNC_MS / 1000.0);
+			s->dead = true;
+			sess_begin_close(s);
+		}
 	}
 	if (s->phase == SESS_STREAM && !s->syncing && !s->err_pending &&
 	    tsr_site_target_applied(s->target) > s->durable)

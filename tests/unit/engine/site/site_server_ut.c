@@ -1664,6 +1664,49 @@ static void test_unauth_bound(void **state)
 	assert_volume_is_model(e, "dr1");
 }
 
+/* A worker's loop held up (here: a message that sleeps on it). */
+static void worker_nap(struct tsr_worker *w, void *arg)
+{
+	(void)w;
+	usleep(*(unsigned *)arg * 1000u);
+}
+
+/*
+ * The deadline before VOLUME_OPEN counts time, not timer callbacks (review
+ * s21 revO): a worker held up for longer than the deadline (its timer fd
+ * expiring 10 times while the worker cannot read it) closes an idle
+ * connection at its first tick after that, not 5 ticks (callbacks) later.
+ */
+static void test_deadline_busy_worker(void **state)
+{
+	struct env *e = *state;
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(e->port)};
+	struct pollfd p = {.events = POLLIN};
+	unsigned nap = 1000;
+	int64_t t0, took;
+	char byte;
+
+	server_stop(e);
+	setenv("TSR_TEST_SITE_EARLY_MS", "500", 1);
+	server_start(e);
+	unsetenv("TSR_TEST_SITE_EARLY_MS");
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	p.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(p.fd >= 0);
+	assert_int_equal(connect(p.fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	usleep(50000); /* accepted, on a worker */
+	t0 = tsr_mono_ms();
+	for (unsigned i = 0; i < 2; i++) /* whichever worker has it */
+		assert_int_equal(tsr_worker_send(e->workers[i], worker_nap, &nap), 0);
+	assert_int_equal(poll(&p, 1, 3000), 1);
+	took = tsr_mono_ms() - t0;
+	assert_int_equal(read(p.fd, &byte, 1), 0);
+	printf("closed %lld ms after the workers' nap began (nap %u ms, deadline 500 ms)\n",
+	       (long long)took, nap);
+	assert_true(took < nap + 250); /* at its first tick after the nap */
+	close(p.fd);
+}
+
 /* ---- compression (WRITE payloads, TSR_SITE_F_COMPRESSED) ---- */
 
 /* Text-like, compressible data: every 4 KiB block different. */
@@ -1944,6 +1987,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_error_and_idle_stop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_early_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unauth_bound, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deadline_busy_worker, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compress_lz4, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compress_zstd, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compress_refused, setup, teardown),
