@@ -32,6 +32,7 @@
 
 #include "tessera/site.h"
 #include "site_certs.h"
+#include "log_capture.h"
 
 static char g_dir[SITE_CERTS_DIR_MAX]; /* certificates (site_certs.h) and the log */
 
@@ -212,39 +213,17 @@ static struct tsr_site_tls_ctx *ctx_for(const char *tag, bool server)
 	return ctx;
 }
 
+/* Where the log is captured (log_capture.h). */
+static const char *log_path(void)
+{
+	static char path[SITE_CERTS_DIR_MAX + 8];
+
+	snprintf(path, sizeof(path), "%s/log", g_dir);
+	return path;
+}
+
 /* Run server s and client c against each other; the log they write lands
  * in log (stderr captured). */
-/* The log (stderr) into a file between log_begin and log_end. */
-struct log_capture {
-	int saved, fd;
-};
-
-static void log_begin(struct log_capture *lc)
-{
-	char logpath[128];
-
-	snprintf(logpath, sizeof(logpath), "%s/log", g_dir);
-	lc->fd = open(logpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	assert_true(lc->fd >= 0);
-	fflush(stderr);
-	lc->saved = dup(2);
-	dup2(lc->fd, 2);
-}
-
-/* The lines logged since log_begin, also shown in the test output. */
-static void log_end(struct log_capture *lc, char *log, size_t loglen)
-{
-	ssize_t n;
-
-	fflush(stderr);
-	dup2(lc->saved, 2);
-	close(lc->saved);
-	n = pread(lc->fd, log, loglen - 1, 0);
-	log[n > 0 ? n : 0] = '\0';
-	close(lc->fd);
-	fprintf(stderr, "%s", log);
-}
-
 static void run_pair(struct side *srv, struct side *cli, char *log, size_t loglen)
 {
 	struct log_capture lc;
@@ -254,7 +233,7 @@ static void run_pair(struct side *srv, struct side *cli, char *log, size_t logle
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
 	srv->fd = sv[0];
 	cli->fd = sv[1];
-	log_begin(&lc);
+	log_begin(&lc, log_path());
 	assert_int_equal(pthread_create(&ts, NULL, side_main, srv), 0);
 	assert_int_equal(pthread_create(&tc, NULL, side_main, cli), 0);
 	pthread_join(ts, NULL);
@@ -763,7 +742,7 @@ static void test_read_error_mid_record(void **state)
 	g_recv_cap = 100;
 	g_recv_calls = 0;
 	g_recv_err = ETIMEDOUT;
-	log_begin(&lc);
+	log_begin(&lc, log_path());
 	assert_int_equal(tsr_site_tls_read(c.srv, rx, sizeof(rx)), -ECONNRESET);
 	log_end(&lc, log, sizeof(log));
 	g_recv_err = 0;
