@@ -86,8 +86,6 @@
  * an idle or stuck connection holds no session for ever (tests may shorten
  * it: TSR_TEST_SITE_EARLY_MS, srv->early_ticks). */
 #define EARLY_TICKS 100
-/* Refusals past TSR_SITE_UNAUTH_MAX: at most one log line per this much. */
-#define REFUSE_LOG_NS (10 * 1000000000LL)
 
 /* ---- the state file block ---- */
 
@@ -475,8 +473,12 @@ struct tsr_site_server {
 	/* sessions with unauth set: accept (control thread) adds, their
 	 * worker takes away; at TSR_SITE_UNAUTH_MAX accept refuses */
 	atomic_uint unauth;
-	uint64_t refused;                /* control thread: refused, not logged yet */
-	int64_t refused_log_ns;          /* control thread: the last refusal line (0: none) */
+	/* refusals past TSR_SITE_UNAUTH_MAX (control thread): the first is
+	 * logged at once and starts refuse_timer (the deadline: one line per
+	 * deadline at most); at its end the ones counted meanwhile are, and
+	 * it starts again while there are */
+	uint64_t refused;                /* refused, not logged yet */
+	ev_timer refuse_timer;
 };
 
 static void state_path(const struct tsr_site_server *srv, const char *volume, char *out,
@@ -2329,6 +2331,8 @@ static int mkdir_p(const char *dir)
 	return 0;
 }
 
+static void refuse_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
+
 int tsr_site_server_start(const struct tsr_site_server_opts *opts,
 			  struct tsr_site_server **out)
 {
@@ -2386,6 +2390,8 @@ int tsr_site_server_start(const struct tsr_site_server_opts *opts,
 					   ? (unsigned)(ms / SYNC_MS) : EARLY_TICKS;
 	}
 	atomic_init(&srv->unauth, 0);
+	ev_timer_init(&srv->refuse_timer, refuse_timer_cb, 1.0, 0.0);
+	srv->refuse_timer.data = srv;
 	pthread_mutex_init(&srv->lock, NULL);
 	ev_async_init(&srv->wake, wake_cb);
 	srv->wake.data = srv;
@@ -2410,23 +2416,53 @@ static void peer_label(int fd, char *out, size_t len)
 		snprintf(out, len, "a connection (fd %d)", fd);
 }
 
+/* The bound's reason, for the refusal lines. */
+#define REFUSE_WHY "%u connections have not finished their TLS handshake (the most one " \
+	"site listener holds; each is closed after %.1f s without one)"
+
+/* The refusals counted since the last line, if any: one line.  Control thread. */
+static void refused_log(struct tsr_site_server *srv)
+{
+	double window = srv->early_ticks * SYNC_MS / 1000.0;
+
+	if (srv->refused == 0)
+		return;
+	tsr_warn("site server: refused %llu more connection%s in the last %.1f s: " REFUSE_WHY,
+		 (unsigned long long)srv->refused, srv->refused == 1 ? "" : "s", window,
+		 TSR_SITE_UNAUTH_MAX, window);
+	srv->refused = 0;
+}
+
+/* A deadline after a refusal line: the ones since, and another deadline
+ * while they come. */
+static void refuse_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct tsr_site_server *srv = t->data;
+
+	(void)revents;
+	if (srv->refused == 0)
+		return; /* quiet: the next refusal is logged at once */
+	refused_log(srv);
+	ev_timer_set(t, srv->early_ticks * SYNC_MS / 1000.0, 0.0);
+	ev_timer_start(loop, t);
+}
+
 /* Close fd, which came while TSR_SITE_UNAUTH_MAX connections are in their
- * handshake; one line per REFUSE_LOG_NS at most, counting the others. */
+ * handshake: logged at once when no refusal was in the last deadline, else
+ * counted for the line at its end (refuse_timer_cb). */
 static void refuse_unauth(struct tsr_site_server *srv, int fd)
 {
-	int64_t now = tsr_mono_ns();
+	double window = srv->early_ticks * SYNC_MS / 1000.0;
 	char label[96];
 
-	srv->refused++;
-	if (srv->refused_log_ns == 0 || now - srv->refused_log_ns >= REFUSE_LOG_NS) {
+	if (ev_is_active(&srv->refuse_timer)) {
+		srv->refused++;
+	} else {
 		peer_label(fd, label, sizeof(label));
-		tsr_warn("site server: refused %s and %llu more since the last such line: %u "
-			 "connections have not finished their TLS handshake (the most one site "
-			 "listener holds; each is closed after %.1f s without one)", label,
-			 (unsigned long long)srv->refused - 1, TSR_SITE_UNAUTH_MAX,
-			 srv->early_ticks * SYNC_MS / 1000.0);
-		srv->refused = 0;
-		srv->refused_log_ns = now;
+		tsr_warn("site server: refused %s: " REFUSE_WHY "; more refusals are counted, "
+			 "one line per %.1f s", label, TSR_SITE_UNAUTH_MAX, window, window);
+		ev_timer_set(&srv->refuse_timer, window, 0.0);
+		ev_timer_start(srv->loop, &srv->refuse_timer);
 	}
 	close(fd);
 }
@@ -2529,6 +2565,8 @@ void tsr_site_server_stop(struct tsr_site_server *srv)
 	pthread_mutex_unlock(&srv->lock);
 	ctl_drain(srv);
 	ev_async_stop(srv->loop, &srv->wake);
+	ev_timer_stop(srv->loop, &srv->refuse_timer);
+	refused_log(srv); /* the last ones counted */
 	while (srv->groups) {
 		struct tgroup *grp = srv->groups;
 

@@ -843,7 +843,8 @@ void tsr_site_server_stop(struct tsr_site_server *s);
 /* A connection accepted by the caller (non-blocking; the server owns fd
  * from here, also on error).  Control thread.  Errors: -ENOMEM, -ESHUTDOWN,
  * -EBUSY refused and closed: TSR_SITE_UNAUTH_MAX connections have not
- * finished their handshake (logged here, at most one line per 10 s). */
+ * finished their handshake (logged here: the first at once, those after it
+ * counted, one line per 10 s while they come). */
 int tsr_site_server_accept(struct tsr_site_server *s, int fd);
 
 struct tsr_site_target_info {

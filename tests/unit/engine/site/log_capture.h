@@ -14,6 +14,10 @@ struct log_capture {
 	int saved, fd;
 };
 
+/* The capture going on, if any (a copy: log_capture_abort runs after
+ * the test's frame is gone). */
+static struct log_capture log_capture_cur = {-1, -1};
+
 /* From here the log goes to path (created or emptied). */
 static inline void log_begin(struct log_capture *lc, const char *path)
 {
@@ -22,6 +26,7 @@ static inline void log_begin(struct log_capture *lc, const char *path)
 	fflush(stderr);
 	lc->saved = dup(2);
 	dup2(lc->fd, 2);
+	log_capture_cur = *lc;
 }
 
 /* What was logged so far (up to loglen - 1 bytes), the capture going on. */
@@ -41,7 +46,19 @@ static inline void log_end(struct log_capture *lc, char *log, size_t loglen)
 	dup2(lc->saved, 2);
 	close(lc->saved);
 	close(lc->fd);
+	log_capture_cur.fd = -1;
 	fprintf(stderr, "%s", log);
+}
+
+/* For a teardown: a capture a failed assertion left going is ended, and
+ * what it caught (the failure's message with it) shown. */
+static inline void log_capture_abort(void)
+{
+	static char log[1 << 16];
+	struct log_capture lc = log_capture_cur;
+
+	if (lc.fd >= 0)
+		log_end(&lc, log, sizeof(log));
 }
 
 #endif

@@ -63,6 +63,7 @@
 #include "site/server_internal.h"
 #include "../store/store_test.h"
 #include "site_certs.h"
+#include "log_capture.h"
 
 #define VOL_SIZE (4u << 20)
 #define EPOCH 3u
@@ -737,6 +738,7 @@ static int teardown(void **state)
 {
 	struct env *e = *state;
 
+	log_capture_abort(); /* a failure's message (stderr) in view */
 	if (e->srv)
 		server_stop(e);
 	ctl_call(e, do_break, NULL);
@@ -1611,11 +1613,12 @@ static void test_unauth_bound(void **state)
 {
 	struct env *e = *state;
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(e->port)};
-	int raw[TSR_SITE_UNAUTH_MAX + 1];
+	int raw[TSR_SITE_UNAUTH_MAX + 2];
 	struct pollfd p = {.events = POLLIN};
 	struct client c, c2;
+	struct log_capture lc;
+	char byte, logpath[700], log[32768];
 	unsigned fds0, i;
-	char byte;
 
 	server_stop(e);
 	setenv("TSR_TEST_SITE_EARLY_MS", "2000", 1);
@@ -1625,16 +1628,20 @@ static void test_unauth_bound(void **state)
 	send_write(&c, e->model, 11, 1, 0, BS, 1);
 	barrier(&c, 11, 1);
 	fds0 = fd_count();
+	snprintf(logpath, sizeof(logpath), "%s/unauth.log", e->dir);
+	log_begin(&lc, logpath); /* 2 fds more from here: the file and stderr saved */
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	for (i = 0; i <= TSR_SITE_UNAUTH_MAX; i++) {
+	for (i = 0; i <= TSR_SITE_UNAUTH_MAX + 1; i++) {
 		raw[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		assert_true(raw[i] >= 0);
 		assert_int_equal(connect(raw[i], (struct sockaddr *)&a, sizeof(a)), 0);
 	}
-	/* the one past the bound: closed at once (accepted in connect order) */
-	p.fd = raw[TSR_SITE_UNAUTH_MAX];
-	assert_int_equal(poll(&p, 1, 1000), 1);
-	assert_int_equal(read(p.fd, &byte, 1), 0);
+	/* the two past the bound: closed at once (accepted in connect order) */
+	for (i = TSR_SITE_UNAUTH_MAX; i <= TSR_SITE_UNAUTH_MAX + 1; i++) {
+		p.fd = raw[i];
+		assert_int_equal(poll(&p, 1, 1000), 1);
+		assert_int_equal(read(p.fd, &byte, 1), 0);
+	}
 	/* the authenticated stream applies while the slots are full */
 	send_write(&c, e->model, 11, 2, BS, BS, 2);
 	barrier(&c, 11, 2);
@@ -1649,11 +1656,22 @@ static void test_unauth_bound(void **state)
 		assert_int_equal(poll(&p, 1, 5000), 1);
 		assert_int_equal(read(p.fd, &byte, 1), 0);
 	}
-	for (i = 0; i < 200 && fd_count() != fds0 + TSR_SITE_UNAUTH_MAX + 1; i++)
+	for (i = 0; i < 200 && fd_count() != fds0 + 2 + TSR_SITE_UNAUTH_MAX + 2; i++)
 		usleep(10000);
-	assert_int_equal(fd_count(), fds0 + TSR_SITE_UNAUTH_MAX + 1);
-	for (i = 0; i <= TSR_SITE_UNAUTH_MAX; i++)
+	assert_int_equal(fd_count(), fds0 + 2 + TSR_SITE_UNAUTH_MAX + 2);
+	for (i = 0; i <= TSR_SITE_UNAUTH_MAX + 1; i++)
 		close(raw[i]);
+	/* the first refusal logged at once, the second in the line that
+	 * follows within one deadline (2 s), though no refusal came after it */
+	for (i = 0; i < 300; i++) {
+		log_peek(&lc, log, sizeof(log));
+		if (strstr(log, "refused 1 more connection"))
+			break;
+		usleep(10000);
+	}
+	log_end(&lc, log, sizeof(log));
+	assert_non_null(strstr(log, "site server: refused a connection from 127.0.0.1:"));
+	assert_non_null(strstr(log, "site server: refused 1 more connection in the last 2.0 s"));
 	/* a slot is free again */
 	client_start(e, &c2, "dr2", 12);
 	send_write(&c2, NULL, 12, 1, 0, BS, 3);
