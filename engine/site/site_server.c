@@ -2400,18 +2400,27 @@ int tsr_site_server_start(const struct tsr_site_server_opts *opts,
 	return 0;
 }
 
-/* "a connection from HOST:PORT" for logs until HELLO names the site. */
+/* "a connection from HOST:PORT" for logs until HELLO names the site: an
+ * IPv6 peer as [ADDR]:PORT, an IPv4 one on a dual-stack listener
+ * (v4-mapped) as IPv4. */
 static void peer_label(int fd, char *out, size_t len)
 {
 	struct sockaddr_storage ss;
+	struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
 	socklen_t sl = sizeof(ss);
-	char host[64] = "";
+	char host[INET6_ADDRSTRLEN] = "";
 
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET)
-		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
-	if (host[0])
-		snprintf(out, len, "a connection from %s:%u", host,
-			 ntohs(((struct sockaddr_in *)&ss)->sin_port));
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+		ss.ss_family = AF_UNSPEC;
+	if (ss.ss_family == AF_INET && inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host)))
+		snprintf(out, len, "a connection from %s:%u", host, ntohs(in->sin_port));
+	else if (ss.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) &&
+		 inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], host, sizeof(host)))
+		snprintf(out, len, "a connection from %s:%u", host, ntohs(in6->sin6_port));
+	else if (ss.ss_family == AF_INET6 &&
+		 inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host)))
+		snprintf(out, len, "a connection from [%s]:%u", host, ntohs(in6->sin6_port));
 	else
 		snprintf(out, len, "a connection (fd %d)", fd);
 }

@@ -1725,6 +1725,63 @@ static void test_deadline_busy_worker(void **state)
 	close(p.fd);
 }
 
+static void do_accept(struct env *e, void *arg)
+{
+	(void)tsr_site_server_accept(e->srv, *(int *)arg);
+}
+
+/*
+ * A peer on a dual-stack listener ("[::]:PORT": IPv4 peers come as
+ * v4-mapped IPv6 addresses) is named in the log as 127.0.0.1:PORT, not
+ * "a connection (fd N)" (review s21 revO).  The listener here is bound to
+ * ::ffff:127.0.0.1 (loopback only).
+ */
+static void test_peer_label_mapped(void **state)
+{
+	struct env *e = *state;
+	struct sockaddr_in6 a6 = {.sin6_family = AF_INET6};
+	socklen_t len = sizeof(a6);
+	struct pollfd p = {.events = POLLIN};
+	struct log_capture lc;
+	char logpath[700], log[8192], want[128], byte;
+	int lfd, fd, i;
+
+	server_stop(e);
+	setenv("TSR_TEST_SITE_EARLY_MS", "200", 1);
+	server_start(e);
+	unsetenv("TSR_TEST_SITE_EARLY_MS");
+	lfd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(lfd >= 0);
+	assert_int_equal(inet_pton(AF_INET6, "::ffff:127.0.0.1", &a6.sin6_addr), 1);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a6, sizeof(a6)), 0);
+	assert_int_equal(listen(lfd, 4), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a6, &len), 0);
+	p.fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(p.fd >= 0);
+	assert_int_equal(connect(p.fd, (struct sockaddr *)&a6, sizeof(a6)), 0);
+	len = sizeof(a6);
+	assert_int_equal(getsockname(p.fd, (struct sockaddr *)&a6, &len), 0);
+	fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	assert_true(fd >= 0);
+	close(lfd);
+	snprintf(logpath, sizeof(logpath), "%s/label.log", e->dir);
+	log_begin(&lc, logpath);
+	ctl_call(e, do_accept, &fd);
+	assert_int_equal(poll(&p, 1, 3000), 1); /* closed at the deadline */
+	assert_int_equal(read(p.fd, &byte, 1), 0);
+	snprintf(want, sizeof(want), "site server: a connection from 127.0.0.1:%u: no TLS "
+		 "handshake within 0.2 s", ntohs(a6.sin6_port));
+	for (i = 0; i < 100; i++) {
+		log_peek(&lc, log, sizeof(log));
+		if (strstr(log, want))
+			break;
+		usleep(10000);
+	}
+	log_end(&lc, log, sizeof(log));
+	assert_non_null(strstr(log, want));
+	close(p.fd);
+}
+
 /* ---- compression (WRITE payloads, TSR_SITE_F_COMPRESSED) ---- */
 
 /* Text-like, compressible data: every 4 KiB block different. */
@@ -2006,6 +2063,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_early_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unauth_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deadline_busy_worker, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_peer_label_mapped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compress_lz4, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compress_zstd, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compress_refused, setup, teardown),
