@@ -17,21 +17,21 @@
  * stopped after its grow step, answers "can only grow" with its Volume
  * all the same), every CLOSE_POLL_MS, with admin_async_call:
  * the loop serves other calls meanwhile.  Each node's address is resolved
- * once, at the start (admin_resolve: no resolver for a numeric address, a
+ * at the start (admin_resolve: no resolver for a numeric address, a
  * blocking one for a name), and every look connects to its numeric
  * addresses in the resolver's order, the next one when a connect fails at
  * once (as admin_tcp_connect does for a name) or is refused late (a real
  * network: in progress, then refused; the next look asks the next one, and
- * only every address refusing counts the copy closed): a name no longer costs a
- * blocking getaddrinfo on the loop every CLOSE_POLL_MS.  It is looked up
- * again (close_resolve), at most every CLOSE_RESOLVE_MS, while it does not
- * resolve or after a look that could not ask the node (its name may have
- * moved to another address meanwhile), unless a lookup took longer than
- * CLOSE_RESOLVE_SLOW_MS (a resolver that times out would hold the loop that
- * long each time): then the addresses it had stay for the rest of the wait.
- * While a name does not resolve its copy counts as open, the note saying
- * which address and why.  The copies waited for are those
- * the coordinator had a session with at the detach (attach.c
+ * only every address refusing counts the copy closed): a name no longer
+ * costs a blocking getaddrinfo on the loop every CLOSE_POLL_MS.  It is
+ * looked up again (close_resolve), at most every CLOSE_RESOLVE_MS, while it
+ * does not resolve or after a look that could not ask the node (its name
+ * may have moved to another address meanwhile), unless a lookup took
+ * longer than CLOSE_RESOLVE_SLOW_MS (a resolver that times out would hold
+ * the loop that long each time): then the addresses it had stay for the
+ * rest of the wait.  While a name does not resolve its copy counts as
+ * open, the note saying which address and why.  The copies waited for are
+ * those the coordinator had a session with at the detach (attach.c
  * detach_copy_nodes).  A copy that is gone (-ENOENT), or on a node whose
  * tesserad is not running (-ECONNREFUSED: nothing there holds it), counts
  * as closed; a node of an earlier build answers 0 sessions: no wait.
@@ -79,8 +79,9 @@ struct close_copy {
 	struct close_wait *w;
 	char node_id[64];
 	char address[256];        /* its admin address; "" for this node (the store) */
-	/* address resolved at the start (admin_resolve); 0: this node's copy,
-	 * or a name that did not resolve (not asked: cc->state says so) */
+	/* address resolved at the start and again by close_resolve; 0: this
+	 * node's copy, or a name that does not resolve (not asked: cc->state
+	 * says so) */
 	char addrs[CLOSE_ADDRS][ADMIN_ADDR_MAX];
 	unsigned n_addrs;
 	unsigned addr_next;       /* the next look starts at this address: the ones
