@@ -303,7 +303,7 @@ struct tsr_site_source {
 	pthread_mutex_t stats_lock; /* guards pub only */
 	struct tsr_site_source_stats pub;
 	uint64_t pub_oldest_ns; /* with pub: the oldest ack time publish saw (log
-				 * head, dirty), 0: none (split: ho_lag) */
+				 * head, dirty), 0: none (split: ho_view_read) */
 	atomic_bool pause_req; /* tsr_site_source_pause's wish; the worker adopts it */
 	/* split: bytes of WRITE data handed over to worker and not taken in yet
 	 * (home adds, worker subtracts): with log_max the bound of the entries
@@ -530,6 +530,7 @@ struct tsr_site_source {
 struct sync_call;
 static void pump(struct tsr_site_source *s);
 static void schedule_pass(struct tsr_site_source *s);
+static void publish(struct tsr_site_source *s);
 static void grow_end(struct tsr_site_source *s, int status, const char *msg);
 static void session_fail(struct tsr_site_source *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -1258,8 +1259,14 @@ static void log_take_batch(struct tsr_worker *w, void *arg)
 		next = e->next;
 		log_take(s, e);
 	}
+	/* the entries in the published log / dirty bytes first, then out of
+	 * the handover's counts (seq_cst, read before pub: ho_view_read), or a
+	 * status read between the two missed them until the next publish
+	 * (review s21-revQ) */
+	if (!s->stopping)
+		publish(s);
 	atomic_fetch_sub_explicit(&s->ho_bytes, b->bytes, memory_order_relaxed);
-	atomic_fetch_sub_explicit(&s->ho_lag_bytes, b->lag, memory_order_relaxed);
+	atomic_fetch_sub(&s->ho_lag_bytes, b->lag);
 	atomic_fetch_sub_explicit(&s->ho_ranges, b->ranges, memory_order_relaxed);
 	atomic_fetch_add(&s->ho_taken_n, 1);
 	free(b);
@@ -3199,41 +3206,60 @@ void tsr_site_source_pause(struct tsr_site_source *s, bool paused)
 			  paused ? "pause" : "resume");
 }
 
-/*
- * split: the lag published (log, dirty) plus what the worker has not taken
- * in yet, read now: entries on home and in the worker's queue are acked,
- * so they count for the RPO, most of all while the worker lags (and
- * publishes nothing).  By the queue's order the oldest of them is the
- * first of the oldest batch in flight, else of home's list.
- */
-static void ho_lag(struct tsr_site_source *s, struct tsr_site_source_stats *st, uint64_t oldest)
-{
-	uint64_t home_ns = atomic_load(&s->ho_home_ns), k = atomic_load(&s->ho_taken_n);
-	uint64_t fly_ns = 0, t;
+/* split: what the pump worker has not taken in yet (ho_view_read) */
+struct ho_view {
+	uint64_t lag_bytes, ranges;
+	uint64_t oldest_ns; /* ack time of the oldest of them, 0: none */
+};
 
-	if (k < atomic_load(&s->ho_sent_n))
-		fly_ns = atomic_load(&s->ho_fly_ns[k % HO_FLY_SLOTS]);
-	if (fly_ns != 0 && (oldest == 0 || fly_ns < oldest))
-		oldest = fly_ns;
-	if (home_ns != 0 && (oldest == 0 || home_ns < oldest))
-		oldest = home_ns;
-	st->lag_bytes += atomic_load_explicit(&s->ho_lag_bytes, memory_order_relaxed);
-	st->handover_ranges = atomic_load_explicit(&s->ho_ranges, memory_order_relaxed);
-	t = tsr_mono_ns();
-	st->lag_sec = oldest && t > oldest ? (double)(t - oldest) / NS_PER_SEC : 0;
-	st->eta_sec = st->lag_bytes && st->rate_bps > 1 ? (double)st->lag_bytes / st->rate_bps : 0;
+/*
+ * split, any thread: the entries on home and in the worker's queue are
+ * acked, so they count for the RPO, most of all while the worker lags (and
+ * publishes nothing).  By the queue's order the oldest of them is the first
+ * of the oldest batch in flight, else of home's list.  Read before pub: the
+ * worker publishes a batch's entries (log, dirty) before it takes them out
+ * of these counts (seq_cst), so a reader that sees them out sees that
+ * publish too; read after pub they could be in neither (review s21-revQ).
+ */
+static void ho_view_read(struct tsr_site_source *s, struct ho_view *v)
+{
+	uint64_t home_ns = atomic_load(&s->ho_home_ns), k, fly_ns;
+
+	/* the slot of batch k is home's again once k is taken in: read again */
+	do {
+		k = atomic_load(&s->ho_taken_n);
+		fly_ns = 0;
+		if (k < atomic_load(&s->ho_sent_n))
+			fly_ns = atomic_load(&s->ho_fly_ns[k % HO_FLY_SLOTS]);
+	} while (atomic_load(&s->ho_taken_n) != k);
+	v->oldest_ns = fly_ns;
+	if (home_ns != 0 && (fly_ns == 0 || home_ns < fly_ns))
+		v->oldest_ns = home_ns;
+	v->lag_bytes = atomic_load(&s->ho_lag_bytes);
+	v->ranges = atomic_load_explicit(&s->ho_ranges, memory_order_relaxed);
 }
 
 void tsr_site_source_stats(struct tsr_site_source *s, struct tsr_site_source_stats *out)
 {
-	uint64_t oldest;
+	struct ho_view v = {0};
+	uint64_t oldest, t;
 
+	if (s->split)
+		ho_view_read(s, &v);
 	pthread_mutex_lock(&s->stats_lock);
 	*out = s->pub;
 	oldest = s->pub_oldest_ns;
 	pthread_mutex_unlock(&s->stats_lock);
-	if (s->split)
-		ho_lag(s, out, oldest);
+	if (!s->split)
+		return;
+	if (v.oldest_ns != 0 && (oldest == 0 || v.oldest_ns < oldest))
+		oldest = v.oldest_ns;
+	out->lag_bytes += v.lag_bytes;
+	out->handover_ranges = v.ranges;
+	t = tsr_mono_ns();
+	out->lag_sec = oldest && t > oldest ? (double)(t - oldest) / NS_PER_SEC : 0;
+	out->eta_sec =
+	    out->lag_bytes && out->rate_bps > 1 ? (double)out->lag_bytes / out->rate_bps : 0;
 }
 
 /* ---- growing: the target first (tsr_site_source_grow) ---- */

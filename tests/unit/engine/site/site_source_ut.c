@@ -1550,6 +1550,40 @@ static void test_pump_worker_lag(void **state)
 }
 
 /*
+ * Split source: the lag while the pump worker has taken a batch in and not
+ * published since (review s21-revQ).  Held, 100 writes handed over; a
+ * second hold queued behind them, then the first released: the worker
+ * takes the batches into its log and stops again before any pass or tick
+ * publishes.  Those writes are acked and unshipped: lag_bytes must still
+ * cover them (it read 0 then: a caught-up status that was not).
+ */
+static void test_pump_worker_lag_taken(void **state)
+{
+	struct env *e = env_open(32 * MIB);
+	struct tsr_site_source_stats st;
+	struct hold first = {0};
+	unsigned seed = 19;
+	uint64_t bytes;
+
+	(void)state;
+	start_split_streaming(e, 2 * MIB, &seed, &st);
+	hold_start(&first, e->pw);
+	bytes = random_writes(e, 100, 0, e->size, 4, &seed); /* < 2 MiB of data */
+	hold_queue(&e->pw_hold, e->pw); /* behind the batches (teardown releases it) */
+	hold_release(&first);
+	hold_wait(&e->pw_hold);
+	stats(e, &st);
+	fprintf(stderr, "taken, not published: lag %llu bytes, %.3f s, %s; %llu bytes written\n",
+		(unsigned long long)st.lag_bytes, st.lag_sec, tsr_site_state_name(st.state),
+		(unsigned long long)bytes);
+	if (st.lag_bytes < bytes || st.lag_sec == 0)
+		fail();
+	hold_release(&e->pw_hold);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+}
+
+/*
  * Split source, the pump worker held past log_max (review s20-revM finding
  * B4): each later write is an OVER entry with no data; 6000 of them (4 KiB
  * writes in two 4 MiB windows 20 MiB apart) must not pile up as entries on
@@ -2509,6 +2543,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_pump_worker_handover_fails, env_teardown),
 	    cmocka_unit_test_teardown(test_pump_worker_result_lost, env_teardown),
 	    cmocka_unit_test_teardown(test_pump_worker_lag, env_teardown),
+	    cmocka_unit_test_teardown(test_pump_worker_lag_taken, env_teardown),
 	    cmocka_unit_test_teardown(test_pump_worker_ranges, env_teardown),
 	    cmocka_unit_test_teardown(test_restart_zeroes_holes, env_teardown),
 	    cmocka_unit_test_teardown(test_digest_resync, env_teardown),

@@ -31,15 +31,27 @@ static inline void hold_msg(struct tsr_worker *w, void *arg)
 	pthread_mutex_unlock(&h->lock);
 }
 
-/* Returns once w runs the holding message. */
-static inline void hold_start(struct hold *h, struct tsr_worker *w)
+/* Queue the holding message on w (behind what w has queued) and return. */
+static inline void hold_queue(struct hold *h, struct tsr_worker *w)
 {
 	h->held = h->released = false;
 	assert_int_equal(tsr_worker_send(w, hold_msg, h), 0);
+}
+
+/* Returns once the worker runs the holding message. */
+static inline void hold_wait(struct hold *h)
+{
 	pthread_mutex_lock(&h->lock);
 	while (!h->held)
 		pthread_cond_wait(&h->cond, &h->lock);
 	pthread_mutex_unlock(&h->lock);
+}
+
+/* Returns once w runs the holding message. */
+static inline void hold_start(struct hold *h, struct tsr_worker *w)
+{
+	hold_queue(h, w);
+	hold_wait(h);
 }
 
 static inline void hold_release(struct hold *h)
