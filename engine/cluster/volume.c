@@ -1212,16 +1212,27 @@ static void copy_left_add(Tessera__Admin__Response *resp, const char *node, cons
 	v[resp->n_copies_left++] = cl;
 }
 
+/* The longest message admin_fail keeps (its buffer, less the NUL). */
+#define DELETE_ANSWER_MAX 1023
+
 /* The copies deleted or left and the answer in resp: error 0 (the volume
  * is gone), and, when a copy is left, a message naming each one, why, and
- * what removes it, and copies_left (each also logged). */
+ * what removes it, and copies_left (each also logged).  The message names
+ * the copies while they fit in what admin_fail keeps with its head and its
+ * tail (the sweep's sentence), then counts the others: cut at 1023 bytes,
+ * an ec volume's six copies left lost the last one and the sweep's sentence
+ * (review s21-revP, test-cluster-delete-many-left). */
 static void vol_delete_end(struct vol_delete *d, Tessera__Admin__Response *resp)
 {
-	char answer[1024], sweep[128];
-	size_t pos = 0;
-	unsigned left = 0;
+	char answer[DELETE_ANSWER_MAX + 1] = "", sweep[128];
+	size_t pos = 0, room;
+	unsigned left = 0, named = 0;
 
 	sweep_says(d->c, sweep, sizeof(sweep));
+	/* the head ("deleted volume 'NAME', but"), the tail ("; of each, "
+	 * and the sweep's sentence) and the count of those not named (up to
+	 * 144 bytes with this node's id) around the copies named */
+	room = DELETE_ANSWER_MAX - strlen(d->name) - strlen(sweep) - 24 - 11 - 144;
 	for (size_t i = 0; i < d->walk.n_nodes; i++) {
 		const struct copy_walk_node *n = &d->walk.nodes[i];
 		char msg[512], reply[256];
@@ -1239,23 +1250,38 @@ static void vol_delete_end(struct vol_delete *d, Tessera__Admin__Response *resp)
 			    "a new '%s' (its leftover sweep removes it)",
 			    n->id, strerror(-n->asked), d->name);
 			why = reply;
-			snprintf(reply, sizeof(reply), "it named no uuid when asked: %s; not deleted "
-				 "by name, which could remove a new '%s' there", strerror(-n->asked),
-				 d->name);
+			snprintf(
+			    reply, sizeof(reply),
+			    "it named no uuid when asked: %s; not deleted "
+			    "by name, which could remove a new volume's copy of that name there",
+			    strerror(-n->asked));
 		} else {
 			snprintf(msg, sizeof(msg), "%s", n->msg);
 		}
 		tsr_warn("cluster: volume %s deleted, but its copy on %s was left behind (%s): "
 			 "delete it on that node once it is back",
 			 d->name, n->id, msg);
-		left++;
 		copy_left_add(resp, n->id, why);
-		if (pos < sizeof(answer))
-			pos += (size_t)snprintf(answer + pos, sizeof(answer) - pos,
-						"%s its copy on %s is left (%.200s)", pos ? ";" : "",
-						n->id, why);
+		if (named == left) { /* none counted yet: this one named if it fits */
+			char entry[320];
+			int len =
+			    snprintf(entry, sizeof(entry), "%s its copy on %s is left (%.200s)",
+				     named ? ";" : "", n->id, why);
+
+			if (len > 0 && pos + (size_t)len <= room) {
+				memcpy(answer + pos, entry, (size_t)len + 1);
+				pos += (size_t)len;
+				named++;
+			}
+		}
+		left++;
 	}
 	tsr_info("cluster: volume %s deleted", d->name);
+	if (left > named)
+		snprintf(answer + pos, sizeof(answer) - pos,
+			 "; %u more cop%s left, named in %s's "
+			 "log (--json lists each under \"left\")",
+			 left - named, left - named > 1 ? "ies" : "y", d->c->node_id);
 	/* error 0 (the volume is gone), with the copies left named */
 	if (left)
 		admin_fail(resp, 0, "deleted volume '%s', but%s%s %s", d->name, answer,
