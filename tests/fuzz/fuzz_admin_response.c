@@ -10,7 +10,9 @@
  * geometry that is all zero or k 1..16, m 1..4, a valid stripe unit and
  * k+m copies when it lists any; snapshots and extents 4 KiB aligned, an
  * extent non-empty and not wrapping past 2^64; nodes with an id; sites and
- * replications named; a status with pid >= 0.  The input is parsed from
+ * replications named; a status with pid >= 0; at most
+ * TSR_LAYOUT_MAX_COPIES copies left (a volume delete's), each naming a
+ * node of 1..64 bytes and a reason of at most 4096.  The input is parsed from
  * its own heap copy (ASan sees overreads), with a why and without (the
  * CLI passes NULL).  An accepted reply packs and parses again (fuzz_pb.h
  * says when not).
@@ -82,6 +84,13 @@ static void check(const Tessera__Admin__Response *resp)
 		check_volume(resp->volume_status->volume);
 	if (resp->status && resp->status->pid < 0)
 		abort();
+	/* a delete's copies left: print_deleted packs each node and reason */
+	if (resp->n_copies_left > TSR_LAYOUT_MAX_COPIES)
+		abort();
+	for (size_t i = 0; i < resp->n_copies_left; i++) {
+		fz_check_text(resp->copies_left[i]->node, 64, false);
+		fz_check_text(resp->copies_left[i]->reason, 4096, true);
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -122,6 +131,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    tsr_admin_response_parse(frame + 4, len - 4, &again, &why) != 0 ||
 	    again->error != resp->error || again->n_volumes != resp->n_volumes ||
 	    again->n_extents != resp->n_extents || again->n_nodes != resp->n_nodes ||
+	    again->n_copies_left != resp->n_copies_left ||
 	    strcmp(again->message, resp->message) != 0)
 		abort();
 	tessera__admin__response__free_unpacked(again, NULL);
