@@ -396,6 +396,12 @@ void copy_walk_list(struct copy_walk *w);
 void copy_walk_unlist(struct copy_walk *w);
 struct copy_walk *copy_walk_find(struct tsr_cluster *c, const char *name, copy_walk_fn done_fn);
 void copy_walks_stop(struct tsr_cluster *c, copy_walk_fn done_fn);
+/* A volume delete's or a claim release's answer (error 0): copy_left_add,
+ * resp's copies_left gets node's copy, left for why (freed with resp,
+ * admin_response_free_built; out of memory: only the message names it);
+ * copies_left_move, from's list moved to to (a reply given later). */
+void copy_left_add(Tessera__Admin__Response *resp, const char *node, const char *why);
+void copies_left_move(Tessera__Admin__Response *to, Tessera__Admin__Response *from);
 /* One admin call to the node at address (blocking); 0 or -errno of the transport. */
 int cluster_call_node(struct tsr_cluster *c, const char *address, Tessera__Admin__Request *req,
 		      int timeout_ms, Tessera__Admin__Response **resp);

@@ -1279,6 +1279,8 @@ static void claim_release_left(struct claim_release *cr)
 		else
 			snprintf(msg, sizeof(msg), "%s", n->msg);
 		claim_node_left(cr, n->id, msg);
+		if (!cr->walk.stopped) /* released: --json "left", as a volume delete's */
+			copy_left_add(&cr->answer, n->id, msg);
 	}
 }
 
@@ -1376,6 +1378,7 @@ static void claim_release_reply(struct tsr_admin_server *srv, void *arg,
 
 	(void)srv;
 	admin_fail(resp, cr->answer.error, "%s", cr->answer.message ? cr->answer.message : "");
+	copies_left_move(resp, &cr->answer);
 	claim_release_free(cr);
 }
 
@@ -1428,6 +1431,7 @@ static void claim_release_run(struct claim_release *cr, Tessera__Admin__Response
 	}
 	claim_release_end(cr);
 	admin_fail(resp, cr->answer.error, "%s", cr->answer.message ? cr->answer.message : "");
+	copies_left_move(resp, &cr->answer);
 	claim_release_free(cr);
 }
 

@@ -1189,9 +1189,7 @@ static void sweep_says(const struct tsr_cluster *c, char *out, size_t len)
 			 "--leftover-grace 0)");
 }
 
-/* resp's copies_left gets node's copy, left for why (resp is freed with
- * admin_response_free_built); out of memory: only the message names it. */
-static void copy_left_add(Tessera__Admin__Response *resp, const char *node, const char *why)
+void copy_left_add(Tessera__Admin__Response *resp, const char *node, const char *why)
 {
 	Tessera__Admin__CopyLeft **v, *cl = malloc(sizeof(*cl));
 
@@ -1210,6 +1208,14 @@ static void copy_left_add(Tessera__Admin__Response *resp, const char *node, cons
 		return;
 	}
 	v[resp->n_copies_left++] = cl;
+}
+
+void copies_left_move(Tessera__Admin__Response *to, Tessera__Admin__Response *from)
+{
+	to->copies_left = from->copies_left;
+	to->n_copies_left = from->n_copies_left;
+	from->copies_left = NULL;
+	from->n_copies_left = 0;
 }
 
 /* The longest message admin_fail keeps (its buffer, less the NUL). */
@@ -1378,10 +1384,7 @@ static void vol_delete_reply(struct tsr_admin_server *srv, void *arg,
 	(void)srv;
 	if (d->answer.error || (d->answer.message && d->answer.message[0]))
 		admin_fail(resp, d->answer.error, "%s", d->answer.message);
-	resp->copies_left = d->answer.copies_left; /* moved: freed with resp */
-	resp->n_copies_left = d->answer.n_copies_left;
-	d->answer.copies_left = NULL;
-	d->answer.n_copies_left = 0;
+	copies_left_move(resp, &d->answer); /* freed with resp */
 	vol_delete_free(d);
 }
 

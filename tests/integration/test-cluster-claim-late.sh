@@ -59,7 +59,8 @@ cl_write_all x "$IMG" "the new x"
 # record; n3 frozen.  The release deletes n1's and n2's (by uuid) and, while
 # it waits for n3's answer (the peer timeout, 2 s), the control loop answers
 # others: `volume list` answers before the release does.  Before (blocking):
-# the list waited for the release.  n3's copy stays (no answer: no delete).
+# the list waited for the release.  n3's copy stays (no answer: no delete),
+# named in the reply's message and its --json "left".
 cl_create_held 3 "$HOLD" y --size 4M --replicas 3
 cl_kill 3
 rm -f "$HOLD"
@@ -72,7 +73,7 @@ done
 echo y >"$CLAIM"
 kill -STOP "${CL_PID[3]}"
 on_exit "kill -CONT ${CL_PID[3]} 2>/dev/null"
-( ctsr volume delete y >"$CL_ROOT/release.out" 2>&1; echo $? >"$CL_ROOT/release.rc" ) &
+( ctsr --json volume delete y >"$CL_ROOT/release.out" 2>&1; echo $? >"$CL_ROOT/release.rc" ) &
 RP=$!
 cl_wait_no_copy 2 y "the release did not delete n2's copy of y"
 out=$(ctsr volume list 2>&1) || fail "volume list during the release: $out"
@@ -82,6 +83,11 @@ log "volume list answered while the release waited for n3"
 wait $RP
 out=$(cat "$CL_ROOT/release.out")
 [ "$(cat "$CL_ROOT/release.rc")" = 0 ] || fail "volume delete y (the claim alone): $out"
+# --json "left" lists n3's copy, as a volume delete's (review s21-revP)
+left=$(json_get '" ".join(c["node"] for c in j.get("left", []))' <<<"$out") ||
+	fail "volume delete y --json: $out"
+[ "$left" = n3 ] || fail "the release's --json 'left' is '$left', not n3: $out"
+out=$(json_get 'j["message"]' <<<"$out") || fail "volume delete y --json has no message: $out"
 [[ $out == *"is released; a copy it may have left on n3 is not deleted"* ]] ||
 	fail "volume delete y did not name n3's copy as left: $out"
 kill -CONT "${CL_PID[3]}"
