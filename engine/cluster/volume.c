@@ -1346,6 +1346,16 @@ static int vol_delete_record(struct vol_delete *d, Tessera__Admin__Response *res
 			return 0;
 		}
 	}
+	if (ret == -ENOENT) {
+		/* another delete of it (through another node: one here is
+		 * refused while this one asks) deleted the record first; the
+		 * copies are that delete's to remove */
+		admin_fail(resp, ret,
+			   "volume '%s' was deleted meanwhile by another volume delete: "
+			   "nothing left to do here",
+			   d->name);
+		return 0;
+	}
 	if (ret) {
 		admin_fail(resp, ret, "cannot delete volume '%s': %s%s", d->name, strerror(-ret),
 			   ret == -ECANCELED ? " (it changed meanwhile: retry)" : "");

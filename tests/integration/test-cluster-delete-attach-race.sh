@@ -14,6 +14,10 @@
 #     (TSR_TEST_DELETE_RECORD_HOLD_FILE); v is attached through a copy's node
 #     meanwhile and written through NBD; released, the delete must say v was
 #     attached meanwhile, and v reads back as written.
+#  C. Two deletes of v (through D and through a copy's node) both held as in
+#     B and released together: one deletes v, the other must say v was
+#     deleted meanwhile by another delete (review s21-revP; before: "cannot
+#     delete volume 'v': No such file or directory").
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -89,4 +93,37 @@ for n in $(cl_rec_nodes v); do
 done
 ctsr volume detach v >/dev/null || fail "volume detach v"
 log "B: the attach won, the delete answered why; v reads back as written"
+
+# ---- C: two deletes of v, through D and through A, both held before their
+# record's delete (the hooks share the file), released together: one deletes
+# v, the other must say that it was deleted meanwhile by another delete
+H=$HOLDS/delete.hold
+touch "$H"
+rm -f "$H.held"
+PIDS=()
+for n in "$D" "$A"; do
+	( ctsr_via "${n#n}" volume delete v >"$H.$n.out" 2>&1; echo $? >"$H.$n.rc" ) &
+	PIDS+=($!)
+	for (( t=0; t<100; t++ )); do
+		[ -e "$H.held" ] && break
+		sleep 0.1
+	done
+	[ -e "$H.held" ] || fail "the delete of v through $n was not held in 10 s: $(cat "$H.$n.out")"
+	rm -f "$H.held"
+done
+rm -f "$H"
+wait "${PIDS[@]}"
+won=0
+for n in "$D" "$A"; do
+	out=$(cat "$H.$n.out")
+	log "C: the delete of v through $n answered (status $(cat "$H.$n.rc")): $out"
+	if [ "$(cat "$H.$n.rc")" = 0 ]; then
+		won=$(( won + 1 ))
+	elif [[ $out != *"volume 'v' was deleted meanwhile by another volume delete"* ]]; then
+		fail "the delete of v through $n that lost does not say why: $out"
+	fi
+done
+(( won == 1 )) || fail "$won of the two deletes of v succeeded, not 1"
+expect_fail 1 "volume 'v' not found" ctsr volume show v
+log "C: one delete won, the other answered that v was deleted meanwhile"
 cl_stop_all
