@@ -67,6 +67,12 @@ expect_fail 2 '.' "$TESSERA" --data "$D" --no-such-option volume list
 for verb in create list show resize delete; do
 	"$TESSERA" volume "$verb" --help >/dev/null 2>&1 || fail "volume $verb --help"
 done
+# delete's says every reason a copy is left and what removes it (review s21-revP)
+help=$("$TESSERA" volume delete --help 2>&1 | tr '\n' ' ')
+for want in "its node down or not answering, unknown, or its delete refused" \
+	"by hand when the sweep is off"; do
+	[[ $help == *"$want"* ]] || fail "volume delete --help does not say '$want': $help"
+done
 # Nothing was created by the failed calls.
 names=$(tsr "$D" --json volume list | list_names)
 assert_eq "$names" "alpha beta" "volume list after errors"

@@ -165,9 +165,10 @@ static const char HELP_DELETE[] =
 "Usage: tessera volume delete NAME\n"
 "Delete a volume and its data (every copy, in a cluster).  Refused while an\n"
 "NBD client has it open, or in a cluster while it is attached (detach it first).\n"
-"A copy that could not be deleted (its node did not answer) is named in the\n"
-"reply (--json: \"left\") and left to that node's leftover sweep; the volume\n"
-"is deleted all the same (exit status 0).\n"
+"A copy that could not be deleted (its node down or not answering, unknown, or\n"
+"its delete refused) is named in the reply (--json: \"left\") and left to that\n"
+"node's leftover sweep (--leftover-grace; by hand when the sweep is off); the\n"
+"volume is deleted all the same (exit status 0).\n"
 "\n"
 "Example:\n"
 "  tessera volume delete db\n";
