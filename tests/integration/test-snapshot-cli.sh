@@ -327,7 +327,15 @@ N=60000
 TSR_DIFF_PAGE_EXTENTS=25000 start_tesserad "$D"
 vol_create "$D" many 480M
 tsr "$D" snapshot create many p0 >/dev/null || fail "snapshot create many p0"
-for (( i=0; i<N; i++ )); do echo "write -P 0x5a $(( i * 8192 )) 4k"; done |
+# The writes asynchronous, at most 256 in flight (aio_flush waits for them):
+# one synchronous write at a time took 146 s at load 7.6, these 13 s.
+{
+	for (( i=0; i<N; i++ )); do
+		echo "aio_write -q -P 0x5a $(( i * 8192 )) 4k"
+		(( i % 256 == 255 )) && echo aio_flush
+	done
+	echo aio_flush
+} |
 	qemu-io -f raw "$(nbd_uri "$D" many)" >/dev/null || fail "qemu-io: $N writes to many"
 tsr "$D" snapshot create many p1 >/dev/null || fail "snapshot create many p1"
 want=$(seq 0 $(( N - 1 )) | while read -r i; do echo "$(( i * 8192 )):4096:d"; done | paste -sd' ')
