@@ -4,9 +4,9 @@
 #   sudo ./scripts/test.sh [--long]
 #
 # 1. set-up: Debian packages if missing (scripts/setup.sh)
-# 2. gcc build with -Werror in build/: every unit and integration test in one
-#    ctest run (two at a time, longest first: COST in tests/CMakeLists.txt;
-#    the timing-sensitive ones alone: RUN_SERIAL there)
+# 2. gcc build with -Werror in build/: every unit and integration test in a
+#    ctest run (two at a time, longest first: COST in tests/CMakeLists.txt),
+#    then the timing-sensitive ones (label serial there) one at a time
 # 3. ASan+UBSan build in build-asan/: the unit tests and a subset of the
 #    integration tests, again in one ctest run (with --long: the unit tests,
 #    then every integration test, one at a time)
@@ -16,6 +16,10 @@
 # The ASan and fuzz trees are built while the gcc tests run, at the lowest
 # CPU and I/O priority (nice 19, ionice idle: they only take what the tests
 # leave idle); BG_BUILDS=0 builds them in the foreground, one after the other.
+# While the serial tests of step 2 run (one test, one core mostly idle), the
+# fuzz harnesses run one at a time beside them at nice 19, if their build is
+# done by then; the harnesses not run then run in step 4 (FUZZ_EARLY=0, and
+# with --long: all in step 4).
 # --long also runs the crash loop for more rounds and every EC crash point
 # of test-ec-write-hole (TSR_LONG=1 in the tests' environment).
 # BUILD_PREFIX=build names the three build trees (PREFIX, PREFIX-asan, PREFIX-fuzz).
@@ -28,7 +32,7 @@ LONG=0
 for a in "$@"; do
 	case $a in
 	--long) LONG=1 ;;
-	-h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,25p' "$0"; exit 0 ;;
 	*) echo "test.sh: unknown option $a" >&2; exit 2 ;;
 	esac
 done
@@ -121,6 +125,43 @@ ASAN_CMAKE=(-DCMAKE_C_COMPILER=gcc -DTSR_WERROR=ON -DTSR_SANITIZE=ON -DTSR_FUZZ=
 FUZZ_CMAKE=(-DCMAKE_C_COMPILER=clang-14 -DTSR_WERROR=ON -DTSR_FUZZ=ON)
 fuzzers=$(cd tests/fuzz && ls fuzz_*.c | sed 's/\.c$//' | tr '\n' ' ')
 
+# fuzz_run NAME: harness NAME for FUZZ_SECONDS on a copy of its corpus; its
+# output in $B-fuzz/NAME.log, its exit status in $B-fuzz/NAME.rc.
+fuzz_run() {
+	local name=$1 corpus
+	corpus=$(mktemp -d /var/tmp/tessera-corpus.XXXXXX)
+	[ -d "tests/fuzz/corpus/$name" ] && cp -r "tests/fuzz/corpus/$name/." "$corpus/"
+	"$B-fuzz/tests/$name" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
+		-artifact_prefix="$B-fuzz/$name-" \
+		-print_final_stats=1 "$corpus" >"$B-fuzz/$name.log" 2>&1
+	echo $? >"$B-fuzz/$name.rc"
+	rm -rf "$corpus"
+}
+
+# fuzz_early_start: in the background at nice 19 (ionice idle), the fuzz
+# harnesses one at a time, until $B-fuzz/early.stop exists (then the one
+# running ends at its time); what it started in $B-fuzz/early.log.  Only if
+# the background fuzz build has succeeded by now.
+# (not with --long: a harness runs 300 s then, into the next stage)
+FUZZ_EARLY=${FUZZ_EARLY:-$(( ! LONG ))}
+EARLY_PID=
+fuzz_early_start() {
+	(( BG_BUILDS && FUZZ_EARLY )) || return 0
+	[ "$(cat "$B-fuzz/bg-build.rc" 2>/dev/null)" = 0 ] || return 0
+	rm -f "$B-fuzz/early.stop" "$B-fuzz/early.log" "$B"-fuzz/fuzz_*.rc
+	(
+		renice -n 19 -p "$BASHPID" >/dev/null 2>&1
+		command -v ionice >/dev/null && ionice -c 3 -p "$BASHPID" >/dev/null 2>&1
+		for f in "$B"-fuzz/tests/fuzz_*; do
+			[ -e "$B-fuzz/early.stop" ] && break
+			[ -x "$f" ] || continue
+			step "fuzz $(basename "$f") for ${FUZZ_SECONDS}s (started beside the serial tests, nice 19)"
+			fuzz_run "$(basename "$f")"
+		done >"$B-fuzz/early.log" 2>&1
+	) &
+	EARLY_PID=$!
+}
+
 step "set-up (Debian packages)"
 if ./scripts/setup.sh --no-build; then ok; else ko "set-up"; fi
 
@@ -135,7 +176,11 @@ if (( gcc_built )); then
 	step "unit and integration tests (gcc)"
 	# side by side, longest first, the timing-sensitive ones alone (COST and
 	# RUN_SERIAL in tests/CMakeLists.txt); the unit tests fill the gaps
-	run_ctest "$B" gcc -L 'unit|integration' -j"$JOBS"
+	run_ctest "$B" gcc -L 'unit|integration' -LE serial -j"$JOBS"
+	fuzz_early_start
+	step "the timing-sensitive tests, one at a time (gcc)${EARLY_PID:+; fuzz harnesses beside them at nice 19}"
+	run_ctest "$B" gcc -L serial
+	[ -n "$EARLY_PID" ] && touch "$B-fuzz/early.stop"
 fi
 
 if (( BG_BUILDS )); then
@@ -165,30 +210,29 @@ if (( BG_BUILDS )); then
 	step "clang-14 + libFuzzer build in $B-fuzz/ (verdict of the background build)"
 	bg_build_wait "$B-fuzz" fuzz && fuzz_built=1 || fuzz_built=0
 	wait "$BG_PID" 2>/dev/null   # no job of ours left before the fuzzers' own
+	if [ -n "$EARLY_PID" ]; then
+		wait "$EARLY_PID" 2>/dev/null
+		cat "$B-fuzz/early.log" 2>/dev/null
+	fi
 else
 	step "clang-14 + libFuzzer build in $B-fuzz/"
 	BUILD_TARGETS=$fuzzers build "$B-fuzz" fuzz "${FUZZ_CMAKE[@]}" && fuzz_built=1 || fuzz_built=0
 fi
 if (( fuzz_built )); then
-	# JOBS harnesses at a time (each libFuzzer process uses one core); the
-	# verdicts are read back in name order once all have ended.
+	# JOBS harnesses at a time (each libFuzzer process uses one core), those
+	# not run beside the serial tests (their .rc is there); the verdicts are
+	# read back in name order once all have ended.
 	shopt -s nullglob
 	names=()
+	[ -n "$EARLY_PID" ] || rm -f "$B"-fuzz/fuzz_*.rc
 	for f in "$B"-fuzz/tests/fuzz_*; do
 		[ -x "$f" ] || continue
 		name=$(basename "$f")
 		names+=("$name")
+		[ -e "$B-fuzz/$name.rc" ] && continue
 		while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n; done
 		step "fuzz $name for ${FUZZ_SECONDS}s (started)"
-		(
-			corpus=$(mktemp -d /var/tmp/tessera-corpus.XXXXXX)
-			[ -d "tests/fuzz/corpus/$name" ] && cp -r "tests/fuzz/corpus/$name/." "$corpus/"
-			"$f" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
-				-artifact_prefix="$B-fuzz/$name-" \
-				-print_final_stats=1 "$corpus" >"$B-fuzz/$name.log" 2>&1
-			echo $? >"$B-fuzz/$name.rc"
-			rm -rf "$corpus"
-		) &
+		fuzz_run "$name" &
 	done
 	wait
 	for name in "${names[@]}"; do
