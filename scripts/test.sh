@@ -16,10 +16,10 @@
 # The ASan and fuzz trees are built while the gcc tests run, at the lowest
 # CPU and I/O priority (nice 19, ionice idle: they only take what the tests
 # leave idle); BG_BUILDS=0 builds them in the foreground, one after the other.
-# While the serial tests of step 2 run (one test, one core mostly idle), the
-# fuzz harnesses run one at a time beside them at nice 19, if their build is
-# done by then; the harnesses not run then run in step 4 (FUZZ_EARLY=0, and
-# with --long: all in step 4).
+# While the serial tests of steps 2 and 3 run (one test, one core mostly
+# idle), the fuzz harnesses run one at a time beside them at nice 19, if their
+# build is done by then; the harnesses not run then run in step 4
+# (FUZZ_EARLY=0, and with --long: all in step 4).
 # --long also runs the crash loop for more rounds and every EC crash point
 # of test-ec-write-hole (TSR_LONG=1 in the tests' environment).
 # BUILD_PREFIX=build names the three build trees (PREFIX, PREFIX-asan, PREFIX-fuzz).
@@ -139,20 +139,22 @@ fuzz_run() {
 }
 
 # fuzz_early_start: in the background at nice 19 (ionice idle), the fuzz
-# harnesses one at a time, until $B-fuzz/early.stop exists (then the one
-# running ends at its time); what it started in $B-fuzz/early.log.  Only if
-# the background fuzz build has succeeded by now.
+# harnesses one at a time; none starts while $B-fuzz/early.pause exists, and
+# none once $B-fuzz/early.stop does (the one running ends at its time); what
+# it started in $B-fuzz/early.log.  Only if the background fuzz build has
+# succeeded by now.
 # (not with --long: a harness runs 300 s then, into the next stage)
 FUZZ_EARLY=${FUZZ_EARLY:-$(( ! LONG ))}
 EARLY_PID=
 fuzz_early_start() {
 	(( BG_BUILDS && FUZZ_EARLY )) || return 0
 	[ "$(cat "$B-fuzz/bg-build.rc" 2>/dev/null)" = 0 ] || return 0
-	rm -f "$B-fuzz/early.stop" "$B-fuzz/early.log" "$B"-fuzz/fuzz_*.rc
+	rm -f "$B-fuzz/early.stop" "$B-fuzz/early.pause" "$B-fuzz/early.log" "$B"-fuzz/fuzz_*.rc
 	(
 		renice -n 19 -p "$BASHPID" >/dev/null 2>&1
 		command -v ionice >/dev/null && ionice -c 3 -p "$BASHPID" >/dev/null 2>&1
 		for f in "$B"-fuzz/tests/fuzz_*; do
+			while [ -e "$B-fuzz/early.pause" ] && [ ! -e "$B-fuzz/early.stop" ]; do sleep 1; done
 			[ -e "$B-fuzz/early.stop" ] && break
 			[ -x "$f" ] || continue
 			step "fuzz $(basename "$f") for ${FUZZ_SECONDS}s (started beside the serial tests, nice 19)"
@@ -180,7 +182,7 @@ if (( gcc_built )); then
 	fuzz_early_start
 	step "the timing-sensitive tests, one at a time (gcc)${EARLY_PID:+; fuzz harnesses beside them at nice 19}"
 	run_ctest "$B" gcc -L serial
-	[ -n "$EARLY_PID" ] && touch "$B-fuzz/early.stop"
+	[ -n "$EARLY_PID" ] && touch "$B-fuzz/early.pause"
 fi
 
 if (( BG_BUILDS )); then
@@ -201,8 +203,11 @@ if (( asan_built )); then
 	else
 		step "unit tests and integration subset (ASan+UBSan)"
 		regex=$(printf 'integration/%s$|' $ASAN_INTEGRATION)
-		# one run, two at a time (RUN_SERIAL ones alone), as in the gcc run
-		TSR_CRASH_ROUNDS=${TSR_CRASH_ROUNDS_ASAN:-10} run_ctest "$B-asan" asan -R "^unit/|${regex%|}" -j"$JOBS"
+		# two at a time, then the serial ones one at a time (the fuzz
+		# harnesses beside them), as in the gcc run
+		TSR_CRASH_ROUNDS=${TSR_CRASH_ROUNDS_ASAN:-10} run_ctest "$B-asan" asan -R "^unit/|${regex%|}" -LE serial -j"$JOBS"
+		[ -n "$EARLY_PID" ] && rm -f "$B-fuzz/early.pause"
+		TSR_CRASH_ROUNDS=${TSR_CRASH_ROUNDS_ASAN:-10} run_ctest "$B-asan" asan -R "^unit/|${regex%|}" -L serial
 	fi
 fi
 
@@ -211,6 +216,7 @@ if (( BG_BUILDS )); then
 	bg_build_wait "$B-fuzz" fuzz && fuzz_built=1 || fuzz_built=0
 	wait "$BG_PID" 2>/dev/null   # no job of ours left before the fuzzers' own
 	if [ -n "$EARLY_PID" ]; then
+		touch "$B-fuzz/early.stop"
 		wait "$EARLY_PID" 2>/dev/null
 		cat "$B-fuzz/early.log" 2>/dev/null
 	fi
