@@ -674,20 +674,40 @@ struct layer *spare_take(struct tsr_store *store, const char *vol_uuid, uint64_t
 	return l;
 }
 
+/* How long a closed volume's spare stays parked: SPARE_LINGER_MS, or for
+ * tests store_test_spare_linger_ms (unit tests) or TSR_TEST_SPARE_LINGER_MS
+ * (0..SPARE_LINGER_MS: test-fd-limit waits for closed volumes' descriptors
+ * to go). */
+static int spare_linger_ms(void)
+{
+	int ms = atomic_load(&store_test_spare_linger_ms);
+	const char *env;
+	char *end;
+	long v;
+
+	if (ms >= 0)
+		return ms;
+	env = getenv("TSR_TEST_SPARE_LINGER_MS");
+	if (env != NULL && env[0] != '\0') {
+		v = strtol(env, &end, 10);
+		if (*end == '\0' && v >= 0 && v <= SPARE_LINGER_MS)
+			return (int)v;
+	}
+	return SPARE_LINGER_MS;
+}
+
 /* Let vol_uuid's spare go.  linger: the volume closed; its spare stays parked
- * for SPARE_LINGER_MS (a reopen takes it), then the thread drops it.  Else
+ * for spare_linger_ms() (a reopen takes it), then the thread drops it.  Else
  * (deleted) it is queued for the thread now and we wait until every queued
  * drop is done. */
 static void spare_let_go(struct tsr_store *store, const char *vol_uuid, bool linger)
 {
 	struct spare_set *ss = store->spares;
-	int linger_ms = atomic_load(&store_test_spare_linger_ms);
+	int linger_ms = spare_linger_ms();
 	struct spare *sp;
 
 	if (ss == NULL)
 		return;
-	if (linger_ms < 0)
-		linger_ms = SPARE_LINGER_MS;
 	pthread_mutex_lock(&ss->lock);
 	sp = spare_find(ss, vol_uuid);
 	if (sp != NULL) {
