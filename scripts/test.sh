@@ -141,18 +141,22 @@ fuzz_run() {
 # fuzz_early_start: in the background at nice 19 (ionice idle), the fuzz
 # harnesses one at a time; none starts while $B-fuzz/early.pause exists, and
 # none once $B-fuzz/early.stop does (the one running ends at its time); what
-# it started in $B-fuzz/early.log.  Only if the background fuzz build has
-# succeeded by now.
+# it started in $B-fuzz/early.log.  With the background builds only: it
+# first waits for the fuzz build's verdict and does nothing if it failed.
 # (not with --long: a harness runs 300 s then, into the next stage)
 FUZZ_EARLY=${FUZZ_EARLY:-$(( ! LONG ))}
 EARLY_PID=
 fuzz_early_start() {
 	(( BG_BUILDS && FUZZ_EARLY )) || return 0
-	[ "$(cat "$B-fuzz/bg-build.rc" 2>/dev/null)" = 0 ] || return 0
 	rm -f "$B-fuzz/early.stop" "$B-fuzz/early.pause" "$B-fuzz/early.log" "$B"-fuzz/fuzz_*.rc
 	(
 		renice -n 19 -p "$BASHPID" >/dev/null 2>&1
 		command -v ionice >/dev/null && ionice -c 3 -p "$BASHPID" >/dev/null 2>&1
+		while [ ! -s "$B-fuzz/bg-build.rc" ] && [ ! -e "$B-fuzz/early.stop" ] &&
+		      kill -0 "$BG_PID" 2>/dev/null; do
+			sleep 1
+		done
+		[ "$(cat "$B-fuzz/bg-build.rc" 2>/dev/null)" = 0 ] || exit 0
 		for f in "$B"-fuzz/tests/fuzz_*; do
 			while [ -e "$B-fuzz/early.pause" ] && [ ! -e "$B-fuzz/early.stop" ]; do sleep 1; done
 			[ -e "$B-fuzz/early.stop" ] && break
