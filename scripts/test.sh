@@ -17,8 +17,8 @@
 # CPU and I/O priority (nice 19, ionice idle: they only take what the tests
 # leave idle); BG_BUILDS=0 builds them in the foreground, one after the other.
 # While the serial tests of steps 2 and 3 run (one test, one core mostly
-# idle), the fuzz harnesses run one at a time beside them at nice 19, if their
-# build is done by then; the harnesses not run then run in step 4
+# idle), the fuzz harnesses run one at a time beside them at nice 19, once
+# their build is done; the harnesses not run then run in step 4
 # (FUZZ_EARLY=0, and with --long: all in step 4).
 # --long also runs the crash loop for more rounds and every EC crash point
 # of test-ec-write-hole (TSR_LONG=1 in the tests' environment).
