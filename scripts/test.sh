@@ -8,8 +8,8 @@
 #    ctest run (two at a time, longest first: COST in tests/CMakeLists.txt),
 #    then the timing-sensitive ones (label serial there) one at a time
 # 3. ASan+UBSan build in build-asan/: the unit tests and a subset of the
-#    integration tests, again in one ctest run (with --long: the unit tests,
-#    then every integration test, one at a time)
+#    integration tests, in two ctest runs as in step 2 (with --long: the unit
+#    tests, then every integration test, one at a time)
 # 4. clang-14 build with libFuzzer in build-fuzz/ (the harnesses only): each
 #    tests/fuzz/fuzz_* harness for FUZZ_SECONDS (10; 300 with --long), as many
 #    at a time as there are cores
