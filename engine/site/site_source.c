@@ -124,6 +124,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -164,7 +165,9 @@
 #define SRC_ATTACH_FIXED 5u
 #define SRC_BATCH       (256u << 10) /* staging buffer: frames packed for one TLS write */
 #define SRC_SEND_BATCH  (256u << 10) /* default opts.send_batch */
-#define SRC_SLAB        (256u << 10) /* log entries' frames (header slot, data) back to back */
+#define SRC_SLAB        (256u << 10) /* log entries' frames (header slot, data) back to back:
+				      * one mapping each, its struct slab header included */
+#define SLAB_CAP        (SRC_SLAB - offsetof(struct slab, buf)) /* bytes a slab holds */
 /* Empty slabs kept on the free list at most, in bytes (less when log_max is less).
  * A streaming log swings by a window and more between two ACKs: the window
  * is sent, and writes pile up behind it until its BARRIER's ACK frees it
@@ -217,7 +220,7 @@ struct slab {
 	struct slab *next; /* free list */
 	uint32_t refs;
 	uint32_t used;     /* bytes handed out */
-	uint8_t buf[];     /* SRC_SLAB bytes */
+	uint8_t buf[];     /* SLAB_CAP bytes (the mapping's rest) */
 };
 
 struct log_entry {
@@ -405,7 +408,8 @@ struct tsr_site_source {
 	uint64_t meta_free_n;
 	uint64_t pool_bytes; /* slab bytes on the free list */
 	uint64_t pool_max;   /* at most: SRC_POOL_BYTES, or log_max when less */
-	uint64_t log_allocs; /* slabs and WRITE entries taken from malloc */
+	uint64_t log_allocs; /* slabs mapped and WRITE entries taken from malloc */
+	uint64_t slab_bytes; /* slabs mapped (in the log, the run, slab_cur, the free list) */
 
 	uint64_t *dirty;         /* n_regions bits */
 	/* initial copy: the regions holding holes (n_regions bits), or NULL.
@@ -622,14 +626,37 @@ static uint64_t entry_data_cap(const struct log_entry *e)
 	return (e->slab != NULL ? TSR_SITE_HDR_SIZE : 0) + (e->kind == ENT_WRITE ? e->len : 0);
 }
 
+/*
+ * A fresh slab, mapped on its own rather than malloc'd: glibc serves 256 KiB
+ * from its arena once its mmap threshold has grown past that (the first free
+ * of a mapped chunk raises it), and a chunk freed in the middle of an arena
+ * stays resident.  A slab unmapped (slab_unmap) is given back for real.
+ */
+static struct slab *slab_map(struct tsr_site_source *s)
+{
+	void *p = mmap(NULL, SRC_SLAB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	s->log_allocs++;
+	s->slab_bytes += SRC_SLAB;
+	return p;
+}
+
+static void slab_unmap(struct tsr_site_source *s, struct slab *sl)
+{
+	munmap(sl, SRC_SLAB);
+	s->slab_bytes -= SRC_SLAB;
+}
+
 /* Drop a reference to sl (NULL ok): an unused slab goes onto the free list,
- * up to pool_max bytes of them, or is freed. */
+ * up to pool_max bytes of them, or is unmapped. */
 static void slab_put(struct tsr_site_source *s, struct slab *sl)
 {
 	if (sl == NULL || --sl->refs > 0)
 		return;
 	if (s->pool_bytes + SRC_SLAB > s->pool_max) {
-		free(sl);
+		slab_unmap(s, sl);
 		return;
 	}
 	sl->next = s->slab_free;
@@ -647,14 +674,12 @@ static uint8_t *slab_take(struct tsr_site_source *s, size_t n, struct slab **out
 
 	if (sl != NULL && sl->refs == 1)
 		sl->used = 0;
-	if (sl == NULL || sl->used + n > SRC_SLAB) {
+	if (sl == NULL || sl->used + n > SLAB_CAP) {
 		if ((sl = s->slab_free) != NULL) {
 			s->slab_free = sl->next;
 			s->pool_bytes -= SRC_SLAB;
-		} else if ((sl = malloc(sizeof(*sl) + SRC_SLAB)) == NULL) {
+		} else if ((sl = slab_map(s)) == NULL) {
 			return NULL;
-		} else {
-			s->log_allocs++;
 		}
 		sl->refs = 1; /* the slab being filled */
 		sl->used = 0;
@@ -1378,6 +1403,8 @@ static void publish(struct tsr_site_source *s)
 	p.frames_shipped = s->frames_shipped;
 	p.tls_writes = s->tls_writes + (s->t != NULL ? tsr_site_tls_sends(s->t) : 0);
 	p.log_allocs = s->log_allocs;
+	p.pool_bytes = s->pool_bytes + s->meta_free_n * sizeof(struct log_entry);
+	p.slab_bytes = s->slab_bytes;
 	p.compress_in_bytes = s->compress_in;
 	p.compress_out_bytes = s->compress_out;
 	p.frames_compressed = s->frames_compressed;
@@ -2863,7 +2890,7 @@ static void source_free(struct tsr_site_source *s)
 	slab_put(s, s->slab_cur);
 	for (struct slab *sl = s->slab_free, *nsl; sl != NULL; sl = nsl) {
 		nsl = sl->next;
-		free(sl);
+		slab_unmap(s, sl);
 	}
 	for (e = s->meta_free; e != NULL; e = next) {
 		next = e->next;

@@ -712,6 +712,10 @@ struct tsr_site_source_stats {
 				   * the frames of entries up to 64 KiB and are recycled
 				   * (up to 16.25 MiB of them kept), and larger WRITE
 				   * entries; a steady stream stops allocating */
+	uint64_t pool_bytes;      /* log memory kept for the next writes: empty slabs on
+				   * the free list and spare entry records */
+	uint64_t slab_bytes;      /* 256 KiB slabs mapped: those holding log frames, the
+				   * one being filled and the free list's */
 	uint64_t compress_in_bytes;  /* WRITE payload bytes offered to the compressor
 				      * (0 when compression is off) */
 	uint64_t compress_out_bytes; /* what those took on the wire (raw when it did
