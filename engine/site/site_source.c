@@ -175,6 +175,13 @@
  * of each swing came from malloc, and the worker's heap grew and shrank
  * (mprotect, fresh pages) hundreds of times a second under a normal lag. */
 #define SRC_POOL_BYTES  (2 * SRC_WINDOW + SRC_SEND_BATCH)
+/* A log that stayed empty this long, with no slab taken meanwhile, gives
+ * its memory back (pool_trim): the free list's slabs, the slab being filled
+ * when nothing is in it, the spare entry records.  Checked at the tick, so
+ * nothing is added per write, and never while a stream keeps entries in
+ * the log (a streaming log is empty only between an ACK and the next
+ * write, never for a whole 2 s). */
+#define SRC_TRIM_MS     2000u
 #define SRC_BATCH_COPY  (64u << 10)  /* a frame up to this size is copied into the batch
 				      * whole (a log entry's goes from its slab); a
 				      * larger one: only its header, then its payload
@@ -410,6 +417,9 @@ struct tsr_site_source {
 	uint64_t pool_max;   /* at most: SRC_POOL_BYTES, or log_max when less */
 	uint64_t log_allocs; /* slabs mapped and WRITE entries taken from malloc */
 	uint64_t slab_bytes; /* slabs mapped (in the log, the run, slab_cur, the free list) */
+	uint64_t slab_takes; /* slabs made slab_cur (slab_take), for the idle trim */
+	uint64_t trim_takes; /* slab_takes at the last tick (trim_tick) */
+	uint64_t idle_since_ns; /* the log empty and no slab taken since (trim_tick) */
 
 	uint64_t *dirty;         /* n_regions bits */
 	/* initial copy: the regions holding holes (n_regions bits), or NULL.
@@ -682,6 +692,7 @@ static uint8_t *slab_take(struct tsr_site_source *s, size_t n, struct slab **out
 			return NULL;
 		}
 		sl->refs = 1; /* the slab being filled */
+		s->slab_takes++;
 		sl->used = 0;
 		slab_put(s, s->slab_cur);
 		s->slab_cur = sl;
@@ -725,6 +736,46 @@ static void entry_release(struct tsr_site_source *s, struct log_entry *e)
 	e->next = s->meta_free;
 	s->meta_free = e;
 	s->meta_free_n++;
+}
+
+/* The log's spare memory given back: every empty slab unmapped, the slab
+ * being filled too when nothing else holds it, the spare entry records
+ * freed.  The next write maps a slab again. */
+static void pool_trim(struct tsr_site_source *s)
+{
+	struct log_entry *e;
+	struct slab *sl;
+
+	while ((sl = s->slab_free) != NULL) {
+		s->slab_free = sl->next;
+		slab_unmap(s, sl);
+	}
+	s->pool_bytes = 0;
+	if (s->slab_cur != NULL && s->slab_cur->refs == 1) {
+		slab_unmap(s, s->slab_cur);
+		s->slab_cur = NULL;
+	}
+	while ((e = s->meta_free) != NULL) {
+		s->meta_free = e->next;
+		free(e);
+	}
+	s->meta_free_n = 0;
+}
+
+/* At each tick: trim once the log has been empty, with no slab taken, for
+ * SRC_TRIM_MS (a write that fits the slab being filled and is ACKed between
+ * two ticks does not count: it needs no more memory than the trim leaves). */
+static void trim_tick(struct tsr_site_source *s, uint64_t t)
+{
+	if (s->head != NULL || s->slab_takes != s->trim_takes) {
+		s->trim_takes = s->slab_takes;
+		s->idle_since_ns = t;
+		return;
+	}
+	if (t - s->idle_since_ns >= SRC_TRIM_MS * NS_PER_MS &&
+	    (s->slab_free != NULL || s->meta_free != NULL ||
+	     (s->slab_cur != NULL && s->slab_cur->refs == 1)))
+		pool_trim(s);
 }
 
 static void entry_free(struct tsr_site_source *s, struct log_entry *e)
@@ -2618,6 +2669,7 @@ static void tick_cb(void *arg, uint32_t events)
 		group_mark(s->group);
 	ho_ask(s);
 	pump(s);
+	trim_tick(s, t);
 	publish(s);
 	rc_flush(s);
 }

@@ -15,7 +15,7 @@
  * every pause the target equals the history's state after some prefix;
  * frames that wait together go out in full TLS records and a steady
  * stream's log entries are recycled (tls_writes, log_allocs), also when the
- * log swings by more than the window.
+ * log swings by more than the window, and given back once the log is idle.
  * Debugging: SITE_UT_FILTER=test_name runs one case, SITE_UT_TRACE=1 says
  * how long the fake target served each connection.
  */
@@ -1185,6 +1185,44 @@ static void small_writes(struct env *e, unsigned n, uint64_t *blk)
 		for (i = 0; i < k; i++)
 			tsr_free_aligned(r[i].buf);
 	}
+}
+
+/*
+ * A log that has gone quiet gives its memory back: after a burst (12 MiB
+ * logged while paused, then shipped) the free list holds the swing's empty
+ * slabs; once the log has been empty for SRC_TRIM_MS (2 s) they are
+ * unmapped with the slab being filled and the spare entry records
+ * (slab_bytes and pool_bytes 0), and writes right after still ship.
+ * Without the trim the 12 MiB stayed: "after the burst: pool 12.2 MiB,
+ * slabs 12.2 MiB; 8.0 s idle: pool 12.2 MiB, slabs 12.2 MiB".
+ */
+static void test_idle_trim(void **state)
+{
+	struct tsr_site_source_stats st0, st1, st2;
+	struct env *e = source_up(16 * MIB, &st0);
+	uint64_t t0, blk = 0;
+
+	(void)state;
+	paused_round(e, 0, 1000, 96);
+	stats(e, &st1);
+	t0 = tsr_mono_ms();
+	do { /* polled: the trim comes at the first tick 2 s after the last ACK */
+		usleep(20000);
+		stats(e, &st2);
+	} while ((st2.slab_bytes || st2.pool_bytes) && tsr_mono_ms() - t0 < 8000);
+	fprintf(stderr, "after the burst: pool %.1f MiB, slabs %.1f MiB; %.1f s idle: "
+		"pool %.1f MiB, slabs %.1f MiB\n", (double)st1.pool_bytes / MIB,
+		(double)st1.slab_bytes / MIB, (double)(tsr_mono_ms() - t0) / 1000,
+		(double)st2.pool_bytes / MIB, (double)st2.slab_bytes / MIB);
+	assert_true(st1.pool_bytes >= 8 * MIB);
+	assert_int_equal(st2.slab_bytes, 0);
+	assert_int_equal(st2.pool_bytes, 0);
+	small_writes(e, 100, &blk); /* fills a fresh slab and a second */
+	wait_caught_up(e, &st2);
+	assert_true(st2.slab_bytes > 0);
+	assert_volumes_equal(e);
+	assert_target_clean(e);
+	assert_int_equal(st2.reconnects, 0);
 }
 
 /*
@@ -2534,6 +2572,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_stream, env_teardown),
 	    cmocka_unit_test_teardown(test_batched_sends_recycled_entries, env_teardown),
 	    cmocka_unit_test_teardown(test_pool_above_window, env_teardown),
+	    cmocka_unit_test_teardown(test_idle_trim, env_teardown),
 	    cmocka_unit_test_teardown(test_run_survives_overflow, env_teardown),
 	    cmocka_unit_test_teardown(test_reply_before_send, env_teardown),
 	    cmocka_unit_test_teardown(test_send_batching, env_teardown),
