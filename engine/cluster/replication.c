@@ -367,6 +367,8 @@ static Tessera__Admin__Replication *source_msg(struct tsr_cluster *c,
 	m->reconnects = st.reconnects;
 	m->rate_bps = st.rate_bps;
 	m->eta_sec = st.eta_sec;
+	m->log_slab_bytes = st.slab_bytes;
+	m->log_pool_bytes = st.pool_bytes;
 	if (st.state == TSR_SITE_SPLIT)
 		m->demoted = true;
 	if (!r->demoted)

@@ -97,7 +97,7 @@ static const char HELP_STATUS[] =
 "Replication message (volume, role, site, state, lag_sec, lag_bytes,\n"
 "dirty_bytes, sync_total_bytes, sync_done_bytes, bytes_shipped,\n"
 "region_bytes_shipped, overflows, rate_bps, eta_sec, consistent, demoted,\n"
-"...); otherwise {\"replications\": [...]} of such objects.\n"
+"log_slab_bytes, log_pool_bytes, ...); otherwise {\"replications\": [...]} of such objects.\n"
 "\n"
 "Example:\n"
 "  tessera replication status\n"

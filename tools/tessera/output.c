@@ -1071,6 +1071,10 @@ json_t *cli_replication_json(const Tessera__Admin__Replication *r)
 						    (json_int_t)r->group_marker, "group_members",
 						    (int)r->group_members, "group_held_by",
 						    r->group_held_by ? r->group_held_by : ""));
+	if (j) /* the source's log memory (session 21, geomem: given back when idle) */
+		json_object_update_new(j, json_pack("{s:I, s:I}", "log_slab_bytes",
+						    (json_int_t)r->log_slab_bytes, "log_pool_bytes",
+						    (json_int_t)r->log_pool_bytes));
 	if (j) /* failback (issue 7): region digests */
 		json_object_update_new(j, json_pack("{s:I, s:b, s:s}", "region_bytes_same",
 						    (json_int_t)r->region_bytes_same,
