@@ -630,10 +630,12 @@ static bool in_slab(uint8_t kind, size_t data)
 	return (kind == ENT_WRITE || kind == ENT_ZERO) && data <= SRC_BATCH_COPY;
 }
 
-/* The bytes e holds memory for (what the log bound counts). */
+/* The data bytes e holds outside a slab (what the log bound counts for it
+ * beside SRC_ENTRY_COST; an entry in a slab is counted by its slab, whole:
+ * log_room). */
 static uint64_t entry_data_cap(const struct log_entry *e)
 {
-	return (e->slab != NULL ? TSR_SITE_HDR_SIZE : 0) + (e->kind == ENT_WRITE ? e->len : 0);
+	return e->slab == NULL && e->kind == ENT_WRITE ? e->len : 0;
 }
 
 /*
@@ -850,9 +852,24 @@ static void log_overflow(struct tsr_site_source *s)
 	log_to_dirty(s);
 }
 
-static bool log_room(struct tsr_site_source *s, uint64_t cost)
+/*
+ * Room for an entry of cost more bytes (its data outside a slab and
+ * SRC_ENTRY_COST), and slab_n bytes in a slab (0: none), or the log
+ * overflows into the bitmap.  The slabs in use (those of the log's entries,
+ * the run's, the one being filled) count whole, with the one a slab_n that
+ * does not fit the slab being filled would take: the memory really held,
+ * not the entries' bytes (with 64 KiB writes three frames fill 196,800
+ * bytes of a slab; counting bytes let the log hold 1.33x log_max).  One
+ * slab is not counted, so that a log_max under a slab still logs.
+ */
+static bool log_room(struct tsr_site_source *s, uint64_t cost, size_t slab_n)
 {
-	if (s->log_cost + cost <= s->log_max)
+	uint64_t held = s->slab_bytes - s->pool_bytes;
+	const struct slab *cur = s->slab_cur;
+
+	if (slab_n && (cur == NULL || (cur->refs > 1 && cur->used + slab_n > SLAB_CAP)))
+		held += SRC_SLAB;
+	if (s->log_cost + cost + held <= s->log_max + SRC_SLAB)
 		return true;
 	log_overflow(s);
 	return false;
@@ -903,8 +920,9 @@ static struct log_entry *entry_new(struct tsr_site_source *s, uint8_t kind, uint
 static void log_change(struct tsr_site_source *s, uint64_t offset, uint64_t len,
 		       const void *buf)
 {
-	uint64_t t = tsr_mono_ns(), done = 0, max = buf ? TSR_SITE_MAX_DATA : SRC_ZERO_MAX, cost;
+	uint64_t t = tsr_mono_ns(), done = 0, max = buf ? TSR_SITE_MAX_DATA : SRC_ZERO_MAX;
 	uint32_t n, data;
+	size_t slab_n;
 	struct log_entry *e;
 
 	if (s->stopping || s->demoted || len == 0)
@@ -922,8 +940,8 @@ static void log_change(struct tsr_site_source *s, uint64_t offset, uint64_t len,
 	while (done < len) {
 		n = (uint32_t)(len - done < max ? len - done : max);
 		data = buf ? n : 0;
-		cost = data + (in_slab(buf ? ENT_WRITE : ENT_ZERO, data) ? TSR_SITE_HDR_SIZE : 0);
-		if (!log_room(s, cost + SRC_ENTRY_COST) ||
+		slab_n = in_slab(buf ? ENT_WRITE : ENT_ZERO, data) ? TSR_SITE_HDR_SIZE + data : 0;
+		if (!log_room(s, (slab_n ? 0 : data) + SRC_ENTRY_COST, slab_n) ||
 		    (e = entry_new(s, buf ? ENT_WRITE : ENT_ZERO, offset + done, n, data, t)) == NULL) {
 			if (s->log_on) /* out of memory: the bitmap holds it instead */
 				log_to_dirty(s);
@@ -954,7 +972,7 @@ static void marker_append(struct tsr_site_source *s, uint64_t n)
 	struct log_entry *e;
 
 	s->bytes_since_marker = 0;
-	if (s->stopping || s->demoted || !s->log_on || !log_room(s, SRC_ENTRY_COST))
+	if (s->stopping || s->demoted || !s->log_on || !log_room(s, SRC_ENTRY_COST, 0))
 		return;
 	e = entry_new(s, ENT_MARKER, n, 0, 0, tsr_mono_ns());
 	if (e == NULL) {
@@ -1316,7 +1334,7 @@ static void log_take(struct tsr_site_source *s, struct log_entry *e)
 			log_to_dirty(s); /* no frame carries it: a region sync will */
 	}
 	if (range || !s->log_on ||
-	    !log_room(s, entry_data_cap(e) + SRC_ENTRY_COST)) {
+	    !log_room(s, entry_data_cap(e) + SRC_ENTRY_COST, 0)) {
 		dirty_mark(s, e->offset, len, e->acked_ns);
 		entry_release(s, e);
 		return;

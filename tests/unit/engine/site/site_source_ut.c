@@ -1226,6 +1226,65 @@ static void test_idle_trim(void **state)
 }
 
 /*
+ * The log bound counts the slabs the log holds, not its entries' bytes:
+ * 60 64 KiB writes (3.75 MiB of data, three frames to a 256 KiB slab, so
+ * 20 slabs: 5 MiB) logged while paused in a 4 MiB log overflow it (at
+ * 48 writes: 16 slabs), and the slabs held stay within log_max and one
+ * slab.  Then everything ships through the region sync.  With the bytes
+ * counted (before): "60 x 64 KiB logged in a 4 MiB log: 0 overflows,
+ * slabs held 5.0 MiB".
+ */
+/* The slabs holding frames (or being filled): pool_bytes counts the spare
+ * entry records too, under a slab's worth. */
+static uint64_t slabs_held(const struct tsr_site_source_stats *st)
+{
+	return st->slab_bytes - st->pool_bytes / (256 * 1024) * (256 * 1024);
+}
+
+static void test_log_bound_slabs(void **state)
+{
+	struct env *e = env_open(16 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	struct wreq r[12];
+	char addr[64];
+	uint64_t t0;
+	unsigned i, j;
+
+	(void)state;
+	o = source_opts(e, addr, sizeof(addr));
+	o.log_max_bytes = 4 * MIB;
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	session_up(e, &st);
+	tsr_site_source_pause(e->s, true);
+	for (t0 = tsr_mono_ms(); stats(e, &st), st.state != TSR_SITE_PAUSED;) {
+		assert_true(tsr_mono_ms() - t0 < 20000);
+		usleep(5000);
+	}
+	for (j = 0; j < 5; j++) {
+		for (i = 0; i < 12; i++) {
+			r[i] = (struct wreq){.off = (j * 12 + i) * 64 * 1024ull, .len = 64 * 1024};
+			assert_non_null(r[i].buf = tsr_alloc_aligned(r[i].len));
+			fill(r[i].buf, r[i].len, 700 + j * 12 + i, r[i].off);
+		}
+		assert_int_equal(run_writes(e, r, 12, NULL, NULL), 0);
+		for (i = 0; i < 12; i++)
+			tsr_free_aligned(r[i].buf);
+	}
+	usleep(30000); /* the counters are published per pass and tick */
+	stats(e, &st);
+	fprintf(stderr, "60 x 64 KiB logged in a 4 MiB log: %llu overflows, slabs held %.1f MiB\n",
+		(unsigned long long)st.overflows,
+		(double)slabs_held(&st) / MIB);
+	assert_int_equal(st.overflows, 1);
+	assert_true(slabs_held(&st) <= 4 * MIB + 256 * 1024);
+	tsr_site_source_pause(e->s, false);
+	wait_caught_up(e, &st);
+	assert_volumes_equal(e);
+	assert_target_clean(e);
+}
+
+/*
  * A run of log entries' frames waiting on a full socket keeps its slab
  * while the log overflows (every entry freed), the sync turns the log on
  * again and new writes are logged: their frames must not land on the run's
@@ -2573,6 +2632,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_batched_sends_recycled_entries, env_teardown),
 	    cmocka_unit_test_teardown(test_pool_above_window, env_teardown),
 	    cmocka_unit_test_teardown(test_idle_trim, env_teardown),
+	    cmocka_unit_test_teardown(test_log_bound_slabs, env_teardown),
 	    cmocka_unit_test_teardown(test_run_survives_overflow, env_teardown),
 	    cmocka_unit_test_teardown(test_reply_before_send, env_teardown),
 	    cmocka_unit_test_teardown(test_send_batching, env_teardown),
