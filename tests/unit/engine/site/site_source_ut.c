@@ -1070,22 +1070,30 @@ static struct env *source_up(uint64_t size, struct tsr_site_source_stats *st)
 	return e;
 }
 
-/* batches * 32 4 KiB writes logged while paused, then shipped at once. */
-static void paused_round(struct env *e, uint64_t base_block, uint32_t fill_id, unsigned batches)
+/* Pause shipping and wait until the worker took the pause. */
+static void pause_wait(struct env *e)
 {
 	struct tsr_site_source_stats st;
-	struct wreq r[32];
 	uint64_t t0 = tsr_mono_ms();
-	unsigned i, j;
 
 	tsr_site_source_pause(e->s, true);
-	for (;;) { /* the pause is the worker's: wait until it took it */
+	for (;;) {
 		stats(e, &st);
 		if (st.state == TSR_SITE_PAUSED)
 			break;
 		assert_true(tsr_mono_ms() - t0 < 20000);
 		usleep(5000);
 	}
+}
+
+/* batches * 32 4 KiB writes logged while paused, then shipped at once. */
+static void paused_round(struct env *e, uint64_t base_block, uint32_t fill_id, unsigned batches)
+{
+	struct tsr_site_source_stats st;
+	struct wreq r[32];
+	unsigned i, j;
+
+	pause_wait(e);
 	for (j = 0; j < batches; j++) {
 		for (i = 0; i < 32; i++) {
 			r[i] = (struct wreq){.off = (base_block + j * 32 + i) * BS, .len = BS};
@@ -1248,7 +1256,6 @@ static void test_log_bound_slabs(void **state)
 	struct tsr_site_source_stats st;
 	struct wreq r[12];
 	char addr[64];
-	uint64_t t0;
 	unsigned i, j;
 
 	(void)state;
@@ -1256,11 +1263,7 @@ static void test_log_bound_slabs(void **state)
 	o.log_max_bytes = 4 * MIB;
 	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
 	session_up(e, &st);
-	tsr_site_source_pause(e->s, true);
-	for (t0 = tsr_mono_ms(); stats(e, &st), st.state != TSR_SITE_PAUSED;) {
-		assert_true(tsr_mono_ms() - t0 < 20000);
-		usleep(5000);
-	}
+	pause_wait(e);
 	for (j = 0; j < 5; j++) {
 		for (i = 0; i < 12; i++) {
 			r[i] = (struct wreq){.off = (j * 12 + i) * 64 * 1024ull, .len = 64 * 1024};
