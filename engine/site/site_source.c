@@ -406,7 +406,8 @@ struct tsr_site_source {
 	    *tx_orphan; /* entry being sent after its log was dropped; freed at tx end */
 	uint64_t log_entries, log_bytes, log_cost;
 	/* empty slabs, kept up to pool_max bytes, and freed entries of slabs
-	 * (their bookkeeping only), kept as many: a steady stream of small
+	 * (their bookkeeping only), kept as many until the log has been idle
+	 * for SRC_TRIM_MS (trim_tick): a steady stream of small
 	 * writes takes its log entries from here instead of malloc (whose
 	 * top-of-heap trims and regrowths showed in the profile) */
 	struct slab *slab_cur;  /* being filled, or NULL */

@@ -710,10 +710,12 @@ struct tsr_site_source_stats {
 				   * live); bounded (review s20-revM B4) */
 	uint64_t log_allocs;      /* log memory taken from malloc: 256 KiB slabs, which hold
 				   * the frames of entries up to 64 KiB and are recycled
-				   * (up to 16.25 MiB of them kept), and larger WRITE
+				   * (up to 16.25 MiB of them kept while the log is in
+				   * use: pool_bytes), and larger WRITE
 				   * entries; a steady stream stops allocating */
 	uint64_t pool_bytes;      /* log memory kept for the next writes: empty slabs on
-				   * the free list and spare entry records */
+				   * the free list and spare entry records; given back
+				   * (slabs unmapped) once the log has been empty for 2 s */
 	uint64_t slab_bytes;      /* 256 KiB slabs mapped: those holding log frames, the
 				   * one being filled and the free list's */
 	uint64_t compress_in_bytes;  /* WRITE payload bytes offered to the compressor
