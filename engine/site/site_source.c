@@ -165,9 +165,8 @@
 #define SRC_ATTACH_FIXED 5u
 #define SRC_BATCH       (256u << 10) /* staging buffer: frames packed for one TLS write */
 #define SRC_SEND_BATCH  (256u << 10) /* default opts.send_batch */
-#define SRC_SLAB        (256u << 10) /* log entries' frames (header slot, data) back to back:
-				      * one mapping each, its struct slab header included */
-#define SLAB_CAP        (SRC_SLAB - offsetof(struct slab, buf)) /* bytes a slab holds */
+#define SRC_SLAB        (256u << 10) /* log entries' frames (header slot, data) back to back */
+#define SLAB_CAP        (SRC_SLAB - offsetof(struct slab, buf)) /* in one mapping of SRC_SLAB */
 /* Empty slabs kept on the free list at most, in bytes (less when log_max is less).
  * A streaming log swings by a window and more between two ACKs: the window
  * is sent, and writes pile up behind it until its BARRIER's ACK frees it
@@ -404,7 +403,9 @@ struct tsr_site_source {
 	struct log_entry *cursor;      /* next entry to send this session, NULL: none */
 	struct log_entry
 	    *tx_orphan; /* entry being sent after its log was dropped; freed at tx end */
-	uint64_t log_entries, log_bytes, log_cost;
+	uint64_t log_entries, log_bytes;
+	uint64_t log_cost; /* the log bound's count of the entries: data outside slabs and
+			    * SRC_ENTRY_COST each (log_room adds the slabs in use) */
 	/* empty slabs, kept up to pool_max bytes, and freed entries of slabs
 	 * (their bookkeeping only), kept as many until the log has been idle
 	 * for SRC_TRIM_MS (trim_tick): a steady stream of small
@@ -1334,8 +1335,7 @@ static void log_take(struct tsr_site_source *s, struct log_entry *e)
 		else
 			log_to_dirty(s); /* no frame carries it: a region sync will */
 	}
-	if (range || !s->log_on ||
-	    !log_room(s, entry_data_cap(e) + SRC_ENTRY_COST, 0)) {
+	if (range || !s->log_on || !log_room(s, entry_data_cap(e) + SRC_ENTRY_COST, 0)) {
 		dirty_mark(s, e->offset, len, e->acked_ns);
 		entry_release(s, e);
 		return;

@@ -1218,10 +1218,12 @@ static void test_idle_trim(void **state)
 		usleep(20000);
 		stats(e, &st2);
 	} while ((st2.slab_bytes || st2.pool_bytes) && tsr_mono_ms() - t0 < 8000);
-	fprintf(stderr, "after the burst: pool %.1f MiB, slabs %.1f MiB; %.1f s idle: "
-		"pool %.1f MiB, slabs %.1f MiB\n", (double)st1.pool_bytes / MIB,
-		(double)st1.slab_bytes / MIB, (double)(tsr_mono_ms() - t0) / 1000,
-		(double)st2.pool_bytes / MIB, (double)st2.slab_bytes / MIB);
+	fprintf(stderr,
+		"after the burst: pool %.1f MiB, slabs %.1f MiB; %.1f s idle: "
+		"pool %.1f MiB, slabs %.1f MiB\n",
+		(double)st1.pool_bytes / MIB, (double)st1.slab_bytes / MIB,
+		(double)(tsr_mono_ms() - t0) / 1000, (double)st2.pool_bytes / MIB,
+		(double)st2.slab_bytes / MIB);
 	assert_true(st1.pool_bytes >= 8 * MIB);
 	assert_int_equal(st2.slab_bytes, 0);
 	assert_int_equal(st2.pool_bytes, 0);
@@ -1277,8 +1279,7 @@ static void test_log_bound_slabs(void **state)
 	usleep(30000); /* the counters are published per pass and tick */
 	stats(e, &st);
 	fprintf(stderr, "60 x 64 KiB logged in a 4 MiB log: %llu overflows, slabs held %.1f MiB\n",
-		(unsigned long long)st.overflows,
-		(double)slabs_held(&st) / MIB);
+		(unsigned long long)st.overflows, (double)slabs_held(&st) / MIB);
 	assert_int_equal(st.overflows, 1);
 	assert_true(slabs_held(&st) <= 4 * MIB + 256 * 1024);
 	tsr_site_source_pause(e->s, false);
