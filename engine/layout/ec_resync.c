@@ -61,6 +61,8 @@ struct eresync {
 	bool waiting_tokens; /* paced: the tick goes on */
 	bool in_walk, again; /* rs_walk running: a nested call only asks for another pass */
 	uint64_t regions_done; /* regions this walk cleared (the test hold's count) */
+	uint64_t unrecoverable; /* stripes of this walk no k other chunks rebuilt */
+	bool region_kept;       /* the current region has one: its bit stays set */
 	bool held_logged;      /* the test hold logged once */
 	struct ec_missed *missed; /* stages 0 and 2b, until dropped */
 };
@@ -195,9 +197,25 @@ static void rstripe_decoded(void *arg, int status, uint32_t present)
 {
 	struct rstripe *st = arg;
 	struct eresync *rs = st->rs;
+	struct ec *e = rs->e;
 	int ret;
 
 	(void)present;
+	if (status < 0 && !rs_gone(rs) && ec_in_sync(e) >= e->k) {
+		/* k copies are readable, yet fewer than k chunks of the stripe
+		 * were: another copy's chunk failed its CRC.  Not this copy's
+		 * fault (failing it would only start this resync again and meet
+		 * the same chunk): its chunk is kept as it is, its region stays
+		 * dirty, the walk goes on (rs_unrecoverable). */
+		tsr_error("ec %s: copy %u (%s): resync: stripe %llu: its chunk cannot be rebuilt "
+			  "(another copy's chunk fails its CRC): kept as it is, its region "
+			  "stays dirty",
+			  e->name, rs->c->idx, rs->c->node_id, (unsigned long long)st->stripe);
+		rs->unrecoverable++;
+		rs->region_kept = true;
+		rstripe_end(st, 0);
+		return;
+	}
 	if (status < 0 || rs_gone(rs)) {
 		rstripe_end(st, status < 0 ? status : -ECANCELED);
 		return;
@@ -275,6 +293,30 @@ static bool rs_test_held(struct eresync *rs)
 	return true;
 }
 
+/*
+ * The walk reached the end with stripes it could not rebuild: the copy
+ * stays RESYNCING (it takes writes; it serves no reads and does not count
+ * as in sync) with their regions dirty, and is not failed -- a failed copy
+ * comes back and resyncs at once, meeting the same chunks, for ever.  The
+ * next resync of it (its next return, or the next attach) retries them:
+ * once the damaged chunks are rewritten (a host write of the stripe) they
+ * decode.  The regions the walk did not reach again (set behind it while
+ * it ran) wait for that retry too.
+ */
+static void rs_unrecoverable(struct eresync *rs)
+{
+	struct ecopy *c = rs->c;
+	struct ec *e = rs->e;
+
+	tsr_error("ec %s: copy %u (%s): resync stopped: %llu stripes could not be rebuilt "
+		  "(fewer than %u chunks of each readable; see the lines above): the copy stays "
+		  "resyncing with %llu regions dirty.  Rewrite those stripes (their blocks read "
+		  "as errors), then detach and attach the volume to retry",
+		  e->name, c->idx, c->node_id, (unsigned long long)rs->unrecoverable, e->k,
+		  (unsigned long long)c->bm.nset);
+	rs_stop(rs);
+}
+
 /* One pass; true when rs is gone (stopped and freed, or handed to the hook). */
 static bool rs_walk_once(struct eresync *rs)
 {
@@ -322,15 +364,20 @@ static bool rs_walk_once(struct eresync *rs)
 			rs_stop(rs);
 			return true;
 		}
-		/* the region is done */
-		if (rs->end_stripe > 0 && rs->region < e->nregions &&
+		/* the region is done (kept dirty when a stripe of it could not be) */
+		if (rs->end_stripe > 0 && rs->region < e->nregions && !rs->region_kept &&
 		    mbm_test(&c->bm, rs->region)) {
 			mbm_clear_region(&c->bm, rs->region);
 			e->resync_regions_copied++;
 			rs->regions_done++;
 		}
-		rs->region = mbm_next(&c->bm, rs->end_stripe == 0 ? 0 : rs->region);
+		rs->region_kept = false;
+		rs->region = mbm_next(&c->bm, rs->end_stripe == 0 ? 0 : rs->region + 1);
 		if (rs->region >= e->nregions) {
+			if (rs->unrecoverable > 0) {
+				rs_unrecoverable(rs);
+				return true;
+			}
 			rs->region = mbm_next(&c->bm, 0);
 			if (rs->region >= e->nregions) {
 				rs_finish_walk(rs);
