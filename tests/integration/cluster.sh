@@ -464,6 +464,18 @@ cl_move_onto_n1() {
 		--to n1 2>&1) || fail "move onto n1: $out"
 }
 
+# cl_ec21_on_n1 VOL [BYTE]: VOL created, a 4 MiB ec 2+1 volume (16 KiB unit,
+# zone failure domain) whose chunks must be on n1 n2 n3, attached on n1, and
+# written with BYTE over its 4 MiB when BYTE is given (the EC tests of one
+# stripe's chunks on three nodes).
+cl_ec21_on_n1() {
+	ctsr volume create "$1" --size 4M --ec 2+1 --stripe-unit 16K --failure-domain zone \
+		>/dev/null || fail "create $1"
+	assert_eq "$(cl_copy_nodes "$1")" "n1,n2,n3" "nodes holding $1's chunks"
+	ctsr volume attach "$1" --node n1 >/dev/null || fail "attach $1 on n1"
+	[ -z "${2:-}" ] || cl_qemu_io 1 "$1" "write -P $2 0 4M" >/dev/null || fail "write $1"
+}
+
 # cl_attach_fill VOL IMG: VOL attached on n1, in sync, IMG written into it
 # (nbdcopy) and in sync again; VOL stays attached.
 cl_attach_fill() {

@@ -21,11 +21,7 @@ require_tessera
 require_cmd qemu-io dd
 
 cl_start 3
-ctsr volume create ed --size 4M --ec 2+1 --stripe-unit 16K --failure-domain zone >/dev/null ||
-	fail "create ed"
-assert_eq "$(cl_copy_nodes ed)" "n1,n2,n3" "nodes holding ed's chunks"
-ctsr volume attach ed --node n1 >/dev/null || fail "attach ed on n1"
-cl_qemu_io 1 ed "write -P 0x61 0 4M" >/dev/null || fail "write ed"
+cl_ec21_on_n1 ed 0x61
 cl_stop 3
 cl_qemu_io 1 ed "write -P 0x62 0 32K" >/dev/null || fail "write stripe 0 with n3 away"
 cl_wait_state ed n3 out-of-sync 10

@@ -30,10 +30,7 @@ readback() {
 }
 
 cl_start 3
-ctsr volume create ev --size 4M --ec 2+1 --stripe-unit 16K --failure-domain zone >/dev/null ||
-	fail "create ev"
-assert_eq "$(cl_copy_nodes ev)" "n1,n2,n3" "nodes holding ev's chunks"
-ctsr volume attach ev --node n1 >/dev/null || fail "attach ev on n1"
+cl_ec21_on_n1 ev
 F1=$(cl_copy_file 1 ev)
 F2=$(cl_copy_file 2 ev)
 F3=$(cl_copy_file 3 ev)

@@ -82,11 +82,7 @@ if [ "${EC_SCRUB_DIRECT_OFF:-}" = 1 ]; then
 	TSR_TEST_PEER_NO_FEATURES=1 cl_start_node 3
 fi
 cl_wait_nodes_alive 3
-ctsr volume create ev --size 4M --ec 2+1 --stripe-unit 16K --failure-domain zone >/dev/null ||
-	fail "create ev"
-assert_eq "$(cl_copy_nodes ev)" "n1,n2,n3" "nodes holding ev's chunks"
-ctsr volume attach ev --node n1 >/dev/null || fail "attach ev on n1"
-cl_qemu_io 1 ev "write -P 0x61 0 4M" >/dev/null || fail "write ev"
+cl_ec21_on_n1 ev 0x61
 F1=$(cl_copy_file 1 ev)
 F2=$(cl_copy_file 2 ev)
 F3=$(cl_copy_file 3 ev)
