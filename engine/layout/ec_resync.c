@@ -57,13 +57,13 @@ struct eresync {
 	int inflight; /* stripes in flight */
 	int status;   /* a failure of the region */
 	uint64_t start_ns;
-	uint64_t bytes;      /* written by this resync */
-	bool waiting_tokens; /* paced: the tick goes on */
-	bool in_walk, again; /* rs_walk running: a nested call only asks for another pass */
-	uint64_t regions_done; /* regions this walk cleared (the test hold's count) */
-	uint64_t unrecoverable; /* stripes of this walk no k other chunks rebuilt */
-	bool region_kept;       /* the current region has one: its bit stays set */
-	bool held_logged;      /* the test hold logged once */
+	uint64_t bytes;           /* written by this resync */
+	bool waiting_tokens;      /* paced: the tick goes on */
+	bool in_walk, again;      /* rs_walk running: a nested call only asks for another pass */
+	uint64_t regions_done;    /* regions this walk cleared (the test hold's count) */
+	uint64_t unrecoverable;   /* stripes of this walk no k other chunks rebuilt */
+	bool region_kept;         /* the current region has one: its bit stays set */
+	bool held_logged;         /* the test hold logged once */
 	struct ec_missed *missed; /* stages 0 and 2b, until dropped */
 };
 
