@@ -861,8 +861,13 @@ static void log_overflow(struct tsr_site_source *s)
  * the run's, the one being filled) count whole, with the one a slab_n that
  * does not fit the slab being filled would take: the memory really held,
  * not the entries' bytes (with 64 KiB writes three frames fill 196,800
- * bytes of a slab; counting bytes let the log hold 1.33x log_max).  One
- * slab is not counted, so that a log_max under a slab still logs.
+ * bytes of a slab; counting bytes let the log hold 1.33x log_max).  Two
+ * slabs are not counted: the one being filled, so that a log_max under a
+ * slab still logs, and the oldest, which stays whole while the frames in
+ * flight at its end wait for their ACK (with one slab not counted a
+ * one-slab log overflowed under a steady stream at each slab taken, with a
+ * few 4 KiB frames in flight: review s21-revR).  So the log's memory is at
+ * most log_max and two slabs.
  */
 static bool log_room(struct tsr_site_source *s, uint64_t cost, size_t slab_n)
 {
@@ -871,7 +876,7 @@ static bool log_room(struct tsr_site_source *s, uint64_t cost, size_t slab_n)
 
 	if (slab_n && (cur == NULL || (cur->refs > 1 && cur->used + slab_n > SLAB_CAP)))
 		held += SRC_SLAB;
-	if (s->log_cost + cost + held <= s->log_max + SRC_SLAB)
+	if (s->log_cost + cost + held <= s->log_max + 2 * SRC_SLAB)
 		return true;
 	log_overflow(s);
 	return false;

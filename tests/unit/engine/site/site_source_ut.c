@@ -1289,6 +1289,42 @@ static void test_log_bound_slabs(void **state)
 }
 
 /*
+ * A log of one slab (--log-size 256k) under a steady stream of 4 KiB
+ * writes, each sent in its own pass with a BARRIER every 10 ms, so a few
+ * are in flight at any time, never 62 (what 256 KiB held counted by bytes):
+ * it must not overflow.  With the slab counted whole the slab being left
+ * still held the frames in flight when the next one was taken, two slabs
+ * over log_max and one: "one-slab log, 150 writes streamed: 1 overflows".
+ */
+static void test_small_log_streams(void **state)
+{
+	struct env *e = env_open(16 * MIB);
+	struct tsr_site_source_opts o;
+	struct tsr_site_source_stats st;
+	char addr[64];
+	uint64_t blk = 0;
+	unsigned i;
+
+	(void)state;
+	o = source_opts(e, addr, sizeof(addr));
+	o.log_max_bytes = 256 * 1024;
+	o.barrier_ms = 10;
+	o.send_batch = 1;
+	assert_int_equal(tsr_site_source_start(&o, &e->s), 0);
+	session_up(e, &st);
+	for (i = 0; i < 150; i++) {
+		small_writes(e, 1, &blk);
+		usleep(1000);
+	}
+	wait_caught_up(e, &st);
+	fprintf(stderr, "one-slab log, %llu writes streamed: %llu overflows\n",
+		(unsigned long long)blk, (unsigned long long)st.overflows);
+	assert_int_equal(st.overflows, 0);
+	assert_volumes_equal(e);
+	assert_target_clean(e);
+}
+
+/*
  * A run of log entries' frames waiting on a full socket keeps its slab
  * while the log overflows (every entry freed), the sync turns the log on
  * again and new writes are logged: their frames must not land on the run's
@@ -2637,6 +2673,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_pool_above_window, env_teardown),
 	    cmocka_unit_test_teardown(test_idle_trim, env_teardown),
 	    cmocka_unit_test_teardown(test_log_bound_slabs, env_teardown),
+	    cmocka_unit_test_teardown(test_small_log_streams, env_teardown),
 	    cmocka_unit_test_teardown(test_run_survives_overflow, env_teardown),
 	    cmocka_unit_test_teardown(test_reply_before_send, env_teardown),
 	    cmocka_unit_test_teardown(test_send_batching, env_teardown),
