@@ -51,6 +51,10 @@
 #define EC_RELEASE_MS     100 /* ... or this long after the last one */
 #define EC_RESYNC_DEPTH   4   /* stripes recomputed at once by a resync */
 #define EC_LOCAL_RETRY_NS (5ull * 1000000000)
+/* a RESYNCING copy's kept regions (stripes no k chunks rebuilt): walked
+ * again after 5 s, then 10, 20, 40, 60, 60 ... until they decode */
+#define EC_KEPT_RETRY_NS     (5ull * 1000000000)
+#define EC_KEPT_RETRY_MAX_NS (60ull * 1000000000)
 
 struct ec;
 struct ecopy;
@@ -87,6 +91,11 @@ struct ecopy {
 	uint64_t journal_est;   /* stage journal bytes written since the last drain (estimate) */
 	struct eresync *resync; /* running resync / rebuild, or NULL */
 	bool resync_queued;     /* start one once ready */
+	/* RESYNCING with regions a walk could not rebuild (ec_resync.c
+	 * rs_unrecoverable): the tick walks them again at kept_retry_ns (0: no
+	 * retry due), the delay doubling from EC_KEPT_RETRY_NS to
+	 * EC_KEPT_RETRY_MAX_NS */
+	uint64_t kept_retry_ns, kept_delay_ns;
 	/*
 	 * Start-up only (ec.c), cleared by start_finish.  start_failed: failed
 	 * before ready (ec_copy_failed then changes the state in memory only);

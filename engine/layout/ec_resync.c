@@ -133,6 +133,7 @@ static void rs_in_sync_done(void *arg, int status)
 	if (status == 0 && !rs_gone(rs) && c->state == TSR_COPY_RESYNCING) {
 		c->state = TSR_COPY_IN_SYNC;
 		c->full_resync = false;
+		c->kept_retry_ns = c->kept_delay_ns = 0;
 		tsr_info("ec %s: copy %u (%s) in sync again (%llu bytes written)", e->name, c->idx,
 			 c->node_id, (unsigned long long)rs->bytes);
 		if (e->replace_running && e->replace_idx == c->idx)
@@ -308,12 +309,17 @@ static void rs_unrecoverable(struct eresync *rs)
 	struct ecopy *c = rs->c;
 	struct ec *e = rs->e;
 
+	c->kept_delay_ns = c->kept_delay_ns == 0 ? EC_KEPT_RETRY_NS : 2 * c->kept_delay_ns;
+	if (c->kept_delay_ns > EC_KEPT_RETRY_MAX_NS)
+		c->kept_delay_ns = EC_KEPT_RETRY_MAX_NS;
+	c->kept_retry_ns = ec_now_ns() + c->kept_delay_ns;
 	tsr_error("ec %s: copy %u (%s): resync stopped: %llu stripes could not be rebuilt "
 		  "(fewer than %u chunks of each readable; see the lines above): the copy stays "
-		  "resyncing with %llu regions dirty.  Rewrite those stripes (their blocks read "
-		  "as errors), then detach and attach the volume to retry",
+		  "resyncing with %llu regions dirty, walked again in %llu s.  Rewrite those "
+		  "stripes' bytes (they read as errors) or bring back the copies that are away",
 		  e->name, c->idx, c->node_id, (unsigned long long)rs->unrecoverable, e->k,
-		  (unsigned long long)c->bm.nset);
+		  (unsigned long long)c->bm.nset,
+		  (unsigned long long)(c->kept_delay_ns / 1000000000ull));
 	rs_stop(rs);
 }
 
@@ -410,6 +416,24 @@ static void rs_walk(struct eresync *rs)
 
 static void rs_made_up(void *arg, int status);
 
+/* Stage 4: walk every region set in the bitmap of c (RESYNCING). */
+static void rs_walk_begin(struct eresync *rs)
+{
+	struct ecopy *c = rs->c;
+	struct ec *e = rs->e;
+
+	rs->stage = 4;
+	e->resync_total = c->bm.nset * (e->region_size / e->unit);
+	if (e->resync_total > e->nstripes)
+		e->resync_total = e->nstripes;
+	e->resync_done = 0;
+	tsr_info("ec %s: copy %u (%s): resync of %llu regions", e->name, c->idx, c->node_id,
+		 (unsigned long long)c->bm.nset);
+	ec_publish(e);
+	rs->end_stripe = 0;
+	rs_walk(rs);
+}
+
 static void rs_released(void *arg, int status)
 {
 	struct eresync *rs = arg;
@@ -440,7 +464,6 @@ static void rs_made_up(void *arg, int status)
 {
 	struct eresync *rs = arg;
 	struct ecopy *c = rs->c;
-	struct ec *e = rs->e;
 
 	if (rs_gone(rs)) {
 		rs_stop(rs);
@@ -453,18 +476,9 @@ static void rs_made_up(void *arg, int status)
 	}
 	ec_missed_end(rs->missed, true);
 	rs->missed = NULL;
-	rs->stage = 4;
 	c->state = TSR_COPY_RESYNCING;
 	ec_hook_request(c, TSR_COPY_RESYNCING, NULL);
-	e->resync_total = c->bm.nset * (e->region_size / e->unit);
-	if (e->resync_total > e->nstripes)
-		e->resync_total = e->nstripes;
-	e->resync_done = 0;
-	tsr_info("ec %s: copy %u (%s): resync of %llu regions", e->name, c->idx, c->node_id,
-		 (unsigned long long)c->bm.nset);
-	ec_publish(e);
-	rs->end_stripe = 0;
-	rs_walk(rs);
+	rs_walk_begin(rs);
 }
 
 static void rs_marks_durable(void *arg, int status)
@@ -552,6 +566,43 @@ static void rs_replayed(void *arg, int status)
 		rs_listed(rs, ret, NULL, 0);
 }
 
+static struct eresync *rs_new(struct ecopy *c)
+{
+	struct ec *e = c->e;
+	struct eresync *rs = calloc(1, sizeof(*rs));
+
+	if (rs == NULL)
+		return NULL;
+	rs->c = c;
+	rs->e = e;
+	rs->gen = c->gen;
+	rs->stage = 0;
+	rs->start_ns = ec_now_ns();
+	ec_get(e);
+	c->resync = rs;
+	c->kept_retry_ns = 0;
+	e->resync_running = true;
+	return rs;
+}
+
+/*
+ * The kept regions of a RESYNCING copy walked again (rs_unrecoverable; the
+ * tick, when due): stages 0-3 were done by the resync that kept them, and
+ * it has taken every write since.  Retried so that the copy does not stay
+ * RESYNCING for ever (one copy less of redundancy) once the stripes decode
+ * again: rewritten by the host, or a copy that was away back in sync.
+ */
+static void rs_retry_kept(struct ecopy *c)
+{
+	struct eresync *rs = rs_new(c);
+
+	if (rs == NULL)
+		return;
+	tsr_info("ec %s: copy %u (%s): resync: its %llu kept regions walked again", c->e->name,
+		 c->idx, c->node_id, (unsigned long long)c->bm.nset);
+	rs_walk_begin(rs);
+}
+
 void ec_resync_start(struct ecopy *c)
 {
 	struct ec *e = c->e;
@@ -562,17 +613,9 @@ void ec_resync_start(struct ecopy *c)
 	if (c->resync != NULL || !c->open || e->closing || e->fenced ||
 	    c->state == TSR_COPY_IN_SYNC)
 		return;
-	rs = calloc(1, sizeof(*rs));
+	rs = rs_new(c);
 	if (rs == NULL)
 		return;
-	rs->c = c;
-	rs->e = e;
-	rs->gen = c->gen;
-	rs->stage = 0;
-	rs->start_ns = ec_now_ns();
-	ec_get(e);
-	c->resync = rs;
-	e->resync_running = true;
 	ret = ec_missed_begin(c, &rs->missed);
 	if (ret == 0 && !ec_missed_empty(rs->missed))
 		ret = ec_missed_delete(rs->missed, rs_replayed, rs);
@@ -604,6 +647,10 @@ void ec_resync_tick(struct ec *e, uint64_t now_ns)
 		if (rs != NULL && rs->waiting_tokens) {
 			rs->waiting_tokens = false;
 			rs_walk(rs);
+		} else if (rs == NULL && c->kept_retry_ns != 0 && now_ns >= c->kept_retry_ns &&
+			   c->open && e->ready && !e->closing && !e->fenced &&
+			   c->state == TSR_COPY_RESYNCING) {
+			rs_retry_kept(c);
 		} else if (rs == NULL && c->local && c->open && e->ready &&
 			   c->state == TSR_COPY_OUT_OF_SYNC &&
 			   now_ns - e->local_retry_ns >= EC_LOCAL_RETRY_NS) {
