@@ -1820,6 +1820,7 @@ static void fill_status(struct tsr_cluster *c, struct attachment *a,
 	vs->degraded_reads = st.degraded_reads;
 	vs->txn_rolled_forward = st.txn_rolled_forward;
 	vs->txn_rolled_back = st.txn_rolled_back;
+	vs->stripes_unrebuilt = st.stripes_unrebuilt;
 }
 
 /* Status or scrub of a volume: here, forwarded to its coordinator, or from the record. */

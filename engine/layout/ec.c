@@ -137,6 +137,8 @@ void ec_publish(struct ec *e)
 			degraded = true;
 		if (c->state != TSR_COPY_IN_SYNC)
 			rebuilding += c->bm.nset * per_region;
+		if (c->state == TSR_COPY_RESYNCING)
+			s.stripes_unrebuilt += c->kept_stripes;
 	}
 	s.resync_running = e->resync_running;
 	s.resync_total_bytes = e->resync_total * e->unit;

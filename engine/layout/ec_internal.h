@@ -96,6 +96,7 @@ struct ecopy {
 	 * retry due), the delay doubling from EC_KEPT_RETRY_NS to
 	 * EC_KEPT_RETRY_MAX_NS */
 	uint64_t kept_retry_ns, kept_delay_ns;
+	uint64_t kept_stripes; /* of them, in status (stripes_unrebuilt) */
 	/*
 	 * Start-up only (ec.c), cleared by start_finish.  start_failed: failed
 	 * before ready (ec_copy_failed then changes the state in memory only);

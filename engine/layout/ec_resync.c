@@ -133,7 +133,7 @@ static void rs_in_sync_done(void *arg, int status)
 	if (status == 0 && !rs_gone(rs) && c->state == TSR_COPY_RESYNCING) {
 		c->state = TSR_COPY_IN_SYNC;
 		c->full_resync = false;
-		c->kept_retry_ns = c->kept_delay_ns = 0;
+		c->kept_retry_ns = c->kept_delay_ns = c->kept_stripes = 0;
 		tsr_info("ec %s: copy %u (%s) in sync again (%llu bytes written)", e->name, c->idx,
 			 c->node_id, (unsigned long long)rs->bytes);
 		if (e->replace_running && e->replace_idx == c->idx)
@@ -204,14 +204,18 @@ static void rstripe_decoded(void *arg, int status, uint32_t present)
 	(void)present;
 	if (status < 0 && !rs_gone(rs) && ec_in_sync(e) >= e->k) {
 		/* k copies are readable, yet fewer than k chunks of the stripe
-		 * were: another copy's chunk failed its CRC.  Not this copy's
+		 * were: another copy's chunk failed its CRC (or a read of it was
+		 * not issued: a transient cause, walked again).  Not this copy's
 		 * fault (failing it would only start this resync again and meet
 		 * the same chunk): its chunk is kept as it is, its region stays
 		 * dirty, the walk goes on (rs_unrecoverable). */
-		tsr_error("ec %s: copy %u (%s): resync: stripe %llu: its chunk cannot be rebuilt "
-			  "(another copy's chunk fails its CRC): kept as it is, its region "
+		tsr_error("ec %s: copy %u (%s): resync: stripe %llu (volume bytes %llu-%llu): its "
+			  "chunk cannot be rebuilt (fewer than %u other chunks read: a CRC error "
+			  "or a read not issued, see the lines above): kept as it is, its region "
 			  "stays dirty",
-			  e->name, rs->c->idx, rs->c->node_id, (unsigned long long)st->stripe);
+			  e->name, rs->c->idx, rs->c->node_id, (unsigned long long)st->stripe,
+			  (unsigned long long)(st->stripe * e->width),
+			  (unsigned long long)((st->stripe + 1) * e->width - 1), e->k);
 		rs->unrecoverable++;
 		rs->region_kept = true;
 		rstripe_end(st, 0);
@@ -313,6 +317,7 @@ static void rs_unrecoverable(struct eresync *rs)
 	if (c->kept_delay_ns > EC_KEPT_RETRY_MAX_NS)
 		c->kept_delay_ns = EC_KEPT_RETRY_MAX_NS;
 	c->kept_retry_ns = ec_now_ns() + c->kept_delay_ns;
+	c->kept_stripes = rs->unrecoverable;
 	tsr_error("ec %s: copy %u (%s): resync stopped: %llu stripes could not be rebuilt "
 		  "(fewer than %u chunks of each readable; see the lines above): the copy stays "
 		  "resyncing with %llu regions dirty, walked again in %llu s.  Rewrite those "

@@ -226,6 +226,9 @@ struct tsr_layout_status {
 	uint64_t stripes_total, stripes_degraded, stripes_rebuilding;
 	uint64_t degraded_reads;
 	uint64_t txn_rolled_forward, txn_rolled_back;
+	/* ec: stripes the last walk of each RESYNCING copy could not rebuild
+	 * (its regions kept dirty, walked again; ec_resync.c rs_unrecoverable) */
+	uint64_t stripes_unrebuilt;
 };
 
 /*

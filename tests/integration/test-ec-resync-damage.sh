@@ -11,8 +11,9 @@
 # on n1, written (0x61); n3 stopped; stripe 0 rewritten (0x62, n3's region 0
 # dirty); one 4 KiB block of n2's chunk of stripe 1 overwritten with 0x5a
 # (O_DIRECT); n3 back:
-#  - n1 says stripe 1 cannot be rebuilt and the resync stopped; n3 is
-#    resyncing, and n1 never failed it (no "(n3) failed" line);
+#  - n1 says stripe 1 (volume bytes 32768-65535) cannot be rebuilt and the
+#    resync stopped; n3 is resyncing, and n1 never failed it (no "(n3)
+#    failed" line); volume status counts 1 stripe not rebuilt (s21-revS);
 #  - stripe 1 rewritten by the host (0x63, a full stripe): n3 in sync by
 #    itself (the retry), the data reads back, a scrub is clean.
 . "$(dirname "$0")/functions.sh"
@@ -34,15 +35,18 @@ from=$(( $(log_lines 1) + 1 ))
 cl_start_node 3
 cl_wait_nodes_alive 3
 wait_log_from 1 "$from" "copy [0-9]+ \(n3\): resync stopped: 1 stripes could not be rebuilt"
-grepq -E "copy [0-9]+ \(n3\): resync: stripe 1: its chunk cannot be rebuilt" "$(cl_dir 1)/tesserad.log" ||
-	fail "n1 does not name stripe 1 as the one not rebuilt"
+grepq -E "copy [0-9]+ \(n3\): resync: stripe 1 \(volume bytes 32768-65535\): its chunk cannot be rebuilt" \
+	"$(cl_dir 1)/tesserad.log" || fail "n1 does not name stripe 1 (and its bytes) as the one not rebuilt"
 n=$(tail -n +"$from" "$(cl_dir 1)/tesserad.log" | grep -c "(n3) failed")
 assert_eq "$n" 0 "lines of n1's log failing n3 after its return"
 cl_wait_state ed n3 resyncing 10
+assert_eq "$(vstatus ed 'j.get("stripes_unrebuilt")')" 1 "volume status stripes_unrebuilt"
+ctsr volume status ed | grepq "1 stripes could not be rebuilt" || fail "volume status does not say a stripe could not be rebuilt"
 log "n3 kept resyncing, stripe 1 reported, n3 not failed"
 
 cl_qemu_io 1 ed "write -P 0x63 32K 32K" >/dev/null || fail "rewrite stripe 1"
 cl_wait_synced ed 20
+assert_eq "$(vstatus ed 'j.get("stripes_unrebuilt")')" 0 "volume status stripes_unrebuilt once in sync"
 out=$(cl_qemu_io 1 ed "read -P 0x62 0 32K" "read -P 0x63 32K 32K" "read -P 0x61 64K 4032K" 2>&1) ||
 	fail "read ed back: $out"
 echo "$out" | grepq "Pattern verification failed" && fail "ed reads back wrong: $out"

@@ -503,6 +503,9 @@ json_t *cli_volume_status_json(const Tessera__Admin__VolumeStatus *s)
 			"degraded_reads", (json_int_t)s->degraded_reads,
 			"txn_rolled_forward", (json_int_t)s->txn_rolled_forward,
 			"txn_rolled_back", (json_int_t)s->txn_rolled_back));
+	if (j)
+		json_object_set_new(j, "stripes_unrebuilt",
+				    json_integer((json_int_t)s->stripes_unrebuilt));
 	return j;
 }
 
@@ -940,6 +943,12 @@ void cli_print_volume_status(const Tessera__Admin__VolumeStatus *s)
 			printf(" (%u%% done)",
 			       cli_percent(s->resync_done_bytes, s->resync_total_bytes));
 		printf("\n");
+		if (s->stripes_unrebuilt)
+			printf("            %" PRIu64 " stripes could not be rebuilt (fewer than %u "
+			       "other chunks read: a CRC error or a copy away; their blocks read as "
+			       "errors): rewrite those bytes (the coordinator's log names the "
+			       "stripes and offsets) or bring back the copies away; retried every "
+			       "minute at most\n", s->stripes_unrebuilt, v->ec_k);
 		printf("            %" PRIu64 " degraded reads (decoded from %u chunks) since "
 		       "attach\n", s->degraded_reads, v->ec_k);
 		printf("recovery:   %" PRIu64 " partial-stripe writes rolled forward, %" PRIu64
