@@ -15,6 +15,7 @@
 #include "tessera/ec.h"
 #include "tessera/pbmsg.h"
 #include "tessera/site.h"
+#include "tessera/vol.h"
 
 #define MAX_STRING 4096      /* any string field in a reply */
 #define MAX_VOLUMES 100000   /* volumes in one reply */
@@ -214,6 +215,9 @@ void admin_response_free_built(Tessera__Admin__Response *resp)
 	free(resp->copies_left);
 	resp->copies_left = NULL;
 	resp->n_copies_left = 0;
+	free_strings(resp->nbd_clients, resp->n_nbd_clients);
+	resp->nbd_clients = NULL;
+	resp->n_nbd_clients = 0;
 }
 
 void admin_fail(Tessera__Admin__Response *resp, int err, const char *fmt, ...)
@@ -874,6 +878,17 @@ static int check_response(const Tessera__Admin__Response *resp, const char **why
 	for (size_t i = 0; i < resp->n_replications; i++) {
 		if (!valid_replication(resp->replications[i])) {
 			*why = "malformed replication";
+			return -EINVAL;
+		}
+	}
+	if (resp->n_nbd_clients > TSR_DETACH_CLIENTS_LISTED ||
+	    resp->n_nbd_clients > resp->nbd_clients_total) {
+		*why = "too many NBD clients listed";
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < resp->n_nbd_clients; i++) {
+		if (!valid_text(resp->nbd_clients[i], TSR_PEER_ADDR_MAX - 1, false)) {
+			*why = "malformed NBD client address";
 			return -EINVAL;
 		}
 	}

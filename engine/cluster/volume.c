@@ -189,6 +189,12 @@ void cluster_forward_answer(const char *node_id, const char *address, int status
 	r->n_extents = 0;
 	resp->diff_bytes = r->diff_bytes;
 	resp->diff_next = r->diff_next;
+	resp->nbd_clients = r->nbd_clients; /* a detach refused: its clients */
+	resp->n_nbd_clients = r->n_nbd_clients;
+	r->nbd_clients = NULL;
+	r->n_nbd_clients = 0;
+	resp->nbd_clients_total = r->nbd_clients_total;
+	resp->clients_disconnected = r->clients_disconnected;
 	tessera__admin__response__free_unpacked(r, NULL);
 }
 

@@ -388,6 +388,10 @@ struct nbd_conn;
 
 /* Hard-close every connection of this worker now. */
 void nbd_conns_close_all(struct nbd_wctx *wctx);
+/* Drain and close the connections of this worker in transmission on
+ * export name (tsr_volset_disconnect: a detach with --force); logged per
+ * connection.  Those draining already are left as they are. */
+void nbd_conns_disconnect(struct nbd_wctx *wctx, const char *name);
 /*
  * The worker's stop hook: every connection stops reading, finishes its
  * in-flight requests, sends their replies if the client takes them without
@@ -398,6 +402,25 @@ void nbd_conns_close_all(struct nbd_wctx *wctx);
 void nbd_conns_drain_all(struct nbd_wctx *wctx);
 
 /* ======================= nbd_server.c ======================= */
+
+/*
+ * A connection in transmission, as the server's client list sees it (the
+ * detach's question "who holds this volume", tsr_volset_clients).  Embedded
+ * in the connection; listed from its entry into transmission until it lets
+ * go of its export (conn_free).  Its fields are written under the server's
+ * clients_lock.
+ */
+struct nbd_client {
+	struct nbd_client *prev, *next; /* srv->clients */
+	const char *export;      /* the export's name (its tsr_vol's, held meanwhile) */
+	char peer[64];           /* TSR_PEER_ADDR_MAX: "127.0.0.1:40312", "unix pid 1234" */
+	struct tsr_worker *w;    /* the worker serving it now (a move updates it) */
+	bool listed;
+};
+void nbd_client_add(struct tsr_nbd_server *srv, struct nbd_client *cl, const char *export,
+		    struct tsr_worker *w);
+void nbd_client_moved(struct tsr_nbd_server *srv, struct nbd_client *cl, struct tsr_worker *w);
+void nbd_client_remove(struct tsr_nbd_server *srv, struct nbd_client *cl);
 
 /* Per-worker state of a server: touched only by that worker's thread. */
 struct nbd_wctx {

@@ -37,6 +37,7 @@
  * when a request completes with -EAGAIN: a step the store queued later, such
  * as a copy on write, found the queue full).
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -127,6 +128,8 @@ struct nbd_conn {
 	bool stopping;            /* the worker stops: drain, never wait on the client */
 	struct tsr_worker *move_to; /* export's home worker: move there at the end of this pass */
 	struct nbd_open *opening; /* the handshake's export open out, or NULL */
+	struct nbd_client client; /* the server's list entry, from transmission to free;
+				   * client.peer set at the start */
 
 	struct nbd_req *retry_head, *retry_tail; /* waiting for I/O queue room */
 	bool retry_scheduled;
@@ -171,6 +174,7 @@ static void conn_free(struct nbd_conn *c)
 		for (j = 0; j < c->pool_n[i]; j++)
 			tsr_free_aligned(c->pool[i][j]);
 	nbd_hs_fini(&c->hs);
+	nbd_client_remove(c->srv, &c->client); /* before the export goes */
 	if (c->vol != NULL)
 		tsr_vol_put(c->vol);
 	tsr_free_aligned(c->rbuf);
@@ -963,7 +967,8 @@ static void enter_transmission(struct nbd_conn *c)
 	c->tx.meta = c->hs.meta;
 	c->tx.size = tsr_vol_size(c->vol);
 	c->state = CONN_TRANSMISSION;
-	tsr_debug("nbd: client attached to '%s'%s%s", tsr_vol_name(c->vol),
+	nbd_client_add(c->srv, &c->client, tsr_vol_name(c->vol), c->w);
+	tsr_debug("nbd: client %s attached to '%s'%s%s", c->client.peer, tsr_vol_name(c->vol),
 		  c->tx.structured ? ", structured replies" : "",
 		  c->tx.meta ? ", base:allocation" : "");
 	nbd_hs_fini(&c->hs);
@@ -987,6 +992,7 @@ static void conn_adopt_msg(struct tsr_worker *w, void *arg)
 	c->io = tsr_worker_io(w);
 	c->move_to = NULL;
 	c->paused = false;
+	nbd_client_moved(c->srv, &c->client, w);
 	if (wctx == NULL || wctx->stopped) {
 		c->wctx = NULL;
 		close(c->fd);
@@ -1322,6 +1328,23 @@ void nbd_conns_close_all(struct nbd_wctx *wctx)
 		conn_close(wctx->conns);
 }
 
+void nbd_conns_disconnect(struct nbd_wctx *wctx, const char *name)
+{
+	struct nbd_conn *c, *next;
+
+	for (c = wctx->conns; c != NULL; c = next) {
+		next = c->next;
+		if (c->state != CONN_TRANSMISSION || strcmp(tsr_vol_name(c->vol), name) != 0)
+			continue;
+		tsr_info("nbd: closing the connection of client %s to '%s' (its volume is "
+			 "detached with --force): its requests in flight are answered first",
+			 c->client.peer, name);
+		conn_get(c);
+		conn_begin_drain(c);
+		conn_put(c); /* closing c leaves the others alone: next is valid */
+	}
+}
+
 void nbd_conns_drain_all(struct nbd_wctx *wctx)
 {
 	struct nbd_conn *c, *next;
@@ -1403,6 +1426,38 @@ static int conn_export_list(void *arg, int (*emit)(void *emit_arg, const char *n
 	return nbd_server_export_ops.list(c->srv, emit, emit_arg);
 }
 
+/* The client's address as a detach names it: "IP:PORT" over TCP, "unix pid
+ * N" over a unix socket (its peer's credentials), "unknown" otherwise. */
+static void conn_peer_name(int fd, char *out, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[INET6_ADDRSTRLEN] = "";
+
+	snprintf(out, len, "unknown");
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+		return;
+	if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)&ss;
+
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		snprintf(out, len, "%s:%u", host, ntohs(in->sin_port));
+	} else if (ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)&ss;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		snprintf(out, len, "[%s]:%u", host, ntohs(in6->sin6_port));
+	} else if (ss.ss_family == AF_UNIX) {
+		struct ucred cred;
+		socklen_t cl = sizeof(cred);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0)
+			snprintf(out, len, "unix pid %d", (int)cred.pid);
+		else
+			snprintf(out, len, "unix");
+	}
+}
+
 static const struct nbd_export_ops conn_export_ops = {
 	.open = conn_export_open,
 	.open_start = conn_export_open_start,
@@ -1429,6 +1484,7 @@ void tsr_nbd_conn_start(struct tsr_nbd_server *srv, struct tsr_worker *w, int fd
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		goto err_fd;
+	conn_peer_name(fd, c->client.peer, sizeof(c->client.peer));
 	c->rbuf = tsr_alloc_aligned(NBD_RBUF_SIZE);
 	if (c->rbuf == NULL || nbd_hs_init(&c->hs, &conn_export_ops, c) < 0) {
 		nbd_hs_fini(&c->hs);

@@ -17,10 +17,18 @@
  * timeout + 1 s) and finishes the refused ones of its own on its thread, so
  * each callback runs on its worker exactly once, before the worker exits.
  * Opens beyond NBD_OPENERS at a time wait in the queue.
+ *
+ * Clients: the connections in transmission are listed (struct nbd_client,
+ * under clients_lock: entered, moved and left by their workers, read by the
+ * control thread) so that a detach can name the clients that hold its
+ * volume and, with --force, close them (tsr_volset_client_ops: installed in
+ * the volume set by create, removed by destroy).  A close is a message to
+ * each worker serving one of them (nbd_conns_disconnect on its thread).
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -66,7 +74,12 @@ struct tsr_nbd_server {
 	pthread_t openers[NBD_OPENERS];
 	unsigned n_openers, idle_openers;
 	bool open_stop;               /* destroy: openers exit once the queue is empty */
+	/* clients: every field below under clients_lock */
+	pthread_mutex_t clients_lock;
+	struct nbd_client *clients;   /* connections in transmission (their struct nbd_client) */
 };
+
+static const struct tsr_volset_client_ops nbd_client_ops;
 
 int tsr_nbd_server_create(const struct tsr_nbd_server_opts *opts,
 			  struct tsr_nbd_server **out)
@@ -83,6 +96,7 @@ int tsr_nbd_server_create(const struct tsr_nbd_server_opts *opts,
 	pthread_mutex_init(&srv->open_lock, NULL);
 	pthread_cond_init(&srv->open_cond, NULL);
 	pthread_cond_init(&srv->opens_idle, NULL);
+	pthread_mutex_init(&srv->clients_lock, NULL);
 	if (opts->default_export != NULL) {
 		srv->default_export = strdup(opts->default_export);
 		if (srv->default_export == NULL) {
@@ -90,6 +104,7 @@ int tsr_nbd_server_create(const struct tsr_nbd_server_opts *opts,
 			return -ENOMEM;
 		}
 	}
+	tsr_volset_set_client_ops(srv->vols, &nbd_client_ops, srv);
 	*out = srv;
 	return 0;
 }
@@ -102,6 +117,7 @@ void tsr_nbd_server_destroy(struct tsr_nbd_server *srv)
 
 	if (srv == NULL)
 		return;
+	tsr_volset_set_client_ops(srv->vols, NULL, NULL);
 	pthread_mutex_lock(&srv->open_lock);
 	srv->open_stop = true;
 	pthread_cond_broadcast(&srv->open_cond);
@@ -121,6 +137,7 @@ void tsr_nbd_server_destroy(struct tsr_nbd_server *srv)
 	pthread_cond_destroy(&srv->opens_idle);
 	pthread_cond_destroy(&srv->open_cond);
 	pthread_mutex_destroy(&srv->open_lock);
+	pthread_mutex_destroy(&srv->clients_lock);
 	for (i = 0; i < NBD_MAX_WORKERS; i++) {
 		if (srv->wctx[i] != NULL && srv->wctx[i]->conns != NULL)
 			tsr_warn("nbd: server destroyed with connections open on worker%u", i);
@@ -419,3 +436,113 @@ static void opens_finish_stopped(struct tsr_nbd_server *srv, struct tsr_worker *
 		open_finish(op);
 	}
 }
+
+/* ---- clients (see the file header) ---- */
+
+void nbd_client_add(struct tsr_nbd_server *srv, struct nbd_client *cl, const char *export,
+		    struct tsr_worker *w)
+{
+	pthread_mutex_lock(&srv->clients_lock);
+	cl->export = export;
+	cl->w = w;
+	cl->prev = NULL;
+	cl->next = srv->clients;
+	if (cl->next != NULL)
+		cl->next->prev = cl;
+	srv->clients = cl;
+	cl->listed = true;
+	pthread_mutex_unlock(&srv->clients_lock);
+}
+
+void nbd_client_moved(struct tsr_nbd_server *srv, struct nbd_client *cl, struct tsr_worker *w)
+{
+	pthread_mutex_lock(&srv->clients_lock);
+	cl->w = w;
+	pthread_mutex_unlock(&srv->clients_lock);
+}
+
+void nbd_client_remove(struct tsr_nbd_server *srv, struct nbd_client *cl)
+{
+	pthread_mutex_lock(&srv->clients_lock);
+	if (cl->listed) {
+		if (cl->prev != NULL)
+			cl->prev->next = cl->next;
+		else
+			srv->clients = cl->next;
+		if (cl->next != NULL)
+			cl->next->prev = cl->prev;
+		cl->prev = cl->next = NULL;
+		cl->listed = false;
+	}
+	pthread_mutex_unlock(&srv->clients_lock);
+}
+
+static unsigned clients_list(void *arg, const char *name, char (*peers)[TSR_PEER_ADDR_MAX],
+			     unsigned max)
+{
+	struct tsr_nbd_server *srv = arg;
+	unsigned n = 0;
+
+	pthread_mutex_lock(&srv->clients_lock);
+	for (struct nbd_client *cl = srv->clients; cl != NULL; cl = cl->next) {
+		if (strcmp(cl->export, name) != 0)
+			continue;
+		if (n < max)
+			snprintf(peers[n], TSR_PEER_ADDR_MAX, "%s", cl->peer);
+		n++;
+	}
+	pthread_mutex_unlock(&srv->clients_lock);
+	return n;
+}
+
+/* A close of export name's clients, on one worker. */
+struct disconnect_msg {
+	struct tsr_nbd_server *srv;
+	char name[];
+};
+
+static void disconnect_run(struct tsr_worker *w, void *arg)
+{
+	struct disconnect_msg *m = arg;
+	struct nbd_wctx *wctx = nbd_server_wctx(m->srv, w);
+
+	if (wctx != NULL && !wctx->stopped)
+		nbd_conns_disconnect(wctx, m->name);
+	free(m);
+}
+
+static unsigned clients_disconnect(void *arg, const char *name)
+{
+	struct tsr_nbd_server *srv = arg;
+	struct tsr_worker *workers[NBD_MAX_WORKERS];
+	unsigned n = 0, n_workers = 0, i;
+	size_t len = strlen(name) + 1;
+
+	pthread_mutex_lock(&srv->clients_lock);
+	for (struct nbd_client *cl = srv->clients; cl != NULL; cl = cl->next) {
+		if (strcmp(cl->export, name) != 0)
+			continue;
+		n++;
+		for (i = 0; i < n_workers && workers[i] != cl->w; i++)
+			;
+		if (i == n_workers && n_workers < NBD_MAX_WORKERS)
+			workers[n_workers++] = cl->w;
+	}
+	pthread_mutex_unlock(&srv->clients_lock);
+	for (i = 0; i < n_workers; i++) {
+		struct disconnect_msg *m = malloc(sizeof(*m) + len);
+
+		if (m == NULL)
+			continue; /* the detach asks again on its next poll */
+		m->srv = srv;
+		memcpy(m->name, name, len);
+		if (tsr_worker_send(workers[i], disconnect_run, m) < 0)
+			free(m); /* stopping: its connections drain anyway */
+	}
+	return n;
+}
+
+static const struct tsr_volset_client_ops nbd_client_ops = {
+	.list = clients_list,
+	.disconnect = clients_disconnect,
+};

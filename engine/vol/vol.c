@@ -97,6 +97,10 @@ struct tsr_volset {
 	struct tsr_worker **workers; /* homes for local volumes (set_workers), or NULL */
 	unsigned n_workers;
 	unsigned next_worker;      /* round robin; guarded by lock */
+	/* the host clients (tsr_volset_set_client_ops), NULL: none; guarded by
+	 * lock, called without it (their implementer has its own) */
+	const struct tsr_volset_client_ops *client_ops;
+	void *client_arg;
 };
 
 int tsr_volset_create(struct tsr_store *store, struct tsr_volset **out)
@@ -494,6 +498,46 @@ bool tsr_volset_in_use(struct tsr_volset *set, const char *name)
 		in_use = strcmp(v->name, name) == 0;
 	pthread_mutex_unlock(&set->lock);
 	return in_use;
+}
+
+void tsr_volset_set_client_ops(struct tsr_volset *set, const struct tsr_volset_client_ops *ops,
+			       void *arg)
+{
+	pthread_mutex_lock(&set->lock);
+	set->client_ops = ops;
+	set->client_arg = arg;
+	pthread_mutex_unlock(&set->lock);
+}
+
+/* The installed client ops (*arg their argument), or NULL.  The caller
+ * (control thread) runs while they stay installed: the NBD server is
+ * destroyed after the control loop ends. */
+static const struct tsr_volset_client_ops *client_ops_get(struct tsr_volset *set, void **arg)
+{
+	const struct tsr_volset_client_ops *ops;
+
+	pthread_mutex_lock(&set->lock);
+	ops = set->client_ops;
+	*arg = set->client_arg;
+	pthread_mutex_unlock(&set->lock);
+	return ops;
+}
+
+unsigned tsr_volset_clients(struct tsr_volset *set, const char *name,
+			    char (*peers)[TSR_PEER_ADDR_MAX], unsigned max)
+{
+	void *arg;
+	const struct tsr_volset_client_ops *ops = client_ops_get(set, &arg);
+
+	return ops ? ops->list(arg, name, peers, max) : 0;
+}
+
+unsigned tsr_volset_disconnect(struct tsr_volset *set, const char *name)
+{
+	void *arg;
+	const struct tsr_volset_client_ops *ops = client_ops_get(set, &arg);
+
+	return ops ? ops->disconnect(arg, name) : 0;
 }
 
 /* ---- snapshot requests through a volume's gate ---- */

@@ -37,6 +37,33 @@ void tsr_vol_put(struct tsr_vol *vol);
 bool tsr_volset_in_use(struct tsr_volset *set, const char *name);
 
 /*
+ * The host clients of the volumes (the NBD server fills it in): who holds an
+ * export, and closing them.  Both are called from the control thread and
+ * may take the implementer's own lock, never the volset's.
+ */
+#define TSR_PEER_ADDR_MAX 64 /* "127.0.0.1:40312", "[::1]:40312", "unix pid 1234" */
+#define TSR_DETACH_CLIENTS_LISTED 8 /* a refused detach names at most this many */
+struct tsr_volset_client_ops {
+	/* The clients of export name (an exact name: "VOL@SNAP" is another
+	 * export): how many, and the peer addresses of the first max of them
+	 * into peers (may be NULL when max is 0). */
+	unsigned (*list)(void *arg, const char *name, char (*peers)[TSR_PEER_ADDR_MAX],
+			 unsigned max);
+	/* Close every client of export name: each reads no more requests,
+	 * finishes and answers those in flight, then closes its connection.
+	 * Returns how many were asked to; asking one twice is harmless. */
+	unsigned (*disconnect)(void *arg, const char *name);
+};
+/* Install ops (NULL: none; the NBD server's create and destroy). */
+void tsr_volset_set_client_ops(struct tsr_volset *set, const struct tsr_volset_client_ops *ops,
+			       void *arg);
+/* ops->list, or 0 when no client ops are installed. */
+unsigned tsr_volset_clients(struct tsr_volset *set, const char *name,
+			    char (*peers)[TSR_PEER_ADDR_MAX], unsigned max);
+/* ops->disconnect, or 0 when no client ops are installed. */
+unsigned tsr_volset_disconnect(struct tsr_volset *set, const char *name);
+
+/*
  * Cluster mode: only volumes registered with tsr_volset_attach are served
  * (the store's volumes are copies that only a coordinator may write).
  * Call before any tsr_vol_get.
