@@ -1405,12 +1405,16 @@ void cluster_attach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 /*
  * A client that has just closed its socket (an unmount, nbdfuse ending right
  * before the detach) is gone once its worker has read the end of the stream
- * and dropped the volume: give that up to DETACH_CLIENT_WAIT_MS before the
- * detach counts as unclean.  A client still connected costs the detach that
- * wait.  The admin command waits on an ev_timer and answers later
+ * and dropped the volume: give that up to DETACH_CLIENT_WAIT_MS.  An admin
+ * detach whose volume still has NBD clients after it is refused (-EBUSY,
+ * the clients named), the volume left attached and registered; with force
+ * it closes them first (tsr_volset_disconnect: their requests in flight
+ * are answered, no new one is read) and detaches cleanly once they are
+ * gone.  The admin command waits on an ev_timer and answers later
  * (admin_later_begin): the loop keeps serving admin calls, the CSI plugin
- * and the tick meanwhile.  Only tsr_cluster_stop (and a caller outside an
- * admin request) still waits in place.
+ * and the tick meanwhile.  tsr_cluster_stop's detaches, and an attach
+ * replacing a fenced attachment, are not refused: they wait in place and
+ * count a client left as an unclean detach, as before.
  */
 #define DETACH_CLIENT_WAIT_MS 2000
 #define DETACH_CLIENT_POLL_MS 10
@@ -1422,8 +1426,15 @@ void cluster_attach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
  */
 struct detach_wait {
 	struct tsr_cluster *c;
-	struct attachment *a;      /* unlinked from c->attached; freed by detach_finish
-				    * (NULL from then on) */
+	struct attachment *a;      /* clients_phase: still in c->attached; then unlinked
+				    * from it, freed by detach_finish (NULL from then on) */
+	bool clients_phase;        /* waiting for its NBD clients before anything is
+				    * undone: the volume stays attached and registered */
+	bool force;                /* VolumeDetach.force: close the clients */
+	unsigned disconnected;     /* force: the clients it closed (the reply's) */
+	unsigned refused;          /* the clients still connected after the wait: the
+				    * detach is refused (the reply's), 0: not refused */
+	char peers[TSR_DETACH_CLIENTS_LISTED][TSR_PEER_ADDR_MAX]; /* the first of them */
 	bool fenced;               /* the detach is unclean already */
 	double deadline;           /* ev_now at which the clients count as left */
 	ev_timer poll;             /* every DETACH_CLIENT_POLL_MS on c->o.loop */
@@ -1451,19 +1462,15 @@ static bool clients_gone(struct tsr_cluster *c, const char *name)
 bool cluster_detach_pending(struct tsr_cluster *c, const char *name)
 {
 	for (struct detach_wait *w = c->detaching; w; w = w->next)
-		if (strcmp(w->a->name, name) == 0)
+		if (strcmp(w->name, name) == 0)
 			return true;
 	return false;
 }
 
-/*
- * First half of a detach: unlink a, take it out of the volume set.  Returns
- * whether the detach is unclean already (fenced).
- */
-static bool detach_begin(struct tsr_cluster *c, struct attachment *a)
+/* Whether a's coordinator is fenced (the detach is unclean anyway). */
+static bool attachment_fenced(struct tsr_cluster *c, struct attachment *a)
 {
 	bool fenced;
-	int ret;
 
 	pthread_mutex_lock(&c->lock);
 	fenced = a->fenced;
@@ -1474,6 +1481,54 @@ static bool detach_begin(struct tsr_cluster *c, struct attachment *a)
 		fenced = st.fenced;
 	}
 	pthread_mutex_unlock(&c->lock);
+	return fenced;
+}
+
+/*
+ * The refusal of a detach whose volume has n NBD clients still connected
+ * (peers: the first of them, at most TSR_DETACH_CLIENTS_LISTED), into resp:
+ * -EBUSY, what to do, and the clients (Response.nbd_clients).
+ */
+static void detach_refuse(const char *name, const char *node_id, unsigned n,
+			  char (*peers)[TSR_PEER_ADDR_MAX], Tessera__Admin__Response *resp)
+{
+	unsigned listed = n < TSR_DETACH_CLIENTS_LISTED ? n : TSR_DETACH_CLIENTS_LISTED;
+	char list[TSR_DETACH_CLIENTS_LISTED * (TSR_PEER_ADDR_MAX + 2) + 16] = "";
+	size_t used = 0;
+
+	for (unsigned i = 0; i < listed && used < sizeof(list); i++)
+		used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s", i ? ", " : "",
+					 peers[i]);
+	if (n > listed && used < sizeof(list))
+		snprintf(list + used, sizeof(list) - used, ", ...");
+	admin_fail(resp, -EBUSY, "volume '%s' is in use by %u NBD client%s on %s (%s), still "
+		   "connected %d ms after the detach was asked: nothing was changed (it stays "
+		   "attached); disconnect %s (unmount, nbd-client -d, end nbdfuse or qemu), "
+		   "or detach with --force (tessera volume detach %s --force: their requests "
+		   "in flight are answered, then their connections are closed)", name, n,
+		   n == 1 ? "" : "s", node_id, list, DETACH_CLIENT_WAIT_MS,
+		   n == 1 ? "it" : "them", name);
+	resp->nbd_clients_total = n;
+	resp->nbd_clients = calloc(listed, sizeof(*resp->nbd_clients));
+	if (resp->nbd_clients == NULL)
+		return;
+	for (unsigned i = 0; i < listed; i++) {
+		resp->nbd_clients[i] = admin_strdup(peers[i]);
+		if (resp->nbd_clients[i] == NULL)
+			break;
+		resp->n_nbd_clients++;
+	}
+}
+
+/*
+ * First half of a detach: unlink a, take it out of the volume set.  Returns
+ * whether the detach is unclean already (fenced).
+ */
+static bool detach_begin(struct tsr_cluster *c, struct attachment *a)
+{
+	bool fenced = attachment_fenced(c, a);
+	int ret;
+
 	attachment_unlink(c, a);
 	repl_on_detach(c, a->name); /* its source goes before the volume */
 	if (a->layout) {
@@ -1536,8 +1591,11 @@ static void detach_reply(struct tsr_admin_server *srv, void *arg, Tessera__Admin
 	struct detach_wait *w = arg;
 
 	(void)srv;
-	if (w->note)
+	if (w->refused)
+		detach_refuse(w->name, w->c->node_id, w->refused, w->peers, resp);
+	else if (w->note)
 		admin_fail(resp, 0, "%s", w->note);
+	resp->clients_disconnected = w->disconnected;
 	free(w->note);
 	free(w);
 }
@@ -1550,7 +1608,6 @@ static void detach_copy_nodes(struct detach_wait *w, struct attachment *a)
 {
 	struct tsr_layout_status st;
 
-	snprintf(w->name, sizeof(w->name), "%s", a->name);
 	w->epoch = a->epoch;
 	w->n_nodes = 0;
 	if (a->layout == NULL)
@@ -1620,52 +1677,126 @@ static void detach_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	struct detach_wait *w = t->data;
 
 	(void)revents;
-	if (tsr_volset_in_use(w->c->o.vols, w->a->name) && ev_now(loop) < w->deadline)
+	if (!tsr_volset_in_use(w->c->o.vols, w->a->name) || ev_now(loop) >= w->deadline) {
+		detach_wait_end(w);
 		return;
-	detach_wait_end(w);
+	}
+	/* a client that reached its worker after the last ask (an open
+	 * delivered, a connection moving to the volume's home) is asked now */
+	if (w->force)
+		tsr_volset_disconnect(w->c->o.vols, w->a->name);
+}
+
+static void detach_run(struct tsr_cluster *c, struct attachment *a, struct detach_wait *w,
+		       Tessera__Admin__Response *resp);
+
+/*
+ * End w's wait for the NBD clients before the detach: none left, the detach
+ * runs (w goes on with it); else it is refused, nothing changed, and the
+ * reply goes now.
+ */
+static void detach_clients_end(struct detach_wait *w)
+{
+	struct tsr_cluster *c = w->c;
+	struct attachment *a = w->a;
+
+	ev_timer_stop(c->o.loop, &w->poll);
+	for (struct detach_wait **pp = &c->detaching; *pp; pp = &(*pp)->next)
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	w->clients_phase = false;
+	w->refused = tsr_volset_clients(c->o.vols, a->name, w->peers, TSR_DETACH_CLIENTS_LISTED);
+	if (w->refused) {
+		tsr_warn("cluster: detach %s refused: %u NBD client%s still connected after %d ms "
+			 "(first: %s); it stays attached", a->name, w->refused,
+			 w->refused == 1 ? "" : "s", DETACH_CLIENT_WAIT_MS, w->peers[0]);
+		w->a = NULL;
+		admin_later_done(w->later); /* detach_reply frees w */
+		return;
+	}
+	w->a = NULL;
+	detach_run(c, a, w, NULL);
+}
+
+static void detach_clients_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct detach_wait *w = t->data;
+
+	(void)revents;
+	if (tsr_volset_clients(w->c->o.vols, w->a->name, NULL, 0) > 0 && ev_now(loop) < w->deadline)
+		return;
+	detach_clients_end(w);
+}
+
+/* Start w's poll of kind cb until DETACH_CLIENT_WAIT_MS from now; w listed. */
+static void detach_wait_start(struct tsr_cluster *c, struct detach_wait *w,
+			      void (*cb)(struct ev_loop *, ev_timer *, int))
+{
+	ev_now_update(c->o.loop); /* the loop time of this pass may be old */
+	w->deadline = ev_now(c->o.loop) + DETACH_CLIENT_WAIT_MS / 1000.0;
+	ev_timer_init(&w->poll, cb, DETACH_CLIENT_POLL_MS / 1000.0,
+		      DETACH_CLIENT_POLL_MS / 1000.0);
+	w->poll.data = w;
+	ev_timer_start(c->o.loop, &w->poll);
+	w->next = c->detaching;
+	c->detaching = w;
 }
 
 void cluster_detach_stop_waits(struct tsr_cluster *c)
 {
 	c->stopping_waits = true; /* their replies go now, not after the copies' close */
-	while (c->detaching)
-		detach_wait_end(c->detaching);
+	/* a wait for the clients before a detach ends as if its time were up:
+	 * refused, the attachment left to tsr_cluster_stop's own detach, or run
+	 * (then, if its clients' handles linger, listed again: ended next) */
+	while (c->detaching) {
+		if (c->detaching->clients_phase)
+			detach_clients_end(c->detaching);
+		else
+			detach_wait_end(c->detaching);
+	}
 	cluster_close_wait_stop(c);
 }
 
 /*
- * The detach of an admin request: when NBD clients still hold the volume,
- * the reply comes once they are gone or DETACH_CLIENT_WAIT_MS passed,
- * without holding the loop; a clean detach's reply then waits for its
- * copies to be closed on their nodes (detach_wait_close, at most the peer
- * timeout).  Falls back to the blocking wait for the clients, and no wait
- * for the copies, when the reply cannot be deferred (not inside an admin
- * request, out of memory).
+ * The detach itself, once no NBD client holds the volume (or, force, with
+ * its clients told to go: w->disconnected): when handles are still held
+ * (a client that has just closed, the forced ones draining), the reply
+ * comes once they are gone or DETACH_CLIENT_WAIT_MS passed, without holding
+ * the loop; a clean detach's reply then waits for its copies to be closed
+ * on their nodes (detach_wait_close, at most the peer timeout).  Falls back
+ * to the blocking wait for the handles, and no wait for the copies, when the
+ * reply cannot be deferred (w NULL: not inside an admin request, out of
+ * memory).  resp: the admin request's, while it is being handled (a reply
+ * with nothing to wait for goes in it), NULL later (w's reply).
  */
-static void detach_admin(struct tsr_cluster *c, struct attachment *a)
+static void detach_run(struct tsr_cluster *c, struct attachment *a, struct detach_wait *w,
+		       Tessera__Admin__Response *resp)
 {
-	struct tsr_admin_server *srv = admin_handling_server();
-	struct detach_wait *w = srv ? calloc(1, sizeof(*w)) : NULL;
 	bool fenced, opened = a->layout != NULL;
 	char msg[512];
 
-	if (w) {
-		w->c = c;
+	if (w)
 		detach_copy_nodes(w, a);
-		w->later = admin_later_begin(srv, detach_reply, w);
-		if (w->later == NULL) {
-			free(w);
-			w = NULL;
-		}
-	}
 	fenced = detach_begin(c, a);
+	if (w && w->force && opened && !fenced) {
+		/* unregistered first: no new client can open it meanwhile */
+		w->disconnected = tsr_volset_disconnect(c->o.vols, a->name);
+		if (w->disconnected)
+			tsr_info("cluster: detach %s --force: closing its %u NBD client%s",
+				 a->name, w->disconnected, w->disconnected == 1 ? "" : "s");
+	}
 	if (!opened || fenced || !tsr_volset_in_use(c->o.vols, a->name)) {
 		detach_finish(c, a, fenced, false, msg, sizeof(msg));
 		if (w && opened && !fenced) {
 			detach_wait_close(w, true);
-		} else if (w) { /* nothing to wait for: the reply goes now */
+		} else if (w && resp) { /* nothing to wait for: the reply goes now */
+			resp->clients_disconnected = w->disconnected;
 			admin_later_cancel(w->later);
 			free(w);
+		} else if (w) {
+			admin_later_done(w->later); /* detach_reply frees w */
 		}
 		return;
 	}
@@ -1675,16 +1806,58 @@ static void detach_admin(struct tsr_cluster *c, struct attachment *a)
 	}
 	w->a = a;
 	w->fenced = fenced;
-	ev_now_update(c->o.loop); /* the loop time of this pass may be old */
-	w->deadline = ev_now(c->o.loop) + DETACH_CLIENT_WAIT_MS / 1000.0;
-	ev_timer_init(&w->poll, detach_poll_cb, DETACH_CLIENT_POLL_MS / 1000.0,
-		      DETACH_CLIENT_POLL_MS / 1000.0);
-	w->poll.data = w;
-	ev_timer_start(c->o.loop, &w->poll);
-	w->next = c->detaching;
-	c->detaching = w;
+	detach_wait_start(c, w, detach_poll_cb);
 	tsr_info("cluster: detach %s: waiting up to %d ms for its NBD clients to go (the reply "
 		 "comes then)", a->name, DETACH_CLIENT_WAIT_MS);
+}
+
+/*
+ * The detach of an admin request (force: VolumeDetach.force).  A volume
+ * whose NBD clients stay connected DETACH_CLIENT_WAIT_MS is not detached:
+ * the reply refuses it and names them (detach_refuse); meanwhile it stays
+ * attached and a second detach or an attach of it is refused
+ * (cluster_detach_pending).  With force they are closed, then it detaches.
+ * A fenced coordinator's detach is unclean anyway: not refused, as before
+ * (its clients' writes fail; the next epoch fences them at every copy).
+ */
+static void detach_admin(struct tsr_cluster *c, struct attachment *a, bool force,
+			 Tessera__Admin__Response *resp)
+{
+	struct tsr_admin_server *srv = admin_handling_server();
+	struct detach_wait *w = srv ? calloc(1, sizeof(*w)) : NULL;
+	unsigned n = 0;
+
+	if (w) {
+		w->c = c;
+		w->force = force;
+		snprintf(w->name, sizeof(w->name), "%s", a->name);
+		w->later = admin_later_begin(srv, detach_reply, w);
+		if (w->later == NULL) {
+			free(w);
+			w = NULL;
+		}
+	}
+	if (!force && a->layout && !attachment_fenced(c, a))
+		n = tsr_volset_clients(c->o.vols, a->name, NULL, 0);
+	if (n == 0) {
+		if (w == NULL && force && a->layout)
+			tsr_volset_disconnect(c->o.vols, a->name); /* then the blocking wait */
+		detach_run(c, a, w, resp);
+		return;
+	}
+	if (w == NULL) { /* no later reply: refused at once */
+		char peers[TSR_DETACH_CLIENTS_LISTED][TSR_PEER_ADDR_MAX];
+
+		n = tsr_volset_clients(c->o.vols, a->name, peers, TSR_DETACH_CLIENTS_LISTED);
+		detach_refuse(a->name, c->node_id, n, peers, resp);
+		return;
+	}
+	w->a = a;
+	w->clients_phase = true;
+	detach_wait_start(c, w, detach_clients_poll_cb);
+	tsr_info("cluster: detach %s: waiting up to %d ms for its %u NBD client%s to go (else "
+		 "the detach is refused; the reply comes then)", a->name, DETACH_CLIENT_WAIT_MS, n,
+		 n == 1 ? "" : "s");
 }
 
 void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
@@ -1703,7 +1876,7 @@ void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 		admin_fail(resp, -EBUSY, "%s", msg);
 		return;
 	}
-	if (a == NULL && cluster_detach_pending(c, name)) {
+	if (cluster_detach_pending(c, name)) {
 		admin_fail(resp, -EBUSY, "volume '%s' is being detached (waiting up to %d ms for "
 			   "its NBD clients to go): retry in a moment", name, DETACH_CLIENT_WAIT_MS);
 		return;
@@ -1726,7 +1899,7 @@ void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 		delete_attach_key(c, name, epoch);
 		return;
 	}
-	detach_admin(c, a);
+	detach_admin(c, a, req->volume_detach->force, resp);
 }
 
 /* ---- status and scrub ------------------------------------------------- */

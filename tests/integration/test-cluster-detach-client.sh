@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# A detach that follows the volume's last NBD client closing its connection
-# is clean, even when the coordinator's worker has not yet read the end of
-# that client's stream (an unmount and nbdfuse ending right before the CSI
-# driver's detach: under load test-csi-lifecycle saw "detached with NBD
-# clients still connected", so the detach was unclean and the next snapshot
-# delete was refused until an attach made the copies identical).
-#   1. a client holds the export and closes 0.5 s after the detach was sent:
-#      the detach is logged clean, no "still connected" warning, and a
-#      snapshot delete (which needs a clean last detach) succeeds;
-#   2. a client that stays connected still makes the detach unclean (the
-#      warning, "not clean" logged): the wait is bounded.
+# A detach and the volume's NBD clients (engine/cluster/attach.c detach_admin).
+#   1. a client holds the export and closes 0.5 s after the detach was sent
+#      (an unmount and nbdfuse ending right before the CSI driver's detach):
+#      the detach waits for it, is logged clean, no "still connected"
+#      warning, and a snapshot delete (which needs a clean last detach)
+#      succeeds;
+#   2. a client that stays connected: the detach is refused after the 2 s
+#      grace (--json: the client's address "unix pid PID" in nbd_clients),
+#      the volume stays attached, and the client writes and reads back after
+#      the refusal;
+#   3. --force closes that client (it sees its connection end), answers
+#      clients_disconnected 1, the detach is clean (logged "(clean)", and a
+#      snapshot delete needing a clean last detach succeeds), and the write
+#      the client had acknowledged is read back after a re-attach;
+#   4. a delete of the attached volume is still refused.
+# (A standalone tesserad has no detach: the command is refused there.)
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -47,19 +52,54 @@ ctsr snapshot delete d s1 >/dev/null ||
 	fail "1: snapshot delete after the detach refused (the detach was not clean)"
 log "1: detach clean after the client closed; snapshot s1 deleted"
 
-# ---- 2. a client that stays: the detach is unclean, and returns
+# ---- 2. a client that stays: the detach is refused, nothing changes
 ctsr volume attach d --node n1 >/dev/null || fail "volume attach d (2)"
-hold "$CL_ROOT/held2"
-ctsr volume detach d >/dev/null || fail "volume detach d (2)"
-wait_log 1 "volume d detached with NBD clients still connected" 10
-wait_log 1 "detach d epoch [0-9]+ from n1 \(not clean" 10
-kill -TERM "$HOLD"
-reap "$HOLD" || true
-log "2: a client still connected makes the detach unclean"
+"$NBD_HOLD" "$(cl_nbd_uri 1 d)" "$CL_ROOT/held2" watch &
+HOLD=$!
+track_pid "$HOLD"
+for (( i=0; i<100; i++ )); do [ -f "$CL_ROOT/held2" ] && break; sleep 0.1; done
+[ -f "$CL_ROOT/held2" ] || fail "nbd_hold did not connect"
+# held_write N BYTE: the client's write N (SIGUSR1) acknowledged and read back
+held_write() {
+	kill -USR1 "$HOLD"
+	for (( i=0; i<100; i++ )); do
+		grep -q "^write $1 " "$CL_ROOT/held2.log" 2>/dev/null && break
+		sleep 0.05
+	done
+	grep -q "^write $1 $2 ok" "$CL_ROOT/held2.log" ||
+		fail "2: the client's write $1: $(tail -n1 "$CL_ROOT/held2.log" 2>&1)"
+}
+held_write 0 0x41
+out=$(ctsr --json volume detach d 2>"$CL_ROOT/err2") &&
+	fail "2: a detach with a client connected was not refused: $out"
+grep -q "in use by 1 NBD client on n1 (unix pid $HOLD)" "$CL_ROOT/err2" ||
+	fail "2: the refusal does not name the client: $(cat "$CL_ROOT/err2")"
+grep -q "detach with --force" "$CL_ROOT/err2" || fail "2: the refusal says no way out"
+assert_eq "$(printf '%s' "$out" | json_get 'j["nbd_clients"]')" "[\"unix pid $HOLD\"]" \
+	"2: --json nbd_clients"
+assert_eq "$(ctsr --json volume show d | json_get 'j["attached_node"]')" n1 \
+	"2: the volume after the refused detach"
+held_write 1 0x42
+grep -q "volume d detached with NBD clients still connected" "$LOG1" &&
+	fail "2: a detach went ahead with the client connected"
+log "2: refused with the client named; it still writes"
 
-# the next attach converges; then s2 can go
+# ---- 3. --force: the client is closed, the detach is clean
+from=$(( $(log_lines 1) + 1 ))
+out=$(ctsr --json volume detach d --force) || fail "3: volume detach d --force"
+assert_eq "$(printf '%s' "$out" | json_get 'j["clients_disconnected"]')" 1 \
+	"3: clients_disconnected"
+wait_dead "$HOLD" 5 "3: nbd_hold after the forced detach"
+grep -qx closed "$CL_ROOT/held2.log" || fail "3: the client did not see its connection end"
+wait_log_from 1 "$from" "detach d epoch [0-9]+ from n1 \(clean\)"
+ctsr snapshot delete d s2 >/dev/null || fail "3: snapshot delete after --force (not clean)"
 cl_attach_retry d n1
-ctsr volume detach d >/dev/null || fail "volume detach d (3)"
-ctsr snapshot delete d s2 >/dev/null || fail "snapshot delete d s2 after attach + detach"
+cl_qemu_io 1 d "read -P 0x42 4096 4096" | grep -q "read 4096/4096" ||
+	fail "3: the client's acknowledged write is not read back"
+log "3: --force closed the client, detached cleanly; its write read back"
+
+# ---- 4. a delete of the attached volume is still refused
+expect_fail 1 "attached" ctsr volume delete d
+ctsr volume detach d >/dev/null || fail "volume detach d (4)"
 cl_stop_all
 log "PASS"

@@ -36,7 +36,7 @@ static const char HELP_VOLUME[] =
 "  delete NAME                   delete a volume\n"
 "  rollback NAME SNAP            make the volume's content equal snapshot SNAP\n"
 "  attach NAME [--node ID]       make node ID the volume's coordinator and export it\n"
-"  detach NAME                   stop exporting it\n"
+"  detach NAME [--force]         stop exporting it (--force: close its NBD clients)\n"
 "  status NAME [--watch] [--until-synced [--timeout SEC]]\n"
 "                                copies, epoch, resync and scrub progress, counters\n"
 "  scrub NAME [--no-repair]      compare all copies, repair mismatches\n"
@@ -203,12 +203,24 @@ static const char HELP_ATTACH[] =
 "  tessera volume show db      # the NBD URIs on n2\n";
 
 static const char HELP_DETACH[] =
-"Usage: tessera volume detach NAME\n"
+"Usage: tessera volume detach NAME [--force]\n"
 "Stop the volume's coordinator: it finishes in-flight writes, stops the NBD\n"
 "export and gives up its epoch.  The copies stay where they are.\n"
 "\n"
+"Refused while NBD clients stay connected to the volume (2 s after the\n"
+"detach is asked): the error names how many and their addresses (--json:\n"
+"\"nbd_clients\"), and nothing changes: the volume stays attached and the\n"
+"clients keep reading and writing.  Disconnect them (unmount, nbd-client -d,\n"
+"end nbdfuse or qemu), or:\n"
+"\n"
+"  --force   close the clients' connections first: their requests in flight\n"
+"            are answered, no new one is read (they see the connection end),\n"
+"            then the volume detaches cleanly.  Prints how many it closed\n"
+"            (--json: \"clients_disconnected\").\n"
+"\n"
 "Example:\n"
-"  tessera volume detach db\n";
+"  tessera volume detach db\n"
+"  tessera volume detach db --force\n";
 
 static const char HELP_STATUS[] =
 "Usage: tessera volume status NAME [--watch] [--until-synced [--timeout SEC]]\n"
@@ -451,16 +463,69 @@ static int print_detached(const struct cli *cli, const Tessera__Admin__Response 
 {
 	const Tessera__Admin__Volume *v = reply_volume(resp);
 	bool said = resp->message && resp->message[0];
+	json_t *j;
 
-	if (cli->json)
-		return cli_print_json(v ? cli_volume_json(v) :
-				      said ? json_pack("{s:s, s:s}", "detached", (const char *)arg,
-						       "message", resp->message) :
-				      json_pack("{s:s}", "detached", (const char *)arg), false);
-	printf("detached volume '%s'\n", (const char *)arg);
+	if (cli->json) {
+		j = v ? cli_volume_json(v) : json_pack("{s:s}", "detached", (const char *)arg);
+		if (j && !v && said)
+			json_object_set_new(j, "message", json_string(resp->message));
+		if (j && !v)
+			json_object_set_new(j, "clients_disconnected",
+					    json_integer(resp->clients_disconnected));
+		return cli_print_json(j, false);
+	}
+	printf("detached volume '%s'", (const char *)arg);
+	if (resp->clients_disconnected)
+		printf(" (closed the connections of %u NBD client%s)", resp->clients_disconnected,
+		       resp->clients_disconnected == 1 ? "" : "s");
+	printf("\n");
 	if (said)
 		fprintf(stderr, "tessera: %s\n", resp->message);
 	return 0;
+}
+
+/*
+ * volume detach: a refusal because NBD clients are connected prints its
+ * message, and with --json also {"error", "nbd_clients", "nbd_clients_total"}
+ * on stdout (a script learns who holds the volume).
+ */
+static int volume_detach(const struct cli *cli, Tessera__Admin__Request *req, const char *name)
+{
+	struct tsr_admin_client *c = NULL;
+	Tessera__Admin__Response *resp = NULL;
+	char why[512];
+	int ret;
+
+	if (!cli->json)
+		return cli_run(cli, req, print_detached, name);
+	ret = cli_connect(cli, &c);
+	if (ret)
+		return ret;
+	ret = cli_call_quiet(cli, c, req, &resp, why, sizeof(why));
+	tsr_admin_close(c);
+	if (ret) {
+		cli_error("%s", why);
+		return EXIT_FAIL;
+	}
+	if (resp->error && resp->nbd_clients_total) {
+		json_t *a = json_array();
+
+		for (size_t i = 0; a && i < resp->n_nbd_clients; i++)
+			json_array_append_new(a, json_string(resp->nbd_clients[i]));
+		cli_error("%s", resp->message);
+		ret = cli_print_json(json_pack("{s:s, s:s, s:o, s:I}", "volume", name, "error",
+					       resp->message, "nbd_clients", a ? a : json_array(),
+					       "nbd_clients_total",
+					       (json_int_t)resp->nbd_clients_total), false);
+		ret = ret ? ret : EXIT_FAIL;
+	} else if (resp->error) {
+		cli_error("%s", resp->message[0] ? resp->message : strerror(-resp->error));
+		ret = EXIT_FAIL;
+	} else {
+		ret = print_detached(cli, resp, name);
+	}
+	tessera__admin__response__free_unpacked(resp, NULL);
+	return ret;
 }
 
 struct replace_arg {
@@ -1175,7 +1240,8 @@ out:
 	return ret;
 }
 
-/* list, show, resize, delete, detach: NAME (or nothing) and at most --size. */
+/* list, show, resize, delete, detach: NAME (or nothing) and at most --size
+ * (resize) or --force (detach). */
 static int volume_simple(struct cli *cli, const char *verb, int argc, char **argv)
 {
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
@@ -1184,11 +1250,17 @@ static int volume_simple(struct cli *cli, const char *verb, int argc, char **arg
 	Tessera__Admin__VolumeDelete del = TESSERA__ADMIN__VOLUME_DELETE__INIT;
 	Tessera__Admin__VolumeDetach detach = TESSERA__ADMIN__VOLUME_DETACH__INIT;
 	const char *name = NULL, *size_arg = NULL;
+	bool force = false;
 	const struct cli_opt size_opts[] = {
 		{ "--size", &size_arg, NULL },
 		{ NULL, NULL, NULL },
 	};
+	const struct cli_opt detach_opts[] = {
+		{ "--force", NULL, &force },
+		{ NULL, NULL, NULL },
+	};
 	bool is_list = strcmp(verb, "list") == 0, is_resize = strcmp(verb, "resize") == 0;
+	bool is_detach = strcmp(verb, "detach") == 0;
 	const char *help_text = is_list ? HELP_LIST : is_resize ? HELP_RESIZE :
 				strcmp(verb, "show") == 0 ? HELP_SHOW :
 				strcmp(verb, "delete") == 0 ? HELP_DELETE : HELP_DETACH;
@@ -1198,8 +1270,8 @@ static int volume_simple(struct cli *cli, const char *verb, int argc, char **arg
 	int ret;
 
 	snprintf(cmd, sizeof(cmd), "volume %s", verb);
-	ret = cli_parse(cli, argc, argv, is_resize ? size_opts : NULL, is_list ? NULL : &name,
-			help_text, cmd, &help);
+	ret = cli_parse(cli, argc, argv, is_resize ? size_opts : is_detach ? detach_opts : NULL,
+			is_list ? NULL : &name, help_text, cmd, &help);
 	if (ret || help)
 		return ret;
 	if (is_list) {
@@ -1229,9 +1301,10 @@ static int volume_simple(struct cli *cli, const char *verb, int argc, char **arg
 		return cli_run(cli, &req, print_deleted, name);
 	}
 	detach.name = (char *)name;
+	detach.force = force;
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DETACH;
 	req.volume_detach = &detach;
-	return cli_run(cli, &req, print_detached, name);
+	return volume_detach(cli, &req, name);
 }
 
 static int volume_attach(struct cli *cli, int argc, char **argv)
