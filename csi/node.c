@@ -296,8 +296,18 @@ static int admin_attach(struct csi_call *c, const char *vol, char *uri, size_t u
 	return GRPC_OK;
 }
 
-static void admin_detach(struct csi_call *c, const char *vol)
+/*
+ * Detach vol when this node is its coordinator.  GRPC_OK, also when it is
+ * not ours or not attached, or tesserad fails otherwise (best effort: the
+ * volume stays usable from another node); GRPC_FAILED_PRECONDITION when
+ * tesserad refuses it busy (NBD clients still connected, or another detach
+ * of it waiting): the volume stays attached, why says so, and the caller
+ * fails its call so that the CO retries it (CSI: a volume in use).
+ */
+static int admin_detach(struct csi_call *c, const char *vol, char *why, size_t why_len)
 {
+	int code = GRPC_OK;
+
 	Tessera__Admin__Request req = TESSERA__ADMIN__REQUEST__INIT;
 	Tessera__Admin__VolumeShow vs = TESSERA__ADMIN__VOLUME_SHOW__INIT;
 	Tessera__Admin__VolumeDetach vd = TESSERA__ADMIN__VOLUME_DETACH__INIT;
@@ -319,12 +329,19 @@ static void admin_detach(struct csi_call *c, const char *vol)
 		req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DETACH;
 		req.volume_detach = &vd;
 		if (csi_admin(c, &req, &r) == GRPC_OK) {
-			if (r->error && r->error != -ENOENT)
+			if (r->error == -EBUSY) {
+				code = GRPC_FAILED_PRECONDITION;
+				snprintf(why, why_len, "volume %s stays attached on this node: %s",
+					 vol, r->message);
+				tsr_warn("csi: %s", why);
+			} else if (r->error && r->error != -ENOENT) {
 				tsr_warn("csi: volume detach %s: %s", vol, r->message);
+			}
 			tessera__admin__response__free_unpacked(r, NULL);
 		}
 	}
 	c->code = GRPC_OK; /* best effort: the volume stays usable from another node */
+	return code;
 }
 
 /* Start nbdfuse serving s->uri as s->fuse_dir/disk; wait until the file is there. */
@@ -494,10 +511,17 @@ static int bind_target(struct csi_call *c, const struct node_state *s, const cha
 	return code;
 }
 
-/* Tear down what stage built (any prefix of it); the state file goes too. */
-static void teardown(struct csi_call *c, struct node_state *s, bool detach)
+/*
+ * Tear down what stage built (any prefix of it); the state file goes too.
+ * With detach, the volume is detached last: GRPC_FAILED_PRECONDITION when
+ * tesserad refuses that (why: its message), the state file then kept so
+ * that the CO's retry detaches again; else GRPC_OK.  c's code and message
+ * are left as they were.
+ */
+static int teardown(struct csi_call *c, struct node_state *s, bool detach, char *why,
+		    size_t why_len)
 {
-	int saved = c->code;
+	int saved = c->code, code = GRPC_OK;
 	char msg[sizeof(c->message)];
 
 	memcpy(msg, c->message, sizeof(msg));
@@ -517,10 +541,12 @@ static void teardown(struct csi_call *c, struct node_state *s, bool detach)
 		}
 	}
 	if (detach)
-		admin_detach(c, s->volume);
-	state_remove(c->plugin, s->volume);
+		code = admin_detach(c, s->volume, why, why_len);
+	if (code == GRPC_OK)
+		state_remove(c->plugin, s->volume);
 	c->code = saved;
 	memcpy(c->message, msg, sizeof(msg));
+	return code;
 }
 
 /* The volume's size as tesserad reports it, 0 when unknown. */
@@ -583,7 +609,7 @@ int csi_node_stage_volume(struct csi_call *c, const ProtobufCMessage *m, Protobu
 	Csi__V1__NodeStageVolumeResponse *r;
 	const Csi__V1__VolumeCapability *cap = req->volume_capability;
 	struct node_state *s = csi_alloc(c, sizeof(*s)), *old = csi_alloc(c, sizeof(*old));
-	char key[CSI_NAME_MAX + 8], type[32], err[256];
+	char key[CSI_NAME_MAX + 8], type[32], err[256], busy[512];
 	const char *why;
 	int code, ret;
 
@@ -629,7 +655,7 @@ int csi_node_stage_volume(struct csi_call *c, const ProtobufCMessage *m, Protobu
 			goto done;
 		}
 		/* half-built or broken (e.g. after a crash): rebuild it */
-		teardown(c, old, false);
+		teardown(c, old, false, NULL, 0);
 	}
 
 	snprintf(s->volume, sizeof(s->volume), "%s", req->volume_id);
@@ -693,7 +719,8 @@ int csi_node_stage_volume(struct csi_call *c, const ProtobufCMessage *m, Protobu
 	}
 	goto done;
 fail:
-	teardown(c, s, true);
+	/* the stage's error stands; a refused detach is logged (admin_detach) */
+	teardown(c, s, true, busy, sizeof(busy));
 	goto out;
 done:
 	r = csi_alloc(c, sizeof(*r));
@@ -710,7 +737,7 @@ int csi_node_unstage_volume(struct csi_call *c, const ProtobufCMessage *m, Proto
 	const Csi__V1__NodeUnstageVolumeRequest *req = (const void *)m;
 	Csi__V1__NodeUnstageVolumeResponse *r;
 	struct node_state *s = csi_alloc(c, sizeof(*s));
-	char key[CSI_NAME_MAX + 8];
+	char key[CSI_NAME_MAX + 8], busy[512];
 	size_t i;
 	int code = GRPC_OK;
 
@@ -736,7 +763,13 @@ int csi_node_unstage_volume(struct csi_call *c, const ProtobufCMessage *m, Proto
 			if (code)
 				goto out; /* busy: nothing torn down, the CO retries */
 		}
-		teardown(c, s, true);
+		code = teardown(c, s, true, busy, sizeof(busy));
+		if (code) {
+			/* the device is gone but another NBD client holds the volume:
+			 * it stays attached and staged (state kept), the CO retries */
+			code = csi_fail(c, code, "%s", busy);
+			goto out;
+		}
 	} else if (is_mounted(req->staging_target_path)) {
 		/* no record (state dir lost): at least release the mount */
 		code = umount_path(c, req->staging_target_path);
@@ -1068,9 +1101,13 @@ static int chain_restart(struct csi_call *c, struct node_state *s, uint64_t grow
 	fuse_stop(s);
 	if (grow_to) {
 		/* tesserad grows detached volumes only: detach, resize, attach again */
-		admin_detach(c, s->volume);
-		code = admin_resize(c, s->volume, grow_to);
-		if (code == GRPC_OK || code == GRPC_FAILED_PRECONDITION) {
+		char why[512];
+		bool detached = admin_detach(c, s->volume, why, sizeof(why)) == GRPC_OK;
+
+		/* refused (other NBD clients hold it): still attached, served again below */
+		code = detached ? admin_resize(c, s->volume, grow_to) :
+				  csi_fail(c, GRPC_FAILED_PRECONDITION, "%s", why);
+		if (detached && (code == GRPC_OK || code == GRPC_FAILED_PRECONDITION)) {
 			char msg[sizeof(c->message)];
 			int rc = code;
 
@@ -1085,7 +1122,8 @@ static int chain_restart(struct csi_call *c, struct node_state *s, uint64_t grow
 			int rc = code;
 
 			memcpy(msg, c->message, sizeof(msg));
-			if (admin_attach(c, s->volume, s->uri, sizeof(s->uri)) == GRPC_OK &&
+			if ((!detached ||
+			     admin_attach(c, s->volume, s->uri, sizeof(s->uri)) == GRPC_OK) &&
 			    fuse_start(c, s) == GRPC_OK && loop_start(c, s) == GRPC_OK &&
 			    (s->block || fs_mount(c, s) == GRPC_OK))
 				for (i = 0; i < s->ntargets; i++)

@@ -9,7 +9,10 @@ devices (root, /dev/fuse, loop devices):
 
 for ext4, and for xfs when mkfs.xfs exists; then a raw block volume: the
 published path is a block device of the volume's size, data written there
-reads back after unstage + stage.  Each node call is made twice.  At the end
+reads back after unstage + stage, and while another NBD client holds it
+NodeUnstageVolume fails FAILED_PRECONDITION naming that client (tesserad
+refuses the detach; the volume stays attached; the CO retries).  Each
+node call is made twice.  At the end
 nothing is mounted under the test directory and no loop device is backed by
 a file there (the wrapper also checks for processes left behind).
 
@@ -17,12 +20,14 @@ Run by tests/integration/test-csi-lifecycle.sh; CSI_TMP is the scratch dir
 (staging and target paths live there), CSI_FS lists the filesystems to try.
 """
 import hashlib
+import json
 import os
 import shutil
 import stat
 import subprocess
+import time
 
-from csilib import MiB, C, Checks, Client, Runner, block_cap, cluster_volumes, create_req, mount_cap, pb
+from csilib import MiB, C, Checks, Client, Runner, block_cap, cluster_volumes, create_req, mount_cap, pb, tessera
 
 R = Runner("test_lifecycle")
 cli = Client(timeout=180)
@@ -355,8 +360,33 @@ def block_lifecycle():
     os.close(fd)
     R.check(a == pattern and b == pattern, "data written through the block device did not read back after restage")
     unpublish(vid, tg, vid)
+    held_unstage(vid, st)
     unstage(vid, st, vid)
     X.twice_ok("controller.DeleteVolume", pb.DeleteVolumeRequest(volume_id=vid))
+
+
+def held_unstage(vid, st):
+    """Another NBD client holds the volume: NodeUnstageVolume fails FAILED_PRECONDITION naming it (the
+    detach is refused, the CO retries) and the volume stays attached; the caller's unstage then succeeds."""
+    show = json.loads(tessera("--json", "volume", "show", vid))
+    uri = next(u for u in show["nbd_uris"] if u.startswith("nbd+unix:"))
+    ready = os.path.join(TMP, "held-" + vid)
+    hold = subprocess.Popen([os.environ["NBD_HOLD"], uri, ready])
+    try:
+        for _ in range(100):
+            if os.path.exists(ready):
+                break
+            time.sleep(0.1)
+        R.need(os.path.exists(ready), "nbd_hold did not connect")
+        _, det = X.code("node.NodeUnstageVolume", pb.NodeUnstageVolumeRequest(volume_id=vid, staging_target_path=st),
+                        C.FAILED_PRECONDITION, vid + " held by another NBD client")
+        R.check(f"unix pid {hold.pid}" in det, f"the refused unstage does not name the client: {det!r}")
+        show = json.loads(tessera("--json", "volume", "show", vid))
+        R.check(show.get("attached_node") == "n1", f"{vid} after the refused unstage: attached to "
+                f"{show.get('attached_node')!r}, want n1")
+    finally:
+        hold.terminate()
+        hold.wait()
 
 
 def test_nothing_left():

@@ -3,7 +3,8 @@
 # 3-replica volume staged (mkfs ext4, then xfs when mkfs.xfs exists), published
 # (read-write and read-only), written, snapshotted, cloned, the clone staged
 # and compared by checksums, expanded online (df shows it), torn down; a raw
-# block volume published as a block device of its size.  Afterwards: no
+# block volume published as a block device of its size, and its unstage
+# refused FAILED_PRECONDITION while an nbd_hold client holds it.  Afterwards: no
 # mounts under the test dir, no loop devices backed by its files, and once
 # the driver and the cluster are stopped, no nbdfuse or tesserad process of
 # this test left.  Needs root, /dev/fuse and loop devices.
@@ -12,6 +13,7 @@
 . "$TSR_SRC/tests/csi/csi.sh"
 
 require_csi
+require_tessera "$NBD_HOLD"
 require_root
 require_cmd nbdfuse fusermount3 losetup mkfs.ext4 resize2fs blockdev mount umount
 [ -c /dev/fuse ] || skip "no /dev/fuse"
@@ -29,6 +31,7 @@ mkdir -p "$CSI_TMP"
 start_csi "$CL_ROOT/csi" --node-id n1 --mode all --tesserad "unix:$(cl_dir 1)/admin.sock" \
 	--state-dir "$CSI_STATE_DIR" --zone z1 --site site1
 
+export NBD_HOLD
 "$PY" "$TSR_SRC/tests/csi/test_lifecycle.py" || fail "test_lifecycle.py reported failures"
 
 csi_assert_alive
