@@ -1855,9 +1855,9 @@ static void detach_admin(struct tsr_cluster *c, struct attachment *a, bool force
 	w->a = a;
 	w->clients_phase = true;
 	detach_wait_start(c, w, detach_clients_poll_cb);
-	tsr_info("cluster: detach %s: waiting up to %d ms for its %u NBD client%s to go (else "
-		 "the detach is refused; the reply comes then)", a->name, DETACH_CLIENT_WAIT_MS, n,
-		 n == 1 ? "" : "s");
+	tsr_info("cluster: detach %s: waiting up to %d ms for its NBD clients to go (%u "
+		 "connected; else the detach is refused, nothing changed; the reply comes then)",
+		 a->name, DETACH_CLIENT_WAIT_MS, n);
 }
 
 void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,

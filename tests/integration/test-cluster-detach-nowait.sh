@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A detach that waits for an NBD client still connected (up to 2 s, then it
-# counts as unclean) does not hold tesserad's control loop meanwhile: another
+# is refused, the volume left attached) does not hold tesserad's control loop meanwhile: another
 # admin call sent while the detach waits is answered before the detach is.
 # Before, the wait slept on the loop (attach.c clients_gone), so every admin
 # call, the CSI plugin's and the cluster tick stalled behind it.
