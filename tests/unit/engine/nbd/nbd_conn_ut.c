@@ -951,6 +951,67 @@ static void test_open_off_worker(void **state)
 	unsetenv("TSR_TEST_NBD_OPEN_HOLD_FILE");
 }
 
+/*
+ * The clients of an export, as a detach sees them (tsr_volset_client_ops,
+ * nbd_server.c): listed with their peer ("unix pid N" over a socketpair)
+ * once in transmission; tsr_volset_disconnect (detach --force) drains them:
+ * writes in flight (held by the fault injector's delay) are answered, then
+ * the connection ends, and the list empties once the I/O is done.  Another
+ * export's name finds nobody.
+ */
+static void test_disconnect_by_name(void **state)
+{
+	static uint8_t data[4096];
+	char peers[2][TSR_PEER_ADDR_MAX], want[TSR_PEER_ADDR_MAX];
+	unsigned writes = 0, n;
+	bool read_seen = false;
+	struct env e;
+	int a, i;
+
+	env_start(&e, "write:1+:delay=300");
+	a = client(&e);
+	handshake(a, false);
+	assert_int_equal(tsr_volset_clients(e.vols, "vol", peers, 2), 1);
+	snprintf(want, sizeof(want), "unix pid %d", (int)getpid());
+	assert_string_equal(peers[0], want);
+	assert_int_equal(tsr_volset_clients(e.vols, "other", NULL, 0), 0);
+	assert_int_equal(tsr_volset_disconnect(e.vols, "other"), 0);
+	for (i = 0; i < 4; i++) {
+		send_req(a, NBD_CMD_WRITE, NBD_CMD_FLAG_FUA, (uint64_t)i, (uint64_t)i * 4096, 4096);
+		send_all(a, data, sizeof(data));
+	}
+	/* a read behind them (not delayed) answered: the writes were all parsed */
+	send_req(a, NBD_CMD_READ, 0, 100, 1 << 20, 4096);
+	while (!read_seen) {
+		uint8_t r[16];
+
+		recv_all(a, r, 16);
+		assert_int_equal(nbd_get32(r + 4), 0);
+		if (nbd_get64(r + 8) == 100) {
+			recv_all(a, data, sizeof(data));
+			read_seen = true;
+		} else {
+			writes++;
+		}
+	}
+	assert_int_equal(tsr_volset_disconnect(e.vols, "vol"), 1);
+	while (writes < 4) {
+		uint8_t r[16];
+
+		recv_all(a, r, 16);
+		assert_int_equal(nbd_get32(r + 4), 0);
+		assert_true(nbd_get64(r + 8) < 4);
+		writes++;
+	}
+	assert_true(closed(a));
+	for (n = 0; n < 1000 && tsr_volset_clients(e.vols, "vol", NULL, 0) > 0; n++)
+		usleep(1000);
+	assert_int_equal(tsr_volset_clients(e.vols, "vol", NULL, 0), 0);
+	assert_false(tsr_volset_in_use(e.vols, "vol"));
+	close(a);
+	env_stop(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -962,6 +1023,7 @@ int main(void)
 		cmocka_unit_test(test_moves_to_home_worker),
 		cmocka_unit_test(test_local_home_and_snapshot),
 		cmocka_unit_test(test_open_off_worker),
+		cmocka_unit_test(test_disconnect_by_name),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
