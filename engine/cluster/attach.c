@@ -1435,6 +1435,8 @@ struct detach_wait {
 	unsigned refused;          /* the clients still connected after the wait: the
 				    * detach is refused (the reply's), 0: not refused */
 	char peers[TSR_DETACH_CLIENTS_LISTED][TSR_PEER_ADDR_MAX]; /* the first of them */
+	char node_id[64];          /* this node's, for the refusal (the reply may be sent
+				    * after tsr_cluster_stop freed c) */
 	bool fenced;               /* the detach is unclean already */
 	double deadline;           /* ev_now at which the clients count as left */
 	ev_timer poll;             /* every DETACH_CLIENT_POLL_MS on c->o.loop */
@@ -1592,7 +1594,7 @@ static void detach_reply(struct tsr_admin_server *srv, void *arg, Tessera__Admin
 
 	(void)srv;
 	if (w->refused)
-		detach_refuse(w->name, w->c->node_id, w->refused, w->peers, resp);
+		detach_refuse(w->name, w->node_id, w->refused, w->peers, resp);
 	else if (w->note)
 		admin_fail(resp, 0, "%s", w->note);
 	resp->clients_disconnected = w->disconnected;
@@ -1780,8 +1782,9 @@ static void detach_run(struct tsr_cluster *c, struct attachment *a, struct detac
 	if (w)
 		detach_copy_nodes(w, a);
 	fenced = detach_begin(c, a);
-	if (w && w->force && opened && !fenced) {
-		/* unregistered first: no new client can open it meanwhile */
+	if (w && w->force && opened) {
+		/* unregistered first: no new client can open it meanwhile (a
+		 * fenced one's clients too: their I/O fails from now on anyway) */
 		w->disconnected = tsr_volset_disconnect(c->o.vols, a->name);
 		if (w->disconnected)
 			tsr_info("cluster: detach %s --force: closing its %u NBD client%s",
@@ -1831,6 +1834,7 @@ static void detach_admin(struct tsr_cluster *c, struct attachment *a, bool force
 		w->c = c;
 		w->force = force;
 		snprintf(w->name, sizeof(w->name), "%s", a->name);
+		snprintf(w->node_id, sizeof(w->node_id), "%s", c->node_id);
 		w->later = admin_later_begin(srv, detach_reply, w);
 		if (w->later == NULL) {
 			free(w);
