@@ -603,10 +603,17 @@ static void detach_volume(struct demo *d)
 	if (!d->attached || d->nodes[0].pid == 0)
 		return;
 	detach.name = DEMO_VOLUME;
+	/* the demo ends: a client the user left connected is closed (its
+	 * requests in flight answered) rather than the detach refused */
+	detach.force = true;
 	req.command_case = TESSERA__ADMIN__REQUEST__COMMAND_VOLUME_DETACH;
 	req.volume_detach = &detach;
 	if (ask(d, &req, 0, &resp) == 0) {
-		printf("\ndetached volume '%s'\n", DEMO_VOLUME);
+		printf("\ndetached volume '%s'", DEMO_VOLUME);
+		if (resp->clients_disconnected)
+			printf(" (closed the connections of %u NBD client%s still connected)",
+			       resp->clients_disconnected, resp->clients_disconnected == 1 ? "" : "s");
+		printf("\n");
 		tessera__admin__response__free_unpacked(resp, NULL);
 	}
 	d->attached = false;
