@@ -28,9 +28,9 @@ ctsr volume attach d --node n1 >/dev/null || fail "volume attach d"
 ctsr snapshot create d s1 >/dev/null || fail "snapshot create d s1"
 ctsr snapshot create d s2 >/dev/null || fail "snapshot create d s2"
 
-# hold FLAG: an NBD client on d through n1 until killed; waits for it
+# hold FLAG [watch]: an NBD client on d through n1 until killed; waits for it
 hold() {
-	"$NBD_HOLD" "$(cl_nbd_uri 1 d)" "$1" &
+	"$NBD_HOLD" "$(cl_nbd_uri 1 d)" "$@" &
 	HOLD=$!
 	track_pid "$HOLD"
 	for (( i=0; i<100; i++ )); do [ -f "$1" ] && break; sleep 0.1; done
@@ -54,11 +54,7 @@ log "1: detach clean after the client closed; snapshot s1 deleted"
 
 # ---- 2. a client that stays: the detach is refused, nothing changes
 ctsr volume attach d --node n1 >/dev/null || fail "volume attach d (2)"
-"$NBD_HOLD" "$(cl_nbd_uri 1 d)" "$CL_ROOT/held2" watch &
-HOLD=$!
-track_pid "$HOLD"
-for (( i=0; i<100; i++ )); do [ -f "$CL_ROOT/held2" ] && break; sleep 0.1; done
-[ -f "$CL_ROOT/held2" ] || fail "nbd_hold did not connect"
+hold "$CL_ROOT/held2" watch
 # held_write N BYTE: the client's write N (SIGUSR1) acknowledged and read back
 held_write() {
 	kill -USR1 "$HOLD"
