@@ -1684,9 +1684,11 @@ static void detach_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		return;
 	}
 	/* a client that reached its worker after the last ask (an open
-	 * delivered, a connection moving to the volume's home) is asked now */
-	if (w->force)
-		tsr_volset_disconnect(w->c->o.vols, w->a->name);
+	 * delivered, a connection moving to the volume's home) is asked now;
+	 * without force too: the volume had no client when the detach went
+	 * ahead, so this one's open raced the unregister, and left alone it
+	 * would keep writing through the detached coordinator */
+	tsr_volset_disconnect(w->c->o.vols, w->a->name);
 }
 
 static void detach_run(struct tsr_cluster *c, struct attachment *a, struct detach_wait *w,

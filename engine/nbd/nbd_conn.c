@@ -1336,9 +1336,8 @@ void nbd_conns_disconnect(struct nbd_wctx *wctx, const char *name)
 		next = c->next;
 		if (c->state != CONN_TRANSMISSION || strcmp(tsr_vol_name(c->vol), name) != 0)
 			continue;
-		tsr_info("nbd: closing the connection of client %s to '%s' (its volume is "
-			 "detached with --force): its requests in flight are answered first",
-			 c->client.peer, name);
+		tsr_info("nbd: closing the connection of client %s to '%s' (its volume is being "
+			 "detached): its requests in flight are answered first", c->client.peer, name);
 		conn_get(c);
 		conn_begin_drain(c);
 		conn_put(c); /* closing c leaves the others alone: next is valid */

@@ -5,10 +5,10 @@
 #      the detach waits for it, is logged clean, no "still connected"
 #      warning, and a snapshot delete (which needs a clean last detach)
 #      succeeds;
-#   2. a client that stays connected: the detach is refused after the 2 s
-#      grace (--json: the client's address "unix pid PID" in nbd_clients),
-#      the volume stays attached, and the client writes and reads back after
-#      the refusal;
+#   2. a client that stays connected: the detach (sent through n2, which
+#      forwards it to n1) is refused after the 2 s grace (--json: the
+#      client's address "unix pid PID" in nbd_clients), the volume stays
+#      attached, and the client writes and reads back after the refusal;
 #   3. --force closes that client (it sees its connection end), answers
 #      clients_disconnected 1, the detach is clean (logged "(clean)", and a
 #      snapshot delete needing a clean last detach succeeds), and the write
@@ -66,7 +66,8 @@ held_write() {
 		fail "2: the client's write $1: $(tail -n1 "$CL_ROOT/held2.log" 2>&1)"
 }
 held_write 0 0x41
-out=$(ctsr --json volume detach d 2>"$CL_ROOT/err2") &&
+# through n2: forwarded to n1, the refusal's fields come back
+out=$(ctsr_via 2 --json volume detach d 2>"$CL_ROOT/err2") &&
 	fail "2: a detach with a client connected was not refused: $out"
 grep -q "in use by 1 NBD client on n1 (unix pid $HOLD)" "$CL_ROOT/err2" ||
 	fail "2: the refusal does not name the client: $(cat "$CL_ROOT/err2")"
