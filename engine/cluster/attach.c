@@ -1437,6 +1437,7 @@ struct detach_wait {
 	char peers[TSR_DETACH_CLIENTS_LISTED][TSR_PEER_ADDR_MAX]; /* the first of them */
 	char node_id[64];          /* this node's, for the refusal (the reply may be sent
 				    * after tsr_cluster_stop freed c) */
+	bool stopping;             /* refused because tesserad stops (the wait cut short) */
 	bool fenced;               /* the detach is unclean already */
 	double deadline;           /* ev_now at which the clients count as left */
 	ev_timer poll;             /* every DETACH_CLIENT_POLL_MS on c->o.loop */
@@ -1489,10 +1490,12 @@ static bool attachment_fenced(struct tsr_cluster *c, struct attachment *a)
 /*
  * The refusal of a detach whose volume has n NBD clients still connected
  * (peers: the first of them, at most TSR_DETACH_CLIENTS_LISTED), into resp:
- * -EBUSY, what to do, and the clients (Response.nbd_clients).
+ * -EBUSY, what to do, and the clients (Response.nbd_clients).  stopping:
+ * the wait was cut short by tesserad's stop, which detaches it next.
  */
 static void detach_refuse(const char *name, const char *node_id, unsigned n,
-			  char (*peers)[TSR_PEER_ADDR_MAX], Tessera__Admin__Response *resp)
+			  char (*peers)[TSR_PEER_ADDR_MAX], bool stopping,
+			  Tessera__Admin__Response *resp)
 {
 	unsigned listed = n < TSR_DETACH_CLIENTS_LISTED ? n : TSR_DETACH_CLIENTS_LISTED;
 	char list[TSR_DETACH_CLIENTS_LISTED * (TSR_PEER_ADDR_MAX + 2) + 16] = "";
@@ -1503,13 +1506,20 @@ static void detach_refuse(const char *name, const char *node_id, unsigned n,
 					 peers[i]);
 	if (n > listed && used < sizeof(list))
 		snprintf(list + used, sizeof(list) - used, ", ...");
-	admin_fail(resp, -EBUSY, "volume '%s' is in use by %u NBD client%s on %s (%s), still "
-		   "connected %d ms after the detach was asked: nothing was changed (it stays "
-		   "attached); disconnect %s (unmount, nbd-client -d, end nbdfuse or qemu), "
-		   "or detach with --force (tessera volume detach %s --force: their requests "
-		   "in flight are answered, then their connections are closed)", name, n,
-		   n == 1 ? "" : "s", node_id, list, DETACH_CLIENT_WAIT_MS,
-		   n == 1 ? "it" : "them", name);
+	if (stopping)
+		admin_fail(resp, -EBUSY, "volume '%s' is in use by %u NBD client%s on %s (%s) "
+			   "and tesserad is stopping there: this detach was not done; the stop "
+			   "detaches it (not cleanly while %s stay%s connected: the next attach "
+			   "converges the copies)", name, n, n == 1 ? "" : "s", node_id, list,
+			   n == 1 ? "it" : "they", n == 1 ? "s" : "");
+	else
+		admin_fail(resp, -EBUSY, "volume '%s' is in use by %u NBD client%s on %s (%s), "
+			   "still connected %d ms after the detach was asked: nothing was changed "
+			   "(it stays attached); disconnect %s (unmount, nbd-client -d, end nbdfuse "
+			   "or qemu), or detach with --force (tessera volume detach %s --force: "
+			   "their requests in flight are answered, then their connections are "
+			   "closed)", name, n, n == 1 ? "" : "s", node_id, list,
+			   DETACH_CLIENT_WAIT_MS, n == 1 ? "it" : "them", name);
 	resp->nbd_clients_total = n;
 	resp->nbd_clients = calloc(listed, sizeof(*resp->nbd_clients));
 	if (resp->nbd_clients == NULL)
@@ -1594,7 +1604,7 @@ static void detach_reply(struct tsr_admin_server *srv, void *arg, Tessera__Admin
 
 	(void)srv;
 	if (w->refused)
-		detach_refuse(w->name, w->node_id, w->refused, w->peers, resp);
+		detach_refuse(w->name, w->node_id, w->refused, w->peers, w->stopping, resp);
 	else if (w->note)
 		admin_fail(resp, 0, "%s", w->note);
 	resp->clients_disconnected = w->disconnected;
@@ -1712,10 +1722,12 @@ static void detach_clients_end(struct detach_wait *w)
 		}
 	w->clients_phase = false;
 	w->refused = tsr_volset_clients(c->o.vols, a->name, w->peers, TSR_DETACH_CLIENTS_LISTED);
+	w->stopping = c->stopping_waits;
 	if (w->refused) {
-		tsr_warn("cluster: detach %s refused: %u NBD client%s still connected after %d ms "
-			 "(first: %s); it stays attached", a->name, w->refused,
-			 w->refused == 1 ? "" : "s", DETACH_CLIENT_WAIT_MS, w->peers[0]);
+		tsr_warn("cluster: detach %s refused: %u NBD client%s still connected %s (first: "
+			 "%s); %s", a->name, w->refused, w->refused == 1 ? "" : "s",
+			 w->stopping ? "as tesserad stops" : "after the wait", w->peers[0],
+			 w->stopping ? "the stop detaches it" : "it stays attached");
 		w->a = NULL;
 		admin_later_done(w->later); /* detach_reply frees w */
 		return;
@@ -1855,7 +1867,7 @@ static void detach_admin(struct tsr_cluster *c, struct attachment *a, bool force
 		char peers[TSR_DETACH_CLIENTS_LISTED][TSR_PEER_ADDR_MAX];
 
 		n = tsr_volset_clients(c->o.vols, a->name, peers, TSR_DETACH_CLIENTS_LISTED);
-		detach_refuse(a->name, c->node_id, n, peers, resp);
+		detach_refuse(a->name, c->node_id, n, peers, false, resp);
 		return;
 	}
 	w->a = a;
