@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "admin/admin_internal.h"
+#include "tessera/ec.h"
 #include "tessera/test_hook.h"
 
 /* "unix:PATH" -> nbd+unix:///NAME?socket=PATH; "tcp:HOST:PORT" -> nbd://HOST:PORT/NAME */
@@ -929,6 +930,7 @@ static void op_volume_create(struct tsr_admin_server *srv, const Tessera__Admin_
 {
 	struct tsr_vol_info info;
 	unsigned flags = 0;
+	uint32_t unit = 0;
 	char sz[32];
 	int ret;
 
@@ -938,6 +940,8 @@ static void op_volume_create(struct tsr_admin_server *srv, const Tessera__Admin_
 		 * the geometry with local_copy): marked in the store so that its
 		 * snapshots are never served as images (vol.c) */
 		flags = TSR_VOL_EC_CHUNK;
+		/* its redirect map is cut in stripe units (store/rowmap.c) */
+		unit = c->stripe_unit ? c->stripe_unit : TSR_EC_DEFAULT_UNIT;
 	} else if (c->ec != NULL && c->ec[0] != '\0') {
 		/* a standalone node has one store: nowhere to put k+m chunks */
 		admin_fail(resp, -EINVAL, "volume '%s': erasure coding (ec %s) needs a cluster of "
@@ -951,7 +955,7 @@ static void op_volume_create(struct tsr_admin_server *srv, const Tessera__Admin_
 	}
 
 	tsr_format_size(c->size, sz, sizeof(sz));
-	ret = tsr_store_vol_create_flags(srv->store, c->name, c->size, flags, &info);
+	ret = tsr_store_vol_create_flags(srv->store, c->name, c->size, flags, unit, &info);
 	switch (ret) {
 	case 0:
 		reply_volume(srv, c->name, resp);

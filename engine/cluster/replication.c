@@ -3049,8 +3049,9 @@ static int tc_local_create(struct target_create *t, unsigned i, char *msg, size_
 	struct tsr_vol_info info;
 	int ret;
 
-	ret = tsr_store_vol_create_flags(t->c->o.store, t->volume, t->copy_size,
-					 t->k ? TSR_VOL_EC_CHUNK : 0, &info);
+	ret = tsr_store_vol_create_flags(
+	    t->c->o.store, t->volume, t->copy_size, t->k ? TSR_VOL_EC_CHUNK : 0,
+	    t->k ? (t->unit ? t->unit : TSR_EC_DEFAULT_UNIT) : 0, &info);
 	if (ret == -EEXIST && tsr_store_vol_info(t->c->o.store, t->volume, &info) != 0)
 		info.uuid[0] = '\0';
 	if (ret == 0 || ret == -EEXIST)
@@ -3290,7 +3291,8 @@ static void tc_test_claim_race(struct target_create *t, bool early)
 		snprintf(text, sizeof(text), "%016llx", (unsigned long long)t->stream);
 		ret = tsr_meta_cas(t->c->meta, key, TSR_META_ANY_REV, text, 16, 0, NULL);
 		if (ret == 0)
-			ret = tsr_store_vol_create_flags(t->c->o.store, t->volume, t->size, 0, &info);
+			ret = tsr_store_vol_create_flags(t->c->o.store, t->volume, t->size, 0, 0,
+							 &info);
 		tsr_info("site: target volume %s: test hook (%s): target/%s and a copy here (uuid "
 			 "%s) left by a dead create: %s", t->volume, f, t->volume,
 			 ret ? "-" : info.uuid, ret ? strerror(-ret) : "ok");
@@ -3315,7 +3317,8 @@ static void tc_test_claim_race(struct target_create *t, bool early)
 	ret = tsr_meta_cas(t->c->meta, key, TSR_META_ANY_REV, text, 16, 0, NULL);
 	if (live) {
 		if (ret == 0)
-			ret = tsr_store_vol_create_flags(t->c->o.store, t->volume, t->size, 0, &info);
+			ret = tsr_store_vol_create_flags(t->c->o.store, t->volume, t->size, 0, 0,
+							 &info);
 		if (ret == 0)
 			ret = tsr_meta_lease_grant(t->c->meta, 1500, &lease);
 		snprintf(key, sizeof(key), "tcreate/%s", t->volume);
@@ -3331,7 +3334,8 @@ static void tc_test_claim_race(struct target_create *t, bool early)
 		if (lock_left)
 			t->lock_rev = 0;
 		if (copy_left && ret == 0) /* and the copy a create that died left */
-			ret = tsr_store_vol_create_flags(t->c->o.store, t->volume, t->size, 0, &info);
+			ret = tsr_store_vol_create_flags(t->c->o.store, t->volume, t->size, 0, 0,
+							 &info);
 		tsr_info("site: target volume %s: test hook (%s): target/%s written by another "
 			 "create%s: %s", t->volume, f, t->volume, lock_left ?
 			 ", this create's lock forgotten" : copy_left ? ", with a copy here" : "",
@@ -3339,7 +3343,7 @@ static void tc_test_claim_race(struct target_create *t, bool early)
 		return;
 	}
 	if (ret == 0)
-		ret = tsr_store_vol_create_flags(t->c->o.store, t->volume, t->size, 0, &info);
+		ret = tsr_store_vol_create_flags(t->c->o.store, t->volume, t->size, 0, 0, &info);
 	if (ret == 0) {
 		cluster_fresh_record(&fresh, t->volume, t->size, 1, 1, TSR_FD_NODE, 0, 0, 0, 0,
 				     node_ids);

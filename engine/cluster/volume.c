@@ -200,16 +200,17 @@ void cluster_forward_answer(const char *node_id, const char *address, int status
 
 /* copy_create on this node (its store). */
 static int copy_create_local(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord *node,
-			     const char *name, uint64_t size, uint32_t ec_k, char uuid[37],
-			     char *msg, size_t msg_len)
+			     const char *name, uint64_t size, uint32_t ec_k, uint32_t unit,
+			     char uuid[37], char *msg, size_t msg_len)
 {
 	struct tsr_vol_info info;
 	int ret;
 
 	if (uuid)
 		uuid[0] = '\0';
+	/* an ec chunk copy gets its redirect map cut in stripe units (store/rowmap.c) */
 	ret = tsr_store_vol_create_flags(c->o.store, name, size, ec_k ? TSR_VOL_EC_CHUNK : 0,
-					 &info);
+					 ec_k ? (unit ? unit : TSR_EC_DEFAULT_UNIT) : 0, &info);
 	if (ret == -EEXIST && uuid && tsr_store_vol_info(c->o.store, name, &info) != 0)
 		info.uuid[0] = '\0';
 	if (uuid && (ret == 0 || ret == -EEXIST))
@@ -292,7 +293,7 @@ static int copy_create(struct tsr_cluster *c, const Tessera__Cluster__NodeRecord
 	int ret;
 
 	if (strcmp(node->id, c->node_id) == 0)
-		return copy_create_local(c, node, name, size, ec_k, uuid, msg, msg_len);
+		return copy_create_local(c, node, name, size, ec_k, unit, uuid, msg, msg_len);
 	copy_create_req(name, size, ec_k, ec_m, unit, &req, &vc, ec);
 	ret = cluster_call_node(c, node->address, &req, CLUSTER_COPY_TIMEOUT_MS, &resp);
 	ret = copy_create_answer(node, name, ret, resp, CLUSTER_COPY_TIMEOUT_MS, uuid, msg, msg_len);
@@ -2953,8 +2954,8 @@ static int replace_create(struct replace_list *rl, char *msg, size_t msg_len)
 	rl->step = REPLACE_CREATE;
 	/* a new chunk copy of an ec volume is marked as such, as at create */
 	if (strcmp(rl->new_node->id, rl->c->node_id) == 0) {
-		ret = copy_create_local(rl->c, rl->new_node, rl->name, rec_copy_size(rec), rec->ec_k,
-					rl->new_uuid, msg, msg_len);
+		ret = copy_create_local(rl->c, rl->new_node, rl->name, rec_copy_size(rec),
+					rec->ec_k, rec->stripe_unit, rl->new_uuid, msg, msg_len);
 		return replace_created(rl, ret, msg, msg_len);
 	}
 	copy_create_req(rl->name, rec_copy_size(rec), rec->ec_k, rec->ec_m, rec->stripe_unit, &req,

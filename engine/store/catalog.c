@@ -35,6 +35,12 @@
  *       +n+69         parent: 36 characters and a NUL, or 37 zero bytes
  *       +n+106        flags, u32 little endian
  *       +n+110        orig, its bytes and a NUL
+ *       then          unit, u32 little endian, ONLY when unit != 0
+ *     unit INTEGER NOT NULL DEFAULT 0   ec chunk volume: the EC stripe unit G in bytes (a
+ *                                       power of 2, 4 KiB..1 MiB) its redirect-on-write
+ *                                       map (rowmap.c) is cut in; 0: no map (every
+ *                                       other volume, and chunk volumes made before the
+ *                                       column existed, which get it by ALTER TABLE)
  *   snapshots(uuid TEXT PRIMARY KEY, vol_uuid TEXT NOT NULL, name TEXT NOT NULL,
  *             seq INTEGER NOT NULL, created INTEGER NOT NULL, size INTEGER NOT NULL,
  *             flags INTEGER NOT NULL, crc INTEGER NOT NULL)
@@ -64,7 +70,7 @@
 
 uint32_t catalog_row_crc(const struct vol_row *row)
 {
-	uint8_t buf[64 + 37 + 32 + 41 + 64];
+	uint8_t buf[64 + 37 + 32 + 41 + 64 + 4];
 	size_t n = strnlen(row->name, sizeof(row->name) - 1) + 1;
 	uint64_t v;
 
@@ -78,7 +84,7 @@ uint32_t catalog_row_crc(const struct vol_row *row)
 	memcpy(buf + n + 45, &v, 8);
 	v = htole64((uint64_t)row->dev_offset);
 	memcpy(buf + n + 53, &v, 8);
-	bool ext = row->parent[0] || row->flags || row->orig[0];
+	bool ext = row->parent[0] || row->flags || row->orig[0] || row->unit;
 	uint8_t *x = buf + n + 69;
 	uint32_t f;
 	size_t on;
@@ -97,7 +103,11 @@ uint32_t catalog_row_crc(const struct vol_row *row)
 	on = strnlen(row->orig, sizeof(row->orig) - 1);
 	memcpy(x + 41, row->orig, on);
 	x[41 + on] = 0;
-	return tsr_crc32c(0, buf, n + 69 + 41 + on + 1);
+	if (row->unit == 0)
+		return tsr_crc32c(0, buf, n + 69 + 41 + on + 1);
+	f = htole32(row->unit);
+	memcpy(x + 41 + on + 1, &f, 4);
+	return tsr_crc32c(0, buf, n + 69 + 41 + on + 1 + 4);
 }
 
 uint32_t catalog_snap_crc(const struct snap_row *row)
@@ -200,6 +210,7 @@ static int row_from_stmt(sqlite3_stmt *st, struct vol_row *row)
 		snprintf(row->parent, sizeof(row->parent), "%s", parent ? parent : "");
 		row->flags = (uint32_t)sqlite3_column_int64(st, 8);
 		snprintf(row->orig, sizeof(row->orig), "%s", orig ? orig : "");
+		row->unit = (uint32_t)sqlite3_column_int64(st, 10);
 	}
 	if (name == NULL || strlen(name) >= sizeof(row->name) || uuid == NULL ||
 	    strlen(uuid) != 36 || stored != catalog_row_crc(row)) {
@@ -251,6 +262,9 @@ static int add_epoch_column(sqlite3 *db)
 	if (ret == 0)
 		ret = add_column(db, "orig",
 				 "ALTER TABLE volumes ADD COLUMN orig TEXT NOT NULL DEFAULT ''");
+	if (ret == 0)
+		ret = add_column(db, "unit",
+				 "ALTER TABLE volumes ADD COLUMN unit INTEGER NOT NULL DEFAULT 0");
 	return ret;
 }
 
@@ -284,17 +298,19 @@ static void reserve_wal(const char *db_path)
  */
 static int schema_exec(sqlite3 *db)
 {
-	return db_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-			  "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
-			  "CREATE TABLE IF NOT EXISTS volumes(name TEXT PRIMARY KEY,"
-			  " uuid TEXT NOT NULL, size INTEGER NOT NULL, created INTEGER NOT NULL,"
-			  " dev_offset INTEGER NOT NULL, crc INTEGER NOT NULL,"
-			  " epoch INTEGER NOT NULL DEFAULT 0, parent TEXT NOT NULL DEFAULT '',"
-			  " flags INTEGER NOT NULL DEFAULT 0, orig TEXT NOT NULL DEFAULT '');"
-			  "CREATE TABLE IF NOT EXISTS snapshots(uuid TEXT PRIMARY KEY,"
-			  " vol_uuid TEXT NOT NULL, name TEXT NOT NULL, seq INTEGER NOT NULL,"
-			  " created INTEGER NOT NULL, size INTEGER NOT NULL, flags INTEGER NOT NULL,"
-			  " crc INTEGER NOT NULL);");
+	return db_exec(db,
+		       "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+		       "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
+		       "CREATE TABLE IF NOT EXISTS volumes(name TEXT PRIMARY KEY,"
+		       " uuid TEXT NOT NULL, size INTEGER NOT NULL, created INTEGER NOT NULL,"
+		       " dev_offset INTEGER NOT NULL, crc INTEGER NOT NULL,"
+		       " epoch INTEGER NOT NULL DEFAULT 0, parent TEXT NOT NULL DEFAULT '',"
+		       " flags INTEGER NOT NULL DEFAULT 0, orig TEXT NOT NULL DEFAULT '',"
+		       " unit INTEGER NOT NULL DEFAULT 0);"
+		       "CREATE TABLE IF NOT EXISTS snapshots(uuid TEXT PRIMARY KEY,"
+		       " vol_uuid TEXT NOT NULL, name TEXT NOT NULL, seq INTEGER NOT NULL,"
+		       " created INTEGER NOT NULL, size INTEGER NOT NULL, flags INTEGER NOT NULL,"
+		       " crc INTEGER NOT NULL);");
 }
 
 /*
@@ -542,7 +558,7 @@ void catalog_close(sqlite3 *db)
 	sqlite3_close(db);
 }
 
-#define ROW_COLUMNS "name, uuid, size, created, dev_offset, crc, epoch, parent, flags, orig"
+#define ROW_COLUMNS "name, uuid, size, created, dev_offset, crc, epoch, parent, flags, orig, unit"
 
 static int get_by(sqlite3 *db, const char *sql, const char *key, struct vol_row *row)
 {
@@ -641,10 +657,9 @@ int catalog_insert(sqlite3 *db, const struct vol_row *row)
 	sqlite3_stmt *st;
 	int rc;
 
-	if (sqlite3_prepare_v2(db,
-			       "INSERT INTO volumes(" ROW_COLUMNS ") VALUES (?,?,?,?,?,?,?,?,?,?)",
-			       -1,
-			       &st, NULL))
+	if (sqlite3_prepare_v2(
+		db, "INSERT INTO volumes(" ROW_COLUMNS ") VALUES (?,?,?,?,?,?,?,?,?,?,?)", -1, &st,
+		NULL))
 		return -EIO;
 	sqlite3_bind_text(st, 1, row->name, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, row->uuid, -1, SQLITE_STATIC);
@@ -656,6 +671,7 @@ int catalog_insert(sqlite3 *db, const struct vol_row *row)
 	sqlite3_bind_text(st, 8, row->parent, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 9, row->flags);
 	sqlite3_bind_text(st, 10, row->orig, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 11, row->unit);
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
 	if (rc == SQLITE_CONSTRAINT)

@@ -32,6 +32,7 @@
  * Synchronous steps (trim's fallocate) complete through a 4 KiB read of
  * /dev/zero so the callback still fires from tsr_io_poll, as promised.
  */
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -75,6 +76,13 @@ struct svol_op {
 	uint64_t chunk_off; /* zeroes: chunk in flight */
 	uint64_t chunk_len;
 	struct iovec iov[ZERO_IOVS];
+	/* read, write: one iovec per piece when they are more than ZERO_IOVS (a
+	 * redirect map that is not contiguous over the range), malloc'd; else NULL */
+	struct iovec *iov_big;
+	/* read of a volume with a redirect map: counted in read epoch token
+	 * (rowmap_read_begin) until op_put */
+	bool map_read;
+	unsigned map_token;
 	/* write: its place among the waiters for its regions' mark */
 	struct blockmeta_wait mark_wait;
 	struct svol_op *next_free;
@@ -145,6 +153,9 @@ static void free_key_init(void)
 
 static void op_put(struct svol_op *op)
 {
+	if (op->map_read)
+		rowmap_read_end(op->svol->rowmap, op->map_token);
+	free(op->iov_big);
 	if (!TSR_KEEP_FREED || t_nfree >= OP_FREE_MAX) {
 		free(op);
 		return;
@@ -257,23 +268,74 @@ static void stat_add(_Atomic uint64_t *c, uint64_t v)
 	atomic_fetch_add_explicit(c, v, memory_order_relaxed);
 }
 
+/* svol_map through svol's redirect map. */
+static int map_resolve(struct tsr_svol *svol, struct rowmap *m, uint64_t offset, uint64_t len,
+		       struct svol_piece *p, int max)
+{
+	const uint32_t *slot = atomic_load_explicit(&m->slot, memory_order_acquire);
+	unsigned shift = m->shift;
+	uint64_t g = 1ull << shift;
+	int n = 0;
+
+	while (len) {
+		uint64_t c = offset >> shift, in = offset & (g - 1);
+		uint64_t l = g - in < len ? g - in : len, ph, fo;
+		uint32_t v = le32toh(__atomic_load_n(&slot[c], __ATOMIC_ACQUIRE));
+		int fd, cfd;
+
+		ph = v ? (uint64_t)v - 1 : c;
+		if (ph >= ROWMAP_ROW_BASE) {
+			fd = m->row_fd;
+			cfd = m->row_cfd;
+			fo = ((ph - ROWMAP_ROW_BASE) << shift) + in;
+		} else {
+			uint64_t b = (ph << shift) + in;
+
+			fd = atomic_load_explicit(&svol->seg_fd[b >> STORE_SEG_SHIFT],
+						  memory_order_acquire);
+			cfd = atomic_load_explicit(&svol->cseg_fd[b >> STORE_SEG_SHIFT],
+						   memory_order_acquire);
+			fo = b & (STORE_SEG_SIZE - 1);
+		}
+		if (n && p[n - 1].fd == fd && p[n - 1].fd_offset + p[n - 1].len == fo) {
+			p[n - 1].len += l;
+		} else {
+			if (n == max)
+				break;
+			p[n].fd = fd;
+			p[n].cfd = cfd;
+			p[n].fd_offset = fo;
+			p[n].vol_offset = offset;
+			p[n].len = l;
+			n++;
+		}
+		offset += l;
+		len -= l;
+	}
+	return n;
+}
+
 int svol_map(struct tsr_svol *svol, uint64_t offset, uint64_t len, struct svol_piece *p, int max)
 {
 	int n = 0;
 
 	if (svol->dev_offset >= 0) {
 		p[0].fd = svol->store->dev_fd;
+		p[0].cfd = -1;
 		p[0].fd_offset = (uint64_t)svol->dev_offset + offset;
 		p[0].vol_offset = offset;
 		p[0].len = len;
 		return 1;
 	}
+	if (svol->rowmap)
+		return map_resolve(svol, svol->rowmap, offset, len, p, max);
 	while (len && n < max) {
 		uint64_t seg = offset >> STORE_SEG_SHIFT;
 		uint64_t in = offset & (STORE_SEG_SIZE - 1);
 		uint64_t l = STORE_SEG_SIZE - in < len ? STORE_SEG_SIZE - in : len;
 
 		p[n].fd = atomic_load_explicit(&svol->seg_fd[seg], memory_order_acquire);
+		p[n].cfd = atomic_load_explicit(&svol->cseg_fd[seg], memory_order_acquire);
 		p[n].fd_offset = in;
 		p[n].vol_offset = offset;
 		p[n].len = l;
@@ -282,6 +344,33 @@ int svol_map(struct tsr_svol *svol, uint64_t offset, uint64_t len, struct svol_p
 		len -= l;
 	}
 	return n;
+}
+
+int svol_map_all(struct tsr_svol *svol, uint64_t offset, uint64_t len, struct svol_piece *small,
+		 int nsmall, struct svol_piece **big)
+{
+	int n = svol_map(svol, offset, len, small, nsmall);
+	uint64_t max;
+
+	*big = NULL;
+	if (n == 0 || small[n - 1].vol_offset + small[n - 1].len == offset + len)
+		return n;
+	/* a map that is not contiguous here: one piece per granule at most */
+	max = svol->rowmap ? (len >> svol->rowmap->shift) + 2 : STORE_MAX_SEGS;
+	*big = malloc(max * sizeof(**big));
+	if (*big == NULL)
+		return -ENOMEM;
+	return svol_map(svol, offset, len, *big, (int)max);
+}
+
+/* n iovecs for op's pieces: its own, or malloc'd (op->iov_big) past
+ * ZERO_IOVS.  NULL: no memory. */
+static struct iovec *op_iovs(struct svol_op *op, int n)
+{
+	if (n <= (int)ZERO_IOVS)
+		return op->iov;
+	op->iov_big = malloc((size_t)n * sizeof(*op->iov_big));
+	return op->iov_big;
 }
 
 /* Range check shared by every data function.  Errors: -EINVAL, -ENOSPC. */
@@ -399,7 +488,8 @@ static bool read_cached(struct tsr_svol *svol, struct tsr_io *io)
 static int read_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint32_t len,
 		   void *buf, bool direct, tsr_cb cb_fn, void *cb_arg)
 {
-	struct svol_piece p[2];
+	struct svol_piece small[2], *big, *p;
+	struct iovec *iov;
 	struct svol_op *op;
 	int i, n, ret = 0;
 	bool cached;
@@ -420,27 +510,33 @@ static int read_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, ui
 	op->buf = buf;
 	op->pending = 1;
 	cached = !direct && read_cached(svol, io);
-	n = svol_map(svol, offset, len, p, 2);
+	if (svol->rowmap) { /* before the map is read: its slots stay until the read ended */
+		op->map_token = rowmap_read_begin(svol->rowmap);
+		op->map_read = true;
+	}
+	n = svol_map_all(svol, offset, len, small, 2, &big);
+	p = big ? big : small;
+	iov = n < 0 ? NULL : op_iovs(op, n);
+	if (iov == NULL) {
+		free(big);
+		op_put(op);
+		return -ENOMEM;
+	}
 	for (i = 0; i < n; i++) {
 		int fd = p[i].fd;
 
-		if (cached) {
-			int cfd =
-			    atomic_load_explicit(&svol->cseg_fd[p[i].vol_offset >> STORE_SEG_SHIFT],
-						 memory_order_acquire);
-
-			if (cfd >= 0) {
-				fd = cfd;
-				op->via_cache = true;
-			}
+		if (cached && p[i].cfd >= 0) {
+			fd = p[i].cfd;
+			op->via_cache = true;
 		}
-		op->iov[i].iov_base = op->buf + (p[i].vol_offset - offset);
-		op->iov[i].iov_len = p[i].len;
-		ret = tsr_io_readv(io, fd, &op->iov[i], 1, p[i].fd_offset, read_done, op);
+		iov[i].iov_base = op->buf + (p[i].vol_offset - offset);
+		iov[i].iov_len = p[i].len;
+		ret = tsr_io_readv(io, fd, &iov[i], 1, p[i].fd_offset, read_done, op);
 		if (ret)
 			break;
 		op->pending++;
 	}
+	free(big);
 	return op_launched(op, ret);
 }
 
@@ -473,14 +569,15 @@ static void cache_drop(struct tsr_svol *svol, uint64_t offset, uint64_t len)
 
 	if (svol->dev_offset >= 0)
 		return;
-	n = svol_map(svol, offset, len, p, 2);
-	for (i = 0; i < n; i++) {
-		int cfd = atomic_load_explicit(&svol->cseg_fd[p[i].vol_offset >> STORE_SEG_SHIFT],
-					       memory_order_acquire);
-
-		if (cfd >= 0)
-			posix_fadvise(cfd, (off_t)p[i].fd_offset, (off_t)p[i].len,
-				      POSIX_FADV_DONTNEED);
+	while (len) {
+		n = svol_map(svol, offset, len, p, 2);
+		for (i = 0; i < n; i++) {
+			if (p[i].cfd >= 0)
+				posix_fadvise(p[i].cfd, (off_t)p[i].fd_offset, (off_t)p[i].len,
+					      POSIX_FADV_DONTNEED);
+			offset += p[i].len;
+			len -= p[i].len;
+		}
 	}
 }
 
@@ -658,20 +755,29 @@ static int write_queue(struct svol_op *op, bool *piece_missing)
 {
 	struct tsr_svol *svol = op->svol;
 	uint64_t *map, first = op->offset >> STORE_BLOCK_SHIFT, i;
-	struct svol_piece p[2];
+	struct svol_piece small[2], *big, *p;
+	struct iovec *iov;
 	int n, ret = 0;
 
 	map = blockmeta_entries(&svol->meta);
 	entries_put(svol, map, first, op->len >> STORE_BLOCK_SHIFT, op->buf, op->sums);
 
-	n = svol_map(svol, op->offset, op->len, p, 2);
+	n = svol_map_all(svol, op->offset, op->len, small, 2, &big);
+	p = big ? big : small;
+	iov = n < 0 ? NULL : op_iovs(op, n);
+	if (iov == NULL) {
+		free(big);
+		*piece_missing = true; /* nothing was written */
+		return -ENOMEM;
+	}
 	for (i = 0; i < (uint64_t)n; i++) {
-		op->iov[i].iov_base = op->buf + (p[i].vol_offset - op->offset);
-		op->iov[i].iov_len = p[i].len;
-		ret = write_sub(op, p[i].fd, &op->iov[i], p[i].fd_offset, write_data_done);
+		iov[i].iov_base = op->buf + (p[i].vol_offset - op->offset);
+		iov[i].iov_len = p[i].len;
+		ret = write_sub(op, p[i].fd, &iov[i], p[i].fd_offset, write_data_done);
 		if (ret)
 			break;
 	}
+	free(big);
 	*piece_missing = ret && i < (uint64_t)n;
 	if (ret == 0 && (op->flags & TSR_WRITE_FUA)) {
 		/* the entries must be durable with the data */
@@ -828,14 +934,27 @@ static void flush_done(void *cb_arg, int res)
 static int queue_syncs(struct svol_op *op, uint64_t offset, uint64_t len)
 {
 	struct tsr_svol *svol = op->svol;
-	struct svol_piece p[STORE_MAX_SEGS];
+	struct svol_piece p[STORE_MAX_SEGS + 2];
 	int i, n, ret;
 
 	if (len == 0) {
 		offset = 0;
 		len = tsr_svol_size(svol);
 	}
-	n = svol_map(svol, offset, len, p, (int)STORE_MAX_SEGS);
+	if (svol->rowmap) {
+		/* any range may be in any segment or in .row: sync them all, and
+		 * the map (step 3's flips become durable with it) */
+		n = 0;
+		for (i = 0; i < (int)STORE_MAX_SEGS; i++) {
+			p[n].fd = atomic_load_explicit(&svol->seg_fd[i], memory_order_acquire);
+			if (p[n].fd >= 0)
+				n++;
+		}
+		p[n++].fd = svol->rowmap->row_fd;
+		p[n++].fd = svol->rowmap->fd;
+	} else {
+		n = svol_map(svol, offset, len, p, (int)STORE_MAX_SEGS);
+	}
 	for (i = 0; i < n; i++) {
 		ret = tsr_io_fsync(op->io, p[i].fd, true, flush_done, op);
 		if (ret)
@@ -992,6 +1111,7 @@ int data_trim_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint
 		 unsigned flags, tsr_cb cb_fn, void *cb_arg)
 {
 	struct svol_piece p[STORE_MAX_SEGS];
+	uint64_t at, left;
 	struct svol_op *op;
 	int i, n, ret;
 
@@ -1014,20 +1134,24 @@ int data_trim_go(struct tsr_svol *svol, struct tsr_io *io, uint64_t offset, uint
 	if (ret)
 		goto err_end;
 	entries_zero(svol, offset, len);
-	n = svol_map(svol, offset, len, p, (int)STORE_MAX_SEGS);
-	for (i = 0; i < n; i++) {
-		if (svol->dev_offset >= 0) {
-			ret = store_dev_zero(p[i].fd, p[i].fd_offset, p[i].len);
-		} else if (fallocate(p[i].fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-				     (off_t)p[i].fd_offset, (off_t)p[i].len) < 0) {
-			ret = -errno;
-			tsr_error("trim: volume %s offset %llu length %llu: %s", svol->name,
-				  (unsigned long long)offset, (unsigned long long)len,
-				  strerror(-ret));
+	for (at = offset, left = len; left;) {
+		n = svol_map(svol, at, left, p, (int)STORE_MAX_SEGS);
+		for (i = 0; i < n; i++) {
+			at += p[i].len;
+			left -= p[i].len;
+			if (svol->dev_offset >= 0) {
+				ret = store_dev_zero(p[i].fd, p[i].fd_offset, p[i].len);
+			} else if (fallocate(p[i].fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					     (off_t)p[i].fd_offset, (off_t)p[i].len) < 0) {
+				ret = -errno;
+				tsr_error("trim: volume %s offset %llu length %llu: %s", svol->name,
+					  (unsigned long long)offset, (unsigned long long)len,
+					  strerror(-ret));
+			}
+			/* on error the entries stay {0, old}: either content reads back */
+			if (ret)
+				goto err_end;
 		}
-		/* on error the entries stay {0, old}: either content reads back */
-		if (ret)
-			goto err_end;
 	}
 	write_end(svol);
 	stat_add(&svol->stats.trims, 1);
@@ -1208,6 +1332,7 @@ int tsr_svol_block_status(struct tsr_svol *svol, uint64_t offset, uint64_t len,
 	const uint32_t hole = TSR_EXTENT_HOLE | TSR_EXTENT_ZERO;
 	uint64_t size = tsr_svol_size(svol);
 	struct svol_piece p[STORE_MAX_SEGS];
+	uint64_t at, left;
 	size_t n = 0;
 	int i, np;
 
@@ -1228,40 +1353,47 @@ int tsr_svol_block_status(struct tsr_svol *svol, uint64_t offset, uint64_t len,
 		*count = n;
 		return 0;
 	}
-	np = svol_map(svol, offset, len, p, (int)STORE_MAX_SEGS);
-	for (i = 0; i < np; i++) {
-		off_t pos = (off_t)p[i].fd_offset, end = (off_t)(p[i].fd_offset + p[i].len);
-		uint64_t base = p[i].vol_offset - p[i].fd_offset;
+	for (at = offset, left = len; left;) {
+		np = svol_map(svol, at, left, p, (int)STORE_MAX_SEGS);
+		for (i = 0; i < np; i++) {
+			off_t pos = (off_t)p[i].fd_offset, end = (off_t)(p[i].fd_offset + p[i].len);
 
-		while (pos < end) {
-			off_t d = lseek(p[i].fd, pos, SEEK_DATA), h;
+			at += p[i].len;
+			left -= p[i].len;
+			uint64_t base = p[i].vol_offset - p[i].fd_offset;
 
-			if (d < 0 && errno != ENXIO) {
-				int ret = -errno;
+			while (pos < end) {
+				off_t d = lseek(p[i].fd, pos, SEEK_DATA), h;
 
-				tsr_error("block_status: volume %s: %s", svol->name,
-					  strerror(-ret));
-				return ret;
+				if (d < 0 && errno != ENXIO) {
+					int ret = -errno;
+
+					tsr_error("block_status: volume %s: %s", svol->name,
+						  strerror(-ret));
+					return ret;
+				}
+				if (d < 0 || d > end)
+					d = end;
+				d &= ~(off_t)(TSR_BLOCK_SIZE -
+					      1); /* data starts at a block boundary */
+				if (d < pos)
+					d = pos;
+				if (add_extent(ext, max, &n, base + (uint64_t)pos,
+					       (uint64_t)(d - pos), hole))
+					goto full;
+				if (d >= end)
+					break;
+				h = lseek(p[i].fd, d, SEEK_HOLE);
+				if (h < 0 || h > end)
+					h = end;
+				h = (h + TSR_BLOCK_SIZE - 1) & ~(off_t)(TSR_BLOCK_SIZE - 1);
+				if (h > end)
+					h = end;
+				if (add_extent(ext, max, &n, base + (uint64_t)d, (uint64_t)(h - d),
+					       0))
+					goto full;
+				pos = h;
 			}
-			if (d < 0 || d > end)
-				d = end;
-			d &= ~(off_t)(TSR_BLOCK_SIZE - 1); /* data starts at a block boundary */
-			if (d < pos)
-				d = pos;
-			if (add_extent(ext, max, &n, base + (uint64_t)pos, (uint64_t)(d - pos),
-				       hole))
-				goto full;
-			if (d >= end)
-				break;
-			h = lseek(p[i].fd, d, SEEK_HOLE);
-			if (h < 0 || h > end)
-				h = end;
-			h = (h + TSR_BLOCK_SIZE - 1) & ~(off_t)(TSR_BLOCK_SIZE - 1);
-			if (h > end)
-				h = end;
-			if (add_extent(ext, max, &n, base + (uint64_t)d, (uint64_t)(h - d), 0))
-				goto full;
-			pos = h;
 		}
 	}
 full:

@@ -59,6 +59,7 @@ struct vol_row {
 	char parent[37];    /* clone: uuid of the snapshot layer it reads through, "" */
 	uint32_t flags;     /* VOL_HIDDEN | VOL_ROLLBACK | VOL_EC_CHUNK */
 	char orig[64];      /* hidden: the name it had before delete, else "" */
+	uint32_t unit;      /* VOL_EC_CHUNK made with a map: the stripe unit G (bytes); else 0 */
 };
 #define VOL_HIDDEN   0x1u /* deleted, kept for clones: name ".h-<uuid>", orig = old name */
 #define VOL_ROLLBACK 0x2u /* a rollback is running or was interrupted: opens refused */
@@ -419,6 +420,107 @@ static inline uint64_t *own_map(struct own_bits *ob)
 	return atomic_load_explicit(&ob->map, memory_order_acquire);
 }
 
+/* ---- rowmap.c: the redirect-on-write map of an EC chunk volume (.map, .row) ---- */
+
+#define ROWMAP_HDR           4096u         /* the map file's header; slot[c] words follow */
+#define ROWMAP_ROW_BASE      (1ull << 31)  /* physical slots from here on are in .row */
+#define ROWMAP_MIN_SHIFT     12u           /* G = 4 KiB .. */
+#define ROWMAP_MAX_SHIFT     20u           /* .. 1 MiB (tsr_ec_unit_valid) */
+#define ROWMAP_RESERVE_BYTES (32ull << 20) /* R x G */
+#define ROWMAP_RESERVE_MIN   32u
+
+/* A map file's header, as checked by rowmap_parse. */
+struct rowmap_hdr {
+	unsigned shift;   /* log2 G */
+	uint64_t chunks;  /* C in the header (>= the volume's: a grow may have stopped) */
+	uint32_t reserve; /* R */
+};
+
+/* A freed slot waiting for the reads that may have mapped it. */
+struct rowmap_limbo {
+	uint32_t slot;  /* physical slot */
+	uint64_t epoch; /* read epoch when it was freed: free once the epoch is >= +2 */
+};
+
+struct rowmap {
+	int fd;           /* volumes/<uuid>.map, O_RDWR, buffered (fdatasync makes it durable) */
+	int row_fd;       /* volumes/<uuid>.row, O_RDWR|O_DIRECT */
+	int row_cfd;      /* the same file buffered O_RDONLY for host reads (store->read_cache),
+			   * or -1: reads of .row use row_fd */
+	unsigned shift;   /* log2 G, fixed */
+	uint32_t reserve; /* R, slots in .row, fixed */
+	/* slot[c] words of the MAP_SHARED mapping (little endian; svol_map reads
+	 * them lock-free); replaced by a grow that needs a larger mapping */
+	_Atomic(uint32_t *) slot;
+	_Atomic uint64_t chunks;     /* C, raised by rowmap_grow (store->lock) after the mapping */
+	void *map_addr;              /* the current mapping (store->lock) */
+	size_t map_len;              /* bytes it reserves */
+	struct retired_map *retired; /* older mappings, unmapped at close */
+	pthread_mutex_t lock;        /* the allocator: every field below */
+	uint64_t *home_free;         /* bit P: home slot P (< C) is free */
+	size_t home_words;           /* words of home_free */
+	uint64_t *row_free;          /* bit i: .row slot i (physical 2^31 + i) is free */
+	uint64_t nfree;              /* bits set in both */
+	uint32_t cursor;             /* next-fit: physical slot to look at first */
+	struct rowmap_limbo *limbo;  /* freed slots not yet free, oldest first */
+	size_t nlimbo, limbo_cap;
+	/* read epochs: readers[e & 1] counts the reads begun in epoch e that
+	 * have not ended; the epoch moves on (lock) only when the reads of the
+	 * epoch before the current one ended */
+	_Atomic uint64_t epoch;
+	_Atomic uint64_t readers[2];
+};
+
+/* R for G = 2^shift: 32 MiB / G, at least 32. */
+uint32_t rowmap_reserve_slots(unsigned shift);
+/* C for a volume of size bytes. */
+uint64_t rowmap_chunks(uint64_t size, unsigned shift);
+/* Bytes of the map file for C chunks (whole pages). */
+uint64_t rowmap_file_size(uint64_t chunks);
+/* log2 of a stripe unit (a power of 2, 4 KiB..1 MiB), or -EINVAL. */
+int rowmap_unit_shift(uint32_t unit);
+/* The 4 KiB header for those values, hdr_crc included. */
+void rowmap_hdr_pack(uint8_t hdr[ROWMAP_HDR], unsigned shift, uint64_t chunks, uint32_t reserve);
+/*
+ * Check the len bytes of a map file (path names it in the log) for a volume
+ * of chunks granules of 2^shift bytes: magic, hdr_crc, version, shift, the
+ * header's chunks (>= chunks) and reserve, the file long enough, then every
+ * slot[c] (c < chunks) names an existing slot that no other chunk names.
+ * Sets the bits of the slots in use in home_used ((chunks + 63) / 64 words)
+ * and row_used ((R + 63) / 64 words, R = rowmap_reserve_slots(shift)).
+ * 0, or -EUCLEAN (logged: what is wrong, and that the copy must be rebuilt).
+ */
+int rowmap_parse(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunks, const char *path,
+		 struct rowmap_hdr *hdr, uint64_t *home_used, uint64_t *row_used);
+/* Create (O_EXCL) and fsync the map (identity) and the .row file (zeros)
+ * of a volume of size bytes.  0 or -errno (-EINVAL: over 2^31 chunks). */
+int rowmap_create_files(const char *map_path, const char *row_path, uint64_t size, unsigned shift);
+/* Open, map and check them (rowmap_parse), rebuild the free bitmaps; a
+ * buffered fd of .row too when cached.  0, -EUCLEAN (damaged, logged with
+ * the file's name), -EIO (missing) or -errno. */
+int rowmap_open(const char *map_path, const char *row_path, uint64_t size, unsigned shift,
+		bool cached, struct rowmap **out);
+void rowmap_close(struct rowmap *m);
+/* Grow to a volume of new_size bytes (store->lock): the new chunks are at
+ * home (identity), the header says the new C, all durable on return. */
+int rowmap_grow(struct rowmap *m, uint64_t new_size);
+/* fdatasync of the map and of .row.  0 or -errno. */
+int rowmap_sync(struct rowmap *m);
+/* Take n free slots, next-fit after the last taken (contiguous for a
+ * stream while the space allows), into slots[].  0, or -ENOSPC: fewer than
+ * n free (nothing taken: the caller takes the journal path). */
+int rowmap_alloc(struct rowmap *m, uint32_t n, uint32_t *slots);
+/* Slots no map entry names any more (the caller changed the map first):
+ * into the limbo, free once every read that may have mapped them ended.
+ * 0 or -ENOMEM (nothing freed). */
+int rowmap_free(struct rowmap *m, const uint32_t *slots, uint32_t n);
+/* Free slots now (the limbo's old enough ones counted in first). */
+uint64_t rowmap_free_slots(struct rowmap *m);
+/* Around every read that resolves volume bytes through the map: begin
+ * before svol_map, end once the read completed (with the returned token). */
+unsigned rowmap_read_begin(struct rowmap *m);
+void rowmap_read_end(struct rowmap *m, unsigned token);
+
 /* ---- store.c: the store, volumes and handles ---- */
 
 struct tsr_store {
@@ -504,6 +606,9 @@ struct tsr_svol {
 
 	/* staged chunk writes (stage.c): set at load for heads in file mode */
 	struct stage_journal *stage;
+	/* redirect-on-write map (rowmap.c): file-mode chunk volumes made with a
+	 * unit (vol_row.unit); NULL for every other volume.  Set at load. */
+	struct rowmap *rowmap;
 
 	/* a rollback of this head runs without store->lock (snap.c
 	 * tsr_store_vol_rollback; store->lock): set and cleared under the lock
@@ -555,10 +660,23 @@ struct svol_piece {
 	uint64_t fd_offset;
 	uint64_t vol_offset;
 	uint64_t len;
+	int cfd; /* a buffered fd of the same file for host reads (cseg_fd, rowmap's
+		  * row_cfd), or -1 */
 };
-/* Split [offset, offset+len) into at most max pieces (one per segment).
- * Returns the number of pieces. */
+/*
+ * Split [offset, offset+len) into at most max pieces: one per segment file,
+ * and for a volume with a redirect map one per run of granules whose
+ * physical slots are contiguous in one file (each granule resolved through
+ * the map: its home in the segment files or a slot of .row).  Returns the
+ * number of pieces, which cover a prefix of the range: all of it unless max
+ * pieces were too few (callers loop, or use svol_map_all).
+ */
 int svol_map(struct tsr_svol *svol, uint64_t offset, uint64_t len, struct svol_piece *p, int max);
+/* All the pieces of [offset, offset+len): in small (nsmall of room) when
+ * they fit, else in a malloc'd array returned in *big (free it; NULL when
+ * small was used).  The number of pieces, or -ENOMEM. */
+int svol_map_all(struct tsr_svol *svol, uint64_t offset, uint64_t len, struct svol_piece *small,
+		 int nsmall, struct svol_piece **big);
 /* Make [offset, offset+len) of a raw device read as zeros, synchronously:
  * fallocate(PUNCH_HOLE) (unmap), else fallocate(ZERO_RANGE), else pwrite zeros. */
 int store_dev_zero(int fd, uint64_t offset, uint64_t len);

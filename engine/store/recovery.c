@@ -24,22 +24,29 @@
 static int read_region(struct tsr_svol *svol, uint64_t offset, uint64_t len, uint8_t *buf)
 {
 	struct svol_piece p[2];
-	int i, n = svol_map(svol, offset, len, p, 2);
+	uint64_t at = offset, left = len;
+	int i, n;
 
-	for (i = 0; i < n; i++) {
-		uint64_t done = 0;
+	while (left) {
+		n = svol_map(svol, at, left, p, 2);
+		for (i = 0; i < n; i++) {
+			uint64_t done = 0;
 
-		while (done < p[i].len) {
-			ssize_t r = pread(p[i].fd, buf + (p[i].vol_offset - offset) + done,
-					  p[i].len - done, (off_t)(p[i].fd_offset + done));
-			if (r <= 0) {
-				int ret = r < 0 ? -errno : -EIO;
+			at += p[i].len;
+			left -= p[i].len;
+			while (done < p[i].len) {
+				ssize_t r = pread(p[i].fd, buf + (p[i].vol_offset - offset) + done,
+						  p[i].len - done, (off_t)(p[i].fd_offset + done));
+				if (r <= 0) {
+					int ret = r < 0 ? -errno : -EIO;
 
-				tsr_error("recovery: volume %s: read region at %llu: %s",
-					  svol->name, (unsigned long long)offset, strerror(-ret));
-				return ret;
+					tsr_error("recovery: volume %s: read region at %llu: %s",
+						  svol->name, (unsigned long long)offset,
+						  strerror(-ret));
+					return ret;
+				}
+				done += (uint64_t)r;
 			}
-			done += (uint64_t)r;
 		}
 	}
 	return 0;

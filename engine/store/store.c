@@ -141,6 +141,7 @@ void store_svol_free(struct tsr_svol *svol)
 		return;
 	stage_close(svol);
 	snap_detach(svol);
+	rowmap_close(svol->rowmap);
 	own_bits_close(&svol->own);
 	pthread_mutex_destroy(&svol->cow_lock);
 	blockmeta_close(&svol->meta);
@@ -237,6 +238,22 @@ int store_svol_load(struct tsr_store *store, const struct vol_row *row, struct t
 	ret = blockmeta_open(&svol->meta, crc_path, dirty_path, row->size);
 	if (ret)
 		goto err;
+	if (row->unit && row->dev_offset < 0) {
+		ret = rowmap_unit_shift(row->unit);
+		if (ret < 0) {
+			tsr_error("open: volume %s: its catalogue row has stripe unit %u, not a "
+				  "power of 2 from 4 KiB to 1 MiB: catalogue damaged",
+				  row->name, row->unit);
+			ret = -EUCLEAN;
+			goto err;
+		}
+		store_meta_path(store, row->uuid, "map", crc_path);
+		store_meta_path(store, row->uuid, "row", dirty_path);
+		ret = rowmap_open(crc_path, dirty_path, row->size, (unsigned)ret, store->read_cache,
+				  &svol->rowmap);
+		if (ret)
+			goto err;
+	}
 	*out = svol;
 	return 0;
 err:
@@ -265,6 +282,8 @@ static void svol_close(struct tsr_svol *svol)
 		ok = false;
 	}
 	if (blockmeta_sync(&svol->meta))
+		ok = false;
+	if (svol->rowmap && rowmap_sync(svol->rowmap))
 		ok = false;
 	if (svol->is_clone && fdatasync(svol->own.fd) < 0) {
 		tsr_error("close: volume %s: sync clone bitmap: %s", svol->name, strerror(errno));
@@ -533,6 +552,10 @@ static void remove_files(struct tsr_store *store, const char *uuid, uint64_t siz
 	unlink(path);
 	store_meta_path(store, uuid, "stage", path);
 	unlink(path);
+	store_meta_path(store, uuid, "map", path);
+	unlink(path);
+	store_meta_path(store, uuid, "row", path);
+	unlink(path);
 }
 
 void store_remove_files(struct tsr_store *store, const char *uuid, uint64_t size)
@@ -601,19 +624,25 @@ static int device_first_fit(struct tsr_store *store, uint64_t size, int64_t *off
 int tsr_store_vol_create(struct tsr_store *store, const char *name, uint64_t size,
 			 struct tsr_vol_info *info_out)
 {
-	return tsr_store_vol_create_flags(store, name, size, 0, info_out);
+	return tsr_store_vol_create_flags(store, name, size, 0, 0, info_out);
 }
 
 int tsr_store_vol_create_flags(struct tsr_store *store, const char *name, uint64_t size,
-			       unsigned flags, struct tsr_vol_info *info_out)
+			       unsigned flags, uint32_t unit, struct tsr_vol_info *info_out)
 {
 	char crc_path[PATH_MAX], dirty_path[PATH_MAX];
 	struct vol_row row;
+	int ret, fd, shift = 0;
 	unsigned i;
-	int ret, fd;
 
 	if (flags & ~TSR_VOL_EC_CHUNK) {
 		tsr_error("create: volume %s: unknown flags 0x%x", name ? name : "(null)", flags);
+		return -EINVAL;
+	}
+	if (unit && (!(flags & TSR_VOL_EC_CHUNK) || (shift = rowmap_unit_shift(unit)) < 0)) {
+		tsr_error("create: volume %s: stripe unit %u: %s", name ? name : "(null)", unit,
+			  (flags & TSR_VOL_EC_CHUNK) ? "not a power of 2 from 4 KiB to 1 MiB"
+						     : "only an ec chunk copy has one");
 		return -EINVAL;
 	}
 	if (!tsr_valid_name(name)) {
@@ -633,6 +662,7 @@ int tsr_store_vol_create_flags(struct tsr_store *store, const char *name, uint64
 	row.dev_offset = -1;
 	if (flags & TSR_VOL_EC_CHUNK)
 		row.flags |= VOL_EC_CHUNK;
+	row.unit = unit;
 
 	pthread_mutex_lock(&store->lock);
 	ret = catalog_get(store->db, name, &(struct vol_row){0});
@@ -672,6 +702,13 @@ int tsr_store_vol_create_flags(struct tsr_store *store, const char *name, uint64
 	ret = blockmeta_create_files(crc_path, dirty_path, size);
 	if (ret)
 		goto err_files;
+	if (unit && store->dev_fd < 0) { /* device mode: no journal, no map */
+		store_meta_path(store, row.uuid, "map", crc_path);
+		store_meta_path(store, row.uuid, "row", dirty_path);
+		ret = rowmap_create_files(crc_path, dirty_path, size, (unsigned)shift);
+		if (ret)
+			goto err_files;
+	}
 	ret = fsync_voldir(store);
 	if (ret)
 		goto err_files;
@@ -680,9 +717,10 @@ int tsr_store_vol_create_flags(struct tsr_store *store, const char *name, uint64
 		goto err_files;
 	if (info_out)
 		row_to_info(store, &row, info_out);
-	tsr_info("create: volume %s (%s), %llu bytes%s%s", name, row.uuid,
+	tsr_info("create: volume %s (%s), %llu bytes%s%s%s", name, row.uuid,
 		 (unsigned long long)size, store->dev_fd >= 0 ? " on device" : "",
-		 (row.flags & VOL_EC_CHUNK) ? ", ec chunk copy" : "");
+		 (row.flags & VOL_EC_CHUNK) ? ", ec chunk copy" : "",
+		 unit && store->dev_fd < 0 ? " with a redirect map" : "");
 	goto out;
 err_files:
 	remove_files(store, row.uuid, size);
@@ -748,6 +786,28 @@ err:
 	tsr_error("resize: volume %s: %s: %s", row->name, path, strerror(-ret));
 	if (fd >= 0)
 		close(fd);
+	return ret;
+}
+
+/* Grow the redirect map of a chunk volume (store->lock held): through the
+ * open svol's, else opened for it.  New chunks are at home (identity). */
+static int grow_rowmap(struct tsr_store *store, struct tsr_svol *svol, const struct vol_row *row,
+		       uint64_t new_size)
+{
+	char map_path[PATH_MAX], row_path[PATH_MAX];
+	struct rowmap *m;
+	int ret;
+
+	if (svol)
+		return rowmap_grow(svol->rowmap, new_size);
+	store_meta_path(store, row->uuid, "map", map_path);
+	store_meta_path(store, row->uuid, "row", row_path);
+	ret = rowmap_open(map_path, row_path, row->size, (unsigned)rowmap_unit_shift(row->unit),
+			  false, &m);
+	if (ret)
+		return ret;
+	ret = rowmap_grow(m, new_size);
+	rowmap_close(m);
 	return ret;
 }
 
@@ -943,6 +1003,8 @@ int tsr_store_vol_resize(struct tsr_store *store, const char *name, uint64_t new
 		ret = blockmeta_grow(&svol->meta, row.size, new_size);
 	else
 		ret = grow_closed_meta(store, &row, new_size);
+	if (ret == 0 && row.unit && row.dev_offset < 0)
+		ret = grow_rowmap(store, svol, &row, new_size);
 	if (ret)
 		goto out;
 	if (svol && svol->is_clone) { /* a clone's own bits cover its whole size */

@@ -76,11 +76,15 @@ int tsr_store_vol_create(struct tsr_store *store, const char *name, uint64_t siz
  * chunk column of an erasure-coded cluster volume (not an image: its
  * snapshots must not be served as images), kept durably in the catalogue row
  * (and its CRC).  Clones inherit it through their parent snapshot's volume.
- * Errors: as tsr_store_vol_create, -EINVAL unknown flags.
+ * unit: for TSR_VOL_EC_CHUNK, the EC stripe unit (a power of 2, 4 KiB..1
+ * MiB); in file mode the volume then gets a redirect-on-write map cut in
+ * units (engine/store/rowmap.c: volumes/<uuid>.map, and .row, 32 MiB of
+ * spare slots written once); 0: none (every other volume).
+ * Errors: as tsr_store_vol_create, -EINVAL unknown flags or a bad unit.
  */
 #define TSR_VOL_EC_CHUNK 0x1u
 int tsr_store_vol_create_flags(struct tsr_store *store, const char *name, uint64_t size,
-			       unsigned flags, struct tsr_vol_info *info_out);
+			       unsigned flags, uint32_t unit, struct tsr_vol_info *info_out);
 /*
  * Whether volume name (or, for a clone, the volume its parent snapshot
  * belongs to, recursively, hidden ones included) was created with

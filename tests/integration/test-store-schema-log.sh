@@ -3,10 +3,10 @@
 # only (engine/store/catalog.c):
 #   - a brand-new data dir: tesserad starts, a volume is made, tesserad
 #     restarts: its log has no "older store" line, and store.db's volumes
-#     table has every column (epoch, parent, flags, orig) all the same (before:
+#     table has every column (epoch, parent, flags, orig, unit) all the same (before:
 #     "adding the parent/flags/orig column (older store)" at the first start);
 #   - a data dir whose store.db has the volumes table of a store made before
-#     those columns: the four lines are logged at start, once (not at the
+#     those columns: the five lines are logged at start, once (not at the
 #     next start), and the volume made there reads back its size.
 . "$(dirname "$0")/functions.sh"
 
@@ -34,7 +34,7 @@ if grep -n "older store" "$D/tesserad.log"; then
 	fail "fresh: a new data dir logged upgrade lines (above)"
 fi
 cols=$(columns "$D") || fail "fresh: read store.db's columns"
-assert_eq "$cols" "name uuid size created dev_offset crc epoch parent flags orig" \
+assert_eq "$cols" "name uuid size created dev_offset crc epoch parent flags orig unit" \
 	"fresh: volumes columns"
 log "fresh data dir: no 'older store' line, columns: $cols"
 
@@ -56,10 +56,10 @@ stop_tesserad
 start_tesserad "$O"
 assert_eq "$(tsr "$O" --json volume show w | json_get 'j["size"]')" 33554432 "upgrade: size of w"
 stop_tesserad
-for c in epoch parent flags orig; do
+for c in epoch parent flags orig unit; do
 	n=$(grep -c "catalogue: adding the $c column (older store)" "$O/tesserad.log")
 	assert_eq "$n" 1 "upgrade: lines 'adding the $c column' (two starts)"
 done
-assert_eq "$(columns "$O")" "name uuid size created dev_offset crc epoch parent flags orig" \
+assert_eq "$(columns "$O")" "name uuid size created dev_offset crc epoch parent flags orig unit" \
 	"upgrade: volumes columns"
-log "older store.db: the four 'adding' lines once, columns complete"
+log "older store.db: the five 'adding' lines once, columns complete"

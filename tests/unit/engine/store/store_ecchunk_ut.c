@@ -36,21 +36,22 @@ static void test_create_and_reopen(void **state)
 	struct tsr_vol_info info;
 	struct tsr_svol *v;
 
-	assert_int_equal(tsr_store_vol_create_flags(e->store, "c", 64 * BS, TSR_VOL_EC_CHUNK,
-						    &info), 0);
+	assert_int_equal(
+	    tsr_store_vol_create_flags(e->store, "c", 64 * BS, TSR_VOL_EC_CHUNK, 0, &info), 0);
 	assert_string_equal(info.name, "c");
 	assert_int_equal(info.size, 64 * BS);
 	assert_int_equal(tsr_store_vol_create(e->store, "m", 64 * BS, NULL), 0);
-	assert_int_equal(tsr_store_vol_create_flags(e->store, "z", 64 * BS, 0, NULL), 0);
+	assert_int_equal(tsr_store_vol_create_flags(e->store, "z", 64 * BS, 0, 0, NULL), 0);
 	assert_int_equal(ec_chunk(e->store, "c"), 1);
 	assert_int_equal(ec_chunk(e->store, "m"), 0);
 	assert_int_equal(ec_chunk(e->store, "z"), 0);
 	assert_int_equal(ec_chunk(e->store, "nope"), -ENOENT);
 	/* bad input: unknown flags, and a name that exists already */
-	assert_int_equal(tsr_store_vol_create_flags(e->store, "x", 64 * BS, 0x80, NULL), -EINVAL);
+	assert_int_equal(tsr_store_vol_create_flags(e->store, "x", 64 * BS, 0x80, 0, NULL),
+			 -EINVAL);
 	assert_int_equal(ec_chunk(e->store, "x"), -ENOENT);
-	assert_int_equal(tsr_store_vol_create_flags(e->store, "m", 64 * BS, TSR_VOL_EC_CHUNK,
-						    NULL), -EEXIST);
+	assert_int_equal(
+	    tsr_store_vol_create_flags(e->store, "m", 64 * BS, TSR_VOL_EC_CHUNK, 0, NULL), -EEXIST);
 	assert_int_equal(ec_chunk(e->store, "m"), 0);
 	/* an ordinary volume for I/O and resize otherwise */
 	assert_int_equal(tsr_store_vol_open(e->store, "c", &v), 0);
@@ -68,8 +69,8 @@ static void test_flag_in_row_crc(void **state)
 	struct store_env *e = *state;
 	struct tsr_store *s2 = NULL;
 
-	assert_int_equal(tsr_store_vol_create_flags(e->store, "c", 64 * BS, TSR_VOL_EC_CHUNK,
-						    NULL), 0);
+	assert_int_equal(
+	    tsr_store_vol_create_flags(e->store, "c", 64 * BS, TSR_VOL_EC_CHUNK, 0, NULL), 0);
 	tsr_store_close(e->store);
 	e->store = NULL;
 	assert_int_equal(store_sql(e->dir, "UPDATE volumes SET flags = 0 WHERE name = 'c'"), 0);
@@ -84,8 +85,8 @@ static void test_clones_inherit(void **state)
 {
 	struct store_env *e = *state;
 
-	assert_int_equal(tsr_store_vol_create_flags(e->store, "c", 64 * BS, TSR_VOL_EC_CHUNK,
-						    NULL), 0);
+	assert_int_equal(
+	    tsr_store_vol_create_flags(e->store, "c", 64 * BS, TSR_VOL_EC_CHUNK, 0, NULL), 0);
 	assert_int_equal(tsr_store_vol_create(e->store, "m", 64 * BS, NULL), 0);
 	assert_int_equal(tsr_store_snap_create(e->store, "c", "s1", NULL), 0);
 	assert_int_equal(tsr_store_snap_create(e->store, "m", "s1", NULL), 0);
@@ -118,8 +119,8 @@ static void test_rollback_keeps_flag(void **state)
 {
 	struct store_env *e = *state;
 
-	assert_int_equal(tsr_store_vol_create_flags(e->store, "c", 64 * BS, TSR_VOL_EC_CHUNK,
-						    NULL), 0);
+	assert_int_equal(
+	    tsr_store_vol_create_flags(e->store, "c", 64 * BS, TSR_VOL_EC_CHUNK, 0, NULL), 0);
 	assert_int_equal(tsr_store_snap_create(e->store, "c", "s1", NULL), 0);
 	assert_int_equal(tsr_store_vol_rollback(e->store, "c", "s1"), 0);
 	assert_int_equal(ec_chunk(e->store, "c"), 1);

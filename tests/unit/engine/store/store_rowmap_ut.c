@@ -1,0 +1,503 @@
+/*
+ * Unit tests of the redirect-on-write map of ec chunk volumes
+ * (engine/store/rowmap.c, svol_map in data.c; steps 1-2 of "Issue 4:
+ * full-stripe writes without the journal's second data write" in
+ * docs/ARCHITECTURE.md): a chunk volume made with a stripe unit has
+ * volumes/<uuid>.map (identity) and .row; a map set by hand (as step 3's
+ * flips will leave it) sends writes and reads to the right file and offset,
+ * merging contiguous slots into one piece; flush syncs the map and .row;
+ * grow keeps the map and maps new chunks home; delete removes both files;
+ * a damaged header or a slot named twice is refused at open.  The
+ * allocator: next-fit gives a stream contiguous slots; a slot freed while
+ * a read that mapped it is in flight is not handed out until that read
+ * completed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "store/internal.h"
+#include "store_test.h"
+
+#define G     (64u * 1024) /* the stripe unit of these tests */
+#define SHIFT 16u
+#define ROW(i) ((uint32_t)(ROWMAP_ROW_BASE + (i)))
+
+struct env {
+	struct store_env s;
+	struct tsr_io *io;
+	char uuid[37];
+};
+
+static int setup(void **state)
+{
+	struct store_env *se;
+	struct env *e;
+
+	if (store_env_setup((void **)&se))
+		return -1;
+	e = calloc(1, sizeof(*e));
+	e->s = *se;
+	free(se);
+	e->io = make_io(TSR_IO_URING, NULL);
+	if (e->io == NULL)
+		e->io = make_io(TSR_IO_AIO, NULL);
+	*state = e;
+	return e->io ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+
+	tsr_io_destroy(e->io);
+	tsr_store_close(e->s.store);
+	rm_rf(e->s.dir);
+	free(e);
+	return 0;
+}
+
+/* A chunk volume "c" of chunks granules of G bytes, with a map. */
+static void make_chunk_vol(struct env *e, uint64_t chunks)
+{
+	struct tsr_vol_info info;
+
+	assert_int_equal(tsr_store_vol_create_flags(e->s.store, "c", chunks * G, TSR_VOL_EC_CHUNK,
+						    G, &info),
+			 0);
+	snprintf(e->uuid, sizeof(e->uuid), "%s", info.uuid);
+}
+
+/* Set slot[c] = v in the map file of the volume (not open). */
+static void set_slot(struct env *e, uint64_t c, uint32_t v)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	vol_file(e->s.dir, e->uuid, "map", path);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, &v, 4, (off_t)(ROWMAP_HDR + c * 4)), 4);
+	close(fd);
+}
+
+/* len bytes of the volume's file ext at off. */
+static void read_file(struct env *e, const char *ext, uint64_t off, void *buf, size_t len)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	vol_file(e->s.dir, e->uuid, ext, path);
+	fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, buf, len, (off_t)off), (ssize_t)len);
+	close(fd);
+}
+
+static bool file_exists(struct env *e, const char *ext)
+{
+	char path[PATH_MAX];
+
+	vol_file(e->s.dir, e->uuid, ext, path);
+	return access(path, F_OK) == 0;
+}
+
+/* Chunk c of the volume (written with fill(seed, offset)) is at ext:off. */
+static void assert_chunk_at(struct env *e, uint64_t c, uint64_t seed, const char *ext,
+			    uint64_t off)
+{
+	uint8_t *b = malloc(G);
+
+	read_file(e, ext, off, b, G);
+	if (!is_filled(b, G, seed, c * G))
+		fail_msg("chunk %llu is not at %s offset %llu", (unsigned long long)c, ext,
+			 (unsigned long long)off);
+	free(b);
+}
+
+/* A fresh chunk volume: an identity map with the design's header, .row of
+ * R x G zero bytes; a plain volume and a chunk volume without a unit have
+ * neither. */
+static void test_create_identity(void **state)
+{
+	struct env *e = *state;
+	uint8_t hdr[ROWMAP_HDR], want[ROWMAP_HDR];
+	struct tsr_vol_info info;
+	struct stat st;
+	char path[PATH_MAX];
+	struct tsr_svol *v;
+	uint8_t *buf = tsr_alloc_aligned(8 * G), *zero = calloc(1, 8 * G);
+
+	make_chunk_vol(e, 8);
+	read_file(e, "map", 0, hdr, sizeof(hdr));
+	assert_memory_equal(hdr, "TSRM\x01\x00\x10\x00\x08\x00\x00\x00\x00\x00\x00\x00", 16);
+	assert_int_equal(hdr[16] | hdr[17] << 8, 512); /* R = 32 MiB / 64 KiB */
+	rowmap_hdr_pack(want, SHIFT, 8, 512);
+	assert_memory_equal(hdr, want, sizeof(hdr));
+	assert_int_equal(*(uint32_t *)(hdr + 4092), tsr_crc32c(0, hdr, 4092));
+	vol_file(e->s.dir, e->uuid, "row", path);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, 512ll * G);
+	assert_true(st.st_blocks * 512 >= st.st_size); /* written: no allocating write later */
+
+	/* identity: the data lands at home */
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	assert_non_null(v->rowmap);
+	fill(buf, 8 * G, 1, 0);
+	assert_int_equal(swrite(v, e->io, 0, 8 * G, buf, 0), 0);
+	assert_chunk_at(e, 5, 1, "data", 5 * G);
+	read_file(e, "row", 0, zero, 8 * G);
+	assert_true(is_zero(zero, 8 * G));
+	assert_int_equal(rowmap_free_slots(v->rowmap), 512);
+	tsr_svol_put(v);
+
+	/* no unit, or not a chunk: no map */
+	assert_int_equal(tsr_store_vol_create_flags(e->s.store, "n", G, TSR_VOL_EC_CHUNK, 0, &info),
+			 0);
+	vol_file(e->s.dir, info.uuid, "map", path);
+	assert_int_equal(access(path, F_OK), -1);
+	assert_int_equal(tsr_store_vol_create_flags(e->s.store, "p", G, 0, G, NULL), -EINVAL);
+	assert_int_equal(tsr_store_vol_create_flags(e->s.store, "p", G, TSR_VOL_EC_CHUNK, 3 * BS,
+						    NULL),
+			 -EINVAL);
+	/* the unit survives a reopen of the store (catalogue column unit) */
+	tsr_store_close(e->s.store);
+	assert_int_equal(tsr_store_open(e->s.dir, &(struct tsr_store_opts){0}, &e->s.store), 0);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	assert_non_null(v->rowmap);
+	assert_int_equal(v->rowmap->shift, SHIFT);
+	assert_int_equal(sread(v, e->io, 0, 8 * G, buf), 0);
+	assert_true(is_filled(buf, 8 * G, 1, 0));
+	tsr_svol_put(v);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "n", &v), 0);
+	assert_null(v->rowmap);
+	tsr_svol_put(v);
+	free(zero);
+	free(buf);
+}
+
+/*
+ * A permutation set by hand: chunks 0 and 1 swapped, 2 and 3 in .row slots 5
+ * and 6 (contiguous: one piece), 4 in chunk 2's home, 5-7 at home.  Writes
+ * and reads land there; the free slots are homes 3 and 4 and the other 510
+ * slots of .row.
+ */
+static void test_permutation(void **state)
+{
+	struct env *e = *state;
+	struct svol_piece p[8];
+	uint8_t *buf = tsr_alloc_aligned(8 * G);
+	struct tsr_svol *v;
+
+	make_chunk_vol(e, 8);
+	set_slot(e, 0, 1 + 1);
+	set_slot(e, 1, 0 + 1);
+	set_slot(e, 2, ROW(5) + 1);
+	set_slot(e, 3, ROW(6) + 1);
+	set_slot(e, 4, 2 + 1);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	assert_int_equal(rowmap_free_slots(v->rowmap), 2 + 510);
+
+	/* pieces: home 1 | home 0 | row 5-6 | home 2 | home 5-7 */
+	assert_int_equal(svol_map(v, 0, 8 * G, p, 8), 5);
+	assert_int_equal(p[0].fd_offset, 1 * G);
+	assert_int_equal(p[1].fd_offset, 0);
+	assert_int_equal(p[2].fd, v->rowmap->row_fd);
+	assert_int_equal(p[2].fd_offset, 5 * G);
+	assert_int_equal(p[2].len, 2 * G);
+	assert_int_equal(p[3].fd_offset, 2 * G);
+	assert_int_equal(p[4].fd_offset, 5 * G);
+	assert_int_equal(p[4].len, 3 * G);
+	/* a range inside one granule, and one that starts inside a merged run */
+	assert_int_equal(svol_map(v, 3 * G + BS, BS, p, 8), 1);
+	assert_int_equal(p[0].fd_offset, 6 * G + BS);
+	assert_int_equal(svol_map(v, 2 * G + BS, G, p, 8), 1);
+	assert_int_equal(p[0].fd_offset, 5 * G + BS);
+	/* too few pieces: a prefix */
+	assert_int_equal(svol_map(v, 0, 8 * G, p, 2), 2);
+	assert_int_equal(p[1].vol_offset + p[1].len, 2 * G);
+
+	fill(buf, 8 * G, 2, 0);
+	assert_int_equal(swrite(v, e->io, 0, 8 * G, buf, TSR_WRITE_FUA), 0);
+	assert_chunk_at(e, 0, 2, "data", 1 * G);
+	assert_chunk_at(e, 1, 2, "data", 0);
+	assert_chunk_at(e, 2, 2, "row", 5 * G);
+	assert_chunk_at(e, 3, 2, "row", 6 * G);
+	assert_chunk_at(e, 4, 2, "data", 2 * G);
+	assert_chunk_at(e, 7, 2, "data", 7 * G);
+	memset(buf, 0, 8 * G);
+	assert_int_equal(sread(v, e->io, 0, 8 * G, buf), 0);
+	assert_true(is_filled(buf, 8 * G, 2, 0));
+	/* a 4 KiB write inside a redirected granule */
+	fill(buf, BS, 3, 3 * G + 2 * BS);
+	assert_int_equal(swrite(v, e->io, 3 * G + 2 * BS, BS, buf, 0), 0);
+	read_file(e, "row", 6 * G + 2 * BS, buf + BS, BS);
+	assert_true(is_filled(buf + BS, BS, 3, 3 * G + 2 * BS));
+	tsr_svol_put(v);
+
+	/* the same map after the store's reopen, with the page cache reads */
+	tsr_store_close(e->s.store);
+	assert_int_equal(tsr_store_open(e->s.dir, &(struct tsr_store_opts){0}, &e->s.store), 0);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	assert_int_equal(sread(v, e->io, 2 * G, 2 * G, buf), 0);
+	assert_true(is_filled(buf, G, 2, 2 * G));
+	assert_true(is_filled(buf + G, 2 * BS, 2, 3 * G));
+	assert_true(is_filled(buf + G + 2 * BS, BS, 3, 3 * G + 2 * BS));
+	tsr_svol_put(v);
+	free(buf);
+}
+
+/* Every granule elsewhere (reversed: no two contiguous): 16 pieces, more
+ * than an op's own iovecs; write, read, trim and block_status cover them all. */
+static void test_many_pieces(void **state)
+{
+	struct env *e = *state;
+	uint8_t *buf = tsr_alloc_aligned(16 * G);
+	struct tsr_extent ext[32];
+	struct svol_piece p[16];
+	struct tsr_svol *v;
+	size_t n;
+	uint64_t c;
+
+	make_chunk_vol(e, 16);
+	for (c = 0; c < 16; c++)
+		set_slot(e, c, (uint32_t)(15 - c) + 1);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	assert_int_equal(svol_map(v, 0, 16 * G, p, 16), 16);
+	fill(buf, 16 * G, 4, 0);
+	assert_int_equal(swrite(v, e->io, 0, 16 * G, buf, 0), 0);
+	for (c = 0; c < 16; c++)
+		assert_chunk_at(e, c, 4, "data", (15 - c) * G);
+	memset(buf, 0, 16 * G);
+	assert_int_equal(sread(v, e->io, 0, 16 * G, buf), 0);
+	assert_true(is_filled(buf, 16 * G, 4, 0));
+	/* trim chunks 1..2 punches homes 14 and 13: they read as zeros */
+	assert_int_equal(strim(v, e->io, G, 2 * G), 0);
+	read_file(e, "data", 13 * G, buf, 2 * G);
+	assert_true(is_zero(buf, 2 * G));
+	assert_chunk_at(e, 0, 4, "data", 15 * G);
+	assert_chunk_at(e, 3, 4, "data", 12 * G);
+	assert_int_equal(tsr_svol_block_status(v, 0, 16 * G, ext, 32, &n), 0);
+	assert_true(n >= 3);
+	assert_int_equal(ext[0].offset, 0);
+	assert_int_equal(ext[0].length, G);
+	assert_int_equal(ext[0].flags, 0);
+	assert_int_equal(ext[1].offset, G);
+	assert_int_equal(ext[1].length, 2 * G);
+	assert_true(ext[1].flags & TSR_EXTENT_HOLE);
+	tsr_svol_put(v);
+	free(buf);
+}
+
+/* Flush syncs the map and .row besides the data and crc files: 4 fsyncs
+ * for one segment (counted by a fault injector that delays each by 0 ms). */
+static void test_flush_syncs_map(void **state)
+{
+	struct env *e = *state;
+	struct tsr_io *io = make_io(TSR_IO_URING, "fsync:1+:delay=0");
+	struct tsr_svol *v;
+
+	if (io == NULL)
+		io = make_io(TSR_IO_AIO, "fsync:1+:delay=0");
+	assert_non_null(io);
+	make_chunk_vol(e, 4);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	assert_int_equal(sflush(v, io), 0);
+	assert_int_equal(tsr_io_fault_count(io), 4); /* data, .row, .map, .crc */
+	tsr_svol_put(v);
+	tsr_io_destroy(io);
+}
+
+/* Grow: the hand-set entries stay, the new chunks are at home, the header
+ * says the new C (open volume, then closed). */
+static void test_grow(void **state)
+{
+	struct env *e = *state;
+	uint8_t hdr[ROWMAP_HDR], want[ROWMAP_HDR];
+	uint8_t *buf = tsr_alloc_aligned(4 * G);
+	struct tsr_svol *v;
+
+	make_chunk_vol(e, 4);
+	set_slot(e, 1, ROW(0) + 1);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	assert_int_equal(tsr_store_vol_resize(e->s.store, "c", 6 * G), 0);
+	read_file(e, "map", 0, hdr, sizeof(hdr));
+	rowmap_hdr_pack(want, SHIFT, 6, 512);
+	assert_memory_equal(hdr, want, sizeof(hdr));
+	fill(buf, 4 * G, 5, 2 * G);
+	assert_int_equal(swrite(v, e->io, 2 * G, 4 * G, buf, 0), 0);
+	assert_chunk_at(e, 5, 5, "data", 5 * G);
+	fill(buf, G, 5, G);
+	assert_int_equal(swrite(v, e->io, G, G, buf, 0), 0);
+	assert_chunk_at(e, 1, 5, "row", 0);
+	/* home 1 is free; the new homes 4 and 5 are not */
+	assert_int_equal(rowmap_free_slots(v->rowmap), 1 + 511);
+	tsr_svol_put(v);
+
+	/* closed: grown through a map opened for it */
+	tsr_store_close(e->s.store);
+	assert_int_equal(tsr_store_open(e->s.dir, &(struct tsr_store_opts){0}, &e->s.store), 0);
+	assert_int_equal(tsr_store_vol_resize(e->s.store, "c", 9 * G), 0);
+	read_file(e, "map", 0, hdr, sizeof(hdr));
+	rowmap_hdr_pack(want, SHIFT, 9, 512);
+	assert_memory_equal(hdr, want, sizeof(hdr));
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	assert_int_equal(sread(v, e->io, G, G, buf), 0);
+	assert_true(is_filled(buf, G, 5, G));
+	fill(buf, G, 6, 8 * G);
+	assert_int_equal(swrite(v, e->io, 8 * G, G, buf, 0), 0);
+	assert_chunk_at(e, 8, 6, "data", 8 * G);
+	tsr_svol_put(v);
+	free(buf);
+}
+
+/* Delete removes .map and .row with the volume. */
+static void test_delete(void **state)
+{
+	struct env *e = *state;
+
+	make_chunk_vol(e, 2);
+	assert_true(file_exists(e, "map"));
+	assert_true(file_exists(e, "row"));
+	assert_int_equal(tsr_store_vol_delete(e->s.store, "c"), 0);
+	assert_false(file_exists(e, "map"));
+	assert_false(file_exists(e, "row"));
+	assert_false(file_exists(e, "data"));
+}
+
+/* A damaged header, a slot named twice, a slot that does not exist, a
+ * short .row: the open fails -EUCLEAN (never a silent identity map). */
+static void test_damage_refused(void **state)
+{
+	struct env *e = *state;
+	char path[PATH_MAX];
+	struct tsr_svol *v;
+	uint8_t b = 0x11;
+	int fd;
+
+	make_chunk_vol(e, 4);
+	vol_file(e->s.dir, e->uuid, "map", path);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, &b, 1, 100), 1); /* in the zero area: hdr_crc fails */
+	b = 0;
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), -EUCLEAN);
+	assert_int_equal(pwrite(fd, &b, 1, 100), 1);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	tsr_svol_put(v);
+	close(fd);
+
+	set_slot(e, 0, 2 + 1); /* chunk 0 in home 2, which chunk 2 holds */
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), -EUCLEAN);
+	set_slot(e, 0, 4 + 1); /* home 4: past C */
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), -EUCLEAN);
+	set_slot(e, 0, ROW(512) + 1); /* past R */
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), -EUCLEAN);
+	set_slot(e, 0, ROW(511) + 1);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	tsr_svol_put(v);
+
+	vol_file(e->s.dir, e->uuid, "row", path);
+	assert_int_equal(truncate(path, 511ll * G), 0);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), -EUCLEAN);
+}
+
+/* Next-fit: a stream of allocations gets contiguous slots (here .row's,
+ * the only free ones of an identity map), and wraps past the end. */
+static void test_alloc_stream(void **state)
+{
+	struct env *e = *state;
+	uint32_t s[16], i, k;
+	struct tsr_svol *v;
+
+	make_chunk_vol(e, 4);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	for (k = 0; k < 4; k++) {
+		assert_int_equal(rowmap_alloc(v->rowmap, 4, s + 4 * k), 0);
+		for (i = 0; i < 4; i++)
+			assert_int_equal(s[4 * k + i], ROW(4 * k + i));
+	}
+	/* give 0..15 back: free only after two read epochs, none in flight here */
+	assert_int_equal(rowmap_free(v->rowmap, s, 16), 0);
+	assert_int_equal(rowmap_free_slots(v->rowmap), 512);
+	/* the cursor goes on after 15, not back to 0 */
+	assert_int_equal(rowmap_alloc(v->rowmap, 2, s), 0);
+	assert_int_equal(s[0], ROW(16));
+	assert_int_equal(s[1], ROW(17));
+	/* more than is free: nothing taken */
+	assert_int_equal(rowmap_alloc(v->rowmap, 511, s), -ENOSPC);
+	assert_int_equal(rowmap_free_slots(v->rowmap), 510);
+	tsr_svol_put(v);
+}
+
+/*
+ * A slot freed while a read that mapped it is in flight is not handed out
+ * until that read completed: chunk 0 lives in .row slot 0; a read of it is
+ * issued on a second io and not polled (in flight); chunk 0 is "flipped" to
+ * another slot as step 3's commit will, and slot 0 freed.  Every slot
+ * allocated meanwhile is another one; once the read completed (with the
+ * old bytes) slot 0 is the one left to hand out.
+ */
+static void test_freed_slot_waits_for_read(void **state)
+{
+	struct env *e = *state;
+	struct tsr_io *io2 = make_io(TSR_IO_URING, NULL);
+	uint8_t *buf = tsr_alloc_aligned(G), *rbuf = tsr_alloc_aligned(G);
+	uint32_t *all = malloc(512 * sizeof(*all)), s, old = ROW(0);
+	struct done d = {0};
+	struct tsr_svol *v;
+	uint64_t nfree, i;
+
+	if (io2 == NULL)
+		io2 = make_io(TSR_IO_AIO, NULL);
+	assert_non_null(io2);
+	make_chunk_vol(e, 2);
+	set_slot(e, 0, old + 1);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	fill(buf, G, 7, 0);
+	assert_int_equal(swrite(v, e->io, 0, G, buf, 0), 0);
+
+	assert_int_equal(tsr_svol_read(v, io2, 0, G, rbuf, done_cb, &d), 0);
+	assert_true(tsr_io_submit(io2) >= 0);
+	/* the flip: chunk 0 to a new slot, the old one freed */
+	assert_int_equal(rowmap_alloc(v->rowmap, 1, &s), 0);
+	assert_int_not_equal(s, old);
+	__atomic_store_n(&atomic_load(&v->rowmap->slot)[0], s + 1, __ATOMIC_RELEASE);
+	nfree = rowmap_free_slots(v->rowmap);
+	assert_int_equal(rowmap_free(v->rowmap, &old, 1), 0);
+	assert_int_equal(rowmap_free_slots(v->rowmap), nfree); /* in the limbo */
+	assert_int_equal(rowmap_alloc(v->rowmap, (uint32_t)nfree, all), 0);
+	for (i = 0; i < nfree; i++)
+		assert_int_not_equal(all[i], old);
+	assert_int_equal(rowmap_alloc(v->rowmap, 1, &s), -ENOSPC);
+
+	assert_int_equal(wait_done(io2, &d), 0);
+	assert_true(is_filled(rbuf, G, 7, 0)); /* the old slot's bytes */
+	assert_int_equal(rowmap_free_slots(v->rowmap), 1);
+	assert_int_equal(rowmap_alloc(v->rowmap, 1, &s), 0);
+	assert_int_equal(s, old);
+	tsr_svol_put(v);
+	tsr_io_destroy(io2);
+	free(all);
+	free(rbuf);
+	free(buf);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_create_identity, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_permutation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_many_pieces, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_flush_syncs_map, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_grow, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_damage_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_alloc_stream, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_freed_slot_waits_for_read, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
