@@ -268,6 +268,16 @@ static void stat_add(_Atomic uint64_t *c, uint64_t v)
 	atomic_fetch_add_explicit(c, v, memory_order_relaxed);
 }
 
+static void piece_set(struct svol_piece *p, int fd, int cfd, uint64_t fd_offset,
+		      uint64_t vol_offset, uint64_t len)
+{
+	p->fd = fd;
+	p->cfd = cfd;
+	p->fd_offset = fd_offset;
+	p->vol_offset = vol_offset;
+	p->len = len;
+}
+
 /* svol_map through svol's redirect map. */
 static int map_resolve(struct tsr_svol *svol, struct rowmap *m, uint64_t offset, uint64_t len,
 		       struct svol_piece *p, int max)
@@ -302,12 +312,7 @@ static int map_resolve(struct tsr_svol *svol, struct rowmap *m, uint64_t offset,
 		} else {
 			if (n == max)
 				break;
-			p[n].fd = fd;
-			p[n].cfd = cfd;
-			p[n].fd_offset = fo;
-			p[n].vol_offset = offset;
-			p[n].len = l;
-			n++;
+			piece_set(&p[n++], fd, cfd, fo, offset, l);
 		}
 		offset += l;
 		len -= l;
@@ -320,11 +325,8 @@ int svol_map(struct tsr_svol *svol, uint64_t offset, uint64_t len, struct svol_p
 	int n = 0;
 
 	if (svol->dev_offset >= 0) {
-		p[0].fd = svol->store->dev_fd;
-		p[0].cfd = -1;
-		p[0].fd_offset = (uint64_t)svol->dev_offset + offset;
-		p[0].vol_offset = offset;
-		p[0].len = len;
+		piece_set(&p[0], svol->store->dev_fd, -1, (uint64_t)svol->dev_offset + offset,
+			  offset, len);
 		return 1;
 	}
 	if (svol->rowmap)
@@ -334,12 +336,9 @@ int svol_map(struct tsr_svol *svol, uint64_t offset, uint64_t len, struct svol_p
 		uint64_t in = offset & (STORE_SEG_SIZE - 1);
 		uint64_t l = STORE_SEG_SIZE - in < len ? STORE_SEG_SIZE - in : len;
 
-		p[n].fd = atomic_load_explicit(&svol->seg_fd[seg], memory_order_acquire);
-		p[n].cfd = atomic_load_explicit(&svol->cseg_fd[seg], memory_order_acquire);
-		p[n].fd_offset = in;
-		p[n].vol_offset = offset;
-		p[n].len = l;
-		n++;
+		piece_set(&p[n++], atomic_load_explicit(&svol->seg_fd[seg], memory_order_acquire),
+			  atomic_load_explicit(&svol->cseg_fd[seg], memory_order_acquire), in,
+			  offset, l);
 		offset += l;
 		len -= l;
 	}

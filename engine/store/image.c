@@ -50,6 +50,12 @@ struct img_op {
 	uint8_t *state; /* per block: 0 done, 1 to read this round, 2 read this round */
 	struct iovec *iov;
 	struct iovec tramp;
+	/* heads with a redirect map this image may read (h and the heads its
+	 * parents chain through), each counted in a read epoch until img_free:
+	 * their slots stay put while the op may still read them */
+	unsigned nmaps;
+	struct rowmap **maps;
+	unsigned *map_tokens;
 };
 
 void image_resolve(struct tsr_svol *h, struct layer *from, uint64_t b, struct block_src *s)
@@ -142,6 +148,12 @@ static void img_resolve_block(struct img_op *op, uint64_t i)
 
 static void img_free(struct img_op *op)
 {
+	unsigned i;
+
+	for (i = 0; i < op->nmaps; i++)
+		rowmap_read_end(op->maps[i], op->map_tokens[i]);
+	free(op->maps);
+	free(op->map_tokens);
 	free(op->src);
 	free(op->state);
 	free(op->iov);
@@ -296,6 +308,30 @@ static void img_read_done(void *cb_arg, int res)
 	img_finish(op);
 }
 
+/* Begin a read epoch on every head with a redirect map that op may read
+ * (before any block is resolved).  0 or -ENOMEM. */
+static int img_count_maps(struct img_op *op)
+{
+	struct tsr_svol *v;
+	unsigned n = 0;
+
+	for (v = op->h; v; v = v->parent)
+		n += v->rowmap != NULL;
+	if (n == 0)
+		return 0;
+	op->maps = malloc(n * sizeof(*op->maps));
+	op->map_tokens = malloc(n * sizeof(*op->map_tokens));
+	if (op->maps == NULL || op->map_tokens == NULL)
+		return -ENOMEM;
+	for (v = op->h; v; v = v->parent) {
+		if (v->rowmap == NULL)
+			continue;
+		op->maps[op->nmaps] = v->rowmap;
+		op->map_tokens[op->nmaps++] = rowmap_read_begin(v->rowmap);
+	}
+	return 0;
+}
+
 int image_read(struct tsr_svol *h, struct layer *from, struct tsr_svol *stats, struct tsr_io *io,
 	       uint64_t offset, uint64_t len, void *buf, tsr_cb cb_fn, void *cb_arg)
 {
@@ -318,7 +354,7 @@ int image_read(struct tsr_svol *h, struct layer *from, struct tsr_svol *stats, s
 	op->src = malloc(op->nblk * sizeof(*op->src));
 	op->state = malloc(op->nblk);
 	op->iov = malloc(op->nblk * sizeof(*op->iov));
-	if (op->src == NULL || op->state == NULL || op->iov == NULL) {
+	if (op->src == NULL || op->state == NULL || op->iov == NULL || img_count_maps(op)) {
 		img_free(op);
 		return -ENOMEM;
 	}

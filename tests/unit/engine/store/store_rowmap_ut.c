@@ -485,6 +485,46 @@ static void test_freed_slot_waits_for_read(void **state)
 	free(buf);
 }
 
+/* The same for a snapshot image's read of blocks still in the head
+ * (image.c): its head's slots stay until the read completed. */
+static void test_snapshot_read_holds_slot(void **state)
+{
+	struct env *e = *state;
+	struct tsr_io *io2 = make_io(TSR_IO_URING, NULL);
+	uint8_t *buf = tsr_alloc_aligned(G), *rbuf = tsr_alloc_aligned(G);
+	uint32_t s, old = ROW(0);
+	struct tsr_svol *v, *snap;
+	struct done d = {0};
+	uint64_t nfree;
+
+	if (io2 == NULL)
+		io2 = make_io(TSR_IO_AIO, NULL);
+	assert_non_null(io2);
+	make_chunk_vol(e, 2);
+	set_slot(e, 0, old + 1);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	fill(buf, G, 8, 0);
+	assert_int_equal(swrite(v, e->io, 0, G, buf, 0), 0);
+	assert_int_equal(tsr_store_snap_create(e->s.store, "c", "s", NULL), 0);
+	assert_int_equal(tsr_store_snap_open(e->s.store, "c", "s", &snap), 0);
+
+	assert_int_equal(tsr_svol_read(snap, io2, 0, G, rbuf, done_cb, &d), 0);
+	assert_true(tsr_io_submit(io2) >= 0);
+	assert_int_equal(rowmap_alloc(v->rowmap, 1, &s), 0);
+	__atomic_store_n(&atomic_load(&v->rowmap->slot)[0], s + 1, __ATOMIC_RELEASE);
+	nfree = rowmap_free_slots(v->rowmap);
+	assert_int_equal(rowmap_free(v->rowmap, &old, 1), 0);
+	assert_int_equal(rowmap_free_slots(v->rowmap), nfree); /* in the limbo */
+	assert_int_equal(wait_done(io2, &d), 0);
+	assert_true(is_filled(rbuf, G, 8, 0));
+	assert_int_equal(rowmap_free_slots(v->rowmap), nfree + 1);
+	tsr_svol_put(snap);
+	tsr_svol_put(v);
+	tsr_io_destroy(io2);
+	free(rbuf);
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -497,6 +537,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_damage_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_alloc_stream, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_freed_slot_waits_for_read, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_read_holds_slot, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
