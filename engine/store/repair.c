@@ -71,9 +71,11 @@ static int pread_block(int fd, uint64_t fd_off, uint8_t *blk)
  * (aligned).  0, -EIO when it fails its CRC, other -errno of pread. */
 static int image_block(struct tsr_svol *h, struct layer *from, uint64_t b, uint8_t *blk)
 {
+	struct rowmap *m = NULL;
 	struct block_src s;
 	struct svol_piece p;
 	uint64_t e, fd_off, max;
+	unsigned token = 0;
 	uint32_t c;
 	int fd, ret;
 
@@ -87,15 +89,22 @@ static int image_block(struct tsr_svol *h, struct layer *from, uint64_t b, uint8
 		fd = layer_fd(s.layer, b << STORE_BLOCK_SHIFT, &fd_off, &max);
 	} else {
 		e = entry_load(&blockmeta_entries(&s.head->meta)[b]);
+		m = s.head->rowmap; /* its slot stays put until the pread returned */
+		if (m)
+			token = rowmap_read_begin(m);
 		svol_map(s.head, b << STORE_BLOCK_SHIFT, TSR_BLOCK_SIZE, &p, 1);
 		fd = p.fd;
 		fd_off = p.fd_offset;
 	}
 	if (entry_cur(e) == 0 || fd < 0) { /* zeros: the zero mark, a trim, a hole */
+		if (m)
+			rowmap_read_end(m, token);
 		memset(blk, 0, TSR_BLOCK_SIZE);
 		return 0;
 	}
 	ret = pread_block(fd, fd_off, blk);
+	if (m)
+		rowmap_read_end(m, token);
 	if (ret < 0)
 		return ret;
 	c = blockmeta_block_crc(blk);
