@@ -514,6 +514,20 @@ int rowmap_alloc(struct rowmap *m, uint32_t n, uint32_t *slots);
  * into the limbo, free once every read that may have mapped them ended.
  * 0 or -ENOMEM (nothing freed). */
 int rowmap_free(struct rowmap *m, const uint32_t *slots, uint32_t n);
+/* Mark slots[] in use (step 3's open: the slots live journal entries
+ * reserve besides the map's).  0, or -EEXIST when one is in use already,
+ * named twice or does not exist (nothing taken). */
+int rowmap_take(struct rowmap *m, const uint32_t *slots, uint32_t n);
+/* The physical slot of chunk c (c < C) now. */
+uint32_t rowmap_slot(struct rowmap *m, uint64_t c);
+/* Point chunks first..first+n-1 at new_slots[] (a slot equal to the chunk
+ * is its home and stored as 0), after checking each is at old[i] (old
+ * NULL: no check, as a replay's undo).  Under the allocator lock; each word
+ * is stored atomically (readers see the old or the new slot of a chunk).
+ * Durable with the next rowmap_sync or flush.  0, or -EIO (logged) with
+ * nothing changed when a chunk is not where old says. */
+int rowmap_flip(struct rowmap *m, uint64_t first, uint32_t n, const uint32_t *old,
+		const uint32_t *new_slots);
 /* Free slots now (the limbo's old enough ones counted in first). */
 uint64_t rowmap_free_slots(struct rowmap *m);
 /* Around every read that resolves volume bytes through the map: begin

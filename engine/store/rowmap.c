@@ -577,6 +577,61 @@ int rowmap_free(struct rowmap *m, const uint32_t *slots, uint32_t n)
 	return 0;
 }
 
+int rowmap_take(struct rowmap *m, const uint32_t *slots, uint32_t n)
+{
+	uint64_t chunks = atomic_load(&m->chunks);
+	uint32_t i;
+
+	pthread_mutex_lock(&m->lock);
+	for (i = 0; i < n; i++) {
+		uint64_t p = slots[i];
+
+		if ((p < ROWMAP_ROW_BASE ? p >= chunks : p - ROWMAP_ROW_BASE >= m->reserve) ||
+		    !slot_free_test(m, p)) {
+			while (i--) /* give back what this call took */
+				slot_free_set(m, slots[i], true);
+			pthread_mutex_unlock(&m->lock);
+			return -EEXIST;
+		}
+		slot_free_set(m, p, false); /* a slot named twice in slots[] fails here */
+	}
+	m->nfree -= n;
+	pthread_mutex_unlock(&m->lock);
+	return 0;
+}
+
+uint32_t rowmap_slot(struct rowmap *m, uint64_t c)
+{
+	uint32_t v = le32toh(__atomic_load_n(&atomic_load(&m->slot)[c], __ATOMIC_ACQUIRE));
+
+	return v ? v - 1 : (uint32_t)c;
+}
+
+int rowmap_flip(struct rowmap *m, uint64_t first, uint32_t n, const uint32_t *old,
+		const uint32_t *new_slots)
+{
+	uint32_t *slot = atomic_load(&m->slot), i;
+
+	pthread_mutex_lock(&m->lock);
+	for (i = 0; old && i < n; i++) {
+		if (rowmap_slot(m, first + i) != old[i]) {
+			tsr_error("redirect map: chunk %llu is in slot %u, not %u as its flip "
+				  "expects: nothing flipped",
+				  (unsigned long long)(first + i), rowmap_slot(m, first + i),
+				  old[i]);
+			pthread_mutex_unlock(&m->lock);
+			return -EIO;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		uint32_t v = new_slots[i] == first + i ? 0 : new_slots[i] + 1; /* home: 0 */
+
+		__atomic_store_n(&slot[first + i], htole32(v), __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return 0;
+}
+
 unsigned rowmap_read_begin(struct rowmap *m)
 {
 	for (;;) {

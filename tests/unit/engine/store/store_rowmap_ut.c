@@ -464,7 +464,7 @@ static void test_freed_slot_waits_for_read(void **state)
 	/* the flip: chunk 0 to a new slot, the old one freed */
 	assert_int_equal(rowmap_alloc(v->rowmap, 1, &s), 0);
 	assert_int_not_equal(s, old);
-	__atomic_store_n(&atomic_load(&v->rowmap->slot)[0], s + 1, __ATOMIC_RELEASE);
+	assert_int_equal(rowmap_flip(v->rowmap, 0, 1, &old, &s), 0);
 	nfree = rowmap_free_slots(v->rowmap);
 	assert_int_equal(rowmap_free(v->rowmap, &old, 1), 0);
 	assert_int_equal(rowmap_free_slots(v->rowmap), nfree); /* in the limbo */
@@ -511,7 +511,7 @@ static void test_snapshot_read_holds_slot(void **state)
 	assert_int_equal(tsr_svol_read(snap, io2, 0, G, rbuf, done_cb, &d), 0);
 	assert_true(tsr_io_submit(io2) >= 0);
 	assert_int_equal(rowmap_alloc(v->rowmap, 1, &s), 0);
-	__atomic_store_n(&atomic_load(&v->rowmap->slot)[0], s + 1, __ATOMIC_RELEASE);
+	assert_int_equal(rowmap_flip(v->rowmap, 0, 1, &old, &s), 0);
 	nfree = rowmap_free_slots(v->rowmap);
 	assert_int_equal(rowmap_free(v->rowmap, &old, 1), 0);
 	assert_int_equal(rowmap_free_slots(v->rowmap), nfree); /* in the limbo */
@@ -523,6 +523,43 @@ static void test_snapshot_read_holds_slot(void **state)
 	tsr_io_destroy(io2);
 	free(rbuf);
 	free(buf);
+}
+
+/* rowmap_slot, rowmap_flip (checked: a chunk not where the caller thinks
+ * is -EIO with nothing changed; home stored as 0) and rowmap_take. */
+static void test_flip_and_take(void **state)
+{
+	struct env *e = *state;
+	uint32_t old[2] = {2, ROW(3)}, to[2] = {ROW(7), 3}, w;
+	struct tsr_svol *v;
+
+	make_chunk_vol(e, 4);
+	set_slot(e, 3, ROW(3) + 1);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	assert_int_equal(rowmap_slot(v->rowmap, 2), 2);
+	assert_int_equal(rowmap_slot(v->rowmap, 3), ROW(3));
+	/* step 3's open reserves the new slots of staged entries */
+	assert_int_equal(rowmap_take(v->rowmap, &to[0], 1), 0);
+	assert_int_equal(rowmap_take(v->rowmap, &to[0], 1), -EEXIST);
+	assert_int_equal(rowmap_take(v->rowmap, (uint32_t[]){ROW(8), ROW(8)}, 2), -EEXIST);
+	assert_int_equal(rowmap_take(v->rowmap, (uint32_t[]){4}, 1), -EEXIST); /* past C */
+	assert_int_equal(rowmap_free_slots(v->rowmap), 1 + 510); /* home 3; not ROW(3), ROW(7) */
+	/* a wrong old slot: nothing flipped */
+	assert_int_equal(rowmap_flip(v->rowmap, 2, 2, (uint32_t[]){2, ROW(4)}, to), -EIO);
+	assert_int_equal(rowmap_slot(v->rowmap, 2), 2);
+	assert_int_equal(rowmap_flip(v->rowmap, 2, 2, old, to), 0);
+	assert_int_equal(rowmap_slot(v->rowmap, 2), ROW(7));
+	assert_int_equal(rowmap_slot(v->rowmap, 3), 3);
+	read_file(e, "map", ROWMAP_HDR + 2 * 4, &w, 4);
+	assert_int_equal(w, ROW(7) + 1);
+	read_file(e, "map", ROWMAP_HDR + 3 * 4, &w, 4);
+	assert_int_equal(w, 0); /* home */
+	tsr_svol_put(v);
+	/* reopened: the flipped map, the free slots rebuilt from it */
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	assert_int_equal(rowmap_slot(v->rowmap, 2), ROW(7));
+	assert_int_equal(rowmap_free_slots(v->rowmap), 1 + 511); /* home 2, and ROW(3) */
+	tsr_svol_put(v);
 }
 
 int main(void)
@@ -538,6 +575,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_alloc_stream, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_freed_slot_waits_for_read, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_read_holds_slot, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_flip_and_take, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
