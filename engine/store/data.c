@@ -284,7 +284,7 @@ static int map_resolve(struct tsr_svol *svol, struct rowmap *m, uint64_t offset,
 {
 	const uint32_t *slot = atomic_load_explicit(&m->slot, memory_order_acquire);
 	unsigned shift = m->shift;
-	uint64_t g = 1ull << shift;
+	uint64_t g = 1ull << shift, next = UINT64_MAX;
 	int n = 0;
 
 	while (len) {
@@ -294,6 +294,15 @@ static int map_resolve(struct tsr_svol *svol, struct rowmap *m, uint64_t offset,
 		int fd, cfd;
 
 		ph = v ? (uint64_t)v - 1 : c;
+		/* the slot after the last piece's, in the same file: extend it
+		 * (an identity map costs one load per granule) */
+		if (ph == next &&
+		    (ph >= ROWMAP_ROW_BASE || ((ph << shift) & (STORE_SEG_SIZE - 1)))) {
+			p[n - 1].len += l;
+			goto next;
+		}
+		if (n == max)
+			break;
 		if (ph >= ROWMAP_ROW_BASE) {
 			fd = m->row_fd;
 			cfd = m->row_cfd;
@@ -307,13 +316,9 @@ static int map_resolve(struct tsr_svol *svol, struct rowmap *m, uint64_t offset,
 						   memory_order_acquire);
 			fo = b & (STORE_SEG_SIZE - 1);
 		}
-		if (n && p[n - 1].fd == fd && p[n - 1].fd_offset + p[n - 1].len == fo) {
-			p[n - 1].len += l;
-		} else {
-			if (n == max)
-				break;
-			piece_set(&p[n++], fd, cfd, fo, offset, l);
-		}
+		piece_set(&p[n++], fd, cfd, fo, offset, l);
+	next:
+		next = ph + 1;
 		offset += l;
 		len -= l;
 	}

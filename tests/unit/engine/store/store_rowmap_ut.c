@@ -249,6 +249,45 @@ static void test_permutation(void **state)
 	free(buf);
 }
 
+/* An identity map of a chunk volume over two 8 TiB segment files (G = 1
+ * MiB): contiguous homes still split at the segment's end, and the bytes
+ * land in .data and .data.1; a granule moved across the boundary too. */
+static void test_segment_boundary(void **state)
+{
+	struct env *e = *state;
+	const uint64_t seg = 1ull << 43, mib = 1u << 20;
+	uint8_t *buf = tsr_alloc_aligned(2 * mib);
+	struct tsr_vol_info info;
+	struct svol_piece p[4];
+	struct tsr_svol *v;
+
+	assert_int_equal(tsr_store_vol_create_flags(e->s.store, "c", seg + 2 * mib,
+						    TSR_VOL_EC_CHUNK, mib, &info),
+			 0);
+	snprintf(e->uuid, sizeof(e->uuid), "%s", info.uuid);
+	/* chunk 2^23 + 1 (the second of segment 1) lives in chunk 2^23 - 2's home */
+	set_slot(e, (seg >> 20) + 1, (uint32_t)((seg >> 20) - 2) + 1);
+	set_slot(e, (seg >> 20) - 2, (uint32_t)((seg >> 20) + 1) + 1);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	assert_int_equal(svol_map(v, seg - mib, 2 * mib, p, 4), 2);
+	assert_int_equal(p[0].fd_offset, seg - mib);
+	assert_int_equal(p[0].len, mib);
+	assert_int_equal(p[1].fd_offset, 0);
+	assert_true(p[1].fd != p[0].fd);
+	fill(buf, 2 * mib, 9, seg - mib);
+	assert_int_equal(swrite(v, e->io, seg - mib, 2 * mib, buf, 0), 0);
+	read_file(e, "data", seg - mib, buf, BS);
+	assert_true(is_filled(buf, BS, 9, seg - mib));
+	read_file(e, "data.1", 0, buf, BS);
+	assert_true(is_filled(buf, BS, 9, seg));
+	fill(buf, mib, 10, seg + mib);
+	assert_int_equal(swrite(v, e->io, seg + mib, mib, buf, 0), 0);
+	read_file(e, "data", seg - 2 * mib, buf, BS);
+	assert_true(is_filled(buf, BS, 10, seg + mib));
+	tsr_svol_put(v);
+	free(buf);
+}
+
 /* Every granule elsewhere (reversed: no two contiguous): 16 pieces, more
  * than an op's own iovecs; write, read, trim and block_status cover them all. */
 static void test_many_pieces(void **state)
@@ -568,6 +607,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_create_identity, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_permutation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_pieces, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_segment_boundary, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_flush_syncs_map, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_grow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
