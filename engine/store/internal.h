@@ -471,8 +471,13 @@ struct rowmap {
 	_Atomic uint64_t readers[2];
 };
 
-/* R for G = 2^shift: 32 MiB / G, at least 32. */
-uint32_t rowmap_reserve_slots(unsigned shift);
+/* The design's R for G = 2^shift: 32 MiB / G, at least 32. */
+uint32_t rowmap_reserve_max(unsigned shift);
+/* R of a map created for C chunks: rowmap_reserve_max, or C / 8 when that
+ * is less (at least 32): a small volume pays at most 1/8 of its size (or 32
+ * slots) of .row, not 32 MiB (doc-rowmap.md, "Space").  Fixed at create: a
+ * grow keeps it. */
+uint32_t rowmap_reserve_slots(unsigned shift, uint64_t chunks);
 /* C for a volume of size bytes. */
 uint64_t rowmap_chunks(uint64_t size, unsigned shift);
 /* Bytes of the map file for C chunks (whole pages). */
@@ -484,10 +489,11 @@ void rowmap_hdr_pack(uint8_t hdr[ROWMAP_HDR], unsigned shift, uint64_t chunks, u
 /*
  * Check the len bytes of a map file (path names it in the log) for a volume
  * of chunks granules of 2^shift bytes: magic, hdr_crc, version, shift, the
- * header's chunks (>= chunks) and reserve, the file long enough, then every
+ * header's chunks (>= chunks) and reserve (32..rowmap_reserve_max), the
+ * file long enough, then every
  * slot[c] (c < chunks) names an existing slot that no other chunk names.
  * Sets the bits of the slots in use in home_used ((chunks + 63) / 64 words)
- * and row_used ((R + 63) / 64 words, R = rowmap_reserve_slots(shift)).
+ * and row_used ((R + 63) / 64 words, R <= rowmap_reserve_max(shift)).
  * 0, or -EUCLEAN (logged: what is wrong, and that the copy must be rebuilt).
  */
 int rowmap_parse(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunks, const char *path,

@@ -15,7 +15,8 @@
  *   4     2     version        1
  *   6     2     granule_shift  log2 G, 12..20
  *   8     8     chunks         C = ceil(volume size / G); grows with the volume
- *   16    4     reserve        R, slots in .row: 32 MiB / G, at least 32
+ *   16    4     reserve        R, slots in .row: 32 MiB / G, at least 32; C / 8 when
+ *                              that is less (at least 32; fixed at create)
  *   20    4072  zero
  *   4092  4     hdr_crc        CRC32C (seed 0) of bytes 0..4091
  *   4096+4c 4   slot[c]        chunk c's physical slot P as P + 1; 0 = its home
@@ -59,11 +60,20 @@ static uint64_t round_page(uint64_t v)
 	return (v + STORE_PAGE - 1) / STORE_PAGE * STORE_PAGE;
 }
 
-uint32_t rowmap_reserve_slots(unsigned shift)
+uint32_t rowmap_reserve_max(unsigned shift)
 {
 	uint64_t r = ROWMAP_RESERVE_BYTES >> shift;
 
 	return r < ROWMAP_RESERVE_MIN ? ROWMAP_RESERVE_MIN : (uint32_t)r;
+}
+
+uint32_t rowmap_reserve_slots(unsigned shift, uint64_t chunks)
+{
+	uint32_t max = rowmap_reserve_max(shift);
+
+	if (chunks / 8 >= max)
+		return max;
+	return chunks / 8 < ROWMAP_RESERVE_MIN ? ROWMAP_RESERVE_MIN : (uint32_t)(chunks / 8);
 }
 
 uint64_t rowmap_chunks(uint64_t size, unsigned shift)
@@ -150,13 +160,15 @@ int rowmap_parse(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunks
 		return -EUCLEAN;
 	}
 	if (version != MAP_VERSION || gshift != shift || n < chunks ||
-	    reserve != rowmap_reserve_slots(shift) || len < ROWMAP_HDR + chunks * 4) {
+	    reserve < ROWMAP_RESERVE_MIN || reserve > rowmap_reserve_max(shift) ||
+	    len < ROWMAP_HDR + chunks * 4) {
 		tsr_error(
 		    "open: %s: redirect map header says version %u, granule 2^%u, %llu chunks, "
 		    "%u reserve slots in %zu bytes; the catalogue wants version %u, 2^%u, "
-		    "%llu, %u: the volume cannot be opened (rebuild this copy)",
+		    "at least %llu chunks, %u..%u slots: the volume cannot be opened (rebuild "
+		    "this copy)",
 		    path, version, gshift, (unsigned long long)n, reserve, len, MAP_VERSION, shift,
-		    (unsigned long long)chunks, rowmap_reserve_slots(shift));
+		    (unsigned long long)chunks, ROWMAP_RESERVE_MIN, rowmap_reserve_max(shift));
 		return -EUCLEAN;
 	}
 	hdr->shift = shift;
@@ -224,7 +236,7 @@ static int row_fill(int fd, const char *path, uint64_t len)
 int rowmap_create_files(const char *map_path, const char *row_path, uint64_t size, unsigned shift)
 {
 	uint64_t chunks = rowmap_chunks(size, shift);
-	uint32_t reserve = rowmap_reserve_slots(shift);
+	uint32_t reserve = rowmap_reserve_slots(shift, chunks);
 	uint8_t hdr[ROWMAP_HDR];
 	const char *path = map_path;
 	int fd, ret = 0;
@@ -328,7 +340,7 @@ int rowmap_open(const char *map_path, const char *row_path, uint64_t size, unsig
 	m->map_addr = p;
 	m->home_words = (chunks + 63) / 64;
 	m->home_free = calloc(m->home_words ? m->home_words : 1, 8);
-	m->row_free = calloc((rowmap_reserve_slots(shift) + 63) / 64, 8);
+	m->row_free = calloc((rowmap_reserve_max(shift) + 63) / 64, 8);
 	if (m->home_free == NULL || m->row_free == NULL) {
 		ret = -ENOMEM;
 		goto err;

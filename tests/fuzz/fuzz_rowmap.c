@@ -10,10 +10,11 @@
  * always breaks its CRC), and with hdr_crc recomputed so the fuzzer
  * reaches the version, the counts and the slot words.
  * Checks (a damaged map is refused, never taken for another): 0 or
- * -EUCLEAN only; on 0, the header's magic and CRC are right, its shift and
- * reserve are the expected ones, its chunk count at least the expected
- * one, and the slots in use are exactly as many as the chunks, each inside
- * [0, C) or .row's [0, R): every chunk has a slot of its own.
+ * -EUCLEAN only; on 0, the header's magic and CRC are right, its shift the
+ * expected one, its reserve 32..rowmap_reserve_max, its chunk count at
+ * least the expected one, and the slots in use are exactly as many as the
+ * chunks, each inside [0, C) or .row's [0, R): every chunk has a slot of
+ * its own.
  * Built with -DTSR_FUZZ=ON and clang-14; run:
  *   fuzz_rowmap -max_total_time=60 tests/fuzz/corpus/fuzz_rowmap
  */
@@ -41,7 +42,7 @@ static uint64_t popcount_words(const uint64_t *w, uint64_t bits)
 static void check(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunks)
 {
 	uint64_t home[MAX_CHUNKS / 64 + 1], row[(ROWMAP_RESERVE_BYTES >> ROWMAP_MIN_SHIFT) / 64];
-	uint32_t reserve = rowmap_reserve_slots(shift), crc;
+	uint32_t reserve, crc;
 	struct rowmap_hdr hdr;
 	uint64_t i;
 	int ret;
@@ -56,7 +57,9 @@ static void check(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunk
 	memcpy(&crc, buf + 4092, 4);
 	if (memcmp(buf, "TSRM", 4) || crc != tsr_crc32c(0, buf, 4092))
 		abort();
-	if (hdr.shift != shift || hdr.reserve != reserve || hdr.chunks < chunks)
+	reserve = hdr.reserve;
+	if (hdr.shift != shift || reserve < ROWMAP_RESERVE_MIN ||
+	    reserve > rowmap_reserve_max(shift) || hdr.chunks < chunks)
 		abort();
 	if (popcount_words(home, chunks) + popcount_words(row, reserve) != chunks)
 		abort();

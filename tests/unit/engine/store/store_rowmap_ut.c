@@ -133,13 +133,13 @@ static void test_create_identity(void **state)
 	make_chunk_vol(e, 8);
 	read_file(e, "map", 0, hdr, sizeof(hdr));
 	assert_memory_equal(hdr, "TSRM\x01\x00\x10\x00\x08\x00\x00\x00\x00\x00\x00\x00", 16);
-	assert_int_equal(hdr[16] | hdr[17] << 8, 512); /* R = 32 MiB / 64 KiB */
-	rowmap_hdr_pack(want, SHIFT, 8, 512);
+	assert_int_equal(hdr[16] | hdr[17] << 8, 32); /* R = C / 8, at least 32 */
+	rowmap_hdr_pack(want, SHIFT, 8, 32);
 	assert_memory_equal(hdr, want, sizeof(hdr));
 	assert_int_equal(*(uint32_t *)(hdr + 4092), tsr_crc32c(0, hdr, 4092));
 	vol_file(e->s.dir, e->uuid, "row", path);
 	assert_int_equal(stat(path, &st), 0);
-	assert_int_equal(st.st_size, 512ll * G);
+	assert_int_equal(st.st_size, 32ll * G);
 	assert_true(st.st_blocks * 512 >= st.st_size); /* written: no allocating write later */
 
 	/* identity: the data lands at home */
@@ -150,8 +150,22 @@ static void test_create_identity(void **state)
 	assert_chunk_at(e, 5, 1, "data", 5 * G);
 	read_file(e, "row", 0, zero, 8 * G);
 	assert_true(is_zero(zero, 8 * G));
-	assert_int_equal(rowmap_free_slots(v->rowmap), 512);
+	assert_int_equal(rowmap_free_slots(v->rowmap), 32);
 	tsr_svol_put(v);
+
+	/* R: C / 8 between 32 and the design's 32 MiB / G */
+	assert_int_equal(rowmap_reserve_slots(SHIFT, 100), 32);
+	assert_int_equal(rowmap_reserve_slots(SHIFT, 1000), 125);
+	assert_int_equal(rowmap_reserve_slots(SHIFT, 4096), 512);
+	assert_int_equal(rowmap_reserve_slots(SHIFT, 1ull << 30), 512);
+	assert_int_equal(rowmap_reserve_slots(20, 1000), 32);
+	assert_int_equal(rowmap_reserve_slots(12, 1ull << 20), 8192);
+	assert_int_equal(tsr_store_vol_create_flags(e->s.store, "big", 4096ull * G,
+						    TSR_VOL_EC_CHUNK, G, &info),
+			 0);
+	vol_file(e->s.dir, info.uuid, "row", path);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, 512ll * G); /* 32 MiB */
 
 	/* no unit, or not a chunk: no map */
 	assert_int_equal(tsr_store_vol_create_flags(e->s.store, "n", G, TSR_VOL_EC_CHUNK, 0, &info),
@@ -181,7 +195,7 @@ static void test_create_identity(void **state)
 /*
  * A permutation set by hand: chunks 0 and 1 swapped, 2 and 3 in .row slots 5
  * and 6 (contiguous: one piece), 4 in chunk 2's home, 5-7 at home.  Writes
- * and reads land there; the free slots are homes 3 and 4 and the other 510
+ * and reads land there; the free slots are homes 3 and 4 and the other 30
  * slots of .row.
  */
 static void test_permutation(void **state)
@@ -198,7 +212,7 @@ static void test_permutation(void **state)
 	set_slot(e, 3, ROW(6) + 1);
 	set_slot(e, 4, 2 + 1);
 	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
-	assert_int_equal(rowmap_free_slots(v->rowmap), 2 + 510);
+	assert_int_equal(rowmap_free_slots(v->rowmap), 2 + 30);
 
 	/* pieces: home 1 | home 0 | row 5-6 | home 2 | home 5-7 */
 	assert_int_equal(svol_map(v, 0, 8 * G, p, 8), 5);
@@ -363,7 +377,7 @@ static void test_grow(void **state)
 	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
 	assert_int_equal(tsr_store_vol_resize(e->s.store, "c", 6 * G), 0);
 	read_file(e, "map", 0, hdr, sizeof(hdr));
-	rowmap_hdr_pack(want, SHIFT, 6, 512);
+	rowmap_hdr_pack(want, SHIFT, 6, 32); /* R stays as created */
 	assert_memory_equal(hdr, want, sizeof(hdr));
 	fill(buf, 4 * G, 5, 2 * G);
 	assert_int_equal(swrite(v, e->io, 2 * G, 4 * G, buf, 0), 0);
@@ -372,7 +386,7 @@ static void test_grow(void **state)
 	assert_int_equal(swrite(v, e->io, G, G, buf, 0), 0);
 	assert_chunk_at(e, 1, 5, "row", 0);
 	/* home 1 is free; the new homes 4 and 5 are not */
-	assert_int_equal(rowmap_free_slots(v->rowmap), 1 + 511);
+	assert_int_equal(rowmap_free_slots(v->rowmap), 1 + 31);
 	tsr_svol_put(v);
 
 	/* closed: grown through a map opened for it */
@@ -380,7 +394,7 @@ static void test_grow(void **state)
 	assert_int_equal(tsr_store_open(e->s.dir, &(struct tsr_store_opts){0}, &e->s.store), 0);
 	assert_int_equal(tsr_store_vol_resize(e->s.store, "c", 9 * G), 0);
 	read_file(e, "map", 0, hdr, sizeof(hdr));
-	rowmap_hdr_pack(want, SHIFT, 9, 512);
+	rowmap_hdr_pack(want, SHIFT, 9, 32);
 	assert_memory_equal(hdr, want, sizeof(hdr));
 	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
 	assert_int_equal(sread(v, e->io, G, G, buf), 0);
@@ -411,6 +425,7 @@ static void test_delete(void **state)
 static void test_damage_refused(void **state)
 {
 	struct env *e = *state;
+	uint8_t hdr[ROWMAP_HDR];
 	char path[PATH_MAX];
 	struct tsr_svol *v;
 	uint8_t b = 0x11;
@@ -426,20 +441,36 @@ static void test_damage_refused(void **state)
 	assert_int_equal(pwrite(fd, &b, 1, 100), 1);
 	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
 	tsr_svol_put(v);
+	/* a well-formed header whose reserve is out of 32..32 MiB / G, or
+	 * whose granule is not the catalogue's unit */
+	rowmap_hdr_pack(hdr, SHIFT, 4, 31);
+	assert_int_equal(pwrite(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), -EUCLEAN);
+	rowmap_hdr_pack(hdr, SHIFT, 4, 513);
+	assert_int_equal(pwrite(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), -EUCLEAN);
+	rowmap_hdr_pack(hdr, SHIFT + 1, 4, 32);
+	assert_int_equal(pwrite(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), -EUCLEAN);
+	rowmap_hdr_pack(hdr, SHIFT, 3, 32); /* fewer chunks than the volume has */
+	assert_int_equal(pwrite(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), -EUCLEAN);
+	rowmap_hdr_pack(hdr, SHIFT, 4, 32);
+	assert_int_equal(pwrite(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
 	close(fd);
 
 	set_slot(e, 0, 2 + 1); /* chunk 0 in home 2, which chunk 2 holds */
 	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), -EUCLEAN);
 	set_slot(e, 0, 4 + 1); /* home 4: past C */
 	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), -EUCLEAN);
-	set_slot(e, 0, ROW(512) + 1); /* past R */
+	set_slot(e, 0, ROW(32) + 1); /* past R */
 	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), -EUCLEAN);
-	set_slot(e, 0, ROW(511) + 1);
+	set_slot(e, 0, ROW(31) + 1);
 	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
 	tsr_svol_put(v);
 
 	vol_file(e->s.dir, e->uuid, "row", path);
-	assert_int_equal(truncate(path, 511ll * G), 0);
+	assert_int_equal(truncate(path, 31ll * G), 0);
 	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), -EUCLEAN);
 }
 
@@ -460,14 +491,14 @@ static void test_alloc_stream(void **state)
 	}
 	/* give 0..15 back: free only after two read epochs, none in flight here */
 	assert_int_equal(rowmap_free(v->rowmap, s, 16), 0);
-	assert_int_equal(rowmap_free_slots(v->rowmap), 512);
+	assert_int_equal(rowmap_free_slots(v->rowmap), 32);
 	/* the cursor goes on after 15, not back to 0 */
 	assert_int_equal(rowmap_alloc(v->rowmap, 2, s), 0);
 	assert_int_equal(s[0], ROW(16));
 	assert_int_equal(s[1], ROW(17));
 	/* more than is free: nothing taken */
-	assert_int_equal(rowmap_alloc(v->rowmap, 511, s), -ENOSPC);
-	assert_int_equal(rowmap_free_slots(v->rowmap), 510);
+	assert_int_equal(rowmap_alloc(v->rowmap, 31, s), -ENOSPC);
+	assert_int_equal(rowmap_free_slots(v->rowmap), 30);
 	tsr_svol_put(v);
 }
 
@@ -582,7 +613,7 @@ static void test_flip_and_take(void **state)
 	assert_int_equal(rowmap_take(v->rowmap, &to[0], 1), -EEXIST);
 	assert_int_equal(rowmap_take(v->rowmap, (uint32_t[]){ROW(8), ROW(8)}, 2), -EEXIST);
 	assert_int_equal(rowmap_take(v->rowmap, (uint32_t[]){4}, 1), -EEXIST); /* past C */
-	assert_int_equal(rowmap_free_slots(v->rowmap), 1 + 510); /* home 3; not ROW(3), ROW(7) */
+	assert_int_equal(rowmap_free_slots(v->rowmap), 1 + 30); /* home 3; not ROW(3), ROW(7) */
 	/* a wrong old slot: nothing flipped */
 	assert_int_equal(rowmap_flip(v->rowmap, 2, 2, (uint32_t[]){2, ROW(4)}, to), -EIO);
 	assert_int_equal(rowmap_slot(v->rowmap, 2), 2);
@@ -597,7 +628,7 @@ static void test_flip_and_take(void **state)
 	/* reopened: the flipped map, the free slots rebuilt from it */
 	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
 	assert_int_equal(rowmap_slot(v->rowmap, 2), ROW(7));
-	assert_int_equal(rowmap_free_slots(v->rowmap), 1 + 511); /* home 2, and ROW(3) */
+	assert_int_equal(rowmap_free_slots(v->rowmap), 1 + 31); /* home 2, and ROW(3) */
 	tsr_svol_put(v);
 }
 
