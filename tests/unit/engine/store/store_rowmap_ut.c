@@ -502,6 +502,49 @@ static void test_alloc_stream(void **state)
 	tsr_svol_put(v);
 }
 
+/* A second io, whose completions run only when the test polls it. */
+static struct tsr_io *second_io(void)
+{
+	struct tsr_io *io = make_io(TSR_IO_URING, NULL);
+
+	if (io == NULL)
+		io = make_io(TSR_IO_AIO, NULL);
+	assert_non_null(io);
+	return io;
+}
+
+/* Volume "c" of 2 chunks, chunk 0 in .row slot 0 holding fill(seed). */
+static struct tsr_svol *chunk0_in_row0(struct env *e, uint64_t seed)
+{
+	uint8_t *buf = tsr_alloc_aligned(G);
+	struct tsr_svol *v;
+
+	make_chunk_vol(e, 2);
+	set_slot(e, 0, ROW(0) + 1);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	fill(buf, G, seed, 0);
+	assert_int_equal(swrite(v, e->io, 0, G, buf, 0), 0);
+	free(buf);
+	return v;
+}
+
+/* Step 3's commit and release of chunk 0, by hand: flipped to a new slot,
+ * .row slot 0 freed, which must wait in the limbo (the free count does not
+ * grow).  The free count before the free. */
+static uint64_t flip_chunk0_free_row0(struct tsr_svol *v)
+{
+	uint32_t s, old = ROW(0);
+	uint64_t nfree;
+
+	assert_int_equal(rowmap_alloc(v->rowmap, 1, &s), 0);
+	assert_int_not_equal(s, old);
+	assert_int_equal(rowmap_flip(v->rowmap, 0, 1, &old, &s), 0);
+	nfree = rowmap_free_slots(v->rowmap);
+	assert_int_equal(rowmap_free(v->rowmap, &old, 1), 0);
+	assert_int_equal(rowmap_free_slots(v->rowmap), nfree); /* in the limbo */
+	return nfree;
+}
+
 /*
  * A slot freed while a read that mapped it is in flight is not handed out
  * until that read completed: chunk 0 lives in .row slot 0; a read of it is
@@ -513,46 +556,30 @@ static void test_alloc_stream(void **state)
 static void test_freed_slot_waits_for_read(void **state)
 {
 	struct env *e = *state;
-	struct tsr_io *io2 = make_io(TSR_IO_URING, NULL);
-	uint8_t *buf = tsr_alloc_aligned(G), *rbuf = tsr_alloc_aligned(G);
-	uint32_t *all = malloc(512 * sizeof(*all)), s, old = ROW(0);
+	struct tsr_io *io2 = second_io();
+	uint8_t *rbuf = tsr_alloc_aligned(G);
+	uint32_t *all = malloc(512 * sizeof(*all)), s;
+	struct tsr_svol *v = chunk0_in_row0(e, 7);
 	struct done d = {0};
-	struct tsr_svol *v;
 	uint64_t nfree, i;
-
-	if (io2 == NULL)
-		io2 = make_io(TSR_IO_AIO, NULL);
-	assert_non_null(io2);
-	make_chunk_vol(e, 2);
-	set_slot(e, 0, old + 1);
-	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
-	fill(buf, G, 7, 0);
-	assert_int_equal(swrite(v, e->io, 0, G, buf, 0), 0);
 
 	assert_int_equal(tsr_svol_read(v, io2, 0, G, rbuf, done_cb, &d), 0);
 	assert_true(tsr_io_submit(io2) >= 0);
-	/* the flip: chunk 0 to a new slot, the old one freed */
-	assert_int_equal(rowmap_alloc(v->rowmap, 1, &s), 0);
-	assert_int_not_equal(s, old);
-	assert_int_equal(rowmap_flip(v->rowmap, 0, 1, &old, &s), 0);
-	nfree = rowmap_free_slots(v->rowmap);
-	assert_int_equal(rowmap_free(v->rowmap, &old, 1), 0);
-	assert_int_equal(rowmap_free_slots(v->rowmap), nfree); /* in the limbo */
+	nfree = flip_chunk0_free_row0(v);
 	assert_int_equal(rowmap_alloc(v->rowmap, (uint32_t)nfree, all), 0);
 	for (i = 0; i < nfree; i++)
-		assert_int_not_equal(all[i], old);
+		assert_int_not_equal(all[i], ROW(0));
 	assert_int_equal(rowmap_alloc(v->rowmap, 1, &s), -ENOSPC);
 
 	assert_int_equal(wait_done(io2, &d), 0);
 	assert_true(is_filled(rbuf, G, 7, 0)); /* the old slot's bytes */
 	assert_int_equal(rowmap_free_slots(v->rowmap), 1);
 	assert_int_equal(rowmap_alloc(v->rowmap, 1, &s), 0);
-	assert_int_equal(s, old);
+	assert_int_equal(s, ROW(0));
 	tsr_svol_put(v);
 	tsr_io_destroy(io2);
 	free(all);
 	free(rbuf);
-	free(buf);
 }
 
 /* The same for a snapshot image's read of blocks still in the head
@@ -560,31 +587,17 @@ static void test_freed_slot_waits_for_read(void **state)
 static void test_snapshot_read_holds_slot(void **state)
 {
 	struct env *e = *state;
-	struct tsr_io *io2 = make_io(TSR_IO_URING, NULL);
-	uint8_t *buf = tsr_alloc_aligned(G), *rbuf = tsr_alloc_aligned(G);
-	uint32_t s, old = ROW(0);
-	struct tsr_svol *v, *snap;
+	struct tsr_io *io2 = second_io();
+	uint8_t *rbuf = tsr_alloc_aligned(G);
+	struct tsr_svol *v = chunk0_in_row0(e, 8), *snap;
 	struct done d = {0};
 	uint64_t nfree;
 
-	if (io2 == NULL)
-		io2 = make_io(TSR_IO_AIO, NULL);
-	assert_non_null(io2);
-	make_chunk_vol(e, 2);
-	set_slot(e, 0, old + 1);
-	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
-	fill(buf, G, 8, 0);
-	assert_int_equal(swrite(v, e->io, 0, G, buf, 0), 0);
 	assert_int_equal(tsr_store_snap_create(e->s.store, "c", "s", NULL), 0);
 	assert_int_equal(tsr_store_snap_open(e->s.store, "c", "s", &snap), 0);
-
 	assert_int_equal(tsr_svol_read(snap, io2, 0, G, rbuf, done_cb, &d), 0);
 	assert_true(tsr_io_submit(io2) >= 0);
-	assert_int_equal(rowmap_alloc(v->rowmap, 1, &s), 0);
-	assert_int_equal(rowmap_flip(v->rowmap, 0, 1, &old, &s), 0);
-	nfree = rowmap_free_slots(v->rowmap);
-	assert_int_equal(rowmap_free(v->rowmap, &old, 1), 0);
-	assert_int_equal(rowmap_free_slots(v->rowmap), nfree); /* in the limbo */
+	nfree = flip_chunk0_free_row0(v);
 	assert_int_equal(wait_done(io2, &d), 0);
 	assert_true(is_filled(rbuf, G, 8, 0));
 	assert_int_equal(rowmap_free_slots(v->rowmap), nfree + 1);
@@ -592,7 +605,6 @@ static void test_snapshot_read_holds_slot(void **state)
 	tsr_svol_put(v);
 	tsr_io_destroy(io2);
 	free(rbuf);
-	free(buf);
 }
 
 /* rowmap_slot, rowmap_flip (checked: a chunk not where the caller thinks
