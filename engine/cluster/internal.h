@@ -603,8 +603,15 @@ int repl_grow_target_async(struct tsr_cluster *c, const char *name, uint64_t siz
 			   size_t msg_len);
 /* Before its callback fired: it never will (the answer is dropped).  NULL ok. */
 void repl_grow_abandon(struct repl_grow *g);
-/* volume delete succeeded: forget target/<name>. */
-void repl_volume_deleted(struct tsr_cluster *c, const char *name);
+/* volume delete of name, before its record's delete: *rev, the revision of
+ * target/<name> (0: absent).  0, or -errno (unreadable: logged; *rev 0, so
+ * the claim is kept).  Main thread. */
+int repl_target_rev(struct tsr_cluster *c, const char *name, uint64_t *rev);
+/* volume delete succeeded (the record deleted): target/<name> deleted at rev,
+ * read by repl_target_rev before the record's delete (0: nothing to do).  A
+ * claim written since (a DR create of the name on another node) is kept:
+ * the compare fails, logged.  Main thread. */
+void repl_volume_deleted(struct tsr_cluster *c, const char *name, uint64_t rev);
 /* volume create of name: -EEXIST with msg when a DR stream's claim
  * target/<name> names it and vol/<name> is absent (or -errno: unreadable);
  * 0 otherwise.  Main thread. */

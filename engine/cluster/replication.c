@@ -71,6 +71,7 @@
 #include "cluster/internal.h"
 #include "tessera/ec.h"
 #include "tessera/site.h"
+#include "tessera/test_hook.h"
 
 #define REPL_TEXT_MAX 4096 /* a path or address in a record */
 #define REPL_GROW_TIMEOUT_MS 30000 /* tsr_site_source_grow: the DR's own resize included */
@@ -1700,12 +1701,39 @@ void repl_grow_abandon(struct repl_grow *g)
 		g->cb_fn = NULL;
 }
 
-void repl_volume_deleted(struct tsr_cluster *c, const char *name)
+int repl_target_rev(struct tsr_cluster *c, const char *name, uint64_t *rev)
+{
+	uint64_t stream;
+	int ret = target_claim_get(c, name, &stream, rev, NULL);
+
+	if (ret && ret != -ENOENT)
+		tsr_warn("cluster: volume delete %s: cannot read target/%s: %s (it is kept if "
+			 "there: a volume delete %s once the volume is gone releases it)",
+			 name, name, strerror(-ret), name);
+	return ret == -ENOENT ? 0 : ret;
+}
+
+void repl_volume_deleted(struct tsr_cluster *c, const char *name, uint64_t rev)
 {
 	char key[80];
+	int ret;
 
+	if (rev == 0) /* it was no target, or unreadable (kept) */
+		return;
 	snprintf(key, sizeof(key), "target/%s", name);
-	tsr_meta_delete(c->meta, key, TSR_META_ANY_REV); /* -ENOENT: it was no target */
+	ret = tsr_meta_delete(c->meta, key, rev);
+	if (ret == -ECANCELED || ret == -ENOENT)
+		/* since the read, before the record's delete: a DR create of
+		 * the name (its claim) or a claim release (through another
+		 * node) changed it; that claim is theirs */
+		tsr_info("cluster: volume delete %s: target/%s %s since it was read (revision "
+			 "%llu): the claim moved on, left to it",
+			 name, name, ret == -ENOENT ? "was deleted" : "was written again",
+			 (unsigned long long)rev);
+	else if (ret)
+		tsr_warn("cluster: volume delete %s: cannot delete target/%s: %s (the volume is "
+			 "deleted; a volume delete %s releases that claim)",
+			 name, name, strerror(-ret), name);
 }
 
 /* ---- site add / remove / list ----------------------------------------------- */

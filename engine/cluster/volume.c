@@ -1307,6 +1307,7 @@ static int vol_delete_record(struct vol_delete *d, Tessera__Admin__Response *res
 {
 	struct cluster_view v;
 	const char *attached;
+	uint64_t target_rev;
 	char key[96];
 	int ret;
 
@@ -1334,6 +1335,10 @@ static int vol_delete_record(struct vol_delete *d, Tessera__Admin__Response *res
 	 * (30 s at most), the delete waits here, on the control loop, between
 	 * its re-check and its record's delete (test-cluster-delete-attach-race) */
 	tsr_test_hold_file("TSR_TEST_DELETE_RECORD_HOLD_FILE", true);
+	/* target/<name>'s revision while the record stands (no DR create of
+	 * the name claims it then): deleted at it below, so that a claim a
+	 * create writes once the record is gone is kept */
+	repl_target_rev(d->c, d->name, &target_rev);
 	/* the record first (at the revision whose copies were asked): from here
 	 * the copies are garbage, whatever happens to them */
 	snprintf(key, sizeof(key), "vol/%s", d->name);
@@ -1368,10 +1373,15 @@ static int vol_delete_record(struct vol_delete *d, Tessera__Admin__Response *res
 			   ret == -ECANCELED ? " (it changed meanwhile: retry)" : "");
 		return 0;
 	}
+	/* Tests only (test-cluster-delete-claim-race): while the file
+	 * $TSR_TEST_DELETE_TARGET_HOLD_FILE exists (30 s at most), wait here,
+	 * on the control loop, between the record's delete and target/<name>'s,
+	 * so that a claim of the name lands in between */
+	tsr_test_hold_file("TSR_TEST_DELETE_TARGET_HOLD_FILE", true);
 	/* its DR target record with it, on the same turn of the loop: at the
 	 * walk's end a create of the name served meanwhile (this node's loop
 	 * goes on) could have claimed target/<name> again (review s20-revN A) */
-	repl_volume_deleted(d->c, d->name);
+	repl_volume_deleted(d->c, d->name, target_rev);
 	d->deleting = true;
 	if (copy_walk_run(&d->walk, false, true))
 		return 1;
