@@ -147,9 +147,9 @@ int tsr_admin_listen_unix(const char *path, int *fd_out)
 
 /* HOST:PORT's addresses into *res (freeaddrinfo): a numeric host without a
  * resolver round trip, a name resolved (blocking).  0, -EINVAL (not
- * HOST:PORT) or -EHOSTUNREACH (the name does not resolve: *gai, if given,
- * says why). */
-static int addr_lookup(const char *hostport, struct addrinfo **res, int *gai)
+ * HOST:PORT) or -EHOSTUNREACH (the name does not resolve: why, if not NULL,
+ * says why; for EAI_SYSTEM from errno, read as getaddrinfo left it). */
+static int addr_lookup(const char *hostport, struct addrinfo **res, char *why, size_t why_len)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
 				  .ai_flags = AI_NUMERICSERV | AI_NUMERICHOST };
@@ -157,16 +157,22 @@ static int addr_lookup(const char *hostport, struct addrinfo **res, int *gai)
 	int ret;
 
 	ret = tsr_admin_split_hostport(hostport, host, sizeof(host), port, sizeof(port));
-	if (ret)
+	if (ret) {
+		if (why)
+			snprintf(why, why_len, "not HOST:PORT");
 		return ret;
+	}
 	*res = NULL;
 	if (getaddrinfo(host, port, &hints, res)) {
 		hints.ai_flags &= ~AI_NUMERICHOST;
 		*res = NULL;
 		ret = getaddrinfo(host, port, &hints, res);
 		if (ret) {
-			if (gai)
-				*gai = ret;
+			int err = errno;
+
+			if (why)
+				snprintf(why, why_len, "%s",
+					 ret == EAI_SYSTEM ? strerror(err) : gai_strerror(ret));
 			return -EHOSTUNREACH;
 		}
 	}
@@ -178,14 +184,10 @@ int admin_resolve(const char *hostport, char (*out)[ADMIN_ADDR_MAX], unsigned ma
 {
 	struct addrinfo *res, *ai;
 	unsigned n = 0;
-	int gai = 0;
-	int ret = addr_lookup(hostport, &res, &gai);
+	int ret = addr_lookup(hostport, &res, why, why_len);
 
-	if (ret) {
-		snprintf(why, why_len, "%s", ret == -EINVAL ? "not HOST:PORT" :
-			 gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai));
+	if (ret)
 		return ret;
-	}
 	for (ai = res; ai && n < max; ai = ai->ai_next) {
 		char host[NI_MAXHOST], port[NI_MAXSERV];
 
@@ -216,7 +218,7 @@ int admin_tcp_connect(const char *hostport, bool nonblock, int *fd_out)
 	struct addrinfo *res = NULL, *ai;
 	int fd = -1, ret, one = 1;
 
-	ret = addr_lookup(hostport, &res, NULL);
+	ret = addr_lookup(hostport, &res, NULL, 0);
 	if (ret)
 		return ret;
 	ret = -ECONNREFUSED;
