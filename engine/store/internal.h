@@ -662,7 +662,6 @@ struct tsr_svol *store_find_open_uuid(struct tsr_store *store, const char *uuid)
 int store_rollback_busy(struct tsr_store *store, const struct vol_row *row, const char *op);
 int store_fsync_voldir(const struct tsr_store *store);
 void store_make_uuid(char out[37]);
-void store_remove_files(struct tsr_store *store, const char *uuid, uint64_t size);
 /* Create (O_EXCL) and fsync a head's files: data, crc, dirty (+ present for a clone). */
 int store_create_head_files(struct tsr_store *store, const char *uuid, uint64_t size, bool clone);
 /* Log a step of an accepted request that failed with err (-errno): "<what>:
@@ -827,6 +826,34 @@ extern void *store_test_merge_arg;
 extern void (*store_test_rollback_chunk)(void *arg);
 extern void *store_test_rollback_arg;
 
+/* ---- remove.c: removing the files of a deleted volume or layer ---- */
+
+/* Unlink every file uuid may have (data segments for size, crc, dirty,
+ * present, stage), now, whatever it costs. */
+void store_remove_files(struct tsr_store *store, const char *uuid, uint64_t size);
+/* The files of uuid, whose row is gone (store->lock held, or the store's
+ * open): removed now when they hold at most store_remove_piece() extents in
+ * all (false), else queued to the reaper thread, started if need be (true;
+ * the reaper syncs volumes/).  The caller syncs volumes/ after a removal. */
+bool store_remove_deleted(struct tsr_store *store, const char *uuid, uint64_t size);
+/* Open: DIR/volumes/name belongs to no row: unlinked now (logged), or, when
+ * it holds more than store_remove_piece() extents, its uuid's files queued to
+ * the reaper. */
+void store_remove_leftover(struct tsr_store *store, const char *name);
+/* The reaper's removal: each file of uuid cut down from its end, at most
+ * store_remove_piece() extents per ftruncate, then unlinked; stop(arg) (may
+ * be NULL) is asked before each cut.  0, -EINTR (stopped: the rest of the
+ * files stay), or the first -errno (logged; the other files still go). */
+int store_remove_pieces(struct tsr_store *store, const char *uuid, uint64_t size,
+			bool (*stop)(void *arg), void *arg);
+/* Extents per piece, and the most a removal in the call may free: 1024
+ * (tests: store_test_remove_piece when non-zero). */
+unsigned store_remove_piece(void);
+/* Tests: the piece size; cuts made by the reaper; removals queued to it. */
+extern _Atomic unsigned store_test_remove_piece;
+extern _Atomic unsigned store_test_remove_cuts;
+extern _Atomic unsigned store_test_removes_queued;
+
 /* ---- spare.c: snapshot layers made ahead of their create ---- */
 
 struct spare_set;
@@ -845,6 +872,10 @@ void spare_forget(struct tsr_store *store, const char *vol_uuid);
  * of volumes/ to the store's reaper thread (started with the spare thread),
  * when it runs: true; false: do it yourself. */
 bool spare_reap(struct tsr_store *store, const char *uuid, uint64_t size);
+/* The same, the threads started first if they are not running (store->lock
+ * held, or the store's open).  0, or -ENOMEM / -EAGAIN / a catalogue error:
+ * nothing queued. */
+int spare_reap_start(struct tsr_store *store, const char *uuid, uint64_t size);
 /*
  * A cut on a spare, its row still pending: queue the row's finish (row: the
  * final name, seq, created, flags) for the thread, which commits it on its

@@ -754,13 +754,13 @@ static int merge_into(struct layer *src, struct layer *dst)
 }
 
 /* Remove the files of a layer whose row is gone: the store's reaper thread
- * does it when it runs, else now; a crash first: the open does (no row). */
+ * does it when it runs, else now unless they are many extents (remove.c); a
+ * crash first: the open does (no row). */
 static void reap_files(struct tsr_store *store, const struct snap_row *row)
 {
-	if (!spare_reap(store, row->uuid, row->size)) {
-		layer_remove_files(store, row->uuid, row->size);
+	if (!spare_reap(store, row->uuid, row->size) &&
+	    !store_remove_deleted(store, row->uuid, row->size))
 		store_fsync_voldir(store);
-	}
 }
 
 /* Finish the delete of a row marked SNAP_DELETING, here and now (the
@@ -1046,10 +1046,13 @@ out:
 	return ret;
 }
 
-/* Remove a volume with every snapshot row left, rows first (one transaction). */
+/* Remove a volume with every snapshot row left, rows first (one
+ * transaction), then the files: now, or by the reaper for those of many
+ * extents (remove.c: their unlink's time grows with the extents). */
 static int drop_volume(struct tsr_store *store, const struct vol_row *v)
 {
 	struct snap_row *rows;
+	unsigned later = 0;
 	size_t n, i;
 	int ret;
 
@@ -1068,11 +1071,12 @@ static int drop_volume(struct tsr_store *store, const struct vol_row *v)
 	if (ret == 0) {
 		store_crash_point();
 		for (i = 0; i < n; i++)
-			layer_remove_files(store, rows[i].uuid, rows[i].size);
-		store_remove_files(store, v->uuid, v->size);
+			later += store_remove_deleted(store, rows[i].uuid, rows[i].size);
+		later += store_remove_deleted(store, v->uuid, v->size);
 		store_fsync_voldir(store);
-		tsr_info("delete: volume %s (%s)%s", v->flags & VOL_HIDDEN ? v->orig : v->name,
-			 v->uuid, n ? " and its snapshots" : "");
+		tsr_info("delete: volume %s (%s)%s%s", v->flags & VOL_HIDDEN ? v->orig : v->name,
+			 v->uuid, n ? " and its snapshots" : "",
+			 later ? "; files of many extents are removed in the background" : "");
 	}
 	free(rows);
 	if (ret == 0 && v->parent[0])

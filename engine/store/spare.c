@@ -157,6 +157,8 @@ struct spare_set {
 	struct reap *reaps, *reaps_tail; /* layers whose files to remove, oldest first;
 					  * the first leaves the list once its files are
 					  * gone (the reaper's) */
+	_Atomic int64_t reap_stop_at;    /* tsr_mono_ms past which the reaper leaves the
+					  * rest of its queue (set by spare_stop; 0 none) */
 	struct drop *drops;   /* spares to throw away, any order */
 	unsigned drops_left;  /* queued drops not yet done (spare_forget waits for 0) */
 	struct commit *commits, *commits_tail; /* queued row finishes, oldest first; an
@@ -196,10 +198,31 @@ _Atomic int store_test_reap_hold;
 _Atomic unsigned store_test_reaps_left_at_made;
 
 /*
- * The reaper: removes the files of the oldest queued reap, syncs volumes/,
- * then takes the next, until stopping with the queue empty (store close
- * waits for every removal).  It holds no lock while it removes files, and
- * the spare thread never waits for it.
+ * How long a store close lets the reaper go on with its queue.  A removal
+ * goes in pieces (remove.c), each at most ~1 s at load 14; the reaper stops
+ * before the next piece once this is over, and the next open removes what is
+ * left (files without a row).
+ */
+#define REAP_CLOSE_MS 2000
+/* Tests: >= 0 replaces REAP_CLOSE_MS. */
+_Atomic int store_test_reap_close_ms = -1;
+
+/* The reaper's stop test between two pieces of a removal. */
+static bool reap_stop(void *arg)
+{
+	struct spare_set *ss = arg;
+	int64_t at = atomic_load(&ss->reap_stop_at);
+
+	return at != 0 && tsr_mono_ms() >= at;
+}
+
+/*
+ * The reaper: removes the files of the oldest queued reap (in pieces:
+ * remove.c), syncs volumes/, then takes the next, until stopping with the
+ * queue empty, or until the time a store close gives it is over (what is
+ * left stays queued: spare_stop logs it, the next open removes the files).
+ * It holds no lock while it removes files, and the spare thread never waits
+ * for it.
  */
 static void *reaper_main(void *arg)
 {
@@ -210,7 +233,9 @@ static void *reaper_main(void *arg)
 	pthread_mutex_lock(&ss->lock);
 	for (;;) {
 		struct reap *r = ss->reaps;
+		unsigned cuts;
 		int64_t t0;
+		int ret;
 
 		if (r == NULL) {
 			if (ss->stopping)
@@ -218,21 +243,33 @@ static void *reaper_main(void *arg)
 			pthread_cond_wait(&ss->cond, &ss->lock);
 			continue;
 		}
+		if (reap_stop(ss))
+			break;
 		pthread_mutex_unlock(&ss->lock);
 		while (atomic_load(&store_test_reap_hold))
 			usleep(1000);
 		store_crash_point();
 		t0 = tsr_mono_us();
-		layer_remove_files(store, r->uuid, r->size);
+		cuts = atomic_load(&store_test_remove_cuts);
+		ret = store_remove_pieces(store, r->uuid, r->size, reap_stop, ss);
 		store_fsync_voldir(store);
-		tsr_info("snapshot: layer %s: files removed in %.1f ms", r->uuid,
-			 (double)(tsr_mono_us() - t0) / 1e3);
+		cuts = atomic_load(&store_test_remove_cuts) - cuts;
+		if (ret == -EINTR)
+			tsr_warn("delete: %s: the removal of its files stopped for the store's "
+				 "close after %.1f ms; the next start removes the rest",
+				 r->uuid, (double)(tsr_mono_us() - t0) / 1e3);
+		else
+			tsr_info("delete: %s: files removed in %.1f ms%s", r->uuid,
+				 (double)(tsr_mono_us() - t0) / 1e3,
+				 cuts ? " (cut down in pieces)" : "");
 		pthread_mutex_lock(&ss->lock);
 		ss->reaps = r->next;
 		if (ss->reaps == NULL)
 			ss->reaps_tail = NULL;
 		free(r);
 		pthread_cond_broadcast(&ss->cond);
+		if (ret == -EINTR)
+			break;
 	}
 	pthread_mutex_unlock(&ss->lock);
 	return NULL;
@@ -818,15 +855,24 @@ void spare_stop(struct tsr_store *store)
 	struct spare_set *ss = store->spares;
 	struct cut_failed *f;
 	struct spare *sp;
+	struct reap *r;
+	int close_ms;
 
 	if (ss == NULL)
 		return;
 	pthread_mutex_lock(&ss->lock);
 	ss->stopping = true; /* the threads finish the queued commits, drops and reaps */
+	close_ms = atomic_load(&store_test_reap_close_ms);
+	atomic_store(&ss->reap_stop_at, tsr_mono_ms() + (close_ms >= 0 ? close_ms : REAP_CLOSE_MS));
 	pthread_cond_broadcast(&ss->cond);
 	pthread_mutex_unlock(&ss->lock);
 	pthread_join(ss->thread, NULL);
 	pthread_join(ss->reaper, NULL);
+	while ((r = ss->reaps) != NULL) { /* the close's time ran out: files without a row */
+		ss->reaps = r->next;
+		tsr_warn("close: the files of %s are left for the next start to remove", r->uuid);
+		free(r);
+	}
 	while ((sp = ss->list) != NULL) {
 		ss->list = sp->next;
 		if (sp->layer != NULL)
@@ -844,9 +890,9 @@ void spare_stop(struct tsr_store *store)
 	store->spares = NULL;
 }
 
-bool spare_reap(struct tsr_store *store, const char *uuid, uint64_t size)
+/* Queue a reap on ss: true, or false (no memory). */
+static bool reap_queue(struct spare_set *ss, const char *uuid, uint64_t size)
 {
-	struct spare_set *ss = store->spares;
 	struct reap *r;
 
 	if (ss == NULL || (r = calloc(1, sizeof(*r))) == NULL)
@@ -862,6 +908,21 @@ bool spare_reap(struct tsr_store *store, const char *uuid, uint64_t size)
 	pthread_cond_broadcast(&ss->cond);
 	pthread_mutex_unlock(&ss->lock);
 	return true;
+}
+
+bool spare_reap(struct tsr_store *store, const char *uuid, uint64_t size)
+{
+	return reap_queue(store->spares, uuid, size);
+}
+
+int spare_reap_start(struct tsr_store *store, const char *uuid, uint64_t size)
+{
+	struct spare_set *ss;
+	int ret = spare_set_get(store, &ss);
+
+	if (ret)
+		return ret;
+	return reap_queue(ss, uuid, size) ? 0 : -ENOMEM;
 }
 
 unsigned store_test_spares_made(struct tsr_store *store)

@@ -535,34 +535,6 @@ static void row_to_info(struct tsr_store *store, const struct vol_row *row,
 	}
 }
 
-static void remove_files(struct tsr_store *store, const char *uuid, uint64_t size)
-{
-	char path[PATH_MAX];
-	unsigned i;
-
-	for (i = 0; i < seg_count(size) || i == 0; i++) {
-		store_seg_path(store, uuid, i, path);
-		unlink(path);
-	}
-	store_meta_path(store, uuid, "crc", path);
-	unlink(path);
-	store_meta_path(store, uuid, "dirty", path);
-	unlink(path);
-	store_meta_path(store, uuid, "present", path);
-	unlink(path);
-	store_meta_path(store, uuid, "stage", path);
-	unlink(path);
-	store_meta_path(store, uuid, "map", path);
-	unlink(path);
-	store_meta_path(store, uuid, "row", path);
-	unlink(path);
-}
-
-void store_remove_files(struct tsr_store *store, const char *uuid, uint64_t size)
-{
-	remove_files(store, uuid, size);
-}
-
 int store_create_head_files(struct tsr_store *store, const char *uuid, uint64_t size, bool clone)
 {
 	char crc_path[PATH_MAX], dirty_path[PATH_MAX];
@@ -723,7 +695,7 @@ int tsr_store_vol_create_flags(struct tsr_store *store, const char *name, uint64
 		 unit && store->dev_fd < 0 ? " with a redirect map" : "");
 	goto out;
 err_files:
-	remove_files(store, row.uuid, size);
+	store_remove_files(store, row.uuid, size);
 out:
 	pthread_mutex_unlock(&store->lock);
 	return ret;
@@ -755,7 +727,7 @@ int tsr_store_vol_delete(struct tsr_store *store, const char *name)
 	ret = catalog_delete(store->db, name);
 	if (ret)
 		goto out;
-	remove_files(store, row.uuid, row.size);
+	store_remove_files(store, row.uuid, row.size);
 	fsync_voldir(store);
 	tsr_info("delete: volume %s (%s)", name, row.uuid);
 out:
@@ -1193,11 +1165,7 @@ static void remove_leftovers(struct tsr_store *store)
 				break;
 		if (i < sn)
 			continue;
-		snprintf(path, sizeof(path), "%s/volumes/%s", store->dir, de->d_name);
-		tsr_warn("open: removing %s: it belongs to no volume (left by an interrupted "
-			 "create or delete)",
-			 path);
-		unlink(path);
+		store_remove_leftover(store, de->d_name);
 	}
 	closedir(d);
 	free(rows);
