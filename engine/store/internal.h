@@ -898,13 +898,18 @@ bool spare_is_cut(struct tsr_store *store, const char *uuid);
 extern _Atomic int store_test_commit_hold;
 /* Tests: creates whose row was made final after the cut (snap.c). */
 extern _Atomic unsigned store_test_rows_after_cut;
-/* Stop the thread, remove queued reaps and every parked spare's files (store close). */
+/* Stop the threads (store close): the spare thread once its queued commits
+ * and drops are done, the reaper once its queue is empty or REAP_CLOSE_MS
+ * (2 s; tests: store_test_reap_close_ms when >= 0) are over, between two
+ * pieces of a removal (what is left is logged; the next open removes it);
+ * then every parked spare's files go. */
 void spare_stop(struct tsr_store *store);
+extern _Atomic int store_test_reap_close_ms;
 /* Test hook: wait until no spare is queued or being made; spares parked so far. */
 unsigned store_test_spares_idle(struct tsr_store *store);
 /* Test hooks: spares parked so far, without waiting; while
- * store_test_reap_hold is non-zero the reaper thread waits before it removes
- * a layer's files; the removals queued and not finished when the spare
+ * store_test_reap_hold is non-zero (and no close's time is over) the reaper
+ * thread waits before it removes a layer's files; the removals queued and not finished when the spare
  * thread last parked a spare. */
 unsigned store_test_spares_made(struct tsr_store *store);
 extern _Atomic int store_test_reap_hold;
