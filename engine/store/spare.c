@@ -25,9 +25,13 @@
  *
  * A second thread of the set, the reaper, removes the files of deleted
  * layers (spare_reap), one layer at a time: a delete inside the layout's gate
- * then ends with its row's commit.  Files whose row is gone are files without
- * a row: removed at open if a crash comes first, and at store close the queue
- * is emptied.  It is a thread of its own because an unlink frees all of a
+ * then ends with its row's commit.  It also removes the files of deleted
+ * volumes and layers that hold more than store_remove_piece() extents
+ * (spare_reap_start, which starts the threads if need be: remove.c), and
+ * files of that size found without a row at open.  Files whose row is gone
+ * are files without a row: removed at open if a crash comes first; at store
+ * close the queue is emptied, for REAP_CLOSE_MS at most (below).  It is a
+ * thread of its own because an unlink frees all of a
  * file's extents in one call: for a 1 GiB layer written by 4 KiB copies on
  * write that is seconds of file system work (9-13 s here: ext4 without a
  * journal, mounted with discard, so freeing extents issues discards), and a
@@ -40,7 +44,13 @@
  * reaper (a1271ac, reverted): beside a loop of 4 KiB append + fdatasync on
  * another file, a plain unlink of a 1 GiB file of 4 KiB extents left that
  * loop's fdatasync at p99 3.4-3.6 ms, max 18-28 ms; the paced removal at p99
- * 4.7-9.0 ms, max 81-93 ms.  So the unlink stays whole.
+ * 4.7-9.0 ms, max 81-93 ms.  So the removal is not paced.  It is cut into
+ * pieces of store_remove_piece() extents (1024) since session 22, unpaced,
+ * only so that a store close can stop it between two (remove.c): the same
+ * loop beside the removal of a file of 60000 4 KiB extents, whole or in 58
+ * ftruncate pieces, 5 runs each by turns at load 4-7
+ * (/var/tmp/s22-snapdel/lat.c): whole 4.7-14.7 s, fdatasync p99 0.4-8.8 ms;
+ * pieces 6.4-15.8 s, p99 1.0-8.0 ms: the machine's noise, no difference.
  *
  * Pending rows and the row commit out of the gate.  Once a spare's files are
  * durable the thread commits a *pending* row for it (SNAP_PENDING, no name,
