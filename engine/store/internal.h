@@ -831,11 +831,13 @@ extern void *store_test_rollback_arg;
 /* Unlink every file uuid may have (data segments for size, crc, dirty,
  * present, stage), now, whatever it costs. */
 void store_remove_files(struct tsr_store *store, const char *uuid, uint64_t size);
-/* The files of uuid, whose row is gone (store->lock held, or the store's
- * open): removed now when they hold at most store_remove_piece() extents in
- * all (false), else queued to the reaper thread, started if need be (true;
- * the reaper syncs volumes/).  The caller syncs volumes/ after a removal. */
-bool store_remove_deleted(struct tsr_store *store, const char *uuid, uint64_t size);
+/* The files of uuid, whose row is gone (store->lock held): removed now when
+ * they hold at most store_remove_piece() extents in all (false), else queued
+ * to the reaper thread, started if need be (true; the reaper syncs volumes/).
+ * may_stay: a store close may leave them to the next open (a volume's:
+ * spare.c REAP_CLOSE_MS); else the close removes them first.  The caller
+ * syncs volumes/ after a removal. */
+bool store_remove_deleted(struct tsr_store *store, const char *uuid, uint64_t size, bool may_stay);
 /* Open: DIR/volumes/name belongs to no row: unlinked now (logged), or, when
  * it holds more than store_remove_piece() extents, its uuid's files queued to
  * the reaper. */
@@ -873,9 +875,11 @@ void spare_forget(struct tsr_store *store, const char *vol_uuid);
  * when it runs: true; false: do it yourself. */
 bool spare_reap(struct tsr_store *store, const char *uuid, uint64_t size);
 /* The same, the threads started first if they are not running (store->lock
- * held, or the store's open).  0, or -ENOMEM / -EAGAIN / a catalogue error:
- * nothing queued. */
-int spare_reap_start(struct tsr_store *store, const char *uuid, uint64_t size);
+ * held, or the store's open); may_stay: a store close may drop it from the
+ * queue once its time is over (REAP_CLOSE_MS), and the reaper removes it in
+ * pieces (store_remove_pieces) so that it can stop between two.  0, or
+ * -ENOMEM / -EAGAIN / a catalogue error: nothing queued. */
+int spare_reap_start(struct tsr_store *store, const char *uuid, uint64_t size, bool may_stay);
 /*
  * A cut on a spare, its row still pending: queue the row's finish (row: the
  * final name, seq, created, flags) for the thread, which commits it on its
@@ -899,18 +903,20 @@ extern _Atomic int store_test_commit_hold;
 /* Tests: creates whose row was made final after the cut (snap.c). */
 extern _Atomic unsigned store_test_rows_after_cut;
 /* Stop the threads (store close): the spare thread once its queued commits
- * and drops are done, the reaper once its queue is empty or REAP_CLOSE_MS
- * (2 s; tests: store_test_reap_close_ms when >= 0) are over, between two
- * pieces of a removal (what is left is logged; the next open removes it);
- * then every parked spare's files go. */
+ * and drops are done, the reaper once its queue is empty; the removals that
+ * may stay (spare_reap_start) get REAP_CLOSE_MS (2 s; tests:
+ * store_test_reap_close_ms when >= 0), then are stopped between two pieces
+ * or dropped (logged; the next open removes their files); then every parked
+ * spare's files go. */
 void spare_stop(struct tsr_store *store);
 extern _Atomic int store_test_reap_close_ms;
 /* Test hook: wait until no spare is queued or being made; spares parked so far. */
 unsigned store_test_spares_idle(struct tsr_store *store);
 /* Test hooks: spares parked so far, without waiting; while
- * store_test_reap_hold is non-zero (and no close's time is over) the reaper
- * thread waits before it removes a layer's files; the removals queued and not finished when the spare
- * thread last parked a spare. */
+ * store_test_reap_hold is non-zero the reaper thread waits before it removes
+ * a reap's files (or until a close's time is over); the
+ * removals queued and not finished when the spare thread last parked a
+ * spare. */
 unsigned store_test_spares_made(struct tsr_store *store);
 extern _Atomic int store_test_reap_hold;
 extern _Atomic unsigned store_test_reaps_left_at_made;

@@ -19,15 +19,17 @@
  *   go to the store's reaper thread (spare.c, started if need be) and the
  *   call returns: their row is gone already, so nothing can open, list or
  *   name them any more; a volume made under the same name has a new uuid.
- * - store_remove_pieces (the reaper): a file of more than STORE_REMOVE_PIECE
- *   extents is cut down from its end, at most STORE_REMOVE_PIECE extents per
- *   ftruncate, then unlinked.  The total work is the unlink's; the pieces
- *   only let a store close stop between two of them (spare_stop gives the
- *   reaper REAP_CLOSE_MS) instead of waiting a minute for one unlink, which
- *   no signal interrupts.  The file keeps its name until its last piece:
- *   ext4 without a journal does not free the blocks of a file unlinked while
- *   open if the process crashes (no orphan list is replayed), so a file is
- *   never unlinked before it is empty.
+ * - store_remove_pieces (the reaper, for those queued that way: a volume's,
+ *   a leftover's): a file of more than STORE_REMOVE_PIECE extents is cut
+ *   down from its end, at most STORE_REMOVE_PIECE extents per ftruncate,
+ *   then closed and unlinked.  The total work is the unlink's (measured:
+ *   spare.c); the pieces only let a store close stop between two of them
+ *   (spare_stop gives those removals REAP_CLOSE_MS) instead of waiting up to
+ *   a minute for one unlink, which no signal interrupts.  The file keeps its
+ *   name while it is cut: a file unlinked while still open, lost at a power
+ *   loss, would be an orphan that ext4 without a journal leaves to fsck; a
+ *   named file without a row is removed by the next open.  A deleted
+ *   layer's files queued by spare_reap are unlinked whole, as before.
  *
  * Crash points (process crash or power loss), every one after the commit
  * that deleted the rows: the files are files without a row, a file perhaps
@@ -138,12 +140,12 @@ static bool files_over(const struct tsr_store *store, const char *uuid, uint64_t
 	return total > limit;
 }
 
-bool store_remove_deleted(struct tsr_store *store, const char *uuid, uint64_t size)
+bool store_remove_deleted(struct tsr_store *store, const char *uuid, uint64_t size, bool may_stay)
 {
 	int ret;
 
 	if (files_over(store, uuid, size, store_remove_piece())) {
-		ret = spare_reap_start(store, uuid, size);
+		ret = spare_reap_start(store, uuid, size, may_stay);
 		if (ret == 0) {
 			atomic_fetch_add(&store_test_removes_queued, 1);
 			return true;
@@ -162,6 +164,7 @@ void store_remove_leftover(struct tsr_store *store, const char *name)
 	char path[PATH_MAX], uuid[37];
 	unsigned long seg = 0;
 	bool over;
+	int ret;
 
 	snprintf(path, sizeof(path), "%s/volumes/%s", store->dir, name);
 	over = fm != NULL && strlen(name) > 36 && name[36] == '.' &&
@@ -174,10 +177,11 @@ void store_remove_leftover(struct tsr_store *store, const char *name)
 			seg = 0;
 		memcpy(uuid, name, 36);
 		uuid[36] = 0;
-		if (spare_reap_start(store, uuid, ((uint64_t)seg << STORE_SEG_SHIFT) + 1) == 0) {
+		ret = spare_reap_start(store, uuid, ((uint64_t)seg << STORE_SEG_SHIFT) + 1, true);
+		if (ret == 0) {
 			atomic_fetch_add(&store_test_removes_queued, 1);
-			tsr_warn("open: removing %s in the background: it belongs to no volume (left "
-				 "by an interrupted create or delete, or by a removal a close stopped)",
+			tsr_warn("open: removing %s in the background: it belongs to no volume "
+				 "(left by an interrupted create or delete, or by a close)",
 				 path);
 			return;
 		}

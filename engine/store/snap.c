@@ -759,7 +759,7 @@ static int merge_into(struct layer *src, struct layer *dst)
 static void reap_files(struct tsr_store *store, const struct snap_row *row)
 {
 	if (!spare_reap(store, row->uuid, row->size) &&
-	    !store_remove_deleted(store, row->uuid, row->size))
+	    !store_remove_deleted(store, row->uuid, row->size, false))
 		store_fsync_voldir(store);
 }
 
@@ -1071,8 +1071,8 @@ static int drop_volume(struct tsr_store *store, const struct vol_row *v)
 	if (ret == 0) {
 		store_crash_point();
 		for (i = 0; i < n; i++)
-			later += store_remove_deleted(store, rows[i].uuid, rows[i].size);
-		later += store_remove_deleted(store, v->uuid, v->size);
+			later += store_remove_deleted(store, rows[i].uuid, rows[i].size, true);
+		later += store_remove_deleted(store, v->uuid, v->size, true);
 		store_fsync_voldir(store);
 		tsr_info("delete: volume %s (%s)%s%s", v->flags & VOL_HIDDEN ? v->orig : v->name,
 			 v->uuid, n ? " and its snapshots" : "",

@@ -26,11 +26,12 @@
  * A second thread of the set, the reaper, removes the files of deleted
  * layers (spare_reap), one layer at a time: a delete inside the layout's gate
  * then ends with its row's commit.  It also removes the files of deleted
- * volumes and layers that hold more than store_remove_piece() extents
- * (spare_reap_start, which starts the threads if need be: remove.c), and
- * files of that size found without a row at open.  Files whose row is gone
- * are files without a row: removed at open if a crash comes first; at store
- * close the queue is emptied, for REAP_CLOSE_MS at most (below).  It is a
+ * volumes and layers that hold more than store_remove_piece() extents when
+ * the delete ran outside the gate (spare_reap_start, which starts the threads
+ * if need be: remove.c), and files of that size found without a row at open.
+ * Files whose row is gone are files without a row: removed at open if a
+ * crash comes first; at store close the queue is emptied, except that a
+ * volume's and a leftover's removals get REAP_CLOSE_MS (below).  It is a
  * thread of its own because an unlink frees all of a
  * file's extents in one call: for a 1 GiB layer written by 4 KiB copies on
  * write that is seconds of file system work (9-13 s here: ext4 without a
@@ -119,10 +120,13 @@ struct spare {
 	struct spare *next;
 };
 
-/* Files of a deleted layer whose row is gone, to remove (spare_reap). */
+/* Files whose row is gone, to remove: a deleted layer's (spare_reap), or
+ * large ones of a deleted volume or found at open (spare_reap_start). */
 struct reap {
 	char uuid[37];
-	uint64_t size;     /* the volume's size at the cut: which segments exist */
+	uint64_t size;     /* the volume's size (at the cut): which segments exist */
+	bool may_stay;     /* spare_reap_start's: a close may leave it to the next
+			    * open (REAP_CLOSE_MS); a layer's is finished first */
 	struct reap *next; /* queue order */
 };
 
@@ -167,8 +171,8 @@ struct spare_set {
 	struct reap *reaps, *reaps_tail; /* layers whose files to remove, oldest first;
 					  * the first leaves the list once its files are
 					  * gone (the reaper's) */
-	_Atomic int64_t reap_stop_at;    /* tsr_mono_ms past which the reaper leaves the
-					  * rest of its queue (set by spare_stop; 0 none) */
+	_Atomic int64_t reap_stop_at;    /* tsr_mono_ms past which the reaper drops the
+					  * reaps that may stay (set by spare_stop; 0 none) */
 	struct drop *drops;   /* spares to throw away, any order */
 	unsigned drops_left;  /* queued drops not yet done (spare_forget waits for 0) */
 	struct commit *commits, *commits_tail; /* queued row finishes, oldest first; an
@@ -208,16 +212,22 @@ _Atomic int store_test_reap_hold;
 _Atomic unsigned store_test_reaps_left_at_made;
 
 /*
- * How long a store close lets the reaper go on with its queue.  A removal
- * goes in pieces (remove.c), each at most ~1 s at load 14; the reaper stops
- * before the next piece once this is over, and the next open removes what is
- * left (files without a row).
+ * How long a store close lets the reaper go on with the removals that may
+ * stay (struct reap.may_stay: a volume delete's files of many extents, large
+ * files found at open).  Those go in pieces (remove.c), each ~0.1 s on a
+ * quiet test machine and ~1 s at load 14; past this the reaper stops before
+ * the next piece and drops the rest of them from its queue, logged, for the
+ * next open to remove (files without a row).  A deleted layer's removal
+ * (spare_reap) is finished by the close, as it always was: a clean stop after
+ * snapshot deletes leaves no file of theirs (test-snapshot-history and
+ * test-snapshot-crash count them), and it is one layer's unlink, not a whole
+ * volume's.
  */
 #define REAP_CLOSE_MS 2000
 /* Tests: >= 0 replaces REAP_CLOSE_MS. */
 _Atomic int store_test_reap_close_ms = -1;
 
-/* The reaper's stop test between two pieces of a removal. */
+/* The reaper's stop test between two pieces of a removal that may stay. */
 static bool reap_stop(void *arg)
 {
 	struct spare_set *ss = arg;
@@ -226,11 +236,38 @@ static bool reap_stop(void *arg)
 	return at != 0 && tsr_mono_ms() >= at;
 }
 
+/* Remove r's files (reaper, no lock held): a layer's whole, as before; one
+ * that may stay in pieces, stopped by a close's time. */
+static void reap_one(struct tsr_store *store, struct spare_set *ss, const struct reap *r)
+{
+	int64_t t0 = tsr_mono_us();
+	unsigned cuts = atomic_load(&store_test_remove_cuts);
+	int ret;
+
+	if (!r->may_stay) {
+		layer_remove_files(store, r->uuid, r->size);
+		store_fsync_voldir(store);
+		tsr_info("snapshot: layer %s: files removed in %.1f ms", r->uuid,
+			 (double)(tsr_mono_us() - t0) / 1e3);
+		return;
+	}
+	ret = store_remove_pieces(store, r->uuid, r->size, reap_stop, ss);
+	store_fsync_voldir(store);
+	cuts = atomic_load(&store_test_remove_cuts) - cuts;
+	if (ret == -EINTR)
+		tsr_warn("close: the removal of the files of %s stopped after %.1f ms (%u "
+			 "pieces); the next start removes the rest",
+			 r->uuid, (double)(tsr_mono_us() - t0) / 1e3, cuts);
+	else
+		tsr_info("delete: %s: files removed in %.1f ms (%u pieces cut first)", r->uuid,
+			 (double)(tsr_mono_us() - t0) / 1e3, cuts);
+}
+
 /*
- * The reaper: removes the files of the oldest queued reap (in pieces:
- * remove.c), syncs volumes/, then takes the next, until stopping with the
- * queue empty, or until the time a store close gives it is over (what is
- * left stays queued: spare_stop logs it, the next open removes the files).
+ * The reaper: removes the files of the oldest queued reap, syncs volumes/,
+ * then takes the next, until stopping with the queue empty.  Once a close's
+ * time is over (reap_stop) the reaps that may stay are dropped from the
+ * queue instead (logged; files without a row: the next open removes them).
  * It holds no lock while it removes files, and the spare thread never waits
  * for it.
  */
@@ -243,9 +280,6 @@ static void *reaper_main(void *arg)
 	pthread_mutex_lock(&ss->lock);
 	for (;;) {
 		struct reap *r = ss->reaps;
-		unsigned cuts;
-		int64_t t0;
-		int ret;
 
 		if (r == NULL) {
 			if (ss->stopping)
@@ -253,34 +287,23 @@ static void *reaper_main(void *arg)
 			pthread_cond_wait(&ss->cond, &ss->lock);
 			continue;
 		}
-		if (reap_stop(ss))
-			break;
-		pthread_mutex_unlock(&ss->lock);
-		/* a close's time over ends a test's hold too (store_remove_ut) */
-		while (atomic_load(&store_test_reap_hold) && !reap_stop(ss))
-			usleep(1000);
-		store_crash_point();
-		t0 = tsr_mono_us();
-		cuts = atomic_load(&store_test_remove_cuts);
-		ret = store_remove_pieces(store, r->uuid, r->size, reap_stop, ss);
-		store_fsync_voldir(store);
-		cuts = atomic_load(&store_test_remove_cuts) - cuts;
-		if (ret == -EINTR)
-			tsr_warn("delete: %s: the removal of its files stopped for the store's "
-				 "close after %.1f ms; the next start removes the rest",
-				 r->uuid, (double)(tsr_mono_us() - t0) / 1e3);
-		else
-			tsr_info("delete: %s: files removed in %.1f ms%s", r->uuid,
-				 (double)(tsr_mono_us() - t0) / 1e3,
-				 cuts ? " (cut down in pieces)" : "");
-		pthread_mutex_lock(&ss->lock);
+		if (r->may_stay && reap_stop(ss)) {
+			tsr_warn("close: the files of %s are left for the next start to remove",
+				 r->uuid);
+		} else {
+			pthread_mutex_unlock(&ss->lock);
+			/* a close's time over ends a test's hold (store_remove_ut) */
+			while (atomic_load(&store_test_reap_hold) && !reap_stop(ss))
+				usleep(1000);
+			store_crash_point();
+			reap_one(store, ss, r);
+			pthread_mutex_lock(&ss->lock);
+		}
 		ss->reaps = r->next;
 		if (ss->reaps == NULL)
 			ss->reaps_tail = NULL;
 		free(r);
 		pthread_cond_broadcast(&ss->cond);
-		if (ret == -EINTR)
-			break;
 	}
 	pthread_mutex_unlock(&ss->lock);
 	return NULL;
@@ -866,7 +889,6 @@ void spare_stop(struct tsr_store *store)
 	struct spare_set *ss = store->spares;
 	struct cut_failed *f;
 	struct spare *sp;
-	struct reap *r;
 	int close_ms;
 
 	if (ss == NULL)
@@ -878,12 +900,7 @@ void spare_stop(struct tsr_store *store)
 	pthread_cond_broadcast(&ss->cond);
 	pthread_mutex_unlock(&ss->lock);
 	pthread_join(ss->thread, NULL);
-	pthread_join(ss->reaper, NULL);
-	while ((r = ss->reaps) != NULL) { /* the close's time ran out: files without a row */
-		ss->reaps = r->next;
-		tsr_warn("close: the files of %s are left for the next start to remove", r->uuid);
-		free(r);
-	}
+	pthread_join(ss->reaper, NULL); /* its queue is empty now */
 	while ((sp = ss->list) != NULL) {
 		ss->list = sp->next;
 		if (sp->layer != NULL)
@@ -902,7 +919,7 @@ void spare_stop(struct tsr_store *store)
 }
 
 /* Queue a reap on ss: true, or false (no memory). */
-static bool reap_queue(struct spare_set *ss, const char *uuid, uint64_t size)
+static bool reap_queue(struct spare_set *ss, const char *uuid, uint64_t size, bool may_stay)
 {
 	struct reap *r;
 
@@ -910,6 +927,7 @@ static bool reap_queue(struct spare_set *ss, const char *uuid, uint64_t size)
 		return false;
 	snprintf(r->uuid, sizeof(r->uuid), "%s", uuid);
 	r->size = size;
+	r->may_stay = may_stay;
 	pthread_mutex_lock(&ss->lock);
 	if (ss->reaps_tail != NULL)
 		ss->reaps_tail->next = r;
@@ -923,17 +941,17 @@ static bool reap_queue(struct spare_set *ss, const char *uuid, uint64_t size)
 
 bool spare_reap(struct tsr_store *store, const char *uuid, uint64_t size)
 {
-	return reap_queue(store->spares, uuid, size);
+	return reap_queue(store->spares, uuid, size, false);
 }
 
-int spare_reap_start(struct tsr_store *store, const char *uuid, uint64_t size)
+int spare_reap_start(struct tsr_store *store, const char *uuid, uint64_t size, bool may_stay)
 {
 	struct spare_set *ss;
 	int ret = spare_set_get(store, &ss);
 
 	if (ret)
 		return ret;
-	return reap_queue(ss, uuid, size) ? 0 : -ENOMEM;
+	return reap_queue(ss, uuid, size, may_stay) ? 0 : -ENOMEM;
 }
 
 unsigned store_test_spares_made(struct tsr_store *store)

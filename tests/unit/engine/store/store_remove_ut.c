@@ -222,27 +222,49 @@ static void test_delete_queues_large(void **state)
 }
 
 /*
- * A store close while a removal is queued: its time over (0 ms here), the
- * reaper stops before its first piece and the close returns; the files
- * (no row) are still there.  The next open queues the head again (more than
- * the piece) and the reaper removes it; the other volume is untouched.
+ * A store close while removals are queued, its time over (0 ms here): the
+ * volume's is dropped before its first piece and the close returns with its
+ * files (no row) still there; a deleted snapshot's layer queued before it
+ * (128 extents of copies) is removed by the close all the same, as before
+ * this change (a clean stop after snapshot deletes leaves no file of
+ * theirs).  The next open queues the head again (more than the piece) and
+ * the reaper removes it; the other volumes are untouched.
  */
 static void test_close_leaves_rest(void **state)
 {
 	struct env *e = *state;
-	char uuid[37], other[37], path[PATH_MAX];
-	unsigned queued0;
+	char uuid[37], other[37], lay[37], path[PATH_MAX];
+	struct tsr_snap_info s1;
+	struct tsr_svol *v;
+	unsigned queued0, i;
 
 	make_vol(e, "big", NWRITE, 1, uuid);
 	make_vol(e, "other", 4, 3, other);
 	assert_true(head_extents(e, uuid, path) > PIECE);
+	/* "lay": snapshot s1 holds copies of 128 scattered blocks */
+	make_vol(e, "lay", NWRITE, 4, lay);
+	assert_int_equal(tsr_store_snap_create(e->store, "lay", "s1", &s1), 0);
+	assert_int_equal(tsr_store_vol_open(e->store, "lay", &v), 0);
+	for (i = 0; i < NWRITE; i++) {
+		fill(e->buf, BS, 5, (uint64_t)i * 2 * BS);
+		assert_int_equal(swrite(v, e->io, (uint64_t)i * 2 * BS, BS, e->buf, 0), 0);
+	}
+	assert_int_equal(sflush(v, e->io), 0);
+	tsr_svol_put(v);
+	assert_true(extents((vol_file(e->dir, s1.uuid, "data", path), path)) > PIECE);
+
+	/* the reaper runs (big's delete started it): s1's layer goes to it */
 	atomic_store(&store_test_reap_hold, 1);
 	assert_int_equal(tsr_store_vol_delete(e->store, "big"), 0);
+	assert_int_equal(tsr_store_snap_delete(e->store, "lay", "s1"), 0);
+	assert_int_equal(count_files(e->dir, s1.uuid), 3);
 	atomic_store(&store_test_reap_close_ms, 0);
 	tsr_store_close(e->store); /* the hold ends with the close's time */
 	e->store = NULL;
 	atomic_store(&store_test_reap_hold, 0);
 	atomic_store(&store_test_reap_close_ms, -1);
+	assert_int_equal(count_files(e->dir, s1.uuid), 0);
+	vol_file(e->dir, uuid, "data", path);
 	assert_true(exists(path));
 
 	queued0 = atomic_load(&store_test_removes_queued);
@@ -252,6 +274,7 @@ static void test_close_leaves_rest(void **state)
 	assert_int_equal(count_files(e->dir, uuid), 0);
 	assert_int_equal(tsr_store_vol_info(e->store, "big", &(struct tsr_vol_info){0}), -ENOENT);
 	check_vol(e, "other", 4, 3);
+	check_vol(e, "lay", NWRITE, 5);
 }
 
 /* The child of test_crash_points: deletes "big" and dies at its step-th
