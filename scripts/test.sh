@@ -20,8 +20,9 @@
 # idle), the fuzz harnesses run one at a time beside them at nice 19, once
 # their build is done; the harnesses not run then run in step 4
 # (FUZZ_EARLY=0, and with --long: all in step 4).
-# --long also runs the crash loop for more rounds and every EC crash point
-# of test-ec-write-hole (TSR_LONG=1 in the tests' environment).
+# --long also runs the crash loop for more rounds, every EC crash point
+# of test-ec-write-hole, twice the rounds of test-ec-scrub-crash and 60 s of
+# writes in test-snapshot-history (TSR_LONG=1 in the tests' environment).
 # BUILD_PREFIX=build names the three build trees (PREFIX, PREFIX-asan, PREFIX-fuzz).
 # Ends with "N passed, N failed"; exits non-zero if anything failed.
 set -uo pipefail
@@ -32,7 +33,7 @@ LONG=0
 for a in "$@"; do
 	case $a in
 	--long) LONG=1 ;;
-	-h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,27p' "$0"; exit 0 ;;
 	*) echo "test.sh: unknown option $a" >&2; exit 2 ;;
 	esac
 done

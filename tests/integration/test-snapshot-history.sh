@@ -17,10 +17,15 @@
 #    neighbours' images, deleting all snapshots returns the data directory
 #    to the volume's own files.
 # Snapshot create latency under load is logged (not asserted).
+#
+# The writer runs TSR_SNAP_DURATION seconds (default 12; 60 with --long or
+# TSR_LONG=1, which scripts/test.sh --long sets).
 . "$(dirname "$0")/functions.sh"
 
 duration=${TSR_SNAP_DURATION:-12}
-[ "${1:-}" = --long ] && duration=60
+if [ "${1:-}" = --long ] || [ "${TSR_LONG:-0}" = 1 ]; then
+	duration=${TSR_SNAP_DURATION:-60}
+fi
 
 require_tessera "$CRASH_WRITER"
 require_cmd nbdcopy
