@@ -301,6 +301,10 @@ def huge_option_length():
     s.close()
     s = connect()
     handshake(s)
+    # A refusal or a close comes at once: the server has read the header and
+    # cannot answer anything else before the 4 GiB it waits for.  1 s, not
+    # connect()'s 10: the 9 more seconds of waiting tested nothing.
+    s.settimeout(1)
     try:
         send_opt(s, OPT_LIST, length=0xFFFFFFF0)
         opt, rtype, _ = recv_opt_reply(s)
@@ -473,6 +477,10 @@ def pipelined_then_vanish():
     go(s)
     reqs = b"".join(struct.pack(">IHHQQI", REQUEST_MAGIC, 0, CMD_READ, i, (i % 64) * 4096, 4096)
                     for i in range(20000))
+    # The server stops reading once its replies fill the socket (nobody reads
+    # them), so sendall ends at its timeout: 1 s, not connect()'s 10, leaves
+    # it in the same state (requests queued, replies unread) when we vanish.
+    s.settimeout(1)
     try:
         s.sendall(reqs)
     except (BrokenPipeError, ConnectionResetError, socket.timeout):
