@@ -76,6 +76,15 @@
 #define REPL_TEXT_MAX 4096 /* a path or address in a record */
 #define REPL_GROW_TIMEOUT_MS 30000 /* tsr_site_source_grow: the DR's own resize included */
 
+/* REPL_GROW_TIMEOUT_MS; tests only: $TSR_TEST_REPL_GROW_TIMEOUT_MS
+ * (1000..REPL_GROW_TIMEOUT_MS; test-site-resize-nonblocking waits it out
+ * with the DR frozen). */
+static int repl_grow_timeout_ms(void)
+{
+	return tsr_test_env_ms("TSR_TEST_REPL_GROW_TIMEOUT_MS", 1000, REPL_GROW_TIMEOUT_MS,
+			       REPL_GROW_TIMEOUT_MS);
+}
+
 /* One running source: an attached volume shipping to its site. */
 struct repl_source {
 	struct tsr_cluster *c;         /* owner (read by source_demoted on the worker) */
@@ -1616,7 +1625,7 @@ int repl_grow_target(struct tsr_cluster *c, const char *name, uint64_t size, cha
 
 	if (ret)
 		return ret > 0 ? 0 : ret;
-	ret = tsr_site_source_grow(rs->src, size, REPL_GROW_TIMEOUT_MS, why, sizeof(why));
+	ret = tsr_site_source_grow(rs->src, size, repl_grow_timeout_ms(), why, sizeof(why));
 	if (ret)
 		grow_refusal(name, site, ret, why, msg, msg_len);
 	return ret;
@@ -1684,7 +1693,7 @@ int repl_grow_target_async(struct tsr_cluster *c, const char *name, uint64_t siz
 	snprintf(g->site, sizeof(g->site), "%s", site);
 	/* the worker may answer before this returns: g is queued, not run */
 	*out = g;
-	ret = tsr_site_source_grow_async(rs->src, size, REPL_GROW_TIMEOUT_MS, grow_answered, g,
+	ret = tsr_site_source_grow_async(rs->src, size, repl_grow_timeout_ms(), grow_answered, g,
 					 why, sizeof(why));
 	if (ret) {
 		*out = NULL;

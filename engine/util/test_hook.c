@@ -34,3 +34,15 @@ bool tsr_test_env_on(const char *env)
 
 	return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
 }
+
+int tsr_test_env_ms(const char *env, int lo, int hi, int dflt)
+{
+	const char *v = getenv(env);
+	char *end;
+	long ms;
+
+	if (v == NULL || v[0] == '\0')
+		return dflt;
+	ms = strtol(v, &end, 10);
+	return *end == '\0' && ms >= lo && ms <= hi ? (int)ms : dflt;
+}

@@ -18,4 +18,8 @@ void tsr_test_hold_file(const char *env, bool mark_held);
 /* Tests only: $env set, not empty and not "0". */
 bool tsr_test_env_on(const char *env);
 
+/* Tests only: $env as a number of milliseconds when it lies in [lo, hi],
+ * else dflt (unset, empty, not a number, out of range). */
+int tsr_test_env_ms(const char *env, int lo, int hi, int dflt);
+
 #endif

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # An online resize of a volume that replicates to a DR site must not block
 # the coordinator's control loop while the DR grows (review 13b, finding 1).
-# 1. The DR frozen (SIGSTOP) for longer than the grow's 30 s bound: the
+# The grow's bound is 30 s; the sites run here with 12 s
+# (TSR_TEST_REPL_GROW_TIMEOUT_MS), so that 1. waits 12 s, not 30, and each
+# list below is given 8 s (20 s when the bound was 30).
+# 1. The DR frozen (SIGSTOP) for longer than the grow's bound: the
 #    primary's `volume list` answers while the resize waits, and the resize
 #    is refused "the target did not answer the reopen in time ... nothing
 #    changed" (the bound is a timer on the source's worker); sv stays 8 MiB.
@@ -9,7 +12,7 @@
 #    waits; `volume resize sv --size 16M` is sent to the primary, and once
 #    the primary logs the reopen a `volume list` is sent to it too.  The list
 #    must answer before the DR is resumed, and the resize after (the order of
-#    events; no time is asserted, the list is given 20 s).  Then SIGCONT:
+#    events; no time is asserted, the list is given 8 s).  Then SIGCONT:
 #    the resize answers 0, both sites say 16 MiB, the data written before
 #    reads back at the DR, a write past the old end reaches the DR, and the
 #    images are equal.
@@ -17,14 +20,15 @@
 #    frozen DR: it exits 0 (the resize answered -ECANCELED or its connection
 #    closed), the record stays 16 MiB.
 # Before the fix (repl_grow_target waited on a condition variable in the
-# loop) the list answered only when the resize did: after 30 s in 1, after
-# SIGCONT in 2.
+# loop) the list answered only when the resize did: after the bound in 1,
+# after SIGCONT in 2.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 . "$(dirname "$0")/site.sh"
 
 require_tessera
 require_cmd nbdinfo
+export TSR_TEST_REPL_GROW_TIMEOUT_MS=12000
 sites_start_linked
 M=$((1 << 20))
 site_vol_create primary sv 8M
@@ -36,11 +40,11 @@ repl_caught_up sv 60
 psize() { stsr primary --json volume show sv | json_get 'j["size"]'; }
 dsize() { stsr dr --json volume show sv | json_get 'j["size"]'; }
 
-# ---- 1. the DR frozen for longer than the grow's bound (30 s, a timer on
-# the source's worker): the resize is refused with the reopen's sentence,
+# ---- 1. the DR frozen for longer than the grow's bound (12 s here, a timer
+# on the source's worker): the resize is refused with the reopen's sentence,
 # nothing changed at the primary; the primary's list answers meanwhile
 freeze_pids "${SITE_PID[dr]}" || fail "pid ${SITE_PID[dr]} not stopped"
-log "DR frozen (SIGSTOP) past the grow's 30 s"
+log "DR frozen (SIGSTOP) past the grow's bound"
 ( stsr primary volume resize sv --size 16M >"$SITE_ROOT/resize0.out" 2>&1
   echo $? >"$SITE_ROOT/resize0.rc" ) &
 rpid=$!
@@ -50,9 +54,9 @@ for (( i=0; i<300; i++ )); do
 		"$(sdir primary)/tesserad.log" && break
 	sleep 0.1
 done
-out=$(timeout 20 "$TESSERA" --data "$(sdir primary)" volume list 2>&1) ||
+out=$(timeout 8 "$TESSERA" --data "$(sdir primary)" volume list 2>&1) ||
 	{ rc=$?; kill -CONT "${SITE_PID[dr]}"
-	  fail "volume list while the resize waits: exit $rc (124: no answer in 20 s) $out"; }
+	  fail "volume list while the resize waits: exit $rc (124: no answer in 8 s) $out"; }
 [ -e "$SITE_ROOT/resize0.rc" ] &&
 	{ kill -CONT "${SITE_PID[dr]}"; fail "the resize answered before the list ($(cat "$SITE_ROOT/resize0.out"))"; }
 reap "$rpid" || true
@@ -84,7 +88,7 @@ done
 [ "$(grep -c "site source sv -> .*the volume grows to $((16 * M)) bytes" \
 	"$(sdir primary)/tesserad.log")" -ge 2 ] ||
 	{ kill -CONT "${SITE_PID[dr]}"; fail "the primary never started the DR's grow"; }
-( timeout 20 "$TESSERA" --data "$(sdir primary)" --json volume list >"$SITE_ROOT/list.out" 2>&1
+( timeout 8 "$TESSERA" --data "$(sdir primary)" --json volume list >"$SITE_ROOT/list.out" 2>&1
   echo "list $?" >>"$EV" ) &
 lpid=$!
 track_pid "$lpid"
