@@ -78,26 +78,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* Files in volumes/ whose name starts with prefix (NULL: all). */
-static int count_files(const char *dir, const char *prefix)
-{
-	char path[PATH_MAX];
-	struct dirent *de;
-	int n = 0;
-	DIR *d;
-
-	snprintf(path, sizeof(path), "%s/volumes", dir);
-	d = opendir(path);
-	if (d == NULL)
-		return -1;
-	while ((de = readdir(d)))
-		if (de->d_name[0] != '.' &&
-		    (prefix == NULL || strncmp(de->d_name, prefix, strlen(prefix)) == 0))
-			n++;
-	closedir(d);
-	return n;
-}
-
 /* Extents of a file (FIEMAP), -1 if it is missing or the file system has no
  * FIEMAP. */
 static long extents(const char *path)
@@ -210,12 +190,12 @@ static void test_delete_queues_large(void **state)
 
 	/* few extents: in the call, whatever the reaper does */
 	assert_int_equal(tsr_store_vol_delete(e->store, "small"), 0);
-	assert_int_equal(count_files(e->dir, small), 0);
+	assert_int_equal(store_files_count(e->dir, small), 0);
 	assert_int_equal(atomic_load(&store_test_removes_queued), queued0 + 1);
 
 	atomic_store(&store_test_reap_hold, 0);
 	store_test_spares_idle(e->store);
-	assert_int_equal(count_files(e->dir, uuid), 0);
+	assert_int_equal(store_files_count(e->dir, uuid), 0);
 	assert_int_equal(atomic_load(&store_test_remove_cuts) - cuts0,
 			 (unsigned)((n + PIECE - 1) / PIECE - 1));
 	check_vol(e, "other", 4, 3);
@@ -257,13 +237,13 @@ static void test_close_leaves_rest(void **state)
 	atomic_store(&store_test_reap_hold, 1);
 	assert_int_equal(tsr_store_vol_delete(e->store, "big"), 0);
 	assert_int_equal(tsr_store_snap_delete(e->store, "lay", "s1"), 0);
-	assert_int_equal(count_files(e->dir, s1.uuid), 3);
+	assert_int_equal(store_files_count(e->dir, s1.uuid), 3);
 	atomic_store(&store_test_reap_close_ms, 0);
 	tsr_store_close(e->store); /* the hold ends with the close's time */
 	e->store = NULL;
 	atomic_store(&store_test_reap_hold, 0);
 	atomic_store(&store_test_reap_close_ms, -1);
-	assert_int_equal(count_files(e->dir, s1.uuid), 0);
+	assert_int_equal(store_files_count(e->dir, s1.uuid), 0);
 	vol_file(e->dir, uuid, "data", path);
 	assert_true(exists(path));
 
@@ -271,7 +251,7 @@ static void test_close_leaves_rest(void **state)
 	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
 	assert_int_equal(atomic_load(&store_test_removes_queued), queued0 + 1);
 	store_test_spares_idle(e->store);
-	assert_int_equal(count_files(e->dir, uuid), 0);
+	assert_int_equal(store_files_count(e->dir, uuid), 0);
 	assert_int_equal(tsr_store_vol_info(e->store, "big", &(struct tsr_vol_info){0}), -ENOENT);
 	check_vol(e, "other", 4, 3);
 	check_vol(e, "lay", NWRITE, 5);
@@ -309,7 +289,7 @@ static void test_crash_points(void **state)
 	int st;
 
 	make_vol(e, "other", 4, 3, other);
-	base = count_files(e->dir, NULL); /* other's head and layers */
+	base = store_files_count(e->dir, NULL); /* other's head and layers */
 	for (step = 1;; step++) {
 		make_vol(e, "big", NWRITE, 1, uuid);
 		assert_true(head_extents(e, uuid, path) > PIECE);
@@ -329,7 +309,7 @@ static void test_crash_points(void **state)
 		store_test_spares_idle(e->store);
 		assert_int_equal(tsr_store_vol_info(e->store, "big", &(struct tsr_vol_info){0}),
 				 -ENOENT);
-		assert_int_equal(count_files(e->dir, NULL), base);
+		assert_int_equal(store_files_count(e->dir, NULL), base);
 		check_vol(e, "other", 4, 3);
 		if (rc == 0)
 			break;

@@ -847,24 +847,6 @@ static void check_tree(struct env *e, const struct tree *t, const bool *gone)
 		check_vol(e, "D", &t->d);
 }
 
-static int count_files(const char *dir)
-{
-	char path[PATH_MAX];
-	struct dirent *de;
-	int n = 0;
-	DIR *d;
-
-	snprintf(path, sizeof(path), "%s/volumes", dir);
-	d = opendir(path);
-	if (d == NULL)
-		return -1;
-	while ((de = readdir(d)))
-		if (de->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
-}
-
 static void test_clone_tree(void **state)
 {
 	static const int orders[][4] = {
@@ -899,7 +881,7 @@ static void test_clone_tree(void **state)
 		assert_int_equal(tsr_store_vol_list(e->store, &list, &n), 0);
 		assert_int_equal(n, 0);
 		free(list);
-		assert_int_equal(count_files(e->dir),
+		assert_int_equal(store_files_count(e->dir, NULL),
 				 0); /* hidden layers went with the last clone */
 	}
 }
@@ -930,7 +912,7 @@ static void test_hidden_name_reuse(void **state)
 	check_vol(e, "src", &m2);
 	assert_int_equal(tsr_store_vol_delete(e->store, "cl"), 0);
 	assert_int_equal(tsr_store_vol_delete(e->store, "src"), 0);
-	assert_int_equal(count_files(e->dir), 0);
+	assert_int_equal(store_files_count(e->dir, NULL), 0);
 }
 
 /* ---- rollback ---- */
@@ -1038,10 +1020,10 @@ static void test_delete_space(void **state)
 
 	check_snap(e, "v", "s2", &s2);
 	/* middle: its blocks s1 lacks (16..23, 40..47) move to s1 */
-	files = count_files(e->dir);
+	files = store_files_count(e->dir, NULL);
 	assert_int_equal(tsr_store_snap_delete(e->store, "v", "s2"), 0);
 	store_test_merges_idle(e->store); /* v is open: merged by the thread */
-	assert_int_equal(count_files(e->dir), files - 3);
+	assert_int_equal(store_files_count(e->dir, NULL), files - 3);
 	assert_int_equal(snap_alloc(e, "s1"), 32 * BS);
 	check_snap(e, "v", "s1", &s1);
 	check_snap(e, "v", "s3", &s3);
@@ -1060,7 +1042,7 @@ static void test_delete_space(void **state)
 	/* oldest */
 	assert_int_equal(tsr_store_snap_delete(e->store, "v", "s1"), 0);
 	store_test_merges_idle(e->store); /* v is open: merged by the thread */
-	assert_int_equal(count_files(e->dir), 3); /* the volume's data, crc, dirty */
+	assert_int_equal(store_files_count(e->dir, NULL), 3); /* the volume's data, crc, dirty */
 	check_image(e, v, &m, "head");
 	mwrite(e, v, &m, 0, 4, 6); /* no snapshot: the plain path */
 	check_image(e, v, &m, "head");
@@ -1113,7 +1095,7 @@ static void check_no_orphans(struct env *e, int want_snaps, int extra_files)
 	assert_int_equal(tsr_store_snap_list(e->store, "v", &list, &n), 0);
 	free(list);
 	assert_int_equal((int)n, want_snaps);
-	assert_int_equal(count_files(e->dir), 3 + 3 * want_snaps + extra_files);
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 3 * want_snaps + extra_files);
 }
 
 struct crash_models {
@@ -1127,7 +1109,7 @@ static void crash_setup(struct env *e, struct crash_models *c, bool with_clone)
 
 	tsr_store_vol_delete(e->store, "cl");
 	tsr_store_vol_delete(e->store, "v");
-	assert_int_equal(count_files(e->dir), 0);
+	assert_int_equal(store_files_count(e->dir, NULL), 0);
 	memset(c, 0, sizeof(*c));
 	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
 	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
@@ -1226,15 +1208,15 @@ static void test_crash_create_delete(void **state)
 			check_no_orphans(e, 2, 3 + 4); /* + the clone's layer and files */
 		} else {
 			/* cl's 4 files + hidden v's head (3) and the layer cl reads (3) */
-			assert_int_equal(count_files(e->dir), 10);
+			assert_int_equal(store_files_count(e->dir, NULL), 10);
 			tested++;
 		}
 		assert_true(step < 30);
 	}
 	assert_true(tested >= 3);
-	assert_int_equal(count_files(e->dir), 10);
+	assert_int_equal(store_files_count(e->dir, NULL), 10);
 	assert_int_equal(tsr_store_vol_delete(e->store, "cl"), 0);
-	assert_int_equal(count_files(e->dir), 0);
+	assert_int_equal(store_files_count(e->dir, NULL), 0);
 }
 
 /* ---- bad input ---- */
@@ -1467,7 +1449,7 @@ static void test_bad_input(void **state)
 	tsr_svol_put(v);
 	assert_int_equal(tsr_store_snap_create(e->store, "v", "a", NULL), 0);
 	assert_int_equal(tsr_store_snap_create(e->store, "v", "b", NULL), 0);
-	files = count_files(e->dir);
+	files = store_files_count(e->dir, NULL);
 
 	assert_int_equal(tsr_store_snap_create(e->store, "nope", "x", NULL), -ENOENT);
 	assert_int_equal(tsr_store_snap_create(e->store, "v", "a", NULL), -EEXIST);
@@ -1509,7 +1491,7 @@ static void test_bad_input(void **state)
 	tsr_svol_put(s);
 
 	/* nothing changed */
-	assert_int_equal(count_files(e->dir), files);
+	assert_int_equal(store_files_count(e->dir, NULL), files);
 	assert_int_equal(tsr_store_snap_list(e->store, "v", &list, &n), 0);
 	assert_int_equal(n, 2);
 	free(list);

@@ -154,24 +154,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static int count_files(const char *dir)
-{
-	char path[PATH_MAX];
-	struct dirent *de;
-	int n = 0;
-	DIR *d;
-
-	snprintf(path, sizeof(path), "%s/volumes", dir);
-	d = opendir(path);
-	if (d == NULL)
-		return -1;
-	while ((de = readdir(d)))
-		if (de->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
-}
-
 /* Write blocks [b, b+n) with seed s through v (the real io path), in the model too. */
 static void mwrite(struct env *e, struct tsr_svol *v, struct model *m, uint64_t b, uint64_t n,
 		   uint16_t s)
@@ -312,7 +294,7 @@ static void delete_case(struct env *e, int del)
 	unsigned before;
 
 	make_chain(e, &v, snaps, &head);
-	assert_int_equal(count_files(e->dir), 3 + 3 * NSNAP);
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 3 * NSNAP);
 	before = store_test_merges_idle(e->store);
 	snprintf(name, sizeof(name), "s%d", del);
 	stall_arm();
@@ -329,13 +311,13 @@ static void delete_case(struct env *e, int del)
 	assert_true(g_stall.entered && !g_stall.release && !g_stall.in_caller);
 	pthread_mutex_unlock(&g_stall.lock);
 	check_all(e, v, snaps, gone, &head);
-	assert_int_equal(count_files(e->dir), 3 + 3 * NSNAP); /* nothing removed yet */
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 3 * NSNAP); /* nothing removed yet */
 
 	stall_release();
 	assert_int_equal(store_test_merges_idle(e->store), before + 1);
 	assert_int_equal(g_stall.calls, 1);
 	stall_disarm();
-	assert_int_equal(count_files(e->dir), 3 + 3 * (NSNAP - 1));
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 3 * (NSNAP - 1));
 	check_all(e, v, snaps, gone, &head);
 	/* writes after the merge copy into the target as usual */
 	mwrite(e, v, &head, 0, NB, (uint16_t)(100 * del + 50));
@@ -345,12 +327,12 @@ static void delete_case(struct env *e, int del)
 
 	tsr_store_close(e->store);
 	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
-	assert_int_equal(count_files(e->dir), 3 + 3 * (NSNAP - 1));
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 3 * (NSNAP - 1));
 	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
 	check_all(e, v, snaps, gone, &head);
 	tsr_svol_put(v);
 	assert_int_equal(tsr_store_vol_delete(e->store, "v"), 0);
-	assert_int_equal(count_files(e->dir), 0);
+	assert_int_equal(store_files_count(e->dir, NULL), 0);
 }
 
 static void test_delete_newest(void **state)
@@ -405,17 +387,17 @@ static void test_queued_and_clone(void **state)
 	check_image(e, cl, &clone_m, "cl");
 	tsr_svol_put(cl);
 	/* head + hidden s1 + the clone's data, crc, dirty, present */
-	assert_int_equal(count_files(e->dir), 3 + 3 + 4);
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 3 + 4);
 
 	/* the clone goes: s1's delete is finished by the thread (v is open) */
 	assert_int_equal(tsr_store_vol_delete(e->store, "cl"), 0);
 	store_test_merges_idle(e->store);
-	assert_int_equal(count_files(e->dir), 3);
+	assert_int_equal(store_files_count(e->dir, NULL), 3);
 	mwrite(e, v, &head, 0, NB, 500); /* no snapshot: the plain path */
 	check_image(e, v, &head, "head");
 	tsr_svol_put(v);
 	assert_int_equal(tsr_store_vol_delete(e->store, "v"), 0);
-	assert_int_equal(count_files(e->dir), 0);
+	assert_int_equal(store_files_count(e->dir, NULL), 0);
 }
 
 /* A clone of the head (its layer hidden and SNAP_AUTO) deleted while a write
@@ -436,14 +418,15 @@ static void test_clone_of_head_deleted_under_write(void **state)
 
 	assert_non_null(slow);
 	make_chain(e, &v, snaps, &head);
-	files = count_files(e->dir); /* the head and s1..s3 */
+	files = store_files_count(e->dir, NULL); /* the head and s1..s3 */
 	assert_int_equal(tsr_store_vol_clone(e->store, "cl", "v", NULL, NULL), 0);
 	clone_m = head;
 	mwrite(e, v, &head, 0, 16, 20); /* copies into the clone's hidden layer */
 	assert_int_equal(tsr_store_vol_open(e->store, "cl", &cl), 0);
 	check_image(e, cl, &clone_m, "cl");
 	tsr_svol_put(cl);
-	assert_int_equal(count_files(e->dir), files + 3 + 4); /* + hidden layer, clone */
+	/* + hidden layer, clone */
+	assert_int_equal(store_files_count(e->dir, NULL), files + 3 + 4);
 	before = store_test_merges_idle(e->store);
 
 	/* a write in flight (a copy on write into the layer, then the head;
@@ -457,7 +440,8 @@ static void test_clone_of_head_deleted_under_write(void **state)
 	for (i = 0; i < 4; i++)
 		head.seed[100 + i] = 21;
 	assert_int_equal(store_test_merges_idle(e->store), before + 1);
-	assert_int_equal(count_files(e->dir), files); /* the hidden layer's files went */
+	/* the hidden layer's files went */
+	assert_int_equal(store_files_count(e->dir, NULL), files);
 	check_all(e, v, snaps, gone, &head);
 	mwrite(e, v, &head, 150, 8, 22);
 	check_all(e, v, snaps, gone, &head);
@@ -555,7 +539,7 @@ static void test_volume_deleted_during_merge(void **state)
 	stall_release();
 	store_test_merges_idle(e->store);
 	stall_disarm();
-	assert_int_equal(count_files(e->dir), 0);
+	assert_int_equal(store_files_count(e->dir, NULL), 0);
 	/* the name is free */
 	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
 	assert_int_equal(tsr_store_vol_delete(e->store, "v"), 0);
@@ -646,16 +630,16 @@ static void test_crash_points(void **state)
 		assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
 		check_all(e, v, snaps, gone, &after);
 		tsr_svol_put(v);
-		assert_int_equal(count_files(e->dir), 3 + 3 * (NSNAP - 1));
+		assert_int_equal(store_files_count(e->dir, NULL), 3 + 3 * (NSNAP - 1));
 		assert_int_equal(tsr_store_vol_delete(e->store, "v"), 0);
-		assert_int_equal(count_files(e->dir), 0);
+		assert_int_equal(store_files_count(e->dir, NULL), 0);
 	}
 	/* the mark and the switch in the call, no merge, merge synced, row gone */
 	assert_int_equal(died, 5);
 	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
 	check_all(e, v, snaps, gone, &after);
 	tsr_svol_put(v);
-	assert_int_equal(count_files(e->dir), 3 + 3 * (NSNAP - 1));
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 3 * (NSNAP - 1));
 }
 
 int main(void)

@@ -82,26 +82,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* Files in volumes/; with prefix set, only those whose name starts with it. */
-static int count_files(const char *dir, const char *prefix)
-{
-	char path[PATH_MAX];
-	struct dirent *de;
-	int n = 0;
-	DIR *d;
-
-	snprintf(path, sizeof(path), "%s/volumes", dir);
-	d = opendir(path);
-	if (d == NULL)
-		return -1;
-	while ((de = readdir(d)))
-		if (de->d_name[0] != '.' &&
-		    (prefix == NULL || strncmp(de->d_name, prefix, strlen(prefix)) == 0))
-			n++;
-	closedir(d);
-	return n;
-}
-
 /* The names of the files in volumes/, one string. */
 static void list_files(const char *dir, char *out, size_t len)
 {
@@ -188,7 +168,7 @@ static void test_spare_used(void **state)
 	assert_int_equal(tsr_store_snap_spare(e->store, "v", true), 0);
 	made = store_test_spares_idle(e->store);
 	assert_int_equal(made, 1);
-	assert_int_equal(count_files(e->dir, NULL), 3 + 3); /* head + the spare */
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 3); /* head + the spare */
 	for (i = 1; i <= 3; i++) {
 		write_all(e, v, (uint16_t)i);
 		snprintf(sname, sizeof(sname), "s%d", i);
@@ -198,7 +178,7 @@ static void test_spare_used(void **state)
 		snprintf(path, sizeof(path), "%s.present ", info.uuid);
 		assert_non_null(strstr(before, path));
 		assert_int_equal(store_test_spares_idle(e->store), made + (unsigned)i);
-		assert_int_equal(count_files(e->dir, NULL), 3 + 3 * i + 3);
+		assert_int_equal(store_files_count(e->dir, NULL), 3 + 3 * i + 3);
 	}
 	write_all(e, v, 9); /* copies into s3, the last spare used */
 	check_filled(e, v, VSIZE, 9);
@@ -208,7 +188,7 @@ static void test_spare_used(void **state)
 	check_snap(e, "s3", 3);
 	/* a reopen keeps the snapshots; the spare of a closed store is gone */
 	tsr_store_close(e->store);
-	assert_int_equal(count_files(e->dir, NULL), 3 + 9);
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 9);
 	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
 	check_snap(e, "s3", 3);
 	check_head(e, 9);
@@ -216,19 +196,19 @@ static void test_spare_used(void **state)
 	assert_int_equal(tsr_store_snap_spare(e->store, "v", true), 0);
 	store_test_spares_idle(e->store);
 	assert_int_equal(tsr_store_snap_create(e->store, "v", "s1", NULL), -EEXIST);
-	assert_int_equal(count_files(e->dir, NULL), 3 + 9 + 3);
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 9 + 3);
 	/* let go (the layout closes the volume), its linger over: the thread
 	 * removes its files */
 	atomic_store(&store_test_spare_linger_ms, 0);
 	assert_int_equal(tsr_store_snap_spare(e->store, "v", false), 0);
 	store_test_spares_idle(e->store);
-	assert_int_equal(count_files(e->dir, NULL), 3 + 9);
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 9);
 	/* delete of the volume drops a spare too */
 	assert_int_equal(tsr_store_snap_spare(e->store, "v", true), 0);
 	store_test_spares_idle(e->store);
-	assert_int_equal(count_files(e->dir, NULL), 3 + 9 + 3);
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 9 + 3);
 	assert_int_equal(tsr_store_vol_delete(e->store, "v"), 0);
-	assert_int_equal(count_files(e->dir, NULL), 0);
+	assert_int_equal(store_files_count(e->dir, NULL), 0);
 	/* bad input */
 	assert_int_equal(tsr_store_snap_spare(e->store, "nosuch", true), -ENOENT);
 	assert_int_equal(tsr_store_snap_spare(e->store, "bad/name", true), -ENOENT);
@@ -257,12 +237,12 @@ static void test_spare_resized(void **state)
 	check_snap(e, "big", 4);
 	/* the old spare's files went, the next one is sized for 2 * VSIZE */
 	assert_int_equal(store_test_spares_idle(e->store), 2);
-	assert_int_equal(count_files(e->dir, NULL), 3 + 3 + 3);
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 3 + 3);
 	assert_int_equal(tsr_store_snap_delete(e->store, "v", "big"), 0);
 	store_test_spares_idle(e->store); /* the thread removes the deleted layer's files */
-	assert_int_equal(count_files(e->dir, NULL), 3 + 3);
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 3);
 	assert_int_equal(tsr_store_vol_delete(e->store, "v"), 0);
-	assert_int_equal(count_files(e->dir, NULL), 0);
+	assert_int_equal(store_files_count(e->dir, NULL), 0);
 }
 
 /*
@@ -348,7 +328,7 @@ static void test_spare_crash_points(void **state)
 		assert_true(rc == 99 || rc == 0);
 		died += rc == 99;
 		assert_int_equal(tsr_store_snap_info(e->store, "v", "new", &info), -ENOENT);
-		assert_int_equal(count_files(e->dir, NULL), 3 + 3);
+		assert_int_equal(store_files_count(e->dir, NULL), 3 + 3);
 		check_snap(e, "old", 1);
 		check_head(e, 2);
 	}
@@ -363,7 +343,7 @@ static void test_spare_crash_points(void **state)
 			whole++;
 			assert_string_equal(info.name, "new");
 			check_snap(e, "new", 2);
-			assert_int_equal(count_files(e->dir, NULL), 3 + 6);
+			assert_int_equal(store_files_count(e->dir, NULL), 3 + 6);
 			if (step <= 2) /* died inside the create */
 				check_head(e, 2);
 			else /* the write after the cut (copies into new) may have landed */
@@ -382,8 +362,8 @@ static void test_spare_crash_points(void **state)
 			check_head(e, 2);
 		}
 		check_snap(e, "old", 1);
-		assert_int_equal(count_files(e->dir, NULL), 3 + 3);
-		assert_int_equal(count_files(e->dir, vu), 3);
+		assert_int_equal(store_files_count(e->dir, NULL), 3 + 3);
+		assert_int_equal(store_files_count(e->dir, vu), 3);
 	}
 	assert_int_equal(absent, 1); /* died with the spare taken, before its row */
 	assert_int_equal(whole, 3);
@@ -433,13 +413,13 @@ static void test_delete_reaped(void **state)
 		check_head(e, 3);
 		if (tsr_store_snap_info(e->store, "v", "b", &(struct tsr_snap_info){0}) == 0) {
 			check_snap(e, "b", 2);
-			assert_int_equal(count_files(e->dir, NULL), 3 + 6);
+			assert_int_equal(store_files_count(e->dir, NULL), 3 + 6);
 		} else {
 			absent++;
-			assert_int_equal(count_files(e->dir, NULL), 3 + 3);
+			assert_int_equal(store_files_count(e->dir, NULL), 3 + 3);
 		}
 		assert_int_equal(tsr_store_vol_delete(e->store, "v"), 0);
-		assert_int_equal(count_files(e->dir, NULL), 0);
+		assert_int_equal(store_files_count(e->dir, NULL), 0);
 	}
 	/* marked: the open finishes the delete; so from every point on */
 	assert_int_equal(absent, 5);
@@ -589,7 +569,7 @@ static void test_async_crash_points(void **state)
 		if (tsr_store_snap_info(e->store, "v", "new", &info) == 0) {
 			whole++;
 			check_halves(e, "new", 2, 1);
-			assert_int_equal(count_files(e->dir, NULL), 3 + 6);
+			assert_int_equal(store_files_count(e->dir, NULL), 3 + 6);
 			assert_int_equal(tsr_store_snap_delete(e->store, "v", "new"), 0);
 		} else {
 			absent++;
@@ -601,8 +581,8 @@ static void test_async_crash_points(void **state)
 		else
 			check_halves(e, NULL, 8, 8);
 		store_test_spares_idle(e->store);
-		assert_int_equal(count_files(e->dir, NULL), 3 + 3);
-		assert_int_equal(count_files(e->dir, vu), 3);
+		assert_int_equal(store_files_count(e->dir, NULL), 3 + 3);
+		assert_int_equal(store_files_count(e->dir, vu), 3);
 		/* back to the start: head = seed 2 / 1 */
 		{
 			struct tsr_svol *v;
@@ -783,7 +763,7 @@ static void test_commit_outside_gate(void **state)
 	/* all of it survives a reopen; no file beyond the head's, the
 	 * snapshots' and (none: the layout let it go) the spare's */
 	tsr_store_close(e->store);
-	assert_int_equal(count_files(e->dir, NULL), 3 + 4 * 3);
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 4 * 3);
 	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
 	check_halves(e, "g4", 9, 9);
 	check_halves(e, "old", 1, 1);
@@ -865,7 +845,7 @@ static void test_spare_before_reaps(void **state)
 	}
 	write_w(e, w, 4);
 	tsr_svol_put(w); /* closed: its deletes finish in the caller, files to the reaper */
-	assert_int_equal(count_files(e->dir, NULL), 3 + 9);
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 9);
 
 	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
 	assert_int_equal(tsr_store_vol_open(e->store, "v", &v), 0);
@@ -891,13 +871,13 @@ static void test_spare_before_reaps(void **state)
 	assert_int_equal(wait_made(e, 3), 3);
 	assert_int_equal(atomic_load(&store_test_reaps_left_at_made), 3);
 	/* the deleted layers' files are all still there */
-	assert_int_equal(count_files(e->dir, NULL), 3 + 9 + 3 + 3 + 3 + 3);
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 9 + 3 + 3 + 3 + 3);
 
 	atomic_store(&store_test_reap_hold, 0);
 	assert_int_equal(store_test_spares_idle(e->store), 3);
 	/* only w's head, v's head, c1, c2 and the spare are left */
-	assert_int_equal(count_files(e->dir, wu), 3);
-	assert_int_equal(count_files(e->dir, NULL), 3 + 3 + 3 + 3 + 3);
+	assert_int_equal(store_files_count(e->dir, wu), 3);
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 3 + 3 + 3 + 3);
 	check_w(e, 4);
 	check_snap(e, "c1", 1);
 	check_snap(e, "c2", 2);
@@ -905,7 +885,7 @@ static void test_spare_before_reaps(void **state)
 	check_filled(e, v, VSIZE, 3);
 	tsr_svol_put(v);
 	tsr_store_close(e->store);
-	assert_int_equal(count_files(e->dir, NULL), 3 + 3 + 3 + 3);
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 3 + 3 + 3);
 	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
 	check_snap(e, "c1", 1);
 	check_snap(e, "c2", 2);
@@ -1046,7 +1026,7 @@ static void test_reopen_one_spare(void **state)
 		assert_int_equal(store_test_spares_idle(e->store), 1);
 		tsr_layout_destroy(lay);
 		assert_int_equal(store_test_spares_idle(e->store), 1);
-		assert_int_equal(count_files(e->dir, NULL), 3 + 3); /* head + the spare */
+		assert_int_equal(store_files_count(e->dir, NULL), 3 + 3); /* head + the spare */
 	}
 	assert_int_equal(atomic_load(&store_test_spares_built) - built, 1);
 	/* the create on the reopened volume cuts that spare; then the next one */
@@ -1063,7 +1043,7 @@ static void test_reopen_one_spare(void **state)
 	assert_int_equal(tsr_store_vol_resize(e->store, "v", 2 * VSIZE), 0);
 	assert_int_equal(tsr_layout_local_create(e->store, "v", &lay), 0);
 	assert_int_equal(store_test_spares_idle(e->store), 3);
-	assert_int_equal(count_files(e->dir, NULL), 3 + 3 + 3); /* head, s1, the spare */
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 3 + 3); /* head, s1, the spare */
 	list_files(e->dir, before, sizeof(before));
 	assert_int_equal(tsr_store_snap_create(e->store, "v", "s2", &info), 0);
 	assert_int_equal(info.size, 2 * VSIZE);
@@ -1074,7 +1054,7 @@ static void test_reopen_one_spare(void **state)
 	atomic_store(&store_test_spare_linger_ms, 0);
 	tsr_layout_destroy(lay);
 	assert_int_equal(store_test_spares_idle(e->store), 4);
-	assert_int_equal(count_files(e->dir, NULL), 3 + 6); /* head, s1, s2 */
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 6); /* head, s1, s2 */
 	assert_int_equal(atomic_load(&store_test_spares_built) - built, 4);
 }
 
@@ -1100,7 +1080,7 @@ static void test_one_spare_while_making(void **state)
 	atomic_store(&store_test_make_hold, 0);
 	assert_int_equal(store_test_spares_idle(e->store), 1);
 	assert_int_equal(atomic_load(&store_test_spares_built) - built, 1);
-	assert_int_equal(count_files(e->dir, NULL), 3 + 3);
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 3);
 	/* a create takes it; the next create comes while the thread makes the
 	 * one after: it makes its own files, and its request adds none */
 	assert_int_equal(tsr_store_snap_create(e->store, "v", "s1", NULL), 0);
@@ -1111,7 +1091,7 @@ static void test_one_spare_while_making(void **state)
 	atomic_store(&store_test_make_hold, 0);
 	assert_int_equal(store_test_spares_idle(e->store), 2);
 	assert_int_equal(atomic_load(&store_test_spares_built) - built, 2);
-	assert_int_equal(count_files(e->dir, NULL), 3 + 6 + 3); /* head, s1, s2, spare */
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 6 + 3); /* head, s1, s2, spare */
 	assert_int_equal(tsr_store_snap_spare(e->store, "v", false), 0);
 }
 
@@ -1128,7 +1108,7 @@ static int linger_run(struct env *e, int a, int b)
 	if (tsr_store_snap_spare(s, "v", false))
 		return 2;
 	store_test_spares_idle(s);
-	return count_files(e->dir, NULL) == 3 + 3 ? 0 : 3;
+	return store_files_count(e->dir, NULL) == 3 + 3 ? 0 : 3;
 }
 
 /*
@@ -1146,7 +1126,7 @@ static void test_linger_crash(void **state)
 	assert_int_equal(tsr_store_vol_create(e->store, "v", VSIZE, NULL), 0);
 	atomic_store(&store_test_spare_linger_ms, 3600 * 1000);
 	assert_int_equal(in_child(e, linger_run, 0, 0), 0);
-	assert_int_equal(count_files(e->dir, NULL), 3);
+	assert_int_equal(store_files_count(e->dir, NULL), 3);
 	assert_int_equal(tsr_store_snap_list(e->store, "v", &infos, &n), 0);
 	free(infos);
 	assert_int_equal(n, 0);
@@ -1154,17 +1134,17 @@ static void test_linger_crash(void **state)
 	assert_int_equal(tsr_store_snap_spare(e->store, "v", true), 0);
 	store_test_spares_idle(e->store);
 	assert_int_equal(tsr_store_snap_spare(e->store, "v", false), 0);
-	assert_int_equal(count_files(e->dir, NULL), 3 + 3);
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 3);
 	tsr_store_close(e->store);
-	assert_int_equal(count_files(e->dir, NULL), 3);
+	assert_int_equal(store_files_count(e->dir, NULL), 3);
 	assert_int_equal(tsr_store_open(e->dir, NULL, &e->store), 0);
 	/* volume delete */
 	assert_int_equal(tsr_store_snap_spare(e->store, "v", true), 0);
 	store_test_spares_idle(e->store);
 	assert_int_equal(tsr_store_snap_spare(e->store, "v", false), 0);
-	assert_int_equal(count_files(e->dir, NULL), 3 + 3);
+	assert_int_equal(store_files_count(e->dir, NULL), 3 + 3);
 	assert_int_equal(tsr_store_vol_delete(e->store, "v"), 0);
-	assert_int_equal(count_files(e->dir, NULL), 0);
+	assert_int_equal(store_files_count(e->dir, NULL), 0);
 }
 
 int main(void)

@@ -7,6 +7,7 @@
 #ifndef TSR_STORE_TEST_H
 #define TSR_STORE_TEST_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -246,6 +247,28 @@ static UNUSED struct tsr_io *make_io(enum tsr_io_kind kind, const char *fault)
 	if (tsr_io_create(&o, &io))
 		return NULL;
 	return io;
+}
+
+/* Files in DIR/volumes/; with prefix set, only those whose name starts with
+ * it (a uuid: that volume's or layer's files); -1 if the directory cannot be
+ * read. */
+static UNUSED int store_files_count(const char *dir, const char *prefix)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	int n = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/volumes", dir);
+	d = opendir(path);
+	if (d == NULL)
+		return -1;
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.' &&
+		    (prefix == NULL || strncmp(de->d_name, prefix, strlen(prefix)) == 0))
+			n++;
+	closedir(d);
+	return n;
 }
 
 /* Path of a volume file: DIR/volumes/<uuid>.<ext>. */
