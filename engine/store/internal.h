@@ -475,8 +475,8 @@ struct rowmap {
 uint32_t rowmap_reserve_max(unsigned shift);
 /* R of a map created for C chunks: rowmap_reserve_max, or C / 8 when that
  * is less (at least 32): a small volume pays at most 1/8 of its size (or 32
- * slots) of .row, not 32 MiB (doc-rowmap.md, "Space").  Fixed at create: a
- * grow keeps it. */
+ * slots) of .row, not 32 MiB (ARCHITECTURE.md, issue 4, "Space: R is C / 8
+ * for small volumes").  Fixed at create: a grow keeps it. */
 uint32_t rowmap_reserve_slots(unsigned shift, uint64_t chunks);
 /* C for a volume of size bytes. */
 uint64_t rowmap_chunks(uint64_t size, unsigned shift);
