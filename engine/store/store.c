@@ -634,7 +634,16 @@ int tsr_store_vol_create_flags(struct tsr_store *store, const char *name, uint64
 	row.dev_offset = -1;
 	if (flags & TSR_VOL_EC_CHUNK)
 		row.flags |= VOL_EC_CHUNK;
-	row.unit = unit;
+	/* a copy of 2^31 granules or more is more than a map holds: made
+	 * without one, as every chunk copy was before maps (its full-stripe
+	 * writes take the journal path); device mode has none either */
+	if (unit && rowmap_chunks(size, (unsigned)shift) >= ROWMAP_ROW_BASE) {
+		tsr_info("create: volume %s: %llu granules of %u bytes, more than a redirect "
+			 "map holds (2^31): made without one",
+			 name, (unsigned long long)rowmap_chunks(size, (unsigned)shift), unit);
+		unit = 0;
+	}
+	row.unit = store->dev_fd < 0 ? unit : 0;
 
 	pthread_mutex_lock(&store->lock);
 	ret = catalog_get(store->db, name, &(struct vol_row){0});
@@ -674,7 +683,7 @@ int tsr_store_vol_create_flags(struct tsr_store *store, const char *name, uint64
 	ret = blockmeta_create_files(crc_path, dirty_path, size);
 	if (ret)
 		goto err_files;
-	if (unit && store->dev_fd < 0) { /* device mode: no journal, no map */
+	if (row.unit) {
 		store_meta_path(store, row.uuid, "map", crc_path);
 		store_meta_path(store, row.uuid, "row", dirty_path);
 		ret = rowmap_create_files(crc_path, dirty_path, size, (unsigned)shift);
@@ -692,7 +701,7 @@ int tsr_store_vol_create_flags(struct tsr_store *store, const char *name, uint64
 	tsr_info("create: volume %s (%s), %llu bytes%s%s%s", name, row.uuid,
 		 (unsigned long long)size, store->dev_fd >= 0 ? " on device" : "",
 		 (row.flags & VOL_EC_CHUNK) ? ", ec chunk copy" : "",
-		 unit && store->dev_fd < 0 ? " with a redirect map" : "");
+		 row.unit ? " with a redirect map" : "");
 	goto out;
 err_files:
 	store_remove_files(store, row.uuid, size);

@@ -420,6 +420,26 @@ static void test_delete(void **state)
 	assert_false(file_exists(e, "data"));
 }
 
+/* A chunk copy of 2^31 granules or more (8 TiB at G = 4 KiB: a 4+2 volume
+ * of 32 TiB) is more than a map holds: it is made without one, as before
+ * maps, never refused (sparse: its files hold no data). */
+static void test_too_large_for_map(void **state)
+{
+	struct env *e = *state;
+	struct tsr_vol_info info;
+	struct tsr_svol *v;
+
+	assert_int_equal(tsr_store_vol_create_flags(e->s.store, "c", 1ull << 43,
+						    TSR_VOL_EC_CHUNK, 4096, &info),
+			 0);
+	snprintf(e->uuid, sizeof(e->uuid), "%s", info.uuid);
+	assert_false(file_exists(e, "map"));
+	assert_false(file_exists(e, "row"));
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	assert_null(v->rowmap);
+	tsr_svol_put(v);
+}
+
 /* A damaged header, a slot named twice, a slot that does not exist, a
  * short .row: the open fails -EUCLEAN (never a silent identity map). */
 static void test_damage_refused(void **state)
@@ -654,6 +674,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_flush_syncs_map, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_grow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_too_large_for_map, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damage_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_alloc_stream, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_freed_slot_waits_for_read, setup, teardown),
