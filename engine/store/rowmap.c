@@ -17,7 +17,7 @@
  *   8     8     chunks         C = ceil(volume size / G); grows with the volume
  *   16    4     reserve        R, slots in .row: 32 MiB / G, at least 32; C / 8 when
  *                              that is less (at least 32; fixed at create)
- *   20    4072  zero
+ *   20    4072  zero           (checked: a byte set is -EUCLEAN)
  *   4092  4     hdr_crc        CRC32C (seed 0) of bytes 0..4091
  *   4096+4c 4   slot[c]        chunk c's physical slot P as P + 1; 0 = its home
  *                              (P = c; a flip back home writes 0)
@@ -169,6 +169,15 @@ int rowmap_parse(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunks
 		    "this copy)",
 		    path, version, gshift, (unsigned long long)n, reserve, len, MAP_VERSION, shift,
 		    (unsigned long long)chunks, ROWMAP_RESERVE_MIN, rowmap_reserve_max(shift));
+		return -EUCLEAN;
+	}
+	for (c = 20; c < HDR_CRC_OFF && buf[c] == 0; c++)
+		;
+	if (c < HDR_CRC_OFF) {
+		tsr_error("open: %s: redirect map header byte %llu is %u, not 0 as version %u "
+			  "says (written by a later tesserad?): the volume cannot be opened (run "
+			  "the tesserad that wrote it, or rebuild this copy)",
+			  path, (unsigned long long)c, buf[c], MAP_VERSION);
 		return -EUCLEAN;
 	}
 	hdr->shift = shift;

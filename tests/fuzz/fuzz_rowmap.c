@@ -10,9 +10,9 @@
  * always breaks its CRC), and with hdr_crc recomputed so the fuzzer
  * reaches the version, the counts and the slot words.
  * Checks (a damaged map is refused, never taken for another): 0 or
- * -EUCLEAN only; on 0, the header's magic and CRC are right, its shift the
- * expected one, its reserve 32..rowmap_reserve_max, its chunk count at
- * least the expected one, and the slots in use are exactly as many as the
+ * -EUCLEAN only; on 0, the header's magic and CRC are right, bytes 20..4091
+ * zero, its shift the expected one, its reserve 32..rowmap_reserve_max, its
+ * chunk count at least the expected one, and the slots in use are exactly as many as the
  * chunks, each inside [0, C) or .row's [0, R): every chunk has a slot of
  * its own.
  * Built with -DTSR_FUZZ=ON and clang-14; run:
@@ -57,6 +57,9 @@ static void check(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunk
 	memcpy(&crc, buf + 4092, 4);
 	if (memcmp(buf, "TSRM", 4) || crc != tsr_crc32c(0, buf, 4092))
 		abort();
+	for (i = 20; i < 4092; i++)
+		if (buf[i])
+			abort(); /* the zero area is zero */
 	reserve = hdr.reserve;
 	if (hdr.shift != shift || reserve < ROWMAP_RESERVE_MIN ||
 	    reserve > rowmap_reserve_max(shift) || hdr.chunks < chunks)

@@ -449,6 +449,7 @@ static void test_damage_refused(void **state)
 	char path[PATH_MAX];
 	struct tsr_svol *v;
 	uint8_t b = 0x11;
+	uint32_t crc;
 	int fd;
 
 	make_chunk_vol(e, 4);
@@ -475,6 +476,18 @@ static void test_damage_refused(void **state)
 	rowmap_hdr_pack(hdr, SHIFT, 3, 32); /* fewer chunks than the volume has */
 	assert_int_equal(pwrite(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
 	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), -EUCLEAN);
+	/* a byte of the zero area set, hdr_crc right (a later format's field) */
+	rowmap_hdr_pack(hdr, SHIFT, 4, 32);
+	hdr[100] = 1;
+	crc = htole32(tsr_crc32c(0, hdr, ROWMAP_HDR - 4));
+	memcpy(hdr + ROWMAP_HDR - 4, &crc, 4);
+	assert_int_equal(pwrite(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), -EUCLEAN);
+	/* more chunks than the volume (a grow that crashed before its row): kept */
+	rowmap_hdr_pack(hdr, SHIFT, 9, 32);
+	assert_int_equal(pwrite(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	tsr_svol_put(v);
 	rowmap_hdr_pack(hdr, SHIFT, 4, 32);
 	assert_int_equal(pwrite(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
 	close(fd);
