@@ -434,6 +434,9 @@ struct rowmap_hdr {
 	unsigned shift;   /* log2 G */
 	uint64_t chunks;  /* C in the header (>= the volume's: a grow may have stopped) */
 	uint32_t reserve; /* R */
+	/* hdr_crc did not match, but the header is one a grow's in-place write
+	 * torn at a power cut leaves (rowmap_parse): to be rewritten whole */
+	bool torn;
 };
 
 /* A freed slot waiting for the reads that may have mapped it. */

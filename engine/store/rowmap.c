@@ -18,7 +18,8 @@
  *   16    4     reserve        R, slots in .row: 32 MiB / G, at least 32; C / 8 when
  *                              that is less (at least 32; fixed at create)
  *   20    4072  zero           (checked: a byte set is -EUCLEAN)
- *   4092  4     hdr_crc        CRC32C (seed 0) of bytes 0..4091
+ *   4092  4     hdr_crc        CRC32C (seed 0) of bytes 0..4091 (a tear of a
+ *                              grow's rewrite is accepted and repaired: grow_torn)
  *   4096+4c 4   slot[c]        chunk c's physical slot P as P + 1; 0 = its home
  *                              (P = c; a flip back home writes 0)
  *
@@ -126,6 +127,29 @@ static bool bit_claim(uint64_t *map, uint64_t b)
 	return true;
 }
 
+/*
+ * A grow rewrites the header in place: chunks (offset 8, sector 0) and
+ * hdr_crc (4092, sector 7) change, in different 512-byte sectors, and a
+ * device that writes only sectors atomically may keep one of them old at a
+ * power cut.  Both tears are known by the catalogue's C (durable only after
+ * the map's fdatasync): sector 0 new, hdr_crc old: hdr_crc is that of the
+ * header with C in place of its chunks; sector 0 old: its chunks is C (and
+ * every other field is checked against the catalogue and .row's size anyway).
+ */
+static bool grow_torn(const uint8_t *buf, uint64_t n, uint64_t chunks, uint32_t stored)
+{
+	uint8_t h[HDR_CRC_OFF];
+	uint64_t v = htole64(chunks);
+
+	if (n == chunks)
+		return true;
+	if (n < chunks)
+		return false;
+	memcpy(h, buf, sizeof(h));
+	memcpy(h + 8, &v, 8);
+	return tsr_crc32c(0, h, sizeof(h)) == stored;
+}
+
 int rowmap_parse(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunks, const char *path,
 		 struct rowmap_hdr *hdr, uint64_t *home_used, uint64_t *row_used)
 {
@@ -152,7 +176,8 @@ int rowmap_parse(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunks
 	reserve = le32toh(reserve);
 	stored = le32toh(stored);
 	crc = tsr_crc32c(0, buf, HDR_CRC_OFF);
-	if (magic != MAP_MAGIC || crc != stored) {
+	hdr->torn = magic == MAP_MAGIC && crc != stored && grow_torn(buf, n, chunks, stored);
+	if (magic != MAP_MAGIC || (crc != stored && !hdr->torn)) {
 		tsr_error("open: %s: redirect map header damaged (magic %08x, hdr_crc stored %08x, "
 			  "computed %08x); the volume cannot be opened: rebuild this copy "
 			  "(replace-replica)",
@@ -386,6 +411,18 @@ int rowmap_open(const char *map_path, const char *row_path, uint64_t size, unsig
 			  (unsigned long long)((uint64_t)m->reserve << shift), m->reserve, shift);
 		ret = -EUCLEAN;
 		goto err;
+	}
+	if (hdr.torn) { /* only now: .row's size vouches for R too */
+		uint8_t h[ROWMAP_HDR];
+
+		tsr_warn("open: %s: redirect map header torn by a grow cut short (hdr_crc does "
+			 "not match; its fields agree with the catalogue): rewritten whole",
+			 map_path);
+		rowmap_hdr_pack(h, shift, hdr.chunks, hdr.reserve);
+		memcpy(p, h, sizeof(h));
+		path = map_path;
+		if (fdatasync(m->fd) < 0)
+			goto err_errno;
 	}
 	if (cached) {
 		m->row_cfd = open(row_path, O_RDONLY | O_CLOEXEC);
