@@ -832,18 +832,20 @@ extern void *store_test_rollback_arg;
 /* ---- remove.c: removing the files of a deleted volume or layer ---- */
 
 /* Unlink every file uuid may have (data segments for size, crc, dirty,
- * present, stage), now, whatever it costs. */
+ * present, stage, map, row), now, whatever it costs. */
 void store_remove_files(struct tsr_store *store, const char *uuid, uint64_t size);
 /* The files of uuid, whose row is gone (store->lock held): removed now when
  * they hold at most store_remove_piece() extents in all (false), else queued
- * to the reaper thread, started if need be (true; the reaper syncs volumes/).
+ * to the reaper thread, started if need be (true; the reaper syncs volumes/),
+ * unless the file system is short of space (remove.c space_short: removed
+ * now, false).
  * may_stay: a store close may leave them to the next open (a volume's:
  * spare.c REAP_CLOSE_MS); else the close removes them first.  The caller
  * syncs volumes/ after a removal. */
 bool store_remove_deleted(struct tsr_store *store, const char *uuid, uint64_t size, bool may_stay);
 /* Open: DIR/volumes/name belongs to no row: unlinked now (logged), or, when
- * it holds more than store_remove_piece() extents, its uuid's files queued to
- * the reaper. */
+ * it holds more than store_remove_piece() extents and the file system is not
+ * short of space, its uuid's files queued to the reaper. */
 void store_remove_leftover(struct tsr_store *store, const char *name);
 /* The reaper's removal: each file of uuid cut down from its end, at most
  * store_remove_piece() extents per ftruncate, then unlinked; stop(arg) (may
@@ -858,6 +860,8 @@ unsigned store_remove_piece(void);
 extern _Atomic unsigned store_test_remove_piece;
 extern _Atomic unsigned store_test_remove_cuts;
 extern _Atomic unsigned store_test_removes_queued;
+/* Tests: non-zero replaces space_short's bound (free bytes). */
+extern _Atomic uint64_t store_test_remove_space_min;
 
 /* ---- spare.c: snapshot layers made ahead of their create ---- */
 

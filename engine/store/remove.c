@@ -46,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "store/internal.h"
@@ -54,7 +55,14 @@
  * load 14. */
 #define STORE_REMOVE_PIECE 1024u
 
+/* A file system with less free space than this keeps every removal in the
+ * call (space_short): STORE_REMOVE_SPACE_PCT % of its size, at most
+ * STORE_REMOVE_SPACE_MAX. */
+#define STORE_REMOVE_SPACE_PCT 5u
+#define STORE_REMOVE_SPACE_MAX (16ull << 30)
+
 _Atomic unsigned store_test_remove_piece;
+_Atomic uint64_t store_test_remove_space_min;
 _Atomic unsigned store_test_remove_cuts;
 _Atomic unsigned store_test_removes_queued;
 
@@ -140,11 +148,46 @@ static bool files_over(const struct tsr_store *store, const char *uuid, uint64_t
 	return total > limit;
 }
 
+/*
+ * True when the store's file system is short of space: less free than
+ * STORE_REMOVE_SPACE_PCT % of it, at most STORE_REMOVE_SPACE_MAX (tests:
+ * store_test_remove_space_min when non-zero).  A delete there is how the
+ * operator gets space back (test-disk-full: "delete a volume"), and every
+ * writer of another volume, a create, a resize or a snapshot waits for it:
+ * left to the reaper, they would fail with ENOSPC for the seconds to a
+ * minute its removal takes.  So the files of what (a uuid, or a leftover's
+ * path; op: "delete" or "open") are removed in the call then, whatever their
+ * extents cost (logged).
+ * statvfs failing: false.
+ */
+static bool space_short(const struct tsr_store *store, const char *op, const char *what)
+{
+	uint64_t min = atomic_load(&store_test_remove_space_min), avail;
+	struct statvfs vfs;
+	char have[32];
+
+	if (statvfs(store->dir, &vfs) < 0)
+		return false;
+	avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	if (min == 0) {
+		min = (uint64_t)vfs.f_blocks * vfs.f_frsize / 100 * STORE_REMOVE_SPACE_PCT;
+		if (min > STORE_REMOVE_SPACE_MAX)
+			min = STORE_REMOVE_SPACE_MAX;
+	}
+	if (avail >= min)
+		return false;
+	tsr_warn("%s: %s: files of many extents removed now, not in the background: the file "
+		 "system of %s has only %s free, and its space is wanted back at once",
+		 op, what, store->dir, tsr_format_size(avail, have, sizeof(have)));
+	return true;
+}
+
 bool store_remove_deleted(struct tsr_store *store, const char *uuid, uint64_t size, bool may_stay)
 {
 	int ret;
 
-	if (files_over(store, uuid, size, store_remove_piece())) {
+	if (files_over(store, uuid, size, store_remove_piece()) &&
+	    !space_short(store, "delete", uuid)) {
 		ret = spare_reap_start(store, uuid, size, may_stay);
 		if (ret == 0) {
 			atomic_fetch_add(&store_test_removes_queued, 1);
@@ -168,7 +211,7 @@ void store_remove_leftover(struct tsr_store *store, const char *name)
 
 	snprintf(path, sizeof(path), "%s/volumes/%s", store->dir, name);
 	over = fm != NULL && strlen(name) > 36 && name[36] == '.' &&
-	       file_extents(path, limit, fm) > limit;
+	       file_extents(path, limit, fm) > limit && !space_short(store, "open", path);
 	free(fm);
 	if (over) {
 		/* "<uuid>.data.N": the reap's size covers segment N (and those below,

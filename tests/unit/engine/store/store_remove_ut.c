@@ -29,6 +29,7 @@ extern int store_test_crash_at;
 extern _Atomic unsigned store_test_remove_piece;
 extern _Atomic unsigned store_test_remove_cuts;
 extern _Atomic unsigned store_test_removes_queued;
+extern _Atomic uint64_t store_test_remove_space_min;
 extern _Atomic int store_test_reap_hold;
 extern _Atomic int store_test_reap_close_ms;
 unsigned store_test_spares_idle(struct tsr_store *store);
@@ -75,6 +76,7 @@ static int teardown(void **state)
 	rm_rf(e->dir);
 	free(e);
 	atomic_store(&store_test_remove_piece, 0);
+	atomic_store(&store_test_remove_space_min, 0);
 	return 0;
 }
 
@@ -322,12 +324,41 @@ static void test_crash_points(void **state)
 	assert_int_equal(shorter, crashed - 2);
 }
 
+/*
+ * On a file system short of space (its bound set above any free space) the
+ * same large delete removes its files in the call, the reaper held: the
+ * operator deletes to get space back, and writers of other volumes need it
+ * before the answer, not in the background.
+ */
+static void test_short_space_in_call(void **state)
+{
+	struct env *e = *state;
+	char uuid[37], path[PATH_MAX];
+	unsigned queued0;
+	long n;
+
+	make_vol(e, "big", NWRITE, 1, uuid);
+	n = head_extents(e, uuid, path);
+	assert_true(n > PIECE);
+	atomic_store(&store_test_reap_hold, 1);
+	atomic_store(&store_test_remove_space_min, UINT64_MAX);
+	queued0 = atomic_load(&store_test_removes_queued);
+	assert_int_equal(tsr_store_vol_delete(e->store, "big"), 0);
+	if (exists(path))
+		fail_msg("a full file system: the delete left a head of %ld extents to the "
+			 "reaper",
+			 n);
+	assert_int_equal(store_files_count(e->dir, uuid), 0);
+	assert_int_equal(atomic_load(&store_test_removes_queued), queued0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_delete_queues_large, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_close_leaves_rest, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_points, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_short_space_in_call, setup, teardown),
 	};
 
 	tsr_log_set_level(TSR_LOG_ERROR);
