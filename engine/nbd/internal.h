@@ -389,8 +389,9 @@ struct nbd_conn;
 /* Hard-close every connection of this worker now. */
 void nbd_conns_close_all(struct nbd_wctx *wctx);
 /* Drain and close the connections of this worker in transmission on
- * export name (tsr_volset_disconnect: a detach with --force); logged per
- * connection.  Those draining already are left as they are. */
+ * export name (tsr_volset_disconnect: a detach with --force), as a worker's
+ * stop does (a client that takes no reply is closed at once); logged per
+ * connection.  One draining already is no longer waited for either. */
 void nbd_conns_disconnect(struct nbd_wctx *wctx, const char *name);
 /*
  * The worker's stop hook: every connection stops reading, finishes its

@@ -125,7 +125,8 @@ struct nbd_conn {
 	uint32_t events;          /* epoll mask in place */
 	bool flush_scheduled;     /* a deferred call is pending */
 	bool paused;              /* input stopped by a limit */
-	bool stopping;            /* the worker stops: drain, never wait on the client */
+	bool stopping;            /* the worker stops, or a detach --force: drain, never
+				   * wait on the client (conn_stop_input) */
 	struct tsr_worker *move_to; /* export's home worker: move there at the end of this pass */
 	struct nbd_open *opening; /* the handshake's export open out, or NULL */
 	struct nbd_client client; /* the server's list entry, from transmission to free;
@@ -1328,19 +1329,38 @@ void nbd_conns_close_all(struct nbd_wctx *wctx)
 		conn_close(wctx->conns);
 }
 
+/*
+ * Read no more requests from c: finish those in flight and send their
+ * replies while the client takes them without waiting (a client that does
+ * not read, stopped or hung, is closed at once), then close.  The worker's
+ * stop and a detach --force (nbd_conns_disconnect).
+ */
+static void conn_stop_input(struct nbd_conn *c)
+{
+	conn_get(c);
+	c->stopping = true;
+	if (c->wait_out)
+		conn_close(c); /* already blocked on a slow reader */
+	else
+		conn_begin_drain(c);
+	conn_put(c); /* closing c leaves the other connections alone */
+}
+
 void nbd_conns_disconnect(struct nbd_wctx *wctx, const char *name)
 {
 	struct nbd_conn *c, *next;
 
 	for (c = wctx->conns; c != NULL; c = next) {
 		next = c->next;
-		if (c->state != CONN_TRANSMISSION || strcmp(tsr_vol_name(c->vol), name) != 0)
+		/* a client draining on its own (it sent NBD_CMD_DISC, half-closed)
+		 * may have stopped reading too: it is not waited for either (a
+		 * handshake's drain has no volume) */
+		if ((c->state != CONN_TRANSMISSION && (c->state != CONN_DRAINING || c->stopping)) ||
+		    c->vol == NULL || strcmp(tsr_vol_name(c->vol), name) != 0)
 			continue;
 		tsr_info("nbd: closing the connection of client %s to '%s' (its volume is being "
 			 "detached): its requests in flight are answered first", c->client.peer, name);
-		conn_get(c);
-		conn_begin_drain(c);
-		conn_put(c); /* closing c leaves the others alone: next is valid */
+		conn_stop_input(c);
 	}
 }
 
@@ -1350,13 +1370,7 @@ void nbd_conns_drain_all(struct nbd_wctx *wctx)
 
 	for (c = wctx->conns; c != NULL; c = next) {
 		next = c->next;
-		conn_get(c);
-		c->stopping = true;
-		if (c->wait_out)
-			conn_close(c); /* already blocked on a slow reader */
-		else
-			conn_begin_drain(c);
-		conn_put(c); /* closing c leaves the others alone: next is valid */
+		conn_stop_input(c);
 	}
 }
 

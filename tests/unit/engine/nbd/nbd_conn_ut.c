@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -1012,6 +1013,40 @@ static void test_disconnect_by_name(void **state)
 	env_stop(&e);
 }
 
+/*
+ * detach --force against a client that takes no reply (stopped, hung: the
+ * case --force is for): the connection is closed all the same, not left
+ * draining into a full socket forever (holding the volume, the detach then
+ * unclean).  16 reads of 1 MiB fill the socket; the client reads nothing
+ * until the list is empty, then finds the connection ended.
+ */
+static void test_disconnect_slow_reader(void **state)
+{
+	static uint8_t buf[1 << 16];
+	struct env e;
+	int a, i, n, queued = 0;
+
+	env_start(&e, NULL);
+	a = client(&e);
+	handshake(a, false);
+	for (i = 0; i < 16; i++)
+		send_req(a, NBD_CMD_READ, 0, (uint64_t)i, (uint64_t)i << 20, 1 << 20);
+	/* the replies back up: the server's socket is full */
+	for (n = 0; n < 2000 && queued < (128 << 10); n++) {
+		usleep(1000);
+		assert_int_equal(ioctl(a, FIONREAD, &queued), 0);
+	}
+	assert_true(queued >= (128 << 10));
+	assert_int_equal(tsr_volset_disconnect(e.vols, "vol"), 1);
+	for (n = 0; n < 2000 && tsr_volset_clients(e.vols, "vol", NULL, 0) > 0; n++)
+		usleep(1000);
+	assert_int_equal(tsr_volset_clients(e.vols, "vol", NULL, 0), 0);
+	while (recv(a, buf, sizeof(buf), 0) > 0) /* what was sent, then the end */
+		;
+	close(a);
+	env_stop(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1024,6 +1059,7 @@ int main(void)
 		cmocka_unit_test(test_local_home_and_snapshot),
 		cmocka_unit_test(test_open_off_worker),
 		cmocka_unit_test(test_disconnect_by_name),
+		cmocka_unit_test(test_disconnect_slow_reader),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
