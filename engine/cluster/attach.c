@@ -1681,6 +1681,12 @@ static void detach_wait_end(struct detach_wait *w)
 		}
 	detach_finish(c, w->a, w->fenced, left, msg, sizeof(msg));
 	w->a = NULL;
+	if (left && !w->fenced && w->note == NULL &&
+	    asprintf(&w->note, "detached '%s' not cleanly: requests of its NBD clients were "
+		     "still in flight %d ms after the detach (a copy's node slow or away?); "
+		     "they are answered as they complete, and the next attach converges the "
+		     "copies", w->name, DETACH_CLIENT_WAIT_MS) < 0)
+		w->note = NULL; /* the warning in the log says it */
 	detach_wait_close(w, !w->fenced && !left);
 }
 

@@ -13,14 +13,18 @@
 #      clients_disconnected 1, the detach is clean (logged "(clean)", and a
 #      snapshot delete needing a clean last detach succeeds), and the write
 #      the client had acknowledged is read back after a re-attach;
-#   4. a delete of the attached volume is still refused.
+#   4. a delete of the attached volume is still refused;
+#   5. --force while the client's write waits for n2 (SIGSTOP; the peer
+#      timeout is 5 s here): the handles outlive the 2 s, so the detach is
+#      not clean, and its reply says so (before: a plain "detached", as if
+#      clean); the write is answered once n2 is back, then the client closed.
 # (A standalone tesserad has no detach: the command is refused there.)
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
 require_tessera
 
-cl_start 2
+cl_start 2 --peer-timeout 5000
 LOG1=$(cl_dir 1)/tesserad.log
 
 ctsr volume create d --size 64M --replicas 2 >/dev/null || fail "volume create d"
@@ -98,5 +102,22 @@ log "3: --force closed the client, detached cleanly; its write read back"
 # ---- 4. a delete of the attached volume is still refused
 expect_fail 1 "attached" ctsr volume delete d
 ctsr volume detach d >/dev/null || fail "volume detach d (4)"
+
+# ---- 5. --force while a write waits for n2: the reply says "not cleanly"
+cl_attach_retry d n1
+hold "$CL_ROOT/held5" watch
+kill -STOP "${CL_PID[2]}"
+kill -USR1 "$HOLD" # its write 0 (0x41) reaches n1 and waits for n2
+sleep 0.3
+ctsr volume detach d --force >"$CL_ROOT/out5" 2>&1 ||
+	fail "5: volume detach d --force: $(cat "$CL_ROOT/out5")"
+kill -CONT "${CL_PID[2]}"
+grep -q "not cleanly" "$CL_ROOT/out5" ||
+	fail "5: the reply of a detach that was not clean does not say so: $(cat "$CL_ROOT/out5")"
+grep -q "volume d detached with NBD clients still connected" "$LOG1" ||
+	fail "5: the detach was clean (the write did not wait for n2?)"
+wait_dead "$HOLD" 10 "5: nbd_hold after n2 came back"
+log "5: the forced detach with a write stuck at n2 says it was not clean (client:" \
+	"$(tr '\n' ' ' <"$CL_ROOT/held5.log"))"
 cl_stop_all
 log "PASS"
