@@ -1542,6 +1542,10 @@ static bool detach_begin(struct tsr_cluster *c, struct attachment *a)
 	int ret;
 
 	attachment_unlink(c, a);
+	pthread_mutex_lock(&c->lock);
+	a->next = c->draining; /* until detach_finish: its copies' states still recorded */
+	c->draining = a;
+	pthread_mutex_unlock(&c->lock);
 	repl_on_detach(c, a->name); /* its source goes before the volume */
 	if (a->layout) {
 		ret = tsr_volset_detach(c->o.vols, a->name);
@@ -1583,6 +1587,13 @@ static void detach_finish(struct tsr_cluster *c, struct attachment *a, bool fenc
 	tsr_info("cluster: detach %s epoch %llu from %s%s", a->name, (unsigned long long)a->epoch,
 		 c->node_id, fenced ? " (not clean: the next attach converges)" : " (clean)");
 	snprintf(msg, msg_len, "detached '%s'", a->name);
+	pthread_mutex_lock(&c->lock);
+	for (struct attachment **pp = &c->draining; *pp; pp = &(*pp)->next)
+		if (*pp == a) {
+			*pp = a->next;
+			break;
+		}
+	pthread_mutex_unlock(&c->lock);
 	free(a);
 }
 

@@ -79,6 +79,16 @@ struct attachment *cluster_find_attachment(struct tsr_cluster *c, const char *na
 	return NULL;
 }
 
+struct attachment *cluster_find_recording(struct tsr_cluster *c, const char *name)
+{
+	struct attachment *a = cluster_find_attachment(c, name);
+
+	for (struct attachment *d = c->draining; d && a == NULL; d = d->next)
+		if (strcmp(d->name, name) == 0)
+			a = d;
+	return a;
+}
+
 /* ---- registration --------------------------------------------------- */
 
 /* Put node/<id> and alive/<id> under lease.  On m (either thread's handle). */
@@ -218,7 +228,7 @@ static int record_state(struct tsr_cluster *c, const struct state_req *r)
 	int ret;
 
 	pthread_mutex_lock(&c->lock);
-	a = cluster_find_attachment(c, r->vol);
+	a = cluster_find_recording(c, r->vol);
 	if (a) {
 		u.epoch = a->epoch;
 		fenced = a->fenced;
@@ -418,7 +428,7 @@ void cluster_set_copy_state(void *arg, const char *vol, unsigned idx, const char
 		snprintf(r->node_id, sizeof(r->node_id), "%s", node_id);
 	} else {
 		/* no node given: the slot's node as the cluster has it */
-		struct attachment *a = cluster_find_attachment(c, vol);
+		struct attachment *a = cluster_find_recording(c, vol);
 
 		if (a && idx < a->n_copies)
 			snprintf(r->node_id, sizeof(r->node_id), "%s", a->copies[idx].node_id);

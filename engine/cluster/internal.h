@@ -101,6 +101,11 @@ struct tsr_cluster {
 					* test switch TSR_TEST_SWEEP_ON_LEASE_THREAD) */
 	struct state_req *queue, *queue_tail; /* lock */
 	struct attachment *attached;   /* lock (list links); see struct attachment */
+	struct attachment *draining;   /* lock: detached ones (detach_begin) whose coordinator
+					* drains its clients' requests until detach_finish:
+					* their copy-state changes are still recorded
+					* (record_state), so that a copy failing then is not
+					* left in sync under a clean detach; linked by next */
 	struct detach_wait *detaching; /* main thread: detaches waiting for NBD clients (attach.c) */
 	struct close_wait *close_waits; /* main thread: detaches waiting for their copies'
 					 * close on their nodes (closewait.c) */
@@ -142,6 +147,8 @@ int cluster_peer_call_ms(const struct tsr_cluster *c);
 int64_t cluster_now(void);
 /* The attachment of name, or NULL (main thread, or with the lock held). */
 struct attachment *cluster_find_attachment(struct tsr_cluster *c, const char *name);
+/* The attachment of name, or a detached one still draining (c->draining). */
+struct attachment *cluster_find_recording(struct tsr_cluster *c, const char *name);
 /* ops ("c NAME\n" lines) as cr's missed_snaps (attach.c): 0 or -errno, cr unchanged */
 int cluster_missed_set(Tessera__Cluster__CopyRecord *cr, const char *ops);
 /* layout hook: queue a copy-state change of copy idx on node_id for the

@@ -17,7 +17,13 @@
 #   5. --force while the client's write waits for n2 (SIGSTOP; the peer
 #      timeout is 5 s here): the handles outlive the 2 s, so the detach is
 #      not clean, and its reply says so (before: a plain "detached", as if
-#      clean); the write is answered once n2 is back, then the client closed.
+#      clean); the write is answered once n2 is back, then the client closed;
+#   6. --force while the client's write waits for n2 (SIGSTOP), n2 killed
+#      1 s into the detach (volume e, min-replicas 1): the detached
+#      coordinator records n2 out-of-sync before the detach records clean,
+#      and the next attach resyncs n2: both copies hold the write (before:
+#      "cannot record copy 1 (n2) out-of-sync: Stale file handle", n2 left
+#      in sync without the write under a clean detach; a scrub found it).
 # (A standalone tesserad has no detach: the command is refused there.)
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
@@ -119,5 +125,32 @@ grep -q "volume d detached with NBD clients still connected" "$LOG1" ||
 wait_dead "$HOLD" 10 "5: nbd_hold after n2 came back"
 log "5: the forced detach with a write stuck at n2 says it was not clean (client:" \
 	"$(tr '\n' ' ' <"$CL_ROOT/held5.log"))"
+
+# ---- 6. a copy failing while --force drains: recorded, then resynced
+ctsr volume create e --size 16M --replicas 2 --min-replicas 1 >/dev/null || fail "create e"
+ctsr volume attach e --node n1 >/dev/null || fail "volume attach e"
+"$NBD_HOLD" "$(cl_nbd_uri 1 e)" "$CL_ROOT/held6" watch &
+HOLD=$!
+track_pid "$HOLD"
+for (( i=0; i<100; i++ )); do [ -f "$CL_ROOT/held6" ] && break; sleep 0.1; done
+kill -STOP "${CL_PID[2]}"
+kill -USR1 "$HOLD" # write 0 (0x41) of block 1 reaches n1 and waits for n2
+sleep 0.3
+( sleep 1; kill -9 "${CL_PID[2]}" ) & killer=$!
+track_pid "$killer"
+ctsr volume detach e --force >/dev/null || fail "6: volume detach e --force"
+reap "$killer" || true
+kill9_tesserad "${CL_PID[2]}"
+assert_eq "$(ctsr --json volume show e | json_get '[c["state"] for c in j["copies"]][1]')" \
+	out-of-sync "6: n2's copy after it failed during the forced detach"
+cl_start_node 2
+cl_wait_nodes_alive 2
+ctsr volume attach e --node n1 >/dev/null || fail "6: volume attach e again"
+cl_wait_synced e 30
+ctsr volume detach e >/dev/null || fail "6: volume detach e"
+assert_eq "$(dd if="$(cl_copy_file 2 e)" bs=4096 skip=1 count=1 2>/dev/null | od -An -tx1 |
+	head -1 | tr -d ' ')" 41414141414141414141414141414141 "6: block 1 of n2's copy of e"
+cl_assert_copies_identical e 1 2
+log "6: n2 failing during the forced detach was recorded and resynced"
 cl_stop_all
 log "PASS"
