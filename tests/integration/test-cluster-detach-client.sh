@@ -38,9 +38,10 @@ ctsr volume attach d --node n1 >/dev/null || fail "volume attach d"
 ctsr snapshot create d s1 >/dev/null || fail "snapshot create d s1"
 ctsr snapshot create d s2 >/dev/null || fail "snapshot create d s2"
 
-# hold FLAG [watch]: an NBD client on d through n1 until killed; waits for it
+# hold FLAG [watch]: an NBD client on d (HOLD_VOL) through n1 until killed;
+# waits for it
 hold() {
-	"$NBD_HOLD" "$(cl_nbd_uri 1 d)" "$@" &
+	"$NBD_HOLD" "$(cl_nbd_uri 1 "${HOLD_VOL:-d}")" "$@" &
 	HOLD=$!
 	track_pid "$HOLD"
 	for (( i=0; i<100; i++ )); do [ -f "$1" ] && break; sleep 0.1; done
@@ -129,10 +130,7 @@ log "5: the forced detach with a write stuck at n2 says it was not clean (client
 # ---- 6. a copy failing while --force drains: recorded, then resynced
 ctsr volume create e --size 16M --replicas 2 --min-replicas 1 >/dev/null || fail "create e"
 ctsr volume attach e --node n1 >/dev/null || fail "volume attach e"
-"$NBD_HOLD" "$(cl_nbd_uri 1 e)" "$CL_ROOT/held6" watch &
-HOLD=$!
-track_pid "$HOLD"
-for (( i=0; i<100; i++ )); do [ -f "$CL_ROOT/held6" ] && break; sleep 0.1; done
+HOLD_VOL=e hold "$CL_ROOT/held6" watch
 kill -STOP "${CL_PID[2]}"
 kill -USR1 "$HOLD" # write 0 (0x41) of block 1 reaches n1 and waits for n2
 sleep 0.3
