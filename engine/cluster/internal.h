@@ -147,7 +147,8 @@ int cluster_peer_call_ms(const struct tsr_cluster *c);
 int64_t cluster_now(void);
 /* The attachment of name, or NULL (main thread, or with the lock held). */
 struct attachment *cluster_find_attachment(struct tsr_cluster *c, const char *name);
-/* The attachment of name, or a detached one still draining (c->draining). */
+/* The attachment of name, or a detached one still draining (c->draining);
+ * with the lock held (record_state, cluster_set_copy_state). */
 struct attachment *cluster_find_recording(struct tsr_cluster *c, const char *name);
 /* ops ("c NAME\n" lines) as cr's missed_snaps (attach.c): 0 or -errno, cr unchanged */
 int cluster_missed_set(Tessera__Cluster__CopyRecord *cr, const char *ops);
