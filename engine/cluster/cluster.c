@@ -79,13 +79,19 @@ struct attachment *cluster_find_attachment(struct tsr_cluster *c, const char *na
 	return NULL;
 }
 
-struct attachment *cluster_find_recording(struct tsr_cluster *c, const char *name)
+struct attachment *cluster_find_recording(struct tsr_cluster *c, const char *name,
+					  bool *draining)
 {
 	struct attachment *a = cluster_find_attachment(c, name);
 
+	if (draining)
+		*draining = false;
 	for (struct attachment *d = c->draining; d && a == NULL; d = d->next)
-		if (strcmp(d->name, name) == 0)
+		if (strcmp(d->name, name) == 0) {
 			a = d;
+			if (draining)
+				*draining = true;
+		}
 	return a;
 }
 
@@ -224,16 +230,25 @@ static int record_state(struct tsr_cluster *c, const struct state_req *r)
 {
 	struct state_update u = { .c = c, .r = r };
 	struct attachment *a;
-	bool fenced = true;
+	bool fenced = true, draining;
 	int ret;
 
 	pthread_mutex_lock(&c->lock);
-	a = cluster_find_recording(c, r->vol);
+	a = cluster_find_recording(c, r->vol, &draining);
 	if (a) {
 		u.epoch = a->epoch;
 		fenced = a->fenced;
 	}
 	pthread_mutex_unlock(&c->lock);
+	/*
+	 * A detached coordinator's change is recorded while its clients'
+	 * requests still hold the volume (a copy failing under them: the
+	 * request waits for this record).  Once the last handle went, the
+	 * layout's own close (an ec commit cancelled by it) is no copy
+	 * failure: refused, as for any detached coordinator.
+	 */
+	if (draining && !tsr_volset_in_use(c->o.vols, r->vol))
+		fenced = true;
 	if (fenced)
 		return -ESTALE;
 	ret = rec_volume_update(c->meta_bg, r->vol, state_mutate, &u);
@@ -428,7 +443,7 @@ void cluster_set_copy_state(void *arg, const char *vol, unsigned idx, const char
 		snprintf(r->node_id, sizeof(r->node_id), "%s", node_id);
 	} else {
 		/* no node given: the slot's node as the cluster has it */
-		struct attachment *a = cluster_find_recording(c, vol);
+		struct attachment *a = cluster_find_recording(c, vol, NULL);
 
 		if (a && idx < a->n_copies)
 			snprintf(r->node_id, sizeof(r->node_id), "%s", a->copies[idx].node_id);

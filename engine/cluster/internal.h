@@ -103,9 +103,10 @@ struct tsr_cluster {
 	struct attachment *attached;   /* lock (list links); see struct attachment */
 	struct attachment *draining;   /* lock: detached ones (detach_begin) whose coordinator
 					* drains its clients' requests until detach_finish:
-					* their copy-state changes are still recorded
-					* (record_state), so that a copy failing then is not
-					* left in sync under a clean detach; linked by next */
+					* their copy-state changes are still recorded while
+					* those requests hold the volume (record_state), so
+					* that a copy failing then is not left in sync under
+					* a clean detach; linked by next */
 	struct detach_wait *detaching; /* main thread: detaches waiting for NBD clients (attach.c) */
 	struct close_wait *close_waits; /* main thread: detaches waiting for their copies'
 					 * close on their nodes (closewait.c) */
@@ -147,9 +148,11 @@ int cluster_peer_call_ms(const struct tsr_cluster *c);
 int64_t cluster_now(void);
 /* The attachment of name, or NULL (main thread, or with the lock held). */
 struct attachment *cluster_find_attachment(struct tsr_cluster *c, const char *name);
-/* The attachment of name, or a detached one still draining (c->draining);
- * with the lock held (record_state, cluster_set_copy_state). */
-struct attachment *cluster_find_recording(struct tsr_cluster *c, const char *name);
+/* The attachment of name, or a detached one still draining (c->draining;
+ * *draining then true, may be NULL); with the lock held (record_state,
+ * cluster_set_copy_state). */
+struct attachment *cluster_find_recording(struct tsr_cluster *c, const char *name,
+					  bool *draining);
 /* ops ("c NAME\n" lines) as cr's missed_snaps (attach.c): 0 or -errno, cr unchanged */
 int cluster_missed_set(Tessera__Cluster__CopyRecord *cr, const char *ops);
 /* layout hook: queue a copy-state change of copy idx on node_id for the
