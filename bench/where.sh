@@ -9,6 +9,11 @@
 #   machine      user, sys, idle, softirq of both cores (/proc/stat)
 #   disk         reads and writes completed, and the mean number in flight at
 #                the disk (/proc/diskstats: weighted time in queue / wall time)
+#   per I/O      ratios that hold under load (I/Os = fio's IOPS x BENCH_SAMPLE):
+#                CPU and run-queue wait (us) of each busy tesserad thread and
+#                of fio; disk writes, sectors and flushes; with perf
+#                (BENCH_PERF=1, the default when perf is installed) system
+#                calls and context switches of each thread (perf stat)
 #
 #   ./bench/where.sh                 4k randwrite QD32
 #   BENCH_RW=randread ./bench/where.sh
@@ -16,7 +21,9 @@
 # Knobs: BENCH_RW=randwrite (fio --rw), BENCH_QD=32, BENCH_BS=4k,
 # BENCH_RUNTIME=10 (s of fio), BENCH_SAMPLE=5 (s measured, from 2 s in),
 # BENCH_SIZE=1G, BENCH_ARGS (more tesserad arguments, e.g. "--workers 2"),
-# TSR_BUILD (default: build/).  Every process it starts is stopped at exit.
+# BENCH_PERF=1|0 (per-I/O system calls), TSR_BUILD (default: build/).
+# Every process it starts is stopped at exit.  The disk figures count every
+# process's I/O on that disk: compare with raw fio run beside it.
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -56,20 +63,39 @@ disk=$(df --output=source "$W" | tail -n1); disk=${disk#/dev/}; disk=${disk%%[0-
 [ -e "/sys/block/$disk" ] || disk=""
 threads() { for t in "/proc/$P"/task/*; do echo "$(cat "$t/comm") $(awk '{print $1}' "$t/schedstat")"; done; }
 fio_pid=$(pgrep -n -x fio)
-threads >"$W/t1"; read -r _ u1 n1 s1 i1 w1 q1 sq1 _ </proc/stat
+# comm:tid cpu_ns runq_ns of tesserad's threads and fio's, for the per-I/O lines
+sched() { for t in "/proc/$P"/task/* "/proc/$fio_pid"/task/*; do echo "$(tr ' ' _ <"$t/comm"):${t##*/} $(cat "$t/schedstat")"; done | sort; }
+PERF=${BENCH_PERF:-$(command -v perf >/dev/null && echo 1 || echo 0)}
+threads >"$W/t1"; sched >"$W/s1"; read -r _ u1 n1 s1 i1 w1 q1 sq1 _ </proc/stat
 f1=$(awk '{print $14 + $15}' "/proc/$fio_pid/stat")
-[ -n "$disk" ] && d1=$(awk -v d="$disk" '$3 == d {print $4, $8, $14}' /proc/diskstats)
-sleep "$SAMPLE"
-threads >"$W/t2"; read -r _ u2 n2 s2 i2 w2 q2 sq2 _ </proc/stat
+[ -n "$disk" ] && d1=$(awk -v d="$disk" '$3 == d {print $4, $8, $14, $10, $20}' /proc/diskstats)
+if [ "$PERF" = 1 ]; then
+	perf stat -x, --per-thread -o "$W/perf" -p "$P,$fio_pid" \
+		-e 'raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_readv,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_poll,syscalls:sys_enter_pwrite64,context-switches' \
+		-- sleep "$SAMPLE" 2>/dev/null || { echo "$0: perf stat failed: run with BENCH_PERF=0" >&2; PERF=0; }
+else
+	sleep "$SAMPLE"
+fi
+threads >"$W/t2"; sched >"$W/s2"; read -r _ u2 n2 s2 i2 w2 q2 sq2 _ </proc/stat
 f2=$(awk '{print $14 + $15}' "/proc/$fio_pid/stat")
-[ -n "$disk" ] && d2=$(awk -v d="$disk" '$3 == d {print $4, $8, $14}' /proc/diskstats)
+[ -n "$disk" ] && d2=$(awk -v d="$disk" '$3 == d {print $4, $8, $14, $10, $20}' /proc/diskstats)
 wait "$F"; F=""
-python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))["jobs"][0]; print("IOPS %d (%s %s QD%s)" % (j["read"]["iops"] + j["write"]["iops"], sys.argv[2], sys.argv[3], sys.argv[4]))' \
-	"$W/fio.json" "$RW" "$BS" "$QD"
+iops=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))["jobs"][0]; print(j["read"]["iops"] + j["write"]["iops"])' "$W/fio.json")
+echo "IOPS ${iops%.*} ($RW $BS QD$QD)"
 paste "$W/t1" "$W/t2" | awk -v s="$SAMPLE" '{ d = ($4 - $2) / (s * 1e7); if (d > 1) printf "thread %-16s %3.0f %% of a core\n", $1, d }'
 echo "thread fio              $(( (f2 - f1) * 100 / $(getconf CLK_TCK) / SAMPLE )) % of a core (ticks)"
 t=$(( (u2 + n2 + s2 + i2 + w2 + q2 + sq2) - (u1 + n1 + s1 + i1 + w1 + q1 + sq1) ))
 echo "machine user $(( (u2 + n2 - u1 - n1) * 100 / t )) % sys $(( (s2 - s1) * 100 / t )) % idle $(( (i2 + w2 - i1 - w1) * 100 / t )) % softirq $(( (sq2 - sq1) * 100 / t )) %"
 if [ -n "$disk" ]; then
-	echo "$d1 $d2" | awk -v s="$SAMPLE" -v d="$disk" '{ printf "disk %s: %d reads/s, %d writes/s, %.1f in flight on average\n", d, ($4 - $1) / s, ($5 - $2) / s, ($6 - $3) / (s * 1000) }'
+	echo "$d1 $d2" | awk -v s="$SAMPLE" -v d="$disk" '{ printf "disk %s: %d reads/s, %d writes/s, %.1f in flight on average\n", d, ($6 - $1) / s, ($7 - $2) / s, ($8 - $3) / (s * 1000) }'
+fi
+ios=$(awk -v i="$iops" -v s="$SAMPLE" 'BEGIN { printf "%d", i * s }')
+[ "$ios" -gt 0 ] || exit 0
+echo "per I/O ($ios I/Os in the $SAMPLE s sampled):"
+join "$W/s1" "$W/s2" | awk -v n="$ios" '{ c = ($5 - $2) / 1000 / n; if (c >= 0.05) printf "  %-20s %6.2f us CPU, %6.2f us waiting for a CPU\n", $1, c, ($6 - $3) / 1000 / n }'
+if [ -n "$disk" ]; then
+	echo "$d1 $d2" | awk -v n="$ios" -v d="$disk" '{ printf "  disk %s: %.3f writes, %.2f sectors written, %.4f flushes\n", d, ($7 - $2) / n, ($9 - $4) / n, ($10 - $5) / n }'
+fi
+if [ "$PERF" = 1 ]; then
+	awk -F, -v n="$ios" '/^#/ || NF < 4 { next } { sub(/^syscalls:sys_enter_/, "", $4); sub(/^raw_syscalls:sys_enter/, "all system calls", $4); if ($2 / n >= 0.005) printf "  %-20s %-18s %.3f\n", $1, $4, $2 / n }' "$W/perf"
 fi
