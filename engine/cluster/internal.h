@@ -628,7 +628,8 @@ void repl_volume_deleted(struct tsr_cluster *c, const char *name, uint64_t rev);
  * 0 otherwise.  Main thread. */
 int repl_name_claimed(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len);
 /* volume delete of name answered -ENOENT in resp: a claim target/<name>
- * with no create of it running here is released, resp then error 0. */
+ * with no create of it running here is released, or a "promoted" mark left
+ * there is deleted (vol/<name> read absent again), resp then error 0. */
 void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin__Response *resp);
 
 /* ---- sweep.c: leftover store copies no record lists ----------------- */

@@ -1452,12 +1452,15 @@ static void claim_release_run(struct claim_release *cr, Tessera__Admin__Response
  * exists and its first line is name, target/<name> is written claiming name
  * for DR stream 00000000000000d1 (what a create of a DR target that did not
  * finish leaves), and the file removed: the volume delete of name that got
- * here then releases that claim, in a cluster with no site.
+ * here then releases that claim, in a cluster with no site.  A first line
+ * "NAME promoted" writes "promoted" instead (what a promote or failback
+ * racing the volume's delete leaves: test-cluster-delete-promoted).
  */
 static void claim_test_write(struct tsr_cluster *c, const char *name)
 {
 	const char *f = getenv("TSR_TEST_CLAIM_FILE");
 	char line[80] = "", key[80];
+	bool promoted;
 	FILE *fp;
 	int ret;
 
@@ -1467,16 +1470,71 @@ static void claim_test_write(struct tsr_cluster *c, const char *name)
 		line[0] = '\0';
 	fclose(fp);
 	line[strcspn(line, "\n")] = '\0';
+	promoted = strcmp(line + strcspn(line, " "), " promoted") == 0;
+	line[strcspn(line, " ")] = '\0';
 	if (strcmp(line, name) != 0 || unlink(f) != 0)
 		return;
 	snprintf(key, sizeof(key), "target/%s", name);
-	ret = tsr_meta_cas(c->meta, key, TSR_META_ANY_REV, "00000000000000d1", 16, 0, NULL);
-	tsr_info("cluster: test hook (%s): %s written claiming '%s' for DR stream "
-		 "00000000000000d1: %s", f, key, name, ret ? strerror(-ret) : "ok");
+	ret = tsr_meta_cas(c->meta, key, TSR_META_ANY_REV, promoted ? "promoted" :
+			   "00000000000000d1", promoted ? 8 : 16, 0, NULL);
+	tsr_info("cluster: test hook (%s): %s written claiming '%s' %s: %s", f, key, name,
+		 promoted ? "\"promoted\"" : "for DR stream 00000000000000d1",
+		 ret ? strerror(-ret) : "ok");
 }
 
 /*
- * volume delete of name answered -ENOENT (resp): when target/<name> claims
+ * volume delete of name answered -ENOENT, and target/<name> says "promoted"
+ * at rev: a mark a promote or failback (which write it at any revision) left
+ * by writing it between a volume delete's read of target/<name> and that
+ * delete's compare (repl_volume_deleted keeps what changed since its read;
+ * review s22-revV).  With vol/<name> still absent once the mark was read, it
+ * marks no volume: deleted at rev, and resp says so (error 0).  Left, it
+ * made a new DR target of the name pass for a promoted copy
+ * (repl_target_promoted, attach.c dr_was_promoted).  A promote writing it
+ * again meanwhile changes its revision: kept, and the answer says retry.  A
+ * DR create of the name that read the mark just before this delete fails
+ * its claim's compare (tc_claim) and its stream's next open creates it.
+ */
+static void promoted_release(struct tsr_cluster *c, const char *name, uint64_t rev,
+			     Tessera__Admin__Response *resp)
+{
+	Tessera__Cluster__VolumeRecord *rec = NULL;
+	char key[80];
+	int ret;
+
+	ret = rec_volume_get(c->meta, name, &rec, NULL);
+	if (ret == 0) { /* recorded since the delete's read: the mark is not ours to judge */
+		tessera__cluster__volume_record__free_unpacked(rec, NULL);
+		return;
+	}
+	snprintf(key, sizeof(key), "target/%s", name);
+	if (ret != -ENOENT) {
+		admin_fail(resp, ret, "volume '%s' is not recorded, but %s says \"promoted\" (a "
+			   "mark a promote or failback left when the volume was deleted), kept: "
+			   "cannot read vol/%s: %s (retry volume delete %s)", name, key, name,
+			   strerror(-ret), name);
+		return;
+	}
+	ret = tsr_meta_delete(c->meta, key, rev);
+	if (ret == -ENOENT)
+		return; /* deleted meanwhile (another delete of it): "not found" stands */
+	if (ret) {
+		admin_fail(resp, ret, "volume '%s' is not recorded, but %s says \"promoted\" (a "
+			   "mark a promote or failback left when the volume was deleted), kept: "
+			   "cannot delete it: %s (retry volume delete %s)", name, key,
+			   ret == -ECANCELED ? "it changed meanwhile" : strerror(-ret), name);
+		return;
+	}
+	tsr_info("cluster: %s \"promoted\" on a volume not recorded (left by a promote or "
+		 "failback that ran while the volume was deleted): deleted (volume delete)", key);
+	admin_fail(resp, 0, "volume '%s' was not recorded: the \"promoted\" mark a promote or "
+		   "failback left on %s when the volume was deleted is deleted (a new DR target "
+		   "'%s' is no longer taken for a promoted copy)", name, key, name);
+}
+
+/*
+ * volume delete of name answered -ENOENT (resp): a "promoted" mark on
+ * target/<name> is deleted (promoted_release); when target/<name> claims
  * it for a DR stream and no create of it runs (here, or anywhere: no
  * tcreate/<name>, tc_lock, but one this process left with no create of it
  * running here, deleted) and no release of it runs here, the copies a create
@@ -1491,13 +1549,18 @@ void repl_claim_release(struct tsr_cluster *c, const char *name, Tessera__Admin_
 	struct claim_release *cr;
 	uint64_t stream, rev, lock_rev = 0;
 	char key[80], held[128] = "";
-	bool running, release = false;
+	bool running, promoted, release = false;
 	int ret;
 
 	if (resp->error == -ENOENT)
 		claim_test_write(c, name);
-	if (resp->error != -ENOENT || target_claim_get(c, name, &stream, &rev, NULL) || stream == 0)
+	if (resp->error != -ENOENT || target_claim_get(c, name, &stream, &rev, &promoted))
 		return;
+	if (stream == 0) {
+		if (promoted)
+			promoted_release(c, name, rev, resp);
+		return;
+	}
 	if (claim_release_find(c, name)) {
 		admin_fail(resp, -EBUSY, "volume '%s': its claim by DR stream %016llx is being "
 			   "released here (another volume delete %s, waiting for a node): retry "
