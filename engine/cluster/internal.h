@@ -621,8 +621,10 @@ int repl_target_rev(struct tsr_cluster *c, const char *name, uint64_t *rev);
 /* volume delete succeeded (the record deleted): target/<name> deleted at rev,
  * read by repl_target_rev before the record's delete (0: nothing to do).  A
  * claim written since (a DR create of the name on another node) is kept:
- * the compare fails, logged.  Main thread. */
-void repl_volume_deleted(struct tsr_cluster *c, const char *name, uint64_t rev);
+ * the compare fails, logged.  0 (deleted, nothing to do, or moved on), or
+ * -errno: the store failed, the claim kept (logged; the caller's answer
+ * says so).  Main thread. */
+int repl_volume_deleted(struct tsr_cluster *c, const char *name, uint64_t rev);
 /* volume create of name: -EEXIST with msg when a DR stream's claim
  * target/<name> names it and vol/<name> is absent (or -errno: unreadable);
  * 0 otherwise.  Main thread. */

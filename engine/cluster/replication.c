@@ -1785,13 +1785,13 @@ int repl_target_rev(struct tsr_cluster *c, const char *name, uint64_t *rev)
 	return ret == -ENOENT ? 0 : ret;
 }
 
-void repl_volume_deleted(struct tsr_cluster *c, const char *name, uint64_t rev)
+int repl_volume_deleted(struct tsr_cluster *c, const char *name, uint64_t rev)
 {
 	char key[80];
 	int ret;
 
 	if (rev == 0) /* it was no target, or unreadable (kept) */
-		return;
+		return 0;
 	snprintf(key, sizeof(key), "target/%s", name);
 	ret = tsr_meta_delete(c->meta, key, rev);
 	if (ret == -ECANCELED || ret == -ENOENT)
@@ -1806,6 +1806,7 @@ void repl_volume_deleted(struct tsr_cluster *c, const char *name, uint64_t rev)
 		tsr_warn("cluster: volume delete %s: cannot delete target/%s: %s (the volume is "
 			 "deleted; a volume delete %s releases that claim)",
 			 name, name, strerror(-ret), name);
+	return ret == -ECANCELED || ret == -ENOENT ? 0 : ret;
 }
 
 /* ---- site add / remove / list ----------------------------------------------- */

@@ -1173,6 +1173,9 @@ struct vol_delete {
 	struct admin_later *later;       /* the client's reply, when it comes later */
 	Tessera__Admin__Response answer; /* an answer given later (error 0: deleted,
 					  * its message naming the copies left) */
+	char claim_kept[384];            /* target/<name> kept by a metadata error:
+					  * why and what releases it, for the
+					  * answer (else "") */
 };
 
 static void vol_delete_free(struct vol_delete *d)
@@ -1243,9 +1246,11 @@ static void vol_delete_end(struct vol_delete *d, Tessera__Admin__Response *resp)
 
 	sweep_says(d->c, sweep, sizeof(sweep));
 	/* the head ("deleted volume 'NAME', but"), the tail ("; of each, "
-	 * and the sweep's sentence) and the count of those not named (up to
-	 * 144 bytes with this node's id) around the copies named */
-	room = DELETE_ANSWER_MAX - strlen(d->name) - strlen(sweep) - 24 - 11 - 144;
+	 * and the sweep's sentence), the count of those not named (up to
+	 * 144 bytes with this node's id) and a claim kept ("; " and it)
+	 * around the copies named */
+	room = DELETE_ANSWER_MAX - strlen(d->name) - strlen(sweep) - 24 - 11 - 144 -
+	       strlen(d->claim_kept) - 2;
 	for (size_t i = 0; i < d->walk.n_nodes; i++) {
 		const struct copy_walk_node *n = &d->walk.nodes[i];
 		char msg[512], reply[256];
@@ -1295,10 +1300,29 @@ static void vol_delete_end(struct vol_delete *d, Tessera__Admin__Response *resp)
 			 "; %u more cop%s left, named in %s's "
 			 "log (--json lists each under \"left\")",
 			 left - named, left - named > 1 ? "ies" : "y", d->c->node_id);
-	/* error 0 (the volume is gone), with the copies left named */
+	/* error 0 (the volume is gone), with the copies left named, and its
+	 * DR claim when a metadata error kept it (review s22-revV: the log
+	 * alone said so) */
 	if (left)
-		admin_fail(resp, 0, "deleted volume '%s', but%s%s %s", d->name, answer,
-			   left > 1 ? "; of each," : ":", sweep);
+		admin_fail(resp, 0, "deleted volume '%s', but%s%s %s%s%s", d->name, answer,
+			   left > 1 ? "; of each," : ":", sweep, d->claim_kept[0] ? "; " : "",
+			   d->claim_kept);
+	else if (d->claim_kept[0])
+		admin_fail(resp, 0, "deleted volume '%s', but %s", d->name, d->claim_kept);
+}
+
+/* target/<name>'s revision before the record's delete (repl_target_rev).
+ * Tests only (test-cluster-delete-claim-kept): when $TSR_TEST_TARGET_READ_FAIL
+ * names the volume, the read fails -EIO, as a metadata store's fault would. */
+static int delete_target_rev(struct tsr_cluster *c, const char *name, uint64_t *rev)
+{
+	const char *fail = getenv("TSR_TEST_TARGET_READ_FAIL");
+
+	if (fail == NULL || strcmp(fail, name) != 0)
+		return repl_target_rev(c, name, rev);
+	*rev = 0;
+	tsr_warn("cluster: volume delete %s: test hook: the read of target/%s fails", name, name);
+	return -EIO;
 }
 
 /* After the asks: the record deleted, then the copies.  0: answered in resp
@@ -1309,7 +1333,7 @@ static int vol_delete_record(struct vol_delete *d, Tessera__Admin__Response *res
 	const char *attached;
 	uint64_t target_rev;
 	char key[96];
-	int ret;
+	int ret, target_ret;
 
 	if (d->walk.stopped) {
 		admin_fail(resp, -ESHUTDOWN,
@@ -1338,7 +1362,7 @@ static int vol_delete_record(struct vol_delete *d, Tessera__Admin__Response *res
 	/* target/<name>'s revision while the record stands (no DR create of
 	 * the name claims it then): deleted at it below, so that a claim a
 	 * create writes once the record is gone is kept */
-	repl_target_rev(d->c, d->name, &target_rev);
+	target_ret = delete_target_rev(d->c, d->name, &target_rev);
 	/* the record first (at the revision whose copies were asked): from here
 	 * the copies are garbage, whatever happens to them */
 	snprintf(key, sizeof(key), "vol/%s", d->name);
@@ -1381,7 +1405,16 @@ static int vol_delete_record(struct vol_delete *d, Tessera__Admin__Response *res
 	/* its DR target record with it, on the same turn of the loop: at the
 	 * walk's end a create of the name served meanwhile (this node's loop
 	 * goes on) could have claimed target/<name> again (review s20-revN A) */
-	repl_volume_deleted(d->c, d->name, target_rev);
+	if (target_ret == 0)
+		target_ret = repl_volume_deleted(d->c, d->name, target_rev);
+	else /* unread: kept if there */
+		snprintf(d->claim_kept, sizeof(d->claim_kept), "target/%s could not be read (%s): "
+			 "a DR stream's claim of the name there, if any, is kept: tessera volume "
+			 "delete %s releases it", d->name, strerror(-target_ret), d->name);
+	if (target_ret && d->claim_kept[0] == '\0')
+		snprintf(d->claim_kept, sizeof(d->claim_kept), "target/%s, its DR claim, could "
+			 "not be deleted (%s) and is kept: tessera volume delete %s releases it",
+			 d->name, strerror(-target_ret), d->name);
 	d->deleting = true;
 	if (copy_walk_run(&d->walk, false, true))
 		return 1;
