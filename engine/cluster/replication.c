@@ -1475,8 +1475,8 @@ static void claim_test_write(struct tsr_cluster *c, const char *name)
 	if (strcmp(line, name) != 0 || unlink(f) != 0)
 		return;
 	snprintf(key, sizeof(key), "target/%s", name);
-	ret = tsr_meta_cas(c->meta, key, TSR_META_ANY_REV, promoted ? "promoted" :
-			   "00000000000000d1", promoted ? 8 : 16, 0, NULL);
+	ret = tsr_meta_cas(c->meta, key, TSR_META_ANY_REV,
+			   promoted ? "promoted" : "00000000000000d1", promoted ? 8 : 16, 0, NULL);
 	tsr_info("cluster: test hook (%s): %s written claiming '%s' %s: %s", f, key, name,
 		 promoted ? "\"promoted\"" : "for DR stream 00000000000000d1",
 		 ret ? strerror(-ret) : "ok");
@@ -1509,27 +1509,33 @@ static void promoted_release(struct tsr_cluster *c, const char *name, uint64_t r
 	}
 	snprintf(key, sizeof(key), "target/%s", name);
 	if (ret != -ENOENT) {
-		admin_fail(resp, ret, "volume '%s' is not recorded, but %s says \"promoted\" (a "
+		admin_fail(resp, ret,
+			   "volume '%s' is not recorded, but %s says \"promoted\" (a "
 			   "mark a promote or failback left when the volume was deleted), kept: "
-			   "cannot read vol/%s: %s (retry volume delete %s)", name, key, name,
-			   strerror(-ret), name);
+			   "cannot read vol/%s: %s (retry volume delete %s)",
+			   name, key, name, strerror(-ret), name);
 		return;
 	}
 	ret = tsr_meta_delete(c->meta, key, rev);
 	if (ret == -ENOENT)
 		return; /* deleted meanwhile (another delete of it): "not found" stands */
 	if (ret) {
-		admin_fail(resp, ret, "volume '%s' is not recorded, but %s says \"promoted\" (a "
+		admin_fail(resp, ret,
+			   "volume '%s' is not recorded, but %s says \"promoted\" (a "
 			   "mark a promote or failback left when the volume was deleted), kept: "
-			   "cannot delete it: %s (retry volume delete %s)", name, key,
-			   ret == -ECANCELED ? "it changed meanwhile" : strerror(-ret), name);
+			   "cannot delete it: %s (retry volume delete %s)",
+			   name, key, ret == -ECANCELED ? "it changed meanwhile" : strerror(-ret),
+			   name);
 		return;
 	}
 	tsr_info("cluster: %s \"promoted\" on a volume not recorded (left by a promote or "
-		 "failback that ran while the volume was deleted): deleted (volume delete)", key);
-	admin_fail(resp, 0, "volume '%s' was not recorded: the \"promoted\" mark a promote or "
+		 "failback that ran while the volume was deleted): deleted (volume delete)",
+		 key);
+	admin_fail(resp, 0,
+		   "volume '%s' was not recorded: the \"promoted\" mark a promote or "
 		   "failback left on %s when the volume was deleted is deleted (a new DR target "
-		   "'%s' is no longer taken for a promoted copy)", name, key, name);
+		   "'%s' is no longer taken for a promoted copy)",
+		   name, key, name);
 }
 
 /*

@@ -1408,11 +1408,14 @@ static int vol_delete_record(struct vol_delete *d, Tessera__Admin__Response *res
 	if (target_ret == 0)
 		target_ret = repl_volume_deleted(d->c, d->name, target_rev);
 	else /* unread: kept if there */
-		snprintf(d->claim_kept, sizeof(d->claim_kept), "target/%s could not be read (%s): "
+		snprintf(d->claim_kept, sizeof(d->claim_kept),
+			 "target/%s could not be read (%s): "
 			 "a DR stream's claim of the name there, if any, is kept: tessera volume "
-			 "delete %s releases it", d->name, strerror(-target_ret), d->name);
+			 "delete %s releases it",
+			 d->name, strerror(-target_ret), d->name);
 	if (target_ret && d->claim_kept[0] == '\0')
-		snprintf(d->claim_kept, sizeof(d->claim_kept), "target/%s, its DR claim, could "
+		snprintf(d->claim_kept, sizeof(d->claim_kept),
+			 "target/%s, its DR claim, could "
 			 "not be deleted (%s) and is kept: tessera volume delete %s releases it",
 			 d->name, strerror(-target_ret), d->name);
 	d->deleting = true;
