@@ -278,32 +278,37 @@ static void piece_set(struct svol_piece *p, int fd, int cfd, uint64_t fd_offset,
 	p->len = len;
 }
 
-/* svol_map through svol's redirect map. */
+/* svol_map through svol's redirect map.  A chunk past ROWMAP_MAX_CHUNKS has
+ * no map word and is at home: its ph is a home slot even when >= 2^31. */
 static int map_resolve(struct tsr_svol *svol, struct rowmap *m, uint64_t offset, uint64_t len,
 		       struct svol_piece *p, int max)
 {
 	const uint32_t *slot = atomic_load_explicit(&m->slot, memory_order_acquire);
 	unsigned shift = m->shift;
 	uint64_t g = 1ull << shift, next = UINT64_MAX;
+	bool next_row = false;
 	int n = 0;
 
 	while (len) {
 		uint64_t c = offset >> shift, in = offset & (g - 1);
 		uint64_t l = g - in < len ? g - in : len, ph, fo;
-		uint32_t v = le32toh(__atomic_load_n(&slot[c], __ATOMIC_ACQUIRE));
+		uint32_t v = c < ROWMAP_MAX_CHUNKS
+				 ? le32toh(__atomic_load_n(&slot[c], __ATOMIC_ACQUIRE))
+				 : 0;
+		bool row = v && v - 1 >= ROWMAP_ROW_BASE;
 		int fd, cfd;
 
 		ph = v ? (uint64_t)v - 1 : c;
 		/* the slot after the last piece's, in the same file: extend it
 		 * (an identity map costs one load per granule) */
-		if (ph == next &&
-		    (ph >= ROWMAP_ROW_BASE || ((ph << shift) & (STORE_SEG_SIZE - 1)))) {
+		if (ph == next && row == next_row &&
+		    (row || ((ph << shift) & (STORE_SEG_SIZE - 1)))) {
 			p[n - 1].len += l;
 			goto next;
 		}
 		if (n == max)
 			break;
-		if (ph >= ROWMAP_ROW_BASE) {
+		if (row) {
 			fd = m->row_fd;
 			cfd = m->row_cfd;
 			fo = ((ph - ROWMAP_ROW_BASE) << shift) + in;
@@ -319,6 +324,7 @@ static int map_resolve(struct tsr_svol *svol, struct rowmap *m, uint64_t offset,
 		piece_set(&p[n++], fd, cfd, fo, offset, l);
 	next:
 		next = ph + 1;
+		next_row = row;
 		offset += l;
 		len -= l;
 	}

@@ -424,6 +424,10 @@ static inline uint64_t *own_map(struct own_bits *ob)
 
 #define ROWMAP_HDR           4096u         /* the map file's header; slot[c] words follow */
 #define ROWMAP_ROW_BASE      (1ull << 31)  /* physical slots from here on are in .row */
+/* chunks a map covers at most: chunk c >= this is always at home (slot c in
+ * .data), has no map word, is never a slot the allocator hands out, and is
+ * never staged by redirect (step 3: such a STAGE takes the journal path) */
+#define ROWMAP_MAX_CHUNKS    (ROWMAP_ROW_BASE - 1)
 #define ROWMAP_MIN_SHIFT     12u           /* G = 4 KiB .. */
 #define ROWMAP_MAX_SHIFT     20u           /* .. 1 MiB (tsr_ec_unit_valid) */
 #define ROWMAP_RESERVE_BYTES (32ull << 20) /* R x G */
@@ -432,7 +436,8 @@ static inline uint64_t *own_map(struct own_bits *ob)
 /* A map file's header, as checked by rowmap_parse. */
 struct rowmap_hdr {
 	unsigned shift;   /* log2 G */
-	uint64_t chunks;  /* C in the header (>= the volume's: a grow may have stopped) */
+	uint64_t chunks;  /* C in the header (>= the covered chunks: a grow may have
+			   * stopped; <= ROWMAP_MAX_CHUNKS) */
 	uint32_t reserve; /* R */
 	/* hdr_crc did not match, but the header is one a grow's in-place write
 	 * torn at a power cut leaves (rowmap_parse): to be rewritten whole */
@@ -455,7 +460,9 @@ struct rowmap {
 	/* slot[c] words of the MAP_SHARED mapping (little endian; svol_map reads
 	 * them lock-free); replaced by a grow that needs a larger mapping */
 	_Atomic(uint32_t *) slot;
-	_Atomic uint64_t chunks;     /* C, raised by rowmap_grow (store->lock) after the mapping */
+	/* chunks covered: min(C, ROWMAP_MAX_CHUNKS), raised by rowmap_grow
+	 * (store->lock) after the mapping; the home slots the allocator knows */
+	_Atomic uint64_t chunks;
 	void *map_addr;              /* the current mapping (store->lock) */
 	size_t map_len;              /* bytes it reserves */
 	struct retired_map *retired; /* older mappings, unmapped at close */
@@ -483,6 +490,9 @@ uint32_t rowmap_reserve_max(unsigned shift);
 uint32_t rowmap_reserve_slots(unsigned shift, uint64_t chunks);
 /* C for a volume of size bytes. */
 uint64_t rowmap_chunks(uint64_t size, unsigned shift);
+/* The chunks a map covers for a volume of size bytes: min(C,
+ * ROWMAP_MAX_CHUNKS) (the header's chunks; the rest are at home). */
+uint64_t rowmap_covered(uint64_t size, unsigned shift);
 /* Bytes of the map file for C chunks (whole pages). */
 uint64_t rowmap_file_size(uint64_t chunks);
 /* log2 of a stripe unit (a power of 2, 4 KiB..1 MiB), or -EINVAL. */
@@ -492,7 +502,8 @@ void rowmap_hdr_pack(uint8_t hdr[ROWMAP_HDR], unsigned shift, uint64_t chunks, u
 /*
  * Check the len bytes of a map file (path names it in the log) for a volume
  * of chunks granules of 2^shift bytes: magic, hdr_crc, version, shift, the
- * header's chunks (>= chunks) and reserve (32..rowmap_reserve_max), the
+ * header's chunks (chunks..ROWMAP_MAX_CHUNKS; chunks is the covered count,
+ * rowmap_covered) and reserve (32..rowmap_reserve_max), the
  * file long enough, then every
  * slot[c] (c < chunks) names an existing slot that no other chunk names.
  * Sets the bits of the slots in use in home_used ((chunks + 63) / 64 words)
@@ -501,8 +512,8 @@ void rowmap_hdr_pack(uint8_t hdr[ROWMAP_HDR], unsigned shift, uint64_t chunks, u
  */
 int rowmap_parse(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunks, const char *path,
 		 struct rowmap_hdr *hdr, uint64_t *home_used, uint64_t *row_used);
-/* Create (O_EXCL) and fsync the map (identity) and the .row file (zeros)
- * of a volume of size bytes.  0 or -errno (-EINVAL: over 2^31 chunks). */
+/* Create (O_EXCL) and fsync the map (identity, covering rowmap_covered
+ * chunks) and the .row file (zeros) of a volume of size bytes.  0 or -errno. */
 int rowmap_create_files(const char *map_path, const char *row_path, uint64_t size, unsigned shift);
 /* Open, map and check them (rowmap_parse), rebuild the free bitmaps; a
  * buffered fd of .row too when cached.  0, -EUCLEAN (damaged, logged with
@@ -511,7 +522,9 @@ int rowmap_open(const char *map_path, const char *row_path, uint64_t size, unsig
 		bool cached, struct rowmap **out);
 void rowmap_close(struct rowmap *m);
 /* Grow to a volume of new_size bytes (store->lock): the new chunks are at
- * home (identity), the header says the new C, all durable on return. */
+ * home (identity), the header says the new covered count (rowmap_covered:
+ * chunks past ROWMAP_MAX_CHUNKS get no word), all durable on return.
+ * 0 or -errno (logged). */
 int rowmap_grow(struct rowmap *m, uint64_t new_size);
 /* fdatasync of the map and of .row.  0 or -errno. */
 int rowmap_sync(struct rowmap *m);
@@ -527,14 +540,16 @@ int rowmap_free(struct rowmap *m, const uint32_t *slots, uint32_t n);
  * reserve besides the map's).  0, or -EEXIST when one is in use already,
  * named twice or does not exist (nothing taken). */
 int rowmap_take(struct rowmap *m, const uint32_t *slots, uint32_t n);
-/* The physical slot of chunk c (c < C) now. */
+/* The physical slot of chunk c (c < the covered chunks: the caller checks
+ * that a chunk past ROWMAP_MAX_CHUNKS, always at home, is not asked) now. */
 uint32_t rowmap_slot(struct rowmap *m, uint64_t c);
 /* Point chunks first..first+n-1 at new_slots[] (a slot equal to the chunk
  * is its home and stored as 0), after checking each is at old[i] (old
  * NULL: no check, as a replay's undo).  Under the allocator lock; each word
  * is stored atomically (readers see the old or the new slot of a chunk).
  * Durable with the next rowmap_sync or flush.  0, or -EIO (logged) with
- * nothing changed when a chunk is not where old says. */
+ * nothing changed when a chunk is not where old says or is past the
+ * covered chunks (it has no map word: step 3 must not stage it by redirect). */
 int rowmap_flip(struct rowmap *m, uint64_t first, uint32_t n, const uint32_t *old,
 		const uint32_t *new_slots);
 /* Free slots now (the limbo's old enough ones counted in first). */

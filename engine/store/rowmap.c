@@ -14,7 +14,8 @@
  *   0     4     magic          "TSRM"
  *   4     2     version        1
  *   6     2     granule_shift  log2 G, 12..20
- *   8     8     chunks         C = ceil(volume size / G); grows with the volume
+ *   8     8     chunks         N = min(C, 2^31 - 1), C = ceil(volume size / G): the
+ *                              chunks the map covers; grows with the volume
  *   16    4     reserve        R, slots in .row: 32 MiB / G, at least 32; C / 8 when
  *                              that is less (at least 32; fixed at create)
  *   20    4072  zero           (checked: a byte set is -EUCLEAN)
@@ -25,7 +26,12 @@
  *
  * Physical slot P < 2^31 is the volume's own data at byte P x G (its
  * segment files, as today); P >= 2^31 is volumes/<uuid>.row at byte
- * (P - 2^31) x G.  .row is R x G bytes written with zeros once at creation
+ * (P - 2^31) x G.  A volume of C >= 2^31 chunks (8 TiB at G = 4 KiB; a grow
+ * can make one) has a map of the first N = 2^31 - 1 only: chunk c >= N has
+ * no word and is always at home, at .data byte c x G (svol_map resolves it
+ * so without reading the map), its home is never a slot the allocator
+ * hands out, and step 3 must not stage it by redirect (such a STAGE takes
+ * the journal path).  .row is R x G bytes written with zeros once at creation
  * (no write into it is ever an allocating one).  A fresh map is all zeros:
  * the identity.  Every physical slot holds exactly one chunk or is free;
  * the free ones are those no slot[c] names (and, from step 3 on, no live
@@ -80,6 +86,13 @@ uint32_t rowmap_reserve_slots(unsigned shift, uint64_t chunks)
 uint64_t rowmap_chunks(uint64_t size, unsigned shift)
 {
 	return (size + (1ull << shift) - 1) >> shift;
+}
+
+uint64_t rowmap_covered(uint64_t size, unsigned shift)
+{
+	uint64_t c = rowmap_chunks(size, shift);
+
+	return c < ROWMAP_MAX_CHUNKS ? c : ROWMAP_MAX_CHUNKS;
 }
 
 uint64_t rowmap_file_size(uint64_t chunks)
@@ -184,16 +197,17 @@ int rowmap_parse(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunks
 			  path, magic, stored, crc);
 		return -EUCLEAN;
 	}
-	if (version != MAP_VERSION || gshift != shift || n < chunks ||
+	if (version != MAP_VERSION || gshift != shift || n < chunks || n > ROWMAP_MAX_CHUNKS ||
 	    reserve < ROWMAP_RESERVE_MIN || reserve > rowmap_reserve_max(shift) ||
 	    len < ROWMAP_HDR + chunks * 4) {
 		tsr_error(
 		    "open: %s: redirect map header says version %u, granule 2^%u, %llu chunks, "
 		    "%u reserve slots in %zu bytes; the catalogue wants version %u, 2^%u, "
-		    "at least %llu chunks, %u..%u slots: the volume cannot be opened (rebuild "
+		    "%llu..%llu chunks, %u..%u slots: the volume cannot be opened (rebuild "
 		    "this copy)",
 		    path, version, gshift, (unsigned long long)n, reserve, len, MAP_VERSION, shift,
-		    (unsigned long long)chunks, ROWMAP_RESERVE_MIN, rowmap_reserve_max(shift));
+		    (unsigned long long)chunks, (unsigned long long)ROWMAP_MAX_CHUNKS,
+		    ROWMAP_RESERVE_MIN, rowmap_reserve_max(shift));
 		return -EUCLEAN;
 	}
 	for (c = 20; c < HDR_CRC_OFF && buf[c] == 0; c++)
@@ -269,18 +283,12 @@ static int row_fill(int fd, const char *path, uint64_t len)
 
 int rowmap_create_files(const char *map_path, const char *row_path, uint64_t size, unsigned shift)
 {
-	uint64_t chunks = rowmap_chunks(size, shift);
+	uint64_t chunks = rowmap_covered(size, shift);
 	uint32_t reserve = rowmap_reserve_slots(shift, chunks);
 	uint8_t hdr[ROWMAP_HDR];
 	const char *path = map_path;
 	int fd, ret = 0;
 
-	if (chunks >= ROWMAP_ROW_BASE) {
-		tsr_error("create: %s: %llu chunks of 2^%u bytes, more than a redirect map holds "
-			  "(2^31): use a larger stripe unit",
-			  map_path, (unsigned long long)chunks, shift);
-		return -EINVAL;
-	}
 	fd = open(map_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		goto err_errno;
@@ -351,7 +359,7 @@ void rowmap_close(struct rowmap *m)
 int rowmap_open(const char *map_path, const char *row_path, uint64_t size, unsigned shift,
 		bool cached, struct rowmap **out)
 {
-	uint64_t chunks = rowmap_chunks(size, shift), w;
+	uint64_t chunks = rowmap_covered(size, shift), w;
 	struct rowmap *m = calloc(1, sizeof(*m));
 	struct rowmap_hdr hdr;
 	const char *path = map_path;
@@ -442,7 +450,8 @@ err:
 
 int rowmap_grow(struct rowmap *m, uint64_t new_size)
 {
-	uint64_t chunks = rowmap_chunks(new_size, m->shift);
+	/* chunks past the map's coverage stay at home: no word, nothing to do */
+	uint64_t chunks = rowmap_covered(new_size, m->shift);
 	uint64_t old = atomic_load(&m->chunks), len = rowmap_file_size(chunks);
 	size_t words = (chunks + 63) / 64;
 	uint8_t hdr[ROWMAP_HDR];
@@ -450,12 +459,6 @@ int rowmap_grow(struct rowmap *m, uint64_t new_size)
 
 	if (chunks <= old)
 		return 0;
-	if (chunks >= ROWMAP_ROW_BASE) {
-		tsr_error("resize: redirect map: %llu chunks of 2^%u bytes, more than a map holds "
-			  "(2^31)",
-			  (unsigned long long)chunks, m->shift);
-		return -EINVAL;
-	}
 	/* the new entries read as zeros: identity (their home slots, used) */
 	if (ftruncate(m->fd, (off_t)len) < 0)
 		goto err_errno;
@@ -671,6 +674,14 @@ int rowmap_flip(struct rowmap *m, uint64_t first, uint32_t n, const uint32_t *ol
 	uint32_t *slot = atomic_load(&m->slot), i;
 
 	pthread_mutex_lock(&m->lock);
+	if (first + n > atomic_load(&m->chunks)) {
+		tsr_error("redirect map: chunks %llu..%llu: past the %llu the map covers (they "
+			  "stay at home): nothing flipped",
+			  (unsigned long long)first, (unsigned long long)(first + n - 1),
+			  (unsigned long long)atomic_load(&m->chunks));
+		pthread_mutex_unlock(&m->lock);
+		return -EIO;
+	}
 	for (i = 0; old && i < n; i++) {
 		if (rowmap_slot(m, first + i) != old[i]) {
 			tsr_error("redirect map: chunk %llu is in slot %u, not %u as its flip "

@@ -634,9 +634,11 @@ int tsr_store_vol_create_flags(struct tsr_store *store, const char *name, uint64
 	row.dev_offset = -1;
 	if (flags & TSR_VOL_EC_CHUNK)
 		row.flags |= VOL_EC_CHUNK;
-	/* a copy of 2^31 granules or more is more than a map holds: made
-	 * without one, as every chunk copy was before maps (its full-stripe
-	 * writes take the journal path); device mode has none either */
+	/* a copy made with 2^31 granules or more is made without a map, as
+	 * every chunk copy was before maps (its full-stripe writes take the
+	 * journal path): a map would cover only its first 2^31 - 1 granules
+	 * (rowmap_covered; 8 GiB of map at G = 4 KiB), which only a copy grown
+	 * past them gets; device mode has none either */
 	if (unit && rowmap_chunks(size, (unsigned)shift) >= ROWMAP_ROW_BASE) {
 		tsr_info("create: volume %s: %llu granules of %u bytes, more than a redirect "
 			 "map holds (2^31): made without one",

@@ -13,7 +13,8 @@
  * -EUCLEAN only; on 0, the header's magic is right, its CRC too or it is a
  * tear of a grow's rewrite (chunks = C, or the CRC of C), bytes 20..4091
  * zero, its shift the expected one, its reserve 32..rowmap_reserve_max, its
- * chunk count at least the expected one, and the slots in use are exactly
+ * chunk count from the expected one to ROWMAP_MAX_CHUNKS (a map covers no more:
+ * the chunks past it are at home), and the slots in use are exactly
  * as many as the chunks, each inside [0, C) or .row's [0, R): every chunk
  * has a slot of its own.
  * Built with -DTSR_FUZZ=ON and clang-14; run:
@@ -73,7 +74,8 @@ static void check(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunk
 			abort(); /* the zero area is zero */
 	reserve = hdr.reserve;
 	if (hdr.shift != shift || reserve < ROWMAP_RESERVE_MIN ||
-	    reserve > rowmap_reserve_max(shift) || hdr.chunks < chunks)
+	    reserve > rowmap_reserve_max(shift) || hdr.chunks < chunks ||
+	    hdr.chunks > ROWMAP_MAX_CHUNKS)
 		abort();
 	if (popcount_words(home, chunks) + popcount_words(row, reserve) != chunks)
 		abort();

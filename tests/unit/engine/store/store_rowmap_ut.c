@@ -440,6 +440,70 @@ static void test_too_large_for_map(void **state)
 	tsr_svol_put(v);
 }
 
+/*
+ * A chunk copy with a map grown from below to above 2^31 granules (G = 4
+ * KiB: 8 TiB, also the 8 TiB segment boundary), as before maps: the map
+ * covers the first 2^31 - 1 chunks (its header says so), the rest are at
+ * home without a map word.  A write across the map's end lands at home in
+ * .data and .data.1 (read directly) and reads back; no home past the map is
+ * ever a free slot; a flip there is refused; a second grow leaves the map.
+ * Sparse: the map file's 8 GiB are allocated (fallocate), not written.
+ */
+static void test_grow_past_map(void **state)
+{
+	struct env *e = *state;
+	const uint64_t g = 4096, end = ROWMAP_ROW_BASE - 1; /* the first chunk past the map */
+	uint8_t hdr[ROWMAP_HDR], want[ROWMAP_HDR];
+	uint8_t *buf = tsr_alloc_aligned(3 * g);
+	uint32_t row0 = ROW(0);
+	struct tsr_vol_info info;
+	struct svol_piece p[4];
+	struct tsr_svol *v;
+
+	assert_int_equal(tsr_store_vol_create_flags(e->s.store, "c", 64 * g, TSR_VOL_EC_CHUNK, g,
+						    &info),
+			 0);
+	snprintf(e->uuid, sizeof(e->uuid), "%s", info.uuid);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	assert_int_equal(tsr_store_vol_resize(e->s.store, "c", (ROWMAP_ROW_BASE + 2) * g), 0);
+	read_file(e, "map", 0, hdr, sizeof(hdr));
+	rowmap_hdr_pack(want, 12, end, 32); /* R stays as created */
+	assert_memory_equal(hdr, want, sizeof(hdr));
+
+	/* chunk 2^31 - 2 (mapped), 2^31 - 1 (past the map), 2^31 (segment 1) */
+	assert_int_equal(svol_map(v, (end - 1) * g, 3 * g, p, 4), 2);
+	assert_int_equal(p[0].fd_offset, (end - 1) * g);
+	assert_int_equal(p[0].len, 2 * g);
+	assert_int_equal(p[1].fd_offset, 0);
+	assert_int_equal(p[1].len, g);
+	fill(buf, 3 * g, 7, (end - 1) * g);
+	assert_int_equal(swrite(v, e->io, (end - 1) * g, 3 * g, buf, 0), 0);
+	memset(buf, 0, 3 * g);
+	assert_int_equal(sread(v, e->io, (end - 1) * g, 3 * g, buf), 0);
+	assert_true(is_filled(buf, 3 * g, 7, (end - 1) * g));
+	read_file(e, "data", (end - 1) * g, buf, 2 * g);
+	assert_true(is_filled(buf, 2 * g, 7, (end - 1) * g));
+	read_file(e, "data.1", 0, buf, g);
+	assert_true(is_filled(buf, g, 7, ROWMAP_ROW_BASE * g));
+	read_file(e, "row", 0, buf, g);
+	assert_true(is_zero(buf, g));
+
+	/* the free slots are .row's: no home, and none past the map */
+	assert_int_equal(rowmap_free_slots(v->rowmap), 32);
+	assert_int_equal(rowmap_flip(v->rowmap, end, 1, NULL, &row0), -EIO);
+	assert_int_equal(rowmap_flip(v->rowmap, end - 1, 2, NULL, (uint32_t[]){row0, row0 + 1}),
+			 -EIO);
+	assert_int_equal(rowmap_free_slots(v->rowmap), 32);
+
+	/* grown again: the map is already as large as it gets (open, not
+	 * closed: an open parses all 8 GiB of map words, ~50 s on this VM) */
+	assert_int_equal(tsr_store_vol_resize(e->s.store, "c", (ROWMAP_ROW_BASE + 4) * g), 0);
+	read_file(e, "map", 0, hdr, sizeof(hdr));
+	assert_memory_equal(hdr, want, sizeof(hdr));
+	tsr_svol_put(v);
+	free(buf);
+}
+
 /* A damaged header, a slot named twice, a slot that does not exist, a
  * short .row: the open fails -EUCLEAN (never a silent identity map). */
 static void test_damage_refused(void **state)
@@ -733,6 +797,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_grow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_large_for_map, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_grow_past_map, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damage_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_grow_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_alloc_stream, setup, teardown),
