@@ -430,8 +430,10 @@ static inline uint64_t *own_map(struct own_bits *ob)
 #define ROWMAP_MAX_CHUNKS    (ROWMAP_ROW_BASE - 1)
 #define ROWMAP_MIN_SHIFT     12u           /* G = 4 KiB .. */
 #define ROWMAP_MAX_SHIFT     20u           /* .. 1 MiB (tsr_ec_unit_valid) */
-#define ROWMAP_RESERVE_BYTES (32ull << 20) /* R x G */
-#define ROWMAP_RESERVE_MIN   32u
+#define ROWMAP_RESERVE_BYTES (32ull << 20) /* R x G at most (from 32 slots up) */
+/* R's floor: 32 slots, or 2 MiB of .row when that is fewer (G > 64 KiB) */
+#define ROWMAP_RESERVE_MIN_BYTES (2ull << 20)
+#define ROWMAP_RESERVE_MIN_SLOTS 32u
 
 /* A map file's header, as checked by rowmap_parse. */
 struct rowmap_hdr {
@@ -483,10 +485,14 @@ struct rowmap {
 
 /* The design's R for G = 2^shift: 32 MiB / G, at least 32. */
 uint32_t rowmap_reserve_max(unsigned shift);
+/* R's floor for G = 2^shift: 32 slots, or 2 MiB / G when that is fewer
+ * (16 at 128 KiB .. 2 at 1 MiB); what open accepts is floor..max, which
+ * holds every R the rule before (32..max) made too. */
+uint32_t rowmap_reserve_min(unsigned shift);
 /* R of a map created for C chunks: rowmap_reserve_max, or C / 8 when that
- * is less (at least 32): a small volume pays at most 1/8 of its size (or 32
- * slots) of .row, not 32 MiB (ARCHITECTURE.md, issue 4, "Space: R is C / 8
- * for small volumes").  Fixed at create: a grow keeps it. */
+ * is less (at least rowmap_reserve_min): a small volume pays at most 1/8
+ * of its size, or 2 MiB, of .row, not 32 MiB (ARCHITECTURE.md, issue 4,
+ * "Space: R is C / 8 for small volumes").  Fixed at create: a grow keeps it. */
 uint32_t rowmap_reserve_slots(unsigned shift, uint64_t chunks);
 /* C for a volume of size bytes. */
 uint64_t rowmap_chunks(uint64_t size, unsigned shift);
@@ -503,7 +509,7 @@ void rowmap_hdr_pack(uint8_t hdr[ROWMAP_HDR], unsigned shift, uint64_t chunks, u
  * Check the len bytes of a map file (path names it in the log) for a volume
  * of chunks granules of 2^shift bytes: magic, hdr_crc, version, shift, the
  * header's chunks (chunks..ROWMAP_MAX_CHUNKS; chunks is the covered count,
- * rowmap_covered) and reserve (32..rowmap_reserve_max), the
+ * rowmap_covered) and reserve (rowmap_reserve_min..rowmap_reserve_max), the
  * file long enough, then every
  * slot[c] (c < chunks) names an existing slot that no other chunk names.
  * Sets the bits of the slots in use in home_used ((chunks + 63) / 64 words)

@@ -17,7 +17,8 @@
  *   8     8     chunks         N = min(C, 2^31 - 1), C = ceil(volume size / G): the
  *                              chunks the map covers; grows with the volume
  *   16    4     reserve        R, slots in .row: 32 MiB / G, at least 32; C / 8 when
- *                              that is less (at least 32; fixed at create)
+ *                              that is less, at least min(32, 2 MiB / G) (fixed at
+ *                              create; open accepts min(32, 2 MiB / G)..max)
  *   20    4072  zero           (checked: a byte set is -EUCLEAN)
  *   4092  4     hdr_crc        CRC32C (seed 0) of bytes 0..4091 (a tear of a
  *                              grow's rewrite is accepted and repaired: grow_torn)
@@ -71,16 +72,27 @@ uint32_t rowmap_reserve_max(unsigned shift)
 {
 	uint64_t r = ROWMAP_RESERVE_BYTES >> shift;
 
-	return r < ROWMAP_RESERVE_MIN ? ROWMAP_RESERVE_MIN : (uint32_t)r;
+	return r < ROWMAP_RESERVE_MIN_SLOTS ? ROWMAP_RESERVE_MIN_SLOTS : (uint32_t)r;
+}
+
+uint32_t rowmap_reserve_min(unsigned shift)
+{
+	uint64_t r = ROWMAP_RESERVE_MIN_BYTES >> shift;
+
+	/* fewer slots only send more STAGEs to the journal path: 2 MiB of .row
+	 * is enough for a small copy at any G, and never more than before */
+	if (r > ROWMAP_RESERVE_MIN_SLOTS)
+		return ROWMAP_RESERVE_MIN_SLOTS;
+	return r ? (uint32_t)r : 1;
 }
 
 uint32_t rowmap_reserve_slots(unsigned shift, uint64_t chunks)
 {
-	uint32_t max = rowmap_reserve_max(shift);
+	uint32_t max = rowmap_reserve_max(shift), min = rowmap_reserve_min(shift);
 
 	if (chunks / 8 >= max)
 		return max;
-	return chunks / 8 < ROWMAP_RESERVE_MIN ? ROWMAP_RESERVE_MIN : (uint32_t)(chunks / 8);
+	return chunks / 8 < min ? min : (uint32_t)(chunks / 8);
 }
 
 uint64_t rowmap_chunks(uint64_t size, unsigned shift)
@@ -198,7 +210,7 @@ int rowmap_parse(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunks
 		return -EUCLEAN;
 	}
 	if (version != MAP_VERSION || gshift != shift || n < chunks || n > ROWMAP_MAX_CHUNKS ||
-	    reserve < ROWMAP_RESERVE_MIN || reserve > rowmap_reserve_max(shift) ||
+	    reserve < rowmap_reserve_min(shift) || reserve > rowmap_reserve_max(shift) ||
 	    len < ROWMAP_HDR + chunks * 4) {
 		tsr_error(
 		    "open: %s: redirect map header says version %u, granule 2^%u, %llu chunks, "
@@ -207,7 +219,7 @@ int rowmap_parse(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunks
 		    "this copy)",
 		    path, version, gshift, (unsigned long long)n, reserve, len, MAP_VERSION, shift,
 		    (unsigned long long)chunks, (unsigned long long)ROWMAP_MAX_CHUNKS,
-		    ROWMAP_RESERVE_MIN, rowmap_reserve_max(shift));
+		    rowmap_reserve_min(shift), rowmap_reserve_max(shift));
 		return -EUCLEAN;
 	}
 	for (c = 20; c < HDR_CRC_OFF && buf[c] == 0; c++)

@@ -12,8 +12,9 @@
  * Checks (a damaged map is refused, never taken for another): 0 or
  * -EUCLEAN only; on 0, the header's magic is right, its CRC too or it is a
  * tear of a grow's rewrite (chunks = C, or the CRC of C), bytes 20..4091
- * zero, its shift the expected one, its reserve 32..rowmap_reserve_max, its
- * chunk count from the expected one to ROWMAP_MAX_CHUNKS (a map covers no more:
+ * zero, its shift the expected one, its reserve rowmap_reserve_min..
+ * rowmap_reserve_max (min(32, 2 MiB / G)..max(32, 32 MiB / G)), its chunk
+ * count from the expected one to ROWMAP_MAX_CHUNKS (a map covers no more:
  * the chunks past it are at home), and the slots in use are exactly
  * as many as the chunks, each inside [0, C) or .row's [0, R): every chunk
  * has a slot of its own.
@@ -73,7 +74,7 @@ static void check(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunk
 		if (buf[i])
 			abort(); /* the zero area is zero */
 	reserve = hdr.reserve;
-	if (hdr.shift != shift || reserve < ROWMAP_RESERVE_MIN ||
+	if (hdr.shift != shift || reserve < rowmap_reserve_min(shift) ||
 	    reserve > rowmap_reserve_max(shift) || hdr.chunks < chunks ||
 	    hdr.chunks > ROWMAP_MAX_CHUNKS)
 		abort();

@@ -504,6 +504,60 @@ static void test_grow_past_map(void **state)
 	free(buf);
 }
 
+/*
+ * R's floor is 2 MiB of .row when 32 slots are more (G > 64 KiB): a chunk
+ * copy of 12 MiB at G = 1 MiB (a 48 MiB 4+2 volume) has a .row of 2 slots,
+ * not 32 (32 MiB); it opens with 2 free slots.  A map made by the rule
+ * before (R = 32 at 1 MiB) still opens; R below the floor does not.
+ */
+static void test_small_row(void **state)
+{
+	struct env *e = *state;
+	const uint64_t mib = 1u << 20;
+	uint8_t hdr[ROWMAP_HDR];
+	struct tsr_vol_info info;
+	char path[PATH_MAX];
+	struct tsr_svol *v;
+	struct stat st;
+	int fd;
+
+	assert_int_equal(tsr_store_vol_create_flags(e->s.store, "c", 12 * mib, TSR_VOL_EC_CHUNK,
+						    (uint32_t)mib, &info),
+			 0);
+	snprintf(e->uuid, sizeof(e->uuid), "%s", info.uuid);
+	vol_file(e->s.dir, e->uuid, "row", path);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, 2 * mib);
+	read_file(e, "map", 0, hdr, sizeof(hdr));
+	assert_int_equal(hdr[16] | hdr[17] << 8, 2);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	assert_int_equal(rowmap_free_slots(v->rowmap), 2);
+	tsr_svol_put(v);
+	assert_int_equal(rowmap_reserve_slots(20, 12), 2);
+	assert_int_equal(rowmap_reserve_slots(20, 1ull << 20), 32);
+	assert_int_equal(rowmap_reserve_slots(17, 12), 16);  /* 2 MiB at 128 KiB */
+	assert_int_equal(rowmap_reserve_slots(17, 200), 25); /* C / 8 */
+	assert_int_equal(rowmap_reserve_slots(12, 12), 32);  /* 32 slots: below 2 MiB */
+
+	/* the rule before: 32 slots at 1 MiB (sparse here: open checks the size) */
+	vol_file(e->s.dir, e->uuid, "map", path);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	rowmap_hdr_pack(hdr, 20, 12, 32);
+	assert_int_equal(pwrite(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+	vol_file(e->s.dir, e->uuid, "row", path);
+	assert_int_equal(truncate(path, 32 * mib), 0);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), 0);
+	assert_int_equal(rowmap_free_slots(v->rowmap), 32);
+	tsr_svol_put(v);
+	/* below the floor */
+	rowmap_hdr_pack(hdr, 20, 12, 1);
+	assert_int_equal(pwrite(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+	assert_int_equal(truncate(path, mib), 0);
+	assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), -EUCLEAN);
+	close(fd);
+}
+
 /* A damaged header, a slot named twice, a slot that does not exist, a
  * short .row: the open fails -EUCLEAN (never a silent identity map). */
 static void test_damage_refused(void **state)
@@ -798,6 +852,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_large_for_map, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_grow_past_map, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_small_row, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damage_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_grow_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_alloc_stream, setup, teardown),
