@@ -62,6 +62,8 @@
 #define MAP_MAGIC   0x4d525354u /* "TSRM" little endian */
 #define MAP_VERSION 1u
 #define HDR_CRC_OFF 4092u
+/* what a user does about a map or .row that is lost or damaged */
+#define REBUILD "rebuild this copy: tessera volume replace-replica VOLUME --node THIS-NODE"
 
 static uint64_t round_page(uint64_t v)
 {
@@ -184,7 +186,7 @@ int rowmap_parse(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunks
 
 	if (len < ROWMAP_HDR) {
 		tsr_error("open: %s: %zu bytes, shorter than its 4 KiB header: redirect map "
-			  "damaged (the volume cannot be opened: rebuild this copy)",
+			  "damaged (the volume cannot be opened: " REBUILD ")",
 			  path, len);
 		return -EUCLEAN;
 	}
@@ -204,8 +206,7 @@ int rowmap_parse(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunks
 	hdr->torn = magic == MAP_MAGIC && crc != stored && grow_torn(buf, n, chunks, stored);
 	if (magic != MAP_MAGIC || (crc != stored && !hdr->torn)) {
 		tsr_error("open: %s: redirect map header damaged (magic %08x, hdr_crc stored %08x, "
-			  "computed %08x); the volume cannot be opened: rebuild this copy "
-			  "(replace-replica)",
+			  "computed %08x); the volume cannot be opened: " REBUILD,
 			  path, magic, stored, crc);
 		return -EUCLEAN;
 	}
@@ -215,8 +216,7 @@ int rowmap_parse(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunks
 		tsr_error(
 		    "open: %s: redirect map header says version %u, granule 2^%u, %llu chunks, "
 		    "%u reserve slots in %zu bytes; the catalogue wants version %u, 2^%u, "
-		    "%llu..%llu chunks, %u..%u slots: the volume cannot be opened (rebuild "
-		    "this copy)",
+		    "%llu..%llu chunks, %u..%u slots: the volume cannot be opened (" REBUILD ")",
 		    path, version, gshift, (unsigned long long)n, reserve, len, MAP_VERSION, shift,
 		    (unsigned long long)chunks, (unsigned long long)ROWMAP_MAX_CHUNKS,
 		    rowmap_reserve_min(shift), rowmap_reserve_max(shift));
@@ -227,7 +227,7 @@ int rowmap_parse(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunks
 	if (c < HDR_CRC_OFF) {
 		tsr_error("open: %s: redirect map header byte %llu is %u, not 0 as version %u "
 			  "says (written by a later tesserad?): the volume cannot be opened (run "
-			  "the tesserad that wrote it, or rebuild this copy)",
+			  "the tesserad that wrote it, or " REBUILD ")",
 			  path, (unsigned long long)c, buf[c], MAP_VERSION);
 		return -EUCLEAN;
 	}
@@ -252,7 +252,7 @@ int rowmap_parse(const uint8_t *buf, size_t len, unsigned shift, uint64_t chunks
 			ok = false;
 		if (!ok) {
 			tsr_error("open: %s: redirect map entry of chunk %llu names slot %llu, %s: "
-				  "map damaged, the volume cannot be opened (rebuild this copy)",
+				  "map damaged, the volume cannot be opened (" REBUILD ")",
 				  path, (unsigned long long)c, (unsigned long long)p,
 				  p < chunks ||
 					  (p >= ROWMAP_ROW_BASE && p - ROWMAP_ROW_BASE < reserve)
@@ -426,7 +426,7 @@ int rowmap_open(const char *map_path, const char *row_path, uint64_t size, unsig
 		goto err_errno;
 	if ((uint64_t)st.st_size != (uint64_t)m->reserve << shift) {
 		tsr_error("open: %s is %lld bytes, expected %llu (%u slots of 2^%u): redirect "
-			  "slots damaged; the volume cannot be opened (rebuild this copy)",
+			  "slots damaged; the volume cannot be opened (" REBUILD ")",
 			  row_path, (long long)st.st_size,
 			  (unsigned long long)((uint64_t)m->reserve << shift), m->reserve, shift);
 		ret = -EUCLEAN;
@@ -454,7 +454,12 @@ int rowmap_open(const char *map_path, const char *row_path, uint64_t size, unsig
 	return 0;
 err_errno:
 	ret = -errno;
-	tsr_error("open: %s: %s", path, strerror(-ret));
+	if (ret == -ENOENT) /* the catalogue says the volume has one */
+		tsr_error("open: %s: missing (the catalogue says this ec chunk copy has a "
+			  "redirect map): the volume cannot be opened (" REBUILD ")",
+			  path);
+	else
+		tsr_error("open: %s: %s", path, strerror(-ret));
 err:
 	rowmap_close(m);
 	return ret == -ENOENT ? -EIO : ret;

@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "../site/log_capture.h"
 #include "store/internal.h"
 #include "store_test.h"
 
@@ -52,6 +53,7 @@ static int teardown(void **state)
 {
 	struct env *e = *state;
 
+	log_capture_abort(); /* a failed assertion inside a capture */
 	tsr_io_destroy(e->io);
 	tsr_store_close(e->s.store);
 	rm_rf(e->s.dir);
@@ -558,6 +560,31 @@ static void test_small_row(void **state)
 	close(fd);
 }
 
+/* A lost .row, then a lost .map: the volume does not open (-EIO) and the
+ * log says which file is missing and how to rebuild the copy. */
+static void test_lost_files_say_rebuild(void **state)
+{
+	static const char *const ext[] = {"row", "map"};
+	struct env *e = *state;
+	char path[PATH_MAX], logpath[PATH_MAX], log[4096];
+	struct log_capture lc;
+	struct tsr_svol *v;
+	unsigned i;
+
+	make_chunk_vol(e, 4);
+	snprintf(logpath, sizeof(logpath), "%s/test.log", e->s.dir);
+	for (i = 0; i < 2; i++) {
+		vol_file(e->s.dir, e->uuid, ext[i], path);
+		assert_int_equal(unlink(path), 0);
+		log_begin(&lc, logpath);
+		assert_int_equal(tsr_store_vol_open(e->s.store, "c", &v), -EIO);
+		log_end(&lc, log, sizeof(log));
+		assert_non_null(strstr(log, path));
+		assert_non_null(strstr(log, "missing"));
+		assert_non_null(strstr(log, "tessera volume replace-replica"));
+	}
+}
+
 /* A damaged header, a slot named twice, a slot that does not exist, a
  * short .row: the open fails -EUCLEAN (never a silent identity map). */
 static void test_damage_refused(void **state)
@@ -853,6 +880,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_too_large_for_map, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_grow_past_map, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_small_row, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lost_files_say_rebuild, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damage_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_grow_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_alloc_stream, setup, teardown),
