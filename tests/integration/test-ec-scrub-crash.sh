@@ -41,8 +41,9 @@ DAMAGED=96
 # metadata node, at load 6-10) is recorded out of sync then (step 3b of
 # ec.c), the converge scrub runs without it, and n2's damaged chunks --
 # two faults of a 2+1 stripe -- are never repaired: n1 never gets back in
-# sync (CI 21a; docs/doc-ecflake.md).  No step waits for the timeout (nodes
-# are killed or stopped, never frozen).
+# sync (CI 21a; docs/ARCHITECTURE.md, the EC resync of session 21, helper
+# ecflake).  No step waits for the timeout (nodes are killed or stopped,
+# never frozen).
 cl_start 4 --peer-timeout 5000
 # the damage: one 4 KiB block of 0x5a, made once (a python start per block
 # written and per block checked took 27 s of the test at load 14)
