@@ -1410,9 +1410,11 @@ void cluster_attach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
  * the clients named), the volume left attached and registered; with force
  * it closes them first (tsr_volset_disconnect: their requests in flight
  * are answered, no new one is read) and detaches cleanly once they are
- * gone.  The admin command waits on an ev_timer and answers later
- * (admin_later_begin): the loop keeps serving admin calls, the CSI plugin
- * and the tick meanwhile.  tsr_cluster_stop's detaches, and an attach
+ * gone (waited for up to the peer call timeout more: a write in flight may
+ * wait for a copy's node that long).  The admin command waits on an
+ * ev_timer and answers later (admin_later_begin): the loop keeps serving
+ * admin calls, the CSI plugin and the tick meanwhile.  tsr_cluster_stop's
+ * detaches, and an attach
  * replacing a fenced attachment, are not refused: they wait in place and
  * count a client left as an unclean detach, as before.
  */
@@ -1438,6 +1440,9 @@ struct detach_wait {
 	char node_id[64];          /* this node's, for the refusal (the reply may be sent
 				    * after tsr_cluster_stop freed c) */
 	bool stopping;             /* refused because tesserad stops (the wait cut short) */
+	int wait_ms;               /* the wait's length: DETACH_CLIENT_WAIT_MS, and for the
+				    * handles of clients force closed the peer call
+				    * timeout more (their writes may wait for a copy) */
 	bool fenced;               /* the detach is unclean already */
 	double deadline;           /* ev_now at which the clients count as left */
 	ev_timer poll;             /* every DETACH_CLIENT_POLL_MS on c->o.loop */
@@ -1696,7 +1701,7 @@ static void detach_wait_end(struct detach_wait *w)
 	    asprintf(&w->note, "detached '%s' not cleanly: requests of its NBD clients were "
 		     "still in flight %d ms after the detach (a copy's node slow or away?); "
 		     "they are answered as they complete, and the next attach converges the "
-		     "copies", w->name, DETACH_CLIENT_WAIT_MS) < 0)
+		     "copies", w->name, w->wait_ms) < 0)
 		w->note = NULL; /* the warning in the log says it */
 	detach_wait_close(w, !w->fenced && !left);
 }
@@ -1763,12 +1768,13 @@ static void detach_clients_poll_cb(struct ev_loop *loop, ev_timer *t, int revent
 	detach_clients_end(w);
 }
 
-/* Start w's poll of kind cb until DETACH_CLIENT_WAIT_MS from now; w listed. */
+/* Start w's poll of kind cb until wait_ms from now; w listed. */
 static void detach_wait_start(struct tsr_cluster *c, struct detach_wait *w,
-			      void (*cb)(struct ev_loop *, ev_timer *, int))
+			      void (*cb)(struct ev_loop *, ev_timer *, int), int wait_ms)
 {
 	ev_now_update(c->o.loop); /* the loop time of this pass may be old */
-	w->deadline = ev_now(c->o.loop) + DETACH_CLIENT_WAIT_MS / 1000.0;
+	w->wait_ms = wait_ms;
+	w->deadline = ev_now(c->o.loop) + wait_ms / 1000.0;
 	ev_timer_init(&w->poll, cb, DETACH_CLIENT_POLL_MS / 1000.0,
 		      DETACH_CLIENT_POLL_MS / 1000.0);
 	w->poll.data = w;
@@ -1840,9 +1846,12 @@ static void detach_run(struct tsr_cluster *c, struct attachment *a, struct detac
 	}
 	w->a = a;
 	w->fenced = fenced;
-	detach_wait_start(c, w, detach_poll_cb);
+	/* a closed client's write in flight may wait for a copy's node up to the
+	 * peer timeout: answered by then, and the detach clean */
+	detach_wait_start(c, w, detach_poll_cb, DETACH_CLIENT_WAIT_MS +
+			  (w->disconnected ? cluster_peer_call_ms(c) : 0));
 	tsr_info("cluster: detach %s: waiting up to %d ms for its NBD clients to go (the reply "
-		 "comes then)", a->name, DETACH_CLIENT_WAIT_MS);
+		 "comes then)", a->name, w->wait_ms);
 }
 
 /*
@@ -1889,7 +1898,7 @@ static void detach_admin(struct tsr_cluster *c, struct attachment *a, bool force
 	}
 	w->a = a;
 	w->clients_phase = true;
-	detach_wait_start(c, w, detach_clients_poll_cb);
+	detach_wait_start(c, w, detach_clients_poll_cb, DETACH_CLIENT_WAIT_MS);
 	tsr_info("cluster: detach %s: waiting up to %d ms for its NBD clients to go (%u "
 		 "connected; else the detach is refused, nothing changed; the reply comes then)",
 		 a->name, DETACH_CLIENT_WAIT_MS, n);

@@ -15,22 +15,32 @@
 #      the client had acknowledged is read back after a re-attach;
 #   4. a delete of the attached volume is still refused;
 #   5. --force while the client's write waits for n2 (SIGSTOP; the peer
-#      timeout is 5 s here): the handles outlive the 2 s, so the detach is
-#      not clean, and its reply says so (before: a plain "detached", as if
-#      clean); the write is answered once n2 is back, then the client closed;
+#      timeout is 5 s here, volume d has min-replicas 2): n2 is dropped at
+#      the peer timeout, the write stalls below min-replicas (until the 9 s
+#      --write-wait), so the handles outlive the forced detach's wait (2 s +
+#      the peer timeout): the detach is not clean, and its reply says so
+#      (before: a plain "detached", as if clean); the write fails at the
+#      write wait, then the client is closed;
 #   6. --force while the client's write waits for n2 (SIGSTOP), n2 killed
 #      1 s into the detach (volume e, min-replicas 1): the detached
 #      coordinator records n2 out-of-sync before the detach records clean,
 #      and the next attach resyncs n2: both copies hold the write (before:
 #      "cannot record copy 1 (n2) out-of-sync: Stale file handle", n2 left
-#      in sync without the write under a clean detach; a scrub found it).
+#      in sync without the write under a clean detach; a scrub found it);
+#   7. --force while the client's write waits 3 s for n2 (SIGSTOP, then
+#      SIGCONT: slow, within the 5 s peer timeout; volume f, min-replicas
+#      1): the detach waits for the write (2 s + the peer timeout after a
+#      forced close), so it is clean, the client saw its write acknowledged
+#      (its read back after it may find the connection closed), and both
+#      copies hold it (before: "detached 'f' not cleanly: ...
+#      still in flight 2000 ms after the detach").
 # (A standalone tesserad has no detach: the command is refused there.)
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/cluster.sh"
 
 require_tessera
 
-cl_start 2 --peer-timeout 5000
+cl_start 2 --peer-timeout 5000 --write-wait 9000
 LOG1=$(cl_dir 1)/tesserad.log
 
 ctsr volume create d --size 64M --replicas 2 >/dev/null || fail "volume create d"
@@ -123,7 +133,7 @@ grep -q "not cleanly" "$CL_ROOT/out5" ||
 	fail "5: the reply of a detach that was not clean does not say so: $(cat "$CL_ROOT/out5")"
 grep -q "volume d detached with NBD clients still connected" "$LOG1" ||
 	fail "5: the detach was clean (the write did not wait for n2?)"
-wait_dead "$HOLD" 10 "5: nbd_hold after n2 came back"
+wait_dead "$HOLD" 10 "5: nbd_hold after its write's wait ended"
 log "5: the forced detach with a write stuck at n2 says it was not clean (client:" \
 	"$(tr '\n' ' ' <"$CL_ROOT/held5.log"))"
 
@@ -150,5 +160,33 @@ assert_eq "$(dd if="$(cl_copy_file 2 e)" bs=4096 skip=1 count=1 2>/dev/null | od
 	head -1 | tr -d ' ')" 41414141414141414141414141414141 "6: block 1 of n2's copy of e"
 cl_assert_copies_identical e 1 2
 log "6: n2 failing during the forced detach was recorded and resynced"
+
+# ---- 7. --force while a write waits 3 s for a slow n2: the detach is clean
+ctsr volume create f --size 16M --replicas 2 --min-replicas 1 >/dev/null || fail "create f"
+ctsr volume attach f --node n1 >/dev/null || fail "volume attach f"
+HOLD_VOL=f hold "$CL_ROOT/held7" watch
+kill -STOP "${CL_PID[2]}"
+kill -USR1 "$HOLD" # write 0 (0x41) of block 1 reaches n1 and waits for n2
+sleep 0.3
+( sleep 3; kill -CONT "${CL_PID[2]}" ) & waker=$!
+track_pid "$waker"
+from=$(( $(log_lines 1) + 1 ))
+ctsr volume detach f --force >"$CL_ROOT/out7" 2>&1 ||
+	fail "7: volume detach f --force: $(cat "$CL_ROOT/out7")"
+reap "$waker" || true
+kill -CONT "${CL_PID[2]}"
+grep -q "not cleanly" "$CL_ROOT/out7" &&
+	fail "7: the forced detach did not wait for the write n2 held 3 s: $(cat "$CL_ROOT/out7")"
+wait_log_from 1 "$from" "detach f epoch [0-9]+ from n1 \(clean\)"
+wait_dead "$HOLD" 5 "7: nbd_hold after the forced detach"
+# acknowledged (its read back, sent after it, may find the connection closed)
+grep -Eq "^write 0 (0x41 ok|failed: nbd_pread)" "$CL_ROOT/held7.log" ||
+	fail "7: the client's write was not acknowledged: $(tr '\n' ' ' <"$CL_ROOT/held7.log")"
+assert_eq "$(ctsr --json volume show f | json_get '[c["state"] for c in j["copies"]]')" \
+	'["in-sync", "in-sync"]' "7: the copies of f after the forced detach"
+assert_eq "$(dd if="$(cl_copy_file 2 f)" bs=4096 skip=1 count=1 2>/dev/null | od -An -tx1 |
+	head -1 | tr -d ' ')" 41414141414141414141414141414141 "7: block 1 of n2's copy of f"
+cl_assert_copies_identical f 1 2
+log "7: the forced detach waited for the write n2 held 3 s and was clean"
 cl_stop_all
 log "PASS"
