@@ -1456,15 +1456,22 @@ struct detach_wait {
 				    * message), NULL: all closed */
 };
 
+/* Whether a detached (detach_begin) volume's handles other than the
+ * detach's own (a->held) are still held: its clients' requests. */
+static bool handles_held(struct tsr_cluster *c, struct attachment *a)
+{
+	return a->held ? tsr_vol_shared(a->held) : tsr_volset_in_use(c->o.vols, a->name);
+}
+
 /* Blocking form, for tsr_cluster_stop and callers outside an admin request. */
-static bool clients_gone(struct tsr_cluster *c, const char *name)
+static bool clients_gone(struct tsr_cluster *c, struct attachment *a)
 {
 	for (int ms = 0; ms < DETACH_CLIENT_WAIT_MS; ms += DETACH_CLIENT_POLL_MS) {
-		if (!tsr_volset_in_use(c->o.vols, name))
+		if (!handles_held(c, a))
 			return true;
 		usleep(DETACH_CLIENT_POLL_MS * 1000);
 	}
-	return !tsr_volset_in_use(c->o.vols, name);
+	return !handles_held(c, a);
 }
 
 bool cluster_detach_pending(struct tsr_cluster *c, const char *name)
@@ -1539,7 +1546,10 @@ static void detach_refuse(const char *name, const char *node_id, unsigned n,
 
 /*
  * First half of a detach: unlink a, take it out of the volume set.  Returns
- * whether the detach is unclean already (fenced).
+ * whether the detach is unclean already (fenced).  Its replication source
+ * keeps shipping until detach_finish (a->held keeps the volume for it):
+ * the writes its clients' requests complete meanwhile are acknowledged
+ * and go to the DR site's log, as every acknowledged write.
  */
 static bool detach_begin(struct tsr_cluster *c, struct attachment *a)
 {
@@ -1551,7 +1561,11 @@ static bool detach_begin(struct tsr_cluster *c, struct attachment *a)
 	a->next = c->draining; /* until detach_finish: its copies' states still recorded */
 	c->draining = a;
 	pthread_mutex_unlock(&c->lock);
-	repl_on_detach(c, a->name); /* its source goes before the volume */
+	a->held = NULL;
+	if (a->layout && tsr_vol_get(c->o.vols, a->name, &a->held))
+		a->held = NULL;
+	if (a->held == NULL)
+		repl_on_detach(c, a->name); /* no handle: its source goes before the volume */
 	if (a->layout) {
 		ret = tsr_volset_detach(c->o.vols, a->name);
 		if (ret)
@@ -1581,6 +1595,10 @@ static void detach_finish(struct tsr_cluster *c, struct attachment *a, bool fenc
 			 "copies", a->name);
 		fenced = true;
 	}
+	/* after its clients' requests (those still in flight, clients_left,
+	 * are not shipped: the next attach's initial copy sends them) */
+	if (a->held)
+		repl_on_detach(c, a->name);
 	missed_drain(c);
 	if (!fenced) {
 		ret = update_volume(c, a->name, a->epoch, true, true, NULL, NULL, NULL, NULL, 0);
@@ -1599,6 +1617,9 @@ static void detach_finish(struct tsr_cluster *c, struct attachment *a, bool fenc
 			break;
 		}
 	pthread_mutex_unlock(&c->lock);
+	/* off c->draining first: the layout's own close at the last put
+	 * records no copy state (record_state) */
+	tsr_vol_put(a->held);
 	free(a);
 }
 
@@ -1606,7 +1627,7 @@ int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg,
 {
 	bool fenced = detach_begin(c, a);
 	/* a fenced detach is unclean whatever its clients do: no wait */
-	bool left = a->layout && !fenced && !clients_gone(c, a->name);
+	bool left = a->layout && !fenced && !clients_gone(c, a);
 
 	detach_finish(c, a, fenced, left, msg, msg_len);
 	return 0;
@@ -1686,7 +1707,7 @@ static void detach_wait_close(struct detach_wait *w, bool clean)
 static void detach_wait_end(struct detach_wait *w)
 {
 	struct tsr_cluster *c = w->c;
-	bool left = tsr_volset_in_use(c->o.vols, w->a->name);
+	bool left = handles_held(c, w->a);
 	char msg[512];
 
 	ev_timer_stop(c->o.loop, &w->poll);
@@ -1711,7 +1732,7 @@ static void detach_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	struct detach_wait *w = t->data;
 
 	(void)revents;
-	if (!tsr_volset_in_use(w->c->o.vols, w->a->name) || ev_now(loop) >= w->deadline) {
+	if (!handles_held(w->c, w->a) || ev_now(loop) >= w->deadline) {
 		detach_wait_end(w);
 		return;
 	}
@@ -1827,7 +1848,7 @@ static void detach_run(struct tsr_cluster *c, struct attachment *a, struct detac
 			tsr_info("cluster: detach %s --force: closing its %u NBD client%s",
 				 a->name, w->disconnected, w->disconnected == 1 ? "" : "s");
 	}
-	if (!opened || fenced || !tsr_volset_in_use(c->o.vols, a->name)) {
+	if (!opened || fenced || !handles_held(c, a)) {
 		detach_finish(c, a, fenced, false, msg, sizeof(msg));
 		if (w && opened && !fenced) {
 			detach_wait_close(w, true);
@@ -1841,7 +1862,7 @@ static void detach_run(struct tsr_cluster *c, struct attachment *a, struct detac
 		return;
 	}
 	if (w == NULL) {
-		detach_finish(c, a, fenced, !clients_gone(c, a->name), msg, sizeof(msg));
+		detach_finish(c, a, fenced, !clients_gone(c, a), msg, sizeof(msg));
 		return;
 	}
 	w->a = a;

@@ -63,6 +63,13 @@ struct attachment {
 	} copies[TSR_LAYOUT_MAX_COPIES]; /* node_id: written under lock, read by the main
 					   * thread or under lock */
 	struct attachment *next;       /* lock */
+	/*
+	 * main: a handle on its volume from detach_begin to detach_finish
+	 * (NULL otherwise, or not opened): the volume outlives its clients'
+	 * requests, so its replication source (which holds none) is stopped
+	 * after they complete, and their writes reach the DR site's log.
+	 */
+	struct tsr_vol *held;
 };
 
 /* A copy-state change asked by a mirror, waiting for the background thread. */

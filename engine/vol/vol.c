@@ -500,6 +500,16 @@ bool tsr_volset_in_use(struct tsr_volset *set, const char *name)
 	return in_use;
 }
 
+bool tsr_vol_shared(struct tsr_vol *vol)
+{
+	bool shared;
+
+	pthread_mutex_lock(&vol->set->lock);
+	shared = vol->refs > 1;
+	pthread_mutex_unlock(&vol->set->lock);
+	return shared;
+}
+
 void tsr_volset_set_client_ops(struct tsr_volset *set, const struct tsr_volset_client_ops *ops,
 			       void *arg)
 {

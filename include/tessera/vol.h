@@ -35,6 +35,9 @@ int tsr_vol_get(struct tsr_volset *set, const char *name, struct tsr_vol **out);
 void tsr_vol_put(struct tsr_vol *vol);
 /* True while some handle is held (delete refuses such a volume). */
 bool tsr_volset_in_use(struct tsr_volset *set, const char *name);
+/* True while handles other than the caller's one (vol) are held, the
+ * registration's included.  Thread-safe. */
+bool tsr_vol_shared(struct tsr_vol *vol);
 
 /*
  * The host clients of the volumes (the NBD server fills it in): who holds an
