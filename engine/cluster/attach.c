@@ -2183,6 +2183,22 @@ static void auto_replace_done(struct tsr_cluster *c, const char *name, const cha
 			 ret == -ESHUTDOWN ? "stopping" : "retrying later");
 }
 
+/*
+ * Seconds between two tsr_layout_copy_returned calls for one copy seen alive
+ * and disconnected: CLUSTER_RETURN_BACKOFF_SEC, paced by the tick
+ * (CLUSTER_TICK_SEC), so about every 2.5 s.  Tests only:
+ * $TSR_TEST_RETURN_BACKOFF_MS (500..2000) shortens it, so that a test's wait
+ * for "not brought back again" spans a few periods in less time
+ * (test-snap-makeup-earlier-build: 500, a return at every tick).
+ */
+static double return_backoff_sec(void)
+{
+	const int dflt = (int)(CLUSTER_RETURN_BACKOFF_SEC * 1000);
+
+	return tsr_test_env_ms("TSR_TEST_RETURN_BACKOFF_MS", (int)(CLUSTER_TICK_SEC * 1000), dflt,
+			       dflt) / 1000.0;
+}
+
 static void tick_one(struct tsr_cluster *c, struct attachment *a, const struct cluster_view *v,
 		     double now)
 {
@@ -2214,7 +2230,7 @@ static void tick_one(struct tsr_cluster *c, struct attachment *a, const struct c
 		    now >= a->copies[i].next_return) {
 			const Tessera__Cluster__NodeRecord *n = view_node(v, id);
 
-			a->copies[i].next_return = now + CLUSTER_RETURN_BACKOFF_SEC;
+			a->copies[i].next_return = now + return_backoff_sec();
 			if (n) {
 				tsr_info("cluster: volume %s copy %s is back: resync", a->name, id);
 				tsr_layout_copy_returned(a->layout, i, n->address);

@@ -18,7 +18,8 @@
 #     s1 cut, v grown online to 16 MiB, a copy replaced onto n4 (earlier
 #     build).  Asserted, mirror: the copy on n4 stays out of sync and no v@s1
 #     of another size is on n4; the WARN naming n4 to upgrade is logged once
-#     in 6 s (not a make-up every 2.5 s); once n4 restarts as a current
+#     in 3 s (not a make-up at every return of the copy: about every 1 s
+#     with TSR_TEST_RETURN_BACKOFF_MS=500, 2.5 s without); once n4 restarts as a current
 #     build ("the upgrade") v gets in sync and n4's v@s1 is 8 MiB with s1's
 #     bytes.  ec: n4's copy gets in sync without v@s1 (skipped, its chunks
 #     decoded from the others), the WARN naming n4 logged once, v@s1 reads
@@ -45,6 +46,10 @@
 cd "$(dirname "$0")" || exit 2
 . ./functions.sh
 . ./cluster.sh
+# a disconnected copy brought back 0.5 s after its last return (the next
+# tick once it is disconnected again: about every 1 s), not every 2.5 s: the
+# negative waits below (no make-up retried) span about 3 returns in 3 s
+export TSR_TEST_RETURN_BACKOFF_MS=500
 ADMIN_LOCAL_COPY=$TSR_BUILD/tests/admin_local_copy # admin_local_copy.c
 require_tessera "$ADMIN_LOCAL_COPY"
 require_cmd nbdcopy
@@ -75,13 +80,13 @@ create_v() {
 # assert_warned_once PATTERN NODE: n1's log has PATTERN once, or once more
 # per loss of the connection to NODE's copy (a return replays it again,
 # which is meant: a node's restart is how its upgrade is seen); a make-up
-# retried every 2.5 s on the same connection logs it twice more in the 6 s
+# retried at every return of the copy logs it twice more in the 3 s
 assert_warned_once() {
 	local n lost
 	n=$(grep -cE -- "$1" "$(cl_dir 1)"/tesserad.log)
 	lost=$(grep -cE -- "copy [0-9]+ \($2, [^)]*\): connection failed" "$(cl_dir 1)"/tesserad.log)
 	(( n >= 1 && n <= 1 + lost )) ||
-		fail "n1's log names $2 to upgrade $n times in 6 s ($lost connection losses): want 1"
+		fail "n1's log names $2 to upgrade $n times in 3 s ($lost connection losses): want 1"
 	log "n1's log names $2 to upgrade $n time(s) ($lost connection losses)"
 }
 
@@ -158,7 +163,7 @@ grown_case() {
 		pat="node n4 .*cannot cut snapshot s1 at its chunk size"
 	fi
 	wait_log 1 "$pat" 60
-	sleep 6 # a make-up every 2.5 s would log it twice more (at least)
+	sleep 3 # a make-up at every return (about 1 s apart here) logs it twice more
 	assert_warned_once "$pat" n4
 	if [ "$layout" = mirror ]; then
 		assert_eq "$(copy_state v n4)" out-of-sync "n4's copy of v (earlier build)"
@@ -266,7 +271,7 @@ grown_copy_case() {
 	fi
 	wait_log 1 "$pat" 60
 	if [ "$layout" = mirror ]; then
-		sleep 6 # a make-up every 2.5 s would log it twice more (at least)
+		sleep 3 # a make-up at every return (about 1 s apart here) logs it twice more
 		assert_warned_once "$pat" n3
 		assert_eq "$(copy_state v n3)" out-of-sync "n3's copy of v (earlier build)"
 		assert_eq "$(snap_size 3 v s1)" - "v@s1 on n3 (its wrong-sized cut deleted)"
