@@ -132,6 +132,7 @@
 
 #include "site/server_internal.h"
 #include "tessera/site.h"
+#include "tessera/test_hook.h"
 #include "tessera/vol.h"
 #include "tessera/worker.h"
 
@@ -422,6 +423,7 @@ struct tsr_site_source {
 	uint64_t slab_takes; /* slabs made slab_cur (slab_take), for the idle trim */
 	uint64_t trim_takes; /* slab_takes at the last tick (trim_tick) */
 	uint64_t idle_since_ns; /* the log empty and no slab taken since (trim_tick) */
+	unsigned trim_ms;       /* SRC_TRIM_MS; tests only: $TSR_TEST_SITE_TRIM_MS (100..), read at start */
 
 	uint64_t *dirty;         /* n_regions bits */
 	/* initial copy: the regions holding holes (n_regions bits), or NULL.
@@ -776,7 +778,7 @@ static void trim_tick(struct tsr_site_source *s, uint64_t t)
 		s->idle_since_ns = t;
 		return;
 	}
-	if (t - s->idle_since_ns >= SRC_TRIM_MS * NS_PER_MS &&
+	if (t - s->idle_since_ns >= (uint64_t)s->trim_ms * NS_PER_MS &&
 	    (s->slab_free != NULL || s->meta_free != NULL ||
 	     (s->slab_cur != NULL && s->slab_cur->refs == 1)))
 		pool_trim(s);
@@ -3027,6 +3029,7 @@ int tsr_site_source_start(const struct tsr_site_source_opts *opts, struct tsr_si
 	s->worker = opts->pump_worker != NULL && (opts->group == NULL || opts->group[0] == '\0')
 			? opts->pump_worker : opts->worker;
 	s->split = s->worker != s->home;
+	s->trim_ms = (unsigned)tsr_test_env_ms("TSR_TEST_SITE_TRIM_MS", 100, SRC_TRIM_MS, SRC_TRIM_MS);
 	s->tls = opts->tls;
 	snprintf(s->address, sizeof(s->address), "%s", opts->address);
 	snprintf(s->peer_name, sizeof(s->peer_name), "%s", opts->peer_name);

@@ -1198,23 +1198,27 @@ static void small_writes(struct env *e, unsigned n, uint64_t *blk)
 /*
  * A log that has gone quiet gives its memory back: after a burst (12 MiB
  * logged while paused, then shipped) the free list holds the swing's empty
- * slabs; once the log has been empty for SRC_TRIM_MS (2 s) they are
- * unmapped with the slab being filled and the spare entry records
- * (slab_bytes and pool_bytes 0), and writes right after still ship.
- * Without the trim the 12 MiB stayed: "after the burst: pool 12.2 MiB,
- * slabs 12.2 MiB; 8.0 s idle: pool 12.2 MiB, slabs 12.2 MiB".
+ * slabs; once the log has been empty for SRC_TRIM_MS (2 s; 500 ms here,
+ * TSR_TEST_SITE_TRIM_MS, set for this source only) they are unmapped with
+ * the slab being filled and the spare entry records (slab_bytes and
+ * pool_bytes 0), and writes right after still ship.  Without the trim the
+ * 12 MiB stayed: "after the burst: pool 12.2 MiB, slabs 12.2 MiB; 8.0 s
+ * idle: pool 12.2 MiB, slabs 12.2 MiB".
  */
 static void test_idle_trim(void **state)
 {
 	struct tsr_site_source_stats st0, st1, st2;
-	struct env *e = source_up(16 * MIB, &st0);
+	struct env *e;
 	uint64_t t0, blk = 0;
 
 	(void)state;
+	setenv("TSR_TEST_SITE_TRIM_MS", "500", 1); /* read once, at the source's start */
+	e = source_up(16 * MIB, &st0);
+	unsetenv("TSR_TEST_SITE_TRIM_MS");
 	paused_round(e, 0, 1000, 96);
 	stats(e, &st1);
 	t0 = tsr_mono_ms();
-	do { /* polled: the trim comes at the first tick 2 s after the last ACK */
+	do { /* polled: the trim comes at the first tick 500 ms after the last ACK */
 		usleep(20000);
 		stats(e, &st2);
 	} while ((st2.slab_bytes || st2.pool_bytes) && tsr_mono_ms() - t0 < 8000);
