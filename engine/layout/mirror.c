@@ -39,6 +39,7 @@
 
 #include "layout/mirror_internal.h"
 #include "tessera/layout_module.h"
+#include "tessera/test_hook.h"
 
 uint64_t mirror_now_ns(void)
 {
@@ -1572,6 +1573,10 @@ int tsr_layout_mirror_create(const struct tsr_mirror_opts *opts, struct tsr_layo
 	m->peer_timeout_ms = opts->peer_timeout_ms ? opts->peer_timeout_ms : 5000;
 	m->write_wait_ms = opts->write_wait_ms ? opts->write_wait_ms : 30000;
 	m->resync_rate = opts->resync_rate;
+	m->local_retry_period_ns =
+	    (uint64_t)tsr_test_env_ms("TSR_TEST_MIRROR_LOCAL_RETRY_MS", 500,
+				      (int)(MIRROR_LOCAL_RETRY_NS / 1000000),
+				      (int)(MIRROR_LOCAL_RETRY_NS / 1000000)) * 1000000;
 	m->region_size = opts->region_size ? opts->region_size : (1u << 20);
 	m->region_shift = (unsigned)__builtin_ctz(m->region_size);
 	m->nregions = (m->size + m->region_size - 1) >> m->region_shift;

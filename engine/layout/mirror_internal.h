@@ -357,6 +357,8 @@ struct mirror {
 	uint64_t resync_total, resync_done;
 	bool resync_running;
 	uint64_t local_retry_ns; /* last automatic resync try of the local copy */
+	uint64_t local_retry_period_ns; /* MIRROR_LOCAL_RETRY_NS; tests only:
+					 * $TSR_TEST_MIRROR_LOCAL_RETRY_MS (500..), read at create */
 	double resync_rate_bps;
 	uint64_t rate_last_bytes, rate_last_ns;
 	uint64_t scrub_total, scrub_done, scrub_mismatches, scrub_repaired, scrub_unrepaired;

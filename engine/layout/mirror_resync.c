@@ -1007,7 +1007,7 @@ void mirror_resync_tick(struct mirror *m, uint64_t now_ns)
 		 * copy_returned for it: retry its resync here, every few seconds */
 		if (rs == NULL && c->present && c->local && c->open &&
 		    c->state == TSR_COPY_OUT_OF_SYNC && m->ready &&
-		    now_ns - m->local_retry_ns >= MIRROR_LOCAL_RETRY_NS) {
+		    now_ns - m->local_retry_ns >= m->local_retry_period_ns) {
 			m->local_retry_ns = now_ns;
 			mirror_resync_start(c);
 			continue;

@@ -1881,7 +1881,9 @@ static void test_resync_at_create(void **state)
 }
 
 /* The local disk fails a write: the local copy goes out of sync, reads go to
- * the replicas, and a few seconds later it is resynced automatically. */
+ * the replicas, and a few seconds later (MIRROR_LOCAL_RETRY_NS, 5 s; 1 s
+ * here, TSR_TEST_MIRROR_LOCAL_RETRY_MS for this layout only) it is resynced
+ * automatically. */
 static void test_local_copy_fails(void **state)
 {
 	struct env *e = *state;
@@ -1893,7 +1895,9 @@ static void test_local_copy_fails(void **state)
 	assert_int_equal(tsr_worker_start(5, &io, &faulty), 0);
 	opts_init(e, &o, true, 2, 1);
 	o.home = faulty;
+	setenv("TSR_TEST_MIRROR_LOCAL_RETRY_MS", "1000", 1); /* read at create */
 	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
+	unsetenv("TSR_TEST_MIRROR_LOCAL_RETRY_MS");
 	for (unsigned i = 0; i < 3; i++) {
 		fill(e->buf, 64 * 1024, 1 + i, i * MiB);
 		memcpy(e->model + i * MiB, e->buf, 64 * 1024);
