@@ -311,6 +311,9 @@ static void test_snap_copy_failures(void **state)
 	uint8_t *at_x = malloc(VOL);
 
 	opts_init(e, &o, true, 2, 1);
+	/* the write below min 2 (node1 and node2 away) is refused after this
+	 * wait: 300 ms, as test_below_min_replicas, not the 5 s default */
+	o.write_wait_ms = 300;
 	assert_int_equal(tsr_layout_mirror_create(&o, &e->l), 0);
 	assert_int_equal(lwrite(e, 0, MiB, 1, 0), 0);
 	/* node1 holds a snapshot "x" already (behind the layout's back), cut
