@@ -86,6 +86,23 @@ held_write() {
 	grep -q "^write $1 $2 ok" "$CL_ROOT/held2.log" ||
 		fail "2: the client's write $1: $(tail -n1 "$CL_ROOT/held2.log" 2>&1)"
 }
+# stalled_write VOL STEP: VOL's client (nbd_hold watch, log held<STEP>.log) sends
+# write 0 (0x41) of block 1 with n2 stopped: it reaches n1 and waits for n2
+stalled_write() {
+	HOLD_VOL=$1 hold "$CL_ROOT/held$2" watch
+	kill -STOP "${CL_PID[2]}"
+	kill -USR1 "$HOLD"
+	sleep 0.3
+}
+
+# n2_block1_written VOL STEP: n2's copy of VOL holds 0x41 in block 1, as n1's
+n2_block1_written() {
+	assert_eq "$(dd if="$(cl_copy_file 2 "$1")" bs=4096 skip=1 count=1 2>/dev/null |
+		od -An -tx1 | head -1 | tr -d ' ')" 41414141414141414141414141414141 \
+		"$2: block 1 of n2's copy of $1"
+	cl_assert_copies_identical "$1" 1 2
+}
+
 held_write 0 0x41
 # through n2: forwarded to n1, the refusal's fields come back
 out=$(ctsr_via 2 --json volume detach d 2>"$CL_ROOT/err2") &&
@@ -122,10 +139,7 @@ ctsr volume detach d >/dev/null || fail "volume detach d (4)"
 
 # ---- 5. --force while a write waits for n2: the reply says "not cleanly"
 cl_attach_retry d n1
-hold "$CL_ROOT/held5" watch
-kill -STOP "${CL_PID[2]}"
-kill -USR1 "$HOLD" # its write 0 (0x41) reaches n1 and waits for n2
-sleep 0.3
+stalled_write d 5
 ctsr volume detach d --force >"$CL_ROOT/out5" 2>&1 ||
 	fail "5: volume detach d --force: $(cat "$CL_ROOT/out5")"
 kill -CONT "${CL_PID[2]}"
@@ -140,10 +154,7 @@ log "5: the forced detach with a write stuck at n2 says it was not clean (client
 # ---- 6. a copy failing while --force drains: recorded, then resynced
 ctsr volume create e --size 16M --replicas 2 --min-replicas 1 >/dev/null || fail "create e"
 ctsr volume attach e --node n1 >/dev/null || fail "volume attach e"
-HOLD_VOL=e hold "$CL_ROOT/held6" watch
-kill -STOP "${CL_PID[2]}"
-kill -USR1 "$HOLD" # write 0 (0x41) of block 1 reaches n1 and waits for n2
-sleep 0.3
+stalled_write e 6
 ( sleep 1; kill -9 "${CL_PID[2]}" ) & killer=$!
 track_pid "$killer"
 ctsr volume detach e --force >/dev/null || fail "6: volume detach e --force"
@@ -156,18 +167,13 @@ cl_wait_nodes_alive 2
 ctsr volume attach e --node n1 >/dev/null || fail "6: volume attach e again"
 cl_wait_synced e 30
 ctsr volume detach e >/dev/null || fail "6: volume detach e"
-assert_eq "$(dd if="$(cl_copy_file 2 e)" bs=4096 skip=1 count=1 2>/dev/null | od -An -tx1 |
-	head -1 | tr -d ' ')" 41414141414141414141414141414141 "6: block 1 of n2's copy of e"
-cl_assert_copies_identical e 1 2
+n2_block1_written e 6
 log "6: n2 failing during the forced detach was recorded and resynced"
 
 # ---- 7. --force while a write waits 3 s for a slow n2: the detach is clean
 ctsr volume create f --size 16M --replicas 2 --min-replicas 1 >/dev/null || fail "create f"
 ctsr volume attach f --node n1 >/dev/null || fail "volume attach f"
-HOLD_VOL=f hold "$CL_ROOT/held7" watch
-kill -STOP "${CL_PID[2]}"
-kill -USR1 "$HOLD" # write 0 (0x41) of block 1 reaches n1 and waits for n2
-sleep 0.3
+stalled_write f 7
 ( sleep 3; kill -CONT "${CL_PID[2]}" ) & waker=$!
 track_pid "$waker"
 from=$(( $(log_lines 1) + 1 ))
@@ -184,9 +190,7 @@ grep -Eq "^write 0 (0x41 ok|failed: nbd_pread)" "$CL_ROOT/held7.log" ||
 	fail "7: the client's write was not acknowledged: $(tr '\n' ' ' <"$CL_ROOT/held7.log")"
 assert_eq "$(ctsr --json volume show f | json_get '[c["state"] for c in j["copies"]]')" \
 	'["in-sync", "in-sync"]' "7: the copies of f after the forced detach"
-assert_eq "$(dd if="$(cl_copy_file 2 f)" bs=4096 skip=1 count=1 2>/dev/null | od -An -tx1 |
-	head -1 | tr -d ' ')" 41414141414141414141414141414141 "7: block 1 of n2's copy of f"
-cl_assert_copies_identical f 1 2
+n2_block1_written f 7
 log "7: the forced detach waited for the write n2 held 3 s and was clean"
 cl_stop_all
 log "PASS"
