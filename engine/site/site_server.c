@@ -207,7 +207,8 @@ static const char *err_name(int code)
 struct tvol {
 	char name[TSR_SITE_NAME_MAX + 1]; /* immutable */
 	int state_fd;          /* its state file (O_DIRECT when the fs allows), -1: not open */
-	struct tsr_vol *vol;   /* handle from ops.open_volume, put at stop; NULL before */
+	struct tsr_vol *vol;   /* handle from ops.open_volume, put at promote or stop; NULL
+				* before and after */
 	struct sess *sess;     /* the session that owns the stream now, or NULL */
 	struct site_state st;  /* as written at the last open (names, stream) */
 	/* written by the applying worker, read by list(): */
@@ -2744,8 +2745,15 @@ int tsr_site_server_promote(struct tsr_site_server *srv, const char *volume, boo
 		ret = -EUCLEAN;
 	if (ret)
 		return ret;
-	if (tv && tv->vol)
+	if (tv && tv->vol) {
 		tsr_vol_set_write_fence(tv->vol, 0);
+		/* a promoted volume is no target: the handle would hold it against
+		 * a detach (not clean) and its delete (its store copy busy, left
+		 * for the leftover sweep, and a new DR stream of that name refused
+		 * "File exists" until then); a failback opens it again */
+		tsr_vol_put(tv->vol);
+		tv->vol = NULL;
+	}
 	tsr_info("site server: volume %s promoted at seq %llu%s: its stream from site %s has "
 		 "ended, host writes are allowed", volume, (unsigned long long)st.applied,
 		 (st.flags & SITE_STATE_CONSISTENT) ? "" : " (forced: not consistent)", st.site);
