@@ -803,8 +803,11 @@ static int attach_prepare(struct tsr_cluster *c, const char *name, struct attach
 	/* a DR target's failure kept for its next VOLUME_OPEN is stale now */
 	attach_failed_drop(c, name, true);
 	if (cluster_detach_pending(c, name)) {
-		snprintf(msg, msg_len, "volume '%s' is being detached here (waiting for its NBD "
-			 "clients to go): retry in a moment", name);
+		snprintf(msg, msg_len,
+			 "volume '%s' is being detached here (waiting for its NBD "
+			 "clients to go, or for its DR site to acknowledge its writes): retry in "
+			 "a moment",
+			 name);
 		return -EBUSY;
 	}
 	a = cluster_find_attachment(c, name);
@@ -1417,6 +1420,14 @@ void cluster_attach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
  * detaches, and an attach
  * replacing a fenced attachment, are not refused: they wait in place and
  * count a client left as an unclean detach, as before.
+ *
+ * The drain: a clean detach of a volume that ships to a DR site stops its
+ * source only once the site has ACKed every write acknowledged here before
+ * the clients were gone (repl_unshipped), up to the peer call timeout more
+ * (the same ev_timer poll, the reply later).  Past it (the site down or slow)
+ * the source stops anyway and the detach says how many writes its site lacks:
+ * the next attach's initial copy sends them.  tsr_cluster_stop's detaches
+ * wait in place, all within one peer call timeout (c->drain_until_ns).
  */
 #define DETACH_CLIENT_WAIT_MS 2000
 #define DETACH_CLIENT_POLL_MS 10
@@ -1444,7 +1455,14 @@ struct detach_wait {
 				    * handles of clients force closed the peer call
 				    * timeout more (their writes may wait for a copy) */
 	bool fenced;               /* the detach is unclean already */
-	double deadline;           /* ev_now at which the clients count as left */
+	int64_t drain_since_ns;    /* the clients gone, waiting for the DR site's ACKs
+				    * (detach_drain_start): tsr_mono_ns when they were
+				    * seen gone, the writes acknowledged before it are
+				    * waited for; 0: not that wait */
+	char *unshipped;           /* the source stopped with writes its site had not
+				    * ACKed: the reply's sentence (detach_finish), NULL: none */
+	double deadline;           /* ev_now at which the clients count as left (the drain:
+				    * at which the source stops anyway) */
 	ev_timer poll;             /* every DETACH_CLIENT_POLL_MS on c->o.loop */
 	struct admin_later *later; /* the admin reply, given once the waits are over */
 	struct detach_wait *next;  /* c->detaching */
@@ -1577,10 +1595,16 @@ static bool detach_begin(struct tsr_cluster *c, struct attachment *a)
 /*
  * Second half, once the clients are gone or the wait is over (clients_left):
  * record the clean detach unless fenced, delete attach/<name>, free a.
+ * msg: "detached NAME", and, when a clean detach's source stopped with
+ * writes its DR site had not ACKed (the drain's bound passed), how many and
+ * that the next attach copies them: then true (the log line says it too).
  */
-static void detach_finish(struct tsr_cluster *c, struct attachment *a, bool fenced,
+static bool detach_finish(struct tsr_cluster *c, struct attachment *a, bool fenced,
 			  bool clients_left, char *msg, size_t msg_len)
 {
+	struct repl_unshipped u;
+	bool unshipped = false;
+	char lacks[256] = "";
 	int ret;
 
 	/*
@@ -1596,9 +1620,18 @@ static void detach_finish(struct tsr_cluster *c, struct attachment *a, bool fenc
 		fenced = true;
 	}
 	/* after its clients' requests (those still in flight, clients_left,
-	 * are not shipped: the next attach's initial copy sends them) */
-	if (a->held)
+	 * are not shipped: the next attach's initial copy sends them) and, clean,
+	 * after the drain: what its site still lacks now is dropped, said here */
+	if (a->held) {
+		unshipped = !fenced && repl_unshipped(c, a->name, 0, &u);
+		if (unshipped)
+			snprintf(lacks, sizeof(lacks),
+				 "; %llu write%s (%llu bytes) not yet at site "
+				 "'%s' when its source stopped: the next attach copies them",
+				 (unsigned long long)u.writes, u.writes == 1 ? "" : "s",
+				 (unsigned long long)u.bytes, u.site);
 		repl_on_detach(c, a->name);
+	}
 	missed_drain(c);
 	if (!fenced) {
 		ret = update_volume(c, a->name, a->epoch, true, true, NULL, NULL, NULL, NULL, 0);
@@ -1607,9 +1640,10 @@ static void detach_finish(struct tsr_cluster *c, struct attachment *a, bool fenc
 				 "attach converges the copies)", a->name, strerror(-ret));
 	}
 	delete_attach_key(c, a->name, a->epoch);
-	tsr_info("cluster: detach %s epoch %llu from %s%s", a->name, (unsigned long long)a->epoch,
-		 c->node_id, fenced ? " (not clean: the next attach converges)" : " (clean)");
-	snprintf(msg, msg_len, "detached '%s'", a->name);
+	tsr_info("cluster: detach %s epoch %llu from %s%s%s", a->name, (unsigned long long)a->epoch,
+		 c->node_id, fenced ? " (not clean: the next attach converges)" : " (clean)",
+		 lacks);
+	snprintf(msg, msg_len, "detached '%s'%s", a->name, lacks);
 	pthread_mutex_lock(&c->lock);
 	for (struct attachment **pp = &c->draining; *pp; pp = &(*pp)->next)
 		if (*pp == a) {
@@ -1621,6 +1655,33 @@ static void detach_finish(struct tsr_cluster *c, struct attachment *a, bool fenc
 	 * records no copy state (record_state) */
 	tsr_vol_put(a->held);
 	free(a);
+	return unshipped;
+}
+
+/*
+ * Blocking form of the drain (detach_drain_start), for tsr_cluster_stop and
+ * callers outside an admin request: until a's DR site has ACKed what its
+ * source holds, or c->drain_until_ns (tsr_cluster_stop's one bound for all
+ * its detaches), else the peer call timeout from now.
+ */
+static void drain_blocking(struct tsr_cluster *c, struct attachment *a)
+{
+	int64_t since = tsr_mono_ns(), until = c->drain_until_ns;
+	struct repl_unshipped u;
+	bool said = false;
+
+	if (until == 0)
+		until = since + (int64_t)cluster_peer_call_ms(c) * 1000000;
+	while (a->held && repl_unshipped(c, a->name, since, &u) && tsr_mono_ns() < until) {
+		if (!said && (u.writes || u.bytes)) {
+			tsr_info("cluster: detach %s: waiting up to %lld ms for site %s to "
+				 "acknowledge %llu writes (%llu bytes) before its source stops",
+				 a->name, (long long)((until - tsr_mono_ns()) / 1000000), u.site,
+				 (unsigned long long)u.writes, (unsigned long long)u.bytes);
+			said = true;
+		}
+		usleep(DETACH_CLIENT_POLL_MS * 1000);
+	}
 }
 
 int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg, size_t msg_len)
@@ -1629,6 +1690,8 @@ int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg,
 	/* a fenced detach is unclean whatever its clients do: no wait */
 	bool left = a->layout && !fenced && !clients_gone(c, a);
 
+	if (a->layout && !fenced && !left)
+		drain_blocking(c, a);
 	detach_finish(c, a, fenced, left, msg, msg_len);
 	return 0;
 }
@@ -1642,10 +1705,12 @@ static void detach_reply(struct tsr_admin_server *srv, void *arg, Tessera__Admin
 	(void)srv;
 	if (w->refused)
 		detach_refuse(w->name, w->node_id, w->refused, w->peers, w->stopping, resp);
-	else if (w->note)
-		admin_fail(resp, 0, "%s", w->note);
+	else if (w->note || w->unshipped)
+		admin_fail(resp, 0, "%s%s%s", w->unshipped ? w->unshipped : "",
+			   w->unshipped && w->note ? "; " : "", w->note ? w->note : "");
 	resp->clients_disconnected = w->disconnected;
 	free(w->note);
+	free(w->unshipped);
 	free(w);
 }
 
@@ -1702,13 +1767,10 @@ static void detach_wait_close(struct detach_wait *w, bool clean)
 	}
 }
 
-/* End w's wait for the clients: finish the detach, unlist w, let the admin
- * reply go once the copies are closed. */
-static void detach_wait_end(struct detach_wait *w)
+/* Stop w's poll and take it off c->detaching (a no-op when it is not on it). */
+static void detach_wait_unlist(struct detach_wait *w)
 {
 	struct tsr_cluster *c = w->c;
-	bool left = handles_held(c, w->a);
-	char msg[512];
 
 	ev_timer_stop(c->o.loop, &w->poll);
 	for (struct detach_wait **pp = &c->detaching; *pp; pp = &(*pp)->next)
@@ -1716,7 +1778,19 @@ static void detach_wait_end(struct detach_wait *w)
 			*pp = w->next;
 			break;
 		}
-	detach_finish(c, w->a, w->fenced, left, msg, sizeof(msg));
+}
+
+/* End w's wait for the clients (or for the DR site's ACKs): finish the
+ * detach, unlist w, let the admin reply go once the copies are closed. */
+static void detach_wait_end(struct detach_wait *w)
+{
+	struct tsr_cluster *c = w->c;
+	bool left = handles_held(c, w->a);
+	char msg[512];
+
+	detach_wait_unlist(w);
+	if (detach_finish(c, w->a, w->fenced, left, msg, sizeof(msg)))
+		w->unshipped = strdup(msg); /* NULL: the log line says it */
 	w->a = NULL;
 	if (left && !w->fenced && w->note == NULL &&
 	    asprintf(&w->note, "detached '%s' not cleanly: requests of its NBD clients were "
@@ -1727,12 +1801,20 @@ static void detach_wait_end(struct detach_wait *w)
 	detach_wait_close(w, !w->fenced && !left);
 }
 
+static bool detach_drain_start(struct tsr_cluster *c, struct detach_wait *w, struct attachment *a);
+
 static void detach_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct detach_wait *w = t->data;
 
 	(void)revents;
-	if (!handles_held(w->c, w->a) || ev_now(loop) >= w->deadline) {
+	if (!handles_held(w->c, w->a)) {
+		/* clean so far: its DR site's ACKs next, then the reply */
+		if (w->fenced || !detach_drain_start(w->c, w, w->a))
+			detach_wait_end(w);
+		return;
+	}
+	if (ev_now(loop) >= w->deadline) {
 		detach_wait_end(w);
 		return;
 	}
@@ -1757,12 +1839,7 @@ static void detach_clients_end(struct detach_wait *w)
 	struct tsr_cluster *c = w->c;
 	struct attachment *a = w->a;
 
-	ev_timer_stop(c->o.loop, &w->poll);
-	for (struct detach_wait **pp = &c->detaching; *pp; pp = &(*pp)->next)
-		if (*pp == w) {
-			*pp = w->next;
-			break;
-		}
+	detach_wait_unlist(w);
 	w->clients_phase = false;
 	w->refused = tsr_volset_clients(c->o.vols, a->name, w->peers, TSR_DETACH_CLIENTS_LISTED);
 	w->stopping = c->stopping_waits;
@@ -1804,6 +1881,50 @@ static void detach_wait_start(struct tsr_cluster *c, struct detach_wait *w,
 	c->detaching = w;
 }
 
+static void detach_drain_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct detach_wait *w = t->data;
+	struct repl_unshipped u;
+
+	(void)revents;
+	if (!repl_unshipped(w->c, w->name, w->drain_since_ns, &u) || ev_now(loop) >= w->deadline)
+		detach_wait_end(w); /* past the bound: detach_finish says what its site lacks */
+}
+
+/*
+ * a's clients are gone and its detach is clean so far: when its source
+ * holds writes acknowledged before now that its DR site has not ACKed
+ * (repl_unshipped), wait for the ACKs up to the peer call timeout (the
+ * source ships meanwhile), then detach_wait_end: true, w listed (off its
+ * wait for the handles first).  false: nothing to wait for (no source, all
+ * ACKed; or tesserad stops: waited for here, drain_blocking), w untouched.
+ */
+static bool detach_drain_start(struct tsr_cluster *c, struct detach_wait *w, struct attachment *a)
+{
+	int64_t since = tsr_mono_ns();
+	struct repl_unshipped u;
+
+	if (a->held == NULL)
+		return false;
+	if (c->stopping_waits) { /* tesserad stops: within its one bound, in place */
+		drain_blocking(c, a);
+		return false;
+	}
+	if (!repl_unshipped(c, a->name, since, &u))
+		return false;
+	detach_wait_unlist(w);
+	w->a = a;
+	w->fenced = false;
+	w->drain_since_ns = since;
+	detach_wait_start(c, w, detach_drain_poll_cb, cluster_peer_call_ms(c));
+	if (u.writes || u.bytes)
+		tsr_info("cluster: detach %s: waiting up to %d ms for site %s to acknowledge %llu "
+			 "writes (%llu bytes) before its source stops (the reply comes then)",
+			 a->name, w->wait_ms, u.site, (unsigned long long)u.writes,
+			 (unsigned long long)u.bytes);
+	return true;
+}
+
 void cluster_detach_stop_waits(struct tsr_cluster *c)
 {
 	c->stopping_waits = true; /* their replies go now, not after the copies' close */
@@ -1811,10 +1932,16 @@ void cluster_detach_stop_waits(struct tsr_cluster *c)
 	 * refused, the attachment left to tsr_cluster_stop's own detach, or run
 	 * (then, if its clients' handles linger, listed again: ended next) */
 	while (c->detaching) {
-		if (c->detaching->clients_phase)
+		if (c->detaching->clients_phase) {
 			detach_clients_end(c->detaching);
-		else
-			detach_wait_end(c->detaching);
+			continue;
+		}
+		/* clients gone (a wait for the DR site's ACKs, or one for the
+		 * handles that ended): the wait for the ACKs goes on in place,
+		 * within the stop's one bound (c->drain_until_ns) */
+		if (!c->detaching->fenced && !handles_held(c, c->detaching->a))
+			drain_blocking(c, c->detaching->a);
+		detach_wait_end(c->detaching);
 	}
 	cluster_close_wait_stop(c);
 }
@@ -1849,6 +1976,10 @@ static void detach_run(struct tsr_cluster *c, struct attachment *a, struct detac
 				 a->name, w->disconnected, w->disconnected == 1 ? "" : "s");
 	}
 	if (!opened || fenced || !handles_held(c, a)) {
+		if (w && opened && !fenced && detach_drain_start(c, w, a))
+			return; /* the reply comes after the drain */
+		if (w == NULL && opened && !fenced)
+			drain_blocking(c, a);
 		detach_finish(c, a, fenced, false, msg, sizeof(msg));
 		if (w && opened && !fenced) {
 			detach_wait_close(w, true);
@@ -1862,7 +1993,11 @@ static void detach_run(struct tsr_cluster *c, struct attachment *a, struct detac
 		return;
 	}
 	if (w == NULL) {
-		detach_finish(c, a, fenced, !clients_gone(c, a), msg, sizeof(msg));
+		bool left = !clients_gone(c, a);
+
+		if (!left && !fenced)
+			drain_blocking(c, a);
+		detach_finish(c, a, fenced, left, msg, sizeof(msg));
 		return;
 	}
 	w->a = a;
@@ -1942,8 +2077,11 @@ void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 		return;
 	}
 	if (cluster_detach_pending(c, name)) {
-		admin_fail(resp, -EBUSY, "volume '%s' is being detached (waiting up to %d ms for "
-			   "its NBD clients to go): retry in a moment", name, DETACH_CLIENT_WAIT_MS);
+		admin_fail(resp, -EBUSY,
+			   "volume '%s' is being detached (waiting for its NBD "
+			   "clients to go, or for its DR site to acknowledge its writes): retry in "
+			   "a moment",
+			   name);
 		return;
 	}
 	if (a == NULL) {

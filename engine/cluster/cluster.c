@@ -876,6 +876,9 @@ void tsr_cluster_stop(struct tsr_cluster *c)
 		return;
 	if (c->tick_running)
 		ev_timer_stop(c->o.loop, &c->tick);
+	/* the detaches below wait for their DR sites' ACKs (attach.c, the
+	 * drain) within one peer call timeout in all: the sources ship at once */
+	c->drain_until_ns = tsr_mono_ns() + (int64_t)cluster_peer_call_ms(c) * 1000000;
 	/* detaches waiting for their clients end now (the admin server still
 	 * sends their replies: it goes after us) */
 	cluster_detach_stop_waits(c);

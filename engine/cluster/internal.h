@@ -114,7 +114,11 @@ struct tsr_cluster {
 					* those requests hold the volume (record_state), so
 					* that a copy failing then is not left in sync under
 					* a clean detach; linked by next */
-	struct detach_wait *detaching; /* main thread: detaches waiting for NBD clients (attach.c) */
+	struct detach_wait *detaching; /* main thread: detaches waiting for NBD clients, or
+					* for their DR site's ACKs (attach.c) */
+	int64_t drain_until_ns;        /* main thread: tsr_cluster_stop's one bound (tsr_mono_ns)
+					* on its detaches' waits for their DR sites' ACKs;
+					* 0: each detach waits the peer call timeout */
 	struct close_wait *close_waits; /* main thread: detaches waiting for their copies'
 					 * close on their nodes (closewait.c) */
 	bool stopping_waits;           /* main thread: tsr_cluster_stop ends the waits above */
@@ -501,9 +505,13 @@ void cluster_attach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 		    Tessera__Admin__Response *resp);
 void cluster_detach(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 		    Tessera__Admin__Response *resp);
-/* Detach locally: unregister, delete attach/<name>, clean_detach when not fenced.  0 or -errno. */
+/* Detach locally: unregister, delete attach/<name>, clean_detach when not fenced.
+ * Blocks: up to 2 s for its NBD clients' requests, then, clean, until its DR
+ * site has ACKed its source's log (bounded by c->drain_until_ns, else the peer
+ * call timeout).  0 or -errno; msg: "detached NAME" and what its site lacks. */
 int cluster_detach_local(struct tsr_cluster *c, struct attachment *a, char *msg, size_t msg_len);
-/* Whether an admin detach of name waits for its NBD clients here (main thread). */
+/* Whether an admin detach of name waits for its NBD clients, or for its DR
+ * site's ACKs, here (main thread). */
 bool cluster_detach_pending(struct tsr_cluster *c, const char *name);
 /* Finish every waiting detach now, let their replies go (tsr_cluster_stop). */
 void cluster_detach_stop_waits(struct tsr_cluster *c);
@@ -594,6 +602,22 @@ void repl_on_attach(struct tsr_cluster *c, const char *name);
 bool repl_target_promoted(struct tsr_cluster *c, const char *vol);
 /* name is about to be unregistered here: stop its source. */
 void repl_on_detach(struct tsr_cluster *c, const char *name);
+/* What a volume's source holds that its site has not ACKed (repl_unshipped). */
+struct repl_unshipped {
+	char site[64];   /* the site it ships to */
+	uint64_t writes; /* entries in its log (and, split, handed over): the host's
+			  * writes and trims, a sync's end */
+	uint64_t bytes;  /* lag_bytes: their data and the regions still to re-copy */
+};
+/*
+ * Whether name's source (running here) still lacks its site's ACK for a
+ * change acknowledged to the host before since_ns (tsr_mono_ns; 0: any
+ * time): true, *out filled, also while its counters are not newer than
+ * since_ns (published every 10 ms); false when none, when name has no
+ * source here, or when it is demoted (it ships nothing).  Main thread.
+ */
+bool repl_unshipped(struct tsr_cluster *c, const char *name, int64_t since_ns,
+		    struct repl_unshipped *out);
 /* Site and replication commands (true: resp filled). */
 bool repl_admin_handle(struct tsr_cluster *c, const Tessera__Admin__Request *req,
 		       Tessera__Admin__Response *resp);

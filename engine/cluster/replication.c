@@ -1050,6 +1050,26 @@ void repl_on_detach(struct tsr_cluster *c, const char *name)
 	source_stop(c, name);
 }
 
+bool repl_unshipped(struct tsr_cluster *c, const char *name, int64_t since_ns,
+		    struct repl_unshipped *out)
+{
+	struct repl_source *s = source_find(c, name);
+	struct tsr_site_source_stats st;
+
+	memset(out, 0, sizeof(*out));
+	if (s == NULL)
+		return false;
+	tsr_site_source_stats(s->src, &st);
+	if (st.state == TSR_SITE_SPLIT)
+		return false; /* demoted: it ships nothing any more */
+	snprintf(out->site, sizeof(out->site), "%s", s->site);
+	out->writes = st.log_entries + st.handover_ranges;
+	out->bytes = st.lag_bytes;
+	/* counters older than since_ns may miss the last writes: not known yet */
+	return st.counted_ns <= since_ns || st.log_entries || st.lag_bytes || st.dirty_bytes ||
+	       st.handover_ranges;
+}
+
 int repl_volume_busy(struct tsr_cluster *c, const char *name, char *msg, size_t msg_len)
 {
 	Tessera__Cluster__ReplicationRecord *r = NULL;

@@ -1455,6 +1455,7 @@ static void publish(struct tsr_site_source *s)
 	uint64_t sync_left = 0;
 
 	p.state = state_of(s);
+	p.counted_ns = (int64_t)t; /* read first: the counters below are at least this new */
 	p.next_seq = s->next_seq;
 	p.sent_seq = s->sent_seq;
 	p.acked_seq = s->acked_seq;

@@ -732,6 +732,12 @@ struct tsr_site_source_stats {
 	double rate_bps;          /* payload bytes/s over the last few seconds */
 	double eta_sec;           /* to ship what is behind at rate_bps; 0 when none */
 	char last_error[TSR_SITE_LAST_ERROR_MAX]; /* the last session's failure, "" when none */
+	int64_t counted_ns; /* tsr_mono_ns at which the worker took these counters
+			     * (0: not yet): a change acknowledged to the host
+			     * before it is in them (log, dirty or, split, handed
+			     * over); so log_entries, lag_bytes, dirty_bytes and
+			     * handover_ranges all 0 with counted_ns past a time T
+			     * say the target has ACKed every change acked before T */
 };
 /* A consistent copy of the counters.  Any thread (a small per-source
  * mutex, taken by the worker at most once per loop pass). */
