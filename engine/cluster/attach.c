@@ -1624,11 +1624,16 @@ static bool detach_finish(struct tsr_cluster *c, struct attachment *a, bool fenc
 	 * after the drain: what its site still lacks now is dropped, said here */
 	if (a->held) {
 		unshipped = !fenced && repl_unshipped(c, a->name, 0, &u);
-		if (unshipped)
+		if (unshipped && u.writes)
 			snprintf(lacks, sizeof(lacks),
 				 "; %llu write%s (%llu bytes) not yet at site "
 				 "'%s' when its source stopped: the next attach copies them",
 				 (unsigned long long)u.writes, u.writes == 1 ? "" : "s",
+				 (unsigned long long)u.bytes, u.site);
+		else if (unshipped) /* an initial copy or an overflow's regions */
+			snprintf(lacks, sizeof(lacks),
+				 "; %llu bytes of regions not yet copied to site '%s' when "
+				 "its source stopped: the next attach copies them",
 				 (unsigned long long)u.bytes, u.site);
 		repl_on_detach(c, a->name);
 	}
@@ -1675,9 +1680,10 @@ static void drain_blocking(struct tsr_cluster *c, struct attachment *a)
 	while (a->held && repl_unshipped(c, a->name, since, &u) && tsr_mono_ns() < until) {
 		if (!said && (u.writes || u.bytes)) {
 			tsr_info("cluster: detach %s: waiting up to %lld ms for site %s to "
-				 "acknowledge %llu writes (%llu bytes) before its source stops",
+				 "acknowledge %llu write%s (%llu bytes) before its source stops",
 				 a->name, (long long)((until - tsr_mono_ns()) / 1000000), u.site,
-				 (unsigned long long)u.writes, (unsigned long long)u.bytes);
+				 (unsigned long long)u.writes, u.writes == 1 ? "" : "s",
+				 (unsigned long long)u.bytes);
 			said = true;
 		}
 		usleep(DETACH_CLIENT_POLL_MS * 1000);
@@ -1919,9 +1925,9 @@ static bool detach_drain_start(struct tsr_cluster *c, struct detach_wait *w, str
 	detach_wait_start(c, w, detach_drain_poll_cb, cluster_peer_call_ms(c));
 	if (u.writes || u.bytes)
 		tsr_info("cluster: detach %s: waiting up to %d ms for site %s to acknowledge %llu "
-			 "writes (%llu bytes) before its source stops (the reply comes then)",
+			 "write%s (%llu bytes) before its source stops (the reply comes then)",
 			 a->name, w->wait_ms, u.site, (unsigned long long)u.writes,
-			 (unsigned long long)u.bytes);
+			 u.writes == 1 ? "" : "s", (unsigned long long)u.bytes);
 	return true;
 }
 

@@ -13,6 +13,9 @@
 #    written, `volume detach dv` answers after the bound and says the writes
 #    are not yet at site dr and that the next attach copies them; the link
 #    back and dv attached again, the DR has the 0x6b bytes.
+# 3. tesserad stop with the link cut and 64 KiB not at the DR: the stop's
+#    detach waits for the ACKs in place (the peer timeout at most, for all
+#    its detaches), then logs what the DR lacks.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/site.sh"
 
@@ -48,6 +51,7 @@ wait "$DET" || fail "1: volume detach dv: $(cat "$SITE_ROOT/detach1.out")"
 forget_pid "$DET"
 out=$(cat "$SITE_ROOT/detach1.out")
 log "1: detach answered: $out"
+log "1: $(tail -n +"$from" "$PLOG" | grep -m1 "waiting up to .* for site dr" || true)"
 echo "$out" | grepq "not yet at site" && fail "1: the DR came back within the bound, yet: $out"
 site_qemu_io dr dv "read -P 0x5a $M 256k" >/dev/null ||
 	fail "1: the 256 KiB acknowledged before the detach are not at the DR once it answered"
@@ -73,4 +77,19 @@ repl_caught_up dv 30
 site_qemu_io dr dv "read -P 0x6b $((2 * M)) 64k" >/dev/null ||
 	fail "2: the next attach did not copy the writes the DR lacked"
 log "2: bounded at $ms ms (peer timeout 3000), said so; the next attach copied them"
+
+# ---- 3. tesserad stop: the same wait, in place, one bound for the stop -----
+repl_caught_up dv 30
+px cut
+site_qemu_io primary dv "write -P 0x7c $((3 * M)) 64k" >/dev/null || fail "3: write 0x7c"
+from=$(( $(wc -l <"$PLOG") + 1 ))
+t0=$(date +%s%N)
+site_stop primary
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+tail -n +"$from" "$PLOG" | grepq "detach dv: waiting up to [0-9]* ms for site dr to acknowledge 1 write " ||
+	fail "3: the stop did not wait for the DR's ACKs"
+tail -n +"$from" "$PLOG" |
+	grepq "detach dv epoch [0-9]* from .* (clean); 1 write (65536 bytes) not yet at site 'dr'" ||
+	fail "3: the stop's detach does not say what the DR lacks"
+log "3: tesserad stop took $ms ms with the DR away (bound: the peer timeout, 3000), said so"
 log "PASS"
