@@ -1986,7 +1986,8 @@ static void detach_run(struct tsr_cluster *c, struct attachment *a, struct detac
 			return; /* the reply comes after the drain */
 		if (w == NULL && opened && !fenced)
 			drain_blocking(c, a);
-		detach_finish(c, a, fenced, false, msg, sizeof(msg));
+		if (detach_finish(c, a, fenced, false, msg, sizeof(msg)) && w)
+			w->unshipped = strdup(msg); /* tesserad stops: bound passed (drain_start) */
 		if (w && opened && !fenced) {
 			detach_wait_close(w, true);
 		} else if (w && resp) { /* nothing to wait for: the reply goes now */
