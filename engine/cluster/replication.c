@@ -2689,8 +2689,9 @@ static void repl_promote(struct tsr_cluster *c, const Tessera__Admin__Request *r
 		admin_fail(resp, ret, "cannot promote '%s': %s", p->volume, strerror(-ret));
 		return;
 	}
-	/* the server lifts the fence of the handle it holds; with no session since
-	 * start the volume may be attached here fenced by target/<vol>: lift it */
+	/* the server lifts the fence of the handle it holds while a session
+	 * streams; with none (the handle is put when a session ends) the volume
+	 * may be attached here fenced by target/<vol> or its last session: lift it */
 	if (cluster_find_attachment(c, p->volume))
 		fence_volume(c, p->volume, 0);
 	if (failback_done(c, p->volume, resp))

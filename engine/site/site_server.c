@@ -207,8 +207,9 @@ static const char *err_name(int code)
 struct tvol {
 	char name[TSR_SITE_NAME_MAX + 1]; /* immutable */
 	int state_fd;          /* its state file (O_DIRECT when the fs allows), -1: not open */
-	struct tsr_vol *vol;   /* handle from ops.open_volume, put at promote or stop; NULL
-				* before and after */
+	struct tsr_vol *vol;   /* handle from ops.open_volume at VOLUME_OPEN, put when its
+				* session ends (CTL_ENDED), at promote or at stop; NULL
+				* between sessions */
 	struct sess *sess;     /* the session that owns the stream now, or NULL */
 	struct site_state st;  /* as written at the last open (names, stream) */
 	/* written by the applying worker, read by list(): */
@@ -383,7 +384,7 @@ struct sess {
 	/* set by the control thread at open */
 	int open_err;              /* 0, or the ERROR to send */
 	char open_msg[TSR_SITE_ERRMSG_MAX + 1];
-	struct tvol *tv;           /* the volume; its state_fd and vol outlive the session */
+	struct tvol *tv;           /* the volume; its state_fd outlives the session */
 	struct site_state st;      /* what the state file holds (updated at each write) */
 	bool replay;               /* reply with TSR_SITE_F_REPLAY */
 	bool fresh;                /* reply with TSR_SITE_F_FRESH: the state file was of a
@@ -2286,8 +2287,17 @@ static void ctl_drain(struct tsr_site_server *srv)
 			ctl_open(s);
 			sess_unref(s); /* the queue's */
 		} else {
-			if (s->tv && s->tv->sess == s)
+			if (s->tv && s->tv->sess == s) {
+				/* its worker side is torn down (no apply, flush or
+				 * digest read in flight): the handle goes too, else it
+				 * holds the volume against a detach (not clean) and
+				 * its delete (the store copy busy, and a new stream of
+				 * the name refused "File exists" until the leftover
+				 * sweep); the next VOLUME_OPEN opens it again */
+				tsr_vol_put(s->tv->vol);
+				s->tv->vol = NULL;
 				s->tv->sess = NULL;
+			}
 			sess_unref(s); /* the control side's */
 		}
 	}
