@@ -2,7 +2,9 @@
 # A forced detach of a volume that ships to a DR site (engine/cluster/attach.c
 # detach_begin / detach_finish): its replication source stops only once the
 # NBD clients it closed are gone and their requests answered, so the writes
-# acknowledged during the drain go to the site's log like any other.
+# acknowledged during the drain go to the site's log like any other.  As for
+# any clean detach, the source then stops once the site has acknowledged that
+# log, or after the peer timeout (detach_drain_start; test-site-detach-drain).
 # fv ships to dr (sites_start_streaming); an NBD client holds fv on the
 # primary; `volume detach fv --force` closes it (clients_disconnected 1) and
 # is clean; in the primary's log "volume fv stopped shipping to site dr"
